@@ -1,0 +1,40 @@
+//! Aegis wire contracts: everything two Aegis processes must agree on, and no
+//! I/O.
+//!
+//! - [`names`] validates service names, instance ids, method, group,
+//!   command, event domain and action names, and semver versions.
+//! - [`subjects`] spells every NATS subject, KV key, bucket and stream name.
+//! - [`events`] parses event subjects (`events.{domain}.{action}`) and the
+//!   wildcard patterns subscribers select them with.
+//! - [`models`] holds the JSON records: the registry's [`ServiceInstance`],
+//!   the [`ServiceDefinition`] with its create and patch bodies, field
+//!   [`ValidationErrors`], and the shared RFC 3339 timestamp format.
+//! - [`wire`] holds the RPC [`WireError`] with its stable [`ErrorCode`], and
+//!   the `Aegis-*` header names.
+//! - [`metrics`] holds the [`MetricsSnapshot`] each instance publishes.
+//! - [`commands`] holds the command progress protocol's [`CommandReply`].
+//!
+//! Builders in [`subjects`] do not validate; validate names with [`names`]
+//! before building subjects from untrusted input.
+
+pub mod commands;
+pub mod events;
+pub mod metrics;
+pub mod models;
+pub mod names;
+pub mod subjects;
+pub mod wire;
+
+pub use commands::CommandReply;
+pub use events::{EventPattern, EventSubject};
+pub use metrics::{EndpointMetrics, LatencySummary, MetricsSnapshot};
+pub use models::{
+    FieldError, InstanceStatus, NewServiceDefinition, ParseStatusError, ServiceDefinition,
+    ServiceDefinitionPatch, ServiceInstance, ValidationErrors,
+};
+pub use names::{
+    NameError, NameKind, VersionError, validate_command_name, validate_event_action,
+    validate_event_domain, validate_group_name, validate_instance_id, validate_method_name,
+    validate_service_name, validate_version,
+};
+pub use wire::{ErrorCode, WireError};

@@ -1,0 +1,120 @@
+//! Commands: requests for work that may take a while, queued on the
+//! work-queue stream `COMMANDS` at `commands.{service}.{command}`.
+//!
+//! - [`send`]: [`Commands::send`] queues a command and returns a
+//!   [`CommandHandle`] that yields progress reports and the final result, under
+//!   a timeout.
+//! - [`worker`]: [`Commands::worker`] consumes the commands of a service (its
+//!   instances share one durable consumer, so each command runs once) and
+//!   reports progress and the result back to the sender.
+//!
+//! A command carries its deadline; a worker that picks it up after the deadline
+//! does not run it.
+
+pub mod send;
+pub mod worker;
+
+use std::time::Duration;
+
+use aegis_contracts::{names::NameError, subjects, wire::WireError};
+use async_nats::jetstream::{self, stream};
+
+pub use send::{CommandHandle, CommandUpdate};
+pub use worker::{Command, CommandWorker, CommandWorkerBuilder, Progress};
+
+use crate::Connection;
+
+/// Header carrying the command's deadline (RFC 3339 UTC).
+pub const HEADER_DEADLINE: &str = "Aegis-Deadline";
+
+/// How long an unclaimed command stays queued.
+pub const COMMANDS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// Commands to services. Get one from [`Connection::commands`].
+#[derive(Debug, Clone)]
+pub struct Commands {
+    pub(crate) conn: Connection,
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// A service or command name is invalid; nothing was sent.
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
+    /// The payload or result could not be encoded or decoded.
+    #[error("cannot encode or decode a command payload")]
+    Codec(#[source] serde_json::Error),
+    /// The `COMMANDS` stream could not be created or found.
+    #[error("cannot create or find the COMMANDS stream")]
+    Stream(#[source] async_nats::Error),
+    /// The command was not confirmed as queued.
+    #[error("the command on {subject} was not queued")]
+    Publish {
+        /// The subject published to.
+        subject: String,
+        /// The client's error.
+        #[source]
+        source: async_nats::Error,
+    },
+    /// No result arrived before the deadline.
+    #[error("command {id} did not complete within {timeout:?}")]
+    Timeout {
+        /// The command id.
+        id: String,
+        /// The deadline that passed.
+        timeout: Duration,
+    },
+    /// The worker reported a failure.
+    #[error("command failed: {0}")]
+    Failed(WireError),
+    /// The reply subscription ended unexpectedly (connection closed).
+    #[error("the reply channel of command {0} closed")]
+    Closed(String),
+    /// The worker's consumer could not be created.
+    #[error("cannot create the command consumer {name}")]
+    Consumer {
+        /// The consumer name.
+        name: String,
+        /// The client's error.
+        #[source]
+        source: async_nats::Error,
+    },
+}
+
+impl Commands {
+    pub(crate) fn new(conn: Connection) -> Self {
+        Self { conn }
+    }
+
+    /// Creates the `COMMANDS` work-queue stream if it does not exist.
+    ///
+    /// # Errors
+    /// [`CommandError::Stream`] when JetStream refuses.
+    pub async fn ensure_stream(&self) -> Result<jetstream::stream::Stream, CommandError> {
+        ensure_commands_stream(self.conn.jetstream(), self.conn.config().nats.replicas).await
+    }
+}
+
+/// Creates the `COMMANDS` work-queue stream when missing.
+///
+/// # Errors
+/// [`CommandError::Stream`] when JetStream refuses.
+pub async fn ensure_commands_stream(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> Result<jetstream::stream::Stream, CommandError> {
+    js.get_or_create_stream(stream::Config {
+        name: subjects::COMMANDS_STREAM.to_owned(),
+        subjects: vec![subjects::COMMANDS_SUBJECTS.to_owned()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        max_age: COMMANDS_MAX_AGE,
+        duplicate_window: Duration::from_secs(120),
+        num_replicas: replicas,
+        description: Some("Aegis commands (commands.{service}.{command})".to_owned()),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| CommandError::Stream(e.into()))
+}

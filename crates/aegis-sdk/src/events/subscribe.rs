@@ -1,0 +1,397 @@
+//! Subscribing to events through durable JetStream consumers.
+//!
+//! Compete mode shares one durable consumer per (service, pattern), so the
+//! instances of a service split the events between them. Broadcast mode gives
+//! each instance its own durable consumer (removed by the server after it has
+//! been unused for [`BROADCAST_INACTIVE_THRESHOLD`]), so every instance sees
+//! every event.
+
+use std::{
+    error::Error as StdError, fmt, future::Future, marker::PhantomData, panic::AssertUnwindSafe,
+    sync::Arc, time::Duration,
+};
+
+use aegis_contracts::{
+    events::{EventPattern, EventSubject},
+    names, subjects,
+};
+use async_nats::jetstream::{
+    AckKind,
+    consumer::{self, pull},
+};
+use chrono::{DateTime, Utc};
+use futures::{FutureExt, StreamExt};
+use serde::de::DeserializeOwned;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::{EventError, Events, ensure_events_stream};
+
+/// How long an unused broadcast consumer survives on the server.
+pub const BROADCAST_INACTIVE_THRESHOLD: Duration = Duration::from_secs(300);
+
+/// Who gets an event among the instances of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryMode {
+    /// One instance of the service handles each event (work sharing).
+    Compete,
+    /// Every instance handles each event (cache updates, projections).
+    Broadcast,
+}
+
+/// An event delivered to a handler.
+#[derive(Debug, Clone)]
+pub struct Event<T> {
+    /// Domain and action it was published under.
+    pub subject: EventSubject,
+    /// Its dedup id, when the publisher set one.
+    pub id: Option<String>,
+    /// Sequence number in the `EVENTS` stream.
+    pub sequence: u64,
+    /// Delivery attempt, 1 for the first.
+    pub delivered: u64,
+    /// When JetStream stored it.
+    pub published: DateTime<Utc>,
+    /// The decoded payload.
+    pub payload: T,
+}
+
+/// The error a handler returns to have the event delivered again later.
+pub type HandlerError = Box<dyn StdError + Send + Sync>;
+
+type BoxedHandler<T> = Arc<
+    dyn Fn(Event<T>) -> futures::future::BoxFuture<'static, Result<(), HandlerError>> + Send + Sync,
+>;
+
+/// Configures a subscription; finish with [`handler`](Self::handler) and
+/// [`start`](Self::start).
+pub struct SubscriptionBuilder<T> {
+    events: Events,
+    service: String,
+    instance: Option<String>,
+    pattern: String,
+    mode: DeliveryMode,
+    ack_wait: Duration,
+    max_deliver: i64,
+    deliver_all: bool,
+    handler: Option<BoxedHandler<T>>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> fmt::Debug for SubscriptionBuilder<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubscriptionBuilder")
+            .field("service", &self.service)
+            .field("pattern", &self.pattern)
+            .field("mode", &self.mode)
+            .finish()
+    }
+}
+
+impl Events {
+    /// Subscribes `service` to events matching `pattern` (`order.created`,
+    /// `order.*`, `*.filled`, `order.>`; the `events.` prefix is optional).
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_sdk::events::EventError> {
+    /// use aegis_sdk::events::{DeliveryMode, Event};
+    ///
+    /// let sub = conn
+    ///     .events()
+    ///     .subscribe::<serde_json::Value>("risk-service", "order.filled", DeliveryMode::Compete)
+    ///     .handler(|event: Event<serde_json::Value>| async move {
+    ///         println!("filled: {}", event.payload);
+    ///         Ok(())
+    ///     })
+    ///     .start()
+    ///     .await?;
+    /// sub.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    pub fn subscribe<T>(
+        &self,
+        service: &str,
+        pattern: &str,
+        mode: DeliveryMode,
+    ) -> SubscriptionBuilder<T> {
+        SubscriptionBuilder {
+            events: self.clone(),
+            service: service.to_owned(),
+            instance: None,
+            pattern: pattern.to_owned(),
+            mode,
+            ack_wait: Duration::from_secs(30),
+            max_deliver: -1,
+            deliver_all: false,
+            handler: None,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
+    /// The instance id; required for [`DeliveryMode::Broadcast`] (each
+    /// instance gets its own consumer). Default: a generated id.
+    pub fn instance_id(mut self, id: impl Into<String>) -> Self {
+        self.instance = Some(id.into());
+        self
+    }
+
+    /// How long the server waits for an ack before redelivering (default 30 s).
+    pub fn ack_wait(mut self, wait: Duration) -> Self {
+        self.ack_wait = wait;
+        self
+    }
+
+    /// Give up on an event after this many deliveries (default: never).
+    pub fn max_deliver(mut self, n: i64) -> Self {
+        self.max_deliver = n;
+        self
+    }
+
+    /// When the durable consumer is first created, start from the oldest
+    /// stored event instead of new ones only.
+    pub fn deliver_all(mut self) -> Self {
+        self.deliver_all = true;
+        self
+    }
+
+    /// The handler: `Ok(())` acknowledges; `Err(_)` (or a panic) has the
+    /// event delivered again after a back-off.
+    pub fn handler<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(Event<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        self.handler = Some(Arc::new(move |e| f(e).boxed()));
+        self
+    }
+
+    /// Creates the stream and durable consumer if needed and starts consuming.
+    ///
+    /// # Errors
+    /// [`EventError`]: invalid names or pattern (before any I/O), no handler,
+    /// or JetStream refusing the stream or consumer.
+    pub async fn start(self) -> Result<EventSubscription, EventError> {
+        names::validate_service_name(&self.service)?;
+        let pattern = EventPattern::parse(&self.pattern)?;
+        let instance = self.instance.unwrap_or_else(crate::default_instance_id);
+        names::validate_instance_id(&instance)?;
+        let handler = self.handler.ok_or_else(|| {
+            EventError::InvalidName(names::NameError::InvalidPattern {
+                reason: "a subscription needs a handler".to_owned(),
+            })
+        })?;
+        let name = match self.mode {
+            DeliveryMode::Compete => format!("{}_{}", self.service, pattern.durable_suffix()),
+            DeliveryMode::Broadcast => {
+                format!("{}_{}_{}", self.service, instance, pattern.durable_suffix())
+            }
+        };
+        let config = pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: subjects::event_filter(&pattern),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: self.ack_wait,
+            max_deliver: self.max_deliver,
+            deliver_policy: if self.deliver_all {
+                consumer::DeliverPolicy::All
+            } else {
+                consumer::DeliverPolicy::New
+            },
+            inactive_threshold: match self.mode {
+                DeliveryMode::Compete => Duration::ZERO,
+                DeliveryMode::Broadcast => BROADCAST_INACTIVE_THRESHOLD,
+            },
+            num_replicas: 0,
+            ..Default::default()
+        };
+        let replicas = self.events.conn.config().nats.replicas;
+        let stream = ensure_events_stream(self.events.conn.jetstream(), replicas).await?;
+        let consumer: consumer::PullConsumer = stream
+            .get_or_create_consumer(&name, config.clone())
+            .await
+            .map_err(|e| EventError::Consumer {
+                name: name.clone(),
+                source: e.into(),
+            })?;
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(
+            consume(consumer, stream, config, handler, cancel.clone())
+                .instrument(info_span!("events", service = %self.service, consumer = %name)),
+        );
+        info!(service = %self.service, consumer = %name, pattern = %pattern, mode = ?self.mode, "subscribed to events");
+        Ok(EventSubscription {
+            name,
+            cancel,
+            task: Some(task),
+        })
+    }
+}
+
+async fn consume<T: DeserializeOwned + Send + 'static>(
+    mut consumer: consumer::PullConsumer,
+    stream: async_nats::jetstream::stream::Stream,
+    config: pull::Config,
+    handler: BoxedHandler<T>,
+    cancel: CancellationToken,
+) {
+    let mut failures = 0u32;
+    'outer: while !cancel.is_cancelled() {
+        let mut messages = match consumer.messages().await {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, "cannot pull events; retrying");
+                if !backoff(&cancel, &mut failures).await {
+                    break;
+                }
+                if let Ok(c) = stream
+                    .get_or_create_consumer(
+                        config.durable_name.as_deref().unwrap_or_default(),
+                        config.clone(),
+                    )
+                    .await
+                {
+                    consumer = c;
+                }
+                continue;
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = cancel.cancelled() => break 'outer,
+                next = messages.next() => next,
+            };
+            match next {
+                Some(Ok(msg)) => {
+                    failures = 0;
+                    process(msg, &handler).await;
+                }
+                Some(Err(e)) => {
+                    debug!(error = %e, "event stream interrupted; re-subscribing");
+                    if !backoff(&cancel, &mut failures).await {
+                        break 'outer;
+                    }
+                    continue 'outer;
+                }
+                None => continue 'outer,
+            }
+        }
+    }
+    debug!("event subscription stopped");
+}
+
+async fn backoff(cancel: &CancellationToken, failures: &mut u32) -> bool {
+    *failures = (*failures + 1).min(8);
+    let delay = Duration::from_millis(50u64 << *failures).min(Duration::from_secs(5));
+    tokio::select! {
+        () = cancel.cancelled() => false,
+        () = tokio::time::sleep(delay) => true,
+    }
+}
+
+/// Delay before a failed event is offered again: grows with attempts, max 10 s.
+fn redelivery_delay(delivered: u64) -> Duration {
+    let shift = delivered.saturating_sub(1).min(7) as u32;
+    Duration::from_millis(100u64 << shift).min(Duration::from_secs(10))
+}
+
+async fn process<T: DeserializeOwned>(
+    msg: async_nats::jetstream::Message,
+    handler: &BoxedHandler<T>,
+) {
+    let (sequence, delivered, published) = match msg.info() {
+        Ok(i) => (
+            i.stream_sequence,
+            u64::try_from(i.delivered).unwrap_or(1),
+            DateTime::<Utc>::from_timestamp(i.published.unix_timestamp(), i.published.nanosecond())
+                .unwrap_or_else(Utc::now),
+        ),
+        Err(_) => (0, 1, Utc::now()),
+    };
+    let subject = match EventSubject::parse(&msg.subject) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(subject = %msg.subject, error = %e, "event on a malformed subject; not redelivering it");
+            let _ = msg.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let payload: T = match serde_json::from_slice(&msg.payload) {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(subject = %msg.subject, sequence, error = %e, "event payload does not decode; not redelivering it (it stays in the stream)");
+            let _ = msg.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let id = msg
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+        .map(|v| v.as_str().to_owned());
+    let event = Event {
+        subject,
+        id,
+        sequence,
+        delivered,
+        published,
+        payload,
+    };
+    let span = info_span!("event", subject = %msg.subject, sequence, delivered);
+    let outcome = AssertUnwindSafe(handler(event))
+        .catch_unwind()
+        .instrument(span.clone())
+        .await;
+    let ack = match outcome {
+        Ok(Ok(())) => msg.ack().await,
+        Ok(Err(e)) => {
+            span.in_scope(|| warn!(error = %e, "event handler failed; will redeliver"));
+            msg.ack_with(AckKind::Nak(Some(redelivery_delay(delivered))))
+                .await
+        }
+        Err(_) => {
+            span.in_scope(|| warn!("event handler panicked; will redeliver"));
+            msg.ack_with(AckKind::Nak(Some(redelivery_delay(delivered))))
+                .await
+        }
+    };
+    if let Err(e) = ack {
+        span.in_scope(
+            || debug!(error = %e, "ack not sent; the server will redeliver after ack_wait"),
+        );
+    }
+}
+
+/// A running subscription. [`shutdown`](Self::shutdown) lets the current
+/// handler finish; dropping it stops at once (an unacknowledged event is
+/// redelivered).
+#[derive(Debug)]
+pub struct EventSubscription {
+    name: String,
+    cancel: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl EventSubscription {
+    /// The durable consumer's name.
+    pub fn consumer_name(&self) -> &str {
+        &self.name
+    }
+
+    /// Stops pulling and waits for the handler in progress.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for EventSubscription {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}

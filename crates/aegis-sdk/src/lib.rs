@@ -1,0 +1,93 @@
+//! The Aegis SDK: what a service author uses to build trading services on NATS.
+//!
+//! - [`config`]: [`AegisConfig`] and [`ConfigLoader`] (file, environment and
+//!   program values, validated before any I/O).
+//! - [`connection`]: [`Connection`], the shared NATS + JetStream handle; checks
+//!   the server version (2.11+) and JetStream at connect.
+//! - [`rpc`]: typed request/reply — [`rpc::ServiceBuilder`] declares handlers,
+//!   [`rpc::RpcClient`] calls them; errors travel as [`rpc::WireError`] with a
+//!   stable code. Every service also answers `$SRV.PING/INFO/STATS`.
+//! - [`events`]: publish with dedup ids to the `EVENTS` stream; subscribe in
+//!   compete or broadcast mode, acknowledged after the handler succeeds.
+//! - [`commands`]: long-running work queued on `COMMANDS`, with progress and a
+//!   result sent back to the caller.
+//! - [`metrics`]: per-endpoint latency histograms and counters.
+//!
+//! Every component follows one shape: a builder, `start()`, and a handle that
+//! stops gracefully with `shutdown().await` (or at once on drop).
+//!
+//! ```no_run
+//! use aegis_sdk::{AegisConfig, Connection, rpc::WireError};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Hello { name: String }
+//! #[derive(Serialize, Deserialize)]
+//! struct Greeting { text: String }
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let conn = Connection::connect(AegisConfig::with_servers("nats://127.0.0.1:4222")).await?;
+//! let service = conn
+//!     .service("greeter", "1.0.0")
+//!     .handler("hello", |req: Hello| async move {
+//!         Ok::<_, WireError>(Greeting { text: format!("Hello, {}!", req.name) })
+//!     })
+//!     .start()
+//!     .await?;
+//! let reply: Greeting = conn.rpc().call("greeter", "hello", &Hello { name: "desk".into() }).await?;
+//! assert_eq!(reply.text, "Hello, desk!");
+//! service.shutdown().await?;
+//! conn.drain().await?;
+//! # Ok(()) }
+//! ```
+
+pub mod commands;
+pub mod config;
+pub mod connection;
+pub mod events;
+pub mod metrics;
+pub mod rpc;
+
+pub use aegis_contracts as contracts;
+pub use config::{AegisConfig, ConfigError, ConfigLoader, NatsConfig, ReconnectPolicy, Secret};
+pub use connection::{ConnectError, Connection, MIN_SERVER_VERSION};
+
+/// The SDK's version, published in instance metadata.
+pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A fresh instance id: the host name plus a short random suffix, e.g.
+/// `trading-host-3f9a1c`. Kubernetes deployments pass the pod name instead.
+pub fn default_instance_id() -> String {
+    use rand::Rng;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .unwrap_or_else(|| "aegis".to_owned());
+    let mut clean: String = host
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(100)
+        .collect();
+    if !clean.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        clean.insert(0, 'i');
+    }
+    let suffix: u32 = rand::rng().random_range(0..0x100_0000);
+    format!("{clean}-{suffix:06x}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn default_instance_ids_are_valid_and_distinct() {
+        let a = super::default_instance_id();
+        let b = super::default_instance_id();
+        aegis_contracts::names::validate_instance_id(&a).unwrap();
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,126 @@
+//! Payload encodings: JSON (the default) and MessagePack (opt-in per request
+//! with the `Aegis-Encoding: msgpack` header; the reply uses the same one).
+
+use aegis_contracts::wire::{ENCODING_JSON, ENCODING_MSGPACK, HEADER_ENCODING};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use serde::{Serialize, de::DeserializeOwned};
+
+/// How a payload is encoded on the wire.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Encoding {
+    /// UTF-8 JSON (default; readable with any NATS tool).
+    #[default]
+    Json,
+    /// MessagePack with named fields (smaller, faster for large payloads).
+    MsgPack,
+}
+
+/// A payload that could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// JSON failed.
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// MessagePack encoding failed.
+    #[error("MessagePack: {0}")]
+    MsgPackEncode(#[from] rmp_serde::encode::Error),
+    /// MessagePack decoding failed.
+    #[error("MessagePack: {0}")]
+    MsgPackDecode(#[from] rmp_serde::decode::Error),
+    /// The `Aegis-Encoding` header names an encoding this SDK does not know.
+    #[error("unknown encoding `{0}` (expected json or msgpack)")]
+    Unknown(String),
+}
+
+impl Encoding {
+    /// The header value naming this encoding.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoding::Json => ENCODING_JSON,
+            Encoding::MsgPack => ENCODING_MSGPACK,
+        }
+    }
+
+    /// Reads the encoding a message declares; JSON when it declares none.
+    ///
+    /// # Errors
+    /// [`CodecError::Unknown`] for an unsupported value.
+    pub fn from_headers(headers: Option<&HeaderMap>) -> Result<Encoding, CodecError> {
+        match headers.and_then(|h| h.get(HEADER_ENCODING)) {
+            None => Ok(Encoding::Json),
+            Some(v) => match v.as_str() {
+                s if s.eq_ignore_ascii_case(ENCODING_JSON) => Ok(Encoding::Json),
+                s if s.eq_ignore_ascii_case(ENCODING_MSGPACK) => Ok(Encoding::MsgPack),
+                other => Err(CodecError::Unknown(other.to_owned())),
+            },
+        }
+    }
+
+    /// Encodes a value.
+    ///
+    /// # Errors
+    /// [`CodecError`] when the value cannot be represented.
+    pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Bytes, CodecError> {
+        Ok(match self {
+            Encoding::Json => Bytes::from(serde_json::to_vec(value)?),
+            Encoding::MsgPack => Bytes::from(rmp_serde::to_vec_named(value)?),
+        })
+    }
+
+    /// Decodes a value. An empty JSON payload decodes as `null`, so handlers
+    /// taking `()` or `Option<T>` accept a bare request.
+    ///
+    /// # Errors
+    /// [`CodecError`] when the bytes are not a valid `T`.
+    pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, CodecError> {
+        Ok(match self {
+            Encoding::Json if bytes.is_empty() => serde_json::from_slice(b"null")?,
+            Encoding::Json => serde_json::from_slice(bytes)?,
+            Encoding::MsgPack => rmp_serde::from_slice(bytes)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Order {
+        symbol: String,
+        quantity: u32,
+    }
+
+    #[test]
+    fn round_trips_in_both_encodings() {
+        let order = Order {
+            symbol: "AAPL".into(),
+            quantity: 5,
+        };
+        for enc in [Encoding::Json, Encoding::MsgPack] {
+            let bytes = enc.encode(&order).unwrap();
+            assert_eq!(enc.decode::<Order>(&bytes).unwrap(), order);
+        }
+    }
+
+    #[test]
+    fn header_selects_encoding() {
+        let mut h = HeaderMap::new();
+        assert_eq!(Encoding::from_headers(None).unwrap(), Encoding::Json);
+        h.insert(HEADER_ENCODING, "msgpack");
+        assert_eq!(Encoding::from_headers(Some(&h)).unwrap(), Encoding::MsgPack);
+        h.insert(HEADER_ENCODING, "xml");
+        assert!(matches!(
+            Encoding::from_headers(Some(&h)),
+            Err(CodecError::Unknown(_))
+        ));
+    }
+
+    #[test]
+    fn empty_json_is_null() {
+        assert_eq!(Encoding::Json.decode::<()>(b"").unwrap(), ());
+        assert!(Encoding::Json.decode::<Order>(b"").is_err());
+    }
+}

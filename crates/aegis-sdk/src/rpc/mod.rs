@@ -1,0 +1,112 @@
+//! Request/reply between services.
+//!
+//! - [`server`]: a service declares typed handlers ([`ServiceBuilder`]); each
+//!   method listens on `rpc.{service}.{method}` (queue group `rpc.{service}`,
+//!   so instances share the load) and on `rpc.{service}.{instance}.{method}`
+//!   (that one instance). The service also answers the NATS services protocol
+//!   (`$SRV.PING`, `$SRV.INFO`, `$SRV.STATS`).
+//! - [`client`]: [`RpcClient`] calls with a deadline and maps wire errors to
+//!   [`RpcError`].
+//! - [`codec`]: JSON on the wire by default, MessagePack when the request
+//!   carries `Aegis-Encoding: msgpack`.
+//!
+//! Errors travel as a [`WireError`] with a stable [`ErrorCode`] in the
+//! `Aegis-Error-Code` header, next to the services protocol's standard
+//! `Nats-Service-Error` / `Nats-Service-Error-Code` headers.
+
+pub mod client;
+pub mod codec;
+pub mod server;
+
+use std::time::Duration;
+
+pub use aegis_contracts::wire::{ErrorCode, WireError};
+pub use client::{CallOptions, Reply, RpcClient};
+pub use codec::Encoding;
+pub use server::{RequestContext, Service, ServiceBuilder};
+
+use aegis_contracts::names::NameError;
+
+/// Why an RPC call failed, as seen by the caller.
+///
+/// ```
+/// use aegis_sdk::rpc::{ErrorCode, RpcError};
+///
+/// fn describe(err: &RpcError) -> &'static str {
+///     match err.code() {
+///         ErrorCode::NotFound => "no such thing",
+///         ErrorCode::Timeout => "too slow",
+///         _ => "other",
+///     }
+/// }
+/// ```
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    /// The service, instance or method name is not valid; nothing was sent.
+    #[error("invalid name: {0}")]
+    InvalidName(#[from] NameError),
+    /// The request could not be encoded; nothing was sent.
+    #[error("cannot encode the request: {0}")]
+    Encode(#[source] codec::CodecError),
+    /// The response could not be decoded into the expected type.
+    #[error("cannot decode the response from {subject}: {source}")]
+    Decode {
+        /// The subject called.
+        subject: String,
+        /// The decoding error.
+        #[source]
+        source: codec::CodecError,
+    },
+    /// No answer within the deadline.
+    #[error("no answer from {subject} within {timeout:?}")]
+    Timeout {
+        /// The subject called.
+        subject: String,
+        /// The deadline that passed.
+        timeout: Duration,
+    },
+    /// Nobody listens on the subject: no instance of the service is running.
+    #[error("no instance is serving {subject}")]
+    NoResponders {
+        /// The subject called.
+        subject: String,
+    },
+    /// The service answered with an error (its code says which).
+    #[error("{subject} answered {error}")]
+    Remote {
+        /// The subject called.
+        subject: String,
+        /// The error the service sent.
+        error: WireError,
+    },
+    /// The NATS client failed to send or receive.
+    #[error("NATS request on {subject} failed")]
+    Transport {
+        /// The subject called.
+        subject: String,
+        /// The client's error.
+        #[source]
+        source: async_nats::RequestError,
+    },
+}
+
+impl RpcError {
+    /// The stable error code this failure corresponds to.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            RpcError::InvalidName(_) | RpcError::Encode(_) => ErrorCode::InvalidRequest,
+            RpcError::Decode { .. } | RpcError::Transport { .. } => ErrorCode::Internal,
+            RpcError::Timeout { .. } => ErrorCode::Timeout,
+            RpcError::NoResponders { .. } => ErrorCode::ServiceUnavailable,
+            RpcError::Remote { error, .. } => error.code,
+        }
+    }
+
+    /// The wire error when the service answered with one.
+    pub fn remote(&self) -> Option<&WireError> {
+        match self {
+            RpcError::Remote { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}

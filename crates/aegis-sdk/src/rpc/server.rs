@@ -1,0 +1,505 @@
+//! The serving side of RPC: [`ServiceBuilder`] → [`ServiceBuilder::start`] →
+//! [`Service`], a handle that stops the service on [`Service::shutdown`] (or,
+//! less gracefully, on drop).
+//!
+//! Each request runs in its own task, so a slow handler does not hold up the
+//! next request; a panicking handler answers `INTERNAL` and the service keeps
+//! running; a request that does not decode answers `INVALID_REQUEST`.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    future::Future,
+    panic::AssertUnwindSafe,
+    pin::Pin,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use aegis_contracts::{
+    names::{self, NameError},
+    subjects,
+    wire::{HEADER_ERROR_CODE, HEADER_ERROR_DETAILS, HEADER_INSTANCE, HEADER_REQUEST_ID},
+};
+use async_nats::{
+    HeaderMap,
+    service::{self, ServiceExt},
+};
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt};
+use serde::{Serialize, de::DeserializeOwned};
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::{Encoding, WireError};
+use crate::{Connection, metrics::InstanceMetrics};
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// What a handler learns about the request besides its payload.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// The service name.
+    pub service: Arc<str>,
+    /// This instance's id.
+    pub instance_id: Arc<str>,
+    /// The method called.
+    pub method: Arc<str>,
+    /// The subject the request arrived on (load-balanced or instance-directed).
+    pub subject: String,
+    /// The caller's request id, if it sent one (`Aegis-Request-Id`).
+    pub request_id: Option<String>,
+    /// All request headers.
+    pub headers: Option<HeaderMap>,
+}
+
+trait ErasedHandler: Send + Sync {
+    fn call(
+        &self,
+        ctx: RequestContext,
+        body: Bytes,
+        enc: Encoding,
+    ) -> BoxFuture<Result<Bytes, WireError>>;
+}
+
+struct TypedHandler<F, Req, Res> {
+    f: F,
+    _types: std::marker::PhantomData<fn(Req) -> Res>,
+}
+
+impl<F, Fut, Req, Res> ErasedHandler for TypedHandler<F, Req, Res>
+where
+    F: Fn(RequestContext, Req) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Res, WireError>> + Send + 'static,
+    Req: DeserializeOwned + Send + 'static,
+    Res: Serialize + Send + 'static,
+{
+    fn call(
+        &self,
+        ctx: RequestContext,
+        body: Bytes,
+        enc: Encoding,
+    ) -> BoxFuture<Result<Bytes, WireError>> {
+        let req = match enc.decode::<Req>(&body) {
+            Ok(req) => req,
+            Err(e) => {
+                let err = WireError::invalid_request(format!("cannot decode the request: {e}"));
+                return Box::pin(async move { Err(err) });
+            }
+        };
+        let fut = (self.f)(ctx, req);
+        Box::pin(async move {
+            let res = fut.await?;
+            enc.encode(&res)
+                .map_err(|e| WireError::internal(format!("cannot encode the response: {e}")))
+        })
+    }
+}
+
+/// Declares a service: its name, version, instance id and typed handlers.
+///
+/// ```no_run
+/// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), Box<dyn std::error::Error>> {
+/// use aegis_sdk::rpc::WireError;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Deserialize)]
+/// struct Quote { symbol: String }
+/// #[derive(Serialize)]
+/// struct Price { symbol: String, price: f64 }
+///
+/// let service = conn
+///     .service("pricing-service", "1.0.0")
+///     .handler("get_price", |q: Quote| async move {
+///         if q.symbol.is_empty() {
+///             return Err(WireError::invalid_request("symbol is required"));
+///         }
+///         Ok(Price { symbol: q.symbol, price: 175.0 })
+///     })
+///     .start()
+///     .await?;
+/// service.shutdown().await?;
+/// # Ok(()) }
+/// ```
+pub struct ServiceBuilder {
+    conn: Connection,
+    name: String,
+    version: String,
+    description: Option<String>,
+    instance_id: Option<String>,
+    shutdown_timeout: Duration,
+    handlers: Vec<(String, Arc<dyn ErasedHandler>)>,
+    metadata: HashMap<String, String>,
+}
+
+impl fmt::Debug for ServiceBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceBuilder")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("instance_id", &self.instance_id)
+            .field(
+                "methods",
+                &self.handlers.iter().map(|(m, _)| m).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// Why a service could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// A name (service, instance, method) is invalid; nothing was started.
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
+    /// The version is not semver.
+    #[error("service version `{0}` is not semver (e.g. 1.2.3)")]
+    InvalidVersion(String),
+    /// The same method was declared twice.
+    #[error("method `{0}` is declared twice")]
+    DuplicateMethod(String),
+    /// A service without methods serves nothing.
+    #[error("service `{0}` declares no methods")]
+    NoMethods(String),
+    /// NATS refused a subscription.
+    #[error("cannot start the service on NATS")]
+    Nats(#[source] async_nats::Error),
+    /// In-flight requests did not finish within the shutdown timeout.
+    #[error("{0} request(s) still running after the shutdown timeout")]
+    ShutdownTimeout(usize),
+}
+
+impl ServiceBuilder {
+    pub(crate) fn new(conn: Connection, name: String, version: String) -> Self {
+        Self {
+            conn,
+            name,
+            version,
+            description: None,
+            instance_id: None,
+            shutdown_timeout: Duration::from_secs(10),
+            handlers: Vec::new(),
+            metadata: HashMap::new(),
+        }
+    }
+
+    /// Sets the instance id (unique per process; in Kubernetes the pod name).
+    /// Default: host name plus a short random suffix.
+    pub fn instance_id(mut self, id: impl Into<String>) -> Self {
+        self.instance_id = Some(id.into());
+        self
+    }
+
+    /// A human description, shown by `$SRV.INFO`.
+    pub fn description(mut self, text: impl Into<String>) -> Self {
+        self.description = Some(text.into());
+        self
+    }
+
+    /// How long [`Service::shutdown`] waits for in-flight requests (default 10 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Adds a metadata entry published in `$SRV.INFO`.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Adds a typed handler for `method`. The request is decoded from JSON (or
+    /// MessagePack) into `Req`; `Ok(Res)` is encoded back; `Err(WireError)`
+    /// travels to the caller with its code.
+    pub fn handler<Req, Res, F, Fut>(self, method: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Res, WireError>> + Send + 'static,
+        Req: DeserializeOwned + Send + 'static,
+        Res: Serialize + Send + 'static,
+    {
+        self.handler_with_context(method, move |_ctx: RequestContext, req: Req| f(req))
+    }
+
+    /// Like [`handler`](Self::handler), with the [`RequestContext`] first.
+    pub fn handler_with_context<Req, Res, F, Fut>(mut self, method: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(RequestContext, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Res, WireError>> + Send + 'static,
+        Req: DeserializeOwned + Send + 'static,
+        Res: Serialize + Send + 'static,
+    {
+        let handler = TypedHandler {
+            f,
+            _types: std::marker::PhantomData,
+        };
+        self.handlers.push((method.into(), Arc::new(handler)));
+        self
+    }
+
+    /// Validates everything, then subscribes every method on its load-balanced
+    /// and instance-directed subjects and starts serving.
+    ///
+    /// # Errors
+    /// [`ServiceError`]: invalid names or version (checked before any I/O), a
+    /// duplicate method, no methods, or NATS refusing to subscribe.
+    pub async fn start(self) -> Result<Service, ServiceError> {
+        names::validate_service_name(&self.name)?;
+        if names::validate_version(&self.version).is_err() {
+            return Err(ServiceError::InvalidVersion(self.version));
+        }
+        let instance_id = match self.instance_id {
+            Some(id) => id,
+            None => crate::default_instance_id(),
+        };
+        names::validate_instance_id(&instance_id)?;
+        if self.handlers.is_empty() {
+            return Err(ServiceError::NoMethods(self.name));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (method, _) in &self.handlers {
+            names::validate_method_name(method)?;
+            if !seen.insert(method.as_str()) {
+                return Err(ServiceError::DuplicateMethod(method.clone()));
+            }
+        }
+
+        let mut metadata = self.metadata;
+        metadata.insert("instance_id".into(), instance_id.clone());
+        metadata.insert("aegis_sdk".into(), crate::SDK_VERSION.into());
+        let mut builder = self.conn.client().service_builder().metadata(metadata);
+        if let Some(d) = &self.description {
+            builder = builder.description(d.clone());
+        }
+        let nats_service = builder
+            .start(self.name.clone(), self.version.clone())
+            .await
+            .map_err(ServiceError::Nats)?;
+
+        let service_name: Arc<str> = Arc::from(self.name.as_str());
+        let instance: Arc<str> = Arc::from(instance_id.as_str());
+        let metrics = Arc::new(InstanceMetrics::new(self.name.clone(), instance_id.clone()));
+        let tracker = TaskTracker::new();
+        let queue_group = subjects::rpc_queue_group(&self.name);
+        let direct_group = format!("{queue_group}.{instance_id}");
+        let mut methods = Vec::new();
+        for (method, handler) in self.handlers {
+            let shared = Arc::new(Shared {
+                service: service_name.clone(),
+                instance: instance.clone(),
+                method: Arc::from(method.as_str()),
+                handler,
+                metrics: metrics.clone(),
+                recorder: metrics.endpoint(&method),
+            });
+            let lb = nats_service
+                .endpoint_builder()
+                .name(&method)
+                .queue_group(&queue_group)
+                .add(subjects::rpc_subject(&self.name, &method))
+                .await
+                .map_err(ServiceError::Nats)?;
+            let direct = nats_service
+                .endpoint_builder()
+                .name(format!("{method}-direct"))
+                .queue_group(&direct_group)
+                .add(subjects::rpc_instance_subject(
+                    &self.name,
+                    &instance_id,
+                    &method,
+                ))
+                .await
+                .map_err(ServiceError::Nats)?;
+            for endpoint in [lb, direct] {
+                let (shared, inner) = (shared.clone(), tracker.clone());
+                tracker.spawn(drive(endpoint, shared, inner));
+            }
+            methods.push(method);
+        }
+        info!(service = %self.name, instance = %instance_id, methods = ?methods, "service started");
+        Ok(Service {
+            name: self.name,
+            instance_id,
+            methods,
+            nats_service: Some(nats_service),
+            tracker,
+            shutdown_timeout: self.shutdown_timeout,
+            metrics,
+        })
+    }
+}
+
+struct Shared {
+    service: Arc<str>,
+    instance: Arc<str>,
+    method: Arc<str>,
+    handler: Arc<dyn ErasedHandler>,
+    metrics: Arc<InstanceMetrics>,
+    recorder: Arc<crate::metrics::EndpointRecorder>,
+}
+
+/// Reads requests until the endpoint is unsubscribed and its buffered
+/// messages are consumed, so requests that arrived before shutdown are served.
+async fn drive(
+    mut endpoint: service::endpoint::Endpoint,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+) {
+    while let Some(request) = endpoint.next().await {
+        let shared = shared.clone();
+        tracker.spawn(handle(request, shared));
+    }
+    debug!(method = %shared.method, "endpoint closed");
+}
+
+async fn handle(request: service::Request, shared: Arc<Shared>) {
+    let started = Instant::now();
+    let _in_flight = shared.metrics.start_request();
+    let msg = &request.message;
+    let headers = msg.headers.clone();
+    let request_id = headers
+        .as_ref()
+        .and_then(|h| h.get(HEADER_REQUEST_ID))
+        .map(|v| v.as_str().to_owned());
+    let span = info_span!(
+        "rpc",
+        service = %shared.service,
+        method = %shared.method,
+        subject = %msg.subject,
+        request_id = request_id.as_deref().unwrap_or(""),
+    );
+    let result = async {
+        let enc = Encoding::from_headers(headers.as_ref())
+            .map_err(|e| (Encoding::Json, WireError::invalid_request(e.to_string())))?;
+        let ctx = RequestContext {
+            service: shared.service.clone(),
+            instance_id: shared.instance.clone(),
+            method: shared.method.clone(),
+            subject: msg.subject.to_string(),
+            request_id,
+            headers,
+        };
+        let call = shared.handler.call(ctx, msg.payload.clone(), enc);
+        match AssertUnwindSafe(call).catch_unwind().await {
+            Ok(Ok(bytes)) => Ok((enc, bytes)),
+            Ok(Err(e)) => Err((enc, e)),
+            Err(_) => Err((enc, WireError::internal("the handler panicked"))),
+        }
+    }
+    .instrument(span.clone())
+    .await;
+
+    let mut reply_headers = HeaderMap::new();
+    reply_headers.insert(HEADER_INSTANCE, &*shared.instance);
+    let ok = result.is_ok();
+    let sent = match result {
+        Ok((enc, bytes)) => {
+            if enc != Encoding::Json {
+                reply_headers.insert(aegis_contracts::wire::HEADER_ENCODING, enc.as_str());
+            }
+            request.respond_with_headers(Ok(bytes), reply_headers).await
+        }
+        Err((_, err)) => {
+            if err.code == super::ErrorCode::Internal {
+                span.in_scope(|| warn!(error = %err.message, "handler failed"));
+            } else {
+                span.in_scope(|| debug!(code = %err.code, error = %err.message, "request refused"));
+            }
+            reply_headers.insert(HEADER_ERROR_CODE, err.code.as_str());
+            if let Some(details) = &err.details {
+                let text = details.to_string();
+                if text.len() <= 4096 {
+                    reply_headers.insert(HEADER_ERROR_DETAILS, text.as_str());
+                }
+            }
+            let status = service::error::Error {
+                status: err.header_safe_message(),
+                code: usize::from(err.code.status()),
+            };
+            request
+                .respond_with_headers(Err(status), reply_headers)
+                .await
+        }
+    };
+    shared.recorder.record(started.elapsed(), ok);
+    if let Err(e) = sent {
+        span.in_scope(|| debug!(error = %e, "could not send the reply (caller gone?)"));
+    }
+}
+
+/// A running service. Stop it with [`Service::shutdown`]; dropping it stops
+/// taking requests too, without waiting for the ones in flight.
+pub struct Service {
+    name: String,
+    instance_id: String,
+    methods: Vec<String>,
+    nats_service: Option<service::Service>,
+    tracker: TaskTracker,
+    shutdown_timeout: Duration,
+    metrics: Arc<InstanceMetrics>,
+}
+
+impl fmt::Debug for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Service")
+            .field("name", &self.name)
+            .field("instance_id", &self.instance_id)
+            .field("methods", &self.methods)
+            .finish()
+    }
+}
+
+impl Service {
+    /// The service name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// This instance's id.
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    /// The methods served.
+    pub fn methods(&self) -> &[String] {
+        &self.methods
+    }
+
+    /// This instance's measurements (latency histograms, counts, in flight).
+    pub fn metrics(&self) -> &Arc<InstanceMetrics> {
+        &self.metrics
+    }
+
+    /// Graceful stop: stop taking requests (unsubscribe), serve the ones
+    /// already received, and wait for every handler — within the shutdown
+    /// timeout. The connection stays open; drain it afterwards.
+    ///
+    /// # Errors
+    /// [`ServiceError::ShutdownTimeout`] when handlers were still running.
+    pub async fn shutdown(mut self) -> Result<(), ServiceError> {
+        if let Some(svc) = self.nats_service.take()
+            && let Err(e) = svc.stop().await
+        {
+            warn!(error = %e, "stopping the NATS service endpoints failed");
+        }
+        self.tracker.close();
+        let waited = tokio::time::timeout(self.shutdown_timeout, self.tracker.wait()).await;
+        info!(service = %self.name, instance = %self.instance_id, "service stopped");
+        match waited {
+            Ok(()) => Ok(()),
+            Err(_) => Err(ServiceError::ShutdownTimeout(self.tracker.len())),
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(svc) = self.nats_service.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move {
+                let _ = svc.stop().await;
+            });
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Connecting against real nats-servers: refusal without JetStream, clear
+//! failure when nothing listens, and recovery after the server restarts.
+
+mod common;
+
+use std::time::Duration;
+
+use aegis_sdk::{AegisConfig, ConnectError, Connection};
+use aegis_testkit::NatsServer;
+use common::{connect, eventually};
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_a_server_without_jetstream() {
+    let nats = NatsServer::builder().jetstream(false).start().unwrap();
+    let err = Connection::connect(AegisConfig::with_servers(nats.url()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ConnectError::JetStreamUnavailable { .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("-js"),
+        "the message says how to fix it: {err}"
+    );
+
+    let mut config = AegisConfig::with_servers(nats.url());
+    config.nats.require_jetstream = false;
+    Connection::connect(config)
+        .await
+        .expect("core NATS alone is fine when asked for");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_an_unreachable_server() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = AegisConfig::with_servers(format!("nats://127.0.0.1:{port}"));
+    config.nats.connect_timeout = Duration::from_millis(500);
+    let err = Connection::connect(config).await.unwrap_err();
+    assert!(matches!(err, ConnectError::Connect { .. }), "{err:?}");
+
+    let err = Connection::connect(AegisConfig::with_servers(""))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConnectError::Config(_)), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_and_client_recover_after_the_server_restarts() {
+    let mut nats = NatsServer::start().unwrap();
+    let server_conn = connect(&nats.url()).await;
+    let client_conn = connect(&nats.url()).await;
+    let svc = server_conn
+        .service("echo-service", "1.0.0")
+        .instance_id("echo-1")
+        .handler("echo", |v: Value| async move { Ok(v) })
+        .start()
+        .await
+        .unwrap();
+    let v: Value = client_conn
+        .rpc()
+        .call("echo-service", "echo", &json!({"n": 1}))
+        .await
+        .unwrap();
+    assert_eq!(v, json!({"n": 1}));
+
+    nats.kill();
+    let down: Result<Value, _> = client_conn
+        .rpc()
+        .call("echo-service", "echo", &json!({}))
+        .await;
+    assert!(down.is_err());
+    nats.restart().unwrap();
+
+    let rpc = client_conn.rpc();
+    eventually(Duration::from_secs(15), "calls succeed after restart", || {
+        let rpc = rpc.clone();
+        async move {
+            matches!(rpc.call::<_, Value>("echo-service", "echo", &json!({"n": 2})).await, Ok(v) if v == json!({"n": 2}))
+        }
+    })
+    .await;
+    assert!(client_conn.is_connected());
+    svc.shutdown().await.unwrap();
+}

@@ -1,0 +1,407 @@
+//! RPC against a real nats-server: round trips, deadlines, typed errors,
+//! malformed input, load sharing, instance-directed calls, the NATS services
+//! protocol and graceful shutdown.
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use aegis_sdk::rpc::{CallOptions, Encoding, ErrorCode, RpcError, WireError};
+use common::{connect, eventually, server};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Add {
+    a: i64,
+    b: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Sum {
+    sum: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Sleep {
+    ms: u64,
+}
+
+async fn calculator(conn: &aegis_sdk::Connection, instance: &str) -> aegis_sdk::rpc::Service {
+    conn.service("calculator", "1.2.0")
+        .instance_id(instance)
+        .handler("add", |r: Add| async move { Ok(Sum { sum: r.a + r.b }) })
+        .handler("find", |key: String| async move {
+            Err::<Value, _>(
+                WireError::not_found(format!("no entry {key}")).with_details(json!({"key": key})),
+            )
+        })
+        .handler("sleep", |r: Sleep| async move {
+            tokio::time::sleep(Duration::from_millis(r.ms)).await;
+            Ok(json!({"slept": r.ms}))
+        })
+        .handler("boom", |_: Value| async move {
+            if true {
+                panic!("handler bug");
+            }
+            Ok(json!(null))
+        })
+        .start()
+        .await
+        .expect("start calculator")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_round_trip_in_json_and_msgpack() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let svc = calculator(&conn, "calc-1").await;
+
+    let sum: Sum = conn
+        .rpc()
+        .call("calculator", "add", &Add { a: 2, b: 40 })
+        .await
+        .unwrap();
+    assert_eq!(sum, Sum { sum: 42 });
+
+    let opts = CallOptions {
+        encoding: Encoding::MsgPack,
+        ..Default::default()
+    };
+    let reply = conn
+        .rpc()
+        .call_with::<_, Sum>("calculator", "add", &Add { a: 1, b: 1 }, &opts)
+        .await
+        .unwrap();
+    assert_eq!(reply.value, Sum { sum: 2 });
+    assert_eq!(reply.instance_id.as_deref(), Some("calc-1"));
+    svc.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_errors_and_timeouts_reach_the_caller() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let svc = calculator(&conn, "calc-1").await;
+    let rpc = conn.rpc();
+
+    let err = rpc
+        .call::<_, Value>("calculator", "find", "k1")
+        .await
+        .unwrap_err();
+    match &err {
+        RpcError::Remote { error, .. } => {
+            assert_eq!(error.code, ErrorCode::NotFound);
+            assert_eq!(error.message, "no entry k1");
+            assert_eq!(error.details, Some(json!({"key": "k1"})));
+        }
+        other => panic!("expected a remote NOT_FOUND, got {other:?}"),
+    }
+    assert_eq!(err.code(), ErrorCode::NotFound);
+
+    let err = rpc
+        .call_with::<_, Value>(
+            "calculator",
+            "sleep",
+            &Sleep { ms: 1_000 },
+            &CallOptions::timeout(Duration::from_millis(100)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RpcError::Timeout { .. }), "{err:?}");
+    assert_eq!(err.code(), ErrorCode::Timeout);
+
+    let err = rpc
+        .call::<_, Value>("nobody-home", "ping", &json!({}))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RpcError::NoResponders { .. }), "{err:?}");
+    assert_eq!(err.code(), ErrorCode::ServiceUnavailable);
+
+    let err = rpc
+        .call::<_, Value>("Bad_Name", "ping", &json!({}))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RpcError::InvalidName(_)), "{err:?}");
+
+    // A panicking handler answers INTERNAL and the service keeps serving.
+    let err = rpc
+        .call::<_, Value>("calculator", "boom", &json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Internal);
+    let sum: Sum = rpc
+        .call("calculator", "add", &Add { a: 1, b: 2 })
+        .await
+        .unwrap();
+    assert_eq!(sum.sum, 3);
+    svc.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_invalid_request_and_the_service_lives_on() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let svc = calculator(&conn, "calc-1").await;
+    let raw = async_nats::connect(nats.url()).await.unwrap();
+
+    for body in [&b"not json"[..], b"{\"a\": \"x\"}", b"\xff\xfe", b"[1,2,3]"] {
+        let reply = raw
+            .request("rpc.calculator.add", body.to_vec().into())
+            .await
+            .unwrap();
+        let headers = reply.headers.expect("error headers");
+        assert_eq!(
+            headers.get("Aegis-Error-Code").unwrap().as_str(),
+            "INVALID_REQUEST"
+        );
+        assert_eq!(
+            headers.get("Nats-Service-Error-Code").unwrap().as_str(),
+            "400"
+        );
+    }
+    // Wrong shape through the typed client maps to the same code.
+    let err = conn
+        .rpc()
+        .call::<_, Sum>("calculator", "add", &json!({"a": 1}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidRequest);
+    // An unknown encoding is refused too.
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Aegis-Encoding", "xml");
+    let reply = raw
+        .request_with_headers("rpc.calculator.add", h, "<a/>".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        reply
+            .headers
+            .unwrap()
+            .get("Aegis-Error-Code")
+            .unwrap()
+            .as_str(),
+        "INVALID_REQUEST"
+    );
+
+    let sum: Sum = conn
+        .rpc()
+        .call("calculator", "add", &Add { a: 5, b: 5 })
+        .await
+        .unwrap();
+    assert_eq!(sum.sum, 10);
+    svc.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_group_shares_load_and_directed_calls_pin_one_instance() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let mut services = Vec::new();
+    for id in ["calc-a", "calc-b", "calc-c"] {
+        // Each instance on its own connection, as separate processes would be.
+        let c = connect(&nats.url()).await;
+        services.push((calculator(&c, id).await, c));
+    }
+    let mut served: HashMap<String, usize> = HashMap::new();
+    for i in 0..300 {
+        let reply = conn
+            .rpc()
+            .call_with::<_, Sum>(
+                "calculator",
+                "add",
+                &Add { a: i, b: 1 },
+                &CallOptions::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply.value.sum, i + 1);
+        *served.entry(reply.instance_id.unwrap()).or_default() += 1;
+    }
+    assert_eq!(served.len(), 3, "all three instances served: {served:?}");
+    for (id, n) in &served {
+        assert!(*n >= 30, "{id} served only {n} of 300: {served:?}");
+    }
+
+    for _ in 0..20 {
+        let reply = conn
+            .rpc()
+            .call_instance::<_, Sum>(
+                "calculator",
+                "calc-b",
+                "add",
+                &Add { a: 1, b: 1 },
+                &CallOptions::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply.instance_id.as_deref(), Some("calc-b"));
+    }
+    let err = conn
+        .rpc()
+        .call_instance::<_, Sum>(
+            "calculator",
+            "calc-zzz",
+            "add",
+            &Add { a: 1, b: 1 },
+            &CallOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RpcError::NoResponders { .. }));
+    for (svc, _) in services {
+        svc.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_the_nats_services_protocol() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let svc = calculator(&conn, "calc-1").await;
+    let raw = async_nats::connect(nats.url()).await.unwrap();
+    let _: Sum = conn
+        .rpc()
+        .call("calculator", "add", &Add { a: 1, b: 1 })
+        .await
+        .unwrap();
+    let _ = conn.rpc().call::<_, Value>("calculator", "find", "x").await;
+
+    let ping: Value = serde_json::from_slice(
+        &raw.request("$SRV.PING.calculator", "".into())
+            .await
+            .unwrap()
+            .payload,
+    )
+    .unwrap();
+    assert_eq!(ping["type"], "io.nats.micro.v1.ping_response");
+    assert_eq!(ping["name"], "calculator");
+    assert_eq!(ping["version"], "1.2.0");
+    assert_eq!(ping["metadata"]["instance_id"], "calc-1");
+
+    let info: Value = serde_json::from_slice(
+        &raw.request("$SRV.INFO.calculator", "".into())
+            .await
+            .unwrap()
+            .payload,
+    )
+    .unwrap();
+    assert_eq!(info["type"], "io.nats.micro.v1.info_response");
+    let subjects: Vec<&str> = info["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["subject"].as_str().unwrap())
+        .collect();
+    assert!(subjects.contains(&"rpc.calculator.add"), "{subjects:?}");
+    assert!(
+        subjects.contains(&"rpc.calculator.calc-1.add"),
+        "{subjects:?}"
+    );
+    let groups: Vec<&str> = info["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["queue_group"].as_str().unwrap_or(""))
+        .collect();
+    assert!(groups.contains(&"rpc.calculator"), "{groups:?}");
+
+    let stats: Value = serde_json::from_slice(
+        &raw.request("$SRV.STATS.calculator", "".into())
+            .await
+            .unwrap()
+            .payload,
+    )
+    .unwrap();
+    assert_eq!(stats["type"], "io.nats.micro.v1.stats_response");
+    let endpoint = |name: &str| {
+        stats["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(endpoint("add")["num_requests"], 1);
+    assert_eq!(endpoint("find")["num_errors"], 1);
+    svc.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_in_flight_requests_then_stops_taking_new_ones() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let svc = calculator(&conn, "calc-1").await;
+    let started = Arc::new(AtomicUsize::new(0));
+    let rpc = conn.rpc();
+    let in_flight = {
+        let rpc = rpc.clone();
+        let started = started.clone();
+        tokio::spawn(async move {
+            started.fetch_add(1, Ordering::SeqCst);
+            rpc.call::<_, Value>("calculator", "sleep", &Sleep { ms: 400 })
+                .await
+        })
+    };
+    // Wait until the service has the request in hand.
+    let metrics = svc.metrics().clone();
+    eventually(Duration::from_secs(5), "request in flight", || {
+        let m = metrics.clone();
+        async move { m.in_flight() == 1 }
+    })
+    .await;
+    svc.shutdown().await.unwrap();
+    let reply = in_flight
+        .await
+        .unwrap()
+        .expect("in-flight request completed");
+    assert_eq!(reply["slept"], 400);
+    let err = rpc
+        .call::<_, Sum>("calculator", "add", &Add { a: 1, b: 1 })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RpcError::NoResponders { .. }), "{err:?}");
+    conn.drain().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_declarations_fail_before_any_io() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let bad = conn
+        .service("calculator", "1.0.0")
+        .handler("not-a-method", |r: Add| async move { Ok(Sum { sum: r.a }) })
+        .start()
+        .await;
+    assert!(matches!(
+        bad,
+        Err(aegis_sdk::rpc::server::ServiceError::InvalidName(_))
+    ));
+    let bad = conn
+        .service("calculator", "1.0")
+        .handler("add", |r: Add| async move { Ok(Sum { sum: r.a }) })
+        .start()
+        .await;
+    assert!(matches!(
+        bad,
+        Err(aegis_sdk::rpc::server::ServiceError::InvalidVersion(_))
+    ));
+    let bad = conn
+        .service("calculator", "1.0.0")
+        .handler("add", |r: Add| async move { Ok(Sum { sum: r.a }) })
+        .handler("add", |r: Add| async move { Ok(Sum { sum: r.b }) })
+        .start()
+        .await;
+    assert!(matches!(
+        bad,
+        Err(aegis_sdk::rpc::server::ServiceError::DuplicateMethod(_))
+    ));
+}

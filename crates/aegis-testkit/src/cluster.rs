@@ -1,0 +1,270 @@
+//! [`NatsCluster`]: N JetStream-enabled `nats-server` nodes routed to each
+//! other, for failover tests (kill a node, restart it, watch it rejoin).
+
+use std::time::{Duration, Instant};
+
+use crate::binary::nats_server_binary;
+use crate::config::{ClusterConfig, NodeConfig};
+use crate::error::TestkitError;
+use crate::net::free_ports;
+use crate::server::{NatsServer, READY_TIMEOUT};
+use crate::support::{temp_dir, unique_suffix, with_port_retries};
+
+/// A JetStream cluster of real `nats-server` nodes named `n1`..`nN`, each
+/// with its own ports and store; all are killed and cleaned up on drop.
+#[derive(Debug)]
+pub struct NatsCluster {
+    name: String,
+    nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts `nodes` nodes with routes between all of them and a unique
+    /// cluster name, and waits until every node is healthy and sees a
+    /// JetStream meta leader.
+    ///
+    /// # Errors
+    ///
+    /// As [`NatsServer::start`]: a missing or old binary, or a node that
+    /// does not become ready within 30 s.
+    ///
+    /// # Panics
+    ///
+    /// When `nodes` is zero.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cluster = aegis_testkit::NatsCluster::start(3)?;
+    /// let client = async_nats::connect(cluster.urls()).await?;
+    /// # let _ = client;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn start(nodes: usize) -> Result<Self, TestkitError> {
+        assert!(nodes > 0, "a cluster needs at least one node");
+        let binary = nats_server_binary()?;
+        with_port_retries(|| {
+            let name = format!("aegis-{}", unique_suffix());
+            // Client, monitor and cluster port per node, all chosen at once
+            // so no two nodes get the same one.
+            let ports = free_ports(3 * nodes)?;
+            let cluster_ports: Vec<u16> = ports.chunks(3).map(|p| p[2]).collect();
+            let mut started = Vec::with_capacity(nodes);
+            for (i, node_ports) in ports.chunks(3).enumerate() {
+                let dir = temp_dir()?;
+                let config = NodeConfig {
+                    server_name: format!("n{}", i + 1),
+                    port: node_ports[0],
+                    monitor_port: node_ports[1],
+                    jetstream: true,
+                    store_dir: dir.path().join("store"),
+                    cluster: Some(ClusterConfig {
+                        name: name.clone(),
+                        port: node_ports[2],
+                        peer_ports: cluster_ports
+                            .iter()
+                            .copied()
+                            .filter(|&p| p != node_ports[2])
+                            .collect(),
+                    }),
+                };
+                let mut node =
+                    NatsServer::prepare(binary.clone(), config, Vec::new(), READY_TIMEOUT, dir)?;
+                node.spawn()?;
+                started.push(node);
+            }
+            // Start all before waiting: a meta leader needs a quorum.
+            let deadline = Instant::now() + READY_TIMEOUT;
+            for node in &mut started {
+                node.wait_until(deadline)?;
+            }
+            Ok(Self {
+                name: name.clone(),
+                nodes: started,
+            })
+        })
+    }
+
+    /// The cluster name (unique per cluster).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let cluster = aegis_testkit::NatsCluster::start(3)?;
+    /// assert!(cluster.name().starts_with("aegis-"));
+    /// # Ok::<(), aegis_testkit::TestkitError>(())
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The client URL of every node, in node order; `async_nats::connect`
+    /// accepts the `Vec` as is.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let cluster = aegis_testkit::NatsCluster::start(3)?;
+    /// assert_eq!(cluster.urls().len(), 3);
+    /// # Ok::<(), aegis_testkit::TestkitError>(())
+    /// ```
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(NatsServer::url).collect()
+    }
+
+    /// All client URLs joined with commas, the form CLI flags and config
+    /// files take (`nats -s`, `AEGIS_NATS_URL`). `async_nats::connect` does
+    /// not split such a string; give it [`urls`](Self::urls) instead.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let cluster = aegis_testkit::NatsCluster::start(3)?;
+    /// assert_eq!(cluster.url(), cluster.urls().join(","));
+    /// # Ok::<(), aegis_testkit::TestkitError>(())
+    /// ```
+    pub fn url(&self) -> String {
+        self.urls().join(",")
+    }
+
+    /// Node `i` (0-based; its server name is `n{i+1}`).
+    ///
+    /// # Panics
+    ///
+    /// When `i >= self.len()`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let cluster = aegis_testkit::NatsCluster::start(3)?;
+    /// println!("n1 monitors on {}", cluster.node(0).monitor_port());
+    /// # Ok::<(), aegis_testkit::TestkitError>(())
+    /// ```
+    pub fn node(&self, i: usize) -> &NatsServer {
+        &self.nodes[i]
+    }
+
+    /// Node `i`, mutably (to stop, kill or restart it).
+    ///
+    /// # Panics
+    ///
+    /// When `i >= self.len()`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let mut cluster = aegis_testkit::NatsCluster::start(3)?;
+    /// cluster.node_mut(2).stop();
+    /// # Ok::<(), aegis_testkit::TestkitError>(())
+    /// ```
+    pub fn node_mut(&mut self, i: usize) -> &mut NatsServer {
+        &mut self.nodes[i]
+    }
+
+    /// All nodes, in order.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let cluster = aegis_testkit::NatsCluster::start(3)?;
+    /// let names: Vec<&str> = cluster.nodes().iter().map(|n| n.server_name()).collect();
+    /// assert_eq!(names, ["n1", "n2", "n3"]);
+    /// # Ok::<(), aegis_testkit::TestkitError>(())
+    /// ```
+    pub fn nodes(&self) -> &[NatsServer] {
+        &self.nodes
+    }
+
+    /// Kills node `i` with SIGKILL, as in a crash.
+    ///
+    /// # Panics
+    ///
+    /// When `i >= self.len()`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let mut cluster = aegis_testkit::NatsCluster::start(3)?;
+    /// cluster.kill_node(0);
+    /// assert!(!cluster.node_mut(0).is_running());
+    /// # Ok::<(), aegis_testkit::TestkitError>(())
+    /// ```
+    pub fn kill_node(&mut self, i: usize) {
+        self.nodes[i].kill();
+    }
+
+    /// Restarts node `i` on its ports with its store and waits until it has
+    /// rejoined (healthy, JetStream current, meta leader known).
+    ///
+    /// # Errors
+    ///
+    /// [`TestkitError::Spawn`] or [`TestkitError::NotReady`].
+    ///
+    /// # Panics
+    ///
+    /// When `i >= self.len()`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let mut cluster = aegis_testkit::NatsCluster::start(3)?;
+    /// cluster.kill_node(1);
+    /// cluster.restart_node(1)?;
+    /// # Ok::<(), aegis_testkit::TestkitError>(())
+    /// ```
+    pub fn restart_node(&mut self, i: usize) -> Result<(), TestkitError> {
+        self.nodes[i].restart()
+    }
+
+    /// Waits up to `timeout` until every running node is ready; killed or
+    /// stopped nodes are skipped.
+    ///
+    /// # Errors
+    ///
+    /// [`TestkitError::NotReady`] for the first node that is not ready in time.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// let mut cluster = aegis_testkit::NatsCluster::start(3)?;
+    /// cluster.kill_node(0);
+    /// cluster.wait_ready(Duration::from_secs(10))?;
+    /// # Ok::<(), aegis_testkit::TestkitError>(())
+    /// ```
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), TestkitError> {
+        let deadline = Instant::now() + timeout;
+        for node in self.nodes.iter_mut().filter(|n| n.pid().is_some()) {
+            node.wait_until(deadline)?;
+        }
+        Ok(())
+    }
+
+    /// The number of nodes (running or not).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let cluster = aegis_testkit::NatsCluster::start(3)?;
+    /// assert_eq!(cluster.len(), 3);
+    /// # Ok::<(), aegis_testkit::TestkitError>(())
+    /// ```
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Always false: a cluster has at least one node.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let cluster = aegis_testkit::NatsCluster::start(1)?;
+    /// assert!(!cluster.is_empty());
+    /// # Ok::<(), aegis_testkit::TestkitError>(())
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+}

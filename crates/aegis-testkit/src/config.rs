@@ -1,0 +1,102 @@
+//! Rendering the `nats-server` config file a node runs with.
+//!
+//! A config file in the node's temporary directory reads better than a long
+//! command line and carries the JetStream limits, which have no flags.
+
+use std::path::PathBuf;
+
+/// Everything that goes into one node's config file.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeConfig {
+    pub(crate) server_name: String,
+    pub(crate) port: u16,
+    pub(crate) monitor_port: u16,
+    pub(crate) jetstream: bool,
+    pub(crate) store_dir: PathBuf,
+    pub(crate) cluster: Option<ClusterConfig>,
+}
+
+/// The cluster block of a clustered node.
+#[derive(Debug, Clone)]
+pub(crate) struct ClusterConfig {
+    pub(crate) name: String,
+    pub(crate) port: u16,
+    /// Cluster ports of the other nodes.
+    pub(crate) peer_ports: Vec<u16>,
+}
+
+impl NodeConfig {
+    /// The config file text.
+    pub(crate) fn render(&self) -> String {
+        let mut out = format!(
+            "server_name: {}\nlisten: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\n",
+            quote(&self.server_name),
+            self.port,
+            self.monitor_port
+        );
+        if self.jetstream {
+            out.push_str(&format!(
+                "jetstream {{\n  store_dir: {}\n  max_memory_store: 256MB\n  max_file_store: 2GB\n}}\n",
+                quote(&self.store_dir.to_string_lossy())
+            ));
+        }
+        if let Some(cluster) = &self.cluster {
+            let routes: Vec<String> = cluster
+                .peer_ports
+                .iter()
+                .map(|p| format!("    nats://127.0.0.1:{p}"))
+                .collect();
+            out.push_str(&format!(
+                "cluster {{\n  name: {}\n  listen: 127.0.0.1:{}\n  routes: [\n{}\n  ]\n}}\n",
+                quote(&cluster.name),
+                cluster.port,
+                routes.join("\n")
+            ));
+        }
+        out
+    }
+}
+
+fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_a_cluster_node() {
+        let config = NodeConfig {
+            server_name: "n1".into(),
+            port: 4222,
+            monitor_port: 8222,
+            jetstream: true,
+            store_dir: "/tmp/x/store".into(),
+            cluster: Some(ClusterConfig {
+                name: "c1".into(),
+                port: 6222,
+                peer_ports: vec![6223, 6224],
+            }),
+        };
+        let text = config.render();
+        assert!(text.contains("listen: 127.0.0.1:4222"));
+        assert!(text.contains("http: 127.0.0.1:8222"));
+        assert!(text.contains("store_dir: \"/tmp/x/store\""));
+        assert!(text.contains("nats://127.0.0.1:6223"));
+        assert!(text.contains("listen: 127.0.0.1:6222"));
+    }
+
+    #[test]
+    fn no_jetstream_block_when_disabled() {
+        let config = NodeConfig {
+            server_name: "s".into(),
+            port: 1,
+            monitor_port: 2,
+            jetstream: false,
+            store_dir: "/tmp/s".into(),
+            cluster: None,
+        };
+        assert!(!config.render().contains("jetstream"));
+    }
+}
