@@ -19,6 +19,7 @@
 
 pub mod commands;
 pub mod events;
+pub mod log;
 pub mod metrics;
 pub mod models;
 pub mod names;

@@ -1,0 +1,202 @@
+//! The log and lifecycle record every instance publishes on
+//! `aegis.log.{service}.{instance}` (stream `AEGIS_LOG`), and the monitor
+//! serves as an instance's recent events.
+//!
+//! One record type carries both kinds of entry, told apart by [`LogKind`]:
+//! lifecycle events (registered, status changed, elected, heartbeat trouble,
+//! deregistered) and plain WARN/ERROR log lines (`kind = "log"`). The JSON is
+//! `{timestamp, level, kind, message, fields}`; readers ignore unknown fields
+//! and keep unknown kinds as [`LogKind::Other`], so producers can add kinds
+//! without breaking older monitors.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::models::rfc3339;
+
+/// One log line or lifecycle event of one instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// When it happened (RFC 3339 UTC).
+    #[serde(with = "rfc3339")]
+    pub timestamp: DateTime<Utc>,
+    /// Severity.
+    pub level: LogLevel,
+    /// What kind of entry this is.
+    pub kind: LogKind,
+    /// Human-readable text.
+    pub message: String,
+    /// Structured context (e.g. `{"from": "STANDBY", "to": "ACTIVE"}`).
+    #[serde(default)]
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl LogRecord {
+    /// A record with no fields.
+    pub fn new(
+        timestamp: DateTime<Utc>,
+        level: LogLevel,
+        kind: LogKind,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            timestamp,
+            level,
+            kind,
+            message: message.into(),
+            fields: serde_json::Map::new(),
+        }
+    }
+
+    /// Adds one structured field.
+    pub fn with_field(
+        mut self,
+        key: impl Into<String>,
+        value: impl Into<serde_json::Value>,
+    ) -> Self {
+        self.fields.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// Severity of a [`LogRecord`], written in upper case (`WARN`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum LogLevel {
+    /// Very detailed diagnostics.
+    Trace,
+    /// Diagnostics.
+    Debug,
+    /// Normal operation (most lifecycle events).
+    Info,
+    /// Something is wrong but the instance carries on.
+    Warn,
+    /// Something failed.
+    Error,
+}
+
+/// What a [`LogRecord`] is about, written in snake case (`status_changed`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LogKind {
+    /// A plain log line (the SDK publishes WARN and ERROR ones).
+    Log,
+    /// The instance wrote its registry record for the first time.
+    Registered,
+    /// The instance's status changed; `fields.from` / `fields.to` say how.
+    StatusChanged,
+    /// The instance won a sticky single-active election.
+    Elected,
+    /// The instance lost or resigned its leadership.
+    LeadershipLost,
+    /// A heartbeat (registry refresh) failed or was late.
+    HeartbeatFailed,
+    /// The instance removed its registry record on a graceful stop.
+    Deregistered,
+    /// A kind this version does not know, kept as written.
+    Other(String),
+}
+
+impl LogKind {
+    /// The wire spelling, e.g. `"status_changed"`.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Log => "log",
+            Self::Registered => "registered",
+            Self::StatusChanged => "status_changed",
+            Self::Elected => "elected",
+            Self::LeadershipLost => "leadership_lost",
+            Self::HeartbeatFailed => "heartbeat_failed",
+            Self::Deregistered => "deregistered",
+            Self::Other(s) => s,
+        }
+    }
+
+    /// Parses the wire spelling; anything unknown becomes [`LogKind::Other`].
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "log" => Self::Log,
+            "registered" => Self::Registered,
+            "status_changed" => Self::StatusChanged,
+            "elected" => Self::Elected,
+            "leadership_lost" => Self::LeadershipLost,
+            "heartbeat_failed" => Self::HeartbeatFailed,
+            "deregistered" => Self::Deregistered,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+}
+
+impl fmt::Display for LogKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for LogKind {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for LogKind {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        Ok(Self::parse(&s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    #[test]
+    fn json_shape_round_trips() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 27, 0, 0, 1).unwrap();
+        let r = LogRecord::new(t, LogLevel::Info, LogKind::StatusChanged, "now ACTIVE")
+            .with_field("from", "STANDBY")
+            .with_field("to", "ACTIVE");
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "timestamp": "2026-11-27T00:00:01.000Z",
+                "level": "INFO",
+                "kind": "status_changed",
+                "message": "now ACTIVE",
+                "fields": {"from": "STANDBY", "to": "ACTIVE"}
+            })
+        );
+        assert_eq!(serde_json::from_value::<LogRecord>(v).unwrap(), r);
+    }
+
+    #[test]
+    fn tolerant_reader() {
+        let r: LogRecord = serde_json::from_value(json!({
+            "timestamp": "2026-11-27T00:00:01Z",
+            "level": "WARN",
+            "kind": "brand_new_kind",
+            "message": "m",
+            "extra": 1
+        }))
+        .unwrap();
+        assert_eq!(r.kind, LogKind::Other("brand_new_kind".into()));
+        assert_eq!(r.kind.to_string(), "brand_new_kind");
+        assert!(r.fields.is_empty());
+        for k in [
+            LogKind::Log,
+            LogKind::Registered,
+            LogKind::StatusChanged,
+            LogKind::Elected,
+            LogKind::LeadershipLost,
+            LogKind::HeartbeatFailed,
+            LogKind::Deregistered,
+        ] {
+            assert_eq!(LogKind::parse(k.as_str()), k);
+        }
+        assert!(LogLevel::Warn > LogLevel::Info);
+    }
+}
