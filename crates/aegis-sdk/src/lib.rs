@@ -91,3 +91,8 @@ mod tests {
         assert_ne!(a, b);
     }
 }
+
+/// The README's example, compiled as a doc test so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,181 @@
+//! `aegis bench events`: JetStream publish throughput and latency of events,
+//! raw async-nats against the SDK.
+//!
+//! Raw: `jetstream.publish(subject, json)` and wait for the ack. SDK:
+//! `events().publish(domain, action, &payload)`, which also validates the
+//! names and adds a dedup id (`Nats-Msg-Id`, so the server tracks it in the
+//! stream's duplicate window). Both go to the same `EVENTS` stream.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use aegis_sdk::{AegisConfig, Connection};
+use anyhow::Context;
+use clap::Args;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use super::{
+    Side, order, progress,
+    report::{Report, Target},
+    rpc::finish,
+    throughput,
+};
+
+/// Options of `aegis bench events`.
+#[derive(Debug, Clone, Args)]
+pub struct EventsBenchArgs {
+    /// Concurrent publishers in the throughput phase.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Throughput rounds per side (alternating).
+    #[arg(long, default_value_t = 4)]
+    pub rounds: usize,
+    /// Length of one throughput round in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    pub round_secs: f64,
+    /// Sequential publishes per side measured for latency.
+    #[arg(long, default_value_t = 2_000)]
+    pub calls: usize,
+    /// Publishes per side in one alternating latency batch.
+    #[arg(long, default_value_t = 250)]
+    pub batch: usize,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Exit with status 1 when a target is missed.
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct PriceUpdated {
+    symbol: String,
+    price: f64,
+    bid: f64,
+    ask: f64,
+}
+
+/// Runs the benchmark and prints the table; returns the report.
+///
+/// # Errors
+/// When the server cannot start or a publish fails.
+pub async fn run(args: EventsBenchArgs) -> anyhow::Result<Report> {
+    anyhow::ensure!(
+        args.batch > 0 && args.calls >= args.batch,
+        "--calls must be at least --batch (> 0)"
+    );
+    anyhow::ensure!(
+        args.concurrency > 0 && args.rounds > 0,
+        "--concurrency and --rounds must be positive"
+    );
+    let nats = tokio::task::spawn_blocking(aegis_testkit::NatsServer::start)
+        .await?
+        .context(
+            "starting nats-server for the benchmark (run `make bootstrap` if it is missing)",
+        )?;
+    let url = nats.url();
+    let sdk = Connection::connect(AegisConfig::with_servers(&url)).await?;
+    sdk.events().ensure_stream().await?;
+    let raw = async_nats::jetstream::new(async_nats::connect(&url).await?);
+    let server_version = sdk.server_version().to_string();
+    let payload = Arc::new(PriceUpdated {
+        symbol: "AAPL".into(),
+        price: 175.02,
+        bid: 175.01,
+        ask: 175.03,
+    });
+
+    let raw_publish = {
+        let (js, payload) = (raw.clone(), payload.clone());
+        move || {
+            let (js, payload) = (js.clone(), payload.clone());
+            async move {
+                let body = serde_json::to_vec(&*payload)?;
+                js.publish("events.price.raw", body.into()).await?.await?;
+                Ok(())
+            }
+        }
+    };
+    let events = sdk.events();
+    let sdk_publish = {
+        let (events, payload) = (events.clone(), payload.clone());
+        move || {
+            let (events, payload) = (events.clone(), payload.clone());
+            async move {
+                events.publish("price", "updated", &*payload).await?;
+                Ok(())
+            }
+        }
+    };
+
+    for _ in 0..200 {
+        raw_publish().await?;
+        sdk_publish().await?;
+    }
+
+    let mut raw_hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+    let mut sdk_hist = raw_hist.clone();
+    let batches = args.calls / args.batch;
+    let bar = progress((batches * 2) as u64, "sequential publish");
+    for i in 0..batches {
+        for side in order(i) {
+            let hist = match side {
+                Side::Raw => &mut raw_hist,
+                Side::Sdk => &mut sdk_hist,
+            };
+            for _ in 0..args.batch {
+                let t = std::time::Instant::now();
+                match side {
+                    Side::Raw => raw_publish().await?,
+                    Side::Sdk => sdk_publish().await?,
+                }
+                hist.saturating_record(t.elapsed().as_nanos() as u64);
+            }
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+
+    let round = Duration::from_secs_f64(args.round_secs);
+    let (mut raw_rate, mut sdk_rate) = (0.0, 0.0);
+    let bar = progress((args.rounds * 2) as u64, "concurrent publish");
+    for i in 0..args.rounds {
+        for side in order(i) {
+            match side {
+                Side::Raw => {
+                    raw_rate += throughput(args.concurrency, round, raw_publish.clone()).await?
+                }
+                Side::Sdk => {
+                    sdk_rate += throughput(args.concurrency, round, sdk_publish.clone()).await?
+                }
+            }
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    raw_rate /= args.rounds as f64;
+    sdk_rate /= args.rounds as f64;
+
+    let mut report = Report::new(
+        "events",
+        server_version,
+        serde_json::json!({
+            "concurrency": args.concurrency,
+            "rounds": args.rounds,
+            "round_secs": args.round_secs,
+            "sequential_publishes_per_side": batches * args.batch,
+            "batch": args.batch,
+            "stream": "EVENTS (file storage, R1)",
+        }),
+    );
+    report.add(
+        "jetstream publish throughput",
+        "events/s",
+        raw_rate,
+        sdk_rate,
+        Some(Target::AtLeast(0.90)),
+    );
+    report.add_latency("sequential publish", &raw_hist, &sdk_hist, None);
+    drop(nats);
+    finish(report, args.json.as_deref())
+}

@@ -1,0 +1,82 @@
+//! Side-by-side benchmarks: raw async-nats (the baseline) and the Aegis SDK,
+//! in one process, against one nats-server the benchmark starts itself.
+//!
+//! The machine is shared and noisy, so the two sides run in alternating
+//! batches (the order flipping every batch): whatever noise there is hits
+//! both alike, and the ratio is what to read.
+//!
+//! - [`rpc`]: sequential request/reply latency (HDR percentiles) and
+//!   concurrent throughput.
+//! - [`events`]: JetStream publish throughput (and latency) of events.
+//! - [`report`]: the comparison table, targets and the `--json` output.
+
+pub mod events;
+pub mod report;
+pub mod rpc;
+
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// A progress bar for `total` steps with a message, drawn on stderr.
+pub(crate) fn progress(total: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg:<28} [{bar:36}] {pos}/{len} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// The two sides of every comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Plain async-nats, written as a careful user would without Aegis.
+    Raw,
+    /// The same work through the Aegis SDK.
+    Sdk,
+}
+
+/// The order of the two sides in batch `i`: alternating, so neither side
+/// always runs first (warm caches, CPU frequency, a neighbour's load).
+pub(crate) fn order(i: usize) -> [Side; 2] {
+    if i.is_multiple_of(2) {
+        [Side::Raw, Side::Sdk]
+    } else {
+        [Side::Sdk, Side::Raw]
+    }
+}
+
+/// Runs `calls` concurrently-issued operations for `duration` with
+/// `concurrency` workers and returns completed operations per second.
+pub(crate) async fn throughput<F, Fut>(
+    concurrency: usize,
+    duration: Duration,
+    op: F,
+) -> anyhow::Result<f64>
+where
+    F: Fn() -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let started = tokio::time::Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while tokio::time::Instant::now() < deadline {
+                op().await?;
+                n += 1;
+            }
+            anyhow::Ok(n)
+        }));
+    }
+    let mut total = 0u64;
+    for t in tasks {
+        total += t.await??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
