@@ -17,9 +17,9 @@ step "format (cargo fmt --check)"
 cargo fmt --all -- --check
 
 step "lints (cargo clippy -D warnings)"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 
 step "tests (cargo test --workspace)"
-cargo test --workspace --locked --no-fail-fast
+cargo test --workspace --no-fail-fast
 
 step "done in $((SECONDS - started)) s"
