@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod models;
 pub mod names;
 pub mod subjects;
+pub mod trading;
 pub mod wire;
 
 pub use commands::CommandReply;
