@@ -12,6 +12,7 @@ use std::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
+    time::Duration,
 };
 
 use async_nats::{Client, ConnectOptions, jetstream};
@@ -20,9 +21,14 @@ use tracing::{info, warn};
 use crate::{
     commands::Commands,
     config::{AegisConfig, ConfigError},
+    discovery::Discovery,
     events::Events,
+    registry::{RegistryError, cache::RegistryCache},
     rpc::{RpcClient, ServiceBuilder},
 };
+
+/// The least time the registry view gets for its initial load.
+const MIN_REGISTRY_LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The oldest nats-server the SDK accepts.
 pub const MIN_SERVER_VERSION: semver::Version = semver::Version::new(2, 11, 0);
@@ -92,6 +98,9 @@ struct Inner {
     jetstream: jetstream::Context,
     config: AegisConfig,
     server_version: semver::Version,
+    /// The registry view (one KV watch) shared by discovery and readers,
+    /// started on first use.
+    registry: tokio::sync::OnceCell<Arc<RegistryCache>>,
 }
 
 impl fmt::Debug for Connection {
@@ -148,6 +157,7 @@ impl Connection {
                 jetstream,
                 config,
                 server_version,
+                registry: tokio::sync::OnceCell::new(),
             }),
         })
     }
@@ -207,12 +217,46 @@ impl Connection {
         Commands::new(self.clone())
     }
 
+    /// Instance lookups over the registry (what RPC calls route with).
+    pub fn discovery(&self) -> Discovery {
+        Discovery::new(self.clone())
+    }
+
+    /// The connection's registry view, started (bucket ensured, watch
+    /// opened, initial load awaited) on first use and shared afterwards.
+    pub(crate) async fn registry_cache(&self) -> Result<Arc<RegistryCache>, RegistryError> {
+        self.inner
+            .registry
+            .get_or_try_init(|| async {
+                let timeout = self
+                    .inner
+                    .config
+                    .nats
+                    .request_timeout
+                    .max(MIN_REGISTRY_LOAD_TIMEOUT);
+                RegistryCache::start(
+                    self.jetstream(),
+                    self.client().clone(),
+                    self.inner.config.nats.replicas,
+                    timeout,
+                )
+                .await
+                .map(Arc::new)
+            })
+            .await
+            .cloned()
+    }
+
     /// Flushes and closes every pooled client after their subscriptions
     /// drain: the last step of a graceful shutdown.
     ///
     /// # Errors
     /// The first client error met; the other clients are drained anyway.
     pub async fn drain(&self) -> Result<(), async_nats::client::DrainError> {
+        // The registry watch would only try to re-open on a closed client.
+        if let Some(cache) = self.inner.registry.get() {
+            cache.stop();
+        }
         let mut first_err = None;
         for client in &self.inner.clients {
             if let Err(e) = client.drain().await {

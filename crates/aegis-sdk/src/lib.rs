@@ -7,6 +7,12 @@
 //! - [`rpc`]: typed request/reply — [`rpc::ServiceBuilder`] declares handlers,
 //!   [`rpc::RpcClient`] calls them; errors travel as [`rpc::WireError`] with a
 //!   stable code. Every service also answers `$SRV.PING/INFO/STATS`.
+//! - [`registry`]: each started service writes its [`contracts::ServiceInstance`]
+//!   record to the `service_registry` KV bucket and heart-beats it under a
+//!   per-key TTL; [`registry::RegistryReader`] lists and watches instances.
+//! - [`discovery`]: the client-side view RPC calls route with — one KV watch
+//!   per connection, strategies round-robin, random, sticky and
+//!   latency-aware, failover when an instance vanishes.
 //! - [`events`]: publish with dedup ids to the `EVENTS` stream; subscribe in
 //!   compete or broadcast mode, acknowledged after the handler succeeds.
 //! - [`commands`]: long-running work queued on `COMMANDS`, with progress and a
@@ -44,13 +50,17 @@
 pub mod commands;
 pub mod config;
 pub mod connection;
+pub mod discovery;
 pub mod events;
 pub mod metrics;
+pub mod registry;
 pub mod rpc;
 
 pub use aegis_contracts as contracts;
 pub use config::{AegisConfig, ConfigError, ConfigLoader, NatsConfig, ReconnectPolicy, Secret};
 pub use connection::{ConnectError, Connection, MIN_SERVER_VERSION};
+pub use discovery::{Discovery, Strategy};
+pub use registry::{RegistryChange, RegistryReader};
 
 /// The SDK's version, published in instance metadata.
 pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");

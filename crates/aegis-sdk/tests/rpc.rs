@@ -1,6 +1,7 @@
 //! RPC against a real nats-server: round trips, deadlines, typed errors,
-//! malformed input, load sharing, instance-directed calls, the NATS services
-//! protocol and graceful shutdown.
+//! malformed input, load sharing (discovery round-robin and the queue
+//! group), instance-directed calls, the NATS services protocol and graceful
+//! shutdown.
 
 mod common;
 
@@ -118,8 +119,16 @@ async fn typed_errors_and_timeouts_reach_the_caller() {
     assert!(matches!(err, RpcError::Timeout { .. }), "{err:?}");
     assert_eq!(err.code(), ErrorCode::Timeout);
 
+    // Discovery knows no instance: refused before anything is sent.
     let err = rpc
         .call::<_, Value>("nobody-home", "ping", &json!({}))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RpcError::NoInstances { .. }), "{err:?}");
+    assert_eq!(err.code(), ErrorCode::ServiceUnavailable);
+    // The queue-group path finds nobody listening.
+    let err = rpc
+        .call_balanced::<_, Value>("nobody-home", "ping", &json!({}), &CallOptions::default())
         .await
         .unwrap_err();
     assert!(matches!(err, RpcError::NoResponders { .. }), "{err:?}");
@@ -201,7 +210,7 @@ async fn malformed_requests_get_invalid_request_and_the_service_lives_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queue_group_shares_load_and_directed_calls_pin_one_instance() {
+async fn calls_share_load_and_directed_calls_pin_one_instance() {
     let nats = server();
     let conn = connect(&nats.url()).await;
     let mut services = Vec::new();
@@ -210,6 +219,7 @@ async fn queue_group_shares_load_and_directed_calls_pin_one_instance() {
         let c = connect(&nats.url()).await;
         services.push((calculator(&c, id).await, c));
     }
+    // Discovery round-robin: every instance exactly in turn.
     let mut served: HashMap<String, usize> = HashMap::new();
     for i in 0..300 {
         let reply = conn
@@ -223,6 +233,25 @@ async fn queue_group_shares_load_and_directed_calls_pin_one_instance() {
             .await
             .unwrap();
         assert_eq!(reply.value.sum, i + 1);
+        *served.entry(reply.instance_id.unwrap()).or_default() += 1;
+    }
+    assert_eq!(served.len(), 3, "all three instances served: {served:?}");
+    for (id, n) in &served {
+        assert_eq!(*n, 100, "{id} served {n} of 300: {served:?}");
+    }
+    // The queue group spreads load too (the server picks, randomly).
+    let mut served: HashMap<String, usize> = HashMap::new();
+    for i in 0..300 {
+        let reply = conn
+            .rpc()
+            .call_balanced::<_, Sum>(
+                "calculator",
+                "add",
+                &Add { a: i, b: 1 },
+                &CallOptions::default(),
+            )
+            .await
+            .unwrap();
         *served.entry(reply.instance_id.unwrap()).or_default() += 1;
     }
     assert_eq!(served.len(), 3, "all three instances served: {served:?}");
@@ -330,8 +359,14 @@ async fn answers_the_nats_services_protocol() {
             .cloned()
             .unwrap()
     };
-    assert_eq!(endpoint("add")["num_requests"], 1);
-    assert_eq!(endpoint("find")["num_errors"], 1);
+    // Routed calls arrive on the instance-directed endpoints.
+    let total = |name: &str, field: &str| {
+        endpoint(name)[field].as_u64().unwrap()
+            + endpoint(&format!("{name}-direct"))[field].as_u64().unwrap()
+    };
+    assert_eq!(total("add", "num_requests"), 1);
+    assert_eq!(total("find", "num_errors"), 1);
+    assert_eq!(endpoint("add-direct")["num_requests"], 1);
     svc.shutdown().await.unwrap();
 }
 
@@ -364,8 +399,20 @@ async fn shutdown_finishes_in_flight_requests_then_stops_taking_new_ones() {
         .unwrap()
         .expect("in-flight request completed");
     assert_eq!(reply["slept"], 400);
+    // Deregistered before it stopped listening: discovery no longer knows it,
+    // and nobody listens on the queue group either.
     let err = rpc
         .call::<_, Sum>("calculator", "add", &Add { a: 1, b: 1 })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RpcError::NoInstances { .. }), "{err:?}");
+    let err = rpc
+        .call_balanced::<_, Sum>(
+            "calculator",
+            "add",
+            &Add { a: 1, b: 1 },
+            &CallOptions::default(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, RpcError::NoResponders { .. }), "{err:?}");

@@ -1,7 +1,17 @@
 //! The calling side of RPC: [`RpcClient`] sends a typed request with a
 //! deadline and turns the reply (or the wire error) into a typed result.
+//!
+//! [`RpcClient::call`] and [`RpcClient::call_with`] route through
+//! [discovery](crate::discovery): they pick an ACTIVE instance by the
+//! strategy and send on its own subject `rpc.{service}.{instance}.{method}`,
+//! so the strategy decides who answers. An instance without a responder (it
+//! died) is evicted from this process's view and another is tried at once;
+//! an idempotent call also moves on when one attempt times out; all within
+//! the call's deadline. [`RpcClient::call_balanced`] keeps the plain
+//! queue-group path (`rpc.{service}.{method}`, the server picks), and
+//! [`RpcClient::call_instance`] addresses one named instance.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use aegis_contracts::{
     names, subjects,
@@ -14,20 +24,57 @@ use async_nats::{
     HeaderMap, Message, RequestErrorKind,
     service::{NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE},
 };
+use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
+use tokio::time::Instant;
 
 use super::{Encoding, RpcError, WireError};
-use crate::Connection;
+use crate::{
+    Connection,
+    discovery::{Strategy, ring},
+};
+
+/// The longest a call for an unknown service waits for the registry view to
+/// confirm it has every registration acknowledged before the call.
+const CATCH_UP_LIMIT: Duration = Duration::from_millis(500);
 
 /// Per-call options.
+///
+/// ```
+/// use std::time::Duration;
+/// use aegis_sdk::rpc::CallOptions;
+///
+/// // A read that may safely run twice: retry elsewhere after 300 ms.
+/// let opts = CallOptions {
+///     timeout: Some(Duration::from_secs(2)),
+///     idempotent: true,
+///     attempt_timeout: Some(Duration::from_millis(300)),
+///     ..Default::default()
+/// };
+/// # let _ = opts;
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct CallOptions {
-    /// Deadline of the whole call; the connection's `request_timeout` when `None`.
+    /// Deadline of the whole call, retries included; the connection's
+    /// `request_timeout` when `None`.
     pub timeout: Option<Duration>,
     /// Payload encoding of request and reply.
     pub encoding: Encoding,
     /// A request id to correlate logs across services (`Aegis-Request-Id`).
     pub request_id: Option<String>,
+    /// The call may run more than once without harm. Then an attempt that
+    /// times out is retried on another instance (a call that found no
+    /// responder is retried either way: it never ran).
+    pub idempotent: bool,
+    /// Deadline of one attempt of an idempotent call; a third of `timeout`
+    /// when `None`. Ignored for other calls.
+    pub attempt_timeout: Option<Duration>,
+    /// Route by this key: the same key reaches the same instance while it
+    /// lives (implies [`Strategy::Sticky`] unless `strategy` says otherwise).
+    pub sticky_key: Option<String>,
+    /// How to pick the instance; the client's default (round-robin unless
+    /// set with [`RpcClient::with_strategy`]) when `None`.
+    pub strategy: Option<Strategy>,
 }
 
 impl CallOptions {
@@ -37,6 +84,19 @@ impl CallOptions {
             timeout: Some(timeout),
             ..Default::default()
         }
+    }
+
+    /// These options marked idempotent (retried elsewhere on an attempt
+    /// timeout).
+    pub fn idempotent(mut self) -> Self {
+        self.idempotent = true;
+        self
+    }
+
+    /// These options with a sticky key.
+    pub fn sticky(mut self, key: impl Into<String>) -> Self {
+        self.sticky_key = Some(key.into());
+        self
     }
 }
 
@@ -61,19 +121,46 @@ pub struct Reply<T> {
 #[derive(Debug, Clone)]
 pub struct RpcClient {
     conn: Connection,
+    strategy: Strategy,
 }
 
 impl RpcClient {
     pub(crate) fn new(conn: Connection) -> Self {
-        Self { conn }
+        Self {
+            conn,
+            strategy: Strategy::default(),
+        }
     }
 
-    /// Calls `method` on any instance of `service` (load-balanced by the
-    /// queue group) with the default deadline.
+    /// This client with another default strategy (calls can still choose
+    /// their own in [`CallOptions::strategy`]).
+    pub fn with_strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// The strategy calls use unless they say otherwise.
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    /// Calls `method` on an ACTIVE instance of `service`, chosen by
+    /// discovery (round-robin by default), with the default deadline.
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_sdk::rpc::RpcError> {
+    /// use serde_json::{json, Value};
+    /// let risk: Value = conn.rpc().call("risk-service", "check", &json!({"account": "A1"})).await?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
-    /// [`RpcError`]: invalid names, timeout, no instance serving, or the
-    /// service's own error ([`RpcError::Remote`]).
+    /// [`RpcError`]: invalid names (before any I/O);
+    /// [`RpcError::NoInstances`] at once when no ACTIVE instance is known;
+    /// [`RpcError::NoResponders`] when every instance tried had vanished;
+    /// [`RpcError::Timeout`]; the service's own error
+    /// ([`RpcError::Remote`]); [`RpcError::Discovery`] when the registry
+    /// view cannot start.
     pub async fn call<Req, Res>(
         &self,
         service: &str,
@@ -90,12 +177,57 @@ impl RpcClient {
             .value)
     }
 
-    /// Calls `method` on any instance of `service` with explicit options and
+    /// Calls `method` on an instance of `service` chosen by discovery, with
+    /// explicit options (deadline, idempotency, sticky key, strategy), and
     /// returns the reply with the id of the instance that served it.
     ///
+    /// ```no_run
+    /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_sdk::rpc::RpcError> {
+    /// use aegis_sdk::rpc::CallOptions;
+    /// use serde_json::{json, Value};
+    ///
+    /// let opts = CallOptions::default().sticky("account-42").idempotent();
+    /// let reply = conn.rpc().call_with::<_, Value>("order-service", "positions", &json!({}), &opts).await?;
+    /// println!("served by {:?}", reply.instance_id);
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
-    /// As [`call`](Self::call).
+    /// As [`call`](Self::call); [`RpcError::Discovery`] also when a sticky
+    /// strategy has no key.
     pub async fn call_with<Req, Res>(
+        &self,
+        service: &str,
+        method: &str,
+        req: &Req,
+        opts: &CallOptions,
+    ) -> Result<Reply<Res>, RpcError>
+    where
+        Req: Serialize + ?Sized,
+        Res: DeserializeOwned,
+    {
+        names::validate_service_name(service)?;
+        names::validate_method_name(method)?;
+        let (payload, headers) = encode(req, opts)?;
+        self.route(service, method, payload, headers, opts).await
+    }
+
+    /// Calls `method` through the service's queue group
+    /// (`rpc.{service}.{method}`): the NATS server picks any subscribed
+    /// instance, registered or not, with no discovery involved.
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_sdk::rpc::RpcError> {
+    /// use aegis_sdk::rpc::CallOptions;
+    /// use serde_json::{json, Value};
+    /// let reply = conn.rpc().call_balanced::<_, Value>("pricing-service", "get_price", &json!({}), &CallOptions::default()).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`call`](Self::call), except that an unknown service gives
+    /// [`RpcError::NoResponders`].
+    pub async fn call_balanced<Req, Res>(
         &self,
         service: &str,
         method: &str,
@@ -113,6 +245,14 @@ impl RpcClient {
     }
 
     /// Calls `method` on one named instance (`rpc.{service}.{instance}.{method}`).
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_sdk::rpc::RpcError> {
+    /// use aegis_sdk::rpc::CallOptions;
+    /// use serde_json::{json, Value};
+    /// let reply = conn.rpc().call_instance::<_, Value>("pricing-service", "pricing-1", "get_price", &json!({}), &CallOptions::default()).await?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// As [`call`](Self::call); [`RpcError::NoResponders`] when that instance is gone.
@@ -135,6 +275,134 @@ impl RpcClient {
         self.request(subject, req, opts).await
     }
 
+    fn deadline(&self, opts: &CallOptions) -> Duration {
+        opts.timeout
+            .unwrap_or(self.conn.config().nats.request_timeout)
+    }
+
+    /// Picks instances through discovery until one answers, the candidates
+    /// run out, or the deadline passes.
+    async fn route<Res: DeserializeOwned>(
+        &self,
+        service: &str,
+        method: &str,
+        payload: Bytes,
+        headers: Option<HeaderMap>,
+        opts: &CallOptions,
+    ) -> Result<Reply<Res>, RpcError> {
+        let timeout = self.deadline(opts);
+        let deadline = Instant::now() + timeout;
+        let strategy = opts.strategy.unwrap_or(if opts.sticky_key.is_some() {
+            Strategy::Sticky
+        } else {
+            self.strategy
+        });
+        let key_hash = opts.sticky_key.as_deref().map(ring::hash_key);
+        if strategy == Strategy::Sticky && key_hash.is_none() {
+            return Err(RpcError::Discovery(
+                crate::discovery::DiscoveryError::MissingStickyKey,
+            ));
+        }
+        let timed_out = || RpcError::Timeout {
+            subject: subjects::rpc_subject(service, method),
+            timeout,
+        };
+        let cache = match tokio::time::timeout_at(deadline, self.conn.registry_cache()).await {
+            Ok(Ok(cache)) => cache,
+            Ok(Err(e)) => return Err(RpcError::Discovery(e.into())),
+            Err(_) => return Err(timed_out()),
+        };
+        let view = cache.shared();
+        // Instances this call already tried; allocated only on a retry.
+        let mut tried: Vec<Arc<str>> = Vec::new();
+        let mut last_err: Option<RpcError> = None;
+        let mut caught_up = false;
+        loop {
+            let Some(picked) = view.select(service, strategy, key_hash, Some(method), &tried)
+            else {
+                if let Some(e) = last_err {
+                    return Err(e);
+                }
+                if !caught_up {
+                    // Nothing known: make sure registrations acknowledged
+                    // before this call are in the view (one API request, no
+                    // listing), so "start, then call" never misses.
+                    caught_up = true;
+                    cache
+                        .catch_up(deadline.min(Instant::now() + CATCH_UP_LIMIT))
+                        .await;
+                    continue;
+                }
+                // Instances that do not list the method are never tried: a
+                // call to a missing method must not evict healthy instances.
+                if view.has_selectable(service) {
+                    return Err(RpcError::NoSuchMethod {
+                        service: service.to_owned(),
+                        method: method.to_owned(),
+                    });
+                }
+                return Err(RpcError::NoInstances {
+                    service: service.to_owned(),
+                });
+            };
+            let member = picked.member;
+            let started = Instant::now();
+            if started >= deadline {
+                return Err(last_err.unwrap_or_else(timed_out));
+            }
+            let remaining = deadline - started;
+            let attempt = if opts.idempotent {
+                opts.attempt_timeout.unwrap_or(timeout / 3).min(remaining)
+            } else {
+                remaining
+            };
+            let subject = subjects::rpc_instance_subject(service, &member.id, method);
+            let in_flight = member.stats.start();
+            let result = self
+                .send(
+                    subject,
+                    payload.clone(),
+                    headers.clone(),
+                    attempt,
+                    opts.encoding,
+                )
+                .await;
+            drop(in_flight);
+            match result {
+                Ok(reply) => {
+                    member.stats.observe(started.elapsed());
+                    return Ok(reply);
+                }
+                Err(e @ RpcError::NoResponders { .. }) => {
+                    // It died (or is stopping): never ran, so retrying is
+                    // safe for any call.
+                    tracing::debug!(service, instance = %member.id, "no responder; evicting and retrying");
+                    view.evict(service, &member.id);
+                    tried.push(member.id);
+                    last_err = Some(e);
+                }
+                Err(RpcError::Timeout { .. }) if opts.idempotent && Instant::now() < deadline => {
+                    tracing::debug!(service, instance = %member.id, ?attempt, "attempt timed out; retrying elsewhere");
+                    member.stats.observe(attempt);
+                    tried.push(member.id);
+                    last_err = Some(timed_out());
+                }
+                Err(RpcError::Timeout { .. }) => return Err(timed_out()),
+                Err(e @ RpcError::Remote { .. }) if e.code() == ErrorCode::NotActive => {
+                    // A standby refused without running it: try the others.
+                    tried.push(member.id);
+                    last_err = Some(e);
+                }
+                Err(e) => {
+                    if matches!(e, RpcError::Remote { .. }) {
+                        member.stats.observe(started.elapsed());
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
     /// Sends an already-built subject; names are validated by the callers.
     pub(crate) async fn request<Req, Res>(
         &self,
@@ -146,22 +414,30 @@ impl RpcClient {
         Req: Serialize + ?Sized,
         Res: DeserializeOwned,
     {
-        let payload = opts.encoding.encode(req).map_err(RpcError::Encode)?;
-        let timeout = opts
-            .timeout
-            .unwrap_or(self.conn.config().nats.request_timeout);
+        let (payload, headers) = encode(req, opts)?;
+        self.send(
+            subject,
+            payload,
+            headers,
+            self.deadline(opts),
+            opts.encoding,
+        )
+        .await
+    }
+
+    /// One request/reply round trip.
+    async fn send<Res: DeserializeOwned>(
+        &self,
+        subject: String,
+        payload: Bytes,
+        headers: Option<HeaderMap>,
+        timeout: Duration,
+        encoding: Encoding,
+    ) -> Result<Reply<Res>, RpcError> {
         let mut request = async_nats::Request::new()
             .payload(payload)
             .timeout(Some(timeout));
-        // Plain JSON calls carry no headers at all: the fastest path on the wire.
-        if opts.encoding != Encoding::Json || opts.request_id.is_some() {
-            let mut headers = HeaderMap::new();
-            if opts.encoding != Encoding::Json {
-                headers.insert(HEADER_ENCODING, opts.encoding.as_str());
-            }
-            if let Some(id) = &opts.request_id {
-                headers.insert(HEADER_REQUEST_ID, id.as_str());
-            }
+        if let Some(headers) = headers {
             request = request.headers(headers);
         }
         let message = match self
@@ -179,8 +455,28 @@ impl RpcClient {
                 });
             }
         };
-        decode_reply(subject, message, opts.encoding)
+        decode_reply(subject, message, encoding)
     }
+}
+
+/// Encodes the request once per call (retries reuse the bytes).
+fn encode<Req: Serialize + ?Sized>(
+    req: &Req,
+    opts: &CallOptions,
+) -> Result<(Bytes, Option<HeaderMap>), RpcError> {
+    let payload = opts.encoding.encode(req).map_err(RpcError::Encode)?;
+    // Plain JSON calls carry no headers at all: the fastest path on the wire.
+    if opts.encoding == Encoding::Json && opts.request_id.is_none() {
+        return Ok((payload, None));
+    }
+    let mut headers = HeaderMap::new();
+    if opts.encoding != Encoding::Json {
+        headers.insert(HEADER_ENCODING, opts.encoding.as_str());
+    }
+    if let Some(id) = &opts.request_id {
+        headers.insert(HEADER_REQUEST_ID, id.as_str());
+    }
+    Ok((payload, Some(headers)))
 }
 
 /// Turns a reply message into a value or the error the service sent.

@@ -3,10 +3,14 @@
 //! - [`server`]: a service declares typed handlers ([`ServiceBuilder`]); each
 //!   method listens on `rpc.{service}.{method}` (queue group `rpc.{service}`,
 //!   so instances share the load) and on `rpc.{service}.{instance}.{method}`
-//!   (that one instance). The service also answers the NATS services protocol
-//!   (`$SRV.PING`, `$SRV.INFO`, `$SRV.STATS`).
+//!   (that one instance). The started [`Service`] registers itself in the
+//!   [registry](crate::registry) and heart-beats until it stops. The service
+//!   also answers the NATS services protocol (`$SRV.PING`, `$SRV.INFO`,
+//!   `$SRV.STATS`).
 //! - [`client`]: [`RpcClient`] calls with a deadline and maps wire errors to
-//!   [`RpcError`].
+//!   [`RpcError`]. `call` routes through [discovery](crate::discovery) to one
+//!   registered ACTIVE instance (instance-directed subject), failing over to
+//!   another when it has vanished; `call_balanced` uses the queue group.
 //! - [`codec`]: JSON on the wire by default, MessagePack when the request
 //!   carries `Aegis-Encoding: msgpack`.
 //!
@@ -26,6 +30,8 @@ pub use codec::Encoding;
 pub use server::{RequestContext, Service, ServiceBuilder};
 
 use aegis_contracts::names::NameError;
+
+use crate::discovery::DiscoveryError;
 
 /// Why an RPC call failed, as seen by the caller.
 ///
@@ -65,12 +71,32 @@ pub enum RpcError {
         /// The deadline that passed.
         timeout: Duration,
     },
-    /// Nobody listens on the subject: no instance of the service is running.
+    /// Nobody listens on the subject: the instance (or, for
+    /// [`RpcClient::call_balanced`], every instance) is gone.
     #[error("no instance is serving {subject}")]
     NoResponders {
         /// The subject called.
         subject: String,
     },
+    /// Discovery knows no ACTIVE instance of the service; nothing was sent.
+    #[error("no ACTIVE instance of {service} is registered")]
+    NoInstances {
+        /// The service called.
+        service: String,
+    },
+    /// ACTIVE instances of the service are registered, but none lists this
+    /// method among its endpoints; nothing was sent.
+    #[error("no ACTIVE instance of {service} serves {method}")]
+    NoSuchMethod {
+        /// The service called.
+        service: String,
+        /// The method asked for.
+        method: String,
+    },
+    /// The registry view behind discovery is unavailable, or the call's
+    /// routing options are inconsistent; nothing was sent.
+    #[error("cannot route the call")]
+    Discovery(#[source] DiscoveryError),
     /// The service answered with an error (its code says which).
     #[error("{subject} answered {error}")]
     Remote {
@@ -97,7 +123,13 @@ impl RpcError {
             RpcError::InvalidName(_) | RpcError::Encode(_) => ErrorCode::InvalidRequest,
             RpcError::Decode { .. } | RpcError::Transport { .. } => ErrorCode::Internal,
             RpcError::Timeout { .. } => ErrorCode::Timeout,
-            RpcError::NoResponders { .. } => ErrorCode::ServiceUnavailable,
+            RpcError::NoSuchMethod { .. } => ErrorCode::NotFound,
+            RpcError::NoResponders { .. } | RpcError::NoInstances { .. } => {
+                ErrorCode::ServiceUnavailable
+            }
+            RpcError::Discovery(DiscoveryError::MissingStickyKey) => ErrorCode::InvalidRequest,
+            RpcError::Discovery(DiscoveryError::InvalidName(_)) => ErrorCode::InvalidRequest,
+            RpcError::Discovery(DiscoveryError::Registry(_)) => ErrorCode::ServiceUnavailable,
             RpcError::Remote { error, .. } => error.code,
         }
     }

@@ -2,6 +2,13 @@
 //! [`Service`], a handle that stops the service on [`Service::shutdown`] (or,
 //! less gracefully, on drop).
 //!
+//! Start subscribes every method, then registers the instance in the
+//! [registry](crate::registry) (unless `.register(false)`), so discovery
+//! only ever hands out instances that already listen. Shutdown runs the
+//! reverse: deregister first (discovery stops choosing this instance), then
+//! unsubscribe (stop taking requests), then wait for the requests in flight
+//! — all within the shutdown timeout.
+//!
 //! Each request runs in its own task, so a slow handler does not hold up the
 //! next request; a panicking handler answers `INTERNAL` and the service keeps
 //! running; a request that does not decode answers `INVALID_REQUEST`.
@@ -17,6 +24,7 @@ use std::{
 };
 
 use aegis_contracts::{
+    InstanceStatus, ServiceInstance,
     names::{self, NameError},
     subjects,
     wire::{HEADER_ERROR_CODE, HEADER_ERROR_DETAILS, HEADER_INSTANCE, HEADER_REQUEST_ID},
@@ -32,7 +40,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{Encoding, WireError};
-use crate::{Connection, metrics::InstanceMetrics};
+use crate::{
+    Connection,
+    metrics::InstanceMetrics,
+    registry::{Registration, RegistrationOptions, RegistryError, registration::HealthCheck},
+};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -130,6 +142,9 @@ pub struct ServiceBuilder {
     shutdown_timeout: Duration,
     handlers: Vec<(String, Arc<dyn ErasedHandler>)>,
     metadata: HashMap<String, String>,
+    register: bool,
+    registration: RegistrationOptions,
+    health_check: Option<HealthCheck>,
 }
 
 impl fmt::Debug for ServiceBuilder {
@@ -142,6 +157,8 @@ impl fmt::Debug for ServiceBuilder {
                 "methods",
                 &self.handlers.iter().map(|(m, _)| m).collect::<Vec<_>>(),
             )
+            .field("register", &self.register)
+            .field("registration", &self.registration)
             .finish()
     }
 }
@@ -167,6 +184,13 @@ pub enum ServiceError {
     /// In-flight requests did not finish within the shutdown timeout.
     #[error("{0} request(s) still running after the shutdown timeout")]
     ShutdownTimeout(usize),
+    /// Registering, changing or removing the registry record failed (or the
+    /// registration options are invalid).
+    #[error("service registry: {0}")]
+    Registry(#[from] RegistryError),
+    /// The service was started with `.register(false)`: it has no record.
+    #[error("the service is not registered")]
+    NotRegistered,
 }
 
 impl ServiceBuilder {
@@ -180,6 +204,9 @@ impl ServiceBuilder {
             shutdown_timeout: Duration::from_secs(10),
             handlers: Vec::new(),
             metadata: HashMap::new(),
+            register: true,
+            registration: RegistrationOptions::default(),
+            health_check: None,
         }
     }
 
@@ -202,9 +229,51 @@ impl ServiceBuilder {
         self
     }
 
-    /// Adds a metadata entry published in `$SRV.INFO`.
+    /// Adds a metadata entry published in `$SRV.INFO` and in the instance's
+    /// registry record (where it overrides a standard entry of the same
+    /// name: `host`, `pid`, `startTime`, `sdkVersion`, `endpoints`).
     pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Whether to register in the service registry (default `true`). An
+    /// unregistered service is reachable only through
+    /// [`RpcClient::call_balanced`](super::RpcClient::call_balanced) and
+    /// [`RpcClient::call_instance`](super::RpcClient::call_instance).
+    pub fn register(mut self, yes: bool) -> Self {
+        self.register = yes;
+        self
+    }
+
+    /// How often the registry record is refreshed (default 1 s; must be
+    /// below the TTL).
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.registration.heartbeat = every;
+        self
+    }
+
+    /// How long the record outlives the last heartbeat on the server
+    /// (default 3 s): the time a crashed instance stays listed.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.registration.ttl = ttl;
+        self
+    }
+
+    /// All registration timing at once.
+    pub fn registration(mut self, options: RegistrationOptions) -> Self {
+        self.registration = options;
+        self
+    }
+
+    /// A check run before every heartbeat; while it fails the instance
+    /// reports UNHEALTHY and discovery routes around it.
+    pub fn health_check<F, Fut>(mut self, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = bool> + Send + 'static,
+    {
+        self.health_check = Some(Arc::new(move || Box::pin(check())));
         self
     }
 
@@ -237,12 +306,30 @@ impl ServiceBuilder {
         self
     }
 
-    /// Validates everything, then subscribes every method on its load-balanced
-    /// and instance-directed subjects and starts serving.
+    /// Validates everything, subscribes every method on its load-balanced
+    /// and instance-directed subjects, starts serving, and registers the
+    /// instance (record written before this returns).
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_sdk::rpc::server::ServiceError> {
+    /// use std::time::Duration;
+    /// use aegis_sdk::rpc::WireError;
+    ///
+    /// let service = conn
+    ///     .service("risk-service", "1.0.0")
+    ///     .heartbeat(Duration::from_millis(500))
+    ///     .ttl(Duration::from_secs(2))
+    ///     .handler("check", |_: serde_json::Value| async { Ok::<_, WireError>(true) })
+    ///     .start()
+    ///     .await?;
+    /// service.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
-    /// [`ServiceError`]: invalid names or version (checked before any I/O), a
-    /// duplicate method, no methods, or NATS refusing to subscribe.
+    /// [`ServiceError`]: invalid names, version or registration timing
+    /// (checked before any I/O), a duplicate method, no methods, NATS
+    /// refusing to subscribe, or the registry refusing the record.
     pub async fn start(self) -> Result<Service, ServiceError> {
         names::validate_service_name(&self.name)?;
         if names::validate_version(&self.version).is_err() {
@@ -263,6 +350,19 @@ impl ServiceBuilder {
                 return Err(ServiceError::DuplicateMethod(method.clone()));
             }
         }
+        if self.register {
+            self.registration.validate()?;
+        }
+        let record = self.register.then(|| {
+            let methods: Vec<String> = self.handlers.iter().map(|(m, _)| m.clone()).collect();
+            instance_record(
+                &self.name,
+                &instance_id,
+                &self.version,
+                &methods,
+                &self.metadata,
+            )
+        });
 
         let mut metadata = self.metadata;
         metadata.insert("instance_id".into(), instance_id.clone());
@@ -316,17 +416,60 @@ impl ServiceBuilder {
             }
             methods.push(method);
         }
-        info!(service = %self.name, instance = %instance_id, methods = ?methods, "service started");
+        // Listening first, registering second: discovery never hands out an
+        // instance that cannot answer yet.
+        let registration = match record {
+            None => None,
+            Some(record) => {
+                let mut builder =
+                    Registration::builder(&self.conn, record).options(self.registration.clone());
+                if let Some(check) = self.health_check {
+                    builder = builder.health_check(move || check());
+                }
+                match builder.start().await {
+                    Ok(registration) => Some(registration),
+                    Err(e) => {
+                        let _ = nats_service.stop().await;
+                        return Err(e.into());
+                    }
+                }
+            }
+        };
+        info!(service = %self.name, instance = %instance_id, methods = ?methods,
+            registered = registration.is_some(), "service started");
         Ok(Service {
             name: self.name,
             instance_id,
             methods,
             nats_service: Some(nats_service),
+            registration,
             tracker,
             shutdown_timeout: self.shutdown_timeout,
             metrics,
         })
     }
+}
+
+/// The registry record of a starting instance: ACTIVE, standard metadata
+/// (host, pid, start time, SDK version, endpoints), then the builder's own.
+fn instance_record(
+    service: &str,
+    instance_id: &str,
+    version: &str,
+    methods: &[String],
+    extra: &HashMap<String, String>,
+) -> ServiceInstance {
+    let now = chrono::Utc::now();
+    let mut record = ServiceInstance::new(service, instance_id, version, now);
+    record.metadata = crate::registry::standard_metadata(methods, now);
+    let mut extra: Vec<_> = extra.iter().collect();
+    extra.sort();
+    for (k, v) in extra {
+        record
+            .metadata
+            .insert(k.clone(), serde_json::Value::String(v.clone()));
+    }
+    record
 }
 
 struct Shared {
@@ -434,6 +577,7 @@ pub struct Service {
     instance_id: String,
     methods: Vec<String>,
     nats_service: Option<service::Service>,
+    registration: Option<Registration>,
     tracker: TaskTracker,
     shutdown_timeout: Duration,
     metrics: Arc<InstanceMetrics>,
@@ -470,23 +614,72 @@ impl Service {
         &self.metrics
     }
 
-    /// Graceful stop: stop taking requests (unsubscribe), serve the ones
-    /// already received, and wait for every handler — within the shutdown
-    /// timeout. The connection stays open; drain it afterwards.
+    /// The registry registration, unless started with `.register(false)`.
+    /// [`Registration::handle`] gives a cloneable handle for other tasks.
+    pub fn registration(&self) -> Option<&Registration> {
+        self.registration.as_ref()
+    }
+
+    /// Chooses the status this instance reports and writes it at once:
+    /// UNHEALTHY or STANDBY take it out of discovery, ACTIVE brings it back.
+    ///
+    /// ```no_run
+    /// # async fn demo(service: aegis_sdk::rpc::Service) -> Result<(), aegis_sdk::rpc::server::ServiceError> {
+    /// use aegis_sdk::contracts::InstanceStatus;
+    /// service.set_status(InstanceStatus::Unhealthy).await?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
-    /// [`ServiceError::ShutdownTimeout`] when handlers were still running.
+    /// [`ServiceError::NotRegistered`] without a registration;
+    /// [`ServiceError::Registry`] when the write fails (the heartbeat keeps
+    /// retrying the new status).
+    pub async fn set_status(&self, status: InstanceStatus) -> Result<(), ServiceError> {
+        let registration = self
+            .registration
+            .as_ref()
+            .ok_or(ServiceError::NotRegistered)?;
+        Ok(registration.set_status(status).await?)
+    }
+
+    /// Graceful stop, within the shutdown timeout: deregister (discovery
+    /// stops choosing this instance), stop taking requests (unsubscribe),
+    /// then serve the ones already received and wait for every handler. The
+    /// connection stays open; drain it afterwards.
+    ///
+    /// ```no_run
+    /// # async fn demo(service: aegis_sdk::rpc::Service) -> Result<(), aegis_sdk::rpc::server::ServiceError> {
+    /// service.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ServiceError::ShutdownTimeout`] when handlers were still running;
+    /// otherwise [`ServiceError::Registry`] when the record could not be
+    /// deleted (it then expires after its TTL). The other steps run anyway.
     pub async fn shutdown(mut self) -> Result<(), ServiceError> {
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        let mut deregistered = Ok(());
+        if let Some(registration) = self.registration.take() {
+            deregistered = match tokio::time::timeout_at(deadline, registration.deregister()).await
+            {
+                Ok(result) => result.map_err(ServiceError::from),
+                Err(_) => Err(ServiceError::ShutdownTimeout(self.tracker.len())),
+            };
+            if let Err(e) = &deregistered {
+                warn!(error = %e, "deregistration failed; the record will expire after its TTL");
+            }
+        }
         if let Some(svc) = self.nats_service.take()
             && let Err(e) = svc.stop().await
         {
             warn!(error = %e, "stopping the NATS service endpoints failed");
         }
         self.tracker.close();
-        let waited = tokio::time::timeout(self.shutdown_timeout, self.tracker.wait()).await;
+        let waited = tokio::time::timeout_at(deadline, self.tracker.wait()).await;
         info!(service = %self.name, instance = %self.instance_id, "service stopped");
         match waited {
-            Ok(()) => Ok(()),
+            Ok(()) => deregistered,
             Err(_) => Err(ServiceError::ShutdownTimeout(self.tracker.len())),
         }
     }

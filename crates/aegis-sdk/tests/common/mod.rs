@@ -37,3 +37,101 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Connects the SDK to every URL of a cluster with `replicas` copies of the
+/// buckets it creates.
+pub async fn connect_cluster(urls: Vec<String>, replicas: usize) -> Connection {
+    let mut config = AegisConfig::default();
+    config.nats.servers = urls;
+    config.nats.replicas = replicas;
+    config.nats.request_timeout = Duration::from_secs(2);
+    Connection::connect(config)
+        .await
+        .expect("connect to the cluster")
+}
+
+/// Environment variables that turn a test binary into a registered instance
+/// (see [`run_child_instance`]).
+pub const CHILD_URL: &str = "AEGIS_TEST_CHILD_URL";
+const CHILD_SERVICE: &str = "AEGIS_TEST_CHILD_SERVICE";
+const CHILD_INSTANCE: &str = "AEGIS_TEST_CHILD_INSTANCE";
+const CHILD_HEARTBEAT_MS: &str = "AEGIS_TEST_CHILD_HEARTBEAT_MS";
+const CHILD_TTL_MS: &str = "AEGIS_TEST_CHILD_TTL_MS";
+
+/// A real child process running one registered service instance; killed on
+/// drop.
+pub struct ChildInstance {
+    child: std::process::Child,
+}
+
+impl ChildInstance {
+    /// Starts this test binary again, running only `entry` (an ignored test
+    /// that calls [`run_child_instance`]), as instance `instance` of
+    /// `service` connected to `url`.
+    pub fn spawn(
+        entry: &str,
+        url: &str,
+        service: &str,
+        instance: &str,
+        heartbeat: Duration,
+        ttl: Duration,
+    ) -> ChildInstance {
+        let exe = std::env::current_exe().expect("test binary path");
+        let child = std::process::Command::new(exe)
+            .args([
+                entry,
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_URL, url)
+            .env(CHILD_SERVICE, service)
+            .env(CHILD_INSTANCE, instance)
+            .env(CHILD_HEARTBEAT_MS, heartbeat.as_millis().to_string())
+            .env(CHILD_TTL_MS, ttl.as_millis().to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn the child instance");
+        ChildInstance { child }
+    }
+
+    /// SIGKILL, as in a crash: no deregistration, no goodbye.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildInstance {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The body of a child instance: registers a service whose `echo` and
+/// `whoami` answer its own instance id, and runs until killed. Does nothing unless started by
+/// [`ChildInstance::spawn`].
+pub async fn run_child_instance() {
+    let Ok(url) = std::env::var(CHILD_URL) else {
+        return;
+    };
+    let var = |k: &str| std::env::var(k).expect(k);
+    let ms = |k: &str| Duration::from_millis(var(k).parse().expect(k));
+    let conn = connect(&url).await;
+    let whoami = |ctx: aegis_sdk::rpc::RequestContext, _: serde_json::Value| async move {
+        Ok::<_, aegis_sdk::rpc::WireError>(ctx.instance_id.to_string())
+    };
+    let _service = conn
+        .service(var(CHILD_SERVICE), "1.0.0")
+        .instance_id(var(CHILD_INSTANCE))
+        .heartbeat(ms(CHILD_HEARTBEAT_MS))
+        .ttl(ms(CHILD_TTL_MS))
+        .handler_with_context("echo", whoami)
+        .handler_with_context("whoami", whoami)
+        .start()
+        .await
+        .expect("child instance starts");
+    std::future::pending::<()>().await;
+}

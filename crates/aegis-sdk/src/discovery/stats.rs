@@ -1,0 +1,97 @@
+//! What a client observes about each instance it calls: a smoothed latency
+//! and the calls in flight. The latency-aware strategy compares two random
+//! instances on these; the other strategies ignore them.
+//!
+//! The numbers are local to one [`Connection`](crate::Connection) (every
+//! client sees its own network), kept as atomics so recording costs a few
+//! nanoseconds per call.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU32, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+/// Latency and load seen by this process for one instance.
+#[derive(Debug, Default)]
+pub(crate) struct CallStats {
+    /// Exponentially weighted mean latency in µs; 0 until the first call.
+    ewma_us: AtomicU64,
+    in_flight: AtomicU32,
+}
+
+impl CallStats {
+    /// Counts a call in flight until the guard drops.
+    pub(crate) fn start(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// Folds one observed latency into the mean (weight 1/8: a few calls
+    /// move it, one outlier does not).
+    pub(crate) fn observe(&self, latency: Duration) {
+        let us = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let _ = self
+            .ewma_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(if old == 0 {
+                    us
+                } else {
+                    old.saturating_mul(7).saturating_add(us) / 8
+                })
+            });
+    }
+
+    /// The smoothed latency, once a call has been observed.
+    #[cfg(test)]
+    pub(crate) fn latency(&self) -> Option<Duration> {
+        match self.ewma_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+
+    /// Lower is better: latency weighted by the calls already waiting. An
+    /// instance never called scores 0, so new instances get tried.
+    pub(crate) fn score(&self) -> u64 {
+        let in_flight = u64::from(self.in_flight.load(Ordering::Relaxed));
+        self.ewma_us
+            .load(Ordering::Relaxed)
+            .saturating_mul(in_flight + 1)
+    }
+}
+
+/// One call in flight to an instance.
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<CallStats>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smooths_latency_and_weights_load() {
+        let s = Arc::new(CallStats::default());
+        assert_eq!(s.latency(), None);
+        assert_eq!(s.score(), 0);
+        s.observe(Duration::from_micros(800));
+        assert_eq!(s.latency(), Some(Duration::from_micros(800)));
+        s.observe(Duration::from_micros(1600));
+        assert_eq!(s.latency(), Some(Duration::from_micros(900)));
+        let g1 = s.start();
+        let _g2 = s.start();
+        assert_eq!(s.score(), 900 * 3);
+        drop(g1);
+        assert_eq!(s.score(), 900 * 2);
+    }
+}

@@ -1,0 +1,494 @@
+//! The in-memory registry view shared by the [`RegistryReader`] and
+//! discovery within one [`Connection`](crate::Connection).
+//!
+//! One background task (`watch.rs`) feeds it from a single KV watch; lookups
+//! only read memory. Per service it keeps the records and, rebuilt only when
+//! membership or status changes, the set of selectable instances (ACTIVE and
+//! not evicted) that RPC routing picks from. Evictions are local: a call that
+//! found no responder marks the instance so this process stops picking it
+//! until the instance writes a newer record; the registry itself is not
+//! touched.
+//!
+//! [`RegistryReader`]: super::RegistryReader
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use aegis_contracts::{InstanceStatus, ServiceInstance};
+use async_nats::jetstream::stream::Stream;
+use tokio::sync::{Notify, broadcast, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::{RegistryChange, RegistryError, bucket::ensure_registry_bucket};
+use crate::discovery::{
+    Strategy,
+    stats::CallStats,
+    strategy::{ActiveSet, Member},
+};
+
+/// Changes buffered per subscriber before a slow one starts missing some.
+const CHANGES_CAPACITY: usize = 4096;
+
+/// The shared view and the task that feeds it; the task stops when the last
+/// handle drops or [`RegistryCache::stop`] is called.
+#[derive(Debug)]
+pub(crate) struct RegistryCache {
+    shared: Arc<Shared>,
+    stream: Stream,
+    cancel: CancellationToken,
+}
+
+impl Drop for RegistryCache {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl RegistryCache {
+    /// Ensures the bucket, starts the watch task and waits up to `timeout`
+    /// for the initial load.
+    pub(crate) async fn start(
+        js: &async_nats::jetstream::Context,
+        client: async_nats::Client,
+        replicas: usize,
+        timeout: Duration,
+    ) -> Result<RegistryCache, RegistryError> {
+        let store = ensure_registry_bucket(js, replicas).await?;
+        let shared = Arc::new(Shared::new());
+        let stream = store.stream.clone();
+        let cancel = CancellationToken::new();
+        tokio::spawn(super::watch::run(
+            store,
+            js.clone(),
+            client,
+            shared.clone(),
+            cancel.clone(),
+        ));
+        let cache = RegistryCache {
+            shared,
+            stream,
+            cancel,
+        };
+        let mut loaded = cache.shared.loaded.subscribe();
+        match tokio::time::timeout(timeout, loaded.wait_for(|l| *l)).await {
+            Ok(Ok(_)) => Ok(cache),
+            _ => Err(RegistryError::NotSynced(timeout)),
+        }
+    }
+
+    /// The view.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Waits until every registry write acknowledged before this call is in
+    /// the view, or `deadline` passes; see [`Shared::catch_up`].
+    pub(crate) async fn catch_up(&self, deadline: tokio::time::Instant) -> bool {
+        self.shared.catch_up(&self.stream, deadline).await
+    }
+
+    /// Stops the watch task (and deletes its consumer); the view keeps its
+    /// last state.
+    pub(crate) fn stop(&self) {
+        self.cancel.cancel();
+    }
+}
+
+/// One instance as the cache keeps it.
+#[derive(Debug)]
+struct Record {
+    instance: ServiceInstance,
+    revision: u64,
+    /// The revision that was current when this process evicted the instance;
+    /// a newer revision (the instance wrote again) lifts the eviction.
+    evicted_at: Option<u64>,
+    stats: Arc<CallStats>,
+}
+
+impl Record {
+    fn selectable(&self) -> bool {
+        self.instance.status == InstanceStatus::Active && self.evicted_at.is_none()
+    }
+}
+
+/// The methods a record says its instance serves (`metadata.endpoints`).
+fn endpoints(instance: &ServiceInstance) -> Option<Arc<[String]>> {
+    let list = instance.metadata.get("endpoints")?.as_array()?;
+    Some(
+        list.iter()
+            .filter_map(|m| m.as_str().map(str::to_owned))
+            .collect(),
+    )
+}
+
+/// Everything known about one service.
+#[derive(Debug, Default)]
+pub(crate) struct ServiceEntry {
+    records: BTreeMap<String, Record>,
+    active: Arc<ActiveSet>,
+    /// Round-robin position, shared by every caller on the connection.
+    cursor: AtomicUsize,
+}
+
+impl ServiceEntry {
+    fn rebuild(&mut self) {
+        let members = self
+            .records
+            .iter()
+            .filter(|(_, r)| r.selectable())
+            .map(|(id, r)| Member {
+                id: Arc::from(id.as_str()),
+                stats: r.stats.clone(),
+                endpoints: endpoints(&r.instance),
+            })
+            .collect();
+        self.active = Arc::new(ActiveSet::new(members));
+    }
+}
+
+/// A pick made by [`Shared::select`].
+#[derive(Debug, Clone)]
+pub(crate) struct Picked {
+    pub(crate) member: Member,
+}
+
+#[derive(Debug, Default)]
+struct Health {
+    /// When the view stopped being current (watch broke); `None` while synced
+    /// or before the first load.
+    stale_since: Option<Instant>,
+    /// Watches re-created after a break.
+    resyncs: u64,
+    /// The live watch consumer, for catch-up checks.
+    consumer: Option<String>,
+    /// Bumped on every new watch session.
+    generation: u64,
+}
+
+/// The view itself.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    services: RwLock<HashMap<String, ServiceEntry>>,
+    changes: broadcast::Sender<RegistryChange>,
+    synced: AtomicBool,
+    loaded: watch::Sender<bool>,
+    health: Mutex<Health>,
+    /// Consumer sequence of the last message applied in this session.
+    processed: AtomicU64,
+    progress: Notify,
+}
+
+type Snapshot = HashMap<(String, String), (ServiceInstance, u64)>;
+
+impl Shared {
+    pub(crate) fn new() -> Self {
+        Self {
+            services: RwLock::new(HashMap::new()),
+            changes: broadcast::channel(CHANGES_CAPACITY).0,
+            synced: AtomicBool::new(false),
+            loaded: watch::channel(false).0,
+            health: Mutex::new(Health::default()),
+            processed: AtomicU64::new(0),
+            progress: Notify::new(),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, ServiceEntry>> {
+        self.services.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, ServiceEntry>> {
+        self.services.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn emit(&self, change: RegistryChange) {
+        // No subscribers is fine: nobody asked for changes.
+        let _ = self.changes.send(change);
+    }
+
+    // ---- reads -------------------------------------------------------------
+
+    /// Every instance, sorted by (service, instance).
+    pub(crate) fn all(&self) -> Vec<ServiceInstance> {
+        let services = self.read();
+        let mut names: Vec<&String> = services.keys().collect();
+        names.sort();
+        names
+            .into_iter()
+            .flat_map(|s| services[s].records.values().map(|r| r.instance.clone()))
+            .collect()
+    }
+
+    /// One service's instances, sorted by instance id.
+    pub(crate) fn by_service(&self, service: &str) -> Vec<ServiceInstance> {
+        self.read()
+            .get(service)
+            .map(|e| e.records.values().map(|r| r.instance.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// One instance.
+    pub(crate) fn get(&self, service: &str, instance_id: &str) -> Option<ServiceInstance> {
+        self.read()
+            .get(service)
+            .and_then(|e| e.records.get(instance_id))
+            .map(|r| r.instance.clone())
+    }
+
+    /// Instances a call would pick from now (ACTIVE, not evicted).
+    pub(crate) fn selectable(&self, service: &str) -> Vec<ServiceInstance> {
+        self.read()
+            .get(service)
+            .map(|e| {
+                e.records
+                    .values()
+                    .filter(|r| r.selectable())
+                    .map(|r| r.instance.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Picks an instance of `service` serving `method` by `strategy`,
+    /// skipping `tried`.
+    pub(crate) fn select(
+        &self,
+        service: &str,
+        strategy: Strategy,
+        key_hash: Option<u64>,
+        method: Option<&str>,
+        tried: &[Arc<str>],
+    ) -> Option<Picked> {
+        let services = self.read();
+        let entry = services.get(service)?;
+        entry
+            .active
+            .select(strategy, &entry.cursor, key_hash, method, tried)
+            .map(|m| Picked { member: m.clone() })
+    }
+
+    /// Whether any instance of `service` is selectable, whatever it serves.
+    pub(crate) fn has_selectable(&self, service: &str) -> bool {
+        self.read()
+            .get(service)
+            .is_some_and(|e| !e.active.members.is_empty())
+    }
+
+    /// New changes from now on.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<RegistryChange> {
+        self.changes.subscribe()
+    }
+
+    /// Initial load done and the watch alive.
+    pub(crate) fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// How long the view has been serving possibly outdated data.
+    pub(crate) fn staleness(&self) -> Option<Duration> {
+        self.health().stale_since.map(|t| t.elapsed())
+    }
+
+    /// Watches re-created after a break.
+    pub(crate) fn resyncs(&self) -> u64 {
+        self.health().resyncs
+    }
+
+    /// Waits until every registry write acknowledged before this call is in
+    /// the view, or `deadline` passes. Costs one JetStream API request (no
+    /// consumer is created). Returns whether the view is known current.
+    pub(crate) async fn catch_up(&self, stream: &Stream, deadline: tokio::time::Instant) -> bool {
+        let (consumer, generation) = {
+            let h = self.health();
+            match (&h.consumer, self.is_synced()) {
+                (Some(c), true) => (c.clone(), h.generation),
+                _ => return false,
+            }
+        };
+        let info = match tokio::time::timeout_at(deadline, stream.consumer_info(&consumer)).await {
+            Ok(Ok(info)) => info,
+            Ok(Err(e)) => {
+                debug!(error = %e, "registry catch-up: consumer info failed");
+                return false;
+            }
+            Err(_) => return false,
+        };
+        let target = info.delivered.consumer_sequence + info.num_pending;
+        loop {
+            let notified = self.progress.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.health().generation != generation {
+                return false;
+            }
+            if self.processed.load(Ordering::Acquire) >= target {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    // ---- writes (the watch task and routing) ------------------------------
+
+    /// Marks an instance unusable for this process until it writes again.
+    pub(crate) fn evict(&self, service: &str, instance_id: &str) {
+        let mut services = self.write();
+        let Some(entry) = services.get_mut(service) else {
+            return;
+        };
+        let Some(record) = entry.records.get_mut(instance_id) else {
+            return;
+        };
+        if record.evicted_at.is_none() {
+            record.evicted_at = Some(record.revision);
+            debug!(service, instance = instance_id, "instance evicted locally");
+            entry.rebuild();
+        }
+    }
+
+    /// Applies a put seen by the watch.
+    pub(crate) fn upsert(&self, instance: ServiceInstance, revision: u64) {
+        {
+            let mut services = self.write();
+            let entry = services.entry(instance.service_name.clone()).or_default();
+            match entry.records.get_mut(&instance.instance_id) {
+                Some(record) => {
+                    let was = record.selectable();
+                    let endpoints_changed = record.instance.metadata.get("endpoints")
+                        != instance.metadata.get("endpoints");
+                    record.instance = instance.clone();
+                    record.revision = revision;
+                    if record.evicted_at.is_some_and(|at| revision > at) {
+                        record.evicted_at = None;
+                    }
+                    if was != record.selectable() || (endpoints_changed && was) {
+                        entry.rebuild();
+                    }
+                }
+                None => {
+                    let record = Record {
+                        instance: instance.clone(),
+                        revision,
+                        evicted_at: None,
+                        stats: Arc::new(CallStats::default()),
+                    };
+                    let selectable = record.selectable();
+                    entry.records.insert(instance.instance_id.clone(), record);
+                    if selectable {
+                        entry.rebuild();
+                    }
+                }
+            }
+        }
+        self.emit(RegistryChange::Upserted(instance));
+    }
+
+    /// Applies a removal seen by the watch (delete, purge or TTL expiry).
+    pub(crate) fn remove(&self, service: &str, instance_id: &str) {
+        let removed = {
+            let mut services = self.write();
+            let Some(entry) = services.get_mut(service) else {
+                return;
+            };
+            let removed = entry.records.remove(instance_id);
+            if removed.as_ref().is_some_and(Record::selectable) {
+                entry.rebuild();
+            }
+            if entry.records.is_empty() {
+                services.remove(service);
+            }
+            removed.is_some()
+        };
+        if removed {
+            self.emit(RegistryChange::Removed {
+                service: service.to_owned(),
+                instance_id: instance_id.to_owned(),
+            });
+        }
+    }
+
+    /// Replaces the whole view with a fresh load, emitting the differences.
+    /// Local evictions and call statistics survive for unchanged records.
+    pub(crate) fn replace_all(&self, mut snapshot: Snapshot) {
+        let mut removed = Vec::new();
+        {
+            let services = self.read();
+            for (service, entry) in services.iter() {
+                for (id, record) in &entry.records {
+                    match snapshot.get(&(service.clone(), id.clone())) {
+                        None => removed.push((service.clone(), id.clone())),
+                        // Unchanged: no event, keep eviction and stats.
+                        Some((_, rev)) if *rev == record.revision => {
+                            snapshot.remove(&(service.clone(), id.clone()));
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+        for (service, id) in removed {
+            self.remove(&service, &id);
+        }
+        let mut upserts: Vec<_> = snapshot.into_values().collect();
+        upserts.sort_by_key(|(_, rev)| *rev);
+        for (instance, rev) in upserts {
+            self.upsert(instance, rev);
+        }
+    }
+
+    // ---- watch health ------------------------------------------------------
+
+    /// A new watch session is starting with this consumer.
+    pub(crate) fn begin_session(&self, consumer: String) {
+        let mut h = self.health();
+        h.generation += 1;
+        h.consumer = Some(consumer);
+        self.processed.store(0, Ordering::Release);
+        drop(h);
+        self.progress.notify_waiters();
+    }
+
+    /// The session applied the message with this consumer sequence.
+    pub(crate) fn applied(&self, consumer_sequence: u64) {
+        self.processed.store(consumer_sequence, Ordering::Release);
+        self.progress.notify_waiters();
+    }
+
+    /// The session finished its initial load: the view is current.
+    pub(crate) fn mark_synced(&self) {
+        let mut h = self.health();
+        if h.stale_since.take().is_some() {
+            h.resyncs += 1;
+        }
+        self.synced.store(true, Ordering::Release);
+        drop(h);
+        self.loaded.send_replace(true);
+        self.progress.notify_waiters();
+    }
+
+    /// The watch broke; the view keeps serving what it has.
+    pub(crate) fn mark_broken(&self) {
+        let mut h = self.health();
+        h.consumer = None;
+        h.generation += 1;
+        if *self.loaded.borrow() && h.stale_since.is_none() {
+            h.stale_since = Some(Instant::now());
+        }
+        self.synced.store(false, Ordering::Release);
+        drop(h);
+        self.progress.notify_waiters();
+    }
+}

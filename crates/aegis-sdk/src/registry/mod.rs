@@ -1,0 +1,102 @@
+//! The service registry: one record per live instance in the KV bucket
+//! `service_registry`, under `service-instances.{service}.{instance}`.
+//!
+//! - [`bucket`]: [`ensure_registry_bucket`] creates the bucket (per-key TTL
+//!   and limit markers, nats-server 2.11+) or checks that an existing one can
+//!   do what the registry needs, and refuses it with a clear message if not.
+//! - [`registration`]: [`Registration`] writes an instance's record, refreshes
+//!   it on a heartbeat well inside its TTL, writes status changes at once and
+//!   deletes the record on [`Registration::deregister`]. A crashed instance
+//!   stops refreshing; the server expires its key and places a removal marker
+//!   that every watcher sees. [`crate::rpc::ServiceBuilder::start`] registers
+//!   the service it starts.
+//! - [`reader`]: [`RegistryReader`] answers "who is running" from memory (all,
+//!   by service, by id, by status) and streams [`RegistryChange`]s; the
+//!   monitor uses it.
+//! - `cache.rs` and `watch.rs` hold the in-memory view behind the reader and
+//!   [`crate::discovery`]: one KV watch per [`Connection`](crate::Connection),
+//!   started lazily, re-created when it breaks (while broken, the last known
+//!   view keeps serving and reports its staleness).
+//!
+//! Lookups never list keys: listing creates a consumer per call, and the
+//! server caps consumers per stream (see the design of record).
+
+pub mod bucket;
+pub(crate) mod cache;
+pub mod reader;
+mod record;
+pub mod registration;
+mod watch;
+
+use std::time::Duration;
+
+use aegis_contracts::{ValidationErrors, names::NameError};
+
+pub use bucket::{
+    REGISTRY_HISTORY, REGISTRY_MARKER_TTL, check_registry_bucket, ensure_registry_bucket,
+};
+pub use reader::{RegistryChange, RegistryReader};
+pub(crate) use record::standard_metadata;
+pub use registration::{
+    DEFAULT_HEARTBEAT, DEFAULT_TTL, DEFAULT_UNHEALTHY_AFTER, HealthCheck, MIN_TTL, Registration,
+    RegistrationBuilder, RegistrationHandle, RegistrationOptions,
+};
+
+/// Why a registry operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// A service name or instance id is invalid; nothing was written.
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
+    /// The record does not validate; nothing was written.
+    #[error("invalid registry record: {0}")]
+    InvalidRecord(#[from] ValidationErrors),
+    /// Heartbeat, TTL or another option cannot work; nothing was written.
+    #[error("invalid registration options: {0}")]
+    InvalidOptions(String),
+    /// The bucket could not be created or opened.
+    #[error("cannot create or open the KV bucket {bucket}")]
+    Bucket {
+        /// The bucket name.
+        bucket: String,
+        /// The client's error.
+        #[source]
+        source: async_nats::Error,
+    },
+    /// The bucket exists but its settings cannot hold the registry.
+    #[error("the KV bucket {bucket} cannot hold the service registry: {reason}")]
+    BucketUnusable {
+        /// The bucket name.
+        bucket: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// The record could not be encoded.
+    #[error("cannot encode the registry record")]
+    Encode(#[source] serde_json::Error),
+    /// Writing the record failed or was not confirmed in time; it may not be
+    /// stored.
+    #[error("cannot write {key} to the registry")]
+    Write {
+        /// The registry key.
+        key: String,
+        /// The client's error.
+        #[source]
+        source: async_nats::Error,
+    },
+    /// Removing the record failed; it will expire after its TTL.
+    #[error("cannot remove {key} from the registry")]
+    Delete {
+        /// The registry key.
+        key: String,
+        /// The client's error.
+        #[source]
+        source: async_nats::Error,
+    },
+    /// The registration was already deregistered; nothing was written.
+    #[error("{0} was deregistered")]
+    Deregistered(String),
+    /// The registry watch did not finish its initial load in time.
+    #[error("the registry view did not load within {0:?}")]
+    NotSynced(Duration),
+}

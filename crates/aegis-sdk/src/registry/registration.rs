@@ -1,0 +1,653 @@
+//! One instance's presence in the registry: [`RegistrationBuilder`] →
+//! [`RegistrationBuilder::start`] → [`Registration`], which heart-beats until
+//! [`Registration::deregister`] (or drop).
+//!
+//! - Start writes the record and fails if that write fails.
+//! - Every heartbeat re-writes the whole record with a fresh
+//!   `lastHeartbeat` and the per-key TTL, so a record deleted by someone
+//!   else is back on the next beat.
+//! - A status change ([`RegistrationHandle::set_status`]) is written at once.
+//! - A failed write is retried with back-off (100 ms doubling up to the
+//!   heartbeat) and logged. After `unhealthy_after` failures in a row the
+//!   instance reports itself UNHEALTHY with the first write that works
+//!   again, then its chosen status with the next healthy beat: callers see
+//!   that it just came back from trouble.
+//! - A health check, when given, runs before every beat; while it fails the
+//!   record says UNHEALTHY (discovery skips the instance).
+//!
+//! Writes are serialized and each composes the record at write time, so a
+//! heartbeat can never overwrite a newer status with an older one.
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use aegis_contracts::{InstanceStatus, ServiceInstance, names, subjects};
+use async_nats::jetstream::{self, kv};
+use chrono::Utc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{
+    RegistryError,
+    bucket::{REGISTRY_MARKER_TTL, ensure_registry_bucket},
+    record::{key_subject, put_with_ttl, ttl_header_value},
+};
+use crate::Connection;
+
+/// Default heartbeat interval.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+/// Default time a record lives on the server without a heartbeat.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(3);
+/// Default number of failed writes in a row before the instance reports
+/// itself UNHEALTHY.
+pub const DEFAULT_UNHEALTHY_AFTER: u32 = 3;
+/// The shortest TTL the server accepts.
+pub const MIN_TTL: Duration = Duration::from_secs(1);
+
+/// First wait after a failed write; it doubles up to the heartbeat.
+const RETRY_INITIAL: Duration = Duration::from_millis(100);
+
+/// Timing of a registration.
+///
+/// The TTL bounds how long a crashed instance stays listed (callers route
+/// around it at once anyway: a call that finds no responder evicts it
+/// locally). It must also outlast the registry's own hiccups: in a cluster, a
+/// stream leader election can stall writes for several seconds, and a record
+/// whose TTL runs out meanwhile disappears until the next successful beat.
+/// Choose `ttl` above the longest stall you want to ride out.
+///
+/// ```
+/// use std::time::Duration;
+/// use aegis_sdk::registry::RegistrationOptions;
+///
+/// let opts = RegistrationOptions { ttl: Duration::from_secs(10), ..Default::default() };
+/// opts.validate().unwrap();
+/// let bad = RegistrationOptions { heartbeat: Duration::from_secs(10), ..opts };
+/// assert!(bad.validate().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationOptions {
+    /// How often the record is refreshed (default 1 s); must be below `ttl`.
+    pub heartbeat: Duration,
+    /// How long the server keeps the record without a refresh (default 3 s,
+    /// at least 1 s).
+    pub ttl: Duration,
+    /// Failed writes in a row after which the instance reports itself
+    /// UNHEALTHY once writing works again (default 3, at least 1).
+    pub unhealthy_after: u32,
+}
+
+impl Default for RegistrationOptions {
+    fn default() -> Self {
+        Self {
+            heartbeat: DEFAULT_HEARTBEAT,
+            ttl: DEFAULT_TTL,
+            unhealthy_after: DEFAULT_UNHEALTHY_AFTER,
+        }
+    }
+}
+
+impl RegistrationOptions {
+    /// Checks that the timing can work.
+    ///
+    /// # Errors
+    /// [`RegistryError::InvalidOptions`] when the TTL is under 1 s, the
+    /// heartbeat is zero or not below the TTL, or `unhealthy_after` is 0.
+    pub fn validate(&self) -> Result<(), RegistryError> {
+        let invalid = |m: String| Err(RegistryError::InvalidOptions(m));
+        if self.ttl < MIN_TTL {
+            return invalid(format!(
+                "ttl {:?} is below the server's minimum of {MIN_TTL:?}",
+                self.ttl
+            ));
+        }
+        if self.heartbeat.is_zero() || self.heartbeat >= self.ttl {
+            return invalid(format!(
+                "heartbeat {:?} must be greater than zero and below ttl {:?}",
+                self.heartbeat, self.ttl
+            ));
+        }
+        if self.unhealthy_after == 0 {
+            return invalid("unhealthy_after must be at least 1".to_owned());
+        }
+        Ok(())
+    }
+
+    /// How long one write may wait for its acknowledgement.
+    fn write_timeout(&self) -> Duration {
+        self.heartbeat
+            .clamp(Duration::from_millis(500), Duration::from_secs(5))
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// A health check run before every heartbeat: `true` means healthy.
+pub type HealthCheck = Arc<dyn Fn() -> BoxFuture<bool> + Send + Sync>;
+
+/// Declares a registration; see [`Registration::builder`].
+pub struct RegistrationBuilder {
+    conn: Connection,
+    record: ServiceInstance,
+    options: RegistrationOptions,
+    health_check: Option<HealthCheck>,
+}
+
+impl fmt::Debug for RegistrationBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistrationBuilder")
+            .field("record", &self.record)
+            .field("options", &self.options)
+            .field("health_check", &self.health_check.is_some())
+            .finish()
+    }
+}
+
+impl RegistrationBuilder {
+    /// All timing options at once.
+    pub fn options(mut self, options: RegistrationOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The heartbeat interval (default 1 s).
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.options.heartbeat = every;
+        self
+    }
+
+    /// The record's TTL on the server (default 3 s).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.options.ttl = ttl;
+        self
+    }
+
+    /// Failed writes in a row before reporting UNHEALTHY (default 3).
+    pub fn unhealthy_after(mut self, failures: u32) -> Self {
+        self.options.unhealthy_after = failures;
+        self
+    }
+
+    /// A check run before every heartbeat (bounded by the heartbeat
+    /// interval); while it returns `false` or overruns, the record says
+    /// UNHEALTHY.
+    pub fn health_check<F, Fut>(mut self, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = bool> + Send + 'static,
+    {
+        self.health_check = Some(Arc::new(move || Box::pin(check())));
+        self
+    }
+
+    /// Validates, ensures the bucket, writes the record and starts the
+    /// heartbeat.
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_sdk::registry::RegistryError> {
+    /// use aegis_sdk::{contracts::ServiceInstance, registry::Registration};
+    ///
+    /// let record = ServiceInstance::new("pricing-service", "pricing-1", "1.0.0", chrono::Utc::now());
+    /// let registration = Registration::builder(&conn, record).start().await?;
+    /// registration.deregister().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`RegistryError::InvalidOptions`], [`RegistryError::InvalidRecord`]
+    /// (before any I/O); bucket errors from
+    /// [`ensure_registry_bucket`](super::ensure_registry_bucket);
+    /// [`RegistryError::Write`] when the first write fails.
+    pub async fn start(self) -> Result<Registration, RegistryError> {
+        self.options.validate()?;
+        names::validate_service_name(&self.record.service_name)?;
+        names::validate_instance_id(&self.record.instance_id)?;
+        self.record.validate()?;
+        let store =
+            ensure_registry_bucket(self.conn.jetstream(), self.conn.config().nats.replicas).await?;
+        let max_age = store.stream.cached_info().config.max_age;
+        if !max_age.is_zero() && max_age <= self.options.heartbeat {
+            return Err(RegistryError::BucketUnusable {
+                bucket: store.name.clone(),
+                reason: format!(
+                    "its max_age {max_age:?} would drop records between heartbeats ({:?})",
+                    self.options.heartbeat
+                ),
+            });
+        }
+        let key = subjects::registry_key(&self.record.service_name, &self.record.instance_id);
+        let inner = Arc::new(Inner {
+            js: self.conn.jetstream().clone(),
+            subject: key_subject(&store, &key),
+            key,
+            store,
+            ttl_value: ttl_header_value(self.options.ttl),
+            write_timeout: self.options.write_timeout(),
+            options: self.options,
+            state: Mutex::new(WriteState {
+                desired: self.record.clone(),
+                written: self.record,
+                failures: 0,
+                degraded: false,
+                check_failing: false,
+            }),
+            writes: tokio::sync::Mutex::new(()),
+            closed: AtomicBool::new(false),
+            health_check: self.health_check,
+        });
+        inner.write().await?;
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(heartbeat(inner.clone(), cancel.clone()));
+        info!(key = %inner.key, ttl = ?inner.options.ttl, heartbeat = ?inner.options.heartbeat, "registered");
+        Ok(Registration {
+            handle: RegistrationHandle { inner },
+            cancel,
+            task: Some(task),
+        })
+    }
+}
+
+struct Inner {
+    js: jetstream::Context,
+    store: kv::Store,
+    key: String,
+    subject: String,
+    ttl_value: String,
+    write_timeout: Duration,
+    options: RegistrationOptions,
+    state: Mutex<WriteState>,
+    /// Serializes writes: each composes the record inside, so the last write
+    /// carries the newest status.
+    writes: tokio::sync::Mutex<()>,
+    closed: AtomicBool,
+    health_check: Option<HealthCheck>,
+}
+
+struct WriteState {
+    /// The record as the instance wants it (status as chosen).
+    desired: ServiceInstance,
+    /// The record as last stored.
+    written: ServiceInstance,
+    failures: u32,
+    /// Too many failures: the next successful write says UNHEALTHY.
+    degraded: bool,
+    check_failing: bool,
+}
+
+impl Inner {
+    fn state(&self) -> std::sync::MutexGuard<'_, WriteState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes the record now. Counts failures and decides the reported status.
+    async fn write(&self) -> Result<u64, RegistryError> {
+        let _serial = self.writes.lock().await;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(RegistryError::Deregistered(self.key.clone()));
+        }
+        let (record, degraded) = {
+            let st = self.state();
+            let mut record = st.desired.clone();
+            record.last_heartbeat = Utc::now();
+            if st.degraded || st.check_failing {
+                record.status = InstanceStatus::Unhealthy;
+            }
+            (record, st.degraded)
+        };
+        let result = put_with_ttl(
+            &self.js,
+            &self.subject,
+            &self.ttl_value,
+            &record,
+            self.write_timeout,
+        )
+        .await;
+        let mut st = self.state();
+        match result {
+            Ok(revision) => {
+                if st.failures > 0 {
+                    info!(key = %self.key, failures = st.failures, "registry writes work again");
+                }
+                st.failures = 0;
+                if degraded {
+                    // Reported UNHEALTHY once; the next beat restores the
+                    // chosen status.
+                    st.degraded = false;
+                }
+                st.written = record;
+                Ok(revision)
+            }
+            Err(source) => {
+                st.failures += 1;
+                if st.failures >= self.options.unhealthy_after && !st.degraded {
+                    warn!(key = %self.key, failures = st.failures,
+                        "registry writes keep failing; will report UNHEALTHY once they work again");
+                    st.degraded = true;
+                }
+                Err(RegistryError::Write {
+                    key: self.key.clone(),
+                    source,
+                })
+            }
+        }
+    }
+
+    async fn run_health_check(&self) {
+        let Some(check) = &self.health_check else {
+            return;
+        };
+        let healthy = tokio::time::timeout(self.options.heartbeat, check())
+            .await
+            .unwrap_or(false);
+        let mut st = self.state();
+        if st.check_failing == healthy {
+            if healthy {
+                info!(key = %self.key, "health check passes again");
+            } else {
+                warn!(key = %self.key, "health check failed; reporting UNHEALTHY");
+            }
+        }
+        st.check_failing = !healthy;
+    }
+}
+
+async fn heartbeat(inner: Arc<Inner>, cancel: CancellationToken) {
+    let mut delay = inner.options.heartbeat;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        let beat = async {
+            inner.run_health_check().await;
+            inner.write().await
+        };
+        let result = tokio::select! {
+            () = cancel.cancelled() => return,
+            result = beat => result,
+        };
+        delay = match result {
+            Ok(revision) => {
+                debug!(key = %inner.key, revision, "heartbeat");
+                inner.options.heartbeat
+            }
+            Err(RegistryError::Deregistered(_)) => return,
+            Err(e) => {
+                let failures = inner.state().failures;
+                if failures == 1 || failures.is_multiple_of(10) {
+                    warn!(key = %inner.key, failures, error = %e, "heartbeat failed; retrying");
+                } else {
+                    debug!(key = %inner.key, failures, error = %e, "heartbeat failed; retrying");
+                }
+                RETRY_INITIAL
+                    .saturating_mul(1 << (failures - 1).min(10))
+                    .min(inner.options.heartbeat)
+            }
+        };
+    }
+}
+
+/// A cloneable handle to a live registration, for tasks that change the
+/// record (a health monitor, an election).
+#[derive(Clone)]
+pub struct RegistrationHandle {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for RegistrationHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistrationHandle")
+            .field("key", &self.inner.key)
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+impl RegistrationHandle {
+    /// The registry key, `service-instances.{service}.{instance}`.
+    pub fn key(&self) -> &str {
+        &self.inner.key
+    }
+
+    /// The record as last stored.
+    pub fn record(&self) -> ServiceInstance {
+        self.inner.state().written.clone()
+    }
+
+    /// The status the instance chose (what it reports when healthy).
+    pub fn status(&self) -> InstanceStatus {
+        self.inner.state().desired.status
+    }
+
+    /// The status the stored record shows (UNHEALTHY while degraded or
+    /// failing its health check).
+    pub fn reported_status(&self) -> InstanceStatus {
+        self.inner.state().written.status
+    }
+
+    /// Failed writes in a row (0 when the last write worked).
+    pub fn consecutive_failures(&self) -> u32 {
+        self.inner.state().failures
+    }
+
+    /// The timing in use.
+    pub fn options(&self) -> &RegistrationOptions {
+        &self.inner.options
+    }
+
+    /// Chooses a status and writes it at once (the heartbeat keeps it).
+    ///
+    /// ```no_run
+    /// # async fn demo(reg: aegis_sdk::registry::Registration) -> Result<(), aegis_sdk::registry::RegistryError> {
+    /// use aegis_sdk::contracts::InstanceStatus;
+    /// reg.set_status(InstanceStatus::Unhealthy).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`RegistryError::Write`] when the write fails (the status is kept and
+    /// the heartbeat retries it); [`RegistryError::Deregistered`] after
+    /// deregistration.
+    pub async fn set_status(&self, status: InstanceStatus) -> Result<(), RegistryError> {
+        self.update(|r| r.status = status).await
+    }
+
+    /// Changes the record (status, group, epoch, metadata) and writes it at
+    /// once. The service name and instance id cannot change.
+    ///
+    /// ```no_run
+    /// # async fn demo(reg: aegis_sdk::registry::Registration) -> Result<(), aegis_sdk::registry::RegistryError> {
+    /// reg.update(|r| { r.metadata.insert("zone".into(), "eu-1".into()); }).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`set_status`](Self::set_status); [`RegistryError::InvalidRecord`]
+    /// when the changed record does not validate (nothing is changed).
+    pub async fn update(&self, f: impl FnOnce(&mut ServiceInstance)) -> Result<(), RegistryError> {
+        {
+            let mut st = self.inner.state();
+            let mut next = st.desired.clone();
+            f(&mut next);
+            next.service_name = st.desired.service_name.clone();
+            next.instance_id = st.desired.instance_id.clone();
+            next.validate()?;
+            st.desired = next;
+        }
+        self.inner.write().await.map(|_| ())
+    }
+}
+
+/// A live registration: the record is stored and refreshed until
+/// [`deregister`](Self::deregister). Dropping it stops the heartbeat and
+/// deletes the record in the background (best effort; otherwise it expires
+/// after its TTL).
+pub struct Registration {
+    handle: RegistrationHandle,
+    cancel: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for Registration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registration")
+            .field("key", &self.handle.inner.key)
+            .field("status", &self.handle.status())
+            .finish()
+    }
+}
+
+impl std::ops::Deref for Registration {
+    type Target = RegistrationHandle;
+
+    fn deref(&self) -> &RegistrationHandle {
+        &self.handle
+    }
+}
+
+impl Registration {
+    /// Starts declaring the registration of `record` (service, instance,
+    /// version, status, metadata) on `conn`.
+    pub fn builder(conn: &Connection, record: ServiceInstance) -> RegistrationBuilder {
+        RegistrationBuilder {
+            conn: conn.clone(),
+            record,
+            options: RegistrationOptions::default(),
+            health_check: None,
+        }
+    }
+
+    /// A cloneable handle for other tasks.
+    pub fn handle(&self) -> RegistrationHandle {
+        self.handle.clone()
+    }
+
+    /// Stops the heartbeat and deletes the record (a purge whose marker
+    /// expires after [`REGISTRY_MARKER_TTL`]); watchers see the removal at
+    /// once.
+    ///
+    /// ```no_run
+    /// # async fn demo(reg: aegis_sdk::registry::Registration) -> Result<(), aegis_sdk::registry::RegistryError> {
+    /// reg.deregister().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`RegistryError::Delete`] when the delete fails or is not confirmed in
+    /// time; the record then expires after its TTL.
+    pub async fn deregister(mut self) -> Result<(), RegistryError> {
+        self.stop_heartbeat().await;
+        let inner = &self.handle.inner;
+        let result = purge(inner).await;
+        if result.is_ok() {
+            info!(key = %inner.key, "deregistered");
+        }
+        result
+    }
+
+    async fn stop_heartbeat(&mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        // Wait out a write in flight (e.g. a status change), then refuse more.
+        let _serial = self.handle.inner.writes.lock().await;
+        self.handle.inner.closed.store(true, Ordering::Release);
+    }
+}
+
+async fn purge(inner: &Inner) -> Result<(), RegistryError> {
+    let purge = inner.store.purge_with_ttl(&inner.key, REGISTRY_MARKER_TTL);
+    match tokio::time::timeout(inner.write_timeout, purge).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(RegistryError::Delete {
+            key: inner.key.clone(),
+            source: e.into(),
+        }),
+        Err(_) => Err(RegistryError::Delete {
+            key: inner.key.clone(),
+            source: format!("no acknowledgement within {:?}", inner.write_timeout).into(),
+        }),
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        let Some(task) = self.task.take() else {
+            return; // deregistered
+        };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let inner = self.handle.inner.clone();
+            rt.spawn(async move {
+                let _ = task.await;
+                let _serial = inner.writes.lock().await;
+                inner.closed.store(true, Ordering::Release);
+                if let Err(e) = purge(&inner).await {
+                    debug!(key = %inner.key, error = %e, "deregistration on drop failed; the record will expire");
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_validated() {
+        RegistrationOptions::default().validate().unwrap();
+        let bad = |o: RegistrationOptions| {
+            assert!(
+                matches!(o.validate(), Err(RegistryError::InvalidOptions(_))),
+                "{o:?}"
+            )
+        };
+        bad(RegistrationOptions {
+            heartbeat: Duration::from_secs(3),
+            ..Default::default()
+        });
+        bad(RegistrationOptions {
+            heartbeat: Duration::ZERO,
+            ..Default::default()
+        });
+        bad(RegistrationOptions {
+            ttl: Duration::from_millis(900),
+            heartbeat: Duration::from_millis(300),
+            ..Default::default()
+        });
+        bad(RegistrationOptions {
+            unhealthy_after: 0,
+            ..Default::default()
+        });
+        RegistrationOptions {
+            heartbeat: Duration::from_millis(200),
+            ttl: Duration::from_secs(1),
+            unhealthy_after: 1,
+        }
+        .validate()
+        .unwrap();
+    }
+
+    #[test]
+    fn writes_wait_a_bounded_time() {
+        let o = |ms| RegistrationOptions {
+            heartbeat: Duration::from_millis(ms),
+            ttl: Duration::from_secs(60),
+            ..Default::default()
+        };
+        assert_eq!(o(100).write_timeout(), Duration::from_millis(500));
+        assert_eq!(o(1000).write_timeout(), Duration::from_secs(1));
+        assert_eq!(o(30_000).write_timeout(), Duration::from_secs(5));
+    }
+}
