@@ -1,0 +1,645 @@
+//! The service registry against a real nats-server: the record and its
+//! fields, heartbeats, graceful and crash removal (a SIGKILLed child
+//! process), re-registration of a deleted key, status changes, heartbeat
+//! failures, bucket checks, and the reader's queries and change stream.
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use aegis_sdk::{
+    Connection,
+    contracts::{InstanceStatus, ServiceInstance},
+    registry::{RegistryChange, RegistryError, RegistryReader},
+    rpc::{CallOptions, RpcError, Service, WireError, server::ServiceError},
+};
+use async_nats::jetstream::kv;
+use common::{ChildInstance, connect, eventually, server};
+use futures::{Stream, StreamExt};
+use serde_json::{Value, json};
+
+async fn echo_service(
+    conn: &Connection,
+    service: &str,
+    id: &str,
+    heartbeat: Duration,
+    ttl: Duration,
+) -> Service {
+    conn.service(service, "1.4.2")
+        .instance_id(id)
+        .heartbeat(heartbeat)
+        .ttl(ttl)
+        .handler("echo", |v: Value| async move { Ok::<_, WireError>(v) })
+        .handler("slow", |ms: u64| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, WireError>(ms)
+        })
+        .start()
+        .await
+        .expect("service starts")
+}
+
+/// The next change matching `pred`, or a panic after `timeout`.
+async fn next_change(
+    changes: &mut (impl Stream<Item = RegistryChange> + Unpin),
+    timeout: Duration,
+    what: &str,
+    pred: impl Fn(&RegistryChange) -> bool,
+) -> RegistryChange {
+    tokio::time::timeout(timeout, async {
+        loop {
+            let change = changes.next().await.expect("change stream ended");
+            if pred(&change) {
+                return change;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for: {what}"))
+}
+
+fn is_removal(service: &str, id: &str) -> impl Fn(&RegistryChange) -> bool {
+    let (service, id) = (service.to_owned(), id.to_owned());
+    move |c| matches!(c, RegistryChange::Removed { service: s, instance_id: i } if *s == service && *i == id)
+}
+
+async fn raw_kv(url: &str) -> kv::Store {
+    let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+    js.get_key_value("service_registry").await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_record_appears_with_the_right_fields() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let before = chrono::Utc::now();
+    let svc = conn
+        .service("pricing-service", "1.4.2")
+        .instance_id("pricing-1")
+        .metadata("zone", "eu-1")
+        .handler("get_price", |_: Value| async { Ok::<_, WireError>(1.0) })
+        .handler("quote", |_: Value| async { Ok::<_, WireError>(2.0) })
+        .start()
+        .await
+        .unwrap();
+
+    // The stored JSON, read without the SDK.
+    let store = raw_kv(&nats.url()).await;
+    let entry = store
+        .entry("service-instances.pricing-service.pricing-1")
+        .await
+        .unwrap()
+        .expect("the record is stored under the contract key");
+    let v: Value = serde_json::from_slice(&entry.value).unwrap();
+    assert_eq!(v["serviceName"], "pricing-service");
+    assert_eq!(v["instanceId"], "pricing-1");
+    assert_eq!(v["version"], "1.4.2");
+    assert_eq!(v["status"], "ACTIVE");
+    assert_eq!(v["stickyActiveGroup"], Value::Null);
+    let beat = chrono::DateTime::parse_from_rfc3339(v["lastHeartbeat"].as_str().unwrap()).unwrap();
+    assert!(beat >= before - chrono::Duration::seconds(1));
+    assert!(v["lastHeartbeat"].as_str().unwrap().ends_with('Z'));
+    let meta = &v["metadata"];
+    assert_eq!(meta["pid"], json!(std::process::id()));
+    assert_eq!(meta["endpoints"], json!(["get_price", "quote"]));
+    assert_eq!(meta["sdkVersion"], json!(aegis_sdk::SDK_VERSION));
+    assert_eq!(meta["zone"], "eu-1");
+    assert!(meta["host"].as_str().is_some_and(|h| !h.is_empty()));
+    assert!(meta["startTime"].as_str().is_some());
+    assert!(v["startedAt"].as_str().is_some());
+
+    // Stored with the per-key TTL, in a bucket with TTL and limit markers.
+    let stream = store.stream.clone();
+    let last = stream
+        .direct_get_last_for_subject(
+            "$KV.service_registry.service-instances.pricing-service.pricing-1",
+        )
+        .await
+        .unwrap();
+    assert_eq!(last.headers.get("Nats-TTL").unwrap().as_str(), "3000ms");
+    let config = &stream.cached_info().config;
+    assert!(config.allow_message_ttl);
+    assert!(config.subject_delete_marker_ttl.is_some());
+
+    // The reader sees the same record.
+    let reader = RegistryReader::start(&conn).await.unwrap();
+    let seen = reader.get("pricing-service", "pricing-1").unwrap();
+    assert_eq!(seen.metadata["zone"], "eu-1");
+    assert_eq!(
+        svc.registration().unwrap().key(),
+        "service-instances.pricing-service.pricing-1"
+    );
+    svc.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_advance_last_heartbeat() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let reader = RegistryReader::start(&connect(&nats.url()).await)
+        .await
+        .unwrap();
+    let mut changes = Box::pin(reader.changes());
+    let svc = echo_service(
+        &conn,
+        "beat-service",
+        "beat-1",
+        Duration::from_millis(200),
+        Duration::from_secs(2),
+    )
+    .await;
+    let mut beats = Vec::new();
+    while beats.len() < 4 {
+        if let RegistryChange::Upserted(i) =
+            next_change(&mut changes, Duration::from_secs(5), "a heartbeat", |c| {
+                c.instance_id() == "beat-1"
+            })
+            .await
+        {
+            beats.push(i.last_heartbeat);
+        }
+    }
+    assert!(beats.windows(2).all(|w| w[1] > w[0]), "{beats:?}");
+    let spacing = (beats[3] - beats[1]).num_milliseconds();
+    assert!(
+        (200..2000).contains(&spacing),
+        "two beats took {spacing} ms"
+    );
+    svc.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_deregisters_before_it_stops_serving() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let client = connect(&nats.url()).await;
+    let reader = RegistryReader::start(&client).await.unwrap();
+    let svc = echo_service(
+        &conn,
+        "stop-service",
+        "stop-1",
+        Duration::from_secs(1),
+        Duration::from_secs(3),
+    )
+    .await;
+    eventually(Duration::from_secs(5), "registered", || {
+        let r = reader.clone();
+        async move { r.get("stop-service", "stop-1").is_some() }
+    })
+    .await;
+    let mut changes = Box::pin(reader.changes());
+
+    // A request is in flight when the shutdown starts.
+    let rpc = client.rpc();
+    let in_flight =
+        tokio::spawn(async move { rpc.call::<_, u64>("stop-service", "slow", &800u64).await });
+    let metrics = svc.metrics().clone();
+    eventually(Duration::from_secs(5), "request in flight", || {
+        let m = metrics.clone();
+        async move { m.in_flight() == 1 }
+    })
+    .await;
+    let shutdown = tokio::spawn(svc.shutdown());
+    next_change(
+        &mut changes,
+        Duration::from_secs(5),
+        "the removal",
+        is_removal("stop-service", "stop-1"),
+    )
+    .await;
+    // Deregistered while the request still runs: discovery stopped first.
+    assert!(
+        !in_flight.is_finished(),
+        "the removal came after the request ended"
+    );
+    assert_eq!(in_flight.await.unwrap().unwrap(), 800);
+    shutdown.await.unwrap().unwrap();
+    assert!(reader.get("stop-service", "stop-1").is_none());
+    let entry = raw_kv(&nats.url())
+        .await
+        .entry("service-instances.stop-service.stop-1")
+        .await
+        .unwrap();
+    assert!(
+        entry.is_none_or(|e| e.operation != kv::Operation::Put),
+        "the key is deleted on the server"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_instance_disappears_after_its_ttl() {
+    let nats = server();
+    let reader = RegistryReader::start(&connect(&nats.url()).await)
+        .await
+        .unwrap();
+    let ttl = Duration::from_secs(2);
+    let mut child = ChildInstance::spawn(
+        "child_instance",
+        &nats.url(),
+        "crash-service",
+        "crash-1",
+        Duration::from_millis(500),
+        ttl,
+    );
+    eventually(Duration::from_secs(30), "the child registered", || {
+        let r = reader.clone();
+        async move { r.get("crash-service", "crash-1").is_some() }
+    })
+    .await;
+    let mut changes = Box::pin(reader.changes());
+    child.kill();
+    let killed = Instant::now();
+    next_change(
+        &mut changes,
+        ttl + Duration::from_secs(15),
+        "the crashed instance's removal",
+        is_removal("crash-service", "crash-1"),
+    )
+    .await;
+    let gone_after = killed.elapsed();
+    eprintln!(
+        "SIGKILLed instance removed {gone_after:?} after the kill (TTL {ttl:?}, heartbeat 500ms)"
+    );
+    // It expired on the server: not before its TTL ran out since the last beat.
+    assert!(
+        gone_after >= ttl - Duration::from_millis(600),
+        "{gone_after:?}"
+    );
+    assert!(reader.get("crash-service", "crash-1").is_none());
+    assert!(reader.is_synced());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "helper: the child process of a_sigkilled_instance_disappears_after_its_ttl"]
+async fn child_instance() {
+    common::run_child_instance().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_key_is_registered_again() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let reader = RegistryReader::start(&conn).await.unwrap();
+    let svc = echo_service(
+        &conn,
+        "again-service",
+        "again-1",
+        Duration::from_millis(300),
+        Duration::from_secs(3),
+    )
+    .await;
+    let mut changes = Box::pin(reader.changes());
+    raw_kv(&nats.url())
+        .await
+        .delete("service-instances.again-service.again-1")
+        .await
+        .unwrap();
+    next_change(
+        &mut changes,
+        Duration::from_secs(5),
+        "the deletion",
+        is_removal("again-service", "again-1"),
+    )
+    .await;
+    next_change(
+        &mut changes,
+        Duration::from_secs(5),
+        "the re-registration",
+        |c| matches!(c, RegistryChange::Upserted(i) if i.instance_id == "again-1"),
+    )
+    .await;
+    assert_eq!(
+        reader.get("again-service", "again-1").unwrap().status,
+        InstanceStatus::Active
+    );
+    svc.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_changes_are_written_at_once_and_steer_discovery() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let client = connect(&nats.url()).await;
+    let reader = RegistryReader::start(&client).await.unwrap();
+    // A heartbeat far longer than the test: only the immediate write can
+    // carry the change.
+    let svc = echo_service(
+        &conn,
+        "status-service",
+        "status-1",
+        Duration::from_secs(30),
+        Duration::from_secs(60),
+    )
+    .await;
+    let rpc = client.rpc();
+    let ok: Value = rpc.call("status-service", "echo", &json!(1)).await.unwrap();
+    assert_eq!(ok, json!(1));
+
+    for status in [
+        InstanceStatus::Unhealthy,
+        InstanceStatus::Standby,
+        InstanceStatus::Active,
+    ] {
+        let changed = Instant::now();
+        svc.set_status(status).await.unwrap();
+        eventually(Duration::from_secs(2), &format!("status {status}"), || {
+            let r = reader.clone();
+            async move {
+                r.get("status-service", "status-1")
+                    .is_some_and(|i| i.status == status)
+            }
+        })
+        .await;
+        eprintln!("status {status} visible after {:?}", changed.elapsed());
+        let call = rpc
+            .call::<_, Value>("status-service", "echo", &json!(2))
+            .await;
+        match status {
+            InstanceStatus::Active => assert!(call.is_ok(), "{call:?}"),
+            _ => assert!(
+                matches!(call, Err(RpcError::NoInstances { .. })),
+                "{call:?}"
+            ),
+        }
+    }
+    assert_eq!(svc.registration().unwrap().status(), InstanceStatus::Active);
+    svc.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_failures_report_unhealthy_then_recover() {
+    let mut nats = server();
+    let conn = connect(&nats.url()).await;
+    let svc = conn
+        .service("flaky-service", "1.0.0")
+        .instance_id("flaky-1")
+        .registration(aegis_sdk::registry::RegistrationOptions {
+            heartbeat: Duration::from_millis(500),
+            // Long enough that the record survives the outage.
+            ttl: Duration::from_secs(60),
+            unhealthy_after: 3,
+        })
+        .handler("echo", |v: Value| async move { Ok::<_, WireError>(v) })
+        .start()
+        .await
+        .unwrap();
+    let registration = svc.registration().unwrap().handle();
+    nats.kill();
+    eventually(Duration::from_secs(20), "three failed heartbeats", || {
+        let r = registration.clone();
+        async move { r.consecutive_failures() >= 3 }
+    })
+    .await;
+    nats.restart().unwrap();
+    // First successful write after the outage: UNHEALTHY ...
+    eventually(Duration::from_secs(20), "reported UNHEALTHY", || {
+        let r = registration.clone();
+        async move { r.reported_status() == InstanceStatus::Unhealthy }
+    })
+    .await;
+    // ... then back to the chosen status with the next healthy beat.
+    eventually(Duration::from_secs(10), "reported ACTIVE again", || {
+        let r = registration.clone();
+        async move { r.reported_status() == InstanceStatus::Active }
+    })
+    .await;
+    assert_eq!(registration.consecutive_failures(), 0);
+    let reader = RegistryReader::start(&connect(&nats.url()).await)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), "the registry shows ACTIVE", || {
+        let r = reader.clone();
+        async move {
+            r.get("flaky-service", "flaky-1")
+                .is_some_and(|i| i.status == InstanceStatus::Active)
+        }
+    })
+    .await;
+    svc.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_without_ttl_support_is_refused() {
+    let nats = server();
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    js.create_key_value(kv::Config {
+        bucket: "service_registry".into(),
+        history: 1,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let conn = connect(&nats.url()).await;
+    let err = RegistryReader::start(&conn).await.unwrap_err();
+    assert!(
+        matches!(err, RegistryError::BucketUnusable { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("TTL"), "{err}");
+    let err = conn
+        .service("any-service", "1.0.0")
+        .handler("echo", |v: Value| async move { Ok::<_, WireError>(v) })
+        .start()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ServiceError::Registry(RegistryError::BucketUnusable { .. })
+        ),
+        "{err:?}"
+    );
+    // Nothing routes either, and the caller is told why.
+    let err = conn
+        .rpc()
+        .call::<_, Value>("any-service", "echo", &json!(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RpcError::Discovery(_)), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_timing_is_refused_before_any_io_and_registration_can_be_skipped() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let err = conn
+        .service("timing-service", "1.0.0")
+        .heartbeat(Duration::from_secs(3))
+        .ttl(Duration::from_secs(3))
+        .handler("echo", |v: Value| async move { Ok::<_, WireError>(v) })
+        .start()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ServiceError::Registry(RegistryError::InvalidOptions(_))
+        ),
+        "{err:?}"
+    );
+
+    let svc = conn
+        .service("hidden-service", "1.0.0")
+        .instance_id("hidden-1")
+        .register(false)
+        .handler("echo", |v: Value| async move { Ok::<_, WireError>(v) })
+        .start()
+        .await
+        .unwrap();
+    assert!(svc.registration().is_none());
+    assert!(matches!(
+        svc.set_status(InstanceStatus::Standby).await,
+        Err(ServiceError::NotRegistered)
+    ));
+    let rpc = conn.rpc();
+    assert!(matches!(
+        rpc.call::<_, Value>("hidden-service", "echo", &json!(1))
+            .await,
+        Err(RpcError::NoInstances { .. })
+    ));
+    let reply = rpc
+        .call_balanced::<_, Value>("hidden-service", "echo", &json!(1), &CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(reply.instance_id.as_deref(), Some("hidden-1"));
+    svc.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reader_answers_queries_and_streams_changes() {
+    let nats = server();
+    let reader_conn = connect(&nats.url()).await;
+    let reader = RegistryReader::start(&reader_conn).await.unwrap();
+    assert!(reader.is_synced());
+    assert!(reader.all().is_empty());
+    assert_eq!(reader.staleness(), None);
+    let mut changes = Box::pin(reader.changes());
+
+    let conn = connect(&nats.url()).await;
+    let beat = Duration::from_secs(1);
+    let ttl = Duration::from_secs(3);
+    let mut services = Vec::new();
+    for (service, id) in [
+        ("risk-service", "r-2"),
+        ("risk-service", "r-1"),
+        ("order-service", "o-1"),
+    ] {
+        services.push(echo_service(&conn, service, id, beat, ttl).await);
+    }
+    services[0]
+        .set_status(InstanceStatus::Standby)
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "three instances, one STANDBY",
+        || {
+            let r = reader.clone();
+            async move { r.all().len() == 3 && r.by_status(InstanceStatus::Standby).len() == 1 }
+        },
+    )
+    .await;
+
+    let ids = |v: Vec<ServiceInstance>| {
+        v.into_iter()
+            .map(|i| format!("{}/{}", i.service_name, i.instance_id))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(reader.all()),
+        ["order-service/o-1", "risk-service/r-1", "risk-service/r-2"]
+    );
+    assert_eq!(
+        ids(reader.by_service("risk-service")),
+        ["risk-service/r-1", "risk-service/r-2"]
+    );
+    assert_eq!(
+        ids(reader.by_status(InstanceStatus::Standby)),
+        ["risk-service/r-2"]
+    );
+    assert_eq!(
+        ids(reader.by_status(InstanceStatus::Active)),
+        ["order-service/o-1", "risk-service/r-1"]
+    );
+    assert_eq!(reader.get("risk-service", "r-1").unwrap().version, "1.4.2");
+    assert!(reader.get("risk-service", "r-9").is_none());
+    assert!(reader.by_service("nobody").is_empty());
+
+    // The change stream saw every registration and will see the removal.
+    let mut upserted: HashMap<String, usize> = HashMap::new();
+    while upserted.len() < 3 {
+        if let RegistryChange::Upserted(i) =
+            next_change(&mut changes, Duration::from_secs(5), "upserts", |_| true).await
+        {
+            *upserted.entry(i.instance_id).or_default() += 1;
+        }
+    }
+    let order = services.pop().unwrap();
+    order.shutdown().await.unwrap();
+    next_change(
+        &mut changes,
+        Duration::from_secs(5),
+        "order-service removal",
+        is_removal("order-service", "o-1"),
+    )
+    .await;
+    assert_eq!(reader.all().len(), 2);
+    // A second reader on the same connection shares the one watch.
+    let again = RegistryReader::start(&reader_conn).await.unwrap();
+    assert_eq!(again.all(), reader.all());
+    for s in services {
+        s.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_instances_are_visible_to_readers_within_milliseconds() {
+    let nats = server();
+    let reader = RegistryReader::start(&connect(&nats.url()).await)
+        .await
+        .unwrap();
+    let conn = connect(&nats.url()).await;
+    let mut after_start = Vec::new();
+    let mut services = Vec::new();
+    for i in 0..10 {
+        let id = format!("fast-{i}");
+        let begun = Instant::now();
+        let svc = echo_service(
+            &conn,
+            "visible-service",
+            &id,
+            Duration::from_secs(1),
+            Duration::from_secs(3),
+        )
+        .await;
+        let started = Instant::now();
+        while reader.get("visible-service", &id).is_none() {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{id} never became visible"
+            );
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        after_start.push(started.elapsed());
+        eprintln!(
+            "{id}: start() took {:?}; visible {:?} after start() returned",
+            started - begun,
+            after_start.last().unwrap()
+        );
+        services.push(svc);
+    }
+    after_start.sort();
+    let worst = *after_start.last().unwrap();
+    eprintln!(
+        "visibility after registration: median {:?}, worst {worst:?}",
+        after_start[5]
+    );
+    // The design target is 100 ms; the test bound is generous for slow machines.
+    assert!(worst < Duration::from_secs(1), "{worst:?}");
+    for s in services {
+        s.shutdown().await.unwrap();
+    }
+}
