@@ -1,0 +1,671 @@
+//! Discovery and routed calls against real nats-servers: strategies
+//! (round-robin, sticky, random, latency-aware), only ACTIVE instances,
+//! failover around a SIGKILLed instance process, idempotent retries on a
+//! per-attempt timeout, fast SERVICE_UNAVAILABLE, and survival of a broken
+//! watch and of a node restart in a 3-node cluster.
+
+mod common;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use aegis_sdk::{
+    Connection,
+    contracts::InstanceStatus,
+    discovery::{DiscoveryError, Strategy},
+    registry::{RegistrationOptions, RegistryChange, RegistryReader},
+    rpc::{CallOptions, ErrorCode, RequestContext, RpcError, Service, WireError},
+};
+use aegis_testkit::NatsCluster;
+use common::{ChildInstance, connect, connect_cluster, eventually, server};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+/// An instance of `service` whose `whoami` answers its id and whose `sleep`
+/// sleeps only on instances named `slow-*`.
+async fn instance(
+    conn: &Connection,
+    service: &str,
+    id: &str,
+    options: RegistrationOptions,
+) -> Service {
+    conn.service(service, "1.0.0")
+        .instance_id(id)
+        .registration(options)
+        .handler_with_context("whoami", |ctx: RequestContext, _: Value| async move {
+            Ok::<_, WireError>(ctx.instance_id.to_string())
+        })
+        .handler_with_context("sleep", |ctx: RequestContext, ms: u64| async move {
+            if ctx.instance_id.starts_with("slow") {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            Ok::<_, WireError>(ctx.instance_id.to_string())
+        })
+        .start()
+        .await
+        .expect("instance starts")
+}
+
+/// `n` instances of `service`, each on its own connection like separate
+/// processes.
+async fn instances(url: &str, service: &str, ids: &[&str]) -> Vec<(Service, Connection)> {
+    let mut out = Vec::new();
+    for id in ids {
+        let c = connect(url).await;
+        out.push((
+            instance(&c, service, id, RegistrationOptions::default()).await,
+            c,
+        ));
+    }
+    out
+}
+
+async fn wait_selectable(conn: &Connection, service: &str, n: usize) {
+    let discovery = conn.discovery();
+    eventually(
+        Duration::from_secs(10),
+        &format!("{n} selectable instances of {service}"),
+        || {
+            let d = discovery.clone();
+            async move {
+                d.selectable(service)
+                    .await
+                    .map(|v| v.len() == n)
+                    .unwrap_or(false)
+            }
+        },
+    )
+    .await;
+}
+
+async fn whoami(conn: &Connection, service: &str, opts: &CallOptions) -> Result<String, RpcError> {
+    conn.rpc()
+        .call_with::<_, String>(service, "whoami", &json!({}), opts)
+        .await
+        .map(|r| {
+            assert_eq!(
+                r.instance_id.as_deref(),
+                Some(r.value.as_str()),
+                "the reply names its server"
+            );
+            r.value
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_hits_all_three_equally_and_other_strategies_spread() {
+    let nats = server();
+    let client = connect(&nats.url()).await;
+    let _instances = instances(&nats.url(), "rr-service", &["rr-a", "rr-b", "rr-c"]).await;
+    wait_selectable(&client, "rr-service", 3).await;
+
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for _ in 0..300 {
+        *counts
+            .entry(
+                whoami(&client, "rr-service", &CallOptions::default())
+                    .await
+                    .unwrap(),
+            )
+            .or_default() += 1;
+    }
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    assert!(
+        counts.values().all(|n| *n == 100),
+        "round-robin is exact: {counts:?}"
+    );
+
+    for strategy in [Strategy::Random, Strategy::LeastLatency] {
+        let opts = CallOptions {
+            strategy: Some(strategy),
+            ..Default::default()
+        };
+        let mut seen = HashSet::new();
+        for _ in 0..150 {
+            seen.insert(whoami(&client, "rr-service", &opts).await.unwrap());
+        }
+        assert_eq!(seen.len(), 3, "{strategy:?} reached {seen:?}");
+    }
+    // A client-wide default works as well.
+    let rpc = client.rpc().with_strategy(Strategy::Random);
+    assert_eq!(rpc.strategy(), Strategy::Random);
+    let _: String = rpc.call("rr-service", "whoami", &json!({})).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_keeps_a_key_on_one_instance_and_moves_only_the_departed_share() {
+    let nats = server();
+    let client = connect(&nats.url()).await;
+    let mut running = instances(&nats.url(), "sticky-service", &["st-a", "st-b", "st-c"]).await;
+    wait_selectable(&client, "sticky-service", 3).await;
+
+    let keys: Vec<String> = (0..120).map(|i| format!("account-{i}")).collect();
+    let mut owner: HashMap<String, String> = HashMap::new();
+    for key in &keys {
+        let opts = CallOptions::default().sticky(key.clone());
+        let first = whoami(&client, "sticky-service", &opts).await.unwrap();
+        for _ in 0..3 {
+            assert_eq!(
+                whoami(&client, "sticky-service", &opts).await.unwrap(),
+                first,
+                "{key}"
+            );
+        }
+        owner.insert(key.clone(), first);
+    }
+    let per_instance =
+        |o: &HashMap<String, String>, id: &str| o.values().filter(|v| *v == id).count();
+    for id in ["st-a", "st-b", "st-c"] {
+        assert!(
+            per_instance(&owner, id) > 10,
+            "{id} owns too few keys: {owner:?}"
+        );
+    }
+    // The discovery API agrees with the calls.
+    let picked = client
+        .discovery()
+        .select("sticky-service", Strategy::Sticky, Some("account-7"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(picked.instance_id, owner["account-7"]);
+    assert!(matches!(
+        client
+            .discovery()
+            .select("sticky-service", Strategy::Sticky, None)
+            .await,
+        Err(DiscoveryError::MissingStickyKey)
+    ));
+
+    // st-b leaves gracefully.
+    let (b, _conn) = running.remove(1);
+    b.shutdown().await.unwrap();
+    wait_selectable(&client, "sticky-service", 2).await;
+    let mut moved = 0;
+    for key in &keys {
+        let now = whoami(
+            &client,
+            "sticky-service",
+            &CallOptions::default().sticky(key.clone()),
+        )
+        .await
+        .unwrap();
+        if owner[key] == "st-b" {
+            assert_ne!(now, "st-b");
+            moved += 1;
+        } else {
+            assert_eq!(now, owner[key], "{key} moved although its instance stayed");
+        }
+    }
+    assert_eq!(moved, per_instance(&owner, "st-b"));
+    eprintln!(
+        "st-b left: {moved} of {} keys moved, all of them its own",
+        keys.len()
+    );
+
+    // Sticky without a key is refused before anything is sent.
+    let err = whoami(
+        &client,
+        "sticky-service",
+        &CallOptions {
+            strategy: Some(Strategy::Sticky),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidRequest, "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_active_instances_are_selected() {
+    let nats = server();
+    let client = connect(&nats.url()).await;
+    let running = instances(
+        &nats.url(),
+        "mixed-service",
+        &["m-active", "m-standby", "m-sick"],
+    )
+    .await;
+    running[1]
+        .0
+        .set_status(InstanceStatus::Standby)
+        .await
+        .unwrap();
+    running[2]
+        .0
+        .set_status(InstanceStatus::Unhealthy)
+        .await
+        .unwrap();
+    wait_selectable(&client, "mixed-service", 1).await;
+    for _ in 0..30 {
+        assert_eq!(
+            whoami(&client, "mixed-service", &CallOptions::default())
+                .await
+                .unwrap(),
+            "m-active"
+        );
+    }
+    assert_eq!(
+        client
+            .discovery()
+            .instances("mixed-service")
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    running[0]
+        .0
+        .set_status(InstanceStatus::Standby)
+        .await
+        .unwrap();
+    wait_selectable(&client, "mixed-service", 0).await;
+    let err = whoami(&client, "mixed-service", &CallOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RpcError::NoInstances { .. }), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_to_a_method_nobody_serves_evicts_nobody() {
+    let nats = server();
+    let client = connect(&nats.url()).await;
+    let _running = instances(&nats.url(), "typo-service", &["t-1", "t-2"]).await;
+    wait_selectable(&client, "typo-service", 2).await;
+    for _ in 0..5 {
+        let err = client
+            .rpc()
+            .call::<_, Value>("typo-service", "whoamy", &json!({}))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RpcError::NoSuchMethod { .. }), "{err:?}");
+        assert_eq!(err.code(), ErrorCode::NotFound);
+    }
+    // Nothing was sent and nobody was evicted.
+    assert_eq!(
+        client
+            .discovery()
+            .selectable("typo-service")
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    whoami(&client, "typo-service", &CallOptions::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_instances_fails_fast_with_service_unavailable() {
+    let nats = server();
+    let client = connect(&nats.url()).await;
+    // The first call starts the registry view; later ones answer from memory.
+    let mut took = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let err = client
+            .rpc()
+            .call_with::<_, Value>(
+                "ghost-service",
+                "anything",
+                &json!({}),
+                &CallOptions::timeout(Duration::from_secs(10)),
+            )
+            .await
+            .unwrap_err();
+        took.push(started.elapsed());
+        assert!(
+            matches!(&err, RpcError::NoInstances { service } if service == "ghost-service"),
+            "{err:?}"
+        );
+        assert_eq!(err.code(), ErrorCode::ServiceUnavailable);
+    }
+    eprintln!("NoInstances after {took:?} (deadline 10 s)");
+    assert!(took.iter().all(|t| *t < Duration::from_secs(2)), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_instance_is_routed_around_without_failed_idempotent_calls() {
+    let nats = server();
+    let client = connect(&nats.url()).await;
+    let _alive = instances(&nats.url(), "failover-service", &["fo-a", "fo-b"]).await;
+    let mut victim = ChildInstance::spawn(
+        "child_instance",
+        &nats.url(),
+        "failover-service",
+        "fo-victim",
+        Duration::from_secs(1),
+        Duration::from_secs(3),
+    );
+    wait_selectable(&client, "failover-service", 3).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (client, stop, failed) = (client.clone(), stop.clone(), failed.clone());
+        workers.push(tokio::spawn(async move {
+            let opts = CallOptions {
+                timeout: Some(Duration::from_secs(2)),
+                idempotent: true,
+                ..Default::default()
+            };
+            let mut served: HashMap<String, usize> = HashMap::new();
+            let mut worst = Duration::ZERO;
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                match client
+                    .rpc()
+                    .call_with::<_, String>("failover-service", "whoami", &json!({}), &opts)
+                    .await
+                {
+                    Ok(r) => *served.entry(r.value).or_default() += 1,
+                    Err(e) => {
+                        eprintln!("failed call: {e:?}");
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                worst = worst.max(started.elapsed());
+            }
+            (served, worst)
+        }));
+    }
+    // Let the victim take its share, then SIGKILL it mid-traffic.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    victim.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut served: HashMap<String, usize> = HashMap::new();
+    let mut worst = Duration::ZERO;
+    for w in workers {
+        let (s, w) = w.await.unwrap();
+        worst = worst.max(w);
+        for (k, v) in s {
+            *served.entry(k).or_default() += v;
+        }
+    }
+    eprintln!(
+        "served {served:?}; worst call {worst:?}; failed {}",
+        failed.load(Ordering::Relaxed)
+    );
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "idempotent calls failed");
+    assert!(
+        served.get("fo-victim").copied().unwrap_or(0) > 0,
+        "the victim never served: {served:?}"
+    );
+    assert!(served["fo-a"] > 0 && served["fo-b"] > 0, "{served:?}");
+    // Evicted locally at once, although its record lives until the TTL.
+    let selectable: Vec<String> = client
+        .discovery()
+        .selectable("failover-service")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.instance_id)
+        .collect();
+    assert_eq!(selectable, ["fo-a", "fo-b"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "helper: the child process of a_killed_instance_is_routed_around_without_failed_idempotent_calls"]
+async fn child_instance() {
+    common::run_child_instance().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_calls_retry_elsewhere_when_an_attempt_times_out() {
+    let nats = server();
+    let client = connect(&nats.url()).await;
+    // Sorted ids: round-robin alternates fast-1, slow-1.
+    let _running = instances(&nats.url(), "hang-service", &["fast-1", "slow-1"]).await;
+    wait_selectable(&client, "hang-service", 2).await;
+    let idempotent = CallOptions {
+        timeout: Some(Duration::from_secs(3)),
+        idempotent: true,
+        attempt_timeout: Some(Duration::from_millis(200)),
+        ..Default::default()
+    };
+    for _ in 0..6 {
+        let started = Instant::now();
+        let reply = client
+            .rpc()
+            .call_with::<_, String>("hang-service", "sleep", &10_000u64, &idempotent)
+            .await
+            .unwrap();
+        assert_eq!(reply.value, "fast-1");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    // Not idempotent: the attempt on the slow instance is not repeated.
+    let mut timeouts = 0;
+    for _ in 0..2 {
+        let r = client
+            .rpc()
+            .call_with::<_, String>(
+                "hang-service",
+                "sleep",
+                &10_000u64,
+                &CallOptions::timeout(Duration::from_millis(300)),
+            )
+            .await;
+        if let Err(e) = r {
+            assert!(matches!(e, RpcError::Timeout { .. }), "{e:?}");
+            timeouts += 1;
+        }
+    }
+    assert_eq!(
+        timeouts, 1,
+        "exactly the call that went to slow-1 timed out"
+    );
+}
+
+/// Deletes every consumer on the registry stream: the watch loses its
+/// consumer without any error on the client side.
+async fn delete_registry_consumers(url: &str) -> usize {
+    let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+    let stream = js.get_stream("KV_service_registry").await.unwrap();
+    let names: Vec<String> = stream
+        .consumer_names()
+        .filter_map(|n| async move { n.ok() })
+        .collect()
+        .await;
+    for name in &names {
+        stream.delete_consumer(name).await.unwrap();
+    }
+    names.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_survives_a_watch_interruption() {
+    let nats = server();
+    let client = connect(&nats.url()).await;
+    let reader = RegistryReader::start(&client).await.unwrap();
+    let mut running = instances(&nats.url(), "watch-service", &["w-1", "w-2"]).await;
+    wait_selectable(&client, "watch-service", 2).await;
+
+    let deleted = delete_registry_consumers(&nats.url()).await;
+    assert!(deleted >= 1, "the watch had a consumer");
+    let broke = Instant::now();
+    // While the watch is gone, the last view serves every call.
+    let mut staleness_seen = None;
+    while broke.elapsed() < Duration::from_millis(1500) {
+        whoami(&client, "watch-service", &CallOptions::default())
+            .await
+            .unwrap();
+        staleness_seen = staleness_seen.or(reader.staleness());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Changes made during the break: one instance joins, one leaves.
+    let joined = connect(&nats.url()).await;
+    let w3 = instance(
+        &joined,
+        "watch-service",
+        "w-3",
+        RegistrationOptions::default(),
+    )
+    .await;
+    let (w1, _c) = running.remove(0);
+    w1.shutdown().await.unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the watch re-created and caught up",
+        || {
+            let r = reader.clone();
+            async move {
+                r.is_synced() && r.resyncs() >= 1 && {
+                    let ids: Vec<String> = r
+                        .by_service("watch-service")
+                        .into_iter()
+                        .map(|i| i.instance_id)
+                        .collect();
+                    ids == ["w-2", "w-3"]
+                }
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "watch re-created {:?} after its consumer was deleted; staleness reported while broken: {staleness_seen:?}",
+        broke.elapsed()
+    );
+    assert_eq!(reader.staleness(), None);
+    let mut seen = HashSet::new();
+    for _ in 0..10 {
+        seen.insert(
+            whoami(&client, "watch-service", &CallOptions::default())
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(seen, HashSet::from(["w-2".to_owned(), "w-3".to_owned()]));
+    w3.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_survives_a_node_restart_in_a_3_node_cluster() {
+    let mut cluster = NatsCluster::start(3).expect("3-node cluster");
+    let urls = cluster.urls();
+    // A stream leader election can stall registry writes for several
+    // seconds: a TTL well above that keeps the records alive through it,
+    // at the price of a crashed instance staying listed that long.
+    let options = RegistrationOptions {
+        heartbeat: Duration::from_secs(1),
+        ttl: Duration::from_secs(20),
+        unhealthy_after: 30,
+    };
+    let mut running = Vec::new();
+    for id in ["c-1", "c-2", "c-3"] {
+        let c = connect_cluster(urls.clone(), 3).await;
+        running.push((
+            instance(&c, "cluster-service", id, options.clone()).await,
+            c,
+        ));
+    }
+    // Kill the node leading the registry stream (the hardest case); the
+    // caller is connected to the other two, so only the registry and the
+    // instances feel the crash.
+    let js = running[0].1.jetstream().clone();
+    let leader = js
+        .get_stream("KV_service_registry")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .cluster
+        .clone()
+        .and_then(|c| c.leader)
+        .expect("a stream leader");
+    let victim = cluster
+        .nodes()
+        .iter()
+        .position(|n| n.server_name() == leader)
+        .unwrap();
+    let others: Vec<String> = (0..3)
+        .filter(|i| *i != victim)
+        .map(|i| urls[i].clone())
+        .collect();
+    let client = connect_cluster(others, 3).await;
+    let reader = RegistryReader::start(&client).await.unwrap();
+    wait_selectable(&client, "cluster-service", 3).await;
+    let mut changes = Box::pin(reader.changes());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let caller = {
+        let (client, stop) = (client.clone(), stop.clone());
+        tokio::spawn(async move {
+            let opts = CallOptions {
+                timeout: Some(Duration::from_secs(3)),
+                idempotent: true,
+                ..Default::default()
+            };
+            let (mut ok, mut failed) = (0usize, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                match whoami(&client, "cluster-service", &opts).await {
+                    Ok(_) => ok += 1,
+                    Err(e) => failed.push(format!("{e:?}")),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (ok, failed)
+        })
+    };
+
+    let killed = Instant::now();
+    cluster.kill_node(victim);
+    eprintln!("killed {leader} (registry stream leader)");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.restart_node(victim).expect("node rejoins");
+    eprintln!("{leader} rejoined {:?} after the kill", killed.elapsed());
+    // Every instance heart-beats again (a fresh record from each) ...
+    let mut beat_again = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while beat_again.len() < 3 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, changes.next()).await {
+            Ok(Some(RegistryChange::Upserted(i))) if i.status == InstanceStatus::Active => {
+                beat_again.insert(i.instance_id);
+            }
+            Ok(Some(RegistryChange::Removed { instance_id, .. })) => {
+                panic!("{instance_id} was lost from the registry during the restart")
+            }
+            Ok(Some(_)) => {}
+            other => panic!("instances did not heart-beat again: {other:?}, got {beat_again:?}"),
+        }
+    }
+    eprintln!(
+        "all instances heart-beating again {:?} after the kill",
+        killed.elapsed()
+    );
+    eventually(Duration::from_secs(20), "the view is synced", || {
+        let r = reader.clone();
+        async move { r.is_synced() }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = caller.await.unwrap();
+    eprintln!(
+        "calls during the restart: {ok} ok, {} failed {failed:?}; resyncs {}",
+        failed.len(),
+        reader.resyncs()
+    );
+    assert!(failed.is_empty(), "idempotent calls failed: {failed:?}");
+    assert!(ok > 50, "{ok}");
+    assert_eq!(reader.by_service("cluster-service").len(), 3);
+    wait_selectable(&client, "cluster-service", 3).await;
+    for (s, _) in running {
+        s.shutdown().await.unwrap();
+    }
+}
