@@ -359,17 +359,24 @@ impl Shared {
         }
     }
 
-    /// Applies a put seen by the watch.
+    /// Applies a put seen by the watch. Called for every heartbeat of every
+    /// instance, so it allocates only for new records and for subscribers.
     pub(crate) fn upsert(&self, instance: ServiceInstance, revision: u64) {
+        let event = (self.changes.receiver_count() > 0).then(|| instance.clone());
         {
             let mut services = self.write();
-            let entry = services.entry(instance.service_name.clone()).or_default();
+            if !services.contains_key(&instance.service_name) {
+                services.insert(instance.service_name.clone(), ServiceEntry::default());
+            }
+            let Some(entry) = services.get_mut(&instance.service_name) else {
+                return;
+            };
             match entry.records.get_mut(&instance.instance_id) {
                 Some(record) => {
                     let was = record.selectable();
                     let endpoints_changed = record.instance.metadata.get("endpoints")
                         != instance.metadata.get("endpoints");
-                    record.instance = instance.clone();
+                    record.instance = instance;
                     record.revision = revision;
                     if record.evicted_at.is_some_and(|at| revision > at) {
                         record.evicted_at = None;
@@ -379,21 +386,24 @@ impl Shared {
                     }
                 }
                 None => {
+                    let id = instance.instance_id.clone();
                     let record = Record {
-                        instance: instance.clone(),
+                        instance,
                         revision,
                         evicted_at: None,
                         stats: Arc::new(CallStats::default()),
                     };
                     let selectable = record.selectable();
-                    entry.records.insert(instance.instance_id.clone(), record);
+                    entry.records.insert(id, record);
                     if selectable {
                         entry.rebuild();
                     }
                 }
             }
         }
-        self.emit(RegistryChange::Upserted(instance));
+        if let Some(instance) = event {
+            self.emit(RegistryChange::Upserted(instance));
+        }
     }
 
     /// Applies a removal seen by the watch (delete, purge or TTL expiry).
@@ -490,5 +500,131 @@ impl Shared {
         self.synced.store(false, Ordering::Release);
         drop(h);
         self.progress.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use serde_json::json;
+
+    fn inst(service: &str, id: &str, status: InstanceStatus) -> ServiceInstance {
+        let mut i = ServiceInstance::new(service, id, "1.0.0", Utc::now());
+        i.status = status;
+        i.metadata.insert("endpoints".into(), json!(["m"]));
+        i
+    }
+
+    fn pick(view: &Shared, service: &str) -> Option<String> {
+        view.select(service, Strategy::RoundRobin, None, Some("m"), &[])
+            .map(|p| p.member.id.to_string())
+    }
+
+    #[test]
+    fn upserts_removals_and_changes() {
+        let view = Shared::new();
+        let mut rx = view.subscribe();
+        view.upsert(inst("svc", "b", InstanceStatus::Active), 1);
+        view.upsert(inst("svc", "a", InstanceStatus::Standby), 2);
+        view.upsert(inst("other", "x", InstanceStatus::Active), 3);
+        let ids: Vec<_> = view.all().into_iter().map(|i| i.instance_id).collect();
+        assert_eq!(ids, ["x", "a", "b"], "sorted by service, then instance");
+        assert_eq!(view.selectable("svc").len(), 1);
+        assert_eq!(pick(&view, "svc").as_deref(), Some("b"));
+        view.remove("svc", "b");
+        view.remove("svc", "nope");
+        assert_eq!(pick(&view, "svc"), None);
+        assert!(!view.has_selectable("svc"));
+        view.remove("svc", "a");
+        assert!(view.by_service("svc").is_empty());
+        let mut seen = Vec::new();
+        while let Ok(change) = rx.try_recv() {
+            seen.push(change);
+        }
+        assert_eq!(
+            seen.len(),
+            5,
+            "three upserts and two real removals: {seen:?}"
+        );
+        assert!(
+            matches!(&seen[3], RegistryChange::Removed { instance_id, .. } if instance_id == "b")
+        );
+    }
+
+    #[test]
+    fn evictions_last_until_a_newer_record() {
+        let view = Shared::new();
+        view.upsert(inst("svc", "a", InstanceStatus::Active), 10);
+        view.evict("svc", "a");
+        assert_eq!(pick(&view, "svc"), None);
+        assert_eq!(
+            view.by_service("svc").len(),
+            1,
+            "the registry view keeps it"
+        );
+        // A replayed (same) revision does not lift the eviction; a new one does.
+        view.upsert(inst("svc", "a", InstanceStatus::Active), 10);
+        assert_eq!(pick(&view, "svc"), None);
+        view.upsert(inst("svc", "a", InstanceStatus::Active), 11);
+        assert_eq!(pick(&view, "svc").as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn a_reload_emits_only_the_differences() {
+        let view = Shared::new();
+        view.upsert(inst("svc", "keep", InstanceStatus::Active), 1);
+        view.upsert(inst("svc", "gone", InstanceStatus::Active), 2);
+        view.upsert(inst("svc", "changed", InstanceStatus::Active), 3);
+        view.evict("svc", "keep");
+        let mut rx = view.subscribe();
+        let mut snapshot = Snapshot::new();
+        snapshot.insert(
+            ("svc".into(), "keep".into()),
+            (inst("svc", "keep", InstanceStatus::Active), 1),
+        );
+        snapshot.insert(
+            ("svc".into(), "changed".into()),
+            (inst("svc", "changed", InstanceStatus::Standby), 7),
+        );
+        snapshot.insert(
+            ("svc".into(), "new".into()),
+            (inst("svc", "new", InstanceStatus::Active), 8),
+        );
+        view.replace_all(snapshot);
+        let mut seen = Vec::new();
+        while let Ok(change) = rx.try_recv() {
+            seen.push((
+                change.instance_id().to_owned(),
+                matches!(change, RegistryChange::Upserted(_)),
+            ));
+        }
+        assert_eq!(
+            seen,
+            [
+                ("gone".into(), false),
+                ("changed".into(), true),
+                ("new".into(), true)
+            ]
+        );
+        // The unchanged record kept its local eviction.
+        assert_eq!(pick(&view, "svc").as_deref(), Some("new"));
+    }
+
+    #[test]
+    fn health_tracks_staleness_after_the_first_load() {
+        let view = Shared::new();
+        view.mark_broken();
+        assert_eq!(view.staleness(), None, "nothing served yet, nothing stale");
+        view.begin_session("c1".into());
+        view.mark_synced();
+        assert!(view.is_synced());
+        view.mark_broken();
+        assert!(!view.is_synced());
+        assert!(view.staleness().is_some());
+        view.begin_session("c2".into());
+        view.mark_synced();
+        assert_eq!(view.staleness(), None);
+        assert_eq!(view.resyncs(), 1);
     }
 }
