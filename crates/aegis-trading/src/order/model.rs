@@ -1,0 +1,377 @@
+//! The order service's records and requests, and its one business rule
+//! ([`decide`]) as a pure function: what an order becomes given a quote and
+//! a risk verdict.
+
+use aegis_contracts::{
+    models::{FieldError, ValidationErrors},
+    trading::{
+        OrderCreated, OrderFilled, OrderRejected, Reason, ReasonCode, Side,
+        validate_client_order_id, validate_symbol,
+    },
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{pricing::Quote, risk::RiskAssessment};
+
+/// Most orders one `list_orders` call returns.
+pub const MAX_LIST_LIMIT: usize = 1000;
+
+/// `create_order` request. `price` makes it a limit order; without it the
+/// order trades at the quote. Orders are immediate-or-cancel: they fill at
+/// once or are rejected, never rest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateOrder {
+    /// The symbol, e.g. `AAPL`.
+    pub symbol: String,
+    /// `buy` or `sell`.
+    pub side: Side,
+    /// Quantity (positive).
+    pub quantity: i64,
+    /// Limit price (positive), or `None` for a market order.
+    #[serde(default)]
+    pub price: Option<f64>,
+    /// The caller's idempotency key: retrying with the same key returns the
+    /// same order and never creates a second one.
+    pub client_order_id: String,
+}
+
+impl CreateOrder {
+    /// Checks every field.
+    ///
+    /// # Errors
+    /// [`ValidationErrors`] naming each bad field.
+    pub fn validate(&self) -> Result<(), ValidationErrors> {
+        let mut errors = Vec::new();
+        if let Err(e) = validate_symbol(&self.symbol) {
+            errors.push(e);
+        }
+        if self.quantity <= 0 {
+            errors.push(field("quantity", "must be a positive integer"));
+        }
+        if let Some(price) = self.price
+            && !(price.is_finite() && price > 0.0)
+        {
+            errors.push(field("price", "must be a positive number"));
+        }
+        if let Err(e) = validate_client_order_id(&self.client_order_id) {
+            errors.push(e);
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationErrors(errors))
+        }
+    }
+}
+
+fn field(field: &str, message: &str) -> FieldError {
+    FieldError {
+        field: field.to_owned(),
+        message: message.to_owned(),
+    }
+}
+
+/// Where an order is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderStatus {
+    /// Recorded, not decided yet (a retry or a new leader finishes it).
+    Pending,
+    /// Traded.
+    Filled,
+    /// Refused; see the reasons.
+    Rejected,
+}
+
+impl OrderStatus {
+    /// Whether the order is decided (filled or rejected) and will not change.
+    pub fn is_final(self) -> bool {
+        !matches!(self, OrderStatus::Pending)
+    }
+}
+
+/// An order as stored in the KV bucket `orders` and returned by the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    /// The id the service assigned.
+    pub order_id: String,
+    /// The caller's idempotency key.
+    pub client_order_id: String,
+    /// The symbol.
+    pub symbol: String,
+    /// Buy or sell.
+    pub side: Side,
+    /// Quantity.
+    pub quantity: i64,
+    /// Limit price, or `None` for a market order.
+    #[serde(default)]
+    pub limit_price: Option<f64>,
+    /// Where it is in its life.
+    pub status: OrderStatus,
+    /// The price it traded at, once filled.
+    #[serde(default)]
+    pub fill_price: Option<f64>,
+    /// The risk service's score, once assessed.
+    #[serde(default)]
+    pub risk_score: Option<f64>,
+    /// Why it was rejected (empty otherwise).
+    #[serde(default)]
+    pub reasons: Vec<Reason>,
+    /// When it was created.
+    #[serde(with = "aegis_contracts::models::rfc3339")]
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    #[serde(with = "aegis_contracts::models::rfc3339")]
+    pub updated_at: DateTime<Utc>,
+    /// The fencing epoch of the leader that last wrote it: a leader never
+    /// overwrites a record written under a higher epoch than its own.
+    pub epoch: u64,
+    /// The instance that last wrote it.
+    pub instance_id: String,
+}
+
+impl Order {
+    /// A new pending order.
+    pub fn new(order_id: String, req: &CreateOrder, epoch: u64, instance_id: &str) -> Self {
+        let now = Utc::now();
+        Self {
+            order_id,
+            client_order_id: req.client_order_id.clone(),
+            symbol: req.symbol.clone(),
+            side: req.side,
+            quantity: req.quantity,
+            limit_price: req.price,
+            status: OrderStatus::Pending,
+            fill_price: None,
+            risk_score: None,
+            reasons: Vec::new(),
+            created_at: now,
+            updated_at: now,
+            epoch,
+            instance_id: instance_id.to_owned(),
+        }
+    }
+
+    /// Whether `req` asks for this very order (a retry), rather than reusing
+    /// its client order id for a different one.
+    pub fn matches(&self, req: &CreateOrder) -> bool {
+        self.symbol == req.symbol
+            && self.side == req.side
+            && self.quantity == req.quantity
+            && self.limit_price == req.price
+    }
+
+    /// The `events.order.created` payload.
+    pub fn created_event(&self) -> OrderCreated {
+        OrderCreated {
+            order_id: self.order_id.clone(),
+            client_order_id: self.client_order_id.clone(),
+            symbol: self.symbol.clone(),
+            side: self.side,
+            quantity: self.quantity,
+            limit_price: self.limit_price,
+            created_at: self.created_at,
+        }
+    }
+
+    /// The `events.order.filled` payload, for a filled order.
+    pub fn filled_event(&self) -> Option<OrderFilled> {
+        Some(OrderFilled {
+            order_id: self.order_id.clone(),
+            client_order_id: self.client_order_id.clone(),
+            symbol: self.symbol.clone(),
+            side: self.side,
+            quantity: self.quantity,
+            fill_price: self
+                .fill_price
+                .filter(|_| self.status == OrderStatus::Filled)?,
+            filled_at: self.updated_at,
+        })
+    }
+
+    /// The `events.order.rejected` payload, for a rejected order.
+    pub fn rejected_event(&self) -> Option<OrderRejected> {
+        (self.status == OrderStatus::Rejected).then(|| OrderRejected {
+            order_id: self.order_id.clone(),
+            client_order_id: self.client_order_id.clone(),
+            symbol: self.symbol.clone(),
+            side: self.side,
+            quantity: self.quantity,
+            reasons: self.reasons.clone(),
+            rejected_at: self.updated_at,
+        })
+    }
+}
+
+/// Decides a pending order: rejected when risk refuses it or a limit price
+/// does not reach the quote (buy below the ask, sell above the bid);
+/// otherwise filled at the quote's ask (buy) or bid (sell) — a limit order
+/// that crosses gets the better quote price, not its limit.
+pub fn decide(order: &mut Order, quote: &Quote, risk: &RiskAssessment) {
+    let touch = match order.side {
+        Side::Buy => quote.ask,
+        Side::Sell => quote.bid,
+    };
+    let mut reasons = risk.reasons.clone();
+    let marketable = match (order.limit_price, order.side) {
+        (None, _) => true,
+        (Some(limit), Side::Buy) => limit >= touch,
+        (Some(limit), Side::Sell) => limit <= touch,
+    };
+    if !marketable {
+        reasons.push(Reason::new(
+            ReasonCode::LimitNotMarketable,
+            format!(
+                "limit {:.2} does not reach the {} at {touch:.2}",
+                order.limit_price.unwrap_or_default(),
+                if order.side == Side::Buy {
+                    "ask"
+                } else {
+                    "bid"
+                },
+            ),
+        ));
+    }
+    order.risk_score = Some(risk.risk_score);
+    order.updated_at = Utc::now();
+    if risk.approved && reasons.is_empty() {
+        order.status = OrderStatus::Filled;
+        order.fill_price = Some(touch);
+    } else {
+        order.status = OrderStatus::Rejected;
+        order.reasons = reasons;
+    }
+}
+
+/// `get_order` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetOrder {
+    /// The order's id.
+    pub order_id: String,
+}
+
+/// `list_orders` request; every field optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListOrders {
+    /// Only this symbol.
+    #[serde(default)]
+    pub symbol: Option<String>,
+    /// Only orders in this status.
+    #[serde(default)]
+    pub status: Option<OrderStatus>,
+    /// Most orders returned, newest first (default 100, at most 1000).
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// `list_orders` reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderList {
+    /// The matching orders, newest first, at most `limit`.
+    pub orders: Vec<Order>,
+    /// How many orders match in all.
+    pub total: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(side: Side, price: Option<f64>) -> CreateOrder {
+        CreateOrder {
+            symbol: "AAPL".into(),
+            side,
+            quantity: 10,
+            price,
+            client_order_id: "c-1".into(),
+        }
+    }
+
+    fn quote() -> Quote {
+        Quote {
+            symbol: "AAPL".into(),
+            price: 175.0,
+            bid: 174.9,
+            ask: 175.1,
+            timestamp: Utc::now(),
+        }
+    }
+
+    fn approved() -> RiskAssessment {
+        RiskAssessment {
+            approved: true,
+            risk_score: 1.0,
+            reasons: vec![],
+        }
+    }
+
+    #[test]
+    fn requests_are_validated_field_by_field() {
+        request(Side::Buy, None).validate().unwrap();
+        let bad = CreateOrder {
+            symbol: "a a".into(),
+            side: Side::Buy,
+            quantity: -1,
+            price: Some(0.0),
+            client_order_id: String::new(),
+        };
+        let errors = bad.validate().unwrap_err();
+        for f in ["symbol", "quantity", "price", "client_order_id"] {
+            assert!(errors.has(f), "{f}: {errors}");
+        }
+        let zero = CreateOrder {
+            quantity: 0,
+            ..request(Side::Buy, None)
+        };
+        assert!(zero.validate().unwrap_err().has("quantity"));
+    }
+
+    #[test]
+    fn market_orders_fill_at_the_touch() {
+        let mut buy = Order::new("o1".into(), &request(Side::Buy, None), 1, "i");
+        decide(&mut buy, &quote(), &approved());
+        assert_eq!(
+            (buy.status, buy.fill_price),
+            (OrderStatus::Filled, Some(175.1))
+        );
+        assert!(buy.filled_event().is_some() && buy.rejected_event().is_none());
+        let mut sell = Order::new("o2".into(), &request(Side::Sell, None), 1, "i");
+        decide(&mut sell, &quote(), &approved());
+        assert_eq!(sell.fill_price, Some(174.9));
+    }
+
+    #[test]
+    fn limits_that_do_not_reach_the_quote_are_rejected() {
+        let mut buy = Order::new("o1".into(), &request(Side::Buy, Some(170.0)), 1, "i");
+        decide(&mut buy, &quote(), &approved());
+        assert_eq!(buy.status, OrderStatus::Rejected);
+        assert_eq!(buy.reasons[0].code, ReasonCode::LimitNotMarketable);
+        assert!(buy.rejected_event().is_some() && buy.filled_event().is_none());
+        let mut crossing = Order::new("o2".into(), &request(Side::Buy, Some(180.0)), 1, "i");
+        decide(&mut crossing, &quote(), &approved());
+        assert_eq!(crossing.fill_price, Some(175.1));
+    }
+
+    #[test]
+    fn risk_refusals_carry_their_reasons() {
+        let refused = RiskAssessment {
+            approved: false,
+            risk_score: 100.0,
+            reasons: vec![Reason::new(ReasonCode::MaxOrderNotional, "too big")],
+        };
+        let mut order = Order::new("o1".into(), &request(Side::Buy, None), 1, "i");
+        decide(&mut order, &quote(), &refused);
+        assert_eq!(order.status, OrderStatus::Rejected);
+        assert_eq!(order.reasons[0].code, ReasonCode::MaxOrderNotional);
+        assert_eq!(order.risk_score, Some(100.0));
+    }
+
+    #[test]
+    fn retries_are_told_from_reuse() {
+        let order = Order::new("o1".into(), &request(Side::Buy, None), 1, "i");
+        assert!(order.matches(&request(Side::Buy, None)));
+        assert!(!order.matches(&request(Side::Sell, None)));
+        assert!(!order.matches(&request(Side::Buy, Some(1.0))));
+    }
+}

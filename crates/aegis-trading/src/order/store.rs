@@ -1,0 +1,209 @@
+//! Orders in the JetStream KV bucket [`ORDERS_BUCKET`], so that whichever
+//! instance leads next continues where the last one stopped.
+//!
+//! Two kinds of keys:
+//! - `client.{client_order_id}` → the order id. Written with an atomic
+//!   `create`, so of any number of attempts with one client order id —
+//!   retries, duplicates racing on one leader, a new leader finishing a
+//!   crashed one's request — exactly one assigns the id; the others read it.
+//! - `order.{order_id}` → the [`Order`] JSON. Created once, then changed
+//!   only by compare-and-set on the revision read, so two writers can never
+//!   both decide an order: the second one's write fails and it re-reads.
+//!
+//! Lookups of single orders go to the server (a direct get, no consumer).
+//! Listings are answered from an in-memory index fed by one watch on
+//! `order.*`, plus this instance's own writes so a caller reads what it just
+//! wrote — never by listing keys per request.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use aegis_sdk::{Connection, rpc::WireError};
+use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::model::{ListOrders, Order, OrderList};
+use crate::TradingError;
+
+/// The KV bucket holding orders and client order ids.
+pub const ORDERS_BUCKET: &str = "orders";
+
+/// Why a store operation did not happen.
+#[derive(Debug)]
+pub(crate) enum StoreError {
+    /// `create` found the key already there.
+    Exists,
+    /// The record changed since it was read (compare-and-set lost).
+    Changed,
+    /// The server did not confirm the operation; it may or may not have
+    /// happened, so the caller retries the whole (idempotent) request.
+    Unavailable(String),
+}
+
+impl From<StoreError> for WireError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(detail) => {
+                warn!(error = %detail, "order store unavailable");
+                WireError::service_unavailable("the order store is unavailable; retry")
+            }
+            StoreError::Exists | StoreError::Changed => WireError::new(
+                aegis_sdk::rpc::ErrorCode::Conflict,
+                "the order changed concurrently; retry",
+            ),
+        }
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// The order store of one instance: the bucket and the listing index.
+#[derive(Debug)]
+pub(crate) struct OrderStore {
+    kv: kv::Store,
+    /// Order id → (revision, order); only newer revisions replace entries.
+    index: Mutex<HashMap<String, (u64, Order)>>,
+}
+
+impl OrderStore {
+    /// Opens (or creates) the bucket.
+    pub(crate) async fn open(conn: &Connection) -> Result<Arc<Self>, TradingError> {
+        let kv = crate::kv::open_bucket(conn, ORDERS_BUCKET, "order-service orders").await?;
+        Ok(Arc::new(Self {
+            kv,
+            index: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Starts feeding the index from the bucket until `cancel`.
+    pub(crate) fn follow(self: &Arc<Self>, cancel: CancellationToken) -> JoinHandle<()> {
+        let store = self.clone();
+        crate::kv::spawn_watch(
+            self.kv.clone(),
+            "order.*".to_owned(),
+            cancel,
+            move |entry| {
+                if entry.operation != Operation::Put {
+                    return;
+                }
+                match serde_json::from_slice::<Order>(&entry.value) {
+                    Ok(order) => store.remember(entry.revision, order),
+                    Err(e) => {
+                        warn!(key = %entry.key, error = %e, "ignoring an order that does not decode")
+                    }
+                }
+            },
+        )
+    }
+
+    /// The order id for `client_order_id`: `candidate` if this call is the
+    /// first to claim it, otherwise the id the first claim stored.
+    pub(crate) async fn claim(
+        &self,
+        client_order_id: &str,
+        candidate: &str,
+    ) -> Result<String, StoreError> {
+        let key = format!("client.{client_order_id}");
+        // Claims are never deleted; the second round only covers one purged
+        // by hand between our create and our read.
+        for _ in 0..2 {
+            match self.kv.create(&key, candidate.to_owned().into()).await {
+                Ok(_) => return Ok(candidate.to_owned()),
+                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
+                    if let Some(id) = self.kv.get(&key).await.map_err(unavailable)? {
+                        return String::from_utf8(id.to_vec()).map_err(unavailable);
+                    }
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "cannot read the claim {key}"
+        )))
+    }
+
+    /// The stored order and its revision.
+    pub(crate) async fn load(&self, order_id: &str) -> Result<Option<(u64, Order)>, StoreError> {
+        let Some(entry) = self
+            .kv
+            .entry(format!("order.{order_id}"))
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(None);
+        };
+        if entry.operation != Operation::Put {
+            return Ok(None);
+        }
+        let order: Order = serde_json::from_slice(&entry.value).map_err(unavailable)?;
+        self.remember(entry.revision, order.clone());
+        Ok(Some((entry.revision, order)))
+    }
+
+    /// Stores a new order; [`StoreError::Exists`] if its key is taken.
+    pub(crate) async fn insert(&self, order: &Order) -> Result<u64, StoreError> {
+        let bytes = serde_json::to_vec(order).map_err(unavailable)?;
+        let revision = self
+            .kv
+            .create(format!("order.{}", order.order_id), bytes.into())
+            .await
+            .map_err(|e| match e.kind() {
+                CreateErrorKind::AlreadyExists => StoreError::Exists,
+                _ => unavailable(e),
+            })?;
+        self.remember(revision, order.clone());
+        Ok(revision)
+    }
+
+    /// Replaces the order stored at `revision`; [`StoreError::Changed`] if
+    /// it was written since.
+    pub(crate) async fn replace(&self, order: &Order, revision: u64) -> Result<u64, StoreError> {
+        let bytes = serde_json::to_vec(order).map_err(unavailable)?;
+        let revision = self
+            .kv
+            .update(format!("order.{}", order.order_id), bytes.into(), revision)
+            .await
+            .map_err(|e| match e.kind() {
+                UpdateErrorKind::WrongLastRevision => StoreError::Changed,
+                _ => unavailable(e),
+            })?;
+        self.remember(revision, order.clone());
+        Ok(revision)
+    }
+
+    /// Orders matching `req`, newest first (the caller validated `req`).
+    pub(crate) fn list(&self, req: &ListOrders, limit: usize) -> OrderList {
+        let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        let mut orders: Vec<&Order> = index
+            .values()
+            .map(|(_, o)| o)
+            .filter(|o| req.symbol.as_ref().is_none_or(|s| &o.symbol == s))
+            .filter(|o| req.status.is_none_or(|s| o.status == s))
+            .collect();
+        orders.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| b.order_id.cmp(&a.order_id))
+        });
+        OrderList {
+            total: orders.len(),
+            orders: orders.into_iter().take(limit).cloned().collect(),
+        }
+    }
+
+    fn remember(&self, revision: u64, order: Order) {
+        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        match index.get(&order.order_id) {
+            Some((known, _)) if *known >= revision => {}
+            _ => {
+                index.insert(order.order_id.clone(), (revision, order));
+            }
+        }
+    }
+}

@@ -1,0 +1,461 @@
+//! pricing-service: quotes (`get_price`, `get_prices`) around per-symbol base
+//! prices, and a periodic `events.price.updated` per symbol.
+//!
+//! The service is stateless, so it is load-balanced: run as many instances
+//! as the load needs and discovery spreads calls over them. The periodic
+//! events show the other side of that: every instance publishes, yet each
+//! (symbol, time slot) is stored once, because the dedup id is derived from
+//! the slot rather than from the instance.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use aegis_contracts::trading::{PRICING_SERVICE, PriceUpdated, TradingEvent, validate_symbol};
+use aegis_sdk::{
+    Connection,
+    rpc::{Service, WireError},
+};
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::{debug, warn};
+
+use crate::{
+    TradingError,
+    common::{self, Counters},
+};
+
+/// How far a quote's mid price strays from the symbol's base: ±2 %.
+pub const MAX_DEVIATION: f64 = 0.02;
+
+/// Counter: quotes answered over RPC.
+pub const METRIC_PRICES_SERVED: &str = "prices_served";
+/// Counter: `events.price.updated` stored by this instance (duplicates of
+/// another instance's quote for the same slot are not counted).
+pub const METRIC_PRICE_UPDATES: &str = "price_updates_published";
+
+/// The symbols quoted by default and their base prices.
+pub fn default_symbols() -> BTreeMap<String, f64> {
+    [
+        ("AAPL", 175.00),
+        ("MSFT", 420.00),
+        ("GOOGL", 140.00),
+        ("AMZN", 180.00),
+        ("TSLA", 250.00),
+        ("NVDA", 120.00),
+        ("META", 500.00),
+        ("JPM", 200.00),
+        ("V", 280.00),
+        ("NFLX", 650.00),
+    ]
+    .into_iter()
+    .map(|(s, p)| (s.to_owned(), p))
+    .collect()
+}
+
+/// How to run a pricing instance.
+#[derive(Debug, Clone)]
+pub struct PricingOptions {
+    /// The instance id; host name plus a random suffix when `None`.
+    pub instance_id: Option<String>,
+    /// Quoted symbols and their base prices (default: [`default_symbols`]).
+    pub symbols: BTreeMap<String, f64>,
+    /// How often every symbol's quote is published as `events.price.updated`
+    /// (default 1 s); `None` publishes nothing.
+    pub publish_interval: Option<Duration>,
+    /// Most symbols one `get_prices` call may ask for (default 50).
+    pub max_symbols_per_request: usize,
+}
+
+impl Default for PricingOptions {
+    fn default() -> Self {
+        Self {
+            instance_id: None,
+            symbols: default_symbols(),
+            publish_interval: Some(Duration::from_secs(1)),
+            max_symbols_per_request: 50,
+        }
+    }
+}
+
+/// `get_price` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetPrice {
+    /// The symbol, e.g. `AAPL`.
+    pub symbol: String,
+}
+
+/// A quote: `bid < price < ask`, `price` within ±2 % of the symbol's base.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Quote {
+    /// The symbol.
+    pub symbol: String,
+    /// Mid price.
+    pub price: f64,
+    /// Best bid.
+    pub bid: f64,
+    /// Best ask.
+    pub ask: f64,
+    /// When the quote was made.
+    #[serde(with = "aegis_contracts::models::rfc3339")]
+    pub timestamp: DateTime<Utc>,
+}
+
+/// `get_prices` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetPrices {
+    /// The symbols (1 to `max_symbols_per_request`).
+    pub symbols: Vec<String>,
+}
+
+/// `get_prices` reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prices {
+    /// Quotes of the known symbols, in request order.
+    pub prices: Vec<Quote>,
+    /// Well-formed symbols this service does not quote.
+    pub unknown: Vec<String>,
+}
+
+/// Makes a quote of `symbol` around `base`: the mid price deviates by up to
+/// [`MAX_DEVIATION`], and bid and ask sit at least a cent either side.
+pub fn make_quote(symbol: &str, base: f64, rng: &mut impl Rng) -> Quote {
+    let cents = |x: f64| (x * 100.0).round() / 100.0;
+    let price = cents(base * (1.0 + rng.random_range(-MAX_DEVIATION..=MAX_DEVIATION)));
+    // Half a spread of 5 basis points, never below a cent, so bid < price < ask
+    // holds after rounding to cents.
+    let half_spread = cents(price * 0.0005).max(0.01);
+    Quote {
+        symbol: symbol.to_owned(),
+        price,
+        bid: cents(price - half_spread),
+        ask: cents(price + half_spread),
+        timestamp: Utc::now(),
+    }
+}
+
+/// The service's state: the catalog and its counters.
+#[derive(Debug)]
+struct Pricing {
+    symbols: BTreeMap<String, f64>,
+    max_symbols: usize,
+    counters: Counters,
+}
+
+impl Pricing {
+    fn get_price(&self, req: &GetPrice) -> Result<Quote, WireError> {
+        validate_symbol(&req.symbol).map_err(|e| WireError::invalid_request(e.message))?;
+        let base = self
+            .symbols
+            .get(&req.symbol)
+            .ok_or_else(|| WireError::not_found(format!("no price for {}", req.symbol)))?;
+        self.counters.add(METRIC_PRICES_SERVED, 1.0);
+        Ok(make_quote(&req.symbol, *base, &mut rand::rng()))
+    }
+
+    fn get_prices(&self, req: &GetPrices) -> Result<Prices, WireError> {
+        if req.symbols.is_empty() || req.symbols.len() > self.max_symbols {
+            return Err(WireError::invalid_request(format!(
+                "symbols must list 1 to {} symbols",
+                self.max_symbols
+            )));
+        }
+        // All or nothing on malformed input: a typo should not come back as a
+        // half-filled answer.
+        if let Some(bad) = req.symbols.iter().find_map(|s| validate_symbol(s).err()) {
+            return Err(WireError::invalid_request(bad.message));
+        }
+        let mut rng = rand::rng();
+        let (known, unknown): (Vec<_>, Vec<_>) = req
+            .symbols
+            .iter()
+            .partition(|s| self.symbols.contains_key(*s));
+        let prices: Vec<Quote> = known
+            .into_iter()
+            .map(|s| make_quote(s, self.symbols[s], &mut rng))
+            .collect();
+        self.counters.add(METRIC_PRICES_SERVED, prices.len() as f64);
+        Ok(Prices {
+            prices,
+            unknown: unknown.into_iter().cloned().collect(),
+        })
+    }
+}
+
+/// Starts a pricing-service instance on `conn`: registers it, serves
+/// `echo`, `health`, `simulate_work`, `get_price` and `get_prices`, and
+/// publishes quotes every `publish_interval`.
+///
+/// ```no_run
+/// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_trading::TradingError> {
+/// use aegis_trading::pricing::{self, PricingOptions};
+///
+/// let pricing = pricing::start(&conn, PricingOptions::default()).await?;
+/// println!("pricing instance {}", pricing.instance_id());
+/// pricing.shutdown().await?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// [`TradingError::InvalidOptions`] before any I/O (a bad symbol or base
+/// price, a zero interval or request bound); [`TradingError::Events`] when
+/// the `EVENTS` stream cannot be created; [`TradingError::Service`] when the
+/// service cannot start.
+pub async fn start(
+    conn: &Connection,
+    opts: PricingOptions,
+) -> Result<RunningPricing, TradingError> {
+    validate(&opts)?;
+    let pricing = Arc::new(Pricing {
+        symbols: opts.symbols,
+        max_symbols: opts.max_symbols_per_request,
+        counters: Counters::new(&[METRIC_PRICES_SERVED, METRIC_PRICE_UPDATES]),
+    });
+
+    let mut builder = conn
+        .service(PRICING_SERVICE, crate::VERSION)
+        .description("Quotes around per-symbol base prices; publishes events.price.updated")
+        .handler("echo", common::echo)
+        .handler_with_context("health", common::health(std::time::Instant::now()))
+        .handler_with_context("simulate_work", common::simulate_work)
+        // Quoting is synchronous: a ready future avoids cloning the state per call.
+        .handler("get_price", {
+            let p = pricing.clone();
+            move |req: GetPrice| futures::future::ready(p.get_price(&req))
+        })
+        .handler("get_prices", {
+            let p = pricing.clone();
+            move |req: GetPrices| futures::future::ready(p.get_prices(&req))
+        });
+    if let Some(id) = opts.instance_id {
+        builder = builder.instance_id(id);
+    }
+    // Publishing needs the EVENTS stream; `aegis up` creates it, but a
+    // service must also run against a bare server.
+    conn.events().ensure_stream().await?;
+    let service = builder.start().await?;
+    pricing.counters.attach(service.metrics().clone());
+
+    let cancel = CancellationToken::new();
+    let publisher = opts.publish_interval.map(|every| {
+        tokio::spawn(publish_quotes(
+            conn.clone(),
+            pricing.clone(),
+            service.instance_id().to_owned(),
+            every,
+            cancel.clone(),
+        ))
+    });
+    Ok(RunningPricing {
+        service,
+        publisher,
+        stop: cancel.drop_guard(),
+    })
+}
+
+fn validate(opts: &PricingOptions) -> Result<(), TradingError> {
+    let invalid = |m: String| Err(TradingError::InvalidOptions(m));
+    if opts.symbols.is_empty() {
+        return invalid("pricing needs at least one symbol".into());
+    }
+    for (symbol, base) in &opts.symbols {
+        if let Err(e) = validate_symbol(symbol) {
+            return invalid(e.message);
+        }
+        if !base.is_finite() || *base <= 0.0 {
+            return invalid(format!("the base price of {symbol} must be positive"));
+        }
+    }
+    if opts.publish_interval.is_some_and(|d| d.is_zero()) {
+        return invalid("publish_interval must be positive".into());
+    }
+    if opts.max_symbols_per_request == 0 {
+        return invalid("max_symbols_per_request must be positive".into());
+    }
+    Ok(())
+}
+
+/// Publishes a quote of every symbol each `every`, until cancelled.
+async fn publish_quotes(
+    conn: Connection,
+    pricing: Arc<Pricing>,
+    instance_id: String,
+    every: Duration,
+    cancel: CancellationToken,
+) {
+    let events = conn.events();
+    let mut ticks = tokio::time::interval(every);
+    // A slow server must not be answered with a burst of stale quotes.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let every_ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX).max(1);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = ticks.tick() => {}
+        }
+        let now_ms = u64::try_from(Utc::now().timestamp_millis()).unwrap_or_default();
+        let slot = now_ms / every_ms;
+        for (symbol, base) in &pricing.symbols {
+            let quote = make_quote(symbol, *base, &mut rand::rng());
+            let event = PriceUpdated {
+                symbol: quote.symbol,
+                price: quote.price,
+                bid: quote.bid,
+                ask: quote.ask,
+                timestamp: quote.timestamp,
+                instance_id: instance_id.clone(),
+            };
+            let id = PriceUpdated::event_id(symbol, slot);
+            match events
+                .publish_with_id(PriceUpdated::DOMAIN, PriceUpdated::ACTION, &id, &event)
+                .await
+            {
+                Ok(stored) if !stored.duplicate => pricing.counters.add(METRIC_PRICE_UPDATES, 1.0),
+                Ok(_) => debug!(%id, "another instance already published this slot"),
+                // The next tick publishes a fresh quote; an old one is not worth a retry.
+                Err(e) => warn!(error = %e, symbol, "cannot publish a price update"),
+            }
+        }
+    }
+}
+
+/// A running pricing instance. [`shutdown`](Self::shutdown) stops it
+/// gracefully; dropping it stops publishing and serving at once.
+#[derive(Debug)]
+pub struct RunningPricing {
+    service: Service,
+    publisher: Option<JoinHandle<()>>,
+    stop: DropGuard,
+}
+
+impl RunningPricing {
+    /// This instance's id.
+    pub fn instance_id(&self) -> &str {
+        self.service.instance_id()
+    }
+
+    /// The RPC service (metrics, registration, status).
+    pub fn service(&self) -> &Service {
+        &self.service
+    }
+
+    /// Stops publishing quotes, then stops the service gracefully
+    /// (deregister, finish requests in flight).
+    ///
+    /// # Errors
+    /// [`TradingError::Service`] when the service did not stop cleanly.
+    pub async fn shutdown(self) -> Result<(), TradingError> {
+        let Self {
+            service,
+            publisher,
+            stop,
+        } = self;
+        drop(stop);
+        if let Some(task) = publisher {
+            let _ = task.await;
+        }
+        service.shutdown().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_stay_within_two_percent_with_bid_below_ask() {
+        let mut rng = rand::rng();
+        for (symbol, base) in default_symbols() {
+            for _ in 0..1000 {
+                let q = make_quote(&symbol, base, &mut rng);
+                assert!(q.bid < q.price && q.price < q.ask, "{q:?}");
+                assert!(
+                    (q.price - base).abs() <= base * MAX_DEVIATION + 0.005,
+                    "{q:?}"
+                );
+            }
+        }
+        // Even a penny stock keeps a spread.
+        let q = make_quote("P", 0.05, &mut rng);
+        assert!(q.bid < q.price && q.price < q.ask, "{q:?}");
+    }
+
+    fn pricing() -> Pricing {
+        Pricing {
+            symbols: default_symbols(),
+            max_symbols: 3,
+            counters: Counters::default(),
+        }
+    }
+
+    #[test]
+    fn get_price_tells_malformed_from_unknown() {
+        let p = pricing();
+        let code = |s: &str| {
+            p.get_price(&GetPrice { symbol: s.into() })
+                .unwrap_err()
+                .code
+        };
+        assert_eq!(code("aapl"), aegis_sdk::rpc::ErrorCode::InvalidRequest);
+        assert_eq!(code(""), aegis_sdk::rpc::ErrorCode::InvalidRequest);
+        assert_eq!(code("ZZZZ"), aegis_sdk::rpc::ErrorCode::NotFound);
+        assert_eq!(
+            p.get_price(&GetPrice {
+                symbol: "AAPL".into()
+            })
+            .unwrap()
+            .symbol,
+            "AAPL"
+        );
+    }
+
+    #[test]
+    fn get_prices_is_bounded_and_lists_unknown_symbols() {
+        let p = pricing();
+        let req = |s: &[&str]| GetPrices {
+            symbols: s.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        let got = p.get_prices(&req(&["MSFT", "ZZZZ", "AAPL"])).unwrap();
+        let symbols: Vec<_> = got.prices.iter().map(|q| q.symbol.as_str()).collect();
+        assert_eq!(symbols, ["MSFT", "AAPL"]);
+        assert_eq!(got.unknown, ["ZZZZ"]);
+        assert!(p.get_prices(&req(&[])).is_err());
+        assert!(p.get_prices(&req(&["A", "B", "C", "D"])).is_err());
+        assert!(p.get_prices(&req(&["AAPL", "bad"])).is_err());
+    }
+
+    #[test]
+    fn options_are_checked() {
+        assert!(validate(&PricingOptions::default()).is_ok());
+        let bad = [
+            PricingOptions {
+                symbols: BTreeMap::new(),
+                ..Default::default()
+            },
+            PricingOptions {
+                symbols: [("AAPL".to_owned(), -1.0)].into(),
+                ..Default::default()
+            },
+            PricingOptions {
+                symbols: [("aapl".to_owned(), 1.0)].into(),
+                ..Default::default()
+            },
+            PricingOptions {
+                publish_interval: Some(Duration::ZERO),
+                ..Default::default()
+            },
+            PricingOptions {
+                max_symbols_per_request: 0,
+                ..Default::default()
+            },
+        ];
+        for opts in bad {
+            assert!(
+                matches!(validate(&opts), Err(TradingError::InvalidOptions(_))),
+                "{opts:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,440 @@
+//! risk-service: judges orders against limits (`assess_risk`), reports
+//! positions (`get_positions`) and changes limits at run time
+//! (`get_limits`, `update_limits`); publishes `events.risk.assessed`.
+//!
+//! The service is load-balanced, yet every instance must judge alike. Two
+//! SDK patterns make that so:
+//! - **Positions** come from `events.order.filled`, consumed in
+//!   [`DeliveryMode::Broadcast`] from the start of the stream: every
+//!   instance sees every fill, so each holds the complete book (compete mode
+//!   would split the fills between instances and leave each with a part).
+//! - **Limits** live in the KV bucket [`RISK_LIMITS_BUCKET`], which every
+//!   instance watches: `update_limits` on one instance reaches all of them
+//!   within milliseconds and survives restarts. The configured limits only
+//!   seed an empty bucket.
+//!
+//! The rules themselves are pure functions in [`assess`].
+
+pub mod assess;
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::{Arc, Mutex, RwLock},
+};
+
+use aegis_contracts::trading::{OrderFilled, RISK_SERVICE, RiskAssessed, TradingEvent};
+use aegis_sdk::{
+    Connection,
+    events::{DeliveryMode, Event, EventSubscription, Events},
+    rpc::{ErrorCode, Service, WireError},
+};
+use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::{debug, warn};
+
+pub use assess::{LimitsPatch, OrderToAssess, RiskAssessment, RiskLimits};
+
+use crate::{
+    TradingError,
+    common::{self, Counters},
+};
+
+/// The KV bucket holding the shared limits (key `limits`).
+pub const RISK_LIMITS_BUCKET: &str = "risk_limits";
+const LIMITS_KEY: &str = "limits";
+
+/// Counter: orders assessed.
+pub const METRIC_ASSESSMENTS: &str = "assessments";
+/// Counter: orders refused.
+pub const METRIC_REJECTIONS: &str = "rejections";
+/// Counters of the risk score distribution: scores below 25, 50, 75, and
+/// from 75 up (each assessment lands in exactly one).
+pub const METRIC_SCORE_BUCKETS: [&str; 4] = [
+    "risk_score_lt25",
+    "risk_score_lt50",
+    "risk_score_lt75",
+    "risk_score_ge75",
+];
+/// Counter: fills applied to positions.
+pub const METRIC_FILLS_APPLIED: &str = "fills_applied";
+
+/// How to run a risk instance.
+#[derive(Debug, Clone, Default)]
+pub struct RiskOptions {
+    /// The instance id; host name plus a random suffix when `None`.
+    pub instance_id: Option<String>,
+    /// The limits to start with when [`RISK_LIMITS_BUCKET`] holds none.
+    pub limits: RiskLimits,
+}
+
+/// `assess_risk` request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssessRisk {
+    /// The order to judge.
+    pub order: OrderToAssess,
+}
+
+/// `get_positions` reply.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Positions {
+    /// Net quantity per symbol (positive long, negative short).
+    pub positions: BTreeMap<String, i64>,
+    /// The `EVENTS` stream sequence of the last fill seen (0: none yet).
+    pub last_event_sequence: u64,
+}
+
+/// Positions and the fills they were built from.
+#[derive(Debug, Default)]
+struct Book {
+    view: Positions,
+    applied: HashSet<String>,
+}
+
+/// The instance's state.
+#[derive(Debug)]
+struct Risk {
+    /// The limits and the KV revision they came from; only newer revisions
+    /// replace them, so the watch and our own writes can race harmlessly.
+    limits: RwLock<(u64, RiskLimits)>,
+    book: Mutex<Book>,
+    store: kv::Store,
+    events: Events,
+    counters: Counters,
+}
+
+impl Risk {
+    fn limits(&self) -> RiskLimits {
+        self.limits
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone()
+    }
+
+    fn apply_limits(&self, revision: u64, limits: RiskLimits) {
+        let mut current = self.limits.write().unwrap_or_else(|e| e.into_inner());
+        if revision > current.0 {
+            *current = (revision, limits);
+        }
+    }
+
+    /// Applies a fill once. Events arrive at least once, and an order's
+    /// fill may be published again when the order service finishes a retry,
+    /// so fills are recognised by order id, not by delivery.
+    fn apply_fill(&self, event: &Event<OrderFilled>) {
+        let fill = &event.payload;
+        let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        book.view.last_event_sequence = book.view.last_event_sequence.max(event.sequence);
+        if !book.applied.insert(fill.order_id.clone()) {
+            return;
+        }
+        *book.view.positions.entry(fill.symbol.clone()).or_insert(0) +=
+            fill.side.signed(fill.quantity);
+        self.counters.add(METRIC_FILLS_APPLIED, 1.0);
+    }
+
+    async fn assess_risk(
+        &self,
+        instance_id: &str,
+        req: AssessRisk,
+    ) -> Result<RiskAssessment, WireError> {
+        let order = req.order;
+        order.validate().map_err(common::invalid)?;
+        let position = {
+            let book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+            book.view.positions.get(&order.symbol).copied().unwrap_or(0)
+        };
+        let verdict = assess::assess(&self.limits(), &order, position);
+
+        self.counters.add(METRIC_ASSESSMENTS, 1.0);
+        if !verdict.approved {
+            self.counters.add(METRIC_REJECTIONS, 1.0);
+        }
+        let bucket = ((verdict.risk_score / 25.0) as usize).min(3);
+        self.counters.add(METRIC_SCORE_BUCKETS[bucket], 1.0);
+
+        // The verdict is part of the audit trail: answer only once it is
+        // stored. Named after the order, so a retried assessment is stored once.
+        let id = order
+            .order_id
+            .as_deref()
+            .map_or_else(|| nuid::next().to_string(), RiskAssessed::event_id);
+        let event = RiskAssessed {
+            order_id: order.order_id,
+            symbol: order.symbol,
+            side: order.side,
+            quantity: order.quantity,
+            price: order.price,
+            approved: verdict.approved,
+            risk_score: verdict.risk_score,
+            reasons: verdict.reasons.clone(),
+            instance_id: instance_id.to_owned(),
+            timestamp: chrono::Utc::now(),
+        };
+        self.events
+            .publish_with_id(RiskAssessed::DOMAIN, RiskAssessed::ACTION, &id, &event)
+            .await
+            .map_err(|e| {
+                warn!(error = %e, "cannot publish the assessment");
+                WireError::service_unavailable("the assessment could not be recorded; retry")
+            })?;
+        Ok(verdict)
+    }
+
+    /// Read, merge, compare-and-set: two concurrent partial updates on two
+    /// instances both land instead of one silently undoing the other.
+    async fn update_limits(&self, patch: LimitsPatch) -> Result<RiskLimits, WireError> {
+        if patch.is_empty() {
+            return Err(WireError::invalid_request("the update changes no limit"));
+        }
+        // Checked before any I/O, against the limits this instance holds.
+        self.limits()
+            .apply(&patch)
+            .validate()
+            .map_err(common::invalid)?;
+        let unavailable = |e: &dyn std::fmt::Display| {
+            warn!(error = %e, "cannot update the limits in KV");
+            WireError::service_unavailable("the limits store is unavailable; retry")
+        };
+        for _ in 0..5 {
+            let stored = self
+                .store
+                .entry(LIMITS_KEY)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            let (revision, current) = match stored {
+                Some(entry) if entry.operation == Operation::Put => {
+                    let limits = serde_json::from_slice::<RiskLimits>(&entry.value)
+                        .unwrap_or_else(|_| self.limits());
+                    (entry.revision, limits)
+                }
+                _ => (0, self.limits()),
+            };
+            let next = current.apply(&patch);
+            next.validate().map_err(common::invalid)?;
+            let bytes = serde_json::to_vec(&next).map_err(|e| unavailable(&e))?;
+            let written = if revision == 0 {
+                self.store
+                    .create(LIMITS_KEY, bytes.into())
+                    .await
+                    .map_err(|e| (e.kind() == CreateErrorKind::AlreadyExists, e.to_string()))
+            } else {
+                self.store
+                    .update(LIMITS_KEY, bytes.into(), revision)
+                    .await
+                    .map_err(|e| {
+                        (
+                            e.kind() == UpdateErrorKind::WrongLastRevision,
+                            e.to_string(),
+                        )
+                    })
+            };
+            match written {
+                Ok(revision) => {
+                    self.apply_limits(revision, next.clone());
+                    return Ok(next);
+                }
+                Err((true, _)) => debug!("the limits changed meanwhile; merging again"),
+                Err((false, e)) => return Err(unavailable(&e)),
+            }
+        }
+        Err(WireError::new(
+            ErrorCode::Conflict,
+            "the limits keep changing concurrently; retry",
+        ))
+    }
+}
+
+/// Starts a risk-service instance on `conn`: loads the shared limits,
+/// follows fills for positions, and serves `echo`, `health`,
+/// `simulate_work`, `assess_risk`, `get_positions`, `get_limits` and
+/// `update_limits`.
+///
+/// ```no_run
+/// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_trading::TradingError> {
+/// use aegis_trading::risk::{self, RiskLimits, RiskOptions};
+///
+/// let risk = risk::start(&conn, RiskOptions {
+///     limits: RiskLimits { max_order_notional: 250_000.0, ..Default::default() },
+///     ..Default::default()
+/// }).await?;
+/// risk.shutdown().await?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// [`TradingError::InvalidOptions`] for invalid limits (before any I/O);
+/// [`TradingError::Store`] when the limits bucket cannot be used;
+/// [`TradingError::Events`] when the fills subscription cannot start;
+/// [`TradingError::Service`] when the service cannot start.
+pub async fn start(conn: &Connection, opts: RiskOptions) -> Result<RunningRisk, TradingError> {
+    if let Err(e) = opts.limits.validate() {
+        return Err(TradingError::InvalidOptions(e.to_string()));
+    }
+    // The id is chosen here because the broadcast consumer is named after it.
+    let instance_id = opts
+        .instance_id
+        .unwrap_or_else(aegis_sdk::default_instance_id);
+    let store = crate::kv::open_bucket(conn, RISK_LIMITS_BUCKET, "risk-service limits").await?;
+    let store_error = |e: async_nats::Error| TradingError::Store {
+        bucket: RISK_LIMITS_BUCKET.to_owned(),
+        source: e,
+    };
+    let seed = serde_json::to_vec(&opts.limits).map_err(|e| store_error(e.into()))?;
+    match store.create(LIMITS_KEY, seed.into()).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
+        Err(e) => return Err(store_error(e.into())),
+    }
+    let risk = Arc::new(Risk {
+        limits: RwLock::new((0, opts.limits)),
+        book: Mutex::new(Book::default()),
+        store: store.clone(),
+        events: conn.events(),
+        counters: Counters::new(
+            &[
+                &[METRIC_ASSESSMENTS, METRIC_REJECTIONS, METRIC_FILLS_APPLIED][..],
+                &METRIC_SCORE_BUCKETS[..],
+            ]
+            .concat(),
+        ),
+    });
+    if let Some(entry) = store
+        .entry(LIMITS_KEY)
+        .await
+        .map_err(|e| store_error(e.into()))?
+    {
+        apply_entry(&risk, entry);
+    }
+    let cancel = CancellationToken::new();
+    let watch = crate::kv::spawn_watch(store, LIMITS_KEY.to_owned(), cancel.clone(), {
+        let risk = risk.clone();
+        move |entry| apply_entry(&risk, entry)
+    });
+
+    let fills = conn
+        .events()
+        .subscribe::<OrderFilled>(
+            RISK_SERVICE,
+            &OrderFilled::pattern(),
+            DeliveryMode::Broadcast,
+        )
+        .instance_id(&instance_id)
+        // A new instance replays the stored fills, so its book starts complete.
+        .deliver_all()
+        .handler({
+            let risk = risk.clone();
+            move |event: Event<OrderFilled>| {
+                risk.apply_fill(&event);
+                futures::future::ready(Ok(()))
+            }
+        })
+        .start()
+        .await?;
+
+    let service = conn
+        .service(RISK_SERVICE, crate::VERSION)
+        .description("Judges orders against shared limits; keeps positions from fills")
+        .instance_id(&instance_id)
+        .handler("echo", common::echo)
+        .handler_with_context("health", common::health(std::time::Instant::now()))
+        .handler_with_context("simulate_work", common::simulate_work)
+        .handler_with_context("assess_risk", {
+            let risk = risk.clone();
+            move |ctx: aegis_sdk::rpc::RequestContext, req: AssessRisk| {
+                let risk = risk.clone();
+                async move { risk.assess_risk(&ctx.instance_id, req).await }
+            }
+        })
+        .handler("get_positions", {
+            let risk = risk.clone();
+            move |_: Option<serde_json::Value>| {
+                let book = risk
+                    .book
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .view
+                    .clone();
+                futures::future::ready(Ok::<_, WireError>(book))
+            }
+        })
+        .handler("get_limits", {
+            let risk = risk.clone();
+            move |_: Option<serde_json::Value>| {
+                futures::future::ready(Ok::<_, WireError>(risk.limits()))
+            }
+        })
+        .handler("update_limits", {
+            let risk = risk.clone();
+            move |patch: LimitsPatch| {
+                let risk = risk.clone();
+                async move { risk.update_limits(patch).await }
+            }
+        })
+        .start()
+        .await?;
+    risk.counters.attach(service.metrics().clone());
+    Ok(RunningRisk {
+        service,
+        fills,
+        watch,
+        stop: cancel.drop_guard(),
+    })
+}
+
+/// Applies a limits entry from KV; a value that does not decode or validate
+/// (written by hand, say) is ignored rather than trusted.
+fn apply_entry(risk: &Risk, entry: kv::Entry) {
+    if entry.operation != Operation::Put {
+        return;
+    }
+    match serde_json::from_slice::<RiskLimits>(&entry.value) {
+        Ok(limits) if limits.validate().is_ok() => risk.apply_limits(entry.revision, limits),
+        _ => warn!(revision = entry.revision, "ignoring invalid limits in KV"),
+    }
+}
+
+/// A running risk instance. [`shutdown`](Self::shutdown) stops it
+/// gracefully; dropping it stops serving and consuming at once.
+#[derive(Debug)]
+pub struct RunningRisk {
+    service: Service,
+    fills: EventSubscription,
+    watch: JoinHandle<()>,
+    stop: DropGuard,
+}
+
+impl RunningRisk {
+    /// This instance's id.
+    pub fn instance_id(&self) -> &str {
+        self.service.instance_id()
+    }
+
+    /// The RPC service (metrics, registration, status).
+    pub fn service(&self) -> &Service {
+        &self.service
+    }
+
+    /// Stops the service gracefully (deregister, finish assessments in
+    /// flight), then stops consuming fills and watching limits.
+    ///
+    /// # Errors
+    /// [`TradingError::Service`] when the service did not stop cleanly; the
+    /// other parts stop anyway.
+    pub async fn shutdown(self) -> Result<(), TradingError> {
+        let Self {
+            service,
+            fills,
+            watch,
+            stop,
+        } = self;
+        let stopped = service.shutdown().await;
+        fills.shutdown().await;
+        drop(stop);
+        let _ = watch.await;
+        stopped?;
+        Ok(())
+    }
+}

@@ -1,0 +1,131 @@
+//! Helpers shared by the trading services' integration tests: a real
+//! nats-server per test, SDK connections made as a user makes them, polling
+//! for conditions instead of fixed sleeps, and an event recorder.
+#![allow(dead_code, unreachable_pub)]
+
+use std::{
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use aegis_sdk::{
+    AegisConfig, Connection,
+    events::{DeliveryMode, Event, EventSubscription},
+    rpc::{ErrorCode, RpcError},
+};
+use aegis_testkit::NatsServer;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Generous bound for anything awaited: a slow CI machine must not fail a test.
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+/// Starts a fresh JetStream-enabled server for one test.
+pub fn server() -> NatsServer {
+    NatsServer::start().expect("start nats-server (run `make bootstrap`)")
+}
+
+/// Connects the SDK to `url`.
+pub async fn connect(url: &str) -> Connection {
+    let mut config = AegisConfig::with_servers(url);
+    config.nats.request_timeout = Duration::from_secs(5);
+    Connection::connect(config).await.expect("connect")
+}
+
+/// Polls `cond` every 20 ms until it is true or [`PATIENCE`] passes.
+pub async fn eventually<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The error code of a failed call (panics on success).
+pub fn code<T: std::fmt::Debug>(result: Result<T, RpcError>) -> ErrorCode {
+    result.expect_err("the call should fail").code()
+}
+
+/// Every event matching a pattern, recorded from the start of the stream.
+#[derive(Debug)]
+pub struct Recorder<T> {
+    seen: Arc<Mutex<Vec<Event<T>>>>,
+    _sub: EventSubscription,
+}
+
+impl<T: DeserializeOwned + Clone + Send + 'static> Recorder<T> {
+    /// Records events matching `pattern` (durable consumer named after `name`).
+    pub async fn start(conn: &Connection, name: &str, pattern: &str) -> Self {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let sub = conn
+            .events()
+            .subscribe::<T>(name, pattern, DeliveryMode::Compete)
+            .deliver_all()
+            .handler(move |event: Event<T>| {
+                sink.lock().unwrap().push(event);
+                futures::future::ready(Ok(()))
+            })
+            .start()
+            .await
+            .expect("subscribe");
+        Self { seen, _sub: sub }
+    }
+
+    /// The payloads recorded so far.
+    pub fn payloads(&self) -> Vec<T> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.payload.clone())
+            .collect()
+    }
+
+    /// The events recorded so far.
+    pub fn events(&self) -> Vec<Event<T>> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Waits until some recorded payload satisfies `pred`, and returns it.
+    pub async fn wait_for(&self, what: &str, pred: impl Fn(&T) -> bool) -> T {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(found) = self.payloads().into_iter().find(|p| pred(p)) {
+                return found;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for event: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Waits until every event published before this call has been handed to
+/// `recorder` (which must match `{domain}.barrier`): a barrier event is
+/// published and, since one consumer delivers in stream order, seeing it
+/// means everything stored before it was seen too. Lets a test assert that
+/// something did *not* happen without sleeping.
+pub async fn barrier(conn: &Connection, recorder: &Recorder<Value>, domain: &str) {
+    let id = nuid::next().to_string();
+    conn.events()
+        .publish(domain, "barrier", &serde_json::json!({ "barrier": id }))
+        .await
+        .expect("publish barrier");
+    recorder
+        .wait_for("the barrier", |v| v["barrier"] == id.as_str())
+        .await;
+}

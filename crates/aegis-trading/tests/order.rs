@@ -1,0 +1,398 @@
+//! order-service with pricing and risk against a real nats-server: the
+//! create-order flow across the three services with its events observed,
+//! rejections with reasons, bad input, idempotent retries (one order, one
+//! set of events), resuming after a dependency outage, reads and listings,
+//! and the custom metrics.
+
+mod common;
+
+use aegis_contracts::trading::{
+    ORDER_SERVICE, OrderCreated, OrderFilled, OrderRejected, RISK_SERVICE, ReasonCode,
+    RiskAssessed, Side,
+};
+use aegis_sdk::{Connection, rpc::ErrorCode};
+use aegis_trading::{
+    order::{self, CreateOrder, Order, OrderList, OrderOptions, OrderStatus, RunningOrder},
+    pricing::{self, PricingOptions, RunningPricing},
+    risk::{self, Positions, RiskLimits, RiskOptions, RunningRisk},
+};
+use common::{Recorder, barrier, code, connect, eventually, server};
+use serde_json::{Value, json};
+
+/// One instance of each service.
+struct Desk {
+    pricing: RunningPricing,
+    risk: RunningRisk,
+    order: RunningOrder,
+}
+
+impl Desk {
+    async fn start(conn: &Connection) -> Desk {
+        let pricing = pricing::start(
+            conn,
+            PricingOptions {
+                publish_interval: None,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let risk = risk::start(
+            conn,
+            RiskOptions {
+                limits: RiskLimits {
+                    max_order_notional: 100_000.0,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let order = order::start(conn, OrderOptions::default()).await.unwrap();
+        Desk {
+            pricing,
+            risk,
+            order,
+        }
+    }
+
+    async fn shutdown(self) {
+        self.order.shutdown().await.unwrap();
+        self.risk.shutdown().await.unwrap();
+        self.pricing.shutdown().await.unwrap();
+    }
+}
+
+fn market(client_order_id: &str, symbol: &str, side: Side, quantity: i64) -> CreateOrder {
+    CreateOrder {
+        symbol: symbol.into(),
+        side,
+        quantity,
+        price: None,
+        client_order_id: client_order_id.into(),
+    }
+}
+
+async fn create(conn: &Connection, req: &CreateOrder) -> Result<Order, aegis_sdk::rpc::RpcError> {
+    conn.rpc().call(ORDER_SERVICE, "create_order", req).await
+}
+
+async fn list(conn: &Connection, filter: Value) -> OrderList {
+    conn.rpc()
+        .call(ORDER_SERVICE, "list_orders", &filter)
+        .await
+        .unwrap()
+}
+
+/// The order events of one order, parsed into their contract types.
+fn order_events(
+    recorder: &Recorder<Value>,
+    order_id: &str,
+) -> (Vec<OrderCreated>, Vec<OrderFilled>, Vec<OrderRejected>) {
+    let mut created = Vec::new();
+    let mut filled = Vec::new();
+    let mut rejected = Vec::new();
+    for e in recorder.events() {
+        if e.payload["order_id"] != order_id {
+            continue;
+        }
+        match e.subject.action.as_str() {
+            "created" => created.push(serde_json::from_value(e.payload).unwrap()),
+            "filled" => filled.push(serde_json::from_value(e.payload).unwrap()),
+            "rejected" => rejected.push(serde_json::from_value(e.payload).unwrap()),
+            _ => {}
+        }
+    }
+    (created, filled, rejected)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_flows_through_pricing_and_risk_and_fills() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let orders = Recorder::<Value>::start(&conn, "order-tests", "order.*").await;
+    let assessed = Recorder::<RiskAssessed>::start(&conn, "order-tests", "risk.assessed").await;
+    let desk = Desk::start(&conn).await;
+
+    let order = create(&conn, &market("c-1", "AAPL", Side::Buy, 10))
+        .await
+        .unwrap();
+    assert_eq!(order.status, OrderStatus::Filled);
+    assert_eq!(order.client_order_id, "c-1");
+    assert_eq!(
+        (order.symbol.as_str(), order.side, order.quantity),
+        ("AAPL", Side::Buy, 10)
+    );
+    let fill_price = order.fill_price.unwrap();
+    assert!((fill_price - 175.0).abs() <= 175.0 * 0.021, "{order:?}");
+    assert!(order.risk_score.unwrap() < 25.0);
+    assert!(order.reasons.is_empty());
+
+    // created, then filled; the risk verdict names the order.
+    barrier(&conn, &orders, "order").await;
+    let (created, filled, rejected) = order_events(&orders, &order.order_id);
+    assert_eq!(created.len(), 1);
+    assert_eq!(filled.len(), 1);
+    assert!(rejected.is_empty());
+    assert_eq!(created[0].client_order_id, "c-1");
+    assert_eq!(filled[0].fill_price, fill_price);
+    let sequence = |action: &str| {
+        orders
+            .events()
+            .iter()
+            .find(|e| {
+                e.subject.action == action && e.payload["order_id"] == order.order_id.as_str()
+            })
+            .unwrap()
+            .sequence
+    };
+    assert!(sequence("created") < sequence("filled"));
+    let verdict = assessed
+        .wait_for("the order's assessment", |a| {
+            a.order_id.as_deref() == Some(order.order_id.as_str())
+        })
+        .await;
+    assert!(verdict.approved);
+
+    // The fill reaches risk's positions.
+    eventually("risk holds the new position", || async {
+        let positions: Positions = conn
+            .rpc()
+            .call(RISK_SERVICE, "get_positions", &json!({}))
+            .await
+            .unwrap();
+        positions.positions.get("AAPL") == Some(&10)
+    })
+    .await;
+
+    // Reads: by id, and in the listing.
+    let got: Order = conn
+        .rpc()
+        .call(
+            ORDER_SERVICE,
+            "get_order",
+            &json!({"order_id": order.order_id}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got, order);
+    let listed = list(&conn, json!(null)).await;
+    assert_eq!((listed.total, listed.orders.len()), (1, 1));
+    assert_eq!(listed.orders[0], order);
+
+    let custom = desk.order.service().metrics().snapshot(0).custom;
+    assert_eq!(custom["orders_created"], 1.0);
+    assert_eq!(custom["orders_filled"], 1.0);
+    assert_eq!(custom["orders_rejected"], 0.0);
+    desk.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_limit_and_unmarketable_orders_are_rejected_with_reasons() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let orders = Recorder::<Value>::start(&conn, "order-tests", "order.*").await;
+    let desk = Desk::start(&conn).await;
+
+    // 1 000 MSFT at about 420 is ~420 000, over the 100 000 notional limit.
+    let big = create(&conn, &market("c-big", "MSFT", Side::Buy, 1_000))
+        .await
+        .unwrap();
+    assert_eq!(big.status, OrderStatus::Rejected);
+    assert_eq!(big.fill_price, None);
+    assert_eq!(big.risk_score, Some(100.0));
+    let codes: Vec<_> = big.reasons.iter().map(|r| r.code).collect();
+    assert_eq!(codes, [ReasonCode::MaxOrderNotional]);
+
+    // A buy limit far below the ask does not trade.
+    let low = CreateOrder {
+        price: Some(1.0),
+        ..market("c-low", "AAPL", Side::Buy, 1)
+    };
+    let low = create(&conn, &low).await.unwrap();
+    assert_eq!(low.status, OrderStatus::Rejected);
+    assert_eq!(low.reasons[0].code, ReasonCode::LimitNotMarketable);
+    // A sell limit far below the bid does, at the bid.
+    let cheap = CreateOrder {
+        price: Some(1.0),
+        ..market("c-cheap", "AAPL", Side::Sell, 1)
+    };
+    let cheap = create(&conn, &cheap).await.unwrap();
+    assert_eq!(cheap.status, OrderStatus::Filled);
+    assert!(cheap.fill_price.unwrap() > 100.0);
+
+    barrier(&conn, &orders, "order").await;
+    let (created, filled, rejected) = order_events(&orders, &big.order_id);
+    assert_eq!((created.len(), filled.len(), rejected.len()), (1, 0, 1));
+    assert_eq!(rejected[0].reasons[0].code, ReasonCode::MaxOrderNotional);
+
+    let rejected_only = list(&conn, json!({"status": "rejected"})).await;
+    assert_eq!(rejected_only.total, 2);
+    assert!(
+        rejected_only
+            .orders
+            .iter()
+            .all(|o| o.status == OrderStatus::Rejected)
+    );
+    let custom = desk.order.service().metrics().snapshot(0).custom;
+    assert_eq!(custom["orders_rejected"], 2.0);
+    assert_eq!(custom["orders_filled"], 1.0);
+    desk.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_orders_are_refused_and_leave_nothing_behind() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let desk = Desk::start(&conn).await;
+    let rpc = conn.rpc();
+
+    let cases = [
+        json!({"symbol": "AAPL", "side": "buy", "quantity": -10, "client_order_id": "b1"}),
+        json!({"symbol": "AAPL", "side": "buy", "quantity": 0, "client_order_id": "b2"}),
+        json!({"symbol": "AAPL", "side": "buy", "quantity": 1.5, "client_order_id": "b3"}),
+        json!({"symbol": "AAPL", "side": "hold", "quantity": 10, "client_order_id": "b4"}),
+        json!({"symbol": "not a symbol", "side": "buy", "quantity": 10, "client_order_id": "b5"}),
+        json!({"symbol": "ZZZZ", "side": "buy", "quantity": 10, "client_order_id": "b6"}),
+        json!({"symbol": "AAPL", "side": "buy", "quantity": 10, "price": -1, "client_order_id": "b7"}),
+        json!({"symbol": "AAPL", "side": "buy", "quantity": 10, "client_order_id": "no spaces"}),
+        json!({"symbol": "AAPL", "side": "buy", "quantity": 10}),
+        json!("create an order please"),
+    ];
+    for bad in cases {
+        let result = rpc
+            .call::<_, Value>(ORDER_SERVICE, "create_order", &bad)
+            .await;
+        assert_eq!(code(result), ErrorCode::InvalidRequest, "{bad}");
+    }
+    // The unknown symbol names the field, like every validation error.
+    let err = rpc
+        .call::<_, Value>(
+            ORDER_SERVICE,
+            "create_order",
+            &json!({"symbol": "ZZZZ", "side": "buy", "quantity": 10, "client_order_id": "b6"}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.remote().unwrap().details.as_ref().unwrap()["fields"][0]["field"],
+        "symbol"
+    );
+    assert_eq!(
+        list(&conn, json!({})).await.total,
+        0,
+        "no order was recorded"
+    );
+
+    let get = |body: Value| {
+        let rpc = rpc.clone();
+        async move {
+            rpc.call::<_, Value>(ORDER_SERVICE, "get_order", &body)
+                .await
+        }
+    };
+    assert_eq!(
+        code(get(json!({"order_id": "ord-nope"})).await),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        code(get(json!({"order_id": "a.b"})).await),
+        ErrorCode::InvalidRequest
+    );
+    assert_eq!(code(get(json!({})).await), ErrorCode::InvalidRequest);
+    for bad in [
+        json!({"limit": 0}),
+        json!({"limit": 1001}),
+        json!({"symbol": "x y"}),
+        json!({"status": "open"}),
+    ] {
+        let result = rpc
+            .call::<_, Value>(ORDER_SERVICE, "list_orders", &bad)
+            .await;
+        assert_eq!(code(result), ErrorCode::InvalidRequest, "{bad}");
+    }
+    desk.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_create_returns_the_same_order_and_publishes_nothing_new() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let orders = Recorder::<Value>::start(&conn, "order-tests", "order.*").await;
+    let desk = Desk::start(&conn).await;
+
+    let req = market("c-retry", "GOOGL", Side::Sell, 25);
+    let first = create(&conn, &req).await.unwrap();
+    let again = create(&conn, &req).await.unwrap();
+    assert_eq!(again, first, "the retry answers the recorded order");
+    // Concurrent retries too.
+    let (a, b) = tokio::join!(create(&conn, &req), create(&conn, &req));
+    assert_eq!(a.unwrap(), first);
+    assert_eq!(b.unwrap(), first);
+
+    // The same key for a different order is a conflict, not a new order.
+    let reused = create(&conn, &market("c-retry", "GOOGL", Side::Buy, 25)).await;
+    assert_eq!(code(reused), ErrorCode::Conflict);
+
+    let listed = list(&conn, json!({"symbol": "GOOGL"})).await;
+    assert_eq!(listed.total, 1);
+    barrier(&conn, &orders, "order").await;
+    let (created, filled, rejected) = order_events(&orders, &first.order_id);
+    assert_eq!((created.len(), filled.len(), rejected.len()), (1, 1, 0));
+
+    let custom = desk.order.service().metrics().snapshot(0).custom;
+    assert_eq!(custom["orders_created"], 1.0);
+    assert_eq!(custom["orders_replayed"], 3.0);
+
+    // Racing first attempts of a new key make one order between them.
+    let fresh = market("c-race", "AMZN", Side::Buy, 5);
+    let (a, b) = tokio::join!(create(&conn, &fresh), create(&conn, &fresh));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.order_id, b.order_id);
+    assert_eq!(list(&conn, json!({"symbol": "AMZN"})).await.total, 1);
+    desk.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_interrupted_by_an_outage_resumes_on_retry() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let orders = Recorder::<Value>::start(&conn, "order-tests", "order.*").await;
+    let pricing = pricing::start(
+        &conn,
+        PricingOptions {
+            publish_interval: None,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let desk = order::start(&conn, OrderOptions::default()).await.unwrap();
+    let req = market("c-outage", "TSLA", Side::Buy, 3);
+
+    // Risk is down: the order is recorded and announced, but not decided.
+    let failed = create(&conn, &req).await;
+    assert_eq!(code(failed), ErrorCode::ServiceUnavailable);
+    let pending = list(&conn, json!({})).await;
+    assert_eq!(pending.total, 1);
+    assert_eq!(pending.orders[0].status, OrderStatus::Pending);
+
+    // Risk is back: the retry finishes that same order.
+    let risk = risk::start(&conn, RiskOptions::default()).await.unwrap();
+    let done = create(&conn, &req).await.unwrap();
+    assert_eq!(done.order_id, pending.orders[0].order_id);
+    assert_eq!(done.status, OrderStatus::Filled);
+    assert_eq!(list(&conn, json!({})).await.total, 1);
+
+    barrier(&conn, &orders, "order").await;
+    let (created, filled, _) = order_events(&orders, &done.order_id);
+    assert_eq!(
+        (created.len(), filled.len()),
+        (1, 1),
+        "announced once despite two attempts"
+    );
+    desk.shutdown().await.unwrap();
+    risk.shutdown().await.unwrap();
+    pricing.shutdown().await.unwrap();
+}

@@ -1,0 +1,376 @@
+//! risk-service against a real nats-server: assessments with good, bad and
+//! over-limit input (rejected with reasons), `events.risk.assessed`, limits
+//! shared by every instance through KV, positions built from
+//! `events.order.filled` on every instance, and the custom metrics.
+
+mod common;
+
+use aegis_contracts::trading::{
+    OrderFilled, RISK_SERVICE, ReasonCode, RiskAssessed, Side, TradingEvent,
+};
+use aegis_sdk::rpc::{CallOptions, ErrorCode};
+use aegis_trading::risk::{
+    self, AssessRisk, OrderToAssess, Positions, RiskAssessment, RiskLimits, RiskOptions,
+};
+use common::{Recorder, code, connect, eventually, server};
+use serde_json::{Value, json};
+
+fn order(symbol: &str, side: Side, quantity: i64, price: f64) -> AssessRisk {
+    AssessRisk {
+        order: OrderToAssess {
+            order_id: None,
+            symbol: symbol.into(),
+            side,
+            quantity,
+            price,
+        },
+    }
+}
+
+fn named(id: &str) -> RiskOptions {
+    RiskOptions {
+        instance_id: Some(id.into()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_within_limits_pass_and_others_are_rejected_with_reasons() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let assessed =
+        Recorder::<RiskAssessed>::start(&conn, "risk-tests", &RiskAssessed::pattern()).await;
+    let svc = risk::start(
+        &conn,
+        RiskOptions {
+            limits: RiskLimits {
+                max_order_notional: 100_000.0,
+                allowed_symbols: vec!["AAPL".into(), "MSFT".into()],
+                ..Default::default()
+            },
+            ..named("risk-a")
+        },
+    )
+    .await
+    .unwrap();
+    let rpc = conn.rpc();
+
+    let ok: RiskAssessment = rpc
+        .call(
+            RISK_SERVICE,
+            "assess_risk",
+            &order("AAPL", Side::Buy, 100, 175.0),
+        )
+        .await
+        .unwrap();
+    assert!(ok.approved, "{ok:?}");
+    assert!(ok.reasons.is_empty());
+    assert!(ok.risk_score > 0.0 && ok.risk_score < 25.0, "{ok:?}");
+
+    // 1 000 × 175 = 175 000 is over the 100 000 notional limit.
+    let big: RiskAssessment = rpc
+        .call(
+            RISK_SERVICE,
+            "assess_risk",
+            &order("AAPL", Side::Buy, 1_000, 175.0),
+        )
+        .await
+        .unwrap();
+    assert!(!big.approved);
+    assert_eq!(big.risk_score, 100.0);
+    let codes: Vec<_> = big.reasons.iter().map(|r| r.code).collect();
+    assert_eq!(codes, [ReasonCode::MaxOrderNotional]);
+
+    let elsewhere: RiskAssessment = rpc
+        .call(
+            RISK_SERVICE,
+            "assess_risk",
+            &order("TSLA", Side::Sell, 1, 250.0),
+        )
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.reasons[0].code, ReasonCode::SymbolNotAllowed);
+
+    // Bad input never reaches the rules.
+    for bad in [
+        json!({"order": {"symbol": "AAPL", "side": "buy", "quantity": -5, "price": 1.0}}),
+        json!({"order": {"symbol": "AAPL", "side": "buy", "quantity": 0, "price": 1.0}}),
+        json!({"order": {"symbol": "aapl", "side": "buy", "quantity": 5, "price": 1.0}}),
+        json!({"order": {"symbol": "AAPL", "side": "hold", "quantity": 5, "price": 1.0}}),
+        json!({"order": {"symbol": "AAPL", "side": "buy", "quantity": 5, "price": -1.0}}),
+        json!({"order": {"symbol": "AAPL", "side": "buy", "quantity": 5}}),
+        json!({"symbol": "AAPL"}),
+    ] {
+        let result = rpc
+            .call::<_, Value>(RISK_SERVICE, "assess_risk", &bad)
+            .await;
+        assert_eq!(code(result), ErrorCode::InvalidRequest, "{bad}");
+    }
+    let fields = rpc
+        .call::<_, Value>(
+            RISK_SERVICE,
+            "assess_risk",
+            &json!({"order": {"symbol": "aapl", "side": "buy", "quantity": -5, "price": 1.0}}),
+        )
+        .await
+        .unwrap_err();
+    let details = fields.remote().unwrap().details.clone().unwrap();
+    let named: Vec<_> = details["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(named, ["symbol", "quantity"]);
+
+    // Each verdict is on the record.
+    let rejected = assessed
+        .wait_for("the over-limit assessment", |e| {
+            !e.approved && e.symbol == "AAPL"
+        })
+        .await;
+    assert_eq!(rejected.reasons[0].code, ReasonCode::MaxOrderNotional);
+    assert_eq!(rejected.instance_id, "risk-a");
+    eventually("three assessments recorded", || async {
+        assessed.payloads().len() == 3
+    })
+    .await;
+
+    let custom = svc.service().metrics().snapshot(0).custom;
+    assert_eq!(custom["assessments"], 3.0);
+    assert_eq!(custom["rejections"], 2.0);
+    assert_eq!(custom["risk_score_lt25"], 1.0);
+    assert_eq!(custom["risk_score_ge75"], 2.0);
+    svc.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assessment_named_after_an_order_is_recorded_once() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let assessed =
+        Recorder::<RiskAssessed>::start(&conn, "risk-tests", &RiskAssessed::pattern()).await;
+    let svc = risk::start(&conn, named("risk-a")).await.unwrap();
+    let mut req = order("MSFT", Side::Buy, 10, 420.0);
+    req.order.order_id = Some("ord-1".into());
+    for _ in 0..2 {
+        let verdict: RiskAssessment = conn
+            .rpc()
+            .call(RISK_SERVICE, "assess_risk", &req)
+            .await
+            .unwrap();
+        assert!(verdict.approved);
+    }
+    // A later, unnamed assessment proves the stream moved past both.
+    let _: RiskAssessment = conn
+        .rpc()
+        .call(
+            RISK_SERVICE,
+            "assess_risk",
+            &order("MSFT", Side::Sell, 1, 420.0),
+        )
+        .await
+        .unwrap();
+    assessed
+        .wait_for("the unnamed assessment", |e| e.order_id.is_none())
+        .await;
+    let named: Vec<_> = assessed
+        .payloads()
+        .into_iter()
+        .filter(|e| e.order_id.as_deref() == Some("ord-1"))
+        .collect();
+    assert_eq!(named.len(), 1, "{named:?}");
+    svc.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_updates_are_validated_and_reach_every_instance() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let a = risk::start(&conn, named("risk-a")).await.unwrap();
+    let b = risk::start(&conn, named("risk-b")).await.unwrap();
+    let rpc = conn.rpc();
+    let limits_of = |instance: &'static str| {
+        let rpc = rpc.clone();
+        async move {
+            rpc.call_instance::<_, RiskLimits>(
+                RISK_SERVICE,
+                instance,
+                "get_limits",
+                &json!(null),
+                &CallOptions::default(),
+            )
+            .await
+            .unwrap()
+            .value
+        }
+    };
+    assert_eq!(limits_of("risk-b").await, RiskLimits::default());
+
+    for bad in [
+        json!({"max_order_notional": -1}),
+        json!({"max_order_quantity": 0}),
+        json!({"max_position": -10}),
+        json!({"allowed_symbols": ["ok"]}),
+        json!({"max_notional": 5}),
+        json!({"max_order_quantity": "many"}),
+        json!({}),
+    ] {
+        let result = rpc
+            .call::<_, Value>(RISK_SERVICE, "update_limits", &bad)
+            .await;
+        assert_eq!(code(result), ErrorCode::InvalidRequest, "{bad}");
+    }
+    assert_eq!(
+        limits_of("risk-a").await,
+        RiskLimits::default(),
+        "nothing changed"
+    );
+
+    let updated: RiskLimits = rpc
+        .call_instance::<_, RiskLimits>(
+            RISK_SERVICE,
+            "risk-a",
+            "update_limits",
+            &json!({"max_order_notional": 5000.0, "allowed_symbols": ["AAPL"]}),
+            &CallOptions::default(),
+        )
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(updated.max_order_notional, 5000.0);
+    assert_eq!(updated.allowed_symbols, ["AAPL"]);
+    assert_eq!(
+        updated.max_order_quantity,
+        RiskLimits::default().max_order_quantity
+    );
+
+    // The other instance judges by the new limits too, once its watch delivers.
+    eventually("risk-b sees the new limits", || async {
+        limits_of("risk-b").await == updated
+    })
+    .await;
+    let verdict = rpc
+        .call_instance::<_, RiskAssessment>(
+            RISK_SERVICE,
+            "risk-b",
+            "assess_risk",
+            &order("AAPL", Side::Buy, 100, 175.0),
+            &CallOptions::default(),
+        )
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(verdict.reasons[0].code, ReasonCode::MaxOrderNotional);
+
+    // A restarted instance keeps the stored limits, not its configured ones.
+    a.shutdown().await.unwrap();
+    let a = risk::start(&conn, named("risk-a")).await.unwrap();
+    assert_eq!(limits_of("risk-a").await, updated);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_instance_builds_positions_from_fills_once_each() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let fill = |order_id: &str, symbol: &str, side: Side, quantity: i64| OrderFilled {
+        order_id: order_id.into(),
+        client_order_id: format!("c-{order_id}"),
+        symbol: symbol.into(),
+        side,
+        quantity,
+        fill_price: 100.0,
+        filled_at: chrono::Utc::now(),
+    };
+    let publish = |event: OrderFilled, id: &str| {
+        let events = conn.events();
+        let id = id.to_owned();
+        async move {
+            events
+                .publish_with_id(OrderFilled::DOMAIN, OrderFilled::ACTION, &id, &event)
+                .await
+                .unwrap();
+        }
+    };
+    // A fill before the instances start: replayed from the stream.
+    conn.events().ensure_stream().await.unwrap();
+    publish(fill("o1", "AAPL", Side::Buy, 100), "f1").await;
+    let a = risk::start(&conn, named("risk-a")).await.unwrap();
+    let b = risk::start(&conn, named("risk-b")).await.unwrap();
+    publish(fill("o2", "AAPL", Side::Sell, 30), "f2").await;
+    publish(fill("o3", "TSLA", Side::Sell, 5), "f3").await;
+    // The same fill again under another event id (a republish after the
+    // dedup window): applied once.
+    publish(fill("o3", "TSLA", Side::Sell, 5), "f3-again").await;
+
+    for instance in ["risk-a", "risk-b"] {
+        eventually(&format!("{instance} holds every position"), || async {
+            let positions = conn
+                .rpc()
+                .call_instance::<_, Positions>(
+                    RISK_SERVICE,
+                    instance,
+                    "get_positions",
+                    &json!({}),
+                    &CallOptions::default(),
+                )
+                .await
+                .unwrap()
+                .value;
+            positions.positions.get("AAPL") == Some(&70)
+                && positions.positions.get("TSLA") == Some(&-5)
+                && positions.last_event_sequence == 4
+        })
+        .await;
+    }
+    assert_eq!(
+        a.service().metrics().snapshot(0).custom["fills_applied"],
+        3.0
+    );
+
+    // The position counts: with a 100-share limit, buying 40 more AAPL
+    // (to 110) is refused, selling is not.
+    let _: RiskLimits = conn
+        .rpc()
+        .call(RISK_SERVICE, "update_limits", &json!({"max_position": 100}))
+        .await
+        .unwrap();
+    for instance in ["risk-a", "risk-b"] {
+        eventually(
+            &format!("{instance} refuses the position breach"),
+            || async {
+                let verdict = conn
+                    .rpc()
+                    .call_instance::<_, RiskAssessment>(
+                        RISK_SERVICE,
+                        instance,
+                        "assess_risk",
+                        &order("AAPL", Side::Buy, 40, 100.0),
+                        &CallOptions::default(),
+                    )
+                    .await
+                    .unwrap()
+                    .value;
+                verdict
+                    .reasons
+                    .iter()
+                    .any(|r| r.code == ReasonCode::MaxPosition)
+            },
+        )
+        .await;
+    }
+    let sell: RiskAssessment = conn
+        .rpc()
+        .call(
+            RISK_SERVICE,
+            "assess_risk",
+            &order("AAPL", Side::Sell, 40, 100.0),
+        )
+        .await
+        .unwrap();
+    assert!(sell.approved, "{sell:?}");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
