@@ -121,7 +121,10 @@ async fn round_robin_hits_all_three_equally_and_other_strategies_spread() {
         "round-robin is exact: {counts:?}"
     );
 
-    for strategy in [Strategy::Random, Strategy::LeastLatency] {
+    // Random reaches everyone. Latency-aware (two random choices, the
+    // faster wins) never picks the slowest of three while latencies hold
+    // still and calls come one at a time, so it reaches at least two.
+    for (strategy, at_least) in [(Strategy::Random, 3), (Strategy::LeastLatency, 2)] {
         let opts = CallOptions {
             strategy: Some(strategy),
             ..Default::default()
@@ -130,7 +133,7 @@ async fn round_robin_hits_all_three_equally_and_other_strategies_spread() {
         for _ in 0..150 {
             seen.insert(whoami(&client, "rr-service", &opts).await.unwrap());
         }
-        assert_eq!(seen.len(), 3, "{strategy:?} reached {seen:?}");
+        assert!(seen.len() >= at_least, "{strategy:?} reached {seen:?}");
     }
     // A client-wide default works as well.
     let rpc = client.rpc().with_strategy(Strategy::Random);

@@ -8,11 +8,21 @@
 
 use std::{
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicU32, AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
+
+/// After this long without a call, an instance's latency counts as unknown
+/// again, so one bad moment does not starve it for good.
+const REPROBE_AFTER: Duration = Duration::from_secs(1);
+
+/// Milliseconds since the first use, for cheap atomic timestamps.
+fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
+}
 
 /// Latency and load seen by this process for one instance.
 #[derive(Debug, Default)]
@@ -20,6 +30,8 @@ pub(crate) struct CallStats {
     /// Exponentially weighted mean latency in µs; 0 until the first call.
     ewma_us: AtomicU64,
     in_flight: AtomicU32,
+    /// When the last latency was observed ([`now_ms`]).
+    observed_ms: AtomicU64,
 }
 
 impl CallStats {
@@ -32,6 +44,7 @@ impl CallStats {
     /// Folds one observed latency into the mean (weight 1/8: a few calls
     /// move it, one outlier does not).
     pub(crate) fn observe(&self, latency: Duration) {
+        self.observed_ms.store(now_ms(), Ordering::Relaxed);
         let us = u64::try_from(latency.as_micros())
             .unwrap_or(u64::MAX)
             .max(1);
@@ -56,8 +69,17 @@ impl CallStats {
     }
 
     /// Lower is better: latency weighted by the calls already waiting. An
-    /// instance never called scores 0, so new instances get tried.
+    /// instance never called, or not called for a while, scores 0, so new
+    /// instances get tried and a slow one gets re-measured.
     pub(crate) fn score(&self) -> u64 {
+        self.score_at(now_ms())
+    }
+
+    fn score_at(&self, now_ms: u64) -> u64 {
+        let observed = self.observed_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(observed) > REPROBE_AFTER.as_millis() as u64 {
+            return 0;
+        }
         let in_flight = u64::from(self.in_flight.load(Ordering::Relaxed));
         self.ewma_us
             .load(Ordering::Relaxed)
@@ -93,5 +115,8 @@ mod tests {
         assert_eq!(s.score(), 900 * 3);
         drop(g1);
         assert_eq!(s.score(), 900 * 2);
+        // Not called for a while: unknown again, worth a probe.
+        let later = s.observed_ms.load(Ordering::Relaxed) + 1_001;
+        assert_eq!(s.score_at(later), 0);
     }
 }
