@@ -1,0 +1,313 @@
+//! The create-order flow of [order-service](super), step by step, and the
+//! reads. [`Desk`] holds what the handlers share: the order store, the RPC
+//! targets and the counters.
+
+use std::{sync::Arc, time::Duration};
+
+use aegis_contracts::{
+    models::{FieldError, ValidationErrors},
+    trading::{
+        OrderCreated, OrderFilled, OrderRejected, TradingEvent, validate_client_order_id,
+        validate_symbol,
+    },
+};
+use aegis_sdk::{
+    Connection,
+    rpc::{CallOptions, ErrorCode, RequestContext, RpcError, WireError},
+};
+use serde::{Serialize, de::DeserializeOwned};
+use tracing::warn;
+
+use super::{
+    METRIC_CREATED, METRIC_FILLED, METRIC_REJECTED, METRIC_REPLAYED, METRIC_TAKEN_OVER,
+    model::{
+        CreateOrder, GetOrder, ListOrders, MAX_LIST_LIMIT, Order, OrderList, OrderStatus, decide,
+    },
+    store::{OrderStore, StoreError},
+};
+use crate::{
+    common::{self, Counters},
+    pricing::{GetPrice, Quote},
+    risk::{AssessRisk, OrderToAssess, RiskAssessment},
+};
+
+/// The instance's state: where orders live and whom to ask.
+#[derive(Debug)]
+pub(super) struct Desk {
+    pub(super) conn: Connection,
+    pub(super) store: Arc<OrderStore>,
+    pub(super) pricing: String,
+    pub(super) risk: String,
+    pub(super) call_timeout: Duration,
+    pub(super) counters: Counters,
+}
+
+/// The fencing epoch of the leadership this request is served under.
+fn leader_epoch(_ctx: &RequestContext) -> u64 {
+    // Until the SDK attaches the leader's epoch to requests every write
+    // carries 0, and compare-and-set alone keeps writers apart.
+    0
+}
+
+impl Desk {
+    pub(super) async fn create_order(
+        &self,
+        ctx: RequestContext,
+        req: CreateOrder,
+    ) -> Result<Order, WireError> {
+        req.validate().map_err(common::invalid)?;
+        let epoch = leader_epoch(&ctx);
+        let candidate = format!("ord-{}", nuid::next());
+        let order_id = self.store.claim(&req.client_order_id, &candidate).await?;
+
+        let found = self.store.load(&order_id).await?;
+        if let Some((_, order)) = &found {
+            if !order.matches(&req) {
+                return Err(WireError::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "client_order_id {} was used for a different order ({})",
+                        req.client_order_id, order.order_id
+                    ),
+                ));
+            }
+            if order.status.is_final() {
+                return self.replay(order.clone()).await;
+            }
+        }
+        // Quote before recording, so an unknown symbol leaves no order behind.
+        let quote = self.quote(&ctx, &req.symbol).await?;
+        let (revision, order) = match found {
+            Some(found) => found,
+            None => {
+                let order = Order::new(order_id, &req, epoch, &ctx.instance_id);
+                match self.store.insert(&order).await {
+                    Ok(revision) => {
+                        self.counters.add(METRIC_CREATED, 1.0);
+                        (revision, order)
+                    }
+                    // A duplicate request on this leader got there first.
+                    Err(StoreError::Exists) => self.reload(&order.order_id, epoch).await?,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        if order.status.is_final() {
+            return self.replay(order).await;
+        }
+        self.finish(&ctx, epoch, revision, order, &quote).await
+    }
+
+    /// Takes a pending order to its decision, fenced by `epoch`.
+    async fn finish(
+        &self,
+        ctx: &RequestContext,
+        epoch: u64,
+        mut revision: u64,
+        mut order: Order,
+        quote: &Quote,
+    ) -> Result<Order, WireError> {
+        if order.epoch > epoch {
+            return Err(deposed());
+        }
+        if order.epoch < epoch {
+            // An older leader recorded it and never decided it: claim it for
+            // this epoch first, so that leader's late write fails.
+            order.epoch = epoch;
+            order.instance_id = ctx.instance_id.to_string();
+            revision = match self.store.replace(&order, revision).await {
+                Ok(revision) => revision,
+                Err(StoreError::Changed) => return self.after_race(&order.order_id, epoch).await,
+                Err(e) => return Err(e.into()),
+            };
+            self.counters.add(METRIC_TAKEN_OVER, 1.0);
+        }
+        self.publish(
+            OrderCreated::event_id(&order.order_id),
+            &order.created_event(),
+        )
+        .await?;
+
+        let assessment = self.assess(ctx, &order, quote).await?;
+        decide(&mut order, quote, &assessment);
+        order.instance_id = ctx.instance_id.to_string();
+        match self.store.replace(&order, revision).await {
+            Ok(_) => {}
+            Err(StoreError::Changed) => return self.after_race(&order.order_id, epoch).await,
+            Err(e) => return Err(e.into()),
+        }
+        self.announce(&order).await?;
+        let decided = if order.status == OrderStatus::Filled {
+            METRIC_FILLED
+        } else {
+            METRIC_REJECTED
+        };
+        self.counters.add(decided, 1.0);
+        Ok(order)
+    }
+
+    /// Answers a retry of a decided order. Its outcome event is published
+    /// again: the first attempt may have stopped between recording the
+    /// decision and publishing it, and the dedup id stores it once.
+    async fn replay(&self, order: Order) -> Result<Order, WireError> {
+        self.announce(&order).await?;
+        self.counters.add(METRIC_REPLAYED, 1.0);
+        Ok(order)
+    }
+
+    /// Someone else wrote the order since we read it: a duplicate request
+    /// decided it (answer that), or a newer leader took it over (step aside).
+    async fn after_race(&self, order_id: &str, epoch: u64) -> Result<Order, WireError> {
+        let (_, order) = self.reload(order_id, epoch).await?;
+        if order.status.is_final() {
+            return self.replay(order).await;
+        }
+        Err(StoreError::Changed.into())
+    }
+
+    async fn reload(&self, order_id: &str, epoch: u64) -> Result<(u64, Order), WireError> {
+        let (revision, order) = self
+            .store
+            .load(order_id)
+            .await?
+            .ok_or_else(|| WireError::internal(format!("order {order_id} vanished")))?;
+        if order.epoch > epoch && !order.status.is_final() {
+            return Err(deposed());
+        }
+        Ok((revision, order))
+    }
+
+    async fn announce(&self, order: &Order) -> Result<(), WireError> {
+        if let Some(filled) = order.filled_event() {
+            self.publish(OrderFilled::event_id(&order.order_id), &filled)
+                .await?;
+        }
+        if let Some(rejected) = order.rejected_event() {
+            self.publish(OrderRejected::event_id(&order.order_id), &rejected)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn publish<E: TradingEvent>(&self, id: String, event: &E) -> Result<(), WireError> {
+        self.conn
+            .events()
+            .publish_with_id(E::DOMAIN, E::ACTION, &id, event)
+            .await
+            .map(drop)
+            .map_err(|e| {
+                warn!(error = %e, id, "cannot publish an order event");
+                WireError::service_unavailable("the order event could not be published; retry")
+            })
+    }
+
+    /// Options for calls to pricing and risk: both are safe to repeat (a
+    /// quote is a read; an assessment is named after the order), so an
+    /// attempt that times out is retried on another instance.
+    fn call_options(&self, ctx: &RequestContext) -> CallOptions {
+        CallOptions {
+            timeout: Some(self.call_timeout),
+            idempotent: true,
+            request_id: ctx.request_id.clone(),
+            ..Default::default()
+        }
+    }
+
+    async fn quote(&self, ctx: &RequestContext, symbol: &str) -> Result<Quote, WireError> {
+        let req = GetPrice {
+            symbol: symbol.to_owned(),
+        };
+        match self
+            .call(&self.pricing, "get_price", &req, &self.call_options(ctx))
+            .await
+        {
+            Ok(quote) => Ok(quote),
+            Err(e) if e.code() == ErrorCode::NotFound => {
+                Err(common::invalid(ValidationErrors(vec![FieldError {
+                    field: "symbol".to_owned(),
+                    message: format!("{symbol} is not a traded symbol"),
+                }])))
+            }
+            Err(e) => Err(dependency_failed(&self.pricing, &e)),
+        }
+    }
+
+    async fn assess(
+        &self,
+        ctx: &RequestContext,
+        order: &Order,
+        quote: &Quote,
+    ) -> Result<RiskAssessment, WireError> {
+        let req = AssessRisk {
+            order: OrderToAssess {
+                order_id: Some(order.order_id.clone()),
+                symbol: order.symbol.clone(),
+                side: order.side,
+                quantity: order.quantity,
+                price: order.limit_price.unwrap_or(quote.price),
+            },
+        };
+        self.call(&self.risk, "assess_risk", &req, &self.call_options(ctx))
+            .await
+            .map_err(|e| dependency_failed(&self.risk, &e))
+    }
+
+    async fn call<Req: Serialize, Res: DeserializeOwned>(
+        &self,
+        service: &str,
+        method: &str,
+        req: &Req,
+        opts: &CallOptions,
+    ) -> Result<Res, RpcError> {
+        // Through discovery: an ACTIVE instance is picked and one that died
+        // is skipped within the deadline.
+        let reply = self
+            .conn
+            .rpc()
+            .call_with(service, method, req, opts)
+            .await?;
+        Ok(reply.value)
+    }
+
+    pub(super) async fn get_order(&self, req: GetOrder) -> Result<Order, WireError> {
+        // Order ids are KV key tokens; anything else cannot name an order.
+        if validate_client_order_id(&req.order_id).is_err() {
+            return Err(WireError::invalid_request(
+                "order_id is not a valid order id",
+            ));
+        }
+        match self.store.load(&req.order_id).await? {
+            Some((_, order)) => Ok(order),
+            None => Err(WireError::not_found(format!("no order {}", req.order_id))),
+        }
+    }
+
+    pub(super) fn list_orders(&self, req: Option<ListOrders>) -> Result<OrderList, WireError> {
+        let req = req.unwrap_or_default();
+        let limit = req.limit.unwrap_or(100);
+        if limit == 0 || limit > MAX_LIST_LIMIT {
+            return Err(WireError::invalid_request(format!(
+                "limit must be 1 to {MAX_LIST_LIMIT}"
+            )));
+        }
+        if let Some(symbol) = &req.symbol {
+            validate_symbol(symbol).map_err(|e| WireError::invalid_request(e.message))?;
+        }
+        Ok(self.store.list(&req, limit))
+    }
+}
+
+fn deposed() -> WireError {
+    WireError::not_active("a newer leader owns this order; retry on the active instance")
+}
+
+fn dependency_failed(service: &str, e: &RpcError) -> WireError {
+    warn!(service, error = %e, "a dependency call failed");
+    match e.code() {
+        ErrorCode::Timeout => WireError::new(
+            ErrorCode::Timeout,
+            format!("{service} did not answer in time; retry"),
+        ),
+        _ => WireError::service_unavailable(format!("{service} is unavailable; retry")),
+    }
+}
