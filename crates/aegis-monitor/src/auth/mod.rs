@@ -1,0 +1,364 @@
+//! Authentication and authorization of `/api/*`.
+//!
+//! Two roles: `viewer` may read (GET, HEAD), `admin` may also write (POST,
+//! PUT, PATCH, DELETE). A request proves its role with
+//! `Authorization: Bearer <token>` or with the session cookie the UI gets
+//! from `POST /api/session` ([`session`]). No or a wrong credential is 401
+//! `UNAUTHORIZED`; a viewer writing is 403 `FORBIDDEN`.
+//!
+//! Tokens come from the configuration (admin and viewer token, a file of
+//! hashed tokens — see [`tokens`]); only their SHA-256 digests are kept, and
+//! they are compared in constant time. Tokens are never logged: the request
+//! trace records method and path only, never headers.
+//!
+//! With no token configured the monitor refuses to start unless
+//! `insecure_dev` is set; then every request acts as `admin` under the name
+//! `insecure-dev`, and the monitor warns loudly at start and in `/status`.
+
+pub mod session;
+pub mod tokens;
+
+use std::fmt;
+
+use axum::{
+    extract::{Request, State},
+    http::{HeaderMap, Method, header},
+    middleware::Next,
+    response::Response,
+};
+use chrono::Utc;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub use tokens::{TokenConfigError, hash_token};
+
+use crate::{
+    config::MonitorConfig,
+    error::{ApiError, ErrorCode},
+    state::AppState,
+};
+use session::SessionSigner;
+use tokens::{TokenEntry, TokenSet};
+
+/// What a caller may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[repr(u8)]
+pub enum Role {
+    /// Reads only.
+    Viewer = 0,
+    /// Reads and writes.
+    Admin = 1,
+}
+
+impl Role {
+    /// `admin` or `viewer`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Admin => "admin",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "viewer" => Some(Self::Viewer),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+
+    /// Whether this role may send `method`.
+    pub fn may(self, method: &Method) -> bool {
+        match self {
+            Self::Admin => true,
+            Self::Viewer => matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who made a request: the token's name (recorded in the audit trail) and
+/// its role. Handlers find it in the request extensions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Principal {
+    /// `admin` / `viewer` for the configured tokens, the file entry's name
+    /// otherwise, `insecure-dev` without authentication.
+    pub name: String,
+    /// The role.
+    pub role: Role,
+}
+
+/// Why the monitor refuses to start with this authentication setup.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthConfigError {
+    /// No token configured and no `insecure_dev`.
+    #[error(
+        "no API token configured: set AEGIS_ADMIN_TOKEN (and optionally AEGIS_VIEWER_TOKEN) or AEGIS_TOKEN_FILE; to run WITHOUT authentication on a development machine pass --insecure-dev"
+    )]
+    NoTokens,
+    /// A token source is unusable.
+    #[error(transparent)]
+    Token(#[from] TokenConfigError),
+}
+
+/// Checks credentials; built once from the configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct Authenticator {
+    tokens: TokenSet,
+    insecure: bool,
+    sessions: SessionSigner,
+}
+
+impl Authenticator {
+    pub(crate) fn from_config(config: &MonitorConfig) -> Result<Self, AuthConfigError> {
+        let mut tokens = TokenSet::default();
+        if let Some(t) = &config.admin_token {
+            tokens.add_plain(Role::Admin, t.expose())?;
+        }
+        if let Some(t) = &config.viewer_token {
+            tokens.add_plain(Role::Viewer, t.expose())?;
+        }
+        if let Some(path) = &config.token_file {
+            tokens.add_file(path)?;
+        }
+        if tokens.is_empty() && !config.insecure_dev {
+            return Err(AuthConfigError::NoTokens);
+        }
+        let insecure = tokens.is_empty();
+        if config.insecure_dev && !insecure {
+            tracing::warn!(
+                "--insecure-dev ignored: tokens are configured, so authentication stays on"
+            );
+        }
+        Ok(Self {
+            tokens,
+            insecure,
+            sessions: SessionSigner::new(
+                config.session_secret.as_ref().map(|s| s.expose()),
+                config.session_ttl,
+                config.secure_cookies,
+            ),
+        })
+    }
+
+    /// Whether authentication is off (`insecure_dev` without tokens).
+    pub(crate) fn is_insecure(&self) -> bool {
+        self.insecure
+    }
+
+    pub(crate) fn sessions(&self) -> &SessionSigner {
+        &self.sessions
+    }
+
+    /// The entry for a presented token (for signing in).
+    pub(crate) fn verify_token(&self, token: &str) -> Option<&TokenEntry> {
+        self.tokens.verify(token)
+    }
+
+    /// Who sent these headers.
+    ///
+    /// # Errors
+    /// 401 when there is no credential or it is not valid.
+    pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
+        if self.insecure {
+            return Ok(Principal {
+                name: "insecure-dev".to_owned(),
+                role: Role::Admin,
+            });
+        }
+        if let Some(value) = headers.get(header::AUTHORIZATION) {
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(|v| {
+                    let (scheme, token) = v.split_once(' ')?;
+                    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+                })
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::Unauthorized,
+                        "the Authorization header must be `Bearer <token>`",
+                    )
+                })?;
+            return self
+                .tokens
+                .verify(token)
+                .map(|e| e.principal.clone())
+                .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "invalid token"));
+        }
+        let cookie = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(session::cookie_value);
+        if let Some(cookie) = cookie {
+            return self
+                .sessions
+                .verify(cookie, &self.tokens, Utc::now())
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::Unauthorized,
+                        "the session has expired or is not valid; sign in again",
+                    )
+                });
+        }
+        Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "authentication required: send `Authorization: Bearer <token>`",
+        ))
+    }
+}
+
+/// Whether a request needs credentials: everything under `/api` except the
+/// API description (`/api/openapi.json`, `/api/docs`) and signing in or out
+/// (`POST`/`DELETE /api/session`). Unknown `/api` paths need them too, so
+/// an anonymous client cannot probe which routes exist.
+pub(crate) fn needs_auth(method: &Method, path: &str) -> bool {
+    let api = path == "/api" || path.starts_with("/api/");
+    if !api {
+        return false;
+    }
+    let docs = path == "/api/openapi.json" || path == "/api/docs" || path.starts_with("/api/docs/");
+    let session = path == "/api/session" && matches!(*method, Method::POST | Method::DELETE);
+    !(docs || session)
+}
+
+/// Middleware: for routes that [`needs_auth`], 401 without valid
+/// credentials and 403 for a write by a viewer; puts the [`Principal`] into
+/// the request extensions.
+pub(crate) async fn require_auth(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if !needs_auth(request.method(), request.uri().path()) {
+        return Ok(next.run(request).await);
+    }
+    let principal = state.auth().authenticate(request.headers())?;
+    if !principal.role.may(request.method()) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "the {} role may only read; writes need the admin role",
+                principal.role
+            ),
+        )
+        .with_details(serde_json::json!({ "role": principal.role.as_str() })));
+    }
+    tracing::Span::current().record("who", principal.name.as_str());
+    request.extensions_mut().insert(principal);
+    Ok(next.run(request).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aegis_sdk::Secret;
+    use axum::http::HeaderValue;
+
+    fn config() -> MonitorConfig {
+        MonitorConfig {
+            admin_token: Some(Secret::new("admin-token-0123456789")),
+            viewer_token: Some(Secret::new("viewer-token-0123456789")),
+            ..Default::default()
+        }
+    }
+
+    fn headers(auth: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_str(auth).unwrap());
+        h
+    }
+
+    #[test]
+    fn refuses_to_start_without_tokens() {
+        assert!(matches!(
+            Authenticator::from_config(&MonitorConfig::default()),
+            Err(AuthConfigError::NoTokens)
+        ));
+        let dev = Authenticator::from_config(&MonitorConfig {
+            insecure_dev: true,
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(dev.is_insecure());
+        assert_eq!(
+            dev.authenticate(&HeaderMap::new()).unwrap().role,
+            Role::Admin
+        );
+        // insecure_dev does not switch authentication off when tokens exist.
+        let both = Authenticator::from_config(&MonitorConfig {
+            insecure_dev: true,
+            ..config()
+        })
+        .unwrap();
+        assert!(!both.is_insecure());
+        assert!(both.authenticate(&HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn bearer_tokens_map_to_roles() {
+        let a = Authenticator::from_config(&config()).unwrap();
+        let p = a
+            .authenticate(&headers("Bearer admin-token-0123456789"))
+            .unwrap();
+        assert_eq!(p.role, Role::Admin);
+        let p = a
+            .authenticate(&headers("bearer viewer-token-0123456789"))
+            .unwrap();
+        assert_eq!(p.role, Role::Viewer);
+        for bad in [
+            "Bearer nope",
+            "Basic abc",
+            "Bearer",
+            "admin-token-0123456789",
+        ] {
+            let e = a.authenticate(&headers(bad)).unwrap_err();
+            assert_eq!(e.code(), ErrorCode::Unauthorized, "{bad}");
+            assert!(!e.message().contains("admin-token"));
+        }
+        assert_eq!(
+            a.authenticate(&HeaderMap::new()).unwrap_err().code(),
+            ErrorCode::Unauthorized
+        );
+    }
+
+    #[test]
+    fn which_paths_need_auth() {
+        for (m, p) in [
+            (Method::GET, "/api/services"),
+            (Method::GET, "/api/nope"),
+            (Method::GET, "/api"),
+            (Method::GET, "/api/session"),
+            (Method::GET, "/api/stream"),
+        ] {
+            assert!(needs_auth(&m, p), "{m} {p}");
+        }
+        for (m, p) in [
+            (Method::GET, "/health"),
+            (Method::GET, "/metrics"),
+            (Method::GET, "/"),
+            (Method::GET, "/apis"),
+            (Method::GET, "/api/openapi.json"),
+            (Method::GET, "/api/docs/"),
+            (Method::POST, "/api/session"),
+            (Method::DELETE, "/api/session"),
+        ] {
+            assert!(!needs_auth(&m, p), "{m} {p}");
+        }
+    }
+
+    #[test]
+    fn roles_and_methods() {
+        assert!(Role::Viewer.may(&Method::GET));
+        assert!(!Role::Viewer.may(&Method::POST));
+        assert!(!Role::Viewer.may(&Method::DELETE));
+        assert!(Role::Admin.may(&Method::PUT));
+    }
+}

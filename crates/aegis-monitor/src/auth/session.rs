@@ -1,0 +1,204 @@
+//! Session cookies: the UI's sign-in exchanges a token for an `HttpOnly`,
+//! `SameSite=Strict` cookie so the browser (including `EventSource`, which
+//! cannot send an `Authorization` header) stays signed in without scripts
+//! ever holding the token.
+//!
+//! The cookie is stateless: `v1.{role}.{hex name}.{expiry}.{fingerprint}.{mac}`
+//! signed with HMAC-SHA256. The fingerprint is the first 8 bytes of the
+//! token's digest; a cookie is accepted only while a token with that
+//! fingerprint, role and name is still configured, so removing a token
+//! revokes its sessions. Replicas sharing `session_secret` accept each
+//! other's cookies.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::{
+    Principal, Role,
+    tokens::{TokenEntry, TokenSet, hex, unhex},
+};
+
+/// Name of the session cookie.
+pub const COOKIE_NAME: &str = "aegis_session";
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Signs and checks session cookies.
+#[derive(Clone)]
+pub(crate) struct SessionSigner {
+    key: [u8; 32],
+    ttl: Duration,
+    secure: bool,
+}
+
+impl std::fmt::Debug for SessionSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionSigner")
+            .field("ttl", &self.ttl)
+            .field("secure", &self.secure)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionSigner {
+    /// A signer keyed by `secret`, or by a random key when none is given.
+    pub(crate) fn new(secret: Option<&str>, ttl: Duration, secure: bool) -> Self {
+        let key = match secret {
+            Some(s) => Sha256::digest(format!("aegis-session-v1\0{s}").as_bytes()).into(),
+            None => rand::random::<[u8; 32]>(),
+        };
+        Self { key, ttl, secure }
+    }
+
+    fn mac(&self, payload: &str) -> Vec<u8> {
+        // HMAC accepts keys of any length; 32 bytes cannot fail.
+        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC key");
+        mac.update(payload.as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// A cookie value for `entry`, valid until `now + ttl`, and its expiry.
+    pub(crate) fn issue(&self, entry: &TokenEntry, now: DateTime<Utc>) -> (String, DateTime<Utc>) {
+        let expires =
+            now + chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::hours(12));
+        let payload = format!(
+            "v1.{}.{}.{}.{}",
+            entry.principal.role.as_str(),
+            hex(entry.principal.name.as_bytes()),
+            expires.timestamp(),
+            hex(&entry.digest[..8]),
+        );
+        let mac = hex(&self.mac(&payload));
+        (format!("{payload}.{mac}"), expires)
+    }
+
+    /// The principal a cookie value stands for, if it is genuine, unexpired
+    /// and its token is still configured.
+    pub(crate) fn verify(
+        &self,
+        value: &str,
+        tokens: &TokenSet,
+        now: DateTime<Utc>,
+    ) -> Option<Principal> {
+        let (payload, mac) = value.rsplit_once('.')?;
+        let mac = unhex(mac)?;
+        if !bool::from(self.mac(payload).ct_eq(&mac)) {
+            return None;
+        }
+        let mut parts = payload.split('.');
+        let (Some("v1"), Some(role), Some(name), Some(exp), Some(fp), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return None;
+        };
+        let role = Role::parse(role)?;
+        let name = String::from_utf8(unhex(name)?).ok()?;
+        let exp: i64 = exp.parse().ok()?;
+        if now.timestamp() >= exp {
+            return None;
+        }
+        let fp = unhex(fp)?;
+        tokens
+            .entries()
+            .iter()
+            .find(|e| {
+                e.principal.role == role && e.principal.name == name && e.digest[..8] == fp[..]
+            })
+            .map(|e| e.principal.clone())
+    }
+
+    /// `Set-Cookie` value that stores `value`.
+    pub(crate) fn set_cookie(&self, value: &str) -> String {
+        format!(
+            "{COOKIE_NAME}={value}; Path=/; Max-Age={}; HttpOnly; SameSite=Strict{}",
+            self.ttl.as_secs(),
+            if self.secure { "; Secure" } else { "" }
+        )
+    }
+
+    /// `Set-Cookie` value that removes the cookie.
+    pub(crate) fn clear_cookie(&self) -> String {
+        format!(
+            "{COOKIE_NAME}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict{}",
+            if self.secure { "; Secure" } else { "" }
+        )
+    }
+}
+
+/// The session cookie's value in a `Cookie` header, if any.
+pub(crate) fn cookie_value(header: &str) -> Option<&str> {
+    header.split(';').find_map(|pair| {
+        let (name, value) = pair.trim().split_once('=')?;
+        (name == COOKIE_NAME && !value.is_empty()).then_some(value)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens() -> TokenSet {
+        let mut t = TokenSet::default();
+        t.add_plain(Role::Viewer, "viewer-token-0123456789")
+            .unwrap();
+        t.add_plain(Role::Admin, "admin-token-0123456789").unwrap();
+        t
+    }
+
+    #[test]
+    fn issued_cookies_verify_until_expiry() {
+        let t = tokens();
+        let signer = SessionSigner::new(Some("s"), Duration::from_secs(60), false);
+        let entry = t.verify("viewer-token-0123456789").unwrap().clone();
+        let now = Utc::now();
+        let (value, expires) = signer.issue(&entry, now);
+        assert!(!value.contains("viewer-token"));
+        let p = signer.verify(&value, &t, now).unwrap();
+        assert_eq!((p.role, p.name.as_str()), (Role::Viewer, "viewer"));
+        assert!(signer.verify(&value, &t, expires).is_none(), "expired");
+        // Another replica with the same secret accepts it; another secret does not.
+        let same = SessionSigner::new(Some("s"), Duration::from_secs(60), false);
+        assert!(same.verify(&value, &t, now).is_some());
+        let other = SessionSigner::new(Some("x"), Duration::from_secs(60), false);
+        assert!(other.verify(&value, &t, now).is_none());
+    }
+
+    #[test]
+    fn tampering_and_revocation_are_rejected() {
+        let t = tokens();
+        let signer = SessionSigner::new(None, Duration::from_secs(60), true);
+        let entry = t.verify("viewer-token-0123456789").unwrap().clone();
+        let now = Utc::now();
+        let (value, _) = signer.issue(&entry, now);
+        let forged = value.replacen("v1.viewer.", "v1.admin.", 1);
+        assert!(signer.verify(&forged, &t, now).is_none());
+        assert!(signer.verify("garbage", &t, now).is_none());
+        assert!(signer.verify("", &t, now).is_none());
+        let mut revoked = TokenSet::default();
+        revoked
+            .add_plain(Role::Viewer, "a-new-viewer-token-xyz")
+            .unwrap();
+        assert!(signer.verify(&value, &revoked, now).is_none());
+        assert!(
+            signer
+                .set_cookie(&value)
+                .contains("HttpOnly; SameSite=Strict; Secure")
+        );
+    }
+
+    #[test]
+    fn finds_the_cookie_among_others() {
+        assert_eq!(cookie_value("a=1; aegis_session=xyz; b=2"), Some("xyz"));
+        assert_eq!(cookie_value("aegis_session="), None);
+        assert_eq!(cookie_value("other=1"), None);
+    }
+}

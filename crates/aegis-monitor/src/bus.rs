@@ -1,0 +1,318 @@
+//! The monitor's NATS resources and how it reads recent stream messages.
+//!
+//! At start [`ensure_resources`] opens (or creates) the `service_definitions`
+//! bucket and the `AEGIS_METRICS` and `AEGIS_LOG` streams, and refuses a
+//! definitions bucket that cannot work (one that expires its entries).
+//!
+//! [`tail`] reads the newest messages of one subject since a start point
+//! without listing or scanning everything: it creates an ephemeral pull
+//! consumer, and when more messages are pending than wanted it narrows the
+//! start sequence by bisection on the consumer's pending count, then reads
+//! and deletes the consumer. So a request costs a bounded number of
+//! consumers, each removed when the request is done.
+
+use std::time::Duration;
+
+use aegis_contracts::subjects::{
+    DEFINITIONS_BUCKET, LOG_STREAM, LOG_SUBJECTS, METRICS_STREAM, METRICS_SUBJECTS,
+};
+use async_nats::jetstream::{
+    self, Message,
+    consumer::{AckPolicy, DeliverPolicy, ReplayPolicy, pull},
+    kv,
+    stream::{self, DiscardPolicy, RetentionPolicy, StorageType, Stream},
+};
+use futures::StreamExt;
+
+use crate::config::MonitorConfig;
+
+/// A NATS operation that failed (the cause is logged, not shown to clients).
+#[derive(Debug, thiserror::Error)]
+#[error("{context}")]
+pub(crate) struct BusError {
+    context: String,
+    #[source]
+    source: Option<async_nats::Error>,
+}
+
+impl BusError {
+    pub(crate) fn new(context: impl Into<String>, source: impl Into<async_nats::Error>) -> Self {
+        Self {
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    pub(crate) fn msg(context: impl Into<String>) -> Self {
+        Self {
+            context: context.into(),
+            source: None,
+        }
+    }
+}
+
+/// Why the monitor cannot use the NATS resources it needs.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The definitions bucket expires entries, so definitions would vanish.
+    #[error(
+        "bucket {DEFINITIONS_BUCKET} has max_age {0:?}: service definitions must never expire; recreate the bucket without a TTL"
+    )]
+    DefinitionsExpire(Duration),
+    /// Creating or opening a bucket or stream failed.
+    #[error("cannot open or create {what}")]
+    Open {
+        /// Which resource.
+        what: &'static str,
+        /// The client's error.
+        #[source]
+        source: async_nats::Error,
+    },
+}
+
+/// The resources opened at start.
+#[derive(Debug, Clone)]
+pub(crate) struct Resources {
+    pub(crate) definitions: kv::Store,
+    pub(crate) metrics: Stream,
+    pub(crate) logs: Stream,
+}
+
+/// Opens or creates the definitions bucket and the metrics and log streams.
+pub(crate) async fn ensure_resources(
+    js: &jetstream::Context,
+    config: &MonitorConfig,
+) -> Result<Resources, SetupError> {
+    let replicas = config.nats.nats.replicas;
+    let definitions =
+        match js.get_key_value(DEFINITIONS_BUCKET).await {
+            Ok(store) => store,
+            Err(_) => {
+                let created = js
+                    .create_key_value(kv::Config {
+                        bucket: DEFINITIONS_BUCKET.to_owned(),
+                        description: "Aegis service definitions (history is the audit trail)"
+                            .to_owned(),
+                        history: config.definitions_history,
+                        num_replicas: replicas,
+                        storage: StorageType::File,
+                        ..Default::default()
+                    })
+                    .await;
+                match created {
+                    Ok(store) => store,
+                    // Another replica may have created it meanwhile.
+                    Err(e) => js.get_key_value(DEFINITIONS_BUCKET).await.map_err(|_| {
+                        SetupError::Open {
+                            what: "bucket service_definitions",
+                            source: e.into(),
+                        }
+                    })?,
+                }
+            }
+        };
+    let mut stream = definitions.stream.clone();
+    let info = stream.info().await.map_err(|e| SetupError::Open {
+        what: "bucket service_definitions",
+        source: e.into(),
+    })?;
+    if !info.config.max_age.is_zero() {
+        return Err(SetupError::DefinitionsExpire(info.config.max_age));
+    }
+    if info.config.max_messages_per_subject < 2 {
+        tracing::warn!(
+            history = info.config.max_messages_per_subject,
+            "bucket service_definitions keeps no history; the audit trail shows only the latest change"
+        );
+    }
+    let metrics = ensure_stream(
+        js,
+        stream::Config {
+            name: METRICS_STREAM.to_owned(),
+            description: Some("Aegis instance metrics snapshots".to_owned()),
+            subjects: vec![METRICS_SUBJECTS.to_owned()],
+            retention: RetentionPolicy::Limits,
+            discard: DiscardPolicy::Old,
+            max_age: config.metrics_retention,
+            num_replicas: replicas,
+            storage: StorageType::File,
+            allow_direct: true,
+            ..Default::default()
+        },
+        "stream AEGIS_METRICS",
+    )
+    .await?;
+    let logs = ensure_stream(
+        js,
+        stream::Config {
+            name: LOG_STREAM.to_owned(),
+            description: Some("Aegis instance lifecycle events and WARN/ERROR logs".to_owned()),
+            subjects: vec![LOG_SUBJECTS.to_owned()],
+            retention: RetentionPolicy::Limits,
+            discard: DiscardPolicy::Old,
+            max_age: config.log_retention,
+            max_messages_per_subject: 10_000,
+            num_replicas: replicas,
+            storage: StorageType::File,
+            allow_direct: true,
+            ..Default::default()
+        },
+        "stream AEGIS_LOG",
+    )
+    .await?;
+    Ok(Resources {
+        definitions,
+        metrics,
+        logs,
+    })
+}
+
+async fn ensure_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+    what: &'static str,
+) -> Result<Stream, SetupError> {
+    js.get_or_create_stream(config)
+        .await
+        .map_err(|e| SetupError::Open {
+            what,
+            source: e.into(),
+        })
+}
+
+/// Where [`tail`] starts reading.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Since {
+    /// From the oldest message kept.
+    Beginning,
+    /// From messages stored at or after this time.
+    Time(time::OffsetDateTime),
+}
+
+async fn consumer_at(
+    stream: &Stream,
+    subject: &str,
+    deliver_policy: DeliverPolicy,
+) -> Result<(jetstream::consumer::Consumer<pull::Config>, u64), BusError> {
+    let mut consumer = stream
+        .create_consumer(pull::Config {
+            deliver_policy,
+            filter_subject: subject.to_owned(),
+            ack_policy: AckPolicy::None,
+            replay_policy: ReplayPolicy::Instant,
+            inactive_threshold: Duration::from_secs(30),
+            memory_storage: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| BusError::new("creating a reader consumer", e))?;
+    let pending = consumer
+        .info()
+        .await
+        .map_err(|e| BusError::new("reading consumer info", e))?
+        .num_pending;
+    Ok((consumer, pending))
+}
+
+async fn drop_consumer(stream: &Stream, consumer: &jetstream::consumer::Consumer<pull::Config>) {
+    let name = consumer.cached_info().name.clone();
+    if let Err(e) = stream.delete_consumer(&name).await {
+        // It expires on its own after its inactivity threshold.
+        tracing::debug!(consumer = %name, error = %e, "deleting a reader consumer failed");
+    }
+}
+
+/// The newest `limit` messages on `subject` (no wildcards) stored since
+/// `since`, oldest first.
+pub(crate) async fn tail(
+    stream: &Stream,
+    subject: &str,
+    since: Since,
+    limit: usize,
+) -> Result<Vec<Message>, BusError> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let policy = match since {
+        Since::Beginning => DeliverPolicy::All,
+        Since::Time(start_time) => DeliverPolicy::ByStartTime { start_time },
+    };
+    let (mut consumer, mut pending) = consumer_at(stream, subject, policy).await?;
+    if pending == 0 {
+        drop_consumer(stream, &consumer).await;
+        return Ok(Vec::new());
+    }
+    let limit_u64 = limit as u64;
+    if pending > limit_u64.saturating_mul(2) {
+        // Too many: find the start sequence that leaves about `limit`.
+        let first = read(&consumer, 1).await?;
+        drop_consumer(stream, &consumer).await;
+        let mut lo = first
+            .first()
+            .and_then(|m| m.info().ok().map(|i| i.stream_sequence))
+            .ok_or_else(|| BusError::msg("a pending message vanished"))?;
+        let mut hi = stream
+            .direct_get_last_for_subject(subject)
+            .await
+            .map_err(|e| BusError::new("reading the last message", e))?
+            .sequence;
+        // Invariant: pending(lo) > limit >= pending(hi).
+        while hi > lo + 1 {
+            let mid = lo + (hi - lo) / 2;
+            let (probe, p) = consumer_at(
+                stream,
+                subject,
+                DeliverPolicy::ByStartSequence {
+                    start_sequence: mid,
+                },
+            )
+            .await?;
+            drop_consumer(stream, &probe).await;
+            if p > limit_u64 {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        (consumer, pending) = consumer_at(
+            stream,
+            subject,
+            DeliverPolicy::ByStartSequence { start_sequence: lo },
+        )
+        .await?;
+    }
+    let messages = read(&consumer, pending as usize).await;
+    drop_consumer(stream, &consumer).await;
+    let mut messages = messages?;
+    if messages.len() > limit {
+        messages.drain(..messages.len() - limit);
+    }
+    Ok(messages)
+}
+
+/// Reads up to `count` messages from a fresh consumer.
+async fn read(
+    consumer: &jetstream::consumer::Consumer<pull::Config>,
+    count: usize,
+) -> Result<Vec<Message>, BusError> {
+    let mut out = Vec::with_capacity(count.min(4096));
+    while out.len() < count {
+        let want = (count - out.len()).min(1000);
+        let mut batch = consumer
+            .batch()
+            .max_messages(want)
+            .expires(Duration::from_secs(2))
+            .messages()
+            .await
+            .map_err(|e| BusError::new("reading messages", e))?;
+        let before = out.len();
+        while let Some(message) = batch.next().await {
+            out.push(message.map_err(|e| BusError::new("reading a message", e))?);
+        }
+        if out.len() == before {
+            // Expired before anything arrived (e.g. trimmed meanwhile).
+            break;
+        }
+    }
+    Ok(out)
+}

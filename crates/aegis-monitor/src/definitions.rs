@@ -1,0 +1,447 @@
+//! Service definitions in the `service_definitions` KV bucket: create,
+//! read, optimistic update and delete, the audit trail, and an in-memory
+//! copy of the bucket for listing.
+//!
+//! - Create is KV `create` (atomic: of two racing creates exactly one wins).
+//! - Update and delete are compare-and-set on the entry's revision (the
+//!   ETag): with a client revision a mismatch is a conflict; without one the
+//!   store re-reads and retries, so a patch is never lost to a race.
+//! - Who made a change: a put's stored JSON carries `changed_by` next to the
+//!   definition fields (readers of [`ServiceDefinition`] ignore it); a
+//!   delete marker carries the `Aegis-Actor` header. [`DefinitionStore::history`]
+//!   reads both back with direct gets (no consumer per request).
+//! - Listing never lists keys per request (each listing makes a consumer):
+//!   one KV watch per process keeps [`DefinitionStore::list`]'s copy current,
+//!   and every write waits until the watch has seen it, so a client reads
+//!   its own writes.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use aegis_contracts::{
+    ServiceDefinition, ServiceDefinitionPatch, models::NewServiceDefinition, models::rfc3339,
+};
+use async_nats::{
+    HeaderMap, HeaderValue,
+    jetstream::{
+        context::PublishErrorKind,
+        kv::{self, CreateErrorKind, Operation, UpdateErrorKind},
+        stream::DirectGetErrorKind,
+    },
+};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
+
+use crate::{
+    bus::BusError,
+    live::{DefinitionOperation, LiveEvent},
+};
+
+/// Header naming who wrote a delete marker.
+pub(crate) const ACTOR_HEADER: &str = "Aegis-Actor";
+const KV_OPERATION: &str = "KV-Operation";
+const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
+/// Attempts of a blind (revision-less) update or delete racing other writers.
+const BLIND_RETRIES: usize = 8;
+/// Longest a write waits for the watch to see it.
+const READ_YOUR_WRITES: Duration = Duration::from_secs(2);
+
+/// What is stored under a service's key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Stored {
+    #[serde(flatten)]
+    definition: ServiceDefinition,
+    /// The principal that wrote this revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    changed_by: Option<String>,
+}
+
+/// Why a definition operation failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    #[error("service definition not found")]
+    NotFound,
+    #[error("service definition already exists")]
+    AlreadyExists,
+    #[error("stale revision: expected {expected}, current {current}")]
+    Conflict { expected: u64, current: u64 },
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+/// One change in a definition's audit trail.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HistoryEntry {
+    /// The KV revision of this change.
+    pub revision: u64,
+    /// When it was stored (RFC 3339 UTC).
+    #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub time: DateTime<Utc>,
+    /// `PUT`, `DELETE` or `PURGE`.
+    #[schema(example = "PUT")]
+    pub operation: String,
+    /// The token name that made the change (`admin`, `viewer`, a token-file
+    /// name, `insecure-dev`); null when unknown (written by another tool).
+    pub who: Option<String>,
+    /// The definition as of this change; null for deletes.
+    #[schema(value_type = Option<crate::openapi::ServiceDefinitionDoc>)]
+    pub definition: Option<ServiceDefinition>,
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    definition: ServiceDefinition,
+    revision: u64,
+}
+
+/// The definitions bucket plus its watched in-memory copy.
+#[derive(Debug, Clone)]
+pub(crate) struct DefinitionStore {
+    kv: kv::Store,
+    js: async_nats::jetstream::Context,
+    cache: Arc<RwLock<BTreeMap<String, Cached>>>,
+    /// Highest revision the watch has applied.
+    seen: watch::Sender<u64>,
+    /// Last revision in the bucket when the watch started; listing waits for it.
+    initial: u64,
+}
+
+impl DefinitionStore {
+    /// Starts the watch that keeps the in-memory copy current.
+    pub(crate) async fn start(
+        kv: kv::Store,
+        js: async_nats::jetstream::Context,
+        live: broadcast::Sender<LiveEvent>,
+        cancel: CancellationToken,
+        tasks: &tokio_util::task::TaskTracker,
+    ) -> Result<Self, BusError> {
+        let mut stream = kv.stream.clone();
+        let initial = stream
+            .info()
+            .await
+            .map_err(|e| BusError::new("reading bucket service_definitions", e))?
+            .state
+            .last_sequence;
+        let store = Self {
+            kv,
+            js,
+            cache: Arc::default(),
+            seen: watch::Sender::new(0),
+            initial,
+        };
+        let watcher = store.clone();
+        tasks.spawn(async move { watcher.watch(live, cancel).await });
+        Ok(store)
+    }
+
+    async fn watch(self, live: broadcast::Sender<LiveEvent>, cancel: CancellationToken) {
+        let mut from: Option<u64> = None;
+        loop {
+            let watch = match from {
+                None => self.kv.watch_with_history(">").await,
+                Some(rev) => self.kv.watch_all_from_revision(rev + 1).await,
+            };
+            let mut watch = match watch {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(error = %e, "watching service_definitions failed; retrying");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            loop {
+                let next = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    next = watch.next() => next,
+                };
+                match next {
+                    Some(Ok(entry)) => {
+                        from = Some(entry.revision);
+                        self.apply(entry, &live);
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "service_definitions watch failed; resuming");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
+
+    fn apply(&self, entry: kv::Entry, live: &broadcast::Sender<LiveEvent>) {
+        let revision = entry.revision;
+        let (operation, definition) = match entry.operation {
+            Operation::Put => match serde_json::from_slice::<Stored>(&entry.value) {
+                Ok(stored) => (DefinitionOperation::Put, Some(stored.definition)),
+                Err(e) => {
+                    tracing::warn!(key = %entry.key, revision, error = %e, "ignoring an unreadable service definition");
+                    (DefinitionOperation::Put, None)
+                }
+            },
+            Operation::Delete => (DefinitionOperation::Delete, None),
+            Operation::Purge => (DefinitionOperation::Purge, None),
+        };
+        {
+            // Never held across an await.
+            let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+            match &definition {
+                Some(d) => {
+                    cache.insert(
+                        entry.key.clone(),
+                        Cached {
+                            definition: d.clone(),
+                            revision,
+                        },
+                    );
+                }
+                None => {
+                    cache.remove(&entry.key);
+                }
+            }
+        }
+        self.seen.send_modify(|seen| *seen = (*seen).max(revision));
+        let _ = live.send(LiveEvent::Definition {
+            service_name: entry.key,
+            revision,
+            operation,
+            definition,
+        });
+    }
+
+    /// Waits (bounded) until the watch has applied `revision`.
+    async fn caught_up(&self, revision: u64) -> bool {
+        let mut rx = self.seen.subscribe();
+        tokio::time::timeout(READ_YOUR_WRITES, rx.wait_for(|seen| *seen >= revision))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Whether the in-memory copy has loaded the bucket.
+    pub(crate) fn is_synced(&self) -> bool {
+        *self.seen.borrow() >= self.initial
+    }
+
+    /// Every definition with its revision, sorted by name.
+    pub(crate) async fn list(&self) -> Vec<(ServiceDefinition, u64)> {
+        if !self.caught_up(self.initial).await {
+            tracing::warn!("listing definitions before the watch caught up");
+        }
+        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        cache
+            .values()
+            .map(|c| (c.definition.clone(), c.revision))
+            .collect()
+    }
+
+    /// Number of definitions in the in-memory copy.
+    pub(crate) fn count(&self) -> usize {
+        self.cache.read().map(|c| c.len()).unwrap_or(0)
+    }
+
+    /// The current definition and revision (read from NATS, not the copy).
+    pub(crate) async fn get(&self, name: &str) -> Result<(ServiceDefinition, u64), StoreError> {
+        let (stored, revision) = self.current(name).await?;
+        Ok((stored.definition, revision))
+    }
+
+    async fn current(&self, name: &str) -> Result<(Stored, u64), StoreError> {
+        let entry = self
+            .kv
+            .entry(name)
+            .await
+            .map_err(|e| BusError::new("reading a service definition", e))?;
+        match entry {
+            Some(entry) if entry.operation == Operation::Put => {
+                let stored: Stored = serde_json::from_slice(&entry.value).map_err(|e| {
+                    BusError::new(format!("service definition {name} is not valid JSON"), e)
+                })?;
+                Ok((stored, entry.revision))
+            }
+            _ => Err(StoreError::NotFound),
+        }
+    }
+
+    /// Stores a new definition; exactly one of several racing creates wins.
+    pub(crate) async fn create(
+        &self,
+        new: NewServiceDefinition,
+        who: &str,
+    ) -> Result<(ServiceDefinition, u64), StoreError> {
+        let definition = new.into_definition(Utc::now());
+        let value = encode(&definition, who)?;
+        let revision = self
+            .kv
+            .create(&definition.service_name, value)
+            .await
+            .map_err(|e| match e.kind() {
+                CreateErrorKind::AlreadyExists => StoreError::AlreadyExists,
+                _ => StoreError::Bus(BusError::new("creating a service definition", e)),
+            })?;
+        self.caught_up(revision).await;
+        Ok((definition, revision))
+    }
+
+    /// Applies `patch`; with `expected` the stored revision must match it.
+    pub(crate) async fn update(
+        &self,
+        name: &str,
+        patch: &ServiceDefinitionPatch,
+        expected: Option<u64>,
+        who: &str,
+    ) -> Result<(ServiceDefinition, u64), StoreError> {
+        for _ in 0..BLIND_RETRIES {
+            let (stored, current) = self.current(name).await?;
+            check_expected(expected, current)?;
+            let updated = patch.apply(&stored.definition, Utc::now());
+            match self.kv.update(name, encode(&updated, who)?, current).await {
+                Ok(revision) => {
+                    self.caught_up(revision).await;
+                    return Ok((updated, revision));
+                }
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                    // Someone wrote in between. A client revision is now stale;
+                    // a blind update re-reads and tries again.
+                    if let Some(expected) = expected {
+                        let current = self.current(name).await.map(|(_, r)| r).unwrap_or(0);
+                        return Err(StoreError::Conflict { expected, current });
+                    }
+                }
+                Err(e) => {
+                    return Err(BusError::new("updating a service definition", e).into());
+                }
+            }
+        }
+        Err(StoreError::Conflict {
+            expected: 0,
+            current: 0,
+        })
+    }
+
+    /// Deletes the definition (a delete marker; history keeps the trail).
+    pub(crate) async fn delete(
+        &self,
+        name: &str,
+        expected: Option<u64>,
+        who: &str,
+    ) -> Result<u64, StoreError> {
+        for _ in 0..BLIND_RETRIES {
+            let (_, current) = self.current(name).await?;
+            check_expected(expected, current)?;
+            let mut headers = HeaderMap::new();
+            headers.insert(KV_OPERATION, "DEL");
+            headers.insert(EXPECTED_LAST_SUBJECT_SEQUENCE, HeaderValue::from(current));
+            headers.insert(ACTOR_HEADER, who);
+            let subject = format!(
+                "{}{name}",
+                self.kv.put_prefix.as_ref().unwrap_or(&self.kv.prefix)
+            );
+            let ack = match self
+                .js
+                .publish_with_headers(subject, headers, bytes::Bytes::new())
+                .await
+            {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match ack {
+                Ok(ack) => {
+                    self.caught_up(ack.sequence).await;
+                    return Ok(ack.sequence);
+                }
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    if let Some(expected) = expected {
+                        let current = self.current(name).await.map(|(_, r)| r).unwrap_or(0);
+                        return Err(StoreError::Conflict { expected, current });
+                    }
+                }
+                Err(e) => return Err(BusError::new("deleting a service definition", e).into()),
+            }
+        }
+        Err(StoreError::Conflict {
+            expected: 0,
+            current: 0,
+        })
+    }
+
+    /// The audit trail of `name`, oldest first; `NotFound` if it never existed.
+    pub(crate) async fn history(&self, name: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+        let subject = format!("{}{name}", self.kv.prefix);
+        let mut out = Vec::new();
+        let mut next = 1;
+        // The bucket keeps at most `history` revisions per key; the bound
+        // only guards against a misconfigured bucket.
+        while out.len() < 1024 {
+            let message = match self
+                .kv
+                .stream
+                .direct_get_next_for_subject(&subject, Some(next))
+                .await
+            {
+                Ok(m) => m,
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => break,
+                Err(e) => return Err(BusError::new("reading definition history", e).into()),
+            };
+            next = message.sequence + 1;
+            let op = message
+                .headers
+                .get(KV_OPERATION)
+                .map(|v| v.as_str().to_owned());
+            let (operation, definition, who) = match op.as_deref() {
+                Some("DEL") => ("DELETE", None, actor(&message.headers)),
+                Some("PURGE") => ("PURGE", None, actor(&message.headers)),
+                _ => match serde_json::from_slice::<Stored>(&message.payload) {
+                    Ok(s) => ("PUT", Some(s.definition), s.changed_by),
+                    Err(_) => ("PUT", None, None),
+                },
+            };
+            let nanos = message.time.unix_timestamp_nanos();
+            out.push(HistoryEntry {
+                revision: message.sequence,
+                time: DateTime::from_timestamp_nanos(i64::try_from(nanos).unwrap_or(0)),
+                operation: operation.to_owned(),
+                who,
+                definition,
+            });
+        }
+        if out.is_empty() {
+            return Err(StoreError::NotFound);
+        }
+        Ok(out)
+    }
+}
+
+fn actor(headers: &HeaderMap) -> Option<String> {
+    headers.get(ACTOR_HEADER).map(|v| v.as_str().to_owned())
+}
+
+fn check_expected(expected: Option<u64>, current: u64) -> Result<(), StoreError> {
+    match expected {
+        Some(expected) if expected != current => Err(StoreError::Conflict { expected, current }),
+        _ => Ok(()),
+    }
+}
+
+fn encode(definition: &ServiceDefinition, who: &str) -> Result<bytes::Bytes, StoreError> {
+    let stored = Stored {
+        definition: definition.clone(),
+        changed_by: Some(who.to_owned()),
+    };
+    serde_json::to_vec(&stored)
+        .map(Into::into)
+        .map_err(|e| StoreError::Bus(BusError::new("encoding a service definition", e)))
+}

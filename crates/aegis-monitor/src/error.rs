@@ -1,0 +1,434 @@
+//! The API's one error type, [`ApiError`], and its stable JSON envelope
+//! `{"error": {"code", "message", "details"}}`.
+//!
+//! Handlers and extractors return `ApiError`; its [`IntoResponse`] writes the
+//! envelope and leaves an [`ErrorReport`] in the response extensions. The
+//! [`envelope_errors`] middleware is the one place that logs errors (with the
+//! internal cause, which never reaches the client) and that wraps error
+//! responses made by the framework itself (405, 413 from the body limit, the
+//! request timeout) in the same envelope, so every error a client sees has
+//! one shape and a stable [`ErrorCode`].
+
+use std::{borrow::Cow, fmt};
+
+use aegis_contracts::ValidationErrors;
+use axum::{
+    Json,
+    extract::Request,
+    http::{HeaderValue, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+/// Every error code the API sends. The spelling (`as_str`) is the contract;
+/// clients branch on it, never on the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// 400: a parameter or the request is wrong.
+    BadRequest,
+    /// 400: the body is not well-formed JSON.
+    InvalidJson,
+    /// 400: an update that changes nothing (`{}`).
+    EmptyUpdate,
+    /// 401: no credentials, or credentials that are not valid.
+    Unauthorized,
+    /// 403: valid credentials whose role may not do this (a viewer writing).
+    Forbidden,
+    /// 404: no such route.
+    NotFound,
+    /// 404: no such service definition.
+    ServiceNotFound,
+    /// 404: no such instance.
+    InstanceNotFound,
+    /// 405: the route exists but not with this method.
+    MethodNotAllowed,
+    /// 409: a definition with this name already exists.
+    ServiceAlreadyExists,
+    /// 409: the definition changed since the revision the client read.
+    ConcurrentUpdate,
+    /// 413: the body is larger than the limit (64 KiB).
+    PayloadTooLarge,
+    /// 415: the body is not `application/json`.
+    UnsupportedMediaType,
+    /// 422: the body is well-formed but a field is invalid, missing or unknown.
+    ValidationError,
+    /// 500: a fault on our side; details are in the server log only.
+    InternalError,
+    /// 502: an instance answered, but with an error or an unreadable reply.
+    BadGateway,
+    /// 503: NATS is unreachable or a needed resource is not available.
+    ServiceUnavailable,
+    /// 503 (from `/ready`): not ready to serve.
+    NotReady,
+    /// 504: an instance or NATS did not answer in time, or the request took
+    /// longer than the server's limit.
+    GatewayTimeout,
+}
+
+impl ErrorCode {
+    /// Every code, for documentation and tests.
+    pub const ALL: [ErrorCode; 19] = [
+        Self::BadRequest,
+        Self::InvalidJson,
+        Self::EmptyUpdate,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::ServiceNotFound,
+        Self::InstanceNotFound,
+        Self::MethodNotAllowed,
+        Self::ServiceAlreadyExists,
+        Self::ConcurrentUpdate,
+        Self::PayloadTooLarge,
+        Self::UnsupportedMediaType,
+        Self::ValidationError,
+        Self::InternalError,
+        Self::BadGateway,
+        Self::ServiceUnavailable,
+        Self::NotReady,
+        Self::GatewayTimeout,
+    ];
+
+    /// The wire spelling, e.g. `SERVICE_NOT_FOUND`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "BAD_REQUEST",
+            Self::InvalidJson => "INVALID_JSON",
+            Self::EmptyUpdate => "EMPTY_UPDATE",
+            Self::Unauthorized => "UNAUTHORIZED",
+            Self::Forbidden => "FORBIDDEN",
+            Self::NotFound => "NOT_FOUND",
+            Self::ServiceNotFound => "SERVICE_NOT_FOUND",
+            Self::InstanceNotFound => "INSTANCE_NOT_FOUND",
+            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::ServiceAlreadyExists => "SERVICE_ALREADY_EXISTS",
+            Self::ConcurrentUpdate => "CONCURRENT_UPDATE",
+            Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            Self::ValidationError => "VALIDATION_ERROR",
+            Self::InternalError => "INTERNAL_ERROR",
+            Self::BadGateway => "BAD_GATEWAY",
+            Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
+            Self::NotReady => "NOT_READY",
+            Self::GatewayTimeout => "GATEWAY_TIMEOUT",
+        }
+    }
+
+    /// The HTTP status this code is sent with.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::BadRequest | Self::InvalidJson | Self::EmptyUpdate => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::NotFound | Self::ServiceNotFound | Self::InstanceNotFound => {
+                StatusCode::NOT_FOUND
+            }
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::ServiceAlreadyExists | Self::ConcurrentUpdate => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::ValidationError => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::BadGateway => StatusCode::BAD_GATEWAY,
+            Self::ServiceUnavailable | Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            Self::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The code for an error response the framework made without an
+    /// [`ApiError`] (method not allowed, body limit, timeout, ...).
+    fn for_status(status: StatusCode) -> Self {
+        match status {
+            StatusCode::UNAUTHORIZED => Self::Unauthorized,
+            StatusCode::FORBIDDEN => Self::Forbidden,
+            StatusCode::NOT_FOUND => Self::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
+            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType,
+            StatusCode::UNPROCESSABLE_ENTITY => Self::ValidationError,
+            StatusCode::BAD_GATEWAY => Self::BadGateway,
+            StatusCode::SERVICE_UNAVAILABLE => Self::ServiceUnavailable,
+            StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => Self::GatewayTimeout,
+            s if s.is_client_error() => Self::BadRequest,
+            _ => Self::InternalError,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An API error: a code, a message fit for the client, optional structured
+/// details, and an internal cause that is logged but never sent.
+#[derive(Debug)]
+pub struct ApiError {
+    code: ErrorCode,
+    message: Cow<'static, str>,
+    details: Value,
+    internal: Option<String>,
+    www_authenticate: bool,
+}
+
+impl ApiError {
+    /// An error with `code` and a client-facing `message`.
+    pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            details: Value::Object(Default::default()),
+            internal: None,
+            www_authenticate: code == ErrorCode::Unauthorized,
+        }
+    }
+
+    /// Adds structured details (an object) for the client.
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    /// Records an internal cause for the log; the client never sees it.
+    pub fn with_internal(mut self, cause: impl fmt::Display) -> Self {
+        self.internal = Some(format!("{cause:#}"));
+        self
+    }
+
+    /// A 500 whose cause is logged as `context: cause`.
+    pub fn internal(context: &str, cause: impl fmt::Display) -> Self {
+        Self::new(ErrorCode::InternalError, "internal error")
+            .with_internal(format!("{context}: {cause}"))
+    }
+
+    /// A 503 for a NATS operation that failed; the cause is logged.
+    pub fn unavailable(context: &str, cause: impl fmt::Display) -> Self {
+        Self::new(
+            ErrorCode::ServiceUnavailable,
+            "the message bus is not available; try again",
+        )
+        .with_internal(format!("{context}: {cause}"))
+    }
+
+    /// 400 BAD_REQUEST naming a parameter.
+    pub fn bad_param(param: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        Self::new(ErrorCode::BadRequest, format!("invalid {param}: {message}"))
+            .with_details(json!({ "param": param, "reason": message }))
+    }
+
+    /// 422 VALIDATION_ERROR listing every failing field.
+    pub fn validation(errors: &ValidationErrors) -> Self {
+        Self::new(ErrorCode::ValidationError, errors.to_string())
+            .with_details(json!({ "fields": errors.0 }))
+    }
+
+    /// 422 VALIDATION_ERROR for one field.
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        Self::new(
+            ErrorCode::ValidationError,
+            format!("validation failed: {field}: {message}"),
+        )
+        .with_details(json!({ "fields": [{ "field": field, "message": message }] }))
+    }
+
+    /// 404 SERVICE_NOT_FOUND.
+    pub fn service_not_found(name: &str) -> Self {
+        Self::new(
+            ErrorCode::ServiceNotFound,
+            format!("no service definition named {name:?}"),
+        )
+        .with_details(json!({ "service": name }))
+    }
+
+    /// 404 INSTANCE_NOT_FOUND.
+    pub fn instance_not_found(service: &str, instance: &str) -> Self {
+        Self::new(
+            ErrorCode::InstanceNotFound,
+            format!("no instance {instance:?} of service {service:?}"),
+        )
+        .with_details(json!({ "service": service, "instanceId": instance }))
+    }
+
+    /// The error's code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// The client-facing message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The structured details sent to the client (an object).
+    pub fn details(&self) -> &Value {
+        &self.details
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorEnvelope {
+    /// The error.
+    pub error: ErrorBody,
+}
+
+/// The inside of [`ErrorEnvelope`].
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable code, e.g. `SERVICE_NOT_FOUND`; clients branch on it.
+    #[schema(example = "SERVICE_NOT_FOUND")]
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+    /// Structured context, e.g. `{"fields": [{"field", "message"}]}` for
+    /// VALIDATION_ERROR; an empty object when there is none.
+    #[schema(value_type = Object)]
+    pub details: Value,
+}
+
+/// Left in a response's extensions by [`ApiError::into_response`] so the
+/// middleware can log the error once, with its internal cause.
+#[derive(Debug, Clone)]
+pub(crate) struct ErrorReport {
+    code: ErrorCode,
+    message: String,
+    internal: Option<String>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.code.status();
+        let body = ErrorEnvelope {
+            error: ErrorBody {
+                code: self.code.as_str().to_owned(),
+                message: self.message.to_string(),
+                details: self.details,
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
+        if self.www_authenticate {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"aegis\""),
+            );
+        }
+        response.extensions_mut().insert(ErrorReport {
+            code: self.code,
+            message: self.message.into_owned(),
+            internal: self.internal,
+        });
+        response
+    }
+}
+
+/// Middleware: logs every error response once and gives framework-made error
+/// responses (no [`ErrorReport`]) the standard envelope.
+pub(crate) async fn envelope_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !status.is_client_error() && !status.is_server_error() {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    match parts.extensions.remove::<ErrorReport>() {
+        Some(report) => {
+            log_error(status, &report);
+            Response::from_parts(parts, body)
+        }
+        // A page of the UI (e.g. its 404.html) stays a page.
+        None if is_html(&parts.headers) => Response::from_parts(parts, body),
+        None => {
+            let code = ErrorCode::for_status(status);
+            let message = match code {
+                ErrorCode::PayloadTooLarge => "the request body is larger than 64 KiB".to_owned(),
+                ErrorCode::MethodNotAllowed => "method not allowed on this route".to_owned(),
+                ErrorCode::GatewayTimeout => "the request took too long".to_owned(),
+                ErrorCode::NotFound => "no such route".to_owned(),
+                _ => status
+                    .canonical_reason()
+                    .unwrap_or("request failed")
+                    .to_owned(),
+            };
+            let mut rebuilt = ApiError::new(code, message).into_response();
+            *rebuilt.status_mut() = status;
+            // Keep headers the framework set (e.g. `Allow` on a 405).
+            for (name, value) in parts.headers.iter() {
+                if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+                    rebuilt.headers_mut().insert(name.clone(), value.clone());
+                }
+            }
+            if let Some(report) = rebuilt.extensions_mut().remove::<ErrorReport>() {
+                log_error(status, &report);
+            }
+            rebuilt
+        }
+    }
+}
+
+fn is_html(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"))
+}
+
+fn log_error(status: StatusCode, report: &ErrorReport) {
+    let code = report.code.as_str();
+    if status.is_server_error() {
+        tracing::error!(
+            status = status.as_u16(),
+            code,
+            message = %report.message,
+            cause = report.internal.as_deref().unwrap_or(""),
+            "request failed"
+        );
+    } else {
+        tracing::info!(
+            status = status.as_u16(),
+            code,
+            message = %report.message,
+            "request rejected"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_map_to_their_status() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            assert!(seen.insert(code.as_str()), "{code} twice");
+            assert!(code.status().is_client_error() || code.status().is_server_error());
+            assert_eq!(code.as_str(), code.as_str().to_ascii_uppercase());
+        }
+    }
+
+    #[test]
+    fn internal_cause_stays_out_of_the_body() {
+        let response = ApiError::internal("reading kv", "secret detail").into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let report = response.extensions().get::<ErrorReport>().unwrap();
+        assert_eq!(
+            report.internal.as_deref(),
+            Some("reading kv: secret detail")
+        );
+        assert_eq!(report.message, "internal error");
+    }
+}

@@ -1,0 +1,190 @@
+//! Extractors whose rejections use the API's error envelope.
+//!
+//! [`ApiJson`] replaces `axum::Json` for request bodies: a body that is not
+//! `application/json` is 415, one over the limit 413, malformed JSON 400
+//! `INVALID_JSON`, and well-formed JSON of the wrong shape (missing, unknown
+//! or mistyped fields) 422 `VALIDATION_ERROR` naming the field. [`ApiQuery`]
+//! does the same for query strings (400 `BAD_REQUEST`).
+
+use aegis_contracts::FieldError;
+use axum::{
+    extract::{FromRequest, FromRequestParts, Request},
+    http::{StatusCode, header, request::Parts},
+};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::error::{ApiError, ErrorCode};
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A JSON request body, rejected with the API's envelope.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ApiJson<T>(pub(crate) T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(&req) {
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "expected a body with Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    ErrorCode::PayloadTooLarge,
+                    "the request body is larger than 64 KiB",
+                )
+                .with_details(json!({ "limitBytes": MAX_BODY_BYTES }))
+            } else {
+                ApiError::new(ErrorCode::BadRequest, "could not read the request body")
+                    .with_internal(rejection.body_text())
+            }
+        })?;
+        parse_body(&bytes).map(ApiJson)
+    }
+}
+
+fn is_json(req: &Request) -> bool {
+    let Some(value) = req.headers().get(header::CONTENT_TYPE) else {
+        return false;
+    };
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let mime = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+/// Parses a JSON object body into `T`, mapping failures to the envelope.
+///
+/// # Errors
+/// 400 `INVALID_JSON` for malformed JSON; 422 `VALIDATION_ERROR` naming the
+/// field for anything that parses but does not fit `T`.
+pub(crate) fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(ErrorCode::InvalidJson, format!("malformed JSON: {e}"))
+            .with_details(json!({ "line": e.line(), "column": e.column() }))
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::invalid_field("body", "must be a JSON object"));
+    }
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
+        let message = e.inner().to_string();
+        let path = e.path().to_string();
+        let field = if path == "." || path.is_empty() {
+            field_in_message(&message).unwrap_or_else(|| "body".to_owned())
+        } else {
+            path
+        };
+        let errors = aegis_contracts::ValidationErrors(vec![FieldError {
+            field,
+            message: strip_position(&message),
+        }]);
+        ApiError::validation(&errors)
+    })
+}
+
+/// serde names missing and unknown fields in backticks: "missing field `owner`".
+fn field_in_message(message: &str) -> Option<String> {
+    let rest = message
+        .strip_prefix("missing field `")
+        .or_else(|| message.strip_prefix("unknown field `"))?;
+    rest.split('`').next().map(str::to_owned)
+}
+
+/// Drops serde_json's " at line 1 column 5" (meaningless for a `Value`).
+fn strip_position(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// A query string, rejected with the API's envelope (400 `BAD_REQUEST`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ApiQuery<T>(pub(crate) T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        serde_urlencoded_compat(query).map(ApiQuery)
+    }
+}
+
+fn serde_urlencoded_compat<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    // axum's own Query extractor, minus its plain-text rejection.
+    axum::extract::Query::<T>::try_from_uri(
+        &format!("/?{query}")
+            .parse()
+            .map_err(|_| ApiError::new(ErrorCode::BadRequest, "invalid query string"))?,
+    )
+    .map(|q| q.0)
+    .map_err(|e| {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            format!("invalid query string: {}", e.body_text()),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aegis_contracts::NewServiceDefinition;
+
+    fn err(body: &str) -> ApiError {
+        parse_body::<NewServiceDefinition>(body.as_bytes()).unwrap_err()
+    }
+
+    fn fields(e: &ApiError) -> Vec<String> {
+        e.details()["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["field"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn malformed_json_is_400() {
+        assert_eq!(err("{").code(), ErrorCode::InvalidJson);
+        assert_eq!(err("not json").code(), ErrorCode::InvalidJson);
+        assert_eq!(err("").code(), ErrorCode::InvalidJson);
+    }
+
+    #[test]
+    fn wrong_shapes_are_422_naming_the_field() {
+        let e = err(r#"{"service_name":"abc","owner":"o","description":"d"}"#);
+        assert_eq!(e.code(), ErrorCode::ValidationError);
+        assert_eq!(fields(&e), ["version"]);
+        let e =
+            err(r#"{"service_name":"abc","owner":"o","description":"d","version":"1.0.0","x":1}"#);
+        assert_eq!(fields(&e), ["x"]);
+        let e = err(r#"{"service_name":"abc","owner":5,"description":"d","version":"1.0.0"}"#);
+        assert_eq!(fields(&e), ["owner"]);
+        assert!(!e.message().contains("line"));
+        assert_eq!(fields(&err("[]")), ["body"]);
+        assert_eq!(fields(&err("3")), ["body"]);
+    }
+}

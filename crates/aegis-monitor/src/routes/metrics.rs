@@ -1,0 +1,173 @@
+//! Instance metrics: the latest snapshot of every live instance (from the
+//! in-memory feed) and one instance's history for charts (read from
+//! `AEGIS_METRICS`, so any replica answers the same).
+
+use std::time::Duration;
+
+use aegis_contracts::{InstanceStatus, MetricsSnapshot};
+use axum::{
+    Json,
+    extract::{Path, State},
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    error::{ApiError, ErrorEnvelope},
+    extract::ApiQuery,
+    openapi::{InstanceStatusDoc, MetricsSnapshotDoc},
+    routes::instances::check_names,
+    state::AppState,
+};
+
+/// Longest history window (the stream keeps snapshots this long by default).
+const MAX_WINDOW: Duration = Duration::from_secs(3600);
+/// Default history window.
+const DEFAULT_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Most snapshots one history answer holds (the newest ones).
+const MAX_POINTS: usize = 2000;
+
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(latest_metrics))
+        .routes(routes!(instance_metrics))
+}
+
+/// A live instance and its latest snapshot.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct InstanceMetrics {
+    /// The service.
+    service_name: String,
+    /// The instance.
+    instance_id: String,
+    /// Its registry status.
+    #[schema(value_type = InstanceStatusDoc)]
+    status: InstanceStatus,
+    /// Its latest snapshot; null until it publishes one.
+    #[schema(value_type = Option<MetricsSnapshotDoc>)]
+    snapshot: Option<MetricsSnapshot>,
+}
+
+/// One instance's snapshots over a window.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct MetricsHistory {
+    /// The service.
+    service_name: String,
+    /// The instance.
+    instance_id: String,
+    /// The window covered, in seconds.
+    window_secs: u64,
+    /// Snapshots, oldest first (at most `limit`, the newest ones).
+    #[schema(value_type = Vec<MetricsSnapshotDoc>)]
+    snapshots: Vec<MetricsSnapshot>,
+}
+
+/// Query of the history endpoint.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct HistoryQuery {
+    /// How far back, e.g. `90s`, `15m`, `1h` (default 15m); clamped to
+    /// 1s..1h (the stream keeps one hour).
+    #[param(example = "15m", pattern = "^[1-9][0-9]{0,5}(s|m|h)$")]
+    window: Option<String>,
+    /// Most snapshots to return, the newest ones (1–2000, default 2000).
+    #[param(minimum = 1, maximum = 2000)]
+    limit: Option<usize>,
+}
+
+/// Every live instance with its latest metrics snapshot (per-endpoint
+/// request and error counts and rates, latency p50/p90/p99, queue depth).
+#[utoipa::path(
+    get, path = "/api/metrics", tag = "metrics",
+    responses(
+        (status = 200, description = "One entry per live instance", body = [InstanceMetrics]),
+        (status = 401, description = "Not authenticated", body = ErrorEnvelope),
+    )
+)]
+async fn latest_metrics(State(state): State<AppState>) -> Json<Vec<InstanceMetrics>> {
+    let feed = state.metrics();
+    Json(
+        state
+            .registry()
+            .all()
+            .into_iter()
+            .map(|i| InstanceMetrics {
+                snapshot: feed.latest(&i.service_name, &i.instance_id),
+                service_name: i.service_name,
+                instance_id: i.instance_id,
+                status: i.status,
+            })
+            .collect(),
+    )
+}
+
+/// One instance's snapshots over a window, for charts. Works for instances
+/// that are gone too, while the stream keeps their snapshots.
+#[utoipa::path(
+    get, path = "/api/instances/{service}/{instanceId}/metrics", tag = "metrics",
+    params(
+        ("service" = String, Path, description = "Service name"),
+        ("instanceId" = String, Path, description = "Instance id"),
+        HistoryQuery,
+    ),
+    responses(
+        (status = 200, description = "The history", body = MetricsHistory),
+        (status = 400, description = "Bad window or limit", body = ErrorEnvelope),
+        (status = 401, description = "Not authenticated", body = ErrorEnvelope),
+        (status = 404, description = "INSTANCE_NOT_FOUND (not a valid name)", body = ErrorEnvelope),
+    )
+)]
+async fn instance_metrics(
+    State(state): State<AppState>,
+    Path((service, instance)): Path<(String, String)>,
+    ApiQuery(query): ApiQuery<HistoryQuery>,
+) -> Result<Json<MetricsHistory>, ApiError> {
+    let window = match query.window.as_deref().map(str::trim) {
+        None | Some("") => DEFAULT_WINDOW,
+        Some(w) => parse_window(w)?,
+    };
+    let limit = query.limit.unwrap_or(MAX_POINTS);
+    if !(1..=MAX_POINTS).contains(&limit) {
+        return Err(ApiError::bad_param(
+            "limit",
+            format!("must be between 1 and {MAX_POINTS}"),
+        ));
+    }
+    check_names(&service, &instance)?;
+    let snapshots = state
+        .metrics()
+        .history(&service, &instance, window, limit)
+        .await
+        .map_err(|e| ApiError::unavailable("reading AEGIS_METRICS", format!("{e:#}")))?;
+    Ok(Json(MetricsHistory {
+        service_name: service,
+        instance_id: instance,
+        window_secs: window.as_secs(),
+        snapshots,
+    }))
+}
+
+fn parse_window(s: &str) -> Result<Duration, ApiError> {
+    let window = humantime::parse_duration(s)
+        .map_err(|_| ApiError::bad_param("window", "expected a duration such as 90s, 15m or 1h"))?;
+    Ok(window.clamp(Duration::from_secs(1), MAX_WINDOW))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows() {
+        assert_eq!(parse_window("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_window("1h").unwrap(), MAX_WINDOW);
+        assert_eq!(parse_window("2h").unwrap(), MAX_WINDOW);
+        assert_eq!(parse_window("0s").unwrap(), Duration::from_secs(1));
+        assert!(parse_window("soon").is_err());
+        assert!(parse_window("").is_err());
+    }
+}

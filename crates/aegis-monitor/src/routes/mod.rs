@@ -1,0 +1,128 @@
+//! The HTTP surface: one module per route group, assembled by [`router`]
+//! with the middleware every request passes through.
+//!
+//! | module | routes |
+//! | --- | --- |
+//! | [`services`] | `/api/services[/{name}[/revision, /history]]` |
+//! | [`instances`] | `/api/instances[...]`, instance config and events |
+//! | [`metrics`] | `/api/metrics`, `/api/instances/{s}/{id}/metrics` |
+//! | [`stream`] | `/api/stream` (SSE) |
+//! | [`session`] | `/api/session` (browser sign-in) |
+//! | [`system`] | `/health`, `/ready`, `/status`, `/metrics` |
+//!
+//! Plus `/api/openapi.json` and the Swagger UI at `/api/docs`, and the UI's
+//! static files at `/` when a UI directory is configured.
+//!
+//! Middleware, outermost first: a tracing span per request (method and
+//! route, never headers or query), the error envelope and its one log line,
+//! request metrics, security headers, the 64 KiB body limit, the request
+//! timeout (not on the SSE stream), and authentication.
+
+pub(crate) mod instances;
+pub(crate) mod metrics;
+pub(crate) mod services;
+pub(crate) mod session;
+pub(crate) mod stream;
+pub(crate) mod system;
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, MatchedPath, Request},
+    http::{HeaderValue, StatusCode, header},
+    middleware::{self, Next},
+    response::Response,
+};
+use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer, trace::TraceLayer};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::{
+    auth, error, extract::MAX_BODY_BYTES, openapi::ApiDoc, state::AppState, telemetry, ui,
+};
+
+/// The routes that finish quickly (everything but the SSE stream).
+fn bounded_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(services::router())
+        .merge(instances::router())
+        .merge(metrics::router())
+        .merge(session::router())
+        .merge(system::router())
+}
+
+/// The OpenAPI document of the whole API, as served at `/api/openapi.json`.
+///
+/// ```
+/// let spec = aegis_monitor::openapi();
+/// assert!(spec.paths.paths.contains_key("/api/services"));
+/// ```
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut spec = bounded_routes().into_openapi();
+    spec.merge(stream::router().into_openapi());
+    spec
+}
+
+/// The whole application for `state`: API, docs, system routes and UI.
+///
+/// Tests call it with `tower::ServiceExt::oneshot`; [`crate::serve_on`]
+/// serves it on a socket.
+pub fn router(state: AppState) -> Router {
+    let timeout = state.config().request_timeout;
+    let (bounded, mut spec) = bounded_routes().split_for_parts();
+    let (streaming, stream_spec) = stream::router().split_for_parts();
+    spec.merge(stream_spec);
+    let bounded = bounded.layer(TimeoutLayer::with_status_code(
+        StatusCode::GATEWAY_TIMEOUT,
+        timeout,
+    ));
+    bounded
+        .merge(streaming)
+        .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", spec))
+        .fallback(ui::fallback)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_auth,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn(telemetry::record_http))
+        .layer(middleware::from_fn(error::envelope_errors))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let route = request
+                    .extensions()
+                    .get::<MatchedPath>()
+                    .map(|p| p.as_str().to_owned())
+                    .unwrap_or_else(|| request.uri().path().to_owned());
+                tracing::info_span!(
+                    "http",
+                    method = %request.method(),
+                    route = %route,
+                    who = tracing::field::Empty,
+                )
+            }),
+        )
+        .with_state(state)
+}
+
+/// Headers every response carries; API responses are never cached.
+async fn security_headers(request: Request, next: Next) -> Response {
+    let api = request.uri().path().starts_with("/api/");
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    if api && !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}

@@ -1,0 +1,124 @@
+//! `/api/session`: the browser sign-in. `POST` exchanges a token for an
+//! `HttpOnly`, `SameSite=Strict` session cookie; `GET` says who the caller
+//! is; `DELETE` signs out. `POST` and `DELETE` need no credentials (they are
+//! the way in and out); `GET` does, like every other `/api/*` route.
+
+use axum::{
+    Extension, Json,
+    extract::State,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    auth::{Principal, Role},
+    error::{ApiError, ErrorCode, ErrorEnvelope},
+    extract::ApiJson,
+    state::AppState,
+};
+
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(whoami, sign_in, sign_out))
+}
+
+/// The sign-in body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SignIn {
+    /// An admin or viewer token.
+    #[schema(min_length = 1)]
+    token: String,
+}
+
+/// Who the caller is.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SessionInfo {
+    /// The token's name.
+    name: String,
+    /// Its role.
+    role: Role,
+    /// When the session cookie expires (sign-in only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    expires_at: Option<DateTime<Utc>>,
+}
+
+/// Who the caller is (token or session).
+#[utoipa::path(
+    get, path = "/api/session", tag = "session",
+    responses(
+        (status = 200, description = "The caller", body = SessionInfo),
+        (status = 401, description = "Not authenticated", body = ErrorEnvelope),
+    )
+)]
+async fn whoami(Extension(who): Extension<Principal>) -> Json<SessionInfo> {
+    Json(SessionInfo {
+        name: who.name,
+        role: who.role,
+        expires_at: None,
+    })
+}
+
+/// Exchanges a token for a session cookie (`aegis_session`, HttpOnly,
+/// SameSite=Strict).
+#[utoipa::path(
+    post, path = "/api/session", tag = "session",
+    security(()),
+    request_body = SignIn,
+    responses(
+        (status = 200, description = "Signed in; the cookie is set", body = SessionInfo,
+            headers(("Set-Cookie" = String, description = "The session cookie"))),
+        (status = 400, description = "Malformed JSON", body = ErrorEnvelope),
+        (status = 401, description = "Invalid token", body = ErrorEnvelope),
+        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
+        (status = 415, description = "Not JSON", body = ErrorEnvelope),
+        (status = 422, description = "VALIDATION_ERROR", body = ErrorEnvelope),
+    )
+)]
+async fn sign_in(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<SignIn>,
+) -> Result<Response, ApiError> {
+    let auth = state.auth();
+    if auth.is_insecure() {
+        return Ok(Json(SessionInfo {
+            name: "insecure-dev".to_owned(),
+            role: Role::Admin,
+            expires_at: None,
+        })
+        .into_response());
+    }
+    let entry = auth
+        .verify_token(&body.token)
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "invalid token"))?;
+    let (value, expires) = auth.sessions().issue(entry, Utc::now());
+    let mut headers = HeaderMap::new();
+    if let Ok(cookie) = HeaderValue::from_str(&auth.sessions().set_cookie(&value)) {
+        headers.insert(header::SET_COOKIE, cookie);
+    }
+    let info = SessionInfo {
+        name: entry.principal.name.clone(),
+        role: entry.principal.role,
+        expires_at: Some(expires),
+    };
+    Ok((headers, Json(info)).into_response())
+}
+
+/// Signs out: clears the session cookie.
+#[utoipa::path(
+    delete, path = "/api/session", tag = "session",
+    security(()),
+    responses((status = 204, description = "Signed out; the cookie is cleared"))
+)]
+async fn sign_out(State(state): State<AppState>) -> Response {
+    let mut headers = HeaderMap::new();
+    if let Ok(cookie) = HeaderValue::from_str(&state.auth().sessions().clear_cookie()) {
+        headers.insert(header::SET_COOKIE, cookie);
+    }
+    (StatusCode::NO_CONTENT, headers).into_response()
+}

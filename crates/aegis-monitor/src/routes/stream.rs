@@ -1,0 +1,109 @@
+//! `GET /api/stream`: Server-Sent Events pushing instance changes,
+//! definition changes and metrics snapshots as they happen, so the UI is
+//! live without polling.
+//!
+//! Events: `hello` first (`{"topics": [...]}`), then `instance`,
+//! `definition` and `metrics` (data: a [`LiveEvent`] as JSON), `lagged`
+//! (`{"skipped": n}`) when this client fell behind and should re-read the
+//! REST endpoints. A comment line every 15 s keeps proxies from closing an
+//! idle connection. The stream ends when the monitor shuts down.
+
+use std::{collections::HashSet, convert::Infallible, time::Duration};
+
+use axum::{
+    extract::State,
+    response::sse::{Event, KeepAlive, Sse},
+};
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
+use utoipa::IntoParams;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    error::{ApiError, ErrorEnvelope},
+    extract::ApiQuery,
+    live::LiveEvent,
+    state::AppState,
+    telemetry::SseClientGuard,
+};
+
+const TOPICS: [&str; 3] = ["instance", "definition", "metrics"];
+
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(live_stream))
+}
+
+/// Query of the stream endpoint.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct StreamQuery {
+    /// Comma-separated subset of `instance,definition,metrics` (default all).
+    #[param(example = "instance,definition")]
+    topics: Option<String>,
+}
+
+/// Live changes as Server-Sent Events (`text/event-stream`): events
+/// `hello`, `instance`, `definition`, `metrics` and `lagged`; each data line
+/// is JSON (see the `LiveEvent` schema).
+#[utoipa::path(
+    get, path = "/api/stream", tag = "stream",
+    params(StreamQuery),
+    responses(
+        (status = 200, description = "An endless event stream", content_type = "text/event-stream", body = String),
+        (status = 400, description = "Unknown topic", body = ErrorEnvelope),
+        (status = 401, description = "Not authenticated", body = ErrorEnvelope),
+    )
+)]
+async fn live_stream(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<StreamQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let topics: HashSet<&'static str> = match &query.topics {
+        None => TOPICS.into_iter().collect(),
+        Some(list) => {
+            let mut chosen = HashSet::new();
+            for t in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                let known = TOPICS.iter().find(|k| **k == t).ok_or_else(|| {
+                    ApiError::bad_param("topics", format!("unknown topic {t:?}"))
+                        .with_details(json!({ "param": "topics", "allowed": TOPICS }))
+                })?;
+                chosen.insert(*known);
+            }
+            if chosen.is_empty() {
+                return Err(ApiError::bad_param("topics", "name at least one topic"));
+            }
+            chosen
+        }
+    };
+    let mut listed: Vec<&str> = topics.iter().copied().collect();
+    listed.sort_unstable();
+    let hello = Event::default()
+        .event("hello")
+        .json_data(json!({ "topics": listed }))
+        .unwrap_or_default();
+    let guard = SseClientGuard::new();
+    let events = BroadcastStream::new(state.live()).filter_map(move |item| {
+        let event = match item {
+            Ok(event) if topics.contains(event.name()) => to_event(&event),
+            Ok(_) => None,
+            Err(BroadcastStreamRecvError::Lagged(skipped)) => Event::default()
+                .event("lagged")
+                .json_data(json!({ "skipped": skipped }))
+                .ok(),
+        };
+        // Keeps the gauge up while the stream lives.
+        let _ = &guard;
+        futures::future::ready(event.map(Ok))
+    });
+    let stream = futures::stream::once(futures::future::ready(Ok(hello)))
+        .chain(events)
+        .take_until(state.cancelled().cancelled_owned());
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+fn to_event(event: &LiveEvent) -> Option<Event> {
+    Event::default().event(event.name()).json_data(event).ok()
+}

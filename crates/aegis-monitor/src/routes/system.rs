@@ -1,0 +1,237 @@
+//! System routes, outside `/api` and without authentication: `/health`
+//! (liveness), `/ready` (readiness: NATS connected, buckets there, views
+//! loaded; 503 otherwise), `/status` (uptime, environment, version, NATS
+//! server, counts — all measured) and `/metrics` (Prometheus exposition of
+//! the monitor's own metrics).
+
+use aegis_contracts::subjects::{DEFINITIONS_BUCKET, REGISTRY_BUCKET};
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderValue, header},
+    response::{IntoResponse, Response},
+};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    error::{ApiError, ErrorCode, ErrorEnvelope},
+    routes::instances::{HealthSummary, count},
+    state::AppState,
+};
+
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(status))
+        .routes(routes!(prometheus))
+}
+
+/// Liveness answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Health {
+    /// Always `ok` while the process serves requests.
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
+/// Readiness checks.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Readiness {
+    /// `ready`.
+    status: &'static str,
+    /// Each check and whether it passed.
+    checks: Checks,
+}
+
+/// The individual readiness checks.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Checks {
+    /// The NATS connection is up.
+    nats_connected: bool,
+    /// The `service_definitions` bucket exists.
+    definitions_bucket: bool,
+    /// The `service_registry` bucket exists.
+    registry_bucket: bool,
+    /// The registry view is loaded and its watch alive.
+    registry_synced: bool,
+    /// The definitions view is loaded.
+    definitions_synced: bool,
+}
+
+impl Checks {
+    fn all(self) -> bool {
+        self.nats_connected
+            && self.definitions_bucket
+            && self.registry_bucket
+            && self.registry_synced
+            && self.definitions_synced
+    }
+}
+
+/// What `/status` reports.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Status {
+    /// `aegis-monitor`.
+    service: &'static str,
+    /// The monitor's version.
+    version: &'static str,
+    /// The configured environment name.
+    environment: String,
+    /// When this process started (RFC 3339 UTC).
+    #[schema(value_type = String, format = DateTime)]
+    started_at: DateTime<Utc>,
+    /// Seconds since start.
+    uptime_secs: f64,
+    /// `tokens` or `insecure-dev` (authentication off).
+    auth_mode: &'static str,
+    /// The NATS side.
+    nats: NatsStatus,
+    /// Registered instances by status.
+    instances: HealthSummary,
+    /// Stored service definitions.
+    definitions: usize,
+}
+
+/// The NATS connection as seen by the monitor.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct NatsStatus {
+    /// Connected right now.
+    connected: bool,
+    /// Version of the server connected to.
+    server_version: String,
+    /// Its name.
+    server_name: String,
+    /// Its id.
+    server_id: String,
+    /// Its cluster, if clustered.
+    cluster: Option<String>,
+    /// Whether it has JetStream.
+    jetstream: bool,
+    /// JetStream streams in the account, when the account could be read.
+    streams: Option<usize>,
+    /// JetStream consumers in the account, when the account could be read.
+    consumers: Option<usize>,
+    /// Whether the registry view is live.
+    registry_synced: bool,
+}
+
+/// Liveness: 200 while the process serves requests.
+#[utoipa::path(
+    get, path = "/health", tag = "system", security(()),
+    responses((status = 200, description = "Alive", body = Health))
+)]
+async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Readiness: 200 when NATS is connected, both buckets exist and the views
+/// are loaded; 503 `NOT_READY` (details: the checks) otherwise.
+#[utoipa::path(
+    get, path = "/ready", tag = "system", security(()),
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "NOT_READY", body = ErrorEnvelope),
+    )
+)]
+async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
+    let connected = state.conn().is_connected();
+    let js = state.conn().jetstream();
+    let (definitions_bucket, registry_bucket) = if connected {
+        let (d, r) = tokio::join!(
+            js.get_key_value(DEFINITIONS_BUCKET),
+            js.get_key_value(REGISTRY_BUCKET)
+        );
+        (d.is_ok(), r.is_ok())
+    } else {
+        (false, false)
+    };
+    let checks = Checks {
+        nats_connected: connected,
+        definitions_bucket,
+        registry_bucket,
+        registry_synced: state.registry().is_synced(),
+        definitions_synced: state.definitions().is_synced(),
+    };
+    if checks.all() {
+        Ok(Json(Readiness {
+            status: "ready",
+            checks,
+        }))
+    } else {
+        Err(ApiError::new(ErrorCode::NotReady, "not ready")
+            .with_details(json!({ "checks": checks })))
+    }
+}
+
+/// Uptime, environment, version, the NATS server and counts, all measured.
+#[utoipa::path(
+    get, path = "/status", tag = "system", security(()),
+    responses((status = 200, description = "Status", body = Status))
+)]
+async fn status(State(state): State<AppState>) -> Json<Status> {
+    let conn = state.conn();
+    let info = conn.client().server_info();
+    let account = if conn.is_connected() {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            conn.jetstream().query_account(),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+    } else {
+        None
+    };
+    Json(Status {
+        service: "aegis-monitor",
+        version: env!("CARGO_PKG_VERSION"),
+        environment: state.config().environment.clone(),
+        started_at: state.started_at(),
+        uptime_secs: state.uptime().as_secs_f64(),
+        auth_mode: if state.auth().is_insecure() {
+            "insecure-dev"
+        } else {
+            "tokens"
+        },
+        nats: NatsStatus {
+            connected: conn.is_connected(),
+            server_version: info.version,
+            server_name: info.server_name,
+            server_id: info.server_id,
+            cluster: info.cluster,
+            jetstream: info.jetstream,
+            streams: account.as_ref().map(|a| a.streams),
+            consumers: account.as_ref().map(|a| a.consumers),
+            registry_synced: state.registry().is_synced(),
+        },
+        instances: count(state.registry()),
+        definitions: state.definitions().count(),
+    })
+}
+
+/// The monitor's own metrics in Prometheus text format.
+#[utoipa::path(
+    get, path = "/metrics", tag = "system", security(()),
+    responses((status = 200, description = "Prometheus exposition", content_type = "text/plain", body = String))
+)]
+async fn prometheus(State(state): State<AppState>) -> Response {
+    state.update_gauges();
+    let body = state.prometheus().map(|h| h.render()).unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response()
+}

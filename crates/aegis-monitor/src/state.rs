@@ -1,0 +1,268 @@
+//! [`AppState`]: what every handler shares — the NATS connection, the
+//! authenticator, the definitions store, the registry reader, the metrics
+//! feed, the live event channel — and the background tasks that keep them
+//! current.
+//!
+//! [`AppState::start`] checks the configuration before any I/O, connects,
+//! opens or creates the NATS resources and starts the tasks. The tasks stop
+//! on [`AppState::shutdown`], when the given token is cancelled, or when the
+//! last clone of the state is dropped.
+
+use std::{sync::Arc, time::Duration};
+
+use aegis_sdk::{Connection, registry::RegistryReader};
+use async_nats::jetstream::stream::Stream;
+use chrono::{DateTime, Utc};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::broadcast;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    auth::{AuthConfigError, Authenticator},
+    bus::{self, SetupError},
+    config::MonitorConfig,
+    definitions::DefinitionStore,
+    live::{self, LiveEvent},
+    metrics_feed::MetricsFeed,
+    telemetry,
+};
+
+/// Why the monitor could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The authentication setup is refused (e.g. no token and no insecure_dev).
+    #[error(transparent)]
+    Auth(#[from] AuthConfigError),
+    /// NATS could not be reached or is unsuitable.
+    #[error(transparent)]
+    Connect(#[from] aegis_sdk::ConnectError),
+    /// A bucket or stream could not be opened or cannot work.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// The registry reader could not start.
+    #[error("cannot start the registry reader")]
+    Registry(#[source] aegis_sdk::registry::RegistryError),
+    /// Something else failed while starting.
+    #[error("cannot start the monitor: {0}")]
+    Other(String),
+}
+
+/// Shared state of the API; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: MonitorConfig,
+    conn: Connection,
+    auth: Authenticator,
+    definitions: DefinitionStore,
+    registry: RegistryReader,
+    metrics: MetricsFeed,
+    logs: Stream,
+    live: broadcast::Sender<LiveEvent>,
+    started_at: DateTime<Utc>,
+    started: std::time::Instant,
+    prometheus: Option<PrometheusHandle>,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("environment", &self.inner.config.environment)
+            .field("conn", &self.inner.conn)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// Checks `config`, connects to NATS, opens or creates the buckets and
+    /// streams and starts the background tasks, which stop when `shutdown`
+    /// is cancelled (or on [`AppState::shutdown`]).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use aegis_monitor::{AppState, MonitorConfig};
+    /// let config = MonitorConfig { insecure_dev: true, ..Default::default() };
+    /// let state = AppState::start(config, Default::default()).await?;
+    /// let app = aegis_monitor::router(state.clone());
+    /// # drop(app);
+    /// state.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`StartError`]: refused authentication setup (checked first, before
+    /// any I/O), unreachable or unsuitable NATS, unusable buckets.
+    pub async fn start(
+        config: MonitorConfig,
+        shutdown: CancellationToken,
+    ) -> Result<AppState, StartError> {
+        let auth = Authenticator::from_config(&config)?;
+        if auth.is_insecure() {
+            tracing::warn!(
+                "!!! AUTHENTICATION IS OFF (--insecure-dev): anyone who can reach this port can change service definitions. Never do this outside a development machine. !!!"
+            );
+        }
+        let conn = Connection::connect(config.nats.clone()).await?;
+        let resources = bus::ensure_resources(conn.jetstream(), &config).await?;
+        let cancel = shutdown.child_token();
+        let tasks = TaskTracker::new();
+        let (live, _) = broadcast::channel(live::CAPACITY);
+        let definitions = DefinitionStore::start(
+            resources.definitions,
+            conn.jetstream().clone(),
+            live.clone(),
+            cancel.clone(),
+            &tasks,
+        )
+        .await
+        .map_err(|e| StartError::Other(format!("{e:#}")))?;
+        let registry = RegistryReader::start(&conn)
+            .await
+            .map_err(StartError::Registry)?;
+        crate::routes::instances::forward_changes(
+            registry.clone(),
+            live.clone(),
+            cancel.clone(),
+            &tasks,
+        );
+        let metrics = MetricsFeed::start(
+            resources.metrics,
+            config.metrics_retention,
+            live.clone(),
+            cancel.clone(),
+            &tasks,
+        );
+        let state = AppState {
+            inner: Arc::new(Inner {
+                prometheus: telemetry::prometheus(),
+                config,
+                conn,
+                auth,
+                definitions,
+                registry,
+                metrics,
+                logs: resources.logs,
+                live,
+                started_at: Utc::now(),
+                started: std::time::Instant::now(),
+                cancel,
+                tasks,
+            }),
+        };
+        state.spawn_gauges();
+        Ok(state)
+    }
+
+    /// Updates the gauges every few seconds (cheap: memory only).
+    fn spawn_gauges(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let cancel = self.inner.cancel.clone();
+        self.inner.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let Some(inner) = weak.upgrade() else { return };
+                let state = AppState { inner };
+                state.update_gauges();
+            }
+        });
+    }
+
+    pub(crate) fn update_gauges(&self) {
+        metrics::gauge!(telemetry::NATS_CONNECTED).set(if self.conn().is_connected() {
+            1.0
+        } else {
+            0.0
+        });
+        metrics::gauge!(telemetry::DEFINITIONS).set(self.definitions().count() as f64);
+        let counts = crate::routes::instances::count(self.registry());
+        for (status, n) in [
+            ("ACTIVE", counts.active),
+            ("UNHEALTHY", counts.unhealthy),
+            ("STANDBY", counts.standby),
+        ] {
+            metrics::gauge!(telemetry::INSTANCES, "status" => status).set(n as f64);
+        }
+    }
+
+    /// Stops the background tasks (bounded wait) and drains the NATS
+    /// connection.
+    pub async fn shutdown(&self) {
+        self.inner.cancel.cancel();
+        self.inner.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background tasks did not stop within 5s");
+        }
+        if let Err(e) = self.inner.conn.drain().await {
+            tracing::warn!(error = %e, "draining the NATS connection failed");
+        }
+    }
+
+    /// A token cancelled when the monitor shuts down.
+    pub fn cancelled(&self) -> CancellationToken {
+        self.inner.cancel.clone()
+    }
+
+    /// The configuration the state was started with.
+    pub fn config(&self) -> &MonitorConfig {
+        &self.inner.config
+    }
+
+    /// The NATS connection.
+    pub fn conn(&self) -> &Connection {
+        &self.inner.conn
+    }
+
+    pub(crate) fn auth(&self) -> &Authenticator {
+        &self.inner.auth
+    }
+
+    pub(crate) fn definitions(&self) -> &DefinitionStore {
+        &self.inner.definitions
+    }
+
+    pub(crate) fn registry(&self) -> &RegistryReader {
+        &self.inner.registry
+    }
+
+    pub(crate) fn metrics(&self) -> &MetricsFeed {
+        &self.inner.metrics
+    }
+
+    pub(crate) fn logs(&self) -> &Stream {
+        &self.inner.logs
+    }
+
+    pub(crate) fn live(&self) -> broadcast::Receiver<LiveEvent> {
+        self.inner.live.subscribe()
+    }
+
+    pub(crate) fn started_at(&self) -> DateTime<Utc> {
+        self.inner.started_at
+    }
+
+    pub(crate) fn uptime(&self) -> Duration {
+        self.inner.started.elapsed()
+    }
+
+    pub(crate) fn prometheus(&self) -> Option<&PrometheusHandle> {
+        self.inner.prometheus.as_ref()
+    }
+}

@@ -1,0 +1,307 @@
+//! Authentication and authorization against a real monitor: 401 without or
+//! with a bad credential on every `/api` route, 403 for a viewer's writes,
+//! the hashed token file, the session cookie, refusing to start without a
+//! token, `--insecure-dev`, and tokens never reaching the log.
+
+mod common;
+
+use std::{
+    io::Write,
+    sync::{Arc, Mutex, OnceLock},
+};
+
+use aegis_monitor::{AppState, MonitorConfig, StartError, auth::AuthConfigError, hash_token};
+use axum::http::{Method, header};
+use common::{ADMIN, Harness, VIEWER, new_def, req};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+/// Every `/api` route with a method and a body that would be valid.
+fn api_routes() -> Vec<(Method, &'static str, Option<serde_json::Value>)> {
+    vec![
+        (Method::GET, "/api/services", None),
+        (Method::POST, "/api/services", Some(new_def("auth-svc"))),
+        (Method::GET, "/api/services/auth-svc", None),
+        (
+            Method::PUT,
+            "/api/services/auth-svc",
+            Some(json!({"owner": "x"})),
+        ),
+        (Method::DELETE, "/api/services/auth-svc", None),
+        (Method::GET, "/api/services/auth-svc/revision", None),
+        (Method::GET, "/api/services/auth-svc/history", None),
+        (Method::GET, "/api/instances", None),
+        (Method::GET, "/api/instances/auth-svc", None),
+        (Method::GET, "/api/instances/auth-svc/i-1", None),
+        (Method::GET, "/api/instances/health/summary", None),
+        (Method::GET, "/api/instances/status/ACTIVE", None),
+        (Method::GET, "/api/instances/auth-svc/i-1/config", None),
+        (Method::GET, "/api/instances/auth-svc/i-1/events", None),
+        (Method::GET, "/api/instances/auth-svc/i-1/metrics", None),
+        (Method::GET, "/api/metrics", None),
+        (Method::GET, "/api/stream", None),
+        (Method::GET, "/api/session", None),
+        (Method::GET, "/api/no-such-route", None),
+    ]
+}
+
+/// Captures every log line of this test binary, to check no token leaks.
+fn log_buffer() -> Arc<Mutex<Vec<u8>>> {
+    static BUF: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    BUF.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber_for_tests(move || SharedWriter(writer.clone()));
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        buf
+    })
+    .clone()
+}
+
+struct SharedWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for SharedWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn tracing_subscriber_for_tests<W>(
+    make: impl Fn() -> W + Send + Sync + 'static,
+) -> impl tracing::Subscriber + Send + Sync
+where
+    W: Write + 'static,
+{
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(make)
+        .with_ansi(false)
+        .finish()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_api_route_needs_a_valid_credential() {
+    let logs = log_buffer();
+    let h = Harness::start().await;
+    for (method, path, body) in api_routes() {
+        for auth in [
+            None,
+            Some("Bearer wrong-token"),
+            Some("Bearer "),
+            Some("Basic YWRtaW46YWRtaW4="),
+            Some(ADMIN), // the token without the scheme
+        ] {
+            let mut r = req(method.clone(), path, None, body.clone());
+            if let Some(a) = auth {
+                r.headers_mut()
+                    .insert(header::AUTHORIZATION, a.parse().unwrap());
+            }
+            let reply = h.call(r).await;
+            reply.expect(401, Some("UNAUTHORIZED"));
+            assert_eq!(
+                reply.headers[header::WWW_AUTHENTICATE],
+                "Bearer realm=\"aegis\"",
+                "{method} {path}"
+            );
+        }
+    }
+    // Public routes stay public.
+    for path in ["/health", "/status", "/metrics", "/api/openapi.json"] {
+        assert_eq!(h.get(path, None).await.status, 200, "{path}");
+    }
+    // A wrong or right token never shows up in logs or answers.
+    let reply = h.get("/api/services", Some(ADMIN)).await;
+    assert!(!reply.body.to_string().contains(ADMIN));
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(text.contains("request rejected"), "logging is captured");
+    for secret in [ADMIN, VIEWER, "wrong-token", "YWRtaW46YWRtaW4="] {
+        assert!(!text.contains(secret), "{secret} leaked into the log");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_read_and_admins_write() {
+    let h = Harness::start().await;
+    h.admin(Method::POST, "/api/services", Some(new_def("auth-svc")))
+        .await
+        .expect(201, None);
+    for (method, path, body) in api_routes() {
+        let reply = h.call(req(method.clone(), path, Some(VIEWER), body)).await;
+        if method == Method::GET {
+            assert!(
+                ![401, 403].contains(&reply.status.as_u16()),
+                "viewer GET {path}: {}",
+                reply.status
+            );
+        } else {
+            reply.expect(403, Some("FORBIDDEN"));
+            assert_eq!(reply.body["error"]["details"]["role"], "viewer");
+        }
+    }
+    // The viewer's attempts changed nothing.
+    let def = h.get("/api/services/auth-svc", Some(VIEWER)).await;
+    def.expect(200, None);
+    assert_eq!(def.body["owner"], "trading-team");
+    let me = h.get("/api/session", Some(VIEWER)).await;
+    assert_eq!(me.body, json!({"name": "viewer", "role": "viewer"}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hashed_token_file_names_the_writer() {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    writeln!(file, "# ops").unwrap();
+    writeln!(
+        file,
+        "admin:ops-alice:{}",
+        hash_token("alice-secret-token-xyz")
+    )
+    .unwrap();
+    writeln!(
+        file,
+        "viewer:grafana:{}",
+        hash_token("grafana-secret-token-xyz")
+    )
+    .unwrap();
+    let path = file.path().to_owned();
+    let h = Harness::start_with(|c| {
+        c.admin_token = None;
+        c.viewer_token = None;
+        c.token_file = Some(path);
+    })
+    .await;
+    h.get("/api/services", Some(ADMIN))
+        .await
+        .expect(401, Some("UNAUTHORIZED"));
+    h.call(req(
+        Method::POST,
+        "/api/services",
+        Some("grafana-secret-token-xyz"),
+        Some(new_def("file-svc")),
+    ))
+    .await
+    .expect(403, Some("FORBIDDEN"));
+    h.call(req(
+        Method::POST,
+        "/api/services",
+        Some("alice-secret-token-xyz"),
+        Some(new_def("file-svc")),
+    ))
+    .await
+    .expect(201, None);
+    let history = h
+        .get(
+            "/api/services/file-svc/history",
+            Some("grafana-secret-token-xyz"),
+        )
+        .await;
+    assert_eq!(history.body[0]["who"], "ops-alice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_cookie_sign_in_and_out() {
+    let h = Harness::start().await;
+    let sign_in = |token: &str| {
+        req(
+            Method::POST,
+            "/api/session",
+            None,
+            Some(json!({ "token": token })),
+        )
+    };
+    h.call(sign_in("nope"))
+        .await
+        .expect(401, Some("UNAUTHORIZED"));
+    let reply = h.call(sign_in(VIEWER)).await;
+    reply.expect(200, None);
+    assert_eq!(reply.body["role"], "viewer");
+    let set_cookie = reply.headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(set_cookie.contains("HttpOnly"), "{set_cookie}");
+    assert!(set_cookie.contains("SameSite=Strict"), "{set_cookie}");
+    assert!(!set_cookie.contains(VIEWER), "the cookie is not the token");
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+
+    let with_cookie = |method: Method, path: &str, body: Option<serde_json::Value>| {
+        let mut r = req(method, path, None, body);
+        r.headers_mut()
+            .insert(header::COOKIE, cookie.parse().unwrap());
+        r
+    };
+    h.call(with_cookie(Method::GET, "/api/services", None))
+        .await
+        .expect(200, None);
+    h.call(with_cookie(
+        Method::POST,
+        "/api/services",
+        Some(new_def("cookie-svc")),
+    ))
+    .await
+    .expect(403, Some("FORBIDDEN"));
+    let me = h.call(with_cookie(Method::GET, "/api/session", None)).await;
+    assert_eq!(me.body["name"], "viewer");
+    // A tampered cookie is refused.
+    let mut bad = req(Method::GET, "/api/services", None, None);
+    bad.headers_mut().insert(
+        header::COOKIE,
+        cookie.replace("v1.viewer", "v1.admin").parse().unwrap(),
+    );
+    h.call(bad).await.expect(401, Some("UNAUTHORIZED"));
+    // Signing out clears it.
+    let out = h
+        .call(req(Method::DELETE, "/api/session", None, None))
+        .await;
+    out.expect(204, None);
+    assert!(
+        out.headers[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_to_start_without_a_token() {
+    // No NATS is needed: the check comes before any I/O.
+    let config = MonitorConfig {
+        nats: aegis_sdk::AegisConfig::with_servers("nats://127.0.0.1:1"),
+        ..Default::default()
+    };
+    let err = AppState::start(config, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StartError::Auth(AuthConfigError::NoTokens)),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(message.contains("AEGIS_ADMIN_TOKEN"), "{message}");
+    assert!(message.contains("--insecure-dev"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insecure_dev_lets_everyone_in_and_says_so() {
+    let h = Harness::start_with(|c| {
+        c.admin_token = None;
+        c.viewer_token = None;
+        c.insecure_dev = true;
+    })
+    .await;
+    h.call(req(
+        Method::POST,
+        "/api/services",
+        None,
+        Some(new_def("dev-svc")),
+    ))
+    .await
+    .expect(201, None);
+    let status = h.get("/status", None).await;
+    assert_eq!(status.body["authMode"], "insecure-dev");
+    let history = h.get("/api/services/dev-svc/history", None).await;
+    assert_eq!(history.body[0]["who"], "insecure-dev");
+}
