@@ -61,6 +61,23 @@ impl Serialize for Secret {
     }
 }
 
+/// The `AEGIS_NATS_*` suffixes [`ConfigLoader::env`] reads (lowercased).
+const ENV_KEYS: [&str; 13] = [
+    "url",
+    "token",
+    "user",
+    "password",
+    "nkey_seed",
+    "creds",
+    "tls_ca",
+    "tls_cert",
+    "tls_key",
+    "pool_size",
+    "request_timeout",
+    "connect_timeout",
+    "replicas",
+];
+
 /// What redacted secrets are shown as.
 pub const REDACTED: &str = "<redacted>";
 
@@ -339,6 +356,7 @@ type Override = Box<dyn FnOnce(&mut AegisConfig) + Send>;
 /// | `AEGIS_NATS_TLS_CA` / `_TLS_CERT` / `_TLS_KEY` | `nats.tls_ca` / `tls_cert` / `tls_key` |
 /// | `AEGIS_NATS_POOL_SIZE` | `nats.pool_size` |
 /// | `AEGIS_NATS_REQUEST_TIMEOUT` | `nats.request_timeout` (e.g. `3s`) |
+/// | `AEGIS_NATS_CONNECT_TIMEOUT` | `nats.connect_timeout` |
 /// | `AEGIS_NATS_REPLICAS` | `nats.replicas` |
 ///
 /// ```no_run
@@ -412,15 +430,21 @@ impl ConfigLoader {
             figment = figment.merge(Toml::file_exact(path));
         }
         if self.env {
-            figment = figment.merge(Env::prefixed("AEGIS_NATS_").map(|key| {
-                let key = key.as_str().to_ascii_lowercase();
-                let field = match key.as_str() {
-                    "url" => "servers".to_owned(),
-                    "creds" => "creds_file".to_owned(),
-                    other => other.to_owned(),
-                };
-                format!("nats.{field}").into()
-            }));
+            figment = figment.merge(
+                Env::prefixed("AEGIS_NATS_")
+                    // Only the documented variables: others with this prefix
+                    // (AEGIS_NATS_SERVER names the server binary) are not ours.
+                    .filter(|key| ENV_KEYS.contains(&key.as_str().to_ascii_lowercase().as_str()))
+                    .map(|key| {
+                        let key = key.as_str().to_ascii_lowercase();
+                        let field = match key.as_str() {
+                            "url" => "servers".to_owned(),
+                            "creds" => "creds_file".to_owned(),
+                            other => other.to_owned(),
+                        };
+                        format!("nats.{field}").into()
+                    }),
+            );
         }
         let mut config: AegisConfig = figment
             .extract()
@@ -480,6 +504,8 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.set_env("AEGIS_NATS_POOL_SIZE", "4");
             jail.set_env("AEGIS_NATS_TOKEN", "tok");
+            // Not a config key: names the server binary for tools and tests.
+            jail.set_env("AEGIS_NATS_SERVER", "/opt/nats-server");
             let config = ConfigLoader::new()
                 .file(&path)
                 .env()

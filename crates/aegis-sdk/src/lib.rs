@@ -51,6 +51,7 @@ pub mod commands;
 pub mod config;
 pub mod connection;
 pub mod discovery;
+pub mod election;
 pub mod events;
 pub mod metrics;
 pub mod registry;

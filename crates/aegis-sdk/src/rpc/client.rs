@@ -13,22 +13,19 @@
 
 use std::{sync::Arc, time::Duration};
 
-use aegis_contracts::{
-    names, subjects,
-    wire::{
-        ErrorCode, HEADER_ENCODING, HEADER_ERROR_CODE, HEADER_ERROR_DETAILS, HEADER_INSTANCE,
-        HEADER_REQUEST_ID,
-    },
-};
-use async_nats::{
-    HeaderMap, Message, RequestErrorKind,
-    service::{NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE},
-};
+use aegis_contracts::{names, subjects, wire::ErrorCode};
+use async_nats::{HeaderMap, Message, RequestErrorKind};
 use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::time::Instant;
 
-use super::{Encoding, RpcError, WireError};
+use super::{
+    Encoding, RpcError, WireError,
+    headers::{
+        H_ENCODING, H_ERROR_CODE, H_ERROR_DETAILS, H_INSTANCE, H_REQUEST_ID, H_SERVICE_ERROR,
+        H_SERVICE_ERROR_CODE,
+    },
+};
 use crate::{
     Connection,
     discovery::{Strategy, ring},
@@ -471,10 +468,10 @@ fn encode<Req: Serialize + ?Sized>(
     }
     let mut headers = HeaderMap::new();
     if opts.encoding != Encoding::Json {
-        headers.insert(HEADER_ENCODING, opts.encoding.as_str());
+        headers.insert(H_ENCODING, opts.encoding.as_str());
     }
     if let Some(id) = &opts.request_id {
-        headers.insert(HEADER_REQUEST_ID, id.as_str());
+        headers.insert(H_REQUEST_ID, id.as_str());
     }
     Ok((payload, Some(headers)))
 }
@@ -487,7 +484,7 @@ pub(crate) fn decode_reply<Res: DeserializeOwned>(
 ) -> Result<Reply<Res>, RpcError> {
     let headers = message.headers.as_ref();
     let instance_id = headers
-        .and_then(|h| h.get(HEADER_INSTANCE))
+        .and_then(|h| h.get(H_INSTANCE))
         .map(|v| v.as_str().to_owned());
     if let Some(error) = wire_error(headers) {
         return Err(RpcError::Remote { subject, error });
@@ -507,9 +504,9 @@ pub(crate) fn decode_reply<Res: DeserializeOwned>(
 fn wire_error(headers: Option<&HeaderMap>) -> Option<WireError> {
     let headers = headers?;
     let numeric = headers
-        .get(NATS_SERVICE_ERROR_CODE)
+        .get(H_SERVICE_ERROR_CODE)
         .and_then(|v| v.as_str().parse::<u16>().ok());
-    let code = match headers.get(HEADER_ERROR_CODE) {
+    let code = match headers.get(H_ERROR_CODE) {
         Some(code) => code
             .as_str()
             .parse::<ErrorCode>()
@@ -517,11 +514,11 @@ fn wire_error(headers: Option<&HeaderMap>) -> Option<WireError> {
         None => ErrorCode::from_status(numeric?),
     };
     let message = headers
-        .get(NATS_SERVICE_ERROR)
+        .get(H_SERVICE_ERROR)
         .map(|v| v.as_str().to_owned())
         .unwrap_or_default();
     let details = headers
-        .get(HEADER_ERROR_DETAILS)
+        .get(H_ERROR_DETAILS)
         .and_then(|v| serde_json::from_str(v.as_str()).ok());
     Some(WireError {
         code,

@@ -1,7 +1,7 @@
 //! Payload encodings: JSON (the default) and MessagePack (opt-in per request
 //! with the `Aegis-Encoding: msgpack` header; the reply uses the same one).
 
-use aegis_contracts::wire::{ENCODING_JSON, ENCODING_MSGPACK, HEADER_ENCODING};
+use aegis_contracts::wire::{ENCODING_JSON, ENCODING_MSGPACK};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
@@ -47,7 +47,7 @@ impl Encoding {
     /// # Errors
     /// [`CodecError::Unknown`] for an unsupported value.
     pub fn from_headers(headers: Option<&HeaderMap>) -> Result<Encoding, CodecError> {
-        match headers.and_then(|h| h.get(HEADER_ENCODING)) {
+        match headers.and_then(|h| h.get(super::headers::H_ENCODING)) {
             None => Ok(Encoding::Json),
             Some(v) => match v.as_str() {
                 s if s.eq_ignore_ascii_case(ENCODING_JSON) => Ok(Encoding::Json),
@@ -85,6 +85,7 @@ impl Encoding {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aegis_contracts::wire::HEADER_ENCODING;
     use serde::Deserialize;
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]

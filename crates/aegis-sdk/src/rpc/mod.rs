@@ -20,6 +20,7 @@
 
 pub mod client;
 pub mod codec;
+mod headers;
 pub mod server;
 
 use std::time::Duration;

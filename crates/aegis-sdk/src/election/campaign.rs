@@ -1,0 +1,411 @@
+//! The election task: follow the key as a standby, take it when it lapses or
+//! is deleted, renew it as leader, resign on stop.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Instant,
+};
+
+use aegis_contracts::{models::rfc3339, names, subjects};
+use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::{sync::watch, task::JoinHandle, time::sleep_until};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::{ElectionError, LeaderRecord, LeaseConfig, Role, ensure_election_bucket};
+use crate::Connection;
+
+/// Leadership state shared with request handling: read on every request, so
+/// it is a mutex-free check plus one short lock for the deadline.
+#[derive(Debug)]
+struct Shared {
+    role: watch::Sender<Role>,
+    serve_until: Mutex<Option<Instant>>,
+    epoch: AtomicU64,
+    renewals_paused: AtomicBool,
+}
+
+/// A cheap, cloneable view of this instance's leadership, for the request
+/// path: [`Leadership::serving_epoch`] says whether to serve and with which
+/// fencing epoch.
+#[derive(Debug, Clone)]
+pub struct Leadership(Arc<Shared>);
+
+impl Leadership {
+    /// `Some(epoch)` while this instance leads and its lease is valid.
+    pub fn serving_epoch(&self) -> Option<u64> {
+        let until = *self.0.serve_until.lock().unwrap_or_else(|e| e.into_inner());
+        match until {
+            Some(t) if Instant::now() < t => Some(self.0.epoch.load(Ordering::Acquire)),
+            _ => None,
+        }
+    }
+
+    /// The current role as last decided by the election task.
+    pub fn role(&self) -> Role {
+        self.0.role.borrow().clone()
+    }
+}
+
+/// A running election for one (service, group). Dropping it stops
+/// campaigning without resigning (the lease then lapses); call
+/// [`resign`](Election::resign) for a fast hand-over.
+#[derive(Debug)]
+pub struct Election {
+    shared: Arc<Shared>,
+    key: String,
+    cancel: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Election {
+    /// Joins the election of `service`/`group` as `instance_id` and starts
+    /// campaigning in the background.
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_sdk::election::ElectionError> {
+    /// use aegis_sdk::election::{Election, LeaseConfig};
+    ///
+    /// let election = Election::start(&conn, "order-service", "default", "order-1", LeaseConfig::default()).await?;
+    /// let mut roles = election.roles();
+    /// roles.changed().await.ok();
+    /// println!("now {:?}", *roles.borrow());
+    /// election.resign().await;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ElectionError`]: invalid names or timing (before any I/O), or the
+    /// bucket cannot be created.
+    pub async fn start(
+        conn: &Connection,
+        service: &str,
+        group: &str,
+        instance_id: &str,
+        config: LeaseConfig,
+    ) -> Result<Election, ElectionError> {
+        names::validate_service_name(service)?;
+        names::validate_group_name(group)?;
+        names::validate_instance_id(instance_id)?;
+        config.validate()?;
+        let store = ensure_election_bucket(conn.jetstream(), conn.config().nats.replicas).await?;
+        let key = subjects::election_key(service, group);
+        let (role, _) = watch::channel(Role::Standby { leader: None });
+        let shared = Arc::new(Shared {
+            role,
+            serve_until: Mutex::new(None),
+            epoch: AtomicU64::new(0),
+            renewals_paused: AtomicBool::new(false),
+        });
+        let cancel = CancellationToken::new();
+        let campaign = Campaign {
+            store,
+            key: key.clone(),
+            me: instance_id.to_owned(),
+            config,
+            shared: shared.clone(),
+            cancel: cancel.clone(),
+        };
+        let task = tokio::spawn(
+            campaign
+                .run()
+                .instrument(info_span!("election", key = %key, instance = %instance_id)),
+        );
+        Ok(Election {
+            shared,
+            key,
+            cancel,
+            task: Some(task),
+        })
+    }
+
+    /// The election key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The current role.
+    pub fn role(&self) -> Role {
+        self.shared.role.borrow().clone()
+    }
+
+    /// Role changes, as a watch channel.
+    pub fn roles(&self) -> watch::Receiver<Role> {
+        self.shared.role.subscribe()
+    }
+
+    /// A cloneable view for the request path.
+    pub fn leadership(&self) -> Leadership {
+        Leadership(self.shared.clone())
+    }
+
+    /// Stops or resumes lease renewals, to simulate a paused leader (a long
+    /// GC pause, a frozen VM) in tests and chaos drills. A paused leader stops
+    /// serving when its lease runs out and a standby takes over.
+    pub fn pause_renewals(&self, paused: bool) {
+        self.shared.renewals_paused.store(paused, Ordering::SeqCst);
+    }
+
+    /// Stops serving and campaigning; a leader deletes the key so a standby
+    /// takes over at once.
+    pub async fn resign(mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Election {
+    fn drop(&mut self) {
+        *self
+            .shared
+            .serve_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+        self.cancel.cancel();
+    }
+}
+
+struct Campaign {
+    store: kv::Store,
+    key: String,
+    me: String,
+    config: LeaseConfig,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+}
+
+impl Campaign {
+    async fn run(self) {
+        while !self.cancel.is_cancelled() {
+            match self.follow().await {
+                Some((revision, sent_at)) => self.lead(revision, sent_at).await,
+                None => break,
+            }
+        }
+        self.step_down(None);
+        debug!("election task stopped");
+    }
+
+    fn record(&self, epoch: u64) -> Bytes {
+        let record = LeaderRecord {
+            instance_id: self.me.clone(),
+            epoch,
+            lease_ms: u64::try_from(self.config.lease.as_millis()).unwrap_or(u64::MAX),
+            renewed_at: rfc3339::format_utc(&chrono::Utc::now()),
+        };
+        serde_json::to_vec(&record).unwrap_or_default().into()
+    }
+
+    fn step_down(&self, leader: Option<String>) {
+        *self
+            .shared
+            .serve_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+        self.shared.role.send_if_modified(|r| {
+            let next = Role::Standby { leader };
+            if *r != next {
+                *r = next;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Standby: returns `(revision, sent_at)` of the winning write, or `None`
+    /// when cancelled.
+    async fn follow(&self) -> Option<(u64, Instant)> {
+        let mut failures = 0u32;
+        loop {
+            // Watch first, then read: no change can fall between the two.
+            let watch = tokio::select! {
+                () = self.cancel.cancelled() => return None,
+                w = self.store.watch(&self.key) => w,
+            };
+            let mut watch = match watch {
+                Ok(w) => w,
+                Err(e) => {
+                    warn!(error = %e, "cannot watch the election key; retrying");
+                    if !self.pause(&mut failures).await {
+                        return None;
+                    }
+                    continue;
+                }
+            };
+            let mut last_revision = None;
+            let mut deadline = tokio::time::Instant::now();
+            match self.store.entry(&self.key).await {
+                Ok(Some(e)) if e.operation == Operation::Put => {
+                    last_revision = Some(e.revision);
+                    deadline = self.config.takeover_at(Instant::now()).into();
+                    self.step_down(leader_of(&e.value));
+                }
+                Ok(Some(e)) => last_revision = Some(e.revision),
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(error = %e, "cannot read the election key; retrying");
+                    if !self.pause(&mut failures).await {
+                        return None;
+                    }
+                    continue;
+                }
+            }
+            failures = 0;
+            loop {
+                tokio::select! {
+                    () = self.cancel.cancelled() => return None,
+                    () = sleep_until(deadline) => {
+                        if let Some(won) = self.try_take(last_revision).await {
+                            return Some(won);
+                        }
+                        deadline = self.config.takeover_at(Instant::now()).into();
+                    }
+                    entry = watch.next() => match entry {
+                        Some(Ok(e)) => {
+                            last_revision = Some(e.revision);
+                            if e.operation == Operation::Put {
+                                deadline = self.config.takeover_at(Instant::now()).into();
+                                self.step_down(leader_of(&e.value));
+                            } else {
+                                // Resigned (or purged): campaign now.
+                                deadline = tokio::time::Instant::now();
+                            }
+                        }
+                        Some(Err(e)) => {
+                            debug!(error = %e, "election watch interrupted; re-watching");
+                            break;
+                        }
+                        None => break,
+                    },
+                }
+            }
+        }
+    }
+
+    /// Tries to become leader: create when the key is free, CAS on the last
+    /// revision seen when the lease lapsed.
+    async fn try_take(&self, last_revision: Option<u64>) -> Option<(u64, Instant)> {
+        let sent_at = Instant::now();
+        let result = match self.store.create(&self.key, self.record(0)).await {
+            Ok(rev) => Ok(rev),
+            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => match last_revision {
+                Some(rev) => self
+                    .store
+                    .update(&self.key, self.record(0), rev)
+                    .await
+                    .map_err(|e| e.kind() != UpdateErrorKind::WrongLastRevision),
+                None => Err(false),
+            },
+            Err(_) => Err(true),
+        };
+        match result {
+            Ok(revision) => Some((revision, sent_at)),
+            Err(unexpected) => {
+                if unexpected {
+                    debug!("takeover attempt failed; will retry after the next lease");
+                }
+                None
+            }
+        }
+    }
+
+    /// Leader: renew until the lease is lost or the task is cancelled.
+    async fn lead(&self, epoch: u64, sent_at: Instant) {
+        self.shared.epoch.store(epoch, Ordering::Release);
+        *self
+            .shared
+            .serve_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(self.config.serve_until(sent_at));
+        self.shared.role.send_replace(Role::Leader { epoch });
+        info!(epoch, "became ACTIVE leader");
+        let mut last_revision = epoch;
+        let mut next = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                () = self.cancel.cancelled() => {
+                    self.step_down(None);
+                    match self.store.delete_expect_revision(&self.key, Some(last_revision)).await {
+                        Ok(()) => info!(epoch, "resigned"),
+                        Err(e) => warn!(error = %e, "could not delete the election key on resign; the lease will lapse"),
+                    }
+                    return;
+                }
+                () = sleep_until(next) => {}
+            }
+            next += self.config.renew_interval;
+            if self.shared.renewals_paused.load(Ordering::SeqCst) {
+                if self.shared_serving().is_none() {
+                    warn!(
+                        epoch,
+                        "lease ran out while renewals were paused; stepping down"
+                    );
+                    self.step_down(None);
+                    return;
+                }
+                continue;
+            }
+            let sent = Instant::now();
+            let renewal = tokio::time::timeout(
+                self.config.renew_interval,
+                self.store
+                    .update(&self.key, self.record(epoch), last_revision),
+            )
+            .await;
+            match renewal {
+                Ok(Ok(rev)) => {
+                    last_revision = rev;
+                    *self
+                        .shared
+                        .serve_until
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(self.config.serve_until(sent));
+                }
+                Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                    warn!(epoch, "lost the lease to another instance; now STANDBY");
+                    self.step_down(None);
+                    return;
+                }
+                other => {
+                    let why = match other {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "timed out".to_owned(),
+                    };
+                    if self.shared_serving().is_none() {
+                        warn!(epoch, error = %why, "could not renew the lease in time; stepping down");
+                        self.step_down(None);
+                        return;
+                    }
+                    debug!(epoch, error = %why, "lease renewal failed; retrying");
+                }
+            }
+        }
+    }
+
+    fn shared_serving(&self) -> Option<u64> {
+        Leadership(self.shared.clone()).serving_epoch()
+    }
+
+    async fn pause(&self, failures: &mut u32) -> bool {
+        *failures = (*failures + 1).min(6);
+        let delay = self.config.renew_interval * (1 << *failures);
+        tokio::select! {
+            () = self.cancel.cancelled() => false,
+            () = tokio::time::sleep(delay.min(std::time::Duration::from_secs(2))) => true,
+        }
+    }
+}
+
+fn leader_of(value: &[u8]) -> Option<String> {
+    serde_json::from_slice::<LeaderRecord>(value)
+        .ok()
+        .map(|r| r.instance_id)
+}

@@ -1,0 +1,111 @@
+//! Sticky single-active: one ACTIVE instance per (service, group), the others
+//! STANDBY, with fast takeover when the leader dies.
+//!
+//! - [`lease`]: the timing rules (pure logic) that keep two leaders from ever
+//!   serving at once.
+//! - [`campaign`]: the task that campaigns, renews and watches the election
+//!   key `sticky-active.{service}.{group}` in the KV bucket
+//!   `service_elections`, publishing the [`Role`] through a watch channel.
+//!
+//! How it works. Candidates take the key with an atomic create; the leader
+//! renews its lease by compare-and-set on the key's revision every
+//! `renew_interval`. The revision of the winning write is the **fencing
+//! epoch**: it only grows, and every reply the leader sends carries it, so
+//! downstream systems and callers can refuse a deposed leader's late writes.
+//! A standby that sees no renewal for a whole `lease` takes over by CAS on the
+//! last revision it saw (so only one standby can win). A leader whose last
+//! successful renewal was *sent* more than `lease − safety_margin` ago stops
+//! serving, which is before any standby — which counts from when it
+//! *received* that renewal — can take over. A graceful stop resigns by
+//! deleting the key, and a standby takes over within milliseconds.
+
+pub mod campaign;
+pub mod lease;
+
+use std::time::Duration;
+
+use aegis_contracts::{names::NameError, subjects};
+use async_nats::jetstream::{self, kv};
+use serde::{Deserialize, Serialize};
+
+pub use campaign::Election;
+pub use lease::LeaseConfig;
+
+/// The role of this instance in its group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// This instance is the leader and may serve; `epoch` fences its writes.
+    Leader {
+        /// The fencing epoch (revision of the winning write).
+        epoch: u64,
+    },
+    /// Another instance leads (or nobody yet).
+    Standby {
+        /// The leader's instance id, when known.
+        leader: Option<String>,
+    },
+}
+
+impl Role {
+    /// Whether this is the leader role.
+    pub fn is_leader(&self) -> bool {
+        matches!(self, Role::Leader { .. })
+    }
+}
+
+/// Why an election could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ElectionError {
+    /// The service, group or instance name is invalid; nothing was started.
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
+    /// The lease settings cannot keep leaders apart.
+    #[error("invalid election timing: {0}")]
+    InvalidTiming(String),
+    /// The `service_elections` bucket could not be created or opened.
+    #[error("cannot create or open the service_elections bucket")]
+    Bucket(#[source] async_nats::Error),
+}
+
+/// What the leader writes to the election key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaderRecord {
+    /// The leader's instance id.
+    pub instance_id: String,
+    /// Its fencing epoch (0 in the very first write, before the revision is known).
+    pub epoch: u64,
+    /// Lease length in milliseconds.
+    pub lease_ms: u64,
+    /// When it was last renewed (RFC 3339 UTC; informational, never used for timing).
+    pub renewed_at: String,
+}
+
+/// Creates the `service_elections` bucket when missing (history 1, the
+/// connection's replicas).
+///
+/// # Errors
+/// [`ElectionError::Bucket`] when JetStream refuses.
+pub async fn ensure_election_bucket(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> Result<kv::Store, ElectionError> {
+    if let Ok(store) = js.get_key_value(subjects::ELECTIONS_BUCKET).await {
+        return Ok(store);
+    }
+    js.create_key_value(kv::Config {
+        bucket: subjects::ELECTIONS_BUCKET.to_owned(),
+        description: "Aegis sticky single-active leases (sticky-active.{service}.{group})"
+            .to_owned(),
+        history: 1,
+        num_replicas: replicas,
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| ElectionError::Bucket(e.into()))
+}
+
+/// Default lease: short enough for sub-second failover, long enough to ride
+/// out scheduling hiccups on a busy machine.
+pub const DEFAULT_LEASE: Duration = Duration::from_millis(400);

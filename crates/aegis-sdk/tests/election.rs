@@ -1,0 +1,229 @@
+//! Sticky single-active elections against real nats-servers: one leader,
+//! strictly growing epochs, takeover after a crash, fast resign hand-over,
+//! self-fencing of a paused leader, independent groups, and a node restart in
+//! a 3-node cluster.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use aegis_sdk::{
+    AegisConfig, Connection,
+    election::{Election, LeaseConfig, Role},
+};
+use aegis_testkit::NatsCluster;
+use common::{connect, eventually, server};
+
+async fn candidates(conn: &Connection, group: &str, n: usize) -> Vec<Election> {
+    let mut v = Vec::new();
+    for i in 0..n {
+        v.push(
+            Election::start(
+                conn,
+                "order-service",
+                group,
+                &format!("order-{i}"),
+                LeaseConfig::default(),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    v
+}
+
+fn serving(elections: &[Election]) -> Vec<(usize, u64)> {
+    elections
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| e.leadership().serving_epoch().map(|ep| (i, ep)))
+        .collect()
+}
+
+async fn one_leader(elections: &[Election]) -> (usize, u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = serving(elections);
+        assert!(s.len() <= 1, "two leaders serving at once: {s:?}");
+        if s.len() == 1 {
+            return s[0];
+        }
+        assert!(Instant::now() < deadline, "no leader elected");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_one_leader_and_epochs_grow_across_failovers() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let mut elections = candidates(&conn, "default", 3).await;
+    let (leader, mut epoch) = one_leader(&elections).await;
+    for e in elections
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != leader)
+        .map(|(_, e)| e)
+    {
+        assert!(matches!(e.role(), Role::Standby { .. }));
+    }
+
+    for round in 0..3 {
+        let (leader, _) = one_leader(&elections).await;
+        // Crash: drop without resigning; the lease must lapse.
+        let crashed_at = Instant::now();
+        drop(elections.remove(leader));
+        let (_, next) = one_leader(&elections).await;
+        let took = crashed_at.elapsed();
+        assert!(
+            next > epoch,
+            "round {round}: epoch {next} must exceed {epoch}"
+        );
+        assert!(took < Duration::from_secs(2), "failover took {took:?}");
+        epoch = next;
+        elections.push(
+            Election::start(
+                &conn,
+                "order-service",
+                "default",
+                &format!("order-new-{round}"),
+                LeaseConfig::default(),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_campaigns_produce_one_winner() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let starts = (0..6).map(|i| {
+        let conn = conn.clone();
+        async move {
+            Election::start(
+                &conn,
+                "order-service",
+                "race",
+                &format!("r{i}"),
+                LeaseConfig::default(),
+            )
+            .await
+            .unwrap()
+        }
+    });
+    let elections = futures::future::join_all(starts).await;
+    one_leader(&elections).await;
+    // Stays one for several leases.
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        assert!(serving(&elections).len() <= 1);
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    assert_eq!(serving(&elections).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resign_hands_over_within_milliseconds() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let mut elections = candidates(&conn, "default", 3).await;
+    let (leader, epoch) = one_leader(&elections).await;
+    let started = Instant::now();
+    elections.remove(leader).resign().await;
+    let (_, next) = one_leader(&elections).await;
+    let took = started.elapsed();
+    assert!(next > epoch);
+    assert!(
+        took < Duration::from_millis(300),
+        "hand-over took {took:?}, expected well under the lease"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_stops_serving_before_a_standby_takes_over() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let elections = candidates(&conn, "default", 2).await;
+    let (leader, epoch) = one_leader(&elections).await;
+    elections[leader].pause_renewals(true);
+    let standby = 1 - leader;
+    // Watch every few ms that the two never serve together.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = serving(&elections);
+        assert!(s.len() <= 1, "overlap: {s:?}");
+        if s.iter().any(|(i, _)| *i == standby) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "standby never took over");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let new_epoch = elections[standby].leadership().serving_epoch().unwrap();
+    assert!(new_epoch > epoch);
+    assert_eq!(elections[leader].leadership().serving_epoch(), None);
+    // Resumed, the old leader finds it lost and stays standby.
+    elections[leader].pause_renewals(false);
+    eventually(
+        Duration::from_secs(5),
+        "old leader knows it is standby",
+        || {
+            let r = elections[leader].role();
+            async move { matches!(r, Role::Standby { .. }) }
+        },
+    )
+    .await;
+    assert_eq!(serving(&elections), vec![(standby, new_epoch)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_elect_independently() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let a = candidates(&conn, "accounts-a", 2).await;
+    let b = candidates(&conn, "accounts-b", 2).await;
+    let (la, _) = one_leader(&a).await;
+    let (lb, _) = one_leader(&b).await;
+    drop(a.into_iter().nth(la));
+    // Group b is untouched by group a's failover.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(serving(&b).len(), 1);
+    assert_eq!(serving(&b)[0].0, lb);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn election_survives_a_node_restart_in_a_cluster() {
+    let mut cluster = NatsCluster::start(3).unwrap();
+    let mut config = AegisConfig::default();
+    config.nats.servers = cluster.urls();
+    config.nats.replicas = 3;
+    let conn = Connection::connect(config).await.unwrap();
+    let lease = LeaseConfig::with_lease(Duration::from_secs(2));
+    let mut elections = Vec::new();
+    for i in 0..3 {
+        elections.push(
+            Election::start(&conn, "order-service", "default", &format!("c{i}"), lease)
+                .await
+                .unwrap(),
+        );
+    }
+    let (_, epoch) = one_leader(&elections).await;
+    for node in 0..3 {
+        cluster.kill_node(node);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cluster.restart_node(node).unwrap();
+    }
+    // After the turbulence there is again exactly one leader, never two.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = serving(&elections);
+        assert!(s.len() <= 1, "overlap: {s:?}");
+        if s.len() == 1 {
+            assert!(s[0].1 >= epoch);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no leader after node restarts");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
