@@ -101,6 +101,9 @@ struct Inner {
     /// The registry view (one KV watch) shared by discovery and readers,
     /// started on first use.
     registry: tokio::sync::OnceCell<Arc<RegistryCache>>,
+    /// Highest fencing epoch seen per `service/group`, so a deposed leader's
+    /// late reply is refused however many `RpcClient`s the process uses.
+    epochs: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl fmt::Debug for Connection {
@@ -158,6 +161,7 @@ impl Connection {
                 config,
                 server_version,
                 registry: tokio::sync::OnceCell::new(),
+                epochs: std::sync::Mutex::default(),
             }),
         })
     }
@@ -190,6 +194,18 @@ impl Connection {
     /// The version of the server the primary client first connected to.
     pub fn server_version(&self) -> &semver::Version {
         &self.inner.server_version
+    }
+
+    /// Records a leader's fencing epoch for `service`/`group`; `false` when a
+    /// higher one was already seen (the reply comes from a deposed leader).
+    pub(crate) fn observe_epoch(&self, service: &str, group: &str, epoch: u64) -> bool {
+        let mut epochs = self.inner.epochs.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = epochs.entry(format!("{service}/{group}")).or_insert(0);
+        if epoch < *seen {
+            return false;
+        }
+        *seen = epoch;
+        true
     }
 
     /// Whether the primary client is connected right now.

@@ -28,7 +28,7 @@ use aegis_contracts::{names::NameError, subjects};
 use async_nats::jetstream::{self, kv};
 use serde::{Deserialize, Serialize};
 
-pub use campaign::Election;
+pub use campaign::{Election, Leadership};
 pub use lease::LeaseConfig;
 
 /// The role of this instance in its group.

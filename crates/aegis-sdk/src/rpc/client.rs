@@ -22,8 +22,8 @@ use tokio::time::Instant;
 use super::{
     Encoding, RpcError, WireError,
     headers::{
-        H_ENCODING, H_ERROR_CODE, H_ERROR_DETAILS, H_INSTANCE, H_REQUEST_ID, H_SERVICE_ERROR,
-        H_SERVICE_ERROR_CODE,
+        H_ENCODING, H_EPOCH, H_ERROR_CODE, H_ERROR_DETAILS, H_INSTANCE, H_REQUEST_ID,
+        H_SERVICE_ERROR, H_SERVICE_ERROR_CODE,
     },
 };
 use crate::{
@@ -104,6 +104,9 @@ pub struct Reply<T> {
     pub value: T,
     /// The instance that handled the call (`Aegis-Instance` header).
     pub instance_id: Option<String>,
+    /// The leader's fencing epoch, for calls served by a single-active
+    /// service (`Aegis-Epoch` header).
+    pub epoch: Option<u64>,
 }
 
 /// Calls services. Cheap to clone.
@@ -275,6 +278,146 @@ impl RpcClient {
     fn deadline(&self, opts: &CallOptions) -> Duration {
         opts.timeout
             .unwrap_or(self.conn.config().nats.request_timeout)
+    }
+
+    /// Calls `method` on the ACTIVE leader of `group` of a sticky
+    /// single-active service. A STANDBY answers NOT_ACTIVE without running
+    /// the handler; a vanished leader has no responder; a reply from a
+    /// deposed leader carries an older fencing epoch than one already seen.
+    /// In each case the call re-discovers and retries, with a short growing
+    /// back-off, until the new leader answers or the deadline passes. Other
+    /// errors are returned as they are.
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_sdk::rpc::RpcError> {
+    /// use aegis_sdk::rpc::CallOptions;
+    /// use serde_json::{json, Value};
+    ///
+    /// let order = json!({"symbol": "AAPL", "side": "BUY", "quantity": 10, "client_order_id": "c-1"});
+    /// let reply = conn
+    ///     .rpc()
+    ///     .call_active::<_, Value>("order-service", "default", "create_order", &order, &CallOptions::default())
+    ///     .await?;
+    /// println!("leader {:?} at epoch {:?}", reply.instance_id, reply.epoch);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`RpcError`]: invalid names (before any I/O); [`RpcError::NoInstances`]
+    /// when no leader appeared before the deadline (or the last NOT_ACTIVE /
+    /// stale-leader error); [`RpcError::Timeout`]; the leader's own error.
+    pub async fn call_active<Req, Res>(
+        &self,
+        service: &str,
+        group: &str,
+        method: &str,
+        req: &Req,
+        opts: &CallOptions,
+    ) -> Result<Reply<Res>, RpcError>
+    where
+        Req: Serialize + ?Sized,
+        Res: DeserializeOwned,
+    {
+        names::validate_service_name(service)?;
+        names::validate_group_name(group)?;
+        names::validate_method_name(method)?;
+        let (payload, headers) = encode(req, opts)?;
+        let timeout = self.deadline(opts);
+        let deadline = Instant::now() + timeout;
+        let timed_out = || RpcError::Timeout {
+            subject: subjects::rpc_subject(service, method),
+            timeout,
+        };
+        let cache = match tokio::time::timeout_at(deadline, self.conn.registry_cache()).await {
+            Ok(Ok(cache)) => cache,
+            Ok(Err(e)) => return Err(RpcError::Discovery(e.into())),
+            Err(_) => return Err(timed_out()),
+        };
+        let view = cache.shared();
+        let mut tried: Vec<String> = Vec::new();
+        let mut last_err: Option<RpcError> = None;
+        let mut backoff = Duration::from_millis(2);
+        let mut caught_up = false;
+        loop {
+            // The leader of the group: ACTIVE with this group; when a crashed
+            // leader's record is still there, the newest epoch first.
+            let mut leaders: Vec<_> = view
+                .selectable(service)
+                .into_iter()
+                .filter(|i| i.sticky_active_group.as_deref() == Some(group))
+                .filter(|i| !tried.contains(&i.instance_id))
+                .collect();
+            leaders.sort_by_key(|i| std::cmp::Reverse(i.epoch.unwrap_or(0)));
+            let Some(leader) = leaders.into_iter().next() else {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(last_err.unwrap_or_else(|| RpcError::NoInstances {
+                        service: service.to_owned(),
+                    }));
+                }
+                if !caught_up {
+                    caught_up = true;
+                    cache.catch_up(deadline.min(now + CATCH_UP_LIMIT)).await;
+                } else {
+                    // Between leaders: wait for the registry to show the
+                    // new one, then try everything again.
+                    tokio::time::sleep(backoff.min(deadline - now)).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(50));
+                    tried.clear();
+                }
+                continue;
+            };
+            let started = Instant::now();
+            let remaining = deadline.saturating_duration_since(started);
+            if remaining.is_zero() {
+                return Err(last_err.unwrap_or_else(timed_out));
+            }
+            let attempt = if opts.idempotent {
+                opts.attempt_timeout.unwrap_or(timeout / 3).min(remaining)
+            } else {
+                remaining
+            };
+            let subject = subjects::rpc_instance_subject(service, &leader.instance_id, method);
+            let result = self
+                .send::<Res>(
+                    subject,
+                    payload.clone(),
+                    headers.clone(),
+                    attempt,
+                    opts.encoding,
+                )
+                .await;
+            match result {
+                Ok(reply) => match reply.epoch {
+                    Some(epoch) if !self.conn.observe_epoch(service, group, epoch) => {
+                        tracing::debug!(service, group, epoch, instance = %leader.instance_id,
+                            "reply from a deposed leader refused; retrying");
+                        last_err = Some(RpcError::StaleLeader {
+                            service: service.to_owned(),
+                            group: group.to_owned(),
+                            epoch,
+                        });
+                        tried.push(leader.instance_id);
+                    }
+                    _ => return Ok(reply),
+                },
+                Err(e @ RpcError::NoResponders { .. }) => {
+                    view.evict(service, &leader.instance_id);
+                    tried.push(leader.instance_id);
+                    last_err = Some(e);
+                }
+                Err(e @ RpcError::Remote { .. }) if e.code() == ErrorCode::NotActive => {
+                    tried.push(leader.instance_id);
+                    last_err = Some(e);
+                }
+                Err(RpcError::Timeout { .. }) if opts.idempotent && Instant::now() < deadline => {
+                    tried.push(leader.instance_id);
+                    last_err = Some(timed_out());
+                }
+                Err(RpcError::Timeout { .. }) => return Err(timed_out()),
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Picks instances through discovery until one answers, the candidates
@@ -496,7 +639,14 @@ pub(crate) fn decode_reply<Res: DeserializeOwned>(
             subject: subject.clone(),
             source,
         })?;
-    Ok(Reply { value, instance_id })
+    let epoch = headers
+        .and_then(|h| h.get(H_EPOCH))
+        .and_then(|v| v.as_str().parse().ok());
+    Ok(Reply {
+        value,
+        instance_id,
+        epoch,
+    })
 }
 
 /// Reads an error reply: our `Aegis-Error-Code`, or else the services

@@ -10,6 +10,7 @@ pub(crate) const H_ENCODING: HeaderName = HeaderName::from_static(wire::HEADER_E
 pub(crate) const H_REQUEST_ID: HeaderName = HeaderName::from_static(wire::HEADER_REQUEST_ID);
 pub(crate) const H_ERROR_CODE: HeaderName = HeaderName::from_static(wire::HEADER_ERROR_CODE);
 pub(crate) const H_ERROR_DETAILS: HeaderName = HeaderName::from_static(wire::HEADER_ERROR_DETAILS);
+pub(crate) const H_EPOCH: HeaderName = HeaderName::from_static(wire::HEADER_EPOCH);
 pub(crate) const H_SERVICE_ERROR: HeaderName = HeaderName::from_static(service::NATS_SERVICE_ERROR);
 pub(crate) const H_SERVICE_ERROR_CODE: HeaderName =
     HeaderName::from_static(service::NATS_SERVICE_ERROR_CODE);

@@ -106,6 +106,17 @@ pub enum RpcError {
         /// The error the service sent.
         error: WireError,
     },
+    /// A reply came from a deposed leader: its fencing epoch is older than
+    /// one this process has already seen for the group.
+    #[error("reply from a deposed leader of {service}/{group} (epoch {epoch} is stale)")]
+    StaleLeader {
+        /// The service.
+        service: String,
+        /// The sticky group.
+        group: String,
+        /// The stale epoch the reply carried.
+        epoch: u64,
+    },
     /// The NATS client failed to send or receive.
     #[error("NATS request on {subject} failed")]
     Transport {
@@ -124,6 +135,7 @@ impl RpcError {
             RpcError::InvalidName(_) | RpcError::Encode(_) => ErrorCode::InvalidRequest,
             RpcError::Decode { .. } | RpcError::Transport { .. } => ErrorCode::Internal,
             RpcError::Timeout { .. } => ErrorCode::Timeout,
+            RpcError::StaleLeader { .. } => ErrorCode::NotActive,
             RpcError::NoSuchMethod { .. } => ErrorCode::NotFound,
             RpcError::NoResponders { .. } | RpcError::NoInstances { .. } => {
                 ErrorCode::ServiceUnavailable

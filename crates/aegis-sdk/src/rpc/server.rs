@@ -40,11 +40,13 @@ use tracing::{Instrument, debug, debug_span, info, warn};
 
 use super::{
     Encoding, WireError,
-    headers::{H_ENCODING, H_ERROR_CODE, H_ERROR_DETAILS, H_INSTANCE, H_REQUEST_ID},
+    headers::{H_ENCODING, H_EPOCH, H_ERROR_CODE, H_ERROR_DETAILS, H_INSTANCE, H_REQUEST_ID},
 };
 use crate::{
     Connection,
+    election::{Election, Leadership, LeaseConfig, Role},
     metrics::InstanceMetrics,
+    registry::RegistrationHandle,
     registry::{Registration, RegistrationOptions, RegistryError, registration::HealthCheck},
 };
 
@@ -65,6 +67,9 @@ pub struct RequestContext {
     pub request_id: Option<String>,
     /// All request headers.
     pub headers: Option<HeaderMap>,
+    /// The fencing epoch of this leader, for single-active services: store
+    /// it with every write so a store can refuse a deposed leader's writes.
+    pub epoch: Option<u64>,
 }
 
 trait ErasedHandler: Send + Sync {
@@ -147,6 +152,9 @@ pub struct ServiceBuilder {
     register: bool,
     registration: RegistrationOptions,
     health_check: Option<HealthCheck>,
+    single_active: Option<String>,
+    lease: LeaseConfig,
+    any_role: std::collections::HashSet<String>,
 }
 
 impl fmt::Debug for ServiceBuilder {
@@ -190,6 +198,9 @@ pub enum ServiceError {
     /// registration options are invalid).
     #[error("service registry: {0}")]
     Registry(#[from] RegistryError),
+    /// The single-active election could not start (or its timing is invalid).
+    #[error("single-active election: {0}")]
+    Election(#[from] crate::election::ElectionError),
     /// The service was started with `.register(false)`: it has no record.
     #[error("the service is not registered")]
     NotRegistered,
@@ -209,6 +220,9 @@ impl ServiceBuilder {
             register: true,
             registration: RegistrationOptions::default(),
             health_check: None,
+            single_active: None,
+            lease: LeaseConfig::default(),
+            any_role: std::collections::HashSet::new(),
         }
     }
 
@@ -277,6 +291,55 @@ impl ServiceBuilder {
     {
         self.health_check = Some(Arc::new(move || Box::pin(check())));
         self
+    }
+
+    /// Makes this a sticky single-active service in `group`: instances
+    /// elect one ACTIVE leader (the others are STANDBY in the registry), and
+    /// only the leader runs handlers — a standby answers NOT_ACTIVE, except
+    /// for methods added with [`handler_any_role`](Self::handler_any_role).
+    /// Callers use [`RpcClient::call_active`](super::RpcClient::call_active).
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), Box<dyn std::error::Error>> {
+    /// use aegis_sdk::rpc::{RequestContext, WireError};
+    /// use serde_json::{json, Value};
+    ///
+    /// let service = conn
+    ///     .service("order-service", "1.0.0")
+    ///     .single_active("default")
+    ///     .handler_with_context("create_order", |ctx: RequestContext, order: Value| async move {
+    ///         // ctx.epoch fences writes made by this leader.
+    ///         Ok::<_, WireError>(json!({"accepted": order, "epoch": ctx.epoch}))
+    ///     })
+    ///     .handler_any_role("health", |_: Value| async move { Ok(json!({"ok": true})) })
+    ///     .start()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn single_active(mut self, group: impl Into<String>) -> Self {
+        self.single_active = Some(group.into());
+        self
+    }
+
+    /// Lease timing of the single-active election (default: 400 ms lease,
+    /// renewed every 100 ms).
+    pub fn lease(mut self, lease: LeaseConfig) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Adds a handler that every instance runs whatever its role (health,
+    /// echo, read-only queries) in a single-active service.
+    pub fn handler_any_role<Req, Res, F, Fut>(mut self, method: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Res, WireError>> + Send + 'static,
+        Req: DeserializeOwned + Send + 'static,
+        Res: Serialize + Send + 'static,
+    {
+        let method = method.into();
+        self.any_role.insert(method.clone());
+        self.handler(method, f)
     }
 
     /// Adds a typed handler for `method`. The request is decoded from JSON (or
@@ -355,15 +418,25 @@ impl ServiceBuilder {
         if self.register {
             self.registration.validate()?;
         }
+        if let Some(group) = &self.single_active {
+            names::validate_group_name(group)?;
+            self.lease.validate()?;
+        }
         let record = self.register.then(|| {
             let methods: Vec<String> = self.handlers.iter().map(|(m, _)| m.clone()).collect();
-            instance_record(
+            let mut record = instance_record(
                 &self.name,
                 &instance_id,
                 &self.version,
                 &methods,
                 &self.metadata,
-            )
+            );
+            if let Some(group) = &self.single_active {
+                // Every instance starts as a standby; the election promotes one.
+                record.status = InstanceStatus::Standby;
+                record.sticky_active_group = Some(group.clone());
+            }
+            record
         });
 
         let mut metadata = self.metadata;
@@ -378,6 +451,20 @@ impl ServiceBuilder {
             .await
             .map_err(ServiceError::Nats)?;
 
+        let election = match &self.single_active {
+            Some(group) => {
+                match Election::start(&self.conn, &self.name, group, &instance_id, self.lease).await
+                {
+                    Ok(e) => Some(e),
+                    Err(e) => {
+                        let _ = nats_service.stop().await;
+                        return Err(e.into());
+                    }
+                }
+            }
+            None => None,
+        };
+        let leadership = election.as_ref().map(Election::leadership);
         let service_name: Arc<str> = Arc::from(self.name.as_str());
         let instance: Arc<str> = Arc::from(instance_id.as_str());
         let metrics = Arc::new(InstanceMetrics::new(self.name.clone(), instance_id.clone()));
@@ -393,6 +480,9 @@ impl ServiceBuilder {
                 handler,
                 metrics: metrics.clone(),
                 recorder: metrics.endpoint(&method),
+                leadership: leadership
+                    .clone()
+                    .filter(|_| !self.any_role.contains(&method)),
             });
             let lb = nats_service
                 .endpoint_builder()
@@ -436,14 +526,25 @@ impl ServiceBuilder {
                 }
             }
         };
+        // Mirror the election into the registry: ACTIVE with the epoch when
+        // leading, STANDBY otherwise, written at once on every change.
+        let role_task = match (&election, &registration) {
+            (Some(election), Some(registration)) => Some(tokio::spawn(mirror_role(
+                election.roles(),
+                registration.handle(),
+            ))),
+            _ => None,
+        };
         info!(service = %self.name, instance = %instance_id, methods = ?methods,
-            registered = registration.is_some(), "service started");
+            registered = registration.is_some(), single_active = ?self.single_active, "service started");
         Ok(Service {
             name: self.name,
             instance_id,
             methods,
             nats_service: Some(nats_service),
             registration,
+            election,
+            role_task,
             tracker,
             shutdown_timeout: self.shutdown_timeout,
             metrics,
@@ -473,6 +574,48 @@ fn instance_record(
     record
 }
 
+/// The NOT_ACTIVE refusal of a standby, naming the leader when known.
+fn not_active(leadership: &Leadership) -> WireError {
+    let leader = match leadership.role() {
+        Role::Standby { leader } => leader,
+        Role::Leader { .. } => None,
+    };
+    let err = WireError::not_active("this instance is STANDBY; call the ACTIVE leader");
+    match leader {
+        Some(leader) => err.with_details(serde_json::json!({ "leader": leader })),
+        None => err,
+    }
+}
+
+/// Writes each role change to the registry record.
+async fn mirror_role(
+    mut roles: tokio::sync::watch::Receiver<Role>,
+    registration: RegistrationHandle,
+) {
+    loop {
+        let role = roles.borrow_and_update().clone();
+        let written = registration
+            .update(|r| match role {
+                Role::Leader { epoch } => {
+                    r.status = InstanceStatus::Active;
+                    r.epoch = Some(epoch);
+                }
+                Role::Standby { .. } => {
+                    r.status = InstanceStatus::Standby;
+                    r.epoch = None;
+                }
+            })
+            .await;
+        if let Err(e) = written {
+            // The heartbeat keeps retrying the desired record.
+            warn!(error = %e, "could not write the role change at once; the heartbeat retries it");
+        }
+        if roles.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 struct Shared {
     service: Arc<str>,
     instance: Arc<str>,
@@ -480,6 +623,8 @@ struct Shared {
     handler: Arc<dyn ErasedHandler>,
     metrics: Arc<InstanceMetrics>,
     recorder: Arc<crate::metrics::EndpointRecorder>,
+    /// Set for methods that only the leader of a single-active service runs.
+    leadership: Option<Leadership>,
 }
 
 /// Most requests one endpoint handles at once; further ones wait in the
@@ -535,7 +680,14 @@ async fn handle(request: service::Request, shared: Arc<Shared>) {
         subject = %msg.subject,
         request_id = request_id.as_deref().unwrap_or(""),
     );
+    // A leader-only method: serve only with a valid lease, and stamp the epoch.
+    let epoch = match &shared.leadership {
+        None => Ok(None),
+        Some(l) => l.serving_epoch().map(Some).ok_or_else(|| not_active(l)),
+    };
+    let reply_epoch = epoch.as_ref().ok().copied().flatten();
     let result = async {
+        let epoch = epoch.map_err(|e| (Encoding::Json, e))?;
         let enc = Encoding::from_headers(headers.as_ref())
             .map_err(|e| (Encoding::Json, WireError::invalid_request(e.to_string())))?;
         let ctx = RequestContext {
@@ -545,6 +697,7 @@ async fn handle(request: service::Request, shared: Arc<Shared>) {
             subject: msg.subject.to_string(),
             request_id,
             headers,
+            epoch,
         };
         let call = shared.handler.call(ctx, msg.payload.clone(), enc);
         match AssertUnwindSafe(call).catch_unwind().await {
@@ -558,6 +711,9 @@ async fn handle(request: service::Request, shared: Arc<Shared>) {
 
     let mut reply_headers = HeaderMap::new();
     reply_headers.insert(H_INSTANCE, &*shared.instance);
+    if let Some(epoch) = reply_epoch {
+        reply_headers.insert(H_EPOCH, epoch.to_string().as_str());
+    }
     let ok = result.is_ok();
     let sent = match result {
         Ok((enc, bytes)) => {
@@ -602,6 +758,8 @@ pub struct Service {
     methods: Vec<String>,
     nats_service: Option<service::Service>,
     registration: Option<Registration>,
+    election: Option<Election>,
+    role_task: Option<tokio::task::JoinHandle<()>>,
     tracker: TaskTracker,
     shutdown_timeout: Duration,
     metrics: Arc<InstanceMetrics>,
@@ -636,6 +794,13 @@ impl Service {
     /// This instance's measurements (latency histograms, counts, in flight).
     pub fn metrics(&self) -> &Arc<InstanceMetrics> {
         &self.metrics
+    }
+
+    /// The single-active election, for services started with
+    /// [`ServiceBuilder::single_active`] (role, role changes, and
+    /// `pause_renewals` for drills).
+    pub fn election(&self) -> Option<&Election> {
+        self.election.as_ref()
     }
 
     /// The registry registration, unless started with `.register(false)`.
@@ -683,6 +848,14 @@ impl Service {
     /// deleted (it then expires after its TTL). The other steps run anyway.
     pub async fn shutdown(mut self) -> Result<(), ServiceError> {
         let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        // A leader hands over first, so a standby takes over within
+        // milliseconds instead of waiting for the lease to lapse.
+        if let Some(task) = self.role_task.take() {
+            task.abort();
+        }
+        if let Some(election) = self.election.take() {
+            let _ = tokio::time::timeout_at(deadline, election.resign()).await;
+        }
         let mut deregistered = Ok(());
         if let Some(registration) = self.registration.take() {
             deregistered = match tokio::time::timeout_at(deadline, registration.deregister()).await

@@ -1,0 +1,271 @@
+//! Sticky single-active services against a real nats-server: one ACTIVE
+//! leader in the registry, standbys refusing with NOT_ACTIVE, `call_active`
+//! finding the leader, hand-over on graceful stop, and a deposed leader's late
+//! reply refused by its fencing epoch.
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use aegis_sdk::{
+    Connection,
+    contracts::models::InstanceStatus,
+    rpc::{CallOptions, ErrorCode, RequestContext, RpcError, Service, WireError},
+};
+use common::{connect, eventually, server};
+use serde_json::{Value, json};
+
+type Calls = Arc<Mutex<HashMap<String, usize>>>;
+
+async fn order_instance(url: &str, id: &str, calls: Calls) -> (Service, Connection) {
+    let conn = connect(url).await;
+    let me = id.to_owned();
+    let svc = conn
+        .service("order-service", "1.0.0")
+        .instance_id(id)
+        .single_active("default")
+        .handler_with_context("place", move |ctx: RequestContext, body: Value| {
+            let (calls, me) = (calls.clone(), me.clone());
+            async move {
+                *calls.lock().unwrap().entry(me.clone()).or_default() += 1;
+                let ms = body["sleep_ms"].as_u64().unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok::<_, WireError>(json!({"by": me, "epoch": ctx.epoch}))
+            }
+        })
+        .handler_any_role("health", |_: Value| async move { Ok(json!({"ok": true})) })
+        .start()
+        .await
+        .unwrap();
+    (svc, conn)
+}
+
+async fn leaders(conn: &Connection) -> Vec<(String, Option<u64>)> {
+    let reader = aegis_sdk::RegistryReader::start(conn).await.unwrap();
+    reader
+        .by_service("order-service")
+        .into_iter()
+        .filter(|i| i.status == InstanceStatus::Active)
+        .map(|i| (i.instance_id, i.epoch))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_active_leader_standbys_refuse_and_call_active_finds_the_leader() {
+    let nats = server();
+    let calls: Calls = Arc::default();
+    let mut instances = Vec::new();
+    for id in ["order-1", "order-2", "order-3"] {
+        instances.push(order_instance(&nats.url(), id, calls.clone()).await);
+    }
+    let client = connect(&nats.url()).await;
+    eventually(Duration::from_secs(5), "one ACTIVE in the registry", || {
+        let client = client.clone();
+        async move { leaders(&client).await.len() == 1 }
+    })
+    .await;
+    let reader = aegis_sdk::RegistryReader::start(&client).await.unwrap();
+    let all = reader.by_service("order-service");
+    assert_eq!(all.len(), 3);
+    let leader = all
+        .iter()
+        .find(|i| i.status == InstanceStatus::Active)
+        .unwrap()
+        .clone();
+    assert!(leader.epoch.is_some());
+    for i in &all {
+        assert_eq!(i.sticky_active_group.as_deref(), Some("default"));
+        if i.instance_id != leader.instance_id {
+            assert_eq!(i.status, InstanceStatus::Standby);
+        }
+    }
+
+    // call_active lands on the leader and carries its epoch.
+    for _ in 0..10 {
+        let reply = client
+            .rpc()
+            .call_active::<_, Value>(
+                "order-service",
+                "default",
+                "place",
+                &json!({}),
+                &CallOptions::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            reply.instance_id.as_deref(),
+            Some(leader.instance_id.as_str())
+        );
+        assert_eq!(reply.epoch, leader.epoch);
+        assert_eq!(reply.value["epoch"], json!(leader.epoch));
+    }
+
+    // A standby refuses without running the handler; any-role methods work everywhere.
+    let standby = all
+        .iter()
+        .find(|i| i.status == InstanceStatus::Standby)
+        .unwrap();
+    let err = client
+        .rpc()
+        .call_instance::<_, Value>(
+            "order-service",
+            &standby.instance_id,
+            "place",
+            &json!({}),
+            &CallOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotActive);
+    assert_eq!(
+        err.remote().unwrap().details,
+        Some(json!({"leader": leader.instance_id}))
+    );
+    assert_eq!(
+        calls.lock().unwrap().get(&standby.instance_id),
+        None,
+        "the standby ran nothing"
+    );
+    let ok: aegis_sdk::rpc::Reply<Value> = client
+        .rpc()
+        .call_instance(
+            "order-service",
+            &standby.instance_id,
+            "health",
+            &json!({}),
+            &CallOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok.value["ok"], true);
+
+    // Graceful stop of the leader hands over fast; call_active follows.
+    let idx = instances
+        .iter()
+        .position(|(s, _)| s.instance_id() == leader.instance_id)
+        .unwrap();
+    let (svc, _conn) = instances.remove(idx);
+    let stopped = Instant::now();
+    svc.shutdown().await.unwrap();
+    let reply = client
+        .rpc()
+        .call_active::<_, Value>(
+            "order-service",
+            "default",
+            "place",
+            &json!({}),
+            &CallOptions::default(),
+        )
+        .await
+        .unwrap();
+    let took = stopped.elapsed();
+    assert_ne!(
+        reply.instance_id.as_deref(),
+        Some(leader.instance_id.as_str())
+    );
+    assert!(
+        reply.epoch > leader.epoch,
+        "{:?} > {:?}",
+        reply.epoch,
+        leader.epoch
+    );
+    assert!(took < Duration::from_secs(2), "hand-over took {took:?}");
+    for (svc, _) in instances {
+        svc.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leaders_late_reply_is_refused_by_its_epoch() {
+    let nats = server();
+    let calls: Calls = Arc::default();
+    let a = order_instance(&nats.url(), "order-a", calls.clone()).await;
+    let client = connect(&nats.url()).await;
+    eventually(Duration::from_secs(5), "order-a leads", || {
+        let client = client.clone();
+        async move { leaders(&client).await.iter().any(|(id, _)| id == "order-a") }
+    })
+    .await;
+    let b = order_instance(&nats.url(), "order-b", calls.clone()).await;
+    let epoch_a =
+        a.0.election()
+            .unwrap()
+            .leadership()
+            .serving_epoch()
+            .unwrap();
+
+    // A slow call lands on A while it leads (A served nothing before).
+    let slow = {
+        let rpc = client.rpc();
+        tokio::spawn(async move {
+            rpc.call_active::<_, Value>(
+                "order-service",
+                "default",
+                "place",
+                &json!({"sleep_ms": 1500}),
+                &CallOptions::timeout(Duration::from_secs(10)),
+            )
+            .await
+        })
+    };
+    eventually(Duration::from_secs(5), "A runs the slow call", || {
+        let calls = calls.clone();
+        async move { calls.lock().unwrap().get("order-a") == Some(&1) }
+    })
+    .await;
+    // A pauses (renewals blocked); B takes over with a higher epoch.
+    a.0.election().unwrap().pause_renewals(true);
+    let fast = {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let r = client
+                .rpc()
+                .call_active::<_, Value>(
+                    "order-service",
+                    "default",
+                    "place",
+                    &json!({}),
+                    &CallOptions::default(),
+                )
+                .await;
+            if let Ok(reply) = r
+                && reply.instance_id.as_deref() == Some("order-b")
+            {
+                break reply;
+            }
+            assert!(Instant::now() < deadline, "B never took over");
+        }
+    };
+    let epoch_b = fast.epoch.unwrap();
+    assert!(epoch_b > epoch_a);
+    // A finishes the slow call late, stamped with its old epoch: the client
+    // refuses that reply and retries on B.
+    let slow = slow.await.unwrap().unwrap();
+    assert_eq!(
+        slow.instance_id.as_deref(),
+        Some("order-b"),
+        "the stale reply from A was refused"
+    );
+    assert_eq!(slow.epoch, Some(epoch_b));
+    // A no longer serves.
+    let err = client
+        .rpc()
+        .call_instance::<_, Value>(
+            "order-service",
+            "order-a",
+            "place",
+            &json!({}),
+            &CallOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotActive);
+    assert!(matches!(err, RpcError::Remote { .. }));
+    b.0.shutdown().await.unwrap();
+    a.0.shutdown().await.unwrap();
+}
