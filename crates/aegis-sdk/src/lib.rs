@@ -18,6 +18,8 @@
 //! - [`commands`]: long-running work queued on `COMMANDS`, with progress and a
 //!   result sent back to the caller.
 //! - [`metrics`]: per-endpoint latency histograms and counters.
+//! - [`telemetry`]: metrics snapshots, lifecycle events and the live
+//!   configuration an instance publishes for the monitor.
 //!
 //! Every component follows one shape: a builder, `start()`, and a handle that
 //! stops gracefully with `shutdown().await` (or at once on drop).
@@ -56,6 +58,7 @@ pub mod events;
 pub mod metrics;
 pub mod registry;
 pub mod rpc;
+pub mod telemetry;
 
 pub use aegis_contracts as contracts;
 pub use config::{AegisConfig, ConfigError, ConfigLoader, NatsConfig, ReconnectPolicy, Secret};

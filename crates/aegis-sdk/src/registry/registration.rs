@@ -18,6 +18,7 @@
 //! Writes are serialized and each composes the record at write time, so a
 //! heartbeat can never overwrite a newer status with an older one.
 
+use aegis_contracts::log::{LogKind, LogLevel, LogRecord};
 use std::{
     fmt,
     future::Future,
@@ -140,7 +141,12 @@ pub struct RegistrationBuilder {
     record: ServiceInstance,
     options: RegistrationOptions,
     health_check: Option<HealthCheck>,
+    on_event: Option<EventHook>,
 }
+
+/// Receives the registration's lifecycle events (registered, heartbeat
+/// trouble, health changes, deregistered), e.g. to publish them.
+pub type EventHook = Arc<dyn Fn(LogRecord) + Send + Sync>;
 
 impl fmt::Debug for RegistrationBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -174,6 +180,13 @@ impl RegistrationBuilder {
     /// Failed writes in a row before reporting UNHEALTHY (default 3).
     pub fn unhealthy_after(mut self, failures: u32) -> Self {
         self.options.unhealthy_after = failures;
+        self
+    }
+
+    /// Receives lifecycle events (registered, heartbeat trouble, health
+    /// changes, deregistered); the service publishes them to `AEGIS_LOG`.
+    pub fn on_event(mut self, hook: EventHook) -> Self {
+        self.on_event = Some(hook);
         self
     }
 
@@ -243,11 +256,23 @@ impl RegistrationBuilder {
             writes: tokio::sync::Mutex::new(()),
             closed: AtomicBool::new(false),
             health_check: self.health_check,
+            on_event: self.on_event,
         });
         inner.write().await?;
         let cancel = CancellationToken::new();
         let task = tokio::spawn(heartbeat(inner.clone(), cancel.clone()));
         info!(key = %inner.key, ttl = ?inner.options.ttl, heartbeat = ?inner.options.heartbeat, "registered");
+        inner.emit(
+            LogLevel::Info,
+            LogKind::Registered,
+            "registered in the service registry",
+            |f| {
+                f.insert(
+                    "ttlMs".into(),
+                    (inner.options.ttl.as_millis() as u64).into(),
+                );
+            },
+        );
         Ok(Registration {
             handle: RegistrationHandle { inner },
             cancel,
@@ -270,6 +295,7 @@ struct Inner {
     writes: tokio::sync::Mutex<()>,
     closed: AtomicBool,
     health_check: Option<HealthCheck>,
+    on_event: Option<EventHook>,
 }
 
 struct WriteState {
@@ -316,6 +342,16 @@ impl Inner {
             Ok(revision) => {
                 if st.failures > 0 {
                     info!(key = %self.key, failures = st.failures, "registry writes work again");
+                    let failures = st.failures;
+                    self.emit(
+                        LogLevel::Info,
+                        LogKind::HeartbeatFailed,
+                        "registry writes work again",
+                        |f| {
+                            f.insert("failures".into(), failures.into());
+                            f.insert("recovered".into(), true.into());
+                        },
+                    );
                 }
                 st.failures = 0;
                 if degraded {
@@ -355,6 +391,21 @@ impl Inner {
             } else {
                 warn!(key = %self.key, "health check failed; reporting UNHEALTHY");
             }
+            let (from, to) = if healthy {
+                ("UNHEALTHY", "chosen")
+            } else {
+                ("chosen", "UNHEALTHY")
+            };
+            self.emit(
+                LogLevel::Warn,
+                LogKind::StatusChanged,
+                "health check changed the reported status",
+                |f| {
+                    f.insert("from".into(), from.into());
+                    f.insert("to".into(), to.into());
+                    f.insert("reason".into(), "health_check".into());
+                },
+            );
         }
         st.check_failing = !healthy;
     }
@@ -385,6 +436,15 @@ async fn heartbeat(inner: Arc<Inner>, cancel: CancellationToken) {
                 let failures = inner.state().failures;
                 if failures == 1 || failures.is_multiple_of(10) {
                     warn!(key = %inner.key, failures, error = %e, "heartbeat failed; retrying");
+                    inner.emit(
+                        LogLevel::Warn,
+                        LogKind::HeartbeatFailed,
+                        "heartbeat failed; retrying",
+                        |f| {
+                            f.insert("failures".into(), failures.into());
+                            f.insert("error".into(), e.to_string().into());
+                        },
+                    );
                 } else {
                     debug!(key = %inner.key, failures, error = %e, "heartbeat failed; retrying");
                 }
@@ -523,6 +583,7 @@ impl Registration {
             record,
             options: RegistrationOptions::default(),
             health_check: None,
+            on_event: None,
         }
     }
 
@@ -550,6 +611,12 @@ impl Registration {
         let result = purge(inner).await;
         if result.is_ok() {
             info!(key = %inner.key, "deregistered");
+            inner.emit(
+                LogLevel::Info,
+                LogKind::Deregistered,
+                "deregistered on a graceful stop",
+                |_| {},
+            );
         }
         result
     }
@@ -596,6 +663,23 @@ impl Drop for Registration {
                     debug!(key = %inner.key, error = %e, "deregistration on drop failed; the record will expire");
                 }
             });
+        }
+    }
+}
+
+impl Inner {
+    /// Hands a lifecycle event to the hook, if any.
+    fn emit(
+        &self,
+        level: LogLevel,
+        kind: LogKind,
+        message: &str,
+        fields: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+    ) {
+        if let Some(hook) = &self.on_event {
+            let mut record = LogRecord::new(chrono::Utc::now(), level, kind, message);
+            fields(&mut record.fields);
+            hook(record);
         }
     }
 }

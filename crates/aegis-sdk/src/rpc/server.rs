@@ -42,12 +42,15 @@ use super::{
     Encoding, WireError,
     headers::{H_ENCODING, H_EPOCH, H_ERROR_CODE, H_ERROR_DETAILS, H_INSTANCE, H_REQUEST_ID},
 };
+use aegis_contracts::log::{LogKind, LogLevel};
+
 use crate::{
     Connection,
     election::{Election, Leadership, LeaseConfig, Role},
     metrics::InstanceMetrics,
     registry::RegistrationHandle,
     registry::{Registration, RegistrationOptions, RegistryError, registration::HealthCheck},
+    telemetry::{Telemetry, TelemetryTasks},
 };
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -155,6 +158,7 @@ pub struct ServiceBuilder {
     single_active: Option<String>,
     lease: LeaseConfig,
     any_role: std::collections::HashSet<String>,
+    metrics_interval: Option<Duration>,
 }
 
 impl fmt::Debug for ServiceBuilder {
@@ -223,6 +227,7 @@ impl ServiceBuilder {
             single_active: None,
             lease: LeaseConfig::default(),
             any_role: std::collections::HashSet::new(),
+            metrics_interval: Some(crate::telemetry::DEFAULT_METRICS_INTERVAL),
         }
     }
 
@@ -318,6 +323,13 @@ impl ServiceBuilder {
     /// ```
     pub fn single_active(mut self, group: impl Into<String>) -> Self {
         self.single_active = Some(group.into());
+        self
+    }
+
+    /// How often a metrics snapshot is published to `AEGIS_METRICS`
+    /// (default 2 s); `None` publishes none.
+    pub fn metrics_interval(mut self, every: Option<Duration>) -> Self {
+        self.metrics_interval = every;
         self
     }
 
@@ -451,6 +463,25 @@ impl ServiceBuilder {
             .await
             .map_err(ServiceError::Nats)?;
 
+        let telemetry = Telemetry::new(self.conn.client().clone(), &self.name, &instance_id);
+        let effective = serde_json::json!({
+            "service": self.name,
+            "instanceId": instance_id,
+            "version": self.version,
+            "sdkVersion": crate::SDK_VERSION,
+            "singleActive": self.single_active.as_ref().map(|g| serde_json::json!({
+                "group": g,
+                "leaseMs": self.lease.lease.as_millis() as u64,
+                "renewMs": self.lease.renew_interval.as_millis() as u64,
+            })),
+            "registration": self.register.then(|| serde_json::json!({
+                "heartbeatMs": self.registration.heartbeat.as_millis() as u64,
+                "ttlMs": self.registration.ttl.as_millis() as u64,
+            })),
+            "metricsIntervalMs": self.metrics_interval.map(|d| d.as_millis() as u64),
+            "shutdownTimeoutMs": self.shutdown_timeout.as_millis() as u64,
+            "connection": self.conn.config().redacted(),
+        });
         let election = match &self.single_active {
             Some(group) => {
                 match Election::start(&self.conn, &self.name, group, &instance_id, self.lease).await
@@ -512,8 +543,10 @@ impl ServiceBuilder {
         let registration = match record {
             None => None,
             Some(record) => {
-                let mut builder =
-                    Registration::builder(&self.conn, record).options(self.registration.clone());
+                let sink = telemetry.clone();
+                let mut builder = Registration::builder(&self.conn, record)
+                    .options(self.registration.clone())
+                    .on_event(Arc::new(move |event| sink.event(event)));
                 if let Some(check) = self.health_check {
                     builder = builder.health_check(move || check());
                 }
@@ -532,8 +565,25 @@ impl ServiceBuilder {
             (Some(election), Some(registration)) => Some(tokio::spawn(mirror_role(
                 election.roles(),
                 registration.handle(),
+                telemetry.clone(),
             ))),
             _ => None,
+        };
+        let telemetry_tasks = match TelemetryTasks::start(
+            self.conn.client().clone(),
+            &self.name,
+            &instance_id,
+            metrics.clone(),
+            self.metrics_interval,
+            effective,
+        )
+        .await
+        {
+            Ok(t) => Some(t),
+            Err(e) => {
+                warn!(error = %e, "cannot answer configuration requests; continuing without");
+                None
+            }
         };
         info!(service = %self.name, instance = %instance_id, methods = ?methods,
             registered = registration.is_some(), single_active = ?self.single_active, "service started");
@@ -545,6 +595,7 @@ impl ServiceBuilder {
             registration,
             election,
             role_task,
+            telemetry_tasks,
             tracker,
             shutdown_timeout: self.shutdown_timeout,
             metrics,
@@ -591,9 +642,37 @@ fn not_active(leadership: &Leadership) -> WireError {
 async fn mirror_role(
     mut roles: tokio::sync::watch::Receiver<Role>,
     registration: RegistrationHandle,
+    telemetry: Telemetry,
 ) {
+    let mut previous: Option<Role> = None;
     loop {
         let role = roles.borrow_and_update().clone();
+        let was_leader = previous.as_ref().is_some_and(Role::is_leader);
+        let event = match &role {
+            Role::Leader { epoch } if !was_leader => Some(
+                telemetry
+                    .lifecycle(LogLevel::Info, LogKind::Elected, "elected ACTIVE leader")
+                    .with_field("epoch", *epoch)
+                    .with_field("from", "STANDBY")
+                    .with_field("to", "ACTIVE"),
+            ),
+            Role::Standby { leader } if was_leader => Some(
+                telemetry
+                    .lifecycle(
+                        LogLevel::Warn,
+                        LogKind::LeadershipLost,
+                        "no longer the leader; now STANDBY",
+                    )
+                    .with_field("from", "ACTIVE")
+                    .with_field("to", "STANDBY")
+                    .with_field("leader", leader.clone().unwrap_or_default()),
+            ),
+            _ => None,
+        };
+        if let Some(event) = event {
+            telemetry.event(event);
+        }
+        previous = Some(role.clone());
         let written = registration
             .update(|r| match role {
                 Role::Leader { epoch } => {
@@ -760,6 +839,7 @@ pub struct Service {
     registration: Option<Registration>,
     election: Option<Election>,
     role_task: Option<tokio::task::JoinHandle<()>>,
+    telemetry_tasks: Option<TelemetryTasks>,
     tracker: TaskTracker,
     shutdown_timeout: Duration,
     metrics: Arc<InstanceMetrics>,
@@ -874,6 +954,9 @@ impl Service {
         }
         self.tracker.close();
         let waited = tokio::time::timeout_at(deadline, self.tracker.wait()).await;
+        if let Some(tasks) = self.telemetry_tasks.take() {
+            tasks.stop().await;
+        }
         info!(service = %self.name, instance = %self.instance_id, "service stopped");
         match waited {
             Ok(()) => deregistered,

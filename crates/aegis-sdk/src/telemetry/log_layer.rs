@@ -1,0 +1,121 @@
+//! A `tracing` layer that forwards WARN and ERROR events to `AEGIS_LOG`, so
+//! the monitor shows an instance's problems next to its lifecycle events.
+//!
+//! The SDK never installs a subscriber; a binary adds this layer to its own:
+//!
+//! ```no_run
+//! use tracing_subscriber::prelude::*;
+//!
+//! let (layer, forwarder) = aegis_sdk::telemetry::log_layer::NatsLogLayer::new();
+//! tracing_subscriber::registry().with(tracing_subscriber::fmt::layer()).with(layer).init();
+//! // ... once connected and the instance id is known:
+//! # async fn later(conn: aegis_sdk::Connection, forwarder: aegis_sdk::telemetry::log_layer::LogForwarder) {
+//! forwarder.attach(conn.client().clone(), "pricing-service", "pricing-1");
+//! # }
+//! ```
+
+use std::{
+    fmt::Write as _,
+    sync::{Arc, OnceLock},
+};
+
+use aegis_contracts::log::{LogKind, LogLevel, LogRecord};
+use tracing::{Event, Level, Subscriber, field::Field};
+use tracing_subscriber::{Layer, layer::Context};
+
+use super::Telemetry;
+
+/// Where forwarded records go once the process is connected.
+#[derive(Debug, Clone, Default)]
+pub struct LogForwarder {
+    target: Arc<OnceLock<Telemetry>>,
+}
+
+impl LogForwarder {
+    /// Starts forwarding to `aegis.log.{service}.{instance}`. Events before
+    /// this call are not forwarded (they are still printed by the binary).
+    pub fn attach(&self, client: async_nats::Client, service: &str, instance: &str) {
+        let _ = self.target.set(Telemetry::new(client, service, instance));
+    }
+}
+
+/// The layer; see the module docs.
+#[derive(Debug, Clone)]
+pub struct NatsLogLayer {
+    forwarder: LogForwarder,
+}
+
+impl NatsLogLayer {
+    /// A layer and the handle that attaches it to NATS later.
+    pub fn new() -> (Self, LogForwarder) {
+        let forwarder = LogForwarder::default();
+        (
+            Self {
+                forwarder: forwarder.clone(),
+            },
+            forwarder,
+        )
+    }
+}
+
+impl<S: Subscriber> Layer<S> for NatsLogLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let level = *event.metadata().level();
+        if level > Level::WARN {
+            return; // INFO, DEBUG, TRACE are "greater" (more verbose) than WARN
+        }
+        // Never forward the NATS client's own complaints: publishing them
+        // could loop while the connection is down.
+        if event.metadata().target().starts_with("async_nats") {
+            return;
+        }
+        let Some(telemetry) = self.forwarder.target.get() else {
+            return;
+        };
+        let mut visitor = Visitor::default();
+        event.record(&mut visitor);
+        let mut record = LogRecord::new(
+            chrono::Utc::now(),
+            if level == Level::ERROR {
+                LogLevel::Error
+            } else {
+                LogLevel::Warn
+            },
+            LogKind::Log,
+            visitor.message,
+        );
+        record.fields = visitor.fields;
+        record
+            .fields
+            .insert("target".into(), event.metadata().target().into());
+        if tokio::runtime::Handle::try_current().is_ok() {
+            telemetry.event(record);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Visitor {
+    message: String,
+    fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl tracing::field::Visit for Visitor {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let mut text = String::new();
+        let _ = write!(text, "{value:?}");
+        if field.name() == "message" {
+            self.message = text;
+        } else {
+            self.fields.insert(field.name().into(), text.into());
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message = value.to_owned();
+        } else {
+            self.fields.insert(field.name().into(), value.into());
+        }
+    }
+}

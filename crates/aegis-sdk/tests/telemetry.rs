@@ -1,0 +1,138 @@
+//! What an instance tells the monitor, against a real nats-server: metrics
+//! snapshots with real counts and percentiles, lifecycle events, and the live
+//! configuration with secrets redacted.
+
+mod common;
+
+use std::time::Duration;
+
+use aegis_sdk::{
+    AegisConfig, Connection, Secret,
+    contracts::{
+        log::{LogKind, LogRecord},
+        metrics::MetricsSnapshot,
+    },
+};
+use common::server;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+async fn next_event(events: &mut async_nats::Subscriber) -> LogRecord {
+    let msg = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .expect("an event within 5 s")
+        .unwrap();
+    serde_json::from_slice(&msg.payload).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_events_and_config_reach_nats() {
+    let nats = server();
+    let watcher = async_nats::connect(nats.url()).await.unwrap();
+    let mut snapshots = watcher
+        .subscribe("aegis.metrics.quote-service.q-1")
+        .await
+        .unwrap();
+    let mut events = watcher
+        .subscribe("aegis.log.quote-service.q-1")
+        .await
+        .unwrap();
+    watcher.flush().await.unwrap();
+
+    let mut config = AegisConfig::with_servers(nats.url());
+    config.nats.token = None;
+    let conn = Connection::connect(config).await.unwrap();
+    let svc = conn
+        .service("quote-service", "2.0.0")
+        .instance_id("q-1")
+        .single_active("desk")
+        .metrics_interval(Some(Duration::from_millis(200)))
+        .handler("quote", |v: Value| async move { Ok(v) })
+        .start()
+        .await
+        .unwrap();
+
+    let mut kinds = Vec::new();
+    while !kinds.contains(&LogKind::Elected) {
+        kinds.push(next_event(&mut events).await.kind);
+    }
+    assert!(kinds.contains(&LogKind::Registered), "{kinds:?}");
+
+    for i in 0..5 {
+        let _: aegis_sdk::rpc::Reply<Value> = conn
+            .rpc()
+            .call_active(
+                "quote-service",
+                "desk",
+                "quote",
+                &json!({"i": i}),
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let snapshot = loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), snapshots.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let s: MetricsSnapshot = serde_json::from_slice(&msg.payload).unwrap();
+        let done = s
+            .endpoints
+            .iter()
+            .any(|e| e.name == "quote" && e.successes == 5);
+        if done {
+            break s;
+        }
+    };
+    assert_eq!(snapshot.service_name, "quote-service");
+    assert_eq!(snapshot.instance_id, "q-1");
+    let quote = snapshot
+        .endpoints
+        .iter()
+        .find(|e| e.name == "quote")
+        .unwrap();
+    assert_eq!((quote.requests, quote.errors), (5, 0));
+
+    let reply = watcher
+        .request("aegis.control.quote-service.q-1.config", "".into())
+        .await
+        .unwrap();
+    let cfg: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(cfg["service"], "quote-service");
+    assert_eq!(cfg["singleActive"]["group"], "desk");
+    assert!(cfg["connection"]["nats"]["servers"].is_array());
+
+    svc.shutdown().await.unwrap();
+    let mut kinds = Vec::new();
+    while !kinds.contains(&LogKind::Deregistered) {
+        kinds.push(next_event(&mut events).await.kind);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_config_answer_never_contains_secrets() {
+    let nats = aegis_testkit::NatsServer::builder()
+        .extra_args(vec!["--auth".into(), "s3cret-token".into()])
+        .start()
+        .unwrap();
+    let mut config = AegisConfig::with_servers(nats.url());
+    config.nats.token = Some(Secret::new("s3cret-token"));
+    let conn = Connection::connect(config).await.unwrap();
+    let svc = conn
+        .service("quote-service", "2.0.0")
+        .instance_id("q-2")
+        .handler("quote", |v: Value| async move { Ok(v) })
+        .start()
+        .await
+        .unwrap();
+    let reply = conn
+        .client()
+        .request("aegis.control.quote-service.q-2.config", "".into())
+        .await
+        .unwrap();
+    let text = String::from_utf8(reply.payload.to_vec()).unwrap();
+    assert!(!text.contains("s3cret-token"), "{text}");
+    assert!(text.contains("<redacted>"), "{text}");
+    svc.shutdown().await.unwrap();
+}
