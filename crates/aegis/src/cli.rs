@@ -3,12 +3,16 @@
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
+use aegis_sdk::telemetry::log_layer::LogForwarder;
 use aegis_sdk::{ConfigLoader, Connection, rpc::CallOptions};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{EnvFilter, prelude::*};
 
-use crate::{bench, shutdown, up};
+/// Forwards this process's WARN/ERROR logs to NATS once a service starts.
+pub static LOG_FORWARDER: std::sync::OnceLock<LogForwarder> = std::sync::OnceLock::new();
+
+use crate::{bench, chaos, service, shutdown, status, up};
 
 /// Aegis: trading services on NATS — run the showcase, services and benchmarks.
 #[derive(Debug, Parser)]
@@ -22,12 +26,18 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Start the local showcase: NATS, services and the monitor (Ctrl-C stops all).
+    /// Start the local showcase: NATS cluster, services and the monitor (Ctrl-C stops all).
     Up(up::UpArgs),
-    /// Run one service instance (`echo` for now).
-    Service(ServiceArgs),
-    /// Call a service method through the SDK and print the reply.
+    /// Run the monitor: the management and monitoring HTTP API (and the UI).
+    Api(Box<aegis_monitor::ApiArgs>),
+    /// Run one service instance (order, pricing, risk or echo).
+    Service(service::ServiceArgs),
+    /// Call a service method through discovery and print the reply and who served it.
     Call(CallArgs),
+    /// Show the registered instances (service, id, status, heartbeat age, role).
+    Status(status::StatusArgs),
+    /// Break the running showcase on purpose: kill instances or NATS nodes.
+    Chaos(chaos::ChaosArgs),
     /// Benchmarks comparing raw async-nats with the SDK, side by side.
     Bench {
         /// Which benchmark.
@@ -79,20 +89,6 @@ impl NatsArgs {
     }
 }
 
-/// `aegis service`.
-#[derive(Debug, Clone, Args)]
-pub struct ServiceArgs {
-    /// Which service to run.
-    #[arg(value_parser = ["echo"])]
-    pub name: String,
-    /// Instance id (unique per process; default: host name + random suffix).
-    #[arg(long, env = "AEGIS_INSTANCE_ID")]
-    pub instance_id: Option<String>,
-    /// Connection flags.
-    #[command(flatten)]
-    pub nats: NatsArgs,
-}
-
 /// `aegis call`.
 #[derive(Debug, Clone, Args)]
 pub struct CallArgs {
@@ -104,8 +100,14 @@ pub struct CallArgs {
     #[arg(default_value = "{}")]
     pub body: String,
     /// Call this instance only.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "active")]
     pub instance: Option<String>,
+    /// Call the ACTIVE leader of a sticky single-active service.
+    #[arg(long)]
+    pub active: bool,
+    /// The sticky group for `--active`.
+    #[arg(long, default_value = "default")]
+    pub group: String,
     /// Deadline in milliseconds.
     #[arg(long, default_value_t = 5_000)]
     pub timeout_ms: u64,
@@ -117,12 +119,20 @@ pub struct CallArgs {
 /// Parses arguments, installs tracing and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("AEGIS_LOG")
-                .unwrap_or_else(|_| EnvFilter::new("warn,aegis=info,aegis_sdk=info")),
+    let filter = EnvFilter::try_from_env("AEGIS_LOG").unwrap_or_else(|_| {
+        EnvFilter::new("warn,aegis=info,aegis_sdk=info,aegis_monitor=info,aegis_trading=info")
+    });
+    // WARN/ERROR lines of a service instance also go to AEGIS_LOG once it is
+    // connected (see `service::run`), so the monitor shows them.
+    let (nats_logs, forwarder) = aegis_sdk::telemetry::log_layer::NatsLogLayer::new();
+    let _ = LOG_FORWARDER.set(forwarder);
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
         )
-        .with_writer(std::io::stderr)
+        .with(nats_logs)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -149,8 +159,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             up::run(args, shutdown::on_signals()).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Api(args) => {
+            aegis_monitor::run(*args, shutdown::on_signals()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Service(args) => {
-            run_service(args).await?;
+            service::run(args, shutdown::on_signals()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status(args) => {
+            status::run(args, shutdown::on_signals()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Chaos(args) => {
+            chaos::run(args).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Call(args) => call(args).await,
@@ -174,27 +196,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn run_service(args: ServiceArgs) -> anyhow::Result<()> {
-    let token = shutdown::on_signals();
-    let conn = args.nats.connect().await?;
-    let mut builder = conn
-        .service("echo-service", env!("CARGO_PKG_VERSION"))
-        .description("Echoes its request back; the smallest Aegis service")
-        .handler("echo", |body: serde_json::Value| async move { Ok(body) });
-    if let Some(id) = &args.instance_id {
-        builder = builder.instance_id(id);
-    }
-    let service = builder.start().await.context("starting echo-service")?;
-    println!(
-        "echo-service instance {} serving rpc.echo-service.echo (Ctrl-C stops)",
-        service.instance_id()
-    );
-    token.cancelled().await;
-    service.shutdown().await.context("stopping echo-service")?;
-    conn.drain().await.ok();
-    Ok(())
-}
-
 async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
     let body: serde_json::Value = serde_json::from_str(&args.body)
         .with_context(|| format!("the request body is not JSON: {}", args.body))?;
@@ -202,6 +203,16 @@ async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
     let opts = CallOptions::timeout(Duration::from_millis(args.timeout_ms));
     let rpc = conn.rpc();
     let result = match &args.instance {
+        None if args.active => {
+            rpc.call_active::<_, serde_json::Value>(
+                &args.service,
+                &args.group,
+                &args.method,
+                &body,
+                &opts,
+            )
+            .await
+        }
         Some(instance) => {
             rpc.call_instance::<_, serde_json::Value>(
                 &args.service,

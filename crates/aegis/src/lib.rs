@@ -6,9 +6,15 @@
 //!   one process against one nats-server, with ratios.
 //! - [`up`]: the local showcase: NATS, the services and the monitor as child
 //!   processes.
+//! - [`service`]: `aegis service <order|pricing|risk|echo>`, one instance.
+//! - [`status`]: the registry as a terminal table.
+//! - [`chaos`]: kill instances and NATS nodes of a running showcase.
 //! - [`shutdown`]: the root cancellation token, cancelled on Ctrl-C / SIGTERM.
 
 pub mod bench;
+pub mod chaos;
 pub mod cli;
+pub mod service;
 pub mod shutdown;
+pub mod status;
 pub mod up;

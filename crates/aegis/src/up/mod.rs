@@ -1,45 +1,92 @@
 //! `aegis up`: the local showcase on one machine.
 //!
-//! Starts a nats-server (JetStream, state under `.aegis/`) as a child process
-//! unless `--nats-url` points at an existing one, then the service instances as
-//! separate child processes of this same binary, prints where to look, and on
-//! Ctrl-C / SIGTERM stops the children (services first, NATS last) and exits.
-//! A second `aegis up` while one runs says so instead of fighting over ports.
+//! A 3-node NATS cluster (or one node with `--single-node`, or none with
+//! `--nats-url`), the streams and buckets (R3 on a cluster), the monitor API on
+//! `--api-port`, and the service instances — each a separate child process of
+//! this same binary, so killing one is real. It prints where to look, restarts
+//! a crashed child after a delay (unless `--no-restart`), and on Ctrl-C /
+//! SIGTERM stops everything in order, removing no data. A second `aegis up`
+//! on the same state directory says so instead of fighting over ports.
+//!
+//! - [`nats`]: the NATS nodes' configs, ports and health checks.
+//! - [`supervisor`]: starting, watching, restarting and stopping children.
+//! - [`credentials`]: the admin and viewer tokens of the monitor.
+
+pub mod credentials;
+pub mod nats;
+pub mod supervisor;
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
-    process::Stdio,
     time::Duration,
 };
 
-use aegis_sdk::{AegisConfig, Connection};
+use aegis_sdk::{AegisConfig, Connection, registry::RegistryReader};
 use anyhow::{Context, bail};
 use clap::Args;
-use nix::{sys::signal::Signal, unistd::Pid};
-use tokio::process::{Child, Command};
+use nix::unistd::Pid;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+
+use supervisor::{ChildSpec, Kind, Supervisor};
 
 /// Options of `aegis up`.
 #[derive(Debug, Clone, Args)]
 pub struct UpArgs {
     /// Use this existing NATS (comma-separated URLs) and start no server.
-    #[arg(long = "nats-url", env = "AEGIS_NATS_URL")]
+    #[arg(long = "nats-url")]
     pub nats_url: Option<String>,
-    /// Client port of the NATS server started here.
+    /// Start one NATS node instead of a 3-node cluster.
+    #[arg(long)]
+    pub single_node: bool,
+    /// Instances per service, e.g. `order=3,pricing=2,risk=2`.
+    #[arg(long, default_value = "order=3,pricing=2,risk=2", value_parser = parse_instances)]
+    pub instances: Instances,
+    /// Port of the monitor API (and UI).
+    #[arg(long, default_value_t = 8100)]
+    pub api_port: u16,
+    /// First NATS client port; nodes use base, base+1, base+2 (routes +2000, monitoring +4000).
     #[arg(long, default_value_t = 4222)]
-    pub nats_port: u16,
-    /// Where state (JetStream data, logs, credentials) lives.
+    pub base_port: u16,
+    /// Where state lives: NATS data, logs, pids, credentials.
     #[arg(long, default_value = ".aegis")]
     pub state_dir: PathBuf,
-    /// How many echo-service instances to run.
-    #[arg(long, default_value_t = 2)]
-    pub echo_instances: usize,
+    /// Do not restart children that exit.
+    #[arg(long)]
+    pub no_restart: bool,
+    /// Directory of the built UI to serve (default: `ui/out` when it exists).
+    #[arg(long)]
+    pub ui_dir: Option<PathBuf>,
 }
 
-struct Managed {
-    name: String,
-    child: Child,
+/// Instances per service kind, in a stable order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instances(pub BTreeMap<String, usize>);
+
+const SERVICE_KINDS: [&str; 3] = ["order", "pricing", "risk"];
+
+fn parse_instances(s: &str) -> Result<Instances, String> {
+    let mut map = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (kind, n) = part
+            .split_once('=')
+            .ok_or_else(|| format!("`{part}` is not KIND=COUNT (e.g. order=3)"))?;
+        if !SERVICE_KINDS.contains(&kind) {
+            return Err(format!(
+                "unknown service `{kind}` (expected one of {SERVICE_KINDS:?})"
+            ));
+        }
+        let n: usize = n
+            .parse()
+            .map_err(|_| format!("`{n}` is not a count in `{part}`"))?;
+        if n > 20 {
+            return Err(format!(
+                "{n} instances of {kind} is more than this showcase supports (20)"
+            ));
+        }
+        map.insert(kind.to_owned(), n);
+    }
+    Ok(Instances(map))
 }
 
 /// Runs the showcase until `shutdown` is cancelled.
@@ -52,102 +99,147 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         .with_context(|| format!("creating the state directory {}", args.state_dir.display()))?;
     let state_dir = args.state_dir.canonicalize()?;
     let _lock = PidLock::acquire(&state_dir.join("up.pid"))?;
-    let logs = state_dir.join("logs");
-    std::fs::create_dir_all(&logs)?;
+    let exe = std::env::current_exe().context("locating the aegis binary")?;
+    let mut sup = Supervisor::new(&state_dir, !args.no_restart)?;
 
-    let mut children: Vec<Managed> = Vec::new();
-    let url = match &args.nats_url {
-        Some(url) => url.clone(),
+    // 1. NATS.
+    let (url, replicas, nodes) = match &args.nats_url {
+        Some(url) => (url.clone(), 1, Vec::new()),
         None => {
-            let child = start_nats(&state_dir, args.nats_port, &logs).await?;
-            children.push(Managed {
-                name: "nats-server".into(),
-                child,
-            });
-            format!("nats://127.0.0.1:{}", args.nats_port)
+            let count = if args.single_node { 1 } else { 3 };
+            let nodes = nats::plan(&state_dir, count, args.base_port);
+            nats::check_ports_free(&nodes, args.api_port)?;
+            nats::write_configs(&nodes)?;
+            let binary = aegis_testkit::nats_server_binary()
+                .context("finding nats-server (run `make bootstrap`)")?;
+            for node in &nodes {
+                sup.start(ChildSpec {
+                    name: format!("nats-{}", node.name),
+                    kind: Kind::Nats,
+                    program: binary.clone(),
+                    args: vec!["-c".into(), node.config_path().display().to_string()],
+                    env: Vec::new(),
+                })?;
+            }
+            step(&format!("starting {count} NATS node(s)"));
+            if let Err(e) = nats::wait_healthy(&nodes, Duration::from_secs(30)).await {
+                sup.stop_all().await;
+                return Err(e);
+            }
+            let urls: Vec<String> = nodes.iter().map(nats::NatsNode::url).collect();
+            (urls.join(","), count, nodes)
         }
     };
-    let conn = wait_for_nats(&url, &shutdown).await?;
-    let version = conn.server_version().to_string();
-
-    let exe = std::env::current_exe().context("locating the aegis binary")?;
-    let mut instances = Vec::new();
-    for i in 1..=args.echo_instances {
-        let id = format!("echo-{i}");
-        let log = std::fs::File::create(logs.join(format!("{id}.log")))?;
-        let child = Command::new(&exe)
-            .args(["service", "echo", "--instance-id", &id, "--nats-url", &url])
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {id}"))?;
-        children.push(Managed {
-            name: id.clone(),
-            child,
-        });
-        instances.push(id);
-    }
-
-    println!();
-    println!("Aegis showcase is up");
-    println!("  NATS            {url} (nats-server {version})");
-    println!("  state           {}", state_dir.display());
-    println!("  logs            {}", logs.display());
+    let result = run_on(
+        &args, &state_dir, &exe, &url, replicas, &nodes, &mut sup, &shutdown,
+    )
+    .await;
+    println!("\nstopping the showcase…");
+    sup.stop_all().await;
     println!(
-        "  echo-service    {} ({} instances)",
-        instances.join(", "),
-        instances.len()
+        "Aegis showcase stopped (data kept in {}).",
+        state_dir.display()
     );
-    println!();
-    println!("Try:  aegis call echo-service echo '{{\"hello\":\"desk\"}}' --nats-url {url}");
-    println!("Ctrl-C stops everything.");
+    result
+}
 
-    let exited = watch_children(&mut children, &shutdown).await;
-    if let Some(name) = exited {
-        warn!(child = %name, "a child process exited; stopping the showcase");
+#[allow(clippy::too_many_arguments)]
+async fn run_on(
+    args: &UpArgs,
+    state_dir: &Path,
+    exe: &Path,
+    url: &str,
+    replicas: usize,
+    nodes: &[nats::NatsNode],
+    sup: &mut Supervisor,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    // 2. Streams and buckets, created once here with the right replicas.
+    let conn = connect(url, replicas, shutdown).await?;
+    step("creating streams and buckets");
+    aegis_sdk::events::ensure_events_stream(conn.jetstream(), replicas).await?;
+    aegis_sdk::commands::ensure_commands_stream(conn.jetstream(), replicas).await?;
+    aegis_sdk::election::ensure_election_bucket(conn.jetstream(), replicas).await?;
+    aegis_sdk::registry::ensure_registry_bucket(conn.jetstream(), replicas).await?;
+
+    // 3. The monitor.
+    let creds = credentials::ensure(state_dir)?;
+    let common_env = vec![
+        ("AEGIS_NATS_URL".to_owned(), url.to_owned()),
+        ("AEGIS_NATS_REPLICAS".to_owned(), replicas.to_string()),
+        ("AEGIS_LOG".to_owned(), "info".to_owned()),
+    ];
+    let mut monitor_env = common_env.clone();
+    monitor_env.push(("AEGIS_ADMIN_TOKEN".into(), creds.admin.clone()));
+    monitor_env.push(("AEGIS_VIEWER_TOKEN".into(), creds.viewer.clone()));
+    monitor_env.push(("AEGIS_API_PORT".into(), args.api_port.to_string()));
+    let ui_dir = args.ui_dir.clone().or_else(|| {
+        let candidate = PathBuf::from("ui/out");
+        candidate.join("index.html").is_file().then_some(candidate)
+    });
+    if let Some(dir) = &ui_dir {
+        monitor_env.push(("AEGIS_UI_DIR".into(), dir.display().to_string()));
     }
-    drop(conn);
-    stop_all(children).await;
-    println!("Aegis showcase stopped.");
+    step("starting the monitor");
+    sup.start(ChildSpec {
+        name: "monitor".into(),
+        kind: Kind::Monitor,
+        program: exe.to_owned(),
+        args: vec!["api".into()],
+        env: monitor_env,
+    })?;
+
+    // 4. The services.
+    let mut expected = 0;
+    for (kind, count) in &args.instances.0 {
+        for i in 1..=*count {
+            let id = format!("{kind}-{i}");
+            sup.start(ChildSpec {
+                name: id.clone(),
+                kind: Kind::Service,
+                program: exe.to_owned(),
+                args: vec!["service".into(), kind.clone(), "--instance-id".into(), id],
+                env: common_env.clone(),
+            })?;
+            expected += 1;
+        }
+    }
+    step(&format!("starting {expected} service instance(s)"));
+    let reader = RegistryReader::start(&conn).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while reader.all().len() < expected {
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "only {} of {expected} instances registered within 60 s; see the logs in {}",
+                reader.all().len(),
+                state_dir.join("logs").display()
+            );
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+
+    print_summary(args, state_dir, url, nodes, &reader, ui_dir.is_some());
+    sup.supervise(shutdown).await;
     Ok(())
 }
 
-async fn start_nats(state_dir: &Path, port: u16, logs: &Path) -> anyhow::Result<Child> {
-    if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
-        bail!(
-            "port {port} is taken: is another NATS running? Use --nats-url to attach to it or --nats-port to pick another"
-        );
-    }
-    let binary = aegis_testkit::nats_server_binary().context("finding nats-server")?;
-    let store = state_dir.join("nats");
-    std::fs::create_dir_all(&store)?;
-    let log = std::fs::File::create(logs.join("nats-server.log"))?;
-    info!(binary = %binary.display(), port, "starting nats-server");
-    Command::new(binary)
-        .args([
-            "-a",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-js",
-            "--server_name",
-            "aegis-1",
-            "-sd",
-        ])
-        .arg(&store)
-        .stdout(Stdio::from(log.try_clone()?))
-        .stderr(Stdio::from(log))
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting nats-server")
+fn step(what: &str) {
+    println!("  … {what}");
 }
 
-async fn wait_for_nats(url: &str, shutdown: &CancellationToken) -> anyhow::Result<Connection> {
+async fn connect(
+    url: &str,
+    replicas: usize,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Connection> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let mut config = AegisConfig::with_servers(url);
         config.nats.connect_timeout = Duration::from_secs(1);
+        config.nats.replicas = replicas;
         match Connection::connect(config).await {
             Ok(c) => return Ok(c),
             Err(e) if tokio::time::Instant::now() > deadline => {
@@ -157,59 +249,63 @@ async fn wait_for_nats(url: &str, shutdown: &CancellationToken) -> anyhow::Resul
         }
         tokio::select! {
             () = shutdown.cancelled() => bail!("interrupted while waiting for NATS"),
-            () = tokio::time::sleep(Duration::from_millis(100)) => {}
-        }
-    }
-}
-
-/// Waits for shutdown, or for a child to exit (returns its name).
-async fn watch_children(children: &mut [Managed], shutdown: &CancellationToken) -> Option<String> {
-    loop {
-        for c in children.iter_mut() {
-            if let Ok(Some(status)) = c.child.try_wait() {
-                warn!(child = %c.name, %status, "child exited");
-                return Some(c.name.clone());
-            }
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return None,
             () = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     }
 }
 
-/// Stops services first (SIGTERM, then SIGKILL after 10 s), NATS last.
-async fn stop_all(mut children: Vec<Managed>) {
-    let nats = children
-        .iter()
-        .position(|c| c.name == "nats-server")
-        .map(|i| children.remove(i));
-    for c in &children {
-        terminate(&c.child);
-    }
-    for c in &mut children {
-        reap(c).await;
-    }
-    if let Some(mut n) = nats {
-        terminate(&n.child);
-        reap(&mut n).await;
-    }
-}
-
-fn terminate(child: &Child) {
-    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGTERM);
-    }
-}
-
-async fn reap(c: &mut Managed) {
-    match tokio::time::timeout(Duration::from_secs(10), c.child.wait()).await {
-        Ok(_) => info!(child = %c.name, "stopped"),
-        Err(_) => {
-            warn!(child = %c.name, "did not stop within 10 s; killing it");
-            let _ = c.child.kill().await;
+fn print_summary(
+    args: &UpArgs,
+    state_dir: &Path,
+    url: &str,
+    nodes: &[nats::NatsNode],
+    reader: &RegistryReader,
+    ui: bool,
+) {
+    let api = format!("http://127.0.0.1:{}", args.api_port);
+    println!();
+    println!("Aegis showcase is up");
+    println!(
+        "  NATS        {url}{}",
+        if nodes.len() > 1 {
+            " (3-node cluster, R3)"
+        } else {
+            ""
         }
+    );
+    println!("  API         {api}/api  (OpenAPI: {api}/api/openapi.json, Swagger: {api}/api/docs)");
+    if ui {
+        println!("  UI          {api}/");
     }
+    println!(
+        "  tokens      {} (admin and viewer bearer tokens, mode 0600)",
+        state_dir.join("credentials").display()
+    );
+    println!("  logs        {}", state_dir.join("logs").display());
+    println!();
+    println!(
+        "  {:<18} {:<12} {:<9} group",
+        "service", "instance", "status"
+    );
+    for i in reader.all() {
+        println!(
+            "  {:<18} {:<12} {:<9} {}",
+            i.service_name,
+            i.instance_id,
+            i.status.as_str(),
+            i.sticky_active_group.as_deref().unwrap_or("-")
+        );
+    }
+    println!();
+    println!("Try:");
+    println!("  aegis status --watch");
+    println!(
+        "  aegis call order-service create_order --active '{{\"symbol\":\"AAPL\",\"side\":\"BUY\",\"quantity\":10,\"client_order_id\":\"demo-1\"}}'"
+    );
+    println!(
+        "  aegis chaos kill order-service      # kill the ACTIVE order instance, watch a STANDBY take over"
+    );
+    println!("Ctrl-C stops everything.");
 }
 
 /// A pid file that keeps two `aegis up` from sharing one state directory.
@@ -219,11 +315,11 @@ impl PidLock {
     fn acquire(path: &Path) -> anyhow::Result<PidLock> {
         if let Ok(text) = std::fs::read_to_string(path)
             && let Ok(pid) = text.trim().parse::<i32>()
-            && nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok()
             && pid != std::process::id() as i32
+            && nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok()
         {
             bail!(
-                "aegis up is already running (pid {pid}, state {}); stop it with Ctrl-C or `kill {pid}` first",
+                "aegis up is already running (pid {pid}) with state in {}; stop it with Ctrl-C or `kill {pid}` first",
                 path.parent()
                     .map(|p| p.display().to_string())
                     .unwrap_or_default()
@@ -238,5 +334,20 @@ impl PidLock {
 impl Drop for PidLock {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instances_parse() {
+        let i = parse_instances("order=3,pricing=2,risk=2").unwrap();
+        assert_eq!(i.0.values().sum::<usize>(), 7);
+        assert!(parse_instances("order=x").is_err());
+        assert!(parse_instances("trading=1").is_err());
+        assert!(parse_instances("order").is_err());
+        assert!(parse_instances("order=99").is_err());
     }
 }

@@ -1,0 +1,116 @@
+//! `aegis chaos`: break the running showcase on purpose, for demos and
+//! drills — SIGKILL a service instance (the supervisor brings it back after a
+//! delay), or kill and restart a NATS node.
+
+use std::{path::PathBuf, time::Duration};
+
+use aegis_sdk::contracts::models::InstanceStatus;
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use nix::{sys::signal::Signal, unistd::Pid};
+
+use crate::{cli::NatsArgs, up::supervisor};
+
+/// Options of `aegis chaos`.
+#[derive(Debug, Clone, Args)]
+pub struct ChaosArgs {
+    /// What to break.
+    #[command(subcommand)]
+    pub action: ChaosAction,
+    /// The showcase's state directory.
+    #[arg(long, default_value = ".aegis", global = true)]
+    pub state_dir: PathBuf,
+}
+
+/// The chaos actions.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ChaosAction {
+    /// SIGKILL an instance (`order-2`) or one instance of a service
+    /// (`order-service`: its ACTIVE instance when it has one).
+    Kill {
+        /// Instance id or service name.
+        target: String,
+        /// Connection flags (to find a service's ACTIVE instance).
+        #[command(flatten)]
+        nats: NatsArgs,
+    },
+    /// SIGKILL NATS node N (1-based) and keep it down.
+    KillNats {
+        /// Node number.
+        node: usize,
+    },
+    /// Start NATS node N again.
+    RestartNats {
+        /// Node number.
+        node: usize,
+    },
+}
+
+/// Runs a chaos action against the showcase in `state_dir`.
+///
+/// # Errors
+/// When the showcase is not running or the target is unknown.
+pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
+    let dir = &args.state_dir;
+    if !dir.join("up.pid").exists() {
+        bail!("no `aegis up` is running with state in {}", dir.display());
+    }
+    match args.action {
+        ChaosAction::Kill { target, nats } => {
+            let name = resolve(dir, &target, &nats).await?;
+            let pid = supervisor::read_pid(dir, &name)
+                .with_context(|| format!("`{name}` is not running (no pid file)"))?;
+            nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL)
+                .with_context(|| format!("killing {name} (pid {pid})"))?;
+            println!(
+                "SIGKILLed {name} (pid {pid}); the supervisor restarts it after a delay unless --no-restart"
+            );
+        }
+        ChaosAction::KillNats { node } => {
+            let name = format!("nats-n{node}");
+            let pid = supervisor::read_pid(dir, &name)
+                .with_context(|| format!("NATS node {node} is not running"))?;
+            std::fs::write(dir.join("control").join(format!("hold-{name}")), "")?;
+            nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL)?;
+            println!(
+                "SIGKILLed NATS node {node} (pid {pid}); `aegis chaos restart-nats {node}` brings it back"
+            );
+        }
+        ChaosAction::RestartNats { node } => {
+            let name = format!("nats-n{node}");
+            std::fs::write(dir.join("control").join(format!("restart-{name}")), "")?;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while supervisor::read_pid(dir, &name).is_none() {
+                if tokio::time::Instant::now() > deadline {
+                    bail!("the supervisor did not restart {name} within 10 s");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            println!("NATS node {node} restarted");
+        }
+    }
+    Ok(())
+}
+
+/// An instance id as is; a service name → its ACTIVE (or first) instance.
+async fn resolve(dir: &std::path::Path, target: &str, nats: &NatsArgs) -> anyhow::Result<String> {
+    let running = supervisor::running_children(dir);
+    if running.iter().any(|n| n == target) {
+        return Ok(target.to_owned());
+    }
+    let conn = nats.connect().await?;
+    let reader = aegis_sdk::registry::RegistryReader::start(&conn).await?;
+    let mut instances = reader.by_service(target);
+    if instances.is_empty() {
+        bail!(
+            "`{target}` is neither a showcase process ({}) nor a registered service",
+            running.join(", ")
+        );
+    }
+    instances.sort_by_key(|i| i.status != InstanceStatus::Active);
+    instances
+        .into_iter()
+        .map(|i| i.instance_id)
+        .find(|id| running.contains(id))
+        .with_context(|| format!("no instance of {target} is a process of this showcase"))
+}
