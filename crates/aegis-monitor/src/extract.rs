@@ -76,13 +76,14 @@ fn is_json(req: &Request) -> bool {
 /// 400 `INVALID_JSON` for malformed JSON; 422 `VALIDATION_ERROR` naming the
 /// field for anything that parses but does not fit `T`.
 pub(crate) fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+    let mut value: Value = serde_json::from_slice(bytes).map_err(|e| {
         ApiError::new(ErrorCode::InvalidJson, format!("malformed JSON: {e}"))
             .with_details(json!({ "line": e.line(), "column": e.column() }))
     })?;
     if !value.is_object() {
         return Err(ApiError::invalid_field("body", "must be a JSON object"));
     }
+    integral_floats_to_integers(&mut value);
     serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
         let message = e.inner().to_string();
         let path = e.path().to_string();
@@ -97,6 +98,29 @@ pub(crate) fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
         }]);
         ApiError::validation(&errors)
     })
+}
+
+/// JSON has one number type: `3.0` is the integer 3 (JSON Schema agrees),
+/// but serde refuses a float for an integer field. Rewrites every float
+/// with no fractional part that fits an integer type as that integer.
+fn integral_floats_to_integers(value: &mut Value) {
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+            {
+                // Exclusive upper bounds: 2^63 and 2^64 are exact as f64.
+                if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+                    *value = Value::from(f as u64);
+                } else if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
+                    *value = Value::from(f as i64);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_to_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_floats_to_integers),
+        _ => {}
+    }
 }
 
 /// serde names missing and unknown fields in backticks: "missing field `owner`".
@@ -185,6 +209,15 @@ mod tests {
         assert_eq!(fields(&e), ["owner"]);
         assert!(!e.message().contains("line"));
         assert_eq!(fields(&err("[]")), ["body"]);
+        // 3.0 is the integer 3; 3.5 is not.
+        let p: aegis_contracts::ServiceDefinitionPatch =
+            parse_body(br#"{"owner": "x", "revision": 3.0}"#).unwrap();
+        assert_eq!(p.revision, Some(3));
+        let e = parse_body::<aegis_contracts::ServiceDefinitionPatch>(
+            br#"{"owner": "x", "revision": 3.5}"#,
+        )
+        .unwrap_err();
+        assert_eq!(fields(&e), ["revision"]);
         assert_eq!(fields(&err("3")), ["body"]);
     }
 }

@@ -62,6 +62,34 @@ use crate::{
 )]
 pub(crate) struct ApiDoc;
 
+/// Touches the derive cannot express, applied to the finished document:
+/// an update must name at least one of owner, description, version.
+pub(crate) fn finish(spec: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::schema::{AllOfBuilder, AnyOfBuilder, ObjectBuilder, Schema};
+    let Some(components) = spec.components.as_mut() else {
+        return;
+    };
+    let Some(fields) = components.schemas.remove("ServiceDefinitionPatch") else {
+        return;
+    };
+    let changes_something = ["owner", "description", "version"]
+        .into_iter()
+        .fold(AnyOfBuilder::new(), |any, field| {
+            any.item(ObjectBuilder::new().required(field))
+        });
+    let patch = AllOfBuilder::new()
+        .item(fields)
+        .item(changes_something)
+        .description(Some(
+            "The body that updates a definition: at least one of owner, description, version; `revision` (the ETag) makes the update conditional.",
+        ))
+        .build();
+    components.schemas.insert(
+        "ServiceDefinitionPatch".to_owned(),
+        Schema::AllOf(patch).into(),
+    );
+}
+
 struct Security;
 
 impl Modify for Security {
@@ -155,18 +183,20 @@ pub(crate) struct NewServiceDefinitionDoc {
 #[allow(dead_code)]
 pub(crate) struct ServiceDefinitionPatchDoc {
     /// New owner, 1–100 characters, not blank.
-    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
+    #[schema(nullable = false, min_length = 1, max_length = 100, pattern = r"\S")]
     owner: Option<String>,
     /// New description, 1–500 characters, not blank.
-    #[schema(min_length = 1, max_length = 500, pattern = r"\S")]
+    #[schema(nullable = false, min_length = 1, max_length = 500, pattern = r"\S")]
     description: Option<String>,
     /// New semver version.
     #[schema(
+        nullable = false,
         pattern = r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-(0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)(\.(0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*)?(\+[0-9a-zA-Z-]+(\.[0-9a-zA-Z-]+)*)?$",
         example = "1.1.0"
     )]
     version: Option<String>,
-    /// The revision last read; a different stored revision is 409.
+    /// The revision last read; a different stored revision is 409; null or
+    /// absent makes the update unconditional.
     #[schema(minimum = 0, maximum = 9_007_199_254_740_991_u64)]
     revision: Option<u64>,
 }

@@ -449,6 +449,8 @@ async fn validation_edge_cases_name_the_field() {
         (json!({"created_at": "2026-01-01T00:00:00Z"}), "created_at"),
         (json!({"owner": "x", "revision": -1}), "revision"),
         (json!({"owner": "x", "revision": "3"}), "revision"),
+        (json!({"owner": null}), "owner"),
+        (json!({"owner": "x", "version": null}), "version"),
     ] {
         let r = h
             .admin(Method::PUT, "/api/services/upd-svc", Some(body.clone()))

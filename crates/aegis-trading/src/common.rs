@@ -10,10 +10,8 @@ use std::{
 };
 
 use aegis_contracts::models::ValidationErrors;
-use aegis_sdk::{
-    metrics::InstanceMetrics,
-    rpc::{RequestContext, WireError},
-};
+use aegis_sdk::{metrics::InstanceMetrics, rpc::WireError};
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -69,48 +67,73 @@ pub(crate) async fn echo(body: Value) -> Result<Value, WireError> {
     Ok(body)
 }
 
+/// Who answers the common endpoints. The instance id is chosen before the
+/// service starts (`start` functions take it from the options or generate
+/// one), so these handlers need no request context — which lets a
+/// single-active service register them with `handler_any_role`, for
+/// standbys to answer too.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    service: &'static str,
+    instance_id: Arc<str>,
+    started: Instant,
+}
+
+impl Identity {
+    /// `instance_id` of `service`, starting now.
+    pub(crate) fn new(service: &'static str, instance_id: &str) -> Self {
+        Self {
+            service,
+            instance_id: Arc::from(instance_id),
+            started: Instant::now(),
+        }
+    }
+}
+
 /// `health`: an instance that can run this handler is, by definition, up;
 /// the reply says which one answered and for how long it has been running.
 pub(crate) fn health(
-    started: Instant,
-) -> impl Fn(RequestContext, Option<Value>) -> futures::future::Ready<Result<Health, WireError>>
-+ Clone
-+ Send
-+ Sync
-+ 'static {
-    move |ctx: RequestContext, _: Option<Value>| {
+    id: Identity,
+) -> impl Fn(Option<Value>) -> futures::future::Ready<Result<Health, WireError>> + Send + Sync + 'static
+{
+    move |_: Option<Value>| {
         futures::future::ready(Ok(Health {
             status: "healthy".to_owned(),
-            service: ctx.service.to_string(),
-            instance_id: ctx.instance_id.to_string(),
+            service: id.service.to_owned(),
+            instance_id: id.instance_id.to_string(),
             version: crate::VERSION.to_owned(),
-            uptime_secs: started.elapsed().as_secs_f64(),
+            uptime_secs: id.started.elapsed().as_secs_f64(),
         }))
     }
 }
 
 /// `simulate_work`: a handler whose cost and outcome the caller chooses, to
 /// drive load tests and failure demos without touching real business logic.
-pub(crate) async fn simulate_work(
-    ctx: RequestContext,
-    req: SimulateWork,
-) -> Result<WorkDone, WireError> {
-    let sleep = Duration::from_millis(req.ms);
-    // Refused up front: a request must not be able to pin a handler for hours.
-    if sleep > MAX_SIMULATED_WORK {
-        return Err(WireError::invalid_request(format!(
-            "ms must be at most {}",
-            MAX_SIMULATED_WORK.as_millis()
-        )));
+pub(crate) fn simulate_work(
+    id: Identity,
+) -> impl Fn(SimulateWork) -> BoxFuture<'static, Result<WorkDone, WireError>> + Send + Sync + 'static
+{
+    move |req: SimulateWork| {
+        let instance_id = id.instance_id.clone();
+        Box::pin(async move {
+            let sleep = Duration::from_millis(req.ms);
+            // Refused up front: a request must not pin a handler for hours.
+            if sleep > MAX_SIMULATED_WORK {
+                return Err(WireError::invalid_request(format!(
+                    "ms must be at most {}",
+                    MAX_SIMULATED_WORK.as_millis()
+                )));
+            }
+            tokio::time::sleep(sleep).await;
+            if req.fail {
+                return Err(WireError::internal("simulated failure (fail=true)"));
+            }
+            Ok(WorkDone {
+                slept_ms: req.ms,
+                instance_id: instance_id.to_string(),
+            })
+        })
     }
-    tokio::time::sleep(sleep).await;
-    if req.fail {
-        return Err(WireError::internal("simulated failure (fail=true)"));
-    }
-    Ok(WorkDone {
-        slept_ms: req.ms,
-        instance_id: ctx.instance_id.to_string(),
-    })
 }
 
 /// Service-specific counters (`orders_created`, `prices_served`, ...) that

@@ -23,7 +23,7 @@ use tracing::{debug, warn};
 
 use crate::{
     TradingError,
-    common::{self, Counters},
+    common::{self, Counters, Identity},
 };
 
 /// How far a quote's mid price strays from the symbol's base: ±2 %.
@@ -213,12 +213,17 @@ pub async fn start(
         counters: Counters::new(&[METRIC_PRICES_SERVED, METRIC_PRICE_UPDATES]),
     });
 
-    let mut builder = conn
+    let instance_id = opts
+        .instance_id
+        .unwrap_or_else(aegis_sdk::default_instance_id);
+    let id = Identity::new(PRICING_SERVICE, &instance_id);
+    let service = conn
         .service(PRICING_SERVICE, crate::VERSION)
         .description("Quotes around per-symbol base prices; publishes events.price.updated")
+        .instance_id(&instance_id)
         .handler("echo", common::echo)
-        .handler_with_context("health", common::health(std::time::Instant::now()))
-        .handler_with_context("simulate_work", common::simulate_work)
+        .handler("health", common::health(id.clone()))
+        .handler("simulate_work", common::simulate_work(id))
         // Quoting is synchronous: a ready future avoids cloning the state per call.
         .handler("get_price", {
             let p = pricing.clone();
@@ -228,13 +233,10 @@ pub async fn start(
             let p = pricing.clone();
             move |req: GetPrices| futures::future::ready(p.get_prices(&req))
         });
-    if let Some(id) = opts.instance_id {
-        builder = builder.instance_id(id);
-    }
     // Publishing needs the EVENTS stream; `aegis up` creates it, but a
     // service must also run against a bare server.
     conn.events().ensure_stream().await?;
-    let service = builder.start().await?;
+    let service = service.start().await?;
     pricing.counters.attach(service.metrics().clone());
 
     let cancel = CancellationToken::new();

@@ -7,10 +7,13 @@
 mod common;
 
 use aegis_contracts::trading::{
-    ORDER_SERVICE, OrderCreated, OrderFilled, OrderRejected, RISK_SERVICE, ReasonCode,
+    ORDER_GROUP, ORDER_SERVICE, OrderCreated, OrderFilled, OrderRejected, RISK_SERVICE, ReasonCode,
     RiskAssessed, Side,
 };
-use aegis_sdk::{Connection, rpc::ErrorCode};
+use aegis_sdk::{
+    Connection,
+    rpc::{CallOptions, ErrorCode, RpcError},
+};
 use aegis_trading::{
     order::{self, CreateOrder, Order, OrderList, OrderOptions, OrderStatus, RunningOrder},
     pricing::{self, PricingOptions, RunningPricing},
@@ -74,15 +77,31 @@ fn market(client_order_id: &str, symbol: &str, side: Side, quantity: i64) -> Cre
     }
 }
 
-async fn create(conn: &Connection, req: &CreateOrder) -> Result<Order, aegis_sdk::rpc::RpcError> {
-    conn.rpc().call(ORDER_SERVICE, "create_order", req).await
+/// Calls the order service's leader, as every order-service client does.
+async fn active<Req: serde::Serialize, Res: serde::de::DeserializeOwned>(
+    conn: &Connection,
+    method: &str,
+    req: &Req,
+) -> Result<Res, RpcError> {
+    let reply = conn
+        .rpc()
+        .call_active(
+            ORDER_SERVICE,
+            ORDER_GROUP,
+            method,
+            req,
+            &CallOptions::default(),
+        )
+        .await?;
+    Ok(reply.value)
+}
+
+async fn create(conn: &Connection, req: &CreateOrder) -> Result<Order, RpcError> {
+    active(conn, "create_order", req).await
 }
 
 async fn list(conn: &Connection, filter: Value) -> OrderList {
-    conn.rpc()
-        .call(ORDER_SERVICE, "list_orders", &filter)
-        .await
-        .unwrap()
+    active(conn, "list_orders", &filter).await.unwrap()
 }
 
 /// The order events of one order, parsed into their contract types.
@@ -167,13 +186,7 @@ async fn an_order_flows_through_pricing_and_risk_and_fills() {
     .await;
 
     // Reads: by id, and in the listing.
-    let got: Order = conn
-        .rpc()
-        .call(
-            ORDER_SERVICE,
-            "get_order",
-            &json!({"order_id": order.order_id}),
-        )
+    let got: Order = active(&conn, "get_order", &json!({"order_id": order.order_id}))
         .await
         .unwrap();
     assert_eq!(got, order);
@@ -246,7 +259,6 @@ async fn bad_orders_are_refused_and_leave_nothing_behind() {
     let nats = server();
     let conn = connect(&nats.url()).await;
     let desk = Desk::start(&conn).await;
-    let rpc = conn.rpc();
 
     let cases = [
         json!({"symbol": "AAPL", "side": "buy", "quantity": -10, "client_order_id": "b1"}),
@@ -261,20 +273,17 @@ async fn bad_orders_are_refused_and_leave_nothing_behind() {
         json!("create an order please"),
     ];
     for bad in cases {
-        let result = rpc
-            .call::<_, Value>(ORDER_SERVICE, "create_order", &bad)
-            .await;
+        let result = active::<_, Value>(&conn, "create_order", &bad).await;
         assert_eq!(code(result), ErrorCode::InvalidRequest, "{bad}");
     }
     // The unknown symbol names the field, like every validation error.
-    let err = rpc
-        .call::<_, Value>(
-            ORDER_SERVICE,
-            "create_order",
-            &json!({"symbol": "ZZZZ", "side": "buy", "quantity": 10, "client_order_id": "b6"}),
-        )
-        .await
-        .unwrap_err();
+    let err = active::<_, Value>(
+        &conn,
+        "create_order",
+        &json!({"symbol": "ZZZZ", "side": "buy", "quantity": 10, "client_order_id": "b6"}),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(
         err.remote().unwrap().details.as_ref().unwrap()["fields"][0]["field"],
         "symbol"
@@ -286,11 +295,8 @@ async fn bad_orders_are_refused_and_leave_nothing_behind() {
     );
 
     let get = |body: Value| {
-        let rpc = rpc.clone();
-        async move {
-            rpc.call::<_, Value>(ORDER_SERVICE, "get_order", &body)
-                .await
-        }
+        let conn = conn.clone();
+        async move { active::<_, Value>(&conn, "get_order", &body).await }
     };
     assert_eq!(
         code(get(json!({"order_id": "ord-nope"})).await),
@@ -307,9 +313,7 @@ async fn bad_orders_are_refused_and_leave_nothing_behind() {
         json!({"symbol": "x y"}),
         json!({"status": "open"}),
     ] {
-        let result = rpc
-            .call::<_, Value>(ORDER_SERVICE, "list_orders", &bad)
-            .await;
+        let result = active::<_, Value>(&conn, "list_orders", &bad).await;
         assert_eq!(code(result), ErrorCode::InvalidRequest, "{bad}");
     }
     desk.shutdown().await;

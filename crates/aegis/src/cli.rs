@@ -119,9 +119,16 @@ pub struct CallArgs {
 /// Parses arguments, installs tracing and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_env("AEGIS_LOG").unwrap_or_else(|_| {
-        EnvFilter::new("warn,aegis=info,aegis_sdk=info,aegis_monitor=info,aegis_trading=info")
-    });
+    // Long-running commands say what they do; one-shot commands print only
+    // their answer (and real problems).
+    let default_filter = match cli.command {
+        Command::Up(_) | Command::Api(_) | Command::Service(_) => {
+            "warn,aegis=info,aegis_sdk=info,aegis_monitor=info,aegis_trading=info"
+        }
+        _ => "error,aegis=warn",
+    };
+    let filter =
+        EnvFilter::try_from_env("AEGIS_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
     // WARN/ERROR lines of a service instance also go to AEGIS_LOG once it is
     // connected (see `service::run`), so the monitor shows them.
     let (nats_logs, forwarder) = aegis_sdk::telemetry::log_layer::NatsLogLayer::new();

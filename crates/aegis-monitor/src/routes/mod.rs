@@ -38,7 +38,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{
-    auth, error, extract::MAX_BODY_BYTES, openapi::ApiDoc, state::AppState, telemetry, ui,
+    auth, error,
+    extract::MAX_BODY_BYTES,
+    openapi::{self, ApiDoc},
+    state::AppState,
+    telemetry, ui,
 };
 
 /// The routes that finish quickly (everything but the SSE stream).
@@ -60,6 +64,7 @@ fn bounded_routes() -> OpenApiRouter<AppState> {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut spec = bounded_routes().into_openapi();
     spec.merge(stream::router().into_openapi());
+    openapi::finish(&mut spec);
     spec
 }
 
@@ -72,6 +77,7 @@ pub fn router(state: AppState) -> Router {
     let (bounded, mut spec) = bounded_routes().split_for_parts();
     let (streaming, stream_spec) = stream::router().split_for_parts();
     spec.merge(stream_spec);
+    openapi::finish(&mut spec);
     let bounded = bounded.layer(TimeoutLayer::with_status_code(
         StatusCode::GATEWAY_TIMEOUT,
         timeout,

@@ -14,7 +14,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -34,6 +34,36 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_service, update_service, delete_service))
         .routes(routes!(get_revision))
         .routes(routes!(get_history))
+}
+
+/// The update body: [`ServiceDefinitionPatch`], except that a field given
+/// as `null` is an error (422) rather than silently "unchanged".
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpdateBody {
+    #[serde(default, deserialize_with = "not_null")]
+    owner: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
+    description: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
+    version: Option<String>,
+    #[serde(default)]
+    revision: Option<u64>,
+}
+
+impl From<UpdateBody> for ServiceDefinitionPatch {
+    fn from(b: UpdateBody) -> Self {
+        ServiceDefinitionPatch {
+            owner: b.owner,
+            description: b.description,
+            version: b.version,
+            revision: b.revision,
+        }
+    }
+}
+
+fn not_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
 }
 
 /// A definition's current revision.
@@ -130,7 +160,7 @@ async fn get_service(
     put, path = "/api/services/{name}", tag = "services",
     params(
         ("name" = String, Path, description = "Service name"),
-        ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(W/)?"[0-9]{1,18}"|[0-9]{1,18})$"#, description = "The revision (ETag) last read, e.g. \"12\""),
+        ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|(W/)?"[0-9]{1,18}"|[0-9]{1,18})$"#, description = "The revision (ETag) last read, e.g. \"12\""),
     ),
     request_body = ServiceDefinitionPatchDoc,
     responses(
@@ -151,8 +181,9 @@ async fn update_service(
     Extension(who): Extension<Principal>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    ApiJson(patch): ApiJson<ServiceDefinitionPatch>,
+    ApiJson(body): ApiJson<UpdateBody>,
 ) -> Result<Response, ApiError> {
+    let patch = ServiceDefinitionPatch::from(body);
     if patch.is_empty() {
         return Err(ApiError::new(
             ErrorCode::EmptyUpdate,
@@ -175,7 +206,7 @@ async fn update_service(
     delete, path = "/api/services/{name}", tag = "services",
     params(
         ("name" = String, Path, description = "Service name"),
-        ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(W/)?"[0-9]{1,18}"|[0-9]{1,18})$"#, description = "The revision (ETag) last read, e.g. \"12\""),
+        ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|(W/)?"[0-9]{1,18}"|[0-9]{1,18})$"#, description = "The revision (ETag) last read, e.g. \"12\""),
     ),
     responses(
         (status = 204, description = "Deleted"),

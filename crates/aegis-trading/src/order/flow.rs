@@ -42,11 +42,25 @@ pub(super) struct Desk {
     pub(super) counters: Counters,
 }
 
-/// The fencing epoch of the leadership this request is served under.
-fn leader_epoch(_ctx: &RequestContext) -> u64 {
-    // Until the SDK attaches the leader's epoch to requests every write
-    // carries 0, and compare-and-set alone keeps writers apart.
-    0
+/// On whose behalf the flow runs — a request, or the recovery sweep of a
+/// new leader — and under which fencing epoch it writes.
+#[derive(Debug, Clone)]
+pub(super) struct Caller {
+    pub(super) instance_id: Arc<str>,
+    pub(super) request_id: Option<String>,
+    pub(super) epoch: u64,
+}
+
+impl Caller {
+    /// The caller of a leader-only request: the SDK ran the handler because
+    /// this instance holds a valid lease, and says at which epoch.
+    pub(super) fn of(ctx: &RequestContext) -> Self {
+        Self {
+            instance_id: ctx.instance_id.clone(),
+            request_id: ctx.request_id.clone(),
+            epoch: ctx.epoch.unwrap_or(0),
+        }
+    }
 }
 
 impl Desk {
@@ -56,7 +70,8 @@ impl Desk {
         req: CreateOrder,
     ) -> Result<Order, WireError> {
         req.validate().map_err(common::invalid)?;
-        let epoch = leader_epoch(&ctx);
+        let caller = Caller::of(&ctx);
+        let epoch = caller.epoch;
         let candidate = format!("ord-{}", nuid::next());
         let order_id = self.store.claim(&req.client_order_id, &candidate).await?;
 
@@ -76,11 +91,11 @@ impl Desk {
             }
         }
         // Quote before recording, so an unknown symbol leaves no order behind.
-        let quote = self.quote(&ctx, &req.symbol).await?;
+        let quote = self.quote(&caller, &req.symbol).await?;
         let (revision, order) = match found {
             Some(found) => found,
             None => {
-                let order = Order::new(order_id, &req, epoch, &ctx.instance_id);
+                let order = Order::new(order_id, &req, epoch, &caller.instance_id);
                 match self.store.insert(&order).await {
                     Ok(revision) => {
                         self.counters.add(METRIC_CREATED, 1.0);
@@ -95,18 +110,42 @@ impl Desk {
         if order.status.is_final() {
             return self.replay(order).await;
         }
-        self.finish(&ctx, epoch, revision, order, &quote).await
+        self.finish(&caller, revision, order, &quote).await
+    }
+
+    /// Finishes the pending orders that older leaders recorded but never
+    /// decided — those whose caller gave up, too — so a new leader continues
+    /// where the last one stopped. Stops early when this instance no longer
+    /// leads at `caller.epoch`; whatever is left, the next leader resumes.
+    pub(super) async fn resume_pending(&self, caller: &Caller, still_leading: impl Fn() -> bool) {
+        for order_id in self.store.pending_before(caller.epoch) {
+            if !still_leading() {
+                return;
+            }
+            if let Err(e) = self.resume(caller, &order_id).await {
+                warn!(order_id, code = %e.code, error = %e.message, "cannot resume a pending order; a retry or the next leader will");
+            }
+        }
+    }
+
+    async fn resume(&self, caller: &Caller, order_id: &str) -> Result<Order, WireError> {
+        let (revision, order) = self.reload(order_id, caller.epoch).await?;
+        if order.status.is_final() || order.epoch >= caller.epoch {
+            return Ok(order);
+        }
+        let quote = self.quote(caller, &order.symbol).await?;
+        self.finish(caller, revision, order, &quote).await
     }
 
     /// Takes a pending order to its decision, fenced by `epoch`.
     async fn finish(
         &self,
-        ctx: &RequestContext,
-        epoch: u64,
+        caller: &Caller,
         mut revision: u64,
         mut order: Order,
         quote: &Quote,
     ) -> Result<Order, WireError> {
+        let epoch = caller.epoch;
         if order.epoch > epoch {
             return Err(deposed());
         }
@@ -114,7 +153,7 @@ impl Desk {
             // An older leader recorded it and never decided it: claim it for
             // this epoch first, so that leader's late write fails.
             order.epoch = epoch;
-            order.instance_id = ctx.instance_id.to_string();
+            order.instance_id = caller.instance_id.to_string();
             revision = match self.store.replace(&order, revision).await {
                 Ok(revision) => revision,
                 Err(StoreError::Changed) => return self.after_race(&order.order_id, epoch).await,
@@ -128,9 +167,9 @@ impl Desk {
         )
         .await?;
 
-        let assessment = self.assess(ctx, &order, quote).await?;
+        let assessment = self.assess(caller, &order, quote).await?;
         decide(&mut order, quote, &assessment);
-        order.instance_id = ctx.instance_id.to_string();
+        order.instance_id = caller.instance_id.to_string();
         match self.store.replace(&order, revision).await {
             Ok(_) => {}
             Err(StoreError::Changed) => return self.after_race(&order.order_id, epoch).await,
@@ -204,21 +243,21 @@ impl Desk {
     /// Options for calls to pricing and risk: both are safe to repeat (a
     /// quote is a read; an assessment is named after the order), so an
     /// attempt that times out is retried on another instance.
-    fn call_options(&self, ctx: &RequestContext) -> CallOptions {
+    fn call_options(&self, caller: &Caller) -> CallOptions {
         CallOptions {
             timeout: Some(self.call_timeout),
             idempotent: true,
-            request_id: ctx.request_id.clone(),
+            request_id: caller.request_id.clone(),
             ..Default::default()
         }
     }
 
-    async fn quote(&self, ctx: &RequestContext, symbol: &str) -> Result<Quote, WireError> {
+    async fn quote(&self, caller: &Caller, symbol: &str) -> Result<Quote, WireError> {
         let req = GetPrice {
             symbol: symbol.to_owned(),
         };
         match self
-            .call(&self.pricing, "get_price", &req, &self.call_options(ctx))
+            .call(&self.pricing, "get_price", &req, &self.call_options(caller))
             .await
         {
             Ok(quote) => Ok(quote),
@@ -234,7 +273,7 @@ impl Desk {
 
     async fn assess(
         &self,
-        ctx: &RequestContext,
+        caller: &Caller,
         order: &Order,
         quote: &Quote,
     ) -> Result<RiskAssessment, WireError> {
@@ -247,7 +286,7 @@ impl Desk {
                 price: order.limit_price.unwrap_or(quote.price),
             },
         };
-        self.call(&self.risk, "assess_risk", &req, &self.call_options(ctx))
+        self.call(&self.risk, "assess_risk", &req, &self.call_options(caller))
             .await
             .map_err(|e| dependency_failed(&self.risk, &e))
     }

@@ -13,6 +13,8 @@
 //!   deposed leader that wakes up late cannot undo its successor's work.
 //! - Events are published with dedup ids derived from the order id, so
 //!   finishing an order twice stores each event once.
+//! - A new leader finishes the orders its predecessors left pending, even
+//!   those nobody retries.
 //!
 //! The create flow: validate → claim the client order id → if the order is
 //! already decided, answer it → quote from pricing-service → record the
@@ -33,9 +35,10 @@ use std::{sync::Arc, time::Duration};
 use aegis_contracts::trading::{ORDER_GROUP, ORDER_SERVICE, PRICING_SERVICE, RISK_SERVICE};
 use aegis_sdk::{
     Connection,
+    election::{LeaseConfig, Role, campaign::Leadership},
     rpc::{RequestContext, Service},
 };
-use tokio::task::JoinHandle;
+use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 pub use model::{
@@ -45,9 +48,9 @@ pub use store::ORDERS_BUCKET;
 
 use crate::{
     TradingError,
-    common::{self, Counters},
+    common::{self, Counters, Identity},
 };
-use flow::Desk;
+use flow::{Caller, Desk};
 use store::OrderStore;
 
 /// Counter: orders recorded.
@@ -74,6 +77,9 @@ pub struct OrderOptions {
     pub risk_service: String,
     /// Deadline of each pricing or risk call, retries included (default 2 s).
     pub call_timeout: Duration,
+    /// Lease timing of the leader election (default: the SDK's 400 ms
+    /// lease); a shorter lease fails over faster and renews more often.
+    pub lease: LeaseConfig,
 }
 
 impl Default for OrderOptions {
@@ -84,6 +90,7 @@ impl Default for OrderOptions {
             pricing_service: PRICING_SERVICE.to_owned(),
             risk_service: RISK_SERVICE.to_owned(),
             call_timeout: Duration::from_secs(2),
+            lease: LeaseConfig::default(),
         }
     }
 }
@@ -111,10 +118,14 @@ impl Default for OrderOptions {
 /// [`TradingError::Service`] when the service cannot start.
 pub async fn start(conn: &Connection, opts: OrderOptions) -> Result<RunningOrder, TradingError> {
     validate(&opts)?;
+    let instance_id = opts
+        .instance_id
+        .unwrap_or_else(aegis_sdk::default_instance_id);
+    let id = Identity::new(ORDER_SERVICE, &instance_id);
     let store = OrderStore::open(conn).await?;
     conn.events().ensure_stream().await?;
     let cancel = CancellationToken::new();
-    let follower = store.follow(cancel.clone());
+    let follower = store.follow(cancel.clone()).await?;
     let desk = Arc::new(Desk {
         conn: conn.clone(),
         store,
@@ -130,15 +141,22 @@ pub async fn start(conn: &Connection, opts: OrderOptions) -> Result<RunningOrder
         ]),
     });
 
-    let mut builder = conn
+    let service = conn
         .service(ORDER_SERVICE, crate::VERSION)
         .description(
             "Creates orders (idempotent by client_order_id); one active instance per group",
         )
-        .metadata("group", &opts.group)
-        .handler("echo", common::echo)
-        .handler_with_context("health", common::health(std::time::Instant::now()))
-        .handler_with_context("simulate_work", common::simulate_work)
+        .instance_id(&instance_id)
+        // One leader serves; the others stand by, answer NOT_ACTIVE, and
+        // take over when its lease lapses.
+        .single_active(&opts.group)
+        .lease(opts.lease)
+        // Standbys answer these too: they say nothing about orders.
+        .handler_any_role("echo", common::echo)
+        .handler_any_role("health", common::health(id.clone()))
+        .handler_any_role("simulate_work", common::simulate_work(id))
+        // Leader-only: the SDK runs them only under a valid lease and hands
+        // them its fencing epoch in the request context.
         .handler_with_context("create_order", {
             let desk = desk.clone();
             move |ctx: RequestContext, req: CreateOrder| {
@@ -156,17 +174,61 @@ pub async fn start(conn: &Connection, opts: OrderOptions) -> Result<RunningOrder
         .handler("list_orders", {
             let desk = desk.clone();
             move |req: Option<ListOrders>| futures::future::ready(desk.list_orders(req))
-        });
-    if let Some(id) = opts.instance_id {
-        builder = builder.instance_id(id);
-    }
-    let service = builder.start().await?;
+        })
+        .start()
+        .await?;
     desk.counters.attach(service.metrics().clone());
+    let recovery = service.election().map(|election| {
+        tokio::spawn(recover_on_leadership(
+            desk,
+            election.roles(),
+            election.leadership(),
+            Arc::from(instance_id.as_str()),
+            cancel.clone(),
+        ))
+    });
     Ok(RunningOrder {
         service,
         follower,
+        recovery,
         stop: cancel.drop_guard(),
     })
+}
+
+/// Each time this instance becomes leader, finishes the orders earlier
+/// leaders recorded but never decided, once the index holds every stored
+/// order. A request for one of them may race the sweep; compare-and-set lets
+/// exactly one of the two decide it.
+async fn recover_on_leadership(
+    desk: Arc<Desk>,
+    mut roles: watch::Receiver<Role>,
+    leadership: Leadership,
+    instance_id: Arc<str>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let role = roles.borrow_and_update().clone();
+        if let Role::Leader { epoch } = role {
+            let caller = Caller {
+                instance_id: instance_id.clone(),
+                request_id: None,
+                epoch,
+            };
+            let still_leading = || leadership.serving_epoch() == Some(epoch);
+            let sweep = async {
+                desk.store.loaded().await;
+                desk.resume_pending(&caller, still_leading).await;
+            };
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = sweep => {}
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            changed = roles.changed() => if changed.is_err() { return },
+        }
+    }
 }
 
 fn validate(opts: &OrderOptions) -> Result<(), TradingError> {
@@ -182,15 +244,20 @@ fn validate(opts: &OrderOptions) -> Result<(), TradingError> {
     if opts.call_timeout.is_zero() {
         return invalid("call_timeout must be positive".into());
     }
+    if let Err(e) = opts.lease.validate() {
+        return invalid(e.to_string());
+    }
     Ok(())
 }
 
 /// A running order instance. [`shutdown`](Self::shutdown) stops it
-/// gracefully; dropping it stops serving at once.
+/// gracefully; dropping it stops serving at once without resigning, as a
+/// crash would (a standby takes over when the lease lapses).
 #[derive(Debug)]
 pub struct RunningOrder {
     service: Service,
     follower: JoinHandle<()>,
+    recovery: Option<JoinHandle<()>>,
     stop: DropGuard,
 }
 
@@ -205,8 +272,9 @@ impl RunningOrder {
         &self.service
     }
 
-    /// Stops the service gracefully (deregister, finish orders in flight),
-    /// then stops following the bucket.
+    /// Stops gracefully: resign (a standby takes over within milliseconds),
+    /// deregister, finish the orders in flight, then stop following the
+    /// bucket.
     ///
     /// # Errors
     /// [`TradingError::Service`] when the service did not stop cleanly.
@@ -214,11 +282,17 @@ impl RunningOrder {
         let Self {
             service,
             follower,
+            recovery,
             stop,
         } = self;
+        // Resigns first, so a standby takes over while this one finishes
+        // the requests it already took.
         let stopped = service.shutdown().await;
         drop(stop);
         let _ = follower.await;
+        if let Some(recovery) = recovery {
+            let _ = recovery.await;
+        }
         stopped?;
         Ok(())
     }

@@ -11,9 +11,10 @@
 //!   both decide an order: the second one's write fails and it re-reads.
 //!
 //! Lookups of single orders go to the server (a direct get, no consumer).
-//! Listings are answered from an in-memory index fed by one watch on
-//! `order.*`, plus this instance's own writes so a caller reads what it just
-//! wrote — never by listing keys per request.
+//! Listings (and a new leader's search for unfinished orders) are answered
+//! from an in-memory index fed by one watch on the bucket, plus this
+//! instance's own writes so a caller reads what it just wrote — never by
+//! listing keys per request.
 
 use std::{
     collections::HashMap,
@@ -22,7 +23,7 @@ use std::{
 
 use aegis_sdk::{Connection, rpc::WireError};
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
-use tokio::task::JoinHandle;
+use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -69,6 +70,8 @@ pub(crate) struct OrderStore {
     kv: kv::Store,
     /// Order id → (revision, order); only newer revisions replace entries.
     index: Mutex<HashMap<String, (u64, Order)>>,
+    /// Whether the index has caught up with the bucket.
+    loaded: watch::Sender<bool>,
 }
 
 impl OrderStore {
@@ -78,28 +81,67 @@ impl OrderStore {
         Ok(Arc::new(Self {
             kv,
             index: Mutex::new(HashMap::new()),
+            loaded: watch::Sender::new(false),
         }))
     }
 
     /// Starts feeding the index from the bucket until `cancel`.
-    pub(crate) fn follow(self: &Arc<Self>, cancel: CancellationToken) -> JoinHandle<()> {
+    ///
+    /// The watch covers every key, not just `order.*`: then a non-empty
+    /// bucket always replays at least one entry, and the first entry with
+    /// nothing after it (`delta == 0`) marks the index as
+    /// [loaded](Self::loaded) — an empty bucket is loaded at once.
+    pub(crate) async fn follow(
+        self: &Arc<Self>,
+        cancel: CancellationToken,
+    ) -> Result<JoinHandle<()>, TradingError> {
+        let status = self.kv.status().await.map_err(|e| TradingError::Store {
+            bucket: ORDERS_BUCKET.to_owned(),
+            source: e.into(),
+        })?;
+        if status.values() == 0 {
+            self.loaded.send_replace(true);
+        }
         let store = self.clone();
-        crate::kv::spawn_watch(
+        Ok(crate::kv::spawn_watch(
             self.kv.clone(),
-            "order.*".to_owned(),
+            ">".to_owned(),
             cancel,
             move |entry| {
-                if entry.operation != Operation::Put {
-                    return;
-                }
-                match serde_json::from_slice::<Order>(&entry.value) {
-                    Ok(order) => store.remember(entry.revision, order),
-                    Err(e) => {
-                        warn!(key = %entry.key, error = %e, "ignoring an order that does not decode")
+                if entry.operation == Operation::Put && entry.key.starts_with("order.") {
+                    match serde_json::from_slice::<Order>(&entry.value) {
+                        Ok(order) => store.remember(entry.revision, order),
+                        Err(e) => {
+                            warn!(key = %entry.key, error = %e, "ignoring an order that does not decode")
+                        }
                     }
                 }
+                if entry.delta == 0 {
+                    store.loaded.send_replace(true);
+                }
             },
-        )
+        ))
+    }
+
+    /// Waits until the index holds every order stored when
+    /// [`follow`](Self::follow) started.
+    pub(crate) async fn loaded(&self) {
+        let mut loaded = self.loaded.subscribe();
+        // The sender lives as long as the store, so this cannot fail.
+        let _ = loaded.wait_for(|done| *done).await;
+    }
+
+    /// Ids of the pending orders last written under an epoch below `epoch`,
+    /// oldest first.
+    pub(crate) fn pending_before(&self, epoch: u64) -> Vec<String> {
+        let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pending: Vec<&Order> = index
+            .values()
+            .map(|(_, o)| o)
+            .filter(|o| !o.status.is_final() && o.epoch < epoch)
+            .collect();
+        pending.sort_by_key(|o| o.created_at);
+        pending.into_iter().map(|o| o.order_id.clone()).collect()
     }
 
     /// The order id for `client_order_id`: `candidate` if this call is the

@@ -38,7 +38,7 @@ pub use assess::{LimitsPatch, OrderToAssess, RiskAssessment, RiskLimits};
 
 use crate::{
     TradingError,
-    common::{self, Counters},
+    common::{self, Counters, Identity},
 };
 
 /// The KV bucket holding the shared limits (key `limits`).
@@ -277,6 +277,7 @@ pub async fn start(conn: &Connection, opts: RiskOptions) -> Result<RunningRisk, 
     let instance_id = opts
         .instance_id
         .unwrap_or_else(aegis_sdk::default_instance_id);
+    let id = Identity::new(RISK_SERVICE, &instance_id);
     let store = crate::kv::open_bucket(conn, RISK_LIMITS_BUCKET, "risk-service limits").await?;
     let store_error = |e: async_nats::Error| TradingError::Store {
         bucket: RISK_LIMITS_BUCKET.to_owned(),
@@ -339,8 +340,8 @@ pub async fn start(conn: &Connection, opts: RiskOptions) -> Result<RunningRisk, 
         .description("Judges orders against shared limits; keeps positions from fills")
         .instance_id(&instance_id)
         .handler("echo", common::echo)
-        .handler_with_context("health", common::health(std::time::Instant::now()))
-        .handler_with_context("simulate_work", common::simulate_work)
+        .handler("health", common::health(id.clone()))
+        .handler("simulate_work", common::simulate_work(id))
         .handler_with_context("assess_risk", {
             let risk = risk.clone();
             move |ctx: aegis_sdk::rpc::RequestContext, req: AssessRisk| {
