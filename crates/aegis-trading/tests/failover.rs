@@ -1,0 +1,466 @@
+//! order-service failover against a real nats-server: three instances in
+//! group `default`, a client creating orders without pause, and the leader
+//! crashing (then the next one stopping gracefully) mid-stream. No
+//! acknowledged order may be lost and none duplicated — in the store, in the
+//! events, or downstream in risk's positions. Also: a new leader finishes the
+//! orders its predecessor left pending, without anyone retrying them.
+
+mod common;
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use aegis_contracts::trading::{ORDER_GROUP, ORDER_SERVICE, RISK_SERVICE, Side};
+use aegis_sdk::{
+    Connection,
+    election::Role,
+    rpc::{CallOptions, ErrorCode, RpcError},
+};
+use aegis_trading::{
+    order::{self, CreateOrder, Order, OrderList, OrderOptions, OrderStatus, RunningOrder},
+    pricing::{self, PricingOptions},
+    risk::{self, Positions, RiskAssessment, RiskOptions},
+};
+use common::{PATIENCE, Recorder, barrier, connect, eventually, server};
+use serde_json::{Value, json};
+
+/// Calls the order service's leader. Every order-service method may run
+/// twice without harm (create_order is idempotent by client order id), so
+/// an attempt the leader does not answer within a second — it may have
+/// died mid-request — is retried on whoever leads then.
+async fn active<Req: serde::Serialize, Res: serde::de::DeserializeOwned>(
+    conn: &Connection,
+    method: &str,
+    req: &Req,
+) -> Result<(Res, String), RpcError> {
+    let opts = CallOptions {
+        timeout: Some(Duration::from_secs(10)),
+        idempotent: true,
+        attempt_timeout: Some(Duration::from_secs(1)),
+        ..Default::default()
+    };
+    let reply = conn
+        .rpc()
+        .call_active(ORDER_SERVICE, ORDER_GROUP, method, req, &opts)
+        .await?;
+    Ok((reply.value, reply.instance_id.unwrap_or_default()))
+}
+
+/// An order instance with its own connection, as a separate process has.
+struct Instance {
+    order: RunningOrder,
+    conn: Connection,
+}
+
+impl Instance {
+    async fn start(url: &str, n: usize) -> Instance {
+        let conn = connect(url).await;
+        let order = order::start(
+            &conn,
+            OrderOptions {
+                instance_id: Some(format!("order-{n}")),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        Instance { order, conn }
+    }
+
+    /// As close to SIGKILL as one process can do to a part of itself: the
+    /// service stops without resigning or deregistering, and its connection
+    /// closes under any request still in flight, whose remaining writes and
+    /// reply then fail.
+    async fn crash(self) {
+        drop(self.order);
+        let _ = self.conn.drain().await;
+    }
+}
+
+fn is_leader(instance: &RunningOrder) -> bool {
+    instance
+        .service()
+        .election()
+        .is_some_and(|e| matches!(e.role(), Role::Leader { .. }))
+}
+
+/// Creates `count` orders one after the other, each retried with the same
+/// client order id until it is acknowledged — what a careful client does.
+/// Returns, per client order id, the acknowledged order and who served it.
+async fn create_stream(
+    conn: Connection,
+    count: usize,
+    acked: Arc<Mutex<BTreeMap<String, (Order, String)>>>,
+) {
+    for i in 0..count {
+        let req = CreateOrder {
+            symbol: "AAPL".into(),
+            side: Side::Buy,
+            quantity: 1 + (i as i64 % 5),
+            price: None,
+            client_order_id: format!("c-{i:03}"),
+        };
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            match active::<_, Order>(&conn, "create_order", &req).await {
+                Ok((order, served_by)) => {
+                    acked
+                        .lock()
+                        .unwrap()
+                        .insert(req.client_order_id.clone(), (order, served_by));
+                    break;
+                }
+                // Refusals of the order itself would be a bug here.
+                Err(e) if matches!(e.code(), ErrorCode::InvalidRequest | ErrorCode::Conflict) => {
+                    panic!("order {} refused: {e}", req.client_order_id)
+                }
+                // No leader, a deposed one, a timeout: retry the same order.
+                Err(e) => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "order {} never acknowledged: {e}",
+                        req.client_order_id
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failover_mid_stream_loses_no_acknowledged_order_and_duplicates_none() {
+    const ORDERS: usize = 60;
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let events = Recorder::<Value>::start(&conn, "failover-tests", "order.*").await;
+    let pricing = pricing::start(
+        &conn,
+        PricingOptions {
+            publish_interval: None,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let risk = risk::start(&conn, RiskOptions::default()).await.unwrap();
+    let mut instances: HashMap<String, Instance> = HashMap::new();
+    for n in 1..=3 {
+        let instance = Instance::start(&nats.url(), n).await;
+        instances.insert(instance.order.instance_id().to_owned(), instance);
+    }
+
+    let acked = Arc::new(Mutex::new(BTreeMap::new()));
+    let client = tokio::spawn(create_stream(
+        connect(&nats.url()).await,
+        ORDERS,
+        acked.clone(),
+    ));
+    let acked_count = || acked.lock().unwrap().len();
+
+    // A third of the way in, the leader crashes, most likely in the middle
+    // of an order: no resignation, its lease has to lapse.
+    eventually("a third of the orders acknowledged", || async {
+        acked_count() >= ORDERS / 3
+    })
+    .await;
+    let crashed = instances
+        .iter()
+        .find(|(_, i)| is_leader(&i.order))
+        .map(|(id, _)| id.clone())
+        .expect("a leader");
+    instances.remove(&crashed).unwrap().crash().await;
+
+    // Two thirds in, the next leader stops gracefully (it resigns).
+    eventually("two thirds of the orders acknowledged", || async {
+        acked_count() >= 2 * ORDERS / 3
+    })
+    .await;
+    let stopped = instances
+        .iter()
+        .find(|(_, i)| is_leader(&i.order))
+        .map(|(id, _)| id.clone())
+        .expect("a new leader");
+    assert_ne!(stopped, crashed);
+    instances
+        .remove(&stopped)
+        .unwrap()
+        .order
+        .shutdown()
+        .await
+        .unwrap();
+
+    client.await.expect("the client acknowledged every order");
+    let acked = acked.lock().unwrap().clone();
+    assert_eq!(acked.len(), ORDERS);
+
+    // All three instances led at some point and served orders.
+    let served: HashSet<_> = acked.values().map(|(_, by)| by.clone()).collect();
+    assert_eq!(served.len(), 3, "served by {served:?}");
+
+    // The store: one order per client order id, the acknowledged one, decided.
+    let (listed, _) = active::<_, OrderList>(&conn, "list_orders", &json!({"limit": 1000}))
+        .await
+        .unwrap();
+    assert_eq!(listed.total, ORDERS, "no order lost, none duplicated");
+    let by_client: HashMap<_, _> = listed
+        .orders
+        .iter()
+        .map(|o| (o.client_order_id.clone(), o))
+        .collect();
+    assert_eq!(by_client.len(), ORDERS);
+    for (client_order_id, (order, _)) in &acked {
+        let stored = by_client[client_order_id];
+        assert_eq!(stored.order_id, order.order_id);
+        assert_eq!(stored.status, OrderStatus::Filled);
+        assert_eq!(order.status, OrderStatus::Filled);
+    }
+
+    // The events: each order created once and filled once, no stray orders.
+    barrier(&conn, &events, "order").await;
+    let mut per_order: HashMap<String, (usize, usize, usize)> = HashMap::new();
+    for e in events.events() {
+        let Some(id) = e.payload["order_id"].as_str() else {
+            continue;
+        };
+        let counts = per_order.entry(id.to_owned()).or_default();
+        match e.subject.action.as_str() {
+            "created" => counts.0 += 1,
+            "filled" => counts.1 += 1,
+            "rejected" => counts.2 += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(
+        per_order.len(),
+        ORDERS,
+        "events name exactly the stored orders"
+    );
+    for (client_order_id, (order, _)) in &acked {
+        assert_eq!(
+            per_order[&order.order_id],
+            (1, 1, 0),
+            "events of {client_order_id}"
+        );
+    }
+
+    // Downstream: risk's position is the sum of the acknowledged fills.
+    let expected: i64 = acked.values().map(|(o, _)| o.quantity).sum();
+    eventually("risk's position matches the fills", || async {
+        let positions: Positions = conn
+            .rpc()
+            .call(RISK_SERVICE, "get_positions", &json!({}))
+            .await
+            .unwrap();
+        positions.positions.get("AAPL") == Some(&expected)
+    })
+    .await;
+
+    for (_, instance) in instances {
+        instance.order.shutdown().await.unwrap();
+    }
+    risk.shutdown().await.unwrap();
+    pricing.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_finishes_orders_left_pending() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let events = Recorder::<Value>::start(&conn, "failover-tests", "order.*").await;
+    let pricing = pricing::start(
+        &conn,
+        PricingOptions {
+            publish_interval: None,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let first = Instance::start(&nats.url(), 1).await.order;
+    eventually("order-1 leads", || async { is_leader(&first) }).await;
+    let second = Instance::start(&nats.url(), 2).await.order;
+
+    // Risk is down: the order is recorded, then the caller gives up.
+    let req = CreateOrder {
+        symbol: "MSFT".into(),
+        side: Side::Sell,
+        quantity: 7,
+        price: None,
+        client_order_id: "c-abandoned".into(),
+    };
+    let failed = conn
+        .rpc()
+        .call_active::<_, Order>(
+            ORDER_SERVICE,
+            ORDER_GROUP,
+            "create_order",
+            &req,
+            &CallOptions::default(),
+        )
+        .await;
+    assert_eq!(failed.unwrap_err().code(), ErrorCode::ServiceUnavailable);
+    let (listed, _) = active::<_, OrderList>(&conn, "list_orders", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(listed.orders[0].status, OrderStatus::Pending);
+    let order_id = listed.orders[0].order_id.clone();
+
+    // Risk comes back and leadership moves: the new leader finishes it.
+    let risk = risk::start(&conn, RiskOptions::default()).await.unwrap();
+    first.shutdown().await.unwrap();
+    eventually("order-2 filled the abandoned order", || async {
+        let got = active::<_, Order>(&conn, "get_order", &json!({"order_id": order_id})).await;
+        matches!(got, Ok((order, _)) if order.status == OrderStatus::Filled)
+    })
+    .await;
+    let (order, served_by) = active::<_, Order>(&conn, "get_order", &json!({"order_id": order_id}))
+        .await
+        .unwrap();
+    assert_eq!(served_by, "order-2");
+    assert_eq!(order.instance_id, "order-2");
+    assert_eq!(
+        second.service().metrics().snapshot(0).custom["orders_taken_over"],
+        1.0
+    );
+
+    barrier(&conn, &events, "order").await;
+    let filled = events
+        .events()
+        .into_iter()
+        .filter(|e| e.subject.action == "filled" && e.payload["order_id"] == order_id.as_str())
+        .count();
+    assert_eq!(filled, 1);
+
+    // A late retry by the caller gets that same order.
+    let (retried, _) = active::<_, Order>(&conn, "create_order", &req)
+        .await
+        .unwrap();
+    assert_eq!(retried.order_id, order_id);
+    second.shutdown().await.unwrap();
+    risk.shutdown().await.unwrap();
+    pricing.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deposed_leader_cannot_overwrite_its_successor() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let events = Recorder::<Value>::start(&conn, "failover-tests", "order.*").await;
+    let pricing = pricing::start(
+        &conn,
+        PricingOptions {
+            publish_interval: None,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // A risk service whose first assessment hangs until the test lets it
+    // go: it holds the first leader in the middle of an order.
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let slow_risk = conn
+        .service(RISK_SERVICE, "1.0.0")
+        .handler("assess_risk", {
+            let (entered, gate, calls) = (entered.clone(), gate.clone(), calls.clone());
+            move |_: Value| {
+                let (entered, gate, calls) = (entered.clone(), gate.clone(), calls.clone());
+                async move {
+                    if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                        entered.notify_one();
+                        let _ = gate.acquire().await;
+                    }
+                    Ok::<_, aegis_sdk::rpc::WireError>(RiskAssessment {
+                        approved: true,
+                        risk_score: 1.0,
+                        reasons: vec![],
+                    })
+                }
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+
+    let first = Instance::start(&nats.url(), 1).await.order;
+    eventually("order-1 leads", || async { is_leader(&first) }).await;
+    let second = Instance::start(&nats.url(), 2).await.order;
+    let req = CreateOrder {
+        symbol: "NVDA".into(),
+        side: Side::Buy,
+        quantity: 3,
+        price: None,
+        client_order_id: "c-contested".into(),
+    };
+
+    // The first attempt reaches order-1 and hangs in risk, its order pending.
+    let first_attempt = tokio::spawn({
+        let (conn, req) = (conn.clone(), req.clone());
+        async move {
+            let opts = CallOptions::timeout(Duration::from_secs(20));
+            conn.rpc()
+                .call_active::<_, Order>(ORDER_SERVICE, ORDER_GROUP, "create_order", &req, &opts)
+                .await
+        }
+    });
+    entered.notified().await;
+
+    // order-1 stops renewing its lease (a long pause, say) and order-2 takes
+    // over, while order-1 still holds the request.
+    first.service().election().unwrap().pause_renewals(true);
+    eventually("order-2 leads", || async { is_leader(&second) }).await;
+
+    // The retry reaches order-2, which takes the pending order over under
+    // its newer epoch and decides it.
+    let (decided, served_by) = active::<_, Order>(&conn, "create_order", &req)
+        .await
+        .unwrap();
+    assert_eq!(served_by, "order-2");
+    assert_eq!(decided.status, OrderStatus::Filled);
+
+    // Now order-1 wakes up and tries to record its own decision: refused,
+    // since the order was written under a newer epoch since it read it. The
+    // caller of the first attempt still ends up with the one order.
+    gate.add_permits(1);
+    let late = first_attempt.await.unwrap().unwrap();
+    assert_eq!(late.value.order_id, decided.order_id);
+    assert_eq!(late.value, decided);
+
+    let (stored, _) =
+        active::<_, Order>(&conn, "get_order", &json!({"order_id": decided.order_id}))
+            .await
+            .unwrap();
+    assert_eq!(stored, decided, "order-2's decision stands");
+    assert_eq!(stored.instance_id, "order-2");
+    assert!(stored.epoch > 0);
+    assert_eq!(
+        second.service().metrics().snapshot(0).custom["orders_taken_over"],
+        1.0
+    );
+    assert_eq!(
+        first.service().metrics().snapshot(0).custom["orders_filled"],
+        0.0,
+        "the deposed leader decided nothing"
+    );
+    barrier(&conn, &events, "order").await;
+    let count = |action: &str| {
+        events
+            .events()
+            .iter()
+            .filter(|e| {
+                e.subject.action == action && e.payload["order_id"] == decided.order_id.as_str()
+            })
+            .count()
+    };
+    assert_eq!((count("created"), count("filled")), (1, 1));
+
+    first.shutdown().await.unwrap();
+    second.shutdown().await.unwrap();
+    slow_risk.shutdown().await.unwrap();
+    pricing.shutdown().await.unwrap();
+}
