@@ -159,7 +159,7 @@ pub async fn run(args: RpcBenchArgs) -> anyhow::Result<Report> {
             let (rpc, quote, opts) = (rpc.clone(), quote.clone(), opts.clone());
             async move {
                 let ack = rpc
-                    .call_with::<Quote, Ack>(SERVICE, METHOD, &quote, &opts)
+                    .call_balanced::<Quote, Ack>(SERVICE, METHOD, &quote, &opts)
                     .await?;
                 anyhow::ensure!(ack.value.accepted, "sdk reply not accepted");
                 Ok(())
