@@ -400,3 +400,95 @@ async fn an_order_interrupted_by_an_outage_resumes_on_retry() {
     risk.shutdown().await.unwrap();
     pricing.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_its_caller_gave_up_on_is_finished_by_the_leader() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let pricing = pricing::start(
+        &conn,
+        PricingOptions {
+            publish_interval: None,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let desk = order::start(
+        &conn,
+        OrderOptions {
+            call_timeout: std::time::Duration::from_millis(500),
+            stale_after: std::time::Duration::from_secs(1),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+
+    // Risk is down; the caller gets an error and never retries.
+    let failed = create(&conn, &market("c-gone", "AMZN", Side::Buy, 2)).await;
+    assert_eq!(code(failed), ErrorCode::ServiceUnavailable);
+    let pending = list(&conn, json!({})).await.orders[0].clone();
+    assert_eq!(pending.status, OrderStatus::Pending);
+
+    // Once risk is back, the leader's sweep decides the order on its own.
+    let risk = risk::start(&conn, RiskOptions::default()).await.unwrap();
+    eventually("the abandoned order is filled", || async {
+        let got: Order = active(&conn, "get_order", &json!({"order_id": pending.order_id}))
+            .await
+            .unwrap();
+        got.status == OrderStatus::Filled
+    })
+    .await;
+    assert_eq!(list(&conn, json!({})).await.total, 1);
+    desk.shutdown().await.unwrap();
+    risk.shutdown().await.unwrap();
+    pricing.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_metrics_travel_in_the_published_snapshots() {
+    use aegis_contracts::{MetricsSnapshot, subjects};
+    use futures::StreamExt;
+
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    // What the monitor reads: each instance's snapshots on core NATS.
+    let mut snapshots = conn
+        .client()
+        .subscribe(subjects::metrics_subject("*", "*"))
+        .await
+        .unwrap();
+    let desk = Desk::start(&conn).await;
+    create(&conn, &market("c-m1", "AAPL", Side::Buy, 5))
+        .await
+        .unwrap();
+    create(&conn, &market("c-m2", "MSFT", Side::Buy, 1_000))
+        .await
+        .unwrap();
+
+    let wanted = [
+        ("order-service", "orders_created", 2.0),
+        ("order-service", "orders_filled", 1.0),
+        ("order-service", "orders_rejected", 1.0),
+        ("pricing-service", "prices_served", 2.0),
+        ("risk-service", "assessments", 2.0),
+        ("risk-service", "rejections", 1.0),
+        ("risk-service", "risk_score_ge75", 1.0),
+    ];
+    let mut seen = std::collections::HashSet::new();
+    let deadline = tokio::time::Instant::now() + common::PATIENCE;
+    while seen.len() < wanted.len() {
+        let msg = tokio::time::timeout_at(deadline, snapshots.next())
+            .await
+            .expect("snapshots carrying the service metrics")
+            .unwrap();
+        let snapshot: MetricsSnapshot = serde_json::from_slice(&msg.payload).unwrap();
+        for (service, name, value) in wanted {
+            if snapshot.service_name == service && snapshot.custom.get(name) == Some(&value) {
+                seen.insert(name);
+            }
+        }
+    }
+    desk.shutdown().await;
+}

@@ -113,31 +113,39 @@ impl Desk {
         self.finish(&caller, revision, order, &quote).await
     }
 
-    /// Finishes the pending orders that older leaders recorded but never
-    /// decided — those whose caller gave up, too — so a new leader continues
-    /// where the last one stopped. Stops early when this instance no longer
-    /// leads at `caller.epoch`; whatever is left, the next leader resumes.
-    pub(super) async fn resume_pending(&self, caller: &Caller, still_leading: impl Fn() -> bool) {
-        for order_id in self.store.pending_before(caller.epoch) {
+    /// Finishes the orders left pending — by older leaders, or by requests
+    /// of this one that gave up `stale_after` ago — so a new leader
+    /// continues where the last one stopped and no recorded order dangles.
+    /// Stops early when this instance no longer leads at `caller.epoch`;
+    /// whatever is left, the next sweep or the next leader resumes.
+    pub(super) async fn resume_pending(
+        &self,
+        caller: &Caller,
+        stale_after: Duration,
+        still_leading: impl Fn() -> bool,
+    ) {
+        let stale_before = chrono::Utc::now()
+            - chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::MAX);
+        for order_id in self.store.unfinished(caller.epoch, stale_before) {
             if !still_leading() {
                 return;
             }
             if let Err(e) = self.resume(caller, &order_id).await {
-                warn!(order_id, code = %e.code, error = %e.message, "cannot resume a pending order; a retry or the next leader will");
+                warn!(order_id, code = %e.code, error = %e.message, "cannot finish a pending order yet; will try again");
             }
         }
     }
 
     async fn resume(&self, caller: &Caller, order_id: &str) -> Result<Order, WireError> {
         let (revision, order) = self.reload(order_id, caller.epoch).await?;
-        if order.status.is_final() || order.epoch >= caller.epoch {
+        if order.status.is_final() {
             return Ok(order);
         }
         let quote = self.quote(caller, &order.symbol).await?;
         self.finish(caller, revision, order, &quote).await
     }
 
-    /// Takes a pending order to its decision, fenced by `epoch`.
+    /// Takes a pending order to its decision, fenced by `caller.epoch`.
     async fn finish(
         &self,
         caller: &Caller,
@@ -204,6 +212,8 @@ impl Desk {
         Err(StoreError::Changed.into())
     }
 
+    /// Reads the order again; an undecided one written under a newer epoch
+    /// belongs to a newer leader, and this one steps aside.
     async fn reload(&self, order_id: &str, epoch: u64) -> Result<(u64, Order), WireError> {
         let (revision, order) = self
             .store

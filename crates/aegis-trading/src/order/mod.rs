@@ -13,8 +13,8 @@
 //!   deposed leader that wakes up late cannot undo its successor's work.
 //! - Events are published with dedup ids derived from the order id, so
 //!   finishing an order twice stores each event once.
-//! - A new leader finishes the orders its predecessors left pending, even
-//!   those nobody retries.
+//! - A new leader finishes the orders its predecessors left pending, and a
+//!   leader those its own requests gave up on, even if nobody retries.
 //!
 //! The create flow: validate → claim the client order id → if the order is
 //! already decided, answer it → quote from pricing-service → record the
@@ -80,6 +80,12 @@ pub struct OrderOptions {
     /// Lease timing of the leader election (default: the SDK's 400 ms
     /// lease); a shorter lease fails over faster and renews more often.
     pub lease: LeaseConfig,
+    /// How long an order of the current leader may stay pending before the
+    /// leader finishes it itself, its request having given up (default
+    /// 10 s, at least twice `call_timeout` so a request still at work is not
+    /// raced; the leader looks every half of it). Orders an older leader
+    /// left pending are finished as soon as leadership changes.
+    pub stale_after: Duration,
 }
 
 impl Default for OrderOptions {
@@ -91,6 +97,7 @@ impl Default for OrderOptions {
             risk_service: RISK_SERVICE.to_owned(),
             call_timeout: Duration::from_secs(2),
             lease: LeaseConfig::default(),
+            stale_after: Duration::from_secs(10),
         }
     }
 }
@@ -179,11 +186,12 @@ pub async fn start(conn: &Connection, opts: OrderOptions) -> Result<RunningOrder
         .await?;
     desk.counters.attach(service.metrics().clone());
     let recovery = service.election().map(|election| {
-        tokio::spawn(recover_on_leadership(
+        tokio::spawn(recover_while_leading(
             desk,
             election.roles(),
             election.leadership(),
             Arc::from(instance_id.as_str()),
+            opts.stale_after,
             cancel.clone(),
         ))
     });
@@ -195,20 +203,21 @@ pub async fn start(conn: &Connection, opts: OrderOptions) -> Result<RunningOrder
     })
 }
 
-/// Each time this instance becomes leader, finishes the orders earlier
-/// leaders recorded but never decided, once the index holds every stored
-/// order. A request for one of them may race the sweep; compare-and-set lets
-/// exactly one of the two decide it.
-async fn recover_on_leadership(
+/// While this instance leads, finishes the orders left pending: at once
+/// when it becomes leader (once the index holds every stored order), then
+/// every `stale_after / 2`. A request for one of them may race the sweep;
+/// compare-and-set lets exactly one of the two decide it.
+async fn recover_while_leading(
     desk: Arc<Desk>,
     mut roles: watch::Receiver<Role>,
     leadership: Leadership,
     instance_id: Arc<str>,
+    stale_after: Duration,
     cancel: CancellationToken,
 ) {
     loop {
         let role = roles.borrow_and_update().clone();
-        if let Role::Leader { epoch } = role {
+        let next = if let Role::Leader { epoch } = role {
             let caller = Caller {
                 instance_id: instance_id.clone(),
                 request_id: None,
@@ -217,17 +226,29 @@ async fn recover_on_leadership(
             let still_leading = || leadership.serving_epoch() == Some(epoch);
             let sweep = async {
                 desk.store.loaded().await;
-                desk.resume_pending(&caller, still_leading).await;
+                desk.resume_pending(&caller, stale_after, still_leading)
+                    .await;
             };
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = sweep => {}
             }
-        }
+            stale_after / 2
+        } else {
+            Duration::MAX
+        };
         tokio::select! {
             () = cancel.cancelled() => return,
             changed = roles.changed() => if changed.is_err() { return },
+            () = sleep_or_forever(next) => {}
         }
+    }
+}
+
+async fn sleep_or_forever(d: Duration) {
+    match tokio::time::Instant::now().checked_add(d) {
+        Some(until) => tokio::time::sleep_until(until).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -243,6 +264,9 @@ fn validate(opts: &OrderOptions) -> Result<(), TradingError> {
     }
     if opts.call_timeout.is_zero() {
         return invalid("call_timeout must be positive".into());
+    }
+    if opts.stale_after < opts.call_timeout * 2 {
+        return invalid("stale_after must be at least twice call_timeout".into());
     }
     if let Err(e) = opts.lease.validate() {
         return invalid(e.to_string());

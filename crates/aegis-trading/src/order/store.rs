@@ -23,6 +23,7 @@ use std::{
 
 use aegis_sdk::{Connection, rpc::WireError};
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use chrono::{DateTime, Utc};
 use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -131,14 +132,16 @@ impl OrderStore {
         let _ = loaded.wait_for(|done| *done).await;
     }
 
-    /// Ids of the pending orders last written under an epoch below `epoch`,
-    /// oldest first.
-    pub(crate) fn pending_before(&self, epoch: u64) -> Vec<String> {
+    /// Ids of the orders a leader at `epoch` should finish, oldest first:
+    /// pending ones last written by an older leader, and pending ones of its
+    /// own not touched since `stale_before` (their request gave up).
+    pub(crate) fn unfinished(&self, epoch: u64, stale_before: DateTime<Utc>) -> Vec<String> {
         let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
         let mut pending: Vec<&Order> = index
             .values()
             .map(|(_, o)| o)
-            .filter(|o| !o.status.is_final() && o.epoch < epoch)
+            .filter(|o| !o.status.is_final())
+            .filter(|o| o.epoch < epoch || (o.epoch == epoch && o.updated_at < stale_before))
             .collect();
         pending.sort_by_key(|o| o.created_at);
         pending.into_iter().map(|o| o.order_id.clone()).collect()
