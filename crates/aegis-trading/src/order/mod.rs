@@ -21,7 +21,7 @@
 //! order (pending) → `events.order.created` → risk-service `assess_risk` →
 //! decide (filled or rejected) and record it → `events.order.filled` or
 //! `events.order.rejected` → answer. A failure at any step leaves the order
-//! pending and the caller's retry resumes it.
+//! pending; the caller's retry or the leader's sweep resumes it.
 //!
 //! This file wires the service; `flow.rs` holds those steps, [`model`] the
 //! records, requests and the [`decide`] rule, [`store`] the KV bucket.
