@@ -215,6 +215,9 @@ async fn run_on(
                 state_dir.join("logs").display()
             );
         }
+        // Children that fail while starting (e.g. a bucket still being
+        // created on the cluster) are restarted like later ones.
+        sup.tick();
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             () = tokio::time::sleep(Duration::from_millis(100)) => {}

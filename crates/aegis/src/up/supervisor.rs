@@ -116,7 +116,8 @@ impl Supervisor {
         }
     }
 
-    fn tick(&mut self) {
+    /// One round of supervision: restart what died, obey control files.
+    pub fn tick(&mut self) {
         let control = self.state_dir.join("control");
         for slot in &mut self.slots {
             let name = slot.spec.name.clone();
