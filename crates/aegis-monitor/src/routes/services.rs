@@ -160,7 +160,7 @@ async fn get_service(
     put, path = "/api/services/{name}", tag = "services",
     params(
         ("name" = String, Path, description = "Service name"),
-        ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|(W/)?"[0-9]{1,18}"|[0-9]{1,18})$"#, description = "The revision (ETag) last read, e.g. \"12\""),
+        ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(|\*|(W/)?"[0-9]{1,18}"|[0-9]{1,18})$"#, description = "The revision (ETag) last read, e.g. \"12\"; empty or `*` means any"),
     ),
     request_body = ServiceDefinitionPatchDoc,
     responses(
@@ -206,7 +206,7 @@ async fn update_service(
     delete, path = "/api/services/{name}", tag = "services",
     params(
         ("name" = String, Path, description = "Service name"),
-        ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|(W/)?"[0-9]{1,18}"|[0-9]{1,18})$"#, description = "The revision (ETag) last read, e.g. \"12\""),
+        ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(|\*|(W/)?"[0-9]{1,18}"|[0-9]{1,18})$"#, description = "The revision (ETag) last read, e.g. \"12\"; empty or `*` means any"),
     ),
     responses(
         (status = 204, description = "Deleted"),
