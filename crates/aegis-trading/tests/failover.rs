@@ -359,22 +359,25 @@ async fn a_deposed_leader_cannot_overwrite_its_successor() {
     )
     .await
     .unwrap();
-    // A risk service whose first assessment hangs until the test lets it
-    // go: it holds the first leader in the middle of an order.
-    let entered = Arc::new(tokio::sync::Notify::new());
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    // A risk service that holds assessments until the test lets them go:
+    // the first one (order-1's) on `first_gate`, later ones on `later_gate`.
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let first_gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let later_gate = Arc::new(tokio::sync::Semaphore::new(0));
     let slow_risk = conn
         .service(RISK_SERVICE, "1.0.0")
         .handler("assess_risk", {
-            let (entered, gate, calls) = (entered.clone(), gate.clone(), calls.clone());
+            let (calls, first_gate, later_gate) =
+                (calls.clone(), first_gate.clone(), later_gate.clone());
             move |_: Value| {
-                let (entered, gate, calls) = (entered.clone(), gate.clone(), calls.clone());
+                let (calls, first_gate, later_gate) =
+                    (calls.clone(), first_gate.clone(), later_gate.clone());
                 async move {
-                    if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
-                        entered.notify_one();
-                        let _ = gate.acquire().await;
-                    }
+                    let gate = match calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                        0 => first_gate,
+                        _ => later_gate,
+                    };
+                    let _ = gate.acquire().await;
                     Ok::<_, aegis_sdk::rpc::WireError>(RiskAssessment {
                         approved: true,
                         risk_score: 1.0,
@@ -386,6 +389,7 @@ async fn a_deposed_leader_cannot_overwrite_its_successor() {
         .start()
         .await
         .unwrap();
+    let risk_calls = || calls.load(std::sync::atomic::Ordering::SeqCst);
 
     let first = Instance::start(&nats.url(), 1).await.order;
     eventually("order-1 leads", || async { is_leader(&first) }).await;
@@ -398,7 +402,8 @@ async fn a_deposed_leader_cannot_overwrite_its_successor() {
         client_order_id: "c-contested".into(),
     };
 
-    // The first attempt reaches order-1 and hangs in risk, its order pending.
+    // The first attempt reaches order-1 and hangs in risk, its order
+    // pending; its caller waits as long as it takes.
     let first_attempt = tokio::spawn({
         let (conn, req) = (conn.clone(), req.clone());
         async move {
@@ -408,27 +413,35 @@ async fn a_deposed_leader_cannot_overwrite_its_successor() {
                 .await
         }
     });
-    entered.notified().await;
+    eventually("order-1 asks risk", || async { risk_calls() == 1 }).await;
 
     // order-1 stops renewing its lease (a long pause, say) and order-2 takes
-    // over, while order-1 still holds the request.
+    // over while order-1 still holds the request. order-2's sweep takes the
+    // pending order over under its newer epoch and asks risk; meanwhile the
+    // caller retries and order-2 works on the same order for it too.
     first.service().election().unwrap().pause_renewals(true);
     eventually("order-2 leads", || async { is_leader(&second) }).await;
+    let retry = tokio::spawn({
+        let (conn, req) = (conn.clone(), req.clone());
+        async move { active::<_, Order>(&conn, "create_order", &req).await }
+    });
+    eventually("the sweep and the retry both ask risk", || async {
+        risk_calls() >= 3
+    })
+    .await;
 
-    // The retry reaches order-2, which takes the pending order over under
-    // its newer epoch and decides it.
-    let (decided, served_by) = active::<_, Order>(&conn, "create_order", &req)
-        .await
-        .unwrap();
+    // Both writers on order-2 go on: one records the decision, the other
+    // loses the compare-and-set, reads the decision and answers it.
+    later_gate.add_permits(100);
+    let (decided, served_by) = retry.await.unwrap().unwrap();
     assert_eq!(served_by, "order-2");
     assert_eq!(decided.status, OrderStatus::Filled);
 
     // Now order-1 wakes up and tries to record its own decision: refused,
     // since the order was written under a newer epoch since it read it. The
     // caller of the first attempt still ends up with the one order.
-    gate.add_permits(1);
+    first_gate.add_permits(1);
     let late = first_attempt.await.unwrap().unwrap();
-    assert_eq!(late.value.order_id, decided.order_id);
     assert_eq!(late.value, decided);
 
     let (stored, _) =

@@ -63,6 +63,14 @@ impl Caller {
     }
 }
 
+/// How one attempt to finish an order ended.
+enum Attempt {
+    /// This attempt recorded the decision.
+    Decided(Order),
+    /// Another writer changed the order (id) first.
+    Lost(String),
+}
+
 impl Desk {
     pub(super) async fn create_order(
         &self,
@@ -146,6 +154,13 @@ impl Desk {
     }
 
     /// Takes a pending order to its decision, fenced by `caller.epoch`.
+    ///
+    /// Another writer on this same leader — the recovery sweep, or a
+    /// duplicate request — may be finishing the same order; whoever loses a
+    /// compare-and-set reads the order again and carries on from there (or
+    /// answers the decision the other one recorded). The steps it repeats
+    /// are safe to repeat: events are deduplicated, the assessment is named
+    /// after the order.
     async fn finish(
         &self,
         caller: &Caller,
@@ -153,6 +168,28 @@ impl Desk {
         mut order: Order,
         quote: &Quote,
     ) -> Result<Order, WireError> {
+        for _ in 0..3 {
+            match self.try_finish(caller, revision, order, quote).await? {
+                Attempt::Decided(decided) => return Ok(decided),
+                Attempt::Lost(order_id) => {
+                    (revision, order) = self.reload(&order_id, caller.epoch).await?;
+                    if order.status.is_final() {
+                        return self.replay(order).await;
+                    }
+                }
+            }
+        }
+        Err(StoreError::Changed.into())
+    }
+
+    /// One attempt of [`finish`](Self::finish).
+    async fn try_finish(
+        &self,
+        caller: &Caller,
+        mut revision: u64,
+        mut order: Order,
+        quote: &Quote,
+    ) -> Result<Attempt, WireError> {
         let epoch = caller.epoch;
         if order.epoch > epoch {
             return Err(deposed());
@@ -164,7 +201,7 @@ impl Desk {
             order.instance_id = caller.instance_id.to_string();
             revision = match self.store.replace(&order, revision).await {
                 Ok(revision) => revision,
-                Err(StoreError::Changed) => return self.after_race(&order.order_id, epoch).await,
+                Err(StoreError::Changed) => return Ok(Attempt::Lost(order.order_id)),
                 Err(e) => return Err(e.into()),
             };
             self.counters.add(METRIC_TAKEN_OVER, 1.0);
@@ -180,7 +217,7 @@ impl Desk {
         order.instance_id = caller.instance_id.to_string();
         match self.store.replace(&order, revision).await {
             Ok(_) => {}
-            Err(StoreError::Changed) => return self.after_race(&order.order_id, epoch).await,
+            Err(StoreError::Changed) => return Ok(Attempt::Lost(order.order_id)),
             Err(e) => return Err(e.into()),
         }
         self.announce(&order).await?;
@@ -190,7 +227,7 @@ impl Desk {
             METRIC_REJECTED
         };
         self.counters.add(decided, 1.0);
-        Ok(order)
+        Ok(Attempt::Decided(order))
     }
 
     /// Answers a retry of a decided order. Its outcome event is published
@@ -200,16 +237,6 @@ impl Desk {
         self.announce(&order).await?;
         self.counters.add(METRIC_REPLAYED, 1.0);
         Ok(order)
-    }
-
-    /// Someone else wrote the order since we read it: a duplicate request
-    /// decided it (answer that), or a newer leader took it over (step aside).
-    async fn after_race(&self, order_id: &str, epoch: u64) -> Result<Order, WireError> {
-        let (_, order) = self.reload(order_id, epoch).await?;
-        if order.status.is_final() {
-            return self.replay(order).await;
-        }
-        Err(StoreError::Changed.into())
     }
 
     /// Reads the order again; an undecided one written under a newer epoch
