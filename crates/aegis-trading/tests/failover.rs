@@ -57,16 +57,16 @@ struct Instance {
 
 impl Instance {
     async fn start(url: &str, n: usize) -> Instance {
+        Self::start_with(url, n, OrderOptions::default()).await
+    }
+
+    async fn start_with(url: &str, n: usize, opts: OrderOptions) -> Instance {
         let conn = connect(url).await;
-        let order = order::start(
-            &conn,
-            OrderOptions {
-                instance_id: Some(format!("order-{n}")),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+        let opts = OrderOptions {
+            instance_id: Some(format!("order-{n}")),
+            ..opts
+        };
+        let order = order::start(&conn, opts).await.unwrap();
         Instance { order, conn }
     }
 
@@ -391,9 +391,18 @@ async fn a_deposed_leader_cannot_overwrite_its_successor() {
         .unwrap();
     let risk_calls = || calls.load(std::sync::atomic::Ordering::SeqCst);
 
-    let first = Instance::start(&nats.url(), 1).await.order;
+    // Timing with room for a slow machine: a lease that a busy CPU does not
+    // let lapse by accident, and dependency calls that wait at the gates
+    // (their attempts last 20 s, so each call enters risk once).
+    let patient = || OrderOptions {
+        lease: aegis_sdk::election::LeaseConfig::with_lease(Duration::from_secs(2)),
+        call_timeout: Duration::from_secs(60),
+        stale_after: Duration::from_secs(120),
+        ..Default::default()
+    };
+    let first = Instance::start_with(&nats.url(), 1, patient()).await.order;
     eventually("order-1 leads", || async { is_leader(&first) }).await;
-    let second = Instance::start(&nats.url(), 2).await.order;
+    let second = Instance::start_with(&nats.url(), 2, patient()).await.order;
     let req = CreateOrder {
         symbol: "NVDA".into(),
         side: Side::Buy,
