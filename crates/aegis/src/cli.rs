@@ -53,6 +53,9 @@ pub enum BenchCommand {
     Rpc(bench::rpc::RpcBenchArgs),
     /// JetStream event publish throughput and latency.
     Events(bench::events::EventsBenchArgs),
+    /// Instances killed under load: failed calls and failover times
+    /// (`--stateless` or `--sticky`).
+    Failover(bench::failover::FailoverBenchArgs),
 }
 
 /// NATS connection flags shared by commands that connect.
@@ -125,7 +128,7 @@ pub fn main() -> ExitCode {
         Command::Up(_) | Command::Api(_) | Command::Service(_) => {
             "warn,aegis=info,aegis_sdk=info,aegis_monitor=info,aegis_trading=info"
         }
-        _ => "error,aegis=warn",
+        _ => "error",
     };
     let filter =
         EnvFilter::try_from_env("AEGIS_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
@@ -184,17 +187,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Call(args) => call(args).await,
         Command::Bench { which } => {
-            let (report, check) = match which {
+            let (passed, check) = match which {
                 BenchCommand::Rpc(a) => {
                     let check = a.check;
-                    (bench::rpc::run(a).await?, check)
+                    (bench::rpc::run(a).await?.passed(), check)
                 }
                 BenchCommand::Events(a) => {
                     let check = a.check;
-                    (bench::events::run(a).await?, check)
+                    (bench::events::run(a).await?.passed(), check)
+                }
+                BenchCommand::Failover(a) => {
+                    let check = a.check;
+                    (bench::failover::run(a).await?.passed(), check)
                 }
             };
-            Ok(if check && !report.passed() {
+            Ok(if check && !passed {
                 ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS

@@ -157,10 +157,22 @@ async fn run_on(
     // 2. Streams and buckets, created once here with the right replicas.
     let conn = connect(url, replicas, shutdown).await?;
     step("creating streams and buckets");
-    aegis_sdk::events::ensure_events_stream(conn.jetstream(), replicas).await?;
-    aegis_sdk::commands::ensure_commands_stream(conn.jetstream(), replicas).await?;
-    aegis_sdk::election::ensure_election_bucket(conn.jetstream(), replicas).await?;
-    aegis_sdk::registry::ensure_registry_bucket(conn.jetstream(), replicas).await?;
+    // A cluster restarted on existing data elects its stream leaders first;
+    // until then JetStream requests time out, so retry for a while.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match ensure_streams(&conn, replicas).await {
+            Ok(()) => break,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::info!(error = %e, "JetStream not ready yet; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+            Err(e) => return Err(e.context("creating the streams and buckets")),
+        }
+    }
 
     // 3. The monitor.
     let creds = credentials::ensure(state_dir)?;
@@ -226,6 +238,14 @@ async fn run_on(
 
     print_summary(args, state_dir, url, nodes, &reader, ui_dir.is_some());
     sup.supervise(shutdown).await;
+    Ok(())
+}
+
+async fn ensure_streams(conn: &Connection, replicas: usize) -> anyhow::Result<()> {
+    aegis_sdk::events::ensure_events_stream(conn.jetstream(), replicas).await?;
+    aegis_sdk::commands::ensure_commands_stream(conn.jetstream(), replicas).await?;
+    aegis_sdk::election::ensure_election_bucket(conn.jetstream(), replicas).await?;
+    aegis_sdk::registry::ensure_registry_bucket(conn.jetstream(), replicas).await?;
     Ok(())
 }
 

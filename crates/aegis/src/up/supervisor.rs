@@ -80,7 +80,9 @@ impl Supervisor {
             state_dir: state_dir.to_owned(),
             slots: Vec::new(),
             restart,
-            restart_delay: Duration::from_secs(2),
+            // Longer than a registry TTL (3 s), so a crash is visible as a
+            // missing instance before the replacement registers.
+            restart_delay: Duration::from_secs(5),
         })
     }
 

@@ -1,0 +1,252 @@
+//! End to end: `aegis up --single-node` as a user runs it — seven service
+//! instances come up (three order instances with exactly one ACTIVE), orders
+//! go through `aegis call`, the order leader is SIGKILLed and a STANDBY takes
+//! over within 2 s, and Ctrl-C (SIGTERM) stops everything, leaving no child
+//! process behind.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use aegis_sdk::{AegisConfig, Connection, RegistryReader, contracts::models::InstanceStatus};
+use nix::{sys::signal::Signal, unistd::Pid};
+
+const AEGIS: &str = env!("CARGO_BIN_EXE_aegis");
+
+/// A base port whose +0, +2000 and +4000 neighbours are free, and an API port.
+fn free_ports() -> (u16, u16) {
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = l.local_addr().unwrap().port();
+        drop(l);
+        if base > 60_000 {
+            continue;
+        }
+        let others: Vec<_> = [base, base + 2000, base + 4000, base + 1]
+            .iter()
+            .map(|p| std::net::TcpListener::bind(("127.0.0.1", *p)))
+            .collect();
+        if others.iter().all(Result::is_ok) {
+            return (base, base + 1);
+        }
+    }
+}
+
+struct Up {
+    child: Child,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        // A failed test must not leave the showcase running.
+        let _ = nix::sys::signal::kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+    }
+}
+
+fn pids(state: &Path) -> Vec<(String, i32)> {
+    std::fs::read_dir(state.join("pids"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.strip_suffix(".pid")?.to_owned();
+            let pid = std::fs::read_to_string(e.path())
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            Some((name, pid))
+        })
+        .collect()
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie still answers kill(0); count it as gone.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    !stat.is_empty() && !stat.contains(") Z ")
+}
+
+/// Runs `aegis call`; returns success, the JSON reply (stdout) and stderr.
+fn call(url: &str, args: &[&str]) -> (bool, serde_json::Value, String) {
+    let out = Command::new(AEGIS)
+        .arg("call")
+        .args(args)
+        .args(["--nats-url", url])
+        .output()
+        .unwrap();
+    let reply = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (
+        out.status.success(),
+        reply,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_showcase_runs_fails_over_and_stops_cleanly() {
+    let state = tempfile::tempdir().unwrap();
+    let (base, api) = free_ports();
+    let url = format!("nats://127.0.0.1:{base}");
+    let mut up = Up {
+        child: Command::new(AEGIS)
+            .args([
+                "up",
+                "--single-node",
+                "--base-port",
+                &base.to_string(),
+                "--api-port",
+                &api.to_string(),
+            ])
+            .arg("--state-dir")
+            .arg(state.path())
+            .env("AEGIS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    };
+    // The summary says it is up once all seven instances registered.
+    let stdout = up.child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut printed = Vec::new();
+    loop {
+        let line = rx.recv_timeout(Duration::from_secs(1));
+        if let Ok(line) = line {
+            let done = line.contains("Aegis showcase is up");
+            printed.push(line);
+            if done {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "showcase did not come up:\n{}",
+            printed.join("\n")
+        );
+        assert!(
+            up.child.try_wait().unwrap().is_none(),
+            "aegis up exited:\n{}",
+            printed.join("\n")
+        );
+    }
+
+    let conn = Connection::connect(AegisConfig::with_servers(&url))
+        .await
+        .unwrap();
+    let reader = RegistryReader::start(&conn).await.unwrap();
+    let by = |s: &str| reader.by_service(s);
+    assert_eq!(by("order-service").len(), 3);
+    assert_eq!(by("pricing-service").len(), 2);
+    assert_eq!(by("risk-service").len(), 2);
+    let active: Vec<_> = by("order-service")
+        .into_iter()
+        .filter(|i| i.status == InstanceStatus::Active)
+        .collect();
+    assert_eq!(active.len(), 1, "exactly one ACTIVE order instance");
+    let leader = active[0].clone();
+
+    let body = |i: usize| {
+        format!(
+            r#"{{"symbol":"AAPL","side":"BUY","quantity":{},"client_order_id":"e2e-{i}"}}"#,
+            i + 1
+        )
+    };
+    let mut first_order_id = String::new();
+    for i in 0..3 {
+        let (ok, reply, err) = call(
+            &url,
+            &["order-service", "create_order", &body(i), "--active"],
+        );
+        assert!(ok, "create_order failed: {err}");
+        let id = reply["order_id"].as_str().expect("an order id").to_owned();
+        if i == 0 {
+            first_order_id = id;
+        }
+        assert!(
+            err.contains(&format!("served by {}", leader.instance_id)),
+            "{err}"
+        );
+    }
+
+    // SIGKILL the leader; a STANDBY must become ACTIVE within 2 s.
+    let pid = pids(state.path())
+        .into_iter()
+        .find(|(n, _)| *n == leader.instance_id)
+        .map(|(_, p)| p)
+        .expect("leader pid file");
+    let killed = Instant::now();
+    nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    let new_leader = loop {
+        let next = by("order-service").into_iter().find(|i| {
+            i.status == InstanceStatus::Active
+                && i.instance_id != leader.instance_id
+                && i.epoch > leader.epoch
+        });
+        if let Some(n) = next {
+            break n;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(2),
+            "no new ACTIVE within 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let took = killed.elapsed();
+    eprintln!("new leader {} after {took:?}", new_leader.instance_id);
+    // The new leader continues where the old one stopped: a retried create
+    // returns the same order, and the order is there.
+    let (ok, reply, err) = call(
+        &url,
+        &["order-service", "create_order", &body(0), "--active"],
+    );
+    assert!(ok, "retry failed: {err}");
+    assert_eq!(
+        reply["order_id"],
+        first_order_id.as_str(),
+        "no second order for a retried create"
+    );
+    let get = format!(r#"{{"order_id":"{first_order_id}"}}"#);
+    let (ok, reply, err) = call(&url, &["order-service", "get_order", &get, "--active"]);
+    assert!(ok, "get_order failed: {err}");
+    assert_eq!(reply["client_order_id"], "e2e-0");
+
+    // Ctrl-C: everything stops, nothing is left behind.
+    let children = pids(state.path());
+    assert!(
+        children.len() >= 9,
+        "nats + monitor + 7 services: {children:?}"
+    );
+    nix::sys::signal::kill(Pid::from_raw(up.child.id() as i32), Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = up.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "aegis up did not stop within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "aegis up exit status {status}");
+    for (name, pid) in children {
+        assert!(!alive(pid), "{name} (pid {pid}) is still running");
+    }
+}
