@@ -12,6 +12,7 @@
 #   scripts/fuzz-api.sh                       default budget
 #   FUZZ_MAX_EXAMPLES=500 scripts/fuzz-api.sh  more cases per operation
 #   FUZZ_CHECKS=not_a_server_error scripts/fuzz-api.sh   only the 5xx check
+#   FUZZ_EXCLUDE_CHECKS=... (default: use_after_free, see below)
 #
 # Reports (JUnit, NDJSON) go to target/fuzz-api/.
 set -euo pipefail
@@ -23,6 +24,11 @@ VENV="$TOOLS/venv-fuzz"
 SCHEMATHESIS_VERSION="4.32.5"
 MAX_EXAMPLES="${FUZZ_MAX_EXAMPLES:-100}"
 CHECKS="${FUZZ_CHECKS:-all}"
+# `use_after_free` expects every route under a deleted resource to be 404,
+# but a deleted definition keeps its audit trail on purpose
+# (GET /api/services/{name}/history stays 200). That GET and PUT of a
+# deleted definition are 404 is asserted by the integration tests.
+EXCLUDE_CHECKS="${FUZZ_EXCLUDE_CHECKS:-use_after_free}"
 REPORTS="$ROOT/target/fuzz-api"
 
 say() { printf '\033[1mfuzz-api:\033[0m %s\n' "$*"; }
@@ -84,13 +90,14 @@ for name in order-service pricing-service risk-service; do
     -d "{\"service_name\":\"$name\",\"owner\":\"fuzz\",\"description\":\"seeded\",\"version\":\"1.0.0\"}"
 done
 
-say "schemathesis $SCHEMATHESIS_VERSION against $API (checks: $CHECKS, max examples: $MAX_EXAMPLES)"
+say "schemathesis $SCHEMATHESIS_VERSION against $API (checks: $CHECKS but $EXCLUDE_CHECKS, max examples: $MAX_EXAMPLES)"
 rm -rf "$REPORTS"; mkdir -p "$REPORTS"
 set +e
 "$VENV/bin/schemathesis" run "$API/api/openapi.json" \
   --header "Authorization: Bearer $ADMIN_TOKEN" \
   --exclude-path /api/stream \
   --checks "$CHECKS" \
+  --exclude-checks "$EXCLUDE_CHECKS" \
   --max-examples "$MAX_EXAMPLES" \
   --request-timeout 20 \
   --workers 2 \

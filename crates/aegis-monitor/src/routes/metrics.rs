@@ -70,9 +70,9 @@ pub(crate) struct MetricsHistory {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct HistoryQuery {
-    /// How far back, e.g. `90s`, `15m`, `1h` (default 15m); clamped to
-    /// 1s..1h (the stream keeps one hour).
-    #[param(example = "15m", pattern = "^[1-9][0-9]{0,5}(s|m|h)$")]
+    /// How far back, e.g. `90s`, `15m`, `1h` (default, also when empty:
+    /// 15m); clamped to 1s..1h (the stream keeps one hour).
+    #[param(example = "15m", pattern = "^([1-9][0-9]{0,5}(s|m|h))?$")]
     window: Option<String>,
     /// Most snapshots to return, the newest ones (1–2000, default 2000).
     #[param(minimum = 1, maximum = 2000)]
