@@ -277,3 +277,23 @@ async fn bad_names_are_refused_before_io() {
         Err(aegis_sdk::events::EventError::InvalidName(_))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_publish_creates_the_stream() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let stored = conn
+        .events()
+        .publish("order", "created", &OrderCreated { order_id: 7 })
+        .await
+        .expect("the stream is created on first need");
+    assert_eq!(stored.sequence, 1);
+    let info = conn
+        .jetstream()
+        .get_stream("EVENTS")
+        .await
+        .unwrap()
+        .cached_info()
+        .clone();
+    assert_eq!(info.state.messages, 1);
+}

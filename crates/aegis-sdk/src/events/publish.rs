@@ -20,7 +20,8 @@ pub struct Published {
 
 impl Events {
     /// Publishes `payload` as JSON to `events.{domain}.{action}` with a fresh
-    /// dedup id and waits until JetStream has stored it.
+    /// dedup id and waits until JetStream has stored it. The `EVENTS` stream
+    /// is created on first need.
     ///
     /// ```no_run
     /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_sdk::events::EventError> {
@@ -68,14 +69,29 @@ impl Events {
             subject: subject.clone(),
             source,
         };
-        let ack = self
-            .conn
-            .jetstream()
-            .publish_with_headers(subject.clone(), headers, body.into())
-            .await
-            .map_err(|e| publish_error(e.into()))?
-            .await
-            .map_err(|e| publish_error(e.into()))?;
+        let js = self.conn.jetstream();
+        let publish = |headers: HeaderMap, body: bytes::Bytes| {
+            let subject = subject.clone();
+            async move {
+                js.publish_with_headers(subject, headers, body)
+                    .await
+                    .map_err(async_nats::Error::from)?
+                    .await
+                    .map_err(async_nats::Error::from)
+            }
+        };
+        let body = bytes::Bytes::from(body);
+        let ack = match publish(headers.clone(), body.clone()).await {
+            Ok(ack) => ack,
+            Err(first) => {
+                // No stream yet (nobody created EVENTS): create it and publish
+                // again; the dedup id makes the retry safe either way.
+                if self.ensure_stream().await.is_err() {
+                    return Err(publish_error(first));
+                }
+                publish(headers, body).await.map_err(publish_error)?
+            }
+        };
         Ok(Published {
             id: id.to_owned(),
             sequence: ack.sequence,
