@@ -52,10 +52,23 @@ pub fn render(instances: &[ServiceInstance], now: chrono::DateTime<chrono::Utc>)
     for i in instances {
         let age = (now - i.last_heartbeat).num_milliseconds().max(0) as f64 / 1000.0;
         let role = match (&i.sticky_active_group, i.status) {
-            (Some(g), aegis_sdk::contracts::models::InstanceStatus::Active) => match i.epoch {
-                Some(e) => format!("leader of {g} (epoch {e})"),
-                None => format!("leader of {g}"),
-            },
+            (Some(g), aegis_sdk::contracts::models::InstanceStatus::Active) => {
+                // A crashed leader's record stays ACTIVE until its TTL runs
+                // out; the leader is the one with the newest epoch.
+                let newest = instances
+                    .iter()
+                    .filter(|o| {
+                        o.service_name == i.service_name
+                            && o.sticky_active_group.as_ref() == Some(g)
+                    })
+                    .filter_map(|o| o.epoch)
+                    .max();
+                match i.epoch {
+                    Some(e) if Some(e) == newest => format!("leader of {g} (epoch {e})"),
+                    Some(e) => format!("former leader of {g} (epoch {e}), no longer heart-beating"),
+                    None => format!("leader of {g}"),
+                }
+            }
             (Some(g), _) => format!("standby in {g}"),
             (None, _) => "load-balanced".to_owned(),
         };
@@ -72,4 +85,33 @@ pub fn render(instances: &[ServiceInstance], now: chrono::DateTime<chrono::Utc>)
         out.push_str("(no instances registered)\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use aegis_sdk::contracts::models::{InstanceStatus, ServiceInstance};
+
+    use super::render;
+
+    #[test]
+    fn only_the_newest_epoch_is_shown_as_leader() {
+        let now = chrono::Utc::now();
+        let mut old = ServiceInstance::new("order-service", "order-1", "1.0.0", now);
+        old.sticky_active_group = Some("default".into());
+        old.epoch = Some(10);
+        old.last_heartbeat = now - chrono::Duration::seconds(2);
+        let mut new = old.clone();
+        new.instance_id = "order-2".into();
+        new.epoch = Some(42);
+        new.last_heartbeat = now;
+        let mut standby = old.clone();
+        standby.instance_id = "order-3".into();
+        standby.status = InstanceStatus::Standby;
+        standby.epoch = None;
+        let table = render(&[old, new, standby], now);
+        assert!(table.contains("former leader of default (epoch 10)"), "{table}");
+        assert!(table.contains("leader of default (epoch 42)"), "{table}");
+        assert!(table.contains("standby in default"), "{table}");
+        assert!(table.contains("2.0s"), "{table}");
+    }
 }

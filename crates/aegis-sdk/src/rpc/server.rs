@@ -354,6 +354,24 @@ impl ServiceBuilder {
         self.handler(method, f)
     }
 
+    /// Like [`handler_any_role`](Self::handler_any_role), with the
+    /// [`RequestContext`] first (its `epoch` is `None` on a standby).
+    pub fn handler_any_role_with_context<Req, Res, F, Fut>(
+        mut self,
+        method: impl Into<String>,
+        f: F,
+    ) -> Self
+    where
+        F: Fn(RequestContext, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Res, WireError>> + Send + 'static,
+        Req: DeserializeOwned + Send + 'static,
+        Res: Serialize + Send + 'static,
+    {
+        let method = method.into();
+        self.any_role.insert(method.clone());
+        self.handler_with_context(method, f)
+    }
+
     /// Adds a typed handler for `method`. The request is decoded from JSON (or
     /// MessagePack) into `Req`; `Ok(Res)` is encoded back; `Err(WireError)`
     /// travels to the caller with its code.
