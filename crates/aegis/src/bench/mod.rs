@@ -11,6 +11,7 @@
 //! - [`report`]: the comparison table, targets and the `--json` output.
 
 pub mod events;
+pub mod failover;
 pub mod report;
 pub mod rpc;
 

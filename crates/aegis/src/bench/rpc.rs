@@ -6,10 +6,31 @@
 //! decodes that. The raw responder is the idiomatic async-nats loop (one
 //! queue subscription, reply inline); the SDK responder is an Aegis service
 //! (typed handler, `$SRV` stats, metrics, one task per request).
+//!
+//! The SDK client calls through the queue group (`call_balanced`) by
+//! default. With `--registry` it goes through discovery instead
+//! (`call_with`: pick a registered ACTIVE instance from the registry view,
+//! call its instance-directed subject `rpc.{service}.{instance}.{method}`)
+//! while `--instances` (64) more instances of eight other services are
+//! registered and heart-beating on the same server, so the caller's registry
+//! view takes their updates during the measurement. The raw side is the same
+//! in both modes.
+//!
+//! `--breakdown` adds sides to the latency phase that peel the SDK's cost
+//! apart, each step changing one thing: a raw async-nats client calling the
+//! SDK service's instance subject (the SDK server's cost alone); the SDK
+//! connection's own NATS client sending a plain request there (adds the SDK
+//! connection: its options and the other traffic it carries, such as the
+//! registry watch); the SDK `RpcClient` over the queue group (adds the
+//! client's code); and, with `--registry`, the main SDK side adds discovery.
+//! It also times the discovery lookup alone.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{future::Future, path::PathBuf, pin::Pin, sync::Arc, time::Duration};
 
-use aegis_sdk::{AegisConfig, Connection, rpc::CallOptions};
+use aegis_sdk::{
+    AegisConfig, Connection, RegistryReader, contracts::ServiceInstance, registry::Registration,
+    rpc::CallOptions,
+};
 use anyhow::Context;
 use clap::Args;
 use futures::StreamExt;
@@ -43,12 +64,88 @@ pub struct RpcBenchArgs {
     /// Length of one throughput round in seconds.
     #[arg(long, default_value_t = 1.0)]
     pub round_secs: f64,
+    /// SDK side through discovery (`call_with`, instance-directed subject)
+    /// while `--instances` more instances are registered and heart-beating.
+    #[arg(long)]
+    pub registry: bool,
+    /// With `--registry`: additional registered, heart-beating instances
+    /// (spread over eight other services).
+    #[arg(long, default_value_t = 64)]
+    pub instances: usize,
+    /// Also measure, in the latency phase, the SDK client over the queue
+    /// group and a raw client calling the SDK service, to show where the
+    /// overhead goes.
+    #[arg(long)]
+    pub breakdown: bool,
     /// Write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Exit with status 1 when a target is missed.
     #[arg(long)]
     pub check: bool,
+}
+
+/// One way of making the call, boxed so the latency phase can rotate over
+/// any number of them.
+type Caller = Box<dyn Fn() -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> + Send>;
+
+fn boxed<F, Fut>(f: F) -> Caller
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    Box::new(move || Box::pin(f()))
+}
+
+/// Filler services of `--registry`: this many, `--instances` spread over them.
+const FILL_SERVICES: usize = 8;
+
+/// The registered, heart-beating instances of `--registry`, on their own
+/// connections (one per filler service, like separate processes).
+struct Filler {
+    registrations: Vec<Registration>,
+    conns: Vec<Connection>,
+}
+
+impl Filler {
+    async fn start(url: &str, instances: usize) -> anyhow::Result<Filler> {
+        let mut conns = Vec::new();
+        for _ in 0..FILL_SERVICES.min(instances) {
+            conns.push(Connection::connect(AegisConfig::with_servers(url)).await?);
+        }
+        let bar = progress(instances as u64, "registering instances");
+        let mut registrations = Vec::with_capacity(instances);
+        for i in 0..instances {
+            let k = i % conns.len();
+            let record = ServiceInstance::new(
+                format!("bench-fill-{k}"),
+                format!("fill-{k}-{i}"),
+                "1.0.0",
+                chrono::Utc::now(),
+            );
+            // Default timing: heartbeat every second, TTL 3 s.
+            let registration = Registration::builder(&conns[k], record)
+                .start()
+                .await
+                .with_context(|| format!("registering filler instance {i}"))?;
+            registrations.push(registration);
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        Ok(Filler {
+            registrations,
+            conns,
+        })
+    }
+
+    async fn stop(self) {
+        for r in self.registrations {
+            let _ = r.deregister().await;
+        }
+        for c in self.conns {
+            let _ = c.drain().await;
+        }
+    }
 }
 
 /// The request both sides send.
@@ -80,6 +177,7 @@ fn answer(q: Quote) -> Ack {
 const RAW_SUBJECT: &str = "bench.raw.quote";
 const SERVICE: &str = "bench-pricing";
 const METHOD: &str = "quote";
+const INSTANCE: &str = "bench-1";
 
 /// Runs the benchmark and prints the table; returns the report.
 ///
@@ -121,15 +219,50 @@ pub async fn run(args: RpcBenchArgs) -> anyhow::Result<Report> {
     let sdk_server = Connection::connect(AegisConfig::with_servers(&url)).await?;
     let service = sdk_server
         .service(SERVICE, "1.0.0")
-        .instance_id("bench-1")
+        .instance_id(INSTANCE)
         .handler(METHOD, |q: Quote| async move { Ok(answer(q)) })
         .start()
         .await?;
+
+    let filler = if args.registry {
+        Some(Filler::start(&url, args.instances).await?)
+    } else {
+        None
+    };
 
     // Callers.
     let raw_client = async_nats::connect(&url).await?;
     let sdk_client = Connection::connect(AegisConfig::with_servers(&url)).await?;
     let server_version = sdk_client.server_version().to_string();
+    // The caller's registry view (the one discovery routes with): wait until
+    // it holds every instance, and count the updates it takes meanwhile.
+    let view = if args.registry {
+        let reader = RegistryReader::start(&sdk_client)
+            .await
+            .context("starting the registry view")?;
+        let expected = args.instances + 1;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while reader.all().len() < expected {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the registry view holds {} of {expected} instances after 10 s",
+                reader.all().len()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let updates = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = updates.clone();
+        let changes = reader.changes();
+        let counting = tokio::spawn(async move {
+            futures::pin_mut!(changes);
+            while changes.next().await.is_some() {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        Some((reader, updates, counting, std::time::Instant::now()))
+    } else {
+        None
+    };
     let quote = Arc::new(Quote {
         symbol: "AAPL".into(),
         side: "BUY".into(),
@@ -153,7 +286,7 @@ pub async fn run(args: RpcBenchArgs) -> anyhow::Result<Report> {
     };
     let rpc = sdk_client.rpc();
     let opts = Arc::new(CallOptions::default());
-    let sdk_call = {
+    let balanced_call = {
         let (rpc, quote, opts) = (rpc.clone(), quote.clone(), opts.clone());
         move || {
             let (rpc, quote, opts) = (rpc.clone(), quote.clone(), opts.clone());
@@ -166,36 +299,106 @@ pub async fn run(args: RpcBenchArgs) -> anyhow::Result<Report> {
             }
         }
     };
+    let discovery_call = {
+        let (rpc, quote, opts) = (rpc.clone(), quote.clone(), opts.clone());
+        move || {
+            let (rpc, quote, opts) = (rpc.clone(), quote.clone(), opts.clone());
+            async move {
+                let ack = rpc
+                    .call_with::<Quote, Ack>(SERVICE, METHOD, &quote, &opts)
+                    .await?;
+                anyhow::ensure!(ack.value.accepted, "sdk reply not accepted");
+                anyhow::ensure!(
+                    ack.instance_id.as_deref() == Some(INSTANCE),
+                    "served by {:?}, not {INSTANCE}",
+                    ack.instance_id
+                );
+                Ok(())
+            }
+        }
+    };
+    // A raw async-nats client calling the SDK service's instance subject.
+    let raw_to_sdk_call = {
+        let (client, quote) = (raw_client.clone(), quote.clone());
+        let subject =
+            aegis_sdk::contracts::subjects::rpc_instance_subject(SERVICE, INSTANCE, METHOD);
+        move || {
+            let (client, quote, subject) = (client.clone(), quote.clone(), subject.clone());
+            async move {
+                let body = serde_json::to_vec(&*quote)?;
+                let msg = client.request(subject, body.into()).await?;
+                let ack: Ack = serde_json::from_slice(&msg.payload)?;
+                anyhow::ensure!(ack.accepted, "reply not accepted");
+                Ok(())
+            }
+        }
+    };
+
+    // The SDK connection's own NATS client, plain request, same subject.
+    let sdk_conn_call = {
+        let (client, quote) = (sdk_client.pooled().clone(), quote.clone());
+        let subject =
+            aegis_sdk::contracts::subjects::rpc_instance_subject(SERVICE, INSTANCE, METHOD);
+        move || {
+            let (client, quote, subject) = (client.clone(), quote.clone(), subject.clone());
+            async move {
+                let body = serde_json::to_vec(&*quote)?;
+                let msg = client.request(subject, body.into()).await?;
+                let ack: Ack = serde_json::from_slice(&msg.payload)?;
+                anyhow::ensure!(ack.accepted, "reply not accepted");
+                Ok(())
+            }
+        }
+    };
+
+    // The sides of the latency phase: raw and SDK first, then the breakdown.
+    let mut sides: Vec<(&str, Caller)> = vec![("raw", boxed(raw_call.clone()))];
+    if args.registry {
+        sides.push(("sdk", boxed(discovery_call.clone())));
+    } else {
+        sides.push(("sdk", boxed(balanced_call.clone())));
+    }
+    if args.breakdown {
+        sides.push(("raw client→sdk server", boxed(raw_to_sdk_call)));
+        sides.push(("sdk conn, plain req", boxed(sdk_conn_call)));
+        if args.registry {
+            sides.push(("sdk client, queue grp", boxed(balanced_call.clone())));
+        }
+    }
+    let labels: Vec<&str> = sides.iter().map(|(label, _)| *label).collect();
 
     // Warm-up.
     for _ in 0..args.warmup {
-        raw_call().await?;
-        sdk_call().await?;
+        for (_, call) in &sides {
+            call().await?;
+        }
     }
 
-    // Sequential latency in alternating batches.
-    let mut raw_hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
-    let mut sdk_hist = raw_hist.clone();
+    // Sequential latency in batches, rotating which side goes first.
+    let template = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+    let mut hists = vec![template; sides.len()];
     let batches = args.calls / args.batch;
-    let bar = progress((batches * 2) as u64, "sequential latency");
+    let bar = progress((batches * sides.len()) as u64, "sequential latency");
     for i in 0..batches {
-        for side in order(i) {
-            let hist = match side {
-                Side::Raw => &mut raw_hist,
-                Side::Sdk => &mut sdk_hist,
-            };
+        for k in 0..sides.len() {
+            let s = (i + k) % sides.len();
+            let (_, call) = &sides[s];
+            let hist = &mut hists[s];
             for _ in 0..args.batch {
                 let t = std::time::Instant::now();
-                match side {
-                    Side::Raw => raw_call().await?,
-                    Side::Sdk => sdk_call().await?,
-                }
+                call().await?;
                 hist.saturating_record(t.elapsed().as_nanos() as u64);
             }
             bar.inc(1);
         }
     }
     bar.finish_and_clear();
+    drop(sides);
+    let lookup = if args.registry && args.breakdown {
+        Some(time_lookup(&sdk_client).await?)
+    } else {
+        None
+    };
 
     // Concurrent throughput in alternating rounds.
     let round = Duration::from_secs_f64(args.round_secs);
@@ -207,8 +410,11 @@ pub async fn run(args: RpcBenchArgs) -> anyhow::Result<Report> {
                 Side::Raw => {
                     raw_rate += throughput(args.concurrency, round, raw_call.clone()).await?
                 }
+                Side::Sdk if args.registry => {
+                    sdk_rate += throughput(args.concurrency, round, discovery_call.clone()).await?
+                }
                 Side::Sdk => {
-                    sdk_rate += throughput(args.concurrency, round, sdk_call.clone()).await?
+                    sdk_rate += throughput(args.concurrency, round, balanced_call.clone()).await?
                 }
             }
             bar.inc(1);
@@ -218,25 +424,71 @@ pub async fn run(args: RpcBenchArgs) -> anyhow::Result<Report> {
     raw_rate /= args.rounds as f64;
     sdk_rate /= args.rounds as f64;
 
+    let mut parameters = serde_json::json!({
+        "calls_per_side": batches * args.batch,
+        "warmup_per_side": args.warmup,
+        "batch": args.batch,
+        "concurrency": args.concurrency,
+        "rounds": args.rounds,
+        "round_secs": args.round_secs,
+        "sdk_path": if args.registry {
+            "discovery: call_with -> rpc.{service}.{instance}.{method}"
+        } else {
+            "queue group rpc.{service}.{method}"
+        },
+    });
+    if let Some((reader, updates, counting, since)) = view {
+        counting.abort();
+        let seconds = since.elapsed().as_secs_f64();
+        let updates = updates.load(std::sync::atomic::Ordering::Relaxed);
+        // Every filler instance must still be there with a fresh heartbeat.
+        let now = chrono::Utc::now();
+        let all = reader.all();
+        let fresh = all
+            .iter()
+            .filter(|i| i.service_name.starts_with("bench-fill-"))
+            .filter(|i| (now - i.last_heartbeat).num_milliseconds() < 2_500)
+            .count();
+        anyhow::ensure!(
+            fresh == args.instances,
+            "only {fresh} of {} filler instances heart-beat within the last 2.5 s",
+            args.instances
+        );
+        parameters["registered_instances"] = (all.len()).into();
+        parameters["extra_instances_heartbeating"] = args.instances.into();
+        parameters["registry_updates_seen_by_caller_per_s"] = (updates as f64 / seconds).into();
+        if let Some((p50, p99)) = lookup {
+            parameters["discovery_lookup_ns"] = serde_json::json!({ "p50": p50, "p99": p99 });
+        }
+    }
     let mut report = Report::new(
-        "rpc",
+        if args.registry {
+            "rpc --registry"
+        } else {
+            "rpc"
+        },
         server_version,
-        serde_json::json!({
-            "calls_per_side": batches * args.batch,
-            "warmup_per_side": args.warmup,
-            "batch": args.batch,
-            "concurrency": args.concurrency,
-            "rounds": args.rounds,
-            "round_secs": args.round_secs,
-            "sdk_path": "queue group rpc.{service}.{method}",
-        }),
+        parameters,
     );
     report.add_latency(
         "sequential rpc",
-        &raw_hist,
-        &sdk_hist,
+        &hists[0],
+        &hists[1],
         Some(Target::AtMost(1.05)),
     );
+    for (k, hist) in hists.iter().enumerate().skip(2) {
+        let label = format!("· {}", labels[k]);
+        for (q, name) in [(0.5, "p50"), (0.99, "p99")] {
+            let us = |h: &Histogram<u64>| h.value_at_quantile(q) as f64 / 1000.0;
+            report.add(
+                &format!("{label} {name}"),
+                "µs",
+                us(&hists[0]),
+                us(hist),
+                None,
+            );
+        }
+    }
     report.add(
         "concurrent rpc throughput",
         "calls/s",
@@ -246,9 +498,40 @@ pub async fn run(args: RpcBenchArgs) -> anyhow::Result<Report> {
     );
 
     service.shutdown().await?;
+    if let Some(filler) = filler {
+        filler.stop().await;
+    }
     raw_task.abort();
+    // Close our connections before the server goes, so none of them
+    // reports a lost connection on the way out.
+    drop((raw_call, balanced_call, discovery_call));
+    sdk_client.drain().await.ok();
+    sdk_server.drain().await.ok();
     drop(nats);
-    finish(report, args.json.as_deref())
+    let report = finish(report, args.json.as_deref())?;
+    if let Some((p50, p99)) = lookup {
+        println!("discovery lookup alone (in memory, {LOOKUPS} picks): p50 {p50} ns, p99 {p99} ns");
+    }
+    Ok(report)
+}
+
+/// Picks measured for the discovery lookup alone.
+const LOOKUPS: usize = 100_000;
+
+/// The time one discovery pick takes by itself (`Discovery::select`, which
+/// does the call path's pick and also clones the record): p50 and p99 in ns.
+async fn time_lookup(conn: &Connection) -> anyhow::Result<(u64, u64)> {
+    let discovery = conn.discovery();
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 1_000_000_000, 3)?;
+    for _ in 0..LOOKUPS {
+        let t = std::time::Instant::now();
+        let picked = discovery
+            .select(SERVICE, aegis_sdk::Strategy::RoundRobin, None)
+            .await?;
+        hist.saturating_record(t.elapsed().as_nanos() as u64);
+        anyhow::ensure!(picked.is_some(), "discovery found no instance of {SERVICE}");
+    }
+    Ok((hist.value_at_quantile(0.5), hist.value_at_quantile(0.99)))
 }
 
 /// Prints the report, writes the JSON file when asked.
