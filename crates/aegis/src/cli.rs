@@ -142,7 +142,7 @@ pub fn main() -> ExitCode {
                 .with_writer(std::io::stderr)
                 .with_filter(filter),
         )
-        .with(nats_logs)
+        .with(nats_logs.with_filter(tracing_subscriber::filter::LevelFilter::WARN))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

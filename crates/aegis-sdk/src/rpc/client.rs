@@ -102,7 +102,8 @@ impl CallOptions {
 pub struct Reply<T> {
     /// The decoded response.
     pub value: T,
-    /// The instance that handled the call (`Aegis-Instance` header).
+    /// The instance that handled the call: the one an instance-directed call
+    /// went to, or the `Aegis-Instance` header of a load-balanced reply.
     pub instance_id: Option<String>,
     /// The leader's fencing epoch, for calls served by a single-active
     /// service (`Aegis-Epoch` header).
@@ -272,7 +273,11 @@ impl RpcClient {
         names::validate_instance_id(instance)?;
         names::validate_method_name(method)?;
         let subject = subjects::rpc_instance_subject(service, instance, method);
-        self.request(subject, req, opts).await
+        let mut reply = self.request(subject, req, opts).await?;
+        // Replies on the instance-directed subject carry no instance header:
+        // only that instance subscribes to it.
+        reply.instance_id.get_or_insert_with(|| instance.to_owned());
+        Ok(reply)
     }
 
     fn deadline(&self, opts: &CallOptions) -> Duration {
@@ -388,7 +393,7 @@ impl RpcClient {
                 )
                 .await;
             match result {
-                Ok(reply) => match reply.epoch {
+                Ok(mut reply) => match reply.epoch {
                     Some(epoch) if !self.conn.observe_epoch(service, group, epoch) => {
                         tracing::debug!(service, group, epoch, instance = %leader.instance_id,
                             "reply from a deposed leader refused; retrying");
@@ -399,7 +404,12 @@ impl RpcClient {
                         });
                         tried.push(leader.instance_id);
                     }
-                    _ => return Ok(reply),
+                    _ => {
+                        reply
+                            .instance_id
+                            .get_or_insert_with(|| leader.instance_id.clone());
+                        return Ok(reply);
+                    }
                 },
                 Err(e @ RpcError::NoResponders { .. }) => {
                     view.evict(service, &leader.instance_id);
@@ -509,8 +519,11 @@ impl RpcClient {
                 .await;
             drop(in_flight);
             match result {
-                Ok(reply) => {
+                Ok(mut reply) => {
                     member.stats.observe(started.elapsed());
+                    reply
+                        .instance_id
+                        .get_or_insert_with(|| member.id.to_string());
                     return Ok(reply);
                 }
                 Err(e @ RpcError::NoResponders { .. }) => {

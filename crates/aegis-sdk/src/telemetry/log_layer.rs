@@ -20,7 +20,10 @@ use std::{
 };
 
 use aegis_contracts::log::{LogKind, LogLevel, LogRecord};
-use tracing::{Event, Level, Subscriber, field::Field};
+use tracing::{
+    Event, Level, Metadata, Subscriber, field::Field, level_filters::LevelFilter,
+    subscriber::Interest,
+};
 use tracing_subscriber::{Layer, layer::Context};
 
 use super::Telemetry;
@@ -59,6 +62,26 @@ impl NatsLogLayer {
 }
 
 impl<S: Subscriber> Layer<S> for NatsLogLayer {
+    // Declare interest in WARN and ERROR only. Without this the layer would
+    // count as interested in everything, turning every debug/trace span and
+    // event of the process (the NATS client's included) on globally — a cost
+    // measured at ~20 % of RPC latency.
+    fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
+        if *metadata.level() <= Level::WARN {
+            Interest::always()
+        } else {
+            Interest::never()
+        }
+    }
+
+    fn enabled(&self, metadata: &Metadata<'_>, _ctx: Context<'_, S>) -> bool {
+        *metadata.level() <= Level::WARN
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(LevelFilter::WARN)
+    }
+
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let level = *event.metadata().level();
         if level > Level::WARN {
