@@ -17,7 +17,9 @@
 //! in both modes.
 //!
 //! `--breakdown` adds sides to the latency phase that peel the SDK's cost
-//! apart, each step changing one thing: a raw async-nats client calling the
+//! apart, each step changing one thing: a raw async-nats client calling a
+//! responder written on async-nats's services framework (which the SDK
+//! server is built on: that framework's cost); the raw client calling the
 //! SDK service's instance subject (the SDK server's cost alone); the SDK
 //! connection's own NATS client sending a plain request there (adds the SDK
 //! connection: its options and the other traffic it carries, such as the
@@ -175,6 +177,7 @@ fn answer(q: Quote) -> Ack {
 }
 
 const RAW_SUBJECT: &str = "bench.raw.quote";
+const PLAIN_SUBJECT: &str = "bench.plain.quote";
 const SERVICE: &str = "bench-pricing";
 const METHOD: &str = "quote";
 const INSTANCE: &str = "bench-1";
@@ -216,6 +219,35 @@ pub async fn run(args: RpcBenchArgs) -> anyhow::Result<Report> {
             }
         }
     });
+    // For --breakdown: the same responder written on async-nats's own
+    // services framework (`$SRV` stats per endpoint), which the SDK server
+    // is built on — to tell that framework's cost from the SDK's own.
+    let plain_service_task = if args.breakdown {
+        use async_nats::service::ServiceExt;
+        let client = async_nats::connect(&url).await?;
+        let svc = client
+            .service_builder()
+            .start("bench-plain", "1.0.0")
+            .await
+            .map_err(|e| anyhow::anyhow!("starting the plain async-nats service: {e}"))?;
+        let mut endpoint = svc
+            .endpoint(PLAIN_SUBJECT)
+            .await
+            .map_err(|e| anyhow::anyhow!("adding the plain endpoint: {e}"))?;
+        Some(tokio::spawn(async move {
+            let _keep = (svc, client);
+            while let Some(request) = endpoint.next().await {
+                let Ok(q) = serde_json::from_slice::<Quote>(&request.message.payload) else {
+                    continue;
+                };
+                if let Ok(body) = serde_json::to_vec(&answer(q)) {
+                    let _ = request.respond(Ok(body.into())).await;
+                }
+            }
+        }))
+    } else {
+        None
+    };
     let sdk_server = Connection::connect(AegisConfig::with_servers(&url)).await?;
     let service = sdk_server
         .service(SERVICE, "1.0.0")
@@ -334,6 +366,20 @@ pub async fn run(args: RpcBenchArgs) -> anyhow::Result<Report> {
         }
     };
 
+    // A raw client calling the plain async-nats service.
+    let raw_to_plain_call = {
+        let (client, quote) = (raw_client.clone(), quote.clone());
+        move || {
+            let (client, quote) = (client.clone(), quote.clone());
+            async move {
+                let body = serde_json::to_vec(&*quote)?;
+                let msg = client.request(PLAIN_SUBJECT, body.into()).await?;
+                let ack: Ack = serde_json::from_slice(&msg.payload)?;
+                anyhow::ensure!(ack.accepted, "reply not accepted");
+                Ok(())
+            }
+        }
+    };
     // The SDK connection's own NATS client, plain request, same subject.
     let sdk_conn_call = {
         let (client, quote) = (sdk_client.pooled().clone(), quote.clone());
@@ -359,6 +405,7 @@ pub async fn run(args: RpcBenchArgs) -> anyhow::Result<Report> {
         sides.push(("sdk", boxed(balanced_call.clone())));
     }
     if args.breakdown {
+        sides.push(("raw client→nats service", boxed(raw_to_plain_call)));
         sides.push(("raw client→sdk server", boxed(raw_to_sdk_call)));
         sides.push(("sdk conn, plain req", boxed(sdk_conn_call)));
         if args.registry {
@@ -502,6 +549,9 @@ pub async fn run(args: RpcBenchArgs) -> anyhow::Result<Report> {
         filler.stop().await;
     }
     raw_task.abort();
+    if let Some(task) = plain_service_task {
+        task.abort();
+    }
     // Close our connections before the server goes, so none of them
     // reports a lost connection on the way out.
     drop((raw_call, balanced_call, discovery_call));

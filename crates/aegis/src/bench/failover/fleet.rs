@@ -38,7 +38,6 @@ pub(crate) struct Fleet {
     exe: PathBuf,
     url: String,
     single_active: Option<String>,
-    lease_ms: Option<u64>,
     log_dir: PathBuf,
     slots: Vec<Slot>,
     keep_logs: bool,
@@ -47,12 +46,7 @@ pub(crate) struct Fleet {
 impl Fleet {
     /// A fleet of `n` slots (nothing started yet) for the server at `url`;
     /// `single_active` makes the children a sticky single-active group.
-    pub(crate) fn new(
-        n: usize,
-        url: &str,
-        single_active: Option<&str>,
-        lease_ms: Option<u64>,
-    ) -> anyhow::Result<Self> {
+    pub(crate) fn new(n: usize, url: &str, single_active: Option<&str>) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("finding the aegis binary to start instances")?;
         let log_dir = std::env::temp_dir().join(format!(
             "aegis-bench-failover-{}-{}",
@@ -74,7 +68,6 @@ impl Fleet {
             exe,
             url: url.to_owned(),
             single_active: single_active.map(str::to_owned),
-            lease_ms,
             log_dir,
             slots,
             keep_logs: false,
@@ -132,9 +125,6 @@ impl Fleet {
         ]);
         if let Some(group) = &self.single_active {
             cmd.args(["--single-active", group]);
-        }
-        if let Some(ms) = self.lease_ms {
-            cmd.args(["--lease-ms", &ms.to_string()]);
         }
         cmd.env_remove("AEGIS_CONFIG")
             .env_remove("AEGIS_INSTANCE_ID")

@@ -73,10 +73,6 @@ pub struct FailoverBenchArgs {
     /// --sticky: pause between the client's `call_active` calls (ms).
     #[arg(long, default_value_t = 2)]
     pub call_interval_ms: u64,
-    /// --sticky: pass `--lease-ms` to the instances (default: the SDK's lease).
-    #[arg(long)]
-    pub lease_ms: Option<u64>,
-
     /// Keep the instances' logs (their folder is printed).
     #[arg(long)]
     pub keep_logs: bool,

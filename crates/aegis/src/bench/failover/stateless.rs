@@ -51,7 +51,7 @@ pub(crate) async fn run(args: &FailoverBenchArgs, url: &str) -> anyhow::Result<O
     let registry = RegistryReader::start(&conn)
         .await
         .context("starting the registry view")?;
-    let mut fleet = Fleet::new(args.instances, url, None, None)?;
+    let mut fleet = Fleet::new(args.instances, url, None)?;
     let result = drive(args, &conn, &registry, &mut fleet).await;
     if result.is_err() || args.keep_logs {
         fleet.keep_logs();

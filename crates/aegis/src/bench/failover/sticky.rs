@@ -42,6 +42,8 @@ use crate::bench::progress;
 
 /// The sticky group the instances run in.
 const GROUP: &str = "default";
+/// The lease the instances run with (`aegis service echo` uses the SDK's).
+const LEASE: Duration = aegis_sdk::election::DEFAULT_LEASE;
 
 /// How a round stops the leader.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -125,7 +127,7 @@ pub(crate) async fn run(args: &FailoverBenchArgs, url: &str) -> anyhow::Result<O
     let registry = RegistryReader::start(&observer)
         .await
         .context("starting the registry view")?;
-    let mut fleet = Fleet::new(args.instances, url, Some(GROUP), args.lease_ms)?;
+    let mut fleet = Fleet::new(args.instances, url, Some(GROUP))?;
     let result = drive(args, &client, &observer, &registry, &mut fleet).await;
     if result.is_err() || args.keep_logs {
         fleet.keep_logs();
@@ -323,7 +325,7 @@ async fn drive(
 
     // The rounds.
     let mut rounds = Vec::new();
-    let renew_us = u64::try_from(lease(args).as_micros() / 4)
+    let renew_us = u64::try_from(LEASE.as_micros() / 4)
         .unwrap_or(100_000)
         .max(1);
     let round_timeout = Duration::from_secs(10);
@@ -458,12 +460,6 @@ fn live_active(registry: &RegistryReader, dead: &HashSet<String>) -> Vec<String>
     ids
 }
 
-/// The lease the instances run with.
-fn lease(args: &FailoverBenchArgs) -> Duration {
-    args.lease_ms
-        .map_or(aegis_sdk::election::DEFAULT_LEASE, Duration::from_millis)
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -521,7 +517,7 @@ fn report(
         .max_by(f64::total_cmp)
         .unwrap_or(0.0);
 
-    let lease_ms = u64::try_from(lease(args).as_millis()).unwrap_or(u64::MAX);
+    let lease_ms = u64::try_from(LEASE.as_millis()).unwrap_or(u64::MAX);
     let mut out = Outcome::new(
         "failover --sticky",
         server_version,
@@ -530,7 +526,7 @@ fn report(
             "instance_kind": "child processes: aegis service echo --single-active default",
             "rounds_per_stop_kind": args.rounds,
             "lease_ms": lease_ms,
-            "lease_source": if args.lease_ms.is_some() { "--lease-ms" } else { "SDK default" },
+            "lease_source": "SDK default (aegis service echo has no lease option)",
             "client": "call_active in a loop, idempotent",
             "call_interval_ms": args.call_interval_ms,
             "deadline_ms": args.deadline_ms,
