@@ -13,12 +13,18 @@
 //! two terms with epochs `a < b`, term `a` must have stopped serving before
 //! term `b` started. The observer can prove that only when *every* answer of
 //! `a` was received before *any* answer of `b` was sent: `max received(a) <
-//! min sent(b)`. Any pair of terms where that fails counts as an overlap —
-//! both the case where answer windows of the two leaders overlap in time (the
-//! order cannot be told apart, so it is counted, not excused) and the case
-//! where the older leader still answered after the newer one had (a stale
-//! leader serving). The margin `min sent(b) − max received(a)` of each
-//! hand-over says by how much the order was proven.
+//! min sent(b)`. A pair of terms where that fails is one of two kinds:
+//!
+//! - **proven overlap**: some answer of `a` was sent after some answer of `b`
+//!   had been received (`max sent(a) > min received(b)`): the older leader
+//!   served after the newer one had — a stale leader serving;
+//! - **unresolved**: answer windows of the two leaders overlap in time, so
+//!   their order cannot be told apart (the observer's resolution is one round
+//!   trip, plus its own scheduling delay).
+//!
+//! Both count against the zero target; the report keeps them apart. The
+//! margin `min sent(b) − max received(a)` of each hand-over says by how much
+//! the order was proven.
 //!
 //! Also counted: an epoch answered by two different instances, and terms
 //! whose epochs do not grow in the order the terms began.
@@ -82,8 +88,10 @@ pub(crate) struct OverlapReport {
     pub(crate) answers: usize,
     /// Terms seen.
     pub(crate) terms: usize,
-    /// Pairs of terms whose order was not proven (see the module docs).
-    pub(crate) overlaps: usize,
+    /// Pairs of terms where the older one answered after the newer one.
+    pub(crate) proven: usize,
+    /// Pairs of terms whose answer windows overlap (order unresolved).
+    pub(crate) unresolved: usize,
     /// Epochs answered by more than one instance.
     pub(crate) epoch_conflicts: usize,
     /// Consecutive terms (by first answer) whose epoch did not grow.
@@ -99,7 +107,7 @@ pub(crate) struct OverlapReport {
 impl OverlapReport {
     /// Overlaps of any kind: the number the zero target applies to.
     pub(crate) fn violations(&self) -> usize {
-        self.overlaps + self.epoch_conflicts + self.epoch_regressions
+        self.proven + self.unresolved + self.epoch_conflicts + self.epoch_regressions
     }
 }
 
@@ -112,6 +120,8 @@ pub(crate) fn analyse(answers: &[LeaderAnswer]) -> OverlapReport {
     struct Acc {
         instances: Vec<String>,
         first_sent: Duration,
+        first_received: Duration,
+        last_sent: Duration,
         last_received: Duration,
         answers: usize,
     }
@@ -120,6 +130,8 @@ pub(crate) fn analyse(answers: &[LeaderAnswer]) -> OverlapReport {
         let acc = by_epoch.entry(a.epoch).or_insert_with(|| Acc {
             instances: Vec::new(),
             first_sent: a.sent,
+            first_received: a.received,
+            last_sent: a.sent,
             last_received: a.received,
             answers: 0,
         });
@@ -127,21 +139,22 @@ pub(crate) fn analyse(answers: &[LeaderAnswer]) -> OverlapReport {
             acc.instances.push(a.instance.clone());
         }
         acc.first_sent = acc.first_sent.min(a.sent);
+        acc.first_received = acc.first_received.min(a.received);
+        acc.last_sent = acc.last_sent.max(a.sent);
         acc.last_received = acc.last_received.max(a.received);
         acc.answers += 1;
     }
     let epoch_conflicts = by_epoch.values().filter(|a| a.instances.len() > 1).count();
     // Ascending epochs: every later term must begin after every earlier one
     // ended.
-    let spans: Vec<(u64, Duration, Duration)> = by_epoch
-        .iter()
-        .map(|(e, a)| (*e, a.first_sent, a.last_received))
-        .collect();
-    let mut overlaps = 0;
-    for (i, (_, _, older_end)) in spans.iter().enumerate() {
-        for (_, newer_start, _) in &spans[i + 1..] {
-            if older_end >= newer_start {
-                overlaps += 1;
+    let terms: Vec<&Acc> = by_epoch.values().collect();
+    let (mut proven, mut unresolved) = (0, 0);
+    for (i, older) in terms.iter().enumerate() {
+        for newer in &terms[i + 1..] {
+            if older.last_sent > newer.first_received {
+                proven += 1;
+            } else if older.last_received >= newer.first_sent {
+                unresolved += 1;
             }
         }
     }
@@ -173,7 +186,8 @@ pub(crate) fn analyse(answers: &[LeaderAnswer]) -> OverlapReport {
     OverlapReport {
         answers: answers.len(),
         terms: term_list.len(),
-        overlaps,
+        proven,
+        unresolved,
         epoch_conflicts,
         epoch_regressions,
         min_margin_ms: handovers.iter().map(|h| h.margin_ms).min_by(f64::total_cmp),
@@ -214,7 +228,8 @@ mod tests {
     fn overlapping_windows_count_even_when_order_is_plausible() {
         // b's first answer was sent before a's last one came back.
         let r = analyse(&[ans("a", 1, 0, 10), ans("b", 2, 9, 12)]);
-        assert_eq!(r.overlaps, 1);
+        assert_eq!((r.proven, r.unresolved), (0, 1));
+        assert_eq!(r.violations(), 1);
         assert!(r.min_margin_ms.unwrap() < 0.0);
     }
 
@@ -227,7 +242,7 @@ mod tests {
             ans("c", 3, 30, 31),
         ]);
         // a(1) overlaps b(2); c(3) starts after both ended.
-        assert_eq!(r.overlaps, 1);
+        assert_eq!((r.proven, r.unresolved), (1, 0));
     }
 
     #[test]
@@ -238,6 +253,6 @@ mod tests {
         // Epoch 4 began after epoch 5 ended: the epoch went backwards, and
         // in epoch order the older term (4) ran after the newer one.
         assert_eq!(r.epoch_regressions, 1);
-        assert_eq!(r.overlaps, 1);
+        assert_eq!(r.proven, 1);
     }
 }
