@@ -195,6 +195,7 @@ pub async fn run(args: RpcBenchArgs) -> anyhow::Result<Report> {
         args.concurrency > 0 && args.rounds > 0,
         "--concurrency and --rounds must be positive"
     );
+    let started = chrono::Utc::now();
     let nats = tokio::task::spawn_blocking(aegis_testkit::NatsServer::start)
         .await?
         .context(
@@ -517,6 +518,8 @@ pub async fn run(args: RpcBenchArgs) -> anyhow::Result<Report> {
         server_version,
         parameters,
     );
+    // The report is built after the run; it says when the run began.
+    report.started_at = aegis_contracts::models::rfc3339::format_utc(&started);
     report.add_latency(
         "sequential rpc",
         &hists[0],

@@ -77,6 +77,11 @@ impl Outcome {
         }
     }
 
+    /// Sets when the run started (the outcome is built after it ends).
+    pub fn set_started(&mut self, at: chrono::DateTime<chrono::Utc>) {
+        self.started_at = aegis_contracts::models::rfc3339::format_utc(&at);
+    }
+
     /// Adds one measured value.
     pub fn add(&mut self, metric: &str, unit: &str, value: f64, target: Option<Bound>) {
         let pass = target.is_none_or(|t| t.holds(value));

@@ -46,6 +46,7 @@ pub(crate) async fn run(args: &FailoverBenchArgs, url: &str) -> anyhow::Result<O
         args.callers > 0 && args.rate > 0.0,
         "--callers and --rate must be positive"
     );
+    let started = chrono::Utc::now();
     let conn = Connection::connect(AegisConfig::with_servers(url)).await?;
     let server_version = conn.server_version().to_string();
     let registry = RegistryReader::start(&conn)
@@ -109,6 +110,7 @@ pub(crate) async fn run(args: &FailoverBenchArgs, url: &str) -> anyhow::Result<O
             "attempt_timeout_ms": args.attempt_timeout_ms,
         }),
     );
+    out.set_started(started);
     out.add("calls", "calls", calls as f64, None);
     out.add(
         "achieved rate",

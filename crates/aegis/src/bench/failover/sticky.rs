@@ -126,6 +126,7 @@ pub(crate) async fn run(args: &FailoverBenchArgs, url: &str) -> anyhow::Result<O
     anyhow::ensure!(args.instances >= 2, "--instances must be at least 2");
     anyhow::ensure!(args.rounds > 0, "--rounds must be positive");
     anyhow::ensure!(args.probe_ms > 0, "--probe-ms must be positive");
+    let started = chrono::Utc::now();
     let client = Connection::connect(AegisConfig::with_servers(url)).await?;
     let observer = Connection::connect(AegisConfig::with_servers(url)).await?;
     let server_version = client.server_version().to_string();
@@ -142,7 +143,7 @@ pub(crate) async fn run(args: &FailoverBenchArgs, url: &str) -> anyhow::Result<O
     drop(fleet);
     client.drain().await.ok();
     observer.drain().await.ok();
-    report(args, server_version, &rounds, &observed, elapsed)
+    report(args, server_version, started, &rounds, &observed, elapsed)
 }
 
 type Run = (Vec<Round>, Observed, Duration);
@@ -475,6 +476,7 @@ fn ms(d: Duration) -> f64 {
 fn report(
     args: &FailoverBenchArgs,
     server_version: String,
+    started: chrono::DateTime<chrono::Utc>,
     rounds: &[Round],
     o: &Observed,
     elapsed: Duration,
@@ -542,6 +544,7 @@ fn report(
             "percentiles": "nearest rank over the rounds (with 30 rounds p99 is the maximum)",
         }),
     );
+    out.set_started(started);
     let mut summaries = serde_json::Map::new();
     for (stop, name, target) in [
         (Stop::Kill, "kill", 500.0),
