@@ -68,6 +68,7 @@ pub async fn run(args: EventsBenchArgs) -> anyhow::Result<Report> {
         args.concurrency > 0 && args.rounds > 0,
         "--concurrency and --rounds must be positive"
     );
+    let started = chrono::Utc::now();
     let nats = tokio::task::spawn_blocking(aegis_testkit::NatsServer::start)
         .await?
         .context(
@@ -168,6 +169,7 @@ pub async fn run(args: EventsBenchArgs) -> anyhow::Result<Report> {
             "stream": "EVENTS (file storage, R1)",
         }),
     );
+    report.started_at = aegis_contracts::models::rfc3339::format_utc(&started);
     report.add(
         "jetstream publish throughput",
         "events/s",
