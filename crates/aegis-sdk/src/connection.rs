@@ -104,6 +104,9 @@ struct Inner {
     /// Highest fencing epoch seen per `service/group`, so a deposed leader's
     /// late reply is refused however many `RpcClient`s the process uses.
     epochs: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Set by [`Connection::drain`], so the disconnect it causes is not
+    /// reported as a lost connection.
+    draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl fmt::Debug for Connection {
@@ -125,9 +128,10 @@ impl Connection {
     pub async fn connect(config: AegisConfig) -> Result<Connection, ConnectError> {
         config.validate()?;
         let servers = config.nats.servers.join(",");
+        let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut clients = Vec::with_capacity(config.nats.pool_size);
         for i in 0..config.nats.pool_size {
-            let options = connect_options(&config, i).await?;
+            let options = connect_options(&config, i, draining.clone()).await?;
             let client = options
                 .connect(config.nats.servers.clone())
                 .await
@@ -162,6 +166,7 @@ impl Connection {
                 server_version,
                 registry: tokio::sync::OnceCell::new(),
                 epochs: std::sync::Mutex::default(),
+                draining,
             }),
         })
     }
@@ -273,6 +278,7 @@ impl Connection {
         if let Some(cache) = self.inner.registry.get() {
             cache.stop();
         }
+        self.inner.draining.store(true, Ordering::Relaxed);
         let mut first_err = None;
         for client in &self.inner.clients {
             if let Err(e) = client.drain().await {
@@ -304,6 +310,7 @@ pub fn check_server_version(version: &str) -> Result<semver::Version, ConnectErr
 async fn connect_options(
     config: &AegisConfig,
     index: usize,
+    draining: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<ConnectOptions, ConnectError> {
     let n = &config.nats;
     let mut options = ConnectOptions::new();
@@ -345,11 +352,17 @@ async fn connect_options(
         .request_timeout(Some(n.request_timeout))
         .max_reconnects(n.reconnect.max_reconnects)
         .reconnect_delay_callback(move |attempt| policy.delay(attempt))
-        .event_callback(|event| async move {
-            match event {
-                async_nats::Event::Connected => info!("NATS connection (re)established"),
-                async_nats::Event::Disconnected => warn!("NATS connection lost; reconnecting"),
-                other => tracing::debug!(event = %other, "NATS client event"),
+        .event_callback(move |event| {
+            let draining = draining.load(Ordering::Relaxed);
+            async move {
+                match event {
+                    async_nats::Event::Connected => info!("NATS connection (re)established"),
+                    async_nats::Event::Disconnected if draining => {
+                        tracing::debug!("NATS connection closed after draining")
+                    }
+                    async_nats::Event::Disconnected => warn!("NATS connection lost; reconnecting"),
+                    other => tracing::debug!(event = %other, "NATS client event"),
+                }
             }
         }))
 }

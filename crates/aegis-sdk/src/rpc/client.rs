@@ -339,6 +339,7 @@ impl RpcClient {
             Err(_) => return Err(timed_out()),
         };
         let view = cache.shared();
+        let mut changes = view.subscribe();
         let mut tried: Vec<String> = Vec::new();
         let mut last_err: Option<RpcError> = None;
         let mut backoff = Duration::from_millis(2);
@@ -364,9 +365,13 @@ impl RpcClient {
                     caught_up = true;
                     cache.catch_up(deadline.min(now + CATCH_UP_LIMIT)).await;
                 } else {
-                    // Between leaders: wait for the registry to show the
-                    // new one, then try everything again.
-                    tokio::time::sleep(backoff.min(deadline - now)).await;
+                    // Between leaders: wake as soon as the registry changes
+                    // (the new leader writes ACTIVE the moment it wins), or
+                    // after a short back-off, then try everything again.
+                    tokio::select! {
+                        _ = changes.recv() => {}
+                        () = tokio::time::sleep(backoff.min(deadline - now)) => {}
+                    }
                     backoff = (backoff * 2).min(Duration::from_millis(50));
                     tried.clear();
                 }

@@ -159,6 +159,7 @@ pub struct ServiceBuilder {
     lease: LeaseConfig,
     any_role: std::collections::HashSet<String>,
     metrics_interval: Option<Duration>,
+    drain_grace: Duration,
 }
 
 impl fmt::Debug for ServiceBuilder {
@@ -228,6 +229,7 @@ impl ServiceBuilder {
             lease: LeaseConfig::default(),
             any_role: std::collections::HashSet::new(),
             metrics_interval: Some(crate::telemetry::DEFAULT_METRICS_INTERVAL),
+            drain_grace: Duration::from_millis(100),
         }
     }
 
@@ -323,6 +325,15 @@ impl ServiceBuilder {
     /// ```
     pub fn single_active(mut self, group: impl Into<String>) -> Self {
         self.single_active = Some(group.into());
+        self
+    }
+
+    /// How long a graceful stop keeps answering after it deregistered (and
+    /// resigned), before it unsubscribes (default 100 ms): long enough for
+    /// callers' registry views to drop this instance, so requests already on
+    /// their way are answered instead of lost.
+    pub fn drain_grace(mut self, grace: Duration) -> Self {
+        self.drain_grace = grace;
         self
     }
 
@@ -605,6 +616,12 @@ impl ServiceBuilder {
         };
         info!(service = %self.name, instance = %instance_id, methods = ?methods,
             registered = registration.is_some(), single_active = ?self.single_active, "service started");
+        // Without a registration nobody routes by the registry: no grace needed.
+        let drain_grace = if registration.is_some() {
+            self.drain_grace
+        } else {
+            Duration::ZERO
+        };
         Ok(Service {
             name: self.name,
             instance_id,
@@ -614,6 +631,7 @@ impl ServiceBuilder {
             election,
             role_task,
             telemetry_tasks,
+            drain_grace,
             tracker,
             shutdown_timeout: self.shutdown_timeout,
             metrics,
@@ -865,6 +883,7 @@ pub struct Service {
     election: Option<Election>,
     role_task: Option<tokio::task::JoinHandle<()>>,
     telemetry_tasks: Option<TelemetryTasks>,
+    drain_grace: Duration,
     tracker: TaskTracker,
     shutdown_timeout: Duration,
     metrics: Arc<InstanceMetrics>,
@@ -972,6 +991,15 @@ impl Service {
                 warn!(error = %e, "deregistration failed; the record will expire after its TTL");
             }
         }
+        // Callers route from their registry view, which learns of the
+        // deregistration (and a resignation) within milliseconds; requests
+        // they sent just before are still on their way. Keep answering for a
+        // short grace (a former leader answers NOT_ACTIVE, so callers retry
+        // at once) instead of unsubscribing under them: a request that
+        // arrives after the unsubscribe gets no answer at all and its caller
+        // waits out a timeout.
+        let grace = tokio::time::Instant::now() + self.drain_grace;
+        tokio::time::sleep_until(grace.min(deadline)).await;
         if let Some(svc) = self.nats_service.take()
             && let Err(e) = svc.stop().await
         {
