@@ -1,7 +1,9 @@
 //! `aegis bench events`: JetStream publish throughput and latency of events,
 //! raw async-nats against the SDK.
 //!
-//! Raw: `jetstream.publish(subject, json)` and wait for the ack. SDK:
+//! Raw: `jetstream.publish` with a `Nats-Msg-Id` (the same guarantee the SDK
+//! gives) and wait for the ack; a third, reference side publishes without an
+//! id, to show what dedup itself costs. SDK:
 //! `events().publish(domain, action, &payload)`, which also validates the
 //! names and adds a dedup id (`Nats-Msg-Id`, so the server tracks it in the
 //! stream's duplicate window). Both go to the same `EVENTS` stream.
@@ -28,7 +30,7 @@ pub struct EventsBenchArgs {
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
     /// Throughput rounds per side (alternating).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 6)]
     pub rounds: usize,
     /// Length of one throughput round in seconds.
     #[arg(long, default_value_t = 1.0)]
@@ -86,13 +88,31 @@ pub async fn run(args: EventsBenchArgs) -> anyhow::Result<Report> {
         ask: 175.03,
     });
 
+    // The baseline gives the same guarantee as the SDK: a dedup id per event
+    // (Nats-Msg-Id), so a retried publish is stored once.
     let raw_publish = {
         let (js, payload) = (raw.clone(), payload.clone());
         move || {
             let (js, payload) = (js.clone(), payload.clone());
             async move {
                 let body = serde_json::to_vec(&*payload)?;
-                js.publish("events.price.raw", body.into()).await?.await?;
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(async_nats::header::NATS_MESSAGE_ID, nuid::next().as_str());
+                js.publish_with_headers("events.price.raw", headers, body.into())
+                    .await?
+                    .await?;
+                Ok(())
+            }
+        }
+    };
+    // For reference: what the dedup id itself costs (no id at all).
+    let raw_plain = {
+        let (js, payload) = (raw.clone(), payload.clone());
+        move || {
+            let (js, payload) = (js.clone(), payload.clone());
+            async move {
+                let body = serde_json::to_vec(&*payload)?;
+                js.publish("events.price.plain", body.into()).await?.await?;
                 Ok(())
             }
         }
@@ -138,9 +158,13 @@ pub async fn run(args: EventsBenchArgs) -> anyhow::Result<Report> {
     bar.finish_and_clear();
 
     let round = Duration::from_secs_f64(args.round_secs);
-    let (mut raw_rate, mut sdk_rate) = (0.0, 0.0);
-    let bar = progress((args.rounds * 2) as u64, "concurrent publish");
+    let (mut raw_rate, mut sdk_rate, mut plain_rate) = (0.0, 0.0, 0.0);
+    let bar = progress((args.rounds * 3) as u64, "concurrent publish");
     for i in 0..args.rounds {
+        if i.is_multiple_of(2) {
+            plain_rate += throughput(args.concurrency, round, raw_plain.clone()).await?;
+            bar.inc(1);
+        }
         for side in order(i) {
             match side {
                 Side::Raw => {
@@ -156,6 +180,7 @@ pub async fn run(args: EventsBenchArgs) -> anyhow::Result<Report> {
     bar.finish_and_clear();
     raw_rate /= args.rounds as f64;
     sdk_rate /= args.rounds as f64;
+    plain_rate /= args.rounds.div_ceil(2) as f64;
 
     let mut report = Report::new(
         "events",
@@ -167,6 +192,7 @@ pub async fn run(args: EventsBenchArgs) -> anyhow::Result<Report> {
             "sequential_publishes_per_side": batches * args.batch,
             "batch": args.batch,
             "stream": "EVENTS (file storage, R1)",
+            "raw_side": "jetstream publish with a Nats-Msg-Id per event, like the SDK",
         }),
     );
     report.started_at = aegis_contracts::models::rfc3339::format_utc(&started);
@@ -176,6 +202,13 @@ pub async fn run(args: EventsBenchArgs) -> anyhow::Result<Report> {
         raw_rate,
         sdk_rate,
         Some(Target::AtLeast(0.90)),
+    );
+    report.add(
+        "· vs raw without dedup id",
+        "events/s",
+        plain_rate,
+        sdk_rate,
+        None,
     );
     report.add_latency("sequential publish", &raw_hist, &sdk_hist, None);
     drop(nats);
