@@ -7,14 +7,15 @@
 //! queue subscription, reply inline); the SDK responder is an Aegis service
 //! (typed handler, `$SRV` stats, metrics, one task per request).
 //!
-//! The SDK client calls through the queue group (`call_balanced`) by
-//! default. With `--registry` it goes through discovery instead
-//! (`call_with`: pick a registered ACTIVE instance from the registry view,
-//! call its instance-directed subject `rpc.{service}.{instance}.{method}`)
-//! while `--instances` (64) more instances of eight other services are
-//! registered and heart-beating on the same server, so the caller's registry
-//! view takes their updates during the measurement. The raw side is the same
-//! in both modes.
+//! The SDK client calls the way `RpcClient::call` does by default: through
+//! discovery (`call_with`: pick a registered ACTIVE instance from the
+//! registry view, call its instance-directed subject
+//! `rpc.{service}.{instance}.{method}`). `--registry` adds `--instances` (64)
+//! more instances of eight other services, registered and heart-beating on
+//! the same server, so the caller's registry view takes their updates during
+//! the measurement. `--balanced` uses the queue group instead
+//! (`call_balanced`; its replies name the serving instance in a header). The
+//! raw side is the same in every mode.
 //!
 //! `--breakdown` adds sides to the latency phase that peel the SDK's cost
 //! apart, each step changing one thing: a raw async-nats client calling a
@@ -66,10 +67,14 @@ pub struct RpcBenchArgs {
     /// Length of one throughput round in seconds.
     #[arg(long, default_value_t = 1.0)]
     pub round_secs: f64,
-    /// SDK side through discovery (`call_with`, instance-directed subject)
-    /// while `--instances` more instances are registered and heart-beating.
-    #[arg(long)]
+    /// Register and heart-beat `--instances` more instances while the SDK
+    /// side calls through discovery.
+    #[arg(long, conflicts_with = "balanced")]
     pub registry: bool,
+    /// SDK side through the queue group (`call_balanced`) instead of
+    /// discovery.
+    #[arg(long)]
+    pub balanced: bool,
     /// With `--registry`: additional registered, heart-beating instances
     /// (spread over eight other services).
     #[arg(long, default_value_t = 64)]
@@ -269,11 +274,11 @@ pub async fn run(args: RpcBenchArgs) -> anyhow::Result<Report> {
     let server_version = sdk_client.server_version().to_string();
     // The caller's registry view (the one discovery routes with): wait until
     // it holds every instance, and count the updates it takes meanwhile.
-    let view = if args.registry {
+    let view = if !args.balanced {
         let reader = RegistryReader::start(&sdk_client)
             .await
             .context("starting the registry view")?;
-        let expected = args.instances + 1;
+        let expected = if args.registry { args.instances + 1 } else { 1 };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while reader.all().len() < expected {
             anyhow::ensure!(
@@ -400,7 +405,7 @@ pub async fn run(args: RpcBenchArgs) -> anyhow::Result<Report> {
 
     // The sides of the latency phase: raw and SDK first, then the breakdown.
     let mut sides: Vec<(&str, Caller)> = vec![("raw", boxed(raw_call.clone()))];
-    if args.registry {
+    if !args.balanced {
         sides.push(("sdk", boxed(discovery_call.clone())));
     } else {
         sides.push(("sdk", boxed(balanced_call.clone())));
@@ -409,7 +414,7 @@ pub async fn run(args: RpcBenchArgs) -> anyhow::Result<Report> {
         sides.push(("raw client→nats service", boxed(raw_to_plain_call)));
         sides.push(("raw client→sdk server", boxed(raw_to_sdk_call)));
         sides.push(("sdk conn, plain req", boxed(sdk_conn_call)));
-        if args.registry {
+        if !args.balanced {
             sides.push(("sdk client, queue grp", boxed(balanced_call.clone())));
         }
     }
@@ -442,7 +447,7 @@ pub async fn run(args: RpcBenchArgs) -> anyhow::Result<Report> {
     }
     bar.finish_and_clear();
     drop(sides);
-    let lookup = if args.registry && args.breakdown {
+    let lookup = if !args.balanced && args.breakdown {
         Some(time_lookup(&sdk_client).await?)
     } else {
         None
@@ -458,7 +463,7 @@ pub async fn run(args: RpcBenchArgs) -> anyhow::Result<Report> {
                 Side::Raw => {
                     raw_rate += throughput(args.concurrency, round, raw_call.clone()).await?
                 }
-                Side::Sdk if args.registry => {
+                Side::Sdk if !args.balanced => {
                     sdk_rate += throughput(args.concurrency, round, discovery_call.clone()).await?
                 }
                 Side::Sdk => {
@@ -479,7 +484,7 @@ pub async fn run(args: RpcBenchArgs) -> anyhow::Result<Report> {
         "concurrency": args.concurrency,
         "rounds": args.rounds,
         "round_secs": args.round_secs,
-        "sdk_path": if args.registry {
+        "sdk_path": if !args.balanced {
             "discovery: call_with -> rpc.{service}.{instance}.{method}"
         } else {
             "queue group rpc.{service}.{method}"
@@ -497,13 +502,13 @@ pub async fn run(args: RpcBenchArgs) -> anyhow::Result<Report> {
             .filter(|i| i.service_name.starts_with("bench-fill-"))
             .filter(|i| (now - i.last_heartbeat).num_milliseconds() < 2_500)
             .count();
+        let filler_count = if args.registry { args.instances } else { 0 };
         anyhow::ensure!(
-            fresh == args.instances,
-            "only {fresh} of {} filler instances heart-beat within the last 2.5 s",
-            args.instances
+            fresh == filler_count,
+            "only {fresh} of {filler_count} filler instances heart-beat within the last 2.5 s"
         );
         parameters["registered_instances"] = (all.len()).into();
-        parameters["extra_instances_heartbeating"] = args.instances.into();
+        parameters["extra_instances_heartbeating"] = filler_count.into();
         parameters["registry_updates_seen_by_caller_per_s"] = (updates as f64 / seconds).into();
         if let Some((p50, p99)) = lookup {
             parameters["discovery_lookup_ns"] = serde_json::json!({ "p50": p50, "p99": p99 });
@@ -512,6 +517,8 @@ pub async fn run(args: RpcBenchArgs) -> anyhow::Result<Report> {
     let mut report = Report::new(
         if args.registry {
             "rpc --registry"
+        } else if args.balanced {
+            "rpc --balanced"
         } else {
             "rpc"
         },
