@@ -109,7 +109,10 @@ mod tests {
         standby.status = InstanceStatus::Standby;
         standby.epoch = None;
         let table = render(&[old, new, standby], now);
-        assert!(table.contains("former leader of default (epoch 10)"), "{table}");
+        assert!(
+            table.contains("former leader of default (epoch 10)"),
+            "{table}"
+        );
         assert!(table.contains("leader of default (epoch 42)"), "{table}");
         assert!(table.contains("standby in default"), "{table}");
         assert!(table.contains("2.0s"), "{table}");
