@@ -422,7 +422,9 @@ impl ConfigLoader {
     /// [`ConfigError`] when the file is missing or malformed, a variable does
     /// not parse, or the result fails [`AegisConfig::validate`].
     pub fn load(self) -> Result<AegisConfig, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(DefaultsForFigment::default()));
+        // Figment takes the defaults serialized; they hold no secret, and
+        // `Secret` would serialize only as the redaction marker anyway.
+        let mut figment = Figment::from(Serialized::defaults(AegisConfig::default()));
         if let Some(path) = &self.file {
             if !path.is_file() {
                 return Err(ConfigError::MissingFile(path.clone()));
@@ -456,10 +458,6 @@ impl ConfigLoader {
         Ok(config)
     }
 }
-
-/// Figment needs serializable defaults; `Secret` refuses to reveal values, and
-/// defaults hold none, so the plain default config is used.
-type DefaultsForFigment = AegisConfig;
 
 fn split_servers(s: &str) -> Vec<String> {
     s.split(',')

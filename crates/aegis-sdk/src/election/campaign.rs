@@ -30,6 +30,16 @@ struct Shared {
     renewals_paused: AtomicBool,
 }
 
+impl Shared {
+    fn serving_epoch(&self) -> Option<u64> {
+        let until = *self.serve_until.lock().unwrap_or_else(|e| e.into_inner());
+        match until {
+            Some(t) if Instant::now() < t => Some(self.epoch.load(Ordering::Acquire)),
+            _ => None,
+        }
+    }
+}
+
 /// A cheap, cloneable view of this instance's leadership, for the request
 /// path: [`Leadership::serving_epoch`] says whether to serve and with which
 /// fencing epoch.
@@ -39,11 +49,7 @@ pub struct Leadership(Arc<Shared>);
 impl Leadership {
     /// `Some(epoch)` while this instance leads and its lease is valid.
     pub fn serving_epoch(&self) -> Option<u64> {
-        let until = *self.0.serve_until.lock().unwrap_or_else(|e| e.into_inner());
-        match until {
-            Some(t) if Instant::now() < t => Some(self.0.epoch.load(Ordering::Acquire)),
-            _ => None,
-        }
+        self.0.serving_epoch()
     }
 
     /// The current role as last decided by the election task.
@@ -343,7 +349,7 @@ impl Campaign {
             }
             next += self.config.renew_interval;
             if self.shared.renewals_paused.load(Ordering::SeqCst) {
-                if self.shared_serving().is_none() {
+                if self.shared.serving_epoch().is_none() {
                     warn!(
                         epoch,
                         "lease ran out while renewals were paused; stepping down"
@@ -379,7 +385,7 @@ impl Campaign {
                         Ok(Err(e)) => e.to_string(),
                         _ => "timed out".to_owned(),
                     };
-                    if self.shared_serving().is_none() {
+                    if self.shared.serving_epoch().is_none() {
                         warn!(epoch, error = %why, "could not renew the lease in time; stepping down");
                         self.step_down(None);
                         return;
@@ -388,10 +394,6 @@ impl Campaign {
                 }
             }
         }
-    }
-
-    fn shared_serving(&self) -> Option<u64> {
-        Leadership(self.shared.clone()).serving_epoch()
     }
 
     async fn pause(&self, failures: &mut u32) -> bool {

@@ -280,6 +280,20 @@ impl RpcClient {
         Ok(reply)
     }
 
+    /// The connection's registry view (started on first use), or the call's
+    /// timeout error when it cannot be had before `deadline`.
+    async fn registry_view(
+        &self,
+        deadline: Instant,
+        timed_out: impl FnOnce() -> RpcError,
+    ) -> Result<Arc<crate::registry::cache::RegistryCache>, RpcError> {
+        match tokio::time::timeout_at(deadline, self.conn.registry_cache()).await {
+            Ok(Ok(cache)) => Ok(cache),
+            Ok(Err(e)) => Err(RpcError::Discovery(e.into())),
+            Err(_) => Err(timed_out()),
+        }
+    }
+
     fn deadline(&self, opts: &CallOptions) -> Duration {
         opts.timeout
             .unwrap_or(self.conn.config().nats.request_timeout)
@@ -333,11 +347,7 @@ impl RpcClient {
             subject: subjects::rpc_subject(service, method),
             timeout,
         };
-        let cache = match tokio::time::timeout_at(deadline, self.conn.registry_cache()).await {
-            Ok(Ok(cache)) => cache,
-            Ok(Err(e)) => return Err(RpcError::Discovery(e.into())),
-            Err(_) => return Err(timed_out()),
-        };
+        let cache = self.registry_view(deadline, timed_out).await?;
         let view = cache.shared();
         let mut changes = view.subscribe();
         let mut tried: Vec<String> = Vec::new();
@@ -382,11 +392,7 @@ impl RpcClient {
             if remaining.is_zero() {
                 return Err(last_err.unwrap_or_else(timed_out));
             }
-            let attempt = if opts.idempotent {
-                opts.attempt_timeout.unwrap_or(timeout / 3).min(remaining)
-            } else {
-                remaining
-            };
+            let attempt = attempt_timeout(opts, timeout, remaining);
             let subject = subjects::rpc_instance_subject(service, &leader.instance_id, method);
             let result = self
                 .send::<Res>(
@@ -462,11 +468,7 @@ impl RpcClient {
             subject: subjects::rpc_subject(service, method),
             timeout,
         };
-        let cache = match tokio::time::timeout_at(deadline, self.conn.registry_cache()).await {
-            Ok(Ok(cache)) => cache,
-            Ok(Err(e)) => return Err(RpcError::Discovery(e.into())),
-            Err(_) => return Err(timed_out()),
-        };
+        let cache = self.registry_view(deadline, timed_out).await?;
         let view = cache.shared();
         // Instances this call already tried; allocated only on a retry.
         let mut tried: Vec<Arc<str>> = Vec::new();
@@ -506,11 +508,7 @@ impl RpcClient {
                 return Err(last_err.unwrap_or_else(timed_out));
             }
             let remaining = deadline - started;
-            let attempt = if opts.idempotent {
-                opts.attempt_timeout.unwrap_or(timeout / 3).min(remaining)
-            } else {
-                remaining
-            };
+            let attempt = attempt_timeout(opts, timeout, remaining);
             let subject = subjects::rpc_instance_subject(service, &member.id, method);
             let in_flight = member.stats.start();
             let result = self
@@ -614,6 +612,17 @@ impl RpcClient {
             }
         };
         decode_reply(subject, message, encoding)
+    }
+}
+
+/// The deadline of one attempt: an idempotent call may move on to another
+/// instance after a share of its timeout; any other call waits for its one
+/// attempt until the overall deadline.
+fn attempt_timeout(opts: &CallOptions, timeout: Duration, remaining: Duration) -> Duration {
+    if opts.idempotent {
+        opts.attempt_timeout.unwrap_or(timeout / 3).min(remaining)
+    } else {
+        remaining
     }
 }
 

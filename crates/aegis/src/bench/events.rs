@@ -11,7 +11,6 @@
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use aegis_sdk::{AegisConfig, Connection};
-use anyhow::Context;
 use clap::Args;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -62,20 +61,9 @@ struct PriceUpdated {
 /// # Errors
 /// When the server cannot start or a publish fails.
 pub async fn run(args: EventsBenchArgs) -> anyhow::Result<Report> {
-    anyhow::ensure!(
-        args.batch > 0 && args.calls >= args.batch,
-        "--calls must be at least --batch (> 0)"
-    );
-    anyhow::ensure!(
-        args.concurrency > 0 && args.rounds > 0,
-        "--concurrency and --rounds must be positive"
-    );
+    super::check_sizes(args.calls, args.batch, args.concurrency, args.rounds)?;
     let started = chrono::Utc::now();
-    let nats = tokio::task::spawn_blocking(aegis_testkit::NatsServer::start)
-        .await?
-        .context(
-            "starting nats-server for the benchmark (run `make bootstrap` if it is missing)",
-        )?;
+    let nats = super::start_server().await?;
     let url = nats.url();
     let sdk = Connection::connect(AegisConfig::with_servers(&url)).await?;
     sdk.events().ensure_stream().await?;

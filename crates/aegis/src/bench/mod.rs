@@ -31,6 +31,38 @@ pub(crate) fn progress(total: u64, what: &str) -> ProgressBar {
     bar
 }
 
+/// Starts the benchmark's own nats-server (on free ports, removed on drop).
+///
+/// # Errors
+/// When no suitable nats-server is installed or it does not start.
+pub(crate) async fn start_server() -> anyhow::Result<aegis_testkit::NatsServer> {
+    use anyhow::Context;
+    tokio::task::spawn_blocking(aegis_testkit::NatsServer::start)
+        .await?
+        .context("starting nats-server for the benchmark (run `make bootstrap` if it is missing)")
+}
+
+/// Refuses sizes with which the alternating phases cannot run.
+///
+/// # Errors
+/// Names the flag to fix.
+pub(crate) fn check_sizes(
+    calls: usize,
+    batch: usize,
+    concurrency: usize,
+    rounds: usize,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        batch > 0 && calls >= batch,
+        "--calls must be at least --batch (> 0)"
+    );
+    anyhow::ensure!(
+        concurrency > 0 && rounds > 0,
+        "--concurrency and --rounds must be positive"
+    );
+    Ok(())
+}
+
 /// The two sides of every comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {

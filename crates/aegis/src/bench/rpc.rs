@@ -192,20 +192,9 @@ const INSTANCE: &str = "bench-1";
 /// # Errors
 /// When the server cannot start or a call fails.
 pub async fn run(args: RpcBenchArgs) -> anyhow::Result<Report> {
-    anyhow::ensure!(
-        args.batch > 0 && args.calls >= args.batch,
-        "--calls must be at least --batch (> 0)"
-    );
-    anyhow::ensure!(
-        args.concurrency > 0 && args.rounds > 0,
-        "--concurrency and --rounds must be positive"
-    );
+    super::check_sizes(args.calls, args.batch, args.concurrency, args.rounds)?;
     let started = chrono::Utc::now();
-    let nats = tokio::task::spawn_blocking(aegis_testkit::NatsServer::start)
-        .await?
-        .context(
-            "starting nats-server for the benchmark (run `make bootstrap` if it is missing)",
-        )?;
+    let nats = super::start_server().await?;
     let url = nats.url();
 
     // Responders, each on its own connection like a separate process.

@@ -22,7 +22,6 @@ pub mod sticky;
 
 use std::{path::PathBuf, time::Duration};
 
-use anyhow::Context;
 use clap::{ArgGroup, Args};
 
 use self::{fleet::Fleet, outcome::Outcome};
@@ -90,11 +89,7 @@ pub struct FailoverBenchArgs {
 /// # Errors
 /// When the server or an instance cannot start, or the run is interrupted.
 pub async fn run(args: FailoverBenchArgs) -> anyhow::Result<Outcome> {
-    let nats = tokio::task::spawn_blocking(aegis_testkit::NatsServer::start)
-        .await?
-        .context(
-            "starting nats-server for the benchmark (run `make bootstrap` if it is missing)",
-        )?;
+    let nats = super::start_server().await?;
     let url = nats.url();
     let interrupted = crate::shutdown::on_signals();
     let bench = async {
