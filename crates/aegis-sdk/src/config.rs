@@ -210,7 +210,7 @@ pub struct AegisConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file, an environment variable or a value failed to parse.
-    #[error("invalid configuration: {0}")]
+    #[error("invalid configuration")]
     Parse(#[source] Box<figment::Error>),
     /// The configuration file does not exist.
     #[error("configuration file {0} does not exist")]
