@@ -30,6 +30,9 @@ use crate::{
 /// The least time the registry view gets for its initial load.
 const MIN_REGISTRY_LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long [`Connection::drain`] waits to hand a drain request to a client.
+const DRAIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The oldest nats-server the SDK accepts.
 pub const MIN_SERVER_VERSION: semver::Version = semver::Version::new(2, 11, 0);
 
@@ -269,7 +272,9 @@ impl Connection {
     }
 
     /// Flushes and closes every pooled client after their subscriptions
-    /// drain: the last step of a graceful shutdown.
+    /// drain: the last step of a graceful shutdown. Bounded: a client
+    /// without a server is skipped (what it had not sent is dropped, and
+    /// that is logged once), so a stop never waits for a reconnect.
     ///
     /// # Errors
     /// The first client error met; the other clients are drained anyway.
@@ -280,11 +285,28 @@ impl Connection {
         }
         self.inner.draining.store(true, Ordering::Relaxed);
         let mut first_err = None;
+        let mut unreachable = 0;
         for client in &self.inner.clients {
-            if let Err(e) = client.drain().await {
-                warn!(error = %e, "draining a NATS client failed");
-                first_err.get_or_insert(e);
+            if client.connection_state() != async_nats::connection::State::Connected {
+                // Nothing can be flushed to a server that is gone, and the
+                // drain request could wait for a reconnect that never comes.
+                unreachable += 1;
+                continue;
             }
+            match tokio::time::timeout(DRAIN_REQUEST_TIMEOUT, client.drain()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    warn!(error = %e, "draining a NATS client failed");
+                    first_err.get_or_insert(e);
+                }
+                Err(_) => unreachable += 1,
+            }
+        }
+        if unreachable > 0 {
+            warn!(
+                clients = unreachable,
+                "could not drain: NATS unreachable; messages not yet sent are dropped"
+            );
         }
         first_err.map_or(Ok(()), Err)
     }
