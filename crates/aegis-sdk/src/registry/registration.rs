@@ -51,6 +51,9 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(3);
 /// Default number of failed writes in a row before the instance reports
 /// itself UNHEALTHY.
 pub const DEFAULT_UNHEALTHY_AFTER: u32 = 3;
+/// The record's metadata key naming the NATS connection the instance is
+/// served over ([`Connection::connection_name`]).
+pub const METADATA_CONNECTION: &str = "natsConnection";
 /// The shortest TTL the server accepts.
 pub const MIN_TTL: Duration = Duration::from_secs(1);
 
@@ -220,8 +223,14 @@ impl RegistrationBuilder {
     /// (before any I/O); bucket errors from
     /// [`ensure_registry_bucket`](super::ensure_registry_bucket);
     /// [`RegistryError::Write`] when the first write fails.
-    pub async fn start(self) -> Result<Registration, RegistryError> {
+    pub async fn start(mut self) -> Result<Registration, RegistryError> {
         self.options.validate()?;
+        // Lets a monitor match the server's disconnect advisory for this
+        // connection to the record, and show a crash at once.
+        self.record
+            .metadata
+            .entry(METADATA_CONNECTION)
+            .or_insert_with(|| self.conn.connection_name().into());
         names::validate_service_name(&self.record.service_name)?;
         names::validate_instance_id(&self.record.instance_id)?;
         self.record.validate()?;
