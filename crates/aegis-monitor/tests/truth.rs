@@ -29,10 +29,13 @@ async fn child_instance() {
     let parts: Vec<&str> = spec.split(',').collect();
     let (url, service, id, group) = (parts[0], parts[1], parts[2], parts[3]);
     let conn = common::connect(url).await;
-    let mut builder = conn
-        .service(service, "1.0.0")
-        .instance_id(id)
-        .handler("ping", |_: Value| async move { Ok(serde_json::json!("pong")) });
+    let mut builder =
+        conn.service(service, "1.0.0")
+            .instance_id(id)
+            .handler(
+                "ping",
+                |_: Value| async move { Ok(serde_json::json!("pong")) },
+            );
     if group != "-" {
         builder = builder.single_active(group);
     }
@@ -100,10 +103,14 @@ async fn a_leader_sigkill_never_shows_two_active_and_the_dead_leader_is_down_at_
             )
         })
         .collect();
-    eventually(Duration::from_secs(30), "three instances, one leader", || async {
-        let list = instances(&h, service).await;
-        list.len() == 3 && active_ids(&list).len() == 1
-    })
+    eventually(
+        Duration::from_secs(30),
+        "three instances, one leader",
+        || async {
+            let list = instances(&h, service).await;
+            list.len() == 3 && active_ids(&list).len() == 1
+        },
+    )
     .await;
 
     for round in 0..2 {
@@ -147,7 +154,10 @@ async fn a_leader_sigkill_never_shows_two_active_and_the_dead_leader_is_down_at_
             if new_leader_after.is_none()
                 && let Some(new) = active.first().filter(|id| **id != leader)
             {
-                let shown = list.iter().find(|i| i["instanceId"] == new.as_str()).unwrap();
+                let shown = list
+                    .iter()
+                    .find(|i| i["instanceId"] == new.as_str())
+                    .unwrap();
                 assert!(shown["epoch"].as_u64().unwrap() > epoch, "{shown}");
                 new_leader_after = Some(killed.elapsed());
             }
@@ -159,7 +169,10 @@ async fn a_leader_sigkill_never_shows_two_active_and_the_dead_leader_is_down_at_
             "round {round}: leader {leader} shown down after {down_after:?}, new leader after {new_leader_after:?} ({polls} polls, never two ACTIVE)"
         );
         assert!(down_after < Duration::from_secs(1), "{down_after:?}");
-        assert!(new_leader_after < Duration::from_secs(2), "{new_leader_after:?}");
+        assert!(
+            new_leader_after < Duration::from_secs(2),
+            "{new_leader_after:?}"
+        );
         // Back to three for the next round.
         children.insert(
             leader.clone(),
@@ -228,13 +241,21 @@ async fn without_system_account_access_the_leader_is_still_the_key_holder() {
     let url = h.nats.url();
     let mut a = ChildInstance::spawn(&url, service, "a", Some("default"));
     let mut b = ChildInstance::spawn(&url, service, "b", Some("default"));
-    eventually(Duration::from_secs(30), "two instances, one leader", || async {
-        let list = instances(&h, service).await;
-        list.len() == 2 && active_ids(&list).len() == 1
-    })
+    eventually(
+        Duration::from_secs(30),
+        "two instances, one leader",
+        || async {
+            let list = instances(&h, service).await;
+            list.len() == 2 && active_ids(&list).len() == 1
+        },
+    )
     .await;
     let leader = active_ids(&instances(&h, service).await).remove(0);
-    if leader == "a" { a.kill() } else { b.kill() }
+    if leader == "a" {
+        a.kill()
+    } else {
+        b.kill()
+    }
     let killed = Instant::now();
     let mut saw_deposed = false;
     while killed.elapsed() < Duration::from_secs(4) {

@@ -211,7 +211,13 @@ async fn graceful_stop_deregisters_before_it_stops_serving() {
     )
     .await;
     assert!(
-        matches!(removal, RegistryChange::Removed { reason: RemovalReason::Deregistered, .. }),
+        matches!(
+            removal,
+            RegistryChange::Removed {
+                reason: RemovalReason::Deregistered,
+                ..
+            }
+        ),
         "{removal:?}"
     );
     // Deregistered while the request still runs: discovery stopped first.
@@ -264,7 +270,13 @@ async fn a_sigkilled_instance_disappears_after_its_ttl() {
     )
     .await;
     assert!(
-        matches!(removal, RegistryChange::Removed { reason: RemovalReason::Expired, .. }),
+        matches!(
+            removal,
+            RegistryChange::Removed {
+                reason: RemovalReason::Expired,
+                ..
+            }
+        ),
         "{removal:?}"
     );
     let gone_after = killed.elapsed();
@@ -311,7 +323,13 @@ async fn a_deleted_key_is_registered_again() {
     )
     .await;
     assert!(
-        matches!(removal, RegistryChange::Removed { reason: RemovalReason::Deleted, .. }),
+        matches!(
+            removal,
+            RegistryChange::Removed {
+                reason: RemovalReason::Deleted,
+                ..
+            }
+        ),
         "{removal:?}"
     );
     next_change(

@@ -94,7 +94,12 @@ pub fn render(instances: &[InstanceView], now: chrono::DateTime<chrono::Utc>) ->
             (None, _, _) => "load-balanced".to_owned(),
         };
         let role = match v.status_reason {
-            Some(r) if !matches!(r, StatusReason::Disconnected | StatusReason::Deposed | StatusReason::Degraded) => {
+            Some(r)
+                if !matches!(
+                    r,
+                    StatusReason::Disconnected | StatusReason::Deposed | StatusReason::Degraded
+                ) =>
+            {
                 format!("{role} ({})", r.as_str())
             }
             _ => role,

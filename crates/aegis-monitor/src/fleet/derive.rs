@@ -217,13 +217,17 @@ mod tests {
         assert_eq!(d.status, InstanceStatus::Unhealthy);
         assert_eq!(d.reason, Some(StatusReason::Disconnected));
         let p = record("p1", InstanceStatus::Active, None);
-        assert_eq!(derive(&p, None, true).reason, Some(StatusReason::Disconnected));
+        assert_eq!(
+            derive(&p, None, true).reason,
+            Some(StatusReason::Disconnected)
+        );
     }
 
     #[test]
     fn plain_records_keep_their_status_and_reason() {
         let mut r = record("p1", InstanceStatus::Unhealthy, None);
-        r.metadata.insert("statusReason".into(), "health_check".into());
+        r.metadata
+            .insert("statusReason".into(), "health_check".into());
         let d = derive(&r, None, false);
         assert_eq!(d.status, InstanceStatus::Unhealthy);
         assert_eq!(d.reason, Some(StatusReason::HealthCheck));

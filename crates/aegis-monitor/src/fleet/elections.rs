@@ -48,7 +48,11 @@ pub(crate) fn change_of(entry: &kv::Entry) -> Option<LeaderChange> {
             // The winning write carries epoch 0 (its revision was not known
             // yet): its own revision is the epoch.
             .map(|r| {
-                let epoch = if r.epoch == 0 { entry.revision } else { r.epoch };
+                let epoch = if r.epoch == 0 {
+                    entry.revision
+                } else {
+                    r.epoch
+                };
                 (r.instance_id, epoch)
             }),
         Operation::Delete | Operation::Purge => None,

@@ -70,7 +70,7 @@ struct AdvisoryClient {
 /// Parses an advisory; `None` for anything unreadable or unnamed.
 pub(crate) fn parse(payload: &[u8], closed: bool) -> Option<ConnectionEvent> {
     let a: Advisory = serde_json::from_slice(payload).ok()?;
-    (!a.client.name.is_empty()).then(|| ConnectionEvent {
+    (!a.client.name.is_empty()).then_some(ConnectionEvent {
         name: a.client.name,
         connection: (a.server.id, a.client.id),
         closed,
@@ -244,7 +244,8 @@ mod tests {
         assert_eq!(e.name, "aegis-1-x");
         assert_eq!(e.connection, ("NDWF".to_owned(), 8));
         assert!(e.closed);
-        let unnamed = br#"{"timestamp":"2026-11-30T13:17:35Z","server":{"id":"S"},"client":{"id":1}}"#;
+        let unnamed =
+            br#"{"timestamp":"2026-11-30T13:17:35Z","server":{"id":"S"},"client":{"id":1}}"#;
         assert!(parse(unnamed, true).is_none());
         assert!(parse(b"not json", true).is_none());
     }

@@ -374,7 +374,9 @@ impl State {
 
     fn apply_leader(&mut self, change: LeaderChange) {
         let group_key = (change.service.clone(), change.group.clone());
-        let holder = change.holder.map(|(instance_id, epoch)| Holder { instance_id, epoch });
+        let holder = change
+            .holder
+            .map(|(instance_id, epoch)| Holder { instance_id, epoch });
         match self.leaders.get(&group_key) {
             Some((revision, _)) if *revision >= change.revision => return,
             Some((_, old)) if *old == holder => {
@@ -456,8 +458,7 @@ impl State {
         let mut view = self.shared.view.write().unwrap_or_else(|e| e.into_inner());
         let since = match view.get(key) {
             Some(old)
-                if old.instance.status == derived.status
-                    && old.status_reason == derived.reason =>
+                if old.instance.status == derived.status && old.status_reason == derived.reason =>
             {
                 old.status_since
             }
@@ -477,7 +478,10 @@ impl State {
         }
         view.insert(key.clone(), next.clone());
         drop(view);
-        let _ = self.shared.changes.send(FleetChange::Upserted(Box::new(next)));
+        let _ = self
+            .shared
+            .changes
+            .send(FleetChange::Upserted(Box::new(next)));
     }
 }
 

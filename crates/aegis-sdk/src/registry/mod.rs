@@ -38,9 +38,8 @@ pub use bucket::{
 pub use reader::{RegistryChange, RegistryReader, RemovalReason};
 pub(crate) use record::standard_metadata;
 pub use registration::{
-    DEFAULT_HEARTBEAT, DEFAULT_TTL, DEFAULT_UNHEALTHY_AFTER, HealthCheck, METADATA_CONNECTION, MIN_TTL,
-    Registration,
-    RegistrationBuilder, RegistrationHandle, RegistrationOptions,
+    DEFAULT_HEARTBEAT, DEFAULT_TTL, DEFAULT_UNHEALTHY_AFTER, HealthCheck, METADATA_CONNECTION,
+    MIN_TTL, Registration, RegistrationBuilder, RegistrationHandle, RegistrationOptions,
 };
 
 /// Why a registry operation failed.
