@@ -226,9 +226,11 @@ async fn a_sigkilled_non_leader_is_down_within_a_second() {
     assert!(other.body["statusReason"].is_null());
     let summary = h.get("/api/instances/health/summary", Some(VIEWER)).await;
     assert_eq!(summary.body["unhealthy"], 1, "{}", summary.body);
-    eventually(Duration::from_secs(10), "the record expires", || async {
-        h.get(path, Some(VIEWER)).await.status == 404
-    })
+    eventually(
+        Duration::from_secs(25),
+        "the record expires (15 s TTL)",
+        || async { h.get(path, Some(VIEWER)).await.status == 404 },
+    )
     .await;
 }
 
@@ -271,4 +273,38 @@ async fn without_system_account_access_the_leader_is_still_the_key_holder() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(saw_deposed, "the dead leader's record was shown as deposed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_instance_is_shown_unresponsive_until_it_beats_again() {
+    // SIGSTOP keeps the connection open (no advisory): the missing liveness
+    // beats tell, after three heartbeat intervals, not at the 15 s TTL.
+    let h = Harness::start_with_system_account().await;
+    let url = h.nats.url();
+    let child = ChildInstance::spawn(&url, "plain-service", "hung-1", None);
+    let path = "/api/instances/plain-service/hung-1";
+    eventually(Duration::from_secs(30), "registered", || async {
+        h.get(path, Some(VIEWER)).await.status == 200
+    })
+    .await;
+    let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let stopped = Instant::now();
+    eventually(Duration::from_secs(8), "shown unresponsive", || async {
+        h.get(path, Some(VIEWER)).await.body["statusReason"] == "unresponsive"
+    })
+    .await;
+    let after = stopped.elapsed();
+    eprintln!("SIGSTOPped instance shown unresponsive after {after:?}");
+    assert!(
+        after >= Duration::from_secs(2),
+        "{after:?}: not before three missed beats"
+    );
+    assert_eq!(h.get(path, Some(VIEWER)).await.body["status"], "UNHEALTHY");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    eventually(Duration::from_secs(5), "live again", || async {
+        let b = h.get(path, Some(VIEWER)).await.body;
+        b["status"] == "ACTIVE" && b["statusReason"].is_null()
+    })
+    .await;
 }

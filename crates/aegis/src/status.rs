@@ -75,6 +75,10 @@ pub fn render(instances: &[InstanceView], now: chrono::DateTime<chrono::Utc>) ->
                 let ago = (now - v.status_since).num_milliseconds().max(0) as f64 / 1000.0;
                 format!("down: connection closed {ago:.1}s ago (record expires with its TTL)")
             }
+            (_, _, Some(StatusReason::Unresponsive)) => {
+                let ago = (now - v.status_since).num_milliseconds().max(0) as f64 / 1000.0;
+                format!("unresponsive: no liveness beat for {ago:.1}s")
+            }
             (Some(g), _, Some(StatusReason::Deposed)) => match i.epoch {
                 Some(e) => format!("former leader of {g} (epoch {e}), deposed"),
                 None => format!("former leader of {g}, deposed"),
@@ -121,13 +125,18 @@ pub fn render(instances: &[InstanceView], now: chrono::DateTime<chrono::Utc>) ->
 
 #[cfg(test)]
 mod tests {
-    use aegis_monitor::fleet::{Holder, InstanceView, derive};
+    use aegis_monitor::fleet::{Holder, InstanceView, Liveness, derive};
     use aegis_sdk::contracts::models::{InstanceStatus, ServiceInstance};
 
     use super::render;
 
     fn view(record: ServiceInstance, holder: Option<&Holder>, down: bool) -> InstanceView {
-        let d = derive(&record, holder, down);
+        let liveness = if down {
+            Liveness::Disconnected
+        } else {
+            Liveness::Live
+        };
+        let d = derive(&record, holder, liveness);
         let mut instance = record.clone();
         instance.status = d.status;
         instance.epoch = d.epoch;

@@ -9,7 +9,9 @@
 //!
 //! 1. An instance whose NATS connection closed (the server's disconnect
 //!    advisory) is down: `UNHEALTHY`, reason `disconnected`, whatever its
-//!    record says. Its record expires with its TTL.
+//!    record says. Its record expires with its TTL. One whose liveness
+//!    beats stopped (hung, partitioned, or crashed where no advisory is
+//!    read) is `UNHEALTHY`, reason `unresponsive`, until they resume.
 //! 2. In a sticky group, the holder of the election key is the `ACTIVE`
 //!    instance, with the key's fencing epoch (a record that still says
 //!    STANDBY a few milliseconds after the election is shown as what it
@@ -31,6 +33,10 @@ pub enum StatusReason {
     /// Its NATS connection closed (the process died or was disconnected);
     /// the record stays until its TTL runs out.
     Disconnected,
+    /// Its liveness beats stopped (a hung or partitioned process, or a crash
+    /// seen without the server's advisories); shown until they resume or
+    /// the record expires.
+    Unresponsive,
     /// Its record claims ACTIVE in a sticky group whose election key another
     /// instance holds (a crashed or paused former leader).
     Deposed,
@@ -50,6 +56,7 @@ impl StatusReason {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Disconnected => "disconnected",
+            Self::Unresponsive => "unresponsive",
             Self::Deposed => "deposed",
             Self::HealthCheck => "health_check",
             Self::RegistryWrites => "registry_writes",
@@ -62,6 +69,7 @@ impl StatusReason {
     pub fn parse(s: &str) -> Option<StatusReason> {
         [
             Self::Disconnected,
+            Self::Unresponsive,
             Self::Deposed,
             Self::HealthCheck,
             Self::RegistryWrites,
@@ -71,6 +79,18 @@ impl StatusReason {
         .into_iter()
         .find(|r| r.as_str() == s)
     }
+}
+
+/// What the monitor knows of an instance's process, apart from its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Liveness {
+    /// Nothing says it is gone.
+    #[default]
+    Live,
+    /// Its NATS connection closed.
+    Disconnected,
+    /// Its liveness beats stopped.
+    Unresponsive,
 }
 
 /// The holder of a sticky group's election key, as last seen.
@@ -95,17 +115,22 @@ pub struct Derived {
 
 /// Applies the rule (see the module docs) to `record`, given the holder of
 /// its sticky group's key (`None`: no key, or not a sticky instance) and
-/// whether its connection is known to be closed.
-pub fn derive(record: &ServiceInstance, holder: Option<&Holder>, disconnected: bool) -> Derived {
+/// what is known of its process.
+pub fn derive(record: &ServiceInstance, holder: Option<&Holder>, liveness: Liveness) -> Derived {
     let own_reason = record
         .metadata
         .get("statusReason")
         .and_then(|v| v.as_str())
         .and_then(StatusReason::parse);
-    if disconnected {
+    let down = match liveness {
+        Liveness::Live => None,
+        Liveness::Disconnected => Some(StatusReason::Disconnected),
+        Liveness::Unresponsive => Some(StatusReason::Unresponsive),
+    };
+    if down.is_some() {
         return Derived {
             status: InstanceStatus::Unhealthy,
-            reason: Some(StatusReason::Disconnected),
+            reason: down,
             epoch: record.epoch,
         };
     }
@@ -174,7 +199,7 @@ mod tests {
                         ];
                         let active: Vec<_> = recs
                             .iter()
-                            .filter(|r| derive(r, h.as_ref(), false).status == Active)
+                            .filter(|r| derive(r, h.as_ref(), Liveness::Live).status == Active)
                             .map(|r| r.instance_id.clone())
                             .collect();
                         assert!(active.len() <= 1, "{a:?} {b:?} {c:?} {h:?}: {active:?}");
@@ -190,7 +215,7 @@ mod tests {
     #[test]
     fn a_record_claiming_active_without_the_key_is_deposed() {
         let r = record("o1", InstanceStatus::Active, Some("default"));
-        let d = derive(&r, Some(&holder("o2", 9)), false);
+        let d = derive(&r, Some(&holder("o2", 9)), Liveness::Live);
         assert_eq!(d.status, InstanceStatus::Unhealthy);
         assert_eq!(d.reason, Some(StatusReason::Deposed));
     }
@@ -199,13 +224,13 @@ mod tests {
     fn the_key_holder_is_active_with_the_keys_epoch() {
         let mut r = record("o2", InstanceStatus::Standby, Some("default"));
         r.epoch = Some(3);
-        let d = derive(&r, Some(&holder("o2", 9)), false);
+        let d = derive(&r, Some(&holder("o2", 9)), Liveness::Live);
         assert_eq!(d.status, InstanceStatus::Active);
         assert_eq!(d.epoch, Some(9));
         assert_eq!(d.reason, None);
         r.status = InstanceStatus::Unhealthy;
         assert_eq!(
-            derive(&r, Some(&holder("o2", 9)), false).reason,
+            derive(&r, Some(&holder("o2", 9)), Liveness::Live).reason,
             Some(StatusReason::Degraded)
         );
     }
@@ -213,12 +238,12 @@ mod tests {
     #[test]
     fn a_closed_connection_is_down_even_for_the_key_holder() {
         let r = record("o2", InstanceStatus::Active, Some("default"));
-        let d = derive(&r, Some(&holder("o2", 9)), true);
+        let d = derive(&r, Some(&holder("o2", 9)), Liveness::Disconnected);
         assert_eq!(d.status, InstanceStatus::Unhealthy);
         assert_eq!(d.reason, Some(StatusReason::Disconnected));
         let p = record("p1", InstanceStatus::Active, None);
         assert_eq!(
-            derive(&p, None, true).reason,
+            derive(&p, None, Liveness::Disconnected).reason,
             Some(StatusReason::Disconnected)
         );
     }
@@ -228,13 +253,18 @@ mod tests {
         let mut r = record("p1", InstanceStatus::Unhealthy, None);
         r.metadata
             .insert("statusReason".into(), "health_check".into());
-        let d = derive(&r, None, false);
+        let d = derive(&r, None, Liveness::Live);
         assert_eq!(d.status, InstanceStatus::Unhealthy);
         assert_eq!(d.reason, Some(StatusReason::HealthCheck));
         r.status = InstanceStatus::Active;
-        assert_eq!(derive(&r, None, false).reason, None);
+        assert_eq!(derive(&r, None, Liveness::Live).reason, None);
+        assert_eq!(
+            derive(&r, None, Liveness::Unresponsive).reason,
+            Some(StatusReason::Unresponsive)
+        );
         for reason in [
             StatusReason::Disconnected,
+            StatusReason::Unresponsive,
             StatusReason::Deposed,
             StatusReason::HealthCheck,
             StatusReason::RegistryWrites,

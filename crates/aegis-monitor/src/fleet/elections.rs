@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use aegis_contracts::subjects::ELECTIONS_BUCKET;
+use aegis_contracts::subjects::{self, ELECTIONS_BUCKET};
 use aegis_sdk::election::LeaderRecord;
 use async_nats::jetstream::kv::{self, Operation};
 use futures::StreamExt;
@@ -31,17 +31,9 @@ pub(crate) struct LeaderChange {
     pub(crate) holder: Option<(String, u64)>,
 }
 
-/// `sticky-active.{service}.{group}` → (service, group). Service names
-/// contain no dots, so the first dot after the prefix splits them.
-fn parse_key(key: &str) -> Option<(String, String)> {
-    let rest = key.strip_prefix(KEY_PREFIX)?;
-    let (service, group) = rest.split_once('.')?;
-    (!service.is_empty() && !group.is_empty()).then(|| (service.to_owned(), group.to_owned()))
-}
-
 /// Turns one KV entry into a change (`None` for keys outside the layout).
 pub(crate) fn change_of(entry: &kv::Entry) -> Option<LeaderChange> {
-    let (service, group) = parse_key(&entry.key)?;
+    let (service, group) = subjects::parse_election_key(&entry.key)?;
     let holder = match entry.operation {
         Operation::Put => serde_json::from_slice::<LeaderRecord>(&entry.value)
             .ok()
@@ -151,24 +143,5 @@ async fn open(store: &kv::Store) -> Option<kv::Watch> {
             warn!(error = %e, bucket = ELECTIONS_BUCKET, "cannot watch the election keys; retrying");
             None
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_split_into_service_and_group() {
-        assert_eq!(
-            parse_key("sticky-active.order-service.default"),
-            Some(("order-service".into(), "default".into()))
-        );
-        assert_eq!(
-            parse_key("sticky-active.order-service.eu.west"),
-            Some(("order-service".into(), "eu.west".into()))
-        );
-        assert_eq!(parse_key("sticky-active.order-service"), None);
-        assert_eq!(parse_key("other.key"), None);
     }
 }

@@ -7,6 +7,8 @@
 //! - `elections.rs`: one watch on `service_elections`, who holds each key.
 //! - `liveness.rs`: the NATS server's connect/disconnect advisories, read
 //!   from the system account when the monitor has its credentials.
+//! - `beats.rs`: the instances' liveness beats (core NATS), which tell a
+//!   hung process from a live one without waiting for the registry.
 //!
 //! One task owns the inputs (records from the registry reader, holders,
 //! connection states) and keeps a materialized view: every input change
@@ -18,25 +20,33 @@
 //! | failure | seen by | after |
 //! | --- | --- | --- |
 //! | crash, OOM kill, panic (connection closes) | disconnect advisory | milliseconds (with system account access) |
-//! | same, without system account access | registry TTL | the TTL (3 s by default) |
+//! | same, without system account access | missing liveness beats | 3 heartbeats (3 s by default) |
+//! | a hung or partitioned process | missing liveness beats | 3 heartbeats |
 //! | a leader replaced (crash, pause, hand-over) | election key change | milliseconds after the new leader's write |
-//! | a hung or partitioned process | registry TTL | the TTL |
 //! | a graceful stop | deregistration | milliseconds |
+//! | any of these, when nothing else told | registry TTL (removal) | the TTL (15 s by default) |
+//!
+//! A registry that cannot be written for a while (its stream electing a
+//! leader after a NATS node died) changes nothing: records outlive such a
+//! stall (their TTL is longer) and the beats, which need no JetStream, go on.
 
+mod beats;
 mod derive;
 mod elections;
 mod liveness;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{Arc, RwLock},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use aegis_contracts::{InstanceStatus, ServiceInstance};
 use aegis_sdk::{
     Connection,
-    registry::{METADATA_CONNECTION, RegistryChange, RegistryReader, RemovalReason},
+    registry::{
+        METADATA_CONNECTION, METADATA_HEARTBEAT_MS, RegistryChange, RegistryReader, RemovalReason,
+    },
 };
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -45,7 +55,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use utoipa::ToSchema;
 
-pub use derive::{Derived, Holder, StatusReason, derive};
+pub use derive::{Derived, Holder, Liveness, StatusReason, derive};
 pub use liveness::SystemAccessError;
 
 use crate::config::SystemAccount;
@@ -58,6 +68,11 @@ const CHANGES_CAPACITY: usize = 4096;
 /// safety net for a lagging change stream) and old connection states are
 /// forgotten.
 const RECONCILE_EVERY: Duration = Duration::from_secs(10);
+/// How often missing beats are looked for.
+const BEAT_CHECK: Duration = Duration::from_millis(250);
+/// Beat intervals without a beat (or a record write) after which an
+/// instance is unresponsive.
+const MISSED_BEATS: u32 = 3;
 
 /// One instance as the views show it: its registry record with `status` and
 /// `epoch` replaced by the derived ones, plus what the record itself said
@@ -121,6 +136,9 @@ pub enum FleetError {
     /// The election bucket could not be opened.
     #[error("cannot follow the election keys")]
     Elections(#[source] aegis_sdk::election::ElectionError),
+    /// The liveness beats could not be subscribed to.
+    #[error("cannot subscribe to the liveness beats")]
+    Beats(#[source] async_nats::SubscribeError),
     /// System account credentials were given but do not work.
     #[error(transparent)]
     System(#[from] SystemAccessError),
@@ -183,6 +201,10 @@ impl Fleet {
         )
         .await
         .map_err(FleetError::Elections)?;
+        let (beats_tx, beats_rx) = mpsc::unbounded_channel();
+        beats::follow(conn.client().clone(), beats_tx, cancel.clone(), tasks)
+            .await
+            .map_err(FleetError::Beats)?;
         let (conns_tx, conns_rx) = mpsc::unbounded_channel();
         let system_conn = match system {
             Some(account) => Some(
@@ -209,11 +231,20 @@ impl Fleet {
             advisories: system_conn.is_some(),
             system_conn,
         });
+        let client = conn.client().clone();
         let mut state = State {
             shared: shared.clone(),
             records: HashMap::new(),
             leaders: HashMap::new(),
             conns: ConnectionStates::default(),
+            beats: HashMap::new(),
+            unresponsive: HashSet::new(),
+            listening_since: Instant::now(),
+            connects: client
+                .statistics()
+                .connects
+                .load(std::sync::atomic::Ordering::Relaxed),
+            client,
         };
         while let Ok(change) = leaders_rx.try_recv() {
             state.apply_leader(change);
@@ -221,7 +252,14 @@ impl Fleet {
         for record in registry.all() {
             state.upsert(record);
         }
-        tasks.spawn(state.run(registry, registry_changes, leaders_rx, conns_rx, cancel));
+        tasks.spawn(state.run(
+            registry,
+            registry_changes,
+            leaders_rx,
+            conns_rx,
+            beats_rx,
+            cancel,
+        ));
         Ok(Fleet { shared })
     }
 
@@ -307,6 +345,17 @@ struct State {
     /// Per (service, group): the key's revision and holder.
     leaders: HashMap<Key, (u64, Option<Holder>)>,
     conns: ConnectionStates,
+    /// Last sign of life per instance: a beat or a record write.
+    beats: HashMap<Key, Instant>,
+    /// Instances whose beats stopped.
+    unresponsive: HashSet<Key>,
+    /// Since when this monitor's own connection has been up without a break
+    /// (missing beats count only from then: its own reconnect is no
+    /// instance's fault).
+    listening_since: Instant,
+    /// The client's reconnect count at the last check.
+    connects: u64,
+    client: async_nats::Client,
 }
 
 impl State {
@@ -316,9 +365,12 @@ impl State {
         registry_changes: impl futures::Stream<Item = RegistryChange> + Send,
         mut leaders: mpsc::UnboundedReceiver<LeaderChange>,
         mut conns: mpsc::UnboundedReceiver<ConnectionEvent>,
+        mut beats: mpsc::UnboundedReceiver<Key>,
         cancel: CancellationToken,
     ) {
         futures::pin_mut!(registry_changes);
+        let mut beat_check = tokio::time::interval(BEAT_CHECK);
+        beat_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
         reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         reconcile.tick().await;
@@ -334,6 +386,8 @@ impl State {
                     None => return,
                 },
                 Some(change) = leaders.recv() => self.apply_leader(change),
+                Some(key) = beats.recv() => self.beat(key),
+                _ = beat_check.tick() => self.check_beats(),
                 event = conns.recv(), if conns_open => match event {
                     Some(event) => self.apply_connection(&event),
                     None => conns_open = false,
@@ -349,12 +403,55 @@ impl State {
     fn upsert(&mut self, record: ServiceInstance) {
         let key = (record.service_name.clone(), record.instance_id.clone());
         self.records.insert(key.clone(), record);
+        // A record write is a sign of life too.
+        self.beats.insert(key.clone(), Instant::now());
+        self.unresponsive.remove(&key);
         self.refresh(&key);
+    }
+
+    fn beat(&mut self, key: Key) {
+        if !self.records.contains_key(&key) {
+            return;
+        }
+        self.beats.insert(key.clone(), Instant::now());
+        if self.unresponsive.remove(&key) {
+            self.refresh(&key);
+        }
+    }
+
+    /// Marks instances whose beats stopped, and takes care that this
+    /// monitor's own reconnect does not count against them.
+    fn check_beats(&mut self) {
+        use std::sync::atomic::Ordering;
+        let connects = self.client.statistics().connects.load(Ordering::Relaxed);
+        let connected = self.client.connection_state() == async_nats::connection::State::Connected;
+        if !connected || connects != self.connects {
+            self.connects = connects;
+            self.listening_since = Instant::now();
+            return;
+        }
+        let now = Instant::now();
+        let stale: Vec<Key> = self
+            .records
+            .iter()
+            .filter(|(k, _)| !self.unresponsive.contains(*k))
+            .filter_map(|(k, r)| {
+                let interval = beat_interval(r)?;
+                let last = (*self.beats.get(k)?).max(self.listening_since);
+                (now.duration_since(last) > interval * MISSED_BEATS).then(|| k.clone())
+            })
+            .collect();
+        for key in stale {
+            self.unresponsive.insert(key.clone());
+            self.refresh(&key);
+        }
     }
 
     fn remove(&mut self, service: String, instance_id: String, reason: RemovalReason) {
         let key = (service, instance_id);
         self.records.remove(&key);
+        self.beats.remove(&key);
+        self.unresponsive.remove(&key);
         let removed = self
             .shared
             .view
@@ -451,7 +548,14 @@ impl State {
                 .and_then(|(_, h)| h.as_ref())
         });
         let closed_at = connection_of(record).and_then(|name| self.conns.closed_at(name));
-        let derived = derive(record, holder, closed_at.is_some());
+        let liveness = if closed_at.is_some() {
+            Liveness::Disconnected
+        } else if self.unresponsive.contains(key) {
+            Liveness::Unresponsive
+        } else {
+            Liveness::Live
+        };
+        let derived = derive(record, holder, liveness);
         let mut instance = record.clone();
         instance.status = derived.status;
         instance.epoch = derived.epoch;
@@ -483,6 +587,13 @@ impl State {
             .changes
             .send(FleetChange::Upserted(Box::new(next)));
     }
+}
+
+/// The beat interval a record announces (`metadata.heartbeatMs`); `None`
+/// for records of instances that do not beat.
+fn beat_interval(record: &ServiceInstance) -> Option<Duration> {
+    let ms = record.metadata.get(METADATA_HEARTBEAT_MS)?.as_u64()?;
+    (ms > 0).then(|| Duration::from_millis(ms).max(Duration::from_millis(250)))
 }
 
 /// The NATS connection name a record says its instance serves over.

@@ -39,7 +39,8 @@ pub use reader::{RegistryChange, RegistryReader, RemovalReason};
 pub(crate) use record::standard_metadata;
 pub use registration::{
     DEFAULT_HEARTBEAT, DEFAULT_TTL, DEFAULT_UNHEALTHY_AFTER, HealthCheck, METADATA_CONNECTION,
-    MIN_TTL, Registration, RegistrationBuilder, RegistrationHandle, RegistrationOptions,
+    METADATA_HEARTBEAT_MS, MIN_TTL, Registration, RegistrationBuilder, RegistrationHandle,
+    RegistrationOptions,
 };
 
 /// Why a registry operation failed.

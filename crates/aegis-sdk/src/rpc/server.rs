@@ -277,7 +277,9 @@ impl ServiceBuilder {
     }
 
     /// How long the record outlives the last heartbeat on the server
-    /// (default 3 s): the time a crashed instance stays listed.
+    /// (default 15 s, above a cluster's stream leader election): the
+    /// backstop for a hung or partitioned instance (a crash is seen at once
+    /// from the server's disconnect advisory and the missing beats).
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.registration.ttl = ttl;
         self
