@@ -119,7 +119,7 @@ async fn the_record_appears_with_the_right_fields() {
         )
         .await
         .unwrap();
-    assert_eq!(last.headers.get("Nats-TTL").unwrap().as_str(), "3000ms");
+    assert_eq!(last.headers.get("Nats-TTL").unwrap().as_str(), "15000ms");
     let config = &stream.cached_info().config;
     assert!(config.allow_message_ttl);
     assert!(config.subject_delete_marker_ttl.is_some());

@@ -113,6 +113,7 @@ async fn snapshots_events_and_config_reach_nats() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_config_answer_never_contains_secrets() {
     let nats = aegis_testkit::NatsServer::builder()
+        .accounts(false)
         .extra_args(vec!["--auth".into(), "s3cret-token".into()])
         .start()
         .unwrap();

@@ -15,6 +15,7 @@ use crate::support::{random_password, temp_dir, unique_suffix, with_port_retries
 #[derive(Debug, Clone)]
 pub struct NatsServerBuilder {
     jetstream: bool,
+    accounts: bool,
     binary: Option<PathBuf>,
     server_name: Option<String>,
     extra_args: Vec<String>,
@@ -25,6 +26,7 @@ impl Default for NatsServerBuilder {
     fn default() -> Self {
         Self {
             jetstream: true,
+            accounts: true,
             binary: None,
             server_name: None,
             extra_args: Vec::new(),
@@ -44,6 +46,26 @@ impl NatsServerBuilder {
     /// ```
     pub fn jetstream(mut self, enabled: bool) -> Self {
         self.jetstream = enabled;
+        self
+    }
+
+    /// Configures the application account (where clients without
+    /// credentials land) and the system account (the default), or none: a
+    /// plain anonymous server, for tests that set their own authentication
+    /// with [`extra_args`](Self::extra_args) (nats-server refuses `--auth`
+    /// together with accounts).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let server = aegis_testkit::NatsServer::builder()
+    ///     .accounts(false)
+    ///     .extra_args(vec!["--auth".into(), "a-token".into()])
+    ///     .start()?;
+    /// # Ok::<(), aegis_testkit::TestkitError>(())
+    /// ```
+    pub fn accounts(mut self, enabled: bool) -> Self {
+        self.accounts = enabled;
         self
     }
 
@@ -147,6 +169,7 @@ impl NatsServerBuilder {
                 jetstream: self.jetstream,
                 store_dir: dir.path().join("store"),
                 system_password: system_password.clone(),
+                accounts: self.accounts,
                 cluster: None,
             };
             let mut server = NatsServer::prepare(

@@ -62,6 +62,7 @@ impl NatsCluster {
                     jetstream: true,
                     store_dir: dir.path().join("store"),
                     system_password: system_password.clone(),
+                    accounts: true,
                     cluster: Some(ClusterConfig {
                         name: name.clone(),
                         port: node_ports[2],

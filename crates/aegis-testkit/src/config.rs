@@ -16,6 +16,8 @@ pub(crate) struct NodeConfig {
     pub(crate) cluster: Option<ClusterConfig>,
     /// Password of the system account's user [`SYSTEM_USER`].
     pub(crate) system_password: String,
+    /// Whether the accounts block is written at all.
+    pub(crate) accounts: bool,
 }
 
 /// The application account every client without credentials lands in.
@@ -52,7 +54,8 @@ impl NodeConfig {
         // Two accounts, as in the showcase: clients without credentials land
         // in the application account (`no_auth_user`), and a system account
         // lets tests read the server's connect/disconnect advisories.
-        out.push_str(&format!(
+        if self.accounts {
+            out.push_str(&format!(
             "accounts {{\n  {app}: {{ {js}users: [ {{ user: \"aegis\", password: {pw} }} ] }}\n  {sys}: {{ users: [ {{ user: {su}, password: {pw} }} ] }}\n}}\nsystem_account: {sys}\nno_auth_user: \"aegis\"\n",
             app = APP_ACCOUNT,
             sys = SYSTEM_ACCOUNT,
@@ -60,6 +63,7 @@ impl NodeConfig {
             js = if self.jetstream { "jetstream: enabled, " } else { "" },
             pw = quote(&self.system_password),
         ));
+        }
         if let Some(cluster) = &self.cluster {
             let routes: Vec<String> = cluster
                 .peer_ports
@@ -94,6 +98,7 @@ mod tests {
             jetstream: true,
             store_dir: "/tmp/x/store".into(),
             system_password: "pw".into(),
+            accounts: true,
             cluster: Some(ClusterConfig {
                 name: "c1".into(),
                 port: 6222,
@@ -118,8 +123,9 @@ mod tests {
             store_dir: "/tmp/s".into(),
             cluster: None,
             system_password: "pw".into(),
+            accounts: false,
         };
         assert!(!config.render().contains("jetstream"));
-        assert!(config.render().contains("system_account: SYS"));
+        assert!(!config.render().contains("accounts"));
     }
 }

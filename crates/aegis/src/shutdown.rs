@@ -17,10 +17,13 @@ pub fn on_signals_then(before_forced_exit: impl FnOnce() + Send + 'static) -> Ca
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        // One set of listeners for both signals: a listener created after
+        // the first signal would miss a second one sent right after it.
+        let mut signals = Signals::new();
+        signals.next().await;
         info!("shutdown requested; stopping (press Ctrl-C again to force)");
         t.cancel();
-        wait_for_signal().await;
+        signals.next().await;
         eprintln!("forced exit");
         before_forced_exit();
         std::process::exit(130);
@@ -28,25 +31,50 @@ pub fn on_signals_then(before_forced_exit: impl FnOnce() + Send + 'static) -> Ca
     token
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Ctrl-C and (on Unix) SIGTERM, listened to from creation on.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Signals {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            Signals {}
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+
+    /// The next Ctrl-C or SIGTERM.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                () = recv(&mut self.term) => {}
+                () = recv(&mut self.int) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

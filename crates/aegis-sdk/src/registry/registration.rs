@@ -748,7 +748,7 @@ mod tests {
             )
         };
         bad(RegistrationOptions {
-            heartbeat: Duration::from_secs(3),
+            heartbeat: DEFAULT_TTL,
             ..Default::default()
         });
         bad(RegistrationOptions {
