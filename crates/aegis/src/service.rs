@@ -42,6 +42,11 @@ pub struct ServiceArgs {
     /// For `echo`: run as a sticky single-active service in this group.
     #[arg(long)]
     pub single_active: Option<String>,
+    /// How long to keep trying to start while NATS, JetStream or a bucket
+    /// is not ready yet (a cluster electing its leaders, a stream being
+    /// created by another instance), e.g. `60s`; `0s` fails at once.
+    #[arg(long, env = "AEGIS_STARTUP_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub startup_timeout: std::time::Duration,
     /// Connection flags.
     #[command(flatten)]
     pub nats: NatsArgs,
@@ -56,9 +61,76 @@ enum Running {
 
 /// Runs the instance until `shutdown`.
 ///
+/// Start-up waits for what is not ready yet — no reachable server, a
+/// JetStream still electing its leaders, a bucket another instance is
+/// creating — retrying for up to `--startup-timeout`; a configuration that
+/// cannot work fails at once.
+///
 /// # Errors
-/// When NATS is unreachable or the service cannot start or stop cleanly.
+/// When the configuration is invalid, the service could not start within the
+/// start-up timeout, or it cannot stop cleanly.
 pub async fn run(args: ServiceArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + args.startup_timeout;
+    let mut pause = std::time::Duration::from_millis(200);
+    let mut attempts = 0u32;
+    let (conn, running) = loop {
+        attempts += 1;
+        let error = match start(&args).await {
+            Ok(started) => break started,
+            Err(e) => e,
+        };
+        if !transient(&error) {
+            return Err(error);
+        }
+        if tokio::time::Instant::now() + pause > deadline {
+            return Err(error.context(format!(
+                "not started within the start-up timeout ({}; {attempts} attempts)",
+                humantime::format_duration(args.startup_timeout)
+            )));
+        }
+        tracing::warn!(error = %format!("{error:#}"), attempt = attempts,
+            "cannot start yet (NATS or JetStream not ready?); retrying");
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(std::time::Duration::from_secs(2));
+    };
+    if attempts > 1 {
+        tracing::info!(attempts, "started after waiting for NATS");
+    }
+    let (service, instance) = match &running {
+        Running::Order(s) => (
+            s.service().name().to_owned(),
+            s.service().instance_id().to_owned(),
+        ),
+        Running::Pricing(s) => (
+            s.service().name().to_owned(),
+            s.service().instance_id().to_owned(),
+        ),
+        Running::Risk(s) => (
+            s.service().name().to_owned(),
+            s.service().instance_id().to_owned(),
+        ),
+        Running::Echo(s) => (s.name().to_owned(), s.instance_id().to_owned()),
+    };
+    if let Some(forwarder) = crate::cli::LOG_FORWARDER.get() {
+        forwarder.attach(conn.client().clone(), &service, &instance);
+    }
+    eprintln!("{service} instance {instance} started; Ctrl-C or SIGTERM stops it gracefully");
+    shutdown.cancelled().await;
+    let stopped = match running {
+        Running::Order(s) => settle_trading(s.shutdown().await),
+        Running::Pricing(s) => settle_trading(s.shutdown().await),
+        Running::Risk(s) => settle_trading(s.shutdown().await),
+        Running::Echo(s) => settle(s.shutdown().await),
+    };
+    conn.drain().await.ok();
+    stopped
+}
+
+/// One attempt to connect and start the instance.
+async fn start(args: &ServiceArgs) -> anyhow::Result<(aegis_sdk::Connection, Running)> {
     let conn = args.nats.connect().await?;
     let id = args.instance_id.clone();
     let running = match args.kind {
@@ -109,34 +181,47 @@ pub async fn run(args: ServiceArgs, shutdown: CancellationToken) -> anyhow::Resu
             Running::Echo(builder.start().await.context("starting echo-service")?)
         }
     };
-    let (service, instance) = match &running {
-        Running::Order(s) => (
-            s.service().name().to_owned(),
-            s.service().instance_id().to_owned(),
-        ),
-        Running::Pricing(s) => (
-            s.service().name().to_owned(),
-            s.service().instance_id().to_owned(),
-        ),
-        Running::Risk(s) => (
-            s.service().name().to_owned(),
-            s.service().instance_id().to_owned(),
-        ),
-        Running::Echo(s) => (s.name().to_owned(), s.instance_id().to_owned()),
-    };
-    if let Some(forwarder) = crate::cli::LOG_FORWARDER.get() {
-        forwarder.attach(conn.client().clone(), &service, &instance);
+    Ok((conn, running))
+}
+
+/// Whether a start-up failure may pass by itself (something not ready yet)
+/// rather than need a fix (a bad name, a bad option, a server too old).
+fn transient(error: &anyhow::Error) -> bool {
+    use aegis_sdk::ConnectError;
+    for cause in error.chain() {
+        if let Some(e) = cause.downcast_ref::<ConnectError>() {
+            return matches!(
+                e,
+                ConnectError::Connect { .. } | ConnectError::JetStreamUnavailable { .. }
+            );
+        }
+        if let Some(e) = cause.downcast_ref::<TradingError>() {
+            return match e {
+                TradingError::InvalidOptions(_) => false,
+                TradingError::Service(s) => !permanent(s),
+                _ => true,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<ServiceError>() {
+            return !permanent(e);
+        }
     }
-    eprintln!("{service} instance {instance} started; Ctrl-C or SIGTERM stops it gracefully");
-    shutdown.cancelled().await;
-    let stopped = match running {
-        Running::Order(s) => settle_trading(s.shutdown().await),
-        Running::Pricing(s) => settle_trading(s.shutdown().await),
-        Running::Risk(s) => settle_trading(s.shutdown().await),
-        Running::Echo(s) => settle(s.shutdown().await),
-    };
-    conn.drain().await.ok();
-    stopped
+    false
+}
+
+fn permanent(e: &ServiceError) -> bool {
+    use aegis_sdk::registry::RegistryError;
+    match e {
+        ServiceError::Registry(r) => matches!(
+            r,
+            RegistryError::InvalidName(_)
+                | RegistryError::InvalidRecord(_)
+                | RegistryError::InvalidOptions(_)
+                | RegistryError::BucketUnusable { .. }
+        ),
+        ServiceError::Nats(_) | ServiceError::Election(_) => false,
+        _ => true,
+    }
 }
 
 /// A stop whose only failure was the registry record's removal went as

@@ -25,6 +25,10 @@ pub struct NatsNode {
     pub monitor_port: u16,
     /// Its directory (config, JetStream store).
     pub dir: PathBuf,
+    /// Its log file (written by the supervisor, appended to across runs).
+    pub log: PathBuf,
+    /// Where this run's part of the log starts.
+    pub log_from: u64,
 }
 
 impl NatsNode {
@@ -41,16 +45,28 @@ impl NatsNode {
 
 /// Lays out `count` nodes from `base_port` (clients), `base_port + 2000`
 /// (routes) and `base_port + 4000` (monitoring).
+///
+/// Each topology keeps its own data (`nats/single/n1`, `nats/cluster/n1`…):
+/// a cluster's R3 streams cannot be loaded by a single node ("replicas > 1
+/// not supported in non-clustered mode") nor a single node's R1 streams
+/// joined into a cluster, so switching between `aegis up` and
+/// `aegis up --single-node` on one state directory switches data sets
+/// instead of failing.
 pub fn plan(state_dir: &Path, count: usize, base_port: u16) -> Vec<NatsNode> {
+    let topology = if count == 1 { "single" } else { "cluster" };
     (0..count)
         .map(|i| {
             let i16 = u16::try_from(i).unwrap_or(0);
+            let name = format!("n{}", i + 1);
+            let log = state_dir.join("logs").join(format!("nats-{name}.log"));
             NatsNode {
-                name: format!("n{}", i + 1),
+                log_from: std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0),
                 client_port: base_port + i16,
                 cluster_port: base_port + 2000 + i16,
                 monitor_port: base_port + 4000 + i16,
-                dir: state_dir.join("nats").join(format!("n{}", i + 1)),
+                dir: state_dir.join("nats").join(topology).join(&name),
+                log,
+                name,
             }
         })
         .collect()
@@ -139,17 +155,74 @@ pub async fn wait_healthy(nodes: &[NatsNode], timeout: Duration) -> anyhow::Resu
             if http_status(node.monitor_port, "/healthz").await == Some(200) {
                 break;
             }
-            if tokio::time::Instant::now() > deadline {
+            // A fatal error ends the process, and a stream the server cannot
+            // load keeps it unhealthy for good: say so now, not at the
+            // timeout.
+            let fatal: Vec<String> = log_problems(node)
+                .into_iter()
+                .filter(|l| l.contains("[FTL]") || l.contains("Error recreating stream"))
+                .collect();
+            if !fatal.is_empty() {
+                let hint = if fatal
+                    .iter()
+                    .any(|l| l.contains("replicas > 1 not supported"))
+                {
+                    format!(
+                        "\nIts store ({}) holds a cluster's replicated streams, which one node cannot load. \
+                         Run `aegis up` without --single-node to use them, or move that directory aside \
+                         to start a fresh single-node store.",
+                        node.dir.display()
+                    )
+                } else if fatal.iter().any(|l| l.contains("Error recreating stream")) {
+                    format!(
+                        "\nMove its store ({}) aside to start fresh.",
+                        node.dir.display()
+                    )
+                } else {
+                    String::new()
+                };
                 bail!(
-                    "NATS node {} did not become healthy within {timeout:?}; see its log under {}",
+                    "NATS node {} failed to start:\n  {}{hint}\n(its log is {})",
                     node.name,
-                    node.dir.display()
+                    fatal.join("\n  "),
+                    node.log.display()
+                );
+            }
+            if tokio::time::Instant::now() > deadline {
+                let why = log_problems(node);
+                bail!(
+                    "NATS node {} did not become healthy within {timeout:?}{}; its log is {}",
+                    node.name,
+                    if why.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": it says:\n  {}\n", why.join("\n  "))
+                    },
+                    node.log.display()
                 );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
     Ok(())
+}
+
+/// The last fatal and error lines of a node's log, and streams it could
+/// not load (its own words for why it does not come up), at most five.
+fn log_problems(node: &NatsNode) -> Vec<String> {
+    let bytes = std::fs::read(&node.log).unwrap_or_default();
+    let from = usize::try_from(node.log_from).unwrap_or(0).min(bytes.len());
+    let text = String::from_utf8_lossy(&bytes[from..]);
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| {
+            l.contains("[FTL]") || l.contains("[ERR]") || l.contains("Error recreating stream")
+        })
+        .map(str::to_owned)
+        .collect();
+    let keep = lines.len().saturating_sub(5);
+    lines.drain(..keep);
+    lines
 }
 
 /// A minimal HTTP/1.0 GET returning the status code (the monitoring port

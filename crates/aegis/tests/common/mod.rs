@@ -127,6 +127,16 @@ pub fn free_port() -> u16 {
 /// A base port whose +0, +1, +2000 and +4000 neighbours are free (what
 /// `aegis up --single-node --base-port` uses), and an API port.
 pub fn free_up_ports() -> (u16, u16) {
+    free_ports_for(1)
+}
+
+/// The same for `aegis up` with a 3-node cluster: client ports base..base+2
+/// (routes +2000, monitoring +4000) and the API on base+3.
+pub fn free_cluster_ports() -> (u16, u16) {
+    free_ports_for(3)
+}
+
+fn free_ports_for(nodes: u16) -> (u16, u16) {
     loop {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let base = l.local_addr().unwrap().port();
@@ -134,12 +144,16 @@ pub fn free_up_ports() -> (u16, u16) {
         if base > 60_000 {
             continue;
         }
-        let others: Vec<_> = [base, base + 2000, base + 4000, base + 1]
+        let mut ports: Vec<u16> = (0..nodes)
+            .flat_map(|i| [base + i, base + 2000 + i, base + 4000 + i])
+            .collect();
+        ports.push(base + nodes);
+        let bound: Vec<_> = ports
             .iter()
             .map(|p| std::net::TcpListener::bind(("127.0.0.1", *p)))
             .collect();
-        if others.iter().all(Result::is_ok) {
-            return (base, base + 1);
+        if bound.iter().all(Result::is_ok) {
+            return (base, base + nodes);
         }
     }
 }
