@@ -88,6 +88,9 @@ pub fn write_configs(nodes: &[NatsNode], creds: &Credentials) -> anyhow::Result<
             store = node.dir.join("jetstream").display(),
         );
         conf.push_str(&accounts(creds));
+        // Lame-duck mode (SIGUSR2) moves the clients within the server's
+        // minimum of 30 s rather than the default two minutes.
+        conf.push_str("lame_duck_grace_period: 1s\nlame_duck_duration: 30s\n");
         if nodes.len() > 1 {
             let routes: Vec<String> = nodes
                 .iter()
