@@ -18,6 +18,8 @@
 //! - [`commands`]: long-running work queued on `COMMANDS`, with progress and a
 //!   result sent back to the caller.
 //! - [`metrics`]: per-endpoint latency histograms and counters.
+//! - `pull` (internal): the durable pull loop events and commands share,
+//!   which recreates a vanished consumer with back-off.
 //! - [`telemetry`]: metrics snapshots, lifecycle events and the live
 //!   configuration an instance publishes for the monitor.
 //!
@@ -56,6 +58,7 @@ pub mod discovery;
 pub mod election;
 pub mod events;
 pub mod metrics;
+mod pull;
 pub mod registry;
 pub mod rpc;
 pub mod telemetry;

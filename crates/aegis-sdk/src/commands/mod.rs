@@ -6,7 +6,8 @@
 //!   a timeout.
 //! - [`worker`]: [`Commands::worker`] consumes the commands of a service (its
 //!   instances share one durable consumer, so each command runs once) and
-//!   reports progress and the result back to the sender.
+//!   reports progress and the result back to the sender. A deleted consumer
+//!   is recreated with back-off (the commands wait in the work queue).
 //!
 //! A command carries its deadline; a worker that picks it up after the deadline
 //! does not run it.

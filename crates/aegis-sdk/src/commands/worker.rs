@@ -16,11 +16,13 @@ use async_nats::{
         consumer::{self, pull},
     },
 };
-use futures::{FutureExt, StreamExt, future::BoxFuture};
+use futures::{FutureExt, future::BoxFuture};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::pull::{Durable, Outcome};
 
 use super::{CommandError, Commands, HEADER_DEADLINE, ensure_commands_stream};
 
@@ -169,29 +171,42 @@ impl CommandWorkerBuilder {
             names::validate_command_name(name)?;
         }
         let conn = &self.commands.conn;
-        let stream = ensure_commands_stream(conn.jetstream(), conn.config().nats.replicas).await?;
         let name = format!("{}_commands", self.service);
-        let consumer: consumer::PullConsumer = stream
-            .get_or_create_consumer(
-                &name,
-                pull::Config {
-                    durable_name: Some(name.clone()),
-                    filter_subject: subjects::command_filter(&self.service),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: self.ack_wait,
-                    ..Default::default()
-                },
-            )
+        let js = conn.jetstream().clone();
+        let replicas = conn.config().nats.replicas;
+        let durable = Durable {
+            ensure_stream: Arc::new(move || {
+                let js = js.clone();
+                async move {
+                    ensure_commands_stream(&js, replicas)
+                        .await
+                        .map_err(async_nats::Error::from)
+                }
+                .boxed()
+            }),
+            config: pull::Config {
+                durable_name: Some(name.clone()),
+                filter_subject: subjects::command_filter(&self.service),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: self.ack_wait,
+                ..Default::default()
+            },
+            confirm_acks: true,
+        };
+        let consumer = durable
+            .open(None)
             .await
-            .map_err(|e| CommandError::Consumer {
+            .map_err(|source| CommandError::Consumer {
                 name: name.clone(),
-                source: e.into(),
+                source,
             })?;
         let cancel = CancellationToken::new();
         let client = conn.client().clone();
         let handlers = Arc::new(self.handlers);
+        let run_one: crate::pull::Handler =
+            Arc::new(move |message| run_one(message, client.clone(), handlers.clone()).boxed());
         let task = tokio::spawn(
-            work(consumer, client, handlers, cancel.clone())
+            crate::pull::run(durable, consumer, run_one, cancel.clone())
                 .instrument(info_span!("commands", service = %self.service)),
         );
         info!(service = %self.service, consumer = %name, "command worker started");
@@ -202,51 +217,14 @@ impl CommandWorkerBuilder {
     }
 }
 
-async fn work(
-    consumer: consumer::PullConsumer,
+/// Runs one command and reports its end to the sender. Whatever the handler
+/// says, the command is done (a failure is its result); only a crash of the
+/// process leaves it to be delivered again.
+async fn run_one(
+    msg: Arc<async_nats::jetstream::Message>,
     client: Client,
     handlers: Arc<HashMap<String, Erased>>,
-    cancel: CancellationToken,
-) {
-    let mut failures = 0u32;
-    'outer: while !cancel.is_cancelled() {
-        let mut messages = match consumer.messages().await {
-            Ok(m) => m,
-            Err(e) => {
-                warn!(error = %e, "cannot pull commands; retrying");
-                failures = (failures + 1).min(6);
-                tokio::select! {
-                    () = cancel.cancelled() => break,
-                    () = tokio::time::sleep(Duration::from_millis(100u64 << failures)) => continue,
-                }
-            }
-        };
-        loop {
-            let next = tokio::select! {
-                biased;
-                () = cancel.cancelled() => break 'outer,
-                next = messages.next() => next,
-            };
-            match next {
-                Some(Ok(msg)) => {
-                    failures = 0;
-                    run_one(msg, &client, &handlers).await;
-                }
-                Some(Err(e)) => {
-                    debug!(error = %e, "command stream interrupted; re-subscribing");
-                    continue 'outer;
-                }
-                None => continue 'outer,
-            }
-        }
-    }
-}
-
-async fn run_one(
-    msg: async_nats::jetstream::Message,
-    client: &Client,
-    handlers: &HashMap<String, Erased>,
-) {
+) -> Outcome {
     let header = |name: &str| {
         msg.headers
             .as_ref()
@@ -271,14 +249,13 @@ async fn run_one(
             error: WireError::timeout("the command expired before a worker picked it up"),
         }
     } else if let Some(handler) = handlers.get(&name) {
-        let msg = Arc::new(msg);
         let progress = Progress {
             client: client.clone(),
             reply_to: reply_to.clone(),
             acker: msg.clone(),
         };
         let fut = handler(id, name.clone(), msg.payload.clone(), progress);
-        let reply = match AssertUnwindSafe(fut)
+        match AssertUnwindSafe(fut)
             .catch_unwind()
             .instrument(span.clone())
             .await
@@ -288,19 +265,14 @@ async fn run_one(
             Err(_) => CommandReply::Failed {
                 error: WireError::internal("the command handler panicked"),
             },
-        };
-        send_reply(client, reply_to.as_deref(), &reply).await;
-        if let Err(e) = msg.double_ack().await {
-            span.in_scope(|| warn!(error = %e, "command ack not confirmed; it may run again"));
         }
-        return;
     } else {
         CommandReply::Failed {
             error: WireError::not_found(format!("no handler for command `{name}`")),
         }
     };
-    send_reply(client, reply_to.as_deref(), &reply).await;
-    let _ = msg.ack().await;
+    send_reply(&client, reply_to.as_deref(), &reply).await;
+    Outcome::Done
 }
 
 async fn send_reply(client: &Client, reply_to: Option<&str>, reply: &CommandReply) {

@@ -8,7 +8,9 @@
 //!   each event) or [`DeliveryMode::Broadcast`] (every instance gets each).
 //!   An event is acknowledged only after its handler succeeds; a failed
 //!   handler gets it again after a back-off. Handler errors never stop the
-//!   subscription.
+//!   subscription, and neither does its consumer vanishing: the pull loop
+//!   (shared with commands) recreates it with back-off, resuming after the
+//!   last event handled.
 
 pub mod publish;
 pub mod subscribe;
