@@ -17,6 +17,8 @@
 //!   compete or broadcast mode, acknowledged after the handler succeeds.
 //! - [`commands`]: long-running work queued on `COMMANDS`, with progress and a
 //!   result sent back to the caller.
+//! - [`dead_letter`]: the `DEAD_LETTER` stream of messages subscriptions and
+//!   workers gave up on, and [`dead_letter::recent`] to read them.
 //! - [`metrics`]: per-endpoint latency histograms and counters.
 //! - `pull` (internal): the durable pull loop events and commands share,
 //!   which recreates a vanished consumer with back-off.
@@ -54,6 +56,7 @@
 pub mod commands;
 pub mod config;
 pub mod connection;
+pub mod dead_letter;
 pub mod discovery;
 pub mod election;
 pub mod events;

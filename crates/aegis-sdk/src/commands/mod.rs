@@ -7,7 +7,11 @@
 //! - [`worker`]: [`Commands::worker`] consumes the commands of a service (its
 //!   instances share one durable consumer, so each command runs once) and
 //!   reports progress and the result back to the sender. A deleted consumer
-//!   is recreated with back-off (the commands wait in the work queue).
+//!   is recreated with back-off (the commands wait in the work queue). A
+//!   running command's ack deadline keeps being extended; a command whose
+//!   worker dies is offered again, at most `max_deliver` times in all, so a
+//!   command that crashes its process cannot crash-loop the service: after
+//!   the last delivery the server's advisory lands in `DEAD_LETTER`.
 //!
 //! A command carries its deadline; a worker that picks it up after the deadline
 //! does not run it.
@@ -21,7 +25,7 @@ use aegis_contracts::{names::NameError, subjects, wire::WireError};
 use async_nats::jetstream::{self, stream};
 
 pub use send::{CommandHandle, CommandUpdate};
-pub use worker::{Command, CommandWorker, CommandWorkerBuilder, Progress};
+pub use worker::{Command, CommandWorker, CommandWorkerBuilder, DEFAULT_MAX_DELIVER, Progress};
 
 use crate::Connection;
 
@@ -72,6 +76,10 @@ pub enum CommandError {
     /// The reply subscription ended unexpectedly (connection closed).
     #[error("the reply channel of command {0} closed")]
     Closed(String),
+    /// Concurrency, `max_deliver` or `ack_wait` cannot work; nothing was
+    /// started.
+    #[error("invalid worker options: {0}")]
+    InvalidOptions(String),
     /// The worker's consumer could not be created.
     #[error("cannot create the command consumer {name}")]
     Consumer {

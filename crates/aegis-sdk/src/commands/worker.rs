@@ -26,6 +26,9 @@ use crate::pull::{Durable, Outcome};
 
 use super::{CommandError, Commands, HEADER_DEADLINE, ensure_commands_stream};
 
+/// Deliveries of one command before it is given up on, by default.
+pub const DEFAULT_MAX_DELIVER: u32 = 5;
+
 /// A command delivered to a handler.
 #[derive(Debug, Clone)]
 pub struct Command<T> {
@@ -87,6 +90,8 @@ pub struct CommandWorkerBuilder {
     service: String,
     handlers: HashMap<String, Erased>,
     ack_wait: Duration,
+    max_deliver: u32,
+    concurrency: usize,
 }
 
 impl fmt::Debug for CommandWorkerBuilder {
@@ -123,6 +128,8 @@ impl Commands {
             service: service.to_owned(),
             handlers: HashMap::new(),
             ack_wait: Duration::from_secs(30),
+            max_deliver: DEFAULT_MAX_DELIVER,
+            concurrency: 1,
         }
     }
 }
@@ -154,10 +161,29 @@ impl CommandWorkerBuilder {
         self
     }
 
-    /// How long a command may run between progress reports before the server
-    /// offers it to another worker (default 30 s).
+    /// How long the server waits for an acknowledgement before it offers a
+    /// command to another worker (default 30 s, at least 300 ms). A running
+    /// handler keeps extending it, so this bounds how long a crashed worker
+    /// holds a command, not how long a command may run.
     pub fn ack_wait(mut self, wait: Duration) -> Self {
         self.ack_wait = wait;
+        self
+    }
+
+    /// Deliveries of one command before it is given up on (default
+    /// [`DEFAULT_MAX_DELIVER`], at least 1). A command is redelivered only
+    /// when its worker died (or hung) holding it, so this bounds how many
+    /// times a command that crashes its process runs; then the server's
+    /// advisory lands in `DEAD_LETTER`.
+    pub fn max_deliver(mut self, n: u32) -> Self {
+        self.max_deliver = n;
+        self
+    }
+
+    /// Commands run at once (default 1; at most 1024). The worker pulls
+    /// only as many commands as it has free handlers.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
         self
     }
 
@@ -170,6 +196,8 @@ impl CommandWorkerBuilder {
         for name in self.handlers.keys() {
             names::validate_command_name(name)?;
         }
+        crate::pull::check_options(self.concurrency, self.max_deliver, self.ack_wait)
+            .map_err(CommandError::InvalidOptions)?;
         let conn = &self.commands.conn;
         let name = format!("{}_commands", self.service);
         let js = conn.jetstream().clone();
@@ -178,6 +206,7 @@ impl CommandWorkerBuilder {
             ensure_stream: Arc::new(move || {
                 let js = js.clone();
                 async move {
+                    crate::pull::ensure_dead_letters(&js, replicas).await;
                     ensure_commands_stream(&js, replicas)
                         .await
                         .map_err(async_nats::Error::from)
@@ -189,9 +218,11 @@ impl CommandWorkerBuilder {
                 filter_subject: subjects::command_filter(&self.service),
                 ack_policy: consumer::AckPolicy::Explicit,
                 ack_wait: self.ack_wait,
+                max_deliver: i64::from(self.max_deliver),
                 ..Default::default()
             },
             confirm_acks: true,
+            concurrency: self.concurrency,
         };
         let consumer = durable
             .open(None)

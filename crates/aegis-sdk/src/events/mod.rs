@@ -7,7 +7,11 @@
 //!   consumer, in [`DeliveryMode::Compete`] (one instance of the service gets
 //!   each event) or [`DeliveryMode::Broadcast`] (every instance gets each).
 //!   An event is acknowledged only after its handler succeeds; a failed
-//!   handler gets it again after a back-off. Handler errors never stop the
+//!   handler gets it again after a back-off, up to `max_deliver` times,
+//!   then it is copied to `DEAD_LETTER` ([`crate::dead_letter`]).
+//!   Subscriptions pull only as many events as they have free handlers
+//!   ([`SubscriptionBuilder::concurrency`]) and keep a running handler's
+//!   ack deadline from passing. Handler errors never stop the
 //!   subscription, and neither does its consumer vanishing: the pull loop
 //!   (shared with commands) recreates it with back-off, resuming after the
 //!   last event handled.
@@ -21,7 +25,10 @@ use aegis_contracts::{names::NameError, subjects};
 use async_nats::jetstream::{self, stream};
 
 pub use publish::Published;
-pub use subscribe::{DeliveryMode, Event, EventSubscription, SubscriptionBuilder};
+pub use subscribe::{
+    DEFAULT_ACK_WAIT, DEFAULT_MAX_DELIVER, DeliveryMode, Event, EventSubscription,
+    SubscriptionBuilder,
+};
 
 use crate::Connection;
 
@@ -57,6 +64,10 @@ pub enum EventError {
         #[source]
         source: async_nats::Error,
     },
+    /// Concurrency, `max_deliver` or `ack_wait` cannot work; nothing was
+    /// started.
+    #[error("invalid subscription options: {0}")]
+    InvalidOptions(String),
     /// The durable consumer could not be created.
     #[error("cannot create the consumer {name}")]
     Consumer {

@@ -26,6 +26,13 @@ use tracing::{Instrument, info, info_span, warn};
 use super::{EventError, Events, ensure_events_stream};
 use crate::pull::{self, Durable, Outcome};
 
+/// Deliveries of one event before it is dead-lettered, by default: with the
+/// growing pause between them (0.1 s doubling to 10 s), about half a
+/// minute of retries.
+pub const DEFAULT_MAX_DELIVER: u32 = 10;
+/// Default ack deadline.
+pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
+
 /// How long an unused broadcast consumer survives on the server.
 pub const BROADCAST_INACTIVE_THRESHOLD: Duration = Duration::from_secs(300);
 
@@ -71,7 +78,8 @@ pub struct SubscriptionBuilder<T> {
     pattern: String,
     mode: DeliveryMode,
     ack_wait: Duration,
-    max_deliver: i64,
+    max_deliver: u32,
+    concurrency: usize,
     deliver_all: bool,
     handler: Option<BoxedHandler<T>>,
     _t: PhantomData<fn() -> T>,
@@ -119,8 +127,9 @@ impl Events {
             instance: None,
             pattern: pattern.to_owned(),
             mode,
-            ack_wait: Duration::from_secs(30),
-            max_deliver: -1,
+            ack_wait: DEFAULT_ACK_WAIT,
+            max_deliver: DEFAULT_MAX_DELIVER,
+            concurrency: 1,
             deliver_all: false,
             handler: None,
             _t: PhantomData,
@@ -136,15 +145,27 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
         self
     }
 
-    /// How long the server waits for an ack before redelivering (default 30 s).
+    /// How long the server waits for an acknowledgement before it offers
+    /// an event again (default 30 s, at least 300 ms). A running handler
+    /// keeps extending it, so this bounds how long a crashed instance holds
+    /// an event, not how long a handler may take.
     pub fn ack_wait(mut self, wait: Duration) -> Self {
         self.ack_wait = wait;
         self
     }
 
-    /// Give up on an event after this many deliveries (default: never).
-    pub fn max_deliver(mut self, n: i64) -> Self {
+    /// Deliveries of one event before it is given up on and copied to
+    /// `DEAD_LETTER` (default [`DEFAULT_MAX_DELIVER`]; at least 1).
+    pub fn max_deliver(mut self, n: u32) -> Self {
         self.max_deliver = n;
+        self
+    }
+
+    /// Handlers run at once (default 1, which keeps the stream's order; at
+    /// most 1024). The subscription pulls only as many events as it has
+    /// free handlers.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
         self
     }
 
@@ -181,6 +202,8 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
                 reason: "a subscription needs a handler".to_owned(),
             })
         })?;
+        pull::check_options(self.concurrency, self.max_deliver, self.ack_wait)
+            .map_err(EventError::InvalidOptions)?;
         let name = match self.mode {
             DeliveryMode::Compete => format!("{}_{}", self.service, pattern.durable_suffix()),
             DeliveryMode::Broadcast => {
@@ -192,7 +215,7 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
             filter_subject: subjects::event_filter(&pattern),
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: self.ack_wait,
-            max_deliver: self.max_deliver,
+            max_deliver: i64::from(self.max_deliver),
             deliver_policy: if self.deliver_all {
                 consumer::DeliverPolicy::All
             } else {
@@ -211,6 +234,7 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
             ensure_stream: Arc::new(move || {
                 let js = js.clone();
                 async move {
+                    pull::ensure_dead_letters(&js, replicas).await;
                     ensure_events_stream(&js, replicas)
                         .await
                         .map_err(async_nats::Error::from)
@@ -219,6 +243,7 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
             }),
             config,
             confirm_acks: false,
+            concurrency: self.concurrency,
         };
         let consumer = durable
             .open(None)
@@ -267,14 +292,18 @@ async fn process<T: DeserializeOwned>(
         Ok(s) => s,
         Err(e) => {
             warn!(subject = %msg.subject, error = %e, "event on a malformed subject; not redelivering it");
-            return Outcome::Poison;
+            return Outcome::Poison {
+                error: format!("malformed event subject: {e}"),
+            };
         }
     };
     let payload: T = match serde_json::from_slice(&msg.payload) {
         Ok(p) => p,
         Err(e) => {
             warn!(subject = %msg.subject, sequence, error = %e, "event payload does not decode; not redelivering it (it stays in the stream)");
-            return Outcome::Poison;
+            return Outcome::Poison {
+                error: format!("the payload does not decode: {e}"),
+            };
         }
     };
     let id = msg
@@ -301,12 +330,14 @@ async fn process<T: DeserializeOwned>(
             span.in_scope(|| warn!(error = %e, "event handler failed; will redeliver"));
             Outcome::Retry {
                 delay: redelivery_delay(delivered),
+                error: e.to_string(),
             }
         }
         Err(_) => {
             span.in_scope(|| warn!("event handler panicked; will redeliver"));
             Outcome::Retry {
                 delay: redelivery_delay(delivered),
+                error: "the handler panicked".to_owned(),
             }
         }
     }
