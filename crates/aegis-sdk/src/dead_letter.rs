@@ -29,8 +29,8 @@ use async_nats::{
 };
 use futures::StreamExt;
 
-/// How long stored dead letters are kept.
-pub const DEAD_LETTER_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+use crate::{AegisConfig, streams::bounded};
+
 /// The most dead letters [`recent`] returns at once.
 pub const MAX_RECENT: usize = 1000;
 
@@ -47,12 +47,13 @@ pub enum DeadLetterError {
 
 /// Creates the `DEAD_LETTER` stream if it does not exist: subjects
 /// `aegis.dead.>` plus the max-deliveries advisories of `EVENTS` and
-/// `COMMANDS`, file storage, 7 days, the connection's replicas. An
-/// existing stream is left as it is.
+/// `COMMANDS`, file storage, the connection's replicas, the limits of
+/// [`StreamsConfig::dead_letter`](crate::StreamsConfig::dead_letter). An
+/// existing stream keeps its settings (see [`crate::streams`]).
 ///
 /// ```no_run
 /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_sdk::dead_letter::DeadLetterError> {
-/// aegis_sdk::dead_letter::ensure_dead_letter_stream(conn.jetstream(), 1).await?;
+/// aegis_sdk::dead_letter::ensure_dead_letter_stream(conn.jetstream(), conn.config()).await?;
 /// # Ok(()) }
 /// ```
 ///
@@ -60,9 +61,9 @@ pub enum DeadLetterError {
 /// [`DeadLetterError::Stream`] when JetStream refuses.
 pub async fn ensure_dead_letter_stream(
     js: &jetstream::Context,
-    replicas: usize,
+    config: &AegisConfig,
 ) -> Result<Stream, DeadLetterError> {
-    js.get_or_create_stream(stream::Config {
+    let stream = stream::Config {
         name: subjects::DEAD_LETTER_STREAM.to_owned(),
         subjects: vec![
             subjects::DEAD_LETTER_SUBJECTS.to_owned(),
@@ -71,17 +72,17 @@ pub async fn ensure_dead_letter_stream(
         ],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
-        max_age: DEAD_LETTER_MAX_AGE,
         duplicate_window: Duration::from_secs(120),
-        num_replicas: replicas,
+        num_replicas: config.nats.replicas,
         discard: stream::DiscardPolicy::Old,
         description: Some(
             "Aegis dead letters: messages given up on, and max-deliveries advisories".to_owned(),
         ),
         ..Default::default()
-    })
-    .await
-    .map_err(|e| DeadLetterError::Stream(e.into()))
+    };
+    crate::streams::ensure_stream(js, bounded(stream, &config.streams.dead_letter))
+        .await
+        .map_err(DeadLetterError::Stream)
 }
 
 /// Copies `message` (delivered by `consumer`) into `DEAD_LETTER`, waiting

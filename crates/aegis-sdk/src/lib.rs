@@ -20,6 +20,8 @@
 //! - [`dead_letter`]: the `DEAD_LETTER` stream of messages subscriptions and
 //!   workers gave up on, and [`dead_letter::recent`] to read them.
 //! - [`metrics`]: per-endpoint latency histograms and counters.
+//! - [`streams`]: creating the streams Aegis uses, bounded by the configured
+//!   [`StreamLimits`].
 //! - `pull` (internal): the durable pull loop events and commands share,
 //!   which recreates a vanished consumer with back-off.
 //! - [`telemetry`]: metrics snapshots, lifecycle events and the live
@@ -64,10 +66,14 @@ pub mod metrics;
 mod pull;
 pub mod registry;
 pub mod rpc;
+pub mod streams;
 pub mod telemetry;
 
 pub use aegis_contracts as contracts;
-pub use config::{AegisConfig, ConfigError, ConfigLoader, NatsConfig, ReconnectPolicy, Secret};
+pub use config::{
+    AegisConfig, ConfigError, ConfigLoader, NatsConfig, ReconnectPolicy, Secret, StreamLimits,
+    StreamsConfig,
+};
 pub use connection::{ConnectError, Connection, MIN_SERVER_VERSION};
 pub use discovery::{Discovery, Strategy};
 pub use registry::{RegistryChange, RegistryReader};

@@ -152,8 +152,11 @@ pub(crate) fn check_options(
 
 /// Makes sure `DEAD_LETTER` exists before the first message can need it;
 /// a refusal only loses dead letters, so it is logged, not fatal.
-pub(crate) async fn ensure_dead_letters(js: &async_nats::jetstream::Context, replicas: usize) {
-    if let Err(e) = crate::dead_letter::ensure_dead_letter_stream(js, replicas).await {
+pub(crate) async fn ensure_dead_letters(
+    js: &async_nats::jetstream::Context,
+    config: &crate::AegisConfig,
+) {
+    if let Err(e) = crate::dead_letter::ensure_dead_letter_stream(js, config).await {
         warn!(error = %e, "cannot create the DEAD_LETTER stream; messages given up on will not be kept there");
     }
 }

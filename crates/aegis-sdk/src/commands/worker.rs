@@ -201,13 +201,13 @@ impl CommandWorkerBuilder {
         let conn = &self.commands.conn;
         let name = format!("{}_commands", self.service);
         let js = conn.jetstream().clone();
-        let replicas = conn.config().nats.replicas;
+        let aegis = conn.config().clone();
         let durable = Durable {
             ensure_stream: Arc::new(move || {
-                let js = js.clone();
+                let (js, aegis) = (js.clone(), aegis.clone());
                 async move {
-                    crate::pull::ensure_dead_letters(&js, replicas).await;
-                    ensure_commands_stream(&js, replicas)
+                    crate::pull::ensure_dead_letters(&js, &aegis).await;
+                    ensure_commands_stream(&js, &aegis)
                         .await
                         .map_err(async_nats::Error::from)
                 }
@@ -215,6 +215,7 @@ impl CommandWorkerBuilder {
             }),
             config: pull::Config {
                 durable_name: Some(name.clone()),
+                description: Some(format!("Aegis commands of {}", self.service)),
                 filter_subject: subjects::command_filter(&self.service),
                 ack_policy: consumer::AckPolicy::Explicit,
                 ack_wait: self.ack_wait,

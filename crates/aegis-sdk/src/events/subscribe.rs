@@ -210,8 +210,16 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
                 format!("{}_{}_{}", self.service, instance, pattern.durable_suffix())
             }
         };
+        let mode = match self.mode {
+            DeliveryMode::Compete => "compete",
+            DeliveryMode::Broadcast => "broadcast",
+        };
         let config = js_pull::Config {
             durable_name: Some(name.clone()),
+            description: Some(format!(
+                "Aegis events of {} matching {pattern} ({mode})",
+                self.service
+            )),
             filter_subject: subjects::event_filter(&pattern),
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: self.ack_wait,
@@ -229,13 +237,13 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
             ..Default::default()
         };
         let js = self.events.conn.jetstream().clone();
-        let replicas = self.events.conn.config().nats.replicas;
+        let aegis = self.events.conn.config().clone();
         let durable = Durable {
             ensure_stream: Arc::new(move || {
-                let js = js.clone();
+                let (js, aegis) = (js.clone(), aegis.clone());
                 async move {
-                    pull::ensure_dead_letters(&js, replicas).await;
-                    ensure_events_stream(&js, replicas)
+                    pull::ensure_dead_letters(&js, &aegis).await;
+                    ensure_events_stream(&js, &aegis)
                         .await
                         .map_err(async_nats::Error::from)
                 }
