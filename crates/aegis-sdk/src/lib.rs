@@ -62,6 +62,7 @@ pub mod dead_letter;
 pub mod discovery;
 pub mod election;
 pub mod events;
+mod kv_watch;
 pub mod metrics;
 mod pull;
 pub mod registry;
