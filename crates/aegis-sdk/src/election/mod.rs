@@ -6,6 +6,9 @@
 //! - [`campaign`]: the task that campaigns, renews and watches the election
 //!   key `sticky-active.{service}.{group}` in the KV bucket
 //!   `service_elections`, publishing the [`Role`] through a watch channel.
+//! - `view.rs`: the callers' side — who holds each election key, and the
+//!   highest epoch seen, from one watch per connection; what
+//!   [`call_active`](crate::rpc::RpcClient::call_active) routes by.
 //!
 //! How it works. Candidates take the key with an atomic create; the leader
 //! renews its lease by compare-and-set on the key's revision every
@@ -21,6 +24,7 @@
 
 pub mod campaign;
 pub mod lease;
+pub(crate) mod view;
 
 use std::time::Duration;
 
@@ -65,6 +69,9 @@ pub enum ElectionError {
     /// The `service_elections` bucket could not be created or opened.
     #[error("cannot create or open the service_elections bucket")]
     Bucket(#[source] async_nats::Error),
+    /// The view of the election keys did not load in time.
+    #[error("the election keys did not load within {0:?}")]
+    NotSynced(std::time::Duration),
 }
 
 /// What the leader writes to the election key.
