@@ -19,8 +19,14 @@
 //! last revision it saw (so only one standby can win). A leader whose last
 //! successful renewal was *sent* more than `lease − safety_margin` ago stops
 //! serving, which is before any standby — which counts from when it
-//! *received* that renewal — can take over. A graceful stop resigns by
-//! deleting the key, and a standby takes over within milliseconds.
+//! *received* that renewal — can take over. A graceful stop
+//! ([`Election::resign`]) deletes the key, and a standby takes over within
+//! milliseconds. A crash deletes nothing: the standbys wait out the lease.
+//! Dropping an [`Election`] behaves like the crash (it stops serving at
+//! once but leaves the key to lapse), so a leader that was not stopped
+//! gracefully never hands over as if it had been — and tests that mean to
+//! exercise lease expiry can drop, or, to be sure, SIGKILL a child process
+//! (`tests/election_crash.rs` does both).
 
 pub mod campaign;
 pub mod lease;
