@@ -124,8 +124,19 @@ impl Durable {
             config.deliver_policy = DeliverPolicy::ByStartSequence {
                 start_sequence: seq + 1,
             };
+            return Ok(stream.get_or_create_consumer(self.name(), config).await?);
         }
-        Ok(stream.get_or_create_consumer(self.name(), config).await?)
+        // Create, or bring an existing consumer (say, one an older version
+        // made without max_deliver) to this process's settings. Settings the
+        // server cannot change (a consumer recreated to resume at a
+        // sequence has another start) leave it as it is.
+        match stream.create_consumer(config.clone()).await {
+            Ok(consumer) => Ok(consumer),
+            Err(e) => {
+                info!(consumer = self.name(), error = %e, "keeping the consumer's existing settings");
+                Ok(stream.get_or_create_consumer(self.name(), config).await?)
+            }
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //! `DEAD_LETTER` are created bounded by the configured limits, an unbounded
 //! stream left by an older version gets them, the server enforces them
 //! (`COMMANDS` refuses new commands when full rather than dropping queued
-//! ones), and durable consumers say what they are.
+//! ones), and durable consumers say what they are — including one an older
+//! version created without a delivery limit.
 
 mod common;
 
@@ -162,4 +163,40 @@ async fn configured_limits_bound_an_old_unbounded_stream_and_are_enforced() {
     );
     let mut commands = conn.jetstream().get_stream("COMMANDS").await.unwrap();
     assert_eq!(commands.info().await.unwrap().state.messages, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_consumer_gets_this_versions_settings() {
+    let nats = server();
+    let conn = connect_with(&nats.url(), StreamsConfig::default()).await;
+    // The durable consumer as an older version created it: unlimited
+    // deliveries, no description.
+    let events = conn.events().ensure_stream().await.unwrap();
+    events
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("risk-service_order_filled".into()),
+            filter_subject: "events.order.filled".into(),
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+            deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::New,
+            ack_wait: Duration::from_secs(30),
+            max_deliver: -1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let sub = conn
+        .events()
+        .subscribe::<Value>("risk-service", "order.filled", DeliveryMode::Compete)
+        .handler(|_e: Event<Value>| async { Ok(()) })
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(sub.consumer_name(), "risk-service_order_filled");
+    let info = events.consumer_info(sub.consumer_name()).await.unwrap();
+    assert_eq!(
+        info.config.max_deliver,
+        i64::from(aegis_sdk::events::DEFAULT_MAX_DELIVER)
+    );
+    assert!(info.config.description.is_some());
+    sub.shutdown().await;
 }
