@@ -13,11 +13,14 @@
 //!   the `Aegis-*` header names.
 //! - [`metrics`] holds the [`MetricsSnapshot`] each instance publishes.
 //! - [`commands`] holds the command progress protocol's [`CommandReply`].
+//! - [`dead_letter`] holds the [`DeadLetter`] record of a message given up
+//!   on, read from the `DEAD_LETTER` stream.
 //!
 //! Builders in [`subjects`] do not validate; validate names with [`names`]
 //! before building subjects from untrusted input.
 
 pub mod commands;
+pub mod dead_letter;
 pub mod events;
 pub mod log;
 pub mod metrics;
@@ -28,6 +31,7 @@ pub mod trading;
 pub mod wire;
 
 pub use commands::CommandReply;
+pub use dead_letter::{DeadLetter, DeadLetterReason};
 pub use events::{EventPattern, EventSubject};
 pub use metrics::{EndpointMetrics, LatencySummary, MetricsSnapshot};
 pub use models::{

@@ -16,6 +16,7 @@
 //! | elections | key `sticky-active.{service}.{group}` in `service_elections` |
 //! | metrics / logs | `aegis.metrics.{service}.{instance}`, `aegis.log.{service}.{instance}` |
 //! | liveness beats | `aegis.heartbeat.{service}.{instance}` (core NATS, not stored) |
+//! | dead letters | `aegis.dead.{stream}.{consumer}` on stream `DEAD_LETTER` |
 //! | control | `aegis.control.{service}.{instance}.{verb}` |
 
 use crate::events::EventPattern;
@@ -34,6 +35,8 @@ pub const COMMANDS_STREAM: &str = "COMMANDS";
 pub const METRICS_STREAM: &str = "AEGIS_METRICS";
 /// JetStream stream carrying service logs.
 pub const LOG_STREAM: &str = "AEGIS_LOG";
+/// JetStream stream keeping messages subscriptions and workers gave up on.
+pub const DEAD_LETTER_STREAM: &str = "DEAD_LETTER";
 /// Subjects bound to [`EVENTS_STREAM`].
 pub const EVENTS_SUBJECTS: &str = "events.>";
 /// Subjects bound to [`COMMANDS_STREAM`].
@@ -44,10 +47,28 @@ pub const METRICS_SUBJECTS: &str = "aegis.metrics.>";
 pub const LOG_SUBJECTS: &str = "aegis.log.>";
 /// Every instance's liveness beats (core NATS; the monitor subscribes).
 pub const HEARTBEAT_SUBJECTS: &str = "aegis.heartbeat.>";
+/// Subjects the SDK publishes dead letters on (bound to [`DEAD_LETTER_STREAM`],
+/// with [`max_deliveries_advisories`] of the events and commands streams).
+pub const DEAD_LETTER_SUBJECTS: &str = "aegis.dead.>";
 /// First token of every registry key.
 pub const REGISTRY_KEY_PREFIX: &str = "service-instances";
 /// First token of every election key.
 pub const ELECTION_KEY_PREFIX: &str = "sticky-active";
+
+/// Where the SDK dead-letters a message of `stream` given up on by
+/// `consumer`: `aegis.dead.{stream}.{consumer}`.
+pub fn dead_letter_subject(stream: &str, consumer: &str) -> String {
+    format!("aegis.dead.{stream}.{consumer}")
+}
+
+/// The server's max-deliveries advisories for every consumer of `stream`:
+/// `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.*`.
+pub fn max_deliveries_advisories(stream: &str) -> String {
+    format!(
+        "{}.{stream}.*",
+        crate::dead_letter::MAX_DELIVERIES_ADVISORY_PREFIX
+    )
+}
 
 /// Load-balanced RPC subject: `rpc.{service}.{method}`.
 pub fn rpc_subject(service: &str, method: &str) -> String {
@@ -253,6 +274,14 @@ mod tests {
         assert!(under(&command_subject("a", "b"), COMMANDS_SUBJECTS));
         assert!(under(&metrics_subject("a", "b"), METRICS_SUBJECTS));
         assert!(under(&log_subject("a", "b"), LOG_SUBJECTS));
+        assert!(under(
+            &dead_letter_subject("EVENTS", "c"),
+            DEAD_LETTER_SUBJECTS
+        ));
+        assert_eq!(
+            max_deliveries_advisories("COMMANDS"),
+            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.COMMANDS.*"
+        );
         assert_eq!(REGISTRY_BUCKET, "service_registry");
         assert_eq!(DEFINITIONS_BUCKET, "service_definitions");
         assert_eq!(ELECTIONS_BUCKET, "service_elections");

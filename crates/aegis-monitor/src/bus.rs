@@ -1,8 +1,10 @@
 //! The monitor's NATS resources and how it reads recent stream messages.
 //!
 //! At start [`ensure_resources`] opens (or creates) the `service_definitions`
-//! bucket and the `AEGIS_METRICS` and `AEGIS_LOG` streams, and refuses a
-//! definitions bucket that cannot work (one that expires its entries).
+//! bucket and the `AEGIS_METRICS` and `AEGIS_LOG` streams (bounded by the
+//! `streams.metrics` and `streams.log` limits of the NATS configuration),
+//! and refuses a definitions bucket that cannot work (one that expires its
+//! entries).
 //!
 //! [`tail`] reads the newest messages of one subject since a start point
 //! without listing or scanning everything: it creates an ephemeral pull
@@ -16,6 +18,7 @@ use std::time::Duration;
 use aegis_contracts::subjects::{
     DEFINITIONS_BUCKET, LOG_STREAM, LOG_SUBJECTS, METRICS_STREAM, METRICS_SUBJECTS,
 };
+use aegis_sdk::streams::bounded;
 use async_nats::jetstream::{
     self, Message,
     consumer::{AckPolicy, DeliverPolicy, ReplayPolicy, pull},
@@ -125,38 +128,43 @@ pub(crate) async fn ensure_resources(
             "bucket service_definitions keeps no history; the audit trail shows only the latest change"
         );
     }
+    let limits = &config.nats.streams;
     let metrics = ensure_stream(
         js,
-        stream::Config {
-            name: METRICS_STREAM.to_owned(),
-            description: Some("Aegis instance metrics snapshots".to_owned()),
-            subjects: vec![METRICS_SUBJECTS.to_owned()],
-            retention: RetentionPolicy::Limits,
-            discard: DiscardPolicy::Old,
-            max_age: config.metrics_retention,
-            num_replicas: replicas,
-            storage: StorageType::File,
-            allow_direct: true,
-            ..Default::default()
-        },
+        bounded(
+            stream::Config {
+                name: METRICS_STREAM.to_owned(),
+                description: Some("Aegis instance metrics snapshots".to_owned()),
+                subjects: vec![METRICS_SUBJECTS.to_owned()],
+                retention: RetentionPolicy::Limits,
+                discard: DiscardPolicy::Old,
+                num_replicas: replicas,
+                storage: StorageType::File,
+                allow_direct: true,
+                ..Default::default()
+            },
+            &limits.metrics,
+        ),
         "stream AEGIS_METRICS",
     )
     .await?;
     let logs = ensure_stream(
         js,
-        stream::Config {
-            name: LOG_STREAM.to_owned(),
-            description: Some("Aegis instance lifecycle events and WARN/ERROR logs".to_owned()),
-            subjects: vec![LOG_SUBJECTS.to_owned()],
-            retention: RetentionPolicy::Limits,
-            discard: DiscardPolicy::Old,
-            max_age: config.log_retention,
-            max_messages_per_subject: 10_000,
-            num_replicas: replicas,
-            storage: StorageType::File,
-            allow_direct: true,
-            ..Default::default()
-        },
+        bounded(
+            stream::Config {
+                name: LOG_STREAM.to_owned(),
+                description: Some("Aegis instance lifecycle events and WARN/ERROR logs".to_owned()),
+                subjects: vec![LOG_SUBJECTS.to_owned()],
+                retention: RetentionPolicy::Limits,
+                discard: DiscardPolicy::Old,
+                max_messages_per_subject: 10_000,
+                num_replicas: replicas,
+                storage: StorageType::File,
+                allow_direct: true,
+                ..Default::default()
+            },
+            &limits.log,
+        ),
         "stream AEGIS_LOG",
     )
     .await?;
@@ -172,12 +180,9 @@ async fn ensure_stream(
     config: stream::Config,
     what: &'static str,
 ) -> Result<Stream, SetupError> {
-    js.get_or_create_stream(config)
+    aegis_sdk::streams::ensure_stream(js, config)
         .await
-        .map_err(|e| SetupError::Open {
-            what,
-            source: e.into(),
-        })
+        .map_err(|source| SetupError::Open { what, source })
 }
 
 /// Where [`tail`] starts reading.

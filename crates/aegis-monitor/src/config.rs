@@ -65,10 +65,10 @@ pub struct MonitorConfig {
     pub control_timeout: Duration,
     /// Revisions kept per definition in `service_definitions` (the audit trail).
     pub definitions_history: i64,
-    /// How long `AEGIS_METRICS` keeps snapshots (when the monitor creates it).
+    /// The oldest snapshot still shown as an instance's latest. How long
+    /// `AEGIS_METRICS` and `AEGIS_LOG` keep messages, and how big they may
+    /// grow, are `nats.streams.metrics` and `nats.streams.log`.
     pub metrics_retention: Duration,
-    /// How long `AEGIS_LOG` keeps records (when the monitor creates it).
-    pub log_retention: Duration,
     /// Credentials of the NATS system account, for the server's connection
     /// advisories: with them a crashed instance shows as down within
     /// milliseconds; without, when its registry record expires (its TTL).
@@ -150,7 +150,6 @@ impl Default for MonitorConfig {
             control_timeout: Duration::from_secs(2),
             definitions_history: 64,
             metrics_retention: Duration::from_secs(3600),
-            log_retention: Duration::from_secs(24 * 3600),
             system_account: None,
         }
     }

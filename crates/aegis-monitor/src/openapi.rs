@@ -57,6 +57,7 @@ use crate::{
         (name = "services", description = "Service definitions (KV `service_definitions`)"),
         (name = "instances", description = "Live instances from the registry, their configuration and events"),
         (name = "metrics", description = "Metrics snapshots published by instances"),
+        (name = "dead-letters", description = "Events and commands given up on (stream `DEAD_LETTER`)"),
         (name = "stream", description = "Server-Sent Events"),
         (name = "session", description = "Browser sign-in"),
         (name = "system", description = "Health, readiness, status and the monitor's own metrics"),

@@ -18,6 +18,12 @@
 //! [nats.reconnect]
 //! initial_delay = "100ms"
 //! max_delay = "5s"
+//!
+//! # Limits of the streams Aegis creates (defaults fit a laptop showcase).
+//! [streams.events]
+//! max_age = "7d"
+//! max_bytes = 4294967296      # 4 GiB
+//! max_messages = 20000000
 //! ```
 
 use std::{fmt, path::PathBuf, time::Duration};
@@ -183,6 +189,106 @@ impl Default for NatsConfig {
     }
 }
 
+/// Size and age limits of one JetStream stream. The server drops the oldest
+/// messages past them (`COMMANDS` refuses new ones instead, so no queued
+/// command is silently lost).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamLimits {
+    /// Oldest message kept.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Most bytes stored (per replica), at least 1 MiB.
+    pub max_bytes: u64,
+    /// Most messages stored.
+    pub max_messages: u64,
+}
+
+impl StreamLimits {
+    const fn new(max_age: Duration, max_bytes: u64, max_messages: u64) -> Self {
+        Self {
+            max_age,
+            max_bytes,
+            max_messages,
+        }
+    }
+
+    fn validate(&self, field: &'static str) -> Result<(), ConfigError> {
+        if self.max_age.is_zero() {
+            return Err(invalid(field, "max_age must be greater than zero"));
+        }
+        if self.max_bytes < MIN_STREAM_BYTES || self.max_bytes > i64::MAX as u64 {
+            return Err(invalid(
+                field,
+                format!(
+                    "max_bytes must be between {MIN_STREAM_BYTES} (1 MiB) and {}",
+                    i64::MAX
+                ),
+            ));
+        }
+        if self.max_messages == 0 || self.max_messages > i64::MAX as u64 {
+            return Err(invalid(
+                field,
+                format!("max_messages must be between 1 and {}", i64::MAX),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The smallest `max_bytes` a stream may have: one message of the server's
+/// default maximum size must fit.
+pub const MIN_STREAM_BYTES: u64 = 1024 * 1024;
+
+const MIB: u64 = 1024 * 1024;
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// Limits of the streams Aegis creates. The defaults bound a laptop
+/// showcase to about 300 MiB per node however long it runs; raise them for
+/// production. They apply when a stream is created, and to an existing
+/// stream that has no limit at all; a stream with limits of its own keeps
+/// them (change those with `nats stream edit`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamsConfig {
+    /// `EVENTS` (default 7 days, 128 MiB, 1,000,000 events: at the
+    /// showcase's ~10 quotes/s the bytes bind after about 16 hours).
+    pub events: StreamLimits,
+    /// `COMMANDS` (default 24 h, 32 MiB, 100,000 queued commands).
+    pub commands: StreamLimits,
+    /// `DEAD_LETTER` (default 7 days, 32 MiB, 100,000 dead letters).
+    pub dead_letter: StreamLimits,
+    /// `AEGIS_METRICS`, created by the monitor (default 1 h, 64 MiB,
+    /// 1,000,000 snapshots).
+    pub metrics: StreamLimits,
+    /// `AEGIS_LOG`, created by the monitor (default 24 h, 32 MiB, 500,000
+    /// records).
+    pub log: StreamLimits,
+}
+
+impl Default for StreamsConfig {
+    fn default() -> Self {
+        Self {
+            events: StreamLimits::new(7 * DAY, 128 * MIB, 1_000_000),
+            commands: StreamLimits::new(DAY, 32 * MIB, 100_000),
+            dead_letter: StreamLimits::new(7 * DAY, 32 * MIB, 100_000),
+            metrics: StreamLimits::new(HOUR, 64 * MIB, 1_000_000),
+            log: StreamLimits::new(DAY, 32 * MIB, 500_000),
+        }
+    }
+}
+
+impl StreamsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.events.validate("streams.events")?;
+        self.commands.validate("streams.commands")?;
+        self.dead_letter.validate("streams.dead_letter")?;
+        self.metrics.validate("streams.metrics")?;
+        self.log.validate("streams.log")
+    }
+}
+
 /// The whole configuration of an Aegis process.
 ///
 /// ```
@@ -204,6 +310,8 @@ impl Default for NatsConfig {
 pub struct AegisConfig {
     /// NATS connection settings.
     pub nats: NatsConfig,
+    /// Limits of the streams Aegis creates.
+    pub streams: StreamsConfig,
 }
 
 /// A configuration that cannot work, or a file that cannot be read.
@@ -325,7 +433,7 @@ impl AegisConfig {
         if !matches!(n.replicas, 1..=5) {
             return Err(invalid("nats.replicas", "must be between 1 and 5"));
         }
-        Ok(())
+        self.streams.validate()
     }
 
     /// The configuration as JSON with every secret replaced by `<redacted>`,
@@ -576,6 +684,63 @@ mod tests {
         assert!(!shown.contains("hunter2"));
         assert!(shown.contains(REDACTED));
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn stream_limits_have_bounded_defaults_load_from_a_file_and_are_checked() {
+        let d = StreamsConfig::default();
+        let total = d.events.max_bytes
+            + d.commands.max_bytes
+            + d.dead_letter.max_bytes
+            + d.metrics.max_bytes
+            + d.log.max_bytes;
+        assert!(total <= 300 * MIB, "{total} bytes per node by default");
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "a.toml",
+                "[streams.events]\nmax_age = \"30d\"\nmax_bytes = 4294967296\nmax_messages = 20000000\n",
+            )?;
+            let c = ConfigLoader::new().file("a.toml").load().unwrap();
+            assert_eq!(c.streams.events.max_age, 30 * DAY);
+            assert_eq!(c.streams.events.max_bytes, 4 * 1024 * MIB);
+            assert_eq!(c.streams.commands, StreamsConfig::default().commands);
+            // A partial table keeps the other defaults, and is checked.
+            jail.create_file("b.toml", "[streams.log]\nmax_messages = 10\n")?;
+            let c = ConfigLoader::new().file("b.toml").load().unwrap();
+            assert_eq!(c.streams.log.max_messages, 10);
+            assert_eq!(c.streams.log.max_age, DAY);
+            jail.create_file("c.toml", "[streams.events]\nmax_bytes = 1\n")?;
+            assert!(matches!(
+                ConfigLoader::new().file("c.toml").load(),
+                Err(ConfigError::Invalid {
+                    field: "streams.events",
+                    ..
+                })
+            ));
+            Ok(())
+        });
+        for (broken, field) in [
+            (StreamLimits::new(Duration::ZERO, MIB, 1), "streams.events"),
+            (StreamLimits::new(DAY, 1000, 1), "streams.events"),
+            (StreamLimits::new(DAY, u64::MAX, 1), "streams.events"),
+            (StreamLimits::new(DAY, MIB, 0), "streams.events"),
+        ] {
+            let mut c = AegisConfig::default();
+            c.streams.events = broken;
+            assert!(
+                matches!(c.validate(), Err(ConfigError::Invalid { field: f, .. }) if f == field),
+                "{broken:?}"
+            );
+        }
+        let mut c = AegisConfig::default();
+        c.streams.log.max_messages = 0;
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid {
+                field: "streams.log",
+                ..
+            })
+        ));
     }
 
     #[test]

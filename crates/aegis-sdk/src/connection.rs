@@ -22,12 +22,13 @@ use crate::{
     commands::Commands,
     config::{AegisConfig, ConfigError},
     discovery::Discovery,
+    election::{ElectionError, view::ElectionView},
     events::Events,
     registry::{RegistryError, cache::RegistryCache},
     rpc::{RpcClient, ServiceBuilder},
 };
 
-/// The least time the registry view gets for its initial load.
+/// The least time the registry and election views get for their initial load.
 const MIN_REGISTRY_LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long [`Connection::drain`] waits to hand a drain request to a client.
@@ -106,9 +107,9 @@ struct Inner {
     /// The registry view (one KV watch) shared by discovery and readers,
     /// started on first use.
     registry: tokio::sync::OnceCell<Arc<RegistryCache>>,
-    /// Highest fencing epoch seen per `service/group`, so a deposed leader's
-    /// late reply is refused however many `RpcClient`s the process uses.
-    epochs: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Who holds each election key (one watch), started by the first
+    /// `call_active` and shared by every `RpcClient` of the connection.
+    elections: tokio::sync::OnceCell<Arc<ElectionView>>,
     /// Set by [`Connection::drain`], so the disconnect it causes is not
     /// reported as a lost connection.
     draining: Arc<std::sync::atomic::AtomicBool>,
@@ -172,7 +173,7 @@ impl Connection {
                 config,
                 server_version,
                 registry: tokio::sync::OnceCell::new(),
-                epochs: std::sync::Mutex::default(),
+                elections: tokio::sync::OnceCell::new(),
                 draining,
             }),
         })
@@ -214,18 +215,6 @@ impl Connection {
     /// The version of the server the primary client first connected to.
     pub fn server_version(&self) -> &semver::Version {
         &self.inner.server_version
-    }
-
-    /// Records a leader's fencing epoch for `service`/`group`; `false` when a
-    /// higher one was already seen (the reply comes from a deposed leader).
-    pub(crate) fn observe_epoch(&self, service: &str, group: &str, epoch: u64) -> bool {
-        let mut epochs = self.inner.epochs.lock().unwrap_or_else(|e| e.into_inner());
-        let seen = epochs.entry(format!("{service}/{group}")).or_insert(0);
-        if epoch < *seen {
-            return false;
-        }
-        *seen = epoch;
-        true
     }
 
     /// Whether the primary client is connected right now.
@@ -283,6 +272,32 @@ impl Connection {
             .cloned()
     }
 
+    /// The connection's view of the election keys, started (bucket ensured,
+    /// watch opened, initial load awaited) on first use and shared
+    /// afterwards.
+    pub(crate) async fn election_view(&self) -> Result<Arc<ElectionView>, ElectionError> {
+        self.inner
+            .elections
+            .get_or_try_init(|| async {
+                let timeout = self
+                    .inner
+                    .config
+                    .nats
+                    .request_timeout
+                    .max(MIN_REGISTRY_LOAD_TIMEOUT);
+                ElectionView::start(
+                    self.jetstream(),
+                    self.client().clone(),
+                    self.inner.config.nats.replicas,
+                    timeout,
+                )
+                .await
+                .map(Arc::new)
+            })
+            .await
+            .cloned()
+    }
+
     /// Flushes and closes every pooled client after their subscriptions
     /// drain: the last step of a graceful shutdown. Bounded: a client
     /// without a server is skipped (what it had not sent is dropped, and
@@ -294,6 +309,9 @@ impl Connection {
         // The registry watch would only try to re-open on a closed client.
         if let Some(cache) = self.inner.registry.get() {
             cache.stop();
+        }
+        if let Some(view) = self.inner.elections.get() {
+            view.stop();
         }
         self.inner.draining.store(true, Ordering::Relaxed);
         let mut first_err = None;

@@ -17,7 +17,13 @@
 //!   compete or broadcast mode, acknowledged after the handler succeeds.
 //! - [`commands`]: long-running work queued on `COMMANDS`, with progress and a
 //!   result sent back to the caller.
+//! - [`dead_letter`]: the `DEAD_LETTER` stream of messages subscriptions and
+//!   workers gave up on, and [`dead_letter::recent`] to read them.
 //! - [`metrics`]: per-endpoint latency histograms and counters.
+//! - [`streams`]: creating the streams Aegis uses, bounded by the configured
+//!   [`StreamLimits`].
+//! - `pull` (internal): the durable pull loop events and commands share,
+//!   which recreates a vanished consumer with back-off.
 //! - [`telemetry`]: metrics snapshots, lifecycle events and the live
 //!   configuration an instance publishes for the monitor.
 //!
@@ -52,16 +58,23 @@
 pub mod commands;
 pub mod config;
 pub mod connection;
+pub mod dead_letter;
 pub mod discovery;
 pub mod election;
 pub mod events;
+mod kv_watch;
 pub mod metrics;
+mod pull;
 pub mod registry;
 pub mod rpc;
+pub mod streams;
 pub mod telemetry;
 
 pub use aegis_contracts as contracts;
-pub use config::{AegisConfig, ConfigError, ConfigLoader, NatsConfig, ReconnectPolicy, Secret};
+pub use config::{
+    AegisConfig, ConfigError, ConfigLoader, NatsConfig, ReconnectPolicy, Secret, StreamLimits,
+    StreamsConfig,
+};
 pub use connection::{ConnectError, Connection, MIN_SERVER_VERSION};
 pub use discovery::{Discovery, Strategy};
 pub use registry::{RegistryChange, RegistryReader};

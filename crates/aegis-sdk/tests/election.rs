@@ -1,5 +1,6 @@
 //! Sticky single-active elections against real nats-servers: one leader,
-//! strictly growing epochs, takeover after a crash, fast resign hand-over,
+//! strictly growing epochs, takeover after an abort (the lease lapses; a
+//! SIGKILLed leader is in `election_crash.rs`), fast resign hand-over,
 //! self-fencing of a paused leader, independent groups, and a node restart in
 //! a 3-node cluster.
 
@@ -70,7 +71,8 @@ async fn exactly_one_leader_and_epochs_grow_across_failovers() {
 
     for round in 0..3 {
         let (leader, _) = one_leader(&elections).await;
-        // Crash: drop without resigning; the lease must lapse.
+        // An abort (drop): no resignation, the lease must lapse. A real
+        // crash, a SIGKILLed process, is in election_crash.rs.
         let crashed_at = Instant::now();
         drop(elections.remove(leader));
         let (_, next) = one_leader(&elections).await;

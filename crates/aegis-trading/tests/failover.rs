@@ -448,10 +448,15 @@ async fn a_deposed_leader_cannot_overwrite_its_successor() {
 
     // Now order-1 wakes up and tries to record its own decision: refused,
     // since the order was written under a newer epoch since it read it. The
-    // caller of the first attempt still ends up with the one order.
+    // caller of the first attempt still ends up with the one order, told
+    // that a deposed leader answered (the call is not idempotent, so it is
+    // not run again).
     first_gate.add_permits(1);
-    let late = first_attempt.await.unwrap().unwrap();
-    assert_eq!(late.value, decided);
+    let late = match first_attempt.await.unwrap() {
+        Err(RpcError::DeposedLeader(deposed)) => deposed.value::<Order>().unwrap(),
+        other => panic!("expected the deposed leader's answer, got {other:?}"),
+    };
+    assert_eq!(late, decided);
 
     let (stored, _) =
         active::<_, Order>(&conn, "get_order", &json!({"order_id": decided.order_id}))

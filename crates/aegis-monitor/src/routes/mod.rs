@@ -6,6 +6,7 @@
 //! | [`services`] | `/api/services[/{name}[/revision, /history]]` |
 //! | [`instances`] | `/api/instances[...]`, instance config and events |
 //! | [`metrics`] | `/api/metrics`, `/api/instances/{s}/{id}/metrics` |
+//! | [`dead_letters`] | `/api/dead-letters` |
 //! | [`stream`] | `/api/stream` (SSE) |
 //! | [`session`] | `/api/session` (browser sign-in) |
 //! | [`system`] | `/health`, `/ready`, `/status`, `/metrics` |
@@ -18,6 +19,7 @@
 //! request metrics, security headers, the 64 KiB body limit, the request
 //! timeout (not on the SSE stream), and authentication.
 
+pub(crate) mod dead_letters;
 pub(crate) mod instances;
 pub(crate) mod metrics;
 pub(crate) mod services;
@@ -51,6 +53,7 @@ fn bounded_routes() -> OpenApiRouter<AppState> {
         .merge(services::router())
         .merge(instances::router())
         .merge(metrics::router())
+        .merge(dead_letters::router())
         .merge(session::router())
         .merge(system::router())
 }

@@ -6,7 +6,12 @@
 //!   a timeout.
 //! - [`worker`]: [`Commands::worker`] consumes the commands of a service (its
 //!   instances share one durable consumer, so each command runs once) and
-//!   reports progress and the result back to the sender.
+//!   reports progress and the result back to the sender. A deleted consumer
+//!   is recreated with back-off (the commands wait in the work queue). A
+//!   running command's ack deadline keeps being extended; a command whose
+//!   worker dies is offered again, at most `max_deliver` times in all, so a
+//!   command that crashes its process cannot crash-loop the service: after
+//!   the last delivery the server's advisory lands in `DEAD_LETTER`.
 //!
 //! A command carries its deadline; a worker that picks it up after the deadline
 //! does not run it.
@@ -20,15 +25,12 @@ use aegis_contracts::{names::NameError, subjects, wire::WireError};
 use async_nats::jetstream::{self, stream};
 
 pub use send::{CommandHandle, CommandUpdate};
-pub use worker::{Command, CommandWorker, CommandWorkerBuilder, Progress};
+pub use worker::{Command, CommandWorker, CommandWorkerBuilder, DEFAULT_MAX_DELIVER, Progress};
 
-use crate::Connection;
+use crate::{AegisConfig, Connection, streams::bounded};
 
 /// Header carrying the command's deadline (RFC 3339 UTC).
 pub const HEADER_DEADLINE: &str = "Aegis-Deadline";
-
-/// How long an unclaimed command stays queued.
-pub const COMMANDS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// Commands to services. Get one from [`Connection::commands`].
 #[derive(Debug, Clone)]
@@ -71,6 +73,10 @@ pub enum CommandError {
     /// The reply subscription ended unexpectedly (connection closed).
     #[error("the reply channel of command {0} closed")]
     Closed(String),
+    /// Concurrency, `max_deliver` or `ack_wait` cannot work; nothing was
+    /// started.
+    #[error("invalid worker options: {0}")]
+    InvalidOptions(String),
     /// The worker's consumer could not be created.
     #[error("cannot create the command consumer {name}")]
     Consumer {
@@ -92,29 +98,33 @@ impl Commands {
     /// # Errors
     /// [`CommandError::Stream`] when JetStream refuses.
     pub async fn ensure_stream(&self) -> Result<jetstream::stream::Stream, CommandError> {
-        ensure_commands_stream(self.conn.jetstream(), self.conn.config().nats.replicas).await
+        ensure_commands_stream(self.conn.jetstream(), self.conn.config()).await
     }
 }
 
-/// Creates the `COMMANDS` work-queue stream when missing.
+/// Creates the `COMMANDS` work-queue stream when missing, with the limits
+/// of [`StreamsConfig::commands`](crate::StreamsConfig::commands). When
+/// full it refuses new commands (the sender gets
+/// [`CommandError::Publish`]) rather than dropping queued ones.
 ///
 /// # Errors
 /// [`CommandError::Stream`] when JetStream refuses.
 pub async fn ensure_commands_stream(
     js: &jetstream::Context,
-    replicas: usize,
+    config: &AegisConfig,
 ) -> Result<jetstream::stream::Stream, CommandError> {
-    js.get_or_create_stream(stream::Config {
+    let stream = stream::Config {
         name: subjects::COMMANDS_STREAM.to_owned(),
         subjects: vec![subjects::COMMANDS_SUBJECTS.to_owned()],
         retention: stream::RetentionPolicy::WorkQueue,
         storage: stream::StorageType::File,
-        max_age: COMMANDS_MAX_AGE,
+        discard: stream::DiscardPolicy::New,
         duplicate_window: Duration::from_secs(120),
-        num_replicas: replicas,
+        num_replicas: config.nats.replicas,
         description: Some("Aegis commands (commands.{service}.{command})".to_owned()),
         ..Default::default()
-    })
-    .await
-    .map_err(|e| CommandError::Stream(e.into()))
+    };
+    crate::streams::ensure_stream(js, bounded(stream, &config.streams.commands))
+        .await
+        .map_err(CommandError::Stream)
 }

@@ -107,7 +107,7 @@ impl Commands {
         };
         if publish(headers.clone(), body.clone()).await.is_err() {
             // The stream may not exist yet: create it and try once more.
-            ensure_commands_stream(js, self.conn.config().nats.replicas).await?;
+            ensure_commands_stream(js, self.conn.config()).await?;
             publish(headers, body)
                 .await
                 .map_err(|source| CommandError::Publish {

@@ -16,13 +16,18 @@ use async_nats::{
         consumer::{self, pull},
     },
 };
-use futures::{FutureExt, StreamExt, future::BoxFuture};
+use futures::{FutureExt, future::BoxFuture};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::pull::{Durable, Outcome};
+
 use super::{CommandError, Commands, HEADER_DEADLINE, ensure_commands_stream};
+
+/// Deliveries of one command before it is given up on, by default.
+pub const DEFAULT_MAX_DELIVER: u32 = 5;
 
 /// A command delivered to a handler.
 #[derive(Debug, Clone)]
@@ -85,6 +90,8 @@ pub struct CommandWorkerBuilder {
     service: String,
     handlers: HashMap<String, Erased>,
     ack_wait: Duration,
+    max_deliver: u32,
+    concurrency: usize,
 }
 
 impl fmt::Debug for CommandWorkerBuilder {
@@ -121,6 +128,8 @@ impl Commands {
             service: service.to_owned(),
             handlers: HashMap::new(),
             ack_wait: Duration::from_secs(30),
+            max_deliver: DEFAULT_MAX_DELIVER,
+            concurrency: 1,
         }
     }
 }
@@ -152,10 +161,29 @@ impl CommandWorkerBuilder {
         self
     }
 
-    /// How long a command may run between progress reports before the server
-    /// offers it to another worker (default 30 s).
+    /// How long the server waits for an acknowledgement before it offers a
+    /// command to another worker (default 30 s, at least 300 ms). A running
+    /// handler keeps extending it, so this bounds how long a crashed worker
+    /// holds a command, not how long a command may run.
     pub fn ack_wait(mut self, wait: Duration) -> Self {
         self.ack_wait = wait;
+        self
+    }
+
+    /// Deliveries of one command before it is given up on (default
+    /// [`DEFAULT_MAX_DELIVER`], at least 1). A command is redelivered only
+    /// when its worker died (or hung) holding it, so this bounds how many
+    /// times a command that crashes its process runs; then the server's
+    /// advisory lands in `DEAD_LETTER`.
+    pub fn max_deliver(mut self, n: u32) -> Self {
+        self.max_deliver = n;
+        self
+    }
+
+    /// Commands run at once (default 1; at most 1024). The worker pulls
+    /// only as many commands as it has free handlers.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
         self
     }
 
@@ -168,30 +196,49 @@ impl CommandWorkerBuilder {
         for name in self.handlers.keys() {
             names::validate_command_name(name)?;
         }
+        crate::pull::check_options(self.concurrency, self.max_deliver, self.ack_wait)
+            .map_err(CommandError::InvalidOptions)?;
         let conn = &self.commands.conn;
-        let stream = ensure_commands_stream(conn.jetstream(), conn.config().nats.replicas).await?;
         let name = format!("{}_commands", self.service);
-        let consumer: consumer::PullConsumer = stream
-            .get_or_create_consumer(
-                &name,
-                pull::Config {
-                    durable_name: Some(name.clone()),
-                    filter_subject: subjects::command_filter(&self.service),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: self.ack_wait,
-                    ..Default::default()
-                },
-            )
+        let js = conn.jetstream().clone();
+        let aegis = conn.config().clone();
+        let durable = Durable {
+            ensure_stream: Arc::new(move || {
+                let (js, aegis) = (js.clone(), aegis.clone());
+                async move {
+                    crate::pull::ensure_dead_letters(&js, &aegis).await;
+                    ensure_commands_stream(&js, &aegis)
+                        .await
+                        .map_err(async_nats::Error::from)
+                }
+                .boxed()
+            }),
+            config: pull::Config {
+                durable_name: Some(name.clone()),
+                description: Some(format!("Aegis commands of {}", self.service)),
+                filter_subject: subjects::command_filter(&self.service),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: self.ack_wait,
+                max_deliver: i64::from(self.max_deliver),
+                ..Default::default()
+            },
+            confirm_acks: true,
+            concurrency: self.concurrency,
+        };
+        let consumer = durable
+            .open(None)
             .await
-            .map_err(|e| CommandError::Consumer {
+            .map_err(|source| CommandError::Consumer {
                 name: name.clone(),
-                source: e.into(),
+                source,
             })?;
         let cancel = CancellationToken::new();
         let client = conn.client().clone();
         let handlers = Arc::new(self.handlers);
+        let run_one: crate::pull::Handler =
+            Arc::new(move |message| run_one(message, client.clone(), handlers.clone()).boxed());
         let task = tokio::spawn(
-            work(consumer, client, handlers, cancel.clone())
+            crate::pull::run(durable, consumer, run_one, cancel.clone())
                 .instrument(info_span!("commands", service = %self.service)),
         );
         info!(service = %self.service, consumer = %name, "command worker started");
@@ -202,51 +249,14 @@ impl CommandWorkerBuilder {
     }
 }
 
-async fn work(
-    consumer: consumer::PullConsumer,
+/// Runs one command and reports its end to the sender. Whatever the handler
+/// says, the command is done (a failure is its result); only a crash of the
+/// process leaves it to be delivered again.
+async fn run_one(
+    msg: Arc<async_nats::jetstream::Message>,
     client: Client,
     handlers: Arc<HashMap<String, Erased>>,
-    cancel: CancellationToken,
-) {
-    let mut failures = 0u32;
-    'outer: while !cancel.is_cancelled() {
-        let mut messages = match consumer.messages().await {
-            Ok(m) => m,
-            Err(e) => {
-                warn!(error = %e, "cannot pull commands; retrying");
-                failures = (failures + 1).min(6);
-                tokio::select! {
-                    () = cancel.cancelled() => break,
-                    () = tokio::time::sleep(Duration::from_millis(100u64 << failures)) => continue,
-                }
-            }
-        };
-        loop {
-            let next = tokio::select! {
-                biased;
-                () = cancel.cancelled() => break 'outer,
-                next = messages.next() => next,
-            };
-            match next {
-                Some(Ok(msg)) => {
-                    failures = 0;
-                    run_one(msg, &client, &handlers).await;
-                }
-                Some(Err(e)) => {
-                    debug!(error = %e, "command stream interrupted; re-subscribing");
-                    continue 'outer;
-                }
-                None => continue 'outer,
-            }
-        }
-    }
-}
-
-async fn run_one(
-    msg: async_nats::jetstream::Message,
-    client: &Client,
-    handlers: &HashMap<String, Erased>,
-) {
+) -> Outcome {
     let header = |name: &str| {
         msg.headers
             .as_ref()
@@ -271,14 +281,13 @@ async fn run_one(
             error: WireError::timeout("the command expired before a worker picked it up"),
         }
     } else if let Some(handler) = handlers.get(&name) {
-        let msg = Arc::new(msg);
         let progress = Progress {
             client: client.clone(),
             reply_to: reply_to.clone(),
             acker: msg.clone(),
         };
         let fut = handler(id, name.clone(), msg.payload.clone(), progress);
-        let reply = match AssertUnwindSafe(fut)
+        match AssertUnwindSafe(fut)
             .catch_unwind()
             .instrument(span.clone())
             .await
@@ -288,19 +297,14 @@ async fn run_one(
             Err(_) => CommandReply::Failed {
                 error: WireError::internal("the command handler panicked"),
             },
-        };
-        send_reply(client, reply_to.as_deref(), &reply).await;
-        if let Err(e) = msg.double_ack().await {
-            span.in_scope(|| warn!(error = %e, "command ack not confirmed; it may run again"));
         }
-        return;
     } else {
         CommandReply::Failed {
             error: WireError::not_found(format!("no handler for command `{name}`")),
         }
     };
-    send_reply(client, reply_to.as_deref(), &reply).await;
-    let _ = msg.ack().await;
+    send_reply(&client, reply_to.as_deref(), &reply).await;
+    Outcome::Done
 }
 
 async fn send_reply(client: &Client, reply_to: Option<&str>, reply: &CommandReply) {

@@ -58,9 +58,13 @@ impl Leadership {
     }
 }
 
-/// A running election for one (service, group). Dropping it stops
-/// campaigning without resigning (the lease then lapses); call
-/// [`resign`](Election::resign) for a fast hand-over.
+/// A running election for one (service, group).
+///
+/// Dropping it is an abort: it stops serving at once and stops the
+/// campaign where it stands, without resigning — the election key keeps
+/// this instance's record and a standby takes over when the lease lapses,
+/// as after a crash. Call [`resign`](Election::resign) for a hand-over
+/// within milliseconds.
 #[derive(Debug)]
 pub struct Election {
     shared: Arc<Shared>,
@@ -184,7 +188,12 @@ impl Drop for Election {
             .serve_until
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = None;
-        self.cancel.cancel();
+        // Abort rather than cancel: a cancelled campaign resigns (deletes the
+        // key), and dropping must not pass for a graceful stop. After
+        // `resign` the task is already gone.
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
     }
 }
 

@@ -6,6 +6,9 @@
 //! - [`campaign`]: the task that campaigns, renews and watches the election
 //!   key `sticky-active.{service}.{group}` in the KV bucket
 //!   `service_elections`, publishing the [`Role`] through a watch channel.
+//! - `view.rs`: the callers' side — who holds each election key, and the
+//!   highest epoch seen, from one watch per connection; what
+//!   [`call_active`](crate::rpc::RpcClient::call_active) routes by.
 //!
 //! How it works. Candidates take the key with an atomic create; the leader
 //! renews its lease by compare-and-set on the key's revision every
@@ -16,11 +19,18 @@
 //! last revision it saw (so only one standby can win). A leader whose last
 //! successful renewal was *sent* more than `lease − safety_margin` ago stops
 //! serving, which is before any standby — which counts from when it
-//! *received* that renewal — can take over. A graceful stop resigns by
-//! deleting the key, and a standby takes over within milliseconds.
+//! *received* that renewal — can take over. A graceful stop
+//! ([`Election::resign`]) deletes the key, and a standby takes over within
+//! milliseconds. A crash deletes nothing: the standbys wait out the lease.
+//! Dropping an [`Election`] behaves like the crash (it stops serving at
+//! once but leaves the key to lapse), so a leader that was not stopped
+//! gracefully never hands over as if it had been — and tests that mean to
+//! exercise lease expiry can drop, or, to be sure, SIGKILL a child process
+//! (`tests/election_crash.rs` does both).
 
 pub mod campaign;
 pub mod lease;
+pub(crate) mod view;
 
 use std::time::Duration;
 
@@ -65,6 +75,9 @@ pub enum ElectionError {
     /// The `service_elections` bucket could not be created or opened.
     #[error("cannot create or open the service_elections bucket")]
     Bucket(#[source] async_nats::Error),
+    /// The view of the election keys did not load in time.
+    #[error("the election keys did not load within {0:?}")]
+    NotSynced(std::time::Duration),
 }
 
 /// What the leader writes to the election key.

@@ -7,8 +7,14 @@
 //!   consumer, in [`DeliveryMode::Compete`] (one instance of the service gets
 //!   each event) or [`DeliveryMode::Broadcast`] (every instance gets each).
 //!   An event is acknowledged only after its handler succeeds; a failed
-//!   handler gets it again after a back-off. Handler errors never stop the
-//!   subscription.
+//!   handler gets it again after a back-off, up to `max_deliver` times,
+//!   then it is copied to `DEAD_LETTER` ([`crate::dead_letter`]).
+//!   Subscriptions pull only as many events as they have free handlers
+//!   ([`SubscriptionBuilder::concurrency`]) and keep a running handler's
+//!   ack deadline from passing. Handler errors never stop the
+//!   subscription, and neither does its consumer vanishing: the pull loop
+//!   (shared with commands) recreates it with back-off, resuming after the
+//!   last event handled.
 
 pub mod publish;
 pub mod subscribe;
@@ -19,12 +25,13 @@ use aegis_contracts::{names::NameError, subjects};
 use async_nats::jetstream::{self, stream};
 
 pub use publish::Published;
-pub use subscribe::{DeliveryMode, Event, EventSubscription, SubscriptionBuilder};
+pub use subscribe::{
+    DEFAULT_ACK_WAIT, DEFAULT_MAX_DELIVER, DeliveryMode, Event, EventSubscription,
+    SubscriptionBuilder,
+};
 
-use crate::Connection;
+use crate::{AegisConfig, Connection, streams::bounded};
 
-/// How long stored events are kept.
-pub const EVENTS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Window within which a repeated dedup id is dropped by the server.
 pub const EVENTS_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
@@ -55,6 +62,10 @@ pub enum EventError {
         #[source]
         source: async_nats::Error,
     },
+    /// Concurrency, `max_deliver` or `ack_wait` cannot work; nothing was
+    /// started.
+    #[error("invalid subscription options: {0}")]
+    InvalidOptions(String),
     /// The durable consumer could not be created.
     #[error("cannot create the consumer {name}")]
     Consumer {
@@ -72,13 +83,15 @@ impl Events {
     }
 
     /// Creates the `EVENTS` stream if it does not exist (subjects `events.>`,
-    /// file storage, 7 days, 2-minute dedup window, the connection's replicas).
-    /// An existing stream is left as it is.
+    /// file storage, 2-minute dedup window, the connection's replicas, the
+    /// limits of [`StreamsConfig::events`](crate::StreamsConfig::events);
+    /// the oldest events go first). An existing stream keeps its settings
+    /// (see [`crate::streams`]).
     ///
     /// # Errors
     /// [`EventError::Stream`] when JetStream refuses.
     pub async fn ensure_stream(&self) -> Result<jetstream::stream::Stream, EventError> {
-        ensure_events_stream(self.conn.jetstream(), self.conn.config().nats.replicas).await
+        ensure_events_stream(self.conn.jetstream(), self.conn.config()).await
     }
 }
 
@@ -88,20 +101,20 @@ impl Events {
 /// [`EventError::Stream`] when JetStream refuses.
 pub async fn ensure_events_stream(
     js: &jetstream::Context,
-    replicas: usize,
+    config: &AegisConfig,
 ) -> Result<jetstream::stream::Stream, EventError> {
-    js.get_or_create_stream(stream::Config {
+    let stream = stream::Config {
         name: subjects::EVENTS_STREAM.to_owned(),
         subjects: vec![subjects::EVENTS_SUBJECTS.to_owned()],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
-        max_age: EVENTS_MAX_AGE,
         duplicate_window: EVENTS_DUPLICATE_WINDOW,
-        num_replicas: replicas,
+        num_replicas: config.nats.replicas,
         discard: stream::DiscardPolicy::Old,
         description: Some("Aegis domain events (events.{domain}.{action})".to_owned()),
         ..Default::default()
-    })
-    .await
-    .map_err(|e| EventError::Stream(e.into()))
+    };
+    crate::streams::ensure_stream(js, bounded(stream, &config.streams.events))
+        .await
+        .map_err(EventError::Stream)
 }

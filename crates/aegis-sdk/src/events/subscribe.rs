@@ -15,18 +15,23 @@ use aegis_contracts::{
     events::{EventPattern, EventSubject},
     names, subjects,
 };
-use async_nats::jetstream::{
-    AckKind,
-    consumer::{self, pull},
-};
+use async_nats::jetstream::consumer::{self, pull as js_pull};
 use chrono::{DateTime, Utc};
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use super::{EventError, Events, ensure_events_stream};
+use crate::pull::{self, Durable, Outcome};
+
+/// Deliveries of one event before it is dead-lettered, by default: with the
+/// growing pause between them (0.1 s doubling to 10 s), about half a
+/// minute of retries.
+pub const DEFAULT_MAX_DELIVER: u32 = 10;
+/// Default ack deadline.
+pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
 
 /// How long an unused broadcast consumer survives on the server.
 pub const BROADCAST_INACTIVE_THRESHOLD: Duration = Duration::from_secs(300);
@@ -73,7 +78,8 @@ pub struct SubscriptionBuilder<T> {
     pattern: String,
     mode: DeliveryMode,
     ack_wait: Duration,
-    max_deliver: i64,
+    max_deliver: u32,
+    concurrency: usize,
     deliver_all: bool,
     handler: Option<BoxedHandler<T>>,
     _t: PhantomData<fn() -> T>,
@@ -121,8 +127,9 @@ impl Events {
             instance: None,
             pattern: pattern.to_owned(),
             mode,
-            ack_wait: Duration::from_secs(30),
-            max_deliver: -1,
+            ack_wait: DEFAULT_ACK_WAIT,
+            max_deliver: DEFAULT_MAX_DELIVER,
+            concurrency: 1,
             deliver_all: false,
             handler: None,
             _t: PhantomData,
@@ -138,15 +145,27 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
         self
     }
 
-    /// How long the server waits for an ack before redelivering (default 30 s).
+    /// How long the server waits for an acknowledgement before it offers
+    /// an event again (default 30 s, at least 300 ms). A running handler
+    /// keeps extending it, so this bounds how long a crashed instance holds
+    /// an event, not how long a handler may take.
     pub fn ack_wait(mut self, wait: Duration) -> Self {
         self.ack_wait = wait;
         self
     }
 
-    /// Give up on an event after this many deliveries (default: never).
-    pub fn max_deliver(mut self, n: i64) -> Self {
+    /// Deliveries of one event before it is given up on and copied to
+    /// `DEAD_LETTER` (default [`DEFAULT_MAX_DELIVER`]; at least 1).
+    pub fn max_deliver(mut self, n: u32) -> Self {
         self.max_deliver = n;
+        self
+    }
+
+    /// Handlers run at once (default 1, which keeps the stream's order; at
+    /// most 1024). The subscription pulls only as many events as it has
+    /// free handlers.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
         self
     }
 
@@ -183,18 +202,28 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
                 reason: "a subscription needs a handler".to_owned(),
             })
         })?;
+        pull::check_options(self.concurrency, self.max_deliver, self.ack_wait)
+            .map_err(EventError::InvalidOptions)?;
         let name = match self.mode {
             DeliveryMode::Compete => format!("{}_{}", self.service, pattern.durable_suffix()),
             DeliveryMode::Broadcast => {
                 format!("{}_{}_{}", self.service, instance, pattern.durable_suffix())
             }
         };
-        let config = pull::Config {
+        let mode = match self.mode {
+            DeliveryMode::Compete => "compete",
+            DeliveryMode::Broadcast => "broadcast",
+        };
+        let config = js_pull::Config {
             durable_name: Some(name.clone()),
+            description: Some(format!(
+                "Aegis events of {} matching {pattern} ({mode})",
+                self.service
+            )),
             filter_subject: subjects::event_filter(&pattern),
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: self.ack_wait,
-            max_deliver: self.max_deliver,
+            max_deliver: i64::from(self.max_deliver),
             deliver_policy: if self.deliver_all {
                 consumer::DeliverPolicy::All
             } else {
@@ -207,18 +236,35 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
             num_replicas: 0,
             ..Default::default()
         };
-        let replicas = self.events.conn.config().nats.replicas;
-        let stream = ensure_events_stream(self.events.conn.jetstream(), replicas).await?;
-        let consumer: consumer::PullConsumer = stream
-            .get_or_create_consumer(&name, config.clone())
+        let js = self.events.conn.jetstream().clone();
+        let aegis = self.events.conn.config().clone();
+        let durable = Durable {
+            ensure_stream: Arc::new(move || {
+                let (js, aegis) = (js.clone(), aegis.clone());
+                async move {
+                    pull::ensure_dead_letters(&js, &aegis).await;
+                    ensure_events_stream(&js, &aegis)
+                        .await
+                        .map_err(async_nats::Error::from)
+                }
+                .boxed()
+            }),
+            config,
+            confirm_acks: false,
+            concurrency: self.concurrency,
+        };
+        let consumer = durable
+            .open(None)
             .await
-            .map_err(|e| EventError::Consumer {
+            .map_err(|source| EventError::Consumer {
                 name: name.clone(),
-                source: e.into(),
+                source,
             })?;
         let cancel = CancellationToken::new();
+        let process: pull::Handler =
+            Arc::new(move |message| process(message, handler.clone()).boxed());
         let task = tokio::spawn(
-            consume(consumer, stream, config, handler, cancel.clone())
+            pull::run(durable, consumer, process, cancel.clone())
                 .instrument(info_span!("events", service = %self.service, consumer = %name)),
         );
         info!(service = %self.service, consumer = %name, pattern = %pattern, mode = ?self.mode, "subscribed to events");
@@ -230,78 +276,17 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
     }
 }
 
-async fn consume<T: DeserializeOwned + Send + 'static>(
-    mut consumer: consumer::PullConsumer,
-    stream: async_nats::jetstream::stream::Stream,
-    config: pull::Config,
-    handler: BoxedHandler<T>,
-    cancel: CancellationToken,
-) {
-    let mut failures = 0u32;
-    'outer: while !cancel.is_cancelled() {
-        let mut messages = match consumer.messages().await {
-            Ok(m) => m,
-            Err(e) => {
-                warn!(error = %e, "cannot pull events; retrying");
-                if !backoff(&cancel, &mut failures).await {
-                    break;
-                }
-                if let Ok(c) = stream
-                    .get_or_create_consumer(
-                        config.durable_name.as_deref().unwrap_or_default(),
-                        config.clone(),
-                    )
-                    .await
-                {
-                    consumer = c;
-                }
-                continue;
-            }
-        };
-        loop {
-            let next = tokio::select! {
-                biased;
-                () = cancel.cancelled() => break 'outer,
-                next = messages.next() => next,
-            };
-            match next {
-                Some(Ok(msg)) => {
-                    failures = 0;
-                    process(msg, &handler).await;
-                }
-                Some(Err(e)) => {
-                    debug!(error = %e, "event stream interrupted; re-subscribing");
-                    if !backoff(&cancel, &mut failures).await {
-                        break 'outer;
-                    }
-                    continue 'outer;
-                }
-                None => continue 'outer,
-            }
-        }
-    }
-    debug!("event subscription stopped");
-}
-
-async fn backoff(cancel: &CancellationToken, failures: &mut u32) -> bool {
-    *failures = (*failures + 1).min(8);
-    let delay = Duration::from_millis(50u64 << *failures).min(Duration::from_secs(5));
-    tokio::select! {
-        () = cancel.cancelled() => false,
-        () = tokio::time::sleep(delay) => true,
-    }
-}
-
 /// Delay before a failed event is offered again: grows with attempts, max 10 s.
 fn redelivery_delay(delivered: u64) -> Duration {
     let shift = delivered.saturating_sub(1).min(7) as u32;
     Duration::from_millis(100u64 << shift).min(Duration::from_secs(10))
 }
 
+/// Decodes one event and runs the handler on it.
 async fn process<T: DeserializeOwned>(
-    msg: async_nats::jetstream::Message,
-    handler: &BoxedHandler<T>,
-) {
+    msg: Arc<async_nats::jetstream::Message>,
+    handler: BoxedHandler<T>,
+) -> Outcome {
     let (sequence, delivered, published) = match msg.info() {
         Ok(i) => (
             i.stream_sequence,
@@ -315,16 +300,18 @@ async fn process<T: DeserializeOwned>(
         Ok(s) => s,
         Err(e) => {
             warn!(subject = %msg.subject, error = %e, "event on a malformed subject; not redelivering it");
-            let _ = msg.ack_with(AckKind::Term).await;
-            return;
+            return Outcome::Poison {
+                error: format!("malformed event subject: {e}"),
+            };
         }
     };
     let payload: T = match serde_json::from_slice(&msg.payload) {
         Ok(p) => p,
         Err(e) => {
             warn!(subject = %msg.subject, sequence, error = %e, "event payload does not decode; not redelivering it (it stays in the stream)");
-            let _ = msg.ack_with(AckKind::Term).await;
-            return;
+            return Outcome::Poison {
+                error: format!("the payload does not decode: {e}"),
+            };
         }
     };
     let id = msg
@@ -345,23 +332,22 @@ async fn process<T: DeserializeOwned>(
         .catch_unwind()
         .instrument(span.clone())
         .await;
-    let ack = match outcome {
-        Ok(Ok(())) => msg.ack().await,
+    match outcome {
+        Ok(Ok(())) => Outcome::Done,
         Ok(Err(e)) => {
             span.in_scope(|| warn!(error = %e, "event handler failed; will redeliver"));
-            msg.ack_with(AckKind::Nak(Some(redelivery_delay(delivered))))
-                .await
+            Outcome::Retry {
+                delay: redelivery_delay(delivered),
+                error: e.to_string(),
+            }
         }
         Err(_) => {
             span.in_scope(|| warn!("event handler panicked; will redeliver"));
-            msg.ack_with(AckKind::Nak(Some(redelivery_delay(delivered))))
-                .await
+            Outcome::Retry {
+                delay: redelivery_delay(delivered),
+                error: "the handler panicked".to_owned(),
+            }
         }
-    };
-    if let Err(e) = ack {
-        span.in_scope(
-            || debug!(error = %e, "ack not sent; the server will redeliver after ack_wait"),
-        );
     }
 }
 

@@ -9,6 +9,12 @@
 //! until the instance writes a newer record; the registry itself is not
 //! touched.
 //!
+//! Revisions order records only within one bucket. When the watch reports
+//! that the bucket was created again (its revisions start over), the next
+//! load is applied as fresh: every eviction is dropped and records are
+//! compared by content, not revision, so a record at an equal or lower
+//! revision than one of the old bucket still replaces it.
+//!
 //! [`RegistryReader`]: super::RegistryReader
 
 use std::{
@@ -431,22 +437,40 @@ impl Shared {
         }
     }
 
-    /// Replaces the whole view with a fresh load, emitting the differences.
-    /// Local evictions and call statistics survive for unchanged records.
-    pub(crate) fn replace_all(&self, mut snapshot: Snapshot) {
+    /// Replaces the whole view with a load, emitting the differences.
+    /// Local evictions and call statistics survive for unchanged records;
+    /// with `fresh` (the bucket was created again, so its revisions say
+    /// nothing about the old ones) every eviction is dropped and a record
+    /// counts as unchanged only when its content is.
+    pub(crate) fn replace_all(&self, mut snapshot: Snapshot, fresh: bool) {
         let mut removed = Vec::new();
         {
-            let services = self.read();
-            for (service, entry) in services.iter() {
-                for (id, record) in &entry.records {
-                    match snapshot.get(&(service.clone(), id.clone())) {
-                        None => removed.push((service.clone(), id.clone())),
+            let mut services = self.write();
+            for (service, entry) in services.iter_mut() {
+                let mut evictions_dropped = false;
+                for (id, record) in entry.records.iter_mut() {
+                    let key = (service.clone(), id.clone());
+                    if fresh && record.evicted_at.take().is_some() {
+                        evictions_dropped = true;
+                    }
+                    match snapshot.get(&key) {
+                        None => removed.push(key),
                         // Unchanged: no event, keep eviction and stats.
-                        Some((_, rev)) if *rev == record.revision => {
-                            snapshot.remove(&(service.clone(), id.clone()));
+                        Some((_, rev)) if !fresh && *rev == record.revision => {
+                            snapshot.remove(&key);
                         }
+                        Some((instance, rev)) if fresh && *instance == record.instance => {
+                            record.revision = *rev;
+                            snapshot.remove(&key);
+                        }
+                        // Changed: upserted below. In a new bucket its
+                        // revision may be lower than the old one.
+                        Some(_) if fresh => record.revision = 0,
                         Some(_) => {}
                     }
+                }
+                if evictions_dropped {
+                    entry.rebuild();
                 }
             }
         }
@@ -592,7 +616,7 @@ mod tests {
             ("svc".into(), "new".into()),
             (inst("svc", "new", InstanceStatus::Active), 8),
         );
-        view.replace_all(snapshot);
+        view.replace_all(snapshot, false);
         let mut seen = Vec::new();
         while let Ok(change) = rx.try_recv() {
             seen.push((
@@ -610,6 +634,35 @@ mod tests {
         );
         // The unchanged record kept its local eviction.
         assert_eq!(pick(&view, "svc").as_deref(), Some("new"));
+    }
+
+    #[test]
+    fn a_fresh_load_from_a_new_bucket_forgets_revisions_and_evictions() {
+        let view = Shared::new();
+        view.upsert(inst("svc", "a", InstanceStatus::Active), 300);
+        view.upsert(inst("svc", "b", InstanceStatus::Active), 301);
+        view.evict("svc", "a");
+        view.evict("svc", "b");
+        let mut rx = view.subscribe();
+        let mut changed = inst("svc", "b", InstanceStatus::Active);
+        changed.version = "2.0.0".into();
+        let mut snapshot = Snapshot::new();
+        let same = view.get("svc", "a").unwrap();
+        snapshot.insert(("svc".into(), "a".into()), (same, 1));
+        snapshot.insert(("svc".into(), "b".into()), (changed, 2));
+        view.replace_all(snapshot, true);
+        // Both routable again, b's new content in, and only b announced.
+        assert_eq!(view.selectable("svc").len(), 2);
+        assert_eq!(view.get("svc", "b").unwrap().version, "2.0.0");
+        let seen: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|c| c.instance_id().to_owned())
+            .collect();
+        assert_eq!(seen, ["b"]);
+        // Revisions continue from the new bucket's: a later write lifts a
+        // later eviction as usual.
+        view.evict("svc", "a");
+        view.upsert(inst("svc", "a", InstanceStatus::Active), 3);
+        assert!(view.selectable("svc").iter().any(|i| i.instance_id == "a"));
     }
 
     #[test]

@@ -14,9 +14,10 @@
 //!   by service, by id, by status) and streams [`RegistryChange`]s; the
 //!   monitor uses it.
 //! - `cache.rs` and `watch.rs` hold the in-memory view behind the reader and
-//!   [`crate::discovery`]: one KV watch per [`Connection`](crate::Connection),
-//!   started lazily, re-created when it breaks (while broken, the last known
-//!   view keeps serving and reports its staleness).
+//!   [`crate::discovery`]: one KV watch per [`Connection`](crate::Connection)
+//!   (on `crate::kv_watch`), started lazily, re-created when it breaks
+//!   (while broken, the last known view keeps serving and reports its
+//!   staleness), and rebuilt from scratch when the bucket was created again.
 //!
 //! Lookups never list keys: listing creates a consumer per call, and the
 //! server caps consumers per stream (see the design of record).

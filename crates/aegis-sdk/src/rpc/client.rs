@@ -10,6 +10,21 @@
 //! the call's deadline. [`RpcClient::call_balanced`] keeps the plain
 //! queue-group path (`rpc.{service}.{method}`, the server picks), and
 //! [`RpcClient::call_instance`] addresses one named instance.
+//!
+//! [`RpcClient::call_active`] reaches the leader of a sticky group. It
+//! routes by the group's election key (one watch of `service_elections`
+//! per connection), not by registry records: a record carries whatever its
+//! writer claims, so a forged or stale record claiming a huge epoch must
+//! neither receive calls nor raise the epoch the client trusts. A reply
+//! stamped with an epoch older than the key's newest comes from a leader
+//! deposed while the call ran, and the call *ran* there. The choice made:
+//! such a reply is returned as [`RpcError::DeposedLeader`], an error the
+//! caller matches and that still holds the answer, rather than as an `Ok`
+//! with a flag a caller using `?` would never look at; and only an
+//! idempotent call is retried on the new leader, since retrying any other
+//! would run it twice. The newest epoch is forgotten with its bucket: a
+//! `service_elections` created again starts its revisions, and so its
+//! epochs, over.
 
 use std::{sync::Arc, time::Duration};
 
@@ -20,7 +35,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use tokio::time::Instant;
 
 use super::{
-    Encoding, RpcError, WireError,
+    DeposedReply, Encoding, RpcError, WireError,
     headers::{
         H_ENCODING, H_EPOCH, H_ERROR_CODE, H_ERROR_DETAILS, H_INSTANCE, H_REQUEST_ID,
         H_SERVICE_ERROR, H_SERVICE_ERROR_CODE,
@@ -29,6 +44,7 @@ use super::{
 use crate::{
     Connection,
     discovery::{Strategy, ring},
+    election::view::Holder,
 };
 
 /// The longest a call for an unknown service waits for the registry view to
@@ -300,31 +316,47 @@ impl RpcClient {
     }
 
     /// Calls `method` on the ACTIVE leader of `group` of a sticky
-    /// single-active service. A STANDBY answers NOT_ACTIVE without running
-    /// the handler; a vanished leader has no responder; a reply from a
-    /// deposed leader carries an older fencing epoch than one already seen.
-    /// In each case the call re-discovers and retries, with a short growing
-    /// back-off, until the new leader answers or the deadline passes. Other
-    /// errors are returned as they are.
+    /// single-active service.
+    ///
+    /// The leader and its fencing epoch come from the group's election key
+    /// (`sticky-active.{service}.{group}` in `service_elections`, followed
+    /// by one watch per connection), never from what a registry record
+    /// claims. A STANDBY answers NOT_ACTIVE without running the handler, and
+    /// a vanished leader has no responder: in both cases the call waits for
+    /// the key to change (or a short growing back-off) and tries again,
+    /// until the deadline. A reply stamped with an epoch older than the
+    /// newest the key has shown came from a leader deposed while the call
+    /// ran: the call *did run* there. An idempotent call is then retried on
+    /// the new leader; any other call returns
+    /// [`RpcError::DeposedLeader`], holding what the deposed leader
+    /// answered, and is never run twice. Other errors are returned as they
+    /// are.
     ///
     /// ```no_run
     /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_sdk::rpc::RpcError> {
-    /// use aegis_sdk::rpc::CallOptions;
+    /// use aegis_sdk::rpc::{CallOptions, RpcError};
     /// use serde_json::{json, Value};
     ///
     /// let order = json!({"symbol": "AAPL", "side": "BUY", "quantity": 10, "client_order_id": "c-1"});
-    /// let reply = conn
+    /// match conn
     ///     .rpc()
     ///     .call_active::<_, Value>("order-service", "default", "create_order", &order, &CallOptions::default())
-    ///     .await?;
-    /// println!("leader {:?} at epoch {:?}", reply.instance_id, reply.epoch);
+    ///     .await
+    /// {
+    ///     Ok(reply) => println!("leader {:?} at epoch {:?}", reply.instance_id, reply.epoch),
+    ///     // It ran on a leader deposed meanwhile: look the order up before retrying.
+    ///     Err(RpcError::DeposedLeader(deposed)) => println!("ran on {} at epoch {}", deposed.instance_id, deposed.epoch),
+    ///     Err(e) => return Err(e),
+    /// }
     /// # Ok(()) }
     /// ```
     ///
     /// # Errors
     /// [`RpcError`]: invalid names (before any I/O); [`RpcError::NoInstances`]
     /// when no leader appeared before the deadline (or the last NOT_ACTIVE /
-    /// stale-leader error); [`RpcError::Timeout`]; the leader's own error.
+    /// no-responder error); [`RpcError::DeposedLeader`] as above;
+    /// [`RpcError::Timeout`]; [`RpcError::Election`] when the election keys
+    /// cannot be read; the leader's own error.
     pub async fn call_active<Req, Res>(
         &self,
         service: &str,
@@ -347,97 +379,102 @@ impl RpcClient {
             subject: subjects::rpc_subject(service, method),
             timeout,
         };
-        let cache = self.registry_view(deadline, timed_out).await?;
-        let view = cache.shared();
-        let mut changes = view.subscribe();
-        let mut tried: Vec<String> = Vec::new();
+        let view = match tokio::time::timeout_at(deadline, self.conn.election_view()).await {
+            Ok(Ok(view)) => view,
+            Ok(Err(e)) => return Err(RpcError::Election(e)),
+            Err(_) => return Err(timed_out()),
+        };
+        let leaders = view.leaders();
+        let mut changes = leaders.subscribe();
+        // The holder the last attempt failed on; not tried again until the
+        // key changes or a back-off passes.
+        let mut failed_on: Option<Holder> = None;
         let mut last_err: Option<RpcError> = None;
         let mut backoff = Duration::from_millis(2);
-        let mut caught_up = false;
         loop {
-            // The leader of the group: ACTIVE with this group; when a crashed
-            // leader's record is still there, the newest epoch first.
-            let mut leaders: Vec<_> = view
-                .selectable(service)
-                .into_iter()
-                .filter(|i| i.sticky_active_group.as_deref() == Some(group))
-                .filter(|i| !tried.contains(&i.instance_id))
-                .collect();
-            leaders.sort_by_key(|i| std::cmp::Reverse(i.epoch.unwrap_or(0)));
-            let Some(leader) = leaders.into_iter().next() else {
+            changes.mark_unchanged();
+            let holder = leaders
+                .leader(service, group)
+                .filter(|h| failed_on.as_ref() != Some(h));
+            let Some(holder) = holder else {
                 let now = Instant::now();
                 if now >= deadline {
                     return Err(last_err.unwrap_or_else(|| RpcError::NoInstances {
                         service: service.to_owned(),
                     }));
                 }
-                if !caught_up {
-                    caught_up = true;
-                    cache.catch_up(deadline.min(now + CATCH_UP_LIMIT)).await;
-                } else {
-                    // Between leaders: wake as soon as the registry changes
-                    // (the new leader writes ACTIVE the moment it wins), or
-                    // after a short back-off, then try everything again.
-                    tokio::select! {
-                        _ = changes.recv() => {}
-                        () = tokio::time::sleep(backoff.min(deadline - now)) => {}
+                // Between leaders: wake as soon as the key changes (the new
+                // leader's winning write), or after a short back-off.
+                tokio::select! {
+                    _ = changes.changed() => {}
+                    () = tokio::time::sleep(backoff.min(deadline - now)) => {
+                        failed_on = None;
+                        backoff = (backoff * 2).min(Duration::from_millis(50));
                     }
-                    backoff = (backoff * 2).min(Duration::from_millis(50));
-                    tried.clear();
                 }
                 continue;
             };
-            let started = Instant::now();
-            let remaining = deadline.saturating_duration_since(started);
+            let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 return Err(last_err.unwrap_or_else(timed_out));
             }
             let attempt = attempt_timeout(opts, timeout, remaining);
-            let subject = subjects::rpc_instance_subject(service, &leader.instance_id, method);
-            let result = self
-                .send::<Res>(
-                    subject,
-                    payload.clone(),
-                    headers.clone(),
-                    attempt,
-                    opts.encoding,
-                )
+            let subject = subjects::rpc_instance_subject(service, &holder.instance_id, method);
+            let message = self
+                .send_message(subject.clone(), payload.clone(), headers.clone(), attempt)
                 .await;
-            match result {
-                Ok(mut reply) => match reply.epoch {
-                    Some(epoch) if !self.conn.observe_epoch(service, group, epoch) => {
-                        tracing::debug!(service, group, epoch, instance = %leader.instance_id,
-                            "reply from a deposed leader refused; retrying");
-                        last_err = Some(RpcError::StaleLeader {
-                            service: service.to_owned(),
-                            group: group.to_owned(),
-                            epoch,
-                        });
-                        tried.push(leader.instance_id);
-                    }
-                    _ => {
-                        reply
-                            .instance_id
-                            .get_or_insert_with(|| leader.instance_id.clone());
-                        return Ok(reply);
-                    }
-                },
-                Err(e @ RpcError::NoResponders { .. }) => {
-                    view.evict(service, &leader.instance_id);
-                    tried.push(leader.instance_id);
+            let message = match message {
+                Ok(m) => m,
+                Err(e) if never_ran(&e) => {
+                    // Never ran: it died, or is not (or no longer) serving.
+                    failed_on = Some(holder);
                     last_err = Some(e);
-                }
-                Err(e @ RpcError::Remote { .. }) if e.code() == ErrorCode::NotActive => {
-                    tried.push(leader.instance_id);
-                    last_err = Some(e);
+                    continue;
                 }
                 Err(RpcError::Timeout { .. }) if opts.idempotent && Instant::now() < deadline => {
-                    tried.push(leader.instance_id);
+                    failed_on = Some(holder);
                     last_err = Some(timed_out());
+                    continue;
                 }
                 Err(RpcError::Timeout { .. }) => return Err(timed_out()),
                 Err(e) => return Err(e),
+            };
+            let epoch = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(H_EPOCH))
+                .and_then(|v| v.as_str().parse::<u64>().ok());
+            let newest = leaders
+                .highest_epoch(service, group)
+                .unwrap_or(0)
+                .max(holder.epoch);
+            if let Some(epoch) = epoch
+                && epoch < newest
+                && wire_error(message.headers.as_ref()).is_none()
+            {
+                let deposed = DeposedReply {
+                    service: service.to_owned(),
+                    group: group.to_owned(),
+                    instance_id: holder.instance_id.clone(),
+                    epoch,
+                    current_epoch: Some(newest),
+                    encoding: Encoding::from_headers(message.headers.as_ref())
+                        .unwrap_or(opts.encoding),
+                    payload: message.payload,
+                };
+                tracing::debug!(service, group, epoch, newest, instance = %holder.instance_id,
+                    idempotent = opts.idempotent, "the call ran on a deposed leader");
+                let deposed = RpcError::DeposedLeader(Box::new(deposed));
+                if !opts.idempotent {
+                    return Err(deposed);
+                }
+                failed_on = Some(holder);
+                last_err = Some(deposed);
+                continue;
             }
+            let mut reply = decode_reply::<Res>(subject, message, opts.encoding)?;
+            reply.instance_id.get_or_insert(holder.instance_id);
+            return Ok(reply);
         }
     }
 
@@ -590,28 +627,45 @@ impl RpcClient {
         timeout: Duration,
         encoding: Encoding,
     ) -> Result<Reply<Res>, RpcError> {
+        let message = self
+            .send_message(subject.clone(), payload, headers, timeout)
+            .await?;
+        decode_reply(subject, message, encoding)
+    }
+
+    /// One request/reply round trip, the reply undecoded.
+    async fn send_message(
+        &self,
+        subject: String,
+        payload: Bytes,
+        headers: Option<HeaderMap>,
+        timeout: Duration,
+    ) -> Result<Message, RpcError> {
         let mut request = async_nats::Request::new()
             .payload(payload)
             .timeout(Some(timeout));
         if let Some(headers) = headers {
             request = request.headers(headers);
         }
-        let message = match self
-            .conn
+        self.conn
             .pooled()
             .send_request(subject.clone(), request)
             .await
-        {
-            Ok(m) => m,
-            Err(e) => {
-                return Err(match e.kind() {
-                    RequestErrorKind::TimedOut => RpcError::Timeout { subject, timeout },
-                    RequestErrorKind::NoResponders => RpcError::NoResponders { subject },
-                    _ => RpcError::Transport { subject, source: e },
-                });
-            }
-        };
-        decode_reply(subject, message, encoding)
+            .map_err(|e| match e.kind() {
+                RequestErrorKind::TimedOut => RpcError::Timeout { subject, timeout },
+                RequestErrorKind::NoResponders => RpcError::NoResponders { subject },
+                _ => RpcError::Transport { subject, source: e },
+            })
+    }
+}
+
+/// A leader-bound call that certainly did not run: nobody listened (the
+/// leader died or is stopping), or the instance refused as not serving.
+fn never_ran(e: &RpcError) -> bool {
+    match e {
+        RpcError::NoResponders { .. } => true,
+        RpcError::Remote { .. } => e.code() == ErrorCode::NotActive,
+        _ => false,
     }
 }
 

@@ -27,12 +27,40 @@ use std::time::Duration;
 
 pub use aegis_contracts::wire::{ErrorCode, WireError};
 pub use client::{CallOptions, Reply, RpcClient};
+pub use codec::CodecError;
 pub use codec::Encoding;
 pub use server::{RequestContext, Service, ServiceBuilder};
 
 use aegis_contracts::names::NameError;
 
 use crate::discovery::DiscoveryError;
+
+/// A reply a deposed leader sent; see [`RpcError::DeposedLeader`].
+#[derive(Debug, Clone)]
+pub struct DeposedReply {
+    /// The service called.
+    pub service: String,
+    /// The sticky group.
+    pub group: String,
+    /// The instance that ran the call.
+    pub instance_id: String,
+    /// The fencing epoch its reply carried.
+    pub epoch: u64,
+    /// The newest epoch the group's election key had shown this process.
+    pub current_epoch: Option<u64>,
+    pub(crate) payload: bytes::Bytes,
+    pub(crate) encoding: Encoding,
+}
+
+impl DeposedReply {
+    /// The answer the deposed leader sent, decoded.
+    ///
+    /// # Errors
+    /// [`codec::CodecError`] when it is not a `T`.
+    pub fn value<T: serde::de::DeserializeOwned>(&self) -> Result<T, codec::CodecError> {
+        self.encoding.decode(&self.payload)
+    }
+}
 
 /// Why an RPC call failed, as seen by the caller.
 ///
@@ -106,17 +134,23 @@ pub enum RpcError {
         /// The error the service sent.
         error: WireError,
     },
-    /// A reply came from a deposed leader: its fencing epoch is older than
-    /// one this process has already seen for the group.
-    #[error("reply from a deposed leader of {service}/{group} (epoch {epoch} is stale)")]
-    StaleLeader {
-        /// The service.
-        service: String,
-        /// The sticky group.
-        group: String,
-        /// The stale epoch the reply carried.
-        epoch: u64,
-    },
+    /// [`RpcClient::call_active`]: the call **ran**, on a leader that had
+    /// been deposed by the time it answered (its reply carries an older
+    /// fencing epoch than the group's election key). What it did may be
+    /// refused downstream, or superseded by the new leader; its answer is
+    /// in [`DeposedReply::value`]. Returned for calls that are not
+    /// idempotent, which are never run twice; idempotent calls are retried
+    /// on the new leader instead.
+    #[error(
+        "{}/{}: {} answered at epoch {}, but a newer leader holds the group (epoch {}); the call ran on the deposed leader",
+        .0.service, .0.group, .0.instance_id, .0.epoch,
+        .0.current_epoch.map_or_else(|| "unknown".to_owned(), |e| e.to_string())
+    )]
+    DeposedLeader(Box<DeposedReply>),
+    /// The election keys [`RpcClient::call_active`] routes by are
+    /// unavailable; nothing was sent.
+    #[error("cannot read the election keys")]
+    Election(#[source] crate::election::ElectionError),
     /// The NATS client failed to send or receive.
     #[error("NATS request on {subject} failed")]
     Transport {
@@ -135,7 +169,9 @@ impl RpcError {
             RpcError::InvalidName(_) | RpcError::Encode(_) => ErrorCode::InvalidRequest,
             RpcError::Decode { .. } | RpcError::Transport { .. } => ErrorCode::Internal,
             RpcError::Timeout { .. } => ErrorCode::Timeout,
-            RpcError::StaleLeader { .. } => ErrorCode::NotActive,
+            // It ran: not NOT_ACTIVE, which tells callers to retry freely.
+            RpcError::DeposedLeader(_) => ErrorCode::Conflict,
+            RpcError::Election(_) => ErrorCode::ServiceUnavailable,
             RpcError::NoSuchMethod { .. } => ErrorCode::NotFound,
             RpcError::NoResponders { .. } | RpcError::NoInstances { .. } => {
                 ErrorCode::ServiceUnavailable

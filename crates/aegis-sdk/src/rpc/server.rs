@@ -897,7 +897,9 @@ async fn handle(request: service::Request, shared: Arc<Shared>, direct: bool) {
 }
 
 /// A running service. Stop it with [`Service::shutdown`]; dropping it stops
-/// taking requests too, without waiting for the ones in flight.
+/// taking requests too, without waiting for the ones in flight, and a
+/// single-active leader does not resign: its lease lapses, as after a crash
+/// (see [`Election`]).
 pub struct Service {
     client: async_nats::Client,
     name: String,

@@ -251,8 +251,9 @@ async fn run_on(
 }
 
 async fn ensure_streams(conn: &Connection, replicas: usize) -> anyhow::Result<()> {
-    aegis_sdk::events::ensure_events_stream(conn.jetstream(), replicas).await?;
-    aegis_sdk::commands::ensure_commands_stream(conn.jetstream(), replicas).await?;
+    aegis_sdk::events::ensure_events_stream(conn.jetstream(), conn.config()).await?;
+    aegis_sdk::commands::ensure_commands_stream(conn.jetstream(), conn.config()).await?;
+    aegis_sdk::dead_letter::ensure_dead_letter_stream(conn.jetstream(), conn.config()).await?;
     aegis_sdk::election::ensure_election_bucket(conn.jetstream(), replicas).await?;
     aegis_sdk::registry::ensure_registry_bucket(conn.jetstream(), replicas).await?;
     Ok(())

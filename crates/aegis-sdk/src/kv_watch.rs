@@ -1,0 +1,416 @@
+//! One watch of a KV bucket feeding an in-memory view, robust to everything
+//! the server can do to it. The registry view (`registry/watch.rs`) and the
+//! election view (`election/view.rs`) both run on it.
+//!
+//! A session is an ephemeral push consumer on the watched keys that first
+//! delivers the last value of every key (the initial load, collected aside
+//! and handed over whole once complete) and then every change as it lands.
+//! Idle heartbeats every second prove the session alive. It is abandoned,
+//! and a fresh one (a full re-load) opened with back-off, when:
+//!
+//! - no message or heartbeat arrived for three heartbeat intervals (the
+//!   consumer's server died, or the consumer was deleted — as it is with
+//!   its bucket),
+//! - a consumer sequence is skipped (a message was lost),
+//! - the client lost its connection (messages may have been missed, and a
+//!   marker may have expired meanwhile).
+//!
+//! A fresh load rather than a resume keeps the view exact even when
+//! removal markers expired during the break. While no session is healthy,
+//! the last view keeps serving (stale-on-error) and reports its staleness.
+//!
+//! **A bucket created again** (deleted by an operator, restored from a
+//! backup) starts its revisions over, so they may equal or fall below the
+//! ones the view remembers, and anything the view derived from them (a
+//! local eviction until a newer revision, the highest fencing epoch seen)
+//! would be wrong. Each session therefore identifies the bucket by its
+//! stream's creation time, read before and after the consumer is created
+//! (a session that straddles a re-creation is dropped and opened again),
+//! and hands its load over as *fresh* when the bucket is not the one the
+//! previous load came from: the view then rebuilds itself from the load
+//! alone.
+
+use std::{sync::Arc, time::Duration};
+
+use async_nats::{
+    Client, StatusCode,
+    connection::State,
+    jetstream::{
+        self,
+        consumer::{AckPolicy, DeliverPolicy, ReplayPolicy, push},
+        kv,
+    },
+};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// How often the server proves an idle session alive.
+const IDLE_HEARTBEAT: Duration = Duration::from_secs(1);
+/// Silence after which a session counts as dead.
+const SILENCE_LIMIT: Duration = Duration::from_secs(3);
+/// How often the client's connection state is checked.
+const STATE_CHECK: Duration = Duration::from_millis(200);
+/// First and longest wait between attempts to open a session.
+const RETRY_INITIAL: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+/// How long the server keeps an abandoned consumer with nobody listening.
+const INACTIVE_THRESHOLD: Duration = Duration::from_secs(10);
+
+const HEADER_KV_OPERATION: &str = "KV-Operation";
+const HEADER_MARKER_REASON: &str = "Nats-Marker-Reason";
+const HEADER_LAST_CONSUMER: &str = "Nats-Last-Consumer";
+const HEADER_CONSUMER_STALLED: &str = "Nats-Consumer-Stalled";
+
+/// How a key left the bucket, from the marker the server stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Removal {
+    /// Its TTL ran out (the server's limit marker, reason `MaxAge`).
+    Expired,
+    /// Purged (`KV-Operation: PURGE`, or the marker of a purge).
+    Purged,
+    /// Deleted (`KV-Operation: DEL`), or removed for another reason.
+    Deleted,
+}
+
+/// Whether a stored message removes its key, and how: the server's limit
+/// marker for an expired TTL (`Nats-Marker-Reason: MaxAge`), a purge, or a
+/// delete.
+fn removal_of(headers: &async_nats::HeaderMap) -> Option<Removal> {
+    if let Some(marker) = headers.get(HEADER_MARKER_REASON) {
+        return Some(match marker.as_str() {
+            "MaxAge" => Removal::Expired,
+            "Purge" => Removal::Purged,
+            _ => Removal::Deleted,
+        });
+    }
+    match headers.get(HEADER_KV_OPERATION).map(|op| op.as_str()) {
+        None | Some("PUT") => None,
+        Some("PURGE") => Some(Removal::Purged),
+        Some(_) => Some(Removal::Deleted),
+    }
+}
+
+/// The latest value of one key.
+#[derive(Debug, Clone)]
+pub(crate) struct KvEntry {
+    /// The key, without the bucket's subject prefix.
+    pub(crate) key: String,
+    /// Its value.
+    pub(crate) value: Bytes,
+    /// Its revision (stream sequence) in the bucket.
+    pub(crate) revision: u64,
+}
+
+/// What a watch feeds.
+pub(crate) trait Sink: Send + Sync + 'static {
+    /// A session with this consumer starts.
+    fn on_session(&self, consumer: String);
+    /// The session's initial load: the latest value of every key that has
+    /// one. `fresh` when the bucket is not the one the previous load came
+    /// from (created again): nothing derived from the old one may survive.
+    fn on_load(&self, entries: Vec<KvEntry>, fresh: bool);
+    /// A key was written after the load.
+    fn on_put(&self, entry: KvEntry);
+    /// A key was deleted, purged or expired after the load.
+    fn on_remove(&self, key: &str, removal: Removal);
+    /// The session applied the message with this consumer sequence.
+    fn on_applied(&self, consumer_sequence: u64);
+    /// The initial load is in: the view is current.
+    fn on_synced(&self);
+    /// The session broke; the view keeps serving what it has.
+    fn on_broken(&self);
+}
+
+/// Which keys a watch follows and how its consumer introduces itself.
+#[derive(Debug, Clone)]
+pub(crate) struct WatchSpec {
+    /// The key filter (e.g. `service-instances.>`), without the prefix.
+    pub(crate) keys: String,
+    /// The consumer's description.
+    pub(crate) description: &'static str,
+}
+
+/// Feeds `sink` from `store` until `cancel` fires.
+pub(crate) async fn run<S: Sink>(
+    store: kv::Store,
+    js: jetstream::Context,
+    client: Client,
+    spec: WatchSpec,
+    sink: Arc<S>,
+    cancel: CancellationToken,
+) {
+    let mut failures: u32 = 0;
+    let mut bucket: Option<time::OffsetDateTime> = None;
+    loop {
+        let opened = tokio::select! {
+            () = cancel.cancelled() => return,
+            opened = Session::open(&store, &js, &client, &spec) => opened,
+        };
+        match opened {
+            Ok(mut session) => {
+                if failures > 0 {
+                    info!(consumer = %session.consumer, "{} re-established", spec.description);
+                }
+                failures = 0;
+                session.fresh = bucket.is_some_and(|b| b != session.bucket);
+                if session.fresh {
+                    info!(bucket = %store.name, "the bucket was created again; rebuilding the view from it");
+                }
+                bucket = Some(session.bucket);
+                sink.on_session(session.consumer.clone());
+                let reason = session.run(&store, &js, &client, &*sink, &cancel).await;
+                session.abandon(&store);
+                match reason {
+                    None => return,
+                    Some(reason) => {
+                        warn!(%reason, "{} broke; serving the last known view while re-creating it", spec.description);
+                        sink.on_broken();
+                    }
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                sink.on_broken();
+                if failures == 1 || failures.is_power_of_two() {
+                    warn!(error = %e, attempt = failures, "cannot open the {}; retrying", spec.description);
+                } else {
+                    debug!(error = %e, attempt = failures, "cannot open the {}; retrying", spec.description);
+                }
+            }
+        }
+        let delay = RETRY_INITIAL
+            .saturating_mul(1 << failures.min(5))
+            .min(RETRY_MAX);
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// When the bucket's stream was created: what tells one incarnation of a
+/// bucket from the next.
+async fn bucket_created(
+    js: &jetstream::Context,
+    store: &kv::Store,
+) -> Result<time::OffsetDateTime, async_nats::Error> {
+    let stream = js.get_stream(&store.stream_name).await?;
+    Ok(stream.cached_info().created)
+}
+
+struct Session {
+    subscriber: async_nats::Subscriber,
+    consumer: String,
+    /// The bucket this session reads (its stream's creation time).
+    bucket: time::OffsetDateTime,
+    /// Whether the load goes over as fresh.
+    fresh: bool,
+    /// The initial load being collected; `None` once it was handed over.
+    loading: Option<std::collections::HashMap<String, KvEntry>>,
+    /// Last values the server had to deliver when the consumer was created.
+    initial_pending: u64,
+    last_consumer_sequence: u64,
+}
+
+impl Session {
+    async fn open(
+        store: &kv::Store,
+        js: &jetstream::Context,
+        client: &Client,
+        spec: &WatchSpec,
+    ) -> Result<Session, async_nats::Error> {
+        if client.connection_state() != State::Connected {
+            return Err("not connected to NATS".into());
+        }
+        let before = bucket_created(js, store).await?;
+        let inbox = client.new_inbox();
+        // Subscribe first so nothing delivered right after creation is lost.
+        let subscriber = client.subscribe(inbox.clone()).await?;
+        let consumer = store
+            .stream
+            .create_consumer(push::Config {
+                deliver_subject: inbox,
+                description: Some(spec.description.to_owned()),
+                deliver_policy: DeliverPolicy::LastPerSubject,
+                ack_policy: AckPolicy::None,
+                filter_subject: format!("{}{}", store.prefix, spec.keys),
+                replay_policy: ReplayPolicy::Instant,
+                flow_control: true,
+                idle_heartbeat: IDLE_HEARTBEAT,
+                inactive_threshold: INACTIVE_THRESHOLD,
+                memory_storage: true,
+                num_replicas: 1,
+                ..Default::default()
+            })
+            .await?;
+        let info = consumer.cached_info().clone();
+        let after = bucket_created(js, store).await;
+        if after.as_ref().ok() != Some(&before) {
+            let stream = store.stream.clone();
+            tokio::spawn(async move {
+                let _ = stream.delete_consumer(&info.name).await;
+            });
+            return Err("the bucket was replaced while the watch opened".into());
+        }
+        debug!(consumer = %info.name, pending = info.num_pending, "watch opened");
+        Ok(Session {
+            subscriber,
+            consumer: info.name.clone(),
+            bucket: before,
+            fresh: false,
+            loading: Some(std::collections::HashMap::new()),
+            initial_pending: info.num_pending,
+            last_consumer_sequence: 0,
+        })
+    }
+
+    /// Applies messages until the session breaks (returns why) or `cancel`
+    /// fires (returns `None`).
+    async fn run<S: Sink>(
+        &mut self,
+        store: &kv::Store,
+        js: &jetstream::Context,
+        client: &Client,
+        sink: &S,
+        cancel: &CancellationToken,
+    ) -> Option<String> {
+        // An empty bucket delivers nothing: the load is complete at once.
+        if self.initial_pending == 0 {
+            self.finish_load(sink);
+        }
+        let silence = tokio::time::sleep(SILENCE_LIMIT);
+        tokio::pin!(silence);
+        let mut state_check = tokio::time::interval(STATE_CHECK);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return None,
+                () = &mut silence => {
+                    return Some(format!("no message or heartbeat for {SILENCE_LIMIT:?}"));
+                }
+                _ = state_check.tick() => {
+                    if client.connection_state() != State::Connected {
+                        return Some("the NATS connection was lost".to_owned());
+                    }
+                }
+                message = self.subscriber.next() => {
+                    let Some(message) = message else {
+                        return Some("the watch subscription closed".to_owned());
+                    };
+                    silence.as_mut().reset(tokio::time::Instant::now() + SILENCE_LIMIT);
+                    if let Err(reason) = self.handle(message, js, store, client, sink).await {
+                        return Some(reason);
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish_load<S: Sink>(&mut self, sink: &S) {
+        if let Some(loaded) = self.loading.take() {
+            debug!(keys = loaded.len(), fresh = self.fresh, "view loaded");
+            let mut entries: Vec<KvEntry> = loaded.into_values().collect();
+            entries.sort_by_key(|e| e.revision);
+            sink.on_load(entries, self.fresh);
+            sink.on_synced();
+        }
+    }
+
+    async fn handle<S: Sink>(
+        &mut self,
+        message: async_nats::Message,
+        js: &jetstream::Context,
+        store: &kv::Store,
+        client: &Client,
+        sink: &S,
+    ) -> Result<(), String> {
+        match message.status {
+            Some(StatusCode::IDLE_HEARTBEAT) => {
+                // Flow-control requests carry a reply subject; answering
+                // lets the server keep sending.
+                if let Some(reply) = &message.reply {
+                    let _ = client.publish(reply.clone(), Bytes::new()).await;
+                }
+                if let Some(headers) = &message.headers {
+                    if let Some(stalled) = headers.get(HEADER_CONSUMER_STALLED) {
+                        let _ = client
+                            .publish(stalled.as_str().to_owned(), Bytes::new())
+                            .await;
+                    }
+                    if let Some(last) = headers.get(HEADER_LAST_CONSUMER)
+                        && last.as_str().parse::<u64>().ok() != Some(self.last_consumer_sequence)
+                    {
+                        return Err(format!(
+                            "the server delivered up to {} but this watch saw {}",
+                            last.as_str(),
+                            self.last_consumer_sequence
+                        ));
+                    }
+                }
+                return Ok(());
+            }
+            Some(status) => {
+                return Err(format!(
+                    "the server ended the watch ({status} {})",
+                    message.description.as_deref().unwrap_or("")
+                ));
+            }
+            None => {}
+        }
+        let message = jetstream::Message {
+            message,
+            context: js.clone(),
+        };
+        let (consumer_sequence, stream_sequence, pending) = match message.info() {
+            Ok(info) => (info.consumer_sequence, info.stream_sequence, info.pending),
+            Err(e) => return Err(format!("unreadable delivery metadata: {e}")),
+        };
+        if consumer_sequence != self.last_consumer_sequence + 1 {
+            return Err(format!(
+                "a message was skipped (expected {}, got {consumer_sequence})",
+                self.last_consumer_sequence + 1
+            ));
+        }
+        self.last_consumer_sequence = consumer_sequence;
+        if let Some(key) = message.subject.as_str().strip_prefix(store.prefix.as_str()) {
+            let removal = message.headers.as_ref().and_then(removal_of);
+            match (&mut self.loading, removal) {
+                (Some(loading), Some(_)) => {
+                    loading.remove(key);
+                }
+                (Some(loading), None) => {
+                    let entry = KvEntry {
+                        key: key.to_owned(),
+                        value: message.payload.clone(),
+                        revision: stream_sequence,
+                    };
+                    loading.insert(entry.key.clone(), entry);
+                }
+                (None, Some(removal)) => sink.on_remove(key, removal),
+                (None, None) => sink.on_put(KvEntry {
+                    key: key.to_owned(),
+                    value: message.payload.clone(),
+                    revision: stream_sequence,
+                }),
+            }
+        }
+        if pending == 0 {
+            self.finish_load(sink);
+        }
+        sink.on_applied(consumer_sequence);
+        Ok(())
+    }
+
+    /// Deletes the consumer in the background (best effort: the server drops
+    /// it after [`INACTIVE_THRESHOLD`] anyway).
+    fn abandon(self, store: &kv::Store) {
+        let stream = store.stream.clone();
+        let consumer = self.consumer;
+        drop(self.subscriber);
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(2), stream.delete_consumer(&consumer))
+                .await;
+        });
+    }
+}

@@ -1,0 +1,379 @@
+//! The durable pull loop behind [event subscriptions](crate::events) and
+//! [command workers](crate::commands).
+//!
+//! One task per subscription or worker pulls from its durable consumer and
+//! hands each message to a handler, then acknowledges it as the handler's
+//! [`Outcome`] says. The loop survives whatever the server does to the
+//! consumer or its stream:
+//!
+//! - Before pulling, it makes sure the stream and the durable consumer exist
+//!   (creating them when missing), so a consumer deleted by an operator, by a
+//!   stream restore or with its stream is recreated.
+//! - Any failed pull (consumer deleted, no responders, stream gone, a refused
+//!   request) is followed by a back-off (100 ms doubling to 5 s) before the
+//!   next attempt, and so is a pull that ends empty right away: a consumer
+//!   that cannot be had is retried, never spun on.
+//! - A consumer recreated after this process handled messages resumes after
+//!   the last stream sequence it handled (when it was configured to start at
+//!   new messages), so messages stored while it was missing are not skipped.
+//!   Redelivering a few already handled is the price of at-least-once.
+//!
+//! How it keeps redelivery honest:
+//!
+//! - It asks the server only for as many messages as it has free handler
+//!   slots (`concurrency`), so no message waits in this process, unseen by
+//!   other instances, while its ack deadline runs out.
+//! - While a handler runs, it sends an in-progress acknowledgement every
+//!   third of `ack_wait`, so long work is not redelivered elsewhere
+//!   meanwhile; a crashed process stops sending them and the message comes
+//!   back after `ack_wait`.
+//! - A handler that fails on the last delivery `max_deliver` allows, or a
+//!   message that can never be handled, is copied to `DEAD_LETTER` (see
+//!   [`crate::dead_letter`]) and terminated; deliveries that run out
+//!   without a decision (the process crashed each time) reach
+//!   `DEAD_LETTER` through the server's advisory.
+
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use aegis_contracts::dead_letter::DeadLetterReason;
+use async_nats::jetstream::{
+    self, AckKind,
+    consumer::{DeliverPolicy, PullConsumer, pull},
+    stream::Stream,
+};
+use futures::{StreamExt, future::BoxFuture};
+use tokio::{sync::Semaphore, time::Instant};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{debug, info, warn};
+
+/// First and longest pause after a failed pull or consumer lookup.
+const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long one pull request waits on the server for messages. Idle
+/// consumers re-pull this often; it also bounds how long a pull lost by the
+/// server (a stream leader change) goes unnoticed.
+const PULL_EXPIRES: Duration = Duration::from_secs(10);
+/// A pull that ends with nothing sooner than this was refused, not expired.
+const MIN_PULL_LIFETIME: Duration = Duration::from_millis(200);
+
+/// Most handlers one subscription or worker may run at once.
+pub(crate) const MAX_CONCURRENCY: usize = 1024;
+/// Shortest ack deadline accepted (in-progress acks go every third of it).
+pub(crate) const MIN_ACK_WAIT: Duration = Duration::from_millis(300);
+
+/// What to do with a message after its handler ran.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Handled: acknowledge it.
+    Done,
+    /// Failed for now: deliver it again after `delay`, unless this was the
+    /// last delivery allowed; then dead-letter it.
+    Retry {
+        /// Pause before the next delivery.
+        delay: Duration,
+        /// What went wrong, for the dead letter.
+        error: String,
+    },
+    /// Can never be handled (malformed): dead-letter it at once.
+    Poison {
+        /// What is wrong with it.
+        error: String,
+    },
+}
+
+/// A handler of one message; it must not acknowledge the message itself.
+pub(crate) type Handler =
+    Arc<dyn Fn(Arc<jetstream::Message>) -> BoxFuture<'static, Outcome> + Send + Sync>;
+
+/// Finds or creates the stream a consumer lives on.
+pub(crate) type EnsureStream =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<Stream, async_nats::Error>> + Send + Sync>;
+
+/// Everything the loop needs to know about its consumer.
+pub(crate) struct Durable {
+    /// Finds or creates the stream.
+    pub(crate) ensure_stream: EnsureStream,
+    /// The consumer's configuration (its `durable_name` is its name).
+    pub(crate) config: pull::Config,
+    /// Wait for the server to confirm acknowledgements (commands: an
+    /// unconfirmed ack may run the command again).
+    pub(crate) confirm_acks: bool,
+    /// Handlers run at once (1 keeps the stream's order).
+    pub(crate) concurrency: usize,
+}
+
+impl Durable {
+    fn name(&self) -> &str {
+        self.config.durable_name.as_deref().unwrap_or_default()
+    }
+
+    /// The stream and the consumer, created when missing. `resume_after` is
+    /// the last stream sequence handled, used only when the consumer has to
+    /// be created again.
+    pub(crate) async fn open(
+        &self,
+        resume_after: Option<u64>,
+    ) -> Result<PullConsumer, async_nats::Error> {
+        let stream = (self.ensure_stream)().await?;
+        let mut config = self.config.clone();
+        if let (Some(seq), DeliverPolicy::New) = (resume_after, &config.deliver_policy) {
+            config.deliver_policy = DeliverPolicy::ByStartSequence {
+                start_sequence: seq + 1,
+            };
+            return Ok(stream.get_or_create_consumer(self.name(), config).await?);
+        }
+        // Create, or bring an existing consumer (say, one an older version
+        // made without max_deliver) to this process's settings. Settings the
+        // server cannot change (a consumer recreated to resume at a
+        // sequence has another start) leave it as it is.
+        match stream.create_consumer(config.clone()).await {
+            Ok(consumer) => Ok(consumer),
+            Err(e) => {
+                info!(consumer = self.name(), error = %e, "keeping the consumer's existing settings");
+                Ok(stream.get_or_create_consumer(self.name(), config).await?)
+            }
+        }
+    }
+}
+
+/// Checks the delivery options shared by subscriptions and command workers.
+pub(crate) fn check_options(
+    concurrency: usize,
+    max_deliver: u32,
+    ack_wait: Duration,
+) -> Result<(), String> {
+    if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
+        return Err(format!(
+            "concurrency must be between 1 and {}",
+            MAX_CONCURRENCY
+        ));
+    }
+    if max_deliver == 0 {
+        return Err("max_deliver must be at least 1".to_owned());
+    }
+    if ack_wait < MIN_ACK_WAIT {
+        return Err(format!("ack_wait must be at least {:?}", MIN_ACK_WAIT));
+    }
+    Ok(())
+}
+
+/// Makes sure `DEAD_LETTER` exists before the first message can need it;
+/// a refusal only loses dead letters, so it is logged, not fatal.
+pub(crate) async fn ensure_dead_letters(
+    js: &async_nats::jetstream::Context,
+    config: &crate::AegisConfig,
+) {
+    if let Err(e) = crate::dead_letter::ensure_dead_letter_stream(js, config).await {
+        warn!(error = %e, "cannot create the DEAD_LETTER stream; messages given up on will not be kept there");
+    }
+}
+
+/// Stream sequences delivered to this process: where a recreated consumer
+/// resumes (the oldest still being handled, else after the newest).
+#[derive(Debug, Default)]
+struct Progress {
+    in_flight: BTreeSet<u64>,
+    newest: Option<u64>,
+}
+
+impl Progress {
+    fn resume_after(&self) -> Option<u64> {
+        match self.in_flight.first() {
+            Some(oldest) => Some(oldest - 1),
+            None => self.newest,
+        }
+    }
+}
+
+/// Pulls and handles messages until `cancel` fires, starting with
+/// `consumer` (already opened by the caller, so configuration errors
+/// surface at start), then waits for the handlers still running.
+pub(crate) async fn run(
+    durable: Durable,
+    mut consumer: PullConsumer,
+    handler: Handler,
+    cancel: CancellationToken,
+) {
+    let durable = Arc::new(durable);
+    let slots = Arc::new(Semaphore::new(durable.concurrency.max(1)));
+    let handlers = TaskTracker::new();
+    let progress = Arc::new(Mutex::new(Progress::default()));
+    let mut failures = 0u32;
+    let mut healthy = true;
+    'pulling: loop {
+        if !healthy {
+            failures = (failures + 1).min(16);
+            let delay = BACKOFF_INITIAL
+                .saturating_mul(1 << failures.min(6))
+                .min(BACKOFF_MAX);
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep(delay) => {}
+            }
+            let resume_after = lock(&progress).resume_after();
+            match durable.open(resume_after).await {
+                Ok(c) => {
+                    info!(consumer = durable.name(), "consumer open again");
+                    consumer = c;
+                }
+                Err(e) => {
+                    log_failure(failures, durable.name(), "cannot open the consumer", &e);
+                    continue;
+                }
+            }
+        }
+        // Ask for exactly as many messages as there are free slots.
+        let first = tokio::select! {
+            () = cancel.cancelled() => break,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let mut free = vec![first];
+        while let Ok(p) = slots.clone().try_acquire_owned() {
+            free.push(p);
+        }
+        let pulled = Instant::now();
+        let batch = tokio::select! {
+            () = cancel.cancelled() => break,
+            batch = consumer.batch().max_messages(free.len()).expires(PULL_EXPIRES).messages() => batch,
+        };
+        let mut batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                log_failure(failures + 1, durable.name(), "cannot pull", &e);
+                healthy = false;
+                continue;
+            }
+        };
+        let mut received = 0usize;
+        healthy = loop {
+            let next = tokio::select! {
+                biased;
+                () = cancel.cancelled() => break 'pulling,
+                next = batch.next() => next,
+            };
+            match next {
+                Some(Ok(message)) => {
+                    received += 1;
+                    failures = 0;
+                    let Some(slot) = free.pop() else {
+                        // The server sent more than asked for; it comes back
+                        // after its ack deadline.
+                        warn!(
+                            consumer = durable.name(),
+                            "more messages than requested; leaving one for redelivery"
+                        );
+                        continue;
+                    };
+                    let sequence = message.info().ok().map(|i| i.stream_sequence);
+                    if let Some(seq) = sequence {
+                        let mut p = lock(&progress);
+                        p.in_flight.insert(seq);
+                        p.newest = p.newest.max(Some(seq));
+                    }
+                    let (durable, handler, progress) =
+                        (durable.clone(), handler.clone(), progress.clone());
+                    handlers.spawn(async move {
+                        handle(&durable, Arc::new(message), &handler).await;
+                        if let Some(seq) = sequence {
+                            lock(&progress).in_flight.remove(&seq);
+                        }
+                        drop(slot);
+                    });
+                }
+                Some(Err(e)) => {
+                    log_failure(failures + 1, durable.name(), "pull failed", &e);
+                    break false;
+                }
+                // Expired, or everything asked for arrived. Ending empty at
+                // once means the server refused the request.
+                None => break received > 0 || pulled.elapsed() >= MIN_PULL_LIFETIME,
+            }
+        };
+    }
+    handlers.close();
+    handlers.wait().await;
+    debug!(consumer = durable.name(), "pull loop stopped");
+}
+
+fn lock(progress: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
+    progress.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs the handler on one message, keeping its ack deadline from passing
+/// meanwhile, and acknowledges as the outcome says.
+async fn handle(durable: &Durable, message: Arc<jetstream::Message>, handler: &Handler) {
+    let keep_alive = async {
+        let every = (durable.config.ack_wait / 3).max(Duration::from_millis(50));
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(e) = message.ack_with(AckKind::Progress).await {
+                debug!(error = %e, "in-progress acknowledgement not sent");
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = handler(message.clone()) => outcome,
+        () = keep_alive => unreachable!("the keep-alive loop never ends"),
+    };
+    let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+    let last_try = durable.config.max_deliver > 0 && delivered >= durable.config.max_deliver;
+    let ack = match outcome {
+        Outcome::Done if durable.confirm_acks => message.double_ack().await,
+        Outcome::Done => message.ack().await,
+        Outcome::Retry { delay, .. } if !last_try => {
+            message.ack_with(AckKind::Nak(Some(delay))).await
+        }
+        Outcome::Retry { error, .. } => {
+            give_up(durable, &message, DeadLetterReason::HandlerFailed, &error).await
+        }
+        Outcome::Poison { error } => {
+            give_up(durable, &message, DeadLetterReason::Undecodable, &error).await
+        }
+    };
+    if let Err(e) = ack {
+        warn!(consumer = durable.name(), error = %e, "acknowledgement not confirmed; the message may be delivered again");
+    }
+}
+
+/// Copies the message to `DEAD_LETTER` and stops its redelivery. When the
+/// copy cannot be stored, a failed handler's message is left to the server
+/// (its deliveries run out and the advisory reaches `DEAD_LETTER`); a
+/// malformed one is terminated anyway, as it stays in its stream.
+async fn give_up(
+    durable: &Durable,
+    message: &jetstream::Message,
+    reason: DeadLetterReason,
+    error: &str,
+) -> Result<(), async_nats::Error> {
+    let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+    match crate::dead_letter::bury(message, durable.name(), reason, error).await {
+        Ok(()) => {
+            warn!(consumer = durable.name(), sequence, reason = reason.as_str(), %error, "message dead-lettered");
+        }
+        Err(e) if reason == DeadLetterReason::HandlerFailed => {
+            warn!(consumer = durable.name(), sequence, error = %e, "cannot store a dead letter; leaving the message to its last redelivery");
+            return message.ack_with(AckKind::Nak(Some(BACKOFF_MAX))).await;
+        }
+        Err(e) => {
+            warn!(consumer = durable.name(), sequence, error = %e, "cannot store a dead letter; terminating the malformed message anyway (it stays in its stream)");
+        }
+    }
+    message.ack_with(AckKind::Term).await
+}
+
+/// Logs a failure loudly the first time and then at powers of two, so a
+/// long outage does not flood the log.
+fn log_failure(attempt: u32, consumer: &str, what: &str, error: &dyn std::fmt::Display) {
+    if attempt <= 1 || attempt.is_power_of_two() {
+        warn!(consumer, attempt, error = %error, "{what}; retrying with back-off");
+    } else {
+        debug!(consumer, attempt, error = %error, "{what}; retrying with back-off");
+    }
+}
