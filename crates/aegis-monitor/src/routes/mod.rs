@@ -5,6 +5,7 @@
 //! | --- | --- |
 //! | [`services`] | `/api/services[/{name}[/revision, /history]]` |
 //! | [`instances`] | `/api/instances[...]`, instance config and events |
+//! | [`leadership`] | `/api/leadership/{service}` (failover timeline) |
 //! | [`metrics`] | `/api/metrics`, `/api/instances/{s}/{id}/metrics` |
 //! | [`stream`] | `/api/stream` (SSE) |
 //! | [`session`] | `/api/session` (browser sign-in) |
@@ -19,6 +20,7 @@
 //! timeout (not on the SSE stream), and authentication.
 
 pub(crate) mod instances;
+pub(crate) mod leadership;
 pub(crate) mod metrics;
 pub(crate) mod services;
 pub(crate) mod session;
@@ -50,6 +52,7 @@ fn bounded_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(services::router())
         .merge(instances::router())
+        .merge(leadership::router())
         .merge(metrics::router())
         .merge(session::router())
         .merge(system::router())
