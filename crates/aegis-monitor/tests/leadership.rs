@@ -75,12 +75,23 @@ async fn a_leader_that_vanished_is_superseded_and_measured_from_its_last_snapsho
     let js = conn.jetstream();
     let publish = |subject: String, body: Vec<u8>| {
         let js = js.clone();
-        async move { js.publish(subject, body.into()).await.unwrap().await.unwrap() }
+        async move {
+            js.publish(subject, body.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap()
+        }
     };
     let elected = |at, epoch: u64| {
         serde_json::to_vec(
-            &LogRecord::new(at, LogLevel::Info, LogKind::Elected, "elected ACTIVE leader")
-                .with_field("epoch", epoch),
+            &LogRecord::new(
+                at,
+                LogLevel::Info,
+                LogKind::Elected,
+                "elected ACTIVE leader",
+            )
+            .with_field("epoch", epoch),
         )
         .unwrap()
     };
@@ -105,7 +116,9 @@ async fn a_leader_that_vanished_is_superseded_and_measured_from_its_last_snapsho
     assert_eq!(t[0]["endReason"], "superseded");
     assert_eq!(t[1]["handoverBasis"], "lastSeen");
     assert_eq!(t[1]["handoverFrom"], "order-x");
-    let ms = t[1]["handoverMs"].as_f64().expect("bounded by the last snapshot");
+    let ms = t[1]["handoverMs"]
+        .as_f64()
+        .expect("bounded by the last snapshot");
     assert!((250.0..5000.0).contains(&ms), "{ms} ms");
     assert_eq!(t[1]["epoch"], 7);
 }

@@ -1,6 +1,9 @@
 //! The monitor's bearer tokens for the showcase: taken from
 //! `AEGIS_ADMIN_TOKEN` / `AEGIS_VIEWER_TOKEN` when set, else generated once
 //! and kept in `.aegis/credentials` (mode 0600) so they survive restarts.
+//! The key that signs the UI's session cookies (`AEGIS_SESSION_SECRET`) is
+//! kept there too, so a monitor restarted by the supervisor does not sign
+//! every browser out.
 
 use std::{io::Write, os::unix::fs::OpenOptionsExt, path::Path};
 
@@ -14,6 +17,8 @@ pub struct Credentials {
     pub admin: String,
     /// Reads only.
     pub viewer: String,
+    /// Signs the UI's session cookies.
+    pub session_secret: String,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -28,7 +33,7 @@ impl std::fmt::Debug for Credentials {
 /// When the file cannot be read or written.
 pub fn ensure(state_dir: &Path) -> anyhow::Result<Credentials> {
     let path = state_dir.join("credentials");
-    let mut from_file = (None, None);
+    let mut from_file = (None, None, None);
     if let Ok(text) = std::fs::read_to_string(&path) {
         for line in text.lines() {
             if let Some(v) = line.strip_prefix("AEGIS_ADMIN_TOKEN=") {
@@ -36,6 +41,9 @@ pub fn ensure(state_dir: &Path) -> anyhow::Result<Credentials> {
             }
             if let Some(v) = line.strip_prefix("AEGIS_VIEWER_TOKEN=") {
                 from_file.1 = Some(v.trim().to_owned());
+            }
+            if let Some(v) = line.strip_prefix("AEGIS_SESSION_SECRET=") {
+                from_file.2 = Some(v.trim().to_owned());
             }
         }
     }
@@ -49,6 +57,7 @@ pub fn ensure(state_dir: &Path) -> anyhow::Result<Credentials> {
     let creds = Credentials {
         admin: pick("AEGIS_ADMIN_TOKEN", from_file.0),
         viewer: pick("AEGIS_VIEWER_TOKEN", from_file.1),
+        session_secret: pick("AEGIS_SESSION_SECRET", from_file.2),
     };
     let _ = std::fs::remove_file(&path);
     let mut file = std::fs::OpenOptions::new()
@@ -59,8 +68,8 @@ pub fn ensure(state_dir: &Path) -> anyhow::Result<Credentials> {
         .with_context(|| format!("writing {}", path.display()))?;
     writeln!(
         file,
-        "# Aegis showcase monitor tokens (Authorization: Bearer <token>)\nAEGIS_ADMIN_TOKEN={}\nAEGIS_VIEWER_TOKEN={}",
-        creds.admin, creds.viewer
+        "# Aegis showcase monitor tokens (Authorization: Bearer <token>)\nAEGIS_ADMIN_TOKEN={}\nAEGIS_VIEWER_TOKEN={}\n# Signs the UI's session cookies\nAEGIS_SESSION_SECRET={}",
+        creds.admin, creds.viewer, creds.session_secret
     )?;
     Ok(creds)
 }
