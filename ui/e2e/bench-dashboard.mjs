@@ -13,14 +13,14 @@
 // BENCH_INSTANCES (default 1000) and BENCH_SECONDS (default 30) adjust it.
 import { spawn } from "node:child_process";
 import { existsSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 
 import { launch, signIn } from "./lib/browser.mjs";
 import { ROOT, startStack, until } from "./lib/stack.mjs";
 
 const N = Number(process.env.BENCH_INSTANCES ?? 1000);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 30);
-const FAKE = process.env.AEGIS_FAKE_INSTANCES ?? join(ROOT, "target/release/examples/fake_instances");
+const FAKE = resolve(process.env.AEGIS_FAKE_INSTANCES ?? join(ROOT, "target/release/examples/fake_instances"));
 if (!existsSync(FAKE)) throw new Error(`${FAKE} is missing: cargo build -p aegis-monitor --release --example fake_instances`);
 
 const stack = await startStack({ instances: "order=0,pricing=0,risk=0" });

@@ -26,9 +26,11 @@ try {
     await stack.api("/api/services", { method: "POST", body: { service_name: name, owner, description, version } });
   }
   await stack.api("/api/services/pricing-service", { method: "PUT", body: { version: "1.9.0" } });
-  // 25 s of calls: a dozen metrics snapshots per instance with traffic in them.
-  const calls = await makeTraffic(stack.natsUrl, { untilMs: Date.now() + 25000 });
-  console.log(`made ${calls} calls`);
+  // Calls all along (cards and charts show traffic); 20 s before the first
+  // shot, so the charts have ten snapshots with traffic in them.
+  const traffic = { untilMs: Date.now() + 600000 };
+  const calling = makeTraffic(stack.natsUrl, traffic, 2);
+  await new Promise((r) => setTimeout(r, 20000));
 
   for (const [size, viewport] of Object.entries(SIZES)) {
     const context = await browser.newContext({ viewport, locale: "en-US", deviceScaleFactor: 1 });
@@ -40,7 +42,9 @@ try {
     const shot = (name) => page.screenshot({ path: join(OUT, `${name}-${size}.png`), fullPage: true });
     await shot("dashboard");
 
-    await page.goto(`${stack.url}/services/order-1`);
+    // The order leader's page: it serves the calls, so its charts move.
+    const leader = await page.locator("[data-testid=instance-card][data-role=leader]").first().getAttribute("data-instance");
+    await page.goto(`${stack.url}/services/${leader}`);
     await page.getByTestId("instance-detail").waitFor();
     await until(async () => Number(await page.getByTestId("metrics-chart").first().getAttribute("data-points")) > 5, 20000, "chart");
     await page.getByTestId("timeline-term").first().waitFor();
@@ -73,7 +77,8 @@ try {
     }
     await context.close();
   }
-  console.log(`screenshots in ${OUT}`);
+  traffic.untilMs = 0;
+  console.log(`made ${await calling} calls; screenshots in ${OUT}`);
 } finally {
   await browser.close();
   await stack.stop();

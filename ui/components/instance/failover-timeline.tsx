@@ -89,7 +89,7 @@ export function FailoverTimeline({ serviceName, group, changeKey }: FailoverTime
           <TableBody>
             {terms.map((term) => (
               <TableRow key={`${term.instanceId}-${term.electedAt}`} data-testid="timeline-term">
-                <TableCell className="font-medium">
+                <TableCell className="whitespace-nowrap font-medium">
                   <span className="inline-flex items-center gap-1">
                     {!term.endedAt ? <Crown className="size-3.5 text-warning-strong" aria-hidden="true" /> : null}
                     <Link href={`/services/${encodeURIComponent(term.instanceId)}`} className="text-primary underline-offset-4 hover:underline">

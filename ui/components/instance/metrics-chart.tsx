@@ -24,9 +24,11 @@ export interface MetricsChartProps {
   /** Formats a value for the axis and the summary. */
   format: (v: number) => string;
   height?: number;
+  /** The values are counts: ticks on whole numbers. */
+  integer?: boolean;
 }
 
-export function MetricsChart({ title, times, series, format, height = 200 }: MetricsChartProps) {
+export function MetricsChart({ title, times, series, format, height = 200, integer = false }: MetricsChartProps) {
   const { t } = useI18n();
   const box = React.useRef<HTMLDivElement>(null);
   const plot = React.useRef<uPlot | null>(null);
@@ -51,6 +53,8 @@ export function MetricsChart({ title, times, series, format, height = 200 }: Met
           grid: { stroke: "#e5e7eb" },
           ticks: { stroke: "#e5e7eb" },
           size: 64,
+          // Counts (in flight, queue depth) get whole-number ticks.
+          ...(integer ? { incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000] } : {}),
           values: (_u, vals) => vals.map((v) => formatRef.current(v)),
         },
       ],
@@ -68,7 +72,7 @@ export function MetricsChart({ title, times, series, format, height = 200 }: Met
       plot.current = null;
     };
     // eslint-disable-next-line react-hooks/exhaustive-deps -- `labels` stands for the series' identity
-  }, [labels, height]);
+  }, [labels, height, integer]);
 
   React.useEffect(() => {
     plot.current?.setData([times, ...series.map((s) => s.values)] as uPlot.AlignedData);

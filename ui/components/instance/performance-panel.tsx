@@ -126,7 +126,7 @@ export function PerformancePanel({ serviceName, instanceId, latest }: Performanc
         <div className="grid gap-4 lg:grid-cols-2">
           <MetricsChart title={t("chart.latency")} times={data.times} series={data.latency} format={fmtMs} />
           <MetricsChart title={t("chart.throughput")} times={data.times} series={data.throughput} format={fmtNum} />
-          <MetricsChart title={t("chart.load")} times={data.times} series={data.load} format={fmtNum} />
+          <MetricsChart title={t("chart.load")} times={data.times} series={data.load} format={fmtNum} integer />
         </div>
       )}
     </div>

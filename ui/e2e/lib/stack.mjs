@@ -9,8 +9,8 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
 export const ROOT = resolve(import.meta.dirname, "../../..");
-export const AEGIS = process.env.AEGIS_BIN ?? join(ROOT, "target/debug/aegis");
-export const UI_DIR = process.env.AEGIS_UI_DIR ?? join(ROOT, "ui/out");
+export const AEGIS = resolve(process.env.AEGIS_BIN ?? join(ROOT, "target/debug/aegis"));
+export const UI_DIR = resolve(process.env.AEGIS_UI_DIR ?? join(ROOT, "ui/out"));
 
 function portFree(port) {
   return new Promise((done) => {

@@ -7,8 +7,8 @@ import { AEGIS } from "./stack.mjs";
 
 const run = promisify(execFile);
 
-/** Calls the showcase's services in `loops` parallel loops until `stopAt`. */
-export async function makeTraffic(natsUrl, { untilMs, loops = 3 }) {
+/** Calls the showcase's services in `loops` parallel loops until `control.untilMs` (which may move). */
+export async function makeTraffic(natsUrl, control, loops = 3) {
   let n = 0;
   const calls = [
     () => ["pricing-service", "get_price", JSON.stringify({ symbol: ["AAPL", "MSFT", "NVDA"][n % 3] })],
@@ -16,7 +16,7 @@ export async function makeTraffic(natsUrl, { untilMs, loops = 3 }) {
     () => ["risk-service", "simulate_work", JSON.stringify({ ms: 5 + (n % 20) })],
   ];
   const loop = async (k) => {
-    while (Date.now() < untilMs) {
+    while (Date.now() < control.untilMs) {
       n += 1;
       const args = calls[(n + k) % calls.length]();
       await run(AEGIS, ["call", ...args, "--nats-url", natsUrl], { timeout: 10000 }).catch(() => undefined);
