@@ -73,7 +73,8 @@ describe("ServiceInstanceCard", () => {
   it("never calls a record that claims ACTIVE without the election a leader when the API says UNHEALTHY", () => {
     renderUi(<ServiceInstanceCard entry={entry({}, { status: "UNHEALTHY", statusReason: "deposed" })} />);
     const card = screen.getByTestId("instance-card");
-    expect(card).toHaveAttribute("data-role", "standby");
+    expect(card).toHaveAttribute("data-role", "unhealthy");
+    expect(screen.getByTestId("role")).toHaveTextContent("Group main");
     expect(card).toHaveTextContent("deposed: another instance holds the election");
     expect(within(card).getByText("UNHEALTHY")).toBeInTheDocument();
   });

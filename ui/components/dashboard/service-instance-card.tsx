@@ -21,12 +21,17 @@ export interface ServiceInstanceCardProps {
   entry: InstanceEntry;
 }
 
-/** "leader", "standby", "member" (load-balanced) or "gone": also a test hook. */
-export function roleOf(entry: InstanceEntry): "leader" | "standby" | "member" | "gone" {
+/**
+ * The card's role, also a test hook: "leader" (ACTIVE in a sticky group —
+ * the API's truth, never inferred here), "standby", "unhealthy" (in a
+ * group but neither), "member" (load-balanced) or "gone".
+ */
+export function roleOf(entry: InstanceEntry): "leader" | "standby" | "unhealthy" | "member" | "gone" {
   if (entry.goneAt !== null) return "gone";
   const i = entry.instance;
   if (!i.stickyActiveGroup) return "member";
-  return i.status === "ACTIVE" ? "leader" : "standby";
+  if (i.status === "ACTIVE") return "leader";
+  return i.status === "STANDBY" ? "standby" : "unhealthy";
 }
 
 function reasonKey(reason: string | null | undefined): MessageKey | null {
