@@ -48,12 +48,10 @@ say "building the monitor (release)"
 cargo build -q --release -p aegis-monitor --example serve --example fake_instances
 
 WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
+# Processes stop newest first (instances and monitor before NATS), and the
+# run fails if one is left behind.
+source "$ROOT/scripts/lib/procs.sh"
+cleanup() { stop_all; local s=$?; rm -rf "$WORK"; return "$s"; }
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -68,8 +66,7 @@ wait_for() { # url, what
 
 NATS_PORT="$(free_port)"
 NATS_MON="$(free_port)"
-"$NATS_BIN" -js -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MON" -sd "$WORK/js" >"$WORK/nats.log" 2>&1 &
-PIDS+=($!)
+start_bg nats "$NATS_BIN" -js -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MON" -sd "$WORK/js" >"$WORK/nats.log" 2>&1
 wait_for "http://127.0.0.1:$NATS_MON/healthz" "nats-server"
 NATS_URL="nats://127.0.0.1:$NATS_PORT"
 
@@ -77,13 +74,11 @@ API_PORT="$(free_port)"
 ADMIN_TOKEN="$(python3 -c 'import secrets; print(secrets.token_hex(24))')"
 AEGIS_ADMIN_TOKEN="$ADMIN_TOKEN" AEGIS_NATS_URL="$NATS_URL" AEGIS_API_PORT="$API_PORT" \
   AEGIS_API_BIND=127.0.0.1 AEGIS_LOG="${AEGIS_LOG:-warn,aegis_monitor=error}" \
-  target/release/examples/serve >"$WORK/monitor.log" 2>&1 &
-PIDS+=($!)
+  start_bg monitor env target/release/examples/serve >"$WORK/monitor.log" 2>&1
 API="http://127.0.0.1:$API_PORT"
 wait_for "$API/ready" "the monitor"
 
-target/release/examples/fake_instances "$NATS_URL" 8 >"$WORK/instances.log" 2>&1 &
-PIDS+=($!)
+start_bg instances target/release/examples/fake_instances "$NATS_URL" 8 >"$WORK/instances.log" 2>&1
 for name in order-service pricing-service risk-service; do
   curl -fsS -o /dev/null -X POST "$API/api/services" \
     -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' \

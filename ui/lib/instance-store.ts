@@ -12,7 +12,10 @@ import type { InstanceEvent, MetricsSnapshot, ServiceInstance } from "@/lib/api/
 export const GONE_KEEP_MS = 60_000;
 export const FLUSH_MS = 200;
 
-export type GoneReason = "deregistered" | "expired" | "missing";
+/** Why an instance left: the API's removal reason, or "missing" when a full read no longer lists it. */
+export type GoneReason = "deregistered" | "expired" | "deleted" | "vanished" | "missing";
+
+const GONE_REASONS: readonly string[] = ["deregistered", "expired", "deleted", "vanished"];
 
 export interface InstanceEntry {
   instance: ServiceInstance;
@@ -85,7 +88,7 @@ export class InstanceStore {
       const k = key(event.serviceName, event.instanceId);
       const e = this.map.get(k);
       if (e && e.goneAt === null) {
-        const reason: GoneReason = event.reason === "deregistered" || event.reason === "expired" ? event.reason : "missing";
+        const reason = (GONE_REASONS.includes(event.reason ?? "") ? event.reason : "missing") as GoneReason;
         this.map.set(k, { ...e, goneAt: this.now(), goneReason: reason });
       }
     }

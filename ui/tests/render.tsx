@@ -24,6 +24,8 @@ export function instance(over: Record<string, unknown> = {}) {
     instanceId: "order-1",
     version: "1.2.3",
     status: "ACTIVE" as const,
+    reportedStatus: "ACTIVE" as const,
+    statusSince: new Date().toISOString(),
     lastHeartbeat: new Date().toISOString(),
     stickyActiveGroup: "main",
     metadata: { host: "h1", pid: 42 },

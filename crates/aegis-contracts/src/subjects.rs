@@ -15,6 +15,7 @@
 //! | registry | key `service-instances.{service}.{instance}` in `service_registry` |
 //! | elections | key `sticky-active.{service}.{group}` in `service_elections` |
 //! | metrics / logs | `aegis.metrics.{service}.{instance}`, `aegis.log.{service}.{instance}` |
+//! | liveness beats | `aegis.heartbeat.{service}.{instance}` (core NATS, not stored) |
 //! | control | `aegis.control.{service}.{instance}.{verb}` |
 
 use crate::events::EventPattern;
@@ -41,6 +42,8 @@ pub const COMMANDS_SUBJECTS: &str = "commands.>";
 pub const METRICS_SUBJECTS: &str = "aegis.metrics.>";
 /// Subjects bound to [`LOG_STREAM`].
 pub const LOG_SUBJECTS: &str = "aegis.log.>";
+/// Every instance's liveness beats (core NATS; the monitor subscribes).
+pub const HEARTBEAT_SUBJECTS: &str = "aegis.heartbeat.>";
 /// First token of every registry key.
 pub const REGISTRY_KEY_PREFIX: &str = "service-instances";
 /// First token of every election key.
@@ -120,6 +123,17 @@ pub fn parse_election_key(key: &str) -> Option<(String, String)> {
 /// Metrics snapshot subject: `aegis.metrics.{service}.{instance}`.
 pub fn metrics_subject(service: &str, instance: &str) -> String {
     format!("aegis.metrics.{service}.{instance}")
+}
+
+/// Liveness beat subject: `aegis.heartbeat.{service}.{instance}`.
+pub fn heartbeat_subject(service: &str, instance: &str) -> String {
+    format!("aegis.heartbeat.{service}.{instance}")
+}
+
+/// `aegis.heartbeat.{service}.{instance}` → (service, instance), for subjects
+/// of exactly that shape.
+pub fn parse_heartbeat_subject(subject: &str) -> Option<(String, String)> {
+    parse_three(subject.strip_prefix("aegis.")?, "heartbeat")
 }
 
 /// Log subject: `aegis.log.{service}.{instance}`.
@@ -218,6 +232,13 @@ mod tests {
     #[test]
     fn observability_subjects() {
         assert_eq!(metrics_subject("svc", "i1"), "aegis.metrics.svc.i1");
+        assert_eq!(heartbeat_subject("svc", "i1"), "aegis.heartbeat.svc.i1");
+        assert_eq!(
+            parse_heartbeat_subject("aegis.heartbeat.svc.i1"),
+            Some(("svc".to_owned(), "i1".to_owned()))
+        );
+        assert_eq!(parse_heartbeat_subject("aegis.heartbeat.svc"), None);
+        assert_eq!(parse_heartbeat_subject("aegis.metrics.svc.i1"), None);
         assert_eq!(log_subject("svc", "i1"), "aegis.log.svc.i1");
         assert_eq!(
             control_subject("svc", "i1", "config"),

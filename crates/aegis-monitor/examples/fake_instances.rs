@@ -71,9 +71,16 @@ async fn main() -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    for svc in running {
-        let _ = svc.shutdown().await;
+    // All at once: each stop is bounded by its shutdown timeout, and one
+    // after another they would add up (seconds each while NATS is gone).
+    // A second signal exits at once.
+    let stop = async {
+        futures::future::join_all(running.into_iter().map(|svc| svc.shutdown())).await;
+        conn.drain().await.ok();
+    };
+    tokio::select! {
+        () = stop => Ok(()),
+        _ = tokio::signal::ctrl_c() => std::process::exit(130),
+        _ = term.recv() => std::process::exit(130),
     }
-    conn.drain().await.ok();
-    Ok(())
 }

@@ -69,6 +69,66 @@ pub struct MonitorConfig {
     pub metrics_retention: Duration,
     /// How long `AEGIS_LOG` keeps records (when the monitor creates it).
     pub log_retention: Duration,
+    /// Credentials of the NATS system account, for the server's connection
+    /// advisories: with them a crashed instance shows as down within
+    /// milliseconds; without, when its registry record expires (its TTL).
+    pub system_account: Option<SystemAccount>,
+}
+
+/// How to reach the NATS system account (same servers and TLS as
+/// [`MonitorConfig::nats`], other credentials). Set `user` and `password`,
+/// or `creds_file` for a JWT-based setup.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SystemAccount {
+    /// User name in the system account.
+    pub user: Option<String>,
+    /// Its password.
+    pub password: Option<Secret>,
+    /// A `.creds` file of a system account user.
+    pub creds_file: Option<PathBuf>,
+}
+
+impl SystemAccount {
+    /// The connection settings: `base`'s servers and TLS, these credentials,
+    /// no JetStream (the system account has none), one client.
+    pub fn connection_config(&self, base: &AegisConfig) -> AegisConfig {
+        let mut config = base.clone();
+        config.nats.token = None;
+        config.nats.nkey_seed = None;
+        config.nats.user = self.user.clone();
+        config.nats.password = self.password.clone();
+        config.nats.creds_file = self.creds_file.clone();
+        config.nats.require_jetstream = false;
+        config.nats.pool_size = 1;
+        config
+    }
+}
+
+/// Flags naming the NATS system account's credentials (`aegis api`,
+/// `aegis status`); each also reads an `AEGIS_NATS_SYSTEM_*` variable.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SystemArgs {
+    /// A user of the NATS system account; with it, crashed instances show
+    /// as down at once (from the server's disconnect advisories).
+    #[arg(long = "nats-system-user", env = "AEGIS_NATS_SYSTEM_USER")]
+    pub user: Option<String>,
+    /// Its password.
+    #[arg(long = "nats-system-password", env = "AEGIS_NATS_SYSTEM_PASSWORD", hide_env_values = true, value_parser = secret)]
+    pub password: Option<Secret>,
+    /// A `.creds` file of a system account user (instead of user/password).
+    #[arg(long = "nats-system-creds", env = "AEGIS_NATS_SYSTEM_CREDS")]
+    pub creds: Option<PathBuf>,
+}
+
+impl SystemArgs {
+    /// The system account these flags name, if any.
+    pub fn account(&self) -> Option<SystemAccount> {
+        (self.user.is_some() || self.creds.is_some()).then(|| SystemAccount {
+            user: self.user.clone(),
+            password: self.password.clone(),
+            creds_file: self.creds.clone(),
+        })
+    }
 }
 
 impl Default for MonitorConfig {
@@ -91,6 +151,7 @@ impl Default for MonitorConfig {
             definitions_history: 64,
             metrics_retention: Duration::from_secs(3600),
             log_retention: Duration::from_secs(24 * 3600),
+            system_account: None,
         }
     }
 }
@@ -160,6 +221,9 @@ pub struct ApiArgs {
     /// Run WITHOUT authentication when no token is configured (development only).
     #[arg(long)]
     pub insecure_dev: bool,
+    /// The NATS system account (instant crash detection).
+    #[command(flatten)]
+    pub system: SystemArgs,
 }
 
 fn secret(s: &str) -> Result<Secret, Infallible> {
@@ -204,6 +268,7 @@ impl ApiArgs {
             ui_dir: self.ui_dir,
             environment: self.environment,
             request_timeout: self.request_timeout,
+            system_account: self.system.account(),
             ..MonitorConfig::default()
         })
     }

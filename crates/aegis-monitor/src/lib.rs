@@ -13,6 +13,9 @@
 //! - [`error`]: [`ApiError`], the `{"error": {code, message, details}}`
 //!   envelope and its stable [`ErrorCode`]s; `extract.rs` makes bad input
 //!   use it too.
+//! - [`fleet`]: the instances as the views show them — the registry's
+//!   records with the status the election keys and the server's connection
+//!   advisories give them (one ACTIVE per sticky group, crashes seen at once).
 //! - `definitions.rs`: service definitions in KV (`service_definitions`):
 //!   atomic create, compare-and-set updates, audit trail.
 //! - `metrics_feed.rs` (latest snapshot per instance), `bus.rs` (buckets,
@@ -41,6 +44,7 @@ pub mod config;
 mod definitions;
 pub mod error;
 mod extract;
+pub mod fleet;
 pub mod live;
 mod metrics_feed;
 mod openapi;
@@ -52,7 +56,7 @@ mod ui;
 
 pub use auth::{Principal, Role, hash_token};
 pub use bus::SetupError;
-pub use config::{ApiArgs, MonitorConfig};
+pub use config::{ApiArgs, MonitorConfig, SystemAccount, SystemArgs};
 pub use definitions::HistoryEntry;
 pub use error::{ApiError, ErrorCode};
 pub use extract::MAX_BODY_BYTES;

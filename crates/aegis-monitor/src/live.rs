@@ -6,9 +6,14 @@
 //! `lagged` event telling it to re-read the REST endpoints, instead of
 //! slowing the feed for everyone.
 
-use aegis_contracts::{MetricsSnapshot, ServiceDefinition, ServiceInstance};
+use aegis_contracts::{MetricsSnapshot, ServiceDefinition};
 use serde::Serialize;
 use utoipa::ToSchema;
+
+use tokio::sync::broadcast;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::fleet::{Fleet, FleetChange, InstanceView};
 
 /// Events buffered per subscriber before it counts as lagging.
 pub const CAPACITY: usize = 1024;
@@ -34,19 +39,25 @@ pub enum DefinitionOperation {
     rename_all_fields = "camelCase"
 )]
 pub enum LiveEvent {
-    /// An instance registered, refreshed its heartbeat or changed its
-    /// record (event `instance`).
+    /// An instance registered, refreshed its heartbeat or its shown status
+    /// changed (event `instance`). The instance is as `/api/instances`
+    /// shows it: derived `status`, `reportedStatus`, `statusReason`,
+    /// `statusSince`.
     InstanceUpserted {
-        /// The record.
-        #[schema(value_type = Object)]
-        instance: ServiceInstance,
+        /// The instance.
+        #[schema(value_type = crate::openapi::ServiceInstanceDoc)]
+        instance: Box<InstanceView>,
     },
-    /// An instance's record was removed or expired (event `instance`).
+    /// An instance's record was removed (event `instance`).
     InstanceRemoved {
         /// Its service.
         service_name: String,
         /// Its id.
         instance_id: String,
+        /// Why: `deregistered` (a graceful stop), `expired` (no heartbeat
+        /// within its TTL), `deleted` (removed by someone else) or
+        /// `vanished` (not found after the monitor re-loaded the registry).
+        reason: String,
     },
     /// A definition was created, updated or deleted (event `definition`).
     Definition {
@@ -77,4 +88,40 @@ impl LiveEvent {
             Self::Metrics { .. } => "metrics",
         }
     }
+}
+
+/// Forwards the fleet's changes to the live feed until cancelled.
+pub(crate) fn forward_fleet(
+    fleet: Fleet,
+    live: broadcast::Sender<LiveEvent>,
+    cancel: CancellationToken,
+    tasks: &TaskTracker,
+) {
+    let mut changes = fleet.subscribe();
+    tasks.spawn(async move {
+        loop {
+            let change = tokio::select! {
+                () = cancel.cancelled() => return,
+                change = changes.recv() => change,
+            };
+            let event = match change {
+                Ok(FleetChange::Upserted(instance)) => LiveEvent::InstanceUpserted { instance },
+                Ok(FleetChange::Removed {
+                    service,
+                    instance_id,
+                    reason,
+                }) => LiveEvent::InstanceRemoved {
+                    service_name: service,
+                    instance_id,
+                    reason: reason.as_str().to_owned(),
+                },
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(skipped = n, "the live feed fell behind the fleet view");
+                    continue;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            let _ = live.send(event);
+        }
+    });
 }

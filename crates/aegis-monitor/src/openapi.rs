@@ -20,6 +20,7 @@ use crate::{
     auth::{Principal, Role},
     definitions::HistoryEntry,
     error::{ErrorBody, ErrorEnvelope},
+    fleet::StatusReason,
     live::{DefinitionOperation, LiveEvent},
 };
 
@@ -41,6 +42,7 @@ use crate::{
         ServiceDefinitionPatchDoc,
         ServiceInstanceDoc,
         InstanceStatusDoc,
+        StatusReason,
         MetricsSnapshotDoc,
         EndpointMetricsDoc,
         LatencySummaryDoc,
@@ -250,6 +252,15 @@ pub(crate) struct ServiceInstanceDoc {
     /// Fencing epoch while ACTIVE leader of a group.
     #[schema(required = false)]
     epoch: Option<u64>,
+    /// The status the record itself reports (`status` is the derived truth:
+    /// the holder of a sticky group's election key is its one ACTIVE
+    /// instance, a closed connection is UNHEALTHY).
+    reported_status: InstanceStatusDoc,
+    /// Why `status` is what it is, when that needs saying.
+    status_reason: Option<StatusReason>,
+    /// Since when the monitor has shown this status and reason (RFC 3339 UTC).
+    #[schema(format = DateTime)]
+    status_since: String,
 }
 
 /// Latency percentiles in milliseconds.

@@ -10,7 +10,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use aegis_sdk::{Connection, registry::RegistryReader};
+use aegis_sdk::Connection;
 use async_nats::jetstream::stream::Stream;
 use chrono::{DateTime, Utc};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -22,6 +22,7 @@ use crate::{
     bus::{self, SetupError},
     config::MonitorConfig,
     definitions::DefinitionStore,
+    fleet::{Fleet, FleetError},
     live::{self, LiveEvent},
     metrics_feed::MetricsFeed,
     telemetry,
@@ -39,9 +40,10 @@ pub enum StartError {
     /// A bucket or stream could not be opened or cannot work.
     #[error(transparent)]
     Setup(#[from] SetupError),
-    /// The registry reader could not start.
-    #[error("cannot start the registry reader")]
-    Registry(#[source] aegis_sdk::registry::RegistryError),
+    /// The fleet view (registry, election keys, connection advisories)
+    /// could not start.
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
     /// Something else failed while starting.
     #[error("cannot start the monitor: {0}")]
     Other(String),
@@ -58,7 +60,7 @@ struct Inner {
     conn: Connection,
     auth: Authenticator,
     definitions: DefinitionStore,
-    registry: RegistryReader,
+    fleet: Fleet,
     metrics: MetricsFeed,
     logs: Stream,
     live: broadcast::Sender<LiveEvent>,
@@ -127,15 +129,19 @@ impl AppState {
         )
         .await
         .map_err(|e| StartError::Other(format!("{e:#}")))?;
-        let registry = RegistryReader::start(&conn)
-            .await
-            .map_err(StartError::Registry)?;
-        crate::routes::instances::forward_changes(
-            registry.clone(),
-            live.clone(),
+        let fleet = Fleet::start(
+            &conn,
+            config.system_account.as_ref(),
             cancel.clone(),
             &tasks,
-        );
+        )
+        .await?;
+        if !fleet.sees_disconnects() {
+            tracing::info!(
+                "no NATS system account configured: a crashed instance shows as down when its registry record expires (give --nats-system-user/--nats-system-password to see it at once)"
+            );
+        }
+        live::forward_fleet(fleet.clone(), live.clone(), cancel.clone(), &tasks);
         let metrics = MetricsFeed::start(
             resources.metrics,
             config.metrics_retention,
@@ -150,7 +156,7 @@ impl AppState {
                 conn,
                 auth,
                 definitions,
-                registry,
+                fleet,
                 metrics,
                 logs: resources.logs,
                 live,
@@ -189,7 +195,7 @@ impl AppState {
             0.0
         });
         metrics::gauge!(telemetry::DEFINITIONS).set(self.definitions().count() as f64);
-        let counts = crate::routes::instances::count(self.registry());
+        let counts = self.fleet().summary();
         for (status, n) in [
             ("ACTIVE", counts.active),
             ("UNHEALTHY", counts.unhealthy),
@@ -210,6 +216,7 @@ impl AppState {
         {
             tracing::warn!("background tasks did not stop within 5s");
         }
+        self.inner.fleet.drain().await;
         if let Err(e) = self.inner.conn.drain().await {
             tracing::warn!(error = %e, "draining the NATS connection failed");
         }
@@ -238,8 +245,8 @@ impl AppState {
         &self.inner.definitions
     }
 
-    pub(crate) fn registry(&self) -> &RegistryReader {
-        &self.inner.registry
+    pub(crate) fn fleet(&self) -> &Fleet {
+        &self.inner.fleet
     }
 
     pub(crate) fn metrics(&self) -> &MetricsFeed {

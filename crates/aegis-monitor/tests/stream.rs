@@ -156,7 +156,7 @@ async fn pushes_definitions_instances_and_metrics() {
     };
     assert_eq!(
         e,
-        json!({"type": "instanceRemoved", "serviceName": "live-svc", "instanceId": "live-1"})
+        json!({"type": "instanceRemoved", "serviceName": "live-svc", "instanceId": "live-1", "reason": "deregistered"})
     );
 
     // A deletion.

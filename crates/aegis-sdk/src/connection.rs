@@ -30,6 +30,9 @@ use crate::{
 /// The least time the registry view gets for its initial load.
 const MIN_REGISTRY_LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long [`Connection::drain`] waits to hand a drain request to a client.
+const DRAIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The oldest nats-server the SDK accepts.
 pub const MIN_SERVER_VERSION: semver::Version = semver::Version::new(2, 11, 0);
 
@@ -95,6 +98,8 @@ pub struct Connection {
 struct Inner {
     clients: Vec<Client>,
     next: AtomicUsize,
+    /// The primary client's connection name.
+    name: String,
     jetstream: jetstream::Context,
     config: AegisConfig,
     server_version: semver::Version,
@@ -130,8 +135,9 @@ impl Connection {
         let servers = config.nats.servers.join(",");
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut clients = Vec::with_capacity(config.nats.pool_size);
+        let name = connection_name();
         for i in 0..config.nats.pool_size {
-            let options = connect_options(&config, i, draining.clone()).await?;
+            let options = connect_options(&config, &name, i, draining.clone()).await?;
             let client = options
                 .connect(config.nats.servers.clone())
                 .await
@@ -159,6 +165,7 @@ impl Connection {
         );
         Ok(Connection {
             inner: Arc::new(Inner {
+                name,
                 clients,
                 next: AtomicUsize::new(0),
                 jetstream,
@@ -169,6 +176,14 @@ impl Connection {
                 draining,
             }),
         })
+    }
+
+    /// The NATS connection name of the primary client, unique to this
+    /// connection. Instances record it (`metadata.natsConnection`), so a
+    /// monitor that sees the server's disconnect advisory for it knows at
+    /// once that they are gone.
+    pub fn connection_name(&self) -> &str {
+        &self.inner.name
     }
 
     /// The primary client (subscriptions, KV, JetStream).
@@ -269,7 +284,9 @@ impl Connection {
     }
 
     /// Flushes and closes every pooled client after their subscriptions
-    /// drain: the last step of a graceful shutdown.
+    /// drain: the last step of a graceful shutdown. Bounded: a client
+    /// without a server is skipped (what it had not sent is dropped, and
+    /// that is logged once), so a stop never waits for a reconnect.
     ///
     /// # Errors
     /// The first client error met; the other clients are drained anyway.
@@ -280,11 +297,28 @@ impl Connection {
         }
         self.inner.draining.store(true, Ordering::Relaxed);
         let mut first_err = None;
+        let mut unreachable = 0;
         for client in &self.inner.clients {
-            if let Err(e) = client.drain().await {
-                warn!(error = %e, "draining a NATS client failed");
-                first_err.get_or_insert(e);
+            if client.connection_state() != async_nats::connection::State::Connected {
+                // Nothing can be flushed to a server that is gone, and the
+                // drain request could wait for a reconnect that never comes.
+                unreachable += 1;
+                continue;
             }
+            match tokio::time::timeout(DRAIN_REQUEST_TIMEOUT, client.drain()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    warn!(error = %e, "draining a NATS client failed");
+                    first_err.get_or_insert(e);
+                }
+                Err(_) => unreachable += 1,
+            }
+        }
+        if unreachable > 0 {
+            warn!(
+                clients = unreachable,
+                "could not drain: NATS unreachable; messages not yet sent are dropped"
+            );
         }
         first_err.map_or(Ok(()), Err)
     }
@@ -307,8 +341,17 @@ pub fn check_server_version(version: &str) -> Result<semver::Version, ConnectErr
     Ok(parsed)
 }
 
+/// A name unique to this connection (`aegis-{pid}-{random}`), so the NATS
+/// server's connect/disconnect advisories, which carry it, can be matched to
+/// the instances served over it. Unique across machines too: in Kubernetes
+/// every pod's process is pid 1.
+fn connection_name() -> String {
+    format!("aegis-{}-{}", std::process::id(), nuid::next())
+}
+
 async fn connect_options(
     config: &AegisConfig,
+    base_name: &str,
     index: usize,
     draining: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<ConnectOptions, ConnectError> {
@@ -345,7 +388,13 @@ async fn connect_options(
         options = options.require_tls(true);
     }
     let policy = n.reconnect.clone();
-    let name = format!("aegis-{}-{index}", std::process::id());
+    // The primary client (index 0) carries the base name itself: it is the
+    // one instances register, serve and heart-beat over.
+    let name = if index == 0 {
+        base_name.to_owned()
+    } else {
+        format!("{base_name}-{index}")
+    };
     Ok(options
         .name(name)
         .connection_timeout(n.connect_timeout)

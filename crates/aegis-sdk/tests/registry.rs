@@ -13,7 +13,7 @@ use std::{
 use aegis_sdk::{
     Connection,
     contracts::{InstanceStatus, ServiceInstance},
-    registry::{RegistryChange, RegistryError, RegistryReader},
+    registry::{RegistryChange, RegistryError, RegistryReader, RemovalReason},
     rpc::{CallOptions, RpcError, Service, WireError, server::ServiceError},
 };
 use async_nats::jetstream::kv;
@@ -63,7 +63,7 @@ async fn next_change(
 
 fn is_removal(service: &str, id: &str) -> impl Fn(&RegistryChange) -> bool {
     let (service, id) = (service.to_owned(), id.to_owned());
-    move |c| matches!(c, RegistryChange::Removed { service: s, instance_id: i } if *s == service && *i == id)
+    move |c| matches!(c, RegistryChange::Removed { service: s, instance_id: i, .. } if *s == service && *i == id)
 }
 
 async fn raw_kv(url: &str) -> kv::Store {
@@ -203,13 +203,23 @@ async fn graceful_stop_deregisters_before_it_stops_serving() {
     })
     .await;
     let shutdown = tokio::spawn(svc.shutdown());
-    next_change(
+    let removal = next_change(
         &mut changes,
         Duration::from_secs(5),
         "the removal",
         is_removal("stop-service", "stop-1"),
     )
     .await;
+    assert!(
+        matches!(
+            removal,
+            RegistryChange::Removed {
+                reason: RemovalReason::Deregistered,
+                ..
+            }
+        ),
+        "{removal:?}"
+    );
     // Deregistered while the request still runs: discovery stopped first.
     assert!(
         !in_flight.is_finished(),
@@ -252,13 +262,23 @@ async fn a_sigkilled_instance_disappears_after_its_ttl() {
     let mut changes = Box::pin(reader.changes());
     child.kill();
     let killed = Instant::now();
-    next_change(
+    let removal = next_change(
         &mut changes,
         ttl + Duration::from_secs(15),
         "the crashed instance's removal",
         is_removal("crash-service", "crash-1"),
     )
     .await;
+    assert!(
+        matches!(
+            removal,
+            RegistryChange::Removed {
+                reason: RemovalReason::Expired,
+                ..
+            }
+        ),
+        "{removal:?}"
+    );
     let gone_after = killed.elapsed();
     eprintln!(
         "SIGKILLed instance removed {gone_after:?} after the kill (TTL {ttl:?}, heartbeat 500ms)"
@@ -295,13 +315,23 @@ async fn a_deleted_key_is_registered_again() {
         .delete("service-instances.again-service.again-1")
         .await
         .unwrap();
-    next_change(
+    let removal = next_change(
         &mut changes,
         Duration::from_secs(5),
         "the deletion",
         is_removal("again-service", "again-1"),
     )
     .await;
+    assert!(
+        matches!(
+            removal,
+            RegistryChange::Removed {
+                reason: RemovalReason::Deleted,
+                ..
+            }
+        ),
+        "{removal:?}"
+    );
     next_change(
         &mut changes,
         Duration::from_secs(5),

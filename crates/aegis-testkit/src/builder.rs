@@ -9,7 +9,7 @@ use crate::config::NodeConfig;
 use crate::error::TestkitError;
 use crate::net::free_ports;
 use crate::server::{NatsServer, READY_TIMEOUT};
-use crate::support::{temp_dir, unique_suffix, with_port_retries};
+use crate::support::{random_password, temp_dir, unique_suffix, with_port_retries};
 
 /// Options for a single [`NatsServer`]; get one from [`NatsServer::builder`].
 #[derive(Debug, Clone)]
@@ -136,6 +136,7 @@ impl NatsServerBuilder {
         let name = self
             .server_name
             .unwrap_or_else(|| format!("aegis-{}", unique_suffix()));
+        let system_password = random_password();
         with_port_retries(|| {
             let ports = free_ports(2)?;
             let dir = temp_dir()?;
@@ -145,6 +146,7 @@ impl NatsServerBuilder {
                 monitor_port: ports[1],
                 jetstream: self.jetstream,
                 store_dir: dir.path().join("store"),
+                system_password: system_password.clone(),
                 cluster: None,
             };
             let mut server = NatsServer::prepare(

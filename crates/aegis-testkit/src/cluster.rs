@@ -8,7 +8,7 @@ use crate::config::{ClusterConfig, NodeConfig};
 use crate::error::TestkitError;
 use crate::net::free_ports;
 use crate::server::{NatsServer, READY_TIMEOUT};
-use crate::support::{temp_dir, unique_suffix, with_port_retries};
+use crate::support::{random_password, temp_dir, unique_suffix, with_port_retries};
 
 /// A JetStream cluster of real `nats-server` nodes named `n1`..`nN`, each
 /// with its own ports and store; all are killed and cleaned up on drop.
@@ -45,6 +45,7 @@ impl NatsCluster {
     pub fn start(nodes: usize) -> Result<Self, TestkitError> {
         assert!(nodes > 0, "a cluster needs at least one node");
         let binary = nats_server_binary()?;
+        let system_password = random_password();
         with_port_retries(|| {
             let name = format!("aegis-{}", unique_suffix());
             // Client, monitor and cluster port per node, all chosen at once
@@ -60,6 +61,7 @@ impl NatsCluster {
                     monitor_port: node_ports[1],
                     jetstream: true,
                     store_dir: dir.path().join("store"),
+                    system_password: system_password.clone(),
                     cluster: Some(ClusterConfig {
                         name: name.clone(),
                         port: node_ports[2],
@@ -112,6 +114,23 @@ impl NatsCluster {
     /// ```
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(NatsServer::url).collect()
+    }
+
+    /// Every node's client URL with the system account's credentials (see
+    /// [`NatsServer::system_url`]).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cluster = aegis_testkit::NatsCluster::start(3)?;
+    /// let system = async_nats::connect(cluster.system_urls()).await?;
+    /// # let _ = system;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn system_urls(&self) -> Vec<String> {
+        self.nodes.iter().map(NatsServer::system_url).collect()
     }
 
     /// All client URLs joined with commas, the form CLI flags and config

@@ -14,7 +14,16 @@ pub(crate) struct NodeConfig {
     pub(crate) jetstream: bool,
     pub(crate) store_dir: PathBuf,
     pub(crate) cluster: Option<ClusterConfig>,
+    /// Password of the system account's user [`SYSTEM_USER`].
+    pub(crate) system_password: String,
 }
+
+/// The application account every client without credentials lands in.
+pub(crate) const APP_ACCOUNT: &str = "AEGIS";
+/// The system account (server events, `$SYS` requests).
+pub(crate) const SYSTEM_ACCOUNT: &str = "SYS";
+/// The system account's user.
+pub(crate) const SYSTEM_USER: &str = "sys";
 
 /// The cluster block of a clustered node.
 #[derive(Debug, Clone)]
@@ -40,6 +49,17 @@ impl NodeConfig {
                 quote(&self.store_dir.to_string_lossy())
             ));
         }
+        // Two accounts, as in the showcase: clients without credentials land
+        // in the application account (`no_auth_user`), and a system account
+        // lets tests read the server's connect/disconnect advisories.
+        out.push_str(&format!(
+            "accounts {{\n  {app}: {{ {js}users: [ {{ user: \"aegis\", password: {pw} }} ] }}\n  {sys}: {{ users: [ {{ user: {su}, password: {pw} }} ] }}\n}}\nsystem_account: {sys}\nno_auth_user: \"aegis\"\n",
+            app = APP_ACCOUNT,
+            sys = SYSTEM_ACCOUNT,
+            su = quote(SYSTEM_USER),
+            js = if self.jetstream { "jetstream: enabled, " } else { "" },
+            pw = quote(&self.system_password),
+        ));
         if let Some(cluster) = &self.cluster {
             let routes: Vec<String> = cluster
                 .peer_ports
@@ -73,6 +93,7 @@ mod tests {
             monitor_port: 8222,
             jetstream: true,
             store_dir: "/tmp/x/store".into(),
+            system_password: "pw".into(),
             cluster: Some(ClusterConfig {
                 name: "c1".into(),
                 port: 6222,
@@ -96,7 +117,9 @@ mod tests {
             jetstream: false,
             store_dir: "/tmp/s".into(),
             cluster: None,
+            system_password: "pw".into(),
         };
         assert!(!config.render().contains("jetstream"));
+        assert!(config.render().contains("system_account: SYS"));
     }
 }

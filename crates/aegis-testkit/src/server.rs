@@ -116,6 +116,47 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.config.port)
     }
 
+    /// The client URL with the system account's credentials
+    /// (`nats://sys:{password}@127.0.0.1:{port}`): a connection on it reads
+    /// server events such as `$SYS.ACCOUNT.*.DISCONNECT`. Clients without
+    /// credentials (plain [`url`](Self::url)) land in the application
+    /// account `AEGIS`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = aegis_testkit::NatsServer::start()?;
+    /// let system = async_nats::connect(server.system_url()).await?;
+    /// let _events = system.subscribe("$SYS.ACCOUNT.*.DISCONNECT").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn system_url(&self) -> String {
+        format!(
+            "nats://{}:{}@127.0.0.1:{}",
+            crate::config::SYSTEM_USER,
+            self.config.system_password,
+            self.config.port
+        )
+    }
+
+    /// The system account's user name and password (see
+    /// [`system_url`](Self::system_url)).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let server = aegis_testkit::NatsServer::start()?;
+    /// let (user, password) = server.system_credentials();
+    /// assert_eq!(user, "sys");
+    /// # let _ = password;
+    /// # Ok::<(), aegis_testkit::TestkitError>(())
+    /// ```
+    pub fn system_credentials(&self) -> (&str, &str) {
+        (crate::config::SYSTEM_USER, &self.config.system_password)
+    }
+
     /// The client port.
     ///
     /// # Examples

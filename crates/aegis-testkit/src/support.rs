@@ -41,6 +41,17 @@ pub(crate) fn unique_suffix() -> String {
     )
 }
 
+/// A random password (32 hex digits from `/dev/urandom`; a unique suffix if
+/// that cannot be read), for the test servers' system account.
+pub(crate) fn random_password() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)) {
+        Ok(()) => bytes.iter().map(|b| format!("{b:02x}")).collect(),
+        Err(_) => format!("pw-{}", unique_suffix()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

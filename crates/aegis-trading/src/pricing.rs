@@ -309,10 +309,15 @@ async fn publish_quotes(
                 instance_id: instance_id.clone(),
             };
             let id = PriceUpdated::event_id(symbol, slot);
-            match events
-                .publish_with_id(PriceUpdated::DOMAIN, PriceUpdated::ACTION, &id, &event)
-                .await
-            {
+            let publish =
+                events.publish_with_id(PriceUpdated::DOMAIN, PriceUpdated::ACTION, &id, &event);
+            // A stop abandons the round: a quote waiting for a confirmation
+            // that may never come (NATS unreachable) is not worth the wait.
+            let published = tokio::select! {
+                () = cancel.cancelled() => return,
+                published = publish => published,
+            };
+            match published {
                 Ok(stored) if !stored.duplicate => pricing.counters.add(METRIC_PRICE_UPDATES, 1.0),
                 Ok(_) => debug!(%id, "another instance already published this slot"),
                 // The next tick publishes a fresh quote; an old one is not worth a retry.

@@ -166,7 +166,9 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Up(args) => {
-            up::run(args, shutdown::on_signals()).await?;
+            let state_dir = args.state_dir.clone();
+            let shutdown = shutdown::on_signals_then(move || up::supervisor::kill_all(&state_dir));
+            up::run(args, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Api(args) => {

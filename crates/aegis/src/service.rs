@@ -1,8 +1,15 @@
 //! `aegis service <kind>`: runs one service instance in this process until
 //! Ctrl-C / SIGTERM, then stops it gracefully (resign, deregister, finish
 //! in-flight work, drain). `aegis up` and the Helm chart run these.
+//!
+//! The stop finishes within the service's shutdown timeout (10 s) whatever
+//! the state of NATS: each step that needs the server is bounded, and what
+//! could not be done is logged once with what happens instead (a record that
+//! could not be removed expires with its TTL; a lease that could not be
+//! handed over lapses). A second Ctrl-C / SIGTERM exits at once.
 
-use aegis_trading::{order, pricing, risk};
+use aegis_sdk::rpc::server::ServiceError;
+use aegis_trading::{TradingError, order, pricing, risk};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use tokio_util::sync::CancellationToken;
@@ -122,12 +129,29 @@ pub async fn run(args: ServiceArgs, shutdown: CancellationToken) -> anyhow::Resu
     }
     eprintln!("{service} instance {instance} started; Ctrl-C or SIGTERM stops it gracefully");
     shutdown.cancelled().await;
-    match running {
-        Running::Order(s) => s.shutdown().await?,
-        Running::Pricing(s) => s.shutdown().await?,
-        Running::Risk(s) => s.shutdown().await?,
-        Running::Echo(s) => s.shutdown().await?,
-    }
+    let stopped = match running {
+        Running::Order(s) => settle_trading(s.shutdown().await),
+        Running::Pricing(s) => settle_trading(s.shutdown().await),
+        Running::Risk(s) => settle_trading(s.shutdown().await),
+        Running::Echo(s) => settle(s.shutdown().await),
+    };
     conn.drain().await.ok();
-    Ok(())
+    stopped
+}
+
+/// A stop whose only failure was the registry record's removal went as
+/// well as it could: that was logged where it happened, with what happens
+/// instead (the record expires with its TTL).
+fn settle(result: Result<(), ServiceError>) -> anyhow::Result<()> {
+    match result {
+        Ok(()) | Err(ServiceError::Registry(_)) => Ok(()),
+        Err(e) => Err(e).context("stopping the service"),
+    }
+}
+
+fn settle_trading(result: Result<(), TradingError>) -> anyhow::Result<()> {
+    match result {
+        Err(TradingError::Service(e)) => settle(Err(e)),
+        other => other.context("stopping the service"),
+    }
 }

@@ -7,6 +7,13 @@ use tracing::info;
 /// Returns a token cancelled on the first Ctrl-C or SIGTERM. A second signal
 /// exits at once.
 pub fn on_signals() -> CancellationToken {
+    on_signals_then(|| {})
+}
+
+/// Like [`on_signals`], and runs `before_forced_exit` when a second signal
+/// forces the exit: e.g. `aegis up` kills its children there, which a forced
+/// exit would otherwise leave running.
+pub fn on_signals_then(before_forced_exit: impl FnOnce() + Send + 'static) -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
@@ -15,6 +22,7 @@ pub fn on_signals() -> CancellationToken {
         t.cancel();
         wait_for_signal().await;
         eprintln!("forced exit");
+        before_forced_exit();
         std::process::exit(130);
     });
     token

@@ -1,11 +1,21 @@
-//! `aegis status`: the registry as a terminal table — service, instance,
+//! `aegis status`: the fleet as a terminal table — service, instance,
 //! status, heartbeat age, role — optionally refreshed every second.
+//!
+//! It shows what the monitor shows (`aegis_monitor::fleet`): the holder of a
+//! sticky group's election key is its one ACTIVE instance, a former leader
+//! whose record still says ACTIVE is shown as deposed, and with the NATS
+//! system account's credentials a crashed instance shows as disconnected at
+//! once.
 
 use std::time::Duration;
 
-use aegis_sdk::{contracts::models::ServiceInstance, registry::RegistryReader};
+use aegis_monitor::{
+    SystemArgs,
+    fleet::{Fleet, InstanceView, StatusReason},
+};
+use aegis_sdk::contracts::models::InstanceStatus;
 use clap::Args;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::cli::NatsArgs;
 
@@ -18,59 +28,85 @@ pub struct StatusArgs {
     /// Connection flags.
     #[command(flatten)]
     pub nats: NatsArgs,
+    /// The NATS system account (crashed instances shown at once).
+    #[command(flatten)]
+    pub system: SystemArgs,
 }
 
 /// Prints the table (once, or until `shutdown` with `--watch`).
 ///
 /// # Errors
-/// When NATS cannot be reached.
+/// When NATS cannot be reached, or system account credentials are refused.
 pub async fn run(args: StatusArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let conn = args.nats.connect().await?;
-    let reader = RegistryReader::start(&conn).await?;
-    loop {
-        let table = render(&reader.all(), chrono::Utc::now());
+    let tasks = TaskTracker::new();
+    let stop = shutdown.child_token();
+    let fleet = Fleet::start(&conn, args.system.account().as_ref(), stop.clone(), &tasks).await?;
+    let result = loop {
+        let table = render(&fleet.all(), chrono::Utc::now());
         if args.watch {
             // Clear the screen and home the cursor, then draw.
             print!("\x1b[2J\x1b[H{table}\n(refreshing every second; Ctrl-C to stop)\n");
         } else {
             print!("{table}");
-            return Ok(());
+            break Ok(());
         }
         tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
+            () = shutdown.cancelled() => break Ok(()),
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
-    }
+    };
+    stop.cancel();
+    fleet.drain().await;
+    result
 }
 
 /// Renders the instances as a table.
-pub fn render(instances: &[ServiceInstance], now: chrono::DateTime<chrono::Utc>) -> String {
+pub fn render(instances: &[InstanceView], now: chrono::DateTime<chrono::Utc>) -> String {
     let mut out = format!(
         "{:<20} {:<24} {:<10} {:>9}  {}\n",
         "SERVICE", "INSTANCE", "STATUS", "HEARTBEAT", "ROLE"
     );
-    for i in instances {
+    for v in instances {
+        let i = &v.instance;
         let age = (now - i.last_heartbeat).num_milliseconds().max(0) as f64 / 1000.0;
-        let role = match (&i.sticky_active_group, i.status) {
-            (Some(g), aegis_sdk::contracts::models::InstanceStatus::Active) => {
-                // A crashed leader's record stays ACTIVE until its TTL runs
-                // out; the leader is the one with the newest epoch.
-                let newest = instances
-                    .iter()
-                    .filter(|o| {
-                        o.service_name == i.service_name
-                            && o.sticky_active_group.as_ref() == Some(g)
-                    })
-                    .filter_map(|o| o.epoch)
-                    .max();
+        let role = match (&i.sticky_active_group, i.status, v.status_reason) {
+            (_, _, Some(StatusReason::Disconnected)) => {
+                let ago = (now - v.status_since).num_milliseconds().max(0) as f64 / 1000.0;
+                format!("down: connection closed {ago:.1}s ago (record expires with its TTL)")
+            }
+            (_, _, Some(StatusReason::Unresponsive)) => {
+                let ago = (now - v.status_since).num_milliseconds().max(0) as f64 / 1000.0;
+                format!("unresponsive: no liveness beat for {ago:.1}s")
+            }
+            (Some(g), _, Some(StatusReason::Deposed)) => match i.epoch {
+                Some(e) => format!("former leader of {g} (epoch {e}), deposed"),
+                None => format!("former leader of {g}, deposed"),
+            },
+            (Some(g), InstanceStatus::Active, reason) => {
+                let degraded = if reason == Some(StatusReason::Degraded) {
+                    ", degraded"
+                } else {
+                    ""
+                };
                 match i.epoch {
-                    Some(e) if Some(e) == newest => format!("leader of {g} (epoch {e})"),
-                    Some(e) => format!("former leader of {g} (epoch {e}), no longer heart-beating"),
-                    None => format!("leader of {g}"),
+                    Some(e) => format!("leader of {g} (epoch {e}){degraded}"),
+                    None => format!("leader of {g}{degraded}"),
                 }
             }
-            (Some(g), _) => format!("standby in {g}"),
-            (None, _) => "load-balanced".to_owned(),
+            (Some(g), _, _) => format!("standby in {g}"),
+            (None, _, _) => "load-balanced".to_owned(),
+        };
+        let role = match v.status_reason {
+            Some(r)
+                if !matches!(
+                    r,
+                    StatusReason::Disconnected | StatusReason::Deposed | StatusReason::Degraded
+                ) =>
+            {
+                format!("{role} ({})", r.as_str())
+            }
+            _ => role,
         };
         out.push_str(&format!(
             "{:<20} {:<24} {:<10} {:>8.1}s  {}\n",
@@ -89,12 +125,31 @@ pub fn render(instances: &[ServiceInstance], now: chrono::DateTime<chrono::Utc>)
 
 #[cfg(test)]
 mod tests {
+    use aegis_monitor::fleet::{Holder, InstanceView, Liveness, derive};
     use aegis_sdk::contracts::models::{InstanceStatus, ServiceInstance};
 
     use super::render;
 
+    fn view(record: ServiceInstance, holder: Option<&Holder>, down: bool) -> InstanceView {
+        let liveness = if down {
+            Liveness::Disconnected
+        } else {
+            Liveness::Live
+        };
+        let d = derive(&record, holder, liveness);
+        let mut instance = record.clone();
+        instance.status = d.status;
+        instance.epoch = d.epoch;
+        InstanceView {
+            instance,
+            reported_status: record.status,
+            status_reason: d.reason,
+            status_since: chrono::Utc::now(),
+        }
+    }
+
     #[test]
-    fn only_the_newest_epoch_is_shown_as_leader() {
+    fn only_the_key_holder_is_shown_as_leader() {
         let now = chrono::Utc::now();
         let mut old = ServiceInstance::new("order-service", "order-1", "1.0.0", now);
         old.sticky_active_group = Some("default".into());
@@ -108,13 +163,28 @@ mod tests {
         standby.instance_id = "order-3".into();
         standby.status = InstanceStatus::Standby;
         standby.epoch = None;
-        let table = render(&[old, new, standby], now);
+        let mut crashed = old.clone();
+        crashed.instance_id = "order-4".into();
+        crashed.status = InstanceStatus::Standby;
+        let holder = Holder {
+            instance_id: "order-2".into(),
+            epoch: 42,
+        };
+        let views = [
+            view(old, Some(&holder), false),
+            view(new, Some(&holder), false),
+            view(standby, Some(&holder), false),
+            view(crashed, Some(&holder), true),
+        ];
+        let table = render(&views, now);
         assert!(
-            table.contains("former leader of default (epoch 10)"),
+            table.contains("former leader of default (epoch 10), deposed"),
             "{table}"
         );
         assert!(table.contains("leader of default (epoch 42)"), "{table}");
         assert!(table.contains("standby in default"), "{table}");
+        assert!(table.contains("down: connection closed"), "{table}");
         assert!(table.contains("2.0s"), "{table}");
+        assert_eq!(table.matches(" ACTIVE ").count(), 1, "{table}");
     }
 }

@@ -13,7 +13,8 @@ import { Card } from "@/components/ui/card";
 import { cn } from "@/lib/utils";
 import { headline, type InstanceEntry } from "@/lib/instance-store";
 import { ms, num } from "@/lib/format";
-import { useI18n, type MessageKey } from "@/lib/i18n";
+import { useI18n } from "@/lib/i18n";
+import { reasonKey } from "@/lib/status-reason";
 import { HeartbeatAge, Since } from "./heartbeat-age";
 import { ServiceStatusBadge } from "./service-status-badge";
 
@@ -34,19 +35,13 @@ export function roleOf(entry: InstanceEntry): "leader" | "standby" | "unhealthy"
   return i.status === "STANDBY" ? "standby" : "unhealthy";
 }
 
-function reasonKey(reason: string | null | undefined): MessageKey | null {
-  if (reason === "deposed") return "reason.deposed";
-  if (reason === "disconnected") return "reason.disconnected";
-  return null;
-}
-
 function ServiceInstanceCardImpl({ entry }: ServiceInstanceCardProps) {
   const { t, locale } = useI18n();
   const i = entry.instance;
   const role = roleOf(entry);
   const figures = headline(entry.metrics);
   const gone = entry.goneAt !== null;
-  const reason = reasonKey(i.statusReason);
+  const reasonText = i.statusReason ? (reasonKey(i.statusReason) ? t(reasonKey(i.statusReason)!) : i.statusReason) : null;
   const href = `/services/${encodeURIComponent(i.instanceId)}`;
   return (
     <Card
@@ -103,7 +98,11 @@ function ServiceInstanceCardImpl({ entry }: ServiceInstanceCardProps) {
           )}
         </dd>
       </dl>
-      {reason && !gone ? <p className="text-xs font-medium text-danger-strong">{t(reason)}</p> : null}
+      {reasonText && !gone ? (
+        <p className="text-xs font-medium text-danger-strong" data-testid="status-reason">
+          {reasonText}
+        </p>
+      ) : null}
       <div className="mt-auto flex items-center gap-2 border-t border-border pt-2 text-xs text-muted-foreground" data-testid="live-figures">
         <Activity className="size-3.5" aria-hidden="true" />
         {gone ? (

@@ -20,6 +20,7 @@ import { useLiveInstances } from "@/hooks/use-live-instances";
 import { useNow } from "@/hooks/use-now";
 import { duration } from "@/lib/format";
 import { useI18n } from "@/lib/i18n";
+import { reasonKey } from "@/lib/status-reason";
 import { ConfigPanel } from "./config-panel";
 import { EventsPanel } from "./events-panel";
 import { FailoverTimeline } from "./failover-timeline";
@@ -106,7 +107,7 @@ export function InstanceDetail() {
         </div>
         {i.statusReason && !gone ? (
           <p className="text-sm font-medium text-danger-strong">
-            {i.statusReason === "deposed" ? t("reason.deposed") : i.statusReason === "disconnected" ? t("reason.disconnected") : i.statusReason}
+            {reasonKey(i.statusReason) ? t(reasonKey(i.statusReason)!) : i.statusReason}
           </p>
         ) : null}
         <dl className="grid grid-cols-2 gap-x-6 gap-y-3 text-sm sm:grid-cols-4">

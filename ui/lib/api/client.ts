@@ -7,7 +7,7 @@ import { z } from "zod";
 import {
   ErrorEnvelope,
   FieldErrors,
-  HealthSummary,
+  Summary,
   HistoryEntry,
   InstanceConfig,
   InstanceMetrics,
@@ -135,7 +135,7 @@ export const api = {
   signOut: () => send("/api/session", null, { method: "DELETE" }).then(() => undefined),
 
   instances: (signal?: AbortSignal) => send("/api/instances", z.array(ServiceInstance), { signal }).then((a) => a.data),
-  summary: () => send("/api/instances/health/summary", HealthSummary).then((a) => a.data),
+  summary: () => send("/api/instances/health/summary", Summary).then((a) => a.data),
   metrics: (signal?: AbortSignal) => send("/api/metrics", z.array(InstanceMetrics), { signal }).then((a) => a.data),
   instanceConfig: (service: string, id: string) =>
     send(`/api/instances/${seg(service)}/${seg(id)}/config`, InstanceConfig).then((a) => a.data),

@@ -13,30 +13,44 @@ export type InstanceStatus = z.infer<typeof InstanceStatus>;
 export const Role = z.enum(["viewer", "admin"]);
 export type Role = z.infer<typeof Role>;
 
+/** Why the monitor shows a status other than the record's own claim. */
+export const StatusReason = z.enum([
+  "disconnected",
+  "unresponsive",
+  "deposed",
+  "health_check",
+  "registry_writes",
+  "operator",
+  "degraded",
+]);
+export type StatusReason = z.infer<typeof StatusReason>;
+
 export const ServiceInstance = z.object({
   serviceName: z.string(),
   instanceId: z.string(),
   version: z.string(),
+  /** The monitor's truth: at most one ACTIVE per sticky group, the election's holder. */
   status: InstanceStatus,
+  /** What the record itself says. */
+  reportedStatus: InstanceStatus,
   lastHeartbeat: z.string(),
   stickyActiveGroup: z.string().nullable().optional(),
   metadata: z.record(z.string(), z.unknown()),
   startedAt: z.string().nullable().optional(),
   epoch: z.number().int().nonnegative().nullable().optional(),
-  // Why the monitor shows this status when it differs from the record's
-  // own claim (`deposed`, `disconnected`), and since when.
+  // A newer monitor may add reasons: read any string, name the known ones.
   statusReason: z.string().nullable().optional(),
-  statusSince: z.string().nullable().optional(),
+  statusSince: z.string(),
 });
 export type ServiceInstance = z.infer<typeof ServiceInstance>;
 
-export const HealthSummary = z.object({
+export const Summary = z.object({
   total: z.number().int().nonnegative(),
   active: z.number().int().nonnegative(),
   unhealthy: z.number().int().nonnegative(),
   standby: z.number().int().nonnegative(),
 });
-export type HealthSummary = z.infer<typeof HealthSummary>;
+export type Summary = z.infer<typeof Summary>;
 
 export const LatencySummary = z.object({
   p50: z.number(),
@@ -195,7 +209,7 @@ export type MetricsEvent = z.infer<typeof MetricsEvent>;
 /** The schemas checked against the OpenAPI components of the same name. */
 export const contractSchemas = {
   ServiceInstance,
-  HealthSummary,
+  Summary,
   LatencySummary,
   EndpointMetrics,
   MetricsSnapshot,
@@ -211,5 +225,6 @@ export const contractSchemas = {
   LeadershipTimeline,
   ErrorBody,
   InstanceStatus,
+  StatusReason,
   Role,
 } as const;

@@ -61,7 +61,12 @@ export const en = {
   "status.STANDBY": "STANDBY",
   "status.GONE": "GONE",
   "reason.deposed": "deposed: another instance holds the election",
-  "reason.disconnected": "disconnected from NATS",
+  "reason.disconnected": "disconnected from NATS: the process is gone",
+  "reason.unresponsive": "unresponsive: its liveness beats stopped",
+  "reason.health_check": "its health check fails",
+  "reason.registry_writes": "its registry writes keep failing",
+  "reason.operator": "made unhealthy by an operator",
+  "reason.degraded": "leads although unhealthy: no healthy instance could take over",
 
   "card.version": "Version",
   "card.heartbeat": "Heartbeat",
@@ -77,6 +82,8 @@ export const en = {
   "card.goneReason.deregistered": "stopped",
   "card.goneReason.expired": "expired",
   "card.goneReason.missing": "no longer listed",
+  "card.goneReason.deleted": "removed",
+  "card.goneReason.vanished": "vanished",
   "card.details": "Details of {id}",
   "card.group": "Group {group}",
 

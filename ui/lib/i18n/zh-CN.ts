@@ -62,7 +62,12 @@ export const zhCN: Catalogue = {
   "status.STANDBY": "备用",
   "status.GONE": "已离开",
   "reason.deposed": "已被取代：选举由其他实例持有",
-  "reason.disconnected": "与 NATS 断开连接",
+  "reason.disconnected": "与 NATS 断开连接：进程已退出",
+  "reason.unresponsive": "无响应：存活信号已停止",
+  "reason.health_check": "健康检查失败",
+  "reason.registry_writes": "注册表写入持续失败",
+  "reason.operator": "被运维人员设为不健康",
+  "reason.degraded": "虽不健康仍为主节点：没有健康实例可以接替",
 
   "card.version": "版本",
   "card.heartbeat": "心跳",
@@ -78,6 +83,8 @@ export const zhCN: Catalogue = {
   "card.goneReason.deregistered": "已停止",
   "card.goneReason.expired": "已过期",
   "card.goneReason.missing": "不再列出",
+  "card.goneReason.deleted": "已移除",
+  "card.goneReason.vanished": "已消失",
   "card.details": "{id} 的详情",
   "card.group": "组 {group}",
 

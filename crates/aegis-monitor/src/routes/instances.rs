@@ -10,22 +10,18 @@
 use std::{str::FromStr, time::Duration};
 
 use aegis_contracts::{
-    InstanceStatus, ServiceInstance,
+    InstanceStatus,
     log::LogRecord,
     names::{validate_instance_id, validate_service_name},
     subjects::{control_subject, log_subject},
     wire::HEADER_ERROR_CODE,
 };
-use aegis_sdk::registry::{RegistryChange, RegistryReader};
 use axum::{
     Json,
     extract::{Path, State},
 };
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -33,7 +29,7 @@ use crate::{
     bus::{self, Since},
     error::{ApiError, ErrorCode, ErrorEnvelope},
     extract::ApiQuery,
-    live::LiveEvent,
+    fleet::{InstanceView, Summary},
     openapi::{InstanceStatusDoc, LogRecordDoc, ServiceInstanceDoc},
     state::AppState,
 };
@@ -47,19 +43,6 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_instance))
         .routes(routes!(instance_config))
         .routes(routes!(instance_events))
-}
-
-/// Instance counts by status; `total` is their sum.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
-pub(crate) struct HealthSummary {
-    /// All registered instances.
-    pub(crate) total: usize,
-    /// ACTIVE ones.
-    pub(crate) active: usize,
-    /// UNHEALTHY ones.
-    pub(crate) unhealthy: usize,
-    /// STANDBY ones.
-    pub(crate) standby: usize,
 }
 
 /// An instance's effective configuration, as it reported it.
@@ -93,20 +76,20 @@ pub(crate) struct EventsQuery {
         (status = 401, description = "Not authenticated", body = ErrorEnvelope),
     )
 )]
-async fn list_instances(State(state): State<AppState>) -> Json<Vec<ServiceInstance>> {
-    Json(state.registry().all())
+async fn list_instances(State(state): State<AppState>) -> Json<Vec<InstanceView>> {
+    Json(state.fleet().all())
 }
 
 /// Instance counts by status.
 #[utoipa::path(
     get, path = "/api/instances/health/summary", tag = "instances",
     responses(
-        (status = 200, description = "Counts", body = HealthSummary),
+        (status = 200, description = "Counts", body = Summary),
         (status = 401, description = "Not authenticated", body = ErrorEnvelope),
     )
 )]
-async fn health_summary(State(state): State<AppState>) -> Json<HealthSummary> {
-    Json(count(state.registry()))
+async fn health_summary(State(state): State<AppState>) -> Json<Summary> {
+    Json(state.fleet().summary())
 }
 
 /// Instances with one status.
@@ -122,7 +105,7 @@ async fn health_summary(State(state): State<AppState>) -> Json<HealthSummary> {
 async fn by_status(
     State(state): State<AppState>,
     Path(status): Path<String>,
-) -> Result<Json<Vec<ServiceInstance>>, ApiError> {
+) -> Result<Json<Vec<InstanceView>>, ApiError> {
     let status = InstanceStatus::from_str(&status).map_err(|_| {
         ApiError::bad_param("status", "expected ACTIVE, UNHEALTHY or STANDBY").with_details(json!({
             "param": "status",
@@ -130,7 +113,7 @@ async fn by_status(
             "allowed": ["ACTIVE", "UNHEALTHY", "STANDBY"],
         }))
     })?;
-    Ok(Json(state.registry().by_status(status)))
+    Ok(Json(state.fleet().by_status(status)))
 }
 
 /// One service's instances; an unknown service has none (`[]`).
@@ -145,8 +128,8 @@ async fn by_status(
 async fn by_service(
     State(state): State<AppState>,
     Path(service): Path<String>,
-) -> Json<Vec<ServiceInstance>> {
-    Json(state.registry().by_service(&service))
+) -> Json<Vec<InstanceView>> {
+    Json(state.fleet().by_service(&service))
 }
 
 /// One instance.
@@ -165,9 +148,9 @@ async fn by_service(
 async fn get_instance(
     State(state): State<AppState>,
     Path((service, instance)): Path<(String, String)>,
-) -> Result<Json<ServiceInstance>, ApiError> {
+) -> Result<Json<InstanceView>, ApiError> {
     state
-        .registry()
+        .fleet()
         .get(&service, &instance)
         .map(Json)
         .ok_or_else(|| ApiError::instance_not_found(&service, &instance))
@@ -195,7 +178,7 @@ async fn instance_config(
     Path((service, instance)): Path<(String, String)>,
 ) -> Result<Json<InstanceConfig>, ApiError> {
     check_names(&service, &instance)?;
-    if state.registry().get(&service, &instance).is_none() {
+    if state.fleet().get(&service, &instance).is_none() {
         return Err(ApiError::instance_not_found(&service, &instance));
     }
     let subject = control_subject(&service, &instance, "config");
@@ -311,49 +294,4 @@ pub(crate) fn check_names(service: &str, instance: &str) -> Result<(), ApiError>
         return Err(ApiError::instance_not_found(service, instance));
     }
     Ok(())
-}
-
-/// Counts instances by status.
-pub(crate) fn count(registry: &RegistryReader) -> HealthSummary {
-    let mut s = HealthSummary::default();
-    for i in registry.all() {
-        match i.status {
-            InstanceStatus::Active => s.active += 1,
-            InstanceStatus::Unhealthy => s.unhealthy += 1,
-            InstanceStatus::Standby => s.standby += 1,
-        }
-    }
-    s.total = s.active + s.unhealthy + s.standby;
-    s
-}
-
-/// Forwards registry changes to the live feed until cancelled.
-pub(crate) fn forward_changes(
-    registry: RegistryReader,
-    live: broadcast::Sender<LiveEvent>,
-    cancel: CancellationToken,
-    tasks: &TaskTracker,
-) {
-    tasks.spawn(async move {
-        let changes = registry.changes();
-        futures::pin_mut!(changes);
-        loop {
-            let change = tokio::select! {
-                _ = cancel.cancelled() => return,
-                change = changes.next() => change,
-            };
-            let Some(change) = change else { return };
-            let event = match change {
-                RegistryChange::Upserted(instance) => LiveEvent::InstanceUpserted { instance },
-                RegistryChange::Removed {
-                    service,
-                    instance_id,
-                } => LiveEvent::InstanceRemoved {
-                    service_name: service,
-                    instance_id,
-                },
-            };
-            let _ = live.send(event);
-        }
-    });
 }

@@ -156,9 +156,10 @@ async fn leadership(
         Some(group) => {
             // Instances registered now in another group are not this group's.
             let elsewhere: Vec<String> = state
-                .registry()
+                .fleet()
                 .by_service(&service)
                 .into_iter()
+                .map(|view| view.instance)
                 .filter(|i| i.sticky_active_group.as_deref().is_some_and(|g| g != group))
                 .map(|i| i.instance_id)
                 .collect();

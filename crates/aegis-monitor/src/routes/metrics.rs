@@ -92,9 +92,10 @@ async fn latest_metrics(State(state): State<AppState>) -> Json<Vec<InstanceMetri
     let feed = state.metrics();
     Json(
         state
-            .registry()
+            .fleet()
             .all()
             .into_iter()
+            .map(|v| v.instance)
             .map(|i| InstanceMetrics {
                 snapshot: feed.latest(&i.service_name, &i.instance_id),
                 service_name: i.service_name,

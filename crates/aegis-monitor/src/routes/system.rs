@@ -19,7 +19,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     error::{ApiError, ErrorCode, ErrorEnvelope},
-    routes::instances::{HealthSummary, count},
+    fleet::Summary,
     state::AppState,
 };
 
@@ -95,7 +95,7 @@ pub(crate) struct Status {
     /// The NATS side.
     nats: NatsStatus,
     /// Registered instances by status.
-    instances: HealthSummary,
+    instances: Summary,
     /// Stored service definitions.
     definitions: usize,
 }
@@ -158,7 +158,7 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>, ApiErro
         nats_connected: connected,
         definitions_bucket,
         registry_bucket,
-        registry_synced: state.registry().is_synced(),
+        registry_synced: state.fleet().is_synced(),
         definitions_synced: state.definitions().is_synced(),
     };
     if checks.all() {
@@ -211,9 +211,9 @@ async fn status(State(state): State<AppState>) -> Json<Status> {
             jetstream: info.jetstream,
             streams: account.as_ref().map(|a| a.streams),
             consumers: account.as_ref().map(|a| a.consumers),
-            registry_synced: state.registry().is_synced(),
+            registry_synced: state.fleet().is_synced(),
         },
-        instances: count(state.registry()),
+        instances: state.fleet().summary(),
         definitions: state.definitions().count(),
     })
 }

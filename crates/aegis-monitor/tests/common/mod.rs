@@ -50,6 +50,19 @@ impl Harness {
         Self::start_with(|_| {}).await
     }
 
+    /// Starts a fresh server and a monitor that reads the server's
+    /// connection advisories through the system account.
+    pub async fn start_with_system_account() -> Harness {
+        let nats = NatsServer::start().expect("start nats-server");
+        let mut config = config(&nats.url());
+        config.system_account = Some(system_account(&nats));
+        let state = AppState::start(config, CancellationToken::new())
+            .await
+            .expect("start the monitor with system account access");
+        let app = router(state.clone());
+        Harness { nats, state, app }
+    }
+
     /// Starts a fresh server and a monitor whose config `tweak` adjusts.
     pub async fn start_with(tweak: impl FnOnce(&mut MonitorConfig)) -> Harness {
         let nats = NatsServer::start().expect("start nats-server");
@@ -104,6 +117,16 @@ impl Harness {
                 .unwrap();
         });
         (addr, stop)
+    }
+}
+
+/// The test server's system account, as the monitor takes it.
+pub fn system_account(nats: &NatsServer) -> aegis_monitor::SystemAccount {
+    let (user, password) = nats.system_credentials();
+    aegis_monitor::SystemAccount {
+        user: Some(user.to_owned()),
+        password: Some(Secret::new(password)),
+        creds_file: None,
     }
 }
 

@@ -159,10 +159,20 @@ impl Election {
 
     /// Stops serving and campaigning; a leader deletes the key so a standby
     /// takes over at once.
+    ///
+    /// Bounded: a campaign busy with a KV request when told to stop (a
+    /// takeover attempt while NATS is unreachable) is abandoned after
+    /// two seconds; a key it may still have written
+    /// then lapses with its lease.
     pub async fn resign(mut self) {
         self.cancel.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(RESIGN_TIMEOUT * 2, &mut task)
+                .await
+                .is_err()
+        {
+            warn!("the election did not stop in time; abandoning it (any lease it holds lapses)");
+            task.abort();
         }
     }
 }
@@ -177,6 +187,9 @@ impl Drop for Election {
         self.cancel.cancel();
     }
 }
+
+/// How long a resignation waits for the election key's delete.
+const RESIGN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 struct Campaign {
     store: kv::Store,
@@ -248,7 +261,11 @@ impl Campaign {
             };
             let mut last_revision = None;
             let mut deadline = tokio::time::Instant::now();
-            match self.store.entry(&self.key).await {
+            let entry = tokio::select! {
+                () = self.cancel.cancelled() => return None,
+                entry = self.store.entry(&self.key) => entry,
+            };
+            match entry {
                 Ok(Some(e)) if e.operation == Operation::Put => {
                     last_revision = Some(e.revision);
                     deadline = self.config.takeover_at(Instant::now()).into();
@@ -339,9 +356,13 @@ impl Campaign {
             tokio::select! {
                 () = self.cancel.cancelled() => {
                     self.step_down(None);
-                    match self.store.delete_expect_revision(&self.key, Some(last_revision)).await {
-                        Ok(()) => info!(epoch, "resigned"),
-                        Err(e) => warn!(error = %e, "could not delete the election key on resign; the lease will lapse"),
+                    // Bounded: without a server the delete would wait out
+                    // the client's request timeout, and a stop must not.
+                    let delete = self.store.delete_expect_revision(&self.key, Some(last_revision));
+                    match tokio::time::timeout(RESIGN_TIMEOUT, delete).await {
+                        Ok(Ok(())) => info!(epoch, "resigned"),
+                        Ok(Err(e)) => warn!(error = %e, "could not resign: the election key was not deleted; a standby takes over when the lease lapses"),
+                        Err(_) => warn!("could not resign within {RESIGN_TIMEOUT:?} (NATS unreachable?); a standby takes over when the lease lapses"),
                     }
                     return;
                 }

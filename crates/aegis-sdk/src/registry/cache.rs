@@ -26,7 +26,7 @@ use tokio::sync::{Notify, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::{RegistryChange, RegistryError, bucket::ensure_registry_bucket};
+use super::{RegistryChange, RegistryError, RemovalReason, bucket::ensure_registry_bucket};
 use crate::discovery::{
     Strategy,
     stats::CallStats,
@@ -407,7 +407,7 @@ impl Shared {
     }
 
     /// Applies a removal seen by the watch (delete, purge or TTL expiry).
-    pub(crate) fn remove(&self, service: &str, instance_id: &str) {
+    pub(crate) fn remove(&self, service: &str, instance_id: &str, reason: RemovalReason) {
         let removed = {
             let mut services = self.write();
             let Some(entry) = services.get_mut(service) else {
@@ -426,6 +426,7 @@ impl Shared {
             self.emit(RegistryChange::Removed {
                 service: service.to_owned(),
                 instance_id: instance_id.to_owned(),
+                reason,
             });
         }
     }
@@ -450,7 +451,7 @@ impl Shared {
             }
         }
         for (service, id) in removed {
-            self.remove(&service, &id);
+            self.remove(&service, &id, RemovalReason::Vanished);
         }
         let mut upserts: Vec<_> = snapshot.into_values().collect();
         upserts.sort_by_key(|(_, rev)| *rev);
@@ -532,11 +533,11 @@ mod tests {
         assert_eq!(ids, ["x", "a", "b"], "sorted by service, then instance");
         assert_eq!(view.selectable("svc").len(), 1);
         assert_eq!(pick(&view, "svc").as_deref(), Some("b"));
-        view.remove("svc", "b");
-        view.remove("svc", "nope");
+        view.remove("svc", "b", RemovalReason::Expired);
+        view.remove("svc", "nope", RemovalReason::Expired);
         assert_eq!(pick(&view, "svc"), None);
         assert!(!view.has_selectable("svc"));
-        view.remove("svc", "a");
+        view.remove("svc", "a", RemovalReason::Expired);
         assert!(view.by_service("svc").is_empty());
         let mut seen = Vec::new();
         while let Ok(change) = rx.try_recv() {

@@ -35,11 +35,12 @@ use aegis_contracts::{ValidationErrors, names::NameError};
 pub use bucket::{
     REGISTRY_HISTORY, REGISTRY_MARKER_TTL, check_registry_bucket, ensure_registry_bucket,
 };
-pub use reader::{RegistryChange, RegistryReader};
+pub use reader::{RegistryChange, RegistryReader, RemovalReason};
 pub(crate) use record::standard_metadata;
 pub use registration::{
-    DEFAULT_HEARTBEAT, DEFAULT_TTL, DEFAULT_UNHEALTHY_AFTER, HealthCheck, MIN_TTL, Registration,
-    RegistrationBuilder, RegistrationHandle, RegistrationOptions,
+    DEFAULT_HEARTBEAT, DEFAULT_TTL, DEFAULT_UNHEALTHY_AFTER, HealthCheck, METADATA_CONNECTION,
+    METADATA_HEARTBEAT_MS, MIN_TTL, Registration, RegistrationBuilder, RegistrationHandle,
+    RegistrationOptions,
 };
 
 /// Why a registry operation failed.

@@ -27,7 +27,38 @@ pub enum RegistryChange {
         service: String,
         /// The instance that left.
         instance_id: String,
+        /// Why it left.
+        reason: RemovalReason,
     },
+}
+
+/// Why an instance left the registry view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RemovalReason {
+    /// It deregistered (a graceful stop purges its record).
+    Deregistered,
+    /// Its record expired on the server: no heartbeat within its TTL (a
+    /// crash, a hang or a partition).
+    Expired,
+    /// Someone else deleted its record, or the record became unreadable.
+    Deleted,
+    /// A fresh load of the view (after the watch broke) no longer found it;
+    /// how it left is not known.
+    Vanished,
+}
+
+impl RemovalReason {
+    /// The reason as a lower-case word: `deregistered`, `expired`,
+    /// `deleted` or `vanished`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Deregistered => "deregistered",
+            Self::Expired => "expired",
+            Self::Deleted => "deleted",
+            Self::Vanished => "vanished",
+        }
+    }
 }
 
 impl RegistryChange {

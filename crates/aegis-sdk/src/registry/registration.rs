@@ -46,11 +46,26 @@ use crate::Connection;
 
 /// Default heartbeat interval.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
-/// Default time a record lives on the server without a heartbeat.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(3);
+/// Default time a record lives on the server without a heartbeat: longer
+/// than the longest stall of the registry's stream — in a cluster, after
+/// the node leading it dies, its followers wait 4–9 s before they elect a
+/// new leader and no write lands meanwhile. A crash is seen much sooner than
+/// the TTL: the server's disconnect advisory and the missing liveness beats
+/// (`aegis.heartbeat.{service}.{instance}`) tell a monitor at once, and
+/// callers route around a dead instance on their first call that finds no
+/// responder. The TTL is the backstop for a hung or partitioned process.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(15);
 /// Default number of failed writes in a row before the instance reports
-/// itself UNHEALTHY.
-pub const DEFAULT_UNHEALTHY_AFTER: u32 = 3;
+/// itself UNHEALTHY (once writing works again): with the retry back-off,
+/// about as long as the default TTL, so a registry stall that the record
+/// outlives (a stream leader election) does not flag anyone.
+pub const DEFAULT_UNHEALTHY_AFTER: u32 = 15;
+/// The record's metadata key naming the NATS connection the instance is
+/// served over ([`Connection::connection_name`]).
+pub const METADATA_CONNECTION: &str = "natsConnection";
+/// The record's metadata key giving the liveness beat interval in
+/// milliseconds (beats go to `aegis.heartbeat.{service}.{instance}`).
+pub const METADATA_HEARTBEAT_MS: &str = "heartbeatMs";
 /// The shortest TTL the server accepts.
 pub const MIN_TTL: Duration = Duration::from_secs(1);
 
@@ -59,12 +74,14 @@ const RETRY_INITIAL: Duration = Duration::from_millis(100);
 
 /// Timing of a registration.
 ///
-/// The TTL bounds how long a crashed instance stays listed (callers route
-/// around it at once anyway: a call that finds no responder evicts it
-/// locally). It must also outlast the registry's own hiccups: in a cluster, a
-/// stream leader election can stall writes for several seconds, and a record
-/// whose TTL runs out meanwhile disappears until the next successful beat.
-/// Choose `ttl` above the longest stall you want to ride out.
+/// The TTL bounds how long a hung or partitioned instance stays listed (a
+/// crash is seen at once from the server's disconnect advisory and the
+/// liveness beats, and callers route around it: a call that finds no
+/// responder evicts it locally). It must outlast the registry's own
+/// hiccups: in a cluster, a stream leader election stalls writes for 4–9 s,
+/// and a record whose TTL ran out meanwhile would disappear until the next
+/// successful beat. Choose `ttl` above the longest stall you want to ride
+/// out (the default, 15 s, rides out a leader election).
 ///
 /// ```
 /// use std::time::Duration;
@@ -79,11 +96,11 @@ const RETRY_INITIAL: Duration = Duration::from_millis(100);
 pub struct RegistrationOptions {
     /// How often the record is refreshed (default 1 s); must be below `ttl`.
     pub heartbeat: Duration,
-    /// How long the server keeps the record without a refresh (default 3 s,
+    /// How long the server keeps the record without a refresh (default 15 s,
     /// at least 1 s).
     pub ttl: Duration,
     /// Failed writes in a row after which the instance reports itself
-    /// UNHEALTHY once writing works again (default 3, at least 1).
+    /// UNHEALTHY once writing works again (default 15, at least 1).
     pub unhealthy_after: u32,
 }
 
@@ -171,13 +188,13 @@ impl RegistrationBuilder {
         self
     }
 
-    /// The record's TTL on the server (default 3 s).
+    /// The record's TTL on the server (default 15 s).
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.options.ttl = ttl;
         self
     }
 
-    /// Failed writes in a row before reporting UNHEALTHY (default 3).
+    /// Failed writes in a row before reporting UNHEALTHY (default 15).
     pub fn unhealthy_after(mut self, failures: u32) -> Self {
         self.options.unhealthy_after = failures;
         self
@@ -220,8 +237,21 @@ impl RegistrationBuilder {
     /// (before any I/O); bucket errors from
     /// [`ensure_registry_bucket`](super::ensure_registry_bucket);
     /// [`RegistryError::Write`] when the first write fails.
-    pub async fn start(self) -> Result<Registration, RegistryError> {
+    pub async fn start(mut self) -> Result<Registration, RegistryError> {
         self.options.validate()?;
+        // Lets a monitor match the server's disconnect advisory for this
+        // connection to the record, and show a crash at once.
+        self.record
+            .metadata
+            .entry(METADATA_CONNECTION)
+            .or_insert_with(|| self.conn.connection_name().into());
+        // Lets a monitor tell a missing beat from a slow cadence.
+        self.record.metadata.insert(
+            METADATA_HEARTBEAT_MS.into(),
+            u64::try_from(self.options.heartbeat.as_millis())
+                .unwrap_or(u64::MAX)
+                .into(),
+        );
         names::validate_service_name(&self.record.service_name)?;
         names::validate_instance_id(&self.record.instance_id)?;
         self.record.validate()?;
@@ -240,6 +270,12 @@ impl RegistrationBuilder {
         let key = subjects::registry_key(&self.record.service_name, &self.record.instance_id);
         let inner = Arc::new(Inner {
             js: self.conn.jetstream().clone(),
+            client: self.conn.client().clone(),
+            beat_subject: subjects::heartbeat_subject(
+                &self.record.service_name,
+                &self.record.instance_id,
+            )
+            .into(),
             subject: key_subject(&store, &key),
             key,
             store,
@@ -283,6 +319,9 @@ impl RegistrationBuilder {
 
 struct Inner {
     js: jetstream::Context,
+    /// For the liveness beats (core NATS).
+    client: async_nats::Client,
+    beat_subject: async_nats::Subject,
     store: kv::Store,
     key: String,
     subject: String,
@@ -413,10 +452,21 @@ impl Inner {
 
 async fn heartbeat(inner: Arc<Inner>, cancel: CancellationToken) {
     let mut delay = inner.options.heartbeat;
+    let mut last_beat: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
+        }
+        // The liveness beat goes out on its own cadence, whatever the KV
+        // write does: it needs no JetStream, so it keeps the monitor's view
+        // true while the registry's stream elects a leader.
+        if last_beat.is_none_or(|t| t.elapsed() >= inner.options.heartbeat) {
+            last_beat = Some(tokio::time::Instant::now());
+            let _ = inner
+                .client
+                .publish(inner.beat_subject.clone(), bytes::Bytes::new())
+                .await;
         }
         let beat = async {
             inner.run_health_check().await;

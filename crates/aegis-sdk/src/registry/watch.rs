@@ -32,7 +32,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::cache::Shared;
+use super::{RemovalReason, cache::Shared};
 
 /// How often the server proves an idle session alive.
 const IDLE_HEARTBEAT: Duration = Duration::from_secs(1);
@@ -260,11 +260,11 @@ impl Session {
                 let key = (instance.service_name.clone(), instance.instance_id.clone());
                 loading.insert(key, (*instance, stream_sequence));
             }
-            (Some(loading), Decoded::Remove(service, id)) => {
+            (Some(loading), Decoded::Remove(service, id, _)) => {
                 loading.remove(&(service, id));
             }
             (None, Decoded::Put(instance)) => shared.upsert(*instance, stream_sequence),
-            (None, Decoded::Remove(service, id)) => shared.remove(&service, &id),
+            (None, Decoded::Remove(service, id, reason)) => shared.remove(&service, &id, reason),
         }
         if pending == 0 {
             self.finish_load(shared);
@@ -288,8 +288,26 @@ impl Session {
 
 enum Decoded {
     Put(Box<ServiceInstance>),
-    Remove(String, String),
+    Remove(String, String, RemovalReason),
     Ignore,
+}
+
+/// Whether a stored message removes its key, and why: the server's limit
+/// marker for an expired TTL (`Nats-Marker-Reason: MaxAge`), a purge (how
+/// an instance deregisters), or a delete.
+fn removal_reason(headers: &async_nats::HeaderMap) -> Option<RemovalReason> {
+    if let Some(marker) = headers.get(HEADER_MARKER_REASON) {
+        return Some(match marker.as_str() {
+            "MaxAge" => RemovalReason::Expired,
+            "Purge" => RemovalReason::Deregistered,
+            _ => RemovalReason::Deleted,
+        });
+    }
+    match headers.get(HEADER_KV_OPERATION).map(|op| op.as_str()) {
+        None | Some("PUT") => None,
+        Some("PURGE") => Some(RemovalReason::Deregistered),
+        Some(_) => Some(RemovalReason::Deleted),
+    }
 }
 
 /// Turns one stored message into a change of the view.
@@ -301,13 +319,8 @@ fn decode(message: &async_nats::Message, prefix: &str) -> Decoded {
         debug!(key, "ignoring a key outside the registry layout");
         return Decoded::Ignore;
     };
-    let removal = message.headers.as_ref().is_some_and(|h| {
-        h.get(HEADER_KV_OPERATION)
-            .is_some_and(|op| op.as_str() != "PUT")
-            || h.get(HEADER_MARKER_REASON).is_some()
-    });
-    if removal {
-        return Decoded::Remove(service, id);
+    if let Some(reason) = message.headers.as_ref().and_then(removal_reason) {
+        return Decoded::Remove(service, id, reason);
     }
     match serde_json::from_slice::<ServiceInstance>(&message.payload) {
         Ok(instance) if instance.service_name == service && instance.instance_id == id => {
@@ -318,11 +331,11 @@ fn decode(message: &async_nats::Message, prefix: &str) -> Decoded {
                 key,
                 "ignoring a registry record whose names disagree with its key"
             );
-            Decoded::Remove(service, id)
+            Decoded::Remove(service, id, RemovalReason::Deleted)
         }
         Err(e) => {
             warn!(key, error = %e, "ignoring an unreadable registry record");
-            Decoded::Remove(service, id)
+            Decoded::Remove(service, id, RemovalReason::Deleted)
         }
     }
 }

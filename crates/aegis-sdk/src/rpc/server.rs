@@ -35,7 +35,7 @@ use async_nats::{
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt, stream::FuturesUnordered};
 use serde::{Serialize, de::DeserializeOwned};
-use tokio_util::task::TaskTracker;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{Instrument, debug, debug_span, info, warn};
 
 use super::{
@@ -277,7 +277,9 @@ impl ServiceBuilder {
     }
 
     /// How long the record outlives the last heartbeat on the server
-    /// (default 3 s): the time a crashed instance stays listed.
+    /// (default 15 s, above a cluster's stream leader election): the
+    /// backstop for a hung or partitioned instance (a crash is seen at once
+    /// from the server's disconnect advisory and the missing beats).
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.registration.ttl = ttl;
         self
@@ -529,6 +531,7 @@ impl ServiceBuilder {
         let instance: Arc<str> = Arc::from(instance_id.as_str());
         let metrics = Arc::new(InstanceMetrics::new(self.name.clone(), instance_id.clone()));
         let tracker = TaskTracker::new();
+        let stop_taking = CancellationToken::new();
         let queue_group = subjects::rpc_queue_group(&self.name);
         let direct_group = format!("{queue_group}.{instance_id}");
         let mut methods = Vec::new();
@@ -563,7 +566,7 @@ impl ServiceBuilder {
                 .await
                 .map_err(ServiceError::Nats)?;
             for (endpoint, direct) in [(lb, false), (direct, true)] {
-                tracker.spawn(drive(endpoint, shared.clone(), direct));
+                tracker.spawn(drive(endpoint, shared.clone(), direct, stop_taking.clone()));
             }
             methods.push(method);
         }
@@ -623,6 +626,7 @@ impl ServiceBuilder {
             Duration::ZERO
         };
         Ok(Service {
+            client: self.conn.client().clone(),
             name: self.name,
             instance_id,
             methods,
@@ -633,6 +637,7 @@ impl ServiceBuilder {
             telemetry_tasks,
             drain_grace,
             tracker,
+            stop_taking,
             shutdown_timeout: self.shutdown_timeout,
             metrics,
         })
@@ -746,6 +751,10 @@ struct Shared {
 /// subscription's buffer (backpressure instead of unbounded memory).
 const MAX_IN_FLIGHT_PER_ENDPOINT: usize = 1024;
 
+/// The least time a stop gives the telemetry tasks to publish the last
+/// metrics snapshot, even after the shutdown timeout ran out.
+const TELEMETRY_STOP: Duration = Duration::from_millis(600);
+
 /// Reads requests until the endpoint is unsubscribed and its buffered
 /// messages are consumed, so requests that arrived before shutdown are served.
 ///
@@ -759,13 +768,28 @@ const MAX_IN_FLIGHT_PER_ENDPOINT: usize = 1024;
 /// the instance (the caller chose it), which keeps successful replies free of
 /// headers — a header costs about 10 % of throughput, most of it in the
 /// server's header handling.
-async fn drive(mut endpoint: service::endpoint::Endpoint, shared: Arc<Shared>, direct: bool) {
+///
+/// `stop` ends the reading when the subscription cannot end by itself
+/// (without a server the client never closes it): what already arrived is
+/// still served, then the loop waits only for the handlers in flight.
+async fn drive(
+    mut endpoint: service::endpoint::Endpoint,
+    shared: Arc<Shared>,
+    direct: bool,
+    stop: CancellationToken,
+) {
     let mut in_flight = FuturesUnordered::new();
     let mut open = true;
     while open || !in_flight.is_empty() {
         tokio::select! {
             biased;
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            () = stop.cancelled(), if open => {
+                while let Some(Some(request)) = endpoint.next().now_or_never() {
+                    in_flight.push(Box::pin(handle(request, shared.clone(), direct)));
+                }
+                open = false;
+            }
             request = endpoint.next(), if open && in_flight.len() < MAX_IN_FLIGHT_PER_ENDPOINT => {
                 match request {
                     Some(request) => {
@@ -875,6 +899,7 @@ async fn handle(request: service::Request, shared: Arc<Shared>, direct: bool) {
 /// A running service. Stop it with [`Service::shutdown`]; dropping it stops
 /// taking requests too, without waiting for the ones in flight.
 pub struct Service {
+    client: async_nats::Client,
     name: String,
     instance_id: String,
     methods: Vec<String>,
@@ -885,6 +910,9 @@ pub struct Service {
     telemetry_tasks: Option<TelemetryTasks>,
     drain_grace: Duration,
     tracker: TaskTracker,
+    /// Tells the endpoint loops to stop reading when their subscriptions
+    /// cannot close (no server to confirm the unsubscribe).
+    stop_taking: CancellationToken,
     shutdown_timeout: Duration,
     metrics: Arc<InstanceMetrics>,
 }
@@ -972,13 +1000,27 @@ impl Service {
     /// deleted (it then expires after its TTL). The other steps run anyway.
     pub async fn shutdown(mut self) -> Result<(), ServiceError> {
         let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        // Every step below is bounded, so a stop finishes within the
+        // shutdown timeout whatever the state of NATS; what could not be
+        // done is logged once, with what happens instead.
+        let reachable = self.client.connection_state() == async_nats::connection::State::Connected;
+        if !reachable {
+            warn!(service = %self.name, instance = %self.instance_id,
+                "stopping while NATS is unreachable: what needs the server is skipped or bounded");
+        }
         // A leader hands over first, so a standby takes over within
         // milliseconds instead of waiting for the lease to lapse.
         if let Some(task) = self.role_task.take() {
             task.abort();
         }
-        if let Some(election) = self.election.take() {
-            let _ = tokio::time::timeout_at(deadline, election.resign()).await;
+        if let Some(election) = self.election.take()
+            && tokio::time::timeout_at(deadline, election.resign())
+                .await
+                .is_err()
+        {
+            warn!(
+                "could not resign before the shutdown timeout; a standby takes over when the lease lapses"
+            );
         }
         let mut deregistered = Ok(());
         if let Some(registration) = self.registration.take() {
@@ -988,7 +1030,7 @@ impl Service {
                 Err(_) => Err(ServiceError::ShutdownTimeout(self.tracker.len())),
             };
             if let Err(e) = &deregistered {
-                warn!(error = %e, "deregistration failed; the record will expire after its TTL");
+                warn!(error = %e, "could not deregister; the record expires with its TTL");
             }
         }
         // Callers route from their registry view, which learns of the
@@ -997,18 +1039,39 @@ impl Service {
         // short grace (a former leader answers NOT_ACTIVE, so callers retry
         // at once) instead of unsubscribing under them: a request that
         // arrives after the unsubscribe gets no answer at all and its caller
-        // waits out a timeout.
-        let grace = tokio::time::Instant::now() + self.drain_grace;
-        tokio::time::sleep_until(grace.min(deadline)).await;
-        if let Some(svc) = self.nats_service.take()
-            && let Err(e) = svc.stop().await
-        {
-            warn!(error = %e, "stopping the NATS service endpoints failed");
+        // waits out a timeout. Without a server no request is on its way.
+        if reachable {
+            let grace = tokio::time::Instant::now() + self.drain_grace;
+            tokio::time::sleep_until(grace.min(deadline)).await;
+        }
+        if let Some(svc) = self.nats_service.take() {
+            match tokio::time::timeout_at(deadline, svc.stop()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(error = %e, "stopping the NATS service endpoints failed"),
+                Err(_) => warn!("stopping the NATS service endpoints did not finish in time"),
+            }
         }
         self.tracker.close();
-        let waited = tokio::time::timeout_at(deadline, self.tracker.wait()).await;
-        if let Some(tasks) = self.telemetry_tasks.take() {
-            tasks.stop().await;
+        let waited = tokio::time::timeout_at(
+            deadline,
+            wait_for_endpoints(&self.tracker, &self.client, &self.stop_taking),
+        )
+        .await;
+        if waited.is_err() {
+            warn!(
+                in_flight = self.tracker.len(),
+                "handlers still running at the shutdown timeout; their callers get no reply"
+            );
+        }
+        if let Some(tasks) = self.telemetry_tasks.take()
+            && tokio::time::timeout_at(
+                deadline.max(tokio::time::Instant::now() + TELEMETRY_STOP),
+                tasks.stop(),
+            )
+            .await
+            .is_err()
+        {
+            debug!("telemetry tasks did not stop in time");
         }
         info!(service = %self.name, instance = %self.instance_id, "service stopped");
         match waited {
@@ -1016,6 +1079,27 @@ impl Service {
             Err(_) => Err(ServiceError::ShutdownTimeout(self.tracker.len())),
         }
     }
+}
+
+/// Waits for every endpoint loop (and so every request taken) to finish. An
+/// endpoint's subscription closes only once the client has told the server;
+/// while NATS is unreachable that never happens, so then the loops are told
+/// to stop reading and finish what they have.
+async fn wait_for_endpoints(
+    tracker: &TaskTracker,
+    client: &async_nats::Client,
+    stop_taking: &CancellationToken,
+) {
+    let unreachable = async {
+        while client.connection_state() == async_nats::connection::State::Connected {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::select! {
+        () = tracker.wait() => return,
+        () = unreachable => stop_taking.cancel(),
+    }
+    tracker.wait().await;
 }
 
 impl Drop for Service {

@@ -141,6 +141,9 @@ impl Drop for TelemetryTasks {
     }
 }
 
+/// How long stopping waits for the last metrics snapshot to leave.
+const FINAL_FLUSH: Duration = Duration::from_millis(500);
+
 async fn publish_metrics(
     client: Client,
     subject: String,
@@ -163,7 +166,11 @@ async fn publish_metrics(
             debug!(error = %e, "could not publish a metrics snapshot");
         }
         if stopping {
-            let _ = client.flush().await;
+            // The last snapshot is worth a short wait, not a hang: a flush
+            // without a server waits for a reconnect that may never come.
+            if client.connection_state() == async_nats::connection::State::Connected {
+                let _ = tokio::time::timeout(FINAL_FLUSH, client.flush()).await;
+            }
             return;
         }
     }

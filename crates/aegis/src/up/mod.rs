@@ -101,6 +101,7 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
     let _lock = PidLock::acquire(&state_dir.join("up.pid"))?;
     let exe = std::env::current_exe().context("locating the aegis binary")?;
     let mut sup = Supervisor::new(&state_dir, !args.no_restart)?;
+    let creds = credentials::ensure(&state_dir)?;
 
     // 1. NATS.
     let (url, replicas, nodes) = match &args.nats_url {
@@ -109,7 +110,7 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
             let count = if args.single_node { 1 } else { 3 };
             let nodes = nats::plan(&state_dir, count, args.base_port);
             nats::check_ports_free(&nodes, args.api_port)?;
-            nats::write_configs(&nodes)?;
+            nats::write_configs(&nodes, &creds)?;
             let binary = aegis_testkit::nats_server_binary()
                 .context("finding nats-server (run `make bootstrap`)")?;
             for node in &nodes {
@@ -131,7 +132,7 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         }
     };
     let result = run_on(
-        &args, &state_dir, &exe, &url, replicas, &nodes, &mut sup, &shutdown,
+        &args, &state_dir, &exe, &url, replicas, &nodes, &creds, &mut sup, &shutdown,
     )
     .await;
     println!("\nstopping the showcase…");
@@ -151,6 +152,7 @@ async fn run_on(
     url: &str,
     replicas: usize,
     nodes: &[nats::NatsNode],
+    creds: &credentials::Credentials,
     sup: &mut Supervisor,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
@@ -175,7 +177,6 @@ async fn run_on(
     }
 
     // 3. The monitor.
-    let creds = credentials::ensure(state_dir)?;
     let common_env = vec![
         ("AEGIS_NATS_URL".to_owned(), url.to_owned()),
         ("AEGIS_NATS_REPLICAS".to_owned(), replicas.to_string()),
@@ -185,6 +186,14 @@ async fn run_on(
     monitor_env.push(("AEGIS_ADMIN_TOKEN".into(), creds.admin.clone()));
     monitor_env.push(("AEGIS_VIEWER_TOKEN".into(), creds.viewer.clone()));
     monitor_env.push(("AEGIS_SESSION_SECRET".into(), creds.session_secret.clone()));
+    if !nodes.is_empty() {
+        // Our own servers: the monitor reads their connection advisories.
+        monitor_env.push(("AEGIS_NATS_SYSTEM_USER".into(), nats::SYSTEM_USER.into()));
+        monitor_env.push((
+            "AEGIS_NATS_SYSTEM_PASSWORD".into(),
+            creds.nats_system_password.clone(),
+        ));
+    }
     monitor_env.push(("AEGIS_API_PORT".into(), args.api_port.to_string()));
     let ui_dir = args.ui_dir.clone().or_else(|| {
         let candidate = PathBuf::from("ui/out");

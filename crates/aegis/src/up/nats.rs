@@ -8,6 +8,8 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+
+use super::credentials::Credentials;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One NATS node of the showcase.
@@ -58,7 +60,7 @@ pub fn plan(state_dir: &Path, count: usize, base_port: u16) -> Vec<NatsNode> {
 ///
 /// # Errors
 /// When a file cannot be written.
-pub fn write_configs(nodes: &[NatsNode]) -> anyhow::Result<()> {
+pub fn write_configs(nodes: &[NatsNode], creds: &Credentials) -> anyhow::Result<()> {
     for node in nodes {
         std::fs::create_dir_all(node.dir.join("jetstream"))?;
         let mut conf = format!(
@@ -69,6 +71,7 @@ pub fn write_configs(nodes: &[NatsNode]) -> anyhow::Result<()> {
             mon = node.monitor_port,
             store = node.dir.join("jetstream").display(),
         );
+        conf.push_str(&accounts(creds));
         if nodes.len() > 1 {
             let routes: Vec<String> = nodes
                 .iter()
@@ -85,6 +88,24 @@ pub fn write_configs(nodes: &[NatsNode]) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The accounts block: the application account `AEGIS` (JetStream on;
+/// clients without credentials land in it) and the system account `SYS`,
+/// whose user `sys` reads the server's events — the monitor follows the
+/// connect/disconnect advisories with it to see crashes at once, and
+/// operators' `nats server ...` commands need it.
+pub fn accounts(creds: &Credentials) -> String {
+    format!(
+        "accounts {{\n  AEGIS: {{ jetstream: enabled, users: [ {{ user: \"aegis\", password: \"{app}\" }} ] }}\n  \
+         SYS: {{ users: [ {{ user: \"{SYSTEM_USER}\", password: \"{system}\" }} ] }}\n}}\n\
+         system_account: SYS\nno_auth_user: \"aegis\"\n",
+        app = creds.nats_app_password,
+        system = creds.nats_system_password,
+    )
+}
+
+/// The system account's user in the showcase.
+pub const SYSTEM_USER: &str = "sys";
 
 /// Fails with a clear message when a port of the plan is taken.
 ///

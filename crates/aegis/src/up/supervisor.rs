@@ -227,6 +227,28 @@ fn spawn(state_dir: &Path, spec: &ChildSpec) -> anyhow::Result<Child> {
     Ok(child)
 }
 
+/// SIGKILLs every showcase child with a pid file: what a forced exit of
+/// `aegis up` does, so that no child outlives it.
+pub fn kill_all(state_dir: &Path) {
+    let me = std::process::id() as i32;
+    for name in running_children(state_dir) {
+        // Only our own children: a stale pid file may name a reused pid.
+        if let Some(pid) = read_pid(state_dir, &name)
+            && parent_of(pid) == Some(me)
+        {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// The parent pid of `pid`, from `/proc/{pid}/stat` (the field after the
+/// state, which follows the parenthesised command name).
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Reads the pid of a running showcase child from its pid file.
 pub fn read_pid(state_dir: &Path, name: &str) -> Option<i32> {
     std::fs::read_to_string(state_dir.join("pids").join(format!("{name}.pid")))

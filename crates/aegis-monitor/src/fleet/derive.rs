@@ -1,0 +1,281 @@
+//! The rule that turns a registry record into what the views show: pure
+//! functions of the record, the holder of its sticky group's election key
+//! and the state of its NATS connection, so the rule can be tested without
+//! NATS and is the same in the API, the live stream and `aegis status`.
+//!
+//! The record is the instance's own claim, written by it at its last
+//! heartbeat; the election key and the server's connection events are
+//! the sources of truth for leadership and liveness. So:
+//!
+//! 1. An instance whose NATS connection closed (the server's disconnect
+//!    advisory) is down: `UNHEALTHY`, reason `disconnected`, whatever its
+//!    record says. Its record expires with its TTL. One whose liveness
+//!    beats stopped (hung, partitioned, or crashed where no advisory is
+//!    read) is `UNHEALTHY`, reason `unresponsive`, until they resume.
+//! 2. In a sticky group, the holder of the election key is the `ACTIVE`
+//!    instance, with the key's fencing epoch (a record that still says
+//!    STANDBY a few milliseconds after the election is shown as what it
+//!    is). Any other record that claims ACTIVE is `UNHEALTHY`, reason
+//!    `deposed`. So at most one instance per (service, group) is ACTIVE in
+//!    every view, at every moment.
+//! 3. Otherwise the record's status stands, with the reason it gives
+//!    (`metadata.statusReason`, e.g. a failing health check).
+
+use aegis_contracts::{InstanceStatus, ServiceInstance};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Why an instance shows the status it shows, when that needs saying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum StatusReason {
+    /// Its NATS connection closed (the process died or was disconnected);
+    /// the record stays until its TTL runs out.
+    Disconnected,
+    /// Its liveness beats stopped (a hung or partitioned process, or a crash
+    /// seen without the server's advisories); shown until they resume or
+    /// the record expires.
+    Unresponsive,
+    /// Its record claims ACTIVE in a sticky group whose election key another
+    /// instance holds (a crashed or paused former leader).
+    Deposed,
+    /// Its own health check fails.
+    HealthCheck,
+    /// Its registry writes keep failing (reported once they work again).
+    RegistryWrites,
+    /// An operator made it unhealthy on purpose (`aegis chaos unhealthy`).
+    Operator,
+    /// It leads its sticky group although unhealthy, because no healthy
+    /// instance could take over.
+    Degraded,
+}
+
+impl StatusReason {
+    /// The wire spelling, e.g. `disconnected`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disconnected => "disconnected",
+            Self::Unresponsive => "unresponsive",
+            Self::Deposed => "deposed",
+            Self::HealthCheck => "health_check",
+            Self::RegistryWrites => "registry_writes",
+            Self::Operator => "operator",
+            Self::Degraded => "degraded",
+        }
+    }
+
+    /// Parses the wire spelling; `None` for anything else.
+    pub fn parse(s: &str) -> Option<StatusReason> {
+        [
+            Self::Disconnected,
+            Self::Unresponsive,
+            Self::Deposed,
+            Self::HealthCheck,
+            Self::RegistryWrites,
+            Self::Operator,
+            Self::Degraded,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
+/// What the monitor knows of an instance's process, apart from its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Liveness {
+    /// Nothing says it is gone.
+    #[default]
+    Live,
+    /// Its NATS connection closed.
+    Disconnected,
+    /// Its liveness beats stopped.
+    Unresponsive,
+}
+
+/// The holder of a sticky group's election key, as last seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// The leader's instance id.
+    pub instance_id: String,
+    /// Its fencing epoch (the revision of its winning write).
+    pub epoch: u64,
+}
+
+/// What the views show for one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Derived {
+    /// The status to show.
+    pub status: InstanceStatus,
+    /// Why, when that needs saying.
+    pub reason: Option<StatusReason>,
+    /// The fencing epoch to show (the key's, for the leader).
+    pub epoch: Option<u64>,
+}
+
+/// Applies the rule (see the module docs) to `record`, given the holder of
+/// its sticky group's key (`None`: no key, or not a sticky instance) and
+/// what is known of its process.
+pub fn derive(record: &ServiceInstance, holder: Option<&Holder>, liveness: Liveness) -> Derived {
+    let own_reason = record
+        .metadata
+        .get("statusReason")
+        .and_then(|v| v.as_str())
+        .and_then(StatusReason::parse);
+    let down = match liveness {
+        Liveness::Live => None,
+        Liveness::Disconnected => Some(StatusReason::Disconnected),
+        Liveness::Unresponsive => Some(StatusReason::Unresponsive),
+    };
+    if down.is_some() {
+        return Derived {
+            status: InstanceStatus::Unhealthy,
+            reason: down,
+            epoch: record.epoch,
+        };
+    }
+    if record.sticky_active_group.is_some() {
+        if let Some(h) = holder.filter(|h| h.instance_id == record.instance_id) {
+            let degraded = record.status == InstanceStatus::Unhealthy;
+            return Derived {
+                status: InstanceStatus::Active,
+                reason: degraded.then_some(StatusReason::Degraded),
+                epoch: Some(h.epoch),
+            };
+        }
+        if record.status == InstanceStatus::Active {
+            return Derived {
+                status: InstanceStatus::Unhealthy,
+                reason: Some(StatusReason::Deposed),
+                epoch: record.epoch,
+            };
+        }
+    }
+    Derived {
+        status: record.status,
+        reason: match record.status {
+            InstanceStatus::Unhealthy => own_reason,
+            _ => None,
+        },
+        epoch: record.epoch,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    fn record(id: &str, status: InstanceStatus, group: Option<&str>) -> ServiceInstance {
+        let mut r = ServiceInstance::new("order-service", id, "1.0.0", Utc::now());
+        r.status = status;
+        r.sticky_active_group = group.map(str::to_owned);
+        r
+    }
+
+    fn holder(id: &str, epoch: u64) -> Holder {
+        Holder {
+            instance_id: id.into(),
+            epoch,
+        }
+    }
+
+    #[test]
+    fn at_most_one_active_per_group_whatever_the_records_claim() {
+        // Every combination of claims in a group of three, with and without
+        // a key holder: the derived view never has two ACTIVE, and the one
+        // ACTIVE is the holder.
+        use InstanceStatus::*;
+        let statuses = [Active, Standby, Unhealthy];
+        for a in statuses {
+            for b in statuses {
+                for c in statuses {
+                    for h in [None, Some("o1"), Some("o2"), Some("gone")] {
+                        let h = h.map(|id| holder(id, 7));
+                        let recs = [
+                            record("o1", a, Some("default")),
+                            record("o2", b, Some("default")),
+                            record("o3", c, Some("default")),
+                        ];
+                        let active: Vec<_> = recs
+                            .iter()
+                            .filter(|r| derive(r, h.as_ref(), Liveness::Live).status == Active)
+                            .map(|r| r.instance_id.clone())
+                            .collect();
+                        assert!(active.len() <= 1, "{a:?} {b:?} {c:?} {h:?}: {active:?}");
+                        if let Some(one) = active.first() {
+                            assert_eq!(Some(one), h.as_ref().map(|h| &h.instance_id));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_record_claiming_active_without_the_key_is_deposed() {
+        let r = record("o1", InstanceStatus::Active, Some("default"));
+        let d = derive(&r, Some(&holder("o2", 9)), Liveness::Live);
+        assert_eq!(d.status, InstanceStatus::Unhealthy);
+        assert_eq!(d.reason, Some(StatusReason::Deposed));
+    }
+
+    #[test]
+    fn the_key_holder_is_active_with_the_keys_epoch() {
+        let mut r = record("o2", InstanceStatus::Standby, Some("default"));
+        r.epoch = Some(3);
+        let d = derive(&r, Some(&holder("o2", 9)), Liveness::Live);
+        assert_eq!(d.status, InstanceStatus::Active);
+        assert_eq!(d.epoch, Some(9));
+        assert_eq!(d.reason, None);
+        r.status = InstanceStatus::Unhealthy;
+        assert_eq!(
+            derive(&r, Some(&holder("o2", 9)), Liveness::Live).reason,
+            Some(StatusReason::Degraded)
+        );
+    }
+
+    #[test]
+    fn a_closed_connection_is_down_even_for_the_key_holder() {
+        let r = record("o2", InstanceStatus::Active, Some("default"));
+        let d = derive(&r, Some(&holder("o2", 9)), Liveness::Disconnected);
+        assert_eq!(d.status, InstanceStatus::Unhealthy);
+        assert_eq!(d.reason, Some(StatusReason::Disconnected));
+        let p = record("p1", InstanceStatus::Active, None);
+        assert_eq!(
+            derive(&p, None, Liveness::Disconnected).reason,
+            Some(StatusReason::Disconnected)
+        );
+    }
+
+    #[test]
+    fn plain_records_keep_their_status_and_reason() {
+        let mut r = record("p1", InstanceStatus::Unhealthy, None);
+        r.metadata
+            .insert("statusReason".into(), "health_check".into());
+        let d = derive(&r, None, Liveness::Live);
+        assert_eq!(d.status, InstanceStatus::Unhealthy);
+        assert_eq!(d.reason, Some(StatusReason::HealthCheck));
+        r.status = InstanceStatus::Active;
+        assert_eq!(derive(&r, None, Liveness::Live).reason, None);
+        assert_eq!(
+            derive(&r, None, Liveness::Unresponsive).reason,
+            Some(StatusReason::Unresponsive)
+        );
+        for reason in [
+            StatusReason::Disconnected,
+            StatusReason::Unresponsive,
+            StatusReason::Deposed,
+            StatusReason::HealthCheck,
+            StatusReason::RegistryWrites,
+            StatusReason::Operator,
+            StatusReason::Degraded,
+        ] {
+            assert_eq!(StatusReason::parse(reason.as_str()), Some(reason));
+            assert_eq!(
+                serde_json::to_value(reason).unwrap(),
+                serde_json::json!(reason.as_str())
+            );
+        }
+    }
+}

@@ -1,0 +1,605 @@
+//! The fleet as the views show it: every registered instance with the
+//! status the sources of truth give it, not only the one its record claims.
+//! The API, the live stream and `aegis status` all read this.
+//!
+//! - `derive.rs`: the rule ([`derive()`]) — the election key's holder is the
+//!   one ACTIVE instance of its sticky group, a closed connection is down.
+//! - `elections.rs`: one watch on `service_elections`, who holds each key.
+//! - `liveness.rs`: the NATS server's connect/disconnect advisories, read
+//!   from the system account when the monitor has its credentials.
+//! - `beats.rs`: the instances' liveness beats (core NATS), which tell a
+//!   hung process from a live one without waiting for the registry.
+//!
+//! One task owns the inputs (records from the registry reader, holders,
+//! connection states) and keeps a materialized view: every input change
+//! re-derives the instances it concerns and publishes those whose view
+//! changed as [`FleetChange`]s. Lookups read the view from memory.
+//!
+//! What is detected how fast:
+//!
+//! | failure | seen by | after |
+//! | --- | --- | --- |
+//! | crash, OOM kill, panic (connection closes) | disconnect advisory | milliseconds (with system account access) |
+//! | same, without system account access | missing liveness beats | 3 heartbeats (3 s by default) |
+//! | a hung or partitioned process | missing liveness beats | 3 heartbeats |
+//! | a leader replaced (crash, pause, hand-over) | election key change | milliseconds after the new leader's write |
+//! | a graceful stop | deregistration | milliseconds |
+//! | any of these, when nothing else told | registry TTL (removal) | the TTL (15 s by default) |
+//!
+//! A registry that cannot be written for a while (its stream electing a
+//! leader after a NATS node died) changes nothing: records outlive such a
+//! stall (their TTL is longer) and the beats, which need no JetStream, go on.
+
+mod beats;
+mod derive;
+mod elections;
+mod liveness;
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
+
+use aegis_contracts::{InstanceStatus, ServiceInstance};
+use aegis_sdk::{
+    Connection,
+    registry::{
+        METADATA_CONNECTION, METADATA_HEARTBEAT_MS, RegistryChange, RegistryReader, RemovalReason,
+    },
+};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use utoipa::ToSchema;
+
+pub use derive::{Derived, Holder, Liveness, StatusReason, derive};
+pub use liveness::SystemAccessError;
+
+use crate::config::SystemAccount;
+use elections::LeaderChange;
+use liveness::{ConnectionEvent, ConnectionStates};
+
+/// Changes buffered per subscriber before a slow one lags.
+const CHANGES_CAPACITY: usize = 4096;
+/// How often the view is reconciled with the registry reader in full (a
+/// safety net for a lagging change stream) and old connection states are
+/// forgotten.
+const RECONCILE_EVERY: Duration = Duration::from_secs(10);
+/// How often missing beats are looked for.
+const BEAT_CHECK: Duration = Duration::from_millis(250);
+/// Beat intervals without a beat (or a record write) after which an
+/// instance is unresponsive.
+const MISSED_BEATS: u32 = 3;
+
+/// One instance as the views show it: its registry record with `status` and
+/// `epoch` replaced by the derived ones, plus what the record itself said
+/// and why the status is what it is.
+///
+/// Its OpenAPI schema is the API's `ServiceInstance` (see `openapi.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceView {
+    /// The record (camelCase, as in the registry), with the derived `status`
+    /// and `epoch`.
+    #[serde(flatten)]
+    pub instance: ServiceInstance,
+    /// The status the record itself reports.
+    pub reported_status: InstanceStatus,
+    /// Why `status` is what it is, when that needs saying: `disconnected`
+    /// (its NATS connection closed: the process is gone), `deposed` (claims
+    /// ACTIVE but another instance holds its group's election key),
+    /// `health_check`, `registry_writes`, `operator`, `degraded` (leads
+    /// although unhealthy).
+    pub status_reason: Option<StatusReason>,
+    /// Since when this monitor has shown this status and reason.
+    pub status_since: DateTime<Utc>,
+}
+
+/// A change of the fleet view.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FleetChange {
+    /// An instance appeared or its view changed (a heartbeat, a status).
+    Upserted(Box<InstanceView>),
+    /// An instance left the registry.
+    Removed {
+        /// Its service.
+        service: String,
+        /// Its id.
+        instance_id: String,
+        /// Why it left.
+        reason: RemovalReason,
+    },
+}
+
+/// Instance counts by derived status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Summary {
+    /// All registered instances.
+    pub total: usize,
+    /// ACTIVE ones.
+    pub active: usize,
+    /// UNHEALTHY ones (including those seen disconnected or deposed).
+    pub unhealthy: usize,
+    /// STANDBY ones.
+    pub standby: usize,
+}
+
+/// Why the fleet view could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// The registry reader could not start.
+    #[error("cannot start the registry reader")]
+    Registry(#[source] aegis_sdk::registry::RegistryError),
+    /// The election bucket could not be opened.
+    #[error("cannot follow the election keys")]
+    Elections(#[source] aegis_sdk::election::ElectionError),
+    /// The liveness beats could not be subscribed to.
+    #[error("cannot subscribe to the liveness beats")]
+    Beats(#[source] async_nats::SubscribeError),
+    /// System account credentials were given but do not work.
+    #[error(transparent)]
+    System(#[from] SystemAccessError),
+}
+
+type Key = (String, String);
+
+/// The live fleet view; cheap to clone. Its task stops when cancelled.
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    registry: RegistryReader,
+    view: RwLock<BTreeMap<Key, InstanceView>>,
+    changes: broadcast::Sender<FleetChange>,
+    advisories: bool,
+    system_conn: Option<Connection>,
+}
+
+impl Fleet {
+    /// Starts following the registry (through `conn`'s registry reader), the
+    /// election keys and, with `system`, the server's connection advisories;
+    /// returns once the current state is loaded.
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_monitor::fleet::FleetError> {
+    /// use aegis_monitor::fleet::Fleet;
+    /// let tasks = tokio_util::task::TaskTracker::new();
+    /// let fleet = Fleet::start(&conn, None, Default::default(), &tasks).await?;
+    /// for i in fleet.all() {
+    ///     println!("{} {} {:?}", i.instance.instance_id, i.instance.status, i.status_reason);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`FleetError`]: the registry or election bucket cannot be used, or
+    /// system account credentials were given and are refused.
+    pub async fn start(
+        conn: &Connection,
+        system: Option<&SystemAccount>,
+        cancel: CancellationToken,
+        tasks: &TaskTracker,
+    ) -> Result<Fleet, FleetError> {
+        let registry = RegistryReader::start(conn)
+            .await
+            .map_err(FleetError::Registry)?;
+        // Subscribe before reading, so nothing falls in between.
+        let registry_changes = registry.changes();
+        let (leaders_tx, mut leaders_rx) = mpsc::unbounded_channel();
+        elections::follow(
+            conn.jetstream(),
+            conn.config().nats.replicas,
+            leaders_tx,
+            cancel.clone(),
+            tasks,
+        )
+        .await
+        .map_err(FleetError::Elections)?;
+        let (beats_tx, beats_rx) = mpsc::unbounded_channel();
+        beats::follow(conn.client().clone(), beats_tx, cancel.clone(), tasks)
+            .await
+            .map_err(FleetError::Beats)?;
+        let (conns_tx, conns_rx) = mpsc::unbounded_channel();
+        let system_conn = match system {
+            Some(account) => Some(
+                liveness::follow(
+                    liveness::SystemAccess {
+                        config: account.connection_config(conn.config()),
+                    },
+                    conns_tx,
+                    cancel.clone(),
+                    tasks,
+                )
+                .await?,
+            ),
+            None => {
+                drop(conns_tx);
+                None
+            }
+        };
+        let (changes, _) = broadcast::channel(CHANGES_CAPACITY);
+        let shared = Arc::new(Shared {
+            registry: registry.clone(),
+            view: RwLock::default(),
+            changes,
+            advisories: system_conn.is_some(),
+            system_conn,
+        });
+        let client = conn.client().clone();
+        let mut state = State {
+            shared: shared.clone(),
+            records: HashMap::new(),
+            leaders: HashMap::new(),
+            conns: ConnectionStates::default(),
+            beats: HashMap::new(),
+            unresponsive: HashSet::new(),
+            listening_since: Instant::now(),
+            connects: client
+                .statistics()
+                .connects
+                .load(std::sync::atomic::Ordering::Relaxed),
+            client,
+        };
+        while let Ok(change) = leaders_rx.try_recv() {
+            state.apply_leader(change);
+        }
+        for record in registry.all() {
+            state.upsert(record);
+        }
+        tasks.spawn(state.run(
+            registry,
+            registry_changes,
+            leaders_rx,
+            conns_rx,
+            beats_rx,
+            cancel,
+        ));
+        Ok(Fleet { shared })
+    }
+
+    /// Every instance, sorted by (service, instance).
+    pub fn all(&self) -> Vec<InstanceView> {
+        self.read().values().cloned().collect()
+    }
+
+    /// One service's instances, sorted by instance id.
+    pub fn by_service(&self, service: &str) -> Vec<InstanceView> {
+        self.read()
+            .range((service.to_owned(), String::new())..)
+            .take_while(|((s, _), _)| s == service)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// One instance, if registered.
+    pub fn get(&self, service: &str, instance_id: &str) -> Option<InstanceView> {
+        self.read()
+            .get(&(service.to_owned(), instance_id.to_owned()))
+            .cloned()
+    }
+
+    /// Every instance whose derived status is `status`.
+    pub fn by_status(&self, status: InstanceStatus) -> Vec<InstanceView> {
+        self.read()
+            .values()
+            .filter(|v| v.instance.status == status)
+            .cloned()
+            .collect()
+    }
+
+    /// Counts by derived status.
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary::default();
+        for v in self.read().values() {
+            match v.instance.status {
+                InstanceStatus::Active => s.active += 1,
+                InstanceStatus::Unhealthy => s.unhealthy += 1,
+                InstanceStatus::Standby => s.standby += 1,
+            }
+        }
+        s.total = s.active + s.unhealthy + s.standby;
+        s
+    }
+
+    /// The changes from now on (a subscriber more than a few thousand behind
+    /// gets `Lagged` and should re-read [`all`](Self::all)).
+    pub fn subscribe(&self) -> broadcast::Receiver<FleetChange> {
+        self.shared.changes.subscribe()
+    }
+
+    /// Whether the registry watch is loaded and alive (while false, the view
+    /// serves the last known state).
+    pub fn is_synced(&self) -> bool {
+        self.shared.registry.is_synced()
+    }
+
+    /// Whether crashes are seen from the server's connection advisories
+    /// (system account access) rather than at the registry TTL.
+    pub fn sees_disconnects(&self) -> bool {
+        self.shared.advisories
+    }
+
+    /// Drains the system account connection, if any (the last step of a
+    /// stop).
+    pub async fn drain(&self) {
+        if let Some(conn) = &self.shared.system_conn {
+            let _ = conn.drain().await;
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<Key, InstanceView>> {
+        self.shared.view.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The inputs, owned by the fleet task.
+struct State {
+    shared: Arc<Shared>,
+    records: HashMap<Key, ServiceInstance>,
+    /// Per (service, group): the key's revision and holder.
+    leaders: HashMap<Key, (u64, Option<Holder>)>,
+    conns: ConnectionStates,
+    /// Last sign of life per instance: a beat or a record write.
+    beats: HashMap<Key, Instant>,
+    /// Instances whose beats stopped.
+    unresponsive: HashSet<Key>,
+    /// Since when this monitor's own connection has been up without a break
+    /// (missing beats count only from then: its own reconnect is no
+    /// instance's fault).
+    listening_since: Instant,
+    /// The client's reconnect count at the last check.
+    connects: u64,
+    client: async_nats::Client,
+}
+
+impl State {
+    async fn run(
+        mut self,
+        registry: RegistryReader,
+        registry_changes: impl futures::Stream<Item = RegistryChange> + Send,
+        mut leaders: mpsc::UnboundedReceiver<LeaderChange>,
+        mut conns: mpsc::UnboundedReceiver<ConnectionEvent>,
+        mut beats: mpsc::UnboundedReceiver<Key>,
+        cancel: CancellationToken,
+    ) {
+        futures::pin_mut!(registry_changes);
+        let mut beat_check = tokio::time::interval(BEAT_CHECK);
+        beat_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
+        reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        reconcile.tick().await;
+        let mut conns_open = true;
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                change = registry_changes.next() => match change {
+                    Some(RegistryChange::Upserted(record)) => self.upsert(record),
+                    Some(RegistryChange::Removed { service, instance_id, reason }) => {
+                        self.remove(service, instance_id, reason);
+                    }
+                    None => return,
+                },
+                Some(change) = leaders.recv() => self.apply_leader(change),
+                Some(key) = beats.recv() => self.beat(key),
+                _ = beat_check.tick() => self.check_beats(),
+                event = conns.recv(), if conns_open => match event {
+                    Some(event) => self.apply_connection(&event),
+                    None => conns_open = false,
+                },
+                _ = reconcile.tick() => {
+                    self.conns.forget_old();
+                    self.reconcile(&registry);
+                }
+            }
+        }
+    }
+
+    fn upsert(&mut self, record: ServiceInstance) {
+        let key = (record.service_name.clone(), record.instance_id.clone());
+        self.records.insert(key.clone(), record);
+        // A record write is a sign of life too.
+        self.beats.insert(key.clone(), Instant::now());
+        self.unresponsive.remove(&key);
+        self.refresh(&key);
+    }
+
+    fn beat(&mut self, key: Key) {
+        if !self.records.contains_key(&key) {
+            return;
+        }
+        self.beats.insert(key.clone(), Instant::now());
+        if self.unresponsive.remove(&key) {
+            self.refresh(&key);
+        }
+    }
+
+    /// Marks instances whose beats stopped, and takes care that this
+    /// monitor's own reconnect does not count against them.
+    fn check_beats(&mut self) {
+        use std::sync::atomic::Ordering;
+        let connects = self.client.statistics().connects.load(Ordering::Relaxed);
+        let connected = self.client.connection_state() == async_nats::connection::State::Connected;
+        if !connected || connects != self.connects {
+            self.connects = connects;
+            self.listening_since = Instant::now();
+            return;
+        }
+        let now = Instant::now();
+        let stale: Vec<Key> = self
+            .records
+            .iter()
+            .filter(|(k, _)| !self.unresponsive.contains(*k))
+            .filter_map(|(k, r)| {
+                let interval = beat_interval(r)?;
+                let last = (*self.beats.get(k)?).max(self.listening_since);
+                (now.duration_since(last) > interval * MISSED_BEATS).then(|| k.clone())
+            })
+            .collect();
+        for key in stale {
+            self.unresponsive.insert(key.clone());
+            self.refresh(&key);
+        }
+    }
+
+    fn remove(&mut self, service: String, instance_id: String, reason: RemovalReason) {
+        let key = (service, instance_id);
+        self.records.remove(&key);
+        self.beats.remove(&key);
+        self.unresponsive.remove(&key);
+        let removed = self
+            .shared
+            .view
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key)
+            .is_some();
+        if removed {
+            let (service, instance_id) = key;
+            let _ = self.shared.changes.send(FleetChange::Removed {
+                service,
+                instance_id,
+                reason,
+            });
+        }
+    }
+
+    fn apply_leader(&mut self, change: LeaderChange) {
+        let group_key = (change.service.clone(), change.group.clone());
+        let holder = change
+            .holder
+            .map(|(instance_id, epoch)| Holder { instance_id, epoch });
+        match self.leaders.get(&group_key) {
+            Some((revision, _)) if *revision >= change.revision => return,
+            Some((_, old)) if *old == holder => {
+                // A renewal: same holder, newer revision; nothing to show.
+                self.leaders.insert(group_key, (change.revision, holder));
+                return;
+            }
+            _ => {}
+        }
+        self.leaders.insert(group_key, (change.revision, holder));
+        let affected: Vec<Key> = self
+            .records
+            .iter()
+            .filter(|(_, r)| {
+                r.service_name == change.service
+                    && r.sticky_active_group.as_deref() == Some(&change.group)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in affected {
+            self.refresh(&key);
+        }
+    }
+
+    fn apply_connection(&mut self, event: &ConnectionEvent) {
+        if !self.conns.apply(event) {
+            return;
+        }
+        let affected: Vec<Key> = self
+            .records
+            .iter()
+            .filter(|(_, r)| connection_of(r) == Some(event.name.as_str()))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in affected {
+            self.refresh(&key);
+        }
+    }
+
+    /// Brings the records in line with the registry reader (after a lagged
+    /// change stream, changes may have been missed).
+    fn reconcile(&mut self, registry: &RegistryReader) {
+        let current: HashMap<Key, ServiceInstance> = registry
+            .all()
+            .into_iter()
+            .map(|r| ((r.service_name.clone(), r.instance_id.clone()), r))
+            .collect();
+        let gone: Vec<Key> = self
+            .records
+            .keys()
+            .filter(|k| !current.contains_key(*k))
+            .cloned()
+            .collect();
+        for (service, id) in gone {
+            self.remove(service, id, RemovalReason::Vanished);
+        }
+        for (key, record) in current {
+            if self.records.get(&key) != Some(&record) {
+                self.upsert(record);
+            }
+        }
+    }
+
+    /// Re-derives one instance's view; publishes it when it changed.
+    fn refresh(&mut self, key: &Key) {
+        let Some(record) = self.records.get(key) else {
+            return;
+        };
+        let holder = record.sticky_active_group.as_ref().and_then(|g| {
+            self.leaders
+                .get(&(record.service_name.clone(), g.clone()))
+                .and_then(|(_, h)| h.as_ref())
+        });
+        let closed_at = connection_of(record).and_then(|name| self.conns.closed_at(name));
+        let liveness = if closed_at.is_some() {
+            Liveness::Disconnected
+        } else if self.unresponsive.contains(key) {
+            Liveness::Unresponsive
+        } else {
+            Liveness::Live
+        };
+        let derived = derive(record, holder, liveness);
+        let mut instance = record.clone();
+        instance.status = derived.status;
+        instance.epoch = derived.epoch;
+        let mut view = self.shared.view.write().unwrap_or_else(|e| e.into_inner());
+        let since = match view.get(key) {
+            Some(old)
+                if old.instance.status == derived.status && old.status_reason == derived.reason =>
+            {
+                old.status_since
+            }
+            _ => match derived.reason {
+                Some(StatusReason::Disconnected) => closed_at.unwrap_or_else(Utc::now),
+                _ => Utc::now(),
+            },
+        };
+        let next = InstanceView {
+            reported_status: record.status,
+            instance,
+            status_reason: derived.reason,
+            status_since: since,
+        };
+        if view.get(key) == Some(&next) {
+            return;
+        }
+        view.insert(key.clone(), next.clone());
+        drop(view);
+        let _ = self
+            .shared
+            .changes
+            .send(FleetChange::Upserted(Box::new(next)));
+    }
+}
+
+/// The beat interval a record announces (`metadata.heartbeatMs`); `None`
+/// for records of instances that do not beat.
+fn beat_interval(record: &ServiceInstance) -> Option<Duration> {
+    let ms = record.metadata.get(METADATA_HEARTBEAT_MS)?.as_u64()?;
+    (ms > 0).then(|| Duration::from_millis(ms).max(Duration::from_millis(250)))
+}
+
+/// The NATS connection name a record says its instance serves over.
+fn connection_of(record: &ServiceInstance) -> Option<&str> {
+    record
+        .metadata
+        .get(METADATA_CONNECTION)
+        .and_then(|v| v.as_str())
+}

@@ -1,0 +1,123 @@
+//! A NATS node dies and the view hides nothing: on a 3-node cluster (R3
+//! buckets) with seven live instances, the node that leads the registry's
+//! stream is SIGKILLed; its followers wait 4–9 s before they elect a new
+//! leader, and no registry write lands meanwhile. Every poll of the API for
+//! 30 s must still list all seven.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use aegis_monitor::{AppState, router};
+use aegis_sdk::{AegisConfig, Connection, rpc::Service};
+use aegis_testkit::NatsCluster;
+use common::{VIEWER, call_app, req};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+async fn connect(urls: &[String]) -> Connection {
+    let mut config = AegisConfig::with_servers(urls.join(","));
+    config.nats.replicas = 3;
+    config.nats.request_timeout = Duration::from_secs(3);
+    Connection::connect(config)
+        .await
+        .expect("connect to the cluster")
+}
+
+/// The server name (`n1`..`n3`) leading `stream`.
+async fn stream_leader(conn: &Connection, stream: &str) -> String {
+    let mut s = conn.jetstream().get_stream(stream).await.unwrap();
+    s.info()
+        .await
+        .unwrap()
+        .cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone())
+        .expect("the stream has a leader")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_registry_streams_leader_hides_no_live_instance() {
+    let mut cluster = NatsCluster::start(3).expect("start a 3-node cluster");
+    let urls = cluster.urls();
+    let mut config = common::config(&cluster.url());
+    config.nats.nats.replicas = 3;
+    let state = AppState::start(config, CancellationToken::new())
+        .await
+        .expect("start the monitor");
+    let app = router(state.clone());
+
+    // Seven instances, each on its own connection (its own node, at random).
+    let mut services: Vec<(Connection, Service)> = Vec::new();
+    for (name, count) in [
+        ("order-service", 3),
+        ("pricing-service", 2),
+        ("risk-service", 2),
+    ] {
+        for i in 1..=count {
+            let conn = connect(&urls).await;
+            let svc = conn
+                .service(name, "1.0.0")
+                .instance_id(format!("{name}-{i}"))
+                .handler(
+                    "ping",
+                    |_: Value| async move { Ok(serde_json::json!("pong")) },
+                )
+                .start()
+                .await
+                .expect("service starts");
+            services.push((conn, svc));
+        }
+    }
+    let listed = || async {
+        let r = call_app(
+            &app,
+            req(
+                axum::http::Method::GET,
+                "/api/instances",
+                Some(VIEWER),
+                None,
+            ),
+        )
+        .await;
+        r.body.as_array().map(Vec::len).unwrap_or(0)
+    };
+    common::eventually(
+        Duration::from_secs(20),
+        "seven instances listed",
+        || async { listed().await == 7 },
+    )
+    .await;
+
+    let leader = stream_leader(&services[0].0, "KV_service_registry").await;
+    let index = cluster
+        .nodes()
+        .iter()
+        .position(|n| n.server_name() == leader)
+        .unwrap();
+    eprintln!("killing {leader}, leader of KV_service_registry");
+    cluster.kill_node(index);
+    let killed = Instant::now();
+    let mut polls = 0;
+    let mut fewest = 7;
+    while killed.elapsed() < Duration::from_secs(30) {
+        let n = listed().await;
+        polls += 1;
+        fewest = fewest.min(n);
+        assert_eq!(
+            n,
+            7,
+            "only {n} of 7 instances listed {:?} after killing {leader}",
+            killed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let new_leader = stream_leader(&services[0].0, "KV_service_registry").await;
+    eprintln!(
+        "{polls} polls over 30 s, never fewer than {fewest}; new registry leader {new_leader}"
+    );
+    for (conn, svc) in services {
+        let _ = svc.shutdown().await;
+        let _ = conn.drain().await;
+    }
+}

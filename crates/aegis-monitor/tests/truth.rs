@@ -1,0 +1,310 @@
+//! The views tell the truth under faults: instances run as child processes
+//! (so a SIGKILL is real), the API is polled every 20 ms, and every poll
+//! must show at most one ACTIVE instance per sticky group — the holder of
+//! the election key — while a SIGKILLed instance shows as down within a
+//! second (from the server's disconnect advisory, not the registry TTL).
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use aegis_sdk::rpc::Service;
+use common::{Harness, VIEWER, eventually};
+use serde_json::Value;
+
+const CHILD_ENV: &str = "AEGIS_TRUTH_CHILD";
+
+/// Run as a child process (a no-op in a normal run): starts one instance
+/// named by `AEGIS_TRUTH_CHILD=url,service,id,group` (group `-` for none)
+/// and waits to be killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_instance() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let parts: Vec<&str> = spec.split(',').collect();
+    let (url, service, id, group) = (parts[0], parts[1], parts[2], parts[3]);
+    let conn = common::connect(url).await;
+    let mut builder =
+        conn.service(service, "1.0.0")
+            .instance_id(id)
+            .handler(
+                "ping",
+                |_: Value| async move { Ok(serde_json::json!("pong")) },
+            );
+    if group != "-" {
+        builder = builder.single_active(group);
+    }
+    let _service: Service = builder.start().await.expect("child service starts");
+    tokio::time::sleep(Duration::from_secs(120)).await;
+}
+
+/// A child process running one instance; killed on drop.
+struct ChildInstance(Child);
+
+impl ChildInstance {
+    fn spawn(url: &str, service: &str, id: &str, group: Option<&str>) -> ChildInstance {
+        let spec = format!("{url},{service},{id},{}", group.unwrap_or("-"));
+        ChildInstance(
+            Command::new(std::env::current_exe().unwrap())
+                .args(["child_instance", "--exact", "--nocapture"])
+                .env(CHILD_ENV, spec)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn kill(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for ChildInstance {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn instances(h: &Harness, service: &str) -> Vec<Value> {
+    h.get(&format!("/api/instances/{service}"), Some(VIEWER))
+        .await
+        .body
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn active_ids(list: &[Value]) -> Vec<String> {
+    list.iter()
+        .filter(|i| i["status"] == "ACTIVE")
+        .map(|i| i["instanceId"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_sigkill_never_shows_two_active_and_the_dead_leader_is_down_at_once() {
+    let h = Harness::start_with_system_account().await;
+    let service = "truth-service";
+    let url = h.nats.url();
+    let mut children: HashMap<String, ChildInstance> = ["t1", "t2", "t3"]
+        .iter()
+        .map(|id| {
+            (
+                (*id).to_owned(),
+                ChildInstance::spawn(&url, service, id, Some("default")),
+            )
+        })
+        .collect();
+    eventually(
+        Duration::from_secs(30),
+        "three instances, one leader",
+        || async {
+            let list = instances(&h, service).await;
+            list.len() == 3 && active_ids(&list).len() == 1
+        },
+    )
+    .await;
+
+    for round in 0..2 {
+        let list = instances(&h, service).await;
+        let leader = active_ids(&list).remove(0);
+        let epoch = list
+            .iter()
+            .find(|i| i["instanceId"] == leader.as_str())
+            .and_then(|i| i["epoch"].as_u64())
+            .expect("the leader shows its epoch");
+        children.get_mut(&leader).unwrap().kill();
+        let killed = Instant::now();
+        let mut down_after = None;
+        let mut new_leader_after = None;
+        let mut polls = 0;
+        // Poll every 20 ms for 4 s: past the takeover and past the dead
+        // leader's TTL (3 s), when its record still claims ACTIVE.
+        while killed.elapsed() < Duration::from_secs(4) {
+            let list = instances(&h, service).await;
+            polls += 1;
+            let active = active_ids(&list);
+            assert!(
+                active.len() <= 1,
+                "round {round}: two ACTIVE at {:?}: {list:#?}",
+                killed.elapsed()
+            );
+            if let Some(dead) = list.iter().find(|i| i["instanceId"] == leader.as_str()) {
+                if down_after.is_some() {
+                    assert_ne!(
+                        dead["status"], "ACTIVE",
+                        "the dead leader is never shown ACTIVE again once seen down"
+                    );
+                }
+                if down_after.is_none() && dead["statusReason"] == "disconnected" {
+                    assert_eq!(dead["status"], "UNHEALTHY");
+                    down_after = Some(killed.elapsed());
+                }
+            } else if down_after.is_none() {
+                down_after = Some(killed.elapsed());
+            }
+            if new_leader_after.is_none()
+                && let Some(new) = active.first().filter(|id| **id != leader)
+            {
+                let shown = list
+                    .iter()
+                    .find(|i| i["instanceId"] == new.as_str())
+                    .unwrap();
+                assert!(shown["epoch"].as_u64().unwrap() > epoch, "{shown}");
+                new_leader_after = Some(killed.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let down_after = down_after.expect("the dead leader was shown down");
+        let new_leader_after = new_leader_after.expect("a new leader was shown");
+        eprintln!(
+            "round {round}: leader {leader} shown down after {down_after:?}, new leader after {new_leader_after:?} ({polls} polls, never two ACTIVE)"
+        );
+        assert!(down_after < Duration::from_secs(1), "{down_after:?}");
+        assert!(
+            new_leader_after < Duration::from_secs(2),
+            "{new_leader_after:?}"
+        );
+        // Back to three for the next round.
+        children.insert(
+            leader.clone(),
+            ChildInstance::spawn(&url, service, &leader, Some("default")),
+        );
+        eventually(Duration::from_secs(30), "three instances again", || async {
+            let list = instances(&h, service).await;
+            list.len() == 3
+                && list.iter().all(|i| i["statusReason"].is_null())
+                && active_ids(&list).len() == 1
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_non_leader_is_down_within_a_second() {
+    let h = Harness::start_with_system_account().await;
+    let url = h.nats.url();
+    let mut child = ChildInstance::spawn(&url, "plain-service", "p1", None);
+    let _other = ChildInstance::spawn(&url, "plain-service", "p2", None);
+    eventually(Duration::from_secs(30), "two instances", || async {
+        instances(&h, "plain-service").await.len() == 2
+    })
+    .await;
+    child.kill();
+    let killed = Instant::now();
+    let path = "/api/instances/plain-service/p1";
+    let shown = loop {
+        let r = h.get(path, Some(VIEWER)).await;
+        if r.body["statusReason"] == "disconnected" {
+            break killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(3),
+            "not shown down before its TTL: {}",
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    eprintln!("SIGKILLed instance shown down after {shown:?}");
+    assert!(shown < Duration::from_secs(1), "{shown:?}");
+    let r = h.get(path, Some(VIEWER)).await;
+    assert_eq!(r.body["status"], "UNHEALTHY");
+    assert_eq!(r.body["reportedStatus"], "ACTIVE");
+    assert!(r.body["statusSince"].is_string());
+    // The other one is untouched, and the summary counts the dead one as
+    // unhealthy until its record expires.
+    let other = h.get("/api/instances/plain-service/p2", Some(VIEWER)).await;
+    assert_eq!(other.body["status"], "ACTIVE");
+    assert!(other.body["statusReason"].is_null());
+    let summary = h.get("/api/instances/health/summary", Some(VIEWER)).await;
+    assert_eq!(summary.body["unhealthy"], 1, "{}", summary.body);
+    eventually(
+        Duration::from_secs(25),
+        "the record expires (15 s TTL)",
+        || async { h.get(path, Some(VIEWER)).await.status == 404 },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_system_account_access_the_leader_is_still_the_key_holder() {
+    // No advisories: the dead leader stays listed until its TTL, but never
+    // as ACTIVE once a standby took the key.
+    let h = Harness::start().await;
+    let service = "truth-service";
+    let url = h.nats.url();
+    let mut a = ChildInstance::spawn(&url, service, "a", Some("default"));
+    let mut b = ChildInstance::spawn(&url, service, "b", Some("default"));
+    eventually(
+        Duration::from_secs(30),
+        "two instances, one leader",
+        || async {
+            let list = instances(&h, service).await;
+            list.len() == 2 && active_ids(&list).len() == 1
+        },
+    )
+    .await;
+    let leader = active_ids(&instances(&h, service).await).remove(0);
+    if leader == "a" {
+        a.kill()
+    } else {
+        b.kill()
+    }
+    let killed = Instant::now();
+    let mut saw_deposed = false;
+    while killed.elapsed() < Duration::from_secs(4) {
+        let list = instances(&h, service).await;
+        assert!(active_ids(&list).len() <= 1, "two ACTIVE: {list:#?}");
+        if let Some(dead) = list.iter().find(|i| i["instanceId"] == leader.as_str())
+            && dead["statusReason"] == "deposed"
+        {
+            assert_eq!(dead["status"], "UNHEALTHY");
+            assert_eq!(dead["reportedStatus"], "ACTIVE");
+            saw_deposed = true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(saw_deposed, "the dead leader's record was shown as deposed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_instance_is_shown_unresponsive_until_it_beats_again() {
+    // SIGSTOP keeps the connection open (no advisory): the missing liveness
+    // beats tell, after three heartbeat intervals, not at the 15 s TTL.
+    let h = Harness::start_with_system_account().await;
+    let url = h.nats.url();
+    let child = ChildInstance::spawn(&url, "plain-service", "hung-1", None);
+    let path = "/api/instances/plain-service/hung-1";
+    eventually(Duration::from_secs(30), "registered", || async {
+        h.get(path, Some(VIEWER)).await.status == 200
+    })
+    .await;
+    let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let stopped = Instant::now();
+    eventually(Duration::from_secs(8), "shown unresponsive", || async {
+        h.get(path, Some(VIEWER)).await.body["statusReason"] == "unresponsive"
+    })
+    .await;
+    let after = stopped.elapsed();
+    eprintln!("SIGSTOPped instance shown unresponsive after {after:?}");
+    assert!(
+        after >= Duration::from_secs(2),
+        "{after:?}: not before three missed beats"
+    );
+    assert_eq!(h.get(path, Some(VIEWER)).await.body["status"], "UNHEALTHY");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    eventually(Duration::from_secs(5), "live again", || async {
+        let b = h.get(path, Some(VIEWER)).await.body;
+        b["status"] == "ACTIVE" && b["statusReason"].is_null()
+    })
+    .await;
+}

@@ -1,0 +1,174 @@
+//! Helpers shared by the `aegis` binary's integration tests: running the
+//! binary with its output captured, free ports for `aegis up`, and the pid
+//! files `aegis up` keeps.
+#![allow(dead_code, unreachable_pub)] // each test file uses a different part
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use nix::{sys::signal::Signal, unistd::Pid};
+
+pub const AEGIS: &str = env!("CARGO_BIN_EXE_aegis");
+
+/// A child process whose stderr lines arrive on a channel; killed on drop.
+pub struct Proc {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Proc {
+    pub fn spawn(args: &[&str]) -> Proc {
+        let mut child = Command::new(AEGIS)
+            .args(args)
+            .env("AEGIS_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        for out in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Proc {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for an output line containing `needle`.
+    pub fn wait_for(&mut self, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                let hit = line.contains(needle);
+                self.seen.push(line);
+                if hit {
+                    return;
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "exited ({status}) before printing {needle:?}:\n{}",
+                    self.output()
+                );
+            }
+        }
+        panic!("no {needle:?} within {within:?}:\n{}", self.output());
+    }
+
+    pub fn output(&mut self) -> String {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        self.seen.join("\n")
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        nix::sys::signal::kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    /// Sends SIGTERM and returns how long the process took to exit; fails
+    /// the test when it is still running after `bound`.
+    pub fn terminate_within(&mut self, bound: Duration) -> Duration {
+        let sent = Instant::now();
+        self.signal(Signal::SIGTERM);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let took = sent.elapsed();
+                assert!(
+                    status.success(),
+                    "exit status {status} after SIGTERM:\n{}",
+                    self.output()
+                );
+                return took;
+            }
+            assert!(
+                sent.elapsed() < bound,
+                "still running {bound:?} after SIGTERM:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A base port whose +0, +1, +2000 and +4000 neighbours are free (what
+/// `aegis up --single-node --base-port` uses), and an API port.
+pub fn free_up_ports() -> (u16, u16) {
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = l.local_addr().unwrap().port();
+        drop(l);
+        if base > 60_000 {
+            continue;
+        }
+        let others: Vec<_> = [base, base + 2000, base + 4000, base + 1]
+            .iter()
+            .map(|p| std::net::TcpListener::bind(("127.0.0.1", *p)))
+            .collect();
+        if others.iter().all(Result::is_ok) {
+            return (base, base + 1);
+        }
+    }
+}
+
+/// The children `aegis up` has pid files for: `(name, pid)`.
+pub fn pids(state: &Path) -> Vec<(String, i32)> {
+    std::fs::read_dir(state.join("pids"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.strip_suffix(".pid")?.to_owned();
+            let pid = std::fs::read_to_string(e.path())
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            Some((name, pid))
+        })
+        .collect()
+}
+
+/// Whether a process runs (a zombie counts as gone).
+pub fn alive(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    !stat.is_empty() && !stat.contains(") Z ")
+}
+
+/// Sends `signal` to `pid`, ignoring a process that is already gone.
+pub fn signal(pid: i32, signal: Signal) {
+    let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);
+}
