@@ -325,7 +325,7 @@ describe("monitor UI", () => {
     }
     assert.ok(marked !== null, `${leader.id}'s card was not marked gone or unhealthy within 2 s`);
     assert.ok(successor !== null, "no other card showed leader within 2 s");
-    console.log(`# ${leader.id} marked after ${marked} ms; ${successor.id} leads after ${successor.at} ms`);
+    console.log(`${leader.id} marked after ${marked} ms; ${successor.id} leads after ${successor.at} ms`);
     // And for a while after: still never two.
     const until3s = Date.now() + 3000;
     while (Date.now() < until3s) {
