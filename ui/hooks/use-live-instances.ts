@@ -10,6 +10,7 @@ import { LiveFeed, type FeedState } from "@/lib/api/live-feed";
 import { InstanceStore, type StoreSnapshot } from "@/lib/instance-store";
 
 export interface LiveInstances {
+  store: InstanceStore;
   snapshot: StoreSnapshot;
   feed: FeedState;
   /** The last failed REST read, cleared by the next success. */
@@ -54,5 +55,5 @@ export function useLiveInstances(): LiveInstances {
   }, [store, resync]);
 
   const retry = React.useCallback(() => void resync().catch(() => undefined), [resync]);
-  return { snapshot, feed, error, retry };
+  return { store, snapshot, feed, error, retry };
 }

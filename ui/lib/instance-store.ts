@@ -39,8 +39,26 @@ export interface StoreOptions {
 
 const key = (service: string, id: string) => `${service}\u0000${id}`;
 
+/** What a card shows of a record, apart from the heartbeat age. */
+function visible(i: ServiceInstance): string {
+  return [i.status, i.reportedStatus, i.statusReason, i.statusSince, i.epoch, i.version, i.stickyActiveGroup, i.startedAt].join("|");
+}
+
+/** A card's figures at the precision it shows them. */
+function shown(s: MetricsSnapshot | null): string {
+  const h = headline(s);
+  return h ? `${h.rate.toFixed(1)}|${h.p99?.toFixed(2) ?? "-"}` : "";
+}
+
 export class InstanceStore {
   private map = new Map<string, InstanceEntry>();
+  /** The newest heartbeat and snapshot of each instance. A heartbeat alone
+   *  changes nothing a card shows but its age, which the age component
+   *  reads from here on the clock's tick: a thousand heartbeats a second
+   *  then cost no card renders. */
+  private heartbeats = new Map<string, string>();
+  private latest = new Map<string, MetricsSnapshot>();
+  private metricsListeners = new Map<string, Set<() => void>>();
   private snapshot: StoreSnapshot = { entries: [], loaded: false };
   private listeners = new Set<() => void>();
   private pending = false;
@@ -64,8 +82,7 @@ export class InstanceStore {
   replaceAll(instances: ServiceInstance[], metrics?: { serviceName: string; instanceId: string; snapshot?: MetricsSnapshot | null }[]): void {
     const seen = new Set<string>();
     for (const i of instances) {
-      const k = key(i.serviceName, i.instanceId);
-      seen.add(k);
+      seen.add(key(i.serviceName, i.instanceId));
       this.upsert(i);
     }
     const now = this.now();
@@ -83,7 +100,7 @@ export class InstanceStore {
 
   apply(event: InstanceEvent): void {
     if (event.type === "instanceUpserted") {
-      this.upsert(event.instance);
+      if (!this.upsert(event.instance)) return;
     } else {
       const k = key(event.serviceName, event.instanceId);
       const e = this.map.get(k);
@@ -99,9 +116,33 @@ export class InstanceStore {
     const k = key(snapshot.serviceName, snapshot.instanceId);
     const e = this.map.get(k);
     if (!e) return;
-    if (e.metrics && e.metrics.timestamp > snapshot.timestamp) return;
-    this.map.set(k, { ...e, metrics: snapshot });
-    this.changed();
+    const previous = this.latest.get(k);
+    if (previous && previous.timestamp > snapshot.timestamp) return;
+    this.latest.set(k, snapshot);
+    this.metricsListeners.get(k)?.forEach((l) => l());
+    // The card re-renders only when its figures would read differently.
+    if (shown(e.metrics) !== shown(snapshot) || (e.metrics === null) !== (snapshot === null)) {
+      this.map.set(k, { ...e, metrics: snapshot });
+      this.changed();
+    }
+  }
+
+  /** The newest heartbeat of an instance (RFC 3339), or undefined. */
+  heartbeat(service: string, id: string): string | undefined {
+    return this.heartbeats.get(key(service, id));
+  }
+
+  /** The newest metrics snapshot of an instance, and a way to follow it. */
+  latestMetrics(service: string, id: string): MetricsSnapshot | null {
+    return this.latest.get(key(service, id)) ?? null;
+  }
+
+  subscribeMetrics(service: string, id: string, listener: () => void): () => void {
+    const k = key(service, id);
+    const set = this.metricsListeners.get(k) ?? new Set();
+    set.add(listener);
+    this.metricsListeners.set(k, set);
+    return () => set.delete(listener);
   }
 
   /** Drops gone entries older than GONE_KEEP_MS. */
@@ -129,11 +170,14 @@ export class InstanceStore {
     this.listeners.forEach((l) => l());
   };
 
-  private upsert(instance: ServiceInstance) {
+  /** Upserts; true when a card would show something new. */
+  private upsert(instance: ServiceInstance): boolean {
     const k = key(instance.serviceName, instance.instanceId);
+    this.heartbeats.set(k, instance.lastHeartbeat);
     const e = this.map.get(k);
-    if (e && e.goneAt === null && e.instance === instance) return;
+    if (e && e.goneAt === null && visible(e.instance) === visible(instance)) return false;
     this.map.set(k, { instance, metrics: e?.metrics ?? null, goneAt: null, goneReason: null });
+    return true;
   }
 
   private changed() {

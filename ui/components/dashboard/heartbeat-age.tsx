@@ -1,22 +1,42 @@
-// HeartbeatAge: "3 s ago", re-rendered by the page's shared one-second clock.
+// HeartbeatAge: "3 s ago", updated by the page's shared one-second clock.
 "use client";
 
-import { useNow } from "@/hooks/use-now";
+import * as React from "react";
+
+import { useInstanceStore } from "@/hooks/use-instance-store";
+import { subscribeClock, useNow } from "@/hooks/use-now";
 import { ago } from "@/lib/format";
 import { useI18n, type MessageKey } from "@/lib/i18n";
 
 export interface HeartbeatAgeProps {
+  /** The heartbeat the record carried when the card last rendered. */
   at: string;
+  /** With these, the newest heartbeat is read from the page's store on each tick. */
+  service?: string;
+  id?: string;
 }
 
-export function HeartbeatAge({ at }: HeartbeatAgeProps) {
+export function HeartbeatAge({ at, service, id }: HeartbeatAgeProps) {
   const { t } = useI18n();
-  const now = useNow();
-  return (
-    <time dateTime={at} title={at}>
-      {ago(t, at, now)}
-    </time>
-  );
+  const store = useInstanceStore();
+  const ref = React.useRef<HTMLTimeElement>(null);
+  const latest = React.useCallback(() => (service && id && store?.heartbeat(service, id)) || at, [store, service, id, at]);
+  // A thousand cards tick every second: the text is written straight into
+  // the element on the clock's tick instead of re-rendering each card.
+  // Layout effect: the text is there before the first paint. React renders
+  // no children here, so it never fights the text written below.
+  React.useLayoutEffect(() => {
+    const paint = () => {
+      const el = ref.current;
+      if (!el) return;
+      const iso = latest();
+      el.textContent = ago(t, iso, Date.now());
+      el.dateTime = iso;
+    };
+    paint();
+    return subscribeClock(paint);
+  }, [latest, t]);
+  return <time ref={ref} dateTime={at} />;
 }
 
 export interface SinceProps {

@@ -61,6 +61,7 @@ function ServiceInstanceCardImpl({ entry }: ServiceInstanceCardProps) {
           <h3 className="truncate text-base font-semibold">
             <Link
               href={href}
+              prefetch={false}
               className="after:absolute after:inset-0 after:content-[''] focus-visible:outline-none"
               aria-label={t("card.details", { id: i.instanceId })}
             >
@@ -76,7 +77,7 @@ function ServiceInstanceCardImpl({ entry }: ServiceInstanceCardProps) {
         <dd className="truncate font-mono text-xs leading-5">{i.version}</dd>
         <dt className="text-muted-foreground">{t("card.heartbeat")}</dt>
         <dd data-testid="heartbeat-age">
-          <HeartbeatAge at={i.lastHeartbeat} />
+          <HeartbeatAge at={i.lastHeartbeat} service={i.serviceName} id={i.instanceId} />
         </dd>
         <dt className="text-muted-foreground">{t("card.role")}</dt>
         <dd data-testid="role" className="flex items-center gap-1">

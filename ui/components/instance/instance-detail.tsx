@@ -16,6 +16,7 @@ import { FeedIndicator } from "@/components/live/feed-indicator";
 import { HeartbeatAge } from "@/components/dashboard/heartbeat-age";
 import { ServiceStatusBadge } from "@/components/dashboard/service-status-badge";
 import { PageTitle } from "@/components/shell/page-title";
+import { InstanceStoreContext, useLatestMetrics } from "@/hooks/use-instance-store";
 import { useLiveInstances } from "@/hooks/use-live-instances";
 import { useNow } from "@/hooks/use-now";
 import { duration } from "@/lib/format";
@@ -40,7 +41,7 @@ export function InstanceDetail() {
   const { t } = useI18n();
   const pathname = usePathname();
   const id = instanceIdFromPath(pathname);
-  const { snapshot, feed } = useLiveInstances();
+  const { store, snapshot, feed } = useLiveInstances();
   const now = useNow();
   const entry = snapshot.entries.find((e) => e.instance.instanceId === id);
 
@@ -87,7 +88,7 @@ export function InstanceDetail() {
     [t("detail.uptime"), uptime ?? none],
     [t("detail.group"), i.stickyActiveGroup ?? none],
     [t("detail.epoch"), i.status === "ACTIVE" && i.epoch != null ? String(i.epoch) : none],
-    [t("detail.heartbeat"), <HeartbeatAge key="hb" at={i.lastHeartbeat} />],
+    [t("detail.heartbeat"), <HeartbeatAge key="hb" at={i.lastHeartbeat} service={i.serviceName} id={i.instanceId} />],
   ];
   const statusKey = `${i.status}:${i.epoch ?? ""}:${gone}`;
   const groupKey = snapshot.entries
@@ -96,6 +97,7 @@ export function InstanceDetail() {
     .join(",");
 
   return (
+    <InstanceStoreContext.Provider value={store}>
     <div className="flex flex-col gap-6" data-testid="instance-detail" data-instance={i.instanceId}>
       <PageTitle messageKey="card.details" vars={{ id: i.instanceId }} />
       {back}
@@ -131,7 +133,7 @@ export function InstanceDetail() {
           <TabsTrigger value="events">{t("detail.tab.events")}</TabsTrigger>
         </TabsList>
         <TabsContent value="performance">
-          <PerformancePanel serviceName={i.serviceName} instanceId={i.instanceId} latest={entry.metrics} />
+          <LivePerformance serviceName={i.serviceName} instanceId={i.instanceId} />
         </TabsContent>
         <TabsContent value="config">
           <ConfigPanel serviceName={i.serviceName} instanceId={i.instanceId} />
@@ -141,5 +143,12 @@ export function InstanceDetail() {
         </TabsContent>
       </Tabs>
     </div>
+    </InstanceStoreContext.Provider>
   );
+}
+
+/** The performance tab, following every snapshot of its instance. */
+function LivePerformance({ serviceName, instanceId }: { serviceName: string; instanceId: string }) {
+  const latest = useLatestMetrics(serviceName, instanceId);
+  return <PerformancePanel serviceName={serviceName} instanceId={instanceId} latest={latest} />;
 }
