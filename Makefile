@@ -1,14 +1,20 @@
 # Aegis — the two commands of the README, and a few helpers.
-#   make up     the local showcase (NATS + services), Ctrl-C stops it
-#   make test   every test: format, lints, unit and integration tests
-.PHONY: up test bootstrap build bench-rpc bench-events lint fmt
+#   make up     the local showcase (NATS + services + monitor UI), Ctrl-C stops it
+#   make test   every test: format, lints, unit, integration and browser tests
+.PHONY: up test bootstrap build ui bench-rpc bench-events bench-ui screenshots lint fmt
 
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= auto
+export NEXT_TELEMETRY_DISABLED = 1
 
-up: bootstrap
+# The UI's static export is rebuilt when it is missing or older than any of
+# its sources; `make up` serves it.
+UI_SOURCES := $(shell find ui/app ui/components ui/hooks ui/lib -type f 2>/dev/null) \
+	ui/package.json ui/package-lock.json ui/next.config.ts ui/postcss.config.mjs ui/tsconfig.json
+
+up: bootstrap ui/out/index.html
 	$(CARGO) build --release -p aegis
-	./target/release/aegis up
+	./target/release/aegis up --ui-dir ui/out
 
 test:
 	scripts/test.sh
@@ -19,9 +25,17 @@ bootstrap:
 build:
 	$(CARGO) build --workspace
 
+ui: ui/out/index.html
+
+ui/out/index.html: $(UI_SOURCES)
+	scripts/bootstrap.sh --ui
+	cd ui && npm run --silent build
+	touch $@
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	cd ui && npm run --silent lint && npm run --silent typecheck
 
 fmt:
 	$(CARGO) fmt --all
@@ -31,3 +45,16 @@ bench-rpc: bootstrap
 
 bench-events: bootstrap
 	$(CARGO) run --release -p aegis -- bench events --json docs/results/bench-events.json
+
+# The dashboard with 1,000 instances heart-beating at 1 Hz (docs/performance.md).
+bench-ui: ui/out/index.html
+	scripts/bootstrap.sh --browser
+	$(CARGO) build --release -p aegis
+	$(CARGO) build --release -p aegis-monitor --example fake_instances
+	cd ui && AEGIS_BIN=../target/release/aegis BENCH_JSON=../docs/results/bench-ui.json npm run --silent bench
+
+# docs/screenshots/: dashboard, detail tabs and manage at 1440x900 and 390x844.
+screenshots: ui/out/index.html
+	scripts/bootstrap.sh --browser
+	$(CARGO) build -p aegis
+	cd ui && npm run --silent screenshots

@@ -7,7 +7,7 @@
 #
 #   scripts/bootstrap.sh            nats-server
 #   scripts/bootstrap.sh --ui       + the UI's npm packages
-#   scripts/bootstrap.sh --browser  + chromium for the UI tests
+#   scripts/bootstrap.sh --browser  + chromium and a CJK font for the UI tests
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -79,7 +79,13 @@ ensure_nats_server() {
 
 ensure_ui() {
   [ -d "$ROOT/ui" ] || return 0
-  command -v npm >/dev/null || { echo "bootstrap: npm (Node.js 20+) is required for the UI (see README prerequisites)" >&2; exit 1; }
+  command -v npm >/dev/null || { echo "bootstrap: npm (Node.js 20.19+) is required for the UI (see README prerequisites)" >&2; exit 1; }
+  local node_version
+  node_version="$(node --version 2>/dev/null | sed 's/^v//')"
+  if ! printf '%s\n' "20.19.0" "$node_version" | sort -V -C; then
+    echo "bootstrap: the UI needs Node.js 20.19 or newer (found ${node_version:-none}); see README prerequisites" >&2
+    exit 1
+  fi
   if [ -d "$ROOT/ui/node_modules" ] && [ "$ROOT/ui/node_modules/.package-lock.json" -nt "$ROOT/ui/package-lock.json" ]; then
     say "ui: npm packages present"
     return
@@ -89,16 +95,19 @@ ensure_ui() {
 }
 
 ensure_browser() {
-  if [ -x /usr/bin/chromium ]; then
+  # A CJK font, so the zh-CN pages render (and screenshot) as glyphs.
+  local cjk=1
+  if command -v fc-list >/dev/null && fc-list :lang=zh | grep -q .; then cjk=0; fi
+  if [ -x /usr/bin/chromium ] && [ "$cjk" -eq 0 ]; then
     say "browser: $(/usr/bin/chromium --version 2>/dev/null | head -n1) (present)"
     return
   fi
   command -v apt-get >/dev/null || { echo "bootstrap: chromium is needed for the UI tests; install it (Debian: apt-get install chromium)" >&2; exit 1; }
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  say "browser: installing Debian's chromium (apt-get)"
+  say "browser: installing Debian's chromium and a CJK font (apt-get)"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null
 }
 
 ensure_nats_server

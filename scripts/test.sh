@@ -1,17 +1,27 @@
 #!/usr/bin/env bash
 # Runs every test of the project, as CI does: installs what is missing
-# (nats-server into .tools/), checks formatting and lints, then runs the unit,
-# integration and doc tests. Integration tests start their own nats-server
-# processes (one per test, free ports, temporary directories).
+# (nats-server into .tools/, the UI's npm packages, Debian's chromium for the
+# browser tests), checks formatting and lints, runs the UI's lint, type check,
+# component tests and build, then the Rust unit, integration and doc tests,
+# and last the UI's browser tests against the `aegis` binary the Rust tests
+# just built. Integration and browser tests start their own nats-server
+# processes (free ports, temporary directories).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+export NEXT_TELEMETRY_DISABLED=1
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 started=$SECONDS
+timed() {
+  local name="$1" t0=$SECONDS
+  shift
+  "$@"
+  printf '   (%s: %d s)\n' "$name" "$((SECONDS - t0))"
+}
 
 step "bootstrap"
-scripts/bootstrap.sh
+scripts/bootstrap.sh --ui --browser
 
 step "format (cargo fmt --check)"
 cargo fmt --all -- --check
@@ -19,7 +29,27 @@ cargo fmt --all -- --check
 step "lints (cargo clippy -D warnings)"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "ui: lint, type check, component tests, build"
+(
+  cd ui
+  timed "ui lint" npm run --silent lint
+  timed "ui typecheck" npm run --silent typecheck
+  timed "ui component tests" npm run --silent test
+  timed "ui build" npm run --silent build
+)
+
 step "tests (cargo test --workspace)"
-cargo test --workspace --no-fail-fast
+rust=0
+cargo test --workspace --no-fail-fast || rust=$?
+
+# After the Rust tests: they built target/debug/aegis, which the browser
+# tests run (`aegis up --single-node`); nothing is built twice.
+step "ui: browser tests (chromium, against target/debug/aegis)"
+ui=0
+(cd ui && timed "ui browser tests" npm run --silent e2e) || ui=$?
 
 step "done in $((SECONDS - started)) s"
+if [ "$rust" -ne 0 ] || [ "$ui" -ne 0 ]; then
+  echo "failed: cargo test exit $rust, browser tests exit $ui" >&2
+  exit 1
+fi

@@ -7,6 +7,13 @@
 //! its pages), a directory is its `index.html`, and a missing page is the
 //! export's `404.html` (status 404) or, for a single-page build without
 //! one, `index.html`. Without a UI directory every other path is 404.
+//!
+//! Pages with a dynamic segment are exported once, for the placeholder
+//! `_` (`services/_.html`, its payload `services/_.txt` and the segment
+//! files under `services/_/`); any other value of that segment is served
+//! the placeholder's files, so `/services/order-1` survives a reload and a
+//! client-side navigation finds its payload. The page reads the real value
+//! from the address.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -45,7 +52,9 @@ async fn serve(dir: &Path, mut request: Request) -> Response {
         )
         .into_response();
     }
-    if let Some(rewritten) = html_page(dir, request.uri()) {
+    if let Some(rewritten) =
+        placeholder_page(dir, request.uri()).or_else(|| html_page(dir, request.uri()))
+    {
         *request.uri_mut() = rewritten;
     }
     let not_found = dir.join("404.html");
@@ -90,6 +99,59 @@ fn html_page(dir: &Path, uri: &Uri) -> Option<Uri> {
     format!("/{trimmed}.html{query}").parse().ok()
 }
 
+/// The placeholder segment of dynamic routes in the export.
+const PLACEHOLDER: &str = "_";
+
+/// `/services/order-1[.txt|/file]` → `/services/_[.txt|/file]` when the
+/// requested file does not exist but the placeholder's does: one rule for
+/// every dynamic segment directly under a top-level page folder.
+fn placeholder_page(dir: &Path, uri: &Uri) -> Option<Uri> {
+    let path = uri.path().trim_start_matches('/');
+    let (section, rest) = path.split_once('/')?;
+    if section.is_empty() || rest.is_empty() || !safe(section) {
+        return None;
+    }
+    let (segment, tail) = match rest.split_once('/') {
+        Some((segment, tail)) => (segment, Some(tail)),
+        None => (rest, None),
+    };
+    let (value, suffix) = match (tail, segment.strip_suffix(".txt")) {
+        (None, Some(stem)) => (stem, ".txt"),
+        (None, None) => (segment, ".html"),
+        (Some(_), _) => (segment, ""),
+    };
+    if value == PLACEHOLDER || value.is_empty() || !safe(value) {
+        return None;
+    }
+    let exists = |relative: &str| {
+        let mut file = PathBuf::from(dir);
+        for component in Path::new(relative).components() {
+            match component {
+                Component::Normal(part) => file.push(part),
+                _ => return false,
+            }
+        }
+        file.is_file()
+    };
+    if exists(path) || !exists(&format!("{section}/{PLACEHOLDER}.html")) {
+        return None;
+    }
+    let target = match tail {
+        Some(tail) => format!("/{section}/{PLACEHOLDER}/{tail}"),
+        None => format!("/{section}/{PLACEHOLDER}{suffix}"),
+    };
+    if !exists(target.trim_start_matches('/')) {
+        return None;
+    }
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    format!("{target}{query}").parse().ok()
+}
+
+/// A path segment that names a folder inside the UI directory.
+fn safe(segment: &str) -> bool {
+    !matches!(segment, "." | "..") && !segment.contains('\\')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +172,41 @@ mod tests {
         assert!(html_page(dir.path(), &uri("/services.html")).is_none());
         assert!(html_page(dir.path(), &uri("/")).is_none());
         assert!(html_page(dir.path(), &uri("/../services")).is_none());
+    }
+
+    #[test]
+    fn dynamic_segments_are_served_the_placeholder_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("services/_")).unwrap();
+        std::fs::write(dir.path().join("services/_.html"), "x").unwrap();
+        std::fs::write(dir.path().join("services/_.txt"), "x").unwrap();
+        std::fs::write(dir.path().join("services/_/__next._tree.txt"), "x").unwrap();
+        std::fs::write(dir.path().join("index.html"), "x").unwrap();
+        let uri = |s: &str| s.parse::<Uri>().unwrap();
+        let page = |s: &str| placeholder_page(dir.path(), &uri(s)).map(|u| u.to_string());
+        assert_eq!(
+            page("/services/order-1").as_deref(),
+            Some("/services/_.html")
+        );
+        assert_eq!(page("/services/order-1/").as_deref(), None);
+        assert_eq!(
+            page("/services/order-1?x=1").as_deref(),
+            Some("/services/_.html?x=1")
+        );
+        assert_eq!(
+            page("/services/order-1.txt").as_deref(),
+            Some("/services/_.txt")
+        );
+        assert_eq!(
+            page("/services/order-1/__next._tree.txt").as_deref(),
+            Some("/services/_/__next._tree.txt")
+        );
+        // Existing files, other folders, the placeholder itself and escapes stay as they are.
+        assert_eq!(page("/services/_.html"), None);
+        assert_eq!(page("/services/_"), None);
+        assert_eq!(page("/manage/x"), None);
+        assert_eq!(page("/services/order-1/missing.txt"), None);
+        assert_eq!(page("/services/../index.html"), None);
+        assert_eq!(page("/../services/x"), None);
     }
 }

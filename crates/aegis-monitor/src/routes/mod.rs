@@ -5,6 +5,7 @@
 //! | --- | --- |
 //! | [`services`] | `/api/services[/{name}[/revision, /history]]` |
 //! | [`instances`] | `/api/instances[...]`, instance config and events |
+//! | [`leadership`] | `/api/leadership/{service}` (failover timeline) |
 //! | [`metrics`] | `/api/metrics`, `/api/instances/{s}/{id}/metrics` |
 //! | [`dead_letters`] | `/api/dead-letters` |
 //! | [`stream`] | `/api/stream` (SSE) |
@@ -21,6 +22,7 @@
 
 pub(crate) mod dead_letters;
 pub(crate) mod instances;
+pub(crate) mod leadership;
 pub(crate) mod metrics;
 pub(crate) mod services;
 pub(crate) mod session;
@@ -52,6 +54,7 @@ fn bounded_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(services::router())
         .merge(instances::router())
+        .merge(leadership::router())
         .merge(metrics::router())
         .merge(dead_letters::router())
         .merge(session::router())

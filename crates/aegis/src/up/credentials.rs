@@ -1,7 +1,10 @@
 //! The showcase's secrets: the monitor's bearer tokens (taken from
 //! `AEGIS_ADMIN_TOKEN` / `AEGIS_VIEWER_TOKEN` when set) and the NATS
 //! passwords of the application and system accounts, generated once and
-//! kept in `.aegis/credentials` (mode 0600) so they survive restarts.
+//! kept in `.aegis/credentials` (mode 0600) so they survive restarts. The
+//! key that signs the UI's session cookies (`AEGIS_SESSION_SECRET`) is kept
+//! there too, so a monitor restarted by the supervisor does not sign every
+//! browser out.
 
 use std::{io::Write, os::unix::fs::OpenOptionsExt, path::Path};
 
@@ -19,6 +22,8 @@ pub struct Credentials {
     pub nats_system_password: String,
     /// Password of the application account's user `aegis`.
     pub nats_app_password: String,
+    /// Signs the UI's session cookies.
+    pub session_secret: String,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -55,6 +60,7 @@ pub fn ensure(state_dir: &Path) -> anyhow::Result<Credentials> {
         viewer: pick("AEGIS_VIEWER_TOKEN", true),
         nats_system_password: pick("AEGIS_NATS_SYSTEM_PASSWORD", false),
         nats_app_password: pick("AEGIS_NATS_APP_PASSWORD", false),
+        session_secret: pick("AEGIS_SESSION_SECRET", true),
     };
     let _ = std::fs::remove_file(&path);
     let mut file = std::fs::OpenOptions::new()
@@ -68,8 +74,14 @@ pub fn ensure(state_dir: &Path) -> anyhow::Result<Credentials> {
         "# Aegis showcase secrets. Monitor tokens (Authorization: Bearer <token>):\n\
          AEGIS_ADMIN_TOKEN={}\nAEGIS_VIEWER_TOKEN={}\n\
          # NATS: the system account's user `sys` (server events), the application account's user `aegis`\n\
-         AEGIS_NATS_SYSTEM_USER=sys\nAEGIS_NATS_SYSTEM_PASSWORD={}\nAEGIS_NATS_APP_PASSWORD={}",
-        creds.admin, creds.viewer, creds.nats_system_password, creds.nats_app_password
+         AEGIS_NATS_SYSTEM_USER=sys\nAEGIS_NATS_SYSTEM_PASSWORD={}\nAEGIS_NATS_APP_PASSWORD={}\n\
+         # Signs the UI's session cookies\n\
+         AEGIS_SESSION_SECRET={}",
+        creds.admin,
+        creds.viewer,
+        creds.nats_system_password,
+        creds.nats_app_password,
+        creds.session_secret
     )?;
     Ok(creds)
 }

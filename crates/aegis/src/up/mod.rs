@@ -185,6 +185,7 @@ async fn run_on(
     let mut monitor_env = common_env.clone();
     monitor_env.push(("AEGIS_ADMIN_TOKEN".into(), creds.admin.clone()));
     monitor_env.push(("AEGIS_VIEWER_TOKEN".into(), creds.viewer.clone()));
+    monitor_env.push(("AEGIS_SESSION_SECRET".into(), creds.session_secret.clone()));
     if !nodes.is_empty() {
         // Our own servers: the monitor reads their connection advisories.
         monitor_env.push(("AEGIS_NATS_SYSTEM_USER".into(), nats::SYSTEM_USER.into()));
@@ -209,6 +210,11 @@ async fn run_on(
         args: vec!["api".into()],
         env: monitor_env,
     })?;
+
+    // The monitor creates the metrics and log streams; an instance that
+    // starts before they exist publishes its `registered` event to nobody.
+    step("waiting for the monitor's streams");
+    wait_for_streams(&conn, sup, shutdown).await?;
 
     // 4. The services.
     let mut expected = 0;
@@ -247,6 +253,31 @@ async fn run_on(
 
     print_summary(args, state_dir, url, nodes, &reader, ui_dir.is_some());
     sup.supervise(shutdown).await;
+    Ok(())
+}
+
+async fn wait_for_streams(
+    conn: &Connection,
+    sup: &mut Supervisor,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for stream in [
+        aegis_contracts::subjects::METRICS_STREAM,
+        aegis_contracts::subjects::LOG_STREAM,
+    ] {
+        while conn.jetstream().get_stream(stream).await.is_err() {
+            if tokio::time::Instant::now() > deadline {
+                bail!("the monitor did not create the {stream} stream within 60 s; see its log");
+            }
+            // A monitor that failed while starting is restarted like the others.
+            sup.tick();
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    }
     Ok(())
 }
 

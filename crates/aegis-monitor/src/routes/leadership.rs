@@ -1,0 +1,506 @@
+//! `GET /api/leadership/{service}`: the failover timeline of a sticky
+//! service — who led, from when, with which fencing epoch, how each term
+//! ended and how long each hand-over took — which is what an operator asks
+//! after a crash.
+//!
+//! Built from what the instances published to `AEGIS_LOG`
+//! (`aegis.log.{service}.*`): `elected` records open a term;
+//! `leadership_lost` (resigned) or `deregistered` (stopped) close it; a
+//! term that a new `elected` ends with no goodbye from its holder was
+//! `superseded` (a crash or a partition). A hand-over after a goodbye is
+//! measured from the goodbye; after a superseded term, from the old
+//! leader's last metrics snapshot before the new election (its last sign of
+//! life), which bounds the hand-over from above. Reading is one temporary
+//! consumer over the window, plus one short read per superseded term.
+
+use std::time::Duration;
+
+use aegis_contracts::{
+    log::{LogKind, LogRecord},
+    names::{validate_group_name, validate_service_name},
+    subjects::{LOG_STREAM, METRICS_STREAM, metrics_subject},
+};
+use async_nats::jetstream::{
+    self,
+    consumer::{AckPolicy, DeliverPolicy, ReplayPolicy, pull},
+};
+use axum::{
+    Json,
+    extract::{Path, State},
+};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    error::{ApiError, ErrorCode, ErrorEnvelope},
+    extract::ApiQuery,
+    state::AppState,
+};
+
+/// Longest window: what `AEGIS_LOG` keeps.
+const MAX_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// Default window.
+const DEFAULT_WINDOW: Duration = Duration::from_secs(3600);
+/// At most this many log records are scanned per request.
+const MAX_SCAN: usize = 20_000;
+/// How far before a new election the old leader's last snapshot is looked for.
+const LAST_SEEN_LOOKBACK: chrono::Duration = chrono::Duration::seconds(10);
+
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(leadership))
+}
+
+/// Query of the leadership endpoint.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct LeadershipQuery {
+    /// How far back to look (`90s`, `15m`, `1h`; default 1 h, at most 24 h).
+    #[param(example = "1h")]
+    window: Option<String>,
+    /// Only this sticky group: instances registered in another group are
+    /// left out (instances that are gone are kept).
+    group: Option<String>,
+}
+
+/// One leader's term.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct LeadershipTerm {
+    /// The leader.
+    instance_id: String,
+    /// Its fencing epoch, when its `elected` record carried one.
+    epoch: Option<u64>,
+    /// When it was elected (RFC 3339 UTC).
+    #[schema(value_type = String, format = DateTime)]
+    elected_at: DateTime<Utc>,
+    /// When the term ended; null while it lasts.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    ended_at: Option<DateTime<Utc>>,
+    /// `resigned` (leadership_lost), `stopped` (deregistered) or
+    /// `superseded` (a new leader was elected without a goodbye); null
+    /// while the term lasts.
+    end_reason: Option<String>,
+    /// Milliseconds from the previous leader letting go (or, after a
+    /// superseded term, from its last sign of life) to this election.
+    handover_ms: Option<f64>,
+    /// The previous leader, when this term followed one in the window.
+    handover_from: Option<String>,
+    /// `notice` (measured from a goodbye) or `lastSeen` (an upper bound,
+    /// from the old leader's last metrics snapshot).
+    handover_basis: Option<String>,
+}
+
+/// The failover timeline of one service.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct LeadershipTimeline {
+    /// The service.
+    service_name: String,
+    /// The window covered, in seconds.
+    window_secs: u64,
+    /// True when the window held more log records than one request scans
+    /// (the oldest were read; later terms may be missing).
+    truncated: bool,
+    /// Terms, oldest first.
+    terms: Vec<LeadershipTerm>,
+}
+
+/// The failover timeline of a sticky service over a window: its leaders'
+/// terms, how each ended and how long each hand-over took.
+#[utoipa::path(
+    get, path = "/api/leadership/{service}", tag = "instances",
+    params(("service" = String, Path, description = "Service name"), LeadershipQuery),
+    responses(
+        (status = 200, description = "Terms, oldest first", body = LeadershipTimeline),
+        (status = 400, description = "Bad window or group", body = ErrorEnvelope),
+        (status = 401, description = "Not authenticated", body = ErrorEnvelope),
+        (status = 404, description = "SERVICE_NOT_FOUND (not a valid name)", body = ErrorEnvelope),
+        (status = 503, description = "NATS is unreachable", body = ErrorEnvelope),
+    )
+)]
+async fn leadership(
+    State(state): State<AppState>,
+    Path(service): Path<String>,
+    ApiQuery(query): ApiQuery<LeadershipQuery>,
+) -> Result<Json<LeadershipTimeline>, ApiError> {
+    let window = match query.window.as_deref().map(str::trim) {
+        None | Some("") => DEFAULT_WINDOW,
+        Some(w) => humantime::parse_duration(w)
+            .map_err(|_| {
+                ApiError::bad_param("window", "expected a duration such as 90s, 15m or 1h")
+            })?
+            .clamp(Duration::from_secs(1), MAX_WINDOW),
+    };
+    if let Some(group) = &query.group
+        && validate_group_name(group).is_err()
+    {
+        return Err(ApiError::bad_param("group", "not a valid group name"));
+    }
+    if validate_service_name(&service).is_err() {
+        return Err(ApiError::new(
+            ErrorCode::ServiceNotFound,
+            format!("no service {service:?}"),
+        ));
+    }
+    let js = state.conn().jetstream();
+    let since =
+        Utc::now() - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::hours(1));
+    let (records, truncated) = read_lifecycle(js, &service, since)
+        .await
+        .map_err(|e| ApiError::unavailable("reading AEGIS_LOG", format!("{e:#}")))?;
+    let records = match &query.group {
+        Some(group) => {
+            // Instances registered now in another group are not this group's.
+            let elsewhere: Vec<String> = state
+                .fleet()
+                .by_service(&service)
+                .into_iter()
+                .map(|view| view.instance)
+                .filter(|i| i.sticky_active_group.as_deref().is_some_and(|g| g != group))
+                .map(|i| i.instance_id)
+                .collect();
+            records
+                .into_iter()
+                .filter(|r| !elsewhere.contains(&r.instance))
+                .collect()
+        }
+        None => records,
+    };
+    let mut terms = build_terms(&records);
+    for i in 1..terms.len() {
+        if terms[i].handover_basis.as_deref() != Some("lastSeen") {
+            continue;
+        }
+        let (previous, elected) = (terms[i - 1].instance_id.clone(), terms[i].elected_at);
+        let seen = last_snapshot_before(js, &service, &previous, elected)
+            .await
+            .map_err(|e| ApiError::unavailable("reading AEGIS_METRICS", format!("{e:#}")))?;
+        let term = &mut terms[i];
+        match seen {
+            Some(at) => term.handover_ms = Some(millis_between(at, elected)),
+            None => {
+                term.handover_ms = None;
+                term.handover_basis = None;
+            }
+        }
+    }
+    Ok(Json(LeadershipTimeline {
+        service_name: service,
+        window_secs: window.as_secs(),
+        truncated,
+        terms,
+    }))
+}
+
+/// A lifecycle record that matters for leadership.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Lifecycle {
+    at: DateTime<Utc>,
+    instance: String,
+    kind: Change,
+    epoch: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Elected,
+    Resigned,
+    Stopped,
+}
+
+impl Lifecycle {
+    fn from_record(instance: &str, record: &LogRecord) -> Option<Self> {
+        let kind = match record.kind {
+            LogKind::Elected => Change::Elected,
+            LogKind::LeadershipLost => Change::Resigned,
+            LogKind::Deregistered => Change::Stopped,
+            _ => return None,
+        };
+        Some(Self {
+            at: record.timestamp,
+            instance: instance.to_owned(),
+            kind,
+            epoch: record
+                .fields
+                .get("epoch")
+                .and_then(serde_json::Value::as_u64),
+        })
+    }
+}
+
+/// A goodbye this close after a new election still counts as the old
+/// leader's notice (it may be written just after the new leader's record).
+const GOODBYE_GRACE: chrono::Duration = chrono::Duration::seconds(1);
+
+/// Terms from lifecycle records (any order). Pure, so the rules are tested
+/// without NATS; a superseded term's successor gets `handover_basis =
+/// lastSeen` and no figure yet (the caller measures it).
+pub(crate) fn build_terms(records: &[Lifecycle]) -> Vec<LeadershipTerm> {
+    let mut sorted = records.to_vec();
+    sorted.sort_by_key(|r| r.at);
+    let mut terms: Vec<LeadershipTerm> = Vec::new();
+    for (index, r) in sorted.iter().enumerate() {
+        match r.kind {
+            Change::Elected => {
+                let mut handover = None;
+                if let Some(open) = terms.last_mut().filter(|t| t.ended_at.is_none()) {
+                    if open.instance_id == r.instance {
+                        // Re-elected without losing it: the same term.
+                        continue;
+                    }
+                    // Did the holder say goodbye just after this election?
+                    let late_goodbye = sorted[index + 1..]
+                        .iter()
+                        .take_while(|later| later.at <= r.at + GOODBYE_GRACE)
+                        .find(|later| {
+                            later.instance == open.instance_id && later.kind != Change::Elected
+                        });
+                    match late_goodbye {
+                        Some(goodbye) => {
+                            open.ended_at = Some(goodbye.at.min(r.at));
+                            open.end_reason = Some(reason(goodbye.kind).to_owned());
+                            handover = Some((open.instance_id.clone(), "notice", Some(goodbye.at)));
+                        }
+                        None => {
+                            open.ended_at = Some(r.at);
+                            open.end_reason = Some("superseded".to_owned());
+                            handover = Some((open.instance_id.clone(), "lastSeen", None));
+                        }
+                    }
+                } else if let Some(last) = terms.last() {
+                    handover = Some((last.instance_id.clone(), "notice", last.ended_at));
+                }
+                let (from, basis, ms) = match handover {
+                    Some((from, basis, Some(left))) => {
+                        (Some(from), Some(basis), Some(millis_between(left, r.at)))
+                    }
+                    Some((from, basis, None)) => (Some(from), Some(basis), None),
+                    None => (None, None, None),
+                };
+                terms.push(LeadershipTerm {
+                    instance_id: r.instance.clone(),
+                    epoch: r.epoch,
+                    elected_at: r.at,
+                    ended_at: None,
+                    end_reason: None,
+                    handover_ms: ms,
+                    handover_from: from,
+                    handover_basis: basis.map(str::to_owned),
+                });
+            }
+            Change::Resigned | Change::Stopped => {
+                if let Some(open) = terms
+                    .last_mut()
+                    .filter(|t| t.ended_at.is_none() && t.instance_id == r.instance)
+                {
+                    open.ended_at = Some(r.at);
+                    open.end_reason = Some(reason(r.kind).to_owned());
+                }
+            }
+        }
+    }
+    terms
+}
+
+fn reason(kind: Change) -> &'static str {
+    match kind {
+        Change::Resigned => "resigned",
+        Change::Stopped => "stopped",
+        Change::Elected => "superseded",
+    }
+}
+
+/// Milliseconds from `from` to `to`, never negative.
+fn millis_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+    ((to - from).num_microseconds().unwrap_or(0).max(0) as f64) / 1000.0
+}
+
+async fn reader(
+    stream: &jetstream::stream::Stream,
+    subject: String,
+    start: DateTime<Utc>,
+) -> Result<(jetstream::consumer::Consumer<pull::Config>, u64), async_nats::Error> {
+    let start_time = time::OffsetDateTime::from_unix_timestamp_nanos(
+        start.timestamp_nanos_opt().unwrap_or(0).into(),
+    )?;
+    let mut consumer = stream
+        .create_consumer(pull::Config {
+            deliver_policy: DeliverPolicy::ByStartTime { start_time },
+            filter_subject: subject,
+            ack_policy: AckPolicy::None,
+            replay_policy: ReplayPolicy::Instant,
+            inactive_threshold: Duration::from_secs(30),
+            memory_storage: true,
+            ..Default::default()
+        })
+        .await?;
+    let pending = consumer.info().await?.num_pending;
+    Ok((consumer, pending))
+}
+
+async fn read_some(
+    consumer: &jetstream::consumer::Consumer<pull::Config>,
+    count: usize,
+) -> Result<Vec<jetstream::Message>, async_nats::Error> {
+    let mut out = Vec::with_capacity(count.min(4096));
+    while out.len() < count {
+        let mut batch = consumer
+            .batch()
+            .max_messages((count - out.len()).min(1000))
+            .expires(Duration::from_secs(2))
+            .messages()
+            .await?;
+        let before = out.len();
+        while let Some(message) = batch.next().await {
+            out.push(message?);
+        }
+        if out.len() == before {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+async fn drop_reader(
+    stream: &jetstream::stream::Stream,
+    consumer: &jetstream::consumer::Consumer<pull::Config>,
+) {
+    let name = consumer.cached_info().name.clone();
+    if let Err(e) = stream.delete_consumer(&name).await {
+        // It expires on its own after its inactivity threshold.
+        tracing::debug!(consumer = %name, error = %e, "deleting a reader consumer failed");
+    }
+}
+
+/// The leadership records of every instance of `service` since `since`,
+/// and whether the scan stopped at [`MAX_SCAN`].
+async fn read_lifecycle(
+    js: &jetstream::Context,
+    service: &str,
+    since: DateTime<Utc>,
+) -> Result<(Vec<Lifecycle>, bool), async_nats::Error> {
+    let stream = js.get_stream(LOG_STREAM).await?;
+    let prefix = format!("aegis.log.{service}.");
+    let (consumer, pending) = reader(&stream, format!("{prefix}*"), since).await?;
+    let want = (pending as usize).min(MAX_SCAN);
+    let messages = read_some(&consumer, want).await;
+    drop_reader(&stream, &consumer).await;
+    let records = messages?
+        .iter()
+        .filter_map(|m| {
+            let instance = m.subject.as_str().strip_prefix(&prefix)?;
+            let record: LogRecord = serde_json::from_slice(&m.payload).ok()?;
+            Lifecycle::from_record(instance, &record)
+        })
+        .collect();
+    Ok((records, pending as usize > MAX_SCAN))
+}
+
+/// The timestamp of `instance`'s last metrics snapshot before `before`.
+async fn last_snapshot_before(
+    js: &jetstream::Context,
+    service: &str,
+    instance: &str,
+    before: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, async_nats::Error> {
+    let stream = js.get_stream(METRICS_STREAM).await?;
+    let (consumer, pending) = reader(
+        &stream,
+        metrics_subject(service, instance),
+        before - LAST_SEEN_LOOKBACK,
+    )
+    .await?;
+    // Snapshots come every couple of seconds: the lookback holds a handful.
+    let messages = read_some(&consumer, (pending as usize).min(64)).await;
+    drop_reader(&stream, &consumer).await;
+    Ok(messages?
+        .iter()
+        .filter_map(|m| m.info().ok().map(|i| i.published))
+        .map(|t| DateTime::<Utc>::from_timestamp_nanos(t.unix_timestamp_nanos() as i64))
+        .filter(|t| *t < before)
+        .max())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(ms: i64) -> DateTime<Utc> {
+        Utc.timestamp_millis_opt(1_800_000_000_000 + ms).unwrap()
+    }
+
+    fn rec(ms: i64, instance: &str, kind: Change, epoch: Option<u64>) -> Lifecycle {
+        Lifecycle {
+            at: at(ms),
+            instance: instance.to_owned(),
+            kind,
+            epoch,
+        }
+    }
+
+    #[test]
+    fn a_graceful_hand_over_is_measured_from_the_goodbye() {
+        let terms = build_terms(&[
+            rec(0, "a", Change::Elected, Some(5)),
+            rec(10_000, "a", Change::Resigned, None),
+            rec(10_040, "b", Change::Elected, Some(9)),
+        ]);
+        assert_eq!(terms.len(), 2);
+        assert_eq!(terms[0].end_reason.as_deref(), Some("resigned"));
+        assert_eq!(terms[0].ended_at, Some(at(10_000)));
+        assert_eq!(terms[1].handover_from.as_deref(), Some("a"));
+        assert_eq!(terms[1].handover_ms, Some(40.0));
+        assert_eq!(terms[1].handover_basis.as_deref(), Some("notice"));
+        assert_eq!(terms[1].epoch, Some(9));
+        assert_eq!(terms[1].ended_at, None);
+    }
+
+    #[test]
+    fn a_goodbye_written_just_after_the_new_election_still_counts() {
+        let terms = build_terms(&[
+            rec(0, "a", Change::Elected, Some(5)),
+            rec(10_000, "b", Change::Elected, Some(9)),
+            rec(10_030, "a", Change::Stopped, None),
+        ]);
+        assert_eq!(terms[0].end_reason.as_deref(), Some("stopped"));
+        assert_eq!(terms[0].ended_at, Some(at(10_000)));
+        assert_eq!(terms[1].handover_ms, Some(0.0));
+    }
+
+    #[test]
+    fn a_crashed_leader_is_superseded_and_its_successor_measured_later() {
+        let terms = build_terms(&[
+            rec(0, "a", Change::Elected, Some(5)),
+            rec(20_000, "b", Change::Elected, Some(9)),
+        ]);
+        assert_eq!(terms[0].end_reason.as_deref(), Some("superseded"));
+        assert_eq!(terms[0].ended_at, Some(at(20_000)));
+        assert_eq!(terms[1].handover_basis.as_deref(), Some("lastSeen"));
+        assert_eq!(terms[1].handover_ms, None);
+    }
+
+    #[test]
+    fn order_of_input_does_not_matter_and_re_election_keeps_the_term() {
+        let terms = build_terms(&[
+            rec(5_000, "a", Change::Elected, Some(6)),
+            rec(0, "a", Change::Elected, Some(5)),
+            rec(9_000, "b", Change::Resigned, None),
+        ]);
+        assert_eq!(terms.len(), 1);
+        assert_eq!(terms[0].epoch, Some(5));
+        // A goodbye of someone who is not the leader closes nothing.
+        assert_eq!(terms[0].ended_at, None);
+    }
+
+    #[test]
+    fn the_first_term_has_no_hand_over() {
+        let terms = build_terms(&[rec(0, "a", Change::Elected, None)]);
+        assert_eq!(terms[0].handover_from, None);
+        assert_eq!(terms[0].handover_ms, None);
+    }
+}

@@ -1,0 +1,101 @@
+// SignInForm: exchanges an admin or viewer token for the API's session
+// cookie, then opens the dashboard. Says why the user is here (session
+// expired, signed out) and what went wrong (invalid token, monitor down).
+"use client";
+
+import * as React from "react";
+import { useRouter } from "next/navigation";
+import { LogIn, ShieldCheck } from "lucide-react";
+
+import { Button } from "@/components/ui/button";
+import { Card, CardContent, CardDescription, CardHeader, CardTitle } from "@/components/ui/card";
+import { Input } from "@/components/ui/input";
+import { Label } from "@/components/ui/label";
+import { LanguageSwitch } from "@/components/shell/language-switch";
+import { PageTitle } from "@/components/shell/page-title";
+import { api, ApiError } from "@/lib/api/client";
+import { useI18n } from "@/lib/i18n";
+
+export function SignInForm() {
+  const { t } = useI18n();
+  const router = useRouter();
+  const [token, setToken] = React.useState("");
+  const [busy, setBusy] = React.useState(false);
+  const [error, setError] = React.useState<string | null>(null);
+  const [reason, setReason] = React.useState<string | null>(null);
+
+  React.useEffect(() => {
+    // Read once from the address; a static export has no server to pass it.
+    // eslint-disable-next-line react-hooks/set-state-in-effect
+    setReason(new URLSearchParams(window.location.search).get("reason"));
+  }, []);
+
+  async function submit(e: React.FormEvent) {
+    e.preventDefault();
+    setBusy(true);
+    setError(null);
+    try {
+      await api.signIn(token.trim());
+      router.replace("/");
+    } catch (err) {
+      if (err instanceof ApiError && (err.code === "UNAUTHORIZED" || err.code === "VALIDATION_ERROR")) {
+        setError(t("signIn.invalid"));
+      } else {
+        setError(t("signIn.failed", { message: err instanceof Error ? err.message : String(err) }));
+      }
+      setBusy(false);
+    }
+  }
+
+  const notice = reason === "expired" ? t("signIn.expired") : reason === "signedOut" ? t("signIn.signedOut") : null;
+  return (
+    <main id="main" className="flex min-h-screen flex-col items-center justify-center gap-4 bg-muted px-4 py-8">
+      <PageTitle messageKey="signIn.title" />
+      <div className="flex w-full max-w-md justify-end">
+        <LanguageSwitch />
+      </div>
+      <Card className="w-full max-w-md">
+        <CardHeader>
+          <ShieldCheck className="size-8 text-primary" aria-hidden="true" />
+          <CardTitle>
+            <span className="text-xl">{t("signIn.title")}</span>
+          </CardTitle>
+          <CardDescription>{t("signIn.intro")}</CardDescription>
+        </CardHeader>
+        <CardContent>
+          <form onSubmit={submit} className="flex flex-col gap-4" noValidate>
+            {notice ? (
+              <p role="status" data-testid="sign-in-notice" className="rounded-md border border-warning/40 bg-warning-muted p-3 text-sm text-warning-strong">
+                {notice}
+              </p>
+            ) : null}
+            <div className="flex flex-col gap-2">
+              <Label htmlFor="token">{t("signIn.token")}</Label>
+              <Input
+                id="token"
+                name="token"
+                type="password"
+                autoComplete="current-password"
+                autoFocus
+                required
+                value={token}
+                aria-invalid={error ? true : undefined}
+                aria-describedby={error ? "token-error" : undefined}
+                onChange={(e) => setToken(e.target.value)}
+              />
+              {error ? (
+                <p id="token-error" role="alert" className="text-sm text-danger-strong">
+                  {error}
+                </p>
+              ) : null}
+            </div>
+            <Button type="submit" disabled={busy || token.trim() === ""}>
+              <LogIn aria-hidden="true" />
+              {busy ? t("signIn.submitting") : t("signIn.submit")}
+            </Button>
+          </form>
+        </CardContent>
+      </Card>
+    </main>
+  );
+}

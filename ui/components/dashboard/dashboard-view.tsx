@@ -1,0 +1,213 @@
+// DashboardView (user flow 1): counts by status and the feed's state in the
+// header; filters by service and status and a search by instance id; the
+// instances as cards grouped by service. Loading, empty, no-match and error
+// states each say what to do next.
+"use client";
+
+import * as React from "react";
+import { AlertTriangle, Search, ServerOff } from "lucide-react";
+
+import { Button } from "@/components/ui/button";
+import { Input, Select } from "@/components/ui/input";
+import { Label } from "@/components/ui/label";
+import { Skeleton } from "@/components/ui/skeleton";
+import { FeedIndicator } from "@/components/live/feed-indicator";
+import { InstanceStoreContext } from "@/hooks/use-instance-store";
+import { useLiveInstances } from "@/hooks/use-live-instances";
+import type { InstanceEntry } from "@/lib/instance-store";
+import { useI18n } from "@/lib/i18n";
+import { ServiceInstanceCard } from "./service-instance-card";
+import type { DisplayStatus } from "./service-status-badge";
+
+const STATUSES: DisplayStatus[] = ["ACTIVE", "UNHEALTHY", "STANDBY", "GONE"];
+
+function statusOf(e: InstanceEntry): DisplayStatus {
+  return e.goneAt !== null ? "GONE" : e.instance.status;
+}
+
+export function DashboardView() {
+  const { t } = useI18n();
+  const { store, snapshot, feed, error, retry } = useLiveInstances();
+  const [service, setService] = React.useState("");
+  const [status, setStatus] = React.useState<DisplayStatus | "">("");
+  const [query, setQuery] = React.useState("");
+
+  const entries = snapshot.entries;
+  const services = React.useMemo(() => [...new Set(entries.map((e) => e.instance.serviceName))], [entries]);
+  const counts = React.useMemo(() => {
+    const c: Record<DisplayStatus, number> = { ACTIVE: 0, UNHEALTHY: 0, STANDBY: 0, GONE: 0 };
+    for (const e of entries) c[statusOf(e)] += 1;
+    return c;
+  }, [entries]);
+  // Typing stays responsive with a thousand cards: the filtered list
+  // follows the search box at a lower priority.
+  const q = React.useDeferredValue(query).trim().toLowerCase();
+  const groups = React.useMemo(() => {
+    const byService = new Map<string, InstanceEntry[]>();
+    for (const e of entries) {
+      if (service && e.instance.serviceName !== service) continue;
+      if (status && statusOf(e) !== status) continue;
+      if (q && !e.instance.instanceId.toLowerCase().includes(q)) continue;
+      const list = byService.get(e.instance.serviceName) ?? [];
+      list.push(e);
+      byService.set(e.instance.serviceName, list);
+    }
+    return [...byService.entries()];
+  }, [entries, service, status, q]);
+  const live = counts.ACTIVE + counts.UNHEALTHY + counts.STANDBY;
+  const filtered = service !== "" || status !== "" || q !== "";
+
+  return (
+    <InstanceStoreContext.Provider value={store}>
+    <div className="flex flex-col gap-6">
+      <div className="flex flex-col gap-4 lg:flex-row lg:items-end lg:justify-between">
+        <div>
+          <h1 className="text-2xl font-bold tracking-tight">{t("dashboard.title")}</h1>
+          <p className="text-sm text-muted-foreground">{t("dashboard.subtitle")}</p>
+        </div>
+        <div className="flex flex-wrap items-center gap-2">
+          <ul aria-label={t("dashboard.counts")} className="flex flex-wrap gap-2" data-testid="status-counts">
+            <Count label={t("dashboard.total")} value={live} tone="border-border" testId="count-total" />
+            <Count label={t("status.ACTIVE")} value={counts.ACTIVE} tone="border-success/40 bg-success-muted text-success-strong" testId="count-ACTIVE" />
+            <Count label={t("status.UNHEALTHY")} value={counts.UNHEALTHY} tone="border-danger/40 bg-danger-muted text-danger-strong" testId="count-UNHEALTHY" />
+            <Count label={t("status.STANDBY")} value={counts.STANDBY} tone="border-border bg-muted text-muted-foreground" testId="count-STANDBY" />
+          </ul>
+          <FeedIndicator state={feed} />
+        </div>
+      </div>
+
+      <div className="grid grid-cols-1 gap-3 sm:grid-cols-3 lg:max-w-3xl">
+        <div className="flex flex-col gap-2">
+          <Label htmlFor="filter-service">{t("dashboard.filter.service")}</Label>
+          <Select id="filter-service" value={service} onChange={(e) => setService(e.target.value)}>
+            <option value="">{t("dashboard.filter.all")}</option>
+            {services.map((s) => (
+              <option key={s} value={s}>
+                {s}
+              </option>
+            ))}
+          </Select>
+        </div>
+        <div className="flex flex-col gap-2">
+          <Label htmlFor="filter-status">{t("dashboard.filter.status")}</Label>
+          <Select id="filter-status" value={status} onChange={(e) => setStatus(e.target.value as DisplayStatus | "")}>
+            <option value="">{t("dashboard.filter.all")}</option>
+            {STATUSES.map((s) => (
+              <option key={s} value={s}>
+                {t(`status.${s}`)}
+              </option>
+            ))}
+          </Select>
+        </div>
+        <div className="flex flex-col gap-2">
+          <Label htmlFor="filter-search">{t("dashboard.filter.search")}</Label>
+          <div className="relative">
+            <Search className="pointer-events-none absolute left-3 top-3 size-4 text-muted-foreground" aria-hidden="true" />
+            <Input
+              id="filter-search"
+              type="search"
+              value={query}
+              placeholder={t("dashboard.filter.searchPlaceholder")}
+              onChange={(e) => setQuery(e.target.value)}
+              className="pl-9"
+            />
+          </div>
+        </div>
+      </div>
+
+      {error && entries.length === 0 ? (
+        <Notice
+          icon={<AlertTriangle className="size-6 text-danger-strong" aria-hidden="true" />}
+          title={t("dashboard.error.title")}
+          body={t("dashboard.error.body", { message: error.message })}
+          action={<Button onClick={retry}>{t("dashboard.retry")}</Button>}
+          role="alert"
+        />
+      ) : !snapshot.loaded ? (
+        <div aria-busy="true" className="flex flex-col gap-3">
+          <p className="text-sm text-muted-foreground">{t("dashboard.loading")}</p>
+          <div className="grid grid-cols-1 gap-4 sm:grid-cols-2 lg:grid-cols-3 xl:grid-cols-4">
+            {Array.from({ length: 8 }, (_, i) => (
+              <Skeleton key={i} className="h-40" />
+            ))}
+          </div>
+        </div>
+      ) : entries.length === 0 ? (
+        <Notice
+          icon={<ServerOff className="size-6 text-muted-foreground" aria-hidden="true" />}
+          title={t("dashboard.empty.title")}
+          body={t("dashboard.empty.body")}
+        />
+      ) : groups.length === 0 ? (
+        <Notice
+          icon={<Search className="size-6 text-muted-foreground" aria-hidden="true" />}
+          title={t("dashboard.noMatch.title")}
+          body={t("dashboard.noMatch.body")}
+          action={
+            filtered ? (
+              <Button
+                variant="outline"
+                onClick={() => {
+                  setService("");
+                  setStatus("");
+                  setQuery("");
+                }}
+              >
+                {t("dashboard.noMatch.clear")}
+              </Button>
+            ) : null
+          }
+        />
+      ) : (
+        groups.map(([name, list]) => (
+          <section key={name} aria-labelledby={`svc-${name}`} className="flex flex-col gap-3" data-testid="service-group">
+            <h2 id={`svc-${name}`} className="flex items-baseline gap-2 text-lg font-semibold">
+              {name}
+              <span className="text-sm font-normal text-muted-foreground">{t("dashboard.instances", { count: list.length })}</span>
+            </h2>
+            <div className="grid grid-cols-1 gap-4 sm:grid-cols-2 lg:grid-cols-3 xl:grid-cols-4">
+              {list.map((e) => (
+                <ServiceInstanceCard key={e.instance.instanceId} entry={e} />
+              ))}
+            </div>
+          </section>
+        ))
+      )}
+    </div>
+    </InstanceStoreContext.Provider>
+  );
+}
+
+function Count({ label, value, tone, testId }: { label: string; value: number; tone: string; testId: string }) {
+  return (
+    <li className={`inline-flex items-center gap-2 rounded-md border px-3 py-1 text-sm ${tone}`} data-testid={testId}>
+      <span>{label}</span>
+      <span className="font-semibold tabular-nums" data-testid="count-value">
+        {value}
+      </span>
+    </li>
+  );
+}
+
+function Notice({
+  icon,
+  title,
+  body,
+  action,
+  role,
+}: {
+  icon: React.ReactNode;
+  title: string;
+  body: string;
+  action?: React.ReactNode;
+  role?: "alert";
+}) {
+  return (
+    <div role={role} className="flex flex-col items-center gap-3 rounded-lg border border-dashed border-border p-8 text-center">
+      {icon}
+      <h2 className="text-lg font-semibold">{title}</h2>
+      <p className="max-w-xl text-sm text-muted-foreground">{body}</p>
+      {action}
+    </div>
+  );
+}

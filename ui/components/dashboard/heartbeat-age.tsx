@@ -1,0 +1,56 @@
+// HeartbeatAge: "3 s ago", updated by the page's shared one-second clock.
+"use client";
+
+import * as React from "react";
+
+import { useInstanceStore } from "@/hooks/use-instance-store";
+import { subscribeClock, useNow } from "@/hooks/use-now";
+import { ago } from "@/lib/format";
+import { useI18n, type MessageKey } from "@/lib/i18n";
+
+export interface HeartbeatAgeProps {
+  /** The heartbeat the record carried when the card last rendered. */
+  at: string;
+  /** With these, the newest heartbeat is read from the page's store on each tick. */
+  service?: string;
+  id?: string;
+}
+
+export function HeartbeatAge({ at, service, id }: HeartbeatAgeProps) {
+  const { t } = useI18n();
+  const store = useInstanceStore();
+  const ref = React.useRef<HTMLTimeElement>(null);
+  const latest = React.useCallback(() => (service && id && store?.heartbeat(service, id)) || at, [store, service, id, at]);
+  // A thousand cards tick every second: the text is written straight into
+  // the element on the clock's tick instead of re-rendering each card.
+  // Layout effect: the text is there before the first paint. React renders
+  // no children here, so it never fights the text written below.
+  React.useLayoutEffect(() => {
+    const paint = () => {
+      const el = ref.current;
+      if (!el) return;
+      const iso = latest();
+      el.textContent = ago(t, iso, Date.now());
+      el.dateTime = iso;
+    };
+    paint();
+    return subscribeClock(paint);
+  }, [latest, t]);
+  return <time ref={ref} dateTime={at} />;
+}
+
+export interface SinceProps {
+  /** Milliseconds since the epoch. */
+  at: number;
+  /** A message with an `{ago}` placeholder, e.g. "Gone {ago}". */
+  template?: MessageKey;
+}
+
+/** The age of a moment given in epoch milliseconds, optionally in a sentence. */
+export function Since({ at, template }: SinceProps) {
+  const { t } = useI18n();
+  const now = useNow();
+  const iso = new Date(at).toISOString();
+  const age = ago(t, iso, now);
+  return <time dateTime={iso}>{template ? t(template, { ago: age }) : age}</time>;
+}

@@ -1,0 +1,130 @@
+// ServiceInstanceCard: one instance on the dashboard — id, service, status,
+// version, a ticking heartbeat age, its role in its sticky group (the API's
+// truth: leader with epoch, or standby), calls/s and p99 from the metrics
+// feed. An instance that left stays as "gone" for a while. The whole card
+// is one link (one tab stop) to the instance's detail page.
+"use client";
+
+import * as React from "react";
+import Link from "next/link";
+import { Activity, Crown } from "lucide-react";
+
+import { Card } from "@/components/ui/card";
+import { cn } from "@/lib/utils";
+import { headline, type InstanceEntry } from "@/lib/instance-store";
+import { ms, num } from "@/lib/format";
+import { useI18n } from "@/lib/i18n";
+import { reasonKey } from "@/lib/status-reason";
+import { HeartbeatAge, Since } from "./heartbeat-age";
+import { ServiceStatusBadge } from "./service-status-badge";
+
+export interface ServiceInstanceCardProps {
+  entry: InstanceEntry;
+}
+
+/**
+ * The card's role, also a test hook: "leader" (ACTIVE in a sticky group —
+ * the API's truth, never inferred here), "standby", "unhealthy" (in a
+ * group but neither), "member" (load-balanced) or "gone".
+ */
+export function roleOf(entry: InstanceEntry): "leader" | "standby" | "unhealthy" | "member" | "gone" {
+  if (entry.goneAt !== null) return "gone";
+  const i = entry.instance;
+  if (!i.stickyActiveGroup) return "member";
+  if (i.status === "ACTIVE") return "leader";
+  return i.status === "STANDBY" ? "standby" : "unhealthy";
+}
+
+function ServiceInstanceCardImpl({ entry }: ServiceInstanceCardProps) {
+  const { t, locale } = useI18n();
+  const i = entry.instance;
+  const role = roleOf(entry);
+  const figures = headline(entry.metrics);
+  const gone = entry.goneAt !== null;
+  const reasonText = i.statusReason ? (reasonKey(i.statusReason) ? t(reasonKey(i.statusReason)!) : i.statusReason) : null;
+  const href = `/services/${encodeURIComponent(i.instanceId)}`;
+  return (
+    <Card
+      data-testid="instance-card"
+      data-instance={i.instanceId}
+      data-service={i.serviceName}
+      data-status={gone ? "GONE" : i.status}
+      data-role={role}
+      className={cn(
+        "relative flex flex-col gap-3 p-4 transition-colors focus-within:ring-2 focus-within:ring-ring hover:border-primary/60 [content-visibility:auto] [contain-intrinsic-size:auto_168px]",
+        gone && "border-dashed bg-muted/40",
+        !gone && i.status === "UNHEALTHY" && "border-danger/50",
+      )}
+    >
+      <div className="flex items-start justify-between gap-2">
+        <div className="min-w-0">
+          <h3 className="truncate text-base font-semibold">
+            <Link
+              href={href}
+              prefetch={false}
+              className="after:absolute after:inset-0 after:content-[''] focus-visible:outline-none"
+              aria-label={t("card.details", { id: i.instanceId })}
+            >
+              {i.instanceId}
+            </Link>
+          </h3>
+          <p className="truncate text-xs text-muted-foreground">{i.serviceName}</p>
+        </div>
+        <ServiceStatusBadge status={gone ? "GONE" : i.status} />
+      </div>
+      <dl className="grid grid-cols-[auto_1fr] gap-x-3 gap-y-1 text-sm">
+        <dt className="text-muted-foreground">{t("card.version")}</dt>
+        <dd className="truncate font-mono text-xs leading-5">{i.version}</dd>
+        <dt className="text-muted-foreground">{t("card.heartbeat")}</dt>
+        <dd data-testid="heartbeat-age">
+          <HeartbeatAge at={i.lastHeartbeat} service={i.serviceName} id={i.instanceId} />
+        </dd>
+        <dt className="text-muted-foreground">{t("card.role")}</dt>
+        <dd data-testid="role" className="flex items-center gap-1">
+          {role === "leader" ? (
+            <>
+              <Crown className="size-3.5 text-warning-strong" aria-hidden="true" />
+              <span className="font-medium">
+                {i.epoch != null ? t("card.leader", { epoch: i.epoch }) : t("card.leaderNoEpoch")}
+              </span>
+            </>
+          ) : role === "standby" ? (
+            t("card.standby")
+          ) : role === "member" ? (
+            t("card.noGroup")
+          ) : i.stickyActiveGroup ? (
+            t("card.group", { group: i.stickyActiveGroup })
+          ) : (
+            t("card.noGroup")
+          )}
+        </dd>
+      </dl>
+      {reasonText && !gone ? (
+        <p className="text-xs font-medium text-danger-strong" data-testid="status-reason">
+          {reasonText}
+        </p>
+      ) : null}
+      <div className="mt-auto flex items-center gap-2 border-t border-border pt-2 text-xs text-muted-foreground" data-testid="live-figures">
+        <Activity className="size-3.5" aria-hidden="true" />
+        {gone ? (
+          <span data-testid="gone" className="font-medium text-foreground">
+            <Since at={entry.goneAt ?? 0} template="card.gone" />
+            {" · "}
+            {t(`card.goneReason.${entry.goneReason ?? "missing"}`)}
+          </span>
+        ) : figures ? (
+          <span className="tabular-nums">
+            {t("card.callsPerSec", { value: num(figures.rate, locale) })}
+            {" · "}
+            {t("card.p99", { value: figures.p99 != null ? ms(figures.p99, locale) : t("detail.none") })}
+          </span>
+        ) : (
+          <span>{t("card.noMetrics")}</span>
+        )}
+      </div>
+    </Card>
+  );
+}
+
+/** Re-renders only when its entry changes (and on the clock's tick for the ages). */
+export const ServiceInstanceCard = React.memo(ServiceInstanceCardImpl);

@@ -1,0 +1,106 @@
+// EventsPanel: the instance's lifecycle events and WARN/ERROR records,
+// newest first, re-read every few seconds and when its status changes.
+"use client";
+
+import * as React from "react";
+
+import { Badge } from "@/components/ui/badge";
+import { Skeleton } from "@/components/ui/skeleton";
+import { Table, TableBody, TableCell, TableHead, TableHeader, TableRow } from "@/components/ui/table";
+import { api } from "@/lib/api/client";
+import type { LogRecord } from "@/lib/api/schemas";
+import { timeMs } from "@/lib/format";
+import { useI18n } from "@/lib/i18n";
+
+export const EVENTS_REFRESH_MS = 3000;
+
+export interface EventsPanelProps {
+  serviceName: string;
+  instanceId: string;
+  /** Changes when the instance's record changes status: re-read at once. */
+  statusKey: string;
+}
+
+function levelVariant(level: string) {
+  if (level === "ERROR") return "danger" as const;
+  if (level === "WARN") return "warning" as const;
+  return "neutral" as const;
+}
+
+export function EventsPanel({ serviceName, instanceId, statusKey }: EventsPanelProps) {
+  const { t, locale } = useI18n();
+  const [events, setEvents] = React.useState<LogRecord[] | null>(null);
+  const [error, setError] = React.useState<string | null>(null);
+
+  React.useEffect(() => {
+    let cancelled = false;
+    const read = () =>
+      api
+        .instanceEvents(serviceName, instanceId, 200)
+        .then((list) => {
+          if (cancelled) return;
+          setEvents([...list].reverse());
+          setError(null);
+        })
+        .catch((e: Error) => !cancelled && setError(e.message));
+    void read();
+    const timer = setInterval(() => void read(), EVENTS_REFRESH_MS);
+    return () => {
+      cancelled = true;
+      clearInterval(timer);
+    };
+  }, [serviceName, instanceId, statusKey]);
+
+  return (
+    <section aria-labelledby="events-title" className="flex flex-col gap-3">
+      <div>
+        <h2 id="events-title" className="text-lg font-semibold">
+          {t("events.title")}
+        </h2>
+        <p className="text-sm text-muted-foreground">{t("events.help")}</p>
+      </div>
+      {error && !events ? (
+        <p role="alert" className="text-sm text-danger-strong">
+          {t("events.error", { message: error })}
+        </p>
+      ) : !events ? (
+        <div aria-busy="true">
+          <span className="sr-only">{t("events.loading")}</span>
+          <Skeleton className="h-40" />
+        </div>
+      ) : events.length === 0 ? (
+        <p className="rounded-md border border-dashed border-border p-6 text-center text-sm text-muted-foreground">{t("events.empty")}</p>
+      ) : (
+        <Table data-testid="events-table">
+          <TableHeader>
+            <TableRow>
+              <TableHead scope="col">{t("events.time")}</TableHead>
+              <TableHead scope="col">{t("events.level")}</TableHead>
+              <TableHead scope="col">{t("events.kind")}</TableHead>
+              <TableHead scope="col">{t("events.message")}</TableHead>
+            </TableRow>
+          </TableHeader>
+          <TableBody>
+            {events.map((e, i) => (
+              <TableRow key={`${e.timestamp}-${i}`} data-testid="event-row" data-kind={e.kind}>
+                <TableCell className="whitespace-nowrap font-mono text-xs">
+                  <time dateTime={e.timestamp}>{timeMs(e.timestamp, locale)}</time>
+                </TableCell>
+                <TableCell>
+                  <Badge variant={levelVariant(e.level)}>{e.level}</Badge>
+                </TableCell>
+                <TableCell className="font-mono text-xs">{e.kind}</TableCell>
+                <TableCell className="min-w-64">
+                  {e.message}
+                  {Object.keys(e.fields).length > 0 ? (
+                    <span className="mt-1 block break-all font-mono text-xs text-muted-foreground">{JSON.stringify(e.fields)}</span>
+                  ) : null}
+                </TableCell>
+              </TableRow>
+            ))}
+          </TableBody>
+        </Table>
+      )}
+    </section>
+  );
+}

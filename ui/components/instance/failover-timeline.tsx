@@ -1,0 +1,123 @@
+// FailoverTimeline: who led the instance's sticky group, from when, with
+// which epoch, how each term ended, and how long each hand-over took —
+// what an operator asks after a crash. Built by the API from the
+// instances' `elected` / `leadership_lost` / `deregistered` records.
+"use client";
+
+import * as React from "react";
+import Link from "next/link";
+import { Crown } from "lucide-react";
+
+import { Skeleton } from "@/components/ui/skeleton";
+import { Table, TableBody, TableCell, TableHead, TableHeader, TableRow } from "@/components/ui/table";
+import { api } from "@/lib/api/client";
+import type { LeadershipTimeline } from "@/lib/api/schemas";
+import { timeMs, num } from "@/lib/format";
+import { useI18n, type MessageKey } from "@/lib/i18n";
+
+export const TIMELINE_REFRESH_MS = 5000;
+
+export interface FailoverTimelineProps {
+  serviceName: string;
+  group: string;
+  /** Changes when a member's status changes: re-read at once. */
+  changeKey: string;
+}
+
+const endKey: Record<string, MessageKey> = {
+  resigned: "timeline.end.resigned",
+  stopped: "timeline.end.stopped",
+  superseded: "timeline.end.superseded",
+};
+
+export function FailoverTimeline({ serviceName, group, changeKey }: FailoverTimelineProps) {
+  const { t, locale } = useI18n();
+  const [timeline, setTimeline] = React.useState<LeadershipTimeline | null>(null);
+  const [error, setError] = React.useState<string | null>(null);
+
+  React.useEffect(() => {
+    let cancelled = false;
+    const read = () =>
+      api
+        .leadership(serviceName)
+        .then((tl) => {
+          if (cancelled) return;
+          setTimeline(tl);
+          setError(null);
+        })
+        .catch((e: Error) => !cancelled && setError(e.message));
+    void read();
+    const timer = setInterval(() => void read(), TIMELINE_REFRESH_MS);
+    return () => {
+      cancelled = true;
+      clearInterval(timer);
+    };
+  }, [serviceName, changeKey]);
+
+  const terms = timeline ? [...timeline.terms].reverse() : [];
+  return (
+    <section aria-labelledby="timeline-title" className="flex flex-col gap-3" data-testid="failover-timeline">
+      <div>
+        <h2 id="timeline-title" className="text-lg font-semibold">
+          {t("timeline.title")}
+        </h2>
+        <p className="text-sm text-muted-foreground">{t("timeline.help", { service: serviceName, group })}</p>
+      </div>
+      {error && !timeline ? (
+        <p role="alert" className="text-sm text-danger-strong">
+          {t("timeline.error", { message: error })}
+        </p>
+      ) : !timeline ? (
+        <div aria-busy="true">
+          <span className="sr-only">{t("timeline.loading")}</span>
+          <Skeleton className="h-24" />
+        </div>
+      ) : terms.length === 0 ? (
+        <p className="rounded-md border border-dashed border-border p-4 text-sm text-muted-foreground">{t("timeline.empty")}</p>
+      ) : (
+        <Table>
+          <TableHeader>
+            <TableRow>
+              <TableHead scope="col">{t("timeline.leader")}</TableHead>
+              <TableHead scope="col">{t("timeline.epoch")}</TableHead>
+              <TableHead scope="col">{t("timeline.from")}</TableHead>
+              <TableHead scope="col">{t("timeline.until")}</TableHead>
+              <TableHead scope="col">{t("timeline.end")}</TableHead>
+              <TableHead scope="col">{t("timeline.handover")}</TableHead>
+            </TableRow>
+          </TableHeader>
+          <TableBody>
+            {terms.map((term) => (
+              <TableRow key={`${term.instanceId}-${term.electedAt}`} data-testid="timeline-term">
+                <TableCell className="whitespace-nowrap font-medium">
+                  <span className="inline-flex items-center gap-1">
+                    {!term.endedAt ? <Crown className="size-3.5 text-warning-strong" aria-hidden="true" /> : null}
+                    <Link href={`/services/${encodeURIComponent(term.instanceId)}`} className="text-primary underline-offset-4 hover:underline">
+                      {term.instanceId}
+                    </Link>
+                  </span>
+                </TableCell>
+                <TableCell className="font-mono text-xs">{term.epoch ?? t("detail.none")}</TableCell>
+                <TableCell className="whitespace-nowrap font-mono text-xs">
+                  <time dateTime={term.electedAt}>{timeMs(term.electedAt, locale)}</time>
+                </TableCell>
+                <TableCell className="whitespace-nowrap font-mono text-xs">
+                  {term.endedAt ? <time dateTime={term.endedAt}>{timeMs(term.endedAt, locale)}</time> : t("timeline.current")}
+                </TableCell>
+                <TableCell className="text-xs">{term.endReason ? t(endKey[term.endReason] ?? "timeline.end.superseded") : t("detail.none")}</TableCell>
+                <TableCell className="text-xs" data-testid="handover">
+                  {term.handoverMs != null && term.handoverFrom
+                    ? t(term.handoverBasis === "lastSeen" ? "timeline.handoverLastSeen" : "timeline.handoverValue", {
+                        ms: num(term.handoverMs, locale, 0),
+                        from: term.handoverFrom,
+                      })
+                    : t("timeline.first")}
+                </TableCell>
+              </TableRow>
+            ))}
+          </TableBody>
+        </Table>
+      )}
+    </section>
+  );
+}

@@ -1,0 +1,154 @@
+// InstanceDetail (`/services/{instanceId}`): the header (service, id,
+// status, version, host, pid, uptime, group, epoch), the failover timeline
+// of its sticky group, and tabs for performance, configuration and events.
+// The id comes from the address, so a reload of any instance's page works
+// from the one pre-rendered shell.
+"use client";
+
+import * as React from "react";
+import Link from "next/link";
+import { usePathname } from "next/navigation";
+import { ArrowLeft } from "lucide-react";
+
+import { Skeleton } from "@/components/ui/skeleton";
+import { Tabs, TabsContent, TabsList, TabsTrigger } from "@/components/ui/tabs";
+import { FeedIndicator } from "@/components/live/feed-indicator";
+import { HeartbeatAge } from "@/components/dashboard/heartbeat-age";
+import { ServiceStatusBadge } from "@/components/dashboard/service-status-badge";
+import { PageTitle } from "@/components/shell/page-title";
+import { InstanceStoreContext, useLatestMetrics } from "@/hooks/use-instance-store";
+import { useLiveInstances } from "@/hooks/use-live-instances";
+import { useNow } from "@/hooks/use-now";
+import { duration } from "@/lib/format";
+import { useI18n } from "@/lib/i18n";
+import { reasonKey } from "@/lib/status-reason";
+import { ConfigPanel } from "./config-panel";
+import { EventsPanel } from "./events-panel";
+import { FailoverTimeline } from "./failover-timeline";
+import { PerformancePanel } from "./performance-panel";
+
+/** The instance id of a `/services/{id}` path. */
+export function instanceIdFromPath(pathname: string): string {
+  const raw = pathname.replace(/^\/services\/?/, "").replace(/\/$/, "");
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    return raw;
+  }
+}
+
+export function InstanceDetail() {
+  const { t } = useI18n();
+  const pathname = usePathname();
+  const id = instanceIdFromPath(pathname);
+  const { store, snapshot, feed } = useLiveInstances();
+  const now = useNow();
+  const entry = snapshot.entries.find((e) => e.instance.instanceId === id);
+
+  if (!snapshot.loaded) {
+    return (
+      <div className="flex flex-col gap-4" aria-busy="true">
+        <span className="sr-only">{t("detail.loading")}</span>
+        <Skeleton className="h-8 w-72" />
+        <Skeleton className="h-24" />
+        <Skeleton className="h-64" />
+      </div>
+    );
+  }
+  const back = (
+    <Link href="/" className="inline-flex items-center gap-1 text-sm text-primary underline-offset-4 hover:underline">
+      <ArrowLeft className="size-4" aria-hidden="true" />
+      {t("detail.back")}
+    </Link>
+  );
+  if (!entry) {
+    return (
+      <div className="flex flex-col gap-4">
+        <PageTitle messageKey="detail.notFound.title" vars={{ id }} />
+        {back}
+        <div role="alert" className="rounded-lg border border-dashed border-border p-8 text-center">
+          <h1 className="text-xl font-semibold">{t("detail.notFound.title", { id })}</h1>
+          <p className="text-sm text-muted-foreground">{t("detail.notFound.body")}</p>
+        </div>
+      </div>
+    );
+  }
+  const i = entry.instance;
+  const gone = entry.goneAt !== null;
+  const meta = i.metadata;
+  const host = typeof meta.host === "string" ? meta.host : null;
+  const pid = typeof meta.pid === "number" || typeof meta.pid === "string" ? String(meta.pid) : null;
+  const uptime = i.startedAt && !gone ? duration(t, (now - Date.parse(i.startedAt)) / 1000) : null;
+  const none = t("detail.none");
+  const facts: [string, React.ReactNode][] = [
+    [t("detail.service"), i.serviceName],
+    [t("detail.version"), <span key="v" className="font-mono">{i.version}</span>],
+    [t("detail.host"), host ?? none],
+    [t("detail.pid"), pid ?? none],
+    [t("detail.uptime"), uptime ?? none],
+    [t("detail.group"), i.stickyActiveGroup ?? none],
+    [t("detail.epoch"), i.status === "ACTIVE" && i.epoch != null ? String(i.epoch) : none],
+    [t("detail.heartbeat"), <HeartbeatAge key="hb" at={i.lastHeartbeat} service={i.serviceName} id={i.instanceId} />],
+  ];
+  const statusKey = `${i.status}:${i.epoch ?? ""}:${gone}`;
+  const groupKey = snapshot.entries
+    .filter((e) => e.instance.serviceName === i.serviceName && e.instance.stickyActiveGroup === i.stickyActiveGroup)
+    .map((e) => `${e.instance.instanceId}:${e.instance.status}:${e.goneAt !== null}`)
+    .join(",");
+
+  return (
+    <InstanceStoreContext.Provider value={store}>
+    <div className="flex flex-col gap-6" data-testid="instance-detail" data-instance={i.instanceId}>
+      <PageTitle messageKey="card.details" vars={{ id: i.instanceId }} />
+      {back}
+      <header className="flex flex-col gap-4 rounded-lg border border-border p-4 sm:p-6">
+        <div className="flex flex-wrap items-center gap-3">
+          <h1 className="break-all text-2xl font-bold tracking-tight">{i.instanceId}</h1>
+          <ServiceStatusBadge status={gone ? "GONE" : i.status} />
+          <FeedIndicator state={feed} className="ml-auto" />
+        </div>
+        {i.statusReason && !gone ? (
+          <p className="text-sm font-medium text-danger-strong">
+            {reasonKey(i.statusReason) ? t(reasonKey(i.statusReason)!) : i.statusReason}
+          </p>
+        ) : null}
+        <dl className="grid grid-cols-2 gap-x-6 gap-y-3 text-sm sm:grid-cols-4">
+          {facts.map(([label, value]) => (
+            <div key={label} className="flex min-w-0 flex-col">
+              <dt className="text-muted-foreground">{label}</dt>
+              <dd className="truncate font-medium">{value}</dd>
+            </div>
+          ))}
+        </dl>
+      </header>
+
+      {i.stickyActiveGroup ? (
+        <FailoverTimeline serviceName={i.serviceName} group={i.stickyActiveGroup} changeKey={groupKey} />
+      ) : null}
+
+      <Tabs defaultValue="performance">
+        <TabsList aria-label={t("detail.tabs")}>
+          <TabsTrigger value="performance">{t("detail.tab.performance")}</TabsTrigger>
+          <TabsTrigger value="config">{t("detail.tab.config")}</TabsTrigger>
+          <TabsTrigger value="events">{t("detail.tab.events")}</TabsTrigger>
+        </TabsList>
+        <TabsContent value="performance">
+          <LivePerformance serviceName={i.serviceName} instanceId={i.instanceId} />
+        </TabsContent>
+        <TabsContent value="config">
+          <ConfigPanel serviceName={i.serviceName} instanceId={i.instanceId} />
+        </TabsContent>
+        <TabsContent value="events">
+          <EventsPanel serviceName={i.serviceName} instanceId={i.instanceId} statusKey={statusKey} />
+        </TabsContent>
+      </Tabs>
+    </div>
+    </InstanceStoreContext.Provider>
+  );
+}
+
+/** The performance tab, following every snapshot of its instance. */
+function LivePerformance({ serviceName, instanceId }: { serviceName: string; instanceId: string }) {
+  const latest = useLatestMetrics(serviceName, instanceId);
+  return <PerformancePanel serviceName={serviceName} instanceId={instanceId} latest={latest} />;
+}

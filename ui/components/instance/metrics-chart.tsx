@@ -1,0 +1,98 @@
+// MetricsChart: one time-series chart drawn by uPlot (canvas; cheap to
+// redraw as points stream in). The canvas is described for screen readers
+// by a summary — series, point count, latest values — in the figure's
+// caption.
+"use client";
+
+import * as React from "react";
+import uPlot from "uplot";
+
+import { useI18n } from "@/lib/i18n";
+
+export interface ChartSeries {
+  label: string;
+  color: string;
+  /** One value per timestamp; null where unknown. */
+  values: (number | null)[];
+}
+
+export interface MetricsChartProps {
+  title: string;
+  /** Seconds since the epoch, ascending. */
+  times: number[];
+  series: ChartSeries[];
+  /** Formats a value for the axis and the summary. */
+  format: (v: number) => string;
+  height?: number;
+  /** The values are counts: ticks on whole numbers. */
+  integer?: boolean;
+}
+
+export function MetricsChart({ title, times, series, format, height = 200, integer = false }: MetricsChartProps) {
+  const { t } = useI18n();
+  const box = React.useRef<HTMLDivElement>(null);
+  const plot = React.useRef<uPlot | null>(null);
+  const labels = series.map((s) => `${s.label}:${s.color}`).join("|");
+  const formatRef = React.useRef(format);
+  React.useEffect(() => {
+    formatRef.current = format;
+  }, [format]);
+
+  // (Re)creates the chart when the set of series changes.
+  React.useEffect(() => {
+    const el = box.current;
+    if (!el) return;
+    const opts: uPlot.Options = {
+      width: Math.max(200, el.clientWidth),
+      height,
+      series: [{}, ...series.map((s) => ({ label: s.label, stroke: s.color, width: 2, points: { show: false } }))],
+      axes: [
+        { stroke: "#4b5563", grid: { stroke: "#e5e7eb" }, ticks: { stroke: "#e5e7eb" } },
+        {
+          stroke: "#4b5563",
+          grid: { stroke: "#e5e7eb" },
+          ticks: { stroke: "#e5e7eb" },
+          size: 64,
+          // Counts (in flight, queue depth) get whole-number ticks.
+          ...(integer ? { incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000] } : {}),
+          values: (_u, vals) => vals.map((v) => formatRef.current(v)),
+        },
+      ],
+      scales: { y: { range: (_u, min, max) => [Math.min(0, min), max > 0 ? max * 1.1 : 1] } },
+      legend: { live: false },
+      cursor: { drag: { x: false, y: false } },
+    };
+    const chart = new uPlot(opts, [[], ...series.map(() => [])] as uPlot.AlignedData, el);
+    plot.current = chart;
+    const resize = new ResizeObserver(() => chart.setSize({ width: Math.max(200, el.clientWidth), height }));
+    resize.observe(el);
+    return () => {
+      resize.disconnect();
+      chart.destroy();
+      plot.current = null;
+    };
+    // eslint-disable-next-line react-hooks/exhaustive-deps -- `labels` stands for the series' identity
+  }, [labels, height, integer]);
+
+  React.useEffect(() => {
+    plot.current?.setData([times, ...series.map((s) => s.values)] as uPlot.AlignedData);
+  }, [times, series]);
+
+  const latest = series
+    .map((s) => {
+      const v = [...s.values].reverse().find((x) => x !== null);
+      return `${s.label} ${v == null ? t("detail.none") : format(v)}`;
+    })
+    .join(", ");
+  return (
+    <figure className="flex min-w-0 flex-col gap-2 rounded-lg border border-border p-4" data-testid="metrics-chart" data-points={times.length}>
+      <figcaption className="flex flex-col">
+        <span className="text-sm font-semibold">{title}</span>
+        <span className="text-xs text-muted-foreground" data-testid="chart-summary">
+          {t("chart.summary", { title, points: times.length, latest })}
+        </span>
+      </figcaption>
+      <div ref={box} role="img" aria-label={t("chart.summary", { title, points: times.length, latest })} className="w-full" />
+    </figure>
+  );
+}

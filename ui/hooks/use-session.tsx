@@ -1,0 +1,73 @@
+// Who is signed in. The session is the API's `aegis_session` cookie
+// (HttpOnly, so the page cannot read it): `GET /api/session` says whether
+// it is valid. Any API answer 401 later means it expired or was revoked,
+// and sends the user to the sign-in page with a message.
+"use client";
+
+import * as React from "react";
+import { useRouter } from "next/navigation";
+
+import { api, onUnauthorized } from "@/lib/api/client";
+import type { SessionInfo } from "@/lib/api/schemas";
+
+type SessionState =
+  | { status: "loading" }
+  | { status: "signedIn"; session: SessionInfo }
+  | { status: "signedOut" };
+
+interface SessionValue {
+  state: SessionState;
+  /** The signed-in principal, once known. */
+  session: SessionInfo | null;
+  canWrite: boolean;
+  signOut: () => Promise<void>;
+}
+
+const SessionContext = React.createContext<SessionValue | null>(null);
+
+export function SessionProvider({ children }: { children: React.ReactNode }) {
+  const router = useRouter();
+  const [state, setState] = React.useState<SessionState>({ status: "loading" });
+
+  React.useEffect(() => {
+    let cancelled = false;
+    api
+      .whoAmI()
+      .then((session) => !cancelled && setState({ status: "signedIn", session }))
+      .catch(() => {
+        if (cancelled) return;
+        setState({ status: "signedOut" });
+        router.replace("/sign-in");
+      });
+    const off = onUnauthorized(() => {
+      setState({ status: "signedOut" });
+      router.replace("/sign-in?reason=expired");
+    });
+    return () => {
+      cancelled = true;
+      off();
+    };
+  }, [router]);
+
+  const value = React.useMemo<SessionValue>(() => {
+    const session = state.status === "signedIn" ? state.session : null;
+    return {
+      state,
+      session,
+      canWrite: session?.role === "admin",
+      signOut: async () => {
+        await api.signOut().catch(() => undefined);
+        setState({ status: "signedOut" });
+        router.replace("/sign-in?reason=signedOut");
+      },
+    };
+  }, [state, router]);
+
+  return <SessionContext.Provider value={value}>{children}</SessionContext.Provider>;
+}
+
+export function useSession(): SessionValue {
+  const value = React.useContext(SessionContext);
+  if (!value) throw new Error("useSession outside SessionProvider");
+  return value;
+}

@@ -1,0 +1,173 @@
+// The one typed client of the monitor API. Same origin (the monitor serves
+// the UI), credentials by the `aegis_session` cookie. Every answer is
+// parsed with its zod schema; every error becomes an `ApiError` carrying
+// the API's stable `code`, which is what the UI branches on.
+import { z } from "zod";
+
+import {
+  ErrorEnvelope,
+  FieldErrors,
+  Summary,
+  HistoryEntry,
+  InstanceConfig,
+  InstanceMetrics,
+  LeadershipTimeline,
+  LogRecord,
+  MetricsHistory,
+  ServiceDefinition,
+  ServiceInstance,
+  SessionInfo,
+} from "./schemas";
+
+/** Codes the UI reacts to; any other code is shown as a generic failure. */
+export type ErrorCode =
+  | "UNAUTHORIZED"
+  | "FORBIDDEN"
+  | "VALIDATION_ERROR"
+  | "SERVICE_ALREADY_EXISTS"
+  | "CONCURRENT_UPDATE"
+  | "SERVICE_NOT_FOUND"
+  | "INSTANCE_NOT_FOUND"
+  | "GATEWAY_TIMEOUT"
+  | "BAD_GATEWAY"
+  | "SERVICE_UNAVAILABLE"
+  | "NETWORK"
+  | "BAD_RESPONSE"
+  | (string & {});
+
+/** A failed API call: the envelope's code, message and details. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: ErrorCode,
+    message: string,
+    readonly details: Record<string, unknown> = {},
+  ) {
+    super(message);
+    this.name = "ApiError";
+  }
+
+  /** `details.fields` of a VALIDATION_ERROR, as field → message. */
+  fieldErrors(): Record<string, string> {
+    const parsed = FieldErrors.safeParse(this.details);
+    if (!parsed.success) return {};
+    return Object.fromEntries(parsed.data.fields.map((f) => [f.field, f.message]));
+  }
+}
+
+type Listener = () => void;
+const unauthorizedListeners = new Set<Listener>();
+
+/** Called whenever a request answers 401 (the session expired or was revoked). */
+export function onUnauthorized(listener: Listener): () => void {
+  unauthorizedListeners.add(listener);
+  return () => unauthorizedListeners.delete(listener);
+}
+
+interface RequestOptions {
+  method?: string;
+  body?: unknown;
+  headers?: Record<string, string>;
+  signal?: AbortSignal;
+  /** Do not tell the 401 listeners (sign-in itself, the first session probe). */
+  quiet401?: boolean;
+}
+
+/** A successful answer's parsed body and headers. */
+export interface Answer<T> {
+  data: T;
+  headers: Headers;
+}
+
+async function send<T>(path: string, schema: z.ZodType<T> | null, opts: RequestOptions = {}): Promise<Answer<T>> {
+  let response: Response;
+  try {
+    response = await fetch(path, {
+      method: opts.method ?? "GET",
+      credentials: "same-origin",
+      headers: {
+        Accept: "application/json",
+        ...(opts.body !== undefined ? { "Content-Type": "application/json" } : {}),
+        ...opts.headers,
+      },
+      body: opts.body !== undefined ? JSON.stringify(opts.body) : undefined,
+      signal: opts.signal,
+      cache: "no-store",
+    });
+  } catch (e) {
+    if (e instanceof DOMException && e.name === "AbortError") throw e;
+    throw new ApiError(0, "NETWORK", e instanceof Error ? e.message : String(e));
+  }
+  if (!response.ok) {
+    const body: unknown = await response.json().catch(() => null);
+    const envelope = ErrorEnvelope.safeParse(body);
+    const error = envelope.success
+      ? new ApiError(response.status, envelope.data.error.code, envelope.data.error.message, envelope.data.error.details)
+      : new ApiError(response.status, "BAD_RESPONSE", `HTTP ${response.status}`);
+    if (response.status === 401 && !opts.quiet401) unauthorizedListeners.forEach((l) => l());
+    throw error;
+  }
+  if (schema === null || response.status === 204) {
+    return { data: undefined as T, headers: response.headers };
+  }
+  const json: unknown = await response.json().catch(() => undefined);
+  const parsed = schema.safeParse(json);
+  if (!parsed.success) {
+    throw new ApiError(response.status, "BAD_RESPONSE", `unexpected answer from ${path}: ${parsed.error.message}`);
+  }
+  return { data: parsed.data, headers: response.headers };
+}
+
+const seg = encodeURIComponent;
+
+/** The fields of a definition a user edits. */
+export interface DefinitionFields {
+  owner: string;
+  description: string;
+  version: string;
+}
+
+/** The monitor API, one function per route the UI uses. */
+export const api = {
+  signIn: (token: string) =>
+    send("/api/session", SessionInfo, { method: "POST", body: { token }, quiet401: true }).then((a) => a.data),
+  whoAmI: () => send("/api/session", SessionInfo, { quiet401: true }).then((a) => a.data),
+  signOut: () => send("/api/session", null, { method: "DELETE" }).then(() => undefined),
+
+  instances: (signal?: AbortSignal) => send("/api/instances", z.array(ServiceInstance), { signal }).then((a) => a.data),
+  summary: () => send("/api/instances/health/summary", Summary).then((a) => a.data),
+  metrics: (signal?: AbortSignal) => send("/api/metrics", z.array(InstanceMetrics), { signal }).then((a) => a.data),
+  instanceConfig: (service: string, id: string) =>
+    send(`/api/instances/${seg(service)}/${seg(id)}/config`, InstanceConfig).then((a) => a.data),
+  instanceEvents: (service: string, id: string, limit = 200) =>
+    send(`/api/instances/${seg(service)}/${seg(id)}/events?limit=${limit}`, z.array(LogRecord)).then((a) => a.data),
+  instanceMetrics: (service: string, id: string, window: string) =>
+    send(`/api/instances/${seg(service)}/${seg(id)}/metrics?window=${seg(window)}`, MetricsHistory).then((a) => a.data),
+  leadership: (service: string, window = "1h") =>
+    send(`/api/leadership/${seg(service)}?window=${seg(window)}`, LeadershipTimeline).then((a) => a.data),
+
+  definitions: () => send("/api/services", z.array(ServiceDefinition)).then((a) => a.data),
+  /** A definition and its revision (the ETag), for a conditional update. */
+  definition: async (name: string) => {
+    const { data, headers } = await send(`/api/services/${seg(name)}`, ServiceDefinition);
+    return { definition: data, revision: parseEtag(headers.get("ETag")) };
+  },
+  createDefinition: (body: DefinitionFields & { service_name: string }) =>
+    send("/api/services", ServiceDefinition, { method: "POST", body }).then((a) => a.data),
+  updateDefinition: (name: string, fields: Partial<DefinitionFields>, revision: number | null) =>
+    send(`/api/services/${seg(name)}`, ServiceDefinition, {
+      method: "PUT",
+      body: fields,
+      headers: revision !== null ? { "If-Match": `"${revision}"` } : {},
+    }).then((a) => a.data),
+  deleteDefinition: (name: string) => send(`/api/services/${seg(name)}`, null, { method: "DELETE" }),
+  definitionHistory: (name: string) =>
+    send(`/api/services/${seg(name)}/history`, z.array(HistoryEntry)).then((a) => a.data),
+};
+
+/** `"12"`, `W/"12"` or `12` → 12. */
+export function parseEtag(etag: string | null): number | null {
+  if (!etag) return null;
+  const m = /^(?:W\/)?"?(\d+)"?$/.exec(etag.trim());
+  return m?.[1] ? Number(m[1]) : null;
+}

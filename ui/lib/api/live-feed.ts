@@ -1,0 +1,169 @@
+// The live feed: one `EventSource` on `/api/stream`, and what to do when it
+// drops. While the stream is down the page re-reads the REST endpoints
+// every 5 s (polling) and reconnects with exponential backoff; a `lagged`
+// event (this client fell behind) and every reconnect re-read them too, so
+// nothing missed while away stays missed.
+import {
+  DefinitionEvent,
+  InstanceEvent,
+  MetricsEvent,
+  type DefinitionEvent as DefinitionEventT,
+  type InstanceEvent as InstanceEventT,
+  type MetricsEvent as MetricsEventT,
+} from "./schemas";
+
+/**
+ * - `connecting`: the first connection is being made.
+ * - `live`: the stream is open; changes arrive as they happen.
+ * - `reconnecting`: the stream dropped and the last REST read failed too.
+ * - `polling`: the stream dropped; REST reads every 5 s keep the page current.
+ */
+export type FeedState = "connecting" | "live" | "reconnecting" | "polling";
+
+export type Topic = "instance" | "definition" | "metrics";
+
+export interface LiveFeedOptions {
+  topics: Topic[];
+  onInstance?: (e: InstanceEventT) => void;
+  onDefinition?: (e: DefinitionEventT) => void;
+  onMetrics?: (e: MetricsEventT) => void;
+  /** Re-reads the REST endpoints; rejects when the API is unreachable. */
+  resync: () => Promise<void>;
+  onState?: (s: FeedState) => void;
+  pollIntervalMs?: number;
+  initialBackoffMs?: number;
+  maxBackoffMs?: number;
+  /** For tests: how to open the stream. */
+  open?: (url: string) => EventSourceLike;
+}
+
+/** The part of `EventSource` the feed uses. */
+export interface EventSourceLike {
+  addEventListener(type: string, listener: (e: MessageEvent) => void): void;
+  onerror: ((e: Event) => void) | null;
+  close(): void;
+}
+
+export const POLL_INTERVAL_MS = 5000;
+
+/** Delay before reconnect attempt `attempt` (0-based): doubling, capped, ±20 % jitter. */
+export function backoffDelay(attempt: number, initialMs: number, maxMs: number, random = Math.random): number {
+  const base = Math.min(maxMs, initialMs * 2 ** Math.min(attempt, 20));
+  return Math.round(base * (0.8 + 0.4 * random()));
+}
+
+export class LiveFeed {
+  private source: EventSourceLike | null = null;
+  private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
+  private pollTimer: ReturnType<typeof setInterval> | null = null;
+  private attempt = 0;
+  private stopped = false;
+  private state: FeedState = "connecting";
+  private everLive = false;
+
+  constructor(private readonly opts: LiveFeedOptions) {}
+
+  get current(): FeedState {
+    return this.state;
+  }
+
+  start(): void {
+    this.stopped = false;
+    this.connect();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.source?.close();
+    this.source = null;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    if (this.pollTimer) clearInterval(this.pollTimer);
+    this.reconnectTimer = null;
+    this.pollTimer = null;
+  }
+
+  private setState(s: FeedState) {
+    if (this.state === s) return;
+    this.state = s;
+    this.opts.onState?.(s);
+  }
+
+  private connect() {
+    if (this.stopped) return;
+    const url = `/api/stream?topics=${this.opts.topics.join(",")}`;
+    const open = this.opts.open ?? ((u: string) => new EventSource(u));
+    const source = open(url);
+    this.source = source;
+    source.addEventListener("hello", () => {
+      if (this.source !== source) return;
+      const reconnected = this.everLive || this.attempt > 0;
+      this.everLive = true;
+      this.attempt = 0;
+      this.stopPolling();
+      this.setState("live");
+      // Changes made while the stream was down reached nobody: re-read.
+      if (reconnected) void this.opts.resync().catch(() => undefined);
+    });
+    source.addEventListener("instance", (e) => this.dispatch(e, InstanceEvent, this.opts.onInstance));
+    source.addEventListener("definition", (e) => this.dispatch(e, DefinitionEvent, this.opts.onDefinition));
+    source.addEventListener("metrics", (e) => this.dispatch(e, MetricsEvent, this.opts.onMetrics));
+    source.addEventListener("lagged", () => void this.opts.resync().catch(() => undefined));
+    source.onerror = () => {
+      if (this.source !== source) return;
+      // EventSource would retry on its own at a fixed pace; take over so
+      // the backoff and the polling are ours.
+      source.close();
+      this.source = null;
+      this.dropped();
+    };
+  }
+
+  private dispatch<T>(
+    e: MessageEvent,
+    schema: { safeParse(v: unknown): { success: true; data: T } | { success: false } },
+    handler?: (v: T) => void,
+  ) {
+    if (!handler) return;
+    let json: unknown;
+    try {
+      json = JSON.parse(String(e.data));
+    } catch {
+      return;
+    }
+    const parsed = schema.safeParse(json);
+    if (parsed.success) handler(parsed.data);
+  }
+
+  private dropped() {
+    if (this.stopped) return;
+    this.setState(this.state === "polling" ? "polling" : "reconnecting");
+    this.startPolling();
+    const delay = backoffDelay(this.attempt, this.opts.initialBackoffMs ?? 1000, this.opts.maxBackoffMs ?? 30000);
+    this.attempt += 1;
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      this.connect();
+    }, delay);
+  }
+
+  private startPolling() {
+    if (this.pollTimer) return;
+    const poll = () => {
+      this.opts
+        .resync()
+        .then(() => {
+          if (this.pollTimer) this.setState("polling");
+        })
+        .catch(() => {
+          if (this.pollTimer) this.setState("reconnecting");
+        });
+    };
+    this.pollTimer = setInterval(poll, this.opts.pollIntervalMs ?? POLL_INTERVAL_MS);
+    poll();
+  }
+
+  private stopPolling() {
+    if (this.pollTimer) clearInterval(this.pollTimer);
+    this.pollTimer = null;
+  }
+}

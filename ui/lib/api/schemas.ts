@@ -1,0 +1,230 @@
+// The monitor API's JSON models as zod schemas, mirroring the OpenAPI
+// components of the same names (`lib/api/openapi.json`, generated from the
+// monitor's code). `tests/api-contract.test.ts` compares each schema here
+// with its OpenAPI counterpart, so the two cannot drift apart unnoticed.
+//
+// Readers are tolerant where the API says "more fields may appear": objects
+// are not strict, so a newer monitor does not break an older UI.
+import { z } from "zod";
+
+export const InstanceStatus = z.enum(["ACTIVE", "UNHEALTHY", "STANDBY"]);
+export type InstanceStatus = z.infer<typeof InstanceStatus>;
+
+export const Role = z.enum(["viewer", "admin"]);
+export type Role = z.infer<typeof Role>;
+
+/** Why the monitor shows a status other than the record's own claim. */
+export const StatusReason = z.enum([
+  "disconnected",
+  "unresponsive",
+  "deposed",
+  "health_check",
+  "registry_writes",
+  "operator",
+  "degraded",
+]);
+export type StatusReason = z.infer<typeof StatusReason>;
+
+export const ServiceInstance = z.object({
+  serviceName: z.string(),
+  instanceId: z.string(),
+  version: z.string(),
+  /** The monitor's truth: at most one ACTIVE per sticky group, the election's holder. */
+  status: InstanceStatus,
+  /** What the record itself says. */
+  reportedStatus: InstanceStatus,
+  lastHeartbeat: z.string(),
+  stickyActiveGroup: z.string().nullable().optional(),
+  metadata: z.record(z.string(), z.unknown()),
+  startedAt: z.string().nullable().optional(),
+  epoch: z.number().int().nonnegative().nullable().optional(),
+  // A newer monitor may add reasons: read any string, name the known ones.
+  statusReason: z.string().nullable().optional(),
+  statusSince: z.string(),
+});
+export type ServiceInstance = z.infer<typeof ServiceInstance>;
+
+export const Summary = z.object({
+  total: z.number().int().nonnegative(),
+  active: z.number().int().nonnegative(),
+  unhealthy: z.number().int().nonnegative(),
+  standby: z.number().int().nonnegative(),
+});
+export type Summary = z.infer<typeof Summary>;
+
+export const LatencySummary = z.object({
+  p50: z.number(),
+  p90: z.number(),
+  p99: z.number(),
+  max: z.number(),
+  mean: z.number(),
+});
+
+export const EndpointMetrics = z.object({
+  name: z.string(),
+  requests: z.number().int().nonnegative(),
+  successes: z.number().int().nonnegative(),
+  errors: z.number().int().nonnegative(),
+  requestRate: z.number(),
+  errorRate: z.number(),
+  latencyMs: LatencySummary,
+});
+export type EndpointMetrics = z.infer<typeof EndpointMetrics>;
+
+export const MetricsSnapshot = z.object({
+  serviceName: z.string(),
+  instanceId: z.string(),
+  timestamp: z.string(),
+  uptimeSecs: z.number(),
+  intervalSecs: z.number(),
+  endpoints: z.array(EndpointMetrics),
+  queueDepth: z.number().int().nonnegative(),
+  inFlight: z.number().int().nonnegative(),
+  custom: z.record(z.string(), z.number()),
+});
+export type MetricsSnapshot = z.infer<typeof MetricsSnapshot>;
+
+export const InstanceMetrics = z.object({
+  serviceName: z.string(),
+  instanceId: z.string(),
+  status: InstanceStatus,
+  snapshot: MetricsSnapshot.nullable().optional(),
+});
+export type InstanceMetrics = z.infer<typeof InstanceMetrics>;
+
+export const MetricsHistory = z.object({
+  serviceName: z.string(),
+  instanceId: z.string(),
+  windowSecs: z.number().int().nonnegative(),
+  snapshots: z.array(MetricsSnapshot),
+});
+export type MetricsHistory = z.infer<typeof MetricsHistory>;
+
+export const LogRecord = z.object({
+  timestamp: z.string(),
+  level: z.string(),
+  kind: z.string(),
+  message: z.string(),
+  fields: z.record(z.string(), z.unknown()),
+});
+export type LogRecord = z.infer<typeof LogRecord>;
+
+export const InstanceConfig = z.object({
+  serviceName: z.string(),
+  instanceId: z.string(),
+  config: z.record(z.string(), z.unknown()),
+});
+export type InstanceConfig = z.infer<typeof InstanceConfig>;
+
+export const ServiceDefinition = z.object({
+  service_name: z.string(),
+  owner: z.string(),
+  description: z.string(),
+  version: z.string(),
+  created_at: z.string(),
+  updated_at: z.string(),
+});
+export type ServiceDefinition = z.infer<typeof ServiceDefinition>;
+
+export const ServiceRevision = z.object({
+  service: z.string(),
+  revision: z.number().int().nonnegative(),
+});
+
+export const HistoryEntry = z.object({
+  revision: z.number().int().nonnegative(),
+  time: z.string(),
+  operation: z.string(),
+  who: z.string().nullable().optional(),
+  definition: ServiceDefinition.nullable().optional(),
+});
+export type HistoryEntry = z.infer<typeof HistoryEntry>;
+
+export const SessionInfo = z.object({
+  name: z.string(),
+  role: Role,
+  expiresAt: z.string().nullable().optional(),
+});
+export type SessionInfo = z.infer<typeof SessionInfo>;
+
+export const LeadershipTerm = z.object({
+  instanceId: z.string(),
+  epoch: z.number().int().nonnegative().nullable().optional(),
+  electedAt: z.string(),
+  endedAt: z.string().nullable().optional(),
+  endReason: z.string().nullable().optional(),
+  handoverMs: z.number().nonnegative().nullable().optional(),
+  handoverFrom: z.string().nullable().optional(),
+  handoverBasis: z.string().nullable().optional(),
+});
+export type LeadershipTerm = z.infer<typeof LeadershipTerm>;
+
+export const LeadershipTimeline = z.object({
+  serviceName: z.string(),
+  windowSecs: z.number().int().nonnegative(),
+  truncated: z.boolean(),
+  terms: z.array(LeadershipTerm),
+});
+export type LeadershipTimeline = z.infer<typeof LeadershipTimeline>;
+
+export const ErrorBody = z.object({
+  code: z.string(),
+  message: z.string(),
+  details: z.record(z.string(), z.unknown()),
+});
+
+export const ErrorEnvelope = z.object({ error: ErrorBody });
+
+/** The fields of a VALIDATION_ERROR's details. */
+export const FieldErrors = z.object({
+  fields: z.array(z.object({ field: z.string(), message: z.string() })),
+});
+
+/** SSE `instance` data. */
+export const InstanceEvent = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("instanceUpserted"), instance: ServiceInstance }),
+  z.object({
+    type: z.literal("instanceRemoved"),
+    serviceName: z.string(),
+    instanceId: z.string(),
+    reason: z.string().nullable().optional(),
+  }),
+]);
+export type InstanceEvent = z.infer<typeof InstanceEvent>;
+
+/** SSE `definition` data. */
+export const DefinitionEvent = z.object({
+  type: z.literal("definition"),
+  serviceName: z.string(),
+  revision: z.number().int().nonnegative(),
+  operation: z.enum(["PUT", "DELETE", "PURGE"]),
+  definition: ServiceDefinition.nullable().optional(),
+});
+export type DefinitionEvent = z.infer<typeof DefinitionEvent>;
+
+/** SSE `metrics` data. */
+export const MetricsEvent = z.object({ type: z.literal("metrics"), snapshot: MetricsSnapshot });
+export type MetricsEvent = z.infer<typeof MetricsEvent>;
+
+/** The schemas checked against the OpenAPI components of the same name. */
+export const contractSchemas = {
+  ServiceInstance,
+  Summary,
+  LatencySummary,
+  EndpointMetrics,
+  MetricsSnapshot,
+  InstanceMetrics,
+  MetricsHistory,
+  LogRecord,
+  InstanceConfig,
+  ServiceDefinition,
+  ServiceRevision,
+  HistoryEntry,
+  SessionInfo,
+  LeadershipTerm,
+  LeadershipTimeline,
+  ErrorBody,
+  InstanceStatus,
+  StatusReason,
+  Role,
+} as const;

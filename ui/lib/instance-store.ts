@@ -1,0 +1,201 @@
+// The dashboard's view of the instances: the API's records as they arrive
+// (REST reads and SSE events), each instance's latest metrics snapshot,
+// and the instances that left — kept as "gone" for GONE_KEEP_MS so a
+// disappearing card is seen leaving rather than silently dropped.
+//
+// Status and leadership are the API's truth, copied as they are; nothing
+// here infers who leads. Changes are published to React at most every
+// FLUSH_MS, so a thousand heartbeats a second cost a few renders, not a
+// thousand.
+import type { InstanceEvent, MetricsSnapshot, ServiceInstance } from "@/lib/api/schemas";
+
+export const GONE_KEEP_MS = 60_000;
+export const FLUSH_MS = 200;
+
+/** Why an instance left: the API's removal reason, or "missing" when a full read no longer lists it. */
+export type GoneReason = "deregistered" | "expired" | "deleted" | "vanished" | "missing";
+
+const GONE_REASONS: readonly string[] = ["deregistered", "expired", "deleted", "vanished"];
+
+export interface InstanceEntry {
+  instance: ServiceInstance;
+  metrics: MetricsSnapshot | null;
+  /** When it left (ms since epoch), or null while registered. */
+  goneAt: number | null;
+  goneReason: GoneReason | null;
+}
+
+export interface StoreSnapshot {
+  /** Sorted by service, then instance id. */
+  entries: InstanceEntry[];
+  loaded: boolean;
+}
+
+export interface StoreOptions {
+  now?: () => number;
+  /** Called to publish changes; defaults to a FLUSH_MS timer. */
+  schedule?: (flush: () => void) => void;
+}
+
+const key = (service: string, id: string) => `${service}\u0000${id}`;
+
+/** What a card shows of a record, apart from the heartbeat age. */
+function visible(i: ServiceInstance): string {
+  return [i.status, i.reportedStatus, i.statusReason, i.statusSince, i.epoch, i.version, i.stickyActiveGroup, i.startedAt].join("|");
+}
+
+/** A card's figures at the precision it shows them. */
+function shown(s: MetricsSnapshot | null): string {
+  const h = headline(s);
+  return h ? `${h.rate.toFixed(1)}|${h.p99?.toFixed(2) ?? "-"}` : "";
+}
+
+export class InstanceStore {
+  private map = new Map<string, InstanceEntry>();
+  /** The newest heartbeat and snapshot of each instance. A heartbeat alone
+   *  changes nothing a card shows but its age, which the age component
+   *  reads from here on the clock's tick: a thousand heartbeats a second
+   *  then cost no card renders. */
+  private heartbeats = new Map<string, string>();
+  private latest = new Map<string, MetricsSnapshot>();
+  private metricsListeners = new Map<string, Set<() => void>>();
+  private snapshot: StoreSnapshot = { entries: [], loaded: false };
+  private listeners = new Set<() => void>();
+  private pending = false;
+  private loaded = false;
+  private readonly now: () => number;
+  private readonly schedule: (flush: () => void) => void;
+
+  constructor(opts: StoreOptions = {}) {
+    this.now = opts.now ?? Date.now;
+    this.schedule = opts.schedule ?? ((flush) => setTimeout(flush, FLUSH_MS));
+  }
+
+  subscribe = (listener: () => void): (() => void) => {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  };
+
+  getSnapshot = (): StoreSnapshot => this.snapshot;
+
+  /** A full REST read: upserts every listed instance; unlisted ones leave. */
+  replaceAll(instances: ServiceInstance[], metrics?: { serviceName: string; instanceId: string; snapshot?: MetricsSnapshot | null }[]): void {
+    const seen = new Set<string>();
+    for (const i of instances) {
+      seen.add(key(i.serviceName, i.instanceId));
+      this.upsert(i);
+    }
+    const now = this.now();
+    for (const [k, e] of this.map) {
+      if (!seen.has(k) && e.goneAt === null) {
+        this.map.set(k, { ...e, goneAt: now, goneReason: "missing" });
+      }
+    }
+    for (const m of metrics ?? []) {
+      if (m.snapshot) this.setMetrics(m.snapshot);
+    }
+    this.loaded = true;
+    this.changed();
+  }
+
+  apply(event: InstanceEvent): void {
+    if (event.type === "instanceUpserted") {
+      if (!this.upsert(event.instance)) return;
+    } else {
+      const k = key(event.serviceName, event.instanceId);
+      const e = this.map.get(k);
+      if (e && e.goneAt === null) {
+        const reason = (GONE_REASONS.includes(event.reason ?? "") ? event.reason : "missing") as GoneReason;
+        this.map.set(k, { ...e, goneAt: this.now(), goneReason: reason });
+      }
+    }
+    this.changed();
+  }
+
+  setMetrics(snapshot: MetricsSnapshot): void {
+    const k = key(snapshot.serviceName, snapshot.instanceId);
+    const e = this.map.get(k);
+    if (!e) return;
+    const previous = this.latest.get(k);
+    if (previous && previous.timestamp > snapshot.timestamp) return;
+    this.latest.set(k, snapshot);
+    this.metricsListeners.get(k)?.forEach((l) => l());
+    // The card re-renders only when its figures would read differently.
+    if (shown(e.metrics) !== shown(snapshot) || (e.metrics === null) !== (snapshot === null)) {
+      this.map.set(k, { ...e, metrics: snapshot });
+      this.changed();
+    }
+  }
+
+  /** The newest heartbeat of an instance (RFC 3339), or undefined. */
+  heartbeat(service: string, id: string): string | undefined {
+    return this.heartbeats.get(key(service, id));
+  }
+
+  /** The newest metrics snapshot of an instance, and a way to follow it. */
+  latestMetrics(service: string, id: string): MetricsSnapshot | null {
+    return this.latest.get(key(service, id)) ?? null;
+  }
+
+  subscribeMetrics(service: string, id: string, listener: () => void): () => void {
+    const k = key(service, id);
+    const set = this.metricsListeners.get(k) ?? new Set();
+    set.add(listener);
+    this.metricsListeners.set(k, set);
+    return () => set.delete(listener);
+  }
+
+  /** Drops gone entries older than GONE_KEEP_MS. */
+  expire(): void {
+    const cutoff = this.now() - GONE_KEEP_MS;
+    let removed = false;
+    for (const [k, e] of this.map) {
+      if (e.goneAt !== null && e.goneAt < cutoff) {
+        this.map.delete(k);
+        removed = true;
+      }
+    }
+    if (removed) this.changed();
+  }
+
+  /** Publishes pending changes now (tests; the timer does it otherwise). */
+  flush = (): void => {
+    this.pending = false;
+    const entries = [...this.map.values()].sort(
+      (a, b) =>
+        a.instance.serviceName.localeCompare(b.instance.serviceName) ||
+        a.instance.instanceId.localeCompare(b.instance.instanceId),
+    );
+    this.snapshot = { entries, loaded: this.loaded };
+    this.listeners.forEach((l) => l());
+  };
+
+  /** Upserts; true when a card would show something new. */
+  private upsert(instance: ServiceInstance): boolean {
+    const k = key(instance.serviceName, instance.instanceId);
+    this.heartbeats.set(k, instance.lastHeartbeat);
+    const e = this.map.get(k);
+    if (e && e.goneAt === null && visible(e.instance) === visible(instance)) return false;
+    this.map.set(k, { instance, metrics: e?.metrics ?? null, goneAt: null, goneReason: null });
+    return true;
+  }
+
+  private changed() {
+    if (this.pending) return;
+    this.pending = true;
+    this.schedule(this.flush);
+  }
+}
+
+/** Calls per second over all endpoints and the highest p99, from a snapshot. */
+export function headline(snapshot: MetricsSnapshot | null): { rate: number; p99: number | null } | null {
+  if (!snapshot) return null;
+  let rate = 0;
+  let p99: number | null = null;
+  for (const e of snapshot.endpoints) {
+    rate += e.requestRate;
+    // Percentiles cover the interval; an endpoint idle in it has none.
+    if (e.requestRate > 0) p99 = Math.max(p99 ?? 0, e.latencyMs.p99);
+  }
+  return { rate, p99 };
+}

@@ -1,0 +1,84 @@
+// The message catalogues: the same keys in every language, every key the
+// code asks for exists, placeholders match, the page titles of the
+// original are there — and the lint rule that keeps literal text out of
+// components really fires.
+import { readdirSync, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+
+import { ESLint } from "eslint";
+
+import { catalogues, format, pickLocale } from "@/lib/i18n";
+import { en } from "@/lib/i18n/en";
+import { zhCN } from "@/lib/i18n/zh-CN";
+
+const ROOT = join(__dirname, "..");
+
+function sources(dir: string): string[] {
+  return readdirSync(dir).flatMap((name) => {
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) return sources(path);
+    return /\.(ts|tsx)$/.test(name) ? [path] : [];
+  });
+}
+
+const placeholders = (s: string) => [...s.matchAll(/\{(\w+)\}/g)].map((m) => m[1]).sort();
+
+describe("catalogues", () => {
+  it("have the same keys, none empty", () => {
+    expect(Object.keys(zhCN).sort()).toEqual(Object.keys(en).sort());
+    for (const [locale, messages] of Object.entries(catalogues)) {
+      for (const [key, text] of Object.entries(messages)) {
+        expect(text.trim(), `${locale} ${key}`).not.toBe("");
+      }
+    }
+  });
+
+  it("use the same placeholders in every language", () => {
+    for (const key of Object.keys(en) as (keyof typeof en)[]) {
+      expect(placeholders(zhCN[key]), key).toEqual(placeholders(en[key]));
+    }
+  });
+
+  it("carry the original's Chinese page titles", () => {
+    expect(zhCN["dashboard.title"]).toBe("AegisSDK 服务监控");
+    expect(zhCN["manage.title"]).toBe("服务定义管理");
+    expect(zhCN["manage.new"]).toBe("+ 新建服务定义");
+  });
+
+  it("contain every key the code asks for", () => {
+    const files = [...sources(join(ROOT, "app")), ...sources(join(ROOT, "components")), ...sources(join(ROOT, "hooks"))];
+    const used = new Set<string>();
+    for (const file of files) {
+      const text = readFileSync(file, "utf8");
+      for (const m of text.matchAll(/\bt\(\s*"([a-zA-Z0-9.\-]+)"/g)) used.add(m[1]!);
+      for (const m of text.matchAll(/messageKey="([a-zA-Z0-9.\-]+)"/g)) used.add(m[1]!);
+    }
+    expect(used.size).toBeGreaterThan(100);
+    const missing = [...used].filter((k) => !(k in en));
+    expect(missing).toEqual([]);
+  });
+});
+
+describe("t()", () => {
+  it("fills placeholders and leaves unknown ones visible", () => {
+    expect(format("Gone {ago} ({x})", { ago: "3 s ago" })).toBe("Gone 3 s ago ({x})");
+  });
+
+  it("picks the browser's language", () => {
+    expect(pickLocale(["zh-TW", "en"])).toBe("zh-CN");
+    expect(pickLocale(["zh-CN"])).toBe("zh-CN");
+    expect(pickLocale(["en-GB", "zh-CN"])).toBe("en");
+    expect(pickLocale(["fr-FR"])).toBe("en");
+  });
+});
+
+describe("the lint rule against hard-coded strings", () => {
+  it("fails a component that hard-codes text", async () => {
+    const eslint = new ESLint({ cwd: ROOT });
+    const [result] = await eslint.lintText(
+      'export function Hello() {\n  return <p>Hello operator</p>;\n}\n',
+      { filePath: join(ROOT, "components/dashboard/hello.tsx") },
+    );
+    expect(result!.messages.map((m) => m.ruleId)).toContain("react/jsx-no-literals");
+  }, 30_000);
+});

@@ -1,0 +1,82 @@
+// InstanceStore: records from REST and SSE, removals kept as "gone" for a
+// while, metrics attached, changes published in batches.
+import type { ServiceInstance } from "@/lib/api/schemas";
+import { GONE_KEEP_MS, InstanceStore, headline } from "@/lib/instance-store";
+import { instance } from "./render";
+
+function make() {
+  let now = 1_000_000;
+  const flushes: (() => void)[] = [];
+  const store = new InstanceStore({ now: () => now, schedule: (f) => flushes.push(f) });
+  return {
+    store,
+    advance: (ms: number) => (now += ms),
+    flush: () => flushes.splice(0).forEach((f) => f()),
+    pending: () => flushes.length,
+  };
+}
+
+const inst = (over: Partial<ServiceInstance>) => instance(over) as ServiceInstance;
+
+describe("InstanceStore", () => {
+  it("batches many changes into one publication", () => {
+    const { store, flush, pending } = make();
+    for (let i = 0; i < 100; i++) store.apply({ type: "instanceUpserted", instance: inst({ instanceId: `o-${i}` }) });
+    expect(pending()).toBe(1);
+    flush();
+    expect(store.getSnapshot().entries).toHaveLength(100);
+  });
+
+  it("keeps a removed instance as gone with its reason, then drops it", () => {
+    const { store, advance, flush } = make();
+    store.replaceAll([inst({ instanceId: "a" }), inst({ instanceId: "b" })]);
+    store.apply({ type: "instanceRemoved", serviceName: "order-service", instanceId: "a", reason: "expired" });
+    flush();
+    const a = store.getSnapshot().entries.find((e) => e.instance.instanceId === "a");
+    expect(a?.goneAt).not.toBeNull();
+    expect(a?.goneReason).toBe("expired");
+    advance(GONE_KEEP_MS - 1);
+    store.expire();
+    flush();
+    expect(store.getSnapshot().entries).toHaveLength(2);
+    advance(2);
+    store.expire();
+    flush();
+    expect(store.getSnapshot().entries.map((e) => e.instance.instanceId)).toEqual(["b"]);
+  });
+
+  it("marks instances a full read no longer lists as gone, and revives one that returns", () => {
+    const { store, flush } = make();
+    store.replaceAll([inst({ instanceId: "a" }), inst({ instanceId: "b" })]);
+    store.replaceAll([inst({ instanceId: "b" })]);
+    flush();
+    expect(store.getSnapshot().entries.find((e) => e.instance.instanceId === "a")?.goneReason).toBe("missing");
+    store.apply({ type: "instanceUpserted", instance: inst({ instanceId: "a" }) });
+    flush();
+    expect(store.getSnapshot().entries.every((e) => e.goneAt === null)).toBe(true);
+  });
+
+  it("copies the API's status as it is: two records, one leader", () => {
+    const { store, flush } = make();
+    store.replaceAll([
+      inst({ instanceId: "a", status: "UNHEALTHY", statusReason: "deposed" }),
+      inst({ instanceId: "b", status: "ACTIVE", epoch: 9 }),
+    ]);
+    flush();
+    expect(store.getSnapshot().entries.filter((e) => e.instance.status === "ACTIVE")).toHaveLength(1);
+  });
+
+  it("keeps the newest metrics snapshot", () => {
+    const { store, flush } = make();
+    store.replaceAll([inst({ instanceId: "order-1" })]);
+    const snap = (ts: string, rate: number) => ({
+      serviceName: "order-service", instanceId: "order-1", timestamp: ts, uptimeSecs: 1, intervalSecs: 2,
+      endpoints: [{ name: "m", requests: 1, successes: 1, errors: 0, requestRate: rate, errorRate: 0, latencyMs: { p50: 1, p90: 1, p99: 2, max: 3, mean: 1 } }],
+      queueDepth: 0, inFlight: 0, custom: {},
+    });
+    store.setMetrics(snap("2026-01-01T00:00:02Z", 5));
+    store.setMetrics(snap("2026-01-01T00:00:01Z", 1));
+    flush();
+    expect(headline(store.getSnapshot().entries[0]!.metrics)).toEqual({ rate: 5, p99: 2 });
+  });
+});

@@ -1,0 +1,124 @@
+// LiveFeed and FeedIndicator: live on hello; when the stream drops the
+// state says so, REST is polled every 5 s, reconnects back off; `lagged`
+// and reconnects re-read the REST endpoints.
+import { act, screen } from "@testing-library/react";
+
+import { FeedIndicator } from "@/components/live/feed-indicator";
+import { LiveFeed, backoffDelay, type EventSourceLike, type FeedState } from "@/lib/api/live-feed";
+import { renderUi } from "./render";
+
+class FakeSource implements EventSourceLike {
+  listeners = new Map<string, ((e: MessageEvent) => void)[]>();
+  onerror: ((e: Event) => void) | null = null;
+  closed = false;
+  addEventListener(type: string, l: (e: MessageEvent) => void) {
+    this.listeners.set(type, [...(this.listeners.get(type) ?? []), l]);
+  }
+  emit(type: string, data: unknown = {}) {
+    this.listeners.get(type)?.forEach((l) => l(new MessageEvent(type, { data: JSON.stringify(data) })));
+  }
+  fail() {
+    this.onerror?.(new Event("error"));
+  }
+  close() {
+    this.closed = true;
+  }
+}
+
+describe("LiveFeed", () => {
+  beforeEach(() => vi.useFakeTimers());
+  afterEach(() => vi.useRealTimers());
+
+  function setup(resyncOk: () => boolean) {
+    const sources: FakeSource[] = [];
+    const states: FeedState[] = [];
+    const resync = vi.fn(() => (resyncOk() ? Promise.resolve() : Promise.reject(new Error("down"))));
+    const onInstance = vi.fn();
+    const feed = new LiveFeed({
+      topics: ["instance"],
+      resync,
+      onInstance,
+      onState: (s) => states.push(s),
+      initialBackoffMs: 1000,
+      maxBackoffMs: 8000,
+      open: () => {
+        const s = new FakeSource();
+        sources.push(s);
+        return s;
+      },
+    });
+    feed.start();
+    return { feed, sources, states, resync, onInstance };
+  }
+
+  it("goes live on hello and passes events on, ignoring malformed ones", () => {
+    const { feed, sources, states, onInstance } = setup(() => true);
+    sources[0]!.emit("hello", { topics: ["instance"] });
+    expect(states).toEqual(["live"]);
+    sources[0]!.emit("instance", { type: "instanceRemoved", serviceName: "s-1", instanceId: "i" });
+    sources[0]!.emit("instance", { type: "nonsense" });
+    expect(onInstance).toHaveBeenCalledTimes(1);
+    feed.stop();
+  });
+
+  it("polls while the stream is down, reconnects with backoff and re-reads on return", async () => {
+    let apiUp = true;
+    const { feed, sources, states, resync } = setup(() => apiUp);
+    sources[0]!.emit("hello");
+    apiUp = false;
+    sources[0]!.fail();
+    expect(sources[0]!.closed).toBe(true);
+    expect(states.at(-1)).toBe("reconnecting");
+    await act(async () => {}); // the first poll fails
+    expect(states.at(-1)).toBe("reconnecting");
+    apiUp = true;
+    // The stream is still refused: the reconnect fails, polling continues.
+    await act(async () => vi.advanceTimersByTime(1300));
+    expect(sources).toHaveLength(2);
+    sources[1]!.fail();
+    await act(async () => vi.advanceTimersByTime(5000));
+    expect(states.at(-1)).toBe("polling");
+    const polls = resync.mock.calls.length;
+    await act(async () => vi.advanceTimersByTime(5000));
+    expect(resync.mock.calls.length).toBeGreaterThan(polls);
+    // The second retry waits about twice as long as the first.
+    expect(sources).toHaveLength(3);
+    const before = resync.mock.calls.length;
+    sources[2]!.emit("hello");
+    expect(states.at(-1)).toBe("live");
+    await act(async () => {});
+    expect(resync.mock.calls.length).toBe(before + 1);
+    // Polling stopped.
+    await act(async () => vi.advanceTimersByTime(20000));
+    expect(resync.mock.calls.length).toBe(before + 1);
+    feed.stop();
+  });
+
+  it("re-reads the REST endpoints on lagged", () => {
+    const { feed, sources, resync } = setup(() => true);
+    sources[0]!.emit("hello");
+    resync.mockClear();
+    sources[0]!.emit("lagged", { skipped: 12 });
+    expect(resync).toHaveBeenCalledTimes(1);
+    feed.stop();
+  });
+
+  it("backs off exponentially up to a cap", () => {
+    const mid = () => 0.5;
+    expect([0, 1, 2, 3, 10].map((a) => backoffDelay(a, 1000, 30000, mid))).toEqual([1000, 2000, 4000, 8000, 30000]);
+  });
+});
+
+describe("FeedIndicator", () => {
+  it.each([
+    ["live", "Live"],
+    ["connecting", "Connecting…"],
+    ["reconnecting", "Reconnecting…"],
+    ["polling", "Polling every 5 s"],
+  ] as const)("says %s as %s", (state, text) => {
+    renderUi(<FeedIndicator state={state} />);
+    const el = screen.getByRole("status");
+    expect(el).toHaveAttribute("data-state", state);
+    expect(el).toHaveTextContent(text);
+  });
+});

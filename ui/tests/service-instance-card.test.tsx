@@ -1,0 +1,98 @@
+// ServiceInstanceCard: what a card says, the heartbeat age ticking every
+// second, the role from the API's truth, and the "gone" state.
+import { act, screen, within } from "@testing-library/react";
+
+import { ServiceInstanceCard } from "@/components/dashboard/service-instance-card";
+import type { ServiceInstance } from "@/lib/api/schemas";
+import type { InstanceEntry } from "@/lib/instance-store";
+import { instance, renderUi } from "./render";
+
+const T0 = new Date("2026-11-30T12:00:00.000Z").getTime();
+
+function entry(over: Partial<InstanceEntry> = {}, inst: Partial<ServiceInstance> = {}): InstanceEntry {
+  return {
+    instance: instance({ lastHeartbeat: new Date(T0).toISOString(), ...inst }) as ServiceInstance,
+    metrics: {
+      serviceName: "order-service",
+      instanceId: "order-1",
+      timestamp: new Date(T0).toISOString(),
+      uptimeSecs: 60,
+      intervalSecs: 2,
+      endpoints: [
+        { name: "create_order", requests: 100, successes: 99, errors: 1, requestRate: 12.5, errorRate: 0.5, latencyMs: { p50: 1.2, p90: 2, p99: 4.25, max: 9, mean: 1.5 } },
+        { name: "get_order", requests: 10, successes: 10, errors: 0, requestRate: 2.5, errorRate: 0, latencyMs: { p50: 0.5, p90: 1, p99: 7.5, max: 8, mean: 0.6 } },
+      ],
+      queueDepth: 0,
+      inFlight: 1,
+      custom: {},
+    },
+    goneAt: null,
+    goneReason: null,
+    ...over,
+  };
+}
+
+describe("ServiceInstanceCard", () => {
+  beforeEach(() => {
+    vi.useFakeTimers({ toFake: ["setInterval", "clearInterval", "setTimeout", "clearTimeout", "Date"] });
+    vi.setSystemTime(T0 + 3000);
+  });
+  afterEach(() => vi.useRealTimers());
+
+  it("shows id, service, status, version, leader role with epoch and live figures", () => {
+    renderUi(<ServiceInstanceCard entry={entry()} />);
+    const card = screen.getByTestId("instance-card");
+    expect(within(card).getByRole("link", { name: "Details of order-1" })).toHaveAttribute("href", "/services/order-1");
+    expect(card).toHaveTextContent("order-service");
+    expect(within(card).getByText("ACTIVE")).toHaveAttribute("data-status", "ACTIVE");
+    expect(card).toHaveTextContent("1.2.3");
+    expect(within(card).getByTestId("role")).toHaveTextContent("Leader · epoch 17");
+    expect(card).toHaveAttribute("data-role", "leader");
+    // calls/s is the sum over endpoints; p99 the worst endpoint's.
+    expect(within(card).getByTestId("live-figures")).toHaveTextContent("15 calls/s · p99 7.5 ms");
+  });
+
+  it("ticks the heartbeat age every second", () => {
+    renderUi(<ServiceInstanceCard entry={entry()} />);
+    const age = screen.getByTestId("heartbeat-age");
+    expect(age).toHaveTextContent("3 s ago");
+    act(() => vi.advanceTimersByTime(1000));
+    expect(age).toHaveTextContent("4 s ago");
+    act(() => vi.advanceTimersByTime(2000));
+    expect(age).toHaveTextContent("6 s ago");
+  });
+
+  it("shows a standby as standby and a load-balanced instance without a group", () => {
+    const { rerender } = renderUi(<ServiceInstanceCard entry={entry({}, { status: "STANDBY", epoch: null })} />);
+    expect(screen.getByTestId("role")).toHaveTextContent("Standby");
+    expect(screen.getByTestId("instance-card")).toHaveAttribute("data-role", "standby");
+    rerender(<ServiceInstanceCard entry={entry({}, { stickyActiveGroup: null, epoch: null })} />);
+    expect(screen.getByTestId("role")).toHaveTextContent("Load-balanced");
+  });
+
+  it("never calls a record that claims ACTIVE without the election a leader when the API says UNHEALTHY", () => {
+    renderUi(<ServiceInstanceCard entry={entry({}, { status: "UNHEALTHY", statusReason: "deposed" })} />);
+    const card = screen.getByTestId("instance-card");
+    expect(card).toHaveAttribute("data-role", "unhealthy");
+    expect(screen.getByTestId("role")).toHaveTextContent("Group main");
+    expect(card).toHaveTextContent("deposed: another instance holds the election");
+    expect(within(card).getByText("UNHEALTHY")).toBeInTheDocument();
+  });
+
+  it("turns into a gone card that says when and why", () => {
+    renderUi(<ServiceInstanceCard entry={entry({ goneAt: T0 + 1000, goneReason: "expired" })} />);
+    const card = screen.getByTestId("instance-card");
+    expect(card).toHaveAttribute("data-status", "GONE");
+    expect(card).toHaveAttribute("data-role", "gone");
+    expect(within(card).getByText("GONE")).toBeInTheDocument();
+    expect(within(card).getByTestId("gone")).toHaveTextContent("Gone 2 s ago · expired");
+    act(() => vi.advanceTimersByTime(5000));
+    expect(within(card).getByTestId("gone")).toHaveTextContent("Gone 7 s ago · expired");
+    expect(card).not.toHaveTextContent("calls/s");
+  });
+
+  it("says so when no metrics arrived yet", () => {
+    renderUi(<ServiceInstanceCard entry={entry({ metrics: null })} />);
+    expect(screen.getByTestId("live-figures")).toHaveTextContent("No metrics yet");
+  });
+});
