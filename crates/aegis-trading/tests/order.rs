@@ -492,3 +492,44 @@ async fn service_metrics_travel_in_the_published_snapshots() {
     }
     desk.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_order_id_reused_concurrently_for_another_order_is_a_conflict() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let desk = Desk::start(&conn).await;
+
+    // Pairs of different orders racing under one client order id: one of
+    // each pair is recorded; the other must be told CONFLICT, never handed
+    // the winner's order as its own.
+    let pairs = (0..10).map(|i| {
+        let conn = conn.clone();
+        async move {
+            let key = format!("c-shared-{i}");
+            let aapl = market(&key, "AAPL", Side::Buy, 10);
+            let msft = market(&key, "MSFT", Side::Buy, 10);
+            let (a, m) = tokio::join!(create(&conn, &aapl), create(&conn, &msft));
+            (aapl, a, msft, m)
+        }
+    });
+    for (aapl, a, msft, m) in futures::future::join_all(pairs).await {
+        let outcomes = [(&aapl, a), (&msft, m)];
+        let mut won = 0;
+        for (req, result) in outcomes {
+            match result {
+                Ok(order) => {
+                    won += 1;
+                    assert!(order.matches(req), "{req:?} was answered with {order:?}");
+                    // Filled at its own symbol's quote, not the other's.
+                    let base = if order.symbol == "AAPL" { 175.0 } else { 420.0 };
+                    let fill = order.fill_price.unwrap();
+                    assert!((fill - base).abs() <= base * 0.021, "{order:?}");
+                }
+                Err(e) => assert_eq!(e.code(), ErrorCode::Conflict, "{req:?}: {e}"),
+            }
+        }
+        assert_eq!(won, 1, "exactly one order per client order id");
+    }
+    assert_eq!(list(&conn, json!({})).await.total, 10);
+    desk.shutdown().await;
+}

@@ -86,13 +86,7 @@ impl Desk {
         let found = self.store.load(&order_id).await?;
         if let Some((_, order)) = &found {
             if !order.matches(&req) {
-                return Err(WireError::new(
-                    ErrorCode::Conflict,
-                    format!(
-                        "client_order_id {} was used for a different order ({})",
-                        req.client_order_id, order.order_id
-                    ),
-                ));
+                return Err(reused(&req, order));
             }
             if order.status.is_final() {
                 return self.replay(order.clone()).await;
@@ -109,8 +103,16 @@ impl Desk {
                         self.counters.add(METRIC_CREATED, 1.0);
                         (revision, order)
                     }
-                    // A duplicate request on this leader got there first.
-                    Err(StoreError::Exists) => self.reload(&order.order_id, epoch).await?,
+                    // Another request with this client order id got there
+                    // first: a retry of this one, or a different order
+                    // reusing the id, which must not be answered as ours.
+                    Err(StoreError::Exists) => {
+                        let (revision, stored) = self.reload(&order.order_id, epoch).await?;
+                        if !stored.matches(&req) {
+                            return Err(reused(&req, &stored));
+                        }
+                        (revision, stored)
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -118,6 +120,13 @@ impl Desk {
         if order.status.is_final() {
             return self.replay(order).await;
         }
+        // `matches` compared symbols, but the quote must be of the order
+        // being decided, whatever a future change of `matches` allows.
+        let quote = if quote.symbol == order.symbol {
+            quote
+        } else {
+            self.quote(&caller, &order.symbol).await?
+        };
         self.finish(&caller, revision, order, &quote).await
     }
 
@@ -371,6 +380,17 @@ impl Desk {
         }
         Ok(self.store.list(&req, limit))
     }
+}
+
+/// `client_order_id` already names `order`, which is not what `req` asks for.
+fn reused(req: &CreateOrder, order: &Order) -> WireError {
+    WireError::new(
+        ErrorCode::Conflict,
+        format!(
+            "client_order_id {} was used for a different order ({})",
+            req.client_order_id, order.order_id
+        ),
+    )
 }
 
 fn deposed() -> WireError {
