@@ -10,8 +10,11 @@
 //!   only by compare-and-set on the revision read, so two writers can never
 //!   both decide an order: the second one's write fails and it re-reads.
 //!
-//! Lookups of single orders go to the server (a direct get, no consumer).
-//! Listings (and a new leader's search for unfinished orders) are answered
+//! Lookups of single orders go to the bucket's stream leader
+//! (`Bucket::read_latest` in `kv.rs`), never to a replica that may
+//! not have applied a write yet: the create flow reads back claims and
+//! orders written a moment ago, and a caller reads the order it was just
+//! answered. Listings (and a new leader's search for unfinished orders) are answered
 //! from an in-memory index fed by one watch on the bucket, plus this
 //! instance's own writes so a caller reads what it just wrote — never by
 //! listing keys per request.
@@ -22,14 +25,17 @@ use std::{
 };
 
 use aegis_sdk::{Connection, rpc::WireError};
-use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use async_nats::jetstream::kv::Operation;
 use chrono::{DateTime, Utc};
 use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::model::{ListOrders, Order, OrderList};
-use crate::TradingError;
+use crate::{
+    TradingError,
+    kv::{Bucket, CreateError, Expect, WriteError},
+};
 
 /// The KV bucket holding orders and client order ids.
 pub const ORDERS_BUCKET: &str = "orders";
@@ -68,7 +74,7 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 /// The order store of one instance: the bucket and the listing index.
 #[derive(Debug)]
 pub(crate) struct OrderStore {
-    kv: kv::Store,
+    bucket: Bucket,
     /// Order id → (revision, order); only newer revisions replace entries.
     index: Mutex<HashMap<String, (u64, Order)>>,
     /// Whether the index has caught up with the bucket.
@@ -80,7 +86,7 @@ impl OrderStore {
     pub(crate) async fn open(conn: &Connection) -> Result<Arc<Self>, TradingError> {
         let kv = crate::kv::open_bucket(conn, ORDERS_BUCKET, "order-service orders").await?;
         Ok(Arc::new(Self {
-            kv,
+            bucket: Bucket::new(conn, kv),
             index: Mutex::new(HashMap::new()),
             loaded: watch::Sender::new(false),
         }))
@@ -96,16 +102,21 @@ impl OrderStore {
         self: &Arc<Self>,
         cancel: CancellationToken,
     ) -> Result<JoinHandle<()>, TradingError> {
-        let status = self.kv.status().await.map_err(|e| TradingError::Store {
-            bucket: ORDERS_BUCKET.to_owned(),
-            source: e.into(),
-        })?;
+        let status = self
+            .bucket
+            .kv
+            .status()
+            .await
+            .map_err(|e| TradingError::Store {
+                bucket: ORDERS_BUCKET.to_owned(),
+                source: e.into(),
+            })?;
         if status.values() == 0 {
             self.loaded.send_replace(true);
         }
         let store = self.clone();
         Ok(crate::kv::spawn_watch(
-            self.kv.clone(),
+            self.bucket.kv.clone(),
             ">".to_owned(),
             cancel,
             move |entry| {
@@ -158,14 +169,15 @@ impl OrderStore {
         // Claims are never deleted; the second round only covers one purged
         // by hand between our create and our read.
         for _ in 0..2 {
-            match self.kv.create(&key, candidate.to_owned().into()).await {
+            match self.bucket.create(&key, candidate.to_owned().into()).await {
                 Ok(_) => return Ok(candidate.to_owned()),
-                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
-                    if let Some(id) = self.kv.get(&key).await.map_err(unavailable)? {
+                Err(CreateError::Exists) => {
+                    let claimed = self.bucket.read_latest(&key).await.map_err(unavailable)?;
+                    if let Some((_, id)) = claimed {
                         return String::from_utf8(id.to_vec()).map_err(unavailable);
                     }
                 }
-                Err(e) => return Err(unavailable(e)),
+                Err(CreateError::Failed(e)) => return Err(unavailable(e)),
             }
         }
         Err(StoreError::Unavailable(format!(
@@ -175,32 +187,29 @@ impl OrderStore {
 
     /// The stored order and its revision.
     pub(crate) async fn load(&self, order_id: &str) -> Result<Option<(u64, Order)>, StoreError> {
-        let Some(entry) = self
-            .kv
-            .entry(format!("order.{order_id}"))
+        let Some((revision, value)) = self
+            .bucket
+            .read_latest(&format!("order.{order_id}"))
             .await
             .map_err(unavailable)?
         else {
             return Ok(None);
         };
-        if entry.operation != Operation::Put {
-            return Ok(None);
-        }
-        let order: Order = serde_json::from_slice(&entry.value).map_err(unavailable)?;
-        self.remember(entry.revision, order.clone());
-        Ok(Some((entry.revision, order)))
+        let order: Order = serde_json::from_slice(&value).map_err(unavailable)?;
+        self.remember(revision, order.clone());
+        Ok(Some((revision, order)))
     }
 
     /// Stores a new order; [`StoreError::Exists`] if its key is taken.
     pub(crate) async fn insert(&self, order: &Order) -> Result<u64, StoreError> {
         let bytes = serde_json::to_vec(order).map_err(unavailable)?;
         let revision = self
-            .kv
-            .create(format!("order.{}", order.order_id), bytes.into())
+            .bucket
+            .create(&format!("order.{}", order.order_id), bytes.into())
             .await
-            .map_err(|e| match e.kind() {
-                CreateErrorKind::AlreadyExists => StoreError::Exists,
-                _ => unavailable(e),
+            .map_err(|e| match e {
+                CreateError::Exists => StoreError::Exists,
+                CreateError::Failed(e) => unavailable(e),
             })?;
         self.remember(revision, order.clone());
         Ok(revision)
@@ -211,12 +220,16 @@ impl OrderStore {
     pub(crate) async fn replace(&self, order: &Order, revision: u64) -> Result<u64, StoreError> {
         let bytes = serde_json::to_vec(order).map_err(unavailable)?;
         let revision = self
-            .kv
-            .update(format!("order.{}", order.order_id), bytes.into(), revision)
+            .bucket
+            .put_if(
+                &format!("order.{}", order.order_id),
+                bytes.into(),
+                Expect::Revision(revision),
+            )
             .await
-            .map_err(|e| match e.kind() {
-                UpdateErrorKind::WrongLastRevision => StoreError::Changed,
-                _ => unavailable(e),
+            .map_err(|e| match e {
+                WriteError::Conflict => StoreError::Changed,
+                WriteError::Failed(e) => unavailable(e),
             })?;
         self.remember(revision, order.clone());
         Ok(revision)

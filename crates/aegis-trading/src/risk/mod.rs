@@ -28,7 +28,7 @@ use aegis_sdk::{
     events::{DeliveryMode, Event, EventSubscription, Events},
     rpc::{ErrorCode, Service, WireError},
 };
-use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use async_nats::jetstream::kv::{self, Operation};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -39,6 +39,7 @@ pub use assess::{LimitsPatch, OrderToAssess, RiskAssessment, RiskLimits};
 use crate::{
     TradingError,
     common::{self, Counters, Identity},
+    kv::{Bucket, CreateError, Expect, WriteError},
 };
 
 /// The KV bucket holding the shared limits (key `limits`).
@@ -99,7 +100,7 @@ struct Risk {
     /// replace them, so the watch and our own writes can race harmlessly.
     limits: RwLock<(u64, RiskLimits)>,
     book: Mutex<Book>,
-    store: kv::Store,
+    store: Bucket,
     events: Events,
     counters: Counters,
 }
@@ -199,38 +200,34 @@ impl Risk {
             WireError::service_unavailable("the limits store is unavailable; retry")
         };
         for _ in 0..5 {
+            // From the stream leader: a replica's older copy would only cost
+            // a lost compare-and-set and another round.
             let stored = self
                 .store
-                .entry(LIMITS_KEY)
+                .last_record(LIMITS_KEY)
                 .await
                 .map_err(|e| unavailable(&e))?;
             let (revision, current) = match stored {
-                Some(entry) if entry.operation == Operation::Put => {
-                    let limits = serde_json::from_slice::<RiskLimits>(&entry.value)
+                Some((revision, Some(value))) => {
+                    let limits = serde_json::from_slice::<RiskLimits>(&value)
                         .unwrap_or_else(|_| self.limits());
-                    (entry.revision, limits)
+                    (revision, limits)
                 }
-                _ => (0, self.limits()),
+                // Deleted by hand: written again over the marker.
+                Some((revision, None)) => (revision, self.limits()),
+                None => (0, self.limits()),
             };
             let next = current.apply(&patch);
             next.validate().map_err(common::invalid)?;
             let bytes = serde_json::to_vec(&next).map_err(|e| unavailable(&e))?;
-            let written = if revision == 0 {
-                self.store
-                    .create(LIMITS_KEY, bytes.into())
-                    .await
-                    .map_err(|e| (e.kind() == CreateErrorKind::AlreadyExists, e.to_string()))
-            } else {
-                self.store
-                    .update(LIMITS_KEY, bytes.into(), revision)
-                    .await
-                    .map_err(|e| {
-                        (
-                            e.kind() == UpdateErrorKind::WrongLastRevision,
-                            e.to_string(),
-                        )
-                    })
-            };
+            let written = self
+                .store
+                .put_if(LIMITS_KEY, bytes.into(), Expect::Revision(revision))
+                .await
+                .map_err(|e| match e {
+                    WriteError::Conflict => (true, String::new()),
+                    WriteError::Failed(e) => (false, e.to_string()),
+                });
             match written {
                 Ok(revision) => {
                     self.apply_limits(revision, next.clone());
@@ -284,15 +281,15 @@ pub async fn start(conn: &Connection, opts: RiskOptions) -> Result<RunningRisk, 
         source: e,
     };
     let seed = serde_json::to_vec(&opts.limits).map_err(|e| store_error(e.into()))?;
-    match store.create(LIMITS_KEY, seed.into()).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
-        Err(e) => return Err(store_error(e.into())),
+    let bucket = Bucket::new(conn, store.clone());
+    match bucket.create(LIMITS_KEY, seed.into()).await {
+        Ok(_) | Err(CreateError::Exists) => {}
+        Err(CreateError::Failed(e)) => return Err(store_error(e)),
     }
     let risk = Arc::new(Risk {
         limits: RwLock::new((0, opts.limits)),
         book: Mutex::new(Book::default()),
-        store: store.clone(),
+        store: bucket,
         events: conn.events(),
         counters: Counters::new(
             &[
