@@ -112,9 +112,17 @@ pub(crate) struct Bucket {
 
 /// What a conditional write ([`Bucket::put_if`]) expects to find.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Expect {
+pub(crate) enum Expect<'a> {
     /// The key's last revision (0: the key was never written).
     Revision(u64),
+    /// The last revision of another key of the bucket: the write lands
+    /// only while that key is unchanged (a fence).
+    KeyAt {
+        /// The other key.
+        key: &'a str,
+        /// Its expected last revision.
+        revision: u64,
+    },
 }
 
 /// Why a conditional write did not land.
@@ -194,7 +202,7 @@ impl Bucket {
         &self,
         key: &str,
         value: Bytes,
-        expect: Expect,
+        expect: Expect<'_>,
     ) -> Result<u64, WriteError> {
         let mut headers = async_nats::HeaderMap::new();
         match expect {
@@ -202,6 +210,18 @@ impl Bucket {
                 headers.insert(
                     async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
                     revision.to_string().as_str(),
+                );
+            }
+            Expect::KeyAt { key, revision } => {
+                headers.insert(
+                    async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                    revision.to_string().as_str(),
+                );
+                // Server 2.11+: the expectation is checked on this subject
+                // instead of the written one.
+                headers.insert(
+                    "Nats-Expected-Last-Subject-Sequence-Subject",
+                    self.subject(key).as_str(),
                 );
             }
         }

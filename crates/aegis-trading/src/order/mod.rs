@@ -11,6 +11,11 @@
 //! - Each write is a compare-and-set and carries the leader's fencing epoch;
 //!   a leader never overwrites an order written under a newer epoch, so a
 //!   deposed leader that wakes up late cannot undo its successor's work.
+//! - Writes are fenced at the store: each new leader takes the bucket's
+//!   fence key, and every order write is conditioned on it and on a lease
+//!   check just before, so a leader that stalled past its lease (mid-request,
+//!   admitted under a valid lease) writes nothing once its successor took
+//!   over — not a new order, not a decision (`fence.rs`).
 //! - Events are published with dedup ids derived from the order id, so
 //!   finishing an order twice stores each event once.
 //! - A new leader finishes the orders its predecessors left pending, and a
@@ -26,6 +31,7 @@
 //! This file wires the service; `flow.rs` holds those steps, [`model`] the
 //! records, requests and the [`decide`] rule, [`store`] the KV bucket.
 
+mod fence;
 mod flow;
 pub mod model;
 pub mod store;
@@ -40,11 +46,12 @@ use aegis_sdk::{
 };
 use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::warn;
 
 pub use model::{
     CreateOrder, GetOrder, ListOrders, MAX_LIST_LIMIT, Order, OrderList, OrderStatus, decide,
 };
-pub use store::ORDERS_BUCKET;
+pub use store::{FENCE_KEY, ORDERS_BUCKET};
 
 use crate::{
     TradingError,
@@ -129,7 +136,7 @@ pub async fn start(conn: &Connection, opts: OrderOptions) -> Result<RunningOrder
         .instance_id
         .unwrap_or_else(aegis_sdk::default_instance_id);
     let id = Identity::new(ORDER_SERVICE, &instance_id);
-    let store = OrderStore::open(conn).await?;
+    let store = OrderStore::open(conn, &instance_id).await?;
     conn.events().ensure_stream().await?;
     let cancel = CancellationToken::new();
     let follower = store.follow(cancel.clone()).await?;
@@ -185,6 +192,14 @@ pub async fn start(conn: &Connection, opts: OrderOptions) -> Result<RunningOrder
         .start()
         .await?;
     desk.counters.attach(service.metrics().clone());
+    if let Some(election) = service.election() {
+        // A write must start with at least the lease's safety margin left:
+        // the margin that covers message delay for serving covers the
+        // write's way to the store too.
+        desk.store
+            .fence
+            .follow(election.leadership(), opts.lease.safety_margin);
+    }
     let recovery = service.election().map(|election| {
         tokio::spawn(recover_while_leading(
             desk,
@@ -225,6 +240,11 @@ async fn recover_while_leading(
             };
             let still_leading = || leadership.serving_epoch() == Some(epoch);
             let sweep = async {
+                // Fence the old leader out before reading what it left.
+                if let Err(e) = desk.store.take_fence(epoch).await {
+                    warn!(epoch, error = ?e, "cannot take the order store's fence yet");
+                    return;
+                }
                 desk.store.loaded().await;
                 desk.resume_pending(&caller, stale_after, still_leading)
                     .await;
@@ -310,7 +330,9 @@ impl RunningOrder {
             stop,
         } = self;
         // Resigns first, so a standby takes over while this one finishes
-        // the requests it already took.
+        // the requests it already took. Their writes after the resignation
+        // are refused (NOT_ACTIVE: no lease, and soon the successor's fence),
+        // so their callers retry on the new leader instead.
         let stopped = service.shutdown().await;
         drop(stop);
         let _ = follower.await;

@@ -9,6 +9,9 @@
 //! - `order.{order_id}` → the [`Order`] JSON. Created once, then changed
 //!   only by compare-and-set on the revision read, so two writers can never
 //!   both decide an order: the second one's write fails and it re-reads.
+//! - [`FENCE_KEY`] → the epoch of the leader that owns the store. Every
+//!   order write is conditioned on it, so a deposed leader cannot write
+//!   once its successor has taken it (`fence.rs` tells how and why).
 //!
 //! Lookups of single orders go to the bucket's stream leader
 //! (`Bucket::read_latest` in `kv.rs`), never to a replica that may
@@ -31,7 +34,10 @@ use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::model::{ListOrders, Order, OrderList};
+use super::{
+    fence::Fence,
+    model::{ListOrders, Order, OrderList},
+};
 use crate::{
     TradingError,
     kv::{Bucket, CreateError, Expect, WriteError},
@@ -40,6 +46,15 @@ use crate::{
 /// The KV bucket holding orders and client order ids.
 pub const ORDERS_BUCKET: &str = "orders";
 
+/// The key in [`ORDERS_BUCKET`] that names the epoch of the leader owning
+/// the store: JSON `{"epoch", "instance_id", "taken_at"}`. A new leader takes
+/// it before its first write; writes of older epochs are refused from then on.
+pub const FENCE_KEY: &str = "fence";
+
+/// How many order keys can be written concurrently by this instance; writes
+/// to keys in one turn wait for each other (each takes two round trips).
+const TURNS: usize = 64;
+
 /// Why a store operation did not happen.
 #[derive(Debug)]
 pub(crate) enum StoreError {
@@ -47,6 +62,9 @@ pub(crate) enum StoreError {
     Exists,
     /// The record changed since it was read (compare-and-set lost).
     Changed,
+    /// This instance does not (or no longer) lead at the writer's epoch:
+    /// its lease lapsed or a newer leader took the fence.
+    Deposed,
     /// The server did not confirm the operation; it may or may not have
     /// happened, so the caller retries the whole (idempotent) request.
     Unavailable(String),
@@ -58,6 +76,9 @@ impl From<StoreError> for WireError {
             StoreError::Unavailable(detail) => {
                 warn!(error = %detail, "order store unavailable");
                 WireError::service_unavailable("the order store is unavailable; retry")
+            }
+            StoreError::Deposed => {
+                WireError::not_active("this instance no longer leads; retry on the active instance")
             }
             StoreError::Exists | StoreError::Changed => WireError::new(
                 aegis_sdk::rpc::ErrorCode::Conflict,
@@ -75,6 +96,11 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 #[derive(Debug)]
 pub(crate) struct OrderStore {
     bucket: Bucket,
+    /// Refuses writes of a deposed leader.
+    pub(super) fence: Fence,
+    /// Per-order turns: this instance's writers of one order (a request and
+    /// the recovery sweep) compare and write one at a time.
+    turns: Box<[tokio::sync::Mutex<()>]>,
     /// Order id → (revision, order); only newer revisions replace entries.
     index: Mutex<HashMap<String, (u64, Order)>>,
     /// Whether the index has caught up with the bucket.
@@ -82,11 +108,16 @@ pub(crate) struct OrderStore {
 }
 
 impl OrderStore {
-    /// Opens (or creates) the bucket.
-    pub(crate) async fn open(conn: &Connection) -> Result<Arc<Self>, TradingError> {
+    /// Opens (or creates) the bucket for instance `instance_id`.
+    pub(crate) async fn open(
+        conn: &Connection,
+        instance_id: &str,
+    ) -> Result<Arc<Self>, TradingError> {
         let kv = crate::kv::open_bucket(conn, ORDERS_BUCKET, "order-service orders").await?;
         Ok(Arc::new(Self {
             bucket: Bucket::new(conn, kv),
+            fence: Fence::new(instance_id),
+            turns: (0..TURNS).map(|_| tokio::sync::Mutex::new(())).collect(),
             index: Mutex::new(HashMap::new()),
             loaded: watch::Sender::new(false),
         }))
@@ -200,39 +231,78 @@ impl OrderStore {
         Ok(Some((revision, order)))
     }
 
-    /// Stores a new order; [`StoreError::Exists`] if its key is taken.
-    pub(crate) async fn insert(&self, order: &Order) -> Result<u64, StoreError> {
-        let bytes = serde_json::to_vec(order).map_err(unavailable)?;
-        let revision = self
-            .bucket
-            .create(&format!("order.{}", order.order_id), bytes.into())
-            .await
-            .map_err(|e| match e {
-                CreateError::Exists => StoreError::Exists,
-                CreateError::Failed(e) => unavailable(e),
-            })?;
-        self.remember(revision, order.clone());
-        Ok(revision)
+    /// Takes the fence for `epoch` now rather than at the first write: a
+    /// new leader does so at once, so the old one's writes stop at once.
+    pub(crate) async fn take_fence(&self, epoch: u64) -> Result<(), StoreError> {
+        self.fence.check_lease(epoch)?;
+        self.fence.revision(&self.bucket, epoch).await.map(drop)
     }
 
-    /// Replaces the order stored at `revision`; [`StoreError::Changed`] if
-    /// it was written since.
+    /// Stores a new order, written under `order.epoch`;
+    /// [`StoreError::Exists`] if its key is taken.
+    pub(crate) async fn insert(&self, order: &Order) -> Result<u64, StoreError> {
+        self.write(order, 0).await
+    }
+
+    /// Replaces the order stored at `revision`, written under `order.epoch`;
+    /// [`StoreError::Changed`] if it was written since.
     pub(crate) async fn replace(&self, order: &Order, revision: u64) -> Result<u64, StoreError> {
+        self.write(order, revision).await
+    }
+
+    /// Writes `order` if its key is at `expected` (0: absent), and only if
+    /// this instance still leads at `order.epoch` and holds the fence.
+    async fn write(&self, order: &Order, expected: u64) -> Result<u64, StoreError> {
+        let epoch = order.epoch;
+        let key = format!("order.{}", order.order_id);
         let bytes = serde_json::to_vec(order).map_err(unavailable)?;
-        let revision = self
+        self.fence.check_lease(epoch)?;
+        let fence = self.fence.revision(&self.bucket, epoch).await?;
+
+        let _turn = self.turns[turn_of(&key)].lock().await;
+        // The order's own compare-and-set, among this instance's writers;
+        // other instances are kept out by the fence.
+        let current = self
+            .bucket
+            .last_record(&key)
+            .await
+            .map_err(unavailable)?
+            .map_or(0, |(revision, _)| revision);
+        if current != expected {
+            return Err(if expected == 0 {
+                StoreError::Exists
+            } else {
+                StoreError::Changed
+            });
+        }
+        // The read took a round trip; the lease may have run short since.
+        self.fence.check_lease(epoch)?;
+        let written = self
             .bucket
             .put_if(
-                &format!("order.{}", order.order_id),
+                &key,
                 bytes.into(),
-                Expect::Revision(revision),
+                Expect::KeyAt {
+                    key: FENCE_KEY,
+                    revision: fence,
+                },
             )
-            .await
-            .map_err(|e| match e {
-                WriteError::Conflict => StoreError::Changed,
-                WriteError::Failed(e) => unavailable(e),
-            })?;
-        self.remember(revision, order.clone());
-        Ok(revision)
+            .await;
+        match written {
+            Ok(revision) => {
+                self.remember(revision, order.clone());
+                Ok(revision)
+            }
+            Err(WriteError::Conflict) => {
+                warn!(
+                    epoch,
+                    key, "a newer leader took the order store's fence; write refused"
+                );
+                self.fence.moved(epoch).await;
+                Err(StoreError::Deposed)
+            }
+            Err(WriteError::Failed(e)) => Err(unavailable(e)),
+        }
     }
 
     /// Orders matching `req`, newest first (the caller validated `req`).
@@ -264,4 +334,12 @@ impl OrderStore {
             }
         }
     }
+}
+
+/// The turn of an order key: a hash, so different orders rarely share one.
+fn turn_of(key: &str) -> usize {
+    use std::hash::{BuildHasher, RandomState};
+    static HASHER: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
+    let hash = HASHER.get_or_init(RandomState::new).hash_one(key);
+    (hash % TURNS as u64) as usize
 }
