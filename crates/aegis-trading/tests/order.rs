@@ -533,3 +533,57 @@ async fn a_client_order_id_reused_concurrently_for_another_order_is_a_conflict()
     assert_eq!(list(&conn, json!({})).await.total, 10);
     desk.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decided_order_is_announced_once_even_past_the_dedup_window() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    // An EVENTS stream that forgets dedup ids after a second (the services
+    // leave an existing stream as it is), so the test need not wait the
+    // production two minutes.
+    conn.jetstream()
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "EVENTS".into(),
+            subjects: vec!["events.>".into()],
+            duplicate_window: std::time::Duration::from_secs(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let orders = Recorder::<Value>::start(&conn, "order-tests", "order.*").await;
+    let desk = Desk::start(&conn).await;
+
+    let req = market("c-late-retry", "AAPL", Side::Buy, 4);
+    let filled = create(&conn, &req).await.unwrap();
+    assert_eq!(filled.status, OrderStatus::Filled);
+    let big = market("c-late-reject", "MSFT", Side::Buy, 1_000);
+    let rejected = create(&conn, &big).await.unwrap();
+    assert_eq!(rejected.status, OrderStatus::Rejected);
+
+    // Wait until the stream has forgotten the outcome events' dedup ids: a
+    // probe published now is stored again once its id is forgotten.
+    let probe = nuid::next().to_string();
+    let events = conn.events();
+    events
+        .publish_with_id("probe", "sent", &probe, &json!({}))
+        .await
+        .unwrap();
+    eventually("the dedup window has passed", || async {
+        !events
+            .publish_with_id("probe", "sent", &probe, &json!({}))
+            .await
+            .unwrap()
+            .duplicate
+    })
+    .await;
+
+    // Late retries answer the decided orders and announce nothing again.
+    assert_eq!(create(&conn, &req).await.unwrap(), filled);
+    assert_eq!(create(&conn, &big).await.unwrap(), rejected);
+    barrier(&conn, &orders, "order").await;
+    let (_, f, _) = order_events(&orders, &filled.order_id);
+    assert_eq!(f.len(), 1, "filled announced {} times", f.len());
+    let (_, _, r) = order_events(&orders, &rejected.order_id);
+    assert_eq!(r.len(), 1, "rejected announced {} times", r.len());
+    desk.shutdown().await;
+}

@@ -16,8 +16,12 @@
 //!   check just before, so a leader that stalled past its lease (mid-request,
 //!   admitted under a valid lease) writes nothing once its successor took
 //!   over — not a new order, not a decision (`fence.rs`).
-//! - Events are published with dedup ids derived from the order id, so
-//!   finishing an order twice stores each event once.
+//! - Events are published with dedup ids derived from the order id, so a
+//!   repeat within the stream's dedup window (two minutes) is stored once;
+//!   and a decided order records that its outcome was announced, so a retry
+//!   or sweep later than that does not publish it again. Only a crash
+//!   between publishing and recording can repeat it, once, and risk-service
+//!   recognises a repeated fill within its own window.
 //! - A new leader finishes the orders its predecessors left pending, and a
 //!   leader those its own requests gave up on, even if nobody retries.
 //!
@@ -25,7 +29,7 @@
 //! already decided, answer it → quote from pricing-service → record the
 //! order (pending) → `events.order.created` → risk-service `assess_risk` →
 //! decide (filled or rejected) and record it → `events.order.filled` or
-//! `events.order.rejected` → answer. A failure at any step leaves the order
+//! `events.order.rejected` → record it as announced → answer. A failure at any step leaves the order
 //! pending; the caller's retry or the leader's sweep resumes it.
 //!
 //! This file wires the service; `flow.rs` holds those steps, [`model`] the

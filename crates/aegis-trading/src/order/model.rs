@@ -124,6 +124,12 @@ pub struct Order {
     /// When it last changed.
     #[serde(with = "aegis_contracts::models::rfc3339")]
     pub updated_at: DateTime<Utc>,
+    /// Whether its outcome (`events.order.filled` or `events.order.rejected`)
+    /// is stored in `EVENTS`: a decided order is announced once, not on
+    /// every retry (absent in records written before the field existed:
+    /// announced again once, on the next retry or sweep).
+    #[serde(default)]
+    pub announced: bool,
     /// The fencing epoch of the leader that last wrote it: a leader never
     /// overwrites a record written under a higher epoch than its own.
     pub epoch: u64,
@@ -148,6 +154,7 @@ impl Order {
             reasons: Vec::new(),
             created_at: now,
             updated_at: now,
+            announced: false,
             epoch,
             instance_id: instance_id.to_owned(),
         }

@@ -175,14 +175,15 @@ impl OrderStore {
     }
 
     /// Ids of the orders a leader at `epoch` should finish, oldest first:
-    /// pending ones last written by an older leader, and pending ones of its
-    /// own not touched since `stale_before` (their request gave up).
+    /// pending (or decided, not yet announced) ones last written by an older
+    /// leader, and such ones of its own not touched since `stale_before`
+    /// (their request gave up).
     pub(crate) fn unfinished(&self, epoch: u64, stale_before: DateTime<Utc>) -> Vec<String> {
         let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
         let mut pending: Vec<&Order> = index
             .values()
             .map(|(_, o)| o)
-            .filter(|o| !o.status.is_final())
+            .filter(|o| !o.status.is_final() || !o.announced)
             .filter(|o| o.epoch < epoch || (o.epoch == epoch && o.updated_at < stale_before))
             .collect();
         pending.sort_by_key(|o| o.created_at);

@@ -13,13 +13,16 @@
 //!   within milliseconds and survives restarts. The configured limits only
 //!   seed an empty bucket.
 //!
-//! The rules themselves are pure functions in [`assess`].
+//! The rules themselves are pure functions in [`assess`]; the book of
+//! positions, with its bounded memory of recent fills, is in `book.rs`.
 
 pub mod assess;
+mod book;
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::BTreeMap,
     sync::{Arc, Mutex, RwLock},
+    time::Duration,
 };
 
 use aegis_contracts::trading::{OrderFilled, RISK_SERVICE, RiskAssessed, TradingEvent};
@@ -41,6 +44,7 @@ use crate::{
     common::{self, Counters, Identity},
     kv::{Bucket, CreateError, Expect, WriteError},
 };
+use book::Book;
 
 /// The KV bucket holding the shared limits (key `limits`).
 pub const RISK_LIMITS_BUCKET: &str = "risk_limits";
@@ -62,12 +66,29 @@ pub const METRIC_SCORE_BUCKETS: [&str; 4] = [
 pub const METRIC_FILLS_APPLIED: &str = "fills_applied";
 
 /// How to run a risk instance.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RiskOptions {
     /// The instance id; host name plus a random suffix when `None`.
     pub instance_id: Option<String>,
     /// The limits to start with when [`RISK_LIMITS_BUCKET`] holds none.
     pub limits: RiskLimits,
+    /// How long (in stream time) a fill is remembered, so that the same
+    /// fill published again is not counted twice (default 10 minutes).
+    pub fill_dedup_window: Duration,
+    /// At most this many fills are remembered, whatever the window (default
+    /// 150 000, about 12 minutes at 200 fills/s; some 15 MB).
+    pub fill_dedup_capacity: usize,
+}
+
+impl Default for RiskOptions {
+    fn default() -> Self {
+        Self {
+            instance_id: None,
+            limits: RiskLimits::default(),
+            fill_dedup_window: Duration::from_secs(600),
+            fill_dedup_capacity: 150_000,
+        }
+    }
 }
 
 /// `assess_risk` request.
@@ -84,13 +105,6 @@ pub struct Positions {
     pub positions: BTreeMap<String, i64>,
     /// The `EVENTS` stream sequence of the last fill seen (0: none yet).
     pub last_event_sequence: u64,
-}
-
-/// Positions and the fills they were built from.
-#[derive(Debug, Default)]
-struct Book {
-    view: Positions,
-    applied: HashSet<String>,
 }
 
 /// The instance's state.
@@ -122,18 +136,13 @@ impl Risk {
     }
 
     /// Applies a fill once. Events arrive at least once, and an order's
-    /// fill may be published again when the order service finishes a retry,
-    /// so fills are recognised by order id, not by delivery.
+    /// fill may be published again after a failure in order-service, so
+    /// fills are recognised by order id (within a window), not by delivery.
     fn apply_fill(&self, event: &Event<OrderFilled>) {
-        let fill = &event.payload;
         let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
-        book.view.last_event_sequence = book.view.last_event_sequence.max(event.sequence);
-        if !book.applied.insert(fill.order_id.clone()) {
-            return;
+        if book.apply(event.sequence, event.published, &event.payload) {
+            self.counters.add(METRIC_FILLS_APPLIED, 1.0);
         }
-        *book.view.positions.entry(fill.symbol.clone()).or_insert(0) +=
-            fill.side.signed(fill.quantity);
-        self.counters.add(METRIC_FILLS_APPLIED, 1.0);
     }
 
     async fn assess_risk(
@@ -270,6 +279,11 @@ pub async fn start(conn: &Connection, opts: RiskOptions) -> Result<RunningRisk, 
     if let Err(e) = opts.limits.validate() {
         return Err(TradingError::InvalidOptions(e.to_string()));
     }
+    if opts.fill_dedup_window.is_zero() || opts.fill_dedup_capacity == 0 {
+        return Err(TradingError::InvalidOptions(
+            "fill_dedup_window and fill_dedup_capacity must be positive".to_owned(),
+        ));
+    }
     // The id is chosen here because the broadcast consumer is named after it.
     let instance_id = opts
         .instance_id
@@ -288,7 +302,7 @@ pub async fn start(conn: &Connection, opts: RiskOptions) -> Result<RunningRisk, 
     }
     let risk = Arc::new(Risk {
         limits: RwLock::new((0, opts.limits)),
-        book: Mutex::new(Book::default()),
+        book: Mutex::new(Book::new(opts.fill_dedup_window, opts.fill_dedup_capacity)),
         store: bucket,
         events: conn.events(),
         counters: Counters::new(
