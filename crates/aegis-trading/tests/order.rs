@@ -587,3 +587,71 @@ async fn a_decided_order_is_announced_once_even_past_the_dedup_window() {
     assert_eq!(r.len(), 1, "rejected announced {} times", r.len());
     desk.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_hold_the_newest_orders_within_a_bounded_index() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let pricing = pricing::start(
+        &conn,
+        PricingOptions {
+            publish_interval: None,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let risk = risk::start(&conn, RiskOptions::default()).await.unwrap();
+    let bounded = || OrderOptions {
+        index_capacity: 20,
+        ..Default::default()
+    };
+    let desk = order::start(&conn, bounded()).await.unwrap();
+
+    let mut created = Vec::new();
+    for i in 0..30 {
+        let order = create(&conn, &market(&format!("c-many-{i}"), "AAPL", Side::Buy, 1))
+            .await
+            .unwrap();
+        created.push(order);
+    }
+    let check = |listed: OrderList| {
+        assert_eq!((listed.total, listed.orders.len()), (20, 20));
+        assert!(
+            listed.truncated,
+            "older orders were left out, and it says so"
+        );
+        let ids: Vec<_> = listed.orders.iter().map(|o| o.order_id.clone()).collect();
+        let newest: Vec<_> = created
+            .iter()
+            .rev()
+            .take(20)
+            .map(|o| o.order_id.clone())
+            .collect();
+        assert_eq!(ids, newest, "the newest, newest first");
+    };
+    check(list(&conn, json!({"limit": 1000})).await);
+    // Any order is still one read away.
+    let oldest: Order = active(
+        &conn,
+        "get_order",
+        &json!({"order_id": created[0].order_id}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(oldest, created[0]);
+
+    // A restarted instance rebuilds the same bounded index from the bucket.
+    desk.shutdown().await.unwrap();
+    let desk = order::start(&conn, bounded()).await.unwrap();
+    eventually("the index is rebuilt", || async {
+        active::<_, OrderList>(&conn, "list_orders", &json!({}))
+            .await
+            .is_ok_and(|l| l.total == 20)
+    })
+    .await;
+    check(list(&conn, json!({"limit": 1000})).await);
+    desk.shutdown().await.unwrap();
+    risk.shutdown().await.unwrap();
+    pricing.shutdown().await.unwrap();
+}

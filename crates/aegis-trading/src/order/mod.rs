@@ -37,6 +37,7 @@
 
 mod fence;
 mod flow;
+mod index;
 pub mod model;
 pub mod store;
 
@@ -97,6 +98,11 @@ pub struct OrderOptions {
     /// raced; the leader looks every half of it). Orders an older leader
     /// left pending are finished as soon as leadership changes.
     pub stale_after: Duration,
+    /// How many of the newest orders the instance keeps in memory for
+    /// `list_orders` (default 10 000, a few MB); older ones stay in the
+    /// bucket, readable with `get_order`. Unsettled orders are kept
+    /// whatever their age, for the recovery sweep.
+    pub index_capacity: usize,
 }
 
 impl Default for OrderOptions {
@@ -109,6 +115,7 @@ impl Default for OrderOptions {
             call_timeout: Duration::from_secs(2),
             lease: LeaseConfig::default(),
             stale_after: Duration::from_secs(10),
+            index_capacity: 10_000,
         }
     }
 }
@@ -140,7 +147,7 @@ pub async fn start(conn: &Connection, opts: OrderOptions) -> Result<RunningOrder
         .instance_id
         .unwrap_or_else(aegis_sdk::default_instance_id);
     let id = Identity::new(ORDER_SERVICE, &instance_id);
-    let store = OrderStore::open(conn, &instance_id).await?;
+    let store = OrderStore::open(conn, &instance_id, opts.index_capacity).await?;
     conn.events().ensure_stream().await?;
     let cancel = CancellationToken::new();
     let follower = store.follow(cancel.clone()).await?;
@@ -294,6 +301,9 @@ fn validate(opts: &OrderOptions) -> Result<(), TradingError> {
     }
     if let Err(e) = opts.lease.validate() {
         return invalid(e.to_string());
+    }
+    if opts.index_capacity == 0 {
+        return invalid("index_capacity must be positive".into());
     }
     Ok(())
 }

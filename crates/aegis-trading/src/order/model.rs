@@ -272,13 +272,19 @@ pub struct ListOrders {
     pub limit: Option<usize>,
 }
 
-/// `list_orders` reply.
+/// `list_orders` reply. A listing covers the newest orders the instance
+/// indexes (`OrderOptions::index_capacity`, default 10 000); `get_order`
+/// finds any order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderList {
     /// The matching orders, newest first, at most `limit`.
     pub orders: Vec<Order>,
-    /// How many orders match in all.
+    /// How many of the indexed orders match.
     pub total: usize,
+    /// True when older orders exist than the index holds: then `total`
+    /// counts the newest ones only.
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 #[cfg(test)]

@@ -20,12 +20,10 @@
 //! answered. Listings (and a new leader's search for unfinished orders) are answered
 //! from an in-memory index fed by one watch on the bucket, plus this
 //! instance's own writes so a caller reads what it just wrote — never by
-//! listing keys per request.
+//! listing keys per request. The index is bounded (`index.rs`): the newest
+//! orders for listings, and every unsettled one for the sweep.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::sync::{Arc, Mutex};
 
 use aegis_sdk::{Connection, rpc::WireError};
 use async_nats::jetstream::kv::Operation;
@@ -36,6 +34,7 @@ use tracing::warn;
 
 use super::{
     fence::Fence,
+    index::Index,
     model::{ListOrders, Order, OrderList},
 };
 use crate::{
@@ -102,23 +101,25 @@ pub(crate) struct OrderStore {
     /// the recovery sweep) compare and write one at a time.
     turns: Box<[tokio::sync::Mutex<()>]>,
     /// Order id → (revision, order); only newer revisions replace entries.
-    index: Mutex<HashMap<String, (u64, Order)>>,
+    index: Mutex<Index>,
     /// Whether the index has caught up with the bucket.
     loaded: watch::Sender<bool>,
 }
 
 impl OrderStore {
-    /// Opens (or creates) the bucket for instance `instance_id`.
+    /// Opens (or creates) the bucket for instance `instance_id`, listing at
+    /// most the newest `index_capacity` orders.
     pub(crate) async fn open(
         conn: &Connection,
         instance_id: &str,
+        index_capacity: usize,
     ) -> Result<Arc<Self>, TradingError> {
         let kv = crate::kv::open_bucket(conn, ORDERS_BUCKET, "order-service orders").await?;
         Ok(Arc::new(Self {
             bucket: Bucket::new(conn, kv),
             fence: Fence::new(instance_id),
             turns: (0..TURNS).map(|_| tokio::sync::Mutex::new(())).collect(),
-            index: Mutex::new(HashMap::new()),
+            index: Mutex::new(Index::new(index_capacity)),
             loaded: watch::Sender::new(false),
         }))
     }
@@ -179,15 +180,10 @@ impl OrderStore {
     /// leader, and such ones of its own not touched since `stale_before`
     /// (their request gave up).
     pub(crate) fn unfinished(&self, epoch: u64, stale_before: DateTime<Utc>) -> Vec<String> {
-        let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-        let mut pending: Vec<&Order> = index
-            .values()
-            .map(|(_, o)| o)
-            .filter(|o| !o.status.is_final() || !o.announced)
-            .filter(|o| o.epoch < epoch || (o.epoch == epoch && o.updated_at < stale_before))
-            .collect();
-        pending.sort_by_key(|o| o.created_at);
-        pending.into_iter().map(|o| o.order_id.clone()).collect()
+        self.index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unfinished(epoch, stale_before)
     }
 
     /// The order id for `client_order_id`: `candidate` if this call is the
@@ -308,32 +304,17 @@ impl OrderStore {
 
     /// Orders matching `req`, newest first (the caller validated `req`).
     pub(crate) fn list(&self, req: &ListOrders, limit: usize) -> OrderList {
-        let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-        let mut orders: Vec<&Order> = index
-            .values()
-            .map(|(_, o)| o)
-            .filter(|o| req.symbol.as_ref().is_none_or(|s| &o.symbol == s))
-            .filter(|o| req.status.is_none_or(|s| o.status == s))
-            .collect();
-        orders.sort_by(|a, b| {
-            b.created_at
-                .cmp(&a.created_at)
-                .then_with(|| b.order_id.cmp(&a.order_id))
-        });
-        OrderList {
-            total: orders.len(),
-            orders: orders.into_iter().take(limit).cloned().collect(),
-        }
+        self.index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .list(req, limit)
     }
 
     fn remember(&self, revision: u64, order: Order) {
-        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-        match index.get(&order.order_id) {
-            Some((known, _)) if *known >= revision => {}
-            _ => {
-                index.insert(order.order_id.clone(), (revision, order));
-            }
-        }
+        self.index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remember(revision, order);
     }
 }
 
