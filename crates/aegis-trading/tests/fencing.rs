@@ -43,7 +43,7 @@ const CHILD_ENV: &str = "AEGIS_TRADING_TEST_CHILD_NATS";
 fn patient(instance: &str) -> OrderOptions {
     OrderOptions {
         instance_id: Some(instance.to_owned()),
-        lease: LeaseConfig::with_lease(Duration::from_secs(1)),
+        lease: LeaseConfig::with_lease(Duration::from_secs(2)),
         call_timeout: Duration::from_secs(60),
         stale_after: Duration::from_secs(120),
         ..Default::default()
