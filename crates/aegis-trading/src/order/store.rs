@@ -9,6 +9,8 @@
 //! - `order.{order_id}` → the [`Order`] JSON. Created once, then changed
 //!   only by compare-and-set on the revision read, so two writers can never
 //!   both decide an order: the second one's write fails and it re-reads.
+//!   (Among one leader's writers the comparison is made in the process,
+//!   because the write's one server-side condition is the fence below.)
 //! - [`FENCE_KEY`] → the epoch of the leader that owns the store. Every
 //!   order write is conditioned on it, so a deposed leader cannot write
 //!   once its successor has taken it (`fence.rs` tells how and why).
@@ -100,7 +102,7 @@ pub(crate) struct OrderStore {
     /// Per-order turns: this instance's writers of one order (a request and
     /// the recovery sweep) compare and write one at a time.
     turns: Box<[tokio::sync::Mutex<()>]>,
-    /// Order id → (revision, order); only newer revisions replace entries.
+    /// The newest orders and the unsettled ones (`index.rs`).
     index: Mutex<Index>,
     /// Whether the index has caught up with the bucket.
     loaded: watch::Sender<bool>,
