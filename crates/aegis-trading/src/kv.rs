@@ -1,14 +1,27 @@
-//! The two JetStream KV chores the stateful services share: open (or create)
-//! a bucket with the connection's replica count, and follow keys with a watch
-//! that re-opens itself when the server drops it.
+//! The JetStream KV chores the stateful services share: open (or create) a
+//! bucket with the connection's replica count, follow keys with a watch that
+//! re-opens itself when the server drops it, and read a key's latest value
+//! with read-your-writes.
 //!
 //! A watch is one ordered consumer for the life of the process — never a key
 //! listing per request, which would leave a consumer behind each time.
+//!
+//! Why a read of our own. A bucket allows direct gets, and on a replicated
+//! bucket any replica answers them — mostly the one on the node the client
+//! is connected to. A replica applies a write only after the stream leader
+//! has confirmed it to the writer, so a direct get right after a confirmed
+//! write can miss it (measured on a 3-node cluster: a claim read back as
+//! absent, an order not found right after it was created).
+//! [`Bucket::read_latest`] asks the stream leader instead (`$JS.API.STREAM.MSG.GET`), which answers
+//! only from state that includes every write it confirmed. It costs the
+//! leader a request, so only paths that must see a write just made — by this
+//! process or by the one it races — use it.
 
 use std::time::Duration;
 
 use aegis_sdk::Connection;
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream::{self, kv, stream::LastRawMessageErrorKind};
+use bytes::Bytes;
 use futures::StreamExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -85,4 +98,192 @@ where
             pause = (pause * 2).min(Duration::from_secs(5));
         }
     })
+}
+
+/// A bucket and the JetStream context to write to it with headers of our
+/// own: reads with read-your-writes and conditional writes whose refusal
+/// is told apart from a failure.
+#[derive(Debug, Clone)]
+pub(crate) struct Bucket {
+    /// The bucket, for watches and plain operations.
+    pub(crate) kv: kv::Store,
+    js: jetstream::Context,
+}
+
+/// What a conditional write ([`Bucket::put_if`]) expects to find.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Expect<'a> {
+    /// The key's last revision (0: the key was never written).
+    Revision(u64),
+    /// The last revision of another key of the bucket: the write lands
+    /// only while that key is unchanged (a fence).
+    KeyAt {
+        /// The other key.
+        key: &'a str,
+        /// Its expected last revision.
+        revision: u64,
+    },
+}
+
+/// Why a conditional write did not land.
+#[derive(Debug)]
+pub(crate) enum WriteError {
+    /// What it expected was not there: the key (or the fence) changed.
+    Conflict,
+    /// The server did not confirm; the write may or may not have landed.
+    Failed(async_nats::Error),
+}
+
+impl Bucket {
+    /// `kv` and a context to publish to it.
+    pub(crate) fn new(conn: &Connection, kv: kv::Store) -> Self {
+        Self {
+            kv,
+            js: conn.jetstream().clone(),
+        }
+    }
+
+    /// The stream subject of `key`.
+    fn subject(&self, key: &str) -> String {
+        format!(
+            "{}{key}",
+            self.kv.put_prefix.as_ref().unwrap_or(&self.kv.prefix)
+        )
+    }
+
+    /// The latest value of `key` and its revision, read from the bucket's
+    /// stream leader so that it includes every confirmed write; `None` when
+    /// the key was never written, or deleted or purged since.
+    pub(crate) async fn read_latest(
+        &self,
+        key: &str,
+    ) -> Result<Option<(u64, Bytes)>, async_nats::Error> {
+        Ok(match self.last_record(key).await? {
+            Some((revision, Some(value))) => Some((revision, value)),
+            _ => None,
+        })
+    }
+
+    /// The key's last record from the stream leader: its revision and
+    /// value, the value `None` for a delete or purge marker (whose revision
+    /// a compare-and-set must still name).
+    pub(crate) async fn last_record(
+        &self,
+        key: &str,
+    ) -> Result<Option<(u64, Option<Bytes>)>, async_nats::Error> {
+        let subject = format!("{}{key}", self.kv.prefix);
+        match self
+            .kv
+            .stream
+            .get_last_raw_message_by_subject(&subject)
+            .await
+        {
+            Ok(msg) => {
+                let removed = msg
+                    .headers
+                    .get("KV-Operation")
+                    .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
+                Ok(Some((msg.sequence, (!removed).then_some(msg.payload))))
+            }
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes `value` to `key` if `expect` holds, and returns the new
+    /// revision.
+    ///
+    /// A refusal is [`WriteError::Conflict`] whichever way the server says
+    /// it: `10071` (wrong last sequence), or `10164`, which a clustered
+    /// stream's leader answers while another write to the same key is still
+    /// being replicated — also a lost race, which the `kv` client reports
+    /// as an unexplained error.
+    pub(crate) async fn put_if(
+        &self,
+        key: &str,
+        value: Bytes,
+        expect: Expect<'_>,
+    ) -> Result<u64, WriteError> {
+        let mut headers = async_nats::HeaderMap::new();
+        match expect {
+            Expect::Revision(revision) => {
+                headers.insert(
+                    async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                    revision.to_string().as_str(),
+                );
+            }
+            Expect::KeyAt { key, revision } => {
+                headers.insert(
+                    async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                    revision.to_string().as_str(),
+                );
+                // Server 2.11+: the expectation is checked on this subject
+                // instead of the written one.
+                headers.insert(
+                    "Nats-Expected-Last-Subject-Sequence-Subject",
+                    self.subject(key).as_str(),
+                );
+            }
+        }
+        let ack = self
+            .js
+            .publish_with_headers(self.subject(key), headers, value)
+            .await
+            .map_err(|e| WriteError::Failed(e.into()))?
+            .await;
+        match ack {
+            Ok(ack) => Ok(ack.sequence),
+            Err(e) if refused(&e) => Err(WriteError::Conflict),
+            Err(e) => Err(WriteError::Failed(e.into())),
+        }
+    }
+
+    /// Writes `key` only if it holds no value, like `kv::Store::create`,
+    /// whose check after a refused write is a direct get — on a lagging
+    /// replica that takes a key that exists for a missing one, and the
+    /// create fails with a confusing error instead of "exists".
+    pub(crate) async fn create(&self, key: &str, value: Bytes) -> Result<u64, CreateError> {
+        match self.put_if(key, value.clone(), Expect::Revision(0)).await {
+            Ok(revision) => return Ok(revision),
+            Err(WriteError::Conflict) => {}
+            Err(WriteError::Failed(e)) => return Err(CreateError::Failed(e)),
+        }
+        match self.last_record(key).await.map_err(CreateError::Failed)? {
+            // Deleted or purged: it may be created again, over the marker.
+            Some((marker, None)) => match self.put_if(key, value, Expect::Revision(marker)).await {
+                Ok(revision) => Ok(revision),
+                Err(WriteError::Conflict) => Err(CreateError::Exists),
+                Err(WriteError::Failed(e)) => Err(CreateError::Failed(e)),
+            },
+            // A value, or (a racing write not applied yet) about to be one.
+            _ => Err(CreateError::Exists),
+        }
+    }
+}
+
+/// Why [`Bucket::create`] did not write.
+#[derive(Debug)]
+pub(crate) enum CreateError {
+    /// The key holds a value.
+    Exists,
+    /// The server did not confirm; the key may or may not have been written.
+    Failed(async_nats::Error),
+}
+
+/// Whether the server refused a conditional publish because what it
+/// expected was not there (see [`Bucket::put_if`]).
+fn refused(e: &jetstream::context::PublishError) -> bool {
+    use std::error::Error as _;
+    if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence {
+        return true;
+    }
+    e.source()
+        .and_then(|s| s.downcast_ref::<jetstream::Error>())
+        .is_some_and(|e| {
+            matches!(
+                e.error_code(),
+                jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE
+                    | jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT
+            )
+        })
 }

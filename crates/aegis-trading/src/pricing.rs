@@ -6,6 +6,19 @@
 //! events show the other side of that: every instance publishes, yet each
 //! (symbol, time slot) is stored once, because the dedup id is derived from
 //! the slot rather than from the instance.
+//!
+//! That only works if the instances agree on what they publish: the stream
+//! keeps whichever copy arrives first, and core subscribers see every copy.
+//! So a quote is a pure function of (symbol, second) — [`quote_at`], a
+//! deterministic walk — and every instance, asked over RPC or publishing,
+//! says the same price for the same symbol in the same second. (The other
+//! way to be honest, one publisher per symbol, would need an election per
+//! symbol and a failover gap in the feed; a shared function needs nothing.)
+//!
+//! The walk: anchor values drawn every [`WALK_ANCHOR`] from a seeded
+//! ChaCha stream (portable: the same seed gives the same numbers on every
+//! platform and version), joined by a smooth curve, plus a small per-second
+//! tick, all within ±[`MAX_DEVIATION`] of the base.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -15,7 +28,8 @@ use aegis_sdk::{
     rpc::{Service, WireError},
 };
 use chrono::{DateTime, Utc};
-use rand::Rng;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -118,11 +132,22 @@ pub struct Prices {
     pub unknown: Vec<String>,
 }
 
-/// Makes a quote of `symbol` around `base`: the mid price deviates by up to
-/// [`MAX_DEVIATION`], and bid and ask sit at least a cent either side.
-pub fn make_quote(symbol: &str, base: f64, rng: &mut impl Rng) -> Quote {
+/// How far apart the walk's anchor values are; between two anchors the
+/// price moves smoothly, so consecutive seconds differ by a small step.
+pub const WALK_ANCHOR: Duration = Duration::from_secs(30);
+
+/// Share of the deviation that comes from the per-second tick rather than
+/// from the smooth curve between anchors.
+const TICK_SHARE: f64 = 0.15;
+
+/// The quote of `symbol` around `base` in the second that contains `at`:
+/// the same on every instance, every time it is asked. The mid price stays
+/// within [`MAX_DEVIATION`] of `base`; bid and ask sit at least a cent
+/// either side; the timestamp is the start of that second.
+pub fn quote_at(symbol: &str, base: f64, at: DateTime<Utc>) -> Quote {
+    let second = at.timestamp();
     let cents = |x: f64| (x * 100.0).round() / 100.0;
-    let price = cents(base * (1.0 + rng.random_range(-MAX_DEVIATION..=MAX_DEVIATION)));
+    let price = cents(base * (1.0 + MAX_DEVIATION * walk(symbol, second)));
     // Half a spread of 5 basis points, never below a cent, so bid < price < ask
     // holds after rounding to cents.
     let half_spread = cents(price * 0.0005).max(0.01);
@@ -131,8 +156,41 @@ pub fn make_quote(symbol: &str, base: f64, rng: &mut impl Rng) -> Quote {
         price,
         bid: cents(price - half_spread),
         ask: cents(price + half_spread),
-        timestamp: Utc::now(),
+        timestamp: DateTime::from_timestamp(second, 0).unwrap_or(at),
     }
+}
+
+/// The walk's value in `second`, in [-1, 1].
+fn walk(symbol: &str, second: i64) -> f64 {
+    let span = i64::try_from(WALK_ANCHOR.as_secs()).unwrap_or(30).max(1);
+    let anchor = second.div_euclid(span);
+    let (from, to) = (
+        draw(symbol, Draw::Anchor, anchor),
+        draw(symbol, Draw::Anchor, anchor + 1),
+    );
+    // Cosine easing: no kink at the anchors.
+    let t = second.rem_euclid(span) as f64 / span as f64;
+    let ease = (1.0 - (t * std::f64::consts::PI).cos()) / 2.0;
+    let smooth = from + (to - from) * ease;
+    (1.0 - TICK_SHARE) * smooth + TICK_SHARE * draw(symbol, Draw::Tick, second)
+}
+
+#[derive(Clone, Copy)]
+enum Draw {
+    Anchor = 1,
+    Tick = 2,
+}
+
+/// A number in [-1, 1] determined by (symbol, kind, index) alone. Symbols
+/// are at most 10 ASCII bytes (validated), so they fit the seed whole.
+fn draw(symbol: &str, kind: Draw, index: i64) -> f64 {
+    let mut seed = [0u8; 32];
+    let bytes = symbol.as_bytes();
+    let n = bytes.len().min(16);
+    seed[..n].copy_from_slice(&bytes[..n]);
+    seed[16] = kind as u8;
+    seed[24..].copy_from_slice(&index.to_le_bytes());
+    ChaCha8Rng::from_seed(seed).random_range(-1.0..=1.0)
 }
 
 /// The service's state: the catalog and its counters.
@@ -151,7 +209,7 @@ impl Pricing {
             .get(&req.symbol)
             .ok_or_else(|| WireError::not_found(format!("no price for {}", req.symbol)))?;
         self.counters.add(METRIC_PRICES_SERVED, 1.0);
-        Ok(make_quote(&req.symbol, *base, &mut rand::rng()))
+        Ok(quote_at(&req.symbol, *base, Utc::now()))
     }
 
     fn get_prices(&self, req: &GetPrices) -> Result<Prices, WireError> {
@@ -166,14 +224,15 @@ impl Pricing {
         if let Some(bad) = req.symbols.iter().find_map(|s| validate_symbol(s).err()) {
             return Err(WireError::invalid_request(bad.message));
         }
-        let mut rng = rand::rng();
+        // One instant for the whole answer: the quotes are of one second.
+        let now = Utc::now();
         let (known, unknown): (Vec<_>, Vec<_>) = req
             .symbols
             .iter()
             .partition(|s| self.symbols.contains_key(*s));
         let prices: Vec<Quote> = known
             .into_iter()
-            .map(|s| make_quote(s, self.symbols[s], &mut rng))
+            .map(|s| quote_at(s, self.symbols[s], now))
             .collect();
         self.counters.add(METRIC_PRICES_SERVED, prices.len() as f64);
         Ok(Prices {
@@ -298,8 +357,14 @@ async fn publish_quotes(
         }
         let now_ms = u64::try_from(Utc::now().timestamp_millis()).unwrap_or_default();
         let slot = now_ms / every_ms;
+        // Every instance quotes the slot at its start, so whichever copy of
+        // (symbol, slot) the stream keeps, it is the same quote.
+        let slot_start = i64::try_from(slot.saturating_mul(every_ms))
+            .ok()
+            .and_then(DateTime::from_timestamp_millis)
+            .unwrap_or_else(Utc::now);
         for (symbol, base) in &pricing.symbols {
-            let quote = make_quote(symbol, *base, &mut rand::rng());
+            let quote = quote_at(symbol, *base, slot_start);
             let event = PriceUpdated {
                 symbol: quote.symbol,
                 price: quote.price,
@@ -371,12 +436,15 @@ impl RunningPricing {
 mod tests {
     use super::*;
 
+    fn second(n: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_750_000_000 + n, 0).unwrap()
+    }
+
     #[test]
     fn quotes_stay_within_two_percent_with_bid_below_ask() {
-        let mut rng = rand::rng();
         for (symbol, base) in default_symbols() {
-            for _ in 0..1000 {
-                let q = make_quote(&symbol, base, &mut rng);
+            for n in 0..2000 {
+                let q = quote_at(&symbol, base, second(n));
                 assert!(q.bid < q.price && q.price < q.ask, "{q:?}");
                 assert!(
                     (q.price - base).abs() <= base * MAX_DEVIATION + 0.005,
@@ -385,8 +453,37 @@ mod tests {
             }
         }
         // Even a penny stock keeps a spread.
-        let q = make_quote("P", 0.05, &mut rng);
+        let q = quote_at("P", 0.05, second(0));
         assert!(q.bid < q.price && q.price < q.ask, "{q:?}");
+    }
+
+    #[test]
+    fn a_quote_depends_on_symbol_and_second_only() {
+        let at = second(42) + chrono::Duration::milliseconds(10);
+        let later_that_second = second(42) + chrono::Duration::milliseconds(990);
+        let q = quote_at("AAPL", 175.0, at);
+        assert_eq!(q, quote_at("AAPL", 175.0, later_that_second));
+        assert_eq!(q.timestamp, second(42));
+        // Pinned: a change of the walk (or of the generator under it) would
+        // make instances of two versions disagree, so it must be deliberate.
+        assert_eq!((q.price, q.bid, q.ask), (176.92, 176.83, 177.01));
+        let other = quote_at("MSFT", 420.0, at);
+        assert_ne!(q.price / 175.0, other.price / 420.0);
+    }
+
+    #[test]
+    fn the_walk_moves_in_small_steps_and_wanders() {
+        let prices: Vec<f64> = (0..600)
+            .map(|n| quote_at("NVDA", 120.0, second(n)).price)
+            .collect();
+        let steps = prices.windows(2).map(|w| (w[1] - w[0]).abs());
+        // A tick moves at most TICK_SHARE of the band, plus the curve's share.
+        let max_step = steps.fold(0.0, f64::max);
+        assert!(max_step < 120.0 * MAX_DEVIATION * 0.5, "{max_step}");
+        let (lo, hi) = prices
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), p| (lo.min(*p), hi.max(*p)));
+        assert!(hi - lo > 120.0 * MAX_DEVIATION * 0.3, "{lo}..{hi}");
     }
 
     fn pricing() -> Pricing {

@@ -492,3 +492,166 @@ async fn service_metrics_travel_in_the_published_snapshots() {
     }
     desk.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_order_id_reused_concurrently_for_another_order_is_a_conflict() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let desk = Desk::start(&conn).await;
+
+    // Pairs of different orders racing under one client order id: one of
+    // each pair is recorded; the other must be told CONFLICT, never handed
+    // the winner's order as its own.
+    let pairs = (0..10).map(|i| {
+        let conn = conn.clone();
+        async move {
+            let key = format!("c-shared-{i}");
+            let aapl = market(&key, "AAPL", Side::Buy, 10);
+            let msft = market(&key, "MSFT", Side::Buy, 10);
+            let (a, m) = tokio::join!(create(&conn, &aapl), create(&conn, &msft));
+            (aapl, a, msft, m)
+        }
+    });
+    for (aapl, a, msft, m) in futures::future::join_all(pairs).await {
+        let outcomes = [(&aapl, a), (&msft, m)];
+        let mut won = 0;
+        for (req, result) in outcomes {
+            match result {
+                Ok(order) => {
+                    won += 1;
+                    assert!(order.matches(req), "{req:?} was answered with {order:?}");
+                    // Filled at its own symbol's quote, not the other's.
+                    let base = if order.symbol == "AAPL" { 175.0 } else { 420.0 };
+                    let fill = order.fill_price.unwrap();
+                    assert!((fill - base).abs() <= base * 0.021, "{order:?}");
+                }
+                Err(e) => assert_eq!(e.code(), ErrorCode::Conflict, "{req:?}: {e}"),
+            }
+        }
+        assert_eq!(won, 1, "exactly one order per client order id");
+    }
+    assert_eq!(list(&conn, json!({})).await.total, 10);
+    desk.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decided_order_is_announced_once_even_past_the_dedup_window() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    // An EVENTS stream that forgets dedup ids after a second (the services
+    // leave an existing stream as it is), so the test need not wait the
+    // production two minutes.
+    conn.jetstream()
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "EVENTS".into(),
+            subjects: vec!["events.>".into()],
+            duplicate_window: std::time::Duration::from_secs(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let orders = Recorder::<Value>::start(&conn, "order-tests", "order.*").await;
+    let desk = Desk::start(&conn).await;
+
+    let req = market("c-late-retry", "AAPL", Side::Buy, 4);
+    let filled = create(&conn, &req).await.unwrap();
+    assert_eq!(filled.status, OrderStatus::Filled);
+    let big = market("c-late-reject", "MSFT", Side::Buy, 1_000);
+    let rejected = create(&conn, &big).await.unwrap();
+    assert_eq!(rejected.status, OrderStatus::Rejected);
+
+    // Wait until the stream has forgotten the outcome events' dedup ids: a
+    // probe published now is stored again once its id is forgotten.
+    let probe = nuid::next().to_string();
+    let events = conn.events();
+    events
+        .publish_with_id("probe", "sent", &probe, &json!({}))
+        .await
+        .unwrap();
+    eventually("the dedup window has passed", || async {
+        !events
+            .publish_with_id("probe", "sent", &probe, &json!({}))
+            .await
+            .unwrap()
+            .duplicate
+    })
+    .await;
+
+    // Late retries answer the decided orders and announce nothing again.
+    assert_eq!(create(&conn, &req).await.unwrap(), filled);
+    assert_eq!(create(&conn, &big).await.unwrap(), rejected);
+    barrier(&conn, &orders, "order").await;
+    let (_, f, _) = order_events(&orders, &filled.order_id);
+    assert_eq!(f.len(), 1, "filled announced {} times", f.len());
+    let (_, _, r) = order_events(&orders, &rejected.order_id);
+    assert_eq!(r.len(), 1, "rejected announced {} times", r.len());
+    desk.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_hold_the_newest_orders_within_a_bounded_index() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let pricing = pricing::start(
+        &conn,
+        PricingOptions {
+            publish_interval: None,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let risk = risk::start(&conn, RiskOptions::default()).await.unwrap();
+    let bounded = || OrderOptions {
+        index_capacity: 20,
+        ..Default::default()
+    };
+    let desk = order::start(&conn, bounded()).await.unwrap();
+
+    let mut created = Vec::new();
+    for i in 0..30 {
+        let order = create(&conn, &market(&format!("c-many-{i}"), "AAPL", Side::Buy, 1))
+            .await
+            .unwrap();
+        created.push(order);
+    }
+    let check = |listed: OrderList| {
+        assert_eq!((listed.total, listed.orders.len()), (20, 20));
+        assert!(
+            listed.truncated,
+            "older orders were left out, and it says so"
+        );
+        let ids: Vec<_> = listed.orders.iter().map(|o| o.order_id.clone()).collect();
+        let newest: Vec<_> = created
+            .iter()
+            .rev()
+            .take(20)
+            .map(|o| o.order_id.clone())
+            .collect();
+        assert_eq!(ids, newest, "the newest, newest first");
+    };
+    check(list(&conn, json!({"limit": 1000})).await);
+    // Any order is still one read away.
+    let oldest: Order = active(
+        &conn,
+        "get_order",
+        &json!({"order_id": created[0].order_id}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(oldest, created[0]);
+
+    // A restarted instance rebuilds the same bounded index from the bucket.
+    desk.shutdown().await.unwrap();
+    let desk = order::start(&conn, bounded()).await.unwrap();
+    eventually("the index is rebuilt", || async {
+        active::<_, OrderList>(&conn, "list_orders", &json!({}))
+            .await
+            .is_ok_and(|l| l.total == 20)
+    })
+    .await;
+    check(list(&conn, json!({"limit": 1000})).await);
+    desk.shutdown().await.unwrap();
+    risk.shutdown().await.unwrap();
+    pricing.shutdown().await.unwrap();
+}

@@ -7,7 +7,7 @@ mod common;
 
 use std::{collections::HashSet, time::Duration};
 
-use aegis_contracts::trading::{PRICING_SERVICE, PriceUpdated};
+use aegis_contracts::trading::{PRICING_SERVICE, PriceUpdated, TradingEvent};
 use aegis_sdk::rpc::{CallOptions, ErrorCode};
 use aegis_trading::{
     Health, WorkDone,
@@ -287,4 +287,106 @@ async fn quotes_are_published_once_per_symbol_and_slot() {
         assert!((q.price - base).abs() <= base * 0.02 + 0.005, "{q:?}");
         assert!(["pricing-a", "pricing-b"].contains(&q.instance_id.as_str()));
     }
+}
+
+/// Two instances publish every symbol every slot; the stream keeps the
+/// first of each (symbol, slot), but core subscribers see both. They must
+/// say the same thing: the quote is a function of (symbol, second), not of
+/// the instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_quote_a_symbol_alike_in_the_same_second() {
+    use futures::StreamExt;
+
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    // Everything both instances publish, duplicates included.
+    let mut published = conn
+        .client()
+        .subscribe(PriceUpdated::subject())
+        .await
+        .unwrap();
+    let start = |id: &str| {
+        let conn = conn.clone();
+        let id = id.to_owned();
+        async move {
+            pricing::start(
+                &conn,
+                PricingOptions {
+                    instance_id: Some(id),
+                    publish_interval: Some(Duration::from_millis(250)),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let a = start("pricing-a").await;
+    let b = start("pricing-b").await;
+
+    // Per dedup id (symbol and slot), the quote of each instance.
+    let mut by_slot: std::collections::HashMap<String, Vec<PriceUpdated>> = Default::default();
+    let mut compared = 0;
+    let deadline = tokio::time::Instant::now() + common::PATIENCE;
+    while compared < 40 {
+        let msg = tokio::time::timeout_at(deadline, published.next())
+            .await
+            .expect("both instances keep publishing")
+            .unwrap();
+        let id = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+            .expect("a dedup id")
+            .as_str()
+            .to_owned();
+        let quote: PriceUpdated = serde_json::from_slice(&msg.payload).unwrap();
+        let quotes = by_slot.entry(id.clone()).or_default();
+        quotes.push(quote);
+        if let [first, second] = &quotes[..] {
+            assert_ne!(first.instance_id, second.instance_id, "{id}");
+            assert_eq!(
+                (first.price, first.bid, first.ask, first.timestamp),
+                (second.price, second.bid, second.ask, second.timestamp),
+                "{id}: the two instances disagree"
+            );
+            compared += 1;
+        }
+    }
+
+    // Quotes over RPC follow the same walk: two instances asked in the same
+    // second answer alike.
+    let rpc = conn.rpc();
+    let quote_from = |instance: &'static str| {
+        let rpc = rpc.clone();
+        async move {
+            rpc.call_instance::<_, Quote>(
+                PRICING_SERVICE,
+                instance,
+                "get_price",
+                &GetPrice {
+                    symbol: "NVDA".into(),
+                },
+                &CallOptions::default(),
+            )
+            .await
+            .unwrap()
+            .value
+        }
+    };
+    let mut same_second = 0;
+    while same_second < 3 {
+        let (qa, qb) = tokio::join!(quote_from("pricing-a"), quote_from("pricing-b"));
+        // Two calls may straddle a second; those say nothing.
+        if qa.timestamp == qb.timestamp {
+            assert_eq!(qa, qb);
+            same_second += 1;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no two quotes in one second"
+        );
+    }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }

@@ -374,3 +374,116 @@ async fn every_instance_builds_positions_from_fills_once_each() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+fn fill(order_id: &str, symbol: &str, side: Side, quantity: i64) -> OrderFilled {
+    OrderFilled {
+        order_id: order_id.into(),
+        client_order_id: format!("c-{order_id}"),
+        symbol: symbol.into(),
+        side,
+        quantity,
+        fill_price: 100.0,
+        filled_at: chrono::Utc::now(),
+    }
+}
+
+/// Publishes a fill as order-service does; returns its stream sequence.
+async fn publish_fill(conn: &aegis_sdk::Connection, event: &OrderFilled) -> u64 {
+    conn.events()
+        .publish_with_id(
+            OrderFilled::DOMAIN,
+            OrderFilled::ACTION,
+            &OrderFilled::event_id(&event.order_id),
+            event,
+        )
+        .await
+        .unwrap()
+        .sequence
+}
+
+/// The positions of `instance` once it has seen the fill stored at `sequence`.
+async fn positions_after(conn: &aegis_sdk::Connection, instance: &str, sequence: u64) -> Positions {
+    let get = || async {
+        conn.rpc()
+            .call_instance::<_, Positions>(
+                RISK_SERVICE,
+                instance,
+                "get_positions",
+                &json!({}),
+                &CallOptions::default(),
+            )
+            .await
+            .map(|reply| reply.value)
+    };
+    eventually(&format!("{instance} saw #{sequence}"), || async {
+        get().await.is_ok_and(|p| p.last_event_sequence >= sequence)
+    })
+    .await;
+    get().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positions_survive_a_restart_under_the_same_id() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let risk_1 = risk::start(&conn, named("risk-1")).await.unwrap();
+    let seq = publish_fill(&conn, &fill("o1", "AAPL", Side::Buy, 100)).await;
+    assert_eq!(
+        positions_after(&conn, "risk-1", seq).await.positions["AAPL"],
+        100
+    );
+
+    // Stopped and started again with the same id, as a supervisor or
+    // Kubernetes does.
+    risk_1.shutdown().await.unwrap();
+    let risk_1 = risk::start(&conn, named("risk-1")).await.unwrap();
+    let seq = publish_fill(&conn, &fill("o2", "AAPL", Side::Buy, 1)).await;
+    let positions = positions_after(&conn, "risk-1", seq).await;
+    assert_eq!(positions.positions["AAPL"], 101, "{positions:?}");
+
+    // Crashed (no shutdown) and started again.
+    drop(risk_1);
+    let risk_1 = risk::start(&conn, named("risk-1")).await.unwrap();
+    let seq = publish_fill(&conn, &fill("o3", "AAPL", Side::Buy, 1)).await;
+    let positions = positions_after(&conn, "risk-1", seq).await;
+    assert_eq!(positions.positions["AAPL"], 102, "{positions:?}");
+    risk_1.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positions_outlive_the_retention_of_the_fills() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let risk_1 = risk::start(&conn, named("risk-1")).await.unwrap();
+    publish_fill(&conn, &fill("o1", "AAPL", Side::Buy, 100)).await;
+    let seq = publish_fill(&conn, &fill("o2", "TSLA", Side::Sell, 5)).await;
+    positions_after(&conn, "risk-1", seq).await;
+    risk_1.shutdown().await.unwrap();
+
+    // The stream no longer holds those fills (past its retention, say).
+    let mut events = conn.jetstream().get_stream("EVENTS").await.unwrap();
+    events.purge().filter(OrderFilled::subject()).await.unwrap();
+    assert_eq!(events.info().await.unwrap().state.messages, 0);
+
+    // A new instance, and the old one restarted, still hold them.
+    for instance in ["risk-2", "risk-1"] {
+        let risk = risk::start(&conn, named(instance)).await.unwrap();
+        let positions = positions_after(&conn, instance, seq).await;
+        assert_eq!(
+            positions.positions.get("AAPL"),
+            Some(&100),
+            "{instance}: {positions:?}"
+        );
+        assert_eq!(
+            positions.positions.get("TSLA"),
+            Some(&-5),
+            "{instance}: {positions:?}"
+        );
+        risk.shutdown().await.unwrap();
+    }
+    let risk = risk::start(&conn, named("risk-1")).await.unwrap();
+    let seq = publish_fill(&conn, &fill("o3", "AAPL", Side::Buy, 1)).await;
+    let positions = positions_after(&conn, "risk-1", seq).await;
+    assert_eq!(positions.positions["AAPL"], 101, "{positions:?}");
+    risk.shutdown().await.unwrap();
+}

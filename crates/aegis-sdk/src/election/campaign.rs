@@ -6,7 +6,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use aegis_contracts::{models::rfc3339, names, subjects};
@@ -32,9 +32,14 @@ struct Shared {
 
 impl Shared {
     fn serving_epoch(&self) -> Option<u64> {
+        self.serving_epoch_for(Duration::ZERO)
+    }
+
+    /// The epoch, if the lease stays valid for at least `margin` more.
+    fn serving_epoch_for(&self, margin: Duration) -> Option<u64> {
         let until = *self.serve_until.lock().unwrap_or_else(|e| e.into_inner());
         match until {
-            Some(t) if Instant::now() < t => Some(self.epoch.load(Ordering::Acquire)),
+            Some(t) if Instant::now() + margin < t => Some(self.epoch.load(Ordering::Acquire)),
             _ => None,
         }
     }
@@ -50,6 +55,27 @@ impl Leadership {
     /// `Some(epoch)` while this instance leads and its lease is valid.
     pub fn serving_epoch(&self) -> Option<u64> {
         self.0.serving_epoch()
+    }
+
+    /// Whether this instance still leads at `epoch` with at least `margin`
+    /// of its lease left. Ask right before a write that must not land once
+    /// a successor may have taken over, with `margin` covering how long the
+    /// write can take: a handler admitted under a valid lease may run for
+    /// seconds, and the lease may have lapsed (and a standby taken over)
+    /// since. This narrows the window; only a fence at the store closes it,
+    /// since the process can still stall between this check and the write.
+    ///
+    /// ```no_run
+    /// # fn demo(leadership: aegis_sdk::election::Leadership, epoch: u64) {
+    /// use std::time::Duration;
+    ///
+    /// if leadership.holds(epoch, Duration::from_millis(50)) {
+    ///     // write, conditioned on the store's fence for `epoch`
+    /// }
+    /// # }
+    /// ```
+    pub fn holds(&self, epoch: u64, margin: Duration) -> bool {
+        self.0.serving_epoch_for(margin) == Some(epoch)
     }
 
     /// The current role as last decided by the election task.
@@ -440,4 +466,31 @@ fn leader_of(value: &[u8]) -> Option<String> {
     serde_json::from_slice::<LeaderRecord>(value)
         .ok()
         .map(|r| r.instance_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leading_until(until: Option<Instant>, epoch: u64) -> Leadership {
+        let (role, _) = watch::channel(Role::Leader { epoch });
+        Leadership(Arc::new(Shared {
+            role,
+            serve_until: Mutex::new(until),
+            epoch: AtomicU64::new(epoch),
+            renewals_paused: AtomicBool::new(false),
+        }))
+    }
+
+    #[test]
+    fn holds_needs_the_epoch_and_the_margin() {
+        let now = Instant::now();
+        let leader = leading_until(Some(now + Duration::from_secs(10)), 7);
+        assert!(leader.holds(7, Duration::from_secs(1)));
+        assert!(!leader.holds(6, Duration::from_secs(1)), "another epoch");
+        assert!(!leader.holds(7, Duration::from_secs(11)), "not that long");
+        let lapsed = leading_until(Some(now), 7);
+        assert!(!lapsed.holds(7, Duration::ZERO));
+        assert!(!leading_until(None, 7).holds(7, Duration::ZERO));
+    }
 }

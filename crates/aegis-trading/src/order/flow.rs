@@ -16,7 +16,7 @@ use aegis_sdk::{
     rpc::{CallOptions, ErrorCode, RequestContext, RpcError, WireError},
 };
 use serde::{Serialize, de::DeserializeOwned};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::{
     METRIC_CREATED, METRIC_FILLED, METRIC_REJECTED, METRIC_REPLAYED, METRIC_TAKEN_OVER,
@@ -84,18 +84,12 @@ impl Desk {
         let order_id = self.store.claim(&req.client_order_id, &candidate).await?;
 
         let found = self.store.load(&order_id).await?;
-        if let Some((_, order)) = &found {
+        if let Some((revision, order)) = &found {
             if !order.matches(&req) {
-                return Err(WireError::new(
-                    ErrorCode::Conflict,
-                    format!(
-                        "client_order_id {} was used for a different order ({})",
-                        req.client_order_id, order.order_id
-                    ),
-                ));
+                return Err(reused(&req, order));
             }
             if order.status.is_final() {
-                return self.replay(order.clone()).await;
+                return self.replay(&caller, *revision, order.clone()).await;
             }
         }
         // Quote before recording, so an unknown symbol leaves no order behind.
@@ -109,21 +103,38 @@ impl Desk {
                         self.counters.add(METRIC_CREATED, 1.0);
                         (revision, order)
                     }
-                    // A duplicate request on this leader got there first.
-                    Err(StoreError::Exists) => self.reload(&order.order_id, epoch).await?,
+                    // Another request with this client order id got there
+                    // first: a retry of this one, or a different order
+                    // reusing the id, which must not be answered as ours.
+                    Err(StoreError::Exists) => {
+                        let (revision, stored) = self.reload(&order.order_id, epoch).await?;
+                        if !stored.matches(&req) {
+                            return Err(reused(&req, &stored));
+                        }
+                        (revision, stored)
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
         };
         if order.status.is_final() {
-            return self.replay(order).await;
+            return self.replay(&caller, revision, order).await;
         }
+        // `matches` compared symbols, but the quote must be of the order
+        // being decided, whatever a future change of `matches` allows.
+        let quote = if quote.symbol == order.symbol {
+            quote
+        } else {
+            self.quote(&caller, &order.symbol).await?
+        };
         self.finish(&caller, revision, order, &quote).await
     }
 
     /// Finishes the orders left pending — by older leaders, or by requests
     /// of this one that gave up `stale_after` ago — so a new leader
-    /// continues where the last one stopped and no recorded order dangles.
+    /// continues where the last one stopped and no recorded order dangles;
+    /// likewise announces decided orders whose outcome is not on record as
+    /// announced.
     /// Stops early when this instance no longer leads at `caller.epoch`;
     /// whatever is left, the next sweep or the next leader resumes.
     pub(super) async fn resume_pending(
@@ -147,7 +158,7 @@ impl Desk {
     async fn resume(&self, caller: &Caller, order_id: &str) -> Result<Order, WireError> {
         let (revision, order) = self.reload(order_id, caller.epoch).await?;
         if order.status.is_final() {
-            return Ok(order);
+            return self.settle(caller, revision, order).await;
         }
         let quote = self.quote(caller, &order.symbol).await?;
         self.finish(caller, revision, order, &quote).await
@@ -174,7 +185,7 @@ impl Desk {
                 Attempt::Lost(order_id) => {
                     (revision, order) = self.reload(&order_id, caller.epoch).await?;
                     if order.status.is_final() {
-                        return self.replay(order).await;
+                        return self.replay(caller, revision, order).await;
                     }
                 }
             }
@@ -215,28 +226,77 @@ impl Desk {
         let assessment = self.assess(caller, &order, quote).await?;
         decide(&mut order, quote, &assessment);
         order.instance_id = caller.instance_id.to_string();
-        match self.store.replace(&order, revision).await {
-            Ok(_) => {}
+        order.announced = false;
+        let revision = match self.store.replace(&order, revision).await {
+            Ok(revision) => revision,
             Err(StoreError::Changed) => return Ok(Attempt::Lost(order.order_id)),
             Err(e) => return Err(e.into()),
-        }
-        self.announce(&order).await?;
+        };
         let decided = if order.status == OrderStatus::Filled {
             METRIC_FILLED
         } else {
             METRIC_REJECTED
         };
         self.counters.add(decided, 1.0);
+        let order = self.settle(caller, revision, order).await?;
         Ok(Attempt::Decided(order))
     }
 
-    /// Answers a retry of a decided order. Its outcome event is published
-    /// again: the first attempt may have stopped between recording the
-    /// decision and publishing it, and the dedup id stores it once.
-    async fn replay(&self, order: Order) -> Result<Order, WireError> {
-        self.announce(&order).await?;
+    /// Answers a retry of a decided order, announcing its outcome first if
+    /// that is not on record yet.
+    async fn replay(
+        &self,
+        caller: &Caller,
+        revision: u64,
+        order: Order,
+    ) -> Result<Order, WireError> {
+        let order = self.settle(caller, revision, order).await?;
         self.counters.add(METRIC_REPLAYED, 1.0);
         Ok(order)
+    }
+
+    /// Publishes a decided order's outcome unless the order records that it
+    /// was, then records that it was — so each retry or sweep does not
+    /// publish it again, which past the stream's dedup window would store it
+    /// again.
+    ///
+    /// Publish first, record second: a crash between the two publishes it
+    /// once more later (stored once within the dedup window; risk-service
+    /// recognises the fill again within its own window), while the other
+    /// order could lose the event for good. When the record fails, the
+    /// outcome is still published, so the caller gets the decided order;
+    /// the next sweep records it.
+    async fn settle(
+        &self,
+        caller: &Caller,
+        revision: u64,
+        order: Order,
+    ) -> Result<Order, WireError> {
+        if order.announced {
+            return Ok(order);
+        }
+        self.announce(&order).await?;
+        if order.epoch > caller.epoch {
+            // A newer leader wrote it last; the record is its to make.
+            return Ok(order);
+        }
+        let mut settled = order.clone();
+        settled.announced = true;
+        settled.epoch = caller.epoch;
+        settled.instance_id = caller.instance_id.to_string();
+        match self.store.replace(&settled, revision).await {
+            Ok(_) => Ok(settled),
+            // Another writer of this leader (the sweep, a duplicate request)
+            // recorded it meanwhile: answer what is stored.
+            Err(StoreError::Changed) => match self.store.load(&order.order_id).await {
+                Ok(Some((_, stored))) if stored.announced => Ok(stored),
+                _ => Ok(order),
+            },
+            Err(e) => {
+                debug!(order_id = %order.order_id, error = ?e, "outcome published, not yet recorded as announced");
+                Ok(order)
+            }
+        }
     }
 
     /// Reads the order again; an undecided one written under a newer epoch
@@ -371,6 +431,17 @@ impl Desk {
         }
         Ok(self.store.list(&req, limit))
     }
+}
+
+/// `client_order_id` already names `order`, which is not what `req` asks for.
+fn reused(req: &CreateOrder, order: &Order) -> WireError {
+    WireError::new(
+        ErrorCode::Conflict,
+        format!(
+            "client_order_id {} was used for a different order ({})",
+            req.client_order_id, order.order_id
+        ),
+    )
 }
 
 fn deposed() -> WireError {

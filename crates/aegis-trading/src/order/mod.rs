@@ -11,8 +11,17 @@
 //! - Each write is a compare-and-set and carries the leader's fencing epoch;
 //!   a leader never overwrites an order written under a newer epoch, so a
 //!   deposed leader that wakes up late cannot undo its successor's work.
-//! - Events are published with dedup ids derived from the order id, so
-//!   finishing an order twice stores each event once.
+//! - Writes are fenced at the store: each new leader takes the bucket's
+//!   fence key, and every order write is conditioned on it and on a lease
+//!   check just before, so a leader that stalled past its lease (mid-request,
+//!   admitted under a valid lease) writes nothing once its successor took
+//!   over — not a new order, not a decision (`fence.rs`).
+//! - Events are published with dedup ids derived from the order id, so a
+//!   repeat within the stream's dedup window (two minutes) is stored once;
+//!   and a decided order records that its outcome was announced, so a retry
+//!   or sweep later than that does not publish it again. Only a crash
+//!   between publishing and recording can repeat it, once, and risk-service
+//!   recognises a repeated fill within its own window.
 //! - A new leader finishes the orders its predecessors left pending, and a
 //!   leader those its own requests gave up on, even if nobody retries.
 //!
@@ -20,13 +29,15 @@
 //! already decided, answer it → quote from pricing-service → record the
 //! order (pending) → `events.order.created` → risk-service `assess_risk` →
 //! decide (filled or rejected) and record it → `events.order.filled` or
-//! `events.order.rejected` → answer. A failure at any step leaves the order
+//! `events.order.rejected` → record it as announced → answer. A failure at any step leaves the order
 //! pending; the caller's retry or the leader's sweep resumes it.
 //!
 //! This file wires the service; `flow.rs` holds those steps, [`model`] the
 //! records, requests and the [`decide`] rule, [`store`] the KV bucket.
 
+mod fence;
 mod flow;
+mod index;
 pub mod model;
 pub mod store;
 
@@ -40,11 +51,12 @@ use aegis_sdk::{
 };
 use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::warn;
 
 pub use model::{
     CreateOrder, GetOrder, ListOrders, MAX_LIST_LIMIT, Order, OrderList, OrderStatus, decide,
 };
-pub use store::ORDERS_BUCKET;
+pub use store::{FENCE_KEY, ORDERS_BUCKET};
 
 use crate::{
     TradingError,
@@ -86,6 +98,11 @@ pub struct OrderOptions {
     /// raced; the leader looks every half of it). Orders an older leader
     /// left pending are finished as soon as leadership changes.
     pub stale_after: Duration,
+    /// How many of the newest orders the instance keeps in memory for
+    /// `list_orders` (default 10 000, a few MB); older ones stay in the
+    /// bucket, readable with `get_order`. Unsettled orders are kept
+    /// whatever their age, for the recovery sweep.
+    pub index_capacity: usize,
 }
 
 impl Default for OrderOptions {
@@ -98,6 +115,7 @@ impl Default for OrderOptions {
             call_timeout: Duration::from_secs(2),
             lease: LeaseConfig::default(),
             stale_after: Duration::from_secs(10),
+            index_capacity: 10_000,
         }
     }
 }
@@ -129,7 +147,7 @@ pub async fn start(conn: &Connection, opts: OrderOptions) -> Result<RunningOrder
         .instance_id
         .unwrap_or_else(aegis_sdk::default_instance_id);
     let id = Identity::new(ORDER_SERVICE, &instance_id);
-    let store = OrderStore::open(conn).await?;
+    let store = OrderStore::open(conn, &instance_id, opts.index_capacity).await?;
     conn.events().ensure_stream().await?;
     let cancel = CancellationToken::new();
     let follower = store.follow(cancel.clone()).await?;
@@ -185,6 +203,14 @@ pub async fn start(conn: &Connection, opts: OrderOptions) -> Result<RunningOrder
         .start()
         .await?;
     desk.counters.attach(service.metrics().clone());
+    if let Some(election) = service.election() {
+        // A write must start with at least the lease's safety margin left:
+        // the margin that covers message delay for serving covers the
+        // write's way to the store too.
+        desk.store
+            .fence
+            .follow(election.leadership(), opts.lease.safety_margin);
+    }
     let recovery = service.election().map(|election| {
         tokio::spawn(recover_while_leading(
             desk,
@@ -225,6 +251,11 @@ async fn recover_while_leading(
             };
             let still_leading = || leadership.serving_epoch() == Some(epoch);
             let sweep = async {
+                // Fence the old leader out before reading what it left.
+                if let Err(e) = desk.store.take_fence(epoch).await {
+                    warn!(epoch, error = ?e, "cannot take the order store's fence yet");
+                    return;
+                }
                 desk.store.loaded().await;
                 desk.resume_pending(&caller, stale_after, still_leading)
                     .await;
@@ -271,6 +302,9 @@ fn validate(opts: &OrderOptions) -> Result<(), TradingError> {
     if let Err(e) = opts.lease.validate() {
         return invalid(e.to_string());
     }
+    if opts.index_capacity == 0 {
+        return invalid("index_capacity must be positive".into());
+    }
     Ok(())
 }
 
@@ -310,7 +344,9 @@ impl RunningOrder {
             stop,
         } = self;
         // Resigns first, so a standby takes over while this one finishes
-        // the requests it already took.
+        // the requests it already took. Their writes after the resignation
+        // are refused (NOT_ACTIVE: no lease, and soon the successor's fence),
+        // so their callers retry on the new leader instead.
         let stopped = service.shutdown().await;
         drop(stop);
         let _ = follower.await;

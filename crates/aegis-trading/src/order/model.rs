@@ -124,6 +124,12 @@ pub struct Order {
     /// When it last changed.
     #[serde(with = "aegis_contracts::models::rfc3339")]
     pub updated_at: DateTime<Utc>,
+    /// Whether its outcome (`events.order.filled` or `events.order.rejected`)
+    /// is stored in `EVENTS`: a decided order is announced once, not on
+    /// every retry (absent in records written before the field existed:
+    /// announced again once, on the next retry or sweep).
+    #[serde(default)]
+    pub announced: bool,
     /// The fencing epoch of the leader that last wrote it: a leader never
     /// overwrites a record written under a higher epoch than its own.
     pub epoch: u64,
@@ -148,6 +154,7 @@ impl Order {
             reasons: Vec::new(),
             created_at: now,
             updated_at: now,
+            announced: false,
             epoch,
             instance_id: instance_id.to_owned(),
         }
@@ -265,13 +272,19 @@ pub struct ListOrders {
     pub limit: Option<usize>,
 }
 
-/// `list_orders` reply.
+/// `list_orders` reply. A listing covers the newest orders the instance
+/// indexes (`OrderOptions::index_capacity`, default 10 000); `get_order`
+/// finds any order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderList {
     /// The matching orders, newest first, at most `limit`.
     pub orders: Vec<Order>,
-    /// How many orders match in all.
+    /// How many of the indexed orders match.
     pub total: usize,
+    /// True when older orders exist than the index holds: then `total`
+    /// counts the newest ones only.
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 #[cfg(test)]

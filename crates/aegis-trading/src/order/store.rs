@@ -9,30 +9,52 @@
 //! - `order.{order_id}` → the [`Order`] JSON. Created once, then changed
 //!   only by compare-and-set on the revision read, so two writers can never
 //!   both decide an order: the second one's write fails and it re-reads.
+//!   (Among one leader's writers the comparison is made in the process,
+//!   because the write's one server-side condition is the fence below.)
+//! - [`FENCE_KEY`] → the epoch of the leader that owns the store. Every
+//!   order write is conditioned on it, so a deposed leader cannot write
+//!   once its successor has taken it (`fence.rs` tells how and why).
 //!
-//! Lookups of single orders go to the server (a direct get, no consumer).
-//! Listings (and a new leader's search for unfinished orders) are answered
+//! Lookups of single orders go to the bucket's stream leader
+//! (`Bucket::read_latest` in `kv.rs`), never to a replica that may
+//! not have applied a write yet: the create flow reads back claims and
+//! orders written a moment ago, and a caller reads the order it was just
+//! answered. Listings (and a new leader's search for unfinished orders) are answered
 //! from an in-memory index fed by one watch on the bucket, plus this
 //! instance's own writes so a caller reads what it just wrote — never by
-//! listing keys per request.
+//! listing keys per request. The index is bounded (`index.rs`): the newest
+//! orders for listings, and every unsettled one for the sweep.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::sync::{Arc, Mutex};
 
 use aegis_sdk::{Connection, rpc::WireError};
-use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use async_nats::jetstream::kv::Operation;
 use chrono::{DateTime, Utc};
 use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::model::{ListOrders, Order, OrderList};
-use crate::TradingError;
+use super::{
+    fence::Fence,
+    index::Index,
+    model::{ListOrders, Order, OrderList},
+};
+use crate::{
+    TradingError,
+    kv::{Bucket, CreateError, Expect, WriteError},
+};
 
 /// The KV bucket holding orders and client order ids.
 pub const ORDERS_BUCKET: &str = "orders";
+
+/// The key in [`ORDERS_BUCKET`] that names the epoch of the leader owning
+/// the store: JSON `{"epoch", "instance_id", "taken_at"}`. A new leader takes
+/// it before its first write; writes of older epochs are refused from then on.
+pub const FENCE_KEY: &str = "fence";
+
+/// How many order keys can be written concurrently by this instance; writes
+/// to keys in one turn wait for each other (each takes two round trips).
+const TURNS: usize = 64;
 
 /// Why a store operation did not happen.
 #[derive(Debug)]
@@ -41,6 +63,9 @@ pub(crate) enum StoreError {
     Exists,
     /// The record changed since it was read (compare-and-set lost).
     Changed,
+    /// This instance does not (or no longer) lead at the writer's epoch:
+    /// its lease lapsed or a newer leader took the fence.
+    Deposed,
     /// The server did not confirm the operation; it may or may not have
     /// happened, so the caller retries the whole (idempotent) request.
     Unavailable(String),
@@ -52,6 +77,9 @@ impl From<StoreError> for WireError {
             StoreError::Unavailable(detail) => {
                 warn!(error = %detail, "order store unavailable");
                 WireError::service_unavailable("the order store is unavailable; retry")
+            }
+            StoreError::Deposed => {
+                WireError::not_active("this instance no longer leads; retry on the active instance")
             }
             StoreError::Exists | StoreError::Changed => WireError::new(
                 aegis_sdk::rpc::ErrorCode::Conflict,
@@ -68,20 +96,32 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 /// The order store of one instance: the bucket and the listing index.
 #[derive(Debug)]
 pub(crate) struct OrderStore {
-    kv: kv::Store,
-    /// Order id → (revision, order); only newer revisions replace entries.
-    index: Mutex<HashMap<String, (u64, Order)>>,
+    bucket: Bucket,
+    /// Refuses writes of a deposed leader.
+    pub(super) fence: Fence,
+    /// Per-order turns: this instance's writers of one order (a request and
+    /// the recovery sweep) compare and write one at a time.
+    turns: Box<[tokio::sync::Mutex<()>]>,
+    /// The newest orders and the unsettled ones (`index.rs`).
+    index: Mutex<Index>,
     /// Whether the index has caught up with the bucket.
     loaded: watch::Sender<bool>,
 }
 
 impl OrderStore {
-    /// Opens (or creates) the bucket.
-    pub(crate) async fn open(conn: &Connection) -> Result<Arc<Self>, TradingError> {
+    /// Opens (or creates) the bucket for instance `instance_id`, listing at
+    /// most the newest `index_capacity` orders.
+    pub(crate) async fn open(
+        conn: &Connection,
+        instance_id: &str,
+        index_capacity: usize,
+    ) -> Result<Arc<Self>, TradingError> {
         let kv = crate::kv::open_bucket(conn, ORDERS_BUCKET, "order-service orders").await?;
         Ok(Arc::new(Self {
-            kv,
-            index: Mutex::new(HashMap::new()),
+            bucket: Bucket::new(conn, kv),
+            fence: Fence::new(instance_id),
+            turns: (0..TURNS).map(|_| tokio::sync::Mutex::new(())).collect(),
+            index: Mutex::new(Index::new(index_capacity)),
             loaded: watch::Sender::new(false),
         }))
     }
@@ -96,16 +136,21 @@ impl OrderStore {
         self: &Arc<Self>,
         cancel: CancellationToken,
     ) -> Result<JoinHandle<()>, TradingError> {
-        let status = self.kv.status().await.map_err(|e| TradingError::Store {
-            bucket: ORDERS_BUCKET.to_owned(),
-            source: e.into(),
-        })?;
+        let status = self
+            .bucket
+            .kv
+            .status()
+            .await
+            .map_err(|e| TradingError::Store {
+                bucket: ORDERS_BUCKET.to_owned(),
+                source: e.into(),
+            })?;
         if status.values() == 0 {
             self.loaded.send_replace(true);
         }
         let store = self.clone();
         Ok(crate::kv::spawn_watch(
-            self.kv.clone(),
+            self.bucket.kv.clone(),
             ">".to_owned(),
             cancel,
             move |entry| {
@@ -133,18 +178,14 @@ impl OrderStore {
     }
 
     /// Ids of the orders a leader at `epoch` should finish, oldest first:
-    /// pending ones last written by an older leader, and pending ones of its
-    /// own not touched since `stale_before` (their request gave up).
+    /// pending (or decided, not yet announced) ones last written by an older
+    /// leader, and such ones of its own not touched since `stale_before`
+    /// (their request gave up).
     pub(crate) fn unfinished(&self, epoch: u64, stale_before: DateTime<Utc>) -> Vec<String> {
-        let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-        let mut pending: Vec<&Order> = index
-            .values()
-            .map(|(_, o)| o)
-            .filter(|o| !o.status.is_final())
-            .filter(|o| o.epoch < epoch || (o.epoch == epoch && o.updated_at < stale_before))
-            .collect();
-        pending.sort_by_key(|o| o.created_at);
-        pending.into_iter().map(|o| o.order_id.clone()).collect()
+        self.index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unfinished(epoch, stale_before)
     }
 
     /// The order id for `client_order_id`: `candidate` if this call is the
@@ -158,14 +199,15 @@ impl OrderStore {
         // Claims are never deleted; the second round only covers one purged
         // by hand between our create and our read.
         for _ in 0..2 {
-            match self.kv.create(&key, candidate.to_owned().into()).await {
+            match self.bucket.create(&key, candidate.to_owned().into()).await {
                 Ok(_) => return Ok(candidate.to_owned()),
-                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
-                    if let Some(id) = self.kv.get(&key).await.map_err(unavailable)? {
+                Err(CreateError::Exists) => {
+                    let claimed = self.bucket.read_latest(&key).await.map_err(unavailable)?;
+                    if let Some((_, id)) = claimed {
                         return String::from_utf8(id.to_vec()).map_err(unavailable);
                     }
                 }
-                Err(e) => return Err(unavailable(e)),
+                Err(CreateError::Failed(e)) => return Err(unavailable(e)),
             }
         }
         Err(StoreError::Unavailable(format!(
@@ -175,80 +217,113 @@ impl OrderStore {
 
     /// The stored order and its revision.
     pub(crate) async fn load(&self, order_id: &str) -> Result<Option<(u64, Order)>, StoreError> {
-        let Some(entry) = self
-            .kv
-            .entry(format!("order.{order_id}"))
+        let Some((revision, value)) = self
+            .bucket
+            .read_latest(&format!("order.{order_id}"))
             .await
             .map_err(unavailable)?
         else {
             return Ok(None);
         };
-        if entry.operation != Operation::Put {
-            return Ok(None);
-        }
-        let order: Order = serde_json::from_slice(&entry.value).map_err(unavailable)?;
-        self.remember(entry.revision, order.clone());
-        Ok(Some((entry.revision, order)))
+        let order: Order = serde_json::from_slice(&value).map_err(unavailable)?;
+        self.remember(revision, order.clone());
+        Ok(Some((revision, order)))
     }
 
-    /// Stores a new order; [`StoreError::Exists`] if its key is taken.
+    /// Takes the fence for `epoch` now rather than at the first write: a
+    /// new leader does so at once, so the old one's writes stop at once.
+    pub(crate) async fn take_fence(&self, epoch: u64) -> Result<(), StoreError> {
+        self.fence.check_lease(epoch)?;
+        self.fence.revision(&self.bucket, epoch).await.map(drop)
+    }
+
+    /// Stores a new order, written under `order.epoch`;
+    /// [`StoreError::Exists`] if its key is taken.
     pub(crate) async fn insert(&self, order: &Order) -> Result<u64, StoreError> {
-        let bytes = serde_json::to_vec(order).map_err(unavailable)?;
-        let revision = self
-            .kv
-            .create(format!("order.{}", order.order_id), bytes.into())
-            .await
-            .map_err(|e| match e.kind() {
-                CreateErrorKind::AlreadyExists => StoreError::Exists,
-                _ => unavailable(e),
-            })?;
-        self.remember(revision, order.clone());
-        Ok(revision)
+        self.write(order, 0).await
     }
 
-    /// Replaces the order stored at `revision`; [`StoreError::Changed`] if
-    /// it was written since.
+    /// Replaces the order stored at `revision`, written under `order.epoch`;
+    /// [`StoreError::Changed`] if it was written since.
     pub(crate) async fn replace(&self, order: &Order, revision: u64) -> Result<u64, StoreError> {
+        self.write(order, revision).await
+    }
+
+    /// Writes `order` if its key is at `expected` (0: absent), and only if
+    /// this instance still leads at `order.epoch` and holds the fence.
+    async fn write(&self, order: &Order, expected: u64) -> Result<u64, StoreError> {
+        let epoch = order.epoch;
+        let key = format!("order.{}", order.order_id);
         let bytes = serde_json::to_vec(order).map_err(unavailable)?;
-        let revision = self
-            .kv
-            .update(format!("order.{}", order.order_id), bytes.into(), revision)
+        self.fence.check_lease(epoch)?;
+        let fence = self.fence.revision(&self.bucket, epoch).await?;
+
+        let _turn = self.turns[turn_of(&key)].lock().await;
+        // The order's own compare-and-set, among this instance's writers;
+        // other instances are kept out by the fence.
+        let current = self
+            .bucket
+            .last_record(&key)
             .await
-            .map_err(|e| match e.kind() {
-                UpdateErrorKind::WrongLastRevision => StoreError::Changed,
-                _ => unavailable(e),
-            })?;
-        self.remember(revision, order.clone());
-        Ok(revision)
+            .map_err(unavailable)?
+            .map_or(0, |(revision, _)| revision);
+        if current != expected {
+            return Err(if expected == 0 {
+                StoreError::Exists
+            } else {
+                StoreError::Changed
+            });
+        }
+        // The read took a round trip; the lease may have run short since.
+        self.fence.check_lease(epoch)?;
+        let written = self
+            .bucket
+            .put_if(
+                &key,
+                bytes.into(),
+                Expect::KeyAt {
+                    key: FENCE_KEY,
+                    revision: fence,
+                },
+            )
+            .await;
+        match written {
+            Ok(revision) => {
+                self.remember(revision, order.clone());
+                Ok(revision)
+            }
+            Err(WriteError::Conflict) => {
+                warn!(
+                    epoch,
+                    key, "a newer leader took the order store's fence; write refused"
+                );
+                self.fence.moved(epoch).await;
+                Err(StoreError::Deposed)
+            }
+            Err(WriteError::Failed(e)) => Err(unavailable(e)),
+        }
     }
 
     /// Orders matching `req`, newest first (the caller validated `req`).
     pub(crate) fn list(&self, req: &ListOrders, limit: usize) -> OrderList {
-        let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-        let mut orders: Vec<&Order> = index
-            .values()
-            .map(|(_, o)| o)
-            .filter(|o| req.symbol.as_ref().is_none_or(|s| &o.symbol == s))
-            .filter(|o| req.status.is_none_or(|s| o.status == s))
-            .collect();
-        orders.sort_by(|a, b| {
-            b.created_at
-                .cmp(&a.created_at)
-                .then_with(|| b.order_id.cmp(&a.order_id))
-        });
-        OrderList {
-            total: orders.len(),
-            orders: orders.into_iter().take(limit).cloned().collect(),
-        }
+        self.index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .list(req, limit)
     }
 
     fn remember(&self, revision: u64, order: Order) {
-        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-        match index.get(&order.order_id) {
-            Some((known, _)) if *known >= revision => {}
-            _ => {
-                index.insert(order.order_id.clone(), (revision, order));
-            }
-        }
+        self.index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remember(revision, order);
     }
+}
+
+/// The turn of an order key: a hash, so different orders rarely share one.
+fn turn_of(key: &str) -> usize {
+    use std::hash::{BuildHasher, RandomState};
+    static HASHER: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
+    let hash = HASHER.get_or_init(RandomState::new).hash_one(key);
+    (hash % TURNS as u64) as usize
 }

@@ -2,12 +2,15 @@
 //! positions (`get_positions`) and changes limits at run time
 //! (`get_limits`, `update_limits`); publishes `events.risk.assessed`.
 //!
-//! The service is load-balanced, yet every instance must judge alike. Two
-//! SDK patterns make that so:
-//! - **Positions** come from `events.order.filled`, consumed in
-//!   [`DeliveryMode::Broadcast`] from the start of the stream: every
-//!   instance sees every fill, so each holds the complete book (compete mode
-//!   would split the fills between instances and leave each with a part).
+//! The service is load-balanced, yet every instance must judge alike:
+//! - **Positions** come from `events.order.filled`, read by every instance
+//!   (each needs the complete book; a competing consumer would split the
+//!   fills between instances). The book is rebuilt completely on every
+//!   start — from a snapshot in the KV bucket [`RISK_POSITIONS_BUCKET`] and
+//!   a replay of the fills after it — so a restart under the same id, or one
+//!   after the fills have left the stream, still holds every position
+//!   (`fills.rs` tells how). A fill is applied once, however often it
+//!   arrives (`book.rs`).
 //! - **Limits** live in the KV bucket [`RISK_LIMITS_BUCKET`], which every
 //!   instance watches: `update_limits` on one instance reaches all of them
 //!   within milliseconds and survives restarts. The configured limits only
@@ -16,30 +19,37 @@
 //! The rules themselves are pure functions in [`assess`].
 
 pub mod assess;
+mod book;
+mod fills;
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::BTreeMap,
     sync::{Arc, Mutex, RwLock},
+    time::Duration,
 };
 
 use aegis_contracts::trading::{OrderFilled, RISK_SERVICE, RiskAssessed, TradingEvent};
 use aegis_sdk::{
     Connection,
-    events::{DeliveryMode, Event, EventSubscription, Events},
+    events::Events,
     rpc::{ErrorCode, Service, WireError},
 };
-use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use async_nats::jetstream::kv::{self, Operation};
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinHandle;
+use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::{CancellationToken, DropGuard};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 pub use assess::{LimitsPatch, OrderToAssess, RiskAssessment, RiskLimits};
+pub use fills::RISK_POSITIONS_BUCKET;
 
 use crate::{
     TradingError,
     common::{self, Counters, Identity},
+    kv::{Bucket, CreateError, Expect, WriteError},
 };
+use book::Book;
+use fills::Fills;
 
 /// The KV bucket holding the shared limits (key `limits`).
 pub const RISK_LIMITS_BUCKET: &str = "risk_limits";
@@ -61,12 +71,34 @@ pub const METRIC_SCORE_BUCKETS: [&str; 4] = [
 pub const METRIC_FILLS_APPLIED: &str = "fills_applied";
 
 /// How to run a risk instance.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RiskOptions {
     /// The instance id; host name plus a random suffix when `None`.
     pub instance_id: Option<String>,
     /// The limits to start with when [`RISK_LIMITS_BUCKET`] holds none.
     pub limits: RiskLimits,
+    /// How long (in stream time) a fill is remembered, so that the same
+    /// fill published again is not counted twice (default 10 minutes).
+    pub fill_dedup_window: Duration,
+    /// At most this many fills are remembered, whatever the window (default
+    /// 150 000, about 12 minutes at 200 fills/s; some 15 MB).
+    pub fill_dedup_capacity: usize,
+    /// How often the positions are written to [`RISK_POSITIONS_BUCKET`]
+    /// when they moved (default 5 s); also on shutdown. A restart replays
+    /// at most this much of the fills.
+    pub snapshot_interval: Duration,
+}
+
+impl Default for RiskOptions {
+    fn default() -> Self {
+        Self {
+            instance_id: None,
+            limits: RiskLimits::default(),
+            fill_dedup_window: Duration::from_secs(600),
+            fill_dedup_capacity: 150_000,
+            snapshot_interval: Duration::from_secs(5),
+        }
+    }
 }
 
 /// `assess_risk` request.
@@ -85,13 +117,6 @@ pub struct Positions {
     pub last_event_sequence: u64,
 }
 
-/// Positions and the fills they were built from.
-#[derive(Debug, Default)]
-struct Book {
-    view: Positions,
-    applied: HashSet<String>,
-}
-
 /// The instance's state.
 #[derive(Debug)]
 struct Risk {
@@ -99,7 +124,7 @@ struct Risk {
     /// replace them, so the watch and our own writes can race harmlessly.
     limits: RwLock<(u64, RiskLimits)>,
     book: Mutex<Book>,
-    store: kv::Store,
+    store: Bucket,
     events: Events,
     counters: Counters,
 }
@@ -120,19 +145,30 @@ impl Risk {
         }
     }
 
-    /// Applies a fill once. Events arrive at least once, and an order's
-    /// fill may be published again when the order service finishes a retry,
-    /// so fills are recognised by order id, not by delivery.
-    fn apply_fill(&self, event: &Event<OrderFilled>) {
-        let fill = &event.payload;
+    /// Applies the fill stored at `sequence` once: fills may be replayed
+    /// and published again after a failure in order-service, so they are
+    /// recognised by sequence and by order id (within a window).
+    fn apply_fill(&self, sequence: u64, stored: chrono::DateTime<chrono::Utc>, payload: &[u8]) {
         let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
-        book.view.last_event_sequence = book.view.last_event_sequence.max(event.sequence);
-        if !book.applied.insert(fill.order_id.clone()) {
-            return;
+        match serde_json::from_slice::<OrderFilled>(payload) {
+            Ok(fill) => {
+                if book.apply(sequence, stored, &fill) {
+                    self.counters.add(METRIC_FILLS_APPLIED, 1.0);
+                }
+            }
+            Err(e) => {
+                warn!(sequence, error = %e, "ignoring a fill that does not decode");
+                book.pass(sequence);
+            }
         }
-        *book.view.positions.entry(fill.symbol.clone()).or_insert(0) +=
-            fill.side.signed(fill.quantity);
-        self.counters.add(METRIC_FILLS_APPLIED, 1.0);
+    }
+
+    /// What a snapshot holds: positions, their sequence, the replay point.
+    fn snapshot(&self) -> (BTreeMap<String, i64>, u64, u64) {
+        self.book
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .snapshot()
     }
 
     async fn assess_risk(
@@ -199,38 +235,34 @@ impl Risk {
             WireError::service_unavailable("the limits store is unavailable; retry")
         };
         for _ in 0..5 {
+            // From the stream leader: a replica's older copy would only cost
+            // a lost compare-and-set and another round.
             let stored = self
                 .store
-                .entry(LIMITS_KEY)
+                .last_record(LIMITS_KEY)
                 .await
                 .map_err(|e| unavailable(&e))?;
             let (revision, current) = match stored {
-                Some(entry) if entry.operation == Operation::Put => {
-                    let limits = serde_json::from_slice::<RiskLimits>(&entry.value)
+                Some((revision, Some(value))) => {
+                    let limits = serde_json::from_slice::<RiskLimits>(&value)
                         .unwrap_or_else(|_| self.limits());
-                    (entry.revision, limits)
+                    (revision, limits)
                 }
-                _ => (0, self.limits()),
+                // Deleted by hand: written again over the marker.
+                Some((revision, None)) => (revision, self.limits()),
+                None => (0, self.limits()),
             };
             let next = current.apply(&patch);
             next.validate().map_err(common::invalid)?;
             let bytes = serde_json::to_vec(&next).map_err(|e| unavailable(&e))?;
-            let written = if revision == 0 {
-                self.store
-                    .create(LIMITS_KEY, bytes.into())
-                    .await
-                    .map_err(|e| (e.kind() == CreateErrorKind::AlreadyExists, e.to_string()))
-            } else {
-                self.store
-                    .update(LIMITS_KEY, bytes.into(), revision)
-                    .await
-                    .map_err(|e| {
-                        (
-                            e.kind() == UpdateErrorKind::WrongLastRevision,
-                            e.to_string(),
-                        )
-                    })
-            };
+            let written = self
+                .store
+                .put_if(LIMITS_KEY, bytes.into(), Expect::Revision(revision))
+                .await
+                .map_err(|e| match e {
+                    WriteError::Conflict => (true, String::new()),
+                    WriteError::Failed(e) => (false, e.to_string()),
+                });
             match written {
                 Ok(revision) => {
                     self.apply_limits(revision, next.clone());
@@ -273,6 +305,15 @@ pub async fn start(conn: &Connection, opts: RiskOptions) -> Result<RunningRisk, 
     if let Err(e) = opts.limits.validate() {
         return Err(TradingError::InvalidOptions(e.to_string()));
     }
+    if opts.fill_dedup_window.is_zero()
+        || opts.fill_dedup_capacity == 0
+        || opts.snapshot_interval.is_zero()
+    {
+        return Err(TradingError::InvalidOptions(
+            "fill_dedup_window, fill_dedup_capacity and snapshot_interval must be positive"
+                .to_owned(),
+        ));
+    }
     // The id is chosen here because the broadcast consumer is named after it.
     let instance_id = opts
         .instance_id
@@ -284,15 +325,21 @@ pub async fn start(conn: &Connection, opts: RiskOptions) -> Result<RunningRisk, 
         source: e,
     };
     let seed = serde_json::to_vec(&opts.limits).map_err(|e| store_error(e.into()))?;
-    match store.create(LIMITS_KEY, seed.into()).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
-        Err(e) => return Err(store_error(e.into())),
+    let bucket = Bucket::new(conn, store.clone());
+    match bucket.create(LIMITS_KEY, seed.into()).await {
+        Ok(_) | Err(CreateError::Exists) => {}
+        Err(CreateError::Failed(e)) => return Err(store_error(e)),
     }
+    let fills = Fills::open(conn, &instance_id).await?;
+    let (book, replay_from) = fills
+        .restore(opts.fill_dedup_window, opts.fill_dedup_capacity)
+        .await?;
+    // Where the book must be before it may judge: the last fill stored now.
+    let caught_up_at = fills.last_fill().await?;
     let risk = Arc::new(Risk {
         limits: RwLock::new((0, opts.limits)),
-        book: Mutex::new(Book::default()),
-        store: store.clone(),
+        book: Mutex::new(book),
+        store: bucket,
         events: conn.events(),
         counters: Counters::new(
             &[
@@ -315,25 +362,25 @@ pub async fn start(conn: &Connection, opts: RiskOptions) -> Result<RunningRisk, 
         move |entry| apply_entry(&risk, entry)
     });
 
-    let fills = conn
-        .events()
-        .subscribe::<OrderFilled>(
-            RISK_SERVICE,
-            &OrderFilled::pattern(),
-            DeliveryMode::Broadcast,
+    let (progress, mut seen) = watch::channel(risk.snapshot().1);
+    let follower = fills.follow(risk.clone(), replay_from, progress, cancel.clone());
+    loop {
+        let caught_up = tokio::time::timeout(
+            Duration::from_secs(5),
+            seen.wait_for(|sequence| *sequence >= caught_up_at),
         )
-        .instance_id(&instance_id)
-        // A new instance replays the stored fills, so its book starts complete.
-        .deliver_all()
-        .handler({
-            let risk = risk.clone();
-            move |event: Event<OrderFilled>| {
-                risk.apply_fill(&event);
-                futures::future::ready(Ok(()))
-            }
-        })
-        .start()
-        .await?;
+        .await
+        .map(|reached| reached.is_ok());
+        match caught_up {
+            Ok(_) => break,
+            Err(_) => info!(
+                at = *seen.borrow(),
+                until = caught_up_at,
+                "still replaying fills before serving"
+            ),
+        }
+    }
+    let snapshots = fills.snapshot_every(risk.clone(), opts.snapshot_interval, cancel.clone());
 
     let service = conn
         .service(RISK_SERVICE, crate::VERSION)
@@ -379,7 +426,8 @@ pub async fn start(conn: &Connection, opts: RiskOptions) -> Result<RunningRisk, 
     risk.counters.attach(service.metrics().clone());
     Ok(RunningRisk {
         service,
-        fills,
+        follower,
+        snapshots,
         watch,
         stop: cancel.drop_guard(),
     })
@@ -402,7 +450,8 @@ fn apply_entry(risk: &Risk, entry: kv::Entry) {
 #[derive(Debug)]
 pub struct RunningRisk {
     service: Service,
-    fills: EventSubscription,
+    follower: JoinHandle<()>,
+    snapshots: JoinHandle<()>,
     watch: JoinHandle<()>,
     stop: DropGuard,
 }
@@ -419,7 +468,8 @@ impl RunningRisk {
     }
 
     /// Stops the service gracefully (deregister, finish assessments in
-    /// flight), then stops consuming fills and watching limits.
+    /// flight), then stops following fills (writing a last positions
+    /// snapshot) and watching limits.
     ///
     /// # Errors
     /// [`TradingError::Service`] when the service did not stop cleanly; the
@@ -427,13 +477,15 @@ impl RunningRisk {
     pub async fn shutdown(self) -> Result<(), TradingError> {
         let Self {
             service,
-            fills,
+            follower,
+            snapshots,
             watch,
             stop,
         } = self;
         let stopped = service.shutdown().await;
-        fills.shutdown().await;
         drop(stop);
+        let _ = follower.await;
+        let _ = snapshots.await;
         let _ = watch.await;
         stopped?;
         Ok(())

@@ -14,7 +14,7 @@ use aegis_sdk::{
     events::{DeliveryMode, Event, EventSubscription},
     rpc::{ErrorCode, RpcError},
 };
-use aegis_testkit::NatsServer;
+use aegis_testkit::{NatsCluster, NatsServer};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -31,6 +31,23 @@ pub async fn connect(url: &str) -> Connection {
     let mut config = AegisConfig::with_servers(url);
     config.nats.request_timeout = Duration::from_secs(5);
     Connection::connect(config).await.expect("connect")
+}
+
+/// Starts a 3-node JetStream cluster for one test.
+pub fn cluster() -> NatsCluster {
+    NatsCluster::start(3).expect("start a 3-node nats-server cluster")
+}
+
+/// Connects the SDK to every node of `cluster`, with buckets and streams
+/// replicated three times, as the showcase runs.
+pub async fn connect_cluster(cluster: &NatsCluster) -> Connection {
+    let mut config = AegisConfig::default();
+    config.nats.servers = cluster.urls();
+    config.nats.replicas = 3;
+    config.nats.request_timeout = Duration::from_secs(5);
+    Connection::connect(config)
+        .await
+        .expect("connect to the cluster")
 }
 
 /// Polls `cond` every 20 ms until it is true or [`PATIENCE`] passes.

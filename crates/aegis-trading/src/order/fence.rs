@@ -1,0 +1,177 @@
+//! The fence of the order store: what keeps a deposed leader from writing.
+//!
+//! The SDK admits a leader-only request under a valid lease, but the
+//! handler may then run for seconds (two dependency calls), and the process
+//! may stall anywhere — a GC pause, a frozen VM, SIGSTOP. Meanwhile its
+//! lease lapses and a standby takes over. Checking the lease again before a
+//! write narrows that window but cannot close it: the stall can fall between
+//! the check and the write. So the store itself refuses the write:
+//!
+//! - The key [`FENCE_KEY`](super::FENCE_KEY) in the orders bucket names the
+//!   epoch of the leader that owns the store. A leader takes it, by
+//!   compare-and-set, before its first write (and at once when it becomes
+//!   leader, in its recovery sweep); it never takes it from a newer epoch.
+//! - Every order write is conditioned on the fence key's revision being the
+//!   one this leader wrote (`Nats-Expected-Last-Subject-Sequence` with
+//!   `Nats-Expected-Last-Subject-Sequence-Subject` naming the fence key).
+//!   Once a newer leader has taken the fence, every write of the old one is
+//!   refused by the stream, however late it arrives.
+//! - Before each write the lease is checked too, with
+//!   [`margin`](super::OrderOptions::lease) (the lease's safety margin), so a
+//!   leader whose lease is about to lapse does not even try.
+//!
+//! Writes the old leader made before the new one took the fence stand: in
+//! the bucket's order they came first, and the new leader reads the bucket
+//! only after taking the fence, so it sees and continues them.
+//!
+//! One condition per write: a JetStream write can expect one subject's
+//! revision, so the order's own compare-and-set among this leader's
+//! concurrent writers (a request and the recovery sweep) is done in the
+//! process: one turn per order key at a time, with the current revision read
+//! from the stream leader inside the turn (see `store.rs`).
+//!
+//! Claims (`client.*`) are not fenced: a claim only maps a client order id to
+//! an order id, and a deposed leader's claim is harmless — the new leader
+//! reads it and records the order under that id itself.
+
+use std::{sync::OnceLock, time::Duration};
+
+use aegis_sdk::election::Leadership;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+use tracing::info;
+
+use super::store::{FENCE_KEY, StoreError};
+use crate::kv::{Bucket, Expect, WriteError};
+
+/// What the fence key holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct FenceRecord {
+    /// The epoch of the leader that owns the store.
+    pub(crate) epoch: u64,
+    /// That leader's instance id (informational).
+    pub(crate) instance_id: String,
+    /// When it took the fence (informational).
+    #[serde(with = "aegis_contracts::models::rfc3339")]
+    pub(crate) taken_at: DateTime<Utc>,
+}
+
+/// The fence as this instance holds it: the epoch it took it for and the
+/// fence key's revision its writes are conditioned on.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    epoch: u64,
+    revision: u64,
+}
+
+/// This instance's side of the fence.
+#[derive(Debug)]
+pub(crate) struct Fence {
+    instance_id: String,
+    /// The election's view and the lease margin; set once the service runs.
+    leadership: OnceLock<(Leadership, Duration)>,
+    /// One taker at a time, so concurrent first writes take the fence once.
+    held: Mutex<Option<Held>>,
+}
+
+impl Fence {
+    pub(crate) fn new(instance_id: &str) -> Self {
+        Self {
+            instance_id: instance_id.to_owned(),
+            leadership: OnceLock::new(),
+            held: Mutex::new(None),
+        }
+    }
+
+    /// Starts checking writes against `leadership`, with `margin` of lease
+    /// left required. Until then every write is refused.
+    pub(crate) fn follow(&self, leadership: Leadership, margin: Duration) {
+        let _ = self.leadership.set((leadership, margin));
+    }
+
+    /// Refuses unless this instance leads at `epoch` with the margin left.
+    pub(crate) fn check_lease(&self, epoch: u64) -> Result<(), StoreError> {
+        match self.leadership.get() {
+            Some((leadership, margin)) if leadership.holds(epoch, *margin) => Ok(()),
+            _ => Err(StoreError::Deposed),
+        }
+    }
+
+    /// The fence key revision that writes at `epoch` are conditioned on,
+    /// taking the fence first when an older leader (or nobody) holds it.
+    ///
+    /// # Errors
+    /// [`StoreError::Deposed`] when a newer epoch holds the fence;
+    /// [`StoreError::Unavailable`] when the bucket does not answer.
+    pub(crate) async fn revision(&self, bucket: &Bucket, epoch: u64) -> Result<u64, StoreError> {
+        let mut held = self.held.lock().await;
+        match *held {
+            Some(h) if h.epoch == epoch => return Ok(h.revision),
+            Some(h) if h.epoch > epoch => return Err(StoreError::Deposed),
+            _ => {}
+        }
+        let unavailable = |e: async_nats::Error| StoreError::Unavailable(e.to_string());
+        // A lost compare-and-set means another leader took it meanwhile:
+        // read again and see whose it is now.
+        for _ in 0..5 {
+            self.check_lease(epoch)?;
+            let current = bucket.last_record(FENCE_KEY).await.map_err(unavailable)?;
+            let (expected, owner) = match current {
+                None => (0, None),
+                Some((revision, value)) => (
+                    revision,
+                    value.and_then(|v| serde_json::from_slice::<FenceRecord>(&v).ok()),
+                ),
+            };
+            if let Some(owner) = owner {
+                if owner.epoch > epoch {
+                    *held = Some(Held {
+                        epoch: owner.epoch,
+                        revision: expected,
+                    });
+                    return Err(StoreError::Deposed);
+                }
+                if owner.epoch == epoch {
+                    // Taken by this leader before (a lost confirmation).
+                    *held = Some(Held {
+                        epoch,
+                        revision: expected,
+                    });
+                    return Ok(expected);
+                }
+            }
+            let record = FenceRecord {
+                epoch,
+                instance_id: self.instance_id.clone(),
+                taken_at: Utc::now(),
+            };
+            let bytes =
+                serde_json::to_vec(&record).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            match bucket
+                .put_if(FENCE_KEY, bytes.into(), Expect::Revision(expected))
+                .await
+            {
+                Ok(revision) => {
+                    info!(epoch, revision, "took the order store's fence");
+                    *held = Some(Held { epoch, revision });
+                    return Ok(revision);
+                }
+                Err(WriteError::Conflict) => continue,
+                Err(WriteError::Failed(e)) => return Err(unavailable(e)),
+            }
+        }
+        Err(StoreError::Unavailable(
+            "the fence keeps changing".to_owned(),
+        ))
+    }
+
+    /// A write at `epoch` was refused by the fence: another leader took it.
+    /// Forget it, so the next write reads whose it is.
+    pub(crate) async fn moved(&self, epoch: u64) {
+        let mut held = self.held.lock().await;
+        if held.is_some_and(|h| h.epoch == epoch) {
+            *held = None;
+        }
+    }
+}

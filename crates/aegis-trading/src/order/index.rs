@@ -1,0 +1,246 @@
+//! The order store's in-memory index, bounded: what `list_orders` and the
+//! recovery sweep read instead of listing keys. Pure logic, tested without
+//! NATS.
+//!
+//! The bucket keeps every order; memory must not. The index holds:
+//! - the newest `capacity` orders by creation time (default 10 000, a few
+//!   MB), for listings — a listing covers that window and says so
+//!   ([`OrderList::truncated`]) once older orders have been left out; a
+//!   single order is always read from the bucket (`get_order`);
+//! - a summary of every unsettled order (pending, or decided but not yet
+//!   announced), however old, for the sweep: these must never be dropped,
+//!   or an order would dangle. They are few — an order settles within a
+//!   request — and only an outage of a dependency makes them pile up, by as
+//!   many orders as callers attempt during it.
+//!
+//! Entries change only to a newer revision, so the watch and this
+//! instance's own writes and reads can race harmlessly: an older revision
+//! read late can only bring an order back to the sweep's list until the
+//! watch, which delivers every key's latest revision in order, catches up.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+
+use super::model::{ListOrders, Order, OrderList};
+
+/// Where an unsettled order is, for the sweep.
+#[derive(Debug, Clone, Copy)]
+struct Unsettled {
+    revision: u64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    epoch: u64,
+}
+
+/// The newest orders and every unsettled one.
+#[derive(Debug)]
+pub(crate) struct Index {
+    capacity: usize,
+    /// The newest orders, keyed by (creation time, id): the last is newest.
+    recent: BTreeMap<(DateTime<Utc>, String), (u64, Order)>,
+    /// Order id → its creation time, to find it in `recent`.
+    created: HashMap<String, DateTime<Utc>>,
+    unsettled: HashMap<String, Unsettled>,
+    /// Whether an order was ever left out for being older than the window.
+    truncated: bool,
+}
+
+impl Index {
+    /// An empty index listing at most `capacity` orders.
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            recent: BTreeMap::new(),
+            created: HashMap::new(),
+            unsettled: HashMap::new(),
+            truncated: false,
+        }
+    }
+
+    /// Takes `order` at `revision` unless a newer revision is known.
+    pub(crate) fn remember(&mut self, revision: u64, order: Order) {
+        self.track_unsettled(revision, &order);
+        match self.created.get(&order.order_id) {
+            Some(created) => {
+                let key = (*created, order.order_id.clone());
+                if let Some(entry) = self.recent.get_mut(&key)
+                    && entry.0 < revision
+                {
+                    *entry = (revision, order);
+                }
+            }
+            None => self.insert_recent(revision, order),
+        }
+    }
+
+    fn track_unsettled(&mut self, revision: u64, order: &Order) {
+        if self
+            .unsettled
+            .get(&order.order_id)
+            .is_some_and(|u| u.revision >= revision)
+        {
+            return;
+        }
+        if order.status.is_final() && order.announced {
+            self.unsettled.remove(&order.order_id);
+        } else {
+            self.unsettled.insert(
+                order.order_id.clone(),
+                Unsettled {
+                    revision,
+                    created_at: order.created_at,
+                    updated_at: order.updated_at,
+                    epoch: order.epoch,
+                },
+            );
+        }
+    }
+
+    fn insert_recent(&mut self, revision: u64, order: Order) {
+        let key = (order.created_at, order.order_id.clone());
+        let full = self.recent.len() >= self.capacity;
+        if full
+            && self
+                .recent
+                .first_key_value()
+                .is_some_and(|(oldest, _)| key < *oldest)
+        {
+            // Older than everything listed: a listing would never reach it.
+            self.truncated = true;
+            return;
+        }
+        self.created
+            .insert(order.order_id.clone(), order.created_at);
+        self.recent.insert(key, (revision, order));
+        if self.recent.len() > self.capacity
+            && let Some(((_, id), _)) = self.recent.pop_first()
+        {
+            self.created.remove(&id);
+            self.truncated = true;
+        }
+    }
+
+    /// Ids of the unsettled orders a leader at `epoch` should finish, oldest
+    /// first: those last written by an older leader, and its own not touched
+    /// since `stale_before` (their request gave up).
+    pub(crate) fn unfinished(&self, epoch: u64, stale_before: DateTime<Utc>) -> Vec<String> {
+        let mut due: Vec<(&DateTime<Utc>, &String)> = self
+            .unsettled
+            .iter()
+            .filter(|(_, u)| u.epoch < epoch || (u.epoch == epoch && u.updated_at < stale_before))
+            .map(|(id, u)| (&u.created_at, id))
+            .collect();
+        due.sort();
+        due.into_iter().map(|(_, id)| id.clone()).collect()
+    }
+
+    /// Orders matching `req` among the newest, newest first, at most `limit`.
+    pub(crate) fn list(&self, req: &ListOrders, limit: usize) -> OrderList {
+        let mut matching = self
+            .recent
+            .values()
+            .rev()
+            .map(|(_, o)| o)
+            .filter(|o| req.symbol.as_ref().is_none_or(|s| &o.symbol == s))
+            .filter(|o| req.status.is_none_or(|s| o.status == s));
+        let orders: Vec<Order> = matching.by_ref().take(limit).cloned().collect();
+        OrderList {
+            total: orders.len() + matching.count(),
+            orders,
+            truncated: self.truncated,
+        }
+    }
+
+    /// How many orders it holds: listed, and unsettled.
+    #[cfg(test)]
+    fn len(&self) -> (usize, usize) {
+        (self.recent.len(), self.unsettled.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aegis_contracts::trading::Side;
+
+    use super::*;
+    use crate::order::{CreateOrder, OrderStatus};
+
+    fn order(n: i64, status: OrderStatus, announced: bool) -> Order {
+        let req = CreateOrder {
+            symbol: if n % 2 == 0 { "AAPL" } else { "MSFT" }.into(),
+            side: Side::Buy,
+            quantity: 1,
+            price: None,
+            client_order_id: format!("c-{n}"),
+        };
+        let mut order = Order::new(format!("o-{n:05}"), &req, 1, "i");
+        order.created_at = DateTime::from_timestamp(1_750_000_000 + n, 0).unwrap();
+        order.updated_at = order.created_at;
+        order.status = status;
+        order.announced = announced;
+        order
+    }
+
+    #[test]
+    fn listings_hold_the_newest_orders_and_say_when_older_were_left_out() {
+        let mut index = Index::new(100);
+        for n in 0..1000 {
+            index.remember(1, order(n, OrderStatus::Filled, true));
+            assert!(index.len().0 <= 100);
+        }
+        let all = index.list(&ListOrders::default(), 10);
+        assert_eq!(all.orders[0].order_id, "o-00999", "newest first");
+        assert_eq!((all.orders.len(), all.total), (10, 100));
+        assert!(all.truncated);
+        let msft = ListOrders {
+            symbol: Some("MSFT".into()),
+            ..Default::default()
+        };
+        assert_eq!(index.list(&msft, 1000).total, 50);
+        // An old order read back later does not push out a newer one.
+        index.remember(2, order(5, OrderStatus::Filled, true));
+        assert_eq!(
+            index
+                .list(&ListOrders::default(), 1000)
+                .orders
+                .last()
+                .unwrap()
+                .order_id,
+            "o-00900"
+        );
+        assert!(!Index::new(10).list(&ListOrders::default(), 10).truncated);
+    }
+
+    #[test]
+    fn unsettled_orders_are_kept_however_old_until_settled() {
+        let mut index = Index::new(10);
+        index.remember(1, order(0, OrderStatus::Pending, false));
+        index.remember(1, order(1, OrderStatus::Filled, false));
+        for n in 2..500 {
+            index.remember(1, order(n, OrderStatus::Filled, true));
+        }
+        assert_eq!(index.len(), (10, 2));
+        let later = DateTime::from_timestamp(1_760_000_000, 0).unwrap();
+        assert_eq!(index.unfinished(2, later), ["o-00000", "o-00001"]);
+        assert_eq!(index.unfinished(1, later), ["o-00000", "o-00001"]);
+        let long_ago = DateTime::from_timestamp(1_000_000_000, 0).unwrap();
+        assert!(
+            index.unfinished(1, long_ago).is_empty(),
+            "its own, not stale yet"
+        );
+
+        // Settled: gone from the sweep's list.
+        index.remember(3, order(1, OrderStatus::Filled, true));
+        assert_eq!(index.unfinished(2, later), ["o-00000"]);
+        // A read of an older revision that arrives late may bring it back
+        // for a moment (the sweep then reads it, finds it settled, and
+        // remembers that); the watch delivers the newer one after it.
+        index.remember(2, order(1, OrderStatus::Filled, false));
+        index.remember(3, order(1, OrderStatus::Filled, true));
+        assert_eq!(index.unfinished(2, later), ["o-00000"]);
+        index.remember(2, order(0, OrderStatus::Rejected, true));
+        assert!(index.unfinished(2, later).is_empty());
+        assert_eq!(index.len(), (10, 0));
+    }
+}

@@ -1,0 +1,318 @@
+//! Positions from `events.order.filled`, complete on every start.
+//!
+//! The book lives in memory, so each start must rebuild all of it — also
+//! when the instance restarts under the same id, and also once the fills it
+//! was built from have left the `EVENTS` stream (7 days, or its size limit).
+//! A durable consumer named after the instance cannot do that: restarted
+//! within its inactivity window it resumes after the last fill it acked,
+//! with an empty book. So:
+//!
+//! - **Snapshots.** Every `snapshot_interval`, and on shutdown, an instance
+//!   whose book moved writes it to the key `snapshot` of the KV bucket
+//!   [`RISK_POSITIONS_BUCKET`]: positions, the stream sequence they are as of,
+//!   and where the fills its dedup window remembers begin. Instances of the
+//!   service share the key; a write goes by compare-and-set and only
+//!   forward (a snapshot as of an older sequence never replaces a newer one),
+//!   and all instances hold the same book, so whoever writes, it is right.
+//! - **Replay with a fresh consumer.** On start an instance reads the
+//!   snapshot (from the stream leader), then reads the fills from the
+//!   snapshot's replay point on with an ordered consumer — ephemeral, created
+//!   now, recreated by the client on any gap — and follows new ones with the
+//!   same consumer. Fills up to the snapshot's sequence are only remembered
+//!   (to recognise repeats); later ones are applied. Without a snapshot it
+//!   replays the whole stream.
+//! - The service starts answering only once the replay has reached the last
+//!   fill stored when it started: an assessment must not see half a book.
+//!
+//! If the stream lost events after the snapshot's sequence (a snapshot older
+//! than the retention — its writers all down for a week), the book misses
+//! them; the start says so in the log.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use aegis_contracts::trading::{OrderFilled, TradingEvent};
+use aegis_sdk::{Connection, events::EventError};
+use async_nats::jetstream::{
+    consumer::{DeliverPolicy, pull::OrderedConfig},
+    stream::{LastRawMessageErrorKind, Stream},
+};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::{sync::watch, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{Risk, book::Book};
+use crate::{
+    TradingError,
+    kv::{Bucket, Expect, WriteError},
+};
+
+/// The KV bucket holding the positions snapshot (key `snapshot`).
+pub const RISK_POSITIONS_BUCKET: &str = "risk_positions";
+const SNAPSHOT_KEY: &str = "snapshot";
+
+/// What the key `snapshot` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Snapshot {
+    /// Net quantity per symbol.
+    positions: BTreeMap<String, i64>,
+    /// The `EVENTS` sequence of the last fill the positions include.
+    last_event_sequence: u64,
+    /// Where a restored book starts replaying, to remember the fills the
+    /// writer's dedup window held.
+    replay_from: u64,
+    /// The instance that wrote it (informational).
+    instance_id: String,
+    /// When (informational).
+    #[serde(with = "aegis_contracts::models::rfc3339")]
+    taken_at: DateTime<Utc>,
+}
+
+/// The stream and bucket behind the book.
+#[derive(Debug, Clone)]
+pub(crate) struct Fills {
+    stream: Stream,
+    bucket: Bucket,
+    instance_id: String,
+}
+
+impl Fills {
+    /// Opens the `EVENTS` stream (creating it when missing) and the
+    /// snapshot bucket.
+    pub(crate) async fn open(conn: &Connection, instance_id: &str) -> Result<Self, TradingError> {
+        let stream = conn.events().ensure_stream().await?;
+        let kv = crate::kv::open_bucket(
+            conn,
+            RISK_POSITIONS_BUCKET,
+            "risk-service positions snapshot",
+        )
+        .await?;
+        Ok(Self {
+            stream,
+            bucket: Bucket::new(conn, kv),
+            instance_id: instance_id.to_owned(),
+        })
+    }
+
+    /// The book as of the latest snapshot (empty without one).
+    pub(crate) async fn restore(
+        &self,
+        window: Duration,
+        capacity: usize,
+    ) -> Result<(Book, u64), TradingError> {
+        let stored = self
+            .bucket
+            .read_latest(SNAPSHOT_KEY)
+            .await
+            .map_err(|e| self.store_error(e))?;
+        let snapshot = stored.and_then(|(_, value)| {
+            serde_json::from_slice::<Snapshot>(&value)
+                .inspect_err(
+                    |e| warn!(error = %e, "ignoring a positions snapshot that does not decode"),
+                )
+                .ok()
+        });
+        let Some(snapshot) = snapshot else {
+            return Ok((Book::new(window, capacity), 1));
+        };
+        info!(
+            sequence = snapshot.last_event_sequence,
+            by = %snapshot.instance_id,
+            "positions restored from the snapshot"
+        );
+        let first = self.first_sequence().await?;
+        if first > snapshot.last_event_sequence + 1 {
+            warn!(
+                snapshot = snapshot.last_event_sequence,
+                first_in_stream = first,
+                "EVENTS no longer holds every event after the positions snapshot; \
+                 fills among them are missing from the positions"
+            );
+        }
+        let replay_from = snapshot
+            .replay_from
+            .clamp(1, snapshot.last_event_sequence + 1);
+        let book = Book::restore(
+            snapshot.positions,
+            snapshot.last_event_sequence,
+            window,
+            capacity,
+        );
+        Ok((book, replay_from))
+    }
+
+    /// The sequence of the last fill stored now (0: none).
+    pub(crate) async fn last_fill(&self) -> Result<u64, TradingError> {
+        match self
+            .stream
+            .get_last_raw_message_by_subject(&OrderFilled::subject())
+            .await
+        {
+            Ok(msg) => Ok(msg.sequence),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
+            Err(e) => Err(self.events_error(e.into())),
+        }
+    }
+
+    async fn first_sequence(&self) -> Result<u64, TradingError> {
+        let mut stream = self.stream.clone();
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| self.events_error(e.into()))?;
+        Ok(info.state.first_sequence)
+    }
+
+    /// Follows fills from `from` on into `risk`'s book until `cancel`,
+    /// reporting the last sequence seen on `progress`.
+    pub(crate) fn follow(
+        &self,
+        risk: Arc<Risk>,
+        from: u64,
+        progress: watch::Sender<u64>,
+        cancel: CancellationToken,
+    ) -> JoinHandle<()> {
+        let stream = self.stream.clone();
+        tokio::spawn(async move {
+            let mut next = from.max(1);
+            let mut pause = Duration::from_millis(50);
+            while !cancel.is_cancelled() {
+                let messages = async {
+                    let consumer = stream
+                        .create_consumer(OrderedConfig {
+                            filter_subject: OrderFilled::subject(),
+                            deliver_policy: DeliverPolicy::ByStartSequence {
+                                start_sequence: next,
+                            },
+                            ..Default::default()
+                        })
+                        .await?;
+                    Ok::<_, async_nats::Error>(consumer.messages().await?)
+                }
+                .await;
+                match messages {
+                    Ok(mut messages) => loop {
+                        let msg = tokio::select! {
+                            () = cancel.cancelled() => return,
+                            msg = messages.next() => msg,
+                        };
+                        match msg {
+                            Some(Ok(msg)) => {
+                                pause = Duration::from_millis(50);
+                                let Ok(info) = msg.info() else { continue };
+                                let sequence = info.stream_sequence;
+                                let stored = DateTime::from_timestamp(
+                                    info.published.unix_timestamp(),
+                                    info.published.nanosecond(),
+                                )
+                                .unwrap_or_else(Utc::now);
+                                risk.apply_fill(sequence, stored, &msg.payload);
+                                next = sequence + 1;
+                                progress.send_replace(sequence);
+                            }
+                            Some(Err(e)) => {
+                                debug!(error = %e, "fills interrupted; following again");
+                                break;
+                            }
+                            None => break,
+                        }
+                    },
+                    Err(e) => warn!(error = %e, "cannot follow fills; retrying"),
+                }
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        })
+    }
+
+    /// Writes `risk`'s book as the snapshot every `every`, when it moved,
+    /// and once more on `cancel`.
+    pub(crate) fn snapshot_every(
+        &self,
+        risk: Arc<Risk>,
+        every: Duration,
+        cancel: CancellationToken,
+    ) -> JoinHandle<()> {
+        let fills = self.clone();
+        tokio::spawn(async move {
+            let mut written = 0;
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let stop = tokio::select! {
+                    () = cancel.cancelled() => true,
+                    _ = ticks.tick() => false,
+                };
+                match fills.write_snapshot(&risk, written).await {
+                    Ok(sequence) => written = sequence,
+                    Err(e) => debug!(error = %e, "positions snapshot not written; will try again"),
+                }
+                if stop {
+                    return;
+                }
+            }
+        })
+    }
+
+    /// Writes the book as the snapshot unless it is not past `written` or
+    /// the stored one is as recent; returns the sequence now on record.
+    async fn write_snapshot(&self, risk: &Risk, written: u64) -> Result<u64, async_nats::Error> {
+        let (positions, last_event_sequence, replay_from) = risk.snapshot();
+        if last_event_sequence <= written {
+            return Ok(written);
+        }
+        let snapshot = Snapshot {
+            positions,
+            last_event_sequence,
+            replay_from,
+            instance_id: self.instance_id.clone(),
+            taken_at: Utc::now(),
+        };
+        let bytes: bytes::Bytes = serde_json::to_vec(&snapshot)?.into();
+        // Two rounds: another instance may write between our read and write.
+        for _ in 0..2 {
+            let stored = self.bucket.last_record(SNAPSHOT_KEY).await?;
+            let revision = match &stored {
+                Some((revision, Some(value))) => {
+                    let theirs = serde_json::from_slice::<Snapshot>(value)
+                        .map_or(0, |s| s.last_event_sequence);
+                    if theirs >= last_event_sequence {
+                        return Ok(theirs);
+                    }
+                    *revision
+                }
+                Some((revision, None)) => *revision,
+                None => 0,
+            };
+            match self
+                .bucket
+                .put_if(SNAPSHOT_KEY, bytes.clone(), Expect::Revision(revision))
+                .await
+            {
+                Ok(_) => return Ok(last_event_sequence),
+                Err(WriteError::Conflict) => continue,
+                Err(WriteError::Failed(e)) => return Err(e),
+            }
+        }
+        Ok(written)
+    }
+
+    fn store_error(&self, source: async_nats::Error) -> TradingError {
+        TradingError::Store {
+            bucket: RISK_POSITIONS_BUCKET.to_owned(),
+            source,
+        }
+    }
+
+    fn events_error(&self, source: async_nats::Error) -> TradingError {
+        TradingError::Events(EventError::Consumer {
+            name: format!("fills of {}", self.instance_id),
+            source,
+        })
+    }
+}
