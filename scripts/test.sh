@@ -14,10 +14,13 @@ export NEXT_TELEMETRY_DISABLED=1
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 started=$SECONDS
 timed() {
-  local name="$1" t0=$SECONDS
+  local name="$1" t0=$SECONDS rc=0
   shift
-  "$@"
+  # `|| rc=$?` keeps the step's status: under `set -e` inside an `||` list a
+  # failing command would otherwise be ignored and the printf's 0 returned.
+  "$@" || rc=$?
   printf '   (%s: %d s)\n' "$name" "$((SECONDS - t0))"
+  return "$rc"
 }
 
 step "bootstrap"

@@ -273,6 +273,7 @@ describe("monitor UI", () => {
       await signIn(page, base, tokens.admin);
       const indicator = page.getByTestId("feed-indicator");
       await until(async () => (await indicator.getAttribute("data-state")) === "live", 10000, "live");
+      await until(async () => (await cards(page)).length >= 7, 15000, "cards before the cut");
       // Cut the connections and refuse new streams (REST still answers).
       await page.route("**/api/stream**", (route) => route.abort("connectionreset"));
       proxy.cut();

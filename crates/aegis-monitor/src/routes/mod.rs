@@ -98,6 +98,7 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(crate::extract::refuse_oversized))
         .layer(middleware::from_fn(security_headers))
         .layer(middleware::from_fn(telemetry::record_http))
         .layer(middleware::from_fn(error::envelope_errors))
