@@ -52,6 +52,24 @@ pub enum ConnectError {
         #[source]
         source: std::io::Error,
     },
+    /// The server refused the credentials (or their absence): nothing is
+    /// retried, since the same credentials would be refused again.
+    #[error(
+        "NATS at {servers} refused the credentials {who} (authorization violation): set AEGIS_NATS_USER and \
+         AEGIS_NATS_PASSWORD (or AEGIS_NATS_TOKEN, AEGIS_NATS_NKEY_SEED, AEGIS_NATS_CREDS; \
+         `user`/`password`, `token`, `nkey_seed` or `creds_file` under [nats] in the config file) \
+         to a user this server knows; `aegis up` writes its users' passwords to \
+         .aegis/credentials"
+    )]
+    Refused {
+        /// The servers tried.
+        servers: String,
+        /// Who tried, for the message: `for user 'name'`, `of the token`, ...
+        who: String,
+        /// The client's error.
+        #[source]
+        source: async_nats::ConnectError,
+    },
     /// No server answered.
     #[error("cannot connect to NATS at {servers}")]
     Connect {
@@ -142,10 +160,7 @@ impl Connection {
             let client = options
                 .connect(config.nats.servers.clone())
                 .await
-                .map_err(|source| ConnectError::Connect {
-                    servers: servers.clone(),
-                    source,
-                })?;
+                .map_err(|source| connect_error(&config, servers.clone(), source))?;
             clients.push(client);
         }
         let info = clients[0].server_info();
@@ -339,6 +354,36 @@ impl Connection {
             );
         }
         first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// Tells a refusal of the credentials from a server that cannot be
+/// reached, naming who was refused (never the secret).
+fn connect_error(
+    config: &AegisConfig,
+    servers: String,
+    source: async_nats::ConnectError,
+) -> ConnectError {
+    use async_nats::ConnectErrorKind::{Authentication, AuthorizationViolation};
+    if !matches!(source.kind(), AuthorizationViolation | Authentication) {
+        return ConnectError::Connect { servers, source };
+    }
+    let n = &config.nats;
+    let who = if let Some(user) = &n.user {
+        format!("for user '{user}'")
+    } else if n.token.is_some() {
+        "of the token".to_owned()
+    } else if n.nkey_seed.is_some() {
+        "of the nkey seed".to_owned()
+    } else if let Some(path) = &n.creds_file {
+        format!("in {}", path.display())
+    } else {
+        "(none were given)".to_owned()
+    };
+    ConnectError::Refused {
+        servers,
+        who,
+        source,
     }
 }
 

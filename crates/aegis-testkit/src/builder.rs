@@ -16,6 +16,7 @@ use crate::support::{random_password, temp_dir, unique_suffix, with_port_retries
 pub struct NatsServerBuilder {
     jetstream: bool,
     accounts: bool,
+    app_users: Option<String>,
     binary: Option<PathBuf>,
     server_name: Option<String>,
     extra_args: Vec<String>,
@@ -27,6 +28,7 @@ impl Default for NatsServerBuilder {
         Self {
             jetstream: true,
             accounts: true,
+            app_users: None,
             binary: None,
             server_name: None,
             extra_args: Vec::new(),
@@ -66,6 +68,25 @@ impl NatsServerBuilder {
     /// ```
     pub fn accounts(mut self, enabled: bool) -> Self {
         self.accounts = enabled;
+        self
+    }
+
+    /// Replaces the application account's password-less default user with
+    /// these users: the `users: [...]` array of the server config, e.g.
+    /// rendered from the role table of `aegis::permissions`, so a test runs
+    /// the same users and permissions as the showcase. Clients without
+    /// credentials are then refused. Needs [`accounts`](Self::accounts) on.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let server = aegis_testkit::NatsServer::builder()
+    ///     .app_users(r#"[ { user: "app", password: "s3cret" } ]"#.into())
+    ///     .start()?;
+    /// # Ok::<(), aegis_testkit::TestkitError>(())
+    /// ```
+    pub fn app_users(mut self, users: String) -> Self {
+        self.app_users = Some(users);
         self
     }
 
@@ -170,6 +191,7 @@ impl NatsServerBuilder {
                 store_dir: dir.path().join("store"),
                 system_password: system_password.clone(),
                 accounts: self.accounts,
+                app_users: self.app_users.clone(),
                 cluster: None,
             };
             let mut server = NatsServer::prepare(

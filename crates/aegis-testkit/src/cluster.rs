@@ -63,6 +63,7 @@ impl NatsCluster {
                     store_dir: dir.path().join("store"),
                     system_password: system_password.clone(),
                     accounts: true,
+                    app_users: None,
                     cluster: Some(ClusterConfig {
                         name: name.clone(),
                         port: node_ports[2],

@@ -18,6 +18,10 @@ pub(crate) struct NodeConfig {
     pub(crate) system_password: String,
     /// Whether the accounts block is written at all.
     pub(crate) accounts: bool,
+    /// The application account's `users: [...]` array in place of the
+    /// password-less default user; clients without credentials are then
+    /// refused.
+    pub(crate) app_users: Option<String>,
 }
 
 /// The application account every client without credentials lands in.
@@ -55,14 +59,22 @@ impl NodeConfig {
         // in the application account (`no_auth_user`), and a system account
         // lets tests read the server's connect/disconnect advisories.
         if self.accounts {
+            let default_users = format!(
+                "[ {{ user: \"aegis\", password: {} }} ]",
+                quote(&self.system_password)
+            );
             out.push_str(&format!(
-            "accounts {{\n  {app}: {{ {js}users: [ {{ user: \"aegis\", password: {pw} }} ] }}\n  {sys}: {{ users: [ {{ user: {su}, password: {pw} }} ] }}\n}}\nsystem_account: {sys}\nno_auth_user: \"aegis\"\n",
-            app = APP_ACCOUNT,
-            sys = SYSTEM_ACCOUNT,
-            su = quote(SYSTEM_USER),
-            js = if self.jetstream { "jetstream: enabled, " } else { "" },
-            pw = quote(&self.system_password),
-        ));
+                "accounts {{\n  {app}: {{ {js}users: {users} }}\n  {sys}: {{ users: [ {{ user: {su}, password: {pw} }} ] }}\n}}\nsystem_account: {sys}\n",
+                app = APP_ACCOUNT,
+                sys = SYSTEM_ACCOUNT,
+                su = quote(SYSTEM_USER),
+                js = if self.jetstream { "jetstream: enabled, " } else { "" },
+                pw = quote(&self.system_password),
+                users = self.app_users.as_deref().unwrap_or(&default_users),
+            ));
+            if self.app_users.is_none() {
+                out.push_str("no_auth_user: \"aegis\"\n");
+            }
         }
         if let Some(cluster) = &self.cluster {
             let routes: Vec<String> = cluster
@@ -99,6 +111,7 @@ mod tests {
             store_dir: "/tmp/x/store".into(),
             system_password: "pw".into(),
             accounts: true,
+            app_users: None,
             cluster: Some(ClusterConfig {
                 name: "c1".into(),
                 port: 6222,
@@ -124,6 +137,7 @@ mod tests {
             cluster: None,
             system_password: "pw".into(),
             accounts: false,
+            app_users: None,
         };
         assert!(!config.render().contains("jetstream"));
         assert!(!config.render().contains("accounts"));

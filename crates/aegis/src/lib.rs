@@ -9,11 +9,13 @@
 //! - [`service`]: `aegis service <order|pricing|risk|echo>`, one instance.
 //! - [`status`]: the registry as a terminal table.
 //! - [`chaos`]: kill instances and NATS nodes of a running showcase.
+//! - [`permissions`]: the NATS users per role and the subjects each may use.
 //! - [`shutdown`]: the root cancellation token, cancelled on Ctrl-C / SIGTERM.
 
 pub mod bench;
 pub mod chaos;
 pub mod cli;
+pub mod permissions;
 pub mod service;
 pub mod shutdown;
 pub mod status;

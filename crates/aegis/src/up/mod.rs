@@ -281,7 +281,12 @@ async fn wait_for_streams(
     Ok(())
 }
 
-async fn ensure_streams(conn: &Connection, replicas: usize) -> anyhow::Result<()> {
+/// Creates the streams and buckets the services share (what the operator
+/// role does for them; services may not create or change these).
+///
+/// # Errors
+/// When JetStream refuses a stream or bucket.
+pub async fn ensure_streams(conn: &Connection, replicas: usize) -> anyhow::Result<()> {
     aegis_sdk::events::ensure_events_stream(conn.jetstream(), conn.config()).await?;
     aegis_sdk::commands::ensure_commands_stream(conn.jetstream(), conn.config()).await?;
     aegis_sdk::dead_letter::ensure_dead_letter_stream(conn.jetstream(), conn.config()).await?;

@@ -1,0 +1,434 @@
+//! Who may do what on the bus: the NATS users of the application account,
+//! one per role, and the subjects each may publish and subscribe to.
+//!
+//! This is the one place the permission model lives. [`render_users`] turns
+//! a list of [`User`]s into the `users: [...]` array of the server config's
+//! application account; `aegis up` writes it into every node's config (see
+//! `up::nats`), and the integration tests hand the very same text to the
+//! testkit (`NatsServerBuilder::app_users`), so the tests check the config
+//! the showcase runs.
+//!
+//! # Roles
+//!
+//! - **A service** ([`Role::Service`], user `svc-{service}`, one credential
+//!   shared by its instances): serves only `rpc.{service}.>`; writes only its
+//!   own registry keys (`$KV.service_registry.service-instances.{service}.*`)
+//!   and election keys (`$KV.service_elections.sticky-active.{service}.*`)
+//!   and the KV buckets it owns; publishes events only in its own domains;
+//!   calls only the services it names; creates consumers on `COMMANDS` only
+//!   with its own filter (`commands.{service}.*`); answers the control
+//!   subject `aegis.control.{service}.{instance}.*` of its instances.
+//! - **The monitor** ([`Role::Monitor`], user `monitor`): reads the
+//!   registry, elections, metrics, logs and dead letters; writes only
+//!   service definitions; asks instances for their (redacted) config on
+//!   `aegis.control.*.*.config`, and nothing else of `aegis.control`.
+//! - **The operator** ([`Role::Operator`], user `operator`; `aegis up`,
+//!   `call`, `status`, `chaos`): calls any service, sends commands, owns
+//!   the JetStream API of the account (it creates the streams and buckets)
+//!   and is the only role that may publish to `aegis.control.>`.
+//!
+//! # Why passwords, not nkeys
+//!
+//! Users authenticate with user name and a random 192-bit password. The
+//! user name is what the server prints in its logs, in connection
+//! advisories and in permission violations ("Publish Violation - User
+//! "svc-pricing-service""), which is what an operator reads when something
+//! is refused; every Aegis component already takes `AEGIS_NATS_USER` /
+//! `AEGIS_NATS_PASSWORD`. Nkeys would keep the secret out of the server's
+//! config file (it holds only public keys), but the showcase keeps that file
+//! in the same mode-0600 state directory as the secrets themselves, so they
+//! would buy nothing there; a deployment that wants them can still use them
+//! (the SDK takes `nkey_seed` and `.creds` files).
+//!
+//! # What subjects cannot express
+//!
+//! NATS permissions match whole tokens, so they cannot tell one consumer
+//! name on `EVENTS` from another: a service may create or look up any
+//! consumer on `EVENTS` (it may not delete one), and all instances of a
+//! service share one credential, so one instance could answer another's
+//! control subject. Reply inboxes (`_INBOX.>`) are shared by all roles of
+//! the account. `docs/security.md` lists these with the threat model.
+
+use std::fmt::Write as _;
+
+use aegis_contracts::subjects::{
+    COMMANDS_STREAM, DEAD_LETTER_STREAM, DEFINITIONS_BUCKET, ELECTION_KEY_PREFIX, ELECTIONS_BUCKET,
+    EVENTS_STREAM, LOG_STREAM, METRICS_STREAM, REGISTRY_BUCKET, REGISTRY_KEY_PREFIX,
+};
+use aegis_contracts::trading::{ORDER_SERVICE, PRICING_SERVICE, RISK_SERVICE};
+
+/// What one role of the application account is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// The instances of one service.
+    Service(ServiceRole),
+    /// The monitor API (`aegis api`).
+    Monitor,
+    /// The operator's tools: `aegis up` (it creates the streams and
+    /// buckets), `call`, `status`, `chaos`.
+    Operator,
+}
+
+/// What a service's instances do on the bus besides serving their RPCs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServiceRole {
+    /// The service name, e.g. `order-service`.
+    pub service: String,
+    /// Event domains it publishes (`events.{domain}.>`), e.g. `order`.
+    pub event_domains: Vec<String>,
+    /// Services it calls over RPC.
+    pub calls: Vec<String>,
+    /// KV buckets it owns (creates, reads and writes), e.g. `orders`.
+    pub buckets: Vec<String>,
+}
+
+/// One NATS user of the application account.
+#[derive(Clone, PartialEq, Eq)]
+pub struct User {
+    /// The user name (see [`Role::user_name`]).
+    pub name: String,
+    /// Its password.
+    pub password: String,
+    /// What it may do.
+    pub role: Role,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("name", &self.name)
+            .field("password", &"<redacted>")
+            .field("role", &self.role)
+            .finish()
+    }
+}
+
+/// The subjects a role may publish and subscribe to.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Grants {
+    /// `permissions.publish.allow`.
+    pub publish: Vec<String>,
+    /// `permissions.subscribe.allow`.
+    pub subscribe: Vec<String>,
+}
+
+/// The user name of the monitor.
+pub const MONITOR_USER: &str = "monitor";
+/// The user name of the operator's tools.
+pub const OPERATOR_USER: &str = "operator";
+
+impl Role {
+    /// The role's user name: `svc-{service}`, `monitor` or `operator`.
+    pub fn user_name(&self) -> String {
+        match self {
+            Role::Service(s) => format!("svc-{}", s.service),
+            Role::Monitor => MONITOR_USER.to_owned(),
+            Role::Operator => OPERATOR_USER.to_owned(),
+        }
+    }
+
+    /// The subjects this role may use.
+    pub fn grants(&self) -> Grants {
+        match self {
+            Role::Service(s) => service_grants(s),
+            Role::Monitor => monitor_grants(),
+            Role::Operator => operator_grants(),
+        }
+    }
+}
+
+/// The roles of the showcase's example services (order, pricing, risk):
+/// who publishes which events, calls whom and owns which buckets.
+pub fn showcase_services() -> Vec<ServiceRole> {
+    vec![
+        ServiceRole {
+            service: ORDER_SERVICE.to_owned(),
+            event_domains: vec!["order".to_owned()],
+            calls: vec![PRICING_SERVICE.to_owned(), RISK_SERVICE.to_owned()],
+            buckets: vec![aegis_trading::order::ORDERS_BUCKET.to_owned()],
+        },
+        ServiceRole {
+            service: PRICING_SERVICE.to_owned(),
+            event_domains: vec!["price".to_owned()],
+            calls: Vec::new(),
+            buckets: Vec::new(),
+        },
+        ServiceRole {
+            service: RISK_SERVICE.to_owned(),
+            event_domains: vec!["risk".to_owned()],
+            calls: Vec::new(),
+            buckets: vec![
+                aegis_trading::risk::RISK_LIMITS_BUCKET.to_owned(),
+                aegis_trading::risk::RISK_POSITIONS_BUCKET.to_owned(),
+            ],
+        },
+    ]
+}
+
+/// Every role of the showcase: its three services, the monitor and the
+/// operator.
+pub fn showcase_roles() -> Vec<Role> {
+    let mut roles: Vec<Role> = showcase_services().into_iter().map(Role::Service).collect();
+    roles.push(Role::Monitor);
+    roles.push(Role::Operator);
+    roles
+}
+
+/// The `users: [...]` array of the application account: each user with its
+/// password and its `permissions` block.
+pub fn render_users(users: &[User]) -> String {
+    let mut out = String::from("[\n");
+    for user in users {
+        let grants = user.role.grants();
+        let _ = writeln!(
+            out,
+            "      {{ user: {}, password: {}, permissions: {{\n        publish: {{ allow: {} }}\n        subscribe: {{ allow: {} }}\n      }} }}",
+            quote(&user.name),
+            quote(&user.password),
+            list(&grants.publish),
+            list(&grants.subscribe),
+        );
+    }
+    out.push_str("    ]");
+    out
+}
+
+fn list(subjects: &[String]) -> String {
+    let quoted: Vec<String> = subjects.iter().map(|s| quote(s)).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// What every role needs: the account's JetStream info (the SDK checks it
+/// on connect) and reply inboxes for requests and JetStream acks.
+fn base() -> Grants {
+    Grants {
+        publish: vec!["$JS.API.INFO".into(), "_INBOX.>".into()],
+        subscribe: vec!["_INBOX.>".into()],
+    }
+}
+
+/// Reading KV bucket `bucket`: its stream info, direct and stored gets, and
+/// the ephemeral consumers of watches (created, looked up, deleted when the
+/// watch ends, with their flow-control replies).
+fn kv_read(g: &mut Grants, bucket: &str) {
+    let stream = format!("KV_{bucket}");
+    g.publish.extend([
+        format!("$JS.API.STREAM.INFO.{stream}"),
+        format!("$JS.API.DIRECT.GET.{stream}"),
+        format!("$JS.API.DIRECT.GET.{stream}.>"),
+        format!("$JS.API.STREAM.MSG.GET.{stream}"),
+        format!("$JS.API.CONSUMER.CREATE.{stream}"),
+        format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
+        format!("$JS.API.CONSUMER.INFO.{stream}.*"),
+        format!("$JS.API.CONSUMER.DELETE.{stream}.*"),
+        format!("$JS.FC.{stream}.>"),
+    ]);
+}
+
+/// Owning KV bucket `bucket`: reading it, creating it (the SDK and the
+/// services create what they own when it is missing) and writing any key.
+fn kv_own(g: &mut Grants, bucket: &str) {
+    kv_read(g, bucket);
+    g.publish.extend([
+        format!("$JS.API.STREAM.CREATE.KV_{bucket}"),
+        format!("$KV.{bucket}.>"),
+    ]);
+}
+
+/// Consuming from `stream` with consumers of any filter: create (or look
+/// up) durable and ephemeral consumers, pull and acknowledge. Deleting a
+/// consumer is not granted: one service must not remove another's.
+fn stream_consume(g: &mut Grants, stream: &str) {
+    g.publish.extend([
+        format!("$JS.API.STREAM.INFO.{stream}"),
+        format!("$JS.API.STREAM.MSG.GET.{stream}"),
+        format!("$JS.API.DIRECT.GET.{stream}"),
+        format!("$JS.API.DIRECT.GET.{stream}.>"),
+        format!("$JS.API.CONSUMER.CREATE.{stream}"),
+        format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
+        format!("$JS.API.CONSUMER.INFO.{stream}.*"),
+        format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.*"),
+        format!("$JS.ACK.{stream}.>"),
+        format!("$JS.FC.{stream}.>"),
+    ]);
+}
+
+fn service_grants(s: &ServiceRole) -> Grants {
+    let name = &s.service;
+    let mut g = base();
+    // Registry and election: read everything (discovery, call_active),
+    // write only this service's keys.
+    kv_read(&mut g, REGISTRY_BUCKET);
+    kv_read(&mut g, ELECTIONS_BUCKET);
+    g.publish.extend([
+        format!("$KV.{REGISTRY_BUCKET}.{REGISTRY_KEY_PREFIX}.{name}.*"),
+        format!("$KV.{ELECTIONS_BUCKET}.{ELECTION_KEY_PREFIX}.{name}.*"),
+    ]);
+    for bucket in &s.buckets {
+        kv_own(&mut g, bucket);
+    }
+    // RPC: serve its own subjects (load-balanced and instance-directed)
+    // and the NATS services protocol; call only the services it names.
+    g.subscribe.extend([
+        format!("rpc.{name}.>"),
+        "$SRV.*".to_owned(),
+        format!("$SRV.*.{name}"),
+        format!("$SRV.*.{name}.*"),
+    ]);
+    for callee in &s.calls {
+        g.publish.push(format!("rpc.{callee}.>"));
+    }
+    // Events: publish in its own domains; consume any (order flow and risk
+    // follow each other's events); dead-letter what its consumers give up.
+    for domain in &s.event_domains {
+        g.publish.push(format!("events.{domain}.>"));
+    }
+    stream_consume(&mut g, EVENTS_STREAM);
+    // Commands: only its own queue.
+    g.publish.extend([
+        format!("$JS.API.STREAM.INFO.{COMMANDS_STREAM}"),
+        format!("$JS.API.CONSUMER.CREATE.{COMMANDS_STREAM}.*.commands.{name}.*"),
+        format!("$JS.API.CONSUMER.INFO.{COMMANDS_STREAM}.*"),
+        format!("$JS.API.CONSUMER.MSG.NEXT.{COMMANDS_STREAM}.*"),
+        format!("$JS.ACK.{COMMANDS_STREAM}.>"),
+        format!("$JS.API.STREAM.INFO.{DEAD_LETTER_STREAM}"),
+        "aegis.dead.>".to_owned(),
+    ]);
+    g.subscribe.push(format!(
+        "{}.>",
+        aegis_contracts::dead_letter::MAX_DELIVERIES_ADVISORY_PREFIX
+    ));
+    // Telemetry of its own instances; the control subject of its own
+    // instances (answered through `_INBOX`).
+    g.publish.extend([
+        format!("aegis.metrics.{name}.*"),
+        format!("aegis.log.{name}.*"),
+        format!("aegis.heartbeat.{name}.*"),
+    ]);
+    g.subscribe.push(format!("aegis.control.{name}.>"));
+    g
+}
+
+fn monitor_grants() -> Grants {
+    let mut g = base();
+    kv_read(&mut g, REGISTRY_BUCKET);
+    kv_read(&mut g, ELECTIONS_BUCKET);
+    kv_own(&mut g, DEFINITIONS_BUCKET);
+    for stream in [METRICS_STREAM, LOG_STREAM] {
+        // The monitor creates (and keeps the limits of) these two streams.
+        g.publish.extend([
+            format!("$JS.API.STREAM.CREATE.{stream}"),
+            format!("$JS.API.STREAM.UPDATE.{stream}"),
+            format!("$JS.API.CONSUMER.DELETE.{stream}.*"),
+        ]);
+        stream_consume(&mut g, stream);
+    }
+    for stream in [EVENTS_STREAM, COMMANDS_STREAM] {
+        // Reads (health, an instance's recent events) but never consumes work.
+        g.publish.extend([
+            format!("$JS.API.STREAM.INFO.{stream}"),
+            format!("$JS.API.STREAM.MSG.GET.{stream}"),
+            format!("$JS.API.DIRECT.GET.{stream}"),
+            format!("$JS.API.DIRECT.GET.{stream}.>"),
+        ]);
+    }
+    stream_consume(&mut g, DEAD_LETTER_STREAM);
+    g.publish.extend([
+        "$JS.API.STREAM.NAMES".to_owned(),
+        "$JS.API.STREAM.LIST".to_owned(),
+        "aegis.control.*.*.config".to_owned(),
+    ]);
+    g.subscribe.push("aegis.heartbeat.>".to_owned());
+    g
+}
+
+fn operator_grants() -> Grants {
+    let mut g = base();
+    g.publish.extend([
+        "$JS.API.>".to_owned(),
+        "$JS.ACK.>".to_owned(),
+        "$JS.FC.>".to_owned(),
+        "$KV.service_definitions.>".to_owned(),
+        "rpc.>".to_owned(),
+        "commands.>".to_owned(),
+        "aegis.control.>".to_owned(),
+        "$SRV.>".to_owned(),
+    ]);
+    g.subscribe
+        .extend(["aegis.heartbeat.>".to_owned(), "$SRV.>".to_owned()]);
+    g
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn role(name: &str) -> Role {
+        showcase_roles()
+            .into_iter()
+            .find(|r| r.user_name() == name)
+            .unwrap()
+    }
+
+    #[test]
+    fn each_showcase_role_has_its_own_user() {
+        let names: Vec<String> = showcase_roles().iter().map(Role::user_name).collect();
+        assert_eq!(
+            names,
+            [
+                "svc-order-service",
+                "svc-pricing-service",
+                "svc-risk-service",
+                "monitor",
+                "operator"
+            ]
+        );
+    }
+
+    #[test]
+    fn only_the_operator_publishes_to_control_beyond_config() {
+        for r in showcase_roles() {
+            let g = r.grants();
+            let broad = g.publish.iter().any(|s| s == "aegis.control.>");
+            assert_eq!(broad, r == Role::Operator, "{}", r.user_name());
+            if let Role::Service(_) = r {
+                assert!(!g.publish.iter().any(|s| s.starts_with("aegis.control")));
+            }
+        }
+    }
+
+    #[test]
+    fn a_service_writes_only_its_own_keys() {
+        let g = role("svc-pricing-service").grants();
+        let kv: Vec<&String> = g.publish.iter().filter(|s| s.starts_with("$KV.")).collect();
+        assert_eq!(
+            kv,
+            [
+                "$KV.service_registry.service-instances.pricing-service.*",
+                "$KV.service_elections.sticky-active.pricing-service.*"
+            ]
+        );
+        assert!(
+            !g.subscribe
+                .iter()
+                .any(|s| s.starts_with("rpc.order-service"))
+        );
+    }
+
+    #[test]
+    fn renders_quoted_users_and_never_debug_prints_passwords() {
+        let user = User {
+            name: "monitor".into(),
+            password: "pw\"x".into(),
+            role: Role::Monitor,
+        };
+        let text = render_users(std::slice::from_ref(&user));
+        assert!(text.contains(r#"user: "monitor", password: "pw\"x""#));
+        assert!(text.contains(r#""$JS.API.INFO""#));
+        assert!(!format!("{user:?}").contains("pw"));
+    }
+}

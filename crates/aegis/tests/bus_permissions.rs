@@ -1,0 +1,569 @@
+//! The bus's permission model against a real nats-server running the users
+//! `aegis up` generates (`aegis::permissions`): who is refused what, and
+//! that the real services and the monitor still do all their work with
+//! their restricted credentials.
+//!
+//! A refusal is observed as the server states it: an `-ERR 'Permissions
+//! Violation ...'` sent to the offending client (awaited through the
+//! client's event callback), and for writes also as the absence of the
+//! value afterwards.
+
+use std::time::Duration;
+
+use aegis::permissions::{User, render_users, showcase_roles};
+use aegis_sdk::{AegisConfig, ConnectError, Connection, Secret, rpc::CallOptions};
+use aegis_testkit::NatsServer;
+use async_nats::{ConnectOptions, Event, ServerError};
+use axum::{
+    body::Body,
+    http::{Method, Request, StatusCode, header},
+};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tower::ServiceExt;
+
+const PATIENCE: Duration = Duration::from_secs(15);
+const ADMIN: &str = "admin-token-for-tests-0123456789";
+
+/// A nats-server with the showcase's users and permissions.
+struct Bus {
+    server: NatsServer,
+    users: Vec<User>,
+}
+
+impl Bus {
+    fn start() -> Bus {
+        let users: Vec<User> = showcase_roles()
+            .into_iter()
+            .map(|role| User {
+                name: role.user_name(),
+                password: format!("pw-{}-{}", role.user_name(), nuid::next()),
+                role,
+            })
+            .collect();
+        let server = NatsServer::builder()
+            .app_users(render_users(&users))
+            .start()
+            .expect("start nats-server with the showcase's users");
+        Bus { server, users }
+    }
+
+    fn password(&self, user: &str) -> &str {
+        &self
+            .users
+            .iter()
+            .find(|u| u.name == user)
+            .unwrap_or_else(|| panic!("no user {user}"))
+            .password
+    }
+
+    fn config(&self, user: &str) -> AegisConfig {
+        let mut config = AegisConfig::with_servers(self.server.url());
+        config.nats.user = Some(user.to_owned());
+        config.nats.password = Some(Secret::new(self.password(user)));
+        config.nats.request_timeout = Duration::from_secs(3);
+        config
+    }
+
+    async fn sdk(&self, user: &str) -> Connection {
+        Connection::connect(self.config(user))
+            .await
+            .unwrap_or_else(|e| panic!("connect as {user}: {e}"))
+    }
+
+    /// The operator, with the streams and buckets created as `aegis up`
+    /// creates them.
+    async fn operator(&self) -> Connection {
+        let conn = self.sdk("operator").await;
+        aegis::up::ensure_streams(&conn, 1)
+            .await
+            .expect("the operator creates the streams and buckets");
+        conn
+    }
+
+    /// A plain client of `user` whose server errors arrive on a channel.
+    async fn probe(&self, user: &str) -> Probe {
+        let (tx, errors) = mpsc::unbounded_channel();
+        let client =
+            ConnectOptions::with_user_and_password(user.into(), self.password(user).into())
+                .event_callback(move |event| {
+                    let tx = tx.clone();
+                    async move {
+                        if let Event::ServerError(ServerError::Other(text)) = event {
+                            let _ = tx.send(text);
+                        }
+                    }
+                })
+                .connect(self.server.url())
+                .await
+                .unwrap_or_else(|e| panic!("connect as {user}: {e}"));
+        Probe {
+            user: user.to_owned(),
+            client,
+            errors,
+        }
+    }
+
+    /// Server log lines that report a permission violation.
+    fn violations(&self) -> Vec<String> {
+        std::fs::read_to_string(self.server.log_path())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("Violation"))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// A client of one user and the errors the server sent it.
+struct Probe {
+    user: String,
+    client: async_nats::Client,
+    errors: mpsc::UnboundedReceiver<String>,
+}
+
+impl Probe {
+    /// Waits for the server's permission violation naming `subject`, and
+    /// prints the attempt and the refusal.
+    async fn refused(&mut self, attempt: &str, subject: &str) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let text = tokio::time::timeout_at(deadline, self.errors.recv())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("{}: {attempt} was not refused by the server", self.user)
+                })
+                .expect("client alive");
+            if text.contains("Permissions Violation") && text.contains(subject) {
+                println!("{:<20} {attempt:<58} REFUSED: {text}", self.user);
+                return;
+            }
+        }
+    }
+
+    /// Publishes to `subject` and waits for the refusal.
+    async fn publish_refused(&mut self, attempt: &str, subject: &str, body: &'static [u8]) {
+        self.client
+            .publish(subject.to_owned(), body.into())
+            .await
+            .unwrap();
+        self.client.flush().await.unwrap();
+        self.refused(attempt, subject).await;
+    }
+
+    /// Subscribes to `subject` and waits for the refusal.
+    async fn subscribe_refused(&mut self, attempt: &str, subject: &str) {
+        let _sub = self.client.subscribe(subject.to_owned()).await.unwrap();
+        self.client.flush().await.unwrap();
+        self.refused(attempt, subject).await;
+    }
+}
+
+async fn kv_value(conn: &Connection, bucket: &str, key: &str) -> Option<bytes::Bytes> {
+    let store = conn.jetstream().get_key_value(bucket).await.unwrap();
+    store.get(key).await.unwrap()
+}
+
+#[tokio::test]
+async fn clients_without_or_with_wrong_credentials_are_refused_at_once() {
+    let bus = Bus::start();
+
+    let anonymous = AegisConfig::with_servers(bus.server.url());
+    let err = Connection::connect(anonymous).await.unwrap_err();
+    assert!(matches!(err, ConnectError::Refused { .. }), "{err:?}");
+    println!(
+        "{:<20} connect without credentials   REFUSED: {err}",
+        "(anonymous)"
+    );
+    assert!(err.to_string().contains("AEGIS_NATS_PASSWORD"), "{err}");
+
+    let mut wrong = bus.config("svc-order-service");
+    wrong.nats.password = Some(Secret::new("not-the-password"));
+    let started = std::time::Instant::now();
+    let err = Connection::connect(wrong).await.unwrap_err();
+    assert!(matches!(err, ConnectError::Refused { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("user 'svc-order-service'"), "{text}");
+    assert!(!text.contains("not-the-password"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(3), "no retry loop");
+    println!(
+        "{:<20} connect with a wrong password   REFUSED: {text}",
+        "svc-order-service"
+    );
+}
+
+#[tokio::test]
+async fn a_service_cannot_touch_what_another_service_owns() {
+    let bus = Bus::start();
+    let operator = bus.operator().await;
+    // risk-service creates its limits bucket; pricing must not write it.
+    let _risk = aegis_trading::risk::start(
+        &bus.sdk("svc-risk-service").await,
+        aegis_trading::risk::RiskOptions {
+            instance_id: Some("risk-1".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "risk-service starts with its own credentials: {e:?}\n{}",
+            bus.violations().join("\n")
+        )
+    });
+
+    let mut pricing = bus.probe("svc-pricing-service").await;
+    let forged = br#"{"serviceName":"order-service","instanceId":"evil","status":"ACTIVE","epoch":999999999}"#;
+    for (attempt, subject) in [
+        (
+            "write order-service's registry key",
+            "$KV.service_registry.service-instances.order-service.evil",
+        ),
+        (
+            "write order-service's election key",
+            "$KV.service_elections.sticky-active.order-service.default",
+        ),
+        ("write risk_limits", "$KV.risk_limits.limits"),
+        ("publish an order event", "events.order.filled"),
+        ("call order-service", "rpc.order-service.create_order"),
+        (
+            "publish a control request",
+            "aegis.control.order-service.order-1.config",
+        ),
+    ] {
+        pricing.publish_refused(attempt, subject, forged).await;
+    }
+    pricing
+        .subscribe_refused("serve order-service's RPCs", "rpc.order-service.>")
+        .await;
+    pricing
+        .subscribe_refused(
+            "listen to order-service's control",
+            "aegis.control.order-service.>",
+        )
+        .await;
+    // Through the JetStream API too: deleting another's stream or consumer.
+    pricing
+        .publish_refused(
+            "delete the EVENTS stream",
+            "$JS.API.STREAM.DELETE.EVENTS",
+            b"",
+        )
+        .await;
+    pricing
+        .publish_refused(
+            "delete a consumer of EVENTS",
+            "$JS.API.CONSUMER.DELETE.EVENTS.risk-1",
+            b"",
+        )
+        .await;
+
+    // Nothing landed.
+    assert!(
+        kv_value(
+            &operator,
+            "service_registry",
+            "service-instances.order-service.evil"
+        )
+        .await
+        .is_none()
+    );
+    assert!(
+        kv_value(
+            &operator,
+            "service_elections",
+            "sticky-active.order-service.default"
+        )
+        .await
+        .is_none()
+    );
+    let limits = kv_value(&operator, "risk_limits", "limits").await;
+    assert_ne!(limits.as_deref(), Some(&forged[..]));
+}
+
+#[tokio::test]
+async fn the_monitor_cannot_call_services_or_write_the_registry() {
+    let bus = Bus::start();
+    let operator = bus.operator().await;
+    let mut monitor = bus.probe("monitor").await;
+    monitor
+        .publish_refused(
+            "call create_order",
+            "rpc.order-service.create_order",
+            br#"{"symbol":"AAPL","side":"BUY","quantity":1}"#,
+        )
+        .await;
+    monitor
+        .publish_refused(
+            "call create_order on an instance",
+            "rpc.order-service.order-1.create_order",
+            b"{}",
+        )
+        .await;
+    monitor
+        .publish_refused(
+            "write a registry key",
+            "$KV.service_registry.service-instances.order-service.evil",
+            b"{}",
+        )
+        .await;
+    monitor
+        .publish_refused(
+            "write an election key",
+            "$KV.service_elections.sticky-active.order-service.default",
+            b"x",
+        )
+        .await;
+    monitor
+        .publish_refused(
+            "send a control verb",
+            "aegis.control.order-service.order-1.drain",
+            b"",
+        )
+        .await;
+    monitor
+        .publish_refused("send a command", "commands.order-service.cancel_all", b"{}")
+        .await;
+    assert!(
+        kv_value(
+            &operator,
+            "service_registry",
+            "service-instances.order-service.evil"
+        )
+        .await
+        .is_none()
+    );
+}
+
+#[tokio::test]
+async fn only_the_operator_publishes_control_requests() {
+    let bus = Bus::start();
+    // An instance of order-service listens on its own control subject.
+    let order = bus.sdk("svc-order-service").await;
+    let mut control = order
+        .client()
+        .subscribe("aegis.control.order-service.order-1.drain")
+        .await
+        .unwrap();
+    order.client().flush().await.unwrap();
+
+    let operator = bus.probe("operator").await;
+    operator
+        .client
+        .publish("aegis.control.order-service.order-1.drain", "now".into())
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(PATIENCE, futures::StreamExt::next(&mut control))
+        .await
+        .expect("the operator's control request arrives")
+        .unwrap();
+    assert_eq!(&got.payload[..], b"now");
+    println!(
+        "{:<20} publish aegis.control.order-service.order-1.drain  DELIVERED",
+        "operator"
+    );
+
+    for service in [
+        "svc-order-service",
+        "svc-pricing-service",
+        "svc-risk-service",
+    ] {
+        let mut probe = bus.probe(service).await;
+        probe
+            .publish_refused(
+                "publish a control request",
+                "aegis.control.order-service.order-1.drain",
+                b"now",
+            )
+            .await;
+    }
+}
+
+async fn get(app: &axum::Router, path: &str) -> (StatusCode, Value) {
+    send(app, Method::GET, path, None).await
+}
+
+async fn send(
+    app: &axum::Router,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {ADMIN}"));
+    if body.is_some() {
+        req = req.header(header::CONTENT_TYPE, "application/json");
+    }
+    let req = req
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+        .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+async fn eventually<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !cond().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_services_and_the_monitor_work_with_their_own_credentials() {
+    let bus = Bus::start();
+    let operator = bus.operator().await;
+
+    let state = aegis_monitor::AppState::start(
+        aegis_monitor::MonitorConfig {
+            nats: bus.config("monitor"),
+            admin_token: Some(Secret::new(ADMIN)),
+            viewer_token: Some(Secret::new("viewer-token-for-tests-0123456789")),
+            control_timeout: Duration::from_secs(2),
+            ..Default::default()
+        },
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "the monitor starts with its own credentials: {e:?}\n{}",
+            bus.violations().join("\n")
+        )
+    });
+    let app = aegis_monitor::router(state.clone());
+
+    let pricing = aegis_trading::pricing::start(
+        &bus.sdk("svc-pricing-service").await,
+        aegis_trading::pricing::PricingOptions {
+            instance_id: Some("pricing-1".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "pricing-service starts: {e:?}\n{}",
+            bus.violations().join("\n")
+        )
+    });
+    let risk = aegis_trading::risk::start(
+        &bus.sdk("svc-risk-service").await,
+        aegis_trading::risk::RiskOptions {
+            instance_id: Some("risk-1".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "risk-service starts with its own credentials: {e:?}\n{}",
+            bus.violations().join("\n")
+        )
+    });
+    let mut orders = Vec::new();
+    for i in 1..=2 {
+        orders.push(
+            aegis_trading::order::start(
+                &bus.sdk("svc-order-service").await,
+                aegis_trading::order::OrderOptions {
+                    instance_id: Some(format!("order-{i}")),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "order-service starts: {e:?}\n{}",
+                    bus.violations().join("\n")
+                )
+            }),
+        );
+    }
+
+    // The operator calls the elected leader; the leader calls pricing and
+    // risk, stores the order and publishes its events, which risk consumes.
+    let rpc = operator.rpc();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let reply: Value = loop {
+        match rpc
+            .call_active::<Value, Value>(
+                "order-service",
+                "default",
+                "create_order",
+                &json!({"symbol":"AAPL","side":"BUY","quantity":10,"client_order_id":"perm-1"}),
+                &CallOptions::default(),
+            )
+            .await
+        {
+            Ok(r) => break r.value,
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "no order-service leader took the order: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(reply["order_id"].is_string(), "{reply}");
+    let price: Value = rpc
+        .call("pricing-service", "get_price", &json!({"symbol":"AAPL"}))
+        .await
+        .expect("the operator calls pricing-service");
+    assert!(!price.is_null());
+
+    // The monitor sees all four instances, one ACTIVE order leader, reads
+    // an instance's config and writes a service definition.
+    eventually("the monitor lists the four instances", || {
+        let app = app.clone();
+        async move {
+            let (status, body) = get(&app, "/api/instances").await;
+            status == StatusCode::OK && body.as_array().is_some_and(|a| a.len() == 4)
+        }
+    })
+    .await;
+    let (status, body) = get(&app, "/api/instances/order-service").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let active = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["status"] == "ACTIVE")
+        .count();
+    assert_eq!(active, 1, "{body}");
+    let (status, body) = get(&app, "/api/instances/pricing-service/pricing-1/config").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = send(
+        &app,
+        Method::POST,
+        "/api/services",
+        Some(json!({"service_name":"order-service","owner":"desk","description":"orders","version":"1.0.0"})),
+    )
+    .await;
+    assert!(status.is_success(), "{status} {body}");
+
+    for o in orders {
+        o.shutdown().await.unwrap();
+    }
+    risk.shutdown().await.unwrap();
+    pricing.shutdown().await.unwrap();
+    state.shutdown().await;
+
+    let violations = bus.violations();
+    assert!(
+        violations.is_empty(),
+        "the real services and the monitor ran into permission violations:\n{}",
+        violations.join("\n")
+    );
+}
