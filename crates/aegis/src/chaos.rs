@@ -129,7 +129,12 @@ async fn resolve(dir: &std::path::Path, target: &str, nats: &NatsArgs) -> anyhow
     if running.iter().any(|n| n == target) {
         return Ok(target.to_owned());
     }
-    let conn = nats.connect().await?;
+    // The operator's credentials of this showcase, unless others are named.
+    let mut nats = nats.clone();
+    if nats.credentials.is_none() && dir.join("credentials").is_file() {
+        nats.credentials = Some(dir.join("credentials"));
+    }
+    let conn = nats.connect_as_operator().await?;
     let reader = aegis_sdk::registry::RegistryReader::start(&conn).await?;
     let mut instances = reader.by_service(target);
     if instances.is_empty() {

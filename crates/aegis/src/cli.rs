@@ -71,19 +71,65 @@ pub struct NatsArgs {
     /// A TOML configuration file (see the SDK's `config` docs).
     #[arg(long, env = "AEGIS_CONFIG")]
     pub config: Option<PathBuf>,
+    /// The credentials file of `aegis up` whose operator user to connect as
+    /// when no other NATS credentials are given (`call`, `status` and
+    /// `chaos`; default: `.aegis/credentials` when it exists).
+    #[arg(long, env = "AEGIS_CREDENTIALS")]
+    pub credentials: Option<PathBuf>,
 }
+
+/// Where `aegis up` keeps its credentials by default.
+const DEFAULT_CREDENTIALS: &str = ".aegis/credentials";
 
 impl NatsArgs {
     /// Connects with file < environment < flags precedence.
     ///
     /// # Errors
-    /// Invalid configuration or no reachable server.
+    /// Invalid configuration, no reachable server, or credentials the
+    /// server refuses.
     pub async fn connect(&self) -> anyhow::Result<Connection> {
+        self.connect_with(None).await
+    }
+
+    /// Connects like [`connect`](Self::connect), as the showcase's operator
+    /// when no NATS credentials are configured and a credentials file of
+    /// `aegis up` is named (`--credentials`) or found at
+    /// `.aegis/credentials`: what `aegis call`, `status` and `chaos` do, so
+    /// they work next to a running showcase without exporting secrets.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect); also an unreadable credentials file.
+    pub async fn connect_as_operator(&self) -> anyhow::Result<Connection> {
+        let file = self.credentials.clone().or_else(|| {
+            let default = PathBuf::from(DEFAULT_CREDENTIALS);
+            default.is_file().then_some(default)
+        });
+        let operator = match file {
+            Some(path) => crate::up::credentials::read_operator(&path)?,
+            None => None,
+        };
+        self.connect_with(operator).await
+    }
+
+    async fn connect_with(&self, fallback: Option<(String, String)>) -> anyhow::Result<Connection> {
         let url = self.nats_url.clone();
         let config = ConfigLoader::new()
             .file_opt(self.config.clone())
             .env()
-            .set(move |c| c.nats.servers = url.split(',').map(|s| s.trim().to_owned()).collect())
+            .set(move |c| {
+                c.nats.servers = url.split(',').map(|s| s.trim().to_owned()).collect();
+                let n = &mut c.nats;
+                let none_given = n.user.is_none()
+                    && n.token.is_none()
+                    && n.nkey_seed.is_none()
+                    && n.creds_file.is_none();
+                if let Some((user, password)) = fallback
+                    && none_given
+                {
+                    n.user = Some(user);
+                    n.password = Some(aegis_sdk::Secret::new(password));
+                }
+            })
             .load()
             .context("loading the configuration")?;
         Connection::connect(config)
@@ -215,7 +261,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
     let body: serde_json::Value = serde_json::from_str(&args.body)
         .with_context(|| format!("the request body is not JSON: {}", args.body))?;
-    let conn = args.nats.connect().await?;
+    let conn = args.nats.connect_as_operator().await?;
     let opts = CallOptions::timeout(Duration::from_millis(args.timeout_ms));
     let rpc = conn.rpc();
     let result = match &args.instance {

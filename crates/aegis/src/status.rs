@@ -38,7 +38,7 @@ pub struct StatusArgs {
 /// # Errors
 /// When NATS cannot be reached, or system account credentials are refused.
 pub async fn run(args: StatusArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let conn = args.nats.connect().await?;
+    let conn = args.nats.connect_as_operator().await?;
     let tasks = TaskTracker::new();
     let stop = shutdown.child_token();
     let fleet = Fleet::start(&conn, args.system.account().as_ref(), stop.clone(), &tasks).await?;

@@ -77,12 +77,15 @@ fn alive(pid: i32) -> bool {
     !stat.is_empty() && !stat.contains(") Z ")
 }
 
-/// Runs `aegis call`; returns success, the JSON reply (stdout) and stderr.
-fn call(url: &str, args: &[&str]) -> (bool, serde_json::Value, String) {
+/// Runs `aegis call` as the showcase's operator (`--credentials`); returns
+/// success, the JSON reply (stdout) and stderr.
+fn call(url: &str, state: &Path, args: &[&str]) -> (bool, serde_json::Value, String) {
     let out = Command::new(AEGIS)
         .arg("call")
         .args(args)
         .args(["--nats-url", url])
+        .arg("--credentials")
+        .arg(state.join("credentials"))
         .output()
         .unwrap();
     let reply = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
@@ -147,9 +150,20 @@ async fn the_showcase_runs_fails_over_and_stops_cleanly() {
         );
     }
 
-    let conn = Connection::connect(AegisConfig::with_servers(&url))
-        .await
-        .unwrap();
+    // Nothing connects without credentials; the operator's are in the state
+    // directory.
+    let refused = Connection::connect(AegisConfig::with_servers(&url)).await;
+    assert!(
+        matches!(refused, Err(aegis_sdk::ConnectError::Refused { .. })),
+        "an anonymous client must be refused: {refused:?}"
+    );
+    let (user, password) = aegis::up::credentials::read_operator(&state.path().join("credentials"))
+        .unwrap()
+        .expect("the operator's credentials");
+    let mut config = AegisConfig::with_servers(&url);
+    config.nats.user = Some(user);
+    config.nats.password = Some(aegis_sdk::Secret::new(password));
+    let conn = Connection::connect(config).await.unwrap();
     let reader = RegistryReader::start(&conn).await.unwrap();
     let by = |s: &str| reader.by_service(s);
     assert_eq!(by("order-service").len(), 3);
@@ -172,6 +186,7 @@ async fn the_showcase_runs_fails_over_and_stops_cleanly() {
     for i in 0..3 {
         let (ok, reply, err) = call(
             &url,
+            state.path(),
             &["order-service", "create_order", &body(i), "--active"],
         );
         assert!(ok, "create_order failed: {err}");
@@ -220,6 +235,7 @@ async fn the_showcase_runs_fails_over_and_stops_cleanly() {
     // returns the same order, and the order is there.
     let (ok, reply, err) = call(
         &url,
+        state.path(),
         &["order-service", "create_order", &body(0), "--active"],
     );
     assert!(ok, "retry failed: {err}");
@@ -229,9 +245,36 @@ async fn the_showcase_runs_fails_over_and_stops_cleanly() {
         "no second order for a retried create"
     );
     let get = format!(r#"{{"order_id":"{first_order_id}"}}"#);
-    let (ok, reply, err) = call(&url, &["order-service", "get_order", &get, "--active"]);
+    let (ok, reply, err) = call(
+        &url,
+        state.path(),
+        &["order-service", "get_order", &get, "--active"],
+    );
     assert!(ok, "get_order failed: {err}");
     assert_eq!(reply["client_order_id"], "e2e-0");
+
+    // Every component ran with its own restricted NATS user and none was
+    // refused anything.
+    let log = std::fs::read_to_string(state.path().join("logs/nats-n1.log")).unwrap();
+    let violations: Vec<&str> = log.lines().filter(|l| l.contains("Violation")).collect();
+    assert!(
+        violations.is_empty(),
+        "permission violations in the showcase:\n{}",
+        violations.join("\n")
+    );
+    for user in [
+        "svc-order-service",
+        "svc-pricing-service",
+        "svc-risk-service",
+        "monitor",
+    ] {
+        let config =
+            std::fs::read_to_string(state.path().join("nats/single/n1/nats-server.conf")).unwrap();
+        assert!(
+            config.contains(&format!("user: \"{user}\"")),
+            "{user} in the config"
+        );
+    }
 
     // Ctrl-C: everything stops, nothing is left behind.
     // Every process that ran, including the restarted leader if it is back.

@@ -1,15 +1,25 @@
 //! The showcase's secrets: the monitor's bearer tokens (taken from
-//! `AEGIS_ADMIN_TOKEN` / `AEGIS_VIEWER_TOKEN` when set) and the NATS
-//! passwords of the application and system accounts, generated once and
+//! `AEGIS_ADMIN_TOKEN` / `AEGIS_VIEWER_TOKEN` when set), the password of
+//! each NATS user of the application account (one per role, see
+//! [`crate::permissions`]) and of the system account, generated once and
 //! kept in `.aegis/credentials` (mode 0600) so they survive restarts. The
 //! key that signs the UI's session cookies (`AEGIS_SESSION_SECRET`) is kept
 //! there too, so a monitor restarted by the supervisor does not sign every
 //! browser out.
+//!
+//! The operator's user is written as `AEGIS_NATS_USER` /
+//! `AEGIS_NATS_PASSWORD`, the variables every `aegis` command reads, so
+//! `set -a; . .aegis/credentials; set +a` makes a shell the operator; the
+//! other users' passwords are `AEGIS_NATS_PASSWORD_<USER>` (e.g.
+//! `AEGIS_NATS_PASSWORD_SVC_ORDER_SERVICE`), which `aegis up` hands to each
+//! child as its own `AEGIS_NATS_USER` / `AEGIS_NATS_PASSWORD`.
 
-use std::{io::Write, os::unix::fs::OpenOptionsExt, path::Path};
+use std::{collections::BTreeMap, io::Write, os::unix::fs::OpenOptionsExt, path::Path};
 
 use anyhow::Context;
 use rand::Rng;
+
+use crate::permissions::{OPERATOR_USER, Role, User, showcase_roles};
 
 /// The showcase's secrets.
 #[derive(Clone)]
@@ -20,8 +30,8 @@ pub struct Credentials {
     pub viewer: String,
     /// Password of the NATS system account's user `sys`.
     pub nats_system_password: String,
-    /// Password of the application account's user `aegis`.
-    pub nats_app_password: String,
+    /// The application account's users (one per role) with their passwords.
+    pub nats_users: Vec<User>,
     /// Signs the UI's session cookies.
     pub session_secret: String,
 }
@@ -55,11 +65,22 @@ pub fn ensure(state_dir: &Path) -> anyhow::Result<Credentials> {
             .or_else(|| from_file.get(var).cloned())
             .unwrap_or_else(generate)
     };
+    let nats_users: Vec<User> = showcase_roles()
+        .into_iter()
+        .map(|role: Role| {
+            let name = role.user_name();
+            User {
+                password: pick(&password_var(&name), false),
+                name,
+                role,
+            }
+        })
+        .collect();
     let creds = Credentials {
         admin: pick("AEGIS_ADMIN_TOKEN", true),
         viewer: pick("AEGIS_VIEWER_TOKEN", true),
         nats_system_password: pick("AEGIS_NATS_SYSTEM_PASSWORD", false),
-        nats_app_password: pick("AEGIS_NATS_APP_PASSWORD", false),
+        nats_users,
         session_secret: pick("AEGIS_SESSION_SECRET", true),
     };
     let _ = std::fs::remove_file(&path);
@@ -69,21 +90,81 @@ pub fn ensure(state_dir: &Path) -> anyhow::Result<Credentials> {
         .mode(0o600)
         .open(&path)
         .with_context(|| format!("writing {}", path.display()))?;
+    let mut users = String::new();
+    for user in &creds.nats_users {
+        users.push_str(&format!("{}={}\n", password_var(&user.name), user.password));
+    }
     writeln!(
         file,
         "# Aegis showcase secrets. Monitor tokens (Authorization: Bearer <token>):\n\
          AEGIS_ADMIN_TOKEN={}\nAEGIS_VIEWER_TOKEN={}\n\
-         # NATS: the system account's user `sys` (server events), the application account's user `aegis`\n\
-         AEGIS_NATS_SYSTEM_USER=sys\nAEGIS_NATS_SYSTEM_PASSWORD={}\nAEGIS_NATS_APP_PASSWORD={}\n\
+         # NATS: the system account's user `sys` (server events)\n\
+         AEGIS_NATS_SYSTEM_USER=sys\nAEGIS_NATS_SYSTEM_PASSWORD={}\n\
+         # NATS: the application account's users, one per role; the operator's\n\
+         # (aegis call/status/chaos) is AEGIS_NATS_USER / AEGIS_NATS_PASSWORD\n\
+         AEGIS_NATS_USER={OPERATOR_USER}\n{users}\
          # Signs the UI's session cookies\n\
          AEGIS_SESSION_SECRET={}",
-        creds.admin,
-        creds.viewer,
-        creds.nats_system_password,
-        creds.nats_app_password,
-        creds.session_secret
+        creds.admin, creds.viewer, creds.nats_system_password, creds.session_secret
     )?;
     Ok(creds)
+}
+
+impl Credentials {
+    /// The password of the application account's user `name`.
+    pub fn nats_password(&self, name: &str) -> Option<&str> {
+        self.nats_users
+            .iter()
+            .find(|u| u.name == name)
+            .map(|u| u.password.as_str())
+    }
+
+    /// The environment that makes a child connect as `name`.
+    pub fn nats_env(&self, name: &str) -> Vec<(String, String)> {
+        self.nats_password(name)
+            .map(|password| {
+                vec![
+                    ("AEGIS_NATS_USER".to_owned(), name.to_owned()),
+                    ("AEGIS_NATS_PASSWORD".to_owned(), password.to_owned()),
+                ]
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// The variable a user's password is kept under: `AEGIS_NATS_PASSWORD` for
+/// the operator, `AEGIS_NATS_PASSWORD_<USER>` for the others.
+pub fn password_var(user: &str) -> String {
+    if user == OPERATOR_USER {
+        "AEGIS_NATS_PASSWORD".to_owned()
+    } else {
+        format!(
+            "AEGIS_NATS_PASSWORD_{}",
+            user.to_ascii_uppercase().replace('-', "_")
+        )
+    }
+}
+
+/// Reads the operator's user and password from a credentials file written
+/// by `aegis up` (`None` when the file has none).
+///
+/// # Errors
+/// When the file cannot be read.
+pub fn read_operator(path: &Path) -> anyhow::Result<Option<(String, String)>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the credentials file {}", path.display()))?;
+    let vars: BTreeMap<&str, &str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .collect();
+    Ok(
+        match (vars.get("AEGIS_NATS_USER"), vars.get("AEGIS_NATS_PASSWORD")) {
+            (Some(user), Some(password)) => Some(((*user).to_owned(), (*password).to_owned())),
+            _ => None,
+        },
+    )
 }
 
 fn generate() -> String {

@@ -10,7 +10,8 @@
 //!
 //! - [`nats`]: the NATS nodes' configs, ports and health checks.
 //! - [`supervisor`]: starting, watching, restarting and stopping children.
-//! - [`credentials`]: the admin and viewer tokens of the monitor.
+//! - [`credentials`]: the monitor's tokens and the NATS users' passwords
+//!   (each child connects as its own role's user, see [`crate::permissions`]).
 
 pub mod credentials;
 pub mod nats;
@@ -22,12 +23,13 @@ use std::{
     time::Duration,
 };
 
-use aegis_sdk::{AegisConfig, Connection, registry::RegistryReader};
+use aegis_sdk::{ConfigLoader, ConnectError, Connection, Secret, registry::RegistryReader};
 use anyhow::{Context, bail};
 use clap::Args;
 use nix::unistd::Pid;
 use tokio_util::sync::CancellationToken;
 
+use crate::permissions::{MONITOR_USER, OPERATOR_USER, Role, ServiceRole};
 use supervisor::{ChildSpec, Kind, Supervisor};
 
 /// Options of `aegis up`.
@@ -157,7 +159,18 @@ async fn run_on(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     // 2. Streams and buckets, created once here with the right replicas.
-    let conn = connect(url, replicas, shutdown).await?;
+    // Our own servers: `aegis up` acts as the operator (it creates the
+    // streams and buckets). An external NATS: whatever credentials the
+    // environment names (AEGIS_NATS_USER / _PASSWORD, _CREDS, ...), which the
+    // children inherit too.
+    let operator = (!nodes.is_empty())
+        .then(|| {
+            creds
+                .nats_password(OPERATOR_USER)
+                .map(|p| (OPERATOR_USER.to_owned(), p.to_owned()))
+        })
+        .flatten();
+    let conn = connect(url, replicas, operator, shutdown).await?;
     step("creating streams and buckets");
     // A cluster restarted on existing data elects its stream leaders first;
     // until then JetStream requests time out, so retry for a while.
@@ -183,6 +196,7 @@ async fn run_on(
         ("AEGIS_LOG".to_owned(), "info".to_owned()),
     ];
     let mut monitor_env = common_env.clone();
+    monitor_env.extend(own_nats_user(nodes, creds, MONITOR_USER));
     monitor_env.push(("AEGIS_ADMIN_TOKEN".into(), creds.admin.clone()));
     monitor_env.push(("AEGIS_VIEWER_TOKEN".into(), creds.viewer.clone()));
     monitor_env.push(("AEGIS_SESSION_SECRET".into(), creds.session_secret.clone()));
@@ -221,12 +235,19 @@ async fn run_on(
     for (kind, count) in &args.instances.0 {
         for i in 1..=*count {
             let id = format!("{kind}-{i}");
+            let mut env = common_env.clone();
+            let user = Role::Service(ServiceRole {
+                service: format!("{kind}-service"),
+                ..Default::default()
+            })
+            .user_name();
+            env.extend(own_nats_user(nodes, creds, &user));
             sup.start(ChildSpec {
                 name: id.clone(),
                 kind: Kind::Service,
                 program: exe.to_owned(),
                 args: vec!["service".into(), kind.clone(), "--instance-id".into(), id],
-                env: common_env.clone(),
+                env,
             })?;
             expected += 1;
         }
@@ -299,18 +320,50 @@ fn step(what: &str) {
     println!("  … {what}");
 }
 
+/// The environment that makes a child connect as `user` of our own
+/// servers; nothing for an external NATS (the child inherits ours).
+fn own_nats_user(
+    nodes: &[nats::NatsNode],
+    creds: &credentials::Credentials,
+    user: &str,
+) -> Vec<(String, String)> {
+    if nodes.is_empty() {
+        Vec::new()
+    } else {
+        creds.nats_env(user)
+    }
+}
+
 async fn connect(
     url: &str,
     replicas: usize,
+    user: Option<(String, String)>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Connection> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let mut config = AegisConfig::with_servers(url);
-        config.nats.connect_timeout = Duration::from_secs(1);
-        config.nats.replicas = replicas;
+        let servers = url.to_owned();
+        let user = user.clone();
+        let config = ConfigLoader::new()
+            .env()
+            .set(move |c| {
+                c.nats.servers = servers.split(',').map(|s| s.trim().to_owned()).collect();
+                c.nats.connect_timeout = Duration::from_secs(1);
+                c.nats.replicas = replicas;
+                if let Some((user, password)) = user {
+                    c.nats.token = None;
+                    c.nats.nkey_seed = None;
+                    c.nats.creds_file = None;
+                    c.nats.user = Some(user);
+                    c.nats.password = Some(Secret::new(password));
+                }
+            })
+            .load()
+            .context("loading the NATS configuration")?;
         match Connection::connect(config).await {
             Ok(c) => return Ok(c),
+            // The same credentials would be refused again: say so now.
+            Err(e @ ConnectError::Refused { .. }) => return Err(e.into()),
             Err(e) if tokio::time::Instant::now() > deadline => {
                 return Err(e).with_context(|| format!("NATS at {url} did not become ready"));
             }
@@ -347,7 +400,7 @@ fn print_summary(
         println!("  UI          {api}/");
     }
     println!(
-        "  tokens      {} (admin and viewer bearer tokens, mode 0600)",
+        "  credentials {} (monitor tokens, NATS users; mode 0600)",
         state_dir.join("credentials").display()
     );
     println!("  logs        {}", state_dir.join("logs").display());
@@ -366,10 +419,18 @@ fn print_summary(
         );
     }
     println!();
-    println!("Try:");
-    println!("  aegis status --watch");
     println!(
-        "  aegis call order-service create_order --active '{{\"symbol\":\"AAPL\",\"side\":\"BUY\",\"quantity\":10,\"client_order_id\":\"demo-1\"}}'"
+        "Try (NATS refuses clients without credentials; these find the operator's in the file above):"
+    );
+    let default_dir = Path::new(".aegis").canonicalize().ok();
+    let creds_flag = if default_dir.as_deref() == Some(state_dir) {
+        String::new()
+    } else {
+        format!(" --credentials {}", state_dir.join("credentials").display())
+    };
+    println!("  aegis status --watch{creds_flag}");
+    println!(
+        "  aegis call order-service create_order --active '{{\"symbol\":\"AAPL\",\"side\":\"BUY\",\"quantity\":10,\"client_order_id\":\"demo-1\"}}'{creds_flag}"
     );
     println!(
         "  aegis chaos kill order-service      # kill the ACTIVE order instance, watch a STANDBY take over"

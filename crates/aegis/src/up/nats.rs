@@ -102,23 +102,37 @@ pub fn write_configs(nodes: &[NatsNode], creds: &Credentials) -> anyhow::Result<
                 routes.join(", ")
             ));
         }
-        std::fs::write(node.config_path(), conf)
+        write_private(&node.config_path(), &conf)
             .with_context(|| format!("writing {}", node.config_path().display()))?;
     }
     Ok(())
 }
 
-/// The accounts block: the application account `AEGIS` (JetStream on;
-/// clients without credentials land in it) and the system account `SYS`,
-/// whose user `sys` reads the server's events — the monitor follows the
-/// connect/disconnect advisories with it to see crashes at once, and
+/// Writes `text` to `path` readable by this user only: a node's config
+/// holds the users' passwords.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())
+}
+
+/// The accounts block: the application account `AEGIS` (JetStream on),
+/// whose users and their permissions come from [`crate::permissions`] —
+/// one per role, and nobody connects without one — and the system account
+/// `SYS`, whose user `sys` reads the server's events: the monitor follows
+/// the connect/disconnect advisories with it to see crashes at once, and
 /// operators' `nats server ...` commands need it.
 pub fn accounts(creds: &Credentials) -> String {
     format!(
-        "accounts {{\n  AEGIS: {{ jetstream: enabled, users: [ {{ user: \"aegis\", password: \"{app}\" }} ] }}\n  \
+        "accounts {{\n  AEGIS: {{\n    jetstream: enabled\n    users: {users}\n  }}\n  \
          SYS: {{ users: [ {{ user: \"{SYSTEM_USER}\", password: \"{system}\" }} ] }}\n}}\n\
-         system_account: SYS\nno_auth_user: \"aegis\"\n",
-        app = creds.nats_app_password,
+         system_account: SYS\n",
+        users = crate::permissions::render_users(&creds.nats_users),
         system = creds.nats_system_password,
     )
 }
