@@ -8,19 +8,20 @@
 //! client's event callback), and for writes also as the absence of the
 //! value afterwards.
 
+mod common;
+
 use std::time::Duration;
 
 use aegis::permissions::{User, render_users, showcase_roles};
 use aegis_sdk::{AegisConfig, ConnectError, Connection, Secret, rpc::CallOptions};
 use aegis_testkit::NatsServer;
-use async_nats::{ConnectOptions, Event, ServerError};
 use axum::{
     body::Body,
     http::{Method, Request, StatusCode, header},
 };
+use common::Probe;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 use tower::ServiceExt;
 
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -84,25 +85,7 @@ impl Bus {
 
     /// A plain client of `user` whose server errors arrive on a channel.
     async fn probe(&self, user: &str) -> Probe {
-        let (tx, errors) = mpsc::unbounded_channel();
-        let client =
-            ConnectOptions::with_user_and_password(user.into(), self.password(user).into())
-                .event_callback(move |event| {
-                    let tx = tx.clone();
-                    async move {
-                        if let Event::ServerError(ServerError::Other(text)) = event {
-                            let _ = tx.send(text);
-                        }
-                    }
-                })
-                .connect(self.server.url())
-                .await
-                .unwrap_or_else(|e| panic!("connect as {user}: {e}"));
-        Probe {
-            user: user.to_owned(),
-            client,
-            errors,
-        }
+        Probe::connect(&self.server.url(), user, self.password(user)).await
     }
 
     /// Server log lines that report a permission violation.
@@ -113,50 +96,6 @@ impl Bus {
             .filter(|l| l.contains("Violation"))
             .map(str::to_owned)
             .collect()
-    }
-}
-
-/// A client of one user and the errors the server sent it.
-struct Probe {
-    user: String,
-    client: async_nats::Client,
-    errors: mpsc::UnboundedReceiver<String>,
-}
-
-impl Probe {
-    /// Waits for the server's permission violation naming `subject`, and
-    /// prints the attempt and the refusal.
-    async fn refused(&mut self, attempt: &str, subject: &str) {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let text = tokio::time::timeout_at(deadline, self.errors.recv())
-                .await
-                .unwrap_or_else(|_| {
-                    panic!("{}: {attempt} was not refused by the server", self.user)
-                })
-                .expect("client alive");
-            if text.contains("Permissions Violation") && text.contains(subject) {
-                println!("{:<20} {attempt:<58} REFUSED: {text}", self.user);
-                return;
-            }
-        }
-    }
-
-    /// Publishes to `subject` and waits for the refusal.
-    async fn publish_refused(&mut self, attempt: &str, subject: &str, body: &'static [u8]) {
-        self.client
-            .publish(subject.to_owned(), body.into())
-            .await
-            .unwrap();
-        self.client.flush().await.unwrap();
-        self.refused(attempt, subject).await;
-    }
-
-    /// Subscribes to `subject` and waits for the refusal.
-    async fn subscribe_refused(&mut self, attempt: &str, subject: &str) {
-        let _sub = self.client.subscribe(subject.to_owned()).await.unwrap();
-        self.client.flush().await.unwrap();
-        self.refused(attempt, subject).await;
     }
 }
 

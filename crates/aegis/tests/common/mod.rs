@@ -186,3 +186,91 @@ pub fn alive(pid: i32) -> bool {
 pub fn signal(pid: i32, signal: Signal) {
     let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);
 }
+
+/// A plain NATS client of one user, and the errors the server sent it: a
+/// refusal is observed as the server states it (`-ERR 'Permissions
+/// Violation for ...'`), not inferred from a timeout.
+pub struct Probe {
+    pub user: String,
+    pub client: async_nats::Client,
+    errors: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+impl Probe {
+    /// Connects to `url` as `user`.
+    pub async fn connect(url: &str, user: &str, password: &str) -> Probe {
+        let (tx, errors) = tokio::sync::mpsc::unbounded_channel();
+        let client =
+            async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+                .event_callback(move |event| {
+                    let tx = tx.clone();
+                    async move {
+                        if let async_nats::Event::ServerError(async_nats::ServerError::Other(
+                            text,
+                        )) = event
+                        {
+                            let _ = tx.send(text);
+                        }
+                    }
+                })
+                .connect(url)
+                .await
+                .unwrap_or_else(|e| panic!("connect as {user}: {e}"));
+        Probe {
+            user: user.to_owned(),
+            client,
+            errors,
+        }
+    }
+
+    /// Waits for the server's permission violation naming `subject`, and
+    /// prints the attempt and the refusal.
+    pub async fn refused(&mut self, attempt: &str, subject: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let text = tokio::time::timeout_at(deadline, self.errors.recv())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("{}: {attempt} was not refused by the server", self.user)
+                })
+                .expect("client alive");
+            if text.contains("Permissions Violation") && text.contains(subject) {
+                println!("{:<20} {attempt:<52} REFUSED: {text}", self.user);
+                return;
+            }
+        }
+    }
+
+    /// Publishes to `subject` and waits for the refusal.
+    pub async fn publish_refused(&mut self, attempt: &str, subject: &str, body: &'static [u8]) {
+        self.client
+            .publish(subject.to_owned(), body.into())
+            .await
+            .unwrap();
+        self.client.flush().await.unwrap();
+        self.refused(attempt, subject).await;
+    }
+
+    /// Publishes with `headers` (e.g. a KV delete marker) and waits for the
+    /// refusal.
+    pub async fn publish_headers_refused(
+        &mut self,
+        attempt: &str,
+        subject: &str,
+        headers: async_nats::HeaderMap,
+    ) {
+        self.client
+            .publish_with_headers(subject.to_owned(), headers, bytes::Bytes::new())
+            .await
+            .unwrap();
+        self.client.flush().await.unwrap();
+        self.refused(attempt, subject).await;
+    }
+
+    /// Subscribes to `subject` and waits for the refusal.
+    pub async fn subscribe_refused(&mut self, attempt: &str, subject: &str) {
+        let _sub = self.client.subscribe(subject.to_owned()).await.unwrap();
+        self.client.flush().await.unwrap();
+        self.refused(attempt, subject).await;
+    }
+}
