@@ -492,6 +492,52 @@ async fn the_services_and_the_monitor_work_with_their_own_credentials() {
     .await;
     assert!(status.is_success(), "{status} {body}");
 
+    // Commands: the operator queues one for risk-service, whose worker
+    // (on risk-service's own user) runs it and reports back.
+    let risk_conn = bus.sdk("svc-risk-service").await;
+    let worker = risk_conn
+        .commands()
+        .worker("risk-service")
+        .handler(
+            "recompute",
+            |c: aegis_sdk::commands::Command<Value>, p: aegis_sdk::commands::Progress| async move {
+                p.report(50.0, "halfway").await;
+                Ok(json!({"recomputed": c.payload["book"]}))
+            },
+        )
+        .start()
+        .await
+        .expect("risk-service consumes its own commands");
+    let done: Value = operator
+        .commands()
+        .send(
+            "risk-service",
+            "recompute",
+            &json!({"book": "main"}),
+            PATIENCE,
+        )
+        .await
+        .expect("the operator queues a command")
+        .result()
+        .await
+        .expect("the command completes");
+    assert_eq!(done["recomputed"], "main");
+    worker.shutdown().await;
+
+    // Metrics snapshots of the services reach the monitor.
+    eventually("the monitor has metrics of every instance", || {
+        let app = app.clone();
+        async move {
+            let (status, body) = get(&app, "/api/metrics").await;
+            let text = body.to_string();
+            status == StatusCode::OK
+                && ["pricing-1", "risk-1", "order-1", "order-2"]
+                    .iter()
+                    .all(|i| text.contains(i))
+        }
+    })
+    .await;
+
     for o in orders {
         o.shutdown().await.unwrap();
     }
