@@ -68,11 +68,12 @@ impl Serialize for Secret {
 }
 
 /// The `AEGIS_NATS_*` suffixes [`ConfigLoader::env`] reads (lowercased).
-const ENV_KEYS: [&str; 13] = [
+const ENV_KEYS: [&str; 14] = [
     "url",
     "token",
     "user",
     "password",
+    "inbox_prefix",
     "nkey_seed",
     "creds",
     "tls_ca",
@@ -140,6 +141,11 @@ pub struct NatsConfig {
     pub nkey_seed: Option<Secret>,
     /// A `.creds` file (JWT + seed) for decentralized authentication.
     pub creds_file: Option<PathBuf>,
+    /// The prefix of this client's reply inboxes instead of `_INBOX`, e.g.
+    /// `_INBOX_svc-order-service`: with a prefix per user, the server can
+    /// let each user read only its own replies (the users `aegis up`
+    /// generates are set up that way).
+    pub inbox_prefix: Option<String>,
     /// CA bundle (PEM) used to verify the server; enables TLS.
     pub tls_ca: Option<PathBuf>,
     /// Client certificate (PEM) for mutual TLS; needs `tls_key`.
@@ -175,6 +181,7 @@ impl Default for NatsConfig {
             password: None,
             nkey_seed: None,
             creds_file: None,
+            inbox_prefix: None,
             tls_ca: None,
             tls_cert: None,
             tls_key: None,
@@ -394,6 +401,16 @@ impl AegisConfig {
                 "user and password must be given together",
             ));
         }
+        if let Some(prefix) = &n.inbox_prefix
+            && (prefix.is_empty()
+                || prefix.contains(|c: char| c.is_whitespace() || matches!(c, '*' | '>'))
+                || prefix.split('.').any(str::is_empty))
+        {
+            return Err(invalid(
+                "nats.inbox_prefix",
+                format!("`{prefix}` is not a subject prefix (e.g. _INBOX_my-user)"),
+            ));
+        }
         if n.tls_cert.is_some() != n.tls_key.is_some() {
             return Err(invalid(
                 "nats.tls_cert",
@@ -461,6 +478,7 @@ type Override = Box<dyn FnOnce(&mut AegisConfig) + Send>;
 /// | `AEGIS_NATS_USER` / `AEGIS_NATS_PASSWORD` | `nats.user` / `nats.password` |
 /// | `AEGIS_NATS_NKEY_SEED` | `nats.nkey_seed` |
 /// | `AEGIS_NATS_CREDS` | `nats.creds_file` |
+/// | `AEGIS_NATS_INBOX_PREFIX` | `nats.inbox_prefix` |
 /// | `AEGIS_NATS_TLS_CA` / `_TLS_CERT` / `_TLS_KEY` | `nats.tls_ca` / `tls_cert` / `tls_key` |
 /// | `AEGIS_NATS_POOL_SIZE` | `nats.pool_size` |
 /// | `AEGIS_NATS_REQUEST_TIMEOUT` | `nats.request_timeout` (e.g. `3s`) |
@@ -644,6 +662,15 @@ mod tests {
         assert!(matches!(
             c.validate(),
             Err(ConfigError::Invalid { field: "nats", .. })
+        ));
+        let mut c = AegisConfig::default();
+        c.nats.inbox_prefix = Some("_INBOX.>".into());
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid {
+                field: "nats.inbox_prefix",
+                ..
+            })
         ));
         let c = AegisConfig::with_servers("http://x:1");
         assert!(matches!(

@@ -70,6 +70,17 @@ pub enum ConnectError {
         #[source]
         source: async_nats::ConnectError,
     },
+    /// The server refused this client's reply inbox subscription, so no
+    /// request could get an answer.
+    #[error(
+        "NATS refused this client's reply inbox ({violation}): set AEGIS_NATS_INBOX_PREFIX \
+         (`inbox_prefix` under [nats]) to the prefix your user may subscribe to \
+         (for the users of `aegis up`: _INBOX_<user>)"
+    )]
+    InboxRefused {
+        /// The server's words.
+        violation: String,
+    },
     /// No server answered.
     #[error("cannot connect to NATS at {servers}")]
     Connect {
@@ -154,9 +165,13 @@ impl Connection {
         let servers = config.nats.servers.join(",");
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut clients = Vec::with_capacity(config.nats.pool_size);
+        // The last permission violation the server reported, to explain a
+        // JetStream check that got no answer.
+        let refused: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
         let name = connection_name();
         for i in 0..config.nats.pool_size {
-            let options = connect_options(&config, &name, i, draining.clone()).await?;
+            let options =
+                connect_options(&config, &name, i, draining.clone(), refused.clone()).await?;
             let client = options
                 .connect(config.nats.servers.clone())
                 .await
@@ -166,11 +181,16 @@ impl Connection {
         let info = clients[0].server_info();
         let server_version = check_server_version(&info.version)?;
         let jetstream = jetstream::new(clients[0].clone());
-        if config.nats.require_jetstream {
-            jetstream
-                .query_account()
-                .await
-                .map_err(|source| ConnectError::JetStreamUnavailable { source })?;
+        if config.nats.require_jetstream
+            && let Err(source) = jetstream.query_account().await
+        {
+            let violation = refused.lock().ok().and_then(|v| v.clone());
+            return Err(match violation {
+                Some(violation) if violation.contains("Subscription to") => {
+                    ConnectError::InboxRefused { violation }
+                }
+                _ => ConnectError::JetStreamUnavailable { source },
+            });
         }
         info!(
             servers = %servers,
@@ -417,6 +437,7 @@ async fn connect_options(
     base_name: &str,
     index: usize,
     draining: Arc<std::sync::atomic::AtomicBool>,
+    refused: Arc<std::sync::Mutex<Option<String>>>,
 ) -> Result<ConnectOptions, ConnectError> {
     let n = &config.nats;
     let mut options = ConnectOptions::new();
@@ -438,6 +459,9 @@ async fn connect_options(
     }
     if let Some(seed) = &n.nkey_seed {
         options = options.nkey(seed.expose().to_owned());
+    }
+    if let Some(prefix) = &n.inbox_prefix {
+        options = options.custom_inbox_prefix(prefix);
     }
     if let Some(ca) = &n.tls_ca {
         options = options.add_root_certificates(ca.clone()).require_tls(true);
@@ -466,8 +490,19 @@ async fn connect_options(
         .reconnect_delay_callback(move |attempt| policy.delay(attempt))
         .event_callback(move |event| {
             let draining = draining.load(Ordering::Relaxed);
+            let refused = refused.clone();
             async move {
                 match event {
+                    // What this user may not do: said once per attempt, so
+                    // a missing permission is visible in the log.
+                    async_nats::Event::ServerError(async_nats::ServerError::Other(text))
+                        if text.contains("Permissions Violation") =>
+                    {
+                        warn!(refusal = %text, "NATS refused an operation");
+                        if let Ok(mut last) = refused.lock() {
+                            *last = Some(text);
+                        }
+                    }
                     async_nats::Event::Connected => info!("NATS connection (re)established"),
                     async_nats::Event::Disconnected if draining => {
                         tracing::debug!("NATS connection closed after draining")

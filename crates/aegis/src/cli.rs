@@ -126,6 +126,7 @@ impl NatsArgs {
                 if let Some((user, password)) = fallback
                     && none_given
                 {
+                    n.inbox_prefix = Some(crate::permissions::inbox_prefix(&user));
                     n.user = Some(user);
                     n.password = Some(aegis_sdk::Secret::new(password));
                 }

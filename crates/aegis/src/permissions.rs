@@ -40,14 +40,25 @@
 //! would buy nothing there; a deployment that wants them can still use them
 //! (the SDK takes `nkey_seed` and `.creds` files).
 //!
+//! # Replies
+//!
+//! Each user has its own reply-inbox prefix, `_INBOX_{user}` (see
+//! [`inbox_prefix`]), and may subscribe only to that: no role reads the
+//! replies another gets (an order's confirmation, the risk limits). A
+//! service answers requests with `allow_responses` (once, on the request's
+//! own reply subject) rather than a publish permission for others' inboxes,
+//! so it cannot push a forged reply to a request it did not receive; only
+//! command progress goes to an inbox named in the command, and only to the
+//! operator's two-token command inboxes (`_INBOX_operator.*`), never to its
+//! three-token request inboxes.
+//!
 //! # What subjects cannot express
 //!
 //! NATS permissions match whole tokens, so they cannot tell one consumer
-//! name on `EVENTS` from another: a service may create or look up any
-//! consumer on `EVENTS` (it may not delete one), and all instances of a
-//! service share one credential, so one instance could answer another's
-//! control subject. Reply inboxes (`_INBOX.>`) are shared by all roles of
-//! the account. `docs/security.md` lists these with the threat model.
+//! name on `EVENTS` from another: a service may create (or change) any
+//! consumer on `EVENTS`, though it may not delete one; and all instances of
+//! a service share one credential, so one instance could answer another's
+//! control subject. `docs/security.md` lists these with the threat model.
 
 use std::fmt::Write as _;
 
@@ -110,6 +121,10 @@ pub struct Grants {
     pub publish: Vec<String>,
     /// `permissions.subscribe.allow`.
     pub subscribe: Vec<String>,
+    /// `permissions.allow_responses`: may answer each request it receives
+    /// once, on the request's own reply subject, without a publish
+    /// permission for the asker's inbox.
+    pub allow_responses: bool,
 }
 
 /// The user name of the monitor.
@@ -127,14 +142,29 @@ impl Role {
         }
     }
 
+    /// The prefix of this role's reply inboxes, `_INBOX_{user}`: the only
+    /// inboxes it may subscribe to, so no role reads another's replies.
+    /// Its clients must be configured with it (`AEGIS_NATS_INBOX_PREFIX`;
+    /// `aegis up` sets it for its children).
+    pub fn inbox_prefix(&self) -> String {
+        inbox_prefix(&self.user_name())
+    }
+
     /// The subjects this role may use.
     pub fn grants(&self) -> Grants {
-        match self {
+        let mut g = match self {
             Role::Service(s) => service_grants(s),
             Role::Monitor => monitor_grants(),
             Role::Operator => operator_grants(),
-        }
+        };
+        g.subscribe.insert(0, format!("{}.>", self.inbox_prefix()));
+        g
     }
+}
+
+/// The reply-inbox prefix of `user`: `_INBOX_{user}`.
+pub fn inbox_prefix(user: &str) -> String {
+    format!("_INBOX_{user}")
 }
 
 /// The roles of the showcase's example services (order, pricing, risk):
@@ -182,11 +212,12 @@ pub fn render_users(users: &[User]) -> String {
         let grants = user.role.grants();
         let _ = writeln!(
             out,
-            "      {{ user: {}, password: {}, permissions: {{\n        publish: {{ allow: {} }}\n        subscribe: {{ allow: {} }}\n      }} }}",
+            "      {{ user: {}, password: {}, permissions: {{\n        publish: {{ allow: {} }}\n        subscribe: {{ allow: {} }}\n        allow_responses: {}\n      }} }}",
             quote(&user.name),
             quote(&user.password),
             list(&grants.publish),
             list(&grants.subscribe),
+            grants.allow_responses,
         );
     }
     out.push_str("    ]");
@@ -203,11 +234,11 @@ fn quote(s: &str) -> String {
 }
 
 /// What every role needs: the account's JetStream info (the SDK checks it
-/// on connect) and reply inboxes for requests and JetStream acks.
+/// on connect). Its own reply inboxes are added by [`Role::grants`].
 fn base() -> Grants {
     Grants {
-        publish: vec!["$JS.API.INFO".into(), "_INBOX.>".into()],
-        subscribe: vec!["_INBOX.>".into()],
+        publish: vec!["$JS.API.INFO".into()],
+        ..Grants::default()
     }
 }
 
@@ -260,6 +291,12 @@ fn stream_consume(g: &mut Grants, stream: &str) {
 fn service_grants(s: &ServiceRole) -> Grants {
     let name = &s.service;
     let mut g = base();
+    // Answers RPCs, `$SRV` pings and control requests on their own reply
+    // subjects; command progress and results go to the sender's inbox
+    // named in the command (`_INBOX_operator.{id}`: two tokens, so not the
+    // operator's request replies, which have three).
+    g.allow_responses = true;
+    g.publish.push(format!("{}.*", inbox_prefix(OPERATOR_USER)));
     // Registry and election: read everything (discovery, call_active),
     // write only this service's keys.
     kv_read(&mut g, REGISTRY_BUCKET);
@@ -303,7 +340,7 @@ fn service_grants(s: &ServiceRole) -> Grants {
         aegis_contracts::dead_letter::MAX_DELIVERIES_ADVISORY_PREFIX
     ));
     // Telemetry of its own instances; the control subject of its own
-    // instances (answered through `_INBOX`).
+    // instances (answered with `allow_responses`).
     g.publish.extend([
         format!("aegis.metrics.{name}.*"),
         format!("aegis.log.{name}.*"),

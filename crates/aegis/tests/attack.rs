@@ -28,6 +28,7 @@ fn config(url: &str, user: Option<(&str, &str)>) -> AegisConfig {
     if let Some((user, password)) = user {
         config.nats.user = Some(user.to_owned());
         config.nats.password = Some(Secret::new(password));
+        config.nats.inbox_prefix = Some(aegis::permissions::inbox_prefix(user));
     }
     config
 }
@@ -209,6 +210,19 @@ async fn abuses_of_the_bus_are_refused() {
         .await;
     pricing
         .subscribe_refused("serve rpc.order-service.>", "rpc.order-service.>")
+        .await;
+    pricing
+        .subscribe_refused("read every reply in the account", "_INBOX.>")
+        .await;
+    pricing
+        .subscribe_refused("read the operator's replies", "_INBOX_operator.>")
+        .await;
+    pricing
+        .publish_refused(
+            "push a forged reply to an operator request",
+            "_INBOX_operator.Fq1tFQXyNcwFhyZ5xZw3Kc.7",
+            br#"{"order_id":"forged"}"#,
+        )
         .await;
 
     println!("\n== as the monitor (a wrong role) ==");

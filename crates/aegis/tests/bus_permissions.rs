@@ -63,6 +63,7 @@ impl Bus {
         let mut config = AegisConfig::with_servers(self.server.url());
         config.nats.user = Some(user.to_owned());
         config.nats.password = Some(Secret::new(self.password(user)));
+        config.nats.inbox_prefix = Some(aegis::permissions::inbox_prefix(user));
         config.nats.request_timeout = Duration::from_secs(3);
         config
     }
@@ -317,6 +318,39 @@ async fn only_the_operator_publishes_control_requests() {
             )
             .await;
     }
+}
+
+#[tokio::test]
+async fn no_role_reads_or_forges_the_replies_of_another() {
+    let bus = Bus::start();
+    let mut monitor = bus.probe("monitor").await;
+    monitor
+        .subscribe_refused("read every reply", "_INBOX.>")
+        .await;
+    monitor
+        .subscribe_refused("read the operator's replies", "_INBOX_operator.>")
+        .await;
+    let mut pricing = bus.probe("svc-pricing-service").await;
+    pricing
+        .subscribe_refused("read order-service's replies", "_INBOX_svc-order-service.>")
+        .await;
+    // A request inbox of the operator's (three tokens), as pricing would
+    // see it on a request the operator sent it.
+    pricing
+        .publish_refused(
+            "push a forged reply to the operator",
+            "_INBOX_operator.Fq1tFQXyNcwFhyZ5xZw3Kc.7",
+            br#"{"order_id":"forged"}"#,
+        )
+        .await;
+
+    // A client of a restricted user without its inbox prefix is told so,
+    // within its request timeout, instead of hanging.
+    let mut config = bus.config("svc-pricing-service");
+    config.nats.inbox_prefix = None;
+    let err = Connection::connect(config).await.unwrap_err();
+    assert!(matches!(err, ConnectError::InboxRefused { .. }), "{err:?}");
+    assert!(err.to_string().contains("AEGIS_NATS_INBOX_PREFIX"), "{err}");
 }
 
 async fn get(app: &axum::Router, path: &str) -> (StatusCode, Value) {

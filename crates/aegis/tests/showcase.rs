@@ -161,6 +161,7 @@ async fn the_showcase_runs_fails_over_and_stops_cleanly() {
         .unwrap()
         .expect("the operator's credentials");
     let mut config = AegisConfig::with_servers(&url);
+    config.nats.inbox_prefix = Some(aegis::permissions::inbox_prefix(&user));
     config.nats.user = Some(user);
     config.nats.password = Some(aegis_sdk::Secret::new(password));
     let conn = Connection::connect(config).await.unwrap();

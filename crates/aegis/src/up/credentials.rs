@@ -19,7 +19,7 @@ use std::{collections::BTreeMap, io::Write, os::unix::fs::OpenOptionsExt, path::
 use anyhow::Context;
 use rand::Rng;
 
-use crate::permissions::{OPERATOR_USER, Role, User, showcase_roles};
+use crate::permissions::{OPERATOR_USER, Role, User, inbox_prefix, showcase_roles};
 
 /// The showcase's secrets.
 #[derive(Clone)]
@@ -94,6 +94,7 @@ pub fn ensure(state_dir: &Path) -> anyhow::Result<Credentials> {
     for user in &creds.nats_users {
         users.push_str(&format!("{}={}\n", password_var(&user.name), user.password));
     }
+    let operator_inbox = inbox_prefix(OPERATOR_USER);
     writeln!(
         file,
         "# Aegis showcase secrets. Monitor tokens (Authorization: Bearer <token>):\n\
@@ -102,7 +103,7 @@ pub fn ensure(state_dir: &Path) -> anyhow::Result<Credentials> {
          AEGIS_NATS_SYSTEM_USER=sys\nAEGIS_NATS_SYSTEM_PASSWORD={}\n\
          # NATS: the application account's users, one per role; the operator's\n\
          # (aegis call/status/chaos) is AEGIS_NATS_USER / AEGIS_NATS_PASSWORD\n\
-         AEGIS_NATS_USER={OPERATOR_USER}\n{users}\
+         AEGIS_NATS_USER={OPERATOR_USER}\nAEGIS_NATS_INBOX_PREFIX={operator_inbox}\n{users}\
          # Signs the UI's session cookies\n\
          AEGIS_SESSION_SECRET={}",
         creds.admin, creds.viewer, creds.nats_system_password, creds.session_secret
@@ -119,13 +120,15 @@ impl Credentials {
             .map(|u| u.password.as_str())
     }
 
-    /// The environment that makes a child connect as `name`.
+    /// The environment that makes a child connect as `name` (with its
+    /// own reply-inbox prefix, the only inboxes it may read).
     pub fn nats_env(&self, name: &str) -> Vec<(String, String)> {
         self.nats_password(name)
             .map(|password| {
                 vec![
                     ("AEGIS_NATS_USER".to_owned(), name.to_owned()),
                     ("AEGIS_NATS_PASSWORD".to_owned(), password.to_owned()),
+                    ("AEGIS_NATS_INBOX_PREFIX".to_owned(), inbox_prefix(name)),
                 ]
             })
             .unwrap_or_default()

@@ -354,6 +354,7 @@ async fn connect(
                     c.nats.token = None;
                     c.nats.nkey_seed = None;
                     c.nats.creds_file = None;
+                    c.nats.inbox_prefix = Some(crate::permissions::inbox_prefix(&user));
                     c.nats.user = Some(user);
                     c.nats.password = Some(Secret::new(password));
                 }
