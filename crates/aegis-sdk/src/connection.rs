@@ -55,7 +55,7 @@ pub enum ConnectError {
     /// The server refused the credentials (or their absence): nothing is
     /// retried, since the same credentials would be refused again.
     #[error(
-        "NATS at {servers} refused the credentials {who} (authorization violation): set AEGIS_NATS_USER and \
+        "NATS at {servers} refused the credentials {who}: set AEGIS_NATS_USER and \
          AEGIS_NATS_PASSWORD (or AEGIS_NATS_TOKEN, AEGIS_NATS_NKEY_SEED, AEGIS_NATS_CREDS; \
          `user`/`password`, `token`, `nkey_seed` or `creds_file` under [nats] in the config file) \
          to a user this server knows; `aegis up` writes its users' passwords to \
