@@ -78,6 +78,14 @@ pub enum Role {
     /// The operator's tools: `aegis up` (it creates the streams and
     /// buckets), `call`, `status`, `chaos`.
     Operator,
+    /// A user defined by its own grants (the benchmarks' users, built
+    /// from the roles above plus their own subjects).
+    Custom {
+        /// The user name.
+        user: String,
+        /// What it may do (its inbox prefix is added).
+        grants: Grants,
+    },
 }
 
 /// What a service's instances do on the bus besides serving their RPCs.
@@ -139,6 +147,7 @@ impl Role {
             Role::Service(s) => format!("svc-{}", s.service),
             Role::Monitor => MONITOR_USER.to_owned(),
             Role::Operator => OPERATOR_USER.to_owned(),
+            Role::Custom { user, .. } => user.clone(),
         }
     }
 
@@ -156,6 +165,7 @@ impl Role {
             Role::Service(s) => service_grants(s),
             Role::Monitor => monitor_grants(),
             Role::Operator => operator_grants(),
+            Role::Custom { grants, .. } => grants.clone(),
         };
         g.subscribe.insert(0, format!("{}.>", self.inbox_prefix()));
         g

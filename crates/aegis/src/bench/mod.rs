@@ -31,6 +31,142 @@ pub(crate) fn progress(total: u64, what: &str) -> ProgressBar {
     bar
 }
 
+/// The benchmark's own nats-server and how each side connects to it:
+/// anonymously, or (`--auth`) as users with least-privilege permissions
+/// like those `aegis up` generates (see [`crate::permissions`]), each with
+/// its own reply-inbox prefix. Raw async-nats and the SDK connect as the
+/// same users, so both pay the same permission checks.
+pub(crate) struct BenchBus {
+    /// The server (stopped on drop).
+    pub(crate) server: aegis_testkit::NatsServer,
+    users: Option<Vec<crate::permissions::User>>,
+}
+
+/// Who connects, with `--auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Who {
+    /// The responders (raw, plain and SDK): the service's user.
+    Server,
+    /// The callers: the operator's user.
+    Client,
+    /// The `--registry` filler instances: their services' user.
+    Filler,
+}
+
+/// The services the benchmarks serve and register.
+pub(crate) const BENCH_SERVICE: &str = "bench-pricing";
+/// How many filler services `--registry` spreads its instances over.
+pub(crate) const FILL_SERVICES: usize = 8;
+
+impl BenchBus {
+    /// Starts the server, with users and permissions when `auth`.
+    ///
+    /// # Errors
+    /// When no suitable nats-server is installed or it does not start.
+    pub(crate) async fn start(auth: bool) -> anyhow::Result<BenchBus> {
+        use crate::permissions::{Grants, Role, ServiceRole, User, render_users};
+        use anyhow::Context;
+        if !auth {
+            return Ok(BenchBus {
+                server: start_server().await?,
+                users: None,
+            });
+        }
+        let service = |name: &str| {
+            Role::Service(ServiceRole {
+                service: name.to_owned(),
+                ..Default::default()
+            })
+            .grants()
+        };
+        let mut server = service(BENCH_SERVICE);
+        // The raw and plain async-nats responders of the same benchmark.
+        server.subscribe.extend([
+            "bench.>".to_owned(),
+            "$SRV.*.bench-plain".to_owned(),
+            "$SRV.*.bench-plain.*".to_owned(),
+        ]);
+        let mut client = Role::Operator.grants();
+        client.publish.push("bench.>".to_owned());
+        let mut filler = Grants::default();
+        for k in 0..FILL_SERVICES {
+            let g = service(&format!("bench-fill-{k}"));
+            filler.publish.extend(g.publish);
+            filler.subscribe.extend(g.subscribe);
+        }
+        let users: Vec<User> = [
+            ("svc-bench-pricing", server),
+            ("operator", client),
+            ("svc-bench-fill", filler),
+        ]
+        .into_iter()
+        .map(|(name, mut grants)| {
+            // Role::grants adds the inbox prefix again; keep one.
+            grants.subscribe.retain(|s| !s.starts_with("_INBOX"));
+            grants.allow_responses = true;
+            User {
+                name: name.to_owned(),
+                password: format!("bench-{}", nuid::next()),
+                role: Role::Custom {
+                    user: name.to_owned(),
+                    grants,
+                },
+            }
+        })
+        .collect();
+        let text = render_users(&users);
+        let server = tokio::task::spawn_blocking(move || {
+            aegis_testkit::NatsServer::builder().app_users(text).start()
+        })
+        .await?
+        .context("starting nats-server with users for the benchmark")?;
+        let bus = BenchBus {
+            server,
+            users: Some(users),
+        };
+        // As in the showcase, the operator creates the shared streams and
+        // buckets; services may not.
+        let operator = aegis_sdk::Connection::connect(bus.sdk_config(Who::Client)).await?;
+        crate::up::ensure_streams(&operator, 1).await?;
+        operator.drain().await?;
+        Ok(bus)
+    }
+
+    fn user(&self, who: Who) -> Option<&crate::permissions::User> {
+        let name = match who {
+            Who::Server => "svc-bench-pricing",
+            Who::Client => "operator",
+            Who::Filler => "svc-bench-fill",
+        };
+        self.users.as_ref()?.iter().find(|u| u.name == name)
+    }
+
+    /// The SDK configuration of `who`.
+    pub(crate) fn sdk_config(&self, who: Who) -> aegis_sdk::AegisConfig {
+        let mut config = aegis_sdk::AegisConfig::with_servers(self.server.url());
+        if let Some(user) = self.user(who) {
+            config.nats.user = Some(user.name.clone());
+            config.nats.password = Some(aegis_sdk::Secret::new(user.password.clone()));
+            config.nats.inbox_prefix = Some(crate::permissions::inbox_prefix(&user.name));
+        }
+        config
+    }
+
+    /// A raw async-nats client of `who`.
+    ///
+    /// # Errors
+    /// When the server refuses or cannot be reached.
+    pub(crate) async fn raw(&self, who: Who) -> anyhow::Result<async_nats::Client> {
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some(user) = self.user(who) {
+            options = options
+                .user_and_password(user.name.clone(), user.password.clone())
+                .custom_inbox_prefix(crate::permissions::inbox_prefix(&user.name));
+        }
+        Ok(options.connect(self.server.url()).await?)
+    }
+}
+
 /// Starts the benchmark's own nats-server (on free ports, removed on drop).
 ///
 /// # Errors

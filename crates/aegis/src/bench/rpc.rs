@@ -31,7 +31,7 @@
 use std::{future::Future, path::PathBuf, pin::Pin, sync::Arc, time::Duration};
 
 use aegis_sdk::{
-    AegisConfig, Connection, RegistryReader, contracts::ServiceInstance, registry::Registration,
+    Connection, RegistryReader, contracts::ServiceInstance, registry::Registration,
     rpc::CallOptions,
 };
 use anyhow::Context;
@@ -90,6 +90,11 @@ pub struct RpcBenchArgs {
     /// Exit with status 1 when a target is missed.
     #[arg(long)]
     pub check: bool,
+    /// Run with NATS users and least-privilege permissions like `aegis up`'s
+    /// (responders as a service's user, callers as the operator; raw and
+    /// SDK sides as the same users).
+    #[arg(long)]
+    pub auth: bool,
 }
 
 /// One way of making the call, boxed so the latency phase can rotate over
@@ -104,8 +109,7 @@ where
     Box::new(move || Box::pin(f()))
 }
 
-/// Filler services of `--registry`: this many, `--instances` spread over them.
-const FILL_SERVICES: usize = 8;
+use super::{BenchBus, FILL_SERVICES, Who};
 
 /// The registered, heart-beating instances of `--registry`, on their own
 /// connections (one per filler service, like separate processes).
@@ -115,10 +119,10 @@ struct Filler {
 }
 
 impl Filler {
-    async fn start(url: &str, instances: usize) -> anyhow::Result<Filler> {
+    async fn start(bus: &BenchBus, instances: usize) -> anyhow::Result<Filler> {
         let mut conns = Vec::new();
         for _ in 0..FILL_SERVICES.min(instances) {
-            conns.push(Connection::connect(AegisConfig::with_servers(url)).await?);
+            conns.push(Connection::connect(bus.sdk_config(Who::Filler)).await?);
         }
         let bar = progress(instances as u64, "registering instances");
         let mut registrations = Vec::with_capacity(instances);
@@ -183,7 +187,7 @@ fn answer(q: Quote) -> Ack {
 
 const RAW_SUBJECT: &str = "bench.raw.quote";
 const PLAIN_SUBJECT: &str = "bench.plain.quote";
-const SERVICE: &str = "bench-pricing";
+const SERVICE: &str = super::BENCH_SERVICE;
 const METHOD: &str = "quote";
 const INSTANCE: &str = "bench-1";
 
@@ -194,11 +198,10 @@ const INSTANCE: &str = "bench-1";
 pub async fn run(args: RpcBenchArgs) -> anyhow::Result<Report> {
     super::check_sizes(args.calls, args.batch, args.concurrency, args.rounds)?;
     let started = chrono::Utc::now();
-    let nats = super::start_server().await?;
-    let url = nats.url();
+    let bus = BenchBus::start(args.auth).await?;
 
     // Responders, each on its own connection like a separate process.
-    let raw_server = async_nats::connect(&url).await?;
+    let raw_server = bus.raw(Who::Server).await?;
     let mut sub = raw_server
         .queue_subscribe(RAW_SUBJECT, "bench.raw".into())
         .await?;
@@ -219,7 +222,7 @@ pub async fn run(args: RpcBenchArgs) -> anyhow::Result<Report> {
     // is built on — to tell that framework's cost from the SDK's own.
     let plain_service_task = if args.breakdown {
         use async_nats::service::ServiceExt;
-        let client = async_nats::connect(&url).await?;
+        let client = bus.raw(Who::Server).await?;
         let svc = client
             .service_builder()
             .start("bench-plain", "1.0.0")
@@ -243,7 +246,7 @@ pub async fn run(args: RpcBenchArgs) -> anyhow::Result<Report> {
     } else {
         None
     };
-    let sdk_server = Connection::connect(AegisConfig::with_servers(&url)).await?;
+    let sdk_server = Connection::connect(bus.sdk_config(Who::Server)).await?;
     let service = sdk_server
         .service(SERVICE, "1.0.0")
         .instance_id(INSTANCE)
@@ -252,14 +255,14 @@ pub async fn run(args: RpcBenchArgs) -> anyhow::Result<Report> {
         .await?;
 
     let filler = if args.registry {
-        Some(Filler::start(&url, args.instances).await?)
+        Some(Filler::start(&bus, args.instances).await?)
     } else {
         None
     };
 
     // Callers.
-    let raw_client = async_nats::connect(&url).await?;
-    let sdk_client = Connection::connect(AegisConfig::with_servers(&url)).await?;
+    let raw_client = bus.raw(Who::Client).await?;
+    let sdk_client = Connection::connect(bus.sdk_config(Who::Client)).await?;
     let server_version = sdk_client.server_version().to_string();
     // The caller's registry view (the one discovery routes with): wait until
     // it holds every instance, and count the updates it takes meanwhile.
@@ -503,17 +506,20 @@ pub async fn run(args: RpcBenchArgs) -> anyhow::Result<Report> {
             parameters["discovery_lookup_ns"] = serde_json::json!({ "p50": p50, "p99": p99 });
         }
     }
-    let mut report = Report::new(
-        if args.registry {
-            "rpc --registry"
-        } else if args.balanced {
-            "rpc --balanced"
-        } else {
-            "rpc"
-        },
-        server_version,
-        parameters,
-    );
+    parameters["auth"] = serde_json::json!(args.auth);
+    let mode = if args.registry {
+        "rpc --registry"
+    } else if args.balanced {
+        "rpc --balanced"
+    } else {
+        "rpc"
+    };
+    let title = if args.auth {
+        format!("{mode} --auth")
+    } else {
+        mode.to_owned()
+    };
+    let mut report = Report::new(&title, server_version, parameters);
     // The report is built after the run; it says when the run began.
     report.started_at = aegis_contracts::models::rfc3339::format_utc(&started);
     report.add_latency(
@@ -556,7 +562,7 @@ pub async fn run(args: RpcBenchArgs) -> anyhow::Result<Report> {
     drop((raw_call, balanced_call, discovery_call));
     sdk_client.drain().await.ok();
     sdk_server.drain().await.ok();
-    drop(nats);
+    drop(bus);
     let report = finish(report, args.json.as_deref())?;
     if let Some((p50, p99)) = lookup {
         println!("discovery lookup alone (in memory, {LOOKUPS} picks): p50 {p50} ns, p99 {p99} ns");
