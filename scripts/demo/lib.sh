@@ -16,6 +16,9 @@ fi
 [ -f "$STATE/credentials" ] || { echo "no running showcase: start it with \`make up\` (state dir $STATE)" >&2; exit 2; }
 ADMIN_TOKEN="$(sed -n 's/^AEGIS_ADMIN_TOKEN=//p' "$STATE/credentials")"
 VIEWER_TOKEN="$(sed -n 's/^AEGIS_VIEWER_TOKEN=//p' "$STATE/credentials")"
+# `aegis call` / `status` connect to NATS as the showcase's operator (NATS refuses
+# clients without credentials; see docs/security.md).
+export AEGIS_CREDENTIALS="$STATE/credentials"
 FAILED=0
 STARTED=$(date +%s%N)
 

@@ -10,6 +10,7 @@
 //! [nats]
 //! servers = ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"]
 //! token = "s3cret"            # or user/password, nkey_seed, creds_file
+//! inbox_prefix = "_INBOX_my-user"  # when the server limits each user to its own inboxes
 //! tls_ca = "/etc/aegis/ca.pem"
 //! pool_size = 2
 //! request_timeout = "5s"

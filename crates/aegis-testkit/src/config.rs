@@ -55,9 +55,11 @@ impl NodeConfig {
                 quote(&self.store_dir.to_string_lossy())
             ));
         }
-        // Two accounts, as in the showcase: clients without credentials land
-        // in the application account (`no_auth_user`), and a system account
-        // lets tests read the server's connect/disconnect advisories.
+        // Two accounts: by default clients without credentials land in the
+        // application account (`no_auth_user`), so most tests need none;
+        // tests of the permission model put the showcase's users there
+        // instead (`app_users`), and then nobody connects without them. A
+        // system account lets tests read the connect/disconnect advisories.
         if self.accounts {
             let default_users = format!(
                 "[ {{ user: \"aegis\", password: {} }} ]",
@@ -124,6 +126,24 @@ mod tests {
         assert!(text.contains("store_dir: \"/tmp/x/store\""));
         assert!(text.contains("nats://127.0.0.1:6223"));
         assert!(text.contains("listen: 127.0.0.1:6222"));
+    }
+
+    #[test]
+    fn given_users_replace_the_password_less_default() {
+        let config = NodeConfig {
+            server_name: "s".into(),
+            port: 1,
+            monitor_port: 2,
+            jetstream: true,
+            store_dir: "/tmp/s".into(),
+            cluster: None,
+            system_password: "pw".into(),
+            accounts: true,
+            app_users: Some(r#"[ { user: "svc", password: "x" } ]"#.into()),
+        };
+        let text = config.render();
+        assert!(text.contains(r#"users: [ { user: "svc", password: "x" } ]"#), "{text}");
+        assert!(!text.contains("no_auth_user"), "{text}");
     }
 
     #[test]
