@@ -142,7 +142,10 @@ mod tests {
             app_users: Some(r#"[ { user: "svc", password: "x" } ]"#.into()),
         };
         let text = config.render();
-        assert!(text.contains(r#"users: [ { user: "svc", password: "x" } ]"#), "{text}");
+        assert!(
+            text.contains(r#"users: [ { user: "svc", password: "x" } ]"#),
+            "{text}"
+        );
         assert!(!text.contains("no_auth_user"), "{text}");
     }
 
