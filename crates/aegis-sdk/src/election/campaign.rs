@@ -386,6 +386,8 @@ impl Campaign {
         self.shared.role.send_replace(Role::Leader { epoch });
         info!(epoch, "became ACTIVE leader");
         let mut last_revision = epoch;
+        // When the oldest renewal not confirmed since was sent.
+        let mut unconfirmed_since: Option<Instant> = None;
         let mut next = tokio::time::Instant::now();
         loop {
             tokio::select! {
@@ -431,25 +433,89 @@ impl Campaign {
                         .lock()
                         .unwrap_or_else(|e| e.into_inner()) = Some(self.config.serve_until(sent));
                 }
-                Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
-                    warn!(epoch, "lost the lease to another instance; now STANDBY");
-                    self.step_down(None);
-                    return;
-                }
                 other => {
+                    // Not confirmed: it may still have committed (a timed-out
+                    // renewal), leaving `last_revision` stale, and a CAS on a
+                    // stale revision fails as if the lease were lost. The key
+                    // itself says who holds it.
                     let why = match other {
                         Ok(Err(e)) => e.to_string(),
                         _ => "timed out".to_owned(),
                     };
+                    unconfirmed_since.get_or_insert(sent);
+                    match self.holder(epoch).await {
+                        Ok(Holder::Me(revision)) => {
+                            if revision != last_revision {
+                                // A renewal sent no earlier than
+                                // `unconfirmed_since` committed; standbys
+                                // count the lease from when they saw it.
+                                let since = unconfirmed_since.unwrap_or(sent);
+                                *self
+                                    .shared
+                                    .serve_until
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner()) =
+                                    Some(self.config.serve_until(since));
+                                last_revision = revision;
+                                unconfirmed_since = None;
+                                debug!(epoch, revision, error = %why, "a renewal committed unconfirmed; still leading");
+                                continue;
+                            }
+                        }
+                        Ok(Holder::Other) => {
+                            warn!(epoch, "lost the lease to another instance; now STANDBY");
+                            self.step_down(None);
+                            return;
+                        }
+                        Err(e) => debug!(epoch, error = %e, "could not re-read the election key"),
+                    }
                     if self.shared.serving_epoch().is_none() {
                         warn!(epoch, error = %why, "could not renew the lease in time; stepping down");
                         self.step_down(None);
                         return;
                     }
                     debug!(epoch, error = %why, "lease renewal failed; retrying");
+                    continue;
                 }
             }
+            unconfirmed_since = None;
         }
+    }
+
+    /// Who holds the election key now, read from the stream's leader (a
+    /// direct get may be answered by a replica that lags), bounded by the
+    /// renewal interval.
+    async fn holder(&self, epoch: u64) -> Result<Holder, String> {
+        let subject = format!("{}{}", self.store.prefix, self.key);
+        let read = tokio::time::timeout(
+            self.config.renew_interval,
+            self.store.stream.get_last_raw_message_by_subject(&subject),
+        )
+        .await
+        .map_err(|_| "timed out".to_owned())?;
+        let message = match read {
+            Ok(m) => m,
+            Err(e)
+                if e.kind()
+                    == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+            {
+                return Ok(Holder::Other);
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        let removed = message
+            .headers
+            .get("KV-Operation")
+            .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
+        let mine = !removed
+            && serde_json::from_slice::<LeaderRecord>(&message.payload).is_ok_and(|r| {
+                r.instance_id == self.me && (r.epoch == epoch || message.sequence == epoch)
+            });
+        Ok(if mine {
+            Holder::Me(message.sequence)
+        } else {
+            Holder::Other
+        })
     }
 
     async fn pause(&self, failures: &mut u32) -> bool {
@@ -460,6 +526,14 @@ impl Campaign {
             () = tokio::time::sleep(delay.min(std::time::Duration::from_secs(2))) => true,
         }
     }
+}
+
+/// Who holds the election key, as [`Campaign::holder`] read it.
+enum Holder {
+    /// This instance at its epoch, at this revision.
+    Me(u64),
+    /// Someone else, or nobody (deleted, purged, gone).
+    Other,
 }
 
 fn leader_of(value: &[u8]) -> Option<String> {
