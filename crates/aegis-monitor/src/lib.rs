@@ -55,7 +55,7 @@ mod telemetry;
 mod ui;
 
 pub use auth::{Principal, Role, hash_token};
-pub use bus::SetupError;
+pub use bus::{SetupError, ensure_infrastructure};
 pub use config::{ApiArgs, MonitorConfig, SystemAccount, SystemArgs};
 pub use definitions::HistoryEntry;
 pub use error::{ApiError, ErrorCode};

@@ -156,14 +156,15 @@ async fn run_on(
     sup: &mut Supervisor,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    // 2. Streams and buckets, created once here with the right replicas.
+    // 2. Every stream and bucket (what `aegis init` creates), once, with the
+    //    right replicas, before anything that uses them starts.
     let conn = connect(url, replicas, shutdown).await?;
     step("creating streams and buckets");
     // A cluster restarted on existing data elects its stream leaders first;
     // until then JetStream requests time out, so retry for a while.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        match ensure_streams(&conn, replicas).await {
+        match crate::init::create_missing(&conn).await {
             Ok(()) => break,
             Err(e) if tokio::time::Instant::now() < deadline => {
                 tracing::info!(error = %e, "JetStream not ready yet; retrying");
@@ -211,11 +212,6 @@ async fn run_on(
         env: monitor_env,
     })?;
 
-    // The monitor creates the metrics and log streams; an instance that
-    // starts before they exist publishes its `registered` event to nobody.
-    step("waiting for the monitor's streams");
-    wait_for_streams(&conn, sup, shutdown).await?;
-
     // 4. The services.
     let mut expected = 0;
     for (kind, count) in &args.instances.0 {
@@ -253,40 +249,6 @@ async fn run_on(
 
     print_summary(args, state_dir, url, nodes, &reader, ui_dir.is_some());
     sup.supervise(shutdown).await;
-    Ok(())
-}
-
-async fn wait_for_streams(
-    conn: &Connection,
-    sup: &mut Supervisor,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    for stream in [
-        aegis_contracts::subjects::METRICS_STREAM,
-        aegis_contracts::subjects::LOG_STREAM,
-    ] {
-        while conn.jetstream().get_stream(stream).await.is_err() {
-            if tokio::time::Instant::now() > deadline {
-                bail!("the monitor did not create the {stream} stream within 60 s; see its log");
-            }
-            // A monitor that failed while starting is restarted like the others.
-            sup.tick();
-            tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                () = tokio::time::sleep(Duration::from_millis(100)) => {}
-            }
-        }
-    }
-    Ok(())
-}
-
-async fn ensure_streams(conn: &Connection, replicas: usize) -> anyhow::Result<()> {
-    aegis_sdk::events::ensure_events_stream(conn.jetstream(), conn.config()).await?;
-    aegis_sdk::commands::ensure_commands_stream(conn.jetstream(), conn.config()).await?;
-    aegis_sdk::dead_letter::ensure_dead_letter_stream(conn.jetstream(), conn.config()).await?;
-    aegis_sdk::election::ensure_election_bucket(conn.jetstream(), replicas).await?;
-    aegis_sdk::registry::ensure_registry_bucket(conn.jetstream(), replicas).await?;
     Ok(())
 }
 
