@@ -219,7 +219,7 @@ def negative(chart: helm.Chart, default: tuple[list[dict], dict]) -> None:
             manifests, merged = render(chart, values)
         except helm.HelmError as e:
             if expect == "chart":
-                say("ok", subject, f"refused by the chart: {str(e).splitlines()[0]}")
+                say("ok", subject, f"refused by the chart: {' '.join(str(e).split())[:240]}")
             else:
                 fail(subject, f"expected {expect} to refuse it, but the chart refused it first: {e}")
             continue
