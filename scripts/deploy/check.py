@@ -9,7 +9,8 @@ For every value set in deploy/helm/test-values/*.yaml:
   3. every manifest validates strictly (unknown fields refused) against the
      schemas of each Kubernetes version in KUBE_VERSIONS;
   4. the policy checks of policies.py pass;
-  5. the rendered nats-server.conf parses with the pinned nats-server (`-t`).
+  5. the rendered nats-server.conf parses with the pinned nats-server (`-t`)
+     in the environment the StatefulSet gives it.
 Then the negative tests: each value set in deploy/helm/test-values/bad/ names
 the check that must refuse it (`# expect: <check>`, or `chart` when
 the chart itself must refuse to render it), and each mutation below
@@ -25,6 +26,7 @@ import argparse
 import copy
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -126,31 +128,79 @@ def policy(set_name: str, manifests: list[dict], merged: dict) -> list[policies.
     return results
 
 
-def nats_config(set_name: str, manifests: list[dict], merged: dict, nats_server: str | None) -> None:
-    """Parses each rendered nats-server.conf with the real server (`-t`)."""
+def _pod_env(sts: dict) -> dict[str, str]:
+    """The NATS container's environment as the pod would see it: literal
+    values, the pod name for fieldRefs, a stand-in for each Secret key."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    for e in sts["spec"]["template"]["spec"]["containers"][0].get("env") or []:
+        vf = e.get("valueFrom") or {}
+        if "value" in e:
+            env[e["name"]] = str(e["value"])
+        elif "fieldRef" in vf:
+            env[e["name"]] = f"{sts['metadata']['name']}-0"
+        else:
+            env[e["name"]] = "checkpw" + re.sub(r"[^A-Za-z0-9]", "", e["name"].lower())
+    return env
+
+
+def _test_certificates(tmp: Path) -> bool:
+    """A throwaway CA and server certificate (openssl), or False without openssl."""
+    if not shutil.which("openssl"):
+        return False
+    run = lambda *a: subprocess.run(["openssl", *a], cwd=tmp, capture_output=True, check=True)  # noqa: E731
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1", "-subj", "/CN=deploy-check CA")
+    run("req", *ec, "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=nats")
+    run("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "tls.crt", "-days", "1")
+    return True
+
+
+def nats_config_problems(manifests: list[dict], nats_server: str) -> tuple[list[str], list[str]]:
+    """Parses each rendered nats-server.conf with the real server (`-t`), in
+    the environment its StatefulSet gives it: a `$VARIABLE` of the config that
+    the pod does not define, a bad account block or route fails here. With
+    TLS on, the certificate paths point to a throwaway certificate.
+    Returns (what was checked, problems)."""
+    checked, problems = [], []
+    for sts in (m for m in manifests if m.get("kind") == "StatefulSet"):
+        text, where = policies.nats_conf(manifests, sts)
+        if text is None:
+            problems.append(f"{policies.name_of(sts)}: mounts no NATS config")
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            note = ""
+            if "/etc/nats-tls/" in text:
+                if not _test_certificates(Path(tmp)):
+                    checked.append(f"{where}: not parsed, TLS on and no openssl to make a test certificate")
+                    continue
+                text = text.replace("/etc/nats-tls/", f"{tmp}/")
+                note = ", TLS with a throwaway certificate"
+            conf = Path(tmp) / "nats-server.conf"
+            conf.write_text(text)
+            p = subprocess.run([nats_server, "-t", "-c", str(conf)], env=_pod_env(sts),
+                               capture_output=True, text=True, timeout=30)
+            if p.returncode != 0:
+                problems.append(f"{where} in {policies.name_of(sts)}'s environment: "
+                                f"{' '.join((p.stderr or p.stdout).split())}")
+            else:
+                checked.append(f"{where} parses in {policies.name_of(sts)}'s environment{note}")
+    return checked, problems
+
+
+def nats_config(set_name: str, manifests: list[dict], nats_server: str | None) -> None:
     subject = f"{set_name}: nats-server -t"
-    confs = [m for m in manifests if m.get("kind") == "ConfigMap" and "nats-server.conf" in (m.get("data") or {})]
-    if not confs:
-        say("ok", subject, "no NATS config in this render (external NATS)")
-        return
-    if merged.get("nats", {}).get("tls", {}).get("enabled"):
-        say("skip", subject, "TLS on: the certificate files exist only in a cluster (rendering validated above)")
+    if not any(m.get("kind") == "StatefulSet" for m in manifests):
+        say("ok", subject, "no NATS StatefulSet in this render (external NATS)")
         return
     if not nats_server:
         fail(subject, "no nats-server found (run scripts/bootstrap.sh)")
         return
-    env = dict(os.environ, SERVER_NAME=f"{RELEASE}-aegis-nats-0")
-    for key in ("SYSTEM", "ORDER", "PRICING", "RISK", "MONITOR", "OPERATOR"):
-        env[f"{key}_PASSWORD"] = f"check{key.lower()}pw"
-    for m in confs:
-        with tempfile.TemporaryDirectory() as tmp:
-            conf = Path(tmp) / "nats-server.conf"
-            conf.write_text(m["data"]["nats-server.conf"])
-            p = subprocess.run([nats_server, "-t", "-c", str(conf)], env=env, capture_output=True, text=True, timeout=30)
-            if p.returncode != 0:
-                fail(subject, f"ConfigMap/{m['metadata']['name']} data.nats-server.conf: {(p.stderr or p.stdout).strip()}")
-            else:
-                say("ok", subject, f"ConfigMap/{m['metadata']['name']} parses (accounts, users, cluster routes)")
+    checked, problems = nats_config_problems(manifests, nats_server)
+    for c in checked:
+        say("ok", subject, c)
+    for p in problems:
+        fail(subject, p)
 
 
 # --- negative tests ------------------------------------------------------------
@@ -193,6 +243,11 @@ def _writable_fs(ms: list[dict]) -> None:
     _container(ms, "StatefulSet", "-nats")["securityContext"]["readOnlyRootFilesystem"] = False
 
 
+def _drop_password_env(ms: list[dict]) -> None:
+    env = _container(ms, "StatefulSet", "-nats")["env"]
+    env[:] = [e for e in env if e["name"] != "MONITOR_PASSWORD"]
+
+
 # Each mutation of the default render, and the check that must refuse it.
 MUTATIONS: list[tuple[str, str, Callable[[list[dict]], None]]] = [
     ("a NATS route left out", "nats-routes", _drop_route),
@@ -201,10 +256,21 @@ MUTATIONS: list[tuple[str, str, Callable[[list[dict]], None]]] = [
     ("risk without its PodDisruptionBudget", "disruption-budgets", _drop_pdb),
     ("pricing without a readiness probe", "probes", _drop_probe),
     ("NATS with a writable root filesystem", "read-only-fs", _writable_fs),
+    ("a NATS password variable the pod does not define", "nats-server -t", _drop_password_env),
 ]
 
 
-def negative(chart: helm.Chart, default: tuple[list[dict], dict]) -> None:
+def refusals(manifests: list[dict], merged: dict, nats_server: str | None) -> dict[str, list[str]]:
+    """The checks that refuse a render, with their problems."""
+    out = {r.check: r.problems for r in policies.run_all(manifests, merged) if not r.ok}
+    if nats_server:
+        _, problems = nats_config_problems(manifests, nats_server)
+        if problems:
+            out["nats-server -t"] = problems
+    return out
+
+
+def negative(chart: helm.Chart, default: tuple[list[dict], dict], nats_server: str | None) -> None:
     print("\n== negative tests: each must be refused by the named check", flush=True)
     shown: set[str] = set()
     for path in sorted((VALUES_DIR / "bad").glob("*.yaml")):
@@ -223,28 +289,29 @@ def negative(chart: helm.Chart, default: tuple[list[dict], dict]) -> None:
             else:
                 fail(subject, f"expected {expect} to refuse it, but the chart refused it first: {e}")
             continue
-        refused = {r.check: r for r in policies.run_all(manifests, merged) if not r.ok}
+        refused = refusals(manifests, merged, nats_server)
         if expect in refused:
-            say("ok", subject, f"refused by {expect}: {refused[expect].problems[0]}")
+            say("ok", subject, f"refused by {expect}: {refused[expect][0]}")
             shown.add(expect)
         else:
             fail(subject, f"{expect} did not refuse it (refused by: {sorted(refused) or 'nothing'})")
     for what, expect, mutate in MUTATIONS:
         manifests = copy.deepcopy(default[0])
         mutate(manifests)
-        refused = {r.check: r for r in policies.run_all(manifests, default[1]) if not r.ok}
+        refused = refusals(manifests, default[1], nats_server)
         subject = f"mutation: {what}"
         if expect in refused:
-            say("ok", subject, f"refused by {expect}: {refused[expect].problems[0]}")
+            say("ok", subject, f"refused by {expect}: {refused[expect][0]}")
             shown.add(expect)
         else:
             fail(subject, f"{expect} did not refuse it (refused by: {sorted(refused) or 'nothing'})")
-    never = [c.__name__.removeprefix("check_").replace("_", "-") for c in policies.CHECKS]
-    never = [c for c in never if c not in shown]
+    names = [c.__name__.removeprefix("check_").replace("_", "-") for c in policies.CHECKS]
+    names.append("nats-server -t")
+    never = [c for c in names if c not in shown]
     if never:
         fail("negative tests", f"checks never shown to fail: {never}")
     else:
-        say("ok", "negative tests", f"each of the {len(policies.CHECKS)} policy checks refused a bad render")
+        say("ok", "negative tests", f"each of the {len(names)} checks refused a bad render")
 
 
 def main() -> int:
@@ -277,14 +344,14 @@ def main() -> int:
         say("ok", f"{set_name}: helm render", f"{len(manifests)} manifests ({', '.join(kinds)})")
         validate(set_name, manifests)
         policy(set_name, manifests, merged)
-        nats_config(set_name, manifests, merged, args.nats_server)
+        nats_config(set_name, manifests, args.nats_server)
         print(f"   ({set_name}: {time.monotonic() - t0:.1f} s)")
         if set_name == "default":
             default = (manifests, merged)
     if default is None:
         fail("negative tests", "no default.yaml value set to mutate")
     else:
-        negative(chart, default)
+        negative(chart, default, args.nats_server)
     chart.close()
     print(f"\n{len(failures)} failed checks in {time.monotonic() - started:.1f} s")
     if failures:

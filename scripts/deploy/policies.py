@@ -191,7 +191,7 @@ def check_instance_ids(ms: list[Manifest], _: dict) -> Result:
     return r
 
 
-def _nats_conf(ms: list[Manifest], sts: Manifest) -> tuple[str | None, str]:
+def nats_conf(ms: list[Manifest], sts: Manifest) -> tuple[str | None, str]:
     """The config text of a NATS StatefulSet (from its mounted ConfigMap)."""
     for v in pod_spec(sts).get("volumes") or []:
         cm = (v.get("configMap") or {}).get("name")
@@ -221,7 +221,7 @@ def check_nats_routes(ms: list[Manifest], values: dict) -> Result:
         services = {m["metadata"]["name"]: m for m in ms if m.get("kind") == "Service"}
         if headless not in services or services[headless]["spec"].get("clusterIP") != "None":
             r.problems.append(f"{name_of(sts)}: spec.serviceName {headless!r} is not a headless Service of the render")
-        conf, where = _nats_conf(ms, sts)
+        conf, where = nats_conf(ms, sts)
         if conf is None:
             r.problems.append(f"{name_of(sts)}: spec.template.spec.volumes mounts no ConfigMap with a .conf")
             continue
