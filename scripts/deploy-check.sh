@@ -44,4 +44,6 @@ nats_server="${AEGIS_NATS_SERVER:-}"
 [ -n "$nats_server" ] || { [ -x "$TOOLS/bin/nats-server" ] && nats_server="$TOOLS/bin/nats-server"; } || true
 [ -n "$nats_server" ] || nats_server="$(command -v nats-server || true)"
 
+# No __pycache__ in the source tree.
+export PYTHONDONTWRITEBYTECODE=1
 exec "$VENV/bin/python" "$ROOT/scripts/deploy/check.py" ${nats_server:+--nats-server "$nats_server"}
