@@ -1,7 +1,8 @@
 # Aegis — the two commands of the README, and a few helpers.
 #   make up     the local showcase (NATS + services + monitor UI), Ctrl-C stops it
-#   make test   every test: format, lints, unit, integration and browser tests
-.PHONY: up test bootstrap build ui bench-rpc bench-events bench-ui screenshots lint fmt
+#   make test   every test: format, lints, unit, integration and browser tests,
+#               and the Helm chart's offline checks (make test-deploy)
+.PHONY: up test test-deploy bootstrap build ui bench-rpc bench-events bench-ui screenshots lint fmt
 
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= auto
@@ -18,6 +19,12 @@ up: bootstrap ui/out/index.html
 
 test:
 	scripts/test.sh
+
+# The Helm chart, offline: render with every value set, lint, validate
+# against Kubernetes 1.29-1.33, policy checks and negative tests (also a step
+# of `make test`).
+test-deploy:
+	scripts/deploy-check.sh
 
 bootstrap:
 	scripts/bootstrap.sh

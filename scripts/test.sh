@@ -2,7 +2,8 @@
 # Runs every test of the project, as CI does: installs what is missing
 # (nats-server into .tools/, the UI's npm packages, Debian's chromium for the
 # browser tests), checks formatting and lints, runs the UI's lint, type check,
-# component tests and build, then the Rust unit, integration and doc tests,
+# component tests and build, then the Helm chart's offline checks (render,
+# validate, policies), then the Rust unit, integration and doc tests,
 # and last the UI's browser tests against the `aegis` binary the Rust tests
 # just built. Integration and browser tests start their own nats-server
 # processes (free ports, temporary directories).
@@ -40,6 +41,9 @@ step "ui: lint, type check, component tests, build"
   timed "ui component tests" npm run --silent test
   timed "ui build" npm run --silent build
 )
+
+step "deploy: render, validate, policies"
+timed "deploy checks" scripts/deploy-check.sh
 
 step "tests (cargo test --workspace)"
 rust=0
