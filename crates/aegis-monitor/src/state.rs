@@ -190,7 +190,7 @@ impl AppState {
                 let state = AppState { inner };
                 state.update_gauges();
                 ticks = ticks.wrapping_add(1);
-                if ticks % 12 == 0 {
+                if ticks.is_multiple_of(12) {
                     state.auth().forget_idle_clients();
                 }
             }
