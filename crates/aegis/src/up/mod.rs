@@ -45,6 +45,10 @@ pub struct UpArgs {
     /// Port of the monitor API (and UI).
     #[arg(long, default_value_t = 8100)]
     pub api_port: u16,
+    /// Address the monitor API listens on. The default reaches this machine
+    /// only; `0.0.0.0` opens it to the network (put TLS in front).
+    #[arg(long, visible_alias = "api-listen", default_value = "127.0.0.1")]
+    pub api_bind: std::net::IpAddr,
     /// First NATS client port; nodes use base, base+1, base+2 (routes +2000, monitoring +4000).
     #[arg(long, default_value_t = 4222)]
     pub base_port: u16,
@@ -196,6 +200,7 @@ async fn run_on(
         ));
     }
     monitor_env.push(("AEGIS_API_PORT".into(), args.api_port.to_string()));
+    monitor_env.push(("AEGIS_API_BIND".into(), args.api_bind.to_string()));
     let ui_dir = args.ui_dir.clone().or_else(|| {
         let candidate = PathBuf::from("ui/out");
         candidate.join("index.html").is_file().then_some(candidate)
@@ -288,7 +293,13 @@ fn print_summary(
     reader: &RegistryReader,
     ui: bool,
 ) {
-    let api = format!("http://127.0.0.1:{}", args.api_port);
+    // Any address reaches the monitor from here when it listens on all.
+    let host = if args.api_bind.is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], args.api_port))
+    } else {
+        std::net::SocketAddr::new(args.api_bind, args.api_port)
+    };
+    let api = format!("http://{host}");
     println!();
     println!("Aegis showcase is up");
     println!(
