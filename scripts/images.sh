@@ -49,16 +49,27 @@ nats_version="$("$NATS_BIN" --version | sed -n 's/.*v\([0-9][0-9.]*\).*/\1/p')"
 ctx="$(mktemp -d)"
 trap 'rm -rf "$ctx"' EXIT
 
+# build FILE TAG CONTEXT — builds, and removes the image the tag named
+# before (a rebuild would otherwise leave it dangling) unless a container
+# still uses it.
+build() {
+  local old new
+  old="$(podman image inspect --format '{{.Id}}' "$2" 2>/dev/null || true)"
+  podman build --quiet --file "$1" --tag "$2" "$3" >/dev/null
+  new="$(podman image inspect --format '{{.Id}}' "$2")"
+  if [ -n "$old" ] && [ "$old" != "$new" ]; then podman rmi "$old" >/dev/null 2>&1 || true; fi
+}
+
 say "aegis:$version from $BINARY and $UI_DIR"
 deploy/images/rootfs.sh "$BINARY" "$UI_DIR" "$ctx/aegis/rootfs"
-podman build --quiet --file deploy/images/Containerfile.runtime --tag "aegis:$version" "$ctx/aegis" >/dev/null
+build deploy/images/Containerfile.runtime "aegis:$version" "$ctx/aegis"
 
 say "aegis-nats:$nats_version from $NATS_BIN"
 mkdir -p "$ctx/nats/rootfs/usr/local/bin" "$ctx/nats/rootfs/etc" "$ctx/nats/dirs/data" "$ctx/nats/dirs/run"
 cp -L "$NATS_BIN" "$ctx/nats/rootfs/usr/local/bin/nats-server"
 chmod 0755 "$ctx/nats/rootfs/usr/local/bin/nats-server"
 cp "$ctx/aegis/rootfs/etc/passwd" "$ctx/aegis/rootfs/etc/group" "$ctx/nats/rootfs/etc/"
-podman build --quiet --file deploy/images/Containerfile.nats --tag "aegis-nats:$nats_version" "$ctx/nats" >/dev/null
+build deploy/images/Containerfile.nats "aegis-nats:$nats_version" "$ctx/nats"
 
 # Each image must start: a missing library or loader shows here, not in a pod.
 podman run --rm --read-only "aegis:$version" --version >/dev/null \

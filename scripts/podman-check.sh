@@ -206,6 +206,25 @@ run() {
 port_of() { podman port "$RUN-$1" "$2" | head -n1 | sed 's/.*://'; }
 http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@" || true; }
 is_200() { [ "$(http_code "$@")" = 200 ]; }
+# The monitor's /ready; the checks of a 503 answer are kept in
+# not-ready.log (each distinct answer once) to say what it waited for.
+monitor_ready() {
+  local code why
+  rm -f "$WORK/ready.json"
+  code="$(curl -s -o "$WORK/ready.json" -w '%{http_code}' --max-time 2 "$API/ready" || true)"
+  [ "$code" = 200 ] && return 0
+  case "$code" in
+    000) why="no answer within 2 s" ;;
+    *) why="HTTP $code $(json 'd.get("details", d).get("checks", d)' <"$WORK/ready.json" 2>/dev/null || true)" ;;
+  esac
+  grep -qxF "$why" "$WORK/not-ready.log" 2>/dev/null || echo "$why" >>"$WORK/not-ready.log"
+  return 1
+}
+# Prints what the monitor reported while not ready, and forgets it.
+not_ready_report() {
+  [ -s "$WORK/not-ready.log" ] && sed 's/^/  | not ready: /' "$WORK/not-ready.log"
+  rm -f "$WORK/not-ready.log"
+}
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 api() { curl -sf --max-time 3 -H "Authorization: Bearer $ADMIN_TOKEN" "$API$1"; }
 
@@ -276,8 +295,8 @@ for inst in "${INSTANCES[@]}"; do
 done
 echo "  monitor API on $API, NATS for the host on $NATS_HOST_URL"
 
-check 60 "monitor /ready 200 (NATS connected, buckets present, views loaded)" monitor \
-  is_200 "$API/ready"
+check 60 "monitor /ready 200 (NATS connected, buckets present, views loaded)" monitor monitor_ready
+not_ready_report || true
 for inst in "${INSTANCES[@]}"; do
   check 60 "$inst /readyz 200 (connected, registered)" "$inst" \
     is_200 "http://127.0.0.1:$(port_of "$inst" 8081)/readyz"
@@ -312,13 +331,27 @@ LEADER="$(leader)"
 echo "  leader: $LEADER"
 
 ORDER_N=0
+: >"$WORK/calls.log"
+# One create_order with a new client order id; every attempt's output goes
+# to calls.log, the last one's to call.out.
 create_order() {
   ORDER_N=$((ORDER_N + 1))
+  local rc=0
   AEGIS_NATS_USER=aegis AEGIS_NATS_PASSWORD="$APP_PASSWORD" \
     "$AEGIS" call order-service create_order --active --timeout-ms 3000 --nats-url "$NATS_HOST_URL" \
     "{\"symbol\":\"AAPL\",\"side\":\"BUY\",\"quantity\":10,\"client_order_id\":\"$RUN-$ORDER_N\"}" \
-    >"$WORK/call.out" 2>&1
+    >"$WORK/call.out" 2>&1 || rc=$?
+  { echo "--- create_order $ORDER_N: exit $rc"; cat "$WORK/call.out"; } >>"$WORK/calls.log"
+  return "$rc"
 }
+# Failed attempts since the mark, for the record.
+calls_mark() { CALLS_FROM=$(($(wc -l <"$WORK/calls.log" 2>/dev/null || echo 0) + 1)); }
+calls_failed() {
+  local n
+  n="$(tail -n +"$CALLS_FROM" "$WORK/calls.log" | grep -c '^--- .*exit [1-9]' || true)"
+  [ "$n" -eq 0 ] || { echo "  $n attempt(s) failed first:"; tail -n +"$CALLS_FROM" "$WORK/calls.log" | grep -v '^---' | grep -iv 'served by' | sort | uniq -c | sed 's/^/  | /'; }
+}
+calls_mark
 check 15 "create_order through the leader (aegis call from the host)" "$LEADER" create_order
 grep -i 'served by' "$WORK/call.out" | sed 's/^/  | /' || true
 
@@ -328,7 +361,9 @@ podman kill --signal KILL "$RUN-$LEADER" >/dev/null
 OTHER="$([ "$LEADER" = order-0 ] && echo order-1 || echo order-0)"
 new_leader() { [ "$(leader)" = "$OTHER" ]; }
 check 15 "$OTHER became ACTIVE" "$OTHER monitor" new_leader
+calls_mark
 check 15 "create_order through the new leader" "$OTHER" create_order
+calls_failed
 grep -i 'served by' "$WORK/call.out" | sed 's/^/  | /' || true
 served_by_other() { grep -q "$OTHER" "$WORK/call.out"; }
 served_by_other || fail "create_order was not served by $OTHER: $(cat "$WORK/call.out")" "$OTHER"
@@ -352,15 +387,35 @@ for i in 0 1 2; do
   n="$(curl -sf --max-time 2 "http://127.0.0.1:$(port_of "nats-$i" 8222)/varz" | json 'd["connections"]')"
   if [ "$n" -gt "$most" ]; then busiest="nats-$i"; most="$n"; fi
 done
-echo "  $busiest has $most client connections; killing it"
+# Client connections of the nodes still running (the monitor's system user
+# included); all back when they add up to what the three had.
+total=0
+for i in 0 1 2; do
+  total=$((total + $(curl -sf --max-time 2 "http://127.0.0.1:$(port_of "nats-$i" 8222)/varz" | json 'd["connections"]')))
+done
+echo "  $busiest has $most of $total client connections; killing it"
 KILLED+="$busiest "
 podman kill --signal KILL "$RUN-$busiest" >/dev/null
+reconnected() {
+  local sum=0 i n
+  for i in 0 1 2; do
+    [ "nats-$i" = "$busiest" ] && continue
+    n="$(curl -sf --max-time 2 "http://127.0.0.1:$(port_of "nats-$i" 8222)/varz" | json 'd["connections"]')" || return 1
+    sum=$((sum + n))
+  done
+  [ "$sum" -ge "$total" ]
+}
+check 30 "its $most clients reconnected to the other two nodes ($total connections there)" \
+  "monitor ${INSTANCES[*]}" reconnected
 for inst in "${INSTANCES[@]}"; do
-  check 30 "$inst /readyz 200 again (reconnected to another node)" "$inst" \
-    is_200 "http://127.0.0.1:$(port_of "$inst" 8081)/readyz"
+  check 30 "$inst /readyz 200" "$inst" is_200 "http://127.0.0.1:$(port_of "$inst" 8081)/readyz"
 done
-check 30 "monitor /ready 200" monitor is_200 "$API/ready"
+check 30 "monitor /ready 200" monitor monitor_ready
+not_ready_report || true
 check 15 "every instance still listed" "monitor ${INSTANCES[*]}" all_listed "${INSTANCES[@]}"
 listed | sed 's/^/  | /'
-check 30 "create_order still served (two of three NATS nodes)" "$OTHER nats-0 nats-1 nats-2" create_order
+calls_mark
+check 30 "create_order still served (two of three NATS nodes)" "order-0 order-1" create_order
 grep -i 'served by' "$WORK/call.out" | sed 's/^/  | /' || true
+calls_failed
+echo "  order-service leader now: $(leader)"
