@@ -4,8 +4,9 @@
 # browser tests), checks formatting and lints, runs the UI's lint, type check,
 # component tests and build, then the Helm chart's offline checks (render,
 # validate, policies), then the Rust unit, integration and doc tests,
-# and last the UI's browser tests against the `aegis` binary the Rust tests
-# just built. Integration and browser tests start their own nats-server
+# then the UI's browser tests against the `aegis` binary the Rust tests
+# just built, and last the podman run of the topology from images of that
+# binary (scripts/podman-check.sh; installs podman when missing). Integration and browser tests start their own nats-server
 # processes (free ports, temporary directories).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -55,8 +56,14 @@ step "ui: browser tests (chromium, against target/debug/aegis)"
 ui=0
 (cd ui && timed "ui browser tests" npm run --silent e2e) || ui=$?
 
+# The images from the same binary and UI export, and the chart's topology
+# as containers: registration, the UI, failovers (scripts/podman-check.sh).
+step "podman: images and the topology as containers (against target/debug/aegis)"
+podman=0
+timed "podman check" scripts/podman-check.sh --binary target/debug/aegis --ui-dir ui/out || podman=$?
+
 step "done in $((SECONDS - started)) s"
-if [ "$rust" -ne 0 ] || [ "$ui" -ne 0 ]; then
-  echo "failed: cargo test exit $rust, browser tests exit $ui" >&2
+if [ "$rust" -ne 0 ] || [ "$ui" -ne 0 ] || [ "$podman" -ne 0 ]; then
+  echo "failed: cargo test exit $rust, browser tests exit $ui, podman check exit $podman" >&2
   exit 1
 fi
