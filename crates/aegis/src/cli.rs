@@ -12,7 +12,7 @@ use tracing_subscriber::{EnvFilter, prelude::*};
 /// Forwards this process's WARN/ERROR logs to NATS once a service starts.
 pub static LOG_FORWARDER: std::sync::OnceLock<LogForwarder> = std::sync::OnceLock::new();
 
-use crate::{bench, chaos, service, shutdown, status, up};
+use crate::{bench, chaos, init, service, shutdown, status, up};
 
 /// Aegis: trading services on NATS — run the showcase, services and benchmarks.
 #[derive(Debug, Parser)]
@@ -32,6 +32,8 @@ pub enum Command {
     Api(Box<aegis_monitor::ApiArgs>),
     /// Run one service instance (order, pricing, risk or echo).
     Service(service::ServiceArgs),
+    /// Create every bucket and stream with the replicas asked for, and check existing ones.
+    Init(init::InitArgs),
     /// Call a service method through discovery and print the reply and who served it.
     Call(CallArgs),
     /// Show the registered instances (service, id, status, heartbeat age, role).
@@ -88,7 +90,7 @@ impl NatsArgs {
     /// Invalid configuration, no reachable server, or credentials the
     /// server refuses.
     pub async fn connect(&self) -> anyhow::Result<Connection> {
-        self.connect_with(None).await
+        self.connect_with(|_| {}).await
     }
 
     /// Connects like [`connect`](Self::connect), as the showcase's operator
@@ -100,6 +102,18 @@ impl NatsArgs {
     /// # Errors
     /// As [`connect`](Self::connect); also an unreadable credentials file.
     pub async fn connect_as_operator(&self) -> anyhow::Result<Connection> {
+        self.connect_as_operator_with(|_| {}).await
+    }
+
+    /// [`connect_as_operator`](Self::connect_as_operator) with `adjust`
+    /// applied to the configuration (`aegis init` sets the replicas).
+    ///
+    /// # Errors
+    /// As [`connect_as_operator`](Self::connect_as_operator).
+    pub async fn connect_as_operator_with(
+        &self,
+        adjust: impl FnOnce(&mut aegis_sdk::AegisConfig) + Send + 'static,
+    ) -> anyhow::Result<Connection> {
         let file = self.credentials.clone().or_else(|| {
             let default = PathBuf::from(DEFAULT_CREDENTIALS);
             default.is_file().then_some(default)
@@ -108,28 +122,41 @@ impl NatsArgs {
             Some(path) => crate::up::credentials::read_operator(&path)?,
             None => None,
         };
-        self.connect_with(operator).await
+        self.connect_with(move |c| {
+            adjust(c);
+            let n = &mut c.nats;
+            let none_given = n.user.is_none()
+                && n.token.is_none()
+                && n.nkey_seed.is_none()
+                && n.creds_file.is_none();
+            if let Some((user, password)) = operator
+                && none_given
+            {
+                n.inbox_prefix = Some(crate::permissions::inbox_prefix(&user));
+                n.user = Some(user);
+                n.password = Some(aegis_sdk::Secret::new(password));
+            }
+        })
+        .await
     }
 
-    async fn connect_with(&self, fallback: Option<(String, String)>) -> anyhow::Result<Connection> {
+    /// Connects like [`connect`](Self::connect), with `adjust` applied to
+    /// the configuration last.
+    ///
+    /// # Errors
+    /// Invalid configuration, no reachable server, or credentials the
+    /// server refuses.
+    pub async fn connect_with(
+        &self,
+        adjust: impl FnOnce(&mut aegis_sdk::AegisConfig) + Send + 'static,
+    ) -> anyhow::Result<Connection> {
         let url = self.nats_url.clone();
         let config = ConfigLoader::new()
             .file_opt(self.config.clone())
             .env()
             .set(move |c| {
                 c.nats.servers = url.split(',').map(|s| s.trim().to_owned()).collect();
-                let n = &mut c.nats;
-                let none_given = n.user.is_none()
-                    && n.token.is_none()
-                    && n.nkey_seed.is_none()
-                    && n.creds_file.is_none();
-                if let Some((user, password)) = fallback
-                    && none_given
-                {
-                    n.inbox_prefix = Some(crate::permissions::inbox_prefix(&user));
-                    n.user = Some(user);
-                    n.password = Some(aegis_sdk::Secret::new(password));
-                }
+                adjust(c);
             })
             .load()
             .context("loading the configuration")?;
@@ -235,6 +262,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Call(args) => call(args).await,
+        Command::Init(args) => Ok(if init::run(args).await? {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }),
         Command::Bench { which } => {
             let (passed, check) = match which {
                 BenchCommand::Rpc(a) => {

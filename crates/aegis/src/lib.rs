@@ -15,6 +15,7 @@
 pub mod bench;
 pub mod chaos;
 pub mod cli;
+pub mod init;
 pub mod permissions;
 pub mod service;
 pub mod shutdown;

@@ -78,7 +78,7 @@ impl Bus {
     /// creates them.
     async fn operator(&self) -> Connection {
         let conn = self.sdk("operator").await;
-        aegis::up::ensure_streams(&conn, 1)
+        aegis::init::create_missing(&conn)
             .await
             .expect("the operator creates the streams and buckets");
         conn

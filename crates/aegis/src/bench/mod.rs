@@ -127,7 +127,7 @@ impl BenchBus {
         // As in the showcase, the operator creates the shared streams and
         // buckets; services may not.
         let operator = aegis_sdk::Connection::connect(bus.sdk_config(Who::Client)).await?;
-        crate::up::ensure_streams(&operator, 1).await?;
+        crate::init::create_missing(&operator).await?;
         operator.drain().await?;
         Ok(bus)
     }
