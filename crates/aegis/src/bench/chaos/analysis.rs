@@ -1,0 +1,290 @@
+//! From the records to the verdict: per fault, the unavailability window,
+//! failed calls, acknowledged orders lost, duplicate fills, acknowledged
+//! events lost, writes under a deposed epoch, how long two ACTIVE were
+//! visible, how soon a dead instance was shown down and how soon the view
+//! was true again.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
+
+use aegis_contracts::trading::{ORDER_GROUP, ORDER_SERVICE};
+use aegis_sdk::{Connection, rpc::CallOptions};
+use aegis_trading::order::{GetOrder, Order, OrderStatus};
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::{
+    faults::{Injected, ms},
+    load::{Outcome, Records},
+    poller::Poll,
+};
+
+/// The numbers of one fault (or of the quiet time before the first).
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct FaultNumbers {
+    /// Longest gap between two successful creates around the fault (ms).
+    pub(crate) unavailable_ms: f64,
+    /// Calls sent in the fault's window.
+    pub(crate) calls: usize,
+    /// Of those, how many failed.
+    pub(crate) failed_calls: usize,
+    /// Acknowledged orders not readable (or not final, or changed) at the end.
+    pub(crate) acked_lost: usize,
+    /// Orders with more than one `order.filled` event.
+    pub(crate) duplicate_fills: usize,
+    /// Acknowledged orders whose created or outcome event never arrived.
+    pub(crate) events_lost: usize,
+    /// Order writes under an epoch older than the election's latest.
+    pub(crate) stale_epoch_writes: usize,
+    /// Time two ACTIVE instances of one group were visible in the API (ms).
+    pub(crate) two_active_ms: f64,
+    /// Polls showing two ACTIVE.
+    pub(crate) two_active_polls: usize,
+    /// From the signal to the first poll showing the victim down (ms);
+    /// for faults that end a service process.
+    pub(crate) down_seen_ms: Option<f64>,
+    /// From the signal until the view was true for good (ms), while the
+    /// victim was still down.
+    pub(crate) view_true_after_ms: Option<f64>,
+    /// A few of the differences seen (for the JSON).
+    pub(crate) example_mismatches: Vec<String>,
+    /// Why calls failed (a few, for the JSON).
+    pub(crate) example_failures: Vec<String>,
+    /// Who wrote under a deposed epoch (`instance@epoch`).
+    pub(crate) stale_writers: Vec<String>,
+}
+
+/// What the final read-back found per acknowledged order.
+#[derive(Debug, Default)]
+pub(crate) struct ReadBack {
+    /// Order ids not readable as acknowledged.
+    pub(crate) lost: HashSet<String>,
+}
+
+/// The acknowledged orders: (order id, status answered).
+pub(crate) fn acked(records: &Records) -> Vec<(String, OrderStatus)> {
+    records
+        .calls
+        .iter()
+        .filter_map(|c| match &c.outcome {
+            Outcome::Acked { order_id, status } => Some((order_id.clone(), *status)),
+            Outcome::Failed(_) => None,
+        })
+        .collect()
+}
+
+/// Reads every acknowledged order back through the leader.
+pub(crate) async fn read_back(conn: &Connection, acked: Vec<(String, OrderStatus)>) -> ReadBack {
+    let rpc = conn.rpc();
+    let opts = CallOptions::timeout(Duration::from_secs(10)).idempotent();
+    let lost: HashSet<String> = futures::stream::iter(acked)
+        .map(|(order_id, status)| {
+            let (rpc, opts) = (rpc.clone(), opts.clone());
+            async move {
+                let req = GetOrder {
+                    order_id: order_id.clone(),
+                };
+                let got = rpc
+                    .call_active::<_, Order>(ORDER_SERVICE, ORDER_GROUP, "get_order", &req, &opts)
+                    .await;
+                match got {
+                    Ok(r) if r.value.status == status => None,
+                    _ => Some(order_id),
+                }
+            }
+        })
+        .buffer_unordered(8)
+        .filter_map(|x| async move { x })
+        .collect()
+        .await;
+    ReadBack { lost }
+}
+
+/// Acknowledged orders still missing an event.
+pub(crate) fn missing_events(records: &Records) -> HashSet<String> {
+    let has = |id: &str, action: &str| {
+        records
+            .events
+            .get(&(id.to_owned(), action.to_owned()))
+            .is_some_and(|s| !s.is_empty())
+    };
+    records
+        .calls
+        .iter()
+        .filter_map(|c| match &c.outcome {
+            Outcome::Acked { order_id, status } => {
+                let outcome = if *status == OrderStatus::Filled {
+                    "filled"
+                } else {
+                    "rejected"
+                };
+                (!(has(order_id, "created") && has(order_id, outcome))).then(|| order_id.clone())
+            }
+            Outcome::Failed(_) => None,
+        })
+        .collect()
+}
+
+/// The numbers of each window: `[start, end)` per fault, the first
+/// starting at `begin` (the quiet baseline is the window before it).
+pub(crate) fn numbers(
+    faults: &[Injected],
+    records: &Records,
+    polls: &[Poll],
+    read_back: &ReadBack,
+    missing: &HashSet<String>,
+    begin: Instant,
+    end: Instant,
+) -> (FaultNumbers, Vec<FaultNumbers>) {
+    let starts: Vec<Instant> = faults.iter().filter_map(|f| f.injected).collect();
+    // Which window a moment belongs to: None before the first fault.
+    let window = |t: Instant| starts.iter().rposition(|s| *s <= t);
+    let mut per: Vec<FaultNumbers> = vec![FaultNumbers::default(); faults.len()];
+    let mut base = FaultNumbers::default();
+    let order_window: HashMap<&str, Option<usize>> = records
+        .calls
+        .iter()
+        .filter_map(|c| match &c.outcome {
+            Outcome::Acked { order_id, .. } => Some((order_id.as_str(), window(c.sent))),
+            Outcome::Failed(_) => None,
+        })
+        .collect();
+    // The numbers of window `w` (`None`: before the first fault).
+    macro_rules! at {
+        ($w:expr) => {
+            match $w {
+                Some(i) => &mut per[i],
+                None => &mut base,
+            }
+        };
+    }
+    for c in &records.calls {
+        let n = at!(window(c.sent));
+        n.calls += 1;
+        if let Outcome::Failed(why) = &c.outcome {
+            n.failed_calls += 1;
+            if n.example_failures.len() < 3 && !n.example_failures.contains(why) {
+                n.example_failures.push(why.clone());
+            }
+        }
+    }
+    for id in &read_back.lost {
+        at!(order_window.get(id.as_str()).copied().flatten()).acked_lost += 1;
+    }
+    for id in missing {
+        at!(order_window.get(id.as_str()).copied().flatten()).events_lost += 1;
+    }
+    for ((id, action), seqs) in &records.events {
+        if action == "filled" && seqs.len() > 1 {
+            at!(order_window.get(id.as_str()).copied().flatten()).duplicate_fills += 1;
+        }
+    }
+    // Writes under an epoch older than one the election had already
+    // committed when the write was stored: a deposed leader writing.
+    for w in &records.writes {
+        let newer = records
+            .takeovers
+            .iter()
+            .filter(|t| t.written < w.written)
+            .filter_map(|t| t.holder.as_ref().map(|h| h.epoch))
+            .max()
+            .unwrap_or(0);
+        if w.epoch < newer {
+            let n = at!(window(w.seen));
+            n.stale_epoch_writes += 1;
+            let who = format!("{}@{}", w.instance_id, w.epoch);
+            if !n.stale_writers.contains(&who) {
+                n.stale_writers.push(who);
+            }
+        }
+    }
+    for pair in polls.windows(2) {
+        let (p, next) = (&pair[0], &pair[1]);
+        if p.two_active {
+            let n = at!(window(p.at));
+            n.two_active_ms += ms(next.at - p.at);
+            n.two_active_polls += 1;
+        }
+    }
+    let acked: Vec<Instant> = {
+        let mut t: Vec<Instant> = records
+            .calls
+            .iter()
+            .filter(|c| matches!(c.outcome, Outcome::Acked { .. }))
+            .map(|c| c.answered)
+            .collect();
+        t.sort();
+        t
+    };
+    for (i, f) in faults.iter().enumerate() {
+        let (Some(injected), Some(settled), Some(recovered)) = (f.injected, f.settled, f.recovered)
+        else {
+            continue;
+        };
+        let n = &mut per[i];
+        n.unavailable_ms = longest_gap(&acked, injected, recovered.max(injected), end);
+        if f.fault.is_some_and(|f| f.kills_a_service()) {
+            n.down_seen_ms = polls
+                .iter()
+                .find(|p| p.at > injected && !p.up.contains(&f.victim))
+                .map(|p| ms(p.at - injected));
+        }
+        let settle: Vec<&Poll> = polls
+            .iter()
+            .filter(|p| p.at > injected && p.at <= settled)
+            .collect();
+        n.view_true_after_ms = match settle.iter().rposition(|p| !p.mismatches.is_empty()) {
+            None => Some(0.0),
+            Some(last_bad) => settle.get(last_bad + 1).map(|p| ms(p.at - injected)),
+        };
+        let mut examples: Vec<String> = polls
+            .iter()
+            .filter(|p| p.at > injected && p.at <= recovered)
+            .flat_map(|p| p.mismatches.iter().cloned())
+            .collect();
+        examples.dedup();
+        examples.truncate(5);
+        n.example_mismatches = examples;
+    }
+    base.unavailable_ms = starts
+        .first()
+        .map_or(0.0, |s| longest_gap(&acked, begin, *s, *s));
+    (base, per)
+}
+
+/// The longest time without a successful answer that overlaps
+/// `[from, to]`: between consecutive acknowledged answers, and from the
+/// last one to `end` when none came after.
+fn longest_gap(acked: &[Instant], from: Instant, to: Instant, end: Instant) -> f64 {
+    let mut longest = Duration::ZERO;
+    let mut prev: Option<Instant> = None;
+    for &t in acked.iter().chain(std::iter::once(&end)) {
+        if let Some(p) = prev
+            && t > from
+            && p < to
+        {
+            longest = longest.max(t - p);
+        }
+        prev = Some(t);
+    }
+    ms(longest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gaps_around_a_window() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let acked = [at(0), at(20), at(40), at(1040), at(1060), at(5000)];
+        // The fault at 30..1100 spans the 1000 ms gap, not the later one.
+        assert_eq!(longest_gap(&acked, at(30), at(1100), at(6000)), 1000.0);
+        // Nothing answered after the last ack: the gap runs to the end.
+        assert_eq!(longest_gap(&acked[..3], at(30), at(100), at(500)), 460.0);
+    }
+}
