@@ -209,23 +209,26 @@ pub(crate) fn numbers(
             n.two_active_polls += 1;
         }
     }
-    let acked: Vec<Instant> = {
-        let mut t: Vec<Instant> = records
-            .calls
-            .iter()
-            .filter(|c| matches!(c.outcome, Outcome::Acked { .. }))
-            .map(|c| c.answered)
-            .collect();
-        t.sort();
-        t
-    };
+    let mut acked: Vec<Instant> = records
+        .calls
+        .iter()
+        .filter(|c| matches!(c.outcome, Outcome::Acked { .. }))
+        .map(|c| c.answered)
+        .collect();
+    acked.sort();
+    // Each gap between two successful answers (the last one running to the
+    // end) belongs to the window its middle falls in: an outage begins a
+    // little before the fault that causes it.
+    for (from, to) in gaps(&acked, begin, end) {
+        let n = at!(window(from + (to - from) / 2));
+        n.unavailable_ms = n.unavailable_ms.max(ms(to - from));
+    }
     for (i, f) in faults.iter().enumerate() {
         let (Some(injected), Some(settled), Some(recovered)) = (f.injected, f.settled, f.recovered)
         else {
             continue;
         };
         let n = &mut per[i];
-        n.unavailable_ms = longest_gap(&acked, injected, recovered.max(injected), end);
         if f.fault.is_some_and(|f| f.kills_a_service()) {
             n.down_seen_ms = polls
                 .iter()
@@ -249,28 +252,16 @@ pub(crate) fn numbers(
         examples.truncate(5);
         n.example_mismatches = examples;
     }
-    base.unavailable_ms = starts
-        .first()
-        .map_or(0.0, |s| longest_gap(&acked, begin, *s, *s));
     (base, per)
 }
 
-/// The longest time without a successful answer that overlaps
-/// `[from, to]`: between consecutive acknowledged answers, and from the
-/// last one to `end` when none came after.
-fn longest_gap(acked: &[Instant], from: Instant, to: Instant, end: Instant) -> f64 {
-    let mut longest = Duration::ZERO;
-    let mut prev: Option<Instant> = None;
-    for &t in acked.iter().chain(std::iter::once(&end)) {
-        if let Some(p) = prev
-            && t > from
-            && p < to
-        {
-            longest = longest.max(t - p);
-        }
-        prev = Some(t);
-    }
-    ms(longest)
+/// The stretches without a successful answer: from `begin` to the first,
+/// between consecutive ones, from the last to `end`.
+fn gaps(acked: &[Instant], begin: Instant, end: Instant) -> Vec<(Instant, Instant)> {
+    let mut points = vec![begin];
+    points.extend(acked.iter().copied().filter(|t| *t >= begin && *t <= end));
+    points.push(end);
+    points.windows(2).map(|w| (w[0], w[1])).collect()
 }
 
 #[cfg(test)]
@@ -278,13 +269,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn gaps_around_a_window() {
+    fn gaps_between_answers() {
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let acked = [at(0), at(20), at(40), at(1040), at(1060), at(5000)];
-        // The fault at 30..1100 spans the 1000 ms gap, not the later one.
-        assert_eq!(longest_gap(&acked, at(30), at(1100), at(6000)), 1000.0);
-        // Nothing answered after the last ack: the gap runs to the end.
-        assert_eq!(longest_gap(&acked[..3], at(30), at(100), at(500)), 460.0);
+        let acked = [at(10), at(20), at(1020)];
+        let g = gaps(&acked, at(0), at(1100));
+        let lengths: Vec<f64> = g.iter().map(|(a, b)| ms(*b - *a)).collect();
+        assert_eq!(lengths, vec![10.0, 10.0, 1000.0, 80.0]);
     }
 }

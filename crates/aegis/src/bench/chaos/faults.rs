@@ -186,7 +186,9 @@ impl Bench<'_> {
         match fault {
             Fault::StopLeader => {
                 let old = leader_of(&self.shared);
-                let taken = self.wait_takeover(old.as_ref(), Duration::from_secs(20)).await;
+                let taken = self
+                    .wait_takeover(old.as_ref(), Duration::from_secs(20))
+                    .await;
                 tokio::time::sleep(self.stop_past_takeover).await;
                 self.showcase.signal(&victim, Signal::SIGCONT)?;
                 lock(&self.truth).frozen.remove(&victim);

@@ -1,8 +1,8 @@
 //! The steady flow the faults hit, and the records it leaves:
-//! - a client creating an order every `interval` through `call_active`
-//!   (unique client order id, alternating buy and sell so no position limit
-//!   is reached), each call in its own task so an outage does not slow the
-//!   send rate, recording send and answer times and the outcome;
+//! - clients creating orders through `call_active`, each pausing
+//!   `interval` after an answer (unique client order ids, alternating buy
+//!   and sell so no position limit is reached), recording send and answer
+//!   times and the outcome;
 //! - a subscriber to the order events, recording each event's stream
 //!   sequence per order id and action;
 //! - a watch of the `orders` bucket, recording every order write with its
@@ -110,54 +110,66 @@ pub(crate) struct Shared {
     pub(crate) holder: Arc<Mutex<Option<Holder>>>,
 }
 
-/// Creates an order every `interval` until `stop`; waits for the calls in
-/// flight before returning.
+/// `callers` clients each create an order, wait for the answer, pause
+/// `interval` and go on, until `stop`. Closed loop on purpose: the order
+/// service writes each order to an R3 bucket several times, and an open
+/// loop faster than it would measure a queue, not the faults.
 pub(crate) async fn orders(
     conn: Connection,
     shared: Shared,
+    callers: usize,
     interval: Duration,
     deadline: Duration,
     stop: CancellationToken,
 ) {
     let run = nuid::next().to_string();
-    let rpc = conn.rpc();
-    // create_order is idempotent by client order id: an attempt that timed
-    // out may be retried on the next leader.
-    let opts = CallOptions::timeout(deadline).idempotent();
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let run = run[run.len() - 8..].to_owned();
     let tasks = tokio_util::task::TaskTracker::new();
-    for n in 0u64.. {
-        tokio::select! {
-            () = stop.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        let req = CreateOrder {
-            symbol: "AAPL".to_owned(),
-            side: if n % 2 == 0 { Side::Buy } else { Side::Sell },
-            quantity: 1,
-            price: None,
-            client_order_id: format!("chaos-{}-{n}", &run[run.len() - 8..]),
-        };
-        let (rpc, opts, shared) = (rpc.clone(), opts.clone(), shared.clone());
+    for caller in 0..callers {
+        let (rpc, shared, stop, run) = (conn.rpc(), shared.clone(), stop.clone(), run.clone());
         tasks.spawn(async move {
-            let sent = Instant::now();
-            let answer = rpc
-                .call_active::<_, Order>(ORDER_SERVICE, ORDER_GROUP, "create_order", &req, &opts)
-                .await;
-            let outcome = match answer {
-                Ok(reply) if reply.value.status.is_final() => Outcome::Acked {
-                    order_id: reply.value.order_id,
-                    status: reply.value.status,
-                },
-                Ok(reply) => Outcome::Failed(format!("answered {:?}", reply.value.status)),
-                Err(e) => Outcome::Failed(e.to_string()),
-            };
-            lock(&shared.records).calls.push(Call {
-                sent,
-                answered: Instant::now(),
-                outcome,
-            });
+            // create_order is idempotent by client order id: an attempt that
+            // timed out may be retried on the next leader.
+            let opts = CallOptions::timeout(deadline).idempotent();
+            for n in 0u64.. {
+                if stop.is_cancelled() {
+                    return;
+                }
+                let req = CreateOrder {
+                    symbol: "AAPL".to_owned(),
+                    side: if n % 2 == 0 { Side::Buy } else { Side::Sell },
+                    quantity: 1,
+                    price: None,
+                    client_order_id: format!("chaos-{run}-{caller}-{n}"),
+                };
+                let sent = Instant::now();
+                let answer = rpc
+                    .call_active::<_, Order>(
+                        ORDER_SERVICE,
+                        ORDER_GROUP,
+                        "create_order",
+                        &req,
+                        &opts,
+                    )
+                    .await;
+                let outcome = match answer {
+                    Ok(reply) if reply.value.status.is_final() => Outcome::Acked {
+                        order_id: reply.value.order_id,
+                        status: reply.value.status,
+                    },
+                    Ok(reply) => Outcome::Failed(format!("answered {:?}", reply.value.status)),
+                    Err(e) => Outcome::Failed(e.to_string()),
+                };
+                lock(&shared.records).calls.push(Call {
+                    sent,
+                    answered: Instant::now(),
+                    outcome,
+                });
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(interval) => {}
+                }
+            }
         });
     }
     tasks.close();
@@ -261,7 +273,11 @@ pub(crate) async fn watch_election(conn: Connection, shared: Shared, stop: Cance
                             .ok()
                             .map(|r| Holder {
                                 // The first write carries 0; its revision is the epoch.
-                                epoch: if r.epoch == 0 { entry.revision } else { r.epoch },
+                                epoch: if r.epoch == 0 {
+                                    entry.revision
+                                } else {
+                                    r.epoch
+                                },
                                 instance_id: r.instance_id,
                             })
                     }
@@ -273,7 +289,7 @@ pub(crate) async fn watch_election(conn: Connection, shared: Shared, stop: Cance
                     lock(&shared.records).takeovers.push(Takeover {
                         holder,
                         written: SystemTime::from(entry.created),
-                                            });
+                    });
                 }
             }
         }

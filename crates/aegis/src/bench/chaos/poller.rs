@@ -87,7 +87,9 @@ impl Poller {
             }
             let answer = http.get(&url).bearer_auth(&self.token).send().await;
             let listed = match answer {
-                Ok(r) if r.status().is_success() => r.json::<Vec<Listed>>().await.map_err(|e| e.to_string()),
+                Ok(r) if r.status().is_success() => {
+                    r.json::<Vec<Listed>>().await.map_err(|e| e.to_string())
+                }
                 Ok(r) => Err(format!("HTTP {}", r.status())),
                 Err(e) => Err(e.to_string()),
             };
@@ -150,7 +152,10 @@ fn judge(
         let shown = up.contains(id);
         if frozen.contains(id) {
             // A stopped process may still be listed, but never as leader.
-            if listed.iter().any(|l| &l.instance_id == id && l.status == "ACTIVE") {
+            if listed
+                .iter()
+                .any(|l| &l.instance_id == id && l.status == "ACTIVE")
+            {
                 mismatches.push(format!("{id} is stopped but shown ACTIVE"));
             }
         } else if is_alive && !shown {
@@ -193,7 +198,12 @@ mod tests {
 
     fn listed(id: &str, status: &str, group: Option<&str>) -> Listed {
         Listed {
-            service_name: if group.is_some() { "order-service" } else { "pricing-service" }.into(),
+            service_name: if group.is_some() {
+                "order-service"
+            } else {
+                "pricing-service"
+            }
+            .into(),
             instance_id: id.into(),
             status: status.into(),
             sticky_active_group: group.map(str::to_owned),
@@ -202,7 +212,11 @@ mod tests {
 
     #[test]
     fn two_leaders_and_stale_views_are_caught() {
-        let expected = vec!["order-1".to_owned(), "order-2".to_owned(), "pricing-1".to_owned()];
+        let expected = vec![
+            "order-1".to_owned(),
+            "order-2".to_owned(),
+            "pricing-1".to_owned(),
+        ];
         let holder = Holder {
             instance_id: "order-2".into(),
             epoch: 7,
@@ -233,17 +247,41 @@ mod tests {
             listed("order-2", "UNHEALTHY", Some("default")),
             listed("pricing-1", "ACTIVE", None),
         ];
-        let p = judge(&view, &expected, |id| id != "order-2", Some(&holder), &none, now);
+        let p = judge(
+            &view,
+            &expected,
+            |id| id != "order-2",
+            Some(&holder),
+            &none,
+            now,
+        );
         assert!(p.mismatches.is_empty(), "{:?}", p.mismatches);
         let stale = [
             listed("order-1", "STANDBY", Some("default")),
             listed("order-2", "ACTIVE", Some("default")),
             listed("pricing-1", "ACTIVE", None),
         ];
-        let p = judge(&stale, &expected, |id| id != "order-2", Some(&holder), &none, now);
+        let p = judge(
+            &stale,
+            &expected,
+            |id| id != "order-2",
+            Some(&holder),
+            &none,
+            now,
+        );
         assert_eq!(p.mismatches.len(), 2, "{:?}", p.mismatches);
         // A running instance missing from the list.
-        let p = judge(&view[..2], &expected, |id| id != "order-2", Some(&holder), &none, now);
-        assert_eq!(p.mismatches, vec!["pricing-1 runs but is not shown up".to_owned()]);
+        let p = judge(
+            &view[..2],
+            &expected,
+            |id| id != "order-2",
+            Some(&holder),
+            &none,
+            now,
+        );
+        assert_eq!(
+            p.mismatches,
+            vec!["pricing-1 runs but is not shown up".to_owned()]
+        );
     }
 }
