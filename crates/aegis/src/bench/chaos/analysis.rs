@@ -49,6 +49,9 @@ pub(crate) struct FaultNumbers {
     /// From the signal until the view was true for good (ms), while the
     /// victim was still down.
     pub(crate) view_true_after_ms: Option<f64>,
+    /// The view was still untrue when the victim came back (or the NATS
+    /// node was started again).
+    pub(crate) untrue_at_settle_end: bool,
     /// A few of the differences seen (for the JSON).
     pub(crate) example_mismatches: Vec<String>,
     /// Why calls failed (a few, for the JSON).
@@ -235,14 +238,13 @@ pub(crate) fn numbers(
                 .find(|p| p.at > injected && !p.up.contains(&f.victim))
                 .map(|p| ms(p.at - injected));
         }
-        let settle: Vec<&Poll> = polls
-            .iter()
-            .filter(|p| p.at > injected && p.at <= settled)
-            .collect();
-        n.view_true_after_ms = match settle.iter().rposition(|p| !p.mismatches.is_empty()) {
-            None => Some(0.0),
-            Some(last_bad) => settle.get(last_bad + 1).map(|p| ms(p.at - injected)),
-        };
+        // While the victim is still down; when the view is untrue at the
+        // end of that, until it was true during the recovery.
+        n.view_true_after_ms = true_after(polls, injected, settled);
+        if n.view_true_after_ms.is_none() {
+            n.untrue_at_settle_end = true;
+            n.view_true_after_ms = true_after(polls, injected, recovered);
+        }
         let mut examples: Vec<String> = polls
             .iter()
             .filter(|p| p.at > injected && p.at <= recovered)
@@ -253,6 +255,16 @@ pub(crate) fn numbers(
         n.example_mismatches = examples;
     }
     (base, per)
+}
+
+/// From `from` until the view was true for good within `(from, to]` (ms);
+/// `None` when the last poll of that stretch was untrue.
+fn true_after(polls: &[Poll], from: Instant, to: Instant) -> Option<f64> {
+    let stretch: Vec<&Poll> = polls.iter().filter(|p| p.at > from && p.at <= to).collect();
+    match stretch.iter().rposition(|p| !p.mismatches.is_empty()) {
+        None => Some(0.0),
+        Some(last_bad) => stretch.get(last_bad + 1).map(|p| ms(p.at - from)),
+    }
 }
 
 /// The stretches without a successful answer: from `begin` to the first,

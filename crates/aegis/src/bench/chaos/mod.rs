@@ -338,15 +338,20 @@ fn table(
                 Some(Bound::AtMost(1000.0)),
             );
         }
+        let late = if n.untrue_at_settle_end {
+            " (during recovery)"
+        } else {
+            ""
+        };
         match n.view_true_after_ms {
             Some(v) => outcome.add(
-                &format!("{}: view true again after", f.name),
+                &format!("{}: view true again after{late}", f.name),
                 "ms",
                 v.round(),
                 None,
             ),
             None => outcome.add(
-                &format!("{}: view still untrue at settle end", f.name),
+                &format!("{}: view untrue after recovery", f.name),
                 "polls",
                 1.0,
                 zero,
