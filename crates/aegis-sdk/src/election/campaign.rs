@@ -141,6 +141,7 @@ impl Election {
         let cancel = CancellationToken::new();
         let campaign = Campaign {
             store,
+            client: conn.client().clone(),
             key: key.clone(),
             me: instance_id.to_owned(),
             config,
@@ -228,6 +229,9 @@ const RESIGN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 struct Campaign {
     store: kv::Store,
+    /// Whether this process's own NATS connection is up (riding out an
+    /// unreachable store is only for a store that is down, not for us).
+    client: async_nats::Client,
     key: String,
     me: String,
     config: LeaseConfig,
@@ -388,6 +392,9 @@ impl Campaign {
         let mut last_revision = epoch;
         // When the oldest renewal not confirmed since was sent.
         let mut unconfirmed_since: Option<Instant> = None;
+        // Until when the last confirmed renewal lets this leader serve.
+        let mut confirmed_until = self.config.serve_until(sent_at);
+        let mut riding_out = false;
         let mut next = tokio::time::Instant::now();
         loop {
             tokio::select! {
@@ -427,11 +434,15 @@ impl Campaign {
             match renewal {
                 Ok(Ok(rev)) => {
                     last_revision = rev;
+                    confirmed_until = self.config.serve_until(sent);
                     *self
                         .shared
                         .serve_until
                         .lock()
-                        .unwrap_or_else(|e| e.into_inner()) = Some(self.config.serve_until(sent));
+                        .unwrap_or_else(|e| e.into_inner()) = Some(confirmed_until);
+                    if std::mem::take(&mut riding_out) {
+                        info!(epoch, "the election store answers again; lease renewed");
+                    }
                 }
                 other => {
                     // Not confirmed: it may still have committed (a timed-out
@@ -457,6 +468,7 @@ impl Campaign {
                                     .unwrap_or_else(|e| e.into_inner()) =
                                     Some(self.config.serve_until(since));
                                 last_revision = revision;
+                                confirmed_until = self.config.serve_until(since);
                                 unconfirmed_since = None;
                                 debug!(epoch, revision, error = %why, "a renewal committed unconfirmed; still leading");
                                 continue;
@@ -467,7 +479,21 @@ impl Campaign {
                             self.step_down(None);
                             return;
                         }
-                        Err(e) => debug!(epoch, error = %e, "could not re-read the election key"),
+                        Err(e) => {
+                            debug!(epoch, error = %e, "could not re-read the election key");
+                            // Neither the write nor the read reached the
+                            // store while our own connection is up: the
+                            // stream has no leader (a NATS node died), and
+                            // nobody can take the key from us until it has
+                            // one again. A fenced service keeps serving.
+                            if self.ride_out(confirmed_until) {
+                                if !std::mem::replace(&mut riding_out, true) {
+                                    warn!(epoch, error = %why, ride_out = ?self.config.ride_out,
+                                        "the election store does not answer; still serving, on the store's fence");
+                                }
+                                continue;
+                            }
+                        }
                     }
                     if self.shared.serving_epoch().is_none() {
                         warn!(epoch, error = %why, "could not renew the lease in time; stepping down");
@@ -479,6 +505,37 @@ impl Campaign {
                 }
             }
             unconfirmed_since = None;
+        }
+    }
+
+    /// Extends serving by what a renewal would give, within `ride_out`
+    /// past `confirmed_until`, when riding out is on, this process's own
+    /// connection is up and it is still serving; whether it did.
+    ///
+    /// Only a leader still serving is extended: one whose lease already
+    /// lapsed — a process resumed after SIGSTOP, a VM thawed — may have a
+    /// successor by now and never serves again on this epoch.
+    fn ride_out(&self, confirmed_until: Instant) -> bool {
+        let limit = confirmed_until + self.config.ride_out;
+        let now = Instant::now();
+        if self.config.ride_out.is_zero()
+            || now >= limit
+            || self.client.connection_state() != async_nats::connection::State::Connected
+        {
+            return false;
+        }
+        let mut serve_until = self
+            .shared
+            .serve_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match *serve_until {
+            Some(current) if now < current => {
+                let until = (now + self.config.lease - self.config.safety_margin).min(limit);
+                *serve_until = Some(until.max(current));
+                true
+            }
+            _ => false,
         }
     }
 

@@ -125,7 +125,7 @@ impl OrderStore {
         instance_id: &str,
         index_capacity: usize,
     ) -> Result<Arc<Self>, TradingError> {
-        let kv = crate::kv::open_bucket(conn, ORDERS_BUCKET, "order-service orders").await?;
+        let kv = crate::kv::open_bucket(conn, ORDERS_BUCKET).await?;
         Ok(Arc::new(Self {
             bucket: Bucket::new(conn, kv),
             fence: Fence::new(instance_id),
