@@ -58,6 +58,10 @@ pub enum BenchCommand {
     /// Instances killed under load: failed calls and failover times
     /// (`--stateless` or `--sticky`).
     Failover(bench::failover::FailoverBenchArgs),
+    /// The showcase under faults (instances, leaders, NATS nodes): lost,
+    /// duplicated, unavailable, and what the monitor showed; exits non-zero
+    /// when a bound is broken.
+    Chaos(bench::chaos::ChaosBenchArgs),
 }
 
 /// NATS connection flags shared by commands that connect.
@@ -281,6 +285,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let check = a.check;
                     (bench::failover::run(a).await?.passed(), check)
                 }
+                // Losing an order is never a mere number: always checked.
+                BenchCommand::Chaos(a) => (bench::chaos::run(a).await?.passed(), true),
             };
             Ok(if check && !passed {
                 ExitCode::FAILURE
