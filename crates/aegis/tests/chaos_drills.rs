@@ -143,7 +143,7 @@ async fn chaos_unhealthy_hands_the_leadership_over_and_status_says_why() {
     let (ok, out) = aegis(args(&["chaos", "healthy", &first], &url)).await;
     assert!(ok, "{out}");
     assert!(
-        out.contains(&format!("{first} (order-service): healthy, standby")),
+        out.contains(&format!("{first} (order-service): healthy [standby]")),
         "{out}"
     );
     assert_eq!(leader(&instances).as_deref(), Some(second.as_str()));

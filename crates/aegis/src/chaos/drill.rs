@@ -168,7 +168,7 @@ fn describe(state: &ControlState, request: &ControlRequest) -> String {
     let role = state
         .role
         .as_deref()
-        .map(|r| format!(", {r}"))
+        .map(|r| format!(" [{r}]"))
         .unwrap_or_default();
     match request {
         ControlRequest::Slow { delay_ms: 0 } => format!("{who}: handlers run without added delay"),
