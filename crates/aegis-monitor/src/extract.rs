@@ -172,6 +172,55 @@ fn serde_urlencoded_compat<T: DeserializeOwned>(query: &str) -> Result<T, ApiErr
     })
 }
 
+/// How much of an oversized body is read and thrown away before the 413 is
+/// sent. Reading it lets an ordinary client, which writes the whole body
+/// before it reads the answer, see the 413 instead of a broken pipe; past
+/// this bound (or [`DRAIN_TIMEOUT`]) the connection is closed instead.
+const DRAIN_LIMIT_BYTES: usize = 1024 * 1024;
+/// How long an oversized body is drained at most.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Middleware: a request whose `Content-Length` is over [`MAX_BODY_BYTES`]
+/// is answered 413 `PAYLOAD_TOO_LARGE` without reaching a handler; its body
+/// is read (up to [`DRAIN_LIMIT_BYTES`]) and dropped first, so the client
+/// sees the answer. Bodies without a length are cut at the limit by the
+/// extractors.
+pub(crate) async fn refuse_oversized(
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use futures::StreamExt;
+
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let Some(declared) = declared.filter(|&n| n > MAX_BODY_BYTES as u64) else {
+        return next.run(req).await;
+    };
+    if declared <= DRAIN_LIMIT_BYTES as u64 {
+        let mut body = req.into_body().into_data_stream();
+        let drain = async {
+            let mut read = 0usize;
+            while let Some(Ok(chunk)) = body.next().await {
+                read += chunk.len();
+                if read > DRAIN_LIMIT_BYTES {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
+    }
+    ApiError::new(
+        ErrorCode::PayloadTooLarge,
+        "the request body is larger than 64 KiB",
+    )
+    .with_details(json!({ "limitBytes": MAX_BODY_BYTES }))
+    .into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,53 +269,4 @@ mod tests {
         assert_eq!(fields(&e), ["revision"]);
         assert_eq!(fields(&err("3")), ["body"]);
     }
-}
-
-/// How much of an oversized body is read and thrown away before the 413 is
-/// sent. Reading it lets an ordinary client, which writes the whole body
-/// before it reads the answer, see the 413 instead of a broken pipe; past
-/// this bound (or [`DRAIN_TIMEOUT`]) the connection is closed instead.
-const DRAIN_LIMIT_BYTES: usize = 1024 * 1024;
-/// How long an oversized body is drained at most.
-const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Middleware: a request whose `Content-Length` is over [`MAX_BODY_BYTES`]
-/// is answered 413 `PAYLOAD_TOO_LARGE` without reaching a handler; its body
-/// is read (up to [`DRAIN_LIMIT_BYTES`]) and dropped first, so the client
-/// sees the answer. Bodies without a length are cut at the limit by the
-/// extractors.
-pub(crate) async fn refuse_oversized(
-    req: Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    use futures::StreamExt;
-
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let Some(declared) = declared.filter(|&n| n > MAX_BODY_BYTES as u64) else {
-        return next.run(req).await;
-    };
-    if declared <= DRAIN_LIMIT_BYTES as u64 {
-        let mut body = req.into_body().into_data_stream();
-        let drain = async {
-            let mut read = 0usize;
-            while let Some(Ok(chunk)) = body.next().await {
-                read += chunk.len();
-                if read > DRAIN_LIMIT_BYTES {
-                    break;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
-    }
-    ApiError::new(
-        ErrorCode::PayloadTooLarge,
-        "the request body is larger than 64 KiB",
-    )
-    .with_details(json!({ "limitBytes": MAX_BODY_BYTES }))
-    .into_response()
 }
