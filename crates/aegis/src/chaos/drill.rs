@@ -85,6 +85,12 @@ async fn resolve(
     }
     of_service.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
     if all {
+        // The leader last: made unhealthy first, it would hand over to a
+        // standby about to be made unhealthy too, and leadership would hop
+        // along the group.
+        if let Some(leader) = leader(conn, &of_service[0]).await {
+            of_service.sort_by_key(|i| i.instance_id == leader.instance_id);
+        }
         return Ok(of_service);
     }
     if let Some(leader) = leader(conn, &of_service[0]).await
