@@ -179,7 +179,10 @@ mod tests {
         );
         assert!(parse(json!({"op": "explode"})).is_err());
         assert!(parse(json!({"op": "slow"})).is_err(), "delay_ms required");
-        assert!(parse(json!({"op": "healthy", "extra": 1})).is_err());
+        assert!(
+            parse(json!({"op": "unhealthy", "for": 30000})).is_err(),
+            "a misspelt field is refused, not ignored"
+        );
     }
 
     #[test]

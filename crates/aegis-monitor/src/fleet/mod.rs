@@ -94,7 +94,10 @@ pub struct InstanceView {
     /// `health_check`, `registry_writes`, `operator`, `degraded` (leads
     /// although unhealthy).
     pub status_reason: Option<StatusReason>,
-    /// Since when this monitor has shown this status and reason.
+    /// Since when: for `health_check`, `registry_writes`, `operator` and
+    /// `degraded`, since when the instance says it has been unhealthy
+    /// (`metadata.statusSince`); otherwise since when this monitor has shown
+    /// this status and reason.
     pub status_since: DateTime<Utc>,
 }
 

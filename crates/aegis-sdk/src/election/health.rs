@@ -65,12 +65,15 @@ impl HealthGate {
 
     pub(crate) fn set_healthy(&self, healthy: bool) {
         let was = self.healthy.swap(healthy, Ordering::AcqRel);
-        if was && !healthy {
+        if was
+            && !healthy
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
             // Start the registry view now, so the leader's next renewal tick
-            // finds it loaded.
+            // finds it loaded (without a runtime, that tick starts it).
             let discovery = self.conn.discovery();
             let service = self.service.clone();
-            tokio::spawn(async move {
+            rt.spawn(async move {
                 let _ = discovery.instances(&service).await;
             });
         }

@@ -617,8 +617,9 @@ impl RegistrationHandle {
     }
 
     /// Makes the instance report UNHEALTHY (reason `operator`) until
-    /// [`lift_unhealthy`](Self::lift_unhealthy), or for `duration`, and
-    /// writes the record at once. For drills (`aegis chaos unhealthy`).
+    /// [`lift_unhealthy`](Self::lift_unhealthy), or for `duration` (one
+    /// too long for the clocks counts as until lifted), and writes the
+    /// record at once. For drills (`aegis chaos unhealthy`).
     ///
     /// ```no_run
     /// # async fn demo(reg: aegis_sdk::registry::Registration) -> Result<(), aegis_sdk::registry::RegistryError> {
@@ -633,11 +634,13 @@ impl RegistrationHandle {
     pub async fn force_unhealthy(&self, duration: Option<Duration>) -> Result<(), RegistryError> {
         {
             let mut st = self.inner.state();
-            let until = duration.map(|d| {
-                (
-                    tokio::time::Instant::now() + d,
-                    Utc::now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX),
-                )
+            // A duration past what the clocks can represent means "until
+            // lifted" rather than a panic.
+            let until = duration.and_then(|d| {
+                Some((
+                    tokio::time::Instant::now().checked_add(d)?,
+                    Utc::now().checked_add_signed(chrono::Duration::from_std(d).ok()?)?,
+                ))
             });
             st.health.force(Some(until));
             self.inner.settle(&mut st);
