@@ -1,7 +1,9 @@
 # Aegis — the two commands of the README, and a few helpers.
 #   make up     the local showcase (NATS + services + monitor UI), Ctrl-C stops it
-#   make test   every test: format, lints, unit, integration and browser tests
-.PHONY: up test bootstrap build ui bench-rpc bench-events bench-ui screenshots lint fmt
+#   make test   every test: format, lints, unit, integration and browser tests,
+#               the Helm chart's offline checks (make test-deploy) and the
+#               topology under podman (make test-podman)
+.PHONY: up test test-deploy test-podman images bootstrap build ui bench-rpc bench-events bench-ui screenshots lint fmt
 
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= auto
@@ -18,6 +20,24 @@ up: bootstrap ui/out/index.html
 
 test:
 	scripts/test.sh
+
+# The Helm chart, offline: render with every value set, lint, validate
+# against Kubernetes 1.29-1.33, policy checks and negative tests (also a step
+# of `make test`).
+test-deploy:
+	scripts/deploy-check.sh
+
+# The images the chart runs, aegis:<version> and aegis-nats:2.15.1, built
+# here with podman from a release binary and the UI export (no registry).
+images: ui/out/index.html
+	$(CARGO) build --release -p aegis
+	scripts/images.sh --binary target/release/aegis --ui-dir ui/out
+
+# The chart's topology as containers under podman, from images of the debug
+# binary: registration, the UI, failovers (also the last step of `make test`).
+test-podman: ui/out/index.html
+	$(CARGO) build -p aegis
+	scripts/podman-check.sh --binary target/debug/aegis --ui-dir ui/out
 
 bootstrap:
 	scripts/bootstrap.sh

@@ -2,9 +2,11 @@
 # Runs every test of the project, as CI does: installs what is missing
 # (nats-server into .tools/, the UI's npm packages, Debian's chromium for the
 # browser tests), checks formatting and lints, runs the UI's lint, type check,
-# component tests and build, then the Rust unit, integration and doc tests,
-# and last the UI's browser tests against the `aegis` binary the Rust tests
-# just built. Integration and browser tests start their own nats-server
+# component tests and build, then the Helm chart's offline checks (render,
+# validate, policies), then the Rust unit, integration and doc tests,
+# then the UI's browser tests against the `aegis` binary the Rust tests
+# just built, and last the podman run of the topology from images of that
+# binary (scripts/podman-check.sh; installs podman when missing). Integration and browser tests start their own nats-server
 # processes (free ports, temporary directories).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -41,6 +43,9 @@ step "ui: lint, type check, component tests, build"
   timed "ui build" npm run --silent build
 )
 
+step "deploy: render, validate, policies"
+timed "deploy checks" scripts/deploy-check.sh
+
 step "tests (cargo test --workspace)"
 rust=0
 cargo test --workspace --no-fail-fast || rust=$?
@@ -51,8 +56,14 @@ step "ui: browser tests (chromium, against target/debug/aegis)"
 ui=0
 (cd ui && timed "ui browser tests" npm run --silent e2e) || ui=$?
 
+# The images from the same binary and UI export, and the chart's topology
+# as containers: registration, the UI, failovers (scripts/podman-check.sh).
+step "podman: images and the topology as containers (against target/debug/aegis)"
+podman=0
+timed "podman check" scripts/podman-check.sh --binary target/debug/aegis --ui-dir ui/out || podman=$?
+
 step "done in $((SECONDS - started)) s"
-if [ "$rust" -ne 0 ] || [ "$ui" -ne 0 ]; then
-  echo "failed: cargo test exit $rust, browser tests exit $ui" >&2
+if [ "$rust" -ne 0 ] || [ "$ui" -ne 0 ] || [ "$podman" -ne 0 ]; then
+  echo "failed: cargo test exit $rust, browser tests exit $ui, podman check exit $podman" >&2
   exit 1
 fi

@@ -86,7 +86,39 @@ pub(crate) async fn ensure_resources(
     js: &jetstream::Context,
     config: &MonitorConfig,
 ) -> Result<Resources, SetupError> {
-    let replicas = config.nats.nats.replicas;
+    ensure_resources_with(js, &config.nats, config.definitions_history).await
+}
+
+/// Creates the monitor's bucket and streams where missing —
+/// `service_definitions` (keeping `definitions_history` changes per
+/// definition), `AEGIS_METRICS` and `AEGIS_LOG` — with the replicas and
+/// stream limits of `nats`. `aegis init` runs it; the monitor does at start.
+///
+/// ```no_run
+/// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_monitor::SetupError> {
+/// aegis_monitor::ensure_infrastructure(conn.jetstream(), conn.config(), 64).await?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// [`SetupError`] naming what JetStream refused, or a definitions bucket
+/// whose entries expire.
+pub async fn ensure_infrastructure(
+    js: &jetstream::Context,
+    nats: &aegis_sdk::AegisConfig,
+    definitions_history: i64,
+) -> Result<(), SetupError> {
+    ensure_resources_with(js, nats, definitions_history)
+        .await
+        .map(drop)
+}
+
+async fn ensure_resources_with(
+    js: &jetstream::Context,
+    nats: &aegis_sdk::AegisConfig,
+    definitions_history: i64,
+) -> Result<Resources, SetupError> {
+    let replicas = nats.nats.replicas;
     let definitions =
         match js.get_key_value(DEFINITIONS_BUCKET).await {
             Ok(store) => store,
@@ -96,7 +128,7 @@ pub(crate) async fn ensure_resources(
                         bucket: DEFINITIONS_BUCKET.to_owned(),
                         description: "Aegis service definitions (history is the audit trail)"
                             .to_owned(),
-                        history: config.definitions_history,
+                        history: definitions_history,
                         num_replicas: replicas,
                         storage: StorageType::File,
                         ..Default::default()
@@ -128,7 +160,7 @@ pub(crate) async fn ensure_resources(
             "bucket service_definitions keeps no history; the audit trail shows only the latest change"
         );
     }
-    let limits = &config.nats.streams;
+    let limits = &nats.streams;
     let metrics = ensure_stream(
         js,
         bounded(

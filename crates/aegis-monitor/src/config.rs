@@ -31,7 +31,8 @@ use anyhow::Context;
 /// ```
 #[derive(Debug, Clone)]
 pub struct MonitorConfig {
-    /// Address to listen on (default `0.0.0.0`).
+    /// Address to listen on (default `127.0.0.1`: only this machine; give
+    /// `0.0.0.0` or an interface's address to open it up, behind TLS).
     pub bind: IpAddr,
     /// Port to listen on (default 8100).
     pub port: u16,
@@ -50,8 +51,21 @@ pub struct MonitorConfig {
     pub session_secret: Option<Secret>,
     /// How long a session cookie stays valid.
     pub session_ttl: Duration,
-    /// Mark session cookies `Secure` (set when the monitor is served over HTTPS).
-    pub secure_cookies: bool,
+    /// When session cookies are marked `Secure` (default: when the request
+    /// came over HTTPS, as its proxy says).
+    pub secure_cookies: CookieSecurity,
+    /// Addresses of reverse proxies whose `X-Forwarded-For` names the
+    /// client (for the sign-in rate limit); from any other peer the header
+    /// is ignored, so a client cannot pick its own identity.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Sign-in attempts (`POST /api/session`) one client may make per
+    /// minute; the next gets 429 with `Retry-After`.
+    pub sign_in_per_minute: u32,
+    /// Most HTTP connections open at once (SSE streams included).
+    pub max_connections: usize,
+    /// Longest a client may take to send a request's headers (and longest
+    /// an idle keep-alive connection stays open).
+    pub header_read_timeout: Duration,
     /// Allow starting without any token: every request is then treated as
     /// `admin`. For a development machine only; the monitor says so loudly.
     pub insecure_dev: bool,
@@ -73,6 +87,25 @@ pub struct MonitorConfig {
     /// advisories: with them a crashed instance shows as down within
     /// milliseconds; without, when its registry record expires (its TTL).
     pub system_account: Option<SystemAccount>,
+}
+
+/// When the session cookie carries the `Secure` attribute (the browser
+/// then sends it over HTTPS only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum CookieSecurity {
+    /// `Secure` when the sign-in request came over HTTPS: the monitor
+    /// speaks plain HTTP, so this is what the TLS-terminating proxy says in
+    /// `X-Forwarded-Proto: https` (or `Forwarded: proto=https`). Believing
+    /// the header from anyone is safe: it only decides the attribute of the
+    /// cookie sent back to the same client.
+    #[default]
+    Auto,
+    /// Always `Secure` (the UI is only ever reached over HTTPS).
+    #[value(alias = "true")]
+    Always,
+    /// Never `Secure` (plain HTTP on a trusted network).
+    #[value(alias = "false")]
+    Never,
 }
 
 /// How to reach the NATS system account (same servers and TLS as
@@ -134,7 +167,7 @@ impl SystemArgs {
 impl Default for MonitorConfig {
     fn default() -> Self {
         Self {
-            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 8100,
             nats: AegisConfig::default(),
             admin_token: None,
@@ -142,7 +175,11 @@ impl Default for MonitorConfig {
             token_file: None,
             session_secret: None,
             session_ttl: Duration::from_secs(12 * 3600),
-            secure_cookies: false,
+            secure_cookies: CookieSecurity::Auto,
+            trusted_proxies: Vec::new(),
+            sign_in_per_minute: 10,
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
             insecure_dev: false,
             ui_dir: None,
             environment: "local".to_owned(),
@@ -176,8 +213,14 @@ pub struct ApiArgs {
     /// Port to listen on.
     #[arg(long, env = "AEGIS_API_PORT", default_value_t = 8100)]
     pub port: u16,
-    /// Address to bind.
-    #[arg(long, env = "AEGIS_API_BIND", default_value = "0.0.0.0")]
+    /// Address to listen on. The default, 127.0.0.1, reaches this machine
+    /// only; `0.0.0.0` opens it to the network (put TLS in front).
+    #[arg(
+        long,
+        visible_alias = "listen",
+        env = "AEGIS_API_BIND",
+        default_value = "127.0.0.1"
+    )]
     pub bind: IpAddr,
     /// NATS server URL(s), comma-separated.
     #[arg(
@@ -205,9 +248,35 @@ pub struct ApiArgs {
     /// Key signing session cookies; give all replicas the same one.
     #[arg(long, env = "AEGIS_SESSION_SECRET", hide_env_values = true, value_parser = secret)]
     pub session_secret: Option<Secret>,
-    /// Mark session cookies Secure (when served over HTTPS).
-    #[arg(long, env = "AEGIS_SECURE_COOKIES")]
-    pub secure_cookies: bool,
+    /// When session cookies are `Secure`: `auto` (when the proxy says the
+    /// request came over HTTPS, `X-Forwarded-Proto: https`), `always`
+    /// (also the bare flag), `never`.
+    #[arg(
+        long,
+        env = "AEGIS_SECURE_COOKIES",
+        value_enum,
+        default_value_t = CookieSecurity::Auto,
+        num_args = 0..=1,
+        default_missing_value = "always"
+    )]
+    pub secure_cookies: CookieSecurity,
+    /// A reverse proxy whose `X-Forwarded-For` is believed (repeat, or
+    /// comma-separate); used to tell clients apart for the sign-in limit.
+    #[arg(
+        long = "trusted-proxy",
+        env = "AEGIS_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Sign-in attempts one client may make per minute.
+    #[arg(long, env = "AEGIS_SIGN_IN_PER_MINUTE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub sign_in_per_minute: u32,
+    /// Most HTTP connections open at once (SSE streams included).
+    #[arg(long, env = "AEGIS_API_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_connections: usize,
+    /// Longest a client may take to send a request's headers (e.g. `10s`).
+    #[arg(long, env = "AEGIS_API_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
     /// Directory of the UI's static files, served at `/`.
     #[arg(long, env = "AEGIS_UI_DIR")]
     pub ui_dir: Option<PathBuf>,
@@ -263,6 +332,10 @@ impl ApiArgs {
             token_file: self.token_file,
             session_secret: self.session_secret,
             secure_cookies: self.secure_cookies,
+            trusted_proxies: self.trusted_proxies,
+            sign_in_per_minute: self.sign_in_per_minute,
+            max_connections: self.max_connections,
+            header_read_timeout: self.header_read_timeout,
             insecure_dev: self.insecure_dev,
             ui_dir: self.ui_dir,
             environment: self.environment,
@@ -305,6 +378,29 @@ mod tests {
             "hunter2-admin"
         );
         assert!(!format!("{:?}", cli.api).contains("hunter2"));
+    }
+
+    #[test]
+    fn binds_loopback_unless_told_and_cookie_modes_parse() {
+        let cli = Cli::try_parse_from(["aegis"]).unwrap();
+        assert_eq!(cli.api.bind, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(cli.api.secure_cookies, CookieSecurity::Auto);
+        assert_eq!(MonitorConfig::default().bind, cli.api.bind);
+        let cli =
+            Cli::try_parse_from(["aegis", "--listen", "0.0.0.0", "--secure-cookies"]).unwrap();
+        assert_eq!(cli.api.bind, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(cli.api.secure_cookies, CookieSecurity::Always);
+        let cli = Cli::try_parse_from([
+            "aegis",
+            "--secure-cookies=never",
+            "--trusted-proxy",
+            "10.0.0.1,10.0.0.2",
+        ])
+        .unwrap();
+        assert_eq!(cli.api.secure_cookies, CookieSecurity::Never);
+        assert_eq!(cli.api.trusted_proxies.len(), 2);
+        assert!(Cli::try_parse_from(["aegis", "--max-connections", "0"]).is_err());
+        assert!(Cli::try_parse_from(["aegis", "--sign-in-per-minute", "0"]).is_err());
     }
 
     #[test]

@@ -55,6 +55,9 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// 422: the body is well-formed but a field is invalid, missing or unknown.
     ValidationError,
+    /// 429: too many attempts from this client (sign-in); the
+    /// `Retry-After` header says when to try again.
+    TooManyRequests,
     /// 500: a fault on our side; details are in the server log only.
     InternalError,
     /// 502: an instance answered, but with an error or an unreadable reply.
@@ -70,7 +73,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         Self::BadRequest,
         Self::InvalidJson,
         Self::EmptyUpdate,
@@ -85,6 +88,7 @@ impl ErrorCode {
         Self::PayloadTooLarge,
         Self::UnsupportedMediaType,
         Self::ValidationError,
+        Self::TooManyRequests,
         Self::InternalError,
         Self::BadGateway,
         Self::ServiceUnavailable,
@@ -109,6 +113,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             Self::ValidationError => "VALIDATION_ERROR",
+            Self::TooManyRequests => "TOO_MANY_REQUESTS",
             Self::InternalError => "INTERNAL_ERROR",
             Self::BadGateway => "BAD_GATEWAY",
             Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
@@ -131,6 +136,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::ValidationError => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             Self::BadGateway => StatusCode::BAD_GATEWAY,
             Self::ServiceUnavailable | Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
@@ -149,6 +155,7 @@ impl ErrorCode {
             StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType,
             StatusCode::UNPROCESSABLE_ENTITY => Self::ValidationError,
+            StatusCode::TOO_MANY_REQUESTS => Self::TooManyRequests,
             StatusCode::BAD_GATEWAY => Self::BadGateway,
             StatusCode::SERVICE_UNAVAILABLE => Self::ServiceUnavailable,
             StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => Self::GatewayTimeout,
@@ -173,6 +180,7 @@ pub struct ApiError {
     details: Value,
     internal: Option<String>,
     www_authenticate: bool,
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -184,12 +192,21 @@ impl ApiError {
             details: Value::Object(Default::default()),
             internal: None,
             www_authenticate: code == ErrorCode::Unauthorized,
+            retry_after: None,
         }
     }
 
     /// Adds structured details (an object) for the client.
     pub fn with_details(mut self, details: Value) -> Self {
         self.details = details;
+        self
+    }
+
+    /// Sends `Retry-After` (whole seconds, rounded up, at least 1) with the
+    /// error.
+    pub fn with_retry_after(mut self, wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        self.retry_after = Some(secs.max(1));
         self
     }
 
@@ -325,6 +342,11 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"aegis\""),
             );
+        }
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response.extensions_mut().insert(ErrorReport {
             code: self.code,

@@ -20,7 +20,8 @@
 //!   atomic create, compare-and-set updates, audit trail.
 //! - `metrics_feed.rs` (latest snapshot per instance), `bus.rs` (buckets,
 //!   streams, reading recent stream messages), [`live`] (the SSE feed),
-//!   `telemetry.rs` (`/metrics`), `ui.rs` (static UI files).
+//!   `telemetry.rs` (`/metrics`), `ui.rs` (static UI files), `probe.rs`
+//!   (the JetStream checks of `/ready` and `/status`, cached for a second).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -48,6 +49,7 @@ pub mod fleet;
 pub mod live;
 mod metrics_feed;
 mod openapi;
+mod probe;
 mod routes;
 pub mod server;
 pub mod state;
@@ -55,8 +57,8 @@ mod telemetry;
 mod ui;
 
 pub use auth::{Principal, Role, hash_token};
-pub use bus::SetupError;
-pub use config::{ApiArgs, MonitorConfig, SystemAccount, SystemArgs};
+pub use bus::{SetupError, ensure_infrastructure};
+pub use config::{ApiArgs, CookieSecurity, MonitorConfig, SystemAccount, SystemArgs};
 pub use definitions::HistoryEntry;
 pub use error::{ApiError, ErrorCode};
 pub use extract::MAX_BODY_BYTES;

@@ -5,12 +5,25 @@
 //! server stops accepting connections, live streams end, in-flight requests
 //! finish (bounded by [`DRAIN_TIMEOUT`]); then the background tasks stop and
 //! the NATS connection drains.
+//!
+//! [`serve_router`] is the HTTP server itself: hyper's HTTP/1.1 connection
+//! builder with a header-read timeout, under a cap on open connections, so
+//! slow-header or idle clients can neither hold a connection for long nor
+//! exhaust the process's file descriptors.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
-use tokio::net::TcpListener;
+use axum::{Router, extract::ConnectInfo};
+use hyper::server::conn::http1;
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    server::graceful::GracefulShutdown,
+    service::TowerToHyperService,
+};
+use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
 use crate::{
     config::{ApiArgs, MonitorConfig},
@@ -20,6 +33,9 @@ use crate::{
 
 /// Longest wait for in-flight requests after shutdown is requested.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Pause after a failed accept, so a full file table is not spun on.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Runs `aegis api`: reads the flags into a [`MonitorConfig`] and serves
 /// until `shutdown` is cancelled.
@@ -91,17 +107,20 @@ pub async fn serve_on(
         environment = %state.config().environment,
         "monitor API listening (docs at /api/docs)"
     );
+    let limits = Limits::from(state.config());
     let app = router(state.clone());
-    let stopping = {
-        let (shutdown, state) = (shutdown.clone(), state.clone());
-        async move {
+    let stopping = CancellationToken::new();
+    {
+        let (shutdown, stopping, state) = (shutdown.clone(), stopping.clone(), state.clone());
+        tokio::spawn(async move {
             shutdown.cancelled().await;
             // Ends the live streams, which would otherwise hold the
             // graceful shutdown open forever.
             state.cancelled().cancel();
-        }
-    };
-    let server = axum::serve(listener, app).with_graceful_shutdown(stopping);
+            stopping.cancel();
+        });
+    }
+    let server = serve_router(listener, app, limits, stopping);
     let result = tokio::select! {
         result = server => result.context("serving HTTP"),
         _ = async {
@@ -115,4 +134,101 @@ pub async fn serve_on(
     state.shutdown().await;
     tracing::info!("monitor API stopped");
     result
+}
+
+/// What bounds the HTTP server's connections, so slow or idle clients
+/// cannot exhaust it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most connections open at once; beyond it the server stops accepting
+    /// (new clients wait in the kernel's backlog) until one closes.
+    pub max_connections: usize,
+    /// Longest time a client may take to send a request's headers, and
+    /// longest an idle keep-alive connection stays open. A slow-header
+    /// ("slowloris") client is disconnected after it.
+    pub header_read_timeout: Duration,
+}
+
+impl From<&MonitorConfig> for Limits {
+    fn from(config: &MonitorConfig) -> Self {
+        Self {
+            max_connections: config.max_connections,
+            header_read_timeout: config.header_read_timeout,
+        }
+    }
+}
+
+/// Serves `app` on `listener` over HTTP/1.1 within `limits` until
+/// `shutdown` is cancelled, then waits for open connections to finish
+/// their requests (each told to close after its current one).
+///
+/// HTTP/1.1 only: the monitor speaks plain HTTP (TLS, and HTTP/2 with it,
+/// belong to the proxy in front), and cleartext HTTP/2 has no use here but
+/// would be one more surface for slow clients. The client's address is in
+/// each request's extensions as [`axum::extract::ConnectInfo`].
+///
+/// ```no_run
+/// # async fn demo(app: axum::Router) -> std::io::Result<()> {
+/// use aegis_monitor::server::{Limits, serve_router};
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let limits = Limits { max_connections: 64, header_read_timeout: std::time::Duration::from_secs(5) };
+/// serve_router(listener, app, limits, tokio_util::sync::CancellationToken::new()).await
+/// # }
+/// ```
+///
+/// # Errors
+/// None today: failed accepts (e.g. out of file descriptors) are logged
+/// and retried after a pause; the result leaves room for listener errors.
+pub async fn serve_router(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    loop {
+        // A slot first, then the accept: at the cap, clients wait in the
+        // backlog instead of being accepted and starved.
+        let slot = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone().map_request(
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            },
+        ));
+        let connection = http.serve_connection(TokioIo::new(stream), service);
+        let watched = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = watched.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }

@@ -25,6 +25,7 @@ use crate::{
     fleet::{Fleet, FleetError},
     live::{self, LiveEvent},
     metrics_feed::MetricsFeed,
+    probe::JetStreamProbe,
     telemetry,
 };
 
@@ -64,6 +65,7 @@ struct Inner {
     metrics: MetricsFeed,
     logs: Stream,
     live: broadcast::Sender<LiveEvent>,
+    probe: JetStreamProbe,
     started_at: DateTime<Utc>,
     started: std::time::Instant,
     prometheus: Option<PrometheusHandle>,
@@ -160,6 +162,7 @@ impl AppState {
                 metrics,
                 logs: resources.logs,
                 live,
+                probe: JetStreamProbe::default(),
                 started_at: Utc::now(),
                 started: std::time::Instant::now(),
                 cancel,
@@ -170,12 +173,14 @@ impl AppState {
         Ok(state)
     }
 
-    /// Updates the gauges every few seconds (cheap: memory only).
+    /// Updates the gauges every few seconds (cheap: memory only), and
+    /// every minute forgets sign-in clients whose budget is full again.
     fn spawn_gauges(&self) {
         let weak = Arc::downgrade(&self.inner);
         let cancel = self.inner.cancel.clone();
         self.inner.tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
+            let mut ticks = 0u32;
             loop {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
@@ -184,6 +189,10 @@ impl AppState {
                 let Some(inner) = weak.upgrade() else { return };
                 let state = AppState { inner };
                 state.update_gauges();
+                ticks = ticks.wrapping_add(1);
+                if ticks.is_multiple_of(12) {
+                    state.auth().forget_idle_clients();
+                }
             }
         });
     }
@@ -255,6 +264,10 @@ impl AppState {
 
     pub(crate) fn logs(&self) -> &Stream {
         &self.inner.logs
+    }
+
+    pub(crate) fn probe(&self) -> &JetStreamProbe {
+        &self.inner.probe
     }
 
     pub(crate) fn live(&self) -> broadcast::Receiver<LiveEvent> {

@@ -249,7 +249,7 @@ async fn session_cookie_sign_in_and_out() {
     let mut bad = req(Method::GET, "/api/services", None, None);
     bad.headers_mut().insert(
         header::COOKIE,
-        cookie.replace("v1.viewer", "v1.admin").parse().unwrap(),
+        cookie.replace("v2.viewer", "v2.admin").parse().unwrap(),
     );
     h.call(bad).await.expect(401, Some("UNAUTHORIZED"));
     // Signing out clears it.

@@ -34,7 +34,9 @@ async fn health_ready_and_status() {
     h.admin(Method::POST, "/api/services", Some(new_def("status-svc")))
         .await
         .expect(201, None);
-    let status = h.get("/status", None).await;
+    // Signed in: the NATS server's identity is included (see hardening.rs
+    // for what an anonymous caller gets).
+    let status = h.get("/status", Some(VIEWER)).await;
     status.expect(200, None);
     let s = &status.body;
     assert_eq!(s["service"], "aegis-monitor");

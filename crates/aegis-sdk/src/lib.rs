@@ -27,6 +27,8 @@
 //!   [`StreamLimits`].
 //! - `pull` (internal): the durable pull loop events and commands share,
 //!   which recreates a vanished consumer with back-off.
+//! - `probes` (feature `probes`): `/healthz` and `/readyz` over HTTP for
+//!   orchestrators such as Kubernetes.
 //! - [`telemetry`]: metrics snapshots, lifecycle events and the live
 //!   configuration an instance publishes for the monitor.
 //!
@@ -68,6 +70,8 @@ pub mod election;
 pub mod events;
 mod kv_watch;
 pub mod metrics;
+#[cfg(feature = "probes")]
+pub mod probes;
 mod pull;
 pub mod registry;
 pub mod rpc;

@@ -229,3 +229,39 @@ async fn election_survives_a_node_restart_in_a_cluster() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A renewal that commits after the leader stopped waiting for it (a slow
+/// R3 fsync, a stream-leader change) leaves the leader with a stale
+/// revision. Simulated exactly: the leader's own record is written again
+/// behind its back, as the late commit would. The leader must re-read the
+/// key, find itself at its epoch, and keep leading — not step down and make
+/// everyone wait a lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_that_committed_late_does_not_depose_the_leader() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let elections = candidates(&conn, "default", 2).await;
+    let (leader, epoch) = one_leader(&elections).await;
+    let kv = conn
+        .jetstream()
+        .get_key_value(aegis_contracts::subjects::ELECTIONS_BUCKET)
+        .await
+        .unwrap();
+    let key = elections[leader].key().to_owned();
+    let mut roles = elections[leader].roles();
+    for _ in 0..3 {
+        // The leader's latest record, committed once more.
+        let entry = kv.entry(&key).await.unwrap().unwrap();
+        kv.put(&key, entry.value).await.unwrap();
+        // Two renewal rounds later it must still lead at the same epoch and
+        // never have left (a step-down shows in the role channel).
+        let renew = LeaseConfig::default().renew_interval;
+        tokio::time::sleep(renew * 3).await;
+        assert!(
+            !roles.has_changed().unwrap(),
+            "the leader's role changed to {:?} after a late commit",
+            *roles.borrow_and_update()
+        );
+        assert_eq!(serving(&elections), vec![(leader, epoch)]);
+    }
+}

@@ -29,13 +29,27 @@ use tracing::{debug, warn};
 
 use crate::TradingError;
 
-/// Opens `bucket`, creating it (file storage, history 1, the connection's
-/// replicas) when it does not exist yet.
+/// The buckets the example services keep their state in, each with the
+/// description it is created with.
+pub(crate) const BUCKETS: [(&str, &str); 3] = [
+    (crate::order::ORDERS_BUCKET, "order-service orders"),
+    (crate::risk::RISK_LIMITS_BUCKET, "risk-service limits"),
+    (
+        crate::risk::RISK_POSITIONS_BUCKET,
+        "risk-service positions snapshot",
+    ),
+];
+
+/// Opens `bucket` (one of [`BUCKETS`]), creating it (file storage, history
+/// 1, the connection's replicas) when it does not exist yet.
 pub(crate) async fn open_bucket(
     conn: &Connection,
     bucket: &str,
-    description: &str,
 ) -> Result<kv::Store, TradingError> {
+    let description = BUCKETS
+        .iter()
+        .find(|(name, _)| *name == bucket)
+        .map_or("", |(_, d)| d);
     let js = conn.jetstream();
     if let Ok(store) = js.get_key_value(bucket).await {
         return Ok(store);

@@ -51,5 +51,31 @@ pub use aegis_contracts::trading as contracts;
 pub use common::{Health, MAX_SIMULATED_WORK, SimulateWork, WorkDone};
 pub use error::TradingError;
 
+/// Creates the buckets the example services keep their state in (orders,
+/// risk limits, risk positions) where missing, with the connection's
+/// replicas, and returns their names. `aegis init` runs it; the services
+/// open (or create) their own at start as well.
+///
+/// ```no_run
+/// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_trading::TradingError> {
+/// for bucket in aegis_trading::ensure_buckets(&conn).await? {
+///     println!("bucket {bucket} ready");
+/// }
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// [`TradingError::Store`] naming the bucket JetStream refused.
+pub async fn ensure_buckets(
+    conn: &aegis_sdk::Connection,
+) -> Result<Vec<&'static str>, TradingError> {
+    let mut names = Vec::new();
+    for (bucket, _) in kv::BUCKETS {
+        kv::open_bucket(conn, bucket).await?;
+        names.push(bucket);
+    }
+    Ok(names)
+}
+
 /// The version every example service registers with.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -63,7 +63,7 @@ async fn connect_away_from_the_orders_leader(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails on main after merging the SDK (call_active/election) and services (fence) branches: order-service answers NOT_ACTIVE on R3 within 1.3 s; open in issue 11"]
+
 async fn an_order_is_readable_right_after_it_is_created_on_r3() {
     let nats = cluster();
     let conn = connect_cluster(&nats).await;

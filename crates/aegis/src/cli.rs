@@ -12,7 +12,7 @@ use tracing_subscriber::{EnvFilter, prelude::*};
 /// Forwards this process's WARN/ERROR logs to NATS once a service starts.
 pub static LOG_FORWARDER: std::sync::OnceLock<LogForwarder> = std::sync::OnceLock::new();
 
-use crate::{bench, chaos, service, shutdown, status, up};
+use crate::{bench, chaos, init, service, shutdown, status, up};
 
 /// Aegis: trading services on NATS — run the showcase, services and benchmarks.
 #[derive(Debug, Parser)]
@@ -32,6 +32,8 @@ pub enum Command {
     Api(Box<aegis_monitor::ApiArgs>),
     /// Run one service instance (order, pricing, risk or echo).
     Service(service::ServiceArgs),
+    /// Create every bucket and stream with the replicas asked for, and check existing ones.
+    Init(init::InitArgs),
     /// Call a service method through discovery and print the reply and who served it.
     Call(CallArgs),
     /// Show the registered instances (service, id, status, heartbeat age, role).
@@ -56,6 +58,10 @@ pub enum BenchCommand {
     /// Instances killed under load: failed calls and failover times
     /// (`--stateless` or `--sticky`).
     Failover(bench::failover::FailoverBenchArgs),
+    /// The showcase under faults (instances, leaders, NATS nodes): lost,
+    /// duplicated, unavailable, and what the monitor showed; exits non-zero
+    /// when a bound is broken.
+    Chaos(bench::chaos::ChaosBenchArgs),
 }
 
 /// NATS connection flags shared by commands that connect.
@@ -79,11 +85,26 @@ impl NatsArgs {
     /// # Errors
     /// Invalid configuration or no reachable server.
     pub async fn connect(&self) -> anyhow::Result<Connection> {
+        self.connect_with(|_| {}).await
+    }
+
+    /// Connects like [`connect`](Self::connect), with `adjust` applied to
+    /// the configuration last.
+    ///
+    /// # Errors
+    /// Invalid configuration or no reachable server.
+    pub async fn connect_with(
+        &self,
+        adjust: impl FnOnce(&mut aegis_sdk::AegisConfig) + Send + 'static,
+    ) -> anyhow::Result<Connection> {
         let url = self.nats_url.clone();
         let config = ConfigLoader::new()
             .file_opt(self.config.clone())
             .env()
-            .set(move |c| c.nats.servers = url.split(',').map(|s| s.trim().to_owned()).collect())
+            .set(move |c| {
+                c.nats.servers = url.split(',').map(|s| s.trim().to_owned()).collect();
+                adjust(c);
+            })
             .load()
             .context("loading the configuration")?;
         Connection::connect(config)
@@ -188,6 +209,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Call(args) => call(args).await,
+        Command::Init(args) => Ok(if init::run(args).await? {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }),
         Command::Bench { which } => {
             let (passed, check) = match which {
                 BenchCommand::Rpc(a) => {
@@ -202,6 +228,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let check = a.check;
                     (bench::failover::run(a).await?.passed(), check)
                 }
+                // Losing an order is never a mere number: always checked.
+                BenchCommand::Chaos(a) => (bench::chaos::run(a).await?.passed(), true),
             };
             Ok(if check && !passed {
                 ExitCode::FAILURE

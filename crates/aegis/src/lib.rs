@@ -14,6 +14,7 @@
 pub mod bench;
 pub mod chaos;
 pub mod cli;
+pub mod init;
 pub mod service;
 pub mod shutdown;
 pub mod status;

@@ -47,6 +47,12 @@ pub struct ServiceArgs {
     /// created by another instance), e.g. `60s`; `0s` fails at once.
     #[arg(long, env = "AEGIS_STARTUP_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub startup_timeout: std::time::Duration,
+    /// Serve `GET /healthz` (liveness) and `GET /readyz` (readiness:
+    /// connected to NATS and registered) on this address, e.g.
+    /// `0.0.0.0:8081`; bound before start-up, so liveness holds while the
+    /// instance waits for NATS.
+    #[arg(long, env = "AEGIS_HEALTH_LISTEN")]
+    pub health_listen: Option<std::net::SocketAddr>,
     /// Connection flags.
     #[command(flatten)]
     pub nats: NatsArgs,
@@ -70,6 +76,18 @@ enum Running {
 /// When the configuration is invalid, the service could not start within the
 /// start-up timeout, or it cannot stop cleanly.
 pub async fn run(args: ServiceArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let probes = aegis_sdk::probes::Probes::new();
+    if let Some(addr) = args.health_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the health listener to {addr} (--health-listen)"))?;
+        let serving = probes.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serving.serve(listener).await {
+                tracing::warn!(error = %e, "the health listener stopped");
+            }
+        });
+    }
     let deadline = tokio::time::Instant::now() + args.startup_timeout;
     let mut pause = std::time::Duration::from_millis(200);
     let mut attempts = 0u32;
@@ -99,26 +117,23 @@ pub async fn run(args: ServiceArgs, shutdown: CancellationToken) -> anyhow::Resu
     if attempts > 1 {
         tracing::info!(attempts, "started after waiting for NATS");
     }
-    let (service, instance) = match &running {
-        Running::Order(s) => (
-            s.service().name().to_owned(),
-            s.service().instance_id().to_owned(),
-        ),
-        Running::Pricing(s) => (
-            s.service().name().to_owned(),
-            s.service().instance_id().to_owned(),
-        ),
-        Running::Risk(s) => (
-            s.service().name().to_owned(),
-            s.service().instance_id().to_owned(),
-        ),
-        Running::Echo(s) => (s.name().to_owned(), s.instance_id().to_owned()),
+    let sdk_service = match &running {
+        Running::Order(s) => s.service(),
+        Running::Pricing(s) => s.service(),
+        Running::Risk(s) => s.service(),
+        Running::Echo(s) => s,
     };
+    let (service, instance) = (
+        sdk_service.name().to_owned(),
+        sdk_service.instance_id().to_owned(),
+    );
+    probes.running(&conn, sdk_service.registration().map(|r| r.handle()));
     if let Some(forwarder) = crate::cli::LOG_FORWARDER.get() {
         forwarder.attach(conn.client().clone(), &service, &instance);
     }
     eprintln!("{service} instance {instance} started; Ctrl-C or SIGTERM stops it gracefully");
     shutdown.cancelled().await;
+    probes.stopping();
     let stopped = match running {
         Running::Order(s) => settle_trading(s.shutdown().await),
         Running::Pricing(s) => settle_trading(s.shutdown().await),

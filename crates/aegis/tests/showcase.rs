@@ -6,34 +6,15 @@
 
 use std::{
     io::{BufRead, BufReader},
-    path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use aegis_sdk::{AegisConfig, Connection, RegistryReader, contracts::models::InstanceStatus};
+use common::{AEGIS, alive, free_up_ports, pids};
 use nix::{sys::signal::Signal, unistd::Pid};
 
-const AEGIS: &str = env!("CARGO_BIN_EXE_aegis");
-
-/// A base port whose +0, +2000 and +4000 neighbours are free, and an API port.
-fn free_ports() -> (u16, u16) {
-    loop {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = l.local_addr().unwrap().port();
-        drop(l);
-        if base > 60_000 {
-            continue;
-        }
-        let others: Vec<_> = [base, base + 2000, base + 4000, base + 1]
-            .iter()
-            .map(|p| std::net::TcpListener::bind(("127.0.0.1", *p)))
-            .collect();
-        if others.iter().all(Result::is_ok) {
-            return (base, base + 1);
-        }
-    }
-}
+mod common;
 
 struct Up {
     child: Child,
@@ -52,29 +33,6 @@ impl Drop for Up {
         }
         let _ = self.child.kill();
     }
-}
-
-fn pids(state: &Path) -> Vec<(String, i32)> {
-    std::fs::read_dir(state.join("pids"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_str()?.strip_suffix(".pid")?.to_owned();
-            let pid = std::fs::read_to_string(e.path())
-                .ok()?
-                .trim()
-                .parse()
-                .ok()?;
-            Some((name, pid))
-        })
-        .collect()
-}
-
-fn alive(pid: i32) -> bool {
-    // A zombie still answers kill(0); count it as gone.
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    !stat.is_empty() && !stat.contains(") Z ")
 }
 
 /// Runs `aegis call`; returns success, the JSON reply (stdout) and stderr.
@@ -96,7 +54,7 @@ fn call(url: &str, args: &[&str]) -> (bool, serde_json::Value, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_showcase_runs_fails_over_and_stops_cleanly() {
     let state = tempfile::tempdir().unwrap();
-    let (base, api) = free_ports();
+    let (base, api) = free_up_ports();
     let url = format!("nats://127.0.0.1:{base}");
     let mut up = Up {
         child: Command::new(AEGIS)

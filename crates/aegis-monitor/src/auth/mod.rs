@@ -11,14 +11,23 @@
 //! they are compared in constant time. Tokens are never logged: the request
 //! trace records method and path only, never headers.
 //!
+//! Signing in is limited per client ([`client`]): the attempt over
+//! `sign_in_per_minute` gets 429 `TOO_MANY_REQUESTS` with `Retry-After`.
+//! Signing out revokes the session server-side ([`session`]).
+//!
 //! With no token configured the monitor refuses to start unless
 //! `insecure_dev` is set; then every request acts as `admin` under the name
 //! `insecure-dev`, and the monitor warns loudly at start and in `/status`.
 
+pub(crate) mod client;
 pub mod session;
 pub mod tokens;
 
-use std::fmt;
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use axum::{
     extract::{Request, State},
@@ -33,10 +42,11 @@ use utoipa::ToSchema;
 pub use tokens::{TokenConfigError, hash_token};
 
 use crate::{
-    config::MonitorConfig,
+    config::{CookieSecurity, MonitorConfig},
     error::{ApiError, ErrorCode},
     state::AppState,
 };
+use client::SignInLimiter;
 use session::SessionSigner;
 use tokens::{TokenEntry, TokenSet};
 
@@ -113,6 +123,9 @@ pub(crate) struct Authenticator {
     tokens: TokenSet,
     insecure: bool,
     sessions: SessionSigner,
+    cookies: CookieSecurity,
+    trusted_proxies: Arc<[IpAddr]>,
+    sign_ins: Arc<SignInLimiter>,
 }
 
 impl Authenticator {
@@ -142,9 +155,53 @@ impl Authenticator {
             sessions: SessionSigner::new(
                 config.session_secret.as_ref().map(|s| s.expose()),
                 config.session_ttl,
-                config.secure_cookies,
             ),
+            cookies: config.secure_cookies,
+            trusted_proxies: config.trusted_proxies.clone().into(),
+            sign_ins: Arc::new(SignInLimiter::new(config.sign_in_per_minute)),
         })
+    }
+
+    /// Counts one sign-in attempt from the client behind `peer` and
+    /// `headers`.
+    ///
+    /// # Errors
+    /// 429 `TOO_MANY_REQUESTS` with `Retry-After` when the client has used
+    /// up its attempts for the minute.
+    pub(crate) fn sign_in_attempt(
+        &self,
+        peer: Option<SocketAddr>,
+        headers: &HeaderMap,
+    ) -> Result<(), ApiError> {
+        let client = client::client_addr(peer, headers, &self.trusted_proxies);
+        self.sign_ins.attempt(client).map_err(|wait| {
+            tracing::warn!(%client, "sign-in attempts over the limit");
+            ApiError::new(
+                ErrorCode::TooManyRequests,
+                "too many sign-in attempts from this address; try again later",
+            )
+            .with_retry_after(wait)
+        })
+    }
+
+    /// Forgets clients whose sign-in budget is full again.
+    pub(crate) fn forget_idle_clients(&self) {
+        self.sign_ins.forget_idle();
+    }
+
+    /// Whether a session cookie sent in answer to `headers` is `Secure`.
+    pub(crate) fn secure_cookie(&self, headers: &HeaderMap) -> bool {
+        match self.cookies {
+            CookieSecurity::Always => true,
+            CookieSecurity::Never => false,
+            CookieSecurity::Auto => client::came_over_https(headers),
+        }
+    }
+
+    /// Signs out the session cookie in `headers`, if it has a valid one.
+    pub(crate) fn sign_out(&self, headers: &HeaderMap) -> bool {
+        session_cookie(headers)
+            .is_some_and(|value| self.sessions.revoke(value, &self.tokens, Utc::now()))
     }
 
     /// Whether authentication is off (`insecure_dev` without tokens).
@@ -192,12 +249,7 @@ impl Authenticator {
                 .map(|e| e.principal.clone())
                 .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "invalid token"));
         }
-        let cookie = headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(session::cookie_value);
-        if let Some(cookie) = cookie {
+        if let Some(cookie) = session_cookie(headers) {
             return self
                 .sessions
                 .verify(cookie, &self.tokens, Utc::now())
@@ -213,6 +265,15 @@ impl Authenticator {
             "authentication required: send `Authorization: Bearer <token>`",
         ))
     }
+}
+
+/// The session cookie's value among `headers`' cookies.
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(session::cookie_value)
 }
 
 /// Whether a request needs credentials: everything under `/api` except the

@@ -2,10 +2,18 @@
 //! `HttpOnly`, `SameSite=Strict` session cookie; `GET` says who the caller
 //! is; `DELETE` signs out. `POST` and `DELETE` need no credentials (they are
 //! the way in and out); `GET` does, like every other `/api/*` route.
+//!
+//! Sign-in attempts are limited per client (429 with `Retry-After` over
+//! the limit), counted before the token is checked so that a right guess
+//! and a wrong one look the same once the limit is reached. Signing out
+//! revokes the cookie on the server, so a copy of it stops working too.
+//! The cookie is `Secure` as `secure_cookies` decides.
+
+use std::net::SocketAddr;
 
 use axum::{
     Extension, Json,
-    extract::State,
+    extract::{ConnectInfo, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -78,13 +86,19 @@ async fn whoami(Extension(who): Extension<Principal>) -> Json<SessionInfo> {
         (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
         (status = 415, description = "Not JSON", body = ErrorEnvelope),
         (status = 422, description = "VALIDATION_ERROR", body = ErrorEnvelope),
+        (status = 429, description = "TOO_MANY_REQUESTS: this client's sign-in attempts are used up for now",
+            body = ErrorEnvelope,
+            headers(("Retry-After" = u64, description = "Seconds until the next attempt is allowed"))),
     )
 )]
 async fn sign_in(
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    request_headers: HeaderMap,
     ApiJson(body): ApiJson<SignIn>,
 ) -> Result<Response, ApiError> {
     let auth = state.auth();
+    auth.sign_in_attempt(peer.map(|Extension(ConnectInfo(p))| p), &request_headers)?;
     if auth.is_insecure() {
         return Ok(Json(SessionInfo {
             name: "insecure-dev".to_owned(),
@@ -98,7 +112,8 @@ async fn sign_in(
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "invalid token"))?;
     let (value, expires) = auth.sessions().issue(entry, Utc::now());
     let mut headers = HeaderMap::new();
-    if let Ok(cookie) = HeaderValue::from_str(&auth.sessions().set_cookie(&value)) {
+    let secure = auth.secure_cookie(&request_headers);
+    if let Ok(cookie) = HeaderValue::from_str(&auth.sessions().set_cookie(&value, secure)) {
         headers.insert(header::SET_COOKIE, cookie);
     }
     let info = SessionInfo {
@@ -109,15 +124,19 @@ async fn sign_in(
     Ok((headers, Json(info)).into_response())
 }
 
-/// Signs out: clears the session cookie.
+/// Signs out: revokes the session cookie on the server (a copy of it is
+/// refused from now on) and clears it in the browser.
 #[utoipa::path(
     delete, path = "/api/session", tag = "session",
     security(()),
-    responses((status = 204, description = "Signed out; the cookie is cleared"))
+    responses((status = 204, description = "Signed out; the session is revoked and the cookie cleared"))
 )]
-async fn sign_out(State(state): State<AppState>) -> Response {
+async fn sign_out(State(state): State<AppState>, request_headers: HeaderMap) -> Response {
+    let auth = state.auth();
+    auth.sign_out(&request_headers);
+    let secure = auth.secure_cookie(&request_headers);
     let mut headers = HeaderMap::new();
-    if let Ok(cookie) = HeaderValue::from_str(&state.auth().sessions().clear_cookie()) {
+    if let Ok(cookie) = HeaderValue::from_str(&auth.sessions().clear_cookie(secure)) {
         headers.insert(header::SET_COOKIE, cookie);
     }
     (StatusCode::NO_CONTENT, headers).into_response()

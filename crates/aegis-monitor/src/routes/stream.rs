@@ -6,12 +6,27 @@
 //! `definition` and `metrics` (data: a [`LiveEvent`] as JSON), `lagged`
 //! (`{"skipped": n}`) when this client fell behind and should re-read the
 //! REST endpoints. A comment line every 15 s keeps proxies from closing an
-//! idle connection. The stream ends when the monitor shuts down.
+//! idle connection.
+//!
+//! The stream ends when the monitor shuts down, and when the credentials
+//! that opened it stop being valid: the session expires, is signed out, or
+//! its token is removed. They are checked again every
+//! [`RECHECK_EVERY`]; the last event is then `expired` (`{}`), so the UI
+//! signs in again instead of reconnecting blindly.
 
-use std::{collections::HashSet, convert::Infallible, time::Duration};
+use std::{
+    collections::HashSet,
+    convert::Infallible,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use axum::{
     extract::State,
+    http::HeaderMap,
     response::sse::{Event, KeepAlive, Sse},
 };
 use futures::{Stream, StreamExt};
@@ -31,6 +46,9 @@ use crate::{
 
 const TOPICS: [&str; 3] = ["instance", "definition", "metrics"];
 
+/// How often an open stream's credentials are checked again.
+pub(crate) const RECHECK_EVERY: Duration = Duration::from_millis(500);
+
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(live_stream))
 }
@@ -47,7 +65,9 @@ pub(crate) struct StreamQuery {
 
 /// Live changes as Server-Sent Events (`text/event-stream`): events
 /// `hello`, `instance`, `definition`, `metrics` and `lagged`; each data line
-/// is JSON (see the `LiveEvent` schema).
+/// is JSON (see the `LiveEvent` schema). When the credentials that opened
+/// the stream lapse (session expired or signed out, token removed), a last
+/// `expired` event is sent and the stream ends.
 #[utoipa::path(
     get, path = "/api/stream", tag = "stream",
     params(StreamQuery),
@@ -59,6 +79,7 @@ pub(crate) struct StreamQuery {
 )]
 async fn live_stream(
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiQuery(query): ApiQuery<StreamQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let topics: HashSet<&'static str> = match &query.topics {
@@ -98,10 +119,41 @@ async fn live_stream(
         let _ = &guard;
         futures::future::ready(event.map(Ok))
     });
+    let expired = Arc::new(AtomicBool::new(false));
+    let stop = {
+        let (expired, shutdown) = (expired.clone(), state.cancelled().cancelled_owned());
+        let lapse = credentials_lapse(state.clone(), headers);
+        async move {
+            tokio::select! {
+                _ = lapse => expired.store(true, Ordering::Relaxed),
+                _ = shutdown => {}
+            }
+        }
+    };
+    let farewell = futures::stream::once(async move { expired.load(Ordering::Relaxed) })
+        .filter_map(|expired| {
+            futures::future::ready(
+                expired.then(|| Ok(Event::default().event("expired").data("{}"))),
+            )
+        });
     let stream = futures::stream::once(futures::future::ready(Ok(hello)))
         .chain(events)
-        .take_until(state.cancelled().cancelled_owned());
+        .take_until(stop)
+        .chain(farewell);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Completes when `headers` no longer authenticate (checked every
+/// [`RECHECK_EVERY`]).
+async fn credentials_lapse(state: AppState, headers: HeaderMap) {
+    let mut tick = tokio::time::interval(RECHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if state.auth().authenticate(&headers).is_err() {
+            return;
+        }
+    }
 }
 
 fn to_event(event: &LiveEvent) -> Option<Event> {

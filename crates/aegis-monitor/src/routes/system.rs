@@ -3,12 +3,17 @@
 //! loaded; 503 otherwise), `/status` (uptime, environment, version, NATS
 //! server, counts — all measured) and `/metrics` (Prometheus exposition of
 //! the monitor's own metrics).
+//!
+//! `/ready` and `/status` ask JetStream through the shared probe
+//! (`probe.rs`), at most once a second however often they are hit. The
+//! NATS server's version, name, id and cluster are in `/status` only for a
+//! caller with credentials (bearer token or session): to anyone else they
+//! would map the cluster.
 
-use aegis_contracts::subjects::{DEFINITIONS_BUCKET, REGISTRY_BUCKET};
 use axum::{
     Json,
     extract::State,
-    http::{HeaderValue, header},
+    http::{HeaderMap, HeaderValue, header},
     response::{IntoResponse, Response},
 };
 use chrono::{DateTime, Utc};
@@ -106,13 +111,17 @@ pub(crate) struct Status {
 pub(crate) struct NatsStatus {
     /// Connected right now.
     connected: bool,
-    /// Version of the server connected to.
-    server_version: String,
-    /// Its name.
-    server_name: String,
-    /// Its id.
-    server_id: String,
-    /// Its cluster, if clustered.
+    /// Version of the server connected to (signed-in callers only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_version: Option<String>,
+    /// Its name (signed-in callers only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_name: Option<String>,
+    /// Its id (signed-in callers only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_id: Option<String>,
+    /// Its cluster, if clustered (signed-in callers only).
+    #[serde(skip_serializing_if = "Option::is_none")]
     cluster: Option<String>,
     /// Whether it has JetStream.
     jetstream: bool,
@@ -144,20 +153,11 @@ async fn health() -> Json<Health> {
 )]
 async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
     let connected = state.conn().is_connected();
-    let js = state.conn().jetstream();
-    let (definitions_bucket, registry_bucket) = if connected {
-        let (d, r) = tokio::join!(
-            js.get_key_value(DEFINITIONS_BUCKET),
-            js.get_key_value(REGISTRY_BUCKET)
-        );
-        (d.is_ok(), r.is_ok())
-    } else {
-        (false, false)
-    };
+    let probe = state.probe().get(state.conn()).await;
     let checks = Checks {
         nats_connected: connected,
-        definitions_bucket,
-        registry_bucket,
+        definitions_bucket: probe.definitions_bucket,
+        registry_bucket: probe.registry_bucket,
         registry_synced: state.fleet().is_synced(),
         definitions_synced: state.definitions().is_synced(),
     };
@@ -172,25 +172,20 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>, ApiErro
     }
 }
 
-/// Uptime, environment, version, the NATS server and counts, all measured.
+/// Uptime, environment, version, the NATS server and counts, all
+/// measured. The NATS server's version, name, id and cluster only with
+/// credentials (optional here: a bearer token or the session cookie).
 #[utoipa::path(
-    get, path = "/status", tag = "system", security(()),
+    get, path = "/status", tag = "system", security((), ("bearer" = []), ("session" = [])),
     responses((status = 200, description = "Status", body = Status))
 )]
-async fn status(State(state): State<AppState>) -> Json<Status> {
+async fn status(State(state): State<AppState>, headers: HeaderMap) -> Json<Status> {
     let conn = state.conn();
+    let signed_in = state.auth().authenticate(&headers).is_ok();
     let info = conn.client().server_info();
-    let account = if conn.is_connected() {
-        tokio::time::timeout(
-            std::time::Duration::from_secs(2),
-            conn.jetstream().query_account(),
-        )
-        .await
-        .ok()
-        .and_then(Result::ok)
-    } else {
-        None
-    };
+    let jetstream = info.jetstream;
+    let info = signed_in.then_some(info);
+    let account = state.probe().get(conn).await.account;
     Json(Status {
         service: "aegis-monitor",
         version: env!("CARGO_PKG_VERSION"),
@@ -204,13 +199,13 @@ async fn status(State(state): State<AppState>) -> Json<Status> {
         },
         nats: NatsStatus {
             connected: conn.is_connected(),
-            server_version: info.version,
-            server_name: info.server_name,
-            server_id: info.server_id,
-            cluster: info.cluster,
-            jetstream: info.jetstream,
-            streams: account.as_ref().map(|a| a.streams),
-            consumers: account.as_ref().map(|a| a.consumers),
+            jetstream,
+            server_version: info.as_ref().map(|i| i.version.clone()),
+            server_name: info.as_ref().map(|i| i.server_name.clone()),
+            server_id: info.as_ref().map(|i| i.server_id.clone()),
+            cluster: info.and_then(|i| i.cluster),
+            streams: account.map(|(streams, _)| streams),
+            consumers: account.map(|(_, consumers)| consumers),
             registry_synced: state.fleet().is_synced(),
         },
         instances: state.fleet().summary(),

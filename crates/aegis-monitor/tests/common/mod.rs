@@ -103,16 +103,17 @@ impl Harness {
         self.call(req(method, path, Some(ADMIN), body)).await
     }
 
-    /// Serves the router on a real socket; stops when the token is cancelled.
+    /// Serves the router on a real socket (the monitor's own server, with
+    /// its limits); stops when the token is cancelled.
     pub async fn serve(&self) -> (SocketAddr, CancellationToken) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
         let app = self.app.clone();
         let s = stop.clone();
+        let limits = aegis_monitor::server::Limits::from(self.state.config());
         tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(s.cancelled_owned())
+            aegis_monitor::server::serve_router(listener, app, limits, s)
                 .await
                 .unwrap();
         });

@@ -146,6 +146,7 @@ impl Election {
         let campaign = Campaign {
             gate: gate.clone(),
             store,
+            client: conn.client().clone(),
             key: key.clone(),
             me: instance_id.to_owned(),
             config,
@@ -262,6 +263,9 @@ const RESIGN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 struct Campaign {
     gate: Arc<HealthGate>,
     store: kv::Store,
+    /// Whether this process's own NATS connection is up (riding out an
+    /// unreachable store is only for a store that is down, not for us).
+    client: async_nats::Client,
     key: String,
     me: String,
     config: LeaseConfig,
@@ -428,6 +432,11 @@ impl Campaign {
         self.shared.role.send_replace(Role::Leader { epoch });
         info!(epoch, "became ACTIVE leader");
         let mut last_revision = epoch;
+        // When the oldest renewal not confirmed since was sent.
+        let mut unconfirmed_since: Option<Instant> = None;
+        // Until when the last confirmed renewal lets this leader serve.
+        let mut confirmed_until = self.config.serve_until(sent_at);
+        let mut riding_out = false;
         let mut next = tokio::time::Instant::now();
         loop {
             tokio::select! {
@@ -476,30 +485,77 @@ impl Campaign {
             match renewal {
                 Ok(Ok(rev)) => {
                     last_revision = rev;
+                    confirmed_until = self.config.serve_until(sent);
                     *self
                         .shared
                         .serve_until
                         .lock()
-                        .unwrap_or_else(|e| e.into_inner()) = Some(self.config.serve_until(sent));
-                }
-                Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
-                    warn!(epoch, "lost the lease to another instance; now STANDBY");
-                    self.step_down(None);
-                    return;
+                        .unwrap_or_else(|e| e.into_inner()) = Some(confirmed_until);
+                    if std::mem::take(&mut riding_out) {
+                        info!(epoch, "the election store answers again; lease renewed");
+                    }
                 }
                 other => {
+                    // Not confirmed: it may still have committed (a timed-out
+                    // renewal), leaving `last_revision` stale, and a CAS on a
+                    // stale revision fails as if the lease were lost. The key
+                    // itself says who holds it.
                     let why = match other {
                         Ok(Err(e)) => e.to_string(),
                         _ => "timed out".to_owned(),
                     };
+                    unconfirmed_since.get_or_insert(sent);
+                    match self.holder(epoch).await {
+                        Ok(Holder::Me(revision)) => {
+                            if revision != last_revision {
+                                // A renewal sent no earlier than
+                                // `unconfirmed_since` committed; standbys
+                                // count the lease from when they saw it.
+                                let since = unconfirmed_since.unwrap_or(sent);
+                                *self
+                                    .shared
+                                    .serve_until
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner()) =
+                                    Some(self.config.serve_until(since));
+                                last_revision = revision;
+                                confirmed_until = self.config.serve_until(since);
+                                unconfirmed_since = None;
+                                debug!(epoch, revision, error = %why, "a renewal committed unconfirmed; still leading");
+                                continue;
+                            }
+                        }
+                        Ok(Holder::Other) => {
+                            warn!(epoch, "lost the lease to another instance; now STANDBY");
+                            self.step_down(None);
+                            return;
+                        }
+                        Err(e) => {
+                            debug!(epoch, error = %e, "could not re-read the election key");
+                            // Neither the write nor the read reached the
+                            // store while our own connection is up: the
+                            // stream has no leader (a NATS node died), and
+                            // nobody can take the key from us until it has
+                            // one again. A fenced service keeps serving.
+                            if self.ride_out(confirmed_until) {
+                                if !std::mem::replace(&mut riding_out, true) {
+                                    warn!(epoch, error = %why, ride_out = ?self.config.ride_out,
+                                        "the election store does not answer; still serving, on the store's fence");
+                                }
+                                continue;
+                            }
+                        }
+                    }
                     if self.shared.serving_epoch().is_none() {
                         warn!(epoch, error = %why, "could not renew the lease in time; stepping down");
                         self.step_down(None);
                         return;
                     }
                     debug!(epoch, error = %why, "lease renewal failed; retrying");
+                    continue;
                 }
             }
+            unconfirmed_since = None;
         }
     }
 
@@ -525,6 +581,73 @@ impl Campaign {
         }
     }
 
+    /// Extends serving by what a renewal would give, within `ride_out`
+    /// past `confirmed_until`, when riding out is on, this process's own
+    /// connection is up and it is still serving; whether it did.
+    ///
+    /// Only a leader still serving is extended: one whose lease already
+    /// lapsed — a process resumed after SIGSTOP, a VM thawed — may have a
+    /// successor by now and never serves again on this epoch.
+    fn ride_out(&self, confirmed_until: Instant) -> bool {
+        let limit = confirmed_until + self.config.ride_out;
+        let now = Instant::now();
+        if self.config.ride_out.is_zero()
+            || now >= limit
+            || self.client.connection_state() != async_nats::connection::State::Connected
+        {
+            return false;
+        }
+        let mut serve_until = self
+            .shared
+            .serve_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match *serve_until {
+            Some(current) if now < current => {
+                let until = (now + self.config.lease - self.config.safety_margin).min(limit);
+                *serve_until = Some(until.max(current));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Who holds the election key now, read from the stream's leader (a
+    /// direct get may be answered by a replica that lags), bounded by the
+    /// renewal interval.
+    async fn holder(&self, epoch: u64) -> Result<Holder, String> {
+        let subject = format!("{}{}", self.store.prefix, self.key);
+        let read = tokio::time::timeout(
+            self.config.renew_interval,
+            self.store.stream.get_last_raw_message_by_subject(&subject),
+        )
+        .await
+        .map_err(|_| "timed out".to_owned())?;
+        let message = match read {
+            Ok(m) => m,
+            Err(e)
+                if e.kind()
+                    == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+            {
+                return Ok(Holder::Other);
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        let removed = message
+            .headers
+            .get("KV-Operation")
+            .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
+        let mine = !removed
+            && serde_json::from_slice::<LeaderRecord>(&message.payload).is_ok_and(|r| {
+                r.instance_id == self.me && (r.epoch == epoch || message.sequence == epoch)
+            });
+        Ok(if mine {
+            Holder::Me(message.sequence)
+        } else {
+            Holder::Other
+        })
+    }
+
     async fn pause(&self, failures: &mut u32) -> bool {
         *failures = (*failures + 1).min(6);
         let delay = self.config.renew_interval * (1 << *failures);
@@ -533,6 +656,14 @@ impl Campaign {
             () = tokio::time::sleep(delay.min(std::time::Duration::from_secs(2))) => true,
         }
     }
+}
+
+/// Who holds the election key, as [`Campaign::holder`] read it.
+enum Holder {
+    /// This instance at its epoch, at this revision.
+    Me(u64),
+    /// Someone else, or nobody (deleted, purged, gone).
+    Other,
 }
 
 fn leader_of(value: &[u8]) -> Option<String> {

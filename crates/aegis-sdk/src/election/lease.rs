@@ -16,6 +16,17 @@ pub struct LeaseConfig {
     /// How much earlier than the lease the leader stops serving on its own,
     /// covering message delay and clock-rate differences.
     pub safety_margin: Duration,
+    /// How long past its lease a leader keeps serving while the election's
+    /// store cannot be reached at all (its JetStream stream electing a new
+    /// leader after a NATS node died: 4–9 s, fixed in the server) and its
+    /// own NATS connection is up. Zero (the default) turns this off.
+    ///
+    /// Only for services whose writes are fenced by their store (as
+    /// order-service's are): a leader cut off from the stream while others
+    /// reach it can overlap with a successor for up to this long, and only
+    /// a store that refuses the old epoch's writes keeps that harmless.
+    /// See [`with_ride_out`](Self::with_ride_out).
+    pub ride_out: Duration,
 }
 
 impl Default for LeaseConfig {
@@ -32,7 +43,23 @@ impl LeaseConfig {
             lease,
             renew_interval: lease / 4,
             safety_margin: lease / 5,
+            ride_out: Duration::ZERO,
         }
+    }
+
+    /// This config, riding out an unreachable election store for up to
+    /// `ride_out` (see the field's docs for when that is safe).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use aegis_sdk::election::LeaseConfig;
+    ///
+    /// let fenced = LeaseConfig::default().with_ride_out(Duration::from_secs(10));
+    /// fenced.validate().unwrap();
+    /// ```
+    pub fn with_ride_out(mut self, ride_out: Duration) -> Self {
+        self.ride_out = ride_out;
+        self
     }
 
     /// Checks that the timing keeps two leaders apart.
@@ -51,6 +78,9 @@ impl LeaseConfig {
             return bad(
                 "safety_margin must be positive and leave room for a renewal inside the lease",
             );
+        }
+        if self.ride_out > Duration::from_secs(60) {
+            return bad("ride_out must be at most 60 s");
         }
         Ok(())
     }

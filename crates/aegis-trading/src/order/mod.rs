@@ -90,7 +90,9 @@ pub struct OrderOptions {
     /// Deadline of each pricing or risk call, retries included (default 2 s).
     pub call_timeout: Duration,
     /// Lease timing of the leader election (default: the SDK's 400 ms
-    /// lease); a shorter lease fails over faster and renews more often.
+    /// lease, riding out an unreachable elections stream for up to
+    /// [`RIDE_OUT`]); a shorter lease fails over faster and renews more
+    /// often.
     pub lease: LeaseConfig,
     /// How long an order of the current leader may stay pending before the
     /// leader finishes it itself, its request having given up (default
@@ -105,6 +107,14 @@ pub struct OrderOptions {
     pub index_capacity: usize,
 }
 
+/// How long the order leader keeps serving while the elections stream has
+/// no leader (a NATS node died; JetStream elects a new one after 4–9 s, and
+/// `aegis bench chaos` measured 9.5–11.8 s until leases could be written
+/// again) and its own connection is up. Safe here because every order write
+/// is fenced by the store (see `fence.rs`): were another instance to lead
+/// meanwhile, this one's writes would be refused.
+pub const RIDE_OUT: Duration = Duration::from_secs(20);
+
 impl Default for OrderOptions {
     fn default() -> Self {
         Self {
@@ -113,7 +123,7 @@ impl Default for OrderOptions {
             pricing_service: PRICING_SERVICE.to_owned(),
             risk_service: RISK_SERVICE.to_owned(),
             call_timeout: Duration::from_secs(2),
-            lease: LeaseConfig::default(),
+            lease: LeaseConfig::default().with_ride_out(RIDE_OUT),
             stale_after: Duration::from_secs(10),
             index_capacity: 10_000,
         }

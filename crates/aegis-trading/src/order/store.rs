@@ -106,6 +106,15 @@ pub(crate) struct OrderStore {
     index: Mutex<Index>,
     /// Whether the index has caught up with the bucket.
     loaded: watch::Sender<bool>,
+    /// Held across each fenced write. Every order write expects the fence
+    /// key's revision, and a clustered stream's leader refuses (`10164`) a
+    /// write whose expectation names a subject with another such write still
+    /// being replicated — so concurrent order writes on R3 refused each
+    /// other and the leader answered NOT_ACTIVE to its own clients. One at a
+    /// time, a refusal means what it says: another leader moved the fence.
+    /// The cost is one replication round trip per write (about 1–2 ms on
+    /// one host), which bounds this instance's write rate, not its reads.
+    fenced_writes: tokio::sync::Mutex<()>,
 }
 
 impl OrderStore {
@@ -116,13 +125,14 @@ impl OrderStore {
         instance_id: &str,
         index_capacity: usize,
     ) -> Result<Arc<Self>, TradingError> {
-        let kv = crate::kv::open_bucket(conn, ORDERS_BUCKET, "order-service orders").await?;
+        let kv = crate::kv::open_bucket(conn, ORDERS_BUCKET).await?;
         Ok(Arc::new(Self {
             bucket: Bucket::new(conn, kv),
             fence: Fence::new(instance_id),
             turns: (0..TURNS).map(|_| tokio::sync::Mutex::new(())).collect(),
             index: Mutex::new(Index::new(index_capacity)),
             loaded: watch::Sender::new(false),
+            fenced_writes: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -274,7 +284,9 @@ impl OrderStore {
                 StoreError::Changed
             });
         }
-        // The read took a round trip; the lease may have run short since.
+        // One fenced write in flight at a time (see `fenced_writes`).
+        let _fenced = self.fenced_writes.lock().await;
+        // The read (and the wait) took time; the lease may have run short.
         self.fence.check_lease(epoch)?;
         let written = self
             .bucket

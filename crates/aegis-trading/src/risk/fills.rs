@@ -83,12 +83,7 @@ impl Fills {
     /// snapshot bucket.
     pub(crate) async fn open(conn: &Connection, instance_id: &str) -> Result<Self, TradingError> {
         let stream = conn.events().ensure_stream().await?;
-        let kv = crate::kv::open_bucket(
-            conn,
-            RISK_POSITIONS_BUCKET,
-            "risk-service positions snapshot",
-        )
-        .await?;
+        let kv = crate::kv::open_bucket(conn, RISK_POSITIONS_BUCKET).await?;
         Ok(Self {
             stream,
             bucket: Bucket::new(conn, kv),

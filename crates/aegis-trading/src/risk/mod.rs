@@ -319,7 +319,7 @@ pub async fn start(conn: &Connection, opts: RiskOptions) -> Result<RunningRisk, 
         .instance_id
         .unwrap_or_else(aegis_sdk::default_instance_id);
     let id = Identity::new(RISK_SERVICE, &instance_id);
-    let store = crate::kv::open_bucket(conn, RISK_LIMITS_BUCKET, "risk-service limits").await?;
+    let store = crate::kv::open_bucket(conn, RISK_LIMITS_BUCKET).await?;
     let store_error = |e: async_nats::Error| TradingError::Store {
         bucket: RISK_LIMITS_BUCKET.to_owned(),
         source: e,

@@ -9,7 +9,10 @@
 //!   concurrent throughput.
 //! - [`events`]: JetStream publish throughput (and latency) of events.
 //! - [`report`]: the comparison table, targets and the `--json` output.
+//! - [`failover`]: instances killed under load (their own server).
+//! - [`chaos`]: the whole showcase under faults of services and NATS nodes.
 
+pub mod chaos;
 pub mod events;
 pub mod failover;
 pub mod report;

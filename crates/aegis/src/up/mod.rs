@@ -45,6 +45,10 @@ pub struct UpArgs {
     /// Port of the monitor API (and UI).
     #[arg(long, default_value_t = 8100)]
     pub api_port: u16,
+    /// Address the monitor API listens on. The default reaches this machine
+    /// only; `0.0.0.0` opens it to the network (put TLS in front).
+    #[arg(long, visible_alias = "api-listen", default_value = "127.0.0.1")]
+    pub api_bind: std::net::IpAddr,
     /// First NATS client port; nodes use base, base+1, base+2 (routes +2000, monitoring +4000).
     #[arg(long, default_value_t = 4222)]
     pub base_port: u16,
@@ -156,14 +160,15 @@ async fn run_on(
     sup: &mut Supervisor,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    // 2. Streams and buckets, created once here with the right replicas.
+    // 2. Every stream and bucket (what `aegis init` creates), once, with the
+    //    right replicas, before anything that uses them starts.
     let conn = connect(url, replicas, shutdown).await?;
     step("creating streams and buckets");
     // A cluster restarted on existing data elects its stream leaders first;
     // until then JetStream requests time out, so retry for a while.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        match ensure_streams(&conn, replicas).await {
+        match crate::init::create_missing(&conn).await {
             Ok(()) => break,
             Err(e) if tokio::time::Instant::now() < deadline => {
                 tracing::info!(error = %e, "JetStream not ready yet; retrying");
@@ -195,6 +200,7 @@ async fn run_on(
         ));
     }
     monitor_env.push(("AEGIS_API_PORT".into(), args.api_port.to_string()));
+    monitor_env.push(("AEGIS_API_BIND".into(), args.api_bind.to_string()));
     let ui_dir = args.ui_dir.clone().or_else(|| {
         let candidate = PathBuf::from("ui/out");
         candidate.join("index.html").is_file().then_some(candidate)
@@ -210,11 +216,6 @@ async fn run_on(
         args: vec!["api".into()],
         env: monitor_env,
     })?;
-
-    // The monitor creates the metrics and log streams; an instance that
-    // starts before they exist publishes its `registered` event to nobody.
-    step("waiting for the monitor's streams");
-    wait_for_streams(&conn, sup, shutdown).await?;
 
     // 4. The services.
     let mut expected = 0;
@@ -256,40 +257,6 @@ async fn run_on(
     Ok(())
 }
 
-async fn wait_for_streams(
-    conn: &Connection,
-    sup: &mut Supervisor,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    for stream in [
-        aegis_contracts::subjects::METRICS_STREAM,
-        aegis_contracts::subjects::LOG_STREAM,
-    ] {
-        while conn.jetstream().get_stream(stream).await.is_err() {
-            if tokio::time::Instant::now() > deadline {
-                bail!("the monitor did not create the {stream} stream within 60 s; see its log");
-            }
-            // A monitor that failed while starting is restarted like the others.
-            sup.tick();
-            tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                () = tokio::time::sleep(Duration::from_millis(100)) => {}
-            }
-        }
-    }
-    Ok(())
-}
-
-async fn ensure_streams(conn: &Connection, replicas: usize) -> anyhow::Result<()> {
-    aegis_sdk::events::ensure_events_stream(conn.jetstream(), conn.config()).await?;
-    aegis_sdk::commands::ensure_commands_stream(conn.jetstream(), conn.config()).await?;
-    aegis_sdk::dead_letter::ensure_dead_letter_stream(conn.jetstream(), conn.config()).await?;
-    aegis_sdk::election::ensure_election_bucket(conn.jetstream(), replicas).await?;
-    aegis_sdk::registry::ensure_registry_bucket(conn.jetstream(), replicas).await?;
-    Ok(())
-}
-
 fn step(what: &str) {
     println!("  … {what}");
 }
@@ -326,7 +293,13 @@ fn print_summary(
     reader: &RegistryReader,
     ui: bool,
 ) {
-    let api = format!("http://127.0.0.1:{}", args.api_port);
+    // Any address reaches the monitor from here when it listens on all.
+    let host = if args.api_bind.is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], args.api_port))
+    } else {
+        std::net::SocketAddr::new(args.api_bind, args.api_port)
+    };
+    let api = format!("http://{host}");
     println!();
     println!("Aegis showcase is up");
     println!(

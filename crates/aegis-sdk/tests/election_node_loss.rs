@@ -1,0 +1,135 @@
+//! The NATS node leading the elections stream dies while a sticky leader
+//! and a standby run on the other two: the stream has no leader for the 4–9
+//! s its followers wait before electing one, and no lease can be renewed or
+//! taken meanwhile. Without ride-out nobody serves for that long (measured
+//! 6.3 s); with it (for fenced services) the leader keeps serving, and two
+//! never serve at once.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use aegis_sdk::election::{Election, LeaseConfig};
+use aegis_testkit::NatsCluster;
+use common::connect_cluster;
+
+/// The index (0-based) of the node leading `stream`.
+async fn leader_node(conn: &aegis_sdk::Connection, stream: &str) -> usize {
+    let mut s = conn.jetstream().get_stream(stream).await.unwrap();
+    let name = s
+        .info()
+        .await
+        .unwrap()
+        .cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone())
+        .expect("the stream has a leader");
+    name.trim_start_matches('n').parse::<usize>().unwrap() - 1
+}
+
+/// How the node leading the elections stream goes.
+#[derive(Debug, Clone, Copy)]
+enum Loss {
+    /// SIGKILL: its followers elect a new leader after 4-9 s.
+    Kill,
+    /// SIGTERM (a planned restart): it hands its leaderships over first.
+    Graceful,
+}
+
+/// Runs a leader and a standby on the two nodes that survive, takes the
+/// elections stream's leader node down `how`, and watches for 20 s: never
+/// two serving, and the longest time nobody served.
+async fn serving_gap(how: Loss, lease: LeaseConfig) -> Duration {
+    let mut cluster = NatsCluster::start(3).unwrap();
+    cluster.wait_ready(Duration::from_secs(30)).unwrap();
+    let setup = connect_cluster(cluster.urls(), 3).await;
+    aegis_sdk::election::ensure_election_bucket(setup.jetstream(), 3)
+        .await
+        .unwrap();
+    let doomed = leader_node(&setup, "KV_service_elections").await;
+    let others: Vec<usize> = (0..3).filter(|i| *i != doomed).collect();
+    // Each candidate on its own surviving node, so no client loses its
+    // connection: only the stream loses its leader.
+    let a = connect_cluster(vec![cluster.urls()[others[0]].clone()], 3).await;
+    let b = connect_cluster(vec![cluster.urls()[others[1]].clone()], 3).await;
+    let first = Election::start(&a, "order-service", "default", "order-a", lease)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while first.leadership().serving_epoch().is_none() {
+        assert!(Instant::now() < deadline, "no leader");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let second = Election::start(&b, "order-service", "default", "order-b", lease)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let killed = Instant::now();
+    let stopper = match how {
+        Loss::Kill => {
+            cluster.kill_node(doomed);
+            None
+        }
+        // `stop` waits for the process to exit: off the runtime's threads.
+        Loss::Graceful => Some(std::thread::spawn(move || {
+            cluster.node_mut(doomed).stop();
+            cluster
+        })),
+    };
+    let mut gap_start: Option<Instant> = None;
+    let mut longest = Duration::ZERO;
+    let mut served_by = Vec::new();
+    while killed.elapsed() < Duration::from_secs(20) {
+        let s1 = first.leadership().serving_epoch();
+        let s2 = second.leadership().serving_epoch();
+        assert!(
+            s1.is_none() || s2.is_none(),
+            "two serve at once: {s1:?} {s2:?}"
+        );
+        match (s1.or(s2), gap_start) {
+            (None, None) => gap_start = Some(Instant::now()),
+            (Some(_), Some(g)) => {
+                longest = longest.max(g.elapsed());
+                gap_start = None;
+            }
+            _ => {}
+        }
+        let who = if s1.is_some() {
+            "a"
+        } else if s2.is_some() {
+            "b"
+        } else {
+            "-"
+        };
+        if served_by.last().map(|(w, _)| *w) != Some(who) {
+            served_by.push((who, killed.elapsed()));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    if let Some(g) = gap_start {
+        longest = longest.max(g.elapsed());
+    }
+    if let Some(stopper) = stopper {
+        drop(stopper.join().unwrap());
+    }
+    eprintln!(
+        "{how:?}, ride-out {:?}: who served after the loss: {served_by:?}; longest gap {longest:?}",
+        lease.ride_out
+    );
+    longest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fenced_leader_rides_out_the_loss_of_the_elections_streams_leader() {
+    let lease = LeaseConfig::default().with_ride_out(Duration::from_secs(15));
+    let gap = serving_gap(Loss::Kill, lease).await;
+    assert!(gap <= Duration::from_secs(1), "nobody served for {gap:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_planned_restart_of_the_elections_streams_leader_costs_under_a_second() {
+    // Without ride-out: the stream's leadership is handed over on SIGTERM.
+    let gap = serving_gap(Loss::Graceful, LeaseConfig::default()).await;
+    assert!(gap <= Duration::from_secs(1), "nobody served for {gap:?}");
+}

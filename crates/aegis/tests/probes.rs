@@ -1,0 +1,89 @@
+//! `aegis service --health-listen`: the liveness and readiness probes an
+//! orchestrator uses, against a real nats-server. Liveness holds while the
+//! instance waits for NATS; readiness is 503 (`starting`) until it runs,
+//! 200 while it is connected and registered, 503 when its NATS server is
+//! gone.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use aegis_testkit::NatsServer;
+use common::{Proc, free_port};
+
+/// `GET http://{addr}{path}`: the status and the JSON body.
+fn get(addr: &str, path: &str) -> (u16, serde_json::Value) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let r = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+            (r.status().as_u16(), r.json().await.unwrap())
+        })
+}
+
+/// Polls `path` until it answers `status`; returns the body.
+fn until_status(addr: &str, path: &str, status: u16, within: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let answer = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(reqwest::get(format!("http://{addr}{path}")));
+        if let Ok(r) = answer
+            && r.status().as_u16() == status
+        {
+            drop(r);
+            return get(addr, path).1;
+        }
+        assert!(Instant::now() < deadline, "{path} never answered {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn liveness_holds_while_waiting_for_nats_and_readiness_says_starting() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let nowhere = format!("nats://127.0.0.1:{}", free_port());
+    let _service = Proc::spawn(&[
+        "service",
+        "echo",
+        "--nats-url",
+        &nowhere,
+        "--health-listen",
+        &addr,
+    ]);
+    let alive = until_status(&addr, "/healthz", 200, Duration::from_secs(20));
+    assert_eq!(alive["alive"], true);
+    let (status, body) = get(&addr, "/readyz");
+    assert_eq!(status, 503);
+    assert_eq!(body["ready"], false);
+    assert_eq!(body["reasons"][0], "starting");
+}
+
+#[test]
+fn readiness_follows_the_nats_connection() {
+    let mut server = NatsServer::start().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut service = Proc::spawn(&[
+        "service",
+        "pricing",
+        "--nats-url",
+        &server.url(),
+        "--health-listen",
+        &addr,
+    ]);
+    service.wait_for("started; Ctrl-C or SIGTERM", Duration::from_secs(30));
+    let (status, body) = get(&addr, "/readyz");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, serde_json::json!({ "ready": true, "reasons": [] }));
+
+    server.kill();
+    let body = until_status(&addr, "/readyz", 503, Duration::from_secs(10));
+    let reasons = body["reasons"].to_string();
+    assert!(reasons.contains("not connected to NATS"), "{body}");
+    // Liveness does not follow NATS: an outage must not restart everyone.
+    assert_eq!(get(&addr, "/healthz").0, 200);
+}

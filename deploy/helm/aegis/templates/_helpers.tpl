@@ -1,0 +1,166 @@
+{{/*
+Names, labels and the pieces every aegis pod shares (image, env for NATS,
+security contexts), so the monitor, the services and the init Job cannot
+drift apart.
+*/}}
+
+{{- define "aegis.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Resource name prefix, at most 40 characters so suffixes stay < 63. */}}
+{{- define "aegis.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "aegis.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: aegis
+{{- end }}
+
+{{/* Selector labels of one component; call with (dict "ctx" $ "component" "nats"). */}}
+{{- define "aegis.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "aegis.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "aegis.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "aegis.natsImage" -}}
+{{- printf "%s:%s" .Values.nats.image.repository .Values.nats.image.tag }}
+{{- end }}
+
+{{- define "aegis.natsCredentialsSecret" -}}
+{{- default (printf "%s-nats-credentials" (include "aegis.fullname" .)) .Values.nats.auth.existingSecret }}
+{{- end }}
+
+{{- define "aegis.monitorSecret" -}}
+{{- default (printf "%s-monitor" (include "aegis.fullname" .)) .Values.monitor.auth.existingSecret }}
+{{- end }}
+
+{{/* Whether the monitor gets the system account's credentials. */}}
+{{- define "aegis.withSystemAccount" -}}
+{{- if or (not .Values.nats.external.url) .Values.nats.external.systemAccount }}true{{ end }}
+{{- end }}
+
+{{/* Client URLs of NATS: the external ones, or every node of the StatefulSet. */}}
+{{- define "aegis.natsUrl" -}}
+{{- if .Values.nats.external.url }}
+{{- .Values.nats.external.url }}
+{{- else }}
+{{- $fullname := include "aegis.fullname" . }}
+{{- $scheme := ternary "tls" "nats" .Values.nats.tls.enabled }}
+{{- $urls := list }}
+{{- range $i := until (int .Values.nats.replicas) }}
+{{- $urls = append $urls (printf "%s://%s-nats-%d.%s-nats-headless.%s.svc:4222" $scheme $fullname $i $fullname $.Release.Namespace) }}
+{{- end }}
+{{- join "," $urls }}
+{{- end }}
+{{- end }}
+
+{{/*
+The NATS connection of an aegis process running as `role` (order, pricing,
+risk, monitor, operator): one user per role, password from the credentials
+Secret. Call with (dict "ctx" $ "role" "order").
+*/}}
+{{- define "aegis.natsEnv" -}}
+- name: AEGIS_NATS_URL
+  value: {{ include "aegis.natsUrl" .ctx | quote }}
+- name: AEGIS_NATS_REPLICAS
+  value: {{ .ctx.Values.aegis.replicas | quote }}
+- name: AEGIS_NATS_USER
+  value: {{ .role | quote }}
+- name: AEGIS_NATS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "aegis.natsCredentialsSecret" .ctx }}
+      key: {{ printf "%s-password" .role }}
+{{- if .ctx.Values.nats.tls.enabled }}
+- name: AEGIS_NATS_TLS_CA
+  value: /etc/aegis/nats-tls/ca.crt
+{{- end }}
+- name: AEGIS_LOG
+  value: {{ .ctx.Values.aegis.logLevel | quote }}
+{{- end }}
+
+{{- define "aegis.tlsVolumeMount" -}}
+{{- if .Values.nats.tls.enabled }}
+- name: nats-tls
+  mountPath: /etc/aegis/nats-tls
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "aegis.tlsVolume" -}}
+{{- if .Values.nats.tls.enabled }}
+- name: nats-tls
+  secret:
+    secretName: {{ .Values.nats.tls.secretName }}
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- end }}
+{{- end }}
+
+{{- define "aegis.podSecurityContext" -}}
+{{- toYaml .Values.podSecurityContext }}
+{{- end }}
+
+{{- define "aegis.containerSecurityContext" -}}
+{{- toYaml .Values.containerSecurityContext }}
+{{- end }}
+
+{{- define "aegis.imagePullSecrets" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+{{- range . }}
+  - name: {{ . }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* A random secret value, or the one already stored in the release's Secret. */}}
+{{- define "aegis.keepOrGenerate" -}}
+{{- $existing := lookup "v1" "Secret" .ctx.Release.Namespace .secret }}
+{{- if and $existing (index ($existing.data | default dict) .key) }}
+{{- index $existing.data .key }}
+{{- else }}
+{{- randAlphaNum 32 | b64enc }}
+{{- end }}
+{{- end }}
+
+{{/* NetworkPolicy egress rules: DNS, and NATS (the chart's nodes or the external ports). */}}
+{{- define "aegis.egressDns" -}}
+- ports:
+    - { protocol: UDP, port: 53 }
+    - { protocol: TCP, port: 53 }
+{{- end }}
+{{- define "aegis.egressNats" -}}
+{{- if .Values.nats.external.url }}
+- ports:
+    {{- range .Values.nats.external.ports }}
+    - { protocol: TCP, port: {{ . }} }
+    {{- end }}
+{{- else }}
+- to:
+    - podSelector:
+        matchLabels:
+          {{- include "aegis.selectorLabels" (dict "ctx" $ "component" "nats") | nindent 10 }}
+  ports:
+    - { protocol: TCP, port: 4222 }
+{{- end }}
+{{- end }}

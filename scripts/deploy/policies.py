@@ -1,0 +1,390 @@
+"""Policy checks on a rendered Helm release of the aegis chart.
+
+Each check takes the release's manifests (parsed YAML documents) and the
+values they were rendered with, and returns a `Result`: what it checked, in
+words, and the problems it found, each naming the manifest and the field.
+A check that can never fail is a defect: check.py proves that each one
+refuses a deliberately bad render (the value sets under
+deploy/helm/test-values/bad/ and the mutations in check.py).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+Manifest = dict[str, Any]
+
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
+# The SDK's graceful stop (stop taking work, finish in-flight work,
+# deregister, drain) is bounded by this timeout.
+SDK_SHUTDOWN_TIMEOUT_S = 10
+
+
+@dataclass
+class Result:
+    """The outcome of one check on one render."""
+
+    check: str
+    checked: str
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def name_of(m: Manifest) -> str:
+    return f"{m.get('kind')}/{m.get('metadata', {}).get('name')}"
+
+
+def workloads(manifests: list[Manifest]) -> list[Manifest]:
+    return [m for m in manifests if m.get("kind") in WORKLOAD_KINDS]
+
+
+def pod_spec(m: Manifest) -> dict[str, Any]:
+    return m.get("spec", {}).get("template", {}).get("spec", {})
+
+
+def containers(m: Manifest) -> list[tuple[str, dict[str, Any]]]:
+    """(field path, container) of every container and init container."""
+    spec = pod_spec(m)
+    out = []
+    for key in ("initContainers", "containers"):
+        for i, c in enumerate(spec.get(key) or []):
+            out.append((f"spec.template.spec.{key}[{i}] ({c.get('name')})", c))
+    return out
+
+
+def final_env(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The container's env by name; the last entry of a name wins, as in Kubernetes."""
+    return {e["name"]: e for e in c.get("env") or []}
+
+
+def is_aegis_service(c: dict[str, Any]) -> bool:
+    args = c.get("args") or []
+    return len(args) >= 2 and args[0] == "service"
+
+
+# --- the checks --------------------------------------------------------------
+
+
+def check_resources(ms: list[Manifest], _: dict) -> Result:
+    r = Result("resources", "every container requests cpu and memory and limits memory")
+    for m in workloads(ms):
+        for path, c in containers(m):
+            res = c.get("resources") or {}
+            for section, key in (("requests", "cpu"), ("requests", "memory"), ("limits", "memory")):
+                if not (res.get(section) or {}).get(key):
+                    r.problems.append(f"{name_of(m)}: {path}.resources.{section}.{key} is not set")
+    return r
+
+
+def check_probes(ms: list[Manifest], _: dict) -> Result:
+    r = Result("probes", "every long-running container has a liveness and a readiness probe")
+    for m in workloads(ms):
+        if m["kind"] == "Job":
+            continue
+        for path, c in containers(m):
+            if "initContainers" in path:
+                continue
+            for probe in ("livenessProbe", "readinessProbe"):
+                if not c.get(probe):
+                    r.problems.append(f"{name_of(m)}: {path}.{probe} is not set")
+    return r
+
+
+def check_non_root(ms: list[Manifest], _: dict) -> Result:
+    r = Result(
+        "non-root",
+        "every container runs as non-root (runAsNonRoot, no uid 0), with privilege "
+        "escalation off, ALL capabilities dropped and seccomp RuntimeDefault",
+    )
+    for m in workloads(ms):
+        pod_sc = pod_spec(m).get("securityContext") or {}
+        for path, c in containers(m):
+            sc = c.get("securityContext") or {}
+            non_root = sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot"))
+            uid = sc.get("runAsUser", pod_sc.get("runAsUser"))
+            if non_root is not True:
+                r.problems.append(f"{name_of(m)}: {path}.securityContext.runAsNonRoot is not true")
+            if uid == 0:
+                r.problems.append(f"{name_of(m)}: {path}.securityContext.runAsUser is 0 (root)")
+            if sc.get("allowPrivilegeEscalation") is not False:
+                r.problems.append(
+                    f"{name_of(m)}: {path}.securityContext.allowPrivilegeEscalation is not false"
+                )
+            dropped = [x.upper() for x in (sc.get("capabilities") or {}).get("drop") or []]
+            if "ALL" not in dropped:
+                r.problems.append(f"{name_of(m)}: {path}.securityContext.capabilities.drop lacks ALL")
+            if (sc.get("capabilities") or {}).get("add"):
+                r.problems.append(f"{name_of(m)}: {path}.securityContext.capabilities.add is not empty")
+            seccomp = (sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}).get("type")
+            if seccomp != "RuntimeDefault":
+                r.problems.append(
+                    f"{name_of(m)}: {path}.securityContext.seccompProfile.type is {seccomp!r}, "
+                    "not RuntimeDefault"
+                )
+    return r
+
+
+def check_read_only_fs(ms: list[Manifest], _: dict) -> Result:
+    r = Result("read-only-fs", "every container has a read-only root filesystem")
+    for m in workloads(ms):
+        for path, c in containers(m):
+            if (c.get("securityContext") or {}).get("readOnlyRootFilesystem") is not True:
+                r.problems.append(
+                    f"{name_of(m)}: {path}.securityContext.readOnlyRootFilesystem is not true"
+                )
+    return r
+
+
+def check_image_tags(ms: list[Manifest], _: dict) -> Result:
+    r = Result("image-tags", "every image names a tag or digest, and no tag is `latest`")
+    for m in workloads(ms):
+        for path, c in containers(m):
+            image = c.get("image") or ""
+            if "@sha256:" in image:
+                continue
+            last = image.rsplit("/", 1)[-1]
+            tag = last.split(":", 1)[1] if ":" in last else ""
+            if not tag:
+                r.problems.append(f"{name_of(m)}: {path}.image {image!r} has no tag (means latest)")
+            elif tag == "latest":
+                r.problems.append(f"{name_of(m)}: {path}.image {image!r} uses the tag latest")
+    return r
+
+
+def check_instance_ids(ms: list[Manifest], _: dict) -> Result:
+    r = Result(
+        "instance-ids",
+        "every `aegis service` pod gets a unique AEGIS_INSTANCE_ID (its pod name, "
+        "or a literal only in a single-replica workload, used once)",
+    )
+    literals: dict[str, str] = {}
+    for m in workloads(ms):
+        replicas = m.get("spec", {}).get("replicas", 1)
+        for path, c in containers(m):
+            if not is_aegis_service(c):
+                continue
+            env = final_env(c).get("AEGIS_INSTANCE_ID")
+            where = f"{name_of(m)}: {path}.env[AEGIS_INSTANCE_ID]"
+            if env is None:
+                r.problems.append(f"{where} is not set")
+                continue
+            ref = (env.get("valueFrom") or {}).get("fieldRef", {}).get("fieldPath")
+            if ref == "metadata.name":
+                continue
+            if "value" in env:
+                if replicas != 1:
+                    r.problems.append(
+                        f"{where} is the literal {env['value']!r} shared by {replicas} replicas"
+                    )
+                if env["value"] in literals:
+                    r.problems.append(
+                        f"{where} {env['value']!r} is also used by {literals[env['value']]}"
+                    )
+                literals[env["value"]] = name_of(m)
+            else:
+                r.problems.append(f"{where} comes from {ref or 'elsewhere'}, not the pod name")
+    return r
+
+
+def nats_conf(ms: list[Manifest], sts: Manifest) -> tuple[str | None, str]:
+    """The config text of a NATS StatefulSet (from its mounted ConfigMap)."""
+    for v in pod_spec(sts).get("volumes") or []:
+        cm = (v.get("configMap") or {}).get("name")
+        if not cm:
+            continue
+        for m in ms:
+            if m.get("kind") == "ConfigMap" and m["metadata"]["name"] == cm:
+                for key, text in (m.get("data") or {}).items():
+                    if key.endswith(".conf"):
+                        return text, f"ConfigMap/{cm} data.{key}"
+    return None, ""
+
+
+def check_nats_routes(ms: list[Manifest], values: dict) -> Result:
+    r = Result(
+        "nats-routes",
+        "each NATS node's cluster routes list every peer of its StatefulSet by its "
+        "headless-Service name, and the clients' AEGIS_NATS_URL lists every node",
+    )
+    namespace = values.get("_namespace", "default")
+    if not any(m.get("kind") == "StatefulSet" for m in ms):
+        r.checked += " (no NATS StatefulSet in this render: external NATS)"
+    for sts in (m for m in ms if m.get("kind") == "StatefulSet"):
+        name = sts["metadata"]["name"]
+        replicas = sts["spec"].get("replicas", 1)
+        headless = sts["spec"].get("serviceName")
+        services = {m["metadata"]["name"]: m for m in ms if m.get("kind") == "Service"}
+        if headless not in services or services[headless]["spec"].get("clusterIP") != "None":
+            r.problems.append(f"{name_of(sts)}: spec.serviceName {headless!r} is not a headless Service of the render")
+        conf, where = nats_conf(ms, sts)
+        if conf is None:
+            r.problems.append(f"{name_of(sts)}: spec.template.spec.volumes mounts no ConfigMap with a .conf")
+            continue
+        peers = [f"{name}-{i}.{headless}.{namespace}.svc" for i in range(replicas)]
+        block = re.search(r"routes\s*:\s*\[(.*?)\]", conf, re.S)
+        routes = re.findall(r"(?:nats|tls)://([^\s,\]]+)", block.group(1)) if block else []
+        hosts = sorted(h.rsplit(":", 1)[0] for h in routes)
+        if replicas > 1:
+            if hosts != sorted(peers):
+                missing = sorted(set(peers) - set(hosts))
+                extra = sorted(set(hosts) - set(peers))
+                r.problems.append(
+                    f"{where}: cluster.routes for {replicas} replicas: missing {missing}, unexpected {extra}"
+                )
+            if not all(h.endswith(":6222") for h in routes):
+                r.problems.append(f"{where}: cluster.routes do not all use the cluster port 6222")
+        elif block:
+            r.problems.append(f"{where}: a single node has cluster.routes")
+        for m in workloads(ms):
+            for path, c in containers(m):
+                url = (final_env(c).get("AEGIS_NATS_URL") or {}).get("value")
+                if url is None:
+                    continue
+                got = sorted(u.split("://", 1)[-1].rsplit(":", 1)[0] for u in url.split(","))
+                if got != sorted(peers):
+                    r.problems.append(
+                        f"{name_of(m)}: {path}.env[AEGIS_NATS_URL] lists {got}, not the {replicas} nodes"
+                    )
+    return r
+
+
+def _declared_external(values: dict) -> set[str]:
+    """Names the values declare as created outside the chart."""
+    names = set(values.get("externalSecrets") or [])
+    names.update(values.get("imagePullSecrets") or [])
+    for section in (values.get("nats", {}).get("auth", {}), values.get("monitor", {}).get("auth", {})):
+        if section.get("existingSecret"):
+            names.add(section["existingSecret"])
+    tls = values.get("nats", {}).get("tls", {})
+    if tls.get("enabled") and tls.get("secretName"):
+        names.add(tls["secretName"])
+    for t in values.get("monitor", {}).get("ingress", {}).get("tls") or []:
+        if t.get("secretName"):
+            names.add(t["secretName"])
+    return names
+
+
+def check_references(ms: list[Manifest], values: dict) -> Result:
+    r = Result(
+        "references",
+        "every Secret and ConfigMap a pod or ingress uses is rendered (with the key "
+        "asked for) or declared external (existingSecret, tls secretName, externalSecrets)",
+    )
+    rendered: dict[tuple[str, str], set[str]] = {}
+    for m in ms:
+        if m.get("kind") in ("Secret", "ConfigMap"):
+            keys = set((m.get("data") or {}).keys()) | set((m.get("stringData") or {}).keys())
+            rendered[(m["kind"], m["metadata"]["name"])] = keys
+    external = _declared_external(values)
+
+    def need(kind: str, name: str | None, key: str | None, where: str) -> None:
+        if not name:
+            r.problems.append(f"{where}: names no {kind}")
+        elif (kind, name) in rendered:
+            if key is not None and key not in rendered[(kind, name)]:
+                r.problems.append(f"{where}: {kind}/{name} has no key {key!r}")
+        elif name not in external:
+            r.problems.append(f"{where}: {kind}/{name} is neither rendered nor declared external")
+
+    for m in workloads(ms):
+        spec = pod_spec(m)
+        for i, v in enumerate(spec.get("volumes") or []):
+            where = f"{name_of(m)}: spec.template.spec.volumes[{i}] ({v.get('name')})"
+            if "secret" in v:
+                need("Secret", v["secret"].get("secretName"), None, where)
+            if "configMap" in v:
+                need("ConfigMap", v["configMap"].get("name"), None, where)
+        for i, s in enumerate(spec.get("imagePullSecrets") or []):
+            need("Secret", s.get("name"), None, f"{name_of(m)}: spec.template.spec.imagePullSecrets[{i}]")
+        for path, c in containers(m):
+            for e in c.get("env") or []:
+                vf = e.get("valueFrom") or {}
+                where = f"{name_of(m)}: {path}.env[{e.get('name')}]"
+                if "secretKeyRef" in vf:
+                    need("Secret", vf["secretKeyRef"].get("name"), vf["secretKeyRef"].get("key"), where)
+                if "configMapKeyRef" in vf:
+                    need("ConfigMap", vf["configMapKeyRef"].get("name"), vf["configMapKeyRef"].get("key"), where)
+            for j, ef in enumerate(c.get("envFrom") or []):
+                where = f"{name_of(m)}: {path}.envFrom[{j}]"
+                if "secretRef" in ef:
+                    need("Secret", ef["secretRef"].get("name"), None, where)
+                if "configMapRef" in ef:
+                    need("ConfigMap", ef["configMapRef"].get("name"), None, where)
+    for m in (m for m in ms if m.get("kind") == "Ingress"):
+        for i, t in enumerate(m["spec"].get("tls") or []):
+            need("Secret", t.get("secretName"), None, f"{name_of(m)}: spec.tls[{i}].secretName")
+    return r
+
+
+def check_graceful_stop(ms: list[Manifest], values: dict) -> Result:
+    r = Result(
+        "graceful-stop",
+        f"services' terminationGracePeriodSeconds exceed the SDK's {SDK_SHUTDOWN_TIMEOUT_S} s "
+        "shutdown; NATS nodes have a lame-duck preStop and a grace period beyond it",
+    )
+    ld = values.get("nats", {}).get("lameDuck", {})
+    lame_duck_s = _seconds(ld.get("gracePeriod", "0s")) + _seconds(ld.get("duration", "0s"))
+    for m in workloads(ms):
+        if m["kind"] == "Job":
+            continue
+        spec = pod_spec(m)
+        grace = spec.get("terminationGracePeriodSeconds", 30)
+        where = f"{name_of(m)}: spec.template.spec.terminationGracePeriodSeconds"
+        component = m["metadata"].get("labels", {}).get("app.kubernetes.io/component")
+        if component == "nats":
+            pre = ((spec.get("containers") or [{}])[0].get("lifecycle") or {}).get("preStop") or {}
+            if "ldm=" not in " ".join((pre.get("exec") or {}).get("command") or []):
+                r.problems.append(f"{name_of(m)}: containers[0].lifecycle.preStop does not signal lame-duck mode")
+            if grace <= lame_duck_s:
+                r.problems.append(f"{where} {grace} s does not exceed the lame-duck {lame_duck_s} s")
+        elif any(is_aegis_service(c) or (c.get("args") or [""])[0] == "api" for _, c in containers(m)):
+            if grace <= SDK_SHUTDOWN_TIMEOUT_S:
+                r.problems.append(
+                    f"{where} {grace} s does not exceed the SDK's {SDK_SHUTDOWN_TIMEOUT_S} s shutdown"
+                )
+    return r
+
+
+def check_disruption_budgets(ms: list[Manifest], _: dict) -> Result:
+    r = Result("disruption-budgets", "every Deployment and StatefulSet is covered by a PodDisruptionBudget")
+    pdbs = [m for m in ms if m.get("kind") == "PodDisruptionBudget"]
+    for m in (m for m in ms if m.get("kind") in ("Deployment", "StatefulSet")):
+        labels = m["spec"]["template"]["metadata"].get("labels") or {}
+        covered = any(
+            all(labels.get(k) == v for k, v in (p["spec"].get("selector", {}).get("matchLabels") or {}).items())
+            for p in pdbs
+        )
+        if not covered:
+            r.problems.append(f"{name_of(m)}: no PodDisruptionBudget selects spec.template.metadata.labels")
+    return r
+
+
+def _seconds(text: str) -> int:
+    m = re.fullmatch(r"(\d+)(ms|s|m|h)?", str(text).strip())
+    if not m:
+        return 0
+    n, unit = int(m.group(1)), m.group(2) or "s"
+    return {"ms": n // 1000, "s": n, "m": n * 60, "h": n * 3600}[unit]
+
+
+CHECKS: list[Callable[[list[Manifest], dict], Result]] = [
+    check_resources,
+    check_probes,
+    check_non_root,
+    check_read_only_fs,
+    check_image_tags,
+    check_instance_ids,
+    check_nats_routes,
+    check_references,
+    check_graceful_stop,
+    check_disruption_budgets,
+]
+
+
+def run_all(manifests: list[Manifest], values: dict) -> list[Result]:
+    return [check(manifests, values) for check in CHECKS]
