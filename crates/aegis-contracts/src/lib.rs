@@ -13,6 +13,8 @@
 //!   the `Aegis-*` header names.
 //! - [`metrics`] holds the [`MetricsSnapshot`] each instance publishes.
 //! - [`commands`] holds the command progress protocol's [`CommandReply`].
+//! - [`control`] holds the operator's drill protocol on
+//!   `aegis.control.{service}.{instance}` (force unhealthy, restore, slow).
 //! - [`dead_letter`] holds the [`DeadLetter`] record of a message given up
 //!   on, read from the `DEAD_LETTER` stream.
 //!
@@ -20,6 +22,7 @@
 //! before building subjects from untrusted input.
 
 pub mod commands;
+pub mod control;
 pub mod dead_letter;
 pub mod events;
 pub mod log;

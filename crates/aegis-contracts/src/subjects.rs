@@ -17,7 +17,8 @@
 //! | metrics / logs | `aegis.metrics.{service}.{instance}`, `aegis.log.{service}.{instance}` |
 //! | liveness beats | `aegis.heartbeat.{service}.{instance}` (core NATS, not stored) |
 //! | dead letters | `aegis.dead.{stream}.{consumer}` on stream `DEAD_LETTER` |
-//! | control | `aegis.control.{service}.{instance}.{verb}` |
+//! | control | `aegis.control.{service}.{instance}.{verb}` (e.g. `config`) |
+//! | operator drills | `aegis.control.{service}.{instance}` (see [`crate::control`]) |
 
 use crate::events::EventPattern;
 
@@ -168,6 +169,14 @@ pub fn control_subject(service: &str, instance: &str, verb: &str) -> String {
     format!("aegis.control.{service}.{instance}.{verb}")
 }
 
+/// The operator's drill subject of one instance:
+/// `aegis.control.{service}.{instance}` (request/reply, JSON
+/// [`ControlRequest`](crate::control::ControlRequest)s). Only the operator
+/// role may publish under `aegis.control.>`.
+pub fn instance_control_subject(service: &str, instance: &str) -> String {
+    format!("aegis.control.{service}.{instance}")
+}
+
 fn parse_three(key: &str, prefix: &str) -> Option<(String, String)> {
     let mut tokens = key.split('.');
     match (tokens.next(), tokens.next(), tokens.next(), tokens.next()) {
@@ -264,6 +273,10 @@ mod tests {
         assert_eq!(
             control_subject("svc", "i1", "config"),
             "aegis.control.svc.i1.config"
+        );
+        assert_eq!(
+            instance_control_subject("svc", "i1"),
+            "aegis.control.svc.i1"
         );
     }
 

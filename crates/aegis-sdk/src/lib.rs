@@ -7,6 +7,9 @@
 //! - [`rpc`]: typed request/reply — [`rpc::ServiceBuilder`] declares handlers,
 //!   [`rpc::RpcClient`] calls them; errors travel as [`rpc::WireError`] with a
 //!   stable code. Every service also answers `$SRV.PING/INFO/STATS`.
+//! - `control` (internal): each service's operator control subject
+//!   `aegis.control.{service}.{instance}` (drills: unhealthy, healthy,
+//!   slow) and the health → leadership link.
 //! - [`registry`]: each started service writes its [`contracts::ServiceInstance`]
 //!   record to the `service_registry` KV bucket and heart-beats it under a
 //!   per-key TTL; [`registry::RegistryReader`] lists and watches instances.
@@ -60,6 +63,7 @@
 pub mod commands;
 pub mod config;
 pub mod connection;
+mod control;
 pub mod dead_letter;
 pub mod discovery;
 pub mod election;

@@ -1,10 +1,14 @@
 //! `aegis chaos`: break the running showcase on purpose, for demos and
 //! drills — SIGKILL a service instance (the supervisor brings it back after a
-//! delay), or kill and restart a NATS node.
+//! delay), or kill and restart a NATS node. The drills `unhealthy`,
+//! `healthy` and `slow` (`drill.rs`) go to running instances over NATS and
+//! need no local showcase.
+
+mod drill;
 
 use std::{path::PathBuf, time::Duration};
 
-use aegis_sdk::contracts::models::InstanceStatus;
+use aegis_sdk::contracts::{control::ControlRequest, models::InstanceStatus};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use nix::{sys::signal::Signal, unistd::Pid};
@@ -34,6 +38,52 @@ pub enum ChaosAction {
         #[command(flatten)]
         nats: NatsArgs,
     },
+    /// Make an instance report UNHEALTHY — discovery stops routing to it and
+    /// a sticky leader hands over to a healthy standby (or leads on,
+    /// degraded, when none is healthy) — until `aegis chaos healthy`, or for
+    /// `--for`. A service name means its leader (sticky) or first instance;
+    /// with `--all`, every instance of it.
+    Unhealthy {
+        /// Instance id or service name.
+        target: String,
+        /// How long, e.g. `30s` (default: until `aegis chaos healthy`).
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// Every instance of the service.
+        #[arg(long)]
+        all: bool,
+        /// Connection flags.
+        #[command(flatten)]
+        nats: NatsArgs,
+    },
+    /// Lift an operator's UNHEALTHY verdict (a failing health check still
+    /// counts). A service name with `--all`: every instance of it.
+    Healthy {
+        /// Instance id (or service name with `--all`).
+        target: String,
+        /// Every instance of the service.
+        #[arg(long)]
+        all: bool,
+        /// Connection flags.
+        #[command(flatten)]
+        nats: NatsArgs,
+    },
+    /// Add latency to every handler of an instance, e.g. `--delay 500ms`
+    /// (`--delay 0s` removes it), to show latency-aware routing and the
+    /// latency charts.
+    Slow {
+        /// Instance id or service name.
+        target: String,
+        /// The added latency per request (at most one minute).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        delay: Duration,
+        /// Every instance of the service.
+        #[arg(long)]
+        all: bool,
+        /// Connection flags.
+        #[command(flatten)]
+        nats: NatsArgs,
+    },
     /// SIGKILL NATS node N (1-based) and keep it down.
     KillNats {
         /// Node number.
@@ -56,13 +106,59 @@ pub enum ChaosAction {
 /// Runs a chaos action against the showcase in `state_dir`.
 ///
 /// # Errors
-/// When the showcase is not running or the target is unknown.
+/// When the showcase is not running (for the process actions), the target
+/// is unknown, or an instance refuses or does not answer a drill.
 pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let dir = &args.state_dir;
+    let drill = match &args.action {
+        ChaosAction::Unhealthy {
+            target,
+            duration,
+            all,
+            nats,
+        } => {
+            let for_ms = match duration {
+                Some(d) => Some(
+                    u64::try_from(d.as_millis())
+                        .ok()
+                        .filter(|ms| *ms > 0)
+                        .context("--for must be at least 1ms")?,
+                ),
+                None => None,
+            };
+            Some((target, *all, nats, ControlRequest::Unhealthy { for_ms }))
+        }
+        ChaosAction::Healthy { target, all, nats } => {
+            Some((target, *all, nats, ControlRequest::Healthy))
+        }
+        ChaosAction::Slow {
+            target,
+            delay,
+            all,
+            nats,
+        } => Some((
+            target,
+            *all,
+            nats,
+            ControlRequest::Slow {
+                delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            },
+        )),
+        _ => None,
+    };
+    if let Some((target, all, nats, request)) = drill {
+        let conn = nats.connect().await?;
+        let result = drill::run(&conn, target, all, request).await;
+        let _ = conn.drain().await;
+        return result;
+    }
     if !dir.join("up.pid").exists() {
         bail!("no `aegis up` is running with state in {}", dir.display());
     }
     match args.action {
+        ChaosAction::Unhealthy { .. } | ChaosAction::Healthy { .. } | ChaosAction::Slow { .. } => {
+            unreachable!("drills return above")
+        }
         ChaosAction::Kill { target, nats } => {
             let name = resolve(dir, &target, &nats).await?;
             let pid = supervisor::read_pid(dir, &name)

@@ -13,7 +13,7 @@ use aegis_monitor::{
     SystemArgs,
     fleet::{Fleet, InstanceView, StatusReason},
 };
-use aegis_sdk::contracts::models::InstanceStatus;
+use aegis_sdk::contracts::{control::METADATA_STATUS_REASON, models::InstanceStatus};
 use clap::Args;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -85,9 +85,18 @@ pub fn render(instances: &[InstanceView], now: chrono::DateTime<chrono::Utc>) ->
             },
             (Some(g), InstanceStatus::Active, reason) => {
                 let degraded = if reason == Some(StatusReason::Degraded) {
-                    ", degraded"
+                    let why = i
+                        .metadata
+                        .get(METADATA_STATUS_REASON)
+                        .and_then(|v| v.as_str())
+                        .and_then(StatusReason::parse)
+                        .map_or("unhealthy", explain);
+                    format!(
+                        ", degraded: {why} for {} (no healthy standby)",
+                        ago(now, v.status_since)
+                    )
                 } else {
-                    ""
+                    String::new()
                 };
                 match i.epoch {
                     Some(e) => format!("leader of {g} (epoch {e}){degraded}"),
@@ -98,10 +107,23 @@ pub fn render(instances: &[InstanceView], now: chrono::DateTime<chrono::Utc>) ->
             (None, _, _) => "load-balanced".to_owned(),
         };
         let role = match v.status_reason {
+            Some(
+                r @ (StatusReason::HealthCheck
+                | StatusReason::RegistryWrites
+                | StatusReason::Operator),
+            ) => format!(
+                "{role}; unhealthy: {} for {} (since {})",
+                explain(r),
+                ago(now, v.status_since),
+                v.status_since.format("%H:%M:%S UTC")
+            ),
             Some(r)
                 if !matches!(
                     r,
-                    StatusReason::Disconnected | StatusReason::Deposed | StatusReason::Degraded
+                    StatusReason::Disconnected
+                        | StatusReason::Deposed
+                        | StatusReason::Degraded
+                        | StatusReason::Unresponsive
                 ) =>
             {
                 format!("{role} ({})", r.as_str())
@@ -121,6 +143,24 @@ pub fn render(instances: &[InstanceView], now: chrono::DateTime<chrono::Utc>) ->
         out.push_str("(no instances registered)\n");
     }
     out
+}
+
+/// Why an instance reports itself UNHEALTHY, in words.
+fn explain(reason: StatusReason) -> &'static str {
+    match reason {
+        StatusReason::Operator => "forced by an operator",
+        StatusReason::HealthCheck => "its health check fails",
+        StatusReason::RegistryWrites => "its registry writes failed",
+        _ => reason.as_str(),
+    }
+}
+
+/// `3.2s`, from `since` to `now`.
+fn ago(now: chrono::DateTime<chrono::Utc>, since: chrono::DateTime<chrono::Utc>) -> String {
+    format!(
+        "{:.1}s",
+        (now - since).num_milliseconds().max(0) as f64 / 1000.0
+    )
 }
 
 #[cfg(test)]
@@ -185,6 +225,42 @@ mod tests {
         assert!(table.contains("standby in default"), "{table}");
         assert!(table.contains("down: connection closed"), "{table}");
         assert!(table.contains("2.0s"), "{table}");
+        assert_eq!(table.matches(" ACTIVE ").count(), 1, "{table}");
+    }
+
+    #[test]
+    fn unhealthy_instances_say_why_and_since_when() {
+        let now = chrono::Utc::now();
+        let since = now - chrono::Duration::seconds(3);
+        let mut sick = ServiceInstance::new("pricing-service", "pricing-1", "1.0.0", now);
+        sick.status = InstanceStatus::Unhealthy;
+        sick.metadata
+            .insert("statusReason".into(), "operator".into());
+        let mut leader = ServiceInstance::new("order-service", "order-1", "1.0.0", now);
+        leader.status = InstanceStatus::Unhealthy;
+        leader.sticky_active_group = Some("default".into());
+        leader
+            .metadata
+            .insert("statusReason".into(), "health_check".into());
+        let holder = Holder {
+            instance_id: "order-1".into(),
+            epoch: 5,
+        };
+        let mut views = [view(sick, None, false), view(leader, Some(&holder), false)];
+        for v in &mut views {
+            v.status_since = since;
+        }
+        let table = render(&views, now);
+        assert!(
+            table.contains("load-balanced; unhealthy: forced by an operator for 3.0s (since"),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "leader of default (epoch 5), degraded: its health check fails for 3.0s (no healthy standby)"
+            ),
+            "{table}"
+        );
         assert_eq!(table.matches(" ACTIVE ").count(), 1, "{table}");
     }
 }

@@ -19,7 +19,12 @@
 //!    `deposed`. So at most one instance per (service, group) is ACTIVE in
 //!    every view, at every moment.
 //! 3. Otherwise the record's status stands, with the reason it gives
-//!    (`metadata.statusReason`, e.g. a failing health check).
+//!    (`metadata.statusReason`: `health_check`, `operator`,
+//!    `registry_writes`) and since when (`metadata.statusSince`). A key
+//!    holder whose record says UNHEALTHY stays ACTIVE with reason
+//!    `degraded`: no healthy standby could take over, and a degraded leader
+//!    serves better than none (its record still names the underlying
+//!    reason).
 
 use aegis_contracts::{InstanceStatus, ServiceInstance};
 use serde::{Deserialize, Serialize};
@@ -79,6 +84,19 @@ impl StatusReason {
         .into_iter()
         .find(|r| r.as_str() == s)
     }
+}
+
+/// Since when the record says its instance has been UNHEALTHY for the
+/// reason it gives (`metadata.statusSince`, RFC 3339), if it says so.
+pub fn reported_since(record: &ServiceInstance) -> Option<chrono::DateTime<chrono::Utc>> {
+    if record.status != InstanceStatus::Unhealthy {
+        return None;
+    }
+    record
+        .metadata
+        .get(aegis_contracts::control::METADATA_STATUS_SINCE)?
+        .as_str()
+        .and_then(|s| aegis_contracts::models::rfc3339::parse_utc(s).ok())
 }
 
 /// What the monitor knows of an instance's process, apart from its record.
@@ -246,6 +264,20 @@ mod tests {
             derive(&p, None, Liveness::Disconnected).reason,
             Some(StatusReason::Disconnected)
         );
+    }
+
+    #[test]
+    fn the_records_own_since_is_read_only_while_unhealthy() {
+        let mut r = record("p1", InstanceStatus::Unhealthy, None);
+        assert_eq!(reported_since(&r), None);
+        r.metadata
+            .insert("statusSince".into(), "2026-11-30T16:00:00.000Z".into());
+        assert_eq!(
+            reported_since(&r).map(|t| t.to_rfc3339()),
+            Some("2026-11-30T16:00:00+00:00".to_owned())
+        );
+        r.status = InstanceStatus::Active;
+        assert_eq!(reported_since(&r), None);
     }
 
     #[test]

@@ -55,7 +55,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use utoipa::ToSchema;
 
-pub use derive::{Derived, Holder, Liveness, StatusReason, derive};
+pub use derive::{Derived, Holder, Liveness, StatusReason, derive, reported_since};
 pub use liveness::SystemAccessError;
 
 use crate::config::SystemAccount;
@@ -94,7 +94,10 @@ pub struct InstanceView {
     /// `health_check`, `registry_writes`, `operator`, `degraded` (leads
     /// although unhealthy).
     pub status_reason: Option<StatusReason>,
-    /// Since when this monitor has shown this status and reason.
+    /// Since when: for `health_check`, `registry_writes`, `operator` and
+    /// `degraded`, since when the instance says it has been unhealthy
+    /// (`metadata.statusSince`); otherwise since when this monitor has shown
+    /// this status and reason.
     pub status_since: DateTime<Utc>,
 }
 
@@ -568,6 +571,14 @@ impl State {
             }
             _ => match derived.reason {
                 Some(StatusReason::Disconnected) => closed_at.unwrap_or_else(Utc::now),
+                // The instance says since when it has been unhealthy (and so,
+                // as a leader, degraded): truer than when this monitor noticed.
+                Some(
+                    StatusReason::HealthCheck
+                    | StatusReason::RegistryWrites
+                    | StatusReason::Operator
+                    | StatusReason::Degraded,
+                ) => reported_since(record).unwrap_or_else(Utc::now),
                 _ => Utc::now(),
             },
         };

@@ -17,7 +17,9 @@ use tokio::{sync::watch, task::JoinHandle, time::sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::{ElectionError, LeaderRecord, LeaseConfig, Role, ensure_election_bucket};
+use super::{
+    ElectionError, LeaderRecord, LeaseConfig, Role, ensure_election_bucket, health::HealthGate,
+};
 use crate::Connection;
 
 /// Leadership state shared with request handling: read on every request, so
@@ -94,6 +96,7 @@ impl Leadership {
 #[derive(Debug)]
 pub struct Election {
     shared: Arc<Shared>,
+    gate: Arc<HealthGate>,
     key: String,
     cancel: CancellationToken,
     task: Option<JoinHandle<()>>,
@@ -139,7 +142,9 @@ impl Election {
             renewals_paused: AtomicBool::new(false),
         });
         let cancel = CancellationToken::new();
+        let gate = Arc::new(HealthGate::new(conn.clone(), service, group, instance_id));
         let campaign = Campaign {
+            gate: gate.clone(),
             store,
             client: conn.client().clone(),
             key: key.clone(),
@@ -155,6 +160,7 @@ impl Election {
         );
         Ok(Election {
             shared,
+            gate,
             key,
             cancel,
             task: Some(task),
@@ -186,6 +192,33 @@ impl Election {
     /// serving when its lease runs out and a standby takes over.
     pub fn pause_renewals(&self, paused: bool) {
         self.shared.renewals_paused.store(paused, Ordering::SeqCst);
+    }
+
+    /// Tells the campaign whether this instance is healthy (default: yes).
+    /// An unhealthy leader hands over to a healthy standby when the registry
+    /// shows one, and keeps leading (degraded) when none is; an unhealthy
+    /// standby lets healthy ones take over first. See
+    /// [`health`](super::health). A service started with
+    /// [`single_active`](crate::rpc::ServiceBuilder::single_active) calls it
+    /// from its health check and the operator's drills.
+    ///
+    /// ```no_run
+    /// # fn demo(election: &aegis_sdk::election::Election) {
+    /// election.set_healthy(false); // e.g. the database is unreachable
+    /// # }
+    /// ```
+    pub fn set_healthy(&self, healthy: bool) {
+        self.gate.set_healthy(healthy);
+    }
+
+    /// Whether this instance was last told it is healthy.
+    pub fn is_healthy(&self) -> bool {
+        self.gate.is_healthy()
+    }
+
+    /// The gate, for the service's health task.
+    pub(crate) fn health_gate(&self) -> Arc<HealthGate> {
+        self.gate.clone()
     }
 
     /// Stops serving and campaigning; a leader deletes the key so a standby
@@ -228,6 +261,7 @@ impl Drop for Election {
 const RESIGN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 struct Campaign {
+    gate: Arc<HealthGate>,
     store: kv::Store,
     /// Whether this process's own NATS connection is up (riding out an
     /// unreachable store is only for a store that is down, not for us).
@@ -321,10 +355,17 @@ impl Campaign {
                 }
             }
             failures = 0;
+            // Health-aware leadership (health.rs): set when an unhealthy
+            // standby has already waited one lease for a healthy one.
+            let mut deferred = false;
             loop {
                 tokio::select! {
                     () = self.cancel.cancelled() => return None,
                     () = sleep_until(deadline) => {
+                        if self.gate.defers_takeover(&mut deferred) {
+                            deadline = self.config.takeover_at(Instant::now()).into();
+                            continue;
+                        }
                         if let Some(won) = self.try_take(last_revision).await {
                             return Some(won);
                         }
@@ -334,6 +375,7 @@ impl Campaign {
                         Some(Ok(e)) => {
                             last_revision = Some(e.revision);
                             if e.operation == Operation::Put {
+                                deferred = false;
                                 deadline = self.config.takeover_at(Instant::now()).into();
                                 self.step_down(leader_of(&e.value));
                             } else {
@@ -413,6 +455,15 @@ impl Campaign {
                 () = sleep_until(next) => {}
             }
             next += self.config.renew_interval;
+            // Health-aware leadership (health.rs): hand over to a healthy standby.
+            if let Some(successor) = self
+                .gate
+                .step_aside_to(self.config.renew_interval / 2)
+                .await
+            {
+                self.step_aside(epoch, last_revision, &successor).await;
+                return;
+            }
             if self.shared.renewals_paused.load(Ordering::SeqCst) {
                 if self.shared.serving_epoch().is_none() {
                     warn!(
@@ -505,6 +556,28 @@ impl Campaign {
                 }
             }
             unconfirmed_since = None;
+        }
+    }
+
+    /// Health-aware leadership: an unhealthy leader stops serving, then
+    /// deletes the key (at the revision it last wrote) so the healthy
+    /// standby seen in the registry takes over within milliseconds.
+    async fn step_aside(&self, epoch: u64, last_revision: u64, successor: &str) {
+        self.step_down(None);
+        let delete = self
+            .store
+            .delete_expect_revision(&self.key, Some(last_revision));
+        match tokio::time::timeout(RESIGN_TIMEOUT, delete).await {
+            Ok(Ok(())) => info!(
+                epoch,
+                successor, "unhealthy: stepped aside for a healthy standby"
+            ),
+            Ok(Err(e)) => {
+                warn!(error = %e, "unhealthy: stopped serving but could not delete the election key; a standby takes over when the lease lapses")
+            }
+            Err(_) => warn!(
+                "unhealthy: stopped serving but could not delete the election key within {RESIGN_TIMEOUT:?}; a standby takes over when the lease lapses"
+            ),
         }
     }
 

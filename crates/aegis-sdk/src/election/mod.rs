@@ -6,6 +6,9 @@
 //! - [`campaign`]: the task that campaigns, renews and watches the election
 //!   key `sticky-active.{service}.{group}` in the KV bucket
 //!   `service_elections`, publishing the [`Role`] through a watch channel.
+//! - [`health`]: health-aware leadership — an unhealthy leader hands over to
+//!   a healthy standby (or leads on, degraded, when there is none); an
+//!   unhealthy standby lets healthy ones take over first.
 //! - `view.rs`: the callers' side — who holds each election key, and the
 //!   highest epoch seen, from one watch per connection; what
 //!   [`call_active`](crate::rpc::RpcClient::call_active) routes by.
@@ -29,6 +32,7 @@
 //! (`tests/election_crash.rs` does both).
 
 pub mod campaign;
+pub mod health;
 pub mod lease;
 pub(crate) mod view;
 

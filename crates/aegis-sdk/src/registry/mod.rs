@@ -10,6 +10,9 @@
 //!   stops refreshing; the server expires its key and places a removal marker
 //!   that every watcher sees. [`crate::rpc::ServiceBuilder::start`] registers
 //!   the service it starts.
+//! - [`health`]: the instance's own verdict on its health (a failing check,
+//!   an operator's verdict, registry trouble) that the registration
+//!   reports as UNHEALTHY with its reason and since when.
 //! - [`reader`]: [`RegistryReader`] answers "who is running" from memory (all,
 //!   by service, by id, by status) and streams [`RegistryChange`]s; the
 //!   monitor uses it.
@@ -24,6 +27,7 @@
 
 pub mod bucket;
 pub(crate) mod cache;
+pub mod health;
 pub mod reader;
 mod record;
 pub mod registration;
@@ -36,6 +40,7 @@ use aegis_contracts::{ValidationErrors, names::NameError};
 pub use bucket::{
     REGISTRY_HISTORY, REGISTRY_MARKER_TTL, check_registry_bucket, ensure_registry_bucket,
 };
+pub use health::{Health, UnhealthyReason};
 pub use reader::{RegistryChange, RegistryReader, RemovalReason};
 pub(crate) use record::standard_metadata;
 pub use registration::{

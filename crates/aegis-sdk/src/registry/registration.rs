@@ -13,7 +13,12 @@
 //!   again, then its chosen status with the next healthy beat: callers see
 //!   that it just came back from trouble.
 //! - A health check, when given, runs before every beat; while it fails the
-//!   record says UNHEALTHY (discovery skips the instance).
+//!   record says UNHEALTHY (discovery skips the instance). An operator can
+//!   force the same ([`RegistrationHandle::force_unhealthy`]). The record
+//!   then names the reason and since when (metadata `statusReason`,
+//!   `statusSince`; see [`super::health`]), and
+//!   [`RegistrationHandle::health_changes`] tells the rest of the instance
+//!   (a sticky leader hands over).
 //!
 //! Writes are serialized and each composes the record at write time, so a
 //! heartbeat can never overwrite a newer status with an older one.
@@ -30,16 +35,22 @@ use std::{
     time::Duration,
 };
 
-use aegis_contracts::{InstanceStatus, ServiceInstance, names, subjects};
+use aegis_contracts::{
+    InstanceStatus, ServiceInstance,
+    control::{METADATA_STATUS_REASON, METADATA_STATUS_SINCE},
+    models::rfc3339,
+    names, subjects,
+};
 use async_nats::jetstream::{self, kv};
 use chrono::Utc;
-use tokio::task::JoinHandle;
+use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{
     RegistryError,
     bucket::{REGISTRY_MARKER_TTL, ensure_registry_bucket},
+    health::{Health, Tracker},
     record::{key_subject, put_with_ttl, ttl_header_value},
 };
 use crate::Connection;
@@ -286,9 +297,9 @@ impl RegistrationBuilder {
                 desired: self.record.clone(),
                 written: self.record,
                 failures: 0,
-                degraded: false,
-                check_failing: false,
+                health: Tracker::default(),
             }),
+            health_tx: watch::channel(Health::default()).0,
             writes: tokio::sync::Mutex::new(()),
             closed: AtomicBool::new(false),
             health_check: self.health_check,
@@ -335,6 +346,8 @@ struct Inner {
     closed: AtomicBool,
     health_check: Option<HealthCheck>,
     on_event: Option<EventHook>,
+    /// The health verdict as last settled, for the rest of the instance.
+    health_tx: watch::Sender<Health>,
 }
 
 struct WriteState {
@@ -343,9 +356,8 @@ struct WriteState {
     /// The record as last stored.
     written: ServiceInstance,
     failures: u32,
-    /// Too many failures: the next successful write says UNHEALTHY.
-    degraded: bool,
-    check_failing: bool,
+    /// Failing checks, the operator's verdict, registry trouble.
+    health: Tracker,
 }
 
 impl Inner {
@@ -360,13 +372,28 @@ impl Inner {
             return Err(RegistryError::Deregistered(self.key.clone()));
         }
         let (record, degraded) = {
-            let st = self.state();
+            let mut st = self.state();
+            self.settle(&mut st);
             let mut record = st.desired.clone();
             record.last_heartbeat = Utc::now();
-            if st.degraded || st.check_failing {
-                record.status = InstanceStatus::Unhealthy;
+            let health = st.health.health();
+            match (health.reason, health.since) {
+                (Some(reason), Some(since)) => {
+                    record.status = InstanceStatus::Unhealthy;
+                    record
+                        .metadata
+                        .insert(METADATA_STATUS_REASON.into(), reason.as_str().into());
+                    record.metadata.insert(
+                        METADATA_STATUS_SINCE.into(),
+                        rfc3339::format_utc(&since).into(),
+                    );
+                }
+                _ => {
+                    record.metadata.remove(METADATA_STATUS_REASON);
+                    record.metadata.remove(METADATA_STATUS_SINCE);
+                }
             }
-            (record, st.degraded)
+            (record, st.health.degraded())
         };
         let result = put_with_ttl(
             &self.js,
@@ -396,17 +423,19 @@ impl Inner {
                 if degraded {
                     // Reported UNHEALTHY once; the next beat restores the
                     // chosen status.
-                    st.degraded = false;
+                    st.health.set_degraded(false);
+                    self.settle(&mut st);
                 }
                 st.written = record;
                 Ok(revision)
             }
             Err(source) => {
                 st.failures += 1;
-                if st.failures >= self.options.unhealthy_after && !st.degraded {
+                if st.failures >= self.options.unhealthy_after && !st.health.degraded() {
                     warn!(key = %self.key, failures = st.failures,
                         "registry writes keep failing; will report UNHEALTHY once they work again");
-                    st.degraded = true;
+                    st.health.set_degraded(true);
+                    self.settle(&mut st);
                 }
                 Err(RegistryError::Write {
                     key: self.key.clone(),
@@ -424,7 +453,8 @@ impl Inner {
             .await
             .unwrap_or(false);
         let mut st = self.state();
-        if st.check_failing == healthy {
+        let was_failing = st.health.failed_checks() > 0;
+        if was_failing == healthy {
             if healthy {
                 info!(key = %self.key, "health check passes again");
             } else {
@@ -446,7 +476,27 @@ impl Inner {
                 },
             );
         }
-        st.check_failing = !healthy;
+        st.health.check(healthy);
+        self.settle(&mut st);
+    }
+
+    /// Settles the health verdict at the current time (an operator's
+    /// verdict whose time is up ends) and tells the instance when it changed.
+    fn settle(&self, st: &mut WriteState) {
+        if let Some(ended) = st.health.settle(tokio::time::Instant::now(), Utc::now())
+            && ended == super::UnhealthyReason::Operator
+        {
+            info!(key = %self.key, "the operator's unhealthy verdict ran out");
+        }
+        let health = st.health.health();
+        self.health_tx.send_if_modified(|h| {
+            if *h != health {
+                *h = health;
+                true
+            } else {
+                false
+            }
+        });
     }
 }
 
@@ -454,9 +504,15 @@ async fn heartbeat(inner: Arc<Inner>, cancel: CancellationToken) {
     let mut delay = inner.options.heartbeat;
     let mut last_beat: Option<tokio::time::Instant> = None;
     loop {
+        // An operator's time-limited verdict ends on time, not at the next beat.
+        let wake = tokio::time::Instant::now() + delay;
+        let wake = match inner.state().health.forced_until() {
+            Some(until) => wake.min(until),
+            None => wake,
+        };
         tokio::select! {
             () = cancel.cancelled() => return,
-            () = tokio::time::sleep(delay) => {}
+            () = tokio::time::sleep_until(wake) => {}
         }
         // The liveness beat goes out on its own cadence, whatever the KV
         // write does: it needs no JetStream, so it keeps the monitor's view
@@ -547,6 +603,65 @@ impl RegistrationHandle {
     /// Failed writes in a row (0 when the last write worked).
     pub fn consecutive_failures(&self) -> u32 {
         self.inner.state().failures
+    }
+
+    /// The instance's own health verdict as last settled: why it reports
+    /// UNHEALTHY (if it does) and since when.
+    pub fn health(&self) -> Health {
+        self.inner.health_tx.borrow().clone()
+    }
+
+    /// Changes of [`health`](Self::health), as a watch channel.
+    pub fn health_changes(&self) -> watch::Receiver<Health> {
+        self.inner.health_tx.subscribe()
+    }
+
+    /// Makes the instance report UNHEALTHY (reason `operator`) until
+    /// [`lift_unhealthy`](Self::lift_unhealthy), or for `duration` (one
+    /// too long for the clocks counts as until lifted), and writes the
+    /// record at once. For drills (`aegis chaos unhealthy`).
+    ///
+    /// ```no_run
+    /// # async fn demo(reg: aegis_sdk::registry::Registration) -> Result<(), aegis_sdk::registry::RegistryError> {
+    /// use std::time::Duration;
+    /// reg.force_unhealthy(Some(Duration::from_secs(30))).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`set_status`](Self::set_status): the verdict holds anyway and
+    /// the heartbeat retries the write.
+    pub async fn force_unhealthy(&self, duration: Option<Duration>) -> Result<(), RegistryError> {
+        {
+            let mut st = self.inner.state();
+            // A duration past what the clocks can represent means "until
+            // lifted" rather than a panic.
+            let until = duration.and_then(|d| {
+                Some((
+                    tokio::time::Instant::now().checked_add(d)?,
+                    Utc::now().checked_add_signed(chrono::Duration::from_std(d).ok()?)?,
+                ))
+            });
+            st.health.force(Some(until));
+            self.inner.settle(&mut st);
+        }
+        warn!(key = %self.inner.key, ?duration, "an operator made this instance UNHEALTHY");
+        self.inner.write().await.map(|_| ())
+    }
+
+    /// Lifts an operator's verdict (a failing health check still counts)
+    /// and writes the record at once.
+    ///
+    /// # Errors
+    /// As [`force_unhealthy`](Self::force_unhealthy).
+    pub async fn lift_unhealthy(&self) -> Result<(), RegistryError> {
+        {
+            let mut st = self.inner.state();
+            st.health.force(None);
+            self.inner.settle(&mut st);
+        }
+        info!(key = %self.inner.key, "the operator's unhealthy verdict was lifted");
+        self.inner.write().await.map(|_| ())
     }
 
     /// The timing in use.

@@ -472,7 +472,18 @@ impl RpcClient {
                 last_err = Some(deposed);
                 continue;
             }
-            let mut reply = decode_reply::<Res>(subject, message, opts.encoding)?;
+            let mut reply = match decode_reply::<Res>(subject, message, opts.encoding) {
+                // The holder we routed to no longer serves (it resigned or
+                // stepped aside while the view still named it): the call
+                // never ran, so wait for the key to change and try the new
+                // leader.
+                Err(e) if never_ran(&e) => {
+                    failed_on = Some(holder);
+                    last_err = Some(e);
+                    continue;
+                }
+                other => other?,
+            };
             reply.instance_id.get_or_insert(holder.instance_id);
             return Ok(reply);
         }

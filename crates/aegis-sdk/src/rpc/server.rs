@@ -46,6 +46,7 @@ use aegis_contracts::log::{LogKind, LogLevel};
 
 use crate::{
     Connection,
+    control::{self, Controlled, Drills},
     election::{Election, Leadership, LeaseConfig, Role},
     metrics::InstanceMetrics,
     registry::RegistrationHandle,
@@ -160,7 +161,12 @@ pub struct ServiceBuilder {
     any_role: std::collections::HashSet<String>,
     metrics_interval: Option<Duration>,
     drain_grace: Duration,
+    resign_after: u32,
 }
+
+/// Default number of failed health checks in a row after which a sticky
+/// leader hands over ([`ServiceBuilder::resign_after_failed_checks`]).
+pub const DEFAULT_RESIGN_AFTER_FAILED_CHECKS: u32 = 3;
 
 impl fmt::Debug for ServiceBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -230,6 +236,7 @@ impl ServiceBuilder {
             any_role: std::collections::HashSet::new(),
             metrics_interval: Some(crate::telemetry::DEFAULT_METRICS_INTERVAL),
             drain_grace: Duration::from_millis(100),
+            resign_after: DEFAULT_RESIGN_AFTER_FAILED_CHECKS,
         }
     }
 
@@ -299,6 +306,17 @@ impl ServiceBuilder {
         Fut: Future<Output = bool> + Send + 'static,
     {
         self.health_check = Some(Arc::new(move || Box::pin(check())));
+        self
+    }
+
+    /// For a [single-active](Self::single_active) service: how many health
+    /// checks in a row must fail before the leader hands over to a healthy
+    /// standby (default 3; 0 counts as 1). The record says UNHEALTHY from
+    /// the first failure. An operator's `aegis chaos unhealthy` hands over
+    /// at once. With no healthy standby the leader keeps leading, shown as
+    /// degraded (see [`election::health`](crate::election::health)).
+    pub fn resign_after_failed_checks(mut self, checks: u32) -> Self {
+        self.resign_after = checks.max(1);
         self
     }
 
@@ -534,6 +552,7 @@ impl ServiceBuilder {
         let stop_taking = CancellationToken::new();
         let queue_group = subjects::rpc_queue_group(&self.name);
         let direct_group = format!("{queue_group}.{instance_id}");
+        let drills = Arc::new(Drills::default());
         let mut methods = Vec::new();
         for (method, handler) in self.handlers {
             let shared = Arc::new(Shared {
@@ -543,6 +562,7 @@ impl ServiceBuilder {
                 handler,
                 metrics: metrics.clone(),
                 recorder: metrics.endpoint(&method),
+                drills: drills.clone(),
                 leadership: leadership
                     .clone()
                     .filter(|_| !self.any_role.contains(&method)),
@@ -601,6 +621,33 @@ impl ServiceBuilder {
             ))),
             _ => None,
         };
+        // The health of a leader decides whether it keeps leading.
+        let health_task = match (&election, &registration) {
+            (Some(election), Some(registration)) => Some(control::mirror_health(
+                registration.health_changes(),
+                election.health_gate(),
+                self.resign_after,
+            )),
+            _ => None,
+        };
+        let control_task = match control::start(
+            self.conn.client(),
+            Controlled {
+                service: self.name.clone(),
+                instance: instance_id.clone(),
+                drills,
+                registration: registration.as_ref().map(Registration::handle),
+                leadership: leadership.clone(),
+            },
+        )
+        .await
+        {
+            Ok(task) => Some(task),
+            Err(e) => {
+                warn!(error = %e, "cannot answer operator drills (aegis.control); continuing without");
+                None
+            }
+        };
         let telemetry_tasks = match TelemetryTasks::start(
             self.conn.client().clone(),
             &self.name,
@@ -634,6 +681,8 @@ impl ServiceBuilder {
             registration,
             election,
             role_task,
+            health_task,
+            control_task,
             telemetry_tasks,
             drain_grace,
             tracker,
@@ -743,6 +792,8 @@ struct Shared {
     handler: Arc<dyn ErasedHandler>,
     metrics: Arc<InstanceMetrics>,
     recorder: Arc<crate::metrics::EndpointRecorder>,
+    /// Operator drills (`aegis chaos slow` adds a delay before each handler).
+    drills: Arc<Drills>,
     /// Set for methods that only the leader of a single-active service runs.
     leadership: Option<Leadership>,
 }
@@ -843,6 +894,10 @@ async fn handle(request: service::Request, shared: Arc<Shared>, direct: bool) {
             headers,
             epoch,
         };
+        if let Some(delay) = shared.drills.delay() {
+            // Inside the measured time: the drill shows on latency charts.
+            tokio::time::sleep(delay).await;
+        }
         let call = shared.handler.call(ctx, msg.payload.clone(), enc);
         match AssertUnwindSafe(call).catch_unwind().await {
             Ok(Ok(bytes)) => Ok((enc, bytes)),
@@ -909,6 +964,10 @@ pub struct Service {
     registration: Option<Registration>,
     election: Option<Election>,
     role_task: Option<tokio::task::JoinHandle<()>>,
+    /// Tells the election the instance's fitness to lead.
+    health_task: Option<tokio::task::JoinHandle<()>>,
+    /// Answers operator drills on `aegis.control.{service}.{instance}`.
+    control_task: Option<tokio::task::JoinHandle<()>>,
     telemetry_tasks: Option<TelemetryTasks>,
     drain_grace: Duration,
     tracker: TaskTracker,
@@ -1012,7 +1071,14 @@ impl Service {
         }
         // A leader hands over first, so a standby takes over within
         // milliseconds instead of waiting for the lease to lapse.
-        if let Some(task) = self.role_task.take() {
+        for task in [
+            self.role_task.take(),
+            self.health_task.take(),
+            self.control_task.take(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             task.abort();
         }
         if let Some(election) = self.election.take()
@@ -1106,6 +1172,12 @@ async fn wait_for_endpoints(
 
 impl Drop for Service {
     fn drop(&mut self) {
+        for task in [self.health_task.take(), self.control_task.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
+        }
         if let Some(svc) = self.nats_service.take()
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {

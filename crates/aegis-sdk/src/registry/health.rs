@@ -1,0 +1,195 @@
+//! An instance's own verdict on its health, kept by its registration: the
+//! health check's consecutive failures, an operator's verdict (`aegis chaos
+//! unhealthy`, possibly time-limited) and trouble writing the registry. The
+//! record says UNHEALTHY while any of them holds, with the reason and since
+//! when in its metadata (`statusReason`, `statusSince`), so the monitor and
+//! `aegis status` can say why.
+//!
+//! Pure logic on explicit clocks, so the rules are tested without NATS.
+
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+
+pub use aegis_contracts::control::UnhealthyReason;
+
+/// What an instance reports about its own health.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Health {
+    /// Why it reports UNHEALTHY; `None` while healthy. When several reasons
+    /// hold, the operator's verdict wins over a failing check, which wins
+    /// over registry trouble.
+    pub reason: Option<UnhealthyReason>,
+    /// Since when it has reported that reason.
+    pub since: Option<DateTime<Utc>>,
+    /// The health check's failures in a row (0 when the last one passed).
+    pub failed_checks: u32,
+    /// When the operator's time-limited verdict ends (`None`: no verdict,
+    /// or one without an end).
+    pub forced_until: Option<DateTime<Utc>>,
+    /// Whether an operator's verdict holds.
+    pub forced: bool,
+}
+
+impl Health {
+    /// Whether the instance reports itself healthy.
+    pub fn is_healthy(&self) -> bool {
+        self.reason.is_none()
+    }
+}
+
+/// An operator's verdict: unhealthy until lifted, or until `until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Forced {
+    until: Option<(Instant, DateTime<Utc>)>,
+}
+
+/// The state behind [`Health`].
+#[derive(Debug, Default)]
+pub(crate) struct Tracker {
+    forced: Option<Forced>,
+    failed_checks: u32,
+    /// Registry writes kept failing: reported once they work again.
+    degraded: bool,
+    current: Option<(UnhealthyReason, DateTime<Utc>)>,
+}
+
+impl Tracker {
+    /// Sets (or, with `None`, lifts) the operator's verdict.
+    pub(crate) fn force(&mut self, until: Option<Option<(Instant, DateTime<Utc>)>>) {
+        self.forced = until.map(|until| Forced { until });
+    }
+
+    /// Records one health check result.
+    pub(crate) fn check(&mut self, healthy: bool) {
+        self.failed_checks = if healthy {
+            0
+        } else {
+            self.failed_checks.saturating_add(1)
+        };
+    }
+
+    pub(crate) fn set_degraded(&mut self, degraded: bool) {
+        self.degraded = degraded;
+    }
+
+    pub(crate) fn degraded(&self) -> bool {
+        self.degraded
+    }
+
+    pub(crate) fn failed_checks(&self) -> u32 {
+        self.failed_checks
+    }
+
+    /// When the operator's verdict runs out, if it has an end.
+    pub(crate) fn forced_until(&self) -> Option<Instant> {
+        self.forced.and_then(|f| f.until).map(|(at, _)| at)
+    }
+
+    /// Lifts a verdict whose time is up and settles the current reason and
+    /// its start. Returns the reason that ended, if it did.
+    pub(crate) fn settle(&mut self, now: Instant, wall: DateTime<Utc>) -> Option<UnhealthyReason> {
+        if self
+            .forced
+            .is_some_and(|f| f.until.is_some_and(|(at, _)| at <= now))
+        {
+            self.forced = None;
+        }
+        let reason = if self.forced.is_some() {
+            Some(UnhealthyReason::Operator)
+        } else if self.failed_checks > 0 {
+            Some(UnhealthyReason::HealthCheck)
+        } else if self.degraded {
+            Some(UnhealthyReason::RegistryWrites)
+        } else {
+            None
+        };
+        let previous = self.current.map(|(r, _)| r);
+        if previous != reason {
+            self.current = reason.map(|r| (r, wall));
+        }
+        previous.filter(|p| Some(*p) != reason)
+    }
+
+    /// The verdict as last settled.
+    pub(crate) fn health(&self) -> Health {
+        Health {
+            reason: self.current.map(|(r, _)| r),
+            since: self.current.map(|(_, at)| at),
+            failed_checks: self.failed_checks,
+            forced_until: self.forced.and_then(|f| f.until).map(|(_, at)| at),
+            forced: self.forced.is_some(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_operator_wins_and_a_timed_verdict_ends_on_time() {
+        let t0 = Instant::now();
+        let w0 = Utc::now();
+        let mut t = Tracker::default();
+        t.settle(t0, w0);
+        assert!(t.health().is_healthy());
+
+        t.check(false);
+        t.settle(t0, w0);
+        assert_eq!(t.health().reason, Some(UnhealthyReason::HealthCheck));
+        assert_eq!(t.health().since, Some(w0));
+
+        let w1 = w0 + chrono::Duration::seconds(1);
+        let until = t0 + Duration::from_secs(5);
+        t.force(Some(Some((until, w1 + chrono::Duration::seconds(5)))));
+        t.settle(t0, w1);
+        let h = t.health();
+        assert_eq!(h.reason, Some(UnhealthyReason::Operator));
+        assert_eq!(h.since, Some(w1), "a new reason starts its own clock");
+        assert!(h.forced);
+
+        // Still failing its check when the verdict ends: back to that.
+        let ended = t.settle(until, w1 + chrono::Duration::seconds(5));
+        assert_eq!(ended, Some(UnhealthyReason::Operator));
+        assert_eq!(t.health().reason, Some(UnhealthyReason::HealthCheck));
+        assert!(!t.health().forced);
+
+        t.check(true);
+        t.settle(until, w1);
+        assert!(t.health().is_healthy());
+        assert_eq!(t.health().since, None);
+    }
+
+    #[test]
+    fn the_same_reason_keeps_its_start() {
+        let t0 = Instant::now();
+        let w0 = Utc::now();
+        let mut t = Tracker::default();
+        t.check(false);
+        t.settle(t0, w0);
+        t.check(false);
+        t.settle(t0, w0 + chrono::Duration::seconds(3));
+        assert_eq!(t.health().since, Some(w0));
+        assert_eq!(t.health().failed_checks, 2);
+    }
+
+    #[test]
+    fn registry_trouble_is_the_weakest_reason() {
+        let t0 = Instant::now();
+        let w0 = Utc::now();
+        let mut t = Tracker::default();
+        t.set_degraded(true);
+        t.settle(t0, w0);
+        assert_eq!(t.health().reason, Some(UnhealthyReason::RegistryWrites));
+        t.force(Some(None));
+        t.settle(t0, w0);
+        assert_eq!(t.health().reason, Some(UnhealthyReason::Operator));
+        assert_eq!(t.health().forced_until, None);
+        t.force(None);
+        t.set_degraded(false);
+        t.settle(t0, w0);
+        assert!(t.health().is_healthy());
+    }
+}

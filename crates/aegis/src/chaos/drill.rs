@@ -1,0 +1,229 @@
+//! `aegis chaos unhealthy|healthy|slow`: drills sent to running instances on
+//! their control subject `aegis.control.{service}.{instance}` (see
+//! `aegis_contracts::control`). They need only NATS, not a local `aegis up`:
+//! they work against any deployment the operator's credentials reach.
+//!
+//! A target is an instance id, or a service name: its leader (the holder of
+//! its election key) when it is a sticky service, else its first instance —
+//! or, with `--all`, every instance of it.
+
+use std::time::{Duration, Instant};
+
+use aegis_sdk::{
+    Connection, RegistryReader,
+    contracts::{
+        ServiceInstance,
+        control::{ControlRequest, ControlResponse, ControlState},
+        models::rfc3339,
+        subjects,
+    },
+    election::LeaderRecord,
+};
+use anyhow::{Context, bail};
+
+/// How long a drill waits for an instance's answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long `unhealthy` on a leader watches for the hand-over.
+const HANDOVER_WATCH: Duration = Duration::from_secs(3);
+
+/// Sends `request` to the instance(s) `target` names and prints what they
+/// answered; for `unhealthy` on a leader, also who leads afterwards.
+///
+/// # Errors
+/// An unknown target (the message lists what is registered), an instance
+/// that does not answer, or one that refuses the request.
+pub(crate) async fn run(
+    conn: &Connection,
+    target: &str,
+    all: bool,
+    request: ControlRequest,
+) -> anyhow::Result<()> {
+    request
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let reader = RegistryReader::start(conn)
+        .await
+        .context("reading the service registry")?;
+    let targets = resolve(conn, &reader.all(), target, all).await?;
+    for instance in targets {
+        let leader_before = leader(conn, &instance).await;
+        let state = send(conn, &instance, &request).await?;
+        println!("{}", describe(&state, &request));
+        let was_leader = leader_before
+            .as_ref()
+            .is_some_and(|l| l.instance_id == instance.instance_id);
+        if was_leader && matches!(request, ControlRequest::Unhealthy { .. }) {
+            report_handover(conn, &instance).await;
+        }
+    }
+    Ok(())
+}
+
+/// The instances `target` names (see the module docs).
+async fn resolve(
+    conn: &Connection,
+    registered: &[ServiceInstance],
+    target: &str,
+    all: bool,
+) -> anyhow::Result<Vec<ServiceInstance>> {
+    if let Some(one) = registered.iter().find(|i| i.instance_id == target) {
+        if all {
+            bail!("--all takes a service name; `{target}` is an instance");
+        }
+        return Ok(vec![one.clone()]);
+    }
+    let mut of_service: Vec<ServiceInstance> = registered
+        .iter()
+        .filter(|i| i.service_name == target)
+        .cloned()
+        .collect();
+    if of_service.is_empty() {
+        bail!(
+            "no registered instance or service is named `{target}`; registered: {}",
+            listing(registered)
+        );
+    }
+    of_service.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+    if all {
+        // The leader last: made unhealthy first, it would hand over to a
+        // standby about to be made unhealthy too, and leadership would hop
+        // along the group.
+        if let Some(leader) = leader(conn, &of_service[0]).await {
+            of_service.sort_by_key(|i| i.instance_id == leader.instance_id);
+        }
+        return Ok(of_service);
+    }
+    if let Some(leader) = leader(conn, &of_service[0]).await
+        && let Some(i) = of_service
+            .iter()
+            .find(|i| i.instance_id == leader.instance_id)
+    {
+        return Ok(vec![i.clone()]);
+    }
+    Ok(vec![of_service.swap_remove(0)])
+}
+
+/// `service: a, b; other: c`, or `(none)`.
+fn listing(registered: &[ServiceInstance]) -> String {
+    let mut by_service: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for i in registered {
+        by_service
+            .entry(&i.service_name)
+            .or_default()
+            .push(&i.instance_id);
+    }
+    if by_service.is_empty() {
+        return "(none)".to_owned();
+    }
+    by_service
+        .into_iter()
+        .map(|(s, mut ids)| {
+            ids.sort_unstable();
+            format!("{s}: {}", ids.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The holder of the instance's sticky group's election key, if it has one.
+async fn leader(conn: &Connection, instance: &ServiceInstance) -> Option<LeaderRecord> {
+    let group = instance.sticky_active_group.as_deref()?;
+    let store = conn
+        .jetstream()
+        .get_key_value(subjects::ELECTIONS_BUCKET)
+        .await
+        .ok()?;
+    let key = subjects::election_key(&instance.service_name, group);
+    let value = store.get(&key).await.ok()??;
+    serde_json::from_slice(&value).ok()
+}
+
+async fn send(
+    conn: &Connection,
+    instance: &ServiceInstance,
+    request: &ControlRequest,
+) -> anyhow::Result<ControlState> {
+    let subject = subjects::instance_control_subject(&instance.service_name, &instance.instance_id);
+    let body = serde_json::to_vec(request)?;
+    let reply = tokio::time::timeout(
+        ANSWER_TIMEOUT,
+        conn.client().request(subject.clone(), body.into()),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("{} did not answer on {subject} within {ANSWER_TIMEOUT:?}", instance.instance_id))?
+    .with_context(|| {
+        format!(
+            "{} did not answer on {subject} (is it running a version with operator drills, and may these credentials publish there?)",
+            instance.instance_id
+        )
+    })?;
+    match serde_json::from_slice::<ControlResponse>(&reply.payload).with_context(|| {
+        format!(
+            "{} answered something that is not a control reply",
+            instance.instance_id
+        )
+    })? {
+        ControlResponse::Ok(state) => Ok(state),
+        ControlResponse::Error(e) => bail!("{} refused: {}", instance.instance_id, e.message),
+    }
+}
+
+/// One line on the instance's state after the drill.
+fn describe(state: &ControlState, request: &ControlRequest) -> String {
+    let who = format!("{} ({})", state.instance, state.service);
+    let role = state
+        .role
+        .as_deref()
+        .map(|r| format!(" [{r}]"))
+        .unwrap_or_default();
+    match request {
+        ControlRequest::Slow { delay_ms: 0 } => format!("{who}: handlers run without added delay"),
+        ControlRequest::Slow { delay_ms } => {
+            format!("{who}: every handler now waits {delay_ms} ms before it runs")
+        }
+        _ if state.healthy => format!("{who}: healthy{role}"),
+        _ => {
+            let reason = state
+                .reason
+                .map(|r| match r.as_str() {
+                    "operator" => "forced by an operator".to_owned(),
+                    "health_check" => "its health check fails".to_owned(),
+                    other => other.replace('_', " "),
+                })
+                .unwrap_or_default();
+            let since = state
+                .since
+                .map(|t| format!(" since {}", rfc3339::format_utc(&t)))
+                .unwrap_or_default();
+            let until = state
+                .forced_until
+                .map(|t| format!(", until {}", rfc3339::format_utc(&t)))
+                .unwrap_or_default();
+            format!("{who}: UNHEALTHY ({reason}){since}{until}{role}")
+        }
+    }
+}
+
+/// Watches the election key after a leader was made unhealthy and says
+/// who leads now.
+async fn report_handover(conn: &Connection, instance: &ServiceInstance) {
+    let started = Instant::now();
+    while started.elapsed() < HANDOVER_WATCH {
+        if let Some(now) = leader(conn, instance).await
+            && now.instance_id != instance.instance_id
+        {
+            println!(
+                "leadership moved from {} to {} after {} ms",
+                instance.instance_id,
+                now.instance_id,
+                started.elapsed().as_millis()
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "{} still leads after {:?}: no healthy standby took over, so it leads on, degraded",
+        instance.instance_id, HANDOVER_WATCH
+    );
+}

@@ -1,0 +1,154 @@
+//! `aegis chaos unhealthy|healthy|slow` and `aegis status` against a real
+//! nats-server and real SDK services (issue 16): the binary finds a sticky
+//! service's leader, makes it unhealthy, reports the hand-over, names what
+//! exists when the target is unknown, and `aegis status` says why an
+//! instance is UNHEALTHY.
+
+mod common;
+
+use std::{process::Command, time::Duration};
+
+use aegis_sdk::{
+    AegisConfig, Connection,
+    registry::RegistrationOptions,
+    rpc::{Service, WireError},
+};
+use aegis_testkit::NatsServer;
+use common::AEGIS;
+use serde_json::{Value, json};
+
+async fn order_instance(url: &str, id: &str) -> (Service, Connection) {
+    let conn = Connection::connect(AegisConfig::with_servers(url))
+        .await
+        .unwrap();
+    let svc = conn
+        .service("order-service", "1.0.0")
+        .instance_id(id)
+        .single_active("default")
+        .registration(RegistrationOptions {
+            heartbeat: Duration::from_millis(200),
+            ttl: Duration::from_secs(5),
+            ..Default::default()
+        })
+        .handler(
+            "quote",
+            |_: Value| async move { Ok::<_, WireError>(json!({})) },
+        )
+        .start()
+        .await
+        .unwrap();
+    (svc, conn)
+}
+
+/// Runs `aegis` with `args`; returns (success, stdout + stderr).
+async fn aegis(args: Vec<String>) -> (bool, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new(AEGIS)
+            .args(&args)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+fn args(list: &[&str], url: &str) -> Vec<String> {
+    let mut v: Vec<String> = list.iter().map(|s| (*s).to_owned()).collect();
+    v.extend(["--nats-url".to_owned(), url.to_owned()]);
+    v
+}
+
+fn leader(instances: &[(Service, Connection)]) -> Option<String> {
+    instances
+        .iter()
+        .find(|(s, _)| s.election().unwrap().role().is_leader())
+        .map(|(s, _)| s.instance_id().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_unhealthy_hands_the_leadership_over_and_status_says_why() {
+    let nats = NatsServer::start().expect("start nats-server (run `make bootstrap`)");
+    let url = nats.url();
+    let instances = vec![
+        order_instance(&url, "order-a").await,
+        order_instance(&url, "order-b").await,
+    ];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while leader(&instances).is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "no leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Both records are in the registry (the leader's peer check reads them).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let first = leader(&instances).unwrap();
+
+    // An unknown target names what exists.
+    let (ok, out) = aegis(args(&["chaos", "unhealthy", "nosuch"], &url)).await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("registered: order-service: order-a, order-b"),
+        "{out}"
+    );
+
+    // A service name means its leader; the hand-over is reported.
+    let (ok, out) = aegis(args(&["chaos", "unhealthy", "order-service"], &url)).await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "{first} (order-service): UNHEALTHY (forced by an operator) since"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("leadership moved from {first} to")),
+        "{out}"
+    );
+    let second = leader(&instances).unwrap();
+    assert_ne!(first, second);
+
+    // `aegis status` says why, and since when.
+    let mut status = String::new();
+    for _ in 0..50 {
+        let (ok, out) = aegis(args(&["status"], &url)).await;
+        assert!(ok, "{out}");
+        status = out;
+        if status.contains("unhealthy: forced by an operator") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let line = status
+        .lines()
+        .find(|l| l.contains(&first))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        line.contains("UNHEALTHY") && line.contains("unhealthy: forced by an operator"),
+        "{status}"
+    );
+
+    // Slow, then healthy again: a standby now (leadership is sticky).
+    let (ok, out) = aegis(args(&["chaos", "slow", &first, "--delay", "250ms"], &url)).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("every handler now waits 250 ms"), "{out}");
+    let (ok, out) = aegis(args(&["chaos", "healthy", &first], &url)).await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("{first} (order-service): healthy [standby]")),
+        "{out}"
+    );
+    assert_eq!(leader(&instances).as_deref(), Some(second.as_str()));
+
+    // Bad input is refused before anything is sent.
+    let (ok, out) = aegis(args(&["chaos", "slow", &first, "--delay", "2h"], &url)).await;
+    assert!(!ok && out.contains("delay_ms must be at most"), "{out}");
+}
