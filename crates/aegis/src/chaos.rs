@@ -147,7 +147,12 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         _ => None,
     };
     if let Some((target, all, nats, request)) = drill {
-        let conn = nats.connect().await?;
+        // Drills publish to `aegis.control`, which only the operator may.
+        let mut nats = nats.clone();
+        if nats.credentials.is_none() && dir.join("credentials").is_file() {
+            nats.credentials = Some(dir.join("credentials"));
+        }
+        let conn = nats.connect_as_operator().await?;
         let result = drill::run(&conn, target, all, request).await;
         let _ = conn.drain().await;
         return result;
