@@ -318,6 +318,18 @@ async fn only_the_operator_publishes_control_requests() {
             )
             .await;
     }
+    // The drill subject itself (`aegis chaos unhealthy`): only the operator
+    // may make an instance unhealthy, not a service, not the monitor.
+    for role in ["svc-pricing-service", "monitor"] {
+        let mut probe = bus.probe(role).await;
+        probe
+            .publish_refused(
+                "force an instance unhealthy",
+                "aegis.control.order-service.order-1",
+                br#"{"op":"unhealthy"}"#,
+            )
+            .await;
+    }
 }
 
 #[tokio::test]
