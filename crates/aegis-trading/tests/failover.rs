@@ -453,14 +453,22 @@ async fn a_deposed_leader_cannot_overwrite_its_successor() {
     // not run again).
     first_gate.add_permits(1);
     // The store's fence refuses the deposed leader's write, so it answers
-    // NOT_ACTIVE; should its answer still get out, it is the one order.
+    // NOT_ACTIVE, which `call_active` takes as "did not run" and retries on
+    // the new leader: the caller gets the one order. Should the deposed
+    // leader's answer still get out, it is the one order too.
     match first_attempt.await.unwrap() {
+        Ok(reply) => {
+            assert_eq!(reply.value, decided);
+            assert_eq!(reply.instance_id.as_deref(), Some("order-2"));
+        }
         Err(RpcError::DeposedLeader(deposed)) => {
             assert_eq!(deposed.value::<Order>().unwrap(), decided)
         }
         Err(RpcError::Remote { error, .. })
             if error.code == aegis_sdk::rpc::ErrorCode::NotActive => {}
-        other => panic!("expected NOT_ACTIVE or the deposed leader's answer, got {other:?}"),
+        other => panic!(
+            "expected the one order, NOT_ACTIVE or the deposed leader's answer, got {other:?}"
+        ),
     }
 
     let (stored, _) =
