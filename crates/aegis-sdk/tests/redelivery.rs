@@ -123,8 +123,14 @@ async fn slow_handlers_are_neither_redelivered_nor_hoarded() {
     handled.sort_unstable();
     assert_eq!(handled, (0..12).collect::<Vec<_>>(), "each once: {runs:?}");
     assert!(runs.iter().all(|(_, d)| *d == 1), "redelivered: {runs:?}");
+    // Two handlers running one at a time hold at most two. One more can be
+    // seen for a moment: a handler acks and then pulls its next event on
+    // the same connection, in that order, but the server processes acks
+    // apart from pull requests, so the sample may catch the next delivery
+    // before the ack (seen once in a full `make test`). Hoarding — the
+    // defect — holds all twelve.
     assert!(
-        most_pending <= 2,
+        most_pending <= 3,
         "{most_pending} events handed out to two handlers that run one at a time"
     );
     a.shutdown().await;
