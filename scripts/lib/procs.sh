@@ -38,9 +38,12 @@ stop_all() {
     pid="${PROC_PIDS[$i]}"; name="${PROC_NAMES[$i]}"
     proc_alive "$pid" || continue
     kill -TERM "$pid" 2>/dev/null || true
-    waited=0
-    while proc_alive "$pid" && [ "$waited" -lt $((timeout * 10)) ]; do
-      sleep 0.1; waited=$((waited + 1))
+    # A deadline in real time, not a count of sleeps: under load a `sleep`
+    # can fail at once (seen in CI: "ignored SIGTERM for 20 s" after a few
+    # milliseconds), and the process must still get its full time.
+    waited=$((SECONDS + timeout))
+    while proc_alive "$pid" && [ "$SECONDS" -lt "$waited" ]; do
+      sleep 0.1 || true
     done
     if proc_alive "$pid"; then
       echo "stop_all: $name (pid $pid) ignored SIGTERM for ${timeout} s; killing it" >&2

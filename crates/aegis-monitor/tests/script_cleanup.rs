@@ -70,7 +70,13 @@ echo "exiting $(date +%s.%N)"
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let text = format!("{stdout}\n{stderr}");
-    assert!(out.status.success(), "the script failed:\n{text}");
+    let nats_log = std::fs::read_to_string(dir.path().join("nats.log")).unwrap_or_default();
+    let tail: Vec<&str> = nats_log.lines().rev().take(15).collect();
+    assert!(
+        out.status.success(),
+        "the script failed:\n{text}\nnats.log (last lines, newest first):\n{}",
+        tail.join("\n")
+    );
     let pids: Vec<i32> = stdout
         .lines()
         .find_map(|l| l.strip_prefix("pids "))
