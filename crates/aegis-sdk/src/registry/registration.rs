@@ -305,7 +305,25 @@ impl RegistrationBuilder {
             health_check: self.health_check,
             on_event: self.on_event,
         });
-        inner.write().await?;
+        // A bucket created a moment ago on a cluster may refuse writes for
+        // a moment ("stream not found" while its replicas come up; seen in
+        // full test runs): the first write is retried briefly before it
+        // counts as a failure.
+        let patience = tokio::time::Instant::now() + FIRST_WRITE_PATIENCE;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match inner.write().await {
+                Ok(_) => break,
+                Err(e @ RegistryError::Write { .. })
+                    if tokio::time::Instant::now() + pause < patience =>
+                {
+                    debug!(key = %inner.key, error = %e, "first registry write refused; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let cancel = CancellationToken::new();
         let task = tokio::spawn(heartbeat(inner.clone(), cancel.clone()));
         info!(key = %inner.key, ttl = ?inner.options.ttl, heartbeat = ?inner.options.heartbeat, "registered");
@@ -327,6 +345,10 @@ impl RegistrationBuilder {
         })
     }
 }
+
+/// How long a registration's first write is retried when it is refused
+/// (a bucket just created on a cluster), before `start` fails.
+const FIRST_WRITE_PATIENCE: Duration = Duration::from_secs(5);
 
 struct Inner {
     js: jetstream::Context,
