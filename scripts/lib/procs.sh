@@ -24,9 +24,14 @@ start_bg() {
 }
 
 # Whether pid $1 is a live process (a zombie counts as gone).
+# Builtins only (no grep, no fork): under load a fork can fail, and a
+# failed `grep` read as "not a zombie" once made a process that had exited
+# look alive.
 proc_alive() {
-  [ -r "/proc/$1/stat" ] || return 1
-  ! grep -q ') Z ' "/proc/$1/stat" 2>/dev/null
+  local stat
+  kill -0 "$1" 2>/dev/null || return 1
+  read -r stat <"/proc/$1/stat" 2>/dev/null || return 1
+  [[ "$stat" != *") Z "* ]]
 }
 
 # stop_all — stops every process started with start_bg, newest first; each
