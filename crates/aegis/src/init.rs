@@ -203,7 +203,10 @@ async fn connect(args: &InitArgs) -> anyhow::Result<aegis_sdk::Connection> {
             .await
         {
             Ok(conn) => return Ok(conn),
-            Err(e) if tokio::time::Instant::now() + pause < deadline && transient(&e) => {
+            Err(e)
+                if tokio::time::Instant::now() + pause < deadline
+                    && crate::service::transient(&e) =>
+            {
                 eprintln!("aegis init: NATS not ready yet ({e:#}); retrying");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(2));
@@ -211,17 +214,4 @@ async fn connect(args: &InitArgs) -> anyhow::Result<aegis_sdk::Connection> {
             Err(e) => return Err(e),
         }
     }
-}
-
-/// Whether a connect failure may pass by itself.
-fn transient(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        matches!(
-            cause.downcast_ref::<aegis_sdk::ConnectError>(),
-            Some(
-                aegis_sdk::ConnectError::Connect { .. }
-                    | aegis_sdk::ConnectError::JetStreamUnavailable { .. }
-            )
-        )
-    })
 }

@@ -201,7 +201,7 @@ async fn start(args: &ServiceArgs) -> anyhow::Result<(aegis_sdk::Connection, Run
 
 /// Whether a start-up failure may pass by itself (something not ready yet)
 /// rather than need a fix (a bad name, a bad option, a server too old).
-fn transient(error: &anyhow::Error) -> bool {
+pub(crate) fn transient(error: &anyhow::Error) -> bool {
     use aegis_sdk::ConnectError;
     for cause in error.chain() {
         if let Some(e) = cause.downcast_ref::<ConnectError>() {
