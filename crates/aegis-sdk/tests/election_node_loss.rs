@@ -40,6 +40,13 @@ enum Loss {
 /// elections stream's leader node down `how`, and watches for 20 s: never
 /// two serving, and the longest time nobody served.
 async fn serving_gap(how: Loss, lease: LeaseConfig) -> Duration {
+    // The election's log, shown when the test fails.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "aegis_sdk::election=debug",
+        ))
+        .with_test_writer()
+        .try_init();
     let mut cluster = NatsCluster::start(3).unwrap();
     cluster.wait_ready(Duration::from_secs(30)).unwrap();
     let setup = connect_cluster(cluster.urls(), 3).await;

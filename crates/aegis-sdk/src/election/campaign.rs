@@ -366,8 +366,29 @@ impl Campaign {
                             deadline = self.config.takeover_at(Instant::now()).into();
                             continue;
                         }
-                        if let Some(won) = self.try_take(last_revision).await {
-                            return Some(won);
+                        match self.try_take(last_revision).await {
+                            Take::Won(revision, sent_at) => return Some((revision, sent_at)),
+                            Take::Lost => {}
+                            // Only a leader that rides out outages serves
+                            // through one; others stop at their lease, and
+                            // their standbys need not wait longer.
+                            Take::Unanswered if !self.config.ride_out.is_zero() => {
+                                let (latest, seen_at) = self.await_store().await?;
+                                match latest {
+                                    Some(l) if l.put => {
+                                        last_revision = Some(l.revision);
+                                        self.step_down(leader_of(&l.value));
+                                        deadline = self.config.takeover_at(seen_at).into();
+                                    }
+                                    // Deleted, purged or never written: free.
+                                    other => {
+                                        last_revision = other.map(|l| l.revision);
+                                        deadline = tokio::time::Instant::now();
+                                    }
+                                }
+                                continue;
+                            }
+                            Take::Unanswered => {}
                         }
                         deadline = self.config.takeover_at(Instant::now()).into();
                     }
@@ -396,7 +417,7 @@ impl Campaign {
 
     /// Tries to become leader: create when the key is free, CAS on the last
     /// revision seen when the lease lapsed.
-    async fn try_take(&self, last_revision: Option<u64>) -> Option<(u64, Instant)> {
+    async fn try_take(&self, last_revision: Option<u64>) -> Take {
         let sent_at = Instant::now();
         let result = match self.store.create(&self.key, self.record(0)).await {
             Ok(rev) => Ok(rev),
@@ -411,12 +432,11 @@ impl Campaign {
             Err(_) => Err(true),
         };
         match result {
-            Ok(revision) => Some((revision, sent_at)),
-            Err(unexpected) => {
-                if unexpected {
-                    debug!("takeover attempt failed; will retry after the next lease");
-                }
-                None
+            Ok(revision) => Take::Won(revision, sent_at),
+            Err(false) => Take::Lost,
+            Err(true) => {
+                debug!("takeover attempt failed: the election store did not answer");
+                Take::Unanswered
             }
         }
     }
@@ -612,10 +632,12 @@ impl Campaign {
         }
     }
 
-    /// Who holds the election key now, read from the stream's leader (a
-    /// direct get may be answered by a replica that lags), bounded by the
-    /// renewal interval.
-    async fn holder(&self, epoch: u64) -> Result<Holder, String> {
+    /// The election key's latest record, read from the stream's leader (a
+    /// direct get may be answered by a replica that lags, or while the
+    /// stream has no leader), bounded by the renewal interval: its revision,
+    /// whether it is a put, and its value; `None` when the key never held
+    /// anything.
+    async fn latest(&self) -> Result<Option<Latest>, String> {
         let subject = format!("{}{}", self.store.prefix, self.key);
         let read = tokio::time::timeout(
             self.config.renew_interval,
@@ -623,29 +645,63 @@ impl Campaign {
         )
         .await
         .map_err(|_| "timed out".to_owned())?;
-        let message = match read {
-            Ok(m) => m,
+        match read {
+            Ok(message) => Ok(Some(Latest {
+                revision: message.sequence,
+                put: !message
+                    .headers
+                    .get("KV-Operation")
+                    .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE")),
+                value: message.payload,
+            })),
             Err(e)
                 if e.kind()
                     == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
             {
-                return Ok(Holder::Other);
+                Ok(None)
             }
-            Err(e) => return Err(e.to_string()),
-        };
-        let removed = message
-            .headers
-            .get("KV-Operation")
-            .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
-        let mine = !removed
-            && serde_json::from_slice::<LeaderRecord>(&message.payload).is_ok_and(|r| {
-                r.instance_id == self.me && (r.epoch == epoch || message.sequence == epoch)
-            });
-        Ok(if mine {
-            Holder::Me(message.sequence)
-        } else {
-            Holder::Other
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Who holds the election key now, by [`latest`](Self::latest).
+    async fn holder(&self, epoch: u64) -> Result<Holder, String> {
+        let mine = self.latest().await?.filter(|l| {
+            l.put
+                && serde_json::from_slice::<LeaderRecord>(&l.value).is_ok_and(|r| {
+                    r.instance_id == self.me && (r.epoch == epoch || l.revision == epoch)
+                })
+        });
+        Ok(match mine {
+            Some(l) => Holder::Me(l.revision),
+            None => Holder::Other,
         })
+    }
+
+    /// Standby, after a takeover the store did not answer: waits until the
+    /// stream's leader answers a read, and returns what it read and when.
+    ///
+    /// A leader that rides out the outage (`LeaseConfig::ride_out`) keeps
+    /// serving through it, and could not renew while the store was down; a
+    /// takeover counted from before the outage would win the first write
+    /// after it and serve beside that leader until its next renewal
+    /// failed. Counting the lease from when the store answers again gives
+    /// the leader a whole lease to renew first.
+    async fn await_store(&self) -> Option<(Option<Latest>, Instant)> {
+        loop {
+            let asked = tokio::time::Instant::now();
+            tokio::select! {
+                () = self.cancel.cancelled() => return None,
+                read = self.latest() => match read {
+                    Ok(latest) => return Some((latest, Instant::now())),
+                    Err(e) => debug!(error = %e, "the election store does not answer yet"),
+                },
+            }
+            tokio::select! {
+                () = self.cancel.cancelled() => return None,
+                () = sleep_until(asked + self.config.renew_interval) => {}
+            }
+        }
     }
 
     async fn pause(&self, failures: &mut u32) -> bool {
@@ -656,6 +712,23 @@ impl Campaign {
             () = tokio::time::sleep(delay.min(std::time::Duration::from_secs(2))) => true,
         }
     }
+}
+
+/// How a takeover attempt ended.
+enum Take {
+    /// This instance leads at this revision, written at this time.
+    Won(u64, Instant),
+    /// Someone else holds the key (or renewed it since it was seen).
+    Lost,
+    /// The store did not answer (or answered with an error).
+    Unanswered,
+}
+
+/// The election key's latest record, as [`Campaign::latest`] read it.
+struct Latest {
+    revision: u64,
+    put: bool,
+    value: Bytes,
 }
 
 /// Who holds the election key, as [`Campaign::holder`] read it.
