@@ -15,6 +15,7 @@
 
 pub mod credentials;
 pub mod nats;
+pub mod ports;
 pub mod supervisor;
 
 use std::{

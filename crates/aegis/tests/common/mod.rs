@@ -137,25 +137,7 @@ pub fn free_cluster_ports() -> (u16, u16) {
 }
 
 fn free_ports_for(nodes: u16) -> (u16, u16) {
-    loop {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = l.local_addr().unwrap().port();
-        drop(l);
-        if base > 60_000 {
-            continue;
-        }
-        let mut ports: Vec<u16> = (0..nodes)
-            .flat_map(|i| [base + i, base + 2000 + i, base + 4000 + i])
-            .collect();
-        ports.push(base + nodes);
-        let bound: Vec<_> = ports
-            .iter()
-            .map(|p| std::net::TcpListener::bind(("127.0.0.1", *p)))
-            .collect();
-        if bound.iter().all(Result::is_ok) {
-            return (base, base + nodes);
-        }
-    }
+    aegis::up::ports::free_layout(nodes)
 }
 
 /// The children `aegis up` has pid files for: `(name, pid)`.

@@ -428,37 +428,61 @@ fn table(
     }
 }
 
-/// Waits for the monitor's `/ready` and `expected` instances in its list.
+/// Waits for the monitor's `/ready` and `expected` instances in its list;
+/// on timeout, says which was missing and shows the end of `aegis up`'s log.
 async fn wait_ready(
     showcase: &mut Showcase,
     http: &reqwest::Client,
     expected: usize,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(180);
+    let mut missing;
     loop {
         showcase.check_running()?;
-        let ready = http
-            .get(format!("{}/ready", showcase.api()))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ready && let Ok(token) = showcase.viewer_token() {
-            let listed = http
-                .get(format!("{}/api/instances", showcase.api()))
-                .bearer_auth(token)
-                .send()
-                .await;
-            if let Ok(r) = listed
-                && let Ok(list) = r.json::<Vec<serde_json::Value>>().await
-                && list.len() >= expected
-            {
-                return Ok(());
+        let ready = http.get(format!("{}/ready", showcase.api())).send().await;
+        match ready {
+            Ok(r) if r.status().is_success() => match showcase.viewer_token() {
+                Ok(token) => {
+                    let listed = http
+                        .get(format!("{}/api/instances", showcase.api()))
+                        .bearer_auth(token)
+                        .send()
+                        .await;
+                    match listed {
+                        Ok(r) => match r.json::<Vec<serde_json::Value>>().await {
+                            Ok(list) if list.len() >= expected => return Ok(()),
+                            Ok(list) => {
+                                let ids: Vec<&str> = list
+                                    .iter()
+                                    .filter_map(|i| i["instance_id"].as_str())
+                                    .collect();
+                                missing = format!(
+                                    "{} of {expected} instances listed: {}",
+                                    list.len(),
+                                    ids.join(" ")
+                                );
+                            }
+                            Err(e) => missing = format!("GET /api/instances: {e}"),
+                        },
+                        Err(e) => missing = format!("GET /api/instances: {e}"),
+                    }
+                }
+                Err(e) => missing = format!("no viewer token: {e:#}"),
+            },
+            Ok(r) => {
+                let status = r.status();
+                missing = format!("/ready {status}: {}", r.text().await.unwrap_or_default());
             }
+            Err(e) => missing = format!("/ready: {e}"),
         }
         if Instant::now() > deadline {
+            let log = showcase.dir().join("up.log");
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
             anyhow::bail!(
-                "the showcase was not ready within 180 s (output in {})",
-                showcase.dir().join("up.log").display()
+                "the showcase was not ready within 180 s ({missing}); the end of {}:\n{tail}",
+                log.display()
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

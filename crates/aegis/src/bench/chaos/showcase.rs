@@ -40,7 +40,7 @@ impl Showcase {
             .prefix("aegis-bench-chaos-")
             .tempdir()
             .context("creating the showcase's state directory")?;
-        let (base_port, api_port) = free_ports();
+        let (base_port, api_port) = crate::up::ports::free_layout(NODES as u16);
         let exe = std::env::current_exe().context("locating the aegis binary")?;
         let log = std::fs::File::create(state.path().join("up.log"))?;
         let child = Command::new(exe)
@@ -220,32 +220,4 @@ fn credential(dir: &Path, key: &str) -> anyhow::Result<String> {
 pub(crate) fn process_alive(pid: i32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     !stat.is_empty() && !stat.contains(") Z ")
-}
-
-/// A base port whose client (+0..+2), route (+2000..) and monitoring
-/// (+4000..) ports are free, and an API port (base + 3).
-fn free_ports() -> (u16, u16) {
-    loop {
-        let Ok(l) = std::net::TcpListener::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let Ok(addr) = l.local_addr() else { continue };
-        let base = addr.port();
-        drop(l);
-        if base > 60_000 {
-            continue;
-        }
-        let n = NODES as u16;
-        let mut ports: Vec<u16> = (0..n)
-            .flat_map(|i| [base + i, base + 2000 + i, base + 4000 + i])
-            .collect();
-        ports.push(base + n);
-        let bound: Vec<_> = ports
-            .iter()
-            .map(|p| std::net::TcpListener::bind(("127.0.0.1", *p)))
-            .collect();
-        if bound.iter().all(Result::is_ok) {
-            return (base, base + n);
-        }
-    }
 }
