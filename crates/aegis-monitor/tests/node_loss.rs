@@ -121,3 +121,78 @@ async fn killing_the_registry_streams_leader_hides_no_live_instance() {
         let _ = conn.drain().await;
     }
 }
+
+/// Moves `stream`'s leadership off server `name` (a step-down request to
+/// the stream's leader), and waits until another node leads it.
+async fn lead_elsewhere(conn: &Connection, stream: &str, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stream_leader(conn, stream).await == name {
+        assert!(Instant::now() < deadline, "{stream} stays on {name}");
+        let _ = conn
+            .client()
+            .request(
+                format!("$JS.API.STREAM.LEADER.STEPDOWN.{stream}"),
+                "".into(),
+            )
+            .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `/ready` is what probes and load balancers ask: while a bucket's stream
+/// elects a new leader after a node died, the monitor still serves its
+/// views, so it must stay ready, and answer at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_monitor_stays_ready_and_answers_at_once_while_a_buckets_stream_has_no_leader() {
+    let mut cluster = NatsCluster::start(3).expect("start a 3-node cluster");
+    let urls = cluster.urls();
+    // The monitor on n1 only: it keeps its connection; only the stream
+    // loses its leader.
+    let mut config = common::config(&urls[0]);
+    config.nats.nats.replicas = 3;
+    let state = AppState::start(config, CancellationToken::new())
+        .await
+        .expect("start the monitor");
+    let app = router(state.clone());
+    let ready = || async {
+        let asked = Instant::now();
+        let r = call_app(&app, req(axum::http::Method::GET, "/ready", None, None)).await;
+        (r.status.as_u16(), asked.elapsed(), r.body)
+    };
+    common::eventually(Duration::from_secs(20), "ready", || async {
+        ready().await.0 == 200
+    })
+    .await;
+
+    let setup = connect(&urls).await;
+    for stream in ["KV_service_registry", "KV_service_definitions"] {
+        lead_elsewhere(&setup, stream, "n1").await;
+    }
+    let leader = stream_leader(&setup, "KV_service_registry").await;
+    let index = cluster
+        .nodes()
+        .iter()
+        .position(|n| n.server_name() == leader)
+        .unwrap();
+    eprintln!("killing {leader}, leader of KV_service_registry");
+    cluster.kill_node(index);
+    let killed = Instant::now();
+    let mut slowest = Duration::ZERO;
+    while killed.elapsed() < Duration::from_secs(15) {
+        let (status, took, body) = ready().await;
+        slowest = slowest.max(took);
+        assert_eq!(
+            status,
+            200,
+            "not ready {:?} after killing {leader}: {body}",
+            killed.elapsed()
+        );
+        assert!(
+            took <= Duration::from_millis(500),
+            "/ready took {took:?}, {:?} after killing {leader}",
+            killed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("ready at every poll for 15 s; slowest answer {slowest:?}");
+}

@@ -322,6 +322,12 @@ impl Fleet {
         self.shared.registry.is_synced()
     }
 
+    /// How long the view has served its last known state because the
+    /// registry watch broke; `None` while synced (or before the first load).
+    pub fn staleness(&self) -> Option<std::time::Duration> {
+        self.shared.registry.staleness()
+    }
+
     /// Whether crashes are seen from the server's connection advisories
     /// (system account access) rather than at the registry TTL.
     pub fn sees_disconnects(&self) -> bool {

@@ -64,7 +64,9 @@ pub(crate) struct Checks {
     definitions_bucket: bool,
     /// The `service_registry` bucket exists.
     registry_bucket: bool,
-    /// The registry view is loaded and its watch alive.
+    /// The registry view is loaded and its watch alive, or was re-creating
+    /// it for less than [`STALE_READY`] (a bucket's stream electing a new
+    /// leader after a NATS node died).
     registry_synced: bool,
     /// The definitions view is loaded.
     definitions_synced: bool,
@@ -142,8 +144,15 @@ async fn health() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
+/// How long the registry view may serve its last known state, its watch
+/// broken, before the monitor says it is not ready: longer than a stream's
+/// leader election (4–9 s in nats-server), shorter than a view worth
+/// distrusting.
+const STALE_READY: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Readiness: 200 when NATS is connected, both buckets exist and the views
-/// are loaded; 503 `NOT_READY` (details: the checks) otherwise.
+/// are loaded (the registry's watch alive, or re-created for under 30 s);
+/// 503 `NOT_READY` (details: the checks) otherwise.
 #[utoipa::path(
     get, path = "/ready", tag = "system", security(()),
     responses(
@@ -158,7 +167,8 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>, ApiErro
         nats_connected: connected,
         definitions_bucket: probe.definitions_bucket,
         registry_bucket: probe.registry_bucket,
-        registry_synced: state.fleet().is_synced(),
+        registry_synced: state.fleet().is_synced()
+            || state.fleet().staleness().is_some_and(|s| s < STALE_READY),
         definitions_synced: state.definitions().is_synced(),
     };
     if checks.all() {
