@@ -122,9 +122,12 @@ impl NatsArgs {
             let default = PathBuf::from(DEFAULT_CREDENTIALS);
             default.is_file().then_some(default)
         });
-        let operator = match file {
-            Some(path) => crate::up::credentials::read_operator(&path)?,
-            None => None,
+        let (operator, tls_ca) = match file {
+            Some(path) => (
+                crate::up::credentials::read_operator(&path)?,
+                crate::up::credentials::read_tls_ca(&path)?,
+            ),
+            None => (None, None),
         };
         self.connect_with(move |c| {
             adjust(c);
@@ -139,6 +142,9 @@ impl NatsArgs {
                 n.inbox_prefix = Some(crate::permissions::inbox_prefix(&user));
                 n.user = Some(user);
                 n.password = Some(aegis_sdk::Secret::new(password));
+            }
+            if n.tls_ca.is_none() {
+                n.tls_ca = tls_ca;
             }
         })
         .await

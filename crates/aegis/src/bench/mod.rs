@@ -43,6 +43,9 @@ pub(crate) struct BenchBus {
     /// The server (stopped on drop).
     pub(crate) server: aegis_testkit::NatsServer,
     users: Option<Vec<crate::permissions::User>>,
+    /// With `--tls`: the CA both sides verify the server with, and the
+    /// directory holding it (removed on drop).
+    tls: Option<(std::path::PathBuf, tempfile::TempDir)>,
 }
 
 /// Who connects, with `--auth`.
@@ -62,17 +65,51 @@ pub(crate) const BENCH_SERVICE: &str = "bench-pricing";
 pub(crate) const FILL_SERVICES: usize = 8;
 
 impl BenchBus {
-    /// Starts the server, with users and permissions when `auth`.
+    /// Starts the server, with users and permissions when `auth`, and
+    /// requiring TLS (a CA and certificate made as `aegis up --tls` makes
+    /// them) when `tls`.
     ///
     /// # Errors
     /// When no suitable nats-server is installed or it does not start.
-    pub(crate) async fn start(auth: bool) -> anyhow::Result<BenchBus> {
+    pub(crate) async fn start(auth: bool, tls: bool) -> anyhow::Result<BenchBus> {
         use crate::permissions::{Grants, Role, ServiceRole, User, render_users};
         use anyhow::Context;
+        let tls = if tls {
+            let dir = tempfile::Builder::new()
+                .prefix("aegis-bench-tls-")
+                .tempdir()?;
+            let files = crate::up::tls::ensure(dir.path())?;
+            Some((files, dir))
+        } else {
+            None
+        };
+        let tls_args: Vec<String> = tls
+            .as_ref()
+            .map(|(f, _)| {
+                vec![
+                    "--tls".to_owned(),
+                    "--tlscert".to_owned(),
+                    f.cert.display().to_string(),
+                    "--tlskey".to_owned(),
+                    f.key.display().to_string(),
+                ]
+            })
+            .unwrap_or_default();
+        let tls = tls.map(|(f, dir)| (f.ca, dir));
         if !auth {
+            let server = tokio::task::spawn_blocking(move || {
+                aegis_testkit::NatsServer::builder()
+                    .extra_args(tls_args)
+                    .start()
+            })
+            .await?
+            .context(
+                "starting nats-server for the benchmark (run `make bootstrap` if it is missing)",
+            )?;
             return Ok(BenchBus {
-                server: start_server().await?,
+                server,
                 users: None,
+                tls,
             });
         }
         let service = |name: &str| {
@@ -119,13 +156,17 @@ impl BenchBus {
         .collect();
         let text = render_users(&users);
         let server = tokio::task::spawn_blocking(move || {
-            aegis_testkit::NatsServer::builder().app_users(text).start()
+            aegis_testkit::NatsServer::builder()
+                .app_users(text)
+                .extra_args(tls_args)
+                .start()
         })
         .await?
         .context("starting nats-server with users for the benchmark")?;
         let bus = BenchBus {
             server,
             users: Some(users),
+            tls,
         };
         // As in the showcase, the operator creates the shared streams and
         // buckets; services may not.
@@ -152,6 +193,7 @@ impl BenchBus {
             config.nats.password = Some(aegis_sdk::Secret::new(user.password.clone()));
             config.nats.inbox_prefix = Some(crate::permissions::inbox_prefix(&user.name));
         }
+        config.nats.tls_ca = self.tls.as_ref().map(|(ca, _)| ca.clone());
         config
     }
 
@@ -165,6 +207,9 @@ impl BenchBus {
             options = options
                 .user_and_password(user.name.clone(), user.password.clone())
                 .custom_inbox_prefix(crate::permissions::inbox_prefix(&user.name));
+        }
+        if let Some((ca, _)) = &self.tls {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
         }
         Ok(options.connect(self.server.url()).await?)
     }

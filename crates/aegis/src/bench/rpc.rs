@@ -95,6 +95,10 @@ pub struct RpcBenchArgs {
     /// SDK sides as the same users).
     #[arg(long)]
     pub auth: bool,
+    /// Require TLS on the benchmark's server (a CA made for the run); both
+    /// sides verify it.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// One way of making the call, boxed so the latency phase can rotate over
@@ -198,7 +202,7 @@ const INSTANCE: &str = "bench-1";
 pub async fn run(args: RpcBenchArgs) -> anyhow::Result<Report> {
     super::check_sizes(args.calls, args.batch, args.concurrency, args.rounds)?;
     let started = chrono::Utc::now();
-    let bus = BenchBus::start(args.auth).await?;
+    let bus = BenchBus::start(args.auth, args.tls).await?;
 
     // Responders, each on its own connection like a separate process.
     let raw_server = bus.raw(Who::Server).await?;
@@ -507,6 +511,7 @@ pub async fn run(args: RpcBenchArgs) -> anyhow::Result<Report> {
         }
     }
     parameters["auth"] = serde_json::json!(args.auth);
+    parameters["tls"] = serde_json::json!(args.tls);
     let mode = if args.registry {
         "rpc --registry"
     } else if args.balanced {
@@ -514,11 +519,11 @@ pub async fn run(args: RpcBenchArgs) -> anyhow::Result<Report> {
     } else {
         "rpc"
     };
-    let title = if args.auth {
-        format!("{mode} --auth")
-    } else {
-        mode.to_owned()
-    };
+    let title = format!(
+        "{mode}{}{}",
+        if args.auth { " --auth" } else { "" },
+        if args.tls { " --tls" } else { "" }
+    );
     let mut report = Report::new(&title, server_version, parameters);
     // The report is built after the run; it says when the run began.
     report.started_at = aegis_contracts::models::rfc3339::format_utc(&started);

@@ -42,11 +42,14 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// Loads or creates the credentials file; environment variables win.
+/// Loads or creates the credentials file; environment variables win. With
+/// `tls_ca` (`aegis up --tls`) the file names the CA clients verify the
+/// servers with (`AEGIS_NATS_TLS_CA`), so a shell that sources it, and
+/// `aegis call`/`status`/`chaos` reading it, connect over TLS.
 ///
 /// # Errors
 /// When the file cannot be read or written.
-pub fn ensure(state_dir: &Path) -> anyhow::Result<Credentials> {
+pub fn ensure(state_dir: &Path, tls_ca: Option<&Path>) -> anyhow::Result<Credentials> {
     let path = state_dir.join("credentials");
     let mut from_file = std::collections::HashMap::new();
     if let Ok(text) = std::fs::read_to_string(&path) {
@@ -95,6 +98,12 @@ pub fn ensure(state_dir: &Path) -> anyhow::Result<Credentials> {
         users.push_str(&format!("{}={}\n", password_var(&user.name), user.password));
     }
     let operator_inbox = inbox_prefix(OPERATOR_USER);
+    if let Some(ca) = tls_ca {
+        users.push_str(&format!(
+            "# NATS requires TLS: the CA that signed the servers' certificate\nAEGIS_NATS_TLS_CA={}\n",
+            ca.display()
+        ));
+    }
     writeln!(
         file,
         "# Aegis showcase secrets. Monitor tokens (Authorization: Bearer <token>):\n\
@@ -168,6 +177,22 @@ pub fn read_operator(path: &Path) -> anyhow::Result<Option<(String, String)>> {
             _ => None,
         },
     )
+}
+
+/// The CA (`AEGIS_NATS_TLS_CA`) a credentials file names, when `aegis up`
+/// runs with `--tls`.
+///
+/// # Errors
+/// When the file cannot be read.
+pub fn read_tls_ca(path: &Path) -> anyhow::Result<Option<std::path::PathBuf>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the credentials file {}", path.display()))?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| k.trim() == "AEGIS_NATS_TLS_CA")
+        .map(|(_, v)| std::path::PathBuf::from(v.trim())))
 }
 
 fn generate() -> String {

@@ -17,6 +17,7 @@ pub mod credentials;
 pub mod nats;
 pub mod ports;
 pub mod supervisor;
+pub mod tls;
 
 use std::{
     collections::BTreeMap,
@@ -64,6 +65,11 @@ pub struct UpArgs {
     /// Directory of the built UI to serve (default: `ui/out` when it exists).
     #[arg(long)]
     pub ui_dir: Option<PathBuf>,
+    /// Require TLS on every NATS connection, clients and routes (mutual TLS
+    /// between the nodes), with a CA and certificate made once in
+    /// `<state-dir>/tls` (or yours, placed there first).
+    #[arg(long, conflicts_with = "nats_url")]
+    pub tls: bool,
 }
 
 /// Instances per service kind, in a stable order.
@@ -108,7 +114,12 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
     let _lock = PidLock::acquire(&state_dir.join("up.pid"))?;
     let exe = std::env::current_exe().context("locating the aegis binary")?;
     let mut sup = Supervisor::new(&state_dir, !args.no_restart)?;
-    let creds = credentials::ensure(&state_dir)?;
+    let tls = if args.tls {
+        Some(tls::ensure(&state_dir)?)
+    } else {
+        None
+    };
+    let creds = credentials::ensure(&state_dir, tls.as_ref().map(|t| t.ca.as_path()))?;
 
     // 1. NATS.
     let (url, replicas, nodes) = match &args.nats_url {
@@ -117,7 +128,7 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
             let count = if args.single_node { 1 } else { 3 };
             let nodes = nats::plan(&state_dir, count, args.base_port);
             nats::check_ports_free(&nodes, args.api_port)?;
-            nats::write_configs(&nodes, &creds)?;
+            nats::write_configs(&nodes, &creds, tls.as_ref())?;
             let binary = aegis_testkit::nats_server_binary()
                 .context("finding nats-server (run `make bootstrap`)")?;
             for node in &nodes {
@@ -138,10 +149,14 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
             (urls.join(","), count, nodes)
         }
     };
-    let result = run_on(
-        &args, &state_dir, &exe, &url, replicas, &nodes, &creds, &mut sup, &shutdown,
-    )
-    .await;
+    let tls_ca = tls.map(|t| t.ca);
+    let on = Topology {
+        url: &url,
+        replicas,
+        nodes: &nodes,
+        tls_ca: tls_ca.as_deref(),
+    };
+    let result = run_on(&args, &state_dir, &exe, &on, &creds, &mut sup, &shutdown).await;
     println!("\nstopping the showcase…");
     sup.stop_all().await;
     println!(
@@ -151,18 +166,28 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
     result
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The NATS the showcase runs on.
+struct Topology<'a> {
+    /// Client URLs, comma-separated.
+    url: &'a str,
+    /// Replicas of streams and buckets.
+    replicas: usize,
+    /// Our own nodes; empty on an external NATS.
+    nodes: &'a [nats::NatsNode],
+    /// The CA clients verify the servers with, when TLS is required.
+    tls_ca: Option<&'a Path>,
+}
+
 async fn run_on(
     args: &UpArgs,
     state_dir: &Path,
     exe: &Path,
-    url: &str,
-    replicas: usize,
-    nodes: &[nats::NatsNode],
+    on: &Topology<'_>,
     creds: &credentials::Credentials,
     sup: &mut Supervisor,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
+    let (url, replicas, nodes) = (on.url, on.replicas, on.nodes);
     // 2. Every stream and bucket (what `aegis init` creates), once, with the
     //    right replicas, before anything that uses them starts. On our own
     //    servers `aegis up` does it as the operator; on an external NATS with
@@ -175,7 +200,7 @@ async fn run_on(
                 .map(|p| (OPERATOR_USER.to_owned(), p.to_owned()))
         })
         .flatten();
-    let conn = connect(url, replicas, operator, shutdown).await?;
+    let conn = connect(url, replicas, operator, on.tls_ca, shutdown).await?;
     step("creating streams and buckets");
     // A cluster restarted on existing data elects its stream leaders first;
     // until then JetStream requests time out, so retry for a while.
@@ -195,11 +220,14 @@ async fn run_on(
     }
 
     // 3. The monitor.
-    let common_env = vec![
+    let mut common_env = vec![
         ("AEGIS_NATS_URL".to_owned(), url.to_owned()),
         ("AEGIS_NATS_REPLICAS".to_owned(), replicas.to_string()),
         ("AEGIS_LOG".to_owned(), "info".to_owned()),
     ];
+    if let Some(ca) = on.tls_ca {
+        common_env.push(("AEGIS_NATS_TLS_CA".to_owned(), ca.display().to_string()));
+    }
     let mut monitor_env = common_env.clone();
     monitor_env.extend(own_nats_user(nodes, creds, MONITOR_USER));
     monitor_env.push(("AEGIS_ADMIN_TOKEN".into(), creds.admin.clone()));
@@ -300,18 +328,23 @@ async fn connect(
     url: &str,
     replicas: usize,
     user: Option<(String, String)>,
+    tls_ca: Option<&Path>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Connection> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let servers = url.to_owned();
         let user = user.clone();
+        let tls_ca = tls_ca.map(Path::to_owned);
         let config = ConfigLoader::new()
             .env()
             .set(move |c| {
                 c.nats.servers = servers.split(',').map(|s| s.trim().to_owned()).collect();
                 c.nats.connect_timeout = Duration::from_secs(1);
                 c.nats.replicas = replicas;
+                if let Some(ca) = tls_ca {
+                    c.nats.tls_ca = Some(ca);
+                }
                 if let Some((user, password)) = user {
                     c.nats.token = None;
                     c.nats.nkey_seed = None;
@@ -357,11 +390,19 @@ fn print_summary(
     println!();
     println!("Aegis showcase is up");
     println!(
-        "  NATS        {url}{}",
+        "  NATS        {url}{}{}",
         if nodes.len() > 1 {
             " (3-node cluster, R3)"
         } else {
             ""
+        },
+        if args.tls {
+            format!(
+                "\n              TLS required (routes mutual TLS); CA {}",
+                state_dir.join("tls").join("ca.pem").display()
+            )
+        } else {
+            String::new()
         }
     );
     println!("  API         {api}/api  (OpenAPI: {api}/api/openapi.json, Swagger: {api}/api/docs)");

@@ -9,7 +9,10 @@ use std::{
 
 use anyhow::{Context, bail};
 
-use super::credentials::Credentials;
+use super::{
+    credentials::Credentials,
+    tls::{self, TlsFiles},
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One NATS node of the showcase.
@@ -72,11 +75,16 @@ pub fn plan(state_dir: &Path, count: usize, base_port: u16) -> Vec<NatsNode> {
         .collect()
 }
 
-/// Writes each node's config file.
+/// Writes each node's config file; with `tls`, client connections and
+/// routes require TLS (routes mutual TLS).
 ///
 /// # Errors
 /// When a file cannot be written.
-pub fn write_configs(nodes: &[NatsNode], creds: &Credentials) -> anyhow::Result<()> {
+pub fn write_configs(
+    nodes: &[NatsNode],
+    creds: &Credentials,
+    tls: Option<&TlsFiles>,
+) -> anyhow::Result<()> {
     for node in nodes {
         std::fs::create_dir_all(node.dir.join("jetstream"))?;
         let mut conf = format!(
@@ -88,6 +96,10 @@ pub fn write_configs(nodes: &[NatsNode], creds: &Credentials) -> anyhow::Result<
             store = node.dir.join("jetstream").display(),
         );
         conf.push_str(&accounts(creds));
+        if let Some(files) = tls {
+            conf.push_str(&tls::server_block(files, false));
+            conf.push('\n');
+        }
         // Lame-duck mode (SIGUSR2) moves the clients within the server's
         // minimum of 30 s rather than the default two minutes.
         conf.push_str("lame_duck_grace_period: 1s\nlame_duck_duration: 30s\n");
@@ -96,8 +108,11 @@ pub fn write_configs(nodes: &[NatsNode], creds: &Credentials) -> anyhow::Result<
                 .iter()
                 .map(|n| format!("nats://127.0.0.1:{}", n.cluster_port))
                 .collect();
+            let route_tls = tls
+                .map(|files| format!("  {}\n", tls::server_block(files, true)))
+                .unwrap_or_default();
             conf.push_str(&format!(
-                "cluster {{\n  name: aegis-showcase\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+                "cluster {{\n  name: aegis-showcase\n  listen: 127.0.0.1:{}\n  routes: [{}]\n{route_tls}}}\n",
                 node.cluster_port,
                 routes.join(", ")
             ));

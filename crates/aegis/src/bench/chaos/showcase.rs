@@ -187,6 +187,7 @@ pub(crate) fn nats_config(showcase: &Showcase) -> anyhow::Result<AegisConfig> {
     let path = showcase.dir().join("credentials");
     let (user, password) = crate::up::credentials::read_operator(&path)?
         .with_context(|| format!("no operator user in {}", path.display()))?;
+    config.nats.tls_ca = crate::up::credentials::read_tls_ca(&path)?;
     config.nats.inbox_prefix = Some(crate::permissions::inbox_prefix(&user));
     config.nats.user = Some(user);
     config.nats.password = Some(aegis_sdk::Secret::new(password));
