@@ -5,7 +5,7 @@
 
 import * as React from "react";
 
-import { api, ApiError } from "@/lib/api/client";
+import { api, ApiError, notifyUnauthorized } from "@/lib/api/client";
 import { LiveFeed, type FeedState } from "@/lib/api/live-feed";
 import { InstanceStore, type StoreSnapshot } from "@/lib/instance-store";
 
@@ -43,6 +43,7 @@ export function useLiveInstances(): LiveInstances {
       onMetrics: (e) => store.setMetrics(e.snapshot),
       resync,
       onState: setFeed,
+      onExpired: notifyUnauthorized,
     });
     // eslint-disable-next-line react-hooks/set-state-in-effect -- state is set after the request answers
     void resync().catch(() => undefined);

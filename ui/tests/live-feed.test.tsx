@@ -29,7 +29,7 @@ describe("LiveFeed", () => {
   beforeEach(() => vi.useFakeTimers());
   afterEach(() => vi.useRealTimers());
 
-  function setup(resyncOk: () => boolean) {
+  function setup(resyncOk: () => boolean, onExpired?: () => void) {
     const sources: FakeSource[] = [];
     const states: FeedState[] = [];
     const resync = vi.fn(() => (resyncOk() ? Promise.resolve() : Promise.reject(new Error("down"))));
@@ -39,6 +39,7 @@ describe("LiveFeed", () => {
       resync,
       onInstance,
       onState: (s) => states.push(s),
+      onExpired,
       initialBackoffMs: 1000,
       maxBackoffMs: 8000,
       open: () => {
@@ -59,6 +60,20 @@ describe("LiveFeed", () => {
     sources[0]!.emit("instance", { type: "nonsense" });
     expect(onInstance).toHaveBeenCalledTimes(1);
     feed.stop();
+  });
+
+  it("stops on `expired` and says so, without reconnecting or polling", async () => {
+    const onExpired = vi.fn();
+    const { sources, resync } = setup(() => true, onExpired);
+    sources[0]!.emit("hello");
+    sources[0]!.emit("expired");
+    expect(onExpired).toHaveBeenCalledTimes(1);
+    expect(sources[0]!.closed).toBe(true);
+    // The stream's end that follows changes nothing.
+    sources[0]!.fail();
+    await act(async () => vi.advanceTimersByTime(20_000));
+    expect(sources).toHaveLength(1);
+    expect(resync).not.toHaveBeenCalled();
   });
 
   it("polls while the stream is down, reconnects with backoff and re-reads on return", async () => {

@@ -40,6 +40,8 @@ export function SignInForm() {
     } catch (err) {
       if (err instanceof ApiError && (err.code === "UNAUTHORIZED" || err.code === "VALIDATION_ERROR")) {
         setError(t("signIn.invalid"));
+      } else if (err instanceof ApiError && err.code === "TOO_MANY_REQUESTS") {
+        setError(t("signIn.tooMany", { seconds: String(err.retryAfterSecs ?? 60) }));
       } else {
         setError(t("signIn.failed", { message: err instanceof Error ? err.message : String(err) }));
       }

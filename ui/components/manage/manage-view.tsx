@@ -13,7 +13,7 @@ import { Table, TableBody, TableCell, TableHead, TableHeader, TableRow } from "@
 import { FeedIndicator } from "@/components/live/feed-indicator";
 import { useSession } from "@/hooks/use-session";
 import { toast } from "@/hooks/use-toast";
-import { api, ApiError } from "@/lib/api/client";
+import { api, ApiError, notifyUnauthorized } from "@/lib/api/client";
 import { LiveFeed, type FeedState } from "@/lib/api/live-feed";
 import type { ServiceDefinition } from "@/lib/api/schemas";
 import { dateTime } from "@/lib/format";
@@ -52,6 +52,7 @@ export function ManageView() {
       onDefinition: () => void reload().catch(() => undefined),
       resync: reload,
       onState: setFeed,
+      onExpired: notifyUnauthorized,
     });
     live.start();
     return () => live.stop();

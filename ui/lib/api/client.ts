@@ -31,6 +31,7 @@ export type ErrorCode =
   | "GATEWAY_TIMEOUT"
   | "BAD_GATEWAY"
   | "SERVICE_UNAVAILABLE"
+  | "TOO_MANY_REQUESTS"
   | "NETWORK"
   | "BAD_RESPONSE"
   | (string & {});
@@ -42,6 +43,8 @@ export class ApiError extends Error {
     readonly code: ErrorCode,
     message: string,
     readonly details: Record<string, unknown> = {},
+    /** Seconds the API asked to wait before trying again (`Retry-After`). */
+    readonly retryAfterSecs: number | null = null,
   ) {
     super(message);
     this.name = "ApiError";
@@ -62,6 +65,17 @@ const unauthorizedListeners = new Set<Listener>();
 export function onUnauthorized(listener: Listener): () => void {
   unauthorizedListeners.add(listener);
   return () => unauthorizedListeners.delete(listener);
+}
+
+/** Tells the 401 listeners the session is gone (the live feed's `expired` event). */
+export function notifyUnauthorized(): void {
+  unauthorizedListeners.forEach((l) => l());
+}
+
+/** `Retry-After` in seconds, when the answer has a numeric one. */
+function retryAfter(response: Response): number | null {
+  const value = Number(response.headers.get("Retry-After"));
+  return Number.isFinite(value) && value > 0 ? Math.ceil(value) : null;
 }
 
 interface RequestOptions {
@@ -102,9 +116,15 @@ async function send<T>(path: string, schema: z.ZodType<T> | null, opts: RequestO
     const body: unknown = await response.json().catch(() => null);
     const envelope = ErrorEnvelope.safeParse(body);
     const error = envelope.success
-      ? new ApiError(response.status, envelope.data.error.code, envelope.data.error.message, envelope.data.error.details)
-      : new ApiError(response.status, "BAD_RESPONSE", `HTTP ${response.status}`);
-    if (response.status === 401 && !opts.quiet401) unauthorizedListeners.forEach((l) => l());
+      ? new ApiError(
+          response.status,
+          envelope.data.error.code,
+          envelope.data.error.message,
+          envelope.data.error.details,
+          retryAfter(response),
+        )
+      : new ApiError(response.status, "BAD_RESPONSE", `HTTP ${response.status}`, {}, retryAfter(response));
+    if (response.status === 401 && !opts.quiet401) notifyUnauthorized();
     throw error;
   }
   if (schema === null || response.status === 204) {

@@ -2,7 +2,8 @@
 // drops. While the stream is down the page re-reads the REST endpoints
 // every 5 s (polling) and reconnects with exponential backoff; a `lagged`
 // event (this client fell behind) and every reconnect re-read them too, so
-// nothing missed while away stays missed.
+// nothing missed while away stays missed. An `expired` event (the session
+// lapsed or was revoked) stops the feed and says so, instead of a retry.
 import {
   DefinitionEvent,
   InstanceEvent,
@@ -30,6 +31,11 @@ export interface LiveFeedOptions {
   /** Re-reads the REST endpoints; rejects when the API is unreachable. */
   resync: () => Promise<void>;
   onState?: (s: FeedState) => void;
+  /**
+   * The API ended the stream because the session expired or was revoked
+   * (its `expired` event); the feed stops instead of reconnecting.
+   */
+  onExpired?: () => void;
   pollIntervalMs?: number;
   initialBackoffMs?: number;
   maxBackoffMs?: number;
@@ -108,6 +114,11 @@ export class LiveFeed {
     source.addEventListener("definition", (e) => this.dispatch(e, DefinitionEvent, this.opts.onDefinition));
     source.addEventListener("metrics", (e) => this.dispatch(e, MetricsEvent, this.opts.onMetrics));
     source.addEventListener("lagged", () => void this.opts.resync().catch(() => undefined));
+    source.addEventListener("expired", () => {
+      if (this.source !== source) return;
+      this.stop();
+      this.opts.onExpired?.();
+    });
     source.onerror = () => {
       if (this.source !== source) return;
       // EventSource would retry on its own at a fixed pace; take over so

@@ -22,6 +22,7 @@ export const en = {
   "signIn.submit": "Sign in",
   "signIn.submitting": "Signing in…",
   "signIn.invalid": "That token is not valid. Check it and try again.",
+  "signIn.tooMany": "Too many sign-in attempts from this address. Try again in {seconds} s.",
   "signIn.expired": "Your session expired or was revoked. Sign in again.",
   "signIn.signedOut": "You are signed out.",
   "signIn.failed": "Could not reach the monitor: {message}",

@@ -23,6 +23,7 @@ export const zhCN: Catalogue = {
   "signIn.submit": "登录",
   "signIn.submitting": "正在登录…",
   "signIn.invalid": "令牌无效，请检查后重试。",
+  "signIn.tooMany": "此地址的登录尝试过多，请在 {seconds} 秒后重试。",
   "signIn.expired": "会话已过期或已被撤销，请重新登录。",
   "signIn.signedOut": "您已退出登录。",
   "signIn.failed": "无法连接监控服务：{message}",

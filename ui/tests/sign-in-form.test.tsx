@@ -1,0 +1,46 @@
+// SignInForm: an invalid token and a rate-limited client (429 with
+// Retry-After) each get their own message.
+import { screen } from "@testing-library/react";
+import userEvent from "@testing-library/user-event";
+
+import { SignInForm } from "@/components/auth/sign-in-form";
+import { renderUi } from "./render";
+
+const replace = vi.fn();
+vi.mock("next/navigation", () => ({ useRouter: () => ({ replace }) }));
+
+function answer(status: number, code: string, headers: Record<string, string> = {}) {
+  vi.stubGlobal(
+    "fetch",
+    vi.fn(
+      async () =>
+        new Response(JSON.stringify({ error: { code, message: code.toLowerCase(), details: {} } }), {
+          status,
+          headers: { "Content-Type": "application/json", ...headers },
+        }),
+    ),
+  );
+}
+
+afterEach(() => vi.unstubAllGlobals());
+
+async function signIn(token: string) {
+  renderUi(<SignInForm />);
+  await userEvent.type(screen.getByLabelText(/token/i), token);
+  await userEvent.click(screen.getByRole("button", { name: /sign in/i }));
+}
+
+describe("SignInForm", () => {
+  it("says the token is invalid on 401", async () => {
+    answer(401, "UNAUTHORIZED");
+    await signIn("wrong");
+    expect(await screen.findByText(/that token is not valid/i)).toBeInTheDocument();
+    expect(replace).not.toHaveBeenCalled();
+  });
+
+  it("says how long to wait when sign-ins are rate-limited", async () => {
+    answer(429, "TOO_MANY_REQUESTS", { "Retry-After": "42" });
+    await signIn("guess");
+    expect(await screen.findByText(/too many sign-in attempts.*42 s/i)).toBeInTheDocument();
+  });
+});
