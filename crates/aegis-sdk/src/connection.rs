@@ -142,6 +142,10 @@ struct Inner {
     /// Set by [`Connection::drain`], so the disconnect it causes is not
     /// reported as a lost connection.
     draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Per client (index-aligned with `clients`): how often its connection
+    /// dropped, so a request in flight on it stops waiting for a reply
+    /// that cannot come (see [`Connection::unless_dropped`]).
+    drops: Vec<tokio::sync::watch::Sender<u64>>,
 }
 
 impl fmt::Debug for Connection {
@@ -169,9 +173,19 @@ impl Connection {
         // JetStream check that got no answer.
         let refused: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
         let name = connection_name();
-        for i in 0..config.nats.pool_size {
-            let options =
-                connect_options(&config, &name, i, draining.clone(), refused.clone()).await?;
+        let drops: Vec<_> = (0..config.nats.pool_size)
+            .map(|_| tokio::sync::watch::Sender::new(0u64))
+            .collect();
+        for (i, dropped) in drops.iter().enumerate() {
+            let options = connect_options(
+                &config,
+                &name,
+                i,
+                draining.clone(),
+                refused.clone(),
+                dropped.clone(),
+            )
+            .await?;
             let client = options
                 .connect(config.nats.servers.clone())
                 .await
@@ -210,6 +224,7 @@ impl Connection {
                 registry: tokio::sync::OnceCell::new(),
                 elections: tokio::sync::OnceCell::new(),
                 draining,
+                drops,
             }),
         })
     }
@@ -229,12 +244,54 @@ impl Connection {
 
     /// A client from the pool, round-robin; used for outgoing requests.
     pub fn pooled(&self) -> &Client {
+        self.pooled_watched().0
+    }
+
+    /// A client from the pool, round-robin, and what tells when its
+    /// connection drops from now on.
+    pub(crate) fn pooled_watched(&self) -> (&Client, Dropped) {
         let clients = &self.inner.clients;
-        if clients.len() == 1 {
-            return &clients[0];
+        let i = if clients.len() == 1 {
+            0
+        } else {
+            self.inner.next.fetch_add(1, Ordering::Relaxed) % clients.len()
+        };
+        (&clients[i], Dropped(self.inner.drops[i].subscribe()))
+    }
+
+    /// Runs `work` — requests on the primary client, such as JetStream
+    /// operations — unless that client's connection drops first, which
+    /// ends the wait at once with [`ConnectionDropped`].
+    ///
+    /// A request in flight when its connection drops gets no reply (NATS
+    /// delivers a reply only to the connection that asked), so without this
+    /// it waits out its whole timeout, seconds in which the operation may
+    /// well have been carried out. Retry once reconnected: reads freely,
+    /// writes only where a repeat is harmless (compare-and-set, an
+    /// idempotency key).
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), Box<dyn std::error::Error>> {
+    /// let kv = conn.jetstream().get_key_value("orders").await?;
+    /// match conn.unless_dropped(kv.get("order-1")).await {
+    ///     Ok(value) => println!("{:?}", value?),
+    ///     Err(dropped) => eprintln!("{dropped}; read it again"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ConnectionDropped`] when the connection dropped before `work` ended.
+    pub async fn unless_dropped<F: std::future::Future>(
+        &self,
+        work: F,
+    ) -> Result<F::Output, ConnectionDropped> {
+        let dropped = Dropped(self.inner.drops[0].subscribe());
+        tokio::select! {
+            biased;
+            out = work => Ok(out),
+            () = dropped.wait() => Err(ConnectionDropped),
         }
-        let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % clients.len();
-        &clients[i]
     }
 
     /// The JetStream context on the primary client.
@@ -438,6 +495,7 @@ async fn connect_options(
     index: usize,
     draining: Arc<std::sync::atomic::AtomicBool>,
     refused: Arc<std::sync::Mutex<Option<String>>>,
+    dropped: tokio::sync::watch::Sender<u64>,
 ) -> Result<ConnectOptions, ConnectError> {
     let n = &config.nats;
     let mut options = ConnectOptions::new();
@@ -491,6 +549,10 @@ async fn connect_options(
         .event_callback(move |event| {
             let draining = draining.load(Ordering::Relaxed);
             let refused = refused.clone();
+            if !draining && matches!(event, async_nats::Event::Disconnected) {
+                // Before the log: requests in flight learn it at once.
+                dropped.send_modify(|n| *n += 1);
+            }
             async move {
                 match event {
                     // What this user may not do: said once per attempt, so
@@ -512,6 +574,24 @@ async fn connect_options(
                 }
             }
         }))
+}
+
+/// A request's connection dropped before its reply came: the reply cannot
+/// come any more, and the request may or may not have been carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the NATS connection dropped before the reply came; the request may have been carried out")]
+pub struct ConnectionDropped;
+
+/// Resolves when one client's connection drops after it was taken.
+pub(crate) struct Dropped(tokio::sync::watch::Receiver<u64>);
+
+impl Dropped {
+    /// Waits for the next drop (forever once the connection is gone).
+    pub(crate) async fn wait(mut self) {
+        if self.0.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -83,7 +83,7 @@ pub use config::{
     AegisConfig, ConfigError, ConfigLoader, NatsConfig, ReconnectPolicy, Secret, StreamLimits,
     StreamsConfig,
 };
-pub use connection::{ConnectError, Connection, MIN_SERVER_VERSION};
+pub use connection::{ConnectError, Connection, ConnectionDropped, MIN_SERVER_VERSION};
 pub use discovery::{Discovery, Strategy};
 pub use registry::{RegistryChange, RegistryReader};
 

@@ -122,6 +122,10 @@ pub(crate) struct Bucket {
     /// The bucket, for watches and plain operations.
     pub(crate) kv: kv::Store,
     js: jetstream::Context,
+    /// Ends a request whose connection dropped at once, rather than after
+    /// the JetStream timeout: a writer holding a fence lock meanwhile
+    /// would stall every order behind it.
+    conn: Connection,
 }
 
 /// What a conditional write ([`Bucket::put_if`]) expects to find.
@@ -154,6 +158,7 @@ impl Bucket {
         Self {
             kv,
             js: conn.jetstream().clone(),
+            conn: conn.clone(),
         }
     }
 
@@ -186,12 +191,21 @@ impl Bucket {
         key: &str,
     ) -> Result<Option<(u64, Option<Bytes>)>, async_nats::Error> {
         let subject = format!("{}{key}", self.kv.prefix);
-        match self
-            .kv
-            .stream
-            .get_last_raw_message_by_subject(&subject)
-            .await
-        {
+        // A read may be asked again: when the connection drops while it
+        // waits, it is sent again on the new one (twice at most).
+        let mut drops = 0;
+        let read = loop {
+            let read = self
+                .conn
+                .unless_dropped(self.kv.stream.get_last_raw_message_by_subject(&subject))
+                .await;
+            match read {
+                Ok(read) => break read,
+                Err(dropped) if drops == 2 => return Err(dropped.into()),
+                Err(_) => drops += 1,
+            }
+        };
+        match read {
             Ok(msg) => {
                 let removed = msg
                     .headers
@@ -239,12 +253,19 @@ impl Bucket {
                 );
             }
         }
-        let ack = self
-            .js
-            .publish_with_headers(self.subject(key), headers, value)
-            .await
-            .map_err(|e| WriteError::Failed(e.into()))?
-            .await;
+        let write = async {
+            let sent = self
+                .js
+                .publish_with_headers(self.subject(key), headers, value)
+                .await
+                .map_err(|e| WriteError::Failed(e.into()))?;
+            Ok::<_, WriteError>(sent.await)
+        };
+        // Not repeated here: whether it landed is the caller's question.
+        let ack = match self.conn.unless_dropped(write).await {
+            Ok(ack) => ack?,
+            Err(dropped) => return Err(WriteError::Failed(dropped.into())),
+        };
         match ack {
             Ok(ack) => Ok(ack.sequence),
             Err(e) if refused(&e) => Err(WriteError::Conflict),

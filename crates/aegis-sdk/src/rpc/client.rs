@@ -7,7 +7,10 @@
 //! so the strategy decides who answers. An instance without a responder (it
 //! died) is evicted from this process's view and another is tried at once;
 //! an idempotent call also moves on when one attempt times out; all within
-//! the call's deadline. [`RpcClient::call_balanced`] keeps the plain
+//! the call's deadline. A call whose own connection drops while it waits
+//! ends at once ([`RpcError::ConnectionLost`]: no reply can come on a new
+//! connection) and, when idempotent, is sent again once reconnected.
+//! [`RpcClient::call_balanced`] keeps the plain
 //! queue-group path (`rpc.{service}.{method}`, the server picks), and
 //! [`RpcClient::call_instance`] addresses one named instance.
 //!
@@ -436,6 +439,13 @@ impl RpcClient {
                     last_err = Some(timed_out());
                     continue;
                 }
+                // Our own connection dropped; the leader is not to blame.
+                Err(e @ RpcError::ConnectionLost { .. })
+                    if opts.idempotent && Instant::now() < deadline =>
+                {
+                    last_err = Some(e);
+                    continue;
+                }
                 Err(RpcError::Timeout { .. }) => return Err(timed_out()),
                 Err(e) => return Err(e),
             };
@@ -592,6 +602,12 @@ impl RpcClient {
                     last_err = Some(timed_out());
                 }
                 Err(RpcError::Timeout { .. }) => return Err(timed_out()),
+                // Our own connection dropped, not the instance: try it again.
+                Err(e @ RpcError::ConnectionLost { .. })
+                    if opts.idempotent && Instant::now() < deadline =>
+                {
+                    last_err = Some(e);
+                }
                 Err(e @ RpcError::Remote { .. }) if e.code() == ErrorCode::NotActive => {
                     // A standby refused without running it: try the others.
                     tried.push(member.id);
@@ -658,15 +674,19 @@ impl RpcClient {
         if let Some(headers) = headers {
             request = request.headers(headers);
         }
-        self.conn
-            .pooled()
-            .send_request(subject.clone(), request)
-            .await
-            .map_err(|e| match e.kind() {
-                RequestErrorKind::TimedOut => RpcError::Timeout { subject, timeout },
-                RequestErrorKind::NoResponders => RpcError::NoResponders { subject },
-                _ => RpcError::Transport { subject, source: e },
-            })
+        let (client, dropped) = self.conn.pooled_watched();
+        // A reply goes only to the connection that asked: once it drops,
+        // waiting longer cannot help.
+        let sent = tokio::select! {
+            biased;
+            sent = client.send_request(subject.clone(), request) => sent,
+            () = dropped.wait() => return Err(RpcError::ConnectionLost { subject }),
+        };
+        sent.map_err(|e| match e.kind() {
+            RequestErrorKind::TimedOut => RpcError::Timeout { subject, timeout },
+            RequestErrorKind::NoResponders => RpcError::NoResponders { subject },
+            _ => RpcError::Transport { subject, source: e },
+        })
     }
 }
 

@@ -100,6 +100,15 @@ pub enum RpcError {
         /// The deadline that passed.
         timeout: Duration,
     },
+    /// The connection dropped while the call waited for its reply: the
+    /// reply cannot come, and the call may have run. An idempotent call is
+    /// retried once reconnected; any other is returned at once instead of
+    /// at its deadline.
+    #[error("the NATS connection dropped while {subject} was in flight; it may have run")]
+    ConnectionLost {
+        /// The subject called.
+        subject: String,
+    },
     /// Nobody listens on the subject: the instance (or, for
     /// [`RpcClient::call_balanced`], every instance) is gone.
     #[error("no instance is serving {subject}")]
@@ -168,7 +177,8 @@ impl RpcError {
         match self {
             RpcError::InvalidName(_) | RpcError::Encode(_) => ErrorCode::InvalidRequest,
             RpcError::Decode { .. } | RpcError::Transport { .. } => ErrorCode::Internal,
-            RpcError::Timeout { .. } => ErrorCode::Timeout,
+            // Either way nobody knows whether it ran.
+            RpcError::Timeout { .. } | RpcError::ConnectionLost { .. } => ErrorCode::Timeout,
             // It ran: not NOT_ACTIVE, which tells callers to retry freely.
             RpcError::DeposedLeader(_) => ErrorCode::Conflict,
             RpcError::Election(_) => ErrorCode::ServiceUnavailable,

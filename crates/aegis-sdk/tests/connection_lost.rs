@@ -1,0 +1,115 @@
+//! A call whose own NATS connection drops while it waits for the reply:
+//! the reply can never come (NATS delivers it only to the connection that
+//! asked), so the call ends at once instead of at its deadline — an
+//! idempotent call is sent again once reconnected and answered; any other
+//! returns `ConnectionLost` (it may have run).
+
+mod common;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use aegis_sdk::{
+    AegisConfig, Connection,
+    rpc::{CallOptions, RpcError, Service},
+};
+use aegis_testkit::NatsCluster;
+use common::connect_cluster;
+use serde_json::{Value, json};
+
+/// A 3-node cluster, a service on node 2 whose first call never answers,
+/// and a caller that knows only node 1 (it learns the others from it).
+async fn setup() -> (NatsCluster, Connection, Service, Connection) {
+    let mut cluster = NatsCluster::start(3).unwrap();
+    cluster.wait_ready(Duration::from_secs(30)).unwrap();
+    let urls = cluster.urls();
+    let server = connect_cluster(vec![urls[1].clone()], 3).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let service = server
+        .service("slow-service", "1.0.0")
+        .instance_id("slow-1")
+        .handler("work", move |_: Value| {
+            let calls = calls.clone();
+            async move {
+                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    std::future::pending::<()>().await;
+                }
+                Ok(json!("done"))
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let mut config = AegisConfig::with_servers(&urls[0]);
+    config.nats.replicas = 3;
+    config.nats.request_timeout = Duration::from_secs(30);
+    let caller = Connection::connect(config).await.unwrap();
+    (cluster, server, service, caller)
+}
+
+/// Sends `work` with `opts`, kills node 1 (the caller's) 300 ms later, and
+/// returns the outcome and how long after the kill it came.
+async fn call_across_the_drop(opts: CallOptions) -> (Result<Value, RpcError>, Duration) {
+    let (mut cluster, server, service, caller) = setup().await;
+    // Routed once first, so the call below goes straight out.
+    common::eventually(
+        Duration::from_secs(10),
+        "the caller sees the instance",
+        || {
+            let d = caller.discovery();
+            async move {
+                d.instances("slow-service")
+                    .await
+                    .is_ok_and(|i| !i.is_empty())
+            }
+        },
+    )
+    .await;
+    let rpc = caller.rpc();
+    let call = tokio::spawn(async move {
+        rpc.call_with::<_, Value>("slow-service", "work", &json!({}), &opts)
+            .await
+            .map(|r| r.value)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed = Instant::now();
+    cluster.kill_node(0);
+    let outcome = call.await.unwrap();
+    let after = killed.elapsed();
+    let _ = service.shutdown().await;
+    drop(server);
+    (outcome, after)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_call_is_sent_again_once_reconnected() {
+    let opts = CallOptions {
+        attempt_timeout: Some(Duration::from_secs(20)),
+        ..CallOptions::timeout(Duration::from_secs(30)).idempotent()
+    };
+    let (outcome, after) = call_across_the_drop(opts).await;
+    assert_eq!(outcome.unwrap(), json!("done"));
+    assert!(
+        after < Duration::from_secs(5),
+        "answered {after:?} after the drop"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_other_call_says_at_once_that_its_connection_dropped() {
+    let (outcome, after) =
+        call_across_the_drop(CallOptions::timeout(Duration::from_secs(30))).await;
+    assert!(
+        matches!(outcome, Err(RpcError::ConnectionLost { .. })),
+        "{outcome:?}"
+    );
+    assert!(
+        after < Duration::from_secs(2),
+        "ended {after:?} after the drop"
+    );
+}
