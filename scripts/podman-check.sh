@@ -3,9 +3,11 @@
 # from the images `scripts/images.sh` builds, and checked from the host
 # through published ports, as an operator would:
 #
-#   nats-0..2   aegis-nats: a 3-node JetStream cluster, the accounts
-#               `aegis up` writes (AEGIS with user `aegis`, SYS with `sys`),
-#               passwords generated for this run; read-only root; /data
+#   nats-0..2   aegis-nats: a 3-node JetStream cluster with the accounts
+#               and per-role users (subject permissions included) of
+#               `aegis nats-config --format conf`, the block the Helm chart
+#               renders from the same role table; passwords generated for
+#               this run, read by the servers from an env file; read-only root; /data
 #               and /var/run/nats host directories (`:U` gives them to uid
 #               65532; podman 4.3 ignores a tmpfs's mode= and uid=)
 #   init        aegis init --replicas 3 (the chart's post-install Job)
@@ -165,21 +167,40 @@ for n in nats-0 nats-1 nats-2 monitor; do HOSTS+=(--add-host "$n:${IP[$n]}"); do
 echo "  network $NET ($SUBNET_PREFIX.0/24)"
 
 # ---------------------------------------------------------------- secrets
-APP_PASSWORD="$(secret)"
 SYS_PASSWORD="$(secret)"
 ADMIN_TOKEN="$(secret)"
 VIEWER_TOKEN="$(secret)"
+# One NATS user per role, as in the chart: role -> user name.
+declare -A USER_OF=(
+  [order]=svc-order-service [pricing]=svc-pricing-service [risk]=svc-risk-service
+  [monitor]=monitor [operator]=operator
+)
+declare -A PASSWORD_OF=()
+for role in "${!USER_OF[@]}"; do PASSWORD_OF[$role]="$(secret)"; done
+# The variable nats-server reads a user's password from (permissions.rs's
+# password_variable: PASSWORD_ and the name in upper case, - as _).
+password_var() { local u="${1^^}"; echo "PASSWORD_${u//[^A-Z0-9]/_}"; }
 umask 077
 # Secrets reach the containers through env files, never a command line.
-cat >"$WORK/nats.env" <<EOF
+{
+  echo "$(password_var sys)=$SYS_PASSWORD"
+  for role in "${!USER_OF[@]}"; do
+    echo "$(password_var "${USER_OF[$role]}")=${PASSWORD_OF[$role]}"
+  done
+} >"$WORK/nats-server.env"
+# <role>.env: how an aegis process of that role connects (its own user and inboxes).
+for role in "${!USER_OF[@]}"; do
+  cat >"$WORK/$role.env" <<EOF
 AEGIS_NATS_URL=nats://nats-0:4222,nats://nats-1:4222,nats://nats-2:4222
-AEGIS_NATS_USER=aegis
-AEGIS_NATS_PASSWORD=$APP_PASSWORD
+AEGIS_NATS_USER=${USER_OF[$role]}
+AEGIS_NATS_PASSWORD=${PASSWORD_OF[$role]}
+AEGIS_NATS_INBOX_PREFIX=_INBOX_${USER_OF[$role]}
 AEGIS_NATS_REPLICAS=3
 AEGIS_STARTUP_TIMEOUT=60s
 AEGIS_LOG=info
 EOF
-cat "$WORK/nats.env" - >"$WORK/monitor.env" <<EOF
+done
+cat >>"$WORK/monitor.env" <<EOF
 AEGIS_ADMIN_TOKEN=$ADMIN_TOKEN
 AEGIS_VIEWER_TOKEN=$VIEWER_TOKEN
 AEGIS_SESSION_SECRET=$(secret)$(secret)
@@ -242,12 +263,7 @@ jetstream {
   max_memory_store: 256MB
   max_file_store: 1GB
 }
-accounts {
-  AEGIS: { jetstream: enabled, users: [ { user: "aegis", password: "$APP_PASSWORD" } ] }
-  SYS: { users: [ { user: "sys", password: "$SYS_PASSWORD" } ] }
-}
-system_account: SYS
-no_auth_user: "aegis"
+include accounts.conf
 lame_duck_grace_period: 1s
 lame_duck_duration: 30s
 cluster {
@@ -256,8 +272,9 @@ cluster {
   routes: [nats://nats-0:6222, nats://nats-1:6222, nats://nats-2:6222]
 }
 EOF
-  chmod 0644 "$WORK/nats-$i/nats-server.conf"
-  run "nats-$i" "$NATS_IMAGE" \
+  "$AEGIS" nats-config --format conf >"$WORK/nats-$i/accounts.conf"
+  chmod 0644 "$WORK/nats-$i/nats-server.conf" "$WORK/nats-$i/accounts.conf"
+  run "nats-$i" "$NATS_IMAGE" --env-file "$WORK/nats-server.env" \
     -v "$WORK/nats-$i:/etc/nats:ro" \
     -v "$WORK/nats-$i/data:/data:U" -v "$WORK/nats-$i/run:/var/run/nats:U" \
     -p 127.0.0.1::4222 -p 127.0.0.1::8222 \
@@ -277,7 +294,7 @@ t0=$(date +%s%N)
 podman run --name "$RUN-init" --hostname init --label "aegis-check=$RUN" \
   --network "$NET" --ip "${IP[init]}" "${HOSTS[@]}" \
   --read-only --cap-drop ALL --security-opt no-new-privileges --user 65532:65532 \
-  --env-file "$WORK/nats.env" "$IMAGE" init --replicas 3 >"$WORK/init.log" 2>&1 \
+  --env-file "$WORK/operator.env" "$IMAGE" init --replicas 3 >"$WORK/init.log" 2>&1 \
   || { cat "$WORK/init.log" | sed 's/^/  | /'; fail "aegis init --replicas 3 exited non-zero" nats-0 nats-1 nats-2; }
 sed 's/^/  | /' "$WORK/init.log"
 ok "aegis init --replicas 3 created and checked every bucket and stream ($(ms_since "$t0") ms)"
@@ -289,7 +306,7 @@ run monitor "$IMAGE" --env-file "$WORK/monitor.env" -p 127.0.0.1::8100 \
 API="http://127.0.0.1:$(port_of monitor 8100)"
 INSTANCES=(order-0 order-1 pricing-0 risk-0)
 for inst in "${INSTANCES[@]}"; do
-  run "$inst" "$IMAGE" --env-file "$WORK/nats.env" \
+  run "$inst" "$IMAGE" --env-file "$WORK/${inst%-*}.env" \
     -e "AEGIS_INSTANCE_ID=$inst" -e AEGIS_HEALTH_LISTEN=0.0.0.0:8081 -p 127.0.0.1::8081 \
     -- service "${inst%-*}"
 done
@@ -337,7 +354,7 @@ ORDER_N=0
 create_order() {
   ORDER_N=$((ORDER_N + 1))
   local rc=0
-  AEGIS_NATS_USER=aegis AEGIS_NATS_PASSWORD="$APP_PASSWORD" \
+  AEGIS_NATS_USER=operator AEGIS_NATS_PASSWORD="${PASSWORD_OF[operator]}" AEGIS_NATS_INBOX_PREFIX=_INBOX_operator \
     "$AEGIS" call order-service create_order --active --timeout-ms 3000 --nats-url "$NATS_HOST_URL" \
     "{\"symbol\":\"AAPL\",\"side\":\"BUY\",\"quantity\":10,\"client_order_id\":\"$RUN-$ORDER_N\"}" \
     >"$WORK/call.out" 2>&1 || rc=$?

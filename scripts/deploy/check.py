@@ -245,7 +245,27 @@ def _writable_fs(ms: list[dict]) -> None:
 
 def _drop_password_env(ms: list[dict]) -> None:
     env = _container(ms, "StatefulSet", "-nats")["env"]
-    env[:] = [e for e in env if e["name"] != "MONITOR_PASSWORD"]
+    env[:] = [e for e in env if e["name"] != "PASSWORD_MONITOR"]
+
+
+def _open_user(ms: list[dict]) -> None:
+    cm = _find(ms, "ConfigMap", "-nats-config")
+    text = cm["data"]["nats-server.conf"]
+    cm["data"]["nats-server.conf"] = re.sub(
+        r'(user: "svc-risk-service", password: \$\w+), permissions: \{.*?\n\s*\}\s*\}', r"\1 }",
+        text, count=1, flags=re.S)
+
+
+def _wrong_inbox(ms: list[dict]) -> None:
+    for e in _container(ms, "Deployment", "-order")["env"]:
+        if e["name"] == "AEGIS_NATS_INBOX_PREFIX":
+            e["value"] = "_INBOX_operator"
+
+
+def _literal_password(ms: list[dict]) -> None:
+    cm = _find(ms, "ConfigMap", "-nats-config")
+    cm["data"]["nats-server.conf"] = cm["data"]["nats-server.conf"].replace(
+        "password: $PASSWORD_MONITOR", 'password: "s3cret"')
 
 
 # Each mutation of the default render, and the check that must refuse it.
@@ -257,6 +277,9 @@ MUTATIONS: list[tuple[str, str, Callable[[list[dict]], None]]] = [
     ("pricing without a readiness probe", "probes", _drop_probe),
     ("NATS with a writable root filesystem", "read-only-fs", _writable_fs),
     ("a NATS password variable the pod does not define", "nats-server -t", _drop_password_env),
+    ("svc-risk-service without its permissions block", "nats-users", _open_user),
+    ("order with the operator's inbox prefix", "nats-users", _wrong_inbox),
+    ("a literal password in the NATS ConfigMap", "nats-users", _literal_password),
 ]
 
 

@@ -253,6 +253,98 @@ def check_nats_routes(ms: list[Manifest], values: dict) -> Result:
     return r
 
 
+# One user entry of the rendered accounts block (files/nats-users.yaml).
+_USER_RE = re.compile(
+    r'\{\s*user:\s*"(?P<user>[^"]+)",\s*password:\s*(?P<password>[^,}\s]+)'
+    r'(?P<rest>,\s*permissions:\s*\{(?P<perm>.*?)\n\s*\}\s*\})?',
+    re.S,
+)
+
+
+def nats_users(conf: str) -> dict[str, dict[str, Any]]:
+    """The users of a rendered server config: password text, publish and
+    subscribe allow lists (None when the user has no permissions block)."""
+    users = {}
+    for m in _USER_RE.finditer(conf):
+        perm = m.group("perm")
+        lists = {}
+        if perm is not None:
+            for kind in ("publish", "subscribe"):
+                block = re.search(kind + r"\s*:\s*\{\s*allow\s*:\s*\[(.*?)\]", perm, re.S)
+                lists[kind] = re.findall(r'"([^"]*)"', block.group(1)) if block else None
+        users[m.group("user")] = {
+            "password": m.group("password"),
+            "publish": lists.get("publish"),
+            "subscribe": lists.get("subscribe"),
+        }
+    return users
+
+
+def check_nats_users(ms: list[Manifest], _: dict) -> Result:
+    r = Result(
+        "nats-users",
+        "the NATS config holds no password (each a $VARIABLE the NATS pods take from the "
+        "credentials Secret), every application user has publish and subscribe "
+        "permissions including its own reply inboxes; every aegis container connects as "
+        "one of them with that user's Secret key and inbox prefix",
+    )
+    stses = [m for m in ms if m.get("kind") == "StatefulSet"]
+    if not stses:
+        r.checked += " (external NATS: only that each container names a user, key and inbox prefix)"
+    users: dict[str, dict[str, Any]] = {}
+    # user -> (Secret, key) its password comes from, via the NATS pods' env.
+    source: dict[str, tuple[str, str]] = {}
+    for sts in stses:
+        conf, where = nats_conf(ms, sts)
+        if conf is None:
+            continue
+        users = nats_users(conf)
+        if not users:
+            r.problems.append(f"{where}: no users")
+        env = final_env(pod_spec(sts)["containers"][0])
+        for name, u in users.items():
+            pw = u["password"]
+            if not pw.startswith("$"):
+                r.problems.append(f"{where}: user {name!r} has a literal password in the ConfigMap")
+                continue
+            ref = (env.get(pw[1:]) or {}).get("valueFrom", {}).get("secretKeyRef")
+            if not ref:
+                r.problems.append(f"{name_of(sts)}: {pw[1:]} (user {name!r}'s password) is not taken from a Secret")
+            else:
+                source[name] = (ref.get("name"), ref.get("key"))
+            if name == "sys":
+                continue
+            if u["publish"] is None or u["subscribe"] is None:
+                r.problems.append(f"{where}: user {name!r} has no publish/subscribe permissions (the whole account)")
+            elif f"_INBOX_{name}.>" not in u["subscribe"]:
+                r.problems.append(f"{where}: user {name!r} may not subscribe to its own inboxes _INBOX_{name}.>")
+    for m in workloads(ms):
+        for path, c in containers(m):
+            env = final_env(c)
+            if "AEGIS_NATS_URL" not in env:
+                continue
+            where = f"{name_of(m)}: {path}"
+            user = (env.get("AEGIS_NATS_USER") or {}).get("value")
+            if not user:
+                r.problems.append(f"{where}.env[AEGIS_NATS_USER] is not set")
+                continue
+            prefix = (env.get("AEGIS_NATS_INBOX_PREFIX") or {}).get("value")
+            if prefix != f"_INBOX_{user}":
+                r.problems.append(f"{where}.env[AEGIS_NATS_INBOX_PREFIX] is {prefix!r}, not _INBOX_{user}")
+            ref = (env.get("AEGIS_NATS_PASSWORD") or {}).get("valueFrom", {}).get("secretKeyRef")
+            if not ref:
+                r.problems.append(f"{where}.env[AEGIS_NATS_PASSWORD] is not taken from a Secret")
+                continue
+            if stses and user not in users:
+                r.problems.append(f"{where}: user {user!r} is not a user of the NATS config")
+            elif user in source and source[user] != (ref.get("name"), ref.get("key")):
+                r.problems.append(
+                    f"{where}.env[AEGIS_NATS_PASSWORD] is {ref.get('name')}/{ref.get('key')}, "
+                    f"but NATS checks {user!r} against {source[user][0]}/{source[user][1]}"
+                )
+    return r
+
+
 def _declared_external(values: dict) -> set[str]:
     """Names the values declare as created outside the chart."""
     names = set(values.get("externalSecrets") or [])
@@ -380,6 +472,7 @@ CHECKS: list[Callable[[list[Manifest], dict], Result]] = [
     check_image_tags,
     check_instance_ids,
     check_nats_routes,
+    check_nats_users,
     check_references,
     check_graceful_stop,
     check_disruption_budgets,

@@ -12,7 +12,7 @@ use tracing_subscriber::{EnvFilter, prelude::*};
 /// Forwards this process's WARN/ERROR logs to NATS once a service starts.
 pub static LOG_FORWARDER: std::sync::OnceLock<LogForwarder> = std::sync::OnceLock::new();
 
-use crate::{bench, chaos, init, service, shutdown, status, up};
+use crate::{bench, chaos, init, nats_config, service, shutdown, status, up};
 
 /// Aegis: trading services on NATS — run the showcase, services and benchmarks.
 #[derive(Debug, Parser)]
@@ -34,6 +34,9 @@ pub enum Command {
     Service(service::ServiceArgs),
     /// Create every bucket and stream with the replicas asked for, and check existing ones.
     Init(init::InitArgs),
+    /// Print the NATS accounts and per-role users with their permissions
+    /// (for a nats-server config, or the Helm chart's generated user table).
+    NatsConfig(nats_config::NatsConfigArgs),
     /// Call a service method through discovery and print the reply and who served it.
     Call(CallArgs),
     /// Show the registered instances (service, id, status, heartbeat age, role).
@@ -272,6 +275,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Call(args) => call(args).await,
+        Command::NatsConfig(args) => {
+            nats_config::run(&args);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Init(args) => Ok(if init::run(args).await? {
             ExitCode::SUCCESS
         } else {

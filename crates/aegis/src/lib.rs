@@ -1,7 +1,8 @@
 //! The `aegis` command-line tool, as a library.
 //!
 //! - [`cli`]: the argument parser and dispatch (`up`, `api`, `service`,
-//!   `call`, `status`, `bench`, `chaos`); installs tracing and signal handling.
+//!   `call`, `status`, `bench`, `chaos`, `init`, `nats-config`); installs
+//!   tracing and signal handling.
 //! - [`bench`]: side-by-side benchmarks of raw async-nats and the SDK, run in
 //!   one process against one nats-server, with ratios.
 //! - [`up`]: the local showcase: NATS, the services and the monitor as child
@@ -10,12 +11,15 @@
 //! - [`status`]: the registry as a terminal table.
 //! - [`chaos`]: kill instances and NATS nodes of a running showcase.
 //! - [`permissions`]: the NATS users per role and the subjects each may use.
+//! - [`nats_config`]: `aegis nats-config`, those users as a nats-server
+//!   config block and as the Helm chart's generated user table.
 //! - [`shutdown`]: the root cancellation token, cancelled on Ctrl-C / SIGTERM.
 
 pub mod bench;
 pub mod chaos;
 pub mod cli;
 pub mod init;
+pub mod nats_config;
 pub mod permissions;
 pub mod service;
 pub mod shutdown;

@@ -73,22 +73,51 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/*
+The NATS users, their permissions and the accounts block, generated from the
+role table by `aegis nats-config --format helm-values` (never edit by hand).
+Use as `include "aegis.natsUsers" . | fromYaml`.
+*/}}
+{{- define "aegis.natsUsers" -}}
+{{- .Files.Get "files/nats-users.yaml" }}
+{{- end }}
+
+{{/* The credentials Secret's keys, space-separated: every user's and the system user's. */}}
+{{- define "aegis.natsSecretKeys" -}}
+{{- $users := include "aegis.natsUsers" . | fromYaml }}
+{{- $keys := list }}
+{{- range $u := append $users.users $users.systemUser }}
+{{- $keys = append $keys $u.secretKey }}
+{{- end }}
+{{- join " " $keys }}
+{{- end }}
+
+{{/*
 The NATS connection of an aegis process running as `role` (order, pricing,
-risk, monitor, operator): one user per role, password from the credentials
-Secret. Call with (dict "ctx" $ "role" "order").
+risk, monitor, operator): the user files/nats-users.yaml gives that
+component, its password from the credentials Secret and its own reply-inbox
+prefix (the only inboxes the user may read). Call with (dict "ctx" $ "role" "order").
 */}}
 {{- define "aegis.natsEnv" -}}
+{{- $user := dict }}
+{{- range $u := (include "aegis.natsUsers" .ctx | fromYaml).users }}
+{{- if eq $u.component $.role }}{{ $user = $u }}{{ end }}
+{{- end }}
+{{- if not $user.user }}
+{{- fail (printf "files/nats-users.yaml has no user for %s; regenerate it with `aegis nats-config --format helm-values`" .role) }}
+{{- end }}
 - name: AEGIS_NATS_URL
   value: {{ include "aegis.natsUrl" .ctx | quote }}
 - name: AEGIS_NATS_REPLICAS
   value: {{ .ctx.Values.aegis.replicas | quote }}
 - name: AEGIS_NATS_USER
-  value: {{ .role | quote }}
+  value: {{ $user.user | quote }}
 - name: AEGIS_NATS_PASSWORD
   valueFrom:
     secretKeyRef:
       name: {{ include "aegis.natsCredentialsSecret" .ctx }}
-      key: {{ printf "%s-password" .role }}
+      key: {{ $user.secretKey }}
+- name: AEGIS_NATS_INBOX_PREFIX
+  value: {{ $user.inboxPrefix | quote }}
 {{- if .ctx.Values.nats.tls.enabled }}
 - name: AEGIS_NATS_TLS_CA
   value: /etc/aegis/nats-tls/ca.crt
