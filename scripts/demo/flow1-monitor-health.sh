@@ -2,7 +2,9 @@
 # Flow 1 — monitor health. Against a running `aegis up`: kill the ACTIVE
 # order-service instance and a pricing instance, and check what an operator
 # sees through the monitor API: a STANDBY becomes ACTIVE, the killed
-# instances go missing, then come back (the showcase restarts them).
+# instances are shown down at once (UNHEALTHY, with the reason: its NATS
+# connection closed, or a deposed leader's claim), then come back healthy
+# (the showcase restarts them under the same id).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 say "1. The showcase is healthy"
@@ -17,6 +19,11 @@ total=$(echo "${summary#* }" | json 'd["total"]')
 leader_of() { api GET /api/instances/order-service "" "$VIEWER_TOKEN" | cut -d' ' -f2- \
   | json 'max([i for i in d if i["status"]=="ACTIVE"], key=lambda i: i.get("epoch") or 0, default={}).get("instanceId", "")'; }
 instance_state() { api GET "/api/instances/$1/$2" "" "$VIEWER_TOKEN" | cut -d' ' -f1; }
+# "STATUS reason" of an instance as the API shows it; "missing" when not listed.
+shown() { r="$(api GET "/api/instances/$1/$2" "" "$VIEWER_TOKEN")"
+  [ "${r%% *}" = 200 ] && echo "${r#* }" | json 'd["status"] + " " + (d.get("statusReason") or "-")' || echo missing; }
+down() { case "$(shown "$1" "$2")" in UNHEALTHY*|missing) true ;; *) false ;; esac; }
+healthy() { case "$(shown "$1" "$2")" in ACTIVE*|STANDBY*) true ;; *) false ;; esac; }
 old_leader="$(leader_of)"
 [ -n "$old_leader" ] && ok "order-service leader is $old_leader" || bad "no ACTIVE order-service instance"
 
@@ -25,10 +32,11 @@ say "2. Kill the order-service leader ($old_leader) with SIGKILL"
 new_leader_differs() { l="$(leader_of)"; [ -n "$l" ] && [ "$l" != "$old_leader" ]; }
 wait_for 2 "a STANDBY became ACTIVE" new_leader_differs || true
 echo "  new leader: $(leader_of)"
-gone() { [ "$(instance_state order-service "$old_leader")" = 404 ]; }
-wait_for 10 "$old_leader is missing from /api/instances (its registry TTL ran out)" gone || true
-back() { [ "$(instance_state order-service "$old_leader")" = 200 ]; }
-wait_for 30 "$old_leader is back (restarted by the showcase) as a STANDBY" back || true
+o_down() { down order-service "$old_leader"; }
+wait_for 2 "$old_leader is shown down" o_down || true
+echo "  shown as: $(shown order-service "$old_leader")"
+o_back() { healthy order-service "$old_leader"; }
+wait_for 30 "$old_leader is back (restarted by the showcase)" o_back || true
 role="$(api GET "/api/instances/order-service/$old_leader" "" "$VIEWER_TOKEN" | cut -d' ' -f2- | json 'd["status"]')"
 [ "$role" = STANDBY ] && ok "$old_leader rejoined as STANDBY" || bad "$old_leader came back as $role"
 
@@ -39,9 +47,10 @@ out="$("$AEGIS" call order-service create_order --active --nats-url "$NATS_URL" 
 
 say "4. Kill a load-balanced instance (pricing-1)"
 "$AEGIS" chaos kill pricing-1 --state-dir "$STATE"
-p_gone() { [ "$(instance_state pricing-service pricing-1)" = 404 ]; }
-wait_for 10 "pricing-1 is missing" p_gone || true
-p_back() { [ "$(instance_state pricing-service pricing-1)" = 200 ]; }
+p_down() { down pricing-service pricing-1; }
+wait_for 2 "pricing-1 is shown down" p_down || true
+echo "  shown as: $(shown pricing-service pricing-1)"
+p_back() { healthy pricing-service pricing-1; }
 wait_for 30 "pricing-1 is back" p_back || true
 events="$(api GET "/api/instances/order-service/$(leader_of)/events" "" "$VIEWER_TOKEN" | cut -d' ' -f2-)"
 echo "$events" | grep -q '"elected"' && ok "the new leader's events show its election" || bad "no election event for the new leader"
