@@ -202,7 +202,18 @@ pub async fn run(args: ScaleBenchArgs) -> anyhow::Result<Option<ScaleReport>> {
         return Ok(None);
     }
     args.check_sizes()?;
-    let report = orchestrate(&args).await?;
+    let logs = tempfile::Builder::new()
+        .prefix("aegis-bench-scale-")
+        .tempdir()
+        .context("creating a folder for the children's logs")?;
+    let report = match orchestrate(&args, logs.path()).await {
+        Ok(report) => report,
+        Err(e) => {
+            // The children's logs say why; keep them.
+            let kept = logs.keep();
+            return Err(e.context(format!("children's logs kept in {}", kept.display())));
+        }
+    };
     report.print(&mut std::io::stdout())?;
     if let Some(path) = &args.json {
         report.write_json(path)?;
@@ -291,13 +302,9 @@ fn cpu_delta(before: &[Option<f64>], after: &[Option<f64>]) -> Vec<f64> {
         .collect()
 }
 
-async fn orchestrate(args: &ScaleBenchArgs) -> anyhow::Result<ScaleReport> {
+async fn orchestrate(args: &ScaleBenchArgs, logs: &std::path::Path) -> anyhow::Result<ScaleReport> {
     let started_at = chrono::Utc::now();
     let exe = std::env::current_exe().context("finding the aegis binary")?;
-    let logs = tempfile::Builder::new()
-        .prefix("aegis-bench-scale-")
-        .tempdir()
-        .context("creating a folder for the children's logs")?;
     let server = super::start_server().await?;
     let url = server.url();
     let http = reqwest::Client::builder()
@@ -412,7 +419,7 @@ async fn orchestrate(args: &ScaleBenchArgs) -> anyhow::Result<ScaleReport> {
         workers.push(Kid::spawn(
             &exe,
             &common("worker", w),
-            &logs.path().join(format!("worker-{w}.log")),
+            &logs.join(format!("worker-{w}.log")),
         )?);
     }
     let mut up = vec![0u64; workers.len()];
@@ -422,7 +429,7 @@ async fn orchestrate(args: &ScaleBenchArgs) -> anyhow::Result<ScaleReport> {
             let line = kid
                 .line(per_worker_wait)
                 .await
-                .with_context(|| format!("worker {w}; logs kept in {}", logs.path().display()))?;
+                .with_context(|| format!("worker {w}"))?;
             if line == "READY" {
                 break;
             }
@@ -449,7 +456,7 @@ async fn orchestrate(args: &ScaleBenchArgs) -> anyhow::Result<ScaleReport> {
     for c in 0..CRASHES {
         let mut a = common("crash", c);
         a.extend(["--id".to_owned(), format!("crash-{c}")]);
-        let mut kid = Kid::spawn(&exe, &a, &logs.path().join(format!("crash-{c}.log")))?;
+        let mut kid = Kid::spawn(&exe, &a, &logs.join(format!("crash-{c}.log")))?;
         kid.line(Duration::from_secs(30))
             .await
             .context("a crash instance")?;
@@ -465,7 +472,7 @@ async fn orchestrate(args: &ScaleBenchArgs) -> anyhow::Result<ScaleReport> {
             "--services".to_owned(),
             format!("{},{}", service_name(2 * c), service_name(2 * c + 1)),
         ]);
-        let mut kid = Kid::spawn(&exe, &a, &logs.path().join(format!("caller-{c}.log")))?;
+        let mut kid = Kid::spawn(&exe, &a, &logs.join(format!("caller-{c}.log")))?;
         let line = kid
             .line(Duration::from_secs(60))
             .await
