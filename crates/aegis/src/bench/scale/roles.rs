@@ -55,7 +55,7 @@ async fn say(line: &str) -> anyhow::Result<()> {
 enum Running {
     Served(
         #[allow(dead_code, reason = "held for its heartbeat and subscriptions")]
-        aegis_sdk::rpc::Service,
+        Box<aegis_sdk::rpc::Service>,
     ),
     Registered(#[allow(dead_code, reason = "held for its heartbeat")] Registration),
 }
@@ -97,7 +97,7 @@ pub(crate) async fn worker(
                 .with_context(|| format!("connecting instance {i}"))?;
             let k = i / per_service;
             let running = if k < served_services {
-                Running::Served(
+                Running::Served(Box::new(
                     conn.service(service_name(k), "1.0.0")
                         .instance_id(instance_id(i))
                         .heartbeat(HEARTBEAT)
@@ -107,7 +107,7 @@ pub(crate) async fn worker(
                         .start()
                         .await
                         .with_context(|| format!("starting instance {i}"))?,
-                )
+                ))
             } else {
                 let record = ServiceInstance::new(
                     service_name(k),
