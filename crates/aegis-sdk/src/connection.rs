@@ -345,12 +345,7 @@ impl Connection {
         self.inner
             .registry
             .get_or_try_init(|| async {
-                let timeout = self
-                    .inner
-                    .config
-                    .nats
-                    .request_timeout
-                    .max(MIN_REGISTRY_LOAD_TIMEOUT);
+                let timeout = self.registry_load_timeout();
                 RegistryCache::start(
                     self.jetstream(),
                     self.client().clone(),
@@ -362,6 +357,45 @@ impl Connection {
             })
             .await
             .cloned()
+    }
+
+    /// How long a registry view may take to load.
+    fn registry_load_timeout(&self) -> Duration {
+        self.inner
+            .config
+            .nats
+            .request_timeout
+            .max(MIN_REGISTRY_LOAD_TIMEOUT)
+    }
+
+    /// The connection's registry view, covering `service` (added to the
+    /// watch on first use; see `registry/cache.rs`) with its records loaded.
+    pub(crate) async fn registry_of(
+        &self,
+        service: &str,
+    ) -> Result<Arc<RegistryCache>, RegistryError> {
+        let cache = self.registry_cache().await?;
+        let timeout = self.registry_load_timeout();
+        if cache
+            .cover_service(service, tokio::time::Instant::now() + timeout)
+            .await
+        {
+            Ok(cache)
+        } else {
+            Err(RegistryError::NotSynced(timeout))
+        }
+    }
+
+    /// The connection's registry view, covering the whole registry from now
+    /// on, loaded.
+    pub(crate) async fn registry_all(&self) -> Result<Arc<RegistryCache>, RegistryError> {
+        let cache = self.registry_cache().await?;
+        let timeout = self.registry_load_timeout();
+        if cache.cover_all(tokio::time::Instant::now() + timeout).await {
+            Ok(cache)
+        } else {
+            Err(RegistryError::NotSynced(timeout))
+        }
     }
 
     /// The connection's view of the election keys, started (bucket ensured,

@@ -16,7 +16,16 @@
 //!   marker may have expired meanwhile).
 //!
 //! A fresh load rather than a resume keeps the view exact even when
-//! removal markers expired during the break. While no session is healthy,
+//! removal markers expired during the break.
+//!
+//! **A scoped watch** ([`run_scoped`]) follows a set of key filters that
+//! may change while it runs (the registry view follows only the services
+//! its process uses). A change of scope ends the session and opens one on
+//! the new filters at once (one consumer with several filter subjects);
+//! its load replaces the view as any load does, so keys that left the
+//! scope leave the view and keys that joined it come in. The view keeps
+//! serving meanwhile, and is not counted as broken. An empty scope opens
+//! no consumer at all. While no session is healthy,
 //! the last view keeps serving (stale-on-error) and reports its staleness.
 //!
 //! **A bucket created again** (deleted by an operator, restored from a
@@ -121,6 +130,30 @@ pub(crate) trait Sink: Send + Sync + 'static {
     fn on_synced(&self);
     /// The session broke; the view keeps serving what it has.
     fn on_broken(&self);
+    /// The view now holds everything in the scope of this generation
+    /// (scoped watches only).
+    fn on_scope_synced(&self, _generation: u64) {}
+}
+
+/// What a scoped watch follows: key filters (without the bucket's prefix)
+/// and a generation that grows with every change, so a waiter can tell
+/// when the view covers what it asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Scope {
+    /// Bumped on every change.
+    pub(crate) generation: u64,
+    /// The key filters; none means nothing is watched.
+    pub(crate) keys: Vec<String>,
+}
+
+/// Why a session ended.
+enum End {
+    /// Cancelled: stop.
+    Cancelled,
+    /// The scope changed: open the next session at once.
+    Rescoped,
+    /// It broke, for this reason.
+    Broken(String),
 }
 
 /// Which keys a watch follows and how its consumer introduces itself.
@@ -141,17 +174,48 @@ pub(crate) async fn run<S: Sink>(
     sink: Arc<S>,
     cancel: CancellationToken,
 ) {
+    // Held here, so the scope never changes and never closes.
+    let (_fixed, scope) = tokio::sync::watch::channel(Scope {
+        generation: 0,
+        keys: vec![spec.keys],
+    });
+    run_scoped(store, js, client, spec.description, scope, sink, cancel).await;
+}
+
+/// Feeds `sink` from `store`, following the keys `scope` names as it
+/// changes, until `cancel` fires.
+pub(crate) async fn run_scoped<S: Sink>(
+    store: kv::Store,
+    js: jetstream::Context,
+    client: Client,
+    description: &'static str,
+    mut scope: tokio::sync::watch::Receiver<Scope>,
+    sink: Arc<S>,
+    cancel: CancellationToken,
+) {
     let mut failures: u32 = 0;
     let mut bucket: Option<time::OffsetDateTime> = None;
     loop {
+        let current = scope.borrow_and_update().clone();
+        if current.keys.is_empty() {
+            // Nothing to follow: an empty, current view and no consumer.
+            sink.on_load(Vec::new(), false);
+            sink.on_synced();
+            sink.on_scope_synced(current.generation);
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                changed = scope.changed() => if changed.is_err() { return },
+            }
+            continue;
+        }
         let opened = tokio::select! {
             () = cancel.cancelled() => return,
-            opened = Session::open(&store, &js, &client, &spec) => opened,
+            opened = Session::open(&store, &js, &client, &current, description) => opened,
         };
         match opened {
             Ok(mut session) => {
                 if failures > 0 {
-                    info!(consumer = %session.consumer, "{} re-established", spec.description);
+                    info!(consumer = %session.consumer, "{description} re-established");
                 }
                 failures = 0;
                 session.fresh = bucket.is_some_and(|b| b != session.bucket);
@@ -160,12 +224,15 @@ pub(crate) async fn run<S: Sink>(
                 }
                 bucket = Some(session.bucket);
                 sink.on_session(session.consumer.clone());
-                let reason = session.run(&store, &js, &client, &*sink, &cancel).await;
+                let end = session
+                    .run(&store, &js, &client, &*sink, &mut scope, &cancel)
+                    .await;
                 session.abandon(&store);
-                match reason {
-                    None => return,
-                    Some(reason) => {
-                        warn!(%reason, "{} broke; serving the last known view while re-creating it", spec.description);
+                match end {
+                    End::Cancelled => return,
+                    End::Rescoped => continue,
+                    End::Broken(reason) => {
+                        warn!(%reason, "{description} broke; serving the last known view while re-creating it");
                         sink.on_broken();
                     }
                 }
@@ -174,9 +241,9 @@ pub(crate) async fn run<S: Sink>(
                 failures += 1;
                 sink.on_broken();
                 if failures == 1 || failures.is_power_of_two() {
-                    warn!(error = %e, attempt = failures, "cannot open the {}; retrying", spec.description);
+                    warn!(error = %e, attempt = failures, "cannot open the {description}; retrying");
                 } else {
-                    debug!(error = %e, attempt = failures, "cannot open the {}; retrying", spec.description);
+                    debug!(error = %e, attempt = failures, "cannot open the {description}; retrying");
                 }
             }
         }
@@ -211,6 +278,8 @@ struct Session {
     loading: Option<std::collections::HashMap<String, KvEntry>>,
     /// Last values the server had to deliver when the consumer was created.
     initial_pending: u64,
+    /// The scope generation this session follows.
+    generation: u64,
     last_consumer_sequence: u64,
 }
 
@@ -219,7 +288,8 @@ impl Session {
         store: &kv::Store,
         js: &jetstream::Context,
         client: &Client,
-        spec: &WatchSpec,
+        scope: &Scope,
+        description: &str,
     ) -> Result<Session, async_nats::Error> {
         if client.connection_state() != State::Connected {
             return Err("not connected to NATS".into());
@@ -228,14 +298,27 @@ impl Session {
         let inbox = client.new_inbox();
         // Subscribe first so nothing delivered right after creation is lost.
         let subscriber = client.subscribe(inbox.clone()).await?;
+        let mut filters: Vec<String> = scope
+            .keys
+            .iter()
+            .map(|k| format!("{}{k}", store.prefix))
+            .collect();
+        // One filter goes in `filter_subject` (any server); several in
+        // `filter_subjects` (2.10+, which the SDK requires anyway).
+        let (filter_subject, filter_subjects) = if filters.len() == 1 {
+            (filters.remove(0), Vec::new())
+        } else {
+            (String::new(), filters)
+        };
         let consumer = store
             .stream
             .create_consumer(push::Config {
                 deliver_subject: inbox,
-                description: Some(spec.description.to_owned()),
+                description: Some(description.to_owned()),
                 deliver_policy: DeliverPolicy::LastPerSubject,
                 ack_policy: AckPolicy::None,
-                filter_subject: format!("{}{}", store.prefix, spec.keys),
+                filter_subject,
+                filter_subjects,
                 replay_policy: ReplayPolicy::Instant,
                 flow_control: true,
                 idle_heartbeat: IDLE_HEARTBEAT,
@@ -262,20 +345,22 @@ impl Session {
             fresh: false,
             loading: Some(std::collections::HashMap::new()),
             initial_pending: info.num_pending,
+            generation: scope.generation,
             last_consumer_sequence: 0,
         })
     }
 
-    /// Applies messages until the session breaks (returns why) or `cancel`
-    /// fires (returns `None`).
+    /// Applies messages until the session breaks, the scope changes or
+    /// `cancel` fires.
     async fn run<S: Sink>(
         &mut self,
         store: &kv::Store,
         js: &jetstream::Context,
         client: &Client,
         sink: &S,
+        scope: &mut tokio::sync::watch::Receiver<Scope>,
         cancel: &CancellationToken,
-    ) -> Option<String> {
+    ) -> End {
         // An empty bucket delivers nothing: the load is complete at once.
         if self.initial_pending == 0 {
             self.finish_load(sink);
@@ -285,22 +370,26 @@ impl Session {
         let mut state_check = tokio::time::interval(STATE_CHECK);
         loop {
             tokio::select! {
-                () = cancel.cancelled() => return None,
+                () = cancel.cancelled() => return End::Cancelled,
+                changed = scope.changed() => {
+                    // A closed scope: whoever owned the view is gone.
+                    return if changed.is_ok() { End::Rescoped } else { End::Cancelled };
+                }
                 () = &mut silence => {
-                    return Some(format!("no message or heartbeat for {SILENCE_LIMIT:?}"));
+                    return End::Broken(format!("no message or heartbeat for {SILENCE_LIMIT:?}"));
                 }
                 _ = state_check.tick() => {
                     if client.connection_state() != State::Connected {
-                        return Some("the NATS connection was lost".to_owned());
+                        return End::Broken("the NATS connection was lost".to_owned());
                     }
                 }
                 message = self.subscriber.next() => {
                     let Some(message) = message else {
-                        return Some("the watch subscription closed".to_owned());
+                        return End::Broken("the watch subscription closed".to_owned());
                     };
                     silence.as_mut().reset(tokio::time::Instant::now() + SILENCE_LIMIT);
                     if let Err(reason) = self.handle(message, js, store, client, sink).await {
-                        return Some(reason);
+                        return End::Broken(reason);
                     }
                 }
             }
@@ -314,6 +403,7 @@ impl Session {
             entries.sort_by_key(|e| e.revision);
             sink.on_load(entries, self.fresh);
             sink.on_synced();
+            sink.on_scope_synced(self.generation);
         }
     }
 

@@ -676,3 +676,82 @@ async fn discovery_survives_a_node_restart_in_a_3_node_cluster() {
         s.shutdown().await.unwrap();
     }
 }
+
+/// The filter subjects of every registry watch consumer on the server.
+async fn registry_watch_filters(url: &str) -> Vec<Vec<String>> {
+    let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+    let stream = js.get_stream("KV_service_registry").await.unwrap();
+    let infos: Vec<_> = stream
+        .consumers()
+        .filter_map(|c| async move { c.ok() })
+        .collect()
+        .await;
+    infos
+        .into_iter()
+        .filter(|i| i.config.description.as_deref() == Some("aegis registry watch"))
+        .map(|i| {
+            let mut f = i.config.filter_subjects.clone();
+            if !i.config.filter_subject.is_empty() {
+                f.push(i.config.filter_subject.clone());
+            }
+            f.sort();
+            f
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_watches_only_the_services_it_uses_and_a_reader_all() {
+    let nats = server();
+    let url = nats.url();
+    let _a = instances(&url, "alpha-service", &["a-1"]).await;
+    let _b = instances(&url, "beta-service", &["b-1"]).await;
+    let _c = instances(&url, "gamma-service", &["c-1"]).await;
+    let filter = |s: &str| format!("$KV.service_registry.service-instances.{s}.*");
+
+    // A caller of one service holds and receives only that service.
+    let caller = connect(&url).await;
+    assert_eq!(
+        whoami(&caller, "alpha-service", &CallOptions::default())
+            .await
+            .unwrap(),
+        "a-1"
+    );
+    assert_eq!(
+        registry_watch_filters(&url).await,
+        [vec![filter("alpha-service")]],
+        "the caller's watch covers the one service it called"
+    );
+    // A second service joins the same (one) watch, loaded before the lookup
+    // answers.
+    let listed = caller.discovery().instances("beta-service").await.unwrap();
+    assert_eq!(listed.len(), 1, "beta's record is in at once: {listed:?}");
+    eventually(
+        Duration::from_secs(5),
+        "one watch on alpha and beta",
+        || async {
+            registry_watch_filters(&url).await
+                == [vec![filter("alpha-service"), filter("beta-service")]]
+        },
+    )
+    .await;
+    // A registry reader on the same connection widens it to everything.
+    let reader = RegistryReader::start(&caller).await.unwrap();
+    assert_eq!(reader.all().len(), 3, "the reader sees the whole registry");
+    eventually(
+        Duration::from_secs(5),
+        "one watch on everything",
+        || async {
+            registry_watch_filters(&url).await
+                == [vec!["$KV.service_registry.service-instances.>".to_owned()]]
+        },
+    )
+    .await;
+    // Calls keep working across the re-scoping.
+    assert_eq!(
+        whoami(&caller, "beta-service", &CallOptions::default())
+            .await
+            .unwrap(),
+        "b-1"
+    );
+}

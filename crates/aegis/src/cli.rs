@@ -65,6 +65,9 @@ pub enum BenchCommand {
     /// duplicated, unavailable, and what the monitor showed; exits non-zero
     /// when a bound is broken.
     Chaos(bench::chaos::ChaosBenchArgs),
+    /// The registry at fleet size N: instances spread over worker
+    /// processes, callers, the monitor; deliveries counted by nats-server.
+    Scale(bench::scale::ScaleBenchArgs),
 }
 
 /// NATS connection flags shared by commands that connect.
@@ -300,6 +303,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 // Losing an order is never a mere number: always checked.
                 BenchCommand::Chaos(a) => (bench::chaos::run(a).await?.passed(), true),
+                BenchCommand::Scale(a) => {
+                    let check = a.check;
+                    // A child role reports nothing itself.
+                    let passed = bench::scale::run(a).await?.is_none_or(|r| r.passed());
+                    (passed, check)
+                }
             };
             Ok(if check && !passed {
                 ExitCode::FAILURE

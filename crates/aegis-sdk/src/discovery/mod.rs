@@ -4,7 +4,11 @@
 //!   (fed by one KV watch, shared with the
 //!   [`RegistryReader`](crate::registry::RegistryReader); a new instance is
 //!   visible as soon as the watch delivers its record, typically within a
-//!   few milliseconds). Only ACTIVE instances are selected for calls.
+//!   few milliseconds). Only ACTIVE instances are selected for calls. The
+//!   watch covers only the services this connection looks up (the first
+//!   lookup of a service adds it, a few milliseconds once; two idle
+//!   minutes remove it), so a process's registry cost does not grow with
+//!   the fleet.
 //! - [`strategy`]: [`Strategy`] — round-robin (default), random, sticky by
 //!   key, latency-aware (power of two choices).
 //! - `ring.rs`: the consistent-hash ring behind sticky selection.
@@ -81,7 +85,7 @@ impl Discovery {
         names::validate_service_name(service)?;
         Ok(self
             .conn
-            .registry_cache()
+            .registry_of(service)
             .await?
             .shared()
             .by_service(service))
@@ -102,7 +106,7 @@ impl Discovery {
         names::validate_service_name(service)?;
         Ok(self
             .conn
-            .registry_cache()
+            .registry_of(service)
             .await?
             .shared()
             .selectable(service))
@@ -131,7 +135,7 @@ impl Discovery {
         if strategy == Strategy::Sticky && sticky_key.is_none() {
             return Err(DiscoveryError::MissingStickyKey);
         }
-        let cache = self.conn.registry_cache().await?;
+        let cache = self.conn.registry_of(service).await?;
         let shared = cache.shared();
         let key_hash = sticky_key.map(ring::hash_key);
         Ok(shared
@@ -155,7 +159,7 @@ impl Discovery {
         names::validate_service_name(service)?;
         names::validate_instance_id(instance)?;
         self.conn
-            .registry_cache()
+            .registry_of(service)
             .await?
             .shared()
             .evict(service, instance);

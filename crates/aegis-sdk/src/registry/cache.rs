@@ -2,7 +2,19 @@
 //! discovery within one [`Connection`](crate::Connection).
 //!
 //! One background task (`watch.rs`) feeds it from a single KV watch; lookups
-//! only read memory. Per service it keeps the records and, rebuilt only when
+//! only read memory.
+//!
+//! **The watch covers only what the process uses.** A process that calls
+//! two services holds only their records and receives only their writes,
+//! however large the fleet: its cost does not grow with the number of
+//! instances elsewhere, and the bus carries each heartbeat only to the
+//! processes that call that service (and the monitor), not to every
+//! process. The first lookup of a service adds it to the watch's scope
+//! (one consumer with a filter per service, re-opened with the new filter
+//! set: a few milliseconds, once) and waits until its records are in; a
+//! service not looked up for [`IDLE_SCOPE`] leaves the scope again. A
+//! [`RegistryReader`] (the monitor, `aegis status`) widens the scope to the
+//! whole registry for the rest of the connection's life. Per service it keeps the records and, rebuilt only when
 //! membership or status changes, the set of selectable instances (ACTIVE and
 //! not evicted) that RPC routing picks from. Evictions are local: a call that
 //! found no responder marks the instance so this process stops picking it
@@ -38,9 +50,12 @@ use crate::discovery::{
     stats::CallStats,
     strategy::{ActiveSet, Member},
 };
+use crate::kv_watch::Scope;
 
 /// Changes buffered per subscriber before a slow one starts missing some.
 const CHANGES_CAPACITY: usize = 4096;
+/// A service not looked up for this long leaves the watch's scope.
+pub(crate) const IDLE_SCOPE: Duration = Duration::from_secs(120);
 
 /// The shared view and the task that feeds it; the task stops when the last
 /// handle drops or [`RegistryCache::stop`] is called.
@@ -77,6 +92,24 @@ impl RegistryCache {
             shared.clone(),
             cancel.clone(),
         ));
+        {
+            // Idle services leave the scope; the task holds the view weakly
+            // so that it never keeps it alive.
+            let (view, cancel) = (Arc::downgrade(&shared), cancel.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(IDLE_SCOPE / 4);
+                loop {
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        _ = tick.tick() => {}
+                    }
+                    match view.upgrade() {
+                        Some(view) => view.prune_idle(IDLE_SCOPE),
+                        None => return,
+                    }
+                }
+            });
+        }
         let cache = RegistryCache {
             shared,
             stream,
@@ -92,6 +125,24 @@ impl RegistryCache {
     /// The view.
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// Makes the view cover `service` (see the module docs) and waits, up
+    /// to `deadline`, until its records are in. Returns whether they are.
+    pub(crate) async fn cover_service(
+        &self,
+        service: &str,
+        deadline: tokio::time::Instant,
+    ) -> bool {
+        let generation = self.shared.cover(Some(service));
+        self.shared.wait_scope(generation, deadline).await
+    }
+
+    /// Makes the view cover the whole registry from now on and waits, up to
+    /// `deadline`, until it is loaded. Returns whether it is.
+    pub(crate) async fn cover_all(&self, deadline: tokio::time::Instant) -> bool {
+        let generation = self.shared.cover(None);
+        self.shared.wait_scope(generation, deadline).await
     }
 
     /// Waits until every registry write acknowledged before this call is in
@@ -178,9 +229,42 @@ struct Health {
     generation: u64,
 }
 
+/// What the watch covers and since which scope generation.
+#[derive(Debug, Default)]
+struct ScopeState {
+    /// The whole registry, since this generation.
+    all: Option<u64>,
+    /// Per service: the generation that added it and its last lookup.
+    services: HashMap<String, (u64, Instant)>,
+    generation: u64,
+}
+
+impl ScopeState {
+    fn scope(&self) -> Scope {
+        let keys = if self.all.is_some() {
+            vec![aegis_contracts::subjects::registry_all_filter()]
+        } else {
+            let mut names: Vec<&String> = self.services.keys().collect();
+            names.sort();
+            names
+                .into_iter()
+                .map(|s| aegis_contracts::subjects::registry_service_filter(s))
+                .collect()
+        };
+        Scope {
+            generation: self.generation,
+            keys,
+        }
+    }
+}
+
 /// The view itself.
 #[derive(Debug)]
 pub(crate) struct Shared {
+    scope: Mutex<ScopeState>,
+    scope_tx: watch::Sender<Scope>,
+    /// The newest scope generation the view fully holds.
+    scope_synced: watch::Sender<u64>,
     services: RwLock<HashMap<String, ServiceEntry>>,
     changes: broadcast::Sender<RegistryChange>,
     synced: AtomicBool,
@@ -196,6 +280,9 @@ type Snapshot = HashMap<(String, String), (ServiceInstance, u64)>;
 impl Shared {
     pub(crate) fn new() -> Self {
         Self {
+            scope: Mutex::new(ScopeState::default()),
+            scope_tx: watch::channel(Scope::default()).0,
+            scope_synced: watch::channel(0).0,
             services: RwLock::new(HashMap::new()),
             changes: broadcast::channel(CHANGES_CAPACITY).0,
             synced: AtomicBool::new(false),
@@ -345,6 +432,91 @@ impl Shared {
                 return false;
             }
         }
+    }
+
+    // ---- scope -------------------------------------------------------------
+
+    fn scope_state(&self) -> std::sync::MutexGuard<'_, ScopeState> {
+        self.scope.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What the watch follows, as it changes.
+    pub(crate) fn scope_receiver(&self) -> watch::Receiver<Scope> {
+        self.scope_tx.subscribe()
+    }
+
+    /// Adds `service` (or, with `None`, the whole registry) to the scope if
+    /// it is not covered yet, notes the lookup, and returns the generation
+    /// the view must reach to hold it.
+    pub(crate) fn cover(&self, service: Option<&str>) -> u64 {
+        let mut st = self.scope_state();
+        if let Some(since) = st.all {
+            return since;
+        }
+        let now = Instant::now();
+        match service {
+            Some(name) => {
+                if let Some((since, used)) = st.services.get_mut(name) {
+                    *used = now;
+                    return *since;
+                }
+                st.generation += 1;
+                let generation = st.generation;
+                st.services.insert(name.to_owned(), (generation, now));
+                self.scope_tx.send_replace(st.scope());
+                generation
+            }
+            None => {
+                st.generation += 1;
+                let generation = st.generation;
+                st.all = Some(generation);
+                st.services.clear();
+                self.scope_tx.send_replace(st.scope());
+                generation
+            }
+        }
+    }
+
+    /// Removes services not looked up for `idle` from the scope (never
+    /// when the whole registry is covered).
+    pub(crate) fn prune_idle(&self, idle: Duration) {
+        let mut st = self.scope_state();
+        if st.all.is_some() {
+            return;
+        }
+        let before = st.services.len();
+        st.services.retain(|_, (_, used)| used.elapsed() < idle);
+        if st.services.len() != before {
+            debug!(
+                left = before - st.services.len(),
+                "idle services leave the registry watch"
+            );
+            st.generation += 1;
+            self.scope_tx.send_replace(st.scope());
+        }
+    }
+
+    /// The watch loaded everything in scope `generation`.
+    pub(crate) fn scope_loaded(&self, generation: u64) {
+        self.scope_synced.send_if_modified(|g| {
+            let newer = generation > *g;
+            if newer {
+                *g = generation;
+            }
+            newer
+        });
+    }
+
+    /// Waits until the view holds scope `generation`, or `deadline`.
+    pub(crate) async fn wait_scope(&self, generation: u64, deadline: tokio::time::Instant) -> bool {
+        if *self.scope_synced.borrow() >= generation {
+            return true;
+        }
+        let mut rx = self.scope_synced.subscribe();
+        matches!(
+            tokio::time::timeout_at(deadline, rx.wait_for(|g| *g >= generation)).await,
+            Ok(Ok(_))
+        )
     }
 
     // ---- writes (the watch task and routing) ------------------------------

@@ -1,6 +1,7 @@
 //! The registry's one KV watch per connection: [`crate::kv_watch`] on the
-//! keys `service-instances.>`, decoding records into the view in
-//! `cache.rs`. A record that does not decode, or whose names disagree with
+//! keys of the services the view covers (`service-instances.{service}.*`
+//! each, or `service-instances.>` for a whole-registry reader; see
+//! `cache.rs`), decoding records into the view. A record that does not decode, or whose names disagree with
 //! its key, counts as a removal (it cannot be routed to).
 
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::{RemovalReason, cache::Shared};
-use crate::kv_watch::{self, KvEntry, Removal, Sink, WatchSpec};
+use crate::kv_watch::{self, KvEntry, Removal, Sink};
 
 /// Feeds `shared` until `cancel` fires.
 pub(crate) async fn run(
@@ -24,11 +25,17 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
     cancel: CancellationToken,
 ) {
-    let spec = WatchSpec {
-        keys: subjects::registry_all_filter(),
-        description: "aegis registry watch",
-    };
-    kv_watch::run(store, js, client, spec, shared, cancel).await;
+    let scope = shared.scope_receiver();
+    kv_watch::run_scoped(
+        store,
+        js,
+        client,
+        "aegis registry watch",
+        scope,
+        shared,
+        cancel,
+    )
+    .await;
 }
 
 enum Decoded {
@@ -111,5 +118,9 @@ impl Sink for Shared {
 
     fn on_broken(&self) {
         self.mark_broken();
+    }
+
+    fn on_scope_synced(&self, generation: u64) {
+        self.scope_loaded(generation);
     }
 }

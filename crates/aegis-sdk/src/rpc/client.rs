@@ -527,6 +527,10 @@ impl RpcClient {
             timeout,
         };
         let cache = self.registry_view(deadline, timed_out).await?;
+        // The first call to a service adds it to the view's watch.
+        if !cache.cover_service(service, deadline).await {
+            return Err(timed_out());
+        }
         let view = cache.shared();
         // Instances this call already tried; allocated only on a retry.
         let mut tried: Vec<Arc<str>> = Vec::new();

@@ -11,12 +11,15 @@
 //! - [`report`]: the comparison table, targets and the `--json` output.
 //! - [`failover`]: instances killed under load (their own server).
 //! - [`chaos`]: the whole showcase under faults of services and NATS nodes.
+//! - [`scale`]: the registry's cost as the fleet grows (instances in
+//!   worker processes, callers, the monitor), read from nats-server.
 
 pub mod chaos;
 pub mod events;
 pub mod failover;
 pub mod report;
 pub mod rpc;
+pub mod scale;
 
 use std::time::Duration;
 
