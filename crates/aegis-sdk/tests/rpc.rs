@@ -323,24 +323,22 @@ async fn answers_the_nats_services_protocol() {
     )
     .unwrap();
     assert_eq!(info["type"], "io.nats.micro.v1.info_response");
-    let subjects: Vec<&str> = info["endpoints"]
-        .as_array()
-        .unwrap()
+    assert_eq!(info["id"], "calc-1");
+    // One endpoint per method, in declaration order, named by the method;
+    // its subject is the shared one, the instance-directed one is metadata.
+    let endpoints = info["endpoints"].as_array().unwrap();
+    let names: Vec<&str> = endpoints
         .iter()
-        .map(|e| e["subject"].as_str().unwrap())
+        .map(|e| e["name"].as_str().unwrap())
         .collect();
-    assert!(subjects.contains(&"rpc.calculator.add"), "{subjects:?}");
-    assert!(
-        subjects.contains(&"rpc.calculator.calc-1.add"),
-        "{subjects:?}"
+    assert_eq!(names, ["add", "find", "sleep", "boom"]);
+    assert_eq!(endpoints[0]["subject"], "rpc.calculator.add");
+    assert_eq!(endpoints[0]["queue_group"], "rpc.calculator");
+    assert_eq!(
+        endpoints[0]["metadata"]["direct_subject"],
+        "rpc.calculator.calc-1.add"
     );
-    let groups: Vec<&str> = info["endpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["queue_group"].as_str().unwrap_or(""))
-        .collect();
-    assert!(groups.contains(&"rpc.calculator"), "{groups:?}");
+    assert_eq!(endpoints[0]["metadata"]["leader_only"], "false");
 
     let stats: Value = serde_json::from_slice(
         &raw.request("$SRV.STATS.calculator", "".into())
@@ -359,14 +357,41 @@ async fn answers_the_nats_services_protocol() {
             .cloned()
             .unwrap()
     };
-    // Routed calls arrive on the instance-directed endpoints.
-    let total = |name: &str, field: &str| {
-        endpoint(name)[field].as_u64().unwrap()
-            + endpoint(&format!("{name}-direct"))[field].as_u64().unwrap()
+    // The routed call arrived on the instance-directed subject, the plain
+    // one on the shared subject: one endpoint counts both.
+    let _ = raw
+        .request("rpc.calculator.add", r#"{"a":1,"b":2}"#.into())
+        .await
+        .unwrap();
+    let stats: Value = serde_json::from_slice(
+        &raw.request("$SRV.STATS.calculator.calc-1", "".into())
+            .await
+            .unwrap()
+            .payload,
+    )
+    .unwrap();
+    let now = |name: &str| {
+        stats["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .cloned()
+            .unwrap()
     };
-    assert_eq!(total("add", "num_requests"), 1);
-    assert_eq!(total("find", "num_errors"), 1);
-    assert_eq!(endpoint("add-direct")["num_requests"], 1);
+    assert_eq!(endpoint("add")["num_requests"], 1);
+    assert_eq!(now("add")["num_requests"], 2);
+    assert_eq!(now("add")["num_errors"], 0);
+    assert_eq!(now("find")["num_errors"], 1);
+    assert!(
+        now("find")["last_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("404:"),
+        "{}",
+        now("find")
+    );
+    assert_eq!(stats["endpoints"].as_array().unwrap().len(), 4);
     svc.shutdown().await.unwrap();
 }
 
