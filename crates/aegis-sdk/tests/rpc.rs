@@ -16,21 +16,23 @@ use std::{
 
 use aegis_sdk::rpc::{CallOptions, Encoding, ErrorCode, RpcError, WireError};
 use common::{connect, eventually, server};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+/// Adds two integers.
+#[derive(Debug, Serialize, Deserialize, PartialEq, JsonSchema)]
 struct Add {
     a: i64,
     b: i64,
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, JsonSchema)]
 struct Sum {
     sum: i64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 struct Sleep {
     ms: u64,
 }
@@ -392,6 +394,65 @@ async fn answers_the_nats_services_protocol() {
         now("find")
     );
     assert_eq!(stats["endpoints"].as_array().unwrap().len(), 4);
+    svc.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_schemas_validate_real_requests_and_replies() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let svc = calculator(&conn, "calc-1").await;
+    let raw = async_nats::connect(nats.url()).await.unwrap();
+    let info: Value = serde_json::from_slice(
+        &raw.request("$SRV.INFO.calculator.calc-1", "".into())
+            .await
+            .unwrap()
+            .payload,
+    )
+    .unwrap();
+    let add = info["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "add")
+        .unwrap()
+        .clone();
+    // The description is the request type's doc comment.
+    assert_eq!(add["metadata"]["description"], "Adds two integers.");
+    let schema = |key: &str| -> jsonschema::Validator {
+        let text = add["metadata"][key].as_str().unwrap();
+        jsonschema::validator_for(&serde_json::from_str(text).unwrap()).unwrap()
+    };
+    let (request, response) = (schema("request_schema"), schema("response_schema"));
+
+    // A real request and its real reply, on the wire.
+    let body = json!({"a": 20, "b": 22});
+    assert!(request.is_valid(&body));
+    let reply = raw
+        .request("rpc.calculator.add", body.to_string().into())
+        .await
+        .unwrap();
+    let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(reply, json!({"sum": 42}));
+    assert!(response.is_valid(&reply), "{reply}");
+
+    // What the service refuses, the schema refuses too. (The converse does
+    // not quite hold: serde also takes a struct as an array, `[20, 22]`,
+    // which the schema, describing the object form, refuses.)
+    for bad in [json!({"a": 1}), json!({"a": "1", "b": 2}), json!("20+22")] {
+        assert!(!request.is_valid(&bad), "{bad} passed the schema");
+        let answer = raw
+            .request("rpc.calculator.add", bad.to_string().into())
+            .await
+            .unwrap();
+        let code = answer
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Aegis-Error-Code"))
+            .map(|v| v.as_str().to_owned());
+        assert_eq!(code.as_deref(), Some("INVALID_REQUEST"), "{bad}");
+    }
+    assert!(!response.is_valid(&json!({"sum": "42"})));
     svc.shutdown().await.unwrap();
 }
 

@@ -139,7 +139,8 @@ pub(crate) enum Route {
 ///
 /// `leave` unsubscribes (on shutdown, or when a leader steps down from the
 /// shared subject); the loop then serves what already arrived and ends once
-/// the client closes the subscription. `stop` ends the reading when the
+/// the server confirmed the unsubscribe and the client closed the
+/// subscription. `stop` ends the reading when the
 /// subscription cannot end by itself (without a server the client never
 /// closes it): what already arrived is still served, then the loop waits
 /// only for the handlers in flight.
@@ -165,7 +166,11 @@ pub(crate) async fn drive(
             }
             () = leave.cancelled(), if subscribed => {
                 subscribed = false;
-                if let Err(e) = subscription.unsubscribe().await {
+                // A drain, not a bare unsubscribe: the client keeps the
+                // subscription until the server confirmed the UNSUB, so a
+                // request the server routed here just before is answered
+                // instead of dropped (its caller would wait out a timeout).
+                if let Err(e) = subscription.drain().await {
                     debug!(method = %method.name, error = %e, "could not unsubscribe (connection closed?)");
                 }
             }

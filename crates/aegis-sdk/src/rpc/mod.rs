@@ -9,6 +9,8 @@
 //!   instance-directed subjects, with NOT_ACTIVE. The started [`Service`]
 //!   registers itself in the [registry](crate::registry) and heart-beats
 //!   until it stops.
+//! - [`describe`]: what each method of a service takes and returns (JSON
+//!   Schemas its instances publish in `$SRV.INFO`).
 //! - `endpoint`: the request path (decode, run, answer, count).
 //! - `micro`: the NATS services protocol (`$SRV.PING`, `$SRV.INFO`,
 //!   `$SRV.STATS`): one endpoint per method in declaration order, and a
@@ -26,10 +28,12 @@
 
 pub mod client;
 pub mod codec;
+pub mod describe;
 mod endpoint;
 mod headers;
 mod leader_gate;
 mod micro;
+mod schema;
 pub mod server;
 
 use std::time::Duration;
@@ -38,6 +42,7 @@ pub use aegis_contracts::wire::{ErrorCode, WireError};
 pub use client::{CallOptions, Reply, RpcClient};
 pub use codec::CodecError;
 pub use codec::Encoding;
+pub use describe::{MethodDescription, ServiceDescription, describe};
 pub use server::{RequestContext, Service, ServiceBuilder};
 
 use aegis_contracts::names::NameError;

@@ -34,6 +34,7 @@ use aegis_contracts::{
 };
 use async_nats::HeaderMap;
 use bytes::Bytes;
+use schemars::JsonSchema;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn};
@@ -43,6 +44,7 @@ use super::{
     endpoint::{Method, MethodStats, Route, drive},
     leader_gate::LeaderGate,
     micro::{self, Description, EndpointDescription},
+    schema::MethodSchemas,
 };
 use aegis_contracts::log::{LogKind, LogLevel};
 
@@ -153,7 +155,9 @@ pub struct ServiceBuilder {
     description: Option<String>,
     instance_id: Option<String>,
     shutdown_timeout: Duration,
-    handlers: Vec<(String, Arc<dyn ErasedHandler>)>,
+    handlers: Vec<(String, Arc<dyn ErasedHandler>, MethodSchemas)>,
+    /// Method descriptions set with [`ServiceBuilder::describe`].
+    descriptions: HashMap<String, String>,
     metadata: HashMap<String, String>,
     register: bool,
     registration: RegistrationOptions,
@@ -178,7 +182,7 @@ impl fmt::Debug for ServiceBuilder {
             .field("instance_id", &self.instance_id)
             .field(
                 "methods",
-                &self.handlers.iter().map(|(m, _)| m).collect::<Vec<_>>(),
+                &self.handlers.iter().map(|(m, ..)| m).collect::<Vec<_>>(),
             )
             .field("register", &self.register)
             .field("registration", &self.registration)
@@ -229,6 +233,7 @@ impl ServiceBuilder {
             instance_id: None,
             shutdown_timeout: Duration::from_secs(10),
             handlers: Vec::new(),
+            descriptions: HashMap::new(),
             metadata: HashMap::new(),
             register: true,
             registration: RegistrationOptions::default(),
@@ -252,6 +257,13 @@ impl ServiceBuilder {
     /// A human description, shown by `$SRV.INFO`.
     pub fn description(mut self, text: impl Into<String>) -> Self {
         self.description = Some(text.into());
+        self
+    }
+
+    /// Describes a method for `$SRV.INFO` (endpoint metadata `description`).
+    /// Without it, the doc comment of the method's request type is used.
+    pub fn describe(mut self, method: impl Into<String>, text: impl Into<String>) -> Self {
+        self.descriptions.insert(method.into(), text.into());
         self
     }
 
@@ -379,8 +391,8 @@ impl ServiceBuilder {
     where
         F: Fn(Req) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Res, WireError>> + Send + 'static,
-        Req: DeserializeOwned + Send + 'static,
-        Res: Serialize + Send + 'static,
+        Req: DeserializeOwned + JsonSchema + Send + 'static,
+        Res: Serialize + JsonSchema + Send + 'static,
     {
         let method = method.into();
         self.any_role.insert(method.clone());
@@ -397,8 +409,8 @@ impl ServiceBuilder {
     where
         F: Fn(RequestContext, Req) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Res, WireError>> + Send + 'static,
-        Req: DeserializeOwned + Send + 'static,
-        Res: Serialize + Send + 'static,
+        Req: DeserializeOwned + JsonSchema + Send + 'static,
+        Res: Serialize + JsonSchema + Send + 'static,
     {
         let method = method.into();
         self.any_role.insert(method.clone());
@@ -412,8 +424,8 @@ impl ServiceBuilder {
     where
         F: Fn(Req) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Res, WireError>> + Send + 'static,
-        Req: DeserializeOwned + Send + 'static,
-        Res: Serialize + Send + 'static,
+        Req: DeserializeOwned + JsonSchema + Send + 'static,
+        Res: Serialize + JsonSchema + Send + 'static,
     {
         self.handler_with_context(method, move |_ctx: RequestContext, req: Req| f(req))
     }
@@ -423,14 +435,18 @@ impl ServiceBuilder {
     where
         F: Fn(RequestContext, Req) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Res, WireError>> + Send + 'static,
-        Req: DeserializeOwned + Send + 'static,
-        Res: Serialize + Send + 'static,
+        Req: DeserializeOwned + JsonSchema + Send + 'static,
+        Res: Serialize + JsonSchema + Send + 'static,
     {
         let handler = TypedHandler {
             f,
             _types: std::marker::PhantomData,
         };
-        self.handlers.push((method.into(), Arc::new(handler)));
+        self.handlers.push((
+            method.into(),
+            Arc::new(handler),
+            MethodSchemas::of::<Req, Res>(),
+        ));
         self
     }
 
@@ -472,7 +488,7 @@ impl ServiceBuilder {
             return Err(ServiceError::NoMethods(self.name));
         }
         let mut seen = std::collections::HashSet::new();
-        for (method, _) in &self.handlers {
+        for (method, ..) in &self.handlers {
             names::validate_method_name(method)?;
             if !seen.insert(method.as_str()) {
                 return Err(ServiceError::DuplicateMethod(method.clone()));
@@ -486,7 +502,7 @@ impl ServiceBuilder {
             self.lease.validate()?;
         }
         let record = self.register.then(|| {
-            let methods: Vec<String> = self.handlers.iter().map(|(m, _)| m.clone()).collect();
+            let methods: Vec<String> = self.handlers.iter().map(|(m, ..)| m.clone()).collect();
             let mut record = instance_record(
                 &self.name,
                 &instance_id,
@@ -550,7 +566,7 @@ impl ServiceBuilder {
         let mut methods = Vec::new();
         let mut endpoints = Vec::new();
         let mut leader_only = Vec::new();
-        for (method, handler) in self.handlers {
+        for (method, handler, schemas) in self.handlers {
             let stats = Arc::new(MethodStats::default());
             let shared = Arc::new(Method {
                 client: client.clone(),
@@ -602,13 +618,23 @@ impl ServiceBuilder {
                     stop_taking.clone(),
                 ));
             }
-            let endpoint_metadata = BTreeMap::from([
+            let mut endpoint_metadata = BTreeMap::from([
                 ("direct_subject".to_owned(), direct_subject),
                 (
                     "leader_only".to_owned(),
                     shared.leadership.is_some().to_string(),
                 ),
             ]);
+            let description = self
+                .descriptions
+                .get(&method)
+                .map(String::as_str)
+                .or_else(|| schemas.request_description());
+            if let Some(d) = description {
+                endpoint_metadata.insert("description".to_owned(), d.to_owned());
+            }
+            endpoint_metadata.insert("request_schema".to_owned(), schemas.request.to_string());
+            endpoint_metadata.insert("response_schema".to_owned(), schemas.response.to_string());
             endpoints.push(EndpointDescription {
                 name: method.clone(),
                 subject: shared_subject,
@@ -621,13 +647,14 @@ impl ServiceBuilder {
         // Leaving the shared subjects is a step of its own on shutdown
         // (before the resignation); a child token, so a drop still ends all.
         let leave_shared = unsubscribe.child_token();
+        let gate_tracker = TaskTracker::new();
         let gate_task = match &election {
             Some(election) if !leader_only.is_empty() => Some(tokio::spawn(
                 LeaderGate {
                     client: client.clone(),
                     queue_group: queue_group.clone(),
                     methods: leader_only,
-                    tracker: tracker.clone(),
+                    tracker: gate_tracker.clone(),
                     leave: leave_shared.clone(),
                     stop: stop_taking.clone(),
                 }
@@ -758,6 +785,7 @@ impl ServiceBuilder {
             gate_task,
             unsubscribe,
             leave_shared,
+            gate_tracker,
             registration,
             election,
             role_task,
@@ -852,6 +880,10 @@ async fn mirror_role(
     }
 }
 
+/// The longest a stopping leader waits for its shared subjects to drain
+/// before it resigns.
+const LEAVE_WAIT: Duration = Duration::from_secs(1);
+
 /// A task aborted when its handle is dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -882,6 +914,8 @@ pub struct Service {
     unsubscribe: CancellationToken,
     /// Tells the gate to leave the shared subjects for good.
     leave_shared: CancellationToken,
+    /// The leader's shared-subject loops, waited for before it resigns.
+    gate_tracker: TaskTracker,
     registration: Option<Registration>,
     election: Option<Election>,
     role_task: Option<tokio::task::JoinHandle<()>>,
@@ -1009,6 +1043,17 @@ impl Service {
         if let Some(gate) = self.gate_task.take() {
             let _ = gate.await;
         }
+        // Resigning before the drain completes would refuse (NOT_ACTIVE)
+        // what the server routed here just before the unsubscribe.
+        self.gate_tracker.close();
+        let leave_by = deadline.min(tokio::time::Instant::now() + LEAVE_WAIT);
+        if reachable
+            && tokio::time::timeout_at(leave_by, self.gate_tracker.wait())
+                .await
+                .is_err()
+        {
+            debug!("the shared subjects did not drain in time; resigning anyway");
+        }
         if let Some(election) = self.election.take()
             && tokio::time::timeout_at(deadline, election.resign())
                 .await
@@ -1045,10 +1090,10 @@ impl Service {
             drop(micro);
         }
         self.tracker.close();
-        let waited = tokio::time::timeout_at(
-            deadline,
-            wait_for_endpoints(&self.tracker, &self.client, &self.stop_taking),
-        )
+        let waited = tokio::time::timeout_at(deadline, async {
+            wait_for_endpoints(&self.tracker, &self.client, &self.stop_taking).await;
+            wait_for_endpoints(&self.gate_tracker, &self.client, &self.stop_taking).await;
+        })
         .await;
         if waited.is_err() {
             warn!(

@@ -160,7 +160,8 @@ impl Filler {
 }
 
 /// The request both sides send.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, aegis_sdk::schemars::JsonSchema)]
+#[schemars(crate = "aegis_sdk::schemars")]
 struct Quote {
     symbol: String,
     side: String,
@@ -170,7 +171,8 @@ struct Quote {
 }
 
 /// The reply both sides send back.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, aegis_sdk::schemars::JsonSchema)]
+#[schemars(crate = "aegis_sdk::schemars")]
 struct Ack {
     client_order_id: String,
     accepted: bool,
