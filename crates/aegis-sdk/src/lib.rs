@@ -39,9 +39,10 @@
 //! use aegis_sdk::{AegisConfig, Connection, rpc::WireError};
 //! use serde::{Deserialize, Serialize};
 //!
-//! #[derive(Serialize, Deserialize)]
+//! /// Whom to greet.
+//! #[derive(Serialize, Deserialize, schemars::JsonSchema)]
 //! struct Hello { name: String }
-//! #[derive(Serialize, Deserialize)]
+//! #[derive(Serialize, Deserialize, schemars::JsonSchema)]
 //! struct Greeting { text: String }
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

@@ -130,9 +130,10 @@ where
 /// use aegis_sdk::rpc::WireError;
 /// use serde::{Deserialize, Serialize};
 ///
-/// #[derive(Deserialize)]
+/// /// Asks for the price of a symbol (published as the method's description).
+/// #[derive(Deserialize, schemars::JsonSchema)]
 /// struct Quote { symbol: String }
-/// #[derive(Serialize)]
+/// #[derive(Serialize, schemars::JsonSchema)]
 /// struct Price { symbol: String, price: f64 }
 ///
 /// let service = conn
