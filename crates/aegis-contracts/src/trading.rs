@@ -20,6 +20,7 @@
 //! once.
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{models::FieldError, subjects};
@@ -57,7 +58,7 @@ pub trait TradingEvent: Serialize + DeserializeOwned {
 }
 
 /// Which way an order trades.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum Side {
     /// Buy: the position grows.
     #[serde(rename = "buy", alias = "BUY", alias = "Buy")]
@@ -78,7 +79,7 @@ impl Side {
 }
 
 /// Why an order was (or would be) refused; stable codes clients branch on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ReasonCode {
     /// The symbol is not on the risk service's allowed list.
@@ -98,7 +99,7 @@ pub enum ReasonCode {
 }
 
 /// One reason an order was refused: a stable code and a human message.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Reason {
     /// What rule refused it.
     pub code: ReasonCode,
@@ -117,7 +118,7 @@ impl Reason {
 }
 
 /// `events.price.updated`: the pricing service's periodic quote of a symbol.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PriceUpdated {
     /// The symbol, e.g. `AAPL`.
     pub symbol: String,
@@ -129,6 +130,7 @@ pub struct PriceUpdated {
     pub ask: f64,
     /// When the quote was made.
     #[serde(with = "crate::models::rfc3339")]
+    #[schemars(with = "String")]
     pub timestamp: DateTime<Utc>,
     /// The pricing instance that published it.
     pub instance_id: String,
@@ -149,7 +151,7 @@ impl TradingEvent for PriceUpdated {
 }
 
 /// `events.risk.assessed`: the risk service judged an order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RiskAssessed {
     /// The order judged, when the caller named it.
     #[serde(default)]
@@ -173,6 +175,7 @@ pub struct RiskAssessed {
     pub instance_id: String,
     /// When.
     #[serde(with = "crate::models::rfc3339")]
+    #[schemars(with = "String")]
     pub timestamp: DateTime<Utc>,
 }
 
@@ -190,7 +193,7 @@ impl TradingEvent for RiskAssessed {
 }
 
 /// `events.order.created`: the order service accepted an order for processing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderCreated {
     /// The order's id, assigned by the order service.
     pub order_id: String,
@@ -207,6 +210,7 @@ pub struct OrderCreated {
     pub limit_price: Option<f64>,
     /// When the order was created.
     #[serde(with = "crate::models::rfc3339")]
+    #[schemars(with = "String")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -224,7 +228,7 @@ impl TradingEvent for OrderCreated {
 
 /// `events.order.filled`: an order traded; positions change by
 /// `side.signed(quantity)`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderFilled {
     /// The order's id.
     pub order_id: String,
@@ -240,6 +244,7 @@ pub struct OrderFilled {
     pub fill_price: f64,
     /// When it traded.
     #[serde(with = "crate::models::rfc3339")]
+    #[schemars(with = "String")]
     pub filled_at: DateTime<Utc>,
 }
 
@@ -256,7 +261,7 @@ impl TradingEvent for OrderFilled {
 }
 
 /// `events.order.rejected`: an order was refused and will never trade.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderRejected {
     /// The order's id.
     pub order_id: String,
@@ -272,6 +277,7 @@ pub struct OrderRejected {
     pub reasons: Vec<Reason>,
     /// When it was refused.
     #[serde(with = "crate::models::rfc3339")]
+    #[schemars(with = "String")]
     pub rejected_at: DateTime<Utc>,
 }
 

@@ -39,9 +39,10 @@
 //! use aegis_sdk::{AegisConfig, Connection, rpc::WireError};
 //! use serde::{Deserialize, Serialize};
 //!
-//! #[derive(Serialize, Deserialize)]
+//! /// Whom to greet.
+//! #[derive(Serialize, Deserialize, schemars::JsonSchema)]
 //! struct Hello { name: String }
-//! #[derive(Serialize, Deserialize)]
+//! #[derive(Serialize, Deserialize, schemars::JsonSchema)]
 //! struct Greeting { text: String }
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -86,6 +87,11 @@ pub use config::{
 pub use connection::{ConnectError, Connection, ConnectionDropped, MIN_SERVER_VERSION};
 pub use discovery::{Discovery, Strategy};
 pub use registry::{RegistryChange, RegistryReader};
+/// Derive `JsonSchema` on handler request and response types; the SDK
+/// publishes their schemas with each endpoint. Re-exported so a service uses
+/// the SDK's version (`#[schemars(crate = "aegis_sdk::schemars")]` when
+/// deriving through this path).
+pub use schemars;
 
 /// The SDK's version, published in instance metadata.
 pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -16,21 +16,23 @@ use std::{
 
 use aegis_sdk::rpc::{CallOptions, Encoding, ErrorCode, RpcError, WireError};
 use common::{connect, eventually, server};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+/// Adds two integers.
+#[derive(Debug, Serialize, Deserialize, PartialEq, JsonSchema)]
 struct Add {
     a: i64,
     b: i64,
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, JsonSchema)]
 struct Sum {
     sum: i64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 struct Sleep {
     ms: u64,
 }
@@ -323,24 +325,22 @@ async fn answers_the_nats_services_protocol() {
     )
     .unwrap();
     assert_eq!(info["type"], "io.nats.micro.v1.info_response");
-    let subjects: Vec<&str> = info["endpoints"]
-        .as_array()
-        .unwrap()
+    assert_eq!(info["id"], "calc-1");
+    // One endpoint per method, in declaration order, named by the method;
+    // its subject is the shared one, the instance-directed one is metadata.
+    let endpoints = info["endpoints"].as_array().unwrap();
+    let names: Vec<&str> = endpoints
         .iter()
-        .map(|e| e["subject"].as_str().unwrap())
+        .map(|e| e["name"].as_str().unwrap())
         .collect();
-    assert!(subjects.contains(&"rpc.calculator.add"), "{subjects:?}");
-    assert!(
-        subjects.contains(&"rpc.calculator.calc-1.add"),
-        "{subjects:?}"
+    assert_eq!(names, ["add", "find", "sleep", "boom"]);
+    assert_eq!(endpoints[0]["subject"], "rpc.calculator.add");
+    assert_eq!(endpoints[0]["queue_group"], "rpc.calculator");
+    assert_eq!(
+        endpoints[0]["metadata"]["direct_subject"],
+        "rpc.calculator.calc-1.add"
     );
-    let groups: Vec<&str> = info["endpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["queue_group"].as_str().unwrap_or(""))
-        .collect();
-    assert!(groups.contains(&"rpc.calculator"), "{groups:?}");
+    assert_eq!(endpoints[0]["metadata"]["leader_only"], "false");
 
     let stats: Value = serde_json::from_slice(
         &raw.request("$SRV.STATS.calculator", "".into())
@@ -359,14 +359,100 @@ async fn answers_the_nats_services_protocol() {
             .cloned()
             .unwrap()
     };
-    // Routed calls arrive on the instance-directed endpoints.
-    let total = |name: &str, field: &str| {
-        endpoint(name)[field].as_u64().unwrap()
-            + endpoint(&format!("{name}-direct"))[field].as_u64().unwrap()
+    // The routed call arrived on the instance-directed subject, the plain
+    // one on the shared subject: one endpoint counts both.
+    let _ = raw
+        .request("rpc.calculator.add", r#"{"a":1,"b":2}"#.into())
+        .await
+        .unwrap();
+    let stats: Value = serde_json::from_slice(
+        &raw.request("$SRV.STATS.calculator.calc-1", "".into())
+            .await
+            .unwrap()
+            .payload,
+    )
+    .unwrap();
+    let now = |name: &str| {
+        stats["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .cloned()
+            .unwrap()
     };
-    assert_eq!(total("add", "num_requests"), 1);
-    assert_eq!(total("find", "num_errors"), 1);
-    assert_eq!(endpoint("add-direct")["num_requests"], 1);
+    assert_eq!(endpoint("add")["num_requests"], 1);
+    assert_eq!(now("add")["num_requests"], 2);
+    assert_eq!(now("add")["num_errors"], 0);
+    assert_eq!(now("find")["num_errors"], 1);
+    assert!(
+        now("find")["last_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("404:"),
+        "{}",
+        now("find")
+    );
+    assert_eq!(stats["endpoints"].as_array().unwrap().len(), 4);
+    svc.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_schemas_validate_real_requests_and_replies() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let svc = calculator(&conn, "calc-1").await;
+    let raw = async_nats::connect(nats.url()).await.unwrap();
+    let info: Value = serde_json::from_slice(
+        &raw.request("$SRV.INFO.calculator.calc-1", "".into())
+            .await
+            .unwrap()
+            .payload,
+    )
+    .unwrap();
+    let add = info["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "add")
+        .unwrap()
+        .clone();
+    // The description is the request type's doc comment.
+    assert_eq!(add["metadata"]["description"], "Adds two integers.");
+    let schema = |key: &str| -> jsonschema::Validator {
+        let text = add["metadata"][key].as_str().unwrap();
+        jsonschema::validator_for(&serde_json::from_str(text).unwrap()).unwrap()
+    };
+    let (request, response) = (schema("request_schema"), schema("response_schema"));
+
+    // A real request and its real reply, on the wire.
+    let body = json!({"a": 20, "b": 22});
+    assert!(request.is_valid(&body));
+    let reply = raw
+        .request("rpc.calculator.add", body.to_string().into())
+        .await
+        .unwrap();
+    let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(reply, json!({"sum": 42}));
+    assert!(response.is_valid(&reply), "{reply}");
+
+    // What the service refuses, the schema refuses too. (The converse does
+    // not quite hold: serde also takes a struct as an array, `[20, 22]`,
+    // which the schema, describing the object form, refuses.)
+    for bad in [json!({"a": 1}), json!({"a": "1", "b": 2}), json!("20+22")] {
+        assert!(!request.is_valid(&bad), "{bad} passed the schema");
+        let answer = raw
+            .request("rpc.calculator.add", bad.to_string().into())
+            .await
+            .unwrap();
+        let code = answer
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Aegis-Error-Code"))
+            .map(|v| v.as_str().to_owned());
+        assert_eq!(code.as_deref(), Some("INVALID_REQUEST"), "{bad}");
+    }
+    assert!(!response.is_valid(&json!({"sum": "42"})));
     svc.shutdown().await.unwrap();
 }
 

@@ -3,6 +3,7 @@
 //! [`Counters`], the service-specific numbers that travel in the instance's
 //! published metrics snapshots.
 
+use schemars::JsonSchema;
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},
@@ -20,7 +21,7 @@ pub const MAX_SIMULATED_WORK: Duration = Duration::from_secs(60);
 
 /// `simulate_work` request: sleep `ms` milliseconds, then fail with
 /// `INTERNAL` if `fail` is set.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SimulateWork {
     /// How long to sleep, in milliseconds (at most 60 000).
     #[serde(default)]
@@ -31,7 +32,7 @@ pub struct SimulateWork {
 }
 
 /// `simulate_work` reply.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct WorkDone {
     /// How long it slept, in milliseconds.
     pub slept_ms: u64,
@@ -40,7 +41,7 @@ pub struct WorkDone {
 }
 
 /// `health` reply.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Health {
     /// Always `healthy`: an instance that can answer is healthy.
     pub status: String,

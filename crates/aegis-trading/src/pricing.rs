@@ -20,6 +20,7 @@
 //! platform and version), joined by a smooth curve, plus a small per-second
 //! tick, all within ±[`MAX_DEVIATION`] of the base.
 
+use schemars::JsonSchema;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use aegis_contracts::trading::{PRICING_SERVICE, PriceUpdated, TradingEvent, validate_symbol};
@@ -94,14 +95,14 @@ impl Default for PricingOptions {
 }
 
 /// `get_price` request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct GetPrice {
     /// The symbol, e.g. `AAPL`.
     pub symbol: String,
 }
 
 /// A quote: `bid < price < ask`, `price` within ±2 % of the symbol's base.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Quote {
     /// The symbol.
     pub symbol: String,
@@ -113,18 +114,19 @@ pub struct Quote {
     pub ask: f64,
     /// When the quote was made.
     #[serde(with = "aegis_contracts::models::rfc3339")]
+    #[schemars(with = "String")]
     pub timestamp: DateTime<Utc>,
 }
 
 /// `get_prices` request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct GetPrices {
     /// The symbols (1 to `max_symbols_per_request`).
     pub symbols: Vec<String>,
 }
 
 /// `get_prices` reply.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Prices {
     /// Quotes of the known symbols, in request order.
     pub prices: Vec<Quote>,

@@ -204,6 +204,10 @@ pub struct CallArgs {
     /// Deadline in milliseconds.
     #[arg(long, default_value_t = 5_000)]
     pub timeout_ms: u64,
+    /// Print the method's description and the JSON Schemas of its request
+    /// and reply (from `$SRV.INFO`) instead of calling it.
+    #[arg(long)]
+    pub schema: bool,
     /// Connection flags.
     #[command(flatten)]
     pub nats: NatsArgs,
@@ -319,7 +323,44 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `aegis call SERVICE METHOD --schema`: what the method takes and returns.
+async fn print_schema(args: &CallArgs) -> anyhow::Result<ExitCode> {
+    let conn = args.nats.connect_as_operator().await?;
+    let described = match aegis_sdk::rpc::describe(
+        conn.client(),
+        &args.service,
+        Duration::from_millis(args.timeout_ms),
+    )
+    .await
+    {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error [{}]: {e}", e.code());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let Some(method) = described.methods.iter().find(|m| m.name == args.method) else {
+        let known: Vec<&str> = described.methods.iter().map(|m| m.name.as_str()).collect();
+        eprintln!(
+            "{} has no method `{}` (it has: {})",
+            args.service,
+            args.method,
+            known.join(", ")
+        );
+        return Ok(ExitCode::FAILURE);
+    };
+    println!("{}", serde_json::to_string_pretty(method)?);
+    eprintln!(
+        "described by {} (version {})",
+        described.instance_id, described.version
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
+    if args.schema {
+        return print_schema(&args).await;
+    }
     let body: serde_json::Value = serde_json::from_str(&args.body)
         .with_context(|| format!("the request body is not JSON: {}", args.body))?;
     let conn = args.nats.connect_as_operator().await?;

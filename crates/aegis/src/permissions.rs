@@ -433,6 +433,8 @@ fn monitor_grants() -> Grants {
         "$JS.API.STREAM.NAMES".to_owned(),
         "$JS.API.STREAM.LIST".to_owned(),
         "aegis.control.*.*.config".to_owned(),
+        // Method schemas (`/api/services/{s}/methods`) from the services protocol.
+        "$SRV.INFO.*".to_owned(),
     ]);
     g.subscribe.push("aegis.heartbeat.>".to_owned());
     g

@@ -6,6 +6,7 @@
 //! | [`services`] | `/api/services[/{name}[/revision, /history]]` |
 //! | [`instances`] | `/api/instances[...]`, instance config and events |
 //! | [`leadership`] | `/api/leadership/{service}` (failover timeline) |
+//! | [`methods`] | `/api/services/{s}/methods` (request/reply JSON Schemas) |
 //! | [`metrics`] | `/api/metrics`, `/api/instances/{s}/{id}/metrics` |
 //! | [`dead_letters`] | `/api/dead-letters` |
 //! | [`stream`] | `/api/stream` (SSE) |
@@ -23,6 +24,7 @@
 pub(crate) mod dead_letters;
 pub(crate) mod instances;
 pub(crate) mod leadership;
+pub(crate) mod methods;
 pub(crate) mod metrics;
 pub(crate) mod services;
 pub(crate) mod session;
@@ -55,6 +57,7 @@ fn bounded_routes() -> OpenApiRouter<AppState> {
         .merge(services::router())
         .merge(instances::router())
         .merge(leadership::router())
+        .merge(methods::router())
         .merge(metrics::router())
         .merge(dead_letters::router())
         .merge(session::router())

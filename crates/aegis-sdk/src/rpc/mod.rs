@@ -3,10 +3,18 @@
 //! - [`server`]: a service declares typed handlers ([`ServiceBuilder`]); each
 //!   method listens on `rpc.{service}.{method}` (queue group `rpc.{service}`,
 //!   so instances share the load) and on `rpc.{service}.{instance}.{method}`
-//!   (that one instance). The started [`Service`] registers itself in the
-//!   [registry](crate::registry) and heart-beats until it stops. The service
-//!   also answers the NATS services protocol (`$SRV.PING`, `$SRV.INFO`,
-//!   `$SRV.STATS`).
+//!   (that one instance). In a single-active service only the leader is in
+//!   the queue group of a leader-only method, so a plain NATS request
+//!   reaches the leader (`leader_gate`); standbys answer only their
+//!   instance-directed subjects, with NOT_ACTIVE. The started [`Service`]
+//!   registers itself in the [registry](crate::registry) and heart-beats
+//!   until it stops.
+//! - [`describe`]: what each method of a service takes and returns (JSON
+//!   Schemas its instances publish in `$SRV.INFO`).
+//! - `endpoint`: the request path (decode, run, answer, count).
+//! - `micro`: the NATS services protocol (`$SRV.PING`, `$SRV.INFO`,
+//!   `$SRV.STATS`): one endpoint per method in declaration order, and a
+//!   single-active instance's role, group, leader and epoch in its metadata.
 //! - [`client`]: [`RpcClient`] calls with a deadline and maps wire errors to
 //!   [`RpcError`]. `call` routes through [discovery](crate::discovery) to one
 //!   registered ACTIVE instance (instance-directed subject), failing over to
@@ -20,7 +28,12 @@
 
 pub mod client;
 pub mod codec;
+pub mod describe;
+mod endpoint;
 mod headers;
+mod leader_gate;
+mod micro;
+mod schema;
 pub mod server;
 
 use std::time::Duration;
@@ -29,6 +42,7 @@ pub use aegis_contracts::wire::{ErrorCode, WireError};
 pub use client::{CallOptions, Reply, RpcClient};
 pub use codec::CodecError;
 pub use codec::Encoding;
+pub use describe::{MethodDescription, ServiceDescription, describe};
 pub use server::{RequestContext, Service, ServiceBuilder};
 
 use aegis_contracts::names::NameError;

@@ -4,23 +4,27 @@
 //!
 //! Start subscribes every method, then registers the instance in the
 //! [registry](crate::registry) (unless `.register(false)`), so discovery
-//! only ever hands out instances that already listen. Shutdown runs the
-//! reverse: deregister first (discovery stops choosing this instance), then
-//! unsubscribe (stop taking requests), then wait for the requests in flight
-//! — all within the shutdown timeout.
+//! only ever hands out instances that already listen. In a
+//! [single-active](ServiceBuilder::single_active) service the shared subject
+//! of a leader-only method is subscribed by the leader alone
+//! (`rpc/leader_gate.rs`). Shutdown runs the reverse: a
+//! leader leaves the shared subjects and resigns, the instance deregisters
+//! (discovery stops choosing it), then unsubscribes (stops taking
+//! requests) and waits for the requests in flight — all within the
+//! shutdown timeout.
 //!
-//! Each request runs in its own task, so a slow handler does not hold up the
+//! The request path is in `rpc/endpoint.rs`, the services
+//! protocol in `rpc/micro.rs`. A slow handler does not hold up the
 //! next request; a panicking handler answers `INTERNAL` and the service keeps
 //! running; a request that does not decode answers `INVALID_REQUEST`.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     fmt,
     future::Future,
-    panic::AssertUnwindSafe,
     pin::Pin,
     sync::Arc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use aegis_contracts::{
@@ -28,26 +32,26 @@ use aegis_contracts::{
     names::{self, NameError},
     subjects,
 };
-use async_nats::{
-    HeaderMap,
-    service::{self, ServiceExt},
-};
+use async_nats::HeaderMap;
 use bytes::Bytes;
-use futures::{FutureExt, StreamExt, stream::FuturesUnordered};
+use schemars::JsonSchema;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tracing::{Instrument, debug, debug_span, info, warn};
+use tracing::{debug, info, warn};
 
 use super::{
     Encoding, WireError,
-    headers::{H_ENCODING, H_EPOCH, H_ERROR_CODE, H_ERROR_DETAILS, H_INSTANCE, H_REQUEST_ID},
+    endpoint::{Method, MethodStats, Route, drive},
+    leader_gate::LeaderGate,
+    micro::{self, Description, EndpointDescription},
+    schema::MethodSchemas,
 };
 use aegis_contracts::log::{LogKind, LogLevel};
 
 use crate::{
     Connection,
     control::{self, Controlled, Drills},
-    election::{Election, Leadership, LeaseConfig, Role},
+    election::{Election, LeaseConfig, Role},
     metrics::InstanceMetrics,
     registry::RegistrationHandle,
     registry::{Registration, RegistrationOptions, RegistryError, registration::HealthCheck},
@@ -76,7 +80,7 @@ pub struct RequestContext {
     pub epoch: Option<u64>,
 }
 
-trait ErasedHandler: Send + Sync {
+pub(crate) trait ErasedHandler: Send + Sync {
     fn call(
         &self,
         ctx: RequestContext,
@@ -126,9 +130,10 @@ where
 /// use aegis_sdk::rpc::WireError;
 /// use serde::{Deserialize, Serialize};
 ///
-/// #[derive(Deserialize)]
+/// /// Asks for the price of a symbol (published as the method's description).
+/// #[derive(Deserialize, schemars::JsonSchema)]
 /// struct Quote { symbol: String }
-/// #[derive(Serialize)]
+/// #[derive(Serialize, schemars::JsonSchema)]
 /// struct Price { symbol: String, price: f64 }
 ///
 /// let service = conn
@@ -151,7 +156,9 @@ pub struct ServiceBuilder {
     description: Option<String>,
     instance_id: Option<String>,
     shutdown_timeout: Duration,
-    handlers: Vec<(String, Arc<dyn ErasedHandler>)>,
+    handlers: Vec<(String, Arc<dyn ErasedHandler>, MethodSchemas)>,
+    /// Method descriptions set with [`ServiceBuilder::describe`].
+    descriptions: HashMap<String, String>,
     metadata: HashMap<String, String>,
     register: bool,
     registration: RegistrationOptions,
@@ -176,7 +183,7 @@ impl fmt::Debug for ServiceBuilder {
             .field("instance_id", &self.instance_id)
             .field(
                 "methods",
-                &self.handlers.iter().map(|(m, _)| m).collect::<Vec<_>>(),
+                &self.handlers.iter().map(|(m, ..)| m).collect::<Vec<_>>(),
             )
             .field("register", &self.register)
             .field("registration", &self.registration)
@@ -227,6 +234,7 @@ impl ServiceBuilder {
             instance_id: None,
             shutdown_timeout: Duration::from_secs(10),
             handlers: Vec::new(),
+            descriptions: HashMap::new(),
             metadata: HashMap::new(),
             register: true,
             registration: RegistrationOptions::default(),
@@ -250,6 +258,13 @@ impl ServiceBuilder {
     /// A human description, shown by `$SRV.INFO`.
     pub fn description(mut self, text: impl Into<String>) -> Self {
         self.description = Some(text.into());
+        self
+    }
+
+    /// Describes a method for `$SRV.INFO` (endpoint metadata `description`).
+    /// Without it, the doc comment of the method's request type is used.
+    pub fn describe(mut self, method: impl Into<String>, text: impl Into<String>) -> Self {
+        self.descriptions.insert(method.into(), text.into());
         self
     }
 
@@ -377,8 +392,8 @@ impl ServiceBuilder {
     where
         F: Fn(Req) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Res, WireError>> + Send + 'static,
-        Req: DeserializeOwned + Send + 'static,
-        Res: Serialize + Send + 'static,
+        Req: DeserializeOwned + JsonSchema + Send + 'static,
+        Res: Serialize + JsonSchema + Send + 'static,
     {
         let method = method.into();
         self.any_role.insert(method.clone());
@@ -395,8 +410,8 @@ impl ServiceBuilder {
     where
         F: Fn(RequestContext, Req) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Res, WireError>> + Send + 'static,
-        Req: DeserializeOwned + Send + 'static,
-        Res: Serialize + Send + 'static,
+        Req: DeserializeOwned + JsonSchema + Send + 'static,
+        Res: Serialize + JsonSchema + Send + 'static,
     {
         let method = method.into();
         self.any_role.insert(method.clone());
@@ -410,8 +425,8 @@ impl ServiceBuilder {
     where
         F: Fn(Req) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Res, WireError>> + Send + 'static,
-        Req: DeserializeOwned + Send + 'static,
-        Res: Serialize + Send + 'static,
+        Req: DeserializeOwned + JsonSchema + Send + 'static,
+        Res: Serialize + JsonSchema + Send + 'static,
     {
         self.handler_with_context(method, move |_ctx: RequestContext, req: Req| f(req))
     }
@@ -421,14 +436,18 @@ impl ServiceBuilder {
     where
         F: Fn(RequestContext, Req) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Res, WireError>> + Send + 'static,
-        Req: DeserializeOwned + Send + 'static,
-        Res: Serialize + Send + 'static,
+        Req: DeserializeOwned + JsonSchema + Send + 'static,
+        Res: Serialize + JsonSchema + Send + 'static,
     {
         let handler = TypedHandler {
             f,
             _types: std::marker::PhantomData,
         };
-        self.handlers.push((method.into(), Arc::new(handler)));
+        self.handlers.push((
+            method.into(),
+            Arc::new(handler),
+            MethodSchemas::of::<Req, Res>(),
+        ));
         self
     }
 
@@ -470,7 +489,7 @@ impl ServiceBuilder {
             return Err(ServiceError::NoMethods(self.name));
         }
         let mut seen = std::collections::HashSet::new();
-        for (method, _) in &self.handlers {
+        for (method, ..) in &self.handlers {
             names::validate_method_name(method)?;
             if !seen.insert(method.as_str()) {
                 return Err(ServiceError::DuplicateMethod(method.clone()));
@@ -484,7 +503,7 @@ impl ServiceBuilder {
             self.lease.validate()?;
         }
         let record = self.register.then(|| {
-            let methods: Vec<String> = self.handlers.iter().map(|(m, _)| m.clone()).collect();
+            let methods: Vec<String> = self.handlers.iter().map(|(m, ..)| m.clone()).collect();
             let mut record = instance_record(
                 &self.name,
                 &instance_id,
@@ -499,18 +518,6 @@ impl ServiceBuilder {
             }
             record
         });
-
-        let mut metadata = self.metadata;
-        metadata.insert("instance_id".into(), instance_id.clone());
-        metadata.insert("aegis_sdk".into(), crate::SDK_VERSION.into());
-        let mut builder = self.conn.client().service_builder().metadata(metadata);
-        if let Some(d) = &self.description {
-            builder = builder.description(d.clone());
-        }
-        let nats_service = builder
-            .start(self.name.clone(), self.version.clone())
-            .await
-            .map_err(ServiceError::Nats)?;
 
         let telemetry = Telemetry::new(self.conn.client().clone(), &self.name, &instance_id);
         let effective = serde_json::json!({
@@ -536,60 +543,154 @@ impl ServiceBuilder {
                 match Election::start(&self.conn, &self.name, group, &instance_id, self.lease).await
                 {
                     Ok(e) => Some(e),
-                    Err(e) => {
-                        let _ = nats_service.stop().await;
-                        return Err(e.into());
-                    }
+                    Err(e) => return Err(e.into()),
                 }
             }
             None => None,
         };
         let leadership = election.as_ref().map(Election::leadership);
+        let stop_service = |election: Option<Election>| async move {
+            if let Some(election) = election {
+                election.resign().await;
+            }
+        };
         let service_name: Arc<str> = Arc::from(self.name.as_str());
         let instance: Arc<str> = Arc::from(instance_id.as_str());
         let metrics = Arc::new(InstanceMetrics::new(self.name.clone(), instance_id.clone()));
         let tracker = TaskTracker::new();
         let stop_taking = CancellationToken::new();
+        let unsubscribe = CancellationToken::new();
         let queue_group = subjects::rpc_queue_group(&self.name);
         let direct_group = format!("{queue_group}.{instance_id}");
         let drills = Arc::new(Drills::default());
+        let client = self.conn.client().clone();
         let mut methods = Vec::new();
-        for (method, handler) in self.handlers {
-            let shared = Arc::new(Shared {
+        let mut endpoints = Vec::new();
+        let mut leader_only = Vec::new();
+        for (method, handler, schemas) in self.handlers {
+            let stats = Arc::new(MethodStats::default());
+            let shared = Arc::new(Method {
+                client: client.clone(),
                 service: service_name.clone(),
                 instance: instance.clone(),
-                method: Arc::from(method.as_str()),
+                name: Arc::from(method.as_str()),
                 handler,
                 metrics: metrics.clone(),
                 recorder: metrics.endpoint(&method),
+                stats: stats.clone(),
                 drills: drills.clone(),
                 leadership: leadership
                     .clone()
                     .filter(|_| !self.any_role.contains(&method)),
             });
-            let lb = nats_service
-                .endpoint_builder()
-                .name(&method)
-                .queue_group(&queue_group)
-                .add(subjects::rpc_subject(&self.name, &method))
-                .await
-                .map_err(ServiceError::Nats)?;
-            let direct = nats_service
-                .endpoint_builder()
-                .name(format!("{method}-direct"))
-                .queue_group(&direct_group)
-                .add(subjects::rpc_instance_subject(
-                    &self.name,
-                    &instance_id,
-                    &method,
-                ))
-                .await
-                .map_err(ServiceError::Nats)?;
-            for (endpoint, direct) in [(lb, false), (direct, true)] {
-                tracker.spawn(drive(endpoint, shared.clone(), direct, stop_taking.clone()));
+            let shared_subject = subjects::rpc_subject(&self.name, &method);
+            let direct_subject = subjects::rpc_instance_subject(&self.name, &instance_id, &method);
+            let mut subscriptions = vec![(
+                Route::Direct,
+                client
+                    .queue_subscribe(direct_subject.clone(), direct_group.clone())
+                    .await,
+            )];
+            if shared.leadership.is_some() {
+                // The leader joins the shared subject when elected.
+                leader_only.push((shared_subject.clone(), shared.clone()));
+            } else {
+                subscriptions.push((
+                    Route::Shared,
+                    client
+                        .queue_subscribe(shared_subject.clone(), queue_group.clone())
+                        .await,
+                ));
             }
+            for (route, subscription) in subscriptions {
+                let subscription = match subscription {
+                    Ok(s) => s,
+                    Err(e) => {
+                        unsubscribe.cancel();
+                        stop_service(election).await;
+                        return Err(ServiceError::Nats(e.into()));
+                    }
+                };
+                tracker.spawn(drive(
+                    subscription,
+                    shared.clone(),
+                    route,
+                    unsubscribe.clone(),
+                    stop_taking.clone(),
+                ));
+            }
+            let mut endpoint_metadata = BTreeMap::from([
+                ("direct_subject".to_owned(), direct_subject),
+                (
+                    "leader_only".to_owned(),
+                    shared.leadership.is_some().to_string(),
+                ),
+            ]);
+            let description = self
+                .descriptions
+                .get(&method)
+                .map(String::as_str)
+                .or_else(|| schemas.request_description());
+            if let Some(d) = description {
+                endpoint_metadata.insert("description".to_owned(), d.to_owned());
+            }
+            endpoint_metadata.insert("request_schema".to_owned(), schemas.request.to_string());
+            endpoint_metadata.insert("response_schema".to_owned(), schemas.response.to_string());
+            endpoints.push(EndpointDescription {
+                name: method.clone(),
+                subject: shared_subject,
+                queue_group: queue_group.clone(),
+                metadata: endpoint_metadata,
+                stats,
+            });
             methods.push(method);
         }
+        // Leaving the shared subjects is a step of its own on shutdown
+        // (before the resignation); a child token, so a drop still ends all.
+        let leave_shared = unsubscribe.child_token();
+        let gate_tracker = TaskTracker::new();
+        let gate_task = match &election {
+            Some(election) if !leader_only.is_empty() => Some(tokio::spawn(
+                LeaderGate {
+                    client: client.clone(),
+                    queue_group: queue_group.clone(),
+                    methods: leader_only,
+                    tracker: gate_tracker.clone(),
+                    leave: leave_shared.clone(),
+                    stop: stop_taking.clone(),
+                }
+                .run(election.roles()),
+            )),
+            _ => None,
+        };
+        let mut metadata: BTreeMap<String, String> = self.metadata.clone().into_iter().collect();
+        metadata.insert("instance_id".into(), instance_id.clone());
+        metadata.insert("aegis_sdk".into(), crate::SDK_VERSION.into());
+        let micro_task = match micro::serve(
+            client.clone(),
+            Description {
+                name: self.name.clone(),
+                id: instance_id.clone(),
+                version: self.version.clone(),
+                description: self.description.clone().unwrap_or_default(),
+                metadata,
+                started: chrono::Utc::now(),
+                endpoints,
+                election: self.single_active.clone().zip(leadership.clone()),
+            },
+        )
+        .await
+        {
+            Ok(task) => AbortOnDrop(task),
+            Err(e) => {
+                unsubscribe.cancel();
+                if let Some(task) = gate_task {
+                    task.abort();
+                }
+                stop_service(election).await;
+                return Err(ServiceError::Nats(e.into()));
+            }
+        };
         // Listening first, registering second: discovery never hands out an
         // instance that cannot answer yet.
         let registration = match record {
@@ -605,7 +706,11 @@ impl ServiceBuilder {
                 match builder.start().await {
                     Ok(registration) => Some(registration),
                     Err(e) => {
-                        let _ = nats_service.stop().await;
+                        unsubscribe.cancel();
+                        if let Some(task) = gate_task {
+                            task.abort();
+                        }
+                        stop_service(election).await;
                         return Err(e.into());
                     }
                 }
@@ -677,7 +782,11 @@ impl ServiceBuilder {
             name: self.name,
             instance_id,
             methods,
-            nats_service: Some(nats_service),
+            micro_task: Some(micro_task),
+            gate_task,
+            unsubscribe,
+            leave_shared,
+            gate_tracker,
             registration,
             election,
             role_task,
@@ -713,19 +822,6 @@ fn instance_record(
             .insert(k.clone(), serde_json::Value::String(v.clone()));
     }
     record
-}
-
-/// The NOT_ACTIVE refusal of a standby, naming the leader when known.
-fn not_active(leadership: &Leadership) -> WireError {
-    let leader = match leadership.role() {
-        Role::Standby { leader } => leader,
-        Role::Leader { .. } => None,
-    };
-    let err = WireError::not_active("this instance is STANDBY; call the ACTIVE leader");
-    match leader {
-        Some(leader) => err.with_details(serde_json::json!({ "leader": leader })),
-        None => err,
-    }
 }
 
 /// Writes each role change to the registry record.
@@ -785,171 +881,22 @@ async fn mirror_role(
     }
 }
 
-struct Shared {
-    service: Arc<str>,
-    instance: Arc<str>,
-    method: Arc<str>,
-    handler: Arc<dyn ErasedHandler>,
-    metrics: Arc<InstanceMetrics>,
-    recorder: Arc<crate::metrics::EndpointRecorder>,
-    /// Operator drills (`aegis chaos slow` adds a delay before each handler).
-    drills: Arc<Drills>,
-    /// Set for methods that only the leader of a single-active service runs.
-    leadership: Option<Leadership>,
-}
+/// The longest a stopping leader waits for its shared subjects to drain
+/// before it resigns.
+const LEAVE_WAIT: Duration = Duration::from_secs(1);
 
-/// Most requests one endpoint handles at once; further ones wait in the
-/// subscription's buffer (backpressure instead of unbounded memory).
-const MAX_IN_FLIGHT_PER_ENDPOINT: usize = 1024;
+/// A task aborted when its handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// The least time a stop gives the telemetry tasks to publish the last
 /// metrics snapshot, even after the shutdown timeout ran out.
 const TELEMETRY_STOP: Duration = Duration::from_millis(600);
-
-/// Reads requests until the endpoint is unsubscribed and its buffered
-/// messages are consumed, so requests that arrived before shutdown are served.
-///
-/// Requests run concurrently as futures polled by this one task rather than
-/// as spawned tasks: no cross-thread hand-off per request (measured: spawning
-/// cost about 15 % of throughput), while a handler that awaits I/O or a timer
-/// still lets the others proceed. The tracker waits for this task, and so for
-/// every request it took.
-///
-/// `direct` marks the instance-directed endpoint: its replies need not name
-/// the instance (the caller chose it), which keeps successful replies free of
-/// headers — a header costs about 10 % of throughput, most of it in the
-/// server's header handling.
-///
-/// `stop` ends the reading when the subscription cannot end by itself
-/// (without a server the client never closes it): what already arrived is
-/// still served, then the loop waits only for the handlers in flight.
-async fn drive(
-    mut endpoint: service::endpoint::Endpoint,
-    shared: Arc<Shared>,
-    direct: bool,
-    stop: CancellationToken,
-) {
-    let mut in_flight = FuturesUnordered::new();
-    let mut open = true;
-    while open || !in_flight.is_empty() {
-        tokio::select! {
-            biased;
-            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-            () = stop.cancelled(), if open => {
-                while let Some(Some(request)) = endpoint.next().now_or_never() {
-                    in_flight.push(Box::pin(handle(request, shared.clone(), direct)));
-                }
-                open = false;
-            }
-            request = endpoint.next(), if open && in_flight.len() < MAX_IN_FLIGHT_PER_ENDPOINT => {
-                match request {
-                    Some(request) => {
-                        // Most handlers finish on their first poll: run that poll
-                        // here and only park the ones that wait for something.
-                        let mut fut = Box::pin(handle(request, shared.clone(), direct));
-                        if futures::poll!(fut.as_mut()).is_pending() {
-                            in_flight.push(fut);
-                        }
-                    }
-                    None => open = false,
-                }
-            }
-        }
-    }
-    debug!(method = %shared.method, "endpoint closed");
-}
-
-async fn handle(request: service::Request, shared: Arc<Shared>, direct: bool) {
-    let started = Instant::now();
-    let _in_flight = shared.metrics.start_request();
-    let msg = &request.message;
-    let headers = msg.headers.clone();
-    let request_id = headers
-        .as_ref()
-        .and_then(|h| h.get(H_REQUEST_ID))
-        .map(|v| v.as_str().to_owned());
-    let span = debug_span!(
-        "rpc",
-        service = %shared.service,
-        method = %shared.method,
-        subject = %msg.subject,
-        request_id = request_id.as_deref().unwrap_or(""),
-    );
-    // A leader-only method: serve only with a valid lease, and stamp the epoch.
-    let epoch = match &shared.leadership {
-        None => Ok(None),
-        Some(l) => l.serving_epoch().map(Some).ok_or_else(|| not_active(l)),
-    };
-    let reply_epoch = epoch.as_ref().ok().copied().flatten();
-    let result = async {
-        let epoch = epoch.map_err(|e| (Encoding::Json, e))?;
-        let enc = Encoding::from_headers(headers.as_ref())
-            .map_err(|e| (Encoding::Json, WireError::invalid_request(e.to_string())))?;
-        let ctx = RequestContext {
-            service: shared.service.clone(),
-            instance_id: shared.instance.clone(),
-            method: shared.method.clone(),
-            subject: msg.subject.to_string(),
-            request_id,
-            headers,
-            epoch,
-        };
-        if let Some(delay) = shared.drills.delay() {
-            // Inside the measured time: the drill shows on latency charts.
-            tokio::time::sleep(delay).await;
-        }
-        let call = shared.handler.call(ctx, msg.payload.clone(), enc);
-        match AssertUnwindSafe(call).catch_unwind().await {
-            Ok(Ok(bytes)) => Ok((enc, bytes)),
-            Ok(Err(e)) => Err((enc, e)),
-            Err(_) => Err((enc, WireError::internal("the handler panicked"))),
-        }
-    }
-    .instrument(span.clone())
-    .await;
-
-    let mut reply_headers = HeaderMap::new();
-    if !direct || result.is_err() {
-        reply_headers.insert(H_INSTANCE, &*shared.instance);
-    }
-    if let Some(epoch) = reply_epoch {
-        reply_headers.insert(H_EPOCH, epoch.to_string().as_str());
-    }
-    let ok = result.is_ok();
-    let sent = match result {
-        Ok((enc, bytes)) => {
-            if enc != Encoding::Json {
-                reply_headers.insert(H_ENCODING, enc.as_str());
-            }
-            request.respond_with_headers(Ok(bytes), reply_headers).await
-        }
-        Err((_, err)) => {
-            if err.code == super::ErrorCode::Internal {
-                span.in_scope(|| warn!(error = %err.message, "handler failed"));
-            } else {
-                span.in_scope(|| debug!(code = %err.code, error = %err.message, "request refused"));
-            }
-            reply_headers.insert(H_ERROR_CODE, err.code.as_str());
-            if let Some(details) = &err.details {
-                let text = details.to_string();
-                if text.len() <= 4096 {
-                    reply_headers.insert(H_ERROR_DETAILS, text.as_str());
-                }
-            }
-            let status = service::error::Error {
-                status: err.header_safe_message(),
-                code: usize::from(err.code.status()),
-            };
-            request
-                .respond_with_headers(Err(status), reply_headers)
-                .await
-        }
-    };
-    shared.recorder.record(started.elapsed(), ok);
-    if let Err(e) = sent {
-        span.in_scope(|| debug!(error = %e, "could not send the reply (caller gone?)"));
-    }
-}
 
 /// A running service. Stop it with [`Service::shutdown`]; dropping it stops
 /// taking requests too, without waiting for the ones in flight, and a
@@ -960,7 +907,16 @@ pub struct Service {
     name: String,
     instance_id: String,
     methods: Vec<String>,
-    nats_service: Option<service::Service>,
+    /// Answers the NATS services protocol (`$SRV.*`).
+    micro_task: Option<AbortOnDrop>,
+    /// Joins and leaves the shared subjects as the election decides.
+    gate_task: Option<tokio::task::JoinHandle<()>>,
+    /// Tells every subscription loop to unsubscribe (the gate's too).
+    unsubscribe: CancellationToken,
+    /// Tells the gate to leave the shared subjects for good.
+    leave_shared: CancellationToken,
+    /// The leader's shared-subject loops, waited for before it resigns.
+    gate_tracker: TaskTracker,
     registration: Option<Registration>,
     election: Option<Election>,
     role_task: Option<tokio::task::JoinHandle<()>>,
@@ -1081,6 +1037,24 @@ impl Service {
         {
             task.abort();
         }
+        // A leader leaves the shared subjects before it resigns: plain
+        // callers then see no responders (and retry) until the successor
+        // joins, rather than this instance's NOT_ACTIVE once it resigned.
+        self.leave_shared.cancel();
+        if let Some(gate) = self.gate_task.take() {
+            let _ = gate.await;
+        }
+        // Resigning before the drain completes would refuse (NOT_ACTIVE)
+        // what the server routed here just before the unsubscribe.
+        self.gate_tracker.close();
+        let leave_by = deadline.min(tokio::time::Instant::now() + LEAVE_WAIT);
+        if reachable
+            && tokio::time::timeout_at(leave_by, self.gate_tracker.wait())
+                .await
+                .is_err()
+        {
+            debug!("the shared subjects did not drain in time; resigning anyway");
+        }
         if let Some(election) = self.election.take()
             && tokio::time::timeout_at(deadline, election.resign())
                 .await
@@ -1112,18 +1086,15 @@ impl Service {
             let grace = tokio::time::Instant::now() + self.drain_grace;
             tokio::time::sleep_until(grace.min(deadline)).await;
         }
-        if let Some(svc) = self.nats_service.take() {
-            match tokio::time::timeout_at(deadline, svc.stop()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => warn!(error = %e, "stopping the NATS service endpoints failed"),
-                Err(_) => warn!("stopping the NATS service endpoints did not finish in time"),
-            }
+        self.unsubscribe.cancel();
+        if let Some(micro) = self.micro_task.take() {
+            drop(micro);
         }
         self.tracker.close();
-        let waited = tokio::time::timeout_at(
-            deadline,
-            wait_for_endpoints(&self.tracker, &self.client, &self.stop_taking),
-        )
+        let waited = tokio::time::timeout_at(deadline, async {
+            wait_for_endpoints(&self.tracker, &self.client, &self.stop_taking).await;
+            wait_for_endpoints(&self.gate_tracker, &self.client, &self.stop_taking).await;
+        })
         .await;
         if waited.is_err() {
             warn!(
@@ -1178,12 +1149,11 @@ impl Drop for Service {
         {
             task.abort();
         }
-        if let Some(svc) = self.nats_service.take()
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
-        {
-            rt.spawn(async move {
-                let _ = svc.stop().await;
-            });
+        if let Some(gate) = self.gate_task.take() {
+            gate.abort();
         }
+        // Every subscription loop unsubscribes (the leader's shared ones
+        // included: the gate's tokens are children of this one).
+        self.unsubscribe.cancel();
     }
 }

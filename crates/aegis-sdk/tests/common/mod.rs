@@ -57,6 +57,7 @@ const CHILD_SERVICE: &str = "AEGIS_TEST_CHILD_SERVICE";
 const CHILD_INSTANCE: &str = "AEGIS_TEST_CHILD_INSTANCE";
 const CHILD_HEARTBEAT_MS: &str = "AEGIS_TEST_CHILD_HEARTBEAT_MS";
 const CHILD_TTL_MS: &str = "AEGIS_TEST_CHILD_TTL_MS";
+const CHILD_GROUP: &str = "AEGIS_TEST_CHILD_GROUP";
 
 /// A real child process running one registered service instance; killed on
 /// drop.
@@ -76,8 +77,44 @@ impl ChildInstance {
         heartbeat: Duration,
         ttl: Duration,
     ) -> ChildInstance {
+        Self::spawn_with(entry, url, service, instance, heartbeat, ttl, None)
+    }
+
+    /// Like [`spawn`](Self::spawn), as a sticky single-active instance of
+    /// `group` (both methods leader-only).
+    pub fn spawn_sticky(
+        entry: &str,
+        url: &str,
+        service: &str,
+        instance: &str,
+        group: &str,
+    ) -> ChildInstance {
+        Self::spawn_with(
+            entry,
+            url,
+            service,
+            instance,
+            Duration::from_millis(200),
+            Duration::from_secs(2),
+            Some(group),
+        )
+    }
+
+    fn spawn_with(
+        entry: &str,
+        url: &str,
+        service: &str,
+        instance: &str,
+        heartbeat: Duration,
+        ttl: Duration,
+        group: Option<&str>,
+    ) -> ChildInstance {
         let exe = std::env::current_exe().expect("test binary path");
-        let child = std::process::Command::new(exe)
+        let mut command = std::process::Command::new(exe);
+        if let Some(group) = group {
+            command.env(CHILD_GROUP, group);
+        }
+        let child = command
             .args([
                 entry,
                 "--exact",
@@ -123,11 +160,15 @@ pub async fn run_child_instance() {
     let whoami = |ctx: aegis_sdk::rpc::RequestContext, _: serde_json::Value| async move {
         Ok::<_, aegis_sdk::rpc::WireError>(ctx.instance_id.to_string())
     };
-    let _service = conn
+    let mut builder = conn
         .service(var(CHILD_SERVICE), "1.0.0")
         .instance_id(var(CHILD_INSTANCE))
         .heartbeat(ms(CHILD_HEARTBEAT_MS))
-        .ttl(ms(CHILD_TTL_MS))
+        .ttl(ms(CHILD_TTL_MS));
+    if let Ok(group) = std::env::var(CHILD_GROUP) {
+        builder = builder.single_active(group);
+    }
+    let _service = builder
         .handler_with_context("echo", whoami)
         .handler_with_context("whoami", whoami)
         .start()

@@ -10,6 +10,7 @@ use aegis_contracts::{
     },
 };
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{pricing::Quote, risk::RiskAssessment};
@@ -20,7 +21,7 @@ pub const MAX_LIST_LIMIT: usize = 1000;
 /// `create_order` request. `price` makes it a limit order; without it the
 /// order trades at the quote. Orders are immediate-or-cancel: they fill at
 /// once or are rejected, never rest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct CreateOrder {
     /// The symbol, e.g. `AAPL`.
     pub symbol: String,
@@ -73,7 +74,7 @@ fn field(field: &str, message: &str) -> FieldError {
 }
 
 /// Where an order is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OrderStatus {
     /// Recorded, not decided yet (a retry or a new leader finishes it).
@@ -92,7 +93,7 @@ impl OrderStatus {
 }
 
 /// An order as stored in the KV bucket `orders` and returned by the API.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Order {
     /// The id the service assigned.
     pub order_id: String,
@@ -120,9 +121,11 @@ pub struct Order {
     pub reasons: Vec<Reason>,
     /// When it was created.
     #[serde(with = "aegis_contracts::models::rfc3339")]
+    #[schemars(with = "String")]
     pub created_at: DateTime<Utc>,
     /// When it last changed.
     #[serde(with = "aegis_contracts::models::rfc3339")]
+    #[schemars(with = "String")]
     pub updated_at: DateTime<Utc>,
     /// Whether its outcome (`events.order.filled` or `events.order.rejected`)
     /// is stored in `EVENTS`: a decided order is announced once, not on
@@ -252,14 +255,14 @@ pub fn decide(order: &mut Order, quote: &Quote, risk: &RiskAssessment) {
 }
 
 /// `get_order` request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct GetOrder {
     /// The order's id.
     pub order_id: String,
 }
 
 /// `list_orders` request; every field optional.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ListOrders {
     /// Only this symbol.
     #[serde(default)]
@@ -275,7 +278,7 @@ pub struct ListOrders {
 /// `list_orders` reply. A listing covers the newest orders the instance
 /// indexes (`OrderOptions::index_capacity`, default 10 000); `get_order`
 /// finds any order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderList {
     /// The matching orders, newest first, at most `limit`.
     pub orders: Vec<Order>,

@@ -7,10 +7,11 @@ use aegis_contracts::{
     models::{FieldError, ValidationErrors},
     trading::{Reason, ReasonCode, Side, validate_symbol},
 };
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// What the risk service allows.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RiskLimits {
     /// Largest quantity of one order (default 10 000).
     pub max_order_quantity: i64,
@@ -95,7 +96,7 @@ impl RiskLimits {
 
 /// `update_limits` request: the fields to change. Unknown fields are refused,
 /// so a misspelt limit is an error rather than a silent no-op.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsPatch {
     /// New [`RiskLimits::max_order_quantity`].
@@ -120,7 +121,7 @@ impl LimitsPatch {
 }
 
 /// The order to judge (`assess_risk {order}`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderToAssess {
     /// The order's id, when it has one; names the `events.risk.assessed`
     /// event so a retried assessment is stored once.
@@ -167,7 +168,7 @@ impl OrderToAssess {
 }
 
 /// `assess_risk` reply.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RiskAssessment {
     /// Whether the order passes every limit.
     pub approved: bool,

@@ -22,6 +22,7 @@ pub mod assess;
 mod book;
 mod fills;
 
+use schemars::JsonSchema;
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex, RwLock},
@@ -102,14 +103,14 @@ impl Default for RiskOptions {
 }
 
 /// `assess_risk` request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AssessRisk {
     /// The order to judge.
     pub order: OrderToAssess,
 }
 
 /// `get_positions` reply.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Positions {
     /// Net quantity per symbol (positive long, negative short).
     pub positions: BTreeMap<String, i64>,

@@ -164,7 +164,8 @@ impl Filler {
 }
 
 /// The request both sides send.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, aegis_sdk::schemars::JsonSchema)]
+#[schemars(crate = "aegis_sdk::schemars")]
 struct Quote {
     symbol: String,
     side: String,
@@ -174,7 +175,8 @@ struct Quote {
 }
 
 /// The reply both sides send back.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, aegis_sdk::schemars::JsonSchema)]
+#[schemars(crate = "aegis_sdk::schemars")]
 struct Ack {
     client_order_id: String,
     accepted: bool,

@@ -6,6 +6,12 @@
 //! - a client calls `call_active` in a loop (idempotent, short pause between
 //!   calls): the failover time of a round is from the signal to the first
 //!   successful call served by another instance;
+//! - a plain caller (async-nats only, no SDK) does the same with plain
+//!   requests to the shared subject `rpc.echo-service.echo`, retrying on
+//!   no-responders and timeouts only, as any NATS client in any language
+//!   would: only the leader is in that subject's queue group. Its failover
+//!   time is measured the same way (the serving instance is read from the
+//!   reply's `Aegis-Instance` header);
 //! - a prober calls every instance directly (`call_instance`) every
 //!   `--probe-ms`: a leader answers with its epoch, a standby with
 //!   NOT_ACTIVE, a dead one has no responder. The prober's leader answers
@@ -78,6 +84,8 @@ struct RoundResult {
     signal_at_ms: f64,
     /// Signal → first successful `call_active` served by another instance.
     client_ms: Option<f64>,
+    /// Signal → first successful plain request served by another instance.
+    plain_ms: Option<f64>,
     /// Signal → first answer of a newer epoch to anyone (prober or client).
     leader_serving_ms: Option<f64>,
     /// Signal → the registry view first advertising another live ACTIVE.
@@ -113,6 +121,18 @@ struct Observed {
     registry_overlap_time: Duration,
     /// The client's latest success: (received, instance, epoch).
     last_ok: Option<(Duration, String, u64)>,
+    /// The plain caller's requests.
+    plain: Vec<PlainCall>,
+}
+
+/// A plain request of the no-SDK caller (retries included).
+struct PlainCall {
+    sent: Duration,
+    received: Duration,
+    /// The instance that answered, or what went wrong.
+    outcome: Result<String, String>,
+    /// Attempts that met no responder or timed out first.
+    retries: u32,
 }
 
 type Shared<T> = Arc<Mutex<T>>;
@@ -134,7 +154,7 @@ pub(crate) async fn run(args: &FailoverBenchArgs, url: &str) -> anyhow::Result<O
         .await
         .context("starting the registry view")?;
     let mut fleet = Fleet::new(args.instances, url, Some(GROUP))?;
-    let result = drive(args, &client, &observer, &registry, &mut fleet).await;
+    let result = drive(args, url, &client, &observer, &registry, &mut fleet).await;
     if result.is_err() || args.keep_logs {
         fleet.keep_logs();
         eprintln!("instance logs: {}", fleet.log_dir().display());
@@ -151,6 +171,7 @@ type Run = (Vec<Round>, Observed, Duration);
 #[allow(clippy::too_many_lines)]
 async fn drive(
     args: &FailoverBenchArgs,
+    url: &str,
     client: &Connection,
     observer: &Connection,
     registry: &RegistryReader,
@@ -231,6 +252,38 @@ async fn drive(
                         outcome,
                     });
                 }
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }));
+    }
+
+    // The plain caller.
+    {
+        let plain = async_nats::ConnectOptions::new()
+            .request_timeout(Some(Duration::from_millis(args.attempt_timeout_ms)))
+            .connect(url)
+            .await
+            .context("connecting the plain caller")?;
+        let (observed, stop) = (observed.clone(), stop.clone());
+        let pause = Duration::from_millis(args.call_interval_ms);
+        let deadline = Duration::from_millis(args.deadline_ms);
+        tasks.push(tokio::spawn(async move {
+            let subject = format!("rpc.{SERVICE}.{METHOD}");
+            let mut i = 0u64;
+            while !stop.is_cancelled() {
+                i += 1;
+                let sent = since();
+                let (outcome, retries) =
+                    plain_request(&plain, &subject, i, sent + deadline, &since).await;
+                let received = since();
+                lock(&observed).plain.push(PlainCall {
+                    sent,
+                    received,
+                    outcome,
+                    retries,
+                });
                 if !pause.is_zero() {
                     tokio::time::sleep(pause).await;
                 }
@@ -372,12 +425,15 @@ async fn drive(
                 epoch,
                 at,
             });
-            // Wait until the client is served by someone else.
+            // Wait until both callers are served by someone else.
             let served = wait_until(fleet, round_timeout, || {
-                lock(&observed)
-                    .last_ok
+                let o = lock(&observed);
+                o.last_ok
                     .as_ref()
                     .is_some_and(|(t, id, _)| *t > at && *id != leader)
+                    && o.plain.iter().rev().any(|c| {
+                        c.received > at && c.outcome.as_ref().is_ok_and(|id| *id != leader)
+                    })
             })
             .await?;
             if !served {
@@ -426,6 +482,60 @@ async fn drive(
     let elapsed = since();
     let observed = std::mem::take(&mut *lock(&observed));
     Ok((rounds, observed, elapsed))
+}
+
+/// One plain request with retries on no-responders and timeouts only, until
+/// `deadline` (on the benchmark's clock): the serving instance (from the
+/// `Aegis-Instance` header), or what went wrong, and how many retries.
+async fn plain_request(
+    client: &async_nats::Client,
+    subject: &str,
+    n: u64,
+    deadline: Duration,
+    since: &impl Fn() -> Duration,
+) -> (Result<String, String>, u32) {
+    use async_nats::client::RequestErrorKind;
+    let body = serde_json::json!({ "n": n }).to_string();
+    let mut retries = 0;
+    loop {
+        match client
+            .request(subject.to_owned(), body.clone().into())
+            .await
+        {
+            Ok(msg) => {
+                let header = |name: &str| {
+                    msg.headers
+                        .as_ref()
+                        .and_then(|h| h.get(name))
+                        .map(|v| v.as_str().to_owned())
+                };
+                if let Some(code) = header(aegis_sdk::contracts::wire::HEADER_ERROR_CODE) {
+                    return (Err(code), retries);
+                }
+                if msg.payload != body.as_bytes() {
+                    return (Err("wrong answer".to_owned()), retries);
+                }
+                return match header(aegis_sdk::contracts::wire::HEADER_INSTANCE) {
+                    Some(id) => (Ok(id), retries),
+                    None => (Err("no Aegis-Instance header".to_owned()), retries),
+                };
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    RequestErrorKind::NoResponders | RequestErrorKind::TimedOut
+                ) =>
+            {
+                if since() >= deadline {
+                    return (Err(format!("{:?} until the deadline", e.kind())), retries);
+                }
+                retries += 1;
+                // A hand-over takes a lease at most: poll briskly, not hot.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err(e) => return (Err(e.to_string()), retries),
+        }
+    }
 }
 
 /// Waits until the client's latest success is at most 50 ms old and from a
@@ -487,6 +597,10 @@ fn report(
             let first_call = o.calls.iter().find(|c| {
                 c.received > r.at && matches!(&c.outcome, Ok((id, _)) if *id != r.leader)
             });
+            let first_plain = o
+                .plain
+                .iter()
+                .find(|c| c.received > r.at && matches!(&c.outcome, Ok(id) if *id != r.leader));
             let serving = o
                 .answers
                 .iter()
@@ -504,6 +618,7 @@ fn report(
                 epoch: r.epoch,
                 signal_at_ms: ms(r.at),
                 client_ms: first_call.map(|c| ms(c.received - r.at)),
+                plain_ms: first_plain.map(|c| ms(c.received - r.at)),
                 leader_serving_ms: serving.map(|t| ms(t - r.at)),
                 registry_ms: registry.map(|t| ms(t - r.at)),
                 new_leader: first_call
@@ -537,6 +652,7 @@ fn report(
             "lease_ms": lease_ms,
             "lease_source": "SDK default (aegis service echo has no lease option)",
             "client": "call_active in a loop, idempotent",
+            "plain_client": "async-nats requests to rpc.echo-service.echo, retried on no-responders and attempt timeouts only",
             "call_interval_ms": args.call_interval_ms,
             "deadline_ms": args.deadline_ms,
             "attempt_timeout_ms": args.attempt_timeout_ms,
@@ -568,6 +684,20 @@ fn report(
             Some(Bound::AtMost(target)),
         );
         out.add(&format!("{label} max"), "ms", p(&client, 1.0), None);
+        let plain: Vec<f64> = mine.iter().filter_map(|r| r.plain_ms).collect();
+        let plain_label = match stop {
+            Stop::Kill => "plain request SIGKILL → first served by new leader",
+            Stop::Graceful => "plain request SIGTERM → first served by new leader",
+        };
+        out.add(&format!("{plain_label} p50"), "ms", p(&plain, 0.5), None);
+        out.add(&format!("{plain_label} p99"), "ms", p(&plain, 0.99), None);
+        out.add(&format!("{plain_label} max"), "ms", p(&plain, 1.0), None);
+        out.add(
+            &format!("{name}: rounds without a plain request served"),
+            "rounds",
+            (mine.len() - plain.len()) as f64,
+            Some(Bound::AtMost(0.0)),
+        );
         out.add(
             &format!("{name}: new leader first answers, p99"),
             "ms",
@@ -591,6 +721,11 @@ fn report(
                 "target_p99_ms": target,
                 "new_leader_serving_ms": {
                     "p50": p(&serving, 0.5), "p99": p(&serving, 0.99), "max": p(&serving, 1.0),
+                },
+                "plain_request_ms": {
+                    "p50": p(&plain, 0.5), "p99": p(&plain, 0.99), "max": p(&plain, 1.0),
+                    "missed": mine.len() - plain.len(),
+                    "samples": plain,
                 },
                 "registry_shows_new_leader_ms": {
                     "p50": p(&reg, 0.5), "p99": p(&reg, 0.99), "max": p(&reg, 1.0),
@@ -639,6 +774,26 @@ fn report(
     out.add("client calls", "calls", o.calls.len() as f64, None);
     out.add("client calls failed", "calls", failed.len() as f64, None);
     out.add("client worst call latency", "ms", worst_call, None);
+    let plain_failed: Vec<&PlainCall> = o.plain.iter().filter(|c| c.outcome.is_err()).collect();
+    let mut plain_errors: BTreeMap<String, usize> = BTreeMap::new();
+    for c in &plain_failed {
+        if let Err(e) = &c.outcome {
+            *plain_errors.entry(e.clone()).or_default() += 1;
+        }
+    }
+    out.add("plain requests", "calls", o.plain.len() as f64, None);
+    out.add(
+        "plain requests failed",
+        "calls",
+        plain_failed.len() as f64,
+        Some(Bound::AtMost(0.0)),
+    );
+    out.add(
+        "plain requests retried (no responders, timeout)",
+        "attempts",
+        o.plain.iter().map(|c| f64::from(c.retries)).sum(),
+        None,
+    );
 
     let mut results_json = serde_json::Map::new();
     results_json.extend(summaries);
@@ -688,6 +843,17 @@ fn report(
             "failed": failed.len(),
             "errors_by_code": errors,
             "worst_latency_ms": worst_call,
+        }),
+    );
+    results_json.insert(
+        "plain".into(),
+        serde_json::json!({
+            "subject": format!("rpc.{SERVICE}.{METHOD}"),
+            "calls": o.plain.len(),
+            "failed": plain_failed.len(),
+            "errors": plain_errors,
+            "retries": o.plain.iter().map(|c| u64::from(c.retries)).sum::<u64>(),
+            "worst_latency_ms": o.plain.iter().map(|c| ms(c.received - c.sent)).fold(0.0, f64::max),
         }),
     );
     results_json.insert("rounds".into(), serde_json::to_value(&results)?);

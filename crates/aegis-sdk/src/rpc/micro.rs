@@ -1,0 +1,304 @@
+//! The NATS services protocol (`$SRV.PING`, `$SRV.INFO`, `$SRV.STATS`), so
+//! `nats micro ls/info/stats` and any other NATS tool list Aegis services.
+//!
+//! Answered here rather than by async-nats's `service` module, which fixes
+//! three things this protocol must show otherwise:
+//!
+//! - **One endpoint per method**, in declaration order on every instance.
+//!   A method listens on two subjects (shared and instance-directed); the
+//!   endpoint names the shared one and carries the other in its metadata
+//!   (`direct_subject`), and its stats count both.
+//! - **The role, kept current**: a single-active instance's metadata says
+//!   `role` (ACTIVE/STANDBY), `sticky_group`, `leader` and, on the leader,
+//!   `epoch`, read from the election at the moment of each request. The
+//!   async-nats service fixes its metadata at start.
+//! - **A standby's refusals are not errors**: they are counted apart, in
+//!   the endpoint's `data.not_active_refusals`.
+//!
+//! The service id is the instance id: unique per process already, and it
+//! lets an operator address one instance (`$SRV.INFO.{service}.{instance}`).
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use tracing::debug;
+
+use super::endpoint::MethodStats;
+use crate::election::{Leadership, Role};
+
+/// Everything `$SRV` replies are built from.
+pub(crate) struct Description {
+    pub(crate) name: String,
+    pub(crate) id: String,
+    pub(crate) version: String,
+    pub(crate) description: String,
+    /// The builder's metadata plus `instance_id` and `aegis_sdk`.
+    pub(crate) metadata: BTreeMap<String, String>,
+    pub(crate) started: chrono::DateTime<chrono::Utc>,
+    pub(crate) endpoints: Vec<EndpointDescription>,
+    /// The sticky group and this instance's view of its election.
+    pub(crate) election: Option<(String, Leadership)>,
+}
+
+/// One method as the services protocol lists it.
+pub(crate) struct EndpointDescription {
+    pub(crate) name: String,
+    pub(crate) subject: String,
+    pub(crate) queue_group: String,
+    pub(crate) metadata: BTreeMap<String, String>,
+    pub(crate) stats: Arc<MethodStats>,
+}
+
+#[derive(Serialize)]
+struct Ping<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    name: &'a str,
+    id: &'a str,
+    version: &'a str,
+    metadata: BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct Info<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    name: &'a str,
+    id: &'a str,
+    version: &'a str,
+    description: &'a str,
+    metadata: BTreeMap<String, String>,
+    endpoints: Vec<EndpointInfo<'a>>,
+}
+
+#[derive(Serialize)]
+struct EndpointInfo<'a> {
+    name: &'a str,
+    subject: &'a str,
+    queue_group: &'a str,
+    metadata: &'a BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct Stats<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    name: &'a str,
+    id: &'a str,
+    version: &'a str,
+    metadata: BTreeMap<String, String>,
+    started: String,
+    endpoints: Vec<EndpointStats<'a>>,
+}
+
+#[derive(Serialize)]
+struct EndpointStats<'a> {
+    name: &'a str,
+    subject: &'a str,
+    queue_group: &'a str,
+    num_requests: u64,
+    num_errors: u64,
+    /// Nanoseconds, as the protocol has it.
+    processing_time: u64,
+    average_processing_time: u64,
+    last_error: String,
+    data: EndpointData,
+}
+
+#[derive(Serialize)]
+struct EndpointData {
+    /// Calls a standby refused (NOT_ACTIVE) without running them.
+    not_active_refusals: u64,
+}
+
+impl Description {
+    /// The service metadata now: the static entries plus the role.
+    fn metadata(&self) -> BTreeMap<String, String> {
+        let mut metadata = self.metadata.clone();
+        if let Some((group, leadership)) = &self.election {
+            metadata.insert("sticky_group".into(), group.clone());
+            match leadership.role() {
+                Role::Leader { epoch } => {
+                    metadata.insert("role".into(), "ACTIVE".into());
+                    metadata.insert("leader".into(), self.id.clone());
+                    metadata.insert("epoch".into(), epoch.to_string());
+                }
+                Role::Standby { leader } => {
+                    metadata.insert("role".into(), "STANDBY".into());
+                    metadata.insert("leader".into(), leader.unwrap_or_default());
+                }
+            }
+        }
+        metadata
+    }
+
+    fn ping(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(&Ping {
+            kind: "io.nats.micro.v1.ping_response",
+            name: &self.name,
+            id: &self.id,
+            version: &self.version,
+            metadata: self.metadata(),
+        })
+    }
+
+    fn info(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(&Info {
+            kind: "io.nats.micro.v1.info_response",
+            name: &self.name,
+            id: &self.id,
+            version: &self.version,
+            description: &self.description,
+            metadata: self.metadata(),
+            endpoints: self
+                .endpoints
+                .iter()
+                .map(|e| EndpointInfo {
+                    name: &e.name,
+                    subject: &e.subject,
+                    queue_group: &e.queue_group,
+                    metadata: &e.metadata,
+                })
+                .collect(),
+        })
+    }
+
+    fn stats(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(&Stats {
+            kind: "io.nats.micro.v1.stats_response",
+            name: &self.name,
+            id: &self.id,
+            version: &self.version,
+            metadata: self.metadata(),
+            started: self
+                .started
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            endpoints: self
+                .endpoints
+                .iter()
+                .map(|e| {
+                    let s = e.stats.snapshot();
+                    let total = u64::try_from(s.processing.as_nanos()).unwrap_or(u64::MAX);
+                    EndpointStats {
+                        name: &e.name,
+                        subject: &e.subject,
+                        queue_group: &e.queue_group,
+                        num_requests: s.requests,
+                        num_errors: s.errors,
+                        processing_time: total,
+                        average_processing_time: total.checked_div(s.requests).unwrap_or(0),
+                        last_error: s.last_error,
+                        data: EndpointData {
+                            not_active_refusals: s.refused,
+                        },
+                    }
+                })
+                .collect(),
+        })
+    }
+}
+
+/// Subscribes the nine `$SRV` subjects (each verb for all services, for
+/// this service name, and for this instance) and answers them until the
+/// returned task is aborted.
+///
+/// # Errors
+/// When NATS refuses a subscription.
+pub(crate) async fn serve(
+    client: async_nats::Client,
+    description: Description,
+) -> Result<JoinHandle<()>, async_nats::SubscribeError> {
+    let mut subscriptions = Vec::new();
+    for verb in ["PING", "INFO", "STATS"] {
+        for subject in [
+            format!("$SRV.{verb}"),
+            format!("$SRV.{verb}.{}", description.name),
+            format!("$SRV.{verb}.{}.{}", description.name, description.id),
+        ] {
+            subscriptions.push(client.subscribe(subject).await?);
+        }
+    }
+    let mut requests = futures::stream::select_all(subscriptions);
+    Ok(tokio::spawn(async move {
+        while let Some(msg) = requests.next().await {
+            let Some(reply) = msg.reply else { continue };
+            let body = match msg.subject.split('.').nth(1) {
+                Some("PING") => description.ping(),
+                Some("INFO") => description.info(),
+                Some("STATS") => description.stats(),
+                _ => continue,
+            };
+            match body {
+                Ok(body) => {
+                    if let Err(e) = client.publish(reply, body.into()).await {
+                        debug!(error = %e, "could not answer a $SRV request");
+                    }
+                }
+                Err(e) => debug!(error = %e, "could not encode a $SRV reply"),
+            }
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn description() -> Description {
+        let stats = Arc::new(MethodStats::default());
+        Description {
+            name: "calculator".into(),
+            id: "calc-1".into(),
+            version: "1.0.0".into(),
+            description: String::new(),
+            metadata: BTreeMap::from([("instance_id".into(), "calc-1".into())]),
+            started: chrono::Utc::now(),
+            endpoints: ["b", "a"]
+                .into_iter()
+                .map(|m| EndpointDescription {
+                    name: m.into(),
+                    subject: format!("rpc.calculator.{m}"),
+                    queue_group: "rpc.calculator".into(),
+                    metadata: BTreeMap::new(),
+                    stats: stats.clone(),
+                })
+                .collect(),
+            election: None,
+        }
+    }
+
+    #[test]
+    fn info_lists_endpoints_in_declaration_order() {
+        let info: serde_json::Value =
+            serde_json::from_slice(&description().info().unwrap()).unwrap();
+        assert_eq!(info["type"], "io.nats.micro.v1.info_response");
+        let names: Vec<&str> = info["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["b", "a"]);
+    }
+
+    #[test]
+    fn stats_follow_the_protocol_shape() {
+        let stats: serde_json::Value =
+            serde_json::from_slice(&description().stats().unwrap()).unwrap();
+        assert_eq!(stats["type"], "io.nats.micro.v1.stats_response");
+        let e = &stats["endpoints"][0];
+        for field in [
+            "num_requests",
+            "num_errors",
+            "processing_time",
+            "average_processing_time",
+        ] {
+            assert!(e[field].is_u64(), "{field}: {e}");
+        }
+        assert_eq!(e["last_error"], "");
+        assert_eq!(e["data"]["not_active_refusals"], 0);
+        assert!(chrono::DateTime::parse_from_rfc3339(stats["started"].as_str().unwrap()).is_ok());
+    }
+}
