@@ -87,7 +87,10 @@ pub async fn run(args: InitArgs) -> anyhow::Result<bool> {
         }
     }
 
-    create_missing(&conn).await?;
+    create_missing_within(&conn, args.startup_timeout, |e| {
+        eprintln!("aegis init: JetStream did not create everything yet ({e:#}); retrying");
+    })
+    .await?;
 
     let mut ok = true;
     for name in expected_streams() {
@@ -188,6 +191,34 @@ pub async fn create_missing(conn: &aegis_sdk::Connection) -> anyhow::Result<()> 
         .await
         .context("creating the example services' buckets")?;
     Ok(())
+}
+
+/// [`create_missing`], tried again until `timeout` has passed: a cluster
+/// that is electing its meta or stream leaders (just started, restarted on
+/// its data, or only busy) lets JetStream requests time out for a while.
+/// `on_retry` hears each failure that will be tried again; the last one is
+/// returned.
+///
+/// # Errors
+/// The last attempt's error, once `timeout` has passed.
+pub async fn create_missing_within(
+    conn: &aegis_sdk::Connection,
+    timeout: Duration,
+    mut on_retry: impl FnMut(&anyhow::Error),
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match create_missing(conn).await {
+            Ok(()) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() + pause < deadline => {
+                on_retry(&e);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e.context("creating the streams and buckets")),
+        }
+    }
 }
 
 /// Connects, retrying while NATS or JetStream is not ready yet (a fresh

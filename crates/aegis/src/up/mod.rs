@@ -204,19 +204,12 @@ async fn run_on(
     step("creating streams and buckets");
     // A cluster restarted on existing data elects its stream leaders first;
     // until then JetStream requests time out, so retry for a while.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        match crate::init::create_missing(&conn).await {
-            Ok(()) => break,
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                tracing::info!(error = %e, "JetStream not ready yet; retrying");
-                tokio::select! {
-                    () = shutdown.cancelled() => return Ok(()),
-                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
-                }
-            }
-            Err(e) => return Err(e.context("creating the streams and buckets")),
-        }
+    let created = crate::init::create_missing_within(&conn, Duration::from_secs(60), |e| {
+        tracing::info!(error = %e, "JetStream not ready yet; retrying");
+    });
+    tokio::select! {
+        () = shutdown.cancelled() => return Ok(()),
+        created = created => created?,
     }
 
     // 3. The monitor.
