@@ -18,6 +18,7 @@ pub mod nats;
 pub mod ports;
 pub mod supervisor;
 pub mod tls;
+pub mod ui;
 
 use std::{
     collections::BTreeMap,
@@ -62,9 +63,14 @@ pub struct UpArgs {
     /// Do not restart children that exit.
     #[arg(long)]
     pub no_restart: bool,
-    /// Directory of the built UI to serve (default: `ui/out` when it exists).
+    /// Directory of the built UI to serve. Default: `ui/out`, built first
+    /// (npm) when run from a checkout whose export is missing or older than
+    /// the UI's sources.
     #[arg(long)]
     pub ui_dir: Option<PathBuf>,
+    /// Serve `ui/out` as it is, without building a missing or stale export.
+    #[arg(long, conflicts_with = "ui_dir")]
+    pub no_ui_build: bool,
     /// Require TLS on every NATS connection, clients and routes (mutual TLS
     /// between the nodes), with a CA and certificate made once in
     /// `<state-dir>/tls` (or yours, placed there first).
@@ -107,11 +113,15 @@ fn parse_instances(s: &str) -> Result<Instances, String> {
 /// # Errors
 /// When another `aegis up` holds the state directory, a port is taken, or a
 /// child cannot start.
-pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("creating the state directory {}", args.state_dir.display()))?;
     let state_dir = args.state_dir.canonicalize()?;
     let _lock = PidLock::acquire(&state_dir.join("up.pid"))?;
+    args.ui_dir = ui::resolve(args.ui_dir.take(), !args.no_ui_build, &shutdown).await;
+    if shutdown.is_cancelled() {
+        return Ok(());
+    }
     let exe = std::env::current_exe().context("locating the aegis binary")?;
     let mut sup = Supervisor::new(&state_dir, !args.no_restart)?;
     let tls = if args.tls {
@@ -236,11 +246,8 @@ async fn run_on(
     }
     monitor_env.push(("AEGIS_API_PORT".into(), args.api_port.to_string()));
     monitor_env.push(("AEGIS_API_BIND".into(), args.api_bind.to_string()));
-    let ui_dir = args.ui_dir.clone().or_else(|| {
-        let candidate = PathBuf::from("ui/out");
-        candidate.join("index.html").is_file().then_some(candidate)
-    });
-    if let Some(dir) = &ui_dir {
+    let ui_dir = &args.ui_dir;
+    if let Some(dir) = ui_dir {
         monitor_env.push(("AEGIS_UI_DIR".into(), dir.display().to_string()));
     }
     step("starting the monitor");
