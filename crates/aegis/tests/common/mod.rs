@@ -80,7 +80,9 @@ impl Proc {
     }
 
     pub fn signal(&self, signal: Signal) {
-        nix::sys::signal::kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
+        // An exited process that was not reaped yet takes signals too, so
+        // this fails only on a real error.
+        let _ = nix::sys::signal::kill(Pid::from_raw(self.child.id() as i32), signal);
     }
 
     /// Sends SIGTERM and returns how long the process took to exit; fails
@@ -109,7 +111,18 @@ impl Proc {
 }
 
 impl Drop for Proc {
+    /// Stops the process as an operator would (SIGTERM, so `aegis up` stops
+    /// its children too), and SIGKILLs it only when it is still running
+    /// 20 s later: a SIGKILLed `aegis up` leaves its NATS nodes and services
+    /// running for the rest of the machine's life.
     fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.signal(Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
