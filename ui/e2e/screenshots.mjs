@@ -29,7 +29,7 @@ try {
   // Calls all along (cards and charts show traffic); 20 s before the first
   // shot, so the charts have ten snapshots with traffic in them.
   const traffic = { untilMs: Date.now() + 600000 };
-  const calling = makeTraffic(stack.natsUrl, traffic, 2);
+  const calling = makeTraffic(stack, traffic, 2);
   await new Promise((r) => setTimeout(r, 20000));
 
   for (const [size, viewport] of Object.entries(SIZES)) {
@@ -78,7 +78,9 @@ try {
     await context.close();
   }
   traffic.untilMs = 0;
-  console.log(`made ${await calling} calls; screenshots in ${OUT}`);
+  const calls = await calling;
+  console.log(`made ${calls.ok} calls (${calls.failed} failed); screenshots in ${OUT}`);
+  if (calls.ok === 0) throw new Error(`no call succeeded, so the charts show no traffic: ${calls.firstError}`);
 } finally {
   await browser.close();
   await stack.stop();

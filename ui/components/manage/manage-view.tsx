@@ -131,8 +131,12 @@ export function ManageView() {
           <TableHeader>
             <TableRow>
               <TableHead scope="col">{t("manage.col.name")}</TableHead>
-              <TableHead scope="col">{t("manage.col.owner")}</TableHead>
-              <TableHead scope="col">{t("manage.col.version")}</TableHead>
+              <TableHead scope="col" className="hidden sm:table-cell">
+                {t("manage.col.owner")}
+              </TableHead>
+              <TableHead scope="col" className="hidden sm:table-cell">
+                {t("manage.col.version")}
+              </TableHead>
               <TableHead scope="col" className="hidden md:table-cell">
                 {t("manage.col.updated")}
               </TableHead>
@@ -146,12 +150,16 @@ export function ManageView() {
               <TableRow key={d.service_name} data-testid="definition-row" data-name={d.service_name}>
                 <TableCell className="font-medium">
                   <span className="block">{d.service_name}</span>
-                  <span className="block max-w-xs truncate text-xs text-muted-foreground" title={d.description}>
+                  <span className="block max-w-xs text-xs text-muted-foreground sm:truncate" title={d.description}>
                     {d.description}
                   </span>
+                  {/* On a phone the owner and version columns fold in here, so the actions stay on screen. */}
+                  <span className="mt-1 block text-xs text-muted-foreground sm:hidden" data-testid="definition-row-meta">
+                    {d.owner} · <span className="font-mono">{d.version}</span>
+                  </span>
                 </TableCell>
-                <TableCell>{d.owner}</TableCell>
-                <TableCell className="font-mono text-xs">{d.version}</TableCell>
+                <TableCell className="hidden sm:table-cell">{d.owner}</TableCell>
+                <TableCell className="hidden font-mono text-xs sm:table-cell">{d.version}</TableCell>
                 <TableCell className="hidden text-muted-foreground md:table-cell">
                   <time dateTime={d.updated_at}>{dateTime(d.updated_at, locale)}</time>
                 </TableCell>
