@@ -1,7 +1,8 @@
 //! `aegis bench rpc --auth --tls`: both sides connect as least-privilege
 //! users over TLS to the benchmark's own server, and the run completes with
 //! every row measured. (Ratios are judged from release runs, recorded in
-//! docs/performance.md, not in a debug build under test load.)
+//! docs/security.md, "Measured: what auth and TLS cost", not in a debug
+//! build under test load.)
 
 mod common;
 
