@@ -40,6 +40,11 @@ pub struct EventsBenchArgs {
     /// Publishes per side in one alternating latency batch.
     #[arg(long, default_value_t = 250)]
     pub batch: usize,
+    /// Run the whole benchmark N times (each on a fresh server) and report
+    /// each row's median, with the spread of its ratio; targets are judged
+    /// on the median.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub runs: u32,
     /// Write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -56,11 +61,17 @@ struct PriceUpdated {
     ask: f64,
 }
 
-/// Runs the benchmark and prints the table; returns the report.
+/// Runs the benchmark (`--runs` times) and prints the table; returns the
+/// report.
 ///
 /// # Errors
 /// When the server cannot start or a publish fails.
 pub async fn run(args: EventsBenchArgs) -> anyhow::Result<Report> {
+    let report = super::repeat(args.runs, || run_once(args.clone())).await?;
+    finish(report, args.json.as_deref())
+}
+
+async fn run_once(args: EventsBenchArgs) -> anyhow::Result<Report> {
     super::check_sizes(args.calls, args.batch, args.concurrency, args.rounds)?;
     let started = chrono::Utc::now();
     let nats = super::start_server().await?;
@@ -200,5 +211,5 @@ pub async fn run(args: EventsBenchArgs) -> anyhow::Result<Report> {
     );
     report.add_latency("sequential publish", &raw_hist, &sdk_hist, None);
     drop(nats);
-    finish(report, args.json.as_deref())
+    Ok(report)
 }

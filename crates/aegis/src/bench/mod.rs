@@ -222,6 +222,28 @@ impl BenchBus {
 ///
 /// # Errors
 /// When no suitable nats-server is installed or it does not start.
+/// Runs a benchmark `runs` times and reports the median of each row (see
+/// [`report::Report::median_of`]); each run's own table is printed as it
+/// ends. One run is reported as it is.
+pub(crate) async fn repeat<F, Fut>(runs: u32, mut once: F) -> anyhow::Result<report::Report>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<report::Report>>,
+{
+    if runs <= 1 {
+        return once().await;
+    }
+    let mut reports = Vec::new();
+    for i in 1..=runs {
+        println!("\n== run {i} of {runs}");
+        let report = anyhow::Context::with_context(once().await, || format!("run {i} of {runs}"))?;
+        report.print(&mut std::io::stdout().lock())?;
+        reports.push(report);
+    }
+    println!("\n== median of {runs} runs");
+    report::Report::median_of(reports)
+}
+
 pub(crate) async fn start_server() -> anyhow::Result<aegis_testkit::NatsServer> {
     use anyhow::Context;
     tokio::task::spawn_blocking(aegis_testkit::NatsServer::start)

@@ -50,6 +50,19 @@ pub struct Row {
     pub target: Option<Target>,
     /// Whether the target holds (true without a target).
     pub pass: bool,
+    /// With `--runs N` (N > 1): each run's ratio, in run order; `ratio`
+    /// is then their median and the target is judged on it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ratios: Vec<f64>,
+}
+
+impl Row {
+    /// The lowest and highest ratio over the runs, when there were several.
+    pub fn spread(&self) -> Option<(f64, f64)> {
+        let min = self.ratios.iter().copied().reduce(f64::min)?;
+        let max = self.ratios.iter().copied().reduce(f64::max)?;
+        Some((min, max))
+    }
 }
 
 /// A benchmark's full result.
@@ -94,7 +107,41 @@ impl Report {
             ratio,
             target,
             pass,
+            ratios: Vec::new(),
         });
+    }
+
+    /// One report from several runs of the same benchmark: each row's raw,
+    /// SDK and ratio are the medians over the runs, each run's ratio is
+    /// kept, and targets are judged on the median ratio (one noisy run
+    /// neither passes nor fails it). `parameters.runs` says how many.
+    ///
+    /// # Errors
+    /// When there is no run, or the runs measured different rows.
+    pub fn median_of(runs: Vec<Report>) -> anyhow::Result<Report> {
+        let first = runs.first().context("no run to take the median of")?;
+        for run in &runs {
+            let names = |r: &Report| r.rows.iter().map(|x| x.metric.clone()).collect::<Vec<_>>();
+            anyhow::ensure!(
+                names(run) == names(first),
+                "the runs measured different rows: {:?} and {:?}",
+                names(first),
+                names(run)
+            );
+        }
+        let mut out = first.clone();
+        if let Some(map) = out.parameters.as_object_mut() {
+            map.insert("runs".into(), runs.len().into());
+        }
+        for (i, row) in out.rows.iter_mut().enumerate() {
+            let column = |f: fn(&Row) -> f64| median(runs.iter().map(|r| f(&r.rows[i])).collect());
+            row.raw = column(|r| r.raw);
+            row.sdk = column(|r| r.sdk);
+            row.ratios = runs.iter().map(|r| r.rows[i].ratio).collect();
+            row.ratio = median(row.ratios.clone());
+            row.pass = row.target.is_none_or(|t| t.holds(row.ratio));
+        }
+        Ok(out)
     }
 
     /// Adds p50/p90/p99/p99.9 rows (microseconds) from two histograms in
@@ -125,11 +172,18 @@ impl Report {
 
     /// Prints the comparison table.
     pub fn print(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let runs = self.rows.iter().map(|r| r.ratios.len()).max().unwrap_or(0);
         writeln!(out)?;
         writeln!(
             out,
-            "aegis bench {} — nats-server {}",
-            self.benchmark, self.server_version
+            "aegis bench {} — nats-server {}{}",
+            self.benchmark,
+            self.server_version,
+            if runs > 1 {
+                format!(" — median of {runs} runs, sdk/raw spread in brackets")
+            } else {
+                String::new()
+            }
         )?;
         writeln!(
             out,
@@ -143,15 +197,20 @@ impl Report {
                 Some(_) if r.pass => "ok",
                 Some(_) => "MISSED",
             };
+            let spread = r
+                .spread()
+                .map(|(lo, hi)| format!("  [{lo:.3}, {hi:.3}]"))
+                .unwrap_or_default();
             writeln!(
                 out,
-                "{:<34} {:>14} {:>14} {:>8.3} {:>9}  {}",
+                "{:<34} {:>14} {:>14} {:>8.3} {:>9}  {}{}",
                 format!("{} ({})", r.metric, r.unit),
                 fmt_num(r.raw),
                 fmt_num(r.sdk),
                 r.ratio,
                 r.target.map(Target::describe).unwrap_or_default(),
-                verdict
+                verdict,
+                spread
             )?;
         }
         writeln!(out)?;
@@ -174,6 +233,17 @@ impl Report {
     pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
         let text = serde_json::to_string_pretty(self)?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+/// The median (the mean of the middle two for an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
     }
 }
 
@@ -205,5 +275,65 @@ mod tests {
         r.print(&mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("MISSED"));
+    }
+
+    fn run(tput_sdk: f64, p99_sdk: f64) -> Report {
+        let mut r = Report::new("t", "2.15.1".into(), serde_json::json!({"calls": 10}));
+        r.add("p99", "µs", 100.0, p99_sdk, Some(Target::AtMost(1.05)));
+        r.add(
+            "tput",
+            "ops/s",
+            1000.0,
+            tput_sdk,
+            Some(Target::AtLeast(0.90)),
+        );
+        r
+    }
+
+    #[test]
+    fn the_median_of_runs_judges_the_target_and_keeps_the_spread() {
+        // One bad run among three neither fails the median ...
+        let r = Report::median_of(vec![
+            run(950.0, 101.0),
+            run(700.0, 130.0),
+            run(920.0, 103.0),
+        ])
+        .unwrap();
+        assert_eq!(r.parameters["runs"], 3);
+        assert_eq!(r.parameters["calls"], 10);
+        assert!((r.rows[1].ratio - 0.92).abs() < 1e-9, "{:?}", r.rows[1]);
+        assert_eq!(r.rows[1].sdk, 920.0);
+        assert_eq!(r.rows[1].ratios, vec![0.95, 0.7, 0.92]);
+        assert_eq!(r.rows[1].spread(), Some((0.7, 0.95)));
+        assert!(r.passed(), "{:?}", r.rows);
+        // ... and one good run among bad ones does not pass it; an even
+        // count takes the mean of the middle two.
+        let r = Report::median_of(vec![
+            run(850.0, 101.0),
+            run(950.0, 101.0),
+            run(860.0, 101.0),
+            run(880.0, 101.0),
+        ])
+        .unwrap();
+        assert!((r.rows[1].ratio - 0.87).abs() < 1e-9, "{:?}", r.rows[1]);
+        assert!(!r.passed());
+        let mut out = Vec::new();
+        r.print(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("median of 4 runs"), "{text}");
+        assert!(text.contains("[0.850, 0.950]"), "{text}");
+        // A single run prints and serializes as before.
+        let single = run(950.0, 101.0);
+        assert!(single.rows[0].spread().is_none());
+        assert!(!serde_json::to_string(&single).unwrap().contains("ratios"));
+    }
+
+    #[test]
+    fn runs_that_measured_different_rows_are_refused() {
+        let mut other = run(900.0, 100.0);
+        other.rows.pop();
+        let e = Report::median_of(vec![run(900.0, 100.0), other]).unwrap_err();
+        assert!(e.to_string().contains("different rows"), "{e}");
+        assert!(Report::median_of(Vec::new()).is_err());
     }
 }

@@ -84,6 +84,11 @@ pub struct RpcBenchArgs {
     /// overhead goes.
     #[arg(long)]
     pub breakdown: bool,
+    /// Run the whole benchmark N times (each on a fresh server) and report
+    /// each row's median, with the spread of its ratio; targets are judged
+    /// on the median.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub runs: u32,
     /// Write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -197,11 +202,17 @@ const SERVICE: &str = super::BENCH_SERVICE;
 const METHOD: &str = "quote";
 const INSTANCE: &str = "bench-1";
 
-/// Runs the benchmark and prints the table; returns the report.
+/// Runs the benchmark (`--runs` times) and prints the table; returns the
+/// report.
 ///
 /// # Errors
 /// When the server cannot start or a call fails.
 pub async fn run(args: RpcBenchArgs) -> anyhow::Result<Report> {
+    let report = super::repeat(args.runs, || run_once(args.clone())).await?;
+    finish(report, args.json.as_deref())
+}
+
+async fn run_once(args: RpcBenchArgs) -> anyhow::Result<Report> {
     super::check_sizes(args.calls, args.batch, args.concurrency, args.rounds)?;
     let started = chrono::Utc::now();
     let bus = BenchBus::start(args.auth, args.tls).await?;
@@ -570,7 +581,6 @@ pub async fn run(args: RpcBenchArgs) -> anyhow::Result<Report> {
     sdk_client.drain().await.ok();
     sdk_server.drain().await.ok();
     drop(bus);
-    let report = finish(report, args.json.as_deref())?;
     if let Some((p50, p99)) = lookup {
         println!("discovery lookup alone (in memory, {LOOKUPS} picks): p50 {p50} ns, p99 {p99} ns");
     }
