@@ -1,6 +1,6 @@
-//! `aegis bench rpc --auth --tls`: both sides connect as least-privilege
-//! users over TLS to the benchmark's own server, and the run completes with
-//! every row measured. (Ratios are judged from release runs, recorded in
+//! `aegis bench rpc --auth --tls --runs 2`: both sides connect as
+//! least-privilege users over TLS to the benchmark's own server, and the
+//! report is the median of two runs with every row measured. (Ratios are judged from release runs, recorded in
 //! docs/security.md, "Measured: what auth and TLS cost", not in a debug
 //! build under test load.)
 
@@ -18,7 +18,7 @@ fn the_rpc_benchmark_runs_with_auth_and_tls() {
     let json_arg = json.display().to_string();
     let mut bench = Proc::spawn(&[
         "bench", "rpc", "--auth", "--tls", "--calls", "200", "--batch", "100", "--rounds", "1",
-        "--json", &json_arg,
+        "--runs", "2", "--json", &json_arg,
     ]);
     let started = std::time::Instant::now();
     let status = loop {
@@ -37,10 +37,14 @@ fn the_rpc_benchmark_runs_with_auth_and_tls() {
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(report["parameters"]["auth"], true);
     assert_eq!(report["parameters"]["tls"], true);
+    assert_eq!(report["parameters"]["runs"], 2);
+    assert!(out.contains("median of 2 runs"), "{out}");
     let rows = report["rows"].as_array().unwrap();
     assert!(rows.len() >= 5, "{report:#}");
     for row in rows {
         let measured = |side: &str| row[side].as_f64().is_some_and(|v| v > 0.0);
         assert!(measured("raw") && measured("sdk"), "unmeasured row {row}");
+        let ratios = row["ratios"].as_array().expect("each run's ratio");
+        assert_eq!(ratios.len(), 2, "{row}");
     }
 }
