@@ -72,7 +72,19 @@ impl Proc {
         panic!("no {needle:?} within {within:?}:\n{}", self.output());
     }
 
+    /// Every line read so far; once the process has exited, every line it
+    /// wrote (the reader threads are given up to 2 s to reach the end of
+    /// its output).
     pub fn output(&mut self) -> String {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+                match self.lines.recv_timeout(left) {
+                    Ok(line) => self.seen.push(line),
+                    Err(_) => break,
+                }
+            }
+        }
         while let Ok(line) = self.lines.try_recv() {
             self.seen.push(line);
         }
