@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::Proc;
 use serde_json::Value;
@@ -27,18 +27,7 @@ fn a_leader_kill_and_a_nats_node_kill_lose_nothing_and_show_one_leader() {
         "--json",
         &json_arg,
     ]);
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = bench.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(480),
-            "still running after 8 minutes:\n{}",
-            bench.output()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status = bench.exit_within(Duration::from_secs(480));
     let out = bench.output();
     eprintln!("{out}");
     assert!(status.success(), "a bound was broken ({status}):\n{out}");

@@ -20,18 +20,7 @@ fn the_rpc_benchmark_runs_with_auth_and_tls() {
         "bench", "rpc", "--auth", "--tls", "--calls", "200", "--batch", "100", "--rounds", "1",
         "--runs", "2", "--json", &json_arg,
     ]);
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = bench.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(240),
-            "still running after 4 minutes:\n{}",
-            bench.output()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = bench.exit_within(Duration::from_secs(240));
     let out = bench.output();
     assert!(status.success(), "{status}:\n{out}");
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();

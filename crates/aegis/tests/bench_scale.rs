@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::Proc;
 use serde_json::Value;
@@ -38,18 +38,7 @@ fn run(instances: usize) -> Value {
         "--json",
         &json_arg,
     ]);
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = bench.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(240),
-            "still running after 4 minutes:\n{}",
-            bench.output()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status = bench.exit_within(Duration::from_secs(240));
     let out = bench.output();
     eprintln!("{out}");
     // Without --check the exit status says only whether it ran: timing

@@ -80,17 +80,7 @@ fn a_node_that_cannot_start_is_reported_with_its_reason_at_once() {
     assert!(status.success());
     let started = Instant::now();
     let mut run = up(state.path(), false);
-    let exit = loop {
-        if let Some(status) = run.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(25),
-            "still trying after 25 s:\n{}",
-            run.output()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let exit = run.exit_within(Duration::from_secs(25));
     let out = run.output();
     assert!(!exit.success(), "{out}");
     assert!(

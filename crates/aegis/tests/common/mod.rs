@@ -97,28 +97,36 @@ impl Proc {
         let _ = nix::sys::signal::kill(Pid::from_raw(self.child.id() as i32), signal);
     }
 
+    /// Waits until the process exits; fails the test, with its output, when
+    /// it is still running after `bound`.
+    pub fn exit_within(&mut self, bound: Duration) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < bound,
+                "still running after {bound:?}:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGTERM and returns how long the process took to exit; fails
     /// the test when it is still running after `bound`.
     pub fn terminate_within(&mut self, bound: Duration) -> Duration {
         let sent = Instant::now();
         self.signal(Signal::SIGTERM);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let took = sent.elapsed();
-                assert!(
-                    status.success(),
-                    "exit status {status} after SIGTERM:\n{}",
-                    self.output()
-                );
-                return took;
-            }
-            assert!(
-                sent.elapsed() < bound,
-                "still running {bound:?} after SIGTERM:\n{}",
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let status = self.exit_within(bound);
+        let took = sent.elapsed();
+        assert!(
+            status.success(),
+            "exit status {status} after SIGTERM:\n{}",
+            self.output()
+        );
+        took
     }
 }
 
