@@ -89,14 +89,7 @@ async fn killing_the_registry_streams_leader_hides_no_live_instance() {
     )
     .await;
 
-    let leader = stream_leader(&services[0].0, "KV_service_registry").await;
-    let index = cluster
-        .nodes()
-        .iter()
-        .position(|n| n.server_name() == leader)
-        .unwrap();
-    eprintln!("killing {leader}, leader of KV_service_registry");
-    cluster.kill_node(index);
+    let leader = kill_stream_leader(&mut cluster, &services[0].0, "KV_service_registry").await;
     let killed = Instant::now();
     let mut polls = 0;
     let mut fewest = 7;
@@ -120,6 +113,19 @@ async fn killing_the_registry_streams_leader_hides_no_live_instance() {
         let _ = svc.shutdown().await;
         let _ = conn.drain().await;
     }
+}
+
+/// SIGKILLs the node that leads `stream`; its name.
+async fn kill_stream_leader(cluster: &mut NatsCluster, conn: &Connection, stream: &str) -> String {
+    let leader = stream_leader(conn, stream).await;
+    let index = cluster
+        .nodes()
+        .iter()
+        .position(|n| n.server_name() == leader)
+        .unwrap();
+    eprintln!("killing {leader}, leader of {stream}");
+    cluster.kill_node(index);
+    leader
 }
 
 /// Moves `stream`'s leadership off server `name` (a step-down request to
@@ -168,14 +174,7 @@ async fn the_monitor_stays_ready_and_answers_at_once_while_a_buckets_stream_has_
     for stream in ["KV_service_registry", "KV_service_definitions"] {
         lead_elsewhere(&setup, stream, "n1").await;
     }
-    let leader = stream_leader(&setup, "KV_service_registry").await;
-    let index = cluster
-        .nodes()
-        .iter()
-        .position(|n| n.server_name() == leader)
-        .unwrap();
-    eprintln!("killing {leader}, leader of KV_service_registry");
-    cluster.kill_node(index);
+    let leader = kill_stream_leader(&mut cluster, &setup, "KV_service_registry").await;
     let killed = Instant::now();
     let mut slowest = Duration::ZERO;
     while killed.elapsed() < Duration::from_secs(15) {
