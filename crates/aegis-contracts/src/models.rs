@@ -1,8 +1,9 @@
 //! The JSON models stored in KV and served by the monitor API.
 //!
 //! - [`ServiceInstance`] (camelCase) is the registry record an instance
-//!   writes under `service-instances.{service}.{instance}` and refreshes on
-//!   every heartbeat; readers ignore fields they do not know.
+//!   writes under `service-instances.{service}.{instance}` on every change
+//!   and every few seconds to renew its TTL; readers ignore fields they do
+//!   not know.
 //! - [`ServiceDefinition`] (snake_case) is the record in `service_definitions`,
 //!   created from a [`NewServiceDefinition`] and changed by a
 //!   [`ServiceDefinitionPatch`]; the server sets its timestamps.

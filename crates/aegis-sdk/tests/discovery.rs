@@ -566,6 +566,7 @@ async fn discovery_survives_a_node_restart_in_a_3_node_cluster() {
         heartbeat: Duration::from_secs(1),
         ttl: Duration::from_secs(20),
         unhealthy_after: 30,
+        ..Default::default()
     };
     let mut running = Vec::new();
     // One instance per node: the client picks a random server from a list,

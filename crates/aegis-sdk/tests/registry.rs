@@ -171,6 +171,91 @@ async fn heartbeats_advance_last_heartbeat() {
     svc.shutdown().await.unwrap();
 }
 
+/// Beats go out every heartbeat; the record is re-written only every
+/// `refresh` while nothing changes, and at the next beat when something does
+/// (here a failing health check), so watchers are not sent one message per
+/// instance per beat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_record_is_rewritten_only_every_refresh() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let watcher = connect(&nats.url()).await;
+    let reader = RegistryReader::start(&watcher).await.unwrap();
+    let mut changes = Box::pin(reader.changes());
+    let mut beats = watcher
+        .client()
+        .subscribe(aegis_sdk::contracts::subjects::heartbeat_subject(
+            "refresh-service",
+            "r-1",
+        ))
+        .await
+        .unwrap();
+    let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let check = healthy.clone();
+    let svc = conn
+        .service("refresh-service", "1.0.0")
+        .instance_id("r-1")
+        .heartbeat(Duration::from_millis(100))
+        .refresh(Duration::from_millis(600))
+        .ttl(Duration::from_secs(3))
+        .health_check(move || {
+            let healthy = check.load(std::sync::atomic::Ordering::Relaxed);
+            async move { healthy }
+        })
+        .handler("echo", |v: Value| async move { Ok::<_, WireError>(v) })
+        .start()
+        .await
+        .unwrap();
+    let first = next_change(&mut changes, Duration::from_secs(5), "the record", |c| {
+        c.instance_id() == "r-1"
+    })
+    .await;
+    let RegistryChange::Upserted(first) = first else {
+        panic!("expected the record, got {first:?}");
+    };
+    assert_eq!(first.metadata["refreshMs"], 600);
+    assert_eq!(first.metadata["heartbeatMs"], 100);
+
+    // 2.4 s of an unchanged record: 24 beats, 4 writes.
+    let window = Duration::from_millis(2400);
+    let started = Instant::now();
+    let (mut writes, mut beat_count) = (0, 0);
+    while let Some(left) = window.checked_sub(started.elapsed()) {
+        tokio::select! {
+            change = changes.next() => {
+                if change.expect("change stream").instance_id() == "r-1" {
+                    writes += 1;
+                }
+            }
+            beat = beats.next() => {
+                beat.expect("beat subscription");
+                beat_count += 1;
+            }
+            () = tokio::time::sleep(left) => break,
+        }
+    }
+    assert!((2..=6).contains(&writes), "{writes} record writes in 2.4 s");
+    assert!(
+        beat_count >= 15,
+        "only {beat_count} liveness beats in 2.4 s"
+    );
+
+    // A change is written at the next beat, not at the next refresh.
+    healthy.store(false, std::sync::atomic::Ordering::Relaxed);
+    let failed = Instant::now();
+    next_change(&mut changes, Duration::from_secs(5), "UNHEALTHY", |c| {
+        matches!(c, RegistryChange::Upserted(i)
+            if i.instance_id == "r-1" && i.status == InstanceStatus::Unhealthy)
+    })
+    .await;
+    assert!(
+        failed.elapsed() < Duration::from_millis(450),
+        "the failing check was written after {:?}",
+        failed.elapsed()
+    );
+    svc.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_stop_deregisters_before_it_stops_serving() {
     let nats = server();
@@ -406,6 +491,8 @@ async fn heartbeat_failures_report_unhealthy_then_recover() {
         .instance_id("flaky-1")
         .registration(aegis_sdk::registry::RegistrationOptions {
             heartbeat: Duration::from_millis(500),
+            // Every beat writes, so failures count from the outage on.
+            refresh: Duration::from_millis(500),
             // Long enough that the record survives the outage.
             ttl: Duration::from_secs(60),
             unhealthy_after: 3,

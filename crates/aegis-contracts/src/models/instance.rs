@@ -1,7 +1,8 @@
 //! The registry record of one running instance ([`ServiceInstance`]) and its
 //! status ([`InstanceStatus`]).
 //!
-//! Written by the SDK at start and on every heartbeat under
+//! Written by the SDK at start, on every change and, to renew its TTL, every
+//! few seconds (`metadata.refreshMs`) under
 //! `service-instances.{service}.{instance}`; read by discovery and the
 //! monitor. The JSON is camelCase and readers ignore unknown fields, so new
 //! fields can be added without breaking older readers.
@@ -77,7 +78,10 @@ pub struct ServiceInstance {
     pub version: String,
     /// Current status.
     pub status: InstanceStatus,
-    /// When the record was last refreshed (RFC 3339 UTC).
+    /// When the record was last written (RFC 3339 UTC): at most
+    /// `metadata.refreshMs` old while the instance can write. Liveness
+    /// itself is told by the beats on `aegis.heartbeat.{service}.{instance}`
+    /// every `metadata.heartbeatMs`.
     #[serde(with = "rfc3339")]
     pub last_heartbeat: DateTime<Utc>,
     /// The sticky single-active group, if the instance is in one; always

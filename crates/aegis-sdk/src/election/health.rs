@@ -147,13 +147,17 @@ pub(crate) fn healthy_standby(
         .filter(|r| r.sticky_active_group.as_deref() == Some(group))
         .filter(|r| r.status == InstanceStatus::Standby)
         .filter(|r| {
-            let beat_ms = r
-                .metadata
-                .get(crate::registry::METADATA_HEARTBEAT_MS)
-                .and_then(serde_json::Value::as_u64)
+            // An unchanged record is re-written every `refreshMs` (older
+            // SDKs: every `heartbeatMs`).
+            let metadata_ms = |key| r.metadata.get(key).and_then(serde_json::Value::as_u64);
+            let refresh_ms = metadata_ms(crate::registry::METADATA_REFRESH_MS)
+                .or_else(|| metadata_ms(crate::registry::METADATA_HEARTBEAT_MS))
                 .unwrap_or(1000);
-            // Two missed beats plus slack for a busy machine.
-            let fresh_ms = i64::try_from(beat_ms.saturating_mul(2)).unwrap_or(i64::MAX) + 1000;
+            // Two missed refreshes plus slack for a busy machine. A standby
+            // that died within that window may still be chosen: the leader
+            // then steps aside for nobody, and after a lease a live
+            // instance (itself included) takes the key again.
+            let fresh_ms = i64::try_from(refresh_ms.saturating_mul(2)).unwrap_or(i64::MAX) + 1000;
             (now - r.last_heartbeat).num_milliseconds() <= fresh_ms
         })
         .map(|r| r.instance_id.clone())

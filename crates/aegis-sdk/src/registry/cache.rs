@@ -7,9 +7,11 @@
 //! **The watch covers only what the process uses.** A process that calls
 //! two services holds only their records and receives only their writes,
 //! however large the fleet: its cost does not grow with the number of
-//! instances elsewhere, and the bus carries each heartbeat only to the
+//! instances elsewhere, and the bus carries each record write only to the
 //! processes that call that service (and the monitor), not to every
-//! process. The first lookup of a service adds it to the watch's scope
+//! process. Records are written on change and re-written only every few
+//! seconds to renew their TTL (`registration.rs`); the per-second liveness
+//! beats go on core NATS to the monitor alone. The first lookup of a service adds it to the watch's scope
 //! (one consumer with a filter per service, re-opened with the new filter
 //! set: a few milliseconds, once) and waits until its records are in; a
 //! service not looked up for [`IDLE_SCOPE`] leaves the scope again. A

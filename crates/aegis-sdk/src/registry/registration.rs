@@ -3,9 +3,15 @@
 //! [`Registration::deregister`] (or drop).
 //!
 //! - Start writes the record and fails if that write fails.
-//! - Every heartbeat re-writes the whole record with a fresh
-//!   `lastHeartbeat` and the per-key TTL, so a record deleted by someone
-//!   else is back on the next beat.
+//! - Every heartbeat publishes a liveness beat on core NATS
+//!   (`aegis.heartbeat.{service}.{instance}`), which only the monitor
+//!   subscribes to.
+//! - The record is re-written (fresh `lastHeartbeat`, per-key TTL) when it
+//!   changes and otherwise only every `refresh` (default 4 s), to renew its
+//!   TTL: every process watching a service receives every write of it, so
+//!   rewriting an unchanged record each beat would cost each watcher one
+//!   message per instance per second for nothing. A record deleted by
+//!   someone else is back within `refresh`.
 //! - A status change ([`RegistrationHandle::set_status`]) is written at once.
 //! - A failed write is retried with back-off (100 ms doubling up to the
 //!   heartbeat) and logged. After `unhealthy_after` failures in a row the
@@ -57,6 +63,10 @@ use crate::Connection;
 
 /// Default heartbeat interval.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+/// Default interval at which an unchanged record is re-written to renew its
+/// TTL: with the default TTL it leaves 11 s for a write to land, above the
+/// longest registry stall seen (a stream leader election, 4–9 s).
+pub const DEFAULT_REFRESH: Duration = Duration::from_secs(4);
 /// Default time a record lives on the server without a heartbeat: longer
 /// than the longest stall of the registry's stream — in a cluster, after
 /// the node leading it dies, its followers wait 4–9 s before they elect a
@@ -77,6 +87,10 @@ pub const METADATA_CONNECTION: &str = "natsConnection";
 /// The record's metadata key giving the liveness beat interval in
 /// milliseconds (beats go to `aegis.heartbeat.{service}.{instance}`).
 pub const METADATA_HEARTBEAT_MS: &str = "heartbeatMs";
+/// The record's metadata key giving, in milliseconds, how often an unchanged
+/// record is re-written ([`RegistrationOptions::effective_refresh`]): its
+/// `lastHeartbeat` is at most this old (plus a stall) while it lives.
+pub const METADATA_REFRESH_MS: &str = "refreshMs";
 /// The shortest TTL the server accepts.
 pub const MIN_TTL: Duration = Duration::from_secs(1);
 
@@ -105,8 +119,14 @@ const RETRY_INITIAL: Duration = Duration::from_millis(100);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistrationOptions {
-    /// How often the record is refreshed (default 1 s); must be below `ttl`.
+    /// How often the liveness beat goes out and the health check runs
+    /// (default 1 s); must be below `ttl`. A changed record is written at
+    /// the next beat at the latest.
     pub heartbeat: Duration,
+    /// How often an unchanged record is re-written to renew its TTL
+    /// (default 4 s); held between `heartbeat` and a third of `ttl` (see
+    /// [`effective_refresh`](Self::effective_refresh)).
+    pub refresh: Duration,
     /// How long the server keeps the record without a refresh (default 15 s,
     /// at least 1 s).
     pub ttl: Duration,
@@ -119,6 +139,7 @@ impl Default for RegistrationOptions {
     fn default() -> Self {
         Self {
             heartbeat: DEFAULT_HEARTBEAT,
+            refresh: DEFAULT_REFRESH,
             ttl: DEFAULT_TTL,
             unhealthy_after: DEFAULT_UNHEALTHY_AFTER,
         }
@@ -145,10 +166,29 @@ impl RegistrationOptions {
                 self.heartbeat, self.ttl
             ));
         }
+        if self.refresh.is_zero() {
+            return invalid("refresh must be greater than zero".to_owned());
+        }
         if self.unhealthy_after == 0 {
             return invalid("unhealthy_after must be at least 1".to_owned());
         }
         Ok(())
+    }
+
+    /// How often an unchanged record is actually re-written: `refresh`, but
+    /// no more often than every beat and at least three times per TTL, so
+    /// two lost writes in a row do not let the record expire.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use aegis_sdk::registry::RegistrationOptions;
+    ///
+    /// assert_eq!(RegistrationOptions::default().effective_refresh(), Duration::from_secs(4));
+    /// let short = RegistrationOptions { ttl: Duration::from_secs(3), ..Default::default() };
+    /// assert_eq!(short.effective_refresh(), Duration::from_secs(1));
+    /// ```
+    pub fn effective_refresh(&self) -> Duration {
+        self.refresh.min(self.ttl / 3).max(self.heartbeat)
     }
 
     /// How long one write may wait for its acknowledgement.
@@ -196,6 +236,13 @@ impl RegistrationBuilder {
     /// The heartbeat interval (default 1 s).
     pub fn heartbeat(mut self, every: Duration) -> Self {
         self.options.heartbeat = every;
+        self
+    }
+
+    /// How often an unchanged record is re-written (default 4 s; see
+    /// [`RegistrationOptions::effective_refresh`]).
+    pub fn refresh(mut self, every: Duration) -> Self {
+        self.options.refresh = every;
         self
     }
 
@@ -263,6 +310,12 @@ impl RegistrationBuilder {
                 .unwrap_or(u64::MAX)
                 .into(),
         );
+        self.record.metadata.insert(
+            METADATA_REFRESH_MS.into(),
+            u64::try_from(self.options.effective_refresh().as_millis())
+                .unwrap_or(u64::MAX)
+                .into(),
+        );
         names::validate_service_name(&self.record.service_name)?;
         names::validate_instance_id(&self.record.instance_id)?;
         self.record.validate()?;
@@ -296,6 +349,7 @@ impl RegistrationBuilder {
             state: Mutex::new(WriteState {
                 desired: self.record.clone(),
                 written: self.record,
+                written_at: None,
                 failures: 0,
                 health: Tracker::default(),
             }),
@@ -377,6 +431,8 @@ struct WriteState {
     desired: ServiceInstance,
     /// The record as last stored.
     written: ServiceInstance,
+    /// When it was stored (`None` before the first write).
+    written_at: Option<tokio::time::Instant>,
     failures: u32,
     /// Failing checks, the operator's verdict, registry trouble.
     health: Tracker,
@@ -389,6 +445,29 @@ impl Inner {
 
     /// Writes the record now. Counts failures and decides the reported status.
     async fn write(&self) -> Result<u64, RegistryError> {
+        self.write_when(|_, _| true)
+            .await
+            .map(|r| r.unwrap_or_default())
+    }
+
+    /// The heartbeat's write: only when the record changed, the last write
+    /// failed, or the last one is `effective_refresh` old. `Ok(None)` when
+    /// nothing was due.
+    async fn write_if_due(&self) -> Result<Option<u64>, RegistryError> {
+        let refresh = self.options.effective_refresh();
+        self.write_when(|st, record| {
+            st.failures > 0
+                || st.written_at.is_none_or(|at| at.elapsed() >= refresh)
+                || !same_but_heartbeat(&st.written, record)
+        })
+        .await
+    }
+
+    /// Composes the record and writes it if `due` says so.
+    async fn write_when(
+        &self,
+        due: impl FnOnce(&WriteState, &ServiceInstance) -> bool,
+    ) -> Result<Option<u64>, RegistryError> {
         let _serial = self.writes.lock().await;
         if self.closed.load(Ordering::Acquire) {
             return Err(RegistryError::Deregistered(self.key.clone()));
@@ -414,6 +493,9 @@ impl Inner {
                     record.metadata.remove(METADATA_STATUS_REASON);
                     record.metadata.remove(METADATA_STATUS_SINCE);
                 }
+            }
+            if !due(&st, &record) {
+                return Ok(None);
             }
             (record, st.health.degraded())
         };
@@ -449,7 +531,8 @@ impl Inner {
                     self.settle(&mut st);
                 }
                 st.written = record;
-                Ok(revision)
+                st.written_at = Some(tokio::time::Instant::now());
+                Ok(Some(revision))
             }
             Err(source) => {
                 st.failures += 1;
@@ -548,7 +631,7 @@ async fn heartbeat(inner: Arc<Inner>, cancel: CancellationToken) {
         }
         let beat = async {
             inner.run_health_check().await;
-            inner.write().await
+            inner.write_if_due().await
         };
         let result = tokio::select! {
             () = cancel.cancelled() => return,
@@ -556,7 +639,9 @@ async fn heartbeat(inner: Arc<Inner>, cancel: CancellationToken) {
         };
         delay = match result {
             Ok(revision) => {
-                debug!(key = %inner.key, revision, "heartbeat");
+                if let Some(revision) = revision {
+                    debug!(key = %inner.key, revision, "record refreshed");
+                }
                 inner.options.heartbeat
             }
             Err(RegistryError::Deregistered(_)) => return,
@@ -581,6 +666,15 @@ async fn heartbeat(inner: Arc<Inner>, cancel: CancellationToken) {
                     .min(inner.options.heartbeat)
             }
         };
+    }
+}
+
+/// Whether two versions of a record differ only in `lastHeartbeat`.
+fn same_but_heartbeat(a: &ServiceInstance, b: &ServiceInstance) -> bool {
+    a.last_heartbeat == b.last_heartbeat || {
+        let mut b = b.clone();
+        b.last_heartbeat = a.last_heartbeat;
+        *a == b
     }
 }
 
@@ -905,6 +999,7 @@ mod tests {
             heartbeat: Duration::from_millis(200),
             ttl: Duration::from_secs(1),
             unhealthy_after: 1,
+            ..Default::default()
         }
         .validate()
         .unwrap();

@@ -291,10 +291,18 @@ impl ServiceBuilder {
         self
     }
 
-    /// How often the registry record is refreshed (default 1 s; must be
-    /// below the TTL).
+    /// How often the liveness beat goes out and the health check runs
+    /// (default 1 s; must be below the TTL).
     pub fn heartbeat(mut self, every: Duration) -> Self {
         self.registration.heartbeat = every;
+        self
+    }
+
+    /// How often an unchanged registry record is re-written to renew its
+    /// TTL (default 4 s; see [`RegistrationOptions::effective_refresh`]).
+    /// Every process calling the service receives each write.
+    pub fn refresh(mut self, every: Duration) -> Self {
+        self.registration.refresh = every;
         self
     }
 
@@ -532,6 +540,7 @@ impl ServiceBuilder {
             })),
             "registration": self.register.then(|| serde_json::json!({
                 "heartbeatMs": self.registration.heartbeat.as_millis() as u64,
+                "refreshMs": self.registration.effective_refresh().as_millis() as u64,
                 "ttlMs": self.registration.ttl.as_millis() as u64,
             })),
             "metricsIntervalMs": self.metrics_interval.map(|d| d.as_millis() as u64),

@@ -503,18 +503,26 @@ async fn run_once(args: RpcBenchArgs) -> anyhow::Result<Report> {
         counting.abort();
         let seconds = since.elapsed().as_secs_f64();
         let updates = updates.load(std::sync::atomic::Ordering::Relaxed);
-        // Every filler instance must still be there with a fresh heartbeat.
+        // Every filler instance must still be there with a record written
+        // within its refresh interval (plus slack).
         let now = chrono::Utc::now();
         let all = reader.all();
         let fresh = all
             .iter()
             .filter(|i| i.service_name.starts_with("bench-fill-"))
-            .filter(|i| (now - i.last_heartbeat).num_milliseconds() < 2_500)
+            .filter(|i| {
+                let refresh_ms = i
+                    .metadata
+                    .get(aegis_sdk::registry::METADATA_REFRESH_MS)
+                    .and_then(serde_json::Value::as_i64)
+                    .unwrap_or(1_000);
+                (now - i.last_heartbeat).num_milliseconds() < refresh_ms + 1_500
+            })
             .count();
         let filler_count = if args.registry { args.instances } else { 0 };
         anyhow::ensure!(
             fresh == filler_count,
-            "only {fresh} of {filler_count} filler instances heart-beat within the last 2.5 s"
+            "only {fresh} of {filler_count} filler instances wrote their record within their refresh interval"
         );
         parameters["registered_instances"] = (all.len()).into();
         parameters["extra_instances_heartbeating"] = filler_count.into();

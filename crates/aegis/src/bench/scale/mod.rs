@@ -1,6 +1,8 @@
 //! `aegis bench scale`: what the registry costs as the fleet grows, measured
 //! the way production runs it — every instance a real SDK registration (1 s
-//! heartbeat, 3 s TTL) on its own NATS connection, spread over `--processes`
+//! liveness beat; the record re-written on change and every `--refresh-ms`,
+//! 4 s by default; `--ttl-ms` 15 s) on its own NATS connection, spread over
+//! `--processes`
 //! worker processes, and `--callers` caller processes that each call two
 //! services. The benchmark's own process runs nats-server, the monitor and
 //! the measurements; the first worker also runs a raw async-nats responder
@@ -41,7 +43,7 @@ use std::{
 
 use aegis_sdk::{
     Connection, RegistryReader, contracts::ServiceInstance, registry::Registration,
-    registry::RegistryChange, registry::RemovalReason,
+    registry::RegistrationOptions, registry::RegistryChange, registry::RemovalReason,
 };
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -55,10 +57,8 @@ use tokio_util::sync::CancellationToken;
 
 use report::{ScaleReport, ScaleResults};
 
-/// Heartbeat of every instance of the benchmark.
+/// Heartbeat (liveness beat) of every instance of the benchmark.
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
-/// TTL of every instance of the benchmark.
-pub(crate) const TTL: Duration = Duration::from_secs(3);
 /// The raw responder's subject.
 pub(crate) const RAW_SUBJECT: &str = "bench.scale.raw";
 /// The service of the instances killed on purpose.
@@ -114,6 +114,14 @@ pub struct ScaleBenchArgs {
     /// Length of the measured window in seconds.
     #[arg(long, default_value_t = 30)]
     pub secs: u64,
+    /// How often an unchanged record is re-written to renew its TTL, in
+    /// milliseconds (the SDK's default; 1000 re-writes it every beat, as
+    /// the SDK did before).
+    #[arg(long, default_value_t = aegis_sdk::registry::DEFAULT_REFRESH.as_millis() as u64)]
+    pub refresh_ms: u64,
+    /// The records' TTL in milliseconds (the SDK's default).
+    #[arg(long, default_value_t = aegis_sdk::registry::DEFAULT_TTL.as_millis() as u64)]
+    pub ttl_ms: u64,
     /// Calls per second of each caller (alternating its two services; each
     /// call is followed by a raw request).
     #[arg(long, default_value_t = 50.0)]
@@ -165,6 +173,16 @@ impl ScaleBenchArgs {
     fn served_services(&self) -> usize {
         2 * self.callers
     }
+
+    /// The registration timing of every instance of the benchmark.
+    pub(crate) fn timing(&self) -> RegistrationOptions {
+        RegistrationOptions {
+            heartbeat: HEARTBEAT,
+            refresh: Duration::from_millis(self.refresh_ms),
+            ttl: Duration::from_millis(self.ttl_ms),
+            ..Default::default()
+        }
+    }
 }
 
 /// Runs the benchmark, or a child role of it.
@@ -172,8 +190,12 @@ impl ScaleBenchArgs {
 /// # Errors
 /// Bad sizes, no nats-server, a child that fails to start.
 pub async fn run(args: ScaleBenchArgs) -> anyhow::Result<Option<ScaleReport>> {
+    args.timing()
+        .validate()
+        .context("--refresh-ms and --ttl-ms")?;
     if let Some(role) = args.role {
         let url = args.nats_url.as_deref().context("--nats-url is required")?;
+        let timing = args.timing();
         match role {
             Role::Worker => {
                 roles::worker(
@@ -183,6 +205,7 @@ pub async fn run(args: ScaleBenchArgs) -> anyhow::Result<Option<ScaleReport>> {
                     args.instances,
                     args.per_service,
                     args.served_services(),
+                    timing,
                 )
                 .await?
             }
@@ -193,10 +216,10 @@ pub async fn run(args: ScaleBenchArgs) -> anyhow::Result<Option<ScaleReport>> {
                     it.next().context("two services")?,
                     it.next().context("two services")?,
                 ];
-                roles::caller(url, args.index, services, args.rate).await?
+                roles::caller(url, args.index, services, args.rate, timing).await?
             }
             Role::Crash => {
-                roles::crash(url, args.id.as_deref().context("--id is required")?).await?
+                roles::crash(url, args.id.as_deref().context("--id is required")?, timing).await?
             }
         }
         return Ok(None);
@@ -412,6 +435,10 @@ async fn orchestrate(args: &ScaleBenchArgs, logs: &std::path::Path) -> anyhow::R
             args.per_service.to_string(),
             "--rate".to_owned(),
             args.rate.to_string(),
+            "--refresh-ms".to_owned(),
+            args.refresh_ms.to_string(),
+            "--ttl-ms".to_owned(),
+            args.ttl_ms.to_string(),
         ]
     };
     let mut workers = Vec::new();
@@ -544,7 +571,7 @@ async fn orchestrate(args: &ScaleBenchArgs, logs: &std::path::Path) -> anyhow::R
 
     // SSE probes: a new instance every 500 ms, gone 250 ms later.
     let probe_task = {
-        let (probes, url) = (probes.clone(), url.clone());
+        let (probes, url, timing) = (probes.clone(), url.clone(), args.timing());
         tokio::spawn(async move {
             let conn = Connection::connect(aegis_sdk::AegisConfig::with_servers(&url)).await?;
             let (mut n, mut not_started, mut failed) = (0u64, 0u64, 0u64);
@@ -555,8 +582,7 @@ async fn orchestrate(args: &ScaleBenchArgs, logs: &std::path::Path) -> anyhow::R
                 let record =
                     ServiceInstance::new(PROBE_SERVICE, id.clone(), "1.0.0", chrono::Utc::now());
                 let started = Registration::builder(&conn, record)
-                    .heartbeat(HEARTBEAT)
-                    .ttl(TTL)
+                    .options(timing.clone())
                     .start()
                     .await;
                 let Ok(registration) = started else {
@@ -783,7 +809,8 @@ async fn orchestrate(args: &ScaleBenchArgs, logs: &std::path::Path) -> anyhow::R
             "secs": args.secs,
             "rate": args.rate,
             "heartbeatMs": HEARTBEAT.as_millis() as u64,
-            "ttlMs": TTL.as_millis() as u64,
+            "refreshMs": args.timing().effective_refresh().as_millis() as u64,
+            "ttlMs": args.ttl_ms,
             "sseClients": SSE_CLIENTS,
             "crashes": CRASHES,
         }),

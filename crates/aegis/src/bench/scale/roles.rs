@@ -19,8 +19,10 @@
 use std::{sync::Arc, time::Duration};
 
 use aegis_sdk::{
-    AegisConfig, Connection, contracts::InstanceStatus, contracts::ServiceInstance,
-    registry::Registration,
+    AegisConfig, Connection,
+    contracts::InstanceStatus,
+    contracts::ServiceInstance,
+    registry::{Registration, RegistrationOptions},
 };
 use anyhow::Context;
 use futures::StreamExt;
@@ -29,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use super::{HEARTBEAT, RAW_SUBJECT, TTL, instance_id, service_name};
+use super::{RAW_SUBJECT, instance_id, service_name};
 
 /// Instances started at once by a worker.
 const START_PARALLEL: usize = 32;
@@ -68,6 +70,7 @@ pub(crate) async fn worker(
     instances: usize,
     per_service: usize,
     served_services: usize,
+    timing: RegistrationOptions,
 ) -> anyhow::Result<()> {
     // The baseline responder: the idiomatic async-nats loop, in a worker
     // like the SDK responders.
@@ -91,40 +94,41 @@ pub(crate) async fn worker(
     let mut running = Vec::with_capacity(total);
     let mut conns = Vec::with_capacity(total);
     let mut starts = futures::stream::iter(mine)
-        .map(|i| async move {
-            let conn = Connection::connect(config(url))
-                .await
-                .with_context(|| format!("connecting instance {i}"))?;
-            let k = i / per_service;
-            let running = if k < served_services {
-                Running::Served(Box::new(
-                    conn.service(service_name(k), "1.0.0")
-                        .instance_id(instance_id(i))
-                        .heartbeat(HEARTBEAT)
-                        .ttl(TTL)
-                        .metrics_interval(None)
-                        .handler("echo", |req: Value| async move { Ok(req) })
-                        .start()
-                        .await
-                        .with_context(|| format!("starting instance {i}"))?,
-                ))
-            } else {
-                let record = ServiceInstance::new(
-                    service_name(k),
-                    instance_id(i),
-                    "1.0.0",
-                    chrono::Utc::now(),
-                );
-                Running::Registered(
-                    Registration::builder(&conn, record)
-                        .heartbeat(HEARTBEAT)
-                        .ttl(TTL)
-                        .start()
-                        .await
-                        .with_context(|| format!("registering instance {i}"))?,
-                )
-            };
-            anyhow::Ok((conn, running))
+        .map(|i| {
+            let timing = timing.clone();
+            async move {
+                let conn = Connection::connect(config(url))
+                    .await
+                    .with_context(|| format!("connecting instance {i}"))?;
+                let k = i / per_service;
+                let running = if k < served_services {
+                    Running::Served(Box::new(
+                        conn.service(service_name(k), "1.0.0")
+                            .instance_id(instance_id(i))
+                            .registration(timing.clone())
+                            .metrics_interval(None)
+                            .handler("echo", |req: Value| async move { Ok(req) })
+                            .start()
+                            .await
+                            .with_context(|| format!("starting instance {i}"))?,
+                    ))
+                } else {
+                    let record = ServiceInstance::new(
+                        service_name(k),
+                        instance_id(i),
+                        "1.0.0",
+                        chrono::Utc::now(),
+                    );
+                    Running::Registered(
+                        Registration::builder(&conn, record)
+                            .options(timing.clone())
+                            .start()
+                            .await
+                            .with_context(|| format!("registering instance {i}"))?,
+                    )
+                };
+                anyhow::Ok((conn, running))
+            }
         })
         .buffer_unordered(START_PARALLEL);
     while let Some(started) = starts.next().await {
@@ -195,6 +199,7 @@ pub(crate) async fn caller(
     index: usize,
     services: [String; 2],
     rate: f64,
+    timing: RegistrationOptions,
 ) -> anyhow::Result<()> {
     let conn = Connection::connect(config(url))
         .await
@@ -267,8 +272,7 @@ pub(crate) async fn caller(
                 // Not routable: the probe serves nothing.
                 record.status = InstanceStatus::Standby;
                 let Ok(registration) = Registration::builder(&probe_conn, record)
-                    .heartbeat(HEARTBEAT)
-                    .ttl(TTL)
+                    .options(timing.clone())
                     .start()
                     .await
                 else {
@@ -327,14 +331,13 @@ pub(crate) async fn caller(
 
 /// The crash role: one instance on its own connection, killed by the
 /// parent with SIGKILL.
-pub(crate) async fn crash(url: &str, id: &str) -> anyhow::Result<()> {
+pub(crate) async fn crash(url: &str, id: &str, timing: RegistrationOptions) -> anyhow::Result<()> {
     let conn = Connection::connect(config(url))
         .await
         .context("connecting the crash instance")?;
     let record = ServiceInstance::new(super::CRASH_SERVICE, id, "1.0.0", chrono::Utc::now());
     let _registration = Registration::builder(&conn, record)
-        .heartbeat(HEARTBEAT)
-        .ttl(TTL)
+        .options(timing)
         .start()
         .await
         .context("registering the crash instance")?;
