@@ -324,6 +324,7 @@ pub struct AegisConfig {
 
 /// A configuration that cannot work, or a file that cannot be read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The file, an environment variable or a value failed to parse.
     #[error("invalid configuration")]

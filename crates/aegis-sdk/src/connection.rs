@@ -39,6 +39,7 @@ pub const MIN_SERVER_VERSION: semver::Version = semver::Version::new(2, 11, 0);
 
 /// Why a connection could not be made or cannot be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConnectError {
     /// The configuration is invalid; nothing was attempted.
     #[error(transparent)]

@@ -36,6 +36,7 @@ pub const MAX_RECENT: usize = 1000;
 
 /// Why dead letters could not be stored or read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DeadLetterError {
     /// The `DEAD_LETTER` stream could not be created or found.
     #[error("cannot create or find the DEAD_LETTER stream")]

@@ -40,6 +40,7 @@ pub struct Commands {
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CommandError {
     /// A service or command name is invalid; nothing was sent.
     #[error(transparent)]

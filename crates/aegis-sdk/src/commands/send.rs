@@ -17,6 +17,7 @@ use super::{CommandError, Commands, HEADER_DEADLINE, ensure_commands_stream};
 
 /// One message from the worker about a command.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum CommandUpdate {
     /// Work in progress.
     Progress {

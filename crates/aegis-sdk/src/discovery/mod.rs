@@ -34,6 +34,7 @@ use crate::{Connection, registry::RegistryError};
 
 /// Why a discovery lookup failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DiscoveryError {
     /// The service or instance name is invalid.
     #[error(transparent)]

@@ -24,6 +24,7 @@ use super::{ring::Ring, stats::CallStats};
 /// # let _ = opts;
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Strategy {
     /// Each instance in turn (one rotation per service, shared by every
     /// client on the connection), so load spreads evenly.

@@ -69,6 +69,7 @@ impl Role {
 
 /// Why an election could not start or run.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ElectionError {
     /// The service, group or instance name is invalid; nothing was started.
     #[error(transparent)]

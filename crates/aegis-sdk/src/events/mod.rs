@@ -43,6 +43,7 @@ pub struct Events {
 
 /// Why an event operation failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EventError {
     /// A domain, action, pattern or consumer name is invalid; nothing was sent.
     #[error(transparent)]

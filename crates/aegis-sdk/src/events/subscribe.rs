@@ -38,6 +38,7 @@ pub const BROADCAST_INACTIVE_THRESHOLD: Duration = Duration::from_secs(300);
 
 /// Who gets an event among the instances of a service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DeliveryMode {
     /// One instance of the service handles each event (work sharing).
     Compete,

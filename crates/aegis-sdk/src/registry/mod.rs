@@ -51,6 +51,7 @@ pub use registration::{
 
 /// Why a registry operation failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RegistryError {
     /// A service name or instance id is invalid; nothing was written.
     #[error(transparent)]

@@ -17,6 +17,10 @@ use super::{RegistryError, cache::RegistryCache};
 use crate::Connection;
 
 /// One change of the registry as a reader sees it.
+///
+/// Deliberately exhaustive: a reader that keeps a view (the monitor) must
+/// handle every kind of change, so a new kind should break its build rather
+/// than be dropped by a wildcard arm.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RegistryChange {
     /// An instance registered, refreshed its heartbeat or changed its record.

@@ -29,7 +29,7 @@
 //! `service_elections` created again starts its revisions, and so its
 //! epochs, over.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use aegis_contracts::{names, subjects, wire::ErrorCode};
 use async_nats::{HeaderMap, Message, RequestErrorKind};
@@ -38,21 +38,14 @@ use serde::{Serialize, de::DeserializeOwned};
 use tokio::time::Instant;
 
 use super::{
-    DeposedReply, Encoding, RpcError, WireError,
+    Encoding, RpcError, WireError,
     headers::{
         H_ENCODING, H_EPOCH, H_ERROR_CODE, H_ERROR_DETAILS, H_INSTANCE, H_REQUEST_ID,
         H_SERVICE_ERROR, H_SERVICE_ERROR_CODE,
     },
+    route::{ByDiscovery, Call, ToLeader},
 };
-use crate::{
-    Connection,
-    discovery::{Strategy, ring},
-    election::view::Holder,
-};
-
-/// The longest a call for an unknown service waits for the registry view to
-/// confirm it has every registration acknowledged before the call.
-const CATCH_UP_LIMIT: Duration = Duration::from_millis(500);
+use crate::{Connection, discovery::Strategy};
 
 /// Per-call options.
 ///
@@ -228,8 +221,19 @@ impl RpcClient {
     {
         names::validate_service_name(service)?;
         names::validate_method_name(method)?;
-        let (payload, headers) = encode(req, opts)?;
-        self.route(service, method, payload, headers, opts).await
+        let call = self.prepare(service, method, req, opts)?;
+        let strategy = opts.strategy.unwrap_or(if opts.sticky_key.is_some() {
+            Strategy::Sticky
+        } else {
+            self.strategy
+        });
+        let cache = match tokio::time::timeout_at(call.deadline, self.conn.registry_cache()).await {
+            Ok(Ok(cache)) => cache,
+            Ok(Err(e)) => return Err(RpcError::Discovery(e.into())),
+            Err(_) => return Err(call.timed_out()),
+        };
+        let mut picker = ByDiscovery::new(cache, &call, strategy).await?;
+        self.attempts(&call, &mut picker).await
     }
 
     /// Calls `method` through the service's queue group
@@ -299,20 +303,6 @@ impl RpcClient {
         Ok(reply)
     }
 
-    /// The connection's registry view (started on first use), or the call's
-    /// timeout error when it cannot be had before `deadline`.
-    async fn registry_view(
-        &self,
-        deadline: Instant,
-        timed_out: impl FnOnce() -> RpcError,
-    ) -> Result<Arc<crate::registry::cache::RegistryCache>, RpcError> {
-        match tokio::time::timeout_at(deadline, self.conn.registry_cache()).await {
-            Ok(Ok(cache)) => Ok(cache),
-            Ok(Err(e)) => Err(RpcError::Discovery(e.into())),
-            Err(_) => Err(timed_out()),
-        }
-    }
-
     fn deadline(&self, opts: &CallOptions) -> Duration {
         opts.timeout
             .unwrap_or(self.conn.config().nats.request_timeout)
@@ -375,256 +365,34 @@ impl RpcClient {
         names::validate_service_name(service)?;
         names::validate_group_name(group)?;
         names::validate_method_name(method)?;
-        let (payload, headers) = encode(req, opts)?;
-        let timeout = self.deadline(opts);
-        let deadline = Instant::now() + timeout;
-        let timed_out = || RpcError::Timeout {
-            subject: subjects::rpc_subject(service, method),
-            timeout,
-        };
-        let view = match tokio::time::timeout_at(deadline, self.conn.election_view()).await {
+        let call = self.prepare(service, method, req, opts)?;
+        let view = match tokio::time::timeout_at(call.deadline, self.conn.election_view()).await {
             Ok(Ok(view)) => view,
             Ok(Err(e)) => return Err(RpcError::Election(e)),
-            Err(_) => return Err(timed_out()),
+            Err(_) => return Err(call.timed_out()),
         };
-        let leaders = view.leaders();
-        let mut changes = leaders.subscribe();
-        // The holder the last attempt failed on; not tried again until the
-        // key changes or a back-off passes.
-        let mut failed_on: Option<Holder> = None;
-        let mut last_err: Option<RpcError> = None;
-        let mut backoff = Duration::from_millis(2);
-        loop {
-            changes.mark_unchanged();
-            let holder = leaders
-                .leader(service, group)
-                .filter(|h| failed_on.as_ref() != Some(h));
-            let Some(holder) = holder else {
-                let now = Instant::now();
-                if now >= deadline {
-                    return Err(last_err.unwrap_or_else(|| RpcError::NoInstances {
-                        service: service.to_owned(),
-                    }));
-                }
-                // Between leaders: wake as soon as the key changes (the new
-                // leader's winning write), or after a short back-off.
-                tokio::select! {
-                    _ = changes.changed() => {}
-                    () = tokio::time::sleep(backoff.min(deadline - now)) => {
-                        failed_on = None;
-                        backoff = (backoff * 2).min(Duration::from_millis(50));
-                    }
-                }
-                continue;
-            };
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return Err(last_err.unwrap_or_else(timed_out));
-            }
-            let attempt = attempt_timeout(opts, timeout, remaining);
-            let subject = subjects::rpc_instance_subject(service, &holder.instance_id, method);
-            let message = self
-                .send_message(subject.clone(), payload.clone(), headers.clone(), attempt)
-                .await;
-            let message = match message {
-                Ok(m) => m,
-                Err(e) if never_ran(&e) => {
-                    // Never ran: it died, or is not (or no longer) serving.
-                    failed_on = Some(holder);
-                    last_err = Some(e);
-                    continue;
-                }
-                Err(RpcError::Timeout { .. }) if opts.idempotent && Instant::now() < deadline => {
-                    failed_on = Some(holder);
-                    last_err = Some(timed_out());
-                    continue;
-                }
-                // Our own connection dropped; the leader is not to blame.
-                Err(e @ RpcError::ConnectionLost { .. })
-                    if opts.idempotent && Instant::now() < deadline =>
-                {
-                    last_err = Some(e);
-                    continue;
-                }
-                Err(RpcError::Timeout { .. }) => return Err(timed_out()),
-                Err(e) => return Err(e),
-            };
-            let epoch = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(H_EPOCH))
-                .and_then(|v| v.as_str().parse::<u64>().ok());
-            let newest = leaders
-                .highest_epoch(service, group)
-                .unwrap_or(0)
-                .max(holder.epoch);
-            if let Some(epoch) = epoch
-                && epoch < newest
-                && wire_error(message.headers.as_ref()).is_none()
-            {
-                let deposed = DeposedReply {
-                    service: service.to_owned(),
-                    group: group.to_owned(),
-                    instance_id: holder.instance_id.clone(),
-                    epoch,
-                    current_epoch: Some(newest),
-                    encoding: Encoding::from_headers(message.headers.as_ref())
-                        .unwrap_or(opts.encoding),
-                    payload: message.payload,
-                };
-                tracing::debug!(service, group, epoch, newest, instance = %holder.instance_id,
-                    idempotent = opts.idempotent, "the call ran on a deposed leader");
-                let deposed = RpcError::DeposedLeader(Box::new(deposed));
-                if !opts.idempotent {
-                    return Err(deposed);
-                }
-                failed_on = Some(holder);
-                last_err = Some(deposed);
-                continue;
-            }
-            let mut reply = match decode_reply::<Res>(subject, message, opts.encoding) {
-                // The holder we routed to no longer serves (it resigned or
-                // stepped aside while the view still named it): the call
-                // never ran, so wait for the key to change and try the new
-                // leader.
-                Err(e) if never_ran(&e) => {
-                    failed_on = Some(holder);
-                    last_err = Some(e);
-                    continue;
-                }
-                other => other?,
-            };
-            reply.instance_id.get_or_insert(holder.instance_id);
-            return Ok(reply);
-        }
+        self.attempts(&call, &mut ToLeader::new(view, group)).await
     }
 
-    /// Picks instances through discovery until one answers, the candidates
-    /// run out, or the deadline passes.
-    async fn route<Res: DeserializeOwned>(
+    /// Everything a call carries through its attempts.
+    fn prepare<'a, Req: Serialize + ?Sized>(
         &self,
-        service: &str,
-        method: &str,
-        payload: Bytes,
-        headers: Option<HeaderMap>,
-        opts: &CallOptions,
-    ) -> Result<Reply<Res>, RpcError> {
+        service: &'a str,
+        method: &'a str,
+        req: &Req,
+        opts: &'a CallOptions,
+    ) -> Result<Call<'a>, RpcError> {
+        let (payload, headers) = encode(req, opts)?;
         let timeout = self.deadline(opts);
-        let deadline = Instant::now() + timeout;
-        let strategy = opts.strategy.unwrap_or(if opts.sticky_key.is_some() {
-            Strategy::Sticky
-        } else {
-            self.strategy
-        });
-        let key_hash = opts.sticky_key.as_deref().map(ring::hash_key);
-        if strategy == Strategy::Sticky && key_hash.is_none() {
-            return Err(RpcError::Discovery(
-                crate::discovery::DiscoveryError::MissingStickyKey,
-            ));
-        }
-        let timed_out = || RpcError::Timeout {
-            subject: subjects::rpc_subject(service, method),
+        Ok(Call {
+            service,
+            method,
+            payload,
+            headers,
+            opts,
             timeout,
-        };
-        let cache = self.registry_view(deadline, timed_out).await?;
-        // The first call to a service adds it to the view's watch.
-        if !cache.cover_service(service, deadline).await {
-            return Err(timed_out());
-        }
-        let view = cache.shared();
-        // Instances this call already tried; allocated only on a retry.
-        let mut tried: Vec<Arc<str>> = Vec::new();
-        let mut last_err: Option<RpcError> = None;
-        let mut caught_up = false;
-        loop {
-            let Some(picked) = view.select(service, strategy, key_hash, Some(method), &tried)
-            else {
-                if let Some(e) = last_err {
-                    return Err(e);
-                }
-                if !caught_up {
-                    // Nothing known: make sure registrations acknowledged
-                    // before this call are in the view (one API request, no
-                    // listing), so "start, then call" never misses.
-                    caught_up = true;
-                    cache
-                        .catch_up(deadline.min(Instant::now() + CATCH_UP_LIMIT))
-                        .await;
-                    continue;
-                }
-                // Instances that do not list the method are never tried: a
-                // call to a missing method must not evict healthy instances.
-                if view.has_selectable(service) {
-                    return Err(RpcError::NoSuchMethod {
-                        service: service.to_owned(),
-                        method: method.to_owned(),
-                    });
-                }
-                return Err(RpcError::NoInstances {
-                    service: service.to_owned(),
-                });
-            };
-            let member = picked.member;
-            let started = Instant::now();
-            if started >= deadline {
-                return Err(last_err.unwrap_or_else(timed_out));
-            }
-            let remaining = deadline - started;
-            let attempt = attempt_timeout(opts, timeout, remaining);
-            let subject = subjects::rpc_instance_subject(service, &member.id, method);
-            let in_flight = member.stats.start();
-            let result = self
-                .send(
-                    subject,
-                    payload.clone(),
-                    headers.clone(),
-                    attempt,
-                    opts.encoding,
-                )
-                .await;
-            drop(in_flight);
-            match result {
-                Ok(mut reply) => {
-                    member.stats.observe(started.elapsed());
-                    reply
-                        .instance_id
-                        .get_or_insert_with(|| member.id.to_string());
-                    return Ok(reply);
-                }
-                Err(e @ RpcError::NoResponders { .. }) => {
-                    // It died (or is stopping): never ran, so retrying is
-                    // safe for any call.
-                    tracing::debug!(service, instance = %member.id, "no responder; evicting and retrying");
-                    view.evict(service, &member.id);
-                    tried.push(member.id);
-                    last_err = Some(e);
-                }
-                Err(RpcError::Timeout { .. }) if opts.idempotent && Instant::now() < deadline => {
-                    tracing::debug!(service, instance = %member.id, ?attempt, "attempt timed out; retrying elsewhere");
-                    member.stats.observe(attempt);
-                    tried.push(member.id);
-                    last_err = Some(timed_out());
-                }
-                Err(RpcError::Timeout { .. }) => return Err(timed_out()),
-                // Our own connection dropped, not the instance: try it again.
-                Err(e @ RpcError::ConnectionLost { .. })
-                    if opts.idempotent && Instant::now() < deadline =>
-                {
-                    last_err = Some(e);
-                }
-                Err(e @ RpcError::Remote { .. }) if e.code() == ErrorCode::NotActive => {
-                    // A standby refused without running it: try the others.
-                    tried.push(member.id);
-                    last_err = Some(e);
-                }
-                Err(e) => {
-                    if matches!(e, RpcError::Remote { .. }) {
-                        member.stats.observe(started.elapsed());
-                    }
-                    return Err(e);
-                }
-            }
-        }
+            deadline: Instant::now() + timeout,
+        })
     }
 
     /// Sends an already-built subject; names are validated by the callers.
@@ -665,7 +433,7 @@ impl RpcClient {
     }
 
     /// One request/reply round trip, the reply undecoded.
-    async fn send_message(
+    pub(super) async fn send_message(
         &self,
         subject: String,
         payload: Bytes,
@@ -691,27 +459,6 @@ impl RpcClient {
             RequestErrorKind::NoResponders => RpcError::NoResponders { subject },
             _ => RpcError::Transport { subject, source: e },
         })
-    }
-}
-
-/// A leader-bound call that certainly did not run: nobody listened (the
-/// leader died or is stopping), or the instance refused as not serving.
-fn never_ran(e: &RpcError) -> bool {
-    match e {
-        RpcError::NoResponders { .. } => true,
-        RpcError::Remote { .. } => e.code() == ErrorCode::NotActive,
-        _ => false,
-    }
-}
-
-/// The deadline of one attempt: an idempotent call may move on to another
-/// instance after a share of its timeout; any other call waits for its one
-/// attempt until the overall deadline.
-fn attempt_timeout(opts: &CallOptions, timeout: Duration, remaining: Duration) -> Duration {
-    if opts.idempotent {
-        opts.attempt_timeout.unwrap_or(timeout / 3).min(remaining)
-    } else {
-        remaining
     }
 }
 
@@ -767,7 +514,7 @@ pub(crate) fn decode_reply<Res: DeserializeOwned>(
 
 /// Reads an error reply: our `Aegis-Error-Code`, or else the services
 /// protocol's numeric `Nats-Service-Error-Code` (so non-Aegis services map too).
-fn wire_error(headers: Option<&HeaderMap>) -> Option<WireError> {
+pub(super) fn wire_error(headers: Option<&HeaderMap>) -> Option<WireError> {
     let headers = headers?;
     let numeric = headers
         .get(H_SERVICE_ERROR_CODE)

@@ -8,6 +8,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 /// How a payload is encoded on the wire.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Encoding {
     /// UTF-8 JSON (default; readable with any NATS tool).
     #[default]
@@ -18,6 +19,7 @@ pub enum Encoding {
 
 /// A payload that could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CodecError {
     /// JSON failed.
     #[error("JSON: {0}")]

@@ -19,6 +19,9 @@
 //!   [`RpcError`]. `call` routes through [discovery](crate::discovery) to one
 //!   registered ACTIVE instance (instance-directed subject), failing over to
 //!   another when it has vanished; `call_balanced` uses the queue group.
+//! - `route`: the one retry loop of `call` and `call_active`: a picker
+//!   chooses each attempt's instance (discovery, or the election key's
+//!   holder), one classification says what a failed attempt means.
 //! - [`codec`]: JSON on the wire by default, MessagePack when the request
 //!   carries `Aegis-Encoding: msgpack`.
 //!
@@ -33,6 +36,7 @@ mod endpoint;
 mod headers;
 mod leader_gate;
 mod micro;
+mod route;
 mod schema;
 pub mod server;
 
@@ -90,6 +94,7 @@ impl DeposedReply {
 /// }
 /// ```
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RpcError {
     /// The service, instance or method name is not valid; nothing was sent.
     #[error("invalid name: {0}")]

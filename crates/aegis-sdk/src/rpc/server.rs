@@ -193,6 +193,7 @@ impl fmt::Debug for ServiceBuilder {
 
 /// Why a service could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ServiceError {
     /// A name (service, instance, method) is invalid; nothing was started.
     #[error(transparent)]

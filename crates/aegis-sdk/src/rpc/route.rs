@@ -1,0 +1,431 @@
+//! The one retry loop behind [`RpcClient::call_with`] and
+//! [`RpcClient::call_active`]: a [`Pick`] says which instance to try next
+//! (or why there is none), [`classify`] says what a failed attempt means,
+//! and [`RpcClient::attempts`] sends until a reply, a final error or the
+//! deadline.
+//!
+//! - [`ByDiscovery`] picks from this process's registry view by the call's
+//!   strategy; an instance that had no responder is evicted from the view,
+//!   one that refused or timed out is not tried again by this call, and
+//!   each attempt feeds the instance's call statistics.
+//! - [`ToLeader`] picks the holder of the group's election key; an attempt
+//!   that failed on a holder waits for the key to change (or a short
+//!   growing back-off) before trying it again, and a reply stamped with an
+//!   epoch older than the newest the key has shown came from a deposed
+//!   leader ([`RpcError::DeposedLeader`]).
+//!
+//! What a failure means is the same for both ([`classify`]): a call that
+//! never ran (no responder, NOT_ACTIVE) is tried elsewhere; an attempt that
+//! timed out, or a reply from a deposed leader, only when the call is
+//! idempotent (it may have run); our own connection dropping, again when
+//! idempotent; anything else ends the call.
+//!
+//! [`RpcClient::call_with`]: super::RpcClient::call_with
+//! [`RpcClient::call_active`]: super::RpcClient::call_active
+
+use std::{sync::Arc, time::Duration};
+
+use aegis_contracts::{subjects, wire::ErrorCode};
+use async_nats::{HeaderMap, Message};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use tokio::{sync::watch, time::Instant};
+
+use super::{
+    DeposedReply, Encoding, RpcError,
+    client::{CallOptions, Reply, decode_reply, wire_error},
+    headers::H_EPOCH,
+};
+use crate::{
+    discovery::{Strategy, stats::InFlight, strategy::Member},
+    election::view::{ElectionView, Holder},
+    registry::cache::{RegistryCache, Shared},
+};
+
+/// The longest a call for an unknown service waits for the registry view to
+/// confirm it has every registration acknowledged before the call.
+const CATCH_UP_LIMIT: Duration = Duration::from_millis(500);
+
+/// Everything one call carries through its attempts.
+pub(super) struct Call<'a> {
+    pub(super) service: &'a str,
+    pub(super) method: &'a str,
+    /// Encoded once; every attempt sends the same bytes.
+    pub(super) payload: Bytes,
+    pub(super) headers: Option<HeaderMap>,
+    pub(super) opts: &'a CallOptions,
+    /// The whole call's timeout, and the instant it runs out.
+    pub(super) timeout: Duration,
+    pub(super) deadline: Instant,
+}
+
+impl Call<'_> {
+    /// The error of a call whose deadline passed.
+    pub(super) fn timed_out(&self) -> RpcError {
+        RpcError::Timeout {
+            subject: subjects::rpc_subject(self.service, self.method),
+            timeout: self.timeout,
+        }
+    }
+
+    /// The deadline of one attempt: an idempotent call may move on to
+    /// another instance after a share of its timeout; any other call waits
+    /// for its one attempt until the overall deadline.
+    fn attempt_timeout(&self, remaining: Duration) -> Duration {
+        if self.opts.idempotent {
+            self.opts
+                .attempt_timeout
+                .unwrap_or(self.timeout / 3)
+                .min(remaining)
+        } else {
+            remaining
+        }
+    }
+}
+
+/// How an attempt failed, for the picker to remember.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Failure {
+    /// Nobody listened on its subject: it died or is stopping.
+    NoResponder,
+    /// It refused without running the call (NOT_ACTIVE).
+    Refused,
+    /// No reply within the attempt's deadline (it may have run).
+    TimedOut(Duration),
+    /// It ran the call as a leader already deposed.
+    Deposed,
+}
+
+/// What to do after a failed attempt.
+enum Next {
+    /// Try again (the picker was told what failed, if an instance did).
+    Retry(RpcError),
+    /// End the call with this error.
+    Fail(RpcError),
+}
+
+/// Chooses the instance of each attempt and learns from how it went.
+pub(super) trait Pick {
+    /// The instance an attempt goes to.
+    type Target;
+    /// Kept while an attempt is in flight.
+    type Guard;
+
+    /// The next instance to try, waiting for one if the picker can (a new
+    /// leader). `Err` is the call's error when no attempt failed before
+    /// (`failed` says whether one did; the loop then returns that failure).
+    async fn pick(&mut self, call: &Call<'_>, failed: bool) -> Result<Self::Target, RpcError>;
+    /// The instance's id (its subject is `rpc.{service}.{id}.{method}`).
+    fn id<'t>(&self, target: &'t Self::Target) -> &'t str;
+    /// Called as an attempt is sent.
+    fn begin(&self, target: &Self::Target) -> Self::Guard;
+    /// Screens a reply before it is decoded; `Some` turns it into an error.
+    fn screen(&self, call: &Call<'_>, target: &Self::Target, reply: &Message) -> Option<RpcError>;
+    /// The instance answered (a value or its own error) after `elapsed`.
+    fn answered(&mut self, target: &Self::Target, elapsed: Duration);
+    /// The attempt on `target` failed as `how`.
+    fn failed(&mut self, call: &Call<'_>, target: Self::Target, how: Failure);
+}
+
+/// What a failed attempt means for the call.
+fn classify(call: &Call<'_>, error: RpcError) -> (Next, Option<Failure>) {
+    let retry_allowed = call.opts.idempotent && Instant::now() < call.deadline;
+    match error {
+        // Never ran: retrying is safe for any call.
+        e @ RpcError::NoResponders { .. } => (Next::Retry(e), Some(Failure::NoResponder)),
+        e @ RpcError::Remote { .. } if e.code() == ErrorCode::NotActive => {
+            (Next::Retry(e), Some(Failure::Refused))
+        }
+        RpcError::Timeout { timeout, .. } if retry_allowed => (
+            Next::Retry(call.timed_out()),
+            Some(Failure::TimedOut(timeout)),
+        ),
+        RpcError::Timeout { .. } => (Next::Fail(call.timed_out()), None),
+        // Our own connection dropped; the instance is not to blame.
+        e @ RpcError::ConnectionLost { .. } if retry_allowed => (Next::Retry(e), None),
+        // It ran: only a call that may run twice goes on.
+        e @ RpcError::DeposedLeader(_) if call.opts.idempotent => {
+            (Next::Retry(e), Some(Failure::Deposed))
+        }
+        e => (Next::Fail(e), None),
+    }
+}
+
+impl super::RpcClient {
+    /// Sends `call` to the instances `picker` chooses until one answers,
+    /// a failure ends the call, or the deadline passes.
+    pub(super) async fn attempts<P: Pick, Res: DeserializeOwned>(
+        &self,
+        call: &Call<'_>,
+        picker: &mut P,
+    ) -> Result<Reply<Res>, RpcError> {
+        let mut last_err: Option<RpcError> = None;
+        loop {
+            let target = match picker.pick(call, last_err.is_some()).await {
+                Ok(target) => target,
+                Err(e) => return Err(last_err.unwrap_or(e)),
+            };
+            let started = Instant::now();
+            if started >= call.deadline {
+                return Err(last_err.unwrap_or_else(|| call.timed_out()));
+            }
+            let attempt = call.attempt_timeout(call.deadline - started);
+            let subject =
+                subjects::rpc_instance_subject(call.service, picker.id(&target), call.method);
+            let in_flight = picker.begin(&target);
+            let sent = self
+                .send_message(
+                    subject.clone(),
+                    call.payload.clone(),
+                    call.headers.clone(),
+                    attempt,
+                )
+                .await;
+            drop(in_flight);
+            let reply = sent.and_then(|message| match picker.screen(call, &target, &message) {
+                Some(e) => Err(e),
+                None => decode_reply::<Res>(subject, message, call.opts.encoding),
+            });
+            let error = match reply {
+                Ok(mut reply) => {
+                    picker.answered(&target, started.elapsed());
+                    reply
+                        .instance_id
+                        .get_or_insert_with(|| picker.id(&target).to_owned());
+                    return Ok(reply);
+                }
+                Err(e) => e,
+            };
+            let answered = matches!(error, RpcError::Remote { .. });
+            match classify(call, error) {
+                (Next::Retry(e), how) => {
+                    tracing::debug!(service = call.service, instance = picker.id(&target),
+                        error = %e, "attempt failed; trying again");
+                    if let Some(how) = how {
+                        picker.failed(call, target, how);
+                    }
+                    last_err = Some(e);
+                }
+                (Next::Fail(e), _) => {
+                    if answered {
+                        picker.answered(&target, started.elapsed());
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// Picks registered ACTIVE instances through this process's registry view.
+pub(super) struct ByDiscovery {
+    cache: Arc<RegistryCache>,
+    view: Arc<Shared>,
+    strategy: Strategy,
+    key_hash: Option<u64>,
+    /// Instances this call already tried; allocated only on a retry.
+    tried: Vec<Arc<str>>,
+    caught_up: bool,
+}
+
+impl ByDiscovery {
+    /// A picker over `cache` for `call`, with the service in the view's
+    /// scope (the first call to a service adds it to the watch).
+    pub(super) async fn new(
+        cache: Arc<RegistryCache>,
+        call: &Call<'_>,
+        strategy: Strategy,
+    ) -> Result<Self, RpcError> {
+        let key_hash = call
+            .opts
+            .sticky_key
+            .as_deref()
+            .map(crate::discovery::ring::hash_key);
+        if strategy == Strategy::Sticky && key_hash.is_none() {
+            return Err(RpcError::Discovery(
+                crate::discovery::DiscoveryError::MissingStickyKey,
+            ));
+        }
+        if !cache.cover_service(call.service, call.deadline).await {
+            return Err(call.timed_out());
+        }
+        let view = cache.shared().clone();
+        Ok(Self {
+            cache,
+            view,
+            strategy,
+            key_hash,
+            tried: Vec::new(),
+            caught_up: false,
+        })
+    }
+}
+
+impl Pick for ByDiscovery {
+    type Target = Member;
+    type Guard = InFlight;
+
+    async fn pick(&mut self, call: &Call<'_>, failed: bool) -> Result<Member, RpcError> {
+        loop {
+            if let Some(picked) = self.view.select(
+                call.service,
+                self.strategy,
+                self.key_hash,
+                Some(call.method),
+                &self.tried,
+            ) {
+                return Ok(picked.member);
+            }
+            if !failed && !self.caught_up {
+                // Nothing known: make sure registrations acknowledged before
+                // this call are in the view (one API request, no listing),
+                // so "start, then call" never misses.
+                self.caught_up = true;
+                self.cache
+                    .catch_up(call.deadline.min(Instant::now() + CATCH_UP_LIMIT))
+                    .await;
+                continue;
+            }
+            // Instances that do not list the method are never tried: a call
+            // to a missing method must not evict healthy instances.
+            return Err(if self.view.has_selectable(call.service) {
+                RpcError::NoSuchMethod {
+                    service: call.service.to_owned(),
+                    method: call.method.to_owned(),
+                }
+            } else {
+                RpcError::NoInstances {
+                    service: call.service.to_owned(),
+                }
+            });
+        }
+    }
+
+    fn id<'t>(&self, target: &'t Member) -> &'t str {
+        &target.id
+    }
+
+    fn begin(&self, target: &Member) -> InFlight {
+        target.stats.start()
+    }
+
+    fn screen(&self, _: &Call<'_>, _: &Member, _: &Message) -> Option<RpcError> {
+        None
+    }
+
+    fn answered(&mut self, target: &Member, elapsed: Duration) {
+        target.stats.observe(elapsed);
+    }
+
+    fn failed(&mut self, call: &Call<'_>, target: Member, how: Failure) {
+        match how {
+            Failure::NoResponder => {
+                // It died (or is stopping): this process stops picking it
+                // until it writes a newer record.
+                self.view.evict(call.service, &target.id);
+            }
+            Failure::TimedOut(attempt) => target.stats.observe(attempt),
+            Failure::Refused | Failure::Deposed => {}
+        }
+        self.tried.push(target.id);
+    }
+}
+
+/// Picks the holder of a sticky group's election key.
+pub(super) struct ToLeader {
+    view: Arc<ElectionView>,
+    changes: watch::Receiver<u64>,
+    group: String,
+    /// The holder the last attempt failed on; not tried again until the
+    /// key changes or a back-off passes.
+    failed_on: Option<Holder>,
+    backoff: Duration,
+}
+
+impl ToLeader {
+    /// A picker for `group`'s leader from `view`.
+    pub(super) fn new(view: Arc<ElectionView>, group: &str) -> Self {
+        let changes = view.leaders().subscribe();
+        Self {
+            view,
+            changes,
+            group: group.to_owned(),
+            failed_on: None,
+            backoff: Duration::from_millis(2),
+        }
+    }
+}
+
+impl Pick for ToLeader {
+    type Target = Holder;
+    type Guard = ();
+
+    async fn pick(&mut self, call: &Call<'_>, _failed: bool) -> Result<Holder, RpcError> {
+        loop {
+            self.changes.mark_unchanged();
+            let holder = self
+                .view
+                .leaders()
+                .leader(call.service, &self.group)
+                .filter(|h| self.failed_on.as_ref() != Some(h));
+            if let Some(holder) = holder {
+                return Ok(holder);
+            }
+            let now = Instant::now();
+            if now >= call.deadline {
+                return Err(RpcError::NoInstances {
+                    service: call.service.to_owned(),
+                });
+            }
+            // Between leaders: wake as soon as the key changes (the new
+            // leader's winning write), or after a short back-off.
+            tokio::select! {
+                _ = self.changes.changed() => {}
+                () = tokio::time::sleep(self.backoff.min(call.deadline - now)) => {
+                    self.failed_on = None;
+                    self.backoff = (self.backoff * 2).min(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
+    fn id<'t>(&self, target: &'t Holder) -> &'t str {
+        &target.instance_id
+    }
+
+    fn begin(&self, _: &Holder) {}
+
+    fn screen(&self, call: &Call<'_>, holder: &Holder, message: &Message) -> Option<RpcError> {
+        let headers = message.headers.as_ref();
+        let epoch = headers
+            .and_then(|h| h.get(H_EPOCH))
+            .and_then(|v| v.as_str().parse::<u64>().ok())?;
+        let newest = self
+            .view
+            .leaders()
+            .highest_epoch(call.service, &self.group)
+            .unwrap_or(0)
+            .max(holder.epoch);
+        if epoch >= newest || wire_error(headers).is_some() {
+            return None;
+        }
+        tracing::debug!(service = call.service, group = %self.group, epoch, newest,
+            instance = %holder.instance_id, idempotent = call.opts.idempotent,
+            "the call ran on a deposed leader");
+        Some(RpcError::DeposedLeader(Box::new(DeposedReply {
+            service: call.service.to_owned(),
+            group: self.group.clone(),
+            instance_id: holder.instance_id.clone(),
+            epoch,
+            current_epoch: Some(newest),
+            encoding: Encoding::from_headers(headers).unwrap_or(call.opts.encoding),
+            payload: message.payload.clone(),
+        })))
+    }
+
+    fn answered(&mut self, _: &Holder, _: Duration) {}
+
+    fn failed(&mut self, _: &Call<'_>, holder: Holder, _: Failure) {
+        self.failed_on = Some(holder);
+    }
+}
