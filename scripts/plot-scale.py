@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Draws docs/scale.svg from the JSON of `aegis bench scale` runs.
 
-Reads docs/results/bench-scale-{before,after}-{N}.json (any N present) and
+Reads docs/results/bench-scale-{before,after,refresh4s}-{N}.json (any N
+present) and
 draws, against the number of instances N (log-log), how each registry cost
 grows: deliveries and bytes on the whole bus and to one caller process
 (counts from nats-server, which do not depend on the build that ran). Before (the whole
@@ -27,13 +28,13 @@ PANELS = [
     ("callerRegistryBytesPerS", "registry bytes per caller (est., B/s)"),
     ("busRegistryBytesPerS", "registry bytes on the bus (est., B/s)"),
 ]
-COLORS = {"before": "#c0392b", "after": "#2563eb"}
+COLORS = {"before": "#c0392b", "after": "#2563eb", "refresh4s": "#15803d"}
 
 
 def load():
-    runs = {"before": {}, "after": {}}
+    runs = {"before": {}, "after": {}, "refresh4s": {}}
     for path in glob.glob(os.path.join(RESULTS, "bench-scale-*.json")):
-        m = re.search(r"bench-scale-(before|after)-(\d+)\.json$", path)
+        m = re.search(r"bench-scale-(before|after|refresh4s)-(\d+)\.json$", path)
         if not m:
             continue
         with open(path) as f:
@@ -98,7 +99,7 @@ def main():
     cols = 2
     rows = math.ceil(len(PANELS) / cols)
     width = cols * (w + pad) + pad
-    height = rows * (h + pad + 20) + 60
+    height = rows * (h + pad + 20) + 80
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="Inter, sans-serif" font-size="12">',
         '<rect width="100%" height="100%" fill="white"/>',
@@ -107,10 +108,12 @@ def main():
         f'<text x="{pad + 36}" y="44">before: every caller watches the whole registry</text>',
         f'<line x1="{pad + 360}" y1="40" x2="{pad + 390}" y2="40" stroke="{COLORS["after"]}" stroke-width="2"/>',
         f'<text x="{pad + 396}" y="44">after: each caller watches the services it uses</text>',
+        f'<line x1="{pad}" y1="60" x2="{pad + 30}" y2="60" stroke="{COLORS["refresh4s"]}" stroke-width="2"/>',
+        f'<text x="{pad + 36}" y="64">then: unchanged records re-written every 4 s (TTL 15 s), not every 1 s beat (TTL 3 s)</text>',
     ]
     for i, (key, title) in enumerate(PANELS):
         r, c = divmod(i, cols)
-        parts.append(panel(pad + c * (w + pad), 90 + r * (h + pad + 20), w, h, key, title, runs))
+        parts.append(panel(pad + c * (w + pad), 110 + r * (h + pad + 20), w, h, key, title, runs))
     parts.append("</svg>")
     with open(OUT, "w") as f:
         f.write("\n".join(parts) + "\n")
