@@ -22,6 +22,7 @@ use crate::{
     commands::Commands,
     config::{AegisConfig, ConfigError},
     discovery::Discovery,
+    discovery::index::DiscoveryIndex,
     election::{ElectionError, view::ElectionView},
     events::Events,
     registry::{RegistryError, cache::RegistryCache},
@@ -137,6 +138,8 @@ struct Inner {
     /// The registry view (one KV watch) shared by discovery and readers,
     /// started on first use.
     registry: tokio::sync::OnceCell<Arc<RegistryCache>>,
+    /// What discovery routes by, fed by the registry view.
+    discovery_index: Arc<DiscoveryIndex>,
     /// Who holds each election key (one watch), started by the first
     /// `call_active` and shared by every `RpcClient` of the connection.
     elections: tokio::sync::OnceCell<Arc<ElectionView>>,
@@ -223,6 +226,7 @@ impl Connection {
                 config,
                 server_version,
                 registry: tokio::sync::OnceCell::new(),
+                discovery_index: Arc::default(),
                 elections: tokio::sync::OnceCell::new(),
                 draining,
                 drops,
@@ -352,12 +356,19 @@ impl Connection {
                     self.client().clone(),
                     self.inner.config.nats.replicas,
                     timeout,
+                    self.inner.discovery_index.clone(),
                 )
                 .await
                 .map(Arc::new)
             })
             .await
             .cloned()
+    }
+
+    /// The routing index discovery picks instances from (fed by the
+    /// registry view once it runs).
+    pub(crate) fn discovery_index(&self) -> &Arc<DiscoveryIndex> {
+        &self.inner.discovery_index
     }
 
     /// How long a registry view may take to load.

@@ -11,11 +11,15 @@
 //!   `aegis.control.{service}.{instance}` (drills: unhealthy, healthy,
 //!   slow) and the health → leadership link.
 //! - [`registry`]: each started service writes its [`contracts::ServiceInstance`]
-//!   record to the `service_registry` KV bucket and heart-beats it under a
-//!   per-key TTL; [`registry::RegistryReader`] lists and watches instances.
-//! - [`discovery`]: the client-side view RPC calls route with — one KV watch
-//!   per connection, strategies round-robin, random, sticky and
-//!   latency-aware, failover when an instance vanishes.
+//!   record to the `service_registry` KV bucket (on change, and every few
+//!   seconds to renew its per-key TTL) and sends a liveness beat each
+//!   second; the connection's registry view (one KV watch, scoped to the
+//!   services it uses) keeps records and change events;
+//!   [`registry::RegistryReader`] lists and watches instances.
+//! - [`discovery`]: what RPC calls route with, built on the registry view
+//!   (discovery depends on the registry, never the reverse) — strategies
+//!   round-robin, random, sticky and latency-aware, local evictions of
+//!   vanished instances. `rpc::route` is the one retry loop of calls.
 //! - [`events`]: publish with dedup ids to the `EVENTS` stream; subscribe in
 //!   compete or broadcast mode, acknowledged after the handler succeeds.
 //! - [`commands`]: long-running work queued on `COMMANDS`, with progress and a

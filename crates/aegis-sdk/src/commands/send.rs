@@ -58,6 +58,8 @@ impl Commands {
     ///     match handle.next().await? {
     ///         CommandUpdate::Progress { percent, message } => println!("{percent:.0}% {message}"),
     ///         CommandUpdate::Completed(result) => { println!("done: {result}"); break; }
+    ///         // Kinds of update added later.
+    ///         _ => {}
     ///     }
     /// }
     /// # Ok(()) }

@@ -11,6 +11,9 @@
 //!   the fleet.
 //! - [`strategy`]: [`Strategy`] — round-robin (default), random, sticky by
 //!   key, latency-aware (power of two choices).
+//! - `index.rs`: per service, the instances a call may pick (ACTIVE, not
+//!   evicted here), their statistics and the round-robin cursor, kept in
+//!   step with the registry view's records.
 //! - `ring.rs`: the consistent-hash ring behind sticky selection.
 //! - `stats.rs`: per-instance latency and in-flight counts this process
 //!   observed, for the latency-aware strategy.
@@ -22,6 +25,7 @@
 //! breaks, the last known view keeps serving (stale-on-error) while the
 //! watch is re-created.
 
+pub(crate) mod index;
 pub(crate) mod ring;
 pub(crate) mod stats;
 pub mod strategy;
@@ -105,12 +109,14 @@ impl Discovery {
     /// As [`instances`](Self::instances).
     pub async fn selectable(&self, service: &str) -> Result<Vec<ServiceInstance>, DiscoveryError> {
         names::validate_service_name(service)?;
+        let view = self.conn.registry_of(service).await?;
         Ok(self
             .conn
-            .registry_of(service)
-            .await?
-            .shared()
-            .selectable(service))
+            .discovery_index()
+            .selectable_ids(service)
+            .iter()
+            .filter_map(|id| view.shared().get(service, id))
+            .collect())
     }
 
     /// Picks one selectable instance of `service` the way a call would.
@@ -136,12 +142,13 @@ impl Discovery {
         if strategy == Strategy::Sticky && sticky_key.is_none() {
             return Err(DiscoveryError::MissingStickyKey);
         }
-        let cache = self.conn.registry_of(service).await?;
-        let shared = cache.shared();
+        let view = self.conn.registry_of(service).await?;
         let key_hash = sticky_key.map(ring::hash_key);
-        Ok(shared
+        Ok(self
+            .conn
+            .discovery_index()
             .select(service, strategy, key_hash, None, &[])
-            .and_then(|picked| shared.get(service, &picked.member.id)))
+            .and_then(|member| view.shared().get(service, &member.id)))
     }
 
     /// Stops this process from choosing `instance` until it writes a newer
@@ -159,11 +166,8 @@ impl Discovery {
     pub async fn evict(&self, service: &str, instance: &str) -> Result<(), DiscoveryError> {
         names::validate_service_name(service)?;
         names::validate_instance_id(instance)?;
-        self.conn
-            .registry_of(service)
-            .await?
-            .shared()
-            .evict(service, instance);
+        self.conn.registry_of(service).await?;
+        self.conn.discovery_index().evict(service, instance);
         Ok(())
     }
 }

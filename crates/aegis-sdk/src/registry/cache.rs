@@ -16,12 +16,13 @@
 //! set: a few milliseconds, once) and waits until its records are in; a
 //! service not looked up for [`IDLE_SCOPE`] leaves the scope again. A
 //! [`RegistryReader`] (the monitor, `aegis status`) widens the scope to the
-//! whole registry for the rest of the connection's life. Per service it keeps the records and, rebuilt only when
-//! membership or status changes, the set of selectable instances (ACTIVE and
-//! not evicted) that RPC routing picks from. Evictions are local: a call that
-//! found no responder marks the instance so this process stops picking it
-//! until the instance writes a newer record; the registry itself is not
-//! touched.
+//! whole registry for the rest of the connection's life.
+//!
+//! The view keeps records, revisions and change events only. What routing
+//! picks from (the selectable instances, call statistics, local evictions)
+//! is discovery's index (`discovery/index.rs`), told of every record change
+//! through [`RecordIndex`] under the view's lock: dependencies run from
+//! discovery to the registry, never back.
 //!
 //! Revisions order records only within one bucket. When the watch reports
 //! that the bucket was created again (its revisions start over), the next
@@ -35,24 +36,34 @@ use std::{
     collections::{BTreeMap, HashMap},
     sync::{
         Arc, Mutex, RwLock,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
-use aegis_contracts::{InstanceStatus, ServiceInstance};
+use aegis_contracts::ServiceInstance;
 use async_nats::jetstream::stream::Stream;
 use tokio::sync::{Notify, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::{RegistryChange, RegistryError, RemovalReason, bucket::ensure_registry_bucket};
-use crate::discovery::{
-    Strategy,
-    stats::CallStats,
-    strategy::{ActiveSet, Member},
-};
 use crate::kv_watch::Scope;
+
+/// Told of every change of the view's records, under the view's lock, so
+/// an index built on them (discovery's routing index) is never behind the
+/// records a lookup reads. Defined here so that the registry does not
+/// depend on the parts built on it.
+pub(crate) trait RecordIndex: Send + Sync + std::fmt::Debug {
+    /// A record was stored (new, changed or re-written) at `revision`.
+    /// Runs for every record write: it must be cheap when nothing changed.
+    fn upserted(&self, instance: &ServiceInstance, revision: u64);
+    /// A record left the view.
+    fn removed(&self, service: &str, instance_id: &str);
+    /// The bucket was created again: its revisions start over, so whatever
+    /// was keyed to the old ones is dropped.
+    fn reset(&self);
+}
 
 /// Changes buffered per subscriber before a slow one starts missing some.
 const CHANGES_CAPACITY: usize = 4096;
@@ -82,9 +93,10 @@ impl RegistryCache {
         client: async_nats::Client,
         replicas: usize,
         timeout: Duration,
+        index: Arc<dyn RecordIndex>,
     ) -> Result<RegistryCache, RegistryError> {
         let store = ensure_registry_bucket(js, replicas).await?;
-        let shared = Arc::new(Shared::new());
+        let shared = Arc::new(Shared::new(index));
         let stream = store.stream.clone();
         let cancel = CancellationToken::new();
         tokio::spawn(super::watch::run(
@@ -165,57 +177,12 @@ impl RegistryCache {
 struct Record {
     instance: ServiceInstance,
     revision: u64,
-    /// The revision that was current when this process evicted the instance;
-    /// a newer revision (the instance wrote again) lifts the eviction.
-    evicted_at: Option<u64>,
-    stats: Arc<CallStats>,
-}
-
-impl Record {
-    fn selectable(&self) -> bool {
-        self.instance.status == InstanceStatus::Active && self.evicted_at.is_none()
-    }
-}
-
-/// The methods a record says its instance serves (`metadata.endpoints`).
-fn endpoints(instance: &ServiceInstance) -> Option<Arc<[String]>> {
-    let list = instance.metadata.get("endpoints")?.as_array()?;
-    Some(
-        list.iter()
-            .filter_map(|m| m.as_str().map(str::to_owned))
-            .collect(),
-    )
 }
 
 /// Everything known about one service.
 #[derive(Debug, Default)]
 pub(crate) struct ServiceEntry {
     records: BTreeMap<String, Record>,
-    active: Arc<ActiveSet>,
-    /// Round-robin position, shared by every caller on the connection.
-    cursor: AtomicUsize,
-}
-
-impl ServiceEntry {
-    fn rebuild(&mut self) {
-        let members = self
-            .records
-            .iter()
-            .filter(|(_, r)| r.selectable())
-            .map(|(id, r)| Member {
-                id: Arc::from(id.as_str()),
-                stats: r.stats.clone(),
-                endpoints: endpoints(&r.instance),
-            })
-            .collect();
-        self.active = Arc::new(ActiveSet::new(members));
-    }
-}
-
-/// A pick made by [`Shared::select`].
-#[derive(Debug, Clone)]
-pub(crate) struct Picked {
-    pub(crate) member: Member,
 }
 
 #[derive(Debug, Default)]
@@ -268,6 +235,8 @@ pub(crate) struct Shared {
     /// The newest scope generation the view fully holds.
     scope_synced: watch::Sender<u64>,
     services: RwLock<HashMap<String, ServiceEntry>>,
+    /// Told of every record change (discovery's routing index).
+    index: Arc<dyn RecordIndex>,
     changes: broadcast::Sender<RegistryChange>,
     synced: AtomicBool,
     loaded: watch::Sender<bool>,
@@ -277,11 +246,13 @@ pub(crate) struct Shared {
     progress: Notify,
 }
 
-type Snapshot = HashMap<(String, String), (ServiceInstance, u64)>;
+/// A full load: (service, instance) → (record, revision).
+pub(crate) type Snapshot = HashMap<(String, String), (ServiceInstance, u64)>;
 
 impl Shared {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(index: Arc<dyn RecordIndex>) -> Self {
         Self {
+            index,
             scope: Mutex::new(ScopeState::default()),
             scope_tx: watch::channel(Scope::default()).0,
             scope_synced: watch::channel(0).0,
@@ -339,45 +310,6 @@ impl Shared {
             .get(service)
             .and_then(|e| e.records.get(instance_id))
             .map(|r| r.instance.clone())
-    }
-
-    /// Instances a call would pick from now (ACTIVE, not evicted).
-    pub(crate) fn selectable(&self, service: &str) -> Vec<ServiceInstance> {
-        self.read()
-            .get(service)
-            .map(|e| {
-                e.records
-                    .values()
-                    .filter(|r| r.selectable())
-                    .map(|r| r.instance.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Picks an instance of `service` serving `method` by `strategy`,
-    /// skipping `tried`.
-    pub(crate) fn select(
-        &self,
-        service: &str,
-        strategy: Strategy,
-        key_hash: Option<u64>,
-        method: Option<&str>,
-        tried: &[Arc<str>],
-    ) -> Option<Picked> {
-        let services = self.read();
-        let entry = services.get(service)?;
-        entry
-            .active
-            .select(strategy, &entry.cursor, key_hash, method, tried)
-            .map(|m| Picked { member: m.clone() })
-    }
-
-    /// Whether any instance of `service` is selectable, whatever it serves.
-    pub(crate) fn has_selectable(&self, service: &str) -> bool {
-        self.read()
-            .get(service)
-            .is_some_and(|e| !e.active.members.is_empty())
     }
 
     /// New changes from now on.
@@ -523,22 +455,6 @@ impl Shared {
 
     // ---- writes (the watch task and routing) ------------------------------
 
-    /// Marks an instance unusable for this process until it writes again.
-    pub(crate) fn evict(&self, service: &str, instance_id: &str) {
-        let mut services = self.write();
-        let Some(entry) = services.get_mut(service) else {
-            return;
-        };
-        let Some(record) = entry.records.get_mut(instance_id) else {
-            return;
-        };
-        if record.evicted_at.is_none() {
-            record.evicted_at = Some(record.revision);
-            debug!(service, instance = instance_id, "instance evicted locally");
-            entry.rebuild();
-        }
-    }
-
     /// Applies a put seen by the watch. Called for every heartbeat of every
     /// instance, so it allocates only for new records and for subscribers.
     pub(crate) fn upsert(&self, instance: ServiceInstance, revision: u64) {
@@ -551,33 +467,15 @@ impl Shared {
             let Some(entry) = services.get_mut(&instance.service_name) else {
                 return;
             };
+            self.index.upserted(&instance, revision);
             match entry.records.get_mut(&instance.instance_id) {
                 Some(record) => {
-                    let was = record.selectable();
-                    let endpoints_changed = record.instance.metadata.get("endpoints")
-                        != instance.metadata.get("endpoints");
                     record.instance = instance;
                     record.revision = revision;
-                    if record.evicted_at.is_some_and(|at| revision > at) {
-                        record.evicted_at = None;
-                    }
-                    if was != record.selectable() || (endpoints_changed && was) {
-                        entry.rebuild();
-                    }
                 }
                 None => {
                     let id = instance.instance_id.clone();
-                    let record = Record {
-                        instance,
-                        revision,
-                        evicted_at: None,
-                        stats: Arc::new(CallStats::default()),
-                    };
-                    let selectable = record.selectable();
-                    entry.records.insert(id, record);
-                    if selectable {
-                        entry.rebuild();
-                    }
+                    entry.records.insert(id, Record { instance, revision });
                 }
             }
         }
@@ -594,8 +492,8 @@ impl Shared {
                 return;
             };
             let removed = entry.records.remove(instance_id);
-            if removed.as_ref().is_some_and(Record::selectable) {
-                entry.rebuild();
+            if removed.is_some() {
+                self.index.removed(service, instance_id);
             }
             if entry.records.is_empty() {
                 services.remove(service);
@@ -611,30 +509,30 @@ impl Shared {
         }
     }
 
-    /// Replaces the whole view with a load, emitting the differences.
-    /// Local evictions and call statistics survive for unchanged records;
-    /// with `fresh` (the bucket was created again, so its revisions say
-    /// nothing about the old ones) every eviction is dropped and a record
+    /// Replaces the whole view with a load, emitting the differences. The
+    /// index keeps what it knows of unchanged records (local evictions,
+    /// call statistics); with `fresh` (the bucket was created again, so its
+    /// revisions say nothing about the old ones) it is reset and a record
     /// counts as unchanged only when its content is.
     pub(crate) fn replace_all(&self, mut snapshot: Snapshot, fresh: bool) {
         let mut removed = Vec::new();
         {
             let mut services = self.write();
+            if fresh {
+                self.index.reset();
+            }
             for (service, entry) in services.iter_mut() {
-                let mut evictions_dropped = false;
                 for (id, record) in entry.records.iter_mut() {
                     let key = (service.clone(), id.clone());
-                    if fresh && record.evicted_at.take().is_some() {
-                        evictions_dropped = true;
-                    }
                     match snapshot.get(&key) {
                         None => removed.push(key),
-                        // Unchanged: no event, keep eviction and stats.
+                        // Unchanged: no event.
                         Some((_, rev)) if !fresh && *rev == record.revision => {
                             snapshot.remove(&key);
                         }
                         Some((instance, rev)) if fresh && *instance == record.instance => {
                             record.revision = *rev;
+                            self.index.upserted(instance, *rev);
                             snapshot.remove(&key);
                         }
                         // Changed: upserted below. In a new bucket its
@@ -642,9 +540,6 @@ impl Shared {
                         Some(_) if fresh => record.revision = 0,
                         Some(_) => {}
                     }
-                }
-                if evictions_dropped {
-                    entry.rebuild();
                 }
             }
         }
@@ -705,6 +600,7 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aegis_contracts::InstanceStatus;
     use chrono::Utc;
     use serde_json::json;
 
@@ -715,26 +611,32 @@ mod tests {
         i
     }
 
-    fn pick(view: &Shared, service: &str) -> Option<String> {
-        view.select(service, Strategy::RoundRobin, None, Some("m"), &[])
-            .map(|p| p.member.id.to_string())
+    /// The view alone, with no index built on it.
+    #[derive(Debug)]
+    struct NoIndex;
+
+    impl RecordIndex for NoIndex {
+        fn upserted(&self, _: &ServiceInstance, _: u64) {}
+        fn removed(&self, _: &str, _: &str) {}
+        fn reset(&self) {}
+    }
+
+    fn view() -> Shared {
+        Shared::new(Arc::new(NoIndex))
     }
 
     #[test]
     fn upserts_removals_and_changes() {
-        let view = Shared::new();
+        let view = view();
         let mut rx = view.subscribe();
         view.upsert(inst("svc", "b", InstanceStatus::Active), 1);
         view.upsert(inst("svc", "a", InstanceStatus::Standby), 2);
         view.upsert(inst("other", "x", InstanceStatus::Active), 3);
         let ids: Vec<_> = view.all().into_iter().map(|i| i.instance_id).collect();
         assert_eq!(ids, ["x", "a", "b"], "sorted by service, then instance");
-        assert_eq!(view.selectable("svc").len(), 1);
-        assert_eq!(pick(&view, "svc").as_deref(), Some("b"));
         view.remove("svc", "b", RemovalReason::Expired);
         view.remove("svc", "nope", RemovalReason::Expired);
-        assert_eq!(pick(&view, "svc"), None);
-        assert!(!view.has_selectable("svc"));
+        assert_eq!(view.by_service("svc").len(), 1);
         view.remove("svc", "a", RemovalReason::Expired);
         assert!(view.by_service("svc").is_empty());
         let mut seen = Vec::new();
@@ -752,30 +654,11 @@ mod tests {
     }
 
     #[test]
-    fn evictions_last_until_a_newer_record() {
-        let view = Shared::new();
-        view.upsert(inst("svc", "a", InstanceStatus::Active), 10);
-        view.evict("svc", "a");
-        assert_eq!(pick(&view, "svc"), None);
-        assert_eq!(
-            view.by_service("svc").len(),
-            1,
-            "the registry view keeps it"
-        );
-        // A replayed (same) revision does not lift the eviction; a new one does.
-        view.upsert(inst("svc", "a", InstanceStatus::Active), 10);
-        assert_eq!(pick(&view, "svc"), None);
-        view.upsert(inst("svc", "a", InstanceStatus::Active), 11);
-        assert_eq!(pick(&view, "svc").as_deref(), Some("a"));
-    }
-
-    #[test]
     fn a_reload_emits_only_the_differences() {
-        let view = Shared::new();
+        let view = view();
         view.upsert(inst("svc", "keep", InstanceStatus::Active), 1);
         view.upsert(inst("svc", "gone", InstanceStatus::Active), 2);
         view.upsert(inst("svc", "changed", InstanceStatus::Active), 3);
-        view.evict("svc", "keep");
         let mut rx = view.subscribe();
         let mut snapshot = Snapshot::new();
         snapshot.insert(
@@ -806,17 +689,13 @@ mod tests {
                 ("new".into(), true)
             ]
         );
-        // The unchanged record kept its local eviction.
-        assert_eq!(pick(&view, "svc").as_deref(), Some("new"));
     }
 
     #[test]
     fn a_fresh_load_from_a_new_bucket_forgets_revisions_and_evictions() {
-        let view = Shared::new();
+        let view = view();
         view.upsert(inst("svc", "a", InstanceStatus::Active), 300);
         view.upsert(inst("svc", "b", InstanceStatus::Active), 301);
-        view.evict("svc", "a");
-        view.evict("svc", "b");
         let mut rx = view.subscribe();
         let mut changed = inst("svc", "b", InstanceStatus::Active);
         changed.version = "2.0.0".into();
@@ -825,23 +704,20 @@ mod tests {
         snapshot.insert(("svc".into(), "a".into()), (same, 1));
         snapshot.insert(("svc".into(), "b".into()), (changed, 2));
         view.replace_all(snapshot, true);
-        // Both routable again, b's new content in, and only b announced.
-        assert_eq!(view.selectable("svc").len(), 2);
+        // b's new content in, and only b announced.
         assert_eq!(view.get("svc", "b").unwrap().version, "2.0.0");
         let seen: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok())
             .map(|c| c.instance_id().to_owned())
             .collect();
         assert_eq!(seen, ["b"]);
-        // Revisions continue from the new bucket's: a later write lifts a
-        // later eviction as usual.
-        view.evict("svc", "a");
+        // Revisions continue from the new bucket's.
         view.upsert(inst("svc", "a", InstanceStatus::Active), 3);
-        assert!(view.selectable("svc").iter().any(|i| i.instance_id == "a"));
+        assert!(view.by_service("svc").iter().any(|i| i.instance_id == "a"));
     }
 
     #[test]
     fn health_tracks_staleness_after_the_first_load() {
-        let view = Shared::new();
+        let view = view();
         view.mark_broken();
         assert_eq!(view.staleness(), None, "nothing served yet, nothing stale");
         view.begin_session("c1".into());

@@ -232,7 +232,8 @@ impl RpcClient {
             Ok(Err(e)) => return Err(RpcError::Discovery(e.into())),
             Err(_) => return Err(call.timed_out()),
         };
-        let mut picker = ByDiscovery::new(cache, &call, strategy).await?;
+        let index = self.conn.discovery_index().clone();
+        let mut picker = ByDiscovery::new(cache, index, &call, strategy).await?;
         self.attempts(&call, &mut picker).await
     }
 

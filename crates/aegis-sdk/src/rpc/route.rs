@@ -37,9 +37,9 @@ use super::{
     headers::H_EPOCH,
 };
 use crate::{
-    discovery::{Strategy, stats::InFlight, strategy::Member},
+    discovery::{Strategy, index::DiscoveryIndex, stats::InFlight, strategy::Member},
     election::view::{ElectionView, Holder},
-    registry::cache::{RegistryCache, Shared},
+    registry::cache::RegistryCache,
 };
 
 /// The longest a call for an unknown service waits for the registry view to
@@ -220,7 +220,7 @@ impl super::RpcClient {
 /// Picks registered ACTIVE instances through this process's registry view.
 pub(super) struct ByDiscovery {
     cache: Arc<RegistryCache>,
-    view: Arc<Shared>,
+    index: Arc<DiscoveryIndex>,
     strategy: Strategy,
     key_hash: Option<u64>,
     /// Instances this call already tried; allocated only on a retry.
@@ -233,6 +233,7 @@ impl ByDiscovery {
     /// scope (the first call to a service adds it to the watch).
     pub(super) async fn new(
         cache: Arc<RegistryCache>,
+        index: Arc<DiscoveryIndex>,
         call: &Call<'_>,
         strategy: Strategy,
     ) -> Result<Self, RpcError> {
@@ -249,10 +250,9 @@ impl ByDiscovery {
         if !cache.cover_service(call.service, call.deadline).await {
             return Err(call.timed_out());
         }
-        let view = cache.shared().clone();
         Ok(Self {
             cache,
-            view,
+            index,
             strategy,
             key_hash,
             tried: Vec::new(),
@@ -267,14 +267,14 @@ impl Pick for ByDiscovery {
 
     async fn pick(&mut self, call: &Call<'_>, failed: bool) -> Result<Member, RpcError> {
         loop {
-            if let Some(picked) = self.view.select(
+            if let Some(member) = self.index.select(
                 call.service,
                 self.strategy,
                 self.key_hash,
                 Some(call.method),
                 &self.tried,
             ) {
-                return Ok(picked.member);
+                return Ok(member);
             }
             if !failed && !self.caught_up {
                 // Nothing known: make sure registrations acknowledged before
@@ -288,7 +288,7 @@ impl Pick for ByDiscovery {
             }
             // Instances that do not list the method are never tried: a call
             // to a missing method must not evict healthy instances.
-            return Err(if self.view.has_selectable(call.service) {
+            return Err(if self.index.has_selectable(call.service) {
                 RpcError::NoSuchMethod {
                     service: call.service.to_owned(),
                     method: call.method.to_owned(),
@@ -322,7 +322,7 @@ impl Pick for ByDiscovery {
             Failure::NoResponder => {
                 // It died (or is stopping): this process stops picking it
                 // until it writes a newer record.
-                self.view.evict(call.service, &target.id);
+                self.index.evict(call.service, &target.id);
             }
             Failure::TimedOut(attempt) => target.stats.observe(attempt),
             Failure::Refused | Failure::Deposed => {}

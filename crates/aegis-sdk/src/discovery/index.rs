@@ -1,0 +1,363 @@
+//! What routing picks from: per service, the instances a call may go to
+//! (ACTIVE, not evicted by this process), their call statistics and the
+//! round-robin cursor.
+//!
+//! The registry view (`registry/cache.rs`) keeps records, revisions and
+//! change events only; it tells this index of every record change through
+//! [`RecordIndex`], under its own lock, so the index is never behind the
+//! records a lookup reads. The selectable set is rebuilt only when it
+//! changes (an instance becomes or stops being selectable, or changes the
+//! methods it serves), never per call: a record re-written with nothing new
+//! costs one map lookup.
+//!
+//! Evictions are local and keyed to revisions: a call that found no
+//! responder evicts the instance, and only a newer record (the instance
+//! wrote again) lifts it. When the bucket is created again its revisions
+//! start over, so every eviction is dropped ([`RecordIndex::reset`]).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, RwLock, atomic::AtomicUsize},
+};
+
+use aegis_contracts::{InstanceStatus, ServiceInstance};
+use tracing::debug;
+
+use super::{
+    Strategy,
+    stats::CallStats,
+    strategy::{ActiveSet, Member},
+};
+use crate::registry::cache::RecordIndex;
+
+/// One instance as routing sees it.
+#[derive(Debug)]
+struct Candidate {
+    active: bool,
+    revision: u64,
+    /// The revision that was current when this process evicted it.
+    evicted_at: Option<u64>,
+    stats: Arc<CallStats>,
+    endpoints: Option<Arc<[String]>>,
+}
+
+impl Candidate {
+    fn selectable(&self) -> bool {
+        self.active && self.evicted_at.is_none()
+    }
+}
+
+/// One service's candidates and what the strategies pick from.
+#[derive(Debug, Default)]
+struct ServiceIndex {
+    candidates: BTreeMap<String, Candidate>,
+    active: Arc<ActiveSet>,
+    /// Round-robin position, shared by every caller on the connection.
+    cursor: AtomicUsize,
+}
+
+impl ServiceIndex {
+    fn rebuild(&mut self) {
+        let members = self
+            .candidates
+            .iter()
+            .filter(|(_, c)| c.selectable())
+            .map(|(id, c)| Member {
+                id: Arc::from(id.as_str()),
+                stats: c.stats.clone(),
+                endpoints: c.endpoints.clone(),
+            })
+            .collect();
+        self.active = Arc::new(ActiveSet::new(members));
+    }
+}
+
+/// The routing index of one connection.
+#[derive(Debug, Default)]
+pub(crate) struct DiscoveryIndex {
+    services: RwLock<HashMap<String, ServiceIndex>>,
+}
+
+impl DiscoveryIndex {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, ServiceIndex>> {
+        self.services.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, ServiceIndex>> {
+        self.services.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Picks a selectable instance of `service` serving `method` (any when
+    /// `None`) by `strategy`, skipping `tried`.
+    pub(crate) fn select(
+        &self,
+        service: &str,
+        strategy: Strategy,
+        key_hash: Option<u64>,
+        method: Option<&str>,
+        tried: &[Arc<str>],
+    ) -> Option<Member> {
+        let services = self.read();
+        let entry = services.get(service)?;
+        entry
+            .active
+            .select(strategy, &entry.cursor, key_hash, method, tried)
+            .cloned()
+    }
+
+    /// Whether `service` has any selectable instance (whatever it serves).
+    pub(crate) fn has_selectable(&self, service: &str) -> bool {
+        self.read()
+            .get(service)
+            .is_some_and(|e| !e.active.members.is_empty())
+    }
+
+    /// The ids of `service`'s selectable instances, sorted.
+    pub(crate) fn selectable_ids(&self, service: &str) -> Vec<Arc<str>> {
+        self.read()
+            .get(service)
+            .map(|e| e.active.members.iter().map(|m| m.id.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Stops picking `instance_id` until it writes a newer record.
+    pub(crate) fn evict(&self, service: &str, instance_id: &str) {
+        let mut services = self.write();
+        let Some(entry) = services.get_mut(service) else {
+            return;
+        };
+        let Some(candidate) = entry.candidates.get_mut(instance_id) else {
+            return;
+        };
+        if candidate.evicted_at.is_none() {
+            candidate.evicted_at = Some(candidate.revision);
+            debug!(service, instance = instance_id, "instance evicted locally");
+            entry.rebuild();
+        }
+    }
+}
+
+impl RecordIndex for DiscoveryIndex {
+    fn upserted(&self, instance: &ServiceInstance, revision: u64) {
+        let active = instance.status == InstanceStatus::Active;
+        let mut services = self.write();
+        if !services.contains_key(&instance.service_name) {
+            services.insert(instance.service_name.clone(), ServiceIndex::default());
+        }
+        let Some(entry) = services.get_mut(&instance.service_name) else {
+            return;
+        };
+        match entry.candidates.get_mut(&instance.instance_id) {
+            Some(candidate) => {
+                let was = candidate.selectable();
+                let endpoints_changed = !same_endpoints(candidate.endpoints.as_deref(), instance);
+                candidate.active = active;
+                candidate.revision = revision;
+                if candidate.evicted_at.is_some_and(|at| revision > at) {
+                    candidate.evicted_at = None;
+                }
+                if endpoints_changed {
+                    candidate.endpoints = endpoints(instance);
+                }
+                if was != candidate.selectable() || (endpoints_changed && was) {
+                    entry.rebuild();
+                }
+            }
+            None => {
+                entry.candidates.insert(
+                    instance.instance_id.clone(),
+                    Candidate {
+                        active,
+                        revision,
+                        evicted_at: None,
+                        stats: Arc::new(CallStats::default()),
+                        endpoints: endpoints(instance),
+                    },
+                );
+                if active {
+                    entry.rebuild();
+                }
+            }
+        }
+    }
+
+    fn removed(&self, service: &str, instance_id: &str) {
+        let mut services = self.write();
+        let Some(entry) = services.get_mut(service) else {
+            return;
+        };
+        if entry
+            .candidates
+            .remove(instance_id)
+            .is_some_and(|c| c.selectable())
+        {
+            entry.rebuild();
+        }
+        if entry.candidates.is_empty() {
+            services.remove(service);
+        }
+    }
+
+    fn reset(&self) {
+        for entry in self.write().values_mut() {
+            let mut dropped = false;
+            for candidate in entry.candidates.values_mut() {
+                dropped |= candidate.evicted_at.take().is_some();
+            }
+            if dropped {
+                entry.rebuild();
+            }
+        }
+    }
+}
+
+/// The methods a record says its instance serves (`metadata.endpoints`).
+fn endpoints(instance: &ServiceInstance) -> Option<Arc<[String]>> {
+    let list = instance.metadata.get("endpoints")?.as_array()?;
+    Some(
+        list.iter()
+            .filter_map(|m| m.as_str().map(str::to_owned))
+            .collect(),
+    )
+}
+
+/// Whether `known` is what the record says, without allocating (this runs
+/// for every record write).
+fn same_endpoints(known: Option<&[String]>, instance: &ServiceInstance) -> bool {
+    let said = instance
+        .metadata
+        .get("endpoints")
+        .and_then(serde_json::Value::as_array);
+    match (known, said) {
+        (None, None) => true,
+        (Some(known), Some(said)) => {
+            let said = said.iter().filter_map(serde_json::Value::as_str);
+            known.iter().map(String::as_str).eq(said)
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::cache::{Shared, Snapshot};
+    use chrono::Utc;
+    use serde_json::json;
+
+    fn inst(service: &str, id: &str, status: InstanceStatus) -> ServiceInstance {
+        let mut i = ServiceInstance::new(service, id, "1.0.0", Utc::now());
+        i.status = status;
+        i.metadata.insert("endpoints".into(), json!(["m"]));
+        i
+    }
+
+    /// A registry view feeding a routing index, as on a connection.
+    fn view() -> (Shared, Arc<DiscoveryIndex>) {
+        let index = Arc::new(DiscoveryIndex::default());
+        (Shared::new(index.clone()), index)
+    }
+
+    fn pick(index: &DiscoveryIndex, service: &str) -> Option<String> {
+        index
+            .select(service, Strategy::RoundRobin, None, Some("m"), &[])
+            .map(|m| m.id.to_string())
+    }
+
+    #[test]
+    fn only_active_instances_are_picked_and_removals_leave() {
+        let (view, index) = view();
+        view.upsert(inst("svc", "b", InstanceStatus::Active), 1);
+        view.upsert(inst("svc", "a", InstanceStatus::Standby), 2);
+        assert_eq!(index.selectable_ids("svc").len(), 1);
+        assert_eq!(pick(&index, "svc").as_deref(), Some("b"));
+        assert!(
+            index
+                .select("svc", Strategy::RoundRobin, None, Some("other"), &[])
+                .is_none(),
+            "an instance that does not serve the method is not picked"
+        );
+        view.remove("svc", "b", crate::registry::RemovalReason::Expired);
+        assert_eq!(pick(&index, "svc"), None);
+        assert!(!index.has_selectable("svc"));
+    }
+
+    #[test]
+    fn evictions_last_until_a_newer_record() {
+        let (view, index) = view();
+        view.upsert(inst("svc", "a", InstanceStatus::Active), 10);
+        index.evict("svc", "a");
+        assert_eq!(pick(&index, "svc"), None);
+        assert_eq!(
+            view.by_service("svc").len(),
+            1,
+            "the registry view keeps it"
+        );
+        // A replayed (same) revision does not lift the eviction; a new one does.
+        view.upsert(inst("svc", "a", InstanceStatus::Active), 10);
+        assert_eq!(pick(&index, "svc"), None);
+        view.upsert(inst("svc", "a", InstanceStatus::Active), 11);
+        assert_eq!(pick(&index, "svc").as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn a_new_endpoint_list_is_routed_by() {
+        let (view, index) = view();
+        view.upsert(inst("svc", "a", InstanceStatus::Active), 1);
+        let mut more = inst("svc", "a", InstanceStatus::Active);
+        more.metadata.insert("endpoints".into(), json!(["m", "n"]));
+        view.upsert(more, 2);
+        assert!(
+            index
+                .select("svc", Strategy::RoundRobin, None, Some("n"), &[])
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn an_unchanged_record_in_a_reload_keeps_its_eviction() {
+        let (view, index) = view();
+        view.upsert(inst("svc", "keep", InstanceStatus::Active), 1);
+        view.upsert(inst("svc", "changed", InstanceStatus::Active), 3);
+        index.evict("svc", "keep");
+        let mut snapshot = Snapshot::new();
+        snapshot.insert(
+            ("svc".into(), "keep".into()),
+            (inst("svc", "keep", InstanceStatus::Active), 1),
+        );
+        snapshot.insert(
+            ("svc".into(), "changed".into()),
+            (inst("svc", "changed", InstanceStatus::Standby), 7),
+        );
+        snapshot.insert(
+            ("svc".into(), "new".into()),
+            (inst("svc", "new", InstanceStatus::Active), 8),
+        );
+        view.replace_all(snapshot, false);
+        assert_eq!(pick(&index, "svc").as_deref(), Some("new"));
+    }
+
+    #[test]
+    fn a_fresh_load_from_a_new_bucket_forgets_revisions_and_evictions() {
+        let (view, index) = view();
+        view.upsert(inst("svc", "a", InstanceStatus::Active), 300);
+        view.upsert(inst("svc", "b", InstanceStatus::Active), 301);
+        index.evict("svc", "a");
+        index.evict("svc", "b");
+        let mut changed = inst("svc", "b", InstanceStatus::Active);
+        changed.version = "2.0.0".into();
+        let mut snapshot = Snapshot::new();
+        let same = view.get("svc", "a").unwrap();
+        snapshot.insert(("svc".into(), "a".into()), (same, 1));
+        snapshot.insert(("svc".into(), "b".into()), (changed, 2));
+        view.replace_all(snapshot, true);
+        // Both routable again.
+        assert_eq!(index.selectable_ids("svc").len(), 2);
+        // Revisions continue from the new bucket's: a later write lifts a
+        // later eviction as usual.
+        index.evict("svc", "a");
+        assert_eq!(index.selectable_ids("svc").len(), 1);
+        view.upsert(inst("svc", "a", InstanceStatus::Active), 3);
+        assert!(index.selectable_ids("svc").iter().any(|id| &**id == "a"));
+    }
+}
