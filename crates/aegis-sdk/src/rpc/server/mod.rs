@@ -1,0 +1,388 @@
+//! The serving side of RPC: [`ServiceBuilder`] → [`ServiceBuilder::start`] →
+//! [`Service`], a handle that stops the service on [`Service::shutdown`] (or,
+//! less gracefully, on drop).
+//!
+//! Start subscribes every method, then registers the instance in the
+//! [registry](crate::registry) (unless `.register(false)`), so discovery
+//! only ever hands out instances that already listen. In a
+//! [single-active](ServiceBuilder::single_active) service the shared subject
+//! of a leader-only method is subscribed by the leader alone
+//! (`rpc/leader_gate.rs`). Shutdown runs the reverse: a
+//! leader leaves the shared subjects and resigns, the instance deregisters
+//! (discovery stops choosing it), then unsubscribes (stops taking
+//! requests) and waits for the requests in flight — all within the
+//! shutdown timeout.
+//!
+//! The request path is in `rpc/endpoint.rs`, the services
+//! protocol in `rpc/micro.rs`. A slow handler does not hold up the
+//! next request; a panicking handler answers `INTERNAL` and the service keeps
+//! running; a request that does not decode answers `INVALID_REQUEST`.
+//!
+//! - `handler.rs`: the typed handler behind every method and the
+//!   [`RequestContext`] it receives.
+//! - `start.rs`: [`ServiceBuilder::start`] as named steps (validate,
+//!   campaign, subscribe, describe, register, mirror), with one rollback
+//!   guard that undoes what a failed step leaves behind.
+//! - `running.rs`: the [`Service`] handle and its ordered shutdown.
+//! - `roles.rs`: mirroring the election's role into the registry record.
+
+mod handler;
+mod roles;
+mod running;
+mod start;
+
+use std::{collections::HashMap, fmt, future::Future, sync::Arc, time::Duration};
+
+use aegis_contracts::names::NameError;
+use schemars::JsonSchema;
+use serde::{Serialize, de::DeserializeOwned};
+
+pub(crate) use handler::ErasedHandler;
+pub use handler::RequestContext;
+pub use running::Service;
+
+use super::{WireError, schema::MethodSchemas};
+use crate::{
+    Connection,
+    election::LeaseConfig,
+    registry::{RegistrationOptions, RegistryError, registration::HealthCheck},
+};
+use handler::TypedHandler;
+
+/// Declares a service: its name, version, instance id and typed handlers.
+///
+/// ```no_run
+/// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), Box<dyn std::error::Error>> {
+/// use aegis_sdk::rpc::WireError;
+/// use serde::{Deserialize, Serialize};
+///
+/// /// Asks for the price of a symbol (published as the method's description).
+/// #[derive(Deserialize, schemars::JsonSchema)]
+/// struct Quote { symbol: String }
+/// #[derive(Serialize, schemars::JsonSchema)]
+/// struct Price { symbol: String, price: f64 }
+///
+/// let service = conn
+///     .service("pricing-service", "1.0.0")
+///     .handler("get_price", |q: Quote| async move {
+///         if q.symbol.is_empty() {
+///             return Err(WireError::invalid_request("symbol is required"));
+///         }
+///         Ok(Price { symbol: q.symbol, price: 175.0 })
+///     })
+///     .start()
+///     .await?;
+/// service.shutdown().await?;
+/// # Ok(()) }
+/// ```
+pub struct ServiceBuilder {
+    conn: Connection,
+    name: String,
+    version: String,
+    description: Option<String>,
+    instance_id: Option<String>,
+    shutdown_timeout: Duration,
+    handlers: Vec<(String, Arc<dyn ErasedHandler>, MethodSchemas)>,
+    /// Method descriptions set with [`ServiceBuilder::describe`].
+    descriptions: HashMap<String, String>,
+    metadata: HashMap<String, String>,
+    register: bool,
+    registration: RegistrationOptions,
+    health_check: Option<HealthCheck>,
+    single_active: Option<String>,
+    lease: LeaseConfig,
+    any_role: std::collections::HashSet<String>,
+    metrics_interval: Option<Duration>,
+    drain_grace: Duration,
+    resign_after: u32,
+}
+
+/// Default number of failed health checks in a row after which a sticky
+/// leader hands over ([`ServiceBuilder::resign_after_failed_checks`]).
+pub const DEFAULT_RESIGN_AFTER_FAILED_CHECKS: u32 = 3;
+
+impl fmt::Debug for ServiceBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceBuilder")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("instance_id", &self.instance_id)
+            .field(
+                "methods",
+                &self.handlers.iter().map(|(m, ..)| m).collect::<Vec<_>>(),
+            )
+            .field("register", &self.register)
+            .field("registration", &self.registration)
+            .finish()
+    }
+}
+
+/// Why a service could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// A name (service, instance, method) is invalid; nothing was started.
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
+    /// The version is not semver.
+    #[error("service version `{0}` is not semver (e.g. 1.2.3)")]
+    InvalidVersion(String),
+    /// The same method was declared twice.
+    #[error("method `{0}` is declared twice")]
+    DuplicateMethod(String),
+    /// A service without methods serves nothing.
+    #[error("service `{0}` declares no methods")]
+    NoMethods(String),
+    /// NATS refused a subscription.
+    #[error("cannot start the service on NATS")]
+    Nats(#[source] async_nats::Error),
+    /// In-flight requests did not finish within the shutdown timeout.
+    #[error("{0} request(s) still running after the shutdown timeout")]
+    ShutdownTimeout(usize),
+    /// Registering, changing or removing the registry record failed (or the
+    /// registration options are invalid).
+    #[error("service registry: {0}")]
+    Registry(#[from] RegistryError),
+    /// The single-active election could not start (or its timing is invalid).
+    #[error("single-active election: {0}")]
+    Election(#[from] crate::election::ElectionError),
+    /// The service was started with `.register(false)`: it has no record.
+    #[error("the service is not registered")]
+    NotRegistered,
+}
+
+impl ServiceBuilder {
+    pub(crate) fn new(conn: Connection, name: String, version: String) -> Self {
+        Self {
+            conn,
+            name,
+            version,
+            description: None,
+            instance_id: None,
+            shutdown_timeout: Duration::from_secs(10),
+            handlers: Vec::new(),
+            descriptions: HashMap::new(),
+            metadata: HashMap::new(),
+            register: true,
+            registration: RegistrationOptions::default(),
+            health_check: None,
+            single_active: None,
+            lease: LeaseConfig::default(),
+            any_role: std::collections::HashSet::new(),
+            metrics_interval: Some(crate::telemetry::DEFAULT_METRICS_INTERVAL),
+            drain_grace: Duration::from_millis(100),
+            resign_after: DEFAULT_RESIGN_AFTER_FAILED_CHECKS,
+        }
+    }
+
+    /// Sets the instance id (unique per process; in Kubernetes the pod name).
+    /// Default: host name plus a short random suffix.
+    pub fn instance_id(mut self, id: impl Into<String>) -> Self {
+        self.instance_id = Some(id.into());
+        self
+    }
+
+    /// A human description, shown by `$SRV.INFO`.
+    pub fn description(mut self, text: impl Into<String>) -> Self {
+        self.description = Some(text.into());
+        self
+    }
+
+    /// Describes a method for `$SRV.INFO` (endpoint metadata `description`).
+    /// Without it, the doc comment of the method's request type is used.
+    pub fn describe(mut self, method: impl Into<String>, text: impl Into<String>) -> Self {
+        self.descriptions.insert(method.into(), text.into());
+        self
+    }
+
+    /// How long [`Service::shutdown`] waits for in-flight requests (default 10 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Adds a metadata entry published in `$SRV.INFO` and in the instance's
+    /// registry record (where it overrides a standard entry of the same
+    /// name: `host`, `pid`, `startTime`, `sdkVersion`, `endpoints`).
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Whether to register in the service registry (default `true`). An
+    /// unregistered service is reachable only through
+    /// [`RpcClient::call_balanced`](super::RpcClient::call_balanced) and
+    /// [`RpcClient::call_instance`](super::RpcClient::call_instance).
+    pub fn register(mut self, yes: bool) -> Self {
+        self.register = yes;
+        self
+    }
+
+    /// How often the liveness beat goes out and the health check runs
+    /// (default 1 s; must be below the TTL).
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.registration.heartbeat = every;
+        self
+    }
+
+    /// How often an unchanged registry record is re-written to renew its
+    /// TTL (default 4 s; see [`RegistrationOptions::effective_refresh`]).
+    /// Every process calling the service receives each write.
+    pub fn refresh(mut self, every: Duration) -> Self {
+        self.registration.refresh = every;
+        self
+    }
+
+    /// How long the record outlives the last heartbeat on the server
+    /// (default 15 s, above a cluster's stream leader election): the
+    /// backstop for a hung or partitioned instance (a crash is seen at once
+    /// from the server's disconnect advisory and the missing beats).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.registration.ttl = ttl;
+        self
+    }
+
+    /// All registration timing at once.
+    pub fn registration(mut self, options: RegistrationOptions) -> Self {
+        self.registration = options;
+        self
+    }
+
+    /// A check run before every heartbeat; while it fails the instance
+    /// reports UNHEALTHY and discovery routes around it.
+    pub fn health_check<F, Fut>(mut self, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = bool> + Send + 'static,
+    {
+        self.health_check = Some(Arc::new(move || Box::pin(check())));
+        self
+    }
+
+    /// For a [single-active](Self::single_active) service: how many health
+    /// checks in a row must fail before the leader hands over to a healthy
+    /// standby (default 3; 0 counts as 1). The record says UNHEALTHY from
+    /// the first failure. An operator's `aegis chaos unhealthy` hands over
+    /// at once. With no healthy standby the leader keeps leading, shown as
+    /// degraded (see [`election::health`](crate::election::health)).
+    pub fn resign_after_failed_checks(mut self, checks: u32) -> Self {
+        self.resign_after = checks.max(1);
+        self
+    }
+
+    /// Makes this a sticky single-active service in `group`: instances
+    /// elect one ACTIVE leader (the others are STANDBY in the registry), and
+    /// only the leader runs handlers — a standby answers NOT_ACTIVE, except
+    /// for methods added with [`handler_any_role`](Self::handler_any_role).
+    /// Callers use [`RpcClient::call_active`](super::RpcClient::call_active).
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), Box<dyn std::error::Error>> {
+    /// use aegis_sdk::rpc::{RequestContext, WireError};
+    /// use serde_json::{json, Value};
+    ///
+    /// let service = conn
+    ///     .service("order-service", "1.0.0")
+    ///     .single_active("default")
+    ///     .handler_with_context("create_order", |ctx: RequestContext, order: Value| async move {
+    ///         // ctx.epoch fences writes made by this leader.
+    ///         Ok::<_, WireError>(json!({"accepted": order, "epoch": ctx.epoch}))
+    ///     })
+    ///     .handler_any_role("health", |_: Value| async move { Ok(json!({"ok": true})) })
+    ///     .start()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn single_active(mut self, group: impl Into<String>) -> Self {
+        self.single_active = Some(group.into());
+        self
+    }
+
+    /// How long a graceful stop keeps answering after it deregistered (and
+    /// resigned), before it unsubscribes (default 100 ms): long enough for
+    /// callers' registry views to drop this instance, so requests already on
+    /// their way are answered instead of lost.
+    pub fn drain_grace(mut self, grace: Duration) -> Self {
+        self.drain_grace = grace;
+        self
+    }
+
+    /// How often a metrics snapshot is published to `AEGIS_METRICS`
+    /// (default 2 s); `None` publishes none.
+    pub fn metrics_interval(mut self, every: Option<Duration>) -> Self {
+        self.metrics_interval = every;
+        self
+    }
+
+    /// Lease timing of the single-active election (default: 400 ms lease,
+    /// renewed every 100 ms).
+    pub fn lease(mut self, lease: LeaseConfig) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Adds a handler that every instance runs whatever its role (health,
+    /// echo, read-only queries) in a single-active service.
+    pub fn handler_any_role<Req, Res, F, Fut>(mut self, method: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Res, WireError>> + Send + 'static,
+        Req: DeserializeOwned + JsonSchema + Send + 'static,
+        Res: Serialize + JsonSchema + Send + 'static,
+    {
+        let method = method.into();
+        self.any_role.insert(method.clone());
+        self.handler(method, f)
+    }
+
+    /// Like [`handler_any_role`](Self::handler_any_role), with the
+    /// [`RequestContext`] first (its `epoch` is `None` on a standby).
+    pub fn handler_any_role_with_context<Req, Res, F, Fut>(
+        mut self,
+        method: impl Into<String>,
+        f: F,
+    ) -> Self
+    where
+        F: Fn(RequestContext, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Res, WireError>> + Send + 'static,
+        Req: DeserializeOwned + JsonSchema + Send + 'static,
+        Res: Serialize + JsonSchema + Send + 'static,
+    {
+        let method = method.into();
+        self.any_role.insert(method.clone());
+        self.handler_with_context(method, f)
+    }
+
+    /// Adds a typed handler for `method`. The request is decoded from JSON (or
+    /// MessagePack) into `Req`; `Ok(Res)` is encoded back; `Err(WireError)`
+    /// travels to the caller with its code.
+    pub fn handler<Req, Res, F, Fut>(self, method: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Res, WireError>> + Send + 'static,
+        Req: DeserializeOwned + JsonSchema + Send + 'static,
+        Res: Serialize + JsonSchema + Send + 'static,
+    {
+        self.handler_with_context(method, move |_ctx: RequestContext, req: Req| f(req))
+    }
+
+    /// Like [`handler`](Self::handler), with the [`RequestContext`] first.
+    pub fn handler_with_context<Req, Res, F, Fut>(mut self, method: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(RequestContext, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Res, WireError>> + Send + 'static,
+        Req: DeserializeOwned + JsonSchema + Send + 'static,
+        Res: Serialize + JsonSchema + Send + 'static,
+    {
+        let handler = TypedHandler {
+            f,
+            _types: std::marker::PhantomData,
+        };
+        self.handlers.push((
+            method.into(),
+            Arc::new(handler),
+            MethodSchemas::of::<Req, Res>(),
+        ));
+        self
+    }
+}

@@ -1,0 +1,290 @@
+//! A running service: the [`Service`] handle, its accessors and its ordered
+//! shutdown (leave the shared subjects, resign, deregister, drain, stop).
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use aegis_contracts::InstanceStatus;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{debug, info, warn};
+
+use super::ServiceError;
+use crate::{
+    election::Election, metrics::InstanceMetrics, registry::Registration, telemetry::TelemetryTasks,
+};
+
+/// The longest a stopping leader waits for its shared subjects to drain
+/// before it resigns.
+const LEAVE_WAIT: Duration = Duration::from_secs(1);
+
+/// A task aborted when its handle is dropped.
+pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The least time a stop gives the telemetry tasks to publish the last
+/// metrics snapshot, even after the shutdown timeout ran out.
+const TELEMETRY_STOP: Duration = Duration::from_millis(600);
+
+/// A running service. Stop it with [`Service::shutdown`]; dropping it stops
+/// taking requests too, without waiting for the ones in flight, and a
+/// single-active leader does not resign: its lease lapses, as after a crash
+/// (see [`Election`]).
+pub struct Service {
+    pub(super) client: async_nats::Client,
+    pub(super) name: String,
+    pub(super) instance_id: String,
+    pub(super) methods: Vec<String>,
+    /// Answers the NATS services protocol (`$SRV.*`).
+    pub(super) micro_task: Option<AbortOnDrop>,
+    /// Joins and leaves the shared subjects as the election decides.
+    pub(super) gate_task: Option<tokio::task::JoinHandle<()>>,
+    /// Tells every subscription loop to unsubscribe (the gate's too).
+    pub(super) unsubscribe: CancellationToken,
+    /// Tells the gate to leave the shared subjects for good.
+    pub(super) leave_shared: CancellationToken,
+    /// The leader's shared-subject loops, waited for before it resigns.
+    pub(super) gate_tracker: TaskTracker,
+    pub(super) registration: Option<Registration>,
+    pub(super) election: Option<Election>,
+    pub(super) role_task: Option<tokio::task::JoinHandle<()>>,
+    /// Tells the election the instance's fitness to lead.
+    pub(super) health_task: Option<tokio::task::JoinHandle<()>>,
+    /// Answers operator drills on `aegis.control.{service}.{instance}`.
+    pub(super) control_task: Option<tokio::task::JoinHandle<()>>,
+    pub(super) telemetry_tasks: Option<TelemetryTasks>,
+    pub(super) drain_grace: Duration,
+    pub(super) tracker: TaskTracker,
+    /// Tells the endpoint loops to stop reading when their subscriptions
+    /// cannot close (no server to confirm the unsubscribe).
+    pub(super) stop_taking: CancellationToken,
+    pub(super) shutdown_timeout: Duration,
+    pub(super) metrics: Arc<InstanceMetrics>,
+}
+
+impl fmt::Debug for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Service")
+            .field("name", &self.name)
+            .field("instance_id", &self.instance_id)
+            .field("methods", &self.methods)
+            .finish()
+    }
+}
+
+impl Service {
+    /// The service name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// This instance's id.
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    /// The methods served.
+    pub fn methods(&self) -> &[String] {
+        &self.methods
+    }
+
+    /// This instance's measurements (latency histograms, counts, in flight).
+    pub fn metrics(&self) -> &Arc<InstanceMetrics> {
+        &self.metrics
+    }
+
+    /// The single-active election, for services started with
+    /// [`ServiceBuilder::single_active`] (role, role changes, and
+    /// `pause_renewals` for drills).
+    pub fn election(&self) -> Option<&Election> {
+        self.election.as_ref()
+    }
+
+    /// The registry registration, unless started with `.register(false)`.
+    /// [`Registration::handle`] gives a cloneable handle for other tasks.
+    pub fn registration(&self) -> Option<&Registration> {
+        self.registration.as_ref()
+    }
+
+    /// Chooses the status this instance reports and writes it at once:
+    /// UNHEALTHY or STANDBY take it out of discovery, ACTIVE brings it back.
+    ///
+    /// ```no_run
+    /// # async fn demo(service: aegis_sdk::rpc::Service) -> Result<(), aegis_sdk::rpc::server::ServiceError> {
+    /// use aegis_sdk::contracts::InstanceStatus;
+    /// service.set_status(InstanceStatus::Unhealthy).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ServiceError::NotRegistered`] without a registration;
+    /// [`ServiceError::Registry`] when the write fails (the heartbeat keeps
+    /// retrying the new status).
+    pub async fn set_status(&self, status: InstanceStatus) -> Result<(), ServiceError> {
+        let registration = self
+            .registration
+            .as_ref()
+            .ok_or(ServiceError::NotRegistered)?;
+        Ok(registration.set_status(status).await?)
+    }
+
+    /// Graceful stop, within the shutdown timeout: deregister (discovery
+    /// stops choosing this instance), stop taking requests (unsubscribe),
+    /// then serve the ones already received and wait for every handler. The
+    /// connection stays open; drain it afterwards.
+    ///
+    /// ```no_run
+    /// # async fn demo(service: aegis_sdk::rpc::Service) -> Result<(), aegis_sdk::rpc::server::ServiceError> {
+    /// service.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ServiceError::ShutdownTimeout`] when handlers were still running;
+    /// otherwise [`ServiceError::Registry`] when the record could not be
+    /// deleted (it then expires after its TTL). The other steps run anyway.
+    pub async fn shutdown(mut self) -> Result<(), ServiceError> {
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        // Every step below is bounded, so a stop finishes within the
+        // shutdown timeout whatever the state of NATS; what could not be
+        // done is logged once, with what happens instead.
+        let reachable = self.client.connection_state() == async_nats::connection::State::Connected;
+        if !reachable {
+            warn!(service = %self.name, instance = %self.instance_id,
+                "stopping while NATS is unreachable: what needs the server is skipped or bounded");
+        }
+        // A leader hands over first, so a standby takes over within
+        // milliseconds instead of waiting for the lease to lapse.
+        for task in [
+            self.role_task.take(),
+            self.health_task.take(),
+            self.control_task.take(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            task.abort();
+        }
+        // A leader leaves the shared subjects before it resigns: plain
+        // callers then see no responders (and retry) until the successor
+        // joins, rather than this instance's NOT_ACTIVE once it resigned.
+        self.leave_shared.cancel();
+        if let Some(gate) = self.gate_task.take() {
+            let _ = gate.await;
+        }
+        // Resigning before the drain completes would refuse (NOT_ACTIVE)
+        // what the server routed here just before the unsubscribe.
+        self.gate_tracker.close();
+        let leave_by = deadline.min(tokio::time::Instant::now() + LEAVE_WAIT);
+        if reachable
+            && tokio::time::timeout_at(leave_by, self.gate_tracker.wait())
+                .await
+                .is_err()
+        {
+            debug!("the shared subjects did not drain in time; resigning anyway");
+        }
+        if let Some(election) = self.election.take()
+            && tokio::time::timeout_at(deadline, election.resign())
+                .await
+                .is_err()
+        {
+            warn!(
+                "could not resign before the shutdown timeout; a standby takes over when the lease lapses"
+            );
+        }
+        let mut deregistered = Ok(());
+        if let Some(registration) = self.registration.take() {
+            deregistered = match tokio::time::timeout_at(deadline, registration.deregister()).await
+            {
+                Ok(result) => result.map_err(ServiceError::from),
+                Err(_) => Err(ServiceError::ShutdownTimeout(self.tracker.len())),
+            };
+            if let Err(e) = &deregistered {
+                warn!(error = %e, "could not deregister; the record expires with its TTL");
+            }
+        }
+        // Callers route from their registry view, which learns of the
+        // deregistration (and a resignation) within milliseconds; requests
+        // they sent just before are still on their way. Keep answering for a
+        // short grace (a former leader answers NOT_ACTIVE, so callers retry
+        // at once) instead of unsubscribing under them: a request that
+        // arrives after the unsubscribe gets no answer at all and its caller
+        // waits out a timeout. Without a server no request is on its way.
+        if reachable {
+            let grace = tokio::time::Instant::now() + self.drain_grace;
+            tokio::time::sleep_until(grace.min(deadline)).await;
+        }
+        self.unsubscribe.cancel();
+        if let Some(micro) = self.micro_task.take() {
+            drop(micro);
+        }
+        self.tracker.close();
+        let waited = tokio::time::timeout_at(deadline, async {
+            wait_for_endpoints(&self.tracker, &self.client, &self.stop_taking).await;
+            wait_for_endpoints(&self.gate_tracker, &self.client, &self.stop_taking).await;
+        })
+        .await;
+        if waited.is_err() {
+            warn!(
+                in_flight = self.tracker.len(),
+                "handlers still running at the shutdown timeout; their callers get no reply"
+            );
+        }
+        if let Some(tasks) = self.telemetry_tasks.take()
+            && tokio::time::timeout_at(
+                deadline.max(tokio::time::Instant::now() + TELEMETRY_STOP),
+                tasks.stop(),
+            )
+            .await
+            .is_err()
+        {
+            debug!("telemetry tasks did not stop in time");
+        }
+        info!(service = %self.name, instance = %self.instance_id, "service stopped");
+        match waited {
+            Ok(()) => deregistered,
+            Err(_) => Err(ServiceError::ShutdownTimeout(self.tracker.len())),
+        }
+    }
+}
+
+/// Waits for every endpoint loop (and so every request taken) to finish. An
+/// endpoint's subscription closes only once the client has told the server;
+/// while NATS is unreachable that never happens, so then the loops are told
+/// to stop reading and finish what they have.
+async fn wait_for_endpoints(
+    tracker: &TaskTracker,
+    client: &async_nats::Client,
+    stop_taking: &CancellationToken,
+) {
+    let unreachable = async {
+        while client.connection_state() == async_nats::connection::State::Connected {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::select! {
+        () = tracker.wait() => return,
+        () = unreachable => stop_taking.cancel(),
+    }
+    tracker.wait().await;
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        for task in [self.health_task.take(), self.control_task.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
+        }
+        if let Some(gate) = self.gate_task.take() {
+            gate.abort();
+        }
+        // Every subscription loop unsubscribes (the leader's shared ones
+        // included: the gate's tokens are children of this one).
+        self.unsubscribe.cancel();
+    }
+}

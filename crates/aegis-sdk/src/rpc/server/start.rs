@@ -1,0 +1,512 @@
+//! [`ServiceBuilder::start`]: validate, campaign, subscribe, describe,
+//! register, mirror — each a step of its own, with one [`Rollback`] guard
+//! that undoes, in reverse, whatever the steps before a failure started.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Duration,
+};
+
+use aegis_contracts::{InstanceStatus, ServiceInstance, names, subjects};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{info, warn};
+
+use super::{
+    ServiceBuilder, ServiceError,
+    roles::mirror_role,
+    running::{AbortOnDrop, Service},
+};
+use crate::{
+    control::{self, Controlled, Drills},
+    election::Election,
+    metrics::InstanceMetrics,
+    registry::Registration,
+    rpc::{
+        endpoint::{Method, MethodStats, Route, drive},
+        leader_gate::LeaderGate,
+        micro::{self, Description, EndpointDescription},
+    },
+    telemetry::{Telemetry, TelemetryTasks},
+};
+
+impl ServiceBuilder {
+    /// Validates everything, subscribes every method on its load-balanced
+    /// and instance-directed subjects, starts serving, and registers the
+    /// instance (record written before this returns).
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_sdk::rpc::server::ServiceError> {
+    /// use std::time::Duration;
+    /// use aegis_sdk::rpc::WireError;
+    ///
+    /// let service = conn
+    ///     .service("risk-service", "1.0.0")
+    ///     .heartbeat(Duration::from_millis(500))
+    ///     .ttl(Duration::from_secs(2))
+    ///     .handler("check", |_: serde_json::Value| async { Ok::<_, WireError>(true) })
+    ///     .start()
+    ///     .await?;
+    /// service.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ServiceError`]: invalid names, version or registration timing
+    /// (checked before any I/O), a duplicate method, no methods, NATS
+    /// refusing to subscribe, or the registry refusing the record.
+    pub async fn start(self) -> Result<Service, ServiceError> {
+        let instance_id = self.validate()?;
+        let record = self.record(&instance_id);
+        let effective = self.effective_config(&instance_id);
+        let telemetry = Telemetry::new(self.conn.client().clone(), &self.name, &instance_id);
+
+        // Campaign first: every method's gate needs the election.
+        let election = match &self.single_active {
+            Some(group) => Some(
+                Election::start(&self.conn, &self.name, group, &instance_id, self.lease).await?,
+            ),
+            None => None,
+        };
+        let mut rollback = Rollback {
+            unsubscribe: CancellationToken::new(),
+            gate_task: None,
+            election,
+        };
+        let leadership = rollback.election.as_ref().map(Election::leadership);
+        let metrics = Arc::new(InstanceMetrics::new(self.name.clone(), instance_id.clone()));
+        let drills = Arc::new(Drills::default());
+        let serving = Serving {
+            tracker: TaskTracker::new(),
+            stop_taking: CancellationToken::new(),
+            unsubscribe: rollback.unsubscribe.clone(),
+        };
+
+        // Listen on every method's subjects.
+        let subscribed = match subscribe(
+            &self,
+            &instance_id,
+            &serving,
+            &metrics,
+            &drills,
+            leadership.as_ref(),
+        )
+        .await
+        {
+            Ok(subscribed) => subscribed,
+            Err(e) => return Err(rollback.undo(e).await),
+        };
+        // Leaving the shared subjects is a step of its own on shutdown
+        // (before the resignation); a child token, so a drop still ends all.
+        let leave_shared = serving.unsubscribe.child_token();
+        let gate_tracker = TaskTracker::new();
+        let queue_group = subjects::rpc_queue_group(&self.name);
+        rollback.gate_task = match &rollback.election {
+            Some(election) if !subscribed.leader_only.is_empty() => Some(tokio::spawn(
+                LeaderGate {
+                    client: self.conn.client().clone(),
+                    queue_group,
+                    methods: subscribed.leader_only,
+                    tracker: gate_tracker.clone(),
+                    leave: leave_shared.clone(),
+                    stop: serving.stop_taking.clone(),
+                }
+                .run(election.roles()),
+            )),
+            _ => None,
+        };
+
+        // Answer the NATS services protocol ($SRV.PING/INFO/STATS).
+        let micro_task = match self
+            .serve_description(&instance_id, subscribed.endpoints, leadership.clone())
+            .await
+        {
+            Ok(task) => task,
+            Err(e) => return Err(rollback.undo(e).await),
+        };
+
+        // Listening first, registering second: discovery never hands out an
+        // instance that cannot answer yet.
+        let registration = match record {
+            None => None,
+            Some(record) => {
+                let sink = telemetry.clone();
+                let mut builder = Registration::builder(&self.conn, record)
+                    .options(self.registration.clone())
+                    .on_event(Arc::new(move |event| sink.event(event)));
+                if let Some(check) = self.health_check.clone() {
+                    builder = builder.health_check(move || check());
+                }
+                match builder.start().await {
+                    Ok(registration) => Some(registration),
+                    Err(e) => return Err(rollback.undo(e.into()).await),
+                }
+            }
+        };
+
+        // From here nothing fails: the rest only adds what can do without.
+        let Rollback {
+            unsubscribe,
+            gate_task,
+            election,
+        } = rollback;
+        let (role_task, health_task) = mirror(
+            election.as_ref(),
+            registration.as_ref(),
+            &telemetry,
+            self.resign_after,
+        );
+        let control_task = match control::start(
+            self.conn.client(),
+            Controlled {
+                service: self.name.clone(),
+                instance: instance_id.clone(),
+                drills,
+                registration: registration.as_ref().map(Registration::handle),
+                leadership,
+            },
+        )
+        .await
+        {
+            Ok(task) => Some(task),
+            Err(e) => {
+                warn!(error = %e, "cannot answer operator drills (aegis.control); continuing without");
+                None
+            }
+        };
+        let telemetry_tasks = match TelemetryTasks::start(
+            self.conn.client().clone(),
+            &self.name,
+            &instance_id,
+            metrics.clone(),
+            self.metrics_interval,
+            effective,
+        )
+        .await
+        {
+            Ok(t) => Some(t),
+            Err(e) => {
+                warn!(error = %e, "cannot answer configuration requests; continuing without");
+                None
+            }
+        };
+        info!(service = %self.name, instance = %instance_id, methods = ?subscribed.methods,
+            registered = registration.is_some(), single_active = ?self.single_active, "service started");
+        // Without a registration nobody routes by the registry: no grace needed.
+        let drain_grace = if registration.is_some() {
+            self.drain_grace
+        } else {
+            Duration::ZERO
+        };
+        Ok(Service {
+            client: self.conn.client().clone(),
+            name: self.name,
+            instance_id,
+            methods: subscribed.methods,
+            micro_task: Some(micro_task),
+            gate_task,
+            unsubscribe,
+            leave_shared,
+            gate_tracker,
+            registration,
+            election,
+            role_task,
+            health_task,
+            control_task,
+            telemetry_tasks,
+            drain_grace,
+            tracker: serving.tracker,
+            stop_taking: serving.stop_taking,
+            shutdown_timeout: self.shutdown_timeout,
+            metrics,
+        })
+    }
+
+    /// Step 1, before any I/O: names, version, methods and timing. Returns
+    /// the instance id (generated when none was given).
+    fn validate(&self) -> Result<String, ServiceError> {
+        names::validate_service_name(&self.name)?;
+        if names::validate_version(&self.version).is_err() {
+            return Err(ServiceError::InvalidVersion(self.version.clone()));
+        }
+        let instance_id = match &self.instance_id {
+            Some(id) => id.clone(),
+            None => crate::default_instance_id(),
+        };
+        names::validate_instance_id(&instance_id)?;
+        if self.handlers.is_empty() {
+            return Err(ServiceError::NoMethods(self.name.clone()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (method, ..) in &self.handlers {
+            names::validate_method_name(method)?;
+            if !seen.insert(method.as_str()) {
+                return Err(ServiceError::DuplicateMethod(method.clone()));
+            }
+        }
+        if self.register {
+            self.registration.validate()?;
+        }
+        if let Some(group) = &self.single_active {
+            names::validate_group_name(group)?;
+            self.lease.validate()?;
+        }
+        Ok(instance_id)
+    }
+
+    /// The registry record to write, unless `.register(false)`.
+    fn record(&self, instance_id: &str) -> Option<ServiceInstance> {
+        self.register.then(|| {
+            let methods: Vec<String> = self.handlers.iter().map(|(m, ..)| m.clone()).collect();
+            let mut record = instance_record(
+                &self.name,
+                instance_id,
+                &self.version,
+                &methods,
+                &self.metadata,
+            );
+            if let Some(group) = &self.single_active {
+                // Every instance starts as a standby; the election promotes one.
+                record.status = InstanceStatus::Standby;
+                record.sticky_active_group = Some(group.clone());
+            }
+            record
+        })
+    }
+
+    /// The configuration this instance runs with, as it answers the
+    /// monitor's config requests (secrets redacted).
+    fn effective_config(&self, instance_id: &str) -> serde_json::Value {
+        serde_json::json!({
+            "service": self.name,
+            "instanceId": instance_id,
+            "version": self.version,
+            "sdkVersion": crate::SDK_VERSION,
+            "singleActive": self.single_active.as_ref().map(|g| serde_json::json!({
+                "group": g,
+                "leaseMs": self.lease.lease.as_millis() as u64,
+                "renewMs": self.lease.renew_interval.as_millis() as u64,
+            })),
+            "registration": self.register.then(|| serde_json::json!({
+                "heartbeatMs": self.registration.heartbeat.as_millis() as u64,
+                "refreshMs": self.registration.effective_refresh().as_millis() as u64,
+                "ttlMs": self.registration.ttl.as_millis() as u64,
+            })),
+            "metricsIntervalMs": self.metrics_interval.map(|d| d.as_millis() as u64),
+            "shutdownTimeoutMs": self.shutdown_timeout.as_millis() as u64,
+            "connection": self.conn.config().redacted(),
+        })
+    }
+
+    /// Serves the NATS services protocol with the methods' descriptions.
+    async fn serve_description(
+        &self,
+        instance_id: &str,
+        endpoints: Vec<EndpointDescription>,
+        leadership: Option<crate::election::Leadership>,
+    ) -> Result<AbortOnDrop, ServiceError> {
+        let mut metadata: BTreeMap<String, String> = self.metadata.clone().into_iter().collect();
+        metadata.insert("instance_id".into(), instance_id.to_owned());
+        metadata.insert("aegis_sdk".into(), crate::SDK_VERSION.into());
+        micro::serve(
+            self.conn.client().clone(),
+            Description {
+                name: self.name.clone(),
+                id: instance_id.to_owned(),
+                version: self.version.clone(),
+                description: self.description.clone().unwrap_or_default(),
+                metadata,
+                started: chrono::Utc::now(),
+                endpoints,
+                election: self.single_active.clone().zip(leadership),
+            },
+        )
+        .await
+        .map(AbortOnDrop)
+        .map_err(|e| ServiceError::Nats(e.into()))
+    }
+}
+
+/// What a failed start undoes, in reverse: the subscriptions (and the
+/// gate's), then the election (resigned, so a standby need not wait for
+/// the lease).
+struct Rollback {
+    unsubscribe: CancellationToken,
+    gate_task: Option<tokio::task::JoinHandle<()>>,
+    election: Option<Election>,
+}
+
+impl Rollback {
+    /// Undoes the started steps and hands back the error that stopped them.
+    async fn undo(mut self, error: ServiceError) -> ServiceError {
+        self.unsubscribe.cancel();
+        if let Some(task) = self.gate_task.take() {
+            task.abort();
+        }
+        if let Some(election) = self.election.take() {
+            election.resign().await;
+        }
+        error
+    }
+}
+
+/// The request loops' shared controls.
+struct Serving {
+    tracker: TaskTracker,
+    /// Tells the loops to stop reading (no server to confirm unsubscribes).
+    stop_taking: CancellationToken,
+    /// Tells every subscription loop to unsubscribe.
+    unsubscribe: CancellationToken,
+}
+
+/// What subscribing every method produced.
+struct Subscribed {
+    methods: Vec<String>,
+    endpoints: Vec<EndpointDescription>,
+    /// Leader-only methods: their shared subject is joined by the leader.
+    leader_only: Vec<(String, Arc<Method>)>,
+}
+
+/// Step 3: each method on its instance-directed subject and (unless it is
+/// leader-only) its load-balanced one, a request loop per subscription.
+async fn subscribe(
+    builder: &ServiceBuilder,
+    instance_id: &str,
+    serving: &Serving,
+    metrics: &Arc<InstanceMetrics>,
+    drills: &Arc<Drills>,
+    leadership: Option<&crate::election::Leadership>,
+) -> Result<Subscribed, ServiceError> {
+    let client = builder.conn.client().clone();
+    let service_name: Arc<str> = Arc::from(builder.name.as_str());
+    let instance: Arc<str> = Arc::from(instance_id);
+    let queue_group = subjects::rpc_queue_group(&builder.name);
+    let direct_group = format!("{queue_group}.{instance_id}");
+    let mut done = Subscribed {
+        methods: Vec::new(),
+        endpoints: Vec::new(),
+        leader_only: Vec::new(),
+    };
+    for (method, handler, schemas) in &builder.handlers {
+        let stats = Arc::new(MethodStats::default());
+        let shared = Arc::new(Method {
+            client: client.clone(),
+            service: service_name.clone(),
+            instance: instance.clone(),
+            name: Arc::from(method.as_str()),
+            handler: handler.clone(),
+            metrics: metrics.clone(),
+            recorder: metrics.endpoint(method),
+            stats: stats.clone(),
+            drills: drills.clone(),
+            leadership: leadership
+                .cloned()
+                .filter(|_| !builder.any_role.contains(method)),
+        });
+        let shared_subject = subjects::rpc_subject(&builder.name, method);
+        let direct_subject = subjects::rpc_instance_subject(&builder.name, instance_id, method);
+        let mut subscriptions = vec![(
+            Route::Direct,
+            client
+                .queue_subscribe(direct_subject.clone(), direct_group.clone())
+                .await,
+        )];
+        if shared.leadership.is_some() {
+            // The leader joins the shared subject when elected.
+            done.leader_only
+                .push((shared_subject.clone(), shared.clone()));
+        } else {
+            subscriptions.push((
+                Route::Shared,
+                client
+                    .queue_subscribe(shared_subject.clone(), queue_group.clone())
+                    .await,
+            ));
+        }
+        for (route, subscription) in subscriptions {
+            let subscription = subscription.map_err(|e| ServiceError::Nats(e.into()))?;
+            serving.tracker.spawn(drive(
+                subscription,
+                shared.clone(),
+                route,
+                serving.unsubscribe.clone(),
+                serving.stop_taking.clone(),
+            ));
+        }
+        let mut endpoint_metadata = BTreeMap::from([
+            ("direct_subject".to_owned(), direct_subject),
+            (
+                "leader_only".to_owned(),
+                shared.leadership.is_some().to_string(),
+            ),
+        ]);
+        let description = builder
+            .descriptions
+            .get(method)
+            .map(String::as_str)
+            .or_else(|| schemas.request_description());
+        if let Some(d) = description {
+            endpoint_metadata.insert("description".to_owned(), d.to_owned());
+        }
+        endpoint_metadata.insert("request_schema".to_owned(), schemas.request.to_string());
+        endpoint_metadata.insert("response_schema".to_owned(), schemas.response.to_string());
+        done.endpoints.push(EndpointDescription {
+            name: method.clone(),
+            subject: shared_subject,
+            queue_group: queue_group.clone(),
+            metadata: endpoint_metadata,
+            stats,
+        });
+        done.methods.push(method.clone());
+    }
+    Ok(done)
+}
+
+/// Step 6: the election's role written to the registry record, and the
+/// instance's health deciding whether its leader keeps leading.
+fn mirror(
+    election: Option<&Election>,
+    registration: Option<&Registration>,
+    telemetry: &Telemetry,
+    resign_after: u32,
+) -> (
+    Option<tokio::task::JoinHandle<()>>,
+    Option<tokio::task::JoinHandle<()>>,
+) {
+    let (Some(election), Some(registration)) = (election, registration) else {
+        return (None, None);
+    };
+    let role_task = tokio::spawn(mirror_role(
+        election.roles(),
+        registration.handle(),
+        telemetry.clone(),
+    ));
+    let health_task = control::mirror_health(
+        registration.health_changes(),
+        election.health_gate(),
+        resign_after,
+    );
+    (Some(role_task), Some(health_task))
+}
+
+/// The registry record of a starting instance: ACTIVE, standard metadata
+/// (host, pid, start time, SDK version, endpoints), then the builder's own.
+fn instance_record(
+    service: &str,
+    instance_id: &str,
+    version: &str,
+    methods: &[String],
+    extra: &HashMap<String, String>,
+) -> ServiceInstance {
+    let now = chrono::Utc::now();
+    let mut record = ServiceInstance::new(service, instance_id, version, now);
+    record.metadata = crate::registry::standard_metadata(methods, now);
+    let mut extra: Vec<_> = extra.iter().collect();
+    extra.sort();
+    for (k, v) in extra {
+        record
+            .metadata
+            .insert(k.clone(), serde_json::Value::String(v.clone()));
+    }
+    record
+}
