@@ -92,6 +92,8 @@ pub enum Role {
     Worker,
     /// Calls two services.
     Caller,
+    /// Holds the view of two services without calling them.
+    Watcher,
     /// One instance, to be killed.
     Crash,
 }
@@ -217,6 +219,15 @@ pub async fn run(args: ScaleBenchArgs) -> anyhow::Result<Option<ScaleReport>> {
                     it.next().context("two services")?,
                 ];
                 roles::caller(url, args.index, services, args.rate, timing).await?
+            }
+            Role::Watcher => {
+                let list = args.services.as_deref().context("--services is required")?;
+                let mut it = list.split(',').map(str::to_owned);
+                let services = [
+                    it.next().context("two services")?,
+                    it.next().context("two services")?,
+                ];
+                roles::watcher(url, services).await?
             }
             Role::Crash => {
                 roles::crash(url, args.id.as_deref().context("--id is required")?, timing).await?
@@ -511,6 +522,28 @@ async fn orchestrate(args: &ScaleBenchArgs, logs: &std::path::Path) -> anyhow::R
         caller_conns.push(name);
         callers.push(kid);
     }
+    // One watcher beside each caller, on the same two services: the
+    // caller's registry upkeep alone.
+    let mut watchers = Vec::new();
+    let mut watcher_conns = Vec::new();
+    for c in 0..args.callers {
+        let mut a = common("watcher", c);
+        a.extend([
+            "--services".to_owned(),
+            format!("{},{}", service_name(2 * c), service_name(2 * c + 1)),
+        ]);
+        let mut kid = Kid::spawn(&exe, &a, &logs.join(format!("watcher-{c}.log")))?;
+        let line = kid
+            .line(Duration::from_secs(60))
+            .await
+            .context("a watcher")?;
+        let name = line
+            .strip_prefix("READY ")
+            .with_context(|| format!("a watcher said {line:?}"))?
+            .to_owned();
+        watcher_conns.push(name);
+        watchers.push(kid);
+    }
 
     // SSE clients, connected before the window.
     let probes: monitor::Probes = Arc::default();
@@ -535,6 +568,7 @@ async fn orchestrate(args: &ScaleBenchArgs, logs: &std::path::Path) -> anyhow::R
     let before = natsz::snapshot(&http, server.monitor_port()).await?;
     let cpu_workers_0 = cpu_of(&workers);
     let cpu_callers_0 = cpu_of(&callers);
+    let cpu_watchers_0 = cpu_of(&watchers);
     for kid in &mut callers {
         kid.send("START").await?;
     }
@@ -635,6 +669,7 @@ async fn orchestrate(args: &ScaleBenchArgs, logs: &std::path::Path) -> anyhow::R
     let after = natsz::snapshot(&http, server.monitor_port()).await?;
     let cpu_workers_1 = cpu_of(&workers);
     let cpu_callers_1 = cpu_of(&callers);
+    let cpu_watchers_1 = cpu_of(&watchers);
     let window_secs = window_start.elapsed().as_secs_f64();
     let false_expired: Vec<String> = false_expiries
         .lock()
@@ -673,7 +708,11 @@ async fn orchestrate(args: &ScaleBenchArgs, logs: &std::path::Path) -> anyhow::R
     };
 
     // ---- numbers -------------------------------------------------------
-    let callers_set: HashSet<&str> = caller_conns.iter().map(String::as_str).collect();
+    let callers_set: HashSet<&str> = caller_conns
+        .iter()
+        .chain(&watcher_conns)
+        .map(String::as_str)
+        .collect();
     let total = natsz::delivered(&before, &after, |_| true);
     let per_caller: Vec<natsz::Delivered> = caller_conns
         .iter()
@@ -681,6 +720,11 @@ async fn orchestrate(args: &ScaleBenchArgs, logs: &std::path::Path) -> anyhow::R
         .collect();
     let others = natsz::delivered(&before, &after, |n| !callers_set.contains(n));
     let caller_cpu = cpu_delta(&cpu_callers_0, &cpu_callers_1);
+    let watcher_cpu = cpu_delta(&cpu_watchers_0, &cpu_watchers_1);
+    let per_watcher: Vec<f64> = watcher_conns
+        .iter()
+        .map(|name| natsz::delivered(&before, &after, |n| n == name).msgs() as f64)
+        .collect();
     let worker_cpu = cpu_delta(&cpu_workers_0, &cpu_workers_1);
     let visible: Vec<u64> = caller_results
         .iter()
@@ -727,6 +771,13 @@ async fn orchestrate(args: &ScaleBenchArgs, logs: &std::path::Path) -> anyhow::R
                 .map(|s| s / window_secs * 100.0)
                 .collect::<Vec<_>>(),
         ),
+        upkeep_cpu_pct: mean(
+            &watcher_cpu
+                .iter()
+                .map(|s| s / window_secs * 100.0)
+                .collect::<Vec<_>>(),
+        ),
+        watcher_registry_msgs_per_s: mean(&per_watcher) / window_secs,
         instance_cpu_pct: worker_cpu.iter().sum::<f64>() / window_secs * 100.0
             / args.instances as f64,
         new_visible_ms: monitor::quantiles_ms(&visible),
@@ -779,6 +830,7 @@ async fn orchestrate(args: &ScaleBenchArgs, logs: &std::path::Path) -> anyhow::R
     for kid in workers
         .iter_mut()
         .chain(callers.iter_mut())
+        .chain(watchers.iter_mut())
         .chain(crash_kids.iter_mut())
     {
         kid.stdin = None;
@@ -787,6 +839,7 @@ async fn orchestrate(args: &ScaleBenchArgs, logs: &std::path::Path) -> anyhow::R
     for kid in workers
         .iter_mut()
         .chain(callers.iter_mut())
+        .chain(watchers.iter_mut())
         .chain(crash_kids.iter_mut())
     {
         let _ = kid.child.wait().await;

@@ -13,8 +13,12 @@
 //!   long its own view takes to show it. Prints `READY {connection name}`;
 //!   on `START` it resets its numbers, on `STOP` prints one JSON line
 //!   ([`CallerResult`]) and exits.
+//! - **watcher**: the registry upkeep of a caller alone — one SDK connection
+//!   whose view covers the same two services and that looks them up every
+//!   second (as a caller's discovery does), with no calls. Its CPU is what
+//!   keeping the view costs. Prints `READY {connection name}`.
 //!
-//! Both stop when stdin closes, so a parent that dies takes them along.
+//! All stop when stdin closes, so a parent that dies takes them along.
 
 use std::{sync::Arc, time::Duration};
 
@@ -327,6 +331,38 @@ pub(crate) async fn caller(
     calls.abort();
     probes.abort();
     Ok(())
+}
+
+/// The watcher role: holds the view of `services` and looks them up every
+/// second until stdin closes.
+pub(crate) async fn watcher(url: &str, services: [String; 2]) -> anyhow::Result<()> {
+    let conn = Connection::connect(config(url))
+        .await
+        .context("connecting the watcher")?;
+    let discovery = conn.discovery();
+    for service in &services {
+        discovery
+            .instances(service)
+            .await
+            .with_context(|| format!("loading the view of {service}"))?;
+    }
+    say(&format!("READY {}", conn.connection_name())).await?;
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            line = lines.next_line() => {
+                if line?.is_none() {
+                    return Ok(());
+                }
+            }
+            _ = tick.tick() => {
+                for service in &services {
+                    let _ = discovery.selectable(service).await;
+                }
+            }
+        }
+    }
 }
 
 /// The crash role: one instance on its own connection, killed by the
