@@ -20,7 +20,8 @@ use aegis_sdk::{
     rpc::{CallOptions, ErrorCode, RpcError},
 };
 use aegis_trading::{
-    order::{self, CreateOrder, Order, OrderList, OrderOptions, OrderStatus, RunningOrder},
+    Running,
+    order::{self, CreateOrder, Order, OrderList, OrderOptions, OrderStatus},
     pricing::{self, PricingOptions},
     risk::{self, Positions, RiskAssessment, RiskOptions},
 };
@@ -51,7 +52,7 @@ async fn active<Req: serde::Serialize, Res: serde::de::DeserializeOwned>(
 
 /// An order instance with its own connection, as a separate process has.
 struct Instance {
-    order: RunningOrder,
+    order: Running,
     conn: Connection,
 }
 
@@ -80,7 +81,7 @@ impl Instance {
     }
 }
 
-fn is_leader(instance: &RunningOrder) -> bool {
+fn is_leader(instance: &Running) -> bool {
     instance
         .service()
         .election()

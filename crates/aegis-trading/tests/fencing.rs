@@ -23,7 +23,8 @@ use aegis_sdk::{
     rpc::{CallOptions, ErrorCode, Service, WireError},
 };
 use aegis_trading::{
-    order::{self, CreateOrder, Order, OrderList, OrderOptions, OrderStatus, RunningOrder},
+    Running,
+    order::{self, CreateOrder, Order, OrderList, OrderOptions, OrderStatus},
     pricing::{GetPrice, Quote, default_symbols, quote_at},
     risk::{self, RiskOptions},
 };
@@ -79,7 +80,7 @@ async fn gated_pricing(conn: &Connection) -> (Service, Arc<Semaphore>, Arc<Atomi
     (service, gate, calls)
 }
 
-fn is_leader(order: &RunningOrder) -> bool {
+fn is_leader(order: &Running) -> bool {
     order
         .service()
         .election()

@@ -15,18 +15,19 @@ use aegis_sdk::{
     rpc::{CallOptions, ErrorCode, RpcError},
 };
 use aegis_trading::{
-    order::{self, CreateOrder, Order, OrderList, OrderOptions, OrderStatus, RunningOrder},
-    pricing::{self, PricingOptions, RunningPricing},
-    risk::{self, Positions, RiskLimits, RiskOptions, RunningRisk},
+    Running,
+    order::{self, CreateOrder, Order, OrderList, OrderOptions, OrderStatus},
+    pricing::{self, PricingOptions},
+    risk::{self, Positions, RiskLimits, RiskOptions},
 };
 use common::{Recorder, barrier, code, connect, eventually, server};
 use serde_json::{Value, json};
 
 /// One instance of each service.
 struct Desk {
-    pricing: RunningPricing,
-    risk: RunningRisk,
-    order: RunningOrder,
+    pricing: Running,
+    risk: Running,
+    order: Running,
 }
 
 impl Desk {
