@@ -8,13 +8,13 @@
 //! could not be removed expires with its TTL; a lease that could not be
 //! handed over lapses). A second Ctrl-C / SIGTERM exits at once.
 
-use aegis_sdk::rpc::server::ServiceError;
+use aegis_sdk::{rpc::server::ServiceError, telemetry::log_layer::LogForwarder};
 use aegis_trading::{Running, TradingError, order, pricing, risk};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::NatsArgs;
+use crate::cli::ConnectArgs;
 
 /// Which service to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -55,10 +55,12 @@ pub struct ServiceArgs {
     pub health_listen: Option<std::net::SocketAddr>,
     /// Connection flags.
     #[command(flatten)]
-    pub nats: NatsArgs,
+    pub nats: ConnectArgs,
 }
 
-/// Runs the instance until `shutdown`.
+/// Runs the instance until `shutdown`. Once it is connected, `logs` (the
+/// forwarder of the binary's log layer) sends this process's WARN/ERROR
+/// lines to NATS under the instance's name.
 ///
 /// Start-up waits for what is not ready yet — no reachable server, a
 /// JetStream still electing its leaders, a bucket another instance is
@@ -68,7 +70,11 @@ pub struct ServiceArgs {
 /// # Errors
 /// When the configuration is invalid, the service could not start within the
 /// start-up timeout, or it cannot stop cleanly.
-pub async fn run(args: ServiceArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    args: ServiceArgs,
+    shutdown: CancellationToken,
+    logs: LogForwarder,
+) -> anyhow::Result<()> {
     let probes = aegis_sdk::probes::Probes::new();
     if let Some(addr) = args.health_listen {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -116,9 +122,7 @@ pub async fn run(args: ServiceArgs, shutdown: CancellationToken) -> anyhow::Resu
         sdk_service.instance_id().to_owned(),
     );
     probes.running(&conn, sdk_service.registration().map(|r| r.handle()));
-    if let Some(forwarder) = crate::cli::LOG_FORWARDER.get() {
-        forwarder.attach(conn.client().clone(), &service, &instance);
-    }
+    logs.attach(conn.client().clone(), &service, &instance);
     eprintln!("{service} instance {instance} started; Ctrl-C or SIGTERM stops it gracefully");
     shutdown.cancelled().await;
     probes.stopping();
