@@ -18,6 +18,11 @@
 //! - [`dead_letter`] holds the [`DeadLetter`] record of a message given up
 //!   on, read from the `DEAD_LETTER` stream.
 //!
+//! With the `openapi` feature, the models the monitor API serves derive
+//! `utoipa::ToSchema`, so its OpenAPI document describes these types
+//! themselves; request bodies carry their validation rules as schema
+//! patterns and lengths.
+//!
 //! Builders in [`subjects`] do not validate; validate names with [`names`]
 //! before building subjects from untrusted input.
 

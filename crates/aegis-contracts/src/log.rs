@@ -18,18 +18,33 @@ use crate::models::rfc3339;
 
 /// One log line or lifecycle event of one instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogRecord {
     /// When it happened (RFC 3339 UTC).
     #[serde(with = "rfc3339")]
     pub timestamp: DateTime<Utc>,
-    /// Severity.
+    /// Severity: TRACE, DEBUG, INFO, WARN or ERROR.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "WARN"))]
     pub level: LogLevel,
-    /// What kind of entry this is.
+    /// What kind of entry this is: `log`, `registered`, `status_changed`,
+    /// `elected`, `leadership_lost`, `heartbeat_failed`, `deregistered`, or
+    /// a newer kind.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = String, example = "status_changed")
+    )]
     pub kind: LogKind,
     /// Human-readable text.
     pub message: String,
     /// Structured context (e.g. `{"from": "STANDBY", "to": "ACTIVE"}`).
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            required = true,
+            value_type = std::collections::BTreeMap<String, serde_json::Value>
+        )
+    )]
     pub fields: serde_json::Map<String, serde_json::Value>,
 }
 

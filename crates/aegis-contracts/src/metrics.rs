@@ -15,7 +15,10 @@ use serde::{Deserialize, Serialize};
 use crate::models::rfc3339;
 
 /// One instance's metrics for one publishing interval.
+// Readers default the fields an older publisher may omit; every snapshot
+// the monitor serves has them all, so its OpenAPI schema requires them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct MetricsSnapshot {
     /// The publishing service.
@@ -27,57 +30,92 @@ pub struct MetricsSnapshot {
     pub timestamp: DateTime<Utc>,
     /// Seconds since the instance started.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub uptime_secs: f64,
     /// Length of the interval the rates cover, in seconds.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub interval_secs: f64,
     /// Per-endpoint figures.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub endpoints: Vec<EndpointMetrics>,
     /// Messages waiting to be handled (e.g. pending command deliveries).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub queue_depth: u64,
     /// Requests being handled right now.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub in_flight: u64,
     /// Service-defined gauges.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub custom: BTreeMap<String, f64>,
 }
 
 /// Figures for one endpoint (RPC method, event handler or command).
+// Every field reads as its default when absent: said per field rather than
+// on the struct, which would also print the defaults into the OpenAPI
+// schema. Served snapshots have every field, so the schema requires them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
 pub struct EndpointMetrics {
     /// The endpoint name, e.g. a method name.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub name: String,
     /// Requests handled since start.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub requests: u64,
     /// Successful requests since start.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub successes: u64,
     /// Failed requests since start.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub errors: u64,
     /// Requests per second over the interval.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub request_rate: f64,
     /// Errors per second over the interval.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub error_rate: f64,
     /// Latency percentiles over the interval, in milliseconds.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub latency_ms: LatencySummary,
 }
 
 /// Latency percentiles in milliseconds.
+// Per-field defaults, as in `EndpointMetrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LatencySummary {
     /// Median.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub p50: f64,
     /// 90th percentile.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub p90: f64,
     /// 99th percentile.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub p99: f64,
     /// Largest observed.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub max: f64,
     /// Arithmetic mean.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub mean: f64,
 }
 

@@ -1,7 +1,9 @@
 //! The monitor's configuration: [`MonitorConfig`] (a plain struct with
 //! defaults, what the library takes) and [`ApiArgs`] (the `aegis api` flags,
 //! each with an `AEGIS_*` environment fallback, turned into a
-//! `MonitorConfig` once at start).
+//! `MonitorConfig` once at start). [`NatsArgs`], the NATS connection flags,
+//! is shared with every other `aegis` command that connects, so they all
+//! read NATS settings one way.
 //!
 //! Tokens are [`Secret`]s: they never appear in `Debug` output, logs or
 //! `--help` (their environment values are hidden).
@@ -13,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use aegis_sdk::{AegisConfig, ConfigLoader, Secret};
+use aegis_sdk::{AegisConfig, ConfigError, ConfigLoader, Secret};
 use anyhow::Context;
 
 /// Everything the monitor needs to run.
@@ -204,6 +206,76 @@ impl MonitorConfig {
     }
 }
 
+/// The NATS connection flags of every `aegis` command that connects (`api`,
+/// `service`, `call`, `status`, `chaos`, `init`), each with an `AEGIS_*`
+/// environment fallback. One definition, so their names, defaults and
+/// precedence cannot drift apart between commands.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma-separated.
+    #[arg(
+        long = "nats-url",
+        env = "AEGIS_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+    /// A TOML configuration file for the NATS connection (credentials, TLS,
+    /// replicas; see the SDK's `config` docs). `AEGIS_NATS_*` variables apply too.
+    #[arg(long, env = "AEGIS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// A NATS `.creds` file.
+    #[arg(long = "nats-creds", env = "AEGIS_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+}
+
+impl NatsArgs {
+    /// Flags naming only these servers: no file, no `.creds` file.
+    pub fn with_servers(url: impl Into<String>) -> Self {
+        Self {
+            nats_url: url.into(),
+            config: None,
+            nats_creds: None,
+        }
+    }
+
+    /// The connection settings these flags describe, with precedence file <
+    /// `AEGIS_NATS_*` environment < flags < `adjust` (what the command
+    /// itself must set, e.g. `aegis init`'s replicas).
+    ///
+    /// ```
+    /// let args = aegis_monitor::NatsArgs::with_servers("nats://a:4222, nats://b:4222,");
+    /// let config = args.load(|c| c.nats.pool_size = 1).unwrap();
+    /// assert_eq!(config.nats.servers, ["nats://a:4222", "nats://b:4222"]);
+    /// ```
+    ///
+    /// # Errors
+    /// [`ConfigError`] for a missing or invalid file, a variable that does
+    /// not parse, or settings that fail validation.
+    pub fn load(
+        &self,
+        adjust: impl FnOnce(&mut AegisConfig) + Send + 'static,
+    ) -> Result<AegisConfig, ConfigError> {
+        let url = self.nats_url.clone();
+        let creds = self.nats_creds.clone();
+        ConfigLoader::new()
+            .file_opt(self.config.clone())
+            .env()
+            .set(move |c| {
+                c.nats.servers = url
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if creds.is_some() {
+                    c.nats.creds_file = creds;
+                }
+                adjust(c);
+            })
+            .load()
+    }
+}
+
 /// Flags of `aegis api`; every one also reads an `AEGIS_*` variable.
 ///
 /// Prefer the environment (or the token file) over flags for tokens: flags
@@ -222,20 +294,9 @@ pub struct ApiArgs {
         default_value = "127.0.0.1"
     )]
     pub bind: IpAddr,
-    /// NATS server URL(s), comma-separated.
-    #[arg(
-        long = "nats-url",
-        env = "AEGIS_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    pub nats_url: String,
-    /// A TOML configuration file for the NATS connection (credentials, TLS,
-    /// replicas; see the SDK's `config` docs). `AEGIS_NATS_*` variables apply too.
-    #[arg(long, env = "AEGIS_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// A NATS `.creds` file.
-    #[arg(long = "nats-creds", env = "AEGIS_NATS_CREDS")]
-    pub nats_creds: Option<PathBuf>,
+    /// The NATS connection.
+    #[command(flatten)]
+    pub nats: NatsArgs,
     /// Token of the admin role (reads and writes).
     #[arg(long, env = "AEGIS_ADMIN_TOKEN", hide_env_values = true, value_parser = secret)]
     pub admin_token: Option<Secret>,
@@ -305,23 +366,9 @@ impl ApiArgs {
     /// # Errors
     /// An unreadable or invalid NATS configuration.
     pub fn into_config(self) -> anyhow::Result<MonitorConfig> {
-        let url = self.nats_url.clone();
-        let creds = self.nats_creds.clone();
-        let nats = ConfigLoader::new()
-            .file_opt(self.config.clone())
-            .env()
-            .set(move |c| {
-                c.nats.servers = url
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-                if creds.is_some() {
-                    c.nats.creds_file = creds;
-                }
-            })
-            .load()
+        let nats = self
+            .nats
+            .load(|_| {})
             .context("loading the NATS configuration")?;
         Ok(MonitorConfig {
             bind: self.bind,

@@ -92,7 +92,6 @@ pub struct HistoryEntry {
     /// name, `insecure-dev`); null when unknown (written by another tool).
     pub who: Option<String>,
     /// The definition as of this change; null for deletes.
-    #[schema(value_type = Option<crate::openapi::ServiceDefinitionDoc>)]
     pub definition: Option<ServiceDefinition>,
 }
 

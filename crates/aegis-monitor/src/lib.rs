@@ -3,7 +3,8 @@
 //! a trading service), stateless apart from NATS, so several replicas can
 //! run behind one load balancer.
 //!
-//! - [`config`]: [`MonitorConfig`] and the `aegis api` flags, [`ApiArgs`].
+//! - [`config`]: [`MonitorConfig`], the `aegis api` flags ([`ApiArgs`]) and
+//!   the NATS flags every `aegis` command that connects shares ([`NatsArgs`]).
 //! - [`server`]: [`run`] (what `aegis api` calls), [`serve`], [`serve_on`].
 //! - [`state`]: [`AppState`], the shared handles and background tasks.
 //! - `routes/`: one module per route group, assembled by [`router`]; the
@@ -58,7 +59,7 @@ mod ui;
 
 pub use auth::{Principal, Role, hash_token};
 pub use bus::{SetupError, ensure_infrastructure};
-pub use config::{ApiArgs, CookieSecurity, MonitorConfig, SystemAccount, SystemArgs};
+pub use config::{ApiArgs, CookieSecurity, MonitorConfig, NatsArgs, SystemAccount, SystemArgs};
 pub use definitions::HistoryEntry;
 pub use error::{ApiError, ErrorCode};
 pub use extract::MAX_BODY_BYTES;

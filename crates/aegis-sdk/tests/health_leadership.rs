@@ -26,6 +26,7 @@ use aegis_sdk::{
     registry::RegistrationOptions,
     rpc::{CallOptions, ErrorCode, Service, WireError},
 };
+use aegis_testkit::wait::until_some;
 use common::{connect, eventually, server};
 use serde_json::{Value, json};
 
@@ -205,18 +206,12 @@ async fn eventually_record(
     instance: &str,
     cond: impl Fn(&aegis_sdk::contracts::ServiceInstance) -> bool,
 ) -> aegis_sdk::contracts::ServiceInstance {
-    let found = Mutex::new(None);
-    eventually(Duration::from_secs(5), "the record", || async {
+    until_some(Duration::from_secs(5), "the record", || async {
         let all = client.discovery().instances(SERVICE).await.unwrap();
-        let hit = all
-            .into_iter()
-            .find(|r| r.instance_id == instance && cond(r));
-        let ok = hit.is_some();
-        *found.lock().unwrap() = hit;
-        ok
+        all.into_iter()
+            .find(|r| r.instance_id == instance && cond(r))
     })
-    .await;
-    found.into_inner().unwrap().unwrap()
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

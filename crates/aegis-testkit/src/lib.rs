@@ -16,9 +16,12 @@
 //! - `config.rs` renders the server config file, `net.rs` picks free ports
 //!   and probes the monitoring endpoint, `support.rs` retries port
 //!   conflicts and names things, `error.rs` holds [`TestkitError`].
+//! - [`wait`] awaits a condition in an async test ([`wait::eventually`],
+//!   [`wait::until_some`]) instead of sleeping a fixed time; every crate's
+//!   integration tests use it.
 //!
-//! The API is synchronous (`std::process`), so it works from plain and from
-//! `#[tokio::test]` tests alike. Every process is killed and its temporary
+//! The servers' API is synchronous (`std::process`), so it works from plain
+//! and from `#[tokio::test]` tests alike. Every process is killed and its temporary
 //! directory removed on drop, also when a test panics.
 //!
 //! ```no_run
@@ -37,6 +40,7 @@ mod error;
 mod net;
 mod server;
 mod support;
+pub mod wait;
 
 pub use binary::{MIN_VERSION, nats_server_binary, server_version};
 pub use builder::NatsServerBuilder;

@@ -15,10 +15,12 @@
 //! - `common.rs`: `echo`, `health` and `simulate_work`, which every service
 //!   answers, and the counters behind each service's custom metrics.
 //! - `kv.rs`: opening a bucket and following keys with one watch.
+//! - [`Running`] (`running.rs`): the handle every `start` returns — the SDK
+//!   service plus its background tasks, stopped with `shutdown().await`.
 //! - [`TradingError`]: why a service could not start or stop.
 //!
 //! Every service has the same shape: `start(&conn, options)` returns a
-//! running handle, stopped with `shutdown().await`; `aegis service
+//! [`Running`], stopped with `shutdown().await`; `aegis service
 //! <order|pricing|risk>` is a thin wrapper around these calls. The event
 //! payloads and service names are wire contracts, so they live in
 //! [`aegis_contracts::trading`].
@@ -46,10 +48,12 @@ mod kv;
 pub mod order;
 pub mod pricing;
 pub mod risk;
+mod running;
 
 pub use aegis_contracts::trading as contracts;
 pub use common::{Health, MAX_SIMULATED_WORK, SimulateWork, WorkDone};
 pub use error::TradingError;
+pub use running::Running;
 
 /// Creates the buckets the example services keep their state in (orders,
 /// risk limits, risk positions) where missing, with the connection's

@@ -24,21 +24,18 @@ use schemars::JsonSchema;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use aegis_contracts::trading::{PRICING_SERVICE, PriceUpdated, TradingEvent, validate_symbol};
-use aegis_sdk::{
-    Connection,
-    rpc::{Service, WireError},
-};
+use aegis_sdk::{Connection, rpc::WireError};
 use chrono::{DateTime, Utc};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinHandle;
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::{
-    TradingError,
+    Running, TradingError,
     common::{self, Counters, Identity},
+    running::StopOrder,
 };
 
 /// How far a quote's mid price strays from the symbol's base: ±2 %.
@@ -263,10 +260,7 @@ impl Pricing {
 /// price, a zero interval or request bound); [`TradingError::Events`] when
 /// the `EVENTS` stream cannot be created; [`TradingError::Service`] when the
 /// service cannot start.
-pub async fn start(
-    conn: &Connection,
-    opts: PricingOptions,
-) -> Result<RunningPricing, TradingError> {
+pub async fn start(conn: &Connection, opts: PricingOptions) -> Result<Running, TradingError> {
     validate(&opts)?;
     let pricing = Arc::new(Pricing {
         symbols: opts.symbols,
@@ -310,11 +304,13 @@ pub async fn start(
             cancel.clone(),
         ))
     });
-    Ok(RunningPricing {
+    // Stopping, quotes end first: they need nothing the service keeps.
+    Ok(Running::new(
         service,
-        publisher,
-        stop: cancel.drop_guard(),
-    })
+        publisher.into_iter().collect(),
+        cancel,
+        StopOrder::TasksFirst,
+    ))
 }
 
 fn validate(opts: &PricingOptions) -> Result<(), TradingError> {
@@ -391,46 +387,6 @@ async fn publish_quotes(
                 Err(e) => warn!(error = %e, symbol, "cannot publish a price update"),
             }
         }
-    }
-}
-
-/// A running pricing instance. [`shutdown`](Self::shutdown) stops it
-/// gracefully; dropping it stops publishing and serving at once.
-#[derive(Debug)]
-pub struct RunningPricing {
-    service: Service,
-    publisher: Option<JoinHandle<()>>,
-    stop: DropGuard,
-}
-
-impl RunningPricing {
-    /// This instance's id.
-    pub fn instance_id(&self) -> &str {
-        self.service.instance_id()
-    }
-
-    /// The RPC service (metrics, registration, status).
-    pub fn service(&self) -> &Service {
-        &self.service
-    }
-
-    /// Stops publishing quotes, then stops the service gracefully
-    /// (deregister, finish requests in flight).
-    ///
-    /// # Errors
-    /// [`TradingError::Service`] when the service did not stop cleanly.
-    pub async fn shutdown(self) -> Result<(), TradingError> {
-        let Self {
-            service,
-            publisher,
-            stop,
-        } = self;
-        drop(stop);
-        if let Some(task) = publisher {
-            let _ = task.await;
-        }
-        service.shutdown().await?;
-        Ok(())
     }
 }
 

@@ -20,7 +20,8 @@ use aegis_sdk::{
     rpc::{CallOptions, ErrorCode, RpcError},
 };
 use aegis_trading::{
-    order::{self, CreateOrder, Order, OrderList, OrderOptions, OrderStatus, RunningOrder},
+    Running,
+    order::{self, CreateOrder, Order, OrderList, OrderOptions, OrderStatus},
     pricing::{self, PricingOptions},
     risk::{self, Positions, RiskAssessment, RiskOptions},
 };
@@ -51,7 +52,7 @@ async fn active<Req: serde::Serialize, Res: serde::de::DeserializeOwned>(
 
 /// An order instance with its own connection, as a separate process has.
 struct Instance {
-    order: RunningOrder,
+    order: Running,
     conn: Connection,
 }
 
@@ -80,7 +81,7 @@ impl Instance {
     }
 }
 
-fn is_leader(instance: &RunningOrder) -> bool {
+fn is_leader(instance: &Running) -> bool {
     instance
         .service()
         .election()
@@ -163,7 +164,7 @@ async fn failover_mid_stream_loses_no_acknowledged_order_and_duplicates_none() {
 
     // A third of the way in, the leader crashes, most likely in the middle
     // of an order: no resignation, its lease has to lapse.
-    eventually("a third of the orders acknowledged", || async {
+    eventually(PATIENCE, "a third of the orders acknowledged", || async {
         acked_count() >= ORDERS / 3
     })
     .await;
@@ -175,9 +176,11 @@ async fn failover_mid_stream_loses_no_acknowledged_order_and_duplicates_none() {
     instances.remove(&crashed).unwrap().crash().await;
 
     // Two thirds in, the next leader stops gracefully (it resigns).
-    eventually("two thirds of the orders acknowledged", || async {
-        acked_count() >= 2 * ORDERS / 3
-    })
+    eventually(
+        PATIENCE,
+        "two thirds of the orders acknowledged",
+        || async { acked_count() >= 2 * ORDERS / 3 },
+    )
     .await;
     let stopped = instances
         .iter()
@@ -249,7 +252,7 @@ async fn failover_mid_stream_loses_no_acknowledged_order_and_duplicates_none() {
 
     // Downstream: risk's position is the sum of the acknowledged fills.
     let expected: i64 = acked.values().map(|(o, _)| o.quantity).sum();
-    eventually("risk's position matches the fills", || async {
+    eventually(PATIENCE, "risk's position matches the fills", || async {
         let positions: Positions = conn
             .rpc()
             .call(RISK_SERVICE, "get_positions", &json!({}))
@@ -281,7 +284,7 @@ async fn a_new_leader_finishes_orders_left_pending() {
     .await
     .unwrap();
     let first = Instance::start(&nats.url(), 1).await.order;
-    eventually("order-1 leads", || async { is_leader(&first) }).await;
+    eventually(PATIENCE, "order-1 leads", || async { is_leader(&first) }).await;
     let second = Instance::start(&nats.url(), 2).await.order;
 
     // Risk is down: the order is recorded, then the caller gives up.
@@ -312,7 +315,7 @@ async fn a_new_leader_finishes_orders_left_pending() {
     // Risk comes back and leadership moves: the new leader finishes it.
     let risk = risk::start(&conn, RiskOptions::default()).await.unwrap();
     first.shutdown().await.unwrap();
-    eventually("order-2 filled the abandoned order", || async {
+    eventually(PATIENCE, "order-2 filled the abandoned order", || async {
         let got = active::<_, Order>(&conn, "get_order", &json!({"order_id": order_id})).await;
         matches!(got, Ok((order, _)) if order.status == OrderStatus::Filled)
     })
@@ -401,7 +404,7 @@ async fn a_deposed_leader_cannot_overwrite_its_successor() {
         ..Default::default()
     };
     let first = Instance::start_with(&nats.url(), 1, patient()).await.order;
-    eventually("order-1 leads", || async { is_leader(&first) }).await;
+    eventually(PATIENCE, "order-1 leads", || async { is_leader(&first) }).await;
     let second = Instance::start_with(&nats.url(), 2, patient()).await.order;
     let req = CreateOrder {
         symbol: "NVDA".into(),
@@ -422,21 +425,26 @@ async fn a_deposed_leader_cannot_overwrite_its_successor() {
                 .await
         }
     });
-    eventually("order-1 asks risk", || async { risk_calls() == 1 }).await;
+    eventually(PATIENCE, "order-1 asks risk", || async {
+        risk_calls() == 1
+    })
+    .await;
 
     // order-1 stops renewing its lease (a long pause, say) and order-2 takes
     // over while order-1 still holds the request. order-2's sweep takes the
     // pending order over under its newer epoch and asks risk; meanwhile the
     // caller retries and order-2 works on the same order for it too.
     first.service().election().unwrap().pause_renewals(true);
-    eventually("order-2 leads", || async { is_leader(&second) }).await;
+    eventually(PATIENCE, "order-2 leads", || async { is_leader(&second) }).await;
     let retry = tokio::spawn({
         let (conn, req) = (conn.clone(), req.clone());
         async move { active::<_, Order>(&conn, "create_order", &req).await }
     });
-    eventually("the sweep and the retry both ask risk", || async {
-        risk_calls() >= 3
-    })
+    eventually(
+        PATIENCE,
+        "the sweep and the retry both ask risk",
+        || async { risk_calls() >= 3 },
+    )
     .await;
 
     // Both writers on order-2 go on: one records the decision, the other

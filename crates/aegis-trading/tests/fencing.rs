@@ -23,11 +23,12 @@ use aegis_sdk::{
     rpc::{CallOptions, ErrorCode, Service, WireError},
 };
 use aegis_trading::{
-    order::{self, CreateOrder, Order, OrderList, OrderOptions, OrderStatus, RunningOrder},
+    Running,
+    order::{self, CreateOrder, Order, OrderList, OrderOptions, OrderStatus},
     pricing::{GetPrice, Quote, default_symbols, quote_at},
     risk::{self, RiskOptions},
 };
-use common::{Recorder, barrier, connect, eventually, server};
+use common::{PATIENCE, Recorder, barrier, connect, eventually, server};
 use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
@@ -79,7 +80,7 @@ async fn gated_pricing(conn: &Connection) -> (Service, Arc<Semaphore>, Arc<Atomi
     (service, gate, calls)
 }
 
-fn is_leader(order: &RunningOrder) -> bool {
+fn is_leader(order: &Running) -> bool {
     order
         .service()
         .election()
@@ -208,7 +209,7 @@ async fn a_leader_paused_past_its_lease_writes_nothing_when_it_wakes() {
 
     // order-1 runs in a child process and leads; order-2 stands by here.
     let child = ChildInstance::spawn(&nats.url());
-    eventually("order-1 leads", || async {
+    eventually(PATIENCE, "order-1 leads", || async {
         conn.rpc()
             .call_instance::<_, Value>(
                 ORDER_SERVICE,
@@ -230,14 +231,14 @@ async fn a_leader_paused_past_its_lease_writes_nothing_when_it_wakes() {
         let conn = conn.clone();
         async move { create_on(&conn, "order-1", &contested()).await }
     });
-    eventually("order-1 asks for a quote", || async {
+    eventually(PATIENCE, "order-1 asks for a quote", || async {
         quotes.load(Ordering::SeqCst) == 1
     })
     .await;
 
     // It freezes; its lease lapses and order-2 takes over.
     child.signal(Signal::SIGSTOP);
-    eventually("order-2 leads", || async { is_leader(&standby) }).await;
+    eventually(PATIENCE, "order-2 leads", || async { is_leader(&standby) }).await;
 
     // It wakes with the quote in its socket and carries on with the request
     // it was admitted for under its old lease.
@@ -280,13 +281,13 @@ async fn a_leader_writes_nothing_once_a_newer_leader_has_moved_the_fence() {
     let (pricing, gate, quotes) = gated_pricing(&conn).await;
     let risk = risk::start(&conn, RiskOptions::default()).await.unwrap();
     let leader = order::start(&conn, patient("order-1")).await.unwrap();
-    eventually("order-1 leads", || async { is_leader(&leader) }).await;
+    eventually(PATIENCE, "order-1 leads", || async { is_leader(&leader) }).await;
 
     let request = tokio::spawn({
         let conn = conn.clone();
         async move { create_on(&conn, "order-1", &contested()).await }
     });
-    eventually("order-1 asks for a quote", || async {
+    eventually(PATIENCE, "order-1 asks for a quote", || async {
         quotes.load(Ordering::SeqCst) == 1
     })
     .await;

@@ -15,18 +15,19 @@ use aegis_sdk::{
     rpc::{CallOptions, ErrorCode, RpcError},
 };
 use aegis_trading::{
-    order::{self, CreateOrder, Order, OrderList, OrderOptions, OrderStatus, RunningOrder},
-    pricing::{self, PricingOptions, RunningPricing},
-    risk::{self, Positions, RiskLimits, RiskOptions, RunningRisk},
+    Running,
+    order::{self, CreateOrder, Order, OrderList, OrderOptions, OrderStatus},
+    pricing::{self, PricingOptions},
+    risk::{self, Positions, RiskLimits, RiskOptions},
 };
-use common::{Recorder, barrier, code, connect, eventually, server};
+use common::{PATIENCE, Recorder, barrier, code, connect, eventually, server};
 use serde_json::{Value, json};
 
 /// One instance of each service.
 struct Desk {
-    pricing: RunningPricing,
-    risk: RunningRisk,
-    order: RunningOrder,
+    pricing: Running,
+    risk: Running,
+    order: Running,
 }
 
 impl Desk {
@@ -175,7 +176,7 @@ async fn an_order_flows_through_pricing_and_risk_and_fills() {
     assert!(verdict.approved);
 
     // The fill reaches risk's positions.
-    eventually("risk holds the new position", || async {
+    eventually(PATIENCE, "risk holds the new position", || async {
         let positions: Positions = conn
             .rpc()
             .call(RISK_SERVICE, "get_positions", &json!({}))
@@ -433,7 +434,7 @@ async fn an_order_its_caller_gave_up_on_is_finished_by_the_leader() {
 
     // Once risk is back, the leader's sweep decides the order on its own.
     let risk = risk::start(&conn, RiskOptions::default()).await.unwrap();
-    eventually("the abandoned order is filled", || async {
+    eventually(PATIENCE, "the abandoned order is filled", || async {
         let got: Order = active(&conn, "get_order", &json!({"order_id": pending.order_id}))
             .await
             .unwrap();
@@ -568,7 +569,7 @@ async fn a_decided_order_is_announced_once_even_past_the_dedup_window() {
         .publish_with_id("probe", "sent", &probe, &json!({}))
         .await
         .unwrap();
-    eventually("the dedup window has passed", || async {
+    eventually(PATIENCE, "the dedup window has passed", || async {
         !events
             .publish_with_id("probe", "sent", &probe, &json!({}))
             .await
@@ -644,7 +645,7 @@ async fn listings_hold_the_newest_orders_within_a_bounded_index() {
     // A restarted instance rebuilds the same bounded index from the bucket.
     desk.shutdown().await.unwrap();
     let desk = order::start(&conn, bounded()).await.unwrap();
-    eventually("the index is rebuilt", || async {
+    eventually(PATIENCE, "the index is rebuilt", || async {
         active::<_, OrderList>(&conn, "list_orders", &json!({}))
             .await
             .is_ok_and(|l| l.total == 20)

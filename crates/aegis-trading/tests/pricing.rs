@@ -13,7 +13,7 @@ use aegis_trading::{
     Health, WorkDone,
     pricing::{self, GetPrice, GetPrices, Prices, PricingOptions, Quote, default_symbols},
 };
-use common::{Recorder, code, connect, eventually, server};
+use common::{PATIENCE, Recorder, code, connect, eventually, server};
 use serde_json::{Value, json};
 
 fn quiet() -> PricingOptions {
@@ -257,7 +257,7 @@ async fn quotes_are_published_once_per_symbol_and_slot() {
     let (metrics_a, metrics_b) = (a.service().metrics().clone(), b.service().metrics().clone());
 
     let symbols = default_symbols();
-    eventually("a quote of every symbol", || async {
+    eventually(PATIENCE, "a quote of every symbol", || async {
         let seen: HashSet<String> = recorder.payloads().into_iter().map(|p| p.symbol).collect();
         seen.len() == symbols.len()
     })
@@ -272,7 +272,7 @@ async fn quotes_are_published_once_per_symbol_and_slot() {
         .zip([metrics_a, metrics_b])
         .map(|(_, m)| m.snapshot(0).custom["price_updates_published"])
         .sum::<f64>() as usize;
-    eventually("every stored quote delivered", || async {
+    eventually(PATIENCE, "every stored quote delivered", || async {
         recorder.events().len() >= stored
     })
     .await;

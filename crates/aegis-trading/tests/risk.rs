@@ -12,7 +12,7 @@ use aegis_sdk::rpc::{CallOptions, ErrorCode};
 use aegis_trading::risk::{
     self, AssessRisk, OrderToAssess, Positions, RiskAssessment, RiskLimits, RiskOptions,
 };
-use common::{Recorder, code, connect, eventually, server};
+use common::{PATIENCE, Recorder, code, connect, eventually, server};
 use serde_json::{Value, json};
 
 fn order(symbol: &str, side: Side, quantity: i64, price: f64) -> AssessRisk {
@@ -131,7 +131,7 @@ async fn orders_within_limits_pass_and_others_are_rejected_with_reasons() {
         .await;
     assert_eq!(rejected.reasons[0].code, ReasonCode::MaxOrderNotional);
     assert_eq!(rejected.instance_id, "risk-a");
-    eventually("three assessments recorded", || async {
+    eventually(PATIENCE, "three assessments recorded", || async {
         assessed.payloads().len() == 3
     })
     .await;
@@ -246,7 +246,7 @@ async fn limit_updates_are_validated_and_reach_every_instance() {
     );
 
     // The other instance judges by the new limits too, once its watch delivers.
-    eventually("risk-b sees the new limits", || async {
+    eventually(PATIENCE, "risk-b sees the new limits", || async {
         limits_of("risk-b").await == updated
     })
     .await;
@@ -306,23 +306,27 @@ async fn every_instance_builds_positions_from_fills_once_each() {
     publish(fill("o3", "TSLA", Side::Sell, 5), "f3-again").await;
 
     for instance in ["risk-a", "risk-b"] {
-        eventually(&format!("{instance} holds every position"), || async {
-            let positions = conn
-                .rpc()
-                .call_instance::<_, Positions>(
-                    RISK_SERVICE,
-                    instance,
-                    "get_positions",
-                    &json!({}),
-                    &CallOptions::default(),
-                )
-                .await
-                .unwrap()
-                .value;
-            positions.positions.get("AAPL") == Some(&70)
-                && positions.positions.get("TSLA") == Some(&-5)
-                && positions.last_event_sequence == 4
-        })
+        eventually(
+            PATIENCE,
+            &format!("{instance} holds every position"),
+            || async {
+                let positions = conn
+                    .rpc()
+                    .call_instance::<_, Positions>(
+                        RISK_SERVICE,
+                        instance,
+                        "get_positions",
+                        &json!({}),
+                        &CallOptions::default(),
+                    )
+                    .await
+                    .unwrap()
+                    .value;
+                positions.positions.get("AAPL") == Some(&70)
+                    && positions.positions.get("TSLA") == Some(&-5)
+                    && positions.last_event_sequence == 4
+            },
+        )
         .await;
     }
     assert_eq!(
@@ -339,6 +343,7 @@ async fn every_instance_builds_positions_from_fills_once_each() {
         .unwrap();
     for instance in ["risk-a", "risk-b"] {
         eventually(
+            PATIENCE,
             &format!("{instance} refuses the position breach"),
             || async {
                 let verdict = conn
@@ -415,7 +420,7 @@ async fn positions_after(conn: &aegis_sdk::Connection, instance: &str, sequence:
             .await
             .map(|reply| reply.value)
     };
-    eventually(&format!("{instance} saw #{sequence}"), || async {
+    eventually(PATIENCE, &format!("{instance} saw #{sequence}"), || async {
         get().await.is_ok_and(|p| p.last_event_sequence >= sequence)
     })
     .await;

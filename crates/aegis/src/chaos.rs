@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use nix::{sys::signal::Signal, unistd::Pid};
 
-use crate::{cli::NatsArgs, up::supervisor};
+use crate::{cli::ConnectArgs, up::supervisor};
 
 /// Options of `aegis chaos`.
 #[derive(Debug, Clone, Args)]
@@ -36,7 +36,7 @@ pub enum ChaosAction {
         target: String,
         /// Connection flags (to find a service's ACTIVE instance).
         #[command(flatten)]
-        nats: NatsArgs,
+        nats: ConnectArgs,
     },
     /// Make an instance report UNHEALTHY — discovery stops routing to it and
     /// a sticky leader hands over to a healthy standby (or leads on,
@@ -54,7 +54,7 @@ pub enum ChaosAction {
         all: bool,
         /// Connection flags.
         #[command(flatten)]
-        nats: NatsArgs,
+        nats: ConnectArgs,
     },
     /// Lift an operator's UNHEALTHY verdict (a failing health check still
     /// counts). A service name with `--all`: every instance of it.
@@ -66,7 +66,7 @@ pub enum ChaosAction {
         all: bool,
         /// Connection flags.
         #[command(flatten)]
-        nats: NatsArgs,
+        nats: ConnectArgs,
     },
     /// Add latency to every handler of an instance, e.g. `--delay 500ms`
     /// (`--delay 0s` removes it), to show latency-aware routing and the
@@ -82,7 +82,7 @@ pub enum ChaosAction {
         all: bool,
         /// Connection flags.
         #[command(flatten)]
-        nats: NatsArgs,
+        nats: ConnectArgs,
     },
     /// SIGKILL NATS node N (1-based) and keep it down.
     KillNats {
@@ -225,7 +225,11 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
 }
 
 /// An instance id as is; a service name → its ACTIVE (or first) instance.
-async fn resolve(dir: &std::path::Path, target: &str, nats: &NatsArgs) -> anyhow::Result<String> {
+async fn resolve(
+    dir: &std::path::Path,
+    target: &str,
+    nats: &ConnectArgs,
+) -> anyhow::Result<String> {
     let running = supervisor::running_children(dir);
     if running.iter().any(|n| n == target) {
         return Ok(target.to_owned());

@@ -1,18 +1,14 @@
 //! Command-line parsing and dispatch. Configuration is read here, once
 //! (flags, with `AEGIS_*` environment variables as fallbacks), and passed down.
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{path::PathBuf, process::ExitCode};
 
-use aegis_sdk::telemetry::log_layer::LogForwarder;
-use aegis_sdk::{ConfigLoader, Connection, rpc::CallOptions};
+use aegis_sdk::{Connection, telemetry::log_layer::LogForwarder};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::{EnvFilter, prelude::*};
 
-/// Forwards this process's WARN/ERROR logs to NATS once a service starts.
-pub static LOG_FORWARDER: std::sync::OnceLock<LogForwarder> = std::sync::OnceLock::new();
-
-use crate::{bench, chaos, init, nats_config, service, shutdown, status, up};
+use crate::{bench, call, chaos, init, nats_config, service, shutdown, status, up};
 
 /// Aegis: trading services on NATS — run the showcase, services and benchmarks.
 #[derive(Debug, Parser)]
@@ -38,7 +34,7 @@ pub enum Command {
     /// (for a nats-server config, or the Helm chart's generated user table).
     NatsConfig(nats_config::NatsConfigArgs),
     /// Call a service method through discovery and print the reply and who served it.
-    Call(CallArgs),
+    Call(call::CallArgs),
     /// Show the registered instances (service, id, status, heartbeat age, role).
     Status(status::StatusArgs),
     /// Break the running showcase on purpose: kill instances or NATS nodes.
@@ -70,19 +66,15 @@ pub enum BenchCommand {
     Scale(bench::scale::ScaleBenchArgs),
 }
 
-/// NATS connection flags shared by commands that connect.
+/// NATS connection flags of the commands that connect: the ones `aegis
+/// api` takes too ([`aegis_monitor::NatsArgs`]: `--nats-url`, `--config`,
+/// `--nats-creds`), read the same way, plus the operator credentials of a
+/// local showcase.
 #[derive(Debug, Clone, Args)]
-pub struct NatsArgs {
-    /// NATS server URL(s), comma-separated.
-    #[arg(
-        long = "nats-url",
-        env = "AEGIS_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    pub nats_url: String,
-    /// A TOML configuration file (see the SDK's `config` docs).
-    #[arg(long, env = "AEGIS_CONFIG")]
-    pub config: Option<PathBuf>,
+pub struct ConnectArgs {
+    /// The connection flags every command shares.
+    #[command(flatten)]
+    pub connection: aegis_monitor::NatsArgs,
     /// The credentials file of `aegis up` whose operator user to connect as
     /// when no other NATS credentials are given (`call`, `status` and
     /// `chaos`; default: `.aegis/credentials` when it exists).
@@ -93,7 +85,7 @@ pub struct NatsArgs {
 /// Where `aegis up` keeps its credentials by default.
 const DEFAULT_CREDENTIALS: &str = ".aegis/credentials";
 
-impl NatsArgs {
+impl ConnectArgs {
     /// Connects with file < environment < flags precedence.
     ///
     /// # Errors
@@ -166,51 +158,14 @@ impl NatsArgs {
         &self,
         adjust: impl FnOnce(&mut aegis_sdk::AegisConfig) + Send + 'static,
     ) -> anyhow::Result<Connection> {
-        let url = self.nats_url.clone();
-        let config = ConfigLoader::new()
-            .file_opt(self.config.clone())
-            .env()
-            .set(move |c| {
-                c.nats.servers = url.split(',').map(|s| s.trim().to_owned()).collect();
-                adjust(c);
-            })
-            .load()
-            .context("loading the configuration")?;
+        let config = self
+            .connection
+            .load(adjust)
+            .context("loading the NATS configuration")?;
         Connection::connect(config)
             .await
-            .with_context(|| format!("connecting to NATS at {}", self.nats_url))
+            .with_context(|| format!("connecting to NATS at {}", self.connection.nats_url))
     }
-}
-
-/// `aegis call`.
-#[derive(Debug, Clone, Args)]
-pub struct CallArgs {
-    /// Service name, e.g. `pricing-service`.
-    pub service: String,
-    /// Method name, e.g. `get_price`.
-    pub method: String,
-    /// Request body as JSON.
-    #[arg(default_value = "{}")]
-    pub body: String,
-    /// Call this instance only.
-    #[arg(long, conflicts_with = "active")]
-    pub instance: Option<String>,
-    /// Call the ACTIVE leader of a sticky single-active service.
-    #[arg(long)]
-    pub active: bool,
-    /// The sticky group for `--active`.
-    #[arg(long, default_value = "default")]
-    pub group: String,
-    /// Deadline in milliseconds.
-    #[arg(long, default_value_t = 5_000)]
-    pub timeout_ms: u64,
-    /// Print the method's description and the JSON Schemas of its request
-    /// and reply (from `$SRV.INFO`) instead of calling it.
-    #[arg(long)]
-    pub schema: bool,
-    /// Connection flags.
-    #[command(flatten)]
-    pub nats: NatsArgs,
 }
 
 /// Parses arguments, installs tracing and runs the command.
@@ -227,9 +182,9 @@ pub fn main() -> ExitCode {
     let filter =
         EnvFilter::try_from_env("AEGIS_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
     // WARN/ERROR lines of a service instance also go to AEGIS_LOG once it is
-    // connected (see `service::run`), so the monitor shows them.
+    // connected (`service::run` attaches the forwarder), so the monitor
+    // shows them.
     let (nats_logs, forwarder) = aegis_sdk::telemetry::log_layer::NatsLogLayer::new();
-    let _ = LOG_FORWARDER.set(forwarder);
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
@@ -248,7 +203,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, forwarder)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -257,7 +212,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// Runs the parsed command; `logs` is the forwarder of the log layer
+/// `main` installed, which a service instance attaches once connected.
+async fn run(cli: Cli, logs: LogForwarder) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Up(args) => {
             let state_dir = args.state_dir.clone();
@@ -270,7 +227,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Service(args) => {
-            service::run(args, shutdown::on_signals()).await?;
+            service::run(args, shutdown::on_signals(), logs).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status(args) => {
@@ -281,7 +238,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             chaos::run(args).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Call(args) => call(args).await,
+        Command::Call(args) => call::run(args).await,
         Command::NatsConfig(args) => {
             nats_config::run(&args);
             Ok(ExitCode::SUCCESS)
@@ -323,87 +280,37 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `aegis call SERVICE METHOD --schema`: what the method takes and returns.
-async fn print_schema(args: &CallArgs) -> anyhow::Result<ExitCode> {
-    let conn = args.nats.connect_as_operator().await?;
-    let described = match aegis_sdk::rpc::describe(
-        conn.client(),
-        &args.service,
-        Duration::from_millis(args.timeout_ms),
-    )
-    .await
-    {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error [{}]: {e}", e.code());
-            return Ok(ExitCode::FAILURE);
-        }
-    };
-    let Some(method) = described.methods.iter().find(|m| m.name == args.method) else {
-        let known: Vec<&str> = described.methods.iter().map(|m| m.name.as_str()).collect();
-        eprintln!(
-            "{} has no method `{}` (it has: {})",
-            args.service,
-            args.method,
-            known.join(", ")
-        );
-        return Ok(ExitCode::FAILURE);
-    };
-    println!("{}", serde_json::to_string_pretty(method)?);
-    eprintln!(
-        "described by {} (version {})",
-        described.instance_id, described.version
-    );
-    Ok(ExitCode::SUCCESS)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
 
-async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
-    if args.schema {
-        return print_schema(&args).await;
+    /// Clap checks a command's definition only when that subcommand is
+    /// parsed; this checks every one (e.g. two flattened argument groups
+    /// with the same id).
+    #[test]
+    fn every_subcommand_is_well_formed() {
+        Cli::command().debug_assert();
     }
-    let body: serde_json::Value = serde_json::from_str(&args.body)
-        .with_context(|| format!("the request body is not JSON: {}", args.body))?;
-    let conn = args.nats.connect_as_operator().await?;
-    let opts = CallOptions::timeout(Duration::from_millis(args.timeout_ms));
-    let rpc = conn.rpc();
-    let result = match &args.instance {
-        None if args.active => {
-            rpc.call_active::<_, serde_json::Value>(
-                &args.service,
-                &args.group,
-                &args.method,
-                &body,
-                &opts,
-            )
-            .await
-        }
-        Some(instance) => {
-            rpc.call_instance::<_, serde_json::Value>(
-                &args.service,
-                instance,
-                &args.method,
-                &body,
-                &opts,
-            )
-            .await
-        }
-        None => {
-            rpc.call_with::<_, serde_json::Value>(&args.service, &args.method, &body, &opts)
-                .await
-        }
-    };
-    match result {
-        Ok(reply) => {
-            println!("{}", serde_json::to_string_pretty(&reply.value)?);
-            eprintln!(
-                "served by {}",
-                reply.instance_id.as_deref().unwrap_or("unknown instance")
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            eprintln!("error [{}]: {e}", e.code());
-            Ok(ExitCode::FAILURE)
-        }
+
+    #[test]
+    fn connecting_commands_share_the_monitor_flags() {
+        let creds = tempfile::NamedTempFile::new().unwrap();
+        let cli = Cli::try_parse_from([
+            "aegis".as_ref(),
+            "service".as_ref(),
+            "echo".as_ref(),
+            "--nats-url".as_ref(),
+            "nats://a:4222,nats://b:4222,".as_ref(),
+            "--nats-creds".as_ref(),
+            creds.path().as_os_str(),
+        ])
+        .unwrap();
+        let Command::Service(args) = cli.command else {
+            panic!("parsed as another command");
+        };
+        let config = args.nats.connection.load(|_| {}).unwrap();
+        assert_eq!(config.nats.servers, ["nats://a:4222", "nats://b:4222"]);
+        assert_eq!(config.nats.creds_file.as_deref(), Some(creds.path()));
     }
 }

@@ -18,7 +18,7 @@ use aegis_contracts::subjects;
 use anyhow::Context;
 use clap::Args;
 
-use crate::cli::NatsArgs;
+use crate::cli::ConnectArgs;
 
 /// Options of `aegis init`.
 #[derive(Debug, Clone, Args)]
@@ -37,7 +37,7 @@ pub struct InitArgs {
     pub startup_timeout: Duration,
     /// Connection flags.
     #[command(flatten)]
-    pub nats: NatsArgs,
+    pub nats: ConnectArgs,
 }
 
 /// The streams behind everything `init` makes: Aegis's own, the monitor's

@@ -8,6 +8,7 @@
 //! - [`up`]: the local showcase: NATS, the services and the monitor as child
 //!   processes.
 //! - [`service`]: `aegis service <order|pricing|risk|echo>`, one instance.
+//! - [`call`]: `aegis call`, one RPC through discovery.
 //! - [`status`]: the registry as a terminal table.
 //! - [`chaos`]: kill instances and NATS nodes of a running showcase.
 //! - [`permissions`]: the NATS users per role and the subjects each may use.
@@ -16,6 +17,7 @@
 //! - [`shutdown`]: the root cancellation token, cancelled on Ctrl-C / SIGTERM.
 
 pub mod bench;
+pub mod call;
 pub mod chaos;
 pub mod cli;
 pub mod init;

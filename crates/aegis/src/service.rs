@@ -8,13 +8,13 @@
 //! could not be removed expires with its TTL; a lease that could not be
 //! handed over lapses). A second Ctrl-C / SIGTERM exits at once.
 
-use aegis_sdk::rpc::server::ServiceError;
-use aegis_trading::{TradingError, order, pricing, risk};
+use aegis_sdk::{rpc::server::ServiceError, telemetry::log_layer::LogForwarder};
+use aegis_trading::{Running, TradingError, order, pricing, risk};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::NatsArgs;
+use crate::cli::ConnectArgs;
 
 /// Which service to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -55,17 +55,12 @@ pub struct ServiceArgs {
     pub health_listen: Option<std::net::SocketAddr>,
     /// Connection flags.
     #[command(flatten)]
-    pub nats: NatsArgs,
+    pub nats: ConnectArgs,
 }
 
-enum Running {
-    Order(order::RunningOrder),
-    Pricing(pricing::RunningPricing),
-    Risk(risk::RunningRisk),
-    Echo(aegis_sdk::rpc::Service),
-}
-
-/// Runs the instance until `shutdown`.
+/// Runs the instance until `shutdown`. Once it is connected, `logs` (the
+/// forwarder of the binary's log layer) sends this process's WARN/ERROR
+/// lines to NATS under the instance's name.
 ///
 /// Start-up waits for what is not ready yet — no reachable server, a
 /// JetStream still electing its leaders, a bucket another instance is
@@ -75,7 +70,11 @@ enum Running {
 /// # Errors
 /// When the configuration is invalid, the service could not start within the
 /// start-up timeout, or it cannot stop cleanly.
-pub async fn run(args: ServiceArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    args: ServiceArgs,
+    shutdown: CancellationToken,
+    logs: LogForwarder,
+) -> anyhow::Result<()> {
     let probes = aegis_sdk::probes::Probes::new();
     if let Some(addr) = args.health_listen {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -117,29 +116,17 @@ pub async fn run(args: ServiceArgs, shutdown: CancellationToken) -> anyhow::Resu
     if attempts > 1 {
         tracing::info!(attempts, "started after waiting for NATS");
     }
-    let sdk_service = match &running {
-        Running::Order(s) => s.service(),
-        Running::Pricing(s) => s.service(),
-        Running::Risk(s) => s.service(),
-        Running::Echo(s) => s,
-    };
+    let sdk_service = running.service();
     let (service, instance) = (
         sdk_service.name().to_owned(),
         sdk_service.instance_id().to_owned(),
     );
     probes.running(&conn, sdk_service.registration().map(|r| r.handle()));
-    if let Some(forwarder) = crate::cli::LOG_FORWARDER.get() {
-        forwarder.attach(conn.client().clone(), &service, &instance);
-    }
+    logs.attach(conn.client().clone(), &service, &instance);
     eprintln!("{service} instance {instance} started; Ctrl-C or SIGTERM stops it gracefully");
     shutdown.cancelled().await;
     probes.stopping();
-    let stopped = match running {
-        Running::Order(s) => settle_trading(s.shutdown().await),
-        Running::Pricing(s) => settle_trading(s.shutdown().await),
-        Running::Risk(s) => settle_trading(s.shutdown().await),
-        Running::Echo(s) => settle(s.shutdown().await),
-    };
+    let stopped = settle(running.shutdown().await);
     conn.drain().await.ok();
     stopped
 }
@@ -149,39 +136,33 @@ async fn start(args: &ServiceArgs) -> anyhow::Result<(aegis_sdk::Connection, Run
     let conn = args.nats.connect().await?;
     let id = args.instance_id.clone();
     let running = match args.kind {
-        ServiceKind::Order => Running::Order(
-            order::start(
-                &conn,
-                order::OrderOptions {
-                    instance_id: id,
-                    ..Default::default()
-                },
-            )
-            .await
-            .context("starting order-service")?,
-        ),
-        ServiceKind::Pricing => Running::Pricing(
-            pricing::start(
-                &conn,
-                pricing::PricingOptions {
-                    instance_id: id,
-                    ..Default::default()
-                },
-            )
-            .await
-            .context("starting pricing-service")?,
-        ),
-        ServiceKind::Risk => Running::Risk(
-            risk::start(
-                &conn,
-                risk::RiskOptions {
-                    instance_id: id,
-                    ..Default::default()
-                },
-            )
-            .await
-            .context("starting risk-service")?,
-        ),
+        ServiceKind::Order => order::start(
+            &conn,
+            order::OrderOptions {
+                instance_id: id,
+                ..Default::default()
+            },
+        )
+        .await
+        .context("starting order-service")?,
+        ServiceKind::Pricing => pricing::start(
+            &conn,
+            pricing::PricingOptions {
+                instance_id: id,
+                ..Default::default()
+            },
+        )
+        .await
+        .context("starting pricing-service")?,
+        ServiceKind::Risk => risk::start(
+            &conn,
+            risk::RiskOptions {
+                instance_id: id,
+                ..Default::default()
+            },
+        )
+        .await
+        .context("starting risk-service")?,
         ServiceKind::Echo => {
             let mut builder = conn
                 .service("echo-service", env!("CARGO_PKG_VERSION"))
@@ -193,7 +174,7 @@ async fn start(args: &ServiceArgs) -> anyhow::Result<(aegis_sdk::Connection, Run
             if let Some(id) = id {
                 builder = builder.instance_id(id);
             }
-            Running::Echo(builder.start().await.context("starting echo-service")?)
+            Running::from(builder.start().await.context("starting echo-service")?)
         }
     };
     Ok((conn, running))
@@ -242,16 +223,10 @@ fn permanent(e: &ServiceError) -> bool {
 /// A stop whose only failure was the registry record's removal went as
 /// well as it could: that was logged where it happened, with what happens
 /// instead (the record expires with its TTL).
-fn settle(result: Result<(), ServiceError>) -> anyhow::Result<()> {
+fn settle(result: Result<(), TradingError>) -> anyhow::Result<()> {
     match result {
-        Ok(()) | Err(ServiceError::Registry(_)) => Ok(()),
+        Ok(()) | Err(TradingError::Service(ServiceError::Registry(_))) => Ok(()),
+        Err(TradingError::Service(e)) => Err(e).context("stopping the service"),
         Err(e) => Err(e).context("stopping the service"),
-    }
-}
-
-fn settle_trading(result: Result<(), TradingError>) -> anyhow::Result<()> {
-    match result {
-        Err(TradingError::Service(e)) => settle(Err(e)),
-        other => other.context("stopping the service"),
     }
 }

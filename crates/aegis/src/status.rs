@@ -17,7 +17,7 @@ use aegis_sdk::contracts::{control::METADATA_STATUS_REASON, models::InstanceStat
 use clap::Args;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::cli::NatsArgs;
+use crate::cli::ConnectArgs;
 
 /// Options of `aegis status`.
 #[derive(Debug, Clone, Args)]
@@ -27,7 +27,7 @@ pub struct StatusArgs {
     pub watch: bool,
     /// Connection flags.
     #[command(flatten)]
-    pub nats: NatsArgs,
+    pub nats: ConnectArgs,
     /// The NATS system account (crashed instances shown at once).
     #[command(flatten)]
     pub system: SystemArgs,

@@ -14,7 +14,10 @@ use std::time::Duration;
 
 use aegis::permissions::{User, render_users, showcase_roles};
 use aegis_sdk::{AegisConfig, ConnectError, Connection, Secret, rpc::CallOptions};
-use aegis_testkit::NatsServer;
+use aegis_testkit::{
+    NatsServer,
+    wait::{PATIENCE, eventually},
+};
 use axum::{
     body::Body,
     http::{Method, Request, StatusCode, header},
@@ -24,7 +27,6 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-const PATIENCE: Duration = Duration::from_secs(15);
 const ADMIN: &str = "admin-token-for-tests-0123456789";
 
 /// A nats-server with the showcase's users and permissions.
@@ -394,18 +396,6 @@ async fn send(
     )
 }
 
-async fn eventually<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !cond().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_services_and_the_monitor_work_with_their_own_credentials() {
     let bus = Bus::start();
@@ -510,7 +500,7 @@ async fn the_services_and_the_monitor_work_with_their_own_credentials() {
 
     // The monitor sees all four instances, one ACTIVE order leader, reads
     // an instance's config and writes a service definition.
-    eventually("the monitor lists the four instances", || {
+    eventually(PATIENCE, "the monitor lists the four instances", || {
         let app = app.clone();
         async move {
             let (status, body) = get(&app, "/api/instances").await;
@@ -571,17 +561,21 @@ async fn the_services_and_the_monitor_work_with_their_own_credentials() {
     worker.shutdown().await;
 
     // Metrics snapshots of the services reach the monitor.
-    eventually("the monitor has metrics of every instance", || {
-        let app = app.clone();
-        async move {
-            let (status, body) = get(&app, "/api/metrics").await;
-            let text = body.to_string();
-            status == StatusCode::OK
-                && ["pricing-1", "risk-1", "order-1", "order-2"]
-                    .iter()
-                    .all(|i| text.contains(i))
-        }
-    })
+    eventually(
+        PATIENCE,
+        "the monitor has metrics of every instance",
+        || {
+            let app = app.clone();
+            async move {
+                let (status, body) = get(&app, "/api/metrics").await;
+                let text = body.to_string();
+                status == StatusCode::OK
+                    && ["pricing-1", "risk-1", "order-1", "order-2"]
+                        .iter()
+                        .all(|i| text.contains(i))
+            }
+        },
+    )
     .await;
 
     for o in orders {

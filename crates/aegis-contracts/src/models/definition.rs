@@ -16,14 +16,17 @@ use crate::names::{validate_service_name, validate_version};
 
 /// A service definition as stored and served.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServiceDefinition {
     /// The service name (also the KV key).
+    #[cfg_attr(feature = "openapi", schema(example = "order-service"))]
     pub service_name: String,
     /// Owning team or person, 1–100 characters.
     pub owner: String,
     /// What the service does, 1–500 characters.
     pub description: String,
     /// The semver version.
+    #[cfg_attr(feature = "openapi", schema(example = "1.2.3"))]
     pub version: String,
     /// When the definition was created (RFC 3339 UTC, server-set).
     #[serde(with = "rfc3339")]
@@ -52,16 +55,57 @@ impl ServiceDefinition {
 }
 
 /// The body that creates a definition; timestamps are set by the server.
+// Its OpenAPI schema states the rules `validate` checks, so a spec-driven
+// client or fuzzer knows what valid input looks like: the service name rule
+// (`^[a-z][a-z0-9-]{1,62}[a-z0-9]$` without `--`) as an equivalent pattern
+// plus lengths, free text as non-blank with a length bound, the version as
+// semver 2.0 without leading zeros (ASCII digits only).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewServiceDefinition {
-    /// The service name.
+    /// The service name: `^[a-z][a-z0-9-]{1,62}[a-z0-9]$` without `--`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = "^[a-z][a-z0-9]*(-[a-z0-9]+)*$",
+            min_length = 3,
+            max_length = 64,
+            example = "order-service"
+        )
+    )]
     pub service_name: String,
-    /// Owning team or person, 1–100 characters.
+    /// Owning team or person, 1–100 characters, not blank.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 100,
+            pattern = r"\S",
+            example = "trading-team"
+        )
+    )]
     pub owner: String,
-    /// What the service does, 1–500 characters.
+    /// What the service does, 1–500 characters, not blank.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 500,
+            pattern = r"\S",
+            example = "Places and tracks orders"
+        )
+    )]
     pub description: String,
-    /// The semver version.
+    /// The semver version: semver 2.0 without leading zeros (ASCII digits
+    /// only).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = r"^(0|[1-9][0-9]{0,18})\.(0|[1-9][0-9]{0,18})\.(0|[1-9][0-9]{0,18})(-(0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)(\.(0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*)?(\+[0-9a-zA-Z-]+(\.[0-9a-zA-Z-]+)*)?$",
+            example = "1.0.0"
+        )
+    )]
     pub version: String,
 }
 
@@ -96,21 +140,45 @@ impl NewServiceDefinition {
 }
 
 /// The body that updates a definition; absent fields are left unchanged.
+/// The API needs at least one of owner, description, version; `revision`
+/// (the ETag) makes the update conditional.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ServiceDefinitionPatch {
-    /// New owner.
+    /// New owner, 1–100 characters, not blank.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(nullable = false, min_length = 1, max_length = 100, pattern = r"\S")
+    )]
     pub owner: Option<String>,
-    /// New description.
+    /// New description, 1–500 characters, not blank.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(nullable = false, min_length = 1, max_length = 500, pattern = r"\S")
+    )]
     pub description: Option<String>,
-    /// New version.
+    /// New semver version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            nullable = false,
+            pattern = r"^(0|[1-9][0-9]{0,18})\.(0|[1-9][0-9]{0,18})\.(0|[1-9][0-9]{0,18})(-(0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)(\.(0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*)?(\+[0-9a-zA-Z-]+(\.[0-9a-zA-Z-]+)*)?$",
+            example = "1.1.0"
+        )
+    )]
     pub version: Option<String>,
-    /// The KV revision the client last read, for optimistic concurrency; the
-    /// API answers CONFLICT when the stored revision differs.
+    /// The KV revision the client last read, for optimistic concurrency: the
+    /// API answers CONFLICT (409) when the stored revision differs; null or
+    /// absent makes the update unconditional.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 0, maximum = 9_007_199_254_740_991_u64)
+    )]
     pub revision: Option<u64>,
 }
 

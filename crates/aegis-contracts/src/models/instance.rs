@@ -20,6 +20,7 @@ use crate::names::{
 
 /// The state an instance reports in its registry record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum InstanceStatus {
     /// Serving traffic (for sticky groups: the elected leader).

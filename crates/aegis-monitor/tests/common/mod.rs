@@ -4,7 +4,7 @@
 //! polling instead of fixed sleeps.
 #![allow(dead_code, unreachable_pub)]
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use aegis_monitor::{AppState, MonitorConfig, router};
 use aegis_sdk::{AegisConfig, Connection, Secret};
@@ -296,21 +296,6 @@ pub fn new_def(name: &str) -> Value {
     })
 }
 
-/// Polls `cond` every 25 ms until it is true or `timeout` passes.
-pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
+// Not every test binary that includes this module polls.
+#[allow(unused_imports)]
+pub use aegis_testkit::wait::eventually;

@@ -2,7 +2,7 @@
 //! and polling for conditions instead of fixed sleeps.
 #![allow(dead_code, unreachable_pub)]
 
-use std::{future::Future, time::Duration};
+use std::time::Duration;
 
 use aegis_sdk::{AegisConfig, Connection};
 use aegis_testkit::NatsServer;
@@ -19,24 +19,9 @@ pub async fn connect(url: &str) -> Connection {
     Connection::connect(config).await.expect("connect")
 }
 
-/// Polls `cond` every 20 ms until it is true or `timeout` passes.
-pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+// Not every test binary that includes this module polls.
+#[allow(unused_imports)]
+pub use aegis_testkit::wait::eventually;
 
 /// Connects the SDK to every URL of a cluster with `replicas` copies of the
 /// buckets it creates.

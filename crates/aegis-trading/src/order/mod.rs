@@ -47,10 +47,10 @@ use aegis_contracts::trading::{ORDER_GROUP, ORDER_SERVICE, PRICING_SERVICE, RISK
 use aegis_sdk::{
     Connection,
     election::{LeaseConfig, Role, campaign::Leadership},
-    rpc::{RequestContext, Service},
+    rpc::RequestContext,
 };
-use tokio::{sync::watch, task::JoinHandle};
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 pub use model::{
@@ -59,8 +59,9 @@ pub use model::{
 pub use store::{FENCE_KEY, ORDERS_BUCKET};
 
 use crate::{
-    TradingError,
+    Running, TradingError,
     common::{self, Counters, Identity},
+    running::StopOrder,
 };
 use flow::{Caller, Desk};
 use store::OrderStore;
@@ -151,7 +152,7 @@ impl Default for OrderOptions {
 /// timeout); [`TradingError::Store`] when the bucket cannot be used;
 /// [`TradingError::Events`] when the `EVENTS` stream cannot be created;
 /// [`TradingError::Service`] when the service cannot start.
-pub async fn start(conn: &Connection, opts: OrderOptions) -> Result<RunningOrder, TradingError> {
+pub async fn start(conn: &Connection, opts: OrderOptions) -> Result<Running, TradingError> {
     validate(&opts)?;
     let instance_id = opts
         .instance_id
@@ -231,12 +232,15 @@ pub async fn start(conn: &Connection, opts: OrderOptions) -> Result<RunningOrder
             cancel.clone(),
         ))
     });
-    Ok(RunningOrder {
+    // Stopping, the service goes first — it resigns, so a standby takes
+    // over while this one finishes the requests it already took — and the
+    // bucket follower keeps the index those requests read until then.
+    Ok(Running::new(
         service,
-        follower,
-        recovery,
-        stop: cancel.drop_guard(),
-    })
+        std::iter::once(follower).chain(recovery).collect(),
+        cancel,
+        StopOrder::ServiceFirst,
+    ))
 }
 
 /// While this instance leads, finishes the orders left pending: at once
@@ -316,54 +320,4 @@ fn validate(opts: &OrderOptions) -> Result<(), TradingError> {
         return invalid("index_capacity must be positive".into());
     }
     Ok(())
-}
-
-/// A running order instance. [`shutdown`](Self::shutdown) stops it
-/// gracefully; dropping it stops serving at once without resigning, as a
-/// crash would (a standby takes over when the lease lapses).
-#[derive(Debug)]
-pub struct RunningOrder {
-    service: Service,
-    follower: JoinHandle<()>,
-    recovery: Option<JoinHandle<()>>,
-    stop: DropGuard,
-}
-
-impl RunningOrder {
-    /// This instance's id.
-    pub fn instance_id(&self) -> &str {
-        self.service.instance_id()
-    }
-
-    /// The RPC service (metrics, registration, status).
-    pub fn service(&self) -> &Service {
-        &self.service
-    }
-
-    /// Stops gracefully: resign (a standby takes over within milliseconds),
-    /// deregister, finish the orders in flight, then stop following the
-    /// bucket.
-    ///
-    /// # Errors
-    /// [`TradingError::Service`] when the service did not stop cleanly.
-    pub async fn shutdown(self) -> Result<(), TradingError> {
-        let Self {
-            service,
-            follower,
-            recovery,
-            stop,
-        } = self;
-        // Resigns first, so a standby takes over while this one finishes
-        // the requests it already took. Their writes after the resignation
-        // are refused (NOT_ACTIVE: no lease, and soon the successor's fence),
-        // so their callers retry on the new leader instead.
-        let stopped = service.shutdown().await;
-        drop(stop);
-        let _ = follower.await;
-        if let Some(recovery) = recovery {
-            let _ = recovery.await;
-        }
-        stopped?;
-        Ok(())
-    }
 }

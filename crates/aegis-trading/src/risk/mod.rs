@@ -33,21 +33,22 @@ use aegis_contracts::trading::{OrderFilled, RISK_SERVICE, RiskAssessed, TradingE
 use aegis_sdk::{
     Connection,
     events::Events,
-    rpc::{ErrorCode, Service, WireError},
+    rpc::{ErrorCode, WireError},
 };
 use async_nats::jetstream::kv::{self, Operation};
 use serde::{Deserialize, Serialize};
-use tokio::{sync::watch, task::JoinHandle};
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 pub use assess::{LimitsPatch, OrderToAssess, RiskAssessment, RiskLimits};
 pub use fills::RISK_POSITIONS_BUCKET;
 
 use crate::{
-    TradingError,
+    Running, TradingError,
     common::{self, Counters, Identity},
     kv::{Bucket, CreateError, Expect, WriteError},
+    running::StopOrder,
 };
 use book::Book;
 use fills::Fills;
@@ -302,7 +303,7 @@ impl Risk {
 /// [`TradingError::Store`] when the limits bucket cannot be used;
 /// [`TradingError::Events`] when the fills subscription cannot start;
 /// [`TradingError::Service`] when the service cannot start.
-pub async fn start(conn: &Connection, opts: RiskOptions) -> Result<RunningRisk, TradingError> {
+pub async fn start(conn: &Connection, opts: RiskOptions) -> Result<Running, TradingError> {
     if let Err(e) = opts.limits.validate() {
         return Err(TradingError::InvalidOptions(e.to_string()));
     }
@@ -425,13 +426,15 @@ pub async fn start(conn: &Connection, opts: RiskOptions) -> Result<RunningRisk, 
         .start()
         .await?;
     risk.counters.attach(service.metrics().clone());
-    Ok(RunningRisk {
+    // Stopping, the service goes first: assessments in flight read the
+    // positions and limits these tasks keep. The follower then writes a
+    // last positions snapshot.
+    Ok(Running::new(
         service,
-        follower,
-        snapshots,
-        watch,
-        stop: cancel.drop_guard(),
-    })
+        vec![follower, snapshots, watch],
+        cancel,
+        StopOrder::ServiceFirst,
+    ))
 }
 
 /// Applies a limits entry from KV; a value that does not decode or validate
@@ -443,52 +446,5 @@ fn apply_entry(risk: &Risk, entry: kv::Entry) {
     match serde_json::from_slice::<RiskLimits>(&entry.value) {
         Ok(limits) if limits.validate().is_ok() => risk.apply_limits(entry.revision, limits),
         _ => warn!(revision = entry.revision, "ignoring invalid limits in KV"),
-    }
-}
-
-/// A running risk instance. [`shutdown`](Self::shutdown) stops it
-/// gracefully; dropping it stops serving and consuming at once.
-#[derive(Debug)]
-pub struct RunningRisk {
-    service: Service,
-    follower: JoinHandle<()>,
-    snapshots: JoinHandle<()>,
-    watch: JoinHandle<()>,
-    stop: DropGuard,
-}
-
-impl RunningRisk {
-    /// This instance's id.
-    pub fn instance_id(&self) -> &str {
-        self.service.instance_id()
-    }
-
-    /// The RPC service (metrics, registration, status).
-    pub fn service(&self) -> &Service {
-        &self.service
-    }
-
-    /// Stops the service gracefully (deregister, finish assessments in
-    /// flight), then stops following fills (writing a last positions
-    /// snapshot) and watching limits.
-    ///
-    /// # Errors
-    /// [`TradingError::Service`] when the service did not stop cleanly; the
-    /// other parts stop anyway.
-    pub async fn shutdown(self) -> Result<(), TradingError> {
-        let Self {
-            service,
-            follower,
-            snapshots,
-            watch,
-            stop,
-        } = self;
-        let stopped = service.shutdown().await;
-        drop(stop);
-        let _ = follower.await;
-        let _ = snapshots.await;
-        let _ = watch.await;
-        stopped?;
-        Ok(())
     }
 }

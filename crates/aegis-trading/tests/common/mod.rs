@@ -4,7 +4,6 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::{
-    future::Future,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -14,12 +13,13 @@ use aegis_sdk::{
     events::{DeliveryMode, Event, EventSubscription},
     rpc::{ErrorCode, RpcError},
 };
-use aegis_testkit::{NatsCluster, NatsServer};
+use aegis_testkit::{NatsCluster, NatsServer, wait::until_some};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-/// Generous bound for anything awaited: a slow CI machine must not fail a test.
-pub const PATIENCE: Duration = Duration::from_secs(15);
+// Not every test binary that includes this module polls.
+#[allow(unused_imports)]
+pub use aegis_testkit::wait::{PATIENCE, eventually};
 
 /// Starts a fresh JetStream-enabled server for one test.
 pub fn server() -> NatsServer {
@@ -48,25 +48,6 @@ pub async fn connect_cluster(cluster: &NatsCluster) -> Connection {
     Connection::connect(config)
         .await
         .expect("connect to the cluster")
-}
-
-/// Polls `cond` every 20 ms until it is true or [`PATIENCE`] passes.
-pub async fn eventually<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// The error code of a failed call (panics on success).
@@ -117,17 +98,12 @@ impl<T: DeserializeOwned + Clone + Send + 'static> Recorder<T> {
 
     /// Waits until some recorded payload satisfies `pred`, and returns it.
     pub async fn wait_for(&self, what: &str, pred: impl Fn(&T) -> bool) -> T {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            if let Some(found) = self.payloads().into_iter().find(|p| pred(p)) {
-                return found;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for event: {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let what = format!("event: {what}");
+        until_some(PATIENCE, &what, || {
+            let found = self.payloads().into_iter().find(|p| pred(p));
+            async move { found }
+        })
+        .await
     }
 }
 

@@ -26,7 +26,7 @@ use std::{
     time::Duration,
 };
 
-use aegis_sdk::{ConfigLoader, ConnectError, Connection, Secret, registry::RegistryReader};
+use aegis_sdk::{ConnectError, Connection, Secret, registry::RegistryReader};
 use anyhow::{Context, bail};
 use clap::Args;
 use nix::unistd::Pid;
@@ -336,10 +336,8 @@ async fn connect(
         let servers = url.to_owned();
         let user = user.clone();
         let tls_ca = tls_ca.map(Path::to_owned);
-        let config = ConfigLoader::new()
-            .env()
-            .set(move |c| {
-                c.nats.servers = servers.split(',').map(|s| s.trim().to_owned()).collect();
+        let config = aegis_monitor::NatsArgs::with_servers(servers)
+            .load(move |c| {
                 c.nats.connect_timeout = Duration::from_secs(1);
                 c.nats.replicas = replicas;
                 if let Some(ca) = tls_ca {
@@ -354,7 +352,6 @@ async fn connect(
                     c.nats.password = Some(Secret::new(password));
                 }
             })
-            .load()
             .context("loading the NATS configuration")?;
         match Connection::connect(config).await {
             Ok(c) => return Ok(c),

@@ -57,15 +57,6 @@ async fn say(line: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One instance as a worker runs it: a full service or a bare registration.
-enum Running {
-    Served(
-        #[allow(dead_code, reason = "held for its heartbeat and subscriptions")]
-        Box<aegis_sdk::rpc::Service>,
-    ),
-    Registered(#[allow(dead_code, reason = "held for its heartbeat")] Registration),
-}
-
 /// The worker role: instances `index, index + step, ...` below `instances`.
 pub(crate) async fn worker(
     url: &str,
@@ -105,8 +96,10 @@ pub(crate) async fn worker(
                     .await
                     .with_context(|| format!("connecting instance {i}"))?;
                 let k = i / per_service;
-                let running = if k < served_services {
-                    Running::Served(Box::new(
+                // A full service or a bare registration, held only so that
+                // it keeps heart-beating (and serving) until the worker stops.
+                let held: Box<dyn Send> = if k < served_services {
+                    Box::new(
                         conn.service(service_name(k), "1.0.0")
                             .instance_id(instance_id(i))
                             .registration(timing.clone())
@@ -115,7 +108,7 @@ pub(crate) async fn worker(
                             .start()
                             .await
                             .with_context(|| format!("starting instance {i}"))?,
-                    ))
+                    )
                 } else {
                     let record = ServiceInstance::new(
                         service_name(k),
@@ -123,7 +116,7 @@ pub(crate) async fn worker(
                         "1.0.0",
                         chrono::Utc::now(),
                     );
-                    Running::Registered(
+                    Box::new(
                         Registration::builder(&conn, record)
                             .options(timing.clone())
                             .start()
@@ -131,7 +124,7 @@ pub(crate) async fn worker(
                             .with_context(|| format!("registering instance {i}"))?,
                     )
                 };
-                anyhow::Ok((conn, running))
+                anyhow::Ok((conn, held))
             }
         })
         .buffer_unordered(START_PARALLEL);

@@ -1,0 +1,132 @@
+//! `aegis call SERVICE METHOD [BODY]`: one RPC through discovery (or to one
+//! instance, or to a sticky group's leader), printing the reply and who
+//! served it; with `--schema`, what the method takes and returns instead.
+
+use std::{process::ExitCode, time::Duration};
+
+use aegis_sdk::rpc::CallOptions;
+use anyhow::Context;
+use clap::Args;
+
+use crate::cli::ConnectArgs;
+
+/// `aegis call`.
+#[derive(Debug, Clone, Args)]
+pub struct CallArgs {
+    /// Service name, e.g. `pricing-service`.
+    pub service: String,
+    /// Method name, e.g. `get_price`.
+    pub method: String,
+    /// Request body as JSON.
+    #[arg(default_value = "{}")]
+    pub body: String,
+    /// Call this instance only.
+    #[arg(long, conflicts_with = "active")]
+    pub instance: Option<String>,
+    /// Call the ACTIVE leader of a sticky single-active service.
+    #[arg(long)]
+    pub active: bool,
+    /// The sticky group for `--active`.
+    #[arg(long, default_value = "default")]
+    pub group: String,
+    /// Deadline in milliseconds.
+    #[arg(long, default_value_t = 5_000)]
+    pub timeout_ms: u64,
+    /// Print the method's description and the JSON Schemas of its request
+    /// and reply (from `$SRV.INFO`) instead of calling it.
+    #[arg(long)]
+    pub schema: bool,
+    /// Connection flags.
+    #[command(flatten)]
+    pub nats: ConnectArgs,
+}
+
+/// Runs `aegis call`: prints the reply on stdout and who served it on
+/// stderr; an RPC error is printed with its code and exits non-zero.
+///
+/// # Errors
+/// A body that is not JSON, or no connection to NATS.
+pub async fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
+    if args.schema {
+        return print_schema(&args).await;
+    }
+    let body: serde_json::Value = serde_json::from_str(&args.body)
+        .with_context(|| format!("the request body is not JSON: {}", args.body))?;
+    let conn = args.nats.connect_as_operator().await?;
+    let opts = CallOptions::timeout(Duration::from_millis(args.timeout_ms));
+    let rpc = conn.rpc();
+    let result = match &args.instance {
+        None if args.active => {
+            rpc.call_active::<_, serde_json::Value>(
+                &args.service,
+                &args.group,
+                &args.method,
+                &body,
+                &opts,
+            )
+            .await
+        }
+        Some(instance) => {
+            rpc.call_instance::<_, serde_json::Value>(
+                &args.service,
+                instance,
+                &args.method,
+                &body,
+                &opts,
+            )
+            .await
+        }
+        None => {
+            rpc.call_with::<_, serde_json::Value>(&args.service, &args.method, &body, &opts)
+                .await
+        }
+    };
+    match result {
+        Ok(reply) => {
+            println!("{}", serde_json::to_string_pretty(&reply.value)?);
+            eprintln!(
+                "served by {}",
+                reply.instance_id.as_deref().unwrap_or("unknown instance")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error [{}]: {e}", e.code());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `aegis call SERVICE METHOD --schema`: what the method takes and returns.
+async fn print_schema(args: &CallArgs) -> anyhow::Result<ExitCode> {
+    let conn = args.nats.connect_as_operator().await?;
+    let described = match aegis_sdk::rpc::describe(
+        conn.client(),
+        &args.service,
+        Duration::from_millis(args.timeout_ms),
+    )
+    .await
+    {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error [{}]: {e}", e.code());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let Some(method) = described.methods.iter().find(|m| m.name == args.method) else {
+        let known: Vec<&str> = described.methods.iter().map(|m| m.name.as_str()).collect();
+        eprintln!(
+            "{} has no method `{}` (it has: {})",
+            args.service,
+            args.method,
+            known.join(", ")
+        );
+        return Ok(ExitCode::FAILURE);
+    };
+    println!("{}", serde_json::to_string_pretty(method)?);
+    eprintln!(
+        "described by {} (version {})",
+        described.instance_id, described.version
+    );
+    Ok(ExitCode::SUCCESS)
+}
