@@ -232,8 +232,8 @@ impl RpcClient {
             Ok(Err(e)) => return Err(RpcError::Discovery(e.into())),
             Err(_) => return Err(call.timed_out()),
         };
-        let index = self.conn.discovery_index().clone();
-        let mut picker = ByDiscovery::new(cache, index, &call, strategy).await?;
+        let mut picker =
+            ByDiscovery::new(cache, self.conn.discovery_index(), &call, strategy).await?;
         self.attempts(&call, &mut picker).await
     }
 

@@ -218,9 +218,11 @@ impl super::RpcClient {
 }
 
 /// Picks registered ACTIVE instances through this process's registry view.
-pub(super) struct ByDiscovery {
+pub(super) struct ByDiscovery<'a> {
     cache: Arc<RegistryCache>,
-    index: Arc<DiscoveryIndex>,
+    /// Borrowed from the connection: no shared reference count touched per
+    /// call.
+    index: &'a DiscoveryIndex,
     strategy: Strategy,
     key_hash: Option<u64>,
     /// Instances this call already tried; allocated only on a retry.
@@ -228,12 +230,12 @@ pub(super) struct ByDiscovery {
     caught_up: bool,
 }
 
-impl ByDiscovery {
+impl<'a> ByDiscovery<'a> {
     /// A picker over `cache` for `call`, with the service in the view's
     /// scope (the first call to a service adds it to the watch).
     pub(super) async fn new(
         cache: Arc<RegistryCache>,
-        index: Arc<DiscoveryIndex>,
+        index: &'a DiscoveryIndex,
         call: &Call<'_>,
         strategy: Strategy,
     ) -> Result<Self, RpcError> {
@@ -261,7 +263,7 @@ impl ByDiscovery {
     }
 }
 
-impl Pick for ByDiscovery {
+impl Pick for ByDiscovery<'_> {
     type Target = Member;
     type Guard = InFlight;
 
