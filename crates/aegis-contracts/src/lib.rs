@@ -13,6 +13,8 @@
 //!   the `Aegis-*` header names.
 //! - [`metrics`] holds the [`MetricsSnapshot`] each instance publishes.
 //! - [`commands`] holds the command progress protocol's [`CommandReply`].
+//! - [`config`] holds the [`EffectiveConfig`](config::EffectiveConfig) an
+//!   instance reports on its control subject.
 //! - [`control`] holds the operator's drill protocol on
 //!   `aegis.control.{service}.{instance}` (force unhealthy, restore, slow).
 //! - [`dead_letter`] holds the [`DeadLetter`] record of a message given up
@@ -27,6 +29,7 @@
 //! before building subjects from untrusted input.
 
 pub mod commands;
+pub mod config;
 pub mod control;
 pub mod dead_letter;
 pub mod events;

@@ -91,7 +91,7 @@ impl TelemetryTasks {
         instance: &str,
         metrics: Arc<InstanceMetrics>,
         interval: Option<Duration>,
-        config: serde_json::Value,
+        config: aegis_contracts::config::EffectiveConfig,
     ) -> Result<Self, async_nats::SubscribeError> {
         let cancel = CancellationToken::new();
         let mut tasks = Vec::new();

@@ -8,7 +8,11 @@ use std::{
     time::Duration,
 };
 
-use aegis_contracts::{InstanceStatus, ServiceInstance, names, subjects};
+use aegis_contracts::{
+    InstanceStatus, ServiceInstance,
+    config::{EffectiveConfig, RegistrationConfig, SingleActiveConfig},
+    names, subjects,
+};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{info, warn};
 
@@ -276,26 +280,27 @@ impl ServiceBuilder {
 
     /// The configuration this instance runs with, as it answers the
     /// monitor's config requests (secrets redacted).
-    fn effective_config(&self, instance_id: &str) -> serde_json::Value {
-        serde_json::json!({
-            "service": self.name,
-            "instanceId": instance_id,
-            "version": self.version,
-            "sdkVersion": crate::SDK_VERSION,
-            "singleActive": self.single_active.as_ref().map(|g| serde_json::json!({
-                "group": g,
-                "leaseMs": self.lease.lease.as_millis() as u64,
-                "renewMs": self.lease.renew_interval.as_millis() as u64,
-            })),
-            "registration": self.register.then(|| serde_json::json!({
-                "heartbeatMs": self.registration.heartbeat.as_millis() as u64,
-                "refreshMs": self.registration.effective_refresh().as_millis() as u64,
-                "ttlMs": self.registration.ttl.as_millis() as u64,
-            })),
-            "metricsIntervalMs": self.metrics_interval.map(|d| d.as_millis() as u64),
-            "shutdownTimeoutMs": self.shutdown_timeout.as_millis() as u64,
-            "connection": self.conn.config().redacted(),
-        })
+    fn effective_config(&self, instance_id: &str) -> EffectiveConfig {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        EffectiveConfig {
+            service: self.name.clone(),
+            instance_id: instance_id.to_owned(),
+            version: self.version.clone(),
+            sdk_version: crate::SDK_VERSION.to_owned(),
+            single_active: self.single_active.as_ref().map(|g| SingleActiveConfig {
+                group: g.clone(),
+                lease_ms: ms(self.lease.lease),
+                renew_ms: ms(self.lease.renew_interval),
+            }),
+            registration: self.register.then(|| RegistrationConfig {
+                heartbeat_ms: ms(self.registration.heartbeat),
+                refresh_ms: ms(self.registration.effective_refresh()),
+                ttl_ms: ms(self.registration.ttl),
+            }),
+            metrics_interval_ms: self.metrics_interval.map(ms),
+            shutdown_timeout_ms: ms(self.shutdown_timeout),
+            connection: self.conn.config().redacted(),
+        }
     }
 
     /// Serves the NATS services protocol with the methods' descriptions.
