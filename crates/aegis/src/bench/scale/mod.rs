@@ -176,6 +176,16 @@ impl ScaleBenchArgs {
         2 * self.callers
     }
 
+    /// A caller's or watcher's two services (`--services a,b`).
+    fn two_services(&self) -> anyhow::Result<[String; 2]> {
+        let list = self.services.as_deref().context("--services is required")?;
+        let mut it = list.split(',').map(str::to_owned);
+        Ok([
+            it.next().context("two services")?,
+            it.next().context("two services")?,
+        ])
+    }
+
     /// The registration timing of every instance of the benchmark.
     pub(crate) fn timing(&self) -> RegistrationOptions {
         RegistrationOptions {
@@ -212,23 +222,9 @@ pub async fn run(args: ScaleBenchArgs) -> anyhow::Result<Option<ScaleReport>> {
                 .await?
             }
             Role::Caller => {
-                let list = args.services.as_deref().context("--services is required")?;
-                let mut it = list.split(',').map(str::to_owned);
-                let services = [
-                    it.next().context("two services")?,
-                    it.next().context("two services")?,
-                ];
-                roles::caller(url, args.index, services, args.rate, timing).await?
+                roles::caller(url, args.index, args.two_services()?, args.rate, timing).await?
             }
-            Role::Watcher => {
-                let list = args.services.as_deref().context("--services is required")?;
-                let mut it = list.split(',').map(str::to_owned);
-                let services = [
-                    it.next().context("two services")?,
-                    it.next().context("two services")?,
-                ];
-                roles::watcher(url, services).await?
-            }
+            Role::Watcher => roles::watcher(url, args.two_services()?).await?,
             Role::Crash => {
                 roles::crash(url, args.id.as_deref().context("--id is required")?, timing).await?
             }
