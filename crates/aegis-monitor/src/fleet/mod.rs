@@ -466,6 +466,16 @@ impl Fleet {
         self.read().services.get(service).copied()
     }
 
+    /// One service's instances with its versions (`None`: no instance),
+    /// read under one lock.
+    pub fn service_list(&self, service: &str) -> (Option<Versions>, Vec<InstanceView>) {
+        let view = self.read();
+        let instances = service_range(&view.instances, service)
+            .map(|(_, v)| v.clone())
+            .collect();
+        (view.services.get(service).copied(), instances)
+    }
+
     /// The instances `selection` asks for, with the versions they are exact
     /// at (read under one lock, so the two agree).
     pub fn select(&self, selection: &Selection) -> Selected {
@@ -626,7 +636,15 @@ impl State {
                 },
                 Some(change) = leaders.recv() => self.apply_leader(change),
                 Some(key) = beats.recv() => self.beat(key),
-                _ = beat_check.tick() => self.check_beats(),
+                _ = beat_check.tick() => {
+                    // Beats already received but not yet applied are no
+                    // missed beats: a busy monitor must not mark a live
+                    // fleet unresponsive because its own queue is behind.
+                    while let Ok(key) = beats.try_recv() {
+                        self.beat(key);
+                    }
+                    self.check_beats();
+                }
                 _ = digest.tick() => self.publish_digest(),
                 event = conns.recv(), if conns_open => match event {
                     Some(event) => self.apply_connection(&event),

@@ -323,21 +323,16 @@ async fn service_list(
     service: &str,
 ) -> Result<Response, ApiError> {
     let fleet = state.fleet();
-    let selection = Selection {
-        services: Some(vec![service.to_owned()]),
-        ..Selection::default()
-    };
     let cached = state
         .lists()
         .service(
             service,
             || fleet.service_versions(service),
             || {
-                let s = fleet.select(&selection);
-                (
-                    fleet.service_versions(service).unwrap_or(s.versions),
-                    s.instances,
-                )
+                let (versions, instances) = fleet.service_list(service);
+                // Gone since the check: an empty list at the fleet's
+                // version, which the next request replaces.
+                (versions.unwrap_or_else(|| fleet.versions()), instances)
             },
         )
         .await
