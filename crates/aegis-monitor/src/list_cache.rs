@@ -9,9 +9,11 @@
 //! change (a status, a reason, metadata …) rebuilds it on the next request;
 //! changes of `lastHeartbeat` alone (every record write moves it, thousands
 //! a second in a large fleet) rebuild it at most every
-//! [`HEARTBEAT_STALENESS`]. A list may so show a `lastHeartbeat` up to that
-//! much older than the newest record write; everything else in it is
-//! current. Heartbeat ages are kept true by the SSE digest anyway.
+//! [`HEARTBEAT_STALENESS`], in the background: the requests meanwhile get
+//! the body they would have got a moment earlier instead of waiting for the
+//! serialization. A list may so show a `lastHeartbeat` about that much
+//! older than the newest record write; everything else in it is current.
+//! Heartbeat ages are kept true by the SSE digest anyway.
 //!
 //! The `ETag` is `"{nonce}-{version}"`: the per-process nonce keeps two
 //! monitor replicas (or a restarted one) from ever sharing a tag for
@@ -22,7 +24,10 @@
 use std::{
     collections::HashMap,
     io::Write,
-    sync::{Arc, Mutex, OnceLock},
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -42,13 +47,22 @@ pub(crate) const HEARTBEAT_STALENESS: Duration = Duration::from_secs(1);
 /// accept it (smaller ones gain too little for the work).
 pub(crate) const GZIP_FROM: usize = 16 * 1024;
 
-type Slot = tokio::sync::Mutex<Option<Arc<Cached>>>;
+/// One cached list.
+#[derive(Debug, Default)]
+struct Slot {
+    /// Held while building after a visible change, so the requests that
+    /// arrive meanwhile wait for that build instead of each serializing.
+    entry: tokio::sync::Mutex<Option<Arc<Cached>>>,
+    /// A background rebuild (heartbeats only) is under way.
+    refreshing: AtomicBool,
+}
 
 /// The cached lists of one monitor process.
 #[derive(Debug)]
 pub(crate) struct ListCache {
     nonce: u64,
-    full: Slot,
+    staleness: Duration,
+    full: Arc<Slot>,
     /// Per service with instances; entries of services that left are
     /// dropped on their next request.
     services: Mutex<HashMap<String, Arc<Slot>>>,
@@ -90,7 +104,8 @@ impl ListCache {
     pub(crate) fn new() -> Self {
         Self {
             nonce: rand::random(),
-            full: Slot::default(),
+            staleness: HEARTBEAT_STALENESS,
+            full: Arc::default(),
             services: Mutex::default(),
         }
     }
@@ -141,31 +156,68 @@ impl ListCache {
 
     async fn get_or_build(
         &self,
-        slot: &Slot,
+        slot: &Arc<Slot>,
         current: impl FnOnce() -> Versions,
         build: impl FnOnce() -> (Versions, Vec<InstanceView>),
     ) -> Result<Arc<Cached>, serde_json::Error> {
-        // Held while building: requests that arrive meanwhile wait for this
-        // build and then serve it, instead of each serializing the list.
-        let mut slot = slot.lock().await;
+        let mut entry = slot.entry.lock().await;
         let now = current();
-        if let Some(cached) = slot.as_ref()
-            && cached.serves(now, HEARTBEAT_STALENESS)
-        {
-            return Ok(cached.clone());
+        if let Some(cached) = entry.as_ref() {
+            if cached.serves(now, self.staleness) {
+                return Ok(cached.clone());
+            }
+            if cached.versions.visible >= now.visible {
+                // Only `lastHeartbeat`s moved, and a while ago: one request
+                // starts a rebuild in the background; it and the ones
+                // meanwhile get the body as it is.
+                let stale = cached.clone();
+                if !slot.refreshing.swap(true, Ordering::SeqCst) {
+                    let (versions, instances) = build();
+                    drop(entry);
+                    let (slot, etag) = (slot.clone(), self.etag(versions.any, ""));
+                    tokio::task::spawn_blocking(move || {
+                        match serialize(versions, etag, &instances) {
+                            Ok(fresh) => {
+                                let mut entry = slot.entry.blocking_lock();
+                                if entry.as_ref().is_none_or(|c| c.versions.any < versions.any) {
+                                    *entry = Some(Arc::new(fresh));
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot serialize the instance list");
+                            }
+                        }
+                        slot.refreshing.store(false, Ordering::SeqCst);
+                    });
+                }
+                return Ok(stale);
+            }
         }
+        // A visible change: built here while the lock keeps the requests
+        // arriving meanwhile waiting for this build.
         let (versions, instances) = build();
-        let json = Bytes::from(serde_json::to_vec(&instances)?);
-        let cached = Arc::new(Cached {
+        let cached = Arc::new(serialize(
             versions,
-            built_at: Instant::now(),
-            etag: self.etag(versions.any, ""),
-            json,
-            gzip: OnceLock::new(),
-        });
-        *slot = Some(cached.clone());
+            self.etag(versions.any, ""),
+            &instances,
+        )?);
+        *entry = Some(cached.clone());
         Ok(cached)
     }
+}
+
+fn serialize(
+    versions: Versions,
+    etag: String,
+    instances: &[InstanceView],
+) -> Result<Cached, serde_json::Error> {
+    Ok(Cached {
+        versions,
+        built_at: Instant::now(),
+        etag,
+        json: Bytes::from(serde_json::to_vec(instances)?),
+        gzip: OnceLock::new(),
+    })
 }
 
 /// Answers with `json` under `etag`: 304 when `If-None-Match` names it; the
@@ -326,10 +378,49 @@ mod tests {
             .unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(served.versions(), v(3, 3));
-        // Once it is older than the bound, the next request rebuilds.
-        let entry = cache.full.lock().await.clone().unwrap();
+        let entry = cache.full.entry.lock().await.clone().unwrap();
         assert!(!entry.serves(v(9, 3), Duration::ZERO));
         assert!(entry.serves(v(3, 3), Duration::ZERO));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn past_the_bound_heartbeats_are_rebuilt_in_the_background() {
+        let mut cache = ListCache::new();
+        cache.staleness = Duration::ZERO;
+        let calls = AtomicUsize::new(0);
+        cache
+            .full(|| v(3, 3), counted(&calls, v(3, 3)))
+            .await
+            .unwrap();
+        // The request that finds it stale is answered with the old body at
+        // once; the rebuild runs behind it, started once.
+        let served = cache
+            .full(|| v(9, 3), counted(&calls, v(9, 3)))
+            .await
+            .unwrap();
+        assert_eq!(served.versions(), v(3, 3));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let now = cache
+                .full(|| v(9, 3), counted(&calls, v(9, 3)))
+                .await
+                .unwrap();
+            if now.versions() == v(9, 3) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the background rebuild never landed"
+            );
+            tokio::task::yield_now().await;
+        }
+        // A visible change is never answered with the old body.
+        let visible = cache
+            .full(|| v(10, 10), counted(&calls, v(10, 10)))
+            .await
+            .unwrap();
+        assert_eq!(visible.versions(), v(10, 10));
     }
 
     #[tokio::test]
