@@ -41,6 +41,7 @@ export function useLiveInstances(): LiveInstances {
       topics: ["instance", "metrics"],
       onInstance: (e) => store.apply(e),
       onMetrics: (e) => store.setMetrics(e.snapshot),
+      onDigest: (d) => store.applyDigest(d),
       resync,
       onState: setFeed,
       onExpired: notifyUnauthorized,

@@ -7,7 +7,14 @@
 // here infers who leads. Changes are published to React at most every
 // FLUSH_MS, so a thousand heartbeats a second cost a few renders, not a
 // thousand.
-import type { InstanceEvent, MetricsSnapshot, ServiceInstance } from "@/lib/api/schemas";
+//
+// Heartbeat ages: the API sends no event for a record refresh that changes
+// nothing but `lastHeartbeat`; its `digest` (every 2 s) says instead that
+// every instance not listed as late had a sign of life within 1.5 of its
+// beat intervals, and gives the late ones' last beat. An on-time instance's
+// heartbeat is then taken as `asOf` minus those 1.5 intervals — the oldest
+// it can be, so the age shown is an upper bound, never fresher than true.
+import type { DigestEvent, InstanceEvent, MetricsSnapshot, ServiceInstance } from "@/lib/api/schemas";
 
 export const GONE_KEEP_MS = 60_000;
 export const FLUSH_MS = 200;
@@ -127,6 +134,32 @@ export class InstanceStore {
     }
   }
 
+  /**
+   * Applies a digest: heartbeats of on-time instances move to the oldest
+   * time the digest allows, late ones to their last beat. Returns whether
+   * this page lists as many instances as the digest counts.
+   */
+  applyDigest(digest: DigestEvent): boolean {
+    const asOf = Date.parse(digest.asOf);
+    const late = new Map(digest.late.map((l) => [key(l.serviceName, l.instanceId), l.lastBeat]));
+    let listed = 0;
+    for (const [k, e] of this.map) {
+      if (e.goneAt !== null) continue;
+      listed += 1;
+      const lastBeat = late.get(k);
+      if (lastBeat !== undefined) {
+        this.heartbeats.set(k, lastBeat);
+        continue;
+      }
+      const interval = Number(e.instance.metadata?.heartbeatMs);
+      if (!(interval > 0) || Number.isNaN(asOf)) continue;
+      const bound = asOf - digest.lateAfterIntervals * interval;
+      const known = Date.parse(this.heartbeats.get(k) ?? "");
+      if (Number.isNaN(known) || bound > known) this.heartbeats.set(k, new Date(bound).toISOString());
+    }
+    return listed === digest.summary.total;
+  }
+
   /** The newest heartbeat of an instance (RFC 3339), or undefined. */
   heartbeat(service: string, id: string): string | undefined {
     return this.heartbeats.get(key(service, id));
@@ -173,7 +206,9 @@ export class InstanceStore {
   /** Upserts; true when a card would show something new. */
   private upsert(instance: ServiceInstance): boolean {
     const k = key(instance.serviceName, instance.instanceId);
-    this.heartbeats.set(k, instance.lastHeartbeat);
+    // A record write is a sign of life, but a digest may know a newer one.
+    const known = Date.parse(this.heartbeats.get(k) ?? "");
+    if (Number.isNaN(known) || Date.parse(instance.lastHeartbeat) >= known) this.heartbeats.set(k, instance.lastHeartbeat);
     const e = this.map.get(k);
     if (e && e.goneAt === null && visible(e.instance) === visible(instance)) return false;
     this.map.set(k, { instance, metrics: e?.metrics ?? null, goneAt: null, goneReason: null });

@@ -79,4 +79,47 @@ describe("InstanceStore", () => {
     flush();
     expect(headline(store.getSnapshot().entries[0]!.metrics)).toEqual({ rate: 5, p99: 2 });
   });
+
+  it("takes heartbeat ages from the digest: on time within 1.5 intervals, late ones exactly", () => {
+    const { store } = make();
+    const beat = "2026-01-01T00:00:00.000Z";
+    store.replaceAll([
+      inst({ instanceId: "a", lastHeartbeat: beat, metadata: { heartbeatMs: 1000 } }),
+      inst({ instanceId: "b", lastHeartbeat: beat, metadata: { heartbeatMs: 1000 } }),
+      inst({ instanceId: "c", lastHeartbeat: beat, metadata: {} }),
+    ]);
+    const agrees = store.applyDigest({
+      type: "digest",
+      asOf: "2026-01-01T00:00:10.000Z",
+      version: 7,
+      summary: { total: 3, active: 3, unhealthy: 0, standby: 0 },
+      lateAfterIntervals: 1.5,
+      late: [{ serviceName: "order-service", instanceId: "b", lastBeat: "2026-01-01T00:00:04.000Z" }],
+    });
+    expect(agrees).toBe(true);
+    // On time: at least as fresh as asOf minus 1.5 s, and shown no fresher.
+    expect(store.heartbeat("order-service", "a")).toBe("2026-01-01T00:00:08.500Z");
+    expect(store.heartbeat("order-service", "b")).toBe("2026-01-01T00:00:04.000Z");
+    // No beat interval announced: the record's own time stays.
+    expect(store.heartbeat("order-service", "c")).toBe(beat);
+    // A REST read with the older record time does not move it back.
+    store.replaceAll([inst({ instanceId: "a", lastHeartbeat: beat, metadata: { heartbeatMs: 1000 } })]);
+    expect(store.heartbeat("order-service", "a")).toBe("2026-01-01T00:00:08.500Z");
+  });
+
+  it("says when its count disagrees with the digest's", () => {
+    const { store } = make();
+    store.replaceAll([inst({ instanceId: "a" }), inst({ instanceId: "b" })]);
+    store.apply({ type: "instanceRemoved", serviceName: "order-service", instanceId: "b", reason: "expired" });
+    const digest = (total: number) => ({
+      type: "digest" as const,
+      asOf: new Date().toISOString(),
+      version: 1,
+      summary: { total, active: total, unhealthy: 0, standby: 0 },
+      lateAfterIntervals: 1.5,
+      late: [],
+    });
+    expect(store.applyDigest(digest(1))).toBe(true);
+    expect(store.applyDigest(digest(2))).toBe(false);
+  });
 });

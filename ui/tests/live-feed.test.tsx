@@ -118,6 +118,43 @@ describe("LiveFeed", () => {
     feed.stop();
   });
 
+  it("passes digests on and re-reads after two disagreeing in a row", () => {
+    const sources: FakeSource[] = [];
+    const resync = vi.fn(() => Promise.resolve());
+    const answers = [false, true, false, false];
+    const onDigest = vi.fn(() => answers.shift() ?? true);
+    const feed = new LiveFeed({
+      topics: ["instance"],
+      resync,
+      onDigest,
+      open: () => {
+        const s = new FakeSource();
+        sources.push(s);
+        return s;
+      },
+    });
+    feed.start();
+    sources[0]!.emit("hello");
+    const digest = {
+      type: "digest",
+      asOf: "2026-01-01T00:00:10.000Z",
+      version: 3,
+      summary: { total: 1, active: 1, unhealthy: 0, standby: 0 },
+      lateAfterIntervals: 1.5,
+      late: [],
+    };
+    sources[0]!.emit("digest", digest);
+    sources[0]!.emit("digest", digest);
+    expect(onDigest).toHaveBeenCalledTimes(2);
+    expect(resync).not.toHaveBeenCalled();
+    sources[0]!.emit("digest", digest);
+    sources[0]!.emit("digest", digest);
+    expect(resync).toHaveBeenCalledTimes(1);
+    sources[0]!.emit("digest", { ...digest, late: "nonsense" });
+    expect(onDigest).toHaveBeenCalledTimes(4);
+    feed.stop();
+  });
+
   it("backs off exponentially up to a cap", () => {
     const mid = () => 0.5;
     expect([0, 1, 2, 3, 10].map((a) => backoffDelay(a, 1000, 30000, mid))).toEqual([1000, 2000, 4000, 8000, 30000]);

@@ -21,6 +21,8 @@
 //!   atomic create, compare-and-set updates, audit trail.
 //! - `metrics_feed.rs` (latest snapshot per instance), `bus.rs` (buckets,
 //!   streams, reading recent stream messages), [`live`] (the SSE feed),
+//!   `list_cache.rs` (the instance lists as bytes built once per change,
+//!   with ETags and gzip),
 //!   `telemetry.rs` (`/metrics`), `ui.rs` (static UI files), `probe.rs`
 //!   (the JetStream checks of `/ready` and `/status`, cached for a second).
 //!
@@ -47,6 +49,7 @@ mod definitions;
 pub mod error;
 mod extract;
 pub mod fleet;
+mod list_cache;
 pub mod live;
 mod metrics_feed;
 mod openapi;

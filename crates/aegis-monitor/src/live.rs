@@ -5,6 +5,14 @@
 //! A slow client that falls more than [`CAPACITY`] events behind gets a
 //! `lagged` event telling it to re-read the REST endpoints, instead of
 //! slowing the feed for everyone.
+//!
+//! Instance events are sent when something a viewer sees changes, not on
+//! every heartbeat: a record write that moves only `lastHeartbeat` is no
+//! event. A `digest` every [`DIGEST_EVERY`](crate::fleet::DIGEST_EVERY)
+//! (topic `instance`) carries the counts, the fleet's version and the
+//! instances whose beats are late, which is what keeps a viewer's
+//! "last heartbeat N s ago" true (see [`FleetDigest`]). So the feed's rate
+//! follows the fleet's changes, not its size.
 
 use aegis_contracts::{MetricsSnapshot, ServiceDefinition};
 use serde::Serialize;
@@ -13,7 +21,9 @@ use utoipa::ToSchema;
 use tokio::sync::broadcast;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::fleet::{Fleet, FleetChange, InstanceView};
+use chrono::{DateTime, Utc};
+
+use crate::fleet::{Fleet, FleetChange, FleetDigest, InstanceView, LateBeat, Summary};
 
 /// Events buffered per subscriber before it counts as lagging.
 pub const CAPACITY: usize = 1024;
@@ -39,16 +49,20 @@ pub enum DefinitionOperation {
     rename_all_fields = "camelCase"
 )]
 pub enum LiveEvent {
-    /// An instance registered, refreshed its heartbeat or its shown status
-    /// changed (event `instance`). The instance is as `/api/instances`
-    /// shows it: derived `status`, `reportedStatus`, `statusReason`,
-    /// `statusSince`.
+    /// An instance registered or something a viewer sees of it changed
+    /// (event `instance`): status, reason, epoch, version, metadata,
+    /// group … — never `lastHeartbeat` alone. The instance is as
+    /// `/api/instances` shows it: derived `status`, `reportedStatus`,
+    /// `statusReason`, `statusSince`.
+    // Per variant too: utoipa does not read `rename_all_fields`.
+    #[serde(rename_all = "camelCase")]
     InstanceUpserted {
         /// The instance.
         #[schema(value_type = crate::openapi::ServiceInstanceDoc)]
         instance: Box<InstanceView>,
     },
     /// An instance's record was removed (event `instance`).
+    #[serde(rename_all = "camelCase")]
     InstanceRemoved {
         /// Its service.
         service_name: String,
@@ -60,6 +74,7 @@ pub enum LiveEvent {
         reason: String,
     },
     /// A definition was created, updated or deleted (event `definition`).
+    #[serde(rename_all = "camelCase")]
     Definition {
         /// The service.
         service_name: String,
@@ -72,20 +87,65 @@ pub enum LiveEvent {
         definition: Option<ServiceDefinition>,
     },
     /// An instance published a metrics snapshot (event `metrics`).
+    #[serde(rename_all = "camelCase")]
     Metrics {
         /// The snapshot.
         #[schema(value_type = Object)]
         snapshot: MetricsSnapshot,
     },
+    /// The fleet's digest, every 2 s (event `digest`, sent with topic
+    /// `instance`, in order with the instance events). As of `asOf`, every
+    /// instance whose record announces a beat interval
+    /// (`metadata.heartbeatMs`) and that is not in `late` has shown a sign
+    /// of life (a liveness beat or a record write) within
+    /// `lateAfterIntervals` × that interval; `late` gives the others their
+    /// last sign of life. `summary` counts the instances as the instance
+    /// events left them; `version` moves exactly when an instance event is
+    /// sent.
+    #[serde(rename_all = "camelCase")]
+    Digest {
+        /// When it was taken.
+        as_of: DateTime<Utc>,
+        /// The fleet's visible version.
+        version: u64,
+        /// Counts by derived status.
+        summary: Summary,
+        /// Intervals without a sign of life before an instance is late.
+        late_after_intervals: f64,
+        /// The late instances and their last sign of life.
+        late: Vec<LateBeat>,
+    },
 }
 
 impl LiveEvent {
-    /// The SSE event name: `instance`, `definition` or `metrics`.
+    /// The SSE event name: `instance`, `digest`, `definition` or `metrics`.
     pub fn name(&self) -> &'static str {
         match self {
             Self::InstanceUpserted { .. } | Self::InstanceRemoved { .. } => "instance",
+            Self::Digest { .. } => "digest",
             Self::Definition { .. } => "definition",
             Self::Metrics { .. } => "metrics",
+        }
+    }
+
+    /// The topic a client subscribes to for it (`?topics=`): the event
+    /// name, but `instance` for the digest.
+    pub fn topic(&self) -> &'static str {
+        match self {
+            Self::Digest { .. } => "instance",
+            other => other.name(),
+        }
+    }
+}
+
+impl From<FleetDigest> for LiveEvent {
+    fn from(d: FleetDigest) -> Self {
+        Self::Digest {
+            as_of: d.as_of,
+            version: d.version,
+            summary: d.summary,
+            late_after_intervals: d.late_after_intervals,
+            late: d.late,
         }
     }
 }
@@ -115,6 +175,7 @@ pub(crate) fn forward_fleet(
                     instance_id,
                     reason: reason.as_str().to_owned(),
                 },
+                Ok(FleetChange::Digest(digest)) => LiveEvent::from(*digest),
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(skipped = n, "the live feed fell behind the fleet view");
                     continue;

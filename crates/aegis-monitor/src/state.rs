@@ -23,6 +23,7 @@ use crate::{
     config::MonitorConfig,
     definitions::DefinitionStore,
     fleet::{Fleet, FleetError},
+    list_cache::ListCache,
     live::{self, LiveEvent},
     metrics_feed::MetricsFeed,
     probe::JetStreamProbe,
@@ -62,6 +63,7 @@ struct Inner {
     auth: Authenticator,
     definitions: DefinitionStore,
     fleet: Fleet,
+    lists: ListCache,
     metrics: MetricsFeed,
     logs: Stream,
     live: broadcast::Sender<LiveEvent>,
@@ -159,6 +161,7 @@ impl AppState {
                 auth,
                 definitions,
                 fleet,
+                lists: ListCache::new(),
                 metrics,
                 logs: resources.logs,
                 live,
@@ -256,6 +259,11 @@ impl AppState {
 
     pub(crate) fn fleet(&self) -> &Fleet {
         &self.inner.fleet
+    }
+
+    /// The instance lists, serialized once per change.
+    pub(crate) fn lists(&self) -> &ListCache {
+        &self.inner.lists
     }
 
     pub(crate) fn metrics(&self) -> &MetricsFeed {

@@ -5,60 +5,10 @@
 
 mod common;
 
-use std::time::Duration;
-
 use aegis_contracts::{MetricsSnapshot, subjects::metrics_subject};
 use chrono::Utc;
-use common::{ADMIN, Harness, VIEWER, new_def};
-use futures::StreamExt;
+use common::{ADMIN, Events, Harness, VIEWER, new_def};
 use serde_json::{Value, json};
-
-/// Reads SSE events (`event:` + `data:` lines) from a streaming response.
-struct Events {
-    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
-    buf: String,
-    /// Names of every event read so far.
-    seen: Vec<String>,
-}
-
-impl Events {
-    fn new(response: reqwest::Response) -> Self {
-        Self {
-            body: Box::pin(response.bytes_stream()),
-            buf: String::new(),
-            seen: Vec::new(),
-        }
-    }
-
-    /// The next event whose name is `name`, within 10 s.
-    async fn next_named(&mut self, name: &str) -> Value {
-        tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                if let Some(end) = self.buf.find("\n\n") {
-                    let block: String = self.buf.drain(..end + 2).collect();
-                    let mut event = "message";
-                    let mut data = String::new();
-                    for line in block.lines() {
-                        if let Some(v) = line.strip_prefix("event:") {
-                            event = v.trim();
-                        } else if let Some(v) = line.strip_prefix("data:") {
-                            data.push_str(v.trim());
-                        }
-                    }
-                    self.seen.push(event.to_owned());
-                    if event == name {
-                        return serde_json::from_str(&data).unwrap();
-                    }
-                    continue;
-                }
-                let chunk = self.body.next().await.expect("stream open").unwrap();
-                self.buf.push_str(&String::from_utf8_lossy(&chunk));
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("no `{name}` event within 10 s"))
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pushes_definitions_instances_and_metrics() {

@@ -85,6 +85,8 @@ interface RequestOptions {
   signal?: AbortSignal;
   /** Do not tell the 401 listeners (sign-in itself, the first session probe). */
   quiet401?: boolean;
+  /** A body held with its `ETag`: sent as `If-None-Match`, returned on 304. */
+  held?: { etag: string; data: unknown };
 }
 
 /** A successful answer's parsed body and headers. */
@@ -102,6 +104,7 @@ async function send<T>(path: string, schema: z.ZodType<T> | null, opts: RequestO
       headers: {
         Accept: "application/json",
         ...(opts.body !== undefined ? { "Content-Type": "application/json" } : {}),
+        ...(opts.held ? { "If-None-Match": opts.held.etag } : {}),
         ...opts.headers,
       },
       body: opts.body !== undefined ? JSON.stringify(opts.body) : undefined,
@@ -111,6 +114,11 @@ async function send<T>(path: string, schema: z.ZodType<T> | null, opts: RequestO
   } catch (e) {
     if (e instanceof DOMException && e.name === "AbortError") throw e;
     throw new ApiError(0, "NETWORK", e instanceof Error ? e.message : String(e));
+  }
+  // Unchanged since the held body (a 304 reaches us: requests are not
+  // cached by the browser, `no-store`, so the tag is sent by hand).
+  if (response.status === 304 && opts.held) {
+    return { data: opts.held.data as T, headers: response.headers };
   }
   if (!response.ok) {
     const body: unknown = await response.json().catch(() => null);
@@ -140,6 +148,18 @@ async function send<T>(path: string, schema: z.ZodType<T> | null, opts: RequestO
 
 const seg = encodeURIComponent;
 
+/** The last full instance list and its tag: a re-read of an unchanged
+ *  fleet (every reconnect, `lagged`, the 5 s polling) costs a 304, not
+ *  megabytes. */
+let heldInstances: { etag: string; data: unknown } | undefined;
+
+async function instances(signal?: AbortSignal): Promise<ServiceInstance[]> {
+  const answer = await send("/api/instances", z.array(ServiceInstance), { signal, held: heldInstances });
+  const etag = answer.headers.get("ETag");
+  heldInstances = etag ? { etag, data: answer.data } : undefined;
+  return answer.data;
+}
+
 /** The fields of a definition a user edits. */
 export interface DefinitionFields {
   owner: string;
@@ -154,7 +174,7 @@ export const api = {
   whoAmI: () => send("/api/session", SessionInfo, { quiet401: true }).then((a) => a.data),
   signOut: () => send("/api/session", null, { method: "DELETE" }).then(() => undefined),
 
-  instances: (signal?: AbortSignal) => send("/api/instances", z.array(ServiceInstance), { signal }).then((a) => a.data),
+  instances,
   summary: () => send("/api/instances/health/summary", Summary).then((a) => a.data),
   metrics: (signal?: AbortSignal) => send("/api/metrics", z.array(InstanceMetrics), { signal }).then((a) => a.data),
   instanceConfig: (service: string, id: string) =>

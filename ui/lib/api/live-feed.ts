@@ -4,8 +4,12 @@
 // event (this client fell behind) and every reconnect re-read them too, so
 // nothing missed while away stays missed. An `expired` event (the session
 // lapsed or was revoked) stops the feed and says so, instead of a retry.
+// A `digest` (every 2 s with topic `instance`) goes to `onDigest`; when the
+// page's count disagrees with it twice in a row, the page re-reads too.
 import {
   DefinitionEvent,
+  DigestEvent,
+  type DigestEvent as DigestEventT,
   InstanceEvent,
   MetricsEvent,
   type DefinitionEvent as DefinitionEventT,
@@ -28,6 +32,12 @@ export interface LiveFeedOptions {
   onInstance?: (e: InstanceEventT) => void;
   onDefinition?: (e: DefinitionEventT) => void;
   onMetrics?: (e: MetricsEventT) => void;
+  /**
+   * The fleet's digest; returns whether the page agrees with its counts.
+   * Two disagreements in a row re-read the REST endpoints (one may be an
+   * answer still on its way).
+   */
+  onDigest?: (e: DigestEventT) => boolean;
   /** Re-reads the REST endpoints; rejects when the API is unreachable. */
   resync: () => Promise<void>;
   onState?: (s: FeedState) => void;
@@ -66,6 +76,7 @@ export class LiveFeed {
   private stopped = false;
   private state: FeedState = "connecting";
   private everLive = false;
+  private disagreements = 0;
 
   constructor(private readonly opts: LiveFeedOptions) {}
 
@@ -113,6 +124,7 @@ export class LiveFeed {
     source.addEventListener("instance", (e) => this.dispatch(e, InstanceEvent, this.opts.onInstance));
     source.addEventListener("definition", (e) => this.dispatch(e, DefinitionEvent, this.opts.onDefinition));
     source.addEventListener("metrics", (e) => this.dispatch(e, MetricsEvent, this.opts.onMetrics));
+    source.addEventListener("digest", (e) => this.dispatch(e, DigestEvent, (d) => this.digest(d)));
     source.addEventListener("lagged", () => void this.opts.resync().catch(() => undefined));
     source.addEventListener("expired", () => {
       if (this.source !== source) return;
@@ -127,6 +139,15 @@ export class LiveFeed {
       this.source = null;
       this.dropped();
     };
+  }
+
+  private digest(d: DigestEventT) {
+    const agrees = this.opts.onDigest?.(d) ?? true;
+    this.disagreements = agrees ? 0 : this.disagreements + 1;
+    if (this.disagreements >= 2) {
+      this.disagreements = 0;
+      void this.opts.resync().catch(() => undefined);
+    }
   }
 
   private dispatch<T>(

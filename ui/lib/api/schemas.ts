@@ -192,6 +192,31 @@ export const InstanceEvent = z.discriminatedUnion("type", [
 ]);
 export type InstanceEvent = z.infer<typeof InstanceEvent>;
 
+/** An instance whose beats are late, as of a digest. */
+export const LateBeat = z.object({
+  serviceName: z.string(),
+  instanceId: z.string(),
+  lastBeat: z.string(),
+});
+export type LateBeat = z.infer<typeof LateBeat>;
+
+/**
+ * SSE `digest` data (every 2 s with topic `instance`): as of `asOf`, every
+ * instance announcing `metadata.heartbeatMs` and not in `late` had a sign of
+ * life within `lateAfterIntervals` of its intervals; `late` gives the
+ * others' last one. `summary` counts the instances as the instance events
+ * before it left them.
+ */
+export const DigestEvent = z.object({
+  type: z.literal("digest"),
+  asOf: z.string(),
+  version: z.number().int().nonnegative(),
+  summary: Summary,
+  lateAfterIntervals: z.number().positive(),
+  late: z.array(LateBeat),
+});
+export type DigestEvent = z.infer<typeof DigestEvent>;
+
 /** SSE `definition` data. */
 export const DefinitionEvent = z.object({
   type: z.literal("definition"),
@@ -210,6 +235,7 @@ export type MetricsEvent = z.infer<typeof MetricsEvent>;
 export const contractSchemas = {
   ServiceInstance,
   Summary,
+  LateBeat,
   LatencySummary,
   EndpointMetrics,
   MetricsSnapshot,

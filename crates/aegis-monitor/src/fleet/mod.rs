@@ -15,6 +15,16 @@
 //! re-derives the instances it concerns and publishes those whose view
 //! changed as [`FleetChange`]s. Lookups read the view from memory.
 //!
+//! The view is versioned, for the lists built from it (`list_cache.rs`):
+//! one sequence numbers every change, and [`Versions`] tell, for the fleet
+//! and for each service, the last change of any kind and the last change a
+//! viewer sees — anything but `lastHeartbeat`, which every record write
+//! moves. Only the latter are published as [`FleetChange::Upserted`]: a
+//! refreshed record that changes nothing else reaches no SSE client. What
+//! keeps heartbeat ages true instead is the [`FleetDigest`], published
+//! every [`DIGEST_EVERY`]: counts, the version, and the instances whose
+//! beats are late.
+//!
 //! What is detected how fast:
 //!
 //! | failure | seen by | after |
@@ -73,6 +83,13 @@ const BEAT_CHECK: Duration = Duration::from_millis(250);
 /// Beat intervals without a beat (or a record write) after which an
 /// instance is unresponsive.
 const MISSED_BEATS: u32 = 3;
+/// How often a [`FleetDigest`] is published.
+pub const DIGEST_EVERY: Duration = Duration::from_secs(2);
+/// An instance is late in a digest when its last sign of life is older
+/// than this many beat intervals (one and a half: a beat is due every
+/// interval, the half absorbs scheduling jitter so on-time instances are
+/// not listed).
+pub const LATE_AFTER_INTERVALS: f64 = 1.5;
 
 /// One instance as the views show it: its registry record with `status` and
 /// `epoch` replaced by the derived ones, plus what the record itself said
@@ -101,10 +118,123 @@ pub struct InstanceView {
     pub status_since: DateTime<Utc>,
 }
 
+impl InstanceView {
+    /// Whether a viewer would see a difference from `other`: any field but
+    /// `lastHeartbeat` (the time of the last record write, which moves on
+    /// every refresh of an otherwise unchanged record).
+    pub fn differs_visibly(&self, other: &InstanceView) -> bool {
+        let InstanceView {
+            instance,
+            reported_status,
+            status_reason,
+            status_since,
+        } = other;
+        let ServiceInstance {
+            service_name,
+            instance_id,
+            version,
+            status,
+            last_heartbeat: _,
+            sticky_active_group,
+            metadata,
+            started_at,
+            epoch,
+        } = instance;
+        let mine = &self.instance;
+        self.reported_status != *reported_status
+            || self.status_reason != *status_reason
+            || self.status_since != *status_since
+            || mine.service_name != *service_name
+            || mine.instance_id != *instance_id
+            || mine.version != *version
+            || mine.status != *status
+            || mine.sticky_active_group != *sticky_active_group
+            || mine.metadata != *metadata
+            || mine.started_at != *started_at
+            || mine.epoch != *epoch
+    }
+}
+
+/// Where the view (or one service's part of it) stands: the numbers of the
+/// last change of any kind and of the last visible one (see
+/// [`InstanceView::differs_visibly`]), from one sequence shared by the
+/// whole fleet. A list built at `any` is exact; one built at an older `any`
+/// but the same `visible` differs only in `lastHeartbeat`s.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Versions {
+    /// The last change.
+    pub any: u64,
+    /// The last change a viewer sees.
+    pub visible: u64,
+}
+
+/// What a list asks of the view: every filter is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Selection {
+    /// Only these services (sorted, without duplicates); `None`: all.
+    pub services: Option<Vec<String>>,
+    /// Only these derived statuses; `None`: all.
+    pub statuses: Option<Vec<InstanceStatus>>,
+    /// Only instances sorted after this (service, instance id).
+    pub after: Option<(String, String)>,
+    /// At most this many.
+    pub limit: Option<usize>,
+}
+
+/// A selection's result, read under one lock with the versions it is exact at.
+#[derive(Debug, Clone)]
+pub struct Selected {
+    /// The fleet's versions when read.
+    pub versions: Versions,
+    /// The matching instances, sorted by (service, instance id).
+    pub instances: Vec<InstanceView>,
+    /// Whether more matched than `limit` allowed.
+    pub more: bool,
+}
+
+/// An instance whose beats are late, as of a digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LateBeat {
+    /// Its service.
+    pub service_name: String,
+    /// Its id.
+    pub instance_id: String,
+    /// Its last sign of life seen by this monitor: a liveness beat or a
+    /// record write (RFC 3339).
+    pub last_beat: DateTime<Utc>,
+}
+
+/// The state of the fleet every [`DIGEST_EVERY`]: what keeps a viewer's
+/// counts and heartbeat ages true without an event per heartbeat.
+///
+/// The rule it states: as of `asOf`, every listed instance whose record
+/// announces a beat interval (`metadata.heartbeatMs`) and that is not in
+/// `late` has shown a sign of life (a liveness beat or a record write)
+/// within [`LATE_AFTER_INTERVALS`] × its interval. `late` names the others
+/// with their last sign of life, unresponsive ones included.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetDigest {
+    /// When it was taken.
+    pub as_of: DateTime<Utc>,
+    /// The fleet's visible version (see [`Versions`]): it moves exactly
+    /// when an `instance` event is published.
+    pub version: u64,
+    /// Counts by derived status.
+    pub summary: Summary,
+    /// How many beat intervals an instance may go without a sign of life
+    /// before it is listed in `late`.
+    pub late_after_intervals: f64,
+    /// The instances whose last sign of life is older than that.
+    pub late: Vec<LateBeat>,
+}
+
 /// A change of the fleet view.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FleetChange {
-    /// An instance appeared or its view changed (a heartbeat, a status).
+    /// An instance appeared or its view changed visibly (a status, a
+    /// reason, metadata …; never `lastHeartbeat` alone).
     Upserted(Box<InstanceView>),
     /// An instance left the registry.
     Removed {
@@ -115,6 +245,8 @@ pub enum FleetChange {
         /// Why it left.
         reason: RemovalReason,
     },
+    /// The periodic digest, in order with the changes before it.
+    Digest(Box<FleetDigest>),
 }
 
 /// Instance counts by derived status.
@@ -149,6 +281,34 @@ pub enum FleetError {
 
 type Key = (String, String);
 
+/// The materialized view and its versions.
+#[derive(Debug, Default)]
+struct View {
+    instances: BTreeMap<Key, InstanceView>,
+    /// The last number handed out.
+    seq: u64,
+    fleet: Versions,
+    services: HashMap<String, Versions>,
+}
+
+impl View {
+    /// Numbers a change of `service`'s part of the view.
+    fn bump(&mut self, service: &str, visible: bool) {
+        self.seq += 1;
+        let seq = self.seq;
+        let service = match self.services.get_mut(service) {
+            Some(v) => v,
+            None => self.services.entry(service.to_owned()).or_default(),
+        };
+        for v in [&mut self.fleet, service] {
+            v.any = seq;
+            if visible {
+                v.visible = seq;
+            }
+        }
+    }
+}
+
 /// The live fleet view; cheap to clone. Its task stops when cancelled.
 #[derive(Debug, Clone)]
 pub struct Fleet {
@@ -158,7 +318,7 @@ pub struct Fleet {
 #[derive(Debug)]
 struct Shared {
     registry: RegistryReader,
-    view: RwLock<BTreeMap<Key, InstanceView>>,
+    view: RwLock<View>,
     changes: broadcast::Sender<FleetChange>,
     advisories: bool,
     system_conn: Option<Connection>,
@@ -268,14 +428,12 @@ impl Fleet {
 
     /// Every instance, sorted by (service, instance).
     pub fn all(&self) -> Vec<InstanceView> {
-        self.read().values().cloned().collect()
+        self.read().instances.values().cloned().collect()
     }
 
     /// One service's instances, sorted by instance id.
     pub fn by_service(&self, service: &str) -> Vec<InstanceView> {
-        self.read()
-            .range((service.to_owned(), String::new())..)
-            .take_while(|((s, _), _)| s == service)
+        service_range(&self.read().instances, service)
             .map(|(_, v)| v.clone())
             .collect()
     }
@@ -283,6 +441,7 @@ impl Fleet {
     /// One instance, if registered.
     pub fn get(&self, service: &str, instance_id: &str) -> Option<InstanceView> {
         self.read()
+            .instances
             .get(&(service.to_owned(), instance_id.to_owned()))
             .cloned()
     }
@@ -290,24 +449,80 @@ impl Fleet {
     /// Every instance whose derived status is `status`.
     pub fn by_status(&self, status: InstanceStatus) -> Vec<InstanceView> {
         self.read()
+            .instances
             .values()
             .filter(|v| v.instance.status == status)
             .cloned()
             .collect()
     }
 
-    /// Counts by derived status.
-    pub fn summary(&self) -> Summary {
-        let mut s = Summary::default();
-        for v in self.read().values() {
-            match v.instance.status {
-                InstanceStatus::Active => s.active += 1,
-                InstanceStatus::Unhealthy => s.unhealthy += 1,
-                InstanceStatus::Standby => s.standby += 1,
+    /// The whole fleet's versions.
+    pub fn versions(&self) -> Versions {
+        self.read().fleet
+    }
+
+    /// One service's versions; `None` for a service with no instance.
+    pub fn service_versions(&self, service: &str) -> Option<Versions> {
+        self.read().services.get(service).copied()
+    }
+
+    /// One service's instances with its versions (`None`: no instance),
+    /// read under one lock.
+    pub fn service_list(&self, service: &str) -> (Option<Versions>, Vec<InstanceView>) {
+        let view = self.read();
+        let instances = service_range(&view.instances, service)
+            .map(|(_, v)| v.clone())
+            .collect();
+        (view.services.get(service).copied(), instances)
+    }
+
+    /// The instances `selection` asks for, with the versions they are exact
+    /// at (read under one lock, so the two agree).
+    pub fn select(&self, selection: &Selection) -> Selected {
+        let view = self.read();
+        let after = selection.after.as_ref();
+        let wanted = |(k, v): &(&Key, &InstanceView)| {
+            after.is_none_or(|a| *k > a)
+                && selection
+                    .statuses
+                    .as_ref()
+                    .is_none_or(|s| s.contains(&v.instance.status))
+        };
+        let limit = selection.limit.unwrap_or(usize::MAX);
+        let mut instances = Vec::new();
+        let mut more = false;
+        let mut take = |items: &mut dyn Iterator<Item = (&Key, &InstanceView)>| {
+            for (_, v) in items.filter(wanted) {
+                if instances.len() == limit {
+                    more = true;
+                    return false;
+                }
+                instances.push(v.clone());
+            }
+            true
+        };
+        match &selection.services {
+            None => {
+                take(&mut view.instances.iter());
+            }
+            Some(services) => {
+                for service in services {
+                    if !take(&mut service_range(&view.instances, service)) {
+                        break;
+                    }
+                }
             }
         }
-        s.total = s.active + s.unhealthy + s.standby;
-        s
+        Selected {
+            versions: view.fleet,
+            instances,
+            more,
+        }
+    }
+
+    /// Counts by derived status.
+    pub fn summary(&self) -> Summary {
+        summarize(&self.read().instances)
     }
 
     /// The changes from now on (a subscriber more than a few thousand behind
@@ -342,9 +557,32 @@ impl Fleet {
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<Key, InstanceView>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, View> {
         self.shared.view.read().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// One service's part of the view.
+fn service_range<'a>(
+    instances: &'a BTreeMap<Key, InstanceView>,
+    service: &'a str,
+) -> impl Iterator<Item = (&'a Key, &'a InstanceView)> + 'a {
+    instances
+        .range((service.to_owned(), String::new())..)
+        .take_while(move |((s, _), _)| s == service)
+}
+
+fn summarize(instances: &BTreeMap<Key, InstanceView>) -> Summary {
+    let mut s = Summary::default();
+    for v in instances.values() {
+        match v.instance.status {
+            InstanceStatus::Active => s.active += 1,
+            InstanceStatus::Unhealthy => s.unhealthy += 1,
+            InstanceStatus::Standby => s.standby += 1,
+        }
+    }
+    s.total = s.active + s.unhealthy + s.standby;
+    s
 }
 
 /// The inputs, owned by the fleet task.
@@ -380,6 +618,8 @@ impl State {
         futures::pin_mut!(registry_changes);
         let mut beat_check = tokio::time::interval(BEAT_CHECK);
         beat_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut digest = tokio::time::interval(DIGEST_EVERY);
+        digest.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
         reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         reconcile.tick().await;
@@ -396,7 +636,16 @@ impl State {
                 },
                 Some(change) = leaders.recv() => self.apply_leader(change),
                 Some(key) = beats.recv() => self.beat(key),
-                _ = beat_check.tick() => self.check_beats(),
+                _ = beat_check.tick() => {
+                    // Beats already received but not yet applied are no
+                    // missed beats: a busy monitor must not mark a live
+                    // fleet unresponsive because its own queue is behind.
+                    while let Ok(key) = beats.try_recv() {
+                        self.beat(key);
+                    }
+                    self.check_beats();
+                }
+                _ = digest.tick() => self.publish_digest(),
                 event = conns.recv(), if conns_open => match event {
                     Some(event) => self.apply_connection(&event),
                     None => conns_open = false,
@@ -461,13 +710,19 @@ impl State {
         self.records.remove(&key);
         self.beats.remove(&key);
         self.unresponsive.remove(&key);
-        let removed = self
-            .shared
-            .view
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key)
-            .is_some();
+        let removed = {
+            let mut view = self.shared.view.write().unwrap_or_else(|e| e.into_inner());
+            let removed = view.instances.remove(&key).is_some();
+            if removed {
+                view.bump(&key.0, true);
+                // A service with no instance left has no versions: its
+                // cached list is dropped rather than kept for a name.
+                if service_range(&view.instances, &key.0).next().is_none() {
+                    view.services.remove(&key.0);
+                }
+            }
+            removed
+        };
         if removed {
             let (service, instance_id) = key;
             let _ = self.shared.changes.send(FleetChange::Removed {
@@ -569,7 +824,8 @@ impl State {
         instance.status = derived.status;
         instance.epoch = derived.epoch;
         let mut view = self.shared.view.write().unwrap_or_else(|e| e.into_inner());
-        let since = match view.get(key) {
+        let old = view.instances.get(key);
+        let since = match old {
             Some(old)
                 if old.instance.status == derived.status && old.status_reason == derived.reason =>
             {
@@ -594,15 +850,57 @@ impl State {
             status_reason: derived.reason,
             status_since: since,
         };
-        if view.get(key) == Some(&next) {
+        if old == Some(&next) {
             return;
         }
-        view.insert(key.clone(), next.clone());
+        let visible = old.is_none_or(|old| old.differs_visibly(&next));
+        view.bump(&key.0, visible);
+        view.instances.insert(key.clone(), next.clone());
         drop(view);
+        if visible {
+            let _ = self
+                .shared
+                .changes
+                .send(FleetChange::Upserted(Box::new(next)));
+        }
+    }
+
+    /// Publishes the digest: counts, version and late beats, in order with
+    /// the changes published before it.
+    fn publish_digest(&self) {
+        let now = Instant::now();
+        let as_of = Utc::now();
+        let mut late: Vec<LateBeat> = self
+            .records
+            .iter()
+            .filter_map(|(key, record)| {
+                let interval = beat_interval(record)?;
+                let age = now.duration_since(*self.beats.get(key)?);
+                (age > interval.mul_f64(LATE_AFTER_INTERVALS)).then(|| LateBeat {
+                    service_name: key.0.clone(),
+                    instance_id: key.1.clone(),
+                    last_beat: as_of
+                        - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX),
+                })
+            })
+            .collect();
+        late.sort_by(|a, b| {
+            (&a.service_name, &a.instance_id).cmp(&(&b.service_name, &b.instance_id))
+        });
+        let (version, summary) = {
+            let view = self.shared.view.read().unwrap_or_else(|e| e.into_inner());
+            (view.fleet.visible, summarize(&view.instances))
+        };
         let _ = self
             .shared
             .changes
-            .send(FleetChange::Upserted(Box::new(next)));
+            .send(FleetChange::Digest(Box::new(FleetDigest {
+                as_of,
+                version,
+                summary,
+                late_after_intervals: LATE_AFTER_INTERVALS,
+                late,
+            })));
     }
 }
 

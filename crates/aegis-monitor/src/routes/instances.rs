@@ -3,11 +3,23 @@
 //! instance its configuration (asked live over NATS) and recent events
 //! (read from `AEGIS_LOG`).
 //!
+//! The lists (`/api/instances`, `/api/instances/{service}`,
+//! `/api/instances/status/{status}`) carry a strong `ETag` and answer 304
+//! to a matching `If-None-Match`; large ones are gzip-compressed for
+//! clients that accept it. The full and per-service lists are served from
+//! bytes built once per change (`list_cache.rs`); filtered and paged ones
+//! (`?service=a,b&status=ACTIVE&limit=100&after=a/i-1`) are built per
+//! request, bounded by `limit`, and answer 304 without being built.
+//!
 //! `health` and `status` are route words here: a service so named is listed
 //! under `/api/instances/{service}`, but its instances cannot be addressed
 //! as `/api/instances/health/summary` or `/api/instances/status/{x}`.
 
-use std::{str::FromStr, time::Duration};
+use std::{
+    hash::{Hash, Hasher},
+    str::FromStr,
+    time::Duration,
+};
 
 use aegis_contracts::{
     InstanceStatus,
@@ -19,6 +31,8 @@ use aegis_contracts::{
 use axum::{
     Json,
     extract::{Path, State},
+    http::{HeaderMap, header},
+    response::Response,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -29,7 +43,8 @@ use crate::{
     bus::{self, Since},
     error::{ApiError, ErrorCode, ErrorEnvelope},
     extract::ApiQuery,
-    fleet::{InstanceView, Summary},
+    fleet::{InstanceView, Selection, Summary},
+    list_cache::{self, ListCache},
     openapi::{InstanceStatusDoc, LogRecordDoc, ServiceInstanceDoc},
     state::AppState,
 };
@@ -68,16 +83,274 @@ pub(crate) struct EventsQuery {
     limit: Option<usize>,
 }
 
-/// Every registered instance, sorted by service and id.
+/// Largest page `limit` accepted.
+const MAX_LIMIT: usize = 1000;
+
+/// Filters and paging of the instance list; all optional, and without any
+/// the whole fleet is listed.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
+    /// Only these services (comma-separated names).
+    #[param(example = "order-service,risk-service")]
+    service: Option<String>,
+    /// Only these derived statuses (comma-separated: ACTIVE, UNHEALTHY,
+    /// STANDBY).
+    #[param(example = "UNHEALTHY,STANDBY")]
+    status: Option<String>,
+    /// At most this many instances (1–1000). When more match, the response
+    /// carries `Link: <…>; rel="next"` with the query of the next page.
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+    /// Only instances sorted after this one, given as `{service}/{instanceId}`
+    /// (the last one of the previous page).
+    #[param(example = "order-service/order-1")]
+    after: Option<String>,
+}
+
+impl ListQuery {
+    /// The selection it asks for; 400 on a bad value.
+    fn selection(&self) -> Result<Selection, ApiError> {
+        let services = match &self.service {
+            None => None,
+            Some(list) => {
+                let mut names = Vec::new();
+                for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                    validate_service_name(name)
+                        .map_err(|e| ApiError::bad_param("service", format!("{name:?}: {e}")))?;
+                    names.push(name.to_owned());
+                }
+                if names.is_empty() {
+                    return Err(ApiError::bad_param("service", "name at least one service"));
+                }
+                names.sort_unstable();
+                names.dedup();
+                Some(names)
+            }
+        };
+        let statuses = match &self.status {
+            None => None,
+            Some(list) => {
+                let mut statuses = Vec::new();
+                for s in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    statuses.push(parse_status("status", s)?);
+                }
+                if statuses.is_empty() {
+                    return Err(ApiError::bad_param("status", "name at least one status"));
+                }
+                statuses.sort_unstable_by_key(|s| s.as_str());
+                statuses.dedup();
+                Some(statuses)
+            }
+        };
+        if let Some(limit) = self.limit
+            && !(1..=MAX_LIMIT).contains(&limit)
+        {
+            return Err(ApiError::bad_param(
+                "limit",
+                format!("must be between 1 and {MAX_LIMIT}"),
+            ));
+        }
+        let after = match &self.after {
+            None => None,
+            Some(cursor) => {
+                let bad = || {
+                    ApiError::bad_param("after", "expected {service}/{instanceId}")
+                        .with_details(json!({ "param": "after", "value": cursor }))
+                };
+                let (service, id) = cursor.split_once('/').ok_or_else(bad)?;
+                if validate_service_name(service).is_err() || validate_instance_id(id).is_err() {
+                    return Err(bad());
+                }
+                Some((service.to_owned(), id.to_owned()))
+            }
+        };
+        Ok(Selection {
+            services,
+            statuses,
+            after,
+            limit: self.limit,
+        })
+    }
+}
+
+fn parse_status(param: &str, value: &str) -> Result<InstanceStatus, ApiError> {
+    InstanceStatus::from_str(value).map_err(|_| {
+        ApiError::bad_param(param, "expected ACTIVE, UNHEALTHY or STANDBY").with_details(json!({
+            "param": param,
+            "value": value,
+            "allowed": ["ACTIVE", "UNHEALTHY", "STANDBY"],
+        }))
+    })
+}
+
+/// Every registered instance, sorted by service and id; optionally only
+/// some services and statuses, a page at a time.
+///
+/// Without a filter the list is served from bytes built once per change.
+/// Every answer carries a strong `ETag`; a matching `If-None-Match` gets
+/// 304. A list may show a `lastHeartbeat` up to 1 s older than the newest
+/// record write (everything else is current); the live stream's `digest`
+/// keeps heartbeat ages true.
 #[utoipa::path(
     get, path = "/api/instances", tag = "instances",
+    params(ListQuery),
     responses(
-        (status = 200, description = "All instances", body = [ServiceInstanceDoc]),
+        (status = 200, description = "The instances, sorted by service and id", body = [ServiceInstanceDoc],
+            headers(
+                ("ETag" = String, description = "Strong tag of this body"),
+                ("Link" = String, description = "With `limit`, when more match: `<…>; rel=\"next\"`"),
+            )),
+        (status = 304, description = "Unchanged since the `If-None-Match` tag"),
+        (status = 400, description = "Bad service, status, limit or after", body = ErrorEnvelope),
         (status = 401, description = "Not authenticated", body = ErrorEnvelope),
     )
 )]
-async fn list_instances(State(state): State<AppState>) -> Json<Vec<InstanceView>> {
-    Json(state.fleet().all())
+async fn list_instances(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Response, ApiError> {
+    let selection = query.selection()?;
+    if selection == Selection::default() {
+        let fleet = state.fleet();
+        let cached = state
+            .lists()
+            .full(
+                || fleet.versions(),
+                || {
+                    let s = fleet.select(&Selection::default());
+                    (s.versions, s.instances)
+                },
+            )
+            .await
+            .map_err(serialize_error)?;
+        return Ok(cached.respond(&headers));
+    }
+    if let (Some([service]), None, None, None) = (
+        selection.services.as_deref(),
+        &selection.statuses,
+        &selection.after,
+        selection.limit,
+    ) {
+        return service_list(&state, &headers, service).await;
+    }
+    selected(&state, &headers, &selection)
+}
+
+/// A filtered or paged list: built per request, 304 without building.
+fn selected(
+    state: &AppState,
+    headers: &HeaderMap,
+    selection: &Selection,
+) -> Result<Response, ApiError> {
+    let lists = state.lists();
+    let variant = {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        selection.hash(&mut h);
+        format!("q{:016x}", h.finish())
+    };
+    // The body is a function of the view's version and the selection: a
+    // client holding this version's tag needs nothing built.
+    let etag = lists.etag(state.fleet().versions().any, &variant);
+    if let Some(response) = not_modified(headers, &etag) {
+        return Ok(response);
+    }
+    let found = state.fleet().select(selection);
+    let etag = lists.etag(found.versions.any, &variant);
+    let json = bytes::Bytes::from(serde_json::to_vec(&found.instances).map_err(serialize_error)?);
+    let response = list_cache::respond(headers, &etag, &json, || list_cache::gzip(&json));
+    let next = found
+        .more
+        .then(|| found.instances.last())
+        .flatten()
+        .map(|last| {
+            next_link(
+                selection,
+                &last.instance.service_name,
+                &last.instance.instance_id,
+            )
+        });
+    Ok(match next {
+        Some(link) => list_cache::with_header(response, header::LINK, &link),
+        None => response,
+    })
+}
+
+/// 304 when `headers` hold `etag` (in either encoding's form).
+fn not_modified(headers: &HeaderMap, etag: &str) -> Option<Response> {
+    let gz = format!("{}-gz\"", etag.trim_end_matches('"'));
+    let held = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .find(|t| *t == etag || *t == gz)?
+        .to_owned();
+    Some(list_cache::respond(
+        headers,
+        &held,
+        &bytes::Bytes::new(),
+        bytes::Bytes::new,
+    ))
+}
+
+/// `Link` to the page after (service, id) of `selection`.
+fn next_link(selection: &Selection, service: &str, id: &str) -> String {
+    let mut query = Vec::new();
+    if let Some(services) = &selection.services {
+        query.push(format!("service={}", services.join(",")));
+    }
+    if let Some(statuses) = &selection.statuses {
+        let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+        query.push(format!("status={}", names.join(",")));
+    }
+    if let Some(limit) = selection.limit {
+        query.push(format!("limit={limit}"));
+    }
+    // Service names and instance ids are URL-safe by their rules; `/` is
+    // allowed in a query.
+    query.push(format!("after={service}/{id}"));
+    format!("</api/instances?{}>; rel=\"next\"", query.join("&"))
+}
+
+/// One service's list from the cache; `[]` for a service with no instance.
+async fn service_list(
+    state: &AppState,
+    headers: &HeaderMap,
+    service: &str,
+) -> Result<Response, ApiError> {
+    let fleet = state.fleet();
+    let cached = state
+        .lists()
+        .service(
+            service,
+            || fleet.service_versions(service),
+            || {
+                let (versions, instances) = fleet.service_list(service);
+                // Gone since the check: an empty list at the fleet's
+                // version, which the next request replaces.
+                (versions.unwrap_or_else(|| fleet.versions()), instances)
+            },
+        )
+        .await
+        .map_err(serialize_error)?;
+    Ok(match cached {
+        Some(cached) => cached.respond(headers),
+        None => empty_list(state.lists(), headers),
+    })
+}
+
+/// `[]`, the same for every service without instances.
+fn empty_list(lists: &ListCache, headers: &HeaderMap) -> Response {
+    let json = bytes::Bytes::from_static(b"[]");
+    list_cache::respond(headers, &lists.etag(0, "empty"), &json, || json.clone())
+}
+
+fn serialize_error(e: serde_json::Error) -> ApiError {
+    ApiError::internal("serializing the instance list", e)
 }
 
 /// Instance counts by status.
@@ -97,39 +370,44 @@ async fn health_summary(State(state): State<AppState>) -> Json<Summary> {
     get, path = "/api/instances/status/{status}", tag = "instances",
     params(("status" = InstanceStatusDoc, Path, description = "ACTIVE, UNHEALTHY or STANDBY")),
     responses(
-        (status = 200, description = "Matching instances", body = [ServiceInstanceDoc]),
+        (status = 200, description = "Matching instances", body = [ServiceInstanceDoc],
+            headers(("ETag" = String, description = "Strong tag of this body"))),
+        (status = 304, description = "Unchanged since the `If-None-Match` tag"),
         (status = 400, description = "Not a status", body = ErrorEnvelope),
         (status = 401, description = "Not authenticated", body = ErrorEnvelope),
     )
 )]
 async fn by_status(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path(status): Path<String>,
-) -> Result<Json<Vec<InstanceView>>, ApiError> {
-    let status = InstanceStatus::from_str(&status).map_err(|_| {
-        ApiError::bad_param("status", "expected ACTIVE, UNHEALTHY or STANDBY").with_details(json!({
-            "param": "status",
-            "value": status,
-            "allowed": ["ACTIVE", "UNHEALTHY", "STANDBY"],
-        }))
-    })?;
-    Ok(Json(state.fleet().by_status(status)))
+) -> Result<Response, ApiError> {
+    let status = parse_status("status", &status)?;
+    let selection = Selection {
+        statuses: Some(vec![status]),
+        ..Selection::default()
+    };
+    selected(&state, &headers, &selection)
 }
 
-/// One service's instances; an unknown service has none (`[]`).
+/// One service's instances; an unknown service has none (`[]`). Served
+/// from bytes built once per change of this service.
 #[utoipa::path(
     get, path = "/api/instances/{service}", tag = "instances",
     params(("service" = String, Path, description = "Service name")),
     responses(
-        (status = 200, description = "The service's instances", body = [ServiceInstanceDoc]),
+        (status = 200, description = "The service's instances", body = [ServiceInstanceDoc],
+            headers(("ETag" = String, description = "Strong tag of this body"))),
+        (status = 304, description = "Unchanged since the `If-None-Match` tag"),
         (status = 401, description = "Not authenticated", body = ErrorEnvelope),
     )
 )]
 async fn by_service(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path(service): Path<String>,
-) -> Json<Vec<InstanceView>> {
-    Json(state.fleet().by_service(&service))
+) -> Result<Response, ApiError> {
+    service_list(&state, &headers, &service).await
 }
 
 /// One instance.

@@ -3,10 +3,21 @@
 //! live without polling.
 //!
 //! Events: `hello` first (`{"topics": [...]}`), then `instance`,
-//! `definition` and `metrics` (data: a [`LiveEvent`] as JSON), `lagged`
-//! (`{"skipped": n}`) when this client fell behind and should re-read the
-//! REST endpoints. A comment line every 15 s keeps proxies from closing an
-//! idle connection.
+//! `digest`, `definition` and `metrics` (data: a [`LiveEvent`] as JSON),
+//! `lagged` (`{"skipped": n}`) when this client fell behind and should
+//! re-read the REST endpoints. A comment line every 15 s keeps proxies from
+//! closing an idle connection.
+//!
+//! Topic `instance` brings `instance` events when something a viewer sees
+//! of an instance changes (status, reason, epoch, version, metadata …) —
+//! not when a record write only moved `lastHeartbeat` — and a `digest`
+//! every 2 s: `{"type": "digest", "asOf", "version", "summary": {total,
+//! active, unhealthy, standby}, "lateAfterIntervals": 1.5, "late":
+//! [{serviceName, instanceId, lastBeat}]}`. It states that as of `asOf`
+//! every instance announcing `metadata.heartbeatMs` and not in `late` had a
+//! sign of life (beat or record write) within 1.5 of its intervals; `late`
+//! gives the others' last one. A viewer keeps "last heartbeat N s ago" true
+//! from it, and can check its instance count against `summary.total`.
 //!
 //! The stream ends when the monitor shuts down, and when the credentials
 //! that opened it stop being valid: the session expires, is signed out, or
@@ -64,8 +75,10 @@ pub(crate) struct StreamQuery {
 }
 
 /// Live changes as Server-Sent Events (`text/event-stream`): events
-/// `hello`, `instance`, `definition`, `metrics` and `lagged`; each data line
-/// is JSON (see the `LiveEvent` schema). When the credentials that opened
+/// `hello`, `instance`, `digest` (every 2 s, with topic `instance`),
+/// `definition`, `metrics` and `lagged`; each data line is JSON (see the
+/// `LiveEvent` schema). Instance events come when something shown changes,
+/// not on every heartbeat; the digest keeps heartbeat ages true. When the credentials that opened
 /// the stream lapse (session expired or signed out, token removed), a last
 /// `expired` event is sent and the stream ends.
 #[utoipa::path(
@@ -108,7 +121,7 @@ async fn live_stream(
     let guard = SseClientGuard::new();
     let events = BroadcastStream::new(state.live()).filter_map(move |item| {
         let event = match item {
-            Ok(event) if topics.contains(event.name()) => to_event(&event),
+            Ok(event) if topics.contains(event.topic()) => to_event(&event),
             Ok(_) => None,
             Err(BroadcastStreamRecvError::Lagged(skipped)) => Event::default()
                 .event("lagged")

@@ -14,6 +14,7 @@ use axum::{
     body::Body,
     http::{HeaderMap, Method, Request, StatusCode, header},
 };
+use futures::StreamExt;
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -299,3 +300,50 @@ pub fn new_def(name: &str) -> Value {
 // Not every test binary that includes this module polls.
 #[allow(unused_imports)]
 pub use aegis_testkit::wait::eventually;
+
+/// Reads SSE events (`event:` + `data:` lines) from a streaming response.
+pub struct Events {
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buf: String,
+    /// Names of every event read so far.
+    pub seen: Vec<String>,
+}
+
+impl Events {
+    pub fn new(response: reqwest::Response) -> Self {
+        Self {
+            body: Box::pin(response.bytes_stream()),
+            buf: String::new(),
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next event whose name is `name`, within 10 s.
+    pub async fn next_named(&mut self, name: &str) -> Value {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(end) = self.buf.find("\n\n") {
+                    let block: String = self.buf.drain(..end + 2).collect();
+                    let mut event = "message";
+                    let mut data = String::new();
+                    for line in block.lines() {
+                        if let Some(v) = line.strip_prefix("event:") {
+                            event = v.trim();
+                        } else if let Some(v) = line.strip_prefix("data:") {
+                            data.push_str(v.trim());
+                        }
+                    }
+                    self.seen.push(event.to_owned());
+                    if event == name {
+                        return serde_json::from_str(&data).unwrap();
+                    }
+                    continue;
+                }
+                let chunk = self.body.next().await.expect("stream open").unwrap();
+                self.buf.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no `{name}` event within 10 s"))
+    }
+}
