@@ -32,8 +32,11 @@ use tower::ServiceExt;
 /// Registers `service`/`id` with beats every `heartbeat`.
 async fn register(conn: &Connection, service: &str, id: &str, heartbeat: Duration) -> Registration {
     let record = ServiceInstance::new(service, id, "1.0.0", chrono::Utc::now());
+    // The record re-written on every beat (the SDK's default is every 4 s):
+    // the tests watch what refreshes do to the lists and the stream.
     Registration::builder(conn, record)
         .heartbeat(heartbeat)
+        .refresh(heartbeat)
         .start()
         .await
         .expect("register")
