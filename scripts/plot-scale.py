@@ -2,7 +2,7 @@
 """Draws docs/scale.svg from the JSON of `aegis bench scale` runs.
 
 Reads docs/results/bench-scale-{before,after,refresh4s}-{N}.json (any N
-present) and
+present; bench-scale-monitor-{N}.json fills sizes the 4 s series lacks) and
 draws, against the number of instances N (log-log), how each registry cost
 grows: deliveries and bytes on the whole bus and to one caller process
 (counts from nats-server, which do not depend on the build that ran). Before (the whole
@@ -34,11 +34,17 @@ COLORS = {"before": "#c0392b", "after": "#2563eb", "refresh4s": "#15803d"}
 def load():
     runs = {"before": {}, "after": {}, "refresh4s": {}}
     for path in glob.glob(os.path.join(RESULTS, "bench-scale-*.json")):
-        m = re.search(r"bench-scale-(before|after|refresh4s)-(\d+)\.json$", path)
+        m = re.search(r"bench-scale-(before|after|refresh4s|monitor)-(\d+)\.json$", path)
         if not m:
             continue
         with open(path) as f:
-            runs[m.group(1)][int(m.group(2))] = json.load(f)["results"]
+            results = json.load(f)["results"]
+        # The later runs (same registry cadence, the new monitor) extend the
+        # 4 s series to sizes it did not cover.
+        side = "refresh4s" if m.group(1) == "monitor" else m.group(1)
+        if m.group(1) == "monitor" and int(m.group(2)) in runs[side]:
+            continue
+        runs[side][int(m.group(2))] = results
     return runs
 
 
