@@ -104,7 +104,7 @@ async fn ready_and_status_ask_jetstream_at_most_once_a_second() {
     // `$JS.API.>`: count the ones /ready and /status make.
     let spy = async_nats::connect(h.nats.url()).await.unwrap();
     let mut sub = spy.subscribe("$JS.API.>").await.unwrap();
-    spy.flush().await.unwrap();
+    aegis_testkit::wait::server_caught_up(&spy).await;
     // The harness's start filled the cache; let that result age out (the
     // cache keeps it 1 s), so the first hit below must ask JetStream and
     // the count proves the spy sees the probe's requests.

@@ -16,6 +16,7 @@ use aegis_contracts::{
     subjects::{control_subject, log_subject},
 };
 use aegis_sdk::{Connection, rpc::Service};
+use aegis_testkit::wait::server_caught_up;
 use axum::http::Method;
 use chrono::Utc;
 use common::{Harness, VIEWER, eventually};
@@ -191,9 +192,12 @@ async fn sigkilled_instance_leaves_within_its_ttl() {
     );
 }
 
+/// The control timeout the 504 cases wait out; short, so the test is quick.
+const SHORT_CONTROL_TIMEOUT: Duration = Duration::from_millis(500);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn instance_config_live_over_nats() {
-    let h = Harness::start().await;
+async fn instance_config_times_out_with_504() {
+    let h = Harness::start_with(|c| c.control_timeout = SHORT_CONTROL_TIMEOUT).await;
     let conn = h.connect().await;
     let path = "/api/instances/pricing-service/pricing-1/config";
 
@@ -204,7 +208,6 @@ async fn instance_config_live_over_nats() {
 
     // Registered, but nobody answers: 504 after the control timeout.
     let _pricing = common::register_bare(&h, &conn, "pricing-service", "pricing-1").await;
-    let _risk = common::register_bare(&h, &conn, "risk-service", "risk-1").await;
     let started = Instant::now();
     let r = h.get(path, Some(VIEWER)).await;
     r.expect(504, Some("GATEWAY_TIMEOUT"));
@@ -218,12 +221,34 @@ async fn instance_config_live_over_nats() {
         .subscribe(control_subject("pricing-service", "pricing-1", "config"))
         .await
         .unwrap();
-    conn.client().flush().await.unwrap();
+    server_caught_up(conn.client()).await;
     let r = h.get(path, Some(VIEWER)).await;
     r.expect(504, Some("GATEWAY_TIMEOUT"));
     assert_eq!(r.body["error"]["details"]["reason"], "timeout");
-    drop(slow.next().await);
-    slow.unsubscribe().await.unwrap();
+    assert_eq!(
+        r.body["error"]["details"]["timeoutMs"],
+        SHORT_CONTROL_TIMEOUT.as_millis() as u64
+    );
+    assert!(
+        slow.next().await.is_some(),
+        "the request reached the instance"
+    );
+}
+
+/// The answering cases run with the harness's generous control timeout:
+/// a loaded machine must not turn a 200 into a 504.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_config_live_over_nats() {
+    let h = Harness::start().await;
+    let conn = h.connect().await;
+    let path = "/api/instances/pricing-service/pricing-1/config";
+
+    // Not registered: no such instance.
+    h.get(path, Some(VIEWER))
+        .await
+        .expect(404, Some("INSTANCE_NOT_FOUND"));
+    let _pricing = common::register_bare(&h, &conn, "pricing-service", "pricing-1").await;
+    let _risk = common::register_bare(&h, &conn, "risk-service", "risk-1").await;
 
     // An instance that answers with its redacted config: 200.
     let mut sub = conn
@@ -231,7 +256,7 @@ async fn instance_config_live_over_nats() {
         .subscribe(control_subject("pricing-service", "pricing-1", "config"))
         .await
         .unwrap();
-    conn.client().flush().await.unwrap();
+    server_caught_up(conn.client()).await;
     let client = conn.client().clone();
     let responder = tokio::spawn(async move {
         while let Some(msg) = sub.next().await {
@@ -262,7 +287,7 @@ async fn instance_config_live_over_nats() {
         .subscribe(control_subject("risk-service", "risk-1", "config"))
         .await
         .unwrap();
-    conn.client().flush().await.unwrap();
+    server_caught_up(conn.client()).await;
     let client = conn.client().clone();
     let responder = tokio::spawn(async move {
         while let Some(msg) = sub.next().await {

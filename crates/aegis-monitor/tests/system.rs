@@ -258,7 +258,7 @@ async fn slow_requests_time_out_with_504() {
         .subscribe("aegis.control.slow-svc.i-1.config")
         .await
         .unwrap();
-    conn.client().flush().await.unwrap();
+    aegis_testkit::wait::server_caught_up(conn.client()).await;
     let started = std::time::Instant::now();
     let r = h
         .get("/api/instances/slow-svc/i-1/config", Some(VIEWER))

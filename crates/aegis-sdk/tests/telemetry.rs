@@ -37,7 +37,7 @@ async fn snapshots_events_and_config_reach_nats() {
         .subscribe("aegis.log.quote-service.q-1")
         .await
         .unwrap();
-    watcher.flush().await.unwrap();
+    aegis_testkit::wait::server_caught_up(&watcher).await;
 
     let mut config = AegisConfig::with_servers(nats.url());
     config.nats.token = None;

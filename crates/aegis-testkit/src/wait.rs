@@ -77,6 +77,48 @@ where
     }
 }
 
+/// Returns once the server has applied every subscription `client` sent
+/// before the call.
+///
+/// `Client::flush` only writes the client's buffer to the socket: a
+/// request another connection makes right after it can still reach the
+/// server before the `SUB` is in effect (and find no responders, or an
+/// unsubscribed one). The server handles one connection's protocol in
+/// order, so once a message published to a fresh inbox this client
+/// subscribes to comes back, every earlier `SUB` and `UNSUB` is in force.
+///
+/// ```no_run
+/// # async fn demo(client: async_nats::Client) {
+/// let sub = client.subscribe("aegis.control.svc.i-1.config").await.unwrap();
+/// aegis_testkit::wait::server_caught_up(&client).await;
+/// // A request from any connection now reaches `sub`.
+/// # }
+/// ```
+///
+/// The client needs permission to subscribe and publish to its inbox
+/// prefix; under narrower permissions any request the server answers on
+/// the same connection (e.g. a JetStream account query) is the barrier.
+///
+/// # Panics
+/// When the echo has not come back within [`PATIENCE`], or the client
+/// cannot subscribe or publish.
+pub async fn server_caught_up(client: &async_nats::Client) {
+    use futures::StreamExt;
+    let inbox = client.new_inbox();
+    let mut echo = client
+        .subscribe(inbox.clone())
+        .await
+        .expect("subscribe to the echo inbox");
+    client
+        .publish(inbox, Default::default())
+        .await
+        .expect("publish the echo");
+    tokio::time::timeout(PATIENCE, echo.next())
+        .await
+        .expect("timed out waiting for: the server to echo a message")
+        .expect("the echo subscription ended");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,6 +43,33 @@ async fn jetstream_is_available() -> TestResult {
     Ok(())
 }
 
+/// After `server_caught_up`, a request from another connection always
+/// finds a subscription made just before it: 200 fresh subjects, each
+/// asked once, no "no responders" (which `flush` alone lets through).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_caught_up_puts_subscriptions_in_force() -> TestResult {
+    let server = NatsServer::start()?;
+    let responder = async_nats::connect(server.url()).await?;
+    let asker = async_nats::connect(server.url()).await?;
+    for i in 0..200 {
+        let subject = format!("svc.{i}");
+        let mut sub = responder.subscribe(subject.clone()).await?;
+        aegis_testkit::wait::server_caught_up(&responder).await;
+        let answer = tokio::spawn({
+            let responder = responder.clone();
+            async move {
+                let msg = sub.next().await.expect("subscription open");
+                let reply = msg.reply.expect("a request");
+                responder.publish(reply, "yes".into()).await.unwrap();
+            }
+        });
+        let reply = asker.request(subject, "?".into()).await?;
+        assert_eq!(&reply.payload[..], b"yes");
+        answer.await?;
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn core_only_server_has_no_jetstream() -> TestResult {
     let server = NatsServer::builder().jetstream(false).start()?;

@@ -288,7 +288,9 @@ async fn only_the_operator_publishes_control_requests() {
         .subscribe("aegis.control.order-service.order-1.drain")
         .await
         .unwrap();
-    order.client().flush().await.unwrap();
+    // A round trip on the same connection puts the SUB in force (a service
+    // may not publish to its own inbox, so `server_caught_up` cannot).
+    order.jetstream().query_account().await.unwrap();
 
     let operator = bus.probe("operator").await;
     operator

@@ -40,7 +40,9 @@ pub fn config(url: &str) -> MonitorConfig {
         nats,
         admin_token: Some(Secret::new(ADMIN)),
         viewer_token: Some(Secret::new(VIEWER)),
-        control_timeout: Duration::from_millis(500),
+        // Generous, so a loaded machine does not turn an answer into a 504;
+        // tests of the timeout itself set a short one.
+        control_timeout: Duration::from_secs(5),
         ..Default::default()
     }
 }
