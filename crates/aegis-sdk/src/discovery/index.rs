@@ -241,16 +241,11 @@ fn same_endpoints(known: Option<&[String]>, instance: &ServiceInstance) -> bool 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::cache::{Shared, Snapshot};
-    use chrono::Utc;
+    use crate::registry::cache::{
+        Shared, Snapshot,
+        fixtures::{inst, reload_keep_changed_new},
+    };
     use serde_json::json;
-
-    fn inst(service: &str, id: &str, status: InstanceStatus) -> ServiceInstance {
-        let mut i = ServiceInstance::new(service, id, "1.0.0", Utc::now());
-        i.status = status;
-        i.metadata.insert("endpoints".into(), json!(["m"]));
-        i
-    }
 
     /// A registry view feeding a routing index, as on a connection.
     fn view() -> (Shared, Arc<DiscoveryIndex>) {
@@ -320,20 +315,7 @@ mod tests {
         view.upsert(inst("svc", "keep", InstanceStatus::Active), 1);
         view.upsert(inst("svc", "changed", InstanceStatus::Active), 3);
         index.evict("svc", "keep");
-        let mut snapshot = Snapshot::new();
-        snapshot.insert(
-            ("svc".into(), "keep".into()),
-            (inst("svc", "keep", InstanceStatus::Active), 1),
-        );
-        snapshot.insert(
-            ("svc".into(), "changed".into()),
-            (inst("svc", "changed", InstanceStatus::Standby), 7),
-        );
-        snapshot.insert(
-            ("svc".into(), "new".into()),
-            (inst("svc", "new", InstanceStatus::Active), 8),
-        );
-        view.replace_all(snapshot, false);
+        view.replace_all(reload_keep_changed_new(), false);
         assert_eq!(pick(&index, "svc").as_deref(), Some("new"));
     }
 

@@ -597,19 +597,46 @@ impl Shared {
     }
 }
 
+/// Records and snapshots the view's tests and the routing index's share.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use aegis_contracts::InstanceStatus;
+pub(crate) mod fixtures {
+    use super::Snapshot;
+    use aegis_contracts::{InstanceStatus, ServiceInstance};
     use chrono::Utc;
     use serde_json::json;
 
-    fn inst(service: &str, id: &str, status: InstanceStatus) -> ServiceInstance {
+    /// A record of `service`/`id` in `status`, serving method `m`.
+    pub(crate) fn inst(service: &str, id: &str, status: InstanceStatus) -> ServiceInstance {
         let mut i = ServiceInstance::new(service, id, "1.0.0", Utc::now());
         i.status = status;
         i.metadata.insert("endpoints".into(), json!(["m"]));
         i
     }
+
+    /// A reload of service `svc` against a view holding `keep` (revision
+    /// 1), `changed` (3) and perhaps `gone`: `keep` unchanged, `changed`
+    /// now STANDBY at revision 7, `new` ACTIVE at 8, `gone` absent.
+    pub(crate) fn reload_keep_changed_new() -> Snapshot {
+        let mut snapshot = Snapshot::new();
+        for (id, status, revision) in [
+            ("keep", InstanceStatus::Active, 1),
+            ("changed", InstanceStatus::Standby, 7),
+            ("new", InstanceStatus::Active, 8),
+        ] {
+            snapshot.insert(
+                ("svc".into(), id.into()),
+                (inst("svc", id, status), revision),
+            );
+        }
+        snapshot
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{inst, reload_keep_changed_new};
+    use super::*;
+    use aegis_contracts::InstanceStatus;
 
     /// The view alone, with no index built on it.
     #[derive(Debug)]
@@ -660,20 +687,7 @@ mod tests {
         view.upsert(inst("svc", "gone", InstanceStatus::Active), 2);
         view.upsert(inst("svc", "changed", InstanceStatus::Active), 3);
         let mut rx = view.subscribe();
-        let mut snapshot = Snapshot::new();
-        snapshot.insert(
-            ("svc".into(), "keep".into()),
-            (inst("svc", "keep", InstanceStatus::Active), 1),
-        );
-        snapshot.insert(
-            ("svc".into(), "changed".into()),
-            (inst("svc", "changed", InstanceStatus::Standby), 7),
-        );
-        snapshot.insert(
-            ("svc".into(), "new".into()),
-            (inst("svc", "new", InstanceStatus::Active), 8),
-        );
-        view.replace_all(snapshot, false);
+        view.replace_all(reload_keep_changed_new(), false);
         let mut seen = Vec::new();
         while let Ok(change) = rx.try_recv() {
             seen.push((
