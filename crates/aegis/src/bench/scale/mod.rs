@@ -309,6 +309,39 @@ impl Kid {
 }
 
 /// CPU seconds (user + system) a process has used, from `/proc`.
+/// Starts `count` children of `role`, child `c` on services `2c` and
+/// `2c + 1`, and waits for each one's `READY {connection}`; returns the
+/// children and their connection names.
+async fn start_per_caller(
+    role: &str,
+    count: usize,
+    exe: &std::path::Path,
+    logs: &std::path::Path,
+    common: &impl Fn(&str, usize) -> Vec<String>,
+) -> anyhow::Result<(Vec<Kid>, Vec<String>)> {
+    let mut kids = Vec::with_capacity(count);
+    let mut conns = Vec::with_capacity(count);
+    for c in 0..count {
+        let mut a = common(role, c);
+        a.extend([
+            "--services".to_owned(),
+            format!("{},{}", service_name(2 * c), service_name(2 * c + 1)),
+        ]);
+        let mut kid = Kid::spawn(exe, &a, &logs.join(format!("{role}-{c}.log")))?;
+        let line = kid
+            .line(Duration::from_secs(60))
+            .await
+            .with_context(|| format!("a {role}"))?;
+        let name = line
+            .strip_prefix("READY ")
+            .with_context(|| format!("a {role} said {line:?}"))?
+            .to_owned();
+        conns.push(name);
+        kids.push(kid);
+    }
+    Ok((kids, conns))
+}
+
 fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces) in parentheses.
@@ -497,49 +530,12 @@ async fn orchestrate(args: &ScaleBenchArgs, logs: &std::path::Path) -> anyhow::R
         crash_kids.push(kid);
     }
 
-    // Callers.
-    let mut callers = Vec::new();
-    let mut caller_conns = Vec::new();
-    for c in 0..args.callers {
-        let mut a = common("caller", c);
-        a.extend([
-            "--services".to_owned(),
-            format!("{},{}", service_name(2 * c), service_name(2 * c + 1)),
-        ]);
-        let mut kid = Kid::spawn(&exe, &a, &logs.join(format!("caller-{c}.log")))?;
-        let line = kid
-            .line(Duration::from_secs(60))
-            .await
-            .context("a caller")?;
-        let name = line
-            .strip_prefix("READY ")
-            .with_context(|| format!("a caller said {line:?}"))?
-            .to_owned();
-        caller_conns.push(name);
-        callers.push(kid);
-    }
-    // One watcher beside each caller, on the same two services: the
+    // Callers, and one watcher beside each on the same two services: the
     // caller's registry upkeep alone.
-    let mut watchers = Vec::new();
-    let mut watcher_conns = Vec::new();
-    for c in 0..args.callers {
-        let mut a = common("watcher", c);
-        a.extend([
-            "--services".to_owned(),
-            format!("{},{}", service_name(2 * c), service_name(2 * c + 1)),
-        ]);
-        let mut kid = Kid::spawn(&exe, &a, &logs.join(format!("watcher-{c}.log")))?;
-        let line = kid
-            .line(Duration::from_secs(60))
-            .await
-            .context("a watcher")?;
-        let name = line
-            .strip_prefix("READY ")
-            .with_context(|| format!("a watcher said {line:?}"))?
-            .to_owned();
-        watcher_conns.push(name);
-        watchers.push(kid);
-    }
+    let (mut callers, caller_conns) =
+        start_per_caller("caller", args.callers, &exe, logs, &common).await?;
+    let (mut watchers, watcher_conns) =
+        start_per_caller("watcher", args.callers, &exe, logs, &common).await?;
 
     // SSE clients, connected before the window.
     let probes: monitor::Probes = Arc::default();
