@@ -35,6 +35,8 @@
 //!   orchestrators such as Kubernetes.
 //! - [`telemetry`]: metrics snapshots, lifecycle events and the live
 //!   configuration an instance publishes for the monitor.
+//! - `task` (internal): the one handle for a component's background tasks
+//!   (stop and wait, or cancel on drop).
 //!
 //! Every component follows one shape: a builder, `start()`, and a handle that
 //! stops gracefully with `shutdown().await` (or at once on drop).
@@ -81,6 +83,7 @@ mod pull;
 pub mod registry;
 pub mod rpc;
 pub mod streams;
+mod task;
 pub mod telemetry;
 
 pub use aegis_contracts as contracts;

@@ -18,11 +18,12 @@ use async_nats::{
 };
 use futures::{FutureExt, future::BoxFuture};
 use serde::{Serialize, de::DeserializeOwned};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::pull::{Durable, Outcome};
+use crate::{
+    pull::{Durable, Outcome},
+    task::Background,
+};
 
 use super::{CommandError, Commands, HEADER_DEADLINE, ensure_commands_stream};
 
@@ -232,20 +233,15 @@ impl CommandWorkerBuilder {
                 name: name.clone(),
                 source,
             })?;
-        let cancel = CancellationToken::new();
         let client = conn.client().clone();
         let handlers = Arc::new(self.handlers);
         let run_one: crate::pull::Handler =
             Arc::new(move |message| run_one(message, client.clone(), handlers.clone()).boxed());
-        let task = tokio::spawn(
-            crate::pull::run(durable, consumer, run_one, cancel.clone())
-                .instrument(info_span!("commands", service = %self.service)),
-        );
+        let tasks = Background::new();
+        let span = info_span!("commands", service = %self.service);
+        tasks.spawn(|cancel| crate::pull::run(durable, consumer, run_one, cancel).instrument(span));
         info!(service = %self.service, consumer = %name, "command worker started");
-        Ok(CommandWorker {
-            cancel,
-            task: Some(task),
-        })
+        Ok(CommandWorker { tasks })
     }
 }
 
@@ -323,22 +319,12 @@ async fn send_reply(client: &Client, reply_to: Option<&str>, reply: &CommandRepl
 /// command in progress first.
 #[derive(Debug)]
 pub struct CommandWorker {
-    cancel: CancellationToken,
-    task: Option<JoinHandle<()>>,
+    tasks: Background,
 }
 
 impl CommandWorker {
     /// Stops taking commands and waits for the one in progress.
-    pub async fn shutdown(mut self) {
-        self.cancel.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for CommandWorker {
-    fn drop(&mut self) {
-        self.cancel.cancel();
+    pub async fn shutdown(self) {
+        self.tasks.stop().await;
     }
 }

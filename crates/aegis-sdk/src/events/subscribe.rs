@@ -19,12 +19,13 @@ use async_nats::jetstream::consumer::{self, pull as js_pull};
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use serde::de::DeserializeOwned;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::{EventError, Events, ensure_events_stream};
-use crate::pull::{self, Durable, Outcome};
+use crate::{
+    pull::{self, Durable, Outcome},
+    task::Background,
+};
 
 /// Deliveries of one event before it is dead-lettered, by default: with the
 /// growing pause between them (0.1 s doubling to 10 s), about half a
@@ -261,19 +262,13 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
                 name: name.clone(),
                 source,
             })?;
-        let cancel = CancellationToken::new();
         let process: pull::Handler =
             Arc::new(move |message| process(message, handler.clone()).boxed());
-        let task = tokio::spawn(
-            pull::run(durable, consumer, process, cancel.clone())
-                .instrument(info_span!("events", service = %self.service, consumer = %name)),
-        );
+        let tasks = Background::new();
+        let span = info_span!("events", service = %self.service, consumer = %name);
+        tasks.spawn(|cancel| pull::run(durable, consumer, process, cancel).instrument(span));
         info!(service = %self.service, consumer = %name, pattern = %pattern, mode = ?self.mode, "subscribed to events");
-        Ok(EventSubscription {
-            name,
-            cancel,
-            task: Some(task),
-        })
+        Ok(EventSubscription { name, tasks })
     }
 }
 
@@ -358,8 +353,7 @@ async fn process<T: DeserializeOwned>(
 #[derive(Debug)]
 pub struct EventSubscription {
     name: String,
-    cancel: CancellationToken,
-    task: Option<JoinHandle<()>>,
+    tasks: Background,
 }
 
 impl EventSubscription {
@@ -369,16 +363,7 @@ impl EventSubscription {
     }
 
     /// Stops pulling and waits for the handler in progress.
-    pub async fn shutdown(mut self) {
-        self.cancel.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for EventSubscription {
-    fn drop(&mut self) {
-        self.cancel.cancel();
+    pub async fn shutdown(self) {
+        self.tasks.stop().await;
     }
 }

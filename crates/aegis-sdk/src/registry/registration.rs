@@ -49,7 +49,7 @@ use aegis_contracts::{
 };
 use async_nats::jetstream::{self, kv};
 use chrono::Utc;
-use tokio::{sync::watch, task::JoinHandle};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -59,7 +59,7 @@ use super::{
     health::{Health, Tracker},
     record::{key_subject, put_with_ttl, ttl_header_value},
 };
-use crate::Connection;
+use crate::{Connection, task::Background};
 
 /// Default heartbeat interval.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
@@ -378,8 +378,9 @@ impl RegistrationBuilder {
                 Err(e) => return Err(e),
             }
         }
-        let cancel = CancellationToken::new();
-        let task = tokio::spawn(heartbeat(inner.clone(), cancel.clone()));
+        let tasks = Background::new();
+        let beating = inner.clone();
+        tasks.spawn(|cancel| heartbeat(beating, cancel));
         info!(key = %inner.key, ttl = ?inner.options.ttl, heartbeat = ?inner.options.heartbeat, "registered");
         inner.emit(
             LogLevel::Info,
@@ -394,8 +395,7 @@ impl RegistrationBuilder {
         );
         Ok(Registration {
             handle: RegistrationHandle { inner },
-            cancel,
-            task: Some(task),
+            tasks,
         })
     }
 }
@@ -852,8 +852,8 @@ impl RegistrationHandle {
 /// after its TTL).
 pub struct Registration {
     handle: RegistrationHandle,
-    cancel: CancellationToken,
-    task: Option<JoinHandle<()>>,
+    /// The heartbeat; stopped once deregistered.
+    tasks: Background,
 }
 
 impl fmt::Debug for Registration {
@@ -921,10 +921,7 @@ impl Registration {
     }
 
     async fn stop_heartbeat(&mut self) {
-        self.cancel.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
+        self.tasks.stop().await;
         // Wait out a write in flight (e.g. a status change), then refuse more.
         let _serial = self.handle.inner.writes.lock().await;
         self.handle.inner.closed.store(true, Ordering::Release);
@@ -948,14 +945,14 @@ async fn purge(inner: &Inner) -> Result<(), RegistryError> {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.cancel.cancel();
-        let Some(task) = self.task.take() else {
+        if self.tasks.is_stopped() {
             return; // deregistered
-        };
+        }
+        let stopped = self.tasks.stop();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let inner = self.handle.inner.clone();
             rt.spawn(async move {
-                let _ = task.await;
+                stopped.await;
                 let _serial = inner.writes.lock().await;
                 inner.closed.store(true, Ordering::Release);
                 if let Err(e) = purge(&inner).await {

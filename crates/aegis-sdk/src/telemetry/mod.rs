@@ -23,11 +23,10 @@ use aegis_contracts::{
 };
 use async_nats::Client;
 use futures::StreamExt;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::metrics::InstanceMetrics;
+use crate::{metrics::InstanceMetrics, task::Background};
 
 /// Default interval of metrics snapshots.
 pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(2);
@@ -78,8 +77,7 @@ impl Telemetry {
 /// Background tasks of an instance's telemetry; stopped on drop.
 #[derive(Debug)]
 pub(crate) struct TelemetryTasks {
-    cancel: CancellationToken,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Background,
 }
 
 impl TelemetryTasks {
@@ -93,25 +91,18 @@ impl TelemetryTasks {
         interval: Option<Duration>,
         config: aegis_contracts::config::EffectiveConfig,
     ) -> Result<Self, async_nats::SubscribeError> {
-        let cancel = CancellationToken::new();
-        let mut tasks = Vec::new();
+        let tasks = Background::new();
         if let Some(interval) = interval {
             let subject = subjects::metrics_subject(service, instance);
-            tasks.push(tokio::spawn(publish_metrics(
-                client.clone(),
-                subject,
-                metrics,
-                interval,
-                cancel.clone(),
-            )));
+            let client = client.clone();
+            tasks.spawn(|cancel| publish_metrics(client, subject, metrics, interval, cancel));
         }
         let mut control = client
             .subscribe(subjects::control_subject(service, instance, "config"))
             .await?;
         let responder = client.clone();
         let body: bytes::Bytes = serde_json::to_vec(&config).unwrap_or_default().into();
-        let stop = cancel.clone();
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn(|stop| async move {
             loop {
                 let msg = tokio::select! {
                     () = stop.cancelled() => return,
@@ -122,22 +113,13 @@ impl TelemetryTasks {
                     let _ = responder.publish(reply, body.clone()).await;
                 }
             }
-        }));
-        Ok(Self { cancel, tasks })
+        });
+        Ok(Self { tasks })
     }
 
     /// Stops the tasks (the last snapshot is published first).
-    pub(crate) async fn stop(mut self) {
-        self.cancel.cancel();
-        for t in self.tasks.drain(..) {
-            let _ = t.await;
-        }
-    }
-}
-
-impl Drop for TelemetryTasks {
-    fn drop(&mut self) {
-        self.cancel.cancel();
+    pub(crate) async fn stop(self) {
+        self.tasks.stop().await;
     }
 }
 
