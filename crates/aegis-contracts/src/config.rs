@@ -6,22 +6,25 @@
 //! JSON, and readers ignore fields they do not know, so an instance of a
 //! newer SDK can add some. Secrets never appear: the connection settings
 //! are the SDK's redacted view of its configuration.
+//!
+//! Reading an answer:
+//!
+//! ```
+//! use aegis_contracts::config::EffectiveConfig;
+//!
+//! let json = r#"{"service":"pricing-service","instanceId":"pricing-1","version":"1.0.0",
+//!   "sdkVersion":"0.1.0","singleActive":null,
+//!   "registration":{"heartbeatMs":1000,"refreshMs":4000,"ttlMs":15000},
+//!   "metricsIntervalMs":2000,"shutdownTimeoutMs":10000,"connection":{"servers":["nats://127.0.0.1:4222"]}}"#;
+//! let config: EffectiveConfig = serde_json::from_str(json).unwrap();
+//! assert_eq!(config.registration.unwrap().refresh_ms, 4000);
+//! ```
 
 use serde::{Deserialize, Serialize};
 
 /// What a running instance is configured with.
-///
-/// ```
-/// use aegis_contracts::config::EffectiveConfig;
-///
-/// let json = r#"{"service":"pricing-service","instanceId":"pricing-1","version":"1.0.0",
-///   "sdkVersion":"0.1.0","singleActive":null,
-///   "registration":{"heartbeatMs":1000,"refreshMs":4000,"ttlMs":15000},
-///   "metricsIntervalMs":2000,"shutdownTimeoutMs":10000,"connection":{"servers":["nats://127.0.0.1:4222"]}}"#;
-/// let config: EffectiveConfig = serde_json::from_str(json).unwrap();
-/// assert_eq!(config.registration.unwrap().refresh_ms, 4000);
-/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct EffectiveConfig {
     /// The service name.
@@ -36,16 +39,18 @@ pub struct EffectiveConfig {
     pub single_active: Option<SingleActiveConfig>,
     /// The registry timing, unless the instance does not register.
     pub registration: Option<RegistrationConfig>,
-    /// How often a metrics snapshot is published; `None` when never.
+    /// How often a metrics snapshot is published; null when never.
     pub metrics_interval_ms: Option<u64>,
     /// How long a graceful stop may take.
     pub shutdown_timeout_ms: u64,
     /// The connection settings, secrets redacted (the SDK's `AegisConfig`).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub connection: serde_json::Value,
 }
 
 /// The single-active part of an [`EffectiveConfig`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SingleActiveConfig {
     /// The sticky group.
@@ -58,6 +63,7 @@ pub struct SingleActiveConfig {
 
 /// The registry part of an [`EffectiveConfig`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RegistrationConfig {
     /// The liveness beat (and health check) interval.

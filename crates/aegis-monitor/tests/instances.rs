@@ -1,6 +1,7 @@
 //! Instance endpoints against real SDK services registered in a real
 //! nats-server: listing, by service, by id, the status summary and filter,
-//! live configuration (200, 502, 504), recent events, and an instance
+//! live configuration (200 from a real service and a hand-made answer, 502,
+//! 504), recent events, and an instance
 //! SIGKILLed in another process leaving `/api/instances` within its TTL.
 
 mod common;
@@ -235,6 +236,30 @@ async fn instance_config_times_out_with_504() {
     );
 }
 
+/// A real SDK service's answer reads as the contract's effective
+/// configuration, so the monitor serves it (the SDK and the monitor share
+/// `aegis_contracts::config::EffectiveConfig`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_service_config_passes_through() {
+    let h = Harness::start().await;
+    let conn = h.connect().await;
+    let svc = start_service(&conn, "pricing-service", "pricing-7").await;
+    let path = "/api/instances/pricing-service/pricing-7/config";
+    eventually(Duration::from_secs(5), "instance listed", || async {
+        h.get(path, Some(VIEWER)).await.status != 404
+    })
+    .await;
+    let r = h.get(path, Some(VIEWER)).await;
+    r.expect(200, None);
+    let config: aegis_contracts::config::EffectiveConfig =
+        serde_json::from_value(r.body["config"].clone()).unwrap();
+    assert_eq!(config.service, "pricing-service");
+    assert_eq!(config.instance_id, "pricing-7");
+    assert_eq!(config.version, "1.2.3");
+    assert_eq!(config.registration.map(|r| r.ttl_ms), Some(2000));
+    svc.shutdown().await.unwrap();
+}
+
 /// The answering cases run with the harness's generous control timeout:
 /// a loaded machine must not turn a 200 into a 504.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,7 +275,16 @@ async fn instance_config_live_over_nats() {
     let _pricing = common::register_bare(&h, &conn, "pricing-service", "pricing-1").await;
     let _risk = common::register_bare(&h, &conn, "risk-service", "risk-1").await;
 
-    // An instance that answers with its redacted config: 200.
+    // An instance that answers with its redacted config: 200, passed on
+    // whole (a field of a newer SDK included).
+    let sent = json!({
+        "service": "pricing-service", "instanceId": "pricing-1", "version": "1.0.0",
+        "sdkVersion": "0.1.0", "singleActive": null,
+        "registration": {"heartbeatMs": 1000, "refreshMs": 4000, "ttlMs": 15000},
+        "metricsIntervalMs": 2000, "shutdownTimeoutMs": 10000,
+        "connection": {"nats": {"servers": ["nats://x:4222"], "token": "<redacted>"}},
+        "addedByANewerSdk": true
+    });
     let mut sub = conn
         .client()
         .subscribe(control_subject("pricing-service", "pricing-1", "config"))
@@ -258,9 +292,10 @@ async fn instance_config_live_over_nats() {
         .unwrap();
     server_caught_up(conn.client()).await;
     let client = conn.client().clone();
+    let sent_by_instance = sent.clone();
     let responder = tokio::spawn(async move {
         while let Some(msg) = sub.next().await {
-            let body = json!({"nats": {"servers": ["nats://x:4222"], "token": "<redacted>"}});
+            let body = &sent_by_instance;
             if let Some(reply) = msg.reply {
                 client
                     .publish(reply, body.to_string().into())
@@ -276,12 +311,13 @@ async fn instance_config_live_over_nats() {
         json!({
             "serviceName": "pricing-service",
             "instanceId": "pricing-1",
-            "config": {"nats": {"servers": ["nats://x:4222"], "token": "<redacted>"}}
+            "config": sent
         })
     );
     responder.abort();
 
-    // An answer that is not JSON: 502.
+    // An answer that is not JSON, then JSON that is not an effective
+    // configuration: 502 both times.
     let mut sub = conn
         .client()
         .subscribe(control_subject("risk-service", "risk-1", "config"))
@@ -290,15 +326,18 @@ async fn instance_config_live_over_nats() {
     server_caught_up(conn.client()).await;
     let client = conn.client().clone();
     let responder = tokio::spawn(async move {
+        let mut bodies = ["not json", r#"{"nats": {"servers": []}}"#].into_iter();
         while let Some(msg) = sub.next().await {
-            if let Some(reply) = msg.reply {
-                client.publish(reply, "not json".into()).await.unwrap();
+            if let (Some(reply), Some(body)) = (msg.reply, bodies.next()) {
+                client.publish(reply, body.into()).await.unwrap();
             }
         }
     });
-    h.get("/api/instances/risk-service/risk-1/config", Some(VIEWER))
-        .await
-        .expect(502, Some("BAD_GATEWAY"));
+    for _ in 0..2 {
+        h.get("/api/instances/risk-service/risk-1/config", Some(VIEWER))
+            .await
+            .expect(502, Some("BAD_GATEWAY"));
+    }
     responder.abort();
 
     // Names that would change the subject never reach NATS.

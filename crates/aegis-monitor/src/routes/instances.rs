@@ -23,6 +23,7 @@ use std::{
 
 use aegis_contracts::{
     InstanceStatus,
+    config::EffectiveConfig,
     log::LogRecord,
     names::{validate_instance_id, validate_service_name},
     subjects::{control_subject, log_subject},
@@ -68,8 +69,10 @@ pub(crate) struct InstanceConfig {
     service_name: String,
     /// The instance.
     instance_id: String,
-    /// The configuration with secrets redacted, as the instance sent it.
-    #[schema(value_type = Object)]
+    /// The configuration with secrets redacted, as the instance sent it:
+    /// checked to be an effective configuration, and passed on whole, so
+    /// fields an instance of a newer SDK adds are shown too.
+    #[schema(value_type = EffectiveConfig)]
     config: Value,
 }
 
@@ -447,7 +450,7 @@ async fn get_instance(
         (status = 200, description = "The configuration", body = InstanceConfig),
         (status = 401, description = "Not authenticated", body = ErrorEnvelope),
         (status = 404, description = "INSTANCE_NOT_FOUND (not registered)", body = ErrorEnvelope),
-        (status = 502, description = "BAD_GATEWAY: the instance answered with an error or not JSON", body = ErrorEnvelope),
+        (status = 502, description = "BAD_GATEWAY: the instance answered with an error or not with an effective configuration", body = ErrorEnvelope),
         (status = 504, description = "GATEWAY_TIMEOUT: no answer in time", body = ErrorEnvelope),
     )
 )]
@@ -492,18 +495,25 @@ async fn instance_config(
             json!({ "service": service, "instanceId": instance, "instanceCode": code.as_str() }),
         ));
     }
-    let config: Value = serde_json::from_slice(&reply.payload).map_err(|e| {
+    let config = read_effective_config(&reply.payload).map_err(|e| {
         ApiError::new(
             ErrorCode::BadGateway,
-            format!("instance {instance:?} answered with something that is not JSON"),
+            format!("instance {instance:?} answered with something that is not its effective configuration"),
         )
-        .with_internal(e)
+        .with_details(json!({ "service": service, "instanceId": instance, "parseError": e.to_string() }))
     })?;
     Ok(Json(InstanceConfig {
         service_name: service,
         instance_id: instance,
         config,
     }))
+}
+
+/// The instance's answer as JSON, once it reads as an [`EffectiveConfig`].
+fn read_effective_config(payload: &[u8]) -> Result<Value, serde_json::Error> {
+    let config: Value = serde_json::from_slice(payload)?;
+    EffectiveConfig::deserialize(&config)?;
+    Ok(config)
 }
 
 fn no_answer(service: &str, instance: &str, timeout: Duration, reason: &str) -> ApiError {
