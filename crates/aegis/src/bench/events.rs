@@ -181,7 +181,7 @@ async fn run_once(args: EventsBenchArgs) -> anyhow::Result<Report> {
     sdk_rate /= args.rounds as f64;
     plain_rate /= args.rounds.div_ceil(2) as f64;
 
-    let mut report = Report::new(
+    let mut report: Report = Report::new(
         "events",
         server_version,
         serde_json::json!({

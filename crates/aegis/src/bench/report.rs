@@ -1,11 +1,42 @@
-//! The result of a benchmark: metrics measured on both sides, their ratio,
-//! the target where there is one, printed as a table and written as JSON.
+//! The result of every benchmark: one [`Report`] with who ran what, where
+//! and when, and rows printed as a table with a verdict and written as
+//! JSON. A row is one of two kinds:
+//! - [`Row`]: a metric measured on both sides (raw async-nats and the SDK),
+//!   their ratio and the target the ratio must meet (`bench rpc`,
+//!   `bench events`);
+//! - [`Measure`]: a single measured value and the bound it must respect,
+//!   when there is no raw side to compare with (`bench failover`,
+//!   `bench chaos`, whose report is an [`Outcome`]).
 
 use std::{io::Write, path::Path};
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::Serialize;
+
+/// What a kind of row tells the report: how to print it and whether it
+/// meets its bound.
+pub trait TableRow: Serialize {
+    /// The table's column headings and the width of the rule under them.
+    fn heading() -> (String, usize);
+    /// A note on the title line for these rows (none by default).
+    fn title_note(_rows: &[Self]) -> String
+    where
+        Self: Sized,
+    {
+        String::new()
+    }
+    /// The row's columns, up to and with its target.
+    fn columns(&self) -> String;
+    /// What follows the verdict (nothing by default).
+    fn trailer(&self) -> String {
+        String::new()
+    }
+    /// Whether the row has a target or bound.
+    fn bounded(&self) -> bool;
+    /// Whether the target or bound holds (true without one).
+    fn pass(&self) -> bool;
+}
 
 /// What a target bounds: the SDK/raw ratio at most, or at least, a value.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
@@ -65,10 +96,120 @@ impl Row {
     }
 }
 
-/// A benchmark's full result.
+impl TableRow for Row {
+    fn heading() -> (String, usize) {
+        let heading = format!(
+            "{:<34} {:>14} {:>14} {:>8} {:>9}  ",
+            "metric", "raw async-nats", "aegis sdk", "sdk/raw", "target"
+        );
+        (heading, 86)
+    }
+
+    fn title_note(rows: &[Self]) -> String {
+        let runs = rows.iter().map(|r| r.ratios.len()).max().unwrap_or(0);
+        if runs > 1 {
+            format!(" — median of {runs} runs, sdk/raw spread in brackets")
+        } else {
+            String::new()
+        }
+    }
+
+    fn columns(&self) -> String {
+        format!(
+            "{:<34} {:>14} {:>14} {:>8.3} {:>9}",
+            format!("{} ({})", self.metric, self.unit),
+            fmt_num(self.raw),
+            fmt_num(self.sdk),
+            self.ratio,
+            self.target.map(Target::describe).unwrap_or_default(),
+        )
+    }
+
+    fn trailer(&self) -> String {
+        self.spread()
+            .map(|(lo, hi)| format!("  [{lo:.3}, {hi:.3}]"))
+            .unwrap_or_default()
+    }
+
+    fn bounded(&self) -> bool {
+        self.target.is_some()
+    }
+
+    fn pass(&self) -> bool {
+        self.pass
+    }
+}
+
+/// A bound on one measured value.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum Bound {
+    /// The value must be ≤ this.
+    AtMost(f64),
+}
+
+impl Bound {
+    fn holds(self, value: f64) -> bool {
+        match self {
+            Bound::AtMost(max) => value <= max,
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Bound::AtMost(max) => format!("<= {}", fmt_value(max)),
+        }
+    }
+}
+
+/// One measured value, with no raw side to compare it with.
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    /// `rpc`, `rpc --registry`, `events`, ...
+pub struct Measure {
+    /// What was measured.
+    pub metric: String,
+    /// Its unit.
+    pub unit: String,
+    /// The value.
+    pub value: f64,
+    /// The bound it must respect, if any.
+    pub target: Option<Bound>,
+    /// Whether the bound holds (true without one).
+    pub pass: bool,
+}
+
+impl TableRow for Measure {
+    fn heading() -> (String, usize) {
+        (
+            format!("{:<46} {:>12} {:>10}  ", "metric", "value", "target"),
+            74,
+        )
+    }
+
+    fn columns(&self) -> String {
+        format!(
+            "{:<46} {:>12} {:>10}",
+            format!("{} ({})", self.metric, self.unit),
+            fmt_value(self.value),
+            self.target.map(Bound::describe).unwrap_or_default(),
+        )
+    }
+
+    fn bounded(&self) -> bool {
+        self.target.is_some()
+    }
+
+    fn pass(&self) -> bool {
+        self.pass
+    }
+}
+
+/// The report of a benchmark that measures single values (failover, chaos).
+pub type Outcome = Report<Measure>;
+
+/// A benchmark's full result; `R` is the kind of its rows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report<R = Row> {
+    /// `rpc`, `rpc --registry`, `events`, `failover --sticky`, `chaos`, ...
     pub benchmark: String,
     /// The exact command line that produced it.
     pub command: String,
@@ -76,25 +217,112 @@ pub struct Report {
     pub server_version: String,
     /// When it ran (RFC 3339 UTC).
     pub started_at: String,
-    /// Free-form parameters (calls, batch size, concurrency, ...).
+    /// Free-form parameters (calls, batch size, concurrency, rounds, ...).
     pub parameters: serde_json::Value,
     /// The measurements.
-    pub rows: Vec<Row>,
+    pub rows: Vec<R>,
+    /// The benchmark's detailed numbers (per-kill samples, counts, ...),
+    /// when the rows do not say everything.
+    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    pub results: serde_json::Value,
 }
 
-impl Report {
+impl<R: TableRow> Report<R> {
     /// An empty report.
     pub fn new(benchmark: &str, server_version: String, parameters: serde_json::Value) -> Self {
         Self {
             benchmark: benchmark.to_owned(),
             command: std::env::args().collect::<Vec<_>>().join(" "),
             server_version,
-            started_at: aegis_contracts::models::rfc3339::format_utc(&chrono_now()),
+            started_at: aegis_contracts::models::rfc3339::format_utc(&chrono::Utc::now()),
             parameters,
             rows: Vec::new(),
+            results: serde_json::Value::Null,
         }
     }
 
+    /// Sets when the run started (for a report built after the run).
+    pub fn set_started(&mut self, at: chrono::DateTime<chrono::Utc>) {
+        self.started_at = aegis_contracts::models::rfc3339::format_utc(&at);
+    }
+
+    /// Whether every target holds.
+    pub fn passed(&self) -> bool {
+        self.rows.iter().all(TableRow::pass)
+    }
+
+    /// Prints the table.
+    pub fn print(&self, out: &mut impl Write) -> std::io::Result<()> {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "aegis bench {} — nats-server {}{}",
+            self.benchmark,
+            self.server_version,
+            R::title_note(&self.rows)
+        )?;
+        let (heading, width) = R::heading();
+        writeln!(out, "{heading}")?;
+        writeln!(out, "{}", "-".repeat(width))?;
+        for r in &self.rows {
+            let verdict = match (r.bounded(), r.pass()) {
+                (false, _) => "",
+                (true, true) => "ok",
+                (true, false) => "MISSED",
+            };
+            writeln!(out, "{}  {}{}", r.columns(), verdict, r.trailer())?;
+        }
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{}",
+            if self.passed() {
+                "all targets met"
+            } else {
+                "SOME TARGETS MISSED (see MISSED rows)"
+            }
+        )?;
+        Ok(())
+    }
+
+    /// Writes the report as pretty JSON.
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
+        let text = serde_json::to_string_pretty(self)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Prints the table and writes the JSON file when asked.
+    ///
+    /// # Errors
+    /// When stdout or the file cannot be written.
+    pub fn finish(&self, json: Option<&Path>) -> anyhow::Result<()> {
+        self.print(&mut std::io::stdout().lock())?;
+        if let Some(path) = json {
+            self.write_json(path)?;
+            println!("results written to {}", path.display());
+        }
+        Ok(())
+    }
+}
+
+impl Outcome {
+    /// Adds one measured value.
+    pub fn add(&mut self, metric: &str, unit: &str, value: f64, target: Option<Bound>) {
+        let pass = target.is_none_or(|t| t.holds(value));
+        self.rows.push(Measure {
+            metric: metric.to_owned(),
+            unit: unit.to_owned(),
+            value,
+            target,
+            pass,
+        });
+    }
+}
+
+impl Report<Row> {
     /// Adds one compared metric.
     pub fn add(&mut self, metric: &str, unit: &str, raw: f64, sdk: f64, target: Option<Target>) {
         let ratio = if raw > 0.0 { sdk / raw } else { f64::NAN };
@@ -164,76 +392,6 @@ impl Report {
             self.add(&format!("{what} {label}"), "µs", us(raw), us(sdk), target);
         }
     }
-
-    /// Whether every target holds.
-    pub fn passed(&self) -> bool {
-        self.rows.iter().all(|r| r.pass)
-    }
-
-    /// Prints the comparison table.
-    pub fn print(&self, out: &mut impl Write) -> std::io::Result<()> {
-        let runs = self.rows.iter().map(|r| r.ratios.len()).max().unwrap_or(0);
-        writeln!(out)?;
-        writeln!(
-            out,
-            "aegis bench {} — nats-server {}{}",
-            self.benchmark,
-            self.server_version,
-            if runs > 1 {
-                format!(" — median of {runs} runs, sdk/raw spread in brackets")
-            } else {
-                String::new()
-            }
-        )?;
-        writeln!(
-            out,
-            "{:<34} {:>14} {:>14} {:>8} {:>9}  ",
-            "metric", "raw async-nats", "aegis sdk", "sdk/raw", "target"
-        )?;
-        writeln!(out, "{}", "-".repeat(86))?;
-        for r in &self.rows {
-            let verdict = match r.target {
-                None => "",
-                Some(_) if r.pass => "ok",
-                Some(_) => "MISSED",
-            };
-            let spread = r
-                .spread()
-                .map(|(lo, hi)| format!("  [{lo:.3}, {hi:.3}]"))
-                .unwrap_or_default();
-            writeln!(
-                out,
-                "{:<34} {:>14} {:>14} {:>8.3} {:>9}  {}{}",
-                format!("{} ({})", r.metric, r.unit),
-                fmt_num(r.raw),
-                fmt_num(r.sdk),
-                r.ratio,
-                r.target.map(Target::describe).unwrap_or_default(),
-                verdict,
-                spread
-            )?;
-        }
-        writeln!(out)?;
-        writeln!(
-            out,
-            "{}",
-            if self.passed() {
-                "all targets met"
-            } else {
-                "SOME TARGETS MISSED (see MISSED rows)"
-            }
-        )?;
-        Ok(())
-    }
-
-    /// Writes the report as pretty JSON.
-    ///
-    /// # Errors
-    /// When the file cannot be written.
-    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
-        let text = serde_json::to_string_pretty(self)?;
-        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
-    }
 }
 
 /// The median (the mean of the middle two for an even count).
@@ -255,8 +413,26 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
-fn chrono_now() -> chrono::DateTime<chrono::Utc> {
-    chrono::Utc::now()
+/// A single measured value: whole numbers and large values without
+/// decimals.
+fn fmt_value(v: f64) -> String {
+    if (v.fract() == 0.0 && v.abs() < 1e15) || v.abs() >= 1000.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// Nearest-rank percentile of `samples` (any order); `None` when empty.
+/// With 20 samples p99 is the maximum, which is what we want to bound.
+pub(crate) fn percentile(samples: &[f64], q: f64) -> Option<f64> {
+    if samples.is_empty() {
+        return None;
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    Some(sorted[rank - 1])
 }
 
 #[cfg(test)]
@@ -265,7 +441,7 @@ mod tests {
 
     #[test]
     fn targets_and_ratios() {
-        let mut r = Report::new("t", "2.15.1".into(), serde_json::json!({}));
+        let mut r: Report = Report::new("t", "2.15.1".into(), serde_json::json!({}));
         r.add("lat", "µs", 100.0, 104.0, Some(Target::AtMost(1.05)));
         r.add("tput", "ops/s", 1000.0, 850.0, Some(Target::AtLeast(0.90)));
         assert!(r.rows[0].pass);
@@ -277,8 +453,37 @@ mod tests {
         assert!(text.contains("MISSED"));
     }
 
+    #[test]
+    fn bounds_and_percentiles() {
+        let mut o = Outcome::new("t", "2.15.1".into(), serde_json::json!({}));
+        o.add("failed calls", "calls", 0.0, Some(Bound::AtMost(0.0)));
+        o.add("p99", "ms", 501.0, Some(Bound::AtMost(500.0)));
+        o.add("rounds", "rounds", 20.0, None);
+        assert!(o.rows[0].pass);
+        assert!(!o.rows[1].pass);
+        assert!(!o.passed());
+        let mut out = Vec::new();
+        o.print(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("p99 (ms)"), "{text}");
+        assert!(text.contains("MISSED"), "{text}");
+        assert!(!serde_json::to_string(&o).unwrap().contains("results"));
+        o.results = serde_json::json!({"kills": 20});
+        assert!(
+            serde_json::to_string(&o)
+                .unwrap()
+                .contains("\"results\":{\"kills\":20}")
+        );
+
+        let s: Vec<f64> = (1..=20).map(f64::from).collect();
+        assert_eq!(percentile(&s, 0.5), Some(10.0));
+        assert_eq!(percentile(&s, 0.99), Some(20.0));
+        assert_eq!(percentile(&s, 1.0), Some(20.0));
+        assert_eq!(percentile(&[], 0.5), None);
+    }
+
     fn run(tput_sdk: f64, p99_sdk: f64) -> Report {
-        let mut r = Report::new("t", "2.15.1".into(), serde_json::json!({"calls": 10}));
+        let mut r: Report = Report::new("t", "2.15.1".into(), serde_json::json!({"calls": 10}));
         r.add("p99", "µs", 100.0, p99_sdk, Some(Target::AtMost(1.05)));
         r.add(
             "tput",

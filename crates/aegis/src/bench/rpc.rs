@@ -545,7 +545,7 @@ async fn run_once(args: RpcBenchArgs) -> anyhow::Result<Report> {
         if args.auth { " --auth" } else { "" },
         if args.tls { " --tls" } else { "" }
     );
-    let mut report = Report::new(&title, server_version, parameters);
+    let mut report: Report = Report::new(&title, server_version, parameters);
     // The report is built after the run; it says when the run began.
     report.started_at = aegis_contracts::models::rfc3339::format_utc(&started);
     report.add_latency(

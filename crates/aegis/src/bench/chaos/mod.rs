@@ -17,7 +17,7 @@
 //! - [`faults`]: the faults and their recovery.
 //! - [`analysis`]: the per-fault numbers.
 //!
-//! The table is a failover [`Outcome`]; the bounds (0 lost, 0 duplicated,
+//! The table is an [`Outcome`]; the bounds (0 lost, 0 duplicated,
 //! 0 ms with two ACTIVE, a dead instance shown down within 1 s) decide the
 //! exit status.
 
@@ -44,7 +44,7 @@ use self::{
     poller::{Poller, Truth, lock},
     showcase::Showcase,
 };
-use super::failover::outcome::{Bound, Outcome, percentile};
+use super::report::{Bound, Outcome, percentile};
 
 /// Options of `aegis bench chaos`.
 #[derive(Debug, Clone, Args)]

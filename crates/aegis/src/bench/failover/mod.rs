@@ -12,10 +12,10 @@
 //!   that checks that no two instances ever served as leader at once
 //!   ([`overlap`] holds that analysis).
 //! - [`fleet`]: the child processes (killed on drop, on error and Ctrl-C).
-//! - [`outcome`]: the single-valued result table and `--json` output.
+//!
+//! The result is an [`Outcome`]: single measured values with their bounds.
 
 pub mod fleet;
-pub mod outcome;
 pub mod overlap;
 pub mod stateless;
 pub mod sticky;
@@ -24,7 +24,8 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{ArgGroup, Args};
 
-use self::{fleet::Fleet, outcome::Outcome};
+use self::fleet::Fleet;
+use super::report::Outcome;
 
 /// Options of `aegis bench failover`.
 #[derive(Debug, Clone, Args)]

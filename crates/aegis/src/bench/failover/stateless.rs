@@ -25,10 +25,12 @@ use tokio_util::sync::CancellationToken;
 use super::{
     FailoverBenchArgs,
     fleet::{Fleet, METHOD, SERVICE},
-    outcome::{Bound, Outcome, percentile},
     wait_for,
 };
-use crate::bench::progress;
+use crate::bench::{
+    progress,
+    report::{Bound, Outcome, percentile},
+};
 
 /// One call as the caller saw it.
 struct CallRecord {

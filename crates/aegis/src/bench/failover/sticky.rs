@@ -42,11 +42,13 @@ use tokio_util::sync::CancellationToken;
 use super::{
     FailoverBenchArgs,
     fleet::{Fleet, METHOD, SERVICE},
-    outcome::{Bound, Outcome, percentile},
     overlap::{LeaderAnswer, analyse},
     wait_for, wait_until,
 };
-use crate::bench::progress;
+use crate::bench::{
+    progress,
+    report::{Bound, Outcome, percentile},
+};
 
 /// The sticky group the instances run in.
 const GROUP: &str = "default";
