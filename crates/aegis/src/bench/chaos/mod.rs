@@ -366,6 +366,7 @@ fn table(
             );
         }
     }
+    over_rounds(outcome, injected, per);
     let sum = |f: fn(&analysis::FaultNumbers) -> usize| {
         (f(base) + per.iter().map(f).sum::<usize>()) as f64
     };
@@ -428,6 +429,78 @@ fn table(
     }
 }
 
+/// The streams an order waits on: its leader's election key and its store.
+/// A NATS node that leads one of them costs the sticky order service a
+/// JetStream election when it dies.
+const ORDER_PATH_STREAMS: [&str; 2] = ["KV_service_elections", "KV_orders"];
+
+/// What a fault is, for comparing rounds: the fault itself, or for a NATS
+/// node's SIGKILL, which of the order path's stream leaders it held (the
+/// node's number says nothing: leaders move between rounds).
+fn kind_of(f: &Injected) -> String {
+    match f.fault {
+        Some(Fault::KillNats(_)) => {
+            let led: Vec<&str> = ORDER_PATH_STREAMS
+                .into_iter()
+                .filter(|s| f.stream_leaders.iter().any(|l| l == s))
+                .collect();
+            if led.is_empty() {
+                "kill a NATS node leading neither KV_service_elections nor KV_orders".to_owned()
+            } else {
+                format!("kill the NATS node leading {}", led.join(" and "))
+            }
+        }
+        Some(fault) => fault.to_string(),
+        None => f.name.clone(),
+    }
+}
+
+/// Per kind of fault injected more than once: the unavailability's p50 and
+/// max over its injections, and the failed calls in all of them.
+fn over_rounds(outcome: &mut Outcome, injected: &[Injected], per: &[analysis::FaultNumbers]) {
+    let mut kinds: Vec<(String, Vec<f64>, usize)> = Vec::new();
+    for (f, n) in injected.iter().zip(per) {
+        let kind = kind_of(f);
+        let at = match kinds.iter().position(|(k, ..)| *k == kind) {
+            Some(at) => at,
+            None => {
+                kinds.push((kind, Vec::new(), 0));
+                kinds.len() - 1
+            }
+        };
+        kinds[at].1.push(n.unavailable_ms);
+        kinds[at].2 += n.failed_calls;
+    }
+    for (kind, unavailable, failed) in kinds {
+        let times = unavailable.len();
+        let (Some(p50), Some(max)) = (percentile(&unavailable, 0.5), percentile(&unavailable, 1.0))
+        else {
+            continue;
+        };
+        if times < 2 {
+            continue;
+        }
+        outcome.add(
+            &format!("{kind} ×{times}: unavailable p50"),
+            "ms",
+            p50.round(),
+            None,
+        );
+        outcome.add(
+            &format!("{kind} ×{times}: unavailable max"),
+            "ms",
+            max.round(),
+            None,
+        );
+        outcome.add(
+            &format!("{kind} ×{times}: failed calls"),
+            "calls",
+            failed as f64,
+            None,
+        );
+    }
+}
+
 /// Waits for the monitor's `/ready` and `expected` instances in its list;
 /// on timeout, says which was missing and shows the end of `aegis up`'s log.
 async fn wait_ready(
@@ -454,7 +527,7 @@ async fn wait_ready(
                             Ok(list) => {
                                 let ids: Vec<&str> = list
                                     .iter()
-                                    .filter_map(|i| i["instance_id"].as_str())
+                                    .filter_map(|i| i["instanceId"].as_str())
                                     .collect();
                                 missing = format!(
                                     "{} of {expected} instances listed: {}",
@@ -486,5 +559,70 @@ async fn wait_ready(
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn injected(fault: Fault, leaders: &[&str]) -> Injected {
+        Injected {
+            name: fault.to_string(),
+            victim: "x".to_owned(),
+            stream_leaders: leaders.iter().map(|l| (*l).to_owned()).collect(),
+            fault: Some(fault),
+            injected: None,
+            settled: None,
+            recovered: None,
+            recovery_ms: 0.0,
+        }
+    }
+
+    fn numbers(unavailable_ms: f64, failed_calls: usize) -> analysis::FaultNumbers {
+        analysis::FaultNumbers {
+            unavailable_ms,
+            failed_calls,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn rounds_are_summed_up_per_kind_and_nats_kills_by_the_leaders_they_held() {
+        let injected = [
+            injected(Fault::KillLeader, &[]),
+            injected(Fault::KillNats(1), &["EVENTS", "KV_orders"]),
+            injected(Fault::KillNats(2), &["EVENTS"]),
+            injected(Fault::KillLeader, &[]),
+            injected(Fault::KillNats(3), &["KV_orders"]),
+            injected(Fault::KillLeader, &[]),
+            injected(Fault::TermLeader, &[]),
+        ];
+        let per = [
+            numbers(300.0, 0),
+            numbers(6000.0, 2),
+            numbers(50.0, 0),
+            numbers(500.0, 1),
+            numbers(7000.0, 1),
+            numbers(400.0, 0),
+            numbers(90.0, 0),
+        ];
+        let mut outcome = Outcome::new("chaos", "2.12".into(), serde_json::json!({}));
+        over_rounds(&mut outcome, &injected, &per);
+        let rows: Vec<(String, f64)> = outcome
+            .rows
+            .iter()
+            .map(|r| (r.metric.clone(), r.value))
+            .collect();
+        let row = |m: &str| rows.iter().find(|(n, _)| n == m).map(|(_, v)| *v);
+        assert_eq!(row("kill-leader ×3: unavailable p50"), Some(400.0));
+        assert_eq!(row("kill-leader ×3: unavailable max"), Some(500.0));
+        assert_eq!(row("kill-leader ×3: failed calls"), Some(1.0));
+        let orders = "kill the NATS node leading KV_orders ×2";
+        assert_eq!(row(&format!("{orders}: unavailable p50")), Some(6000.0));
+        assert_eq!(row(&format!("{orders}: unavailable max")), Some(7000.0));
+        assert_eq!(row(&format!("{orders}: failed calls")), Some(3.0));
+        // Kinds seen once have their own rows already.
+        assert_eq!(rows.len(), 6, "{rows:?}");
     }
 }
