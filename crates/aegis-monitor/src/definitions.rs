@@ -24,6 +24,7 @@ use std::{
 use aegis_contracts::{
     ServiceDefinition, ServiceDefinitionPatch, models::NewServiceDefinition, models::rfc3339,
 };
+use aegis_sdk::kv::{Resume, follow};
 use async_nats::{
     HeaderMap, HeaderValue,
     jetstream::{
@@ -33,7 +34,6 @@ use async_nats::{
     },
 };
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
@@ -141,45 +141,15 @@ impl DefinitionStore {
         Ok(store)
     }
 
+    /// Follows the bucket, each change applied once: a broken watch resumes
+    /// after the last revision applied (the monitor never creates the
+    /// bucket again under itself).
     async fn watch(self, live: broadcast::Sender<LiveEvent>, cancel: CancellationToken) {
-        let mut from: Option<u64> = None;
-        loop {
-            let watch = match from {
-                None => self.kv.watch_with_history(">").await,
-                Some(rev) => self.kv.watch_all_from_revision(rev + 1).await,
-            };
-            let mut watch = match watch {
-                Ok(w) => w,
-                Err(e) => {
-                    tracing::warn!(error = %e, "watching service_definitions failed; retrying");
-                    tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    }
-                }
-            };
-            loop {
-                let next = tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    next = watch.next() => next,
-                };
-                match next {
-                    Some(Ok(entry)) => {
-                        from = Some(entry.revision);
-                        self.apply(entry, &live);
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "service_definitions watch failed; resuming");
-                        break;
-                    }
-                    None => break,
-                }
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-            }
-        }
+        let kv = self.kv.clone();
+        follow(kv, ">", Resume::AfterLast, cancel, |entry| {
+            self.apply(entry, &live);
+        })
+        .await;
     }
 
     fn apply(&self, entry: kv::Entry, live: &broadcast::Sender<LiveEvent>) {

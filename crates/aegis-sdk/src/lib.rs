@@ -26,6 +26,8 @@
 //!   result sent back to the caller.
 //! - [`dead_letter`]: the `DEAD_LETTER` stream of messages subscriptions and
 //!   workers gave up on, and [`dead_letter::recent`] to read them.
+//! - [`kv`]: [`kv::follow`], a KV bucket's entries for as long as the
+//!   process runs, the watch opened again whenever it breaks.
 //! - [`metrics`]: per-endpoint latency histograms and counters.
 //! - [`streams`]: creating the streams Aegis uses, bounded by the configured
 //!   [`StreamLimits`].
@@ -75,6 +77,7 @@ pub mod dead_letter;
 pub mod discovery;
 pub mod election;
 pub mod events;
+pub mod kv;
 mod kv_watch;
 pub mod metrics;
 #[cfg(feature = "probes")]

@@ -17,15 +17,11 @@
 //! leader a request, so only paths that must see a write just made — by this
 //! process or by the one it races — use it.
 
-use std::time::Duration;
-
 use aegis_sdk::Connection;
 use async_nats::jetstream::{self, kv, stream::LastRawMessageErrorKind};
 use bytes::Bytes;
-use futures::StreamExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
 
 use crate::TradingError;
 
@@ -69,49 +65,26 @@ pub(crate) async fn open_bucket(
     })
 }
 
-/// Follows `key` (wildcards allowed): first the latest entry of each
-/// matching key, then every change, handed to `apply` until `cancel`. When
-/// the watch breaks it is re-opened after a short pause, which replays the
-/// latest entries — `apply` must therefore ignore revisions it has seen.
+/// Follows `key` (wildcards allowed) with [`aegis_sdk::kv::follow`]: the
+/// latest entry of each matching key, then every change, handed to `apply`
+/// until `cancel`. A broken watch replays the latest entries, so `apply`
+/// must ignore revisions it has seen.
 pub(crate) fn spawn_watch<F>(
     store: kv::Store,
     key: String,
     cancel: CancellationToken,
-    mut apply: F,
+    apply: F,
 ) -> JoinHandle<()>
 where
     F: FnMut(kv::Entry) + Send + 'static,
 {
-    tokio::spawn(async move {
-        let mut pause = Duration::from_millis(50);
-        while !cancel.is_cancelled() {
-            match store.watch_with_history(&key).await {
-                Ok(mut entries) => loop {
-                    let next = tokio::select! {
-                        () = cancel.cancelled() => return,
-                        next = entries.next() => next,
-                    };
-                    match next {
-                        Some(Ok(entry)) => {
-                            pause = Duration::from_millis(50);
-                            apply(entry);
-                        }
-                        Some(Err(e)) => {
-                            debug!(error = %e, key, "KV watch interrupted; re-opening");
-                            break;
-                        }
-                        None => break,
-                    }
-                },
-                Err(e) => warn!(error = %e, key, "cannot watch KV; retrying"),
-            }
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = tokio::time::sleep(pause) => {}
-            }
-            pause = (pause * 2).min(Duration::from_secs(5));
-        }
-    })
+    tokio::spawn(aegis_sdk::kv::follow(
+        store,
+        key,
+        aegis_sdk::kv::Resume::Replay,
+        cancel,
+        apply,
+    ))
 }
 
 /// A bucket and the JetStream context to write to it with headers of our

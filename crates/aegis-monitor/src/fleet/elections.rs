@@ -9,13 +9,12 @@
 
 use std::time::Duration;
 
-use aegis_contracts::subjects::{self, ELECTIONS_BUCKET};
+use aegis_contracts::subjects;
 use aegis_sdk::election::LeaderRecord;
 use async_nats::jetstream::kv::{self, Operation};
-use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::warn;
 
 /// The key prefix of election keys.
 const KEY_PREFIX: &str = "sticky-active.";
@@ -58,8 +57,9 @@ pub(crate) fn change_of(entry: &kv::Entry) -> Option<LeaderChange> {
 }
 
 /// Opens (or creates) the election bucket, sends the newest entry of every
-/// key, and returns once those are sent; a task then follows the bucket and
-/// keeps sending changes until `cancel`.
+/// key, and returns once those are sent (5 s at most); a task then follows
+/// the bucket ([`aegis_sdk::kv::follow`], replaying after a break) and keeps
+/// sending changes until `cancel`.
 pub(crate) async fn follow(
     js: &async_nats::jetstream::Context,
     replicas: usize,
@@ -68,9 +68,8 @@ pub(crate) async fn follow(
     tasks: &tokio_util::task::TaskTracker,
 ) -> Result<(), aegis_sdk::election::ElectionError> {
     let store = aegis_sdk::election::ensure_election_bucket(js, replicas).await?;
-    let mut watch = open(&store).await;
-    // The initial replay: done when an entry says nothing is pending, or at
-    // once for a bucket without messages.
+    // The initial replay is done when an entry says nothing is pending, or
+    // at once for a bucket without messages.
     let stored = store
         .stream
         .clone()
@@ -78,70 +77,29 @@ pub(crate) async fn follow(
         .await
         .map(|i| i.state.messages)
         .unwrap_or(1);
-    if stored > 0
-        && let Some(entries) = watch.as_mut()
-    {
-        let load = async {
-            while let Some(Ok(entry)) = entries.next().await {
-                let last = entry.delta == 0;
-                if let Some(change) = change_of(&entry) {
-                    let _ = tx.send(change);
-                }
-                if last {
-                    return;
-                }
+    let (loaded, load) = tokio::sync::oneshot::channel();
+    let mut loaded = (stored > 0).then_some(loaded);
+    tasks.spawn(aegis_sdk::kv::follow(
+        store,
+        format!("{KEY_PREFIX}>"),
+        aegis_sdk::kv::Resume::Replay,
+        cancel,
+        move |entry| {
+            let last = entry.delta == 0;
+            if let Some(change) = change_of(&entry) {
+                let _ = tx.send(change);
             }
-        };
-        if tokio::time::timeout(Duration::from_secs(5), load)
+            if last && let Some(loaded) = loaded.take() {
+                let _ = loaded.send(());
+            }
+        },
+    ));
+    if stored > 0
+        && tokio::time::timeout(Duration::from_secs(5), load)
             .await
             .is_err()
-        {
-            warn!("the election keys did not load within 5 s; continuing with what arrived");
-        }
+    {
+        warn!("the election keys did not load within 5 s; continuing with what arrived");
     }
-    tasks.spawn(async move {
-        let mut pause = Duration::from_millis(100);
-        loop {
-            if let Some(mut entries) = watch.take() {
-                loop {
-                    let next = tokio::select! {
-                        () = cancel.cancelled() => return,
-                        next = entries.next() => next,
-                    };
-                    match next {
-                        Some(Ok(entry)) => {
-                            pause = Duration::from_millis(100);
-                            if let Some(change) = change_of(&entry)
-                                && tx.send(change).is_err()
-                            {
-                                return;
-                            }
-                        }
-                        Some(Err(e)) => {
-                            debug!(error = %e, "election watch interrupted; re-opening");
-                            break;
-                        }
-                        None => break,
-                    }
-                }
-            }
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = tokio::time::sleep(pause) => {}
-            }
-            pause = (pause * 2).min(Duration::from_secs(2));
-            watch = open(&store).await;
-        }
-    });
     Ok(())
-}
-
-async fn open(store: &kv::Store) -> Option<kv::Watch> {
-    match store.watch_with_history(format!("{KEY_PREFIX}>")).await {
-        Ok(w) => Some(w),
-        Err(e) => {
-            warn!(error = %e, bucket = ELECTIONS_BUCKET, "cannot watch the election keys; retrying");
-            None
-        }
-    }
 }
