@@ -330,3 +330,54 @@ async fn a_hung_instance_is_shown_unresponsive_until_it_beats_again() {
     })
     .await;
 }
+
+/// The connect and disconnect advisories say when the connection started
+/// (`client.start`): the monitor tells a client's newer connection from an
+/// older one by it when it missed the newer one's connect advisory (its
+/// own connection was reconnecting), so this server behaviour is relied on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_advisories_say_when_the_connection_started() {
+    let h = Harness::start_with_system_account().await;
+    let (user, password) = h.nats.system_credentials();
+    let system = async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+        .connect(h.nats.system_url())
+        .await
+        .unwrap();
+    let mut opened = system.subscribe("$SYS.ACCOUNT.*.CONNECT").await.unwrap();
+    let mut closed = system.subscribe("$SYS.ACCOUNT.*.DISCONNECT").await.unwrap();
+    aegis_testkit::wait::server_caught_up(&system).await;
+
+    let client = async_nats::ConnectOptions::new()
+        .name("advisory-start-probe")
+        .connect(h.nats.url())
+        .await
+        .unwrap();
+    aegis_testkit::wait::server_caught_up(&client).await;
+    drop(client);
+
+    let opened_at = start_of(&mut opened, "advisory-start-probe").await;
+    let closed_at = start_of(&mut closed, "advisory-start-probe").await;
+    assert!(
+        opened_at.is_string(),
+        "connect advisory without client.start"
+    );
+    assert_eq!(
+        opened_at, closed_at,
+        "both name the same connection's start"
+    );
+}
+
+/// The `client.start` of the next advisory about the connection `name`.
+async fn start_of(sub: &mut async_nats::Subscriber, name: &str) -> Value {
+    use futures::StreamExt;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("an advisory within 10 s")
+            .unwrap();
+        let advisory: Value = serde_json::from_slice(&msg.payload).unwrap();
+        if advisory["client"]["name"] == name {
+            return advisory["client"]["start"].clone();
+        }
+    }
+}

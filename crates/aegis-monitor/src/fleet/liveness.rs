@@ -10,8 +10,13 @@
 //! server last announced and whether it closed. A client that reconnects
 //! (its NATS node died, or was restarted gracefully) is announced again by
 //! the node it moved to; the disconnect of its old connection may arrive
-//! before or after that, so a disconnect only counts when it is about the
-//! connection last announced for the name.
+//! before or after that, so a disconnect counts when it is about the
+//! connection last announced for the name, or about one that started after
+//! it (the advisory's `client.start`): the connect advisory of a client's
+//! new connection is missed while the monitor's own connection reconnects
+//! (its NATS node died too), and its disconnect must still count. Starts
+//! are compared across servers, so their clocks must agree to within the
+//! time a client takes to reconnect.
 //!
 //! What this cannot see: a process that hangs with its connection open, or
 //! a partition between an instance and its server (the server notices only
@@ -42,6 +47,8 @@ pub(crate) struct ConnectionEvent {
     pub(crate) name: String,
     /// Which connection: the server's id and the client id on it.
     pub(crate) connection: (String, u64),
+    /// When that connection was opened (the advisory's `client.start`).
+    pub(crate) started: Option<DateTime<Utc>>,
     /// `true` for a disconnect.
     pub(crate) closed: bool,
     /// When the server saw it.
@@ -64,6 +71,8 @@ struct AdvisoryServer {
 struct AdvisoryClient {
     id: u64,
     #[serde(default)]
+    start: Option<DateTime<Utc>>,
+    #[serde(default)]
     name: String,
 }
 
@@ -73,6 +82,7 @@ pub(crate) fn parse(payload: &[u8], closed: bool) -> Option<ConnectionEvent> {
     (!a.client.name.is_empty()).then_some(ConnectionEvent {
         name: a.client.name,
         connection: (a.server.id, a.client.id),
+        started: a.client.start,
         closed,
         at: a.timestamp,
     })
@@ -88,6 +98,8 @@ pub(crate) struct ConnectionStates {
 struct NameState {
     /// The connection last announced (opened) for this name.
     current: Option<(String, u64)>,
+    /// When that connection was opened, as its server said.
+    started: Option<DateTime<Utc>>,
     /// When it closed, if it did.
     closed_at: Option<DateTime<Utc>>,
     /// When this entry last changed (for forgetting old ones).
@@ -102,6 +114,7 @@ impl ConnectionStates {
             .entry(event.name.clone())
             .or_insert_with(|| NameState {
                 current: None,
+                started: None,
                 closed_at: None,
                 touched: std::time::Instant::now(),
             });
@@ -109,13 +122,25 @@ impl ConnectionStates {
         let was_closed = state.closed_at.is_some();
         if event.closed {
             // A late disconnect of a connection the client already replaced
-            // says nothing about the client.
+            // says nothing about the client. One of a connection that
+            // started after the one last announced does: its connect
+            // advisory was missed (the monitor's own connection was
+            // reconnecting), and it is the client's latest.
+            let newer = matches!(
+                (event.started, state.started),
+                (Some(closed), Some(current)) if closed > current
+            );
             if state.current.is_none() || state.current.as_ref() == Some(&event.connection) {
                 state.current = Some(event.connection.clone());
                 state.closed_at.get_or_insert(event.at);
+            } else if newer {
+                state.current = Some(event.connection.clone());
+                state.started = event.started;
+                state.closed_at = Some(event.at);
             }
         } else {
             state.current = Some(event.connection.clone());
+            state.started = event.started;
             state.closed_at = None;
         }
         was_closed != state.closed_at.is_some()
@@ -201,6 +226,7 @@ mod tests {
         ConnectionEvent {
             name: name.into(),
             connection: (server.into(), cid),
+            started: None,
             closed,
             at: Utc::now(),
         }
@@ -227,6 +253,34 @@ mod tests {
         assert!(s.closed_at("a").is_none());
     }
 
+    fn started(mut e: ConnectionEvent, secs_after_epoch: i64) -> ConnectionEvent {
+        e.started = DateTime::from_timestamp(secs_after_epoch, 0);
+        e
+    }
+
+    #[test]
+    fn a_disconnect_of_a_newer_connection_whose_connect_was_missed_counts() {
+        // The client moved from s1 to s2 while the monitor's own connection
+        // was reconnecting, so s2's connect advisory never reached it. When
+        // the client dies, s2's disconnect is about a connection that
+        // started after the one last announced: the client is gone.
+        let mut s = ConnectionStates::default();
+        s.apply(&started(event("a", "s1", 1, false), 100));
+        assert!(s.apply(&started(event("a", "s2", 9, true), 200)));
+        assert!(s.closed_at("a").is_some());
+        // A reconnect after that opens it again, as always.
+        assert!(s.apply(&started(event("a", "s3", 2, false), 300)));
+        assert!(s.closed_at("a").is_none());
+    }
+
+    #[test]
+    fn a_late_disconnect_of_an_older_connection_is_ignored_by_its_start() {
+        let mut s = ConnectionStates::default();
+        s.apply(&started(event("a", "s2", 4, false), 200));
+        assert!(!s.apply(&started(event("a", "s1", 1, true), 100)));
+        assert!(s.closed_at("a").is_none());
+    }
+
     #[test]
     fn a_disconnect_of_an_unknown_connection_counts() {
         // The monitor started after the client connected.
@@ -239,9 +293,10 @@ mod tests {
     fn advisories_parse() {
         let json = br#"{"type":"io.nats.server.advisory.v1.client_disconnect","timestamp":"2026-11-30T13:17:35.989517889Z",
             "server":{"name":"n1","id":"NDWF","ver":"2.15.1"},
-            "client":{"id":8,"acc":"AEGIS","name":"aegis-1-x","kind":"Client"},"reason":"Client Closed"}"#;
+            "client":{"start":"2026-11-30T13:17:30.5Z","id":8,"acc":"AEGIS","name":"aegis-1-x","kind":"Client"},"reason":"Client Closed"}"#;
         let e = parse(json, true).unwrap();
         assert_eq!(e.name, "aegis-1-x");
+        assert_eq!(e.started, "2026-11-30T13:17:30.5Z".parse().ok());
         assert_eq!(e.connection, ("NDWF".to_owned(), 8));
         assert!(e.closed);
         let unnamed =
