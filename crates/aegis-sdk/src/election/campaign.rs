@@ -1,5 +1,10 @@
 //! The election task: follow the key as a standby, take it when it lapses or
 //! is deleted, renew it as leader, resign on stop.
+//!
+//! Why one module of over 500 lines: the campaign is one state machine
+//! (standby, leader, riding out a leaderless stream, stepping aside) whose
+//! transitions all read and write the same lease arithmetic and the same
+//! shared leadership state; split by state, one transition would span files.
 
 use std::{
     sync::{

@@ -8,7 +8,9 @@
 //! - [`rpc`]: sequential request/reply latency (HDR percentiles) and
 //!   concurrent throughput.
 //! - [`events`]: JetStream publish throughput (and latency) of events.
-//! - [`report`]: the comparison table, targets and the `--json` output.
+//! - [`report`]: the one result type of every benchmark but `scale`: a
+//!   table of rows (compared with raw async-nats, or single values with a
+//!   bound), the verdict and the `--json` output.
 //! - [`failover`]: instances killed under load (their own server).
 //! - [`chaos`]: the whole showcase under faults of services and NATS nodes.
 //! - [`scale`]: the registry's cost as the fleet grows (instances in

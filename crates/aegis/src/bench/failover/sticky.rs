@@ -23,6 +23,11 @@
 //!   incarnation's record lingers until its TTL and is not live).
 //!
 //! All times are taken on this process's monotonic clock.
+//!
+//! Why one module of over 500 lines: it is one run, read top to bottom —
+//! the fleet's start, the actors above sharing the round's state, the
+//! rounds of both phases, and the table. The overlap analysis, the fleet
+//! and the report are elsewhere.
 
 use std::{
     collections::{BTreeMap, HashSet},

@@ -27,6 +27,10 @@
 //! - `natsz.rs`: reading and classifying the server's counters.
 //! - `monitor.rs`: HTTP load, SSE clients, crash polling.
 //! - `report.rs`: the table and the JSON.
+//!
+//! Why this module is over 500 lines: it is the run itself, in order —
+//! start the server, monitor and processes, wait for the fleet, measure
+//! each item above in turn, tear down — over state every step shares.
 
 mod monitor;
 mod natsz;

@@ -1,0 +1,340 @@
+//! The fleet task: the one owner of the inputs (records, election holders,
+//! connection states, beats). Every input change re-derives the instances
+//! it concerns into the shared view and publishes what a viewer would see
+//! change; a periodic pass looks for missing beats and sends the digest.
+
+use super::*;
+
+/// The inputs, owned by the fleet task.
+pub(super) struct State {
+    pub(super) shared: Arc<Shared>,
+    pub(super) records: HashMap<Key, ServiceInstance>,
+    /// Per (service, group): the key's revision and holder.
+    pub(super) leaders: HashMap<Key, (u64, Option<Holder>)>,
+    pub(super) conns: ConnectionStates,
+    /// Last sign of life per instance: a beat or a record write.
+    pub(super) beats: HashMap<Key, Instant>,
+    /// Instances whose beats stopped.
+    pub(super) unresponsive: HashSet<Key>,
+    /// Since when this monitor's own connection has been up without a break
+    /// (missing beats count only from then: its own reconnect is no
+    /// instance's fault).
+    pub(super) listening_since: Instant,
+    /// The client's reconnect count at the last check.
+    pub(super) connects: u64,
+    pub(super) client: async_nats::Client,
+}
+
+impl State {
+    pub(super) async fn run(
+        mut self,
+        registry: RegistryReader,
+        registry_changes: impl futures::Stream<Item = RegistryChange> + Send,
+        mut leaders: mpsc::UnboundedReceiver<LeaderChange>,
+        mut conns: mpsc::UnboundedReceiver<ConnectionEvent>,
+        mut beats: mpsc::UnboundedReceiver<Key>,
+        cancel: CancellationToken,
+    ) {
+        futures::pin_mut!(registry_changes);
+        let mut beat_check = tokio::time::interval(BEAT_CHECK);
+        beat_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut digest = tokio::time::interval(DIGEST_EVERY);
+        digest.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
+        reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        reconcile.tick().await;
+        let mut conns_open = true;
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                change = registry_changes.next() => match change {
+                    Some(RegistryChange::Upserted(record)) => self.upsert(record),
+                    Some(RegistryChange::Removed { service, instance_id, reason }) => {
+                        self.remove(service, instance_id, reason);
+                    }
+                    None => return,
+                },
+                Some(change) = leaders.recv() => self.apply_leader(change),
+                Some(key) = beats.recv() => self.beat(key),
+                _ = beat_check.tick() => {
+                    // Beats already received but not yet applied are no
+                    // missed beats: a busy monitor must not mark a live
+                    // fleet unresponsive because its own queue is behind.
+                    while let Ok(key) = beats.try_recv() {
+                        self.beat(key);
+                    }
+                    self.check_beats();
+                }
+                _ = digest.tick() => self.publish_digest(),
+                event = conns.recv(), if conns_open => match event {
+                    Some(event) => self.apply_connection(&event),
+                    None => conns_open = false,
+                },
+                _ = reconcile.tick() => {
+                    self.conns.forget_old();
+                    self.reconcile(&registry);
+                }
+            }
+        }
+    }
+
+    pub(super) fn upsert(&mut self, record: ServiceInstance) {
+        let key = (record.service_name.clone(), record.instance_id.clone());
+        self.records.insert(key.clone(), record);
+        // A record write is a sign of life too.
+        self.beats.insert(key.clone(), Instant::now());
+        self.unresponsive.remove(&key);
+        self.refresh(&key);
+    }
+
+    fn beat(&mut self, key: Key) {
+        if !self.records.contains_key(&key) {
+            return;
+        }
+        self.beats.insert(key.clone(), Instant::now());
+        if self.unresponsive.remove(&key) {
+            self.refresh(&key);
+        }
+    }
+
+    /// Marks instances whose beats stopped, and takes care that this
+    /// monitor's own reconnect does not count against them.
+    fn check_beats(&mut self) {
+        use std::sync::atomic::Ordering;
+        let connects = self.client.statistics().connects.load(Ordering::Relaxed);
+        let connected = self.client.connection_state() == async_nats::connection::State::Connected;
+        if !connected || connects != self.connects {
+            self.connects = connects;
+            self.listening_since = Instant::now();
+            return;
+        }
+        let now = Instant::now();
+        let stale: Vec<Key> = self
+            .records
+            .iter()
+            .filter(|(k, _)| !self.unresponsive.contains(*k))
+            .filter_map(|(k, r)| {
+                let interval = beat_interval(r)?;
+                let last = (*self.beats.get(k)?).max(self.listening_since);
+                (now.duration_since(last) > interval * MISSED_BEATS).then(|| k.clone())
+            })
+            .collect();
+        for key in stale {
+            self.unresponsive.insert(key.clone());
+            self.refresh(&key);
+        }
+    }
+
+    fn remove(&mut self, service: String, instance_id: String, reason: RemovalReason) {
+        let key = (service, instance_id);
+        self.records.remove(&key);
+        self.beats.remove(&key);
+        self.unresponsive.remove(&key);
+        let removed = {
+            let mut view = self.shared.view.write().unwrap_or_else(|e| e.into_inner());
+            let removed = view.instances.remove(&key).is_some();
+            if removed {
+                view.bump(&key.0, true);
+                // A service with no instance left has no versions: its
+                // cached list is dropped rather than kept for a name.
+                if service_range(&view.instances, &key.0).next().is_none() {
+                    view.services.remove(&key.0);
+                }
+            }
+            removed
+        };
+        if removed {
+            let (service, instance_id) = key;
+            let _ = self.shared.changes.send(FleetChange::Removed {
+                service,
+                instance_id,
+                reason,
+            });
+        }
+    }
+
+    pub(super) fn apply_leader(&mut self, change: LeaderChange) {
+        let group_key = (change.service.clone(), change.group.clone());
+        let holder = change
+            .holder
+            .map(|(instance_id, epoch)| Holder { instance_id, epoch });
+        match self.leaders.get(&group_key) {
+            Some((revision, _)) if *revision >= change.revision => return,
+            Some((_, old)) if *old == holder => {
+                // A renewal: same holder, newer revision; nothing to show.
+                self.leaders.insert(group_key, (change.revision, holder));
+                return;
+            }
+            _ => {}
+        }
+        self.leaders.insert(group_key, (change.revision, holder));
+        let affected: Vec<Key> = self
+            .records
+            .iter()
+            .filter(|(_, r)| {
+                r.service_name == change.service
+                    && r.sticky_active_group.as_deref() == Some(&change.group)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in affected {
+            self.refresh(&key);
+        }
+    }
+
+    fn apply_connection(&mut self, event: &ConnectionEvent) {
+        if !self.conns.apply(event) {
+            return;
+        }
+        let affected: Vec<Key> = self
+            .records
+            .iter()
+            .filter(|(_, r)| connection_of(r) == Some(event.name.as_str()))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in affected {
+            self.refresh(&key);
+        }
+    }
+
+    /// Brings the records in line with the registry reader (after a lagged
+    /// change stream, changes may have been missed).
+    fn reconcile(&mut self, registry: &RegistryReader) {
+        let current: HashMap<Key, ServiceInstance> = registry
+            .all()
+            .into_iter()
+            .map(|r| ((r.service_name.clone(), r.instance_id.clone()), r))
+            .collect();
+        let gone: Vec<Key> = self
+            .records
+            .keys()
+            .filter(|k| !current.contains_key(*k))
+            .cloned()
+            .collect();
+        for (service, id) in gone {
+            self.remove(service, id, RemovalReason::Vanished);
+        }
+        for (key, record) in current {
+            if self.records.get(&key) != Some(&record) {
+                self.upsert(record);
+            }
+        }
+    }
+
+    /// Re-derives one instance's view; publishes it when it changed.
+    fn refresh(&mut self, key: &Key) {
+        let Some(record) = self.records.get(key) else {
+            return;
+        };
+        let holder = record.sticky_active_group.as_ref().and_then(|g| {
+            self.leaders
+                .get(&(record.service_name.clone(), g.clone()))
+                .and_then(|(_, h)| h.as_ref())
+        });
+        let closed_at = connection_of(record).and_then(|name| self.conns.closed_at(name));
+        let liveness = if closed_at.is_some() {
+            Liveness::Disconnected
+        } else if self.unresponsive.contains(key) {
+            Liveness::Unresponsive
+        } else {
+            Liveness::Live
+        };
+        let derived = derive(record, holder, liveness);
+        let mut instance = record.clone();
+        instance.status = derived.status;
+        instance.epoch = derived.epoch;
+        let mut view = self.shared.view.write().unwrap_or_else(|e| e.into_inner());
+        let old = view.instances.get(key);
+        let since = match old {
+            Some(old)
+                if old.instance.status == derived.status && old.status_reason == derived.reason =>
+            {
+                old.status_since
+            }
+            _ => match derived.reason {
+                Some(StatusReason::Disconnected) => closed_at.unwrap_or_else(Utc::now),
+                // The instance says since when it has been unhealthy (and so,
+                // as a leader, degraded): truer than when this monitor noticed.
+                Some(
+                    StatusReason::HealthCheck
+                    | StatusReason::RegistryWrites
+                    | StatusReason::Operator
+                    | StatusReason::Degraded,
+                ) => reported_since(record).unwrap_or_else(Utc::now),
+                _ => Utc::now(),
+            },
+        };
+        let next = InstanceView {
+            reported_status: record.status,
+            instance,
+            status_reason: derived.reason,
+            status_since: since,
+        };
+        if old == Some(&next) {
+            return;
+        }
+        let visible = old.is_none_or(|old| old.differs_visibly(&next));
+        view.bump(&key.0, visible);
+        view.instances.insert(key.clone(), next.clone());
+        drop(view);
+        if visible {
+            let _ = self
+                .shared
+                .changes
+                .send(FleetChange::Upserted(Box::new(next)));
+        }
+    }
+
+    /// Publishes the digest: counts, version and late beats, in order with
+    /// the changes published before it.
+    fn publish_digest(&self) {
+        let now = Instant::now();
+        let as_of = Utc::now();
+        let mut late: Vec<LateBeat> = self
+            .records
+            .iter()
+            .filter_map(|(key, record)| {
+                let interval = beat_interval(record)?;
+                let age = now.duration_since(*self.beats.get(key)?);
+                (age > interval.mul_f64(LATE_AFTER_INTERVALS)).then(|| LateBeat {
+                    service_name: key.0.clone(),
+                    instance_id: key.1.clone(),
+                    last_beat: as_of
+                        - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX),
+                })
+            })
+            .collect();
+        late.sort_by(|a, b| {
+            (&a.service_name, &a.instance_id).cmp(&(&b.service_name, &b.instance_id))
+        });
+        let (version, summary) = {
+            let view = self.shared.view.read().unwrap_or_else(|e| e.into_inner());
+            (view.fleet.visible, summarize(&view.instances))
+        };
+        let _ = self
+            .shared
+            .changes
+            .send(FleetChange::Digest(Box::new(FleetDigest {
+                as_of,
+                version,
+                summary,
+                late_after_intervals: LATE_AFTER_INTERVALS,
+                late,
+            })));
+    }
+}
+
+/// The beat interval a record announces (`metadata.heartbeatMs`); `None`
+/// for records of instances that do not beat.
+fn beat_interval(record: &ServiceInstance) -> Option<Duration> {
+    let ms = record.metadata.get(METADATA_HEARTBEAT_MS)?.as_u64()?;
+    (ms > 0).then(|| Duration::from_millis(ms).max(Duration::from_millis(250)))
+}
+
+/// The NATS connection name a record says its instance serves over.
+fn connection_of(record: &ServiceInstance) -> Option<&str> {
+    record
+        .metadata
+        .get(METADATA_CONNECTION)
+        .and_then(|v| v.as_str())
+}

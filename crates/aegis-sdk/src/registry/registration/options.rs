@@ -1,0 +1,140 @@
+//! The timing of a registration ([`RegistrationOptions`]), its defaults and
+//! the record's metadata keys that publish it.
+
+use std::time::Duration;
+
+use crate::registry::RegistryError;
+
+/// Default heartbeat interval.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+/// Default interval at which an unchanged record is re-written to renew its
+/// TTL: with the default TTL it leaves 11 s for a write to land, above the
+/// longest registry stall seen (a stream leader election, 4–9 s).
+pub const DEFAULT_REFRESH: Duration = Duration::from_secs(4);
+/// Default time a record lives on the server without a heartbeat: longer
+/// than the longest stall of the registry's stream — in a cluster, after
+/// the node leading it dies, its followers wait 4–9 s before they elect a
+/// new leader and no write lands meanwhile. A crash is seen much sooner than
+/// the TTL: the server's disconnect advisory and the missing liveness beats
+/// (`aegis.heartbeat.{service}.{instance}`) tell a monitor at once, and
+/// callers route around a dead instance on their first call that finds no
+/// responder. The TTL is the backstop for a hung or partitioned process.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(15);
+/// Default number of failed writes in a row before the instance reports
+/// itself UNHEALTHY (once writing works again): with the retry back-off,
+/// about as long as the default TTL, so a registry stall that the record
+/// outlives (a stream leader election) does not flag anyone.
+pub const DEFAULT_UNHEALTHY_AFTER: u32 = 15;
+/// The record's metadata key naming the NATS connection the instance is
+/// served over ([`crate::Connection::connection_name`]).
+pub const METADATA_CONNECTION: &str = "natsConnection";
+/// The record's metadata key giving the liveness beat interval in
+/// milliseconds (beats go to `aegis.heartbeat.{service}.{instance}`).
+pub const METADATA_HEARTBEAT_MS: &str = "heartbeatMs";
+/// The record's metadata key giving, in milliseconds, how often an unchanged
+/// record is re-written ([`RegistrationOptions::effective_refresh`]): its
+/// `lastHeartbeat` is at most this old (plus a stall) while it lives.
+pub const METADATA_REFRESH_MS: &str = "refreshMs";
+/// The shortest TTL the server accepts.
+pub const MIN_TTL: Duration = Duration::from_secs(1);
+
+/// Timing of a registration.
+///
+/// The TTL bounds how long a hung or partitioned instance stays listed (a
+/// crash is seen at once from the server's disconnect advisory and the
+/// liveness beats, and callers route around it: a call that finds no
+/// responder evicts it locally). It must outlast the registry's own
+/// hiccups: in a cluster, a stream leader election stalls writes for 4–9 s,
+/// and a record whose TTL ran out meanwhile would disappear until the next
+/// successful beat. Choose `ttl` above the longest stall you want to ride
+/// out (the default, 15 s, rides out a leader election).
+///
+/// ```
+/// use std::time::Duration;
+/// use aegis_sdk::registry::RegistrationOptions;
+///
+/// let opts = RegistrationOptions { ttl: Duration::from_secs(10), ..Default::default() };
+/// opts.validate().unwrap();
+/// let bad = RegistrationOptions { heartbeat: Duration::from_secs(10), ..opts };
+/// assert!(bad.validate().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationOptions {
+    /// How often the liveness beat goes out and the health check runs
+    /// (default 1 s); must be below `ttl`. A changed record is written at
+    /// the next beat at the latest.
+    pub heartbeat: Duration,
+    /// How often an unchanged record is re-written to renew its TTL
+    /// (default 4 s); held between `heartbeat` and a third of `ttl` (see
+    /// [`effective_refresh`](Self::effective_refresh)).
+    pub refresh: Duration,
+    /// How long the server keeps the record without a refresh (default 15 s,
+    /// at least 1 s).
+    pub ttl: Duration,
+    /// Failed writes in a row after which the instance reports itself
+    /// UNHEALTHY once writing works again (default 15, at least 1).
+    pub unhealthy_after: u32,
+}
+
+impl Default for RegistrationOptions {
+    fn default() -> Self {
+        Self {
+            heartbeat: DEFAULT_HEARTBEAT,
+            refresh: DEFAULT_REFRESH,
+            ttl: DEFAULT_TTL,
+            unhealthy_after: DEFAULT_UNHEALTHY_AFTER,
+        }
+    }
+}
+
+impl RegistrationOptions {
+    /// Checks that the timing can work.
+    ///
+    /// # Errors
+    /// [`RegistryError::InvalidOptions`] when the TTL is under 1 s, the
+    /// heartbeat is zero or not below the TTL, or `unhealthy_after` is 0.
+    pub fn validate(&self) -> Result<(), RegistryError> {
+        let invalid = |m: String| Err(RegistryError::InvalidOptions(m));
+        if self.ttl < MIN_TTL {
+            return invalid(format!(
+                "ttl {:?} is below the server's minimum of {MIN_TTL:?}",
+                self.ttl
+            ));
+        }
+        if self.heartbeat.is_zero() || self.heartbeat >= self.ttl {
+            return invalid(format!(
+                "heartbeat {:?} must be greater than zero and below ttl {:?}",
+                self.heartbeat, self.ttl
+            ));
+        }
+        if self.refresh.is_zero() {
+            return invalid("refresh must be greater than zero".to_owned());
+        }
+        if self.unhealthy_after == 0 {
+            return invalid("unhealthy_after must be at least 1".to_owned());
+        }
+        Ok(())
+    }
+
+    /// How often an unchanged record is actually re-written: `refresh`, but
+    /// no more often than every beat and at least three times per TTL, so
+    /// two lost writes in a row do not let the record expire.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use aegis_sdk::registry::RegistrationOptions;
+    ///
+    /// assert_eq!(RegistrationOptions::default().effective_refresh(), Duration::from_secs(4));
+    /// let short = RegistrationOptions { ttl: Duration::from_secs(3), ..Default::default() };
+    /// assert_eq!(short.effective_refresh(), Duration::from_secs(1));
+    /// ```
+    pub fn effective_refresh(&self) -> Duration {
+        self.refresh.min(self.ttl / 3).max(self.heartbeat)
+    }
+
+    /// How long one write may wait for its acknowledgement.
+    pub(super) fn write_timeout(&self) -> Duration {
+        self.heartbeat
+            .clamp(Duration::from_millis(500), Duration::from_secs(5))
+    }
+}
