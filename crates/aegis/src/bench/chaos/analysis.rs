@@ -131,6 +131,24 @@ pub(crate) fn missing_events(records: &Records) -> HashSet<String> {
         .collect()
 }
 
+/// For the JSON: each acknowledged order still missing an event, with the
+/// events of it that did arrive (action and stream sequences).
+pub(crate) fn describe_missing(records: &Records, missing: &HashSet<String>) -> serde_json::Value {
+    let mut ids: Vec<&String> = missing.iter().collect();
+    ids.sort();
+    ids.into_iter()
+        .map(|id| {
+            let arrived: serde_json::Map<String, serde_json::Value> = records
+                .events
+                .iter()
+                .filter(|((order, _), _)| order == id)
+                .map(|((_, action), sequences)| (action.clone(), serde_json::json!(sequences)))
+                .collect();
+            serde_json::json!({ "order_id": id, "arrived": arrived })
+        })
+        .collect()
+}
+
 /// The numbers of each window: `[start, end)` per fault, the first
 /// starting at `begin` (the quiet baseline is the window before it).
 pub(crate) fn numbers(

@@ -180,6 +180,13 @@ pub(crate) async fn orders(
 ///
 /// # Errors
 /// When the subscription cannot start.
+/// How soon the subscriber's consumer sends an unacknowledged event again.
+/// An event sent to this process over a connection that died with its NATS
+/// node is lost in transit and comes again only after this; the run waits
+/// at least three of these for missing events at the end, so an event in
+/// the stream is never counted lost for being late.
+pub(crate) const EVENT_ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub(crate) async fn subscribe_events(
     conn: &Connection,
     shared: &Shared,
@@ -189,6 +196,7 @@ pub(crate) async fn subscribe_events(
         .events()
         .subscribe::<serde_json::Value>("chaos-bench", "order.*", DeliveryMode::Broadcast)
         .instance_id(format!("bench-{}", nuid::next()))
+        .ack_wait(EVENT_ACK_WAIT)
         .handler(move |event: Event<serde_json::Value>| {
             let records = records.clone();
             async move {

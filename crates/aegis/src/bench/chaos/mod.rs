@@ -236,7 +236,7 @@ async fn measure(
     let acked = analysis::acked(&lock(&shared.records));
     let read_back = analysis::read_back(&conn, acked).await;
     // The subscriber may trail the stream after a node loss: give it time.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(20).max(load::EVENT_ACK_WAIT * 3);
     let missing = loop {
         let missing = analysis::missing_events(&lock(&shared.records));
         if missing.is_empty() || Instant::now() > deadline {
@@ -287,6 +287,7 @@ async fn measure(
         "calls": records.calls.len(),
         "polls": polls.len(),
         "order_writes": records.writes.len(),
+        "missing_events": analysis::describe_missing(&records, &missing),
         "leader_changes": records.takeovers.len(),
     });
     drop((records, polls));
