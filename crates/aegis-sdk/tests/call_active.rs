@@ -42,7 +42,13 @@ async fn order_instance(url: &str, id: &str, calls: Calls) -> Service {
             let (calls, me) = (calls.clone(), me.clone());
             async move {
                 *calls.lock().unwrap().entry(me.clone()).or_default() += 1;
-                let ms = body["sleep_ms"].as_u64().unwrap_or(0);
+                // `sleep_only` names the one instance that sleeps.
+                let sleeps = body.get("sleep_only").is_none_or(|only| *only == *me);
+                let ms = if sleeps {
+                    body["sleep_ms"].as_u64().unwrap_or(0)
+                } else {
+                    0
+                };
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 Ok::<_, WireError>(json!({"by": me, "epoch": ctx.epoch}))
             }
@@ -150,6 +156,53 @@ async fn an_idempotent_call_answered_by_a_deposed_leader_is_retried_on_the_new_o
     assert_eq!(reply.instance_id.as_deref(), Some("order-b"));
     assert_eq!(reply.epoch, Some(epoch_b));
     assert_eq!(calls.get("order-b"), Some(&1));
+}
+
+/// An idempotent call in flight on a leader that stops answering (killed
+/// or frozen) moves to the new leader as soon as the election key names
+/// it, instead of waiting out its attempt timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_call_on_a_replaced_leader_moves_to_the_new_one_at_once() {
+    let nats = server();
+    let calls: Calls = Arc::default();
+    let a = order_instance(&nats.url(), "order-a", calls.clone()).await;
+    leads(&a).await;
+    let b = order_instance(&nats.url(), "order-b", calls.clone()).await;
+    let client = connect(&nats.url()).await;
+    let opts = CallOptions {
+        timeout: Some(Duration::from_secs(20)),
+        idempotent: true,
+        attempt_timeout: Some(Duration::from_secs(8)),
+        ..Default::default()
+    };
+    let stuck = {
+        let client = client.clone();
+        // A takes it and does not answer for 10 s (as good as hung).
+        let body = json!({"sleep_ms": 10_000, "sleep_only": "order-a"});
+        tokio::spawn(async move { place(&client, body, &opts).await })
+    };
+    eventually(Duration::from_secs(5), "A runs the call", || {
+        let calls = calls.clone();
+        async move { calls.lock().unwrap().get("order-a") == Some(&1) }
+    })
+    .await;
+    a.election().unwrap().pause_renewals(true);
+    leads(&b).await;
+    let b_leads = Instant::now();
+    let reply = stuck.await.unwrap().unwrap();
+    let after = b_leads.elapsed();
+    assert_eq!(reply.instance_id.as_deref(), Some("order-b"));
+    // Not after A's 8 s attempt timeout.
+    assert!(
+        after < Duration::from_secs(2),
+        "the call reached the new leader late: {after:?} after it led"
+    );
+    assert!(
+        calls.lock().unwrap().get("order-b") == Some(&1),
+        "B ran it once"
+    );
+    b.shutdown().await.unwrap();
+    drop(a);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

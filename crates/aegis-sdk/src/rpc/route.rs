@@ -12,7 +12,10 @@
 //!   that failed on a holder waits for the key to change (or a short
 //!   growing back-off) before trying it again, and a reply stamped with an
 //!   epoch older than the newest the key has shown came from a deposed
-//!   leader ([`RpcError::DeposedLeader`]).
+//!   leader ([`RpcError::DeposedLeader`]). An idempotent call in flight on
+//!   a holder the key no longer names is sent to the new one at once,
+//!   rather than after its attempt timeout (a leader killed or frozen
+//!   mid-call).
 //!
 //! What a failure means is the same for both ([`classify`]): a call that
 //! never ran (no responder, NOT_ACTIVE) is tried elsewhere; an attempt that
@@ -125,6 +128,12 @@ pub(super) trait Pick {
     fn answered(&mut self, target: &Self::Target, elapsed: Duration);
     /// The attempt on `target` failed as `how`.
     fn failed(&mut self, call: &Call<'_>, target: Self::Target, how: Failure);
+    /// Ends once an attempt on `target` is no longer worth waiting for,
+    /// because another instance now serves in its place; never, unless the
+    /// picker knows better. Only an idempotent call stops waiting for it.
+    async fn superseded(&self, _call: &Call<'_>, _target: &Self::Target) {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// What a failed attempt means for the call.
@@ -173,14 +182,27 @@ impl super::RpcClient {
             let subject =
                 subjects::rpc_instance_subject(call.service, picker.id(&target), call.method);
             let in_flight = picker.begin(&target);
-            let sent = self
-                .send_message(
-                    subject.clone(),
-                    call.payload.clone(),
-                    call.headers.clone(),
-                    attempt,
-                )
-                .await;
+            let send = self.send_message(
+                subject.clone(),
+                call.payload.clone(),
+                call.headers.clone(),
+                attempt,
+            );
+            // An idempotent call may run twice, so it stops waiting for an
+            // instance another has replaced (a leader killed or frozen
+            // mid-call) and goes on like after a timeout.
+            let sent = if call.opts.idempotent {
+                tokio::select! {
+                    sent = send => sent,
+                    () = picker.superseded(call, &target) => {
+                        tracing::debug!(service = call.service, instance = picker.id(&target),
+                            "another instance took over during the attempt; not waiting for it");
+                        Err(RpcError::Timeout { subject: subject.clone(), timeout: started.elapsed() })
+                    }
+                }
+            } else {
+                send.await
+            };
             drop(in_flight);
             let reply = sent.and_then(|message| match picker.screen(call, &target, &message) {
                 Some(e) => Err(e),
@@ -429,5 +451,19 @@ impl Pick for ToLeader {
 
     fn failed(&mut self, _: &Call<'_>, holder: Holder, _: Failure) {
         self.failed_on = Some(holder);
+    }
+
+    /// The key names another holder (or the same one under a new epoch).
+    async fn superseded(&self, call: &Call<'_>, target: &Holder) {
+        let mut changes = self.view.leaders().subscribe();
+        loop {
+            let holder = self.view.leaders().leader(call.service, &self.group);
+            if holder.is_some_and(|h| h != *target) {
+                return;
+            }
+            if changes.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }
