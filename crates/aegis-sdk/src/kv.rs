@@ -29,8 +29,10 @@ const MAX_PAUSE: Duration = Duration::from_secs(2);
 #[non_exhaustive]
 pub enum Resume {
     /// The latest value of every key again, then changes: the reader must
-    /// ignore revisions it has applied. Exact even if the bucket was
-    /// deleted and created again meanwhile.
+    /// ignore revisions it has applied. The new bucket's entries are handed
+    /// over even if the bucket was deleted and created again meanwhile (its
+    /// revisions start over: a reader that drops revisions at or below the
+    /// ones it saw must tell that case apart itself).
     Replay,
     /// Every entry after the last one handed over, so nothing is handed
     /// over twice. Only for a bucket that is never created again (its

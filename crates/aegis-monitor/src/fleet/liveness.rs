@@ -15,8 +15,8 @@
 //! it (the advisory's `client.start`): the connect advisory of a client's
 //! new connection is missed while the monitor's own connection reconnects
 //! (its NATS node died too), and its disconnect must still count. Starts
-//! are compared across servers, so their clocks must agree to within the
-//! time a client takes to reconnect.
+//! are compared across servers, so one must be more than a second
+//! ([`CLOCK_MARGIN`]) after the other to count as newer.
 //!
 //! What this cannot see: a process that hangs with its connection open, or
 //! a partition between an instance and its server (the server notices only
@@ -35,6 +35,18 @@ use tracing::{info, warn};
 /// Subjects of the advisories (any account).
 const CONNECT: &str = "$SYS.ACCOUNT.*.CONNECT";
 const DISCONNECT: &str = "$SYS.ACCOUNT.*.DISCONNECT";
+
+/// How much later one connection's start must be than another's to count
+/// as the newer one: starts are stamped by different servers, whose clocks
+/// may disagree by this much (a client that reconnects within it and then
+/// dies is seen down by its missing beats instead).
+const CLOCK_MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+
+/// Whether a connection that started at `a` started clearly after one that
+/// started at `b` (unknown starts never do).
+fn started_after(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> bool {
+    matches!((a, b), (Some(a), Some(b)) if a > b + CLOCK_MARGIN)
+}
 
 /// How long a closed connection's state is kept (its instances' records
 /// expire long before).
@@ -120,28 +132,34 @@ impl ConnectionStates {
             });
         state.touched = std::time::Instant::now();
         let was_closed = state.closed_at.is_some();
+        let same = state.current.as_ref() == Some(&event.connection);
         if event.closed {
             // A late disconnect of a connection the client already replaced
             // says nothing about the client. One of a connection that
-            // started after the one last announced does: its connect
+            // started clearly after the one last announced does: its connect
             // advisory was missed (the monitor's own connection was
             // reconnecting), and it is the client's latest.
-            let newer = matches!(
-                (event.started, state.started),
-                (Some(closed), Some(current)) if closed > current
-            );
-            if state.current.is_none() || state.current.as_ref() == Some(&event.connection) {
+            if state.current.is_none() || same {
                 state.current = Some(event.connection.clone());
+                state.started = state.started.or(event.started);
                 state.closed_at.get_or_insert(event.at);
-            } else if newer {
+            } else if started_after(event.started, state.started) {
                 state.current = Some(event.connection.clone());
                 state.started = event.started;
                 state.closed_at = Some(event.at);
             }
         } else {
-            state.current = Some(event.connection.clone());
-            state.started = event.started;
-            state.closed_at = None;
+            // The connect and disconnect advisories arrive on two
+            // subscriptions, so a connection's disconnect may be read
+            // before its connect: that connect, or one of a connection
+            // clearly older than the current, says nothing new.
+            let stale = (same && state.closed_at.is_some())
+                || (!same && started_after(state.started, event.started));
+            if !stale {
+                state.current = Some(event.connection.clone());
+                state.started = event.started;
+                state.closed_at = None;
+            }
         }
         was_closed != state.closed_at.is_some()
     }
@@ -278,6 +296,43 @@ mod tests {
         let mut s = ConnectionStates::default();
         s.apply(&started(event("a", "s2", 4, false), 200));
         assert!(!s.apply(&started(event("a", "s1", 1, true), 100)));
+        assert!(s.closed_at("a").is_none());
+    }
+
+    #[test]
+    fn a_disconnect_read_before_its_connect_keeps_the_client_down() {
+        // The client moved to s2 and died at once; the two advisories of
+        // its s2 connection were read in the wrong order.
+        let mut s = ConnectionStates::default();
+        s.apply(&started(event("a", "s1", 1, false), 100));
+        assert!(s.apply(&started(event("a", "s2", 9, true), 200)));
+        assert!(!s.apply(&started(event("a", "s2", 9, false), 200)));
+        assert!(s.closed_at("a").is_some());
+    }
+
+    #[test]
+    fn a_late_connect_of_an_older_connection_is_ignored() {
+        let mut s = ConnectionStates::default();
+        s.apply(&started(event("a", "s2", 4, false), 200));
+        assert!(!s.apply(&started(event("a", "s1", 1, false), 100)));
+        // The current one's disconnect still counts.
+        assert!(s.apply(&started(event("a", "s2", 4, true), 200)));
+    }
+
+    #[test]
+    fn starts_within_the_clock_margin_are_not_taken_as_newer() {
+        // s2's clock is a little behind s1's: a late disconnect of the old
+        // s1 connection must not close the live s2 one.
+        let at = |secs, nanos| DateTime::from_timestamp(secs, nanos);
+        let mut s = ConnectionStates::default();
+        let mut old = event("a", "s1", 1, false);
+        old.started = at(100, 0);
+        s.apply(&old);
+        let mut new = event("a", "s2", 4, false);
+        new.started = at(99, 500_000_000);
+        s.apply(&new);
+        old.closed = true;
+        assert!(!s.apply(&old));
         assert!(s.closed_at("a").is_none());
     }
 

@@ -440,6 +440,10 @@ const ORDER_PATH_STREAMS: [&str; 2] = ["KV_service_elections", "KV_orders"];
 /// node's number says nothing: leaders move between rounds).
 fn kind_of(f: &Injected) -> String {
     match f.fault {
+        // No leader read at all: the queries timed out, or it led nothing.
+        Some(Fault::KillNats(_)) if f.stream_leaders.is_empty() => {
+            "kill a NATS node whose stream leaders were not read".to_owned()
+        }
         Some(Fault::KillNats(_)) => {
             let led: Vec<&str> = ORDER_PATH_STREAMS
                 .into_iter()
