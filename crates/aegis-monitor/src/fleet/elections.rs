@@ -79,15 +79,20 @@ pub(crate) async fn follow(
         .unwrap_or(1);
     let (loaded, load) = tokio::sync::oneshot::channel();
     let mut loaded = (stored > 0).then_some(loaded);
+    // Stops following when nobody reads the changes any more.
+    let stop = cancel.child_token();
+    let unread = stop.clone();
     tasks.spawn(aegis_sdk::kv::follow(
         store,
         format!("{KEY_PREFIX}>"),
         aegis_sdk::kv::Resume::Replay,
-        cancel,
+        stop,
         move |entry| {
             let last = entry.delta == 0;
-            if let Some(change) = change_of(&entry) {
-                let _ = tx.send(change);
+            if let Some(change) = change_of(&entry)
+                && tx.send(change).is_err()
+            {
+                unread.cancel();
             }
             if last && let Some(loaded) = loaded.take() {
                 let _ = loaded.send(());
