@@ -84,10 +84,12 @@ impl NatsCluster {
             for node in &mut started {
                 node.wait_until(deadline)?;
             }
-            Ok(Self {
+            let mut cluster = Self {
                 name: name.clone(),
                 nodes: started,
-            })
+            };
+            cluster.wait_meshed(deadline)?;
+            Ok(cluster)
         })
     }
 
@@ -260,7 +262,35 @@ impl NatsCluster {
         for node in self.nodes.iter_mut().filter(|n| n.pid().is_some()) {
             node.wait_until(deadline)?;
         }
-        Ok(())
+        self.wait_meshed(deadline)
+    }
+
+    /// Waits until every running node has a route to every other running
+    /// node. A meta leader needs only a quorum, so a cluster can look ready
+    /// while two nodes still reach each other only through a third (a route
+    /// that failed at start is dialled again after a second): killing that
+    /// third node would then cut them apart until the route comes up.
+    fn wait_meshed(&mut self, deadline: Instant) -> Result<(), TestkitError> {
+        loop {
+            let running: Vec<&NatsServer> =
+                self.nodes.iter().filter(|n| n.pid().is_some()).collect();
+            let meshed = running.iter().all(|node| {
+                let peers = node.route_peers();
+                running
+                    .iter()
+                    .filter(|other| other.server_name() != node.server_name())
+                    .all(|other| peers.iter().any(|p| p == other.server_name()))
+            });
+            if meshed {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let node = running.first().copied().unwrap_or(&self.nodes[0]);
+                return Err(node
+                    .not_ready("timed out waiting for routes between every pair of nodes".into()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The number of nodes (running or not).

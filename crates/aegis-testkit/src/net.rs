@@ -53,6 +53,28 @@ fn parse_response(text: &str) -> Option<(u16, String)> {
 /// `"meta_cluster": { ..., "leader": "n2", ... }`. The server omits
 /// `leader` while none is elected; it precedes the nested `replicas`, so
 /// only the fields before the first nested value are looked at.
+/// The `remote_name` of every route in a `/routez` answer (a pooled route
+/// appears once per connection).
+pub(crate) fn route_remote_names(routez: &str) -> Vec<String> {
+    const FIELD: &str = "\"remote_name\"";
+    let mut names = Vec::new();
+    let mut rest = routez;
+    while let Some(at) = rest.find(FIELD) {
+        rest = &rest[at + FIELD.len()..];
+        let value = rest
+            .trim_start()
+            .strip_prefix(':')
+            .map(str::trim_start)
+            .and_then(|v| v.strip_prefix('"'));
+        if let Some(value) = value
+            && let Some(end) = value.find('"')
+        {
+            names.push(value[..end].to_owned());
+        }
+    }
+    names
+}
+
 pub(crate) fn has_meta_leader(jsz: &str) -> bool {
     let Some(start) = jsz.find("\"meta_cluster\"") else {
         return false;
@@ -78,6 +100,14 @@ pub(crate) fn has_meta_leader(jsz: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn route_remote_names_are_read() {
+        let routez = r#"{"server_id":"S1","routes":[{"rid":1,"remote_id":"S2","remote_name":"n2","pooled":true},
+            {"rid":2,"remote_id":"S3", "remote_name" : "n3"}]}"#;
+        assert_eq!(route_remote_names(routez), ["n2", "n3"]);
+        assert!(route_remote_names(r#"{"routes":[]}"#).is_empty());
+    }
 
     #[test]
     fn free_ports_are_distinct() {

@@ -450,7 +450,15 @@ impl NatsServer {
         matches!(http_get(port, "/jsz"), Ok((200, body)) if has_meta_leader(&body))
     }
 
-    fn not_ready(&self, reason: String) -> TestkitError {
+    /// The server names this node has routes to (from `/routez`).
+    pub(crate) fn route_peers(&self) -> Vec<String> {
+        match http_get(self.config.monitor_port, "/routez") {
+            Ok((200, body)) => crate::net::route_remote_names(&body),
+            _ => Vec::new(),
+        }
+    }
+
+    pub(crate) fn not_ready(&self, reason: String) -> TestkitError {
         TestkitError::NotReady {
             server_name: self.config.server_name.clone(),
             reason,
