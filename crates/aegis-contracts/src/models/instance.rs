@@ -127,6 +127,46 @@ impl ServiceInstance {
         }
     }
 
+    /// Whether `other` differs from this record in `lastHeartbeat` alone,
+    /// the time of its last write (what the SDK skips writing, and what the
+    /// monitor does not show as a change).
+    ///
+    /// Compares field by field, without a clone (it runs on every beat);
+    /// the destructuring names every field, so a field added to the record
+    /// must be considered here to compile.
+    ///
+    /// ```
+    /// use aegis_contracts::ServiceInstance;
+    ///
+    /// let a = ServiceInstance::new("pricing-service", "pricing-1", "1.0.0", chrono::Utc::now());
+    /// let mut b = a.clone();
+    /// b.last_heartbeat += chrono::Duration::seconds(1);
+    /// assert!(a.same_but_heartbeat(&b));
+    /// b.version = "1.0.1".into();
+    /// assert!(!a.same_but_heartbeat(&b));
+    /// ```
+    pub fn same_but_heartbeat(&self, other: &ServiceInstance) -> bool {
+        let ServiceInstance {
+            service_name,
+            instance_id,
+            version,
+            status,
+            last_heartbeat: _,
+            sticky_active_group,
+            metadata,
+            started_at,
+            epoch,
+        } = other;
+        self.service_name == *service_name
+            && self.instance_id == *instance_id
+            && self.version == *version
+            && self.status == *status
+            && self.sticky_active_group == *sticky_active_group
+            && self.epoch == *epoch
+            && self.started_at == *started_at
+            && self.metadata == *metadata
+    }
+
     /// Checks service name, instance id, version and group name.
     ///
     /// # Errors
@@ -146,6 +186,31 @@ impl ServiceInstance {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_heartbeat_is_ignored_when_comparing_records() {
+        let t0 = Utc::now();
+        let a = ServiceInstance::new("svc", "i-1", "1.0.0", t0);
+        let mut later = a.clone();
+        later.last_heartbeat = t0 + chrono::Duration::seconds(1);
+        assert!(a.same_but_heartbeat(&later));
+
+        let changes: [fn(&mut ServiceInstance); 8] = [
+            |r| r.service_name.push('x'),
+            |r| r.instance_id.push('x'),
+            |r| r.version.push('x'),
+            |r| r.status = InstanceStatus::Standby,
+            |r| r.sticky_active_group = Some("g".into()),
+            |r| drop(r.metadata.insert("k".into(), 1.into())),
+            |r| r.started_at = None,
+            |r| r.epoch = Some(2),
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let mut b = later.clone();
+            change(&mut b);
+            assert!(!a.same_but_heartbeat(&b), "change {i} went unseen");
+        }
+    }
     use chrono::TimeZone;
     use serde_json::json;
 

@@ -131,29 +131,10 @@ impl InstanceView {
             status_reason,
             status_since,
         } = other;
-        let ServiceInstance {
-            service_name,
-            instance_id,
-            version,
-            status,
-            last_heartbeat: _,
-            sticky_active_group,
-            metadata,
-            started_at,
-            epoch,
-        } = instance;
-        let mine = &self.instance;
         self.reported_status != *reported_status
             || self.status_reason != *status_reason
             || self.status_since != *status_since
-            || mine.service_name != *service_name
-            || mine.instance_id != *instance_id
-            || mine.version != *version
-            || mine.status != *status
-            || mine.sticky_active_group != *sticky_active_group
-            || mine.metadata != *metadata
-            || mine.started_at != *started_at
-            || mine.epoch != *epoch
+            || !self.instance.same_but_heartbeat(instance)
     }
 }
 
