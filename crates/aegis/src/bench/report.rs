@@ -203,6 +203,30 @@ impl TableRow for Measure {
     }
 }
 
+/// A row's verdict column: empty without a target, else `ok` or `MISSED`.
+pub(crate) fn verdict(bounded: bool, pass: bool) -> &'static str {
+    match (bounded, pass) {
+        (false, _) => "",
+        (true, true) => "ok",
+        (true, false) => "MISSED",
+    }
+}
+
+/// The line under a table.
+pub(crate) fn summary(passed: bool) -> &'static str {
+    if passed {
+        "all targets met"
+    } else {
+        "SOME TARGETS MISSED (see MISSED rows)"
+    }
+}
+
+/// Writes a report as pretty JSON to `path`.
+pub(crate) fn write_json(report: &impl Serialize, path: &Path) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(report)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+}
+
 /// The report of a benchmark that measures single values (failover, chaos).
 pub type Outcome = Report<Measure>;
 
@@ -265,24 +289,11 @@ impl<R: TableRow> Report<R> {
         writeln!(out, "{heading}")?;
         writeln!(out, "{}", "-".repeat(width))?;
         for r in &self.rows {
-            let verdict = match (r.bounded(), r.pass()) {
-                (false, _) => "",
-                (true, true) => "ok",
-                (true, false) => "MISSED",
-            };
+            let verdict = verdict(r.bounded(), r.pass());
             writeln!(out, "{}  {}{}", r.columns(), verdict, r.trailer())?;
         }
         writeln!(out)?;
-        writeln!(
-            out,
-            "{}",
-            if self.passed() {
-                "all targets met"
-            } else {
-                "SOME TARGETS MISSED (see MISSED rows)"
-            }
-        )?;
-        Ok(())
+        writeln!(out, "{}", summary(self.passed()))
     }
 
     /// Writes the report as pretty JSON.
@@ -290,8 +301,7 @@ impl<R: TableRow> Report<R> {
     /// # Errors
     /// When the file cannot be written.
     pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
-        let text = serde_json::to_string_pretty(self)?;
-        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+        write_json(self, path)
     }
 
     /// Prints the table and writes the JSON file when asked.

@@ -4,8 +4,9 @@
 
 use std::{io::Write, path::Path};
 
-use anyhow::Context;
 use serde::Serialize;
+
+use crate::bench::report::{summary, verdict};
 
 /// Everything one run measured.
 #[derive(Debug, Clone, Serialize)]
@@ -170,11 +171,7 @@ impl ScaleReport {
         writeln!(out, "{:<46} {:>22} {:>12}", "metric", "value", "target")?;
         writeln!(out, "{}", "-".repeat(90))?;
         for r in &self.rows {
-            let verdict = match (&r.target, r.pass) {
-                (None, _) => "",
-                (Some(_), true) => "ok",
-                (Some(_), false) => "MISSED",
-            };
+            let verdict = verdict(r.target.is_some(), r.pass);
             writeln!(
                 out,
                 "{:<46} {:>22} {:>12}  {}",
@@ -185,15 +182,7 @@ impl ScaleReport {
             )?;
         }
         writeln!(out)?;
-        writeln!(
-            out,
-            "{}",
-            if self.passed() {
-                "all targets met"
-            } else {
-                "SOME TARGETS MISSED (see MISSED rows)"
-            }
-        )
+        writeln!(out, "{}", summary(self.passed()))
     }
 
     /// Writes the report as pretty JSON.
@@ -201,8 +190,7 @@ impl ScaleReport {
     /// # Errors
     /// When the file cannot be written.
     pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
-        let text = serde_json::to_string_pretty(self)?;
-        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+        crate::bench::report::write_json(self, path)
     }
 }
 
