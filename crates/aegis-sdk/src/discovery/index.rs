@@ -11,9 +11,12 @@
 //! costs one map lookup.
 //!
 //! Evictions are local and keyed to revisions: a call that found no
-//! responder evicts the instance, and only a newer record (the instance
-//! wrote again) lifts it. When the bucket is created again its revisions
-//! start over, so every eviction is dropped ([`RecordIndex::reset`]).
+//! responder evicts the instance, and a newer record (the instance wrote
+//! again) lifts it, or an answer to a call that tried it anyway because no
+//! other instance was left ([`DiscoveryIndex::evicted`]; a connection moving
+//! between NATS nodes has no responder for a few milliseconds). When the
+//! bucket is created again its revisions start over, so every eviction is
+//! dropped ([`RecordIndex::reset`]).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -118,6 +121,42 @@ impl DiscoveryIndex {
             .get(service)
             .map(|e| e.active.members.iter().map(|m| m.id.clone()).collect())
             .unwrap_or_default()
+    }
+
+    /// An ACTIVE instance of `service` serving `method` that this process
+    /// evicted: what a call tries again, after a pause, when no other
+    /// instance is left.
+    pub(crate) fn evicted(&self, service: &str, method: Option<&str>) -> Option<Member> {
+        let services = self.read();
+        services
+            .get(service)?
+            .candidates
+            .iter()
+            .filter(|(_, c)| c.active && c.evicted_at.is_some())
+            .map(|(id, c)| Member {
+                id: Arc::from(id.as_str()),
+                stats: c.stats.clone(),
+                endpoints: c.endpoints.clone(),
+            })
+            .find(|m| m.serves(method))
+    }
+
+    /// Picks `instance_id` again: it answered after it was evicted.
+    pub(crate) fn restore(&self, service: &str, instance_id: &str) {
+        let mut services = self.write();
+        let Some(entry) = services.get_mut(service) else {
+            return;
+        };
+        if let Some(candidate) = entry.candidates.get_mut(instance_id)
+            && candidate.evicted_at.take().is_some()
+        {
+            debug!(
+                service,
+                instance = instance_id,
+                "evicted instance answered again"
+            );
+            entry.rebuild();
+        }
     }
 
     /// Stops picking `instance_id` until it writes a newer record.
@@ -307,6 +346,21 @@ mod tests {
                 .select("svc", Strategy::RoundRobin, None, Some("n"), &[])
                 .is_some()
         );
+    }
+
+    #[test]
+    fn an_evicted_instance_is_offered_apart_and_restored_by_an_answer() {
+        let (view, index) = view();
+        view.upsert(inst("svc", "a", InstanceStatus::Active), 1);
+        index.evict("svc", "a");
+        assert_eq!(pick(&index, "svc"), None);
+        assert_eq!(
+            index.evicted("svc", Some("m")).map(|m| m.id.to_string()),
+            Some("a".to_owned())
+        );
+        index.restore("svc", "a");
+        assert!(index.evicted("svc", Some("m")).is_none());
+        assert_eq!(pick(&index, "svc").as_deref(), Some("a"));
     }
 
     #[test]

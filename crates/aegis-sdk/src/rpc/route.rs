@@ -49,6 +49,11 @@ use crate::{
 /// confirm it has every registration acknowledged before the call.
 const CATCH_UP_LIMIT: Duration = Duration::from_millis(500);
 
+/// The first pause before a call tries again an instance it evicted, for
+/// want of another; doubled per try up to [`PROBE_BACKOFF_MAX`].
+const PROBE_BACKOFF_START: Duration = Duration::from_millis(5);
+const PROBE_BACKOFF_MAX: Duration = Duration::from_millis(250);
+
 /// Everything one call carries through its attempts.
 pub(super) struct Call<'a> {
     pub(super) service: &'a str,
@@ -250,6 +255,11 @@ pub(super) struct ByDiscovery<'a> {
     /// Instances this call already tried; allocated only on a retry.
     tried: Vec<Arc<str>>,
     caught_up: bool,
+    /// An evicted instance (service, id) this call is trying again, for
+    /// want of another.
+    probing: Option<(String, Arc<str>)>,
+    /// The pause before the next such try.
+    probe_backoff: Duration,
 }
 
 impl<'a> ByDiscovery<'a> {
@@ -281,6 +291,8 @@ impl<'a> ByDiscovery<'a> {
             key_hash,
             tried: Vec::new(),
             caught_up: false,
+            probing: None,
+            probe_backoff: PROBE_BACKOFF_START,
         })
     }
 }
@@ -309,6 +321,23 @@ impl Pick for ByDiscovery<'_> {
                     .catch_up(call.deadline.min(Instant::now() + CATCH_UP_LIMIT))
                     .await;
                 continue;
+            }
+            // None left but one this process evicted: it may have been
+            // between NATS nodes (no responder for a few milliseconds) and
+            // a new record would take seconds, so try it again after a
+            // pause, until the deadline. A fresh call tries it at once.
+            if let Some(member) = self.index.evicted(call.service, Some(call.method)) {
+                let pause = if failed {
+                    self.probe_backoff
+                } else {
+                    Duration::ZERO
+                };
+                if Instant::now() + pause < call.deadline {
+                    tokio::time::sleep(pause).await;
+                    self.probe_backoff = (self.probe_backoff * 2).min(PROBE_BACKOFF_MAX);
+                    self.probing = Some((call.service.to_owned(), member.id.clone()));
+                    return Ok(member);
+                }
             }
             // Instances that do not list the method are never tried: a call
             // to a missing method must not evict healthy instances.
@@ -339,6 +368,11 @@ impl Pick for ByDiscovery<'_> {
 
     fn answered(&mut self, target: &Member, elapsed: Duration) {
         target.stats.observe(elapsed);
+        if let Some((service, id)) = &self.probing
+            && *id == target.id
+        {
+            self.index.restore(service, id);
+        }
     }
 
     fn failed(&mut self, call: &Call<'_>, target: Member, how: Failure) {
