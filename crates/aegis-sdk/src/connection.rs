@@ -16,7 +16,7 @@ use std::{
 };
 
 use async_nats::{Client, ConnectOptions, jetstream};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     commands::Commands,
@@ -34,6 +34,14 @@ const MIN_REGISTRY_LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long [`Connection::drain`] waits to hand a drain request to a client.
 const DRAIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a client whose server entered lame duck mode waits for a moment
+/// with no request in flight before it moves anyway.
+///
+/// The server lets clients go only after its grace period (10 s by default,
+/// 1 s in `aegis up`), so there is time; a client that is never idle still
+/// moves, and its requests in flight end as on any dropped connection.
+const MOVE_IDLE_WAIT: Duration = Duration::from_millis(500);
 
 /// The oldest nats-server the SDK accepts.
 pub const MIN_SERVER_VERSION: semver::Version = semver::Version::new(2, 11, 0);
@@ -150,6 +158,72 @@ struct Inner {
     /// dropped, so a request in flight on it stops waiting for a reply
     /// that cannot come (see [`Connection::unless_dropped`]).
     drops: Vec<tokio::sync::watch::Sender<u64>>,
+    /// Per client: its requests in flight, asked or served, and whether it
+    /// is moving off a server in lame duck mode.
+    loads: Vec<Arc<ClientLoad>>,
+}
+
+/// What one pooled client is doing, for a move off a stopping server.
+#[derive(Debug, Default)]
+pub(crate) struct ClientLoad {
+    /// Requests in flight on it: sent and awaiting their reply, or received
+    /// and not yet answered.
+    busy: AtomicUsize,
+    /// Set while it moves away from a server in lame duck mode, so the next
+    /// connection attempt goes at once to another server.
+    moving: std::sync::atomic::AtomicBool,
+    /// Connection attempts made by the current move.
+    move_tries: AtomicUsize,
+    /// Set from the server's lame duck notice until the client is connected
+    /// elsewhere: new requests wait for the move rather than delay it.
+    leaving: std::sync::atomic::AtomicBool,
+    /// Wakes the requests waiting for a move.
+    moved: tokio::sync::Notify,
+}
+
+impl ClientLoad {
+    /// Returns once the client is not leaving a server in lame duck mode,
+    /// or after twice [`MOVE_IDLE_WAIT`] (a move that could not happen).
+    async fn settled(&self) {
+        if !self.leaving.load(Ordering::Acquire) {
+            return;
+        }
+        let moved = async {
+            loop {
+                let notified = self.moved.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if !self.leaving.load(Ordering::Acquire) {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(2 * MOVE_IDLE_WAIT, moved).await;
+    }
+
+    /// The client is connected again (after a move or any reconnect).
+    fn connected(&self) {
+        self.moving.store(false, Ordering::Relaxed);
+        self.leaving.store(false, Ordering::Release);
+        self.moved.notify_waiters();
+    }
+
+    /// Counts a request in flight until the guard drops.
+    pub(crate) fn enter(self: &Arc<Self>) -> Busy {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        Busy(self.clone())
+    }
+}
+
+/// One request in flight on a client (see [`ClientLoad::enter`]).
+#[derive(Debug)]
+pub(crate) struct Busy(Arc<ClientLoad>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl fmt::Debug for Connection {
@@ -180,14 +254,23 @@ impl Connection {
         let drops: Vec<_> = (0..config.nats.pool_size)
             .map(|_| tokio::sync::watch::Sender::new(0u64))
             .collect();
+        let loads: Vec<Arc<ClientLoad>> =
+            (0..config.nats.pool_size).map(|_| Arc::default()).collect();
+        let mut lame_ducks = Vec::with_capacity(config.nats.pool_size);
         for (i, dropped) in drops.iter().enumerate() {
+            let (lame_duck, notices) = tokio::sync::watch::channel(0u64);
+            lame_ducks.push(notices);
             let options = connect_options(
                 &config,
                 &name,
                 i,
-                draining.clone(),
-                refused.clone(),
-                dropped.clone(),
+                ClientHooks {
+                    draining: draining.clone(),
+                    refused: refused.clone(),
+                    dropped: dropped.clone(),
+                    lame_duck,
+                    load: loads[i].clone(),
+                },
             )
             .await?;
             let client = options
@@ -217,21 +300,24 @@ impl Connection {
             pool = clients.len(),
             "connected to NATS"
         );
-        Ok(Connection {
-            inner: Arc::new(Inner {
-                name,
-                clients,
-                next: AtomicUsize::new(0),
-                jetstream,
-                config,
-                server_version,
-                registry: tokio::sync::OnceCell::new(),
-                discovery_index: Arc::default(),
-                elections: tokio::sync::OnceCell::new(),
-                draining,
-                drops,
-            }),
-        })
+        let inner = Arc::new(Inner {
+            name,
+            clients,
+            next: AtomicUsize::new(0),
+            jetstream,
+            config,
+            server_version,
+            registry: tokio::sync::OnceCell::new(),
+            discovery_index: Arc::default(),
+            elections: tokio::sync::OnceCell::new(),
+            draining,
+            drops,
+            loads,
+        });
+        for (i, notices) in lame_ducks.into_iter().enumerate() {
+            tokio::spawn(move_off_lame_ducks(Arc::downgrade(&inner), i, notices));
+        }
+        Ok(Connection { inner })
     }
 
     /// The NATS connection name of the primary client, unique to this
@@ -249,19 +335,37 @@ impl Connection {
 
     /// A client from the pool, round-robin; used for outgoing requests.
     pub fn pooled(&self) -> &Client {
-        self.pooled_watched().0
+        &self.inner.clients[self.next_index()]
     }
 
-    /// A client from the pool, round-robin, and what tells when its
-    /// connection drops from now on.
-    pub(crate) fn pooled_watched(&self) -> (&Client, Dropped) {
+    fn next_index(&self) -> usize {
         let clients = &self.inner.clients;
-        let i = if clients.len() == 1 {
+        if clients.len() == 1 {
             0
         } else {
             self.inner.next.fetch_add(1, Ordering::Relaxed) % clients.len()
+        }
+    }
+
+    /// A client from the pool, round-robin, and what tells when its
+    /// connection drops from now on. While that client is leaving a server
+    /// in lame duck mode, waits (briefly) until it has moved, so the move
+    /// finds it idle and the request goes out on the new connection.
+    pub(crate) async fn pooled_watched(&self) -> (&Client, Dropped) {
+        let i = self.next_index();
+        let load = &self.inner.loads[i];
+        load.settled().await;
+        let dropped = Dropped {
+            drops: self.inner.drops[i].subscribe(),
+            _busy: load.enter(),
         };
-        (&clients[i], Dropped(self.inner.drops[i].subscribe()))
+        (&self.inner.clients[i], dropped)
+    }
+
+    /// The primary client's count of requests in flight, which the
+    /// endpoints served over it enter for each request they answer.
+    pub(crate) fn primary_load(&self) -> &Arc<ClientLoad> {
+        &self.inner.loads[0]
     }
 
     /// Runs `work` — requests on the primary client, such as JetStream
@@ -291,7 +395,10 @@ impl Connection {
         &self,
         work: F,
     ) -> Result<F::Output, ConnectionDropped> {
-        let dropped = Dropped(self.inner.drops[0].subscribe());
+        let dropped = Dropped {
+            drops: self.inner.drops[0].subscribe(),
+            _busy: self.inner.loads[0].enter(),
+        };
         tokio::select! {
             biased;
             out = work => Ok(out),
@@ -535,14 +642,33 @@ fn connection_name() -> String {
     format!("aegis-{}-{}", std::process::id(), nuid::next())
 }
 
+/// What one client's connection events feed.
+struct ClientHooks {
+    /// Set once the connection drains on purpose.
+    draining: Arc<std::sync::atomic::AtomicBool>,
+    /// The last permission violation the server reported.
+    refused: Arc<std::sync::Mutex<Option<String>>>,
+    /// Bumped when the connection drops.
+    dropped: tokio::sync::watch::Sender<u64>,
+    /// Bumped when its server enters lame duck mode.
+    lame_duck: tokio::sync::watch::Sender<u64>,
+    /// The client's requests in flight and whether it is moving.
+    load: Arc<ClientLoad>,
+}
+
 async fn connect_options(
     config: &AegisConfig,
     base_name: &str,
     index: usize,
-    draining: Arc<std::sync::atomic::AtomicBool>,
-    refused: Arc<std::sync::Mutex<Option<String>>>,
-    dropped: tokio::sync::watch::Sender<u64>,
+    hooks: ClientHooks,
 ) -> Result<ConnectOptions, ConnectError> {
+    let ClientHooks {
+        draining,
+        refused,
+        dropped,
+        lame_duck,
+        load,
+    } = hooks;
     let n = &config.nats;
     let mut options = ConnectOptions::new();
     if let Some(path) = &n.creds_file {
@@ -592,12 +718,31 @@ async fn connect_options(
         .request_timeout(Some(n.request_timeout))
         .max_reconnects(n.reconnect.max_reconnects)
         .reconnect_delay_callback(move |attempt| policy.delay(attempt))
+        .reconnect_to_server_callback({
+            let load = load.clone();
+            move |servers, info| {
+                let target = load
+                    .moving
+                    .load(Ordering::Relaxed)
+                    .then(|| move_target(&servers, &info, &load.move_tries))
+                    .flatten();
+                async move { target }
+            }
+        })
         .event_callback(move |event| {
             let draining = draining.load(Ordering::Relaxed);
             let refused = refused.clone();
             if !draining && matches!(event, async_nats::Event::Disconnected) {
                 // Before the log: requests in flight learn it at once.
                 dropped.send_modify(|n| *n += 1);
+            }
+            match event {
+                async_nats::Event::LameDuckMode if !draining => {
+                    load.leaving.store(true, Ordering::Release);
+                    lame_duck.send_modify(|n| *n += 1);
+                }
+                async_nats::Event::Connected => load.connected(),
+                _ => {}
             }
             async move {
                 match event {
@@ -616,6 +761,11 @@ async fn connect_options(
                         tracing::debug!("NATS connection closed after draining")
                     }
                     async_nats::Event::Disconnected => warn!("NATS connection lost; reconnecting"),
+                    async_nats::Event::LameDuckMode => {
+                        info!(
+                            "the NATS server is shutting down (lame duck mode); moving to another"
+                        )
+                    }
                     other => tracing::debug!(event = %other, "NATS client event"),
                 }
             }
@@ -628,16 +778,84 @@ async fn connect_options(
 #[error("the NATS connection dropped before the reply came; the request may have been carried out")]
 pub struct ConnectionDropped;
 
-/// Resolves when one client's connection drops after it was taken.
-pub(crate) struct Dropped(tokio::sync::watch::Receiver<u64>);
+/// Resolves when one client's connection drops after it was taken; counts
+/// as a request in flight on that client until it is dropped.
+pub(crate) struct Dropped {
+    drops: tokio::sync::watch::Receiver<u64>,
+    _busy: Busy,
+}
 
 impl Dropped {
     /// Waits for the next drop (forever once the connection is gone).
     pub(crate) async fn wait(mut self) {
-        if self.0.changed().await.is_err() {
+        if self.drops.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
     }
+}
+
+/// Moves client `index` off its server each time that server announces
+/// lame duck mode (a planned shutdown): at a moment with no request in
+/// flight on it, so no reply is lost, since NATS delivers a reply only to
+/// the connection that asked and a service may answer only on the
+/// connection a request came in on. Ends with the connection.
+async fn move_off_lame_ducks(
+    inner: std::sync::Weak<Inner>,
+    index: usize,
+    mut notices: tokio::sync::watch::Receiver<u64>,
+) {
+    while notices.changed().await.is_ok() {
+        let Some(inner) = inner.upgrade() else { return };
+        let load = inner.loads[index].clone();
+        let client = inner.clients[index].clone();
+        drop(inner);
+        let deadline = tokio::time::Instant::now() + MOVE_IDLE_WAIT;
+        while load.busy.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // Replies written but not yet sent would be lost with the socket.
+        if let Err(e) = client.flush().await {
+            debug!(error = %e, "could not flush before moving off a lame duck server");
+        }
+        let busy = load.busy.load(Ordering::Relaxed);
+        load.move_tries.store(0, Ordering::Relaxed);
+        load.moving.store(true, Ordering::Relaxed);
+        if let Err(e) = client.force_reconnect().await {
+            load.connected();
+            debug!(error = %e, "could not move off a server in lame duck mode");
+        } else if busy > 0 {
+            info!(
+                in_flight = busy,
+                "moved off a server in lame duck mode with requests in flight"
+            );
+        }
+    }
+}
+
+/// The server a moving client tries next: each of the pool once, skipping
+/// the one it is leaving where that can be told from its address, with no
+/// delay (the usual back-off is for servers that fail, and this one only
+/// stops); then `None`, the usual selection and back-off.
+fn move_target(
+    servers: &[async_nats::Server],
+    leaving: &async_nats::ServerInfo,
+    tries: &AtomicUsize,
+) -> Option<async_nats::ReconnectToServer> {
+    let wildcard = matches!(leaving.host.as_str(), "" | "0.0.0.0" | "::" | "[::]");
+    let is_leaving = |s: &async_nats::Server| {
+        s.addr.port() == leaving.port && (wildcard || s.addr.host() == leaving.host)
+    };
+    let others: Vec<_> = servers.iter().filter(|s| !is_leaving(s)).collect();
+    let pool: Vec<_> = if others.is_empty() {
+        servers.iter().collect()
+    } else {
+        others
+    };
+    let tried = tries.fetch_add(1, Ordering::Relaxed);
+    pool.get(tried).map(|s| async_nats::ReconnectToServer {
+        addr: s.addr.clone(),
+        delay: Some(Duration::ZERO),
+    })
 }
 
 #[cfg(test)]

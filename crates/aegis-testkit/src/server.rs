@@ -332,6 +332,34 @@ impl NatsServer {
         self.kill();
     }
 
+    /// Puts the server in lame duck mode (SIGUSR2), the first step of a
+    /// planned shutdown: it stops accepting clients, hands the JetStream
+    /// leaderships it holds to other nodes, tells its clients (they may move
+    /// on their own), and after its grace period (10 s by default) closes
+    /// the clients left, then exits. Returns at once; does nothing when the
+    /// server is not running.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let mut cluster = aegis_testkit::NatsCluster::start(3)?;
+    /// cluster.node_mut(0).enter_lame_duck();
+    /// # Ok::<(), aegis_testkit::TestkitError>(())
+    /// ```
+    pub fn enter_lame_duck(&mut self) {
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        // Only signal an unreaped child: its pid cannot have been reused.
+        if matches!(child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .args(["-USR2", &child.id().to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+
     /// Stops the server (gracefully, if running) and starts it again on the
     /// same ports with the same store, then waits until it is healthy (and,
     /// in a cluster, sees a JetStream meta leader).

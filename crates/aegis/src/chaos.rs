@@ -90,8 +90,9 @@ pub enum ChaosAction {
         node: usize,
     },
     /// Start NATS node N again — or, with `--graceful`, restart a running
-    /// node the planned way: SIGTERM (the node hands its stream leaderships
-    /// over before it exits; its clients reconnect to the other nodes), then
+    /// node the planned way: lame duck mode (the node hands its stream
+    /// leaderships over, stops taking clients and tells its own, which move
+    /// to the other nodes; it exits once they left or it closed them), then
     /// start it again.
     RestartNats {
         /// Node number.
@@ -191,14 +192,19 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
                     .with_context(|| format!("NATS node {node} is not running"))?;
                 std::fs::write(dir.join("control").join(format!("hold-{name}")), "")?;
                 let started = std::time::Instant::now();
-                // SIGTERM is nats-server's graceful shutdown: it steps down
-                // from the raft groups it leads (a follower takes over within
-                // a second instead of after the 4-9 s an election takes when
-                // a leader vanishes), closes its clients (they reconnect to
-                // the other nodes at once) and exits.
-                nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGTERM)
+                // SIGUSR2 is nats-server's lame duck mode, the planned stop
+                // (`nats-server --signal ldm`): it steps down from the raft
+                // groups it leads (a follower takes over within a second
+                // instead of after the 4-9 s an election takes when a leader
+                // vanishes), stops taking clients and tells its own, which
+                // the SDK moves to another node at a moment with no request
+                // in flight; after its grace period it closes the clients
+                // left (spread over `lame_duck_duration`) and exits. SIGTERM
+                // would close every client at once, cutting off requests in
+                // flight.
+                nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGUSR2)
                     .with_context(|| format!("signalling {name} (pid {pid})"))?;
-                println!("NATS node {node} (pid {pid}) is stopping gracefully");
+                println!("NATS node {node} (pid {pid}) is stopping gracefully (lame duck mode)");
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
                 while nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok()
                     && supervisor::read_pid(dir, &name) == Some(pid)

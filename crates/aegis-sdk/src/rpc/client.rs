@@ -447,7 +447,7 @@ impl RpcClient {
         if let Some(headers) = headers {
             request = request.headers(headers);
         }
-        let (client, dropped) = self.conn.pooled_watched();
+        let (client, dropped) = self.conn.pooled_watched().await;
         // A reply goes only to the connection that asked: once it drops,
         // waiting longer cannot help.
         let sent = tokio::select! {

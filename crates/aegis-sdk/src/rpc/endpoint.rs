@@ -37,6 +37,7 @@ use super::{
     server::{ErasedHandler, RequestContext},
 };
 use crate::{
+    connection::ClientLoad,
     control::Drills,
     election::{Leadership, Role},
     metrics::{EndpointRecorder, InstanceMetrics},
@@ -60,6 +61,9 @@ pub(crate) struct Method {
     pub(crate) drills: Arc<Drills>,
     /// Set for methods that only the leader of a single-active service runs.
     pub(crate) leadership: Option<Leadership>,
+    /// The serving client's requests in flight: a move off a server in
+    /// lame duck mode waits until none is (see `connection.rs`).
+    pub(crate) load: Arc<ClientLoad>,
 }
 
 /// The services-protocol counters of one method, over both its subjects.
@@ -204,6 +208,7 @@ enum Outcome {
 async fn handle(msg: Message, method: Arc<Method>, route: Route) {
     let started = Instant::now();
     let _in_flight = method.metrics.start_request();
+    let _busy = method.load.enter();
     let headers = msg.headers.clone();
     let request_id = headers
         .as_ref()

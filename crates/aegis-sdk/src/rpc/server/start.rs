@@ -407,6 +407,7 @@ async fn subscribe(
             leadership: leadership
                 .cloned()
                 .filter(|_| !builder.any_role.contains(method)),
+            load: builder.conn.primary_load().clone(),
         });
         let shared_subject = subjects::rpc_subject(&builder.name, method);
         let direct_subject = subjects::rpc_instance_subject(&builder.name, instance_id, method);

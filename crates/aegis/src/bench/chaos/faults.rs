@@ -36,8 +36,9 @@ pub enum Fault {
     StopLeader,
     /// SIGKILL of NATS node N (1-based).
     KillNats(usize),
-    /// Graceful restart (SIGTERM, lame duck) of the NATS node leading the
-    /// election bucket's stream.
+    /// Planned restart of the NATS node leading the election bucket's
+    /// stream: lame duck mode (SIGUSR2, what `nats-server --signal ldm` and
+    /// the Helm chart's preStop send), then a start once it exited.
     RestartNats,
 }
 
@@ -171,7 +172,7 @@ impl Bench<'_> {
             Fault::RestartNats => {
                 let n = self.elections_leader_node().await.unwrap_or(1);
                 stream_leaders = self.leaders_on(n).await;
-                (format!("nats-n{n}"), Signal::SIGTERM)
+                (format!("nats-n{n}"), Signal::SIGUSR2)
             }
         };
         if signal == Signal::SIGSTOP {
@@ -200,7 +201,7 @@ impl Bench<'_> {
                 let deadline = Instant::now() + Duration::from_secs(60);
                 while self.showcase.alive(&victim) {
                     if Instant::now() > deadline {
-                        bail!("{victim} did not stop within 60 s of SIGTERM");
+                        bail!("{victim} did not stop within 60 s of lame duck mode");
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }

@@ -1,0 +1,136 @@
+//! A planned NATS node shutdown (lame duck mode, SIGUSR2): the server tells
+//! its clients before it lets them go, and the SDK moves each connection to
+//! another node at a moment with no request in flight on it — at once, not
+//! when the server closes it after its grace period — so a service and its
+//! callers on that node lose no call and no reply.
+
+mod common;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use aegis_sdk::{
+    AegisConfig, Connection,
+    rpc::{CallOptions, RpcError},
+};
+use aegis_testkit::NatsCluster;
+use serde_json::{Value, json};
+
+/// Connects to node 1 only (the others are learnt from it), so the
+/// connection starts there.
+async fn connect_to_first(cluster: &NatsCluster) -> Connection {
+    let mut config = AegisConfig::with_servers(&cluster.urls()[0]);
+    config.nats.replicas = 3;
+    config.nats.request_timeout = Duration::from_secs(2);
+    Connection::connect(config)
+        .await
+        .expect("connect to node 1")
+}
+
+fn server_name(conn: &Connection) -> String {
+    conn.client().server_info().server_name
+}
+
+#[tokio::test]
+async fn connections_leave_a_lame_duck_node_at_once_and_no_call_fails() {
+    let mut cluster = NatsCluster::start(3).unwrap();
+    cluster.wait_ready(Duration::from_secs(30)).unwrap();
+    let server = connect_to_first(&cluster).await;
+    let caller = connect_to_first(&cluster).await;
+    let first = cluster.node(0).server_name().to_owned();
+    assert_eq!(server_name(&server), first);
+    assert_eq!(server_name(&caller), first);
+
+    let _service = server
+        .service("ld-service", "1.0.0")
+        .instance_id("ld-1")
+        .handler("work", |n: Value| async move {
+            // Long enough that a request is often in flight on the service.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            Ok(n)
+        })
+        .start()
+        .await
+        .unwrap();
+    common::eventually(
+        Duration::from_secs(10),
+        "the caller reaches the service",
+        || {
+            let rpc = caller.rpc();
+            async move {
+                rpc.call::<_, Value>("ld-service", "work", &json!(0))
+                    .await
+                    .is_ok()
+            }
+        },
+    )
+    .await;
+
+    // Four callers in a steady flow through the shutdown.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut flows = Vec::new();
+    for _ in 0..4 {
+        let (rpc, stop) = (caller.rpc(), stop.clone());
+        flows.push(tokio::spawn(async move {
+            let opts = CallOptions::default().idempotent();
+            let mut outcomes: Vec<(Duration, Result<(), RpcError>)> = Vec::new();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let started = Instant::now();
+                let res = rpc
+                    .call_with::<_, Value>("ld-service", "work", &json!(n), &opts)
+                    .await
+                    .map(|reply| assert_eq!(reply.value, json!(n)));
+                outcomes.push((started.elapsed(), res));
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            outcomes
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let signalled = Instant::now();
+    cluster.node_mut(0).enter_lame_duck();
+    // The server closes its clients only after its 10 s grace period: a
+    // connection that left sooner moved by itself.
+    common::eventually(
+        Duration::from_secs(3),
+        "both connections leave the lame duck node",
+        || {
+            let moved = server_name(&server) != first && server_name(&caller) != first;
+            async move { moved }
+        },
+    )
+    .await;
+    let moved_after = signalled.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let mut calls = 0;
+    let mut slowest = Duration::ZERO;
+    for flow in flows {
+        for (took, res) in flow.await.unwrap() {
+            calls += 1;
+            slowest = slowest.max(took);
+            if let Err(e) = res {
+                panic!("a call failed across the lame duck move: {e}");
+            }
+        }
+    }
+    assert!(
+        moved_after < Duration::from_secs(2),
+        "moving took {moved_after:?}"
+    );
+    assert!(calls > 100, "only {calls} calls were made");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "the slowest of {calls} calls took {slowest:?}"
+    );
+    eprintln!("moved in {moved_after:?}; {calls} calls, the slowest {slowest:?}");
+}
