@@ -13,7 +13,9 @@ use async_nats::jetstream::{
     self,
     stream::{self, Stream},
 };
-use tracing::{info, warn};
+use std::time::Duration;
+
+use tracing::{debug, info, warn};
 
 use crate::StreamLimits;
 
@@ -75,4 +77,125 @@ pub async fn ensure_stream(
         }
     }
     Ok(stream)
+}
+
+/// The first wait for a stream's acknowledgement before
+/// [`publish_deduplicated`] sends the message again; doubled per attempt up
+/// to [`ACK_WAIT_MAX`].
+const ACK_WAIT_FIRST: Duration = Duration::from_millis(250);
+const ACK_WAIT_MAX: Duration = Duration::from_secs(1);
+/// The pause before a message is sent again to a stream without a leader;
+/// doubled up to [`LEADERLESS_PAUSE_MAX`].
+const LEADERLESS_PAUSE_FIRST: Duration = Duration::from_millis(10);
+const LEADERLESS_PAUSE_MAX: Duration = Duration::from_millis(200);
+
+/// Publishes `payload` to a stream with the message id `id`
+/// (`Nats-Msg-Id`), sending it again — the same id, so the stream stores it
+/// once — when no acknowledgement comes within a short wait, until the
+/// connection's `request_timeout`.
+///
+/// A message published while its stream changes leader (a NATS node
+/// restarting hands its leaderships over) can be dropped without an answer;
+/// a plain publish then waits out its whole timeout, seconds in which a
+/// caller gives up. Sent again after 250 ms, it lands on the new leader.
+/// A message that did land the first time is acknowledged again as a
+/// duplicate with its original sequence (the stream's duplicate window,
+/// two minutes by default, must cover the retries). A stream without a
+/// leader for a moment answers "no stream" (no responders): when a stream
+/// does cover the subject, the message is sent again after a short pause.
+///
+/// A compare-and-set (an expected last sequence in `headers`) whose first
+/// copy landed is refused as [`PublishErrorKind::WrongLastSequence`] when
+/// sent again — the server checks the expectation before the id — so the
+/// caller tells its own write from another's by the `Nats-Msg-Id` of the
+/// subject's last message.
+///
+/// ```no_run
+/// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), async_nats::jetstream::context::PublishError> {
+/// use aegis_sdk::streams::publish_deduplicated;
+///
+/// let ack = publish_deduplicated(
+///     &conn,
+///     "events.order.created".into(),
+///     "order-1:created",
+///     async_nats::HeaderMap::new(),
+///     "{}".into(),
+/// )
+/// .await?;
+/// println!("stored at {} (again: {})", ack.sequence, ack.duplicate);
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// The stream's refusal (no stream covers the subject, a wrong expected
+/// sequence, ...) at once; [`PublishErrorKind::TimedOut`] when no
+/// acknowledgement came before the deadline (the message may have been
+/// stored).
+///
+/// [`PublishErrorKind::TimedOut`]: jetstream::context::PublishErrorKind::TimedOut
+/// [`PublishErrorKind::WrongLastSequence`]: jetstream::context::PublishErrorKind::WrongLastSequence
+pub async fn publish_deduplicated(
+    conn: &crate::Connection,
+    subject: String,
+    id: &str,
+    mut headers: async_nats::HeaderMap,
+    payload: bytes::Bytes,
+) -> Result<jetstream::publish::PublishAck, jetstream::context::PublishError> {
+    use jetstream::context::{PublishError, PublishErrorKind};
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
+    let deadline = tokio::time::Instant::now() + conn.config().nats.request_timeout;
+    let mut wait = ACK_WAIT_FIRST;
+    let mut leaderless_pause = LEADERLESS_PAUSE_FIRST;
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let publish = async {
+            conn.jetstream()
+                .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+                .await?
+                .await
+        };
+        let outcome = tokio::time::timeout(wait.min(left), conn.unless_dropped(publish)).await;
+        match outcome {
+            Ok(Ok(Ok(ack))) => {
+                if attempts > 1 {
+                    debug!(
+                        subject,
+                        id, attempts, "stream acknowledged a message sent again"
+                    );
+                }
+                return Ok(ack);
+            }
+            // No responders: no stream covers the subject, or its stream
+            // has no leader this moment (the meta leader tells which).
+            Ok(Ok(Err(e))) if e.kind() == PublishErrorKind::StreamNotFound => {
+                if conn
+                    .jetstream()
+                    .stream_by_subject(subject.clone())
+                    .await
+                    .is_err()
+                {
+                    return Err(e);
+                }
+                let pause = leaderless_pause.min(left);
+                tokio::time::sleep(pause).await;
+                leaderless_pause = (leaderless_pause * 2).min(LEADERLESS_PAUSE_MAX);
+            }
+            Ok(Ok(Err(e)))
+                if !matches!(
+                    e.kind(),
+                    PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe
+                ) =>
+            {
+                return Err(e);
+            }
+            // No answer yet, or the connection dropped: send it again.
+            Ok(Ok(Err(_))) | Ok(Err(_)) | Err(_) => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(PublishError::new(PublishErrorKind::TimedOut));
+        }
+        wait = (wait * 2).min(ACK_WAIT_MAX);
+    }
 }

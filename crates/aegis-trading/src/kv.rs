@@ -94,7 +94,6 @@ where
 pub(crate) struct Bucket {
     /// The bucket, for watches and plain operations.
     pub(crate) kv: kv::Store,
-    js: jetstream::Context,
     /// Ends a request whose connection dropped at once, rather than after
     /// the JetStream timeout: a writer holding a fence lock meanwhile
     /// would stall every order behind it.
@@ -130,7 +129,6 @@ impl Bucket {
     pub(crate) fn new(conn: &Connection, kv: kv::Store) -> Self {
         Self {
             kv,
-            js: conn.jetstream().clone(),
             conn: conn.clone(),
         }
     }
@@ -226,24 +224,46 @@ impl Bucket {
                 );
             }
         }
-        let write = async {
-            let sent = self
-                .js
-                .publish_with_headers(self.subject(key), headers, value)
-                .await
-                .map_err(|e| WriteError::Failed(e.into()))?;
-            Ok::<_, WriteError>(sent.await)
-        };
-        // Not repeated here: whether it landed is the caller's question.
-        let ack = match self.conn.unless_dropped(write).await {
-            Ok(ack) => ack?,
-            Err(dropped) => return Err(WriteError::Failed(dropped.into())),
-        };
+        // Sent again under the same id when the acknowledgement is slow (a
+        // stream changing leader drops a write without a word); the stream
+        // checks the id before the expected revision, so a copy of a write
+        // that landed is answered as a duplicate, not as a conflict. Whether
+        // it landed when no answer came at all is the caller's question.
+        let id = nuid::next();
+        let ack = aegis_sdk::streams::publish_deduplicated(
+            &self.conn,
+            self.subject(key),
+            &id.to_string(),
+            headers,
+            value,
+        )
+        .await;
         match ack {
             Ok(ack) => Ok(ack.sequence),
-            Err(e) if refused(&e) => Err(WriteError::Conflict),
+            Err(e) if refused(&e) => match self.written_by(key, &id.to_string()).await {
+                // Refused only because its own first copy had landed.
+                Some(revision) => Ok(revision),
+                None => Err(WriteError::Conflict),
+            },
             Err(e) => Err(WriteError::Failed(e.into())),
         }
+    }
+
+    /// The revision of `key`'s last record when the write with message id
+    /// `id` made it.
+    async fn written_by(&self, key: &str, id: &str) -> Option<u64> {
+        let subject = format!("{}{key}", self.kv.prefix);
+        let last = self
+            .conn
+            .unless_dropped(self.kv.stream.get_last_raw_message_by_subject(&subject))
+            .await
+            .ok()?
+            .ok()?;
+        let ours = last
+            .headers
+            .get(async_nats::header::NATS_MESSAGE_ID)
+            .is_some_and(|v| v.as_str() == id);
+        ours.then_some(last.sequence)
     }
 
     /// Writes `key` only if it holds no value, like `kv::Store::create`,

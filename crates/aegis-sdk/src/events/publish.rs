@@ -63,33 +63,34 @@ impl Events {
         names::validate_event_action(action)?;
         let subject = subjects::event_subject(domain, action);
         let body = serde_json::to_vec(payload).map_err(EventError::Encode)?;
-        let mut headers = HeaderMap::new();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
         let publish_error = |source: async_nats::Error| EventError::Publish {
             subject: subject.clone(),
             source,
         };
-        let js = self.conn.jetstream();
-        let publish = |headers: HeaderMap, body: bytes::Bytes| {
-            let subject = subject.clone();
-            async move {
-                js.publish_with_headers(subject, headers, body)
-                    .await
-                    .map_err(async_nats::Error::from)?
-                    .await
-                    .map_err(async_nats::Error::from)
-            }
-        };
         let body = bytes::Bytes::from(body);
-        let ack = match publish(headers.clone(), body.clone()).await {
+        // Sent again (same id) when an acknowledgement is slow to come: a
+        // stream changing leader can drop a message without a word.
+        let publish = || {
+            crate::streams::publish_deduplicated(
+                &self.conn,
+                subject.clone(),
+                id,
+                HeaderMap::new(),
+                body.clone(),
+            )
+        };
+        let ack = match publish().await {
             Ok(ack) => ack,
             Err(first) => {
                 // No stream yet (nobody created EVENTS): create it and publish
-                // again; the dedup id makes the retry safe either way.
-                if self.ensure_stream().await.is_err() {
-                    return Err(publish_error(first));
+                // again; the dedup id makes the retry safe either way. One
+                // that was never acknowledged in time is not sent a third time.
+                let unanswered =
+                    first.kind() == async_nats::jetstream::context::PublishErrorKind::TimedOut;
+                if unanswered || self.ensure_stream().await.is_err() {
+                    return Err(publish_error(first.into()));
                 }
-                publish(headers, body).await.map_err(publish_error)?
+                publish().await.map_err(|e| publish_error(e.into()))?
             }
         };
         Ok(Published {
