@@ -169,6 +169,8 @@ pub(crate) struct ClientLoad {
     /// Requests in flight on it: sent and awaiting their reply, or received
     /// and not yet answered.
     busy: AtomicUsize,
+    /// Of those, the requests received and not yet answered.
+    serving: AtomicUsize,
     /// Set while it moves away from a server in lame duck mode, so the next
     /// connection attempt goes at once to another server.
     moving: std::sync::atomic::AtomicBool,
@@ -184,8 +186,10 @@ pub(crate) struct ClientLoad {
 impl ClientLoad {
     /// Returns once the client is not leaving a server in lame duck mode,
     /// or after twice [`MOVE_IDLE_WAIT`] (a move that could not happen).
+    /// Returns at once while it serves a request: the request may be one
+    /// a handler sends, and the move waits for that handler.
     async fn settled(&self) {
-        if !self.leaving.load(Ordering::Acquire) {
+        if !self.leaving.load(Ordering::Acquire) || self.serving.load(Ordering::Relaxed) > 0 {
             return;
         }
         let moved = async {
@@ -209,20 +213,37 @@ impl ClientLoad {
         self.moved.notify_waiters();
     }
 
-    /// Counts a request in flight until the guard drops.
+    /// Counts a request sent and awaiting its reply until the guard drops.
     pub(crate) fn enter(self: &Arc<Self>) -> Busy {
         self.busy.fetch_add(1, Ordering::Relaxed);
-        Busy(self.clone())
+        Busy {
+            load: self.clone(),
+            serving: false,
+        }
+    }
+
+    /// Counts a request received and not yet answered until the guard drops.
+    pub(crate) fn enter_serving(self: &Arc<Self>) -> Busy {
+        self.serving.fetch_add(1, Ordering::Relaxed);
+        let mut busy = self.enter();
+        busy.serving = true;
+        busy
     }
 }
 
 /// One request in flight on a client (see [`ClientLoad::enter`]).
 #[derive(Debug)]
-pub(crate) struct Busy(Arc<ClientLoad>);
+pub(crate) struct Busy {
+    load: Arc<ClientLoad>,
+    serving: bool,
+}
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+        if self.serving {
+            self.load.serving.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.load.busy.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -208,7 +208,7 @@ enum Outcome {
 async fn handle(msg: Message, method: Arc<Method>, route: Route) {
     let started = Instant::now();
     let _in_flight = method.metrics.start_request();
-    let _busy = method.load.enter();
+    let _busy = method.load.enter_serving();
     let headers = msg.headers.clone();
     let request_id = headers
         .as_ref()
