@@ -88,6 +88,8 @@ const ACK_WAIT_MAX: Duration = Duration::from_secs(1);
 /// doubled up to [`LEADERLESS_PAUSE_MAX`].
 const LEADERLESS_PAUSE_FIRST: Duration = Duration::from_millis(10);
 const LEADERLESS_PAUSE_MAX: Duration = Duration::from_millis(200);
+/// How long "no stream" answers are taken for a stream between leaders.
+const LEADERLESS_PATIENCE: Duration = Duration::from_secs(1);
 
 /// Publishes `payload` to a stream with the message id `id`
 /// (`Nats-Msg-Id`), sending it again — the same id, so the stream stores it
@@ -101,8 +103,9 @@ const LEADERLESS_PAUSE_MAX: Duration = Duration::from_millis(200);
 /// A message that did land the first time is acknowledged again as a
 /// duplicate with its original sequence (the stream's duplicate window,
 /// two minutes by default, must cover the retries). A stream without a
-/// leader for a moment answers "no stream" (no responders): when a stream
-/// does cover the subject, the message is sent again after a short pause.
+/// leader for a moment answers "no stream" (no responders): the message is
+/// sent again after a short pause, for up to a second (a leader hand-over
+/// takes milliseconds), after which the stream is taken as missing.
 ///
 /// A compare-and-set (an expected last sequence in `headers`) whose first
 /// copy landed is refused as [`PublishErrorKind::WrongLastSequence`] when
@@ -127,8 +130,8 @@ const LEADERLESS_PAUSE_MAX: Duration = Duration::from_millis(200);
 /// ```
 ///
 /// # Errors
-/// The stream's refusal (no stream covers the subject, a wrong expected
-/// sequence, ...) at once; [`PublishErrorKind::TimedOut`] when no
+/// The stream's refusal (a wrong expected sequence, ...) at once; no
+/// stream after a second of "no stream" answers; [`PublishErrorKind::TimedOut`] when no
 /// acknowledgement came before the deadline (the message may have been
 /// stored).
 ///
@@ -143,7 +146,8 @@ pub async fn publish_deduplicated(
 ) -> Result<jetstream::publish::PublishAck, jetstream::context::PublishError> {
     use jetstream::context::{PublishError, PublishErrorKind};
     headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
-    let deadline = tokio::time::Instant::now() + conn.config().nats.request_timeout;
+    let started = tokio::time::Instant::now();
+    let deadline = started + conn.config().nats.request_timeout;
     let mut wait = ACK_WAIT_FIRST;
     let mut leaderless_pause = LEADERLESS_PAUSE_FIRST;
     let mut attempts = 0u32;
@@ -167,19 +171,14 @@ pub async fn publish_deduplicated(
                 }
                 return Ok(ack);
             }
-            // No responders: no stream covers the subject, or its stream
-            // has no leader this moment (the meta leader tells which).
+            // No responders: its stream has no leader this moment, or no
+            // stream covers the subject. A leader hand-over takes
+            // milliseconds; past LEADERLESS_PATIENCE it is taken as missing.
             Ok(Ok(Err(e))) if e.kind() == PublishErrorKind::StreamNotFound => {
-                if conn
-                    .jetstream()
-                    .stream_by_subject(subject.clone())
-                    .await
-                    .is_err()
-                {
+                if started.elapsed() + leaderless_pause > LEADERLESS_PATIENCE {
                     return Err(e);
                 }
-                let pause = leaderless_pause.min(left);
-                tokio::time::sleep(pause).await;
+                tokio::time::sleep(leaderless_pause.min(left)).await;
                 leaderless_pause = (leaderless_pause * 2).min(LEADERLESS_PAUSE_MAX);
             }
             Ok(Ok(Err(e)))

@@ -74,14 +74,15 @@ async fn the_same_id_is_stored_once_and_a_stale_expectation_refused_at_once() {
         .map(|v| v.as_str());
     assert_eq!(id, Some("write-1"));
 
-    // No stream covers the subject: said at once, not retried.
+    // No stream covers the subject: said within a second (a stream between
+    // two leaders answers the same for a few milliseconds).
     let started = Instant::now();
     let missing =
         publish_deduplicated(&conn, "nowhere.a".into(), "w", HeaderMap::new(), "x".into())
             .await
             .unwrap_err();
     assert_eq!(missing.kind(), PublishErrorKind::StreamNotFound);
-    assert!(started.elapsed() < Duration::from_millis(500));
+    assert!(started.elapsed() < Duration::from_millis(1500));
 }
 
 #[tokio::test]
