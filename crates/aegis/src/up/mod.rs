@@ -148,6 +148,7 @@ pub async fn run(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Resul
                     program: binary.clone(),
                     args: vec!["-c".into(), node.config_path().display().to_string()],
                     env: Vec::new(),
+                    unset: Vec::new(),
                 })?;
             }
             step(&format!("starting {count} NATS node(s)"));
@@ -257,6 +258,7 @@ async fn run_on(
         program: exe.to_owned(),
         args: vec!["api".into()],
         env: monitor_env,
+        unset: Vec::new(),
     })?;
 
     // 4. The services.
@@ -277,6 +279,7 @@ async fn run_on(
                 program: exe.to_owned(),
                 args: vec!["service".into(), kind.clone(), "--instance-id".into(), id],
                 env,
+                unset: Vec::new(),
             })?;
             expected += 1;
         }

@@ -1,7 +1,9 @@
-//! Child processes of the showcase: started with their logs under
-//! `.aegis/logs/`, their pids under `.aegis/pids/` (so `aegis chaos` can find
-//! them), restarted after a delay when they die unless told not to, and
-//! stopped in order — services, then the monitor, then NATS.
+//! Child processes of the showcase and of the benchmarks: started with
+//! their logs under `{state}/logs/`, their pids under `{state}/pids/` (so
+//! `aegis chaos` can find them), restarted after a delay when they die
+//! unless told not to, signalled, awaited or killed one by one (the
+//! failover benchmark's fleet), and stopped in order — services, then the
+//! monitor, then NATS. Every child is killed when the supervisor drops.
 //!
 //! `aegis chaos` talks to a running supervisor through files in
 //! `.aegis/control/`: `hold-NAME` keeps a killed child down, `restart-NAME`
@@ -13,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use nix::{sys::signal::Signal, unistd::Pid};
 use tokio::{
     process::{Child, Command},
@@ -46,6 +48,8 @@ pub struct ChildSpec {
     pub args: Vec<String>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// Environment variables it must not inherit.
+    pub unset: Vec<String>,
 }
 
 struct Slot {
@@ -53,6 +57,8 @@ struct Slot {
     child: Option<Child>,
     restart_at: Option<Instant>,
     restarts: u32,
+    /// Signalled to stop: its exit is expected.
+    stopping: bool,
 }
 
 /// Owns the children.
@@ -97,8 +103,134 @@ impl Supervisor {
             child: Some(child),
             restart_at: None,
             restarts: 0,
+            stopping: false,
         });
         Ok(())
+    }
+
+    fn slot(&mut self, name: &str) -> anyhow::Result<&mut Slot> {
+        self.slots
+            .iter_mut()
+            .find(|s| s.spec.name == name)
+            .with_context(|| format!("no child named {name}"))
+    }
+
+    /// The running child's process, or an error naming it.
+    fn running(&mut self, name: &str) -> anyhow::Result<&mut Child> {
+        self.slot(name)?
+            .child
+            .as_mut()
+            .with_context(|| format!("{name} is not running"))
+    }
+
+    /// Whether the child named `name` runs (started, not yet exited).
+    pub fn is_running(&mut self, name: &str) -> bool {
+        self.slot(name)
+            .ok()
+            .and_then(|s| s.child.as_mut())
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Sends `signal` to a running child; SIGTERM and SIGINT mark its exit
+    /// as expected.
+    ///
+    /// # Errors
+    /// When no such child runs or the signal cannot be sent.
+    pub fn signal(&mut self, name: &str, signal: Signal) -> anyhow::Result<()> {
+        let pid = self
+            .running(name)?
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .with_context(|| format!("{name} has exited"))?;
+        nix::sys::signal::kill(Pid::from_raw(pid), signal)
+            .with_context(|| format!("sending {signal} to {name} (pid {pid})"))?;
+        if matches!(signal, Signal::SIGTERM | Signal::SIGINT) {
+            self.slot(name)?.stopping = true;
+        }
+        Ok(())
+    }
+
+    /// SIGKILLs a running child and reaps it.
+    ///
+    /// # Errors
+    /// When no such child runs.
+    pub async fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        let slot = self.slot(name)?;
+        slot.stopping = true;
+        let mut child = slot
+            .child
+            .take()
+            .with_context(|| format!("{name} is not running"))?;
+        child
+            .start_kill()
+            .with_context(|| format!("killing {name}"))?;
+        child.wait().await?;
+        let _ = std::fs::remove_file(self.pid_path(name));
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for a child to exit and returns its status;
+    /// SIGKILLs it after that.
+    ///
+    /// # Errors
+    /// When no such child runs, or it did not exit in time.
+    pub async fn wait_exit(
+        &mut self,
+        name: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let mut child = self
+            .slot(name)?
+            .child
+            .take()
+            .with_context(|| format!("{name} is not running"))?;
+        let _ = std::fs::remove_file(self.pid_path(name));
+        match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(status) => Ok(status?),
+            Err(_) => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                bail!("{name} did not stop within {timeout:?}")
+            }
+        }
+    }
+
+    /// Fails when a child exited that nobody stopped (it could not start,
+    /// or crashed); the error names its log. For supervisors that do not
+    /// restart.
+    ///
+    /// # Errors
+    /// The first such child.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        for slot in self.slots.iter_mut().filter(|s| !s.stopping) {
+            if let Some(child) = &mut slot.child
+                && let Some(status) = child.try_wait()?
+            {
+                slot.child = None;
+                bail!(
+                    "{} exited on its own ({status}); see {}",
+                    slot.spec.name,
+                    self.state_dir
+                        .join("logs")
+                        .join(format!("{}.log", slot.spec.name))
+                        .display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGKILLs every child without waiting (what dropping does too).
+    pub fn kill_now(&mut self) {
+        for slot in &mut self.slots {
+            if let Some(child) = &mut slot.child {
+                let _ = child.start_kill();
+            }
+        }
+    }
+
+    fn pid_path(&self, name: &str) -> PathBuf {
+        self.state_dir.join("pids").join(format!("{name}.pid"))
     }
 
     /// The log file of a child.
@@ -157,6 +289,7 @@ impl Supervisor {
                         slot.restarts += 1;
                         info!(child = %name, restarts = slot.restarts, "restarted");
                         slot.child = Some(child);
+                        slot.stopping = false;
                     }
                     Err(e) => {
                         warn!(child = %name, error = %e, "restart failed; trying again later");
@@ -209,6 +342,9 @@ fn spawn(state_dir: &Path, spec: &ChildSpec) -> anyhow::Result<Child> {
         .open(&log_path)
         .with_context(|| format!("opening {}", log_path.display()))?;
     let mut cmd = Command::new(&spec.program);
+    for name in &spec.unset {
+        cmd.env_remove(name);
+    }
     cmd.args(&spec.args)
         .envs(spec.env.iter().cloned())
         .stdin(Stdio::null())
@@ -273,4 +409,70 @@ pub fn running_children(state_dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, script: &str) -> ChildSpec {
+        ChildSpec {
+            name: name.to_owned(),
+            kind: Kind::Service,
+            program: "/bin/sh".into(),
+            args: vec!["-c".to_owned(), script.to_owned()],
+            env: vec![("SUPERVISOR_TEST_SET".to_owned(), "yes".to_owned())],
+            // Set in every process that runs this test.
+            unset: vec!["HOME".to_owned()],
+        }
+    }
+
+    #[tokio::test]
+    async fn children_are_signalled_awaited_killed_and_checked_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sup = Supervisor::new(dir.path(), false).unwrap();
+        sup.start(spec(
+            "env",
+            "echo \"set=$SUPERVISOR_TEST_SET home=${HOME:-none}\"",
+        ))
+        .unwrap();
+        sup.start(spec("sleeper", "exec /bin/sleep 30")).unwrap();
+        sup.start(spec("victim", "exec /bin/sleep 30")).unwrap();
+        assert!(read_pid(dir.path(), "sleeper").is_some());
+
+        let status = sup.wait_exit("env", Duration::from_secs(10)).await.unwrap();
+        assert!(status.success());
+        let log = std::fs::read_to_string(sup.log_path("env")).unwrap();
+        assert!(log.contains("set=yes home=none"), "{log}");
+
+        sup.signal("sleeper", Signal::SIGTERM).unwrap();
+        let status = sup
+            .wait_exit("sleeper", Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(!status.success());
+        assert!(read_pid(dir.path(), "sleeper").is_none());
+
+        sup.kill("victim").await.unwrap();
+        assert!(!sup.is_running("victim"));
+        assert!(sup.signal("victim", Signal::SIGTERM).is_err());
+
+        // A child that exits without being stopped is reported, with its log.
+        sup.start(spec("crasher", "exit 3")).unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Err(e) = sup.check_alive() {
+                    return e;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap();
+        assert!(
+            err.to_string().contains("crasher exited on its own"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("crasher.log"), "{err}");
+    }
 }

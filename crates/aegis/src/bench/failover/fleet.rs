@@ -5,19 +5,18 @@
 //! Every start of a slot is a new incarnation with its own instance id
 //! (`echo-a-1`, then `echo-a-2` after a restart, ...), the way a restarted pod
 //! gets a new name: the dead incarnation's registry record (which lingers
-//! until its TTL) is never confused with the new one's. Children are killed
-//! when the fleet drops, on error and on Ctrl-C alike; their logs go to a
-//! temporary folder that is kept when the benchmark fails.
+//! until its TTL) is never confused with the new one's. The children are
+//! run by `aegis up`'s supervisor (`up::supervisor`), which never restarts
+//! them here; they are killed when the fleet drops, on error and on Ctrl-C
+//! alike; their logs go to a temporary folder that is kept when the
+//! benchmark fails.
 
-use std::{
-    path::{Path, PathBuf},
-    process::{ExitStatus, Stdio},
-    time::Duration,
-};
+use std::{path::PathBuf, process::ExitStatus, time::Duration};
 
 use anyhow::Context;
-use nix::{sys::signal::Signal, unistd::Pid};
-use tokio::process::{Child, Command};
+use nix::sys::signal::Signal;
+
+use crate::up::supervisor::{ChildSpec, Kind, Supervisor};
 
 /// The service every child runs.
 pub(crate) const SERVICE: &str = "echo-service";
@@ -27,18 +26,19 @@ pub(crate) const METHOD: &str = "echo";
 struct Slot {
     name: String,
     incarnation: u32,
+    /// The current incarnation's instance id, also its child's name.
     id: String,
-    child: Option<Child>,
-    /// Sent SIGTERM: its exit is expected.
-    stopping: bool,
 }
 
-/// The child processes, by slot.
+/// The child processes, by slot, run by the same supervisor as `aegis up`
+/// (never restarted: a benchmark restarts a slot itself, as a new
+/// incarnation).
 pub(crate) struct Fleet {
     exe: PathBuf,
     url: String,
     single_active: Option<String>,
-    log_dir: PathBuf,
+    state_dir: PathBuf,
+    supervisor: Supervisor,
     slots: Vec<Slot>,
     keep_logs: bool,
 }
@@ -48,27 +48,26 @@ impl Fleet {
     /// `single_active` makes the children a sticky single-active group.
     pub(crate) fn new(n: usize, url: &str, single_active: Option<&str>) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("finding the aegis binary to start instances")?;
-        let log_dir = std::env::temp_dir().join(format!(
+        let state_dir = std::env::temp_dir().join(format!(
             "aegis-bench-failover-{}-{}",
             std::process::id(),
             chrono::Utc::now().timestamp_millis()
         ));
-        std::fs::create_dir_all(&log_dir)
-            .with_context(|| format!("creating {}", log_dir.display()))?;
+        let supervisor = Supervisor::new(&state_dir, false)
+            .with_context(|| format!("creating {}", state_dir.display()))?;
         let slots = (0..n)
             .map(|i| Slot {
                 name: slot_name(i),
                 incarnation: 0,
                 id: String::new(),
-                child: None,
-                stopping: false,
             })
             .collect();
         Ok(Self {
             exe,
             url: url.to_owned(),
             single_active: single_active.map(str::to_owned),
-            log_dir,
+            state_dir,
+            supervisor,
             slots,
             keep_logs: false,
         })
@@ -80,8 +79,8 @@ impl Fleet {
     }
 
     /// Where the children's logs are.
-    pub(crate) fn log_dir(&self) -> &Path {
-        &self.log_dir
+    pub(crate) fn log_dir(&self) -> PathBuf {
+        self.state_dir.join("logs")
     }
 
     /// Keep the logs when the fleet drops (on failure, or when asked).
@@ -107,83 +106,51 @@ impl Fleet {
     /// Starts the slot's next incarnation and returns its instance id.
     pub(crate) fn start(&mut self, slot: usize) -> anyhow::Result<String> {
         let s = &mut self.slots[slot];
-        anyhow::ensure!(s.child.is_none(), "slot {} is still running", s.name);
+        anyhow::ensure!(
+            s.id.is_empty() || !self.supervisor.is_running(&s.id),
+            "slot {} is still running",
+            s.name
+        );
         s.incarnation += 1;
-        s.stopping = false;
-        s.id = format!("echo-{}-{}", s.name, s.incarnation);
-        let log_path = self.log_dir.join(format!("{}.log", s.id));
-        let log = std::fs::File::create(&log_path)
-            .with_context(|| format!("creating {}", log_path.display()))?;
-        let mut cmd = Command::new(&self.exe);
-        cmd.args([
-            "service",
-            "echo",
-            "--instance-id",
-            &s.id,
-            "--nats-url",
-            &self.url,
-        ]);
+        let id = format!("echo-{}-{}", s.name, s.incarnation);
+        let mut args = vec![
+            "service".to_owned(),
+            "echo".to_owned(),
+            "--instance-id".to_owned(),
+            id.clone(),
+            "--nats-url".to_owned(),
+            self.url.clone(),
+        ];
         if let Some(group) = &self.single_active {
-            cmd.args(["--single-active", group]);
+            args.extend(["--single-active".to_owned(), group.clone()]);
         }
-        cmd.env_remove("AEGIS_CONFIG")
-            .env_remove("AEGIS_INSTANCE_ID")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {} ({})", s.id, self.exe.display()))?;
-        s.child = Some(child);
-        Ok(s.id.clone())
+        self.supervisor.start(ChildSpec {
+            name: id.clone(),
+            kind: Kind::Service,
+            program: self.exe.clone(),
+            args,
+            env: Vec::new(),
+            unset: vec!["AEGIS_CONFIG".to_owned(), "AEGIS_INSTANCE_ID".to_owned()],
+        })?;
+        s.id.clone_from(&id);
+        Ok(id)
     }
 
     /// Fails when a started child has already exited (it could not start);
     /// the error names its log.
     pub(crate) fn check_alive(&mut self) -> anyhow::Result<()> {
-        for s in self.slots.iter_mut().filter(|s| !s.stopping) {
-            if let Some(child) = &mut s.child
-                && let Some(status) = child.try_wait()?
-            {
-                s.child = None;
-                anyhow::bail!(
-                    "instance {} exited on its own ({status}); see {}",
-                    s.id,
-                    self.log_dir.join(format!("{}.log", s.id)).display()
-                );
-            }
-        }
-        Ok(())
+        self.supervisor.check_alive()
     }
 
     /// SIGKILLs the slot's process and reaps it.
     pub(crate) async fn kill(&mut self, slot: usize) -> anyhow::Result<()> {
-        let s = &mut self.slots[slot];
-        let mut child = s
-            .child
-            .take()
-            .with_context(|| format!("slot {} is not running", s.name))?;
-        child
-            .start_kill()
-            .with_context(|| format!("killing {}", s.id))?;
-        child.wait().await?;
-        Ok(())
+        self.supervisor.kill(&self.slots[slot].id).await
     }
 
     /// Sends SIGTERM to the slot's process (a graceful stop).
     pub(crate) fn terminate(&mut self, slot: usize) -> anyhow::Result<()> {
-        let s = &mut self.slots[slot];
-        s.stopping = true;
-        let pid = s
-            .child
-            .as_ref()
-            .and_then(Child::id)
-            .with_context(|| format!("slot {} is not running", s.name))?;
-        let pid = i32::try_from(pid).context("pid out of range")?;
-        nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGTERM)
-            .with_context(|| format!("sending SIGTERM to {}", s.id))?;
-        Ok(())
+        self.supervisor
+            .signal(&self.slots[slot].id, Signal::SIGTERM)
     }
 
     /// Waits up to `timeout` for the slot's process to exit (SIGKILL after
@@ -193,31 +160,17 @@ impl Fleet {
         slot: usize,
         timeout: Duration,
     ) -> anyhow::Result<ExitStatus> {
-        let s = &mut self.slots[slot];
-        let mut child = s
-            .child
-            .take()
-            .with_context(|| format!("slot {} is not running", s.name))?;
-        match tokio::time::timeout(timeout, child.wait()).await {
-            Ok(status) => Ok(status?),
-            Err(_) => {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
-                anyhow::bail!("{} did not stop within {timeout:?} of SIGTERM", s.id)
-            }
-        }
+        self.supervisor
+            .wait_exit(&self.slots[slot].id, timeout)
+            .await
     }
 }
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        for s in &mut self.slots {
-            if let Some(child) = &mut s.child {
-                let _ = child.start_kill();
-            }
-        }
+        self.supervisor.kill_now();
         if !self.keep_logs {
-            let _ = std::fs::remove_dir_all(&self.log_dir);
+            let _ = std::fs::remove_dir_all(&self.state_dir);
         }
     }
 }

@@ -11,7 +11,8 @@
 //!   signal to the first call served by the new leader, and an observer
 //!   that checks that no two instances ever served as leader at once
 //!   ([`overlap`] holds that analysis).
-//! - [`fleet`]: the child processes (killed on drop, on error and Ctrl-C).
+//! - [`fleet`]: the child processes, one incarnation per start, run by
+//!   `aegis up`'s supervisor (killed on drop, on error and Ctrl-C).
 //!
 //! The result is an [`Outcome`]: single measured values with their bounds.
 
