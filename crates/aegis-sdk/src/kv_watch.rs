@@ -12,8 +12,9 @@
 //!   consumer's server died, or the consumer was deleted — as it is with
 //!   its bucket),
 //! - a consumer sequence is skipped (a message was lost),
-//! - the client lost its connection (messages may have been missed, and a
-//!   marker may have expired meanwhile).
+//! - the client lost its connection, or made a new one since the session
+//!   opened, however briefly (messages may have been missed, and a marker
+//!   may have expired meanwhile).
 //!
 //! A fresh load rather than a resume keeps the view exact even when
 //! removal markers expired during the break.
@@ -39,7 +40,10 @@
 //! previous load came from: the view then rebuilds itself from the load
 //! alone.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use async_nats::{
     Client, StatusCode,
@@ -281,6 +285,9 @@ struct Session {
     /// The scope generation this session follows.
     generation: u64,
     last_consumer_sequence: u64,
+    /// The client's count of connections made when the session opened: a
+    /// reconnect, however brief, may have lost deliveries.
+    connects: u64,
 }
 
 impl Session {
@@ -294,6 +301,7 @@ impl Session {
         if client.connection_state() != State::Connected {
             return Err("not connected to NATS".into());
         }
+        let connects = client.statistics().connects.load(Ordering::Relaxed);
         let before = bucket_created(js, store).await?;
         let inbox = client.new_inbox();
         // Subscribe first so nothing delivered right after creation is lost.
@@ -347,6 +355,7 @@ impl Session {
             initial_pending: info.num_pending,
             generation: scope.generation,
             last_consumer_sequence: 0,
+            connects,
         })
     }
 
@@ -381,6 +390,13 @@ impl Session {
                 _ = state_check.tick() => {
                     if client.connection_state() != State::Connected {
                         return End::Broken("the NATS connection was lost".to_owned());
+                    }
+                    // Reconnected between two checks (a move off a server
+                    // in lame duck mode takes milliseconds): deliveries may
+                    // have gone to the closed connection, and the consumer
+                    // may have lived on the server that went away.
+                    if client.statistics().connects.load(Ordering::Relaxed) != self.connects {
+                        return End::Broken("the NATS connection was re-established".to_owned());
                     }
                 }
                 message = self.subscriber.next() => {
