@@ -7,6 +7,10 @@
 //! until cancelled. The example services follow their own buckets with it
 //! and the monitor follows the election and definition buckets.
 //!
+//! [`reopening`] is the loop under it, for any stream of items that can be
+//! opened again from where it broke — an ordered consumer over a stream
+//! from a sequence on, say (the risk service follows its fills so).
+//!
 //! The SDK's registry and election views run on a stricter watch of their
 //! own (idle heartbeats, sequence gaps, a bucket created again); this one
 //! is for state whose reader can take a replay.
@@ -74,36 +78,118 @@ pub async fn follow<F>(
     F: FnMut(kv::Entry),
 {
     let filter = filter.into();
-    let mut last: Option<u64> = None;
+    let what = format!("KV bucket {} ({filter})", store.name);
+    reopening(
+        &what,
+        None::<u64>,
+        cancel,
+        |last| {
+            let (store, filter) = (store.clone(), filter.clone());
+            let from = match (resume, *last) {
+                (Resume::AfterLast, Some(revision)) => Some(revision + 1),
+                _ => None,
+            };
+            async move {
+                match from {
+                    Some(revision) => store.watch_from_revision(&filter, revision).await,
+                    None => store.watch_with_history(&filter).await,
+                }
+            }
+        },
+        |last, entry: kv::Entry| {
+            *last = Some(entry.revision);
+            apply(entry);
+        },
+    )
+    .await;
+}
+
+/// Opens a stream of items with `open` and hands each to `apply`, until
+/// `cancel`; when the stream fails or ends, opens it again after a pause
+/// that grows from 50 ms to 2 s while it keeps failing (and drops back to
+/// 50 ms once an item comes). `position` is the reader's own state, which
+/// `apply` moves on and `open` starts from, so a stream opened again picks
+/// up where the last one left off (or replays, if `open` says so).
+/// `what` names the stream in the log.
+///
+/// Returns when cancelled; spawn it.
+///
+/// ```no_run
+/// use aegis_sdk::kv::reopening;
+/// use tokio_util::sync::CancellationToken;
+///
+/// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), Box<dyn std::error::Error>> {
+/// use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+///
+/// let stream = conn.jetstream().get_stream("EVENTS").await?;
+/// let cancel = CancellationToken::new();
+/// // Every order event from sequence 1 on, each once, across breaks.
+/// reopening(
+///     "order events",
+///     1u64,
+///     cancel,
+///     |next| {
+///         let (stream, start_sequence) = (stream.clone(), *next);
+///         async move {
+///             let consumer = stream
+///                 .create_consumer(OrderedConfig {
+///                     filter_subject: "events.order.>".into(),
+///                     deliver_policy: DeliverPolicy::ByStartSequence { start_sequence },
+///                     ..Default::default()
+///                 })
+///                 .await?;
+///             Ok::<_, async_nats::Error>(consumer.messages().await?)
+///         }
+///     },
+///     |next, message: async_nats::jetstream::Message| {
+///         if let Ok(info) = message.info() {
+///             *next = info.stream_sequence + 1;
+///         }
+///     },
+/// )
+/// .await;
+/// # Ok(()) }
+/// ```
+pub async fn reopening<P, T, E, S, O, Fut, OpenError, A>(
+    what: &str,
+    mut position: P,
+    cancel: CancellationToken,
+    mut open: O,
+    mut apply: A,
+) where
+    O: FnMut(&P) -> Fut,
+    Fut: std::future::Future<Output = Result<S, OpenError>>,
+    OpenError: std::fmt::Display,
+    S: futures::Stream<Item = Result<T, E>> + Unpin,
+    E: std::fmt::Display,
+    A: FnMut(&mut P, T),
+{
     let mut pause = FIRST_PAUSE;
     loop {
-        let opened = match (resume, last) {
-            (Resume::AfterLast, Some(revision)) => {
-                store.watch_from_revision(&filter, revision + 1).await
-            }
-            _ => store.watch_with_history(&filter).await,
+        let opened = tokio::select! {
+            () = cancel.cancelled() => return,
+            opened = open(&position) => opened,
         };
         match opened {
-            Ok(mut entries) => loop {
+            Ok(mut items) => loop {
                 let next = tokio::select! {
                     () = cancel.cancelled() => return,
-                    next = entries.next() => next,
+                    next = items.next() => next,
                 };
                 match next {
-                    Some(Ok(entry)) => {
+                    Some(Ok(item)) => {
                         pause = FIRST_PAUSE;
-                        last = Some(entry.revision);
-                        apply(entry);
+                        apply(&mut position, item);
                     }
                     Some(Err(e)) => {
-                        debug!(error = %e, bucket = %store.name, %filter, "KV watch interrupted; opening it again");
+                        debug!(error = %e, what, "interrupted; opening it again");
                         break;
                     }
                     None => break,
                 }
             },
             Err(e) => {
-                warn!(error = %e, bucket = %store.name, %filter, "cannot watch the KV bucket; retrying");
+                warn!(error = %e, what, "cannot open; retrying");
             }
         }
         tokio::select! {

@@ -27,7 +27,9 @@
 //! - [`dead_letter`]: the `DEAD_LETTER` stream of messages subscriptions and
 //!   workers gave up on, and [`dead_letter::recent`] to read them.
 //! - [`kv`]: [`kv::follow`], a KV bucket's entries for as long as the
-//!   process runs, the watch opened again whenever it breaks.
+//!   process runs, the watch opened again whenever it breaks; the loop
+//!   under it, [`kv::reopening`], for any stream that can be opened again
+//!   from where it broke.
 //! - [`metrics`]: per-endpoint latency histograms and counters.
 //! - [`streams`]: creating the streams Aegis uses, bounded by the configured
 //!   [`StreamLimits`].

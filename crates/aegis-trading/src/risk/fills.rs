@@ -37,7 +37,6 @@ use async_nats::jetstream::{
     stream::{LastRawMessageErrorKind, Stream},
 };
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -170,59 +169,36 @@ impl Fills {
         cancel: CancellationToken,
     ) -> JoinHandle<()> {
         let stream = self.stream.clone();
-        tokio::spawn(async move {
-            let mut next = from.max(1);
-            let mut pause = Duration::from_millis(50);
-            while !cancel.is_cancelled() {
-                let messages = async {
+        tokio::spawn(aegis_sdk::kv::reopening(
+            "the order fills",
+            from.max(1),
+            cancel,
+            move |next| {
+                let (stream, start_sequence) = (stream.clone(), *next);
+                async move {
                     let consumer = stream
                         .create_consumer(OrderedConfig {
                             filter_subject: OrderFilled::subject(),
-                            deliver_policy: DeliverPolicy::ByStartSequence {
-                                start_sequence: next,
-                            },
+                            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence },
                             ..Default::default()
                         })
                         .await?;
                     Ok::<_, async_nats::Error>(consumer.messages().await?)
                 }
-                .await;
-                match messages {
-                    Ok(mut messages) => loop {
-                        let msg = tokio::select! {
-                            () = cancel.cancelled() => return,
-                            msg = messages.next() => msg,
-                        };
-                        match msg {
-                            Some(Ok(msg)) => {
-                                pause = Duration::from_millis(50);
-                                let Ok(info) = msg.info() else { continue };
-                                let sequence = info.stream_sequence;
-                                let stored = DateTime::from_timestamp(
-                                    info.published.unix_timestamp(),
-                                    info.published.nanosecond(),
-                                )
-                                .unwrap_or_else(Utc::now);
-                                risk.apply_fill(sequence, stored, &msg.payload);
-                                next = sequence + 1;
-                                progress.send_replace(sequence);
-                            }
-                            Some(Err(e)) => {
-                                debug!(error = %e, "fills interrupted; following again");
-                                break;
-                            }
-                            None => break,
-                        }
-                    },
-                    Err(e) => warn!(error = %e, "cannot follow fills; retrying"),
-                }
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    () = tokio::time::sleep(pause) => {}
-                }
-                pause = (pause * 2).min(Duration::from_secs(5));
-            }
-        })
+            },
+            move |next, msg: async_nats::jetstream::Message| {
+                let Ok(info) = msg.info() else { return };
+                let sequence = info.stream_sequence;
+                let stored = DateTime::from_timestamp(
+                    info.published.unix_timestamp(),
+                    info.published.nanosecond(),
+                )
+                .unwrap_or_else(Utc::now);
+                risk.apply_fill(sequence, stored, &msg.payload);
+                *next = sequence + 1;
+                progress.send_replace(sequence);
+            },
+        ))
     }
 
     /// Writes `risk`'s book as the snapshot every `every`, when it moved,
