@@ -21,6 +21,16 @@ use async_nats::{
     jetstream::{context::PublishErrorKind, stream},
 };
 
+async fn stream_info(js: &async_nats::jetstream::Context) -> stream::Info {
+    js.get_stream("EV")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .clone()
+}
+
 fn expect_subject_sequence(seq: u64) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(
@@ -127,15 +137,11 @@ async fn publishes_ride_out_stream_leader_changes() {
     let mut leader = String::new();
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let info = js
-            .get_stream("EV")
+        let before = stream_info(&js)
             .await
-            .unwrap()
-            .info()
-            .await
-            .unwrap()
-            .clone();
-        let before = info.cluster.and_then(|c| c.leader).unwrap_or_default();
+            .cluster
+            .and_then(|c| c.leader)
+            .unwrap_or_default();
         let _ = conn
             .client()
             .request("$JS.API.STREAM.LEADER.STEPDOWN.EV", "".into())
@@ -168,15 +174,7 @@ async fn publishes_ride_out_stream_leader_changes() {
         total += sent;
         slowest = slowest.max(slow);
     }
-    let stored = js
-        .get_stream("EV")
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .state
-        .messages;
+    let stored = stream_info(&js).await.state.messages;
     eprintln!(
         "{total} publishes across 6 leader changes (last from {leader}); slowest {slowest:?}"
     );

@@ -312,24 +312,33 @@ impl NatsServer {
     /// # Ok::<(), aegis_testkit::TestkitError>(())
     /// ```
     pub fn stop(&mut self) {
-        let Some(child) = self.child.as_mut() else {
-            return;
-        };
-        // Only signal an unreaped child: its pid cannot have been reused.
-        if matches!(child.try_wait(), Ok(None)) {
-            // std can only SIGKILL; `kill -TERM` avoids a libc dependency.
-            let termed = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
+        if self.signal("-TERM") {
             let deadline = Instant::now() + STOP_GRACE;
-            while termed && Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+            while let Some(child) = self.child.as_mut()
+                && Instant::now() < deadline
+                && matches!(child.try_wait(), Ok(None))
+            {
                 thread::sleep(POLL);
             }
         }
         self.kill();
+    }
+
+    /// Sends `signal` (`-TERM`, `-USR2`, ...) to the process if it runs;
+    /// returns whether it was sent. Only an unreaped child is signalled: its
+    /// pid cannot have been reused. std can only SIGKILL; `kill` avoids a
+    /// libc dependency.
+    fn signal(&mut self, signal: &str) -> bool {
+        let Some(child) = self.child.as_mut() else {
+            return false;
+        };
+        matches!(child.try_wait(), Ok(None))
+            && Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
     }
 
     /// Puts the server in lame duck mode (SIGUSR2), the first step of a
@@ -347,17 +356,7 @@ impl NatsServer {
     /// # Ok::<(), aegis_testkit::TestkitError>(())
     /// ```
     pub fn enter_lame_duck(&mut self) {
-        let Some(child) = self.child.as_mut() else {
-            return;
-        };
-        // Only signal an unreaped child: its pid cannot have been reused.
-        if matches!(child.try_wait(), Ok(None)) {
-            let _ = Command::new("kill")
-                .args(["-USR2", &child.id().to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
+        self.signal("-USR2");
     }
 
     /// Stops the server (gracefully, if running) and starts it again on the
