@@ -43,6 +43,9 @@ const DRAIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 /// moves, and its requests in flight end as on any dropped connection.
 const MOVE_IDLE_WAIT: Duration = Duration::from_millis(500);
 
+/// How long a move waits for the replies already written to be sent.
+const MOVE_FLUSH_WAIT: Duration = Duration::from_millis(100);
+
 /// The oldest nats-server the SDK accepts.
 pub const MIN_SERVER_VERSION: semver::Version = semver::Version::new(2, 11, 0);
 
@@ -181,15 +184,24 @@ pub(crate) struct ClientLoad {
     leaving: std::sync::atomic::AtomicBool,
     /// Wakes the requests waiting for a move.
     moved: tokio::sync::Notify,
+    /// The client's count of connections made when the last notice came.
+    notice_connects: std::sync::atomic::AtomicU64,
 }
 
 impl ClientLoad {
-    /// Returns once the client is not leaving a server in lame duck mode,
-    /// or after twice [`MOVE_IDLE_WAIT`] (a move that could not happen).
-    /// Returns at once while it serves a request: the request may be one
-    /// a handler sends, and the move waits for that handler.
-    async fn settled(&self) {
-        if !self.leaving.load(Ordering::Acquire) || self.serving.load(Ordering::Relaxed) > 0 {
+    /// Returns once `client` is not leaving a server in lame duck mode, or
+    /// after twice [`MOVE_IDLE_WAIT`] (a move that could not happen).
+    /// Returns at once while the connection serves a request (`serving`,
+    /// the primary client's count): the request may be one a handler
+    /// sends, and the move waits for that handler.
+    async fn settled(&self, client: &Client, serving: &ClientLoad) {
+        if !self.leaving.load(Ordering::Acquire) || serving.serving.load(Ordering::Relaxed) > 0 {
+            return;
+        }
+        // The flag is cleared by the `Connected` event, which a full event
+        // channel could lose: a connection made since the notice counts too.
+        if self.reconnected_since_notice(client) {
+            self.leaving.store(false, Ordering::Release);
             return;
         }
         let moved = async {
@@ -204,6 +216,12 @@ impl ClientLoad {
             }
         };
         let _ = tokio::time::timeout(2 * MOVE_IDLE_WAIT, moved).await;
+    }
+
+    /// Whether `client` made a connection since the last lame duck notice.
+    fn reconnected_since_notice(&self, client: &Client) -> bool {
+        client.statistics().connects.load(Ordering::Relaxed)
+            > self.notice_connects.load(Ordering::Relaxed)
     }
 
     /// The client is connected again (after a move or any reconnect).
@@ -375,7 +393,8 @@ impl Connection {
     pub(crate) async fn pooled_watched(&self) -> (&Client, Dropped) {
         let i = self.next_index();
         let load = &self.inner.loads[i];
-        load.settled().await;
+        load.settled(&self.inner.clients[i], &self.inner.loads[0])
+            .await;
         let dropped = Dropped {
             drops: self.inner.drops[i].subscribe(),
             _busy: load.enter(),
@@ -830,13 +849,28 @@ async fn move_off_lame_ducks(
         let load = inner.loads[index].clone();
         let client = inner.clients[index].clone();
         drop(inner);
+        load.notice_connects.store(
+            client.statistics().connects.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
         let deadline = tokio::time::Instant::now() + MOVE_IDLE_WAIT;
         while load.busy.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        // Replies written but not yet sent would be lost with the socket.
-        if let Err(e) = client.flush().await {
-            debug!(error = %e, "could not flush before moving off a lame duck server");
+        // Already elsewhere (a reconnect while waiting, or a second notice
+        // for a move that is done): nothing to move off.
+        if !load.leaving.load(Ordering::Acquire) || load.reconnected_since_notice(&client) {
+            load.connected();
+            continue;
+        }
+        // Replies written but not yet sent would be lost with the socket;
+        // bounded, as a connection the server already closed never flushes.
+        match tokio::time::timeout(MOVE_FLUSH_WAIT, client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                debug!(error = %e, "could not flush before moving off a lame duck server")
+            }
+            Err(_) => debug!("flushing before moving off a lame duck server took too long"),
         }
         let busy = load.busy.load(Ordering::Relaxed);
         load.move_tries.store(0, Ordering::Relaxed);

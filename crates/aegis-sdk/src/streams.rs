@@ -173,11 +173,21 @@ pub async fn publish_deduplicated(
             }
             // No responders: its stream has no leader this moment, or no
             // stream covers the subject. A leader hand-over takes
-            // milliseconds; past LEADERLESS_PATIENCE it is taken as missing.
+            // milliseconds; past LEADERLESS_PATIENCE (or the deadline) it
+            // is taken as missing, and said so.
             Ok(Ok(Err(e))) if e.kind() == PublishErrorKind::StreamNotFound => {
-                if started.elapsed() + leaderless_pause > LEADERLESS_PATIENCE {
+                let now = tokio::time::Instant::now();
+                if started.elapsed() + leaderless_pause > LEADERLESS_PATIENCE
+                    || now + leaderless_pause >= deadline
+                {
                     return Err(e);
                 }
+                tokio::time::sleep(leaderless_pause).await;
+                leaderless_pause = (leaderless_pause * 2).min(LEADERLESS_PAUSE_MAX);
+            }
+            // A copy still being stored holds the id (10158), or the stream
+            // is between leaders (10163, 10008): send it again after a pause.
+            Ok(Ok(Err(e))) if transient(&e) => {
                 tokio::time::sleep(leaderless_pause.min(left)).await;
                 leaderless_pause = (leaderless_pause * 2).min(LEADERLESS_PAUSE_MAX);
             }
@@ -197,4 +207,15 @@ pub async fn publish_deduplicated(
         }
         wait = (wait * 2).min(ACK_WAIT_MAX);
     }
+}
+
+/// Whether a stream's refusal says "not now" rather than "no": a copy of
+/// the message still being stored holds its id (10158, "duplicate message
+/// id is in process"), or the stream or JetStream is between leaders
+/// (10163, 10008).
+fn transient(e: &jetstream::context::PublishError) -> bool {
+    use std::error::Error as _;
+    e.source()
+        .and_then(|s| s.downcast_ref::<jetstream::Error>())
+        .is_some_and(|e| matches!(e.error_code().0, 10158 | 10163 | 10008))
 }

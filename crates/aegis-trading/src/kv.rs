@@ -166,6 +166,21 @@ impl Bucket {
         &self,
         key: &str,
     ) -> Result<Option<(u64, Option<Bytes>)>, async_nats::Error> {
+        Ok(self.last_message(key).await?.map(|msg| {
+            let removed = msg
+                .headers
+                .get("KV-Operation")
+                .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
+            (msg.sequence, (!removed).then_some(msg.payload))
+        }))
+    }
+
+    /// The key's last message from the stream leader, headers included;
+    /// `None` when the key never had one.
+    async fn last_message(
+        &self,
+        key: &str,
+    ) -> Result<Option<async_nats::jetstream::message::StreamMessage>, async_nats::Error> {
         let subject = format!("{}{key}", self.kv.prefix);
         // A read is asked again when its connection drops (twice at most),
         // and when no answer came within a short wait: a request that
@@ -196,13 +211,7 @@ impl Bucket {
             wait = (wait * 2).min(READ_WAIT_MAX);
         };
         match read {
-            Ok(msg) => {
-                let removed = msg
-                    .headers
-                    .get("KV-Operation")
-                    .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
-                Ok(Some((msg.sequence, (!removed).then_some(msg.payload))))
-            }
+            Ok(msg) => Ok(Some(msg)),
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -244,10 +253,11 @@ impl Bucket {
             }
         }
         // Sent again under the same id when the acknowledgement is slow (a
-        // stream changing leader drops a write without a word); the stream
-        // checks the id before the expected revision, so a copy of a write
-        // that landed is answered as a duplicate, not as a conflict. Whether
-        // it landed when no answer came at all is the caller's question.
+        // stream changing leader drops a write without a word). The stream
+        // checks the expected revision before the id, so a copy of a write
+        // that landed is refused as a conflict: the key's last record then
+        // tells whether that write was this one. Whether it landed when no
+        // answer came at all is the caller's question.
         let id = nuid::next();
         let ack = aegis_sdk::streams::publish_deduplicated(
             &self.conn,
@@ -261,28 +271,25 @@ impl Bucket {
             Ok(ack) => Ok(ack.sequence),
             Err(e) if refused(&e) => match self.written_by(key, &id.to_string()).await {
                 // Refused only because its own first copy had landed.
-                Some(revision) => Ok(revision),
-                None => Err(WriteError::Conflict),
+                Ok(Some(revision)) => Ok(revision),
+                Ok(None) => Err(WriteError::Conflict),
+                // Whether it landed cannot be told: not a conflict.
+                Err(e) => Err(WriteError::Failed(e)),
             },
             Err(e) => Err(WriteError::Failed(e.into())),
         }
     }
 
     /// The revision of `key`'s last record when the write with message id
-    /// `id` made it.
-    async fn written_by(&self, key: &str, id: &str) -> Option<u64> {
-        let subject = format!("{}{key}", self.kv.prefix);
-        let last = self
-            .conn
-            .unless_dropped(self.kv.stream.get_last_raw_message_by_subject(&subject))
-            .await
-            .ok()?
-            .ok()?;
-        let ours = last
-            .headers
-            .get(async_nats::header::NATS_MESSAGE_ID)
-            .is_some_and(|v| v.as_str() == id);
-        ours.then_some(last.sequence)
+    /// `id` made it; `None` when another write is the last.
+    async fn written_by(&self, key: &str, id: &str) -> Result<Option<u64>, async_nats::Error> {
+        Ok(self.last_message(key).await?.and_then(|last| {
+            let ours = last
+                .headers
+                .get(async_nats::header::NATS_MESSAGE_ID)
+                .is_some_and(|v| v.as_str() == id);
+            ours.then_some(last.sequence)
+        }))
     }
 
     /// Writes `key` only if it holds no value, like `kv::Store::create`,

@@ -125,10 +125,16 @@ impl DiscoveryIndex {
 
     /// An ACTIVE instance of `service` serving `method` that this process
     /// evicted: what a call tries again, after a pause, when no other
-    /// instance is left.
-    pub(crate) fn evicted(&self, service: &str, method: Option<&str>) -> Option<Member> {
+    /// instance is left. The evicted ones take turns: the first after
+    /// `after` (by id), or the first of all.
+    pub(crate) fn evicted(
+        &self,
+        service: &str,
+        method: Option<&str>,
+        after: Option<&str>,
+    ) -> Option<Member> {
         let services = self.read();
-        services
+        let candidates: Vec<Member> = services
             .get(service)?
             .candidates
             .iter()
@@ -138,7 +144,10 @@ impl DiscoveryIndex {
                 stats: c.stats.clone(),
                 endpoints: c.endpoints.clone(),
             })
-            .find(|m| m.serves(method))
+            .filter(|m| m.serves(method))
+            .collect();
+        let next = after.and_then(|after| candidates.iter().find(|m| &*m.id > after));
+        next.or(candidates.first()).cloned()
     }
 
     /// Picks `instance_id` again: it answered after it was evicted.
@@ -355,11 +364,24 @@ mod tests {
         index.evict("svc", "a");
         assert_eq!(pick(&index, "svc"), None);
         assert_eq!(
-            index.evicted("svc", Some("m")).map(|m| m.id.to_string()),
+            index
+                .evicted("svc", Some("m"), None)
+                .map(|m| m.id.to_string()),
             Some("a".to_owned())
         );
+        // Several evicted ones take turns.
+        view.upsert(inst("svc", "b", InstanceStatus::Active), 2);
+        index.evict("svc", "b");
+        let next = |after| {
+            index
+                .evicted("svc", Some("m"), after)
+                .map(|m| m.id.to_string())
+        };
+        assert_eq!(next(Some("a")).as_deref(), Some("b"));
+        assert_eq!(next(Some("b")).as_deref(), Some("a"));
+        index.restore("svc", "b");
         index.restore("svc", "a");
-        assert!(index.evicted("svc", Some("m")).is_none());
+        assert!(index.evicted("svc", Some("m"), None).is_none());
         assert_eq!(pick(&index, "svc").as_deref(), Some("a"));
     }
 

@@ -441,13 +441,20 @@ impl RpcClient {
         headers: Option<HeaderMap>,
         timeout: Duration,
     ) -> Result<Message, RpcError> {
+        // May wait for a move off a server in lame duck mode: that wait
+        // counts against the attempt's timeout.
+        let asked = Instant::now();
+        let (client, dropped) = self.conn.pooled_watched().await;
+        let left = timeout.saturating_sub(asked.elapsed());
+        if left.is_zero() {
+            return Err(RpcError::Timeout { subject, timeout });
+        }
         let mut request = async_nats::Request::new()
             .payload(payload)
-            .timeout(Some(timeout));
+            .timeout(Some(left));
         if let Some(headers) = headers {
             request = request.headers(headers);
         }
-        let (client, dropped) = self.conn.pooled_watched().await;
         // A reply goes only to the connection that asked: once it drops,
         // waiting longer cannot help.
         let sent = tokio::select! {

@@ -326,7 +326,8 @@ impl Pick for ByDiscovery<'_> {
             // between NATS nodes (no responder for a few milliseconds) and
             // a new record would take seconds, so try it again after a
             // pause, until the deadline. A fresh call tries it at once.
-            if let Some(member) = self.index.evicted(call.service, Some(call.method)) {
+            let after = self.probing.as_ref().map(|(_, id)| &**id);
+            if let Some(member) = self.index.evicted(call.service, Some(call.method), after) {
                 let pause = if failed {
                     self.probe_backoff
                 } else {
