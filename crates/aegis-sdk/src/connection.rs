@@ -194,16 +194,19 @@ impl ClientLoad {
     /// Returns at once while the connection serves a request (`serving`,
     /// the primary client's count): the request may be one a handler
     /// sends, and the move waits for that handler.
-    async fn settled(&self, client: &Client, serving: &ClientLoad) {
+    /// Returns how long it waited: zero, without reading the clock, on the
+    /// common path (no move under way).
+    async fn settled(&self, client: &Client, serving: &ClientLoad) -> Duration {
         if !self.leaving.load(Ordering::Acquire) || serving.serving.load(Ordering::Relaxed) > 0 {
-            return;
+            return Duration::ZERO;
         }
         // The flag is cleared by the `Connected` event, which a full event
         // channel could lose: a connection made since the notice counts too.
         if self.reconnected_since_notice(client) {
             self.leaving.store(false, Ordering::Release);
-            return;
+            return Duration::ZERO;
         }
+        let waiting = tokio::time::Instant::now();
         let moved = async {
             loop {
                 let notified = self.moved.notified();
@@ -216,6 +219,7 @@ impl ClientLoad {
             }
         };
         let _ = tokio::time::timeout(2 * MOVE_IDLE_WAIT, moved).await;
+        waiting.elapsed()
     }
 
     /// Whether `client` made a connection since the last lame duck notice.
@@ -390,16 +394,22 @@ impl Connection {
     /// connection drops from now on. While that client is leaving a server
     /// in lame duck mode, waits (briefly) until it has moved, so the move
     /// finds it idle and the request goes out on the new connection.
-    pub(crate) async fn pooled_watched(&self) -> (&Client, Dropped) {
+    /// Also returns how long it waited for a move.
+    pub(crate) async fn pooled_watched(&self) -> (&Client, Dropped, Duration) {
         let i = self.next_index();
-        let load = &self.inner.loads[i];
-        load.settled(&self.inner.clients[i], &self.inner.loads[0])
+        let waited = self.inner.loads[i]
+            .settled(&self.inner.clients[i], &self.inner.loads[0])
             .await;
-        let dropped = Dropped {
+        (&self.inner.clients[i], self.dropped(i), waited)
+    }
+
+    /// What tells when client `i`'s connection drops from now on, counting
+    /// as a request in flight on it meanwhile.
+    fn dropped(&self, i: usize) -> Dropped {
+        Dropped {
             drops: self.inner.drops[i].subscribe(),
-            _busy: load.enter(),
-        };
-        (&self.inner.clients[i], dropped)
+            _busy: self.inner.loads[i].enter(),
+        }
     }
 
     /// The primary client's count of requests in flight, which the
@@ -435,10 +445,7 @@ impl Connection {
         &self,
         work: F,
     ) -> Result<F::Output, ConnectionDropped> {
-        let dropped = Dropped {
-            drops: self.inner.drops[0].subscribe(),
-            _busy: self.inner.loads[0].enter(),
-        };
+        let dropped = self.dropped(0);
         tokio::select! {
             biased;
             out = work => Ok(out),

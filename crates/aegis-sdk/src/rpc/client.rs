@@ -443,9 +443,8 @@ impl RpcClient {
     ) -> Result<Message, RpcError> {
         // May wait for a move off a server in lame duck mode: that wait
         // counts against the attempt's timeout.
-        let asked = Instant::now();
-        let (client, dropped) = self.conn.pooled_watched().await;
-        let left = timeout.saturating_sub(asked.elapsed());
+        let (client, dropped, waited) = self.conn.pooled_watched().await;
+        let left = timeout.saturating_sub(waited);
         if left.is_zero() {
             return Err(RpcError::Timeout { subject, timeout });
         }
