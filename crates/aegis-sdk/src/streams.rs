@@ -79,11 +79,67 @@ pub async fn ensure_stream(
     Ok(stream)
 }
 
-/// The first wait for a stream's acknowledgement before
-/// [`publish_deduplicated`] sends the message again; doubled per attempt up
-/// to [`ACK_WAIT_MAX`].
-const ACK_WAIT_FIRST: Duration = Duration::from_millis(250);
-const ACK_WAIT_MAX: Duration = Duration::from_secs(1);
+/// The first wait for a stream's answer before a request is asked again;
+/// doubled per attempt up to [`ANSWER_WAIT_MAX`] (see [`Patience`]).
+const ANSWER_WAIT_FIRST: Duration = Duration::from_millis(250);
+const ANSWER_WAIT_MAX: Duration = Duration::from_secs(1);
+
+/// The waits of a stream request that is asked again while its answer is
+/// slow to come: 250 ms, doubled per attempt up to 1 s, until the
+/// connection's `request_timeout`. A request that reaches a stream while it
+/// changes leader can go unanswered; asked again, it reaches the new one
+/// instead of waiting out the whole timeout. Only for requests that may be
+/// asked twice: reads, and writes under one message id
+/// ([`publish_deduplicated`]).
+///
+/// ```no_run
+/// # async fn demo(conn: aegis_sdk::Connection, stream: async_nats::jetstream::stream::Stream) {
+/// use aegis_sdk::streams::Patience;
+///
+/// let mut patience = Patience::new(&conn);
+/// while let Some(wait) = patience.next_wait() {
+///     let read = stream.get_last_raw_message_by_subject("orders.o-1");
+///     if let Ok(answer) = tokio::time::timeout(wait, read).await {
+///         println!("{:?}", answer.map(|m| m.sequence));
+///         break;
+///     }
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Patience {
+    deadline: tokio::time::Instant,
+    wait: Duration,
+}
+
+impl Patience {
+    /// Starts now, with `conn`'s `request_timeout` as the deadline.
+    pub fn new(conn: &crate::Connection) -> Self {
+        Self {
+            deadline: tokio::time::Instant::now() + conn.config().nats.request_timeout,
+            wait: ANSWER_WAIT_FIRST,
+        }
+    }
+
+    /// How long the next attempt may wait for its answer (never past the
+    /// deadline), or `None` once the deadline passed.
+    pub fn next_wait(&mut self) -> Option<Duration> {
+        let left = self
+            .deadline
+            .saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let wait = self.wait.min(left);
+        self.wait = (self.wait * 2).min(ANSWER_WAIT_MAX);
+        Some(wait)
+    }
+
+    /// When the attempts end.
+    pub fn deadline(&self) -> tokio::time::Instant {
+        self.deadline
+    }
+}
 /// The pause before a message is sent again to a stream without a leader;
 /// doubled up to [`LEADERLESS_PAUSE_MAX`].
 const LEADERLESS_PAUSE_FIRST: Duration = Duration::from_millis(10);
@@ -147,20 +203,19 @@ pub async fn publish_deduplicated(
     use jetstream::context::{PublishError, PublishErrorKind};
     headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
     let started = tokio::time::Instant::now();
-    let deadline = started + conn.config().nats.request_timeout;
-    let mut wait = ACK_WAIT_FIRST;
+    let mut patience = Patience::new(conn);
+    let deadline = patience.deadline();
     let mut leaderless_pause = LEADERLESS_PAUSE_FIRST;
     let mut attempts = 0u32;
-    loop {
+    while let Some(wait) = patience.next_wait() {
         attempts += 1;
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let publish = async {
             conn.jetstream()
                 .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
                 .await?
                 .await
         };
-        let outcome = tokio::time::timeout(wait.min(left), conn.unless_dropped(publish)).await;
+        let outcome = tokio::time::timeout(wait, conn.unless_dropped(publish)).await;
         match outcome {
             Ok(Ok(Ok(ack))) => {
                 if attempts > 1 {
@@ -188,6 +243,7 @@ pub async fn publish_deduplicated(
             // A copy still being stored holds the id (10158), or the stream
             // is between leaders (10163, 10008): send it again after a pause.
             Ok(Ok(Err(e))) if transient(&e) => {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 tokio::time::sleep(leaderless_pause.min(left)).await;
                 leaderless_pause = (leaderless_pause * 2).min(LEADERLESS_PAUSE_MAX);
             }
@@ -202,11 +258,8 @@ pub async fn publish_deduplicated(
             // No answer yet, or the connection dropped: send it again.
             Ok(Ok(Err(_))) | Ok(Err(_)) | Err(_) => {}
         }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(PublishError::new(PublishErrorKind::TimedOut));
-        }
-        wait = (wait * 2).min(ACK_WAIT_MAX);
     }
+    Err(PublishError::new(PublishErrorKind::TimedOut))
 }
 
 /// Whether a stream's refusal says "not now" rather than "no": a copy of

@@ -25,11 +25,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::TradingError;
 
-/// The first wait for a stream's answer to a read before it is asked
-/// again; doubled per attempt up to [`READ_WAIT_MAX`].
-const READ_WAIT_FIRST: std::time::Duration = std::time::Duration::from_millis(250);
-const READ_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// The buckets the example services keep their state in, each with the
 /// description it is created with.
 pub(crate) const BUCKETS: [(&str, &str); 3] = [
@@ -186,29 +181,26 @@ impl Bucket {
         // and when no answer came within a short wait: a request that
         // reaches a stream while it changes leader can go unanswered, and
         // would otherwise hold the order flow for the whole timeout.
-        let deadline = tokio::time::Instant::now() + self.conn.config().nats.request_timeout;
-        let mut wait = READ_WAIT_FIRST;
+        let mut patience = aegis_sdk::streams::Patience::new(&self.conn);
         let mut drops = 0;
         let read = loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Some(wait) = patience.next_wait() else {
+                return Err(format!(
+                    "no answer from stream {} for {subject} within {:?}",
+                    self.kv.stream_name,
+                    self.conn.config().nats.request_timeout
+                )
+                .into());
+            };
             let attempt = self
                 .conn
                 .unless_dropped(self.kv.stream.get_last_raw_message_by_subject(&subject));
-            match tokio::time::timeout(wait.min(left), attempt).await {
+            match tokio::time::timeout(wait, attempt).await {
                 Ok(Ok(read)) => break read,
                 Ok(Err(dropped)) if drops == 2 => return Err(dropped.into()),
                 Ok(Err(_)) => drops += 1,
-                Err(_) if tokio::time::Instant::now() >= deadline => {
-                    return Err(format!(
-                        "no answer from stream {} for {subject} within {:?}",
-                        self.kv.stream_name,
-                        self.conn.config().nats.request_timeout
-                    )
-                    .into());
-                }
                 Err(_) => {}
             }
-            wait = (wait * 2).min(READ_WAIT_MAX);
         };
         match read {
             Ok(msg) => Ok(Some(msg)),
