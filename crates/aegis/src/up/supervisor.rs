@@ -210,10 +210,7 @@ impl Supervisor {
                 bail!(
                     "{} exited on its own ({status}); see {}",
                     slot.spec.name,
-                    self.state_dir
-                        .join("logs")
-                        .join(format!("{}.log", slot.spec.name))
-                        .display()
+                    log_path(&self.state_dir, &slot.spec.name).display()
                 );
             }
         }
@@ -230,12 +227,12 @@ impl Supervisor {
     }
 
     fn pid_path(&self, name: &str) -> PathBuf {
-        self.state_dir.join("pids").join(format!("{name}.pid"))
+        pid_path(&self.state_dir, name)
     }
 
     /// The log file of a child.
     pub fn log_path(&self, name: &str) -> PathBuf {
-        self.state_dir.join("logs").join(format!("{name}.log"))
+        log_path(&self.state_dir, name)
     }
 
     /// Watches the children until `shutdown`: restarts the ones that die
@@ -261,8 +258,7 @@ impl Supervisor {
                 && let Ok(Some(status)) = child.try_wait()
             {
                 slot.child = None;
-                let _ =
-                    std::fs::remove_file(self.state_dir.join("pids").join(format!("{name}.pid")));
+                let _ = std::fs::remove_file(pid_path(&self.state_dir, &name));
                 if held {
                     warn!(child = %name, %status, "exited; held down by `aegis chaos` until restart-nats");
                 } else if self.restart {
@@ -324,18 +320,24 @@ impl Supervisor {
                         }
                     }
                 }
-                let _ = std::fs::remove_file(
-                    self.state_dir
-                        .join("pids")
-                        .join(format!("{}.pid", slot.spec.name)),
-                );
+                let _ = std::fs::remove_file(pid_path(&self.state_dir, &slot.spec.name));
             }
         }
     }
 }
 
+/// Where child `name`'s pid file is.
+fn pid_path(state_dir: &Path, name: &str) -> PathBuf {
+    state_dir.join("pids").join(format!("{name}.pid"))
+}
+
+/// Where child `name`'s log is.
+fn log_path(state_dir: &Path, name: &str) -> PathBuf {
+    state_dir.join("logs").join(format!("{name}.log"))
+}
+
 fn spawn(state_dir: &Path, spec: &ChildSpec) -> anyhow::Result<Child> {
-    let log_path = state_dir.join("logs").join(format!("{}.log", spec.name));
+    let log_path = log_path(state_dir, &spec.name);
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -355,10 +357,7 @@ fn spawn(state_dir: &Path, spec: &ChildSpec) -> anyhow::Result<Child> {
         .spawn()
         .with_context(|| format!("starting {} ({})", spec.name, spec.program.display()))?;
     if let Some(pid) = child.id() {
-        std::fs::write(
-            state_dir.join("pids").join(format!("{}.pid", spec.name)),
-            pid.to_string(),
-        )?;
+        std::fs::write(pid_path(state_dir, &spec.name), pid.to_string())?;
     }
     Ok(child)
 }
@@ -387,7 +386,7 @@ fn parent_of(pid: i32) -> Option<i32> {
 
 /// Reads the pid of a running showcase child from its pid file.
 pub fn read_pid(state_dir: &Path, name: &str) -> Option<i32> {
-    std::fs::read_to_string(state_dir.join("pids").join(format!("{name}.pid")))
+    std::fs::read_to_string(pid_path(state_dir, name))
         .ok()?
         .trim()
         .parse()
