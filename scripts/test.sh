@@ -25,7 +25,25 @@ timed() {
   return "$rc"
 }
 
+# A fresh clone builds everything once: incremental artifacts would only
+# double the disk it takes (set CARGO_INCREMENTAL=1 to keep them locally).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
+# Free disk where the build and the tests' temporary directories go: a full
+# disk fails tests in ways that look like their own faults.
+disk() {
+  local dir avail
+  for dir in "$ROOT" "${TMPDIR:-/tmp}"; do
+    avail=$(df -Pk "$dir" | awk 'NR==2 {print $4}')
+    printf '   free disk at %s: %d MiB\n' "$dir" "$((avail / 1024))"
+    if [ "$avail" -lt $((4 * 1024 * 1024)) ]; then
+      echo "   warning: under 4 GiB free at $dir; the build and the tests' NATS stores may run out" >&2
+    fi
+  done
+}
+
 step "bootstrap"
+disk
 scripts/bootstrap.sh --ui --browser
 
 step "format (cargo fmt --check)"
@@ -63,6 +81,8 @@ podman=0
 timed "podman check" scripts/podman-check.sh --binary target/debug/aegis --ui-dir ui/out || podman=$?
 
 step "done in $((SECONDS - started)) s"
+disk
+printf '   target dir: %s\n' "$(du -sh target 2>/dev/null | cut -f1)"
 if [ "$rust" -ne 0 ] || [ "$ui" -ne 0 ] || [ "$podman" -ne 0 ]; then
   echo "failed: cargo test exit $rust, browser tests exit $ui, podman check exit $podman" >&2
   exit 1
