@@ -259,7 +259,10 @@ impl Supervisor {
             {
                 slot.child = None;
                 let _ = std::fs::remove_file(pid_path(&self.state_dir, &name));
-                if held {
+                if slot.stopping {
+                    // Stopped on purpose (`signal`, `kill`): not a crash.
+                    info!(child = %name, %status, "stopped");
+                } else if held {
                     warn!(child = %name, %status, "exited; held down by `aegis chaos` until restart-nats");
                 } else if self.restart {
                     warn!(child = %name, %status, delay = ?self.restart_delay, "exited; restarting after a delay");
@@ -473,5 +476,51 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("crasher.log"), "{err}");
+    }
+
+    /// Ticks until `done` holds, or fails after 10 s.
+    async fn tick_until(sup: &mut Supervisor, what: &str, done: impl Fn(&mut Supervisor) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done(sup) {
+            assert!(
+                Instant::now() < deadline,
+                "{what} did not happen within 10 s"
+            );
+            sup.tick();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_restarting_supervisor_restarts_a_crash_but_not_a_child_it_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sup = Supervisor::new(dir.path(), true).unwrap();
+        sup.restart_delay = Duration::from_millis(10);
+        sup.start(spec("crashes", "exec /bin/sleep 30")).unwrap();
+        sup.start(spec("stopped", "exec /bin/sleep 30")).unwrap();
+
+        // Killed from outside, as `aegis chaos kill` does: restarted.
+        let pid = read_pid(dir.path(), "crashes").unwrap();
+        nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+        tick_until(&mut sup, "the restart", |s| {
+            s.slot("crashes").unwrap().restarts == 1
+        })
+        .await;
+        assert!(sup.is_running("crashes"));
+
+        // Stopped by the supervisor itself: stays down.
+        sup.signal("stopped", Signal::SIGTERM).unwrap();
+        tick_until(&mut sup, "the stop", |s| {
+            s.slot("stopped").unwrap().child.is_none()
+        })
+        .await;
+        let quiet = Instant::now() + Duration::from_millis(200);
+        while Instant::now() < quiet {
+            sup.tick();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!sup.is_running("stopped"));
+        assert_eq!(sup.slot("stopped").unwrap().restarts, 0);
+        sup.kill_now();
     }
 }
