@@ -11,9 +11,15 @@ use std::{path::PathBuf, time::Duration};
 use aegis_sdk::contracts::{control::ControlRequest, models::InstanceStatus};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use nix::{sys::signal::Signal, unistd::Pid};
+use nix::sys::signal::Signal;
 
-use crate::{cli::ConnectArgs, up::supervisor};
+use crate::{
+    cli::ConnectArgs,
+    up::{
+        remote::{LAME_DUCK_EXIT, Remote},
+        supervisor,
+    },
+};
 
 /// Options of `aegis chaos`.
 #[derive(Debug, Clone, Args)]
@@ -161,26 +167,23 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     if !dir.join("up.pid").exists() {
         bail!("no `aegis up` is running with state in {}", dir.display());
     }
+    let remote = Remote::new(dir);
     match args.action {
         ChaosAction::Unhealthy { .. } | ChaosAction::Healthy { .. } | ChaosAction::Slow { .. } => {
             unreachable!("drills return above")
         }
         ChaosAction::Kill { target, nats } => {
             let name = resolve(dir, &target, &nats).await?;
-            let pid = supervisor::read_pid(dir, &name)
-                .with_context(|| format!("`{name}` is not running (no pid file)"))?;
-            nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL)
-                .with_context(|| format!("killing {name} (pid {pid})"))?;
+            let pid = remote.signal(&name, Signal::SIGKILL)?;
             println!(
                 "SIGKILLed {name} (pid {pid}); the supervisor restarts it after a delay unless --no-restart"
             );
         }
         ChaosAction::KillNats { node } => {
             let name = format!("nats-n{node}");
-            let pid = supervisor::read_pid(dir, &name)
-                .with_context(|| format!("NATS node {node} is not running"))?;
-            std::fs::write(dir.join("control").join(format!("hold-{name}")), "")?;
-            nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL)?;
+            anyhow::ensure!(remote.alive(&name), "NATS node {node} is not running");
+            remote.hold(&name)?;
+            let pid = remote.signal(&name, Signal::SIGKILL)?;
             println!(
                 "SIGKILLed NATS node {node} (pid {pid}); `aegis chaos restart-nats {node}` brings it back"
             );
@@ -188,10 +191,8 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         ChaosAction::RestartNats { node, graceful } => {
             let name = format!("nats-n{node}");
             if graceful {
-                let pid = supervisor::read_pid(dir, &name)
-                    .with_context(|| format!("NATS node {node} is not running"))?;
-                std::fs::write(dir.join("control").join(format!("hold-{name}")), "")?;
-                let started = std::time::Instant::now();
+                anyhow::ensure!(remote.alive(&name), "NATS node {node} is not running");
+                remote.hold(&name)?;
                 // SIGUSR2 is nats-server's lame duck mode, the planned stop
                 // (`nats-server --signal ldm`): it steps down from the raft
                 // groups it leads (a follower takes over within a second
@@ -202,28 +203,13 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
                 // left (spread over `lame_duck_duration`) and exits. SIGTERM
                 // would close every client at once, cutting off requests in
                 // flight.
-                nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGUSR2)
-                    .with_context(|| format!("signalling {name} (pid {pid})"))?;
+                let pid = remote.signal(&name, Signal::SIGUSR2)?;
                 println!("NATS node {node} (pid {pid}) is stopping gracefully (lame duck mode)");
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-                while nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok()
-                    && supervisor::read_pid(dir, &name) == Some(pid)
-                {
-                    if tokio::time::Instant::now() > deadline {
-                        bail!("{name} did not stop within 60 s");
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                println!("NATS node {node} exited after {:.1?}", started.elapsed());
+                let took = remote.wait_gone(&name, pid, LAME_DUCK_EXIT).await?;
+                println!("NATS node {node} exited after {took:.1?}");
             }
-            std::fs::write(dir.join("control").join(format!("restart-{name}")), "")?;
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            while supervisor::read_pid(dir, &name).is_none() {
-                if tokio::time::Instant::now() > deadline {
-                    bail!("the supervisor did not restart {name} within 10 s");
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            remote.release(&name)?;
+            remote.wait_running(&name, Duration::from_secs(10)).await?;
             println!("NATS node {node} restarted");
         }
     }

@@ -10,12 +10,15 @@
 //!
 //! - [`nats`]: the NATS nodes' configs, ports and health checks.
 //! - [`supervisor`]: starting, watching, restarting and stopping children.
+//! - [`remote`]: a running showcase's children seen from another process
+//!   (`aegis chaos`, `aegis bench chaos`): pids, signals, hold and restart.
 //! - [`credentials`]: the monitor's tokens and the NATS users' passwords
 //!   (each child connects as its own role's user, see [`crate::permissions`]).
 
 pub mod credentials;
 pub mod nats;
 pub mod ports;
+pub mod remote;
 pub mod supervisor;
 pub mod tls;
 pub mod ui;

@@ -16,6 +16,8 @@ use rand::seq::IndexedRandom;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::up::remote::LAME_DUCK_EXIT;
+
 use super::{
     load::{Holder, Shared},
     poller::{Poll, Truth, lock},
@@ -178,10 +180,10 @@ impl Bench<'_> {
         if signal == Signal::SIGSTOP {
             lock(&self.truth).frozen.insert(victim.clone());
         } else {
-            self.showcase.hold(&victim)?;
+            self.showcase.remote().hold(&victim)?;
         }
         let injected = Instant::now();
-        self.showcase.signal(&victim, signal)?;
+        let pid = self.showcase.remote().signal(&victim, signal)?;
         tracing::info!(%fault, %victim, ?stream_leaders, "fault injected");
 
         match fault {
@@ -191,26 +193,24 @@ impl Bench<'_> {
                     .wait_takeover(old.as_ref(), Duration::from_secs(20))
                     .await;
                 tokio::time::sleep(self.stop_past_takeover).await;
-                self.showcase.signal(&victim, Signal::SIGCONT)?;
+                self.showcase.remote().signal(&victim, Signal::SIGCONT)?;
                 lock(&self.truth).frozen.remove(&victim);
                 taken?;
                 tokio::time::sleep(self.settle).await;
             }
             Fault::KillNats(_) => tokio::time::sleep(self.nats_down).await,
             Fault::RestartNats => {
-                let deadline = Instant::now() + Duration::from_secs(60);
-                while self.showcase.alive(&victim) {
-                    if Instant::now() > deadline {
-                        bail!("{victim} did not stop within 60 s of lame duck mode");
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+                self.showcase
+                    .remote()
+                    .wait_gone(&victim, pid, LAME_DUCK_EXIT)
+                    .await
+                    .context("after lame duck mode")?;
             }
             _ => tokio::time::sleep(self.settle).await,
         }
         let settled = Instant::now();
         if signal != Signal::SIGSTOP {
-            self.showcase.release(&victim)?;
+            self.showcase.remote().release(&victim)?;
         }
         self.wait_fleet(Duration::from_secs(120)).await?;
         let recovered = Instant::now();
@@ -279,7 +279,11 @@ impl Bench<'_> {
                 return Some(format!("NATS node {n} is not healthy"));
             }
         }
-        if let Some(gone) = self.expected.iter().find(|id| !self.showcase.alive(id)) {
+        if let Some(gone) = self
+            .expected
+            .iter()
+            .find(|id| !self.showcase.remote().alive(id))
+        {
             return Some(format!("{gone} does not run"));
         }
         if leader_of(&self.shared).is_none() {

@@ -13,7 +13,8 @@ use serde::Deserialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{load::Holder, showcase::process_alive};
+use super::load::Holder;
+use crate::up::remote::process_alive;
 
 /// One answer of the API, judged.
 #[derive(Debug, Clone)]

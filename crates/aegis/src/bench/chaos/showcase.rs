@@ -15,6 +15,8 @@ use anyhow::{Context, bail};
 use nix::{sys::signal::Signal, unistd::Pid};
 use tokio::process::{Child, Command};
 
+use crate::up::remote::{Remote, process_alive};
+
 /// NATS nodes of the showcase's cluster.
 pub(crate) const NODES: usize = 3;
 
@@ -28,6 +30,7 @@ pub(crate) struct Showcase {
     /// The monitor API's port.
     pub(crate) api_port: u16,
     keep: bool,
+    remote: Remote,
 }
 
 impl Showcase {
@@ -59,6 +62,7 @@ impl Showcase {
             .context("starting `aegis up`")?;
         Ok(Showcase {
             child,
+            remote: Remote::new(state.path()),
             path: state.path().to_owned(),
             state: Some(state),
             base_port,
@@ -108,42 +112,9 @@ impl Showcase {
         credential(self.dir(), "AEGIS_VIEWER_TOKEN")
     }
 
-    /// The pid of child `name` (`order-1`, `nats-n2`), when it runs.
-    pub(crate) fn pid(&self, name: &str) -> Option<i32> {
-        crate::up::supervisor::read_pid(self.dir(), name)
-    }
-
-    /// Whether child `name` runs (a zombie or a missing pid file is gone).
-    pub(crate) fn alive(&self, name: &str) -> bool {
-        self.pid(name).is_some_and(process_alive)
-    }
-
-    /// Sends `signal` to child `name`; returns its pid.
-    ///
-    /// # Errors
-    /// When it does not run.
-    pub(crate) fn signal(&self, name: &str, signal: Signal) -> anyhow::Result<i32> {
-        let pid = self
-            .pid(name)
-            .with_context(|| format!("{name} is not running"))?;
-        nix::sys::signal::kill(Pid::from_raw(pid), signal)
-            .with_context(|| format!("sending {signal} to {name} (pid {pid})"))?;
-        Ok(pid)
-    }
-
-    /// Asks the supervisor to keep `name` down once it exits.
-    pub(crate) fn hold(&self, name: &str) -> anyhow::Result<()> {
-        self.control(&format!("hold-{name}"))
-    }
-
-    /// Asks the supervisor to start `name` again.
-    pub(crate) fn release(&self, name: &str) -> anyhow::Result<()> {
-        self.control(&format!("restart-{name}"))
-    }
-
-    fn control(&self, file: &str) -> anyhow::Result<()> {
-        let path = self.dir().join("control").join(file);
-        std::fs::write(&path, "").with_context(|| format!("writing {}", path.display()))
+    /// Its children, to signal, hold and restart.
+    pub(crate) fn remote(&self) -> &Remote {
+        &self.remote
     }
 
     /// Where the logs are.
@@ -215,10 +186,4 @@ fn credential(dir: &Path, key: &str) -> anyhow::Result<String> {
         .find(|(k, _)| k.trim() == key)
         .map(|(_, v)| v.trim().to_owned())
         .with_context(|| format!("no {key} in {}", path.display()))
-}
-
-/// Whether `pid` runs; a zombie or a stopped-and-reaped process is gone.
-pub(crate) fn process_alive(pid: i32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    !stat.is_empty() && !stat.contains(") Z ")
 }

@@ -1,0 +1,177 @@
+//! A running `aegis up` seen from another process, through its state
+//! directory: the children's pids under `pids/` and the supervisor's control
+//! files under `control/` (`hold-NAME` keeps a child down once it exits,
+//! `restart-NAME` starts it again). What `aegis chaos` and `aegis bench
+//! chaos` break the showcase with.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use nix::{sys::signal::Signal, unistd::Pid};
+
+use super::supervisor;
+
+/// How long a NATS node in lame duck mode may take to exit: its grace
+/// period and `lame_duck_duration` (1 s + 30 s in `aegis up`'s configs),
+/// with room to spare; the SDK's clients leave it much sooner.
+pub const LAME_DUCK_EXIT: Duration = Duration::from_secs(60);
+
+/// How often the waits below look again.
+const POLL: Duration = Duration::from_millis(20);
+
+/// The children of the `aegis up` whose state is in one directory.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    dir: PathBuf,
+}
+
+impl Remote {
+    /// The `aegis up` with state in `dir` (which may not run yet).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The pid of child `name` (`order-1`, `nats-n2`), when it has a pid file.
+    pub fn pid(&self, name: &str) -> Option<i32> {
+        supervisor::read_pid(&self.dir, name)
+    }
+
+    /// Whether child `name` runs (a zombie or a missing pid file is gone).
+    pub fn alive(&self, name: &str) -> bool {
+        self.pid(name).is_some_and(process_alive)
+    }
+
+    /// Sends `signal` to child `name`; returns its pid.
+    ///
+    /// # Errors
+    /// When it does not run or cannot be signalled.
+    pub fn signal(&self, name: &str, signal: Signal) -> anyhow::Result<i32> {
+        let pid = self
+            .pid(name)
+            .with_context(|| format!("{name} is not running (no pid file)"))?;
+        nix::sys::signal::kill(Pid::from_raw(pid), signal)
+            .with_context(|| format!("sending {signal} to {name} (pid {pid})"))?;
+        Ok(pid)
+    }
+
+    /// Asks the supervisor to keep `name` down once it exits.
+    ///
+    /// # Errors
+    /// When the control file cannot be written.
+    pub fn hold(&self, name: &str) -> anyhow::Result<()> {
+        self.control(&format!("hold-{name}"))
+    }
+
+    /// Asks the supervisor to start `name` again (ending a hold).
+    ///
+    /// # Errors
+    /// When the control file cannot be written.
+    pub fn release(&self, name: &str) -> anyhow::Result<()> {
+        self.control(&format!("restart-{name}"))
+    }
+
+    fn control(&self, file: &str) -> anyhow::Result<()> {
+        let path = self.dir.join("control").join(file);
+        std::fs::write(&path, "").with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Waits until process `pid` of child `name` has exited (or its pid
+    /// file names another process); returns how long that took.
+    ///
+    /// # Errors
+    /// When it still runs after `within`.
+    pub async fn wait_gone(
+        &self,
+        name: &str,
+        pid: i32,
+        within: Duration,
+    ) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        while self.pid(name) == Some(pid) && process_alive(pid) {
+            if started.elapsed() > within {
+                bail!("{name} (pid {pid}) did not stop within {within:?}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        Ok(started.elapsed())
+    }
+
+    /// Waits until child `name` runs; returns its pid.
+    ///
+    /// # Errors
+    /// When the supervisor has not started it within `within`.
+    pub async fn wait_running(&self, name: &str, within: Duration) -> anyhow::Result<i32> {
+        let started = Instant::now();
+        loop {
+            if let Some(pid) = self.pid(name).filter(|p| process_alive(*p)) {
+                return Ok(pid);
+            }
+            if started.elapsed() > within {
+                bail!("the supervisor did not start {name} within {within:?}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+/// Whether `pid` runs; a zombie or a stopped-and-reaped process is gone.
+pub fn process_alive(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    !stat.is_empty() && !stat.contains(") Z ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_child_is_signalled_and_its_exit_awaited_through_the_state_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sup = supervisor::Supervisor::new(dir.path(), false).unwrap();
+        sup.start(supervisor::ChildSpec {
+            name: "sleeper".to_owned(),
+            kind: supervisor::Kind::Service,
+            program: "/bin/sh".into(),
+            args: vec!["-c".to_owned(), "exec /bin/sleep 30".to_owned()],
+            env: Vec::new(),
+            unset: Vec::new(),
+        })
+        .unwrap();
+        let remote = Remote::new(dir.path());
+        let pid = remote
+            .wait_running("sleeper", Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(remote.alive("sleeper"));
+        remote.hold("sleeper").unwrap();
+        assert!(dir.path().join("control/hold-sleeper").exists());
+
+        assert_eq!(remote.signal("sleeper", Signal::SIGTERM).unwrap(), pid);
+        // The supervisor (here: this test, ticking) reaps it.
+        let reaping = async {
+            loop {
+                sup.tick();
+                tokio::time::sleep(POLL).await;
+            }
+        };
+        tokio::select! {
+            gone = remote.wait_gone("sleeper", pid, Duration::from_secs(10)) => { gone.unwrap(); }
+            () = reaping => unreachable!(),
+        }
+        assert!(!remote.alive("sleeper"));
+        assert!(remote.signal("nobody", Signal::SIGTERM).is_err());
+        let err = remote
+            .wait_running("nobody", Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("did not start nobody"), "{err}");
+    }
+}
