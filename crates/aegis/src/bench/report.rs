@@ -1,12 +1,15 @@
 //! The result of every benchmark: one [`Report`] with who ran what, where
 //! and when, and rows printed as a table with a verdict and written as
-//! JSON. A row is one of two kinds:
+//! JSON. A row is one of three kinds:
 //! - [`Row`]: a metric measured on both sides (raw async-nats and the SDK),
 //!   their ratio and the target the ratio must meet (`bench rpc`,
 //!   `bench events`);
 //! - [`Measure`]: a single measured value and the bound it must respect,
 //!   when there is no raw side to compare with (`bench failover`,
-//!   `bench chaos`, whose report is an [`Outcome`]).
+//!   `bench chaos`, whose report is an [`Outcome`]);
+//! - `ScaleRow` (in `scale/report.rs`): a formatted value with the scale
+//!   target it must meet (`bench scale`, whose typed numbers go in
+//!   `results`).
 
 use std::{io::Write, path::Path};
 

@@ -59,7 +59,7 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use report::{ScaleReport, ScaleResults};
+use report::{ScaleReport, ScaleResults, scale_report};
 
 /// Heartbeat (liveness beat) of every instance of the benchmark.
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -248,10 +248,7 @@ pub async fn run(args: ScaleBenchArgs) -> anyhow::Result<Option<ScaleReport>> {
             return Err(e.context(format!("children's logs kept in {}", kept.display())));
         }
     };
-    report.print(&mut std::io::stdout())?;
-    if let Some(path) = &args.json {
-        report.write_json(path)?;
-    }
+    report.finish(args.json.as_deref())?;
     Ok(Some(report))
 }
 
@@ -847,7 +844,7 @@ async fn orchestrate(args: &ScaleBenchArgs, logs: &std::path::Path) -> anyhow::R
     let _ = operator.drain().await;
     drop(server);
 
-    Ok(ScaleReport::new(
+    scale_report(
         server_version,
         started_at,
         serde_json::json!({
@@ -863,6 +860,6 @@ async fn orchestrate(args: &ScaleBenchArgs, logs: &std::path::Path) -> anyhow::R
             "sseClients": SSE_CLIENTS,
             "crashes": CRASHES,
         }),
-        results,
-    ))
+        &results,
+    )
 }

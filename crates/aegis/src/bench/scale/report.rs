@@ -2,11 +2,9 @@
 //! the scale work next to those they bound, printed as a table and written
 //! as JSON (what `scripts/plot-scale.py` draws).
 
-use std::{io::Write, path::Path};
-
 use serde::Serialize;
 
-use crate::bench::report::{summary, verdict};
+use crate::bench::report::{Report, TableRow};
 
 /// Everything one run measured.
 #[derive(Debug, Clone, Serialize)]
@@ -113,85 +111,52 @@ pub struct ScaleRow {
     pub pass: bool,
 }
 
-/// A whole run.
-#[derive(Debug, Clone, Serialize)]
-pub struct ScaleReport {
-    /// `scale`.
-    pub benchmark: String,
-    /// The exact command line.
-    pub command: String,
-    /// nats-server version.
-    pub server_version: String,
-    /// When it ran (RFC 3339 UTC).
-    pub started_at: String,
-    /// Sizes and timing.
-    pub parameters: serde_json::Value,
-    /// The numbers.
-    pub results: ScaleResults,
-    /// The table.
-    pub rows: Vec<ScaleRow>,
+impl TableRow for ScaleRow {
+    fn heading() -> (String, usize) {
+        (
+            format!("{:<46} {:>30} {:>12}  ", "metric", "value", "target"),
+            98,
+        )
+    }
+
+    fn columns(&self) -> String {
+        format!(
+            "{:<46} {:>30} {:>12}",
+            self.metric,
+            self.value,
+            self.target.as_deref().unwrap_or("")
+        )
+    }
+
+    fn bounded(&self) -> bool {
+        self.target.is_some()
+    }
+
+    fn pass(&self) -> bool {
+        self.pass
+    }
 }
 
-impl ScaleReport {
-    /// Builds the table from the numbers.
-    pub fn new(
-        server_version: String,
-        started_at: chrono::DateTime<chrono::Utc>,
-        parameters: serde_json::Value,
-        results: ScaleResults,
-    ) -> Self {
-        let rows = rows(&results);
-        Self {
-            benchmark: "scale".to_owned(),
-            command: std::env::args().collect::<Vec<_>>().join(" "),
-            server_version,
-            started_at: aegis_contracts::models::rfc3339::format_utc(&started_at),
-            parameters,
-            results,
-            rows,
-        }
-    }
+/// A whole run: the shared benchmark report, its rows the table above and
+/// its `results` the [`ScaleResults`] (what the plot script reads).
+pub type ScaleReport = Report<ScaleRow>;
 
-    /// Whether every target holds.
-    pub fn passed(&self) -> bool {
-        self.rows.iter().all(|r| r.pass)
-    }
-
-    /// Prints the table.
-    ///
-    /// # Errors
-    /// When writing fails.
-    pub fn print(&self, out: &mut impl Write) -> std::io::Result<()> {
-        writeln!(out)?;
-        writeln!(
-            out,
-            "aegis bench scale — {} instances, nats-server {}",
-            self.results.instances, self.server_version
-        )?;
-        writeln!(out, "{:<46} {:>22} {:>12}", "metric", "value", "target")?;
-        writeln!(out, "{}", "-".repeat(90))?;
-        for r in &self.rows {
-            let verdict = verdict(r.target.is_some(), r.pass);
-            writeln!(
-                out,
-                "{:<46} {:>22} {:>12}  {}",
-                r.metric,
-                r.value,
-                r.target.as_deref().unwrap_or(""),
-                verdict
-            )?;
-        }
-        writeln!(out)?;
-        writeln!(out, "{}", summary(self.passed()))
-    }
-
-    /// Writes the report as pretty JSON.
-    ///
-    /// # Errors
-    /// When the file cannot be written.
-    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
-        crate::bench::report::write_json(self, path)
-    }
+/// Builds the report of a run from its numbers.
+///
+/// # Errors
+/// When the numbers cannot be written as JSON (a float that is not finite
+/// is written as `null`, so in practice never).
+pub fn scale_report(
+    server_version: String,
+    started_at: chrono::DateTime<chrono::Utc>,
+    parameters: serde_json::Value,
+    results: &ScaleResults,
+) -> anyhow::Result<ScaleReport> {
+    let mut report = Report::new("scale", server_version, parameters);
+    report.set_started(started_at);
+    report.rows = rows(results);
+    report.results = serde_json::to_value(results)?;
+    Ok(report)
 }
 
 fn row(metric: &str, value: String, target: Option<(&str, bool)>) -> ScaleRow {
@@ -216,6 +181,7 @@ fn load(l: &LoadResult) -> String {
 
 fn rows(r: &ScaleResults) -> Vec<ScaleRow> {
     let mut rows = vec![
+        row("instances registered", r.instances.to_string(), None),
         row(
             "false expiries",
             r.false_expiries.to_string(),
