@@ -5,6 +5,15 @@
 //! new enough (nats-server 2.11+: per-message TTL and KV limit markers) and
 //! that JetStream is there, and opens the JetStream context. The handle is
 //! cheap to clone; components keep a clone.
+//!
+//! - `options.rs`: each pooled client's connect options and the connection
+//!   events they feed back here;
+//! - `lame_duck.rs`: leaving a server that announced a planned shutdown at
+//!   a moment with no request in flight, and telling a request whose
+//!   connection dropped that its reply cannot come.
+
+mod lame_duck;
+mod options;
 
 use std::{
     fmt,
@@ -15,8 +24,8 @@ use std::{
     time::Duration,
 };
 
-use async_nats::{Client, ConnectOptions, jetstream};
-use tracing::{debug, info, warn};
+use async_nats::{Client, jetstream};
+use tracing::{info, warn};
 
 use crate::{
     commands::Commands,
@@ -29,22 +38,16 @@ use crate::{
     rpc::{RpcClient, ServiceBuilder},
 };
 
+pub(crate) use lame_duck::ClientLoad;
+pub(crate) use lame_duck::Dropped;
+use lame_duck::move_off_lame_ducks;
+use options::{ClientHooks, connect_options};
+
 /// The least time the registry and election views get for their initial load.
 const MIN_REGISTRY_LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long [`Connection::drain`] waits to hand a drain request to a client.
 const DRAIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// How long a client whose server entered lame duck mode waits for a moment
-/// with no request in flight before it moves anyway.
-///
-/// The server lets clients go only after its grace period (10 s by default,
-/// 1 s in `aegis up`), so there is time; a client that is never idle still
-/// moves, and its requests in flight end as on any dropped connection.
-const MOVE_IDLE_WAIT: Duration = Duration::from_millis(500);
-
-/// How long a move waits for the replies already written to be sent.
-const MOVE_FLUSH_WAIT: Duration = Duration::from_millis(100);
 
 /// The oldest nats-server the SDK accepts.
 pub const MIN_SERVER_VERSION: semver::Version = semver::Version::new(2, 11, 0);
@@ -164,109 +167,6 @@ struct Inner {
     /// Per client: its requests in flight, asked or served, and whether it
     /// is moving off a server in lame duck mode.
     loads: Vec<Arc<ClientLoad>>,
-}
-
-/// What one pooled client is doing, for a move off a stopping server.
-#[derive(Debug, Default)]
-pub(crate) struct ClientLoad {
-    /// Requests in flight on it: sent and awaiting their reply, or received
-    /// and not yet answered.
-    busy: AtomicUsize,
-    /// Of those, the requests received and not yet answered.
-    serving: AtomicUsize,
-    /// Set while it moves away from a server in lame duck mode, so the next
-    /// connection attempt goes at once to another server.
-    moving: std::sync::atomic::AtomicBool,
-    /// Connection attempts made by the current move.
-    move_tries: AtomicUsize,
-    /// Set from the server's lame duck notice until the client is connected
-    /// elsewhere: new requests wait for the move rather than delay it.
-    leaving: std::sync::atomic::AtomicBool,
-    /// Wakes the requests waiting for a move.
-    moved: tokio::sync::Notify,
-    /// The client's count of connections made when the last notice came.
-    notice_connects: std::sync::atomic::AtomicU64,
-}
-
-impl ClientLoad {
-    /// Returns once `client` is not leaving a server in lame duck mode, or
-    /// after twice [`MOVE_IDLE_WAIT`] (a move that could not happen).
-    /// Returns at once while the connection serves a request (`serving`,
-    /// the primary client's count): the request may be one a handler
-    /// sends, and the move waits for that handler.
-    /// Returns how long it waited: zero, without reading the clock, on the
-    /// common path (no move under way).
-    async fn settled(&self, client: &Client, serving: &ClientLoad) -> Duration {
-        if !self.leaving.load(Ordering::Acquire) || serving.serving.load(Ordering::Relaxed) > 0 {
-            return Duration::ZERO;
-        }
-        // The flag is cleared by the `Connected` event, which a full event
-        // channel could lose: a connection made since the notice counts too.
-        if self.reconnected_since_notice(client) {
-            self.leaving.store(false, Ordering::Release);
-            return Duration::ZERO;
-        }
-        let waiting = tokio::time::Instant::now();
-        let moved = async {
-            loop {
-                let notified = self.moved.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                if !self.leaving.load(Ordering::Acquire) {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        let _ = tokio::time::timeout(2 * MOVE_IDLE_WAIT, moved).await;
-        waiting.elapsed()
-    }
-
-    /// Whether `client` made a connection since the last lame duck notice.
-    fn reconnected_since_notice(&self, client: &Client) -> bool {
-        client.statistics().connects.load(Ordering::Relaxed)
-            > self.notice_connects.load(Ordering::Relaxed)
-    }
-
-    /// The client is connected again (after a move or any reconnect).
-    fn connected(&self) {
-        self.moving.store(false, Ordering::Relaxed);
-        self.leaving.store(false, Ordering::Release);
-        self.moved.notify_waiters();
-    }
-
-    /// Counts a request sent and awaiting its reply until the guard drops.
-    pub(crate) fn enter(self: &Arc<Self>) -> Busy {
-        self.busy.fetch_add(1, Ordering::Relaxed);
-        Busy {
-            load: self.clone(),
-            serving: false,
-        }
-    }
-
-    /// Counts a request received and not yet answered until the guard drops.
-    pub(crate) fn enter_serving(self: &Arc<Self>) -> Busy {
-        self.serving.fetch_add(1, Ordering::Relaxed);
-        let mut busy = self.enter();
-        busy.serving = true;
-        busy
-    }
-}
-
-/// One request in flight on a client (see [`ClientLoad::enter`]).
-#[derive(Debug)]
-pub(crate) struct Busy {
-    load: Arc<ClientLoad>,
-    serving: bool,
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        if self.serving {
-            self.load.serving.fetch_sub(1, Ordering::Relaxed);
-        }
-        self.load.busy.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 impl fmt::Debug for Connection {
@@ -689,236 +589,11 @@ fn connection_name() -> String {
     format!("aegis-{}-{}", std::process::id(), nuid::next())
 }
 
-/// What one client's connection events feed.
-struct ClientHooks {
-    /// Set once the connection drains on purpose.
-    draining: Arc<std::sync::atomic::AtomicBool>,
-    /// The last permission violation the server reported.
-    refused: Arc<std::sync::Mutex<Option<String>>>,
-    /// Bumped when the connection drops.
-    dropped: tokio::sync::watch::Sender<u64>,
-    /// Bumped when its server enters lame duck mode.
-    lame_duck: tokio::sync::watch::Sender<u64>,
-    /// The client's requests in flight and whether it is moving.
-    load: Arc<ClientLoad>,
-}
-
-async fn connect_options(
-    config: &AegisConfig,
-    base_name: &str,
-    index: usize,
-    hooks: ClientHooks,
-) -> Result<ConnectOptions, ConnectError> {
-    let ClientHooks {
-        draining,
-        refused,
-        dropped,
-        lame_duck,
-        load,
-    } = hooks;
-    let n = &config.nats;
-    let mut options = ConnectOptions::new();
-    if let Some(path) = &n.creds_file {
-        options =
-            options
-                .credentials_file(path)
-                .await
-                .map_err(|source| ConnectError::Credentials {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-    }
-    if let Some(token) = &n.token {
-        options = options.token(token.expose().to_owned());
-    }
-    if let (Some(user), Some(password)) = (&n.user, &n.password) {
-        options = options.user_and_password(user.clone(), password.expose().to_owned());
-    }
-    if let Some(seed) = &n.nkey_seed {
-        options = options.nkey(seed.expose().to_owned());
-    }
-    if let Some(prefix) = &n.inbox_prefix {
-        options = options.custom_inbox_prefix(prefix);
-    }
-    if let Some(ca) = &n.tls_ca {
-        options = options.add_root_certificates(ca.clone()).require_tls(true);
-    }
-    if let (Some(cert), Some(key)) = (&n.tls_cert, &n.tls_key) {
-        options = options
-            .add_client_certificate(cert.clone(), key.clone())
-            .require_tls(true);
-    }
-    if n.tls_required {
-        options = options.require_tls(true);
-    }
-    let policy = n.reconnect.clone();
-    // The primary client (index 0) carries the base name itself: it is the
-    // one instances register, serve and heart-beat over.
-    let name = if index == 0 {
-        base_name.to_owned()
-    } else {
-        format!("{base_name}-{index}")
-    };
-    Ok(options
-        .name(name)
-        .connection_timeout(n.connect_timeout)
-        .request_timeout(Some(n.request_timeout))
-        .max_reconnects(n.reconnect.max_reconnects)
-        .reconnect_delay_callback(move |attempt| policy.delay(attempt))
-        .reconnect_to_server_callback({
-            let load = load.clone();
-            move |servers, info| {
-                let target = load
-                    .moving
-                    .load(Ordering::Relaxed)
-                    .then(|| move_target(&servers, &info, &load.move_tries))
-                    .flatten();
-                async move { target }
-            }
-        })
-        .event_callback(move |event| {
-            let draining = draining.load(Ordering::Relaxed);
-            let refused = refused.clone();
-            if !draining && matches!(event, async_nats::Event::Disconnected) {
-                // Before the log: requests in flight learn it at once.
-                dropped.send_modify(|n| *n += 1);
-            }
-            match event {
-                async_nats::Event::LameDuckMode if !draining => {
-                    load.leaving.store(true, Ordering::Release);
-                    lame_duck.send_modify(|n| *n += 1);
-                }
-                async_nats::Event::Connected => load.connected(),
-                _ => {}
-            }
-            async move {
-                match event {
-                    // What this user may not do: said once per attempt, so
-                    // a missing permission is visible in the log.
-                    async_nats::Event::ServerError(async_nats::ServerError::Other(text))
-                        if text.contains("Permissions Violation") =>
-                    {
-                        warn!(refusal = %text, "NATS refused an operation");
-                        if let Ok(mut last) = refused.lock() {
-                            *last = Some(text);
-                        }
-                    }
-                    async_nats::Event::Connected => info!("NATS connection (re)established"),
-                    async_nats::Event::Disconnected if draining => {
-                        tracing::debug!("NATS connection closed after draining")
-                    }
-                    async_nats::Event::Disconnected => warn!("NATS connection lost; reconnecting"),
-                    async_nats::Event::LameDuckMode => {
-                        info!(
-                            "the NATS server is shutting down (lame duck mode); moving to another"
-                        )
-                    }
-                    other => tracing::debug!(event = %other, "NATS client event"),
-                }
-            }
-        }))
-}
-
 /// A request's connection dropped before its reply came: the reply cannot
 /// come any more, and the request may or may not have been carried out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the NATS connection dropped before the reply came; the request may have been carried out")]
 pub struct ConnectionDropped;
-
-/// Resolves when one client's connection drops after it was taken; counts
-/// as a request in flight on that client until it is dropped.
-pub(crate) struct Dropped {
-    drops: tokio::sync::watch::Receiver<u64>,
-    _busy: Busy,
-}
-
-impl Dropped {
-    /// Waits for the next drop (forever once the connection is gone).
-    pub(crate) async fn wait(mut self) {
-        if self.drops.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
-}
-
-/// Moves client `index` off its server each time that server announces
-/// lame duck mode (a planned shutdown): at a moment with no request in
-/// flight on it, so no reply is lost, since NATS delivers a reply only to
-/// the connection that asked and a service may answer only on the
-/// connection a request came in on. Ends with the connection.
-async fn move_off_lame_ducks(
-    inner: std::sync::Weak<Inner>,
-    index: usize,
-    mut notices: tokio::sync::watch::Receiver<u64>,
-) {
-    while notices.changed().await.is_ok() {
-        let Some(inner) = inner.upgrade() else { return };
-        let load = inner.loads[index].clone();
-        let client = inner.clients[index].clone();
-        drop(inner);
-        load.notice_connects.store(
-            client.statistics().connects.load(Ordering::Relaxed),
-            Ordering::Relaxed,
-        );
-        let deadline = tokio::time::Instant::now() + MOVE_IDLE_WAIT;
-        while load.busy.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        // Already elsewhere (a reconnect while waiting, or a second notice
-        // for a move that is done): nothing to move off.
-        if !load.leaving.load(Ordering::Acquire) || load.reconnected_since_notice(&client) {
-            load.connected();
-            continue;
-        }
-        // Replies written but not yet sent would be lost with the socket;
-        // bounded, as a connection the server already closed never flushes.
-        match tokio::time::timeout(MOVE_FLUSH_WAIT, client.flush()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                debug!(error = %e, "could not flush before moving off a lame duck server")
-            }
-            Err(_) => debug!("flushing before moving off a lame duck server took too long"),
-        }
-        let busy = load.busy.load(Ordering::Relaxed);
-        load.move_tries.store(0, Ordering::Relaxed);
-        load.moving.store(true, Ordering::Relaxed);
-        if let Err(e) = client.force_reconnect().await {
-            load.connected();
-            debug!(error = %e, "could not move off a server in lame duck mode");
-        } else if busy > 0 {
-            info!(
-                in_flight = busy,
-                "moved off a server in lame duck mode with requests in flight"
-            );
-        }
-    }
-}
-
-/// The server a moving client tries next: each of the pool once, skipping
-/// the one it is leaving where that can be told from its address, with no
-/// delay (the usual back-off is for servers that fail, and this one only
-/// stops); then `None`, the usual selection and back-off.
-fn move_target(
-    servers: &[async_nats::Server],
-    leaving: &async_nats::ServerInfo,
-    tries: &AtomicUsize,
-) -> Option<async_nats::ReconnectToServer> {
-    let wildcard = matches!(leaving.host.as_str(), "" | "0.0.0.0" | "::" | "[::]");
-    let is_leaving = |s: &async_nats::Server| {
-        s.addr.port() == leaving.port && (wildcard || s.addr.host() == leaving.host)
-    };
-    let others: Vec<_> = servers.iter().filter(|s| !is_leaving(s)).collect();
-    let pool: Vec<_> = if others.is_empty() {
-        servers.iter().collect()
-    } else {
-        others
-    };
-    let tried = tries.fetch_add(1, Ordering::Relaxed);
-    pool.get(tried).map(|s| async_nats::ReconnectToServer {
-        addr: s.addr.clone(),
-        delay: Some(Duration::ZERO),
-    })
-}
 
 #[cfg(test)]
 mod tests {

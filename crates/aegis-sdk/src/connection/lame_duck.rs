@@ -1,0 +1,233 @@
+//! Leaving a NATS server that announced a planned shutdown (lame duck
+//! mode) without losing a reply.
+//!
+//! NATS delivers a reply only to the connection that asked, and a service
+//! may answer only on the connection a request came in on, so a client
+//! that reconnected with requests in flight loses their replies. Each
+//! pooled client counts its requests in flight ([`ClientLoad`]: asked and
+//! awaiting a reply, or received and not yet answered); on a lame duck
+//! notice [`move_off_lame_ducks`] waits for a moment with none (at most
+//! [`MOVE_IDLE_WAIT`]), flushes and reconnects to another server of the
+//! pool ([`move_target`]). New requests wait for the move meanwhile
+//! ([`ClientLoad::settled`]); [`Dropped`] ends a wait for a reply that can
+//! no longer come.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use async_nats::Client;
+use tracing::{debug, info};
+
+/// How long a client whose server entered lame duck mode waits for a moment
+/// with no request in flight before it moves anyway.
+///
+/// The server lets clients go only after its grace period (10 s by default,
+/// 1 s in `aegis up`), so there is time; a client that is never idle still
+/// moves, and its requests in flight end as on any dropped connection.
+const MOVE_IDLE_WAIT: Duration = Duration::from_millis(500);
+
+/// How long a move waits for the replies already written to be sent.
+const MOVE_FLUSH_WAIT: Duration = Duration::from_millis(100);
+
+/// What one pooled client is doing, for a move off a stopping server.
+#[derive(Debug, Default)]
+pub(crate) struct ClientLoad {
+    /// Requests in flight on it: sent and awaiting their reply, or received
+    /// and not yet answered.
+    busy: AtomicUsize,
+    /// Of those, the requests received and not yet answered.
+    serving: AtomicUsize,
+    /// Set while it moves away from a server in lame duck mode, so the next
+    /// connection attempt goes at once to another server.
+    pub(super) moving: std::sync::atomic::AtomicBool,
+    /// Connection attempts made by the current move.
+    pub(super) move_tries: AtomicUsize,
+    /// Set from the server's lame duck notice until the client is connected
+    /// elsewhere: new requests wait for the move rather than delay it.
+    pub(super) leaving: std::sync::atomic::AtomicBool,
+    /// Wakes the requests waiting for a move.
+    moved: tokio::sync::Notify,
+    /// The client's count of connections made when the last notice came.
+    notice_connects: std::sync::atomic::AtomicU64,
+}
+
+impl ClientLoad {
+    /// Returns once `client` is not leaving a server in lame duck mode, or
+    /// after twice [`MOVE_IDLE_WAIT`] (a move that could not happen).
+    /// Returns at once while the connection serves a request (`serving`,
+    /// the primary client's count): the request may be one a handler
+    /// sends, and the move waits for that handler.
+    /// Returns how long it waited: zero, without reading the clock, on the
+    /// common path (no move under way).
+    pub(super) async fn settled(&self, client: &Client, serving: &ClientLoad) -> Duration {
+        if !self.leaving.load(Ordering::Acquire) || serving.serving.load(Ordering::Relaxed) > 0 {
+            return Duration::ZERO;
+        }
+        // The flag is cleared by the `Connected` event, which a full event
+        // channel could lose: a connection made since the notice counts too.
+        if self.reconnected_since_notice(client) {
+            self.leaving.store(false, Ordering::Release);
+            return Duration::ZERO;
+        }
+        let waiting = tokio::time::Instant::now();
+        let moved = async {
+            loop {
+                let notified = self.moved.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if !self.leaving.load(Ordering::Acquire) {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(2 * MOVE_IDLE_WAIT, moved).await;
+        waiting.elapsed()
+    }
+
+    /// Whether `client` made a connection since the last lame duck notice.
+    fn reconnected_since_notice(&self, client: &Client) -> bool {
+        client.statistics().connects.load(Ordering::Relaxed)
+            > self.notice_connects.load(Ordering::Relaxed)
+    }
+
+    /// The client is connected again (after a move or any reconnect).
+    pub(super) fn connected(&self) {
+        self.moving.store(false, Ordering::Relaxed);
+        self.leaving.store(false, Ordering::Release);
+        self.moved.notify_waiters();
+    }
+
+    /// Counts a request sent and awaiting its reply until the guard drops.
+    pub(crate) fn enter(self: &Arc<Self>) -> Busy {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        Busy {
+            load: self.clone(),
+            serving: false,
+        }
+    }
+
+    /// Counts a request received and not yet answered until the guard drops.
+    pub(crate) fn enter_serving(self: &Arc<Self>) -> Busy {
+        self.serving.fetch_add(1, Ordering::Relaxed);
+        let mut busy = self.enter();
+        busy.serving = true;
+        busy
+    }
+}
+
+/// One request in flight on a client (see [`ClientLoad::enter`]).
+#[derive(Debug)]
+pub(crate) struct Busy {
+    load: Arc<ClientLoad>,
+    serving: bool,
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if self.serving {
+            self.load.serving.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.load.busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Resolves when one client's connection drops after it was taken; counts
+/// as a request in flight on that client until it is dropped.
+pub(crate) struct Dropped {
+    pub(super) drops: tokio::sync::watch::Receiver<u64>,
+    pub(super) _busy: Busy,
+}
+
+impl Dropped {
+    /// Waits for the next drop (forever once the connection is gone).
+    pub(crate) async fn wait(mut self) {
+        if self.drops.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Moves client `index` off its server each time that server announces
+/// lame duck mode (a planned shutdown): at a moment with no request in
+/// flight on it, so no reply is lost, since NATS delivers a reply only to
+/// the connection that asked and a service may answer only on the
+/// connection a request came in on. Ends with the connection.
+pub(super) async fn move_off_lame_ducks(
+    inner: std::sync::Weak<super::Inner>,
+    index: usize,
+    mut notices: tokio::sync::watch::Receiver<u64>,
+) {
+    while notices.changed().await.is_ok() {
+        let Some(inner) = inner.upgrade() else { return };
+        let load = inner.loads[index].clone();
+        let client = inner.clients[index].clone();
+        drop(inner);
+        load.notice_connects.store(
+            client.statistics().connects.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        let deadline = tokio::time::Instant::now() + MOVE_IDLE_WAIT;
+        while load.busy.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // Already elsewhere (a reconnect while waiting, or a second notice
+        // for a move that is done): nothing to move off.
+        if !load.leaving.load(Ordering::Acquire) || load.reconnected_since_notice(&client) {
+            load.connected();
+            continue;
+        }
+        // Replies written but not yet sent would be lost with the socket;
+        // bounded, as a connection the server already closed never flushes.
+        match tokio::time::timeout(MOVE_FLUSH_WAIT, client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                debug!(error = %e, "could not flush before moving off a lame duck server")
+            }
+            Err(_) => debug!("flushing before moving off a lame duck server took too long"),
+        }
+        let busy = load.busy.load(Ordering::Relaxed);
+        load.move_tries.store(0, Ordering::Relaxed);
+        load.moving.store(true, Ordering::Relaxed);
+        if let Err(e) = client.force_reconnect().await {
+            load.connected();
+            debug!(error = %e, "could not move off a server in lame duck mode");
+        } else if busy > 0 {
+            info!(
+                in_flight = busy,
+                "moved off a server in lame duck mode with requests in flight"
+            );
+        }
+    }
+}
+
+/// The server a moving client tries next: each of the pool once, skipping
+/// the one it is leaving where that can be told from its address, with no
+/// delay (the usual back-off is for servers that fail, and this one only
+/// stops); then `None`, the usual selection and back-off.
+pub(super) fn move_target(
+    servers: &[async_nats::Server],
+    leaving: &async_nats::ServerInfo,
+    tries: &AtomicUsize,
+) -> Option<async_nats::ReconnectToServer> {
+    let wildcard = matches!(leaving.host.as_str(), "" | "0.0.0.0" | "::" | "[::]");
+    let is_leaving = |s: &async_nats::Server| {
+        s.addr.port() == leaving.port && (wildcard || s.addr.host() == leaving.host)
+    };
+    let others: Vec<_> = servers.iter().filter(|s| !is_leaving(s)).collect();
+    let pool: Vec<_> = if others.is_empty() {
+        servers.iter().collect()
+    } else {
+        others
+    };
+    let tried = tries.fetch_add(1, Ordering::Relaxed);
+    pool.get(tried).map(|s| async_nats::ReconnectToServer {
+        addr: s.addr.clone(),
+        delay: Some(Duration::ZERO),
+    })
+}

@@ -1,0 +1,145 @@
+//! The options of one pooled client: credentials, TLS, timeouts, the
+//! reconnect policy, and the connection events that feed the
+//! [`Connection`](super::Connection)'s drop counters, permission
+//! refusals and lame duck moves.
+
+use std::sync::{Arc, atomic::Ordering};
+
+use async_nats::ConnectOptions;
+use tracing::{info, warn};
+
+use super::{
+    ConnectError,
+    lame_duck::{ClientLoad, move_target},
+};
+use crate::config::AegisConfig;
+
+/// What one client's connection events feed.
+pub(super) struct ClientHooks {
+    /// Set once the connection drains on purpose.
+    pub(super) draining: Arc<std::sync::atomic::AtomicBool>,
+    /// The last permission violation the server reported.
+    pub(super) refused: Arc<std::sync::Mutex<Option<String>>>,
+    /// Bumped when the connection drops.
+    pub(super) dropped: tokio::sync::watch::Sender<u64>,
+    /// Bumped when its server enters lame duck mode.
+    pub(super) lame_duck: tokio::sync::watch::Sender<u64>,
+    /// The client's requests in flight and whether it is moving.
+    pub(super) load: Arc<ClientLoad>,
+}
+
+pub(super) async fn connect_options(
+    config: &AegisConfig,
+    base_name: &str,
+    index: usize,
+    hooks: ClientHooks,
+) -> Result<ConnectOptions, ConnectError> {
+    let ClientHooks {
+        draining,
+        refused,
+        dropped,
+        lame_duck,
+        load,
+    } = hooks;
+    let n = &config.nats;
+    let mut options = ConnectOptions::new();
+    if let Some(path) = &n.creds_file {
+        options =
+            options
+                .credentials_file(path)
+                .await
+                .map_err(|source| ConnectError::Credentials {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+    }
+    if let Some(token) = &n.token {
+        options = options.token(token.expose().to_owned());
+    }
+    if let (Some(user), Some(password)) = (&n.user, &n.password) {
+        options = options.user_and_password(user.clone(), password.expose().to_owned());
+    }
+    if let Some(seed) = &n.nkey_seed {
+        options = options.nkey(seed.expose().to_owned());
+    }
+    if let Some(prefix) = &n.inbox_prefix {
+        options = options.custom_inbox_prefix(prefix);
+    }
+    if let Some(ca) = &n.tls_ca {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&n.tls_cert, &n.tls_key) {
+        options = options
+            .add_client_certificate(cert.clone(), key.clone())
+            .require_tls(true);
+    }
+    if n.tls_required {
+        options = options.require_tls(true);
+    }
+    let policy = n.reconnect.clone();
+    // The primary client (index 0) carries the base name itself: it is the
+    // one instances register, serve and heart-beat over.
+    let name = if index == 0 {
+        base_name.to_owned()
+    } else {
+        format!("{base_name}-{index}")
+    };
+    Ok(options
+        .name(name)
+        .connection_timeout(n.connect_timeout)
+        .request_timeout(Some(n.request_timeout))
+        .max_reconnects(n.reconnect.max_reconnects)
+        .reconnect_delay_callback(move |attempt| policy.delay(attempt))
+        .reconnect_to_server_callback({
+            let load = load.clone();
+            move |servers, info| {
+                let target = load
+                    .moving
+                    .load(Ordering::Relaxed)
+                    .then(|| move_target(&servers, &info, &load.move_tries))
+                    .flatten();
+                async move { target }
+            }
+        })
+        .event_callback(move |event| {
+            let draining = draining.load(Ordering::Relaxed);
+            let refused = refused.clone();
+            if !draining && matches!(event, async_nats::Event::Disconnected) {
+                // Before the log: requests in flight learn it at once.
+                dropped.send_modify(|n| *n += 1);
+            }
+            match event {
+                async_nats::Event::LameDuckMode if !draining => {
+                    load.leaving.store(true, Ordering::Release);
+                    lame_duck.send_modify(|n| *n += 1);
+                }
+                async_nats::Event::Connected => load.connected(),
+                _ => {}
+            }
+            async move {
+                match event {
+                    // What this user may not do: said once per attempt, so
+                    // a missing permission is visible in the log.
+                    async_nats::Event::ServerError(async_nats::ServerError::Other(text))
+                        if text.contains("Permissions Violation") =>
+                    {
+                        warn!(refusal = %text, "NATS refused an operation");
+                        if let Ok(mut last) = refused.lock() {
+                            *last = Some(text);
+                        }
+                    }
+                    async_nats::Event::Connected => info!("NATS connection (re)established"),
+                    async_nats::Event::Disconnected if draining => {
+                        tracing::debug!("NATS connection closed after draining")
+                    }
+                    async_nats::Event::Disconnected => warn!("NATS connection lost; reconnecting"),
+                    async_nats::Event::LameDuckMode => {
+                        info!(
+                            "the NATS server is shutting down (lame duck mode); moving to another"
+                        )
+                    }
+                    other => tracing::debug!(event = %other, "NATS client event"),
+                }
+            }
+        }))
+}

@@ -1,0 +1,330 @@
+//! The writing side of a registration: the record as wanted and as
+//! stored, the serialized writes that compose it at write time, the
+//! heartbeat loop (liveness beat, health check, write when due) and the
+//! purge on deregistration. The module above builds it and hands out
+//! handles to it.
+
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicBool, Ordering},
+};
+use std::time::Duration;
+
+use aegis_contracts::{
+    InstanceStatus, ServiceInstance,
+    control::{METADATA_STATUS_REASON, METADATA_STATUS_SINCE},
+    log::{LogKind, LogLevel, LogRecord},
+    models::rfc3339,
+};
+use async_nats::jetstream::{self, kv};
+use chrono::Utc;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{EventHook, HealthCheck, RETRY_INITIAL, RegistrationOptions};
+use crate::registry::{
+    RegistryError,
+    bucket::REGISTRY_MARKER_TTL,
+    health::{Health, Tracker},
+    record::put_with_ttl,
+};
+
+/// One registration's state and what writes it, shared by the handles and
+/// the heartbeat task.
+pub(super) struct Inner {
+    pub(super) js: jetstream::Context,
+    /// For the liveness beats (core NATS).
+    pub(super) client: async_nats::Client,
+    pub(super) beat_subject: async_nats::Subject,
+    pub(super) store: kv::Store,
+    pub(super) key: String,
+    pub(super) subject: String,
+    pub(super) ttl_value: String,
+    pub(super) write_timeout: Duration,
+    pub(super) options: RegistrationOptions,
+    pub(super) state: Mutex<WriteState>,
+    /// Serializes writes: each composes the record inside, so the last write
+    /// carries the newest status.
+    pub(super) writes: tokio::sync::Mutex<()>,
+    pub(super) closed: AtomicBool,
+    pub(super) health_check: Option<HealthCheck>,
+    pub(super) on_event: Option<EventHook>,
+    /// The health verdict as last settled, for the rest of the instance.
+    pub(super) health_tx: watch::Sender<Health>,
+}
+
+pub(super) struct WriteState {
+    /// The record as the instance wants it (status as chosen).
+    pub(super) desired: ServiceInstance,
+    /// The record as last stored.
+    pub(super) written: ServiceInstance,
+    /// When it was stored (`None` before the first write).
+    pub(super) written_at: Option<tokio::time::Instant>,
+    pub(super) failures: u32,
+    /// Failing checks, the operator's verdict, registry trouble.
+    pub(super) health: Tracker,
+}
+
+impl Inner {
+    pub(super) fn state(&self) -> std::sync::MutexGuard<'_, WriteState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes the record now. Counts failures and decides the reported status.
+    pub(super) async fn write(&self) -> Result<u64, RegistryError> {
+        self.write_when(|_, _| true)
+            .await
+            .map(|r| r.unwrap_or_default())
+    }
+
+    /// The heartbeat's write: only when the record changed, the last write
+    /// failed, or the last one is `effective_refresh` old. `Ok(None)` when
+    /// nothing was due.
+    async fn write_if_due(&self) -> Result<Option<u64>, RegistryError> {
+        let refresh = self.options.effective_refresh();
+        self.write_when(|st, record| {
+            st.failures > 0
+                || st.written_at.is_none_or(|at| at.elapsed() >= refresh)
+                || !st.written.same_but_heartbeat(record)
+        })
+        .await
+    }
+
+    /// Composes the record and writes it if `due` says so.
+    async fn write_when(
+        &self,
+        due: impl FnOnce(&WriteState, &ServiceInstance) -> bool,
+    ) -> Result<Option<u64>, RegistryError> {
+        let _serial = self.writes.lock().await;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(RegistryError::Deregistered(self.key.clone()));
+        }
+        let (record, degraded) = {
+            let mut st = self.state();
+            self.settle(&mut st);
+            let mut record = st.desired.clone();
+            record.last_heartbeat = Utc::now();
+            let health = st.health.health();
+            match (health.reason, health.since) {
+                (Some(reason), Some(since)) => {
+                    record.status = InstanceStatus::Unhealthy;
+                    record
+                        .metadata
+                        .insert(METADATA_STATUS_REASON.into(), reason.as_str().into());
+                    record.metadata.insert(
+                        METADATA_STATUS_SINCE.into(),
+                        rfc3339::format_utc(&since).into(),
+                    );
+                }
+                _ => {
+                    record.metadata.remove(METADATA_STATUS_REASON);
+                    record.metadata.remove(METADATA_STATUS_SINCE);
+                }
+            }
+            if !due(&st, &record) {
+                return Ok(None);
+            }
+            (record, st.health.degraded())
+        };
+        let result = put_with_ttl(
+            &self.js,
+            &self.subject,
+            &self.ttl_value,
+            &record,
+            self.write_timeout,
+        )
+        .await;
+        let mut st = self.state();
+        match result {
+            Ok(revision) => {
+                if st.failures > 0 {
+                    info!(key = %self.key, failures = st.failures, "registry writes work again");
+                    let failures = st.failures;
+                    self.emit(
+                        LogLevel::Info,
+                        LogKind::HeartbeatFailed,
+                        "registry writes work again",
+                        |f| {
+                            f.insert("failures".into(), failures.into());
+                            f.insert("recovered".into(), true.into());
+                        },
+                    );
+                }
+                st.failures = 0;
+                if degraded {
+                    // Reported UNHEALTHY once; the next beat restores the
+                    // chosen status.
+                    st.health.set_degraded(false);
+                    self.settle(&mut st);
+                }
+                st.written = record;
+                st.written_at = Some(tokio::time::Instant::now());
+                Ok(Some(revision))
+            }
+            Err(source) => {
+                st.failures += 1;
+                if st.failures >= self.options.unhealthy_after && !st.health.degraded() {
+                    warn!(key = %self.key, failures = st.failures,
+                        "registry writes keep failing; will report UNHEALTHY once they work again");
+                    st.health.set_degraded(true);
+                    self.settle(&mut st);
+                }
+                Err(RegistryError::Write {
+                    key: self.key.clone(),
+                    source,
+                })
+            }
+        }
+    }
+
+    async fn run_health_check(&self) {
+        let Some(check) = &self.health_check else {
+            return;
+        };
+        let healthy = tokio::time::timeout(self.options.heartbeat, check())
+            .await
+            .unwrap_or(false);
+        let mut st = self.state();
+        let was_failing = st.health.failed_checks() > 0;
+        if was_failing == healthy {
+            if healthy {
+                info!(key = %self.key, "health check passes again");
+            } else {
+                warn!(key = %self.key, "health check failed; reporting UNHEALTHY");
+            }
+            let (from, to) = if healthy {
+                ("UNHEALTHY", "chosen")
+            } else {
+                ("chosen", "UNHEALTHY")
+            };
+            self.emit(
+                LogLevel::Warn,
+                LogKind::StatusChanged,
+                "health check changed the reported status",
+                |f| {
+                    f.insert("from".into(), from.into());
+                    f.insert("to".into(), to.into());
+                    f.insert("reason".into(), "health_check".into());
+                },
+            );
+        }
+        st.health.check(healthy);
+        self.settle(&mut st);
+    }
+
+    /// Settles the health verdict at the current time (an operator's
+    /// verdict whose time is up ends) and tells the instance when it changed.
+    pub(super) fn settle(&self, st: &mut WriteState) {
+        if let Some(ended) = st.health.settle(tokio::time::Instant::now(), Utc::now())
+            && ended == crate::registry::UnhealthyReason::Operator
+        {
+            info!(key = %self.key, "the operator's unhealthy verdict ran out");
+        }
+        let health = st.health.health();
+        self.health_tx.send_if_modified(|h| {
+            if *h != health {
+                *h = health;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+pub(super) async fn heartbeat(inner: Arc<Inner>, cancel: CancellationToken) {
+    let mut delay = inner.options.heartbeat;
+    let mut last_beat: Option<tokio::time::Instant> = None;
+    loop {
+        // An operator's time-limited verdict ends on time, not at the next beat.
+        let wake = tokio::time::Instant::now() + delay;
+        let wake = match inner.state().health.forced_until() {
+            Some(until) => wake.min(until),
+            None => wake,
+        };
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep_until(wake) => {}
+        }
+        // The liveness beat goes out on its own cadence, whatever the KV
+        // write does: it needs no JetStream, so it keeps the monitor's view
+        // true while the registry's stream elects a leader.
+        if last_beat.is_none_or(|t| t.elapsed() >= inner.options.heartbeat) {
+            last_beat = Some(tokio::time::Instant::now());
+            let _ = inner
+                .client
+                .publish(inner.beat_subject.clone(), bytes::Bytes::new())
+                .await;
+        }
+        let beat = async {
+            inner.run_health_check().await;
+            inner.write_if_due().await
+        };
+        let result = tokio::select! {
+            () = cancel.cancelled() => return,
+            result = beat => result,
+        };
+        delay = match result {
+            Ok(revision) => {
+                if let Some(revision) = revision {
+                    debug!(key = %inner.key, revision, "record refreshed");
+                }
+                inner.options.heartbeat
+            }
+            Err(RegistryError::Deregistered(_)) => return,
+            Err(e) => {
+                let failures = inner.state().failures;
+                if failures == 1 || failures.is_multiple_of(10) {
+                    warn!(key = %inner.key, failures, error = %e, "heartbeat failed; retrying");
+                    inner.emit(
+                        LogLevel::Warn,
+                        LogKind::HeartbeatFailed,
+                        "heartbeat failed; retrying",
+                        |f| {
+                            f.insert("failures".into(), failures.into());
+                            f.insert("error".into(), e.to_string().into());
+                        },
+                    );
+                } else {
+                    debug!(key = %inner.key, failures, error = %e, "heartbeat failed; retrying");
+                }
+                RETRY_INITIAL
+                    .saturating_mul(1 << (failures - 1).min(10))
+                    .min(inner.options.heartbeat)
+            }
+        };
+    }
+}
+
+pub(super) async fn purge(inner: &Inner) -> Result<(), RegistryError> {
+    let purge = inner.store.purge_with_ttl(&inner.key, REGISTRY_MARKER_TTL);
+    match tokio::time::timeout(inner.write_timeout, purge).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(RegistryError::Delete {
+            key: inner.key.clone(),
+            source: e.into(),
+        }),
+        Err(_) => Err(RegistryError::Delete {
+            key: inner.key.clone(),
+            source: format!("no acknowledgement within {:?}", inner.write_timeout).into(),
+        }),
+    }
+}
+
+impl Inner {
+    /// Hands a lifecycle event to the hook, if any.
+    pub(super) fn emit(
+        &self,
+        level: LogLevel,
+        kind: LogKind,
+        message: &str,
+        fields: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+    ) {
+        if let Some(hook) = &self.on_event {
+            let mut record = LogRecord::new(chrono::Utc::now(), level, kind, message);
+            fields(&mut record.fields);
+            hook(record);
+        }
+    }
+}
