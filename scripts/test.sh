@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the project, as CI does: installs what is missing
 # (nats-server into .tools/, the UI's npm packages, Debian's chromium for the
-# browser tests), checks formatting and lints, runs the UI's lint, type check,
+# browser tests), checks formatting, lints and the API docs' links, runs the UI's lint, type check,
 # component tests and build, then the Helm chart's offline checks (render,
 # validate, policies), then the Rust unit, integration and doc tests,
 # then the UI's browser tests against the `aegis` binary the Rust tests
@@ -51,6 +51,9 @@ cargo fmt --all -- --check
 
 step "lints (cargo clippy -D warnings)"
 cargo clippy --workspace --all-targets -- -D warnings
+
+step "docs (cargo doc, warnings are errors: broken links)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
 step "ui: lint, type check, component tests, build"
 (

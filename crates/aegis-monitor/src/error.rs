@@ -2,8 +2,8 @@
 //! `{"error": {"code", "message", "details"}}`.
 //!
 //! Handlers and extractors return `ApiError`; its [`IntoResponse`] writes the
-//! envelope and leaves an [`ErrorReport`] in the response extensions. The
-//! [`envelope_errors`] middleware is the one place that logs errors (with the
+//! envelope and leaves an `ErrorReport` in the response extensions. The
+//! `envelope_errors` middleware is the one place that logs errors (with the
 //! internal cause, which never reaches the client) and that wraps error
 //! responses made by the framework itself (405, 413 from the body limit, the
 //! request timeout) in the same envelope, so every error a client sees has

@@ -3,7 +3,7 @@
 //! - [`cli`]: the argument parser and dispatch (`up`, `api`, `service`,
 //!   `call`, `status`, `bench`, `chaos`, `init`, `nats-config`); installs
 //!   tracing and signal handling.
-//! - [`bench`]: side-by-side benchmarks of raw async-nats and the SDK, run in
+//! - [`bench`](mod@bench): side-by-side benchmarks of raw async-nats and the SDK, run in
 //!   one process against one nats-server, with ratios.
 //! - [`up`]: the local showcase: NATS, the services and the monitor as child
 //!   processes.

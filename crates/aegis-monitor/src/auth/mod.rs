@@ -11,7 +11,7 @@
 //! they are compared in constant time. Tokens are never logged: the request
 //! trace records method and path only, never headers.
 //!
-//! Signing in is limited per client ([`client`]): the attempt over
+//! Signing in is limited per client (`client.rs`): the attempt over
 //! `sign_in_per_minute` gets 429 `TOO_MANY_REQUESTS` with `Retry-After`.
 //! Signing out revokes the session server-side ([`session`]).
 //!

@@ -9,7 +9,7 @@
 //!   instance-directed subjects, with NOT_ACTIVE. The started [`Service`]
 //!   registers itself in the [registry](crate::registry) and heart-beats
 //!   until it stops.
-//! - [`describe`]: what each method of a service takes and returns (JSON
+//! - [`describe`](mod@describe): what each method of a service takes and returns (JSON
 //!   Schemas its instances publish in `$SRV.INFO`).
 //! - `endpoint`: the request path (decode, run, answer, count).
 //! - `micro`: the NATS services protocol (`$SRV.PING`, `$SRV.INFO`,

@@ -97,7 +97,7 @@ impl Service {
     }
 
     /// The single-active election, for services started with
-    /// [`ServiceBuilder::single_active`] (role, role changes, and
+    /// [`ServiceBuilder::single_active`](crate::rpc::ServiceBuilder::single_active) (role, role changes, and
     /// `pause_renewals` for drills).
     pub fn election(&self) -> Option<&Election> {
         self.election.as_ref()

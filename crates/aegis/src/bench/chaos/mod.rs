@@ -11,11 +11,11 @@
 //! lets it settle, recovers and waits for the full fleet before the next.
 //! At the end every acknowledged order is read back.
 //!
-//! - [`showcase`]: the `aegis up` child and its state directory.
-//! - [`load`]: the order flow, the event subscriber and the watches.
-//! - [`poller`]: the API's view judged against the truth at every poll.
+//! - `showcase.rs`: the `aegis up` child and its state directory.
+//! - `load.rs`: the order flow, the event subscriber and the watches.
+//! - `poller.rs`: the API's view judged against the truth at every poll.
 //! - [`faults`]: the faults and their recovery.
-//! - [`analysis`]: the per-fault numbers.
+//! - `analysis.rs`: the per-fault numbers.
 //!
 //! The table is an [`Outcome`]; the bounds (0 lost, 0 duplicated,
 //! 0 ms with two ACTIVE, a dead instance shown down within 1 s) decide the
