@@ -59,6 +59,8 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::connection::DropWatch;
+
 /// How often the server proves an idle session alive.
 const IDLE_HEARTBEAT: Duration = Duration::from_secs(1);
 /// Silence after which a session counts as dead.
@@ -169,11 +171,18 @@ pub(crate) struct WatchSpec {
     pub(crate) description: &'static str,
 }
 
-/// Feeds `sink` from `store` until `cancel` fires.
+/// The bucket a watch reads and the connection it reads it over.
+pub(crate) struct Source {
+    pub(crate) store: kv::Store,
+    pub(crate) js: jetstream::Context,
+    pub(crate) client: Client,
+    /// Tells when `client`'s connection drops.
+    pub(crate) drops: DropWatch,
+}
+
+/// Feeds `sink` from `source` until `cancel` fires.
 pub(crate) async fn run<S: Sink>(
-    store: kv::Store,
-    js: jetstream::Context,
-    client: Client,
+    source: Source,
     spec: WatchSpec,
     sink: Arc<S>,
     cancel: CancellationToken,
@@ -183,20 +192,24 @@ pub(crate) async fn run<S: Sink>(
         generation: 0,
         keys: vec![spec.keys],
     });
-    run_scoped(store, js, client, spec.description, scope, sink, cancel).await;
+    run_scoped(source, spec.description, scope, sink, cancel).await;
 }
 
-/// Feeds `sink` from `store`, following the keys `scope` names as it
+/// Feeds `sink` from `source`, following the keys `scope` names as it
 /// changes, until `cancel` fires.
 pub(crate) async fn run_scoped<S: Sink>(
-    store: kv::Store,
-    js: jetstream::Context,
-    client: Client,
+    source: Source,
     description: &'static str,
     mut scope: tokio::sync::watch::Receiver<Scope>,
     sink: Arc<S>,
     cancel: CancellationToken,
 ) {
+    let Source {
+        store,
+        js,
+        client,
+        drops,
+    } = source;
     let mut failures: u32 = 0;
     let mut bucket: Option<time::OffsetDateTime> = None;
     loop {
@@ -212,9 +225,16 @@ pub(crate) async fn run_scoped<S: Sink>(
             }
             continue;
         }
+        // Opening takes JetStream requests; if the connection drops under
+        // them their replies cannot come, so it starts over at once rather
+        // than wait out their timeout.
+        let opening =
+            drops.unless_dropped(Session::open(&store, &js, &client, &current, description));
         let opened = tokio::select! {
             () = cancel.cancelled() => return,
-            opened = Session::open(&store, &js, &client, &current, description) => opened,
+            opened = opening => opened.unwrap_or_else(|| {
+                Err("the connection dropped while the watch opened".into())
+            }),
         };
         match opened {
             Ok(mut session) => {

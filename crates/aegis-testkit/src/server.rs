@@ -359,6 +359,29 @@ impl NatsServer {
         self.signal("-USR2");
     }
 
+    /// Freezes the process (SIGSTOP): its connections stay open but nothing
+    /// is read or answered, as with a hung or overloaded server. Requests
+    /// sent meanwhile wait. [`resume`](Self::resume) lets it go on;
+    /// [`kill`](Self::kill) ends a frozen server at once (a graceful stop
+    /// would wait out its grace period).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let mut server = aegis_testkit::NatsServer::start()?;
+    /// server.pause();
+    /// server.resume();
+    /// # Ok::<(), aegis_testkit::TestkitError>(())
+    /// ```
+    pub fn pause(&mut self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a [`pause`](Self::pause)d process go on (SIGCONT).
+    pub fn resume(&mut self) {
+        self.signal("-CONT");
+    }
+
     /// Stops the server (gracefully, if running) and starts it again on the
     /// same ports with the same store, then waits until it is healthy (and,
     /// in a cluster, sees a JetStream meta leader).

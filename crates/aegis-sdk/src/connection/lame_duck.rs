@@ -153,6 +153,46 @@ impl Dropped {
     }
 }
 
+/// What makes a [`Dropped`] for one client from a task that holds no
+/// [`Connection`](super::Connection) (the registry and election watches):
+/// its drop counter and its load. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct DropWatch {
+    drops: tokio::sync::watch::Receiver<u64>,
+    load: Arc<ClientLoad>,
+}
+
+impl DropWatch {
+    pub(super) fn new(drops: tokio::sync::watch::Receiver<u64>, load: Arc<ClientLoad>) -> Self {
+        Self { drops, load }
+    }
+
+    /// Tells when the connection drops from now on, counting as a request
+    /// in flight on it meanwhile (a move off a server in lame duck mode
+    /// waits for it).
+    pub(crate) fn dropped(&self) -> Dropped {
+        let mut drops = self.drops.clone();
+        drops.borrow_and_update();
+        Dropped {
+            drops,
+            _busy: self.load.enter(),
+        }
+    }
+
+    /// Runs `work` unless the connection drops first (`None`).
+    pub(crate) async fn unless_dropped<F: std::future::Future>(
+        &self,
+        work: F,
+    ) -> Option<F::Output> {
+        let dropped = self.dropped();
+        tokio::select! {
+            biased;
+            out = work => Some(out),
+            () = dropped.wait() => None,
+        }
+    }
+}
+
 /// Moves client `index` off its server each time that server announces
 /// lame duck mode (a planned shutdown): at a moment with no request in
 /// flight on it, so no reply is lost, since NATS delivers a reply only to

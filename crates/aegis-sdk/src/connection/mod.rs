@@ -25,7 +25,7 @@ use std::{
 };
 
 use async_nats::{Client, jetstream};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     commands::Commands,
@@ -39,8 +39,8 @@ use crate::{
 };
 
 pub(crate) use lame_duck::ClientLoad;
-pub(crate) use lame_duck::Dropped;
 use lame_duck::move_off_lame_ducks;
+pub(crate) use lame_duck::{DropWatch, Dropped};
 use options::{ClientHooks, connect_options};
 
 /// The least time the registry and election views get for their initial load.
@@ -312,6 +312,37 @@ impl Connection {
         }
     }
 
+    /// What tells the primary client's drops to a task that holds no
+    /// connection (the registry and election watches).
+    pub(crate) fn drop_watch(&self) -> DropWatch {
+        DropWatch::new(self.inner.drops[0].subscribe(), self.inner.loads[0].clone())
+    }
+
+    /// Runs `start` (a view's start: JetStream requests on the primary
+    /// client, then its initial load) until it ends without the connection
+    /// dropping under it, or `timeout` passes. A request in flight when the
+    /// connection drops gets no reply; without this the start would wait
+    /// out the request's whole timeout (5 s) before failing.
+    async fn start_view<T, E, F, Fut>(&self, timeout: Duration, late: E, start: F) -> Result<T, E>
+    where
+        F: Fn(Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(late);
+            }
+            match self.unless_dropped(start(left)).await {
+                Ok(started) => return started,
+                Err(ConnectionDropped) => {
+                    debug!("the connection dropped while a view started; starting it again");
+                }
+            }
+        }
+    }
+
     /// The primary client's count of requests in flight, which the
     /// endpoints served over it enter for each request they answer.
     pub(crate) fn primary_load(&self) -> &Arc<ClientLoad> {
@@ -405,13 +436,16 @@ impl Connection {
             .registry
             .get_or_try_init(|| async {
                 let timeout = self.registry_load_timeout();
-                RegistryCache::start(
-                    self.jetstream(),
-                    self.client().clone(),
-                    self.inner.config.nats.replicas,
-                    timeout,
-                    self.inner.discovery_index.clone(),
-                )
+                self.start_view(timeout, RegistryError::NotSynced(timeout), |left| {
+                    RegistryCache::start(
+                        self.jetstream(),
+                        self.client().clone(),
+                        self.drop_watch(),
+                        self.inner.config.nats.replicas,
+                        left,
+                        self.inner.discovery_index.clone(),
+                    )
+                })
                 .await
                 .map(Arc::new)
             })
@@ -477,12 +511,15 @@ impl Connection {
                     .nats
                     .request_timeout
                     .max(MIN_REGISTRY_LOAD_TIMEOUT);
-                ElectionView::start(
-                    self.jetstream(),
-                    self.client().clone(),
-                    self.inner.config.nats.replicas,
-                    timeout,
-                )
+                self.start_view(timeout, ElectionError::NotSynced(timeout), |left| {
+                    ElectionView::start(
+                        self.jetstream(),
+                        self.client().clone(),
+                        self.drop_watch(),
+                        self.inner.config.nats.replicas,
+                        left,
+                    )
+                })
                 .await
                 .map(Arc::new)
             })

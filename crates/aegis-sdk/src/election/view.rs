@@ -185,6 +185,7 @@ impl ElectionView {
     pub(crate) async fn start(
         js: &async_nats::jetstream::Context,
         client: Client,
+        drops: crate::connection::DropWatch,
         replicas: usize,
         timeout: Duration,
     ) -> Result<ElectionView, ElectionError> {
@@ -195,14 +196,13 @@ impl ElectionView {
             keys: format!("{}.>", subjects::ELECTION_KEY_PREFIX),
             description: "aegis election watch",
         };
-        tokio::spawn(kv_watch::run(
+        let source = kv_watch::Source {
             store,
-            js.clone(),
+            js: js.clone(),
             client,
-            spec,
-            leaders.clone(),
-            cancel.clone(),
-        ));
+            drops,
+        };
+        tokio::spawn(kv_watch::run(source, spec, leaders.clone(), cancel.clone()));
         let view = ElectionView { leaders, cancel };
         let mut loaded = view.leaders.loaded.subscribe();
         match tokio::time::timeout(timeout, loaded.wait_for(|l| *l)).await {

@@ -10,7 +10,7 @@
 //! instances elsewhere, and the bus carries each record write only to the
 //! processes that call that service (and the monitor), not to every
 //! process. Records are written on change and re-written only every few
-//! seconds to renew their TTL (`registration.rs`); the per-second liveness
+//! seconds to renew their TTL (`registration/writer.rs`); the per-second liveness
 //! beats go on core NATS to the monitor alone. The first lookup of a service adds it to the watch's scope
 //! (one consumer with a filter per service, re-opened with the new filter
 //! set: a few milliseconds, once) and waits until its records are in; a
@@ -91,6 +91,7 @@ impl RegistryCache {
     pub(crate) async fn start(
         js: &async_nats::jetstream::Context,
         client: async_nats::Client,
+        drops: crate::connection::DropWatch,
         replicas: usize,
         timeout: Duration,
         index: Arc<dyn RecordIndex>,
@@ -103,6 +104,7 @@ impl RegistryCache {
             store,
             js.clone(),
             client,
+            drops,
             shared.clone(),
             cancel.clone(),
         ));

@@ -15,27 +15,28 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::{RemovalReason, cache::Shared};
-use crate::kv_watch::{self, KvEntry, Removal, Sink};
+use crate::{
+    connection::DropWatch,
+    kv_watch::{self, KvEntry, Removal, Sink},
+};
 
 /// Feeds `shared` until `cancel` fires.
 pub(crate) async fn run(
     store: kv::Store,
     js: jetstream::Context,
     client: Client,
+    drops: DropWatch,
     shared: Arc<Shared>,
     cancel: CancellationToken,
 ) {
     let scope = shared.scope_receiver();
-    kv_watch::run_scoped(
+    let source = kv_watch::Source {
         store,
         js,
         client,
-        "aegis registry watch",
-        scope,
-        shared,
-        cancel,
-    )
-    .await;
+        drops,
+    };
+    kv_watch::run_scoped(source, "aegis registry watch", scope, shared, cancel).await;
 }
 
 enum Decoded {
