@@ -26,21 +26,31 @@ timed() {
 }
 
 # A fresh clone builds everything once: incremental artifacts would only
-# double the disk it takes (set CARGO_INCREMENTAL=1 to keep them locally).
+# add to the disk it takes. Cargo may rebuild the workspace's own crates
+# when this setting differs from the last build's, so set
+# CARGO_INCREMENTAL=1 to keep incremental builds while working locally.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
-# Free disk where the build and the tests' temporary directories go: a full
-# disk fails tests in ways that look like their own faults.
+# Free disk where the build, the tests' temporary directories and podman's
+# images go (a full disk fails tests in ways that look like their own
+# faults), at the start and, whatever happens, at the end.
 disk() {
-  local dir avail
-  for dir in "$ROOT" "${TMPDIR:-/tmp}"; do
-    avail=$(df -Pk "$dir" | awk 'NR==2 {print $4}')
+  local dir avail seen=" "
+  for dir in "$ROOT" "${TMPDIR:-/tmp}" \
+    "$(podman info --format '{{.Store.GraphRoot}}' 2>/dev/null || true)"; do
+    [ -n "$dir" ] && [ -d "$dir" ] || continue
+    avail=$(df -Pk "$dir" 2>/dev/null | awk 'NR==2 {print $4}') || true
+    [ -n "$avail" ] || continue
+    # One line per filesystem.
+    case "$seen" in *" $(stat -c %d "$dir") "*) continue ;; esac
+    seen="$seen$(stat -c %d "$dir") "
     printf '   free disk at %s: %d MiB\n' "$dir" "$((avail / 1024))"
-    if [ "$avail" -lt $((4 * 1024 * 1024)) ]; then
-      echo "   warning: under 4 GiB free at $dir; the build and the tests' NATS stores may run out" >&2
+    if [ "$avail" -lt $((6 * 1024 * 1024)) ]; then
+      echo "   warning: under 6 GiB free at $dir; the build, the tests' NATS stores or the images may run out" >&2
     fi
   done
 }
+trap 'rc=$?; disk; [ -d target ] && printf "   target dir: %s\n" "$(du -sh target 2>/dev/null | cut -f1)"; exit $rc' EXIT
 
 step "bootstrap"
 disk
@@ -52,8 +62,9 @@ cargo fmt --all -- --check
 step "lints (cargo clippy -D warnings)"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "docs (cargo doc, warnings are errors: broken links)"
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+step "docs (cargo doc: a broken or private link in the API docs fails)"
+RUSTDOCFLAGS="${RUSTDOCFLAGS:-} -D rustdoc::broken_intra_doc_links -D rustdoc::private_intra_doc_links" \
+  cargo doc --workspace --no-deps --quiet
 
 step "ui: lint, type check, component tests, build"
 (
@@ -84,8 +95,6 @@ podman=0
 timed "podman check" scripts/podman-check.sh --binary target/debug/aegis --ui-dir ui/out || podman=$?
 
 step "done in $((SECONDS - started)) s"
-disk
-printf '   target dir: %s\n' "$(du -sh target 2>/dev/null | cut -f1)"
 if [ "$rust" -ne 0 ] || [ "$ui" -ne 0 ] || [ "$podman" -ne 0 ]; then
   echo "failed: cargo test exit $rust, browser tests exit $ui, podman check exit $podman" >&2
   exit 1

@@ -183,7 +183,9 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             let name = format!("nats-n{node}");
             anyhow::ensure!(remote.alive(&name), "NATS node {node} is not running");
             remote.hold(&name)?;
-            let pid = remote.signal(&name, Signal::SIGKILL)?;
+            let pid = remote
+                .signal(&name, Signal::SIGKILL)
+                .inspect_err(|_| remote.unhold(&name))?;
             println!(
                 "SIGKILLed NATS node {node} (pid {pid}); `aegis chaos restart-nats {node}` brings it back"
             );
@@ -203,7 +205,9 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
                 // left (spread over `lame_duck_duration`) and exits. SIGTERM
                 // would close every client at once, cutting off requests in
                 // flight.
-                let pid = remote.signal(&name, Signal::SIGUSR2)?;
+                let pid = remote
+                    .signal(&name, Signal::SIGUSR2)
+                    .inspect_err(|_| remote.unhold(&name))?;
                 println!("NATS node {node} (pid {pid}) is stopping gracefully (lame duck mode)");
                 let took = remote.wait_gone(&name, pid, LAME_DUCK_EXIT).await?;
                 println!("NATS node {node} exited after {took:.1?}");

@@ -62,7 +62,7 @@ pub(crate) struct Method {
     /// Set for methods that only the leader of a single-active service runs.
     pub(crate) leadership: Option<Leadership>,
     /// The serving client's requests in flight: a move off a server in
-    /// lame duck mode waits until none is (see `connection.rs`).
+    /// lame duck mode waits until none is (see `connection/lame_duck.rs`).
     pub(crate) load: Arc<ClientLoad>,
 }
 

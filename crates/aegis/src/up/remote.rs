@@ -5,7 +5,7 @@
 //! chaos` break the showcase with.
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -32,11 +32,6 @@ impl Remote {
     /// The `aegis up` with state in `dir` (which may not run yet).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self { dir: dir.into() }
-    }
-
-    /// The state directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// The pid of child `name` (`order-1`, `nats-n2`), when it has a pid file.
@@ -68,6 +63,12 @@ impl Remote {
     /// When the control file cannot be written.
     pub fn hold(&self, name: &str) -> anyhow::Result<()> {
         self.control(&format!("hold-{name}"))
+    }
+
+    /// Withdraws a [`hold`](Self::hold) that was not used (the child was
+    /// never stopped).
+    pub fn unhold(&self, name: &str) {
+        let _ = std::fs::remove_file(self.dir.join("control").join(format!("hold-{name}")));
     }
 
     /// Asks the supervisor to start `name` again (ending a hold).
@@ -123,6 +124,7 @@ impl Remote {
 }
 
 /// Whether `pid` runs; a zombie or a stopped-and-reaped process is gone.
+/// Reads `/proc` (Linux, like the rest of the showcase).
 pub fn process_alive(pid: i32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     !stat.is_empty() && !stat.contains(") Z ")

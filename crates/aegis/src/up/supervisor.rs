@@ -132,7 +132,7 @@ impl Supervisor {
     }
 
     /// Sends `signal` to a running child; SIGTERM and SIGINT mark its exit
-    /// as expected.
+    /// as expected: not reported, not restarted.
     ///
     /// # Errors
     /// When no such child runs or the signal cannot be sent.
@@ -260,7 +260,8 @@ impl Supervisor {
                 slot.child = None;
                 let _ = std::fs::remove_file(pid_path(&self.state_dir, &name));
                 if slot.stopping {
-                    // Stopped on purpose (`signal`, `kill`): not a crash.
+                    // Stopped on purpose (SIGTERM or SIGINT through `signal`;
+                    // `kill` reaps its child itself): not a crash.
                     info!(child = %name, %status, "stopped");
                 } else if held {
                     warn!(child = %name, %status, "exited; held down by `aegis chaos` until restart-nats");

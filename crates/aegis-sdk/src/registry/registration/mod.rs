@@ -30,7 +30,8 @@
 //! heartbeat can never overwrite a newer status with an older one.
 //!
 //! - `options.rs`: the timing options and their defaults;
-//! - `writer.rs`: the record's state, the writes, the heartbeat loop.
+//! - `writer.rs`: the record's state, the writes, the heartbeat loop and
+//!   the purge on deregistration.
 
 use aegis_contracts::log::{LogKind, LogLevel, LogRecord};
 use std::{
