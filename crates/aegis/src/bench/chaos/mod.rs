@@ -170,7 +170,7 @@ async fn measure(
     let poller = tokio::spawn(
         Poller {
             expected: expected.clone(),
-            state_dir: showcase.dir().to_owned(),
+            children: showcase.remote().clone(),
             api: showcase.api(),
             token: showcase.viewer_token()?,
             holder: shared.holder.clone(),

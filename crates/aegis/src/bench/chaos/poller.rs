@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::load::Holder;
-use crate::up::remote::process_alive;
+use crate::up::remote::Remote;
 
 /// One answer of the API, judged.
 #[derive(Debug, Clone)]
@@ -51,8 +51,8 @@ struct Listed {
 pub(crate) struct Poller {
     /// The instances `aegis up` runs (`order-1`, ...).
     pub(crate) expected: Vec<String>,
-    /// The state directory (pid files).
-    pub(crate) state_dir: std::path::PathBuf,
+    /// The showcase's children (which of them run).
+    pub(crate) children: Remote,
     /// `http://127.0.0.1:PORT`.
     pub(crate) api: String,
     /// The viewer token.
@@ -114,10 +114,7 @@ impl Poller {
         };
         let frozen = lock(&self.truth).frozen.clone();
         let holder = lock(&self.holder).clone();
-        let alive = |id: &str| {
-            crate::up::supervisor::read_pid(&self.state_dir, id).is_some_and(process_alive)
-                && !frozen.contains(id)
-        };
+        let alive = |id: &str| self.children.alive(id) && !frozen.contains(id);
         judge(&listed, &self.expected, alive, holder.as_ref(), &frozen, at)
     }
 }

@@ -230,16 +230,31 @@ pub(crate) async fn caller(
             while !cancel.is_cancelled() {
                 tick.tick().await;
                 let service = &services[turn % 2];
+                // Which side goes first alternates (every other pair of
+                // turns, so across both services): the first call after a
+                // timer wake-up meets colder caches than the second.
+                let sdk_first = (turn / 2).is_multiple_of(2);
                 turn += 1;
-                let t = std::time::Instant::now();
-                let ok = rpc
-                    .call::<_, Value>(service, "echo", &payload)
-                    .await
-                    .is_ok();
-                let sdk = t.elapsed();
-                let t = std::time::Instant::now();
-                let raw_ok = raw.request(RAW_SUBJECT, raw_payload.clone()).await.is_ok();
-                let raw_took = t.elapsed();
+                let sdk_call = async {
+                    let t = std::time::Instant::now();
+                    let ok = rpc
+                        .call::<_, Value>(service, "echo", &payload)
+                        .await
+                        .is_ok();
+                    (ok, t.elapsed())
+                };
+                let raw_call = async {
+                    let t = std::time::Instant::now();
+                    let ok = raw.request(RAW_SUBJECT, raw_payload.clone()).await.is_ok();
+                    (ok, t.elapsed())
+                };
+                let ((ok, sdk), (raw_ok, raw_took)) = if sdk_first {
+                    let sdk = sdk_call.await;
+                    (sdk, raw_call.await)
+                } else {
+                    let raw = raw_call.await;
+                    (sdk_call.await, raw)
+                };
                 let mut n = numbers.lock().unwrap_or_else(|e| e.into_inner());
                 n.calls += 1;
                 if ok {
