@@ -122,8 +122,11 @@ pub(crate) struct SseSeen {
     pub(crate) broken_clients: usize,
 }
 
-/// Runs `clients` SSE clients until `stop`; each records, for every probe
-/// id in `probes`, the delay of the first event naming it.
+/// Runs `clients` SSE clients until `stop`; each records when the first
+/// event naming each probe came, and the delays are taken from the probes'
+/// acknowledgements afterwards: an event can come before the probe task
+/// has noted its acknowledgement (it was dropped as unknown before, and
+/// counted as missed).
 pub(crate) async fn sse_clients(
     api: &Api,
     clients: usize,
@@ -134,16 +137,16 @@ pub(crate) async fn sse_clients(
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..clients {
         let request = api.get("/api/stream?topics=instance");
-        let (probes, stop, ready) = (probes.clone(), stop.clone(), ready.clone());
+        let (stop, ready) = (stop.clone(), ready.clone());
         tasks.spawn(async move {
-            let mut delays = Vec::new();
+            let mut arrivals: Vec<(String, Instant)> = Vec::new();
             let mut lagged = false;
             let mut seen = std::collections::HashSet::new();
             let response = match request.send().await {
                 Ok(r) if r.status().is_success() => r,
                 _ => {
                     ready.wait().await;
-                    return (delays, lagged, true);
+                    return (arrivals, lagged, true);
                 }
             };
             ready.wait().await;
@@ -152,11 +155,11 @@ pub(crate) async fn sse_clients(
             let mut event = String::new();
             loop {
                 let chunk = tokio::select! {
-                    () = stop.cancelled() => return (delays, lagged, false),
+                    () = stop.cancelled() => return (arrivals, lagged, false),
                     chunk = body.next() => chunk,
                 };
                 let Some(Ok(chunk)) = chunk else {
-                    return (delays, lagged, true);
+                    return (arrivals, lagged, true);
                 };
                 let at = Instant::now();
                 buf.push_str(&String::from_utf8_lossy(&chunk));
@@ -171,23 +174,21 @@ pub(crate) async fn sse_clients(
                     } else if let Some(data) = line.strip_prefix("data:")
                         && event == "instance"
                         && let Some(id) = instance_id_of(data)
-                        && !seen.contains(&id)
-                        && let Some(t0) = probes
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .get(&id)
-                            .copied()
+                        && seen.insert(id.clone())
                     {
-                        delays.push(at.saturating_duration_since(t0).as_micros() as u64);
-                        seen.insert(id);
+                        arrivals.push((id, at));
                     }
                 }
             }
         });
     }
     let mut out = SseSeen::default();
-    while let Some(Ok((delays, lagged, broken))) = tasks.join_next().await {
-        out.delays.extend(delays);
+    while let Some(Ok((arrivals, lagged, broken))) = tasks.join_next().await {
+        let acked = probes.lock().unwrap_or_else(|e| e.into_inner());
+        out.delays.extend(arrivals.iter().filter_map(|(id, at)| {
+            let t0 = acked.get(id)?;
+            Some(at.saturating_duration_since(*t0).as_micros() as u64)
+        }));
         out.lagged_clients += usize::from(lagged);
         out.broken_clients += usize::from(broken);
     }
