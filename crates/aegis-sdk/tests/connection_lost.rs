@@ -114,30 +114,49 @@ async fn any_other_call_says_at_once_that_its_connection_dropped() {
     );
 }
 
-/// A server that hangs (its requests wait) and then dies and comes back on
-/// the same port with the same store: what a caller's JetStream requests in
-/// flight meet when its connection drops under them.
-fn hang_then_restart(nats: &mut aegis_testkit::NatsServer) -> Instant {
-    nats.kill();
-    nats.restart().expect("restart nats-server");
-    Instant::now()
-}
-
 /// An echo service on its own connection, and a caller (10 s request
 /// timeout, twice the JetStream API's 5 s) that has not called yet.
 async fn echo_and_caller(nats: &aegis_testkit::NatsServer) -> (Connection, Service, Connection) {
     let server = common::connect(&nats.url()).await;
-    let mut service = server
+    let service = server
         .service("echo-service", "1.0.0")
-        .instance_id("echo-1");
-    for method in ["echo", "again"] {
-        service = service.handler(method, |v: Value| async move { Ok(v) });
-    }
-    let service = service.start().await.unwrap();
+        .instance_id("echo-1")
+        .handler("echo", |v: Value| async move { Ok(v) })
+        .start()
+        .await
+        .unwrap();
     let mut config = AegisConfig::with_servers(nats.url());
     config.nats.request_timeout = Duration::from_secs(10);
     let caller = Connection::connect(config).await.unwrap();
     (server, service, caller)
+}
+
+/// Calls `service` while the server hangs (the call's JetStream requests
+/// wait), then kills the server and starts it again on the same port and
+/// store, so the caller's connection drops under those requests. Asserts
+/// the call is answered, within 3 s of the server's return.
+async fn answered_across_a_hang_and_restart(
+    nats: &mut aegis_testkit::NatsServer,
+    caller: &Connection,
+    service: &'static str,
+) {
+    nats.pause();
+    let rpc = caller.rpc();
+    let call =
+        tokio::spawn(async move { rpc.call::<_, Value>(service, "echo", &json!("hi")).await });
+    // No condition tells that the call's first request reached the frozen
+    // server's socket; it is sent at once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    nats.kill();
+    nats.restart().expect("restart nats-server");
+    let back = Instant::now();
+    let reply = call.await.unwrap();
+    let after = back.elapsed();
+    assert_eq!(reply.unwrap(), json!("hi"));
+    assert!(
+        after < Duration::from_secs(3),
+        "answered {after:?} after the server came back"
+    );
 }
 
 /// A process's first call opens its registry view (the bucket, then a
@@ -149,23 +168,7 @@ async fn echo_and_caller(nats: &aegis_testkit::NatsServer) -> (Connection, Servi
 async fn a_first_call_whose_registry_view_was_starting_when_the_connection_dropped() {
     let mut nats = common::server();
     let (_server, _service, caller) = echo_and_caller(&nats).await;
-    nats.pause();
-    let rpc = caller.rpc();
-    let call = tokio::spawn(async move {
-        rpc.call::<_, Value>("echo-service", "echo", &json!("hi"))
-            .await
-    });
-    // No condition tells that the view's first request reached the frozen
-    // server's socket; it is sent at once.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let back = hang_then_restart(&mut nats);
-    let reply = call.await.unwrap();
-    let after = back.elapsed();
-    assert_eq!(reply.unwrap(), json!("hi"));
-    assert!(
-        after < Duration::from_secs(3),
-        "answered {after:?} after the server came back"
-    );
+    answered_across_a_hang_and_restart(&mut nats, &caller, "echo-service").await;
 }
 
 /// The same for a view that is already running: a call to another service
@@ -182,22 +185,10 @@ async fn a_call_whose_registry_watch_was_reopening_when_the_connection_dropped()
         .start()
         .await
         .unwrap();
-    let rpc = caller.rpc();
-    rpc.call::<_, Value>("echo-service", "echo", &json!("first"))
+    caller
+        .rpc()
+        .call::<_, Value>("echo-service", "echo", &json!("first"))
         .await
         .unwrap();
-    nats.pause();
-    let call = tokio::spawn(async move {
-        rpc.call::<_, Value>("other-service", "echo", &json!("hi"))
-            .await
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let back = hang_then_restart(&mut nats);
-    let reply = call.await.unwrap();
-    let after = back.elapsed();
-    assert_eq!(reply.unwrap(), json!("hi"));
-    assert!(
-        after < Duration::from_secs(3),
-        "answered {after:?} after the server came back"
-    );
+    answered_across_a_hang_and_restart(&mut nats, &caller, "other-service").await;
 }
