@@ -67,6 +67,9 @@ const IDLE_HEARTBEAT: Duration = Duration::from_secs(1);
 const SILENCE_LIMIT: Duration = Duration::from_secs(3);
 /// How often the client's connection state is checked.
 const STATE_CHECK: Duration = Duration::from_millis(200);
+/// How often a watch whose opening was cut off looks whether its client is
+/// connected again.
+const RECONNECT_CHECK: Duration = Duration::from_millis(20);
 /// First and longest wait between attempts to open a session.
 const RETRY_INITIAL: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
@@ -226,15 +229,25 @@ pub(crate) async fn run_scoped<S: Sink>(
             continue;
         }
         // Opening takes JetStream requests; if the connection drops under
-        // them their replies cannot come, so it starts over at once rather
-        // than wait out their timeout.
+        // them their replies cannot come, so it starts over as soon as the
+        // client is connected again rather than wait out their timeout. Not
+        // a failure: no back-off. (A consumer created just before the drop
+        // has nobody listening and goes after INACTIVE_THRESHOLD.)
         let opening =
             drops.unless_dropped(Session::open(&store, &js, &client, &current, description));
         let opened = tokio::select! {
             () = cancel.cancelled() => return,
-            opened = opening => opened.unwrap_or_else(|| {
-                Err("the connection dropped while the watch opened".into())
-            }),
+            opened = opening => opened,
+        };
+        let Some(opened) = opened else {
+            debug!(
+                "the connection dropped while the {description} opened; opening it again once reconnected"
+            );
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = connected(&client) => {}
+            }
+            continue;
         };
         match opened {
             Ok(mut session) => {
@@ -278,6 +291,13 @@ pub(crate) async fn run_scoped<S: Sink>(
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
         }
+    }
+}
+
+/// Returns once `client` is connected (at once when it is).
+async fn connected(client: &Client) {
+    while client.connection_state() != State::Connected {
+        tokio::time::sleep(RECONNECT_CHECK).await;
     }
 }
 

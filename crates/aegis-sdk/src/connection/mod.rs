@@ -322,7 +322,8 @@ impl Connection {
     /// client, then its initial load) until it ends without the connection
     /// dropping under it, or `timeout` passes. A request in flight when the
     /// connection drops gets no reply; without this the start would wait
-    /// out the request's whole timeout (5 s) before failing.
+    /// out the request's whole timeout (5 s) before failing. `timeout`
+    /// bounds every attempt together; `late` is the error when it passes.
     async fn start_view<T, E, F, Fut>(&self, timeout: Duration, late: E, start: F) -> Result<T, E>
     where
         F: Fn(Duration) -> Fut,
@@ -334,9 +335,12 @@ impl Connection {
             if left.is_zero() {
                 return Err(late);
             }
-            match self.unless_dropped(start(left)).await {
-                Ok(started) => return started,
-                Err(ConnectionDropped) => {
+            // The deadline bounds the whole attempt, the bucket's requests
+            // included, not only the wait for the initial load.
+            match tokio::time::timeout_at(deadline, self.unless_dropped(start(left))).await {
+                Err(_) => return Err(late),
+                Ok(Ok(started)) => return started,
+                Ok(Err(ConnectionDropped)) => {
                     debug!("the connection dropped while a view started; starting it again");
                 }
             }
