@@ -784,6 +784,7 @@ async fn orchestrate(args: &ScaleBenchArgs, logs: &std::path::Path) -> anyhow::R
         list_service_500: heavy.map(|h| h.1),
         sse_delay_ms: monitor::quantiles_ms(&sse.delays),
         sse_missed: sse_expected.saturating_sub(sse.delays.len()),
+        sse_early: sse.early,
         sse_lagged_clients: sse.lagged_clients,
         sse_broken_clients: sse.broken_clients,
         rpc_sdk_us: [

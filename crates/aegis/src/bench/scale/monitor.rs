@@ -120,6 +120,9 @@ pub(crate) struct SseSeen {
     pub(crate) lagged_clients: usize,
     /// Clients whose stream ended or failed early.
     pub(crate) broken_clients: usize,
+    /// Events that came before the probe task had noted the write's
+    /// acknowledgement (counted as 0 ms in `delays`).
+    pub(crate) early: usize,
 }
 
 /// Runs `clients` SSE clients until `stop`; each records when the first
@@ -183,14 +186,22 @@ pub(crate) async fn sse_clients(
         });
     }
     let mut out = SseSeen::default();
+    let mut all_arrivals = Vec::new();
     while let Some(Ok((arrivals, lagged, broken))) = tasks.join_next().await {
-        let acked = probes.lock().unwrap_or_else(|e| e.into_inner());
-        out.delays.extend(arrivals.iter().filter_map(|(id, at)| {
-            let t0 = acked.get(id)?;
-            Some(at.saturating_duration_since(*t0).as_micros() as u64)
-        }));
+        all_arrivals.push(arrivals);
         out.lagged_clients += usize::from(lagged);
         out.broken_clients += usize::from(broken);
+    }
+    // Every client has ended (after the probes): each acknowledgement that
+    // will be noted is.
+    let acked = probes.lock().unwrap_or_else(|e| e.into_inner());
+    for (id, at) in all_arrivals.iter().flatten() {
+        let Some(t0) = acked.get(id) else { continue };
+        if at < t0 {
+            out.early += 1;
+        }
+        out.delays
+            .push(at.saturating_duration_since(*t0).as_micros() as u64);
     }
     out
 }
