@@ -234,12 +234,14 @@ pub(crate) async fn run_scoped<S: Sink>(
         // a failure: no back-off. (A consumer created just before the drop
         // has nobody listening and goes after INACTIVE_THRESHOLD.)
         let opening =
-            drops.unless_dropped(Session::open(&store, &js, &client, &current, description));
+            drops
+                .dropped()
+                .guard(Session::open(&store, &js, &client, &current, description));
         let opened = tokio::select! {
             () = cancel.cancelled() => return,
             opened = opening => opened,
         };
-        let Some(opened) = opened else {
+        let Ok(opened) = opened else {
             debug!(
                 "the connection dropped while the {description} opened; opening it again once reconnected"
             );

@@ -146,9 +146,22 @@ pub(crate) struct Dropped {
 
 impl Dropped {
     /// Waits for the next drop (forever once the connection is gone).
-    pub(crate) async fn wait(mut self) {
+    async fn wait(mut self) {
         if self.drops.changed().await.is_err() {
             std::future::pending::<()>().await;
+        }
+    }
+
+    /// Runs `work` unless the connection drops first, which ends the wait
+    /// at once: a reply in flight on a dropped connection cannot come.
+    pub(crate) async fn guard<F: std::future::Future>(
+        self,
+        work: F,
+    ) -> Result<F::Output, super::ConnectionDropped> {
+        tokio::select! {
+            biased;
+            out = work => Ok(out),
+            () = self.wait() => Err(super::ConnectionDropped),
         }
     }
 }
@@ -176,19 +189,6 @@ impl DropWatch {
         Dropped {
             drops,
             _busy: self.load.enter(),
-        }
-    }
-
-    /// Runs `work` unless the connection drops first (`None`).
-    pub(crate) async fn unless_dropped<F: std::future::Future>(
-        &self,
-        work: F,
-    ) -> Option<F::Output> {
-        let dropped = self.dropped();
-        tokio::select! {
-            biased;
-            out = work => Some(out),
-            () = dropped.wait() => None,
         }
     }
 }

@@ -44,7 +44,7 @@ pub(crate) use lame_duck::{DropWatch, Dropped};
 use options::{ClientHooks, connect_options};
 
 /// The least time the registry and election views get for their initial load.
-const MIN_REGISTRY_LOAD_TIMEOUT: Duration = Duration::from_secs(5);
+const MIN_VIEW_LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long [`Connection::drain`] waits to hand a drain request to a client.
 const DRAIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
@@ -380,12 +380,7 @@ impl Connection {
         &self,
         work: F,
     ) -> Result<F::Output, ConnectionDropped> {
-        let dropped = self.dropped(0);
-        tokio::select! {
-            biased;
-            out = work => Ok(out),
-            () = dropped.wait() => Err(ConnectionDropped),
-        }
+        self.dropped(0).guard(work).await
     }
 
     /// The JetStream context on the primary client.
@@ -439,7 +434,7 @@ impl Connection {
         self.inner
             .registry
             .get_or_try_init(|| async {
-                let timeout = self.registry_load_timeout();
+                let timeout = self.view_load_timeout();
                 self.start_view(timeout, RegistryError::NotSynced(timeout), |left| {
                     RegistryCache::start(
                         self.jetstream(),
@@ -463,13 +458,13 @@ impl Connection {
         &self.inner.discovery_index
     }
 
-    /// How long a registry view may take to load.
-    fn registry_load_timeout(&self) -> Duration {
+    /// How long a registry or election view may take to load.
+    fn view_load_timeout(&self) -> Duration {
         self.inner
             .config
             .nats
             .request_timeout
-            .max(MIN_REGISTRY_LOAD_TIMEOUT)
+            .max(MIN_VIEW_LOAD_TIMEOUT)
     }
 
     /// The connection's registry view, covering `service` (added to the
@@ -479,7 +474,7 @@ impl Connection {
         service: &str,
     ) -> Result<Arc<RegistryCache>, RegistryError> {
         let cache = self.registry_cache().await?;
-        let timeout = self.registry_load_timeout();
+        let timeout = self.view_load_timeout();
         if cache
             .cover_service(service, tokio::time::Instant::now() + timeout)
             .await
@@ -494,7 +489,7 @@ impl Connection {
     /// on, loaded.
     pub(crate) async fn registry_all(&self) -> Result<Arc<RegistryCache>, RegistryError> {
         let cache = self.registry_cache().await?;
-        let timeout = self.registry_load_timeout();
+        let timeout = self.view_load_timeout();
         if cache.cover_all(tokio::time::Instant::now() + timeout).await {
             Ok(cache)
         } else {
@@ -509,12 +504,7 @@ impl Connection {
         self.inner
             .elections
             .get_or_try_init(|| async {
-                let timeout = self
-                    .inner
-                    .config
-                    .nats
-                    .request_timeout
-                    .max(MIN_REGISTRY_LOAD_TIMEOUT);
+                let timeout = self.view_load_timeout();
                 self.start_view(timeout, ElectionError::NotSynced(timeout), |left| {
                     ElectionView::start(
                         self.jetstream(),

@@ -456,10 +456,11 @@ impl RpcClient {
         }
         // A reply goes only to the connection that asked: once it drops,
         // waiting longer cannot help.
-        let sent = tokio::select! {
-            biased;
-            sent = client.send_request(subject.clone(), request) => sent,
-            () = dropped.wait() => return Err(RpcError::ConnectionLost { subject }),
+        let Ok(sent) = dropped
+            .guard(client.send_request(subject.clone(), request))
+            .await
+        else {
+            return Err(RpcError::ConnectionLost { subject });
         };
         sent.map_err(|e| match e.kind() {
             RequestErrorKind::TimedOut => RpcError::Timeout { subject, timeout },
