@@ -55,13 +55,7 @@ async fn service_and_client_recover_after_the_server_restarts() {
     let mut nats = NatsServer::start().unwrap();
     let server_conn = connect(&nats.url()).await;
     let client_conn = connect(&nats.url()).await;
-    let svc = server_conn
-        .service("echo-service", "1.0.0")
-        .instance_id("echo-1")
-        .handler("echo", |v: Value| async move { Ok(v) })
-        .start()
-        .await
-        .unwrap();
+    let svc = common::echo_service(&server_conn, "echo-service", "echo-1").await;
     let v: Value = client_conn
         .rpc()
         .call("echo-service", "echo", &json!({"n": 1}))

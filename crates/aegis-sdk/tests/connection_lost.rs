@@ -118,13 +118,7 @@ async fn any_other_call_says_at_once_that_its_connection_dropped() {
 /// timeout, twice the JetStream API's 5 s) that has not called yet.
 async fn echo_and_caller(nats: &aegis_testkit::NatsServer) -> (Connection, Service, Connection) {
     let server = common::connect(&nats.url()).await;
-    let service = server
-        .service("echo-service", "1.0.0")
-        .instance_id("echo-1")
-        .handler("echo", |v: Value| async move { Ok(v) })
-        .start()
-        .await
-        .unwrap();
+    let service = common::echo_service(&server, "echo-service", "echo-1").await;
     let mut config = AegisConfig::with_servers(nats.url());
     config.nats.request_timeout = Duration::from_secs(10);
     let caller = Connection::connect(config).await.unwrap();
@@ -178,13 +172,7 @@ async fn a_call_whose_registry_watch_was_reopening_when_the_connection_dropped()
     let mut nats = common::server();
     let (_server, _service, caller) = echo_and_caller(&nats).await;
     let other = common::connect(&nats.url()).await;
-    let _other = other
-        .service("other-service", "1.0.0")
-        .instance_id("other-1")
-        .handler("echo", |v: Value| async move { Ok(v) })
-        .start()
-        .await
-        .unwrap();
+    let _other = common::echo_service(&other, "other-service", "other-1").await;
     caller
         .rpc()
         .call::<_, Value>("echo-service", "echo", &json!("first"))

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use aegis_sdk::{AegisConfig, Connection};
+use aegis_sdk::{AegisConfig, Connection, rpc::Service};
 use aegis_testkit::NatsServer;
 
 /// Starts a fresh JetStream-enabled server for one test.
@@ -22,6 +22,17 @@ pub async fn connect(url: &str) -> Connection {
 // Not every test binary that includes this module polls.
 #[allow(unused_imports)]
 pub use aegis_testkit::wait::eventually;
+
+/// Starts instance `instance` of `service` on `conn`, with one method,
+/// `echo`, that answers what it is sent.
+pub async fn echo_service(conn: &Connection, service: &str, instance: &str) -> Service {
+    conn.service(service, "1.0.0")
+        .instance_id(instance)
+        .handler("echo", |v: serde_json::Value| async move { Ok(v) })
+        .start()
+        .await
+        .expect("start the echo service")
+}
 
 /// Connects the SDK to every URL of a cluster with `replicas` copies of the
 /// buckets it creates.
