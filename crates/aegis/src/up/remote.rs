@@ -62,13 +62,13 @@ impl Remote {
     /// # Errors
     /// When the control file cannot be written.
     pub fn hold(&self, name: &str) -> anyhow::Result<()> {
-        self.control(&format!("hold-{name}"))
+        touch(&supervisor::hold_path(&self.dir, name))
     }
 
     /// Withdraws a [`hold`](Self::hold) that was not used (the child was
     /// never stopped).
     pub fn unhold(&self, name: &str) {
-        let _ = std::fs::remove_file(self.dir.join("control").join(format!("hold-{name}")));
+        let _ = std::fs::remove_file(supervisor::hold_path(&self.dir, name));
     }
 
     /// Asks the supervisor to start `name` again (ending a hold).
@@ -76,12 +76,7 @@ impl Remote {
     /// # Errors
     /// When the control file cannot be written.
     pub fn release(&self, name: &str) -> anyhow::Result<()> {
-        self.control(&format!("restart-{name}"))
-    }
-
-    fn control(&self, file: &str) -> anyhow::Result<()> {
-        let path = self.dir.join("control").join(file);
-        std::fs::write(&path, "").with_context(|| format!("writing {}", path.display()))
+        touch(&supervisor::restart_path(&self.dir, name))
     }
 
     /// Waits until process `pid` of child `name` has exited (or its pid
@@ -121,6 +116,11 @@ impl Remote {
             tokio::time::sleep(POLL).await;
         }
     }
+}
+
+/// Writes an empty control file.
+fn touch(path: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::write(path, "").with_context(|| format!("writing {}", path.display()))
 }
 
 /// Whether `pid` runs; a zombie or a stopped-and-reaped process is gone.

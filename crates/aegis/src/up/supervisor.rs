@@ -249,11 +249,11 @@ impl Supervisor {
 
     /// One round of supervision: restart what died, obey control files.
     pub fn tick(&mut self) {
-        let control = self.state_dir.join("control");
         for slot in &mut self.slots {
             let name = slot.spec.name.clone();
-            let held = control.join(format!("hold-{name}")).exists();
-            let restart_req = control.join(format!("restart-{name}"));
+            let hold = hold_path(&self.state_dir, &name);
+            let held = hold.exists();
+            let restart_req = restart_path(&self.state_dir, &name);
             if let Some(child) = &mut slot.child
                 && let Ok(Some(status)) = child.try_wait()
             {
@@ -274,13 +274,13 @@ impl Supervisor {
             }
             if restart_req.exists() {
                 let _ = std::fs::remove_file(&restart_req);
-                let _ = std::fs::remove_file(control.join(format!("hold-{name}")));
+                let _ = std::fs::remove_file(&hold);
                 if slot.child.is_none() {
                     slot.restart_at = Some(Instant::now());
                 }
             }
             if slot.child.is_none()
-                && !control.join(format!("hold-{name}")).exists()
+                && !hold.exists()
                 && slot.restart_at.is_some_and(|t| Instant::now() >= t)
             {
                 slot.restart_at = None;
@@ -338,6 +338,16 @@ fn pid_path(state_dir: &Path, name: &str) -> PathBuf {
 /// Where child `name`'s log is.
 fn log_path(state_dir: &Path, name: &str) -> PathBuf {
     state_dir.join("logs").join(format!("{name}.log"))
+}
+
+/// The control file that keeps child `name` down once it exits.
+pub(crate) fn hold_path(state_dir: &Path, name: &str) -> PathBuf {
+    state_dir.join("control").join(format!("hold-{name}"))
+}
+
+/// The control file that asks for child `name` to be started again.
+pub(crate) fn restart_path(state_dir: &Path, name: &str) -> PathBuf {
+    state_dir.join("control").join(format!("restart-{name}"))
 }
 
 fn spawn(state_dir: &Path, spec: &ChildSpec) -> anyhow::Result<Child> {
