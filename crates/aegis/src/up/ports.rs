@@ -8,16 +8,27 @@
 //! and the showcase binding it — seconds, while NATS routes and services
 //! connect — such a connection can take it, and the node or the monitor
 //! then cannot start. Below the range, only another listener can.
+//!
+//! Another listener may be one this process asked for a moment ago: tests
+//! running side by side each start an `aegis up`, and a layout checked free
+//! by one can be picked by the next before the first binds it. The ports
+//! handed out are remembered for the life of the process and never handed
+//! out twice.
 
 use std::{
+    collections::BTreeSet,
     net::{Ipv4Addr, TcpListener},
     ops::Range,
+    sync::{Mutex, PoisonError},
 };
 
 /// Distance from a node's client port to its route and monitoring ports.
 const SPAN: u16 = 4000;
 /// The lowest base used: clear of well-known services.
 const LOWEST: u16 = 10_000;
+
+/// Every port a layout of this process has been given.
+static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 
 /// A base port whose whole layout for `nodes` NATS nodes is free now, and
 /// the API port (`base + nodes`).
@@ -38,11 +49,16 @@ pub fn free_layout(nodes: u16) -> (u16, u16) {
             .flat_map(|i| [base + i, base + 2000 + i, base + SPAN + i])
             .collect();
         ports.push(base + nodes);
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
+        if ports.iter().any(|p| handed_out.contains(p)) {
+            continue;
+        }
         let bound: Vec<_> = ports
             .iter()
             .map(|p| TcpListener::bind((Ipv4Addr::LOCALHOST, *p)))
             .collect();
         if bound.iter().all(Result::is_ok) {
+            handed_out.extend(ports);
             return (base, base + nodes);
         }
     }
@@ -89,5 +105,17 @@ mod tests {
         let (base, api) = free_layout(3);
         assert_eq!(api, base + 3);
         TcpListener::bind((Ipv4Addr::LOCALHOST, base + SPAN + 2)).unwrap();
+    }
+
+    #[test]
+    fn no_port_is_handed_out_twice() {
+        let mut seen = BTreeSet::new();
+        for _ in 0..200 {
+            let (base, _) = free_layout(3);
+            for p in (0..3).flat_map(|i| [base + i, base + 2000 + i, base + SPAN + i]) {
+                assert!(seen.insert(p), "port {p} handed out twice");
+            }
+            assert!(seen.insert(base + 3), "api port handed out twice");
+        }
     }
 }
