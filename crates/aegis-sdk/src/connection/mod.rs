@@ -431,6 +431,20 @@ impl Connection {
     /// The connection's registry view, started (bucket ensured, watch
     /// opened, initial load awaited) on first use and shared afterwards.
     pub(crate) async fn registry_cache(&self) -> Result<Arc<RegistryCache>, RegistryError> {
+        if let Some(cache) = self.inner.registry.get() {
+            return Ok(cache.clone());
+        }
+        // Boxed: the start's state is large, and would otherwise be part of
+        // every call's future (see `start_registry_cache`).
+        Box::pin(self.start_registry_cache()).await
+    }
+
+    /// Starts the registry view once (the first caller starts it; the
+    /// others wait for it). Every call awaits [`Self::registry_cache`], and
+    /// a future holds the state of everything it may await: kept inline,
+    /// this start (JetStream requests, the first load) made each call's
+    /// future tens of kilobytes, copied on every call.
+    async fn start_registry_cache(&self) -> Result<Arc<RegistryCache>, RegistryError> {
         self.inner
             .registry
             .get_or_try_init(|| async {
@@ -501,6 +515,15 @@ impl Connection {
     /// watch opened, initial load awaited) on first use and shared
     /// afterwards.
     pub(crate) async fn election_view(&self) -> Result<Arc<ElectionView>, ElectionError> {
+        if let Some(view) = self.inner.elections.get() {
+            return Ok(view.clone());
+        }
+        // Boxed for the same reason as the registry view's start.
+        Box::pin(self.start_election_view()).await
+    }
+
+    /// Starts the election view once (see [`Self::start_registry_cache`]).
+    async fn start_election_view(&self) -> Result<Arc<ElectionView>, ElectionError> {
         self.inner
             .elections
             .get_or_try_init(|| async {

@@ -32,7 +32,7 @@
 use std::time::Duration;
 
 use aegis_contracts::{names, subjects, wire::ErrorCode};
-use async_nats::{HeaderMap, Message, RequestErrorKind};
+use async_nats::{HeaderMap, Message, RequestErrorKind, Subject};
 use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::time::Instant;
@@ -427,16 +427,20 @@ impl RpcClient {
         timeout: Duration,
         encoding: Encoding,
     ) -> Result<Reply<Res>, RpcError> {
+        let subject = Subject::from(subject);
         let message = self
             .send_message(subject.clone(), payload, headers, timeout)
             .await?;
-        decode_reply(subject, message, encoding)
+        decode_reply(&subject, message, encoding)
     }
 
     /// One request/reply round trip, the reply undecoded.
+    ///
+    /// The subject is a [`Subject`]: cloning it for the request and for an
+    /// error shares its bytes instead of copying them.
     pub(super) async fn send_message(
         &self,
-        subject: String,
+        subject: Subject,
         payload: Bytes,
         headers: Option<HeaderMap>,
         timeout: Duration,
@@ -446,7 +450,10 @@ impl RpcClient {
         let (client, dropped, waited) = self.conn.pooled_watched().await;
         let left = timeout.saturating_sub(waited);
         if left.is_zero() {
-            return Err(RpcError::Timeout { subject, timeout });
+            return Err(RpcError::Timeout {
+                subject: subject.to_string(),
+                timeout,
+            });
         }
         let mut request = async_nats::Request::new()
             .payload(payload)
@@ -456,16 +463,21 @@ impl RpcClient {
         }
         // A reply goes only to the connection that asked: once it drops,
         // waiting longer cannot help.
-        let Ok(sent) = dropped
-            .guard(client.send_request(subject.clone(), request))
-            .await
-        else {
-            return Err(RpcError::ConnectionLost { subject });
+        // Pinned here and passed by reference: moved into `guard`, the
+        // request's future would take its room in this one twice.
+        let send = std::pin::pin!(client.send_request(subject.clone(), request));
+        let Ok(sent) = dropped.guard(send).await else {
+            return Err(RpcError::ConnectionLost {
+                subject: subject.to_string(),
+            });
         };
-        sent.map_err(|e| match e.kind() {
-            RequestErrorKind::TimedOut => RpcError::Timeout { subject, timeout },
-            RequestErrorKind::NoResponders => RpcError::NoResponders { subject },
-            _ => RpcError::Transport { subject, source: e },
+        sent.map_err(|e| {
+            let subject = subject.to_string();
+            match e.kind() {
+                RequestErrorKind::TimedOut => RpcError::Timeout { subject, timeout },
+                RequestErrorKind::NoResponders => RpcError::NoResponders { subject },
+                _ => RpcError::Transport { subject, source: e },
+            }
         })
     }
 }
@@ -492,7 +504,7 @@ fn encode<Req: Serialize + ?Sized>(
 
 /// Turns a reply message into a value or the error the service sent.
 pub(crate) fn decode_reply<Res: DeserializeOwned>(
-    subject: String,
+    subject: &str,
     message: Message,
     requested: Encoding,
 ) -> Result<Reply<Res>, RpcError> {
@@ -501,13 +513,16 @@ pub(crate) fn decode_reply<Res: DeserializeOwned>(
         .and_then(|h| h.get(H_INSTANCE))
         .map(|v| v.as_str().to_owned());
     if let Some(error) = wire_error(headers) {
-        return Err(RpcError::Remote { subject, error });
+        return Err(RpcError::Remote {
+            subject: subject.to_owned(),
+            error,
+        });
     }
     let enc = Encoding::from_headers(headers).unwrap_or(requested);
     let value = enc
         .decode(&message.payload)
         .map_err(|source| RpcError::Decode {
-            subject: subject.clone(),
+            subject: subject.to_owned(),
             source,
         })?;
     let epoch = headers

@@ -158,17 +158,21 @@ pub(crate) async fn drive(
     let mut in_flight = FuturesUnordered::new();
     let mut open = true;
     let mut subscribed = true;
+    // Made once and polled by reference: a `cancelled()` made per turn of
+    // the loop would register with the token, and leave it, per request.
+    let mut stopped = std::pin::pin!(stop.cancelled());
+    let mut left = std::pin::pin!(leave.cancelled());
     while open || !in_flight.is_empty() {
         tokio::select! {
             biased;
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-            () = stop.cancelled(), if open => {
+            () = &mut stopped, if open => {
                 while let Some(Some(msg)) = subscription.next().now_or_never() {
                     in_flight.push(Box::pin(handle(msg, method.clone(), route)));
                 }
                 open = false;
             }
-            () = leave.cancelled(), if subscribed => {
+            () = &mut left, if subscribed => {
                 subscribed = false;
                 // A drain, not a bare unsubscribe: the client keeps the
                 // subscription until the server confirmed the UNSUB, so a
@@ -313,7 +317,7 @@ async fn run(
         service: method.service.clone(),
         instance_id: method.instance.clone(),
         method: method.name.clone(),
-        subject: msg.subject.to_string(),
+        subject: msg.subject.clone(),
         request_id,
         headers,
         epoch,

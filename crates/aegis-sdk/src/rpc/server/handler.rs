@@ -20,8 +20,9 @@ pub struct RequestContext {
     pub instance_id: Arc<str>,
     /// The method called.
     pub method: Arc<str>,
-    /// The subject the request arrived on (load-balanced or instance-directed).
-    pub subject: String,
+    /// The subject the request arrived on (load-balanced or instance-directed);
+    /// it reads as a `&str` (`ctx.subject.as_str()`).
+    pub subject: async_nats::Subject,
     /// The caller's request id, if it sent one (`Aegis-Request-Id`).
     pub request_id: Option<String>,
     /// All request headers.
