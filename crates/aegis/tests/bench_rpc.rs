@@ -37,3 +37,65 @@ fn the_rpc_benchmark_runs_with_auth_and_tls() {
         assert_eq!(ratios.len(), 2, "{row}");
     }
 }
+
+/// `--breakdown` measures every side's throughput too; `--only` runs the
+/// throughput phase for one side alone (for a profiler) and judges no
+/// target; a side that does not exist is refused by name.
+#[test]
+fn the_breakdown_measures_throughput_and_one_side_can_run_alone() {
+    let mut wrong = Proc::spawn(&[
+        "bench", "rpc", "--only", "nope", "--calls", "100", "--batch", "100",
+    ]);
+    let status = wrong.exit_within(Duration::from_secs(120));
+    let out = wrong.output();
+    assert!(!status.success(), "{out}");
+    assert!(
+        out.contains("--only \"nope\" names no side") && out.contains("\"raw\", \"sdk\""),
+        "{out}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("rpc.json");
+    let json_arg = json.display().to_string();
+    let side = "sdk client, by instance";
+    let mut bench = Proc::spawn(&[
+        "bench",
+        "rpc",
+        "--breakdown",
+        "--only",
+        side,
+        "--calls",
+        "100",
+        "--batch",
+        "100",
+        "--warmup",
+        "10",
+        "--rounds",
+        "1",
+        "--round-secs",
+        "0.2",
+        "--json",
+        &json_arg,
+    ]);
+    let status = bench.exit_within(Duration::from_secs(240));
+    let out = bench.output();
+    assert!(status.success(), "{status}:\n{out}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    let row = |name: &str| {
+        rows.iter()
+            .find(|r| r["metric"].as_str().is_some_and(|m| m.starts_with(name)))
+            .unwrap_or_else(|| panic!("no row {name:?} in {report:#}"))
+    };
+    let alone = row(&format!("· {side} throughput"));
+    assert!(alone["sdk"].as_f64().unwrap() > 0.0, "{alone}");
+    assert_eq!(
+        alone["raw"].as_f64(),
+        Some(0.0),
+        "the raw side ran: {alone}"
+    );
+    let main = row("concurrent rpc throughput");
+    assert_eq!(main["sdk"].as_f64(), Some(0.0), "the sdk side ran: {main}");
+    assert!(main["target"].is_null(), "a target was judged: {main}");
+    assert!(out.contains("· raw client→sdk server p50"), "{out}");
+}

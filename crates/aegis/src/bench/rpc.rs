@@ -19,15 +19,18 @@
 //! (`call_balanced`; its replies name the serving instance in a header). The
 //! raw side is the same in every mode.
 //!
-//! `--breakdown` adds sides to the latency phase that peel the SDK's cost
-//! apart, each step changing one thing: a raw async-nats client calling a
-//! responder written on async-nats's services framework (which the SDK
-//! server is built on: that framework's cost); the raw client calling the
-//! SDK service's instance subject (the SDK server's cost alone); the SDK
-//! connection's own NATS client sending a plain request there (adds the SDK
-//! connection: its options and the other traffic it carries, such as the
-//! registry watch); the SDK `RpcClient` over the queue group (adds the
-//! client's code); and, with `--registry`, the main SDK side adds discovery.
+//! `--breakdown` adds sides to both phases (latency and throughput) that
+//! peel the SDK's cost apart, each step changing one thing: a raw
+//! async-nats client calling a responder written on async-nats's services
+//! framework (which the SDK server is built on: that framework's cost); the
+//! raw client calling the SDK service's instance subject (the SDK server's
+//! cost alone); the SDK connection's own NATS client sending a plain
+//! request there (adds the SDK connection: its options and the other
+//! traffic it carries, such as the registry watch); the SDK `RpcClient`
+//! calling that instance by name (`call_instance`: adds the client's code);
+//! the `RpcClient` over the queue group (the load-balanced path, whose
+//! replies name the instance in a header); and the main SDK side adds
+//! discovery to the client's code.
 //! It also times the discovery lookup alone.
 
 use std::{future::Future, path::PathBuf, pin::Pin, sync::Arc, time::Duration};
@@ -43,7 +46,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Side, order, progress,
+    progress,
     report::{Report, Target},
     throughput,
 };
@@ -91,6 +94,11 @@ pub struct RpcBenchArgs {
     /// on the median.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=50))]
     pub runs: u32,
+    /// Run the throughput phase for this side alone (`raw`, `sdk`, or a
+    /// `--breakdown` label): what a profiler such as `perf record` needs to
+    /// tell one side's cost per call from the other's. No target is judged.
+    #[arg(long, value_name = "SIDE")]
+    pub only: Option<String>,
     /// Write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -110,14 +118,15 @@ pub struct RpcBenchArgs {
 
 /// One way of making the call, boxed so the latency phase can rotate over
 /// any number of them.
-type Caller = Box<dyn Fn() -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> + Send>;
+type Caller =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> + Send + Sync>;
 
 fn boxed<F, Fut>(f: F) -> Caller
 where
-    F: Fn() -> Fut + Send + 'static,
+    F: Fn() -> Fut + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
-    Box::new(move || Box::pin(f()))
+    Arc::new(move || Box::pin(f()))
 }
 
 use super::{BenchBus, FILL_SERVICES, Who};
@@ -366,6 +375,21 @@ async fn run_once(args: RpcBenchArgs) -> anyhow::Result<Report> {
             }
         }
     };
+    // The SDK client calling the instance by name: no discovery, and a
+    // reply without headers.
+    let instance_call = {
+        let (rpc, quote, opts) = (rpc.clone(), quote.clone(), opts.clone());
+        move || {
+            let (rpc, quote, opts) = (rpc.clone(), quote.clone(), opts.clone());
+            async move {
+                let ack = rpc
+                    .call_instance::<Quote, Ack>(SERVICE, INSTANCE, METHOD, &quote, &opts)
+                    .await?;
+                anyhow::ensure!(ack.value.accepted, "sdk reply not accepted");
+                Ok(())
+            }
+        }
+    };
     // A raw async-nats client calling the SDK service's instance subject.
     let raw_to_sdk_call = {
         let (client, quote) = (raw_client.clone(), quote.clone());
@@ -425,11 +449,18 @@ async fn run_once(args: RpcBenchArgs) -> anyhow::Result<Report> {
         sides.push(("raw client→nats service", boxed(raw_to_plain_call)));
         sides.push(("raw client→sdk server", boxed(raw_to_sdk_call)));
         sides.push(("sdk conn, plain req", boxed(sdk_conn_call)));
+        sides.push(("sdk client, by instance", boxed(instance_call)));
         if !args.balanced {
             sides.push(("sdk client, queue grp", boxed(balanced_call.clone())));
         }
     }
     let labels: Vec<&str> = sides.iter().map(|(label, _)| *label).collect();
+    if let Some(only) = &args.only {
+        anyhow::ensure!(
+            labels.contains(&only.as_str()),
+            "--only {only:?} names no side of this run; the sides are {labels:?}"
+        );
+    }
 
     // Warm-up.
     for _ in 0..args.warmup {
@@ -457,36 +488,33 @@ async fn run_once(args: RpcBenchArgs) -> anyhow::Result<Report> {
         }
     }
     bar.finish_and_clear();
-    drop(sides);
     let lookup = if !args.balanced && args.breakdown {
         Some(time_lookup(&sdk_client).await?)
     } else {
         None
     };
 
-    // Concurrent throughput in alternating rounds.
+    // Concurrent throughput in rounds, rotating which side goes first
+    // (with --breakdown, every side of the latency phase takes its turn).
     let round = Duration::from_secs_f64(args.round_secs);
-    let (mut raw_rate, mut sdk_rate) = (0.0, 0.0);
-    let bar = progress((args.rounds * 2) as u64, "concurrent throughput");
+    let mut rates = vec![0.0; sides.len()];
+    let bar = progress((args.rounds * sides.len()) as u64, "concurrent throughput");
     for i in 0..args.rounds {
-        for side in order(i) {
-            match side {
-                Side::Raw => {
-                    raw_rate += throughput(args.concurrency, round, raw_call.clone()).await?
-                }
-                Side::Sdk if !args.balanced => {
-                    sdk_rate += throughput(args.concurrency, round, discovery_call.clone()).await?
-                }
-                Side::Sdk => {
-                    sdk_rate += throughput(args.concurrency, round, balanced_call.clone()).await?
-                }
+        for k in 0..sides.len() {
+            let s = (i + k) % sides.len();
+            if args.only.as_deref().is_some_and(|only| only != labels[s]) {
+                continue;
             }
+            let call = sides[s].1.clone();
+            rates[s] += throughput(args.concurrency, round, move || call()).await?;
             bar.inc(1);
         }
     }
     bar.finish_and_clear();
-    raw_rate /= args.rounds as f64;
-    sdk_rate /= args.rounds as f64;
+    drop(sides);
+    for rate in &mut rates {
+        *rate /= args.rounds as f64;
+    }
 
     let mut parameters = serde_json::json!({
         "calls_per_side": batches * args.batch,
@@ -572,10 +600,14 @@ async fn run_once(args: RpcBenchArgs) -> anyhow::Result<Report> {
     report.add(
         "concurrent rpc throughput",
         "calls/s",
-        raw_rate,
-        sdk_rate,
-        Some(Target::AtLeast(0.90)),
+        rates[0],
+        rates[1],
+        args.only.is_none().then_some(Target::AtLeast(0.90)),
     );
+    for (k, rate) in rates.iter().enumerate().skip(2) {
+        let label = format!("· {} throughput", labels[k]);
+        report.add(&label, "calls/s", rates[0], *rate, None);
+    }
 
     service.shutdown().await?;
     if let Some(filler) = filler {
