@@ -430,9 +430,9 @@ impl Connection {
 
     /// The connection's registry view, started (bucket ensured, watch
     /// opened, initial load awaited) on first use and shared afterwards.
-    pub(crate) async fn registry_cache(&self) -> Result<Arc<RegistryCache>, RegistryError> {
+    pub(crate) async fn registry_cache(&self) -> Result<&Arc<RegistryCache>, RegistryError> {
         if let Some(cache) = self.inner.registry.get() {
-            return Ok(cache.clone());
+            return Ok(cache);
         }
         // Boxed: the start's state is large, and would otherwise be part of
         // every call's future (see `start_registry_cache`).
@@ -444,7 +444,7 @@ impl Connection {
     /// a future holds the state of everything it may await: kept inline,
     /// this start (JetStream requests, the first load) made each call's
     /// future tens of kilobytes, copied on every call.
-    async fn start_registry_cache(&self) -> Result<Arc<RegistryCache>, RegistryError> {
+    async fn start_registry_cache(&self) -> Result<&Arc<RegistryCache>, RegistryError> {
         self.inner
             .registry
             .get_or_try_init(|| async {
@@ -463,7 +463,6 @@ impl Connection {
                 .map(Arc::new)
             })
             .await
-            .cloned()
     }
 
     /// The routing index discovery picks instances from (fed by the
@@ -493,7 +492,7 @@ impl Connection {
             .cover_service(service, tokio::time::Instant::now() + timeout)
             .await
         {
-            Ok(cache)
+            Ok(cache.clone())
         } else {
             Err(RegistryError::NotSynced(timeout))
         }
@@ -505,7 +504,7 @@ impl Connection {
         let cache = self.registry_cache().await?;
         let timeout = self.view_load_timeout();
         if cache.cover_all(tokio::time::Instant::now() + timeout).await {
-            Ok(cache)
+            Ok(cache.clone())
         } else {
             Err(RegistryError::NotSynced(timeout))
         }

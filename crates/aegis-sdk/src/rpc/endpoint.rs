@@ -168,7 +168,7 @@ pub(crate) async fn drive(
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
             () = &mut stopped, if open => {
                 while let Some(Some(msg)) = subscription.next().now_or_never() {
-                    in_flight.push(Box::pin(handle(msg, method.clone(), route)));
+                    in_flight.push(Box::pin(handle(msg, &method, route)));
                 }
                 open = false;
             }
@@ -187,7 +187,7 @@ pub(crate) async fn drive(
                     Some(msg) => {
                         // Most handlers finish on their first poll: run that poll
                         // here and only park the ones that wait for something.
-                        let mut fut = Box::pin(handle(msg, method.clone(), route));
+                        let mut fut = Box::pin(handle(msg, &method, route));
                         if futures::poll!(fut.as_mut()).is_pending() {
                             in_flight.push(fut);
                         }
@@ -209,7 +209,7 @@ enum Outcome {
     Refused(WireError),
 }
 
-async fn handle(msg: Message, method: Arc<Method>, route: Route) {
+async fn handle(msg: Message, method: &Method, route: Route) {
     let started = Instant::now();
     let _in_flight = method.metrics.start_request();
     let _busy = method.load.enter_serving();
@@ -234,7 +234,7 @@ async fn handle(msg: Message, method: Arc<Method>, route: Route) {
     let reply_epoch = epoch.as_ref().ok().copied().flatten();
     let outcome = match epoch {
         Err(refusal) => Outcome::Refused(refusal),
-        Ok(epoch) => run(&msg, &method, headers, request_id, epoch)
+        Ok(epoch) => run(&msg, method, headers, request_id, epoch)
             .instrument(span.clone())
             .await
             .map_or_else(Outcome::Failed, |(enc, bytes)| Outcome::Ok(enc, bytes)),

@@ -252,9 +252,9 @@ impl super::RpcClient {
 
 /// Picks registered ACTIVE instances through this process's registry view.
 pub(super) struct ByDiscovery<'a> {
-    cache: Arc<RegistryCache>,
-    /// Borrowed from the connection: no shared reference count touched per
-    /// call.
+    /// Both borrowed from the connection: no shared reference count is
+    /// touched per call.
+    cache: &'a RegistryCache,
     index: &'a DiscoveryIndex,
     strategy: Strategy,
     key_hash: Option<u64>,
@@ -272,7 +272,7 @@ impl<'a> ByDiscovery<'a> {
     /// A picker over `cache` for `call`, with the service in the view's
     /// scope (the first call to a service adds it to the watch).
     pub(super) async fn new(
-        cache: Arc<RegistryCache>,
+        cache: &'a RegistryCache,
         index: &'a DiscoveryIndex,
         call: &Call<'_>,
         strategy: Strategy,
