@@ -431,38 +431,47 @@ impl Connection {
     /// The connection's registry view, started (bucket ensured, watch
     /// opened, initial load awaited) on first use and shared afterwards.
     pub(crate) async fn registry_cache(&self) -> Result<&Arc<RegistryCache>, RegistryError> {
-        if let Some(cache) = self.inner.registry.get() {
-            return Ok(cache);
-        }
-        // Boxed: the start's state is large, and would otherwise be part of
-        // every call's future (see `start_registry_cache`).
-        Box::pin(self.start_registry_cache()).await
+        self.shared_view(&self.inner.registry, RegistryError::NotSynced, |left| {
+            RegistryCache::start(
+                self.jetstream(),
+                self.client().clone(),
+                self.drop_watch(),
+                self.inner.config.nats.replicas,
+                left,
+                self.inner.discovery_index.clone(),
+            )
+        })
+        .await
     }
 
-    /// Starts the registry view once (the first caller starts it; the
-    /// others wait for it). Every call awaits [`Self::registry_cache`], and
-    /// a future holds the state of everything it may await: kept inline,
-    /// this start (JetStream requests, the first load) made each call's
-    /// future tens of kilobytes, copied on every call.
-    async fn start_registry_cache(&self) -> Result<&Arc<RegistryCache>, RegistryError> {
-        self.inner
-            .registry
-            .get_or_try_init(|| async {
-                let timeout = self.view_load_timeout();
-                self.start_view(timeout, RegistryError::NotSynced(timeout), |left| {
-                    RegistryCache::start(
-                        self.jetstream(),
-                        self.client().clone(),
-                        self.drop_watch(),
-                        self.inner.config.nats.replicas,
-                        left,
-                        self.inner.discovery_index.clone(),
-                    )
-                })
+    /// The view in `cell`, started by `start` (under [`Self::start_view`])
+    /// by the first caller while the others wait; `late` is the error when
+    /// it takes longer than [`Self::view_load_timeout`].
+    ///
+    /// Every call awaits a view, and a future holds the state of everything
+    /// it may await: kept inline, the start (JetStream requests, the first
+    /// load) made each call's future tens of kilobytes, copied on every
+    /// call. A ready view is returned at once; the start is boxed.
+    async fn shared_view<'a, T, E, F, Fut>(
+        &'a self,
+        cell: &'a tokio::sync::OnceCell<Arc<T>>,
+        late: fn(Duration) -> E,
+        start: F,
+    ) -> Result<&'a Arc<T>, E>
+    where
+        F: Fn(Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        if let Some(view) = cell.get() {
+            return Ok(view);
+        }
+        Box::pin(cell.get_or_try_init(|| async {
+            let timeout = self.view_load_timeout();
+            self.start_view(timeout, late(timeout), start)
                 .await
                 .map(Arc::new)
-            })
-            .await
+        }))
+        .await
     }
 
     /// The routing index discovery picks instances from (fed by the
@@ -513,34 +522,17 @@ impl Connection {
     /// The connection's view of the election keys, started (bucket ensured,
     /// watch opened, initial load awaited) on first use and shared
     /// afterwards.
-    pub(crate) async fn election_view(&self) -> Result<Arc<ElectionView>, ElectionError> {
-        if let Some(view) = self.inner.elections.get() {
-            return Ok(view.clone());
-        }
-        // Boxed for the same reason as the registry view's start.
-        Box::pin(self.start_election_view()).await
-    }
-
-    /// Starts the election view once (see [`Self::start_registry_cache`]).
-    async fn start_election_view(&self) -> Result<Arc<ElectionView>, ElectionError> {
-        self.inner
-            .elections
-            .get_or_try_init(|| async {
-                let timeout = self.view_load_timeout();
-                self.start_view(timeout, ElectionError::NotSynced(timeout), |left| {
-                    ElectionView::start(
-                        self.jetstream(),
-                        self.client().clone(),
-                        self.drop_watch(),
-                        self.inner.config.nats.replicas,
-                        left,
-                    )
-                })
-                .await
-                .map(Arc::new)
-            })
-            .await
-            .cloned()
+    pub(crate) async fn election_view(&self) -> Result<&Arc<ElectionView>, ElectionError> {
+        self.shared_view(&self.inner.elections, ElectionError::NotSynced, |left| {
+            ElectionView::start(
+                self.jetstream(),
+                self.client().clone(),
+                self.drop_watch(),
+                self.inner.config.nats.replicas,
+                left,
+            )
+        })
+        .await
     }
 
     /// Flushes and closes every pooled client after their subscriptions

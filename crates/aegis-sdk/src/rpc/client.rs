@@ -372,7 +372,8 @@ impl RpcClient {
             Ok(Err(e)) => return Err(RpcError::Election(e)),
             Err(_) => return Err(call.timed_out()),
         };
-        self.attempts(&call, &mut ToLeader::new(view, group)).await
+        self.attempts(&call, &mut ToLeader::new(view.clone(), group))
+            .await
     }
 
     /// Everything a call carries through its attempts.

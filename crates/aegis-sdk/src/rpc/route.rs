@@ -191,14 +191,22 @@ impl super::RpcClient {
                 call.method,
             ));
             let in_flight = picker.begin(&target);
-            // The send is built in each branch rather than before: a future
+            // The send is made in each branch rather than before: a future
             // moved into `select!` would take its room in this one twice.
+            let send = || {
+                self.send_message(
+                    subject.clone(),
+                    call.payload.clone(),
+                    call.headers.clone(),
+                    attempt,
+                )
+            };
             let sent = if call.opts.idempotent {
                 // An idempotent call may run twice, so it stops waiting for
                 // an instance another has replaced (a leader killed or
                 // frozen mid-call) and goes on like after a timeout.
                 tokio::select! {
-                    sent = self.send_message(subject.clone(), call.payload.clone(), call.headers.clone(), attempt) => sent,
+                    sent = send() => sent,
                     () = picker.superseded(call, &target) => {
                         tracing::debug!(service = call.service, instance = picker.id(&target),
                             "another instance took over during the attempt; not waiting for it");
@@ -206,13 +214,7 @@ impl super::RpcClient {
                     }
                 }
             } else {
-                self.send_message(
-                    subject.clone(),
-                    call.payload.clone(),
-                    call.headers.clone(),
-                    attempt,
-                )
-                .await
+                send().await
             };
             drop(in_flight);
             let reply = sent.and_then(|message| match picker.screen(call, &target, &message) {
