@@ -131,6 +131,39 @@ where
 
 use super::{BenchBus, FILL_SERVICES, Who};
 
+/// A side that sends the quote as a plain async-nats request on `subject`
+/// from `client` and decodes the reply (the raw baseline, and the
+/// breakdown's plain requests).
+fn raw_side(client: &async_nats::Client, subject: &str, quote: &Arc<Quote>) -> Caller {
+    let (client, subject, quote) = (client.clone(), subject.to_owned(), quote.clone());
+    boxed(move || {
+        let (client, subject, quote) = (client.clone(), subject.clone(), quote.clone());
+        async move {
+            let body = serde_json::to_vec(&*quote)?;
+            let msg = client.request(subject, body.into()).await?;
+            let ack: Ack = serde_json::from_slice(&msg.payload)?;
+            anyhow::ensure!(ack.accepted, "reply not accepted");
+            Ok(())
+        }
+    })
+}
+
+/// A side that makes one SDK call, `call`, with the client, the quote and
+/// the options every SDK side shares.
+fn sdk_side<F, Fut>(
+    rpc: &aegis_sdk::rpc::RpcClient,
+    quote: &Arc<Quote>,
+    opts: &Arc<CallOptions>,
+    call: F,
+) -> Caller
+where
+    F: Fn(aegis_sdk::rpc::RpcClient, Arc<Quote>, Arc<CallOptions>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let (rpc, quote, opts) = (rpc.clone(), quote.clone(), opts.clone());
+    boxed(move || call(rpc.clone(), quote.clone(), opts.clone()))
+}
+
 /// The registered, heart-beating instances of `--registry`, on their own
 /// connections (one per filler service, like separate processes).
 struct Filler {
@@ -329,129 +362,68 @@ async fn run_once(args: RpcBenchArgs) -> anyhow::Result<Report> {
         client_order_id: "c-000001".into(),
     });
 
-    let raw_call = {
-        let (client, quote) = (raw_client.clone(), quote.clone());
-        move || {
-            let (client, quote) = (client.clone(), quote.clone());
-            async move {
-                let body = serde_json::to_vec(&*quote)?;
-                let msg = client.request(RAW_SUBJECT, body.into()).await?;
-                let ack: Ack = serde_json::from_slice(&msg.payload)?;
-                anyhow::ensure!(ack.accepted, "raw reply not accepted");
-                Ok(())
-            }
-        }
-    };
     let rpc = sdk_client.rpc();
     let opts = Arc::new(CallOptions::default());
-    let balanced_call = {
-        let (rpc, quote, opts) = (rpc.clone(), quote.clone(), opts.clone());
-        move || {
-            let (rpc, quote, opts) = (rpc.clone(), quote.clone(), opts.clone());
-            async move {
-                let ack = rpc
-                    .call_balanced::<Quote, Ack>(SERVICE, METHOD, &quote, &opts)
-                    .await?;
-                anyhow::ensure!(ack.value.accepted, "sdk reply not accepted");
-                Ok(())
-            }
-        }
-    };
-    let discovery_call = {
-        let (rpc, quote, opts) = (rpc.clone(), quote.clone(), opts.clone());
-        move || {
-            let (rpc, quote, opts) = (rpc.clone(), quote.clone(), opts.clone());
-            async move {
-                let ack = rpc
-                    .call_with::<Quote, Ack>(SERVICE, METHOD, &quote, &opts)
-                    .await?;
-                anyhow::ensure!(ack.value.accepted, "sdk reply not accepted");
-                anyhow::ensure!(
-                    ack.instance_id.as_deref() == Some(INSTANCE),
-                    "served by {:?}, not {INSTANCE}",
-                    ack.instance_id
-                );
-                Ok(())
-            }
-        }
-    };
-    // The SDK client calling the instance by name: no discovery, and a
-    // reply without headers.
-    let instance_call = {
-        let (rpc, quote, opts) = (rpc.clone(), quote.clone(), opts.clone());
-        move || {
-            let (rpc, quote, opts) = (rpc.clone(), quote.clone(), opts.clone());
-            async move {
-                let ack = rpc
-                    .call_instance::<Quote, Ack>(SERVICE, INSTANCE, METHOD, &quote, &opts)
-                    .await?;
-                anyhow::ensure!(ack.value.accepted, "sdk reply not accepted");
-                Ok(())
-            }
-        }
-    };
-    // A raw async-nats client calling the SDK service's instance subject.
-    let raw_to_sdk_call = {
-        let (client, quote) = (raw_client.clone(), quote.clone());
-        let subject =
-            aegis_sdk::contracts::subjects::rpc_instance_subject(SERVICE, INSTANCE, METHOD);
-        move || {
-            let (client, quote, subject) = (client.clone(), quote.clone(), subject.clone());
-            async move {
-                let body = serde_json::to_vec(&*quote)?;
-                let msg = client.request(subject, body.into()).await?;
-                let ack: Ack = serde_json::from_slice(&msg.payload)?;
-                anyhow::ensure!(ack.accepted, "reply not accepted");
-                Ok(())
-            }
-        }
-    };
-
-    // A raw client calling the plain async-nats service.
-    let raw_to_plain_call = {
-        let (client, quote) = (raw_client.clone(), quote.clone());
-        move || {
-            let (client, quote) = (client.clone(), quote.clone());
-            async move {
-                let body = serde_json::to_vec(&*quote)?;
-                let msg = client.request(PLAIN_SUBJECT, body.into()).await?;
-                let ack: Ack = serde_json::from_slice(&msg.payload)?;
-                anyhow::ensure!(ack.accepted, "reply not accepted");
-                Ok(())
-            }
-        }
-    };
-    // The SDK connection's own NATS client, plain request, same subject.
-    let sdk_conn_call = {
-        let (client, quote) = (sdk_client.pooled().clone(), quote.clone());
-        let subject =
-            aegis_sdk::contracts::subjects::rpc_instance_subject(SERVICE, INSTANCE, METHOD);
-        move || {
-            let (client, quote, subject) = (client.clone(), quote.clone(), subject.clone());
-            async move {
-                let body = serde_json::to_vec(&*quote)?;
-                let msg = client.request(subject, body.into()).await?;
-                let ack: Ack = serde_json::from_slice(&msg.payload)?;
-                anyhow::ensure!(ack.accepted, "reply not accepted");
-                Ok(())
-            }
-        }
+    let instance_subject =
+        aegis_sdk::contracts::subjects::rpc_instance_subject(SERVICE, INSTANCE, METHOD);
+    let balanced = || {
+        sdk_side(&rpc, &quote, &opts, |rpc, quote, opts| async move {
+            let ack = rpc
+                .call_balanced::<Quote, Ack>(SERVICE, METHOD, &quote, &opts)
+                .await?;
+            anyhow::ensure!(ack.value.accepted, "sdk reply not accepted");
+            Ok(())
+        })
     };
 
     // The sides of the latency phase: raw and SDK first, then the breakdown.
-    let mut sides: Vec<(&str, Caller)> = vec![("raw", boxed(raw_call.clone()))];
+    let mut sides: Vec<(&str, Caller)> = vec![("raw", raw_side(&raw_client, RAW_SUBJECT, &quote))];
     if !args.balanced {
-        sides.push(("sdk", boxed(discovery_call.clone())));
+        // Through discovery, as `RpcClient::call` does.
+        let discovery = sdk_side(&rpc, &quote, &opts, |rpc, quote, opts| async move {
+            let ack = rpc
+                .call_with::<Quote, Ack>(SERVICE, METHOD, &quote, &opts)
+                .await?;
+            anyhow::ensure!(ack.value.accepted, "sdk reply not accepted");
+            anyhow::ensure!(
+                ack.instance_id.as_deref() == Some(INSTANCE),
+                "served by {:?}, not {INSTANCE}",
+                ack.instance_id
+            );
+            Ok(())
+        });
+        sides.push(("sdk", discovery));
     } else {
-        sides.push(("sdk", boxed(balanced_call.clone())));
+        sides.push(("sdk", balanced()));
     }
     if args.breakdown {
-        sides.push(("raw client→nats service", boxed(raw_to_plain_call)));
-        sides.push(("raw client→sdk server", boxed(raw_to_sdk_call)));
-        sides.push(("sdk conn, plain req", boxed(sdk_conn_call)));
-        sides.push(("sdk client, by instance", boxed(instance_call)));
+        // A raw client calling the plain async-nats service.
+        sides.push((
+            "raw client→nats service",
+            raw_side(&raw_client, PLAIN_SUBJECT, &quote),
+        ));
+        // A raw async-nats client calling the SDK service's instance subject.
+        sides.push((
+            "raw client→sdk server",
+            raw_side(&raw_client, &instance_subject, &quote),
+        ));
+        // The SDK connection's own NATS client, plain request, same subject.
+        sides.push((
+            "sdk conn, plain req",
+            raw_side(sdk_client.pooled(), &instance_subject, &quote),
+        ));
+        // The SDK client calling the instance by name: no discovery, and a
+        // reply without headers.
+        let by_instance = sdk_side(&rpc, &quote, &opts, |rpc, quote, opts| async move {
+            let ack = rpc
+                .call_instance::<Quote, Ack>(SERVICE, INSTANCE, METHOD, &quote, &opts)
+                .await?;
+            anyhow::ensure!(ack.value.accepted, "sdk reply not accepted");
+            Ok(())
+        });
+        sides.push(("sdk client, by instance", by_instance));
         if !args.balanced {
-            sides.push(("sdk client, queue grp", boxed(balanced_call.clone())));
+            sides.push(("sdk client, queue grp", balanced()));
         }
     }
     let labels: Vec<&str> = sides.iter().map(|(label, _)| *label).collect();
@@ -619,7 +591,6 @@ async fn run_once(args: RpcBenchArgs) -> anyhow::Result<Report> {
     }
     // Close our connections before the server goes, so none of them
     // reports a lost connection on the way out.
-    drop((raw_call, balanced_call, discovery_call));
     sdk_client.drain().await.ok();
     sdk_server.drain().await.ok();
     drop(bus);
