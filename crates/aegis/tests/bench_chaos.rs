@@ -9,40 +9,27 @@ mod common;
 
 use std::time::Duration;
 
-use common::Proc;
-use serde_json::Value;
+use common::{report_row, run_bench};
 
 #[test]
 fn a_leader_kill_and_a_nats_node_kill_lose_nothing_and_show_one_leader() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("chaos.json");
-    let json_arg = json.display().to_string();
-    let mut bench = Proc::spawn(&[
-        "bench",
-        "chaos",
-        "--faults",
-        "kill-leader,kill-nats-2",
-        "--nats-down-secs",
-        "10",
-        "--json",
-        &json_arg,
-    ]);
-    let status = bench.exit_within(Duration::from_secs(480));
-    let out = bench.output();
+    let run = run_bench(
+        &[
+            "bench",
+            "chaos",
+            "--faults",
+            "kill-leader,kill-nats-2",
+            "--nats-down-secs",
+            "10",
+        ],
+        Duration::from_secs(480),
+    );
+    let (status, out) = (run.status, run.output);
     eprintln!("{out}");
     assert!(status.success(), "a bound was broken ({status}):\n{out}");
 
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let row = |metric: &str| -> f64 {
-        report["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["metric"].as_str().is_some_and(|m| m.starts_with(metric)))
-            .unwrap_or_else(|| panic!("no row {metric:?} in {report:#}"))["value"]
-            .as_f64()
-            .unwrap()
-    };
+    let report = run.report.expect("a JSON report");
+    let row = |metric: &str| -> f64 { report_row(&report, metric)["value"].as_f64().unwrap() };
     // The flow really ran, through both faults.
     assert!(row("orders acknowledged") > 50.0, "{report:#}");
     assert_eq!(row("acknowledged orders lost"), 0.0);

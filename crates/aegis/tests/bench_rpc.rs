@@ -8,22 +8,20 @@ mod common;
 
 use std::time::Duration;
 
-use common::Proc;
-use serde_json::Value;
+use common::{Proc, report_row, run_bench};
 
 #[test]
 fn the_rpc_benchmark_runs_with_auth_and_tls() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("rpc.json");
-    let json_arg = json.display().to_string();
-    let mut bench = Proc::spawn(&[
-        "bench", "rpc", "--auth", "--tls", "--calls", "200", "--batch", "100", "--rounds", "1",
-        "--runs", "2", "--json", &json_arg,
-    ]);
-    let status = bench.exit_within(Duration::from_secs(240));
-    let out = bench.output();
+    let run = run_bench(
+        &[
+            "bench", "rpc", "--auth", "--tls", "--calls", "200", "--batch", "100", "--rounds", "1",
+            "--runs", "2",
+        ],
+        Duration::from_secs(240),
+    );
+    let (status, out) = (run.status, run.output);
     assert!(status.success(), "{status}:\n{out}");
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let report = run.report.expect("a JSON report");
     assert_eq!(report["parameters"]["auth"], true);
     assert_eq!(report["parameters"]["tls"], true);
     assert_eq!(report["parameters"]["runs"], 2);
@@ -54,39 +52,31 @@ fn the_breakdown_measures_throughput_and_one_side_can_run_alone() {
         "{out}"
     );
 
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("rpc.json");
-    let json_arg = json.display().to_string();
     let side = "sdk client, by instance";
-    let mut bench = Proc::spawn(&[
-        "bench",
-        "rpc",
-        "--breakdown",
-        "--only",
-        side,
-        "--calls",
-        "100",
-        "--batch",
-        "100",
-        "--warmup",
-        "10",
-        "--rounds",
-        "1",
-        "--round-secs",
-        "0.2",
-        "--json",
-        &json_arg,
-    ]);
-    let status = bench.exit_within(Duration::from_secs(240));
-    let out = bench.output();
+    let run = run_bench(
+        &[
+            "bench",
+            "rpc",
+            "--breakdown",
+            "--only",
+            side,
+            "--calls",
+            "100",
+            "--batch",
+            "100",
+            "--warmup",
+            "10",
+            "--rounds",
+            "1",
+            "--round-secs",
+            "0.2",
+        ],
+        Duration::from_secs(240),
+    );
+    let (status, out) = (run.status, run.output);
     assert!(status.success(), "{status}:\n{out}");
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let rows = report["rows"].as_array().unwrap();
-    let row = |name: &str| {
-        rows.iter()
-            .find(|r| r["metric"].as_str().is_some_and(|m| m.starts_with(name)))
-            .unwrap_or_else(|| panic!("no row {name:?} in {report:#}"))
-    };
+    let report = run.report.expect("a JSON report");
+    let row = |name: &str| report_row(&report, name);
     let alone = row(&format!("· {side} throughput"));
     assert!(alone["sdk"].as_f64().unwrap() > 0.0, "{alone}");
     assert_eq!(

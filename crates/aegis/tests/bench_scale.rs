@@ -11,40 +11,37 @@ mod common;
 
 use std::time::Duration;
 
-use common::Proc;
+use common::run_bench;
 use serde_json::Value;
 
 /// Runs the benchmark at `instances` and returns its JSON results.
 fn run(instances: usize) -> Value {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("scale.json");
-    let json_arg = json.display().to_string();
     let n = instances.to_string();
     let callers = (instances / 50).to_string();
-    let mut bench = Proc::spawn(&[
-        "bench",
-        "scale",
-        "--instances",
-        &n,
-        "--processes",
-        "4",
-        "--callers",
-        &callers,
-        "--secs",
-        "10",
-        "--rate",
-        "20",
-        "--no-heavy-load",
-        "--json",
-        &json_arg,
-    ]);
-    let status = bench.exit_within(Duration::from_secs(240));
-    let out = bench.output();
+    let run = run_bench(
+        &[
+            "bench",
+            "scale",
+            "--instances",
+            &n,
+            "--processes",
+            "4",
+            "--callers",
+            &callers,
+            "--secs",
+            "10",
+            "--rate",
+            "20",
+            "--no-heavy-load",
+        ],
+        Duration::from_secs(240),
+    );
+    let (status, out) = (run.status, run.output);
     eprintln!("{out}");
     // Without --check the exit status says only whether it ran: timing
     // targets are the benchmark's business, not this test's.
     assert!(status.success(), "the benchmark failed ({status}):\n{out}");
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let report = run.report.expect("a JSON report");
     report["results"].clone()
 }
 

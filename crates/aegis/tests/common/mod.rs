@@ -289,3 +289,42 @@ impl Probe {
         self.refused(attempt, subject).await;
     }
 }
+
+/// An `aegis bench ...` run: how it ended, what it printed, and the JSON
+/// report it wrote (`None` when it wrote none).
+pub struct BenchRun {
+    pub status: std::process::ExitStatus,
+    pub output: String,
+    pub report: Option<serde_json::Value>,
+}
+
+/// Runs `aegis` with `args` plus `--json` into a temporary file, waiting up
+/// to `within` for it to exit.
+pub fn run_bench(args: &[&str], within: Duration) -> BenchRun {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let json_arg = json.display().to_string();
+    let mut all = args.to_vec();
+    all.extend(["--json", &json_arg]);
+    let mut bench = Proc::spawn(&all);
+    let status = bench.exit_within(within);
+    let output = bench.output();
+    let report = std::fs::read_to_string(&json)
+        .ok()
+        .map(|text| serde_json::from_str(&text).expect("the report is JSON"));
+    BenchRun {
+        status,
+        output,
+        report,
+    }
+}
+
+/// The row of a benchmark report whose metric starts with `metric`.
+pub fn report_row<'a>(report: &'a serde_json::Value, metric: &str) -> &'a serde_json::Value {
+    report["rows"]
+        .as_array()
+        .expect("the report has rows")
+        .iter()
+        .find(|r| r["metric"].as_str().is_some_and(|m| m.starts_with(metric)))
+        .unwrap_or_else(|| panic!("no row {metric:?} in {report:#}"))
+}
