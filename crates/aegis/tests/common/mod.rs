@@ -193,8 +193,7 @@ pub fn pids(state: &Path) -> Vec<(String, i32)> {
 
 /// Whether a process runs (a zombie counts as gone).
 pub fn alive(pid: i32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    !stat.is_empty() && !stat.contains(") Z ")
+    aegis::up::remote::process_alive(pid)
 }
 
 /// Sends `signal` to `pid`, ignoring a process that is already gone.
