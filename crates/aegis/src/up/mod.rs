@@ -29,7 +29,10 @@ use std::{
     time::Duration,
 };
 
-use aegis_sdk::{ConnectError, Connection, Secret, registry::RegistryReader};
+use aegis_sdk::{
+    ConnectError, Connection, Secret,
+    registry::{RegistryError, RegistryReader},
+};
 use anyhow::{Context, bail};
 use clap::Args;
 use nix::unistd::Pid;
@@ -288,8 +291,19 @@ async fn run_on(
         }
     }
     step(&format!("starting {expected} service instance(s)"));
-    let reader = RegistryReader::start(&conn).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    // The view's start is bounded by the connection's few seconds, which
+    // the cluster can take while every child starts at once (seen under
+    // load in tests): start it again until the showcase's own deadline.
+    let reader = loop {
+        match RegistryReader::start(&conn).await {
+            Ok(reader) => break reader,
+            Err(e @ RegistryError::NotSynced(_)) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "starting the registry view again");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     while reader.all().len() < expected {
         if tokio::time::Instant::now() > deadline {
             bail!(
