@@ -189,6 +189,9 @@ pub fn main() -> ExitCode {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
+                // Colour for a person at a terminal, none in log files
+                // (`aegis up` sends its children's output to files).
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_filter(filter),
         )
         .with(nats_logs.with_filter(tracing_subscriber::filter::LevelFilter::WARN))

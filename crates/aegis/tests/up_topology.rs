@@ -1,8 +1,9 @@
 //! `aegis up` starts robustly: a fresh 3-node cluster comes up with no
 //! service crashing and being restarted (services wait for JetStream and
 //! their buckets), a state directory serves both topologies (each keeps its
-//! own data), and a NATS node that cannot start is reported with the
-//! server's own words, at once.
+//! own data), a NATS node that cannot start is reported with the server's
+//! own words, at once, and the showcase is not said to be up before its
+//! monitor serves.
 
 mod common;
 
@@ -88,4 +89,35 @@ fn a_node_that_cannot_start_is_reported_with_its_reason_at_once() {
         "the error names the cause:\n{out}"
     );
     eprintln!("refused after {:?}", started.elapsed());
+}
+
+#[test]
+fn the_showcase_is_not_said_up_while_its_monitor_cannot_start() {
+    // A setting only the monitor reads, and refuses: it exits at once and,
+    // with `--no-restart`, nothing brings it back.
+    let state = tempfile::tempdir().unwrap();
+    let (base, api) = free_up_ports();
+    let (base, api) = (base.to_string(), api.to_string());
+    let mut run = Proc::spawn_with_env(
+        &[
+            "up",
+            "--single-node",
+            "--no-restart",
+            "--base-port",
+            &base,
+            "--api-port",
+            &api,
+            "--state-dir",
+            state.path().to_str().unwrap(),
+        ],
+        &[("AEGIS_API_MAX_CONNECTIONS", "0")],
+    );
+    let exit = run.exit_within(Duration::from_secs(60));
+    let out = run.output();
+    assert!(!exit.success(), "{out}");
+    assert!(!out.contains("Aegis showcase is up"), "{out}");
+    assert!(
+        out.contains("the monitor") && out.contains("monitor.log"),
+        "the error names the monitor and its log:\n{out}"
+    );
 }

@@ -321,9 +321,86 @@ async fn run_on(
         }
     }
 
+    step("waiting for the monitor");
+    if !wait_for_monitor(&api_base(args), sup, deadline, shutdown).await? {
+        return Ok(());
+    }
     print_summary(args, state_dir, url, nodes, &reader, ui_dir.is_some());
     sup.supervise(shutdown).await;
     Ok(())
+}
+
+/// Waits until the monitor answers `/ready` with 200: the showcase is not
+/// up while its API is not. `false` when shut down meanwhile.
+///
+/// # Errors
+/// The monitor exited for good (`--no-restart`), or was not ready by
+/// `deadline`; the error names its log and quotes its last line.
+async fn wait_for_monitor(
+    api: &str,
+    sup: &mut Supervisor,
+    deadline: tokio::time::Instant,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<bool> {
+    const MONITOR: &str = "monitor";
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .context("building the HTTP client")?;
+    let ready = format!("{api}/ready");
+    let failed = |sup: &Supervisor, what: &str| {
+        let log = sup.log_path(MONITOR);
+        let last = std::fs::read_to_string(&log)
+            .ok()
+            .and_then(|text| last_error(&text).map(str::to_owned))
+            .map(|line| format!("; it said: {line}"))
+            .unwrap_or_default();
+        anyhow::anyhow!("the monitor {what}; see {}{last}", log.display())
+    };
+    loop {
+        if let Ok(r) = http.get(&ready).send().await
+            && r.status().is_success()
+        {
+            return Ok(true);
+        }
+        sup.tick();
+        if sup.is_down_for_good(MONITOR) {
+            return Err(failed(sup, "exited and is not restarted (--no-restart)"));
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(failed(
+                sup,
+                &format!("did not answer {ready} with 200 within 60 s"),
+            ));
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(false),
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+}
+
+/// The last line of a child's log that reports an error (a refused
+/// setting, a lost connection), else its last line.
+fn last_error(log: &str) -> Option<&str> {
+    let mut lines = log.lines().map(str::trim).filter(|l| !l.is_empty());
+    let is_error = |l: &&str| l.to_ascii_lowercase().starts_with("error") || l.contains(" ERROR ");
+    lines
+        .clone()
+        .rev()
+        .find(is_error)
+        .or_else(|| lines.next_back())
+}
+
+/// Where the monitor's API is reached from here: any address reaches it
+/// when it listens on all.
+fn api_base(args: &UpArgs) -> String {
+    let host = if args.api_bind.is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], args.api_port))
+    } else {
+        std::net::SocketAddr::new(args.api_bind, args.api_port)
+    };
+    format!("http://{host}")
 }
 
 fn step(what: &str) {
@@ -397,13 +474,7 @@ fn print_summary(
     reader: &RegistryReader,
     ui: bool,
 ) {
-    // Any address reaches the monitor from here when it listens on all.
-    let host = if args.api_bind.is_unspecified() {
-        std::net::SocketAddr::from(([127, 0, 0, 1], args.api_port))
-    } else {
-        std::net::SocketAddr::new(args.api_bind, args.api_port)
-    };
-    let api = format!("http://{host}");
+    let api = api_base(args);
     println!();
     println!("Aegis showcase is up");
     println!(
@@ -497,6 +568,22 @@ impl Drop for PidLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_childs_last_error_is_quoted_not_its_last_line() {
+        let log = "2026-12-01T21:05:38Z  INFO connected\nerror: invalid value '0' for '--max-connections'\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            last_error(log),
+            Some("error: invalid value '0' for '--max-connections'")
+        );
+        let log = "2026-12-01T21:05:38Z ERROR starting the monitor: no buckets\nbye\n";
+        assert_eq!(
+            last_error(log),
+            Some("2026-12-01T21:05:38Z ERROR starting the monitor: no buckets")
+        );
+        assert_eq!(last_error("only\nnoise\n"), Some("noise"));
+        assert_eq!(last_error(""), None);
+    }
 
     #[test]
     fn instances_parse() {

@@ -131,6 +131,17 @@ impl Supervisor {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// Whether the child named `name` has exited and nothing will start it
+    /// again: `--no-restart`, or stopped on purpose. Seen after a [`tick`].
+    ///
+    /// [`tick`]: Supervisor::tick
+    pub fn is_down_for_good(&mut self, name: &str) -> bool {
+        let state_dir = self.state_dir.clone();
+        self.slot(name).is_ok_and(|s| {
+            s.child.is_none() && s.restart_at.is_none() && !restart_path(&state_dir, name).exists()
+        })
+    }
+
     /// Sends `signal` to a running child; SIGTERM and SIGINT mark its exit
     /// as expected: not reported, not restarted.
     ///

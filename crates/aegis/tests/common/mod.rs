@@ -24,8 +24,14 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(args: &[&str]) -> Proc {
+        Self::spawn_with_env(args, &[])
+    }
+
+    /// As [`Proc::spawn`], with `env` added to the environment.
+    pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(AEGIS)
             .args(args)
+            .envs(env.iter().copied())
             .env("AEGIS_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
