@@ -200,7 +200,7 @@ async fn run_once(args: EventsBenchArgs) -> anyhow::Result<Report> {
         "events/s",
         raw_rate,
         sdk_rate,
-        Some(Target::AtLeast(0.90)),
+        Some(Target::AtLeast(0.95)),
     );
     report.add(
         "· vs raw without dedup id",
