@@ -352,6 +352,46 @@ impl Report<Row> {
         });
     }
 
+    /// Adds one compared metric measured in rounds that alternate the
+    /// sides: `raw[i]` and `sdk[i]` were measured in round `i`, close in
+    /// time. The row shows each side's mean; its ratio is the median of
+    /// the rounds' own ratios, so a stall of the machine during one round
+    /// of one side moves it no more than any other round.
+    pub fn add_paired(
+        &mut self,
+        metric: &str,
+        unit: &str,
+        raw: &[f64],
+        sdk: &[f64],
+        target: Option<Target>,
+    ) {
+        let mean = |v: &[f64]| {
+            if v.is_empty() {
+                0.0
+            } else {
+                v.iter().sum::<f64>() / v.len() as f64
+            }
+        };
+        let pairs: Vec<f64> = raw
+            .iter()
+            .zip(sdk)
+            .filter(|(r, _)| **r > 0.0)
+            .map(|(r, s)| s / r)
+            .collect();
+        let ratio = median(pairs);
+        let pass = target.is_none_or(|t| t.holds(ratio));
+        self.rows.push(Row {
+            metric: metric.to_owned(),
+            unit: unit.to_owned(),
+            raw: mean(raw),
+            sdk: mean(sdk),
+            ratio,
+            target,
+            pass,
+            ratios: Vec::new(),
+        });
+    }
+
     /// One report from several runs of the same benchmark: each row's raw,
     /// SDK and ratio are the medians over the runs, each run's ratio is
     /// kept, and targets are judged on the median ratio (one noisy run
@@ -451,6 +491,23 @@ pub(crate) fn percentile(samples: &[f64], q: f64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paired_rounds_take_the_median_of_their_own_ratios() {
+        let mut r: Report = Report::new("t", "2.15.1".into(), serde_json::json!({}));
+        // Round 2's raw side stalled: the ratio of the means would say
+        // 1.31; the rounds say 0.9 three times out of four.
+        let raw = [100.0, 100.0, 50.0, 100.0];
+        let sdk = [90.0, 90.0, 95.0, 90.0];
+        r.add_paired("tput", "ops/s", &raw, &sdk, Some(Target::AtLeast(0.95)));
+        let row = &r.rows[0];
+        assert!((row.ratio - 0.9).abs() < 1e-9, "{}", row.ratio);
+        assert!(!row.pass);
+        assert!((row.raw - 87.5).abs() < 1e-9 && (row.sdk - 91.25).abs() < 1e-9);
+        // A side that did not run (`--only`) has no ratio.
+        r.add_paired("alone", "ops/s", &[], &sdk, None);
+        assert!(r.rows[1].ratio.is_nan() && r.rows[1].pass);
+    }
 
     #[test]
     fn targets_and_ratios() {

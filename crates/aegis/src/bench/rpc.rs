@@ -66,11 +66,12 @@ pub struct RpcBenchArgs {
     /// Concurrent callers in the throughput phase.
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
-    /// Throughput rounds per side (alternating), each `--round-secs` long.
-    #[arg(long, default_value_t = 4)]
+    /// Throughput rounds per side (alternating), each `--round-secs` long;
+    /// the throughput ratio is the median of the rounds' own ratios.
+    #[arg(long, default_value_t = 16)]
     pub rounds: usize,
     /// Length of one throughput round in seconds.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 0.25)]
     pub round_secs: f64,
     /// Register and heart-beat `--instances` more instances while the SDK
     /// side calls through discovery.
@@ -481,7 +482,8 @@ async fn run_once(args: RpcBenchArgs) -> anyhow::Result<Report> {
     // Concurrent throughput in rounds, rotating which side goes first
     // (with --breakdown, every side of the latency phase takes its turn).
     let round = Duration::from_secs_f64(args.round_secs);
-    let mut rates = vec![0.0; sides.len()];
+    // Each side's rate in each round, paired by round in the report.
+    let mut rates = vec![Vec::with_capacity(args.rounds); sides.len()];
     let bar = progress((args.rounds * sides.len()) as u64, "concurrent throughput");
     for i in 0..args.rounds {
         for k in 0..sides.len() {
@@ -490,15 +492,12 @@ async fn run_once(args: RpcBenchArgs) -> anyhow::Result<Report> {
                 continue;
             }
             let call = sides[s].1.clone();
-            rates[s] += throughput(args.concurrency, round, move || call()).await?;
+            rates[s].push(throughput(args.concurrency, round, move || call()).await?);
             bar.inc(1);
         }
     }
     bar.finish_and_clear();
     drop(sides);
-    for rate in &mut rates {
-        *rate /= args.rounds as f64;
-    }
 
     let mut parameters = serde_json::json!({
         "calls_per_side": batches * args.batch,
@@ -507,6 +506,7 @@ async fn run_once(args: RpcBenchArgs) -> anyhow::Result<Report> {
         "concurrency": args.concurrency,
         "rounds": args.rounds,
         "round_secs": args.round_secs,
+        "throughput_ratio": "median over the rounds of each round's sdk/raw ratio",
         "sdk_path": if !args.balanced {
             "discovery: call_with -> rpc.{service}.{instance}.{method}"
         } else {
@@ -581,18 +581,18 @@ async fn run_once(args: RpcBenchArgs) -> anyhow::Result<Report> {
             );
         }
     }
-    report.add(
+    report.add_paired(
         "concurrent rpc throughput",
         "calls/s",
-        rates[0],
-        rates[1],
+        &rates[0],
+        &rates[1],
         args.only
             .is_none()
             .then_some(Target::AtLeast(throughput_target(&args))),
     );
     for (k, rate) in rates.iter().enumerate().skip(2) {
         let label = format!("· {} throughput", labels[k]);
-        report.add(&label, "calls/s", rates[0], *rate, None);
+        report.add_paired(&label, "calls/s", &rates[0], rate, None);
     }
 
     service.shutdown().await?;
