@@ -94,30 +94,43 @@ fn a_node_that_cannot_start_is_reported_with_its_reason_at_once() {
 #[test]
 fn the_showcase_is_not_said_up_while_its_monitor_cannot_start() {
     // A setting only the monitor reads, and refuses: it exits at once and,
-    // with `--no-restart`, nothing brings it back.
+    // with `--no-restart`, nothing brings it back. Twice in one state
+    // directory (whose monitor log is kept across runs), with two
+    // different refusals: each run's error quotes its own.
     let state = tempfile::tempdir().unwrap();
     let (base, api) = free_up_ports();
     let (base, api) = (base.to_string(), api.to_string());
-    let mut run = Proc::spawn_with_env(
-        &[
-            "up",
-            "--single-node",
-            "--no-restart",
-            "--base-port",
-            &base,
-            "--api-port",
-            &api,
-            "--state-dir",
-            state.path().to_str().unwrap(),
-        ],
-        &[("AEGIS_API_MAX_CONNECTIONS", "0")],
-    );
-    let exit = run.exit_within(Duration::from_secs(60));
-    let out = run.output();
-    assert!(!exit.success(), "{out}");
-    assert!(!out.contains("Aegis showcase is up"), "{out}");
-    assert!(
-        out.contains("the monitor") && out.contains("monitor.log"),
-        "the error names the monitor and its log:\n{out}"
-    );
+    for (var, value, flag) in [
+        ("AEGIS_API_MAX_CONNECTIONS", "0", "max-connections"),
+        (
+            "AEGIS_API_HEADER_READ_TIMEOUT",
+            "soon",
+            "header-read-timeout",
+        ),
+    ] {
+        let mut run = Proc::spawn_with_env(
+            &[
+                "up",
+                "--single-node",
+                "--no-restart",
+                "--base-port",
+                &base,
+                "--api-port",
+                &api,
+                "--state-dir",
+                state.path().to_str().unwrap(),
+            ],
+            &[(var, value)],
+        );
+        let exit = run.exit_within(Duration::from_secs(60));
+        let out = run.output();
+        assert!(!exit.success(), "{out}");
+        assert!(!out.contains("Aegis showcase is up"), "{out}");
+        let error = out
+            .lines()
+            .find(|l| l.starts_with("error: the monitor"))
+            .unwrap_or_else(|| panic!("no error naming the monitor:\n{out}"));
+        assert!(error.contains("monitor.log"), "{error}");
+        assert!(error.contains(flag), "not this run's refusal: {error}");
+    }
 }

@@ -258,8 +258,10 @@ async fn run_on(
         monitor_env.push(("AEGIS_UI_DIR".into(), dir.display().to_string()));
     }
     step("starting the monitor");
+    // Its log is kept across runs: only what this run adds is quoted.
+    let monitor_log_from = std::fs::metadata(sup.log_path(MONITOR)).map_or(0, |m| m.len());
     sup.start(ChildSpec {
-        name: "monitor".into(),
+        name: MONITOR.into(),
         kind: Kind::Monitor,
         program: exe.to_owned(),
         args: vec!["api".into()],
@@ -322,7 +324,12 @@ async fn run_on(
     }
 
     step("waiting for the monitor");
-    if !wait_for_monitor(&api_base(args), sup, deadline, shutdown).await? {
+    let monitor = MonitorWait {
+        api: api_base(args),
+        log_from: monitor_log_from,
+        deadline,
+    };
+    if !monitor.ready(sup, shutdown).await? {
         return Ok(());
     }
     print_summary(args, state_dir, url, nodes, &reader, ui_dir.is_some());
@@ -330,53 +337,68 @@ async fn run_on(
     Ok(())
 }
 
-/// Waits until the monitor answers `/ready` with 200: the showcase is not
-/// up while its API is not. `false` when shut down meanwhile.
-///
-/// # Errors
-/// The monitor exited for good (`--no-restart`), or was not ready by
-/// `deadline`; the error names its log and quotes its last line.
-async fn wait_for_monitor(
-    api: &str,
-    sup: &mut Supervisor,
+/// The monitor child's name.
+const MONITOR: &str = "monitor";
+
+/// What waiting for the monitor needs: where its API answers, where this
+/// run's part of its log starts, and until when to wait.
+struct MonitorWait {
+    api: String,
+    log_from: u64,
     deadline: tokio::time::Instant,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<bool> {
-    const MONITOR: &str = "monitor";
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .context("building the HTTP client")?;
-    let ready = format!("{api}/ready");
-    let failed = |sup: &Supervisor, what: &str| {
+}
+
+impl MonitorWait {
+    /// Waits until the monitor answers `/ready` with 200: the showcase is
+    /// not up while its API is not. `false` when shut down meanwhile.
+    ///
+    /// # Errors
+    /// The monitor exited for good (`--no-restart`), or was not ready by
+    /// the deadline; the error names its log and quotes the last error
+    /// this run wrote there.
+    async fn ready(
+        &self,
+        sup: &mut Supervisor,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<bool> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .context("building the HTTP client")?;
+        let ready = format!("{}/ready", self.api);
+        loop {
+            if let Ok(r) = http.get(&ready).send().await
+                && r.status().is_success()
+            {
+                return Ok(true);
+            }
+            sup.tick();
+            if sup.is_down_for_good(MONITOR) {
+                return Err(self.failed(sup, "exited and is not restarted (--no-restart)"));
+            }
+            if tokio::time::Instant::now() > self.deadline {
+                return Err(
+                    self.failed(sup, &format!("did not answer {ready} with 200 within 60 s"))
+                );
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(false),
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    }
+
+    fn failed(&self, sup: &Supervisor, what: &str) -> anyhow::Error {
         let log = sup.log_path(MONITOR);
-        let last = std::fs::read_to_string(&log)
+        let said = std::fs::read(&log)
             .ok()
-            .and_then(|text| last_error(&text).map(str::to_owned))
+            .and_then(|bytes| {
+                let ours = bytes.get(usize::try_from(self.log_from).ok()?..)?;
+                last_error(&String::from_utf8_lossy(ours)).map(str::to_owned)
+            })
             .map(|line| format!("; it said: {line}"))
             .unwrap_or_default();
-        anyhow::anyhow!("the monitor {what}; see {}{last}", log.display())
-    };
-    loop {
-        if let Ok(r) = http.get(&ready).send().await
-            && r.status().is_success()
-        {
-            return Ok(true);
-        }
-        sup.tick();
-        if sup.is_down_for_good(MONITOR) {
-            return Err(failed(sup, "exited and is not restarted (--no-restart)"));
-        }
-        if tokio::time::Instant::now() > deadline {
-            return Err(failed(
-                sup,
-                &format!("did not answer {ready} with 200 within 60 s"),
-            ));
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(false),
-            () = tokio::time::sleep(Duration::from_millis(100)) => {}
-        }
+        anyhow::anyhow!("the monitor {what}; see {}{said}", log.display())
     }
 }
 
