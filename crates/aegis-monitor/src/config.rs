@@ -89,6 +89,10 @@ pub struct MonitorConfig {
     /// advisories: with them a crashed instance shows as down within
     /// milliseconds; without, when its registry record expires (its TTL).
     pub system_account: Option<SystemAccount>,
+    /// How long [`crate::serve`] keeps trying to start while NATS,
+    /// JetStream or the registry is not ready yet (a cluster still starting
+    /// or electing its leaders); zero fails at once.
+    pub startup_timeout: Duration,
 }
 
 /// When the session cookie carries the `Secure` attribute (the browser
@@ -190,6 +194,7 @@ impl Default for MonitorConfig {
             definitions_history: 64,
             metrics_retention: Duration::from_secs(3600),
             system_account: None,
+            startup_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -350,6 +355,10 @@ pub struct ApiArgs {
     /// Run WITHOUT authentication when no token is configured (development only).
     #[arg(long)]
     pub insecure_dev: bool,
+    /// How long to keep trying to start while NATS, JetStream or the
+    /// registry is not ready yet (e.g. `60s`; `0s` fails at once).
+    #[arg(long, env = "AEGIS_STARTUP_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub startup_timeout: Duration,
     /// The NATS system account (instant crash detection).
     #[command(flatten)]
     pub system: SystemArgs,
@@ -388,6 +397,7 @@ impl ApiArgs {
             environment: self.environment,
             request_timeout: self.request_timeout,
             system_account: self.system.account(),
+            startup_timeout: self.startup_timeout,
             ..MonitorConfig::default()
         })
     }

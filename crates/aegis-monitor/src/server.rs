@@ -69,9 +69,9 @@ pub async fn run(args: ApiArgs, shutdown: CancellationToken) -> anyhow::Result<(
 /// As [`run`].
 pub async fn serve(config: MonitorConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let addr = config.listen_addr();
-    let state = AppState::start(config, shutdown.clone())
-        .await
-        .context("starting the monitor")?;
+    let Some(state) = start_waiting(config, &shutdown).await? else {
+        return Ok(());
+    };
     let listener = match TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -80,6 +80,48 @@ pub async fn serve(config: MonitorConfig, shutdown: CancellationToken) -> anyhow
         }
     };
     serve_on(listener, state, shutdown).await
+}
+
+/// Starts the state, trying again while the failure may pass by itself
+/// (NATS, JetStream or the registry not ready yet) for up to
+/// `config.startup_timeout`; `None` when shut down meanwhile.
+async fn start_waiting(
+    config: MonitorConfig,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<AppState>> {
+    let deadline = tokio::time::Instant::now() + config.startup_timeout;
+    let mut pause = Duration::from_millis(200);
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let error = match AppState::start(config.clone(), shutdown.clone()).await {
+            Ok(state) => {
+                if attempts > 1 {
+                    tracing::info!(attempts, "started after waiting for NATS");
+                }
+                return Ok(Some(state));
+            }
+            Err(e) => e,
+        };
+        if !error.is_transient() {
+            return Err(error).context("starting the monitor");
+        }
+        if tokio::time::Instant::now() + pause > deadline {
+            return Err(error).with_context(|| {
+                format!(
+                    "starting the monitor: not started within the start-up timeout ({}; {attempts} attempts)",
+                    humantime::format_duration(config.startup_timeout)
+                )
+            });
+        }
+        tracing::warn!(error = %format!("{:#}", anyhow::Error::from(error)), attempt = attempts,
+            "cannot start yet (NATS or JetStream not ready?); retrying");
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(None),
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
 }
 
 /// Serves `state`'s router on `listener` until `shutdown` is cancelled, then

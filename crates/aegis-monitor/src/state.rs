@@ -51,6 +51,26 @@ pub enum StartError {
     Other(String),
 }
 
+impl StartError {
+    /// Whether the failure may pass by itself: no server answered, JetStream
+    /// or a bucket not ready, a view that did not load in time (a cluster
+    /// still starting or electing its leaders). Refused credentials, a bad
+    /// configuration or a server too old need a fix.
+    pub fn is_transient(&self) -> bool {
+        use aegis_sdk::{ConnectError, election::ElectionError, registry::RegistryError};
+        match self {
+            StartError::Connect(e) => matches!(
+                e,
+                ConnectError::Connect { .. } | ConnectError::JetStreamUnavailable { .. }
+            ),
+            StartError::Setup(e) => matches!(e, SetupError::Open { .. }),
+            StartError::Fleet(FleetError::Registry(RegistryError::NotSynced(_))) => true,
+            StartError::Fleet(FleetError::Elections(ElectionError::NotSynced(_))) => true,
+            _ => false,
+        }
+    }
+}
+
 /// Shared state of the API; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -122,6 +142,9 @@ impl AppState {
         let conn = Connection::connect(config.nats.clone()).await?;
         let resources = bus::ensure_resources(conn.jetstream(), &config).await?;
         let cancel = shutdown.child_token();
+        // A start that fails part-way stops the tasks it had started (and
+        // with them their hold on the connection), so it can be tried again.
+        let stop_on_failure = cancel.clone().drop_guard();
         let tasks = TaskTracker::new();
         let (live, _) = broadcast::channel(live::CAPACITY);
         let definitions = DefinitionStore::start(
@@ -173,6 +196,7 @@ impl AppState {
             }),
         };
         state.spawn_gauges();
+        stop_on_failure.disarm();
         Ok(state)
     }
 

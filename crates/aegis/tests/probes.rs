@@ -2,7 +2,8 @@
 //! orchestrator uses, against a real nats-server. Liveness holds while the
 //! instance waits for NATS; readiness is 503 (`starting`) until it runs,
 //! 200 while it is connected and registered, 503 when its NATS server is
-//! gone.
+//! gone. The monitor (`aegis api`) waits for NATS at start too, rather
+//! than exiting.
 
 mod common;
 
@@ -86,4 +87,31 @@ fn readiness_follows_the_nats_connection() {
     assert!(reasons.contains("not connected to NATS"), "{body}");
     // Liveness does not follow NATS: an outage must not restart everyone.
     assert_eq!(get(&addr, "/healthz").0, 200);
+}
+
+#[test]
+fn the_monitor_waits_for_nats_at_start() {
+    // Its server not running yet, as when a cluster and the monitor are
+    // deployed together.
+    let mut server = NatsServer::start().unwrap();
+    server.stop();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let port = addr.rsplit(':').next().unwrap().to_owned();
+    let mut monitor = Proc::spawn(&[
+        "api",
+        "--insecure-dev",
+        "--nats-url",
+        &server.url(),
+        "--port",
+        &port,
+    ]);
+    monitor.wait_for("cannot start yet", Duration::from_secs(20));
+    assert!(
+        monitor.child.try_wait().unwrap().is_none(),
+        "the monitor exited instead of waiting:\n{}",
+        monitor.output()
+    );
+    server.restart().unwrap();
+    let ready = until_status(&addr, "/ready", 200, Duration::from_secs(30));
+    assert_eq!(ready["status"], "ready", "{ready}");
 }
