@@ -28,7 +28,7 @@ use tower::ServiceExt;
 use crate::{
     config::{ApiArgs, MonitorConfig},
     routes::router,
-    state::AppState,
+    state::{AppState, StartError},
 };
 
 /// Longest wait for in-flight requests after shutdown is requested.
@@ -89,38 +89,32 @@ async fn start_waiting(
     config: MonitorConfig,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Option<AppState>> {
-    let deadline = tokio::time::Instant::now() + config.startup_timeout;
-    let mut pause = Duration::from_millis(200);
-    let mut attempts = 0u32;
-    loop {
-        attempts += 1;
-        let error = match AppState::start(config.clone(), shutdown.clone()).await {
-            Ok(state) => {
-                if attempts > 1 {
-                    tracing::info!(attempts, "started after waiting for NATS");
-                }
-                return Ok(Some(state));
+    use aegis_sdk::startup::{StartFailure, retry};
+    // As `anyhow::Error`s, so each retried attempt is logged with its causes.
+    let started = retry(
+        config.startup_timeout,
+        shutdown,
+        || {
+            let (config, shutdown) = (config.clone(), shutdown.clone());
+            async move {
+                AppState::start(config, shutdown)
+                    .await
+                    .map_err(anyhow::Error::from)
             }
-            Err(e) => e,
-        };
-        if !error.is_transient() {
-            return Err(error).context("starting the monitor");
-        }
-        if tokio::time::Instant::now() + pause > deadline {
-            return Err(error).with_context(|| {
-                format!(
-                    "starting the monitor: not started within the start-up timeout ({}; {attempts} attempts)",
-                    humantime::format_duration(config.startup_timeout)
-                )
-            });
-        }
-        tracing::warn!(error = %format!("{:#}", anyhow::Error::from(error)), attempt = attempts,
-            "cannot start yet (NATS or JetStream not ready?); retrying");
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(None),
-            () = tokio::time::sleep(pause) => {}
-        }
-        pause = (pause * 2).min(Duration::from_secs(2));
+        },
+        |e| {
+            e.downcast_ref::<StartError>()
+                .is_some_and(StartError::is_transient)
+        },
+    )
+    .await;
+    match started {
+        Ok(state) => Ok(state),
+        Err(StartFailure::Permanent(e)) => Err(e.context("starting the monitor")),
+        Err(StartFailure::TimedOut { last, attempts }) => Err(last.context(format!(
+            "starting the monitor: not started within the start-up timeout ({}; {attempts} attempts)",
+            humantime::format_duration(config.startup_timeout)
+        ))),
     }
 }
 

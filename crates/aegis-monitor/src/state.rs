@@ -57,12 +57,9 @@ impl StartError {
     /// still starting or electing its leaders). Refused credentials, a bad
     /// configuration or a server too old need a fix.
     pub fn is_transient(&self) -> bool {
-        use aegis_sdk::{ConnectError, election::ElectionError, registry::RegistryError};
+        use aegis_sdk::{election::ElectionError, registry::RegistryError};
         match self {
-            StartError::Connect(e) => matches!(
-                e,
-                ConnectError::Connect { .. } | ConnectError::JetStreamUnavailable { .. }
-            ),
+            StartError::Connect(e) => e.is_transient(),
             StartError::Setup(e) => matches!(e, SetupError::Open { .. }),
             StartError::Fleet(FleetError::Registry(RegistryError::NotSynced(_))) => true,
             StartError::Fleet(FleetError::Elections(ElectionError::NotSynced(_))) => true,

@@ -31,6 +31,8 @@
 //!   under it, [`kv::reopening`], for any stream that can be opened again
 //!   from where it broke.
 //! - [`metrics`]: per-endpoint latency histograms and counters.
+//! - [`startup`]: [`startup::retry`], a start tried again while NATS or
+//!   JetStream is not ready yet (what `aegis service` and the monitor do).
 //! - [`streams`]: creating the streams Aegis uses, bounded by the configured
 //!   [`StreamLimits`].
 //! - `pull` (internal): the durable pull loop events and commands share,
@@ -87,6 +89,7 @@ pub mod probes;
 mod pull;
 pub mod registry;
 pub mod rpc;
+pub mod startup;
 pub mod streams;
 mod task;
 pub mod telemetry;

@@ -8,7 +8,11 @@
 //! could not be removed expires with its TTL; a lease that could not be
 //! handed over lapses). A second Ctrl-C / SIGTERM exits at once.
 
-use aegis_sdk::{rpc::server::ServiceError, telemetry::log_layer::LogForwarder};
+use aegis_sdk::{
+    rpc::server::ServiceError,
+    startup::{StartFailure, retry},
+    telemetry::log_layer::LogForwarder,
+};
 use aegis_trading::{Running, TradingError, order, pricing, risk};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -87,35 +91,18 @@ pub async fn run(
             }
         });
     }
-    let deadline = tokio::time::Instant::now() + args.startup_timeout;
-    let mut pause = std::time::Duration::from_millis(200);
-    let mut attempts = 0u32;
-    let (conn, running) = loop {
-        attempts += 1;
-        let error = match start(&args).await {
-            Ok(started) => break started,
-            Err(e) => e,
-        };
-        if !transient(&error) {
-            return Err(error);
-        }
-        if tokio::time::Instant::now() + pause > deadline {
-            return Err(error.context(format!(
+    let started = retry(args.startup_timeout, &shutdown, || start(&args), transient).await;
+    let (conn, running) = match started {
+        Ok(Some(started)) => started,
+        Ok(None) => return Ok(()),
+        Err(StartFailure::Permanent(e)) => return Err(e),
+        Err(StartFailure::TimedOut { last, attempts }) => {
+            return Err(last.context(format!(
                 "not started within the start-up timeout ({}; {attempts} attempts)",
                 humantime::format_duration(args.startup_timeout)
             )));
         }
-        tracing::warn!(error = %format!("{error:#}"), attempt = attempts,
-            "cannot start yet (NATS or JetStream not ready?); retrying");
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            () = tokio::time::sleep(pause) => {}
-        }
-        pause = (pause * 2).min(std::time::Duration::from_secs(2));
     };
-    if attempts > 1 {
-        tracing::info!(attempts, "started after waiting for NATS");
-    }
     let sdk_service = running.service();
     let (service, instance) = (
         sdk_service.name().to_owned(),
@@ -186,10 +173,7 @@ pub(crate) fn transient(error: &anyhow::Error) -> bool {
     use aegis_sdk::ConnectError;
     for cause in error.chain() {
         if let Some(e) = cause.downcast_ref::<ConnectError>() {
-            return matches!(
-                e,
-                ConnectError::Connect { .. } | ConnectError::JetStreamUnavailable { .. }
-            );
+            return e.is_transient();
         }
         if let Some(e) = cause.downcast_ref::<TradingError>() {
             return match e {

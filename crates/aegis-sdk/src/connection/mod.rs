@@ -125,6 +125,27 @@ pub enum ConnectError {
     },
 }
 
+impl ConnectError {
+    /// Whether the failure may pass by itself: no server answered, or
+    /// JetStream is not available yet (a cluster still starting). Refused
+    /// credentials, a bad configuration or a server too old need a fix.
+    ///
+    /// ```
+    /// # use aegis_sdk::{AegisConfig, Connection};
+    /// # async fn demo() {
+    /// if let Err(e) = Connection::connect(AegisConfig::with_servers("nats://127.0.0.1:1")).await {
+    ///     println!("{e}; worth trying again: {}", e.is_transient());
+    /// }
+    /// # }
+    /// ```
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ConnectError::Connect { .. } | ConnectError::JetStreamUnavailable { .. }
+        )
+    }
+}
+
 /// A shared, cloneable handle to NATS and JetStream.
 ///
 /// ```no_run

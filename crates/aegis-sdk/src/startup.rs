@@ -1,0 +1,166 @@
+//! Starting a process's NATS-side parts while the bus may not be ready yet:
+//! [`retry`] runs a start again while its failure may pass by itself (no
+//! server answering, JetStream electing its leaders, a bucket still being
+//! created), with a growing pause, until a time-out or a shutdown. A
+//! failure that needs a fix (refused credentials, a bad setting) ends it at
+//! once. `aegis service` and the monitor (`aegis api`) both start this way.
+
+use std::{fmt::Display, future::Future, time::Duration};
+
+use tokio_util::sync::CancellationToken;
+
+/// The first pause between attempts; doubled per attempt up to
+/// [`PAUSE_MAX`].
+const PAUSE_START: Duration = Duration::from_millis(200);
+const PAUSE_MAX: Duration = Duration::from_secs(2);
+
+/// How a start retried by [`retry`] failed.
+#[derive(Debug)]
+pub enum StartFailure<E> {
+    /// The failure needs a fix: trying again could not help.
+    Permanent(E),
+    /// Every attempt failed for a reason that may pass, until the time-out.
+    TimedOut {
+        /// The last attempt's error.
+        last: E,
+        /// How many attempts were made.
+        attempts: u32,
+    },
+}
+
+/// Runs `start` until it succeeds, fails for a reason `transient` says
+/// needs a fix, or `timeout` passes; `Ok(None)` when `shutdown` is
+/// cancelled meanwhile. Each retried failure is logged (WARN) with its
+/// cause, and a start that needed several attempts says so (INFO).
+///
+/// ```no_run
+/// # async fn demo() {
+/// use std::time::Duration;
+/// use aegis_sdk::{AegisConfig, Connection, ConnectError, startup::{retry, StartFailure}};
+///
+/// let shutdown = tokio_util::sync::CancellationToken::new();
+/// let started = retry(
+///     Duration::from_secs(60),
+///     &shutdown,
+///     || Connection::connect(AegisConfig::with_servers("nats://127.0.0.1:4222")),
+///     ConnectError::is_transient,
+/// )
+/// .await;
+/// match started {
+///     Ok(Some(conn)) => println!("connected to {}", conn.server_version()),
+///     Ok(None) => println!("shut down while waiting"),
+///     Err(StartFailure::Permanent(e)) => eprintln!("cannot start: {e}"),
+///     Err(StartFailure::TimedOut { last, attempts }) => {
+///         eprintln!("not started after {attempts} attempts: {last}")
+///     }
+/// }
+/// # }
+/// ```
+///
+/// # Errors
+/// [`StartFailure::Permanent`] at once, or [`StartFailure::TimedOut`]
+/// when the next pause would end past `timeout` (a zero `timeout` makes
+/// one attempt).
+pub async fn retry<T, E, F, Fut>(
+    timeout: Duration,
+    shutdown: &CancellationToken,
+    mut start: F,
+    transient: impl Fn(&E) -> bool,
+) -> Result<Option<T>, StartFailure<E>>
+where
+    E: Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pause = PAUSE_START;
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let error = match start().await {
+            Ok(started) => {
+                if attempts > 1 {
+                    tracing::info!(attempts, "started after waiting for NATS");
+                }
+                return Ok(Some(started));
+            }
+            Err(e) => e,
+        };
+        if !transient(&error) {
+            return Err(StartFailure::Permanent(error));
+        }
+        if tokio::time::Instant::now() + pause > deadline {
+            return Err(StartFailure::TimedOut {
+                last: error,
+                attempts,
+            });
+        }
+        tracing::warn!(error = %format!("{error:#}"), attempt = attempts,
+            "cannot start yet (NATS or JetStream not ready?); retrying");
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(None),
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(PAUSE_MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_what_may_pass_and_stops_at_what_needs_a_fix() {
+        let shutdown = CancellationToken::new();
+        let mut calls = 0;
+        let started = retry(
+            Duration::from_secs(60),
+            &shutdown,
+            || {
+                calls += 1;
+                let n = calls;
+                async move { if n < 3 { Err("not ready") } else { Ok(n) } }
+            },
+            |_| true,
+        )
+        .await;
+        assert!(matches!(started, Ok(Some(3))));
+
+        let failed = retry(
+            Duration::from_secs(60),
+            &shutdown,
+            || async { Err::<(), _>("bad") },
+            |_| false,
+        )
+        .await;
+        assert!(matches!(failed, Err(StartFailure::Permanent("bad"))));
+
+        let late = retry(
+            Duration::from_secs(1),
+            &shutdown,
+            || async { Err::<(), _>("down") },
+            |_| true,
+        )
+        .await;
+        assert!(
+            matches!(
+                late,
+                Err(StartFailure::TimedOut {
+                    last: "down",
+                    attempts: 3
+                })
+            ),
+            "{late:?}"
+        );
+
+        shutdown.cancel();
+        let stopped = retry(
+            Duration::from_secs(60),
+            &shutdown,
+            || async { Err::<(), _>("down") },
+            |_| true,
+        )
+        .await;
+        assert!(matches!(stopped, Ok(None)));
+    }
+}
