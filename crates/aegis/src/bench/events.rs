@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::{
     Side, order, progress,
-    report::{Report, Target},
+    report::{Report, Target, mean},
     rpc::finish,
     throughput,
 };
@@ -207,7 +207,7 @@ async fn run_once(args: EventsBenchArgs) -> anyhow::Result<Report> {
         "· vs raw without dedup id",
         "events/s",
         plain_rate,
-        sdk_rates.iter().sum::<f64>() / sdk_rates.len().max(1) as f64,
+        mean(&sdk_rates),
         None,
     );
     report.add_latency("sequential publish", &raw_hist, &sdk_hist, None);

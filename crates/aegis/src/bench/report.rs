@@ -365,13 +365,6 @@ impl Report<Row> {
         sdk: &[f64],
         target: Option<Target>,
     ) {
-        let mean = |v: &[f64]| {
-            if v.is_empty() {
-                0.0
-            } else {
-                v.iter().sum::<f64>() / v.len() as f64
-            }
-        };
         let pairs: Vec<f64> = raw
             .iter()
             .zip(sdk)
@@ -448,6 +441,15 @@ impl Report<Row> {
 }
 
 /// The median (the mean of the middle two for an even count).
+/// The mean of per-round rates; 0 for a side that did not run.
+pub(crate) fn mean(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        0.0
+    } else {
+        values.iter().sum::<f64>() / values.len() as f64
+    }
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();

@@ -136,10 +136,9 @@ impl Supervisor {
     ///
     /// [`tick`]: Supervisor::tick
     pub fn is_down_for_good(&mut self, name: &str) -> bool {
-        let state_dir = self.state_dir.clone();
-        self.slot(name).is_ok_and(|s| {
-            s.child.is_none() && s.restart_at.is_none() && !restart_path(&state_dir, name).exists()
-        })
+        let restart_asked = restart_path(&self.state_dir, name).exists();
+        self.slot(name)
+            .is_ok_and(|s| s.child.is_none() && s.restart_at.is_none() && !restart_asked)
     }
 
     /// Sends `signal` to a running child; SIGTERM and SIGINT mark its exit
