@@ -266,7 +266,10 @@ async fn quotes_are_published_once_per_symbol_and_slot() {
     b.shutdown().await.unwrap();
 
     // Both instances published, but the dedup id let each (symbol, slot)
-    // through once; what the two count as stored is exactly what arrived.
+    // through once; what the two count as stored arrived. A stop abandons
+    // the publish it is waiting on (`publish_quotes`), which the stream
+    // may have stored with nobody left to count it: at most one per
+    // instance arrives uncounted.
     let stored = ["pricing-a", "pricing-b"]
         .into_iter()
         .zip([metrics_a, metrics_b])
@@ -277,7 +280,11 @@ async fn quotes_are_published_once_per_symbol_and_slot() {
     })
     .await;
     let events = recorder.events();
-    assert_eq!(events.len(), stored);
+    assert!(
+        (stored..=stored + 2).contains(&events.len()),
+        "{} quotes arrived, {stored} counted as stored",
+        events.len()
+    );
     let ids: HashSet<_> = events.iter().map(|e| e.id.clone().unwrap()).collect();
     assert_eq!(ids.len(), events.len(), "no (symbol, slot) is stored twice");
     for e in &events {
