@@ -7,7 +7,8 @@
 //! request, the responder decodes it and encodes a JSON reply, the caller
 //! decodes that. The raw responder is the idiomatic async-nats loop (one
 //! queue subscription, reply inline); the SDK responder is an Aegis service
-//! (typed handler, `$SRV` stats, metrics, one task per request).
+//! (typed handler, `$SRV` stats, metrics, requests run as futures of one
+//! task per subscription).
 //!
 //! The SDK client calls the way `RpcClient::call` does by default: through
 //! discovery (`call_with`: pick a registered ACTIVE instance from the
