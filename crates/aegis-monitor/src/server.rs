@@ -27,7 +27,10 @@ use tower::ServiceExt;
 
 use crate::{
     config::{ApiArgs, MonitorConfig},
-    routes::router,
+    routes::{
+        router,
+        starting::{self, Starting},
+    },
     state::{AppState, StartError},
 };
 
@@ -55,8 +58,9 @@ pub async fn run(args: ApiArgs, shutdown: CancellationToken) -> anyhow::Result<(
     serve(config, shutdown).await
 }
 
-/// Starts the state, binds `config.bind:config.port` and serves until
-/// `shutdown` is cancelled.
+/// Binds `config.bind:config.port`, starts the state (answering `/health`
+/// and `/ready` as `starting` meanwhile, see `routes/starting.rs`) and
+/// serves until `shutdown` is cancelled.
 ///
 /// ```no_run
 /// # async fn demo() -> anyhow::Result<()> {
@@ -69,25 +73,45 @@ pub async fn run(args: ApiArgs, shutdown: CancellationToken) -> anyhow::Result<(
 /// As [`run`].
 pub async fn serve(config: MonitorConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let addr = config.listen_addr();
-    let Some(state) = start_waiting(config, &shutdown).await? else {
+    // Listening first: a port in use fails at once rather than once NATS
+    // answers, and the probes get an answer while the state starts.
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let limits = Limits::from(&config);
+    let starting = Arc::new(Starting::default());
+    let started = CancellationToken::new();
+    tracing::info!(%addr, "monitor API listening; starting (503 until started)");
+    let (state, answered) = tokio::join!(
+        async {
+            let state = start_waiting(config, &shutdown, &starting).await;
+            started.cancel();
+            state
+        },
+        accept(
+            &listener,
+            starting::router(starting.clone()),
+            &limits,
+            &started
+        ),
+    );
+    // Connections taken while starting finish in the background; new ones
+    // wait in the backlog for the API.
+    tokio::spawn(answered.shutdown());
+    let Some(state) = state? else {
         return Ok(());
-    };
-    let listener = match TcpListener::bind(addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            state.shutdown().await;
-            return Err(e).with_context(|| format!("cannot listen on {addr}"));
-        }
     };
     serve_on(listener, state, shutdown).await
 }
 
 /// Starts the state, trying again while the failure may pass by itself
 /// (NATS, JetStream or the registry not ready yet) for up to
-/// `config.startup_timeout`; `None` when shut down meanwhile.
+/// `config.startup_timeout`, telling `starting` what each failed attempt
+/// waited for; `None` when shut down meanwhile.
 async fn start_waiting(
     config: MonitorConfig,
     shutdown: &CancellationToken,
+    starting: &Starting,
 ) -> anyhow::Result<Option<AppState>> {
     use aegis_sdk::startup::{StartFailure, retry};
     // As `anyhow::Error`s, so each retried attempt is logged with its causes.
@@ -97,9 +121,10 @@ async fn start_waiting(
         || {
             let (config, shutdown) = (config.clone(), shutdown.clone());
             async move {
-                AppState::start(config, shutdown)
-                    .await
-                    .map_err(anyhow::Error::from)
+                AppState::start(config, shutdown).await.map_err(|e| {
+                    starting.failed(e.waiting_for());
+                    anyhow::Error::from(e)
+                })
             }
         },
         |e| {
@@ -221,6 +246,22 @@ pub async fn serve_router(
     limits: Limits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let graceful = accept(&listener, app, &limits, &shutdown).await;
+    // Refuse new connections while the open ones finish.
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Accepts connections on `listener` and serves `app` on each, within
+/// `limits`, until `shutdown` is cancelled; returns what finishes the
+/// connections still open.
+async fn accept(
+    listener: &TcpListener,
+    app: Router,
+    limits: &Limits,
+    shutdown: &CancellationToken,
+) -> GracefulShutdown {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
@@ -264,7 +305,5 @@ pub async fn serve_router(
             drop(slot);
         });
     }
-    drop(listener);
-    graceful.shutdown().await;
-    Ok(())
+    graceful
 }

@@ -66,6 +66,18 @@ impl StartError {
             _ => false,
         }
     }
+
+    /// What a start that failed this way waits for, as the monitor's
+    /// `/ready` says while starting: `nats`, `jetstream` (its buckets and
+    /// streams) or `registry` (the views' first load).
+    pub fn waiting_for(&self) -> &'static str {
+        match self {
+            StartError::Connect(_) => "nats",
+            StartError::Setup(_) => "jetstream",
+            StartError::Fleet(_) => "registry",
+            StartError::Auth(_) | StartError::Other(_) => "configuration",
+        }
+    }
 }
 
 /// Shared state of the API; cheap to clone.

@@ -3,7 +3,8 @@
 //! instance waits for NATS; readiness is 503 (`starting`) until it runs,
 //! 200 while it is connected and registered, 503 when its NATS server is
 //! gone. The monitor (`aegis api`) waits for NATS at start too, rather
-//! than exiting.
+//! than exiting, and answers its probes meanwhile; a port already taken
+//! stops it at once.
 
 mod common;
 
@@ -111,7 +112,57 @@ fn the_monitor_waits_for_nats_at_start() {
         "the monitor exited instead of waiting:\n{}",
         monitor.output()
     );
+    // While it waits it already listens: alive, not ready, and saying
+    // what it waits for (and no more: no address, no error text).
+    let (status, health) = get(&addr, "/health");
+    assert_eq!(
+        (status, &health["status"]),
+        (200, &"starting".into()),
+        "{health}"
+    );
+    let (status, ready) = get(&addr, "/ready");
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["error"]["code"], "NOT_READY", "{ready}");
+    assert_eq!(ready["error"]["details"]["waitingFor"], "nats", "{ready}");
+    let nats_port = server.url().rsplit(':').next().unwrap().to_owned();
+    assert!(
+        !ready.to_string().contains(&nats_port) && !ready.to_string().contains("127.0.0.1"),
+        "the readiness answer names where NATS is: {ready}"
+    );
+    let (status, services) = get(&addr, "/api/services");
+    assert_eq!(status, 503, "{services}");
+    assert_eq!(services["error"]["code"], "NOT_READY", "{services}");
     server.restart().unwrap();
     let ready = until_status(&addr, "/ready", 200, Duration::from_secs(30));
     assert_eq!(ready["status"], "ready", "{ready}");
+    // The same listener now serves the whole API.
+    assert_eq!(
+        get(&addr, "/health"),
+        (200, serde_json::json!({"status": "ok"}))
+    );
+}
+
+#[test]
+fn a_monitor_whose_port_is_taken_says_so_at_once() {
+    // NATS down too: the port is checked first, not after a minute of
+    // waiting for a server.
+    let mut server = NatsServer::start().unwrap();
+    server.stop();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let mut monitor = Proc::spawn(&[
+        "api",
+        "--insecure-dev",
+        "--nats-url",
+        &server.url(),
+        "--port",
+        &port,
+    ]);
+    let status = monitor.exit_within(Duration::from_secs(10));
+    assert!(!status.success());
+    let output = monitor.output();
+    assert!(
+        output.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{output}"
+    );
 }

@@ -12,6 +12,7 @@
 //! | [`stream`] | `/api/stream` (SSE) |
 //! | [`session`] | `/api/session` (browser sign-in) |
 //! | [`system`] | `/health`, `/ready`, `/status`, `/metrics` |
+//! | [`starting`] | `/health`, `/ready` and a 503 elsewhere, before the state exists |
 //!
 //! Plus `/api/openapi.json` and the Swagger UI at `/api/docs`, and the UI's
 //! static files at `/` when a UI directory is configured.
@@ -28,6 +29,7 @@ pub(crate) mod methods;
 pub(crate) mod metrics;
 pub(crate) mod services;
 pub(crate) mod session;
+pub(crate) mod starting;
 pub(crate) mod stream;
 pub(crate) mod system;
 

@@ -39,7 +39,8 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 /// Liveness answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Health {
-    /// Always `ok` while the process serves requests.
+    /// `ok` while the process serves requests; `starting` while the
+    /// monitor waits for NATS, before the API is served.
     #[schema(example = "ok")]
     status: &'static str,
 }
