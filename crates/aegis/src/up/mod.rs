@@ -90,6 +90,10 @@ pub struct Instances(pub BTreeMap<String, usize>);
 
 const SERVICE_KINDS: [&str; 3] = ["order", "pricing", "risk"];
 
+/// How long the showcase's instances have to register, and its monitor to
+/// be ready, once started.
+const START_WITHIN: Duration = Duration::from_secs(60);
+
 fn parse_instances(s: &str) -> Result<Instances, String> {
     let mut map = BTreeMap::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -293,7 +297,7 @@ async fn run_on(
         }
     }
     step(&format!("starting {expected} service instance(s)"));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + START_WITHIN;
     // The view's start is bounded by the connection's few seconds, which
     // the cluster can take while every child starts at once (seen under
     // load in tests): start it again until the showcase's own deadline.
@@ -309,8 +313,9 @@ async fn run_on(
     while reader.all().len() < expected {
         if tokio::time::Instant::now() > deadline {
             bail!(
-                "only {} of {expected} instances registered within 60 s; see the logs in {}",
+                "only {} of {expected} instances registered within {}; see the logs in {}",
                 reader.all().len(),
+                humantime::format_duration(START_WITHIN),
                 state_dir.join("logs").display()
             );
         }
@@ -366,20 +371,29 @@ impl MonitorWait {
             .build()
             .context("building the HTTP client")?;
         let ready = format!("{}/ready", self.api);
+        // What it last answered, for the error when it never is ready.
+        let mut last = String::from("nothing (not listening)");
         loop {
-            if let Ok(r) = http.get(&ready).send().await
-                && r.status().is_success()
-            {
-                return Ok(true);
+            if let Ok(r) = http.get(&ready).send().await {
+                if r.status().is_success() {
+                    return Ok(true);
+                }
+                let status = r.status();
+                let body = r.text().await.unwrap_or_default();
+                last = format!("{status} {}", body.chars().take(300).collect::<String>());
             }
             sup.tick();
             if sup.is_down_for_good(MONITOR) {
                 return Err(self.failed(sup, "exited and is not restarted (--no-restart)"));
             }
             if tokio::time::Instant::now() > self.deadline {
-                return Err(
-                    self.failed(sup, &format!("did not answer {ready} with 200 within 60 s"))
-                );
+                return Err(self.failed(
+                    sup,
+                    &format!(
+                        "did not answer {ready} with 200 within {} (it answered {last})",
+                        humantime::format_duration(START_WITHIN)
+                    ),
+                ));
             }
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(false),
