@@ -511,29 +511,18 @@ impl Connection {
     }
 
     /// The connection's registry view, covering `service` (added to the
-    /// watch on first use; see `registry/cache.rs`) with its records loaded.
-    pub(crate) async fn registry_of(
+    /// watch on first use; see `registry/cache.rs`), or with `None` the
+    /// whole registry from now on, with its records loaded.
+    pub(crate) async fn registry_covering(
         &self,
-        service: &str,
+        service: Option<&str>,
     ) -> Result<Arc<RegistryCache>, RegistryError> {
         let cache = self.registry_cache().await?;
         let timeout = self.view_load_timeout();
         if cache
-            .cover_service(service, tokio::time::Instant::now() + timeout)
+            .cover(service, tokio::time::Instant::now() + timeout)
             .await
         {
-            Ok(cache.clone())
-        } else {
-            Err(RegistryError::NotSynced(timeout))
-        }
-    }
-
-    /// The connection's registry view, covering the whole registry from now
-    /// on, loaded.
-    pub(crate) async fn registry_all(&self) -> Result<Arc<RegistryCache>, RegistryError> {
-        let cache = self.registry_cache().await?;
-        let timeout = self.view_load_timeout();
-        if cache.cover_all(tokio::time::Instant::now() + timeout).await {
             Ok(cache.clone())
         } else {
             Err(RegistryError::NotSynced(timeout))

@@ -90,7 +90,7 @@ impl Discovery {
         names::validate_service_name(service)?;
         Ok(self
             .conn
-            .registry_of(service)
+            .registry_covering(Some(service))
             .await?
             .shared()
             .by_service(service))
@@ -109,7 +109,7 @@ impl Discovery {
     /// As [`instances`](Self::instances).
     pub async fn selectable(&self, service: &str) -> Result<Vec<ServiceInstance>, DiscoveryError> {
         names::validate_service_name(service)?;
-        let view = self.conn.registry_of(service).await?;
+        let view = self.conn.registry_covering(Some(service)).await?;
         Ok(self
             .conn
             .discovery_index()
@@ -142,7 +142,7 @@ impl Discovery {
         if strategy == Strategy::Sticky && sticky_key.is_none() {
             return Err(DiscoveryError::MissingStickyKey);
         }
-        let view = self.conn.registry_of(service).await?;
+        let view = self.conn.registry_covering(Some(service)).await?;
         let key_hash = sticky_key.map(ring::hash_key);
         Ok(self
             .conn
@@ -166,7 +166,7 @@ impl Discovery {
     pub async fn evict(&self, service: &str, instance: &str) -> Result<(), DiscoveryError> {
         names::validate_service_name(service)?;
         names::validate_instance_id(instance)?;
-        self.conn.registry_of(service).await?;
+        self.conn.registry_covering(Some(service)).await?;
         self.conn.discovery_index().evict(service, instance);
         Ok(())
     }

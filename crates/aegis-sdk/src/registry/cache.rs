@@ -143,21 +143,15 @@ impl RegistryCache {
         &self.shared
     }
 
-    /// Makes the view cover `service` (see the module docs) and waits, up
-    /// to `deadline`, until its records are in. Returns whether they are.
-    pub(crate) async fn cover_service(
+    /// Makes the view cover `service` (see the module docs), or with `None`
+    /// the whole registry from now on, and waits, up to `deadline`, until
+    /// its records are in. Returns whether they are.
+    pub(crate) async fn cover(
         &self,
-        service: &str,
+        service: Option<&str>,
         deadline: tokio::time::Instant,
     ) -> bool {
-        let generation = self.shared.cover(Some(service));
-        self.shared.wait_scope(generation, deadline).await
-    }
-
-    /// Makes the view cover the whole registry from now on and waits, up to
-    /// `deadline`, until it is loaded. Returns whether it is.
-    pub(crate) async fn cover_all(&self, deadline: tokio::time::Instant) -> bool {
-        let generation = self.shared.cover(None);
+        let generation = self.shared.cover(service);
         self.shared.wait_scope(generation, deadline).await
     }
 

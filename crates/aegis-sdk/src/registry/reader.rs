@@ -117,7 +117,7 @@ impl RegistryReader {
     /// initial load does not finish within the connection's request timeout.
     pub async fn start(conn: &Connection) -> Result<RegistryReader, RegistryError> {
         Ok(RegistryReader {
-            cache: conn.registry_all().await?,
+            cache: conn.registry_covering(None).await?,
         })
     }
 

@@ -289,7 +289,7 @@ impl<'a> ByDiscovery<'a> {
                 crate::discovery::DiscoveryError::MissingStickyKey,
             ));
         }
-        if !cache.cover_service(call.service, call.deadline).await {
+        if !cache.cover(Some(call.service), call.deadline).await {
             return Err(call.timed_out());
         }
         Ok(Self {
