@@ -81,7 +81,7 @@ pub async fn serve(config: MonitorConfig, shutdown: CancellationToken) -> anyhow
     let limits = Limits::from(&config);
     let starting = Arc::new(Starting::default());
     let started = CancellationToken::new();
-    tracing::info!(%addr, "monitor API listening; starting (503 until started)");
+    tracing::info!(%addr, "monitor API starting (it answers 503 until started)");
     let (state, answered) = tokio::join!(
         async {
             let state = start_waiting(config, &shutdown, &starting).await;

@@ -106,7 +106,8 @@ fn the_monitor_stops_on_sigterm_after_its_nats_server_died() {
         "127.0.0.1",
         "--insecure-dev",
     ]);
-    api.wait_for("listening", Duration::from_secs(30));
+    // Started (not only bound): its connection is up.
+    api.wait_for("monitor API listening", Duration::from_secs(30));
     server.kill();
     api.wait_for("NATS connection lost", Duration::from_secs(10));
     std::thread::sleep(Duration::from_secs(2));
