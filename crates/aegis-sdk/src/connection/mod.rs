@@ -465,6 +465,12 @@ impl Connection {
         .await
     }
 
+    /// The registry view when it is already running: what a call uses
+    /// without arming a timer for a start that is not needed.
+    pub(crate) fn loaded_registry(&self) -> Option<&Arc<RegistryCache>> {
+        self.inner.registry.get()
+    }
+
     /// The view in `cell`, started by `start` (under [`Self::start_view`])
     /// by the first caller while the others wait; `late` is the error when
     /// it takes longer than [`Self::view_load_timeout`].

@@ -227,10 +227,17 @@ impl RpcClient {
         } else {
             self.strategy
         });
-        let cache = match tokio::time::timeout_at(call.deadline, self.conn.registry_cache()).await {
-            Ok(Ok(cache)) => cache,
-            Ok(Err(e)) => return Err(RpcError::Discovery(e.into())),
-            Err(_) => return Err(call.timed_out()),
+        // Only the connection's first call starts the view, within its
+        // deadline; the others take the running one without a timer.
+        let cache = match self.conn.loaded_registry() {
+            Some(cache) => cache,
+            None => {
+                match tokio::time::timeout_at(call.deadline, self.conn.registry_cache()).await {
+                    Ok(Ok(cache)) => cache,
+                    Ok(Err(e)) => return Err(RpcError::Discovery(e.into())),
+                    Err(_) => return Err(call.timed_out()),
+                }
+            }
         };
         let mut picker =
             ByDiscovery::new(cache, self.conn.discovery_index(), &call, strategy).await?;
