@@ -90,6 +90,18 @@ fn readiness_follows_the_nats_connection() {
     assert_eq!(get(&addr, "/healthz").0, 200);
 }
 
+/// `aegis api` without tokens on `port`, for the NATS server at `nats_url`.
+fn monitor(nats_url: &str, port: &str) -> Proc {
+    Proc::spawn(&[
+        "api",
+        "--insecure-dev",
+        "--nats-url",
+        nats_url,
+        "--port",
+        port,
+    ])
+}
+
 #[test]
 fn the_monitor_waits_for_nats_at_start() {
     // Its server not running yet, as when a cluster and the monitor are
@@ -98,14 +110,7 @@ fn the_monitor_waits_for_nats_at_start() {
     server.stop();
     let addr = format!("127.0.0.1:{}", free_port());
     let port = addr.rsplit(':').next().unwrap().to_owned();
-    let mut monitor = Proc::spawn(&[
-        "api",
-        "--insecure-dev",
-        "--nats-url",
-        &server.url(),
-        "--port",
-        &port,
-    ]);
+    let mut monitor = monitor(&server.url(), &port);
     monitor.wait_for("cannot start yet", Duration::from_secs(20));
     assert!(
         monitor.child.try_wait().unwrap().is_none(),
@@ -150,14 +155,7 @@ fn a_monitor_whose_port_is_taken_says_so_at_once() {
     server.stop();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let mut monitor = Proc::spawn(&[
-        "api",
-        "--insecure-dev",
-        "--nats-url",
-        &server.url(),
-        "--port",
-        &port,
-    ]);
+    let mut monitor = monitor(&server.url(), &port);
     let status = monitor.exit_within(Duration::from_secs(10));
     assert!(!status.success());
     let output = monitor.output();
