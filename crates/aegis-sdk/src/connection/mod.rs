@@ -471,6 +471,12 @@ impl Connection {
         self.inner.registry.get()
     }
 
+    /// The election view when it is already running (as
+    /// [`Self::loaded_registry`]).
+    pub(crate) fn loaded_elections(&self) -> Option<&Arc<ElectionView>> {
+        self.inner.elections.get()
+    }
+
     /// The view in `cell`, started by `start` (under [`Self::start_view`])
     /// by the first caller while the others wait; `late` is the error when
     /// it takes longer than [`Self::view_load_timeout`].

@@ -227,17 +227,16 @@ impl RpcClient {
         } else {
             self.strategy
         });
-        // Only the connection's first call starts the view, within its
-        // deadline; the others take the running one without a timer.
-        let cache = match self.conn.loaded_registry() {
-            Some(cache) => cache,
-            None => {
-                match tokio::time::timeout_at(call.deadline, self.conn.registry_cache()).await {
-                    Ok(Ok(cache)) => cache,
-                    Ok(Err(e)) => return Err(RpcError::Discovery(e.into())),
-                    Err(_) => return Err(call.timed_out()),
-                }
-            }
+        let cache = match view_by(
+            self.conn.loaded_registry(),
+            call.deadline,
+            self.conn.registry_cache(),
+        )
+        .await
+        {
+            Some(Ok(cache)) => cache,
+            Some(Err(e)) => return Err(RpcError::Discovery(e.into())),
+            None => return Err(call.timed_out()),
         };
         let mut picker =
             ByDiscovery::new(cache, self.conn.discovery_index(), &call, strategy).await?;
@@ -374,10 +373,16 @@ impl RpcClient {
         names::validate_group_name(group)?;
         names::validate_method_name(method)?;
         let call = self.prepare(service, method, req, opts)?;
-        let view = match tokio::time::timeout_at(call.deadline, self.conn.election_view()).await {
-            Ok(Ok(view)) => view,
-            Ok(Err(e)) => return Err(RpcError::Election(e)),
-            Err(_) => return Err(call.timed_out()),
+        let view = match view_by(
+            self.conn.loaded_elections(),
+            call.deadline,
+            self.conn.election_view(),
+        )
+        .await
+        {
+            Some(Ok(view)) => view,
+            Some(Err(e)) => return Err(RpcError::Election(e)),
+            None => return Err(call.timed_out()),
         };
         self.attempts(&call, &mut ToLeader::new(view.clone(), group))
             .await
@@ -487,6 +492,21 @@ impl RpcClient {
                 _ => RpcError::Transport { subject, source: e },
             }
         })
+    }
+}
+
+/// A view a call needs: the running one at once, or else its `start`
+/// (only a connection's first call) bounded by the call's `deadline`;
+/// `None` when the deadline passed. No timer is armed for a view that is
+/// already loaded.
+async fn view_by<'a, T, E>(
+    loaded: Option<&'a T>,
+    deadline: Instant,
+    start: impl std::future::Future<Output = Result<&'a T, E>>,
+) -> Option<Result<&'a T, E>> {
+    match loaded {
+        Some(view) => Some(Ok(view)),
+        None => tokio::time::timeout_at(deadline, start).await.ok(),
     }
 }
 
