@@ -211,6 +211,10 @@ impl MonitorConfig {
     }
 }
 
+/// The NATS server the commands reach when told no other (`--nats-url`):
+/// a local one on the standard port, as `aegis up` starts by default.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
 /// The NATS connection flags of every `aegis` command that connects (`api`,
 /// `service`, `call`, `status`, `chaos`, `init`), each with an `AEGIS_*`
 /// environment fallback. One definition, so their names, defaults and
@@ -221,7 +225,7 @@ pub struct NatsArgs {
     #[arg(
         long = "nats-url",
         env = "AEGIS_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
+        default_value = DEFAULT_NATS_URL
     )]
     pub nats_url: String,
     /// A TOML configuration file for the NATS connection (credentials, TLS,

@@ -2,8 +2,8 @@
 //! service crashing and being restarted (services wait for JetStream and
 //! their buckets), a state directory serves both topologies (each keeps its
 //! own data), a NATS node that cannot start is reported with the server's
-//! own words, at once, and the showcase is not said to be up before its
-//! monitor serves.
+//! own words, at once, the showcase is not said to be up before its
+//! monitor serves, and the commands it suggests work as printed.
 
 mod common;
 
@@ -41,11 +41,37 @@ fn a_fresh_cluster_comes_up_without_restarting_any_service() {
     let state = tempfile::tempdir().unwrap();
     let mut cluster = up(state.path(), true);
     cluster.wait_for("Aegis showcase is up", Duration::from_secs(180));
+    cluster.wait_for("Ctrl-C stops everything", Duration::from_secs(10));
     let out = cluster.output();
     assert!(
         !out.contains("restarting after a delay"),
         "a child crashed while the cluster came up:\n{out}"
     );
+    // The commands it suggests work as printed, pasted into a shell, for
+    // this showcase on its own ports and state directory.
+    let suggested = |start: &str| {
+        out.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no {start:?} suggested:\n{out}"))
+            .replacen("aegis", common::AEGIS, 1)
+    };
+    for command in [
+        suggested("aegis status --watch").replace(" --watch", ""),
+        suggested("aegis call order-service create_order"),
+        suggested("aegis chaos kill order-service"),
+    ] {
+        let run = std::process::Command::new("sh")
+            .args(["-c", &command])
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{command}\n{}{}",
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
     let took = cluster.terminate_within(Duration::from_secs(40));
     eprintln!("cluster showcase stopped {took:?} after SIGTERM");
 }

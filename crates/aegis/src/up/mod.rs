@@ -556,18 +556,27 @@ fn print_summary(
     println!(
         "Try (NATS refuses clients without credentials; these find the operator's in the file above):"
     );
+    // The flags that find this showcase when it is not the default one
+    // (other ports, another state directory).
+    let mut flags = String::new();
+    if url != aegis_monitor::config::DEFAULT_NATS_URL {
+        flags.push_str(&format!(" --nats-url {url}"));
+    }
     let default_dir = Path::new(".aegis").canonicalize().ok();
-    let creds_flag = if default_dir.as_deref() == Some(state_dir) {
-        String::new()
-    } else {
-        format!(" --credentials {}", state_dir.join("credentials").display())
-    };
-    println!("  aegis status --watch{creds_flag}");
+    let mut chaos_flags = flags.clone();
+    if default_dir.as_deref() != Some(state_dir) {
+        flags.push_str(&format!(
+            " --credentials {}",
+            state_dir.join("credentials").display()
+        ));
+        chaos_flags = format!("{flags} --state-dir {}", state_dir.display());
+    }
+    println!("  aegis status --watch{flags}");
     println!(
-        "  aegis call order-service create_order --active '{{\"symbol\":\"AAPL\",\"side\":\"BUY\",\"quantity\":10,\"client_order_id\":\"demo-1\"}}'{creds_flag}"
+        "  aegis call order-service create_order --active '{{\"symbol\":\"AAPL\",\"side\":\"BUY\",\"quantity\":10,\"client_order_id\":\"demo-1\"}}'{flags}"
     );
     println!(
-        "  aegis chaos kill order-service      # kill the ACTIVE order instance, watch a STANDBY take over"
+        "  aegis chaos kill order-service{chaos_flags}      # kill the ACTIVE order instance, watch a STANDBY take over"
     );
     println!("Ctrl-C stops everything.");
 }
