@@ -56,6 +56,13 @@ async fn calculator(conn: &aegis_sdk::Connection, instance: &str) -> aegis_sdk::
             }
             Ok(json!(null))
         })
+        // Panics before it returns its future.
+        .handler("boom_early", |_: Value| {
+            if true {
+                panic!("handler bug before its future");
+            }
+            async move { Ok(json!(null)) }
+        })
         .start()
         .await
         .expect("start calculator")
@@ -142,12 +149,15 @@ async fn typed_errors_and_timeouts_reach_the_caller() {
         .unwrap_err();
     assert!(matches!(err, RpcError::InvalidName(_)), "{err:?}");
 
-    // A panicking handler answers INTERNAL and the service keeps serving.
-    let err = rpc
-        .call::<_, Value>("calculator", "boom", &json!({}))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::Internal);
+    // A panicking handler answers INTERNAL and the service keeps serving,
+    // whether it panics in its future or before returning one.
+    for method in ["boom", "boom_early"] {
+        let err = rpc
+            .call::<_, Value>("calculator", method, &json!({}))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Internal, "{method}: {err}");
+    }
     let sum: Sum = rpc
         .call("calculator", "add", &Add { a: 1, b: 2 })
         .await
@@ -333,7 +343,7 @@ async fn answers_the_nats_services_protocol() {
         .iter()
         .map(|e| e["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["add", "find", "sleep", "boom"]);
+    assert_eq!(names, ["add", "find", "sleep", "boom", "boom_early"]);
     assert_eq!(endpoints[0]["subject"], "rpc.calculator.add");
     assert_eq!(endpoints[0]["queue_group"], "rpc.calculator");
     assert_eq!(
@@ -393,7 +403,7 @@ async fn answers_the_nats_services_protocol() {
         "{}",
         now("find")
     );
-    assert_eq!(stats["endpoints"].as_array().unwrap().len(), 4);
+    assert_eq!(stats["endpoints"].as_array().unwrap().len(), 5);
     svc.shutdown().await.unwrap();
 }
 
