@@ -25,6 +25,29 @@ fn get(addr: &str, path: &str) -> (u16, serde_json::Value) {
         })
 }
 
+/// GETs `path` as a browser navigating to it would (`Accept: text/html`);
+/// returns the status, the content type and the body.
+fn get_page(addr: &str, path: &str) -> (u16, String, String) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let r = reqwest::Client::new()
+                .get(format!("http://{addr}{path}"))
+                .header("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+                .send()
+                .await
+                .unwrap();
+            let kind = r
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            (r.status().as_u16(), kind, r.text().await.unwrap())
+        })
+}
+
 /// Polls `path` until it answers `status`; returns the body.
 fn until_status(addr: &str, path: &str, status: u16, within: Duration) -> serde_json::Value {
     let deadline = Instant::now() + within;
@@ -137,6 +160,19 @@ fn the_monitor_waits_for_nats_at_start() {
     let (status, services) = get(&addr, "/api/services");
     assert_eq!(status, 503, "{services}");
     assert_eq!(services["error"]["code"], "NOT_READY", "{services}");
+    // A browser opening the dashboard gets a page that says so and
+    // reloads itself, not a JSON error.
+    let (status, kind, page) = get_page(&addr, "/");
+    assert_eq!(status, 503, "{page}");
+    assert!(kind.starts_with("text/html"), "{kind}: {page}");
+    assert!(
+        page.contains("starting") && page.contains("http-equiv=\"refresh\""),
+        "{page}"
+    );
+    assert!(
+        !page.contains(&nats_port),
+        "the page names where NATS is: {page}"
+    );
     server.restart().unwrap();
     let ready = until_status(&addr, "/ready", 200, Duration::from_secs(30));
     assert_eq!(ready["status"], "ready", "{ready}");

@@ -3,7 +3,9 @@
 //! orchestrator's probes and an operator's `curl` get an answer instead of
 //! a refused connection. `/health` is 200 (`starting`: the process is
 //! alive and trying), `/ready` is 503 `NOT_READY` naming what it waits for,
-//! and every other path is 503 `NOT_READY` with `Retry-After`. Nothing here
+//! and every other path is 503 `NOT_READY` with `Retry-After` — as a small
+//! page that reloads itself when a browser asks (`Accept: text/html`), so
+//! an operator opening the dashboard early sees it come up. Nothing here
 //! reads NATS, and nothing says where NATS is or how it failed: that goes
 //! to the log.
 
@@ -12,7 +14,14 @@ use std::sync::{
     atomic::{AtomicU32, Ordering},
 };
 
-use axum::{Json, Router, extract::State, middleware, routing::get};
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    middleware,
+    response::{IntoResponse, Response},
+    routing::get,
+};
 use serde_json::json;
 
 use crate::error::{ApiError, ErrorCode};
@@ -50,25 +59,68 @@ async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "starting" }))
 }
 
+impl Starting {
+    /// What the start waits for now; before the first attempt has ended,
+    /// the connection to NATS.
+    fn waiting_for(&self) -> &'static str {
+        self.waiting_for
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or("nats")
+    }
+}
+
 async fn ready(State(starting): State<Arc<Starting>>) -> ApiError {
-    let waiting_for = *starting
-        .waiting_for
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
     ApiError::new(ErrorCode::NotReady, "the monitor is starting")
         .with_details(json!({
             "starting": true,
-            // Before the first attempt has ended: the connection to NATS.
-            "waitingFor": waiting_for.unwrap_or("nats"),
+            "waitingFor": starting.waiting_for(),
             "failedAttempts": starting.failed_attempts.load(Ordering::Relaxed),
         }))
         .with_retry_after(RETRY_AFTER)
 }
 
-async fn not_yet() -> ApiError {
-    ApiError::new(
-        ErrorCode::NotReady,
-        "the monitor is starting; try again shortly",
-    )
-    .with_retry_after(RETRY_AFTER)
+async fn not_yet(State(starting): State<Arc<Starting>>, request: HeaderMap) -> Response {
+    let browser = request
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if !browser {
+        return ApiError::new(
+            ErrorCode::NotReady,
+            "the monitor is starting; try again shortly",
+        )
+        .with_retry_after(RETRY_AFTER)
+        .into_response();
+    }
+    let page = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"refresh\" content=\"{secs}\">\
+         <title>Aegis monitor: starting</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;\
+         padding:0 1rem;color:#111827}}h1{{font-size:1.25rem}}p{{color:#4b5563}}</style>\
+         </head>\
+         <body><h1>The Aegis monitor is starting</h1>\
+         <p>It is waiting for {what}. This page reloads every {secs} seconds \
+         and shows the dashboard once the monitor has started.</p></body></html>\n",
+        secs = RETRY_AFTER.as_secs(),
+        what = match starting.waiting_for() {
+            "nats" => "NATS",
+            "jetstream" => "JetStream",
+            "registry" => "the registry",
+            other => other,
+        },
+    );
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, page).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(RETRY_AFTER.as_secs()),
+    );
+    response
 }
