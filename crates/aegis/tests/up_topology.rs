@@ -38,7 +38,12 @@ fn up(state: &Path, cluster: bool) -> Proc {
 
 #[test]
 fn a_fresh_cluster_comes_up_without_restarting_any_service() {
-    let state = tempfile::tempdir().unwrap();
+    // A state directory whose path has a space, as a home directory may:
+    // the suggested commands must still work pasted into a shell.
+    let state = tempfile::Builder::new()
+        .prefix("aegis state ")
+        .tempdir()
+        .unwrap();
     let mut cluster = up(state.path(), true);
     cluster.wait_for("Aegis showcase is up", Duration::from_secs(180));
     cluster.wait_for("Ctrl-C stops everything", Duration::from_secs(10));

@@ -558,18 +558,23 @@ fn print_summary(
     );
     // The flags that find this showcase when it is not the default one
     // (other ports, another state directory).
+    // Paths are quoted for a POSIX shell: a state directory may have a
+    // space in its name.
     let mut flags = String::new();
     if url != aegis_monitor::config::DEFAULT_NATS_URL {
-        flags.push_str(&format!(" --nats-url {url}"));
+        flags.push_str(&format!(" --nats-url {}", shell_quoted(url)));
     }
     let default_dir = Path::new(".aegis").canonicalize().ok();
     let mut chaos_flags = flags.clone();
     if default_dir.as_deref() != Some(state_dir) {
         flags.push_str(&format!(
             " --credentials {}",
-            state_dir.join("credentials").display()
+            shell_quoted(&state_dir.join("credentials").display().to_string())
         ));
-        chaos_flags = format!("{flags} --state-dir {}", state_dir.display());
+        chaos_flags = format!(
+            "{flags} --state-dir {}",
+            shell_quoted(&state_dir.display().to_string())
+        );
     }
     println!("  aegis status --watch{flags}");
     println!(
@@ -579,6 +584,13 @@ fn print_summary(
         "  aegis chaos kill order-service{chaos_flags}      # kill the ACTIVE order instance, watch a STANDBY take over"
     );
     println!("Ctrl-C stops everything.");
+}
+
+/// `text` as one word for a POSIX shell: as it is when nothing in it needs
+/// quoting, else in single quotes. (A path with a NUL byte cannot exist, so
+/// the quoting cannot fail in practice; such a text is shown as it is.)
+fn shell_quoted(text: &str) -> std::borrow::Cow<'_, str> {
+    shlex::try_quote(text).unwrap_or(std::borrow::Cow::Borrowed(text))
 }
 
 /// A pid file that keeps two `aegis up` from sharing one state directory.
@@ -613,6 +625,23 @@ impl Drop for PidLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn suggested_paths_are_one_shell_word() {
+        assert_eq!(shell_quoted("/tmp/aegis/.aegis"), "/tmp/aegis/.aegis");
+        assert_eq!(
+            shell_quoted("/home/ops/my state/credentials"),
+            "'/home/ops/my state/credentials'"
+        );
+        // Whatever the quoting, a shell reads each back as it was.
+        for path in ["/tmp/it's", "/tmp/$HOME `x` \"y\"", "/tmp/a\\b c"] {
+            let echoed = std::process::Command::new("sh")
+                .args(["-c", &format!("printf %s {}", shell_quoted(path))])
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&echoed.stdout), path);
+        }
+    }
 
     #[test]
     fn a_childs_last_error_is_quoted_not_its_last_line() {
