@@ -43,6 +43,15 @@ impl Starting {
         *self.waiting_for.lock().unwrap_or_else(|e| e.into_inner()) = Some(what);
         self.failed_attempts.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// What the start waits for now; before the first attempt has ended,
+    /// the connection to NATS.
+    fn waiting_for(&self) -> &'static str {
+        self.waiting_for
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or("nats")
+    }
 }
 
 /// The routes served until the monitor has started.
@@ -57,17 +66,6 @@ pub(crate) fn router(starting: Arc<Starting>) -> Router {
 
 async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "starting" }))
-}
-
-impl Starting {
-    /// What the start waits for now; before the first attempt has ended,
-    /// the connection to NATS.
-    fn waiting_for(&self) -> &'static str {
-        self.waiting_for
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .unwrap_or("nats")
-    }
 }
 
 async fn ready(State(starting): State<Arc<Starting>>) -> ApiError {
