@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::binary::nats_server_binary;
 use crate::config::{ClusterConfig, NodeConfig};
 use crate::error::TestkitError;
-use crate::net::free_ports;
+use crate::net::{free_ports, http_get};
 use crate::server::{NatsServer, READY_TIMEOUT};
 use crate::support::{random_password, temp_dir, unique_suffix, with_port_retries};
 
@@ -20,8 +20,9 @@ pub struct NatsCluster {
 
 impl NatsCluster {
     /// Starts `nodes` nodes with routes between all of them and a unique
-    /// cluster name, and waits until every node is healthy and sees a
-    /// JetStream meta leader.
+    /// cluster name, and waits until every node is healthy, every pair of
+    /// nodes is routed, and the JetStream meta leader sees every node as an
+    /// online peer (so a replicated stream can be placed at once).
     ///
     /// # Errors
     ///
@@ -241,7 +242,8 @@ impl NatsCluster {
         self.nodes[i].restart()
     }
 
-    /// Waits up to `timeout` until every running node is ready; killed or
+    /// Waits up to `timeout` until every running node is ready, routed to
+    /// the others and seen online by the JetStream meta leader; killed or
     /// stopped nodes are skipped.
     ///
     /// # Errors
@@ -266,7 +268,7 @@ impl NatsCluster {
     }
 
     /// Waits until every running node has a route to every other running
-    /// node. A meta leader needs only a quorum, so a cluster can look ready
+    /// node, and the meta leader counts them all online ([`peers_online`]). A meta leader needs only a quorum, so a cluster can look ready
     /// while two nodes still reach each other only through a third (a route
     /// that failed at start is dialled again after a second): killing that
     /// third node would then cut them apart until the route comes up.
@@ -281,13 +283,19 @@ impl NatsCluster {
                     .filter(|other| other.server_name() != node.server_name())
                     .all(|other| peers.iter().any(|p| p == other.server_name()))
             });
-            if meshed {
+            let placing = meshed && peers_online(&running);
+            if placing {
                 return Ok(());
             }
             if Instant::now() >= deadline {
                 let node = running.first().copied().unwrap_or(&self.nodes[0]);
-                return Err(node
-                    .not_ready("timed out waiting for routes between every pair of nodes".into()));
+                return Err(node.not_ready(if meshed {
+                    "timed out waiting for the JetStream meta leader to see every node as a \
+                     current, online peer"
+                        .into()
+                } else {
+                    "timed out waiting for routes between every pair of nodes".into()
+                }));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -318,4 +326,36 @@ impl NatsCluster {
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
     }
+}
+
+/// Whether the JetStream meta leader, one of `running`, sees every other
+/// running node as a current peer it does not count offline. Routes come
+/// first; the leader learns a peer is online a little later, and until it
+/// does, creating a replicated stream (an R3 bucket) fails with "no
+/// suitable peers for placement, peer offline" (seen on a loaded machine).
+fn peers_online(running: &[&NatsServer]) -> bool {
+    running.iter().any(|node| {
+        let Ok((200, body)) = http_get(node.monitor_port(), "/jsz") else {
+            return false;
+        };
+        let Ok(jsz) = serde_json::from_str::<serde_json::Value>(&body) else {
+            return false;
+        };
+        let meta = &jsz["meta_cluster"];
+        if meta["leader"] != node.server_name() {
+            return false;
+        }
+        let replicas = meta["replicas"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        running
+            .iter()
+            .filter(|other| other.server_name() != node.server_name())
+            .all(|other| {
+                replicas.iter().any(|r| {
+                    r["name"] == other.server_name() && r["current"] == true && r["offline"] != true
+                })
+            })
+    })
 }
