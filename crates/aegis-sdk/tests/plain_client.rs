@@ -94,11 +94,13 @@ async fn plain_requests_reach_the_leader_across_a_sigkill() {
         .collect();
     let client = plain_client(&url).await;
 
-    // Every instance answers `$SRV` and one of them leads.
+    // Every instance answers `$SRV`, one of them leads, and the standbys
+    // have learned which (a standby knows it lost before it has read the
+    // winner's id from the election key).
     let found = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     eventually(
         Duration::from_secs(20),
-        "three instances and a leader",
+        "three instances, a leader, and standbys that name it",
         || {
             let client = client.clone();
             let found = found.clone();
@@ -111,20 +113,30 @@ async fn plain_requests_reach_the_leader_across_a_sigkill() {
                     {
                         Ok(msg) => {
                             let info: Value = serde_json::from_slice(&msg.payload).unwrap();
+                            let meta = &info["metadata"];
                             roles.push((
                                 id,
-                                info["metadata"]["role"].as_str().unwrap_or("").to_owned(),
+                                meta["role"].as_str().unwrap_or("").to_owned(),
+                                meta["leader"].as_str().unwrap_or("").to_owned(),
                             ));
                         }
                         Err(_) => return false,
                     }
                 }
-                let active: Vec<_> = roles.iter().filter(|(_, r)| r == "ACTIVE").collect();
-                if active.len() == 1 && roles.iter().filter(|(_, r)| r == "STANDBY").count() == 2 {
-                    *found.lock().unwrap() = active[0].0.to_owned();
-                    return true;
+                let active: Vec<_> = roles.iter().filter(|(_, r, _)| r == "ACTIVE").collect();
+                let [(leader, _, _)] = active[..] else {
+                    return false;
+                };
+                let standbys_know = roles
+                    .iter()
+                    .filter(|(_, r, _)| r == "STANDBY")
+                    .filter(|(_, _, named)| named == leader)
+                    .count()
+                    == 2;
+                if standbys_know {
+                    *found.lock().unwrap() = (*leader).to_owned();
                 }
-                false
+                standbys_know
             }
         },
     )

@@ -12,7 +12,7 @@
 //!   `builder.rs` holds its options ([`NatsServerBuilder`]).
 //! - [`cluster`](crate::NatsCluster) (`cluster.rs`) starts an N-node
 //!   JetStream cluster with routes between all nodes and waits for a
-//!   meta leader.
+//!   meta leader that sees every node online.
 //! - `config.rs` renders the server config file, `net.rs` picks free ports
 //!   and probes the monitoring endpoint, `support.rs` retries port
 //!   conflicts and names things, `error.rs` holds [`TestkitError`].
