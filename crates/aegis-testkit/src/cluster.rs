@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::binary::nats_server_binary;
 use crate::config::{ClusterConfig, NodeConfig};
 use crate::error::TestkitError;
-use crate::net::{free_ports, http_get};
+use crate::net::{free_ports, http_get, leads_with_peers_online};
 use crate::server::{NatsServer, READY_TIMEOUT};
 use crate::support::{random_password, temp_dir, unique_suffix, with_port_retries};
 
@@ -268,7 +268,8 @@ impl NatsCluster {
     }
 
     /// Waits until every running node has a route to every other running
-    /// node, and the meta leader counts them all online ([`peers_online`]). A meta leader needs only a quorum, so a cluster can look ready
+    /// node, and the meta leader counts them all online ([`peers_online`]).
+    /// A meta leader needs only a quorum, so a cluster can look ready
     /// while two nodes still reach each other only through a third (a route
     /// that failed at start is dialled again after a second): killing that
     /// third node would then cut them apart until the route comes up.
@@ -283,8 +284,7 @@ impl NatsCluster {
                     .filter(|other| other.server_name() != node.server_name())
                     .all(|other| peers.iter().any(|p| p == other.server_name()))
             });
-            let placing = meshed && peers_online(&running);
-            if placing {
+            if meshed && peers_online(&running) {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -329,33 +329,15 @@ impl NatsCluster {
 }
 
 /// Whether the JetStream meta leader, one of `running`, sees every other
-/// running node as a current peer it does not count offline. Routes come
-/// first; the leader learns a peer is online a little later, and until it
-/// does, creating a replicated stream (an R3 bucket) fails with "no
-/// suitable peers for placement, peer offline" (seen on a loaded machine).
+/// running node online ([`leads_with_peers_online`], read from its `/jsz`).
 fn peers_online(running: &[&NatsServer]) -> bool {
     running.iter().any(|node| {
-        let Ok((200, body)) = http_get(node.monitor_port(), "/jsz") else {
-            return false;
-        };
-        let Ok(jsz) = serde_json::from_str::<serde_json::Value>(&body) else {
-            return false;
-        };
-        let meta = &jsz["meta_cluster"];
-        if meta["leader"] != node.server_name() {
-            return false;
-        }
-        let replicas = meta["replicas"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        running
+        let peers: Vec<&str> = running
             .iter()
-            .filter(|other| other.server_name() != node.server_name())
-            .all(|other| {
-                replicas.iter().any(|r| {
-                    r["name"] == other.server_name() && r["current"] == true && r["offline"] != true
-                })
-            })
+            .map(|other| other.server_name())
+            .filter(|name| *name != node.server_name())
+            .collect();
+        matches!(http_get(node.monitor_port(), "/jsz"),
+            Ok((200, body)) if leads_with_peers_online(&body, node.server_name(), &peers))
     })
 }

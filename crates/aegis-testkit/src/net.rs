@@ -1,11 +1,14 @@
-//! Free ports and a minimal HTTP/1.0 client for the monitoring endpoint.
+//! Free ports, a minimal HTTP/1.0 client for the monitoring endpoint, and
+//! readers of what it answers.
 //!
 //! Hand-written over `std::net` so the testkit needs no HTTP dependency: it
-//! only ever asks `127.0.0.1` for `/healthz` and `/jsz`.
+//! only ever asks `127.0.0.1` for `/healthz`, `/jsz` and `/routez`.
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
+
+use serde_json::Value;
 
 /// Picks `n` distinct free ports on 127.0.0.1. All listeners stay bound
 /// until every port is chosen, so the ports differ from each other; another
@@ -49,52 +52,54 @@ fn parse_response(text: &str) -> Option<(u16, String)> {
     Some((status, body.to_owned()))
 }
 
-/// True when a `/jsz` body shows a JetStream meta leader, i.e.
-/// `"meta_cluster": { ..., "leader": "n2", ... }`. The server omits
-/// `leader` while none is elected; it precedes the nested `replicas`, so
-/// only the fields before the first nested value are looked at.
 /// The `remote_name` of every route in a `/routez` answer (a pooled route
 /// appears once per connection).
 pub(crate) fn route_remote_names(routez: &str) -> Vec<String> {
-    const FIELD: &str = "\"remote_name\"";
-    let mut names = Vec::new();
-    let mut rest = routez;
-    while let Some(at) = rest.find(FIELD) {
-        rest = &rest[at + FIELD.len()..];
-        let value = rest
-            .trim_start()
-            .strip_prefix(':')
-            .map(str::trim_start)
-            .and_then(|v| v.strip_prefix('"'));
-        if let Some(value) = value
-            && let Some(end) = value.find('"')
-        {
-            names.push(value[..end].to_owned());
-        }
-    }
-    names
+    let Ok(routez) = serde_json::from_str::<Value>(routez) else {
+        return Vec::new();
+    };
+    routez["routes"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|route| route["remote_name"].as_str().map(str::to_owned))
+        .collect()
 }
 
+/// The `meta_cluster` object of a `/jsz` answer (`Null` when absent or
+/// unreadable).
+fn meta_cluster(jsz: &str) -> Value {
+    serde_json::from_str::<Value>(jsz).map_or(Value::Null, |mut v| v["meta_cluster"].take())
+}
+
+/// True when a `/jsz` body shows a JetStream meta leader: the server omits
+/// `meta_cluster.leader` (or leaves it empty) while none is elected.
 pub(crate) fn has_meta_leader(jsz: &str) -> bool {
-    let Some(start) = jsz.find("\"meta_cluster\"") else {
+    meta_cluster(jsz)["leader"]
+        .as_str()
+        .is_some_and(|leader| !leader.is_empty())
+}
+
+/// True when `server`'s `/jsz` body shows it leads the meta group and sees
+/// each of `peers` as a current replica it does not count offline: what
+/// placing a replicated stream (an R3 bucket) needs. Routes come first;
+/// the leader learns a peer is online a little later, and until then such
+/// a stream fails with "no suitable peers for placement, peer offline".
+pub(crate) fn leads_with_peers_online(jsz: &str, server: &str, peers: &[&str]) -> bool {
+    let meta = meta_cluster(jsz);
+    if meta["leader"] != server {
         return false;
-    };
-    let rest = &jsz[start..];
-    let Some(open) = rest.find('{') else {
-        return false;
-    };
-    // The object's own fields up to its first nested value or its end.
-    let rest = &rest[open + 1..];
-    let object = &rest[..rest.find(['{', '[', '}']).unwrap_or(rest.len())];
-    let Some(at) = object.find("\"leader\"") else {
-        return false;
-    };
-    let value = object[at + "\"leader\"".len()..]
-        .trim_start()
-        .strip_prefix(':')
-        .map(str::trim_start)
-        .and_then(|v| v.strip_prefix('"'));
-    matches!(value, Some(v) if !v.starts_with('"'))
+    }
+    let replicas = meta["replicas"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    peers.iter().all(|peer| {
+        replicas
+            .iter()
+            .any(|r| r["name"] == *peer && r["current"] == true && r["offline"] != true)
+    })
 }
 
 #[cfg(test)]
@@ -135,5 +140,23 @@ mod tests {
         assert!(!has_meta_leader(without));
         assert!(!has_meta_leader(empty));
         assert!(!has_meta_leader(r#"{"streams": 0}"#));
+    }
+
+    #[test]
+    fn the_meta_leader_sees_its_peers_online() {
+        let jsz = r#"{"meta_cluster": {"leader": "n1", "replicas": [
+            {"name": "n2", "current": true},
+            {"name": "n3", "current": true, "offline": true}]}}"#;
+        assert!(leads_with_peers_online(jsz, "n1", &["n2"]));
+        assert!(!leads_with_peers_online(jsz, "n1", &["n2", "n3"]));
+        assert!(!leads_with_peers_online(jsz, "n2", &["n1"]));
+        let behind =
+            r#"{"meta_cluster": {"leader": "n1", "replicas": [{"name": "n2", "current": false}]}}"#;
+        assert!(!leads_with_peers_online(behind, "n1", &["n2"]));
+        assert!(leads_with_peers_online(
+            r#"{"meta_cluster": {"leader": "n1"}}"#,
+            "n1",
+            &[]
+        ));
     }
 }
