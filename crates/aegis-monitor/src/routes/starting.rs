@@ -19,7 +19,7 @@ use axum::{
     extract::State,
     http::{HeaderMap, HeaderValue, StatusCode, header},
     middleware,
-    response::{IntoResponse, Response},
+    response::{Html, IntoResponse, Response},
     routing::get,
 };
 use serde_json::json;
@@ -109,16 +109,16 @@ async fn not_yet(State(starting): State<Arc<Starting>>, request: HeaderMap) -> R
             other => other,
         },
     );
-    let mut response = (StatusCode::SERVICE_UNAVAILABLE, page).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::RETRY_AFTER,
-        HeaderValue::from(RETRY_AFTER.as_secs()),
-    );
-    response
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (
+                header::RETRY_AFTER,
+                HeaderValue::from(RETRY_AFTER.as_secs()),
+            ),
+        ],
+        Html(page),
+    )
+        .into_response()
 }
