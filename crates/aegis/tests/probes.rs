@@ -13,50 +13,48 @@ use std::time::{Duration, Instant};
 use aegis_testkit::NatsServer;
 use common::{Proc, free_port};
 
-/// `GET http://{addr}{path}`: the status and the JSON body.
-fn get(addr: &str, path: &str) -> (u16, serde_json::Value) {
+/// Runs `request` to its end on a runtime of its own (these tests drive
+/// processes and wait on them, so they are not async).
+fn block_on<T>(request: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
-        .block_on(async {
-            let r = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
-            (r.status().as_u16(), r.json().await.unwrap())
-        })
+        .block_on(request)
+}
+
+/// `GET http://{addr}{path}`: the status and the JSON body.
+fn get(addr: &str, path: &str) -> (u16, serde_json::Value) {
+    block_on(async {
+        let r = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    })
 }
 
 /// GETs `path` as a browser navigating to it would (`Accept: text/html`);
 /// returns the status, the content type and the body.
 fn get_page(addr: &str, path: &str) -> (u16, String, String) {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let r = reqwest::Client::new()
-                .get(format!("http://{addr}{path}"))
-                .header("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
-                .send()
-                .await
-                .unwrap();
-            let kind = r
-                .headers()
-                .get("content-type")
-                .map(|v| v.to_str().unwrap().to_owned())
-                .unwrap_or_default();
-            (r.status().as_u16(), kind, r.text().await.unwrap())
-        })
+    block_on(async {
+        let r = reqwest::Client::new()
+            .get(format!("http://{addr}{path}"))
+            .header("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+            .send()
+            .await
+            .unwrap();
+        let kind = r
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (r.status().as_u16(), kind, r.text().await.unwrap())
+    })
 }
 
 /// Polls `path` until it answers `status`; returns the body.
 fn until_status(addr: &str, path: &str, status: u16, within: Duration) -> serde_json::Value {
     let deadline = Instant::now() + within;
     loop {
-        let answer = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(reqwest::get(format!("http://{addr}{path}")));
+        let answer = block_on(reqwest::get(format!("http://{addr}{path}")));
         if let Ok(r) = answer
             && r.status().as_u16() == status
         {

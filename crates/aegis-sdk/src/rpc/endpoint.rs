@@ -273,7 +273,7 @@ fn handle(msg: Message, method: &Method, route: Route) -> impl Future<Output = (
                 match ran {
                     Ok(Ok(bytes)) => Outcome::Ok(enc, bytes),
                     Ok(Err(e)) => Outcome::Failed(e),
-                    Err(_) => Outcome::Failed(WireError::internal("the handler panicked")),
+                    Err(_) => Outcome::Failed(handler_panicked()),
                 }
             }
         };
@@ -317,7 +317,7 @@ fn start(
             method.handler.call(ctx, payload, enc)
         })) {
             Ok(call) => Work::Run(enc, call),
-            Err(_) => Work::Done(Outcome::Failed(WireError::internal("the handler panicked"))),
+            Err(_) => Work::Done(Outcome::Failed(handler_panicked())),
         },
         Some(delay) => {
             // Inside the measured time: the drill shows on latency charts.
@@ -426,6 +426,12 @@ async fn send_error(
     client
         .publish_with_headers(reply, headers, Bytes::new())
         .await
+}
+
+/// The answer to a handler that panicked, before or after returning its
+/// future.
+fn handler_panicked() -> WireError {
+    WireError::internal("the handler panicked")
 }
 
 /// The NOT_ACTIVE refusal of a standby, naming the leader when known.

@@ -557,9 +557,8 @@ fn print_summary(
         "Try (NATS refuses clients without credentials; these find the operator's in the file above):"
     );
     // The flags that find this showcase when it is not the default one
-    // (other ports, another state directory).
-    // Paths are quoted for a POSIX shell: a state directory may have a
-    // space in its name.
+    // (other ports, another state directory), quoted for a POSIX shell: a
+    // state directory may have a space in its name.
     let mut flags = String::new();
     if url != aegis_monitor::config::DEFAULT_NATS_URL {
         flags.push_str(&format!(" --nats-url {}", shell_quoted(url)));
