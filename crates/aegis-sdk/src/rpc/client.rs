@@ -31,18 +31,15 @@
 
 use std::time::Duration;
 
-use aegis_contracts::{names, subjects, wire::ErrorCode};
+use aegis_contracts::{names, subjects};
 use async_nats::{HeaderMap, Message, RequestErrorKind, Subject};
 use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::time::Instant;
 
 use super::{
-    Encoding, RpcError, WireError,
-    headers::{
-        H_ENCODING, H_EPOCH, H_ERROR_CODE, H_ERROR_DETAILS, H_INSTANCE, H_REQUEST_ID,
-        H_SERVICE_ERROR, H_SERVICE_ERROR_CODE,
-    },
+    Encoding, RpcError,
+    headers::{H_ENCODING, H_REQUEST_ID, ReplyHeaders},
     route::{ByDiscovery, Call, ToLeader},
 };
 use crate::{Connection, discovery::Strategy};
@@ -536,57 +533,23 @@ pub(crate) fn decode_reply<Res: DeserializeOwned>(
     message: Message,
     requested: Encoding,
 ) -> Result<Reply<Res>, RpcError> {
-    let headers = message.headers.as_ref();
-    let instance_id = headers
-        .and_then(|h| h.get(H_INSTANCE))
-        .map(|v| v.as_str().to_owned());
-    if let Some(error) = wire_error(headers) {
+    let headers = ReplyHeaders::read(message.headers.as_ref());
+    if let Some(error) = headers.error() {
         return Err(RpcError::Remote {
             subject: subject.to_owned(),
             error,
         });
     }
-    let enc = Encoding::from_headers(headers).unwrap_or(requested);
-    let value = enc
+    let value = headers
+        .encoding(requested)
         .decode(&message.payload)
         .map_err(|source| RpcError::Decode {
             subject: subject.to_owned(),
             source,
         })?;
-    let epoch = headers
-        .and_then(|h| h.get(H_EPOCH))
-        .and_then(|v| v.as_str().parse().ok());
     Ok(Reply {
         value,
-        instance_id,
-        epoch,
-    })
-}
-
-/// Reads an error reply: our `Aegis-Error-Code`, or else the services
-/// protocol's numeric `Nats-Service-Error-Code` (so non-Aegis services map too).
-pub(super) fn wire_error(headers: Option<&HeaderMap>) -> Option<WireError> {
-    let headers = headers?;
-    let numeric = headers
-        .get(H_SERVICE_ERROR_CODE)
-        .and_then(|v| v.as_str().parse::<u16>().ok());
-    let code = match headers.get(H_ERROR_CODE) {
-        Some(code) => code
-            .as_str()
-            .parse::<ErrorCode>()
-            .unwrap_or(ErrorCode::Internal),
-        None => ErrorCode::from_status(numeric?),
-    };
-    let message = headers
-        .get(H_SERVICE_ERROR)
-        .map(|v| v.as_str().to_owned())
-        .unwrap_or_default();
-    let details = headers
-        .get(H_ERROR_DETAILS)
-        .and_then(|v| serde_json::from_str(v.as_str()).ok());
-    Some(WireError {
-        code,
-        message,
-        details,
+        instance_id: headers.instance.map(str::to_owned),
+        epoch: headers.epoch(),
     })
 }

@@ -49,13 +49,20 @@ impl Encoding {
     /// # Errors
     /// [`CodecError::Unknown`] for an unsupported value.
     pub fn from_headers(headers: Option<&HeaderMap>) -> Result<Encoding, CodecError> {
-        match headers.and_then(|h| h.get(super::headers::H_ENCODING)) {
+        Self::from_header_value(
+            headers
+                .and_then(|h| h.get(super::headers::H_ENCODING))
+                .map(|v| v.as_str()),
+        )
+    }
+
+    /// The encoding an `Aegis-Encoding` value names; JSON for none.
+    pub(crate) fn from_header_value(value: Option<&str>) -> Result<Encoding, CodecError> {
+        match value {
             None => Ok(Encoding::Json),
-            Some(v) => match v.as_str() {
-                s if s.eq_ignore_ascii_case(ENCODING_JSON) => Ok(Encoding::Json),
-                s if s.eq_ignore_ascii_case(ENCODING_MSGPACK) => Ok(Encoding::MsgPack),
-                other => Err(CodecError::Unknown(other.to_owned())),
-            },
+            Some(s) if s.eq_ignore_ascii_case(ENCODING_JSON) => Ok(Encoding::Json),
+            Some(s) if s.eq_ignore_ascii_case(ENCODING_MSGPACK) => Ok(Encoding::MsgPack),
+            Some(other) => Err(CodecError::Unknown(other.to_owned())),
         }
     }
 

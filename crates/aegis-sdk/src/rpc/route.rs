@@ -35,9 +35,9 @@ use serde::de::DeserializeOwned;
 use tokio::{sync::watch, time::Instant};
 
 use super::{
-    DeposedReply, Encoding, RpcError,
-    client::{CallOptions, Reply, decode_reply, wire_error},
-    headers::H_EPOCH,
+    DeposedReply, RpcError,
+    client::{CallOptions, Reply, decode_reply},
+    headers::ReplyHeaders,
 };
 use crate::{
     discovery::{Strategy, index::DiscoveryIndex, stats::InFlight, strategy::Member},
@@ -463,17 +463,15 @@ impl Pick for ToLeader {
     fn begin(&self, _: &Holder) {}
 
     fn screen(&self, call: &Call<'_>, holder: &Holder, message: &Message) -> Option<RpcError> {
-        let headers = message.headers.as_ref();
-        let epoch = headers
-            .and_then(|h| h.get(H_EPOCH))
-            .and_then(|v| v.as_str().parse::<u64>().ok())?;
+        let headers = ReplyHeaders::read(message.headers.as_ref());
+        let epoch = headers.epoch()?;
         let newest = self
             .view
             .leaders()
             .highest_epoch(call.service, &self.group)
             .unwrap_or(0)
             .max(holder.epoch);
-        if epoch >= newest || wire_error(headers).is_some() {
+        if epoch >= newest || headers.error().is_some() {
             return None;
         }
         tracing::debug!(service = call.service, group = %self.group, epoch, newest,
@@ -485,7 +483,7 @@ impl Pick for ToLeader {
             instance_id: holder.instance_id.clone(),
             epoch,
             current_epoch: Some(newest),
-            encoding: Encoding::from_headers(headers).unwrap_or(call.opts.encoding),
+            encoding: headers.encoding(call.opts.encoding),
             payload: message.payload.clone(),
         })))
     }
