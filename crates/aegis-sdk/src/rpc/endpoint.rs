@@ -47,6 +47,10 @@ use crate::{
 /// subscription's buffer (backpressure instead of unbounded memory).
 const MAX_IN_FLIGHT_PER_ENDPOINT: usize = 1024;
 
+/// Most requests already waiting in the subscription that one turn of an
+/// endpoint's loop takes before it looks at its stop signals again.
+const BURST: usize = 16;
+
 /// What the request path of one method needs, shared by its subscriptions.
 pub(crate) struct Method {
     pub(crate) client: async_nats::Client,
@@ -183,16 +187,29 @@ pub(crate) async fn drive(
                 }
             }
             msg = subscription.next(), if open && in_flight.len() < MAX_IN_FLIGHT_PER_ENDPOINT => {
-                match msg {
-                    Some(msg) => {
-                        // Most handlers finish on their first poll: run that poll
-                        // here and only park the ones that wait for something.
-                        let mut fut = Box::pin(handle(msg, &method, route));
-                        if futures::poll!(fut.as_mut()).is_pending() {
-                            in_flight.push(fut);
+                let mut next = msg;
+                if next.is_none() {
+                    open = false;
+                }
+                // Requests that arrived together are taken together, up to
+                // a burst: each turn of the select above polls the two
+                // cancellation tokens, and polling one takes its lock.
+                let mut taken = 0;
+                while let Some(msg) = next.take() {
+                    // Most handlers finish on their first poll: run that poll
+                    // here and only park the ones that wait for something.
+                    let mut fut = Box::pin(handle(msg, &method, route));
+                    if futures::poll!(fut.as_mut()).is_pending() {
+                        in_flight.push(fut);
+                    }
+                    taken += 1;
+                    if taken < BURST && in_flight.len() < MAX_IN_FLIGHT_PER_ENDPOINT {
+                        match subscription.next().now_or_never() {
+                            Some(Some(msg)) => next = Some(msg),
+                            Some(None) => open = false,
+                            None => {}
                         }
                     }
-                    None => open = false,
                 }
             }
         }
