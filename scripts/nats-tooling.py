@@ -119,14 +119,17 @@ async def main() -> None:
             )
     show("micro stats order-service: $SRV.STATS", "\n".join(lines))
 
-    # nats req rpc.order-service.list_orders '{}' (leader only) and a pricing call
-    for subject, body in (
-        ("rpc.order-service.list_orders", b"{}"),
-        ("rpc.pricing-service.get_price", b'{"symbol": "AAPL"}'),
+    # nats req rpc.order-service.list_orders '{}' (leader only), and a pricing
+    # call unasked and asking who served it (nats req -H Aegis-Want-Instance:1)
+    for subject, body, ask in (
+        ("rpc.order-service.list_orders", b"{}", None),
+        ("rpc.pricing-service.get_price", b'{"symbol": "AAPL"}', None),
+        ("rpc.pricing-service.get_price", b'{"symbol": "AAPL"}', {"Aegis-Want-Instance": "1"}),
     ):
-        msg = await nc.request(subject, body, timeout=2)
+        msg = await nc.request(subject, body, timeout=2, headers=ask)
         headers = {k: v for k, v in (msg.headers or {}).items()}
-        show(f"req {subject} {body.decode()}", {"headers": headers, "body": json.loads(msg.data)})
+        flags = "".join(f" -H {k}:{v}" for k, v in (ask or {}).items())
+        show(f"req {subject} {body.decode()}{flags}", {"headers": headers, "body": json.loads(msg.data)})
 
     # nats kv ls service_registry / nats kv get
     js = nc.jetstream()

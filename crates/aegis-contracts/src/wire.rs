@@ -16,8 +16,16 @@ use serde::{Deserialize, Serialize};
 pub const HEADER_ERROR_CODE: &str = "Aegis-Error-Code";
 /// Header carrying an error's JSON details, when any.
 pub const HEADER_ERROR_DETAILS: &str = "Aegis-Error-Details";
-/// Header naming the instance that handled a request.
+/// Header naming the instance that handled a request. Error replies carry
+/// it, and so do successful replies on a service's shared subject when they
+/// come from a leader-only method or the request asked with
+/// [`HEADER_WANT_INSTANCE`].
 pub const HEADER_INSTANCE: &str = "Aegis-Instance";
+/// Request header (any value) asking a load-balanced reply to name the
+/// instance that served it in [`HEADER_INSTANCE`]. Replies do not name it
+/// unasked: a header on every reply costs the server, NATS and the caller
+/// about 3 % of throughput (docs/performance.md).
+pub const HEADER_WANT_INSTANCE: &str = "Aegis-Want-Instance";
 /// Header naming the payload encoding ([`ENCODING_JSON`] or [`ENCODING_MSGPACK`]).
 pub const HEADER_ENCODING: &str = "Aegis-Encoding";
 /// Header carrying a request id for tracing.

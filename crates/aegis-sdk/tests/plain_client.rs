@@ -188,6 +188,14 @@ async fn plain_requests_reach_the_leader_across_a_sigkill() {
             msg.headers
         );
         let by: String = serde_json::from_slice(&msg.payload).unwrap();
+        // A leader-only method's reply names the leader unasked, beside
+        // its epoch: how a plain client learns who leads.
+        let named = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(aegis_sdk::contracts::wire::HEADER_INSTANCE))
+            .map(|v| v.as_str().to_owned());
+        assert_eq!(named.as_ref(), Some(&by), "call {i}: {:?}", msg.headers);
         retried += retries;
         served_by.push(by);
     }

@@ -251,7 +251,8 @@ async fn calls_share_load_and_directed_calls_pin_one_instance() {
     for (id, n) in &served {
         assert_eq!(*n, 100, "{id} served {n} of 300: {served:?}");
     }
-    // The queue group spreads load too (the server picks, randomly).
+    // The queue group spreads load too (the server picks, randomly); asked,
+    // each reply names who served it.
     let mut served: HashMap<String, usize> = HashMap::new();
     for i in 0..300 {
         let reply = conn
@@ -260,12 +261,54 @@ async fn calls_share_load_and_directed_calls_pin_one_instance() {
                 "calculator",
                 "add",
                 &Add { a: i, b: 1 },
-                &CallOptions::default(),
+                &CallOptions::default().who_served(),
             )
             .await
             .unwrap();
         *served.entry(reply.instance_id.unwrap()).or_default() += 1;
     }
+    // Unasked, a load-balanced reply carries no name (nor any header).
+    let reply = conn
+        .rpc()
+        .call_balanced::<_, Sum>(
+            "calculator",
+            "add",
+            &Add { a: 1, b: 1 },
+            &CallOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((reply.value.sum, reply.instance_id), (2, None));
+    let raw = conn
+        .client()
+        .request(
+            "rpc.calculator.add",
+            serde_json::to_vec(&Add { a: 1, b: 1 }).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    assert!(raw.headers.is_none(), "{:?}", raw.headers);
+    // A plain NATS client asks with the request header.
+    let mut ask = async_nats::HeaderMap::new();
+    ask.insert(aegis_sdk::contracts::wire::HEADER_WANT_INSTANCE, "1");
+    let raw = conn
+        .client()
+        .request_with_headers(
+            "rpc.calculator.add",
+            ask,
+            serde_json::to_vec(&Add { a: 1, b: 1 }).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let named = raw
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(aegis_sdk::contracts::wire::HEADER_INSTANCE));
+    assert!(
+        named.is_some_and(|v| ["calc-a", "calc-b", "calc-c"].contains(&v.as_str())),
+        "{:?}",
+        raw.headers
+    );
     assert_eq!(served.len(), 3, "all three instances served: {served:?}");
     for (id, n) in &served {
         assert!(*n >= 30, "{id} served only {n} of 300: {served:?}");

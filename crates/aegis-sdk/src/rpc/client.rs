@@ -11,7 +11,8 @@
 //! ends at once ([`RpcError::ConnectionLost`]: no reply can come on a new
 //! connection) and, when idempotent, is sent again once reconnected.
 //! [`RpcClient::call_balanced`] keeps the plain
-//! queue-group path (`rpc.{service}.{method}`, the server picks), and
+//! queue-group path (`rpc.{service}.{method}`, the server picks; its reply
+//! names who served only when asked, [`CallOptions::who_served`]), and
 //! [`RpcClient::call_instance`] addresses one named instance.
 //!
 //! [`RpcClient::call_active`] reaches the leader of a sticky group. It
@@ -39,7 +40,7 @@ use tokio::time::Instant;
 
 use super::{
     Encoding, RpcError,
-    headers::{H_ENCODING, H_REQUEST_ID, ReplyHeaders},
+    headers::{H_ENCODING, H_REQUEST_ID, H_WANT_INSTANCE, ReplyHeaders},
     route::{ByDiscovery, Call, ToLeader},
 };
 use crate::{Connection, discovery::Strategy};
@@ -81,6 +82,11 @@ pub struct CallOptions {
     /// How to pick the instance; the client's default (round-robin unless
     /// set with [`RpcClient::with_strategy`]) when `None`.
     pub strategy: Option<Strategy>,
+    /// Ask a load-balanced reply ([`RpcClient::call_balanced`]) to name
+    /// the instance that served it, in [`Reply::instance_id`]. Off by
+    /// default: naming it costs a header on the request and on the reply.
+    /// Other calls know who served without asking.
+    pub who_served: bool,
 }
 
 impl CallOptions {
@@ -99,6 +105,22 @@ impl CallOptions {
         self
     }
 
+    /// These options asking a load-balanced reply who served it.
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_sdk::rpc::RpcError> {
+    /// use aegis_sdk::rpc::CallOptions;
+    /// use serde_json::{json, Value};
+    /// let opts = CallOptions::default().who_served();
+    /// let reply = conn.rpc().call_balanced::<_, Value>("pricing-service", "get_price", &json!({}), &opts).await?;
+    /// println!("served by {:?}", reply.instance_id);
+    /// # Ok(()) }
+    /// ```
+    pub fn who_served(mut self) -> Self {
+        self.who_served = true;
+        self
+    }
+
     /// These options with a sticky key.
     pub fn sticky(mut self, key: impl Into<String>) -> Self {
         self.sticky_key = Some(key.into());
@@ -112,7 +134,9 @@ pub struct Reply<T> {
     /// The decoded response.
     pub value: T,
     /// The instance that handled the call: the one an instance-directed call
-    /// went to, or the `Aegis-Instance` header of a load-balanced reply.
+    /// went to, or the `Aegis-Instance` header of a load-balanced reply
+    /// (which names it when asked with [`CallOptions::who_served`], or when
+    /// the method is leader-only).
     pub instance_id: Option<String>,
     /// The leader's fencing epoch, for calls served by a single-active
     /// service (`Aegis-Epoch` header).
@@ -242,7 +266,9 @@ impl RpcClient {
 
     /// Calls `method` through the service's queue group
     /// (`rpc.{service}.{method}`): the NATS server picks any subscribed
-    /// instance, registered or not, with no discovery involved.
+    /// instance, registered or not, with no discovery involved. The reply
+    /// names who served it only when asked ([`CallOptions::who_served`]) or
+    /// when the method is leader-only.
     ///
     /// ```no_run
     /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_sdk::rpc::RpcError> {
@@ -269,7 +295,7 @@ impl RpcClient {
         names::validate_service_name(service)?;
         names::validate_method_name(method)?;
         let subject = subjects::rpc_subject(service, method);
-        self.request(subject, req, opts).await
+        self.request(subject, req, opts, opts.who_served).await
     }
 
     /// Calls `method` on one named instance (`rpc.{service}.{instance}.{method}`).
@@ -300,7 +326,7 @@ impl RpcClient {
         names::validate_instance_id(instance)?;
         names::validate_method_name(method)?;
         let subject = subjects::rpc_instance_subject(service, instance, method);
-        let mut reply = self.request(subject, req, opts).await?;
+        let mut reply = self.request(subject, req, opts, false).await?;
         // Replies on the instance-directed subject carry no instance header:
         // only that instance subscribes to it.
         reply.instance_id.get_or_insert_with(|| instance.to_owned());
@@ -393,7 +419,7 @@ impl RpcClient {
         req: &Req,
         opts: &'a CallOptions,
     ) -> Result<Call<'a>, RpcError> {
-        let (payload, headers) = encode(req, opts)?;
+        let (payload, headers) = encode(req, opts, false)?;
         let timeout = self.deadline(opts);
         Ok(Call {
             service,
@@ -407,17 +433,19 @@ impl RpcClient {
     }
 
     /// Sends an already-built subject; names are validated by the callers.
+    /// `ask_who` asks the reply to name the instance that served it.
     pub(crate) async fn request<Req, Res>(
         &self,
         subject: String,
         req: &Req,
         opts: &CallOptions,
+        ask_who: bool,
     ) -> Result<Reply<Res>, RpcError>
     where
         Req: Serialize + ?Sized,
         Res: DeserializeOwned,
     {
-        let (payload, headers) = encode(req, opts)?;
+        let (payload, headers) = encode(req, opts, ask_who)?;
         self.send(
             subject,
             payload,
@@ -507,14 +535,16 @@ async fn view_by<'a, T, E>(
     }
 }
 
-/// Encodes the request once per call (retries reuse the bytes).
+/// Encodes the request once per call (retries reuse the bytes); `ask_who`
+/// asks the reply to name the instance that served it.
 fn encode<Req: Serialize + ?Sized>(
     req: &Req,
     opts: &CallOptions,
+    ask_who: bool,
 ) -> Result<(Bytes, Option<HeaderMap>), RpcError> {
     let payload = opts.encoding.encode(req).map_err(RpcError::Encode)?;
     // Plain JSON calls carry no headers at all: the fastest path on the wire.
-    if opts.encoding == Encoding::Json && opts.request_id.is_none() {
+    if opts.encoding == Encoding::Json && opts.request_id.is_none() && !ask_who {
         return Ok((payload, None));
     }
     let mut headers = HeaderMap::new();
@@ -523,6 +553,9 @@ fn encode<Req: Serialize + ?Sized>(
     }
     if let Some(id) = &opts.request_id {
         headers.insert(H_REQUEST_ID, id.as_str());
+    }
+    if ask_who {
+        headers.insert(H_WANT_INSTANCE, "1");
     }
     Ok((payload, Some(headers)))
 }

@@ -32,7 +32,7 @@ use super::{
     Encoding, ErrorCode, WireError,
     headers::{
         H_ENCODING, H_EPOCH, H_ERROR_CODE, H_ERROR_DETAILS, H_INSTANCE, H_REQUEST_ID,
-        H_SERVICE_ERROR, H_SERVICE_ERROR_CODE,
+        H_SERVICE_ERROR, H_SERVICE_ERROR_CODE, H_WANT_INSTANCE,
     },
     server::{ErasedHandler, RequestContext},
 };
@@ -256,6 +256,9 @@ fn handle(msg: Message, method: &Method, route: Route) -> impl Future<Output = (
         .as_ref()
         .and_then(|h| h.get(H_REQUEST_ID))
         .map(|v| v.as_str().to_owned());
+    let asked_who = headers
+        .as_ref()
+        .is_some_and(|h| h.get(H_WANT_INSTANCE).is_some());
     let span = debug_span!(
         "rpc",
         service = %method.service,
@@ -270,6 +273,12 @@ fn handle(msg: Message, method: &Method, route: Route) -> impl Future<Output = (
     };
     // The epoch the call was admitted under is the one its reply carries.
     let reply_epoch = epoch.as_ref().ok().copied().flatten();
+    // A successful reply on the instance's own subject needs no name (the
+    // caller chose the instance). On the shared subject it names the
+    // instance when asked, or beside the epoch of a leader-only method,
+    // where plain NATS clients learn who leads from it: a header on every
+    // load-balanced reply cost some 3 % of throughput (docs/performance.md).
+    let name_instance = route == Route::Shared && (asked_who || reply_epoch.is_some());
     let work = match epoch {
         Err(refusal) => Work::Done(Outcome::Refused(refusal)),
         Ok(epoch) => span.in_scope(|| start(subject, payload, method, headers, request_id, epoch)),
@@ -298,7 +307,16 @@ fn handle(msg: Message, method: &Method, route: Route) -> impl Future<Output = (
             span.in_scope(|| debug!("request without a reply subject; nothing to answer"));
             return;
         };
-        answer(method, route, reply, reply_epoch, outcome, &span, started).await;
+        answer(
+            method,
+            name_instance,
+            reply,
+            reply_epoch,
+            outcome,
+            &span,
+            started,
+        )
+        .await;
     }
 }
 
@@ -352,7 +370,7 @@ fn start(
 /// writes it) and counts the request.
 async fn answer(
     method: &Method,
-    route: Route,
+    name_instance: bool,
     reply: async_nats::Subject,
     reply_epoch: Option<u64>,
     outcome: Outcome,
@@ -360,11 +378,8 @@ async fn answer(
     started: Instant,
 ) {
     let mut reply_headers = HeaderMap::new();
-    // Instance-directed replies need not name the instance (the caller chose
-    // it), which keeps successful replies free of headers. (Measured on the
-    // queue group's replies: the header costs one or two points of
-    // throughput, inside this machine's noise; docs/performance.md.)
-    if route == Route::Shared || !matches!(outcome, Outcome::Ok(..)) {
+    // Errors always name the instance; successes when `handle` decided so.
+    if name_instance || !matches!(outcome, Outcome::Ok(..)) {
         reply_headers.insert(H_INSTANCE, &*method.instance);
     }
     if let Some(epoch) = reply_epoch {

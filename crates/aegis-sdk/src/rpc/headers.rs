@@ -8,6 +8,7 @@ use async_nats::{HeaderMap, HeaderName, HeaderValue, service};
 use super::{Encoding, WireError};
 
 pub(crate) const H_INSTANCE: HeaderName = HeaderName::from_static(wire::HEADER_INSTANCE);
+pub(crate) const H_WANT_INSTANCE: HeaderName = HeaderName::from_static(wire::HEADER_WANT_INSTANCE);
 pub(crate) const H_ENCODING: HeaderName = HeaderName::from_static(wire::HEADER_ENCODING);
 pub(crate) const H_REQUEST_ID: HeaderName = HeaderName::from_static(wire::HEADER_REQUEST_ID);
 pub(crate) const H_ERROR_CODE: HeaderName = HeaderName::from_static(wire::HEADER_ERROR_CODE);

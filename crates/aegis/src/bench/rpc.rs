@@ -17,8 +17,10 @@
 //! more instances of eight other services, registered and heart-beating on
 //! the same server, so the caller's registry view takes their updates during
 //! the measurement. `--balanced` uses the queue group instead
-//! (`call_balanced`; its replies name the serving instance in a header). The
-//! raw side is the same in every mode.
+//! (`call_balanced`), whose replies name the serving instance only when
+//! asked; `--who-served` asks on every call (a header on the request and
+//! on the reply), to show what that costs. The raw side is the same in
+//! every mode.
 //!
 //! `--breakdown` adds sides to both phases (latency and throughput) that
 //! peel the SDK's cost apart, each step changing one thing: a raw
@@ -29,8 +31,8 @@
 //! request there (adds the SDK connection: its options and the other
 //! traffic it carries, such as the registry watch); the SDK `RpcClient`
 //! calling that instance by name (`call_instance`: adds the client's code);
-//! the `RpcClient` over the queue group (the load-balanced path, whose
-//! replies name the instance in a header); and the main SDK side adds
+//! the `RpcClient` over the queue group (the load-balanced path); and the
+//! main SDK side adds
 //! discovery to the client's code.
 //! It also times the discovery lookup alone.
 
@@ -82,6 +84,10 @@ pub struct RpcBenchArgs {
     /// discovery.
     #[arg(long)]
     pub balanced: bool,
+    /// With `--balanced`: every call asks its reply to name the instance
+    /// that served it (`CallOptions::who_served`).
+    #[arg(long, requires = "balanced")]
+    pub who_served: bool,
     /// With `--registry`: additional registered, heart-beating instances
     /// (spread over eight other services).
     #[arg(long, default_value_t = 64)]
@@ -151,9 +157,10 @@ fn raw_side(client: &async_nats::Client, subject: &str, quote: &Arc<Quote>) -> C
 }
 
 /// The throughput ratio the SDK side must reach: 0.95 through discovery
-/// (the plain call), 0.90 through the queue group, whose replies must name
-/// the instance in a header, and 0.90 with `--registry` (the foundation's
-/// target; that mode's own is its p99).
+/// (the plain call), 0.90 through the queue group (with `--who-served` too,
+/// though there it pays for a header each way the raw side does not), and
+/// 0.90 with `--registry` (the foundation's target; that mode's own is its
+/// p99).
 fn throughput_target(args: &RpcBenchArgs) -> f64 {
     if args.balanced || args.registry {
         0.90
@@ -377,7 +384,10 @@ async fn run_once(args: RpcBenchArgs) -> anyhow::Result<Report> {
     });
 
     let rpc = sdk_client.rpc();
-    let opts = Arc::new(CallOptions::default());
+    let opts = Arc::new(CallOptions {
+        who_served: args.who_served,
+        ..CallOptions::default()
+    });
     let instance_subject =
         aegis_sdk::contracts::subjects::rpc_instance_subject(SERVICE, INSTANCE, METHOD);
     let balanced = || {
@@ -546,10 +556,13 @@ async fn run_once(args: RpcBenchArgs) -> anyhow::Result<Report> {
             parameters["discovery_lookup_ns"] = serde_json::json!({ "p50": p50, "p99": p99 });
         }
     }
+    parameters["who_served"] = serde_json::json!(args.who_served);
     parameters["auth"] = serde_json::json!(args.auth);
     parameters["tls"] = serde_json::json!(args.tls);
     let mode = if args.registry {
         "rpc --registry"
+    } else if args.who_served {
+        "rpc --balanced --who-served"
     } else if args.balanced {
         "rpc --balanced"
     } else {
