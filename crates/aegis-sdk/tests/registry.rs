@@ -616,7 +616,12 @@ async fn invalid_timing_is_refused_before_any_io_and_registration_can_be_skipped
         Err(RpcError::NoInstances { .. })
     ));
     let reply = rpc
-        .call_balanced::<_, Value>("hidden-service", "echo", &json!(1), &CallOptions::default())
+        .call_balanced::<_, Value>(
+            "hidden-service",
+            "echo",
+            &json!(1),
+            &CallOptions::default().who_served(),
+        )
         .await
         .unwrap();
     assert_eq!(reply.instance_id.as_deref(), Some("hidden-1"));
