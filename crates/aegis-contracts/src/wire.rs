@@ -24,7 +24,7 @@ pub const HEADER_INSTANCE: &str = "Aegis-Instance";
 /// Request header (any value) asking a load-balanced reply to name the
 /// instance that served it in [`HEADER_INSTANCE`]. Replies do not name it
 /// unasked: a header on every reply costs the server, NATS and the caller
-/// about 3 % of throughput (docs/performance.md).
+/// about 8 % of the load-balanced path's throughput (docs/performance.md).
 pub const HEADER_WANT_INSTANCE: &str = "Aegis-Want-Instance";
 /// Header naming the payload encoding ([`ENCODING_JSON`] or [`ENCODING_MSGPACK`]).
 pub const HEADER_ENCODING: &str = "Aegis-Encoding";

@@ -277,7 +277,7 @@ fn handle(msg: Message, method: &Method, route: Route) -> impl Future<Output = (
     // caller chose the instance). On the shared subject it names the
     // instance when asked, or beside the epoch of a leader-only method,
     // where plain NATS clients learn who leads from it: a header on every
-    // load-balanced reply cost some 3 % of throughput (docs/performance.md).
+    // load-balanced reply cost some 8 % of throughput (docs/performance.md).
     let name_instance = route == Route::Shared && (asked_who || reply_epoch.is_some());
     let work = match epoch {
         Err(refusal) => Work::Done(Outcome::Refused(refusal)),
