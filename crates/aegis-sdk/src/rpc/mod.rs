@@ -24,6 +24,8 @@
 //!   holder), one classification says what a failed attempt means.
 //! - [`codec`]: JSON on the wire by default, MessagePack when the request
 //!   carries `Aegis-Encoding: msgpack`.
+//! - `headers`: the header names as constants, and a reply's headers read
+//!   in one pass.
 //!
 //! Errors travel as a [`WireError`] with a stable [`ErrorCode`] in the
 //! `Aegis-Error-Code` header, next to the services protocol's standard
