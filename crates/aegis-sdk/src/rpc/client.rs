@@ -469,7 +469,8 @@ impl RpcClient {
         let message = self
             .send_message(subject.clone(), payload, headers, timeout)
             .await?;
-        decode_reply(&subject, message, encoding)
+        let headers = ReplyHeaders::read(message.headers.as_ref());
+        decode_reply(&subject, &headers, &message.payload, encoding)
     }
 
     /// One request/reply round trip, the reply undecoded.
@@ -560,13 +561,14 @@ fn encode<Req: Serialize + ?Sized>(
     Ok((payload, Some(headers)))
 }
 
-/// Turns a reply message into a value or the error the service sent.
+/// Turns a reply (its headers, read once, and its payload) into a value or
+/// the error the service sent.
 pub(crate) fn decode_reply<Res: DeserializeOwned>(
     subject: &str,
-    message: Message,
+    headers: &ReplyHeaders<'_>,
+    payload: &[u8],
     requested: Encoding,
 ) -> Result<Reply<Res>, RpcError> {
-    let headers = ReplyHeaders::read(message.headers.as_ref());
     if let Some(error) = headers.error() {
         return Err(RpcError::Remote {
             subject: subject.to_owned(),
@@ -575,7 +577,7 @@ pub(crate) fn decode_reply<Res: DeserializeOwned>(
     }
     let value = headers
         .encoding(requested)
-        .decode(&message.payload)
+        .decode(payload)
         .map_err(|source| RpcError::Decode {
             subject: subject.to_owned(),
             source,

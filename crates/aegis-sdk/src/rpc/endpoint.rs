@@ -256,9 +256,6 @@ fn handle(msg: Message, method: &Method, route: Route) -> impl Future<Output = (
         .as_ref()
         .and_then(|h| h.get(H_REQUEST_ID))
         .map(|v| v.as_str().to_owned());
-    let asked_who = headers
-        .as_ref()
-        .is_some_and(|h| h.get(H_WANT_INSTANCE).is_some());
     let span = debug_span!(
         "rpc",
         service = %method.service,
@@ -278,7 +275,11 @@ fn handle(msg: Message, method: &Method, route: Route) -> impl Future<Output = (
     // instance when asked, or beside the epoch of a leader-only method,
     // where plain NATS clients learn who leads from it: a header on every
     // load-balanced reply cost some 8 % of throughput (docs/performance.md).
-    let name_instance = route == Route::Shared && (asked_who || reply_epoch.is_some());
+    let name_instance = route == Route::Shared
+        && (reply_epoch.is_some()
+            || headers
+                .as_ref()
+                .is_some_and(|h| h.get(H_WANT_INSTANCE).is_some()));
     let work = match epoch {
         Err(refusal) => Work::Done(Outcome::Refused(refusal)),
         Ok(epoch) => span.in_scope(|| start(subject, payload, method, headers, request_id, epoch)),

@@ -127,8 +127,15 @@ pub(super) trait Pick {
     fn id<'t>(&self, target: &'t Self::Target) -> &'t str;
     /// Called as an attempt is sent.
     fn begin(&self, target: &Self::Target) -> Self::Guard;
-    /// Screens a reply before it is decoded; `Some` turns it into an error.
-    fn screen(&self, call: &Call<'_>, target: &Self::Target, reply: &Message) -> Option<RpcError>;
+    /// Screens a reply (its headers read once, for this and the decoding)
+    /// before it is decoded; `Some` turns it into an error.
+    fn screen(
+        &self,
+        call: &Call<'_>,
+        target: &Self::Target,
+        headers: &ReplyHeaders<'_>,
+        reply: &Message,
+    ) -> Option<RpcError>;
     /// The instance answered (a value or its own error) after `elapsed`.
     fn answered(&mut self, target: &Self::Target, elapsed: Duration);
     /// The attempt on `target` failed as `how`.
@@ -217,9 +224,17 @@ impl super::RpcClient {
                 send().await
             };
             drop(in_flight);
-            let reply = sent.and_then(|message| match picker.screen(call, &target, &message) {
-                Some(e) => Err(e),
-                None => decode_reply::<Res>(&subject, message, call.opts.encoding),
+            let reply = sent.and_then(|message| {
+                let headers = ReplyHeaders::read(message.headers.as_ref());
+                match picker.screen(call, &target, &headers, &message) {
+                    Some(e) => Err(e),
+                    None => decode_reply::<Res>(
+                        &subject,
+                        &headers,
+                        &message.payload,
+                        call.opts.encoding,
+                    ),
+                }
             });
             let error = match reply {
                 Ok(mut reply) => {
@@ -371,7 +386,13 @@ impl Pick for ByDiscovery<'_> {
         target.stats.start()
     }
 
-    fn screen(&self, _: &Call<'_>, _: &Member, _: &Message) -> Option<RpcError> {
+    fn screen(
+        &self,
+        _: &Call<'_>,
+        _: &Member,
+        _: &ReplyHeaders<'_>,
+        _: &Message,
+    ) -> Option<RpcError> {
         None
     }
 
@@ -462,8 +483,13 @@ impl Pick for ToLeader {
 
     fn begin(&self, _: &Holder) {}
 
-    fn screen(&self, call: &Call<'_>, holder: &Holder, message: &Message) -> Option<RpcError> {
-        let headers = ReplyHeaders::read(message.headers.as_ref());
+    fn screen(
+        &self,
+        call: &Call<'_>,
+        holder: &Holder,
+        headers: &ReplyHeaders<'_>,
+        message: &Message,
+    ) -> Option<RpcError> {
         let epoch = headers.epoch()?;
         let newest = self
             .view
