@@ -9,13 +9,13 @@
 //! notice [`move_off_lame_ducks`] waits for a moment with none (at most
 //! [`MOVE_IDLE_WAIT`]), flushes and reconnects to another server of the
 //! pool ([`move_target`]). New requests wait for the move meanwhile
-//! ([`ClientLoad::settled`]); [`Dropped`] ends a wait for a reply that can
+//! ([`ClientLoad::settled`]); [`Outstanding`] ends a wait for a reply that can
 //! no longer come.
 
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -53,7 +53,11 @@ pub(crate) struct ClientLoad {
     /// Wakes the requests waiting for a move.
     moved: tokio::sync::Notify,
     /// The client's count of connections made when the last notice came.
-    notice_connects: std::sync::atomic::AtomicU64,
+    notice_connects: AtomicU64,
+    /// How often the client's connection dropped.
+    drops: AtomicU64,
+    /// Wakes the requests in flight when it drops.
+    dropped: tokio::sync::Notify,
 }
 
 impl ClientLoad {
@@ -103,17 +107,30 @@ impl ClientLoad {
         self.moved.notify_waiters();
     }
 
-    /// Counts a request sent and awaiting its reply until the guard drops.
-    pub(crate) fn enter(self: &Arc<Self>) -> Busy {
+    /// The connection dropped: requests in flight stop waiting for replies
+    /// that cannot come. Called from the client's event callback, before
+    /// anything else it does.
+    pub(super) fn connection_dropped(&self) {
+        self.drops.fetch_add(1, Ordering::Release);
+        self.dropped.notify_waiters();
+    }
+
+    /// Counts a request sent and awaiting its reply until the guard drops,
+    /// and tells when the connection drops meanwhile.
+    ///
+    /// Borrowed, not counted in a reference: a call touches no shared count
+    /// but the load's own (measured in docs/performance.md).
+    pub(crate) fn enter(&self) -> Outstanding<'_> {
         self.busy.fetch_add(1, Ordering::Relaxed);
-        Busy {
-            load: self.clone(),
+        Outstanding {
+            load: self,
+            seen: self.drops.load(Ordering::Acquire),
             serving: false,
         }
     }
 
     /// Counts a request received and not yet answered until the guard drops.
-    pub(crate) fn enter_serving(self: &Arc<Self>) -> Busy {
+    pub(crate) fn enter_serving(&self) -> Outstanding<'_> {
         self.serving.fetch_add(1, Ordering::Relaxed);
         let mut busy = self.enter();
         busy.serving = true;
@@ -121,14 +138,18 @@ impl ClientLoad {
     }
 }
 
-/// One request in flight on a client (see [`ClientLoad::enter`]).
+/// One request in flight on a client (see [`ClientLoad::enter`]): resolves
+/// [`guard`](Self::guard) when the client's connection drops after the
+/// request was counted.
 #[derive(Debug)]
-pub(crate) struct Busy {
-    load: Arc<ClientLoad>,
+pub(crate) struct Outstanding<'a> {
+    load: &'a ClientLoad,
+    /// The load's drop count when the request was counted.
+    seen: u64,
     serving: bool,
 }
 
-impl Drop for Busy {
+impl Drop for Outstanding<'_> {
     fn drop(&mut self) {
         if self.serving {
             self.load.serving.fetch_sub(1, Ordering::Relaxed);
@@ -137,18 +158,19 @@ impl Drop for Busy {
     }
 }
 
-/// Resolves when one client's connection drops after it was taken; counts
-/// as a request in flight on that client until it is dropped.
-pub(crate) struct Dropped {
-    pub(super) drops: tokio::sync::watch::Receiver<u64>,
-    pub(super) _busy: Busy,
-}
-
-impl Dropped {
-    /// Waits for the next drop (forever once the connection is gone).
-    async fn wait(mut self) {
-        if self.drops.changed().await.is_err() {
-            std::future::pending::<()>().await;
+impl Outstanding<'_> {
+    /// Waits for a drop after the request was counted.
+    async fn wait(&self) {
+        let dropped = &self.load.dropped;
+        loop {
+            // Enabled before the count is read: a drop in between wakes it.
+            let next = dropped.notified();
+            tokio::pin!(next);
+            next.as_mut().enable();
+            if self.load.drops.load(Ordering::Acquire) != self.seen {
+                return;
+            }
+            next.await;
         }
     }
 
@@ -166,30 +188,24 @@ impl Dropped {
     }
 }
 
-/// What makes a [`Dropped`] for one client from a task that holds no
-/// [`Connection`](super::Connection) (the registry and election watches):
-/// its drop counter and its load. Cheap to clone.
+/// What makes a [`Outstanding`] for one client from a task that holds no
+/// [`Connection`](super::Connection) (the registry and election watches).
+/// Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct DropWatch {
-    drops: tokio::sync::watch::Receiver<u64>,
     load: Arc<ClientLoad>,
 }
 
 impl DropWatch {
-    pub(super) fn new(drops: tokio::sync::watch::Receiver<u64>, load: Arc<ClientLoad>) -> Self {
-        Self { drops, load }
+    pub(super) fn new(load: Arc<ClientLoad>) -> Self {
+        Self { load }
     }
 
     /// Tells when the connection drops from now on, counting as a request
     /// in flight on it meanwhile (a move off a server in lame duck mode
     /// waits for it).
-    pub(crate) fn dropped(&self) -> Dropped {
-        let mut drops = self.drops.clone();
-        drops.borrow_and_update();
-        Dropped {
-            drops,
-            _busy: self.load.enter(),
-        }
+    pub(crate) fn dropped(&self) -> Outstanding<'_> {
+        self.load.enter()
     }
 }
 

@@ -40,7 +40,7 @@ use crate::{
 
 pub(crate) use lame_duck::ClientLoad;
 use lame_duck::move_off_lame_ducks;
-pub(crate) use lame_duck::{DropWatch, Dropped};
+pub(crate) use lame_duck::{DropWatch, Outstanding};
 use options::{ClientHooks, connect_options};
 
 /// The least time the registry and election views get for their initial load.
@@ -181,12 +181,11 @@ struct Inner {
     /// Set by [`Connection::drain`], so the disconnect it causes is not
     /// reported as a lost connection.
     draining: Arc<std::sync::atomic::AtomicBool>,
-    /// Per client (index-aligned with `clients`): how often its connection
-    /// dropped, so a request in flight on it stops waiting for a reply
-    /// that cannot come (see [`Connection::unless_dropped`]).
-    drops: Vec<tokio::sync::watch::Sender<u64>>,
-    /// Per client: its requests in flight, asked or served, and whether it
-    /// is moving off a server in lame duck mode.
+    /// Per client (index-aligned with `clients`): its requests in flight,
+    /// asked or served, whether it is moving off a server in lame duck
+    /// mode, and how often its connection dropped, so a request in flight
+    /// on it stops waiting for a reply that cannot come (see
+    /// [`Connection::unless_dropped`]).
     loads: Vec<Arc<ClientLoad>>,
 }
 
@@ -215,13 +214,10 @@ impl Connection {
         // JetStream check that got no answer.
         let refused: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
         let name = connection_name();
-        let drops: Vec<_> = (0..config.nats.pool_size)
-            .map(|_| tokio::sync::watch::Sender::new(0u64))
-            .collect();
         let loads: Vec<Arc<ClientLoad>> =
             (0..config.nats.pool_size).map(|_| Arc::default()).collect();
         let mut lame_ducks = Vec::with_capacity(config.nats.pool_size);
-        for (i, dropped) in drops.iter().enumerate() {
+        for (i, load) in loads.iter().enumerate() {
             let (lame_duck, notices) = tokio::sync::watch::channel(0u64);
             lame_ducks.push(notices);
             let options = connect_options(
@@ -231,9 +227,8 @@ impl Connection {
                 ClientHooks {
                     draining: draining.clone(),
                     refused: refused.clone(),
-                    dropped: dropped.clone(),
                     lame_duck,
-                    load: loads[i].clone(),
+                    load: load.clone(),
                 },
             )
             .await?;
@@ -275,7 +270,6 @@ impl Connection {
             discovery_index: Arc::default(),
             elections: tokio::sync::OnceCell::new(),
             draining,
-            drops,
             loads,
         });
         for (i, notices) in lame_ducks.into_iter().enumerate() {
@@ -316,27 +310,18 @@ impl Connection {
     /// in lame duck mode, waits (briefly) until it has moved, so the move
     /// finds it idle and the request goes out on the new connection.
     /// Also returns how long it waited for a move.
-    pub(crate) async fn pooled_watched(&self) -> (&Client, Dropped, Duration) {
+    pub(crate) async fn pooled_watched(&self) -> (&Client, Outstanding<'_>, Duration) {
         let i = self.next_index();
         let waited = self.inner.loads[i]
             .settled(&self.inner.clients[i], &self.inner.loads[0])
             .await;
-        (&self.inner.clients[i], self.dropped(i), waited)
-    }
-
-    /// What tells when client `i`'s connection drops from now on, counting
-    /// as a request in flight on it meanwhile.
-    fn dropped(&self, i: usize) -> Dropped {
-        Dropped {
-            drops: self.inner.drops[i].subscribe(),
-            _busy: self.inner.loads[i].enter(),
-        }
+        (&self.inner.clients[i], self.inner.loads[i].enter(), waited)
     }
 
     /// What tells the primary client's drops to a task that holds no
     /// connection (the registry and election watches).
     pub(crate) fn drop_watch(&self) -> DropWatch {
-        DropWatch::new(self.inner.drops[0].subscribe(), self.inner.loads[0].clone())
+        DropWatch::new(self.inner.loads[0].clone())
     }
 
     /// Runs `start` (a view's start: JetStream requests on the primary
@@ -401,7 +386,7 @@ impl Connection {
         &self,
         work: F,
     ) -> Result<F::Output, ConnectionDropped> {
-        self.dropped(0).guard(work).await
+        self.inner.loads[0].enter().guard(work).await
     }
 
     /// The JetStream context on the primary client.

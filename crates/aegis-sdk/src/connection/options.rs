@@ -20,8 +20,6 @@ pub(super) struct ClientHooks {
     pub(super) draining: Arc<std::sync::atomic::AtomicBool>,
     /// The last permission violation the server reported.
     pub(super) refused: Arc<std::sync::Mutex<Option<String>>>,
-    /// Bumped when the connection drops.
-    pub(super) dropped: tokio::sync::watch::Sender<u64>,
     /// Bumped when its server enters lame duck mode.
     pub(super) lame_duck: tokio::sync::watch::Sender<u64>,
     /// The client's requests in flight and whether it is moving.
@@ -37,7 +35,6 @@ pub(super) async fn connect_options(
     let ClientHooks {
         draining,
         refused,
-        dropped,
         lame_duck,
         load,
     } = hooks;
@@ -106,7 +103,7 @@ pub(super) async fn connect_options(
             let refused = refused.clone();
             if !draining && matches!(event, async_nats::Event::Disconnected) {
                 // Before the log: requests in flight learn it at once.
-                dropped.send_modify(|n| *n += 1);
+                load.connection_dropped();
             }
             match event {
                 async_nats::Event::LameDuckMode if !draining => {

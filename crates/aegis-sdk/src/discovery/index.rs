@@ -99,7 +99,7 @@ impl DiscoveryIndex {
         key_hash: Option<u64>,
         method: Option<&str>,
         tried: &[Arc<str>],
-    ) -> Option<Member> {
+    ) -> Option<Arc<Member>> {
         let services = self.read();
         let entry = services.get(service)?;
         entry
@@ -132,7 +132,7 @@ impl DiscoveryIndex {
         service: &str,
         method: Option<&str>,
         after: Option<&str>,
-    ) -> Option<Member> {
+    ) -> Option<Arc<Member>> {
         let services = self.read();
         let candidates: Vec<Member> = services
             .get(service)?
@@ -147,7 +147,7 @@ impl DiscoveryIndex {
             .filter(|m| m.serves(method))
             .collect();
         let next = after.and_then(|after| candidates.iter().find(|m| &*m.id > after));
-        next.or(candidates.first()).cloned()
+        next.or(candidates.first()).cloned().map(Arc::new)
     }
 
     /// Picks `instance_id` again: it answered after it was evicted.

@@ -8,7 +8,7 @@
 
 use std::{
     sync::{
-        Arc, OnceLock,
+        OnceLock,
         atomic::{AtomicU32, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -36,9 +36,9 @@ pub(crate) struct CallStats {
 
 impl CallStats {
     /// Counts a call in flight until the guard drops.
-    pub(crate) fn start(self: &Arc<Self>) -> InFlight {
+    pub(crate) fn start(&self) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.clone())
+        InFlight(self)
     }
 
     /// Folds one observed latency into the mean (weight 1/8: a few calls
@@ -89,9 +89,9 @@ impl CallStats {
 
 /// One call in flight to an instance.
 #[derive(Debug)]
-pub(crate) struct InFlight(Arc<CallStats>);
+pub(crate) struct InFlight<'a>(&'a CallStats);
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
@@ -103,7 +103,7 @@ mod tests {
 
     #[test]
     fn smooths_latency_and_weights_load() {
-        let s = Arc::new(CallStats::default());
+        let s = std::sync::Arc::new(CallStats::default());
         assert_eq!(s.latency(), None);
         assert_eq!(s.score(), 0);
         s.observe(Duration::from_micros(800));

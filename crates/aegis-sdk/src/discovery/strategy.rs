@@ -68,7 +68,9 @@ impl Member {
 #[derive(Debug, Default)]
 pub(crate) struct ActiveSet {
     /// Selectable instances, sorted by id (every client agrees on the order).
-    pub(crate) members: Vec<Member>,
+    /// Each behind one reference count: a call takes one count, not one per
+    /// field.
+    pub(crate) members: Vec<Arc<Member>>,
     /// Built on the first sticky call after a change.
     ring: std::sync::OnceLock<Ring>,
 }
@@ -76,7 +78,7 @@ pub(crate) struct ActiveSet {
 impl ActiveSet {
     pub(crate) fn new(members: Vec<Member>) -> Self {
         Self {
-            members,
+            members: members.into_iter().map(Arc::new).collect(),
             ring: std::sync::OnceLock::new(),
         }
     }
@@ -96,7 +98,7 @@ impl ActiveSet {
         key_hash: Option<u64>,
         method: Option<&str>,
         tried: &[Arc<str>],
-    ) -> Option<&Member> {
+    ) -> Option<&Arc<Member>> {
         let n = self.members.len();
         if n == 0 {
             return None;
@@ -204,14 +206,14 @@ mod tests {
     #[test]
     fn instances_not_serving_the_method_are_skipped() {
         let mut s = set(&["a", "b"]);
-        s.members[0].endpoints = Some(Arc::from(vec!["other".to_owned()]));
-        s.members[1].endpoints = None;
+        Arc::make_mut(&mut s.members[0]).endpoints = Some(Arc::from(vec!["other".to_owned()]));
+        Arc::make_mut(&mut s.members[1]).endpoints = None;
         let cursor = AtomicUsize::new(0);
         for _ in 0..10 {
             let m = s.select(Strategy::RoundRobin, &cursor, None, Some("m"), &[]);
             assert_eq!(&*m.unwrap().id, "b");
         }
-        s.members[1].endpoints = Some(Arc::from(vec!["other".to_owned()]));
+        Arc::make_mut(&mut s.members[1]).endpoints = Some(Arc::from(vec!["other".to_owned()]));
         assert!(
             s.select(Strategy::Random, &cursor, None, Some("m"), &[])
                 .is_none()

@@ -40,7 +40,7 @@ use super::{
     headers::ReplyHeaders,
 };
 use crate::{
-    discovery::{Strategy, index::DiscoveryIndex, stats::InFlight, strategy::Member},
+    discovery::{Strategy, index::DiscoveryIndex, stats::CallStats, strategy::Member},
     election::view::{ElectionView, Holder},
     registry::cache::RegistryCache,
 };
@@ -116,8 +116,6 @@ enum Next {
 pub(super) trait Pick {
     /// The instance an attempt goes to.
     type Target;
-    /// Kept while an attempt is in flight.
-    type Guard;
 
     /// The next instance to try, waiting for one if the picker can (a new
     /// leader). `Err` is the call's error when no attempt failed before
@@ -125,8 +123,9 @@ pub(super) trait Pick {
     async fn pick(&mut self, call: &Call<'_>, failed: bool) -> Result<Self::Target, RpcError>;
     /// The instance's id (its subject is `rpc.{service}.{id}.{method}`).
     fn id<'t>(&self, target: &'t Self::Target) -> &'t str;
-    /// Called as an attempt is sent.
-    fn begin(&self, target: &Self::Target) -> Self::Guard;
+    /// What counts the calls in flight to `target`, if the picker keeps
+    /// such counts: an attempt is counted while it is in flight.
+    fn stats<'t>(&self, target: &'t Self::Target) -> Option<&'t CallStats>;
     /// Screens a reply (its headers read once, for this and the decoding)
     /// before it is decoded; `Some` turns it into an error.
     fn screen(
@@ -197,7 +196,7 @@ impl super::RpcClient {
                 picker.id(&target),
                 call.method,
             ));
-            let in_flight = picker.begin(&target);
+            let in_flight = picker.stats(&target).map(CallStats::start);
             // The send is made in each branch rather than before: a future
             // moved into `select!` would take its room in this one twice.
             let send = || {
@@ -321,10 +320,9 @@ impl<'a> ByDiscovery<'a> {
 }
 
 impl Pick for ByDiscovery<'_> {
-    type Target = Member;
-    type Guard = InFlight;
+    type Target = Arc<Member>;
 
-    async fn pick(&mut self, call: &Call<'_>, failed: bool) -> Result<Member, RpcError> {
+    async fn pick(&mut self, call: &Call<'_>, failed: bool) -> Result<Arc<Member>, RpcError> {
         loop {
             if let Some(member) = self.index.select(
                 call.service,
@@ -378,25 +376,25 @@ impl Pick for ByDiscovery<'_> {
         }
     }
 
-    fn id<'t>(&self, target: &'t Member) -> &'t str {
+    fn id<'t>(&self, target: &'t Arc<Member>) -> &'t str {
         &target.id
     }
 
-    fn begin(&self, target: &Member) -> InFlight {
-        target.stats.start()
+    fn stats<'t>(&self, target: &'t Arc<Member>) -> Option<&'t CallStats> {
+        Some(&target.stats)
     }
 
     fn screen(
         &self,
         _: &Call<'_>,
-        _: &Member,
+        _: &Arc<Member>,
         _: &ReplyHeaders<'_>,
         _: &Message,
     ) -> Option<RpcError> {
         None
     }
 
-    fn answered(&mut self, target: &Member, elapsed: Duration) {
+    fn answered(&mut self, target: &Arc<Member>, elapsed: Duration) {
         target.stats.observe(elapsed);
         if let Some((service, id)) = &self.probing
             && *id == target.id
@@ -405,7 +403,7 @@ impl Pick for ByDiscovery<'_> {
         }
     }
 
-    fn failed(&mut self, call: &Call<'_>, target: Member, how: Failure) {
+    fn failed(&mut self, call: &Call<'_>, target: Arc<Member>, how: Failure) {
         match how {
             Failure::NoResponder => {
                 // It died (or is stopping): this process stops picking it
@@ -415,7 +413,7 @@ impl Pick for ByDiscovery<'_> {
             Failure::TimedOut(attempt) => target.stats.observe(attempt),
             Failure::Refused | Failure::Deposed => {}
         }
-        self.tried.push(target.id);
+        self.tried.push(target.id.clone());
     }
 }
 
@@ -446,7 +444,6 @@ impl ToLeader {
 
 impl Pick for ToLeader {
     type Target = Holder;
-    type Guard = ();
 
     async fn pick(&mut self, call: &Call<'_>, _failed: bool) -> Result<Holder, RpcError> {
         loop {
@@ -481,7 +478,9 @@ impl Pick for ToLeader {
         &target.instance_id
     }
 
-    fn begin(&self, _: &Holder) {}
+    fn stats<'t>(&self, _: &'t Holder) -> Option<&'t CallStats> {
+        None
+    }
 
     fn screen(
         &self,
