@@ -34,7 +34,7 @@ use super::{
         H_ENCODING, H_EPOCH, H_ERROR_CODE, H_ERROR_DETAILS, H_INSTANCE, H_REQUEST_ID,
         H_SERVICE_ERROR, H_SERVICE_ERROR_CODE, H_WANT_INSTANCE,
     },
-    server::{ErasedHandler, RequestContext},
+    server::{ContextParts, ErasedHandler},
 };
 use crate::{
     connection::ClientLoad,
@@ -336,30 +336,43 @@ fn start(
         Ok(enc) => enc,
         Err(e) => return Work::Done(Outcome::Failed(WireError::invalid_request(e.to_string()))),
     };
-    let ctx = RequestContext {
-        service: method.service.clone(),
-        instance_id: method.instance.clone(),
-        method: method.name.clone(),
-        subject,
-        request_id,
-        headers,
-        epoch,
-    };
     match method.drills.delay() {
         // A handler may panic before it returns its future (decoding, or
         // its own code ahead of its first await): answered like a panic in
         // its future, and the endpoint lives on.
-        None => match std::panic::catch_unwind(AssertUnwindSafe(|| {
-            method.handler.call(ctx, payload, enc)
-        })) {
-            Ok(call) => Work::Run(enc, call),
-            Err(_) => Work::Done(Outcome::Failed(handler_panicked())),
-        },
+        None => {
+            let ctx = ContextParts {
+                service: &method.service,
+                instance_id: &method.instance,
+                method: &method.name,
+                subject,
+                request_id,
+                headers,
+                epoch,
+            };
+            match std::panic::catch_unwind(AssertUnwindSafe(|| {
+                method.handler.call(ctx, payload, enc)
+            })) {
+                Ok(call) => Work::Run(enc, call),
+                Err(_) => Work::Done(Outcome::Failed(handler_panicked())),
+            }
+        }
         Some(delay) => {
             // Inside the measured time: the drill shows on latency charts.
             let handler = method.handler.clone();
+            let names = [&method.service, &method.instance, &method.name].map(Arc::clone);
             let delayed = async move {
                 tokio::time::sleep(delay).await;
+                let [service, instance_id, method] = &names;
+                let ctx = ContextParts {
+                    service,
+                    instance_id,
+                    method,
+                    subject,
+                    request_id,
+                    headers,
+                    epoch,
+                };
                 handler.call(ctx, payload, enc).await
             };
             Work::Run(enc, Box::pin(delayed))

@@ -1,5 +1,6 @@
-//! The typed handler behind every method: decodes the request in the
-//! call's encoding, runs the user's function and encodes its answer.
+//! The typed handlers behind every method: decode the request in the
+//! call's encoding, run the user's function and encode its answer. A
+//! handler without the request context never has one put together.
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
@@ -32,15 +33,42 @@ pub struct RequestContext {
     pub epoch: Option<u64>,
 }
 
+/// A request's context before it is put together: only a handler that takes
+/// the context pays for it (three shared reference counts per request).
+pub(crate) struct ContextParts<'a> {
+    pub(crate) service: &'a Arc<str>,
+    pub(crate) instance_id: &'a Arc<str>,
+    pub(crate) method: &'a Arc<str>,
+    pub(crate) subject: async_nats::Subject,
+    pub(crate) request_id: Option<String>,
+    pub(crate) headers: Option<HeaderMap>,
+    pub(crate) epoch: Option<u64>,
+}
+
+impl ContextParts<'_> {
+    fn into_context(self) -> RequestContext {
+        RequestContext {
+            service: self.service.clone(),
+            instance_id: self.instance_id.clone(),
+            method: self.method.clone(),
+            subject: self.subject,
+            request_id: self.request_id,
+            headers: self.headers,
+            epoch: self.epoch,
+        }
+    }
+}
+
 pub(crate) trait ErasedHandler: Send + Sync {
     fn call(
         &self,
-        ctx: RequestContext,
+        ctx: ContextParts<'_>,
         body: Bytes,
         enc: Encoding,
     ) -> BoxFuture<Result<Bytes, WireError>>;
 }
 
+/// A handler that takes the [`RequestContext`] and the request.
 pub(super) struct TypedHandler<F, Req, Res> {
     pub(super) f: F,
     pub(super) _types: std::marker::PhantomData<fn(Req) -> Res>,
@@ -55,22 +83,60 @@ where
 {
     fn call(
         &self,
-        ctx: RequestContext,
+        ctx: ContextParts<'_>,
         body: Bytes,
         enc: Encoding,
     ) -> BoxFuture<Result<Bytes, WireError>> {
-        let req = match enc.decode::<Req>(&body) {
-            Ok(req) => req,
-            Err(e) => {
-                let err = WireError::invalid_request(format!("cannot decode the request: {e}"));
-                return Box::pin(async move { Err(err) });
-            }
-        };
-        let fut = (self.f)(ctx, req);
-        Box::pin(async move {
-            let res = fut.await?;
-            enc.encode(&res)
-                .map_err(|e| WireError::internal(format!("cannot encode the response: {e}")))
-        })
+        run(&body, enc, |req| (self.f)(ctx.into_context(), req))
     }
+}
+
+/// A handler that takes the request alone.
+pub(super) struct PlainHandler<F, Req, Res> {
+    pub(super) f: F,
+    pub(super) _types: std::marker::PhantomData<fn(Req) -> Res>,
+}
+
+impl<F, Fut, Req, Res> ErasedHandler for PlainHandler<F, Req, Res>
+where
+    F: Fn(Req) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Res, WireError>> + Send + 'static,
+    Req: DeserializeOwned + Send + 'static,
+    Res: Serialize + Send + 'static,
+{
+    fn call(
+        &self,
+        _: ContextParts<'_>,
+        body: Bytes,
+        enc: Encoding,
+    ) -> BoxFuture<Result<Bytes, WireError>> {
+        run(&body, enc, &self.f)
+    }
+}
+
+/// Decodes the request, starts the user's function on it and encodes its
+/// answer.
+fn run<Req, Res, Fut>(
+    body: &[u8],
+    enc: Encoding,
+    f: impl FnOnce(Req) -> Fut,
+) -> BoxFuture<Result<Bytes, WireError>>
+where
+    Fut: Future<Output = Result<Res, WireError>> + Send + 'static,
+    Req: DeserializeOwned,
+    Res: Serialize + Send + 'static,
+{
+    let req = match enc.decode::<Req>(body) {
+        Ok(req) => req,
+        Err(e) => {
+            let err = WireError::invalid_request(format!("cannot decode the request: {e}"));
+            return Box::pin(async move { Err(err) });
+        }
+    };
+    let fut = f(req);
+    Box::pin(async move {
+        let res = fut.await?;
+        enc.encode(&res)
+            .map_err(|e| WireError::internal(format!("cannot encode the response: {e}")))
+    })
 }

@@ -37,8 +37,8 @@ use aegis_contracts::names::NameError;
 use schemars::JsonSchema;
 use serde::{Serialize, de::DeserializeOwned};
 
-pub(crate) use handler::ErasedHandler;
 pub use handler::RequestContext;
+pub(crate) use handler::{ContextParts, ErasedHandler};
 pub use running::Service;
 
 use super::{WireError, schema::MethodSchemas};
@@ -47,7 +47,7 @@ use crate::{
     election::LeaseConfig,
     registry::{RegistrationOptions, RegistryError, registration::HealthCheck},
 };
-use handler::TypedHandler;
+use handler::{PlainHandler, TypedHandler};
 
 /// Declares a service: its name, version, instance id and typed handlers.
 ///
@@ -356,14 +356,23 @@ impl ServiceBuilder {
     /// Adds a typed handler for `method`. The request is decoded from JSON (or
     /// MessagePack) into `Req`; `Ok(Res)` is encoded back; `Err(WireError)`
     /// travels to the caller with its code.
-    pub fn handler<Req, Res, F, Fut>(self, method: impl Into<String>, f: F) -> Self
+    pub fn handler<Req, Res, F, Fut>(mut self, method: impl Into<String>, f: F) -> Self
     where
         F: Fn(Req) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Res, WireError>> + Send + 'static,
         Req: DeserializeOwned + JsonSchema + Send + 'static,
         Res: Serialize + JsonSchema + Send + 'static,
     {
-        self.handler_with_context(method, move |_ctx: RequestContext, req: Req| f(req))
+        let handler = PlainHandler {
+            f,
+            _types: std::marker::PhantomData,
+        };
+        self.handlers.push((
+            method.into(),
+            Arc::new(handler),
+            MethodSchemas::of::<Req, Res>(),
+        ));
+        self
     }
 
     /// Like [`handler`](Self::handler), with the [`RequestContext`] first.
