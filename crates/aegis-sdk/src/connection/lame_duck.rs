@@ -188,7 +188,7 @@ impl Outstanding<'_> {
     }
 }
 
-/// What makes a [`Outstanding`] for one client from a task that holds no
+/// What makes an [`Outstanding`] for one client from a task that holds no
 /// [`Connection`](super::Connection) (the registry and election watches).
 /// Cheap to clone.
 #[derive(Clone)]
