@@ -287,3 +287,49 @@ pub(super) fn move_target(
         delay: Some(Duration::ZERO),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A missed drop would wait forever: bounded, so the test fails instead.
+    const MISSED: Duration = Duration::from_secs(2);
+
+    #[tokio::test]
+    async fn a_drop_ends_the_guarded_wait_whenever_it_comes() {
+        let load = ClientLoad::default();
+
+        // Before the wait starts (between sending and waiting).
+        let early = load.enter();
+        load.connection_dropped();
+        let out = tokio::time::timeout(MISSED, early.guard(std::future::pending::<()>())).await;
+        assert!(
+            matches!(out, Ok(Err(_))),
+            "a drop before the wait was missed"
+        );
+
+        // While waiting.
+        let waiting = load.enter();
+        assert_eq!(load.busy.load(Ordering::Relaxed), 1);
+        let wait = tokio::time::timeout(MISSED, waiting.guard(std::future::pending::<()>()));
+        let (out, ()) = tokio::join!(wait, async {
+            tokio::task::yield_now().await;
+            load.connection_dropped();
+        });
+        assert!(
+            matches!(out, Ok(Err(_))),
+            "a drop during the wait was missed"
+        );
+
+        // A drop before the request was counted is not its drop.
+        let later = load.enter_serving();
+        assert_eq!(load.serving.load(Ordering::Relaxed), 1);
+        assert_eq!(later.guard(async { 7 }).await.ok(), Some(7));
+        assert_eq!(
+            load.busy.load(Ordering::Relaxed),
+            0,
+            "a guard stays counted"
+        );
+        assert_eq!(load.serving.load(Ordering::Relaxed), 0);
+    }
+}
