@@ -243,16 +243,28 @@ async fn without_system_account_access_the_leader_is_still_the_key_holder() {
     let url = h.nats.url();
     let mut a = ChildInstance::spawn(&url, service, "a", Some("default"));
     let mut b = ChildInstance::spawn(&url, service, "b", Some("default"));
+    // The leader's own record must say ACTIVE before it dies: the monitor
+    // shows the key holder ACTIVE from the election key at once, and a
+    // leader killed before its record caught up leaves a STANDBY record,
+    // which is shown as such until its beats are missed.
     eventually(
         Duration::from_secs(30),
-        "two instances, one leader",
+        "two instances, one leader whose record says so",
         || async {
             let list = instances(&h, service).await;
-            list.len() == 2 && active_ids(&list).len() == 1
+            list.len() == 2
+                && active_ids(&list).len() == 1
+                && list.iter().any(|i| i["reportedStatus"] == "ACTIVE")
         },
     )
     .await;
-    let leader = active_ids(&instances(&h, service).await).remove(0);
+    let list = instances(&h, service).await;
+    let leader = list
+        .iter()
+        .find(|i| i["status"] == "ACTIVE" && i["reportedStatus"] == "ACTIVE")
+        .and_then(|i| i["instanceId"].as_str())
+        .expect("the leader's record still says ACTIVE")
+        .to_owned();
     if leader == "a" {
         a.kill()
     } else {
