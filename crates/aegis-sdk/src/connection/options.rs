@@ -22,7 +22,7 @@ pub(super) struct ClientHooks {
     pub(super) refused: Arc<std::sync::Mutex<Option<String>>>,
     /// Bumped when its server enters lame duck mode.
     pub(super) lame_duck: tokio::sync::watch::Sender<u64>,
-    /// The client's requests in flight and whether it is moving.
+    /// The client's requests in flight, whether it is moving, and its drops.
     pub(super) load: Arc<ClientLoad>,
 }
 

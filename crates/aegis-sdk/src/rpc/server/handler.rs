@@ -46,7 +46,7 @@ pub(crate) struct ContextParts<'a> {
 }
 
 impl ContextParts<'_> {
-    fn into_context(self) -> RequestContext {
+    pub(super) fn into_context(self) -> RequestContext {
         RequestContext {
             service: self.service.clone(),
             instance_id: self.instance_id.clone(),
@@ -68,7 +68,9 @@ pub(crate) trait ErasedHandler: Send + Sync {
     ) -> BoxFuture<Result<Bytes, WireError>>;
 }
 
-/// A handler that takes the [`RequestContext`] and the request.
+/// A user's function behind a method: it takes the context's parts (a
+/// function that wants the [`RequestContext`] puts it together from them;
+/// one that does not, drops them) and the decoded request.
 pub(super) struct TypedHandler<F, Req, Res> {
     pub(super) f: F,
     pub(super) _types: std::marker::PhantomData<fn(Req) -> Res>,
@@ -76,7 +78,7 @@ pub(super) struct TypedHandler<F, Req, Res> {
 
 impl<F, Fut, Req, Res> ErasedHandler for TypedHandler<F, Req, Res>
 where
-    F: Fn(RequestContext, Req) -> Fut + Send + Sync + 'static,
+    F: Fn(ContextParts<'_>, Req) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Res, WireError>> + Send + 'static,
     Req: DeserializeOwned + Send + 'static,
     Res: Serialize + Send + 'static,
@@ -87,56 +89,18 @@ where
         body: Bytes,
         enc: Encoding,
     ) -> BoxFuture<Result<Bytes, WireError>> {
-        run(&body, enc, |req| (self.f)(ctx.into_context(), req))
+        let req = match enc.decode::<Req>(&body) {
+            Ok(req) => req,
+            Err(e) => {
+                let err = WireError::invalid_request(format!("cannot decode the request: {e}"));
+                return Box::pin(async move { Err(err) });
+            }
+        };
+        let fut = (self.f)(ctx, req);
+        Box::pin(async move {
+            let res = fut.await?;
+            enc.encode(&res)
+                .map_err(|e| WireError::internal(format!("cannot encode the response: {e}")))
+        })
     }
-}
-
-/// A handler that takes the request alone.
-pub(super) struct PlainHandler<F, Req, Res> {
-    pub(super) f: F,
-    pub(super) _types: std::marker::PhantomData<fn(Req) -> Res>,
-}
-
-impl<F, Fut, Req, Res> ErasedHandler for PlainHandler<F, Req, Res>
-where
-    F: Fn(Req) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Res, WireError>> + Send + 'static,
-    Req: DeserializeOwned + Send + 'static,
-    Res: Serialize + Send + 'static,
-{
-    fn call(
-        &self,
-        _: ContextParts<'_>,
-        body: Bytes,
-        enc: Encoding,
-    ) -> BoxFuture<Result<Bytes, WireError>> {
-        run(&body, enc, &self.f)
-    }
-}
-
-/// Decodes the request, starts the user's function on it and encodes its
-/// answer.
-fn run<Req, Res, Fut>(
-    body: &[u8],
-    enc: Encoding,
-    f: impl FnOnce(Req) -> Fut,
-) -> BoxFuture<Result<Bytes, WireError>>
-where
-    Fut: Future<Output = Result<Res, WireError>> + Send + 'static,
-    Req: DeserializeOwned,
-    Res: Serialize + Send + 'static,
-{
-    let req = match enc.decode::<Req>(body) {
-        Ok(req) => req,
-        Err(e) => {
-            let err = WireError::invalid_request(format!("cannot decode the request: {e}"));
-            return Box::pin(async move { Err(err) });
-        }
-    };
-    let fut = f(req);
-    Box::pin(async move {
-        let res = fut.await?;
-        enc.encode(&res)
-            .map_err(|e| WireError::internal(format!("cannot encode the response: {e}")))
-    })
 }

@@ -47,7 +47,7 @@ use crate::{
     election::LeaseConfig,
     registry::{RegistrationOptions, RegistryError, registration::HealthCheck},
 };
-use handler::{PlainHandler, TypedHandler};
+use handler::TypedHandler;
 
 /// Declares a service: its name, version, instance id and typed handlers.
 ///
@@ -356,29 +356,33 @@ impl ServiceBuilder {
     /// Adds a typed handler for `method`. The request is decoded from JSON (or
     /// MessagePack) into `Req`; `Ok(Res)` is encoded back; `Err(WireError)`
     /// travels to the caller with its code.
-    pub fn handler<Req, Res, F, Fut>(mut self, method: impl Into<String>, f: F) -> Self
+    pub fn handler<Req, Res, F, Fut>(self, method: impl Into<String>, f: F) -> Self
     where
         F: Fn(Req) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Res, WireError>> + Send + 'static,
         Req: DeserializeOwned + JsonSchema + Send + 'static,
         Res: Serialize + JsonSchema + Send + 'static,
     {
-        let handler = PlainHandler {
-            f,
-            _types: std::marker::PhantomData,
-        };
-        self.handlers.push((
-            method.into(),
-            Arc::new(handler),
-            MethodSchemas::of::<Req, Res>(),
-        ));
-        self
+        // The context's parts are dropped unassembled.
+        self.add(method, move |_: ContextParts<'_>, req: Req| f(req))
     }
 
     /// Like [`handler`](Self::handler), with the [`RequestContext`] first.
-    pub fn handler_with_context<Req, Res, F, Fut>(mut self, method: impl Into<String>, f: F) -> Self
+    pub fn handler_with_context<Req, Res, F, Fut>(self, method: impl Into<String>, f: F) -> Self
     where
         F: Fn(RequestContext, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Res, WireError>> + Send + 'static,
+        Req: DeserializeOwned + JsonSchema + Send + 'static,
+        Res: Serialize + JsonSchema + Send + 'static,
+    {
+        self.add(method, move |parts: ContextParts<'_>, req: Req| {
+            f(parts.into_context(), req)
+        })
+    }
+
+    fn add<Req, Res, F, Fut>(mut self, method: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(ContextParts<'_>, Req) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Res, WireError>> + Send + 'static,
         Req: DeserializeOwned + JsonSchema + Send + 'static,
         Res: Serialize + JsonSchema + Send + 'static,
