@@ -304,6 +304,56 @@ where
     F: Fn() -> Fut + Send + Sync + Clone + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
 {
+    Ok(counted_throughput(concurrency, duration, op)
+        .await?
+        .per_sec())
+}
+
+/// The operations one throughput round completed, and in how long.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rate {
+    pub(crate) ops: u64,
+    pub(crate) secs: f64,
+}
+
+impl Rate {
+    pub(crate) fn per_sec(self) -> f64 {
+        self.ops as f64 / self.secs
+    }
+}
+
+/// CPU time, in seconds, that this process and the benchmark's
+/// nats-server (`server`) have used so far: what a side's throughput
+/// rounds cost per operation, whatever else the machine runs. From
+/// `/proc/{pid}/stat` (10 ms ticks, summed over every round of a side);
+/// `None` where it cannot be read.
+pub(crate) fn cpu_secs(server: Option<u32>) -> Option<f64> {
+    fn process(pid: &str) -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The fields after the command name, which may hold spaces.
+        let mut fields = stat.rsplit_once(") ")?.1.split_whitespace();
+        // utime and stime are the 14th and 15th fields, the 12th and 13th
+        // after the name.
+        let utime: u64 = fields.nth(11)?.parse().ok()?;
+        let stime: u64 = fields.next()?.parse().ok()?;
+        Some(utime + stime)
+    }
+    /// Linux's USER_HZ, fixed for `/proc` whatever the kernel's tick.
+    const TICKS_PER_SEC: f64 = 100.0;
+    let ticks = process("self")? + process(&server?.to_string())?;
+    Some(ticks as f64 / TICKS_PER_SEC)
+}
+
+/// [`throughput`], with the operations counted.
+pub(crate) async fn counted_throughput<F, Fut>(
+    concurrency: usize,
+    duration: Duration,
+    op: F,
+) -> anyhow::Result<Rate>
+where
+    F: Fn() -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
     let started = tokio::time::Instant::now();
     let deadline = started + duration;
     let mut tasks = Vec::with_capacity(concurrency);
@@ -318,9 +368,12 @@ where
             anyhow::Ok(n)
         }));
     }
-    let mut total = 0u64;
+    let mut ops = 0u64;
     for t in tasks {
-        total += t.await??;
+        ops += t.await??;
     }
-    Ok(total as f64 / started.elapsed().as_secs_f64())
+    Ok(Rate {
+        ops,
+        secs: started.elapsed().as_secs_f64(),
+    })
 }

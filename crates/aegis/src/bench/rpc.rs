@@ -35,6 +35,13 @@
 //! main SDK side adds
 //! discovery to the client's code.
 //! It also times the discovery lookup alone.
+//!
+//! Every run also reports each side's CPU per call in the throughput
+//! phase: the CPU time this process (caller and responder) and the
+//! server used over that side's rounds, divided by its calls. Where the
+//! machine is shared, a neighbour's load moves the calls per second of a
+//! round; it moves the CPU a call costs much less, so this row says what
+//! the SDK costs when the throughput ratio is lost in noise.
 
 use std::{future::Future, path::PathBuf, pin::Pin, sync::Arc, time::Duration};
 
@@ -49,9 +56,8 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    progress,
+    counted_throughput, cpu_secs, progress,
     report::{Report, Target},
-    throughput,
 };
 
 /// Options of `aegis bench rpc`.
@@ -495,6 +501,9 @@ async fn run_once(args: RpcBenchArgs) -> anyhow::Result<Report> {
     let round = Duration::from_secs_f64(args.round_secs);
     // Each side's rate in each round, paired by round in the report.
     let mut rates = vec![Vec::with_capacity(args.rounds); sides.len()];
+    // Each side's CPU seconds (this process and the server) and calls.
+    let server_pid = bus.server.pid();
+    let mut cpu = vec![Some((0.0, 0u64)); sides.len()];
     let bar = progress((args.rounds * sides.len()) as u64, "concurrent throughput");
     for i in 0..args.rounds {
         for k in 0..sides.len() {
@@ -503,7 +512,15 @@ async fn run_once(args: RpcBenchArgs) -> anyhow::Result<Report> {
                 continue;
             }
             let call = sides[s].1.clone();
-            rates[s].push(throughput(args.concurrency, round, move || call()).await?);
+            let before = cpu_secs(server_pid);
+            let rate = counted_throughput(args.concurrency, round, move || call()).await?;
+            rates[s].push(rate.per_sec());
+            cpu[s] = match (cpu[s], before, cpu_secs(server_pid)) {
+                (Some((secs, ops)), Some(before), Some(after)) => {
+                    Some((secs + (after - before), ops + rate.ops))
+                }
+                _ => None,
+            };
             bar.inc(1);
         }
     }
@@ -607,6 +624,27 @@ async fn run_once(args: RpcBenchArgs) -> anyhow::Result<Report> {
     for (k, rate) in rates.iter().enumerate().skip(2) {
         let label = format!("· {} throughput", labels[k]);
         report.add_paired(&label, "calls/s", &rates[0], rate, None);
+    }
+    // What a call costs in CPU, whatever else the machine runs: the
+    // throughput phase's CPU time (this process, both ends of each side,
+    // and the server) per call.
+    let per_call: Vec<Option<f64>> = cpu
+        .iter()
+        .map(|used| match *used {
+            Some((secs, ops)) if ops > 0 => Some(secs * 1e6 / ops as f64),
+            _ => None,
+        })
+        .collect();
+    if let Some(raw) = per_call[0] {
+        for (k, side) in per_call.iter().enumerate().skip(1) {
+            let Some(side) = *side else { continue };
+            let label = if k == 1 {
+                "cpu per call, throughput phase".to_owned()
+            } else {
+                format!("· {} cpu per call", labels[k])
+            };
+            report.add(&label, "µs", raw, side, None);
+        }
     }
 
     service.shutdown().await?;
