@@ -10,6 +10,15 @@
 //! methods it serves), never per call: a record re-written with nothing new
 //! costs one map lookup.
 //!
+//! **A call takes no lock.** The candidates (revisions, evictions) are the
+//! writers' alone, behind a mutex; what a call reads is published apart, as
+//! snapshots swapped in whole (`arc-swap`): per service a [`Route`] with its
+//! current member list, and the map of routes, re-published only when a
+//! service comes or goes. Reading a snapshot writes nothing that another
+//! thread reads, so the two worker threads that run a connection's calls no
+//! longer pass a lock's cache line between them on every call, and a
+//! heartbeat being applied never makes a call wait.
+//!
 //! Evictions are local and keyed to revisions: a call that found no
 //! responder evicts the instance, and a newer record (the instance wrote
 //! again) lifts it, or an answer to a call that tried it anyway because no
@@ -20,10 +29,11 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Arc, RwLock, atomic::AtomicUsize},
+    sync::{Arc, Mutex, atomic::AtomicUsize},
 };
 
 use aegis_contracts::{InstanceStatus, ServiceInstance};
+use arc_swap::ArcSwap;
 use tracing::debug;
 
 use super::{
@@ -48,46 +58,69 @@ impl Candidate {
     fn selectable(&self) -> bool {
         self.active && self.evicted_at.is_none()
     }
+
+    fn member(&self, id: &str) -> Member {
+        Member {
+            id: Arc::from(id),
+            stats: self.stats.clone(),
+            endpoints: self.endpoints.clone(),
+        }
+    }
 }
 
-/// One service's candidates and what the strategies pick from.
+/// What a call reads for one service.
 #[derive(Debug, Default)]
-struct ServiceIndex {
-    candidates: BTreeMap<String, Candidate>,
-    active: Arc<ActiveSet>,
+struct Route {
+    /// The selectable instances, replaced whole when they change.
+    active: ArcSwap<ActiveSet>,
     /// Round-robin position, shared by every caller on the connection.
     cursor: AtomicUsize,
 }
 
+/// One service's candidates (the writers') and its route (the calls').
+#[derive(Debug, Default)]
+struct ServiceIndex {
+    candidates: BTreeMap<String, Candidate>,
+    route: Arc<Route>,
+}
+
 impl ServiceIndex {
-    fn rebuild(&mut self) {
+    fn rebuild(&self) {
         let members = self
             .candidates
             .iter()
             .filter(|(_, c)| c.selectable())
-            .map(|(id, c)| Member {
-                id: Arc::from(id.as_str()),
-                stats: c.stats.clone(),
-                endpoints: c.endpoints.clone(),
-            })
+            .map(|(id, c)| c.member(id))
             .collect();
-        self.active = Arc::new(ActiveSet::new(members));
+        self.route.active.store(Arc::new(ActiveSet::new(members)));
     }
 }
+
+/// The routes a call looks up, by service.
+type Routes = HashMap<String, Arc<Route>>;
 
 /// The routing index of one connection.
 #[derive(Debug, Default)]
 pub(crate) struct DiscoveryIndex {
-    services: RwLock<HashMap<String, ServiceIndex>>,
+    /// Every service's candidates: the registry watch and evictions only.
+    services: Mutex<HashMap<String, ServiceIndex>>,
+    /// What calls read: a copy of the services' routes, published again
+    /// when a service is added or removed.
+    routes: ArcSwap<Routes>,
 }
 
 impl DiscoveryIndex {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, ServiceIndex>> {
-        self.services.read().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ServiceIndex>> {
+        self.services.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, ServiceIndex>> {
-        self.services.write().unwrap_or_else(|e| e.into_inner())
+    /// Publishes the routes of `services` (a service came or went).
+    fn publish(&self, services: &HashMap<String, ServiceIndex>) {
+        let routes: Routes = services
+            .iter()
+            .map(|(name, entry)| (name.clone(), entry.route.clone()))
+            .collect();
+        self.routes.store(Arc::new(routes));
     }
 
     /// Picks a selectable instance of `service` serving `method` (any when
@@ -100,26 +133,36 @@ impl DiscoveryIndex {
         method: Option<&str>,
         tried: &[Arc<str>],
     ) -> Option<Arc<Member>> {
-        let services = self.read();
-        let entry = services.get(service)?;
-        entry
+        let routes = self.routes.load();
+        let route = routes.get(service)?;
+        route
             .active
-            .select(strategy, &entry.cursor, key_hash, method, tried)
+            .load()
+            .select(strategy, &route.cursor, key_hash, method, tried)
             .cloned()
     }
 
     /// Whether `service` has any selectable instance (whatever it serves).
     pub(crate) fn has_selectable(&self, service: &str) -> bool {
-        self.read()
+        self.routes
+            .load()
             .get(service)
-            .is_some_and(|e| !e.active.members.is_empty())
+            .is_some_and(|r| !r.active.load().members.is_empty())
     }
 
     /// The ids of `service`'s selectable instances, sorted.
     pub(crate) fn selectable_ids(&self, service: &str) -> Vec<Arc<str>> {
-        self.read()
+        self.routes
+            .load()
             .get(service)
-            .map(|e| e.active.members.iter().map(|m| m.id.clone()).collect())
+            .map(|r| {
+                r.active
+                    .load()
+                    .members
+                    .iter()
+                    .map(|m| m.id.clone())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -133,17 +176,13 @@ impl DiscoveryIndex {
         method: Option<&str>,
         after: Option<&str>,
     ) -> Option<Arc<Member>> {
-        let services = self.read();
+        let services = self.lock();
         let candidates: Vec<Member> = services
             .get(service)?
             .candidates
             .iter()
             .filter(|(_, c)| c.active && c.evicted_at.is_some())
-            .map(|(id, c)| Member {
-                id: Arc::from(id.as_str()),
-                stats: c.stats.clone(),
-                endpoints: c.endpoints.clone(),
-            })
+            .map(|(id, c)| c.member(id))
             .filter(|m| m.serves(method))
             .collect();
         let next = after.and_then(|after| candidates.iter().find(|m| &*m.id > after));
@@ -152,7 +191,7 @@ impl DiscoveryIndex {
 
     /// Picks `instance_id` again: it answered after it was evicted.
     pub(crate) fn restore(&self, service: &str, instance_id: &str) {
-        let mut services = self.write();
+        let mut services = self.lock();
         let Some(entry) = services.get_mut(service) else {
             return;
         };
@@ -170,7 +209,7 @@ impl DiscoveryIndex {
 
     /// Stops picking `instance_id` until it writes a newer record.
     pub(crate) fn evict(&self, service: &str, instance_id: &str) {
-        let mut services = self.write();
+        let mut services = self.lock();
         let Some(entry) = services.get_mut(service) else {
             return;
         };
@@ -188,9 +227,10 @@ impl DiscoveryIndex {
 impl RecordIndex for DiscoveryIndex {
     fn upserted(&self, instance: &ServiceInstance, revision: u64) {
         let active = instance.status == InstanceStatus::Active;
-        let mut services = self.write();
+        let mut services = self.lock();
         if !services.contains_key(&instance.service_name) {
             services.insert(instance.service_name.clone(), ServiceIndex::default());
+            self.publish(&services);
         }
         let Some(entry) = services.get_mut(&instance.service_name) else {
             return;
@@ -230,7 +270,7 @@ impl RecordIndex for DiscoveryIndex {
     }
 
     fn removed(&self, service: &str, instance_id: &str) {
-        let mut services = self.write();
+        let mut services = self.lock();
         let Some(entry) = services.get_mut(service) else {
             return;
         };
@@ -243,11 +283,12 @@ impl RecordIndex for DiscoveryIndex {
         }
         if entry.candidates.is_empty() {
             services.remove(service);
+            self.publish(&services);
         }
     }
 
     fn reset(&self) {
-        for entry in self.write().values_mut() {
+        for entry in self.lock().values_mut() {
             let mut dropped = false;
             for candidate in entry.candidates.values_mut() {
                 dropped |= candidate.evicted_at.take().is_some();

@@ -7,7 +7,8 @@
 //! - [`ByDiscovery`] picks from this process's registry view by the call's
 //!   strategy; an instance that had no responder is evicted from the view,
 //!   one that refused or timed out is not tried again by this call, and
-//!   each attempt feeds the instance's call statistics.
+//!   under [`Strategy::LeastLatency`] each attempt feeds the instance's
+//!   call statistics.
 //! - [`ToLeader`] picks the holder of the group's election key; an attempt
 //!   that failed on a holder waits for the key to change (or a short
 //!   growing back-off) before trying it again, and a reply stamped with an
@@ -273,6 +274,10 @@ pub(super) struct ByDiscovery<'a> {
     cache: &'a RegistryCache,
     index: &'a DiscoveryIndex,
     strategy: Strategy,
+    /// Whether the call feeds the instances' statistics: only the strategy
+    /// that reads them does, so other calls touch no shared count to keep
+    /// numbers nobody uses.
+    observes: bool,
     key_hash: Option<u64>,
     /// Instances this call already tried; allocated only on a retry.
     tried: Vec<Arc<str>>,
@@ -310,6 +315,7 @@ impl<'a> ByDiscovery<'a> {
             cache,
             index,
             strategy,
+            observes: strategy == Strategy::LeastLatency,
             key_hash,
             tried: Vec::new(),
             caught_up: false,
@@ -381,7 +387,7 @@ impl Pick for ByDiscovery<'_> {
     }
 
     fn stats<'t>(&self, target: &'t Arc<Member>) -> Option<&'t CallStats> {
-        Some(&target.stats)
+        self.observes.then_some(&*target.stats)
     }
 
     fn screen(
@@ -395,7 +401,9 @@ impl Pick for ByDiscovery<'_> {
     }
 
     fn answered(&mut self, target: &Arc<Member>, elapsed: Duration) {
-        target.stats.observe(elapsed);
+        if self.observes {
+            target.stats.observe(elapsed);
+        }
         if let Some((service, id)) = &self.probing
             && *id == target.id
         {
@@ -410,7 +418,8 @@ impl Pick for ByDiscovery<'_> {
                 // until it writes a newer record.
                 self.index.evict(call.service, &target.id);
             }
-            Failure::TimedOut(attempt) => target.stats.observe(attempt),
+            Failure::TimedOut(attempt) if self.observes => target.stats.observe(attempt),
+            Failure::TimedOut(_) => {}
             Failure::Refused | Failure::Deposed => {}
         }
         self.tried.push(target.id.clone());
