@@ -14,9 +14,8 @@
 //! beats go on core NATS to the monitor alone. The first lookup of a service adds it to the watch's scope
 //! (one consumer with a filter per service, re-opened with the new filter
 //! set: a few milliseconds, once) and waits until its records are in; a
-//! service not looked up for [`IDLE_SCOPE`] leaves the scope again (a
-//! call checks its service against a published copy of the scope, with no
-//! lock; [`Covered::touch`] says how a lookup and a prune agree). A
+//! service not looked up for [`IDLE_SCOPE`] leaves the scope again (the
+//! scope is `scope.rs`'s; a call checks it without a lock). A
 //! [`RegistryReader`] (the monitor, `aegis status`) widens the scope to the
 //! whole registry for the rest of the connection's life.
 //!
@@ -44,13 +43,14 @@ use std::{
 };
 
 use aegis_contracts::ServiceInstance;
-use arc_swap::ArcSwap;
 use async_nats::jetstream::stream::Stream;
 use tokio::sync::{Notify, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::{RegistryChange, RegistryError, RemovalReason, bucket::ensure_registry_bucket};
+use super::{
+    RegistryChange, RegistryError, RemovalReason, bucket::ensure_registry_bucket, scope::WatchScope,
+};
 use crate::kv_watch::Scope;
 
 /// Told of every change of the view's records, under the view's lock, so
@@ -197,114 +197,11 @@ struct Health {
     generation: u64,
 }
 
-/// What the watch covers and since which scope generation. The writers
-/// keep it under a lock; calls read a copy published on every change.
-#[derive(Debug, Default, Clone)]
-struct ScopeState {
-    /// The whole registry, since this generation.
-    all: Option<u64>,
-    /// Per service: the generation that added it and its last lookup.
-    services: HashMap<String, Arc<Covered>>,
-    generation: u64,
-}
-
-/// A service in the watch's scope.
-#[derive(Debug)]
-struct Covered {
-    /// The scope generation that added it.
-    since: u64,
-    /// When a call last looked it up ([`Shared::now_ms`]), kept to within
-    /// [`TOUCH_EVERY_MS`]; [`PRUNED`] once it left the scope.
-    used_ms: AtomicU64,
-}
-
-/// A lookup re-writes a service's last use only when it is this much older,
-/// so calls read it (a cache line both worker threads may keep) rather
-/// than write it each time.
-const TOUCH_EVERY_MS: u64 = 1_000;
-/// `used_ms` of a service pruned from the scope.
-const PRUNED: u64 = u64::MAX;
-
-impl Covered {
-    fn new(since: u64, now_ms: u64) -> Self {
-        Self {
-            since,
-            used_ms: AtomicU64::new(now_ms),
-        }
-    }
-
-    /// Notes a lookup at `now_ms`; false if the service was pruned (then
-    /// the caller adds it again).
-    ///
-    /// A lookup and a prune settle on one atomic: the prune swaps in
-    /// [`PRUNED`] only from the time it judged idle, so a lookup that wrote
-    /// a newer time keeps the service, and a lookup after the prune sees
-    /// it. One that wrote nothing saw a use under a second old, which no
-    /// prune takes.
-    fn touch(&self, now_ms: u64) -> bool {
-        let used = self.used_ms.load(Ordering::Relaxed);
-        if used == PRUNED {
-            return false;
-        }
-        if now_ms.saturating_sub(used) < TOUCH_EVERY_MS {
-            return true;
-        }
-        match self
-            .used_ms
-            .compare_exchange(used, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-        {
-            Ok(_) => true,
-            // Another lookup wrote first, or a prune did.
-            Err(now) => now != PRUNED,
-        }
-    }
-
-    /// Takes the service out of the scope if its last use is `idle_ms` old
-    /// at `now_ms` (see [`Self::touch`]).
-    fn prune(&self, now_ms: u64, idle_ms: u64) -> bool {
-        let used = self.used_ms.load(Ordering::Relaxed);
-        used != PRUNED
-            && now_ms.saturating_sub(used) >= idle_ms
-            && self
-                .used_ms
-                .compare_exchange(used, PRUNED, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-    }
-}
-
-impl ScopeState {
-    fn scope(&self) -> Scope {
-        let keys = if self.all.is_some() {
-            vec![aegis_contracts::subjects::registry_all_filter()]
-        } else {
-            let mut names: Vec<&String> = self.services.keys().collect();
-            names.sort();
-            names
-                .into_iter()
-                .map(|s| aegis_contracts::subjects::registry_service_filter(s))
-                .collect()
-        };
-        Scope {
-            generation: self.generation,
-            keys,
-        }
-    }
-}
-
 /// The view itself.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    scope: Mutex<ScopeState>,
-    /// A copy of `scope` that calls read without the lock: every call
-    /// checks that its service is covered.
-    coverage: ArcSwap<ScopeState>,
-    scope_tx: watch::Sender<Scope>,
-    /// The newest scope generation the view fully holds.
-    scope_synced: watch::Sender<u64>,
-    /// The same, for calls to check without the channel's lock.
-    scope_synced_at: AtomicU64,
-    /// The clock of [`Covered::used_ms`].
-    born: Instant,
+    /// What the watch covers (every call checks it, without a lock).
+    scope: WatchScope,
     services: RwLock<HashMap<String, ServiceEntry>>,
     /// Told of every record change (discovery's routing index).
     index: Arc<dyn RecordIndex>,
@@ -324,12 +221,7 @@ impl Shared {
     pub(crate) fn new(index: Arc<dyn RecordIndex>) -> Self {
         Self {
             index,
-            scope: Mutex::new(ScopeState::default()),
-            coverage: ArcSwap::default(),
-            scope_tx: watch::channel(Scope::default()).0,
-            scope_synced: watch::channel(0).0,
-            scope_synced_at: AtomicU64::new(0),
-            born: Instant::now(),
+            scope: WatchScope::default(),
             services: RwLock::new(HashMap::new()),
             changes: broadcast::channel(CHANGES_CAPACITY).0,
             synced: AtomicBool::new(false),
@@ -444,119 +336,31 @@ impl Shared {
 
     // ---- scope -------------------------------------------------------------
 
-    fn scope_state(&self) -> std::sync::MutexGuard<'_, ScopeState> {
-        self.scope.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// What the watch follows, as it changes.
     pub(crate) fn scope_receiver(&self) -> watch::Receiver<Scope> {
-        self.scope_tx.subscribe()
-    }
-
-    /// Milliseconds since the view was made: the clock of lookups.
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.born.elapsed().as_millis()).unwrap_or(PRUNED - 1)
+        self.scope.receiver()
     }
 
     /// Adds `service` (or, with `None`, the whole registry) to the scope if
     /// it is not covered yet, notes the lookup, and returns the generation
-    /// the view must reach to hold it. A covered service (every call but
-    /// the first) takes no lock.
+    /// the view must reach to hold it ([`WatchScope::cover`]).
     pub(crate) fn cover(&self, service: Option<&str>) -> u64 {
-        let now = self.now_ms();
-        {
-            let coverage = self.coverage.load();
-            if let Some(since) = coverage.all {
-                return since;
-            }
-            if let Some(covered) = service.and_then(|name| coverage.services.get(name))
-                && covered.touch(now)
-            {
-                return covered.since;
-            }
-        }
-        let mut st = self.scope_state();
-        if let Some(since) = st.all {
-            return since;
-        }
-        match service {
-            Some(name) => {
-                if let Some(covered) = st.services.get(name)
-                    && covered.touch(now)
-                {
-                    return covered.since;
-                }
-                st.generation += 1;
-                let generation = st.generation;
-                st.services
-                    .insert(name.to_owned(), Arc::new(Covered::new(generation, now)));
-                self.scope_changed(&st);
-                generation
-            }
-            None => {
-                st.generation += 1;
-                let generation = st.generation;
-                st.all = Some(generation);
-                st.services.clear();
-                self.scope_changed(&st);
-                generation
-            }
-        }
+        self.scope.cover(service)
     }
 
-    /// Publishes a changed scope to calls and to the watch.
-    fn scope_changed(&self, st: &ScopeState) {
-        self.coverage.store(Arc::new(st.clone()));
-        self.scope_tx.send_replace(st.scope());
-    }
-
-    /// Removes services not looked up for `idle` from the scope (never
-    /// when the whole registry is covered).
+    /// Removes services not looked up for `idle` from the scope.
     pub(crate) fn prune_idle(&self, idle: Duration) {
-        let mut st = self.scope_state();
-        if st.all.is_some() {
-            return;
-        }
-        let (now, idle_ms) = (
-            self.now_ms(),
-            u64::try_from(idle.as_millis()).unwrap_or(u64::MAX),
-        );
-        let before = st.services.len();
-        st.services
-            .retain(|_, covered| !covered.prune(now, idle_ms));
-        if st.services.len() != before {
-            debug!(
-                left = before - st.services.len(),
-                "idle services leave the registry watch"
-            );
-            st.generation += 1;
-            self.scope_changed(&st);
-        }
+        self.scope.prune_idle(idle);
     }
 
     /// The watch loaded everything in scope `generation`.
     pub(crate) fn scope_loaded(&self, generation: u64) {
-        self.scope_synced_at
-            .fetch_max(generation, Ordering::Release);
-        self.scope_synced.send_if_modified(|g| {
-            let newer = generation > *g;
-            if newer {
-                *g = generation;
-            }
-            newer
-        });
+        self.scope.loaded(generation);
     }
 
     /// Waits until the view holds scope `generation`, or `deadline`.
     pub(crate) async fn wait_scope(&self, generation: u64, deadline: tokio::time::Instant) -> bool {
-        if self.scope_synced_at.load(Ordering::Acquire) >= generation {
-            return true;
-        }
-        let mut rx = self.scope_synced.subscribe();
-        matches!(
-            tokio::time::timeout_at(deadline, rx.wait_for(|g| *g >= generation)).await,
-            Ok(Ok(_))
-        )
+        self.scope.wait(generation, deadline).await
     }
 
     // ---- writes (the watch task and routing) ------------------------------
@@ -784,57 +588,6 @@ mod tests {
         assert!(
             matches!(&seen[3], RegistryChange::Removed { instance_id, .. } if instance_id == "b")
         );
-    }
-
-    #[test]
-    fn a_covered_service_keeps_its_generation_until_it_idles_out() {
-        let view = view();
-        let a = view.cover(Some("a"));
-        let b = view.cover(Some("b"));
-        assert!(b > a);
-        assert_eq!(view.cover(Some("a")), a, "covered: same generation");
-        let scope = view.scope_receiver().borrow().clone();
-        assert_eq!(scope.generation, b);
-        assert_eq!(scope.keys.len(), 2);
-        // Nothing is idle for two minutes yet.
-        view.prune_idle(IDLE_SCOPE);
-        assert_eq!(view.cover(Some("a")), a);
-        // Everything is idle for no time at all: both leave, and the next
-        // lookup adds its service again under a new generation.
-        view.prune_idle(Duration::ZERO);
-        assert_eq!(view.scope_receiver().borrow().keys.len(), 0);
-        let again = view.cover(Some("a"));
-        assert!(again > b, "added again: {again} after {b}");
-        // Covering everything covers every service from then on.
-        let all = view.cover(None);
-        assert_eq!(view.cover(Some("c")), all);
-    }
-
-    #[test]
-    fn a_lookup_and_a_prune_settle_on_one_of_them() {
-        // A lookup that wrote its time first keeps the service.
-        let covered = Covered::new(1, 0);
-        assert!(covered.touch(5_000));
-        assert!(!covered.prune(5_500, 1_000), "used 500 ms ago");
-        // A prune that came first wins, and the lookup sees it.
-        assert!(covered.prune(10_000, 1_000));
-        assert!(!covered.touch(10_001));
-        assert!(!covered.prune(20_000, 1_000), "pruned once");
-        // A recent use is read, not written.
-        let covered = Covered::new(1, 100);
-        assert!(covered.touch(100 + TOUCH_EVERY_MS - 1));
-        assert_eq!(covered.used_ms.load(Ordering::Relaxed), 100);
-    }
-
-    #[tokio::test]
-    async fn a_loaded_scope_needs_no_wait() {
-        let view = view();
-        let generation = view.cover(Some("a"));
-        let soon = tokio::time::Instant::now() + Duration::from_millis(20);
-        assert!(!view.wait_scope(generation, soon).await, "not loaded yet");
-        view.scope_loaded(generation);
-        let now = tokio::time::Instant::now();
-        assert!(view.wait_scope(generation, now).await);
     }
 
     #[test]

@@ -21,6 +21,8 @@
 //!   (on `crate::kv_watch`), started lazily, re-created when it breaks
 //!   (while broken, the last known view keeps serving and reports its
 //!   staleness), and rebuilt from scratch when the bucket was created again.
+//!   `scope.rs` holds what that watch covers: the services the process
+//!   looked up, checked by every call without a lock.
 //!
 //! Lookups never list keys: listing creates a consumer per call, and the
 //! server caps consumers per stream (see the design of record).
@@ -31,6 +33,7 @@ pub mod health;
 pub mod reader;
 mod record;
 pub mod registration;
+mod scope;
 mod watch;
 
 use std::time::Duration;
