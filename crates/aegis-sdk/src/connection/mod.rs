@@ -11,6 +11,11 @@
 //! - `lame_duck.rs`: leaving a server that announced a planned shutdown at
 //!   a moment with no request in flight, and telling a request whose
 //!   connection dropped that its reply cannot come.
+//!
+//! Why one module of over 500 lines: it is the [`Connection`] handle, its
+//! connect sequence and the views it starts lazily (registry, elections),
+//! which most of its methods read; the parts that stand alone are the two
+//! files above.
 
 mod lame_duck;
 mod options;

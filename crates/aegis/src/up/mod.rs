@@ -14,6 +14,11 @@
 //!   (`aegis chaos`, `aegis bench chaos`): pids, signals, hold and restart.
 //! - [`credentials`]: the monitor's tokens and the NATS users' passwords
 //!   (each child connects as its own role's user, see [`crate::permissions`]).
+//!
+//! Why one module of over 500 lines: it is the run itself, in the order it
+//! happens (state directory, NATS, streams and buckets, the monitor, the
+//! children, what it prints, the ordered stop), read top to bottom; the
+//! parts that stand alone are the modules above.
 
 pub mod credentials;
 pub mod nats;
