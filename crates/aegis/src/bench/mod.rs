@@ -322,26 +322,17 @@ impl Rate {
     }
 }
 
-/// CPU time, in seconds, that this process and the benchmark's
-/// nats-server (`server`) have used so far: what a side's throughput
-/// rounds cost per operation, whatever else the machine runs. From
-/// `/proc/{pid}/stat` (10 ms ticks, summed over every round of a side);
-/// `None` where it cannot be read.
-pub(crate) fn cpu_secs(server: Option<u32>) -> Option<f64> {
-    fn process(pid: &str) -> Option<u64> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // The fields after the command name, which may hold spaces.
-        let mut fields = stat.rsplit_once(") ")?.1.split_whitespace();
-        // utime and stime are the 14th and 15th fields, the 12th and 13th
-        // after the name.
-        let utime: u64 = fields.nth(11)?.parse().ok()?;
-        let stime: u64 = fields.next()?.parse().ok()?;
-        Some(utime + stime)
-    }
-    /// Linux's USER_HZ, fixed for `/proc` whatever the kernel's tick.
-    const TICKS_PER_SEC: f64 = 100.0;
-    let ticks = process("self")? + process(&server?.to_string())?;
-    Some(ticks as f64 / TICKS_PER_SEC)
+/// CPU time, in seconds, that process `pid` has used so far, from
+/// `/proc/{pid}/stat` (10 ms ticks); `None` where it cannot be read.
+pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // /proc counts in USER_HZ, which Linux fixes at 100 for user space.
+    Some((utime + stime) / 100.0)
 }
 
 /// [`throughput`], with the operations counted.

@@ -56,7 +56,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    counted_throughput, cpu_secs, progress,
+    counted_throughput, cpu_seconds, progress,
     report::{Report, Target},
 };
 
@@ -502,7 +502,8 @@ async fn run_once(args: RpcBenchArgs) -> anyhow::Result<Report> {
     // Each side's rate in each round, paired by round in the report.
     let mut rates = vec![Vec::with_capacity(args.rounds); sides.len()];
     // Each side's CPU seconds (this process and the server) and calls.
-    let server_pid = bus.server.pid();
+    let (own_pid, server_pid) = (std::process::id(), bus.server.pid());
+    let cpu_secs = || Some(cpu_seconds(own_pid)? + cpu_seconds(server_pid?)?);
     let mut cpu = vec![Some((0.0, 0u64)); sides.len()];
     let bar = progress((args.rounds * sides.len()) as u64, "concurrent throughput");
     for i in 0..args.rounds {
@@ -512,10 +513,10 @@ async fn run_once(args: RpcBenchArgs) -> anyhow::Result<Report> {
                 continue;
             }
             let call = sides[s].1.clone();
-            let before = cpu_secs(server_pid);
+            let before = cpu_secs();
             let rate = counted_throughput(args.concurrency, round, move || call()).await?;
             rates[s].push(rate.per_sec());
-            cpu[s] = match (cpu[s], before, cpu_secs(server_pid)) {
+            cpu[s] = match (cpu[s], before, cpu_secs()) {
                 (Some((secs, ops)), Some(before), Some(after)) => {
                     Some((secs + (after - before), ops + rate.ops))
                 }

@@ -61,6 +61,8 @@ use tokio_util::sync::CancellationToken;
 
 use report::{ScaleReport, ScaleResults, scale_report};
 
+use super::cpu_seconds;
+
 /// Heartbeat (liveness beat) of every instance of the benchmark.
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
 /// The raw responder's subject.
@@ -341,17 +343,6 @@ async fn start_per_caller(
         kids.push(kid);
     }
     Ok((kids, conns))
-}
-
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    // /proc counts in USER_HZ, which Linux fixes at 100 for user space.
-    Some((utime + stime) / 100.0)
 }
 
 fn cpu_of(kids: &[Kid]) -> Vec<Option<f64>> {
