@@ -136,8 +136,9 @@ pub(super) trait Pick {
         headers: &ReplyHeaders<'_>,
         reply: &Message,
     ) -> Option<RpcError>;
-    /// The instance answered (a value or its own error) after `elapsed`.
-    fn answered(&mut self, target: &Self::Target, elapsed: Duration);
+    /// The instance answered (a value or its own error) to the attempt
+    /// sent at `started` (a picker that keeps latencies reads the clock).
+    fn answered(&mut self, target: &Self::Target, started: Instant);
     /// The attempt on `target` failed as `how`.
     fn failed(&mut self, call: &Call<'_>, target: Self::Target, how: Failure);
     /// Ends once an attempt on `target` is no longer worth waiting for,
@@ -238,7 +239,7 @@ impl super::RpcClient {
             });
             let error = match reply {
                 Ok(mut reply) => {
-                    picker.answered(&target, started.elapsed());
+                    picker.answered(&target, started);
                     reply
                         .instance_id
                         .get_or_insert_with(|| picker.id(&target).to_owned());
@@ -258,7 +259,7 @@ impl super::RpcClient {
                 }
                 (Next::Fail(e), _) => {
                     if answered {
-                        picker.answered(&target, started.elapsed());
+                        picker.answered(&target, started);
                     }
                     return Err(e);
                 }
@@ -400,9 +401,9 @@ impl Pick for ByDiscovery<'_> {
         None
     }
 
-    fn answered(&mut self, target: &Arc<Member>, elapsed: Duration) {
+    fn answered(&mut self, target: &Arc<Member>, started: Instant) {
         if self.observes {
-            target.stats.observe(elapsed);
+            target.stats.observe(started.elapsed());
         }
         if let Some((service, id)) = &self.probing
             && *id == target.id
@@ -419,8 +420,7 @@ impl Pick for ByDiscovery<'_> {
                 self.index.evict(call.service, &target.id);
             }
             Failure::TimedOut(attempt) if self.observes => target.stats.observe(attempt),
-            Failure::TimedOut(_) => {}
-            Failure::Refused | Failure::Deposed => {}
+            Failure::TimedOut(_) | Failure::Refused | Failure::Deposed => {}
         }
         self.tried.push(target.id.clone());
     }
@@ -522,7 +522,7 @@ impl Pick for ToLeader {
         })))
     }
 
-    fn answered(&mut self, _: &Holder, _: Duration) {}
+    fn answered(&mut self, _: &Holder, _: Instant) {}
 
     fn failed(&mut self, _: &Call<'_>, holder: Holder, _: Failure) {
         self.failed_on = Some(holder);
