@@ -17,12 +17,10 @@
 
 use std::{
     hash::{Hash, Hasher},
-    str::FromStr,
     time::Duration,
 };
 
 use aegis_contracts::{
-    InstanceStatus,
     config::EffectiveConfig,
     log::LogRecord,
     names::{validate_instance_id, validate_service_name},
@@ -40,6 +38,9 @@ use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+mod query;
+
+use self::query::{ListQuery, next_link, parse_status};
 use crate::{
     bus::{self, Since},
     error::{ApiError, ErrorCode, ErrorEnvelope},
@@ -84,108 +85,6 @@ pub(crate) struct EventsQuery {
     /// How many of the newest records to return (1–1000, default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
-}
-
-/// Largest page `limit` accepted.
-const MAX_LIMIT: usize = 1000;
-
-/// Filters and paging of the instance list; all optional, and without any
-/// the whole fleet is listed.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct ListQuery {
-    /// Only these services (comma-separated names).
-    #[param(example = "order-service,risk-service")]
-    service: Option<String>,
-    /// Only these derived statuses (comma-separated: ACTIVE, UNHEALTHY,
-    /// STANDBY).
-    #[param(example = "UNHEALTHY,STANDBY")]
-    status: Option<String>,
-    /// At most this many instances (1–1000). When more match, the response
-    /// carries `Link: <…>; rel="next"` with the query of the next page.
-    #[param(minimum = 1, maximum = 1000)]
-    limit: Option<usize>,
-    /// Only instances sorted after this one, given as `{service}/{instanceId}`
-    /// (the last one of the previous page).
-    #[param(example = "order-service/order-1")]
-    after: Option<String>,
-}
-
-impl ListQuery {
-    /// The selection it asks for; 400 on a bad value.
-    fn selection(&self) -> Result<Selection, ApiError> {
-        let services = match &self.service {
-            None => None,
-            Some(list) => {
-                let mut names = Vec::new();
-                for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-                    validate_service_name(name)
-                        .map_err(|e| ApiError::bad_param("service", format!("{name:?}: {e}")))?;
-                    names.push(name.to_owned());
-                }
-                if names.is_empty() {
-                    return Err(ApiError::bad_param("service", "name at least one service"));
-                }
-                names.sort_unstable();
-                names.dedup();
-                Some(names)
-            }
-        };
-        let statuses = match &self.status {
-            None => None,
-            Some(list) => {
-                let mut statuses = Vec::new();
-                for s in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                    statuses.push(parse_status("status", s)?);
-                }
-                if statuses.is_empty() {
-                    return Err(ApiError::bad_param("status", "name at least one status"));
-                }
-                statuses.sort_unstable_by_key(|s| s.as_str());
-                statuses.dedup();
-                Some(statuses)
-            }
-        };
-        if let Some(limit) = self.limit
-            && !(1..=MAX_LIMIT).contains(&limit)
-        {
-            return Err(ApiError::bad_param(
-                "limit",
-                format!("must be between 1 and {MAX_LIMIT}"),
-            ));
-        }
-        let after = match &self.after {
-            None => None,
-            Some(cursor) => {
-                let bad = || {
-                    ApiError::bad_param("after", "expected {service}/{instanceId}")
-                        .with_details(json!({ "param": "after", "value": cursor }))
-                };
-                let (service, id) = cursor.split_once('/').ok_or_else(bad)?;
-                if validate_service_name(service).is_err() || validate_instance_id(id).is_err() {
-                    return Err(bad());
-                }
-                Some((service.to_owned(), id.to_owned()))
-            }
-        };
-        Ok(Selection {
-            services,
-            statuses,
-            after,
-            limit: self.limit,
-        })
-    }
-}
-
-fn parse_status(param: &str, value: &str) -> Result<InstanceStatus, ApiError> {
-    InstanceStatus::from_str(value).map_err(|_| {
-        ApiError::bad_param(param, "expected ACTIVE, UNHEALTHY or STANDBY").with_details(json!({
-            "param": param,
-            "value": value,
-            "allowed": ["ACTIVE", "UNHEALTHY", "STANDBY"],
-        }))
-    })
 }
 
 /// Every registered instance, sorted by service and id; optionally only
@@ -298,25 +197,6 @@ fn not_modified(headers: &HeaderMap, etag: &str) -> Option<Response> {
         &bytes::Bytes::new(),
         bytes::Bytes::new,
     ))
-}
-
-/// `Link` to the page after (service, id) of `selection`.
-fn next_link(selection: &Selection, service: &str, id: &str) -> String {
-    let mut query = Vec::new();
-    if let Some(services) = &selection.services {
-        query.push(format!("service={}", services.join(",")));
-    }
-    if let Some(statuses) = &selection.statuses {
-        let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
-        query.push(format!("status={}", names.join(",")));
-    }
-    if let Some(limit) = selection.limit {
-        query.push(format!("limit={limit}"));
-    }
-    // Service names and instance ids are URL-safe by their rules; `/` is
-    // allowed in a query.
-    query.push(format!("after={service}/{id}"));
-    format!("</api/instances?{}>; rel=\"next\"", query.join("&"))
 }
 
 /// One service's list from the cache; `[]` for a service with no instance.
