@@ -252,26 +252,40 @@ async fn run(cli: Cli, logs: LogForwarder) -> anyhow::Result<ExitCode> {
             ExitCode::FAILURE
         }),
         Command::Bench { which } => {
-            let (passed, check) = match which {
-                BenchCommand::Rpc(a) => {
-                    let check = a.check;
-                    (bench::rpc::run(a).await?.passed(), check)
-                }
-                BenchCommand::Events(a) => {
-                    let check = a.check;
-                    (bench::events::run(a).await?.passed(), check)
-                }
-                BenchCommand::Failover(a) => {
-                    let check = a.check;
-                    (bench::failover::run(a).await?.passed(), check)
-                }
-                // Losing an order is never a mere number: always checked.
-                BenchCommand::Chaos(a) => (bench::chaos::run(a).await?.passed(), true),
-                BenchCommand::Scale(a) => {
-                    let check = a.check;
-                    // A child role reports nothing itself.
-                    let passed = bench::scale::run(a).await?.is_none_or(|r| r.passed());
-                    (passed, check)
+            // Interrupted (Ctrl-C, SIGTERM from `timeout` or a cancelled
+            // job), the benchmark is dropped: what it started (its
+            // nats-server and directories, `aegis up`, worker processes)
+            // is stopped by its owners' drops instead of being left running.
+            let shutdown = shutdown::on_signals();
+            let bench = async {
+                anyhow::Ok(match which {
+                    BenchCommand::Rpc(a) => {
+                        let check = a.check;
+                        (bench::rpc::run(a).await?.passed(), check)
+                    }
+                    BenchCommand::Events(a) => {
+                        let check = a.check;
+                        (bench::events::run(a).await?.passed(), check)
+                    }
+                    BenchCommand::Failover(a) => {
+                        let check = a.check;
+                        (bench::failover::run(a).await?.passed(), check)
+                    }
+                    // Losing an order is never a mere number: always checked.
+                    BenchCommand::Chaos(a) => (bench::chaos::run(a).await?.passed(), true),
+                    BenchCommand::Scale(a) => {
+                        let check = a.check;
+                        // A child role reports nothing itself.
+                        let passed = bench::scale::run(a).await?.is_none_or(|r| r.passed());
+                        (passed, check)
+                    }
+                })
+            };
+            let (passed, check) = tokio::select! {
+                done = bench => done?,
+                () = shutdown.cancelled() => {
+                    eprintln!("benchmark interrupted: no results; what it started is stopped");
+                    return Ok(ExitCode::from(130));
                 }
             };
             Ok(if check && !passed {

@@ -85,26 +85,19 @@ pub struct FailoverBenchArgs {
     pub check: bool,
 }
 
-/// Runs the benchmark and prints the table; returns the outcome. Ctrl-C or
-/// SIGTERM stops it (the child processes are killed on the way out).
+/// Runs the benchmark and prints the table; returns the outcome. (`aegis
+/// bench` drops it on Ctrl-C or SIGTERM: its fleet's processes are killed
+/// on the way out.)
 ///
 /// # Errors
-/// When the server or an instance cannot start, or the run is interrupted.
+/// When the server or an instance cannot start.
 pub async fn run(args: FailoverBenchArgs) -> anyhow::Result<Outcome> {
     let nats = super::start_server().await?;
     let url = nats.url();
-    let interrupted = crate::shutdown::on_signals();
-    let bench = async {
-        if args.sticky {
-            sticky::run(&args, &url).await
-        } else {
-            stateless::run(&args, &url).await
-        }
-    };
-    // Dropping the benchmark's future drops its fleet: children are killed.
-    let outcome = tokio::select! {
-        r = bench => r?,
-        () = interrupted.cancelled() => anyhow::bail!("interrupted; instances stopped"),
+    let outcome = if args.sticky {
+        sticky::run(&args, &url).await?
+    } else {
+        stateless::run(&args, &url).await?
     };
     drop(nats);
     Ok(outcome)
