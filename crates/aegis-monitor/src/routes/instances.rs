@@ -9,7 +9,8 @@
 //! clients that accept it. The full and per-service lists are served from
 //! bytes built once per change (`list_cache.rs`); filtered and paged ones
 //! (`?service=a,b&status=ACTIVE&limit=100&after=a/i-1`) are built per
-//! request, bounded by `limit`, and answer 304 without being built.
+//! request, bounded by `limit`, and answer 304 without being built. The
+//! query's filters and paging are read in `query.rs`.
 //!
 //! `health` and `status` are route words here: a service so named is listed
 //! under `/api/instances/{service}`, but its instances cannot be addressed
