@@ -119,33 +119,35 @@ async fn ensure_resources_with(
     definitions_history: i64,
 ) -> Result<Resources, SetupError> {
     let replicas = nats.nats.replicas;
-    let definitions =
-        match js.get_key_value(DEFINITIONS_BUCKET).await {
-            Ok(store) => store,
-            Err(_) => {
-                let created = js
-                    .create_key_value(kv::Config {
-                        bucket: DEFINITIONS_BUCKET.to_owned(),
-                        description: "Aegis service definitions (history is the audit trail)"
-                            .to_owned(),
-                        history: definitions_history,
-                        num_replicas: replicas,
-                        storage: StorageType::File,
-                        ..Default::default()
-                    })
-                    .await;
-                match created {
-                    Ok(store) => store,
-                    // Another replica may have created it meanwhile.
-                    Err(e) => js.get_key_value(DEFINITIONS_BUCKET).await.map_err(|_| {
-                        SetupError::Open {
+    let definitions = match js.get_key_value(DEFINITIONS_BUCKET).await {
+        Ok(store) => store,
+        Err(_) => {
+            let config = kv::Config {
+                bucket: DEFINITIONS_BUCKET.to_owned(),
+                description: "Aegis service definitions (history is the audit trail)".to_owned(),
+                history: definitions_history,
+                num_replicas: replicas,
+                storage: StorageType::File,
+                ..Default::default()
+            };
+            let created = aegis_sdk::streams::with_placement_patience(DEFINITIONS_BUCKET, || {
+                js.create_key_value(config.clone())
+            })
+            .await;
+            match created {
+                Ok(store) => store,
+                // Another replica may have created it meanwhile.
+                Err(e) => {
+                    js.get_key_value(DEFINITIONS_BUCKET)
+                        .await
+                        .map_err(|_| SetupError::Open {
                             what: "bucket service_definitions",
                             source: e.into(),
-                        }
-                    })?,
+                        })?
                 }
             }
-        };
+        }
+    };
     let mut stream = definitions.stream.clone();
     let info = stream.info().await.map_err(|e| SetupError::Open {
         what: "bucket service_definitions",

@@ -19,6 +19,90 @@ use tracing::{debug, info, warn};
 
 use crate::StreamLimits;
 
+/// How long creating a replicated stream or bucket waits for peers to
+/// take its replicas (see [`with_placement_patience`]).
+pub const PLACEMENT_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Whether `err`, or an error it wraps, is JetStream refusing to place a
+/// stream's replicas because too few peers are online (10005, "no suitable
+/// peers for placement"): a cluster that has just started, before its
+/// leader has seen every node, or a node that is down.
+///
+/// ```
+/// use aegis_sdk::streams::no_peers_for_placement;
+///
+/// let other = std::io::Error::other("something else");
+/// assert!(!no_peers_for_placement(&other));
+/// ```
+pub fn no_peers_for_placement(err: &(dyn std::error::Error + 'static)) -> bool {
+    use jetstream::context::{CreateStreamError, CreateStreamErrorKind};
+    let no_peers = |e: &jetstream::Error| e.error_code() == jetstream::ErrorCode::CLUSTER_NO_PEERS;
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(create) = e.downcast_ref::<CreateStreamError>()
+            && let CreateStreamErrorKind::JetStream(js) = create.kind()
+            && no_peers(&js)
+        {
+            return true;
+        }
+        if e.downcast_ref::<jetstream::Error>().is_some_and(no_peers) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// Runs `create` (the creation of a stream or a bucket named `what`) again
+/// while JetStream refuses it for want of online peers
+/// ([`no_peers_for_placement`]), for up to [`PLACEMENT_PATIENCE`]: pausing
+/// 100 ms, doubled up to a second. Any other outcome is returned at once;
+/// past the patience, the refusal itself.
+///
+/// A replicated bucket created right after its cluster started (`aegis
+/// up`, a Kubernetes rollout) would otherwise fail the service starting
+/// with it, though the peers come online a moment later.
+///
+/// ```no_run
+/// # async fn demo(js: async_nats::jetstream::Context) -> Result<(), async_nats::Error> {
+/// use aegis_sdk::streams::with_placement_patience;
+/// use async_nats::jetstream::kv;
+///
+/// let config = kv::Config { bucket: "orders".into(), num_replicas: 3, ..Default::default() };
+/// let store = with_placement_patience("orders", || js.create_key_value(config.clone())).await?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// What the last call of `create` returned.
+pub async fn with_placement_patience<T, E, F, Fut>(what: &str, mut create: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::error::Error + 'static,
+{
+    let deadline = tokio::time::Instant::now() + PLACEMENT_PATIENCE;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match create().await {
+            Err(e) if no_peers_for_placement(&e) => {
+                let now = tokio::time::Instant::now();
+                if now + pause > deadline {
+                    warn!(what, error = %e, "JetStream still has too few peers online to place it; giving up");
+                    return Err(e);
+                }
+                info!(
+                    what,
+                    "JetStream has too few peers online to place it yet; trying again"
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            done => return done,
+        }
+    }
+}
+
 /// `config` with `limits` applied.
 ///
 /// ```
@@ -55,7 +139,8 @@ pub async fn ensure_stream(
     js: &jetstream::Context,
     config: stream::Config,
 ) -> Result<Stream, async_nats::Error> {
-    let mut stream = js.get_or_create_stream(config.clone()).await?;
+    let mut stream =
+        with_placement_patience(&config.name, || js.get_or_create_stream(config.clone())).await?;
     let existing = stream.cached_info().config.clone();
     if existing.max_bytes >= 0 || existing.max_messages >= 0 {
         return Ok(stream);
@@ -271,4 +356,70 @@ fn transient(e: &jetstream::context::PublishError) -> bool {
     e.source()
         .and_then(|s| s.downcast_ref::<jetstream::Error>())
         .is_some_and(|e| matches!(e.error_code().0, 10158 | 10163 | 10008))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use async_nats::jetstream::context::{
+        CreateKeyValueError, CreateKeyValueErrorKind, CreateStreamError, CreateStreamErrorKind,
+    };
+
+    use super::*;
+
+    /// The refusal as a creation gets it: the server's error body, read by
+    /// async-nats into the creation's error, wrapped by the bucket's.
+    fn refusal(code: u64, description: &str) -> CreateKeyValueError {
+        let body = serde_json::json!({ "code": 500, "err_code": code, "description": description });
+        let js: jetstream::Error = serde_json::from_value(body).unwrap();
+        let create = CreateStreamError::new(CreateStreamErrorKind::JetStream(js));
+        CreateKeyValueError::with_source(CreateKeyValueErrorKind::BucketCreate, create)
+    }
+
+    fn no_peers() -> CreateKeyValueError {
+        refusal(10005, "no suitable peers for placement, peer offline")
+    }
+
+    #[test]
+    fn a_refusal_for_want_of_peers_is_told_from_others() {
+        assert!(no_peers_for_placement(&no_peers()));
+        let stream = CreateStreamError::new(CreateStreamErrorKind::JetStream(
+            serde_json::from_value(serde_json::json!({ "code": 500, "err_code": 10005 })).unwrap(),
+        ));
+        assert!(no_peers_for_placement(&stream));
+        assert!(!no_peers_for_placement(&refusal(
+            10058,
+            "stream name already in use"
+        )));
+        assert!(!no_peers_for_placement(&CreateKeyValueError::new(
+            CreateKeyValueErrorKind::TimedOut
+        )));
+    }
+
+    #[tokio::test]
+    async fn a_creation_refused_for_want_of_peers_is_tried_again_until_placed() {
+        let calls = AtomicU32::new(0);
+        let placed = with_placement_patience("orders", || async {
+            match calls.fetch_add(1, Ordering::Relaxed) {
+                0 | 1 => Err(no_peers()),
+                _ => Ok("placed"),
+            }
+        })
+        .await;
+        assert_eq!(placed.unwrap(), "placed");
+        assert_eq!(calls.load(Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn any_other_refusal_is_returned_at_once() {
+        let calls = AtomicU32::new(0);
+        let refused: Result<(), _> = with_placement_patience("orders", || async {
+            calls.fetch_add(1, Ordering::Relaxed);
+            Err(refusal(10058, "stream name already in use"))
+        })
+        .await;
+        assert!(refused.is_err());
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+    }
 }

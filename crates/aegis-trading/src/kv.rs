@@ -37,7 +37,8 @@ pub(crate) const BUCKETS: [(&str, &str); 3] = [
 ];
 
 /// Opens `bucket` (one of [`BUCKETS`]), creating it (file storage, history
-/// 1, the connection's replicas) when it does not exist yet.
+/// 1, the connection's replicas) when it does not exist yet; a cluster whose
+/// peers are not all online yet is given a moment to place it.
 pub(crate) async fn open_bucket(
     conn: &Connection,
     bucket: &str,
@@ -50,19 +51,20 @@ pub(crate) async fn open_bucket(
     if let Ok(store) = js.get_key_value(bucket).await {
         return Ok(store);
     }
-    js.create_key_value(kv::Config {
+    let config = kv::Config {
         bucket: bucket.to_owned(),
         description: description.to_owned(),
         history: 1,
         num_replicas: conn.config().nats.replicas,
         storage: jetstream::stream::StorageType::File,
         ..Default::default()
-    })
-    .await
-    .map_err(|e| TradingError::Store {
-        bucket: bucket.to_owned(),
-        source: e.into(),
-    })
+    };
+    aegis_sdk::streams::with_placement_patience(bucket, || js.create_key_value(config.clone()))
+        .await
+        .map_err(|e| TradingError::Store {
+            bucket: bucket.to_owned(),
+            source: e.into(),
+        })
 }
 
 /// Follows `key` (wildcards allowed) with [`aegis_sdk::kv::follow`]: the

@@ -100,7 +100,8 @@ pub struct LeaderRecord {
 }
 
 /// Creates the `service_elections` bucket when missing (history 1, the
-/// connection's replicas).
+/// connection's replicas), waiting for peers to place it on
+/// ([`with_placement_patience`](crate::streams::with_placement_patience)).
 ///
 /// # Errors
 /// [`ElectionError::Bucket`] when JetStream refuses.
@@ -111,7 +112,7 @@ pub async fn ensure_election_bucket(
     if let Ok(store) = js.get_key_value(subjects::ELECTIONS_BUCKET).await {
         return Ok(store);
     }
-    js.create_key_value(kv::Config {
+    let config = kv::Config {
         bucket: subjects::ELECTIONS_BUCKET.to_owned(),
         description: "Aegis sticky single-active leases (sticky-active.{service}.{group})"
             .to_owned(),
@@ -119,6 +120,9 @@ pub async fn ensure_election_bucket(
         num_replicas: replicas,
         storage: jetstream::stream::StorageType::File,
         ..Default::default()
+    };
+    crate::streams::with_placement_patience(subjects::ELECTIONS_BUCKET, || {
+        js.create_key_value(config.clone())
     })
     .await
     .map_err(|e| ElectionError::Bucket(e.into()))

@@ -46,7 +46,11 @@ pub async fn ensure_registry_bucket(
         Ok(store) => store,
         Err(get_err) => {
             debug!(error = %get_err, "registry bucket not found; creating it");
-            match js.create_key_value(bucket_config(replicas)).await {
+            let created = crate::streams::with_placement_patience(REGISTRY_BUCKET, || {
+                js.create_key_value(bucket_config(replicas))
+            })
+            .await;
+            match created {
                 Ok(store) => store,
                 // Another process may have created it meanwhile (or with other
                 // settings): open it and let the check decide.
