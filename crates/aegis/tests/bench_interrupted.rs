@@ -79,8 +79,9 @@ fn sigterm_stops_the_benchmarks_nats_server_and_removes_its_directory() {
     };
 
     let _cleanup = KillOnDrop(servers.iter().map(|(pid, _)| *pid).collect());
-    // Mid-run: its clients are connecting to the server.
-    bench.wait_for("event: connected", Duration::from_secs(60));
+    // Mid-run: measuring latency (a phase said in a line where no
+    // progress bar is drawn).
+    bench.wait_for("sequential latency", Duration::from_secs(60));
     bench.signal(Signal::SIGTERM);
     let status = bench.exit_within(Duration::from_secs(20));
     assert!(

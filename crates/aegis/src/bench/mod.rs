@@ -27,7 +27,10 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// A progress bar for `total` steps with a message, drawn on stderr.
+/// A progress bar for `total` steps with a message, drawn on stderr. Where
+/// stderr is no terminal (a CI log, a pipe) the bar is not drawn; the
+/// phase's start is said in one line instead, so a long run still shows
+/// where it is.
 pub(crate) fn progress(total: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(total);
     bar.set_style(
@@ -36,6 +39,9 @@ pub(crate) fn progress(total: u64, what: &str) -> ProgressBar {
             .progress_chars("=> "),
     );
     bar.set_message(what.to_owned());
+    if bar.is_hidden() {
+        eprintln!("{what}…");
+    }
     bar
 }
 
