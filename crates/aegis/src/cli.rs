@@ -162,9 +162,30 @@ impl ConnectArgs {
             .connection
             .load(adjust)
             .context("loading the NATS configuration")?;
-        Connection::connect(config)
-            .await
-            .with_context(|| format!("connecting to NATS at {}", self.connection.nats_url))
+        Connection::connect(config).await.map_err(|e| match e {
+            // The SDK's error names the servers; when nothing answered, a
+            // hint says what to do.
+            aegis_sdk::ConnectError::Connect { ref source, .. } => {
+                let unreachable = matches!(
+                    source.kind(),
+                    async_nats::ConnectErrorKind::Io | async_nats::ConnectErrorKind::TimedOut
+                );
+                let e = anyhow::Error::new(e);
+                if unreachable {
+                    anyhow::anyhow!(
+                        "{}. Is a NATS server running there (`aegis up` starts one)? \
+                         Otherwise point --nats-url (or AEGIS_NATS_URL) at yours",
+                        error_text(&e)
+                    )
+                } else {
+                    e
+                }
+            }
+            other => anyhow::Error::new(other).context(format!(
+                "connecting to NATS at {}",
+                self.connection.nats_url
+            )),
+        })
     }
 }
 
@@ -209,7 +230,7 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli, forwarder)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }
@@ -297,10 +318,48 @@ async fn run(cli: Cli, logs: LogForwarder) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// An error and its causes on one line, `: `-separated, each cause left
+/// out when the text before already says it (async-nats's connect error
+/// repeats its I/O error's text, which is also its cause).
+fn error_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn an_error_is_said_once_with_each_cause_that_adds_something() {
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let repeated = anyhow::Error::new(io)
+            .context(format!(
+                "IO error: {}",
+                std::io::Error::from(std::io::ErrorKind::ConnectionRefused)
+            ))
+            .context("cannot connect to NATS at nats://127.0.0.1:4222");
+        assert_eq!(
+            error_text(&repeated),
+            "cannot connect to NATS at nats://127.0.0.1:4222: IO error: connection refused"
+        );
+        let plain = anyhow::anyhow!("the file is missing").context("loading the configuration");
+        assert_eq!(
+            error_text(&plain),
+            "loading the configuration: the file is missing"
+        );
+    }
 
     /// Clap checks a command's definition only when that subcommand is
     /// parsed; this checks every one (e.g. two flattened argument groups
