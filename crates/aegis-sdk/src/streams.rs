@@ -8,6 +8,9 @@
 //! byte and no message limit at all (created by an older version, or by
 //! hand): that one gets the configured limits, since unbounded it would
 //! fill the disk.
+//!
+//! Creating a replicated stream or bucket waits, briefly, for the
+//! cluster's peers to take its replicas ([`with_placement_patience`]).
 
 use async_nats::jetstream::{
     self,
@@ -25,8 +28,8 @@ pub const PLACEMENT_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Whether `err`, or an error it wraps, is JetStream refusing to place a
 /// stream's replicas because too few peers are online (10005, "no suitable
-/// peers for placement"): a cluster that has just started, before its
-/// leader has seen every node, or a node that is down.
+/// peers for placement"): seen in a cluster that has just started, before
+/// its leader has seen every node.
 ///
 /// ```
 /// use aegis_sdk::streams::no_peers_for_placement;
