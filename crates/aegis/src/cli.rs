@@ -162,29 +162,20 @@ impl ConnectArgs {
             .connection
             .load(adjust)
             .context("loading the NATS configuration")?;
-        Connection::connect(config).await.map_err(|e| match e {
-            // The SDK's error names the servers; when nothing answered, a
-            // hint says what to do.
-            aegis_sdk::ConnectError::Connect { ref source, .. } => {
-                let unreachable = matches!(
-                    source.kind(),
-                    async_nats::ConnectErrorKind::Io | async_nats::ConnectErrorKind::TimedOut
-                );
-                let e = anyhow::Error::new(e);
-                if unreachable {
-                    anyhow::anyhow!(
-                        "{}. Is a NATS server running there (`aegis up` starts one)? \
-                         Otherwise point --nats-url (or AEGIS_NATS_URL) at yours",
-                        error_text(&e)
-                    )
-                } else {
-                    e
-                }
+        Connection::connect(config).await.map_err(|e| {
+            // The SDK's error names the servers when none answered; the
+            // others are told where. The SDK's error stays in the chain:
+            // `service` and `init` wait on it (`service::transient`).
+            let named = matches!(e, aegis_sdk::ConnectError::Connect { .. });
+            let e = anyhow::Error::new(e);
+            if named {
+                e
+            } else {
+                e.context(format!(
+                    "connecting to NATS at {}",
+                    self.connection.nats_url
+                ))
             }
-            other => anyhow::Error::new(other).context(format!(
-                "connecting to NATS at {}",
-                self.connection.nats_url
-            )),
         })
     }
 }
@@ -230,7 +221,7 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli, forwarder)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", error_text(&e));
+            eprintln!("error: {}{}", error_text(&e), hint(&e));
             ExitCode::FAILURE
         }
     }
@@ -315,6 +306,26 @@ async fn run(cli: Cli, logs: LogForwarder) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+    }
+}
+
+/// What to do about `error`, when the CLI knows: no NATS answered.
+fn hint(error: &anyhow::Error) -> &'static str {
+    let unreachable = error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<aegis_sdk::ConnectError>(),
+            Some(aegis_sdk::ConnectError::Connect { source, .. })
+                if matches!(
+                    source.kind(),
+                    async_nats::ConnectErrorKind::Io | async_nats::ConnectErrorKind::TimedOut
+                )
+        )
+    });
+    if unreachable {
+        ". Is a NATS server running there (`aegis up` starts one)? \
+         Otherwise point --nats-url (or AEGIS_NATS_URL) at yours"
+    } else {
+        ""
     }
 }
 

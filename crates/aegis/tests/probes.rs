@@ -70,7 +70,7 @@ fn until_status(addr: &str, path: &str, status: u16, within: Duration) -> serde_
 fn liveness_holds_while_waiting_for_nats_and_readiness_says_starting() {
     let addr = format!("127.0.0.1:{}", free_port());
     let nowhere = format!("nats://127.0.0.1:{}", free_port());
-    let _service = Proc::spawn(&[
+    let mut service = Proc::spawn(&[
         "service",
         "echo",
         "--nats-url",
@@ -84,6 +84,14 @@ fn liveness_holds_while_waiting_for_nats_and_readiness_says_starting() {
     assert_eq!(status, 503);
     assert_eq!(body["ready"], false);
     assert_eq!(body["reasons"][0], "starting");
+    // Unreachable NATS is a wait, not the end: it tries again (and fails
+    // the test if it exits first).
+    service.wait_for("retrying", Duration::from_secs(20));
+    assert!(
+        matches!(service.child.try_wait(), Ok(None)),
+        "still waiting for NATS:\n{}",
+        service.output()
+    );
 }
 
 #[test]
