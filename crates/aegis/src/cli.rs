@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::{EnvFilter, prelude::*};
 
-use crate::{bench, call, chaos, init, nats_config, service, shutdown, status, up};
+use crate::{bench, call, chaos, init, nats_config, service, shutdown, status, traffic, up};
 
 /// Aegis: trading services on NATS — run the showcase, services and benchmarks.
 #[derive(Debug, Parser)]
@@ -39,6 +39,9 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Break the running showcase on purpose: kill instances or NATS nodes.
     Chaos(chaos::ChaosArgs),
+    /// Send a steady flow of orders to the running showcase, a line a second
+    /// of what it cost, and check at the end that no acknowledged order is lost.
+    Traffic(traffic::TrafficArgs),
     /// Benchmarks comparing raw async-nats with the SDK, side by side.
     Bench {
         /// Which benchmark.
@@ -76,7 +79,7 @@ pub struct ConnectArgs {
     #[command(flatten)]
     pub connection: aegis_monitor::NatsArgs,
     /// The credentials file of `aegis up` whose operator user to connect as
-    /// when no other NATS credentials are given (`call`, `status` and
+    /// when no other NATS credentials are given (`call`, `status`, `traffic` and
     /// `chaos`; default: `.aegis/credentials` when it exists).
     #[arg(long, env = "AEGIS_CREDENTIALS")]
     pub credentials: Option<PathBuf>,
@@ -98,7 +101,7 @@ impl ConnectArgs {
     /// Connects like [`connect`](Self::connect), as the showcase's operator
     /// when no NATS credentials are configured and a credentials file of
     /// `aegis up` is named (`--credentials`) or found at
-    /// `.aegis/credentials`: what `aegis call`, `status` and `chaos` do, so
+    /// `.aegis/credentials`: what `aegis call`, `status`, `traffic` and `chaos` do, so
     /// they work next to a running showcase without exporting secrets.
     ///
     /// # Errors
@@ -254,6 +257,7 @@ async fn run(cli: Cli, logs: LogForwarder) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Call(args) => call::run(args).await,
+        Command::Traffic(args) => traffic::run(args, shutdown::on_signals()).await,
         Command::NatsConfig(args) => {
             nats_config::run(&args);
             Ok(ExitCode::SUCCESS)

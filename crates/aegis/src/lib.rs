@@ -1,7 +1,7 @@
 //! The `aegis` command-line tool, as a library.
 //!
 //! - [`cli`]: the argument parser and dispatch (`up`, `api`, `service`,
-//!   `call`, `status`, `bench`, `chaos`, `init`, `nats-config`); installs
+//!   `call`, `status`, `traffic`, `bench`, `chaos`, `init`, `nats-config`); installs
 //!   tracing and signal handling.
 //! - [`bench`](mod@bench): side-by-side benchmarks of raw async-nats and the SDK, run in
 //!   one process against one nats-server, with ratios.
@@ -11,6 +11,8 @@
 //! - [`call`]: `aegis call`, one RPC through discovery.
 //! - [`status`]: the registry as a terminal table.
 //! - [`chaos`]: kill instances and NATS nodes of a running showcase.
+//! - [`traffic`]: a steady order flow into a running showcase, checked for
+//!   lost orders at the end.
 //! - [`permissions`]: the NATS users per role and the subjects each may use.
 //! - [`nats_config`]: `aegis nats-config`, those users as a nats-server
 //!   config block and as the Helm chart's generated user table.
@@ -26,4 +28,5 @@ pub mod permissions;
 pub mod service;
 pub mod shutdown;
 pub mod status;
+pub mod traffic;
 pub mod up;

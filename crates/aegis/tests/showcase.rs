@@ -1,8 +1,9 @@
 //! End to end: `aegis up --single-node` as a user runs it — seven service
 //! instances come up (three order instances with exactly one ACTIVE), orders
 //! go through `aegis call`, the order leader is SIGKILLed and a STANDBY takes
-//! over within 2 s, and Ctrl-C (SIGTERM) stops everything, leaving no child
-//! process behind.
+//! over within 2 s while `aegis traffic` sends orders (none of those it had
+//! acknowledged is lost), and Ctrl-C (SIGTERM) stops everything, leaving no
+//! child process behind.
 
 use std::{
     io::{BufRead, BufReader},
@@ -12,7 +13,7 @@ use std::{
 };
 
 use aegis_sdk::{AegisConfig, Connection, RegistryReader, contracts::models::InstanceStatus};
-use common::{AEGIS, alive, free_up_ports, pids};
+use common::{AEGIS, Proc, alive, free_up_ports, pids};
 use nix::{sys::signal::Signal, unistd::Pid};
 
 mod common;
@@ -172,6 +173,22 @@ async fn the_showcase_runs_fails_over_and_stops_cleanly() {
         .find(|(n, _)| *n == leader.instance_id)
         .map(|(_, p)| p)
         .expect("leader pid file");
+    // A steady order flow across the kill (`aegis traffic`), stopped once
+    // the new leader served it: every order it acknowledged must be there.
+    let credentials = state.path().join("credentials");
+    let mut traffic = Proc::spawn(&[
+        "traffic",
+        "--rate",
+        "20",
+        "--nats-url",
+        &url,
+        "--credentials",
+        credentials.to_str().unwrap(),
+    ]);
+    traffic.wait_for(
+        &format!("leader {}", leader.instance_id),
+        Duration::from_secs(30),
+    );
     let killed = Instant::now();
     nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
     let new_leader = loop {
@@ -191,6 +208,28 @@ async fn the_showcase_runs_fails_over_and_stops_cleanly() {
     };
     let took = killed.elapsed();
     eprintln!("new leader {} after {took:?}", new_leader.instance_id);
+    traffic.wait_for(
+        &format!("leader {}", new_leader.instance_id),
+        Duration::from_secs(30),
+    );
+    traffic.signal(Signal::SIGTERM);
+    let status = traffic.exit_within(Duration::from_secs(60));
+    let report = traffic.output();
+    eprintln!("{report}");
+    assert!(status.success(), "aegis traffic: {status}\n{report}");
+    assert!(report.contains("none lost"), "{report}");
+    // The read-back it ends with tells an order that is there from one that
+    // is not (what it would call lost).
+    let read = aegis::traffic::read_back(
+        &conn.rpc(),
+        "default",
+        vec![first_order_id.clone(), "ord-never-created".to_owned()],
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(read.found, 1, "{read:?}");
+    assert_eq!(read.missing, ["ord-never-created"], "{read:?}");
+    assert!(read.unreadable.is_empty(), "{read:?}");
     // The new leader continues where the old one stopped: a retried create
     // returns the same order, and the order is there.
     let (ok, reply, err) = call(

@@ -64,6 +64,11 @@ fn a_fresh_cluster_comes_up_without_restarting_any_service() {
     for command in [
         suggested("aegis status --watch").replace(" --watch", ""),
         suggested("aegis call order-service create_order"),
+        // Until Ctrl-C as suggested; here for two seconds.
+        format!(
+            "{} --duration 2s",
+            suggested("aegis traffic").split(" #").next().unwrap()
+        ),
         suggested("aegis chaos kill order-service"),
     ] {
         let run = std::process::Command::new("sh")

@@ -585,6 +585,9 @@ fn print_summary(
         "  aegis call order-service create_order --active '{{\"symbol\":\"AAPL\",\"side\":\"BUY\",\"quantity\":10,\"client_order_id\":\"demo-1\"}}'{flags}"
     );
     println!(
+        "  aegis traffic{flags}      # orders at 10/s, a line a second; Ctrl-C checks none acknowledged was lost"
+    );
+    println!(
         "  aegis chaos kill order-service{chaos_flags}      # kill the ACTIVE order instance, watch a STANDBY take over"
     );
     println!("Ctrl-C stops everything.");

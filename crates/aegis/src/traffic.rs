@@ -1,0 +1,508 @@
+//! `aegis traffic`: a steady flow of orders into a running showcase, so
+//! its dashboard has something to show and a fault has something to cost.
+//!
+//! Clients create orders on the order service's leader (`call_active`,
+//! idempotent by client order id, so an attempt cut off by a failover is
+//! retried on the next leader), each at its share of `--rate` and never
+//! more than one call at a time. Every order goes through pricing and risk
+//! too, so all three services carry load. Each second one line says what
+//! that second did: orders answered and failed (by error code), the
+//! slowest answers, and who served. At the end (`--duration`, Ctrl-C or
+//! SIGTERM) the flow stops, the calls in flight finish, and every order
+//! the service acknowledged is read back from the leader (`get_order`): an
+//! acknowledged order that is not there is a lost order, said by id, and
+//! the command exits non-zero.
+
+use std::{
+    collections::BTreeMap,
+    process::ExitCode,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use aegis_contracts::{
+    trading::{ORDER_GROUP, ORDER_SERVICE, Side},
+    wire::ErrorCode,
+};
+use aegis_sdk::rpc::{CallOptions, RpcClient, RpcError};
+use aegis_trading::order::{CreateOrder, GetOrder, Order, OrderStatus};
+use anyhow::Context;
+use clap::Args;
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::ConnectArgs;
+
+/// The symbols the orders cycle through (all quoted by the pricing service).
+const SYMBOLS: [&str; 5] = ["AAPL", "MSFT", "NVDA", "GOOGL", "AMZN"];
+
+/// Orders read back at once when checking.
+const CHECK_CONCURRENCY: usize = 16;
+
+/// Most orders a client may be asked to send a second.
+const MAX_RATE: f64 = 10_000.0;
+
+/// `aegis traffic`.
+#[derive(Debug, Clone, Args)]
+pub struct TrafficArgs {
+    /// Orders per second, over all clients.
+    #[arg(long, default_value_t = 10.0, value_parser = parse_rate)]
+    pub rate: f64,
+    /// Clients sending orders, each waiting for its answer before its next.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub clients: u16,
+    /// Stop after this long, e.g. `30s` or `5m` (default: until Ctrl-C).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Deadline of one order, retries on a new leader included (ms).
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub timeout_ms: u64,
+    /// The order service's sticky group.
+    #[arg(long, default_value = ORDER_GROUP)]
+    pub group: String,
+    /// Do not read the acknowledged orders back at the end.
+    #[arg(long)]
+    pub no_check: bool,
+    /// Connection flags.
+    #[command(flatten)]
+    pub nats: ConnectArgs,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let rate: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of orders per second"))?;
+    if rate.is_finite() && rate > 0.0 && rate <= MAX_RATE {
+        Ok(rate)
+    } else {
+        Err(format!("the rate must be above 0 and at most {MAX_RATE}"))
+    }
+}
+
+/// What the clients did, since the last report line and in all.
+#[derive(Debug)]
+struct Tally {
+    window: Window,
+    acked: Vec<String>,
+    sent: u64,
+    filled: u64,
+    rejected: u64,
+    failed: BTreeMap<String, u64>,
+    latency: Histogram<u64>,
+}
+
+/// One report line's worth.
+#[derive(Debug)]
+struct Window {
+    ok: u64,
+    failed: BTreeMap<String, u64>,
+    latency: Histogram<u64>,
+    /// The instance (and epoch) of the last answer.
+    served_by: Option<(String, Option<u64>)>,
+}
+
+fn histogram() -> Histogram<u64> {
+    // Microseconds, from 1 µs to 10 minutes, 3 significant digits.
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
+
+impl Window {
+    fn new() -> Self {
+        Self {
+            ok: 0,
+            failed: BTreeMap::new(),
+            latency: histogram(),
+            served_by: None,
+        }
+    }
+}
+
+impl Tally {
+    fn new() -> Self {
+        Self {
+            window: Window::new(),
+            acked: Vec::new(),
+            sent: 0,
+            filled: 0,
+            rejected: 0,
+            failed: BTreeMap::new(),
+            latency: histogram(),
+        }
+    }
+
+    fn record(&mut self, took: Duration, answer: Result<aegis_sdk::rpc::Reply<Order>, RpcError>) {
+        self.sent += 1;
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        match answer {
+            Ok(reply) if reply.value.status.is_final() => {
+                self.latency.saturating_record(micros);
+                self.window.latency.saturating_record(micros);
+                self.window.ok += 1;
+                self.window.served_by = reply.instance_id.map(|id| (id, reply.epoch));
+                if reply.value.status == OrderStatus::Filled {
+                    self.filled += 1;
+                } else {
+                    self.rejected += 1;
+                }
+                self.acked.push(reply.value.order_id);
+            }
+            Ok(reply) => self.fail(format!("{:?}", reply.value.status).to_uppercase()),
+            Err(e) => self.fail(e.code().to_string()),
+        }
+    }
+
+    fn fail(&mut self, code: String) {
+        *self.window.failed.entry(code.clone()).or_default() += 1;
+        *self.failed.entry(code).or_default() += 1;
+    }
+}
+
+fn lock(tally: &Mutex<Tally>) -> MutexGuard<'_, Tally> {
+    tally.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `12 [TIMEOUT×2, UNAVAILABLE×1]`, or `0`.
+fn failures(failed: &BTreeMap<String, u64>) -> String {
+    let total: u64 = failed.values().sum();
+    if total == 0 {
+        return "0".to_owned();
+    }
+    let kinds: Vec<String> = failed.iter().map(|(k, n)| format!("{k}×{n}")).collect();
+    format!("{total} [{}]", kinds.join(", "))
+}
+
+fn millis(micros: u64) -> String {
+    if micros >= 1_000_000 {
+        format!("{:.2} s", micros as f64 / 1e6)
+    } else {
+        format!("{:.1} ms", micros as f64 / 1e3)
+    }
+}
+
+/// One report line: the second's answers, failures, p99 and who served.
+fn report_line(elapsed: Duration, window: &Window) -> String {
+    let mut line = format!(
+        "{:>7.1} s  ok {:>4}  failed {}",
+        elapsed.as_secs_f64(),
+        window.ok,
+        failures(&window.failed)
+    );
+    if window.ok > 0 {
+        line.push_str(&format!(
+            "  p99 {}",
+            millis(window.latency.value_at_quantile(0.99))
+        ));
+    }
+    if let Some((instance, epoch)) = &window.served_by {
+        line.push_str(&format!("  leader {instance}"));
+        if let Some(epoch) = epoch {
+            line.push_str(&format!(" (epoch {epoch})"));
+        }
+    }
+    line
+}
+
+/// Runs `aegis traffic` until `--duration` passes or `shutdown` is
+/// cancelled; exits non-zero when an acknowledged order is missing.
+///
+/// # Errors
+/// An invalid group name, or no connection to NATS.
+pub async fn run(args: TrafficArgs, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+    aegis_contracts::names::validate_group_name(&args.group)
+        .with_context(|| format!("--group {:?}", args.group))?;
+    let conn = args.nats.connect_as_operator().await?;
+    let rpc = conn.rpc();
+    let stop = shutdown.child_token();
+    if let Some(duration) = args.duration {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(duration).await;
+            stop.cancel();
+        });
+    }
+    let timeout = Duration::from_millis(args.timeout_ms);
+    println!(
+        "sending {} orders/s from {} client(s) to {ORDER_SERVICE} (group {}); {}",
+        args.rate,
+        args.clients,
+        args.group,
+        match args.duration {
+            Some(d) => format!("for {}", humantime::format_duration(d)),
+            None => "Ctrl-C stops".to_owned(),
+        }
+    );
+    let tally = Arc::new(Mutex::new(Tally::new()));
+    let started = Instant::now();
+    let run = nuid::next().to_string();
+    let run = Arc::<str>::from(&run[run.len() - 8..]);
+    let tasks = tokio_util::task::TaskTracker::new();
+    // Each client sends at its share of the rate, the clients spread over
+    // one period so the flow is even.
+    let period = Duration::from_secs_f64(f64::from(args.clients) / args.rate);
+    for client in 0..args.clients {
+        let offset = period.mul_f64(f64::from(client) / f64::from(args.clients));
+        let (rpc, tally, stop, run, group) = (
+            rpc.clone(),
+            tally.clone(),
+            stop.clone(),
+            run.clone(),
+            args.group.clone(),
+        );
+        tasks.spawn(async move {
+            let mut ticks = tokio::time::interval_at(started + offset, period);
+            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            for n in 0u64.. {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = ticks.tick() => {}
+                }
+                let order = CreateOrder {
+                    symbol: SYMBOLS[(n as usize) % SYMBOLS.len()].to_owned(),
+                    // Alternating, so positions stay within the risk limits.
+                    side: if n % 2 == 0 { Side::Buy } else { Side::Sell },
+                    quantity: 1,
+                    price: None,
+                    client_order_id: format!("traffic-{run}-{client}-{n}"),
+                };
+                let sent = Instant::now();
+                let answer = create(&rpc, &group, &order, timeout).await;
+                lock(&tally).record(sent.elapsed(), answer);
+            }
+        });
+    }
+    tasks.close();
+
+    let mut seconds =
+        tokio::time::interval_at(started + Duration::from_secs(1), Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = seconds.tick() => {
+                let window = std::mem::replace(&mut lock(&tally).window, Window::new());
+                println!("{}", report_line(started.elapsed(), &window));
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    // The calls in flight finish (each within its deadline).
+    tasks.wait().await;
+    let tally = std::mem::replace(&mut *lock(&tally), Tally::new());
+    // The part of a second since the last line, calls in flight included.
+    if tally.window.ok > 0 || !tally.window.failed.is_empty() {
+        println!("{}", report_line(started.elapsed(), &tally.window));
+    }
+    println!(
+        "{} orders sent in {:.1} s: {} acknowledged ({} filled, {} rejected), failed {}",
+        tally.sent,
+        elapsed.as_secs_f64(),
+        tally.acked.len(),
+        tally.filled,
+        tally.rejected,
+        failures(&tally.failed)
+    );
+    if !tally.acked.is_empty() {
+        println!(
+            "latency of acknowledged orders: p50 {}, p99 {}, max {}",
+            millis(tally.latency.value_at_quantile(0.5)),
+            millis(tally.latency.value_at_quantile(0.99)),
+            millis(tally.latency.max())
+        );
+    }
+    if args.no_check || tally.acked.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    Ok(check(&rpc, &args.group, tally.acked, timeout).await)
+}
+
+/// One order on the group's leader.
+async fn create(
+    rpc: &RpcClient,
+    group: &str,
+    order: &CreateOrder,
+    timeout: Duration,
+) -> Result<aegis_sdk::rpc::Reply<Order>, RpcError> {
+    // Idempotent by client order id: an attempt that timed out may be
+    // retried on the next leader without a second order.
+    let opts = CallOptions::timeout(timeout).idempotent();
+    rpc.call_active(ORDER_SERVICE, group, "create_order", order, &opts)
+        .await
+}
+
+/// What reading acknowledged orders back from the leader found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReadBack {
+    /// Orders that are there.
+    pub found: usize,
+    /// Orders the leader does not have (`NOT_FOUND`): lost.
+    pub missing: Vec<String>,
+    /// Orders that could not be read (another error), with why.
+    pub unreadable: Vec<(String, String)>,
+}
+
+/// Reads each of `order_ids` back from the leader of the order service's
+/// `group` (`get_order`, a few at a time), with a progress bar.
+pub async fn read_back(
+    rpc: &RpcClient,
+    group: &str,
+    order_ids: Vec<String>,
+    timeout: Duration,
+) -> ReadBack {
+    let bar = crate::bench::progress(order_ids.len() as u64, "reading the orders back");
+    let opts = CallOptions::timeout(timeout).idempotent();
+    let answers: Vec<(String, Result<aegis_sdk::rpc::Reply<Order>, RpcError>)> =
+        futures::stream::iter(order_ids)
+            .map(|order_id| {
+                let (opts, bar) = (&opts, &bar);
+                async move {
+                    let req = GetOrder {
+                        order_id: order_id.clone(),
+                    };
+                    let answer = rpc
+                        .call_active(ORDER_SERVICE, group, "get_order", &req, opts)
+                        .await;
+                    bar.inc(1);
+                    (order_id, answer)
+                }
+            })
+            .buffer_unordered(CHECK_CONCURRENCY)
+            .collect()
+            .await;
+    bar.finish_and_clear();
+    let mut read = ReadBack::default();
+    for (order_id, answer) in answers {
+        match answer {
+            Ok(reply) if reply.value.order_id == order_id => read.found += 1,
+            Ok(reply) => {
+                let why = format!("answered with order {}", reply.value.order_id);
+                read.unreadable.push((order_id, why));
+            }
+            Err(e) if e.code() == ErrorCode::NotFound => read.missing.push(order_id),
+            Err(e) => read.unreadable.push((order_id, e.to_string())),
+        }
+    }
+    read
+}
+
+/// Reads the acknowledged orders back and says which are missing (lost)
+/// and which could not be read; either fails the command.
+async fn check(rpc: &RpcClient, group: &str, acked: Vec<String>, timeout: Duration) -> ExitCode {
+    let total = acked.len();
+    let read = read_back(rpc, group, acked, timeout).await;
+    if read.missing.is_empty() && read.unreadable.is_empty() {
+        println!("all {total} acknowledged orders are there: none lost");
+        return ExitCode::SUCCESS;
+    }
+    if !read.missing.is_empty() {
+        let ids: Vec<&str> = read.missing.iter().map(String::as_str).collect();
+        println!(
+            "LOST: {} of {total} acknowledged orders are not there: {}",
+            ids.len(),
+            abbreviated(&ids)
+        );
+    }
+    if let Some((id, why)) = read.unreadable.first() {
+        println!(
+            "{} of {total} acknowledged orders could not be read back (first: {id}: {why})",
+            read.unreadable.len()
+        );
+    }
+    ExitCode::FAILURE
+}
+
+/// The first ids of a list, and how many more.
+fn abbreviated(ids: &[&str]) -> String {
+    const SHOWN: usize = 10;
+    let mut text = ids
+        .iter()
+        .take(SHOWN)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if ids.len() > SHOWN {
+        text.push_str(&format!(" and {} more", ids.len() - SHOWN));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_must_be_a_positive_number_within_bounds() {
+        assert_eq!(parse_rate("2.5"), Ok(2.5));
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("-1").is_err());
+        assert!(parse_rate("NaN").is_err());
+        assert!(parse_rate("inf").is_err());
+        assert!(parse_rate("fast").unwrap_err().contains("not a number"));
+        assert!(parse_rate("20000").is_err());
+    }
+
+    #[test]
+    fn a_report_line_says_the_second_failures_by_code_and_the_leader() {
+        let mut window = Window::new();
+        assert_eq!(
+            report_line(Duration::from_secs(3), &window),
+            "    3.0 s  ok    0  failed 0"
+        );
+        window.ok = 9;
+        window.latency.saturating_record(2_500);
+        window.failed.insert("TIMEOUT".into(), 2);
+        window.failed.insert("NOT_ACTIVE".into(), 1);
+        window.served_by = Some(("order-2".into(), Some(3)));
+        assert_eq!(
+            report_line(Duration::from_millis(12_040), &window),
+            "   12.0 s  ok    9  failed 3 [NOT_ACTIVE×1, TIMEOUT×2]  p99 2.5 ms  leader order-2 (epoch 3)"
+        );
+    }
+
+    #[test]
+    fn a_tally_counts_decided_orders_as_acknowledged_and_the_rest_as_failed() {
+        let mut tally = Tally::new();
+        let reply = |status| {
+            let request = CreateOrder {
+                symbol: "AAPL".into(),
+                side: Side::Buy,
+                quantity: 1,
+                price: None,
+                client_order_id: "c-1".into(),
+            };
+            let mut order = Order::new("ord-1".into(), &request, 1, "order-1");
+            order.status = status;
+            Ok(aegis_sdk::rpc::Reply {
+                value: order,
+                instance_id: Some("order-1".into()),
+                epoch: Some(1),
+            })
+        };
+        tally.record(Duration::from_millis(2), reply(OrderStatus::Filled));
+        tally.record(Duration::from_millis(2), reply(OrderStatus::Rejected));
+        tally.record(Duration::from_millis(2), reply(OrderStatus::Pending));
+        tally.record(
+            Duration::from_secs(5),
+            Err(RpcError::Timeout {
+                subject: "rpc.order-service.create_order".into(),
+                timeout: Duration::from_secs(5),
+            }),
+        );
+        assert_eq!(tally.sent, 4);
+        assert_eq!((tally.filled, tally.rejected), (1, 1));
+        assert_eq!(tally.acked, ["ord-1", "ord-1"]);
+        assert_eq!(failures(&tally.failed), "2 [PENDING×1, TIMEOUT×1]");
+        assert_eq!(tally.window.ok, 2);
+    }
+
+    #[test]
+    fn long_lists_of_ids_are_cut_short() {
+        let ids: Vec<String> = (0..12).map(|i| format!("o{i}")).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        assert_eq!(
+            abbreviated(&ids),
+            "o0, o1, o2, o3, o4, o5, o6, o7, o8, o9 and 2 more"
+        );
+        assert_eq!(abbreviated(&ids[..2]), "o0, o1");
+    }
+}
