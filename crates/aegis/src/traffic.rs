@@ -181,11 +181,16 @@ fn millis(micros: u64) -> String {
     }
 }
 
-/// One report line: the second's answers, failures, p99 and who served.
-fn report_line(elapsed: Duration, window: &Window) -> String {
+/// One report line: the second's answers, failures, p99 and who served;
+/// `at` is its time since the start, `None` for what came after the last
+/// line printed (up to the stop, and the calls in flight then).
+fn report_line(at: Option<Duration>, window: &Window) -> String {
+    let at = at.map_or_else(
+        || "last".to_owned(),
+        |t| format!("{:.1} s", t.as_secs_f64()),
+    );
     let mut line = format!(
-        "{:>7.1} s  ok {:>4}  failed {}",
-        elapsed.as_secs_f64(),
+        "{at:>9}  ok {:>4}  failed {}",
         window.ok,
         failures(&window.failed)
     );
@@ -281,7 +286,7 @@ pub async fn run(args: TrafficArgs, shutdown: CancellationToken) -> anyhow::Resu
             () = stop.cancelled() => break,
             _ = seconds.tick() => {
                 let window = std::mem::replace(&mut lock(&tally).window, Window::new());
-                println!("{}", report_line(started.elapsed(), &window));
+                println!("{}", report_line(Some(started.elapsed()), &window));
             }
         }
     }
@@ -289,9 +294,9 @@ pub async fn run(args: TrafficArgs, shutdown: CancellationToken) -> anyhow::Resu
     // The calls in flight finish (each within its deadline).
     tasks.wait().await;
     let tally = std::mem::replace(&mut *lock(&tally), Tally::new());
-    // The part of a second since the last line, calls in flight included.
+    // What came after the last line, calls in flight at the stop included.
     if tally.window.ok > 0 || !tally.window.failed.is_empty() {
-        println!("{}", report_line(started.elapsed(), &tally.window));
+        println!("{}", report_line(None, &tally.window));
     }
     println!(
         "{} orders sent in {:.1} s: {} acknowledged ({} filled, {} rejected), failed {}",
@@ -445,16 +450,17 @@ mod tests {
     fn a_report_line_says_the_second_failures_by_code_and_the_leader() {
         let mut window = Window::new();
         assert_eq!(
-            report_line(Duration::from_secs(3), &window),
+            report_line(Some(Duration::from_secs(3)), &window),
             "    3.0 s  ok    0  failed 0"
         );
+        assert_eq!(report_line(None, &window), "     last  ok    0  failed 0");
         window.ok = 9;
         window.latency.saturating_record(2_500);
         window.failed.insert("TIMEOUT".into(), 2);
         window.failed.insert("NOT_ACTIVE".into(), 1);
         window.served_by = Some(("order-2".into(), Some(3)));
         assert_eq!(
-            report_line(Duration::from_millis(12_040), &window),
+            report_line(Some(Duration::from_millis(12_040)), &window),
             "   12.0 s  ok    9  failed 3 [NOT_ACTIVE×1, TIMEOUT×2]  p99 2.5 ms  leader order-2 (epoch 3)"
         );
     }
