@@ -89,3 +89,44 @@ fn the_breakdown_measures_throughput_and_one_side_can_run_alone() {
     assert!(main["target"].is_null(), "a target was judged: {main}");
     assert!(out.contains("· raw client→sdk server p50"), "{out}");
 }
+
+/// `--raw-busy-ns` (calibration) adds busy work to each raw call where it
+/// is asked, judges no target, and says so in its report.
+#[test]
+fn a_calibration_run_slows_the_raw_side_and_judges_nothing() {
+    let run = run_bench(
+        &[
+            "bench",
+            "rpc",
+            "--raw-busy-ns",
+            "500000",
+            "--busy-side",
+            "server",
+            "--calls",
+            "100",
+            "--batch",
+            "50",
+            "--warmup",
+            "10",
+            "--rounds",
+            "1",
+            "--round-secs",
+            "0.2",
+        ],
+        Duration::from_secs(240),
+    );
+    let (status, out) = (run.status, run.output);
+    assert!(status.success(), "{status}:\n{out}");
+    assert!(out.contains("no target judged in this run"), "{out}");
+    let report = run.report.expect("a JSON report");
+    assert_eq!(report["parameters"]["raw_busy_ns"], 500_000);
+    assert_eq!(report["parameters"]["busy_side"], "server");
+    for row in report["rows"].as_array().unwrap() {
+        assert!(row["target"].is_null(), "a target was judged: {row}");
+    }
+    let p50 = report_row(&report, "sequential rpc p50");
+    assert!(
+        p50["raw"].as_f64().unwrap() >= 500.0,
+        "every raw call waits 0.5 ms in its responder: {p50}"
+    );
+}

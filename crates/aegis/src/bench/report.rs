@@ -215,12 +215,13 @@ pub(crate) fn verdict(bounded: bool, pass: bool) -> &'static str {
     }
 }
 
-/// The line under a table.
-pub(crate) fn summary(passed: bool) -> &'static str {
-    if passed {
-        "all targets met"
-    } else {
-        "SOME TARGETS MISSED (see MISSED rows)"
+/// The line under a table: whether its targets are met, or that it judged
+/// none (`--only`, a calibration run).
+pub(crate) fn summary(passed: bool, judged: bool) -> &'static str {
+    match (judged, passed) {
+        (false, _) => "no target judged in this run",
+        (true, true) => "all targets met",
+        (true, false) => "SOME TARGETS MISSED (see MISSED rows)",
     }
 }
 
@@ -296,7 +297,8 @@ impl<R: TableRow> Report<R> {
             writeln!(out, "{}  {}{}", r.columns(), verdict, r.trailer())?;
         }
         writeln!(out)?;
-        writeln!(out, "{}", summary(self.passed()))
+        let judged = self.rows.iter().any(TableRow::bounded);
+        writeln!(out, "{}", summary(self.passed(), judged))
     }
 
     /// Writes the report as pretty JSON.

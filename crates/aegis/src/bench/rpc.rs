@@ -128,6 +128,35 @@ pub struct RpcBenchArgs {
     /// sides verify it.
     #[arg(long)]
     pub tls: bool,
+    /// Calibration: this many nanoseconds of busy work added to every raw
+    /// call, in its caller (`--busy-side client`) or its responder
+    /// (`server`), to see what a microsecond of extra work per call costs
+    /// the ratios. No target is judged.
+    #[arg(long, value_name = "NS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub raw_busy_ns: u64,
+    /// Where `--raw-busy-ns` spends its time.
+    #[arg(long, value_enum, default_value_t = BusySide::Client, requires = "raw_busy_ns")]
+    pub busy_side: BusySide,
+}
+
+/// Where `--raw-busy-ns` adds its work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BusySide {
+    /// In the raw caller, before each request.
+    Client,
+    /// In the raw responder, before each reply.
+    Server,
+}
+
+/// Spins for `busy` (calibration; `--raw-busy-ns`).
+fn busy_wait(busy: Duration) {
+    if busy.is_zero() {
+        return;
+    }
+    let start = std::time::Instant::now();
+    while start.elapsed() < busy {
+        std::hint::spin_loop();
+    }
 }
 
 /// One way of making the call, boxed so the latency phase can rotate over
@@ -148,11 +177,17 @@ use super::{BenchBus, FILL_SERVICES, Who};
 /// A side that sends the quote as a plain async-nats request on `subject`
 /// from `client` and decodes the reply (the raw baseline, and the
 /// breakdown's plain requests).
-fn raw_side(client: &async_nats::Client, subject: &str, quote: &Arc<Quote>) -> Caller {
+fn raw_side(
+    client: &async_nats::Client,
+    subject: &str,
+    quote: &Arc<Quote>,
+    busy: Duration,
+) -> Caller {
     let (client, subject, quote) = (client.clone(), subject.to_owned(), quote.clone());
     boxed(move || {
         let (client, subject, quote) = (client.clone(), subject.clone(), quote.clone());
         async move {
+            busy_wait(busy);
             let body = serde_json::to_vec(&*quote)?;
             let msg = client.request(subject, body.into()).await?;
             let ack: Ack = serde_json::from_slice(&msg.payload)?;
@@ -294,8 +329,14 @@ async fn run_once(args: RpcBenchArgs) -> anyhow::Result<Report> {
         .queue_subscribe(RAW_SUBJECT, "bench.raw".into())
         .await?;
     let responder = raw_server.clone();
+    let busy = Duration::from_nanos(args.raw_busy_ns);
+    let (client_busy, server_busy) = match args.busy_side {
+        BusySide::Client => (busy, Duration::ZERO),
+        BusySide::Server => (Duration::ZERO, busy),
+    };
     let raw_task = tokio::spawn(async move {
         while let Some(msg) = sub.next().await {
+            busy_wait(server_busy);
             let Some(reply) = msg.reply else { continue };
             let Ok(q) = serde_json::from_slice::<Quote>(&msg.payload) else {
                 continue;
@@ -407,7 +448,10 @@ async fn run_once(args: RpcBenchArgs) -> anyhow::Result<Report> {
     };
 
     // The sides of the latency phase: raw and SDK first, then the breakdown.
-    let mut sides: Vec<(&str, Caller)> = vec![("raw", raw_side(&raw_client, RAW_SUBJECT, &quote))];
+    let mut sides: Vec<(&str, Caller)> = vec![(
+        "raw",
+        raw_side(&raw_client, RAW_SUBJECT, &quote, client_busy),
+    )];
     if !args.balanced {
         // Through discovery, as `RpcClient::call` does.
         let discovery = sdk_side(&rpc, &quote, &opts, |rpc, quote, opts| async move {
@@ -430,17 +474,22 @@ async fn run_once(args: RpcBenchArgs) -> anyhow::Result<Report> {
         // A raw client calling the plain async-nats service.
         sides.push((
             "raw client→nats service",
-            raw_side(&raw_client, PLAIN_SUBJECT, &quote),
+            raw_side(&raw_client, PLAIN_SUBJECT, &quote, Duration::ZERO),
         ));
         // A raw async-nats client calling the SDK service's instance subject.
         sides.push((
             "raw client→sdk server",
-            raw_side(&raw_client, &instance_subject, &quote),
+            raw_side(&raw_client, &instance_subject, &quote, Duration::ZERO),
         ));
         // The SDK connection's own NATS client, plain request, same subject.
         sides.push((
             "sdk conn, plain req",
-            raw_side(sdk_client.pooled(), &instance_subject, &quote),
+            raw_side(
+                sdk_client.pooled(),
+                &instance_subject,
+                &quote,
+                Duration::ZERO,
+            ),
         ));
         // The SDK client calling the instance by name: no discovery, and a
         // reply without headers.
@@ -577,6 +626,10 @@ async fn run_once(args: RpcBenchArgs) -> anyhow::Result<Report> {
     parameters["who_served"] = serde_json::json!(args.who_served);
     parameters["auth"] = serde_json::json!(args.auth);
     parameters["tls"] = serde_json::json!(args.tls);
+    if args.raw_busy_ns > 0 {
+        parameters["raw_busy_ns"] = serde_json::json!(args.raw_busy_ns);
+        parameters["busy_side"] = serde_json::json!(format!("{:?}", args.busy_side).to_lowercase());
+    }
     let mode = if args.registry {
         "rpc --registry"
     } else if args.who_served {
@@ -594,11 +647,13 @@ async fn run_once(args: RpcBenchArgs) -> anyhow::Result<Report> {
     let mut report: Report = Report::new(&title, server_version, parameters);
     // The report is built after the run; it says when the run began.
     report.started_at = aegis_contracts::models::rfc3339::format_utc(&started);
+    // A calibration run slows the raw side on purpose: nothing to judge.
+    let judged = args.raw_busy_ns == 0;
     report.add_latency(
         "sequential rpc",
         &hists[0],
         &hists[1],
-        Some(Target::AtMost(1.05)),
+        judged.then_some(Target::AtMost(1.05)),
     );
     for (k, hist) in hists.iter().enumerate().skip(2) {
         let label = format!("· {}", labels[k]);
@@ -618,9 +673,7 @@ async fn run_once(args: RpcBenchArgs) -> anyhow::Result<Report> {
         "calls/s",
         &rates[0],
         &rates[1],
-        args.only
-            .is_none()
-            .then_some(Target::AtLeast(throughput_target(&args))),
+        (judged && args.only.is_none()).then_some(Target::AtLeast(throughput_target(&args))),
     );
     for (k, rate) in rates.iter().enumerate().skip(2) {
         let label = format!("· {} throughput", labels[k]);
