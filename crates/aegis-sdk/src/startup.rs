@@ -95,7 +95,7 @@ where
                 attempts,
             });
         }
-        tracing::warn!(error = %format!("{error:#}"), attempt = attempts,
+        tracing::warn!(error = %said_once(&format!("{error:#}")), attempt = attempts,
             "cannot start yet (NATS or JetStream not ready?); retrying");
         tokio::select! {
             () = shutdown.cancelled() => return Ok(None),
@@ -105,9 +105,43 @@ where
     }
 }
 
+/// An error's `{:#}` text (its causes joined by `: `) with each cause left
+/// out whose text the line already holds: async-nats's connect error
+/// repeats its I/O error, which is also its cause, so a line said
+/// "Connection refused (os error 111)" twice.
+fn said_once(text: &str) -> String {
+    let mut line = String::with_capacity(text.len());
+    for cause in text.split(": ") {
+        if line.contains(cause) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(cause);
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cause_already_said_is_not_said_again() {
+        assert_eq!(
+            said_once(
+                "cannot connect to NATS at nats://127.0.0.1:4999: IO error: \
+                 Connection refused (os error 111): Connection refused (os error 111)"
+            ),
+            "cannot connect to NATS at nats://127.0.0.1:4999: IO error: \
+             Connection refused (os error 111)"
+        );
+        assert_eq!(
+            said_once("creating bucket orders: JetStream not ready: timed out"),
+            "creating bucket orders: JetStream not ready: timed out"
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn retries_what_may_pass_and_stops_at_what_needs_a_fix() {

@@ -336,7 +336,7 @@ fn hint(error: &anyhow::Error) -> &'static str {
 /// An error and its causes on one line, `: `-separated, each cause left
 /// out when the text before already says it (async-nats's connect error
 /// repeats its I/O error's text, which is also its cause).
-fn error_text(error: &anyhow::Error) -> String {
+pub(crate) fn error_text(error: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in error.chain() {
         let cause = cause.to_string();

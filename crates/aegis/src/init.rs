@@ -88,7 +88,10 @@ pub async fn run(args: InitArgs) -> anyhow::Result<bool> {
     }
 
     create_missing_within(&conn, args.startup_timeout, |e| {
-        eprintln!("aegis init: JetStream did not create everything yet ({e:#}); retrying");
+        eprintln!(
+            "aegis init: JetStream did not create everything yet ({}); retrying",
+            crate::cli::error_text(e)
+        );
     })
     .await?;
 
@@ -238,7 +241,10 @@ async fn connect(args: &InitArgs) -> anyhow::Result<aegis_sdk::Connection> {
                 if tokio::time::Instant::now() + pause < deadline
                     && crate::service::transient(&e) =>
             {
-                eprintln!("aegis init: NATS not ready yet ({e:#}); retrying");
+                eprintln!(
+                    "aegis init: NATS not ready yet ({}); retrying",
+                    crate::cli::error_text(&e)
+                );
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(2));
             }
