@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # What docs/demo/showcase.cast shows, run by scripts/demo/record-cast.sh
 # under `asciinema rec`: `make up` (in the background; its summary is shown
-# once it is up), `aegis status`, `aegis chaos kill order-service`, the
-# showcase back to 7 instances, Flow 1 and Flow 2 of scripts/demo/, then
-# Ctrl-C to `aegis up` and what it prints while stopping.
+# once it is up), `aegis status`, `aegis traffic` in the background across
+# `aegis chaos kill order-service`, the showcase back to 7 instances, Flow 1
+# and Flow 2 of scripts/demo/, then Ctrl-C to `aegis up` and what it prints
+# while stopping.
 #
 # Prints no secret by construction: every command shown reads the tokens and
 # passwords from .aegis/credentials itself, nothing here echoes a variable
@@ -56,8 +57,14 @@ run aegis status
 pause 3
 
 leader="$(aegis status | awk '$1 == "order-service" && /leader of/ {print $2}')"
+# An order flow in the background, across the kill: its lines show what the
+# failover cost, and its end whether an acknowledged order was lost.
+show "aegis traffic --rate 20 --duration 8s &   # orders at 20/s, a line a second"
+aegis traffic --rate 20 --duration 8s &
+TRAFFIC_PID=$!
+sleep 3.2
 run aegis chaos kill order-service
-sleep 1
+wait "$TRAFFIC_PID" || true
 run aegis status
 pause 2
 # The showcase restarts the killed instance after 5 s; Flow 1 starts from

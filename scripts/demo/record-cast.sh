@@ -31,7 +31,7 @@ if [ "$CAST_PROFILE" = release ]; then cargo build --release -p aegis --quiet; e
 tmp="$OUT.tmp"
 rm -f "$tmp"
 "$VENV/bin/asciinema" rec --quiet --overwrite --cols 132 --rows 36 --idle-time-limit 2 \
-  --title "Aegis: make up, aegis status, a chaos kill, demo flows 1 and 2" \
+  --title "Aegis: make up, aegis status, an order flow across a chaos kill, demo flows 1 and 2" \
   --command scripts/demo/cast.sh "$tmp" </dev/null
 
 # No secret of this run may be in the cast.
