@@ -32,7 +32,8 @@
 //!   from where it broke.
 //! - [`metrics`]: per-endpoint latency histograms and counters.
 //! - [`startup`]: [`startup::retry`], a start tried again while NATS or
-//!   JetStream is not ready yet (what `aegis service` and the monitor do).
+//!   JetStream is not ready yet (what `aegis service` and the monitor do),
+//!   and [`startup::error_line`], an error with each cause said once.
 //! - [`streams`]: creating the streams Aegis uses, bounded by the configured
 //!   [`StreamLimits`].
 //! - `pull` (internal): the durable pull loop events and commands share,

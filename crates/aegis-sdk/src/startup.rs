@@ -95,7 +95,7 @@ where
                 attempts,
             });
         }
-        tracing::warn!(error = %said_once(&format!("{error:#}")), attempt = attempts,
+        tracing::warn!(error = %error_line(&error), attempt = attempts,
             "cannot start yet (NATS or JetStream not ready?); retrying");
         tokio::select! {
             () = shutdown.cancelled() => return Ok(None),
@@ -105,11 +105,22 @@ where
     }
 }
 
-/// An error's `{:#}` text (its causes joined by `: `) with each cause left
-/// out whose text the line already holds: async-nats's connect error
-/// repeats its I/O error, which is also its cause, so a line said
-/// "Connection refused (os error 111)" twice.
-fn said_once(text: &str) -> String {
+/// An error and its causes on one line, as `{:#}` joins them (`: `), with
+/// each cause left out whose text the line already holds: async-nats's
+/// connect error repeats its I/O error, which is also its cause, so a line
+/// said "Connection refused (os error 111)" twice. [`retry`] logs its
+/// failures this way; the `aegis` CLI prints its errors this way too.
+///
+/// # Examples
+///
+/// ```
+/// use aegis_sdk::startup::error_line;
+///
+/// let repeated = "cannot connect: IO error: refused: refused";
+/// assert_eq!(error_line(&repeated), "cannot connect: IO error: refused");
+/// ```
+pub fn error_line(error: &impl Display) -> String {
+    let text = format!("{error:#}");
     let mut line = String::with_capacity(text.len());
     for cause in text.split(": ") {
         if line.contains(cause) {
@@ -130,15 +141,15 @@ mod tests {
     #[test]
     fn a_cause_already_said_is_not_said_again() {
         assert_eq!(
-            said_once(
-                "cannot connect to NATS at nats://127.0.0.1:4999: IO error: \
+            error_line(
+                &"cannot connect to NATS at nats://127.0.0.1:4999: IO error: \
                  Connection refused (os error 111): Connection refused (os error 111)"
             ),
             "cannot connect to NATS at nats://127.0.0.1:4999: IO error: \
              Connection refused (os error 111)"
         );
         assert_eq!(
-            said_once("creating bucket orders: JetStream not ready: timed out"),
+            error_line(&"creating bucket orders: JetStream not ready: timed out"),
             "creating bucket orders: JetStream not ready: timed out"
         );
     }

@@ -3,7 +3,7 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use aegis_sdk::{Connection, telemetry::log_layer::LogForwarder};
+use aegis_sdk::{Connection, startup::error_line, telemetry::log_layer::LogForwarder};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::{EnvFilter, prelude::*};
@@ -224,7 +224,7 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli, forwarder)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}{}", error_text(&e), hint(&e));
+            eprintln!("error: {}{}", error_line(&e), hint(&e));
             ExitCode::FAILURE
         }
     }
@@ -333,24 +333,6 @@ fn hint(error: &anyhow::Error) -> &'static str {
     }
 }
 
-/// An error and its causes on one line, `: `-separated, each cause left
-/// out when the text before already says it (async-nats's connect error
-/// repeats its I/O error's text, which is also its cause).
-pub(crate) fn error_text(error: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in error.chain() {
-        let cause = cause.to_string();
-        if text.contains(&cause) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&cause);
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,12 +348,12 @@ mod tests {
             ))
             .context("cannot connect to NATS at nats://127.0.0.1:4222");
         assert_eq!(
-            error_text(&repeated),
+            error_line(&repeated),
             "cannot connect to NATS at nats://127.0.0.1:4222: IO error: connection refused"
         );
         let plain = anyhow::anyhow!("the file is missing").context("loading the configuration");
         assert_eq!(
-            error_text(&plain),
+            error_line(&plain),
             "loading the configuration: the file is missing"
         );
     }

@@ -90,7 +90,7 @@ pub async fn run(args: InitArgs) -> anyhow::Result<bool> {
     create_missing_within(&conn, args.startup_timeout, |e| {
         eprintln!(
             "aegis init: JetStream did not create everything yet ({}); retrying",
-            crate::cli::error_text(e)
+            aegis_sdk::startup::error_line(e)
         );
     })
     .await?;
@@ -243,7 +243,7 @@ async fn connect(args: &InitArgs) -> anyhow::Result<aegis_sdk::Connection> {
             {
                 eprintln!(
                     "aegis init: NATS not ready yet ({}); retrying",
-                    crate::cli::error_text(&e)
+                    aegis_sdk::startup::error_line(&e)
                 );
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(2));
