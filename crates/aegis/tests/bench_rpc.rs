@@ -10,6 +10,21 @@ use std::time::Duration;
 
 use common::{Proc, report_row, run_bench};
 
+/// The smallest run that still measures every phase: one batch of latency
+/// per side, one short throughput round.
+const TINY: [&str; 10] = [
+    "--calls",
+    "100",
+    "--batch",
+    "100",
+    "--warmup",
+    "10",
+    "--rounds",
+    "1",
+    "--round-secs",
+    "0.2",
+];
+
 #[test]
 fn the_rpc_benchmark_runs_with_auth_and_tls() {
     let run = run_bench(
@@ -53,26 +68,12 @@ fn the_breakdown_measures_throughput_and_one_side_can_run_alone() {
     );
 
     let side = "sdk client, by instance";
-    let run = run_bench(
-        &[
-            "bench",
-            "rpc",
-            "--breakdown",
-            "--only",
-            side,
-            "--calls",
-            "100",
-            "--batch",
-            "100",
-            "--warmup",
-            "10",
-            "--rounds",
-            "1",
-            "--round-secs",
-            "0.2",
-        ],
-        Duration::from_secs(240),
-    );
+    let args = [
+        &["bench", "rpc", "--breakdown", "--only", side][..],
+        &TINY[..],
+    ]
+    .concat();
+    let run = run_bench(&args, Duration::from_secs(240));
     let (status, out) = (run.status, run.output);
     assert!(status.success(), "{status}:\n{out}");
     let report = run.report.expect("a JSON report");
@@ -94,7 +95,7 @@ fn the_breakdown_measures_throughput_and_one_side_can_run_alone() {
 /// is asked, judges no target, and says so in its report.
 #[test]
 fn a_calibration_run_slows_the_raw_side_and_judges_nothing() {
-    let run = run_bench(
+    let args = [
         &[
             "bench",
             "rpc",
@@ -102,19 +103,11 @@ fn a_calibration_run_slows_the_raw_side_and_judges_nothing() {
             "500000",
             "--busy-side",
             "server",
-            "--calls",
-            "100",
-            "--batch",
-            "50",
-            "--warmup",
-            "10",
-            "--rounds",
-            "1",
-            "--round-secs",
-            "0.2",
-        ],
-        Duration::from_secs(240),
-    );
+        ][..],
+        &TINY[..],
+    ]
+    .concat();
+    let run = run_bench(&args, Duration::from_secs(240));
     let (status, out) = (run.status, run.output);
     assert!(status.success(), "{status}:\n{out}");
     assert!(out.contains("no target judged in this run"), "{out}");
