@@ -16,7 +16,7 @@
 use std::{
     collections::BTreeMap,
     process::ExitCode,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -33,7 +33,7 @@ use hdrhistogram::Histogram;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::ConnectArgs;
+use crate::{bench::lock, cli::ConnectArgs};
 
 /// The symbols the orders cycle through (all quoted by the pricing service).
 const SYMBOLS: [&str; 5] = ["AAPL", "MSFT", "NVDA", "GOOGL", "AMZN"];
@@ -157,10 +157,6 @@ impl Tally {
         *self.window.failed.entry(code.clone()).or_default() += 1;
         *self.failed.entry(code).or_default() += 1;
     }
-}
-
-fn lock(tally: &Mutex<Tally>) -> MutexGuard<'_, Tally> {
-    tally.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// `12 [TIMEOUT×2, UNAVAILABLE×1]`, or `0`.

@@ -45,6 +45,12 @@ pub(crate) fn progress(total: u64, what: &str) -> ProgressBar {
     bar
 }
 
+/// `m`'s guard, also after a thread panicked holding it: what the
+/// benchmarks and `aegis traffic` record stays readable for their report.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The benchmark's own nats-server and how each side connects to it:
 /// anonymously, or (`--auth`) as users with least-privilege permissions
 /// like those `aegis up` generates (see [`crate::permissions`]), each with

@@ -16,11 +16,11 @@ use rand::seq::IndexedRandom;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::up::remote::LAME_DUCK_EXIT;
+use crate::{bench::lock, up::remote::LAME_DUCK_EXIT};
 
 use super::{
     load::{Holder, Shared},
-    poller::{Poll, Truth, lock},
+    poller::{Poll, Truth},
     showcase::{NODES, Showcase},
 };
 

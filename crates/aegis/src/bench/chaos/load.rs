@@ -30,7 +30,7 @@ use futures::StreamExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::poller::lock;
+use crate::bench::lock;
 
 /// The holder of the order service's election key.
 #[derive(Debug, Clone, PartialEq, Eq)]

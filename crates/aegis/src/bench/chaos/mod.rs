@@ -43,10 +43,11 @@ use tokio_util::sync::CancellationToken;
 use self::{
     faults::{Bench, Fault, Injected},
     load::Shared,
-    poller::{Poller, Truth, lock},
+    poller::{Poller, Truth},
     showcase::Showcase,
 };
 use super::report::Outcome;
+use crate::bench::lock;
 
 /// Options of `aegis bench chaos`.
 #[derive(Debug, Clone, Args)]

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::load::Holder;
-use crate::up::remote::Remote;
+use crate::{bench::lock, up::remote::Remote};
 
 /// One answer of the API, judged.
 #[derive(Debug, Clone)]
@@ -184,10 +184,6 @@ fn judge(
         two_active,
         mismatches,
     }
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

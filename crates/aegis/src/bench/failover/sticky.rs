@@ -51,7 +51,7 @@ use super::{
     wait_for, wait_until,
 };
 use crate::bench::{
-    progress,
+    lock, progress,
     report::{Bound, Outcome, percentile},
 };
 
@@ -143,10 +143,6 @@ struct PlainCall {
 }
 
 type Shared<T> = Arc<Mutex<T>>;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Runs the sticky failover benchmark against the server at `url`.
 pub(crate) async fn run(args: &FailoverBenchArgs, url: &str) -> anyhow::Result<Outcome> {
