@@ -86,9 +86,8 @@ fn parse_rate(s: &str) -> Result<f64, String> {
 struct Tally {
     window: Window,
     acked: Vec<String>,
-    sent: u64,
+    /// Of the acknowledged, the filled (the rest were rejected).
     filled: u64,
-    rejected: u64,
     failed: BTreeMap<String, u64>,
     latency: Histogram<u64>,
 }
@@ -124,16 +123,13 @@ impl Tally {
         Self {
             window: Window::new(),
             acked: Vec::new(),
-            sent: 0,
             filled: 0,
-            rejected: 0,
             failed: BTreeMap::new(),
             latency: histogram(),
         }
     }
 
     fn record(&mut self, took: Duration, answer: Result<aegis_sdk::rpc::Reply<Order>, RpcError>) {
-        self.sent += 1;
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         match answer {
             Ok(reply) if reply.value.status.is_final() => {
@@ -143,14 +139,22 @@ impl Tally {
                 self.window.served_by = reply.instance_id.map(|id| (id, reply.epoch));
                 if reply.value.status == OrderStatus::Filled {
                     self.filled += 1;
-                } else {
-                    self.rejected += 1;
                 }
                 self.acked.push(reply.value.order_id);
             }
             Ok(reply) => self.fail(format!("{:?}", reply.value.status).to_uppercase()),
             Err(e) => self.fail(e.code().to_string()),
         }
+    }
+
+    /// Orders sent and answered, or given up on.
+    fn sent(&self) -> u64 {
+        self.acked.len() as u64 + self.failed.values().sum::<u64>()
+    }
+
+    /// Acknowledged orders the risk check refused.
+    fn rejected(&self) -> u64 {
+        self.acked.len() as u64 - self.filled
     }
 
     fn fail(&mut self, code: String) {
@@ -296,11 +300,11 @@ pub async fn run(args: TrafficArgs, shutdown: CancellationToken) -> anyhow::Resu
     }
     println!(
         "{} orders sent in {:.1} s: {} acknowledged ({} filled, {} rejected), failed {}",
-        tally.sent,
+        tally.sent(),
         elapsed.as_secs_f64(),
         tally.acked.len(),
         tally.filled,
-        tally.rejected,
+        tally.rejected(),
         failures(&tally.failed)
     );
     if !tally.acked.is_empty() {
@@ -490,8 +494,8 @@ mod tests {
                 timeout: Duration::from_secs(5),
             }),
         );
-        assert_eq!(tally.sent, 4);
-        assert_eq!((tally.filled, tally.rejected), (1, 1));
+        assert_eq!(tally.sent(), 4);
+        assert_eq!((tally.filled, tally.rejected()), (1, 1));
         assert_eq!(tally.acked, ["ord-1", "ord-1"]);
         assert_eq!(failures(&tally.failed), "2 [PENDING×1, TIMEOUT×1]");
         assert_eq!(tally.window.ok, 2);
