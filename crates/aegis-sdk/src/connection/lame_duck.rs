@@ -54,8 +54,6 @@ pub(crate) struct ClientLoad {
     moved: tokio::sync::Notify,
     /// The client's count of connections made when the last notice came.
     notice_connects: AtomicU64,
-    /// How often the client's connection dropped.
-    drops: AtomicU64,
     /// Wakes the requests in flight when it drops.
     dropped: tokio::sync::Notify,
 }
@@ -111,7 +109,6 @@ impl ClientLoad {
     /// that cannot come. Called from the client's event callback, before
     /// anything else it does.
     pub(super) fn connection_dropped(&self) {
-        self.drops.fetch_add(1, Ordering::Release);
         self.dropped.notify_waiters();
     }
 
@@ -121,20 +118,15 @@ impl ClientLoad {
     /// Borrowed, not counted in a reference: a call touches no shared count
     /// but the load's own (measured in docs/performance.md).
     pub(crate) fn enter(&self) -> Outstanding<'_> {
-        self.busy.fetch_add(1, Ordering::Relaxed);
         Outstanding {
-            load: self,
-            seen: self.drops.load(Ordering::Acquire),
-            serving: false,
+            dropped: self.dropped.notified(),
+            counted: Counted::new(self, false),
         }
     }
 
     /// Counts a request received and not yet answered until the guard drops.
-    pub(crate) fn enter_serving(&self) -> Outstanding<'_> {
-        self.serving.fetch_add(1, Ordering::Relaxed);
-        let mut busy = self.enter();
-        busy.serving = true;
-        busy
+    pub(crate) fn enter_serving(&self) -> Counted<'_> {
+        Counted::new(self, true)
     }
 }
 
@@ -143,13 +135,32 @@ impl ClientLoad {
 /// request was counted.
 #[derive(Debug)]
 pub(crate) struct Outstanding<'a> {
+    /// Made when the request was counted, it completes on any drop from
+    /// then on, polled or not yet (`Notify::notify_waiters` counts its
+    /// calls). It registers with the `Notify` only once polled: one lock
+    /// to register and one to leave, none for a request that never waits.
+    dropped: tokio::sync::futures::Notified<'a>,
+    counted: Counted<'a>,
+}
+
+/// A request counted in its client's load until this drops.
+#[derive(Debug)]
+pub(crate) struct Counted<'a> {
     load: &'a ClientLoad,
-    /// The load's drop count when the request was counted.
-    seen: u64,
     serving: bool,
 }
 
-impl Drop for Outstanding<'_> {
+impl<'a> Counted<'a> {
+    fn new(load: &'a ClientLoad, serving: bool) -> Self {
+        if serving {
+            load.serving.fetch_add(1, Ordering::Relaxed);
+        }
+        load.busy.fetch_add(1, Ordering::Relaxed);
+        Self { load, serving }
+    }
+}
+
+impl Drop for Counted<'_> {
     fn drop(&mut self) {
         if self.serving {
             self.load.serving.fetch_sub(1, Ordering::Relaxed);
@@ -159,32 +170,20 @@ impl Drop for Outstanding<'_> {
 }
 
 impl Outstanding<'_> {
-    /// Waits for a drop after the request was counted.
-    async fn wait(&self) {
-        let dropped = &self.load.dropped;
-        loop {
-            // Enabled before the count is read: a drop in between wakes it.
-            let next = dropped.notified();
-            tokio::pin!(next);
-            next.as_mut().enable();
-            if self.load.drops.load(Ordering::Acquire) != self.seen {
-                return;
-            }
-            next.await;
-        }
-    }
-
     /// Runs `work` unless the connection drops first, which ends the wait
     /// at once: a reply in flight on a dropped connection cannot come.
     pub(crate) async fn guard<F: std::future::Future>(
         self,
         work: F,
     ) -> Result<F::Output, super::ConnectionDropped> {
-        tokio::select! {
+        let Outstanding { dropped, counted } = self;
+        let out = tokio::select! {
             biased;
             out = work => Ok(out),
-            () = self.wait() => Err(super::ConnectionDropped),
-        }
+            () = dropped => Err(super::ConnectionDropped),
+        };
+        drop(counted);
+        out
     }
 }
 
@@ -322,9 +321,16 @@ mod tests {
         );
 
         // A drop before the request was counted is not its drop.
-        let later = load.enter_serving();
+        let serving = load.enter_serving();
         assert_eq!(load.serving.load(Ordering::Relaxed), 1);
-        assert_eq!(later.guard(async { 7 }).await.ok(), Some(7));
+        let later = load.enter();
+        // The work waits once, so the guard does look at the drops.
+        let work = async {
+            tokio::task::yield_now().await;
+            7
+        };
+        assert_eq!(later.guard(work).await.ok(), Some(7));
+        drop(serving);
         assert_eq!(
             load.busy.load(Ordering::Relaxed),
             0,

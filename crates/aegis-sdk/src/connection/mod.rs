@@ -521,10 +521,8 @@ impl Connection {
     ) -> Result<Arc<RegistryCache>, RegistryError> {
         let cache = self.registry_cache().await?;
         let timeout = self.view_load_timeout();
-        if cache
-            .cover(service, tokio::time::Instant::now() + timeout)
-            .await
-        {
+        let now = tokio::time::Instant::now();
+        if cache.cover(service, now, now + timeout).await {
             Ok(cache.clone())
         } else {
             Err(RegistryError::NotSynced(timeout))

@@ -147,14 +147,16 @@ impl RegistryCache {
     }
 
     /// Makes the view cover `service` (see the module docs), or with `None`
-    /// the whole registry from now on, and waits, up to `deadline`, until
-    /// its records are in. Returns whether they are.
+    /// the whole registry from now on, noting the lookup as made `at`, and
+    /// waits, up to `deadline`, until its records are in. Returns whether
+    /// they are.
     pub(crate) async fn cover(
         &self,
         service: Option<&str>,
+        at: tokio::time::Instant,
         deadline: tokio::time::Instant,
     ) -> bool {
-        let generation = self.shared.cover(service);
+        let generation = self.shared.cover(service, at);
         self.shared.wait_scope(generation, deadline).await
     }
 
@@ -344,8 +346,8 @@ impl Shared {
     /// Adds `service` (or, with `None`, the whole registry) to the scope if
     /// it is not covered yet, notes the lookup, and returns the generation
     /// the view must reach to hold it ([`WatchScope::cover`]).
-    pub(crate) fn cover(&self, service: Option<&str>) -> u64 {
-        self.scope.cover(service)
+    pub(crate) fn cover(&self, service: Option<&str>, at: tokio::time::Instant) -> u64 {
+        self.scope.cover(service, at)
     }
 
     /// Removes services not looked up for `idle` from the scope.

@@ -16,11 +16,11 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use arc_swap::ArcSwap;
-use tokio::sync::watch;
+use tokio::{sync::watch, time::Instant};
 use tracing::debug;
 
 use crate::kv_watch::Scope;
@@ -39,7 +39,9 @@ struct ScopeState {
     /// The whole registry, since this generation.
     all: Option<u64>,
     /// Per service: the generation that added it and its last lookup.
-    services: HashMap<String, Arc<Covered>>,
+    /// Every call hashes its service name here (the fast hasher, as in
+    /// discovery's routes).
+    services: HashMap<String, Arc<Covered>, foldhash::fast::RandomState>,
     generation: u64,
 }
 
@@ -153,9 +155,9 @@ impl WatchScope {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Milliseconds since the scope was made: the clock of lookups.
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.born.elapsed().as_millis()).unwrap_or(PRUNED - 1)
+    /// Milliseconds from the scope's making to `at`: the clock of lookups.
+    fn ms_at(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.born).as_millis()).unwrap_or(PRUNED - 1)
     }
 
     /// What the watch covers, as it changes.
@@ -164,11 +166,12 @@ impl WatchScope {
     }
 
     /// Adds `service` (or, with `None`, the whole registry) to the scope if
-    /// it is not covered yet, notes the lookup, and returns the generation
-    /// the view must reach to hold it. A covered service (every call but
-    /// the first) takes no lock.
-    pub(crate) fn cover(&self, service: Option<&str>) -> u64 {
-        let now = self.now_ms();
+    /// it is not covered yet, notes the lookup as made `at` (a call passes
+    /// the instant it began, a clock read it already made), and returns the
+    /// generation the view must reach to hold it. A covered service (every
+    /// call but the first) takes no lock.
+    pub(crate) fn cover(&self, service: Option<&str>, at: Instant) -> u64 {
+        let now = self.ms_at(at);
         {
             let published = self.published.load();
             if let Some(since) = published.all {
@@ -223,7 +226,7 @@ impl WatchScope {
             return;
         }
         let (now, idle_ms) = (
-            self.now_ms(),
+            self.ms_at(Instant::now()),
             u64::try_from(idle.as_millis()).unwrap_or(u64::MAX),
         );
         let before = st.services.len();
@@ -252,7 +255,7 @@ impl WatchScope {
     }
 
     /// Waits until the view holds scope `generation`, or `deadline`.
-    pub(crate) async fn wait(&self, generation: u64, deadline: tokio::time::Instant) -> bool {
+    pub(crate) async fn wait(&self, generation: u64, deadline: Instant) -> bool {
         if self.synced_at.load(Ordering::Acquire) >= generation {
             return true;
         }
@@ -271,25 +274,29 @@ mod tests {
     #[test]
     fn a_covered_service_keeps_its_generation_until_it_idles_out() {
         let scope = WatchScope::default();
-        let a = scope.cover(Some("a"));
-        let b = scope.cover(Some("b"));
+        let a = scope.cover(Some("a"), Instant::now());
+        let b = scope.cover(Some("b"), Instant::now());
         assert!(b > a);
-        assert_eq!(scope.cover(Some("a")), a, "covered: same generation");
+        assert_eq!(
+            scope.cover(Some("a"), Instant::now()),
+            a,
+            "covered: same generation"
+        );
         let followed = scope.receiver().borrow().clone();
         assert_eq!(followed.generation, b);
         assert_eq!(followed.keys.len(), 2);
         // Nothing is idle for two minutes yet.
         scope.prune_idle(Duration::from_secs(120));
-        assert_eq!(scope.cover(Some("a")), a);
+        assert_eq!(scope.cover(Some("a"), Instant::now()), a);
         // Everything is idle for no time at all: both leave, and the next
         // lookup adds its service again under a new generation.
         scope.prune_idle(Duration::ZERO);
         assert_eq!(scope.receiver().borrow().keys.len(), 0);
-        let again = scope.cover(Some("a"));
+        let again = scope.cover(Some("a"), Instant::now());
         assert!(again > b, "added again: {again} after {b}");
         // Covering everything covers every service from then on.
-        let all = scope.cover(None);
-        assert_eq!(scope.cover(Some("c")), all);
+        let all = scope.cover(None, Instant::now());
+        assert_eq!(scope.cover(Some("c"), Instant::now()), all);
     }
 
     #[test]
@@ -311,11 +318,11 @@ mod tests {
     #[tokio::test]
     async fn a_loaded_scope_needs_no_wait() {
         let scope = WatchScope::default();
-        let generation = scope.cover(Some("a"));
-        let soon = tokio::time::Instant::now() + Duration::from_millis(20);
+        let generation = scope.cover(Some("a"), Instant::now());
+        let soon = Instant::now() + Duration::from_millis(20);
         assert!(!scope.wait(generation, soon).await, "not loaded yet");
         scope.loaded(generation);
-        let now = tokio::time::Instant::now();
+        let now = Instant::now();
         assert!(scope.wait(generation, now).await);
     }
 }

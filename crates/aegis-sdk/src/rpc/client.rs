@@ -205,8 +205,10 @@ impl RpcClient {
         Req: Serialize + ?Sized,
         Res: DeserializeOwned,
     {
+        // Only the value is returned: the reply needs no instance name.
+        let opts = CallOptions::default();
         Ok(self
-            .call_with(service, method, req, &CallOptions::default())
+            .discovered(service, method, req, &opts, false)
             .await?
             .value)
     }
@@ -240,9 +242,25 @@ impl RpcClient {
         Req: Serialize + ?Sized,
         Res: DeserializeOwned,
     {
+        self.discovered(service, method, req, opts, true).await
+    }
+
+    /// A call through discovery; `named` fills the reply's instance id.
+    async fn discovered<Req, Res>(
+        &self,
+        service: &str,
+        method: &str,
+        req: &Req,
+        opts: &CallOptions,
+        named: bool,
+    ) -> Result<Reply<Res>, RpcError>
+    where
+        Req: Serialize + ?Sized,
+        Res: DeserializeOwned,
+    {
         names::validate_service_name(service)?;
         names::validate_method_name(method)?;
-        let call = self.prepare(service, method, req, opts)?;
+        let call = self.prepare(service, method, req, opts, named)?;
         let strategy = opts.strategy.unwrap_or(if opts.sticky_key.is_some() {
             Strategy::Sticky
         } else {
@@ -395,7 +413,7 @@ impl RpcClient {
         names::validate_service_name(service)?;
         names::validate_group_name(group)?;
         names::validate_method_name(method)?;
-        let call = self.prepare(service, method, req, opts)?;
+        let call = self.prepare(service, method, req, opts, true)?;
         let view = match view_by(
             self.conn.loaded_elections(),
             call.deadline,
@@ -411,24 +429,29 @@ impl RpcClient {
             .await
     }
 
-    /// Everything a call carries through its attempts.
+    /// Everything a call carries through its attempts; `named`: whether
+    /// its reply names the instance that served it.
     fn prepare<'a, Req: Serialize + ?Sized>(
         &self,
         service: &'a str,
         method: &'a str,
         req: &Req,
         opts: &'a CallOptions,
+        named: bool,
     ) -> Result<Call<'a>, RpcError> {
         let (payload, headers) = encode(req, opts, false)?;
         let timeout = self.deadline(opts);
+        let started = Instant::now();
         Ok(Call {
             service,
             method,
             payload,
             headers,
             opts,
+            named,
             timeout,
-            deadline: Instant::now() + timeout,
+            started,
+            deadline: started + timeout,
         })
     }
 
@@ -465,34 +488,35 @@ impl RpcClient {
         timeout: Duration,
         encoding: Encoding,
     ) -> Result<Reply<Res>, RpcError> {
-        let subject = Subject::from(subject);
-        let message = self
-            .send_message(subject.clone(), payload, headers, timeout)
-            .await?;
+        let message = match self
+            .send_message(Subject::from(subject.as_str()), payload, headers, timeout)
+            .await
+        {
+            Ok(message) => message,
+            Err(unsent) => return Err(unsent.into_error(subject)),
+        };
         let headers = ReplyHeaders::read(message.headers.as_ref());
-        decode_reply(&subject, &headers, &message.payload, encoding)
+        decode_reply(|| subject, &headers, &message.payload, encoding)
     }
 
     /// One request/reply round trip, the reply undecoded.
     ///
-    /// The subject is a [`Subject`]: cloning it for the request and for an
-    /// error shares its bytes instead of copying them.
+    /// The subject is moved into the request, not cloned (a clone of bytes
+    /// made from a `String` allocates): an error names it afterwards
+    /// ([`Unsent::into_error`]).
     pub(super) async fn send_message(
         &self,
         subject: Subject,
         payload: Bytes,
         headers: Option<HeaderMap>,
         timeout: Duration,
-    ) -> Result<Message, RpcError> {
+    ) -> Result<Message, Unsent> {
         // May wait for a move off a server in lame duck mode: that wait
         // counts against the attempt's timeout.
         let (client, dropped, waited) = self.conn.pooled_watched().await;
         let left = timeout.saturating_sub(waited);
         if left.is_zero() {
-            return Err(RpcError::Timeout {
-                subject: subject.to_string(),
-                timeout,
-            });
+            return Err(Unsent::TimedOut(timeout));
         }
         let mut request = async_nats::Request::new()
             .payload(payload)
@@ -504,20 +528,41 @@ impl RpcClient {
         // waiting longer cannot help.
         // Pinned here and passed by reference: moved into `guard`, the
         // request's future would take its room in this one twice.
-        let send = std::pin::pin!(client.send_request(subject.clone(), request));
+        let send = std::pin::pin!(client.send_request(subject, request));
         let Ok(sent) = dropped.guard(send).await else {
-            return Err(RpcError::ConnectionLost {
-                subject: subject.to_string(),
-            });
+            return Err(Unsent::ConnectionLost);
         };
-        sent.map_err(|e| {
-            let subject = subject.to_string();
-            match e.kind() {
-                RequestErrorKind::TimedOut => RpcError::Timeout { subject, timeout },
-                RequestErrorKind::NoResponders => RpcError::NoResponders { subject },
-                _ => RpcError::Transport { subject, source: e },
-            }
+        sent.map_err(|e| match e.kind() {
+            RequestErrorKind::TimedOut => Unsent::TimedOut(timeout),
+            RequestErrorKind::NoResponders => Unsent::NoResponders,
+            _ => Unsent::Transport(e),
         })
+    }
+}
+
+/// Why a request got no reply ([`RpcClient::send_message`]), before the
+/// error names its subject.
+#[derive(Debug)]
+pub(super) enum Unsent {
+    /// No reply within this timeout.
+    TimedOut(Duration),
+    /// Nobody listens on the subject.
+    NoResponders,
+    /// Our connection dropped while the request was in flight.
+    ConnectionLost,
+    /// The client could not send it.
+    Transport(async_nats::RequestError),
+}
+
+impl Unsent {
+    /// The call's error, naming the request's `subject`.
+    pub(super) fn into_error(self, subject: String) -> RpcError {
+        match self {
+            Unsent::TimedOut(timeout) => RpcError::Timeout { subject, timeout },
+            Unsent::NoResponders => RpcError::NoResponders { subject },
+            Unsent::ConnectionLost => RpcError::ConnectionLost { subject },
+            Unsent::Transport(source) => RpcError::Transport { subject, source },
+        }
     }
 }
 
@@ -562,16 +607,17 @@ fn encode<Req: Serialize + ?Sized>(
 }
 
 /// Turns a reply (its headers, read once, and its payload) into a value or
-/// the error the service sent.
+/// the error the service sent; `subject` names the request in an error
+/// (made only then).
 pub(crate) fn decode_reply<Res: DeserializeOwned>(
-    subject: &str,
+    subject: impl FnOnce() -> String,
     headers: &ReplyHeaders<'_>,
     payload: &[u8],
     requested: Encoding,
 ) -> Result<Reply<Res>, RpcError> {
     if let Some(error) = headers.error() {
         return Err(RpcError::Remote {
-            subject: subject.to_owned(),
+            subject: subject(),
             error,
         });
     }
@@ -579,7 +625,7 @@ pub(crate) fn decode_reply<Res: DeserializeOwned>(
         .encoding(requested)
         .decode(payload)
         .map_err(|source| RpcError::Decode {
-            subject: subject.to_owned(),
+            subject: subject(),
             source,
         })?;
     Ok(Reply {

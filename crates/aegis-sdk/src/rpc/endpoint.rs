@@ -15,6 +15,7 @@
 
 use std::{
     panic::AssertUnwindSafe,
+    pin::Pin,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -160,6 +161,8 @@ pub(crate) async fn drive(
     stop: CancellationToken,
 ) {
     let mut in_flight = FuturesUnordered::new();
+    // A finished request's box, for the next (see below).
+    let mut spare = None;
     let mut open = true;
     let mut subscribed = true;
     // Made once and polled by reference: a `cancelled()` made per turn of
@@ -198,9 +201,13 @@ pub(crate) async fn drive(
                 while let Some(msg) = next.take() {
                     // Most handlers finish on their first poll: run that poll
                     // here and only park the ones that wait for something.
-                    let mut fut = Box::pin(handle(msg, &method, route));
+                    // The box of one that finished takes the next request,
+                    // so such requests allocate none.
+                    let mut fut = boxed_in(&mut spare, handle(msg, &method, route));
                     if futures::poll!(fut.as_mut()).is_pending() {
                         in_flight.push(fut);
+                    } else {
+                        spare = Some(fut);
                     }
                     taken += 1;
                     if taken < BURST && in_flight.len() < MAX_IN_FLIGHT_PER_ENDPOINT {
@@ -215,6 +222,18 @@ pub(crate) async fn drive(
         }
     }
     debug!(method = %method.name, ?route, "subscription closed");
+}
+
+/// `fut` in `spare`'s box if there is one (its finished future dropped),
+/// else in a new one.
+fn boxed_in<F: Future>(spare: &mut Option<Pin<Box<F>>>, fut: F) -> Pin<Box<F>> {
+    match spare.take() {
+        Some(mut boxed) => {
+            boxed.set(fut);
+            boxed
+        }
+        None => Box::pin(fut),
+    }
 }
 
 /// How a request ended, before the reply is written.

@@ -63,8 +63,15 @@ pub(super) struct Call<'a> {
     pub(super) payload: Bytes,
     pub(super) headers: Option<HeaderMap>,
     pub(super) opts: &'a CallOptions,
-    /// The whole call's timeout, and the instant it runs out.
+    /// Whether the reply names the instance that served it
+    /// ([`Reply::instance_id`]); a call that returns only the value does
+    /// not pay for the name.
+    pub(super) named: bool,
+    /// The whole call's timeout, the instant it began (the registry view
+    /// notes its lookup at it rather than read the clock again) and the
+    /// instant it runs out.
     pub(super) timeout: Duration,
+    pub(super) started: Instant,
     pub(super) deadline: Instant,
 }
 
@@ -192,22 +199,21 @@ impl super::RpcClient {
                 return Err(last_err.unwrap_or_else(|| call.timed_out()));
             }
             let attempt = call.attempt_timeout(call.deadline - started);
-            // Shared bytes: the request and any error clone it for free.
-            let subject = Subject::from(subjects::rpc_instance_subject(
-                call.service,
-                picker.id(&target),
-                call.method,
-            ));
+            // Moved into the request; an error names it again.
+            let subject =
+                || subjects::rpc_instance_subject(call.service, picker.id(&target), call.method);
             let in_flight = picker.stats(&target).map(CallStats::start);
             // The send is made in each branch rather than before: a future
             // moved into `select!` would take its room in this one twice.
-            let send = || {
+            let send = || async {
                 self.send_message(
-                    subject.clone(),
+                    Subject::from(subject()),
                     call.payload.clone(),
                     call.headers.clone(),
                     attempt,
                 )
+                .await
+                .map_err(|unsent| unsent.into_error(subject()))
             };
             let sent = if call.opts.idempotent {
                 // An idempotent call may run twice, so it stops waiting for
@@ -218,7 +224,7 @@ impl super::RpcClient {
                     () = picker.superseded(call, &target) => {
                         tracing::debug!(service = call.service, instance = picker.id(&target),
                             "another instance took over during the attempt; not waiting for it");
-                        Err(RpcError::Timeout { subject: subject.to_string(), timeout: started.elapsed() })
+                        Err(RpcError::Timeout { subject: subject(), timeout: started.elapsed() })
                     }
                 }
             } else {
@@ -229,20 +235,19 @@ impl super::RpcClient {
                 let headers = ReplyHeaders::read(message.headers.as_ref());
                 match picker.screen(call, &target, &headers, &message) {
                     Some(e) => Err(e),
-                    None => decode_reply::<Res>(
-                        &subject,
-                        &headers,
-                        &message.payload,
-                        call.opts.encoding,
-                    ),
+                    None => {
+                        decode_reply::<Res>(subject, &headers, &message.payload, call.opts.encoding)
+                    }
                 }
             });
             let error = match reply {
                 Ok(mut reply) => {
                     picker.answered(&target, started);
-                    reply
-                        .instance_id
-                        .get_or_insert_with(|| picker.id(&target).to_owned());
+                    if call.named {
+                        reply
+                            .instance_id
+                            .get_or_insert_with(|| picker.id(&target).to_owned());
+                    }
                     return Ok(reply);
                 }
                 Err(e) => e,
@@ -309,7 +314,10 @@ impl<'a> ByDiscovery<'a> {
                 crate::discovery::DiscoveryError::MissingStickyKey,
             ));
         }
-        if !cache.cover(Some(call.service), call.deadline).await {
+        if !cache
+            .cover(Some(call.service), call.started, call.deadline)
+            .await
+        {
             return Err(call.timed_out());
         }
         Ok(Self {
