@@ -145,6 +145,7 @@ pub enum NameError {
 ///
 /// # Errors
 /// Returns the [`NameError`] variant naming the first rule that fails.
+#[inline]
 pub fn validate_service_name(s: &str) -> Result<(), NameError> {
     SERVICE.check(s)
 }
@@ -153,6 +154,7 @@ pub fn validate_service_name(s: &str) -> Result<(), NameError> {
 ///
 /// # Errors
 /// Returns the [`NameError`] variant naming the first rule that fails.
+#[inline]
 pub fn validate_instance_id(s: &str) -> Result<(), NameError> {
     INSTANCE.check(s)
 }
@@ -162,6 +164,7 @@ pub fn validate_instance_id(s: &str) -> Result<(), NameError> {
 ///
 /// # Errors
 /// Returns the [`NameError`] variant naming the first rule that fails.
+#[inline]
 pub fn validate_method_name(s: &str) -> Result<(), NameError> {
     METHOD.check(s)
 }
@@ -170,6 +173,7 @@ pub fn validate_method_name(s: &str) -> Result<(), NameError> {
 ///
 /// # Errors
 /// Returns the [`NameError`] variant naming the first rule that fails.
+#[inline]
 pub fn validate_group_name(s: &str) -> Result<(), NameError> {
     GROUP.check(s)
 }
@@ -178,6 +182,7 @@ pub fn validate_group_name(s: &str) -> Result<(), NameError> {
 ///
 /// # Errors
 /// Returns the [`NameError`] variant naming the first rule that fails.
+#[inline]
 pub fn validate_event_domain(s: &str) -> Result<(), NameError> {
     DOMAIN.check(s)
 }
@@ -186,6 +191,7 @@ pub fn validate_event_domain(s: &str) -> Result<(), NameError> {
 ///
 /// # Errors
 /// Returns the [`NameError`] variant naming the first rule that fails.
+#[inline]
 pub fn validate_event_action(s: &str) -> Result<(), NameError> {
     ACTION.check(s)
 }
@@ -194,6 +200,7 @@ pub fn validate_event_action(s: &str) -> Result<(), NameError> {
 ///
 /// # Errors
 /// Returns the [`NameError`] variant naming the first rule that fails.
+#[inline]
 pub fn validate_command_name(s: &str) -> Result<(), NameError> {
     COMMAND.check(s)
 }
