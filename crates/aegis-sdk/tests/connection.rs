@@ -32,6 +32,32 @@ async fn refuses_a_server_without_jetstream() {
         .expect("core NATS alone is fine when asked for");
 }
 
+/// JetStream that is there but does not answer (a cluster choosing new
+/// JetStream leaders after a node stopped) is told from JetStream that is
+/// off: the advice to start the server with `-js` would send an operator
+/// the wrong way. Here something listens on the JetStream API and never
+/// answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tells_jetstream_not_answering_from_jetstream_off() {
+    let nats = NatsServer::builder().jetstream(false).start().unwrap();
+    let silent = async_nats::connect(nats.url()).await.unwrap();
+    let _api = silent.subscribe("$JS.API.>").await.unwrap();
+    silent.flush().await.unwrap();
+    let mut config = AegisConfig::with_servers(nats.url());
+    config.nats.request_timeout = Duration::from_millis(300);
+    let err = Connection::connect(config).await.unwrap_err();
+    assert!(
+        matches!(err, ConnectError::JetStreamNotAnswering { .. }),
+        "{err:?}"
+    );
+    assert!(err.is_transient(), "it passes by itself: {err}");
+    let text = err.to_string();
+    assert!(
+        !text.contains("-js") && text.contains("did not answer"),
+        "the message says what happened, not to enable JetStream: {text}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_an_unreachable_server() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")

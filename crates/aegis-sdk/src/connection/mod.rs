@@ -29,7 +29,7 @@ use std::{
     time::Duration,
 };
 
-use async_nats::{Client, jetstream};
+use async_nats::{Client, jetstream, jetstream::context::AccountErrorKind};
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -128,12 +128,24 @@ pub enum ConnectError {
         #[source]
         source: async_nats::jetstream::context::AccountError,
     },
+    /// JetStream is there but did not answer within the request timeout:
+    /// most often a cluster choosing new JetStream leaders after one of its
+    /// nodes stopped, which takes seconds. Passes by itself.
+    #[error(
+        "JetStream did not answer in time: if a NATS node just stopped, the cluster is choosing new JetStream leaders, which takes seconds; try again"
+    )]
+    JetStreamNotAnswering {
+        /// The client's error.
+        #[source]
+        source: async_nats::jetstream::context::AccountError,
+    },
 }
 
 impl ConnectError {
     /// Whether the failure may pass by itself: no server answered, or
-    /// JetStream is not available yet (a cluster still starting). Refused
-    /// credentials, a bad configuration or a server too old need a fix.
+    /// JetStream is not available yet (a cluster still starting) or not
+    /// answering (choosing new leaders). Refused credentials, a bad
+    /// configuration or a server too old need a fix.
     ///
     /// ```
     /// # use aegis_sdk::{AegisConfig, Connection};
@@ -146,7 +158,9 @@ impl ConnectError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            ConnectError::Connect { .. } | ConnectError::JetStreamUnavailable { .. }
+            ConnectError::Connect { .. }
+                | ConnectError::JetStreamUnavailable { .. }
+                | ConnectError::JetStreamNotAnswering { .. }
         )
     }
 }
@@ -253,6 +267,11 @@ impl Connection {
             return Err(match violation {
                 Some(violation) if violation.contains("Subscription to") => {
                     ConnectError::InboxRefused { violation }
+                }
+                // A JetStream that is off has no responder, so a request
+                // that timed out reached one that did not answer.
+                _ if source.kind() == AccountErrorKind::TimedOut => {
+                    ConnectError::JetStreamNotAnswering { source }
                 }
                 _ => ConnectError::JetStreamUnavailable { source },
             });
