@@ -493,7 +493,7 @@ impl RpcClient {
             .await
         {
             Ok(message) => message,
-            Err(unsent) => return Err(unsent.into_error(subject)),
+            Err(no_reply) => return Err(no_reply.into_error(subject)),
         };
         let headers = ReplyHeaders::read(message.headers.as_ref());
         decode_reply(|| subject, &headers, &message.payload, encoding)
@@ -503,20 +503,20 @@ impl RpcClient {
     ///
     /// The subject is moved into the request, not cloned (a clone of bytes
     /// made from a `String` allocates): an error names it afterwards
-    /// ([`Unsent::into_error`]).
+    /// ([`NoReply::into_error`]).
     pub(super) async fn send_message(
         &self,
         subject: Subject,
         payload: Bytes,
         headers: Option<HeaderMap>,
         timeout: Duration,
-    ) -> Result<Message, Unsent> {
+    ) -> Result<Message, NoReply> {
         // May wait for a move off a server in lame duck mode: that wait
         // counts against the attempt's timeout.
         let (client, dropped, waited) = self.conn.pooled_watched().await;
         let left = timeout.saturating_sub(waited);
         if left.is_zero() {
-            return Err(Unsent::TimedOut(timeout));
+            return Err(NoReply::TimedOut(timeout));
         }
         let mut request = async_nats::Request::new()
             .payload(payload)
@@ -530,12 +530,12 @@ impl RpcClient {
         // request's future would take its room in this one twice.
         let send = std::pin::pin!(client.send_request(subject, request));
         let Ok(sent) = dropped.guard(send).await else {
-            return Err(Unsent::ConnectionLost);
+            return Err(NoReply::ConnectionLost);
         };
         sent.map_err(|e| match e.kind() {
-            RequestErrorKind::TimedOut => Unsent::TimedOut(timeout),
-            RequestErrorKind::NoResponders => Unsent::NoResponders,
-            _ => Unsent::Transport(e),
+            RequestErrorKind::TimedOut => NoReply::TimedOut(timeout),
+            RequestErrorKind::NoResponders => NoReply::NoResponders,
+            _ => NoReply::Transport(e),
         })
     }
 }
@@ -543,7 +543,7 @@ impl RpcClient {
 /// Why a request got no reply ([`RpcClient::send_message`]), before the
 /// error names its subject.
 #[derive(Debug)]
-pub(super) enum Unsent {
+pub(super) enum NoReply {
     /// No reply within this timeout.
     TimedOut(Duration),
     /// Nobody listens on the subject.
@@ -554,14 +554,14 @@ pub(super) enum Unsent {
     Transport(async_nats::RequestError),
 }
 
-impl Unsent {
+impl NoReply {
     /// The call's error, naming the request's `subject`.
     pub(super) fn into_error(self, subject: String) -> RpcError {
         match self {
-            Unsent::TimedOut(timeout) => RpcError::Timeout { subject, timeout },
-            Unsent::NoResponders => RpcError::NoResponders { subject },
-            Unsent::ConnectionLost => RpcError::ConnectionLost { subject },
-            Unsent::Transport(source) => RpcError::Transport { subject, source },
+            NoReply::TimedOut(timeout) => RpcError::Timeout { subject, timeout },
+            NoReply::NoResponders => RpcError::NoResponders { subject },
+            NoReply::ConnectionLost => RpcError::ConnectionLost { subject },
+            NoReply::Transport(source) => RpcError::Transport { subject, source },
         }
     }
 }

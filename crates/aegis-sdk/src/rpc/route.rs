@@ -213,7 +213,7 @@ impl super::RpcClient {
                     attempt,
                 )
                 .await
-                .map_err(|unsent| unsent.into_error(subject()))
+                .map_err(|no_reply| no_reply.into_error(subject()))
             };
             let sent = if call.opts.idempotent {
                 // An idempotent call may run twice, so it stops waiting for
