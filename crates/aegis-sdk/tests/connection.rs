@@ -5,7 +5,13 @@ mod common;
 
 use std::time::Duration;
 
-use aegis_sdk::{AegisConfig, ConnectError, Connection};
+use aegis_sdk::{
+    AegisConfig, ConnectError, Connection,
+    discovery::DiscoveryError,
+    election::ElectionError,
+    registry::RegistryError,
+    rpc::{CallOptions, ErrorCode, RpcError},
+};
 use aegis_testkit::NatsServer;
 use common::{connect, eventually};
 use serde_json::{Value, json};
@@ -55,6 +61,63 @@ async fn tells_jetstream_not_answering_from_jetstream_off() {
     assert!(
         !text.contains("-js") && text.contains("did not answer"),
         "the message says what happened, not to enable JetStream: {text}"
+    );
+}
+
+/// A call whose view (the registry behind discovery, the election keys
+/// behind `call_active`) cannot load before its deadline says so, and that
+/// nothing was sent: not a timeout naming the method's subject, which reads
+/// as if the service did not answer. After a NATS node dies, JetStream can
+/// stay silent for seconds while it chooses new leaders; here something
+/// listens on the JetStream API and never answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_view_cannot_load_says_so_not_timeout() {
+    let nats = NatsServer::builder().jetstream(false).start().unwrap();
+    let silent = async_nats::connect(nats.url()).await.unwrap();
+    let _api = silent.subscribe("$JS.API.>").await.unwrap();
+    silent.flush().await.unwrap();
+    let mut config = AegisConfig::with_servers(nats.url());
+    config.nats.require_jetstream = false;
+    let conn = Connection::connect(config).await.unwrap();
+    let opts = CallOptions::timeout(Duration::from_millis(300));
+
+    let err = conn
+        .rpc()
+        .call_with::<_, Value>("order-service", "create_order", &json!({}), &opts)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RpcError::Discovery(DiscoveryError::Registry(RegistryError::NotSynced(_)))
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.code(),
+        ErrorCode::ServiceUnavailable,
+        "nothing was sent"
+    );
+
+    let err = conn
+        .rpc()
+        .call_active::<_, Value>(
+            "order-service",
+            "default",
+            "create_order",
+            &json!({}),
+            &opts,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RpcError::Election(ElectionError::NotSynced(_))),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.code(),
+        ErrorCode::ServiceUnavailable,
+        "nothing was sent"
     );
 }
 

@@ -4,7 +4,7 @@
 
 use std::{process::ExitCode, time::Duration};
 
-use aegis_sdk::rpc::CallOptions;
+use aegis_sdk::{rpc::CallOptions, startup::error_line};
 use anyhow::Context;
 use clap::Args;
 
@@ -91,10 +91,17 @@ pub async fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("error [{}]: {e}", e.code());
+            // With its causes: "cannot route the call" alone does not say
+            // that the registry view did not load in time.
+            eprintln!("error [{}]: {}", e.code(), with_causes(e));
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// An error and its causes on one line.
+fn with_causes(error: impl std::error::Error + Send + Sync + 'static) -> String {
+    error_line(&anyhow::Error::new(error))
 }
 
 /// `aegis call SERVICE METHOD --schema`: what the method takes and returns.
@@ -109,7 +116,7 @@ async fn print_schema(args: &CallArgs) -> anyhow::Result<ExitCode> {
     {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("error [{}]: {e}", e.code());
+            eprintln!("error [{}]: {}", e.code(), with_causes(e));
             return Ok(ExitCode::FAILURE);
         }
     };
@@ -129,4 +136,20 @@ async fn print_schema(args: &CallArgs) -> anyhow::Result<ExitCode> {
         described.instance_id, described.version
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use aegis_sdk::{election::ElectionError, rpc::RpcError};
+
+    use super::*;
+
+    #[test]
+    fn an_error_is_printed_with_its_causes() {
+        let err = RpcError::Election(ElectionError::NotSynced(Duration::from_secs(3)));
+        assert_eq!(
+            with_causes(err),
+            "cannot read the election keys: the election keys did not load within 3s"
+        );
+    }
 }

@@ -43,7 +43,7 @@ use super::{
     headers::{H_ENCODING, H_REQUEST_ID, H_WANT_INSTANCE, ReplyHeaders},
     route::{ByDiscovery, Call, ToLeader},
 };
-use crate::{Connection, discovery::Strategy};
+use crate::{Connection, discovery::Strategy, election::ElectionError, registry::RegistryError};
 
 /// Per-call options.
 ///
@@ -194,7 +194,8 @@ impl RpcClient {
     /// [`RpcError::NoResponders`] when every instance tried had vanished;
     /// [`RpcError::Timeout`]; the service's own error
     /// ([`RpcError::Remote`]); [`RpcError::Discovery`] when the registry
-    /// view cannot start.
+    /// view cannot start, or cannot load before the call's deadline (the
+    /// connection's first call loads it), and nothing was sent.
     pub async fn call<Req, Res>(
         &self,
         service: &str,
@@ -275,7 +276,12 @@ impl RpcClient {
         {
             Some(Ok(cache)) => cache,
             Some(Err(e)) => return Err(RpcError::Discovery(e.into())),
-            None => return Err(call.timed_out()),
+            // Not a timeout naming the method: nothing was sent.
+            None => {
+                return Err(RpcError::Discovery(
+                    RegistryError::NotSynced(call.timeout).into(),
+                ));
+            }
         };
         let mut picker =
             ByDiscovery::new(cache, self.conn.discovery_index(), &call, strategy).await?;
@@ -397,7 +403,9 @@ impl RpcClient {
     /// when no leader appeared before the deadline (or the last NOT_ACTIVE /
     /// no-responder error); [`RpcError::DeposedLeader`] as above;
     /// [`RpcError::Timeout`]; [`RpcError::Election`] when the election keys
-    /// cannot be read; the leader's own error.
+    /// cannot be read, or cannot load before the call's deadline (the
+    /// connection's first such call loads them), and nothing was sent; the
+    /// leader's own error.
     pub async fn call_active<Req, Res>(
         &self,
         service: &str,
@@ -423,7 +431,7 @@ impl RpcClient {
         {
             Some(Ok(view)) => view,
             Some(Err(e)) => return Err(RpcError::Election(e)),
-            None => return Err(call.timed_out()),
+            None => return Err(RpcError::Election(ElectionError::NotSynced(call.timeout))),
         };
         self.attempts(&call, &mut ToLeader::new(view.clone(), group))
             .await
