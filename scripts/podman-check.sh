@@ -366,7 +366,10 @@ calls_mark() { CALLS_FROM=$(($(wc -l <"$WORK/calls.log" 2>/dev/null || echo 0) +
 calls_failed() {
   local n
   n="$(tail -n +"$CALLS_FROM" "$WORK/calls.log" | grep -c '^--- .*exit [1-9]' || true)"
-  [ "$n" -eq 0 ] || { echo "  $n attempt(s) failed first:"; tail -n +"$CALLS_FROM" "$WORK/calls.log" | grep -v '^---' | grep -iv 'served by' | sort | uniq -c | sed 's/^/  | /'; }
+  # Only the failed attempts' own lines: the one that succeeded printed
+  # the order, which is no failure.
+  [ "$n" -eq 0 ] || { echo "  $n attempt(s) failed first:"; tail -n +"$CALLS_FROM" "$WORK/calls.log" |
+    awk '/^--- /{failed = ($NF != "0"); next} failed' | sort | uniq -c | sed 's/^/  | /'; }
 }
 calls_mark
 check 15 "create_order through the leader (aegis call from the host)" "$LEADER" create_order
