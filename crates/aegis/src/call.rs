@@ -4,7 +4,13 @@
 
 use std::{process::ExitCode, time::Duration};
 
-use aegis_sdk::{rpc::CallOptions, startup::error_line};
+use aegis_sdk::{
+    discovery::DiscoveryError,
+    election::ElectionError,
+    registry::RegistryError,
+    rpc::{CallOptions, RpcError},
+    startup::error_line,
+};
 use anyhow::Context;
 use clap::Args;
 
@@ -93,7 +99,7 @@ pub async fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
         Err(e) => {
             // With its causes: "cannot route the call" alone does not say
             // that the registry view did not load in time.
-            eprintln!("error [{}]: {}", e.code(), with_causes(e));
+            eprintln!("error [{}]: {}", e.code(), call_error(e));
             Ok(ExitCode::FAILURE)
         }
     }
@@ -102,6 +108,26 @@ pub async fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
 /// An error and its causes on one line.
 fn with_causes(error: impl std::error::Error + Send + Sync + 'static) -> String {
     error_line(&anyhow::Error::new(error))
+}
+
+/// A call's error with its causes, and what to do when the view it
+/// routes by did not load in time (a new connection loads it on its
+/// first call; JetStream serves it).
+fn call_error(error: RpcError) -> String {
+    let view_late = matches!(
+        error,
+        RpcError::Election(ElectionError::NotSynced(_))
+            | RpcError::Discovery(DiscoveryError::Registry(RegistryError::NotSynced(_)))
+    );
+    let mut line = with_causes(error);
+    if view_late {
+        line.push_str(
+            ". JetStream serves this view; just after a NATS node stops it can be \
+             silent for seconds while it elects new leaders: try again, or give \
+             --timeout-ms more time",
+        );
+    }
+    line
 }
 
 /// `aegis call SERVICE METHOD --schema`: what the method takes and returns.
@@ -140,8 +166,6 @@ async fn print_schema(args: &CallArgs) -> anyhow::Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
-    use aegis_sdk::{election::ElectionError, rpc::RpcError};
-
     use super::*;
 
     #[test]
@@ -151,5 +175,26 @@ mod tests {
             with_causes(err),
             "cannot read the election keys: the election keys did not load within 3s"
         );
+    }
+
+    #[test]
+    fn a_view_that_did_not_load_in_time_says_what_to_do() {
+        let late = [
+            RpcError::Election(ElectionError::NotSynced(Duration::from_secs(3))),
+            RpcError::Discovery(DiscoveryError::Registry(RegistryError::NotSynced(
+                Duration::from_secs(3),
+            ))),
+        ];
+        for err in late {
+            let line = call_error(err);
+            assert!(
+                line.contains("did not load within 3s") && line.contains("try again"),
+                "{line}"
+            );
+        }
+        let other = call_error(RpcError::NoInstances {
+            service: "order-service".into(),
+        });
+        assert_eq!(other, "no ACTIVE instance of order-service is registered");
     }
 }
