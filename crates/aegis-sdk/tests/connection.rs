@@ -38,6 +38,18 @@ async fn refuses_a_server_without_jetstream() {
         .expect("core NATS alone is fine when asked for");
 }
 
+/// A server without JetStream where a plain client listens on the
+/// JetStream API and never answers: JetStream that is there but silent, as
+/// while a cluster chooses new leaders. Keep the subscriber while it should
+/// stay silent.
+async fn silent_jetstream() -> (NatsServer, async_nats::Subscriber) {
+    let nats = NatsServer::builder().jetstream(false).start().unwrap();
+    let silent = async_nats::connect(nats.url()).await.unwrap();
+    let api = silent.subscribe("$JS.API.>").await.unwrap();
+    silent.flush().await.unwrap();
+    (nats, api)
+}
+
 /// JetStream that is there but does not answer (a cluster choosing new
 /// JetStream leaders after a node stopped) is told from JetStream that is
 /// off: the advice to start the server with `-js` would send an operator
@@ -45,10 +57,7 @@ async fn refuses_a_server_without_jetstream() {
 /// answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tells_jetstream_not_answering_from_jetstream_off() {
-    let nats = NatsServer::builder().jetstream(false).start().unwrap();
-    let silent = async_nats::connect(nats.url()).await.unwrap();
-    let _api = silent.subscribe("$JS.API.>").await.unwrap();
-    silent.flush().await.unwrap();
+    let (nats, _silent) = silent_jetstream().await;
     let mut config = AegisConfig::with_servers(nats.url());
     config.nats.request_timeout = Duration::from_millis(300);
     let err = Connection::connect(config).await.unwrap_err();
@@ -72,10 +81,7 @@ async fn tells_jetstream_not_answering_from_jetstream_off() {
 /// listens on the JetStream API and never answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_whose_view_cannot_load_says_so_not_timeout() {
-    let nats = NatsServer::builder().jetstream(false).start().unwrap();
-    let silent = async_nats::connect(nats.url()).await.unwrap();
-    let _api = silent.subscribe("$JS.API.>").await.unwrap();
-    silent.flush().await.unwrap();
+    let (nats, _silent) = silent_jetstream().await;
     let mut config = AegisConfig::with_servers(nats.url());
     config.nats.require_jetstream = false;
     let conn = Connection::connect(config).await.unwrap();
