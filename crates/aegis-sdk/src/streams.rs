@@ -15,6 +15,7 @@
 
 use async_nats::jetstream::{
     self,
+    context::CreateStreamErrorKind,
     stream::{self, Stream},
 };
 use std::time::Duration;
@@ -39,38 +40,33 @@ pub const PLACEMENT_PATIENCE: Duration = Duration::from_secs(10);
 /// assert!(!no_peers_for_placement(&other));
 /// ```
 pub fn no_peers_for_placement(err: &(dyn std::error::Error + 'static)) -> bool {
-    use jetstream::context::{CreateStreamError, CreateStreamErrorKind};
     let no_peers = |e: &jetstream::Error| e.error_code() == jetstream::ErrorCode::CLUSTER_NO_PEERS;
-    let mut next = Some(err);
-    while let Some(e) = next {
-        if let Some(create) = e.downcast_ref::<CreateStreamError>()
-            && let CreateStreamErrorKind::JetStream(js) = create.kind()
-            && no_peers(&js)
-        {
-            return true;
-        }
-        if e.downcast_ref::<jetstream::Error>().is_some_and(no_peers) {
-            return true;
-        }
-        next = e.source();
-    }
-    false
+    any_cause(err, |e| {
+        matches!(creation_kind(e), Some(CreateStreamErrorKind::JetStream(js)) if no_peers(&js))
+            || e.downcast_ref::<jetstream::Error>().is_some_and(no_peers)
+    })
 }
 
 /// Whether `err`, or an error it wraps, is a stream's creation that
 /// JetStream did not answer within the request's timeout.
 fn not_answered(err: &(dyn std::error::Error + 'static)) -> bool {
-    use jetstream::context::{CreateStreamError, CreateStreamErrorKind};
-    let mut next = Some(err);
-    while let Some(e) = next {
-        if e.downcast_ref::<CreateStreamError>()
-            .is_some_and(|c| c.kind() == CreateStreamErrorKind::TimedOut)
-        {
-            return true;
-        }
-        next = e.source();
-    }
-    false
+    any_cause(err, |e| {
+        creation_kind(e) == Some(CreateStreamErrorKind::TimedOut)
+    })
+}
+
+/// Whether `found` holds for `err` or any error it wraps.
+fn any_cause(
+    err: &(dyn std::error::Error + 'static),
+    found: impl Fn(&(dyn std::error::Error + 'static)) -> bool,
+) -> bool {
+    std::iter::successors(Some(err), |e| e.source()).any(found)
+}
+
+/// How a stream's creation failed, when `e` is that failure.
+fn creation_kind(e: &(dyn std::error::Error + 'static)) -> Option<CreateStreamErrorKind> {
+    e.downcast_ref::<jetstream::context::CreateStreamError>()
+        .map(jetstream::context::CreateStreamError::kind)
 }
 
 /// Runs `create` (the creation of a stream or a bucket named `what`) again
@@ -109,13 +105,15 @@ where
     let mut pause = Duration::from_millis(100);
     loop {
         let e = match create().await {
-            Err(e) if no_peers_for_placement(&e) || not_answered(&e) => e,
+            Err(e) => e,
             done => return done,
         };
         let why = if not_answered(&e) {
             "JetStream did not answer in time (choosing its leaders?)"
-        } else {
+        } else if no_peers_for_placement(&e) {
             "JetStream has too few peers online to place it yet"
+        } else {
+            return Err(e);
         };
         if tokio::time::Instant::now() + pause > deadline {
             warn!(what, error = %e, "{why}; giving up");
