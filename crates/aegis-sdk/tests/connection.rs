@@ -127,6 +127,46 @@ async fn a_call_whose_view_cannot_load_says_so_not_timeout() {
     );
 }
 
+/// The same for a service the running registry view does not cover yet:
+/// its first call adds it to the watch and waits for its records, and a
+/// watch that cannot take it in before the deadline (here the server is
+/// frozen) is the view not loading, not the service not answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_service_the_view_cannot_take_in_says_so_not_timeout() {
+    let mut nats = NatsServer::start().unwrap();
+    let conn = connect(&nats.url()).await;
+    let opts = CallOptions::timeout(Duration::from_millis(300));
+    let first = conn
+        .rpc()
+        .call_with::<_, Value>("pricing-service", "get_price", &json!({}), &opts)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(first, RpcError::NoInstances { .. }),
+        "the view is running: {first:?}"
+    );
+
+    nats.pause();
+    let err = conn
+        .rpc()
+        .call_with::<_, Value>("order-service", "create_order", &json!({}), &opts)
+        .await
+        .unwrap_err();
+    nats.resume();
+    assert!(
+        matches!(
+            err,
+            RpcError::Discovery(DiscoveryError::Registry(RegistryError::NotSynced(_)))
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.code(),
+        ErrorCode::ServiceUnavailable,
+        "nothing was sent"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_an_unreachable_server() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")

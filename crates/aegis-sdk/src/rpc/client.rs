@@ -194,8 +194,9 @@ impl RpcClient {
     /// [`RpcError::NoResponders`] when every instance tried had vanished;
     /// [`RpcError::Timeout`]; the service's own error
     /// ([`RpcError::Remote`]); [`RpcError::Discovery`] when the registry
-    /// view cannot start, or cannot load before the call's deadline (the
-    /// connection's first call loads it), and nothing was sent.
+    /// view cannot start, or cannot load the service's records before the
+    /// call's deadline (a connection's first call starts the view, and a
+    /// service's first call adds it to the watch), and nothing was sent.
     pub async fn call<Req, Res>(
         &self,
         service: &str,

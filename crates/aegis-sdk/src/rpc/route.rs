@@ -318,7 +318,11 @@ impl<'a> ByDiscovery<'a> {
             .cover(Some(call.service), call.started, call.deadline)
             .await
         {
-            return Err(call.timed_out());
+            // As when the view itself cannot start in time: nothing was
+            // sent, so not a timeout naming the method.
+            return Err(RpcError::Discovery(
+                crate::registry::RegistryError::NotSynced(call.timeout).into(),
+            ));
         }
         Ok(Self {
             cache,
