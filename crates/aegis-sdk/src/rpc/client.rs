@@ -43,7 +43,7 @@ use super::{
     headers::{H_ENCODING, H_REQUEST_ID, H_WANT_INSTANCE, ReplyHeaders},
     route::{ByDiscovery, Call, ToLeader},
 };
-use crate::{Connection, discovery::Strategy, election::ElectionError, registry::RegistryError};
+use crate::{Connection, discovery::Strategy, election::ElectionError};
 
 /// Per-call options.
 ///
@@ -277,12 +277,7 @@ impl RpcClient {
         {
             Some(Ok(cache)) => cache,
             Some(Err(e)) => return Err(RpcError::Discovery(e.into())),
-            // Not a timeout naming the method: nothing was sent.
-            None => {
-                return Err(RpcError::Discovery(
-                    RegistryError::NotSynced(call.timeout).into(),
-                ));
-            }
+            None => return Err(call.registry_late()),
         };
         let mut picker =
             ByDiscovery::new(cache, self.conn.discovery_index(), &call, strategy).await?;

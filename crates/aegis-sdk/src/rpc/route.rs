@@ -84,6 +84,13 @@ impl Call<'_> {
         }
     }
 
+    /// The error of a call whose registry view did not hold its service
+    /// before the deadline (the view starting, or adding the service to
+    /// its watch): nothing was sent, so not a timeout naming the method.
+    pub(super) fn registry_late(&self) -> RpcError {
+        RpcError::Discovery(crate::registry::RegistryError::NotSynced(self.timeout).into())
+    }
+
     /// The deadline of one attempt: an idempotent call may move on to
     /// another instance after a share of its timeout; any other call waits
     /// for its one attempt until the overall deadline.
@@ -318,11 +325,7 @@ impl<'a> ByDiscovery<'a> {
             .cover(Some(call.service), call.started, call.deadline)
             .await
         {
-            // As when the view itself cannot start in time: nothing was
-            // sent, so not a timeout naming the method.
-            return Err(RpcError::Discovery(
-                crate::registry::RegistryError::NotSynced(call.timeout).into(),
-            ));
+            return Err(call.registry_late());
         }
         Ok(Self {
             cache,
