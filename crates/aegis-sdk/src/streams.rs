@@ -69,7 +69,8 @@ fn creation_kind(e: &(dyn std::error::Error + 'static)) -> Option<CreateStreamEr
         .map(jetstream::context::CreateStreamError::kind)
 }
 
-/// Runs `create` (the creation of a stream or a bucket named `what`) again
+/// Runs `create` (the creation of a stream or a bucket named `what`, or a
+/// change of its replicas) again
 /// while JetStream refuses it for want of online peers
 /// ([`no_peers_for_placement`]) or does not answer it in time, for up to
 /// [`PLACEMENT_PATIENCE`]: pausing 100 ms, doubled up to a second. Any

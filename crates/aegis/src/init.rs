@@ -115,7 +115,14 @@ pub async fn run(args: InitArgs) -> anyhow::Result<bool> {
         if config.num_replicas != args.replicas {
             if args.fix {
                 config.num_replicas = args.replicas;
-                js.update_stream(config.clone()).await.with_context(|| {
+                // Placing the new replicas can be refused while the
+                // cluster's leader has not seen every peer yet, as when
+                // creating; the same patience applies.
+                aegis_sdk::streams::with_placement_patience(&name, || {
+                    js.update_stream(config.clone())
+                })
+                .await
+                .with_context(|| {
                     format!(
                         "changing {name} from {} to {} replicas",
                         info.config.num_replicas, args.replicas
