@@ -73,6 +73,56 @@ async fn tells_jetstream_not_answering_from_jetstream_off() {
     );
 }
 
+/// JetStream that misses a request and then answers again (a cluster that
+/// has just chosen its new JetStream leaders) lets the connection through:
+/// the check asks again within its time rather than wait all of it for the
+/// one request that went unanswered. Seen after a NATS node was killed: a
+/// new client's check got no answer for its whole 5 s, though JetStream
+/// answered its next one at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jetstream_check_that_went_unanswered_is_asked_again() {
+    // A genuine answer to the account check, from a server with JetStream.
+    let real = NatsServer::builder().start().unwrap();
+    let real_client = async_nats::connect(real.url()).await.unwrap();
+    let answer = real_client
+        .request("$JS.API.INFO", "".into())
+        .await
+        .unwrap()
+        .payload;
+
+    // Where the connection goes: it misses the first check, answers the rest.
+    let nats = NatsServer::builder().jetstream(false).start().unwrap();
+    let fake = async_nats::connect(nats.url()).await.unwrap();
+    let mut api = fake.subscribe("$JS.API.INFO").await.unwrap();
+    fake.flush().await.unwrap();
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = asked.clone();
+    tokio::spawn(async move {
+        use futures::StreamExt;
+        while let Some(request) = api.next().await {
+            let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if let (Some(reply), true) = (request.reply, n > 0) {
+                fake.publish(reply, answer.clone()).await.unwrap();
+            }
+        }
+    });
+
+    let mut config = AegisConfig::with_servers(nats.url());
+    config.nats.request_timeout = Duration::from_secs(3);
+    let started = std::time::Instant::now();
+    let conn = Connection::connect(config).await;
+    let took = started.elapsed();
+    assert!(conn.is_ok(), "{:?}", conn.err());
+    assert!(
+        asked.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "it asked again"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "it did not wait out the whole request timeout: {took:?}"
+    );
+}
+
 /// A call whose view (the registry behind discovery, the election keys
 /// behind `call_active`) cannot load before its deadline says so, and that
 /// nothing was sent: not a timeout naming the method's subject, which reads

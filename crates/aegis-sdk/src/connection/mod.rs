@@ -51,6 +51,41 @@ use options::{ClientHooks, connect_options};
 /// The least time the registry and election views get for their initial load.
 const MIN_VIEW_LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The first attempt of [`check_jetstream`] takes a tenth of its time, and
+/// never less than this.
+const MIN_JETSTREAM_CHECK_ATTEMPT: Duration = Duration::from_millis(250);
+
+/// Asks JetStream for the account's info within `budget`, in attempts that
+/// double from a tenth of it (at least [`MIN_JETSTREAM_CHECK_ATTEMPT`]),
+/// until one is answered, one fails otherwise, or `budget` is spent.
+///
+/// A JetStream API request that reaches a cluster still choosing its
+/// JetStream leaders (after a node stopped) is not answered at all, even
+/// once the leaders are there: one request would wait out all of `budget`
+/// (5 s by default), though JetStream may answer the next one within a
+/// second. A JetStream that is slow to answer still gets most of `budget`
+/// for its last attempts.
+async fn check_jetstream(
+    jetstream: &jetstream::Context,
+    budget: Duration,
+) -> Result<(), jetstream::context::AccountError> {
+    let deadline = tokio::time::Instant::now() + budget;
+    let mut attempt = (budget / 10).max(MIN_JETSTREAM_CHECK_ATTEMPT);
+    let mut asking = jetstream.clone();
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let this = attempt.min(left);
+        asking.set_timeout(this);
+        match asking.query_account().await {
+            Err(e) if e.kind() == AccountErrorKind::TimedOut && this < left => {
+                debug!(after = ?this, "JetStream did not answer its check; asking again");
+                attempt *= 2;
+            }
+            result => return result.map(drop),
+        }
+    }
+}
+
 /// How long [`Connection::drain`] waits to hand a drain request to a client.
 const DRAIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -261,7 +296,7 @@ impl Connection {
         let server_version = check_server_version(&info.version)?;
         let jetstream = jetstream::new(clients[0].clone());
         if config.nats.require_jetstream
-            && let Err(source) = jetstream.query_account().await
+            && let Err(source) = check_jetstream(&jetstream, config.nats.request_timeout).await
         {
             let violation = refused.lock().ok().and_then(|v| v.clone());
             return Err(match violation {
