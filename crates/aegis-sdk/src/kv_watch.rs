@@ -237,9 +237,19 @@ pub(crate) async fn run_scoped<S: Sink>(
             drops
                 .dropped()
                 .guard(Session::open(&store, &js, &client, &current, description));
+        // Bounded by an attempt that grows with the failures: a request
+        // lost while the bucket's stream chose a leader is never answered,
+        // and waiting out its timeout would keep the view from loading for
+        // that long after JetStream answers again.
+        let attempt = crate::streams::ask_attempt(failures);
         let opened = tokio::select! {
             () = cancel.cancelled() => return,
-            opened = opening => opened,
+            opened = tokio::time::timeout(attempt, opening) => opened.unwrap_or_else(|_| {
+                Ok(Err(format!(
+                    "JetStream did not answer within {attempt:?} (choosing a leader for the bucket's stream?)"
+                )
+                .into()))
+            }),
         };
         let Ok(opened) = opened else {
             debug!(

@@ -28,6 +28,60 @@ use crate::StreamLimits;
 /// take its replicas (see [`with_placement_patience`]).
 pub const PLACEMENT_PATIENCE: Duration = Duration::from_secs(10);
 
+/// How long a bucket's lookup is asked again while unanswered
+/// ([`ask_while_silent`]) before the bucket is created instead: the default
+/// request timeout, what the one lookup used to wait.
+pub(crate) const LOOKUP_PATIENCE: Duration = Duration::from_secs(5);
+
+/// The first attempt of a JetStream request that may go unanswered
+/// ([`ask_attempt`]).
+const ASK_ATTEMPT_FIRST: Duration = Duration::from_secs(1);
+
+/// How long attempt `tries` (counted from 0) of a JetStream request that
+/// may go unanswered waits for its answer before it is sent again: 1, 2, 4,
+/// then 8 s.
+///
+/// A request that reaches a cluster while it chooses a stream's leader (a
+/// NATS node just stopped) is never answered, even once the leader is
+/// chosen: waiting out the request's whole timeout (5 s by default) for it
+/// keeps a new view from loading for that long after JetStream answers
+/// again. Short first attempts ask again soon; the longer ones after them
+/// leave a JetStream that is only slow the time it needs.
+pub(crate) fn ask_attempt(tries: u32) -> Duration {
+    ASK_ATTEMPT_FIRST.saturating_mul(1 << tries.min(3))
+}
+
+/// Runs `ask`, a JetStream request that is safe to send again (a lookup),
+/// in attempts of [`ask_attempt`], sending it again while it goes
+/// unanswered, for up to `patience` in all. What an attempt that ended
+/// returned, answer or error; `None` when none ended within `patience`.
+pub(crate) async fn ask_while_silent<T, F, Fut>(
+    what: &str,
+    patience: Duration,
+    mut ask: F,
+) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut tries = 0;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let attempt = ask_attempt(tries).min(left);
+        match tokio::time::timeout(attempt, ask()).await {
+            Ok(answer) => return Some(answer),
+            Err(_) => {
+                debug!(what, ?attempt, "JetStream did not answer; asking again");
+                tries += 1;
+            }
+        }
+    }
+}
+
 /// Whether `err`, or an error it wraps, is JetStream refusing to place a
 /// stream's replicas because too few peers are online (10005, "no suitable
 /// peers for placement"): seen in a cluster that has just started, before
@@ -398,6 +452,46 @@ mod tests {
         let js: jetstream::Error = serde_json::from_value(body).unwrap();
         let create = CreateStreamError::new(CreateStreamErrorKind::JetStream(js));
         CreateKeyValueError::with_source(CreateKeyValueErrorKind::BucketCreate, create)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_went_unanswered_is_sent_again() {
+        let calls = AtomicU32::new(0);
+        let started = tokio::time::Instant::now();
+        let answer = ask_while_silent("bucket", Duration::from_secs(10), || async {
+            if calls.fetch_add(1, Ordering::Relaxed) == 0 {
+                // Lost: no answer ever comes.
+                std::future::pending::<()>().await;
+            }
+            "found"
+        })
+        .await;
+        assert_eq!(answer, Some("found"));
+        assert_eq!(calls.load(Ordering::Relaxed), 2);
+        assert_eq!(
+            started.elapsed(),
+            ask_attempt(0),
+            "asked again after the first attempt"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn asking_ends_with_none_once_its_patience_is_spent() {
+        let calls = AtomicU32::new(0);
+        let started = tokio::time::Instant::now();
+        let answer = ask_while_silent("bucket", Duration::from_secs(5), || async {
+            calls.fetch_add(1, Ordering::Relaxed);
+            std::future::pending::<&str>().await
+        })
+        .await;
+        assert_eq!(answer, None);
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        // 1 s, 2 s, then the 2 s left.
+        assert_eq!(calls.load(Ordering::Relaxed), 3);
+        assert_eq!(
+            [0, 1, 2, 3, 9].map(ask_attempt),
+            [1, 2, 4, 8, 8].map(Duration::from_secs)
+        );
     }
 
     fn no_peers() -> CreateKeyValueError {

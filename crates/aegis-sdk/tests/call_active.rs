@@ -319,3 +319,95 @@ async fn the_highest_epoch_seen_does_not_outlive_the_elections_bucket() {
     assert_eq!(reply.epoch, Some(new_epoch));
     second.shutdown().await.unwrap();
 }
+
+/// Rewrites the server's configuration as `config` and has it reload
+/// (SIGHUP); returns once the reload is logged.
+fn reload_as(server: &aegis_testkit::NatsServer, config: &str) {
+    let reloads = |log: &str| log.matches("Reloaded server configuration").count();
+    let before = reloads(&std::fs::read_to_string(server.log_path()).unwrap_or_default());
+    std::fs::write(server.config_path(), config).unwrap();
+    let pid = server.pid().expect("the server runs").to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "SIGHUP to nats-server");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while reloads(&std::fs::read_to_string(server.log_path()).unwrap_or_default()) == before {
+        assert!(Instant::now() < deadline, "nats-server did not reload");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A new connection's election view whose first JetStream requests are
+/// lost (as those sent while a NATS node's death leaves the bucket's
+/// stream without a leader: never answered, even once the leader is back)
+/// loads as soon as JetStream answers again, not after a request's whole
+/// timeout. Seen after a NATS node kill: an `aegis call --active` failed
+/// with "the election keys did not load within 3s", and the next one, a
+/// moment later, loaded them in 33 ms. Here subject mappings in the
+/// clients' account (`mappings`, the inside of a `mappings: { }` block)
+/// send the requests where nothing answers, and are taken away half a
+/// second into the call; `probe` is one of those subjects.
+async fn call_active_while_requests_are_lost(mappings: &str, probe: &str) {
+    let nats = server();
+    let leader = order_instance(&nats.url(), "order-1", Calls::default()).await;
+    leads(&leader).await;
+
+    // Something listens where the requests go, so they are not told "no
+    // responders": they go unanswered, as a stream without a leader does.
+    let silent = async_nats::connect(nats.url()).await.unwrap();
+    let _lost = silent.subscribe("lost.>").await.unwrap();
+    silent.flush().await.unwrap();
+    let base = std::fs::read_to_string(nats.config_path()).unwrap();
+    let account = "{ jetstream: enabled, ";
+    assert!(base.contains(account), "the clients' account: {base}");
+    let lossy = base.replacen(
+        account,
+        &format!("{{ jetstream: enabled, mappings: {{ {mappings} }}, "),
+        1,
+    );
+    reload_as(&nats, &lossy);
+    let lookup = silent.request(probe.to_owned(), "".into());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), lookup)
+            .await
+            .is_err(),
+        "{probe} goes unanswered"
+    );
+
+    // The default request timeout, 5 s: longer than the call's 3 s.
+    let client = Connection::connect(aegis_sdk::AegisConfig::with_servers(nats.url()))
+        .await
+        .unwrap();
+    let opts = CallOptions::timeout(Duration::from_secs(3));
+    let call = place(&client, json!({}), &opts);
+    let answer_again = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::task::block_in_place(|| reload_as(&nats, &base));
+    };
+    let (reply, ()) = tokio::join!(call, answer_again);
+    let reply = reply.expect("served once JetStream answers again");
+    assert_eq!(reply.instance_id.as_deref(), Some("order-1"));
+    leader.shutdown().await.unwrap();
+}
+
+/// The bucket's lookup is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_election_view_whose_bucket_lookup_is_lost_loads_once_jetstream_answers() {
+    call_active_while_requests_are_lost(
+        r#""$JS.API.STREAM.INFO.KV_service_elections": "lost.stream.info""#,
+        "$JS.API.STREAM.INFO.KV_service_elections",
+    )
+    .await;
+}
+
+/// The bucket is found, but the watch's consumer creation is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_election_view_whose_watch_creation_is_lost_loads_once_jetstream_answers() {
+    call_active_while_requests_are_lost(
+        r#""$JS.API.CONSUMER.CREATE.KV_service_elections": "lost.create", "$JS.API.CONSUMER.CREATE.KV_service_elections.>": "lost.create.>""#,
+        "$JS.API.CONSUMER.CREATE.KV_service_elections.x.y",
+    )
+    .await;
+}

@@ -109,7 +109,17 @@ pub async fn ensure_election_bucket(
     js: &jetstream::Context,
     replicas: usize,
 ) -> Result<kv::Store, ElectionError> {
-    if let Ok(store) = js.get_key_value(subjects::ELECTIONS_BUCKET).await {
+    // Asked again while unanswered: a lookup lost while the bucket's
+    // stream chose a leader would otherwise hold a new view for the
+    // request's whole timeout.
+    let get = || js.get_key_value(subjects::ELECTIONS_BUCKET);
+    if let Some(Ok(store)) = crate::streams::ask_while_silent(
+        subjects::ELECTIONS_BUCKET,
+        crate::streams::LOOKUP_PATIENCE,
+        get,
+    )
+    .await
+    {
         return Ok(store);
     }
     let config = kv::Config {

@@ -42,10 +42,18 @@ pub async fn ensure_registry_bucket(
     js: &jetstream::Context,
     replicas: usize,
 ) -> Result<kv::Store, RegistryError> {
-    let store = match js.get_key_value(REGISTRY_BUCKET).await {
-        Ok(store) => store,
-        Err(get_err) => {
-            debug!(error = %get_err, "registry bucket not found; creating it");
+    // Asked again while unanswered, as in `ensure_election_bucket`.
+    let get = || js.get_key_value(REGISTRY_BUCKET);
+    let found =
+        crate::streams::ask_while_silent(REGISTRY_BUCKET, crate::streams::LOOKUP_PATIENCE, get)
+            .await;
+    let store = match found {
+        Some(Ok(store)) => store,
+        not_found => {
+            match not_found {
+                Some(Err(e)) => debug!(error = %e, "registry bucket not found; creating it"),
+                _ => debug!("JetStream did not answer the registry bucket's lookup; creating it"),
+            }
             let created = crate::streams::with_placement_patience(REGISTRY_BUCKET, || {
                 js.create_key_value(bucket_config(replicas))
             })
