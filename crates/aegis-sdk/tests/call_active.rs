@@ -320,25 +320,6 @@ async fn the_highest_epoch_seen_does_not_outlive_the_elections_bucket() {
     second.shutdown().await.unwrap();
 }
 
-/// Rewrites the server's configuration as `config` and has it reload
-/// (SIGHUP); returns once the reload is logged.
-fn reload_as(server: &aegis_testkit::NatsServer, config: &str) {
-    let reloads = |log: &str| log.matches("Reloaded server configuration").count();
-    let before = reloads(&std::fs::read_to_string(server.log_path()).unwrap_or_default());
-    std::fs::write(server.config_path(), config).unwrap();
-    let pid = server.pid().expect("the server runs").to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap();
-    assert!(sent.success(), "SIGHUP to nats-server");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while reloads(&std::fs::read_to_string(server.log_path()).unwrap_or_default()) == before {
-        assert!(Instant::now() < deadline, "nats-server did not reload");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// A new connection's election view whose first JetStream requests are
 /// lost (as those sent while a NATS node's death leaves the bucket's
 /// stream without a leader: never answered, even once the leader is back)
@@ -354,27 +335,7 @@ async fn call_active_while_requests_are_lost(mappings: &str, probe: &str) {
     let leader = order_instance(&nats.url(), "order-1", Calls::default()).await;
     leads(&leader).await;
 
-    // Something listens where the requests go, so they are not told "no
-    // responders": they go unanswered, as a stream without a leader does.
-    let silent = async_nats::connect(nats.url()).await.unwrap();
-    let _lost = silent.subscribe("lost.>").await.unwrap();
-    silent.flush().await.unwrap();
-    let base = std::fs::read_to_string(nats.config_path()).unwrap();
-    let account = "{ jetstream: enabled, ";
-    assert!(base.contains(account), "the clients' account: {base}");
-    let lossy = base.replacen(
-        account,
-        &format!("{{ jetstream: enabled, mappings: {{ {mappings} }}, "),
-        1,
-    );
-    reload_as(&nats, &lossy);
-    let lookup = silent.request(probe.to_owned(), "".into());
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), lookup)
-            .await
-            .is_err(),
-        "{probe} goes unanswered"
-    );
+    let base = common::lose_requests(&nats, mappings, probe).await;
 
     // The default request timeout, 5 s: longer than the call's 3 s.
     let client = Connection::connect(aegis_sdk::AegisConfig::with_servers(nats.url()))
@@ -384,7 +345,7 @@ async fn call_active_while_requests_are_lost(mappings: &str, probe: &str) {
     let call = place(&client, json!({}), &opts);
     let answer_again = async {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        tokio::task::block_in_place(|| reload_as(&nats, &base));
+        tokio::task::block_in_place(|| common::reload_as(&nats, &base));
     };
     let (reply, ()) = tokio::join!(call, answer_again);
     let reply = reply.expect("served once JetStream answers again");

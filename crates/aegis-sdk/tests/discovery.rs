@@ -756,3 +756,38 @@ async fn a_caller_watches_only_the_services_it_uses_and_a_reader_all() {
         "b-1"
     );
 }
+
+/// A new connection's registry view whose bucket lookup is lost (as one
+/// sent while a NATS node's death leaves the bucket's stream without a
+/// leader: never answered, even once the leader is back) loads as soon as
+/// JetStream answers again, so a call through discovery with a 3 s
+/// deadline is served rather than told the view did not load. The same
+/// case for the election view, with the watch's creation lost too, is in
+/// `call_active.rs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_view_whose_bucket_lookup_is_lost_loads_once_jetstream_answers() {
+    let nats = server();
+    let service_conn = connect(&nats.url()).await;
+    let _service = common::echo_service(&service_conn, "pricing-service", "pricing-1").await;
+    let base = common::lose_requests(
+        &nats,
+        r#""$JS.API.STREAM.INFO.KV_service_registry": "lost.stream.info""#,
+        "$JS.API.STREAM.INFO.KV_service_registry",
+    )
+    .await;
+
+    // The default request timeout, 5 s: longer than the call's 3 s.
+    let client = aegis_sdk::Connection::connect(aegis_sdk::AegisConfig::with_servers(nats.url()))
+        .await
+        .unwrap();
+    let opts = aegis_sdk::rpc::CallOptions::timeout(std::time::Duration::from_secs(3));
+    let (rpc, body) = (client.rpc(), json!({"n": 1}));
+    let call = rpc.call_with::<_, Value>("pricing-service", "echo", &body, &opts);
+    let answer_again = async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        tokio::task::block_in_place(|| common::reload_as(&nats, &base));
+    };
+    let (reply, ()) = tokio::join!(call, answer_again);
+    let reply = reply.expect("served once JetStream answers again");
+    assert_eq!(reply.value, json!({"n": 1}));
+}

@@ -172,3 +172,61 @@ pub async fn run_child_instance() {
         .expect("child instance starts");
     std::future::pending::<()>().await;
 }
+
+/// Rewrites `server`'s configuration as `config` and has it reload
+/// (SIGHUP); returns once the reload is logged.
+#[allow(dead_code)]
+pub fn reload_as(server: &NatsServer, config: &str) {
+    let reloads = |log: &str| log.matches("Reloaded server configuration").count();
+    let before = reloads(&std::fs::read_to_string(server.log_path()).unwrap_or_default());
+    std::fs::write(server.config_path(), config).unwrap();
+    let pid = server.pid().expect("the server runs").to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "SIGHUP to nats-server");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while reloads(&std::fs::read_to_string(server.log_path()).unwrap_or_default()) == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nats-server did not reload"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Makes `server` lose the requests its clients send to the subjects of
+/// `mappings` (the inside of an account's `mappings: { }` block, each
+/// subject mapped under `lost.`), as JetStream loses those sent while a
+/// stream has no leader: something listens there, so they are not told
+/// "no responders", and never answers. Checks that `probe` goes
+/// unanswered; returns the configuration to [`reload_as`] to answer again.
+#[allow(dead_code)]
+pub async fn lose_requests(server: &NatsServer, mappings: &str, probe: &str) -> String {
+    let silent = async_nats::connect(server.url()).await.unwrap();
+    let lost = silent.subscribe("lost.>").await.unwrap();
+    silent.flush().await.unwrap();
+    let base = std::fs::read_to_string(server.config_path()).unwrap();
+    let account = "{ jetstream: enabled, ";
+    assert!(base.contains(account), "the clients' account: {base}");
+    let lossy = base.replacen(
+        account,
+        &format!("{{ jetstream: enabled, mappings: {{ {mappings} }}, "),
+        1,
+    );
+    tokio::task::block_in_place(|| reload_as(server, &lossy));
+    let lookup = silent.request(probe.to_owned(), "".into());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), lookup)
+            .await
+            .is_err(),
+        "{probe} goes unanswered"
+    );
+    // Whoever listens stays until the test ends.
+    tokio::spawn(async move {
+        let _keep = (silent, lost);
+        std::future::pending::<()>().await;
+    });
+    base
+}
