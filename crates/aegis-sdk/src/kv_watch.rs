@@ -241,7 +241,7 @@ pub(crate) async fn run_scoped<S: Sink>(
         // lost while the bucket's stream chose a leader is never answered,
         // and waiting out its timeout would keep the view from loading for
         // that long after JetStream answers again.
-        let attempt = crate::streams::ask_attempt(failures);
+        let attempt = crate::streams::ask_attempt(crate::streams::ASK_ATTEMPT_FIRST, failures);
         let opened = tokio::select! {
             () = cancel.cancelled() => return,
             opened = tokio::time::timeout(attempt, opening) => opened.unwrap_or_else(|_| {

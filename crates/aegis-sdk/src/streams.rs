@@ -29,17 +29,18 @@ use crate::StreamLimits;
 pub const PLACEMENT_PATIENCE: Duration = Duration::from_secs(10);
 
 /// How long a bucket's lookup is asked again while unanswered
-/// ([`ask_while_silent`]) before the bucket is created instead: the default
+/// ([`look_up_bucket`]) before the bucket is created instead: the default
 /// request timeout, what the one lookup used to wait.
-pub(crate) const LOOKUP_PATIENCE: Duration = Duration::from_secs(5);
+const LOOKUP_PATIENCE: Duration = Duration::from_secs(5);
 
 /// The first attempt of a JetStream request that may go unanswered
-/// ([`ask_attempt`]).
-const ASK_ATTEMPT_FIRST: Duration = Duration::from_secs(1);
+/// ([`ask_attempt`]), unless its asker says otherwise.
+pub(crate) const ASK_ATTEMPT_FIRST: Duration = Duration::from_secs(1);
 
 /// How long attempt `tries` (counted from 0) of a JetStream request that
-/// may go unanswered waits for its answer before it is sent again: 1, 2, 4,
-/// then 8 s.
+/// may go unanswered waits for its answer before it is sent again: `first`
+/// doubled per try, up to eight times `first` (1, 2, 4, then 8 s from
+/// [`ASK_ATTEMPT_FIRST`]).
 ///
 /// A request that reaches a cluster while it chooses a stream's leader (a
 /// NATS node just stopped) is never answered, even once the leader is
@@ -47,16 +48,18 @@ const ASK_ATTEMPT_FIRST: Duration = Duration::from_secs(1);
 /// keeps a new view from loading for that long after JetStream answers
 /// again. Short first attempts ask again soon; the longer ones after them
 /// leave a JetStream that is only slow the time it needs.
-pub(crate) fn ask_attempt(tries: u32) -> Duration {
-    ASK_ATTEMPT_FIRST.saturating_mul(1 << tries.min(3))
+pub(crate) fn ask_attempt(first: Duration, tries: u32) -> Duration {
+    first.saturating_mul(1 << tries.min(3))
 }
 
-/// Runs `ask`, a JetStream request that is safe to send again (a lookup),
-/// in attempts of [`ask_attempt`], sending it again while it goes
-/// unanswered, for up to `patience` in all. What an attempt that ended
-/// returned, answer or error; `None` when none ended within `patience`.
+/// Runs `ask`, a JetStream request that is safe to send again (a lookup,
+/// a check), in attempts of [`ask_attempt`] from `first`, sending it again
+/// while it goes unanswered, for up to `patience` in all (the last attempt
+/// gets what is left). What an attempt that ended returned, answer or
+/// error; `None` when none ended within `patience`.
 pub(crate) async fn ask_while_silent<T, F, Fut>(
     what: &str,
+    first: Duration,
     patience: Duration,
     mut ask: F,
 ) -> Option<T>
@@ -71,7 +74,7 @@ where
         if left.is_zero() {
             return None;
         }
-        let attempt = ask_attempt(tries).min(left);
+        let attempt = ask_attempt(first, tries).min(left);
         match tokio::time::timeout(attempt, ask()).await {
             Ok(answer) => return Some(answer),
             Err(_) => {
@@ -80,6 +83,21 @@ where
             }
         }
     }
+}
+
+/// Looks up the KV bucket `bucket`, asked again while unanswered
+/// ([`ask_while_silent`], for up to [`LOOKUP_PATIENCE`]): a lookup lost
+/// while the bucket's stream chose a leader would otherwise hold a new
+/// view for the request's whole timeout. `None` when JetStream never
+/// answered; the caller then creates the bucket, as for one not found.
+pub(crate) async fn look_up_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+) -> Option<Result<jetstream::kv::Store, jetstream::context::KeyValueError>> {
+    ask_while_silent(bucket, ASK_ATTEMPT_FIRST, LOOKUP_PATIENCE, || {
+        js.get_key_value(bucket)
+    })
+    .await
 }
 
 /// Whether `err`, or an error it wraps, is JetStream refusing to place a
@@ -458,19 +476,24 @@ mod tests {
     async fn a_request_that_went_unanswered_is_sent_again() {
         let calls = AtomicU32::new(0);
         let started = tokio::time::Instant::now();
-        let answer = ask_while_silent("bucket", Duration::from_secs(10), || async {
-            if calls.fetch_add(1, Ordering::Relaxed) == 0 {
-                // Lost: no answer ever comes.
-                std::future::pending::<()>().await;
-            }
-            "found"
-        })
+        let answer = ask_while_silent(
+            "bucket",
+            ASK_ATTEMPT_FIRST,
+            Duration::from_secs(10),
+            || async {
+                if calls.fetch_add(1, Ordering::Relaxed) == 0 {
+                    // Lost: no answer ever comes.
+                    std::future::pending::<()>().await;
+                }
+                "found"
+            },
+        )
         .await;
         assert_eq!(answer, Some("found"));
         assert_eq!(calls.load(Ordering::Relaxed), 2);
         assert_eq!(
             started.elapsed(),
-            ask_attempt(0),
+            ASK_ATTEMPT_FIRST,
             "asked again after the first attempt"
         );
     }
@@ -479,17 +502,22 @@ mod tests {
     async fn asking_ends_with_none_once_its_patience_is_spent() {
         let calls = AtomicU32::new(0);
         let started = tokio::time::Instant::now();
-        let answer = ask_while_silent("bucket", Duration::from_secs(5), || async {
-            calls.fetch_add(1, Ordering::Relaxed);
-            std::future::pending::<&str>().await
-        })
+        let answer = ask_while_silent(
+            "bucket",
+            ASK_ATTEMPT_FIRST,
+            Duration::from_secs(5),
+            || async {
+                calls.fetch_add(1, Ordering::Relaxed);
+                std::future::pending::<&str>().await
+            },
+        )
         .await;
         assert_eq!(answer, None);
         assert_eq!(started.elapsed(), Duration::from_secs(5));
         // 1 s, 2 s, then the 2 s left.
         assert_eq!(calls.load(Ordering::Relaxed), 3);
         assert_eq!(
-            [0, 1, 2, 3, 9].map(ask_attempt),
+            [0, 1, 2, 3, 9].map(|tries| ask_attempt(ASK_ATTEMPT_FIRST, tries)),
             [1, 2, 4, 8, 8].map(Duration::from_secs)
         );
     }

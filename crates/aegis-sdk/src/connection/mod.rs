@@ -57,7 +57,8 @@ const MIN_JETSTREAM_CHECK_ATTEMPT: Duration = Duration::from_millis(250);
 
 /// Asks JetStream for the account's info within `budget`, in attempts that
 /// double from a tenth of it (at least [`MIN_JETSTREAM_CHECK_ATTEMPT`]),
-/// until one is answered, one fails otherwise, or `budget` is spent.
+/// until one is answered, one fails otherwise, or `budget` is spent
+/// ([`streams::ask_while_silent`](crate::streams::ask_while_silent)).
 ///
 /// A JetStream API request that reaches a cluster still choosing its
 /// JetStream leaders (after a node stopped) is not answered at all, even
@@ -69,20 +70,13 @@ async fn check_jetstream(
     jetstream: &jetstream::Context,
     budget: Duration,
 ) -> Result<(), jetstream::context::AccountError> {
-    let deadline = tokio::time::Instant::now() + budget;
-    let mut attempt = (budget / 10).max(MIN_JETSTREAM_CHECK_ATTEMPT);
-    let mut asking = jetstream.clone();
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let this = attempt.min(left);
-        asking.set_timeout(this);
-        match asking.query_account().await {
-            Err(e) if e.kind() == AccountErrorKind::TimedOut && this < left => {
-                debug!(after = ?this, "JetStream did not answer its check; asking again");
-                attempt *= 2;
-            }
-            result => return result.map(drop),
-        }
+    let first = (budget / 10).max(MIN_JETSTREAM_CHECK_ATTEMPT);
+    let check = || jetstream.query_account();
+    match crate::streams::ask_while_silent("the JetStream check", first, budget, check).await {
+        Some(answer) => answer.map(drop),
+        None => Err(jetstream::context::AccountError::new(
+            AccountErrorKind::TimedOut,
+        )),
     }
 }
 

@@ -109,17 +109,7 @@ pub async fn ensure_election_bucket(
     js: &jetstream::Context,
     replicas: usize,
 ) -> Result<kv::Store, ElectionError> {
-    // Asked again while unanswered: a lookup lost while the bucket's
-    // stream chose a leader would otherwise hold a new view for the
-    // request's whole timeout.
-    let get = || js.get_key_value(subjects::ELECTIONS_BUCKET);
-    if let Some(Ok(store)) = crate::streams::ask_while_silent(
-        subjects::ELECTIONS_BUCKET,
-        crate::streams::LOOKUP_PATIENCE,
-        get,
-    )
-    .await
-    {
+    if let Some(Ok(store)) = crate::streams::look_up_bucket(js, subjects::ELECTIONS_BUCKET).await {
         return Ok(store);
     }
     let config = kv::Config {

@@ -42,12 +42,7 @@ pub async fn ensure_registry_bucket(
     js: &jetstream::Context,
     replicas: usize,
 ) -> Result<kv::Store, RegistryError> {
-    // Asked again while unanswered, as in `ensure_election_bucket`.
-    let get = || js.get_key_value(REGISTRY_BUCKET);
-    let found =
-        crate::streams::ask_while_silent(REGISTRY_BUCKET, crate::streams::LOOKUP_PATIENCE, get)
-            .await;
-    let store = match found {
+    let store = match crate::streams::look_up_bucket(js, REGISTRY_BUCKET).await {
         Some(Ok(store)) => store,
         not_found => {
             match not_found {
