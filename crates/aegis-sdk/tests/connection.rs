@@ -123,6 +123,23 @@ async fn a_jetstream_check_that_went_unanswered_is_asked_again() {
     );
 }
 
+/// `err` is a call's registry view not holding its service before the
+/// deadline: nothing was sent, so SERVICE_UNAVAILABLE, not a timeout.
+fn assert_registry_view_late(err: &RpcError) {
+    assert!(
+        matches!(
+            err,
+            RpcError::Discovery(DiscoveryError::Registry(RegistryError::NotSynced(_)))
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.code(),
+        ErrorCode::ServiceUnavailable,
+        "nothing was sent"
+    );
+}
+
 /// A call whose view (the registry behind discovery, the election keys
 /// behind `call_active`) cannot load before its deadline says so, and that
 /// nothing was sent: not a timeout naming the method's subject, which reads
@@ -142,18 +159,7 @@ async fn a_call_whose_view_cannot_load_says_so_not_timeout() {
         .call_with::<_, Value>("order-service", "create_order", &json!({}), &opts)
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            RpcError::Discovery(DiscoveryError::Registry(RegistryError::NotSynced(_)))
-        ),
-        "{err:?}"
-    );
-    assert_eq!(
-        err.code(),
-        ErrorCode::ServiceUnavailable,
-        "nothing was sent"
-    );
+    assert_registry_view_late(&err);
 
     let err = conn
         .rpc()
@@ -203,18 +209,7 @@ async fn a_call_whose_service_the_view_cannot_take_in_says_so_not_timeout() {
         .await
         .unwrap_err();
     nats.resume();
-    assert!(
-        matches!(
-            err,
-            RpcError::Discovery(DiscoveryError::Registry(RegistryError::NotSynced(_)))
-        ),
-        "{err:?}"
-    );
-    assert_eq!(
-        err.code(),
-        ErrorCode::ServiceUnavailable,
-        "nothing was sent"
-    );
+    assert_registry_view_late(&err);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
