@@ -349,13 +349,15 @@ echo "  leader: $LEADER"
 
 ORDER_N=0
 : >"$WORK/calls.log"
-# One create_order with a new client order id; every attempt's output goes
-# to calls.log, the last one's to call.out.
+# One create_order with a new client order id, idempotent as it is by that
+# id (the SDK asks again within the deadline when the leader answers that
+# its store is briefly out); every attempt's output goes to calls.log, the
+# last one's to call.out.
 create_order() {
   ORDER_N=$((ORDER_N + 1))
   local rc=0
   AEGIS_NATS_USER=operator AEGIS_NATS_PASSWORD="${PASSWORD_OF[operator]}" AEGIS_NATS_INBOX_PREFIX=_INBOX_operator \
-    "$AEGIS" call order-service create_order --active --timeout-ms 3000 --nats-url "$NATS_HOST_URL" \
+    "$AEGIS" call order-service create_order --active --idempotent --timeout-ms 3000 --nats-url "$NATS_HOST_URL" \
     "{\"symbol\":\"AAPL\",\"side\":\"BUY\",\"quantity\":10,\"client_order_id\":\"$RUN-$ORDER_N\"}" \
     >"$WORK/call.out" 2>&1 || rc=$?
   { echo "--- create_order $ORDER_N: exit $rc"; cat "$WORK/call.out"; } >>"$WORK/calls.log"

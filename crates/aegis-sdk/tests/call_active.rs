@@ -7,7 +7,9 @@
 //!   registry record claiming a huge epoch (with a rogue responder behind
 //!   it) neither receives calls nor poisons the highest epoch remembered;
 //! - the highest epoch remembered does not outlive the `service_elections`
-//!   bucket: a leader of a bucket created again is served.
+//!   bucket: a leader of a bucket created again is served;
+//! - a leader that answers "unavailable; retry" is asked again by an
+//!   idempotent call, within its deadline.
 
 mod common;
 
@@ -41,7 +43,20 @@ async fn order_instance(url: &str, id: &str, calls: Calls) -> Service {
         .handler_with_context("place", move |ctx: RequestContext, body: Value| {
             let (calls, me) = (calls.clone(), me.clone());
             async move {
-                *calls.lock().unwrap().entry(me.clone()).or_default() += 1;
+                let runs = {
+                    let mut calls = calls.lock().unwrap();
+                    let runs = calls.entry(me.clone()).or_default();
+                    *runs += 1;
+                    *runs
+                };
+                // Its first `unavailable_runs` runs answer as a leader whose
+                // store is briefly out does.
+                if body["unavailable_runs"]
+                    .as_u64()
+                    .is_some_and(|n| runs as u64 <= n)
+                {
+                    return Err(WireError::service_unavailable("the store is out; retry"));
+                }
                 // `sleep_only` names the one instance that sleeps.
                 let sleeps = body.get("sleep_only").is_none_or(|only| *only == *me);
                 let ms = if sleeps {
@@ -371,4 +386,42 @@ async fn an_election_view_whose_watch_creation_is_lost_loads_once_jetstream_answ
         "$JS.API.CONSUMER.CREATE.KV_service_elections.x.y",
     )
     .await;
+}
+
+/// A leader whose store is briefly out answers SERVICE_UNAVAILABLE (the
+/// order service after a NATS node dies, its KV write unconfirmed): an
+/// idempotent call asks it again after a pause and is served; a call that
+/// is not idempotent gets the answer as it is, having run once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_call_answered_unavailable_by_the_leader_asks_it_again() {
+    let nats = server();
+    let calls: Calls = Arc::default();
+    let leader = order_instance(&nats.url(), "order-1", calls.clone()).await;
+    leads(&leader).await;
+    let client = connect(&nats.url()).await;
+
+    let once = CallOptions::timeout(Duration::from_secs(5));
+    let err = place(&client, json!({"unavailable_runs": 1}), &once)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        aegis_sdk::rpc::ErrorCode::ServiceUnavailable,
+        "{err:?}"
+    );
+    assert_eq!(calls.lock().unwrap().get("order-1"), Some(&1));
+
+    calls.lock().unwrap().clear();
+    let retried = CallOptions::timeout(Duration::from_secs(5)).idempotent();
+    let reply = place(&client, json!({"unavailable_runs": 2}), &retried)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "served once the leader can: {e:?} after {:?}",
+                calls.lock().unwrap()
+            )
+        });
+    assert_eq!(reply.instance_id.as_deref(), Some("order-1"));
+    assert_eq!(calls.lock().unwrap().get("order-1"), Some(&3));
+    leader.shutdown().await.unwrap();
 }

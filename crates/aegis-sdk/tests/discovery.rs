@@ -791,3 +791,142 @@ async fn a_registry_view_whose_bucket_lookup_is_lost_loads_once_jetstream_answer
     let reply = reply.expect("served once JetStream answers again");
     assert_eq!(reply.value, json!({"n": 1}));
 }
+
+/// An instance of `flaky-service` whose `work` answers SERVICE_UNAVAILABLE
+/// (as a service does whose store is briefly out) while `unavailable`
+/// says so, counting every run in `runs`.
+async fn flaky_instance(
+    conn: &Connection,
+    id: &str,
+    unavailable: Arc<AtomicUsize>,
+    runs: Arc<AtomicUsize>,
+) -> Service {
+    conn.service("flaky-service", "1.0.0")
+        .instance_id(id)
+        .handler_with_context("work", move |ctx: RequestContext, _: Value| {
+            let (unavailable, runs) = (unavailable.clone(), runs.clone());
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                let left = unavailable.load(Ordering::SeqCst);
+                if left > 0 {
+                    // usize::MAX: unavailable for good.
+                    if left != usize::MAX {
+                        unavailable.store(left - 1, Ordering::SeqCst);
+                    }
+                    return Err(WireError::service_unavailable("the store is out; retry"));
+                }
+                Ok::<_, WireError>(ctx.instance_id.to_string())
+            }
+        })
+        .start()
+        .await
+        .expect("instance starts")
+}
+
+fn idempotent_within(timeout: Duration) -> CallOptions {
+    CallOptions {
+        timeout: Some(timeout),
+        idempotent: true,
+        ..Default::default()
+    }
+}
+
+async fn work(conn: &Connection, opts: &CallOptions) -> Result<String, RpcError> {
+    conn.rpc()
+        .call_with::<_, String>("flaky-service", "work", &json!({}), opts)
+        .await
+        .map(|reply| reply.value)
+}
+
+/// An instance that answers "unavailable; retry" ran nothing an idempotent
+/// call cannot repeat: the call asks it again after a pause, within its
+/// deadline, rather than hand the caller an error a moment before the
+/// instance could serve. Another call gets the answer as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_call_answered_unavailable_asks_again_within_its_deadline() {
+    let nats = server();
+    let (unavailable, runs) = (Arc::new(AtomicUsize::new(1)), Arc::default());
+    let server_conn = connect(&nats.url()).await;
+    let _only = flaky_instance(
+        &server_conn,
+        "flaky-1",
+        unavailable.clone(),
+        Arc::clone(&runs),
+    )
+    .await;
+    let client = connect(&nats.url()).await;
+    wait_selectable(&client, "flaky-service", 1).await;
+
+    let once = CallOptions::timeout(Duration::from_secs(5));
+    let err = work(&client, &once).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ServiceUnavailable, "{err:?}");
+    assert!(err.to_string().contains("the store is out"), "{err}");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "a call that is not idempotent runs once"
+    );
+
+    runs.store(0, Ordering::SeqCst);
+    unavailable.store(2, Ordering::SeqCst);
+    let served = work(&client, &idempotent_within(Duration::from_secs(5)))
+        .await
+        .expect("served once the instance can");
+    assert_eq!(served, "flaky-1");
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+
+    // For good: the instance's own answer, by the deadline.
+    runs.store(0, Ordering::SeqCst);
+    unavailable.store(usize::MAX, Ordering::SeqCst);
+    let started = Instant::now();
+    let err = work(&client, &idempotent_within(Duration::from_secs(1)))
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(&err, RpcError::Remote { .. }) && err.code() == ErrorCode::ServiceUnavailable,
+        "the instance's answer, not a timeout: {err:?}"
+    );
+    assert!(
+        took < Duration::from_millis(1500),
+        "ended by its deadline: {took:?}"
+    );
+    let asked = runs.load(Ordering::SeqCst);
+    assert!(
+        (2..=8).contains(&asked),
+        "asked again after pauses, not in a loop: {asked}"
+    );
+}
+
+/// With another instance to ask, an idempotent call answered "unavailable"
+/// goes there at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_call_answered_unavailable_moves_to_another_instance() {
+    let nats = server();
+    let (down_runs, up_runs) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (a, b) = (connect(&nats.url()).await, connect(&nats.url()).await);
+    let _down = flaky_instance(
+        &a,
+        "down-1",
+        Arc::new(AtomicUsize::new(usize::MAX)),
+        down_runs.clone(),
+    )
+    .await;
+    let _up = flaky_instance(&b, "up-1", Arc::default(), up_runs.clone()).await;
+    let client = connect(&nats.url()).await;
+    wait_selectable(&client, "flaky-service", 2).await;
+    for _ in 0..4 {
+        let started = Instant::now();
+        let served = work(&client, &idempotent_within(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        assert_eq!(served, "up-1");
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(up_runs.load(Ordering::SeqCst), 4);
+    assert!(down_runs.load(Ordering::SeqCst) <= 4);
+}

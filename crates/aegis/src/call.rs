@@ -38,6 +38,12 @@ pub struct CallArgs {
     /// Deadline in milliseconds.
     #[arg(long, default_value_t = 5_000)]
     pub timeout_ms: u64,
+    /// The method may run twice without harm (`create_order` is, by its
+    /// client order id): within the deadline, an attempt that times out
+    /// is sent again and an answer of SERVICE_UNAVAILABLE is asked again
+    /// after a pause, rather than printed as the result.
+    #[arg(long)]
+    pub idempotent: bool,
     /// Print the method's description and the JSON Schemas of its request
     /// and reply (from `$SRV.INFO`) instead of calling it.
     #[arg(long)]
@@ -59,7 +65,8 @@ pub async fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
     let body: serde_json::Value = serde_json::from_str(&args.body)
         .with_context(|| format!("the request body is not JSON: {}", args.body))?;
     let conn = args.nats.connect_as_operator().await?;
-    let opts = CallOptions::timeout(Duration::from_millis(args.timeout_ms));
+    let mut opts = CallOptions::timeout(Duration::from_millis(args.timeout_ms));
+    opts.idempotent = args.idempotent;
     let rpc = conn.rpc();
     let result = match &args.instance {
         None if args.active => {

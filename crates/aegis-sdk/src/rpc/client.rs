@@ -6,8 +6,9 @@
 //! strategy and send on its own subject `rpc.{service}.{instance}.{method}`,
 //! so the strategy decides who answers. An instance without a responder (it
 //! died) is evicted from this process's view and another is tried at once;
-//! an idempotent call also moves on when one attempt times out; all within
-//! the call's deadline. A call whose own connection drops while it waits
+//! an idempotent call also moves on when one attempt times out, and asks
+//! again (elsewhere, or after a pause) when an instance answers
+//! SERVICE_UNAVAILABLE; all within the call's deadline. A call whose own connection drops while it waits
 //! ends at once ([`RpcError::ConnectionLost`]: no reply can come on a new
 //! connection) and, when idempotent, is sent again once reconnected.
 //! [`RpcClient::call_balanced`] keeps the plain
@@ -70,8 +71,13 @@ pub struct CallOptions {
     /// A request id to correlate logs across services (`Aegis-Request-Id`).
     pub request_id: Option<String>,
     /// The call may run more than once without harm. Then an attempt that
-    /// times out is retried on another instance (a call that found no
-    /// responder is retried either way: it never ran).
+    /// times out is retried on another instance, and an instance's answer
+    /// of SERVICE_UNAVAILABLE (it cannot serve for now: its store or a
+    /// dependency is out) is asked again: of another instance at once, or
+    /// of the same one after a pause that grows from 100 ms to 1 s. All
+    /// within the call's deadline; if no attempt is served, the call's
+    /// error is the last answer. A call that found no responder is retried
+    /// either way: it never ran.
     pub idempotent: bool,
     /// Deadline of one attempt of an idempotent call; a third of `timeout`
     /// when `None`. Ignored for other calls.
@@ -99,7 +105,8 @@ impl CallOptions {
     }
 
     /// These options marked idempotent (retried elsewhere on an attempt
-    /// timeout).
+    /// timeout, asked again after SERVICE_UNAVAILABLE; see
+    /// [`CallOptions::idempotent`]).
     pub fn idempotent(mut self) -> Self {
         self.idempotent = true;
         self

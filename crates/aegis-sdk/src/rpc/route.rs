@@ -22,7 +22,11 @@
 //! never ran (no responder, NOT_ACTIVE) is tried elsewhere; an attempt that
 //! timed out, or a reply from a deposed leader, only when the call is
 //! idempotent (it may have run); our own connection dropping, again when
-//! idempotent; anything else ends the call.
+//! idempotent; an instance's SERVICE_UNAVAILABLE ("retry": its store or a
+//! dependency is briefly out), when idempotent, on another instance or,
+//! for want of one, on the same after a pause that grows from
+//! [`UNAVAILABLE_PAUSE_FIRST`] to [`UNAVAILABLE_PAUSE_MAX`]; anything else
+//! ends the call.
 //!
 //! [`RpcClient::call_with`]: super::RpcClient::call_with
 //! [`RpcClient::call_active`]: super::RpcClient::call_active
@@ -54,6 +58,14 @@ const CATCH_UP_LIMIT: Duration = Duration::from_millis(500);
 /// want of another; doubled per try up to [`PROBE_BACKOFF_MAX`].
 const PROBE_BACKOFF_START: Duration = Duration::from_millis(5);
 const PROBE_BACKOFF_MAX: Duration = Duration::from_millis(250);
+
+/// The first pause before an idempotent call asks again an instance that
+/// answered SERVICE_UNAVAILABLE, for want of another; doubled per answer
+/// up to [`UNAVAILABLE_PAUSE_MAX`]. Long enough that callers do not hammer
+/// a service whose store is out (a NATS node lost: its stream elects a new
+/// leader in one to three seconds), short enough to be served soon after.
+pub(super) const UNAVAILABLE_PAUSE_FIRST: Duration = Duration::from_millis(100);
+pub(super) const UNAVAILABLE_PAUSE_MAX: Duration = Duration::from_secs(1);
 
 /// Everything one call carries through its attempts.
 pub(super) struct Call<'a> {
@@ -117,6 +129,9 @@ pub(super) enum Failure {
     TimedOut(Duration),
     /// It ran the call as a leader already deposed.
     Deposed,
+    /// It answered SERVICE_UNAVAILABLE: it cannot serve for now (its store
+    /// or a dependency is out) and said to retry.
+    Unavailable,
 }
 
 /// What to do after a failed attempt.
@@ -182,6 +197,14 @@ fn classify(call: &Call<'_>, error: RpcError) -> (Next, Option<Failure>) {
         // It ran: only a call that may run twice goes on.
         e @ RpcError::DeposedLeader(_) if call.opts.idempotent => {
             (Next::Retry(e), Some(Failure::Deposed))
+        }
+        // It may have done part of the work before it found it could not
+        // finish: again only a call that may run twice, and within its
+        // deadline. The instance's own answer is the error if none serves.
+        e @ RpcError::Remote { .. }
+            if retry_allowed && e.code() == ErrorCode::ServiceUnavailable =>
+        {
+            (Next::Retry(e), Some(Failure::Unavailable))
         }
         e => (Next::Fail(e), None),
     }
@@ -300,6 +323,10 @@ pub(super) struct ByDiscovery<'a> {
     probing: Option<(String, Arc<str>)>,
     /// The pause before the next such try.
     probe_backoff: Duration,
+    /// Instances (in `tried`) that answered SERVICE_UNAVAILABLE to this
+    /// call: asked again after `unavailable_pause` once no other is left.
+    unavailable: Vec<Arc<str>>,
+    unavailable_pause: Duration,
 }
 
 impl<'a> ByDiscovery<'a> {
@@ -337,6 +364,8 @@ impl<'a> ByDiscovery<'a> {
             caught_up: false,
             probing: None,
             probe_backoff: PROBE_BACKOFF_START,
+            unavailable: Vec::new(),
+            unavailable_pause: UNAVAILABLE_PAUSE_FIRST,
         })
     }
 }
@@ -382,6 +411,17 @@ impl Pick for ByDiscovery<'_> {
                     self.probing = Some((call.service.to_owned(), member.id.clone()));
                     return Ok(member);
                 }
+            }
+            // None left but ones that said they could not serve for now:
+            // ask them again after a pause that leaves time to be served.
+            if !self.unavailable.is_empty()
+                && Instant::now() + self.unavailable_pause < call.deadline
+            {
+                tokio::time::sleep(self.unavailable_pause).await;
+                self.unavailable_pause = (self.unavailable_pause * 2).min(UNAVAILABLE_PAUSE_MAX);
+                let again = std::mem::take(&mut self.unavailable);
+                self.tried.retain(|id| !again.contains(id));
+                continue;
             }
             // Instances that do not list the method are never tried: a call
             // to a missing method must not evict healthy instances.
@@ -435,6 +475,9 @@ impl Pick for ByDiscovery<'_> {
                 self.index.evict(call.service, &target.id);
             }
             Failure::TimedOut(attempt) if self.observes => target.stats.observe(attempt),
+            // Not fed to the latency statistics: a quick refusal would
+            // draw more calls to it.
+            Failure::Unavailable => self.unavailable.push(target.id.clone()),
             Failure::TimedOut(_) | Failure::Refused | Failure::Deposed => {}
         }
         self.tried.push(target.id.clone());
@@ -450,6 +493,12 @@ pub(super) struct ToLeader {
     /// key changes or a back-off passes.
     failed_on: Option<Holder>,
     backoff: Duration,
+    /// When the current back-off ends: set once per wait, so that the
+    /// key's renewals (which wake the wait) do not start it over.
+    backoff_ends: Option<Instant>,
+    /// The longest `backoff` grows to: longer once the holder answered
+    /// SERVICE_UNAVAILABLE than while the key is between holders.
+    backoff_max: Duration,
 }
 
 impl ToLeader {
@@ -462,6 +511,8 @@ impl ToLeader {
             group: group.to_owned(),
             failed_on: None,
             backoff: Duration::from_millis(2),
+            backoff_ends: None,
+            backoff_max: Duration::from_millis(50),
         }
     }
 }
@@ -488,11 +539,13 @@ impl Pick for ToLeader {
             }
             // Between leaders: wake as soon as the key changes (the new
             // leader's winning write), or after a short back-off.
+            let ends = *self.backoff_ends.get_or_insert(now + self.backoff);
             tokio::select! {
                 _ = self.changes.changed() => {}
-                () = tokio::time::sleep(self.backoff.min(call.deadline - now)) => {
+                () = tokio::time::sleep_until(ends.min(call.deadline)) => {
+                    self.backoff_ends = None;
                     self.failed_on = None;
-                    self.backoff = (self.backoff * 2).min(Duration::from_millis(50));
+                    self.backoff = (self.backoff * 2).min(self.backoff_max);
                 }
             }
         }
@@ -539,8 +592,13 @@ impl Pick for ToLeader {
 
     fn answered(&mut self, _: &Holder, _: Instant) {}
 
-    fn failed(&mut self, _: &Call<'_>, holder: Holder, _: Failure) {
+    fn failed(&mut self, _: &Call<'_>, holder: Holder, how: Failure) {
         self.failed_on = Some(holder);
+        self.backoff_ends = None;
+        if how == Failure::Unavailable {
+            self.backoff = self.backoff.max(UNAVAILABLE_PAUSE_FIRST);
+            self.backoff_max = UNAVAILABLE_PAUSE_MAX;
+        }
     }
 
     /// The key names another holder (or the same one under a new epoch).
