@@ -123,6 +123,20 @@ impl ConnectArgs {
             let default = PathBuf::from(DEFAULT_CREDENTIALS);
             default.is_file().then_some(default)
         });
+        // No URL given: the running showcase's nodes, all of them, from
+        // the state directory the credentials are in (with only the
+        // default, the tools fail while its first node is down).
+        let showcase_url = file.as_deref().and_then(showcase_nats_url);
+        let mut connection = self.connection.clone();
+        if connection.nats_url == aegis_monitor::config::DEFAULT_NATS_URL
+            && let Some(url) = showcase_url
+        {
+            connection.nats_url = url;
+        }
+        let this = ConnectArgs {
+            connection,
+            credentials: self.credentials.clone(),
+        };
         let (operator, tls_ca) = match file {
             Some(path) => (
                 crate::up::credentials::read_operator(&path)?,
@@ -130,7 +144,7 @@ impl ConnectArgs {
             ),
             None => (None, None),
         };
-        self.connect_with(move |c| {
+        this.connect_with(move |c| {
             adjust(c);
             let n = &mut c.nats;
             let none_given = n.user.is_none()
@@ -181,6 +195,11 @@ impl ConnectArgs {
             }
         })
     }
+}
+
+/// The NATS URLs a running `aegis up` wrote beside its `credentials` file.
+fn showcase_nats_url(credentials: &std::path::Path) -> Option<String> {
+    crate::up::credentials::read_nats_url(credentials.parent()?)
 }
 
 /// Parses arguments, installs tracing and runs the command.

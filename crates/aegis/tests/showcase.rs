@@ -37,13 +37,14 @@ impl Drop for Up {
     }
 }
 
-/// Runs `aegis call` as the showcase's operator (`--credentials`); returns
-/// success, the JSON reply (stdout) and stderr.
-fn call(url: &str, state: &Path, args: &[&str]) -> (bool, serde_json::Value, String) {
+/// Runs `aegis call` as the showcase's operator (`--credentials`), with no
+/// `--nats-url`: it finds the showcase's nodes in the state directory, as
+/// the tools do beside a running `aegis up`. Returns success, the JSON
+/// reply (stdout) and stderr.
+fn call(state: &Path, args: &[&str]) -> (bool, serde_json::Value, String) {
     let out = Command::new(AEGIS)
         .arg("call")
         .args(args)
-        .args(["--nats-url", url])
         .arg("--credentials")
         .arg(state.join("credentials"))
         .output()
@@ -146,7 +147,6 @@ async fn the_showcase_runs_fails_over_and_stops_cleanly() {
     let mut first_order_id = String::new();
     for i in 0..3 {
         let (ok, reply, err) = call(
-            &url,
             state.path(),
             &["order-service", "create_order", &body(i), "--active"],
         );
@@ -233,7 +233,6 @@ async fn the_showcase_runs_fails_over_and_stops_cleanly() {
     // The new leader continues where the old one stopped: a retried create
     // returns the same order, and the order is there.
     let (ok, reply, err) = call(
-        &url,
         state.path(),
         &["order-service", "create_order", &body(0), "--active"],
     );
@@ -245,7 +244,6 @@ async fn the_showcase_runs_fails_over_and_stops_cleanly() {
     );
     let get = format!(r#"{{"order_id":"{first_order_id}"}}"#);
     let (ok, reply, err) = call(
-        &url,
         state.path(),
         &["order-service", "get_order", &get, "--active"],
     );
@@ -294,4 +292,8 @@ async fn the_showcase_runs_fails_over_and_stops_cleanly() {
     for (name, pid) in children {
         assert!(!alive(pid), "{name} (pid {pid}) is still running");
     }
+    assert!(
+        !state.path().join("nats-url").exists(),
+        "a stopped showcase leaves no NATS URLs for the tools to find"
+    );
 }

@@ -199,3 +199,49 @@ fn generate() -> String {
     let bytes: [u8; 24] = rand::rng().random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// The file in the state directory that names the running showcase's NATS
+/// client URLs (comma-separated), so that `aegis call`, `status`, `traffic`
+/// and `chaos` reach every node without `--nats-url`, and so still connect
+/// while the first node is down. Not a secret; removed when `aegis up`
+/// stops.
+pub const NATS_URL_FILE: &str = "nats-url";
+
+/// Writes [`NATS_URL_FILE`] in `state_dir`.
+///
+/// # Errors
+/// When the file cannot be written.
+pub fn write_nats_url(state_dir: &Path, url: &str) -> anyhow::Result<()> {
+    let path = state_dir.join(NATS_URL_FILE);
+    std::fs::write(&path, format!("{url}\n")).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Removes [`NATS_URL_FILE`] from `state_dir` (nothing to do when absent).
+pub fn remove_nats_url(state_dir: &Path) {
+    let _ = std::fs::remove_file(state_dir.join(NATS_URL_FILE));
+}
+
+/// The URLs a running showcase wrote in `state_dir`, if any.
+pub fn read_nats_url(state_dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(state_dir.join(NATS_URL_FILE)).ok()?;
+    let url = text.trim();
+    (!url.is_empty()).then(|| url.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_showcase_urls_are_written_read_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_nats_url(dir.path()), None);
+        let urls = "nats://127.0.0.1:4222,nats://127.0.0.1:4223";
+        write_nats_url(dir.path(), urls).unwrap();
+        assert_eq!(read_nats_url(dir.path()).as_deref(), Some(urls));
+        remove_nats_url(dir.path());
+        assert_eq!(read_nats_url(dir.path()), None);
+        std::fs::write(dir.path().join(NATS_URL_FILE), "\n").unwrap();
+        assert_eq!(read_nats_url(dir.path()), None, "an empty file names none");
+    }
+}

@@ -175,6 +175,9 @@ pub async fn run(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Resul
             (urls.join(","), count, nodes)
         }
     };
+    // For the operator's tools run beside it (`ConnectArgs`): every node,
+    // not only the first.
+    credentials::write_nats_url(&state_dir, &url)?;
     let tls_ca = tls.map(|t| t.ca);
     let on = Topology {
         url: &url,
@@ -185,6 +188,7 @@ pub async fn run(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Resul
     let result = run_on(&args, &state_dir, &exe, &on, &creds, &mut sup, &shutdown).await;
     println!("\nstopping the showcase…");
     sup.stop_all().await;
+    credentials::remove_nats_url(&state_dir);
     println!(
         "Aegis showcase stopped (data kept in {}).",
         state_dir.display()
@@ -561,13 +565,11 @@ fn print_summary(
     println!(
         "Try (NATS refuses clients without credentials; these find the operator's in the file above):"
     );
-    // The flags that find this showcase when it is not the default one
-    // (other ports, another state directory), quoted for a POSIX shell: a
-    // state directory may have a space in its name.
+    // The flags that find this showcase when its state directory is not
+    // the default one, quoted for a POSIX shell: a state directory may
+    // have a space in its name. No `--nats-url`: the tools read every
+    // node's URL beside the credentials (`credentials::NATS_URL_FILE`).
     let mut flags = String::new();
-    if url != aegis_monitor::config::DEFAULT_NATS_URL {
-        flags.push_str(&format!(" --nats-url {}", shell_quoted(url)));
-    }
     let default_dir = Path::new(".aegis").canonicalize().ok();
     let mut chaos_flags = flags.clone();
     if default_dir.as_deref() != Some(state_dir) {
@@ -582,7 +584,7 @@ fn print_summary(
     }
     println!("  aegis status --watch{flags}");
     println!(
-        "  aegis call order-service create_order --active '{{\"symbol\":\"AAPL\",\"side\":\"BUY\",\"quantity\":10,\"client_order_id\":\"demo-1\"}}'{flags}"
+        "  aegis call order-service create_order --active --idempotent '{{\"symbol\":\"AAPL\",\"side\":\"BUY\",\"quantity\":10,\"client_order_id\":\"demo-1\"}}'{flags}"
     );
     println!(
         "  aegis traffic{flags}      # orders at 10/s, a line a second; Ctrl-C checks none acknowledged was lost"
