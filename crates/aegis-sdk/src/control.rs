@@ -100,7 +100,12 @@ impl Controlled {
                 let Some(registration) = &self.registration else {
                     return self.unregistered();
                 };
-                warn!(for_ms = ?for_ms, "control: an operator makes this instance UNHEALTHY");
+                // INFO: the registration's `status_changed` event is what
+                // the monitor shows; a forwarded WARN line would repeat it.
+                info!(
+                    for_ms = *for_ms,
+                    "control: an operator makes this instance UNHEALTHY"
+                );
                 registration
                     .force_unhealthy(for_ms.map(Duration::from_millis))
                     .await

@@ -7,6 +7,7 @@ mod common;
 
 use std::{
     collections::HashMap,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -762,4 +763,66 @@ async fn new_instances_are_visible_to_readers_within_milliseconds() {
     for s in services {
         s.shutdown().await.unwrap();
     }
+}
+
+/// An operator's verdict, its lift and its running out are each one
+/// `status_changed` event (the monitor's event list shows them), with no
+/// field written as a Rust `None`; a lift with no verdict in force is none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_verdict_its_lift_and_its_end_are_events() {
+    use aegis_sdk::{
+        contracts::log::{LogKind, LogRecord},
+        registry::Registration,
+    };
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let events: Arc<Mutex<Vec<LogRecord>>> = Arc::default();
+    let sink = events.clone();
+    let record = ServiceInstance::new("verdict-service", "verdict-1", "1.0.0", chrono::Utc::now());
+    let reg = Registration::builder(&conn, record)
+        .on_event(Arc::new(move |r: LogRecord| sink.lock().unwrap().push(r)))
+        .start()
+        .await
+        .unwrap();
+    let changes = || -> Vec<LogRecord> {
+        std::mem::take(&mut *events.lock().unwrap())
+            .into_iter()
+            .filter(|r| r.kind == LogKind::StatusChanged)
+            .collect()
+    };
+    changes();
+
+    reg.lift_unhealthy().await.unwrap();
+    assert!(changes().is_empty(), "nothing was lifted");
+
+    reg.force_unhealthy(None).await.unwrap();
+    let made = changes();
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert_eq!(
+        Value::Object(made[0].fields.clone()),
+        json!({"from": "chosen", "to": "UNHEALTHY", "reason": "operator"})
+    );
+    assert!(!serde_json::to_string(&made[0]).unwrap().contains("None"));
+
+    reg.lift_unhealthy().await.unwrap();
+    let lifted = changes();
+    assert_eq!(lifted.len(), 1, "{lifted:?}");
+    assert_eq!(lifted[0].fields["from"], "UNHEALTHY");
+    assert_eq!(lifted[0].fields["to"], "chosen");
+
+    reg.force_unhealthy(Some(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    let timed = changes();
+    assert_eq!(timed[0].fields["for_ms"], 300, "{timed:?}");
+    assert!(timed[0].fields["until"].is_string(), "{timed:?}");
+    eventually(Duration::from_secs(5), "the verdict runs out", || async {
+        reg.health().is_healthy()
+    })
+    .await;
+    let ended = changes();
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert_eq!(ended[0].message, "the operator's UNHEALTHY verdict ran out");
+    assert_eq!(ended[0].fields["to"], "chosen");
+    reg.deregister().await.unwrap();
 }

@@ -45,10 +45,10 @@ use std::{
     time::Duration,
 };
 
-use aegis_contracts::{InstanceStatus, ServiceInstance, names, subjects};
+use aegis_contracts::{InstanceStatus, ServiceInstance, models::rfc3339, names, subjects};
 use chrono::Utc;
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::{
     RegistryError,
@@ -355,10 +355,29 @@ impl RegistrationHandle {
                     Utc::now().checked_add_signed(chrono::Duration::from_std(d).ok()?)?,
                 ))
             });
+            let before = st.health.health();
             st.health.force(Some(until));
             self.inner.settle(&mut st);
+            let after = st.health.health();
+            // The event is what the monitor shows; a WARN line forwarded
+            // from here would repeat it.
+            self.inner.emit(
+                LogLevel::Warn,
+                LogKind::StatusChanged,
+                "an operator made this instance UNHEALTHY",
+                |f| {
+                    verdict_fields(f, &before, &after);
+                    if let Some(d) = duration {
+                        f.insert("for_ms".into(), saturating_ms(d).into());
+                    }
+                    if let Some(until) = &after.forced_until {
+                        f.insert("until".into(), rfc3339::format_utc(until).into());
+                    }
+                },
+            );
         }
-        warn!(key = %self.inner.key, ?duration, "an operator made this instance UNHEALTHY");
+        info!(key = %self.inner.key, for_ms = duration.map(saturating_ms),
+            "an operator made this instance UNHEALTHY");
         self.inner.write().await.map(|_| ())
     }
 
@@ -370,8 +389,18 @@ impl RegistrationHandle {
     pub async fn lift_unhealthy(&self) -> Result<(), RegistryError> {
         {
             let mut st = self.inner.state();
+            let before = st.health.health();
             st.health.force(None);
             self.inner.settle(&mut st);
+            if before.forced {
+                let after = st.health.health();
+                self.inner.emit(
+                    LogLevel::Info,
+                    LogKind::StatusChanged,
+                    "an operator lifted the UNHEALTHY verdict",
+                    |f| verdict_fields(f, &before, &after),
+                );
+            }
         }
         info!(key = %self.inner.key, "the operator's unhealthy verdict was lifted");
         self.inner.write().await.map(|_| ())
@@ -526,6 +555,37 @@ impl Drop for Registration {
             });
         }
     }
+}
+
+/// The fields of an event about an operator's verdict: the status before
+/// and after (`chosen`: what the instance chose, as the health check's
+/// events say) and, when it still reports UNHEALTHY for another reason
+/// after a lift, which.
+pub(super) fn verdict_fields(
+    f: &mut serde_json::Map<String, serde_json::Value>,
+    before: &Health,
+    after: &Health,
+) {
+    let status = |h: &Health| {
+        if h.is_healthy() {
+            "chosen"
+        } else {
+            "UNHEALTHY"
+        }
+    };
+    f.insert("from".into(), status(before).into());
+    f.insert("to".into(), status(after).into());
+    f.insert("reason".into(), "operator".into());
+    if !after.forced
+        && let Some(still) = after.reason
+    {
+        f.insert("still_unhealthy".into(), still.as_str().into());
+    }
+}
+
+/// `d` in whole milliseconds, saturating (an event field, not arithmetic).
+fn saturating_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -216,10 +216,23 @@ impl Inner {
     /// Settles the health verdict at the current time (an operator's
     /// verdict whose time is up ends) and tells the instance when it changed.
     pub(super) fn settle(&self, st: &mut WriteState) {
-        if let Some(ended) = st.health.settle(tokio::time::Instant::now(), Utc::now())
+        let now = tokio::time::Instant::now();
+        let before = st.health.health();
+        // Only a verdict whose time is up runs out here; one lifted (or
+        // replaced) was told as such by whoever did it.
+        let time_is_up = st.health.forced_until().is_some_and(|until| until <= now);
+        if let Some(ended) = st.health.settle(now, Utc::now())
             && ended == crate::registry::UnhealthyReason::Operator
+            && time_is_up
         {
             info!(key = %self.key, "the operator's unhealthy verdict ran out");
+            let after = st.health.health();
+            self.emit(
+                LogLevel::Info,
+                LogKind::StatusChanged,
+                "the operator's UNHEALTHY verdict ran out",
+                |f| super::verdict_fields(f, &before, &after),
+            );
         }
         let health = st.health.health();
         self.health_tx.send_if_modified(|h| {
