@@ -48,7 +48,7 @@ pub enum ChaosAction {
     /// a sticky leader hands over to a healthy standby (or leads on,
     /// degraded, when none is healthy) — until `aegis chaos healthy`, or for
     /// `--for`. A service name means its leader (sticky) or first instance;
-    /// with `--all`, every instance of it.
+    /// with `--all`, every instance of it. Prints the command that undoes it.
     Unhealthy {
         /// Instance id or service name.
         target: String,
@@ -63,11 +63,14 @@ pub enum ChaosAction {
         nats: ConnectArgs,
     },
     /// Lift an operator's UNHEALTHY verdict (a failing health check still
-    /// counts). A service name with `--all`: every instance of it.
+    /// counts). A service name means every instance of it an operator made
+    /// UNHEALTHY, wherever leadership moved since (so `healthy SERVICE`
+    /// undoes `unhealthy SERVICE`); with `--all`, every instance of it.
     Healthy {
-        /// Instance id (or service name with `--all`).
+        /// Instance id, or service name (its instances an operator made
+        /// UNHEALTHY).
         target: String,
-        /// Every instance of the service.
+        /// Every instance of the service, made UNHEALTHY or not.
         #[arg(long)]
         all: bool,
         /// Connection flags.
@@ -176,7 +179,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             let name = resolve(dir, &target, &nats).await?;
             let pid = remote.signal(&name, Signal::SIGKILL)?;
             println!(
-                "SIGKILLed {name} (pid {pid}); the supervisor restarts it after a delay unless --no-restart"
+                "SIGKILLed {name} (pid {pid}); the supervisor restarts it after a delay (unless `aegis up` runs with --no-restart)"
             );
         }
         ChaosAction::KillNats { node } => {

@@ -37,7 +37,8 @@ pub enum Command {
     Call(call::CallArgs),
     /// Show the registered instances (service, id, status, heartbeat age, role).
     Status(status::StatusArgs),
-    /// Break the running showcase on purpose: kill instances or NATS nodes.
+    /// Break the running showcase on purpose: kill instances or NATS nodes,
+    /// make instances UNHEALTHY (and healthy again) or slow.
     Chaos(chaos::ChaosArgs),
     /// Send a steady flow of orders to the running showcase, a line a second
     /// of what it cost, and check at the end that no acknowledged order is lost.

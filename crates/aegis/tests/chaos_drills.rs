@@ -2,7 +2,9 @@
 //! nats-server and real SDK services (issue 16): the binary finds a sticky
 //! service's leader, makes it unhealthy, reports the hand-over, names what
 //! exists when the target is unknown, and `aegis status` says why an
-//! instance is UNHEALTHY.
+//! instance is UNHEALTHY; `healthy SERVICE` lifts the verdict from the
+//! instances it was put on (not the new leader), and each verdict and lift
+//! is a lifecycle event.
 
 mod common;
 
@@ -10,11 +12,13 @@ use std::{process::Command, time::Duration};
 
 use aegis_sdk::{
     AegisConfig, Connection,
+    contracts::log::{LogKind, LogRecord},
     registry::RegistrationOptions,
     rpc::{Service, WireError},
 };
 use aegis_testkit::NatsServer;
 use common::AEGIS;
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 async fn order_instance(url: &str, id: &str) -> (Service, Connection) {
@@ -151,4 +155,111 @@ async fn chaos_unhealthy_hands_the_leadership_over_and_status_says_why() {
     // Bad input is refused before anything is sent.
     let (ok, out) = aegis(args(&["chaos", "slow", &first, "--delay", "2h"], &url)).await;
     assert!(!ok && out.contains("delay_ms must be at most"), "{out}");
+}
+
+/// Whether `id`'s own verdict says it is healthy.
+fn healthy(instances: &[(Service, Connection)], id: &str) -> bool {
+    instances
+        .iter()
+        .find(|(s, _)| s.instance_id() == id)
+        .and_then(|(s, _)| s.registration())
+        .is_some_and(|r| r.handle().health().is_healthy())
+}
+
+/// The next `status_changed` event on `events`.
+async fn next_status_change(events: &mut async_nats::Subscriber) -> LogRecord {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .expect("a status_changed event within 5 s")
+            .unwrap();
+        let record: LogRecord = serde_json::from_slice(&msg.payload).unwrap();
+        if record.kind == LogKind::StatusChanged {
+            return record;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_healthy_on_a_service_heals_the_instances_made_unhealthy() {
+    let nats = NatsServer::start().expect("start nats-server (run `make bootstrap`)");
+    let url = nats.url();
+    let instances = vec![
+        order_instance(&url, "order-a").await,
+        order_instance(&url, "order-b").await,
+    ];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while leader(&instances).is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "no leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let first = leader(&instances).unwrap();
+    let watcher = Connection::connect(AegisConfig::with_servers(url.as_str()))
+        .await
+        .unwrap();
+    let mut events = watcher
+        .client()
+        .subscribe(format!("aegis.log.order-service.{first}"))
+        .await
+        .unwrap();
+    watcher.client().flush().await.unwrap();
+
+    // The leader is made unhealthy and hands over; the output says how to
+    // undo it, and the event has no empty `for_ms`.
+    let (ok, out) = aegis(args(&["chaos", "unhealthy", "order-service"], &url)).await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("undo: aegis chaos healthy {first}\n")),
+        "{out}"
+    );
+    let made = next_status_change(&mut events).await;
+    assert_eq!(made.fields["to"], "UNHEALTHY", "{made:?}");
+    assert_eq!(made.fields["reason"], "operator", "{made:?}");
+    assert!(!made.fields.contains_key("for_ms"), "{made:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while leader(&instances).as_deref() == Some(first.as_str()) {
+        assert!(tokio::time::Instant::now() < deadline, "no hand-over");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = leader(&instances).unwrap();
+
+    // The service name heals the former leader, not the new one.
+    let (ok, out) = aegis(args(&["chaos", "healthy", "order-service"], &url)).await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("{first} (order-service): healthy [standby]")),
+        "{out}"
+    );
+    assert!(!out.contains(&format!("{second} (order-service)")), "{out}");
+    assert!(healthy(&instances, &first), "{out}");
+    let lifted = next_status_change(&mut events).await;
+    assert_eq!(lifted.fields["from"], "UNHEALTHY", "{lifted:?}");
+    assert_eq!(lifted.fields["to"], "chosen", "{lifted:?}");
+
+    // Nothing left to lift is said, and is no failure.
+    let (ok, out) = aegis(args(&["chaos", "healthy", "order-service"], &url)).await;
+    assert!(ok && out.contains("nothing to lift"), "{out}");
+
+    // `--all` is undone by the service name, on every instance.
+    let (ok, out) = aegis(args(
+        &["chaos", "unhealthy", "order-service", "--all"],
+        &url,
+    ))
+    .await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("undo: aegis chaos healthy order-service\n"),
+        "{out}"
+    );
+    let (ok, out) = aegis(args(&["chaos", "healthy", "order-service"], &url)).await;
+    assert!(ok, "{out}");
+    for id in ["order-a", "order-b"] {
+        assert!(
+            out.contains(&format!("{id} (order-service): healthy")),
+            "{out}"
+        );
+        assert!(healthy(&instances, id), "{out}");
+    }
 }

@@ -5,7 +5,10 @@
 //!
 //! A target is an instance id, or a service name: its leader (the holder of
 //! its election key) when it is a sticky service, else its first instance —
-//! or, with `--all`, every instance of it.
+//! or, with `--all`, every instance of it. For `healthy`, a service name
+//! means every instance of it an operator made UNHEALTHY (its registry
+//! record says so: `statusReason` is `operator`), wherever the leadership
+//! has moved since, so `healthy SERVICE` undoes `unhealthy SERVICE`.
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +16,9 @@ use aegis_sdk::{
     Connection, RegistryReader,
     contracts::{
         ServiceInstance,
-        control::{ControlRequest, ControlResponse, ControlState},
+        control::{
+            ControlRequest, ControlResponse, ControlState, METADATA_STATUS_REASON, UnhealthyReason,
+        },
         models::rfc3339,
         subjects,
     },
@@ -27,7 +32,8 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
 const HANDOVER_WATCH: Duration = Duration::from_secs(3);
 
 /// Sends `request` to the instance(s) `target` names and prints what they
-/// answered; for `unhealthy` on a leader, also who leads afterwards.
+/// answered; for `unhealthy` on a leader, also who leads afterwards, and
+/// the command that undoes it.
 ///
 /// # Errors
 /// An unknown target (the message lists what is registered), an instance
@@ -44,17 +50,38 @@ pub(crate) async fn run(
     let reader = RegistryReader::start(conn)
         .await
         .context("reading the service registry")?;
-    let targets = resolve(conn, &reader.all(), target, all).await?;
-    for instance in targets {
-        let leader_before = leader(conn, &instance).await;
-        let state = send(conn, &instance, &request).await?;
+    let registered = reader.all();
+    let targets = resolve(conn, &registered, target, all, &request).await?;
+    if targets.is_empty() {
+        // Only `healthy SERVICE` gets here: nothing to lift is no failure.
+        println!("no instance of {target} is UNHEALTHY by an operator's verdict: nothing to lift");
+        return Ok(());
+    }
+    let unhealthy = matches!(request, ControlRequest::Unhealthy { .. });
+    for instance in &targets {
+        let leader_before = leader(conn, instance).await;
+        let state = send(conn, instance, &request).await?;
         println!("{}", describe(&state, &request));
         let was_leader = leader_before
             .as_ref()
             .is_some_and(|l| l.instance_id == instance.instance_id);
-        if was_leader && matches!(request, ControlRequest::Unhealthy { .. }) {
-            report_handover(conn, &instance).await;
+        if was_leader && unhealthy {
+            report_handover(conn, instance).await;
         }
+    }
+    if unhealthy {
+        // `healthy SERVICE` finds every instance made unhealthy, so one
+        // line undoes `--all` too.
+        let undo = if all {
+            target.to_owned()
+        } else {
+            targets
+                .iter()
+                .map(|i| i.instance_id.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        println!("undo: aegis chaos healthy {undo}");
     }
     Ok(())
 }
@@ -65,6 +92,7 @@ async fn resolve(
     registered: &[ServiceInstance],
     target: &str,
     all: bool,
+    request: &ControlRequest,
 ) -> anyhow::Result<Vec<ServiceInstance>> {
     if let Some(one) = registered.iter().find(|i| i.instance_id == target) {
         if all {
@@ -84,6 +112,12 @@ async fn resolve(
         );
     }
     of_service.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+    if !all && *request == ControlRequest::Healthy {
+        // Not the leader: the verdict made the leader hand over, so the
+        // instance to heal no longer leads. The records say which do.
+        of_service.retain(forced_by_operator);
+        return Ok(of_service);
+    }
     if all {
         // The leader last: made unhealthy first, it would hand over to a
         // standby about to be made unhealthy too, and leadership would hop
@@ -101,6 +135,18 @@ async fn resolve(
         return Ok(vec![i.clone()]);
     }
     Ok(vec![of_service.swap_remove(0)])
+}
+
+/// Whether the instance's record says an operator made it UNHEALTHY (the
+/// operator's verdict wins over the other reasons, so the record names it
+/// whenever one holds).
+fn forced_by_operator(instance: &ServiceInstance) -> bool {
+    instance
+        .metadata
+        .get(METADATA_STATUS_REASON)
+        .and_then(|v| v.as_str())
+        .and_then(UnhealthyReason::parse)
+        == Some(UnhealthyReason::Operator)
 }
 
 /// `service: a, b; other: c`, or `(none)`.
@@ -226,4 +272,32 @@ async fn report_handover(conn: &Connection, instance: &ServiceInstance) {
         "{} still leads after {:?}: no healthy standby took over, so it leads on, degraded",
         instance.instance_id, HANDOVER_WATCH
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use aegis_sdk::contracts::models::InstanceStatus;
+
+    use super::*;
+
+    fn instance(id: &str, reason: Option<&str>) -> ServiceInstance {
+        let mut i = ServiceInstance::new("order-service", id, "1.0.0", chrono::Utc::now());
+        if let Some(reason) = reason {
+            i.status = InstanceStatus::Unhealthy;
+            i.metadata
+                .insert(METADATA_STATUS_REASON.into(), reason.into());
+        }
+        i
+    }
+
+    #[test]
+    fn only_the_operators_verdict_counts_as_forced() {
+        assert!(forced_by_operator(&instance("order-2", Some("operator"))));
+        assert!(!forced_by_operator(&instance("order-1", None)));
+        assert!(!forced_by_operator(&instance(
+            "order-3",
+            Some("health_check")
+        )));
+        assert!(!forced_by_operator(&instance("order-4", Some("nonsense"))));
+    }
 }
