@@ -9,10 +9,13 @@
 //! change (a status, a reason, metadata …) rebuilds it on the next request;
 //! changes of `lastHeartbeat` alone (every record write moves it, thousands
 //! a second in a large fleet) rebuild it at most every
-//! [`HEARTBEAT_STALENESS`], in the background: the requests meanwhile get
-//! the body they would have got a moment earlier instead of waiting for the
-//! serialization. A list may so show a `lastHeartbeat` about that much
-//! older than the newest record write; everything else in it is current.
+//! [`HEARTBEAT_STALENESS`]. While requests keep coming that happens in the
+//! background, started once the body is half that old, so nobody waits for
+//! the serialization; the first request after a quiet spell finds a body
+//! older than the bound and waits for a fresh one instead (serving the old
+//! one while rebuilding behind would show heartbeats as old as the spell).
+//! A list may so show a `lastHeartbeat` at most that much older than the
+//! newest record write; everything else in it is current.
 //! Heartbeat ages are kept true by the SSE digest anyway.
 //!
 //! The `ETag` is `"{nonce}-{version}"`: the per-process nonce keeps two
@@ -162,39 +165,44 @@ impl ListCache {
     ) -> Result<Arc<Cached>, serde_json::Error> {
         let mut entry = slot.entry.lock().await;
         let now = current();
-        if let Some(cached) = entry.as_ref() {
-            if cached.serves(now, self.staleness) {
-                return Ok(cached.clone());
-            }
-            if cached.versions.visible >= now.visible {
-                // Only `lastHeartbeat`s moved, and a while ago: one request
-                // starts a rebuild in the background; it and the ones
-                // meanwhile get the body as it is.
-                let stale = cached.clone();
-                if !slot.refreshing.swap(true, Ordering::SeqCst) {
-                    let (versions, instances) = build();
-                    drop(entry);
-                    let (slot, etag) = (slot.clone(), self.etag(versions.any, ""));
-                    tokio::task::spawn_blocking(move || {
-                        match serialize(versions, etag, &instances) {
-                            Ok(fresh) => {
-                                let mut entry = slot.entry.blocking_lock();
-                                if entry.as_ref().is_none_or(|c| c.versions.any < versions.any) {
-                                    *entry = Some(Arc::new(fresh));
-                                }
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "cannot serialize the instance list");
+        if let Some(cached) = entry.as_ref()
+            && cached.serves(now, self.staleness)
+        {
+            // Only `lastHeartbeat`s moved, if anything, and within the
+            // bound. Past half of it one request starts a rebuild in the
+            // background: while requests keep coming the body is renewed
+            // before it leaves the bound, and none of them waits for it.
+            let age = cached.built_at.elapsed();
+            let behind = cached.versions.any < now.any;
+            if behind && age >= self.staleness / 2 && !slot.refreshing.swap(true, Ordering::SeqCst)
+            {
+                let (versions, instances) = build();
+                let (slot, etag) = (slot.clone(), self.etag(versions.any, ""));
+                let served = cached.clone();
+                drop(entry);
+                tokio::task::spawn_blocking(move || {
+                    match serialize(versions, etag, &instances) {
+                        Ok(fresh) => {
+                            let mut entry = slot.entry.blocking_lock();
+                            if entry.as_ref().is_none_or(|c| c.versions.any < versions.any) {
+                                *entry = Some(Arc::new(fresh));
                             }
                         }
-                        slot.refreshing.store(false, Ordering::SeqCst);
-                    });
-                }
-                return Ok(stale);
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot serialize the instance list");
+                        }
+                    }
+                    slot.refreshing.store(false, Ordering::SeqCst);
+                });
+                return Ok(served);
             }
+            return Ok(cached.clone());
         }
-        // A visible change: built here while the lock keeps the requests
-        // arriving meanwhile waiting for this build.
+        // A visible change, or heartbeats that moved longer ago than the
+        // bound (the first request after a quiet spell: the body may be
+        // minutes old, and serving it while rebuilding behind would break
+        // the bound by that much). Built here while the lock keeps the
+        // requests arriving meanwhile waiting for this build.
         let (versions, instances) = build();
         let cached = Arc::new(serialize(
             versions,
@@ -383,17 +391,51 @@ mod tests {
         assert!(entry.serves(v(3, 3), Duration::ZERO));
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn past_the_bound_heartbeats_are_rebuilt_in_the_background() {
-        let mut cache = ListCache::new();
-        cache.staleness = Duration::ZERO;
+    /// Makes the cached full list look built `ago`.
+    async fn age_full(cache: &ListCache, ago: Duration) {
+        let mut entry = cache.full.entry.lock().await;
+        let old = entry.take().unwrap();
+        *entry = Some(Arc::new(Cached {
+            versions: old.versions,
+            built_at: Instant::now() - ago,
+            etag: old.etag.clone(),
+            json: old.json.clone(),
+            gzip: OnceLock::new(),
+        }));
+    }
+
+    #[tokio::test]
+    async fn after_a_quiet_spell_heartbeats_are_rebuilt_before_answering() {
+        let cache = ListCache::new();
         let calls = AtomicUsize::new(0);
         cache
             .full(|| v(3, 3), counted(&calls, v(3, 3)))
             .await
             .unwrap();
-        // The request that finds it stale is answered with the old body at
-        // once; the rebuild runs behind it, started once.
+        // Nobody asked for 30 s while records kept being refreshed: the
+        // first request must not get heartbeats 30 s old.
+        age_full(&cache, Duration::from_secs(30)).await;
+        let served = cache
+            .full(|| v(9, 3), counted(&calls, v(9, 3)))
+            .await
+            .unwrap();
+        assert_eq!(served.versions(), v(9, 3));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn within_the_bound_heartbeats_are_rebuilt_in_the_background() {
+        let mut cache = ListCache::new();
+        cache.staleness = Duration::from_secs(10);
+        let calls = AtomicUsize::new(0);
+        cache
+            .full(|| v(3, 3), counted(&calls, v(3, 3)))
+            .await
+            .unwrap();
+        // Past half the bound, the request is answered with the body as it
+        // is (still within the bound) at once; the rebuild runs behind it,
+        // started once.
+        age_full(&cache, Duration::from_secs(6)).await;
         let served = cache
             .full(|| v(9, 3), counted(&calls, v(9, 3)))
             .await

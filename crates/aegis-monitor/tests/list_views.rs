@@ -6,7 +6,8 @@
 //! an `instance` event for a status change but none for a record refresh
 //! that moves only `lastHeartbeat`, a `digest` every 2 s naming the
 //! instances whose beats are late, and `lagged` to a client that fell
-//! behind, which then goes on receiving.
+//! behind, which then goes on receiving; the first list after a quiet
+//! spell shows heartbeats within the documented bound.
 
 mod common;
 
@@ -550,4 +551,66 @@ async fn a_lagging_client_is_told_and_recovers() {
         }
     }
     stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_first_list_after_a_quiet_spell_has_current_heartbeats() {
+    let h = Harness::start().await;
+    let conn = h.connect().await;
+    let _reg = register(&conn, "quiet-list", "ql-1", Duration::from_millis(200)).await;
+    let heartbeat = |body: &Value| -> chrono::DateTime<chrono::Utc> {
+        body[0]["lastHeartbeat"]
+            .as_str()
+            .expect("a listed instance")
+            .parse()
+            .unwrap()
+    };
+    eventually(Duration::from_secs(5), "listed", || async {
+        h.get("/api/instances", Some(VIEWER))
+            .await
+            .body
+            .as_array()
+            .is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    let first = heartbeat(&h.get("/api/instances", Some(VIEWER)).await.body);
+    h.get("/api/instances/quiet-list", Some(VIEWER))
+        .await
+        .expect(200, None);
+
+    // No API request from here on while the record is rewritten every
+    // 200 ms; the bucket (not the API) says when the newest write is well
+    // past the 1 s bound.
+    let bucket = conn
+        .jetstream()
+        .get_key_value(REGISTRY_BUCKET)
+        .await
+        .unwrap();
+    let key = registry_key("quiet-list", "ql-1");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let written = loop {
+        let entry = bucket.get(&key).await.unwrap().expect("the record");
+        let record: ServiceInstance = serde_json::from_slice(&entry).unwrap();
+        if record.last_heartbeat > first + chrono::Duration::seconds(3) {
+            break record.last_heartbeat;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the record is not refreshed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    // docs/api.md: a list shows a lastHeartbeat at most 1 s older than the
+    // newest record write, the first answer after a quiet spell included.
+    let listed = heartbeat(&h.get("/api/instances", Some(VIEWER)).await.body);
+    assert!(
+        listed >= written - chrono::Duration::seconds(1),
+        "listed {listed}, first {first}, newest write {written}"
+    );
+    let listed = heartbeat(&h.get("/api/instances/quiet-list", Some(VIEWER)).await.body);
+    assert!(
+        listed >= written - chrono::Duration::seconds(1),
+        "service list: listed {listed}, newest write {written}"
+    );
 }
