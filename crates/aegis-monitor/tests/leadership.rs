@@ -1,7 +1,9 @@
 //! The failover timeline (`GET /api/leadership/{service}`) against a real
 //! nats-server: real sticky SDK instances handing leadership over on a
 //! graceful stop, a crash told apart by the missing goodbye and measured
-//! from the old leader's last metrics snapshot, and bad input.
+//! from the old leader's last metrics snapshot, the same leader re-elected
+//! with a new epoch after a restart as a new term, a term whose key nobody
+//! renews any more as lapsed, and bad input.
 
 mod common;
 
@@ -9,9 +11,9 @@ use std::time::Duration;
 
 use aegis_contracts::{
     log::{LogKind, LogLevel, LogRecord},
-    subjects::{log_subject, metrics_subject},
+    subjects::{ELECTIONS_BUCKET, log_subject, metrics_subject},
 };
-use aegis_sdk::{Connection, rpc::Service};
+use aegis_sdk::{Connection, election::LeaderRecord, rpc::Service};
 use chrono::Utc;
 use common::{Harness, VIEWER, eventually};
 use serde_json::{Value, json};
@@ -121,6 +123,146 @@ async fn a_leader_that_vanished_is_superseded_and_measured_from_its_last_snapsho
         .expect("bounded by the last snapshot");
     assert!((250.0..5000.0).contains(&ms), "{ms} ms");
     assert_eq!(t[1]["epoch"], 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_re_elected_after_a_restart_has_a_new_term_and_the_gap_is_nobodys() {
+    // The whole fleet stopped and started again: order-x led with epoch 3,
+    // its process died without a goodbye, the new process under the same id
+    // published a snapshot and then won the key again with epoch 9.
+    let h = Harness::start().await;
+    let conn = h.connect().await;
+    let js = conn.jetstream();
+    let publish = |subject: String, body: Vec<u8>| {
+        let js = js.clone();
+        async move {
+            js.publish(subject, body.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap()
+        }
+    };
+    let elected = |at, epoch: u64| {
+        serde_json::to_vec(
+            &LogRecord::new(
+                at,
+                LogLevel::Info,
+                LogKind::Elected,
+                "elected ACTIVE leader",
+            )
+            .with_field("epoch", epoch),
+        )
+        .unwrap()
+    };
+    let snapshot = |uptime: f64| {
+        serde_json::to_vec(&json!({
+            "serviceName": "order-service", "instanceId": "order-x",
+            "timestamp": Utc::now(), "uptimeSecs": uptime, "intervalSecs": 2.0,
+            "endpoints": [], "queueDepth": 0, "inFlight": 0, "custom": {}
+        }))
+        .unwrap()
+    };
+    let subject = metrics_subject("order-service", "order-x");
+    let t0 = Utc::now() - chrono::Duration::seconds(5);
+    publish(log_subject("order-service", "order-x"), elected(t0, 3)).await;
+    // The old process's last sign of life (running since before t0).
+    publish(subject.clone(), snapshot(6.0)).await;
+    let old_seen = Utc::now();
+    // The new process, started just now, publishes before it is elected.
+    publish(subject.clone(), snapshot(0.05)).await;
+    let t1 = Utc::now() + chrono::Duration::milliseconds(300);
+    publish(log_subject("order-service", "order-x"), elected(t1, 9)).await;
+
+    let t = terms(&h, "/api/leadership/order-service").await;
+    assert_eq!(t.len(), 2, "a new epoch is a new term: {t:?}");
+    assert_eq!(
+        (t[0]["epoch"].as_u64(), t[1]["epoch"].as_u64()),
+        (Some(3), Some(9))
+    );
+    assert_eq!(t[0]["endReason"], "superseded");
+    let ended: chrono::DateTime<Utc> = t[0]["endedAt"].as_str().unwrap().parse().unwrap();
+    assert!(
+        ended <= old_seen,
+        "the old term ends at the old process's last snapshot, not later: {t:?}"
+    );
+    assert_eq!(t[1]["handoverFrom"], "order-x");
+    assert_eq!(t[1]["handoverBasis"], "lastSeen");
+    let ms = t[1]["handoverMs"]
+        .as_f64()
+        .expect("measured from the last snapshot");
+    assert!((250.0..5000.0).contains(&ms), "{ms} ms");
+    assert!(t[1]["endedAt"].is_null(), "{t:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_term_whose_key_is_no_longer_renewed_has_lapsed_while_a_live_one_lasts() {
+    let h = Harness::start().await;
+    let conn = h.connect().await;
+    // A real leader, renewing its key, on another service.
+    let live = sticky(&conn, "order-live").await;
+    eventually(Duration::from_secs(10), "order-live elected", || async {
+        terms(&h, "/api/leadership/order-service").await.len() == 1
+    })
+    .await;
+    // A leader that died (or a fleet that was stopped): its key names it
+    // but nobody renews it and nobody is there to take it over.
+    let js = conn.jetstream();
+    let keys = js.get_key_value(ELECTIONS_BUCKET).await.unwrap();
+    let renewed_at = Utc::now();
+    let record = LeaderRecord {
+        instance_id: "lapse-1".to_owned(),
+        epoch: 0,
+        lease_ms: 400,
+        renewed_at: renewed_at.to_rfc3339(),
+    };
+    let epoch = keys
+        .put(
+            "sticky-active.lapse-service.main",
+            serde_json::to_vec(&record).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let elected = LogRecord::new(
+        renewed_at,
+        LogLevel::Info,
+        LogKind::Elected,
+        "elected ACTIVE leader",
+    )
+    .with_field("epoch", epoch);
+    js.publish(
+        log_subject("lapse-service", "lapse-1"),
+        serde_json::to_vec(&elected).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+
+    eventually(
+        Duration::from_secs(10),
+        "the unrenewed term lapsed",
+        || async {
+            let t = terms(&h, "/api/leadership/lapse-service").await;
+            t.len() == 1 && t[0]["endReason"] == "lapsed"
+        },
+    )
+    .await;
+    let t = terms(&h, "/api/leadership/lapse-service").await;
+    assert_eq!(t[0]["epoch"], epoch, "{t:?}");
+    let ended: chrono::DateTime<Utc> = t[0]["endedAt"].as_str().unwrap().parse().unwrap();
+    // Its last renewal plus its lease, not when the monitor noticed.
+    assert_eq!(
+        ended,
+        renewed_at + chrono::Duration::milliseconds(400),
+        "{t:?}"
+    );
+    // The live leader has renewed all along (longer than a lease and the
+    // slack by now): its term lasts.
+    let t = terms(&h, "/api/leadership/order-service").await;
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert!(t[0]["endedAt"].is_null(), "a renewed term lasts: {t:?}");
+    live.shutdown().await.expect("graceful stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,6 +28,7 @@ const endKey: Record<string, MessageKey> = {
   resigned: "timeline.end.resigned",
   stopped: "timeline.end.stopped",
   superseded: "timeline.end.superseded",
+  lapsed: "timeline.end.lapsed",
 };
 
 export function FailoverTimeline({ serviceName, group, changeKey }: FailoverTimelineProps) {

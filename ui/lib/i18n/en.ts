@@ -168,6 +168,7 @@ export const en = {
   "timeline.end.resigned": "resigned",
   "timeline.end.stopped": "stopped",
   "timeline.end.superseded": "lost without notice",
+  "timeline.end.lapsed": "lease lapsed, no successor yet",
   "timeline.end": "Ended",
   "timeline.notSticky": "This instance is not in a sticky single-active group; it has no failover timeline.",
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 use aegis_contracts::subjects;
 use aegis_sdk::election::LeaderRecord;
 use async_nats::jetstream::kv::{self, Operation};
+use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -28,31 +29,44 @@ pub(crate) struct LeaderChange {
     pub(crate) revision: u64,
     /// The holder and its fencing epoch; `None` after a resignation.
     pub(crate) holder: Option<(String, u64)>,
+    /// The holder's lease (zero when the record does not say).
+    pub(crate) lease: Duration,
+    /// When the holder says it wrote this renewal (its clock: shown, never
+    /// used to decide anything).
+    pub(crate) renewed_at: Option<DateTime<Utc>>,
 }
 
 /// Turns one KV entry into a change (`None` for keys outside the layout).
 pub(crate) fn change_of(entry: &kv::Entry) -> Option<LeaderChange> {
     let (service, group) = subjects::parse_election_key(&entry.key)?;
-    let holder = match entry.operation {
-        Operation::Put => serde_json::from_slice::<LeaderRecord>(&entry.value)
-            .ok()
-            // The winning write carries epoch 0 (its revision was not known
-            // yet): its own revision is the epoch.
-            .map(|r| {
-                let epoch = if r.epoch == 0 {
-                    entry.revision
-                } else {
-                    r.epoch
-                };
-                (r.instance_id, epoch)
-            }),
+    let record = match entry.operation {
+        Operation::Put => serde_json::from_slice::<LeaderRecord>(&entry.value).ok(),
         Operation::Delete | Operation::Purge => None,
     };
+    let lease = record
+        .as_ref()
+        .map_or(Duration::ZERO, |r| Duration::from_millis(r.lease_ms));
+    let renewed_at = record
+        .as_ref()
+        .and_then(|r| DateTime::parse_from_rfc3339(&r.renewed_at).ok())
+        .map(|t| t.with_timezone(&Utc));
+    // The winning write carries epoch 0 (its revision was not known yet):
+    // its own revision is the epoch.
+    let holder = record.map(|r| {
+        let epoch = if r.epoch == 0 {
+            entry.revision
+        } else {
+            r.epoch
+        };
+        (r.instance_id, epoch)
+    });
     Some(LeaderChange {
         service,
         group,
         revision: entry.revision,
         holder,
+        lease,
+        renewed_at,
     })
 }
 

@@ -4,7 +4,9 @@
 //!
 //! - `derive.rs`: the rule ([`derive()`]) — the election key's holder is the
 //!   one ACTIVE instance of its sticky group, a closed connection is down.
-//! - `elections.rs`: one watch on `service_elections`, who holds each key.
+//! - `elections.rs`: one watch on `service_elections`, who holds each key
+//!   (and when it was last renewed: a key nobody renews any more ends its
+//!   term in the failover timeline, `Fleet::lapsed_at`).
 //! - `liveness.rs`: the NATS server's connect/disconnect advisories, read
 //!   from the system account when the monitor has its credentials.
 //! - `beats.rs`: the instances' liveness beats (core NATS), which tell a
@@ -298,10 +300,29 @@ pub struct Fleet {
     shared: Arc<Shared>,
 }
 
+/// What this monitor last saw of one election key.
+#[derive(Debug, Clone)]
+struct LeaseSeen {
+    holder: Option<Holder>,
+    lease: Duration,
+    /// When this monitor saw the last write (a renewal or a take-over).
+    seen: Instant,
+    /// When the holder says it wrote it (its clock; shown, not relied on).
+    renewed_at: Option<DateTime<Utc>>,
+}
+
+/// How long past its lease a key may go unrenewed before its term is said
+/// to have lapsed: this monitor's own delays (a busy fleet task, a slow
+/// watch) must not end a live leader's term.
+const LAPSE_SLACK: Duration = Duration::from_secs(1);
+
 #[derive(Debug)]
 struct Shared {
     registry: RegistryReader,
     view: RwLock<View>,
+    /// Per (service, group): the election key as last seen. Apart from the
+    /// view: it changes with every renewal, which no viewer sees.
+    leases: std::sync::Mutex<HashMap<Key, LeaseSeen>>,
     changes: broadcast::Sender<FleetChange>,
     advisories: bool,
     system_conn: Option<Connection>,
@@ -373,6 +394,7 @@ impl Fleet {
         let shared = Arc::new(Shared {
             registry: registry.clone(),
             view: RwLock::default(),
+            leases: std::sync::Mutex::default(),
             changes,
             advisories: system_conn.is_some(),
             system_conn,
@@ -540,8 +562,61 @@ impl Fleet {
         }
     }
 
+    /// When the term of `instance_id` with fencing `epoch` lapsed, if it
+    /// did: one of `service`'s election keys still names it, but has not
+    /// been renewed for longer than its lease (a leader that died, or a
+    /// whole fleet that was stopped, deletes nothing; its key just stops
+    /// being renewed until someone takes it over). The time is its last
+    /// renewal plus the lease. `None` while it is renewed, or when no key
+    /// names it.
+    pub(crate) fn lapsed_at(
+        &self,
+        service: &str,
+        instance_id: &str,
+        epoch: u64,
+    ) -> Option<DateTime<Utc>> {
+        let leases = self.shared.leases.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = leases
+            .iter()
+            .filter(|((s, _), _)| s == service)
+            .map(|(_, seen)| seen)
+            .find(|seen| {
+                seen.holder
+                    .as_ref()
+                    .is_some_and(|h| h.instance_id == instance_id && h.epoch == epoch)
+            })?;
+        let quiet = seen.seen.elapsed();
+        if seen.lease.is_zero() || quiet <= seen.lease + LAPSE_SLACK {
+            return None;
+        }
+        let renewed = seen
+            .renewed_at
+            .unwrap_or_else(|| Utc::now() - chrono::Duration::from_std(quiet).unwrap_or_default());
+        Some(renewed + chrono::Duration::from_std(seen.lease).unwrap_or_default())
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, View> {
         self.shared.view.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Shared {
+    /// Notes a write of a group's election key.
+    fn renewed(
+        &self,
+        group: &Key,
+        holder: &Option<Holder>,
+        lease: Duration,
+        renewed_at: Option<DateTime<Utc>>,
+    ) {
+        let seen = LeaseSeen {
+            holder: holder.clone(),
+            lease,
+            seen: Instant::now(),
+            renewed_at,
+        };
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        leases.insert(group.clone(), seen);
     }
 }
 

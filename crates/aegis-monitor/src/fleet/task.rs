@@ -161,12 +161,17 @@ impl State {
         match self.leaders.get(&group_key) {
             Some((revision, _)) if *revision >= change.revision => return,
             Some((_, old)) if *old == holder => {
-                // A renewal: same holder, newer revision; nothing to show.
+                // A renewal: same holder, newer revision; nothing to show
+                // but that the lease is alive.
+                self.shared
+                    .renewed(&group_key, &holder, change.lease, change.renewed_at);
                 self.leaders.insert(group_key, (change.revision, holder));
                 return;
             }
             _ => {}
         }
+        self.shared
+            .renewed(&group_key, &holder, change.lease, change.renewed_at);
         self.leaders.insert(group_key, (change.revision, holder));
         let affected: Vec<Key> = self
             .records

@@ -4,18 +4,25 @@
 //! after a crash.
 //!
 //! Built from what the instances published to `AEGIS_LOG`
-//! (`aegis.log.{service}.*`): `elected` records open a term;
+//! (`aegis.log.{service}.*`): `elected` records open a term (a new epoch
+//! is a new term, even when the same instance wins again);
 //! `leadership_lost` (resigned) or `deregistered` (stopped) close it; a
 //! term that a new `elected` ends with no goodbye from its holder was
 //! `superseded` (a crash or a partition). A hand-over after a goodbye is
 //! measured from the goodbye; after a superseded term, from the old
 //! leader's last metrics snapshot before the new election (its last sign of
-//! life), which bounds the hand-over from above. Reading is one temporary
-//! consumer over the window, plus one short read per superseded term.
+//! life), which bounds the hand-over from above and is where the
+//! superseded term is shown to end: a leader that crashed, or a fleet that
+//! was stopped and started again, led nothing in between. A last term
+//! whose election key the fleet sees unrenewed past its lease, with nobody
+//! taking over yet, `lapsed` at its last renewal plus the lease. Reading is
+//! one temporary consumer over the window, plus one read (at most a few
+//! hundred snapshots) per superseded term.
 
 use std::time::Duration;
 
 use aegis_contracts::{
+    MetricsSnapshot,
     log::{LogKind, LogRecord},
     names::{validate_group_name, validate_service_name},
     subjects::{LOG_STREAM, METRICS_STREAM, metrics_subject},
@@ -46,8 +53,16 @@ const MAX_WINDOW: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_WINDOW: Duration = Duration::from_secs(3600);
 /// At most this many log records are scanned per request.
 const MAX_SCAN: usize = 20_000;
-/// How far before a new election the old leader's last snapshot is looked for.
-const LAST_SEEN_LOOKBACK: chrono::Duration = chrono::Duration::seconds(10);
+/// How far before a new election the old leader's last snapshot is looked
+/// for: long enough to bridge a whole fleet being down for minutes (a
+/// restart of everything), which is when the old term's end matters most.
+const LAST_SEEN_LOOKBACK: chrono::Duration = chrono::Duration::minutes(15);
+/// Most snapshots read per superseded term (one every 2 s by default: the
+/// lookback holds about 450).
+const LAST_SEEN_SCAN: usize = 512;
+/// Slack when telling whether a snapshot's process was running when a term
+/// began (its start is derived from `uptimeSecs`, rounded by the publisher).
+const PROCESS_START_SLACK: chrono::Duration = chrono::Duration::seconds(1);
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(leadership))
@@ -77,12 +92,15 @@ pub(crate) struct LeadershipTerm {
     /// When it was elected (RFC 3339 UTC).
     #[schema(value_type = String, format = DateTime)]
     elected_at: DateTime<Utc>,
-    /// When the term ended; null while it lasts.
+    /// When the term ended; null while it lasts. A `superseded` term ends
+    /// at its leader's last metrics snapshot when one is found (its last
+    /// sign of life), else at the next election.
     #[schema(value_type = Option<String>, format = DateTime)]
     ended_at: Option<DateTime<Utc>>,
-    /// `resigned` (leadership_lost), `stopped` (deregistered) or
-    /// `superseded` (a new leader was elected without a goodbye); null
-    /// while the term lasts.
+    /// `resigned` (leadership_lost), `stopped` (deregistered),
+    /// `superseded` (a new leader was elected without a goodbye) or
+    /// `lapsed` (its election key went unrenewed past its lease and nobody
+    /// has taken over yet); null while the term lasts.
     end_reason: Option<String>,
     /// Milliseconds from the previous leader letting go (or, after a
     /// superseded term, from its last sign of life) to this election.
@@ -175,18 +193,39 @@ async fn leadership(
         if terms[i].handover_basis.as_deref() != Some("lastSeen") {
             continue;
         }
-        let (previous, elected) = (terms[i - 1].instance_id.clone(), terms[i].elected_at);
-        let seen = last_snapshot_before(js, &service, &previous, elected)
+        let previous = &terms[i - 1];
+        let (holder, began, elected) = (
+            previous.instance_id.clone(),
+            previous.elected_at,
+            terms[i].elected_at,
+        );
+        let seen = last_snapshot_before(js, &service, &holder, began, elected)
             .await
             .map_err(|e| ApiError::unavailable("reading AEGIS_METRICS", format!("{e:#}")))?;
-        let term = &mut terms[i];
         match seen {
-            Some(at) => term.handover_ms = Some(millis_between(at, elected)),
+            Some(at) => {
+                terms[i].handover_ms = Some(millis_between(at, elected));
+                // Without a goodbye the old term ended somewhere between its
+                // leader's last sign of life and this election. It ends at
+                // the former: when everything was down for a while (a whole
+                // restart), that time was nobody's term, not the old one's.
+                terms[i - 1].ended_at = Some(at.max(began));
+            }
             None => {
-                term.handover_ms = None;
-                term.handover_basis = None;
+                terms[i].handover_ms = None;
+                terms[i].handover_basis = None;
             }
         }
+    }
+    // The last term may have ended with nobody taking over yet: its leader
+    // died (or everything was stopped) and its key is no longer renewed.
+    // Shown as lasting until now, that time would be counted as leading.
+    if let Some(last) = terms.last_mut().filter(|t| t.ended_at.is_none())
+        && let Some(epoch) = last.epoch
+        && let Some(lapsed) = state.fleet().lapsed_at(&service, &last.instance_id, epoch)
+    {
+        last.ended_at = Some(lapsed.max(last.elected_at));
+        last.end_reason = Some("lapsed".to_owned());
     }
     Ok(Json(LeadershipTimeline {
         service_name: service,
@@ -248,14 +287,22 @@ pub(crate) fn build_terms(records: &[Lifecycle]) -> Vec<LeadershipTerm> {
             Change::Elected => {
                 let mut handover = None;
                 if let Some(open) = terms.last_mut().filter(|t| t.ended_at.is_none()) {
-                    if open.instance_id == r.instance {
-                        // Re-elected without losing it: the same term.
+                    let same_holder = open.instance_id == r.instance;
+                    let unknown = open.epoch.is_none() || r.epoch.is_none();
+                    if same_holder && (unknown || open.epoch == r.epoch) {
+                        // The same election told again (or without epochs
+                        // to tell them apart): the same term.
                         continue;
                     }
-                    // Did the holder say goodbye just after this election?
+                    // A new epoch is a new write of the key that the holder
+                    // won again after losing it (a crash, a restart of the
+                    // whole fleet): a new term even for the same instance,
+                    // and the old one ended without a goodbye. A goodbye of
+                    // that instance after this election closes the new term.
                     let late_goodbye = sorted[index + 1..]
                         .iter()
                         .take_while(|later| later.at <= r.at + GOODBYE_GRACE)
+                        .filter(|_| !same_holder)
                         .find(|later| {
                             later.instance == open.instance_id && later.kind != Change::Elected
                         });
@@ -400,28 +447,39 @@ async fn read_lifecycle(
     Ok((records, pending as usize > MAX_SCAN))
 }
 
-/// The timestamp of `instance`'s last metrics snapshot before `before`.
+/// When `instance`'s last metrics snapshot before `before` was stored, of
+/// the process that was running when its term began at `began`.
+///
+/// The process matters when the same instance id wins again after a
+/// restart: the new process may publish before its election, and that is
+/// not a sign of life of the old term's leader.
 async fn last_snapshot_before(
     js: &jetstream::Context,
     service: &str,
     instance: &str,
+    began: DateTime<Utc>,
     before: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>, async_nats::Error> {
     let stream = js.get_stream(METRICS_STREAM).await?;
     let (consumer, pending) = reader(
         &stream,
         metrics_subject(service, instance),
-        before - LAST_SEEN_LOOKBACK,
+        (before - LAST_SEEN_LOOKBACK).max(began),
     )
     .await?;
-    // Snapshots come every couple of seconds: the lookback holds a handful.
-    let messages = read_some(&consumer, (pending as usize).min(64)).await;
+    let messages = read_some(&consumer, (pending as usize).min(LAST_SEEN_SCAN)).await;
     drop_reader(&stream, &consumer).await;
     Ok(messages?
         .iter()
-        .filter_map(|m| m.info().ok().map(|i| i.published))
-        .map(|t| DateTime::<Utc>::from_timestamp_nanos(t.unix_timestamp_nanos() as i64))
-        .filter(|t| *t < before)
+        .filter_map(|m| {
+            let published = m.info().ok()?.published;
+            let at = DateTime::<Utc>::from_timestamp_nanos(published.unix_timestamp_nanos() as i64);
+            let uptime = serde_json::from_slice::<MetricsSnapshot>(&m.payload)
+                .map_or(0.0, |s| s.uptime_secs);
+            // A publisher that reports no uptime (0) cannot be told apart.
+            let started = at - chrono::Duration::milliseconds((uptime * 1000.0) as i64);
+            (at < before && (uptime <= 0.0 || started <= began + PROCESS_START_SLACK)).then_some(at)
+        })
         .max())
 }
 
@@ -485,9 +543,11 @@ mod tests {
     }
 
     #[test]
-    fn order_of_input_does_not_matter_and_re_election_keeps_the_term() {
+    fn order_of_input_does_not_matter_and_a_repeated_election_keeps_the_term() {
+        // The same epoch told twice (a replayed record) is one term; a new
+        // epoch would be a new one.
         let terms = build_terms(&[
-            rec(5_000, "a", Change::Elected, Some(6)),
+            rec(5_000, "a", Change::Elected, Some(5)),
             rec(0, "a", Change::Elected, Some(5)),
             rec(9_000, "b", Change::Resigned, None),
         ]);
@@ -495,6 +555,26 @@ mod tests {
         assert_eq!(terms[0].epoch, Some(5));
         // A goodbye of someone who is not the leader closes nothing.
         assert_eq!(terms[0].ended_at, None);
+    }
+
+    #[test]
+    fn the_same_instance_re_elected_with_a_new_epoch_starts_a_new_term() {
+        // A restart of everything: a led with epoch 5, was gone, and won
+        // the key again with epoch 9 (no goodbye was written for epoch 5).
+        let terms = build_terms(&[
+            rec(0, "a", Change::Elected, Some(5)),
+            rec(60_000, "a", Change::Elected, Some(9)),
+            rec(60_200, "a", Change::Stopped, None),
+        ]);
+        assert_eq!(terms.len(), 2, "{terms:?}");
+        assert_eq!(terms[0].epoch, Some(5));
+        assert_eq!(terms[0].end_reason.as_deref(), Some("superseded"));
+        assert_eq!(terms[1].epoch, Some(9));
+        assert_eq!(terms[1].handover_from.as_deref(), Some("a"));
+        assert_eq!(terms[1].handover_basis.as_deref(), Some("lastSeen"));
+        // The goodbye after the new election is the new term's.
+        assert_eq!(terms[1].end_reason.as_deref(), Some("stopped"));
+        assert_eq!(terms[1].ended_at, Some(at(60_200)));
     }
 
     #[test]
