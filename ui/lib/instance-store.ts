@@ -51,6 +51,18 @@ function visible(i: ServiceInstance): string {
   return [i.status, i.reportedStatus, i.statusReason, i.statusSince, i.epoch, i.version, i.stickyActiveGroup, i.startedAt].join("|");
 }
 
+/**
+ * Whether `snapshot` may show as `i`'s live figures (as in the API's
+ * `/api/metrics`): not when its process is gone (connection closed) or hung
+ * (beats stopped), which serves nothing, nor when it was taken before the
+ * instance last started (the same id restarted: the old process's figures).
+ */
+function liveFigures(i: ServiceInstance, snapshot: MetricsSnapshot | null): MetricsSnapshot | null {
+  if (!snapshot || i.statusReason === "disconnected" || i.statusReason === "unresponsive") return null;
+  const started = Date.parse(i.startedAt ?? "");
+  return Date.parse(snapshot.timestamp) < started ? null : snapshot;
+}
+
 /** A card's figures at the precision it shows them. */
 function shown(s: MetricsSnapshot | null): string {
   const h = headline(s);
@@ -127,9 +139,10 @@ export class InstanceStore {
     if (previous && previous.timestamp > snapshot.timestamp) return;
     this.latest.set(k, snapshot);
     this.metricsListeners.get(k)?.forEach((l) => l());
+    const figures = liveFigures(e.instance, snapshot);
     // The card re-renders only when its figures would read differently.
-    if (shown(e.metrics) !== shown(snapshot) || (e.metrics === null) !== (snapshot === null)) {
-      this.map.set(k, { ...e, metrics: snapshot });
+    if (shown(e.metrics) !== shown(figures) || (e.metrics === null) !== (figures === null)) {
+      this.map.set(k, { ...e, metrics: figures });
       this.changed();
     }
   }
@@ -211,7 +224,8 @@ export class InstanceStore {
     if (Number.isNaN(known) || Date.parse(instance.lastHeartbeat) >= known) this.heartbeats.set(k, instance.lastHeartbeat);
     const e = this.map.get(k);
     if (e && e.goneAt === null && visible(e.instance) === visible(instance)) return false;
-    this.map.set(k, { instance, metrics: e?.metrics ?? null, goneAt: null, goneReason: null });
+    // Down or restarted: the figures kept so far are no longer live.
+    this.map.set(k, { instance, metrics: liveFigures(instance, e?.metrics ?? null), goneAt: null, goneReason: null });
     return true;
   }
 

@@ -66,18 +66,44 @@ describe("InstanceStore", () => {
     expect(store.getSnapshot().entries.filter((e) => e.instance.status === "ACTIVE")).toHaveLength(1);
   });
 
+  const snap = (ts: string, rate: number) => ({
+    serviceName: "order-service", instanceId: "order-1", timestamp: ts, uptimeSecs: 1, intervalSecs: 2,
+    endpoints: [{ name: "m", requests: 1, successes: 1, errors: 0, requestRate: rate, errorRate: 0, latencyMs: { p50: 1, p90: 1, p99: 2, max: 3, mean: 1 } }],
+    queueDepth: 0, inFlight: 0, custom: {},
+  });
+
   it("keeps the newest metrics snapshot", () => {
     const { store, flush } = make();
-    store.replaceAll([inst({ instanceId: "order-1" })]);
-    const snap = (ts: string, rate: number) => ({
-      serviceName: "order-service", instanceId: "order-1", timestamp: ts, uptimeSecs: 1, intervalSecs: 2,
-      endpoints: [{ name: "m", requests: 1, successes: 1, errors: 0, requestRate: rate, errorRate: 0, latencyMs: { p50: 1, p90: 1, p99: 2, max: 3, mean: 1 } }],
-      queueDepth: 0, inFlight: 0, custom: {},
-    });
+    store.replaceAll([inst({ instanceId: "order-1", startedAt: "2026-01-01T00:00:00Z" })]);
     store.setMetrics(snap("2026-01-01T00:00:02Z", 5));
     store.setMetrics(snap("2026-01-01T00:00:01Z", 1));
     flush();
     expect(headline(store.getSnapshot().entries[0]!.metrics)).toEqual({ rate: 5, p99: 2 });
+  });
+
+  it("shows no live figures for a killed process, nor the old process's after a restart", () => {
+    const { store, flush } = make();
+    const figures = () => headline(store.getSnapshot().entries[0]!.metrics);
+    store.replaceAll([inst({ instanceId: "order-1", startedAt: "2026-01-01T00:00:00Z" })]);
+    store.setMetrics(snap("2026-01-01T00:00:10Z", 10));
+    flush();
+    expect(figures()).toEqual({ rate: 10, p99: 2 });
+    // Killed: the API says its connection closed.
+    const down = { status: "UNHEALTHY" as const, statusReason: "disconnected", startedAt: "2026-01-01T00:00:00Z" };
+    store.apply({ type: "instanceUpserted", instance: inst({ instanceId: "order-1", ...down }) });
+    flush();
+    expect(figures()).toBeNull();
+    // Restarted as a STANDBY under the same id: a new process, which has
+    // published nothing yet; a late snapshot of the old one changes nothing.
+    const restarted = { status: "STANDBY" as const, statusReason: null, startedAt: "2026-01-01T00:00:20Z", epoch: undefined };
+    store.apply({ type: "instanceUpserted", instance: inst({ instanceId: "order-1", ...restarted }) });
+    store.setMetrics(snap("2026-01-01T00:00:12Z", 10));
+    flush();
+    expect(figures()).toBeNull();
+    // Its own first snapshot is shown.
+    store.setMetrics(snap("2026-01-01T00:00:22Z", 0));
+    flush();
+    expect(figures()).toEqual({ rate: 0, p99: null });
   });
 
   it("takes heartbeat ages from the digest: on time within 1.5 intervals, late ones exactly", () => {

@@ -1,16 +1,17 @@
 //! Metrics against a real nats-server: the monitor creates `AEGIS_METRICS`,
 //! serves the latest snapshot of every live instance, and the history of
-//! one instance over a window read back from the stream.
+//! one instance over a window read back from the stream; a process that is
+//! gone, or an earlier one under a restarted id, shows no live figures.
 
 mod common;
 
 use std::time::Duration;
 
 use aegis_contracts::{
-    EndpointMetrics, LatencySummary, MetricsSnapshot,
-    subjects::{METRICS_STREAM, metrics_subject},
+    EndpointMetrics, LatencySummary, MetricsSnapshot, ServiceInstance,
+    subjects::{METRICS_STREAM, REGISTRY_BUCKET, metrics_subject, registry_key},
 };
-use aegis_sdk::Connection;
+use aegis_sdk::{Connection, registry::METADATA_HEARTBEAT_MS};
 use chrono::Utc;
 use common::{Harness, VIEWER, eventually};
 use serde_json::{Value, json};
@@ -196,4 +197,93 @@ async fn history_over_a_window() {
             .await
             .expect(400, Some("BAD_REQUEST"));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gone_or_restarted_process_shows_no_live_figures() {
+    let h = Harness::start().await;
+    let conn = h.connect().await;
+    let bucket = conn
+        .jetstream()
+        .get_key_value(REGISTRY_BUCKET)
+        .await
+        .unwrap();
+    let put = |record: ServiceInstance| {
+        let bucket = bucket.clone();
+        async move {
+            bucket
+                .put(
+                    registry_key(&record.service_name, &record.instance_id),
+                    serde_json::to_vec(&record).unwrap().into(),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    // restarted-1: a snapshot of its previous process (its last, 5 s ago),
+    // then the record of a new process under the same id that has
+    // published nothing yet.
+    let mut previous = snapshot("pricing-service", "restarted-1", 5);
+    previous.timestamp = Utc::now() - chrono::Duration::seconds(5);
+    publish(&conn, &previous).await;
+    put(ServiceInstance::new(
+        "pricing-service",
+        "restarted-1",
+        "1.0.0",
+        Utc::now(),
+    ))
+    .await;
+    // hung-1: announces 200 ms beats and never beats (a killed or hung
+    // process, seen without the server's advisories), after one snapshot.
+    let mut hung = ServiceInstance::new("pricing-service", "hung-1", "1.0.0", Utc::now());
+    hung.metadata
+        .insert(METADATA_HEARTBEAT_MS.into(), json!(200));
+    put(hung).await;
+    publish(&conn, &snapshot("pricing-service", "hung-1", 3)).await;
+    // fresh-1: running, its snapshot published last (the feed is ordered:
+    // once this one shows, the others have arrived).
+    put(ServiceInstance::new(
+        "pricing-service",
+        "fresh-1",
+        "1.0.0",
+        Utc::now(),
+    ))
+    .await;
+    publish(&conn, &snapshot("pricing-service", "fresh-1", 1)).await;
+
+    let entry = |list: &Value, id: &str| -> Value {
+        list.as_array()
+            .and_then(|a| a.iter().find(|e| e["instanceId"] == id).cloned())
+            .unwrap_or(Value::Null)
+    };
+    eventually(
+        Duration::from_secs(10),
+        "fresh-1 has figures and hung-1 is down",
+        || async {
+            let list = h.get("/api/metrics", Some(VIEWER)).await.body;
+            entry(&list, "fresh-1")["snapshot"].is_object()
+                && entry(&list, "hung-1")["status"] == "UNHEALTHY"
+        },
+    )
+    .await;
+    let list = h.get("/api/metrics", Some(VIEWER)).await.body;
+    assert!(
+        entry(&list, "hung-1")["snapshot"].is_null(),
+        "a process whose beats stopped shows no live figures: {list}"
+    );
+    assert!(
+        entry(&list, "restarted-1")["snapshot"].is_null(),
+        "the previous process's figures are not the new one's: {list}"
+    );
+    // The new process's first snapshot is shown.
+    publish(&conn, &snapshot("pricing-service", "restarted-1", 1)).await;
+    eventually(
+        Duration::from_secs(5),
+        "restarted-1's own figures",
+        || async {
+            let list = h.get("/api/metrics", Some(VIEWER)).await.body;
+            entry(&list, "restarted-1")["snapshot"]["uptimeSecs"] == 1.0
+        },
+    )
+    .await;
 }

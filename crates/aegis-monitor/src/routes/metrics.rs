@@ -1,5 +1,6 @@
 //! Instance metrics: the latest snapshot of every live instance (from the
-//! in-memory feed) and one instance's history for charts (read from
+//! in-memory feed; none for a process that is gone or hung, nor one of an
+//! earlier process under the same id) and one instance's history for charts (read from
 //! `AEGIS_METRICS`, so any replica answers the same).
 
 use std::time::Duration;
@@ -16,6 +17,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     error::{ApiError, ErrorEnvelope},
     extract::ApiQuery,
+    fleet::{InstanceView, StatusReason},
     openapi::{InstanceStatusDoc, MetricsSnapshotDoc},
     routes::instances::check_names,
     state::AppState,
@@ -45,6 +47,9 @@ pub(crate) struct InstanceMetrics {
     /// Its registry status.
     #[schema(value_type = InstanceStatusDoc)]
     status: InstanceStatus,
+    // Also null while its process is gone or hung, and for a snapshot of
+    // an earlier process under the same id (`figures_are_live`; docs/api.md
+    // says so, this doc comment is the OpenAPI text the UI's copy pins).
     /// Its latest snapshot; null until it publishes one.
     #[schema(value_type = Option<MetricsSnapshotDoc>)]
     snapshot: Option<MetricsSnapshot>,
@@ -95,15 +100,37 @@ async fn latest_metrics(State(state): State<AppState>) -> Json<Vec<InstanceMetri
             .fleet()
             .all()
             .into_iter()
-            .map(|v| v.instance)
-            .map(|i| InstanceMetrics {
-                snapshot: feed.latest(&i.service_name, &i.instance_id),
-                service_name: i.service_name,
-                instance_id: i.instance_id,
-                status: i.status,
+            .map(|view| {
+                let snapshot = feed
+                    .latest(&view.instance.service_name, &view.instance.instance_id)
+                    .filter(|s| figures_are_live(&view, s));
+                let i = view.instance;
+                InstanceMetrics {
+                    snapshot,
+                    service_name: i.service_name,
+                    instance_id: i.instance_id,
+                    status: i.status,
+                }
             })
             .collect(),
     )
+}
+
+/// Whether `snapshot` may be shown as `view`'s current figures. Rates read
+/// as live: a process that is gone (its connection closed) or hung (its
+/// beats stopped) serves nothing, and a snapshot taken before the instance
+/// last started (the same id restarted: a new process) is the old
+/// process's. Both are history, which the history endpoint still serves.
+pub(crate) fn figures_are_live(view: &InstanceView, snapshot: &MetricsSnapshot) -> bool {
+    let down = matches!(
+        view.status_reason,
+        Some(StatusReason::Disconnected | StatusReason::Unresponsive)
+    );
+    let earlier_process = view
+        .instance
+        .started_at
+        .is_some_and(|started| snapshot.timestamp < started);
+    !down && !earlier_process
 }
 
 /// One instance's snapshots over a window, for charts. Works for instances
@@ -161,6 +188,49 @@ fn parse_window(s: &str) -> Result<Duration, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aegis_contracts::ServiceInstance;
+    use chrono::{DateTime, Utc};
+
+    fn view(reason: Option<StatusReason>, started: DateTime<Utc>) -> InstanceView {
+        let mut instance = ServiceInstance::new("pricing", "p-1", "1.0.0", started);
+        instance.status = if reason.is_some() {
+            InstanceStatus::Unhealthy
+        } else {
+            InstanceStatus::Active
+        };
+        InstanceView {
+            reported_status: InstanceStatus::Active,
+            status_reason: reason,
+            status_since: started,
+            instance,
+        }
+    }
+
+    fn snapshot_at(at: DateTime<Utc>) -> MetricsSnapshot {
+        serde_json::from_value(serde_json::json!({
+            "serviceName": "pricing", "instanceId": "p-1", "timestamp": at
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_a_running_process_shows_live_figures() {
+        let started = Utc::now() - chrono::Duration::seconds(60);
+        let after = snapshot_at(started + chrono::Duration::seconds(2));
+        assert!(figures_are_live(&view(None, started), &after));
+        // Gone or hung: its last rates are history.
+        for reason in [StatusReason::Disconnected, StatusReason::Unresponsive] {
+            assert!(!figures_are_live(&view(Some(reason), started), &after));
+        }
+        // Unhealthy but running (its own health check): still serving.
+        assert!(figures_are_live(
+            &view(Some(StatusReason::HealthCheck), started),
+            &after
+        ));
+        // Restarted under the same id: the old process's snapshot.
+        let before = snapshot_at(started - chrono::Duration::seconds(3));
+        assert!(!figures_are_live(&view(None, started), &before));
+    }
 
     #[test]
     fn windows() {
