@@ -236,6 +236,19 @@ export class InstanceStore {
   }
 }
 
+/**
+ * Whether a snapshot is too old to show as live figures at `now`: none came
+ * for three of its intervals, and at least 5 s (a NATS node lost under the
+ * metrics stream stops them while the instance still beats). Compares the
+ * instance's clock with the browser's, so it leaves seconds of room.
+ */
+export function figuresStale(snapshot: MetricsSnapshot, now: number): boolean {
+  const at = Date.parse(snapshot.timestamp);
+  if (Number.isNaN(at)) return false;
+  const interval = Math.max(snapshot.intervalSecs, 0) * 1000;
+  return now - at >= Math.max(3 * interval, 5000);
+}
+
 /** Calls per second over all endpoints and the highest p99, from a snapshot. */
 export function headline(snapshot: MetricsSnapshot | null): { rate: number; p99: number | null } | null {
   if (!snapshot) return null;

@@ -95,4 +95,18 @@ describe("ServiceInstanceCard", () => {
     renderUi(<ServiceInstanceCard entry={entry({ metrics: null })} />);
     expect(screen.getByTestId("live-figures")).toHaveTextContent("No metrics yet");
   });
+
+  it("says the figures are old once no snapshot came for three intervals, instead of showing them as live", () => {
+    // A snapshot every 2 s: at 3 s old the figures still read as live.
+    renderUi(<ServiceInstanceCard entry={entry()} />);
+    const figures = screen.getByTestId("live-figures");
+    expect(figures).toHaveTextContent("15 calls/s · p99 7.5 ms");
+    // No new snapshot (a NATS node lost under the metrics stream): from
+    // three intervals on (and at least 5 s) the card says how old they are.
+    act(() => vi.advanceTimersByTime(3000));
+    expect(figures).not.toHaveTextContent("calls/s");
+    expect(figures).toHaveTextContent("Last metrics 6 s ago");
+    act(() => vi.advanceTimersByTime(4000));
+    expect(figures).toHaveTextContent("Last metrics 10 s ago");
+  });
 });

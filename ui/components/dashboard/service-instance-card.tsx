@@ -11,7 +11,9 @@ import { Activity, Crown } from "lucide-react";
 
 import { Card } from "@/components/ui/card";
 import { cn } from "@/lib/utils";
-import { headline, type InstanceEntry } from "@/lib/instance-store";
+import { figuresStale, headline, type InstanceEntry } from "@/lib/instance-store";
+import type { MetricsSnapshot } from "@/lib/api/schemas";
+import { subscribeClock } from "@/hooks/use-now";
 import { ms, num } from "@/lib/format";
 import { useI18n } from "@/lib/i18n";
 import { reasonKey } from "@/lib/status-reason";
@@ -36,10 +38,9 @@ export function roleOf(entry: InstanceEntry): "leader" | "standby" | "unhealthy"
 }
 
 function ServiceInstanceCardImpl({ entry }: ServiceInstanceCardProps) {
-  const { t, locale } = useI18n();
+  const { t } = useI18n();
   const i = entry.instance;
   const role = roleOf(entry);
-  const figures = headline(entry.metrics);
   const gone = entry.goneAt !== null;
   const reasonText = i.statusReason ? (reasonKey(i.statusReason) ? t(reasonKey(i.statusReason)!) : i.statusReason) : null;
   const href = `/services/${encodeURIComponent(i.instanceId)}`;
@@ -112,18 +113,44 @@ function ServiceInstanceCardImpl({ entry }: ServiceInstanceCardProps) {
             {" · "}
             {t(`card.goneReason.${entry.goneReason ?? "missing"}`)}
           </span>
-        ) : figures ? (
-          <span className="tabular-nums">
-            {t("card.callsPerSec", { value: num(figures.rate, locale) })}
-            {" · "}
-            {t("card.p99", { value: figures.p99 != null ? ms(figures.p99, locale) : t("detail.none") })}
-          </span>
+        ) : entry.metrics ? (
+          <Figures snapshot={entry.metrics} />
         ) : (
           <span>{t("card.noMetrics")}</span>
         )}
       </div>
     </Card>
   );
+}
+
+/**
+ * Calls/s and p99 from the latest snapshot, or how old it is once none came
+ * for a while: figures that stopped must not read as live. Checked on the
+ * shared clock's tick; the card re-renders only when that answer changes.
+ */
+function Figures({ snapshot }: { snapshot: MetricsSnapshot }) {
+  const { t, locale } = useI18n();
+  const [stale, setStale] = React.useState(() => figuresStale(snapshot, Date.now()));
+  React.useEffect(() => {
+    const check = () => setStale(figuresStale(snapshot, Date.now()));
+    check();
+    return subscribeClock(check);
+  }, [snapshot]);
+  if (stale) {
+    return (
+      <span data-testid="figures-stale" className="font-medium text-warning-strong">
+        <Since at={Date.parse(snapshot.timestamp)} template="card.metricsStale" />
+      </span>
+    );
+  }
+  const figures = headline(snapshot);
+  return figures ? (
+    <span className="tabular-nums">
+      {t("card.callsPerSec", { value: num(figures.rate, locale) })}
+      {" · "}
+      {t("card.p99", { value: figures.p99 != null ? ms(figures.p99, locale) : t("detail.none") })}
+    </span>
+  ) : null;
 }
 
 /** Re-renders only when its entry changes (and on the clock's tick for the ages). */

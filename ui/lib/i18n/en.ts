@@ -79,6 +79,7 @@ export const en = {
   "card.callsPerSec": "{value} calls/s",
   "card.p99": "p99 {value}",
   "card.noMetrics": "No metrics yet",
+  "card.metricsStale": "Last metrics {ago}",
   "card.gone": "Gone {ago}",
   "card.goneReason.deregistered": "stopped",
   "card.goneReason.expired": "expired",

@@ -80,6 +80,7 @@ export const zhCN: Catalogue = {
   "card.callsPerSec": "{value} 次调用/秒",
   "card.p99": "p99 {value}",
   "card.noMetrics": "暂无指标",
+  "card.metricsStale": "最近指标：{ago}",
   "card.gone": "{ago}离开",
   "card.goneReason.deregistered": "已停止",
   "card.goneReason.expired": "已过期",
