@@ -19,6 +19,10 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::cli::ConnectArgs;
 
+/// The longest `aegis status` waits for a liveness beat of every instance
+/// before it prints (one beat interval, a second by default).
+const BEAT_PATIENCE: Duration = Duration::from_secs(2);
+
 /// Options of `aegis status`.
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
@@ -41,9 +45,13 @@ pub async fn run(args: StatusArgs, shutdown: CancellationToken) -> anyhow::Resul
     let conn = args.nats.connect_as_operator().await?;
     let tasks = TaskTracker::new();
     let stop = shutdown.child_token();
+    let since = chrono::Utc::now();
     let fleet = Fleet::start(&conn, args.system.account().as_ref(), stop.clone(), &tasks).await?;
+    // One beat of each instance first: the records alone are rewritten only
+    // every few beats, so their ages would read up to seconds old.
+    fleet.await_beats(since, BEAT_PATIENCE).await;
     let result = loop {
-        let table = render(&fleet.all(), chrono::Utc::now());
+        let table = render(&with_last_signs(&fleet), chrono::Utc::now());
         if args.watch {
             // Clear the screen and home the cursor, then draw.
             print!("\x1b[2J\x1b[H{table}\n(refreshing every second; Ctrl-C to stop)\n");
@@ -59,6 +67,20 @@ pub async fn run(args: StatusArgs, shutdown: CancellationToken) -> anyhow::Resul
     stop.cancel();
     fleet.drain().await;
     result
+}
+
+/// The fleet's instances, each with its last sign of life (a liveness
+/// beat, every heartbeat interval) as its heartbeat when that is newer than
+/// the record's, which the instance rewrites only every few beats.
+fn with_last_signs(fleet: &Fleet) -> Vec<InstanceView> {
+    let mut all = fleet.all();
+    for v in &mut all {
+        let i = &mut v.instance;
+        if let Some(seen) = fleet.last_sign_of_life(&i.service_name, &i.instance_id) {
+            i.last_heartbeat = i.last_heartbeat.max(seen);
+        }
+    }
+    all
 }
 
 /// Renders the instances as a table.

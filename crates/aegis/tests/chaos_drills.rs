@@ -263,3 +263,55 @@ async fn chaos_healthy_on_a_service_heals_the_instances_made_unhealthy() {
         assert!(healthy(&instances, id), "{out}");
     }
 }
+
+/// `aegis status` shows how recent each instance's last sign of life is,
+/// not how old its record is: an unchanged record is rewritten only every
+/// few beats (here every 3 s), while liveness beats come every 250 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_ages_come_from_the_beats_not_the_last_record_write() {
+    let nats = NatsServer::start().expect("start nats-server (run `make bootstrap`)");
+    let url = nats.url();
+    let conn = Connection::connect(AegisConfig::with_servers(url.as_str()))
+        .await
+        .unwrap();
+    let _svc = conn
+        .service("beat-service", "1.0.0")
+        .instance_id("beat-1")
+        .registration(RegistrationOptions {
+            heartbeat: Duration::from_millis(250),
+            refresh: Duration::from_secs(3),
+            ttl: Duration::from_secs(10),
+            ..Default::default()
+        })
+        .handler(
+            "noop",
+            |_: Value| async move { Ok::<_, WireError>(json!({})) },
+        )
+        .start()
+        .await
+        .unwrap();
+    let reg = _svc.registration().unwrap().handle();
+    // A moment when the stored record is at least 1.5 s old.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while chrono::Utc::now() - reg.record().last_heartbeat < chrono::Duration::milliseconds(1500) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the record never aged"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (ok, out) = aegis(args(&["status"], &url)).await;
+    assert!(ok, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("beat-1"))
+        .unwrap_or_else(|| panic!("no beat-1 line: {out}"));
+    let age: f64 = line
+        .split_whitespace()
+        .find_map(|w| w.strip_suffix('s').and_then(|n| n.parse().ok()))
+        .unwrap_or_else(|| panic!("no age in {line:?}"));
+    assert!(
+        age < 1.0,
+        "the age of the last beat, not of the record: {line}"
+    );
+}

@@ -323,6 +323,9 @@ struct Shared {
     /// Per (service, group): the election key as last seen. Apart from the
     /// view: it changes with every renewal, which no viewer sees.
     leases: std::sync::Mutex<HashMap<Key, LeaseSeen>>,
+    /// Per instance: its last sign of life (a liveness beat or a record
+    /// write). Apart from the view for the same reason: it moves every beat.
+    signs: std::sync::Mutex<HashMap<Key, DateTime<Utc>>>,
     changes: broadcast::Sender<FleetChange>,
     advisories: bool,
     system_conn: Option<Connection>,
@@ -395,6 +398,7 @@ impl Fleet {
             registry: registry.clone(),
             view: RwLock::default(),
             leases: std::sync::Mutex::default(),
+            signs: std::sync::Mutex::default(),
             changes,
             advisories: system_conn.is_some(),
             system_conn,
@@ -559,6 +563,55 @@ impl Fleet {
     pub async fn drain(&self) {
         if let Some(conn) = &self.shared.system_conn {
             let _ = conn.drain().await;
+        }
+    }
+
+    /// When `instance_id` of `service` last showed a sign of life to this
+    /// fleet view: a liveness beat (every heartbeat interval) or a record
+    /// write. Newer than the record's `lastHeartbeat`, which the instance
+    /// rewrites only every few beats when nothing changed.
+    pub fn last_sign_of_life(&self, service: &str, instance_id: &str) -> Option<DateTime<Utc>> {
+        let signs = self.shared.signs.lock().unwrap_or_else(|e| e.into_inner());
+        signs
+            .get(&(service.to_owned(), instance_id.to_owned()))
+            .copied()
+    }
+
+    /// Waits until every instance whose record announces a beat interval
+    /// has shown a sign of life at or after `since` (a view started at
+    /// `since` then knows how recent each one is), or until the longest of
+    /// those intervals has passed, at most `patience`. For a one-shot
+    /// reading such as `aegis status`; a record is rewritten only every few
+    /// beats, so without one beat its age says little.
+    pub async fn await_beats(&self, since: DateTime<Utc>, patience: std::time::Duration) {
+        let beating: Vec<(Key, std::time::Duration)> = self
+            .all()
+            .into_iter()
+            .filter_map(|v| {
+                let i = v.instance;
+                Some((
+                    (i.service_name.clone(), i.instance_id.clone()),
+                    task::beat_interval(&i)?,
+                ))
+            })
+            .collect();
+        let Some(longest) = beating.iter().map(|(_, interval)| *interval).max() else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + longest.min(patience);
+        loop {
+            let all_seen = {
+                let signs = self.shared.signs.lock().unwrap_or_else(|e| e.into_inner());
+                beating
+                    .iter()
+                    .all(|(key, _)| signs.get(key).is_some_and(|at| *at >= since))
+            };
+            if all_seen || tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            // Beats come once an interval (a second by default): a short
+            // poll costs nothing here and needs no event per beat.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
 

@@ -80,9 +80,12 @@ impl State {
 
     pub(super) fn upsert(&mut self, record: ServiceInstance) {
         let key = (record.service_name.clone(), record.instance_id.clone());
+        let record_written = record.last_heartbeat;
         self.records.insert(key.clone(), record);
-        // A record write is a sign of life too.
+        // A record write is a sign of life too (at the time it says it was
+        // written: loading an old record is none).
         self.beats.insert(key.clone(), Instant::now());
+        self.signed(&key, record_written);
         self.unresponsive.remove(&key);
         self.refresh(&key);
     }
@@ -92,6 +95,7 @@ impl State {
             return;
         }
         self.beats.insert(key.clone(), Instant::now());
+        self.signed(&key, Utc::now());
         if self.unresponsive.remove(&key) {
             self.refresh(&key);
         }
@@ -125,10 +129,22 @@ impl State {
         }
     }
 
+    /// Notes a sign of life of `key` at `at`, for [`Fleet::last_sign_of_life`].
+    fn signed(&self, key: &Key, at: DateTime<Utc>) {
+        let mut signs = self.shared.signs.lock().unwrap_or_else(|e| e.into_inner());
+        let last = signs.entry(key.clone()).or_insert(at);
+        *last = (*last).max(at);
+    }
+
     fn remove(&mut self, service: String, instance_id: String, reason: RemovalReason) {
         let key = (service, instance_id);
         self.records.remove(&key);
         self.beats.remove(&key);
+        self.shared
+            .signs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
         self.unresponsive.remove(&key);
         let removed = {
             let mut view = self.shared.view.write().unwrap_or_else(|e| e.into_inner());
@@ -331,7 +347,7 @@ impl State {
 
 /// The beat interval a record announces (`metadata.heartbeatMs`); `None`
 /// for records of instances that do not beat.
-fn beat_interval(record: &ServiceInstance) -> Option<Duration> {
+pub(super) fn beat_interval(record: &ServiceInstance) -> Option<Duration> {
     let ms = record.metadata.get(METADATA_HEARTBEAT_MS)?.as_u64()?;
     (ms > 0).then(|| Duration::from_millis(ms).max(Duration::from_millis(250)))
 }
