@@ -168,7 +168,11 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         return result;
     }
     if !dir.join("up.pid").exists() {
-        bail!("no `aegis up` is running with state in {}", dir.display());
+        bail!(
+            "no `aegis up` is running with state in {} (run this where `aegis up` runs, \
+             or pass --state-dir with the directory it keeps its state in)",
+            dir.display()
+        );
     }
     let remote = Remote::new(dir);
     match args.action {

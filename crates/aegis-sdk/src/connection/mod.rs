@@ -109,7 +109,8 @@ pub enum ConnectError {
          AEGIS_NATS_PASSWORD (or AEGIS_NATS_TOKEN, AEGIS_NATS_NKEY_SEED, AEGIS_NATS_CREDS; \
          `user`/`password`, `token`, `nkey_seed` or `creds_file` under [nats] in the config file) \
          to a user this server knows; `aegis up` writes its users' passwords to \
-         .aegis/credentials"
+         .aegis/credentials (the aegis tools find that file in the directory `aegis up` \
+         runs in; elsewhere pass --credentials <that directory>/.aegis/credentials)"
     )]
     Refused {
         /// The servers tried.
