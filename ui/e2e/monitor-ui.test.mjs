@@ -105,7 +105,7 @@ describe("monitor UI", () => {
     await noAxeViolations(page, "dashboard");
     // The page speaks Chinese after the switch, with the original's title.
     await page.getByTestId("language-switch").selectOption("zh-CN");
-    await page.getByRole("heading", { name: "AegisSDK 服务监控" }).waitFor();
+    await page.getByRole("heading", { name: "Aegis 服务监控" }).waitFor();
     await noAxeViolations(page, "dashboard zh-CN");
     await page.getByTestId("language-switch").selectOption("en");
     await page.context().close();

@@ -40,7 +40,7 @@ describe("catalogues", () => {
   });
 
   it("carry the original's Chinese page titles", () => {
-    expect(zhCN["dashboard.title"]).toBe("AegisSDK 服务监控");
+    expect(zhCN["dashboard.title"]).toBe("Aegis 服务监控");
     expect(zhCN["manage.title"]).toBe("服务定义管理");
     expect(zhCN["manage.new"]).toBe("+ 新建服务定义");
   });

@@ -36,7 +36,7 @@ export const en = {
   "feed.help.reconnecting": "The live feed dropped; retrying with backoff.",
   "feed.help.polling": "The live feed dropped; the page re-reads the API every 5 s while it reconnects.",
 
-  "dashboard.title": "AegisSDK service monitor",
+  "dashboard.title": "Aegis service monitor",
   "dashboard.subtitle": "Every instance of every service, live.",
   "dashboard.counts": "Instances by status",
   "dashboard.total": "Total",

@@ -37,7 +37,7 @@ export const zhCN: Catalogue = {
   "feed.help.reconnecting": "实时数据流已断开，正在按退避策略重试。",
   "feed.help.polling": "实时数据流已断开；重连期间页面每 5 秒重新读取 API。",
 
-  "dashboard.title": "AegisSDK 服务监控",
+  "dashboard.title": "Aegis 服务监控",
   "dashboard.subtitle": "实时查看所有服务的所有实例。",
   "dashboard.counts": "各状态实例数",
   "dashboard.total": "总数",
