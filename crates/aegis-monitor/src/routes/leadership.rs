@@ -461,12 +461,22 @@ async fn last_snapshot_before(
     before: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>, async_nats::Error> {
     let stream = js.get_stream(METRICS_STREAM).await?;
-    let (consumer, pending) = reader(
-        &stream,
-        metrics_subject(service, instance),
-        (before - LAST_SEEN_LOOKBACK).max(began),
-    )
-    .await?;
+    // The newest snapshot of the subject first, in one request: when the
+    // instance has published nothing since (it died, or everything was
+    // stopped for longer than the lookback), that is its last sign of life.
+    let subject = metrics_subject(service, instance);
+    if let Ok(last) = stream.get_last_raw_message_by_subject(&subject).await {
+        let at = DateTime::<Utc>::from_timestamp_nanos(last.time.unix_timestamp_nanos() as i64);
+        let uptime =
+            serde_json::from_slice::<MetricsSnapshot>(&last.payload).map_or(0.0, |s| s.uptime_secs);
+        if at < before && of_the_term(at, uptime, began) {
+            return Ok(Some(at));
+        }
+    }
+    // A later process under the same id published since (re-elected, or
+    // restarted as a standby): look back from `before` for the term's own.
+    let (consumer, pending) =
+        reader(&stream, subject, (before - LAST_SEEN_LOOKBACK).max(began)).await?;
     let messages = read_some(&consumer, (pending as usize).min(LAST_SEEN_SCAN)).await;
     drop_reader(&stream, &consumer).await;
     Ok(messages?
@@ -476,11 +486,18 @@ async fn last_snapshot_before(
             let at = DateTime::<Utc>::from_timestamp_nanos(published.unix_timestamp_nanos() as i64);
             let uptime = serde_json::from_slice::<MetricsSnapshot>(&m.payload)
                 .map_or(0.0, |s| s.uptime_secs);
-            // A publisher that reports no uptime (0) cannot be told apart.
-            let started = at - chrono::Duration::milliseconds((uptime * 1000.0) as i64);
-            (at < before && (uptime <= 0.0 || started <= began + PROCESS_START_SLACK)).then_some(at)
+            (at < before && of_the_term(at, uptime, began)).then_some(at)
         })
         .max())
+}
+
+/// Whether a snapshot taken at `at` by a process up for `uptime` seconds
+/// comes from the process that was running when the term began at `began`
+/// (not from one started later under the same id).
+fn of_the_term(at: DateTime<Utc>, uptime: f64, began: DateTime<Utc>) -> bool {
+    // A publisher that reports no uptime (0) cannot be told apart.
+    let started = at - chrono::Duration::milliseconds((uptime * 1000.0) as i64);
+    uptime <= 0.0 || started <= began + PROCESS_START_SLACK
 }
 
 #[cfg(test)]
