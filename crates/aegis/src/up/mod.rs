@@ -36,6 +36,7 @@ use std::{
 
 use aegis_sdk::{
     ConnectError, Connection, Secret,
+    contracts::InstanceStatus,
     registry::{RegistryError, RegistryReader},
 };
 use anyhow::{Context, bail};
@@ -330,6 +331,48 @@ async fn run_on(
         }
         // Children that fail while starting (e.g. a bucket still being
         // created on the cluster) are restarted like later ones.
+        sup.tick();
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+
+    // Up means it takes orders: every sticky group has its leader. On a
+    // cluster restarted on its data, the elections bucket's stream elects
+    // its own leader first (seconds), and until then nobody can win.
+    let groups: std::collections::BTreeSet<(String, String)> = reader
+        .all()
+        .into_iter()
+        .filter_map(|i| Some((i.service_name, i.sticky_active_group?)))
+        .collect();
+    if !groups.is_empty() {
+        step("waiting for the sticky groups' leaders");
+    }
+    loop {
+        let all = reader.all();
+        let leaderless: Vec<String> = groups
+            .iter()
+            .filter(|(service, group)| {
+                !all.iter().any(|i| {
+                    i.service_name == *service
+                        && i.sticky_active_group.as_deref() == Some(group.as_str())
+                        && i.status == InstanceStatus::Active
+                })
+            })
+            .map(|(service, group)| format!("{service} (group {group})"))
+            .collect();
+        if leaderless.is_empty() {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "no leader for {} within {}; see the logs in {}",
+                leaderless.join(", "),
+                humantime::format_duration(START_WITHIN),
+                state_dir.join("logs").display()
+            );
+        }
         sup.tick();
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
