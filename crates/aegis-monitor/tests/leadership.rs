@@ -30,6 +30,29 @@ async fn sticky(conn: &Connection, id: &str) -> Service {
         .expect("start a sticky instance")
 }
 
+/// Stores `body` on `subject` through JetStream (the ack awaited).
+async fn store(js: &async_nats::jetstream::Context, subject: String, body: Vec<u8>) {
+    js.publish(subject, body.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+/// An `elected` lifecycle record at `at` with fencing `epoch`, as JSON.
+fn elected(at: chrono::DateTime<Utc>, epoch: u64) -> Vec<u8> {
+    serde_json::to_vec(
+        &LogRecord::new(
+            at,
+            LogLevel::Info,
+            LogKind::Elected,
+            "elected ACTIVE leader",
+        )
+        .with_field("epoch", epoch),
+    )
+    .unwrap()
+}
+
 async fn terms(h: &Harness, path: &str) -> Vec<Value> {
     let r = h.get(path, Some(VIEWER)).await;
     r.expect(200, None);
@@ -75,28 +98,7 @@ async fn a_leader_that_vanished_is_superseded_and_measured_from_its_last_snapsho
     let h = Harness::start().await;
     let conn = h.connect().await;
     let js = conn.jetstream();
-    let publish = |subject: String, body: Vec<u8>| {
-        let js = js.clone();
-        async move {
-            js.publish(subject, body.into())
-                .await
-                .unwrap()
-                .await
-                .unwrap()
-        }
-    };
-    let elected = |at, epoch: u64| {
-        serde_json::to_vec(
-            &LogRecord::new(
-                at,
-                LogLevel::Info,
-                LogKind::Elected,
-                "elected ACTIVE leader",
-            )
-            .with_field("epoch", epoch),
-        )
-        .unwrap()
-    };
+    let publish = |subject: String, body: Vec<u8>| store(js, subject, body);
     let t0 = Utc::now() - chrono::Duration::seconds(5);
     publish(log_subject("order-service", "order-x"), elected(t0, 3)).await;
     // The old leader's last sign of life: a metrics snapshot stored now.
@@ -133,28 +135,7 @@ async fn a_leader_re_elected_after_a_restart_has_a_new_term_and_the_gap_is_nobod
     let h = Harness::start().await;
     let conn = h.connect().await;
     let js = conn.jetstream();
-    let publish = |subject: String, body: Vec<u8>| {
-        let js = js.clone();
-        async move {
-            js.publish(subject, body.into())
-                .await
-                .unwrap()
-                .await
-                .unwrap()
-        }
-    };
-    let elected = |at, epoch: u64| {
-        serde_json::to_vec(
-            &LogRecord::new(
-                at,
-                LogLevel::Info,
-                LogKind::Elected,
-                "elected ACTIVE leader",
-            )
-            .with_field("epoch", epoch),
-        )
-        .unwrap()
-    };
+    let publish = |subject: String, body: Vec<u8>| store(js, subject, body);
     let snapshot = |uptime: f64| {
         serde_json::to_vec(&json!({
             "serviceName": "order-service", "instanceId": "order-x",

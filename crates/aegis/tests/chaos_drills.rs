@@ -78,22 +78,43 @@ fn leader(instances: &[(Service, Connection)]) -> Option<String> {
         .map(|(s, _)| s.instance_id().to_owned())
 }
 
+/// Two order instances on `url`, once one leads and the leader's registry
+/// view holds both records (its peer check reads them); returns them and
+/// the leader's id.
+async fn two_order_instances(url: &str) -> (Vec<(Service, Connection)>, String) {
+    let instances = vec![
+        order_instance(url, "order-a").await,
+        order_instance(url, "order-b").await,
+    ];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let first = loop {
+        if let Some(first) = leader(&instances) {
+            break first;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let conn = &instances
+        .iter()
+        .find(|(s, _)| s.instance_id() == first)
+        .unwrap()
+        .1;
+    let view = aegis_sdk::RegistryReader::start(conn).await.unwrap();
+    while view.by_service("order-service").len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the leader's view lacks its peer"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (instances, first)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_unhealthy_hands_the_leadership_over_and_status_says_why() {
     let nats = NatsServer::start().expect("start nats-server (run `make bootstrap`)");
     let url = nats.url();
-    let instances = vec![
-        order_instance(&url, "order-a").await,
-        order_instance(&url, "order-b").await,
-    ];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while leader(&instances).is_none() {
-        assert!(tokio::time::Instant::now() < deadline, "no leader");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // Both records are in the registry (the leader's peer check reads them).
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let first = leader(&instances).unwrap();
+    let (instances, first) = two_order_instances(&url).await;
 
     // An unknown target names what exists.
     let (ok, out) = aegis(args(&["chaos", "unhealthy", "nosuch"], &url)).await;
@@ -185,17 +206,7 @@ async fn next_status_change(events: &mut async_nats::Subscriber) -> LogRecord {
 async fn chaos_healthy_on_a_service_heals_the_instances_made_unhealthy() {
     let nats = NatsServer::start().expect("start nats-server (run `make bootstrap`)");
     let url = nats.url();
-    let instances = vec![
-        order_instance(&url, "order-a").await,
-        order_instance(&url, "order-b").await,
-    ];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while leader(&instances).is_none() {
-        assert!(tokio::time::Instant::now() < deadline, "no leader");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let first = leader(&instances).unwrap();
+    let (instances, first) = two_order_instances(&url).await;
     let watcher = Connection::connect(AegisConfig::with_servers(url.as_str()))
         .await
         .unwrap();

@@ -197,6 +197,36 @@ pub async fn run(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Resul
     result
 }
 
+/// Waits while `missing` says what the showcase still lacks, until
+/// `deadline` (then fails with it); `Ok(false)` when the showcase is
+/// stopped meanwhile. Children that fail while starting (e.g. a bucket
+/// still being created on the cluster) are restarted like later ones.
+async fn starting(
+    sup: &mut Supervisor,
+    deadline: tokio::time::Instant,
+    shutdown: &CancellationToken,
+    state_dir: &Path,
+    mut missing: impl FnMut() -> Option<String>,
+) -> anyhow::Result<bool> {
+    loop {
+        let Some(what) = missing() else {
+            return Ok(true);
+        };
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "{what} within {}; see the logs in {}",
+                humantime::format_duration(START_WITHIN),
+                state_dir.join("logs").display()
+            );
+        }
+        sup.tick();
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(false),
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+}
+
 /// The NATS the showcase runs on.
 struct Topology<'a> {
     /// Client URLs, comma-separated.
@@ -320,22 +350,12 @@ async fn run_on(
             Err(e) => return Err(e.into()),
         }
     };
-    while reader.all().len() < expected {
-        if tokio::time::Instant::now() > deadline {
-            bail!(
-                "only {} of {expected} instances registered within {}; see the logs in {}",
-                reader.all().len(),
-                humantime::format_duration(START_WITHIN),
-                state_dir.join("logs").display()
-            );
-        }
-        // Children that fail while starting (e.g. a bucket still being
-        // created on the cluster) are restarted like later ones.
-        sup.tick();
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            () = tokio::time::sleep(Duration::from_millis(100)) => {}
-        }
+    let registered = || {
+        let n = reader.all().len();
+        (n < expected).then(|| format!("only {n} of {expected} instances registered"))
+    };
+    if !starting(sup, deadline, shutdown, state_dir, registered).await? {
+        return Ok(());
     }
 
     // Up means it takes orders: every sticky group has its leader. On a
@@ -349,7 +369,7 @@ async fn run_on(
     if !groups.is_empty() {
         step("waiting for the sticky groups' leaders");
     }
-    loop {
+    let led = || {
         let all = reader.all();
         let leaderless: Vec<String> = groups
             .iter()
@@ -362,22 +382,10 @@ async fn run_on(
             })
             .map(|(service, group)| format!("{service} (group {group})"))
             .collect();
-        if leaderless.is_empty() {
-            break;
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!(
-                "no leader for {} within {}; see the logs in {}",
-                leaderless.join(", "),
-                humantime::format_duration(START_WITHIN),
-                state_dir.join("logs").display()
-            );
-        }
-        sup.tick();
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            () = tokio::time::sleep(Duration::from_millis(100)) => {}
-        }
+        (!leaderless.is_empty()).then(|| format!("no leader for {}", leaderless.join(", ")))
+    };
+    if !starting(sup, deadline, shutdown, state_dir, led).await? {
+        return Ok(());
     }
 
     step("waiting for the monitor");
