@@ -270,3 +270,59 @@ async fn bad_input_is_refused_and_the_route_needs_a_token() {
     assert_eq!(r.body["windowSecs"], 3600);
     assert_eq!(r.body["truncated"], false);
 }
+
+/// A key that goes unrenewed while its holder still beats has not lapsed:
+/// what stalled is the key's watch (after a NATS node died, the elections
+/// stream elects a leader for seconds), not the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unrenewed_key_whose_holder_still_beats_has_not_lapsed() {
+    let h = Harness::start().await;
+    let conn = h.connect().await;
+    // stall-1 runs and beats (a registered instance), but its key below is
+    // never renewed: as the monitor sees it while the watch is stalled.
+    let _running = conn
+        .service("stall-service", "1.0.0")
+        .instance_id("stall-1")
+        .handler("noop", |_: Value| async move {
+            Ok::<_, aegis_sdk::rpc::WireError>(json!({}))
+        })
+        .start()
+        .await
+        .unwrap();
+    let js = conn.jetstream();
+    let keys = js.get_key_value(ELECTIONS_BUCKET).await.unwrap();
+    let renewed_at = Utc::now();
+    let record = LeaderRecord {
+        instance_id: "stall-1".to_owned(),
+        epoch: 0,
+        lease_ms: 400,
+        renewed_at: renewed_at.to_rfc3339(),
+    };
+    let epoch = keys
+        .put(
+            "sticky-active.stall-service.main",
+            serde_json::to_vec(&record).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    store(
+        js,
+        log_subject("stall-service", "stall-1"),
+        elected(renewed_at, epoch),
+    )
+    .await;
+    eventually(Duration::from_secs(10), "the term is listed", || async {
+        terms(&h, "/api/leadership/stall-service").await.len() == 1
+    })
+    .await;
+    // Past the lease and the slack, with beats going on: the term lasts.
+    let quiet_until = tokio::time::Instant::now() + Duration::from_millis(2500);
+    while tokio::time::Instant::now() < quiet_until {
+        let t = terms(&h, "/api/leadership/stall-service").await;
+        assert!(
+            t[0]["endedAt"].is_null(),
+            "a beating holder's term lasts: {t:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

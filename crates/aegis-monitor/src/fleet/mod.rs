@@ -620,32 +620,46 @@ impl Fleet {
     /// been renewed for longer than its lease (a leader that died, or a
     /// whole fleet that was stopped, deletes nothing; its key just stops
     /// being renewed until someone takes it over). The time is its last
-    /// renewal plus the lease. `None` while it is renewed, or when no key
-    /// names it.
+    /// renewal plus the lease. `None` while it is renewed, while its holder
+    /// still beats (the key's watch stalled, not the leader), or when no
+    /// key names it.
     pub(crate) fn lapsed_at(
         &self,
         service: &str,
         instance_id: &str,
         epoch: u64,
     ) -> Option<DateTime<Utc>> {
-        let leases = self.shared.leases.lock().unwrap_or_else(|e| e.into_inner());
-        let seen = leases
-            .iter()
-            .filter(|((s, _), _)| s == service)
-            .map(|(_, seen)| seen)
-            .find(|seen| {
-                seen.holder
-                    .as_ref()
-                    .is_some_and(|h| h.instance_id == instance_id && h.epoch == epoch)
-            })?;
-        let quiet = seen.seen.elapsed();
-        if seen.lease.is_zero() || quiet <= seen.lease + LAPSE_SLACK {
+        let (quiet, lease, renewed_at) = {
+            let leases = self.shared.leases.lock().unwrap_or_else(|e| e.into_inner());
+            let seen = leases
+                .iter()
+                .filter(|((s, _), _)| s == service)
+                .map(|(_, seen)| seen)
+                .find(|seen| {
+                    seen.holder
+                        .as_ref()
+                        .is_some_and(|h| h.instance_id == instance_id && h.epoch == epoch)
+                })?;
+            (seen.seen.elapsed(), seen.lease, seen.renewed_at)
+        };
+        if lease.is_zero() || quiet <= lease + LAPSE_SLACK {
             return None;
         }
-        let renewed = seen
-            .renewed_at
+        // A holder that still beats is alive: what stalled is the key's
+        // watch (the elections stream choosing a leader after a NATS node
+        // died), not its lease.
+        let alive = self.get(service, instance_id).is_some_and(|v| {
+            !matches!(
+                v.status_reason,
+                Some(StatusReason::Disconnected | StatusReason::Unresponsive)
+            )
+        });
+        if alive {
+            return None;
+        }
+        let renewed = renewed_at
             .unwrap_or_else(|| Utc::now() - chrono::Duration::from_std(quiet).unwrap_or_default());
-        Some(renewed + chrono::Duration::from_std(seen.lease).unwrap_or_default())
+        Some(renewed + chrono::Duration::from_std(lease).unwrap_or_default())
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, View> {
