@@ -123,6 +123,15 @@ pub struct InstanceView {
 }
 
 impl InstanceView {
+    /// Whether its process is gone (its connection closed) or hung (its
+    /// beats stopped): it serves nothing, whatever its record says.
+    pub fn process_down(&self) -> bool {
+        matches!(
+            self.status_reason,
+            Some(StatusReason::Disconnected | StatusReason::Unresponsive)
+        )
+    }
+
     /// Whether a viewer would see a difference from `other`: any field but
     /// `lastHeartbeat` (the time of the last record write, which moves on
     /// every refresh of an otherwise unchanged record).
@@ -648,13 +657,10 @@ impl Fleet {
         // A holder that still beats is alive: what stalled is the key's
         // watch (the elections stream choosing a leader after a NATS node
         // died), not its lease.
-        let alive = self.get(service, instance_id).is_some_and(|v| {
-            !matches!(
-                v.status_reason,
-                Some(StatusReason::Disconnected | StatusReason::Unresponsive)
-            )
-        });
-        if alive {
+        if self
+            .get(service, instance_id)
+            .is_some_and(|v| !v.process_down())
+        {
             return None;
         }
         let renewed = renewed_at

@@ -174,21 +174,19 @@ impl State {
         let holder = change
             .holder
             .map(|(instance_id, epoch)| Holder { instance_id, epoch });
-        match self.leaders.get(&group_key) {
+        let renewal = match self.leaders.get(&group_key) {
             Some((revision, _)) if *revision >= change.revision => return,
-            Some((_, old)) if *old == holder => {
-                // A renewal: same holder, newer revision; nothing to show
-                // but that the lease is alive.
-                self.shared
-                    .renewed(&group_key, &holder, change.lease, change.renewed_at);
-                self.leaders.insert(group_key, (change.revision, holder));
-                return;
-            }
-            _ => {}
-        }
+            // Same holder, newer revision: nothing to show but that the
+            // lease is alive.
+            Some((_, old)) => *old == holder,
+            None => false,
+        };
         self.shared
             .renewed(&group_key, &holder, change.lease, change.renewed_at);
         self.leaders.insert(group_key, (change.revision, holder));
+        if renewal {
+            return;
+        }
         let affected: Vec<Key> = self
             .records
             .iter()

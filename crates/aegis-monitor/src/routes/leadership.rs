@@ -465,13 +465,10 @@ async fn last_snapshot_before(
     // instance has published nothing since (it died, or everything was
     // stopped for longer than the lookback), that is its last sign of life.
     let subject = metrics_subject(service, instance);
-    if let Ok(last) = stream.get_last_raw_message_by_subject(&subject).await {
-        let at = DateTime::<Utc>::from_timestamp_nanos(last.time.unix_timestamp_nanos() as i64);
-        let uptime =
-            serde_json::from_slice::<MetricsSnapshot>(&last.payload).map_or(0.0, |s| s.uptime_secs);
-        if at < before && of_the_term(at, uptime, began) {
-            return Ok(Some(at));
-        }
+    if let Ok(last) = stream.get_last_raw_message_by_subject(&subject).await
+        && let Some(at) = sign_of_the_term(last.time, &last.payload, began, before)
+    {
+        return Ok(Some(at));
     }
     // A later process under the same id published since (re-elected, or
     // restarted as a standby): look back from `before` for the term's own.
@@ -481,23 +478,24 @@ async fn last_snapshot_before(
     drop_reader(&stream, &consumer).await;
     Ok(messages?
         .iter()
-        .filter_map(|m| {
-            let published = m.info().ok()?.published;
-            let at = DateTime::<Utc>::from_timestamp_nanos(published.unix_timestamp_nanos() as i64);
-            let uptime = serde_json::from_slice::<MetricsSnapshot>(&m.payload)
-                .map_or(0.0, |s| s.uptime_secs);
-            (at < before && of_the_term(at, uptime, began)).then_some(at)
-        })
+        .filter_map(|m| sign_of_the_term(m.info().ok()?.published, &m.payload, began, before))
         .max())
 }
 
-/// Whether a snapshot taken at `at` by a process up for `uptime` seconds
-/// comes from the process that was running when the term began at `began`
-/// (not from one started later under the same id).
-fn of_the_term(at: DateTime<Utc>, uptime: f64, began: DateTime<Utc>) -> bool {
+/// When the snapshot `payload`, stored at `stored`, was taken, if that was
+/// before `before` and by the process that was running when the term began
+/// at `began` (not one started later under the same id).
+fn sign_of_the_term(
+    stored: time::OffsetDateTime,
+    payload: &[u8],
+    began: DateTime<Utc>,
+    before: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let at = DateTime::<Utc>::from_timestamp_nanos(stored.unix_timestamp_nanos() as i64);
+    let uptime = serde_json::from_slice::<MetricsSnapshot>(payload).map_or(0.0, |s| s.uptime_secs);
     // A publisher that reports no uptime (0) cannot be told apart.
     let started = at - chrono::Duration::milliseconds((uptime * 1000.0) as i64);
-    uptime <= 0.0 || started <= began + PROCESS_START_SLACK
+    (at < before && (uptime <= 0.0 || started <= began + PROCESS_START_SLACK)).then_some(at)
 }
 
 #[cfg(test)]

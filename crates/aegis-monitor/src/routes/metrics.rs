@@ -17,7 +17,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     error::{ApiError, ErrorEnvelope},
     extract::ApiQuery,
-    fleet::{InstanceView, StatusReason},
+    fleet::InstanceView,
     openapi::{InstanceStatusDoc, MetricsSnapshotDoc},
     routes::instances::check_names,
     state::AppState,
@@ -47,10 +47,9 @@ pub(crate) struct InstanceMetrics {
     /// Its registry status.
     #[schema(value_type = InstanceStatusDoc)]
     status: InstanceStatus,
-    // Also null while its process is gone or hung, and for a snapshot of
-    // an earlier process under the same id (`figures_are_live`; docs/api.md
-    // says so, this doc comment is the OpenAPI text the UI's copy pins).
-    /// Its latest snapshot; null until it publishes one.
+    /// Its latest snapshot; null until it publishes one, while its process
+    /// is gone or hung, and when the latest is an earlier process's under
+    /// the same id.
     #[schema(value_type = Option<MetricsSnapshotDoc>)]
     snapshot: Option<MetricsSnapshot>,
 }
@@ -122,15 +121,11 @@ async fn latest_metrics(State(state): State<AppState>) -> Json<Vec<InstanceMetri
 /// last started (the same id restarted: a new process) is the old
 /// process's. Both are history, which the history endpoint still serves.
 pub(crate) fn figures_are_live(view: &InstanceView, snapshot: &MetricsSnapshot) -> bool {
-    let down = matches!(
-        view.status_reason,
-        Some(StatusReason::Disconnected | StatusReason::Unresponsive)
-    );
     let earlier_process = view
         .instance
         .started_at
         .is_some_and(|started| snapshot.timestamp < started);
-    !down && !earlier_process
+    !view.process_down() && !earlier_process
 }
 
 /// One instance's snapshots over a window, for charts. Works for instances
@@ -188,6 +183,7 @@ fn parse_window(s: &str) -> Result<Duration, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fleet::StatusReason;
     use aegis_contracts::ServiceInstance;
     use chrono::{DateTime, Utc};
 

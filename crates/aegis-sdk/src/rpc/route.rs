@@ -62,8 +62,9 @@ const PROBE_BACKOFF_MAX: Duration = Duration::from_millis(250);
 /// The first pause before an idempotent call asks again an instance that
 /// answered SERVICE_UNAVAILABLE, for want of another; doubled per answer
 /// up to [`UNAVAILABLE_PAUSE_MAX`]. Long enough that callers do not hammer
-/// a service whose store is out (a NATS node lost: its stream elects a new
-/// leader in one to three seconds), short enough to be served soon after.
+/// a service whose store is out (a NATS node lost: its stream waits 4 to
+/// 9 s, nats-server's election timeout, before it elects a new leader),
+/// short enough to be served soon after.
 pub(super) const UNAVAILABLE_PAUSE_FIRST: Duration = Duration::from_millis(100);
 pub(super) const UNAVAILABLE_PAUSE_MAX: Duration = Duration::from_secs(1);
 

@@ -177,15 +177,11 @@ impl RegistrationBuilder {
         // Lets a monitor tell a missing beat from a slow cadence.
         self.record.metadata.insert(
             METADATA_HEARTBEAT_MS.into(),
-            u64::try_from(self.options.heartbeat.as_millis())
-                .unwrap_or(u64::MAX)
-                .into(),
+            saturating_ms(self.options.heartbeat).into(),
         );
         self.record.metadata.insert(
             METADATA_REFRESH_MS.into(),
-            u64::try_from(self.options.effective_refresh().as_millis())
-                .unwrap_or(u64::MAX)
-                .into(),
+            saturating_ms(self.options.effective_refresh()).into(),
         );
         names::validate_service_name(&self.record.service_name)?;
         names::validate_instance_id(&self.record.instance_id)?;
@@ -583,7 +579,8 @@ pub(super) fn verdict_fields(
     }
 }
 
-/// `d` in whole milliseconds, saturating (an event field, not arithmetic).
+/// `d` in whole milliseconds, saturating (a record or event field, not
+/// arithmetic).
 fn saturating_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -217,13 +217,17 @@ impl Inner {
     /// verdict whose time is up ends) and tells the instance when it changed.
     pub(super) fn settle(&self, st: &mut WriteState) {
         let now = tokio::time::Instant::now();
-        let before = st.health.health();
         // Only a verdict whose time is up runs out here; one lifted (or
-        // replaced) was told as such by whoever did it.
-        let time_is_up = st.health.forced_until().is_some_and(|until| until <= now);
+        // replaced) was told as such by whoever did it. The health before
+        // is taken only then: this runs on every beat.
+        let before = st
+            .health
+            .forced_until()
+            .is_some_and(|until| until <= now)
+            .then(|| st.health.health());
         if let Some(ended) = st.health.settle(now, Utc::now())
             && ended == crate::registry::UnhealthyReason::Operator
-            && time_is_up
+            && let Some(before) = before
         {
             info!(key = %self.key, "the operator's unhealthy verdict ran out");
             let after = st.health.health();
