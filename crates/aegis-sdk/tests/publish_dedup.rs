@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aegis_sdk::streams::publish_deduplicated;
+use aegis_sdk::streams::{publish_deduplicated, with_placement_patience};
 use aegis_testkit::NatsCluster;
 use async_nats::{
     HeaderMap,
@@ -101,14 +101,18 @@ async fn publishes_ride_out_stream_leader_changes() {
     cluster.wait_ready(Duration::from_secs(30)).unwrap();
     let conn = common::connect_cluster(cluster.urls(), 3).await;
     let js = conn.jetstream().clone();
-    js.create_stream(stream::Config {
+    // The meta leader may still lack a peer's statistics when the cluster
+    // reads ready, and refuses placement until they come: the SDK's own
+    // creations wait that out, and so does this one.
+    let config = stream::Config {
         name: "EV".into(),
         subjects: vec!["ev.>".into()],
         num_replicas: 3,
         ..Default::default()
-    })
-    .await
-    .unwrap();
+    };
+    with_placement_patience("EV", || js.create_stream(config.clone()))
+        .await
+        .unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut publishers = Vec::new();

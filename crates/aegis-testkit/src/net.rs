@@ -86,6 +86,10 @@ pub(crate) fn has_meta_leader(jsz: &str) -> bool {
 /// placing a replicated stream (an R3 bucket) needs. Routes come first;
 /// the leader learns a peer is online a little later, and until then such
 /// a stream fails with "no suitable peers for placement, peer offline".
+/// Needed, not always enough: the leader also waits for each peer's
+/// statistics, which no endpoint shows, so a creation right after start
+/// may still be refused for a moment (the SDK's `with_placement_patience`
+/// asks again).
 pub(crate) fn leads_with_peers_online(jsz: &str, server: &str, peers: &[&str]) -> bool {
     let meta = meta_cluster(jsz);
     if meta["leader"] != server {

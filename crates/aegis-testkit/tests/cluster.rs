@@ -28,6 +28,27 @@ async fn publish_eventually(
     }
 }
 
+/// Creates `config`'s stream, asking again for up to 30 s while the meta
+/// leader refuses to place its replicas: a ready cluster's leader sees every
+/// peer online, but may still wait for a peer's statistics, which no
+/// monitoring endpoint shows.
+async fn create_eventually(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match js.create_stream(config.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() < deadline && e.to_string().contains("no suitable peers") => {
+                eprintln!("create retry ({}): {e}", config.name);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn r3_stream_survives_a_node_crash_and_the_node_rejoins() -> TestResult {
     let started = Instant::now();
@@ -41,12 +62,15 @@ async fn r3_stream_survives_a_node_crash_and_the_node_rejoins() -> TestResult {
     // Connected to n2 and n3 only, so killing n1 never cuts this client off.
     let client = async_nats::connect(cluster.urls()[1..].to_vec()).await?;
     let js = jetstream::new(client);
-    js.create_stream(stream::Config {
-        name: "ORDERS".into(),
-        subjects: vec!["orders.>".into()],
-        num_replicas: 3,
-        ..Default::default()
-    })
+    create_eventually(
+        &js,
+        stream::Config {
+            name: "ORDERS".into(),
+            subjects: vec!["orders.>".into()],
+            num_replicas: 3,
+            ..Default::default()
+        },
+    )
     .await?;
     publish_eventually(&js, "orders.before").await?;
 
