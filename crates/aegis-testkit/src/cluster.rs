@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::binary::nats_server_binary;
 use crate::config::{ClusterConfig, NodeConfig};
 use crate::error::TestkitError;
-use crate::net::{free_ports, http_get, leads_with_peers_online};
+use crate::net::{free_ports, http_get, leads_with_peers_online, meta_leader_name};
 use crate::server::{NatsServer, READY_TIMEOUT};
 use crate::support::{random_password, temp_dir, unique_suffix, with_port_retries};
 
@@ -299,6 +299,31 @@ impl NatsCluster {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The index of the running node that leads the JetStream meta group,
+    /// as the running nodes' `/jsz` say; `None` while none leads (a
+    /// cluster electing one, or without a quorum).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let mut cluster = aegis_testkit::NatsCluster::start(3)?;
+    /// if let Some(leader) = cluster.meta_leader() {
+    ///     cluster.kill_node(leader);
+    /// }
+    /// # Ok::<(), aegis_testkit::TestkitError>(())
+    /// ```
+    pub fn meta_leader(&self) -> Option<usize> {
+        let leader =
+            self.nodes
+                .iter()
+                .filter(|n| n.pid().is_some())
+                .find_map(|n| match http_get(n.monitor_port(), "/jsz") {
+                    Ok((200, body)) => meta_leader_name(&body),
+                    _ => None,
+                })?;
+        self.nodes.iter().position(|n| n.server_name() == leader)
     }
 
     /// The number of nodes (running or not).

@@ -76,9 +76,15 @@ fn meta_cluster(jsz: &str) -> Value {
 /// True when a `/jsz` body shows a JetStream meta leader: the server omits
 /// `meta_cluster.leader` (or leaves it empty) while none is elected.
 pub(crate) fn has_meta_leader(jsz: &str) -> bool {
+    meta_leader_name(jsz).is_some()
+}
+
+/// The name of the JetStream meta leader a `/jsz` body shows, if any.
+pub(crate) fn meta_leader_name(jsz: &str) -> Option<String> {
     meta_cluster(jsz)["leader"]
         .as_str()
-        .is_some_and(|leader| !leader.is_empty())
+        .filter(|leader| !leader.is_empty())
+        .map(str::to_owned)
 }
 
 /// True when `server`'s `/jsz` body shows it leads the meta group and sees

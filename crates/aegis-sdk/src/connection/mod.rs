@@ -55,6 +55,12 @@ const MIN_VIEW_LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// never less than this.
 const MIN_JETSTREAM_CHECK_ATTEMPT: Duration = Duration::from_millis(250);
 
+/// The first attempt of a JetStream check given `budget`: a tenth of it,
+/// never less than [`MIN_JETSTREAM_CHECK_ATTEMPT`] nor more than `budget`.
+fn check_attempt(budget: Duration) -> Duration {
+    (budget / 10).max(MIN_JETSTREAM_CHECK_ATTEMPT).min(budget)
+}
+
 /// Asks JetStream for the account's info within `budget`, in attempts that
 /// double from a tenth of it (at least [`MIN_JETSTREAM_CHECK_ATTEMPT`]),
 /// until one is answered, one fails otherwise, or `budget` is spent
@@ -70,7 +76,7 @@ async fn check_jetstream(
     jetstream: &jetstream::Context,
     budget: Duration,
 ) -> Result<(), jetstream::context::AccountError> {
-    let first = (budget / 10).max(MIN_JETSTREAM_CHECK_ATTEMPT);
+    let first = check_attempt(budget);
     let check = || jetstream.query_account();
     match crate::streams::ask_while_silent("the JetStream check", first, budget, check).await {
         Some(answer) => answer.map(drop),
@@ -160,7 +166,11 @@ pub enum ConnectError {
     },
     /// JetStream is there but did not answer within the request timeout:
     /// most often a cluster choosing new JetStream leaders after one of its
-    /// nodes stopped, which takes seconds. Passes by itself.
+    /// nodes stopped, which takes seconds. Passes by itself. Only from a
+    /// server that does not run JetStream itself (its routes lead to some
+    /// that do): when the server connected to runs it, a check that goes
+    /// unanswered for its first attempt is logged and the connection goes
+    /// on, since the views load from the buckets' replicas meanwhile.
     #[error(
         "JetStream did not answer in time: if a NATS node just stopped, the cluster is choosing new JetStream leaders, which takes seconds; try again"
     )]
@@ -290,21 +300,39 @@ impl Connection {
         let info = clients[0].server_info();
         let server_version = check_server_version(&info.version)?;
         let jetstream = jetstream::new(clients[0].clone());
+        // A server that says it runs JetStream and then leaves the check
+        // unanswered is most often a cluster electing its JetStream meta
+        // leader (4-9 s after a node died). What a new process needs most
+        // goes on without one (the views load from the buckets' replicas),
+        // so its first attempt is all the check waits for.
+        let announced = info.jetstream;
+        let budget = if announced {
+            check_attempt(config.nats.request_timeout)
+        } else {
+            config.nats.request_timeout
+        };
         if config.nats.require_jetstream
-            && let Err(source) = check_jetstream(&jetstream, config.nats.request_timeout).await
+            && let Err(source) = check_jetstream(&jetstream, budget).await
         {
             let violation = refused.lock().ok().and_then(|v| v.clone());
-            return Err(match violation {
+            match violation {
                 Some(violation) if violation.contains("Subscription to") => {
-                    ConnectError::InboxRefused { violation }
+                    return Err(ConnectError::InboxRefused { violation });
+                }
+                _ if source.kind() == AccountErrorKind::TimedOut && announced => {
+                    warn!(
+                        waited = ?budget,
+                        "JetStream did not answer the connection's check, though the server runs it \
+                         (a cluster electing its JetStream leader?); going on"
+                    );
                 }
                 // A JetStream that is off has no responder, so a request
                 // that timed out reached one that did not answer.
                 _ if source.kind() == AccountErrorKind::TimedOut => {
-                    ConnectError::JetStreamNotAnswering { source }
+                    return Err(ConnectError::JetStreamNotAnswering { source });
                 }
-                _ => ConnectError::JetStreamUnavailable { source },
-            });
+                _ => return Err(ConnectError::JetStreamUnavailable { source }),
+            }
         }
         info!(
             servers = %servers,

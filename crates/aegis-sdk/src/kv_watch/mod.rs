@@ -39,6 +39,12 @@
 //! and hands its load over as *fresh* when the bucket is not the one the
 //! previous load came from: the view then rebuilds itself from the load
 //! alone.
+//!
+//! **A scope no load covers yet** (a process starting, a service newly in
+//! scope) whose session cannot open (JetStream creating no consumers while
+//! its cluster elects a meta leader) is loaded from the bucket's replicas
+//! instead ([`snapshot`]), and the view serves that, counted as broken,
+//! until a session opens.
 
 use std::{
     sync::{Arc, atomic::Ordering},
@@ -61,6 +67,8 @@ use tracing::{debug, info, warn};
 
 use crate::connection::DropWatch;
 
+mod snapshot;
+
 /// How often the server proves an idle session alive.
 const IDLE_HEARTBEAT: Duration = Duration::from_secs(1);
 /// Silence after which a session counts as dead.
@@ -75,6 +83,8 @@ const RETRY_INITIAL: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 /// How long the server keeps an abandoned consumer with nobody listening.
 const INACTIVE_THRESHOLD: Duration = Duration::from_secs(10);
+/// How long a snapshot of the scope's keys may take ([`snapshot::load`]).
+const SNAPSHOT_PATIENCE: Duration = Duration::from_secs(1);
 
 const HEADER_KV_OPERATION: &str = "KV-Operation";
 const HEADER_MARKER_REASON: &str = "Nats-Marker-Reason";
@@ -215,6 +225,9 @@ pub(crate) async fn run_scoped<S: Sink>(
     } = source;
     let mut failures: u32 = 0;
     let mut bucket: Option<time::OffsetDateTime> = None;
+    // The newest scope generation a load (a session's or a snapshot's)
+    // covered.
+    let mut covered: Option<u64> = None;
     loop {
         let current = scope.borrow_and_update().clone();
         if current.keys.is_empty() {
@@ -222,6 +235,7 @@ pub(crate) async fn run_scoped<S: Sink>(
             sink.on_load(Vec::new(), false);
             sink.on_synced();
             sink.on_scope_synced(current.generation);
+            covered = Some(current.generation);
             tokio::select! {
                 () = cancel.cancelled() => return,
                 changed = scope.changed() => if changed.is_err() { return },
@@ -276,6 +290,9 @@ pub(crate) async fn run_scoped<S: Sink>(
                 let end = session
                     .run(&store, &js, &client, &*sink, &mut scope, &cancel)
                     .await;
+                if session.loading.is_none() {
+                    covered = Some(session.generation);
+                }
                 session.abandon(&store);
                 match end {
                     End::Cancelled => return,
@@ -294,6 +311,11 @@ pub(crate) async fn run_scoped<S: Sink>(
                 } else {
                     debug!(error = %e, attempt = failures, "cannot open the {description}; retrying");
                 }
+                if covered != Some(current.generation)
+                    && serve_snapshot(&client, &store, &current, description, &*sink).await
+                {
+                    covered = Some(current.generation);
+                }
             }
         }
         let delay = RETRY_INITIAL
@@ -302,6 +324,36 @@ pub(crate) async fn run_scoped<S: Sink>(
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// Loads the view of `scope` from the bucket's replicas, for a watch that
+/// cannot open yet ([`snapshot`]); the view then counts as broken until a
+/// session opens. Whether it did.
+async fn serve_snapshot<S: Sink>(
+    client: &Client,
+    store: &kv::Store,
+    scope: &Scope,
+    description: &str,
+    sink: &S,
+) -> bool {
+    match snapshot::load(client, store, scope, SNAPSHOT_PATIENCE).await {
+        Ok(entries) => {
+            info!(
+                keys = entries.len(),
+                "serving the last values the bucket's replicas hold until the {description} opens"
+            );
+            sink.on_load(entries, false);
+            sink.on_synced();
+            sink.on_scope_synced(scope.generation);
+            // Nothing follows changes until a session opens.
+            sink.on_broken();
+            true
+        }
+        Err(e) => {
+            debug!(error = %e, "no snapshot for the {description} either");
+            false
         }
     }
 }
