@@ -189,20 +189,49 @@ impl ElectionView {
         replicas: usize,
         timeout: Duration,
     ) -> Result<ElectionView, ElectionError> {
-        let store = ensure_election_bucket(js, replicas).await?;
         let leaders = Arc::new(Leaders::new());
         let cancel = CancellationToken::new();
         let spec = WatchSpec {
             keys: format!("{}.>", subjects::ELECTION_KEY_PREFIX),
             description: "aegis election watch",
         };
-        let source = kv_watch::Source {
-            store,
-            js: js.clone(),
-            client,
-            drops,
-        };
-        tokio::spawn(kv_watch::run(source, spec, leaders.clone(), cancel.clone()));
+        let lookup = ensure_election_bucket(js, replicas);
+        match tokio::time::timeout(kv_watch::LOOKUP_BEFORE_SNAPSHOT, lookup).await {
+            Ok(store) => {
+                let source = kv_watch::Source {
+                    store: store?,
+                    js: js.clone(),
+                    client,
+                    drops,
+                };
+                tokio::spawn(kv_watch::run(source, spec, leaders.clone(), cancel.clone()));
+            }
+            Err(_) => {
+                // Its stream electing a leader: the view loads from the
+                // bucket's replicas meanwhile.
+                debug!(
+                    "the election bucket's lookup is not answered yet; loading from its replicas meanwhile"
+                );
+                let reader = kv_watch::Reader {
+                    js: js.clone(),
+                    client,
+                    drops,
+                };
+                let js = js.clone();
+                let find = move || {
+                    let js = js.clone();
+                    async move { ensure_election_bucket(&js, replicas).await }
+                };
+                tokio::spawn(kv_watch::run_fixed_when_found(
+                    subjects::ELECTIONS_BUCKET,
+                    find,
+                    reader,
+                    spec,
+                    leaders.clone(),
+                    cancel.clone(),
+                ));
+            }
+        }
         let view = ElectionView { leaders, cancel };
         let mut loaded = view.leaders.loaded.subscribe();
         match tokio::time::timeout(timeout, loaded.wait_for(|l| *l)).await {

@@ -44,7 +44,9 @@
 //! scope) whose session cannot open (JetStream creating no consumers while
 //! its cluster elects a meta leader) is loaded from the bucket's replicas
 //! instead ([`snapshot`]), and the view serves that, counted as broken,
-//! until a session opens.
+//! until a session opens. So is the scope of a view whose bucket's lookup
+//! is not answered yet (its stream electing a leader): [`run_when_found`]
+//! loads it by the bucket's name while the lookup goes on.
 
 use std::{
     sync::{Arc, atomic::Ordering},
@@ -69,6 +71,9 @@ use crate::connection::DropWatch;
 
 mod snapshot;
 
+use snapshot::BucketNames;
+pub(crate) use snapshot::{LOOKUP_BEFORE_SNAPSHOT, Reader, run_fixed_when_found, run_when_found};
+
 /// How often the server proves an idle session alive.
 const IDLE_HEARTBEAT: Duration = Duration::from_secs(1);
 /// Silence after which a session counts as dead.
@@ -83,8 +88,6 @@ const RETRY_INITIAL: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 /// How long the server keeps an abandoned consumer with nobody listening.
 const INACTIVE_THRESHOLD: Duration = Duration::from_secs(10);
-/// How long a snapshot of the scope's keys may take ([`snapshot::load`]).
-const SNAPSHOT_PATIENCE: Duration = Duration::from_secs(1);
 
 const HEADER_KV_OPERATION: &str = "KV-Operation";
 const HEADER_MARKER_REASON: &str = "Nats-Marker-Reason";
@@ -213,9 +216,22 @@ pub(crate) async fn run<S: Sink>(
 pub(crate) async fn run_scoped<S: Sink>(
     source: Source,
     description: &'static str,
+    scope: tokio::sync::watch::Receiver<Scope>,
+    sink: Arc<S>,
+    cancel: CancellationToken,
+) {
+    follow(source, description, scope, sink, cancel, None).await;
+}
+
+/// [`run_scoped`], knowing that a load already covered scope generation
+/// `covered`.
+async fn follow<S: Sink>(
+    source: Source,
+    description: &'static str,
     mut scope: tokio::sync::watch::Receiver<Scope>,
     sink: Arc<S>,
     cancel: CancellationToken,
+    mut covered: Option<u64>,
 ) {
     let Source {
         store,
@@ -223,11 +239,9 @@ pub(crate) async fn run_scoped<S: Sink>(
         client,
         drops,
     } = source;
+    let names = BucketNames::of_store(&store);
     let mut failures: u32 = 0;
     let mut bucket: Option<time::OffsetDateTime> = None;
-    // The newest scope generation a load (a session's or a snapshot's)
-    // covered.
-    let mut covered: Option<u64> = None;
     loop {
         let current = scope.borrow_and_update().clone();
         if current.keys.is_empty() {
@@ -254,8 +268,14 @@ pub(crate) async fn run_scoped<S: Sink>(
         // Bounded by an attempt that grows with the failures: a request
         // lost while the bucket's stream chose a leader is never answered,
         // and waiting out its timeout would keep the view from loading for
-        // that long after JetStream answers again.
-        let attempt = crate::streams::ask_attempt(crate::streams::ASK_ATTEMPT_FIRST, failures);
+        // that long after JetStream answers again. A scope no load covers
+        // yet starts shorter, so that a snapshot stands in sooner.
+        let first = if covered == Some(current.generation) {
+            crate::streams::ASK_ATTEMPT_FIRST
+        } else {
+            LOOKUP_BEFORE_SNAPSHOT
+        };
+        let attempt = crate::streams::ask_attempt(first, failures);
         let opened = tokio::select! {
             () = cancel.cancelled() => return,
             opened = tokio::time::timeout(attempt, opening) => opened.unwrap_or_else(|_| {
@@ -312,7 +332,7 @@ pub(crate) async fn run_scoped<S: Sink>(
                     debug!(error = %e, attempt = failures, "cannot open the {description}; retrying");
                 }
                 if covered != Some(current.generation)
-                    && serve_snapshot(&client, &store, &current, description, &*sink).await
+                    && snapshot::serve(&client, &names, &current, description, &*sink).await
                 {
                     covered = Some(current.generation);
                 }
@@ -324,36 +344,6 @@ pub(crate) async fn run_scoped<S: Sink>(
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
-        }
-    }
-}
-
-/// Loads the view of `scope` from the bucket's replicas, for a watch that
-/// cannot open yet ([`snapshot`]); the view then counts as broken until a
-/// session opens. Whether it did.
-async fn serve_snapshot<S: Sink>(
-    client: &Client,
-    store: &kv::Store,
-    scope: &Scope,
-    description: &str,
-    sink: &S,
-) -> bool {
-    match snapshot::load(client, store, scope, SNAPSHOT_PATIENCE).await {
-        Ok(entries) => {
-            info!(
-                keys = entries.len(),
-                "serving the last values the bucket's replicas hold until the {description} opens"
-            );
-            sink.on_load(entries, false);
-            sink.on_synced();
-            sink.on_scope_synced(scope.generation);
-            // Nothing follows changes until a session opens.
-            sink.on_broken();
-            true
-        }
-        Err(e) => {
-            debug!(error = %e, "no snapshot for the {description} either");
-            false
         }
     }
 }

@@ -10,21 +10,39 @@
 //! failing its first calls; the watch opens as soon as JetStream creates
 //! consumers again, and its load replaces the snapshot.
 //!
+//! A bucket whose stream has no leader (the node that led it died) answers
+//! no lookup until its followers elect one, also 4-9 s later, and a view
+//! needs the lookup before it can watch. A view whose lookup is not
+//! answered within [`LOOKUP_BEFORE_SNAPSHOT`] loads this way by the
+//! bucket's name while the lookup goes on ([`run_when_found`]).
+//!
 //! A replica may lag its leader by a few writes, and nothing follows
 //! changes until the watch opens: the view counts as broken (stale) until
 //! then. The server answers at most [`MAX_KEYS`] keys at once; a scope
 //! with more gets no snapshot and waits for its watch, as before.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use async_nats::{
     Client, HeaderMap, StatusCode,
     header::{NATS_SEQUENCE, NATS_SUBJECT},
-    jetstream::kv,
+    jetstream::{self, kv},
 };
 use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
 
-use super::{KvEntry, Scope, removal_of};
+use super::{KvEntry, RETRY_INITIAL, RETRY_MAX, Scope, Sink, Source, WatchSpec, removal_of};
+use crate::connection::DropWatch;
+
+/// How long a snapshot of the scope's keys may take ([`load`]).
+const SNAPSHOT_PATIENCE: Duration = Duration::from_secs(1);
+/// How soon a snapshot that got nothing is asked for again, while the
+/// bucket's lookup is not answered ([`run_when_found`]).
+const SNAPSHOT_RETRY: Duration = Duration::from_millis(250);
+/// How long a view's start waits for its bucket's lookup before it loads
+/// the view from the bucket's replicas meanwhile ([`run_when_found`]).
+pub(crate) const LOOKUP_BEFORE_SNAPSHOT: Duration = Duration::from_millis(500);
 
 /// The most keys one batched direct get returns: the server answers a
 /// request that matches more with 413 "Too Many Results" and nothing else.
@@ -33,7 +51,35 @@ pub(super) const MAX_KEYS: usize = 1024;
 /// The server's end of a batch ("EOB").
 const END_OF_BATCH: u16 = 204;
 
-/// Reads the last value of every key in `scope` from `store`'s stream, in
+/// A bucket as a snapshot reads it: its stream and its keys' subject
+/// prefix, known from its name alone (no JetStream request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BucketNames {
+    /// The bucket's stream (`KV_{bucket}`).
+    pub(crate) stream: String,
+    /// The subject prefix of its keys (`$KV.{bucket}.`).
+    pub(crate) prefix: String,
+}
+
+impl BucketNames {
+    /// The names of bucket `bucket`.
+    pub(crate) fn of(bucket: &str) -> Self {
+        Self {
+            stream: format!("KV_{bucket}"),
+            prefix: format!("$KV.{bucket}."),
+        }
+    }
+
+    /// The names of the bucket `store` reads.
+    pub(crate) fn of_store(store: &async_nats::jetstream::kv::Store) -> Self {
+        Self {
+            stream: store.stream_name.clone(),
+            prefix: store.prefix.clone(),
+        }
+    }
+}
+
+/// Reads the last value of every key in `scope` from `bucket`'s stream, in
 /// one batched direct get answered within `within`. Deleted, purged and
 /// expired keys are left out, as a watch's load leaves them out.
 ///
@@ -43,14 +89,14 @@ const END_OF_BATCH: u16 = 204;
 /// does not allow direct gets), or a reply could not be read.
 pub(super) async fn load(
     client: &Client,
-    store: &kv::Store,
+    bucket: &BucketNames,
     scope: &Scope,
     within: Duration,
 ) -> Result<Vec<KvEntry>, String> {
     let filters: Vec<String> = scope
         .keys
         .iter()
-        .map(|k| format!("{}{k}", store.prefix))
+        .map(|k| format!("{}{k}", bucket.prefix))
         .collect();
     let request = serde_json::json!({ "multi_last": filters, "batch": MAX_KEYS });
     let inbox = client.new_inbox();
@@ -60,7 +106,7 @@ pub(super) async fn load(
         .map_err(|e| e.to_string())?;
     client
         .publish_with_reply(
-            format!("$JS.API.DIRECT.GET.{}", store.stream_name),
+            format!("$JS.API.DIRECT.GET.{}", bucket.stream),
             inbox,
             request.to_string().into(),
         )
@@ -93,7 +139,7 @@ pub(super) async fn load(
             }
         }
         let headers = message.headers.unwrap_or_default();
-        if let Some(entry) = entry(&headers, message.payload, &store.prefix)? {
+        if let Some(entry) = entry(&headers, message.payload, &bucket.prefix)? {
             entries.push(entry);
         }
     }
@@ -128,6 +174,155 @@ fn entry(
     }))
 }
 
+/// [`run`](super::run) for a bucket whose lookup (`find`) has not answered yet: the
+/// keys `spec` names load from its replicas meanwhile
+/// ([`run_when_found`]).
+pub(crate) async fn run_fixed_when_found<S, F, Fut, E>(
+    bucket: &str,
+    find: F,
+    reader: Reader,
+    spec: WatchSpec,
+    sink: Arc<S>,
+    cancel: CancellationToken,
+) where
+    S: Sink,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<kv::Store, E>>,
+    E: std::fmt::Display,
+{
+    // Held here, so the scope never changes and never closes.
+    let (_fixed, scope) = tokio::sync::watch::channel(Scope {
+        generation: 0,
+        keys: vec![spec.keys],
+    });
+    let description = spec.description;
+    run_when_found(
+        bucket,
+        find,
+        |_| {},
+        reader,
+        description,
+        scope,
+        sink,
+        cancel,
+    )
+    .await;
+}
+
+/// What a view reads before its bucket is found: the connection's parts
+/// that [`Source`] holds beside the store.
+pub(crate) struct Reader {
+    pub(crate) js: jetstream::Context,
+    pub(crate) client: Client,
+    pub(crate) drops: DropWatch,
+}
+
+/// Feeds `sink` as [`run_scoped`](super::run_scoped) does, for a bucket
+/// whose lookup (`find`) has not answered yet: until it does, the keys
+/// `scope` names are loaded from the replicas of the bucket named `bucket`
+/// ([`load`]; the view counts as broken meanwhile), asked again every
+/// [`SNAPSHOT_RETRY`] until one comes, and again whenever the scope
+/// changes. `find` runs again,
+/// after a pause, when it fails. Once it gives the store, `found` is told,
+/// and the watch runs on it until `cancel` fires.
+///
+/// A bucket whose stream has lost its leader (the NATS node that led it
+/// died) answers no lookup until its followers elect another, 4-9 s
+/// later; its replicas answer direct gets within about two seconds.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run_when_found<S, F, Fut, E>(
+    bucket: &str,
+    mut find: F,
+    found: impl FnOnce(&kv::Store),
+    reader: Reader,
+    description: &'static str,
+    mut scope: tokio::sync::watch::Receiver<Scope>,
+    sink: Arc<S>,
+    cancel: CancellationToken,
+) where
+    S: Sink,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<kv::Store, E>>,
+    E: std::fmt::Display,
+{
+    let names = BucketNames::of(bucket);
+    let mut covered: Option<u64> = None;
+    let mut pause = RETRY_INITIAL;
+    let mut finding = std::pin::pin!(find());
+    let mut next_snapshot = tokio::time::Instant::now();
+    let store = loop {
+        let current = scope.borrow_and_update().clone();
+        let due = covered != Some(current.generation);
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            changed = scope.changed() => if changed.is_err() { return },
+            result = &mut finding => match result {
+                Ok(store) => break store,
+                Err(e) => {
+                    warn!(error = %e, "cannot find the bucket of the {description}; trying again");
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(RETRY_MAX);
+                    finding.set(find());
+                }
+            },
+            () = tokio::time::sleep_until(next_snapshot), if due => {
+                if current.keys.is_empty() {
+                    sink.on_load(Vec::new(), false);
+                    sink.on_synced();
+                    sink.on_scope_synced(current.generation);
+                    covered = Some(current.generation);
+                } else if serve(&reader.client, &names, &current, description, &*sink).await {
+                    covered = Some(current.generation);
+                } else {
+                    next_snapshot = tokio::time::Instant::now() + SNAPSHOT_RETRY;
+                }
+            }
+        }
+    };
+    found(&store);
+    let Reader { js, client, drops } = reader;
+    let source = Source {
+        store,
+        js,
+        client,
+        drops,
+    };
+    super::follow(source, description, scope, sink, cancel, covered).await;
+}
+
+/// Loads the view of `scope` from the bucket's replicas, for a watch that
+/// cannot open yet ([`load`]); the view then counts as broken until a
+/// session opens. Whether it did.
+pub(super) async fn serve<S: Sink>(
+    client: &Client,
+    bucket: &BucketNames,
+    scope: &Scope,
+    description: &str,
+    sink: &S,
+) -> bool {
+    match load(client, bucket, scope, SNAPSHOT_PATIENCE).await {
+        Ok(entries) => {
+            info!(
+                keys = entries.len(),
+                "serving the last values the bucket's replicas hold until the {description} opens"
+            );
+            sink.on_load(entries, false);
+            sink.on_synced();
+            sink.on_scope_synced(scope.generation);
+            // Nothing follows changes until a session opens.
+            sink.on_broken();
+            true
+        }
+        Err(e) => {
+            debug!(error = %e, "no snapshot for the {description} either");
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +333,13 @@ mod tests {
             map.insert(*name, *value);
         }
         map
+    }
+
+    #[test]
+    fn a_bucket_is_named_as_jetstream_names_it() {
+        let names = BucketNames::of("service_registry");
+        assert_eq!(names.stream, "KV_service_registry");
+        assert_eq!(names.prefix, "$KV.service_registry.");
     }
 
     #[test]

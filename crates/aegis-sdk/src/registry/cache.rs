@@ -36,7 +36,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{
-        Arc, Mutex, RwLock,
+        Arc, Mutex, OnceLock, RwLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -51,7 +51,7 @@ use tracing::debug;
 use super::{
     RegistryChange, RegistryError, RemovalReason, bucket::ensure_registry_bucket, scope::WatchScope,
 };
-use crate::kv_watch::Scope;
+use crate::kv_watch::{self, Scope};
 
 /// Told of every change of the view's records, under the view's lock, so
 /// an index built on them (discovery's routing index) is never behind the
@@ -78,7 +78,8 @@ pub(crate) const IDLE_SCOPE: Duration = Duration::from_secs(120);
 #[derive(Debug)]
 pub(crate) struct RegistryCache {
     shared: Arc<Shared>,
-    stream: Stream,
+    /// The bucket's stream, once its lookup answered (see [`Self::start`]).
+    stream: Arc<OnceLock<Stream>>,
     cancel: CancellationToken,
 }
 
@@ -90,7 +91,10 @@ impl Drop for RegistryCache {
 
 impl RegistryCache {
     /// Ensures the bucket, starts the watch task and waits up to `timeout`
-    /// for the initial load.
+    /// for the initial load. A bucket whose lookup is not answered within
+    /// [`kv_watch::LOOKUP_BEFORE_SNAPSHOT`] (its stream electing a leader)
+    /// is looked up on in the background, and the view loads from the
+    /// bucket's replicas meanwhile ([`kv_watch::run_when_found`]).
     pub(crate) async fn start(
         js: &async_nats::jetstream::Context,
         client: async_nats::Client,
@@ -99,18 +103,48 @@ impl RegistryCache {
         timeout: Duration,
         index: Arc<dyn RecordIndex>,
     ) -> Result<RegistryCache, RegistryError> {
-        let store = ensure_registry_bucket(js, replicas).await?;
         let shared = Arc::new(Shared::new(index));
-        let stream = store.stream.clone();
+        let stream: Arc<OnceLock<Stream>> = Arc::default();
         let cancel = CancellationToken::new();
-        tokio::spawn(super::watch::run(
-            store,
-            js.clone(),
+        let reader = kv_watch::Reader {
+            js: js.clone(),
             client,
             drops,
-            shared.clone(),
-            cancel.clone(),
-        ));
+        };
+        let lookup = ensure_registry_bucket(js, replicas);
+        match tokio::time::timeout(kv_watch::LOOKUP_BEFORE_SNAPSHOT, lookup).await {
+            Ok(store) => {
+                let store = store?;
+                let _ = stream.set(store.stream.clone());
+                tokio::spawn(super::watch::run(
+                    store,
+                    reader,
+                    shared.clone(),
+                    cancel.clone(),
+                ));
+            }
+            Err(_) => {
+                debug!(
+                    "the registry bucket's lookup is not answered yet; loading from its replicas meanwhile"
+                );
+                let js = js.clone();
+                let find = move || {
+                    let js = js.clone();
+                    async move { ensure_registry_bucket(&js, replicas).await }
+                };
+                let cell = stream.clone();
+                let found = move |store: &async_nats::jetstream::kv::Store| {
+                    let _ = cell.set(store.stream.clone());
+                };
+                tokio::spawn(super::watch::run_when_found(
+                    find,
+                    found,
+                    reader,
+                    shared.clone(),
+                    cancel.clone(),
+                ));
+            }
+        }
         {
             // Idle services leave the scope; the task holds the view weakly
             // so that it never keeps it alive.
@@ -163,7 +197,11 @@ impl RegistryCache {
     /// Waits until every registry write acknowledged before this call is in
     /// the view, or `deadline` passes; see [`Shared::catch_up`].
     pub(crate) async fn catch_up(&self, deadline: tokio::time::Instant) -> bool {
-        self.shared.catch_up(&self.stream, deadline).await
+        match self.stream.get() {
+            Some(stream) => self.shared.catch_up(stream, deadline).await,
+            // Not found yet: the view is a snapshot, not known current.
+            None => false,
+        }
     }
 
     /// Stops the watch task (and deletes its consumer); the view keeps its

@@ -1,0 +1,227 @@
+//! A NATS node that led some of JetStream dies, and a process starts
+//! before the cluster has elected new leaders (its Raft election timeout:
+//! 4-9 s):
+//!
+//! - it led the meta group: JetStream answers no account check and creates
+//!   no consumer, so the new process can open neither its registry watch
+//!   nor its election watch;
+//! - it led the elections bucket's stream: nobody answers that bucket's
+//!   lookup.
+//!
+//! Either way the buckets' replicas still answer reads, and the services
+//! still answer calls: a new caller loads its views from the replicas (one
+//! batched direct get each) and is served before the leaders are back.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use aegis_sdk::{
+    Connection,
+    election::LeaseConfig,
+    rpc::{CallOptions, WireError},
+};
+use aegis_testkit::NatsCluster;
+use common::{connect_cluster, echo_service, eventually};
+use serde_json::{Value, json};
+
+/// The name of the node leading `stream`, from the stream's info.
+async fn stream_leader(conn: &Connection, stream: &str) -> Option<String> {
+    let mut s = conn.jetstream().get_stream(stream).await.ok()?;
+    s.info().await.ok()?.cluster.as_ref()?.leader.clone()
+}
+
+/// Makes a node other than `node` lead `stream`: this test is about the
+/// meta group's election, not a stream's own.
+async fn move_leader_off(conn: &Connection, stream: &str, node: &str) {
+    if stream_leader(conn, stream).await.as_deref() == Some(node) {
+        conn.client()
+            .request(
+                format!("$JS.API.STREAM.LEADER.STEPDOWN.{stream}"),
+                "".into(),
+            )
+            .await
+            .unwrap();
+    }
+    eventually(
+        Duration::from_secs(15),
+        "the stream led elsewhere",
+        || async {
+            stream_leader(conn, stream)
+                .await
+                .is_some_and(|leader| leader != node)
+        },
+    )
+    .await;
+}
+
+/// A cluster, and the services the new caller calls ([`Fixture::start`]).
+struct Fixture {
+    cluster: NatsCluster,
+    _services: Connection,
+    _echo: aegis_sdk::rpc::Service,
+    _sticky: aegis_sdk::rpc::Service,
+}
+
+impl Fixture {
+    /// Starts a 3-node cluster and, on the nodes other than the one
+    /// `doomed` picks (given the cluster), a plain service (`echo-service`)
+    /// and a sticky one (`order-service`, leading). Returns the fixture,
+    /// the doomed node and the URLs of the others.
+    async fn start(
+        prepare: impl AsyncFnOnce(&mut NatsCluster, &Connection) -> usize,
+    ) -> (Fixture, usize, Vec<String>) {
+        let mut cluster = NatsCluster::start(3).unwrap();
+        cluster.wait_ready(Duration::from_secs(30)).unwrap();
+        // Buckets made first, on all nodes, so `prepare` can place them.
+        let setup = connect_cluster(cluster.urls(), 3).await;
+        aegis_sdk::registry::ensure_registry_bucket(setup.jetstream(), 3)
+            .await
+            .unwrap();
+        aegis_sdk::election::ensure_election_bucket(setup.jetstream(), 3)
+            .await
+            .unwrap();
+        let doomed = prepare(&mut cluster, &setup).await;
+        let survivors: Vec<String> = (0..3)
+            .filter(|i| *i != doomed)
+            .map(|i| cluster.urls()[i].clone())
+            .collect();
+        let services = connect_cluster(survivors.clone(), 3).await;
+        let echo = echo_service(&services, "echo-service", "echo-1").await;
+        let sticky = services
+            .service("order-service", "1.0.0")
+            .instance_id("order-1")
+            .single_active("default")
+            // It rides out the elections stream's election, as a leader
+            // whose writes are fenced may (the order service's are).
+            .lease(LeaseConfig::default().with_ride_out(Duration::from_secs(15)))
+            .handler("place", |v: Value| async move { Ok::<_, WireError>(v) })
+            .start()
+            .await
+            .unwrap();
+        eventually(Duration::from_secs(10), "order-1 leads", || async {
+            sticky
+                .election()
+                .is_some_and(|e| e.leadership().serving_epoch().is_some())
+        })
+        .await;
+        let fixture = Fixture {
+            cluster,
+            _services: services,
+            _echo: echo,
+            _sticky: sticky,
+        };
+        (fixture, doomed, survivors)
+    }
+}
+
+/// Connects a new caller to `urls` and has it call both services, each
+/// call given 5 s; how long after `since` both were served.
+async fn new_caller_served(urls: Vec<String>, since: Instant) -> Duration {
+    let caller = connect_cluster(urls, 3).await;
+    let opts = CallOptions::timeout(Duration::from_secs(5));
+    let echoed: Value = caller
+        .rpc()
+        .call_with("echo-service", "echo", &json!({"n": 1}), &opts)
+        .await
+        .expect("the plain service is found and served")
+        .value;
+    assert_eq!(echoed, json!({"n": 1}));
+    let placed = caller
+        .rpc()
+        .call_active::<_, Value>("order-service", "default", "place", &json!({"n": 2}), &opts)
+        .await
+        .expect("the sticky leader is found and served");
+    assert_eq!(placed.value, json!({"n": 2}));
+    since.elapsed()
+}
+
+/// How long after `since` JetStream answers `subject` again, asked every
+/// 250 ms (a request sent while its group has no leader is never answered,
+/// so each try is a new one).
+async fn answers_again(urls: Vec<String>, subject: &'static str, since: Instant) -> Duration {
+    let client = async_nats::connect(urls).await.unwrap();
+    loop {
+        let asked = client.request(subject, "".into());
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(250), asked).await {
+            return since.elapsed();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_caller_is_served_while_the_meta_leader_is_replaced() {
+    let (mut fixture, doomed, survivors) = Fixture::start(async |cluster, setup| {
+        let doomed = cluster
+            .meta_leader()
+            .expect("the cluster has a meta leader");
+        let name = cluster.node(doomed).server_name().to_owned();
+        // The streams' own elections are the other test's.
+        for stream in ["KV_service_registry", "KV_service_elections"] {
+            move_leader_off(setup, stream, &name).await;
+        }
+        doomed
+    })
+    .await;
+    let cluster = &mut fixture.cluster;
+    assert_eq!(
+        cluster.meta_leader(),
+        Some(doomed),
+        "the meta leader stayed put"
+    );
+
+    cluster.kill_node(doomed);
+    let killed = Instant::now();
+    let back = tokio::spawn(answers_again(survivors.clone(), "$JS.API.INFO", killed));
+    let served = new_caller_served(survivors, killed).await;
+    let back = back.await.unwrap();
+    eprintln!("served {served:?} after the kill; the meta group answered again after {back:?}");
+    assert!(
+        served < back,
+        "served {served:?} after the kill, but only after the meta group answered again ({back:?})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_caller_is_served_while_the_elections_stream_elects_its_leader() {
+    let (mut fixture, doomed, survivors) = Fixture::start(async |cluster, setup| {
+        // A node that leads the elections stream but not the meta group
+        // (that is the other test) nor the registry stream.
+        let meta = cluster
+            .meta_leader()
+            .expect("the cluster has a meta leader");
+        let meta_name = cluster.node(meta).server_name().to_owned();
+        move_leader_off(setup, "KV_service_elections", &meta_name).await;
+        let leader = stream_leader(setup, "KV_service_elections").await.unwrap();
+        move_leader_off(setup, "KV_service_registry", &leader).await;
+        cluster
+            .nodes()
+            .iter()
+            .position(|n| n.server_name() == leader)
+            .unwrap()
+    })
+    .await;
+    let cluster = &mut fixture.cluster;
+    assert_ne!(
+        cluster.meta_leader(),
+        Some(doomed),
+        "the meta leader stayed put"
+    );
+
+    cluster.kill_node(doomed);
+    let killed = Instant::now();
+    let back = tokio::spawn(answers_again(
+        survivors.clone(),
+        "$JS.API.STREAM.INFO.KV_service_elections",
+        killed,
+    ));
+    let served = new_caller_served(survivors, killed).await;
+    let back = back.await.unwrap();
+    eprintln!(
+        "served {served:?} after the kill; the elections stream answered again after {back:?}"
+    );
+    assert!(
+        served < back,
+        "served {served:?} after the kill, but only after the stream answered again ({back:?})"
+    );
+}
