@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use aegis_sdk::{
-    AegisConfig, ConnectError, Connection,
+    AegisConfig, ConnectError, Connection, Secret,
     discovery::DiscoveryError,
     election::ElectionError,
     registry::RegistryError,
@@ -71,6 +71,34 @@ async fn tells_jetstream_not_answering_from_jetstream_off() {
         !text.contains("-js") && text.contains("did not answer"),
         "the message says what happened, not to enable JetStream: {text}"
     );
+}
+
+/// A user the server refuses the JetStream API is told so at once, not
+/// connected as if JetStream were only slow to answer (the check waits
+/// little when the server says it runs JetStream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_refused_the_jetstream_api_is_told_so() {
+    let nats = NatsServer::builder()
+        .accounts(true)
+        .app_users(
+            r#"[ { user: "nojs", password: "pw", permissions: { publish: { deny: ["$JS.API.>"] } } } ]"#
+                .into(),
+        )
+        .start()
+        .unwrap();
+    let mut config = AegisConfig::with_servers(nats.url());
+    config.nats.user = Some("nojs".to_owned());
+    config.nats.password = Some(Secret::new("pw".to_owned()));
+    let err = Connection::connect(config).await.unwrap_err();
+    assert!(
+        matches!(err, ConnectError::JetStreamRefused { .. }),
+        "{err:?}"
+    );
+    assert!(
+        !err.is_transient(),
+        "a permission does not come by itself: {err}"
+    );
+    assert!(err.to_string().contains("$JS.API"), "{err}");
 }
 
 /// JetStream that misses a request and then answers again (a cluster that

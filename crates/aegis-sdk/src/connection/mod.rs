@@ -138,6 +138,17 @@ pub enum ConnectError {
         /// The server's words.
         violation: String,
     },
+    /// The server refused this user the JetStream API, which the registry,
+    /// events and commands need.
+    #[error(
+        "NATS refused this user the JetStream API ({violation}): give the user permission to \
+         publish to the `$JS.API` subjects of the buckets and streams it uses (the users \
+         `aegis up` writes have them)"
+    )]
+    JetStreamRefused {
+        /// The server's words.
+        violation: String,
+    },
     /// No server answered.
     #[error("cannot connect to NATS at {servers}")]
     Connect {
@@ -304,7 +315,7 @@ impl Connection {
         // unanswered is most often a cluster electing its JetStream meta
         // leader (4-9 s after a node died). What a new process needs most
         // goes on without one (the views load from the buckets' replicas),
-        // so its first attempt is all the check waits for.
+        // so the check waits a tenth of its timeout (two short attempts).
         let announced = info.jetstream;
         let budget = if announced {
             check_attempt(config.nats.request_timeout)
@@ -318,6 +329,9 @@ impl Connection {
             match violation {
                 Some(violation) if violation.contains("Subscription to") => {
                     return Err(ConnectError::InboxRefused { violation });
+                }
+                Some(violation) if violation.contains("Publish to \"$JS.") => {
+                    return Err(ConnectError::JetStreamRefused { violation });
                 }
                 _ if source.kind() == AccountErrorKind::TimedOut && announced => {
                     warn!(
@@ -517,7 +531,9 @@ impl Connection {
     }
 
     /// The connection's registry view, started (bucket ensured, watch
-    /// opened, initial load awaited) on first use and shared afterwards.
+    /// opened, initial load awaited; while JetStream cannot say where the
+    /// bucket is, loaded from its replicas instead: see
+    /// [`RegistryCache::start`]) on first use and shared afterwards.
     pub(crate) async fn registry_cache(&self) -> Result<&Arc<RegistryCache>, RegistryError> {
         self.shared_view(&self.inner.registry, RegistryError::NotSynced, |left| {
             RegistryCache::start(
@@ -601,14 +617,20 @@ impl Connection {
         let now = tokio::time::Instant::now();
         if cache.cover(service, now, now + timeout).await {
             Ok(cache.clone())
+        } else if let Some(why) = cache.lookup_failure() {
+            Err(RegistryError::Bucket {
+                bucket: aegis_contracts::subjects::REGISTRY_BUCKET.to_owned(),
+                source: why.into(),
+            })
         } else {
             Err(RegistryError::NotSynced(timeout))
         }
     }
 
     /// The connection's view of the election keys, started (bucket ensured,
-    /// watch opened, initial load awaited) on first use and shared
-    /// afterwards.
+    /// watch opened, initial load awaited; or loaded from the bucket's
+    /// replicas meanwhile, as [`ElectionView::start`] says) on first use and
+    /// shared afterwards.
     pub(crate) async fn election_view(&self) -> Result<&Arc<ElectionView>, ElectionError> {
         self.shared_view(&self.inner.elections, ElectionError::NotSynced, |left| {
             ElectionView::start(

@@ -18,12 +18,12 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
 use aegis_contracts::subjects;
-use async_nats::Client;
+use async_nats::{Client, jetstream::kv};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -162,6 +162,12 @@ impl Sink for Leaders {
         self.loaded.send_replace(true);
     }
 
+    fn on_snapshot(&self) {
+        // Served as it is: a leader read from a replica is at worst a
+        // moment old, and a deposed one refuses the call (NOT_ACTIVE).
+        self.loaded.send_replace(true);
+    }
+
     fn on_broken(&self) {}
 }
 
@@ -181,7 +187,11 @@ impl Drop for ElectionView {
 
 impl ElectionView {
     /// Ensures the bucket, starts the watch and waits up to `timeout` for
-    /// the initial load.
+    /// the initial load. A bucket whose lookup is not answered within
+    /// [`kv_watch::LOOKUP_BEFORE_SNAPSHOT`] (its stream electing a leader)
+    /// is looked up again in the background while the keys load from the
+    /// bucket's replicas ([`kv_watch::run_when_found`]); when none loads in
+    /// time, the lookup's last failure is the error, if it failed.
     pub(crate) async fn start(
         js: &async_nats::jetstream::Context,
         client: Client,
@@ -195,6 +205,9 @@ impl ElectionView {
             keys: format!("{}.>", subjects::ELECTION_KEY_PREFIX),
             description: "aegis election watch",
         };
+        // Why the lookup in the background failed last, if it has not
+        // succeeded: reported instead of a bare timeout.
+        let failure: Arc<Mutex<Option<String>>> = Arc::default();
         let lookup = ensure_election_bucket(js, replicas);
         match tokio::time::timeout(kv_watch::LOOKUP_BEFORE_SNAPSHOT, lookup).await {
             Ok(store) => {
@@ -222,9 +235,15 @@ impl ElectionView {
                     let js = js.clone();
                     async move { ensure_election_bucket(&js, replicas).await }
                 };
+                let last = failure.clone();
+                let report = move |outcome: Result<&kv::Store, &ElectionError>| {
+                    *last.lock().unwrap_or_else(PoisonError::into_inner) =
+                        outcome.err().map(ToString::to_string);
+                };
                 tokio::spawn(kv_watch::run_fixed_when_found(
                     subjects::ELECTIONS_BUCKET,
                     find,
+                    report,
                     reader,
                     spec,
                     leaders.clone(),
@@ -236,7 +255,14 @@ impl ElectionView {
         let mut loaded = view.leaders.loaded.subscribe();
         match tokio::time::timeout(timeout, loaded.wait_for(|l| *l)).await {
             Ok(Ok(_)) => Ok(view),
-            _ => Err(ElectionError::NotSynced(timeout)),
+            _ => match failure
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+            {
+                Some(why) => Err(ElectionError::Bucket(why.into())),
+                None => Err(ElectionError::NotSynced(timeout)),
+            },
         }
     }
 

@@ -43,10 +43,12 @@
 //! **A scope no load covers yet** (a process starting, a service newly in
 //! scope) whose session cannot open (JetStream creating no consumers while
 //! its cluster elects a meta leader) is loaded from the bucket's replicas
-//! instead ([`snapshot`]), and the view serves that, counted as broken,
-//! until a session opens. So is the scope of a view whose bucket's lookup
+//! instead ([`snapshot`]), and the view serves that (`Sink::on_snapshot`)
+//! until a session loads. So is the scope of a view whose bucket's lookup
 //! is not answered yet (its stream electing a leader): [`run_when_found`]
-//! loads it by the bucket's name while the lookup goes on.
+//! loads it by the bucket's name while looking the bucket up again. Once a
+//! session has loaded, the view never takes a snapshot again: a replica's
+//! values may be a few writes older than what the session delivered.
 
 use std::{
     sync::{Arc, atomic::Ordering},
@@ -150,6 +152,10 @@ pub(crate) trait Sink: Send + Sync + 'static {
     fn on_applied(&self, consumer_sequence: u64);
     /// The initial load is in: the view is current.
     fn on_synced(&self);
+    /// The load just handed over is a snapshot read from the bucket's
+    /// replicas (see `snapshot.rs`), not a session's: the view may serve
+    /// it, but counts as broken until a session loads.
+    fn on_snapshot(&self);
     /// The session broke; the view keeps serving what it has.
     fn on_broken(&self);
     /// The view now holds everything in the scope of this generation
@@ -240,6 +246,10 @@ async fn follow<S: Sink>(
         drops,
     } = source;
     let names = BucketNames::of_store(&store);
+    // Whether a session's load ever came in: from then on, the view is
+    // never loaded from a snapshot again (a replica's values may be a few
+    // writes older than what a session delivered).
+    let mut watched = false;
     let mut failures: u32 = 0;
     let mut bucket: Option<time::OffsetDateTime> = None;
     loop {
@@ -268,9 +278,9 @@ async fn follow<S: Sink>(
         // Bounded by an attempt that grows with the failures: a request
         // lost while the bucket's stream chose a leader is never answered,
         // and waiting out its timeout would keep the view from loading for
-        // that long after JetStream answers again. A scope no load covers
-        // yet starts shorter, so that a snapshot stands in sooner.
-        let first = if covered == Some(current.generation) {
+        // that long after JetStream answers again. Before any session
+        // loaded, the first is shorter, so that a snapshot stands in sooner.
+        let first = if watched {
             crate::streams::ASK_ATTEMPT_FIRST
         } else {
             LOOKUP_BEFORE_SNAPSHOT
@@ -312,6 +322,7 @@ async fn follow<S: Sink>(
                     .await;
                 if session.loading.is_none() {
                     covered = Some(session.generation);
+                    watched = true;
                 }
                 session.abandon(&store);
                 match end {
@@ -331,7 +342,8 @@ async fn follow<S: Sink>(
                 } else {
                     debug!(error = %e, attempt = failures, "cannot open the {description}; retrying");
                 }
-                if covered != Some(current.generation)
+                if !watched
+                    && covered != Some(current.generation)
                     && snapshot::serve(&client, &names, &current, description, &*sink).await
                 {
                     covered = Some(current.generation);

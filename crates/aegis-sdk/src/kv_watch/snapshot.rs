@@ -17,8 +17,8 @@
 //! bucket's name while the lookup goes on ([`run_when_found`]).
 //!
 //! A replica may lag its leader by a few writes, and nothing follows
-//! changes until the watch opens: the view counts as broken (stale) until
-//! then. The server answers at most [`MAX_KEYS`] keys at once; a scope
+//! changes until the watch opens: the registry view counts as stale until
+//! then (`RegistryReader::staleness`). The server answers at most [`MAX_KEYS`] keys at once; a scope
 //! with more gets no snapshot and waits for its watch, as before.
 
 use std::{sync::Arc, time::Duration};
@@ -180,6 +180,7 @@ fn entry(
 pub(crate) async fn run_fixed_when_found<S, F, Fut, E>(
     bucket: &str,
     find: F,
+    report: impl FnMut(Result<&kv::Store, &E>),
     reader: Reader,
     spec: WatchSpec,
     sink: Arc<S>,
@@ -199,7 +200,7 @@ pub(crate) async fn run_fixed_when_found<S, F, Fut, E>(
     run_when_found(
         bucket,
         find,
-        |_| {},
+        report,
         reader,
         description,
         scope,
@@ -220,11 +221,11 @@ pub(crate) struct Reader {
 /// Feeds `sink` as [`run_scoped`](super::run_scoped) does, for a bucket
 /// whose lookup (`find`) has not answered yet: until it does, the keys
 /// `scope` names are loaded from the replicas of the bucket named `bucket`
-/// ([`load`]; the view counts as broken meanwhile), asked again every
+/// ([`load`]; served as a snapshot, `Sink::on_snapshot`), asked again every
 /// [`SNAPSHOT_RETRY`] until one comes, and again whenever the scope
 /// changes. `find` runs again,
-/// after a pause, when it fails. Once it gives the store, `found` is told,
-/// and the watch runs on it until `cancel` fires.
+/// after a pause, when it fails; `report` is told each outcome. Once it
+/// gives the store, the watch runs on it until `cancel` fires.
 ///
 /// A bucket whose stream has lost its leader (the NATS node that led it
 /// died) answers no lookup until its followers elect another, 4-9 s
@@ -233,7 +234,7 @@ pub(crate) struct Reader {
 pub(crate) async fn run_when_found<S, F, Fut, E>(
     bucket: &str,
     mut find: F,
-    found: impl FnOnce(&kv::Store),
+    mut report: impl FnMut(Result<&kv::Store, &E>),
     reader: Reader,
     description: &'static str,
     mut scope: tokio::sync::watch::Receiver<Scope>,
@@ -253,12 +254,15 @@ pub(crate) async fn run_when_found<S, F, Fut, E>(
     let store = loop {
         let current = scope.borrow_and_update().clone();
         let due = covered != Some(current.generation);
+        // The lookup first: a snapshot in progress holds up the loop (up to
+        // SNAPSHOT_PATIENCE), and the lookup's request should be out by then.
         tokio::select! {
+            biased;
             () = cancel.cancelled() => return,
-            changed = scope.changed() => if changed.is_err() { return },
             result = &mut finding => match result {
                 Ok(store) => break store,
                 Err(e) => {
+                    report(Err(&e));
                     warn!(error = %e, "cannot find the bucket of the {description}; trying again");
                     tokio::select! {
                         () = cancel.cancelled() => return,
@@ -268,6 +272,7 @@ pub(crate) async fn run_when_found<S, F, Fut, E>(
                     finding.set(find());
                 }
             },
+            changed = scope.changed() => if changed.is_err() { return },
             () = tokio::time::sleep_until(next_snapshot), if due => {
                 if current.keys.is_empty() {
                     sink.on_load(Vec::new(), false);
@@ -282,7 +287,7 @@ pub(crate) async fn run_when_found<S, F, Fut, E>(
             }
         }
     };
-    found(&store);
+    report(Ok(&store));
     let Reader { js, client, drops } = reader;
     let source = Source {
         store,
@@ -294,8 +299,8 @@ pub(crate) async fn run_when_found<S, F, Fut, E>(
 }
 
 /// Loads the view of `scope` from the bucket's replicas, for a watch that
-/// cannot open yet ([`load`]); the view then counts as broken until a
-/// session opens. Whether it did.
+/// cannot open yet ([`load`]), and tells the sink it is a snapshot
+/// (`Sink::on_snapshot`). Whether it did.
 pub(super) async fn serve<S: Sink>(
     client: &Client,
     bucket: &BucketNames,
@@ -310,10 +315,8 @@ pub(super) async fn serve<S: Sink>(
                 "serving the last values the bucket's replicas hold until the {description} opens"
             );
             sink.on_load(entries, false);
-            sink.on_synced();
+            sink.on_snapshot();
             sink.on_scope_synced(scope.generation);
-            // Nothing follows changes until a session opens.
-            sink.on_broken();
             true
         }
         Err(e) => {

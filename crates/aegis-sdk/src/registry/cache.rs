@@ -36,14 +36,14 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{
-        Arc, Mutex, OnceLock, RwLock,
+        Arc, Mutex, OnceLock, PoisonError, RwLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use aegis_contracts::ServiceInstance;
-use async_nats::jetstream::stream::Stream;
+use async_nats::jetstream::{kv, stream::Stream};
 use tokio::sync::{Notify, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -80,6 +80,9 @@ pub(crate) struct RegistryCache {
     shared: Arc<Shared>,
     /// The bucket's stream, once its lookup answered (see [`Self::start`]).
     stream: Arc<OnceLock<Stream>>,
+    /// Why the bucket's last lookup in the background failed, while none
+    /// has succeeded (see [`Self::start`]).
+    lookup_failure: Arc<Mutex<Option<String>>>,
     cancel: CancellationToken,
 }
 
@@ -93,8 +96,9 @@ impl RegistryCache {
     /// Ensures the bucket, starts the watch task and waits up to `timeout`
     /// for the initial load. A bucket whose lookup is not answered within
     /// [`kv_watch::LOOKUP_BEFORE_SNAPSHOT`] (its stream electing a leader)
-    /// is looked up on in the background, and the view loads from the
-    /// bucket's replicas meanwhile ([`kv_watch::run_when_found`]).
+    /// is looked up again in the background, and the view loads from the
+    /// bucket's replicas meanwhile ([`kv_watch::run_when_found`]); a
+    /// failure of those lookups is kept for [`Self::lookup_failure`].
     pub(crate) async fn start(
         js: &async_nats::jetstream::Context,
         client: async_nats::Client,
@@ -105,6 +109,7 @@ impl RegistryCache {
     ) -> Result<RegistryCache, RegistryError> {
         let shared = Arc::new(Shared::new(index));
         let stream: Arc<OnceLock<Stream>> = Arc::default();
+        let lookup_failure: Arc<Mutex<Option<String>>> = Arc::default();
         let cancel = CancellationToken::new();
         let reader = kv_watch::Reader {
             js: js.clone(),
@@ -132,13 +137,20 @@ impl RegistryCache {
                     let js = js.clone();
                     async move { ensure_registry_bucket(&js, replicas).await }
                 };
-                let cell = stream.clone();
-                let found = move |store: &async_nats::jetstream::kv::Store| {
-                    let _ = cell.set(store.stream.clone());
+                let (cell, failure) = (stream.clone(), lookup_failure.clone());
+                let report = move |outcome: Result<&kv::Store, &RegistryError>| {
+                    let why = match outcome {
+                        Ok(store) => {
+                            let _ = cell.set(store.stream.clone());
+                            None
+                        }
+                        Err(e) => Some(e.to_string()),
+                    };
+                    *failure.lock().unwrap_or_else(PoisonError::into_inner) = why;
                 };
                 tokio::spawn(super::watch::run_when_found(
                     find,
-                    found,
+                    report,
                     reader,
                     shared.clone(),
                     cancel.clone(),
@@ -166,6 +178,7 @@ impl RegistryCache {
         let cache = RegistryCache {
             shared,
             stream,
+            lookup_failure,
             cancel,
         };
         let mut loaded = cache.shared.loaded.subscribe();
@@ -173,6 +186,16 @@ impl RegistryCache {
             Ok(Ok(_)) => Ok(cache),
             _ => Err(RegistryError::NotSynced(timeout)),
         }
+    }
+
+    /// Why the bucket's lookup in the background failed last, while none
+    /// has succeeded: what a view that cannot load reports instead of a
+    /// bare timeout.
+    pub(crate) fn lookup_failure(&self) -> Option<String> {
+        self.lookup_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The view.
@@ -533,6 +556,22 @@ impl Shared {
         self.progress.notify_waiters();
     }
 
+    /// The view was loaded from a snapshot of the bucket's replicas: it
+    /// serves it, counted stale since the first such load, until a
+    /// session loads (no resync is counted for a snapshot).
+    pub(crate) fn mark_snapshot(&self) {
+        let mut h = self.health();
+        h.consumer = None;
+        h.generation += 1;
+        if h.stale_since.is_none() {
+            h.stale_since = Some(Instant::now());
+        }
+        self.synced.store(false, Ordering::Release);
+        drop(h);
+        self.loaded.send_replace(true);
+        self.progress.notify_waiters();
+    }
+
     /// The watch broke; the view keeps serving what it has.
     pub(crate) fn mark_broken(&self) {
         let mut h = self.health();
@@ -694,5 +733,25 @@ mod tests {
         view.mark_synced();
         assert_eq!(view.staleness(), None);
         assert_eq!(view.resyncs(), 1);
+    }
+
+    #[test]
+    fn a_snapshot_is_served_as_stale_and_is_no_resync() {
+        let view = view();
+        view.mark_snapshot();
+        assert!(*view.loaded.borrow(), "a snapshot lets the view serve");
+        assert!(!view.is_synced(), "but not as current");
+        let stale = view.staleness().expect("stale from the first snapshot");
+        view.mark_broken();
+        view.mark_snapshot();
+        assert!(
+            view.staleness().unwrap() >= stale,
+            "still stale since the first"
+        );
+        assert_eq!(view.resyncs(), 0);
+        view.begin_session("c1".into());
+        view.mark_synced();
+        assert!(view.is_synced());
+        assert_eq!(view.staleness(), None);
     }
 }

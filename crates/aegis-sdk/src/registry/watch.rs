@@ -43,7 +43,7 @@ pub(crate) async fn run(
 /// `cancel` fires.
 pub(crate) async fn run_when_found<F, Fut>(
     find: F,
-    found: impl FnOnce(&kv::Store),
+    report: impl FnMut(Result<&kv::Store, &RegistryError>),
     reader: kv_watch::Reader,
     shared: Arc<Shared>,
     cancel: CancellationToken,
@@ -55,7 +55,7 @@ pub(crate) async fn run_when_found<F, Fut>(
     kv_watch::run_when_found(
         REGISTRY_BUCKET,
         find,
-        found,
+        report,
         reader,
         DESCRIPTION,
         scope,
@@ -141,6 +141,10 @@ impl Sink for Shared {
 
     fn on_synced(&self) {
         self.mark_synced();
+    }
+
+    fn on_snapshot(&self) {
+        self.mark_snapshot();
     }
 
     fn on_broken(&self) {
