@@ -149,6 +149,28 @@ async fn answers_again(urls: Vec<String>, subject: &'static str, since: Instant)
     }
 }
 
+/// Kills node `doomed`, has a new caller connected to `survivors` call
+/// both services, and requires them served before JetStream answers
+/// `subject` again (`what` names the group that lost its leader).
+async fn served_before(
+    cluster: &mut NatsCluster,
+    doomed: usize,
+    survivors: Vec<String>,
+    subject: &'static str,
+    what: &str,
+) {
+    cluster.kill_node(doomed);
+    let killed = Instant::now();
+    let back = tokio::spawn(answers_again(survivors.clone(), subject, killed));
+    let served = new_caller_served(survivors, killed).await;
+    let back = back.await.unwrap();
+    eprintln!("served {served:?} after the kill; {what} answered again after {back:?}");
+    assert!(
+        served < back,
+        "served {served:?} after the kill, but only after {what} answered again ({back:?})"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_caller_is_served_while_the_meta_leader_is_replaced() {
     let (mut fixture, doomed, survivors) = Fixture::start(async |cluster, setup| {
@@ -169,17 +191,7 @@ async fn a_new_caller_is_served_while_the_meta_leader_is_replaced() {
         Some(doomed),
         "the meta leader stayed put"
     );
-
-    cluster.kill_node(doomed);
-    let killed = Instant::now();
-    let back = tokio::spawn(answers_again(survivors.clone(), "$JS.API.INFO", killed));
-    let served = new_caller_served(survivors, killed).await;
-    let back = back.await.unwrap();
-    eprintln!("served {served:?} after the kill; the meta group answered again after {back:?}");
-    assert!(
-        served < back,
-        "served {served:?} after the kill, but only after the meta group answered again ({back:?})"
-    );
+    served_before(cluster, doomed, survivors, "$JS.API.INFO", "the meta group").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -208,20 +220,12 @@ async fn a_new_caller_is_served_while_the_elections_stream_elects_its_leader() {
         "the meta leader stayed put"
     );
 
-    cluster.kill_node(doomed);
-    let killed = Instant::now();
-    let back = tokio::spawn(answers_again(
-        survivors.clone(),
+    served_before(
+        cluster,
+        doomed,
+        survivors,
         "$JS.API.STREAM.INFO.KV_service_elections",
-        killed,
-    ));
-    let served = new_caller_served(survivors, killed).await;
-    let back = back.await.unwrap();
-    eprintln!(
-        "served {served:?} after the kill; the elections stream answered again after {back:?}"
-    );
-    assert!(
-        served < back,
-        "served {served:?} after the kill, but only after the stream answered again ({back:?})"
-    );
+        "the elections stream",
+    )
+    .await;
 }
