@@ -25,6 +25,12 @@ use serde_json::{Value, json};
 /// A 3-node cluster, a service on node 2 whose first call never answers,
 /// and a caller that knows only node 1 (it learns the others from it).
 async fn setup() -> (NatsCluster, Connection, Service, Connection) {
+    // The SDK's log, shown when a test fails: one run in many once timed
+    // out instead of sending its call again, and said nothing more.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("aegis_sdk=debug"))
+        .with_test_writer()
+        .try_init();
     let mut cluster = NatsCluster::start(3).unwrap();
     cluster.wait_ready(Duration::from_secs(30)).unwrap();
     let urls = cluster.urls();
