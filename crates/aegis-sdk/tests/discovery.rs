@@ -898,6 +898,48 @@ async fn an_idempotent_call_answered_unavailable_asks_again_within_its_deadline(
     );
 }
 
+/// An instance slow to answer "unavailable; retry" (a store waiting out
+/// its own timeout): the call's deadline ends an attempt after an earlier
+/// one was answered. The caller learns what the instance said, not only
+/// that time ran out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_call_cut_by_its_deadline_reports_the_answer_it_had() {
+    let nats = server();
+    let server_conn = connect(&nats.url()).await;
+    let _slow = server_conn
+        .service("slow-store-service", "1.0.0")
+        .instance_id("slow-1")
+        .handler("work", |_: Value| async move {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            Err::<Value, _>(WireError::service_unavailable("the store is out; retry"))
+        })
+        .start()
+        .await
+        .expect("instance starts");
+    let client = connect(&nats.url()).await;
+    wait_selectable(&client, "slow-store-service", 1).await;
+    let err = client
+        .rpc()
+        .call_with::<_, Value>(
+            "slow-store-service",
+            "work",
+            &json!({}),
+            // Answered after 0.6 s; asked again after 0.1 s; that attempt
+            // is cut by the deadline at 1.5 s.
+            &CallOptions {
+                attempt_timeout: Some(Duration::from_secs(1)),
+                ..idempotent_within(Duration::from_millis(1500))
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, RpcError::Remote { .. }) && err.code() == ErrorCode::ServiceUnavailable,
+        "the instance's answer, not a timeout: {err:?}"
+    );
+    assert!(err.to_string().contains("the store is out"), "{err}");
+}
+
 /// With another instance to ask, an idempotent call answered "unavailable"
 /// goes there at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
