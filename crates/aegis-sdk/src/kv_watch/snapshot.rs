@@ -50,6 +50,8 @@ pub(super) const MAX_KEYS: usize = 1024;
 
 /// The server's end of a batch ("EOB").
 const END_OF_BATCH: u16 = 204;
+/// The header of a batch's end that counts what it left out.
+const NUM_PENDING: &str = "Nats-Num-Pending";
 
 /// A bucket as a snapshot reads it: its stream and its keys' subject
 /// prefix, known from its name alone (no JetStream request).
@@ -127,7 +129,16 @@ pub(super) async fn load(
         };
         match message.status.map(|s| s.as_u16()) {
             None => {}
-            Some(END_OF_BATCH) => return Ok(entries),
+            // A batch the server cut short says how many are left.
+            Some(END_OF_BATCH) => {
+                return match pending(message.headers.as_ref()) {
+                    0 => Ok(entries),
+                    left => Err(format!(
+                        "the server sent {} keys and left {left}",
+                        entries.len()
+                    )),
+                };
+            }
             // "No Results": nothing in scope has a value.
             Some(404) if entries.is_empty() => return Ok(entries),
             Some(_) => {
@@ -143,6 +154,15 @@ pub(super) async fn load(
             entries.push(entry);
         }
     }
+}
+
+/// How many messages the end of a batch says are left (`Nats-Num-Pending`;
+/// none when it does not say).
+fn pending(headers: Option<&HeaderMap>) -> u64 {
+    headers
+        .and_then(|h| h.get(NUM_PENDING))
+        .and_then(|v| v.as_str().parse().ok())
+        .unwrap_or(0)
 }
 
 /// The entry one reply of a batched direct get carries; `None` for a key
@@ -336,6 +356,57 @@ mod tests {
             map.insert(*name, *value);
         }
         map
+    }
+
+    /// Against a real server: the latest value of each key in scope, and
+    /// nothing of keys deleted or purged, or out of scope.
+    #[tokio::test]
+    async fn loads_the_latest_value_of_each_key_in_scope() {
+        let nats = aegis_testkit::NatsServer::start().unwrap();
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let js = jetstream::new(client.clone());
+        let kv = js
+            .create_key_value(kv::Config {
+                bucket: "snap".into(),
+                history: 5,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        for key in ["a.1", "a.2", "b.1", "c.1"] {
+            kv.put(key, "old".into()).await.unwrap();
+        }
+        let newest = kv.put("a.1", "new".into()).await.unwrap();
+        kv.delete("a.2").await.unwrap();
+        kv.purge("b.1").await.unwrap();
+        let names = BucketNames::of("snap");
+        let scope = |keys: &[&str]| Scope {
+            generation: 1,
+            keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+        };
+        let within = Duration::from_secs(2);
+
+        let got = load(&client, &names, &scope(&["a.*", "b.*"]), within)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(
+            (got[0].key.as_str(), got[0].revision, got[0].value.as_ref()),
+            ("a.1", newest, b"new".as_slice())
+        );
+        let none = load(&client, &names, &scope(&["d.*"]), within)
+            .await
+            .unwrap();
+        assert!(none.is_empty(), "nothing in scope: {none:?}");
+        let missing = load(&client, &BucketNames::of("nope"), &scope(&["a.*"]), within).await;
+        assert!(missing.is_err(), "no such bucket: {missing:?}");
+    }
+
+    #[test]
+    fn a_batch_cut_short_says_what_it_left() {
+        assert_eq!(pending(None), 0);
+        assert_eq!(pending(Some(&headers(&[("Nats-Num-Pending", "0")]))), 0);
+        assert_eq!(pending(Some(&headers(&[("Nats-Num-Pending", "12")]))), 12);
     }
 
     #[test]
