@@ -30,6 +30,11 @@
 //!   process runs, the watch opened again whenever it breaks; the loop
 //!   under it, [`kv::reopening`], for any stream that can be opened again
 //!   from where it broke.
+//! - `kv_watch` (internal): the one KV watch under the registry and
+//!   election views, re-opened with a full load whenever it breaks; while
+//!   JetStream cannot open it (a cluster electing leaders after a node
+//!   died), a view not loaded yet loads from the bucket's replicas in one
+//!   batched direct get (`kv_watch/snapshot.rs`).
 //! - [`metrics`]: per-endpoint latency histograms and counters.
 //! - [`startup`]: [`startup::retry`], a start tried again while NATS or
 //!   JetStream is not ready yet (what `aegis service` and the monitor do),
