@@ -174,6 +174,22 @@ pub(crate) struct Scope {
     pub(crate) keys: Vec<String>,
 }
 
+impl Scope {
+    /// The key filters as subjects of the bucket whose keys have `prefix`
+    /// (what a consumer filters on, and what a snapshot asks for).
+    fn subjects(&self, prefix: &str) -> Vec<String> {
+        self.keys.iter().map(|k| format!("{prefix}{k}")).collect()
+    }
+
+    /// Hands `sink` the view of an empty scope: nothing to follow, so an
+    /// empty load, current at once, and no consumer.
+    fn load_empty<S: Sink>(&self, sink: &S) {
+        sink.on_load(Vec::new(), false);
+        sink.on_synced();
+        sink.on_scope_synced(self.generation);
+    }
+}
+
 /// Why a session ended.
 enum End {
     /// Cancelled: stop.
@@ -255,10 +271,7 @@ async fn follow<S: Sink>(
     loop {
         let current = scope.borrow_and_update().clone();
         if current.keys.is_empty() {
-            // Nothing to follow: an empty, current view and no consumer.
-            sink.on_load(Vec::new(), false);
-            sink.on_synced();
-            sink.on_scope_synced(current.generation);
+            current.load_empty(&*sink);
             covered = Some(current.generation);
             tokio::select! {
                 () = cancel.cancelled() => return,
@@ -412,11 +425,7 @@ impl Session {
         let inbox = client.new_inbox();
         // Subscribe first so nothing delivered right after creation is lost.
         let subscriber = client.subscribe(inbox.clone()).await?;
-        let mut filters: Vec<String> = scope
-            .keys
-            .iter()
-            .map(|k| format!("{}{k}", store.prefix))
-            .collect();
+        let mut filters = scope.subjects(&store.prefix);
         // One filter goes in `filter_subject` (any server); several in
         // `filter_subjects` (2.10+, which the SDK requires anyway).
         let (filter_subject, filter_subjects) = if filters.len() == 1 {

@@ -95,12 +95,10 @@ pub(super) async fn load(
     scope: &Scope,
     within: Duration,
 ) -> Result<Vec<KvEntry>, String> {
-    let filters: Vec<String> = scope
-        .keys
-        .iter()
-        .map(|k| format!("{}{k}", bucket.prefix))
-        .collect();
-    let request = serde_json::json!({ "multi_last": filters, "batch": MAX_KEYS });
+    let request = serde_json::json!({
+        "multi_last": scope.subjects(&bucket.prefix),
+        "batch": MAX_KEYS,
+    });
     let inbox = client.new_inbox();
     let mut replies = client
         .subscribe(inbox.clone())
@@ -295,9 +293,7 @@ pub(crate) async fn run_when_found<S, F, Fut, E>(
             changed = scope.changed() => if changed.is_err() { return },
             () = tokio::time::sleep_until(next_snapshot), if due => {
                 if current.keys.is_empty() {
-                    sink.on_load(Vec::new(), false);
-                    sink.on_synced();
-                    sink.on_scope_synced(current.generation);
+                    current.load_empty(&*sink);
                     covered = Some(current.generation);
                 } else if serve(&reader.client, &names, &current, description, &*sink).await {
                     covered = Some(current.generation);
