@@ -241,13 +241,31 @@ async fn a_renewal_that_committed_late_does_not_depose_the_leader() {
     let nats = server();
     let conn = connect(&nats.url()).await;
     let elections = candidates(&conn, "default", 2).await;
-    let (leader, epoch) = one_leader(&elections).await;
     let kv = conn
         .jetstream()
         .get_key_value(aegis_contracts::subjects::ELECTIONS_BUCKET)
         .await
         .unwrap();
+    let (leader, epoch) = one_leader(&elections).await;
     let key = elections[leader].key().to_owned();
+    // Only a renewal can commit late, and a renewal's record names its
+    // epoch; the takeover's record (epoch 0, the epoch being its revision)
+    // is written once, by a create or a compare-and-set that cannot commit
+    // twice. So the simulation waits for the first renewal.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let entry = kv.entry(&key).await.unwrap().unwrap();
+        let record: aegis_sdk::election::LeaderRecord =
+            serde_json::from_slice(&entry.value).unwrap();
+        if record.epoch == epoch {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the leader never renewed: {record:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let mut roles = elections[leader].roles();
     for _ in 0..3 {
         // The leader's latest record, committed once more.
