@@ -18,18 +18,18 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use aegis_contracts::subjects;
-use async_nats::{Client, jetstream::kv};
+use async_nats::Client;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::{ElectionError, LeaderRecord, ensure_election_bucket};
-use crate::kv_watch::{self, KvEntry, Sink, WatchSpec};
+use crate::kv_watch::{self, KvEntry, Scope, Sink};
 
 /// The holder of one election key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,6 +176,9 @@ impl Sink for Leaders {
 #[derive(Debug)]
 pub(crate) struct ElectionView {
     leaders: Arc<Leaders>,
+    /// The watch's keys, which never change: held so that its scope stays
+    /// open while the view lives.
+    _keys: watch::Sender<Scope>,
     cancel: CancellationToken,
 }
 
@@ -190,7 +193,7 @@ impl ElectionView {
     /// the initial load. A bucket whose lookup is not answered within
     /// [`kv_watch::LOOKUP_BEFORE_SNAPSHOT`] (its stream electing a leader)
     /// is looked up again in the background while the keys load from the
-    /// bucket's replicas ([`kv_watch::run_when_found`]); when none loads in
+    /// bucket's replicas ([`kv_watch::start`]); when none loads in
     /// time, the lookup's last failure is the error, if it failed.
     pub(crate) async fn start(
         js: &async_nats::jetstream::Context,
@@ -201,65 +204,35 @@ impl ElectionView {
     ) -> Result<ElectionView, ElectionError> {
         let leaders = Arc::new(Leaders::new());
         let cancel = CancellationToken::new();
-        let spec = WatchSpec {
-            keys: format!("{}.>", subjects::ELECTION_KEY_PREFIX),
-            description: "aegis election watch",
+        let (keys, scope) = watch::channel(Scope {
+            generation: 0,
+            keys: vec![format!("{}.>", subjects::ELECTION_KEY_PREFIX)],
+        });
+        let lookup = kv_watch::start(
+            move |js| async move { ensure_election_bucket(&js, replicas).await },
+            kv_watch::Watch {
+                bucket: subjects::ELECTIONS_BUCKET,
+                description: "aegis election watch",
+                reader: kv_watch::Reader {
+                    js: js.clone(),
+                    client,
+                    drops,
+                },
+                scope,
+                sink: leaders.clone(),
+                cancel: cancel.clone(),
+            },
+        )
+        .await?;
+        let view = ElectionView {
+            leaders,
+            _keys: keys,
+            cancel,
         };
-        // Why the lookup in the background failed last, if it has not
-        // succeeded: reported instead of a bare timeout.
-        let failure: Arc<Mutex<Option<String>>> = Arc::default();
-        let lookup = ensure_election_bucket(js, replicas);
-        match tokio::time::timeout(kv_watch::LOOKUP_BEFORE_SNAPSHOT, lookup).await {
-            Ok(store) => {
-                let source = kv_watch::Source {
-                    store: store?,
-                    js: js.clone(),
-                    client,
-                    drops,
-                };
-                tokio::spawn(kv_watch::run(source, spec, leaders.clone(), cancel.clone()));
-            }
-            Err(_) => {
-                // Its stream electing a leader: the view loads from the
-                // bucket's replicas meanwhile.
-                debug!(
-                    "the election bucket's lookup is not answered yet; loading from its replicas meanwhile"
-                );
-                let reader = kv_watch::Reader {
-                    js: js.clone(),
-                    client,
-                    drops,
-                };
-                let js = js.clone();
-                let find = move || {
-                    let js = js.clone();
-                    async move { ensure_election_bucket(&js, replicas).await }
-                };
-                let last = failure.clone();
-                let report = move |outcome: Result<&kv::Store, &ElectionError>| {
-                    *last.lock().unwrap_or_else(PoisonError::into_inner) =
-                        outcome.err().map(ToString::to_string);
-                };
-                tokio::spawn(kv_watch::run_fixed_when_found(
-                    subjects::ELECTIONS_BUCKET,
-                    find,
-                    report,
-                    reader,
-                    spec,
-                    leaders.clone(),
-                    cancel.clone(),
-                ));
-            }
-        }
-        let view = ElectionView { leaders, cancel };
         let mut loaded = view.leaders.loaded.subscribe();
         match tokio::time::timeout(timeout, loaded.wait_for(|l| *l)).await {
             Ok(Ok(_)) => Ok(view),
-            _ => match failure
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take()
-            {
+            _ => match lookup.failure() {
                 Some(why) => Err(ElectionError::Bucket(why.into())),
                 None => Err(ElectionError::NotSynced(timeout)),
             },

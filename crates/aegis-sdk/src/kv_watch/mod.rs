@@ -1,6 +1,7 @@
 //! One watch of a KV bucket feeding an in-memory view, robust to everything
-//! the server can do to it. The registry view (`registry/watch.rs`) and the
-//! election view (`election/view.rs`) both run on it.
+//! the server can do to it. The registry view (`registry/cache.rs`, its
+//! records decoded in `registry/watch.rs`) and the election view
+//! (`election/view.rs`) both run on it, each started by [`start()`].
 //!
 //! A session is an ephemeral push consumer on the watched keys that first
 //! delivers the last value of every key (the initial load, collected aside
@@ -19,9 +20,9 @@
 //! A fresh load rather than a resume keeps the view exact even when
 //! removal markers expired during the break.
 //!
-//! **A scoped watch** ([`run_scoped`]) follows a set of key filters that
-//! may change while it runs (the registry view follows only the services
-//! its process uses). A change of scope ends the session and opens one on
+//! **A watch's scope** ([`Scope`]) is a set of key filters that may
+//! change while it runs (the registry view follows only the services its
+//! process uses; the election view's never changes). A change of scope ends the session and opens one on
 //! the new filters at once (one consumer with several filter subjects);
 //! its load replaces the view as any load does, so keys that left the
 //! scope leave the view and keys that joined it come in. The view keeps
@@ -45,15 +46,12 @@
 //! its cluster elects a meta leader) is loaded from the bucket's replicas
 //! instead ([`snapshot`]), and the view serves that (`Sink::on_snapshot`)
 //! until a session loads. So is the scope of a view whose bucket's lookup
-//! is not answered yet (its stream electing a leader): [`run_when_found`]
-//! loads it by the bucket's name while looking the bucket up again. Once a
+//! is not answered yet (its stream electing a leader): [`start()`] loads it
+//! by the bucket's name while looking the bucket up again. Once a
 //! session has loaded, the view never takes a snapshot again: a replica's
 //! values may be a few writes older than what the session delivered.
 
-use std::{
-    sync::{Arc, atomic::Ordering},
-    time::Duration,
-};
+use std::{sync::atomic::Ordering, time::Duration};
 
 use async_nats::{
     Client, StatusCode,
@@ -69,12 +67,11 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::connection::DropWatch;
-
 mod snapshot;
+mod start;
 
 use snapshot::BucketNames;
-pub(crate) use snapshot::{LOOKUP_BEFORE_SNAPSHOT, Reader, run_fixed_when_found, run_when_found};
+pub(crate) use start::{LOOKUP_BEFORE_SNAPSHOT, Lookup, Reader, Watch, start};
 
 /// How often the server proves an idle session alive.
 const IDLE_HEARTBEAT: Duration = Duration::from_secs(1);
@@ -200,67 +197,18 @@ enum End {
     Broken(String),
 }
 
-/// Which keys a watch follows and how its consumer introduces itself.
-#[derive(Debug, Clone)]
-pub(crate) struct WatchSpec {
-    /// The key filter (e.g. `service-instances.>`), without the prefix.
-    pub(crate) keys: String,
-    /// The consumer's description.
-    pub(crate) description: &'static str,
-}
-
-/// The bucket a watch reads and the connection it reads it over.
-pub(crate) struct Source {
-    pub(crate) store: kv::Store,
-    pub(crate) js: jetstream::Context,
-    pub(crate) client: Client,
-    /// Tells when `client`'s connection drops.
-    pub(crate) drops: DropWatch,
-}
-
-/// Feeds `sink` from `source` until `cancel` fires.
-pub(crate) async fn run<S: Sink>(
-    source: Source,
-    spec: WatchSpec,
-    sink: Arc<S>,
-    cancel: CancellationToken,
-) {
-    // Held here, so the scope never changes and never closes.
-    let (_fixed, scope) = tokio::sync::watch::channel(Scope {
-        generation: 0,
-        keys: vec![spec.keys],
-    });
-    run_scoped(source, spec.description, scope, sink, cancel).await;
-}
-
-/// Feeds `sink` from `source`, following the keys `scope` names as it
-/// changes, until `cancel` fires.
-pub(crate) async fn run_scoped<S: Sink>(
-    source: Source,
-    description: &'static str,
-    scope: tokio::sync::watch::Receiver<Scope>,
-    sink: Arc<S>,
-    cancel: CancellationToken,
-) {
-    follow(source, description, scope, sink, cancel, None).await;
-}
-
-/// [`run_scoped`], knowing that a load already covered scope generation
-/// `covered`.
-async fn follow<S: Sink>(
-    source: Source,
-    description: &'static str,
-    mut scope: tokio::sync::watch::Receiver<Scope>,
-    sink: Arc<S>,
-    cancel: CancellationToken,
-    mut covered: Option<u64>,
-) {
-    let Source {
-        store,
-        js,
-        client,
-        drops,
-    } = source;
+/// Feeds the watch's sink from `store`, following the keys its scope names
+/// as they change, until it is cancelled or its scope closes; a load
+/// already covered scope generation `covered`.
+async fn follow<S: Sink>(store: kv::Store, watch: Watch<S>, mut covered: Option<u64>) {
+    let Watch {
+        bucket: _,
+        description,
+        reader: Reader { js, client, drops },
+        mut scope,
+        sink,
+        cancel,
+    } = watch;
     let names = BucketNames::of_store(&store);
     // Whether a session's load ever came in: from then on, the view is
     // never loaded from a snapshot again (a replica's values may be a few

@@ -13,36 +13,27 @@
 //! A bucket whose stream has no leader (the node that led it died) answers
 //! no lookup until its followers elect one, also 4-9 s later, and a view
 //! needs the lookup before it can watch. A view whose lookup is not
-//! answered within [`LOOKUP_BEFORE_SNAPSHOT`] loads this way by the
-//! bucket's name while the lookup goes on ([`run_when_found`]).
+//! answered within [`LOOKUP_BEFORE_SNAPSHOT`](super::LOOKUP_BEFORE_SNAPSHOT) loads this way by the
+//! bucket's name while the lookup goes on ([`super::start()`]).
 //!
 //! A replica may lag its leader by a few writes, and nothing follows
 //! changes until the watch opens: the registry view counts as stale until
 //! then (`RegistryReader::staleness`). The server answers at most [`MAX_KEYS`] keys at once; a scope
 //! with more gets no snapshot and waits for its watch, as before.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use async_nats::{
     Client, HeaderMap, StatusCode,
     header::{NATS_SEQUENCE, NATS_SUBJECT},
-    jetstream::{self, kv},
 };
 use futures::StreamExt;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
-use super::{KvEntry, RETRY_INITIAL, RETRY_MAX, Scope, Sink, Source, WatchSpec, removal_of};
-use crate::connection::DropWatch;
+use super::{KvEntry, Scope, Sink, removal_of};
 
 /// How long a snapshot of the scope's keys may take ([`load`]).
 const SNAPSHOT_PATIENCE: Duration = Duration::from_secs(1);
-/// How soon a snapshot that got nothing is asked for again, while the
-/// bucket's lookup is not answered ([`run_when_found`]).
-const SNAPSHOT_RETRY: Duration = Duration::from_millis(250);
-/// How long a view's start waits for its bucket's lookup before it loads
-/// the view from the bucket's replicas meanwhile ([`run_when_found`]).
-pub(crate) const LOOKUP_BEFORE_SNAPSHOT: Duration = Duration::from_millis(500);
 
 /// The most keys one batched direct get returns: the server answers a
 /// request that matches more with 413 "Too Many Results" and nothing else.
@@ -192,128 +183,6 @@ fn entry(
     }))
 }
 
-/// [`run`](super::run) for a bucket whose lookup (`find`) has not answered yet: the
-/// keys `spec` names load from its replicas meanwhile
-/// ([`run_when_found`]).
-pub(crate) async fn run_fixed_when_found<S, F, Fut, E>(
-    bucket: &str,
-    find: F,
-    report: impl FnMut(Result<&kv::Store, &E>),
-    reader: Reader,
-    spec: WatchSpec,
-    sink: Arc<S>,
-    cancel: CancellationToken,
-) where
-    S: Sink,
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<kv::Store, E>>,
-    E: std::fmt::Display,
-{
-    // Held here, so the scope never changes and never closes.
-    let (_fixed, scope) = tokio::sync::watch::channel(Scope {
-        generation: 0,
-        keys: vec![spec.keys],
-    });
-    let description = spec.description;
-    run_when_found(
-        bucket,
-        find,
-        report,
-        reader,
-        description,
-        scope,
-        sink,
-        cancel,
-    )
-    .await;
-}
-
-/// What a view reads before its bucket is found: the connection's parts
-/// that [`Source`] holds beside the store.
-pub(crate) struct Reader {
-    pub(crate) js: jetstream::Context,
-    pub(crate) client: Client,
-    pub(crate) drops: DropWatch,
-}
-
-/// Feeds `sink` as [`run_scoped`](super::run_scoped) does, for a bucket
-/// whose lookup (`find`) has not answered yet: until it does, the keys
-/// `scope` names are loaded from the replicas of the bucket named `bucket`
-/// ([`load`]; served as a snapshot, `Sink::on_snapshot`), asked again every
-/// [`SNAPSHOT_RETRY`] until one comes, and again whenever the scope
-/// changes. `find` runs again,
-/// after a pause, when it fails; `report` is told each outcome. Once it
-/// gives the store, the watch runs on it until `cancel` fires.
-///
-/// A bucket whose stream has lost its leader (the NATS node that led it
-/// died) answers no lookup until its followers elect another, 4-9 s
-/// later; its replicas answer direct gets within about two seconds.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn run_when_found<S, F, Fut, E>(
-    bucket: &str,
-    mut find: F,
-    mut report: impl FnMut(Result<&kv::Store, &E>),
-    reader: Reader,
-    description: &'static str,
-    mut scope: tokio::sync::watch::Receiver<Scope>,
-    sink: Arc<S>,
-    cancel: CancellationToken,
-) where
-    S: Sink,
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<kv::Store, E>>,
-    E: std::fmt::Display,
-{
-    let names = BucketNames::of(bucket);
-    let mut covered: Option<u64> = None;
-    let mut pause = RETRY_INITIAL;
-    let mut finding = std::pin::pin!(find());
-    let mut next_snapshot = tokio::time::Instant::now();
-    let store = loop {
-        let current = scope.borrow_and_update().clone();
-        let due = covered != Some(current.generation);
-        // The lookup first: a snapshot in progress holds up the loop (up to
-        // SNAPSHOT_PATIENCE), and the lookup's request should be out by then.
-        tokio::select! {
-            biased;
-            () = cancel.cancelled() => return,
-            result = &mut finding => match result {
-                Ok(store) => break store,
-                Err(e) => {
-                    report(Err(&e));
-                    warn!(error = %e, "cannot find the bucket of the {description}; trying again");
-                    tokio::select! {
-                        () = cancel.cancelled() => return,
-                        () = tokio::time::sleep(pause) => {}
-                    }
-                    pause = (pause * 2).min(RETRY_MAX);
-                    finding.set(find());
-                }
-            },
-            changed = scope.changed() => if changed.is_err() { return },
-            () = tokio::time::sleep_until(next_snapshot), if due => {
-                if current.keys.is_empty() {
-                    current.load_empty(&*sink);
-                    covered = Some(current.generation);
-                } else if serve(&reader.client, &names, &current, description, &*sink).await {
-                    covered = Some(current.generation);
-                } else {
-                    next_snapshot = tokio::time::Instant::now() + SNAPSHOT_RETRY;
-                }
-            }
-        }
-    };
-    report(Ok(&store));
-    let Reader { js, client, drops } = reader;
-    let source = Source {
-        store,
-        js,
-        client,
-        drops,
-    };
-    super::follow(source, description, scope, sink, cancel, covered).await;
-}
-
 /// Loads the view of `scope` from the bucket's replicas, for a watch that
 /// cannot open yet ([`load`]), and tells the sink it is a snapshot
 /// (`Sink::on_snapshot`). Whether it did.
@@ -345,6 +214,7 @@ pub(super) async fn serve<S: Sink>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use async_nats::jetstream::{self, kv};
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();

@@ -36,14 +36,14 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{
-        Arc, Mutex, OnceLock, PoisonError, RwLock,
+        Arc, Mutex, RwLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
-use aegis_contracts::ServiceInstance;
-use async_nats::jetstream::{kv, stream::Stream};
+use aegis_contracts::{ServiceInstance, subjects::REGISTRY_BUCKET};
+use async_nats::jetstream::stream::Stream;
 use tokio::sync::{Notify, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -78,11 +78,9 @@ pub(crate) const IDLE_SCOPE: Duration = Duration::from_secs(120);
 #[derive(Debug)]
 pub(crate) struct RegistryCache {
     shared: Arc<Shared>,
-    /// The bucket's stream, once its lookup answered (see [`Self::start`]).
-    stream: Arc<OnceLock<Stream>>,
-    /// Why the bucket's last lookup in the background failed, while none
-    /// has succeeded (see [`Self::start`]).
-    lookup_failure: Arc<Mutex<Option<String>>>,
+    /// The bucket's stream once found, or why looking it up failed (see
+    /// [`Self::start`]).
+    lookup: kv_watch::Lookup,
     cancel: CancellationToken,
 }
 
@@ -97,8 +95,8 @@ impl RegistryCache {
     /// for the initial load. A bucket whose lookup is not answered within
     /// [`kv_watch::LOOKUP_BEFORE_SNAPSHOT`] (its stream electing a leader)
     /// is looked up again in the background, and the view loads from the
-    /// bucket's replicas meanwhile ([`kv_watch::run_when_found`]); a
-    /// failure of those lookups is kept for [`Self::lookup_failure`].
+    /// bucket's replicas meanwhile ([`kv_watch::start`]); a failure of
+    /// those lookups is kept for [`Self::lookup_failure`].
     pub(crate) async fn start(
         js: &async_nats::jetstream::Context,
         client: async_nats::Client,
@@ -108,55 +106,23 @@ impl RegistryCache {
         index: Arc<dyn RecordIndex>,
     ) -> Result<RegistryCache, RegistryError> {
         let shared = Arc::new(Shared::new(index));
-        let stream: Arc<OnceLock<Stream>> = Arc::default();
-        let lookup_failure: Arc<Mutex<Option<String>>> = Arc::default();
         let cancel = CancellationToken::new();
-        let reader = kv_watch::Reader {
-            js: js.clone(),
-            client,
-            drops,
-        };
-        let lookup = ensure_registry_bucket(js, replicas);
-        match tokio::time::timeout(kv_watch::LOOKUP_BEFORE_SNAPSHOT, lookup).await {
-            Ok(store) => {
-                let store = store?;
-                let _ = stream.set(store.stream.clone());
-                tokio::spawn(super::watch::run(
-                    store,
-                    reader,
-                    shared.clone(),
-                    cancel.clone(),
-                ));
-            }
-            Err(_) => {
-                debug!(
-                    "the registry bucket's lookup is not answered yet; loading from its replicas meanwhile"
-                );
-                let js = js.clone();
-                let find = move || {
-                    let js = js.clone();
-                    async move { ensure_registry_bucket(&js, replicas).await }
-                };
-                let (cell, failure) = (stream.clone(), lookup_failure.clone());
-                let report = move |outcome: Result<&kv::Store, &RegistryError>| {
-                    let why = match outcome {
-                        Ok(store) => {
-                            let _ = cell.set(store.stream.clone());
-                            None
-                        }
-                        Err(e) => Some(e.to_string()),
-                    };
-                    *failure.lock().unwrap_or_else(PoisonError::into_inner) = why;
-                };
-                tokio::spawn(super::watch::run_when_found(
-                    find,
-                    report,
-                    reader,
-                    shared.clone(),
-                    cancel.clone(),
-                ));
-            }
-        }
+        let lookup = kv_watch::start(
+            move |js| async move { ensure_registry_bucket(&js, replicas).await },
+            kv_watch::Watch {
+                bucket: REGISTRY_BUCKET,
+                description: super::watch::DESCRIPTION,
+                reader: kv_watch::Reader {
+                    js: js.clone(),
+                    client,
+                    drops,
+                },
+                scope: shared.scope_receiver(),
+                sink: shared.clone(),
+                cancel: cancel.clone(),
+            },
+        )
+        .await?;
         {
             // Idle services leave the scope; the task holds the view weakly
             // so that it never keeps it alive.
@@ -177,8 +143,7 @@ impl RegistryCache {
         }
         let cache = RegistryCache {
             shared,
-            stream,
-            lookup_failure,
+            lookup,
             cancel,
         };
         let mut loaded = cache.shared.loaded.subscribe();
@@ -192,10 +157,7 @@ impl RegistryCache {
     /// has succeeded: what a view that cannot load reports instead of a
     /// bare timeout.
     pub(crate) fn lookup_failure(&self) -> Option<String> {
-        self.lookup_failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.lookup.failure()
     }
 
     /// The view.
@@ -220,7 +182,7 @@ impl RegistryCache {
     /// Waits until every registry write acknowledged before this call is in
     /// the view, or `deadline` passes; see [`Shared::catch_up`].
     pub(crate) async fn catch_up(&self, deadline: tokio::time::Instant) -> bool {
-        match self.stream.get() {
+        match self.lookup.stream() {
             Some(stream) => self.shared.catch_up(stream, deadline).await,
             // Not found yet: the view is a snapshot, not known current.
             None => false,

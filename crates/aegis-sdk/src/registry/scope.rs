@@ -69,7 +69,7 @@ impl ScopeState {
 struct Covered {
     /// The scope generation that added it.
     since: u64,
-    /// When a call last looked it up ([`WatchScope::now_ms`]), kept to
+    /// When a call last looked it up ([`WatchScope::ms_at`]), kept to
     /// within [`TOUCH_EVERY_MS`]; [`PRUNED`] once it left the scope.
     used_ms: AtomicU64,
 }

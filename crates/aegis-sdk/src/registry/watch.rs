@@ -4,66 +4,14 @@
 //! `cache.rs`), decoding records into the view. A record that does not decode, or whose names disagree with
 //! its key, counts as a removal (it cannot be routed to).
 
-use std::sync::Arc;
-
-use aegis_contracts::{
-    ServiceInstance,
-    subjects::{self, REGISTRY_BUCKET},
-};
-use async_nats::jetstream::kv;
-use tokio_util::sync::CancellationToken;
+use aegis_contracts::{ServiceInstance, subjects};
 use tracing::{debug, warn};
 
-use super::{RegistryError, RemovalReason, cache::Shared};
-use crate::kv_watch::{self, KvEntry, Removal, Sink};
+use super::{RemovalReason, cache::Shared};
+use crate::kv_watch::{KvEntry, Removal, Sink};
 
 /// What the registry watch's consumer calls itself.
-const DESCRIPTION: &str = "aegis registry watch";
-
-/// Feeds `shared` from `store` until `cancel` fires.
-pub(crate) async fn run(
-    store: kv::Store,
-    reader: kv_watch::Reader,
-    shared: Arc<Shared>,
-    cancel: CancellationToken,
-) {
-    let scope = shared.scope_receiver();
-    let kv_watch::Reader { js, client, drops } = reader;
-    let source = kv_watch::Source {
-        store,
-        js,
-        client,
-        drops,
-    };
-    kv_watch::run_scoped(source, DESCRIPTION, scope, shared, cancel).await;
-}
-
-/// Feeds `shared` from the registry bucket's replicas until `find` gives
-/// its store, then from the store ([`kv_watch::run_when_found`]), until
-/// `cancel` fires.
-pub(crate) async fn run_when_found<F, Fut>(
-    find: F,
-    report: impl FnMut(Result<&kv::Store, &RegistryError>),
-    reader: kv_watch::Reader,
-    shared: Arc<Shared>,
-    cancel: CancellationToken,
-) where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<kv::Store, RegistryError>>,
-{
-    let scope = shared.scope_receiver();
-    kv_watch::run_when_found(
-        REGISTRY_BUCKET,
-        find,
-        report,
-        reader,
-        DESCRIPTION,
-        scope,
-        shared,
-        cancel,
-    )
-    .await;
-}
+pub(super) const DESCRIPTION: &str = "aegis registry watch";
 
 enum Decoded {
     Put(Box<ServiceInstance>),

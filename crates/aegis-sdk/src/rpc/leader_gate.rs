@@ -11,7 +11,7 @@
 //! leader's id.
 //!
 //! Each term gets fresh subscriptions, read by the same
-//! [`drive`](super::endpoint::drive) loop as every other subject; leaving
+//! [`endpoint::drive`](super::endpoint::drive) loop as every other subject; leaving
 //! unsubscribes them, and what had already arrived is still answered (by the
 //! lease check: served while the lease is valid, refused after).
 

@@ -30,6 +30,7 @@
 //!
 //! [`RpcClient::call_with`]: super::RpcClient::call_with
 //! [`RpcClient::call_active`]: super::RpcClient::call_active
+//! [`RpcClient::attempts`]: super::RpcClient::attempts
 
 use std::{sync::Arc, time::Duration};
 
