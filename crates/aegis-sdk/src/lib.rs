@@ -34,7 +34,8 @@
 //!   election views, re-opened with a full load whenever it breaks; while
 //!   JetStream cannot open it (a cluster electing leaders after a node
 //!   died), a view not loaded yet loads from the bucket's replicas in one
-//!   batched direct get (`kv_watch/snapshot.rs`).
+//!   batched direct get (`kv_watch/snapshot.rs`); both views start the
+//!   same way, their bucket's lookup bounded (`kv_watch/start.rs`).
 //! - [`metrics`]: per-endpoint latency histograms and counters.
 //! - [`startup`]: [`startup::retry`], a start tried again while NATS or
 //!   JetStream is not ready yet (what `aegis service` and the monitor do),
