@@ -46,7 +46,8 @@ pub const COMMANDS_SUBJECTS: &str = "commands.>";
 pub const METRICS_SUBJECTS: &str = "aegis.metrics.>";
 /// Subjects bound to [`LOG_STREAM`].
 pub const LOG_SUBJECTS: &str = "aegis.log.>";
-/// Every instance's liveness beats (core NATS; the monitor subscribes).
+/// Every instance's liveness beats (core NATS; the monitor and `aegis status`
+/// subscribe).
 pub const HEARTBEAT_SUBJECTS: &str = "aegis.heartbeat.>";
 /// Subjects the SDK publishes dead letters on (bound to [`DEAD_LETTER_STREAM`],
 /// with [`max_deliveries_advisories`] of the events and commands streams).

@@ -13,7 +13,7 @@
 //!
 //! ```text
 //! cargo run -p aegis-monitor --example view_load -- \
-//!     --api http://127.0.0.1:8080 --token "$TOKEN" --nats nats://127.0.0.1:4222 \
+//!     --api http://127.0.0.1:8100 --token "$TOKEN" --nats nats://127.0.0.1:4222 \
 //!     --rate 50 --secs 20 --service order-service
 //! ```
 
