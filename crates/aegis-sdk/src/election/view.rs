@@ -150,7 +150,7 @@ impl Sink for Leaders {
         self.bump();
     }
 
-    fn on_remove(&self, key: &str, _removal: crate::kv_watch::Removal) {
+    fn on_remove(&self, key: &str, _removal: crate::kv_watch::Removal, _revision: u64) {
         if self.groups().holders.remove(key).is_some() {
             self.bump();
         }
@@ -289,7 +289,7 @@ mod tests {
         // leaves no holder but the highest epoch stays.
         view.on_put(entry(KEY, "order-1", 40, 41));
         view.on_put(entry(KEY, "order-2", 0, 57));
-        view.on_remove(KEY, crate::kv_watch::Removal::Deleted);
+        view.on_remove(KEY, crate::kv_watch::Removal::Deleted, 9);
         assert_eq!(view.leader("order-service", "default"), None);
         assert_eq!(view.highest_epoch("order-service", "default"), Some(57));
         assert!(changes.has_changed().unwrap());

@@ -50,6 +50,12 @@
 //! by the bucket's name while looking the bucket up again. Once a
 //! session has loaded, the view never takes a snapshot again: a replica's
 //! values may be a few writes older than what the session delivered.
+//!
+//! **A view that takes refreshes** (`Sink::refreshes`; the public
+//! `crate::kv::mirror`) is handed the replicas' values every half second
+//! while a watch that had loaded is broken (`Sink::on_refresh`), and keeps
+//! only what is newer than what it holds, so a write made while JetStream
+//! creates no consumers reaches it anyway.
 
 use std::{sync::atomic::Ordering, time::Duration};
 
@@ -85,6 +91,16 @@ const RECONNECT_CHECK: Duration = Duration::from_millis(20);
 /// First and longest wait between attempts to open a session.
 const RETRY_INITIAL: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
+/// The longest attempt to open a session, and the longest pause between
+/// two. Opening takes a few milliseconds when JetStream answers; the bound
+/// is how far a view may trail JetStream's return after a node died: a
+/// request sent just before the bucket's stream (or the meta group) had a
+/// leader again goes unanswered, and the next is sent at most 3 s later.
+/// Measured with the monitor's election keys
+/// (`aegis-monitor/tests/node_loss.rs`): with attempts growing to 8 s and
+/// pauses to 2 s, a takeover showed up to 3.3 s after it happened.
+const OPEN_ATTEMPT_MAX: Duration = Duration::from_secs(2);
+const OPEN_PAUSE_MAX: Duration = Duration::from_secs(1);
 /// How long the server keeps an abandoned consumer with nobody listening.
 const INACTIVE_THRESHOLD: Duration = Duration::from_secs(10);
 
@@ -143,8 +159,9 @@ pub(crate) trait Sink: Send + Sync + 'static {
     fn on_load(&self, entries: Vec<KvEntry>, fresh: bool);
     /// A key was written after the load.
     fn on_put(&self, entry: KvEntry);
-    /// A key was deleted, purged or expired after the load.
-    fn on_remove(&self, key: &str, removal: Removal);
+    /// A key was deleted, purged or expired after the load, by the marker
+    /// stored at `revision`.
+    fn on_remove(&self, key: &str, removal: Removal, revision: u64);
     /// The session applied the message with this consumer sequence.
     fn on_applied(&self, consumer_sequence: u64);
     /// The initial load is in: the view is current.
@@ -155,6 +172,18 @@ pub(crate) trait Sink: Send + Sync + 'static {
     fn on_snapshot(&self);
     /// The session broke; the view keeps serving what it has.
     fn on_broken(&self);
+    /// Whether the view takes [`on_refresh`](Self::on_refresh): only then
+    /// are the replicas read while its watch is broken.
+    fn refreshes(&self) -> bool {
+        false
+    }
+    /// While a watch that had loaded is broken: the last values the
+    /// bucket's replicas hold, read every `snapshot::REFRESH_EVERY`. A
+    /// replica may be behind what the view holds, and a key it lacks says
+    /// nothing: take only what is newer (a revision above the one the view
+    /// has for that key, or for a key it lacks, above every revision it was
+    /// handed).
+    fn on_refresh(&self, _entries: Vec<KvEntry>) {}
     /// The view now holds everything in the scope of this generation
     /// (scoped watches only).
     fn on_scope_synced(&self, _generation: u64) {}
@@ -214,6 +243,10 @@ async fn follow<S: Sink>(store: kv::Store, watch: Watch<S>, mut covered: Option<
     // never loaded from a snapshot again (a replica's values may be a few
     // writes older than what a session delivered).
     let mut watched = false;
+    // Whether the last session broke or the last attempt failed: while a
+    // watch that had loaded is broken, a view that takes refreshes gets
+    // them from the bucket's replicas.
+    let mut broken = false;
     let mut failures: u32 = 0;
     let mut bucket: Option<time::OffsetDateTime> = None;
     loop {
@@ -236,26 +269,32 @@ async fn follow<S: Sink>(store: kv::Store, watch: Watch<S>, mut covered: Option<
             drops
                 .dropped()
                 .guard(Session::open(&store, &js, &client, &current, description));
-        // Bounded by an attempt that grows with the failures: a request
-        // lost while the bucket's stream chose a leader is never answered,
-        // and waiting out its timeout would keep the view from loading for
-        // that long after JetStream answers again. Before any session
-        // loaded, the first is shorter, so that a snapshot stands in sooner.
+        // Bounded by an attempt that grows with the failures, up to
+        // OPEN_ATTEMPT_MAX: a request lost while the bucket's stream chose
+        // a leader is never answered, and the view stays behind until the
+        // attempt ends, however soon JetStream answers again. Before any
+        // session loaded, the first is shorter, so that a snapshot stands
+        // in sooner.
         let first = if watched {
             crate::streams::ASK_ATTEMPT_FIRST
         } else {
             LOOKUP_BEFORE_SNAPSHOT
         };
-        let attempt = crate::streams::ask_attempt(first, failures);
-        let opened = tokio::select! {
-            () = cancel.cancelled() => return,
-            opened = tokio::time::timeout(attempt, opening) => opened.unwrap_or_else(|_| {
-                Ok(Err(format!(
-                    "JetStream did not answer within {attempt:?} (choosing a leader for the bucket's stream?)"
-                )
-                .into()))
-            }),
-        };
+        let attempt = crate::streams::ask_attempt(first, failures).min(OPEN_ATTEMPT_MAX);
+        let refresh = snapshot::Refresh::when(watched && broken, &client, &names, &current, &*sink);
+        let opened = snapshot::refreshing(refresh, async {
+            tokio::select! {
+                () = cancel.cancelled() => None,
+                opened = tokio::time::timeout(attempt, opening) => Some(opened.unwrap_or_else(|_| {
+                    Ok(Err(format!(
+                        "JetStream did not answer within {attempt:?} (choosing a leader for the bucket's stream?)"
+                    )
+                    .into()))
+                })),
+            }
+        })
+        .await;
+        let Some(opened) = opened else { return };
         let Ok(opened) = opened else {
             debug!(
                 "the connection dropped while the {description} opened; opening it again once reconnected"
@@ -272,6 +311,7 @@ async fn follow<S: Sink>(store: kv::Store, watch: Watch<S>, mut covered: Option<
                     info!(consumer = %session.consumer, "{description} re-established");
                 }
                 failures = 0;
+                broken = false;
                 session.fresh = bucket.is_some_and(|b| b != session.bucket);
                 if session.fresh {
                     info!(bucket = %store.name, "the bucket was created again; rebuilding the view from it");
@@ -292,12 +332,14 @@ async fn follow<S: Sink>(store: kv::Store, watch: Watch<S>, mut covered: Option<
                     End::Broken(reason) => {
                         warn!(%reason, "{description} broke; serving the last known view while re-creating it");
                         sink.on_broken();
+                        broken = true;
                     }
                 }
             }
             Err(e) => {
                 failures += 1;
                 sink.on_broken();
+                broken = true;
                 if failures == 1 || failures.is_power_of_two() {
                     warn!(error = %e, attempt = failures, "cannot open the {description}; retrying");
                 } else {
@@ -313,10 +355,17 @@ async fn follow<S: Sink>(store: kv::Store, watch: Watch<S>, mut covered: Option<
         }
         let delay = RETRY_INITIAL
             .saturating_mul(1 << failures.min(5))
-            .min(RETRY_MAX);
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(delay) => {}
+            .min(OPEN_PAUSE_MAX);
+        let refresh = snapshot::Refresh::when(watched && broken, &client, &names, &current, &*sink);
+        let paused = snapshot::refreshing(refresh, async {
+            tokio::select! {
+                () = cancel.cancelled() => false,
+                () = tokio::time::sleep(delay) => true,
+            }
+        })
+        .await;
+        if !paused {
+            return;
         }
     }
 }
@@ -556,7 +605,7 @@ impl Session {
                     };
                     loading.insert(entry.key.clone(), entry);
                 }
-                (None, Some(removal)) => sink.on_remove(key, removal),
+                (None, Some(removal)) => sink.on_remove(key, removal, stream_sequence),
                 (None, None) => sink.on_put(KvEntry {
                     key: key.to_owned(),
                     value: message.payload.clone(),

@@ -183,6 +183,72 @@ fn entry(
     }))
 }
 
+/// How often a view that takes refreshes reads its keys from the bucket's
+/// replicas while its watch is broken ([`refreshing`]).
+pub(super) const REFRESH_EVERY: Duration = Duration::from_millis(500);
+
+/// What [`refreshing`] reads, and for whom.
+pub(super) struct Refresh<'a, S> {
+    pub(super) client: &'a Client,
+    pub(super) bucket: &'a BucketNames,
+    pub(super) scope: &'a Scope,
+    pub(super) sink: &'a S,
+}
+
+impl<'a, S: Sink> Refresh<'a, S> {
+    /// A refresh of `scope` for `sink`, if the watch is `broken` after it
+    /// had loaded and the sink takes refreshes.
+    pub(super) fn when(
+        broken: bool,
+        client: &'a Client,
+        bucket: &'a BucketNames,
+        scope: &'a Scope,
+        sink: &'a S,
+    ) -> Option<Self> {
+        (broken && sink.refreshes()).then_some(Self {
+            client,
+            bucket,
+            scope,
+            sink,
+        })
+    }
+}
+
+/// Runs `work` (an attempt to open the watch again, or the pause before
+/// the next); meanwhile, with `refresh`, reads the scope's keys from the
+/// bucket's replicas at once and every [`REFRESH_EVERY`], and hands them to
+/// the sink (`Sink::on_refresh`).
+///
+/// Why: a watch opens only once JetStream creates consumers again, which
+/// after the meta leader's node died takes its cluster 4-9 s, while the
+/// buckets' streams elect their own leaders sooner, take writes again, and
+/// their replicas answer reads throughout. A sticky group's new leader, say,
+/// is written in that window; without this the view would show it only
+/// once the watch opens.
+pub(super) async fn refreshing<S: Sink, T>(
+    refresh: Option<Refresh<'_, S>>,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let mut work = std::pin::pin!(work);
+    let Some(refresh) = refresh else {
+        return work.await;
+    };
+    let mut every = tokio::time::interval(REFRESH_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut work => return out,
+            _ = every.tick() => {
+                match load(refresh.client, refresh.bucket, refresh.scope, SNAPSHOT_PATIENCE).await {
+                    Ok(entries) => refresh.sink.on_refresh(entries),
+                    Err(e) => debug!(error = %e, "no refresh from the bucket's replicas"),
+                }
+            }
+        }
+    }
+}
+
 /// Loads the view of `scope` from the bucket's replicas, for a watch that
 /// cannot open yet ([`load`]), and tells the sink it is a snapshot
 /// (`Sink::on_snapshot`). Whether it did.

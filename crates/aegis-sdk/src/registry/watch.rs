@@ -71,7 +71,7 @@ impl Sink for Shared {
         }
     }
 
-    fn on_remove(&self, key: &str, removal: Removal) {
+    fn on_remove(&self, key: &str, removal: Removal, _revision: u64) {
         if let Some((service, id)) = subjects::parse_registry_key(key) {
             // Instances deregister with a purge.
             let reason = match removal {

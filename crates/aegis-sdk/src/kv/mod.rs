@@ -11,9 +11,16 @@
 //! opened again from where it broke — an ordered consumer over a stream
 //! from a sequence on, say (the risk service follows its fills so).
 //!
-//! The SDK's registry and election views run on a stricter watch of their
-//! own (idle heartbeats, sequence gaps, a bucket created again); this one
-//! is for state whose reader can take a replay.
+//! [`mirror()`] keeps a reader current with the latest value of every
+//! watched key on the watch the SDK's own registry and election views run
+//! on (idle heartbeats every second, sequence gaps, a bucket created
+//! again, bounded attempts to open it, and the bucket's replicas read while
+//! JetStream cannot open it). Where a cluster loses a node, it is current
+//! again as soon as JetStream answers; [`follow`], on async-nats's ordered
+//! consumer, may take seconds longer (that consumer re-creates itself with
+//! a back-off of its own, up to 10 s between attempts). `follow` hands over
+//! every revision ([`Resume::AfterLast`]); `mirror` only the latest of each
+//! key.
 
 use std::time::Duration;
 
@@ -21,6 +28,10 @@ use async_nats::jetstream::kv;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
+
+mod mirror;
+
+pub use mirror::{Mirrored, MirroredEntry, mirror};
 
 /// The pause before the first re-open; it doubles up to [`MAX_PAUSE`] while
 /// the watch cannot be opened or breaks again at once.

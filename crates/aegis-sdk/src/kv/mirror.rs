@@ -1,0 +1,392 @@
+//! [`mirror`]: the latest value of every watched key of a bucket, handed to
+//! a reader on the watch the SDK's registry and election views run on
+//! (`crate::kv_watch`).
+
+use std::{
+    collections::HashMap,
+    sync::{Mutex, PoisonError},
+};
+
+use async_nats::jetstream::context::KeyValueError;
+use bytes::Bytes;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    Connection,
+    kv_watch::{self, KvEntry, Removal, Scope, Sink},
+};
+
+/// What a mirror's consumer calls itself, and its name in the log.
+const DESCRIPTION: &str = "aegis KV mirror";
+
+/// One key's latest value, as [`mirror`] hands it over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MirroredEntry {
+    /// The key, without the bucket's prefix.
+    pub key: String,
+    /// Its value.
+    pub value: Bytes,
+    /// Its revision in the bucket.
+    pub revision: u64,
+}
+
+impl MirroredEntry {
+    /// An entry, as a reader's tests make one.
+    ///
+    /// ```
+    /// let entry = aegis_sdk::kv::MirroredEntry::new("limits", "{}", 7);
+    /// assert_eq!((entry.key.as_str(), entry.revision), ("limits", 7));
+    /// ```
+    pub fn new(key: impl Into<String>, value: impl Into<Bytes>, revision: u64) -> Self {
+        Self {
+            key: key.into(),
+            value: value.into(),
+            revision,
+        }
+    }
+}
+
+/// What [`mirror`] tells its reader, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Mirrored {
+    /// The latest value of every watched key, replacing everything handed
+    /// over before: first when the mirror starts, and again each time its
+    /// watch opens after a break. A key handed over before and missing
+    /// here was removed meanwhile.
+    Loaded {
+        /// Every watched key that has a value.
+        entries: Vec<MirroredEntry>,
+        /// The bucket was created again since the last load: its revisions
+        /// started over, so they may be at or below ones seen before.
+        fresh: bool,
+        /// Read from the bucket's replicas while no watch could open yet
+        /// (JetStream electing leaders after a node died): a replica may be
+        /// a few writes behind. A watch's own load follows once it opens.
+        snapshot: bool,
+    },
+    /// A key was written: seen on the watch, or, while the watch is broken,
+    /// read from the bucket's replicas (only what is newer than what the
+    /// reader was told).
+    Put(MirroredEntry),
+    /// A key was deleted, purged or expired by the marker stored at
+    /// `revision`.
+    Removed {
+        /// The key, without the bucket's prefix.
+        key: String,
+        /// The marker's revision.
+        revision: u64,
+    },
+    /// The watch broke: what was handed over stands, perhaps behind, until
+    /// the next [`Mirrored::Loaded`].
+    Broken,
+}
+
+/// Keeps `apply` current with the latest value of every key of `bucket`
+/// that matches `keys` (NATS wildcards allowed; `>` for all), until
+/// `cancel`: a [`Mirrored::Loaded`] first, then each change.
+///
+/// The watch under it is the one the SDK's registry and election views
+/// run on. It notices a break within three seconds even when nothing is
+/// written (the server proves it alive every second), opens again soon
+/// after JetStream answers (each attempt at most 2 s, a pause of at most
+/// 1 s between them), and loads every key again when it does. While it
+/// cannot open (JetStream creates no consumers while its cluster elects a
+/// meta leader, 4-9 s after that leader's node died), the bucket's
+/// replicas are read every half second, and what is newer is handed over:
+/// writes made in that window (a sticky group's new leader) reach the
+/// reader within a second. A watch on async-nats's ordered consumer
+/// ([`follow`](super::follow)) may trail by seconds more.
+///
+/// Waits for the bucket's lookup (up to half a second; a bucket whose
+/// stream is electing a leader is looked up again in the background, its
+/// replicas read meanwhile), then runs in a task of its own.
+///
+/// ```no_run
+/// use aegis_sdk::kv::{Mirrored, mirror};
+/// use tokio_util::sync::CancellationToken;
+///
+/// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), Box<dyn std::error::Error>> {
+/// let cancel = CancellationToken::new();
+/// mirror(&conn, "risk_limits", ">", cancel.clone(), |update| match update {
+///     Mirrored::Loaded { entries, .. } => println!("{} limits", entries.len()),
+///     Mirrored::Put(entry) => println!("{} is now revision {}", entry.key, entry.revision),
+///     Mirrored::Removed { key, .. } => println!("{key} removed"),
+///     _ => {}
+/// })
+/// .await?;
+/// // ... and on the way out:
+/// cancel.cancel();
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// The bucket's lookup failed (no such bucket, or no permission to read
+/// it); nothing runs then.
+pub async fn mirror<F>(
+    conn: &Connection,
+    bucket: &'static str,
+    keys: impl Into<String>,
+    cancel: CancellationToken,
+    apply: F,
+) -> Result<(), KeyValueError>
+where
+    F: FnMut(Mirrored) + Send + 'static,
+{
+    // The scope never changes: the task holds its sender.
+    let (keys, scope) = watch::channel(Scope {
+        generation: 0,
+        keys: vec![keys.into()],
+    });
+    let sink = std::sync::Arc::new(Reader {
+        state: Mutex::new(State {
+            apply,
+            loading: None,
+            broken: false,
+            known: HashMap::new(),
+            highest: 0,
+            _keys: keys,
+        }),
+    });
+    kv_watch::start(
+        move |js| async move { js.get_key_value(bucket).await },
+        kv_watch::Watch {
+            bucket,
+            description: DESCRIPTION,
+            reader: kv_watch::Reader {
+                js: conn.jetstream().clone(),
+                client: conn.client().clone(),
+                drops: conn.drop_watch(),
+            },
+            scope,
+            sink,
+            cancel,
+        },
+    )
+    .await
+    .map(|_lookup| ())
+}
+
+/// The watch's sink: turns what the watch hands over into [`Mirrored`].
+struct Reader<F> {
+    state: Mutex<State<F>>,
+}
+
+struct State<F> {
+    apply: F,
+    /// A load handed over and not yet told: a watch's load is told once it
+    /// is complete (`on_synced`), a snapshot once marked as one.
+    loading: Option<(Vec<KvEntry>, bool)>,
+    /// Told [`Mirrored::Broken`] since the last load: told once per break.
+    broken: bool,
+    /// The revision of every key the reader was told of (a removal's is
+    /// its marker's), so that a refresh tells only what is newer.
+    known: HashMap<String, u64>,
+    /// The highest revision the watch handed over: a key the reader was
+    /// not told of is news only above it.
+    highest: u64,
+    /// The scope's sender, so that it stays open while the mirror runs.
+    _keys: watch::Sender<Scope>,
+}
+
+impl<F> State<F> {
+    /// The watch handed over `key` at `revision`.
+    fn seen(&mut self, key: &str, revision: u64) {
+        self.known.insert(key.to_owned(), revision);
+        self.highest = self.highest.max(revision);
+    }
+}
+
+impl<F: FnMut(Mirrored)> Reader<F> {
+    fn tell_load(&self, snapshot: bool) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((entries, fresh)) = state.loading.take() {
+            state.broken = false;
+            if fresh {
+                state.highest = 0;
+            }
+            state.known = entries
+                .iter()
+                .map(|e| (e.key.clone(), e.revision))
+                .collect();
+            state.highest = state.known.values().fold(state.highest, |h, r| h.max(*r));
+            (state.apply)(Mirrored::Loaded {
+                entries: entries.into_iter().map(mirrored).collect(),
+                fresh,
+                snapshot,
+            });
+        }
+    }
+}
+
+fn mirrored(entry: KvEntry) -> MirroredEntry {
+    MirroredEntry {
+        key: entry.key,
+        value: entry.value,
+        revision: entry.revision,
+    }
+}
+
+impl<F: FnMut(Mirrored) + Send + 'static> Sink for Reader<F> {
+    fn on_session(&self, _consumer: String) {}
+
+    fn on_load(&self, entries: Vec<KvEntry>, fresh: bool) {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .loading = Some((entries, fresh));
+    }
+
+    fn on_put(&self, entry: KvEntry) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.seen(&entry.key, entry.revision);
+        (state.apply)(Mirrored::Put(mirrored(entry)));
+    }
+
+    fn on_remove(&self, key: &str, _removal: Removal, revision: u64) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.seen(key, revision);
+        (state.apply)(Mirrored::Removed {
+            key: key.to_owned(),
+            revision,
+        });
+    }
+
+    fn refreshes(&self) -> bool {
+        true
+    }
+
+    fn on_refresh(&self, entries: Vec<KvEntry>) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        for entry in entries {
+            let above = state
+                .known
+                .get(&entry.key)
+                .copied()
+                .unwrap_or(state.highest);
+            if entry.revision > above {
+                state.known.insert(entry.key.clone(), entry.revision);
+                (state.apply)(Mirrored::Put(mirrored(entry)));
+            }
+        }
+    }
+
+    fn on_applied(&self, _consumer_sequence: u64) {}
+
+    fn on_synced(&self) {
+        self.tell_load(false);
+    }
+
+    fn on_snapshot(&self) {
+        self.tell_load(true);
+    }
+
+    fn on_broken(&self) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if !std::mem::replace(&mut state.broken, true) {
+            (state.apply)(Mirrored::Broken);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn entry(key: &str, revision: u64) -> KvEntry {
+        KvEntry {
+            key: key.to_owned(),
+            value: Bytes::from(format!("{key}@{revision}")),
+            revision,
+        }
+    }
+
+    /// What a test reader was told.
+    type Told = Arc<Mutex<Vec<Mirrored>>>;
+
+    fn reader() -> (Reader<impl FnMut(Mirrored) + Send>, Told) {
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let sink = told.clone();
+        let (keys, _) = watch::channel(Scope::default());
+        let reader = Reader {
+            state: Mutex::new(State {
+                apply: move |u| sink.lock().unwrap().push(u),
+                loading: None,
+                broken: false,
+                known: HashMap::new(),
+                highest: 0,
+                _keys: keys,
+            }),
+        };
+        (reader, told)
+    }
+
+    fn puts(told: &Mutex<Vec<Mirrored>>) -> Vec<(String, u64)> {
+        told.lock()
+            .unwrap()
+            .drain(..)
+            .filter_map(|u| match u {
+                Mirrored::Put(e) => Some((e.key, e.revision)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A refresh reads a replica, which may be behind: only what is newer
+    /// than what the reader was told is handed over, once.
+    #[test]
+    fn a_refresh_hands_over_only_what_is_newer() {
+        let (reader, told) = reader();
+        reader.on_load(vec![entry("a", 3), entry("b", 5)], false);
+        reader.on_synced();
+        reader.on_remove("b", Removal::Deleted, 6);
+        told.lock().unwrap().clear();
+
+        reader.on_refresh(vec![
+            entry("a", 3), // what the reader has
+            entry("b", 5), // removed since, at 6: a replica behind
+            entry("c", 4), // a key the reader never had, older than 6
+            entry("d", 7), // written while the watch was broken
+            entry("a", 8), // so was this
+        ]);
+        assert_eq!(puts(&told), vec![("d".into(), 7), ("a".into(), 8)]);
+        reader.on_refresh(vec![entry("a", 8), entry("d", 7)]);
+        assert!(puts(&told).is_empty(), "told twice");
+    }
+
+    #[test]
+    fn a_load_is_told_when_complete_and_a_break_once() {
+        let (reader, told) = reader();
+        reader.on_load(vec![entry("a", 1)], false);
+        assert!(told.lock().unwrap().is_empty(), "told before complete");
+        reader.on_snapshot();
+        reader.on_broken();
+        reader.on_broken();
+        reader.on_load(vec![entry("a", 2)], true);
+        reader.on_synced();
+        let told = told.lock().unwrap();
+        assert!(
+            matches!(
+                told.as_slice(),
+                [
+                    Mirrored::Loaded {
+                        snapshot: true,
+                        fresh: false,
+                        ..
+                    },
+                    Mirrored::Broken,
+                    Mirrored::Loaded {
+                        snapshot: false,
+                        fresh: true,
+                        ..
+                    },
+                ]
+            ),
+            "{told:?}"
+        );
+    }
+}
