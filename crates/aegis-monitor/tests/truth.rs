@@ -29,17 +29,8 @@ async fn child_instance() {
     let parts: Vec<&str> = spec.split(',').collect();
     let (url, service, id, group) = (parts[0], parts[1], parts[2], parts[3]);
     let conn = common::connect(url).await;
-    let mut builder =
-        conn.service(service, "1.0.0")
-            .instance_id(id)
-            .handler(
-                "ping",
-                |_: Value| async move { Ok(serde_json::json!("pong")) },
-            );
-    if group != "-" {
-        builder = builder.single_active(group);
-    }
-    let _service: Service = builder.start().await.expect("child service starts");
+    let group = (group != "-").then_some(group);
+    let _service: Service = common::ping_service(&conn, service, id, group).await;
     tokio::time::sleep(Duration::from_secs(120)).await;
 }
 

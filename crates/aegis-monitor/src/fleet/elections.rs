@@ -2,16 +2,17 @@
 //! `service_elections` bucket (keys `sticky-active.{service}.{group}`),
 //! turned into [`LeaderChange`]s for the fleet task.
 //!
-//! The watch is an ordered consumer that first replays the newest entry of
+//! The watch ([`aegis_sdk::kv::mirror`]) first loads the newest entry of
 //! every key, then follows every change (renewals included, about ten a
-//! second per group). When it breaks it is re-opened, which replays again;
-//! the fleet keeps the newest revision per key, so replays change nothing.
+//! second per group). When it breaks it is opened again as soon as
+//! JetStream answers, which loads every key again; the fleet keeps the
+//! newest revision per key, so a load changes nothing but what changed
+//! meanwhile, and a key the load no longer has is told removed.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use aegis_contracts::subjects;
-use aegis_sdk::election::LeaderRecord;
-use async_nats::jetstream::kv::{self, Operation};
+use aegis_sdk::{Connection, election::LeaderRecord, kv::Mirrored};
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -36,13 +37,11 @@ pub(crate) struct LeaderChange {
     pub(crate) renewed_at: Option<DateTime<Utc>>,
 }
 
-/// Turns one KV entry into a change (`None` for keys outside the layout).
-pub(crate) fn change_of(entry: &kv::Entry) -> Option<LeaderChange> {
-    let (service, group) = subjects::parse_election_key(&entry.key)?;
-    let record = match entry.operation {
-        Operation::Put => serde_json::from_slice::<LeaderRecord>(&entry.value).ok(),
-        Operation::Delete | Operation::Purge => None,
-    };
+/// Turns one key's value (`None`: removed) at `revision` into a change
+/// (`None` for keys outside the layout).
+pub(crate) fn change_of(key: &str, value: Option<&[u8]>, revision: u64) -> Option<LeaderChange> {
+    let (service, group) = subjects::parse_election_key(key)?;
+    let record = value.and_then(|v| serde_json::from_slice::<LeaderRecord>(v).ok());
     let lease = record
         .as_ref()
         .map_or(Duration::ZERO, |r| Duration::from_millis(r.lease_ms));
@@ -53,72 +52,195 @@ pub(crate) fn change_of(entry: &kv::Entry) -> Option<LeaderChange> {
     // The winning write carries epoch 0 (its revision was not known yet):
     // its own revision is the epoch.
     let holder = record.map(|r| {
-        let epoch = if r.epoch == 0 {
-            entry.revision
-        } else {
-            r.epoch
-        };
+        let epoch = if r.epoch == 0 { revision } else { r.epoch };
         (r.instance_id, epoch)
     });
     Some(LeaderChange {
         service,
         group,
-        revision: entry.revision,
+        revision,
         holder,
         lease,
         renewed_at,
     })
 }
 
-/// Opens (or creates) the election bucket, sends the newest entry of every
-/// key, and returns once those are sent (5 s at most); a task then follows
-/// the bucket ([`aegis_sdk::kv::follow`], replaying after a break) and keeps
-/// sending changes until `cancel`.
+/// Turns what the mirror of the election keys hands over into changes:
+/// each key of a load and each change, and for a key that a load no
+/// longer has (removed while the watch was broken) a removal.
+#[derive(Debug, Default)]
+struct Changes {
+    /// The revision of every key the fleet was told of, and not told
+    /// removed since.
+    known: HashMap<String, u64>,
+}
+
+impl Changes {
+    fn of(&mut self, update: Mirrored) -> Vec<LeaderChange> {
+        match update {
+            Mirrored::Loaded { entries, fresh, .. } => {
+                if fresh {
+                    // Revisions started over: nothing known survives.
+                    self.known.clear();
+                }
+                let mut changes = Vec::with_capacity(entries.len());
+                let mut gone = std::mem::take(&mut self.known);
+                for entry in entries {
+                    gone.remove(&entry.key);
+                    self.known.insert(entry.key.clone(), entry.revision);
+                    changes.extend(change_of(&entry.key, Some(&entry.value), entry.revision));
+                }
+                // Removed at a revision the load does not say, above the
+                // last one seen; any later write of the key is higher
+                // still (it comes after the removal).
+                for (key, revision) in gone {
+                    changes.extend(change_of(&key, None, revision + 1));
+                }
+                changes
+            }
+            Mirrored::Put(entry) => {
+                self.known.insert(entry.key.clone(), entry.revision);
+                change_of(&entry.key, Some(&entry.value), entry.revision)
+                    .into_iter()
+                    .collect()
+            }
+            Mirrored::Removed { key, revision } => {
+                self.known.remove(&key);
+                change_of(&key, None, revision).into_iter().collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Creates the election bucket if it is missing, mirrors its keys
+/// ([`aegis_sdk::kv::mirror`]: current again as soon as JetStream is, after
+/// a NATS node dies), sends the newest holder of every key and every
+/// change to `tx` until `cancel` or until nobody reads them, and returns
+/// once the first load is sent (5 s at most).
 pub(crate) async fn follow(
-    js: &async_nats::jetstream::Context,
-    replicas: usize,
+    conn: &Connection,
     tx: mpsc::UnboundedSender<LeaderChange>,
     cancel: CancellationToken,
-    tasks: &tokio_util::task::TaskTracker,
 ) -> Result<(), aegis_sdk::election::ElectionError> {
-    let store = aegis_sdk::election::ensure_election_bucket(js, replicas).await?;
-    // The initial replay is done when an entry says nothing is pending, or
-    // at once for a bucket without messages.
-    let stored = store
-        .stream
-        .clone()
-        .info()
-        .await
-        .map(|i| i.state.messages)
-        .unwrap_or(1);
+    aegis_sdk::election::ensure_election_bucket(conn.jetstream(), conn.config().nats.replicas)
+        .await?;
     let (loaded, load) = tokio::sync::oneshot::channel();
-    let mut loaded = (stored > 0).then_some(loaded);
+    let mut loaded = Some(loaded);
     // Stops following when nobody reads the changes any more.
     let stop = cancel.child_token();
     let unread = stop.clone();
-    tasks.spawn(aegis_sdk::kv::follow(
-        store,
+    let mut changes = Changes::default();
+    aegis_sdk::kv::mirror(
+        conn,
+        subjects::ELECTIONS_BUCKET,
         format!("{KEY_PREFIX}>"),
-        aegis_sdk::kv::Resume::Replay,
         stop,
-        move |entry| {
-            let last = entry.delta == 0;
-            if let Some(change) = change_of(&entry)
-                && tx.send(change).is_err()
-            {
-                unread.cancel();
+        move |update| {
+            let load_done = matches!(update, Mirrored::Loaded { .. });
+            for change in changes.of(update) {
+                if tx.send(change).is_err() {
+                    unread.cancel();
+                }
             }
-            if last && let Some(loaded) = loaded.take() {
+            if load_done && let Some(loaded) = loaded.take() {
                 let _ = loaded.send(());
             }
         },
-    ));
-    if stored > 0
-        && tokio::time::timeout(Duration::from_secs(5), load)
-            .await
-            .is_err()
+    )
+    .await
+    .map_err(|e| aegis_sdk::election::ElectionError::Bucket(e.into()))?;
+    if tokio::time::timeout(Duration::from_secs(5), load)
+        .await
+        .is_err()
     {
         warn!("the election keys did not load within 5 s; continuing with what arrived");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use aegis_sdk::kv::MirroredEntry;
+
+    use super::*;
+
+    const KEY: &str = "sticky-active.order-service.default";
+    const OTHER: &str = "sticky-active.risk-service.default";
+
+    fn record(instance: &str, epoch: u64) -> String {
+        serde_json::to_string(&LeaderRecord {
+            instance_id: instance.to_owned(),
+            epoch,
+            lease_ms: 2000,
+            renewed_at: "2026-12-03T18:00:00Z".to_owned(),
+        })
+        .unwrap()
+    }
+
+    fn put(key: &str, instance: &str, revision: u64) -> MirroredEntry {
+        MirroredEntry::new(key, record(instance, revision), revision)
+    }
+
+    fn told(changes: &[LeaderChange]) -> Vec<(String, u64, Option<String>)> {
+        let mut told: Vec<_> = changes
+            .iter()
+            .map(|c| {
+                (
+                    c.service.clone(),
+                    c.revision,
+                    c.holder.as_ref().map(|h| h.0.clone()),
+                )
+            })
+            .collect();
+        told.sort();
+        told
+    }
+
+    /// A key a load no longer has was removed while the watch was broken:
+    /// the fleet is told so, above the last revision it saw, so that any
+    /// later write of the key (higher still) is taken.
+    #[test]
+    fn a_key_a_load_lacks_is_told_removed() {
+        let mut changes = Changes::default();
+        let first = changes.of(Mirrored::Loaded {
+            entries: vec![put(KEY, "order-1", 4), put(OTHER, "risk-1", 5)],
+            fresh: false,
+            snapshot: false,
+        });
+        assert_eq!(told(&first).len(), 2);
+        let again = changes.of(Mirrored::Loaded {
+            entries: vec![put(KEY, "order-2", 9)],
+            fresh: false,
+            snapshot: false,
+        });
+        assert_eq!(
+            told(&again),
+            vec![
+                ("order-service".into(), 9, Some("order-2".into())),
+                ("risk-service".into(), 6, None),
+            ]
+        );
+        let removed = changes.of(Mirrored::Removed {
+            key: KEY.into(),
+            revision: 11,
+        });
+        assert_eq!(told(&removed), vec![("order-service".into(), 11, None)]);
+        // Nothing known is left to be told removed.
+        let empty = changes.of(Mirrored::Loaded {
+            entries: vec![],
+            fresh: false,
+            snapshot: false,
+        });
+        assert!(empty.is_empty(), "{empty:?}");
+    }
+
+    #[test]
+    fn a_winning_write_takes_its_revision_as_its_epoch() {
+        let first = record("order-1", 0);
+        let change = change_of(KEY, Some(first.as_bytes()), 12).expect("an election key");
+        assert_eq!(change.holder, Some(("order-1".to_owned(), 12)));
+        assert_eq!(change.lease, Duration::from_secs(2));
+        assert!(change_of("elsewhere", None, 1).is_none());
+    }
 }

@@ -371,15 +371,9 @@ impl Fleet {
         // Subscribe before reading, so nothing falls in between.
         let registry_changes = registry.changes();
         let (leaders_tx, mut leaders_rx) = mpsc::unbounded_channel();
-        elections::follow(
-            conn.jetstream(),
-            conn.config().nats.replicas,
-            leaders_tx,
-            cancel.clone(),
-            tasks,
-        )
-        .await
-        .map_err(FleetError::Elections)?;
+        elections::follow(conn, leaders_tx, cancel.clone())
+            .await
+            .map_err(FleetError::Elections)?;
         let (beats_tx, beats_rx) = mpsc::unbounded_channel();
         beats::follow(conn.client().clone(), beats_tx, cancel.clone(), tasks)
             .await

@@ -349,3 +349,24 @@ impl Events {
         .unwrap_or_else(|_| panic!("no `{name}` event within 10 s"))
     }
 }
+
+/// Starts instance `id` of `service` on `conn`, answering `ping` with
+/// `"pong"`, in sticky `group` if given.
+pub async fn ping_service(
+    conn: &Connection,
+    service: &str,
+    id: &str,
+    group: Option<&str>,
+) -> aegis_sdk::rpc::Service {
+    let mut builder =
+        conn.service(service, "1.0.0")
+            .instance_id(id)
+            .handler(
+                "ping",
+                |_: Value| async move { Ok(serde_json::json!("pong")) },
+            );
+    if let Some(group) = group {
+        builder = builder.single_active(group);
+    }
+    builder.start().await.expect("the service starts")
+}
