@@ -22,38 +22,8 @@ use aegis_sdk::{
     rpc::{CallOptions, WireError},
 };
 use aegis_testkit::NatsCluster;
-use common::{connect_cluster, echo_service, eventually};
+use common::{connect_cluster, echo_service, eventually, move_leader_off, stream_leader};
 use serde_json::{Value, json};
-
-/// The name of the node leading `stream`, from the stream's info.
-async fn stream_leader(conn: &Connection, stream: &str) -> Option<String> {
-    let mut s = conn.jetstream().get_stream(stream).await.ok()?;
-    s.info().await.ok()?.cluster.as_ref()?.leader.clone()
-}
-
-/// Makes a node other than `node` lead `stream`: this test is about the
-/// meta group's election, not a stream's own.
-async fn move_leader_off(conn: &Connection, stream: &str, node: &str) {
-    if stream_leader(conn, stream).await.as_deref() == Some(node) {
-        conn.client()
-            .request(
-                format!("$JS.API.STREAM.LEADER.STEPDOWN.{stream}"),
-                "".into(),
-            )
-            .await
-            .unwrap();
-    }
-    eventually(
-        Duration::from_secs(15),
-        "the stream led elsewhere",
-        || async {
-            stream_leader(conn, stream)
-                .await
-                .is_some_and(|leader| leader != node)
-        },
-    )
-    .await;
-}
 
 /// A cluster, and the services the new caller calls ([`Fixture::start`]).
 struct Fixture {
@@ -71,16 +41,8 @@ impl Fixture {
     async fn start(
         prepare: impl AsyncFnOnce(&mut NatsCluster, &Connection) -> usize,
     ) -> (Fixture, usize, Vec<String>) {
-        let mut cluster = NatsCluster::start(3).unwrap();
-        cluster.wait_ready(Duration::from_secs(30)).unwrap();
         // Buckets made first, on all nodes, so `prepare` can place them.
-        let setup = connect_cluster(cluster.urls(), 3).await;
-        aegis_sdk::registry::ensure_registry_bucket(setup.jetstream(), 3)
-            .await
-            .unwrap();
-        aegis_sdk::election::ensure_election_bucket(setup.jetstream(), 3)
-            .await
-            .unwrap();
+        let (mut cluster, setup) = common::cluster_with_buckets().await;
         let doomed = prepare(&mut cluster, &setup).await;
         let survivors: Vec<String> = (0..3)
             .filter(|i| *i != doomed)

@@ -12,6 +12,13 @@
 //! of a holder is the revision of its winning write: the record's `epoch`
 //! once renewals have written it, the key's revision in the first write.
 //!
+//! While the watch is broken (its connection's node died, and JetStream
+//! creates no consumers until its meta group has a leader again, 4-9 s),
+//! the view reads the bucket's replicas every half second and takes a
+//! holder whose epoch is above every one it has seen: a caller routes to a
+//! leader elected in that window within a second, not once the watch
+//! opens (`tests/sticky_takeover_node_loss.rs`: 0.42 s instead of 6.3 s).
+//!
 //! The highest epoch lives as long as the bucket: when the watch reports a
 //! bucket created again (its revisions start over), the view forgets it and
 //! rebuilds from the new bucket alone, so its leaders are served.
@@ -169,6 +176,34 @@ impl Sink for Leaders {
     }
 
     fn on_broken(&self) {}
+
+    fn refreshes(&self) -> bool {
+        true
+    }
+
+    /// While the watch is broken: a holder whose epoch is above every epoch
+    /// seen for its key won an election the watch has not shown (a replica
+    /// behind holds only older ones). Removals are not learned this way: a
+    /// call to a holder that resigned is refused, and waits for the next.
+    fn on_refresh(&self, entries: Vec<KvEntry>) {
+        let mut changed = false;
+        {
+            let mut groups = self.groups();
+            for entry in entries {
+                if let Some(h) = holder(&entry)
+                    && groups.highest.get(&entry.key).is_none_or(|e| h.epoch > *e)
+                {
+                    debug!(key = %entry.key, instance = %h.instance_id, epoch = h.epoch,
+                        "a new leader read from the bucket's replicas while the watch is broken");
+                    groups.hold(entry.key, h);
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.bump();
+        }
+    }
 }
 
 /// The view and the task feeding it; the task stops on drop or
@@ -306,5 +341,31 @@ mod tests {
             revision: 9,
         });
         assert_eq!(view.leader("filler", "x"), None);
+    }
+
+    /// A refresh reads a replica while the watch is broken: only a holder
+    /// with an epoch above every one seen is a new leader; a replica behind
+    /// changes nothing.
+    #[test]
+    fn a_refresh_takes_only_a_newer_term() {
+        let view = Leaders::new();
+        view.on_load(vec![entry(KEY, "order-1", 40, 45)], false);
+        let mut changes = view.subscribe();
+        changes.mark_unchanged();
+        // The same term renewed, and an older term: nothing new.
+        view.on_refresh(vec![entry(KEY, "order-1", 40, 47)]);
+        view.on_refresh(vec![entry(KEY, "order-0", 12, 30)]);
+        assert!(!changes.has_changed().unwrap());
+        assert_eq!(view.leader("order-service", "default").unwrap().epoch, 40);
+        // A takeover the watch has not shown.
+        view.on_refresh(vec![entry(KEY, "order-2", 0, 52)]);
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(
+            view.leader("order-service", "default"),
+            Some(Holder {
+                instance_id: "order-2".into(),
+                epoch: 52
+            })
+        );
     }
 }

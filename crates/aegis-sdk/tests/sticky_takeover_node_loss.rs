@@ -1,0 +1,107 @@
+//! A caller already running when the NATS node it is connected to dies,
+//! while that node leads the meta group: the caller reconnects to another
+//! node at once, but its election watch cannot open again until the meta
+//! group has a new leader (4-9 s). A sticky group's leader, on another
+//! node, stops meanwhile, and its standby takes over as soon as the lease
+//! lapses: the elections stream, led elsewhere, takes the write. The
+//! caller must route to the new leader within a second of its election,
+//! from the bucket's replicas, not only once its watch opens.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use aegis_sdk::{
+    Connection,
+    election::Role,
+    rpc::{CallOptions, Service, WireError},
+};
+use common::{connect_cluster, eventually, move_leader_off};
+use serde_json::{Value, json};
+
+async fn sticky(urls: &[String], id: &str) -> (Connection, Option<Service>) {
+    let conn = connect_cluster(urls.to_vec(), 3).await;
+    let svc = conn
+        .service("order-service", "1.0.0")
+        .instance_id(id)
+        .single_active("default")
+        .handler("place", |v: Value| async move { Ok::<_, WireError>(v) })
+        .start()
+        .await
+        .unwrap();
+    (conn, Some(svc))
+}
+
+fn leads(svc: &Option<Service>) -> bool {
+    svc.as_ref()
+        .and_then(Service::election)
+        .is_some_and(|e| matches!(e.role(), Role::Leader { .. }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_running_caller_follows_a_takeover_while_its_watch_cannot_open() {
+    let (mut cluster, setup) = common::cluster_with_buckets().await;
+    let urls = cluster.urls();
+    let doomed = cluster
+        .meta_leader()
+        .expect("the cluster has a meta leader");
+    let doomed_name = cluster.node(doomed).server_name().to_owned();
+    // The elections stream keeps its leader: the takeover is written while
+    // only the meta group elects one.
+    move_leader_off(&setup, "KV_service_elections", &doomed_name).await;
+    let survivors: Vec<String> = (0..3)
+        .filter(|i| *i != doomed)
+        .map(|i| urls[i].clone())
+        .collect();
+    let mut services = [
+        sticky(&survivors[..1], "order-1").await,
+        sticky(&survivors[1..], "order-2").await,
+    ];
+    eventually(Duration::from_secs(10), "one leader", || async {
+        services.iter().filter(|(_, s)| leads(s)).count() == 1
+    })
+    .await;
+    let leader = services.iter().position(|(_, s)| leads(s)).unwrap();
+    let standby = 1 - leader;
+    let standby_id = format!("order-{}", standby + 1);
+
+    // The caller, given the doomed node only (the server tells it the
+    // others), its election view loaded by a first call.
+    let caller = connect_cluster(vec![urls[doomed].clone()], 3).await;
+    let opts = CallOptions::timeout(Duration::from_secs(10));
+    let (rpc, body) = (caller.rpc(), json!({"n": 1}));
+    let place = || rpc.call_active::<_, Value>("order-service", "default", "place", &body, &opts);
+    place().await.expect("served before the kill");
+
+    assert_eq!(cluster.meta_leader(), Some(doomed), "the meta leader moved");
+    let mut roles = services[standby]
+        .1
+        .as_ref()
+        .unwrap()
+        .election()
+        .unwrap()
+        .roles();
+    cluster.kill_node(doomed);
+    let killed = Instant::now();
+    drop(services[leader].1.take());
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        roles.wait_for(|r| matches!(r, Role::Leader { .. })),
+    )
+    .await
+    .expect("the standby takes over within 30 s")
+    .expect("its election runs");
+    let elected = Instant::now();
+    let reply = place().await.expect("the new leader serves the call");
+    let took = elected.elapsed();
+    eprintln!(
+        "{standby_id} elected {:?} after the kill; the caller was served by {:?} {took:?} after the election",
+        elected - killed,
+        reply.instance_id
+    );
+    assert_eq!(reply.instance_id.as_deref(), Some(standby_id.as_str()));
+    assert!(
+        took <= Duration::from_secs(1),
+        "served {took:?} after the election"
+    );
+}
