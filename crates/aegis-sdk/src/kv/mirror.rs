@@ -144,6 +144,7 @@ where
         state: Mutex::new(State {
             apply,
             loading: None,
+            through: 0,
             broken: false,
             known: HashMap::new(),
             highest: 0,
@@ -179,6 +180,8 @@ struct State<F> {
     /// A load handed over and not yet told: a watch's load is told once it
     /// is complete (`on_synced`), a snapshot once marked as one.
     loading: Option<(Vec<KvEntry>, bool)>,
+    /// How far the load about to be told read the bucket (markers included).
+    through: u64,
     /// Told [`Mirrored::Broken`] since the last load: told once per break.
     broken: bool,
     /// The revision of every key the reader was told of (a removal's is
@@ -211,7 +214,10 @@ impl<F: FnMut(Mirrored)> Reader<F> {
                 .iter()
                 .map(|e| (e.key.clone(), e.revision))
                 .collect();
-            state.highest = state.known.values().fold(state.highest, |h, r| h.max(*r));
+            // A key the load lacks was removed at or below `through`.
+            let through = std::mem::take(&mut state.through);
+            let highest = state.highest.max(through);
+            state.highest = state.known.values().fold(highest, |h, r| h.max(*r));
             (state.apply)(Mirrored::Loaded {
                 entries: entries.into_iter().map(mirrored).collect(),
                 fresh,
@@ -231,6 +237,13 @@ fn mirrored(entry: KvEntry) -> MirroredEntry {
 
 impl<F: FnMut(Mirrored) + Send + 'static> Sink for Reader<F> {
     fn on_session(&self, _consumer: String) {}
+
+    fn on_load_through(&self, revision: u64) {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .through = revision;
+    }
 
     fn on_load(&self, entries: Vec<KvEntry>, fresh: bool) {
         self.state
@@ -316,6 +329,7 @@ mod tests {
             state: Mutex::new(State {
                 apply: move |u| sink.lock().unwrap().push(u),
                 loading: None,
+                through: 0,
                 broken: false,
                 known: HashMap::new(),
                 highest: 0,
@@ -341,6 +355,8 @@ mod tests {
     #[test]
     fn a_refresh_hands_over_only_what_is_newer() {
         let (reader, told) = reader();
+        // The load read up to 6: "e", removed at 6, is not in it.
+        reader.on_load_through(6);
         reader.on_load(vec![entry("a", 3), entry("b", 5)], false);
         reader.on_synced();
         reader.on_remove("b", Removal::Deleted, 6);
@@ -350,6 +366,7 @@ mod tests {
             entry("a", 3), // what the reader has
             entry("b", 5), // removed since, at 6: a replica behind
             entry("c", 4), // a key the reader never had, older than 6
+            entry("e", 6), // removed before the load: a replica behind
             entry("d", 7), // written while the watch was broken
             entry("a", 8), // so was this
         ]);

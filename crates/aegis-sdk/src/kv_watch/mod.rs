@@ -157,6 +157,10 @@ pub(crate) trait Sink: Send + Sync + 'static {
     /// one. `fresh` when the bucket is not the one the previous load came
     /// from (created again): nothing derived from the old one may survive.
     fn on_load(&self, entries: Vec<KvEntry>, fresh: bool);
+    /// The load about to be handed over read the bucket up to this
+    /// revision, removal markers included: a key it lacks was removed at
+    /// or below it (what a view taking refreshes compares with).
+    fn on_load_through(&self, _revision: u64) {}
     /// A key was written after the load.
     fn on_put(&self, entry: KvEntry);
     /// A key was deleted, purged or expired after the load, by the marker
@@ -396,6 +400,8 @@ struct Session {
     fresh: bool,
     /// The initial load being collected; `None` once it was handed over.
     loading: Option<std::collections::HashMap<String, KvEntry>>,
+    /// The highest revision the load read, removal markers included.
+    through: u64,
     /// Last values the server had to deliver when the consumer was created.
     initial_pending: u64,
     /// The scope generation this session follows.
@@ -464,6 +470,7 @@ impl Session {
             bucket: before,
             fresh: false,
             loading: Some(std::collections::HashMap::new()),
+            through: 0,
             initial_pending: info.num_pending,
             generation: scope.generation,
             last_consumer_sequence: 0,
@@ -529,6 +536,7 @@ impl Session {
             debug!(keys = loaded.len(), fresh = self.fresh, "view loaded");
             let mut entries: Vec<KvEntry> = loaded.into_values().collect();
             entries.sort_by_key(|e| e.revision);
+            sink.on_load_through(self.through);
             sink.on_load(entries, self.fresh);
             sink.on_synced();
             sink.on_scope_synced(self.generation);
@@ -584,6 +592,9 @@ impl Session {
             Ok(info) => (info.consumer_sequence, info.stream_sequence, info.pending),
             Err(e) => return Err(format!("unreadable delivery metadata: {e}")),
         };
+        if self.loading.is_some() {
+            self.through = self.through.max(stream_sequence);
+        }
         if consumer_sequence != self.last_consumer_sequence + 1 {
             return Err(format!(
                 "a message was skipped (expected {}, got {consumer_sequence})",

@@ -73,8 +73,9 @@ impl BucketNames {
 }
 
 /// Reads the last value of every key in `scope` from `bucket`'s stream, in
-/// one batched direct get answered within `within`. Deleted, purged and
-/// expired keys are left out, as a watch's load leaves them out.
+/// one batched direct get answered within `within`, and the highest
+/// revision read (removal markers included). Deleted, purged and expired
+/// keys are left out, as a watch's load leaves them out.
 ///
 /// # Errors
 /// Why no complete snapshot came: no replica answered in time, the server
@@ -85,7 +86,7 @@ pub(super) async fn load(
     bucket: &BucketNames,
     scope: &Scope,
     within: Duration,
-) -> Result<Vec<KvEntry>, String> {
+) -> Result<(Vec<KvEntry>, u64), String> {
     let request = serde_json::json!({
         "multi_last": scope.subjects(&bucket.prefix),
         "batch": MAX_KEYS,
@@ -105,6 +106,7 @@ pub(super) async fn load(
         .map_err(|e| e.to_string())?;
     let deadline = tokio::time::Instant::now() + within;
     let mut entries = Vec::new();
+    let mut through = 0;
     loop {
         let message = match tokio::time::timeout_at(deadline, replies.next()).await {
             Ok(Some(message)) => message,
@@ -121,7 +123,7 @@ pub(super) async fn load(
             // A batch the server cut short says how many are left.
             Some(END_OF_BATCH) => {
                 return match pending(message.headers.as_ref()) {
-                    0 => Ok(entries),
+                    0 => Ok((entries, through)),
                     left => Err(format!(
                         "the server sent {} keys and left {left}",
                         entries.len()
@@ -129,7 +131,7 @@ pub(super) async fn load(
                 };
             }
             // "No Results": nothing in scope has a value.
-            Some(404) if entries.is_empty() => return Ok(entries),
+            Some(404) if entries.is_empty() => return Ok((entries, through)),
             Some(_) => {
                 let status = message.status.unwrap_or(StatusCode::NO_RESPONDERS);
                 return Err(format!(
@@ -139,9 +141,9 @@ pub(super) async fn load(
             }
         }
         let headers = message.headers.unwrap_or_default();
-        if let Some(entry) = entry(&headers, message.payload, &bucket.prefix)? {
-            entries.push(entry);
-        }
+        let (revision, entry) = entry(&headers, message.payload, &bucket.prefix)?;
+        through = through.max(revision);
+        entries.extend(entry);
     }
 }
 
@@ -154,14 +156,14 @@ fn pending(headers: Option<&HeaderMap>) -> u64 {
         .unwrap_or(0)
 }
 
-/// The entry one reply of a batched direct get carries; `None` for a key
-/// removed (its last message a delete, purge or expiry marker) or outside
-/// the bucket's prefix.
+/// The revision one reply of a batched direct get carries, and its entry;
+/// `None` for a key removed (its last message a delete, purge or expiry
+/// marker) or outside the bucket's prefix.
 fn entry(
     headers: &HeaderMap,
     value: bytes::Bytes,
     prefix: &str,
-) -> Result<Option<KvEntry>, String> {
+) -> Result<(u64, Option<KvEntry>), String> {
     let subject = headers
         .get(NATS_SUBJECT)
         .ok_or("a reply without its subject")?
@@ -171,16 +173,17 @@ fn entry(
         .and_then(|s| s.as_str().parse::<u64>().ok())
         .ok_or("a reply without a readable sequence")?;
     let Some(key) = subject.strip_prefix(prefix) else {
-        return Ok(None);
+        return Ok((revision, None));
     };
     if removal_of(headers).is_some() {
-        return Ok(None);
+        return Ok((revision, None));
     }
-    Ok(Some(KvEntry {
+    let entry = KvEntry {
         key: key.to_owned(),
         value,
         revision,
-    }))
+    };
+    Ok((revision, Some(entry)))
 }
 
 /// How often a view that takes refreshes reads its keys from the bucket's
@@ -241,7 +244,7 @@ pub(super) async fn refreshing<S: Sink, T>(
             out = &mut work => return out,
             _ = every.tick() => {
                 match load(refresh.client, refresh.bucket, refresh.scope, SNAPSHOT_PATIENCE).await {
-                    Ok(entries) => refresh.sink.on_refresh(entries),
+                    Ok((entries, _)) => refresh.sink.on_refresh(entries),
                     Err(e) => debug!(error = %e, "no refresh from the bucket's replicas"),
                 }
             }
@@ -260,11 +263,12 @@ pub(super) async fn serve<S: Sink>(
     sink: &S,
 ) -> bool {
     match load(client, bucket, scope, SNAPSHOT_PATIENCE).await {
-        Ok(entries) => {
+        Ok((entries, through)) => {
             info!(
                 keys = entries.len(),
                 "serving the last values the bucket's replicas hold until the {description} opens"
             );
+            sink.on_load_through(through);
             sink.on_load(entries, false);
             sink.on_snapshot();
             sink.on_scope_synced(scope.generation);
@@ -311,6 +315,15 @@ mod tests {
         let newest = kv.put("a.1", "new".into()).await.unwrap();
         kv.delete("a.2").await.unwrap();
         kv.purge("b.1").await.unwrap();
+        let last = js
+            .get_stream("KV_snap")
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .last_sequence;
         let names = BucketNames::of("snap");
         let scope = |keys: &[&str]| Scope {
             generation: 1,
@@ -318,15 +331,19 @@ mod tests {
         };
         let within = Duration::from_secs(2);
 
-        let got = load(&client, &names, &scope(&["a.*", "b.*"]), within)
+        let (got, through) = load(&client, &names, &scope(&["a.*", "b.*"]), within)
             .await
             .unwrap();
+        assert_eq!(
+            through, last,
+            "the purge's marker is the last revision read"
+        );
         assert_eq!(got.len(), 1, "{got:?}");
         assert_eq!(
             (got[0].key.as_str(), got[0].revision, got[0].value.as_ref()),
             ("a.1", newest, b"new".as_slice())
         );
-        let none = load(&client, &names, &scope(&["d.*"]), within)
+        let (none, _) = load(&client, &names, &scope(&["d.*"]), within)
             .await
             .unwrap();
         assert!(none.is_empty(), "nothing in scope: {none:?}");
@@ -351,7 +368,9 @@ mod tests {
     #[test]
     fn a_reply_is_an_entry_unless_it_removes_its_key() {
         let put = headers(&[("Nats-Subject", "$KV.b.svc.a"), ("Nats-Sequence", "7")]);
-        let got = entry(&put, "v".into(), "$KV.b.").unwrap().unwrap();
+        let (revision, got) = entry(&put, "v".into(), "$KV.b.").unwrap();
+        let got = got.unwrap();
+        assert_eq!(revision, 7);
         assert_eq!((got.key.as_str(), got.revision), ("svc.a", 7));
         assert_eq!(got.value, "v");
 
@@ -367,10 +386,11 @@ mod tests {
                 ("Nats-Marker-Reason", "MaxAge"),
             ]),
         ] {
-            assert!(entry(&removed, "".into(), "$KV.b.").unwrap().is_none());
+            let (revision, got) = entry(&removed, "".into(), "$KV.b.").unwrap();
+            assert!(got.is_none() && revision >= 8, "{revision} {got:?}");
         }
         let elsewhere = headers(&[("Nats-Subject", "$KV.other.x"), ("Nats-Sequence", "1")]);
-        assert!(entry(&elsewhere, "".into(), "$KV.b.").unwrap().is_none());
+        assert!(entry(&elsewhere, "".into(), "$KV.b.").unwrap().1.is_none());
         assert!(entry(&headers(&[("Nats-Sequence", "1")]), "".into(), "$KV.b.").is_err());
     }
 }
