@@ -5,7 +5,8 @@
 //! node, stops meanwhile, and its standby takes over as soon as the lease
 //! lapses: the elections stream, led elsewhere, takes the write. The
 //! caller must route to the new leader within a second of its election,
-//! from the bucket's replicas, not only once its watch opens.
+//! from the bucket's replicas, not only once its watch opens; a registry
+//! reader must list an instance registered in that window as soon.
 
 mod common;
 
@@ -38,21 +39,29 @@ fn leads(svc: &Option<Service>) -> bool {
         .is_some_and(|e| matches!(e.role(), Role::Leader { .. }))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_running_caller_follows_a_takeover_while_its_watch_cannot_open() {
-    let (mut cluster, setup) = common::cluster_with_buckets().await;
-    let urls = cluster.urls();
+/// A 3-node cluster with both buckets, the node leading its meta group
+/// (the one a test kills) and `stream` led by another; that node's index
+/// and the URLs of the others.
+async fn doom_the_meta_leader(stream: &str) -> (aegis_testkit::NatsCluster, usize, Vec<String>) {
+    let (cluster, setup) = common::cluster_with_buckets().await;
     let doomed = cluster
         .meta_leader()
         .expect("the cluster has a meta leader");
-    let doomed_name = cluster.node(doomed).server_name().to_owned();
+    let name = cluster.node(doomed).server_name().to_owned();
+    move_leader_off(&setup, stream, &name).await;
+    let survivors = (0..3)
+        .filter(|i| *i != doomed)
+        .map(|i| cluster.urls()[i].clone())
+        .collect();
+    (cluster, doomed, survivors)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_running_caller_follows_a_takeover_while_its_watch_cannot_open() {
     // The elections stream keeps its leader: the takeover is written while
     // only the meta group elects one.
-    move_leader_off(&setup, "KV_service_elections", &doomed_name).await;
-    let survivors: Vec<String> = (0..3)
-        .filter(|i| *i != doomed)
-        .map(|i| urls[i].clone())
-        .collect();
+    let (mut cluster, doomed, survivors) = doom_the_meta_leader("KV_service_elections").await;
+    let urls = cluster.urls();
     let mut services = [
         sticky(&survivors[..1], "order-1").await,
         sticky(&survivors[1..], "order-2").await,
@@ -103,5 +112,61 @@ async fn a_running_caller_follows_a_takeover_while_its_watch_cannot_open() {
     assert!(
         took <= Duration::from_secs(1),
         "served {took:?} after the election"
+    );
+}
+
+/// The same loss, seen by a running registry reader: an instance that
+/// registers while the reader's watch cannot open (the registry's stream,
+/// led elsewhere, takes its record) must be listed within a second of its
+/// registration, from the bucket's replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_running_reader_lists_an_instance_registered_while_its_watch_cannot_open() {
+    let (mut cluster, doomed, survivors) = doom_the_meta_leader("KV_service_registry").await;
+    let urls = cluster.urls();
+    let services = connect_cluster(survivors, 3).await;
+    let _first = common::echo_service(&services, "pricing-service", "pricing-1").await;
+
+    let reader_conn = connect_cluster(vec![urls[doomed].clone()], 3).await;
+    let reader = aegis_sdk::RegistryReader::start(&reader_conn)
+        .await
+        .unwrap();
+    let listed = |id: &str| {
+        reader
+            .by_service("pricing-service")
+            .iter()
+            .any(|i| i.instance_id == id)
+    };
+    eventually(Duration::from_secs(10), "pricing-1 listed", || async {
+        listed("pricing-1")
+    })
+    .await;
+
+    assert_eq!(cluster.meta_leader(), Some(doomed), "the meta leader moved");
+    cluster.kill_node(doomed);
+    let killed = Instant::now();
+    eventually(
+        Duration::from_secs(10),
+        "the reader's watch broken",
+        || async { reader.staleness().is_some() },
+    )
+    .await;
+    // The registry's stream takes the record at once (its leader lives).
+    let _second = common::echo_service(&services, "pricing-service", "pricing-2").await;
+    let registered = Instant::now();
+    while !listed("pricing-2") {
+        assert!(
+            registered.elapsed() < Duration::from_secs(30),
+            "pricing-2 never listed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = registered.elapsed();
+    eprintln!(
+        "pricing-2 registered {:?} after the kill, listed {took:?} after that",
+        registered - killed
+    );
+    assert!(
+        took <= Duration::from_secs(1),
+        "listed {took:?} after its registration"
     );
 }

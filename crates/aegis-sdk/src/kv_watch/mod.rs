@@ -51,8 +51,8 @@
 //! session has loaded, the view never takes a snapshot again: a replica's
 //! values may be a few writes older than what the session delivered.
 //!
-//! **A view that takes refreshes** (`Sink::refreshes`: the election view
-//! and the public `crate::kv::mirror`) is handed the replicas' values every half second
+//! **A view that takes refreshes** (`Sink::refreshes`: the registry and
+//! election views and the public `crate::kv::mirror`) is handed the replicas' values every half second
 //! while a watch that had loaded is broken (`Sink::on_refresh`), and keeps
 //! only what is newer than what it holds, so a write made while JetStream
 //! creates no consumers reaches it anyway.

@@ -49,6 +49,10 @@ impl Sink for Shared {
         self.begin_session(consumer);
     }
 
+    fn on_load_through(&self, revision: u64) {
+        self.load_through(revision);
+    }
+
     fn on_load(&self, entries: Vec<KvEntry>, fresh: bool) {
         let snapshot = entries
             .iter()
@@ -71,7 +75,8 @@ impl Sink for Shared {
         }
     }
 
-    fn on_remove(&self, key: &str, removal: Removal, _revision: u64) {
+    fn on_remove(&self, key: &str, removal: Removal, revision: u64) {
+        self.removed_at(revision);
         if let Some((service, id)) = subjects::parse_registry_key(key) {
             // Instances deregister with a purge.
             let reason = match removal {
@@ -97,6 +102,21 @@ impl Sink for Shared {
 
     fn on_broken(&self) {
         self.mark_broken();
+    }
+
+    fn refreshes(&self) -> bool {
+        true
+    }
+
+    fn on_refresh(&self, entries: Vec<KvEntry>) {
+        let records = entries
+            .iter()
+            .filter_map(|entry| match decode(entry) {
+                Decoded::Put(instance) => Some((*instance, entry.revision)),
+                Decoded::Remove(..) | Decoded::Ignore => None,
+            })
+            .collect();
+        self.refresh(records);
     }
 
     fn on_scope_synced(&self, generation: u64) {
