@@ -271,8 +271,12 @@ impl<F: FnMut(Mirrored) + Send + 'static> Sink for Reader<F> {
         true
     }
 
-    fn on_refresh(&self, entries: Vec<KvEntry>) {
+    fn on_refresh(&self, entries: Vec<KvEntry>, through: u64) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        // Judged against what was known before this read; a later read
+        // from a replica further behind cannot bring back a key this one
+        // read past.
+        let after = state.highest.max(through);
         for entry in entries {
             let above = state
                 .known
@@ -284,6 +288,7 @@ impl<F: FnMut(Mirrored) + Send + 'static> Sink for Reader<F> {
                 (state.apply)(Mirrored::Put(mirrored(entry)));
             }
         }
+        state.highest = after;
     }
 
     fn on_applied(&self, _consumer_sequence: u64) {}
@@ -362,17 +367,24 @@ mod tests {
         reader.on_remove("b", Removal::Deleted, 6);
         told.lock().unwrap().clear();
 
-        reader.on_refresh(vec![
-            entry("a", 3), // what the reader has
-            entry("b", 5), // removed since, at 6: a replica behind
-            entry("c", 4), // a key the reader never had, older than 6
-            entry("e", 6), // removed before the load: a replica behind
-            entry("d", 7), // written while the watch was broken
-            entry("a", 8), // so was this
-        ]);
+        reader.on_refresh(
+            vec![
+                entry("a", 3), // what the reader has
+                entry("b", 5), // removed since, at 6: a replica behind
+                entry("c", 4), // a key the reader never had, older than 6
+                entry("e", 6), // removed before the load: a replica behind
+                entry("d", 7), // written while the watch was broken
+                entry("a", 8), // so was this
+            ],
+            9,
+        );
         assert_eq!(puts(&told), vec![("d".into(), 7), ("a".into(), 8)]);
-        reader.on_refresh(vec![entry("a", 8), entry("d", 7)]);
+        reader.on_refresh(vec![entry("a", 8), entry("d", 7)], 8);
         assert!(puts(&told).is_empty(), "told twice");
+        // A replica further behind than the last read (8 < 9) cannot bring
+        // back a key that read went past.
+        reader.on_refresh(vec![entry("f", 9)], 9);
+        assert!(puts(&told).is_empty(), "a key read past came back");
     }
 
     #[test]

@@ -91,15 +91,20 @@ const RECONNECT_CHECK: Duration = Duration::from_millis(20);
 /// First and longest wait between attempts to open a session.
 const RETRY_INITIAL: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
-/// The longest attempt to open a session, and the longest pause between
+/// The longest attempt to open a session for the first
+/// [`OPEN_ATTEMPTS_CAPPED`] failures in a row, and the longest pause between
 /// two. Opening takes a few milliseconds when JetStream answers; the bound
-/// is how far a view may trail JetStream's return after a node died: a
-/// request sent just before the bucket's stream (or the meta group) had a
-/// leader again goes unanswered, and the next is sent at most 3 s later.
-/// Measured with the monitor's election keys
+/// is how far a view may trail JetStream's return after a node died (4-9
+/// s): a request sent just before the bucket's stream (or the meta group)
+/// had a leader again goes unanswered, and the next is sent at most 3 s
+/// later. Measured with the monitor's election keys
 /// (`aegis-monitor/tests/node_loss.rs`): with attempts growing to 8 s and
 /// pauses to 2 s, a takeover showed up to 3.3 s after it happened.
 const OPEN_ATTEMPT_MAX: Duration = Duration::from_secs(2);
+/// Failures in a row after which attempts grow again (to 8 s): a
+/// JetStream that is slow rather than silent (many clients creating
+/// consumers at once) still gets the time it needs.
+const OPEN_ATTEMPTS_CAPPED: u32 = 5;
 const OPEN_PAUSE_MAX: Duration = Duration::from_secs(1);
 /// How long the server keeps an abandoned consumer with nobody listening.
 const INACTIVE_THRESHOLD: Duration = Duration::from_secs(10);
@@ -187,7 +192,10 @@ pub(crate) trait Sink: Send + Sync + 'static {
     /// nothing: take only what is newer (a revision above the one the view
     /// has for that key, or for a key it lacks, above every revision it was
     /// handed).
-    fn on_refresh(&self, _entries: Vec<KvEntry>) {}
+    ///
+    /// The read went up to revision `through` (removal markers included):
+    /// a key it lacks was removed at or below it, or written after it.
+    fn on_refresh(&self, _entries: Vec<KvEntry>, _through: u64) {}
     /// The view now holds everything in the scope of this generation
     /// (scoped watches only).
     fn on_scope_synced(&self, _generation: u64) {}
@@ -247,10 +255,11 @@ async fn follow<S: Sink>(store: kv::Store, watch: Watch<S>, mut covered: Option<
     // never loaded from a snapshot again (a replica's values may be a few
     // writes older than what a session delivered).
     let mut watched = false;
-    // Whether the last session broke or the last attempt failed: while a
-    // watch that had loaded is broken, a view that takes refreshes gets
-    // them from the bucket's replicas.
+    // Whether the last session broke or the last attempt failed: while the
+    // view serves a load (a session's, or a snapshot) and its watch is
+    // broken, a view that takes refreshes gets them from the replicas.
     let mut broken = false;
+    let mut refresh_due = tokio::time::Instant::now();
     let mut failures: u32 = 0;
     let mut bucket: Option<time::OffsetDateTime> = None;
     loop {
@@ -274,7 +283,7 @@ async fn follow<S: Sink>(store: kv::Store, watch: Watch<S>, mut covered: Option<
                 .dropped()
                 .guard(Session::open(&store, &js, &client, &current, description));
         // Bounded by an attempt that grows with the failures, up to
-        // OPEN_ATTEMPT_MAX: a request lost while the bucket's stream chose
+        // OPEN_ATTEMPT_MAX for the first few: a request lost while the bucket's stream chose
         // a leader is never answered, and the view stays behind until the
         // attempt ends, however soon JetStream answers again. Before any
         // session loaded, the first is shorter, so that a snapshot stands
@@ -284,8 +293,20 @@ async fn follow<S: Sink>(store: kv::Store, watch: Watch<S>, mut covered: Option<
         } else {
             LOOKUP_BEFORE_SNAPSHOT
         };
-        let attempt = crate::streams::ask_attempt(first, failures).min(OPEN_ATTEMPT_MAX);
-        let refresh = snapshot::Refresh::when(watched && broken, &client, &names, &current, &*sink);
+        let attempt = crate::streams::ask_attempt(first, failures);
+        let attempt = if failures < OPEN_ATTEMPTS_CAPPED {
+            attempt.min(OPEN_ATTEMPT_MAX)
+        } else {
+            attempt
+        };
+        let refresh = snapshot::Refresh::when(
+            (watched || covered == Some(current.generation)) && broken,
+            &client,
+            &names,
+            &current,
+            &*sink,
+            &mut refresh_due,
+        );
         let opened = snapshot::refreshing(refresh, async {
             tokio::select! {
                 () = cancel.cancelled() => None,
@@ -360,7 +381,14 @@ async fn follow<S: Sink>(store: kv::Store, watch: Watch<S>, mut covered: Option<
         let delay = RETRY_INITIAL
             .saturating_mul(1 << failures.min(5))
             .min(OPEN_PAUSE_MAX);
-        let refresh = snapshot::Refresh::when(watched && broken, &client, &names, &current, &*sink);
+        let refresh = snapshot::Refresh::when(
+            (watched || covered == Some(current.generation)) && broken,
+            &client,
+            &names,
+            &current,
+            &*sink,
+            &mut refresh_due,
+        );
         let paused = snapshot::refreshing(refresh, async {
             tokio::select! {
                 () = cancel.cancelled() => false,

@@ -196,31 +196,37 @@ pub(super) struct Refresh<'a, S> {
     pub(super) bucket: &'a BucketNames,
     pub(super) scope: &'a Scope,
     pub(super) sink: &'a S,
+    /// When the next read is due: one clock across the attempts to open
+    /// the watch and the pauses between them.
+    pub(super) due: &'a mut tokio::time::Instant,
 }
 
 impl<'a, S: Sink> Refresh<'a, S> {
-    /// A refresh of `scope` for `sink`, if the watch is `broken` after it
-    /// had loaded and the sink takes refreshes.
+    /// A refresh of `scope` for `sink`, if the view is served while its
+    /// watch is `broken` and the sink takes refreshes.
     pub(super) fn when(
         broken: bool,
         client: &'a Client,
         bucket: &'a BucketNames,
         scope: &'a Scope,
         sink: &'a S,
+        due: &'a mut tokio::time::Instant,
     ) -> Option<Self> {
         (broken && sink.refreshes()).then_some(Self {
             client,
             bucket,
             scope,
             sink,
+            due,
         })
     }
 }
 
 /// Runs `work` (an attempt to open the watch again, or the pause before
 /// the next); meanwhile, with `refresh`, reads the scope's keys from the
-/// bucket's replicas at once and every [`REFRESH_EVERY`], and hands them to
-/// the sink (`Sink::on_refresh`).
+/// bucket's replicas whenever one is due, every [`REFRESH_EVERY`], and
+/// hands them to the sink (`Sink::on_refresh`). A read runs beside `work`,
+/// never holding it up.
 ///
 /// Why: a watch opens only once JetStream creates consumers again, which
 /// after the meta leader's node died takes its cluster 4-9 s, while the
@@ -236,19 +242,43 @@ pub(super) async fn refreshing<S: Sink, T>(
     let Some(refresh) = refresh else {
         return work.await;
     };
-    let mut every = tokio::time::interval(REFRESH_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (client, bucket, scope) = (refresh.client, refresh.bucket, refresh.scope);
+    let read = || load(client, bucket, scope, SNAPSHOT_PATIENCE);
+    let mut reading = std::pin::pin!(None);
     loop {
         tokio::select! {
             biased;
             out = &mut work => return out,
-            _ = every.tick() => {
-                match load(refresh.client, refresh.bucket, refresh.scope, SNAPSHOT_PATIENCE).await {
-                    Ok((entries, _)) => refresh.sink.on_refresh(entries),
-                    Err(e) => debug!(error = %e, "no refresh from the bucket's replicas"),
-                }
+            () = tokio::time::sleep_until(*refresh.due), if reading.is_none() => {
+                *refresh.due = tokio::time::Instant::now() + REFRESH_EVERY;
+                reading.set(Some(read()));
+            }
+            got = async { reading.as_mut().as_pin_mut().expect("a read in flight").await },
+                if reading.is_some() => {
+                reading.set(None);
+                hand_over(got, refresh.sink);
             }
         }
+    }
+}
+
+/// Reads `scope`'s keys from the bucket's replicas once and hands them to
+/// `sink` as a refresh (`Sink::on_refresh`), for a view served from a
+/// snapshot while its bucket's lookup is not answered.
+pub(super) async fn refresh_once<S: Sink>(
+    client: &Client,
+    bucket: &BucketNames,
+    scope: &Scope,
+    sink: &S,
+) {
+    hand_over(load(client, bucket, scope, SNAPSHOT_PATIENCE).await, sink);
+}
+
+/// Hands a refresh's read to `sink`, or logs why there was none.
+fn hand_over<S: Sink>(read: Result<(Vec<KvEntry>, u64), String>, sink: &S) {
+    match read {
+        Ok((entries, through)) => sink.on_refresh(entries, through),
+        Err(e) => debug!(error = %e, "no refresh from the bucket's replicas"),
     }
 }
 

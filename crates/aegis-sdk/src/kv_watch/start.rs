@@ -156,6 +156,9 @@ where
     let store = loop {
         let current = watch.scope.borrow_and_update().clone();
         let due = covered != Some(current.generation);
+        // Once a snapshot serves the scope, a view that takes refreshes
+        // reads the replicas again every REFRESH_EVERY meanwhile.
+        let refresh = !due && !current.keys.is_empty() && watch.sink.refreshes();
         // The lookup first: a snapshot in progress holds up the loop (up to
         // its patience), and the lookup's request should be out by then.
         tokio::select! {
@@ -175,12 +178,16 @@ where
                 }
             },
             changed = watch.scope.changed() => if changed.is_err() { return },
-            () = tokio::time::sleep_until(next_snapshot), if due => {
-                if current.keys.is_empty() {
+            () = tokio::time::sleep_until(next_snapshot), if due || refresh => {
+                if refresh {
+                    snapshot::refresh_once(&watch.reader.client, &names, &current, &*watch.sink).await;
+                    next_snapshot = tokio::time::Instant::now() + snapshot::REFRESH_EVERY;
+                } else if current.keys.is_empty() {
                     current.load_empty(&*watch.sink);
                     covered = Some(current.generation);
                 } else if snapshot::serve(&watch.reader.client, &names, &current, description, &*watch.sink).await {
                     covered = Some(current.generation);
+                    next_snapshot = tokio::time::Instant::now() + snapshot::REFRESH_EVERY;
                 } else {
                     next_snapshot = tokio::time::Instant::now() + SNAPSHOT_RETRY;
                 }

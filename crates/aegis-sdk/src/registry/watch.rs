@@ -108,7 +108,7 @@ impl Sink for Shared {
         true
     }
 
-    fn on_refresh(&self, entries: Vec<KvEntry>) {
+    fn on_refresh(&self, entries: Vec<KvEntry>, through: u64) {
         let records = entries
             .iter()
             .filter_map(|entry| match decode(entry) {
@@ -116,7 +116,7 @@ impl Sink for Shared {
                 Decoded::Remove(..) | Decoded::Ignore => None,
             })
             .collect();
-        self.refresh(records);
+        self.refresh(records, through);
     }
 
     fn on_scope_synced(&self, generation: u64) {
