@@ -34,8 +34,11 @@
 //!   election views, re-opened with a full load whenever it breaks; while
 //!   JetStream cannot open it (a cluster electing leaders after a node
 //!   died), a view not loaded yet loads from the bucket's replicas in one
-//!   batched direct get (`kv_watch/snapshot.rs`); both views start the
-//!   same way, their bucket's lookup bounded (`kv_watch/start.rs`).
+//!   batched direct get (`kv_watch/snapshot.rs`), and a view whose watch
+//!   broke reads them every half second for what is newer; both views
+//!   start the same way, their bucket's lookup bounded
+//!   (`kv_watch/start.rs`). [`kv::mirror`] offers the same watch for any
+//!   bucket (the monitor's election keys run on it).
 //! - [`metrics`]: per-endpoint latency histograms and counters.
 //! - [`startup`]: [`startup::retry`], a start tried again while NATS or
 //!   JetStream is not ready yet (what `aegis service` and the monitor do),

@@ -100,3 +100,12 @@ async fn a_missing_bucket_is_an_error() {
     .await;
     assert!(started.is_err(), "a mirror of a missing bucket started");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_keys_is_an_error_that_says_so() {
+    let server = server();
+    let conn = connect(&server.url()).await;
+    let started = mirror(&conn, BUCKET, "", CancellationToken::new(), |_| {}).await;
+    let err = started.expect_err("a mirror of no keys started");
+    assert!(err.to_string().contains("no keys"), "{err}");
+}

@@ -48,6 +48,18 @@ impl MirroredEntry {
     }
 }
 
+/// Why [`mirror`] did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MirrorError {
+    /// `keys` was empty: name the keys to follow (`>` for all).
+    #[error("no keys to mirror: give a key or a filter (`>` for every key)")]
+    NoKeys,
+    /// The bucket could not be looked up.
+    #[error("cannot look up the bucket to mirror")]
+    Bucket(#[source] KeyValueError),
+}
+
 /// What [`mirror`] tells its reader, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -122,23 +134,34 @@ pub enum Mirrored {
 /// # Ok(()) }
 /// ```
 ///
+/// `apply` runs on the mirror's task, one update at a time: it must not
+/// block (hand the update to a channel if it has more to do). It may be
+/// called once more just after `cancel`.
+///
 /// # Errors
-/// The bucket's lookup failed (no such bucket, or no permission to read
-/// it); nothing runs then.
+/// [`MirrorError::NoKeys`] for an empty `keys`; [`MirrorError::Bucket`]
+/// when the bucket's lookup answered with an error within half a second
+/// (no such bucket, or no permission to read it). Nothing runs then. A
+/// lookup not answered by then is asked again in the background, and its
+/// failures are logged and retried, not returned.
 pub async fn mirror<F>(
     conn: &Connection,
     bucket: &'static str,
     keys: impl Into<String>,
     cancel: CancellationToken,
     apply: F,
-) -> Result<(), KeyValueError>
+) -> Result<(), MirrorError>
 where
     F: FnMut(Mirrored) + Send + 'static,
 {
+    let keys = keys.into();
+    if keys.is_empty() {
+        return Err(MirrorError::NoKeys);
+    }
     // The scope never changes: the task holds its sender.
     let (keys, scope) = watch::channel(Scope {
         generation: 0,
-        keys: vec![keys.into()],
+        keys: vec![keys],
     });
     let sink = std::sync::Arc::new(Reader {
         state: Mutex::new(State {
@@ -168,6 +191,7 @@ where
     )
     .await
     .map(|_lookup| ())
+    .map_err(MirrorError::Bucket)
 }
 
 /// The watch's sink: turns what the watch hands over into [`Mirrored`].

@@ -31,7 +31,7 @@ use tracing::{debug, warn};
 
 mod mirror;
 
-pub use mirror::{Mirrored, MirroredEntry, mirror};
+pub use mirror::{MirrorError, Mirrored, MirroredEntry, mirror};
 
 /// The pause before the first re-open; it doubles up to [`MAX_PAUSE`] while
 /// the watch cannot be opened or breaks again at once.
