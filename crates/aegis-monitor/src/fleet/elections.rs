@@ -37,6 +37,16 @@ pub(crate) struct LeaderChange {
     pub(crate) renewed_at: Option<DateTime<Utc>>,
 }
 
+/// What the fleet task is told of the election keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LeaderEvent {
+    /// The bucket was created again: its revisions start over, so every
+    /// holder known from the old one goes (the new load's changes follow).
+    Reset,
+    /// A change of one key.
+    Change(LeaderChange),
+}
+
 /// Turns one key's value (`None`: removed) at `revision` into a change
 /// (`None` for keys outside the layout).
 pub(crate) fn change_of(key: &str, value: Option<&[u8]>, revision: u64) -> Option<LeaderChange> {
@@ -76,37 +86,52 @@ struct Changes {
 }
 
 impl Changes {
-    fn of(&mut self, update: Mirrored) -> Vec<LeaderChange> {
+    fn of(&mut self, update: Mirrored) -> Vec<LeaderEvent> {
+        self.changes(update)
+            .into_iter()
+            .map(|change| change.map_or(LeaderEvent::Reset, LeaderEvent::Change))
+            .collect()
+    }
+
+    /// The changes an update makes, a reset as `None`.
+    fn changes(&mut self, update: Mirrored) -> Vec<Option<LeaderChange>> {
         match update {
             Mirrored::Loaded { entries, fresh, .. } => {
+                let mut changes = Vec::with_capacity(entries.len() + 1);
                 if fresh {
                     // Revisions started over: nothing known survives.
                     self.known.clear();
+                    changes.push(None);
                 }
-                let mut changes = Vec::with_capacity(entries.len());
                 let mut gone = std::mem::take(&mut self.known);
                 for entry in entries {
                     gone.remove(&entry.key);
                     self.known.insert(entry.key.clone(), entry.revision);
-                    changes.extend(change_of(&entry.key, Some(&entry.value), entry.revision));
+                    changes.extend(
+                        change_of(&entry.key, Some(&entry.value), entry.revision).map(Some),
+                    );
                 }
                 // Removed at a revision the load does not say, above the
                 // last one seen; any later write of the key is higher
                 // still (it comes after the removal).
                 for (key, revision) in gone {
-                    changes.extend(change_of(&key, None, revision + 1));
+                    changes.extend(change_of(&key, None, revision + 1).map(Some));
                 }
                 changes
             }
             Mirrored::Put(entry) => {
                 self.known.insert(entry.key.clone(), entry.revision);
                 change_of(&entry.key, Some(&entry.value), entry.revision)
+                    .map(Some)
                     .into_iter()
                     .collect()
             }
             Mirrored::Removed { key, revision } => {
                 self.known.remove(&key);
-                change_of(&key, None, revision).into_iter().collect()
+                change_of(&key, None, revision)
+                    .map(Some)
+                    .into_iter()
+                    .collect()
             }
             _ => Vec::new(),
         }
@@ -120,7 +145,7 @@ impl Changes {
 /// once the first load is sent (5 s at most).
 pub(crate) async fn follow(
     conn: &Connection,
-    tx: mpsc::UnboundedSender<LeaderChange>,
+    tx: mpsc::UnboundedSender<LeaderEvent>,
     cancel: CancellationToken,
 ) -> Result<(), aegis_sdk::election::ElectionError> {
     aegis_sdk::election::ensure_election_bucket(conn.jetstream(), conn.config().nats.replicas)
@@ -182,10 +207,13 @@ mod tests {
         MirroredEntry::new(key, record(instance, revision), revision)
     }
 
-    fn told(changes: &[LeaderChange]) -> Vec<(String, u64, Option<String>)> {
-        let mut told: Vec<_> = changes
+    fn told(events: &[LeaderEvent]) -> Vec<(String, u64, Option<String>)> {
+        let mut told: Vec<_> = events
             .iter()
-            .map(|c| {
+            .map(|event| {
+                let LeaderEvent::Change(c) = event else {
+                    return ("(reset)".to_owned(), 0, None);
+                };
                 (
                     c.service.clone(),
                     c.revision,
@@ -233,6 +261,32 @@ mod tests {
             snapshot: false,
         });
         assert!(empty.is_empty(), "{empty:?}");
+    }
+
+    /// A bucket created again starts its revisions over: the fleet is told
+    /// to forget every holder first, and no removal is made up for keys of
+    /// the old bucket.
+    #[test]
+    fn a_fresh_load_resets_first() {
+        let mut changes = Changes::default();
+        changes.of(Mirrored::Loaded {
+            entries: vec![put(KEY, "order-1", 40), put(OTHER, "risk-1", 41)],
+            fresh: false,
+            snapshot: false,
+        });
+        let fresh = changes.of(Mirrored::Loaded {
+            entries: vec![put(KEY, "order-2", 2)],
+            fresh: true,
+            snapshot: false,
+        });
+        assert_eq!(fresh.first(), Some(&LeaderEvent::Reset));
+        assert_eq!(
+            told(&fresh[1..]),
+            vec![("order-service".into(), 2, Some("order-2".into()))]
+        );
+        // Keys outside the layout make no event, and no reset.
+        let outside = changes.of(Mirrored::Put(MirroredEntry::new("elsewhere", "x", 3)));
+        assert!(outside.is_empty(), "{outside:?}");
     }
 
     #[test]

@@ -72,7 +72,7 @@ pub use derive::{Derived, Holder, Liveness, StatusReason, derive, reported_since
 pub use liveness::SystemAccessError;
 
 use crate::config::SystemAccount;
-use elections::LeaderChange;
+use elections::{LeaderChange, LeaderEvent};
 use liveness::{ConnectionEvent, ConnectionStates};
 use task::State;
 
@@ -421,8 +421,8 @@ impl Fleet {
                 .load(std::sync::atomic::Ordering::Relaxed),
             client,
         };
-        while let Ok(change) = leaders_rx.try_recv() {
-            state.apply_leader(change);
+        while let Ok(event) = leaders_rx.try_recv() {
+            state.apply_leader_event(event);
         }
         for record in registry.all() {
             state.upsert(record);

@@ -30,7 +30,7 @@ impl State {
         mut self,
         registry: RegistryReader,
         registry_changes: impl futures::Stream<Item = RegistryChange> + Send,
-        mut leaders: mpsc::UnboundedReceiver<LeaderChange>,
+        mut leaders: mpsc::UnboundedReceiver<LeaderEvent>,
         mut conns: mpsc::UnboundedReceiver<ConnectionEvent>,
         mut beats: mpsc::UnboundedReceiver<Key>,
         cancel: CancellationToken,
@@ -54,7 +54,7 @@ impl State {
                     }
                     None => return,
                 },
-                Some(change) = leaders.recv() => self.apply_leader(change),
+                Some(event) = leaders.recv() => self.apply_leader_event(event),
                 Some(key) = beats.recv() => self.beat(key),
                 _ = beat_check.tick() => {
                     // Beats already received but not yet applied are no
@@ -166,6 +166,34 @@ impl State {
                 instance_id,
                 reason,
             });
+        }
+    }
+
+    pub(super) fn apply_leader_event(&mut self, event: LeaderEvent) {
+        match event {
+            LeaderEvent::Change(change) => self.apply_leader(change),
+            LeaderEvent::Reset => self.reset_leaders(),
+        }
+    }
+
+    /// The election bucket was created again: its revisions start over, so
+    /// every holder known from the old one goes, and every sticky record is
+    /// shown anew; the new bucket's load follows as changes.
+    fn reset_leaders(&mut self) {
+        self.leaders.clear();
+        self.shared
+            .leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        let sticky: Vec<Key> = self
+            .records
+            .iter()
+            .filter(|(_, r)| r.sticky_active_group.is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in sticky {
+            self.refresh(&key);
         }
     }
 
