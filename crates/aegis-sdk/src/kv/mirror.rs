@@ -163,17 +163,7 @@ where
         generation: 0,
         keys: vec![keys],
     });
-    let sink = std::sync::Arc::new(Reader {
-        state: Mutex::new(State {
-            apply,
-            loading: None,
-            through: 0,
-            broken: false,
-            known: HashMap::new(),
-            highest: 0,
-            _keys: keys,
-        }),
-    });
+    let sink = std::sync::Arc::new(Reader::new(apply, keys));
     kv_watch::start(
         move |js| async move { js.get_key_value(bucket).await },
         kv_watch::Watch {
@@ -227,6 +217,21 @@ impl<F> State<F> {
 }
 
 impl<F: FnMut(Mirrored)> Reader<F> {
+    /// A reader told nothing yet, holding the sender of its scope `keys`.
+    fn new(apply: F, keys: watch::Sender<Scope>) -> Self {
+        Self {
+            state: Mutex::new(State {
+                apply,
+                loading: None,
+                through: 0,
+                broken: false,
+                known: HashMap::new(),
+                highest: 0,
+                _keys: keys,
+            }),
+        }
+    }
+
     fn tell_load(&self, snapshot: bool) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((entries, fresh)) = state.loading.take() {
@@ -354,17 +359,7 @@ mod tests {
         let told = Arc::new(Mutex::new(Vec::new()));
         let sink = told.clone();
         let (keys, _) = watch::channel(Scope::default());
-        let reader = Reader {
-            state: Mutex::new(State {
-                apply: move |u| sink.lock().unwrap().push(u),
-                loading: None,
-                through: 0,
-                broken: false,
-                known: HashMap::new(),
-                highest: 0,
-                _keys: keys,
-            }),
-        };
+        let reader = Reader::new(move |u| sink.lock().unwrap().push(u), keys);
         (reader, told)
     }
 

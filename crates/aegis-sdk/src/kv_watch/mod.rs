@@ -259,7 +259,7 @@ async fn follow<S: Sink>(store: kv::Store, watch: Watch<S>, mut covered: Option<
     // view serves a load (a session's, or a snapshot) and its watch is
     // broken, a view that takes refreshes gets them from the replicas.
     let mut broken = false;
-    let mut refresh_due = tokio::time::Instant::now();
+    let mut refresher = snapshot::Refresher::new(&client, &names, &*sink);
     let mut failures: u32 = 0;
     let mut bucket: Option<time::OffsetDateTime> = None;
     loop {
@@ -299,15 +299,8 @@ async fn follow<S: Sink>(store: kv::Store, watch: Watch<S>, mut covered: Option<
         } else {
             attempt
         };
-        let refresh = snapshot::Refresh::when(
-            (watched || covered == Some(current.generation)) && broken,
-            &client,
-            &names,
-            &current,
-            &*sink,
-            &mut refresh_due,
-        );
-        let opened = snapshot::refreshing(refresh, async {
+        let serving = watched || covered == Some(current.generation);
+        let opened = refresher.during(serving && broken, &current, async {
             tokio::select! {
                 () = cancel.cancelled() => None,
                 opened = tokio::time::timeout(attempt, opening) => Some(opened.unwrap_or_else(|_| {
@@ -381,21 +374,16 @@ async fn follow<S: Sink>(store: kv::Store, watch: Watch<S>, mut covered: Option<
         let delay = RETRY_INITIAL
             .saturating_mul(1 << failures.min(5))
             .min(OPEN_PAUSE_MAX);
-        let refresh = snapshot::Refresh::when(
-            (watched || covered == Some(current.generation)) && broken,
-            &client,
-            &names,
-            &current,
-            &*sink,
-            &mut refresh_due,
-        );
-        let paused = snapshot::refreshing(refresh, async {
-            tokio::select! {
-                () = cancel.cancelled() => false,
-                () = tokio::time::sleep(delay) => true,
-            }
-        })
-        .await;
+        // A snapshot may have come in since the attempt.
+        let serving = watched || covered == Some(current.generation);
+        let paused = refresher
+            .during(serving && broken, &current, async {
+                tokio::select! {
+                    () = cancel.cancelled() => false,
+                    () = tokio::time::sleep(delay) => true,
+                }
+            })
+            .await;
         if !paused {
             return;
         }

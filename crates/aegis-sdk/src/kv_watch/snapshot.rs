@@ -187,76 +187,69 @@ fn entry(
 }
 
 /// How often a view that takes refreshes reads its keys from the bucket's
-/// replicas while its watch is broken ([`refreshing`]).
+/// replicas while its watch is broken ([`Refresher::during`]).
 pub(super) const REFRESH_EVERY: Duration = Duration::from_millis(500);
 
-/// What [`refreshing`] reads, and for whom.
-pub(super) struct Refresh<'a, S> {
-    pub(super) client: &'a Client,
-    pub(super) bucket: &'a BucketNames,
-    pub(super) scope: &'a Scope,
-    pub(super) sink: &'a S,
-    /// When the next read is due: one clock across the attempts to open
-    /// the watch and the pauses between them.
-    pub(super) due: &'a mut tokio::time::Instant,
+/// A watch's refreshes: what they read, for whom, and when the next is
+/// due, one clock across the attempts to open the watch and the pauses
+/// between them.
+pub(super) struct Refresher<'a, S> {
+    client: &'a Client,
+    bucket: &'a BucketNames,
+    sink: &'a S,
+    due: tokio::time::Instant,
 }
 
-impl<'a, S: Sink> Refresh<'a, S> {
-    /// A refresh of `scope` for `sink`, if the view is served while its
-    /// watch is `broken` and the sink takes refreshes.
-    pub(super) fn when(
-        broken: bool,
-        client: &'a Client,
-        bucket: &'a BucketNames,
-        scope: &'a Scope,
-        sink: &'a S,
-        due: &'a mut tokio::time::Instant,
-    ) -> Option<Self> {
-        (broken && sink.refreshes()).then_some(Self {
+impl<'a, S: Sink> Refresher<'a, S> {
+    /// Refreshes of `bucket` for `sink`, the first due at once.
+    pub(super) fn new(client: &'a Client, bucket: &'a BucketNames, sink: &'a S) -> Self {
+        Self {
             client,
             bucket,
-            scope,
             sink,
-            due,
-        })
+            due: tokio::time::Instant::now(),
+        }
     }
-}
 
-/// Runs `work` (an attempt to open the watch again, or the pause before
-/// the next); meanwhile, with `refresh`, reads the scope's keys from the
-/// bucket's replicas whenever one is due, every [`REFRESH_EVERY`], and
-/// hands them to the sink (`Sink::on_refresh`). A read runs beside `work`,
-/// never holding it up.
-///
-/// Why: a watch opens only once JetStream creates consumers again, which
-/// after the meta leader's node died takes its cluster 4-9 s, while the
-/// buckets' streams elect their own leaders sooner, take writes again, and
-/// their replicas answer reads throughout. A sticky group's new leader, say,
-/// is written in that window; without this the view would show it only
-/// once the watch opens.
-pub(super) async fn refreshing<S: Sink, T>(
-    refresh: Option<Refresh<'_, S>>,
-    work: impl std::future::Future<Output = T>,
-) -> T {
-    let mut work = std::pin::pin!(work);
-    let Some(refresh) = refresh else {
-        return work.await;
-    };
-    let (client, bucket, scope) = (refresh.client, refresh.bucket, refresh.scope);
-    let read = || load(client, bucket, scope, SNAPSHOT_PATIENCE);
-    let mut reading = std::pin::pin!(None);
-    loop {
-        tokio::select! {
-            biased;
-            out = &mut work => return out,
-            () = tokio::time::sleep_until(*refresh.due), if reading.is_none() => {
-                *refresh.due = tokio::time::Instant::now() + REFRESH_EVERY;
-                reading.set(Some(read()));
-            }
-            got = async { reading.as_mut().as_pin_mut().expect("a read in flight").await },
-                if reading.is_some() => {
-                reading.set(None);
-                hand_over(got, refresh.sink);
+    /// Runs `work` (an attempt to open the watch again, or the pause before
+    /// the next); meanwhile, when `broken` (the view serves a load while its
+    /// watch is broken) and the sink takes refreshes, reads `scope`'s keys
+    /// from the bucket's replicas whenever one is due, every
+    /// [`REFRESH_EVERY`], and hands them to the sink (`Sink::on_refresh`). A
+    /// read runs beside `work`, never holding it up.
+    ///
+    /// Why: a watch opens only once JetStream creates consumers again, which
+    /// after the meta leader's node died takes its cluster 4-9 s, while the
+    /// buckets' streams elect their own leaders sooner, take writes again,
+    /// and their replicas answer reads throughout. A sticky group's new
+    /// leader, say, is written in that window; without this the view would
+    /// show it only once the watch opens.
+    pub(super) async fn during<T>(
+        &mut self,
+        broken: bool,
+        scope: &Scope,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        let mut work = std::pin::pin!(work);
+        if !(broken && self.sink.refreshes()) {
+            return work.await;
+        }
+        let (client, bucket) = (self.client, self.bucket);
+        let read = || load(client, bucket, scope, SNAPSHOT_PATIENCE);
+        let mut reading = std::pin::pin!(None);
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut work => return out,
+                () = tokio::time::sleep_until(self.due), if reading.is_none() => {
+                    self.due = tokio::time::Instant::now() + REFRESH_EVERY;
+                    reading.set(Some(read()));
+                }
+                got = async { reading.as_mut().as_pin_mut().expect("a read in flight").await },
+                    if reading.is_some() => {
+                    reading.set(None);
+                    hand_over(got, self.sink);
+                }
             }
         }
     }
