@@ -53,12 +53,6 @@ struct Groups {
     holders: HashMap<String, Holder>,
     /// Highest epoch seen per election key in this bucket.
     highest: HashMap<String, u64>,
-    /// The highest revision the watch handed over (loads with their
-    /// removal markers, changes, removals) or a refresh read up to: a term
-    /// won where the view cannot see it has its winning revision above it.
-    floor: u64,
-    /// How far the load about to be handed over read the bucket.
-    load_through: u64,
 }
 
 impl Groups {
@@ -136,22 +130,14 @@ fn holder(entry: &KvEntry) -> Option<Holder> {
 impl Sink for Leaders {
     fn on_session(&self, _consumer: String) {}
 
-    fn on_load_through(&self, revision: u64) {
-        self.groups().load_through = revision;
-    }
-
     fn on_load(&self, entries: Vec<KvEntry>, fresh: bool) {
         {
             let mut groups = self.groups();
             groups.holders.clear();
-            let through = std::mem::take(&mut groups.load_through);
             if fresh {
                 groups.highest.clear();
-                groups.floor = 0;
             }
-            groups.floor = groups.floor.max(through);
             for entry in entries {
-                groups.floor = groups.floor.max(entry.revision);
                 if let Some(h) = holder(&entry) {
                     groups.hold(entry.key, h);
                 }
@@ -161,24 +147,18 @@ impl Sink for Leaders {
     }
 
     fn on_put(&self, entry: KvEntry) {
-        let held = {
-            let mut groups = self.groups();
-            groups.floor = groups.floor.max(entry.revision);
-            holder(&entry).map(|h| groups.hold(entry.key.clone(), h))
-        };
-        if held.is_none() {
-            debug!(key = %entry.key, "ignoring a value that is not a leader record");
-            return;
+        match holder(&entry) {
+            Some(h) => self.groups().hold(entry.key, h),
+            None => {
+                debug!(key = %entry.key, "ignoring a value that is not a leader record");
+                return;
+            }
         }
         self.bump();
     }
 
-    fn on_remove(&self, key: &str, _removal: crate::kv_watch::Removal, revision: u64) {
-        let mut groups = self.groups();
-        groups.floor = groups.floor.max(revision);
-        let removed = groups.holders.remove(key).is_some();
-        drop(groups);
-        if removed {
+    fn on_remove(&self, key: &str, _removal: crate::kv_watch::Removal, _revision: u64) {
+        if self.groups().holders.remove(key).is_some() {
             self.bump();
         }
     }
@@ -202,21 +182,20 @@ impl Sink for Leaders {
     }
 
     /// While the watch is broken: a holder whose epoch (its winning
-    /// revision) is above every epoch seen for its key and every revision
-    /// the watch handed over won an election the watch has not shown. A
-    /// replica behind holds only older terms, or the holder of a key that
-    /// was removed since (at a revision the floor covers), so it changes
+    /// revision) is above `floor`, every revision the view was handed or an
+    /// earlier refresh read up to, won an election the watch has not shown
+    /// (every epoch the view holds is at or below the floor). A replica
+    /// behind holds only older terms, or the holder of a key that was
+    /// removed since (at a revision the floor covers), so it changes
     /// nothing. Removals are not learned this way: a call to a holder that
     /// resigned is refused, and waits for the next.
-    fn on_refresh(&self, entries: Vec<KvEntry>, through: u64) {
+    fn on_refresh(&self, entries: Vec<KvEntry>, floor: u64) {
         let mut changed = false;
         {
             let mut groups = self.groups();
-            let floor = groups.floor;
             for entry in entries {
                 if let Some(h) = holder(&entry)
                     && h.epoch > floor
-                    && groups.highest.get(&entry.key).is_none_or(|e| h.epoch > *e)
                 {
                     debug!(key = %entry.key, instance = %h.instance_id, epoch = h.epoch,
                         "a new leader read from the bucket's replicas while the watch is broken");
@@ -224,7 +203,6 @@ impl Sink for Leaders {
                     changed = true;
                 }
             }
-            groups.floor = floor.max(through);
         }
         if changed {
             self.bump();
@@ -376,21 +354,22 @@ mod tests {
     fn a_refresh_takes_only_a_newer_term() {
         const RESIGNED: &str = "sticky-active.risk-service.default";
         let view = Leaders::new();
-        // The load read up to 50: RESIGNED's holder resigned at 50.
-        view.on_load_through(50);
         view.on_load(vec![entry(KEY, "order-1", 40, 45)], false);
+        // The load read up to 50 (RESIGNED's holder resigned at 50): the
+        // floor the watch judges refreshes by.
+        let floor = 50;
         let mut changes = view.subscribe();
         changes.mark_unchanged();
         // The same term renewed, an older term, and the resigned holder
         // read from a replica behind its resignation: nothing new.
-        view.on_refresh(vec![entry(KEY, "order-1", 40, 47)], 47);
-        view.on_refresh(vec![entry(KEY, "order-0", 12, 30)], 30);
-        view.on_refresh(vec![entry(RESIGNED, "risk-1", 44, 49)], 49);
+        view.on_refresh(vec![entry(KEY, "order-1", 40, 47)], floor);
+        view.on_refresh(vec![entry(KEY, "order-0", 12, 30)], floor);
+        view.on_refresh(vec![entry(RESIGNED, "risk-1", 44, 49)], floor);
         assert!(!changes.has_changed().unwrap());
         assert_eq!(view.leader("risk-service", "default"), None);
         assert_eq!(view.leader("order-service", "default").unwrap().epoch, 40);
         // A takeover the watch has not shown.
-        view.on_refresh(vec![entry(KEY, "order-2", 0, 52)], 52);
+        view.on_refresh(vec![entry(KEY, "order-2", 0, 52)], floor);
         assert!(changes.has_changed().unwrap());
         assert_eq!(
             view.leader("order-service", "default"),

@@ -194,16 +194,11 @@ struct State<F> {
     /// A load handed over and not yet told: a watch's load is told once it
     /// is complete (`on_synced`), a snapshot once marked as one.
     loading: Option<(Vec<KvEntry>, bool)>,
-    /// How far the load about to be told read the bucket (markers included).
-    through: u64,
     /// Told [`Mirrored::Broken`] since the last load: told once per break.
     broken: bool,
     /// The revision of every key the reader was told of (a removal's is
     /// its marker's), so that a refresh tells only what is newer.
     known: HashMap<String, u64>,
-    /// The highest revision the watch handed over: a key the reader was
-    /// not told of is news only above it.
-    highest: u64,
     /// The scope's sender, so that it stays open while the mirror runs.
     _keys: watch::Sender<Scope>,
 }
@@ -212,7 +207,6 @@ impl<F> State<F> {
     /// The watch handed over `key` at `revision`.
     fn seen(&mut self, key: &str, revision: u64) {
         self.known.insert(key.to_owned(), revision);
-        self.highest = self.highest.max(revision);
     }
 }
 
@@ -223,10 +217,8 @@ impl<F: FnMut(Mirrored)> Reader<F> {
             state: Mutex::new(State {
                 apply,
                 loading: None,
-                through: 0,
                 broken: false,
                 known: HashMap::new(),
-                highest: 0,
                 _keys: keys,
             }),
         }
@@ -236,17 +228,10 @@ impl<F: FnMut(Mirrored)> Reader<F> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((entries, fresh)) = state.loading.take() {
             state.broken = false;
-            if fresh {
-                state.highest = 0;
-            }
             state.known = entries
                 .iter()
                 .map(|e| (e.key.clone(), e.revision))
                 .collect();
-            // A key the load lacks was removed at or below `through`.
-            let through = std::mem::take(&mut state.through);
-            let highest = state.highest.max(through);
-            state.highest = state.known.values().fold(highest, |h, r| h.max(*r));
             (state.apply)(Mirrored::Loaded {
                 entries: entries.into_iter().map(mirrored).collect(),
                 fresh,
@@ -266,13 +251,6 @@ fn mirrored(entry: KvEntry) -> MirroredEntry {
 
 impl<F: FnMut(Mirrored) + Send + 'static> Sink for Reader<F> {
     fn on_session(&self, _consumer: String) {}
-
-    fn on_load_through(&self, revision: u64) {
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .through = revision;
-    }
 
     fn on_load(&self, entries: Vec<KvEntry>, fresh: bool) {
         self.state
@@ -300,24 +278,15 @@ impl<F: FnMut(Mirrored) + Send + 'static> Sink for Reader<F> {
         true
     }
 
-    fn on_refresh(&self, entries: Vec<KvEntry>, through: u64) {
+    fn on_refresh(&self, entries: Vec<KvEntry>, floor: u64) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        // Judged against what was known before this read; a later read
-        // from a replica further behind cannot bring back a key this one
-        // read past.
-        let after = state.highest.max(through);
         for entry in entries {
-            let above = state
-                .known
-                .get(&entry.key)
-                .copied()
-                .unwrap_or(state.highest);
+            let above = state.known.get(&entry.key).copied().unwrap_or(floor);
             if entry.revision > above {
                 state.known.insert(entry.key.clone(), entry.revision);
                 (state.apply)(Mirrored::Put(mirrored(entry)));
             }
         }
-        state.highest = after;
     }
 
     fn on_applied(&self, _consumer_sequence: u64) {}
@@ -379,12 +348,12 @@ mod tests {
     #[test]
     fn a_refresh_hands_over_only_what_is_newer() {
         let (reader, told) = reader();
-        // The load read up to 6: "e", removed at 6, is not in it.
-        reader.on_load_through(6);
         reader.on_load(vec![entry("a", 3), entry("b", 5)], false);
         reader.on_synced();
         reader.on_remove("b", Removal::Deleted, 6);
         told.lock().unwrap().clear();
+        // The watch was handed the bucket up to 6 ("e", removed at 6
+        // before the load, is not in it): the floor of the first refresh.
 
         reader.on_refresh(
             vec![
@@ -395,13 +364,14 @@ mod tests {
                 entry("d", 7), // written while the watch was broken
                 entry("a", 8), // so was this
             ],
-            9,
+            6,
         );
         assert_eq!(puts(&told), vec![("d".into(), 7), ("a".into(), 8)]);
-        reader.on_refresh(vec![entry("a", 8), entry("d", 7)], 8);
+        // That read went up to 9, the floor of the next ones.
+        reader.on_refresh(vec![entry("a", 8), entry("d", 7)], 9);
         assert!(puts(&told).is_empty(), "told twice");
-        // A replica further behind than the last read (8 < 9) cannot bring
-        // back a key that read went past.
+        // A replica further behind than the last read cannot bring back a
+        // key that read went past.
         reader.on_refresh(vec![entry("f", 9)], 9);
         assert!(puts(&told).is_empty(), "a key read past came back");
     }

@@ -162,10 +162,6 @@ pub(crate) trait Sink: Send + Sync + 'static {
     /// one. `fresh` when the bucket is not the one the previous load came
     /// from (created again): nothing derived from the old one may survive.
     fn on_load(&self, entries: Vec<KvEntry>, fresh: bool);
-    /// The load about to be handed over read the bucket up to this
-    /// revision, removal markers included: a key it lacks was removed at
-    /// or below it (what a view taking refreshes compares with).
-    fn on_load_through(&self, _revision: u64) {}
     /// A key was written after the load.
     fn on_put(&self, entry: KvEntry);
     /// A key was deleted, purged or expired after the load, by the marker
@@ -186,16 +182,15 @@ pub(crate) trait Sink: Send + Sync + 'static {
     fn refreshes(&self) -> bool {
         false
     }
-    /// While a watch that had loaded is broken: the last values the
-    /// bucket's replicas hold, read every `snapshot::REFRESH_EVERY`. A
-    /// replica may be behind what the view holds, and a key it lacks says
-    /// nothing: take only what is newer (a revision above the one the view
-    /// has for that key, or for a key it lacks, above every revision it was
-    /// handed).
-    ///
-    /// The read went up to revision `through` (removal markers included):
-    /// a key it lacks was removed at or below it, or written after it.
-    fn on_refresh(&self, _entries: Vec<KvEntry>, _through: u64) {}
+    /// While the view serves a load and its watch is broken: the last
+    /// values the bucket's replicas hold, read every
+    /// `snapshot::REFRESH_EVERY`. A replica may be behind what the view
+    /// holds, and a key it lacks says nothing: take only what is newer, a
+    /// revision above the one the view has for that key, or, for a key it
+    /// lacks, above `floor`: the highest revision the view was handed
+    /// (loads with their removal markers, changes, removals) or an earlier
+    /// refresh read up to. A key the view lacks at or below it was removed.
+    fn on_refresh(&self, _entries: Vec<KvEntry>, _floor: u64) {}
     /// The view now holds everything in the scope of this generation
     /// (scoped watches only).
     fn on_scope_synced(&self, _generation: u64) {}
@@ -240,8 +235,9 @@ enum End {
 
 /// Feeds the watch's sink from `store`, following the keys its scope names
 /// as they change, until it is cancelled or its scope closes; a load
-/// already covered scope generation `covered`.
-async fn follow<S: Sink>(store: kv::Store, watch: Watch<S>, mut covered: Option<u64>) {
+/// already covered scope generation `covered`, and the view was handed the
+/// bucket up to revision `floor` (see `snapshot::Refresher`).
+async fn follow<S: Sink>(store: kv::Store, watch: Watch<S>, mut covered: Option<u64>, floor: u64) {
     let Watch {
         bucket: _,
         description,
@@ -259,7 +255,7 @@ async fn follow<S: Sink>(store: kv::Store, watch: Watch<S>, mut covered: Option<
     // view serves a load (a session's, or a snapshot) and its watch is
     // broken, a view that takes refreshes gets them from the replicas.
     let mut broken = false;
-    let mut refresher = snapshot::Refresher::new(&client, &names, &*sink);
+    let mut refresher = snapshot::Refresher::new(&client, &names, &*sink, floor);
     let mut failures: u32 = 0;
     let mut bucket: Option<time::OffsetDateTime> = None;
     loop {
@@ -343,6 +339,11 @@ async fn follow<S: Sink>(store: kv::Store, watch: Watch<S>, mut covered: Option<
                     covered = Some(session.generation);
                     watched = true;
                 }
+                if session.fresh {
+                    refresher.restart_at(session.read_to);
+                } else {
+                    refresher.read_to(session.read_to);
+                }
                 session.abandon(&store);
                 match end {
                     End::Cancelled => return,
@@ -365,9 +366,11 @@ async fn follow<S: Sink>(store: kv::Store, watch: Watch<S>, mut covered: Option<
                 }
                 if !watched
                     && covered != Some(current.generation)
-                    && snapshot::serve(&client, &names, &current, description, &*sink).await
+                    && let Some(through) =
+                        snapshot::serve(&client, &names, &current, description, &*sink).await
                 {
                     covered = Some(current.generation);
+                    refresher.read_to(through);
                 }
             }
         }
@@ -416,8 +419,9 @@ struct Session {
     fresh: bool,
     /// The initial load being collected; `None` once it was handed over.
     loading: Option<std::collections::HashMap<String, KvEntry>>,
-    /// The highest revision the load read, removal markers included.
-    through: u64,
+    /// The highest revision this session delivered, removal markers
+    /// included.
+    read_to: u64,
     /// Last values the server had to deliver when the consumer was created.
     initial_pending: u64,
     /// The scope generation this session follows.
@@ -486,7 +490,7 @@ impl Session {
             bucket: before,
             fresh: false,
             loading: Some(std::collections::HashMap::new()),
-            through: 0,
+            read_to: 0,
             initial_pending: info.num_pending,
             generation: scope.generation,
             last_consumer_sequence: 0,
@@ -552,7 +556,6 @@ impl Session {
             debug!(keys = loaded.len(), fresh = self.fresh, "view loaded");
             let mut entries: Vec<KvEntry> = loaded.into_values().collect();
             entries.sort_by_key(|e| e.revision);
-            sink.on_load_through(self.through);
             sink.on_load(entries, self.fresh);
             sink.on_synced();
             sink.on_scope_synced(self.generation);
@@ -608,9 +611,7 @@ impl Session {
             Ok(info) => (info.consumer_sequence, info.stream_sequence, info.pending),
             Err(e) => return Err(format!("unreadable delivery metadata: {e}")),
         };
-        if self.loading.is_some() {
-            self.through = self.through.max(stream_sequence);
-        }
+        self.read_to = self.read_to.max(stream_sequence);
         if consumer_sequence != self.last_consumer_sequence + 1 {
             return Err(format!(
                 "a message was skipped (expected {}, got {consumer_sequence})",

@@ -190,25 +190,47 @@ fn entry(
 /// replicas while its watch is broken ([`Refresher::during`]).
 pub(super) const REFRESH_EVERY: Duration = Duration::from_millis(500);
 
-/// A watch's refreshes: what they read, for whom, and when the next is
-/// due, one clock across the attempts to open the watch and the pauses
-/// between them.
+/// A watch's refreshes: what they read, for whom, when the next is due
+/// (one clock across the attempts to open the watch and the pauses between
+/// them), and the floor they are judged by.
 pub(super) struct Refresher<'a, S> {
     client: &'a Client,
     bucket: &'a BucketNames,
     sink: &'a S,
     due: tokio::time::Instant,
+    /// The highest revision the view was handed (loads with their removal
+    /// markers, changes, removals) or a refresh read up to: a key the view
+    /// lacks is news only above it (`Sink::on_refresh`).
+    floor: u64,
 }
 
 impl<'a, S: Sink> Refresher<'a, S> {
-    /// Refreshes of `bucket` for `sink`, the first due at once.
-    pub(super) fn new(client: &'a Client, bucket: &'a BucketNames, sink: &'a S) -> Self {
+    /// Refreshes of `bucket` for `sink` above `floor`, the first due at
+    /// once.
+    pub(super) fn new(
+        client: &'a Client,
+        bucket: &'a BucketNames,
+        sink: &'a S,
+        floor: u64,
+    ) -> Self {
         Self {
             client,
             bucket,
             sink,
             due: tokio::time::Instant::now(),
+            floor,
         }
+    }
+
+    /// The view was handed the bucket up to `revision`.
+    pub(super) fn read_to(&mut self, revision: u64) {
+        self.floor = self.floor.max(revision);
+    }
+
+    /// The view was handed a bucket created again, up to `revision`: its
+    /// revisions started over.
+    pub(super) fn restart_at(&mut self, revision: u64) {
+        self.floor = revision;
     }
 
     /// Runs `work` (an attempt to open the watch again, or the pause before
@@ -248,7 +270,7 @@ impl<'a, S: Sink> Refresher<'a, S> {
                 got = async { reading.as_mut().as_pin_mut().expect("a read in flight").await },
                     if reading.is_some() => {
                     reading.set(None);
-                    hand_over(got, self.sink);
+                    hand_over(got, self.sink, &mut self.floor);
                 }
             }
         }
@@ -257,49 +279,59 @@ impl<'a, S: Sink> Refresher<'a, S> {
 
 /// Reads `scope`'s keys from the bucket's replicas once and hands them to
 /// `sink` as a refresh (`Sink::on_refresh`), for a view served from a
-/// snapshot while its bucket's lookup is not answered.
+/// snapshot while its bucket's lookup is not answered; `floor` as in
+/// [`Refresher`].
 pub(super) async fn refresh_once<S: Sink>(
     client: &Client,
     bucket: &BucketNames,
     scope: &Scope,
     sink: &S,
+    floor: &mut u64,
 ) {
-    hand_over(load(client, bucket, scope, SNAPSHOT_PATIENCE).await, sink);
+    hand_over(
+        load(client, bucket, scope, SNAPSHOT_PATIENCE).await,
+        sink,
+        floor,
+    );
 }
 
-/// Hands a refresh's read to `sink`, or logs why there was none.
-fn hand_over<S: Sink>(read: Result<(Vec<KvEntry>, u64), String>, sink: &S) {
+/// Hands a refresh's read to `sink`, judged by `floor`, and raises the
+/// floor to how far the read went; or logs why there was none.
+fn hand_over<S: Sink>(read: Result<(Vec<KvEntry>, u64), String>, sink: &S, floor: &mut u64) {
     match read {
-        Ok((entries, through)) => sink.on_refresh(entries, through),
+        Ok((entries, through)) => {
+            sink.on_refresh(entries, *floor);
+            *floor = (*floor).max(through);
+        }
         Err(e) => debug!(error = %e, "no refresh from the bucket's replicas"),
     }
 }
 
 /// Loads the view of `scope` from the bucket's replicas, for a watch that
 /// cannot open yet ([`load`]), and tells the sink it is a snapshot
-/// (`Sink::on_snapshot`). Whether it did.
+/// (`Sink::on_snapshot`). How far it read (removal markers included), if
+/// it did.
 pub(super) async fn serve<S: Sink>(
     client: &Client,
     bucket: &BucketNames,
     scope: &Scope,
     description: &str,
     sink: &S,
-) -> bool {
+) -> Option<u64> {
     match load(client, bucket, scope, SNAPSHOT_PATIENCE).await {
         Ok((entries, through)) => {
             info!(
                 keys = entries.len(),
                 "serving the last values the bucket's replicas hold until the {description} opens"
             );
-            sink.on_load_through(through);
             sink.on_load(entries, false);
             sink.on_snapshot();
             sink.on_scope_synced(scope.generation);
-            true
+            Some(through)
         }
         Err(e) => {
             debug!(error = %e, "no snapshot for the {description} either");
-            false
+            None
         }
     }
 }
@@ -372,6 +404,37 @@ mod tests {
         assert!(none.is_empty(), "nothing in scope: {none:?}");
         let missing = load(&client, &BucketNames::of("nope"), &scope(&["a.*"]), within).await;
         assert!(missing.is_err(), "no such bucket: {missing:?}");
+    }
+
+    /// Records the floor each refresh was judged by.
+    #[derive(Default)]
+    struct Floors(std::sync::Mutex<Vec<u64>>);
+
+    impl Sink for Floors {
+        fn on_session(&self, _: String) {}
+        fn on_load(&self, _: Vec<KvEntry>, _: bool) {}
+        fn on_put(&self, _: KvEntry) {}
+        fn on_remove(&self, _: &str, _: super::super::Removal, _: u64) {}
+        fn on_applied(&self, _: u64) {}
+        fn on_synced(&self) {}
+        fn on_snapshot(&self) {}
+        fn on_broken(&self) {}
+        fn on_refresh(&self, _: Vec<KvEntry>, floor: u64) {
+            self.0.lock().unwrap().push(floor);
+        }
+    }
+
+    /// Each refresh is judged by the floor before it and raises it to how
+    /// far it read; a failed read changes nothing.
+    #[test]
+    fn a_refresh_raises_the_floor_to_how_far_it_read() {
+        let sink = Floors::default();
+        let mut floor = 6;
+        hand_over(Ok((Vec::new(), 9)), &sink, &mut floor);
+        hand_over(Ok((Vec::new(), 8)), &sink, &mut floor);
+        hand_over(Err("no replica answered".into()), &sink, &mut floor);
+        assert_eq!(*sink.0.lock().unwrap(), vec![6, 9]);
+        assert_eq!(floor, 9);
     }
 
     #[test]

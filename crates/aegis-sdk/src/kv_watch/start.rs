@@ -120,7 +120,7 @@ where
         Ok(store) => {
             let store = store?;
             lookup.found(&store);
-            tokio::spawn(super::follow(store, watch, None));
+            tokio::spawn(super::follow(store, watch, None, 0));
         }
         Err(_) => {
             debug!(
@@ -153,6 +153,8 @@ where
     let mut pause = RETRY_INITIAL;
     let mut finding = std::pin::pin!(find(watch.reader.js.clone()));
     let mut next_snapshot = tokio::time::Instant::now();
+    // As in `snapshot::Refresher`.
+    let mut floor = 0;
     let store = loop {
         let current = watch.scope.borrow_and_update().clone();
         let due = covered != Some(current.generation);
@@ -180,13 +182,14 @@ where
             changed = watch.scope.changed() => if changed.is_err() { return },
             () = tokio::time::sleep_until(next_snapshot), if due || refresh => {
                 if refresh {
-                    snapshot::refresh_once(&watch.reader.client, &names, &current, &*watch.sink).await;
+                    snapshot::refresh_once(&watch.reader.client, &names, &current, &*watch.sink, &mut floor).await;
                     next_snapshot = tokio::time::Instant::now() + snapshot::REFRESH_EVERY;
                 } else if current.keys.is_empty() {
                     current.load_empty(&*watch.sink);
                     covered = Some(current.generation);
-                } else if snapshot::serve(&watch.reader.client, &names, &current, description, &*watch.sink).await {
+                } else if let Some(through) = snapshot::serve(&watch.reader.client, &names, &current, description, &*watch.sink).await {
                     covered = Some(current.generation);
+                    floor = floor.max(through);
                     next_snapshot = tokio::time::Instant::now() + snapshot::REFRESH_EVERY;
                 } else {
                     next_snapshot = tokio::time::Instant::now() + SNAPSHOT_RETRY;
@@ -195,5 +198,5 @@ where
         }
     };
     lookup.found(&store);
-    super::follow(store, watch, covered).await;
+    super::follow(store, watch, covered, floor).await;
 }

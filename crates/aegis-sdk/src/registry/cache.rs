@@ -247,12 +247,6 @@ pub(crate) struct Shared {
     /// Consumer sequence of the last message applied in this session.
     processed: AtomicU64,
     progress: Notify,
-    /// The highest revision the watch handed over (loads, removal markers
-    /// included, and every change since): a record read from the replicas
-    /// for an instance the view lacks is news only above it.
-    floor: AtomicU64,
-    /// How far the load about to be handed over read the bucket.
-    load_through: AtomicU64,
 }
 
 /// A full load: (service, instance) → (record, revision).
@@ -270,8 +264,6 @@ impl Shared {
             health: Mutex::new(Health::default()),
             processed: AtomicU64::new(0),
             progress: Notify::new(),
-            floor: AtomicU64::new(0),
-            load_through: AtomicU64::new(0),
         }
     }
 
@@ -411,7 +403,6 @@ impl Shared {
     /// Applies a put seen by the watch. Called for every heartbeat of every
     /// instance, so it allocates only for new records and for subscribers.
     pub(crate) fn upsert(&self, instance: ServiceInstance, revision: u64) {
-        self.floor.fetch_max(revision, Ordering::Relaxed);
         let event = (self.changes.receiver_count() > 0).then(|| instance.clone());
         {
             let mut services = self.write();
@@ -463,27 +454,14 @@ impl Shared {
         }
     }
 
-    /// A removal marker at `revision` was handed over.
-    pub(crate) fn removed_at(&self, revision: u64) {
-        self.floor.fetch_max(revision, Ordering::Relaxed);
-    }
-
-    /// The load about to be handed over ([`Self::replace_all`]) read the
-    /// bucket up to `revision`, removal markers included.
-    pub(crate) fn load_through(&self, revision: u64) {
-        self.load_through.store(revision, Ordering::Relaxed);
-    }
-
     /// Records read from the bucket's replicas while the watch is broken
     /// (`kv_watch`'s refresh), with their revisions: a replica may be
     /// behind the view, so only a record newer than the view's for its
     /// instance is taken, or for an instance the view lacks, one newer than
-    /// every revision the watch handed over (an older one was removed
-    /// since). Removals are not learned this way. The read went up to
-    /// `through`: a later read from a replica further behind cannot bring
-    /// back an instance this one read past.
-    pub(crate) fn refresh(&self, records: Vec<(ServiceInstance, u64)>, through: u64) {
-        let floor = self.floor.load(Ordering::Relaxed);
+    /// `floor`, the highest revision the view was handed or an earlier
+    /// refresh read up to (an older one was removed since). Removals are
+    /// not learned this way.
+    pub(crate) fn refresh(&self, records: Vec<(ServiceInstance, u64)>, floor: u64) {
         let newer: Vec<_> = {
             let services = self.read();
             records
@@ -501,7 +479,6 @@ impl Shared {
                 "a record read from the bucket's replicas while the watch is broken");
             self.upsert(instance, revision);
         }
-        self.floor.fetch_max(through, Ordering::Relaxed);
     }
 
     /// Replaces the whole view with a load, emitting the differences. The
@@ -510,13 +487,6 @@ impl Shared {
     /// revisions say nothing about the old ones) it is reset and a record
     /// counts as unchanged only when its content is.
     pub(crate) fn replace_all(&self, mut snapshot: Snapshot, fresh: bool) {
-        // Revisions start over in a bucket created again.
-        let through = self.load_through.swap(0, Ordering::Relaxed);
-        if fresh {
-            self.floor.store(through, Ordering::Relaxed);
-        } else {
-            self.floor.fetch_max(through, Ordering::Relaxed);
-        }
         let mut removed = Vec::new();
         {
             let mut services = self.write();
@@ -795,9 +765,8 @@ mod tests {
             ("svc".into(), "a".into()),
             (inst("svc", "a", InstanceStatus::Active), 5),
         );
-        // The load read up to 10: an instance removed at 10 is not in it.
-        v.load_through(10);
         v.replace_all(snapshot, false);
+        // The load read up to 10: an instance removed at 10 is not in it.
         v.refresh(
             vec![
                 (inst("svc", "a", InstanceStatus::Active), 5),
@@ -805,7 +774,7 @@ mod tests {
                 (inst("svc", "a", InstanceStatus::Unhealthy), 11),
                 (inst("svc", "new", InstanceStatus::Active), 12),
             ],
-            14,
+            10,
         );
         let ids: Vec<_> = v
             .by_service("svc")
@@ -822,13 +791,14 @@ mod tests {
             ]
         );
         // An older read of the same records changes nothing.
-        // Nor does a replica further behind than the last read (13 < 14).
+        // Nor does a replica further behind than the last read, which went
+        // up to 14 (the floor is raised to it).
         v.refresh(
             vec![
                 (inst("svc", "a", InstanceStatus::Active), 5),
                 (inst("svc", "later-gone", InstanceStatus::Active), 13),
             ],
-            13,
+            14,
         );
         assert!(v.get("svc", "later-gone").is_none());
         assert_eq!(

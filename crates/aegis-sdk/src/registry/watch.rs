@@ -49,10 +49,6 @@ impl Sink for Shared {
         self.begin_session(consumer);
     }
 
-    fn on_load_through(&self, revision: u64) {
-        self.load_through(revision);
-    }
-
     fn on_load(&self, entries: Vec<KvEntry>, fresh: bool) {
         let snapshot = entries
             .iter()
@@ -75,8 +71,7 @@ impl Sink for Shared {
         }
     }
 
-    fn on_remove(&self, key: &str, removal: Removal, revision: u64) {
-        self.removed_at(revision);
+    fn on_remove(&self, key: &str, removal: Removal, _revision: u64) {
         if let Some((service, id)) = subjects::parse_registry_key(key) {
             // Instances deregister with a purge.
             let reason = match removal {
@@ -108,7 +103,7 @@ impl Sink for Shared {
         true
     }
 
-    fn on_refresh(&self, entries: Vec<KvEntry>, through: u64) {
+    fn on_refresh(&self, entries: Vec<KvEntry>, floor: u64) {
         let records = entries
             .iter()
             .filter_map(|entry| match decode(entry) {
@@ -116,7 +111,7 @@ impl Sink for Shared {
                 Decoded::Remove(..) | Decoded::Ignore => None,
             })
             .collect();
-        self.refresh(records, through);
+        self.refresh(records, floor);
     }
 
     fn on_scope_synced(&self, generation: u64) {
