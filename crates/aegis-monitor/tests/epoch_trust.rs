@@ -90,3 +90,70 @@ async fn a_forged_active_record_with_a_huge_epoch_is_not_shown_as_leader() {
         "a record claiming a lead the key does not give is shown as deposed"
     );
 }
+
+/// The epochs the monitor trusts start over with the elections bucket: a
+/// `service_elections` deleted and created again (an operator's reset, a
+/// cluster rebuilt) numbers its revisions from 1, so the next leader's
+/// epoch is far below the last one the monitor saw. That leader must be
+/// shown as the leader, with its own epoch, not held back as older than a
+/// key that no longer exists.
+///
+/// How soon: a deleted stream tells its consumers nothing, so the
+/// monitor's watch of the bucket notices only when its heartbeats stop
+/// (three seconds); until then the new leader is listed UNHEALTHY,
+/// "deposed" (measured: 3.0 s after its election). The bound below allows
+/// for a loaded machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_of_a_recreated_elections_bucket_is_shown_with_its_new_epoch() {
+    let h = Harness::start().await;
+    let conn = h.connect().await;
+    // Many writes first, so the first leader's epoch is high.
+    let js = async_nats::jetstream::new(async_nats::connect(h.nats.url()).await.unwrap());
+    let store = aegis_sdk::election::ensure_election_bucket(&js, 1)
+        .await
+        .unwrap();
+    for n in 0..200u32 {
+        store.put("filler", n.to_string().into()).await.unwrap();
+    }
+    let first = common::ping_service(&conn, SERVICE, "order-1", Some("default")).await;
+    eventually(Duration::from_secs(10), "order-1 shown ACTIVE", || async {
+        let list = instances(&h).await;
+        find(&list, "order-1").is_some_and(|i| i["status"] == "ACTIVE")
+    })
+    .await;
+    let old_epoch = find(&instances(&h).await, "order-1").unwrap()["epoch"]
+        .as_u64()
+        .expect("the leader shows its epoch");
+    assert!(old_epoch > 200, "{old_epoch}");
+    first.shutdown().await.expect("graceful stop");
+
+    // The bucket starts over; the next leader's epoch is small.
+    js.delete_stream("KV_service_elections").await.unwrap();
+    let second = common::ping_service(&conn, SERVICE, "order-2", Some("default")).await;
+    let new_epoch = loop {
+        if let Some(epoch) = second.election().unwrap().leadership().serving_epoch() {
+            break epoch;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let elected = Instant::now();
+    assert!(new_epoch < old_epoch, "{new_epoch} < {old_epoch}");
+    eventually(
+        Duration::from_secs(10),
+        "order-2 shown ACTIVE at its new epoch",
+        || async {
+            let list = instances(&h).await;
+            find(&list, "order-2")
+                .is_some_and(|i| i["status"] == "ACTIVE" && i["epoch"].as_u64() == Some(new_epoch))
+        },
+    )
+    .await;
+    println!(
+        "order-2 shown ACTIVE at epoch {new_epoch} (was {old_epoch}) {:?} after its election",
+        elected.elapsed()
+    );
+    let list = instances(&h).await;
+    let active: Vec<_> = list.iter().filter(|i| i["status"] == "ACTIVE").collect();
+    assert_eq!(active.len(), 1, "{list:#?}");
+    second.shutdown().await.expect("graceful stop");
+}
