@@ -102,7 +102,8 @@ pub enum Mirrored {
 ///
 /// The watch under it is the one the SDK's registry and election views
 /// run on. It notices a break within three seconds even when nothing is
-/// written (the server proves it alive every second), opens again soon
+/// written (the server proves it alive every second; a bucket deleted
+/// under it, within about one and a quarter), opens again soon
 /// after JetStream answers (each attempt at most 2 s, a pause of at most
 /// 1 s between them), and loads every key again when it does. While it
 /// cannot open (JetStream creates no consumers while its cluster elects a

@@ -10,8 +10,10 @@
 //! and a fresh one (a full re-load) opened with back-off, when:
 //!
 //! - no message or heartbeat arrived for three heartbeat intervals (the
-//!   consumer's server died, or the consumer was deleted — as it is with
-//!   its bucket),
+//!   consumer's server died),
+//! - a heartbeat is late and the server says the consumer, or its stream,
+//!   no longer exists (deleted with its bucket: a deleted stream tells its
+//!   consumers nothing),
 //! - a consumer sequence is skipped (a message was lost),
 //! - the client lost its connection, or made a new one since the session
 //!   opened, however briefly (messages may have been missed, and a marker
@@ -65,6 +67,7 @@ use async_nats::{
     jetstream::{
         self,
         consumer::{AckPolicy, DeliverPolicy, ReplayPolicy, push},
+        context::ConsumerInfoErrorKind,
         kv,
     },
 };
@@ -83,6 +86,15 @@ pub(crate) use start::{LOOKUP_BEFORE_SNAPSHOT, Lookup, Reader, Watch, start};
 const IDLE_HEARTBEAT: Duration = Duration::from_secs(1);
 /// Silence after which a session counts as dead.
 const SILENCE_LIMIT: Duration = Duration::from_secs(3);
+/// Silence after which the session asks whether its consumer still
+/// exists: a heartbeat a quarter of a second late. A deleted bucket takes
+/// its stream's consumers with it and tells them nothing; asking turns the
+/// three seconds of silence it would take to notice into about one
+/// (`aegis-monitor/tests/epoch_trust.rs`: the leader of a recreated
+/// elections bucket shown after 3.0 s without asking).
+const SILENCE_PROBE: Duration = Duration::from_millis(1250);
+/// How long that question may take; unanswered, the silence limit judges.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// How often the client's connection state is checked.
 const STATE_CHECK: Duration = Duration::from_millis(200);
 /// How often a watch whose opening was cut off looks whether its client is
@@ -515,6 +527,10 @@ impl Session {
         }
         let silence = tokio::time::sleep(SILENCE_LIMIT);
         tokio::pin!(silence);
+        // Asked once per silence: a message sets it again.
+        let probe = tokio::time::sleep(SILENCE_PROBE);
+        tokio::pin!(probe);
+        let mut probed = false;
         let mut state_check = tokio::time::interval(STATE_CHECK);
         loop {
             tokio::select! {
@@ -525,6 +541,12 @@ impl Session {
                 }
                 () = &mut silence => {
                     return End::Broken(format!("no message or heartbeat for {SILENCE_LIMIT:?}"));
+                }
+                () = &mut probe, if !probed => {
+                    probed = true;
+                    if let Some(reason) = self.consumer_gone(store).await {
+                        return End::Broken(reason);
+                    }
                 }
                 _ = state_check.tick() => {
                     if client.connection_state() != State::Connected {
@@ -542,12 +564,36 @@ impl Session {
                     let Some(message) = message else {
                         return End::Broken("the watch subscription closed".to_owned());
                     };
-                    silence.as_mut().reset(tokio::time::Instant::now() + SILENCE_LIMIT);
+                    let now = tokio::time::Instant::now();
+                    silence.as_mut().reset(now + SILENCE_LIMIT);
+                    probe.as_mut().reset(now + SILENCE_PROBE);
+                    probed = false;
                     if let Err(reason) = self.handle(message, js, store, client, sink).await {
                         return End::Broken(reason);
                     }
                 }
             }
+        }
+    }
+
+    /// Why the session is over when the server says its consumer (or the
+    /// consumer's stream) no longer exists; `None` for any other answer,
+    /// or none within [`PROBE_TIMEOUT`] (JetStream choosing a leader), which
+    /// leave it to the silence limit.
+    async fn consumer_gone(&self, store: &kv::Store) -> Option<String> {
+        let asked = tokio::time::timeout(PROBE_TIMEOUT, store.stream.consumer_info(&self.consumer));
+        match asked.await {
+            Ok(Err(e))
+                if matches!(
+                    e.kind(),
+                    ConsumerInfoErrorKind::NotFound | ConsumerInfoErrorKind::StreamNotFound
+                ) =>
+            {
+                Some(format!(
+                    "the watch's consumer is gone ({e}); was the bucket deleted?"
+                ))
+            }
+            _ => None,
         }
     }
 
