@@ -95,6 +95,13 @@ const SILENCE_LIMIT: Duration = Duration::from_secs(3);
 const SILENCE_PROBE: Duration = Duration::from_millis(1250);
 /// How long that question may take; unanswered, the silence limit judges.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// The least time between two such questions of one session. A server so
+/// loaded that its heartbeats run late would otherwise be asked by every
+/// idle watch about once a second (a thousand instances: a thousand
+/// requests a second) just when it is slow; this caps it at a fifth of
+/// that. A deletion soon after a question is still noticed, by the
+/// silence limit.
+const PROBE_GAP: Duration = Duration::from_secs(5);
 /// How often the client's connection state is checked.
 const STATE_CHECK: Duration = Duration::from_millis(200);
 /// How often a watch whose opening was cut off looks whether its client is
@@ -527,10 +534,12 @@ impl Session {
         }
         let silence = tokio::time::sleep(SILENCE_LIMIT);
         tokio::pin!(silence);
-        // Asked once per silence: a message sets it again.
+        // Asked once per silence (a message sets it again), and at most
+        // once per PROBE_GAP.
         let probe = tokio::time::sleep(SILENCE_PROBE);
         tokio::pin!(probe);
         let mut probed = false;
+        let mut last_probe: Option<tokio::time::Instant> = None;
         let mut state_check = tokio::time::interval(STATE_CHECK);
         loop {
             tokio::select! {
@@ -544,8 +553,11 @@ impl Session {
                 }
                 () = &mut probe, if !probed => {
                     probed = true;
-                    if let Some(reason) = self.consumer_gone(store).await {
-                        return End::Broken(reason);
+                    if last_probe.is_none_or(|at| at.elapsed() >= PROBE_GAP) {
+                        last_probe = Some(tokio::time::Instant::now());
+                        if let Some(reason) = self.consumer_gone(store).await {
+                            return End::Broken(reason);
+                        }
                     }
                 }
                 _ = state_check.tick() => {
