@@ -132,12 +132,11 @@ async fn a_leader_of_a_recreated_elections_bucket_is_shown_with_its_new_epoch() 
     // The bucket starts over; the next leader's epoch is small.
     js.delete_stream("KV_service_elections").await.unwrap();
     let second = common::ping_service(&conn, SERVICE, "order-2", Some("default")).await;
-    let new_epoch = loop {
-        if let Some(epoch) = second.election().unwrap().leadership().serving_epoch() {
-            break epoch;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let new_epoch =
+        aegis_testkit::wait::until_some(Duration::from_secs(10), "order-2 leads", || async {
+            second.election().unwrap().leadership().serving_epoch()
+        })
+        .await;
     let elected = Instant::now();
     assert!(new_epoch < old_epoch, "{new_epoch} < {old_epoch}");
     eventually(
