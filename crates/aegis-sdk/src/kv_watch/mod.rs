@@ -534,12 +534,12 @@ impl Session {
         }
         let silence = tokio::time::sleep(SILENCE_LIMIT);
         tokio::pin!(silence);
-        // Asked once per silence (a message sets it again), and at most
-        // once per PROBE_GAP.
+        // Asked once a heartbeat is late, and at most once per PROBE_GAP:
+        // after a question the next is due no sooner than that (past the
+        // silence limit, unless a message comes meanwhile).
         let probe = tokio::time::sleep(SILENCE_PROBE);
         tokio::pin!(probe);
-        let mut probed = false;
-        let mut last_probe: Option<tokio::time::Instant> = None;
+        let mut next_probe = tokio::time::Instant::now();
         let mut state_check = tokio::time::interval(STATE_CHECK);
         loop {
             tokio::select! {
@@ -551,13 +551,11 @@ impl Session {
                 () = &mut silence => {
                     return End::Broken(format!("no message or heartbeat for {SILENCE_LIMIT:?}"));
                 }
-                () = &mut probe, if !probed => {
-                    probed = true;
-                    if last_probe.is_none_or(|at| at.elapsed() >= PROBE_GAP) {
-                        last_probe = Some(tokio::time::Instant::now());
-                        if let Some(reason) = self.consumer_gone(store).await {
-                            return End::Broken(reason);
-                        }
+                () = &mut probe => {
+                    next_probe = tokio::time::Instant::now() + PROBE_GAP;
+                    probe.as_mut().reset(next_probe);
+                    if let Some(reason) = self.consumer_gone(store).await {
+                        return End::Broken(reason);
                     }
                 }
                 _ = state_check.tick() => {
@@ -578,8 +576,7 @@ impl Session {
                     };
                     let now = tokio::time::Instant::now();
                     silence.as_mut().reset(now + SILENCE_LIMIT);
-                    probe.as_mut().reset(now + SILENCE_PROBE);
-                    probed = false;
+                    probe.as_mut().reset((now + SILENCE_PROBE).max(next_probe));
                     if let Err(reason) = self.handle(message, js, store, client, sink).await {
                         return End::Broken(reason);
                     }
