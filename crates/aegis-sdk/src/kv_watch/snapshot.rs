@@ -222,6 +222,19 @@ impl<'a, S: Sink> Refresher<'a, S> {
         }
     }
 
+    /// The floor, for the watch that goes on from here.
+    pub(super) fn floor(&self) -> u64 {
+        self.floor
+    }
+
+    /// Reads `scope`'s keys from the bucket's replicas once and hands them
+    /// to the sink as a refresh: for a view served from a snapshot while
+    /// its bucket's lookup is not answered.
+    pub(super) async fn once(&mut self, scope: &Scope) {
+        let read = load(self.client, self.bucket, scope, SNAPSHOT_PATIENCE).await;
+        hand_over(read, self.sink, &mut self.floor);
+    }
+
     /// The view was handed the bucket up to `revision`.
     pub(super) fn read_to(&mut self, revision: u64) {
         self.floor = self.floor.max(revision);
@@ -275,24 +288,6 @@ impl<'a, S: Sink> Refresher<'a, S> {
             }
         }
     }
-}
-
-/// Reads `scope`'s keys from the bucket's replicas once and hands them to
-/// `sink` as a refresh (`Sink::on_refresh`), for a view served from a
-/// snapshot while its bucket's lookup is not answered; `floor` as in
-/// [`Refresher`].
-pub(super) async fn refresh_once<S: Sink>(
-    client: &Client,
-    bucket: &BucketNames,
-    scope: &Scope,
-    sink: &S,
-    floor: &mut u64,
-) {
-    hand_over(
-        load(client, bucket, scope, SNAPSHOT_PATIENCE).await,
-        sink,
-        floor,
-    );
 }
 
 /// Hands a refresh's read to `sink`, judged by `floor`, and raises the

@@ -153,8 +153,7 @@ where
     let mut pause = RETRY_INITIAL;
     let mut finding = std::pin::pin!(find(watch.reader.js.clone()));
     let mut next_snapshot = tokio::time::Instant::now();
-    // As in `snapshot::Refresher`.
-    let mut floor = 0;
+    let mut refresher = snapshot::Refresher::new(&watch.reader.client, &names, &*watch.sink, 0);
     let store = loop {
         let current = watch.scope.borrow_and_update().clone();
         let due = covered != Some(current.generation);
@@ -182,14 +181,14 @@ where
             changed = watch.scope.changed() => if changed.is_err() { return },
             () = tokio::time::sleep_until(next_snapshot), if due || refresh => {
                 if refresh {
-                    snapshot::refresh_once(&watch.reader.client, &names, &current, &*watch.sink, &mut floor).await;
+                    refresher.once(&current).await;
                     next_snapshot = tokio::time::Instant::now() + snapshot::REFRESH_EVERY;
                 } else if current.keys.is_empty() {
                     current.load_empty(&*watch.sink);
                     covered = Some(current.generation);
                 } else if let Some(through) = snapshot::serve(&watch.reader.client, &names, &current, description, &*watch.sink).await {
                     covered = Some(current.generation);
-                    floor = floor.max(through);
+                    refresher.read_to(through);
                     next_snapshot = tokio::time::Instant::now() + snapshot::REFRESH_EVERY;
                 } else {
                     next_snapshot = tokio::time::Instant::now() + SNAPSHOT_RETRY;
@@ -198,5 +197,6 @@ where
         }
     };
     lookup.found(&store);
+    let floor = refresher.floor();
     super::follow(store, watch, covered, floor).await;
 }
