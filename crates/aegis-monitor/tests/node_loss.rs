@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use aegis_monitor::{AppState, router};
 use aegis_sdk::{AegisConfig, Connection, rpc::Service};
-use aegis_testkit::NatsCluster;
+use aegis_testkit::{NatsCluster, leaders};
 use common::{VIEWER, call_app, req};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -43,18 +43,6 @@ async fn viewed(app: &axum::Router, path: &str) -> Value {
     call_app(app, req(axum::http::Method::GET, path, Some(VIEWER), None))
         .await
         .body
-}
-
-/// The server name (`n1`..`n3`) leading `stream`.
-async fn stream_leader(conn: &Connection, stream: &str) -> String {
-    let mut s = conn.jetstream().get_stream(stream).await.unwrap();
-    s.info()
-        .await
-        .unwrap()
-        .cluster
-        .as_ref()
-        .and_then(|c| c.leader.clone())
-        .expect("the stream has a leader")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -109,9 +97,9 @@ async fn killing_the_registry_streams_leader_hides_no_live_instance() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let new_leader = stream_leader(&services[0].0, "KV_service_registry").await;
+    let new_leader = leaders::stream_leader(services[0].0.client(), "KV_service_registry").await;
     eprintln!(
-        "{polls} polls over 30 s, never fewer than {fewest}; new registry leader {new_leader}"
+        "{polls} polls over 30 s, never fewer than {fewest}; new registry leader {new_leader:?}"
     );
     for (conn, svc) in services {
         let _ = svc.shutdown().await;
@@ -121,7 +109,9 @@ async fn killing_the_registry_streams_leader_hides_no_live_instance() {
 
 /// SIGKILLs the node that leads `stream`; its name.
 async fn kill_stream_leader(cluster: &mut NatsCluster, conn: &Connection, stream: &str) -> String {
-    let leader = stream_leader(conn, stream).await;
+    let leader = leaders::stream_leader(conn.client(), stream)
+        .await
+        .expect("the stream has a leader");
     let index = cluster
         .nodes()
         .iter()
@@ -130,47 +120,6 @@ async fn kill_stream_leader(cluster: &mut NatsCluster, conn: &Connection, stream
     eprintln!("killing {leader}, leader of {stream}");
     cluster.kill_node(index);
     leader
-}
-
-/// Moves `stream`'s leadership off server `name`, and waits until another
-/// node leads it.
-async fn lead_elsewhere(conn: &Connection, stream: &str, name: &str) {
-    step_down_until(conn, stream, None, |leader| leader != name).await;
-}
-
-/// Moves `stream`'s leadership to server `name`, and waits until it leads.
-async fn lead_on(conn: &Connection, stream: &str, name: &str) {
-    step_down_until(conn, stream, Some(name), |leader| leader == name).await;
-}
-
-/// Asks `stream`'s leader to step down (for the `preferred` server, if
-/// any) until `done` says the leader is one it wants.
-async fn step_down_until(
-    conn: &Connection,
-    stream: &str,
-    preferred: Option<&str>,
-    done: impl Fn(&str) -> bool,
-) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let body = match preferred {
-        Some(name) => serde_json::json!({ "placement": { "preferred": name } }).to_string(),
-        None => String::new(),
-    };
-    loop {
-        let leader = stream_leader(conn, stream).await;
-        if done(&leader) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{stream} stays on {leader}");
-        let _ = conn
-            .client()
-            .request(
-                format!("$JS.API.STREAM.LEADER.STEPDOWN.{stream}"),
-                body.clone().into(),
-            )
-            .await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 /// `/ready` is what probes and load balancers ask: while a bucket's stream
@@ -200,7 +149,7 @@ async fn the_monitor_stays_ready_and_answers_at_once_while_a_buckets_stream_has_
 
     let setup = connect(&urls).await;
     for stream in ["KV_service_registry", "KV_service_definitions"] {
-        lead_elsewhere(&setup, stream, "n1").await;
+        leaders::lead_elsewhere(setup.client(), stream, "n1").await;
     }
     let leader = kill_stream_leader(&mut cluster, &setup, "KV_service_registry").await;
     let killed = Instant::now();
@@ -286,7 +235,12 @@ async fn a_takeover_after_the_monitors_node_died_shows_within_a_second() {
     let leader = active().await.remove(0);
     let (stopping, standby) = if leader == "order-1" { (0, 1) } else { (1, 0) };
 
-    lead_on(&services[standby].0, "KV_service_elections", &monitor_node).await;
+    leaders::lead_on(
+        services[standby].0.client(),
+        "KV_service_elections",
+        &monitor_node,
+    )
+    .await;
     let mut roles = services[standby]
         .1
         .as_ref()

@@ -22,7 +22,8 @@ use aegis_sdk::{
     rpc::{CallOptions, WireError},
 };
 use aegis_testkit::NatsCluster;
-use common::{connect_cluster, echo_service, eventually, move_leader_off, stream_leader};
+use aegis_testkit::leaders::{lead_elsewhere, stream_leader};
+use common::{connect_cluster, echo_service, eventually};
 use serde_json::{Value, json};
 
 /// A cluster, and the services the new caller calls ([`Fixture::start`]).
@@ -142,7 +143,7 @@ async fn a_new_caller_is_served_while_the_meta_leader_is_replaced() {
         let name = cluster.node(doomed).server_name().to_owned();
         // The streams' own elections are the other test's.
         for stream in ["KV_service_registry", "KV_service_elections"] {
-            move_leader_off(setup, stream, &name).await;
+            lead_elsewhere(setup.client(), stream, &name).await;
         }
         doomed
     })
@@ -165,9 +166,11 @@ async fn a_new_caller_is_served_while_the_elections_stream_elects_its_leader() {
             .meta_leader()
             .expect("the cluster has a meta leader");
         let meta_name = cluster.node(meta).server_name().to_owned();
-        move_leader_off(setup, "KV_service_elections", &meta_name).await;
-        let leader = stream_leader(setup, "KV_service_elections").await.unwrap();
-        move_leader_off(setup, "KV_service_registry", &leader).await;
+        lead_elsewhere(setup.client(), "KV_service_elections", &meta_name).await;
+        let leader = stream_leader(setup.client(), "KV_service_elections")
+            .await
+            .unwrap();
+        lead_elsewhere(setup.client(), "KV_service_registry", &leader).await;
         cluster
             .nodes()
             .iter()

@@ -17,7 +17,8 @@ use aegis_sdk::{
     election::Role,
     rpc::{CallOptions, Service, WireError},
 };
-use common::{connect_cluster, eventually, move_leader_off};
+use aegis_testkit::leaders::lead_elsewhere;
+use common::{connect_cluster, eventually};
 use serde_json::{Value, json};
 
 async fn sticky(urls: &[String], id: &str) -> (Connection, Option<Service>) {
@@ -48,7 +49,7 @@ async fn doom_the_meta_leader(stream: &str) -> (aegis_testkit::NatsCluster, usiz
         .meta_leader()
         .expect("the cluster has a meta leader");
     let name = cluster.node(doomed).server_name().to_owned();
-    move_leader_off(&setup, stream, &name).await;
+    lead_elsewhere(setup.client(), stream, &name).await;
     let survivors = (0..3)
         .filter(|i| *i != doomed)
         .map(|i| cluster.urls()[i].clone())

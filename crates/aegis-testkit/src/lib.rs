@@ -19,6 +19,8 @@
 //! - [`wait`] awaits a condition in an async test ([`wait::eventually`],
 //!   [`wait::until_some`]) instead of sleeping a fixed time; every crate's
 //!   integration tests use it.
+//! - [`leaders`] finds which node leads a JetStream stream and moves that
+//!   leadership, for tests that kill a node.
 //!
 //! The servers' API is synchronous (`std::process`), so it works from plain
 //! and from `#[tokio::test]` tests alike. Every process is killed and its temporary
@@ -37,6 +39,7 @@ mod builder;
 mod cluster;
 mod config;
 mod error;
+pub mod leaders;
 mod net;
 mod server;
 mod support;

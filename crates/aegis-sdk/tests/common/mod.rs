@@ -231,36 +231,6 @@ pub async fn lose_requests(server: &NatsServer, mappings: &str, probe: &str) -> 
     base
 }
 
-/// The name of the node leading `stream`, from the stream's info.
-pub async fn stream_leader(conn: &Connection, stream: &str) -> Option<String> {
-    let mut s = conn.jetstream().get_stream(stream).await.ok()?;
-    s.info().await.ok()?.cluster.as_ref()?.leader.clone()
-}
-
-/// Makes a node other than `node` lead `stream` (a step-down request to its
-/// leader), and waits until one does.
-pub async fn move_leader_off(conn: &Connection, stream: &str, node: &str) {
-    if stream_leader(conn, stream).await.as_deref() == Some(node) {
-        conn.client()
-            .request(
-                format!("$JS.API.STREAM.LEADER.STEPDOWN.{stream}"),
-                "".into(),
-            )
-            .await
-            .unwrap();
-    }
-    eventually(
-        Duration::from_secs(15),
-        "the stream led elsewhere",
-        || async {
-            stream_leader(conn, stream)
-                .await
-                .is_some_and(|leader| leader != node)
-        },
-    )
-    .await;
-}
-
 /// A ready 3-node cluster, a connection to all of it, and the registry and
 /// election buckets made (R3).
 pub async fn cluster_with_buckets() -> (aegis_testkit::NatsCluster, Connection) {
