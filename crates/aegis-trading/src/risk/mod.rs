@@ -12,9 +12,10 @@
 //!   (`fills.rs` tells how). A fill is applied once, however often it
 //!   arrives (`book.rs`).
 //! - **Limits** live in the KV bucket [`RISK_LIMITS_BUCKET`], which every
-//!   instance watches: `update_limits` on one instance reaches all of them
-//!   within milliseconds and survives restarts. The configured limits only
-//!   seed an empty bucket.
+//!   instance mirrors ([`aegis_sdk::kv::mirror`]): `update_limits` on one
+//!   instance reaches all of them within milliseconds, within a second of
+//!   the write when a NATS node died, and survives restarts. The
+//!   configured limits only seed an empty bucket.
 //!
 //! The rules themselves are pure functions in [`assess`].
 
@@ -30,12 +31,13 @@ use std::{
 };
 
 use aegis_contracts::trading::{OrderFilled, RISK_SERVICE, RiskAssessed, TradingEvent};
+use aegis_sdk::kv::Mirrored;
 use aegis_sdk::{
     Connection,
     events::Events,
     rpc::{ErrorCode, WireError},
 };
-use async_nats::jetstream::kv::{self, Operation};
+use async_nats::jetstream::kv::Operation;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -355,14 +357,20 @@ pub async fn start(conn: &Connection, opts: RiskOptions) -> Result<Running, Trad
         .entry(LIMITS_KEY)
         .await
         .map_err(|e| store_error(e.into()))?
+        && entry.operation == Operation::Put
     {
-        apply_entry(&risk, entry);
+        apply_stored(&risk, entry.revision, &entry.value);
     }
     let cancel = CancellationToken::new();
-    let watch = crate::kv::spawn_watch(store, LIMITS_KEY.to_owned(), cancel.clone(), {
+    // Not async-nats's ordered consumer: after a NATS node died, that one
+    // left an instance judging by the old limits for up to 4.7 s after an
+    // update (tests/node_loss.rs).
+    aegis_sdk::kv::mirror(conn, RISK_LIMITS_BUCKET, LIMITS_KEY, cancel.clone(), {
         let risk = risk.clone();
-        move |entry| apply_entry(&risk, entry)
-    });
+        move |update| apply_mirrored(&risk, update)
+    })
+    .await
+    .map_err(|e| store_error(e.into()))?;
 
     let (progress, mut seen) = watch::channel(risk.snapshot().1);
     let follower = fills.follow(risk.clone(), replay_from, progress, cancel.clone());
@@ -431,20 +439,35 @@ pub async fn start(conn: &Connection, opts: RiskOptions) -> Result<Running, Trad
     // last positions snapshot.
     Ok(Running::new(
         service,
-        vec![follower, snapshots, watch],
+        vec![follower, snapshots],
         cancel,
         StopOrder::ServiceFirst,
     ))
 }
 
-/// Applies a limits entry from KV; a value that does not decode or validate
-/// (written by hand, say) is ignored rather than trusted.
-fn apply_entry(risk: &Risk, entry: kv::Entry) {
-    if entry.operation != Operation::Put {
-        return;
+/// Applies what the limits' mirror tells. A deleted key leaves the limits
+/// as they were: judging by none would pass every order.
+fn apply_mirrored(risk: &Risk, update: Mirrored) {
+    match update {
+        Mirrored::Loaded { entries, fresh, .. } => {
+            if fresh {
+                // The bucket was created again: its revisions started over.
+                risk.limits.write().unwrap_or_else(|e| e.into_inner()).0 = 0;
+            }
+            for entry in entries {
+                apply_stored(risk, entry.revision, &entry.value);
+            }
+        }
+        Mirrored::Put(entry) => apply_stored(risk, entry.revision, &entry.value),
+        _ => {}
     }
-    match serde_json::from_slice::<RiskLimits>(&entry.value) {
-        Ok(limits) if limits.validate().is_ok() => risk.apply_limits(entry.revision, limits),
-        _ => warn!(revision = entry.revision, "ignoring invalid limits in KV"),
+}
+
+/// Applies the limits stored at `revision`; a value that does not decode or
+/// validate (written by hand, say) is ignored rather than trusted.
+fn apply_stored(risk: &Risk, revision: u64, value: &[u8]) {
+    match serde_json::from_slice::<RiskLimits>(value) {
+        Ok(limits) if limits.validate().is_ok() => risk.apply_limits(revision, limits),
+        _ => warn!(revision, "ignoring invalid limits in KV"),
     }
 }

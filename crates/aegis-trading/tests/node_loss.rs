@@ -1,0 +1,132 @@
+//! A NATS node dies and the services' shared state stays current: on a
+//! 3-node cluster with R3 buckets, what one instance writes reaches the
+//! others within a second of the write, also the ones whose own node died.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use aegis_contracts::trading::RISK_SERVICE;
+use aegis_sdk::{AegisConfig, Connection, rpc::CallOptions};
+use aegis_testkit::{
+    NatsCluster, leaders,
+    wait::{PATIENCE, until_some},
+};
+use aegis_trading::risk::{self, RiskLimits, RiskOptions};
+use serde_json::json;
+
+/// Connects to the nodes at `urls`, with R3 buckets as the showcase runs.
+async fn connect(urls: &[String]) -> Connection {
+    let mut config = AegisConfig::with_servers(urls.join(","));
+    config.nats.replicas = 3;
+    config.nats.request_timeout = Duration::from_secs(3);
+    Connection::connect(config)
+        .await
+        .expect("connect to the cluster")
+}
+
+fn named(id: &str) -> RiskOptions {
+    RiskOptions {
+        instance_id: Some(id.into()),
+        ..Default::default()
+    }
+}
+
+/// The limits `instance` judges by, if it answers.
+async fn limits_of(conn: &Connection, instance: &str) -> Option<RiskLimits> {
+    conn.rpc()
+        .call_instance::<_, RiskLimits>(
+            RISK_SERVICE,
+            instance,
+            "get_limits",
+            &json!(null),
+            &CallOptions::default(),
+        )
+        .await
+        .ok()
+        .map(|reply| reply.value)
+}
+
+/// risk-b's node dies while it leads the limits bucket's stream and the
+/// JetStream meta group, so no write lands until the stream elects a new
+/// leader (4–9 s), and no consumer can be made until the meta group has
+/// one. An operator tightens the limits through risk-a as soon as
+/// the bucket takes writes: risk-b, reconnected to a surviving node, must
+/// judge by them within a second, not go on approving orders by the old
+/// ones while its watch waits to be opened again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_limits_update_reaches_an_instance_whose_node_died_within_a_second() {
+    let mut cluster = NatsCluster::start(3).expect("start a 3-node cluster");
+    cluster
+        .wait_ready(Duration::from_secs(30))
+        .expect("the cluster is ready");
+    let urls = cluster.urls();
+    // risk-b on the node that leads the meta group (it reconnects to the
+    // others, which its server announces, once that node dies).
+    let b_index = cluster
+        .meta_leader()
+        .expect("the cluster has a meta leader");
+    let b_node = cluster.nodes()[b_index].server_name().to_owned();
+    let b_conn = connect(&urls[b_index..=b_index]).await;
+    let elsewhere: Vec<String> = (0..urls.len())
+        .filter(|i| *i != b_index)
+        .map(|i| urls[i].clone())
+        .collect();
+    let a_conn = connect(&elsewhere[..1]).await;
+    let caller = connect(&elsewhere[1..]).await;
+
+    let a = risk::start(&a_conn, named("risk-a")).await.unwrap();
+    let b = risk::start(&b_conn, named("risk-b")).await.unwrap();
+    let before = until_some(PATIENCE, "risk-b answers", || limits_of(&caller, "risk-b")).await;
+    assert_eq!(before, RiskLimits::default());
+    // The worst case: the node leads the bucket's stream and the meta
+    // group, so no write lands and no consumer can be made for seconds.
+    leaders::lead_on(caller.client(), "KV_risk_limits", &b_node).await;
+    assert_eq!(cluster.meta_leader(), Some(b_index), "the meta group moved");
+    eprintln!("killing {b_node}: risk-b's node, leading KV_risk_limits and the meta group");
+    cluster.kill_node(b_index);
+    let killed = Instant::now();
+
+    let quantity = RiskLimits::default().max_order_quantity / 2;
+    let updated = until_some(
+        Duration::from_secs(60),
+        "the update through risk-a lands",
+        || async {
+            caller
+                .rpc()
+                .call_instance::<_, RiskLimits>(
+                    RISK_SERVICE,
+                    "risk-a",
+                    "update_limits",
+                    &json!({ "max_order_quantity": quantity }),
+                    &CallOptions::default(),
+                )
+                .await
+                .ok()
+                .map(|reply| reply.value)
+        },
+    )
+    .await;
+    let written = Instant::now();
+    assert_eq!(updated.max_order_quantity, quantity);
+    while limits_of(&caller, "risk-b").await.as_ref() != Some(&updated) {
+        assert!(
+            written.elapsed() < PATIENCE,
+            "risk-b still judges by {:?} {:?} after the update",
+            limits_of(&caller, "risk-b").await,
+            written.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let shown = written.elapsed();
+    eprintln!(
+        "update written {:?} after the kill; risk-b judged by it {shown:?} later",
+        written - killed
+    );
+    assert!(
+        shown <= Duration::from_secs(1),
+        "risk-b judged by the new limits only {shown:?} after they were written"
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
