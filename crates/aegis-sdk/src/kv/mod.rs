@@ -4,14 +4,17 @@
 //! latest value of each key, then every change as it lands. When the watch
 //! breaks (its server node died, the client reconnected, the bucket's stream
 //! moved its leader) it is opened again with back-off, as often as it takes,
-//! until cancelled. The example services follow their own buckets with it
-//! and the monitor follows the election and definition buckets.
+//! until cancelled. order-service follows its orders with it (too many keys
+//! to read one by one while a watch is down) and the monitor its service
+//! definitions (its live stream tells every revision, and deletions from
+//! purges).
 //!
 //! [`reopening`] is the loop under it, for any stream of items that can be
 //! opened again from where it broke — an ordered consumer over a stream
 //! from a sequence on, say (the risk service follows its fills so).
 //!
-//! [`mirror()`] keeps a reader current with the latest value of every
+//! [`mirror()`] (the monitor's election feed, risk-service's limits) keeps
+//! a reader current with the latest value of every
 //! watched key on the watch the SDK's own registry and election views run
 //! on (idle heartbeats every second, sequence gaps, a bucket created
 //! again, bounded attempts to open it, and the bucket's replicas read while
