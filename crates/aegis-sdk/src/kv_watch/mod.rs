@@ -341,7 +341,7 @@ async fn follow<S: Sink>(store: kv::Store, watch: Watch<S>, mut covered: Option<
         match opened {
             Ok(mut session) => {
                 if failures > 0 {
-                    info!(consumer = %session.consumer, "{description} re-established");
+                    info!(bucket = %store.name, consumer = %session.consumer, "{description} re-established");
                 }
                 failures = 0;
                 broken = false;
@@ -368,7 +368,7 @@ async fn follow<S: Sink>(store: kv::Store, watch: Watch<S>, mut covered: Option<
                     End::Cancelled => return,
                     End::Rescoped => continue,
                     End::Broken(reason) => {
-                        warn!(%reason, "{description} broke; serving the last known view while re-creating it");
+                        warn!(bucket = %store.name, %reason, "{description} broke; serving the last known view while re-creating it");
                         sink.on_broken();
                         broken = true;
                     }
@@ -379,9 +379,9 @@ async fn follow<S: Sink>(store: kv::Store, watch: Watch<S>, mut covered: Option<
                 sink.on_broken();
                 broken = true;
                 if failures == 1 || failures.is_power_of_two() {
-                    warn!(error = %e, attempt = failures, "cannot open the {description}; retrying");
+                    warn!(bucket = %store.name, error = %e, attempt = failures, "cannot open the {description}; retrying");
                 } else {
-                    debug!(error = %e, attempt = failures, "cannot open the {description}; retrying");
+                    debug!(bucket = %store.name, error = %e, attempt = failures, "cannot open the {description}; retrying");
                 }
                 if !watched
                     && covered != Some(current.generation)
