@@ -1,9 +1,11 @@
 //! The table-driven checker behind every name validator.
 //!
 //! Each name kind is a [`Rule`]: a length range in characters, a character
-//! class for the first, middle and last character, and whether `--` is
+//! [`Class`] for the first, middle and last character, and whether `--` is
 //! banned. Hand-written classes keep the crate free of a regex engine and let
-//! errors point at the exact character.
+//! errors point at the exact character. A class is a set of bits looked up
+//! in one table of the ASCII characters, so checking a byte is a load and a
+//! mask.
 
 use super::{NameError, NameKind};
 
@@ -12,24 +14,79 @@ pub(super) struct Rule {
     kind: NameKind,
     min: usize,
     max: usize,
-    start: fn(char) -> bool,
-    body: fn(char) -> bool,
-    end: fn(char) -> bool,
+    start: Class,
+    body: Class,
+    end: Class,
     no_double_hyphen: bool,
+}
+
+/// A set of characters: the kinds of character it holds, as bits of
+/// [`KINDS`]. [`Class::ANY`] holds every character: in the one-pass check,
+/// where every valid name is ASCII, every ASCII one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Class(u8);
+
+const LOWER: u8 = 1;
+const UPPER: u8 = 1 << 1;
+const DIGIT: u8 = 1 << 2;
+const HYPHEN: u8 = 1 << 3;
+const UNDERSCORE: u8 = 1 << 4;
+/// Set for every ASCII character, so [`Class::ANY`] holds them all.
+const ASCII: u8 = 1 << 5;
+
+/// The kind bits of every byte; a byte of a character beyond ASCII has
+/// none, so no class holds it in the one-pass check.
+static KINDS: [u8; 256] = {
+    let mut kinds = [0u8; 256];
+    let mut b = 0;
+    while b < 128 {
+        kinds[b] = ASCII
+            | match b as u8 {
+                b'a'..=b'z' => LOWER,
+                b'A'..=b'Z' => UPPER,
+                b'0'..=b'9' => DIGIT,
+                b'-' => HYPHEN,
+                b'_' => UNDERSCORE,
+                _ => 0,
+            };
+        b += 1;
+    }
+    kinds
+};
+
+impl Class {
+    const ANY: Class = Class(ASCII);
+    const LOWER_ALPHA: Class = Class(LOWER);
+    const LOWER_ALNUM: Class = Class(LOWER | DIGIT);
+    const LOWER_ALNUM_HYPHEN: Class = Class(LOWER | DIGIT | HYPHEN);
+    const LOWER_ALNUM_UNDERSCORE_HYPHEN: Class = Class(LOWER | DIGIT | UNDERSCORE | HYPHEN);
+    const ALPHA: Class = Class(LOWER | UPPER);
+    const ALNUM: Class = Class(LOWER | UPPER | DIGIT);
+    const ALNUM_UNDERSCORE: Class = Class(LOWER | UPPER | DIGIT | UNDERSCORE);
+    const ALNUM_UNDERSCORE_HYPHEN: Class = Class(LOWER | UPPER | DIGIT | UNDERSCORE | HYPHEN);
+
+    /// Whether the class holds byte `b` as a character of its own: never
+    /// a byte of a character beyond ASCII.
+    #[inline(always)]
+    fn holds_byte(self, b: u8) -> bool {
+        KINDS[usize::from(b)] & self.0 != 0
+    }
+
+    /// Whether the class holds `c`.
+    fn holds(self, c: char) -> bool {
+        self == Class::ANY || (c.is_ascii() && self.holds_byte(c as u8))
+    }
 }
 
 impl Rule {
     /// Checks `s` against the rule.
     ///
     /// Every valid name is ASCII, so a valid one is accepted in one pass
-    /// over its bytes, with the rule's classes inlined (names are checked
-    /// on every call, at some 0.2 µs a call before this pass); anything
-    /// else goes through [`explain`](Self::explain), which names the fault.
-    /// The pass is always inlined, and the validators are `#[inline]`, so a
-    /// caller in another crate checks against the constant rule directly:
-    /// the classes become inline tests rather than a call through a
-    /// function pointer per byte (a service and a method name: 70 to 80 ns
-    /// before, 30 to 40 after, in a throwaway loop; see docs/performance.md).
+    /// over its bytes, a table lookup per byte (names are checked on every
+    /// call); anything else goes through [`explain`](Self::explain), which
+    /// names the fault. Classes were functions called through a pointer
+    /// per byte before: 528 instructions a call to check a call's names
+    /// then, counted by callgrind in `bench rpc` (docs/performance.md).
     #[inline]
     pub(super) fn check(&self, s: &str) -> Result<(), NameError> {
         if self.accepts(s.as_bytes()) {
@@ -44,17 +101,29 @@ impl Rule {
     /// a class, so non-ASCII names are refused here and explained there).
     #[inline(always)]
     fn accepts(&self, bytes: &[u8]) -> bool {
-        let (Some(&first), Some(&last)) = (bytes.first(), bytes.last()) else {
+        let (Some((&first, rest)), Some(&last)) = (bytes.split_first(), bytes.last()) else {
             return false;
         };
-        if bytes.len() < self.min || bytes.len() > self.max || !bytes.is_ascii() {
+        if bytes.len() < self.min || bytes.len() > self.max {
             return false;
         }
-        if !(self.start)(char::from(first)) || (bytes.len() > 1 && !(self.end)(char::from(last))) {
+        if !self.start.holds_byte(first) || (!rest.is_empty() && !self.end.holds_byte(last)) {
             return false;
         }
-        let body_ok = bytes[1..].iter().all(|&b| (self.body)(char::from(b)));
-        body_ok && !(self.no_double_hyphen && bytes.windows(2).any(|w| w == b"--"))
+        let mut hyphen_before = false;
+        for &b in rest {
+            let kinds = KINDS[usize::from(b)];
+            if kinds & self.body.0 == 0 {
+                return false;
+            }
+            let hyphen = kinds & HYPHEN != 0;
+            if self.no_double_hyphen && hyphen && hyphen_before {
+                return false;
+            }
+            hyphen_before = hyphen;
+        }
+        // The first character is no hyphen in any rule that bans `--`.
+        true
     }
 
     /// The fault in a name [`accepts`](Self::accepts) refused, in characters.
@@ -81,10 +150,10 @@ impl Rule {
         let mut prev = None;
         for (position, ch) in s.chars().enumerate() {
             if position == 0 {
-                if !(self.start)(ch) {
+                if !self.start.holds(ch) {
                     return Err(NameError::InvalidStart { kind, ch });
                 }
-            } else if !(self.body)(ch) {
+            } else if !self.body.holds(ch) {
                 return Err(NameError::InvalidChar { kind, ch, position });
             }
             if self.no_double_hyphen && ch == '-' && prev == Some('-') {
@@ -94,7 +163,7 @@ impl Rule {
         }
         if let Some(ch) = prev
             && len > 1
-            && !(self.end)(ch)
+            && !self.end.holds(ch)
         {
             return Err(NameError::InvalidEnd { kind, ch });
         }
@@ -102,49 +171,13 @@ impl Rule {
     }
 }
 
-fn lower_alpha(c: char) -> bool {
-    c.is_ascii_lowercase()
-}
-
-fn lower_alnum(c: char) -> bool {
-    c.is_ascii_lowercase() || c.is_ascii_digit()
-}
-
-fn lower_alnum_hyphen(c: char) -> bool {
-    lower_alnum(c) || c == '-'
-}
-
-fn lower_alnum_underscore_hyphen(c: char) -> bool {
-    lower_alnum(c) || c == '_' || c == '-'
-}
-
-fn alpha(c: char) -> bool {
-    c.is_ascii_alphabetic()
-}
-
-fn alnum(c: char) -> bool {
-    c.is_ascii_alphanumeric()
-}
-
-fn alnum_underscore(c: char) -> bool {
-    alnum(c) || c == '_'
-}
-
-fn alnum_underscore_hyphen(c: char) -> bool {
-    alnum(c) || c == '_' || c == '-'
-}
-
-fn any(_: char) -> bool {
-    true
-}
-
 pub(super) const SERVICE: Rule = Rule {
     kind: NameKind::Service,
     min: 3,
     max: 64,
-    start: lower_alpha,
-    body: lower_alnum_hyphen,
-    end: lower_alnum,
+    start: Class::LOWER_ALPHA,
+    body: Class::LOWER_ALNUM_HYPHEN,
+    end: Class::LOWER_ALNUM,
     no_double_hyphen: true,
 };
 
@@ -152,9 +185,9 @@ pub(super) const INSTANCE: Rule = Rule {
     kind: NameKind::Instance,
     min: 1,
     max: 128,
-    start: alnum,
-    body: alnum_underscore_hyphen,
-    end: any,
+    start: Class::ALNUM,
+    body: Class::ALNUM_UNDERSCORE_HYPHEN,
+    end: Class::ANY,
     no_double_hyphen: false,
 };
 
@@ -162,9 +195,9 @@ pub(super) const METHOD: Rule = Rule {
     kind: NameKind::Method,
     min: 1,
     max: 128,
-    start: alpha,
-    body: alnum_underscore,
-    end: any,
+    start: Class::ALPHA,
+    body: Class::ALNUM_UNDERSCORE,
+    end: Class::ANY,
     no_double_hyphen: false,
 };
 
@@ -178,9 +211,9 @@ pub(super) const DOMAIN: Rule = Rule {
     kind: NameKind::Domain,
     min: 1,
     max: 64,
-    start: lower_alpha,
-    body: lower_alnum_underscore_hyphen,
-    end: any,
+    start: Class::LOWER_ALPHA,
+    body: Class::LOWER_ALNUM_UNDERSCORE_HYPHEN,
+    end: Class::ANY,
     no_double_hyphen: false,
 };
 
