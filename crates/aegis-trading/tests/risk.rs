@@ -271,6 +271,69 @@ async fn limit_updates_are_validated_and_reach_every_instance() {
     b.shutdown().await.unwrap();
 }
 
+/// The limits bucket deleted and created again (by hand, or restored from
+/// a backup): its revisions start over below the ones an instance has
+/// seen, yet the instance must judge by what the new bucket holds, not
+/// keep the old limits because their revision was higher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_in_a_bucket_created_again_replace_the_old_ones() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let a = risk::start(&conn, named("risk-a")).await.unwrap();
+    let rpc = conn.rpc();
+    let limits = || async {
+        rpc.call_instance::<_, RiskLimits>(
+            RISK_SERVICE,
+            "risk-a",
+            "get_limits",
+            &json!(null),
+            &CallOptions::default(),
+        )
+        .await
+        .unwrap()
+        .value
+    };
+    // Three updates: the old bucket's last revision is above the new one's.
+    for quantity in [900, 800, 700] {
+        rpc.call_instance::<_, RiskLimits>(
+            RISK_SERVICE,
+            "risk-a",
+            "update_limits",
+            &json!({ "max_order_quantity": quantity }),
+            &CallOptions::default(),
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(limits().await.max_order_quantity, 700);
+
+    let js = conn.jetstream();
+    js.delete_key_value(risk::RISK_LIMITS_BUCKET).await.unwrap();
+    let bucket = js
+        .create_key_value(async_nats::jetstream::kv::Config {
+            bucket: risk::RISK_LIMITS_BUCKET.to_owned(),
+            history: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let restored = RiskLimits {
+        max_order_quantity: 55,
+        ..RiskLimits::default()
+    };
+    bucket
+        .put("limits", serde_json::to_vec(&restored).unwrap().into())
+        .await
+        .unwrap();
+    eventually(
+        PATIENCE,
+        "risk-a judges by the limits of the bucket created again",
+        || async { limits().await == restored },
+    )
+    .await;
+    a.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_instance_builds_positions_from_fills_once_each() {
     let nats = server();
