@@ -90,7 +90,7 @@ impl NatsServerBuilder {
         self
     }
 
-    /// Uses this binary instead of [`nats_server_binary`](crate::nats_server_binary).
+    /// Uses this binary instead of [`nats_server_binary`].
     ///
     /// # Examples
     ///
