@@ -31,10 +31,10 @@ use std::{
 };
 
 use aegis_contracts::trading::{OrderFilled, RISK_SERVICE, RiskAssessed, TradingEvent};
-use aegis_sdk::kv::Mirrored;
 use aegis_sdk::{
     Connection,
     events::Events,
+    kv::Mirrored,
     rpc::{ErrorCode, WireError},
 };
 use async_nats::jetstream::kv::Operation;
