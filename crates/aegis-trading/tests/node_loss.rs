@@ -127,6 +127,10 @@ async fn a_limits_update_reaches_an_instance_whose_node_died_within_a_second() {
         shown <= Duration::from_secs(1),
         "risk-b judged by the new limits only {shown:?} after they were written"
     );
-    a.shutdown().await.unwrap();
-    b.shutdown().await.unwrap();
+    // Not unwrapped: the registry's stream may still be electing a leader
+    // (its node was killed too), and then a deregistration is refused,
+    // "stream not found", and the record expires instead (seen in one run
+    // of ten).
+    let _ = a.shutdown().await;
+    let _ = b.shutdown().await;
 }
