@@ -6,46 +6,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use aegis_contracts::trading::RISK_SERVICE;
-use aegis_sdk::{AegisConfig, Connection, rpc::CallOptions};
-use aegis_testkit::{
-    NatsCluster, leaders,
-    wait::{PATIENCE, until_some},
-};
-use aegis_trading::risk::{self, RiskLimits, RiskOptions};
+use aegis_testkit::{NatsCluster, leaders, wait::until_some};
+use aegis_trading::risk::{self, RiskLimits};
+use common::{PATIENCE, connect_nodes, eventually, limits_of, risk_options, update_limits};
 use serde_json::json;
-
-/// Connects to the nodes at `urls`, with R3 buckets as the showcase runs.
-async fn connect(urls: &[String]) -> Connection {
-    let mut config = AegisConfig::with_servers(urls.join(","));
-    config.nats.replicas = 3;
-    config.nats.request_timeout = Duration::from_secs(3);
-    Connection::connect(config)
-        .await
-        .expect("connect to the cluster")
-}
-
-fn named(id: &str) -> RiskOptions {
-    RiskOptions {
-        instance_id: Some(id.into()),
-        ..Default::default()
-    }
-}
-
-/// The limits `instance` judges by, if it answers.
-async fn limits_of(conn: &Connection, instance: &str) -> Option<RiskLimits> {
-    conn.rpc()
-        .call_instance::<_, RiskLimits>(
-            RISK_SERVICE,
-            instance,
-            "get_limits",
-            &json!(null),
-            &CallOptions::default(),
-        )
-        .await
-        .ok()
-        .map(|reply| reply.value)
-}
 
 /// risk-b's node dies while it leads the limits bucket's stream and the
 /// JetStream meta group, so no write lands until the stream elects a new
@@ -67,17 +31,20 @@ async fn a_limits_update_reaches_an_instance_whose_node_died_within_a_second() {
         .meta_leader()
         .expect("the cluster has a meta leader");
     let b_node = cluster.nodes()[b_index].server_name().to_owned();
-    let b_conn = connect(&urls[b_index..=b_index]).await;
+    let b_conn = connect_nodes(&urls[b_index..=b_index]).await;
     let elsewhere: Vec<String> = (0..urls.len())
         .filter(|i| *i != b_index)
         .map(|i| urls[i].clone())
         .collect();
-    let a_conn = connect(&elsewhere[..1]).await;
-    let caller = connect(&elsewhere[1..]).await;
+    let a_conn = connect_nodes(&elsewhere[..1]).await;
+    let caller = connect_nodes(&elsewhere[1..]).await;
 
-    let a = risk::start(&a_conn, named("risk-a")).await.unwrap();
-    let b = risk::start(&b_conn, named("risk-b")).await.unwrap();
-    let before = until_some(PATIENCE, "risk-b answers", || limits_of(&caller, "risk-b")).await;
+    let a = risk::start(&a_conn, risk_options("risk-a")).await.unwrap();
+    let b = risk::start(&b_conn, risk_options("risk-b")).await.unwrap();
+    let before = until_some(PATIENCE, "risk-b answers", || async {
+        limits_of(&caller, "risk-b").await.ok()
+    })
+    .await;
     assert_eq!(before, RiskLimits::default());
     // The worst case: the node leads the bucket's stream and the meta
     // group, so no write lands and no consumer can be made for seconds.
@@ -92,32 +59,22 @@ async fn a_limits_update_reaches_an_instance_whose_node_died_within_a_second() {
         Duration::from_secs(60),
         "the update through risk-a lands",
         || async {
-            caller
-                .rpc()
-                .call_instance::<_, RiskLimits>(
-                    RISK_SERVICE,
-                    "risk-a",
-                    "update_limits",
-                    &json!({ "max_order_quantity": quantity }),
-                    &CallOptions::default(),
-                )
-                .await
-                .ok()
-                .map(|reply| reply.value)
+            update_limits(
+                &caller,
+                "risk-a",
+                &json!({ "max_order_quantity": quantity }),
+            )
+            .await
+            .ok()
         },
     )
     .await;
     let written = Instant::now();
     assert_eq!(updated.max_order_quantity, quantity);
-    while limits_of(&caller, "risk-b").await.as_ref() != Some(&updated) {
-        assert!(
-            written.elapsed() < PATIENCE,
-            "risk-b still judges by {:?} {:?} after the update",
-            limits_of(&caller, "risk-b").await,
-            written.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(PATIENCE, "risk-b judges by the new limits", || async {
+        limits_of(&caller, "risk-b").await.ok().as_ref() == Some(&updated)
+    })
+    .await;
     let shown = written.elapsed();
     eprintln!(
         "update written {:?} after the kill; risk-b judged by it {shown:?} later",

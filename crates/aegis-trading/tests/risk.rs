@@ -12,7 +12,9 @@ use aegis_sdk::rpc::{CallOptions, ErrorCode};
 use aegis_trading::risk::{
     self, AssessRisk, OrderToAssess, Positions, RiskAssessment, RiskLimits, RiskOptions,
 };
-use common::{PATIENCE, Recorder, code, connect, eventually, server};
+use common::{
+    PATIENCE, Recorder, code, connect, eventually, limits_of, risk_options, server, update_limits,
+};
 use serde_json::{Value, json};
 
 fn order(symbol: &str, side: Side, quantity: i64, price: f64) -> AssessRisk {
@@ -24,13 +26,6 @@ fn order(symbol: &str, side: Side, quantity: i64, price: f64) -> AssessRisk {
             quantity,
             price,
         },
-    }
-}
-
-fn named(id: &str) -> RiskOptions {
-    RiskOptions {
-        instance_id: Some(id.into()),
-        ..Default::default()
     }
 }
 
@@ -48,7 +43,7 @@ async fn orders_within_limits_pass_and_others_are_rejected_with_reasons() {
                 allowed_symbols: vec!["AAPL".into(), "MSFT".into()],
                 ..Default::default()
             },
-            ..named("risk-a")
+            ..risk_options("risk-a")
         },
     )
     .await
@@ -150,7 +145,7 @@ async fn an_assessment_named_after_an_order_is_recorded_once() {
     let conn = connect(&nats.url()).await;
     let assessed =
         Recorder::<RiskAssessed>::start(&conn, "risk-tests", &RiskAssessed::pattern()).await;
-    let svc = risk::start(&conn, named("risk-a")).await.unwrap();
+    let svc = risk::start(&conn, risk_options("risk-a")).await.unwrap();
     let mut req = order("MSFT", Side::Buy, 10, 420.0);
     req.order.order_id = Some("ord-1".into());
     for _ in 0..2 {
@@ -187,25 +182,13 @@ async fn an_assessment_named_after_an_order_is_recorded_once() {
 async fn limit_updates_are_validated_and_reach_every_instance() {
     let nats = server();
     let conn = connect(&nats.url()).await;
-    let a = risk::start(&conn, named("risk-a")).await.unwrap();
-    let b = risk::start(&conn, named("risk-b")).await.unwrap();
+    let a = risk::start(&conn, risk_options("risk-a")).await.unwrap();
+    let b = risk::start(&conn, risk_options("risk-b")).await.unwrap();
     let rpc = conn.rpc();
-    let limits_of = |instance: &'static str| {
-        let rpc = rpc.clone();
-        async move {
-            rpc.call_instance::<_, RiskLimits>(
-                RISK_SERVICE,
-                instance,
-                "get_limits",
-                &json!(null),
-                &CallOptions::default(),
-            )
-            .await
-            .unwrap()
-            .value
-        }
-    };
-    assert_eq!(limits_of("risk-b").await, RiskLimits::default());
+    assert_eq!(
+        limits_of(&conn, "risk-b").await.unwrap(),
+        RiskLimits::default()
+    );
 
     for bad in [
         json!({"max_order_notional": -1}),
@@ -222,22 +205,18 @@ async fn limit_updates_are_validated_and_reach_every_instance() {
         assert_eq!(code(result), ErrorCode::InvalidRequest, "{bad}");
     }
     assert_eq!(
-        limits_of("risk-a").await,
+        limits_of(&conn, "risk-a").await.unwrap(),
         RiskLimits::default(),
         "nothing changed"
     );
 
-    let updated: RiskLimits = rpc
-        .call_instance::<_, RiskLimits>(
-            RISK_SERVICE,
-            "risk-a",
-            "update_limits",
-            &json!({"max_order_notional": 5000.0, "allowed_symbols": ["AAPL"]}),
-            &CallOptions::default(),
-        )
-        .await
-        .unwrap()
-        .value;
+    let updated = update_limits(
+        &conn,
+        "risk-a",
+        &json!({"max_order_notional": 5000.0, "allowed_symbols": ["AAPL"]}),
+    )
+    .await
+    .unwrap();
     assert_eq!(updated.max_order_notional, 5000.0);
     assert_eq!(updated.allowed_symbols, ["AAPL"]);
     assert_eq!(
@@ -247,7 +226,7 @@ async fn limit_updates_are_validated_and_reach_every_instance() {
 
     // The other instance judges by the new limits too, once its watch delivers.
     eventually(PATIENCE, "risk-b sees the new limits", || async {
-        limits_of("risk-b").await == updated
+        limits_of(&conn, "risk-b").await.unwrap() == updated
     })
     .await;
     let verdict = rpc
@@ -265,8 +244,8 @@ async fn limit_updates_are_validated_and_reach_every_instance() {
 
     // A restarted instance keeps the stored limits, not its configured ones.
     a.shutdown().await.unwrap();
-    let a = risk::start(&conn, named("risk-a")).await.unwrap();
-    assert_eq!(limits_of("risk-a").await, updated);
+    let a = risk::start(&conn, risk_options("risk-a")).await.unwrap();
+    assert_eq!(limits_of(&conn, "risk-a").await.unwrap(), updated);
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
@@ -279,33 +258,17 @@ async fn limit_updates_are_validated_and_reach_every_instance() {
 async fn limits_in_a_bucket_created_again_replace_the_old_ones() {
     let nats = server();
     let conn = connect(&nats.url()).await;
-    let a = risk::start(&conn, named("risk-a")).await.unwrap();
-    let rpc = conn.rpc();
-    let limits = || async {
-        rpc.call_instance::<_, RiskLimits>(
-            RISK_SERVICE,
-            "risk-a",
-            "get_limits",
-            &json!(null),
-            &CallOptions::default(),
-        )
-        .await
-        .unwrap()
-        .value
-    };
+    let a = risk::start(&conn, risk_options("risk-a")).await.unwrap();
     // Three updates: the old bucket's last revision is above the new one's.
     for quantity in [900, 800, 700] {
-        rpc.call_instance::<_, RiskLimits>(
-            RISK_SERVICE,
-            "risk-a",
-            "update_limits",
-            &json!({ "max_order_quantity": quantity }),
-            &CallOptions::default(),
-        )
-        .await
-        .unwrap();
+        update_limits(&conn, "risk-a", &json!({ "max_order_quantity": quantity }))
+            .await
+            .unwrap();
     }
-    assert_eq!(limits().await.max_order_quantity, 700);
+    assert_eq!(
+        limits_of(&conn, "risk-a").await.unwrap().max_order_quantity,
+        700
+    );
 
     let js = conn.jetstream();
     js.delete_key_value(risk::RISK_LIMITS_BUCKET).await.unwrap();
@@ -328,7 +291,7 @@ async fn limits_in_a_bucket_created_again_replace_the_old_ones() {
     eventually(
         PATIENCE,
         "risk-a judges by the limits of the bucket created again",
-        || async { limits().await == restored },
+        || async { limits_of(&conn, "risk-a").await.unwrap() == restored },
     )
     .await;
     a.shutdown().await.unwrap();
@@ -360,8 +323,8 @@ async fn every_instance_builds_positions_from_fills_once_each() {
     // A fill before the instances start: replayed from the stream.
     conn.events().ensure_stream().await.unwrap();
     publish(fill("o1", "AAPL", Side::Buy, 100), "f1").await;
-    let a = risk::start(&conn, named("risk-a")).await.unwrap();
-    let b = risk::start(&conn, named("risk-b")).await.unwrap();
+    let a = risk::start(&conn, risk_options("risk-a")).await.unwrap();
+    let b = risk::start(&conn, risk_options("risk-b")).await.unwrap();
     publish(fill("o2", "AAPL", Side::Sell, 30), "f2").await;
     publish(fill("o3", "TSLA", Side::Sell, 5), "f3").await;
     // The same fill again under another event id (a republish after the
@@ -494,7 +457,7 @@ async fn positions_after(conn: &aegis_sdk::Connection, instance: &str, sequence:
 async fn positions_survive_a_restart_under_the_same_id() {
     let nats = server();
     let conn = connect(&nats.url()).await;
-    let risk_1 = risk::start(&conn, named("risk-1")).await.unwrap();
+    let risk_1 = risk::start(&conn, risk_options("risk-1")).await.unwrap();
     let seq = publish_fill(&conn, &fill("o1", "AAPL", Side::Buy, 100)).await;
     assert_eq!(
         positions_after(&conn, "risk-1", seq).await.positions["AAPL"],
@@ -504,14 +467,14 @@ async fn positions_survive_a_restart_under_the_same_id() {
     // Stopped and started again with the same id, as a supervisor or
     // Kubernetes does.
     risk_1.shutdown().await.unwrap();
-    let risk_1 = risk::start(&conn, named("risk-1")).await.unwrap();
+    let risk_1 = risk::start(&conn, risk_options("risk-1")).await.unwrap();
     let seq = publish_fill(&conn, &fill("o2", "AAPL", Side::Buy, 1)).await;
     let positions = positions_after(&conn, "risk-1", seq).await;
     assert_eq!(positions.positions["AAPL"], 101, "{positions:?}");
 
     // Crashed (no shutdown) and started again.
     drop(risk_1);
-    let risk_1 = risk::start(&conn, named("risk-1")).await.unwrap();
+    let risk_1 = risk::start(&conn, risk_options("risk-1")).await.unwrap();
     let seq = publish_fill(&conn, &fill("o3", "AAPL", Side::Buy, 1)).await;
     let positions = positions_after(&conn, "risk-1", seq).await;
     assert_eq!(positions.positions["AAPL"], 102, "{positions:?}");
@@ -522,7 +485,7 @@ async fn positions_survive_a_restart_under_the_same_id() {
 async fn positions_outlive_the_retention_of_the_fills() {
     let nats = server();
     let conn = connect(&nats.url()).await;
-    let risk_1 = risk::start(&conn, named("risk-1")).await.unwrap();
+    let risk_1 = risk::start(&conn, risk_options("risk-1")).await.unwrap();
     publish_fill(&conn, &fill("o1", "AAPL", Side::Buy, 100)).await;
     let seq = publish_fill(&conn, &fill("o2", "TSLA", Side::Sell, 5)).await;
     positions_after(&conn, "risk-1", seq).await;
@@ -535,7 +498,7 @@ async fn positions_outlive_the_retention_of_the_fills() {
 
     // A new instance, and the old one restarted, still hold them.
     for instance in ["risk-2", "risk-1"] {
-        let risk = risk::start(&conn, named(instance)).await.unwrap();
+        let risk = risk::start(&conn, risk_options(instance)).await.unwrap();
         let positions = positions_after(&conn, instance, seq).await;
         assert_eq!(
             positions.positions.get("AAPL"),
@@ -549,7 +512,7 @@ async fn positions_outlive_the_retention_of_the_fills() {
         );
         risk.shutdown().await.unwrap();
     }
-    let risk = risk::start(&conn, named("risk-1")).await.unwrap();
+    let risk = risk::start(&conn, risk_options("risk-1")).await.unwrap();
     let seq = publish_fill(&conn, &fill("o3", "AAPL", Side::Buy, 1)).await;
     let positions = positions_after(&conn, "risk-1", seq).await;
     assert_eq!(positions.positions["AAPL"], 101, "{positions:?}");

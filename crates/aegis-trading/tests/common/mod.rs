@@ -8,10 +8,11 @@ use std::{
     time::Duration,
 };
 
+use aegis_contracts::trading::RISK_SERVICE;
 use aegis_sdk::{
     AegisConfig, Connection,
     events::{DeliveryMode, Event, EventSubscription},
-    rpc::{ErrorCode, RpcError},
+    rpc::{CallOptions, ErrorCode, RpcError},
 };
 use aegis_testkit::{NatsCluster, NatsServer, wait::until_some};
 use serde::de::DeserializeOwned;
@@ -41,13 +42,64 @@ pub fn cluster() -> NatsCluster {
 /// Connects the SDK to every node of `cluster`, with buckets and streams
 /// replicated three times, as the showcase runs.
 pub async fn connect_cluster(cluster: &NatsCluster) -> Connection {
+    connect_nodes(&cluster.urls()).await
+}
+
+/// Connects the SDK to the cluster's nodes at `urls` (it learns of the
+/// others from them), with buckets and streams replicated three times.
+pub async fn connect_nodes(urls: &[String]) -> Connection {
     let mut config = AegisConfig::default();
-    config.nats.servers = cluster.urls();
+    config.nats.servers = urls.to_vec();
     config.nats.replicas = 3;
     config.nats.request_timeout = Duration::from_secs(5);
     Connection::connect(config)
         .await
         .expect("connect to the cluster")
+}
+
+/// risk-service's options with the instance id `id`.
+pub fn risk_options(id: &str) -> aegis_trading::risk::RiskOptions {
+    aegis_trading::risk::RiskOptions {
+        instance_id: Some(id.into()),
+        ..Default::default()
+    }
+}
+
+/// The limits risk-service's instance `instance` judges by.
+pub async fn limits_of(
+    conn: &Connection,
+    instance: &str,
+) -> Result<aegis_trading::risk::RiskLimits, RpcError> {
+    limits_call(conn, instance, "get_limits", &Value::Null).await
+}
+
+/// Changes the limits through risk-service's instance `instance` by
+/// `patch`; the limits it stored.
+pub async fn update_limits(
+    conn: &Connection,
+    instance: &str,
+    patch: &Value,
+) -> Result<aegis_trading::risk::RiskLimits, RpcError> {
+    limits_call(conn, instance, "update_limits", patch).await
+}
+
+async fn limits_call(
+    conn: &Connection,
+    instance: &str,
+    method: &str,
+    body: &Value,
+) -> Result<aegis_trading::risk::RiskLimits, RpcError> {
+    let reply = conn
+        .rpc()
+        .call_instance(
+            RISK_SERVICE,
+            instance,
+            method,
+            body,
+            &CallOptions::default(),
+        )
+        .await?;
+    Ok(reply.value)
 }
 
 /// The error code of a failed call (panics on success).
