@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use aegis_sdk::kv::{Mirrored, mirror};
+use aegis_sdk::kv::{Mirrored, Removal, mirror};
 use async_nats::jetstream::kv;
 use common::{connect, server};
 use tokio::sync::mpsc;
@@ -52,6 +52,8 @@ async fn loads_then_hands_over_writes_and_removals() {
         entries,
         fresh,
         snapshot,
+        through,
+        ..
     } = next(&mut rx).await
     else {
         panic!("a load first");
@@ -62,6 +64,8 @@ async fn loads_then_hands_over_writes_and_removals() {
         .map(|e| (e.key.as_str(), e.revision, e.value.as_ref()))
         .collect();
     assert_eq!(loaded, vec![("a.1", a1, b"new".as_slice())]);
+    // b.1, a.2 and a.2's delete marker came after a.1's last write.
+    assert_eq!(through, a1 + 3, "the load covers a.2's removal");
 
     let a3 = store.put("a.3", "x".into()).await.unwrap();
     store.put("b.2", "out of scope".into()).await.unwrap();
@@ -71,8 +75,8 @@ async fn loads_then_hands_over_writes_and_removals() {
     }
     store.delete("a.1").await.unwrap();
     match next(&mut rx).await {
-        Mirrored::Removed { key, revision } => {
-            assert_eq!(key, "a.1");
+        Mirrored::Removed { key, revision, how } => {
+            assert_eq!((key.as_str(), how), ("a.1", Removal::Deleted));
             assert!(revision > a3, "the marker's revision: {revision}");
         }
         other => panic!("expected a.1 removed, got {other:?}"),

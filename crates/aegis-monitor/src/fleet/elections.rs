@@ -126,7 +126,7 @@ impl Changes {
                     .into_iter()
                     .collect()
             }
-            Mirrored::Removed { key, revision } => {
+            Mirrored::Removed { key, revision, .. } => {
                 self.known.remove(&key);
                 change_of(&key, None, revision)
                     .map(Some)
@@ -186,7 +186,7 @@ pub(crate) async fn follow(
 
 #[cfg(test)]
 mod tests {
-    use aegis_sdk::kv::MirroredEntry;
+    use aegis_sdk::kv::{MirroredEntry, Removal};
 
     use super::*;
 
@@ -235,12 +235,14 @@ mod tests {
             entries: vec![put(KEY, "order-1", 4), put(OTHER, "risk-1", 5)],
             fresh: false,
             snapshot: false,
+            through: 5,
         });
         assert_eq!(told(&first).len(), 2);
         let again = changes.of(Mirrored::Loaded {
             entries: vec![put(KEY, "order-2", 9)],
             fresh: false,
             snapshot: false,
+            through: 9,
         });
         assert_eq!(
             told(&again),
@@ -252,6 +254,7 @@ mod tests {
         let removed = changes.of(Mirrored::Removed {
             key: KEY.into(),
             revision: 11,
+            how: Removal::Deleted,
         });
         assert_eq!(told(&removed), vec![("order-service".into(), 11, None)]);
         // Nothing known is left to be told removed.
@@ -259,6 +262,7 @@ mod tests {
             entries: vec![],
             fresh: false,
             snapshot: false,
+            through: 11,
         });
         assert!(empty.is_empty(), "{empty:?}");
     }
@@ -273,11 +277,13 @@ mod tests {
             entries: vec![put(KEY, "order-1", 40), put(OTHER, "risk-1", 41)],
             fresh: false,
             snapshot: false,
+            through: 41,
         });
         let fresh = changes.of(Mirrored::Loaded {
             entries: vec![put(KEY, "order-2", 2)],
             fresh: true,
             snapshot: false,
+            through: 2,
         });
         assert_eq!(fresh.first(), Some(&LeaderEvent::Reset));
         assert_eq!(

@@ -130,7 +130,7 @@ fn holder(entry: &KvEntry) -> Option<Holder> {
 impl Sink for Leaders {
     fn on_session(&self, _consumer: String) {}
 
-    fn on_load(&self, entries: Vec<KvEntry>, fresh: bool) {
+    fn on_load(&self, entries: Vec<KvEntry>, fresh: bool, _through: u64) {
         {
             let mut groups = self.groups();
             groups.holders.clear();
@@ -314,7 +314,7 @@ mod tests {
         let view = Leaders::new();
         let mut changes = view.subscribe();
         // The first write carries epoch 0: its revision is the epoch.
-        view.on_load(vec![entry(KEY, "order-1", 0, 40)], false);
+        view.on_load(vec![entry(KEY, "order-1", 0, 40)], false, 40);
         assert_eq!(
             view.leader("order-service", "default"),
             Some(Holder {
@@ -333,9 +333,9 @@ mod tests {
         assert_eq!(view.highest_epoch("order-service", "default"), Some(57));
         assert!(changes.has_changed().unwrap());
         // A reconnect to the same bucket keeps it; a new bucket does not.
-        view.on_load(vec![entry(KEY, "order-3", 0, 3)], false);
+        view.on_load(vec![entry(KEY, "order-3", 0, 3)], false, 3);
         assert_eq!(view.highest_epoch("order-service", "default"), Some(57));
-        view.on_load(vec![entry(KEY, "order-3", 0, 3)], true);
+        view.on_load(vec![entry(KEY, "order-3", 0, 3)], true, 3);
         assert_eq!(view.highest_epoch("order-service", "default"), Some(3));
         // Values that are not leader records, or keys outside the layout,
         // are no leaders.
@@ -354,7 +354,7 @@ mod tests {
     fn a_refresh_takes_only_a_newer_term() {
         const RESIGNED: &str = "sticky-active.risk-service.default";
         let view = Leaders::new();
-        view.on_load(vec![entry(KEY, "order-1", 40, 45)], false);
+        view.on_load(vec![entry(KEY, "order-1", 40, 45)], false, 45);
         // The load read up to 50 (RESIGNED's holder resigned at 50): the
         // floor the watch judges refreshes by.
         let floor = 50;

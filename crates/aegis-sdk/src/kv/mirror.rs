@@ -78,6 +78,10 @@ pub enum Mirrored {
         /// (JetStream electing leaders after a node died): a replica may be
         /// a few writes behind. A watch's own load follows once it opens.
         snapshot: bool,
+        /// The highest revision the load covers, removal markers included
+        /// (0 for an empty bucket): a write at or below it is in
+        /// `entries`, or was replaced or removed before the load.
+        through: u64,
     },
     /// A key was written: seen on the watch, or, while the watch is broken,
     /// read from the bucket's replicas (only what is newer than what the
@@ -90,6 +94,8 @@ pub enum Mirrored {
         key: String,
         /// The marker's revision.
         revision: u64,
+        /// How the key left the bucket.
+        how: Removal,
     },
     /// The watch broke: what was handed over stands, perhaps behind, until
     /// the next [`Mirrored::Loaded`].
@@ -192,9 +198,10 @@ struct Reader<F> {
 
 struct State<F> {
     apply: F,
-    /// A load handed over and not yet told: a watch's load is told once it
-    /// is complete (`on_synced`), a snapshot once marked as one.
-    loading: Option<(Vec<KvEntry>, bool)>,
+    /// A load handed over and not yet told (entries, fresh, through): a
+    /// watch's load is told once it is complete (`on_synced`), a snapshot
+    /// once marked as one.
+    loading: Option<(Vec<KvEntry>, bool, u64)>,
     /// Told [`Mirrored::Broken`] since the last load: told once per break.
     broken: bool,
     /// The revision of every key the reader was told of (a removal's is
@@ -227,7 +234,7 @@ impl<F: FnMut(Mirrored)> Reader<F> {
 
     fn tell_load(&self, snapshot: bool) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((entries, fresh)) = state.loading.take() {
+        if let Some((entries, fresh, through)) = state.loading.take() {
             state.broken = false;
             state.known = entries
                 .iter()
@@ -237,6 +244,7 @@ impl<F: FnMut(Mirrored)> Reader<F> {
                 entries: entries.into_iter().map(mirrored).collect(),
                 fresh,
                 snapshot,
+                through,
             });
         }
     }
@@ -253,11 +261,11 @@ fn mirrored(entry: KvEntry) -> MirroredEntry {
 impl<F: FnMut(Mirrored) + Send + 'static> Sink for Reader<F> {
     fn on_session(&self, _consumer: String) {}
 
-    fn on_load(&self, entries: Vec<KvEntry>, fresh: bool) {
+    fn on_load(&self, entries: Vec<KvEntry>, fresh: bool, through: u64) {
         self.state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .loading = Some((entries, fresh));
+            .loading = Some((entries, fresh, through));
     }
 
     fn on_put(&self, entry: KvEntry) {
@@ -266,12 +274,13 @@ impl<F: FnMut(Mirrored) + Send + 'static> Sink for Reader<F> {
         (state.apply)(Mirrored::Put(mirrored(entry)));
     }
 
-    fn on_remove(&self, key: &str, _removal: Removal, revision: u64) {
+    fn on_remove(&self, key: &str, removal: Removal, revision: u64) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.seen(key, revision);
         (state.apply)(Mirrored::Removed {
             key: key.to_owned(),
             revision,
+            how: removal,
         });
     }
 
@@ -349,7 +358,7 @@ mod tests {
     #[test]
     fn a_refresh_hands_over_only_what_is_newer() {
         let (reader, told) = reader();
-        reader.on_load(vec![entry("a", 3), entry("b", 5)], false);
+        reader.on_load(vec![entry("a", 3), entry("b", 5)], false, 5);
         reader.on_synced();
         reader.on_remove("b", Removal::Deleted, 6);
         told.lock().unwrap().clear();
@@ -380,12 +389,12 @@ mod tests {
     #[test]
     fn a_load_is_told_when_complete_and_a_break_once() {
         let (reader, told) = reader();
-        reader.on_load(vec![entry("a", 1)], false);
+        reader.on_load(vec![entry("a", 1)], false, 1);
         assert!(told.lock().unwrap().is_empty(), "told before complete");
         reader.on_snapshot();
         reader.on_broken();
         reader.on_broken();
-        reader.on_load(vec![entry("a", 2)], true);
+        reader.on_load(vec![entry("a", 2)], true, 2);
         reader.on_synced();
         let told = told.lock().unwrap();
         assert!(

@@ -38,6 +38,7 @@ use tracing::{debug, warn};
 
 mod mirror;
 
+pub use crate::kv_watch::Removal;
 pub use mirror::{MirrorError, Mirrored, MirroredEntry, mirror};
 
 /// The pause before the first re-open; it doubles up to [`MAX_PAUSE`] while

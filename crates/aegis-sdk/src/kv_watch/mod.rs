@@ -134,8 +134,21 @@ const HEADER_LAST_CONSUMER: &str = "Nats-Last-Consumer";
 const HEADER_CONSUMER_STALLED: &str = "Nats-Consumer-Stalled";
 
 /// How a key left the bucket, from the marker the server stored.
+///
+/// ```
+/// use aegis_sdk::kv::Removal;
+/// // A reader that shows deletions and purges alike:
+/// fn label(how: Removal) -> &'static str {
+///     match how {
+///         Removal::Purged => "purged",
+///         _ => "deleted",
+///     }
+/// }
+/// assert_eq!(label(Removal::Expired), "deleted");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Removal {
+#[non_exhaustive]
+pub enum Removal {
     /// Its TTL ran out (the server's limit marker, reason `MaxAge`).
     Expired,
     /// Purged (`KV-Operation: PURGE`, or the marker of a purge).
@@ -180,7 +193,9 @@ pub(crate) trait Sink: Send + Sync + 'static {
     /// The session's initial load: the latest value of every key that has
     /// one. `fresh` when the bucket is not the one the previous load came
     /// from (created again): nothing derived from the old one may survive.
-    fn on_load(&self, entries: Vec<KvEntry>, fresh: bool);
+    /// `through`: the highest revision the load covers, removal markers
+    /// included (0 for an empty bucket).
+    fn on_load(&self, entries: Vec<KvEntry>, fresh: bool, through: u64);
     /// A key was written after the load.
     fn on_put(&self, entry: KvEntry);
     /// A key was deleted, purged or expired after the load, by the marker
@@ -236,7 +251,7 @@ impl Scope {
     /// Hands `sink` the view of an empty scope: nothing to follow, so an
     /// empty load, current at once, and no consumer.
     fn load_empty<S: Sink>(&self, sink: &S) {
-        sink.on_load(Vec::new(), false);
+        sink.on_load(Vec::new(), false, 0);
         sink.on_synced();
         sink.on_scope_synced(self.generation);
     }
@@ -611,7 +626,7 @@ impl Session {
             debug!(keys = loaded.len(), fresh = self.fresh, "view loaded");
             let mut entries: Vec<KvEntry> = loaded.into_values().collect();
             entries.sort_by_key(|e| e.revision);
-            sink.on_load(entries, self.fresh);
+            sink.on_load(entries, self.fresh, self.read_to);
             sink.on_synced();
             sink.on_scope_synced(self.generation);
         }

@@ -319,7 +319,7 @@ pub(super) async fn serve<S: Sink>(
                 keys = entries.len(),
                 "serving the last values the bucket's replicas hold until the {description} opens"
             );
-            sink.on_load(entries, false);
+            sink.on_load(entries, false, through);
             sink.on_snapshot();
             sink.on_scope_synced(scope.generation);
             Some(through)
@@ -407,7 +407,7 @@ mod tests {
 
     impl Sink for Floors {
         fn on_session(&self, _: String) {}
-        fn on_load(&self, _: Vec<KvEntry>, _: bool) {}
+        fn on_load(&self, _: Vec<KvEntry>, _: bool, _: u64) {}
         fn on_put(&self, _: KvEntry) {}
         fn on_remove(&self, _: &str, _: super::super::Removal, _: u64) {}
         fn on_applied(&self, _: u64) {}

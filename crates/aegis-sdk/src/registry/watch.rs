@@ -49,7 +49,7 @@ impl Sink for Shared {
         self.begin_session(consumer);
     }
 
-    fn on_load(&self, entries: Vec<KvEntry>, fresh: bool) {
+    fn on_load(&self, entries: Vec<KvEntry>, fresh: bool, _through: u64) {
         let snapshot = entries
             .iter()
             .filter_map(|entry| match decode(entry) {
