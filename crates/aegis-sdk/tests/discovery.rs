@@ -600,10 +600,7 @@ async fn discovery_survives_a_node_restart_in_a_3_node_cluster() {
         .iter()
         .position(|n| n.server_name() == leader)
         .unwrap();
-    let others: Vec<String> = (0..3)
-        .filter(|i| *i != victim)
-        .map(|i| urls[i].clone())
-        .collect();
+    let others = cluster.urls_except(victim);
     let client = connect_cluster(others, 3).await;
     let reader = RegistryReader::start(&client).await.unwrap();
     wait_selectable(&client, "cluster-service", 3).await;

@@ -45,10 +45,7 @@ impl Fixture {
         // Buckets made first, on all nodes, so `prepare` can place them.
         let (mut cluster, setup) = common::cluster_with_buckets().await;
         let doomed = prepare(&mut cluster, &setup).await;
-        let survivors: Vec<String> = (0..3)
-            .filter(|i| *i != doomed)
-            .map(|i| cluster.urls()[i].clone())
-            .collect();
+        let survivors = cluster.urls_except(doomed);
         let services = connect_cluster(survivors.clone(), 3).await;
         let echo = echo_service(&services, "echo-service", "echo-1").await;
         let sticky = services

@@ -50,10 +50,7 @@ async fn doom_the_meta_leader(stream: &str) -> (aegis_testkit::NatsCluster, usiz
         .expect("the cluster has a meta leader");
     let name = cluster.node(doomed).server_name().to_owned();
     lead_elsewhere(setup.client(), stream, &name).await;
-    let survivors = (0..3)
-        .filter(|i| *i != doomed)
-        .map(|i| cluster.urls()[i].clone())
-        .collect();
+    let survivors = cluster.urls_except(doomed);
     (cluster, doomed, survivors)
 }
 

@@ -121,6 +121,26 @@ impl NatsCluster {
         self.nodes.iter().map(NatsServer::url).collect()
     }
 
+    /// The client URLs of every node but node `index`: where the clients
+    /// go that must outlive killing it.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let cluster = aegis_testkit::NatsCluster::start(3)?;
+    /// let survivors = cluster.urls_except(0);
+    /// assert_eq!(survivors, cluster.urls()[1..]);
+    /// # Ok::<(), aegis_testkit::TestkitError>(())
+    /// ```
+    pub fn urls_except(&self, index: usize) -> Vec<String> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != index)
+            .map(|(_, node)| node.url())
+            .collect()
+    }
+
     /// Every node's client URL with the system account's credentials (see
     /// [`NatsServer::system_url`]).
     ///

@@ -32,10 +32,7 @@ async fn a_limits_update_reaches_an_instance_whose_node_died_within_a_second() {
         .expect("the cluster has a meta leader");
     let b_node = cluster.nodes()[b_index].server_name().to_owned();
     let b_conn = connect_nodes(&urls[b_index..=b_index]).await;
-    let elsewhere: Vec<String> = (0..urls.len())
-        .filter(|i| *i != b_index)
-        .map(|i| urls[i].clone())
-        .collect();
+    let elsewhere = cluster.urls_except(b_index);
     let a_conn = connect_nodes(&elsewhere[..1]).await;
     let caller = connect_nodes(&elsewhere[1..]).await;
 
