@@ -156,15 +156,10 @@ impl AppState {
         let stop_on_failure = cancel.clone().drop_guard();
         let tasks = TaskTracker::new();
         let (live, _) = broadcast::channel(live::CAPACITY);
-        let definitions = DefinitionStore::start(
-            resources.definitions,
-            conn.jetstream().clone(),
-            live.clone(),
-            cancel.clone(),
-            &tasks,
-        )
-        .await
-        .map_err(|e| StartError::Other(format!("{e:#}")))?;
+        let definitions =
+            DefinitionStore::start(&conn, resources.definitions, live.clone(), cancel.clone())
+                .await
+                .map_err(|e| StartError::Other(format!("{e:#}")))?;
         let fleet = Fleet::start(
             &conn,
             config.system_account.as_ref(),

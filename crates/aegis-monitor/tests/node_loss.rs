@@ -38,6 +38,20 @@ async fn ping_service(
     (conn, svc)
 }
 
+/// What an admin gets from creating the definition of `service`.
+async fn create(app: &axum::Router, service: &str) -> common::Reply {
+    call_app(
+        app,
+        req(
+            axum::http::Method::POST,
+            "/api/services",
+            Some(common::ADMIN),
+            Some(common::new_def(service)),
+        ),
+    )
+    .await
+}
+
 /// What a viewer gets from `GET path`.
 async fn viewed(app: &axum::Router, path: &str) -> Value {
     call_app(app, req(axum::http::Method::GET, path, Some(VIEWER), None))
@@ -199,10 +213,7 @@ async fn a_takeover_after_the_monitors_node_died_shows_within_a_second() {
         .iter()
         .position(|n| n.server_name() == monitor_node)
         .expect("the monitor's node is one of the cluster's");
-    let elsewhere: Vec<String> = (0..urls.len())
-        .filter(|i| *i != monitor_index)
-        .map(|i| urls[i].clone())
-        .collect();
+    let elsewhere = cluster.urls_except(monitor_index);
 
     // Two instances of a sticky group, each on a node that survives.
     let mut services: Vec<(Connection, Option<Service>)> = Vec::new();
@@ -282,5 +293,107 @@ async fn a_takeover_after_the_monitors_node_died_shows_within_a_second() {
     assert!(
         shown <= Duration::from_secs(1),
         "{standby_id} was shown ACTIVE {shown:?} after its election"
+    );
+}
+
+/// Two monitor replicas (as the Helm chart runs them). Monitor A's node
+/// dies while it leads the JetStream meta group and the definitions
+/// bucket's stream: no write lands until the stream elects a new leader
+/// (4–9 s), and no consumer can be made until the meta group has one. An
+/// operator creates a definition through monitor B as soon as the bucket
+/// takes writes: A, reconnected to a surviving node, must list it within a
+/// second, not show the old list while its watch waits to be opened again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_definition_written_after_a_monitors_node_died_is_listed_there_within_a_second() {
+    let mut cluster = NatsCluster::start(3).expect("start a 3-node cluster");
+    cluster
+        .wait_ready(Duration::from_secs(30))
+        .expect("the cluster is ready");
+    let urls = cluster.urls();
+    // Monitor A on the node that leads the meta group (it reconnects to
+    // the others, which its server announces, once that node dies).
+    let a_index = cluster
+        .meta_leader()
+        .expect("the cluster has a meta leader");
+    let a_node = cluster.nodes()[a_index].server_name().to_owned();
+    let elsewhere = cluster.urls_except(a_index);
+    let monitor = |url: &str| {
+        let mut config = common::config(url);
+        config.nats.nats.replicas = 3;
+        async move {
+            let state = AppState::start(config, CancellationToken::new())
+                .await
+                .expect("start a monitor");
+            router(state)
+        }
+    };
+    let a = monitor(&urls[a_index]).await;
+    let b = monitor(&elsewhere[0]).await;
+    let setup = connect(&elsewhere[1..]).await;
+    let listed = |app: &axum::Router| {
+        let app = app.clone();
+        async move {
+            viewed(&app, "/api/services")
+                .await
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|d| d["service_name"].as_str().map(str::to_owned))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        }
+    };
+    create(&b, "order-service").await.expect(201, None);
+    common::eventually(
+        Duration::from_secs(10),
+        "A lists the first definition",
+        || async { listed(&a).await == ["order-service"] },
+    )
+    .await;
+
+    // The worst case: the node leads the bucket's stream and the meta
+    // group, so no write lands and no consumer can be made for seconds.
+    leaders::lead_on(setup.client(), "KV_service_definitions", &a_node).await;
+    assert_eq!(cluster.meta_leader(), Some(a_index), "the meta group moved");
+    eprintln!(
+        "killing {a_node}: monitor A's node, leading KV_service_definitions and the meta group"
+    );
+    cluster.kill_node(a_index);
+    let killed = Instant::now();
+    let deadline = killed + Duration::from_secs(60);
+    loop {
+        let r = create(&b, "risk-service").await;
+        // 409: an attempt that timed out landed after all (the time
+        // measured from here is then longer than the truth, not shorter).
+        if matches!(r.status.as_u16(), 201 | 409) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no definition could be created through B for 60 s: {} {}",
+            r.status,
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let written = Instant::now();
+    let want = ["order-service", "risk-service"];
+    while listed(&a).await != want {
+        assert!(
+            written.elapsed() < Duration::from_secs(30),
+            "A never listed risk-service: {:?}",
+            listed(&a).await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let shown = written.elapsed();
+    eprintln!(
+        "definition written through B {:?} after the kill; listed by A {shown:?} later",
+        written - killed
+    );
+    assert!(
+        shown <= Duration::from_secs(1),
+        "A listed the new definition only {shown:?} after it was written"
     );
 }
