@@ -237,6 +237,12 @@ impl super::RpcClient {
             let in_flight = picker.stats(&target).map(CallStats::start);
             // The send is made in each branch rather than before: a future
             // moved into `select!` would take its room in this one twice.
+            // And it is an async block, not the request's own future: a
+            // future made here and then moved into this one's state is
+            // copied whole (send_message's is some 1,500 bytes), while one
+            // made inside the block's first poll is built in place. Without
+            // the block, callgrind counted some 340 more instructions of
+            // `memcpy` a call.
             let send = || async {
                 self.send_message(
                     Subject::from(subject()),
