@@ -24,7 +24,7 @@ pub(super) struct Cached {
 }
 
 /// The copy: every readable definition by service name.
-pub(super) type Copy = BTreeMap<String, Cached>;
+pub(super) type Definitions = BTreeMap<String, Cached>;
 
 /// How far the copy covers the bucket after an update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +46,7 @@ pub(super) struct Applied {
 }
 
 /// Applies `update` to `copy`.
-pub(super) fn apply(copy: &mut Copy, update: Mirrored) -> Applied {
+pub(super) fn apply(copy: &mut Definitions, update: Mirrored) -> Applied {
     match update {
         Mirrored::Loaded {
             entries,
@@ -84,7 +84,7 @@ pub(super) fn apply(copy: &mut Copy, update: Mirrored) -> Applied {
 /// `through` were removed meanwhile (at a revision the load does not say;
 /// told at `through`). A load `fresh` from a bucket created again
 /// replaces the copy whatever the revisions.
-fn load(copy: &mut Copy, entries: Vec<MirroredEntry>, fresh: bool, through: u64) -> Applied {
+fn load(copy: &mut Definitions, entries: Vec<MirroredEntry>, fresh: bool, through: u64) -> Applied {
     let mut before = std::mem::take(copy);
     let mut events = Vec::new();
     for entry in entries {
@@ -115,7 +115,7 @@ fn load(copy: &mut Copy, entries: Vec<MirroredEntry>, fresh: bool, through: u64)
 }
 
 /// Puts `entry` in the copy (or takes its key out, unreadable) and tells it.
-fn put(copy: &mut Copy, entry: MirroredEntry) -> LiveEvent {
+fn put(copy: &mut Definitions, entry: MirroredEntry) -> LiveEvent {
     let MirroredEntry {
         key,
         value,
@@ -207,7 +207,7 @@ mod tests {
             .collect()
     }
 
-    fn versions(copy: &Copy) -> Vec<(&str, &str, u64)> {
+    fn versions(copy: &Definitions) -> Vec<(&str, &str, u64)> {
         copy.iter()
             .map(|(k, c)| (k.as_str(), c.definition.version.as_str(), c.revision))
             .collect()
@@ -215,7 +215,7 @@ mod tests {
 
     #[test]
     fn changes_are_told_and_cover_their_revision() {
-        let mut copy = Copy::new();
+        let mut copy = Definitions::new();
         let first = apply(&mut copy, loaded(vec![entry("a", "1.0.0", 2)], false, 3));
         assert_eq!(told(&first), [("a".into(), 2, DefinitionOperation::Put)]);
         assert_eq!(first.covers, Covers::AtLeast(3));
@@ -241,7 +241,7 @@ mod tests {
     /// it lacks.
     #[test]
     fn a_load_after_a_break_tells_what_changed_meanwhile() {
-        let mut copy = Copy::new();
+        let mut copy = Definitions::new();
         apply(
             &mut copy,
             loaded(
@@ -277,7 +277,7 @@ mod tests {
     /// covers.
     #[test]
     fn a_load_behind_the_copy_loses_nothing() {
-        let mut copy = Copy::new();
+        let mut copy = Definitions::new();
         apply(&mut copy, loaded(vec![entry("a", "1.0.0", 1)], false, 1));
         apply(&mut copy, Mirrored::Put(entry("a", "2.0.0", 7)));
         apply(&mut copy, Mirrored::Put(entry("b", "1.0.0", 8)));
@@ -290,7 +290,7 @@ mod tests {
     /// the copy, and the coverage starts over with it.
     #[test]
     fn a_fresh_load_replaces_the_copy() {
-        let mut copy = Copy::new();
+        let mut copy = Definitions::new();
         apply(
             &mut copy,
             loaded(
@@ -313,7 +313,7 @@ mod tests {
 
     #[test]
     fn an_unreadable_definition_is_told_and_left_out() {
-        let mut copy = Copy::new();
+        let mut copy = Definitions::new();
         apply(&mut copy, loaded(vec![entry("a", "1.0.0", 1)], false, 1));
         let bad = apply(
             &mut copy,

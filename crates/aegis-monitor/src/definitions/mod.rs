@@ -47,7 +47,7 @@ use crate::{bus::BusError, live::LiveEvent};
 
 mod copy;
 
-use copy::{Copy, Covers};
+use copy::{Covers, Definitions};
 
 /// Header naming who wrote a delete marker.
 pub(crate) const ACTOR_HEADER: &str = "Aegis-Actor";
@@ -105,7 +105,7 @@ pub struct HistoryEntry {
 pub(crate) struct DefinitionStore {
     kv: kv::Store,
     js: async_nats::jetstream::Context,
-    cache: Arc<RwLock<Copy>>,
+    cache: Arc<RwLock<Definitions>>,
     /// How far the copy covers the bucket: every revision up to this one;
     /// `None` until its first load.
     seen: watch::Sender<Option<u64>>,
