@@ -13,7 +13,8 @@ use aegis_trading::risk::{
     self, AssessRisk, OrderToAssess, Positions, RiskAssessment, RiskLimits, RiskOptions,
 };
 use common::{
-    PATIENCE, Recorder, code, connect, eventually, limits_of, risk_options, server, update_limits,
+    PATIENCE, Recorder, code, connect, eventually, fill, limits_of, positions_of, publish_fill,
+    risk_options, server, update_limits,
 };
 use serde_json::{Value, json};
 
@@ -301,15 +302,6 @@ async fn limits_in_a_bucket_created_again_replace_the_old_ones() {
 async fn every_instance_builds_positions_from_fills_once_each() {
     let nats = server();
     let conn = connect(&nats.url()).await;
-    let fill = |order_id: &str, symbol: &str, side: Side, quantity: i64| OrderFilled {
-        order_id: order_id.into(),
-        client_order_id: format!("c-{order_id}"),
-        symbol: symbol.into(),
-        side,
-        quantity,
-        fill_price: 100.0,
-        filled_at: chrono::Utc::now(),
-    };
     let publish = |event: OrderFilled, id: &str| {
         let events = conn.events();
         let id = id.to_owned();
@@ -336,18 +328,7 @@ async fn every_instance_builds_positions_from_fills_once_each() {
             PATIENCE,
             &format!("{instance} holds every position"),
             || async {
-                let positions = conn
-                    .rpc()
-                    .call_instance::<_, Positions>(
-                        RISK_SERVICE,
-                        instance,
-                        "get_positions",
-                        &json!({}),
-                        &CallOptions::default(),
-                    )
-                    .await
-                    .unwrap()
-                    .value;
+                let positions = positions_of(&conn, instance).await.unwrap();
                 positions.positions.get("AAPL") == Some(&70)
                     && positions.positions.get("TSLA") == Some(&-5)
                     && positions.last_event_sequence == 4
@@ -406,51 +387,15 @@ async fn every_instance_builds_positions_from_fills_once_each() {
     b.shutdown().await.unwrap();
 }
 
-fn fill(order_id: &str, symbol: &str, side: Side, quantity: i64) -> OrderFilled {
-    OrderFilled {
-        order_id: order_id.into(),
-        client_order_id: format!("c-{order_id}"),
-        symbol: symbol.into(),
-        side,
-        quantity,
-        fill_price: 100.0,
-        filled_at: chrono::Utc::now(),
-    }
-}
-
-/// Publishes a fill as order-service does; returns its stream sequence.
-async fn publish_fill(conn: &aegis_sdk::Connection, event: &OrderFilled) -> u64 {
-    conn.events()
-        .publish_with_id(
-            OrderFilled::DOMAIN,
-            OrderFilled::ACTION,
-            &OrderFilled::event_id(&event.order_id),
-            event,
-        )
-        .await
-        .unwrap()
-        .sequence
-}
-
 /// The positions of `instance` once it has seen the fill stored at `sequence`.
 async fn positions_after(conn: &aegis_sdk::Connection, instance: &str, sequence: u64) -> Positions {
-    let get = || async {
-        conn.rpc()
-            .call_instance::<_, Positions>(
-                RISK_SERVICE,
-                instance,
-                "get_positions",
-                &json!({}),
-                &CallOptions::default(),
-            )
-            .await
-            .map(|reply| reply.value)
-    };
     eventually(PATIENCE, &format!("{instance} saw #{sequence}"), || async {
-        get().await.is_ok_and(|p| p.last_event_sequence >= sequence)
+        positions_of(conn, instance)
+            .await
+            .is_ok_and(|p| p.last_event_sequence >= sequence)
     })
     .await;
-    get().await.unwrap()
+    positions_of(conn, instance).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -458,7 +403,9 @@ async fn positions_survive_a_restart_under_the_same_id() {
     let nats = server();
     let conn = connect(&nats.url()).await;
     let risk_1 = risk::start(&conn, risk_options("risk-1")).await.unwrap();
-    let seq = publish_fill(&conn, &fill("o1", "AAPL", Side::Buy, 100)).await;
+    let seq = publish_fill(&conn, &fill("o1", "AAPL", Side::Buy, 100))
+        .await
+        .unwrap();
     assert_eq!(
         positions_after(&conn, "risk-1", seq).await.positions["AAPL"],
         100
@@ -468,14 +415,18 @@ async fn positions_survive_a_restart_under_the_same_id() {
     // Kubernetes does.
     risk_1.shutdown().await.unwrap();
     let risk_1 = risk::start(&conn, risk_options("risk-1")).await.unwrap();
-    let seq = publish_fill(&conn, &fill("o2", "AAPL", Side::Buy, 1)).await;
+    let seq = publish_fill(&conn, &fill("o2", "AAPL", Side::Buy, 1))
+        .await
+        .unwrap();
     let positions = positions_after(&conn, "risk-1", seq).await;
     assert_eq!(positions.positions["AAPL"], 101, "{positions:?}");
 
     // Crashed (no shutdown) and started again.
     drop(risk_1);
     let risk_1 = risk::start(&conn, risk_options("risk-1")).await.unwrap();
-    let seq = publish_fill(&conn, &fill("o3", "AAPL", Side::Buy, 1)).await;
+    let seq = publish_fill(&conn, &fill("o3", "AAPL", Side::Buy, 1))
+        .await
+        .unwrap();
     let positions = positions_after(&conn, "risk-1", seq).await;
     assert_eq!(positions.positions["AAPL"], 102, "{positions:?}");
     risk_1.shutdown().await.unwrap();
@@ -486,8 +437,12 @@ async fn positions_outlive_the_retention_of_the_fills() {
     let nats = server();
     let conn = connect(&nats.url()).await;
     let risk_1 = risk::start(&conn, risk_options("risk-1")).await.unwrap();
-    publish_fill(&conn, &fill("o1", "AAPL", Side::Buy, 100)).await;
-    let seq = publish_fill(&conn, &fill("o2", "TSLA", Side::Sell, 5)).await;
+    publish_fill(&conn, &fill("o1", "AAPL", Side::Buy, 100))
+        .await
+        .unwrap();
+    let seq = publish_fill(&conn, &fill("o2", "TSLA", Side::Sell, 5))
+        .await
+        .unwrap();
     positions_after(&conn, "risk-1", seq).await;
     risk_1.shutdown().await.unwrap();
 
@@ -513,7 +468,9 @@ async fn positions_outlive_the_retention_of_the_fills() {
         risk.shutdown().await.unwrap();
     }
     let risk = risk::start(&conn, risk_options("risk-1")).await.unwrap();
-    let seq = publish_fill(&conn, &fill("o3", "AAPL", Side::Buy, 1)).await;
+    let seq = publish_fill(&conn, &fill("o3", "AAPL", Side::Buy, 1))
+        .await
+        .unwrap();
     let positions = positions_after(&conn, "risk-1", seq).await;
     assert_eq!(positions.positions["AAPL"], 101, "{positions:?}");
     risk.shutdown().await.unwrap();

@@ -8,10 +8,10 @@ use std::{
     time::Duration,
 };
 
-use aegis_contracts::trading::RISK_SERVICE;
+use aegis_contracts::trading::{OrderFilled, RISK_SERVICE, Side, TradingEvent};
 use aegis_sdk::{
     AegisConfig, Connection,
-    events::{DeliveryMode, Event, EventSubscription},
+    events::{DeliveryMode, Event, EventError, EventSubscription},
     rpc::{CallOptions, ErrorCode, RpcError},
 };
 use aegis_testkit::{NatsCluster, NatsServer, wait::until_some};
@@ -70,7 +70,7 @@ pub async fn limits_of(
     conn: &Connection,
     instance: &str,
 ) -> Result<aegis_trading::risk::RiskLimits, RpcError> {
-    limits_call(conn, instance, "get_limits", &Value::Null).await
+    risk_call(conn, instance, "get_limits", &Value::Null).await
 }
 
 /// Changes the limits through risk-service's instance `instance` by
@@ -80,15 +80,24 @@ pub async fn update_limits(
     instance: &str,
     patch: &Value,
 ) -> Result<aegis_trading::risk::RiskLimits, RpcError> {
-    limits_call(conn, instance, "update_limits", patch).await
+    risk_call(conn, instance, "update_limits", patch).await
 }
 
-async fn limits_call(
+/// The positions risk-service's instance `instance` holds.
+pub async fn positions_of(
+    conn: &Connection,
+    instance: &str,
+) -> Result<aegis_trading::risk::Positions, RpcError> {
+    risk_call(conn, instance, "get_positions", &Value::Null).await
+}
+
+/// Calls `method` of risk-service's instance `instance` with `body`.
+async fn risk_call<T: DeserializeOwned>(
     conn: &Connection,
     instance: &str,
     method: &str,
     body: &Value,
-) -> Result<aegis_trading::risk::RiskLimits, RpcError> {
+) -> Result<T, RpcError> {
     let reply = conn
         .rpc()
         .call_instance(
@@ -100,6 +109,35 @@ async fn limits_call(
         )
         .await?;
     Ok(reply.value)
+}
+
+/// A fill of `quantity` `symbol` for order `order_id`, as order-service
+/// announces one.
+pub fn fill(order_id: &str, symbol: &str, side: Side, quantity: i64) -> OrderFilled {
+    OrderFilled {
+        order_id: order_id.into(),
+        client_order_id: format!("c-{order_id}"),
+        symbol: symbol.into(),
+        side,
+        quantity,
+        fill_price: 100.0,
+        filled_at: chrono::Utc::now(),
+    }
+}
+
+/// Publishes a fill as order-service does (under its order's event id, so
+/// a retry is stored once); its stream sequence.
+pub async fn publish_fill(conn: &Connection, event: &OrderFilled) -> Result<u64, EventError> {
+    let ack = conn
+        .events()
+        .publish_with_id(
+            OrderFilled::DOMAIN,
+            OrderFilled::ACTION,
+            &OrderFilled::event_id(&event.order_id),
+            event,
+        )
+        .await?;
+    Ok(ack.sequence)
 }
 
 /// The error code of a failed call (panics on success).
