@@ -134,6 +134,15 @@ pub async fn follow<F>(
 /// up where the last one left off (or replays, if `open` says so).
 /// `what` names the stream in the log.
 ///
+/// It opens the stream again only when the stream fails or ends. The
+/// example's ordered pull consumer does neither when its consumer dies with
+/// a NATS node: it waits for two missed idle heartbeats, fixed at 15 s, and
+/// then makes itself again, so it may follow nothing for 30 to 60 s. A
+/// reader that must be current within seconds after a node loss uses a
+/// consumer with a short heartbeat whose stream ends on a missed one, and
+/// ends it on a reconnect too; risk-service's fills feed
+/// (`aegis-trading/src/risk/fills.rs`) does so.
+///
 /// Returns when cancelled; spawn it.
 ///
 /// ```no_run
