@@ -26,6 +26,11 @@
 //!   result sent back to the caller.
 //! - [`dead_letter`]: the `DEAD_LETTER` stream of messages subscriptions and
 //!   workers gave up on, and [`dead_letter::recent`] to read them.
+//! - [`feed`]: a stream's messages on an ephemeral consumer of the
+//!   process's own that ends as soon as it may have lost its place (missed
+//!   heartbeats, a reconnect, a skipped delivery), to be opened again at
+//!   once: current again within about half a second of JetStream after a
+//!   NATS node died.
 //! - [`kv`]: [`kv::follow`], a KV bucket's entries for as long as the
 //!   process runs, the watch opened again whenever it breaks; the loop
 //!   under it, [`kv::reopening`], for any stream that can be opened again
@@ -91,6 +96,7 @@ pub mod dead_letter;
 pub mod discovery;
 pub mod election;
 pub mod events;
+pub mod feed;
 pub mod kv;
 mod kv_watch;
 pub mod metrics;
