@@ -1,9 +1,13 @@
 //! The latest metrics snapshot of every instance, kept in memory by one
-//! ordered consumer on `AEGIS_METRICS` per process.
+//! [`aegis_sdk::feed`] on `AEGIS_METRICS` per process.
 //!
-//! The consumer starts at the last message of every subject (so a fresh
+//! The feed starts at the last message of every subject (so a fresh
 //! monitor knows every instance's latest snapshot at once) and then follows
-//! new ones, forwarding each to the live feed. History for charts is not
+//! new ones, forwarding each to the live feed. When it breaks (its
+//! consumer's node died, the connection moved) it is opened again at once,
+//! from the last message of every subject again: on async-nats's ordered
+//! consumer a lost consumer was noticed only after two missed 15 s
+//! heartbeats, and the charts stood still meanwhile. History for charts is not
 //! kept here: it is read from the stream on demand ([`history`]), so any
 //! replica can answer.
 
@@ -14,10 +18,8 @@ use std::{
 };
 
 use aegis_contracts::MetricsSnapshot;
-use async_nats::jetstream::{
-    consumer::{DeliverPolicy, pull},
-    stream::Stream,
-};
+use aegis_sdk::{Connection, feed::feed};
+use async_nats::jetstream::{consumer::DeliverPolicy, stream::Stream};
 use chrono::Utc;
 use futures::StreamExt;
 use tokio::sync::broadcast;
@@ -34,6 +36,7 @@ type Key = (String, String);
 #[derive(Debug, Clone)]
 pub(crate) struct MetricsFeed {
     latest: Arc<RwLock<HashMap<Key, MetricsSnapshot>>>,
+    conn: Connection,
     stream: Stream,
     retention: Duration,
 }
@@ -41,6 +44,7 @@ pub(crate) struct MetricsFeed {
 impl MetricsFeed {
     /// Starts following `stream`.
     pub(crate) fn start(
+        conn: &Connection,
         stream: Stream,
         retention: Duration,
         live: broadcast::Sender<LiveEvent>,
@@ -49,6 +53,7 @@ impl MetricsFeed {
     ) -> Self {
         let feed = Self {
             latest: Arc::default(),
+            conn: conn.clone(),
             stream,
             retention,
         };
@@ -59,27 +64,15 @@ impl MetricsFeed {
 
     async fn follow(self, live: broadcast::Sender<LiveEvent>, cancel: CancellationToken) {
         loop {
-            let consumer = self
-                .stream
-                .create_consumer(pull::OrderedConfig {
-                    filter_subject: aegis_contracts::subjects::METRICS_SUBJECTS.to_owned(),
-                    deliver_policy: DeliverPolicy::LastPerSubject,
-                    ..Default::default()
-                })
-                .await;
-            let messages = match consumer {
-                Ok(c) => c.messages().await,
-                Err(e) => Err(e.into()),
-            };
-            let mut messages = match messages {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(error = %e, "following AEGIS_METRICS failed; retrying");
-                    tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    }
-                }
+            let opened = feed(
+                &self.conn,
+                &self.stream,
+                aegis_contracts::subjects::METRICS_SUBJECTS,
+                DeliverPolicy::LastPerSubject,
+            );
+            let mut messages = tokio::select! {
+                _ = cancel.cancelled() => return,
+                messages = opened => messages,
             };
             loop {
                 let next = tokio::select! {
@@ -94,15 +87,17 @@ impl MetricsFeed {
                         }
                     }
                     Some(Err(e)) => {
-                        tracing::warn!(error = %e, "AEGIS_METRICS consumer failed; restarting");
+                        tracing::warn!(error = %e, "following AEGIS_METRICS broke; opening it again");
                         break;
                     }
                     None => break,
                 }
             }
+            // A feed that ends at once (a closed connection) is not opened
+            // again in a tight loop.
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
         }
     }

@@ -174,6 +174,7 @@ impl AppState {
         }
         live::forward_fleet(fleet.clone(), live.clone(), cancel.clone(), &tasks);
         let metrics = MetricsFeed::start(
+            &conn,
             resources.metrics,
             config.metrics_retention,
             live.clone(),

@@ -29,21 +29,16 @@
 //! than the retention — its writers all down for a week), the book misses
 //! them; the start says so in the log.
 
-use std::{
-    collections::BTreeMap,
-    sync::{Arc, atomic::Ordering},
-    time::Duration,
-};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use aegis_contracts::trading::{OrderFilled, TradingEvent};
+use aegis_sdk::feed::feed;
 use aegis_sdk::{Connection, events::EventError};
 use async_nats::jetstream::{
-    Message,
-    consumer::{AckPolicy, DeliverPolicy, pull},
+    consumer::DeliverPolicy,
     stream::{LastRawMessageErrorKind, Stream},
 };
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -80,8 +75,8 @@ struct Snapshot {
 #[derive(Debug, Clone)]
 pub(crate) struct Fills {
     stream: Stream,
-    /// The connection's client, whose reconnects end the feed of fills.
-    client: async_nats::Client,
+    /// The connection the feed of fills is read on.
+    conn: Connection,
     bucket: Bucket,
     instance_id: String,
 }
@@ -94,7 +89,7 @@ impl Fills {
         let kv = crate::kv::open_bucket(conn, RISK_POSITIONS_BUCKET).await?;
         Ok(Self {
             stream,
-            client: conn.client().clone(),
+            conn: conn.clone(),
             bucket: Bucket::new(conn, kv),
             instance_id: instance_id.to_owned(),
         })
@@ -172,13 +167,13 @@ impl Fills {
     /// Follows fills from `from` on into `risk`'s book until `cancel`,
     /// reporting the last sequence seen on `progress`.
     ///
-    /// On a consumer of its own (see [`fills_from`]) rather than
-    /// async-nats's ordered consumer: that one notices a consumer lost with
-    /// its NATS node only after two missed 15 s heartbeats, and an instance
-    /// whose node died counted a fill stored after the node's death 39 s
-    /// late, or not within 90 s (2 of 14 runs of
+    /// On an [`aegis_sdk::feed`] rather than async-nats's ordered
+    /// consumer: that one notices a consumer lost with its NATS node only
+    /// after two missed 15 s heartbeats, and an instance whose node died
+    /// counted a fill stored after the node's death 39 s late, or not
+    /// within 15 s (2 of 14 runs of
     /// `tests/node_loss.rs::a_fill_reaches_an_instance_whose_node_died_within_a_second`),
-    /// judging position limits by a book that missed it meanwhile. On this
+    /// judging position limits by a book that missed it meanwhile. On the
     /// feed: 22 runs, 17 within 2 ms, the others 0.27 to 1.49 s (the meta
     /// group, which makes consumers, came back after the stream took the
     /// fill).
@@ -189,12 +184,19 @@ impl Fills {
         progress: watch::Sender<u64>,
         cancel: CancellationToken,
     ) -> JoinHandle<()> {
-        let (stream, client) = (self.stream.clone(), self.client.clone());
+        let (stream, conn) = (self.stream.clone(), self.conn.clone());
         tokio::spawn(aegis_sdk::kv::reopening(
             "the order fills",
             from.max(1),
             cancel,
-            move |next| fills_from(stream.clone(), client.clone(), *next),
+            move |next| {
+                let (stream, conn, start_sequence) = (stream.clone(), conn.clone(), *next);
+                async move {
+                    let deliver = DeliverPolicy::ByStartSequence { start_sequence };
+                    let fills = feed(&conn, &stream, OrderFilled::subject(), deliver).await;
+                    Ok::<_, std::convert::Infallible>(fills)
+                }
+            },
             move |next, msg: async_nats::jetstream::Message| {
                 let Ok(info) = msg.info() else { return };
                 let sequence = info.stream_sequence;
@@ -295,104 +297,4 @@ impl Fills {
             source,
         })
     }
-}
-
-/// The idle heartbeat the server sends a pull while no fill comes: two
-/// missed (2 s) end the feed, and it is opened again.
-const FEED_HEARTBEAT: Duration = Duration::from_secs(1);
-/// How long a pull waits for fills before the next is sent.
-const FEED_EXPIRES: Duration = Duration::from_secs(5);
-/// One attempt to make the feed's consumer: JetStream answers in
-/// milliseconds, or not at all while it elects a leader after a node died.
-const OPEN_ATTEMPT: Duration = Duration::from_millis(500);
-/// The pause between two attempts.
-const OPEN_PAUSE: Duration = Duration::from_millis(100);
-/// How often the feed looks whether the connection was re-established.
-const RECONNECT_CHECK: Duration = Duration::from_millis(250);
-/// Attempts failing this long are logged as a warning.
-const OPEN_WARN_AFTER: Duration = Duration::from_secs(10);
-
-/// The fills stored at `start_sequence` and after, in order, on an
-/// ephemeral pull consumer of this instance's own (one replica, no acks).
-/// The feed ends with an error, to be opened again from the next fill,
-/// when the server's heartbeats stop (the consumer's node died), `client`
-/// connected again (a pull in flight may be lost with the old connection,
-/// and the consumer with its node), or a delivery was skipped. Attempts to
-/// make the consumer are bounded and repeated until one succeeds, so the
-/// feed is open again within a fraction of a second once JetStream
-/// answers.
-async fn fills_from(
-    stream: Stream,
-    client: async_nats::Client,
-    start_sequence: u64,
-) -> Result<impl futures::Stream<Item = Result<Message, String>> + Unpin, String> {
-    let statistics = client.statistics();
-    let connects = move || statistics.connects.load(Ordering::Relaxed);
-    let started = tokio::time::Instant::now();
-    let mut warned = false;
-    let (messages, connected) = loop {
-        // Read before the consumer is made: a reconnect after it ends the
-        // feed.
-        let connected = connects();
-        let attempt = async {
-            let consumer = stream
-                .create_consumer(pull::Config {
-                    filter_subject: OrderFilled::subject(),
-                    deliver_policy: DeliverPolicy::ByStartSequence { start_sequence },
-                    ack_policy: AckPolicy::None,
-                    inactive_threshold: FEED_EXPIRES * 2,
-                    memory_storage: true,
-                    num_replicas: 1,
-                    ..Default::default()
-                })
-                .await?;
-            let messages = consumer
-                .stream()
-                .heartbeat(FEED_HEARTBEAT)
-                .expires(FEED_EXPIRES)
-                .messages()
-                .await?;
-            Ok::<_, async_nats::Error>(messages)
-        };
-        let why = match tokio::time::timeout(OPEN_ATTEMPT, attempt).await {
-            Ok(Ok(messages)) => break (messages, connected),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("JetStream did not answer within {OPEN_ATTEMPT:?}"),
-        };
-        if !warned && started.elapsed() >= OPEN_WARN_AFTER {
-            warned = true;
-            warn!(error = %why, "cannot open the order fills for {OPEN_WARN_AFTER:?}; still trying");
-        } else {
-            debug!(error = %why, "cannot open the order fills yet");
-        }
-        tokio::time::sleep(OPEN_PAUSE).await;
-    };
-    // A reconnect is seen within RECONNECT_CHECK, as an error that ends
-    // the feed.
-    let reconnected =
-        futures::stream::unfold(tokio::time::interval(RECONNECT_CHECK), move |mut ticks| {
-            let connects = connects.clone();
-            async move {
-                loop {
-                    ticks.tick().await;
-                    if connects() != connected {
-                        let why = "the NATS connection was re-established".to_owned();
-                        return Some((Err(why), ticks));
-                    }
-                }
-            }
-        });
-    let mut last = 0;
-    let fills = messages.map(move |delivered| {
-        let message = delivered.map_err(|e| e.to_string())?;
-        let sequence = message.info().map_err(|e| e.to_string())?.consumer_sequence;
-        if sequence != last + 1 {
-            return Err(format!(
-                "a fill was skipped (delivery {sequence} after {last})"
-            ));
-        }
-        last = sequence;
-        Ok(message)
-    });
-    Ok(futures::stream::select(fills, Box::pin(reconnected)))
 }
