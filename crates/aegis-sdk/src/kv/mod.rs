@@ -9,8 +9,8 @@
 //! down.
 //!
 //! [`reopening`] is the loop under it, for any stream of items that can be
-//! opened again from where it broke — an ordered consumer over a stream
-//! from a sequence on, say (the risk service follows its fills so).
+//! opened again from where it broke — a [`feed`](crate::feed) over a
+//! stream from a sequence on, say (the risk service follows its fills so).
 //!
 //! [`mirror()`] (the monitor's election feed and service definitions,
 //! risk-service's limits) keeps a reader current with the latest value of
@@ -134,24 +134,20 @@ pub async fn follow<F>(
 /// up where the last one left off (or replays, if `open` says so).
 /// `what` names the stream in the log.
 ///
-/// It opens the stream again only when the stream fails or ends. The
-/// example's ordered pull consumer does neither when its consumer dies with
-/// a NATS node: it waits for two missed idle heartbeats, fixed at 15 s, and
-/// then makes itself again, so it may follow nothing for 30 to 60 s. A
-/// reader that must be current within seconds after a node loss uses a
-/// consumer with a short heartbeat whose stream ends on a missed one, and
-/// ends it on a reconnect too; risk-service's fills feed
-/// (`aegis-trading/src/risk/fills.rs`) does so.
+/// It opens the stream again only when the stream fails or ends: a
+/// [`feed`](crate::feed::feed) ends as soon as it may have lost its place.
+/// (async-nats's ordered consumer ends on neither when its consumer dies
+/// with a NATS node: it waits for two missed idle heartbeats, fixed at
+/// 15 s, and makes itself again, following nothing meanwhile.)
 ///
 /// Returns when cancelled; spawn it.
 ///
 /// ```no_run
-/// use aegis_sdk::kv::reopening;
+/// use aegis_sdk::{feed::feed, kv::reopening};
+/// use async_nats::jetstream::consumer::DeliverPolicy;
 /// use tokio_util::sync::CancellationToken;
 ///
 /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), Box<dyn std::error::Error>> {
-/// use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
-///
 /// let stream = conn.jetstream().get_stream("EVENTS").await?;
 /// let cancel = CancellationToken::new();
 /// // Every order event from sequence 1 on, each once, across breaks.
@@ -160,16 +156,11 @@ pub async fn follow<F>(
 ///     1u64,
 ///     cancel,
 ///     |next| {
-///         let (stream, start_sequence) = (stream.clone(), *next);
+///         let (conn, stream, start_sequence) = (conn.clone(), stream.clone(), *next);
 ///         async move {
-///             let consumer = stream
-///                 .create_consumer(OrderedConfig {
-///                     filter_subject: "events.order.>".into(),
-///                     deliver_policy: DeliverPolicy::ByStartSequence { start_sequence },
-///                     ..Default::default()
-///                 })
-///                 .await?;
-///             Ok::<_, async_nats::Error>(consumer.messages().await?)
+///             let deliver = DeliverPolicy::ByStartSequence { start_sequence };
+///             let events = feed(&conn, &stream, "events.order.>", deliver).await;
+///             Ok::<_, std::convert::Infallible>(events)
 ///         }
 ///     },
 ///     |next, message: async_nats::jetstream::Message| {
