@@ -118,7 +118,7 @@ impl futures::Stream for Feed {
 /// use async_nats::jetstream::consumer::DeliverPolicy;
 /// use futures::StreamExt;
 ///
-/// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), Box<dyn std::error::Error>> {
+/// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), async_nats::Error> {
 /// let stream = conn.jetstream().get_stream("EVENTS").await?;
 /// let mut next = 1;
 /// loop {
