@@ -1,6 +1,8 @@
 // Benchmark (not a test): the dashboard with 1,000 instances heart-beating
 // at 1 Hz stays responsive. A real monitor and nats-server (`aegis up
-// --single-node` with no showcase services) plus the monitor's
+// --nats-url` with no showcase services, on a nats-server of its own: the
+// fake instances register under 1,000 service names, which no user of the
+// showcase's own server may do) plus the monitor's
 // `fake_instances` example registering N real SDK instances (1 s heartbeat,
 // a metrics snapshot every 2 s). Chromium loads the dashboard and, for the
 // measured period, records from the browser's performance APIs:
@@ -12,18 +14,27 @@
 //                       && cd ui && npm run build && AEGIS_BIN=../target/release/aegis npm run bench)
 // BENCH_INSTANCES (default 1000) and BENCH_SECONDS (default 30) adjust it.
 import { spawn } from "node:child_process";
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
 import { launch, signIn } from "./lib/browser.mjs";
-import { ROOT, startStack, until } from "./lib/stack.mjs";
+import { ROOT, freePorts, startStack, until } from "./lib/stack.mjs";
 
 const N = Number(process.env.BENCH_INSTANCES ?? 1000);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 30);
 const FAKE = resolve(process.env.AEGIS_FAKE_INSTANCES ?? join(ROOT, "target/release/examples/fake_instances"));
 if (!existsSync(FAKE)) throw new Error(`${FAKE} is missing: cargo build -p aegis-monitor --release --example fake_instances`);
 
-const stack = await startStack({ instances: "order=0,pricing=0,risk=0" });
+const NATS_SERVER = resolve(process.env.NATS_SERVER ?? join(ROOT, ".tools/bin/nats-server"));
+if (!existsSync(NATS_SERVER)) throw new Error(`${NATS_SERVER} is missing: run make bootstrap`);
+const { base: natsPort } = await freePorts();
+const storeDir = mkdtempSync(join(tmpdir(), "aegis-bench-ui-nats-"));
+const nats = spawn(NATS_SERVER, ["-a", "127.0.0.1", "-p", String(natsPort), "-js", "-sd", storeDir], { stdio: "ignore" });
+const natsUrl = `nats://127.0.0.1:${natsPort}`;
+await until(() => portTaken(natsPort), 10000, "nats-server listening");
+const stack = await startStack({ instances: "order=0,pricing=0,risk=0", natsUrl });
 const fake = spawn(FAKE, [stack.natsUrl, String(N)], { stdio: ["ignore", "pipe", "inherit"] });
 let fakeOut = "";
 fake.stdout.on("data", (d) => (fakeOut += d));
@@ -114,4 +125,18 @@ try {
   fake.kill("SIGTERM");
   await new Promise((r) => fake.once("exit", r));
   await stack.stop();
+  nats.kill("SIGTERM");
+  await new Promise((r) => nats.once("exit", r));
+  rmSync(storeDir, { recursive: true, force: true });
+}
+
+/** Whether something listens on `port`. */
+function portTaken(port) {
+  return new Promise((done) => {
+    const socket = net.connect(port, "127.0.0.1", () => {
+      socket.end();
+      done(true);
+    });
+    socket.once("error", () => done(false));
+  });
 }

@@ -50,14 +50,17 @@ export async function until(check, timeoutMs, what) {
 
 /**
  * Starts the showcase. Options: `instances` (e.g. "order=3,pricing=2,risk=2"),
- * `env` (extra environment for `aegis up` and its children).
+ * `env` (extra environment for `aegis up` and its children), `natsUrl` (an
+ * existing NATS to use instead of the node `aegis up` starts with its users:
+ * for clients that connect without the showcase's credentials).
  */
-export async function startStack({ instances, env = {} } = {}) {
+export async function startStack({ instances, env = {}, natsUrl } = {}) {
   if (!existsSync(AEGIS)) throw new Error(`${AEGIS} is missing: run cargo build -p aegis first`);
   if (!existsSync(join(UI_DIR, "index.html"))) throw new Error(`${UI_DIR} is missing: run npm run build first`);
   const { base, api } = await freePorts();
   const stateDir = mkdtempSync(join(tmpdir(), "aegis-ui-e2e-"));
-  const args = ["up", "--single-node", "--base-port", String(base), "--api-port", String(api), "--state-dir", stateDir, "--ui-dir", UI_DIR];
+  const nats = natsUrl ? ["--nats-url", natsUrl] : ["--single-node", "--base-port", String(base)];
+  const args = ["up", ...nats, "--api-port", String(api), "--state-dir", stateDir, "--ui-dir", UI_DIR];
   if (instances) args.push("--instances", instances);
   const child = spawn(AEGIS, args, {
     cwd: ROOT,
@@ -74,7 +77,7 @@ export async function startStack({ instances, env = {} } = {}) {
 
   const stack = {
     url: `http://127.0.0.1:${api}`,
-    natsUrl: `nats://127.0.0.1:${base}`,
+    natsUrl: natsUrl ?? `nats://127.0.0.1:${base}`,
     stateDir,
     output: () => output,
     /** The admin and viewer tokens `aegis up` wrote. */
