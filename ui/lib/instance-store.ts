@@ -140,15 +140,8 @@ export class InstanceStore {
     this.latest.set(k, snapshot);
     this.metricsListeners.get(k)?.forEach((l) => l());
     const figures = liveFigures(e.instance, snapshot);
-    // The card re-renders only when its figures would read differently, or
-    // when the snapshot it shows is half way to reading as stale: an idle
-    // instance's figures stay the same ("0 calls/s") while its snapshots
-    // keep coming, and must not read as stopped.
-    const aging =
-      e.metrics !== null &&
-      figures !== null &&
-      Date.parse(figures.timestamp) - Date.parse(e.metrics.timestamp) >= staleAfterMs(e.metrics) / 2;
-    if (aging || shown(e.metrics) !== shown(figures) || (e.metrics === null) !== (figures === null)) {
+    // The card re-renders only when its figures would read differently.
+    if (shown(e.metrics) !== shown(figures) || (e.metrics === null) !== (figures === null)) {
       this.map.set(k, { ...e, metrics: figures });
       this.changed();
     }
@@ -252,12 +245,8 @@ export class InstanceStore {
 export function figuresStale(snapshot: MetricsSnapshot, now: number): boolean {
   const at = Date.parse(snapshot.timestamp);
   if (Number.isNaN(at)) return false;
-  return now - at >= staleAfterMs(snapshot);
-}
-
-/** How old a snapshot may be before its figures read as stopped. */
-function staleAfterMs(snapshot: MetricsSnapshot): number {
-  return Math.max(3 * Math.max(snapshot.intervalSecs, 0) * 1000, 5000);
+  const interval = Math.max(snapshot.intervalSecs, 0) * 1000;
+  return now - at >= Math.max(3 * interval, 5000);
 }
 
 /** Calls per second over all endpoints and the highest p99, from a snapshot. */

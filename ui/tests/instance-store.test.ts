@@ -1,7 +1,7 @@
 // InstanceStore: records from REST and SSE, removals kept as "gone" for a
 // while, metrics attached, changes published in batches.
 import type { ServiceInstance } from "@/lib/api/schemas";
-import { GONE_KEEP_MS, InstanceStore, figuresStale, headline } from "@/lib/instance-store";
+import { GONE_KEEP_MS, InstanceStore, headline } from "@/lib/instance-store";
 import { instance } from "./render";
 
 function make() {
@@ -79,24 +79,6 @@ describe("InstanceStore", () => {
     store.setMetrics(snap("2026-01-01T00:00:01Z", 1));
     flush();
     expect(headline(store.getSnapshot().entries[0]!.metrics)).toEqual({ rate: 5, p99: 2 });
-  });
-
-  it("keeps an idle instance's figures fresh while its snapshots keep coming", () => {
-    const { store, flush } = make();
-    const shownAt = () => store.getSnapshot().entries[0]!.metrics?.timestamp;
-    store.replaceAll([inst({ instanceId: "order-1", startedAt: "2026-01-01T00:00:00Z" })]);
-    store.setMetrics(snap("2026-01-01T00:00:02Z", 0));
-    flush();
-    // The same figures two seconds later: nothing to re-render yet.
-    store.setMetrics(snap("2026-01-01T00:00:04Z", 0));
-    flush();
-    expect(shownAt()).toBe("2026-01-01T00:00:02Z");
-    // Half way to stale (6 s at a 2 s interval): the newer one is shown, so
-    // the card does not read "Last metrics 6 s ago" while they still come.
-    store.setMetrics(snap("2026-01-01T00:00:06Z", 0));
-    flush();
-    expect(shownAt()).toBe("2026-01-01T00:00:06Z");
-    expect(figuresStale(store.getSnapshot().entries[0]!.metrics!, Date.parse("2026-01-01T00:00:08.500Z"))).toBe(false);
   });
 
   it("shows no live figures for a killed process, nor the old process's after a restart", () => {

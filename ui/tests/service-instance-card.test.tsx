@@ -4,7 +4,8 @@ import { act, screen, within } from "@testing-library/react";
 
 import { ServiceInstanceCard } from "@/components/dashboard/service-instance-card";
 import type { ServiceInstance } from "@/lib/api/schemas";
-import type { InstanceEntry } from "@/lib/instance-store";
+import { InstanceStoreContext } from "@/hooks/use-instance-store";
+import { InstanceStore, type InstanceEntry } from "@/lib/instance-store";
 import { instance, renderUi } from "./render";
 
 const T0 = new Date("2026-11-30T12:00:00.000Z").getTime();
@@ -108,5 +109,29 @@ describe("ServiceInstanceCard", () => {
     expect(figures).toHaveTextContent("Last metrics 6 s ago");
     act(() => vi.advanceTimersByTime(4000));
     expect(figures).toHaveTextContent("Last metrics 10 s ago");
+  });
+
+  it("keeps an idle instance's figures live while its snapshots keep coming", () => {
+    // The store keeps the card's snapshot while newer ones read the same
+    // ("0 calls/s"); the card must look at the newest, not the one it shows.
+    const store = new InstanceStore({ schedule: () => undefined });
+    const shown = entry();
+    store.replaceAll([shown.instance]);
+    const idle = (at: number) => ({ ...shown.metrics!, timestamp: new Date(at).toISOString() });
+    store.setMetrics(idle(T0));
+    renderUi(
+      <InstanceStoreContext.Provider value={store}>
+        <ServiceInstanceCard entry={{ ...shown, metrics: idle(T0) }} />
+      </InstanceStoreContext.Provider>,
+    );
+    const figures = screen.getByTestId("live-figures");
+    for (let at = T0 + 2000; at <= T0 + 12000; at += 2000) {
+      store.setMetrics(idle(at));
+      act(() => vi.advanceTimersByTime(2000));
+      expect(figures).toHaveTextContent("calls/s");
+    }
+    // They stop: the card says so, counting from the newest.
+    act(() => vi.advanceTimersByTime(6000));
+    expect(figures).toHaveTextContent("Last metrics 9 s ago");
   });
 });

@@ -13,6 +13,7 @@ import { Card } from "@/components/ui/card";
 import { cn } from "@/lib/utils";
 import { figuresStale, headline, type InstanceEntry } from "@/lib/instance-store";
 import type { MetricsSnapshot } from "@/lib/api/schemas";
+import { useInstanceStore } from "@/hooks/use-instance-store";
 import { subscribeClock } from "@/hooks/use-now";
 import { ms, num } from "@/lib/format";
 import { useI18n } from "@/lib/i18n";
@@ -126,20 +127,29 @@ function ServiceInstanceCardImpl({ entry }: ServiceInstanceCardProps) {
 /**
  * Calls/s and p99 from the latest snapshot, or how old it is once none came
  * for a while: figures that stopped must not read as live. Checked on the
- * shared clock's tick; the card re-renders only when that answer changes.
+ * shared clock's tick against the newest snapshot the page's store holds:
+ * the card keeps the snapshot whose figures it shows, and an idle
+ * instance's newer ones read the same ("0 calls/s") and do not replace it,
+ * but they prove its figures are still coming. The card re-renders only
+ * when that answer changes.
  */
 function Figures({ snapshot }: { snapshot: MetricsSnapshot }) {
   const { t, locale } = useI18n();
-  const [stale, setStale] = React.useState(() => figuresStale(snapshot, Date.now()));
+  const store = useInstanceStore();
+  const newest = React.useCallback(() => {
+    const latest = store?.latestMetrics(snapshot.serviceName, snapshot.instanceId);
+    return latest && Date.parse(latest.timestamp) > Date.parse(snapshot.timestamp) ? latest : snapshot;
+  }, [store, snapshot]);
+  const [stale, setStale] = React.useState(() => figuresStale(newest(), Date.now()));
   React.useEffect(() => {
-    const check = () => setStale(figuresStale(snapshot, Date.now()));
+    const check = () => setStale(figuresStale(newest(), Date.now()));
     check();
     return subscribeClock(check);
-  }, [snapshot]);
+  }, [newest]);
   if (stale) {
     return (
       <span data-testid="figures-stale" className="font-medium text-warning-strong">
-        <Since at={Date.parse(snapshot.timestamp)} template="card.metricsStale" />
+        <Since at={Date.parse(newest().timestamp)} template="card.metricsStale" />
       </span>
     );
   }
