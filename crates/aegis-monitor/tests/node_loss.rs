@@ -315,7 +315,6 @@ async fn a_definition_written_after_a_monitors_node_died_is_listed_there_within_
     let a_index = cluster
         .meta_leader()
         .expect("the cluster has a meta leader");
-    let a_node = cluster.nodes()[a_index].server_name().to_owned();
     let elsewhere = cluster.urls_except(a_index);
     let monitor = |url: &str| {
         let mut config = common::config(url);
@@ -354,12 +353,13 @@ async fn a_definition_written_after_a_monitors_node_died_is_listed_there_within_
 
     // The worst case: the node leads the bucket's stream and the meta
     // group, so no write lands and no consumer can be made for seconds.
-    leaders::lead_on(setup.client(), "KV_service_definitions", &a_node).await;
-    assert_eq!(cluster.meta_leader(), Some(a_index), "the meta group moved");
-    eprintln!(
-        "killing {a_node}: monitor A's node, leading KV_service_definitions and the meta group"
-    );
-    cluster.kill_node(a_index);
+    leaders::kill_leading_node(
+        &mut cluster,
+        setup.client(),
+        "KV_service_definitions",
+        a_index,
+    )
+    .await;
     let killed = Instant::now();
     let deadline = killed + Duration::from_secs(60);
     loop {
@@ -416,7 +416,6 @@ async fn metrics_published_after_the_monitors_node_died_show_within_seconds() {
     let m_index = cluster
         .meta_leader()
         .expect("the cluster has a meta leader");
-    let m_node = cluster.nodes()[m_index].server_name().to_owned();
     let elsewhere = cluster.urls_except(m_index);
     let mut config = common::config(&urls[m_index]);
     config.nats.nats.replicas = 3;
@@ -443,11 +442,8 @@ async fn metrics_published_after_the_monitors_node_died_show_within_seconds() {
     })
     .await;
 
-    leaders::lead_on(conn.client(), "AEGIS_METRICS", &m_node).await;
     let stream = conn.jetstream().get_stream("AEGIS_METRICS").await.unwrap();
-    assert_eq!(cluster.meta_leader(), Some(m_index), "the meta group moved");
-    eprintln!("killing {m_node}: the monitor's node, leading AEGIS_METRICS and the meta group");
-    cluster.kill_node(m_index);
+    leaders::kill_leading_node(&mut cluster, conn.client(), "AEGIS_METRICS", m_index).await;
     let killed_at = Instant::now();
     let killed = chrono::Utc::now();
     // When the stream holds a snapshot taken after the kill (read on the

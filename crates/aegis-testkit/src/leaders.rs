@@ -42,6 +42,34 @@ pub async fn lead_on(client: &async_nats::Client, stream: &str, node: &str) {
     step_down_until(client, stream_step_down(stream), Some(node), &what, leads).await;
 }
 
+/// The worst case of a node loss for `stream`: makes node `index` of
+/// `cluster`, which must lead the JetStream meta group, lead `stream` too,
+/// then SIGKILLs it. No write to the stream lands until it elects a new
+/// leader, and no consumer can be made until the meta group has one.
+///
+/// ```no_run
+/// # async fn demo(mut cluster: aegis_testkit::NatsCluster, client: async_nats::Client) {
+/// let doomed = cluster.meta_leader().expect("a meta leader");
+/// aegis_testkit::leaders::kill_leading_node(&mut cluster, &client, "EVENTS", doomed).await;
+/// # }
+/// ```
+///
+/// # Panics
+/// When the node does not lead `stream` within [`PATIENCE`], or no longer
+/// leads the meta group once it does.
+pub async fn kill_leading_node(
+    cluster: &mut crate::NatsCluster,
+    client: &async_nats::Client,
+    stream: &str,
+    index: usize,
+) {
+    let node = cluster.nodes()[index].server_name().to_owned();
+    lead_on(client, stream, &node).await;
+    assert_eq!(cluster.meta_leader(), Some(index), "the meta group moved");
+    eprintln!("killing {node}: it leads {stream} and the JetStream meta group");
+    cluster.kill_node(index);
+}
+
 /// Moves the leadership of `stream` off the node named `node` (if it leads
 /// it), and waits until another node leads it.
 ///

@@ -8,6 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use aegis_contracts::{subjects::EVENTS_STREAM, trading::Side};
+use aegis_sdk::Connection;
 use aegis_testkit::{NatsCluster, leaders, wait::until_some};
 use aegis_trading::risk::{self, RiskLimits};
 use common::{
@@ -25,56 +26,30 @@ use serde_json::json;
 /// ones while its watch waits to be opened again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_limits_update_reaches_an_instance_whose_node_died_within_a_second() {
-    let mut cluster = NatsCluster::start(3).expect("start a 3-node cluster");
-    cluster
-        .wait_ready(Duration::from_secs(30))
-        .expect("the cluster is ready");
-    let urls = cluster.urls();
-    // risk-b on the node that leads the meta group (it reconnects to the
-    // others, which its server announces, once that node dies).
-    let b_index = cluster
-        .meta_leader()
-        .expect("the cluster has a meta leader");
-    let b_node = cluster.nodes()[b_index].server_name().to_owned();
-    let b_conn = connect_nodes(&urls[b_index..=b_index]).await;
-    let elsewhere = cluster.urls_except(b_index);
-    let a_conn = connect_nodes(&elsewhere[..1]).await;
-    let caller = connect_nodes(&elsewhere[1..]).await;
-
-    let a = risk::start(&a_conn, risk_options("risk-a")).await.unwrap();
-    let b = risk::start(&b_conn, risk_options("risk-b")).await.unwrap();
+    let mut stage = Stage::start().await;
+    let caller = &stage.caller.clone();
     let before = until_some(PATIENCE, "risk-b answers", || async {
-        limits_of(&caller, "risk-b").await.ok()
+        limits_of(caller, "risk-b").await.ok()
     })
     .await;
     assert_eq!(before, RiskLimits::default());
-    // The worst case: the node leads the bucket's stream and the meta
-    // group, so no write lands and no consumer can be made for seconds.
-    leaders::lead_on(caller.client(), "KV_risk_limits", &b_node).await;
-    assert_eq!(cluster.meta_leader(), Some(b_index), "the meta group moved");
-    eprintln!("killing {b_node}: risk-b's node, leading KV_risk_limits and the meta group");
-    cluster.kill_node(b_index);
-    let killed = Instant::now();
+    let killed = stage.kill_b_node_leading("KV_risk_limits").await;
 
     let quantity = RiskLimits::default().max_order_quantity / 2;
     let updated = until_some(
         Duration::from_secs(60),
         "the update through risk-a lands",
         || async {
-            update_limits(
-                &caller,
-                "risk-a",
-                &json!({ "max_order_quantity": quantity }),
-            )
-            .await
-            .ok()
+            update_limits(caller, "risk-a", &json!({ "max_order_quantity": quantity }))
+                .await
+                .ok()
         },
     )
     .await;
     let written = Instant::now();
     assert_eq!(updated.max_order_quantity, quantity);
     eventually(PATIENCE, "risk-b judges by the new limits", || async {
-        limits_of(&caller, "risk-b").await.ok().as_ref() == Some(&updated)
+        limits_of(caller, "risk-b").await.ok().as_ref() == Some(&updated)
     })
     .await;
     let shown = written.elapsed();
@@ -86,12 +61,7 @@ async fn a_limits_update_reaches_an_instance_whose_node_died_within_a_second() {
         shown <= Duration::from_secs(1),
         "risk-b judged by the new limits only {shown:?} after they were written"
     );
-    // Not unwrapped: the registry's stream may still be electing a leader
-    // (its node was killed too), and then a deregistration is refused,
-    // "stream not found", and the record expires instead (seen in one run
-    // of ten).
-    let _ = a.shutdown().await;
-    let _ = b.shutdown().await;
+    stage.stop().await;
 }
 
 /// risk-b's node dies while it leads the `EVENTS` stream and the JetStream
@@ -105,46 +75,28 @@ async fn a_limits_update_reaches_an_instance_whose_node_died_within_a_second() {
 /// async-nats's ordered consumer, risk-b counted it 39 s late, or not
 /// within 15 s, in 2 runs of 14.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_fill_reaches_an_instance_whose_node_died_within_a_second() {
-    let mut cluster = NatsCluster::start(3).expect("start a 3-node cluster");
-    cluster
-        .wait_ready(Duration::from_secs(30))
-        .expect("the cluster is ready");
-    let urls = cluster.urls();
-    let b_index = cluster
-        .meta_leader()
-        .expect("the cluster has a meta leader");
-    let b_node = cluster.nodes()[b_index].server_name().to_owned();
-    let b_conn = connect_nodes(&urls[b_index..=b_index]).await;
-    let elsewhere = cluster.urls_except(b_index);
-    let a_conn = connect_nodes(&elsewhere[..1]).await;
-    let caller = connect_nodes(&elsewhere[1..]).await;
-
-    let a = risk::start(&a_conn, risk_options("risk-a")).await.unwrap();
-    let b = risk::start(&b_conn, risk_options("risk-b")).await.unwrap();
+async fn a_fill_reaches_an_instance_whose_node_died_within_seconds() {
+    let mut stage = Stage::start().await;
+    let caller = &stage.caller.clone();
     let first = until_some(PATIENCE, "the first fill is stored", || async {
-        publish_fill(&caller, &fill("o1", "AAPL", Side::Buy, 100))
+        publish_fill(caller, &fill("o1", "AAPL", Side::Buy, 100))
             .await
             .ok()
     })
     .await;
     eventually(PATIENCE, "risk-b counts the first fill", || async {
-        positions_of(&caller, "risk-b")
+        positions_of(caller, "risk-b")
             .await
             .is_ok_and(|p| p.last_event_sequence >= first)
     })
     .await;
-    leaders::lead_on(caller.client(), EVENTS_STREAM, &b_node).await;
-    assert_eq!(cluster.meta_leader(), Some(b_index), "the meta group moved");
-    eprintln!("killing {b_node}: risk-b's node, leading {EVENTS_STREAM} and the meta group");
-    cluster.kill_node(b_index);
-    let killed = Instant::now();
+    let killed = stage.kill_b_node_leading(EVENTS_STREAM).await;
 
     let second = until_some(
         Duration::from_secs(60),
         "the second fill is stored",
         || async {
-            publish_fill(&caller, &fill("o2", "AAPL", Side::Buy, 50))
+            publish_fill(caller, &fill("o2", "AAPL", Side::Buy, 50))
                 .await
                 .ok()
         },
@@ -152,13 +104,13 @@ async fn a_fill_reaches_an_instance_whose_node_died_within_a_second() {
     .await;
     let stored = Instant::now();
     eventually(PATIENCE, "risk-b counts the second fill", || async {
-        positions_of(&caller, "risk-b")
+        positions_of(caller, "risk-b")
             .await
             .is_ok_and(|p| p.last_event_sequence >= second)
     })
     .await;
     let counted = stored.elapsed();
-    let positions = positions_of(&caller, "risk-b").await.unwrap();
+    let positions = positions_of(caller, "risk-b").await.unwrap();
     assert_eq!(positions.positions.get("AAPL"), Some(&150));
     eprintln!(
         "fill stored {:?} after the kill; risk-b counted it {counted:?} later",
@@ -168,7 +120,57 @@ async fn a_fill_reaches_an_instance_whose_node_died_within_a_second() {
         counted <= Duration::from_secs(3),
         "risk-b counted the fill only {counted:?} after it was stored"
     );
-    // Not unwrapped, as above: the registry's stream may still be electing.
-    let _ = a.shutdown().await;
-    let _ = b.shutdown().await;
+    stage.stop().await;
+}
+
+/// A 3-node cluster with risk-a and risk-b running, risk-b on the node that
+/// leads the meta group (it reconnects to the others, which its server
+/// announces, once that node dies), risk-a and the caller elsewhere.
+struct Stage {
+    cluster: NatsCluster,
+    b_index: usize,
+    caller: Connection,
+    a: aegis_trading::Running,
+    b: aegis_trading::Running,
+}
+
+impl Stage {
+    async fn start() -> Stage {
+        let mut cluster = NatsCluster::start(3).expect("start a 3-node cluster");
+        cluster
+            .wait_ready(Duration::from_secs(30))
+            .expect("the cluster is ready");
+        let b_index = cluster
+            .meta_leader()
+            .expect("the cluster has a meta leader");
+        let b_conn = connect_nodes(&cluster.urls()[b_index..=b_index]).await;
+        let elsewhere = cluster.urls_except(b_index);
+        let a_conn = connect_nodes(&elsewhere[..1]).await;
+        let caller = connect_nodes(&elsewhere[1..]).await;
+        let a = risk::start(&a_conn, risk_options("risk-a")).await.unwrap();
+        let b = risk::start(&b_conn, risk_options("risk-b")).await.unwrap();
+        Stage {
+            cluster,
+            b_index,
+            caller,
+            a,
+            b,
+        }
+    }
+
+    /// Kills risk-b's node once it leads `stream` too; when it did.
+    async fn kill_b_node_leading(&mut self, stream: &str) -> Instant {
+        let client = self.caller.client().clone();
+        leaders::kill_leading_node(&mut self.cluster, &client, stream, self.b_index).await;
+        Instant::now()
+    }
+
+    async fn stop(self) {
+        // Not unwrapped: the registry's stream may still be electing a
+        // leader (its node was killed too), and then a deregistration is
+        // refused, "stream not found", and the record expires instead
+        // (seen in one run of ten).
+        let _ = self.a.shutdown().await;
+        let _ = self.b.shutdown().await;
+    }
 }

@@ -172,7 +172,7 @@ impl Fills {
     /// after two missed 15 s heartbeats, and an instance whose node died
     /// counted a fill stored after the node's death 39 s late, or not
     /// within 15 s (2 of 14 runs of
-    /// `tests/node_loss.rs::a_fill_reaches_an_instance_whose_node_died_within_a_second`),
+    /// `tests/node_loss.rs::a_fill_reaches_an_instance_whose_node_died_within_seconds`),
     /// judging position limits by a book that missed it meanwhile. On the
     /// feed: 22 runs, 17 within 2 ms, the others 0.27 to 1.49 s (the meta
     /// group, which makes consumers, came back after the stream took the
