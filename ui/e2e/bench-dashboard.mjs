@@ -27,11 +27,18 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 30);
 const FAKE = resolve(process.env.AEGIS_FAKE_INSTANCES ?? join(ROOT, "target/release/examples/fake_instances"));
 if (!existsSync(FAKE)) throw new Error(`${FAKE} is missing: cargo build -p aegis-monitor --release --example fake_instances`);
 
-const NATS_SERVER = resolve(process.env.NATS_SERVER ?? join(ROOT, ".tools/bin/nats-server"));
-if (!existsSync(NATS_SERVER)) throw new Error(`${NATS_SERVER} is missing: run make bootstrap`);
+// Where the bootstrap and the testkit look too: AEGIS_NATS_SERVER, then
+// the bootstrapped one, then PATH.
+const TOOLS_NATS = join(ROOT, ".tools/bin/nats-server");
+const NATS_SERVER = process.env.AEGIS_NATS_SERVER ?? (existsSync(TOOLS_NATS) ? TOOLS_NATS : "nats-server");
 const { base: natsPort } = await freePorts();
 const storeDir = mkdtempSync(join(tmpdir(), "aegis-bench-ui-nats-"));
 const nats = spawn(NATS_SERVER, ["-a", "127.0.0.1", "-p", String(natsPort), "-js", "-sd", storeDir], { stdio: "ignore" });
+nats.once("error", (e) => {
+  console.error(`cannot start ${NATS_SERVER}: ${e.message} (run make bootstrap, or set AEGIS_NATS_SERVER)`);
+  rmSync(storeDir, { recursive: true, force: true });
+  process.exit(1);
+});
 const natsUrl = `nats://127.0.0.1:${natsPort}`;
 await until(() => portTaken(natsPort), 10000, "nats-server listening");
 const stack = await startStack({ instances: "order=0,pricing=0,risk=0", natsUrl });
