@@ -21,14 +21,22 @@ type Seen = (String, u64, Operation);
 
 /// Starts `follow` on `store`, sending what it hands over to the receiver.
 fn start(
+    conn: &aegis_sdk::Connection,
     store: kv::Store,
     resume: Resume,
     cancel: &CancellationToken,
 ) -> (tokio::task::JoinHandle<()>, mpsc::UnboundedReceiver<Seen>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(follow(store, ">", resume, cancel.clone(), move |e| {
-        let _ = tx.send((e.key, e.revision, e.operation));
-    }));
+    let task = tokio::spawn(follow(
+        conn.clone(),
+        store,
+        ">",
+        resume,
+        cancel.clone(),
+        move |e| {
+            let _ = tx.send((e.key, e.revision, e.operation));
+        },
+    ));
     (task, rx)
 }
 
@@ -60,7 +68,7 @@ async fn loads_then_follows_changes_until_cancelled() {
     store.put("b", "1".into()).await.unwrap();
 
     let cancel = CancellationToken::new();
-    let (task, mut rx) = start(store.clone(), Resume::Replay, &cancel);
+    let (task, mut rx) = start(&conn, store.clone(), Resume::Replay, &cancel);
     // The load: the latest value of each key only.
     assert_eq!(next(&mut rx).await, ("a".into(), 2, Operation::Put));
     assert_eq!(next(&mut rx).await, ("b".into(), 3, Operation::Put));
@@ -87,7 +95,7 @@ async fn a_missing_bucket_is_waited_for() {
     js.delete_key_value(BUCKET).await.unwrap();
 
     let cancel = CancellationToken::new();
-    let (_task, mut rx) = start(store, Resume::Replay, &cancel);
+    let (_task, mut rx) = start(&conn, store, Resume::Replay, &cancel);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(rx.try_recv().is_err(), "nothing to hand over yet");
     // Created again: the next attempt opens the watch.
@@ -106,7 +114,7 @@ async fn after_a_break_resume_after_last_skips_what_it_handed_over() {
     store.put("a", "1".into()).await.unwrap();
     store.put("b", "1".into()).await.unwrap();
     let cancel = CancellationToken::new();
-    let (_task, mut rx) = start(store, Resume::AfterLast, &cancel);
+    let (_task, mut rx) = start(&conn, store, Resume::AfterLast, &cancel);
     assert_eq!(next(&mut rx).await.1, 1);
     assert_eq!(next(&mut rx).await.1, 2);
 
@@ -130,12 +138,45 @@ async fn a_bucket_created_again_is_followed_when_replaying() {
     let store = bucket(js).await;
     store.put("a", "1".into()).await.unwrap();
     let cancel = CancellationToken::new();
-    let (_task, mut rx) = start(store, Resume::Replay, &cancel);
+    let (_task, mut rx) = start(&conn, store, Resume::Replay, &cancel);
     assert_eq!(next(&mut rx).await, ("a".into(), 1, Operation::Put));
 
     js.delete_key_value(BUCKET).await.unwrap();
     let again = bucket(js).await;
     again.put("x", "1".into()).await.unwrap();
     assert_eq!(next(&mut rx).await, ("x".into(), 1, Operation::Put));
+    cancel.cancel();
+}
+
+/// The watch's consumer deleted under it, as when the NATS node it lives
+/// on dies: a change made afterwards is handed over within seconds, not
+/// after the tens of seconds an ordered consumer waits for heartbeats it
+/// no longer gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_after_its_consumer_is_gone_is_handed_over_within_seconds() {
+    use futures::StreamExt;
+    let server = server();
+    let conn = connect(&server.url()).await;
+    let js = conn.jetstream();
+    let store = bucket(js).await;
+    store.put("a", "1".into()).await.unwrap();
+    let cancel = CancellationToken::new();
+    let (_task, mut rx) = start(&conn, store.clone(), Resume::AfterLast, &cancel);
+    assert_eq!(next(&mut rx).await, ("a".into(), 1, Operation::Put));
+
+    let stream = js.get_stream(format!("KV_{BUCKET}")).await.unwrap();
+    let names: Vec<String> = stream
+        .consumer_names()
+        .map(|name| name.unwrap())
+        .collect()
+        .await;
+    assert_eq!(names.len(), 1, "one consumer, the watch's: {names:?}");
+    stream.delete_consumer(&names[0]).await.unwrap();
+    let started = std::time::Instant::now();
+    store.put("b", "1".into()).await.unwrap();
+    assert_eq!(next(&mut rx).await, ("b".into(), 2, Operation::Put));
+    let took = started.elapsed();
+    eprintln!("handed over {took:?} after the consumer was deleted");
+    assert!(took < Duration::from_secs(3), "took {took:?}");
     cancel.cancel();
 }

@@ -67,12 +67,12 @@ pub(crate) async fn open_bucket(
         })
 }
 
-/// Follows `key` (wildcards allowed) with [`aegis_sdk::kv::follow`]: the
-/// latest entry of each matching key, then every change, handed to `apply`
-/// until `cancel`. A broken watch replays the latest entries, so `apply`
-/// must ignore revisions it has seen.
+/// Follows `key` of `bucket` (wildcards allowed) with
+/// [`aegis_sdk::kv::follow`]: the latest entry of each matching key, then
+/// every change, handed to `apply` until `cancel`. A broken watch replays
+/// the latest entries, so `apply` must ignore revisions it has seen.
 pub(crate) fn spawn_watch<F>(
-    store: kv::Store,
+    bucket: &Bucket,
     key: String,
     cancel: CancellationToken,
     apply: F,
@@ -81,7 +81,8 @@ where
     F: FnMut(kv::Entry) + Send + 'static,
 {
     tokio::spawn(aegis_sdk::kv::follow(
-        store,
+        bucket.conn.clone(),
+        bucket.kv.clone(),
         key,
         aegis_sdk::kv::Resume::Replay,
         cancel,

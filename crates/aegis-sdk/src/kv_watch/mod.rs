@@ -160,7 +160,7 @@ pub enum Removal {
 /// Whether a stored message removes its key, and how: the server's limit
 /// marker for an expired TTL (`Nats-Marker-Reason: MaxAge`), a purge, or a
 /// delete.
-fn removal_of(headers: &async_nats::HeaderMap) -> Option<Removal> {
+pub(crate) fn removal_of(headers: &async_nats::HeaderMap) -> Option<Removal> {
     if let Some(marker) = headers.get(HEADER_MARKER_REASON) {
         return Some(match marker.as_str() {
             "MaxAge" => Removal::Expired,

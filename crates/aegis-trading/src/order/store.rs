@@ -160,7 +160,7 @@ impl OrderStore {
         }
         let store = self.clone();
         Ok(crate::kv::spawn_watch(
-            self.bucket.kv.clone(),
+            &self.bucket,
             ">".to_owned(),
             cancel,
             move |entry| {
