@@ -23,10 +23,11 @@ use aegis_sdk::{
     Connection,
     election::LeaderRecord,
     events::{DeliveryMode, Event, EventSubscription},
+    kv::Resume,
     rpc::CallOptions,
 };
 use aegis_trading::order::{CreateOrder, Order, OrderStatus};
-use futures::StreamExt;
+use async_nats::jetstream::kv;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -216,93 +217,68 @@ pub(crate) async fn subscribe_events(
 }
 
 /// Follows the `orders` bucket until `stop`, recording order writes; a
-/// watch broken by a node loss is started again after the last revision.
+/// watch broken by a node loss is opened again after the last revision
+/// ([`aegis_sdk::kv::follow`]), at once rather than after async-nats's
+/// heartbeat timeouts, so a write's `seen` falls in the right window.
 pub(crate) async fn watch_orders(conn: Connection, shared: Shared, stop: CancellationToken) {
-    let mut next = 0u64;
-    while !stop.is_cancelled() {
-        let watch = async {
-            let kv = conn
-                .jetstream()
-                .get_key_value(aegis_trading::order::ORDERS_BUCKET)
-                .await?;
-            let w = if next == 0 {
-                kv.watch_all().await?
-            } else {
-                kv.watch_all_from_revision(next).await?
-            };
-            anyhow::Ok(w)
-        };
-        if let Ok(mut w) = watch.await {
-            loop {
-                let entry = tokio::select! {
-                    () = stop.cancelled() => return,
-                    e = w.next() => e,
-                };
-                let Some(Ok(entry)) = entry else { break };
-                next = entry.revision + 1;
-                if let Ok(order) = serde_json::from_slice::<Order>(&entry.value) {
-                    lock(&shared.records).writes.push(OrderWrite {
-                        instance_id: order.instance_id,
-                        epoch: order.epoch,
-                        written: SystemTime::from(entry.created),
-                        seen: Instant::now(),
-                    });
-                }
-            }
+    let Some(kv) = bucket(&conn, aegis_trading::order::ORDERS_BUCKET, &stop).await else {
+        return;
+    };
+    let apply = move |entry: kv::Entry| {
+        if let Ok(order) = serde_json::from_slice::<Order>(&entry.value) {
+            lock(&shared.records).writes.push(OrderWrite {
+                instance_id: order.instance_id,
+                epoch: order.epoch,
+                written: SystemTime::from(entry.created),
+                seen: Instant::now(),
+            });
         }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_millis(200)) => {}
-        }
-    }
+    };
+    aegis_sdk::kv::follow(conn, kv, ">", Resume::AfterLast, stop, apply).await;
 }
 
 /// Follows the order service's election key until `stop`.
 pub(crate) async fn watch_election(conn: Connection, shared: Shared, stop: CancellationToken) {
+    let Some(kv) = bucket(&conn, subjects::ELECTIONS_BUCKET, &stop).await else {
+        return;
+    };
     let key = subjects::election_key(ORDER_SERVICE, ORDER_GROUP);
-    while !stop.is_cancelled() {
-        let watch = async {
-            let kv = conn
-                .jetstream()
-                .get_key_value(subjects::ELECTIONS_BUCKET)
-                .await?;
-            anyhow::Ok(kv.watch_with_history(&key).await?)
+    let apply = move |entry: kv::Entry| {
+        let holder = match entry.operation {
+            kv::Operation::Put => serde_json::from_slice::<LeaderRecord>(&entry.value)
+                .ok()
+                .map(|r| Holder {
+                    // The first write carries 0; its revision is the epoch.
+                    epoch: if r.epoch == 0 {
+                        entry.revision
+                    } else {
+                        r.epoch
+                    },
+                    instance_id: r.instance_id,
+                }),
+            _ => None,
         };
-        if let Ok(mut w) = watch.await {
-            loop {
-                let entry = tokio::select! {
-                    () = stop.cancelled() => return,
-                    e = w.next() => e,
-                };
-                let Some(Ok(entry)) = entry else { break };
-                let holder = match entry.operation {
-                    async_nats::jetstream::kv::Operation::Put => {
-                        serde_json::from_slice::<LeaderRecord>(&entry.value)
-                            .ok()
-                            .map(|r| Holder {
-                                // The first write carries 0; its revision is the epoch.
-                                epoch: if r.epoch == 0 {
-                                    entry.revision
-                                } else {
-                                    r.epoch
-                                },
-                                instance_id: r.instance_id,
-                            })
-                    }
-                    _ => None,
-                };
-                let mut current = lock(&shared.holder);
-                if *current != holder {
-                    current.clone_from(&holder);
-                    lock(&shared.records).takeovers.push(Takeover {
-                        holder,
-                        written: SystemTime::from(entry.created),
-                    });
-                }
-            }
+        let mut current = lock(&shared.holder);
+        if *current != holder {
+            current.clone_from(&holder);
+            lock(&shared.records).takeovers.push(Takeover {
+                holder,
+                written: SystemTime::from(entry.created),
+            });
+        }
+    };
+    aegis_sdk::kv::follow(conn, kv, key, Resume::Replay, stop, apply).await;
+}
+
+/// The KV bucket `name`, tried every 200 ms until it opens; `None` once
+/// `stop` is cancelled.
+async fn bucket(conn: &Connection, name: &str, stop: &CancellationToken) -> Option<kv::Store> {
+    loop {
+        if let Ok(kv) = conn.jetstream().get_key_value(name).await {
+            return Some(kv);
         }
         tokio::select! {
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => return None,
             () = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     }
