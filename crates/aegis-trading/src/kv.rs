@@ -3,7 +3,8 @@
 //! re-opens itself when the server drops it, and read a key's latest value
 //! with read-your-writes.
 //!
-//! A watch is one ordered consumer for the life of the process — never a key
+//! A watch is one consumer at a time for the life of the process (a
+//! [`feed`](aegis_sdk::feed), opened again when it breaks) — never a key
 //! listing per request, which would leave a consumer behind each time.
 //!
 //! Why a read of our own. A bucket allows direct gets, and on a replicated

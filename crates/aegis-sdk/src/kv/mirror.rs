@@ -116,8 +116,8 @@ pub enum Mirrored {
 /// meta leader, 4-9 s after that leader's node died), the bucket's
 /// replicas are read every half second, and what is newer is handed over:
 /// writes made in that window (a sticky group's new leader) reach the
-/// reader within a second. A watch on async-nats's ordered consumer
-/// ([`follow`](super::follow)) may trail by seconds more.
+/// reader within a second. [`follow`](super::follow), which reads no
+/// replicas, hands them over once JetStream makes consumers again.
 ///
 /// Waits for the bucket's lookup (up to half a second; a bucket whose
 /// stream is electing a leader is looked up again in the background, its
