@@ -299,7 +299,8 @@ fn base() -> Grants {
 
 /// Reading KV bucket `bucket`: its stream info, direct and stored gets, and
 /// the ephemeral consumers of watches (created, looked up, deleted when the
-/// watch ends, with their flow-control replies).
+/// watch ends, with their flow-control replies), pulled from by
+/// `kv::follow`'s feed.
 fn kv_read(g: &mut Grants, bucket: &str) {
     let stream = format!("KV_{bucket}");
     g.publish.extend([
@@ -311,6 +312,7 @@ fn kv_read(g: &mut Grants, bucket: &str) {
         format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
         format!("$JS.API.CONSUMER.INFO.{stream}.*"),
         format!("$JS.API.CONSUMER.DELETE.{stream}.*"),
+        format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.*"),
         format!("$JS.FC.{stream}.>"),
     ]);
 }
