@@ -78,7 +78,7 @@ pub enum Resume {
 /// `delta` of 0 says nothing more was pending when it was sent, which marks
 /// the end of the initial load.
 ///
-/// The watch is a [`feed`](crate::feed::feed) over `conn`: it breaks, and
+/// The watch is a [`feed`] over `conn`: it breaks, and
 /// is opened again, as soon as its consumer may be gone (its node died, the
 /// connection was re-established), not after the tens of seconds
 /// async-nats's own watch waits for idle heartbeats it no longer gets.
@@ -193,7 +193,7 @@ fn entry_of(
 /// `what` names the stream in the log.
 ///
 /// It opens the stream again only when the stream fails or ends: a
-/// [`feed`](crate::feed::feed) ends as soon as it may have lost its place.
+/// [`feed`] ends as soon as it may have lost its place.
 /// (async-nats's ordered consumer ends on neither when its consumer dies
 /// with a NATS node: it waits for two missed idle heartbeats, fixed at
 /// 15 s, and makes itself again, following nothing meanwhile.)
