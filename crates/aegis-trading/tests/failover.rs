@@ -16,7 +16,6 @@ use std::{
 use aegis_contracts::trading::{ORDER_GROUP, ORDER_SERVICE, RISK_SERVICE, Side};
 use aegis_sdk::{
     Connection,
-    election::Role,
     rpc::{CallOptions, ErrorCode, RpcError},
 };
 use aegis_trading::{
@@ -25,7 +24,7 @@ use aegis_trading::{
     pricing::{self, PricingOptions},
     risk::{self, Positions, RiskAssessment, RiskOptions},
 };
-use common::{PATIENCE, Recorder, barrier, connect, eventually, server};
+use common::{PATIENCE, Recorder, barrier, connect, eventually, is_leader, server};
 use serde_json::{Value, json};
 
 /// Calls the order service's leader. Every order-service method may run
@@ -79,13 +78,6 @@ impl Instance {
         drop(self.order);
         let _ = self.conn.drain().await;
     }
-}
-
-fn is_leader(instance: &Running) -> bool {
-    instance
-        .service()
-        .election()
-        .is_some_and(|e| matches!(e.role(), Role::Leader { .. }))
 }
 
 /// Creates `count` orders one after the other, each retried with the same

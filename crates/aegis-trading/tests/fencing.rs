@@ -19,16 +19,15 @@ use std::{
 use aegis_contracts::trading::{ORDER_GROUP, ORDER_SERVICE, PRICING_SERVICE, Side};
 use aegis_sdk::{
     Connection,
-    election::{LeaseConfig, Role},
+    election::LeaseConfig,
     rpc::{CallOptions, ErrorCode, Service, WireError},
 };
 use aegis_trading::{
-    Running,
     order::{self, CreateOrder, Order, OrderList, OrderOptions, OrderStatus},
     pricing::{GetPrice, Quote, default_symbols, quote_at},
     risk::{self, RiskOptions},
 };
-use common::{PATIENCE, Recorder, barrier, connect, eventually, server};
+use common::{PATIENCE, Recorder, barrier, connect, eventually, is_leader, server};
 use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
@@ -78,13 +77,6 @@ async fn gated_pricing(conn: &Connection) -> (Service, Arc<Semaphore>, Arc<Atomi
         .await
         .unwrap();
     (service, gate, calls)
-}
-
-fn is_leader(order: &Running) -> bool {
-    order
-        .service()
-        .election()
-        .is_some_and(|e| matches!(e.role(), Role::Leader { .. }))
 }
 
 fn contested() -> CreateOrder {

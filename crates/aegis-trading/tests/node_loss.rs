@@ -11,7 +11,7 @@ use aegis_contracts::{
     subjects::EVENTS_STREAM,
     trading::{ORDER_GROUP, ORDER_SERVICE, Side},
 };
-use aegis_sdk::{Connection, election::Role, rpc::CallOptions};
+use aegis_sdk::{Connection, rpc::CallOptions};
 use aegis_testkit::{NatsCluster, leaders, wait::until_some};
 use aegis_trading::{
     order::{self, CreateOrder, Order, OrderList, OrderOptions},
@@ -19,8 +19,8 @@ use aegis_trading::{
     risk::{self, RiskLimits},
 };
 use common::{
-    PATIENCE, connect_nodes, eventually, fill, limits_of, positions_of, publish_fill, risk_options,
-    update_limits,
+    PATIENCE, connect_nodes, eventually, fill, is_leader, limits_of, positions_of, publish_fill,
+    risk_options, update_limits,
 };
 use serde_json::json;
 
@@ -142,17 +142,13 @@ async fn a_fill_reaches_an_instance_whose_node_died_within_seconds() {
 /// up to 1.5 s after the bucket took writes, as for the fills above.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_order_created_after_a_standbys_node_died_is_listed_once_it_leads() {
-    let mut cluster = NatsCluster::start(3).expect("start a 3-node cluster");
-    cluster
-        .wait_ready(Duration::from_secs(30))
-        .expect("the cluster is ready");
-    let b_index = cluster
-        .meta_leader()
-        .expect("the cluster has a meta leader");
-    let b_conn = connect_nodes(&cluster.urls()[b_index..=b_index]).await;
-    let elsewhere = cluster.urls_except(b_index);
-    let a_conn = connect_nodes(&elsewhere[..1]).await;
-    let caller = connect_nodes(&elsewhere[1..]).await;
+    let Placed {
+        mut cluster,
+        b_index,
+        a_conn,
+        b_conn,
+        caller,
+    } = Placed::around_the_meta_leader().await;
     let no_ticks = PricingOptions {
         publish_interval: None,
         ..Default::default()
@@ -166,7 +162,7 @@ async fn an_order_created_after_a_standbys_node_died_is_listed_once_it_leads() {
     let a = order::start(&a_conn, order_options("order-1"))
         .await
         .unwrap();
-    eventually(PATIENCE, "order-1 leads", || async { leads(&a) }).await;
+    eventually(PATIENCE, "order-1 leads", || async { is_leader(&a) }).await;
     // order-2's watch of the bucket is made where the bucket's stream is
     // led: on the node that will die.
     let client = caller.client().clone();
@@ -197,7 +193,7 @@ async fn an_order_created_after_a_standbys_node_died_is_listed_once_it_leads() {
     // and then the deregistration is refused and the record expires (see
     // `Stage::stop`); the election is resigned either way.
     let _ = a.shutdown().await;
-    eventually(PATIENCE, "order-2 leads", || async { leads(&b) }).await;
+    eventually(PATIENCE, "order-2 leads", || async { is_leader(&b) }).await;
     let leading = Instant::now();
     eventually(PATIENCE, "order-2 lists the order", || async {
         let listed = caller
@@ -264,26 +260,21 @@ async fn consumers_of(conn: &Connection, stream: &str) -> Vec<(String, Option<St
         .await
 }
 
-fn leads(instance: &aegis_trading::Running) -> bool {
-    instance
-        .service()
-        .election()
-        .is_some_and(|e| matches!(e.role(), Role::Leader { .. }))
-}
-
-/// A 3-node cluster with risk-a and risk-b running, risk-b on the node that
-/// leads the meta group (it reconnects to the others, which its server
-/// announces, once that node dies), risk-a and the caller elsewhere.
-struct Stage {
+/// A 3-node cluster and three connections to it: `b_conn` to the node
+/// that leads the meta group only (it reconnects to the others, which its
+/// server announces, once that node dies), `a_conn` and `caller` each to
+/// one of the others.
+struct Placed {
     cluster: NatsCluster,
+    /// The meta leader's index in `cluster`.
     b_index: usize,
+    a_conn: Connection,
+    b_conn: Connection,
     caller: Connection,
-    a: aegis_trading::Running,
-    b: aegis_trading::Running,
 }
 
-impl Stage {
-    async fn start() -> Stage {
+impl Placed {
+    async fn around_the_meta_leader() -> Placed {
         let mut cluster = NatsCluster::start(3).expect("start a 3-node cluster");
         cluster
             .wait_ready(Duration::from_secs(30))
@@ -295,6 +286,35 @@ impl Stage {
         let elsewhere = cluster.urls_except(b_index);
         let a_conn = connect_nodes(&elsewhere[..1]).await;
         let caller = connect_nodes(&elsewhere[1..]).await;
+        Placed {
+            cluster,
+            b_index,
+            a_conn,
+            b_conn,
+            caller,
+        }
+    }
+}
+
+/// A 3-node cluster with risk-a and risk-b running, risk-b on the node that
+/// leads the meta group, risk-a and the caller elsewhere ([`Placed`]).
+struct Stage {
+    cluster: NatsCluster,
+    b_index: usize,
+    caller: Connection,
+    a: aegis_trading::Running,
+    b: aegis_trading::Running,
+}
+
+impl Stage {
+    async fn start() -> Stage {
+        let Placed {
+            cluster,
+            b_index,
+            a_conn,
+            b_conn,
+            caller,
+        } = Placed::around_the_meta_leader().await;
         let a = risk::start(&a_conn, risk_options("risk-a")).await.unwrap();
         let b = risk::start(&b_conn, risk_options("risk-b")).await.unwrap();
         Stage {

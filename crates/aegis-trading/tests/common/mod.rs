@@ -11,6 +11,7 @@ use std::{
 use aegis_contracts::trading::{OrderFilled, RISK_SERVICE, Side, TradingEvent};
 use aegis_sdk::{
     AegisConfig, Connection,
+    election::Role,
     events::{DeliveryMode, Event, EventError, EventSubscription},
     rpc::{CallOptions, ErrorCode, RpcError},
 };
@@ -211,4 +212,12 @@ pub async fn barrier(conn: &Connection, recorder: &Recorder<Value>, domain: &str
     recorder
         .wait_for("the barrier", |v| v["barrier"] == id.as_str())
         .await;
+}
+
+/// Whether `instance` leads its single-active group now.
+pub fn is_leader(instance: &aegis_trading::Running) -> bool {
+    instance
+        .service()
+        .election()
+        .is_some_and(|e| matches!(e.role(), Role::Leader { .. }))
 }
