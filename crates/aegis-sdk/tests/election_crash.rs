@@ -178,3 +178,65 @@ async fn election_child() {
     let _election = candidate(&conn, "order-child").await;
     std::future::pending::<()>().await;
 }
+
+/// The standby's watch of the election key loses its consumer (what the
+/// death of the NATS node it lives on does to it) and the leader renews
+/// once more before it dies: the standby still takes over when the lease
+/// lapses, not only once a watch delivers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_whose_watch_lost_its_consumer_takes_over_when_the_lease_lapses() {
+    use futures::StreamExt;
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let leader = candidate(&conn, "order-1").await;
+    leads(&leader, Duration::from_secs(10)).await;
+    let standby = candidate(&conn, "order-2").await;
+    let mut roles = standby.roles();
+    eventually(
+        Duration::from_secs(10),
+        "the standby follows order-1",
+        || {
+            let role = roles.borrow_and_update().clone();
+            async move {
+                role == Role::Standby {
+                    leader: Some("order-1".into()),
+                }
+            }
+        },
+    )
+    .await;
+    let js = async_nats::jetstream::new(conn.client().clone());
+    let stream = js.get_stream("KV_service_elections").await.unwrap();
+    let consumers = || async {
+        stream
+            .consumer_names()
+            .map(|name| name.unwrap())
+            .collect::<Vec<_>>()
+            .await
+    };
+    eventually(Duration::from_secs(10), "the standby's watch", || async {
+        !consumers().await.is_empty()
+    })
+    .await;
+    for name in consumers().await {
+        stream.delete_consumer(&name).await.unwrap();
+    }
+    // A renewal the standby's watch can no longer show it.
+    let store = elections_kv(&nats.url()).await;
+    let before = store.entry(KEY).await.unwrap().unwrap().revision;
+    eventually(Duration::from_secs(5), "order-1 renews", || {
+        let store = store.clone();
+        async move { store.entry(KEY).await.unwrap().unwrap().revision > before }
+    })
+    .await;
+
+    let dropped = Instant::now();
+    drop(leader);
+    let took = leads(&standby, Duration::from_secs(30)).await - dropped;
+    eprintln!("takeover {took:?} after the drop (lease {LEASE:?}), the watch's consumer gone");
+    assert!(
+        took < LEASE + Duration::from_millis(1500),
+        "took over after {took:?}"
+    );
+    standby.resign().await;
+}
