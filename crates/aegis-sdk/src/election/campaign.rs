@@ -15,7 +15,10 @@ use std::{
 };
 
 use aegis_contracts::{models::rfc3339, names, subjects};
-use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use async_nats::jetstream::{
+    consumer::DeliverPolicy,
+    kv::{self, CreateErrorKind, Operation, UpdateErrorKind},
+};
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::{sync::watch, task::JoinHandle, time::sleep_until};
@@ -151,7 +154,7 @@ impl Election {
         let campaign = Campaign {
             gate: gate.clone(),
             store,
-            client: conn.client().clone(),
+            conn: conn.clone(),
             key: key.clone(),
             me: instance_id.to_owned(),
             config,
@@ -268,9 +271,9 @@ const RESIGN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 struct Campaign {
     gate: Arc<HealthGate>,
     store: kv::Store,
-    /// Whether this process's own NATS connection is up (riding out an
-    /// unreachable store is only for a store that is down, not for us).
-    client: async_nats::Client,
+    /// The standby's watch runs on it; whether it is up decides riding
+    /// out (an unreachable store only, not our own connection down).
+    conn: Connection,
     key: String,
     me: String,
     config: LeaseConfig,
@@ -323,20 +326,15 @@ impl Campaign {
         let mut failures = 0u32;
         loop {
             // Watch first, then read: no change can fall between the two.
+            // The watch is a feed: it ends as soon as its consumer may be
+            // gone (its NATS node died), where async-nats's watch went
+            // silent for some ten seconds (`tests/election_crash.rs`).
+            let subject = format!("{}{}", self.store.prefix, self.key);
             let watch = tokio::select! {
                 () = self.cancel.cancelled() => return None,
-                w = self.store.watch(&self.key) => w,
+                w = crate::kv::entries(&self.conn, &self.store, subject, DeliverPolicy::New) => w,
             };
-            let mut watch = match watch {
-                Ok(w) => w,
-                Err(e) => {
-                    warn!(error = %e, "cannot watch the election key; retrying");
-                    if !self.pause(&mut failures).await {
-                        return None;
-                    }
-                    continue;
-                }
-            };
+            let mut watch = std::pin::pin!(watch);
             let mut last_revision = None;
             let mut deadline = tokio::time::Instant::now();
             let entry = tokio::select! {
@@ -373,7 +371,25 @@ impl Campaign {
                         }
                         match self.try_take(last_revision).await {
                             Take::Won(revision, sent_at) => return Some((revision, sent_at)),
-                            Take::Lost => {}
+                            // Renewed, or taken, since the revision this
+                            // standby last saw. Read again rather than
+                            // wait for the watch to tell: a watch that
+                            // lost its consumer tells nothing until it is
+                            // open again, and until then every attempt
+                            // would fail on the same old revision.
+                            Take::Lost => match self.latest().await {
+                                Ok(Some(l)) if l.put => {
+                                    last_revision = Some(l.revision);
+                                    self.step_down(leader_of(&l.value));
+                                }
+                                Ok(latest) => {
+                                    // Free since: campaign at once.
+                                    last_revision = latest.map(|l| l.revision);
+                                    deadline = tokio::time::Instant::now();
+                                    continue;
+                                }
+                                Err(e) => debug!(error = %e, "cannot read the election key after a lost takeover"),
+                            },
                             // Only a leader that rides out outages serves
                             // through one; others stop at their lease, and
                             // their standbys need not wait longer.
@@ -618,7 +634,7 @@ impl Campaign {
         let now = Instant::now();
         if self.config.ride_out.is_zero()
             || now >= limit
-            || self.client.connection_state() != async_nats::connection::State::Connected
+            || self.conn.client().connection_state() != async_nats::connection::State::Connected
         {
             return false;
         }

@@ -41,7 +41,11 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::{Connection, feed::feed, kv_watch::removal_of};
+use crate::{
+    Connection,
+    feed::{FeedBroken, feed},
+    kv_watch::removal_of,
+};
 
 mod mirror;
 
@@ -123,26 +127,9 @@ pub async fn follow<F>(
                 },
                 _ => DeliverPolicy::LastPerSubject,
             };
-            let (conn, stream, subjects) = (conn.clone(), store.stream.clone(), subjects.clone());
-            let (bucket, prefix) = (store.name.clone(), store.prefix.clone());
+            let (conn, store, subjects) = (conn.clone(), store.clone(), subjects.clone());
             async move {
-                let messages = feed(&conn, &stream, subjects, deliver).await;
-                let mut seen_current = false;
-                let entries = messages.filter_map(move |message| {
-                    std::future::ready(match message {
-                        Err(broken) => Some(Err(broken)),
-                        Ok(message) => {
-                            let entry = entry_of(&message, &bucket, &prefix, &mut seen_current);
-                            if entry.is_none() {
-                                // Skipped, not retried: opened again, the
-                                // watch would stop at it again.
-                                warn!(subject = %message.subject, "skipping a message that is not a KV entry");
-                            }
-                            entry.map(Ok)
-                        }
-                    })
-                });
-                Ok::<_, std::convert::Infallible>(entries)
+                Ok::<_, std::convert::Infallible>(entries(&conn, &store, subjects, deliver).await)
             }
         },
         |last, entry: kv::Entry| {
@@ -151,6 +138,34 @@ pub async fn follow<F>(
         },
     )
     .await;
+}
+
+/// The entries of `store` on `subjects` (the bucket's prefix and a key
+/// filter), from where `deliver` says, read on a [`feed`] over `conn`: it
+/// ends with an error as soon as its consumer may be gone. A message that
+/// is not one of the bucket's entries is skipped with a warning (opened
+/// again, the feed would stop at it again).
+pub(crate) async fn entries(
+    conn: &Connection,
+    store: &kv::Store,
+    subjects: String,
+    deliver: DeliverPolicy,
+) -> impl futures::Stream<Item = Result<kv::Entry, FeedBroken>> + use<> {
+    let messages = feed(conn, &store.stream, subjects, deliver).await;
+    let (bucket, prefix) = (store.name.clone(), store.prefix.clone());
+    let mut seen_current = false;
+    messages.filter_map(move |message| {
+        std::future::ready(match message {
+            Err(broken) => Some(Err(broken)),
+            Ok(message) => {
+                let entry = entry_of(&message, &bucket, &prefix, &mut seen_current);
+                if entry.is_none() {
+                    warn!(subject = %message.subject, "skipping a message that is not a KV entry");
+                }
+                entry.map(Ok)
+            }
+        })
+    })
 }
 
 /// The KV entry a bucket's stream message holds; `None` when the message
