@@ -101,3 +101,49 @@ async fn ends_when_the_connection_is_re_established() {
         FeedBroken::Reconnected
     );
 }
+
+/// A feed whose stream is gone (its bucket deleted by an operator) keeps
+/// trying to open, but the server's "stream not found" slows it down to
+/// one attempt every 2 s at most: every instance of a fleet asking ten
+/// times a second would load JetStream's API for nothing. Once the stream
+/// is back, the feed opens within that pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_longer_between_attempts_while_its_stream_is_missing() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let stream = stream_with(&conn, 0).await;
+    conn.jetstream().delete_stream("FEED_TEST").await.unwrap();
+    // Every attempt to make the consumer, as the server receives it (seen
+    // from another connection: the SDK's does not echo its own).
+    let observer = async_nats::connect(nats.url()).await.unwrap();
+    let mut attempts = observer.subscribe("$JS.API.CONSUMER.>").await.unwrap();
+    observer.flush().await.unwrap();
+    let opening = tokio::spawn({
+        let conn = conn.clone();
+        async move { feed(&conn, &stream, "feed.>", DeliverPolicy::All).await }
+    });
+    let window = Duration::from_secs(5);
+    let mut count = 0;
+    let _ = tokio::time::timeout(window, async {
+        while attempts.next().await.is_some() {
+            count += 1;
+        }
+    })
+    .await;
+    eprintln!("{count} attempts to open in {window:?} while the stream was missing");
+    assert!(count <= 8, "{count} attempts in {window:?}");
+
+    let back = std::time::Instant::now();
+    stream_with(&conn, 1).await;
+    let mut messages = tokio::time::timeout(Duration::from_secs(10), opening)
+        .await
+        .expect("the feed opens once its stream is back")
+        .unwrap();
+    let took = back.elapsed();
+    eprintln!("opened {took:?} after the stream was made again");
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert_eq!(
+        next(&mut messages).await.unwrap().subject.as_str(),
+        "feed.1"
+    );
+}
