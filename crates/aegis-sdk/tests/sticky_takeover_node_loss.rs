@@ -168,3 +168,46 @@ async fn a_running_reader_lists_an_instance_registered_while_its_watch_cannot_op
         "listed {took:?} after its registration"
     );
 }
+
+/// The standby itself on the node that dies, which leads the meta group;
+/// the leader, on another node, dies as well. The elections stream, led
+/// elsewhere, takes writes throughout: the standby, reconnected to
+/// another node, must take over once the lease lapses, without waiting
+/// for its watch, which cannot open again until the meta group has a new
+/// leader (4-9 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_standby_takes_over_while_its_watch_cannot_open() {
+    let (mut cluster, doomed, survivors) = doom_the_meta_leader("KV_service_elections").await;
+    let urls = cluster.urls();
+    let mut leader = sticky(&survivors[..1], "order-1").await;
+    eventually(Duration::from_secs(10), "order-1 leads", || async {
+        leads(&leader.1)
+    })
+    .await;
+    let standby = sticky(&[urls[doomed].clone()], "order-2").await;
+    let mut roles = standby.1.as_ref().unwrap().election().unwrap().roles();
+    eventually(Duration::from_secs(10), "order-2 follows order-1", || {
+        let role = roles.borrow_and_update().clone();
+        async move {
+            role == Role::Standby {
+                leader: Some("order-1".into()),
+            }
+        }
+    })
+    .await;
+
+    assert_eq!(cluster.meta_leader(), Some(doomed), "the meta leader moved");
+    cluster.kill_node(doomed);
+    let killed = Instant::now();
+    drop(leader.1.take());
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        roles.wait_for(|r| matches!(r, Role::Leader { .. })),
+    )
+    .await
+    .expect("the standby takes over within 30 s")
+    .expect("its election runs");
+    let took = killed.elapsed();
+    eprintln!("order-2 took over {took:?} after the kill (lease 400 ms)");
+    assert!(took <= Duration::from_secs(3), "took over after {took:?}");
+}
