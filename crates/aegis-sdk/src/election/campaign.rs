@@ -322,115 +322,92 @@ impl Campaign {
 
     /// Standby: returns `(revision, sent_at)` of the winning write, or `None`
     /// when cancelled.
+    ///
+    /// The key's entries come on a watch polled beside the takeover
+    /// deadline, never ahead of it: a watch that cannot open (its node
+    /// died while JetStream elects a meta leader, 4 to 9 s) must not hold
+    /// up a takeover the elections stream would take. The first attempt
+    /// is at once; one that loses reads the key, which is how a new
+    /// standby learns who leads if its watch has not told it yet.
     async fn follow(&self) -> Option<(u64, Instant)> {
-        let mut failures = 0u32;
+        let mut watch = std::pin::pin!(key_entries(
+            self.conn.clone(),
+            self.store.clone(),
+            format!("{}{}", self.store.prefix, self.key),
+        ));
+        let mut last_revision: Option<u64> = None;
+        let mut deadline = tokio::time::Instant::now();
+        // Health-aware leadership (health.rs): set when an unhealthy
+        // standby has already waited one lease for a healthy one.
+        let mut deferred = false;
         loop {
-            // Watch first, then read: no change can fall between the two.
-            // The watch is a feed: it ends as soon as its consumer may be
-            // gone (its NATS node died), where async-nats's watch went
-            // silent for some ten seconds (`tests/election_crash.rs`).
-            let subject = format!("{}{}", self.store.prefix, self.key);
-            let watch = tokio::select! {
-                () = self.cancel.cancelled() => return None,
-                w = crate::kv::entries(&self.conn, &self.store, subject, DeliverPolicy::New) => w,
-            };
-            let mut watch = std::pin::pin!(watch);
-            let mut last_revision = None;
-            let mut deadline = tokio::time::Instant::now();
-            let entry = tokio::select! {
-                () = self.cancel.cancelled() => return None,
-                entry = self.store.entry(&self.key) => entry,
-            };
-            match entry {
-                Ok(Some(e)) if e.operation == Operation::Put => {
-                    last_revision = Some(e.revision);
-                    deadline = self.config.takeover_at(Instant::now()).into();
-                    self.step_down(leader_of(&e.value));
-                }
-                Ok(Some(e)) => last_revision = Some(e.revision),
-                Ok(None) => {}
-                Err(e) => {
-                    warn!(error = %e, "cannot read the election key; retrying");
-                    if !self.pause(&mut failures).await {
-                        return None;
+            tokio::select! {
+            () = self.cancel.cancelled() => return None,
+                () = sleep_until(deadline) => {
+                    if self.gate.defers_takeover(&mut deferred) {
+                        deadline = self.config.takeover_at(Instant::now()).into();
+                        continue;
                     }
-                    continue;
-                }
-            }
-            failures = 0;
-            // Health-aware leadership (health.rs): set when an unhealthy
-            // standby has already waited one lease for a healthy one.
-            let mut deferred = false;
-            loop {
-                tokio::select! {
-                    () = self.cancel.cancelled() => return None,
-                    () = sleep_until(deadline) => {
-                        if self.gate.defers_takeover(&mut deferred) {
-                            deadline = self.config.takeover_at(Instant::now()).into();
-                            continue;
-                        }
-                        match self.try_take(last_revision).await {
-                            Take::Won(revision, sent_at) => return Some((revision, sent_at)),
-                            // Renewed, or taken, since the revision this
-                            // standby last saw. Read again rather than
-                            // wait for the watch to tell: a watch that
-                            // lost its consumer tells nothing until it is
-                            // open again, and until then every attempt
-                            // would fail on the same old revision.
-                            Take::Lost => match self.latest().await {
-                                Ok(Some(l)) if l.put => {
-                                    last_revision = Some(l.revision);
-                                    self.step_down(leader_of(&l.value));
-                                }
-                                Ok(latest) => {
-                                    // Free since: campaign at once.
-                                    last_revision = latest.map(|l| l.revision);
-                                    deadline = tokio::time::Instant::now();
-                                    continue;
-                                }
-                                Err(e) => debug!(error = %e, "cannot read the election key after a lost takeover"),
-                            },
-                            // Only a leader that rides out outages serves
-                            // through one; others stop at their lease, and
-                            // their standbys need not wait longer.
-                            Take::Unanswered if !self.config.ride_out.is_zero() => {
-                                let (latest, seen_at) = self.await_store().await?;
-                                match latest {
-                                    Some(l) if l.put => {
-                                        last_revision = Some(l.revision);
-                                        self.step_down(leader_of(&l.value));
-                                        deadline = self.config.takeover_at(seen_at).into();
-                                    }
-                                    // Deleted, purged or never written: free.
-                                    other => {
-                                        last_revision = other.map(|l| l.revision);
-                                        deadline = tokio::time::Instant::now();
-                                    }
-                                }
+                    match self.try_take(last_revision).await {
+                        Take::Won(revision, sent_at) => return Some((revision, sent_at)),
+                        // Renewed, or taken, since the revision this
+                        // standby last saw. Read again rather than
+                        // wait for the watch to tell: a watch that
+                        // lost its consumer tells nothing until it is
+                        // open again, and until then every attempt
+                        // would fail on the same old revision.
+                        Take::Lost => match self.latest().await {
+                            Ok(Some(l)) if l.put => {
+                                last_revision = Some(l.revision);
+                                self.step_down(leader_of(&l.value));
+                            }
+                            Ok(latest) => {
+                                // Free since: campaign at once.
+                                last_revision = latest.map(|l| l.revision);
+                                deadline = tokio::time::Instant::now();
                                 continue;
                             }
-                            Take::Unanswered => {}
-                        }
-                        deadline = self.config.takeover_at(Instant::now()).into();
-                    }
-                    entry = watch.next() => match entry {
-                        Some(Ok(e)) => {
-                            last_revision = Some(e.revision);
-                            if e.operation == Operation::Put {
-                                deferred = false;
-                                deadline = self.config.takeover_at(Instant::now()).into();
-                                self.step_down(leader_of(&e.value));
-                            } else {
-                                // Resigned (or purged): campaign now.
-                                deadline = tokio::time::Instant::now();
+                            Err(e) => debug!(error = %e, "cannot read the election key after a lost takeover"),
+                        },
+                        // Only a leader that rides out outages serves
+                        // through one; others stop at their lease, and
+                        // their standbys need not wait longer.
+                        Take::Unanswered if !self.config.ride_out.is_zero() => {
+                            let (latest, seen_at) = self.await_store().await?;
+                            match latest {
+                                Some(l) if l.put => {
+                                    last_revision = Some(l.revision);
+                                    self.step_down(leader_of(&l.value));
+                                    deadline = self.config.takeover_at(seen_at).into();
+                                }
+                                // Deleted, purged or never written: free.
+                                other => {
+                                    last_revision = other.map(|l| l.revision);
+                                    deadline = tokio::time::Instant::now();
+                                }
                             }
+                            continue;
                         }
-                        Some(Err(e)) => {
-                            debug!(error = %e, "election watch interrupted; re-watching");
-                            break;
-                        }
-                        None => break,
-                    },
+                        Take::Unanswered => {}
+                    }
+                    deadline = self.config.takeover_at(Instant::now()).into();
+                }
+                Some(e) = watch.next() => {
+                    // A watch opened again starts with the key's
+                    // latest entry, which may be one already seen: a
+                    // record seen again is not a renewal.
+                    if last_revision.is_some_and(|seen| e.revision <= seen) {
+                        continue;
+                    }
+                    last_revision = Some(e.revision);
+                    if e.operation == Operation::Put {
+                        deferred = false;
+                        deadline = self.config.takeover_at(Instant::now()).into();
+                        self.step_down(leader_of(&e.value));
+                    } else {
+                        // Resigned (or purged): campaign now.
+                        deadline = tokio::time::Instant::now();
+                    }
                 }
             }
         }
@@ -724,15 +701,6 @@ impl Campaign {
             }
         }
     }
-
-    async fn pause(&self, failures: &mut u32) -> bool {
-        *failures = (*failures + 1).min(6);
-        let delay = self.config.renew_interval * (1 << *failures);
-        tokio::select! {
-            () = self.cancel.cancelled() => false,
-            () = tokio::time::sleep(delay.min(std::time::Duration::from_secs(2))) => true,
-        }
-    }
 }
 
 /// How a takeover attempt ended.
@@ -759,6 +727,50 @@ enum Holder {
     /// Someone else, or nobody (deleted, purged, gone).
     Other,
 }
+
+/// Every entry of the key `subject` names in `store`, on a feed opened
+/// again whenever it breaks (it ends as soon as its consumer may be gone:
+/// async-nats's watch went silent for some ten seconds when its node died,
+/// `tests/election_crash.rs`). Each opening starts with the key's latest
+/// entry, so what changed during a break is not missed. Never ends.
+fn key_entries(
+    conn: Connection,
+    store: kv::Store,
+    subject: String,
+) -> impl futures::Stream<Item = kv::Entry> {
+    futures::stream::unfold(None, move |mut open| {
+        let (conn, store, subject) = (conn.clone(), store.clone(), subject.clone());
+        async move {
+            loop {
+                let entries = match &mut open {
+                    Some(entries) => entries,
+                    None => open.insert(Box::pin(
+                        crate::kv::entries(
+                            &conn,
+                            &store,
+                            subject.clone(),
+                            DeliverPolicy::LastPerSubject,
+                        )
+                        .await,
+                    )),
+                };
+                match entries.next().await {
+                    Some(Ok(entry)) => return Some((entry, open)),
+                    Some(Err(broken)) => {
+                        debug!(error = %broken, "election watch broken; opening it again")
+                    }
+                    None => {}
+                }
+                open = None;
+                tokio::time::sleep(WATCH_REOPEN_PAUSE).await;
+            }
+        }
+    })
+}
+
+/// The pause before a broken watch of the election key is opened again
+/// (opening it waits on its own while JetStream cannot make consumers).
+const WATCH_REOPEN_PAUSE: Duration = Duration::from_millis(50);
 
 fn leader_of(value: &[u8]) -> Option<String> {
     serde_json::from_slice::<LeaderRecord>(value)
