@@ -326,9 +326,9 @@ impl Campaign {
     /// The key's entries come on a watch polled beside the takeover
     /// deadline, never ahead of it: a watch that cannot open (its node
     /// died while JetStream elects a meta leader, 4 to 9 s) must not hold
-    /// up a takeover the elections stream would take. The first attempt
-    /// is at once; one that loses reads the key, which is how a new
-    /// standby learns who leads if its watch has not told it yet.
+    /// up a takeover the elections stream would take. The key is read
+    /// once first (bounded by the read's own timeout), and again after
+    /// an attempt that lost: the watch may not have told what changed.
     async fn follow(&self) -> Option<(u64, Instant)> {
         let mut watch = std::pin::pin!(key_entries(
             self.conn.clone(),
@@ -340,9 +340,22 @@ impl Campaign {
         // Health-aware leadership (health.rs): set when an unhealthy
         // standby has already waited one lease for a healthy one.
         let mut deferred = false;
+        let first = tokio::select! {
+            () = self.cancel.cancelled() => return None,
+            read = self.latest() => read,
+        };
+        match first {
+            Ok(Some(l)) if l.put => {
+                last_revision = Some(l.revision);
+                self.step_down(leader_of(&l.value));
+                deadline = self.config.takeover_at(Instant::now()).into();
+            }
+            Ok(latest) => last_revision = latest.map(|l| l.revision),
+            Err(e) => debug!(error = %e, "cannot read the election key yet"),
+        }
         loop {
             tokio::select! {
-            () = self.cancel.cancelled() => return None,
+                () = self.cancel.cancelled() => return None,
                 () = sleep_until(deadline) => {
                     if self.gate.defers_takeover(&mut deferred) {
                         deadline = self.config.takeover_at(Instant::now()).into();
@@ -358,13 +371,24 @@ impl Campaign {
                         // would fail on the same old revision.
                         Take::Lost => match self.latest().await {
                             Ok(Some(l)) if l.put => {
+                                if last_revision != Some(l.revision) {
+                                    // Renewed: as when the watch shows it.
+                                    deferred = false;
+                                }
                                 last_revision = Some(l.revision);
                                 self.step_down(leader_of(&l.value));
                             }
                             Ok(latest) => {
-                                // Free since: campaign at once.
-                                last_revision = latest.map(|l| l.revision);
+                                // Free since: campaign at once. Free at
+                                // the revision just tried, the attempt
+                                // was answered by a replica that lags:
+                                // again after a renewal interval.
+                                let free_at = latest.map(|l| l.revision);
                                 deadline = tokio::time::Instant::now();
+                                if free_at == last_revision {
+                                    deadline += self.config.renew_interval;
+                                }
+                                last_revision = free_at;
                                 continue;
                             }
                             Err(e) => debug!(error = %e, "cannot read the election key after a lost takeover"),
@@ -738,39 +762,67 @@ fn key_entries(
     store: kv::Store,
     subject: String,
 ) -> impl futures::Stream<Item = kv::Entry> {
-    futures::stream::unfold(None, move |mut open| {
+    let watch = KeyWatch {
+        open: None,
+        opened_at: tokio::time::Instant::now(),
+        pause: WATCH_REOPEN_FIRST,
+    };
+    futures::stream::unfold(watch, move |mut watch| {
         let (conn, store, subject) = (conn.clone(), store.clone(), subject.clone());
         async move {
             loop {
-                let entries = match &mut open {
+                let entries = match &mut watch.open {
                     Some(entries) => entries,
-                    None => open.insert(Box::pin(
-                        crate::kv::entries(
+                    None => {
+                        let opened = crate::kv::entries(
                             &conn,
                             &store,
                             subject.clone(),
                             DeliverPolicy::LastPerSubject,
                         )
-                        .await,
-                    )),
+                        .await;
+                        watch.opened_at = tokio::time::Instant::now();
+                        watch.open.insert(Box::pin(opened))
+                    }
                 };
                 match entries.next().await {
-                    Some(Ok(entry)) => return Some((entry, open)),
+                    Some(Ok(entry)) => return Some((entry, watch)),
                     Some(Err(broken)) => {
-                        debug!(error = %broken, "election watch broken; opening it again")
+                        debug!(error = %broken, "election watch broken; opening it again");
                     }
                     None => {}
                 }
-                open = None;
-                tokio::time::sleep(WATCH_REOPEN_PAUSE).await;
+                watch.open = None;
+                // A watch that lasted starts over at the shortest pause;
+                // one that breaks again soon after opening (each opening
+                // hands over the key's latest entry, so entries say
+                // nothing) waits longer each time.
+                if watch.opened_at.elapsed() >= WATCH_STEADY {
+                    watch.pause = WATCH_REOPEN_FIRST;
+                }
+                tokio::time::sleep(watch.pause).await;
+                watch.pause = (watch.pause * 2).min(WATCH_REOPEN_MAX);
             }
         }
     })
 }
 
+/// [`key_entries`]'s state: the open feed, when it opened, and the pause
+/// before the next opening.
+struct KeyWatch<S> {
+    open: Option<std::pin::Pin<Box<S>>>,
+    opened_at: tokio::time::Instant,
+    pause: Duration,
+}
+
 /// The pause before a broken watch of the election key is opened again
-/// (opening it waits on its own while JetStream cannot make consumers).
-const WATCH_REOPEN_PAUSE: Duration = Duration::from_millis(50);
+/// (opening it waits on its own while JetStream cannot make consumers);
+/// it doubles up to [`WATCH_REOPEN_MAX`] while the watch breaks within
+/// [`WATCH_STEADY`] of opening, so a watch that cannot last does not make
+/// a consumer every few milliseconds.
+const WATCH_REOPEN_FIRST: Duration = Duration::from_millis(50);
+const WATCH_REOPEN_MAX: Duration = Duration::from_secs(2);
+const WATCH_STEADY: Duration = Duration::from_secs(10);
 
 fn leader_of(value: &[u8]) -> Option<String> {
     serde_json::from_slice::<LeaderRecord>(value)
