@@ -45,6 +45,21 @@ async fn holder(store: &kv::Store) -> Option<LeaderRecord> {
     (entry.operation == kv::Operation::Put).then(|| serde_json::from_slice(&entry.value).unwrap())
 }
 
+/// Waits until `standby` stands by with `leader` named as the leader.
+async fn follows(standby: &Election, leader: &str) {
+    let mut roles = standby.roles();
+    let what = format!("the standby follows {leader}");
+    eventually(Duration::from_secs(10), &what, || {
+        let role = roles.borrow_and_update().clone();
+        async move {
+            role == Role::Standby {
+                leader: Some(leader.into()),
+            }
+        }
+    })
+    .await;
+}
+
 /// Waits until `election` serves and returns when that happened.
 async fn leads(election: &Election, within: Duration) -> Instant {
     let deadline = Instant::now() + within;
@@ -142,20 +157,7 @@ async fn a_sigkilled_leader_is_replaced_when_its_lease_lapses() {
     })
     .await;
     let standby = candidate(&conn, "order-parent").await;
-    let mut roles = standby.roles();
-    eventually(
-        Duration::from_secs(10),
-        "the standby follows the child",
-        || {
-            let role = roles.borrow_and_update().clone();
-            async move {
-                role == Role::Standby {
-                    leader: Some("order-child".into()),
-                }
-            }
-        },
-    )
-    .await;
+    follows(&standby, "order-child").await;
     let store = elections_kv(&nats.url()).await;
     let child_epoch = store.entry(KEY).await.unwrap().unwrap().revision;
 
@@ -191,20 +193,7 @@ async fn a_standby_whose_watch_lost_its_consumer_takes_over_when_the_lease_lapse
     let leader = candidate(&conn, "order-1").await;
     leads(&leader, Duration::from_secs(10)).await;
     let standby = candidate(&conn, "order-2").await;
-    let mut roles = standby.roles();
-    eventually(
-        Duration::from_secs(10),
-        "the standby follows order-1",
-        || {
-            let role = roles.borrow_and_update().clone();
-            async move {
-                role == Role::Standby {
-                    leader: Some("order-1".into()),
-                }
-            }
-        },
-    )
-    .await;
+    follows(&standby, "order-1").await;
     let js = async_nats::jetstream::new(conn.client().clone());
     let stream = js.get_stream("KV_service_elections").await.unwrap();
     let consumers = || async {

@@ -40,6 +40,17 @@ fn leads(svc: &Option<Service>) -> bool {
         .is_some_and(|e| matches!(e.role(), Role::Leader { .. }))
 }
 
+/// Waits until the election whose roles these are leads (30 s at most).
+async fn takes_over(roles: &mut tokio::sync::watch::Receiver<Role>) {
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        roles.wait_for(|r| matches!(r, Role::Leader { .. })),
+    )
+    .await
+    .expect("the standby takes over within 30 s")
+    .expect("its election runs");
+}
+
 /// A 3-node cluster with both buckets, the node leading its meta group
 /// (the one a test kills) and `stream` led by another; that node's index
 /// and the URLs of the others.
@@ -91,13 +102,7 @@ async fn a_running_caller_follows_a_takeover_while_its_watch_cannot_open() {
     cluster.kill_node(doomed);
     let killed = Instant::now();
     drop(services[leader].1.take());
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        roles.wait_for(|r| matches!(r, Role::Leader { .. })),
-    )
-    .await
-    .expect("the standby takes over within 30 s")
-    .expect("its election runs");
+    takes_over(&mut roles).await;
     let elected = Instant::now();
     let reply = place().await.expect("the new leader serves the call");
     let took = elected.elapsed();
@@ -200,13 +205,7 @@ async fn a_standby_takes_over_while_its_watch_cannot_open() {
     cluster.kill_node(doomed);
     let killed = Instant::now();
     drop(leader.1.take());
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        roles.wait_for(|r| matches!(r, Role::Leader { .. })),
-    )
-    .await
-    .expect("the standby takes over within 30 s")
-    .expect("its election runs");
+    takes_over(&mut roles).await;
     let took = killed.elapsed();
     eprintln!("order-2 took over {took:?} after the kill (lease 400 ms)");
     assert!(took <= Duration::from_secs(3), "took over after {took:?}");

@@ -114,11 +114,16 @@ async fn a_fill_reaches_an_instance_whose_node_died_within_seconds() {
     // which may come seconds after the stream took the fill (their
     // elections are independent): risk-b is timed from the later of the
     // two.
-    let (meta_back, counted_at) = until_consumers_and(&stage.cluster, stage.b_index, || async {
-        positions_of(caller, "risk-b")
-            .await
-            .is_ok_and(|p| p.last_event_sequence >= second)
-    })
+    let (meta_back, counted_at) = until_consumers_and(
+        &stage.cluster,
+        stage.b_index,
+        "risk-b counts the second fill",
+        || async {
+            positions_of(caller, "risk-b")
+                .await
+                .is_ok_and(|p| p.last_event_sequence >= second)
+        },
+    )
     .await;
     let positions = positions_of(caller, "risk-b").await.unwrap();
     assert_eq!(positions.positions.get("AAPL"), Some(&150));
@@ -205,23 +210,24 @@ async fn an_order_created_after_a_standbys_node_died_is_listed_once_it_leads() {
     let leading = Instant::now();
     // Timed from the later of its lead and the meta group led again: its
     // watch, opened again on a new consumer, waits for the meta group.
-    let (meta_back, listed_at) = until_consumers_and(&cluster, b_index, || async {
-        let listed = caller
-            .rpc()
-            .call_active::<_, OrderList>(
-                ORDER_SERVICE,
-                ORDER_GROUP,
-                "list_orders",
-                &json!({}),
-                &CallOptions::default(),
-            )
-            .await;
-        listed.is_ok_and(|l| {
-            l.instance_id.as_deref() == Some("order-2")
-                && l.value.orders.iter().any(|o| o.order_id == order.order_id)
+    let (meta_back, listed_at) =
+        until_consumers_and(&cluster, b_index, "order-2 lists the order", || async {
+            let listed = caller
+                .rpc()
+                .call_active::<_, OrderList>(
+                    ORDER_SERVICE,
+                    ORDER_GROUP,
+                    "list_orders",
+                    &json!({}),
+                    &CallOptions::default(),
+                )
+                .await;
+            listed.is_ok_and(|l| {
+                l.instance_id.as_deref() == Some("order-2")
+                    && l.value.orders.iter().any(|o| o.order_id == order.order_id)
+            })
         })
-    })
-    .await;
+        .await;
     let listed = listed_at - meta_back.map_or(leading, |m| m.max(leading));
     eprintln!(
         "order created {:?} after the kill; order-2 led {:?} after that, the meta group {:?} after \
@@ -356,33 +362,31 @@ impl Stage {
     }
 }
 
-/// Polls `done` every 20 ms until it holds (failing after [`PATIENCE`]),
-/// noting when the JetStream meta group is first led by a node other than
-/// `dead` (the survivors name the dead one until they elect another):
-/// until then no consumer can be made. Returns that moment, if it came
-/// before `done` held, and the moment `done` held.
+/// Waits (as [`eventually`] does) until `done` holds, noting when the
+/// JetStream meta group is first led by a node other than `dead` (the
+/// survivors name the dead one until they elect another): until then no
+/// consumer can be made. Returns that moment, if it came before `done`
+/// held, and the moment `done` held.
 async fn until_consumers_and<F, Fut>(
     cluster: &NatsCluster,
     dead: usize,
+    what: &str,
     mut done: F,
 ) -> (Option<Instant>, Instant)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let started = Instant::now();
     let mut meta_back = None;
-    loop {
+    eventually(PATIENCE, what, || {
         if meta_back.is_none()
             && tokio::task::block_in_place(|| cluster.meta_leader())
                 .is_some_and(|leader| leader != dead)
         {
             meta_back = Some(Instant::now());
         }
-        if done().await {
-            return (meta_back, Instant::now());
-        }
-        assert!(started.elapsed() < PATIENCE, "not done within {PATIENCE:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        done()
+    })
+    .await;
+    (meta_back, Instant::now())
 }

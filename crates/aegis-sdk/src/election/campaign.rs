@@ -757,6 +757,13 @@ enum Holder {
 /// async-nats's watch went silent for some ten seconds when its node died,
 /// `tests/election_crash.rs`). Each opening starts with the key's latest
 /// entry, so what changed during a break is not missed. Never ends.
+///
+/// The loop of [`crate::kv::reopening`], with its pauses, but a stream for
+/// the standby's `select!` and another reset: `reopening` takes the
+/// shortest pause again whenever an item comes, and every opening here
+/// hands one over (the key's latest entry; a renewal every quarter lease),
+/// so a watch that breaks at once would be opened again every 50 ms.
+/// Here only a watch that lasted [`WATCH_STEADY`] resets it.
 fn key_entries(
     conn: Connection,
     store: kv::Store,
@@ -765,7 +772,7 @@ fn key_entries(
     let watch = KeyWatch {
         open: None,
         opened_at: tokio::time::Instant::now(),
-        pause: WATCH_REOPEN_FIRST,
+        pause: crate::kv::FIRST_PAUSE,
     };
     futures::stream::unfold(watch, move |mut watch| {
         let (conn, store, subject) = (conn.clone(), store.clone(), subject.clone());
@@ -798,10 +805,10 @@ fn key_entries(
                 // hands over the key's latest entry, so entries say
                 // nothing) waits longer each time.
                 if watch.opened_at.elapsed() >= WATCH_STEADY {
-                    watch.pause = WATCH_REOPEN_FIRST;
+                    watch.pause = crate::kv::FIRST_PAUSE;
                 }
                 tokio::time::sleep(watch.pause).await;
-                watch.pause = (watch.pause * 2).min(WATCH_REOPEN_MAX);
+                watch.pause = (watch.pause * 2).min(crate::kv::MAX_PAUSE);
             }
         }
     })
@@ -815,13 +822,9 @@ struct KeyWatch<S> {
     pause: Duration,
 }
 
-/// The pause before a broken watch of the election key is opened again
-/// (opening it waits on its own while JetStream cannot make consumers);
-/// it doubles up to [`WATCH_REOPEN_MAX`] while the watch breaks within
-/// [`WATCH_STEADY`] of opening, so a watch that cannot last does not make
-/// a consumer every few milliseconds.
-const WATCH_REOPEN_FIRST: Duration = Duration::from_millis(50);
-const WATCH_REOPEN_MAX: Duration = Duration::from_secs(2);
+/// How long a watch of the election key must have stayed open for the
+/// pause before the next opening to start again from the shortest
+/// (opening it waits on its own while JetStream cannot make consumers).
 const WATCH_STEADY: Duration = Duration::from_secs(10);
 
 fn leader_of(value: &[u8]) -> Option<String> {

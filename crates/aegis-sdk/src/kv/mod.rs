@@ -54,9 +54,9 @@ pub use mirror::{MirrorError, Mirrored, MirroredEntry, mirror};
 
 /// The pause before the first re-open; it doubles up to [`MAX_PAUSE`] while
 /// the watch cannot be opened or breaks again at once.
-const FIRST_PAUSE: Duration = Duration::from_millis(50);
+pub(crate) const FIRST_PAUSE: Duration = Duration::from_millis(50);
 /// The longest pause between two attempts to open the watch.
-const MAX_PAUSE: Duration = Duration::from_secs(2);
+pub(crate) const MAX_PAUSE: Duration = Duration::from_secs(2);
 
 /// Where a watch opened again after a break starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
