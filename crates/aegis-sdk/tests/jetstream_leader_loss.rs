@@ -11,6 +11,10 @@
 //! Either way the buckets' replicas still answer reads, and the services
 //! still answer calls: a new caller loads its views from the replicas (one
 //! batched direct get each) and is served before the leaders are back.
+//!
+//! A service that stops while the registry's stream elects its leader
+//! deletes its record once the stream takes writes again, within its
+//! shutdown timeout.
 
 mod common;
 
@@ -190,4 +194,57 @@ async fn a_new_caller_is_served_while_the_elections_stream_elects_its_leader() {
         "the elections stream",
     )
     .await;
+}
+
+/// The node that leads the registry's stream (not the meta group) dies, and
+/// a service on the other nodes stops at once: no server takes its
+/// deregistration until the stream has a new leader (4-9 s). The stop must
+/// wait for it, within the shutdown timeout, and delete the record; it
+/// failed at once ("no stream found for given subject"), and the record
+/// stayed, listed UNHEALTHY, until its TTL ran out.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_stopped_while_the_registry_stream_elects_its_leader_deregisters() {
+    const KEY: &str = "service-instances.echo-service.echo-1";
+    let (mut cluster, setup) = common::cluster_with_buckets().await;
+    let meta = cluster
+        .meta_leader()
+        .expect("the cluster has a meta leader");
+    let meta_name = cluster.node(meta).server_name().to_owned();
+    lead_elsewhere(setup.client(), "KV_service_registry", &meta_name).await;
+    let leader = stream_leader(setup.client(), "KV_service_registry")
+        .await
+        .expect("the registry stream has a leader");
+    let doomed = cluster
+        .nodes()
+        .iter()
+        .position(|n| n.server_name() == leader)
+        .expect("the leader is a node of the cluster");
+    let services = connect_cluster(cluster.urls_except(doomed), 3).await;
+    let echo = services
+        .service("echo-service", "1.0.0")
+        .instance_id("echo-1")
+        // Room for the longest election (9 s) and the stop's other steps.
+        .shutdown_timeout(Duration::from_secs(14))
+        .handler("echo", |v: Value| async move { Ok::<_, WireError>(v) })
+        .start()
+        .await
+        .expect("start the echo service");
+    let registry = services
+        .jetstream()
+        .get_key_value("service_registry")
+        .await
+        .expect("the registry bucket");
+    assert!(registry.get(KEY).await.unwrap().is_some(), "registered");
+
+    cluster.kill_node(doomed);
+    let killed = Instant::now();
+    let stopped = echo.shutdown().await;
+    let took = killed.elapsed();
+    eprintln!("the stop returned {stopped:?} {took:?} after the kill");
+    stopped.expect("the stop deregisters once the stream takes writes");
+    assert_eq!(
+        registry.get(KEY).await.expect("read the record"),
+        None,
+        "the record is deleted"
+    );
 }
