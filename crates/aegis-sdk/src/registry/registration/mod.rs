@@ -64,7 +64,7 @@ pub use options::{
     DEFAULT_HEARTBEAT, DEFAULT_REFRESH, DEFAULT_TTL, DEFAULT_UNHEALTHY_AFTER, METADATA_CONNECTION,
     METADATA_HEARTBEAT_MS, METADATA_REFRESH_MS, MIN_TTL, RegistrationOptions,
 };
-use writer::{Inner, WriteState, heartbeat, purge};
+use writer::{Inner, WriteState, heartbeat, purge, purge_until};
 
 /// First wait after a failed write; it doubles up to the heartbeat.
 const RETRY_INITIAL: Duration = Duration::from_millis(100);
@@ -506,13 +506,32 @@ impl Registration {
     /// # Ok(()) }
     /// ```
     ///
+    /// While the registry's stream takes no writes (it elects a new leader
+    /// after its leader's node died: 4-9 s), the delete is tried again
+    /// until the record would have expired anyway.
+    ///
     /// # Errors
-    /// [`RegistryError::Delete`] when the delete fails or is not confirmed in
-    /// time; the record then expires after its TTL.
-    pub async fn deregister(mut self) -> Result<(), RegistryError> {
+    /// [`RegistryError::Delete`] when the delete is refused, or not taken
+    /// before the record would have expired; the record then expires after
+    /// its TTL.
+    pub async fn deregister(self) -> Result<(), RegistryError> {
+        let expires = {
+            let inner = &self.handle.inner;
+            let written = inner.state().written_at;
+            written.unwrap_or_else(tokio::time::Instant::now) + inner.options.ttl
+        };
+        self.deregister_by(expires).await
+    }
+
+    /// [`deregister`](Self::deregister), trying no longer than `until`
+    /// (a service's stop leaves itself time for its other steps).
+    pub(crate) async fn deregister_by(
+        mut self,
+        until: tokio::time::Instant,
+    ) -> Result<(), RegistryError> {
         self.stop_heartbeat().await;
         let inner = &self.handle.inner;
-        let result = purge(inner).await;
+        let result = purge_until(inner, until).await;
         if result.is_ok() {
             info!(key = %inner.key, "deregistered");
             inner.emit(

@@ -314,6 +314,85 @@ pub(super) async fn heartbeat(inner: Arc<Inner>, cancel: CancellationToken) {
     }
 }
 
+/// The longest pause between two attempts to delete the record.
+const PURGE_PAUSE_MAX: Duration = Duration::from_secs(1);
+
+/// Deletes the record, trying again while the registry's stream takes no
+/// writes for now (no leader, or no acknowledgement in time) until `until`.
+/// A stream whose leader's node died elects another in 4-9 s; a stop that
+/// gave up at once left its record to expire with its TTL, listed UNHEALTHY
+/// meanwhile (`tests/jetstream_leader_loss.rs`). Any other refusal (denied,
+/// say) is returned at once. Returns the last error when `until` passes.
+pub(super) async fn purge_until(
+    inner: &Inner,
+    until: tokio::time::Instant,
+) -> Result<(), RegistryError> {
+    let mut pause = RETRY_INITIAL;
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let error = match purge(inner).await {
+            Ok(()) => {
+                if attempts > 1 {
+                    info!(key = %inner.key, attempts, "the registry took the deregistration");
+                }
+                return Ok(());
+            }
+            Err(e) if not_now(&e) => e,
+            Err(e) => return Err(e),
+        };
+        if tokio::time::Instant::now() + pause >= until {
+            return Err(error);
+        }
+        if attempts == 1 {
+            info!(key = %inner.key, error = %error,
+                "the registry takes no writes now (its stream electing a leader?); trying again");
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(PURGE_PAUSE_MAX);
+    }
+}
+
+/// Whether a failed delete says "not now" rather than "no": nobody took it
+/// (async-nats reports a publish nobody answered as `StreamNotFound`: the
+/// stream has no leader this moment), it was not acknowledged in time, or
+/// the stream or JetStream is between leaders (10163, 10008).
+fn not_now(e: &RegistryError) -> bool {
+    use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+    use std::error::Error as _;
+    let RegistryError::Delete { source, .. } = e else {
+        return false;
+    };
+    let Some(update) = source.downcast_ref::<kv::UpdateError>() else {
+        // Our own bound on the acknowledgement.
+        return source.downcast_ref::<NoAck>().is_some();
+    };
+    if update.kind() == kv::UpdateErrorKind::TimedOut {
+        return true;
+    }
+    let Some(publish) = update
+        .source()
+        .and_then(|s| s.downcast_ref::<PublishError>())
+    else {
+        return false;
+    };
+    match publish.kind() {
+        PublishErrorKind::StreamNotFound
+        | PublishErrorKind::TimedOut
+        | PublishErrorKind::BrokenPipe => true,
+        _ => publish
+            .source()
+            .and_then(|s| s.downcast_ref::<jetstream::Error>())
+            .is_some_and(|e| matches!(e.error_code().0, 10163 | 10008)),
+    }
+}
+
+/// No acknowledgement of a delete within the write timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("no acknowledgement within {0:?}")]
+struct NoAck(Duration);
+
+/// Deletes the record once.
 pub(super) async fn purge(inner: &Inner) -> Result<(), RegistryError> {
     let purge = inner.store.purge_with_ttl(&inner.key, REGISTRY_MARKER_TTL);
     match tokio::time::timeout(inner.write_timeout, purge).await {
@@ -324,7 +403,7 @@ pub(super) async fn purge(inner: &Inner) -> Result<(), RegistryError> {
         }),
         Err(_) => Err(RegistryError::Delete {
             key: inner.key.clone(),
-            source: format!("no acknowledgement within {:?}", inner.write_timeout).into(),
+            source: NoAck(inner.write_timeout).into(),
         }),
     }
 }
@@ -343,5 +422,45 @@ impl Inner {
             fields(&mut record.fields);
             hook(record);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+
+    use super::*;
+
+    fn delete(source: async_nats::Error) -> RegistryError {
+        RegistryError::Delete {
+            key: "service-instances.a.b".into(),
+            source,
+        }
+    }
+
+    fn refused(kind: PublishErrorKind) -> RegistryError {
+        delete(kv::UpdateError::from(PublishError::new(kind)).into())
+    }
+
+    #[test]
+    fn a_delete_nobody_took_or_acknowledged_is_tried_again() {
+        assert!(not_now(&refused(PublishErrorKind::StreamNotFound)));
+        assert!(not_now(&refused(PublishErrorKind::TimedOut)));
+        assert!(not_now(&delete(NoAck(Duration::from_secs(1)).into())));
+        assert!(not_now(&delete(
+            kv::UpdateError::new(kv::UpdateErrorKind::TimedOut).into()
+        )));
+    }
+
+    #[test]
+    fn a_delete_refused_for_good_is_not() {
+        assert!(!not_now(&refused(PublishErrorKind::WrongLastSequence)));
+        assert!(!not_now(&refused(PublishErrorKind::Other)));
+        assert!(!not_now(&delete(
+            kv::UpdateError::new(kv::UpdateErrorKind::InvalidKey).into()
+        )));
+        assert!(!not_now(&RegistryError::Deregistered(
+            "service-instances.a.b".into()
+        )));
     }
 }

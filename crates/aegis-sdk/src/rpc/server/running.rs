@@ -16,6 +16,12 @@ use crate::{
 /// before it resigns.
 const LEAVE_WAIT: Duration = Duration::from_secs(1);
 
+/// What a stop keeps of its shutdown timeout (at most half of it) for the
+/// steps after the deregistration (the drain grace, the requests in
+/// flight) while it tries again to deregister from a registry without a
+/// leader.
+const AFTER_DEREGISTRATION: Duration = Duration::from_secs(1);
+
 /// A task aborted when its handle is dropped.
 pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
 
@@ -197,11 +203,19 @@ impl Service {
         }
         let mut deregistered = Ok(());
         if let Some(registration) = self.registration.take() {
-            deregistered = match tokio::time::timeout_at(deadline, registration.deregister()).await
-            {
-                Ok(result) => result.map_err(ServiceError::from),
-                Err(_) => Err(ServiceError::ShutdownTimeout(self.tracker.len())),
+            // Tried again while the registry's stream has no leader, but
+            // leaving the stop's last steps their time; tried once while
+            // NATS is unreachable (the record expires with its TTL).
+            let until = if reachable {
+                deadline - AFTER_DEREGISTRATION.min(self.shutdown_timeout / 2)
+            } else {
+                tokio::time::Instant::now()
             };
+            deregistered =
+                match tokio::time::timeout_at(deadline, registration.deregister_by(until)).await {
+                    Ok(result) => result.map_err(ServiceError::from),
+                    Err(_) => Err(ServiceError::ShutdownTimeout(self.tracker.len())),
+                };
             if let Err(e) = &deregistered {
                 warn!(error = %e, "could not deregister; the record expires with its TTL");
             }
