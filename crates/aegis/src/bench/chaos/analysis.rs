@@ -29,7 +29,9 @@ pub(crate) struct FaultNumbers {
     pub(crate) unavailable_ms: f64,
     /// Calls sent in the fault's window.
     pub(crate) calls: usize,
-    /// Of those, how many failed.
+    /// Calls that failed in the fault's window: counted by when they
+    /// failed, so a call sent just before a fault and failed by it counts
+    /// for that fault, not for the one before.
     pub(crate) failed_calls: usize,
     /// Acknowledged orders not readable (or not final, or changed) at the end.
     pub(crate) acked_lost: usize,
@@ -183,9 +185,9 @@ pub(crate) fn numbers(
         };
     }
     for c in &records.calls {
-        let n = at!(window(c.sent));
-        n.calls += 1;
+        at!(window(c.sent)).calls += 1;
         if let Outcome::Failed(why) = &c.outcome {
+            let n = at!(window(c.answered));
             n.failed_calls += 1;
             if n.example_failures.len() < 3 && !n.example_failures.contains(why) {
                 n.example_failures.push(why.clone());
@@ -297,6 +299,56 @@ fn gaps(acked: &[Instant], begin: Instant, end: Instant) -> Vec<(Instant, Instan
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A call sent in one fault's window and failed in the next: its
+    /// failure is the next fault's.
+    #[test]
+    fn a_failure_counts_for_the_window_it_happened_in() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let fault = |name: &str, injected: u64| Injected {
+            name: name.into(),
+            victim: "nats-n1".into(),
+            stream_leaders: vec![],
+            fault: None,
+            injected: Some(at(injected)),
+            settled: None,
+            recovered: None,
+            recovery_ms: 0.0,
+        };
+        let call = |sent: u64, answered: u64, outcome: Outcome| super::super::load::Call {
+            sent: at(sent),
+            answered: at(answered),
+            outcome,
+        };
+        let records = Records {
+            calls: vec![
+                call(
+                    50,
+                    60,
+                    Outcome::Acked {
+                        order_id: "o-1".into(),
+                        status: OrderStatus::Filled,
+                    },
+                ),
+                call(990, 1500, Outcome::Failed("SERVICE_UNAVAILABLE".into())),
+            ],
+            ..Records::default()
+        };
+        let faults = [fault("stop-leader", 0), fault("kill-nats-1", 1000)];
+        let (_, per) = numbers(
+            &faults,
+            &records,
+            &[],
+            &ReadBack::default(),
+            &HashSet::new(),
+            at(0),
+            at(2000),
+        );
+        assert_eq!((per[0].calls, per[0].failed_calls), (2, 0));
+        assert_eq!((per[1].calls, per[1].failed_calls), (0, 1));
+        assert_eq!(per[1].example_failures, ["SERVICE_UNAVAILABLE"]);
+    }
 
     #[test]
     fn gaps_between_answers() {
