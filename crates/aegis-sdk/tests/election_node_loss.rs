@@ -140,3 +140,66 @@ async fn a_planned_restart_of_the_elections_streams_leader_costs_under_a_second(
     let gap = serving_gap(Loss::Graceful, LeaseConfig::default()).await;
     assert!(gap <= Duration::from_secs(1), "nobody served for {gap:?}");
 }
+
+/// A sticky leader resigns (a graceful stop) just as the elections stream
+/// changes its leader, as it does when a NATS node is restarted in lame
+/// duck mode beside a rolling restart of the services: for some
+/// milliseconds nobody takes writes for the stream. The resignation must
+/// still delete the key, so the standby takes over within milliseconds,
+/// not when the lease lapses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resignation_during_a_leader_change_of_the_elections_stream_hands_over_at_once() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "aegis_sdk::election=info",
+        ))
+        .with_test_writer()
+        .try_init();
+    let mut cluster = NatsCluster::start(3).unwrap();
+    cluster.wait_ready(Duration::from_secs(30)).unwrap();
+    let setup = connect_cluster(cluster.urls(), 3).await;
+    aegis_sdk::election::ensure_election_bucket(setup.jetstream(), 3)
+        .await
+        .unwrap();
+    let lease = LeaseConfig::default();
+    let a = connect_cluster(cluster.urls(), 3).await;
+    let first = Election::start(&a, "order-service", "default", "order-a", lease)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while first.leadership().serving_epoch().is_none() {
+        assert!(Instant::now() < deadline, "no leader");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let second = Election::start(&a, "order-service", "default", "order-b", lease)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The stream's leader steps down; the answer comes once it has.
+    let stepped = setup
+        .client()
+        .request(
+            "$JS.API.STREAM.LEADER.STEPDOWN.KV_service_elections",
+            "".into(),
+        )
+        .await
+        .expect("the step-down is answered");
+    eprintln!("step-down: {}", String::from_utf8_lossy(&stepped.payload));
+    let resigned = Instant::now();
+    first.resign().await;
+    while second.leadership().serving_epoch().is_none() {
+        assert!(
+            resigned.elapsed() < Duration::from_secs(30),
+            "the standby never took over"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let took = resigned.elapsed();
+    eprintln!("the standby took over {took:?} after the resignation began");
+    assert!(
+        took < lease.lease / 2,
+        "the standby took over only {took:?} after the resignation: the lease ({:?}) lapsed",
+        lease.lease
+    );
+}
