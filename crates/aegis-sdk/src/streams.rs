@@ -442,6 +442,31 @@ pub async fn publish_deduplicated(
     Err(PublishError::new(PublishErrorKind::TimedOut))
 }
 
+/// Whether a failed KV write (put, update, delete, purge) says "not now"
+/// rather than "no": nobody took it (async-nats reports a publish nobody
+/// answered as `StreamNotFound`: the bucket's stream has no leader this
+/// moment, as during a leader change or for the 4-9 s of an election after
+/// a node's death), it was not acknowledged in time, or the stream is
+/// between leaders. A refusal for good (a wrong revision, a denied
+/// subject, an invalid key) is not.
+pub(crate) fn kv_write_not_taken_yet(e: &jetstream::kv::UpdateError) -> bool {
+    use jetstream::context::{PublishError, PublishErrorKind};
+    use jetstream::kv::UpdateErrorKind;
+    use std::error::Error as _;
+    if e.kind() == UpdateErrorKind::TimedOut {
+        return true;
+    }
+    let Some(publish) = e.source().and_then(|s| s.downcast_ref::<PublishError>()) else {
+        return false;
+    };
+    matches!(
+        publish.kind(),
+        PublishErrorKind::StreamNotFound
+            | PublishErrorKind::TimedOut
+            | PublishErrorKind::BrokenPipe
+    ) || transient(publish)
+}
+
 /// Whether a stream's refusal says "not now" rather than "no": a copy of
 /// the message still being stored holds its id (10158, "duplicate message
 /// id is in process"), or the stream or JetStream is between leaders

@@ -267,6 +267,10 @@ impl Drop for Election {
 
 /// How long a resignation waits for the election key's delete.
 const RESIGN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+/// The pauses between a resignation's attempts while the election store
+/// takes no writes: short, as a stream's leader change takes milliseconds.
+const RESIGN_PAUSE_FIRST: std::time::Duration = std::time::Duration::from_millis(5);
+const RESIGN_PAUSE_MAX: std::time::Duration = std::time::Duration::from_millis(100);
 
 struct Campaign {
     gate: Arc<HealthGate>,
@@ -486,11 +490,10 @@ impl Campaign {
                     self.step_down(None);
                     // Bounded: without a server the delete would wait out
                     // the client's request timeout, and a stop must not.
-                    let delete = self.store.delete_expect_revision(&self.key, Some(last_revision));
-                    match tokio::time::timeout(RESIGN_TIMEOUT, delete).await {
+                    match tokio::time::timeout(RESIGN_TIMEOUT, self.delete_key(last_revision)).await {
                         Ok(Ok(())) => info!(epoch, "resigned"),
                         Ok(Err(e)) => warn!(error = %e, "could not resign: the election key was not deleted; a standby takes over when the lease lapses"),
-                        Err(_) => warn!("could not resign within {RESIGN_TIMEOUT:?} (NATS unreachable?); a standby takes over when the lease lapses"),
+                        Err(_) => warn!("could not resign within {RESIGN_TIMEOUT:?} (NATS unreachable, or the election store without a leader?); a standby takes over when the lease lapses"),
                     }
                     return;
                 }
@@ -601,15 +604,36 @@ impl Campaign {
         }
     }
 
+    /// Deletes the election key at `revision` (a resignation), sending the
+    /// delete again while the store takes no writes for now: a stream
+    /// changing its leader (a NATS node restarted in lame duck mode) takes
+    /// none for some milliseconds, and a resignation refused then would
+    /// leave the standby waiting for the lease to lapse
+    /// (`tests/election_node_loss.rs`). The caller bounds the time.
+    async fn delete_key(&self, revision: u64) -> Result<(), kv::DeleteError> {
+        let mut pause = RESIGN_PAUSE_FIRST;
+        loop {
+            match self
+                .store
+                .delete_expect_revision(&self.key, Some(revision))
+                .await
+            {
+                Err(e) if crate::streams::kv_write_not_taken_yet(&e) => {
+                    debug!(error = %e, "the election store took no resignation yet; sending it again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RESIGN_PAUSE_MAX);
+                }
+                done => return done,
+            }
+        }
+    }
+
     /// Health-aware leadership: an unhealthy leader stops serving, then
     /// deletes the key (at the revision it last wrote) so the healthy
     /// standby seen in the registry takes over within milliseconds.
     async fn step_aside(&self, epoch: u64, last_revision: u64, successor: &str) {
         self.step_down(None);
-        let delete = self
-            .store
-            .delete_expect_revision(&self.key, Some(last_revision));
-        match tokio::time::timeout(RESIGN_TIMEOUT, delete).await {
+        match tokio::time::timeout(RESIGN_TIMEOUT, self.delete_key(last_revision)).await {
             Ok(Ok(())) => info!(
                 epoch,
                 successor, "unhealthy: stepped aside for a healthy standby"

@@ -353,38 +353,17 @@ pub(super) async fn purge_until(
     }
 }
 
-/// Whether a failed delete says "not now" rather than "no": nobody took it
-/// (async-nats reports a publish nobody answered as `StreamNotFound`: the
-/// stream has no leader this moment), it was not acknowledged in time, or
-/// the stream or JetStream is between leaders (10163, 10008).
+/// Whether a failed delete says "not now" rather than "no"
+/// ([`kv_write_not_taken_yet`](crate::streams::kv_write_not_taken_yet), or
+/// our own bound on the acknowledgement).
 fn not_now(e: &RegistryError) -> bool {
-    use async_nats::jetstream::context::{PublishError, PublishErrorKind};
-    use std::error::Error as _;
     let RegistryError::Delete { source, .. } = e else {
         return false;
     };
-    let Some(update) = source.downcast_ref::<kv::UpdateError>() else {
-        // Our own bound on the acknowledgement.
-        return source.downcast_ref::<NoAck>().is_some();
-    };
-    if update.kind() == kv::UpdateErrorKind::TimedOut {
-        return true;
-    }
-    let Some(publish) = update
-        .source()
-        .and_then(|s| s.downcast_ref::<PublishError>())
-    else {
-        return false;
-    };
-    match publish.kind() {
-        PublishErrorKind::StreamNotFound
-        | PublishErrorKind::TimedOut
-        | PublishErrorKind::BrokenPipe => true,
-        _ => publish
-            .source()
-            .and_then(|s| s.downcast_ref::<jetstream::Error>())
-            .is_some_and(|e| matches!(e.error_code().0, 10163 | 10008)),
-    }
+    source.downcast_ref::<NoAck>().is_some()
+        || source
+            .downcast_ref::<kv::UpdateError>()
+            .is_some_and(crate::streams::kv_write_not_taken_yet)
 }
 
 /// No acknowledgement of a delete within the write timeout.
