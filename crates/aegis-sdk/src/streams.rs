@@ -447,8 +447,11 @@ pub async fn publish_deduplicated(
 /// answered as `StreamNotFound`: the bucket's stream has no leader this
 /// moment, as during a leader change or for the 4-9 s of an election after
 /// a node's death), it was not acknowledged in time, or the stream is
-/// between leaders. A refusal for good (a wrong revision, a denied
-/// subject, an invalid key) is not.
+/// between leaders. A refusal the stream answers (a wrong revision) or
+/// the client makes (an invalid key) is not. A write the server's
+/// permissions drop goes unanswered too, so it looks like one nobody took
+/// and is tried again until its caller's bound; the connection logs the
+/// server's refusal.
 pub(crate) fn kv_write_not_taken_yet(e: &jetstream::kv::UpdateError) -> bool {
     use jetstream::context::{PublishError, PublishErrorKind};
     use jetstream::kv::UpdateErrorKind;

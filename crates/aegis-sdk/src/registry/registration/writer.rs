@@ -321,8 +321,8 @@ const PURGE_PAUSE_MAX: Duration = Duration::from_secs(1);
 /// writes for now (no leader, or no acknowledgement in time) until `until`.
 /// A stream whose leader's node died elects another in 4-9 s; a stop that
 /// gave up at once left its record to expire with its TTL, listed UNHEALTHY
-/// meanwhile (`tests/jetstream_leader_loss.rs`). Any other refusal (denied,
-/// say) is returned at once. Returns the last error when `until` passes.
+/// meanwhile (`tests/jetstream_leader_loss.rs`). A refusal the stream
+/// answers is returned at once. Returns the last error when `until` passes.
 pub(super) async fn purge_until(
     inner: &Inner,
     until: tokio::time::Instant,
