@@ -481,3 +481,68 @@ async fn metrics_published_after_the_monitors_node_died_show_within_seconds() {
         "the API showed a snapshot taken after the kill {late:?} after the stream held one"
     );
 }
+
+/// The definitions bucket's stream changes its leader (a NATS node
+/// restarted in lame duck mode steps it down), and an operator saves a
+/// definition that very moment: for some milliseconds nobody takes writes
+/// for the stream. The save must land, not fail with 503 and leave the
+/// operator to send it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_definition_saved_while_its_stream_changes_leader_is_stored() {
+    let mut cluster = NatsCluster::start(3).expect("start a 3-node cluster");
+    cluster
+        .wait_ready(Duration::from_secs(30))
+        .expect("the cluster is ready");
+    let urls = cluster.urls();
+    let mut config = common::config(&urls.join(","));
+    config.nats.nats.replicas = 3;
+    let app = router(
+        AppState::start(config, CancellationToken::new())
+            .await
+            .expect("start a monitor"),
+    );
+    let setup = connect(&urls).await;
+    create(&app, "order-service").await.expect(201, None);
+    let step_down = || async {
+        let answer = setup
+            .client()
+            .request(
+                "$JS.API.STREAM.LEADER.STEPDOWN.KV_service_definitions",
+                "".into(),
+            )
+            .await
+            .expect("the step-down is answered");
+        let body: Value = serde_json::from_slice(&answer.payload).unwrap();
+        assert_eq!(body["success"], true, "the leader stepped down: {body}");
+    };
+
+    step_down().await;
+    let created = create(&app, "risk-service").await;
+    assert_eq!(created.status, 201, "create: {}", created.body);
+
+    step_down().await;
+    let updated = call_app(
+        &app,
+        req(
+            axum::http::Method::PUT,
+            "/api/services/risk-service",
+            Some(common::ADMIN),
+            Some(serde_json::json!({ "version": "1.1.0" })),
+        ),
+    )
+    .await;
+    assert_eq!(updated.status, 200, "update: {}", updated.body);
+
+    step_down().await;
+    let deleted = call_app(
+        &app,
+        req(
+            axum::http::Method::DELETE,
+            "/api/services/order-service",
+            Some(common::ADMIN),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(deleted.status, 204, "delete: {}", deleted.body);
+}
