@@ -8,7 +8,7 @@
 //! from the last message of every subject again: on async-nats's ordered
 //! consumer a lost consumer was noticed only after two missed 15 s
 //! heartbeats, and the charts stood still meanwhile. History for charts is not
-//! kept here: it is read from the stream on demand ([`history`]), so any
+//! kept here: it is read from the stream on demand ([`MetricsFeed::history`]), so any
 //! replica can answer.
 
 use std::{

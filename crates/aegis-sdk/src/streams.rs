@@ -454,20 +454,59 @@ pub async fn publish_deduplicated(
 /// server's refusal.
 pub(crate) fn kv_write_not_taken_yet(e: &jetstream::kv::UpdateError) -> bool {
     use jetstream::context::{PublishError, PublishErrorKind};
-    use jetstream::kv::UpdateErrorKind;
+    e.kind() == jetstream::kv::UpdateErrorKind::TimedOut
+        || write_not_stored(e)
+        || any_cause(e, |cause| {
+            cause.downcast_ref::<PublishError>().is_some_and(|p| {
+                matches!(
+                    p.kind(),
+                    PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe
+                )
+            })
+        })
+}
+
+/// Whether a failed JetStream write was certainly not stored, so sending
+/// it again as it is cannot store it twice: nobody took it (async-nats
+/// reports a publish nobody answered as `StreamNotFound`: the stream has
+/// no leader this moment, as for some milliseconds while a NATS node in
+/// lame duck mode hands its leaderships over), or the stream answered that
+/// it is between leaders (10163, 10008). `e` is the publish's error, or
+/// any error that wraps it: a KV put's, create's, update's or delete's.
+/// A timeout is not such a failure: the write may have been stored.
+///
+/// A compare-and-set write (a KV `create` or `update`) refused this way
+/// may be sent again with the same expected revision.
+///
+/// ```no_run
+/// # async fn demo(kv: async_nats::jetstream::kv::Store) -> Result<u64, async_nats::jetstream::kv::UpdateError> {
+/// use aegis_sdk::streams::write_not_stored;
+/// loop {
+///     match kv.update("limits", "{}".into(), 7).await {
+///         Err(e) if write_not_stored(&e) => {
+///             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+///         }
+///         done => return done,
+///     }
+/// }
+/// # }
+/// ```
+pub fn write_not_stored(e: &(dyn std::error::Error + 'static)) -> bool {
+    use jetstream::context::{PublishError, PublishErrorKind};
+    any_cause(e, |cause| {
+        cause
+            .downcast_ref::<PublishError>()
+            .is_some_and(|p| p.kind() == PublishErrorKind::StreamNotFound || between_leaders(p))
+    })
+}
+
+/// Whether a stream answered a publish that it, or JetStream, is between
+/// leaders (10163, 10008).
+fn between_leaders(e: &jetstream::context::PublishError) -> bool {
     use std::error::Error as _;
-    if e.kind() == UpdateErrorKind::TimedOut {
-        return true;
-    }
-    let Some(publish) = e.source().and_then(|s| s.downcast_ref::<PublishError>()) else {
-        return false;
-    };
-    matches!(
-        publish.kind(),
-        PublishErrorKind::StreamNotFound
-            | PublishErrorKind::TimedOut
-            | PublishErrorKind::BrokenPipe
-    ) || transient(publish)
+    e.source()
+        .and_then(|s| s.downcast_ref::<jetstream::Error>())
+        .is_some_and(|e| matches!(e.error_code().0, 10163 | 10008))
 }
 
 /// Whether a stream's refusal says "not now" rather than "no": a copy of
@@ -476,9 +515,10 @@ pub(crate) fn kv_write_not_taken_yet(e: &jetstream::kv::UpdateError) -> bool {
 /// (10163, 10008).
 fn transient(e: &jetstream::context::PublishError) -> bool {
     use std::error::Error as _;
-    e.source()
-        .and_then(|s| s.downcast_ref::<jetstream::Error>())
-        .is_some_and(|e| matches!(e.error_code().0, 10158 | 10163 | 10008))
+    between_leaders(e)
+        || e.source()
+            .and_then(|s| s.downcast_ref::<jetstream::Error>())
+            .is_some_and(|e| e.error_code().0 == 10158)
 }
 
 #[cfg(test)]
@@ -498,6 +538,48 @@ mod tests {
         let js: jetstream::Error = serde_json::from_value(body).unwrap();
         let create = CreateStreamError::new(CreateStreamErrorKind::JetStream(js));
         CreateKeyValueError::with_source(CreateKeyValueErrorKind::BucketCreate, create)
+    }
+
+    /// A publish the stream refused with JetStream error `code`.
+    fn refused_publish(code: u64) -> jetstream::context::PublishError {
+        let body = serde_json::json!({ "code": 503, "err_code": code, "description": "x" });
+        let js: jetstream::Error = serde_json::from_value(body).unwrap();
+        jetstream::context::PublishError::with_source(
+            jetstream::context::PublishErrorKind::Other,
+            js,
+        )
+    }
+
+    #[test]
+    fn a_write_nobody_took_or_refused_between_leaders_was_not_stored() {
+        use jetstream::context::{PublishError, PublishErrorKind};
+        use jetstream::kv::{CreateError, UpdateError};
+        let nobody = || PublishError::new(PublishErrorKind::StreamNotFound);
+        assert!(write_not_stored(&nobody()));
+        assert!(write_not_stored(&UpdateError::from(nobody())));
+        assert!(write_not_stored(&CreateError::from(UpdateError::from(
+            nobody()
+        ))));
+        assert!(write_not_stored(&refused_publish(10163)));
+        assert!(write_not_stored(&refused_publish(10008)));
+    }
+
+    #[test]
+    fn a_write_that_timed_out_or_was_refused_for_good_may_have_been_stored_or_never_will() {
+        use jetstream::context::{PublishError, PublishErrorKind};
+        use jetstream::kv::UpdateError;
+        for kind in [
+            PublishErrorKind::TimedOut,
+            PublishErrorKind::WrongLastSequence,
+            PublishErrorKind::BrokenPipe,
+        ] {
+            assert!(!write_not_stored(&PublishError::new(kind)), "{kind:?}");
+        }
+        // In process (10158): it will be stored.
+        assert!(!write_not_stored(&refused_publish(10158)));
+        assert!(!write_not_stored(&UpdateError::from(PublishError::new(
+            PublishErrorKind::WrongLastSequence
+        ))));
     }
 
     #[tokio::test(start_paused = true)]

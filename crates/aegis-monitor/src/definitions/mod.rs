@@ -6,6 +6,9 @@
 //! - Update and delete are compare-and-set on the entry's revision (the
 //!   ETag): with a client revision a mismatch is a conflict; without one the
 //!   store re-reads and retries, so a patch is never lost to a race.
+//! - A write the bucket's stream certainly did not store (no leader this
+//!   moment, as while a NATS node in lame duck mode hands its leaderships
+//!   over) is sent again for up to 2 s ([`until_stored`]).
 //! - Who made a change: a put's stored JSON carries `changed_by` next to the
 //!   definition fields (readers of [`ServiceDefinition`] ignore it); a
 //!   delete marker carries the `Aegis-Actor` header. [`DefinitionStore::history`]
@@ -223,9 +226,7 @@ impl DefinitionStore {
     ) -> Result<(ServiceDefinition, u64), StoreError> {
         let definition = new.into_definition(Utc::now());
         let value = encode(&definition, who)?;
-        let revision = self
-            .kv
-            .create(&definition.service_name, value)
+        let revision = until_stored(|| self.kv.create(&definition.service_name, value.clone()))
             .await
             .map_err(|e| match e.kind() {
                 CreateErrorKind::AlreadyExists => StoreError::AlreadyExists,
@@ -247,7 +248,8 @@ impl DefinitionStore {
             let (stored, current) = self.current(name).await?;
             check_expected(expected, current)?;
             let updated = patch.apply(&stored.definition, Utc::now());
-            match self.kv.update(name, encode(&updated, who)?, current).await {
+            let value = encode(&updated, who)?;
+            match until_stored(|| self.kv.update(name, value.clone(), current)).await {
                 Ok(revision) => {
                     self.caught_up(revision).await;
                     return Ok((updated, revision));
@@ -289,14 +291,13 @@ impl DefinitionStore {
                 "{}{name}",
                 self.kv.put_prefix.as_ref().unwrap_or(&self.kv.prefix)
             );
-            let ack = match self
-                .js
-                .publish_with_headers(subject, headers, bytes::Bytes::new())
-                .await
-            {
-                Ok(ack) => ack.await,
-                Err(e) => Err(e),
-            };
+            let ack = until_stored(|| async {
+                self.js
+                    .publish_with_headers(subject.clone(), headers.clone(), bytes::Bytes::new())
+                    .await?
+                    .await
+            })
+            .await;
             match ack {
                 Ok(ack) => {
                     self.caught_up(ack.sequence).await;
@@ -366,6 +367,44 @@ impl DefinitionStore {
 
 fn actor(headers: &HeaderMap) -> Option<String> {
     headers.get(ACTOR_HEADER).map(|v| v.as_str().to_owned())
+}
+
+/// How long a definition write is sent again while it was certainly not
+/// stored: long enough for a stream's leader change (milliseconds, as when
+/// a NATS node restarted in lame duck mode hands its leaderships over),
+/// short of the 4-9 s election after a node's death, which the client is
+/// told of (503) rather than kept waiting.
+const NOT_STORED_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Runs `write` (a compare-and-set write of the definitions bucket) again
+/// while it was certainly not stored ([`write_not_stored`]), so sending it
+/// again as it is cannot store it twice: after 10 ms, doubling to 200 ms,
+/// for up to [`NOT_STORED_PATIENCE`]. Any other outcome is returned at
+/// once; past the patience, the last failure. Without this a save landing
+/// in a leader change failed with 503 (`tests/node_loss.rs`).
+///
+/// [`write_not_stored`]: aegis_sdk::streams::write_not_stored
+async fn until_stored<T, E, F, Fut>(mut write: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::error::Error + 'static,
+{
+    let until = tokio::time::Instant::now() + NOT_STORED_PATIENCE;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        match write().await {
+            Err(e)
+                if aegis_sdk::streams::write_not_stored(&e)
+                    && tokio::time::Instant::now() + pause < until =>
+            {
+                tracing::debug!(error = %e, "a definition write was not stored (its stream between leaders?); sending it again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            done => return done,
+        }
+    }
 }
 
 fn check_expected(expected: Option<u64>, current: u64) -> Result<(), StoreError> {

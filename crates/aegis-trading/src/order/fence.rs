@@ -7,7 +7,7 @@
 //! write narrows that window but cannot close it: the stall can fall between
 //! the check and the write. So the store itself refuses the write:
 //!
-//! - The key [`FENCE_KEY`](super::FENCE_KEY) in the orders bucket names the
+//! - The key [`FENCE_KEY`] in the orders bucket names the
 //!   epoch of the leader that owns the store. A leader takes it, by
 //!   compare-and-set, before its first write (and at once when it becomes
 //!   leader, in its recovery sweep); it never takes it from a newer epoch.
