@@ -137,10 +137,15 @@ impl Service {
         Ok(registration.set_status(status).await?)
     }
 
-    /// Graceful stop, within the shutdown timeout: deregister (discovery
-    /// stops choosing this instance), stop taking requests (unsubscribe),
-    /// then serve the ones already received and wait for every handler. The
-    /// connection stays open; drain it afterwards.
+    /// Graceful stop, within the shutdown timeout: a sticky leader resigns
+    /// (its standby takes over at once), the instance deregisters
+    /// (discovery stops choosing it), stops taking requests (unsubscribe),
+    /// then serves the ones already received and waits for every handler.
+    /// The connection stays open; drain it afterwards.
+    ///
+    /// While the registry's stream has no leader (its node just died: 4-9
+    /// s), the deregistration is tried again until a second before the
+    /// shutdown timeout, and the instance goes on answering meanwhile.
     ///
     /// ```no_run
     /// # async fn demo(service: aegis_sdk::rpc::Service) -> Result<(), aegis_sdk::rpc::server::ServiceError> {
