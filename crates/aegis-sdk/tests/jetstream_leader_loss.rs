@@ -248,3 +248,41 @@ async fn a_service_stopped_while_the_registry_stream_elects_its_leader_deregiste
         "the record is deleted"
     );
 }
+
+/// A command is queued while the `COMMANDS` stream changes its leader (a
+/// NATS node restarted in lame duck mode steps it down): for some
+/// milliseconds nobody takes writes for the stream. The send must queue
+/// it, not fail ("the command not being queued") and leave the caller to
+/// send it again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_sent_while_its_stream_changes_leader_is_queued() {
+    let (_cluster, setup) = common::cluster_with_buckets().await;
+    aegis_sdk::commands::ensure_commands_stream(setup.jetstream(), setup.config())
+        .await
+        .expect("the commands stream");
+    for round in 0..3 {
+        let answer = setup
+            .client()
+            .request("$JS.API.STREAM.LEADER.STEPDOWN.COMMANDS", "".into())
+            .await
+            .expect("the step-down is answered");
+        let stepped: Value = serde_json::from_slice(&answer.payload).unwrap();
+        assert_eq!(stepped["success"], true, "stepped down: {stepped}");
+        let asked = Instant::now();
+        let sent = setup
+            .commands()
+            .send(
+                "order-service",
+                "rebuild_book",
+                &json!({ "round": round }),
+                Duration::from_secs(10),
+            )
+            .await;
+        eprintln!(
+            "round {round}: queued {:?} after {:?}",
+            sent.as_ref().map(|h| h.id().to_owned()),
+            asked.elapsed()
+        );
+        sent.expect("the command is queued");
+    }
+}
