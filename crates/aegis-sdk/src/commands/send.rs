@@ -45,6 +45,12 @@ impl Commands {
     /// Queues `command` for `service` with `payload` as JSON; the result must
     /// arrive within `timeout`.
     ///
+    /// The command is stored once, under its id, even when it is sent
+    /// again: while the `COMMANDS` stream has no leader for a moment (a
+    /// leader change takes milliseconds) or its acknowledgement is late.
+    /// A stream that does not exist yet is created after a second of
+    /// "no stream" answers, and the command sent once more.
+    ///
     /// ```no_run
     /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_sdk::commands::CommandError> {
     /// use std::time::Duration;
@@ -96,26 +102,28 @@ impl Commands {
         headers.insert(HEADER_COMMAND_ID, id.as_str());
         headers.insert(HEADER_REPLY_TO, inbox.as_str());
         headers.insert(HEADER_DEADLINE, rfc3339::format_utc(&deadline).as_str());
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
-        let js = self.conn.jetstream();
-        let publish = |headers: HeaderMap, body: Vec<u8>| {
-            let subject = subject.clone();
-            async move {
-                js.publish_with_headers(subject, headers, body.into())
-                    .await?
-                    .await
-                    .map(|_| ())
-                    .map_err(async_nats::Error::from)
-            }
+        let body = bytes::Bytes::from(body);
+        // Under the command's id, so a copy sent again (no acknowledgement
+        // in time, or no stream leader for a moment: a leader change takes
+        // milliseconds, and a send refused then failed) is stored once.
+        let publish = |headers: HeaderMap| {
+            crate::streams::publish_deduplicated(
+                &self.conn,
+                subject.clone(),
+                &id,
+                headers,
+                body.clone(),
+            )
         };
-        if publish(headers.clone(), body.clone()).await.is_err() {
+        if let Err(first) = publish(headers.clone()).await {
             // The stream may not exist yet: create it and try once more.
-            ensure_commands_stream(js, self.conn.config()).await?;
-            publish(headers, body)
+            tracing::debug!(subject, error = %first, "queuing a command failed; looking up its stream");
+            ensure_commands_stream(self.conn.jetstream(), self.conn.config()).await?;
+            publish(headers)
                 .await
                 .map_err(|source| CommandError::Publish {
                     subject: subject.clone(),
-                    source,
+                    source: source.into(),
                 })?;
         }
         Ok(CommandHandle {
