@@ -466,6 +466,52 @@ pub(crate) fn kv_write_not_taken_yet(e: &jetstream::kv::UpdateError) -> bool {
         })
 }
 
+/// Runs `write` until it is done or fails for good. A failure `again`
+/// takes for "not now" (a stream without a leader this moment, say:
+/// [`write_not_stored`]) is followed by a pause, doubling from `first` to
+/// `max`, and another attempt, as long as that pause ends before `until`;
+/// `again` is asked only then. Returns the last outcome.
+///
+/// The SDK sends a resignation and a deregistration again this way, and
+/// the monitor its service-definition writes: a stream changing its leader
+/// takes no writes for some milliseconds, and one refused then would
+/// otherwise fail.
+///
+/// ```no_run
+/// # async fn demo(kv: async_nats::jetstream::kv::Store) -> Result<u64, async_nats::jetstream::kv::UpdateError> {
+/// use std::time::Duration;
+/// use aegis_sdk::streams::{write_again_while, write_not_stored};
+///
+/// let until = tokio::time::Instant::now() + Duration::from_secs(2);
+/// let pauses = (Duration::from_millis(10), Duration::from_millis(200));
+/// write_again_while(until, pauses, |e| write_not_stored(e), || {
+///     kv.update("limits", "{}".into(), 7)
+/// })
+/// .await
+/// # }
+/// ```
+pub async fn write_again_while<T, E, W, Fut>(
+    until: tokio::time::Instant,
+    (first, max): (Duration, Duration),
+    mut again: impl FnMut(&E) -> bool,
+    mut write: W,
+) -> Result<T, E>
+where
+    W: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut pause = first;
+    loop {
+        match write().await {
+            Err(e) if tokio::time::Instant::now() + pause < until && again(&e) => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(max);
+            }
+            done => return done,
+        }
+    }
+}
+
 /// Whether a failed JetStream write was certainly not stored, so sending
 /// it again as it is cannot store it twice: nobody took it (async-nats
 /// reports a publish nobody answered as `StreamNotFound`: the stream has
@@ -479,18 +525,16 @@ pub(crate) fn kv_write_not_taken_yet(e: &jetstream::kv::UpdateError) -> bool {
 /// may be sent again with the same expected revision.
 ///
 /// ```no_run
-/// # async fn demo(kv: async_nats::jetstream::kv::Store) -> Result<u64, async_nats::jetstream::kv::UpdateError> {
+/// # async fn demo(kv: async_nats::jetstream::kv::Store) -> Result<(), async_nats::jetstream::kv::UpdateError> {
 /// use aegis_sdk::streams::write_not_stored;
-/// loop {
-///     match kv.update("limits", "{}".into(), 7).await {
-///         Err(e) if write_not_stored(&e) => {
-///             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-///         }
-///         done => return done,
-///     }
+/// match kv.update("limits", "{}".into(), 7).await {
+///     Err(e) if write_not_stored(&e) => println!("not stored: it may be sent again as it is"),
+///     other => println!("stored at revision {}", other?),
 /// }
-/// # }
+/// # Ok(()) }
 /// ```
+///
+/// [`write_again_while`] sends a write again while this holds.
 pub fn write_not_stored(e: &(dyn std::error::Error + 'static)) -> bool {
     use jetstream::context::{PublishError, PublishErrorKind};
     any_cause(e, |cause| {
@@ -548,6 +592,35 @@ mod tests {
             jetstream::context::PublishErrorKind::Other,
             js,
         )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_is_sent_again_while_not_now_and_within_its_bound() {
+        let pauses = (Duration::from_millis(10), Duration::from_millis(40));
+        let start = tokio::time::Instant::now();
+        let tries = AtomicU32::new(0);
+        let write = || async {
+            let n = tries.fetch_add(1, Ordering::Relaxed) + 1;
+            if n < 5 { Err(n) } else { Ok(n) }
+        };
+        // Not now four times: paused 10, 20, 40, 40 ms, then done.
+        let done = write_again_while(start + Duration::from_secs(1), pauses, |_| true, write).await;
+        assert_eq!(done, Ok(5));
+        assert_eq!(start.elapsed(), Duration::from_millis(110));
+
+        // A refusal for good ends it at once.
+        tries.store(0, Ordering::Relaxed);
+        let start = tokio::time::Instant::now();
+        let done =
+            write_again_while(start + Duration::from_secs(1), pauses, |_| false, write).await;
+        assert_eq!((done, start.elapsed()), (Err(1), Duration::ZERO));
+
+        // No pause that would end past the bound: the last failure is returned.
+        tries.store(0, Ordering::Relaxed);
+        let start = tokio::time::Instant::now();
+        let done =
+            write_again_while(start + Duration::from_millis(35), pauses, |_| true, write).await;
+        assert_eq!((done, start.elapsed()), (Err(3), Duration::from_millis(30)));
     }
 
     #[test]

@@ -379,32 +379,28 @@ const NOT_STORED_PATIENCE: Duration = Duration::from_secs(2);
 /// Runs `write` (a compare-and-set write of the definitions bucket) again
 /// while it was certainly not stored ([`write_not_stored`]), so sending it
 /// again as it is cannot store it twice: after 10 ms, doubling to 200 ms,
-/// for up to [`NOT_STORED_PATIENCE`]. Any other outcome is returned at
+/// for up to [`NOT_STORED_PATIENCE`] ([`write_again_while`]). Any other outcome is returned at
 /// once; past the patience, the last failure. Without this a save landing
 /// in a leader change failed with 503 (`tests/node_loss.rs`).
 ///
 /// [`write_not_stored`]: aegis_sdk::streams::write_not_stored
-async fn until_stored<T, E, F, Fut>(mut write: F) -> Result<T, E>
+/// [`write_again_while`]: aegis_sdk::streams::write_again_while
+async fn until_stored<T, E, F, Fut>(write: F) -> Result<T, E>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
     E: std::error::Error + 'static,
 {
     let until = tokio::time::Instant::now() + NOT_STORED_PATIENCE;
-    let mut pause = Duration::from_millis(10);
-    loop {
-        match write().await {
-            Err(e)
-                if aegis_sdk::streams::write_not_stored(&e)
-                    && tokio::time::Instant::now() + pause < until =>
-            {
-                tracing::debug!(error = %e, "a definition write was not stored (its stream between leaders?); sending it again");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(200));
-            }
-            done => return done,
+    let pauses = (Duration::from_millis(10), Duration::from_millis(200));
+    let again = |e: &E| {
+        let again = aegis_sdk::streams::write_not_stored(e);
+        if again {
+            tracing::debug!(error = %e, "a definition write was not stored (its stream between leaders?); sending it again");
         }
-    }
+        again
+    };
+    aegis_sdk::streams::write_again_while(until, pauses, again, write).await
 }
 
 fn check_expected(expected: Option<u64>, current: u64) -> Result<(), StoreError> {

@@ -609,23 +609,24 @@ impl Campaign {
     /// changing its leader (a NATS node restarted in lame duck mode) takes
     /// none for some milliseconds, and a resignation refused then would
     /// leave the standby waiting for the lease to lapse
-    /// (`tests/election_node_loss.rs`). The caller bounds the time.
+    /// (`tests/election_node_loss.rs`). Sent again within
+    /// [`RESIGN_TIMEOUT`]; the caller bounds each attempt too.
     async fn delete_key(&self, revision: u64) -> Result<(), kv::DeleteError> {
-        let mut pause = RESIGN_PAUSE_FIRST;
-        loop {
-            match self
-                .store
-                .delete_expect_revision(&self.key, Some(revision))
-                .await
-            {
-                Err(e) if crate::streams::kv_write_not_taken_yet(&e) => {
-                    debug!(error = %e, "the election store took no resignation yet; sending it again");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(RESIGN_PAUSE_MAX);
-                }
-                done => return done,
+        let until = tokio::time::Instant::now() + RESIGN_TIMEOUT;
+        let again = |e: &kv::DeleteError| {
+            let again = crate::streams::kv_write_not_taken_yet(e);
+            if again {
+                debug!(error = %e, "the election store took no resignation yet; sending it again");
             }
-        }
+            again
+        };
+        crate::streams::write_again_while(
+            until,
+            (RESIGN_PAUSE_FIRST, RESIGN_PAUSE_MAX),
+            again,
+            || self.store.delete_expect_revision(&self.key, Some(revision)),
+        )
+        .await
     }
 
     /// Health-aware leadership: an unhealthy leader stops serving, then

@@ -327,30 +327,27 @@ pub(super) async fn purge_until(
     inner: &Inner,
     until: tokio::time::Instant,
 ) -> Result<(), RegistryError> {
-    let mut pause = RETRY_INITIAL;
-    let mut attempts = 0u32;
-    loop {
-        attempts += 1;
-        let error = match purge(inner).await {
-            Ok(()) => {
-                if attempts > 1 {
-                    info!(key = %inner.key, attempts, "the registry took the deregistration");
-                }
-                return Ok(());
-            }
-            Err(e) if not_now(&e) => e,
-            Err(e) => return Err(e),
-        };
-        if tokio::time::Instant::now() + pause >= until {
-            return Err(error);
-        }
-        if attempts == 1 {
-            info!(key = %inner.key, error = %error,
+    // Counted for the log; atomic only so the future stays `Send`.
+    let attempts = std::sync::atomic::AtomicU32::new(0);
+    let again = |e: &RegistryError| {
+        let again = not_now(e);
+        if again && attempts.load(Ordering::Relaxed) == 1 {
+            info!(key = %inner.key, error = %e,
                 "the registry takes no writes now (its stream electing a leader?); trying again");
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(PURGE_PAUSE_MAX);
+        again
+    };
+    let purged =
+        crate::streams::write_again_while(until, (RETRY_INITIAL, PURGE_PAUSE_MAX), again, || {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            purge(inner)
+        })
+        .await;
+    let attempts = attempts.into_inner();
+    if purged.is_ok() && attempts > 1 {
+        info!(key = %inner.key, attempts, "the registry took the deregistration");
     }
+    purged
 }
 
 /// Whether a failed delete says "not now" rather than "no"
