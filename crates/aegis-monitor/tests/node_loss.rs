@@ -38,6 +38,16 @@ async fn ping_service(
     (conn, svc)
 }
 
+/// A monitor on `url` (R3 buckets), as its router.
+async fn monitor(url: &str) -> axum::Router {
+    let mut config = common::config(url);
+    config.nats.nats.replicas = 3;
+    let state = AppState::start(config, CancellationToken::new())
+        .await
+        .expect("start a monitor");
+    router(state)
+}
+
 /// What an admin gets from creating the definition of `service`.
 async fn create(app: &axum::Router, service: &str) -> common::Reply {
     call_app(
@@ -316,16 +326,6 @@ async fn a_definition_written_after_a_monitors_node_died_is_listed_there_within_
         .meta_leader()
         .expect("the cluster has a meta leader");
     let elsewhere = cluster.urls_except(a_index);
-    let monitor = |url: &str| {
-        let mut config = common::config(url);
-        config.nats.nats.replicas = 3;
-        async move {
-            let state = AppState::start(config, CancellationToken::new())
-                .await
-                .expect("start a monitor");
-            router(state)
-        }
-    };
     let a = monitor(&urls[a_index]).await;
     let b = monitor(&elsewhere[0]).await;
     let setup = connect(&elsewhere[1..]).await;
@@ -496,13 +496,7 @@ async fn a_definition_saved_while_its_stream_changes_leader_is_stored() {
         .wait_ready(Duration::from_secs(30))
         .expect("the cluster is ready");
     let urls = cluster.urls();
-    let mut config = common::config(&urls.join(","));
-    config.nats.nats.replicas = 3;
-    let app = router(
-        AppState::start(config, CancellationToken::new())
-            .await
-            .expect("start a monitor"),
-    );
+    let app = monitor(&urls.join(",")).await;
     let setup = connect(&urls).await;
     // Each write on its own definition, so none depends on another's answer.
     create(&app, "order-service").await.expect(201, None);
@@ -530,19 +524,7 @@ async fn a_definition_saved_while_its_stream_changes_leader_is_stored() {
         ),
     ];
     for (method, path, body, want) in writes {
-        let answer = setup
-            .client()
-            .request(
-                "$JS.API.STREAM.LEADER.STEPDOWN.KV_service_definitions",
-                "".into(),
-            )
-            .await
-            .expect("the step-down is answered");
-        let stepped: Value = serde_json::from_slice(&answer.payload).unwrap();
-        assert_eq!(
-            stepped["success"], true,
-            "the leader stepped down: {stepped}"
-        );
+        leaders::step_down(setup.client(), "KV_service_definitions").await;
         let asked = Instant::now();
         let what = format!("{method} {path}");
         let got = admin(method, &path, body).await;

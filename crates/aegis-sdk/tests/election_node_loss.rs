@@ -27,6 +27,43 @@ async fn leader_node(conn: &aegis_sdk::Connection, stream: &str) -> usize {
     name.trim_start_matches('n').parse::<usize>().unwrap() - 1
 }
 
+/// A ready 3-node cluster with the elections bucket (R3), a connection to
+/// all of it, and the SDK's log at `filter` (shown when a test fails).
+async fn elections_cluster(filter: &str) -> (NatsCluster, aegis_sdk::Connection) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_test_writer()
+        .try_init();
+    let mut cluster = NatsCluster::start(3).unwrap();
+    cluster.wait_ready(Duration::from_secs(30)).unwrap();
+    let setup = connect_cluster(cluster.urls(), 3).await;
+    aegis_sdk::election::ensure_election_bucket(setup.jetstream(), 3)
+        .await
+        .unwrap();
+    (cluster, setup)
+}
+
+/// `order-a` on `a`, leading once this returns, and `order-b` on `b`
+/// after it, in `order-service`'s default group.
+async fn leader_and_standby(
+    a: &aegis_sdk::Connection,
+    b: &aegis_sdk::Connection,
+    lease: LeaseConfig,
+) -> (Election, Election) {
+    let first = Election::start(a, "order-service", "default", "order-a", lease)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while first.leadership().serving_epoch().is_none() {
+        assert!(Instant::now() < deadline, "no leader");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let second = Election::start(b, "order-service", "default", "order-b", lease)
+        .await
+        .unwrap();
+    (first, second)
+}
+
 /// How the node leading the elections stream goes.
 #[derive(Debug, Clone, Copy)]
 enum Loss {
@@ -40,36 +77,14 @@ enum Loss {
 /// elections stream's leader node down `how`, and watches for 20 s: never
 /// two serving, and the longest time nobody served.
 async fn serving_gap(how: Loss, lease: LeaseConfig) -> Duration {
-    // The election's log, shown when the test fails.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(
-            "aegis_sdk::election=debug",
-        ))
-        .with_test_writer()
-        .try_init();
-    let mut cluster = NatsCluster::start(3).unwrap();
-    cluster.wait_ready(Duration::from_secs(30)).unwrap();
-    let setup = connect_cluster(cluster.urls(), 3).await;
-    aegis_sdk::election::ensure_election_bucket(setup.jetstream(), 3)
-        .await
-        .unwrap();
+    let (mut cluster, setup) = elections_cluster("aegis_sdk::election=debug").await;
     let doomed = leader_node(&setup, "KV_service_elections").await;
     let others: Vec<usize> = (0..3).filter(|i| *i != doomed).collect();
     // Each candidate on its own surviving node, so no client loses its
     // connection: only the stream loses its leader.
     let a = connect_cluster(vec![cluster.urls()[others[0]].clone()], 3).await;
     let b = connect_cluster(vec![cluster.urls()[others[1]].clone()], 3).await;
-    let first = Election::start(&a, "order-service", "default", "order-a", lease)
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while first.leadership().serving_epoch().is_none() {
-        assert!(Instant::now() < deadline, "no leader");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let second = Election::start(&b, "order-service", "default", "order-b", lease)
-        .await
-        .unwrap();
+    let (first, second) = leader_and_standby(&a, &b, lease).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let killed = Instant::now();
@@ -149,43 +164,13 @@ async fn a_planned_restart_of_the_elections_streams_leader_costs_under_a_second(
 /// not when the lease lapses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_resignation_during_a_leader_change_of_the_elections_stream_hands_over_at_once() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(
-            "aegis_sdk::election=info",
-        ))
-        .with_test_writer()
-        .try_init();
-    let mut cluster = NatsCluster::start(3).unwrap();
-    cluster.wait_ready(Duration::from_secs(30)).unwrap();
-    let setup = connect_cluster(cluster.urls(), 3).await;
-    aegis_sdk::election::ensure_election_bucket(setup.jetstream(), 3)
-        .await
-        .unwrap();
+    let (cluster, setup) = elections_cluster("aegis_sdk::election=info").await;
     let lease = LeaseConfig::default();
     let a = connect_cluster(cluster.urls(), 3).await;
-    let first = Election::start(&a, "order-service", "default", "order-a", lease)
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while first.leadership().serving_epoch().is_none() {
-        assert!(Instant::now() < deadline, "no leader");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let second = Election::start(&a, "order-service", "default", "order-b", lease)
-        .await
-        .unwrap();
+    let (first, second) = leader_and_standby(&a, &a, lease).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    // The stream's leader steps down; the answer comes once it has.
-    let stepped = setup
-        .client()
-        .request(
-            "$JS.API.STREAM.LEADER.STEPDOWN.KV_service_elections",
-            "".into(),
-        )
-        .await
-        .expect("the step-down is answered");
-    eprintln!("step-down: {}", String::from_utf8_lossy(&stepped.payload));
+    aegis_testkit::leaders::step_down(setup.client(), "KV_service_elections").await;
     let resigned = Instant::now();
     first.resign().await;
     while second.leadership().serving_epoch().is_none() {

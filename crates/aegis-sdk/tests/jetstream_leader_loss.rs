@@ -135,6 +135,29 @@ async fn served_before(
     );
 }
 
+/// Moves the leadership of `stream` off the node leading the JetStream
+/// meta group; the index and name of the node that leads it then.
+async fn leader_apart_from_meta(
+    cluster: &NatsCluster,
+    client: &async_nats::Client,
+    stream: &str,
+) -> (usize, String) {
+    let meta = cluster
+        .meta_leader()
+        .expect("the cluster has a meta leader");
+    let meta_name = cluster.node(meta).server_name().to_owned();
+    lead_elsewhere(client, stream, &meta_name).await;
+    let leader = stream_leader(client, stream)
+        .await
+        .unwrap_or_else(|| panic!("{stream} has a leader"));
+    let index = cluster
+        .nodes()
+        .iter()
+        .position(|n| n.server_name() == leader)
+        .expect("the leader is a node of the cluster");
+    (index, leader)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_caller_is_served_while_the_meta_leader_is_replaced() {
     let (mut fixture, doomed, survivors) = Fixture::start(async |cluster, setup| {
@@ -163,20 +186,10 @@ async fn a_new_caller_is_served_while_the_elections_stream_elects_its_leader() {
     let (mut fixture, doomed, survivors) = Fixture::start(async |cluster, setup| {
         // A node that leads the elections stream but not the meta group
         // (that is the other test) nor the registry stream.
-        let meta = cluster
-            .meta_leader()
-            .expect("the cluster has a meta leader");
-        let meta_name = cluster.node(meta).server_name().to_owned();
-        lead_elsewhere(setup.client(), "KV_service_elections", &meta_name).await;
-        let leader = stream_leader(setup.client(), "KV_service_elections")
-            .await
-            .unwrap();
+        let (doomed, leader) =
+            leader_apart_from_meta(cluster, setup.client(), "KV_service_elections").await;
         lead_elsewhere(setup.client(), "KV_service_registry", &leader).await;
-        cluster
-            .nodes()
-            .iter()
-            .position(|n| n.server_name() == leader)
-            .unwrap()
+        doomed
     })
     .await;
     let cluster = &mut fixture.cluster;
@@ -206,19 +219,7 @@ async fn a_new_caller_is_served_while_the_elections_stream_elects_its_leader() {
 async fn a_service_stopped_while_the_registry_stream_elects_its_leader_deregisters() {
     const KEY: &str = "service-instances.echo-service.echo-1";
     let (mut cluster, setup) = common::cluster_with_buckets().await;
-    let meta = cluster
-        .meta_leader()
-        .expect("the cluster has a meta leader");
-    let meta_name = cluster.node(meta).server_name().to_owned();
-    lead_elsewhere(setup.client(), "KV_service_registry", &meta_name).await;
-    let leader = stream_leader(setup.client(), "KV_service_registry")
-        .await
-        .expect("the registry stream has a leader");
-    let doomed = cluster
-        .nodes()
-        .iter()
-        .position(|n| n.server_name() == leader)
-        .expect("the leader is a node of the cluster");
+    let (doomed, _) = leader_apart_from_meta(&cluster, setup.client(), "KV_service_registry").await;
     let services = connect_cluster(cluster.urls_except(doomed), 3).await;
     let echo = services
         .service("echo-service", "1.0.0")
@@ -261,13 +262,7 @@ async fn a_command_sent_while_its_stream_changes_leader_is_queued() {
         .await
         .expect("the commands stream");
     for round in 0..3 {
-        let answer = setup
-            .client()
-            .request("$JS.API.STREAM.LEADER.STEPDOWN.COMMANDS", "".into())
-            .await
-            .expect("the step-down is answered");
-        let stepped: Value = serde_json::from_slice(&answer.payload).unwrap();
-        assert_eq!(stepped["success"], true, "stepped down: {stepped}");
+        aegis_testkit::leaders::step_down(setup.client(), "COMMANDS").await;
         let asked = Instant::now();
         let sent = setup
             .commands()

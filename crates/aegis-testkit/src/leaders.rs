@@ -42,6 +42,33 @@ pub async fn lead_on(client: &async_nats::Client, stream: &str, node: &str) {
     step_down_until(client, stream_step_down(stream), Some(node), &what, leads).await;
 }
 
+/// Asks the leader of `stream` to step down, and returns as soon as it has,
+/// without waiting for a successor: what a NATS node in lame duck mode
+/// does to the streams it leads. For some milliseconds after, nobody takes
+/// writes for the stream; a test writes into that window.
+///
+/// ```no_run
+/// # async fn demo(client: async_nats::Client) {
+/// aegis_testkit::leaders::step_down(&client, "KV_service_elections").await;
+/// // Write now: the stream is between leaders.
+/// # }
+/// ```
+///
+/// # Panics
+/// When the request is not answered, or the leader did not step down.
+pub async fn step_down(client: &async_nats::Client, stream: &str) {
+    let answer = client
+        .request(stream_step_down(stream), "".into())
+        .await
+        .unwrap_or_else(|e| panic!("the step-down of {stream} is not answered: {e}"));
+    let body: serde_json::Value = serde_json::from_slice(&answer.payload)
+        .unwrap_or_else(|e| panic!("the step-down of {stream} answered no JSON: {e}"));
+    assert_eq!(
+        body["success"], true,
+        "the leader of {stream} stepped down: {body}"
+    );
+}
+
 /// The worst case of a node loss for `stream`: makes node `index` of
 /// `cluster`, which must lead the JetStream meta group, lead `stream` too,
 /// then SIGKILLs it. No write to the stream lands until it elects a new
