@@ -542,3 +542,87 @@ async fn a_definition_saved_while_its_stream_changes_leader_is_stored() {
         }
     }
 }
+
+/// The node leading `KV_service_elections`, which the monitor is connected
+/// to, dies with the sticky leader. The monitor reconnects and its watches
+/// open again; the new leader's record, ACTIVE at its new epoch, can reach
+/// it before the election key it won does. A record that claims a newer epoch than the key the monitor has
+/// seen says the monitor is behind, not that the record's instance was
+/// deposed: no view may show the new leader "deposed".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_leader_is_never_shown_deposed_while_the_monitor_catches_up_with_its_key() {
+    let mut cluster = NatsCluster::start(3).expect("start a 3-node cluster");
+    let urls = cluster.urls();
+    let names: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .map(|n| n.server_name().to_owned())
+        .collect();
+    // Node 0: the standby and the registry's stream. Node 1: the leader.
+    // Node 2: the monitor and the elections' stream, killed with the
+    // leader (the monitor moves to another node).
+    let app = monitor(&urls[2]).await;
+    let (leader_conn, leader) =
+        ping_service(&urls[1..2], "order-service", "order-1", Some("default")).await;
+    common::eventually(Duration::from_secs(20), "order-1 shown ACTIVE", || async {
+        viewed(&app, "/api/instances/order-service/order-1").await["status"] == "ACTIVE"
+    })
+    .await;
+    let (standby_conn, standby) =
+        ping_service(&urls[0..1], "order-service", "order-2", Some("default")).await;
+    common::eventually(Duration::from_secs(20), "order-2 shown STANDBY", || async {
+        viewed(&app, "/api/instances/order-service/order-2").await["status"] == "STANDBY"
+    })
+    .await;
+    leaders::lead_on(standby_conn.client(), "KV_service_registry", &names[0]).await;
+    leaders::lead_on(standby_conn.client(), "KV_service_elections", &names[2]).await;
+    let mut roles = standby
+        .election()
+        .expect("a sticky service runs an election")
+        .roles();
+
+    cluster.kill_node(2);
+    let killed = Instant::now();
+    // Dropped, not shut down: a crash.
+    drop(leader);
+    drop(leader_conn);
+    let mut deposed = Vec::new();
+    let mut elected: Option<Instant> = None;
+    let shown = loop {
+        let view = viewed(&app, "/api/instances/order-service/order-2").await;
+        if view["statusReason"] == "deposed" {
+            deposed.push(format!("{:?} after the kill: {view}", killed.elapsed()));
+        }
+        if elected.is_none()
+            && matches!(
+                *roles.borrow_and_update(),
+                aegis_sdk::election::Role::Leader { .. }
+            )
+        {
+            elected = Some(Instant::now());
+        }
+        if let Some(at) = elected
+            && view["status"] == "ACTIVE"
+        {
+            break at.elapsed();
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "order-2 not shown ACTIVE within 60 s of the kill: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    eprintln!(
+        "order-2 elected {:?} after the kill, shown ACTIVE {shown:?} after; polls showing it deposed: {}",
+        elected.map(|at| at - killed),
+        deposed.len()
+    );
+    assert!(
+        deposed.is_empty(),
+        "the new leader shown deposed: {deposed:#?}"
+    );
+    assert!(
+        shown <= Duration::from_secs(1),
+        "shown ACTIVE {shown:?} after its election"
+    );
+}
