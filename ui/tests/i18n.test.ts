@@ -7,7 +7,7 @@ import { join } from "node:path";
 
 import { ESLint } from "eslint";
 
-import { catalogues, format, pickLocale } from "@/lib/i18n";
+import { catalogues, format, pickLocale, splitCode } from "@/lib/i18n";
 import { en } from "@/lib/i18n/en";
 import { zhCN } from "@/lib/i18n/zh-CN";
 
@@ -22,6 +22,20 @@ function sources(dir: string): string[] {
 }
 
 const placeholders = (s: string) => [...s.matchAll(/\{(\w+)\}/g)].map((m) => m[1]).sort();
+const codeParts = (s: string) => splitCode(s).filter((p) => p.code).map((p) => p.text);
+
+/** The keys the code passes to `t("…")` and to `messageKey="…"`, each with its files. */
+function usedKeys(): { viaT: Set<string>; viaMessageKey: Set<string> } {
+  const files = [...sources(join(ROOT, "app")), ...sources(join(ROOT, "components")), ...sources(join(ROOT, "hooks"))];
+  const viaT = new Set<string>();
+  const viaMessageKey = new Set<string>();
+  for (const file of files) {
+    const text = readFileSync(file, "utf8");
+    for (const m of text.matchAll(/\bt\(\s*"([a-zA-Z0-9.\-]+)"/g)) viaT.add(m[1]!);
+    for (const m of text.matchAll(/messageKey="([a-zA-Z0-9.\-]+)"/g)) viaMessageKey.add(m[1]!);
+  }
+  return { viaT, viaMessageKey };
+}
 
 describe("catalogues", () => {
   it("have the same keys, none empty", () => {
@@ -46,16 +60,41 @@ describe("catalogues", () => {
   });
 
   it("contain every key the code asks for", () => {
-    const files = [...sources(join(ROOT, "app")), ...sources(join(ROOT, "components")), ...sources(join(ROOT, "hooks"))];
-    const used = new Set<string>();
-    for (const file of files) {
-      const text = readFileSync(file, "utf8");
-      for (const m of text.matchAll(/\bt\(\s*"([a-zA-Z0-9.\-]+)"/g)) used.add(m[1]!);
-      for (const m of text.matchAll(/messageKey="([a-zA-Z0-9.\-]+)"/g)) used.add(m[1]!);
-    }
+    const { viaT, viaMessageKey } = usedKeys();
+    const used = new Set([...viaT, ...viaMessageKey]);
     expect(used.size).toBeGreaterThan(100);
     const missing = [...used].filter((k) => !(k in en));
     expect(missing).toEqual([]);
+  });
+
+  it("show code (backticks) only through <Message>, which sets it as code", () => {
+    // t() gives plain text: a backticked command would show its backticks.
+    const plain = [...usedKeys().viaT].filter((k) => k in en && en[k as keyof typeof en].includes("`"));
+    expect(plain).toEqual([]);
+  });
+
+  it("keep commands and paths the same in every language", () => {
+    for (const key of Object.keys(en) as (keyof typeof en)[]) {
+      expect(codeParts(zhCN[key]), key).toEqual(codeParts(en[key]));
+    }
+  });
+});
+
+describe("splitCode()", () => {
+  it("splits a message into text and code", () => {
+    expect(splitCode("Run `aegis up` in {dir}.", { dir: "/srv" })).toEqual([
+      { code: false, text: "Run " },
+      { code: true, text: "aegis up" },
+      { code: false, text: " in /srv." },
+    ]);
+  });
+
+  it("reads a backtick inside a value as text, and an unpaired one too", () => {
+    expect(splitCode("Failed ({message})", { message: "bad `x`" })).toEqual([{ code: false, text: "Failed (bad `x`)" }]);
+    expect(splitCode("`a` and ` alone")).toEqual([
+      { code: true, text: "a" },
+      { code: false, text: " and ` alone" },
+    ]);
   });
 });
 

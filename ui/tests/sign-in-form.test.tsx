@@ -31,6 +31,16 @@ async function signIn(token: string) {
 }
 
 describe("SignInForm", () => {
+  it("says where the tokens are, with the command and the path set as code", () => {
+    renderUi(<SignInForm />);
+    const code = (text: string) => screen.getByText(text, { selector: "code" });
+    expect(code("aegis up")).toBeInTheDocument();
+    expect(code("AEGIS_ADMIN_TOKEN")).toBeInTheDocument();
+    // Right for the default state directory and for `--state-dir`.
+    expect(code(".aegis/credentials").parentElement).toHaveTextContent(/state directory: the path it printed at start/);
+    expect(screen.queryByText(/`/)).toBeNull();
+  });
+
   it("says the token is invalid on 401", async () => {
     answer(401, "UNAUTHORIZED");
     await signIn("wrong");

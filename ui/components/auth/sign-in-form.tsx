@@ -14,7 +14,7 @@ import { Label } from "@/components/ui/label";
 import { LanguageSwitch } from "@/components/shell/language-switch";
 import { PageTitle } from "@/components/shell/page-title";
 import { api, ApiError } from "@/lib/api/client";
-import { useI18n } from "@/lib/i18n";
+import { Message, useI18n } from "@/lib/i18n";
 
 export function SignInForm() {
   const { t } = useI18n();
@@ -62,7 +62,9 @@ export function SignInForm() {
           <CardTitle>
             <span className="text-xl">{t("signIn.title")}</span>
           </CardTitle>
-          <CardDescription>{t("signIn.intro")}</CardDescription>
+          <CardDescription>
+            <Message messageKey="signIn.intro" />
+          </CardDescription>
         </CardHeader>
         <CardContent>
           <form onSubmit={submit} className="flex flex-col gap-4" noValidate>

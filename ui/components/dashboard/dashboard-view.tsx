@@ -15,7 +15,7 @@ import { FeedIndicator } from "@/components/live/feed-indicator";
 import { InstanceStoreContext } from "@/hooks/use-instance-store";
 import { useLiveInstances } from "@/hooks/use-live-instances";
 import type { InstanceEntry } from "@/lib/instance-store";
-import { useI18n } from "@/lib/i18n";
+import { Message, useI18n } from "@/lib/i18n";
 import { ServiceInstanceCard } from "./service-instance-card";
 import type { DisplayStatus } from "./service-status-badge";
 
@@ -119,7 +119,7 @@ export function DashboardView() {
         <Notice
           icon={<AlertTriangle className="size-6 text-danger-strong" aria-hidden="true" />}
           title={t("dashboard.error.title")}
-          body={t("dashboard.error.body", { message: error.message })}
+          body={<Message messageKey="dashboard.error.body" vars={{ message: error.message }} />}
           action={<Button onClick={retry}>{t("dashboard.retry")}</Button>}
           role="alert"
         />
@@ -136,7 +136,7 @@ export function DashboardView() {
         <Notice
           icon={<ServerOff className="size-6 text-muted-foreground" aria-hidden="true" />}
           title={t("dashboard.empty.title")}
-          body={t("dashboard.empty.body")}
+          body={<Message messageKey="dashboard.empty.body" />}
         />
       ) : groups.length === 0 ? (
         <Notice
@@ -198,7 +198,7 @@ function Notice({
 }: {
   icon: React.ReactNode;
   title: string;
-  body: string;
+  body: React.ReactNode;
   action?: React.ReactNode;
   role?: "alert";
 }) {

@@ -1,6 +1,7 @@
 // English messages: the reference catalogue. Every key here must exist in
 // every other catalogue (the type of `zh-CN.ts` and tests/i18n.test.ts
-// enforce it). `{name}` placeholders are filled by `t(key, { name })`.
+// enforce it). `{name}` placeholders are filled by `t(key, { name })`;
+// `backticked` parts are code where a message is shown with <Message>.
 export const en = {
   "app.name": "Aegis monitor",
   "app.skipToContent": "Skip to content",
@@ -17,7 +18,7 @@ export const en = {
   "session.readOnly": "Read-only: your token is a viewer token.",
 
   "signIn.title": "Sign in to the Aegis monitor",
-  "signIn.intro": "Paste an admin or viewer token. `aegis up` writes both to .aegis/credentials.",
+  "signIn.intro": "Paste an admin or viewer token (`AEGIS_ADMIN_TOKEN` or `AEGIS_VIEWER_TOKEN`). `aegis up` writes both to `credentials` in its state directory: the path it printed at start, `.aegis/credentials` by default.",
   "signIn.token": "Token",
   "signIn.submit": "Sign in",
   "signIn.submitting": "Signing in…",

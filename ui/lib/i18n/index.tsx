@@ -1,5 +1,6 @@
 // The message catalogue and its React binding. `useI18n()` gives `t(key,
-// vars)`, the locale and `setLocale`. The default locale is the browser's
+// vars)`, the locale and `setLocale`; `<Message>` renders a message whose
+// `backticked` parts (commands, paths, variables) are code. The default locale is the browser's
 // preferred language (zh* → zh-CN, else en); a choice made with the switch
 // is remembered in localStorage.
 "use client";
@@ -33,6 +34,21 @@ export function pickLocale(languages: readonly string[]): Locale {
     if (l.startsWith("en")) return "en";
   }
   return "en";
+}
+
+/**
+ * A message as text and code: the parts between backticks are code, the
+ * rest text, in order (`[{ code: false, text }, { code: true, text }, …]`).
+ * Placeholders are filled inside each part, so a value that holds a
+ * backtick is never read as markup. An unpaired backtick stays text.
+ */
+export function splitCode(template: string, vars?: Record<string, string | number>): { code: boolean; text: string }[] {
+  const parts = template.split("`");
+  // An odd number of backticks: the last one opens nothing.
+  if (parts.length % 2 === 0) parts.splice(parts.length - 2, 2, `${parts[parts.length - 2]}\`${parts[parts.length - 1]}`);
+  return parts
+    .map((text, i) => ({ code: i % 2 === 1, text: format(text, vars) }))
+    .filter((p) => p.text !== "");
 }
 
 export type Translate = (key: MessageKey, vars?: Record<string, string | number>) => string;
@@ -71,6 +87,29 @@ export function I18nProvider({ children, initial }: { children: React.ReactNode;
     };
   }, [locale]);
   return <I18nContext.Provider value={value}>{children}</I18nContext.Provider>;
+}
+
+export interface MessageProps {
+  messageKey: MessageKey;
+  vars?: Record<string, string | number>;
+}
+
+/** A message with its `backticked` parts set as <code>. */
+export function Message({ messageKey, vars }: MessageProps) {
+  const { locale } = useI18n();
+  return (
+    <>
+      {splitCode(catalogues[locale][messageKey], vars).map((p, i) =>
+        p.code ? (
+          <code key={i} className="rounded bg-muted px-1 py-0.5 font-mono text-[0.9em] text-foreground">
+            {p.text}
+          </code>
+        ) : (
+          <React.Fragment key={i}>{p.text}</React.Fragment>
+        ),
+      )}
+    </>
+  );
 }
 
 export function useI18n(): I18nValue {

@@ -18,7 +18,7 @@ export const zhCN: Catalogue = {
   "session.readOnly": "只读：您的令牌是只读令牌。",
 
   "signIn.title": "登录 Aegis 监控",
-  "signIn.intro": "粘贴管理员或只读令牌。`aegis up` 会把两者写入 .aegis/credentials。",
+  "signIn.intro": "粘贴管理员或只读令牌（`AEGIS_ADMIN_TOKEN` 或 `AEGIS_VIEWER_TOKEN`）。`aegis up` 会把两者写入其状态目录中的 `credentials`：即它启动时打印的路径，默认为 `.aegis/credentials`。",
   "signIn.token": "令牌",
   "signIn.submit": "登录",
   "signIn.submitting": "正在登录…",
