@@ -35,22 +35,67 @@ export function ms(value: number, locale: string): string {
   return `${num(value, locale, digits)} ms`;
 }
 
-/** A local date and time with seconds. */
-export function dateTime(iso: string, locale: string): string {
-  const d = new Date(iso);
-  if (Number.isNaN(d.getTime())) return iso;
-  return new Intl.DateTimeFormat(locale, { dateStyle: "medium", timeStyle: "medium" }).format(d);
+// Times of day. Every absolute time in the UI goes through `clock`: local
+// time on the 24-hour clock (what operators read logs in), the date — when
+// one is shown — in one format per language ("Dec 4, 2026" / "2026年12月4日").
+// `hourCycle: "h23"`, not `hour12: false`: the latter shows midnight as
+// "24:05" in English.
+
+export interface ClockOptions {
+  /** Show seconds (default true). */
+  seconds?: boolean;
+  /** Show milliseconds (default false). */
+  ms?: boolean;
+  /** Put the date before the time (default false). */
+  date?: boolean;
 }
 
-/** A local time with milliseconds, for event lists. */
-export function timeMs(iso: string, locale: string): string {
-  const d = new Date(iso);
-  if (Number.isNaN(d.getTime())) return iso;
-  return new Intl.DateTimeFormat(locale, {
-    hour: "2-digit",
-    minute: "2-digit",
-    second: "2-digit",
-    fractionalSecondDigits: 3,
-    hour12: false,
-  }).format(d);
+const clocks = new Map<string, Intl.DateTimeFormat>();
+
+function clockFormat(locale: string, { seconds = true, ms = false, date = false }: ClockOptions): Intl.DateTimeFormat {
+  const key = `${locale}|${seconds}|${ms}|${date}`;
+  let f = clocks.get(key);
+  if (!f) {
+    f = new Intl.DateTimeFormat(locale, {
+      ...(date ? { year: "numeric", month: "short", day: "numeric" } : {}),
+      hour: "2-digit",
+      minute: "2-digit",
+      ...(seconds || ms ? { second: "2-digit" } : {}),
+      ...(ms ? { fractionalSecondDigits: 3 } : {}),
+      hourCycle: "h23",
+    });
+    // Charts format every tick on every redraw: build each format once.
+    clocks.set(key, f);
+  }
+  return f;
+}
+
+function toDate(value: string | number | Date): Date | null {
+  const d = value instanceof Date ? value : new Date(value);
+  return Number.isNaN(d.getTime()) ? null : d;
+}
+
+/**
+ * "18:39:07" for an RFC 3339 time, milliseconds since the epoch or a Date:
+ * the UI's one time format (see `ClockOptions`). An unreadable time is
+ * returned as it came.
+ */
+export function clock(value: string | number | Date, locale: string, options: ClockOptions = {}): string {
+  const d = toDate(value);
+  return d ? clockFormat(locale, options).format(d) : String(value);
+}
+
+/** "Dec 4, 2026, 18:40:58": a date and time, for records that may be old. */
+export function dateTime(iso: string, locale: string): string {
+  return clock(iso, locale, { date: true });
+}
+
+/**
+ * "18:39:07.337" for an event of today (local time), with the date before
+ * it for one of another day: for lists of recent events.
+ */
+export function timeMs(iso: string, locale: string, now: number = Date.now()): string {
+  const d = toDate(iso);
+  if (!d) return iso;
+  return clock(d, locale, { ms: true, date: d.toDateString() !== new Date(now).toDateString() });
 }

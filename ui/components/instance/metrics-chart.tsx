@@ -7,6 +7,7 @@
 import * as React from "react";
 import uPlot from "uplot";
 
+import { TIME_STEPS, timeTickLabels } from "@/lib/chart-ticks";
 import { useI18n } from "@/lib/i18n";
 
 export interface ChartSeries {
@@ -29,14 +30,16 @@ export interface MetricsChartProps {
 }
 
 export function MetricsChart({ title, times, series, format, height = 200, integer = false }: MetricsChartProps) {
-  const { t } = useI18n();
+  const { t, locale } = useI18n();
   const box = React.useRef<HTMLDivElement>(null);
   const plot = React.useRef<uPlot | null>(null);
   const labels = series.map((s) => `${s.label}:${s.color}`).join("|");
   const formatRef = React.useRef(format);
+  const localeRef = React.useRef(locale);
   React.useEffect(() => {
     formatRef.current = format;
-  }, [format]);
+    localeRef.current = locale;
+  }, [format, locale]);
 
   // (Re)creates the chart when the set of series changes.
   React.useEffect(() => {
@@ -47,7 +50,15 @@ export function MetricsChart({ title, times, series, format, height = 200, integ
       height,
       series: [{}, ...series.map((s) => ({ label: s.label, stroke: s.color, width: 2, points: { show: false } }))],
       axes: [
-        { stroke: "#4b5563", grid: { stroke: "#e5e7eb" }, ticks: { stroke: "#e5e7eb" } },
+        {
+          stroke: "#4b5563",
+          grid: { stroke: "#e5e7eb" },
+          ticks: { stroke: "#e5e7eb" },
+          // The UI's 24-hour clock, not uPlot's "6:39pm" with a date line.
+          incrs: TIME_STEPS,
+          space: 64,
+          values: (_u, ticks, _axis, _space, step) => timeTickLabels(ticks, step, localeRef.current),
+        },
         {
           stroke: "#4b5563",
           grid: { stroke: "#e5e7eb" },

@@ -1,0 +1,57 @@
+// The one time format of the UI: the 24-hour clock in every view (event
+// lists, the failover timeline, chart axes, the definitions table and
+// history), the date in one format per language. Dates are built from
+// local fields, so the expectations hold in any time zone.
+import { timeTickLabels } from "@/lib/chart-ticks";
+import { clock, dateTime, timeMs } from "@/lib/format";
+
+const evening = new Date(2026, 11, 4, 18, 40, 58, 337);
+const afterMidnight = new Date(2026, 11, 5, 0, 5, 7, 9);
+
+describe("clock()", () => {
+  it("reads 24-hour time in every language", () => {
+    for (const locale of ["en", "zh-CN"]) {
+      expect(clock(evening, locale)).toBe("18:40:58");
+      expect(clock(evening, locale, { seconds: false })).toBe("18:40");
+      expect(clock(evening.toISOString(), locale, { ms: true })).toBe("18:40:58.337");
+    }
+  });
+
+  it("shows midnight as 00, not 24", () => {
+    expect(clock(afterMidnight, "en")).toBe("00:05:07");
+    expect(timeMs(afterMidnight.toISOString(), "en", afterMidnight.getTime())).toBe("00:05:07.009");
+  });
+
+  it("returns what it cannot read as it came", () => {
+    expect(clock("not a time", "en")).toBe("not a time");
+    expect(dateTime("", "en")).toBe("");
+  });
+});
+
+describe("dateTime()", () => {
+  it("puts the language's date before the same 24-hour time", () => {
+    expect(dateTime(evening.toISOString(), "en")).toBe("Dec 4, 2026, 18:40:58");
+    expect(dateTime(evening.toISOString(), "zh-CN")).toBe("2026年12月4日 18:40:58");
+  });
+});
+
+describe("timeMs()", () => {
+  it("shows the time alone for today and adds the date for another day", () => {
+    const sameDay = new Date(2026, 11, 4, 23, 59).getTime();
+    expect(timeMs(evening.toISOString(), "en", sameDay)).toBe("18:40:58.337");
+    const nextDay = new Date(2026, 11, 5, 9, 0).getTime();
+    expect(timeMs(evening.toISOString(), "en", nextDay)).toBe("Dec 4, 2026, 18:40:58.337");
+  });
+});
+
+describe("timeTickLabels()", () => {
+  const at = (h: number, m: number, s = 0) => new Date(2026, 11, 4, h, m, s).getTime() / 1000;
+
+  it("labels ticks seconds apart with seconds, on the 24-hour clock", () => {
+    expect(timeTickLabels([at(18, 39, 50), at(18, 40, 0), at(18, 40, 10)], 10, "en")).toEqual(["18:39:50", "18:40:00", "18:40:10"]);
+  });
+
+  it("labels ticks minutes apart without seconds", () => {
+    expect(timeTickLabels([at(18, 55), at(19, 0), at(19, 5)], 300, "en")).toEqual(["18:55", "19:00", "19:05"]);
+  });
+});
