@@ -1,0 +1,113 @@
+//! `aegis chaos kill-nats` and `restart-nats` against a running `aegis up`
+//! (one NATS node, no service instances: the node is what is broken): a
+//! restart of a running node is a real one, a new process with a new pid.
+
+mod common;
+
+use std::{
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use common::{AEGIS, Proc, alive, free_up_ports};
+
+/// `aegis up --single-node` with no service instances, once it is up.
+fn up(state: &Path) -> Proc {
+    let (base, api) = free_up_ports();
+    let state = state.display().to_string();
+    let mut up = Proc::spawn(&[
+        "up",
+        "--single-node",
+        "--instances",
+        "order=0",
+        "--base-port",
+        &base.to_string(),
+        "--api-port",
+        &api.to_string(),
+        "--state-dir",
+        &state,
+    ]);
+    up.wait_for("Ctrl-C stops everything", Duration::from_secs(120));
+    up
+}
+
+/// Runs `aegis chaos --state-dir STATE ARGS`; returns success, stdout and
+/// stderr together, and how long it took.
+fn chaos(state: &Path, args: &[&str]) -> (bool, String, Duration) {
+    let started = Instant::now();
+    let out = Command::new(AEGIS)
+        .arg("chaos")
+        .arg("--state-dir")
+        .arg(state)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        started.elapsed(),
+    )
+}
+
+fn pid(state: &Path, name: &str) -> Option<i32> {
+    aegis::up::supervisor::read_pid(state, name)
+}
+
+/// The control files left in the state directory.
+fn control_files(state: &Path) -> Vec<String> {
+    std::fs::read_dir(state.join("control"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// How often the node's log says it started.
+fn starts(state: &Path) -> usize {
+    std::fs::read_to_string(state.join("logs/nats-n1.log"))
+        .unwrap()
+        .matches("Starting nats-server")
+        .count()
+}
+
+#[test]
+fn restart_nats_restarts_a_running_node() {
+    let state = tempfile::tempdir().unwrap();
+    let state = state.path();
+    let mut showcase = up(state);
+    let old = pid(state, "nats-n1").expect("the node's pid file");
+    assert_eq!(starts(state), 1);
+
+    let (ok, out, _) = chaos(state, &["restart-nats", "1"]);
+    assert!(ok, "{out}");
+    let new = pid(state, "nats-n1").expect("the restarted node's pid file");
+    assert_ne!(new, old, "a new process: {out}");
+    assert!(!alive(old), "the old process is gone: {out}");
+    assert!(alive(new), "the new process runs: {out}");
+    assert!(
+        out.contains(&format!("pid {old}")) && out.contains(&format!("pid {new}")),
+        "says which process stopped and which runs now: {out}"
+    );
+    assert_eq!(starts(state), 2, "the node's log shows the restart");
+    assert_eq!(control_files(state), Vec::<String>::new());
+
+    // A node killed (and held down) is started again.
+    let (ok, out, _) = chaos(state, &["kill-nats", "1"]);
+    assert!(ok, "{out}");
+    let (ok, out, _) = chaos(state, &["restart-nats", "1"]);
+    assert!(ok, "{out}");
+    let third = pid(state, "nats-n1").expect("the node's pid file");
+    assert!(third != new && alive(third), "{out}");
+    assert_eq!(control_files(state), Vec::<String>::new());
+    assert!(
+        showcase.child.try_wait().unwrap().is_none(),
+        "aegis up still runs:\n{}",
+        showcase.output()
+    );
+}
