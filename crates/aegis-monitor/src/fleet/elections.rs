@@ -9,14 +9,18 @@
 //! newest revision per key, so a load changes nothing but what changed
 //! meanwhile, and a key the load no longer has is told removed.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use aegis_contracts::subjects;
 use aegis_sdk::{Connection, election::LeaderRecord, kv::Mirrored};
+use async_nats::jetstream::{kv, stream::LastRawMessageErrorKind};
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// The key prefix of election keys.
 const KEY_PREFIX: &str = "sticky-active.";
@@ -45,6 +49,16 @@ pub(crate) enum LeaderEvent {
     Reset,
     /// A change of one key.
     Change(LeaderChange),
+    /// The answer to a read of one group's key from its stream's leader
+    /// ([`read_key`]), asked at `asked` because a record claimed a lead
+    /// the key as last seen does not give; `change` is `None` when the
+    /// read failed.
+    Checked {
+        service: String,
+        group: String,
+        asked: Instant,
+        change: Option<LeaderChange>,
+    },
 }
 
 /// Turns one key's value (`None`: removed) at `revision` into a change
@@ -138,18 +152,63 @@ impl Changes {
     }
 }
 
+/// How long a read of one key ([`read_key`]) may take.
+const READ_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Reads `group`'s key from its stream's leader, which has every write it
+/// confirmed (a replica, or the watch while it opens again after a NATS
+/// node died, may not): the key's change, a removal included; `None` when
+/// the read failed or the key never held anything.
+pub(crate) async fn read_key(
+    bucket: &kv::Store,
+    service: &str,
+    group: &str,
+) -> Option<LeaderChange> {
+    let key = subjects::election_key(service, group);
+    let subject = format!("{}{key}", bucket.prefix);
+    let read = tokio::time::timeout(
+        READ_TIMEOUT,
+        bucket.stream.get_last_raw_message_by_subject(&subject),
+    )
+    .await;
+    let message = match read {
+        Ok(Ok(message)) => message,
+        Ok(Err(e)) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return None,
+        Ok(Err(e)) => {
+            debug!(key, error = %e, "could not read an election key");
+            return None;
+        }
+        Err(_) => {
+            debug!(key, "reading an election key timed out");
+            return None;
+        }
+    };
+    // A delete or purge marker, or the server's marker of an expired key.
+    let removed = message.headers.get("Nats-Marker-Reason").is_some()
+        || message
+            .headers
+            .get("KV-Operation")
+            .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
+    change_of(
+        &key,
+        (!removed).then_some(&message.payload[..]),
+        message.sequence,
+    )
+}
+
 /// Creates the election bucket if it is missing, mirrors its keys
 /// ([`aegis_sdk::kv::mirror`]: current again as soon as JetStream is, after
 /// a NATS node dies), sends the newest holder of every key and every
 /// change to `tx` until `cancel` or until nobody reads them, and returns
-/// once the first load is sent (5 s at most).
+/// the bucket (for [`read_key`]) once the first load is sent (5 s at most).
 pub(crate) async fn follow(
     conn: &Connection,
     tx: mpsc::UnboundedSender<LeaderEvent>,
     cancel: CancellationToken,
-) -> Result<(), aegis_sdk::election::ElectionError> {
-    aegis_sdk::election::ensure_election_bucket(conn.jetstream(), conn.config().nats.replicas)
-        .await?;
+) -> Result<kv::Store, aegis_sdk::election::ElectionError> {
+    let bucket =
+        aegis_sdk::election::ensure_election_bucket(conn.jetstream(), conn.config().nats.replicas)
+            .await?;
     let (loaded, load) = tokio::sync::oneshot::channel();
     let mut loaded = Some(loaded);
     // Stops following when nobody reads the changes any more.
@@ -181,7 +240,7 @@ pub(crate) async fn follow(
     {
         warn!("the election keys did not load within 5 s; continuing with what arrived");
     }
-    Ok(())
+    Ok(bucket)
 }
 
 #[cfg(test)]

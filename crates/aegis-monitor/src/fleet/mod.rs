@@ -371,7 +371,7 @@ impl Fleet {
         // Subscribe before reading, so nothing falls in between.
         let registry_changes = registry.changes();
         let (leaders_tx, mut leaders_rx) = mpsc::unbounded_channel();
-        elections::follow(conn, leaders_tx, cancel.clone())
+        let elections = elections::follow(conn, leaders_tx.clone(), cancel.clone())
             .await
             .map_err(FleetError::Elections)?;
         let (beats_tx, beats_rx) = mpsc::unbounded_channel();
@@ -411,6 +411,7 @@ impl Fleet {
             shared: shared.clone(),
             records: HashMap::new(),
             leaders: HashMap::new(),
+            keys: task::KeyChecks::new(elections, leaders_tx),
             conns: ConnectionStates::default(),
             beats: HashMap::new(),
             unresponsive: HashSet::new(),

@@ -11,6 +11,8 @@ pub(super) struct State {
     pub(super) records: HashMap<Key, ServiceInstance>,
     /// Per (service, group): the key's revision and holder.
     pub(super) leaders: HashMap<Key, (u64, Option<Holder>)>,
+    /// Reads of keys the records say the watch is behind on.
+    pub(super) keys: KeyChecks,
     pub(super) conns: ConnectionStates,
     /// Last sign of life per instance: a beat or a record write.
     pub(super) beats: HashMap<Key, Instant>,
@@ -82,6 +84,7 @@ impl State {
         let key = (record.service_name.clone(), record.instance_id.clone());
         let record_written = record.last_heartbeat;
         self.records.insert(key.clone(), record);
+        self.keys.arrived.insert(key.clone(), Instant::now());
         // A record write is a sign of life too (at the time it says it was
         // written: loading an old record is none).
         self.beats.insert(key.clone(), Instant::now());
@@ -139,6 +142,7 @@ impl State {
     fn remove(&mut self, service: String, instance_id: String, reason: RemovalReason) {
         let key = (service, instance_id);
         self.records.remove(&key);
+        self.keys.arrived.remove(&key);
         self.beats.remove(&key);
         self.shared
             .signs
@@ -173,6 +177,33 @@ impl State {
         match event {
             LeaderEvent::Change(change) => self.apply_leader(change),
             LeaderEvent::Reset => self.reset_leaders(),
+            LeaderEvent::Checked {
+                service,
+                group,
+                asked,
+                change,
+            } => {
+                if let Some(change) = change {
+                    self.apply_leader(change);
+                }
+                let group_key = (service, group);
+                self.keys.asking.remove(&group_key);
+                self.keys.checked.insert(group_key.clone(), asked);
+                // Records held back for this read are shown as the key
+                // now says, whatever it said.
+                let affected: Vec<Key> = self
+                    .records
+                    .iter()
+                    .filter(|(_, r)| {
+                        r.service_name == group_key.0
+                            && r.sticky_active_group.as_deref() == Some(&group_key.1)
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in affected {
+                    self.refresh(&key);
+                }
+            }
         }
     }
 
@@ -273,11 +304,14 @@ impl State {
         let Some(record) = self.records.get(key) else {
             return;
         };
-        let holder = record.sticky_active_group.as_ref().and_then(|g| {
-            self.leaders
-                .get(&(record.service_name.clone(), g.clone()))
-                .and_then(|(_, h)| h.as_ref())
-        });
+        let group_key = record
+            .sticky_active_group
+            .as_ref()
+            .map(|g| (record.service_name.clone(), g.clone()));
+        let (revision, holder) = group_key
+            .as_ref()
+            .and_then(|g| self.leaders.get(g))
+            .map_or((0, None), |(revision, h)| (*revision, h.as_ref()));
         let closed_at = connection_of(record).and_then(|name| self.conns.closed_at(name));
         let liveness = if closed_at.is_some() {
             Liveness::Disconnected
@@ -286,7 +320,39 @@ impl State {
         } else {
             Liveness::Live
         };
-        let derived = derive(record, holder, liveness);
+        let mut derived = derive(record, holder, liveness);
+        if let Some(group_key) = group_key {
+            match self.keys.judge(key, &group_key, record, revision, holder) {
+                Judged::Shown => {}
+                // A process known to be down is shown down whatever it
+                // claims.
+                Judged::Ask | Judged::Hold if liveness != Liveness::Live => {
+                    self.keys.ask(group_key);
+                }
+                Judged::Ask => self.keys.ask(group_key),
+                Judged::Hold => {
+                    self.keys.ask(group_key);
+                    if self
+                        .shared
+                        .view
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .instances
+                        .contains_key(key)
+                    {
+                        return;
+                    }
+                    // Shown for the first time: not as the leader (the key
+                    // as seen has another) and not as deposed (it may not
+                    // be) until the read answers.
+                    derived = Derived {
+                        status: InstanceStatus::Standby,
+                        reason: None,
+                        epoch: record.epoch,
+                    };
+                }
+            }
+        }
         let mut instance = record.clone();
         instance.status = derived.status;
         instance.epoch = derived.epoch;
@@ -384,4 +450,114 @@ fn connection_of(record: &ServiceInstance) -> Option<&str> {
         .metadata
         .get(METADATA_CONNECTION)
         .and_then(|v| v.as_str())
+}
+
+/// How long a record claiming a lead the key does not give is held back
+/// (shown as before) while the key is read: past it, the key as last seen
+/// decides.
+const HOLD_AT_MOST: Duration = Duration::from_secs(1);
+
+/// Reads of election keys from their stream's leader, asked when a record
+/// and the key as the watch last delivered it disagree.
+///
+/// The watch can trail the key: after the node leading the elections'
+/// stream died, it opens again only once JetStream answers, and until
+/// then it reads the replicas every half second. A new leader's record,
+/// ACTIVE at an epoch above the key's revision as last seen, can arrive
+/// first (through the registry's watch), and showing it "deposed" by a
+/// key the monitor knows to be old would be false for up to that half
+/// second (`tests/node_loss.rs`: 227-405 ms). Such a record is held back,
+/// its instance shown as it was, until one read of the key that started
+/// after the record arrived has answered; a record whose claim the key
+/// still does not back then (a forged epoch) is deposed. A key holder
+/// whose record says it is not ACTIVE asks too (the watch may have
+/// missed a takeover by another), without holding anything back.
+pub(super) struct KeyChecks {
+    bucket: async_nats::jetstream::kv::Store,
+    answers: mpsc::UnboundedSender<LeaderEvent>,
+    /// When each record last arrived.
+    pub(super) arrived: HashMap<Key, Instant>,
+    /// Groups whose key is being read.
+    pub(super) asking: HashSet<Key>,
+    /// Per group: when the last read that answered was asked.
+    pub(super) checked: HashMap<Key, Instant>,
+}
+
+/// What a record's claim and the key as last seen call for.
+pub(super) enum Judged {
+    /// They agree, or the key decides: show what the rule derives.
+    Shown,
+    /// Read the key, and meanwhile show what the rule derives.
+    Ask,
+    /// Read the key, and show the instance as it was until it answers.
+    Hold,
+}
+
+impl KeyChecks {
+    pub(super) fn new(
+        bucket: async_nats::jetstream::kv::Store,
+        answers: mpsc::UnboundedSender<LeaderEvent>,
+    ) -> Self {
+        Self {
+            bucket,
+            answers,
+            arrived: HashMap::new(),
+            asking: HashSet::new(),
+            checked: HashMap::new(),
+        }
+    }
+
+    /// Judges `record` (of `key`, in `group`) against the key as last seen
+    /// (its `revision` and `holder`).
+    pub(super) fn judge(
+        &self,
+        key: &Key,
+        group: &Key,
+        record: &ServiceInstance,
+        revision: u64,
+        holder: Option<&Holder>,
+    ) -> Judged {
+        let holds = holder.is_some_and(|h| h.instance_id == record.instance_id);
+        if holds {
+            // The winner's record says STANDBY for the moment between its
+            // win and its record's write; a restarted process that had led
+            // under its id says so until the watch shows who won since.
+            return if record.status == InstanceStatus::Standby {
+                Judged::Ask
+            } else {
+                Judged::Shown
+            };
+        }
+        let newer_claim =
+            record.status == InstanceStatus::Active && record.epoch.is_some_and(|e| e > revision);
+        let Some(arrived) = self.arrived.get(key) else {
+            return Judged::Shown;
+        };
+        let answered_since = self.checked.get(group).is_some_and(|at| at >= arrived);
+        if newer_claim && !answered_since && arrived.elapsed() < HOLD_AT_MOST {
+            Judged::Hold
+        } else {
+            Judged::Shown
+        }
+    }
+
+    /// Reads `group`'s key unless a read is on its way; the answer comes
+    /// back as [`LeaderEvent::Checked`].
+    pub(super) fn ask(&mut self, group: Key) {
+        if !self.asking.insert(group.clone()) {
+            return;
+        }
+        let bucket = self.bucket.clone();
+        let answers = self.answers.clone();
+        let asked = Instant::now();
+        tokio::spawn(async move {
+            let change = elections::read_key(&bucket, &group.0, &group.1).await;
+            let _ = answers.send(LeaderEvent::Checked {
+                service: group.0,
+                group: group.1,
+                asked,
+                change,
+            });
+        });
+    }
 }
