@@ -1,10 +1,11 @@
 //! `aegis chaos`: break the running showcase on purpose, for demos and
 //! drills — SIGKILL a service instance (the supervisor brings it back after a
-//! delay), or kill and restart a NATS node. The drills `unhealthy`,
-//! `healthy` and `slow` (`drill.rs`) go to running instances over NATS and
-//! need no local showcase.
+//! delay), or kill and restart a NATS node (`nats.rs`). The drills
+//! `unhealthy`, `healthy` and `slow` (`drill.rs`) go to running instances
+//! over NATS and need no local showcase.
 
 mod drill;
+mod nats;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -15,10 +16,7 @@ use nix::sys::signal::Signal;
 
 use crate::{
     cli::ConnectArgs,
-    up::{
-        remote::{LAME_DUCK_EXIT, Remote},
-        supervisor,
-    },
+    up::{remote::Remote, supervisor},
 };
 
 /// Options of `aegis chaos`.
@@ -98,16 +96,23 @@ pub enum ChaosAction {
         /// Node number.
         node: usize,
     },
-    /// Start NATS node N again — or, with `--graceful`, restart a running
-    /// node the planned way: lame duck mode (the node hands its stream
-    /// leaderships over, stops taking clients and tells its own, which move
-    /// to the other nodes; it exits once they left or it closed them), then
-    /// start it again.
+    /// Restart NATS node N: stop it if it runs (SIGTERM, or lame duck mode
+    /// with `--graceful`), then start it again; a node stopped by
+    /// `kill-nats` is started. Done once the new process runs.
+    ///
+    /// A running node gets SIGTERM, nats-server's quick stop: it closes
+    /// every client at once (they reconnect to the other nodes; a request
+    /// in flight on it is cut off), closes its JetStream files cleanly and
+    /// exits within a second; the streams it led get new leaders. SIGTERM
+    /// and not SIGKILL, because a restart is an operator's act: a crash is
+    /// `kill-nats N` (SIGKILL, kept down) and then `restart-nats N`.
     RestartNats {
         /// Node number.
         node: usize,
-        /// Restart a running node gracefully (lame duck) instead of starting
-        /// a stopped one.
+        /// Stop a running node the planned way instead: lame duck mode (the
+        /// node hands its stream leaderships over, stops taking clients and
+        /// tells its own, which move to the other nodes; it exits once they
+        /// left or it closed them, within a minute).
         #[arg(long)]
         graceful: bool,
     },
@@ -186,42 +191,9 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
                 "SIGKILLed {name} (pid {pid}); the supervisor restarts it after a delay (unless `aegis up` runs with --no-restart)"
             );
         }
-        ChaosAction::KillNats { node } => {
-            let name = format!("nats-n{node}");
-            anyhow::ensure!(remote.alive(&name), "NATS node {node} is not running");
-            remote.hold(&name)?;
-            let pid = remote
-                .signal(&name, Signal::SIGKILL)
-                .inspect_err(|_| remote.unhold(&name))?;
-            println!(
-                "SIGKILLed NATS node {node} (pid {pid}); `aegis chaos restart-nats {node}` brings it back"
-            );
-        }
+        ChaosAction::KillNats { node } => nats::kill(&remote, node)?,
         ChaosAction::RestartNats { node, graceful } => {
-            let name = format!("nats-n{node}");
-            if graceful {
-                anyhow::ensure!(remote.alive(&name), "NATS node {node} is not running");
-                remote.hold(&name)?;
-                // SIGUSR2 is nats-server's lame duck mode, the planned stop
-                // (`nats-server --signal ldm`): it steps down from the raft
-                // groups it leads (a follower takes over within a second
-                // instead of after the 4-9 s an election takes when a leader
-                // vanishes), stops taking clients and tells its own, which
-                // the SDK moves to another node at a moment with no request
-                // in flight; after its grace period it closes the clients
-                // left (spread over `lame_duck_duration`) and exits. SIGTERM
-                // would close every client at once, cutting off requests in
-                // flight.
-                let pid = remote
-                    .signal(&name, Signal::SIGUSR2)
-                    .inspect_err(|_| remote.unhold(&name))?;
-                println!("NATS node {node} (pid {pid}) is stopping gracefully (lame duck mode)");
-                let took = remote.wait_gone(&name, pid, LAME_DUCK_EXIT).await?;
-                println!("NATS node {node} exited after {took:.1?}");
-            }
-            remote.release(&name)?;
-            remote.wait_running(&name, Duration::from_secs(10)).await?;
-            println!("NATS node {node} restarted");
+            nats::restart(&remote, node, graceful).await?;
         }
     }
     Ok(())

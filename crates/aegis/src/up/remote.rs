@@ -19,6 +19,11 @@ use super::supervisor;
 /// with room to spare; the SDK's clients leave it much sooner.
 pub const LAME_DUCK_EXIT: Duration = Duration::from_secs(60);
 
+/// How long a NATS node may take to exit after SIGTERM, its quick stop
+/// (it closes its clients and its stores at once: well under a second on
+/// the showcase's data), with room to spare.
+pub const QUICK_EXIT: Duration = Duration::from_secs(30);
+
 /// How often the waits below look again.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -105,9 +110,26 @@ impl Remote {
     /// # Errors
     /// When the supervisor has not started it within `within`.
     pub async fn wait_running(&self, name: &str, within: Duration) -> anyhow::Result<i32> {
+        self.wait_new_process(name, None, within).await
+    }
+
+    /// Waits until child `name` runs as another process than `old` (its
+    /// pid before a restart, if it had one); returns the new pid.
+    ///
+    /// # Errors
+    /// When the supervisor has not started it within `within`.
+    pub async fn wait_new_process(
+        &self,
+        name: &str,
+        old: Option<i32>,
+        within: Duration,
+    ) -> anyhow::Result<i32> {
         let started = Instant::now();
         loop {
-            if let Some(pid) = self.pid(name).filter(|p| process_alive(*p)) {
+            if let Some(pid) = self
+                .pid(name)
+                .filter(|p| Some(*p) != old && process_alive(*p))
+            {
                 return Ok(pid);
             }
             if started.elapsed() > within {
@@ -169,6 +191,22 @@ mod tests {
             () = reaping => unreachable!(),
         }
         assert!(!remote.alive("sleeper"));
+        // Asked to start again: a new process, which the wait tells from
+        // the old one.
+        remote.release("sleeper").unwrap();
+        let restarted = async {
+            loop {
+                sup.tick();
+                tokio::time::sleep(POLL).await;
+            }
+        };
+        let new = tokio::select! {
+            new = remote.wait_new_process("sleeper", Some(pid), Duration::from_secs(10)) => new.unwrap(),
+            () = restarted => unreachable!(),
+        };
+        assert_ne!(new, pid);
+        assert!(remote.alive("sleeper"));
+        sup.kill_now();
         assert!(remote.signal("nobody", Signal::SIGTERM).is_err());
         let err = remote
             .wait_running("nobody", Duration::from_millis(50))
