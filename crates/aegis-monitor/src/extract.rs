@@ -4,16 +4,32 @@
 //! `application/json` is 415, one over the limit 413, malformed JSON 400
 //! `INVALID_JSON`, and well-formed JSON of the wrong shape (missing, unknown
 //! or mistyped fields) 422 `VALIDATION_ERROR` naming the field. [`ApiQuery`]
-//! does the same for query strings (400 `BAD_REQUEST`).
+//! does the same for query strings (400 `BAD_REQUEST` naming the parameter),
+//! and [`refuse_unknown_params`] refuses a query parameter an `/api` route
+//! does not take, whether or not the route takes any.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use aegis_contracts::FieldError;
 use axum::{
-    extract::{FromRequest, FromRequestParts, Request},
-    http::{StatusCode, header, request::Parts},
+    extract::{
+        FromRequest, FromRequestParts, MatchedPath, Query, Request, rejection::QueryRejection,
+    },
+    http::{Method, StatusCode, Uri, header, request::Parts},
 };
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use utoipa::{
+    IntoParams,
+    openapi::{
+        OpenApi,
+        path::{Parameter, ParameterIn},
+    },
+};
 
 use crate::error::{ApiError, ErrorCode};
 
@@ -139,37 +155,206 @@ fn strip_position(message: &str) -> String {
     }
 }
 
-/// A query string, rejected with the API's envelope (400 `BAD_REQUEST`).
+/// A query string, read into `T` with the API's envelope: a parameter
+/// given twice, or a value its parameter does not take, is 400
+/// `BAD_REQUEST` naming it (`details.param`, `details.value`,
+/// `details.reason`), in words taken from the parameter's documented
+/// schema (`T`'s [`IntoParams`]), never serde's. Parameters a route does
+/// not take are refused before the handler, by [`refuse_unknown_params`].
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct ApiQuery<T>(pub(crate) T);
 
 impl<S, T> FromRequestParts<S> for ApiQuery<T>
 where
     S: Send + Sync,
-    T: DeserializeOwned,
+    T: DeserializeOwned + IntoParams,
 {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let query = parts.uri.query().unwrap_or("");
-        serde_urlencoded_compat(query).map(ApiQuery)
+        read_query(&parts.uri).map(ApiQuery)
     }
 }
 
-fn serde_urlencoded_compat<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
-    // axum's own Query extractor, minus its plain-text rejection.
-    axum::extract::Query::<T>::try_from_uri(
-        &format!("/?{query}")
-            .parse()
-            .map_err(|_| ApiError::new(ErrorCode::BadRequest, "invalid query string"))?,
+/// The `(name, value)` pairs of `uri`'s query, percent-decoded, in order.
+fn query_pairs(uri: &Uri) -> Vec<(String, String)> {
+    // Reading pairs cannot fail: form decoding is lossy, never strict.
+    Query::<Vec<(String, String)>>::try_from_uri(uri)
+        .map(|q| q.0)
+        .unwrap_or_default()
+}
+
+fn read_query<T: DeserializeOwned + IntoParams>(uri: &Uri) -> Result<T, ApiError> {
+    let pairs = query_pairs(uri);
+    let params = T::into_params(|| Some(ParameterIn::Query));
+    let mut seen = HashSet::new();
+    for (name, _) in &pairs {
+        if !seen.insert(name.as_str()) {
+            return Err(ApiError::bad_param(name, "given more than once"));
+        }
+    }
+    Query::<T>::try_from_uri(uri)
+        .map(|q| q.0)
+        .map_err(|rejection| {
+            let Some((param, serde_says)) = failed_param(&rejection) else {
+                return ApiError::new(ErrorCode::BadRequest, "the query string cannot be read")
+                    .with_internal(rejection.body_text());
+            };
+            let value = pairs
+                .iter()
+                .find(|(name, _)| *name == param)
+                .map(|(_, value)| value.as_str());
+            match (params.iter().find(|p| p.name == param), value) {
+                (Some(documented), Some(value)) => {
+                    let reason =
+                        expected(documented).unwrap_or_else(|| strip_position(&serde_says));
+                    ApiError::bad_param(&param, reason.as_str()).with_details(json!({
+                        "param": param, "value": value, "reason": reason,
+                    }))
+                }
+                // Not a parameter of `T`: only reached where no
+                // `refuse_unknown_params` ran first.
+                _ => unknown_param(&param, value, &names(&params)),
+            }
+        })
+}
+
+/// The parameter a query string failed on, and serde's reason: the path
+/// of a value that did not fit, or the name serde gives a parameter it
+/// does not know.
+fn failed_param(rejection: &QueryRejection) -> Option<(String, String)> {
+    // axum keeps serde_path_to_error's error as the rejection's cause.
+    type PathError = serde_path_to_error::Error<serde::de::value::Error>;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(error) = cause {
+        if let Some(failed) = error.downcast_ref::<PathError>() {
+            let message = failed.inner().to_string();
+            let path = failed.path().to_string();
+            let param = if path == "." || path.is_empty() {
+                field_in_message(&message)?
+            } else {
+                path
+            };
+            return Some((param, message));
+        }
+        cause = error.source();
+    }
+    None
+}
+
+/// What a documented parameter takes, in words, when its schema says
+/// more than "a string" (which every value is).
+fn expected(param: &Parameter) -> Option<String> {
+    let schema = serde_json::to_value(param.schema.as_ref()?).ok()?;
+    if schema["type"] != "integer" {
+        return None;
+    }
+    Some(
+        match (schema["minimum"].as_i64(), schema["maximum"].as_i64()) {
+            (Some(min), Some(max)) => format!("must be a whole number from {min} to {max}"),
+            (Some(min), None) => format!("must be a whole number of at least {min}"),
+            (None, Some(max)) => format!("must be a whole number of at most {max}"),
+            (None, None) => "must be a whole number".to_owned(),
+        },
     )
-    .map(|q| q.0)
-    .map_err(|e| {
-        ApiError::new(
-            ErrorCode::BadRequest,
-            format!("invalid query string: {}", e.body_text()),
-        )
-    })
+}
+
+fn names(params: &[Parameter]) -> Vec<String> {
+    params.iter().map(|p| p.name.clone()).collect()
+}
+
+/// 400 for a query parameter the route does not take.
+fn unknown_param(param: &str, value: Option<&str>, allowed: &[String]) -> ApiError {
+    let takes = if allowed.is_empty() {
+        "this route takes none".to_owned()
+    } else {
+        format!("this route takes {}", allowed.join(", "))
+    };
+    ApiError::new(
+        ErrorCode::BadRequest,
+        format!("unknown query parameter {param:?}; {takes}"),
+    )
+    .with_details(json!({
+        "param": param,
+        "value": value,
+        "reason": "unknown parameter",
+        "allowed": allowed,
+    }))
+}
+
+/// The query parameters each `/api` route takes, as the OpenAPI document
+/// lists them, by method and route template.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct QueryParams(Arc<HashMap<(Method, String), Vec<String>>>);
+
+impl QueryParams {
+    /// What `spec` says each of its `/api` operations takes.
+    pub(crate) fn of(spec: &OpenApi) -> Self {
+        let mut routes = HashMap::new();
+        for (path, item) in spec.paths.paths.iter() {
+            if !path.starts_with("/api/") {
+                continue;
+            }
+            let operations = [
+                (Method::GET, &item.get),
+                (Method::POST, &item.post),
+                (Method::PUT, &item.put),
+                (Method::PATCH, &item.patch),
+                (Method::DELETE, &item.delete),
+            ];
+            for (method, operation) in operations {
+                let Some(operation) = operation else {
+                    continue;
+                };
+                let taken = item
+                    .parameters
+                    .iter()
+                    .chain(operation.parameters.iter())
+                    .flatten()
+                    .filter(|p| p.parameter_in == ParameterIn::Query)
+                    .map(|p| p.name.clone())
+                    .collect();
+                routes.insert((method, path.clone()), taken);
+            }
+        }
+        Self(Arc::new(routes))
+    }
+
+    fn taken(&self, method: &Method, route: &str) -> Option<&Vec<String>> {
+        let method = if method == Method::HEAD {
+            Method::GET
+        } else {
+            method.clone()
+        };
+        self.0.get(&(method, route.to_owned()))
+    }
+}
+
+/// Middleware: a request to an `/api` route with a query parameter the
+/// route does not take (per the OpenAPI document) is answered 400
+/// `BAD_REQUEST` naming it, so a misspelt filter never passes for no
+/// filter. `/health`, `/ready`, `/status` and `/metrics` are left alone:
+/// probes and scrapers may add parameters of their own.
+pub(crate) async fn refuse_unknown_params(
+    axum::extract::State(params): axum::extract::State<QueryParams>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+
+    let taken = request
+        .extensions()
+        .get::<MatchedPath>()
+        .and_then(|route| params.taken(request.method(), route.as_str()));
+    if let Some(taken) = taken
+        && request.uri().query().is_some()
+        && let Some((param, value)) = query_pairs(request.uri())
+            .into_iter()
+            .find(|(name, _)| !taken.contains(name))
+    {
+        return unknown_param(&param, Some(&value), taken).into_response();
+    }
+    next.run(request).await
 }
 
 /// How much of an oversized body is read and thrown away before the 413 is
@@ -268,5 +453,51 @@ mod tests {
         .unwrap_err();
         assert_eq!(fields(&e), ["revision"]);
         assert_eq!(fields(&err("3")), ["body"]);
+    }
+
+    #[derive(Debug, serde::Deserialize, IntoParams)]
+    #[serde(deny_unknown_fields)]
+    #[into_params(parameter_in = Query)]
+    #[allow(dead_code)]
+    struct Paging {
+        #[param(minimum = 1, maximum = 1000)]
+        limit: Option<usize>,
+        after: Option<String>,
+    }
+
+    fn query(q: &str) -> Result<Paging, ApiError> {
+        read_query::<Paging>(&format!("/x?{q}").parse().unwrap())
+    }
+
+    #[test]
+    fn query_errors_name_the_parameter_in_our_words() {
+        let p = query("limit=5&after=a%2Fb").unwrap();
+        assert_eq!((p.limit, p.after.as_deref()), (Some(5), Some("a/b")));
+        assert!(query("").is_ok());
+
+        let e = query("limit=-1").unwrap_err();
+        assert_eq!(e.code(), ErrorCode::BadRequest);
+        assert_eq!(
+            e.details(),
+            &json!({ "param": "limit", "value": "-1", "reason": "must be a whole number from 1 to 1000" })
+        );
+        assert_eq!(
+            e.message(),
+            "invalid limit: must be a whole number from 1 to 1000"
+        );
+        assert_eq!(query("limit=").unwrap_err().details()["value"], "");
+
+        let e = query("limit=1&limit=2").unwrap_err();
+        assert_eq!(e.details()["param"], "limit");
+        assert_eq!(e.message(), "invalid limit: given more than once");
+
+        // Where no middleware refused it first.
+        let e = query("foo=1").unwrap_err();
+        assert_eq!(e.details()["param"], "foo");
+        assert_eq!(e.details()["allowed"], json!(["limit", "after"]));
+        assert_eq!(
+            e.message(),
+            "unknown query parameter \"foo\"; this route takes limit, after"
+        );
     }
 }

@@ -20,7 +20,9 @@
 //! Middleware, outermost first: a tracing span per request (method and
 //! route, never headers or query), the error envelope and its one log line,
 //! request metrics, security headers, the 64 KiB body limit, the request
-//! timeout (not on the SSE stream), and authentication.
+//! timeout (not on the SSE stream), authentication, and the refusal of
+//! query parameters a route does not take (read from the OpenAPI document,
+//! so what a route is documented to take is what it takes).
 
 pub(crate) mod dead_letters;
 pub(crate) mod instances;
@@ -47,7 +49,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{
     auth, error,
-    extract::MAX_BODY_BYTES,
+    extract::{MAX_BODY_BYTES, QueryParams},
     openapi::{self, ApiDoc},
     state::AppState,
     telemetry, ui,
@@ -89,6 +91,7 @@ pub fn router(state: AppState) -> Router {
     let (streaming, stream_spec) = stream::router().split_for_parts();
     spec.merge(stream_spec);
     openapi::finish(&mut spec);
+    let query_params = QueryParams::of(&spec);
     let bounded = bounded.layer(TimeoutLayer::with_status_code(
         StatusCode::GATEWAY_TIMEOUT,
         timeout,
@@ -97,6 +100,10 @@ pub fn router(state: AppState) -> Router {
         .merge(streaming)
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", spec))
         .fallback(ui::fallback)
+        .layer(middleware::from_fn_with_state(
+            query_params,
+            crate::extract::refuse_unknown_params,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_auth,
