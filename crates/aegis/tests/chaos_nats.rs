@@ -76,6 +76,21 @@ fn starts(state: &Path) -> usize {
         .count()
 }
 
+/// Waits until the node's log says it started `n` times: the command
+/// returns once the new process runs, which may be before it wrote a line.
+fn started_times(state: &Path, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while starts(state) < n {
+        assert!(
+            Instant::now() < deadline,
+            "the node's log shows {} starts, not {n}",
+            starts(state)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(starts(state), n);
+}
+
 #[test]
 fn restart_nats_restarts_a_running_node() {
     let state = tempfile::tempdir().unwrap();
@@ -94,7 +109,7 @@ fn restart_nats_restarts_a_running_node() {
         out.contains(&format!("pid {old}")) && out.contains(&format!("pid {new}")),
         "says which process stopped and which runs now: {out}"
     );
-    assert_eq!(starts(state), 2, "the node's log shows the restart");
+    started_times(state, 2);
     assert_eq!(control_files(state), Vec::<String>::new());
 
     // A node killed (and held down) is started again.
