@@ -126,3 +126,50 @@ fn restart_nats_restarts_a_running_node() {
         showcase.output()
     );
 }
+
+#[test]
+fn a_node_the_showcase_does_not_run_is_refused_at_once() {
+    let state = tempfile::tempdir().unwrap();
+    let state = state.path();
+    let _showcase = up(state);
+    for args in [
+        &["restart-nats", "9"][..],
+        &["restart-nats", "0"],
+        &["restart-nats", "2", "--graceful"],
+        &["kill-nats", "0"],
+        &["kill-nats", "7"],
+    ] {
+        let (ok, out, took) = chaos(state, args);
+        assert!(!ok, "{args:?}: {out}");
+        assert!(
+            out.contains(&format!(
+                "no such NATS node {} (the showcase runs node 1 only)",
+                args[1]
+            )),
+            "{args:?}: {out}"
+        );
+        // Not after waiting for a supervisor that has no such child.
+        assert!(took < Duration::from_secs(5), "{args:?} took {took:?}");
+        assert_eq!(control_files(state), Vec::<String>::new(), "{args:?}");
+    }
+}
+
+/// A state directory whose `aegis up` is gone (killed, its pid file left
+/// behind) has no supervisor to obey a control file: said at once, and no
+/// control file written.
+#[test]
+fn a_showcase_that_is_not_running_is_said_at_once() {
+    let state = tempfile::tempdir().unwrap();
+    let state = state.path();
+    let mut exited = Command::new("true").spawn().unwrap();
+    exited.wait().unwrap();
+    std::fs::write(state.join("up.pid"), exited.id().to_string()).unwrap();
+    std::fs::create_dir_all(state.join("control")).unwrap();
+    for args in [&["restart-nats", "1"][..], &["kill-nats", "1"]] {
+        let (ok, out, took) = chaos(state, args);
+        assert!(!ok, "{args:?}: {out}");
+        assert!(out.contains("no `aegis up` is running"), "{args:?}: {out}");
+        assert!(took < Duration::from_secs(5), "{args:?} took {took:?}");
+        assert_eq!(control_files(state), Vec::<String>::new(), "{args:?}");
+    }
+}
