@@ -460,6 +460,54 @@ async fn validation_edge_cases_name_the_field() {
     }
 }
 
+/// One 422 names every failing field: mistyped, against a rule, missing
+/// or unknown, all at once, so a client fixes its body in one go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_answer_names_every_failing_field() {
+    let h = Harness::start().await;
+    let post = |body: Value| h.admin(Method::POST, "/api/services", Some(body));
+    let r = post(json!({
+        "service_name": "abc", "owner": 5, "description": "d", "version": 7
+    }))
+    .await;
+    r.expect(422, Some("VALIDATION_ERROR"));
+    assert_eq!(r.fields(), ["owner", "version"], "{}", r.body);
+    let r = post(json!({
+        "service_name": "X", "owner": 5, "description": null, "extra": 1
+    }))
+    .await;
+    r.expect(422, Some("VALIDATION_ERROR"));
+    assert_eq!(
+        r.fields(),
+        ["service_name", "owner", "description", "version", "extra"],
+        "{}",
+        r.body
+    );
+    // The message says as much.
+    let message = r.body["error"]["message"].as_str().unwrap();
+    for field in ["service_name", "owner", "description", "version", "extra"] {
+        assert!(message.contains(field), "{message}");
+    }
+
+    h.admin(Method::POST, "/api/services", Some(new_def("upd-svc")))
+        .await
+        .expect(201, None);
+    let r = h
+        .admin(
+            Method::PUT,
+            "/api/services/upd-svc",
+            Some(json!({ "owner": 5, "version": "1.0", "revision": "x", "bogus": 1 })),
+        )
+        .await;
+    r.expect(422, Some("VALIDATION_ERROR"));
+    assert_eq!(
+        r.fields(),
+        ["owner", "version", "revision", "bogus"],
+        "{}",
+        r.body
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_unsupported_and_oversized_bodies() {
     let h = Harness::start().await;
