@@ -1,10 +1,58 @@
-// Tick steps and labels of the metrics charts' axes (uPlot asks for the
-// steps it may use and formats the ticks of the one it picked). Time axes
-// read on the 24-hour clock like every other time in the UI.
+// Tick steps, ranges and labels of the metrics charts' axes (uPlot asks
+// for the range and the steps it may use, picks the smallest step whose
+// ticks are `VALUE_SPACE` px apart, and formats the ticks). Value axes step
+// by 1, 2 or 5 times a power of ten, end on a round value that is itself a
+// tick, and every tick of an axis shows the same number of decimals:
+// "0.0 0.5 1.0", never "0 0.3 0.5 0.8 1". Time axes read on the 24-hour
+// clock like every other time in the UI.
 import { clock } from "@/lib/format";
+
+function steps(minExp: number, maxExp: number): number[] {
+  const out: number[] = [];
+  for (let e = minExp; e <= maxExp; e++) {
+    for (const m of [1, 2, 5]) out.push(Number(`${m}e${e}`));
+  }
+  return out;
+}
+
+/** Steps of an axis of measured values (rates, milliseconds). */
+export const VALUE_STEPS = steps(-3, 9);
+
+/** Steps of an axis of counts (in flight, queue depth): whole numbers. */
+export const COUNT_STEPS = steps(0, 9);
+
+/** Least distance between two value ticks, in CSS pixels (uPlot's default). */
+export const VALUE_SPACE = 30;
+
+/**
+ * The top of a value axis whose highest value is `max`: 1, 2, 3, 4, 6 or 8
+ * times a power of ten, 5 % above it. With the steps above and a plot 120 px
+ * tall or more, it is always a tick, so the axis says where it ends.
+ */
+export function niceTop(max: number): number {
+  if (!(max > 0)) return 1;
+  const x = max * 1.05;
+  const exp = Math.floor(Math.log10(x));
+  const f = x / 10 ** exp;
+  const m = [1, 2, 3, 4, 6, 8, 10].find((t) => t >= f - 1e-9) ?? 10;
+  return Number(`${m}e${exp}`);
+}
 
 /** Steps of a time axis, in seconds: whole seconds, minutes, hours. */
 export const TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
+
+/** Decimals every tick of a `step` needs, the same on each: 0.5 → 1, 0.05 → 2, 2 → 0. */
+export function stepDecimals(step: number): number {
+  if (!(step > 0)) return 0;
+  // The epsilon keeps log10(0.1) ≈ -0.9999999 from asking for 2.
+  return Math.max(0, -Math.floor(Math.log10(step) + 1e-9));
+}
+
+/** Labels of a value axis's ticks, all with the decimals its step needs. */
+export function valueTickLabels(ticks: number[], step: number, format: (v: number, decimals: number) => string): string[] {
+  const decimals = stepDecimals(step);
+  return ticks.map((v) => format(v, decimals));
+}
 
 /**
  * Labels of a time axis's ticks (seconds since the epoch): "18:39:10"

@@ -24,15 +24,19 @@ export function duration(t: Translate, totalSecs: number): string {
   return t("time.duration.d", { d: Math.floor(s / 86400), h: Math.floor((s % 86400) / 3600) });
 }
 
-/** A figure with at most `digits` decimals, in the locale's format. */
-export function num(value: number, locale: string, digits = 1): string {
-  return new Intl.NumberFormat(locale, { maximumFractionDigits: digits }).format(value);
+/**
+ * A figure with at most `digits` decimals, in the locale's format; with
+ * `exact`, always `digits` decimals (the ticks of one axis: 0.0, 0.5, 1.0).
+ */
+export function num(value: number, locale: string, digits = 1, exact = false): string {
+  return new Intl.NumberFormat(locale, { maximumFractionDigits: digits, minimumFractionDigits: exact ? digits : 0 }).format(value);
 }
 
-/** Milliseconds, adaptive: 0.42 ms, 12.3 ms, 1,250 ms. */
-export function ms(value: number, locale: string): string {
-  const digits = value < 1 ? 2 : value < 100 ? 1 : 0;
-  return `${num(value, locale, digits)} ms`;
+/** Milliseconds, adaptive (0.42 ms, 12.3 ms, 1,250 ms), or with exactly `digits` decimals. */
+export function ms(value: number, locale: string, digits?: number): string {
+  if (digits !== undefined) return `${num(value, locale, digits, true)} ms`;
+  const adaptive = value < 1 ? 2 : value < 100 ? 1 : 0;
+  return `${num(value, locale, adaptive)} ms`;
 }
 
 // Times of day. Every absolute time in the UI goes through `clock`: local

@@ -7,7 +7,7 @@
 import * as React from "react";
 import uPlot from "uplot";
 
-import { TIME_STEPS, timeTickLabels } from "@/lib/chart-ticks";
+import { COUNT_STEPS, niceTop, TIME_STEPS, timeTickLabels, VALUE_SPACE, VALUE_STEPS, valueTickLabels } from "@/lib/chart-ticks";
 import { useI18n } from "@/lib/i18n";
 
 export interface ChartSeries {
@@ -22,8 +22,11 @@ export interface MetricsChartProps {
   /** Seconds since the epoch, ascending. */
   times: number[];
   series: ChartSeries[];
-  /** Formats a value for the axis and the summary. */
-  format: (v: number) => string;
+  /**
+   * Formats a value: for the summary with `decimals` undefined (as many as
+   * it needs), for an axis tick with exactly `decimals`.
+   */
+  format: (v: number, decimals?: number) => string;
   height?: number;
   /** The values are counts: ticks on whole numbers. */
   integer?: boolean;
@@ -64,12 +67,16 @@ export function MetricsChart({ title, times, series, format, height = 200, integ
           grid: { stroke: "#e5e7eb" },
           ticks: { stroke: "#e5e7eb" },
           size: 64,
-          // Counts (in flight, queue depth) get whole-number ticks.
-          ...(integer ? { incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000] } : {}),
-          values: (_u, vals) => vals.map((v) => formatRef.current(v)),
+          // Steps of 1, 2 or 5 × 10ⁿ, whole numbers for counts (in flight,
+          // queue depth), every tick with the decimals its step needs:
+          // 0.0 0.5 1.0 for an idle rate, not 0 0.3 0.5 0.8 1.
+          incrs: integer ? COUNT_STEPS : VALUE_STEPS,
+          space: VALUE_SPACE,
+          values: (_u, ticks, _axis, _space, step) => valueTickLabels(ticks, step, formatRef.current),
         },
       ],
-      scales: { y: { range: (_u, min, max) => [Math.min(0, min), max > 0 ? max * 1.1 : 1] } },
+      // The axis ends on a round value that is a tick (lib/chart-ticks).
+      scales: { y: { range: (_u, min, max) => [Math.min(0, min), niceTop(max)] } },
       legend: { live: false },
       cursor: { drag: { x: false, y: false } },
     };

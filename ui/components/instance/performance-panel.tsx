@@ -95,8 +95,11 @@ export function PerformancePanel({ serviceName, instanceId, latest }: Performanc
     };
   }, [snapshots, t]);
 
-  const fmtMs = React.useCallback((v: number) => ms(v, locale), [locale]);
-  const fmtNum = React.useCallback((v: number) => num(v, locale), [locale]);
+  const fmtMs = React.useCallback((v: number, decimals?: number) => ms(v, locale, decimals), [locale]);
+  const fmtNum = React.useCallback(
+    (v: number, decimals?: number) => (decimals === undefined ? num(v, locale) : num(v, locale, decimals, true)),
+    [locale],
+  );
 
   return (
     <div className="flex flex-col gap-4">
