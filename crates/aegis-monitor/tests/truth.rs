@@ -384,3 +384,58 @@ async fn start_of(sub: &mut async_nats::Subscriber, name: &str) -> Value {
         }
     }
 }
+
+/// An instance is SIGKILLed at the moment the NATS node the monitor reads
+/// the server's advisories through dies: the disconnect advisory of the
+/// instance's connection (on a node that lives) is sent while the monitor
+/// has no connection to read it on. Once reconnected, the monitor must
+/// still show the instance down within a second, not wait for its missing
+/// beats (3 heartbeats).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sigkilled_instance_is_down_within_a_second_while_the_monitors_node_dies() {
+    let mut cluster = aegis_testkit::NatsCluster::start(3).expect("start a 3-node cluster");
+    let urls = cluster.urls();
+    // The monitor (both its connections) on node 2, the instance on node 0.
+    let mut config = common::config(&urls[2]);
+    config.nats.nats.replicas = 3;
+    config.system_account = Some(common::system_account(cluster.node(2)));
+    let state = aegis_monitor::AppState::start(config, tokio_util::sync::CancellationToken::new())
+        .await
+        .expect("start the monitor");
+    let app = aegis_monitor::router(state);
+    let path = "/api/instances/plain-service/p1";
+    let view = || async {
+        common::call_app(
+            &app,
+            common::req(axum::http::Method::GET, path, Some(VIEWER), None),
+        )
+        .await
+        .body
+    };
+    let mut child = ChildInstance::spawn(&urls[0], "plain-service", "p1", None);
+    eventually(Duration::from_secs(30), "p1 shown ACTIVE", || async {
+        view().await["status"] == "ACTIVE"
+    })
+    .await;
+
+    cluster.kill_node(2);
+    child.kill();
+    let killed = Instant::now();
+    let (shown, reason) = loop {
+        let v = view().await;
+        if v["status"] == "UNHEALTHY" {
+            break (killed.elapsed(), v["statusReason"].clone());
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "p1 not shown down within 10 s: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    eprintln!("SIGKILLed with the monitor's node: shown down ({reason}) after {shown:?}");
+    assert!(
+        shown < Duration::from_secs(1),
+        "shown down after {shown:?} ({reason})"
+    );
+    assert_eq!(reason, "disconnected");
+}
