@@ -32,6 +32,7 @@
 //! | failure | seen by | after |
 //! | --- | --- | --- |
 //! | crash, OOM kill, panic (connection closes) | disconnect advisory | milliseconds (with system account access) |
+//! | same, while the monitor's own NATS node dies | the servers' lists of their connections, asked once reconnected | some 200 ms |
 //! | same, without system account access | missing liveness beats | 3 heartbeats (3 s by default) |
 //! | a hung or partitioned process | missing liveness beats | 3 heartbeats |
 //! | a leader replaced (crash, pause, hand-over) | election key change | milliseconds after the new leader's write |
@@ -73,7 +74,7 @@ pub use liveness::SystemAccessError;
 
 use crate::config::SystemAccount;
 use elections::{LeaderChange, LeaderEvent};
-use liveness::{ConnectionEvent, ConnectionStates};
+use liveness::{ConnectionNews, ConnectionStates};
 use task::State;
 
 /// Changes buffered per subscriber before a slow one lags.

@@ -33,7 +33,7 @@ impl State {
         registry: RegistryReader,
         registry_changes: impl futures::Stream<Item = RegistryChange> + Send,
         mut leaders: mpsc::UnboundedReceiver<LeaderEvent>,
-        mut conns: mpsc::UnboundedReceiver<ConnectionEvent>,
+        mut conns: mpsc::UnboundedReceiver<ConnectionNews>,
         mut beats: mpsc::UnboundedReceiver<Key>,
         cancel: CancellationToken,
     ) {
@@ -260,14 +260,23 @@ impl State {
         }
     }
 
-    fn apply_connection(&mut self, event: &ConnectionEvent) {
-        if !self.conns.apply(event) {
+    fn apply_connection(&mut self, news: &ConnectionNews) {
+        let changed: HashSet<String> = match news {
+            ConnectionNews::Advisory(event) => {
+                if !self.conns.apply(event) {
+                    return;
+                }
+                HashSet::from([event.name.clone()])
+            }
+            ConnectionNews::Listed(listing) => self.conns.apply_listing(listing),
+        };
+        if changed.is_empty() {
             return;
         }
         let affected: Vec<Key> = self
             .records
             .iter()
-            .filter(|(_, r)| connection_of(r) == Some(event.name.as_str()))
+            .filter(|(_, r)| connection_of(r).is_some_and(|name| changed.contains(name)))
             .map(|(k, _)| k.clone())
             .collect();
         for key in affected {
