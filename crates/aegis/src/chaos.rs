@@ -172,14 +172,14 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         let _ = conn.drain().await;
         return result;
     }
-    if !dir.join("up.pid").exists() {
+    let remote = Remote::new(dir);
+    if !remote.up_running() {
         bail!(
             "no `aegis up` is running with state in {} (run this where `aegis up` runs, \
              or pass --state-dir with the directory it keeps its state in)",
             dir.display()
         );
     }
-    let remote = Remote::new(dir);
     match args.action {
         ChaosAction::Unhealthy { .. } | ChaosAction::Healthy { .. } | ChaosAction::Slow { .. } => {
             unreachable!("drills return above")

@@ -177,8 +177,9 @@ pub async fn run(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Resul
         }
     };
     // For the operator's tools run beside it (`ConnectArgs`): every node,
-    // not only the first.
+    // not only the first; and for `aegis chaos`, which nodes there are.
     credentials::write_nats_url(&state_dir, &url)?;
+    nats::write_nodes(&state_dir, &nodes)?;
     let tls_ca = tls.map(|t| t.ca);
     let on = Topology {
         url: &url,
@@ -190,6 +191,7 @@ pub async fn run(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Resul
     println!("\nstopping the showcase…");
     sup.stop_all().await;
     credentials::remove_nats_url(&state_dir);
+    nats::remove_nodes(&state_dir);
     println!(
         "Aegis showcase stopped (data kept in {}).",
         state_dir.display()

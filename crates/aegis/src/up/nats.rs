@@ -75,6 +75,40 @@ pub fn plan(state_dir: &Path, count: usize, base_port: u16) -> Vec<NatsNode> {
         .collect()
 }
 
+/// The file in the state directory that names the NATS nodes the running
+/// showcase started, one a line (`n1`, `n2`, ...; none on an external
+/// NATS), so that `aegis chaos` tells a node that does not exist from one
+/// that is down. Removed when `aegis up` stops.
+pub const NODES_FILE: &str = "nats-nodes";
+
+/// Writes [`NODES_FILE`] in `state_dir`.
+///
+/// # Errors
+/// When the file cannot be written.
+pub fn write_nodes(state_dir: &Path, nodes: &[NatsNode]) -> anyhow::Result<()> {
+    let path = state_dir.join(NODES_FILE);
+    let text: String = nodes.iter().map(|n| format!("{}\n", n.name)).collect();
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Removes [`NODES_FILE`] from `state_dir` (nothing to do when absent).
+pub fn remove_nodes(state_dir: &Path) {
+    let _ = std::fs::remove_file(state_dir.join(NODES_FILE));
+}
+
+/// The nodes a running showcase wrote in `state_dir` (empty: it runs on
+/// an external NATS); `None` when it wrote none.
+pub fn read_nodes(state_dir: &Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(state_dir.join(NODES_FILE)).ok()?;
+    Some(
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
 /// Writes each node's config file; with `tls`, client connections and
 /// routes require TLS (routes mutual TLS).
 ///
@@ -276,4 +310,24 @@ async fn http_status(port: u16, path: &str) -> Option<u16> {
         .ok()?;
     let text = String::from_utf8_lossy(&buf);
     text.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nodes_are_written_read_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_nodes(dir.path()), None);
+        write_nodes(dir.path(), &plan(dir.path(), 3, 4222)).unwrap();
+        assert_eq!(
+            read_nodes(dir.path()),
+            Some(vec!["n1".to_owned(), "n2".to_owned(), "n3".to_owned()])
+        );
+        write_nodes(dir.path(), &[]).unwrap();
+        assert_eq!(read_nodes(dir.path()), Some(Vec::new()), "external NATS");
+        remove_nodes(dir.path());
+        assert_eq!(read_nodes(dir.path()), None);
+    }
 }

@@ -39,6 +39,22 @@ impl Remote {
         Self { dir: dir.into() }
     }
 
+    /// Whether that `aegis up` runs: its `up.pid` names a live process.
+    /// (A killed `aegis up` leaves the file behind, and nothing obeys a
+    /// control file then.)
+    pub fn up_running(&self) -> bool {
+        std::fs::read_to_string(self.dir.join("up.pid"))
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .is_some_and(process_alive)
+    }
+
+    /// The NATS nodes that `aegis up` runs (`n1`, ...; none on an external
+    /// NATS), or `None` when it has not said (still starting).
+    pub fn nats_nodes(&self) -> Option<Vec<String>> {
+        super::nats::read_nodes(&self.dir)
+    }
+
     /// The pid of child `name` (`order-1`, `nats-n2`), when it has a pid file.
     pub fn pid(&self, name: &str) -> Option<i32> {
         supervisor::read_pid(&self.dir, name)
@@ -74,6 +90,14 @@ impl Remote {
     /// never stopped).
     pub fn unhold(&self, name: &str) {
         let _ = std::fs::remove_file(supervisor::hold_path(&self.dir, name));
+    }
+
+    /// Withdraws a [`hold`](Self::hold) and a [`release`](Self::release)
+    /// the supervisor has not acted on: a failed command leaves no request
+    /// behind.
+    pub fn withdraw(&self, name: &str) {
+        self.unhold(name);
+        let _ = std::fs::remove_file(supervisor::restart_path(&self.dir, name));
     }
 
     /// Asks the supervisor to start `name` again (ending a hold).
