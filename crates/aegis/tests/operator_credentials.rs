@@ -1,0 +1,72 @@
+//! The operator's tools (`status`, `call`, `traffic`, `chaos`) refused by a
+//! NATS that wants credentials say so once, in their own words, and name
+//! where a showcase keeps the credentials however it was started.
+
+use std::{path::Path, process::Command};
+
+use aegis_testkit::NatsServer;
+
+const AEGIS: &str = env!("CARGO_BIN_EXE_aegis");
+
+/// Runs `aegis ARGS` in `dir` with none of the environment that would give
+/// it credentials or change its logging; returns success and stderr.
+fn aegis_in(dir: &Path, args: &[&str]) -> (bool, String) {
+    let mut cmd = Command::new(AEGIS);
+    cmd.args(args).current_dir(dir).env("NO_COLOR", "1");
+    for var in [
+        "AEGIS_LOG",
+        "AEGIS_CREDENTIALS",
+        "AEGIS_CONFIG",
+        "AEGIS_NATS_USER",
+        "AEGIS_NATS_PASSWORD",
+        "AEGIS_NATS_TOKEN",
+        "AEGIS_NATS_NKEY_SEED",
+        "AEGIS_NATS_CREDS",
+    ] {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_tool_without_credentials_says_so_once_and_where_they_are() {
+    let nats = NatsServer::builder()
+        .app_users(r#"[ { user: "app", password: "s3cret" } ]"#.into())
+        .start()
+        .expect("start nats-server (run `make bootstrap`)");
+    let url = nats.url();
+    // No `.aegis/credentials` here to be found.
+    let cwd = tempfile::tempdir().unwrap();
+    for args in [
+        &["status"][..],
+        &["call", "order-service", "get_order", "{}"],
+        &["traffic", "--duration", "1s"],
+        &["chaos", "unhealthy", "order-1"],
+    ] {
+        let mut args = args.to_vec();
+        args.extend(["--nats-url", &url]);
+        let (ok, err) = aegis_in(cwd.path(), &args);
+        assert!(!ok, "{args:?}: {err}");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "{args:?}: only the error, no log line:\n{err}"
+        );
+        assert!(lines[0].starts_with("error: "), "{args:?}: {err}");
+        // `aegis up` keeps them in its state directory: `.aegis` unless
+        // it was started with --state-dir.
+        assert!(
+            err.contains("<state-dir>/credentials") && err.contains("--credentials"),
+            "{args:?}: names where the credentials are: {err}"
+        );
+        assert!(
+            !err.contains("<that directory>/.aegis/credentials"),
+            "{args:?}: {err}"
+        );
+    }
+}
