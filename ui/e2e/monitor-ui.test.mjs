@@ -3,7 +3,8 @@
 // seven real service processes) on free ports. Sign-in, the dashboard's
 // cards and badges, a deep-linked detail page with chart, config and
 // events, definitions created, edited (with a provoked 409) and deleted
-// through the modal and the dialog, a viewer who cannot edit, the feed
+// through the modal and the dialog (and the deleted one's history opened
+// by name), a viewer who cannot edit, the feed
 // indicator when the stream is cut, an expired session, keyboard reach,
 // axe-core on every page, and the order leader SIGKILLed: within 2 s its
 // card is gone or unhealthy and another card leads — never two leaders on
@@ -245,6 +246,14 @@ describe("monitor UI", () => {
     await page.getByTestId("toast").filter({ hasText: "Deleted quote-service" }).waitFor();
     await row.waitFor({ state: "detached" });
     assert.equal((await stack.api("/api/services/quote-service")).status, 404);
+
+    // Its history stays, as the dialog said: opened by name.
+    await page.getByLabel("History of a definition by name").fill("quote-service");
+    await page.getByRole("button", { name: "Open history" }).click();
+    await until(async () => (await history.getByTestId("history-entry").count()) === 4, 5000, "four history entries");
+    assert.match(await history.getByTestId("history-entry").first().innerText(), /deleted[\s\S]*by admin/);
+    await noAxeViolations(page, "history of a deleted definition");
+    await page.keyboard.press("Escape");
     await page.context().close();
   });
 

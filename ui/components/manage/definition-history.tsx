@@ -1,12 +1,14 @@
 // DefinitionHistory: a definition's audit trail from the API — every
-// change newest first, who made it, when, and which fields changed.
+// change newest first, who made it, when, and which fields changed. A
+// deleted definition's too (its newest entry is the delete); a name that
+// never held one says so.
 "use client";
 
 import * as React from "react";
 
 import { Dialog, DialogContent, DialogDescription, DialogHeader, DialogTitle } from "@/components/ui/dialog";
 import { Skeleton } from "@/components/ui/skeleton";
-import { api } from "@/lib/api/client";
+import { api, ApiError } from "@/lib/api/client";
 import type { HistoryEntry } from "@/lib/api/schemas";
 import { dateTime } from "@/lib/format";
 import { useI18n, type MessageKey } from "@/lib/i18n";
@@ -21,7 +23,7 @@ const FIELDS = ["owner", "description", "version"] as const;
 export function DefinitionHistory({ name, onClose }: DefinitionHistoryProps) {
   const { t, locale } = useI18n();
   const [entries, setEntries] = React.useState<HistoryEntry[] | null>(null);
-  const [error, setError] = React.useState<string | null>(null);
+  const [error, setError] = React.useState<{ notFound: boolean; message: string } | null>(null);
 
   React.useEffect(() => {
     if (!name) return;
@@ -33,7 +35,7 @@ export function DefinitionHistory({ name, onClose }: DefinitionHistoryProps) {
     api
       .definitionHistory(name)
       .then((h) => !cancelled && setEntries(h))
-      .catch((e: Error) => !cancelled && setError(e.message));
+      .catch((e: Error) => !cancelled && setError({ notFound: e instanceof ApiError && e.code === "SERVICE_NOT_FOUND", message: e.message }));
     return () => {
       cancelled = true;
     };
@@ -62,8 +64,8 @@ export function DefinitionHistory({ name, onClose }: DefinitionHistoryProps) {
           <DialogDescription>{t("history.description")}</DialogDescription>
         </DialogHeader>
         {error ? (
-          <p role="alert" className="text-sm text-danger-strong">
-            {t("history.error", { message: error })}
+          <p role="alert" className="text-sm text-danger-strong" data-testid="history-error">
+            {error.notFound ? t("history.notFound", { name: name ?? "" }) : t("history.error", { message: error.message })}
           </p>
         ) : !entries ? (
           <div className="flex flex-col gap-2" aria-busy="true">

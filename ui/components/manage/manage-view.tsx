@@ -1,7 +1,8 @@
 // ManageView (user flow 2): the table of service definitions, live; create
 // and edit in the DefinitionForm modal, delete behind the
-// ConfirmDeleteDialog, each definition's history; a toast for every
-// outcome. Viewers see the table and the history, without write controls.
+// ConfirmDeleteDialog, each definition's history — a deleted one's opened
+// by name; a toast for every outcome. Viewers see the table and the
+// history, without write controls.
 "use client";
 
 import * as React from "react";
@@ -21,6 +22,7 @@ import { useI18n } from "@/lib/i18n";
 import { ConfirmDeleteDialog } from "./confirm-delete-dialog";
 import { DefinitionForm } from "./definition-form";
 import { DefinitionHistory } from "./definition-history";
+import { HistoryByName } from "./history-by-name";
 
 export function ManageView() {
   const { t, locale } = useI18n();
@@ -194,6 +196,9 @@ export function ManageView() {
           </TableBody>
         </Table>
       )}
+
+      {/* A deleted definition has no row, but its history stays. */}
+      {definitions ? <HistoryByName onOpen={setHistory} /> : null}
 
       <DefinitionForm open={formOpen} onOpenChange={setFormOpen} editing={editing} onSaved={onSaved} />
       <ConfirmDeleteDialog name={deleting} onCancel={() => setDeleting(null)} onConfirm={confirmDelete} />
