@@ -134,36 +134,45 @@ impl ConnectArgs {
         {
             connection.nats_url = url;
         }
-        let this = ConnectArgs {
-            connection,
-            credentials: self.credentials.clone(),
-        };
-        let (operator, tls_ca) = match file {
+        let (operator, tls_ca) = match &file {
             Some(path) => (
-                crate::up::credentials::read_operator(&path)?,
-                crate::up::credentials::read_tls_ca(&path)?,
+                crate::up::credentials::read_operator(path)?,
+                crate::up::credentials::read_tls_ca(path)?,
             ),
             None => (None, None),
         };
-        this.connect_with(move |c| {
-            adjust(c);
-            let n = &mut c.nats;
-            let none_given = n.user.is_none()
-                && n.token.is_none()
-                && n.nkey_seed.is_none()
-                && n.creds_file.is_none();
-            if let Some((user, password)) = operator
-                && none_given
-            {
+        let mut config = connection
+            .load(adjust)
+            .context("loading the NATS configuration")?;
+        let n = &mut config.nats;
+        let none_given = n.user.is_none()
+            && n.token.is_none()
+            && n.nkey_seed.is_none()
+            && n.creds_file.is_none();
+        // Whose credentials these are, for the error when they are refused.
+        let used = match operator {
+            Some((user, password)) if none_given => {
                 n.inbox_prefix = Some(crate::permissions::inbox_prefix(&user));
                 n.user = Some(user);
                 n.password = Some(aegis_sdk::Secret::new(password));
+                UsedCredentials::Operator(file.unwrap_or_default())
             }
-            if n.tls_ca.is_none() {
-                n.tls_ca = tls_ca;
-            }
+            _ if none_given => UsedCredentials::None,
+            _ => UsedCredentials::Configured,
+        };
+        if n.tls_ca.is_none() {
+            n.tls_ca = tls_ca;
+        }
+        // A refusal is said in the tools' terms; nothing waits on it (the
+        // same credentials would be refused again).
+        Connection::connect(config).await.map_err(|e| match e {
+            aegis_sdk::ConnectError::Refused {
+                servers,
+                who,
+                source,
+            } => used.refused(&servers, &who, source),
+            e => connect_error(e, &connection.nats_url),
         })
-        .await
     }
 
     /// Connects like [`connect`](Self::connect), with `adjust` applied to
@@ -180,21 +189,68 @@ impl ConnectArgs {
             .connection
             .load(adjust)
             .context("loading the NATS configuration")?;
-        Connection::connect(config).await.map_err(|e| {
-            // The SDK's error names the servers when none answered; the
-            // others are told where. The SDK's error stays in the chain:
-            // `service` and `init` wait on it (`service::transient`).
-            let named = matches!(e, aegis_sdk::ConnectError::Connect { .. });
-            let e = anyhow::Error::new(e);
-            if named {
-                e
-            } else {
-                e.context(format!(
-                    "connecting to NATS at {}",
-                    self.connection.nats_url
-                ))
-            }
-        })
+        Connection::connect(config)
+            .await
+            .map_err(|e| connect_error(e, &self.connection.nats_url))
+    }
+}
+
+/// The SDK's connection error, told where when it does not say itself.
+fn connect_error(error: aegis_sdk::ConnectError, url: &str) -> anyhow::Error {
+    // The SDK's error names the servers when none answered; the others are
+    // told where. The SDK's error stays in the chain: `service` and `init`
+    // wait on it (`service::transient`).
+    let named = matches!(error, aegis_sdk::ConnectError::Connect { .. });
+    let error = anyhow::Error::new(error);
+    if named {
+        error
+    } else {
+        error.context(format!("connecting to NATS at {url}"))
+    }
+}
+
+/// Where `aegis up` keeps the operator's credentials, for the errors of a
+/// refused operator's tool.
+const WHERE_CREDENTIALS: &str = "The operator's are in the credentials file `aegis up` \
+    writes in its state directory: pass --credentials .aegis/credentials from the directory \
+    it was started in, or --credentials <state-dir>/credentials when it was started with \
+    --state-dir <state-dir>";
+
+/// Which credentials an operator's tool connected with.
+enum UsedCredentials {
+    /// None: no NATS credentials configured, no showcase credentials file.
+    None,
+    /// The operator's, from this credentials file of `aegis up`.
+    Operator(PathBuf),
+    /// The NATS credentials configured (environment, config file, flags).
+    Configured,
+}
+
+impl UsedCredentials {
+    /// The error when NATS at `servers` refused them (`source`, the
+    /// server's words): what was refused and what to do, in the tools'
+    /// terms (the SDK's own error speaks to any program).
+    fn refused(&self, servers: &str, who: &str, source: async_nats::ConnectError) -> anyhow::Error {
+        // The kind alone: the error's text repeats it.
+        let kind = source.kind();
+        let what = match self {
+            UsedCredentials::None => format!(
+                "NATS at {servers} refused a client without credentials ({kind}): none were \
+                 given, and this directory has no {DEFAULT_CREDENTIALS}. {WHERE_CREDENTIALS}"
+            ),
+            UsedCredentials::Operator(file) => format!(
+                "NATS at {servers} refused the operator's credentials from {} ({kind}): \
+                 that file is not the one of the showcase running this NATS. {WHERE_CREDENTIALS}",
+                file.display()
+            ),
+            UsedCredentials::Configured => format!(
+                "NATS at {servers} refused the credentials {who} ({kind}): set \
+                 AEGIS_NATS_USER and AEGIS_NATS_PASSWORD (or AEGIS_NATS_TOKEN, \
+                 AEGIS_NATS_NKEY_SEED, AEGIS_NATS_CREDS, --nats-creds) to a user this server \
+                 knows, or unset them to connect as a showcase's operator. {WHERE_CREDENTIALS}"
+            ),
+        };
+        anyhow::anyhow!(what)
     }
 }
 
@@ -212,7 +268,9 @@ pub fn main() -> ExitCode {
         Command::Up(_) | Command::Api(_) | Command::Service(_) => {
             "warn,aegis=info,aegis_sdk=info,aegis_monitor=info,aegis_trading=info"
         }
-        _ => "error",
+        // async-nats logs a refused or failed connection itself, at ERROR;
+        // these commands say it once, in their own words.
+        _ => "error,async_nats=off",
     };
     let filter =
         EnvFilter::try_from_env("AEGIS_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
