@@ -5,16 +5,14 @@
 //! deletes are optimistic: a `revision` in the body or an `If-Match` header
 //! that is not the stored revision is 409 `CONCURRENT_UPDATE`.
 
-use aegis_contracts::{
-    NewServiceDefinition, ServiceDefinition, ServiceDefinitionPatch, names::validate_service_name,
-};
+use aegis_contracts::{ServiceDefinition, names::validate_service_name};
 use axum::{
     Extension, Json,
     extract::{Path, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -28,42 +26,16 @@ use crate::{
     state::AppState,
 };
 
+mod body;
+
+use self::body::{CreateBody, UpdateBody};
+
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_services, create_service))
         .routes(routes!(get_service, update_service, delete_service))
         .routes(routes!(get_revision))
         .routes(routes!(get_history))
-}
-
-/// The update body: [`ServiceDefinitionPatch`], except that a field given
-/// as `null` is an error (422) rather than silently "unchanged".
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct UpdateBody {
-    #[serde(default, deserialize_with = "not_null")]
-    owner: Option<String>,
-    #[serde(default, deserialize_with = "not_null")]
-    description: Option<String>,
-    #[serde(default, deserialize_with = "not_null")]
-    version: Option<String>,
-    #[serde(default)]
-    revision: Option<u64>,
-}
-
-impl From<UpdateBody> for ServiceDefinitionPatch {
-    fn from(b: UpdateBody) -> Self {
-        ServiceDefinitionPatch {
-            owner: b.owner,
-            description: b.description,
-            version: b.version,
-            revision: b.revision,
-        }
-    }
-}
-
-fn not_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    String::deserialize(d).map(Some)
 }
 
 /// A definition's current revision.
@@ -114,9 +86,9 @@ async fn list_services(State(state): State<AppState>) -> Json<Vec<ServiceDefinit
 async fn create_service(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    ApiJson(body): ApiJson<NewServiceDefinition>,
+    ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<Response, ApiError> {
-    body.validate().map_err(|e| ApiError::validation(&e))?;
+    let body = body.read()?;
     let name = body.service_name.clone();
     let (definition, revision) = state
         .definitions()
@@ -183,14 +155,7 @@ async fn update_service(
     headers: HeaderMap,
     ApiJson(body): ApiJson<UpdateBody>,
 ) -> Result<Response, ApiError> {
-    let patch = ServiceDefinitionPatch::from(body);
-    if patch.is_empty() {
-        return Err(ApiError::new(
-            ErrorCode::EmptyUpdate,
-            "nothing to update: give at least one of owner, description, version",
-        ));
-    }
-    patch.validate().map_err(|e| ApiError::validation(&e))?;
+    let patch = body.read()?;
     let expected = expected_revision(patch.revision, &headers)?;
     check_name(&name)?;
     let (definition, revision) = state
