@@ -70,3 +70,40 @@ fn a_tool_without_credentials_says_so_once_and_where_they_are() {
         );
     }
 }
+
+#[test]
+fn a_file_that_is_not_a_credentials_file_is_refused_before_connecting() {
+    // Another file of a state directory, as a user may pick by mistake.
+    let state = tempfile::tempdir().unwrap();
+    let wrong = state.path().join("nats-url");
+    std::fs::write(&wrong, "nats://127.0.0.1:4222\n").unwrap();
+    let wrong = wrong.display().to_string();
+    // Nothing listens there: the file is checked before any connection.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    for args in [
+        &["status"][..],
+        &["call", "order-service", "get_order", "{}"],
+        &["traffic", "--duration", "1s"],
+        &["chaos", "unhealthy", "order-1"],
+    ] {
+        let mut args = args.to_vec();
+        args.extend(["--nats-url", &url, "--credentials", &wrong]);
+        let (ok, err) = aegis_in(state.path(), &args);
+        assert!(!ok, "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
+        assert!(
+            err.contains(&wrong) && err.contains("not a credentials file"),
+            "{args:?}: names the file and what it is not: {err}"
+        );
+        assert!(
+            err.contains("AEGIS_NATS_USER") && err.contains("AEGIS_NATS_PASSWORD"),
+            "{args:?}: says what a credentials file holds: {err}"
+        );
+        assert!(!err.contains(&url), "{args:?}: no connection tried: {err}");
+    }
+}
