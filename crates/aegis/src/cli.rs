@@ -136,7 +136,7 @@ impl ConnectArgs {
         }
         let (operator, tls_ca) = match &file {
             Some(path) => (
-                crate::up::credentials::read_operator(path)?,
+                Some(read_operator(path)?),
                 crate::up::credentials::read_tls_ca(path)?,
             ),
             None => (None, None),
@@ -193,6 +193,23 @@ impl ConnectArgs {
             .await
             .map_err(|e| connect_error(e, &self.connection.nats_url))
     }
+}
+
+/// The operator's user and password from a credentials file of `aegis up`.
+///
+/// # Errors
+/// When it cannot be read, or is no such file: it names neither (another
+/// file of the state directory, say), and connecting without them would
+/// end in a refusal that does not name the file.
+fn read_operator(path: &std::path::Path) -> anyhow::Result<(String, String)> {
+    crate::up::credentials::read_operator(path)?.with_context(|| {
+        format!(
+            "{} is not a credentials file of `aegis up`: it has no AEGIS_NATS_USER and \
+             AEGIS_NATS_PASSWORD lines (the operator's user and password, which `aegis up` \
+             writes to <state-dir>/credentials)",
+            path.display()
+        )
+    })
 }
 
 /// The SDK's connection error, told where when it does not say itself.
