@@ -461,6 +461,46 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// Every `--timeout-ms` refuses 0 when parsed: no request can be
+    /// answered in no time, and the error it would end in blames NATS.
+    #[test]
+    fn no_timeout_ms_takes_zero() {
+        fn visit(cmd: &clap::Command, path: &mut Vec<String>, found: &mut Vec<Vec<String>>) {
+            if cmd
+                .get_arguments()
+                .any(|a| a.get_long() == Some("timeout-ms"))
+            {
+                // With a value for each required positional argument, so
+                // the parse gets as far as the flag.
+                let mut argv = path.clone();
+                argv.extend(
+                    cmd.get_positionals()
+                        .filter(|a| a.is_required_set())
+                        .map(|_| "x".to_owned()),
+                );
+                found.push(argv);
+            }
+            for sub in cmd.get_subcommands() {
+                path.push(sub.get_name().to_owned());
+                visit(sub, path, found);
+                path.pop();
+            }
+        }
+        let mut found = Vec::new();
+        visit(&Cli::command(), &mut vec!["aegis".to_owned()], &mut found);
+        assert!(found.iter().any(|p| p[1] == "call"), "{found:?}");
+        for mut argv in found {
+            argv.extend(["--timeout-ms".to_owned(), "0".to_owned()]);
+            let err = Cli::try_parse_from(&argv).expect_err(&argv.join(" "));
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{}: {err}",
+                argv.join(" ")
+            );
+        }
+    }
+
     #[test]
     fn connecting_commands_share_the_monitor_flags() {
         let creds = tempfile::NamedTempFile::new().unwrap();
