@@ -1,14 +1,14 @@
 // End to end: the monitor UI in Debian's chromium against a real stack —
 // `aegis up --single-node` (real nats-server, real monitor serving ui/out,
 // seven real service processes) on free ports. Sign-in, the dashboard's
-// cards and badges, a deep-linked detail page with chart, config and
-// events, definitions created, edited (with a provoked 409) and deleted
-// through the modal and the dialog (and the deleted one's history opened
-// by name), a viewer who cannot edit, the feed
-// indicator when the stream is cut, an expired session, keyboard reach,
-// axe-core on every page, and the order leader SIGKILLed: within 2 s its
-// card is gone or unhealthy and another card leads — never two leaders on
-// screen at any poll.
+// cards and badges and its filters kept in the address, a deep-linked
+// detail page with chart, config and events, definitions created, edited
+// (with a provoked 409) and deleted through the modal and the dialog (and
+// the deleted one's history opened by name), a viewer who cannot edit, the
+// feed indicator when the stream is cut, an expired session, keyboard
+// reach, axe-core on every page, and the order leader SIGKILLed: within
+// 2 s its card is gone or unhealthy and another card leads — never two
+// leaders on screen at any poll.
 //
 //   cd ui && npm run build && npm run e2e     (needs target/debug/aegis)
 import assert from "node:assert/strict";
@@ -103,6 +103,18 @@ describe("monitor UI", () => {
     await page.getByLabel("Search instance id").fill("risk-2");
     await until(async () => (await cards(page)).map((c) => c.id).join() === "risk-2", 5000, "search");
     await page.getByLabel("Search instance id").fill("");
+    // They live in the address: a reload keeps them, back undoes them.
+    await page.getByLabel("Status", { exact: true }).selectOption("STANDBY");
+    await page.getByLabel("Search instance id").fill("order");
+    await page.waitForURL(`${stack.url}/?status=STANDBY&q=order`);
+    await page.reload();
+    await until(async () => (await cards(page)).length === 2, 15000, "two standby cards after a reload");
+    assert.equal(await page.getByLabel("Status", { exact: true }).inputValue(), "STANDBY");
+    assert.equal(await page.getByLabel("Search instance id").inputValue(), "order");
+    await page.goBack();
+    await until(async () => (await page.getByLabel("Search instance id").inputValue()) === "", 5000, "back undoes the search");
+    await page.goto(`${stack.url}/`);
+    await until(async () => (await cards(page)).length === 7, 15000, "seven cards without filters");
     await noAxeViolations(page, "dashboard");
     // The page speaks Chinese after the switch, with the original's title.
     await page.getByTestId("language-switch").selectOption("zh-CN");

@@ -12,14 +12,14 @@ import { Input, Select } from "@/components/ui/input";
 import { Label } from "@/components/ui/label";
 import { Skeleton } from "@/components/ui/skeleton";
 import { FeedIndicator } from "@/components/live/feed-indicator";
+import { useDashboardFilters } from "@/hooks/use-dashboard-filters";
 import { InstanceStoreContext } from "@/hooks/use-instance-store";
 import { useLiveInstances } from "@/hooks/use-live-instances";
+import { FILTER_STATUSES, NO_FILTERS, type StatusFilter } from "@/lib/dashboard-filters";
 import type { InstanceEntry } from "@/lib/instance-store";
 import { Message, useI18n } from "@/lib/i18n";
 import { ServiceInstanceCard } from "./service-instance-card";
 import type { DisplayStatus } from "./service-status-badge";
-
-const STATUSES: DisplayStatus[] = ["ACTIVE", "UNHEALTHY", "STANDBY", "GONE"];
 
 function statusOf(e: InstanceEntry): DisplayStatus {
   return e.goneAt !== null ? "GONE" : e.instance.status;
@@ -28,12 +28,17 @@ function statusOf(e: InstanceEntry): DisplayStatus {
 export function DashboardView() {
   const { t } = useI18n();
   const { store, snapshot, feed, error, retry } = useLiveInstances();
-  const [service, setService] = React.useState("");
-  const [status, setStatus] = React.useState<DisplayStatus | "">("");
-  const [query, setQuery] = React.useState("");
+  // In the address: a reload, a shared link and back/forward keep them.
+  const { filters, setFilters } = useDashboardFilters();
+  const { service, status, q: query } = filters;
 
   const entries = snapshot.entries;
-  const services = React.useMemo(() => [...new Set(entries.map((e) => e.instance.serviceName))], [entries]);
+  const services = React.useMemo(() => {
+    const names = new Set(entries.map((e) => e.instance.serviceName));
+    // A link may name a service with no instance now: keep it choosable.
+    if (service) names.add(service);
+    return [...names];
+  }, [entries, service]);
   const counts = React.useMemo(() => {
     const c: Record<DisplayStatus, number> = { ACTIVE: 0, UNHEALTHY: 0, STANDBY: 0, GONE: 0 };
     for (const e of entries) c[statusOf(e)] += 1;
@@ -79,7 +84,7 @@ export function DashboardView() {
       <div className="grid grid-cols-1 gap-3 sm:grid-cols-3 lg:max-w-3xl">
         <div className="flex flex-col gap-2">
           <Label htmlFor="filter-service">{t("dashboard.filter.service")}</Label>
-          <Select id="filter-service" value={service} onChange={(e) => setService(e.target.value)}>
+          <Select id="filter-service" value={service} onChange={(e) => setFilters({ service: e.target.value }, "choose")}>
             <option value="">{t("dashboard.filter.all")}</option>
             {services.map((s) => (
               <option key={s} value={s}>
@@ -90,9 +95,9 @@ export function DashboardView() {
         </div>
         <div className="flex flex-col gap-2">
           <Label htmlFor="filter-status">{t("dashboard.filter.status")}</Label>
-          <Select id="filter-status" value={status} onChange={(e) => setStatus(e.target.value as DisplayStatus | "")}>
+          <Select id="filter-status" value={status} onChange={(e) => setFilters({ status: e.target.value as StatusFilter | "" }, "choose")}>
             <option value="">{t("dashboard.filter.all")}</option>
-            {STATUSES.map((s) => (
+            {FILTER_STATUSES.map((s) => (
               <option key={s} value={s}>
                 {t(`status.${s}`)}
               </option>
@@ -108,7 +113,7 @@ export function DashboardView() {
               type="search"
               value={query}
               placeholder={t("dashboard.filter.searchPlaceholder")}
-              onChange={(e) => setQuery(e.target.value)}
+              onChange={(e) => setFilters({ q: e.target.value }, "type")}
               className="pl-9"
             />
           </div>
@@ -147,11 +152,7 @@ export function DashboardView() {
             filtered ? (
               <Button
                 variant="outline"
-                onClick={() => {
-                  setService("");
-                  setStatus("");
-                  setQuery("");
-                }}
+                onClick={() => setFilters(NO_FILTERS, "choose")}
               >
                 {t("dashboard.noMatch.clear")}
               </Button>

@@ -19,6 +19,7 @@ import { PageTitle } from "@/components/shell/page-title";
 import { InstanceStoreContext, useLatestMetrics } from "@/hooks/use-instance-store";
 import { useLiveInstances } from "@/hooks/use-live-instances";
 import { useNow } from "@/hooks/use-now";
+import { dashboardHref } from "@/lib/dashboard-filters";
 import { duration } from "@/lib/format";
 import { useI18n } from "@/lib/i18n";
 import { reasonKey } from "@/lib/status-reason";
@@ -55,8 +56,9 @@ export function InstanceDetail() {
       </div>
     );
   }
+  // Back to the dashboard as it was filtered when the user left it.
   const back = (
-    <Link href="/" className="inline-flex items-center gap-1 text-sm text-primary underline-offset-4 hover:underline">
+    <Link href={dashboardHref()} className="inline-flex items-center gap-1 text-sm text-primary underline-offset-4 hover:underline">
       <ArrowLeft className="size-4" aria-hidden="true" />
       {t("detail.back")}
     </Link>
