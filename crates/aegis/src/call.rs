@@ -35,8 +35,8 @@ pub struct CallArgs {
     /// The sticky group for `--active`.
     #[arg(long, default_value = "default")]
     pub group: String,
-    /// Deadline in milliseconds.
-    #[arg(long, default_value_t = 5_000)]
+    /// Deadline in milliseconds (1 to 600000).
+    #[arg(long, default_value_t = 5_000, value_parser = crate::cli::timeout_ms())]
     pub timeout_ms: u64,
     /// The method may run twice without harm (`create_order` is, by its
     /// client order id): within the deadline, an attempt that times out

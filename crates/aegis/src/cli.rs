@@ -86,6 +86,13 @@ pub struct ConnectArgs {
     pub credentials: Option<PathBuf>,
 }
 
+/// The parser of every `--timeout-ms`: at least 1 ms (no request is
+/// answered in no time, and the error a 0 ends in blames NATS), at most
+/// ten minutes.
+pub(crate) fn timeout_ms() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(1..=600_000)
+}
+
 /// Where `aegis up` keeps its credentials by default.
 const DEFAULT_CREDENTIALS: &str = ".aegis/credentials";
 

@@ -56,8 +56,9 @@ pub struct TrafficArgs {
     /// Stop after this long, e.g. `30s` or `5m` (default: until Ctrl-C).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
-    /// Deadline of one order, retries on a new leader included (ms).
-    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    /// Deadline of one order, retries on a new leader included (ms, 1 to
+    /// 600000).
+    #[arg(long, default_value_t = 5_000, value_parser = crate::cli::timeout_ms())]
     pub timeout_ms: u64,
     /// The order service's sticky group.
     #[arg(long, default_value = ORDER_GROUP)]
