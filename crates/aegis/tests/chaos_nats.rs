@@ -15,6 +15,11 @@ use common::{AEGIS, Proc, alive, free_up_ports};
 /// `aegis up --single-node` with no service instances, once it is up.
 fn up(state: &Path) -> Proc {
     let (base, api) = free_up_ports();
+    up_on(state, base, api)
+}
+
+/// [`up`] with its first NATS port `base` and its API on `api`.
+fn up_on(state: &Path, base: u16, api: u16) -> Proc {
     let state = state.display().to_string();
     let mut up = Proc::spawn(&[
         "up",
@@ -172,4 +177,20 @@ fn a_showcase_that_is_not_running_is_said_at_once() {
         assert!(took < Duration::from_secs(5), "{args:?} took {took:?}");
         assert_eq!(control_files(state), Vec::<String>::new(), "{args:?}");
     }
+}
+
+/// The banner names each node's monitoring endpoint (`/varz`, `/jsz`,
+/// `/healthz`), at the port `aegis up` configured: base + 4000.
+#[test]
+fn the_banner_names_the_nats_monitoring_port() {
+    let state = tempfile::tempdir().unwrap();
+    let (base, api) = free_up_ports();
+    let mut showcase = up_on(state.path(), base, api);
+    let out = showcase.output();
+    let monitoring = format!("http://127.0.0.1:{}", base + 4000);
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("monitoring: "))
+        .unwrap_or_else(|| panic!("no monitoring line:\n{out}"));
+    assert!(line.contains(&monitoring), "{line}");
 }
