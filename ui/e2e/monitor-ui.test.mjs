@@ -53,19 +53,20 @@ function cards(page) {
 }
 
 describe("monitor UI", () => {
-  test("sign-in refuses a wrong token and lets an admin in", async () => {
+  test("sign-in refuses a wrong token and lets an admin in, to the page asked for", async () => {
     const page = await newPage();
-    await page.goto(`${stack.url}/`);
-    // Not signed in: sent to the sign-in page.
-    await page.waitForURL(/\/sign-in/);
+    await page.goto(`${stack.url}/?status=STANDBY`);
+    // Not signed in: sent to the sign-in page, which knows the way back.
+    await page.waitForURL(/\/sign-in\?next=%2F%3Fstatus%3DSTANDBY$/);
     await noAxeViolations(page, "sign-in");
     await page.getByLabel("Token").fill("not-a-token");
     await page.getByRole("button", { name: "Sign in" }).click();
     await page.getByRole("alert").filter({ hasText: "not valid" }).waitFor();
     await page.getByLabel("Token").fill(tokens.admin);
     await page.getByRole("button", { name: "Sign in" }).click();
-    await page.waitForURL(`${stack.url}/`);
+    await page.waitForURL(`${stack.url}/?status=STANDBY`);
     await page.getByTestId("signed-in-as").filter({ hasText: "admin" }).waitFor();
+    assert.equal(await page.getByLabel("Status", { exact: true }).inputValue(), "STANDBY");
     // Sign-out returns to the sign-in page and the API forgets the session.
     await page.getByRole("button", { name: "Sign out" }).click();
     await page.getByTestId("sign-in-notice").filter({ hasText: "signed out" }).waitFor();

@@ -1,13 +1,15 @@
 // Who is signed in. The session is the API's `aegis_session` cookie
 // (HttpOnly, so the page cannot read it): `GET /api/session` says whether
 // it is valid. Any API answer 401 later means it expired or was revoked,
-// and sends the user to the sign-in page with a message.
+// and sends the user to the sign-in page with a message. Both ways there
+// carry the page the user was on, which signing in returns to.
 "use client";
 
 import * as React from "react";
 import { useRouter } from "next/navigation";
 
 import { api, onUnauthorized } from "@/lib/api/client";
+import { signInHref } from "@/lib/sign-in-return";
 import type { SessionInfo } from "@/lib/api/schemas";
 
 type SessionState =
@@ -31,17 +33,18 @@ export function SessionProvider({ children }: { children: React.ReactNode }) {
 
   React.useEffect(() => {
     let cancelled = false;
+    const here = () => `${window.location.pathname}${window.location.search}`;
     api
       .whoAmI()
       .then((session) => !cancelled && setState({ status: "signedIn", session }))
       .catch(() => {
         if (cancelled) return;
         setState({ status: "signedOut" });
-        router.replace("/sign-in");
+        router.replace(signInHref(null, here()));
       });
     const off = onUnauthorized(() => {
       setState({ status: "signedOut" });
-      router.replace("/sign-in?reason=expired");
+      router.replace(signInHref("expired", here()));
     });
     return () => {
       cancelled = true;
@@ -58,7 +61,7 @@ export function SessionProvider({ children }: { children: React.ReactNode }) {
       signOut: async () => {
         await api.signOut().catch(() => undefined);
         setState({ status: "signedOut" });
-        router.replace("/sign-in?reason=signedOut");
+        router.replace(signInHref("signedOut", null));
       },
     };
   }, [state, router]);

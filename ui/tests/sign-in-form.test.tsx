@@ -22,7 +22,11 @@ function answer(status: number, code: string, headers: Record<string, string> = 
   );
 }
 
-afterEach(() => vi.unstubAllGlobals());
+afterEach(() => {
+  vi.unstubAllGlobals();
+  replace.mockClear();
+  window.history.replaceState(null, "", "/");
+});
 
 async function signIn(token: string) {
   renderUi(<SignInForm />);
@@ -46,6 +50,13 @@ describe("SignInForm", () => {
     await signIn("wrong");
     expect(await screen.findByText(/that token is not valid/i)).toBeInTheDocument();
     expect(replace).not.toHaveBeenCalled();
+  });
+
+  it("returns to the page the user came from, a filtered dashboard", async () => {
+    window.history.replaceState(null, "", "/sign-in?next=%2F%3Fstatus%3DUNHEALTHY");
+    vi.stubGlobal("fetch", vi.fn(async () => Response.json({ name: "admin", role: "admin" })));
+    await signIn("right");
+    await vi.waitFor(() => expect(replace).toHaveBeenCalledWith("/?status=UNHEALTHY"));
   });
 
   it("says how long to wait when sign-ins are rate-limited", async () => {

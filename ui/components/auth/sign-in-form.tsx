@@ -1,6 +1,7 @@
 // SignInForm: exchanges an admin or viewer token for the API's session
-// cookie, then opens the dashboard. Says why the user is here (session
-// expired, signed out) and what went wrong (invalid token, monitor down).
+// cookie, then opens the page the user came from (`next`) or the
+// dashboard. Says why the user is here (session expired, signed out) and
+// what went wrong (invalid token, monitor down).
 "use client";
 
 import * as React from "react";
@@ -15,6 +16,7 @@ import { LanguageSwitch } from "@/components/shell/language-switch";
 import { PageTitle } from "@/components/shell/page-title";
 import { api, ApiError } from "@/lib/api/client";
 import { Message, useI18n } from "@/lib/i18n";
+import { afterSignIn } from "@/lib/sign-in-return";
 
 export function SignInForm() {
   const { t } = useI18n();
@@ -23,11 +25,14 @@ export function SignInForm() {
   const [busy, setBusy] = React.useState(false);
   const [error, setError] = React.useState<string | null>(null);
   const [reason, setReason] = React.useState<string | null>(null);
+  const next = React.useRef<string | null>(null);
 
   React.useEffect(() => {
     // Read once from the address; a static export has no server to pass it.
+    const params = new URLSearchParams(window.location.search);
+    next.current = params.get("next");
     // eslint-disable-next-line react-hooks/set-state-in-effect
-    setReason(new URLSearchParams(window.location.search).get("reason"));
+    setReason(params.get("reason"));
   }, []);
 
   async function submit(e: React.FormEvent) {
@@ -36,7 +41,7 @@ export function SignInForm() {
     setError(null);
     try {
       await api.signIn(token.trim());
-      router.replace("/");
+      router.replace(afterSignIn(next.current));
     } catch (err) {
       if (err instanceof ApiError && (err.code === "UNAUTHORIZED" || err.code === "VALIDATION_ERROR")) {
         setError(t("signIn.invalid"));
