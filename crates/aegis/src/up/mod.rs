@@ -576,21 +576,26 @@ fn print_summary(
     println!();
     println!("Aegis showcase is up");
     println!(
-        "  NATS        {url}{}{}",
+        "  NATS        {url}{}",
         if nodes.len() > 1 {
             " (3-node cluster, R3)"
         } else {
             ""
-        },
-        if args.tls {
-            format!(
-                "\n              TLS required (routes mutual TLS); CA {}",
-                state_dir.join("tls").join("ca.pem").display()
-            )
-        } else {
-            String::new()
         }
     );
+    if !nodes.is_empty() {
+        let monitoring: Vec<String> = nodes.iter().map(nats::NatsNode::monitoring_url).collect();
+        println!(
+            "              monitoring: {} (/varz, /jsz, /healthz)",
+            monitoring.join(" ")
+        );
+    }
+    if args.tls {
+        println!(
+            "              TLS required (routes mutual TLS); CA {}",
+            state_dir.join("tls").join("ca.pem").display()
+        );
+    }
     println!("  API         {api}/api  (OpenAPI: {api}/api/openapi.json, Swagger: {api}/api/docs)");
     if ui {
         println!("  UI          {api}/");

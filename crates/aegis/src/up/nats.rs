@@ -40,6 +40,12 @@ impl NatsNode {
         format!("nats://127.0.0.1:{}", self.client_port)
     }
 
+    /// The HTTP monitoring endpoint (`/varz`, `/jsz`, `/healthz`; plain
+    /// HTTP on loopback, with or without `--tls`).
+    pub fn monitoring_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.monitor_port)
+    }
+
     /// The config file path.
     pub fn config_path(&self) -> PathBuf {
         self.dir.join("nats-server.conf")
