@@ -33,7 +33,11 @@ async fn a_wrong_query_parameter_is_named_on_every_route() {
         ("/api/instances?foo=1".to_owned(), "foo", Some("1")),
         (format!("{instance}/events?foo=1"), "foo", Some("1")),
         (format!("{instance}/metrics?foo=1"), "foo", Some("1")),
-        ("/api/leadership/order-service?foo=1".to_owned(), "foo", Some("1")),
+        (
+            "/api/leadership/order-service?foo=1".to_owned(),
+            "foo",
+            Some("1"),
+        ),
         ("/api/dead-letters?foo=1".to_owned(), "foo", Some("1")),
         ("/api/stream?foo=1".to_owned(), "foo", Some("1")),
         ("/api/services?owner=me".to_owned(), "owner", Some("me")),
