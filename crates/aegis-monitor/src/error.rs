@@ -408,21 +408,34 @@ fn is_html(headers: &axum::http::HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("text/html"))
 }
 
+/// The one line a failed request gets: a client's mistake at info, a
+/// monitor not ready (starting, NATS gone: a state the probes report, not
+/// a fault of this request) at warn, any other server error at error with
+/// its internal cause. (The trace layer's own failure line is turned down
+/// to debug in `routes/mod.rs`, so this stays the only one.)
 fn log_error(status: StatusCode, report: &ErrorReport) {
     let code = report.code.as_str();
-    if status.is_server_error() {
-        tracing::error!(
-            status = status.as_u16(),
+    let status_code = status.as_u16();
+    if report.code == ErrorCode::NotReady {
+        tracing::warn!(
+            status = status_code,
             code,
-            message = %report.message,
+            error = %report.message,
+            "request answered: not ready"
+        );
+    } else if status.is_server_error() {
+        tracing::error!(
+            status = status_code,
+            code,
+            error = %report.message,
             cause = report.internal.as_deref().unwrap_or(""),
             "request failed"
         );
     } else {
         tracing::info!(
-            status = status.as_u16(),
+            status = status_code,
             code,
-            message = %report.message,
+            error = %report.message,
             "request rejected"
         );
     }

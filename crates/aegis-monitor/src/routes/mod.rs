@@ -42,7 +42,12 @@ use axum::{
     middleware::{self, Next},
     response::Response,
 };
-use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer, trace::TraceLayer};
+use tower_http::{
+    limit::RequestBodyLimitLayer,
+    timeout::TimeoutLayer,
+    trace::{DefaultOnFailure, TraceLayer},
+};
+use tracing::Level;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
@@ -115,19 +120,24 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(telemetry::record_http))
         .layer(middleware::from_fn(error::envelope_errors))
         .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                let route = request
-                    .extensions()
-                    .get::<MatchedPath>()
-                    .map(|p| p.as_str().to_owned())
-                    .unwrap_or_else(|| request.uri().path().to_owned());
-                tracing::info_span!(
-                    "http",
-                    method = %request.method(),
-                    route = %route,
-                    who = tracing::field::Empty,
-                )
-            }),
+            TraceLayer::new_for_http()
+                // The error middleware logs every failed answer once, at a
+                // level fit for it; the trace layer's own ERROR line for a
+                // 5xx would be a second.
+                .on_failure(DefaultOnFailure::new().level(Level::DEBUG))
+                .make_span_with(|request: &Request| {
+                    let route = request
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map(|p| p.as_str().to_owned())
+                        .unwrap_or_else(|| request.uri().path().to_owned());
+                    tracing::info_span!(
+                        "http",
+                        method = %request.method(),
+                        route = %route,
+                        who = tracing::field::Empty,
+                    )
+                }),
         )
         .with_state(state)
 }

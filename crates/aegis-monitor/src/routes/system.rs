@@ -74,12 +74,18 @@ pub(crate) struct Checks {
 }
 
 impl Checks {
-    fn all(self) -> bool {
-        self.nats_connected
-            && self.definitions_bucket
-            && self.registry_bucket
-            && self.registry_synced
-            && self.definitions_synced
+    /// The checks that fail, as `details.checks` names them.
+    fn failing(self) -> Vec<&'static str> {
+        [
+            ("natsConnected", self.nats_connected),
+            ("definitionsBucket", self.definitions_bucket),
+            ("registryBucket", self.registry_bucket),
+            ("registrySynced", self.registry_synced),
+            ("definitionsSynced", self.definitions_synced),
+        ]
+        .into_iter()
+        .filter_map(|(name, passed)| (!passed).then_some(name))
+        .collect()
     }
 }
 
@@ -172,14 +178,19 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>, ApiErro
             || state.fleet().staleness().is_some_and(|s| s < STALE_READY),
         definitions_synced: state.definitions().is_synced(),
     };
-    if checks.all() {
+    let failing = checks.failing();
+    if failing.is_empty() {
         Ok(Json(Readiness {
             status: "ready",
             checks,
         }))
     } else {
-        Err(ApiError::new(ErrorCode::NotReady, "not ready")
-            .with_details(json!({ "checks": checks })))
+        // The failing checks in the message too, so the log line says why.
+        Err(ApiError::new(
+            ErrorCode::NotReady,
+            format!("not ready: {}", failing.join(", ")),
+        )
+        .with_details(json!({ "checks": checks })))
     }
 }
 
@@ -240,4 +251,25 @@ async fn prometheus(State(state): State<AppState>) -> Response {
         body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failing_checks_are_named_as_the_details_name_them() {
+        let checks = Checks {
+            nats_connected: false,
+            definitions_bucket: true,
+            registry_bucket: true,
+            registry_synced: false,
+            definitions_synced: true,
+        };
+        let details = serde_json::to_value(checks).unwrap();
+        for name in checks.failing() {
+            assert_eq!(details[name], false, "{name}");
+        }
+        assert_eq!(checks.failing(), ["natsConnected", "registrySynced"]);
+    }
 }
