@@ -508,6 +508,74 @@ async fn one_answer_names_every_failing_field() {
     );
 }
 
+/// PATCH, which docs/api.md lists among an admin's methods, is the
+/// partial update PUT makes: the fields given change, the others stay,
+/// conditional on `If-Match` or `revision`; its body may be sent as a JSON
+/// merge patch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_changes_part_of_a_definition_as_put_does() {
+    let h = Harness::start().await;
+    let created = h
+        .admin(Method::POST, "/api/services", Some(new_def("patch-svc")))
+        .await;
+    created.expect(201, None);
+    let path = "/api/services/patch-svc";
+    let patched = h
+        .call(raw(
+            Method::PATCH,
+            path,
+            ADMIN,
+            "application/merge-patch+json",
+            json!({ "owner": "pricing-team" }).to_string(),
+        ))
+        .await;
+    patched.expect(200, None);
+    assert_eq!(patched.body["owner"], "pricing-team");
+    assert_eq!(patched.body["description"], created.body["description"]);
+    assert_eq!(patched.body["created_at"], created.body["created_at"]);
+    assert!(patched.etag() > created.etag());
+    let read = h.get(path, Some(VIEWER)).await;
+    assert_eq!(read.body["owner"], "pricing-team");
+
+    // Conditional as PUT is: a stale revision is a conflict.
+    let mut stale = req(
+        Method::PATCH,
+        path,
+        Some(ADMIN),
+        Some(json!({ "version": "2.0.0" })),
+    );
+    stale.headers_mut().insert(
+        header::IF_MATCH,
+        format!("\"{}\"", created.etag()).parse().unwrap(),
+    );
+    h.call(stale).await.expect(409, Some("CONCURRENT_UPDATE"));
+    h.admin(Method::PATCH, path, Some(json!({})))
+        .await
+        .expect(400, Some("EMPTY_UPDATE"));
+    h.admin(
+        Method::PATCH,
+        "/api/services/no-such-svc",
+        Some(json!({ "owner": "x" })),
+    )
+    .await
+    .expect(404, Some("SERVICE_NOT_FOUND"));
+    // A write: admins only.
+    h.call(req(
+        Method::PATCH,
+        path,
+        Some(VIEWER),
+        Some(json!({ "owner": "x" })),
+    ))
+    .await
+    .expect(403, Some("FORBIDDEN"));
+    // And documented.
+    let spec = serde_json::to_value(aegis_monitor::openapi()).unwrap();
+    assert!(
+        spec["paths"]["/api/services/{name}"]["patch"].is_object(),
+        "PATCH /api/services/{{name}} is in the OpenAPI document"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_unsupported_and_oversized_bodies() {
     let h = Harness::start().await;
