@@ -27,6 +27,11 @@ fn api_routes() -> Vec<(Method, &'static str, Option<serde_json::Value>)> {
             "/api/services/auth-svc",
             Some(json!({"owner": "x"})),
         ),
+        (
+            Method::PATCH,
+            "/api/services/auth-svc",
+            Some(json!({"owner": "x"})),
+        ),
         (Method::DELETE, "/api/services/auth-svc", None),
         (Method::GET, "/api/services/auth-svc/revision", None),
         (Method::GET, "/api/services/auth-svc/history", None),

@@ -33,7 +33,12 @@ use self::body::{CreateBody, UpdateBody};
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_services, create_service))
-        .routes(routes!(get_service, update_service, delete_service))
+        .routes(routes!(
+            get_service,
+            update_service,
+            patch_service,
+            delete_service
+        ))
         .routes(routes!(get_revision))
         .routes(routes!(get_history))
 }
@@ -128,6 +133,7 @@ async fn get_service(
 
 /// Changes owner, description and/or version; `created_at` is kept and
 /// `updated_at` advances. Conditional on `revision` or `If-Match` when given.
+/// The same as `PATCH`: the fields given change, the others stay.
 #[utoipa::path(
     put, path = "/api/services/{name}", tag = "services",
     params(
@@ -155,14 +161,59 @@ async fn update_service(
     headers: HeaderMap,
     ApiJson(body): ApiJson<UpdateBody>,
 ) -> Result<Response, ApiError> {
+    update(&state, &who, &name, &headers, body).await
+}
+
+/// Changes owner, description and/or version, as `PUT` does: the fields
+/// given change, the others stay. The body may be sent as
+/// `application/merge-patch+json`; no field can be removed, so `null` is
+/// refused. Conditional on `revision` or `If-Match` when given.
+#[utoipa::path(
+    patch, path = "/api/services/{name}", tag = "services",
+    params(
+        ("name" = String, Path, description = "Service name"),
+        ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(|\*|(W/)?"[0-9]{1,18}"|[0-9]{1,18})$"#, description = "The revision (ETag) last read, e.g. \"12\"; empty or `*` means any"),
+    ),
+    request_body = ServiceDefinitionPatchDoc,
+    responses(
+        (status = 200, description = "The updated definition", body = ServiceDefinitionDoc,
+            headers(("ETag" = String, description = "The new revision"))),
+        (status = 400, description = "Malformed JSON, empty update or bad If-Match", body = ErrorEnvelope),
+        (status = 401, description = "Not authenticated", body = ErrorEnvelope),
+        (status = 403, description = "Not an admin", body = ErrorEnvelope),
+        (status = 404, description = "SERVICE_NOT_FOUND", body = ErrorEnvelope),
+        (status = 409, description = "CONCURRENT_UPDATE", body = ErrorEnvelope),
+        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
+        (status = 415, description = "Not JSON", body = ErrorEnvelope),
+        (status = 422, description = "VALIDATION_ERROR", body = ErrorEnvelope),
+    )
+)]
+async fn patch_service(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<UpdateBody>,
+) -> Result<Response, ApiError> {
+    update(&state, &who, &name, &headers, body).await
+}
+
+/// The update behind `PUT` and `PATCH`.
+async fn update(
+    state: &AppState,
+    who: &Principal,
+    name: &str,
+    headers: &HeaderMap,
+    body: UpdateBody,
+) -> Result<Response, ApiError> {
     let patch = body.read()?;
-    let expected = expected_revision(patch.revision, &headers)?;
-    check_name(&name)?;
+    let expected = expected_revision(patch.revision, headers)?;
+    check_name(name)?;
     let (definition, revision) = state
         .definitions()
-        .update(&name, &patch, expected, &who.name)
+        .update(name, &patch, expected, &who.name)
         .await
-        .map_err(|e| store_error(&name, e))?;
+        .map_err(|e| store_error(name, e))?;
     Ok((etag(revision), Json(definition)).into_response())
 }
 
