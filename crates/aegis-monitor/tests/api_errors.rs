@@ -1,10 +1,17 @@
 //! The errors a client meets across routes, as a new user of the API meets
 //! them: a wrong query parameter is named in `details.param`, in the
-//! envelope's words, never the framework's.
+//! envelope's words, never the framework's; a definition write its
+//! stream cannot take says that it was not stored and when to try again.
 
 mod common;
 
-use common::{Harness, VIEWER};
+use std::time::Duration;
+
+use aegis_monitor::{AppState, router};
+use aegis_testkit::{NatsCluster, leaders};
+use axum::http::{Method, header};
+use common::{ADMIN, Harness, VIEWER, call_app, new_def, req};
+use tokio_util::sync::CancellationToken;
 
 /// `GET path` as a viewer is 400 `BAD_REQUEST` naming `param` (and the
 /// value it was given, when there was one), in our own words.
@@ -66,4 +73,50 @@ async fn a_wrong_query_parameter_is_named_on_every_route() {
     ] {
         h.get(&path, Some(VIEWER)).await.expect(200, None);
     }
+}
+
+/// A node dies while it leads the definitions bucket's stream: for the
+/// 4-9 s JetStream takes to elect another leader, no write can be stored,
+/// and the monitor, after trying for 2 s, answers 503. The answer says
+/// what is true: the write was not stored (`details.stored: false`), and
+/// when to send it again (`Retry-After`); not that "the message bus is not
+/// available" (the monitor's connection is fine all along).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_definition_write_its_stream_cannot_take_says_it_was_not_stored() {
+    let mut cluster = NatsCluster::start(3).expect("start a 3-node cluster");
+    cluster
+        .wait_ready(Duration::from_secs(30))
+        .expect("the cluster is ready");
+    let urls = cluster.urls();
+    // The monitor on node 0; node 1 leads the bucket's stream, and dies.
+    let mut config = common::config(&urls[0]);
+    config.nats.nats.replicas = 3;
+    let state = AppState::start(config, CancellationToken::new())
+        .await
+        .expect("start the monitor");
+    let app = router(state);
+    let setup = common::connect(&urls[0]).await;
+    let doomed = cluster.nodes()[1].server_name().to_owned();
+    leaders::lead_on(setup.client(), "KV_service_definitions", &doomed).await;
+    cluster.kill_node(1);
+
+    let r = call_app(
+        &app,
+        req(
+            Method::POST,
+            "/api/services",
+            Some(ADMIN),
+            Some(new_def("late-service")),
+        ),
+    )
+    .await;
+    r.expect(503, Some("SERVICE_UNAVAILABLE"));
+    let details = &r.body["error"]["details"];
+    assert_eq!(details["stored"], false, "{}", r.body);
+    assert_eq!(details["service"], "late-service", "{}", r.body);
+    assert!(
+        r.headers.contains_key(header::RETRY_AFTER),
+        "Retry-After: {:?}",
+        r.headers
+    );
 }
