@@ -371,8 +371,45 @@ fn store_error(name: &str, e: StoreError) -> ApiError {
             ),
         )
         .with_details(json!({ "service": name, "expected": expected, "current": current })),
-        StoreError::Bus(e) => ApiError::unavailable("service definitions", format!("{e:#}")),
+        StoreError::Bus(e) if aegis_sdk::streams::write_not_stored(&e) => not_stored(name, &e),
+        StoreError::Bus(e) => ApiError::unavailable("service definitions", with_causes(&e)),
     }
+}
+
+/// How long a client is told to wait before sending a write again that
+/// the definitions bucket's stream could not take: about what is left of
+/// a leader election (4-9 s after a node's death) once the store has
+/// tried for its 2 s.
+const NOT_STORED_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// 503 for a write the definitions bucket's stream certainly did not
+/// store: nobody took it for the store's 2 s of trying (the stream has no
+/// leader, as while JetStream elects one after a NATS node was lost). The
+/// monitor's connection is fine, so the bus is not "unavailable"; what is
+/// true is that this write was not stored and may be sent again as it is.
+fn not_stored(name: &str, cause: &(dyn std::error::Error + 'static)) -> ApiError {
+    ApiError::new(
+        ErrorCode::ServiceUnavailable,
+        "the service definitions store takes no writes right now (its stream has no leader, \
+         as while JetStream elects one after a NATS node was lost, which usually takes \
+         seconds); this write was not stored: send it again shortly",
+    )
+    .with_details(json!({ "service": name, "stored": false }))
+    .with_retry_after(NOT_STORED_RETRY_AFTER)
+    .with_internal(format!("service definitions: {}", with_causes(cause)))
+}
+
+/// `e` and its causes, for the log (a store error's own text is only what
+/// the store was doing).
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
 }
 
 #[cfg(test)]
