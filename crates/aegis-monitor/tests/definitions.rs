@@ -652,6 +652,44 @@ async fn malformed_unsupported_and_oversized_bodies() {
     .expect(422, Some("VALIDATION_ERROR"));
 }
 
+/// A key given twice in a body is refused, named, rather than read as its
+/// last value: which one the client meant cannot be known.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_given_twice_is_refused_naming_it() {
+    let h = Harness::start().await;
+    let r = h
+        .call(raw(
+            Method::POST,
+            "/api/services",
+            ADMIN,
+            "application/json",
+            r#"{"service_name": "dup-svc", "owner": "a", "description": "d", "version": "1.0.0", "owner": "b"}"#,
+        ))
+        .await;
+    r.expect(400, Some("INVALID_JSON"));
+    assert_eq!(r.body["error"]["details"]["key"], "owner", "{}", r.body);
+    h.get("/api/services/dup-svc", Some(VIEWER))
+        .await
+        .expect(404, Some("SERVICE_NOT_FOUND"));
+
+    h.admin(Method::POST, "/api/services", Some(new_def("dup-svc")))
+        .await
+        .expect(201, None);
+    let r = h
+        .call(raw(
+            Method::PUT,
+            "/api/services/dup-svc",
+            ADMIN,
+            "application/json",
+            r#"{"version": "2.0.0", "version": "3.0.0"}"#,
+        ))
+        .await;
+    r.expect(400, Some("INVALID_JSON"));
+    assert_eq!(r.body["error"]["details"]["key"], "version", "{}", r.body);
+    let read = h.get("/api/services/dup-svc", Some(VIEWER)).await;
+    assert_eq!(read.body["version"], "1.0.0");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_body_over_a_real_socket() {
     let h = Harness::start().await;
