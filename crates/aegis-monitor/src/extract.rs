@@ -1,9 +1,10 @@
 //! Extractors whose rejections use the API's error envelope.
 //!
 //! [`ApiJson`] replaces `axum::Json` for request bodies: a body that is not
-//! `application/json` is 415, one over the limit 413, malformed JSON 400
-//! `INVALID_JSON`, and well-formed JSON of the wrong shape (missing, unknown
-//! or mistyped fields) 422 `VALIDATION_ERROR` naming the field. [`ApiQuery`]
+//! `application/json` is 415, one over the limit 413, malformed JSON (or an
+//! object giving a key twice) 400 `INVALID_JSON`, and well-formed JSON of
+//! the wrong shape (missing, unknown or mistyped fields) 422
+//! `VALIDATION_ERROR` naming the field. [`ApiQuery`]
 //! does the same for query strings (400 `BAD_REQUEST` naming the parameter),
 //! and [`refuse_unknown_params`] refuses a query parameter an `/api` route
 //! does not take, whether or not the route takes any.
@@ -89,13 +90,24 @@ fn is_json(req: &Request) -> bool {
 /// Parses a JSON object body into `T`, mapping failures to the envelope.
 ///
 /// # Errors
-/// 400 `INVALID_JSON` for malformed JSON; 422 `VALIDATION_ERROR` naming the
-/// field for anything that parses but does not fit `T`.
+/// 400 `INVALID_JSON` for malformed JSON, and for an object that gives a
+/// key twice (`details.key`); 422 `VALIDATION_ERROR` naming the field for
+/// anything that parses but does not fit `T`.
 pub(crate) fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut value: Value = serde_json::from_slice(bytes).map_err(|e| {
+    let Checked {
+        mut value,
+        repeated,
+    } = serde_json::from_slice(bytes).map_err(|e| {
         ApiError::new(ErrorCode::InvalidJson, format!("malformed JSON: {e}"))
             .with_details(json!({ "line": e.line(), "column": e.column() }))
     })?;
+    if let Some(key) = repeated.first() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidJson,
+            format!("the key {key:?} is given more than once"),
+        )
+        .with_details(json!({ "key": key, "keys": repeated })));
+    }
     if !value.is_object() {
         return Err(ApiError::invalid_field("body", "must be a JSON object"));
     }
@@ -114,6 +126,104 @@ pub(crate) fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
         }]);
         ApiError::validation(&errors)
     })
+}
+
+/// A JSON document as read, and the keys its objects give more than once,
+/// by path (`a.b` for `b` inside `a`). serde_json's `Value` keeps the last
+/// of a repeated key silently, so a body could mean either value; reading
+/// it here, key by key, lets [`parse_body`] refuse it instead.
+struct Checked {
+    value: Value,
+    repeated: Vec<String>,
+}
+
+impl<'de> serde::Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl CheckedVisitor {
+    fn plain(value: impl Into<Value>) -> Checked {
+        Checked {
+            value: value.into(),
+            repeated: Vec::new(),
+        }
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Checked, E> {
+        Ok(Self::plain(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Checked, E> {
+        Ok(Self::plain(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Checked, E> {
+        Ok(Self::plain(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Checked, E> {
+        Ok(Self::plain(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Checked, E> {
+        Ok(Self::plain(v))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Checked, E> {
+        Ok(Self::plain(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Self::plain(Value::Null))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        let (mut items, mut repeated) = (Vec::new(), Vec::new());
+        while let Some(Checked {
+            value,
+            repeated: inner,
+        }) = seq.next_element()?
+        {
+            let at = items.len();
+            repeated.extend(inner.into_iter().map(|path| format!("{at}.{path}")));
+            items.push(value);
+        }
+        Ok(Checked {
+            value: Value::Array(items),
+            repeated,
+        })
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        let (mut object, mut repeated) = (serde_json::Map::new(), Vec::new());
+        while let Some(key) = map.next_key::<String>()? {
+            let Checked {
+                value,
+                repeated: inner,
+            } = map.next_value()?;
+            repeated.extend(inner.into_iter().map(|path| format!("{key}.{path}")));
+            if object.contains_key(&key) {
+                repeated.push(key.clone());
+            }
+            object.insert(key, value);
+        }
+        Ok(Checked {
+            value: Value::Object(object),
+            repeated,
+        })
+    }
 }
 
 /// JSON has one number type: `3.0` is the integer 3 (JSON Schema agrees),
@@ -429,6 +539,20 @@ mod tests {
         assert_eq!(err("{").code(), ErrorCode::InvalidJson);
         assert_eq!(err("not json").code(), ErrorCode::InvalidJson);
         assert_eq!(err("").code(), ErrorCode::InvalidJson);
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_naming_it() {
+        let e = err(r#"{"owner": "a", "owner": "b"}"#);
+        assert_eq!(e.code(), ErrorCode::InvalidJson);
+        assert_eq!(e.details()["key"], "owner");
+        let e = parse_body::<Value>(br#"{"a": {"b": 1, "b": 2}, "c": [{"d": 1, "d": 1}]}"#)
+            .unwrap_err();
+        assert_eq!(e.details()["keys"], json!(["a.b", "c.0.d"]));
+        // Everything else reads as serde_json reads it.
+        let body = r#"{"s": "x\u00e9", "n": [1, -2, 2.5, 18446744073709551615], "t": true, "z": null, "o": {}}"#;
+        let expected: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(parse_body::<Value>(body.as_bytes()).unwrap(), expected);
     }
 
     #[test]
