@@ -139,3 +139,42 @@ async fn the_config_answer_never_contains_secrets() {
     assert!(text.contains("<redacted>"), "{text}");
     svc.shutdown().await.unwrap();
 }
+
+/// Without `AEGIS_LOG` (an instance nobody monitors), records still reach
+/// live subscribers, in order and once each: the sender finds that no
+/// stream captures them and publishes them on core NATS, instead of
+/// sending them again for an acknowledgement that never comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_log_stream_events_reach_live_subscribers_once() {
+    use aegis_sdk::{contracts::log::LogLevel, telemetry::Telemetry};
+
+    let nats = server();
+    let subject = "aegis.log.quote-service.q-3";
+    let watcher = async_nats::connect(nats.url()).await.unwrap();
+    let mut events = watcher.subscribe(subject).await.unwrap();
+    aegis_testkit::wait::server_caught_up(&watcher).await;
+    let conn = common::connect(&nats.url()).await;
+    let telemetry = Telemetry::new(conn.client().clone(), "quote-service", "q-3");
+    let started = std::time::Instant::now();
+    for i in 0..5 {
+        telemetry.event(telemetry.lifecycle(LogLevel::Warn, LogKind::Log, format!("line {i}")));
+    }
+    assert!(telemetry.flush(Duration::from_secs(5)).await, "all sent");
+    eprintln!("5 records sent without a stream in {:?}", started.elapsed());
+    // Published after every copy the sender sent, on the same connection.
+    let marker = telemetry.lifecycle(LogLevel::Info, LogKind::Log, "marker");
+    conn.client()
+        .publish(subject, serde_json::to_vec(&marker).unwrap().into())
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    loop {
+        let record = next_event(&mut events).await;
+        if record.message == "marker" {
+            break;
+        }
+        seen.push(record.message);
+    }
+    assert_eq!(seen, ["line 0", "line 1", "line 2", "line 3", "line 4"]);
+    assert_eq!(telemetry.dropped(), 0);
+}

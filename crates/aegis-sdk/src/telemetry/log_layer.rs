@@ -111,9 +111,9 @@ impl<S: Subscriber> Layer<S> for NatsLogLayer {
         record
             .fields
             .insert("target".into(), event.metadata().target().into());
-        if tokio::runtime::Handle::try_current().is_ok() {
-            telemetry.event(record);
-        }
+        // Only queued: the instance's sender (a task) publishes it, so a
+        // line logged outside the runtime is forwarded too.
+        telemetry.event(record);
     }
 }
 

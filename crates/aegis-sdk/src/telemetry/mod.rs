@@ -8,11 +8,37 @@
 //! - its effective configuration, secrets redacted, answered live on
 //!   `aegis.control.{service}.{instance}.config`.
 //!
-//! Publishing is fire-and-forget on core NATS: the streams (created by the
-//! monitor or `aegis up`) capture what is published, and an instance never
-//! slows down or fails because nobody is watching.
+//! An instance never slows down or fails because of its telemetry, and
+//! never because nobody is watching. Metrics snapshots are plain core
+//! NATS publishes: the stream (created by the monitor or `aegis up`)
+//! captures what is published, and a lost snapshot is replaced by the
+//! next. Records are history the monitor builds its views from (the
+//! leadership timeline is made of `elected` events), so each is stored
+//! once, in order:
+//!
+//! - [`Telemetry::event`] queues the record and returns; one background
+//!   sender per instance (and connection) sends the queue in order. A full
+//!   queue (256 records) drops its oldest, counted in
+//!   [`Telemetry::dropped`];
+//! - each record is published to JetStream under its own message id
+//!   (`Nats-Msg-Id`) and sent again, the same id, while no
+//!   acknowledgement comes — while the stream has no leader, for the 4-9 s
+//!   of its election after the NATS node leading it died, say — for up to
+//!   20 s, then given up (counted). The stream stores it once;
+//! - while no stream captures the subject (nobody created `AEGIS_LOG`: an
+//!   instance without a monitor), records go on core NATS, and JetStream
+//!   is tried again every 10 s;
+//! - a service's stop waits, briefly (2 s at most), for the records queued
+//!   before it (its `deregistered` event among them); so does the sender
+//!   once the last [`Telemetry`] handle is dropped.
+//!
+//! A JetStream publish reaches live core subscribers too, so one sent
+//! again reaches them again; copies carry the same `Nats-Msg-Id` header.
 
 pub mod log_layer;
+mod outbox;
+mod route;
+mod sender;
 
 use std::{sync::Arc, time::Duration};
 
@@ -27,40 +53,87 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::{metrics::InstanceMetrics, task::Background};
+use sender::Sender;
 
 /// Default interval of metrics snapshots.
 pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Publishes an instance's events, metrics and configuration.
+/// Publishes an instance's lifecycle events and log lines (see the module
+/// docs for how they are delivered). Clones share one queue.
 #[derive(Debug, Clone)]
 pub struct Telemetry {
-    client: Client,
-    log_subject: Arc<str>,
+    sender: Arc<Sender>,
 }
 
 impl Telemetry {
-    /// Telemetry for `service`/`instance` on `client`.
+    /// Telemetry for `service`/`instance` on `client`. Every `Telemetry` of
+    /// one instance on one connection shares the same queue and sender, so
+    /// their records keep one order (a service's own events and the ones
+    /// its binary's [`log_layer`] forwards). The sender is a Tokio task,
+    /// started once the handle is made, or a record sent, within a runtime.
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: aegis_sdk::Connection) {
+    /// use aegis_sdk::{contracts::log::{LogKind, LogLevel}, telemetry::Telemetry};
+    ///
+    /// let telemetry = Telemetry::new(conn.client().clone(), "pricing-service", "pricing-1");
+    /// telemetry.event(telemetry.lifecycle(LogLevel::Info, LogKind::Log, "warming up"));
+    /// # }
+    /// ```
     pub fn new(client: Client, service: &str, instance: &str) -> Self {
         Self {
-            client,
-            log_subject: Arc::from(subjects::log_subject(service, instance)),
+            sender: sender::sender_for(&client, &subjects::log_subject(service, instance)),
         }
     }
 
-    /// Publishes one lifecycle event or log line (never waits, never fails).
+    /// Queues one lifecycle event or log line for the background sender:
+    /// never waits, never fails (a record that cannot be stored is counted
+    /// in [`dropped`](Self::dropped)).
+    ///
+    /// ```no_run
+    /// # fn demo(telemetry: aegis_sdk::telemetry::Telemetry) {
+    /// use aegis_sdk::contracts::log::{LogKind, LogLevel};
+    ///
+    /// let event = telemetry
+    ///     .lifecycle(LogLevel::Warn, LogKind::Log, "quote feed stale")
+    ///     .with_field("feed", "fx");
+    /// telemetry.event(event);
+    /// # }
+    /// ```
     pub fn event(&self, record: LogRecord) {
         let Ok(body) = serde_json::to_vec(&record) else {
             return;
         };
-        let client = self.client.clone();
-        let subject = self.log_subject.to_string();
-        // publish() only queues into the client's channel; spawn so that even
-        // a full channel never blocks the caller.
-        tokio::spawn(async move {
-            if let Err(e) = client.publish(subject, body.into()).await {
-                debug!(error = %e, "could not publish a lifecycle event");
-            }
-        });
+        self.sender.send(body.into());
+    }
+
+    /// Waits until every record queued before the call has been stored
+    /// (or published, or given up), for up to `within`. Returns whether
+    /// they all were.
+    ///
+    /// ```no_run
+    /// # async fn demo(telemetry: aegis_sdk::telemetry::Telemetry) {
+    /// use std::time::Duration;
+    ///
+    /// if !telemetry.flush(Duration::from_secs(2)).await {
+    ///     eprintln!("some events were still on their way");
+    /// }
+    /// # }
+    /// ```
+    pub async fn flush(&self, within: Duration) -> bool {
+        self.sender.flush(within).await
+    }
+
+    /// How many records were given up so far: pushed out of a full queue,
+    /// refused by the stream, or not stored within 20 s.
+    ///
+    /// ```no_run
+    /// # fn demo(telemetry: aegis_sdk::telemetry::Telemetry) {
+    /// println!("{} telemetry records lost", telemetry.dropped());
+    /// # }
+    /// ```
+    pub fn dropped(&self) -> u64 {
+        self.sender.dropped()
     }
 
     /// Shorthand for an event with the current time.
@@ -78,11 +151,14 @@ impl Telemetry {
 #[derive(Debug)]
 pub(crate) struct TelemetryTasks {
     tasks: Background,
+    /// The instance's records: a stop waits for the ones queued before it.
+    records: Telemetry,
 }
 
 impl TelemetryTasks {
     /// Starts the metrics publisher (unless `interval` is `None`) and the
-    /// configuration responder.
+    /// configuration responder, and holds the instance's record sender
+    /// (shared with its other [`Telemetry`] handles on `client`).
     pub(crate) async fn start(
         client: Client,
         service: &str,
@@ -92,6 +168,7 @@ impl TelemetryTasks {
         config: aegis_contracts::config::EffectiveConfig,
     ) -> Result<Self, async_nats::SubscribeError> {
         let tasks = Background::new();
+        let records = Telemetry::new(client.clone(), service, instance);
         if let Some(interval) = interval {
             let subject = subjects::metrics_subject(service, instance);
             let client = client.clone();
@@ -114,12 +191,18 @@ impl TelemetryTasks {
                 }
             }
         });
-        Ok(Self { tasks })
+        Ok(Self { tasks, records })
     }
 
-    /// Stops the tasks (the last snapshot is published first).
+    /// Stops the tasks (the last snapshot is published first) while the
+    /// records queued so far are sent, for up to [`sender::FLUSH_PATIENCE`].
     pub(crate) async fn stop(self) {
-        self.tasks.stop().await;
+        let flushed = async {
+            if !self.records.flush(sender::FLUSH_PATIENCE).await {
+                debug!("telemetry records still unsent at the stop");
+            }
+        };
+        tokio::join!(self.tasks.stop(), flushed);
     }
 }
 
