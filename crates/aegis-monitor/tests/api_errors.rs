@@ -76,11 +76,16 @@ async fn a_wrong_query_parameter_is_named_on_every_route() {
 }
 
 /// A node dies while it leads the definitions bucket's stream: for the
-/// 4-9 s JetStream takes to elect another leader, no write can be stored,
-/// and the monitor, after trying for 2 s, answers 503. The answer says
-/// what is true: the write was not stored (`details.stored: false`), and
-/// when to send it again (`Retry-After`); not that "the message bus is not
-/// available" (the monitor's connection is fine all along).
+/// 4-9 s JetStream takes to elect another leader, no write can be stored.
+/// The monitor's answer, 503, says what is true and what to do: which
+/// definition, when to try again (`Retry-After`), and whether the write
+/// was stored when that is known (`details.stored: false`: nobody took it
+/// for the store's 2 s of trying); not that "the message bus is not
+/// available" (the monitor's connection is fine all along). Whether it is
+/// known depends on a race: a create whose write is refused looks the key
+/// up (async-nats's `create`), and that look-up goes unanswered at once
+/// when the surviving replicas stop serving reads too, ending the
+/// store's retries before its 2 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_definition_write_its_stream_cannot_take_says_it_was_not_stored() {
     let mut cluster = NatsCluster::start(3).expect("start a 3-node cluster");
@@ -112,8 +117,12 @@ async fn a_definition_write_its_stream_cannot_take_says_it_was_not_stored() {
     .await;
     r.expect(503, Some("SERVICE_UNAVAILABLE"));
     let details = &r.body["error"]["details"];
-    assert_eq!(details["stored"], false, "{}", r.body);
     assert_eq!(details["service"], "late-service", "{}", r.body);
+    assert!(
+        details.get("stored").is_none_or(|stored| stored == false),
+        "{}",
+        r.body
+    );
     assert!(
         r.headers.contains_key(header::RETRY_AFTER),
         "Retry-After: {:?}",

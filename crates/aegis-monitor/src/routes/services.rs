@@ -99,7 +99,7 @@ async fn create_service(
         .definitions()
         .create(body, &who.name)
         .await
-        .map_err(|e| store_error(&name, e))?;
+        .map_err(|e| store_error(&name, e, Asked::Write))?;
     let mut headers = etag(revision);
     if let Ok(location) = HeaderValue::from_str(&format!("/api/services/{name}")) {
         headers.insert(header::LOCATION, location);
@@ -127,7 +127,7 @@ async fn get_service(
         .definitions()
         .get(&name)
         .await
-        .map_err(|e| store_error(&name, e))?;
+        .map_err(|e| store_error(&name, e, Asked::Read))?;
     Ok((etag(revision), Json(definition)).into_response())
 }
 
@@ -213,7 +213,7 @@ async fn update(
         .definitions()
         .update(name, &patch, expected, &who.name)
         .await
-        .map_err(|e| store_error(name, e))?;
+        .map_err(|e| store_error(name, e, Asked::Write))?;
     Ok((etag(revision), Json(definition)).into_response())
 }
 
@@ -245,7 +245,7 @@ async fn delete_service(
         .definitions()
         .delete(&name, expected, &who.name)
         .await
-        .map_err(|e| store_error(&name, e))?;
+        .map_err(|e| store_error(&name, e, Asked::Write))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -268,7 +268,7 @@ async fn get_revision(
         .definitions()
         .get(&name)
         .await
-        .map_err(|e| store_error(&name, e))?;
+        .map_err(|e| store_error(&name, e, Asked::Read))?;
     Ok(Json(ServiceRevision {
         service: name,
         revision,
@@ -297,7 +297,7 @@ async fn get_history(
         .history(&name)
         .await
         .map(Json)
-        .map_err(|e| store_error(&name, e))
+        .map_err(|e| store_error(&name, e, Asked::Read))
 }
 
 /// A name that is not a valid service name cannot exist (and must not
@@ -356,7 +356,15 @@ fn parse_if_match(value: &HeaderValue) -> Result<Option<u64>, ApiError> {
     s.parse::<u64>().map(Some).map_err(|_| bad())
 }
 
-fn store_error(name: &str, e: StoreError) -> ApiError {
+/// What a handler asked the definitions store for: what a failure of the
+/// bus means for the client depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    Read,
+    Write,
+}
+
+fn store_error(name: &str, e: StoreError, asked: Asked) -> ApiError {
     match e {
         StoreError::NotFound => ApiError::service_not_found(name),
         StoreError::AlreadyExists => ApiError::new(
@@ -371,32 +379,54 @@ fn store_error(name: &str, e: StoreError) -> ApiError {
             ),
         )
         .with_details(json!({ "service": name, "expected": expected, "current": current })),
-        StoreError::Bus(e) if aegis_sdk::streams::write_not_stored(&e) => not_stored(name, &e),
-        StoreError::Bus(e) => ApiError::unavailable("service definitions", with_causes(&e)),
+        StoreError::Bus(e) => no_answer(name, &e, asked),
     }
 }
 
-/// How long a client is told to wait before sending a write again that
-/// the definitions bucket's stream could not take: about what is left of
-/// a leader election (4-9 s after a node's death) once the store has
-/// tried for its 2 s.
-const NOT_STORED_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a client is told to wait before asking the definitions store
+/// again: about what is left of a stream's leader election (4-9 s after
+/// a node's death) once the store has tried a write for its 2 s.
+const STORE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// 503 for a write the definitions bucket's stream certainly did not
-/// store: nobody took it for the store's 2 s of trying (the stream has no
-/// leader, as while JetStream elects one after a NATS node was lost). The
-/// monitor's connection is fine, so the bus is not "unavailable"; what is
-/// true is that this write was not stored and may be sent again as it is.
-fn not_stored(name: &str, cause: &(dyn std::error::Error + 'static)) -> ApiError {
-    ApiError::new(
-        ErrorCode::ServiceUnavailable,
+/// 503 `SERVICE_UNAVAILABLE` when the definitions store did not do what
+/// was asked: NATS unreachable, or the bucket's stream without a leader
+/// (the node leading it died; JetStream elects another in 4-9 s), when
+/// the monitor's own connection is fine and "the bus is not available"
+/// would be untrue. What is known of a write is said: `details.stored:
+/// false` when its stream certainly did not store it (nobody took it for
+/// the store's 2 s of trying), so it may be sent again as it is; nothing
+/// when that is not known (it timed out, or the create's look-up of the
+/// key, which async-nats makes after a refused write, was not answered).
+fn no_answer(name: &str, e: &(dyn std::error::Error + 'static), asked: Asked) -> ApiError {
+    let not_stored = asked == Asked::Write && aegis_sdk::streams::write_not_stored(e);
+    let message = if not_stored {
         "the service definitions store takes no writes right now (its stream has no leader, \
          as while JetStream elects one after a NATS node was lost, which usually takes \
-         seconds); this write was not stored: send it again shortly",
-    )
-    .with_details(json!({ "service": name, "stored": false }))
-    .with_retry_after(NOT_STORED_RETRY_AFTER)
-    .with_internal(format!("service definitions: {}", with_causes(cause)))
+         seconds); this write was not stored: send it again shortly"
+    } else {
+        match asked {
+            Asked::Read => {
+                "the service definitions store does not answer right now (NATS is unreachable, \
+                 or the store's stream has no leader, as while JetStream elects one after a \
+                 NATS node was lost, which usually takes seconds); try again shortly"
+            }
+            Asked::Write => {
+                "the service definitions store does not answer right now (NATS is unreachable, \
+                 or the store's stream has no leader, as while JetStream elects one after a \
+                 NATS node was lost, which usually takes seconds); whether this write was \
+                 stored is not known: read the definition before sending it again"
+            }
+        }
+    };
+    let details = if not_stored {
+        json!({ "service": name, "stored": false })
+    } else {
+        json!({ "service": name })
+    };
+    ApiError::new(ErrorCode::ServiceUnavailable, message)
+        .with_details(details)
+        .with_retry_after(STORE_RETRY_AFTER)
+        .with_internal(format!("service definitions: {}", with_causes(e)))
 }
 
 /// `e` and its causes, for the log (a store error's own text is only what
