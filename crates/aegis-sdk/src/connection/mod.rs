@@ -114,9 +114,10 @@ pub enum ConnectError {
         "NATS at {servers} refused the credentials {who}: set AEGIS_NATS_USER and \
          AEGIS_NATS_PASSWORD (or AEGIS_NATS_TOKEN, AEGIS_NATS_NKEY_SEED, AEGIS_NATS_CREDS; \
          `user`/`password`, `token`, `nkey_seed` or `creds_file` under [nats] in the config file) \
-         to a user this server knows; `aegis up` writes its users' passwords to \
-         .aegis/credentials (the aegis tools find that file in the directory `aegis up` \
-         runs in; elsewhere pass --credentials <that directory>/.aegis/credentials)"
+         to a user this server knows; `aegis up` writes its users' passwords to the file \
+         `credentials` in its state directory (.aegis/ in the directory it runs in, or the \
+         one given with --state-dir), which the aegis tools take with \
+         --credentials <state directory>/credentials"
     )]
     Refused {
         /// The servers tried.
