@@ -16,7 +16,7 @@
 //! would have expired anyway, so a copied cookie is refused after sign-out.
 //! The list is in memory, per process: with several replicas behind one
 //! load balancer, a signed-out cookie stays valid on the others until it
-//! expires (see `docs/security-monitor.md`).
+//! expires (see `docs/security.md`, "The monitor's HTTP side").
 
 use std::{
     collections::HashMap,
