@@ -14,6 +14,7 @@ import {
   LeadershipTimeline,
   LogRecord,
   MetricsHistory,
+  NatsHealth,
   ServiceDefinition,
   ServiceInstance,
   SessionInfo,
@@ -183,6 +184,8 @@ export const api = {
     send(`/api/instances/${seg(service)}/${seg(id)}/events?limit=${limit}`, z.array(LogRecord)).then((a) => a.data),
   instanceMetrics: (service: string, id: string, window: string) =>
     send(`/api/instances/${seg(service)}/${seg(id)}/metrics?window=${seg(window)}`, MetricsHistory).then((a) => a.data),
+  /** NATS itself: servers up or down, JetStream, each stream's leader. */
+  nats: (signal?: AbortSignal) => send("/api/nats", NatsHealth, { signal }).then((a) => a.data),
   leadership: (service: string, window = "1h") =>
     send(`/api/leadership/${seg(service)}?window=${seg(window)}`, LeadershipTimeline).then((a) => a.data),
 

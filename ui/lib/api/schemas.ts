@@ -167,6 +167,44 @@ export const LeadershipTimeline = z.object({
 });
 export type LeadershipTimeline = z.infer<typeof LeadershipTimeline>;
 
+/** JetStream as the monitor sees it; a newer monitor may add states. */
+export const JETSTREAM_STATES = ["ok", "no_meta_leader", "unreachable"] as const;
+export type JetStreamState = (typeof JETSTREAM_STATES)[number];
+
+/** A NATS server of the cluster, as of the monitor's last check. */
+export const NatsServer = z.object({
+  name: z.string(),
+  up: z.boolean(),
+  /** When it last went down or came up; null if unchanged since the monitor started. */
+  since: z.string().nullable().optional(),
+});
+export type NatsServer = z.infer<typeof NatsServer>;
+
+/** A JetStream stream (a KV bucket is one too) and its raft group. */
+export const NatsStream = z.object({
+  name: z.string(),
+  replicas: z.number().int().nonnegative(),
+  /** The server leading it; null while it has none (writes to it wait). */
+  leader: z.string().nullable().optional(),
+  /** Its replicas on servers that are down. */
+  offline: z.array(z.string()),
+  /** When it last lost or got its leader; null if unchanged since the monitor started. */
+  since: z.string().nullable().optional(),
+});
+export type NatsStream = z.infer<typeof NatsStream>;
+
+/** `GET /api/nats`: NATS itself — its servers, JetStream and each stream's leader. */
+export const NatsHealth = z.object({
+  asOf: z.string(),
+  /** How often the monitor checks, and so how often a poll can learn something new. */
+  checkEveryMs: z.number().int().positive(),
+  // Read any string, name the known ones (`JETSTREAM_STATES`).
+  jetstream: z.string(),
+  servers: z.array(NatsServer),
+  streams: z.array(NatsStream),
+});
+export type NatsHealth = z.infer<typeof NatsHealth>;
+
 export const ErrorBody = z.object({
   code: z.string(),
   message: z.string(),
@@ -253,4 +291,14 @@ export const contractSchemas = {
   InstanceStatus,
   StatusReason,
   Role,
+} as const;
+
+/**
+ * Answers the UI reads ahead of the API's document, by route, while the
+ * monitor's side lands in parallel: compared with the route's answer once
+ * the document has the route (its component names are the monitor's to
+ * choose); then they move into `contractSchemas`.
+ */
+export const aheadRouteSchemas = {
+  "/api/nats": NatsHealth,
 } as const;
