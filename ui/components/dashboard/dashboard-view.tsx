@@ -1,5 +1,5 @@
 // DashboardView (user flow 1): counts by status and the feed's state in the
-// header; filters by service and status and a search by instance id; the
+// header; the state of NATS itself under it; filters by service and status and a search by instance id; the
 // instances as cards grouped by service. Loading, empty, no-match and error
 // states each say what to do next.
 "use client";
@@ -12,12 +12,15 @@ import { Input, Select } from "@/components/ui/input";
 import { Label } from "@/components/ui/label";
 import { Skeleton } from "@/components/ui/skeleton";
 import { FeedIndicator } from "@/components/live/feed-indicator";
+import { NatsStatus } from "@/components/nats/nats-status";
 import { useDashboardFilters } from "@/hooks/use-dashboard-filters";
 import { InstanceStoreContext } from "@/hooks/use-instance-store";
 import { useLiveInstances } from "@/hooks/use-live-instances";
+import { useNatsHealth } from "@/hooks/use-nats-health";
 import { FILTER_STATUSES, NO_FILTERS, type StatusFilter } from "@/lib/dashboard-filters";
 import type { InstanceEntry } from "@/lib/instance-store";
 import { Message, useI18n } from "@/lib/i18n";
+import { summarize } from "@/lib/nats-health";
 import { ServiceInstanceCard } from "./service-instance-card";
 import type { DisplayStatus } from "./service-status-badge";
 
@@ -28,6 +31,7 @@ function statusOf(e: InstanceEntry): DisplayStatus {
 export function DashboardView() {
   const { t } = useI18n();
   const { store, snapshot, feed, error, retry } = useLiveInstances();
+  const nats = useNatsHealth();
   // In the address: a reload, a shared link and back/forward keep them.
   const { filters, setFilters } = useDashboardFilters();
   const { service, status, q: query } = filters;
@@ -77,9 +81,11 @@ export function DashboardView() {
             <Count label={t("status.UNHEALTHY")} value={counts.UNHEALTHY} tone="border-danger/40 bg-danger-muted text-danger-strong" testId="count-UNHEALTHY" />
             <Count label={t("status.STANDBY")} value={counts.STANDBY} tone="border-border bg-muted text-muted-foreground" testId="count-STANDBY" />
           </ul>
-          <FeedIndicator state={feed} />
+          <FeedIndicator state={feed} nats={summarize(nats)} />
         </div>
       </div>
+
+      <NatsStatus view={nats} />
 
       <div className="grid grid-cols-1 gap-3 sm:grid-cols-3 lg:max-w-3xl">
         <div className="flex flex-col gap-2">

@@ -1,11 +1,14 @@
 // FeedIndicator: the state of the live feed in words and a dot — Live,
 // Connecting, Reconnecting, Polling every 5 s — announced politely to
-// screen readers when it changes.
+// screen readers when it changes. "Live" says the feed from the monitor is
+// open; while NATS itself is degraded or not known it says that too, and
+// its dot is no longer the pulsing green of all being well.
 "use client";
 
 import { cn } from "@/lib/utils";
 import type { FeedState } from "@/lib/api/live-feed";
 import { useI18n, type MessageKey } from "@/lib/i18n";
+import type { NatsSummary } from "@/lib/nats-health";
 
 const look: Record<FeedState, { label: MessageKey; help: MessageKey; dot: string }> = {
   connecting: { label: "feed.connecting", help: "feed.help.reconnecting", dot: "bg-muted-foreground" },
@@ -14,20 +17,29 @@ const look: Record<FeedState, { label: MessageKey; help: MessageKey; dot: string
   polling: { label: "feed.polling", help: "feed.help.polling", dot: "bg-warning" },
 };
 
+/** A live feed while NATS has a problem, or its state is not known. */
+const liveButNats: Record<"problem" | "unknown", { label: MessageKey; help: MessageKey; dot: string }> = {
+  problem: { label: "feed.liveNatsProblem", help: "feed.help.liveNatsProblem", dot: "bg-warning" },
+  unknown: { label: "feed.liveNatsUnknown", help: "feed.help.liveNatsUnknown", dot: "bg-muted-foreground" },
+};
+
 export interface FeedIndicatorProps {
   state: FeedState;
+  /** What is known of NATS itself (`lib/nats-health`); null: nothing to add. */
+  nats?: NatsSummary;
   className?: string;
 }
 
-export function FeedIndicator({ state, className }: FeedIndicatorProps) {
+export function FeedIndicator({ state, nats = null, className }: FeedIndicatorProps) {
   const { t } = useI18n();
-  const { label, help, dot } = look[state];
+  const { label, help, dot } = state === "live" && (nats === "problem" || nats === "unknown") ? liveButNats[nats] : look[state];
   return (
     <div
       role="status"
       aria-live="polite"
       data-testid="feed-indicator"
       data-state={state}
+      data-nats={nats ?? undefined}
       title={t(help)}
       className={cn(
         "inline-flex items-center gap-2 rounded-full border border-border bg-background px-3 py-1 text-xs font-medium",

@@ -1,6 +1,7 @@
 // AppShell: the frame of every signed-in page — skip link, top bar with
-// navigation, language switch, who is signed in and sign-out — and the
-// route's content. Pages render inside it once the session is known.
+// navigation, the state of NATS, language switch, who is signed in and
+// sign-out — and the route's content. Pages render inside it once the
+// session is known; NATS is polled from then on, for every page.
 "use client";
 
 import * as React from "react";
@@ -10,6 +11,8 @@ import { LogOut, ShieldCheck } from "lucide-react";
 
 import { Button } from "@/components/ui/button";
 import { Skeleton } from "@/components/ui/skeleton";
+import { NatsBadge } from "@/components/nats/nats-badge";
+import { NatsHealthProvider } from "@/hooks/use-nats-health";
 import { useSession } from "@/hooks/use-session";
 import { useI18n } from "@/lib/i18n";
 import { cn } from "@/lib/utils";
@@ -28,6 +31,7 @@ export function AppShell({ children }: AppShellProps) {
     { href: "/manage", label: t("nav.manage"), active: pathname.startsWith("/manage") },
   ];
   return (
+    <NatsHealthProvider enabled={state.status === "signedIn"}>
     <div className="flex min-h-screen flex-col">
       <a
         href="#main"
@@ -60,6 +64,7 @@ export function AppShell({ children }: AppShellProps) {
             </ul>
           </nav>
           <div className="ml-auto flex items-center gap-2">
+            <NatsBadge />
             <LanguageSwitch />
             {session ? (
               <>
@@ -79,6 +84,7 @@ export function AppShell({ children }: AppShellProps) {
         {state.status === "signedIn" ? children : <ShellSkeleton />}
       </main>
     </div>
+    </NatsHealthProvider>
   );
 }
 
