@@ -145,11 +145,14 @@ describe("NatsStatus", () => {
   });
 
   it("says JetStream is electing its meta leader", () => {
-    show({ kind: "known", health: health({ jetstream: "no_meta_leader" }) });
+    show({ kind: "known", health: health({ jetstream: "no_meta_leader", servers: [{ name: "n2", up: false, since: null }], streams: [] }) });
     expect(screen.getByTestId("nats-jetstream")).toHaveTextContent(
       "JetStream is electing its meta leader: no stream or consumer can be created",
     );
     expect(screen.getByTestId("nats-problem").className).toContain("bg-warning-muted");
+    // No streams listed (none readable meanwhile): no "0 of 0 streams".
+    expect(screen.getByTestId("nats-problem")).toHaveTextContent("0 of 1 servers up");
+    expect(screen.getByTestId("nats-problem")).not.toHaveTextContent("streams without");
   });
 
   it("says the monitor has no connection to NATS, in red", () => {
@@ -169,12 +172,12 @@ describe("NatsStatus", () => {
     const since = new Date(2026, 11, 4, 19, 30, 1).getTime();
     const { rerender } = show({ kind: "unknown", since, cause: { kind: "failed", status: 503, code: "SERVICE_UNAVAILABLE", message: "not ready" } });
     expect(screen.getByRole("heading", { name: "NATS status unknown" })).toBeInTheDocument();
-    expect(screen.getByTestId("nats-unknown")).toHaveTextContent("The monitor answered 503 since 19:30:01 (not ready).");
+    expect(screen.getByTestId("nats-unknown")).toHaveTextContent("Since 19:30:01 the monitor answers 503 (not ready).");
     expect(screen.queryByTestId("nats-ok")).toBeNull();
     rerender(<NatsStatus view={{ kind: "unknown", since, cause: { kind: "failed", status: 0, code: "NETWORK", message: "Failed to fetch" } }} />);
-    expect(screen.getByTestId("nats-unknown")).toHaveTextContent("The monitor could not be reached since 19:30:01 (Failed to fetch).");
+    expect(screen.getByTestId("nats-unknown")).toHaveTextContent("Since 19:30:01 the monitor cannot be reached (Failed to fetch).");
     rerender(<NatsStatus view={{ kind: "unknown", since, cause: { kind: "timeout", afterMs: 3000 } }} />);
-    expect(screen.getByTestId("nats-unknown")).toHaveTextContent("The monitor has not answered within 3 s (since 19:30:01).");
+    expect(screen.getByTestId("nats-unknown")).toHaveTextContent("Since 19:30:01 the monitor has not answered within 3 s.");
     rerender(<NatsStatus view={{ kind: "unknown", since, cause: { kind: "stale", asOf: at(19, 29, 40) } }} />);
     expect(screen.getByTestId("nats-unknown")).toHaveTextContent("The monitor's last check of NATS was at 19:29:40");
   });
@@ -253,6 +256,7 @@ describe("NatsHealthProvider", () => {
     renderUi(
       <NatsHealthProvider enabled fetch={fetch}>
         <NatsBadge />
+        <FeedIndicator state="live" />
         <NatsStatus />
       </NatsHealthProvider>,
     );
@@ -265,6 +269,8 @@ describe("NatsHealthProvider", () => {
     expect(fetch).toHaveBeenCalledTimes(2);
     expect(screen.getByTestId("nats-server-down")).toHaveTextContent("n3 down since 19:29:58");
     expect(screen.getByTestId("nats-badge")).toHaveTextContent("NATS degraded");
+    // Every page's feed indicator reads the same poller.
+    expect(screen.getByTestId("feed-indicator")).toHaveTextContent("Live · NATS degraded");
 
     answer = () => Promise.reject(new ApiError(502, "BAD_GATEWAY", "bad gateway"));
     await act(() => vi.advanceTimersByTimeAsync(1000));

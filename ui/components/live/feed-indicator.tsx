@@ -2,13 +2,15 @@
 // Connecting, Reconnecting, Polling every 5 s — announced politely to
 // screen readers when it changes. "Live" says the feed from the monitor is
 // open; while NATS itself is degraded or not known it says that too, and
-// its dot is no longer the pulsing green of all being well.
+// its dot is no longer the pulsing green of all being well — on every page
+// that shows the feed, from the app's one NATS poller.
 "use client";
 
 import { cn } from "@/lib/utils";
+import { useNatsHealth } from "@/hooks/use-nats-health";
 import type { FeedState } from "@/lib/api/live-feed";
 import { useI18n, type MessageKey } from "@/lib/i18n";
-import type { NatsSummary } from "@/lib/nats-health";
+import { summarize, type NatsSummary } from "@/lib/nats-health";
 
 const look: Record<FeedState, { label: MessageKey; help: MessageKey; dot: string }> = {
   connecting: { label: "feed.connecting", help: "feed.help.reconnecting", dot: "bg-muted-foreground" },
@@ -25,13 +27,15 @@ const liveButNats: Record<"problem" | "unknown", { label: MessageKey; help: Mess
 
 export interface FeedIndicatorProps {
   state: FeedState;
-  /** What is known of NATS itself (`lib/nats-health`); null: nothing to add. */
+  /** What is known of NATS itself; by default the app's poller's (null: nothing to add). */
   nats?: NatsSummary;
   className?: string;
 }
 
-export function FeedIndicator({ state, nats = null, className }: FeedIndicatorProps) {
+export function FeedIndicator({ state, nats: given, className }: FeedIndicatorProps) {
   const { t } = useI18n();
+  const polled = summarize(useNatsHealth());
+  const nats = given === undefined ? polled : given;
   const { label, help, dot } = state === "live" && (nats === "problem" || nats === "unknown") ? liveButNats[nats] : look[state];
   return (
     <div

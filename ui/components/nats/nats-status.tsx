@@ -71,9 +71,12 @@ function Known({ health }: { health: NatsHealth }) {
       <TriangleAlert className="mt-0.5 size-5 shrink-0" aria-hidden="true" />
       <div className="flex min-w-0 flex-col gap-1">
         <h2 className="font-semibold">{t("nats.problem.title")}</h2>
+        {/* Without a connection the monitor knows no servers: no "0 of 0". */}
         {a.servers > 0 ? (
           <p className="text-sm">
-            {t("nats.problem.summary", { up: a.serversUp, total: a.servers, leaderless: a.leaderless.length, streams: a.streams })}
+            {a.streams > 0
+              ? t("nats.problem.summary", { up: a.serversUp, total: a.servers, leaderless: a.leaderless.length, streams: a.streams })
+              : t("nats.problem.servers", { up: a.serversUp, total: a.servers })}
           </p>
         ) : null}
         <ul className="mt-1 list-disc space-y-1 pl-5 text-sm" data-testid="nats-problems">
