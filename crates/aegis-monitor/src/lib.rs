@@ -23,6 +23,9 @@
 //!   streams, reading recent stream messages), [`live`] (the SSE feed),
 //!   `list_cache.rs` (the instance lists as bytes built once per change,
 //!   with ETags and gzip),
+//!   `nats_health/` (the NATS cluster itself: servers up, the JetStream
+//!   API answering, each stream's leader, refreshed every second for
+//!   `/api/nats`),
 //!   `telemetry.rs` (`/metrics`), `ui.rs` (static UI files), `probe.rs`
 //!   (the JetStream checks of `/ready` and `/status`, cached for a second).
 //!
@@ -52,6 +55,7 @@ pub mod fleet;
 mod list_cache;
 pub mod live;
 mod metrics_feed;
+mod nats_health;
 mod openapi;
 mod probe;
 mod routes;
@@ -67,6 +71,7 @@ pub use definitions::HistoryEntry;
 pub use error::{ApiError, ErrorCode};
 pub use extract::MAX_BODY_BYTES;
 pub use live::LiveEvent;
+pub use nats_health::{JetStreamState, NatsPicture, ServerState, StreamState};
 pub use routes::{openapi, router};
 pub use server::{run, serve, serve_on};
 pub use state::{AppState, StartError};

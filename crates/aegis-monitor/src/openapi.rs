@@ -28,6 +28,7 @@ use crate::{
     error::{ErrorBody, ErrorEnvelope},
     fleet::StatusReason,
     live::{DefinitionOperation, LiveEvent},
+    nats_health::{JetStreamState, NatsPicture, ServerState, StreamState},
 };
 
 /// The document's skeleton; paths are added by the routers.
@@ -58,12 +59,17 @@ use crate::{
         Role,
         LiveEvent,
         DefinitionOperation,
+        NatsPicture,
+        JetStreamState,
+        ServerState,
+        StreamState,
     )),
     tags(
         (name = "services", description = "Service definitions (KV `service_definitions`)"),
         (name = "instances", description = "Live instances from the registry, their configuration and events"),
         (name = "metrics", description = "Metrics snapshots published by instances"),
         (name = "dead-letters", description = "Events and commands given up on (stream `DEAD_LETTER`)"),
+        (name = "nats", description = "The NATS cluster itself: servers, the JetStream API, stream leaders"),
         (name = "stream", description = "Server-Sent Events"),
         (name = "session", description = "Browser sign-in"),
         (name = "system", description = "Health, readiness, status and the monitor's own metrics"),

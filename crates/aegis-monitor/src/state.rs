@@ -26,6 +26,7 @@ use crate::{
     list_cache::ListCache,
     live::{self, LiveEvent},
     metrics_feed::MetricsFeed,
+    nats_health::NatsHealth,
     probe::JetStreamProbe,
     telemetry,
 };
@@ -97,6 +98,7 @@ struct Inner {
     logs: Stream,
     live: broadcast::Sender<LiveEvent>,
     probe: JetStreamProbe,
+    nats: NatsHealth,
     started_at: DateTime<Utc>,
     started: std::time::Instant,
     prometheus: Option<PrometheusHandle>,
@@ -173,6 +175,13 @@ impl AppState {
             );
         }
         live::forward_fleet(fleet.clone(), live.clone(), cancel.clone(), &tasks);
+        let nats = NatsHealth::start(
+            &conn,
+            config.system_account.as_ref(),
+            cancel.clone(),
+            &tasks,
+        )
+        .await;
         let metrics = MetricsFeed::start(
             &conn,
             resources.metrics,
@@ -194,6 +203,7 @@ impl AppState {
                 logs: resources.logs,
                 live,
                 probe: JetStreamProbe::default(),
+                nats,
                 started_at: Utc::now(),
                 started: std::time::Instant::now(),
                 cancel,
@@ -258,6 +268,7 @@ impl AppState {
             tracing::warn!("background tasks did not stop within 5s");
         }
         self.inner.fleet.drain().await;
+        self.inner.nats.drain().await;
         if let Err(e) = self.inner.conn.drain().await {
             tracing::warn!(error = %e, "draining the NATS connection failed");
         }
@@ -305,6 +316,11 @@ impl AppState {
 
     pub(crate) fn probe(&self) -> &JetStreamProbe {
         &self.inner.probe
+    }
+
+    /// The picture of the NATS cluster, refreshed every second.
+    pub(crate) fn nats(&self) -> &NatsHealth {
+        &self.inner.nats
     }
 
     pub(crate) fn live(&self) -> broadcast::Receiver<LiveEvent> {

@@ -66,7 +66,10 @@ fn assert_shape(p: &Value) {
     );
     for (list, fields) in [
         ("servers", &["name", "up", "since"][..]),
-        ("streams", &["name", "replicas", "leader", "offline", "since"][..]),
+        (
+            "streams",
+            &["name", "replicas", "leader", "offline", "since"][..],
+        ),
     ] {
         let entries = p[list].as_array().unwrap_or_else(|| panic!("{list}: {p}"));
         for e in entries {
@@ -127,7 +130,9 @@ async fn scene(system: bool) -> Scene {
         .await
         .expect("create the R3 bucket");
     let monitor_node = state.conn().client().server_info().server_name;
-    let meta = cluster.meta_leader().expect("the cluster has a meta leader");
+    let meta = cluster
+        .meta_leader()
+        .expect("the cluster has a meta leader");
     let victim = (0..3)
         .find(|&i| i != meta && cluster.node(i).server_name() != monitor_node)
         .expect("a node that is neither the meta leader nor the monitor's");
@@ -146,14 +151,17 @@ async fn scene(system: bool) -> Scene {
     }
 }
 
-/// Waits until the picture shows all three servers up and every stream led.
-async fn until_all_well(app: &axum::Router) -> Value {
+/// Waits until the picture shows all three servers up, every stream led
+/// and the bucket's stream led by the victim.
+async fn until_all_well(s: &Scene) -> Value {
+    let victim = s.cluster.node(s.victim).server_name();
     aegis_testkit::wait::until_some(
         Duration::from_secs(15),
-        "every server up and every stream led",
+        "every server up, every stream led, the bucket by the victim",
         || async {
-            let p = picture(app).await;
-            all_well(&p, 3).then_some(p)
+            let p = picture(&s.app).await;
+            let led = stream(&p, STREAM).is_some_and(|st| st["leader"] == victim);
+            (all_well(&p, 3) && led).then_some(p)
         },
     )
     .await
@@ -218,7 +226,7 @@ async fn kill_and_follow(s: &mut Scene, leaderless_within: Duration) -> [Duratio
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_the_system_account_a_dead_node_and_its_leaderless_stream_show_within_two_seconds() {
     let mut s = scene(true).await;
-    let p = until_all_well(&s.app).await;
+    let p = until_all_well(&s).await;
     assert_shape(&p);
     assert_eq!(names(&p["servers"]), ["n1", "n2", "n3"], "{p}");
     let st = stream(&p, STREAM).expect("the bucket's stream is listed");
@@ -247,7 +255,7 @@ async fn with_the_system_account_a_dead_node_and_its_leaderless_stream_show_with
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_the_system_account_the_stream_listing_shows_the_same_later() {
     let mut s = scene(false).await;
-    let p = until_all_well(&s.app).await;
+    let p = until_all_well(&s).await;
     assert_shape(&p);
     assert_eq!(names(&p["servers"]), ["n1", "n2", "n3"], "{p}");
     // The listing waits 4 s for a leader that does not answer, and a peer
@@ -274,7 +282,7 @@ async fn a_single_server_is_one_server_leading_every_stream() {
         )
         .await;
         assert_shape(&p);
-        assert_eq!(names(&p["servers"]), [name.clone()], "{p}");
+        assert_eq!(names(&p["servers"]), std::slice::from_ref(&name), "{p}");
         for st in p["streams"].as_array().unwrap() {
             assert_eq!(st["replicas"], 1, "{st}");
             assert_eq!(st["leader"], name.as_str(), "{st}");
@@ -290,6 +298,8 @@ async fn the_picture_needs_a_viewer_or_an_admin() {
     h.get("/api/nats", None)
         .await
         .expect(401, Some("UNAUTHORIZED"));
-    h.get("/api/nats", Some(common::ADMIN)).await.expect(200, None);
+    h.get("/api/nats", Some(common::ADMIN))
+        .await
+        .expect(200, None);
     h.get("/api/nats", Some(VIEWER)).await.expect(200, None);
 }

@@ -9,6 +9,7 @@
 //! | [`methods`] | `/api/services/{s}/methods` (request/reply JSON Schemas) |
 //! | [`metrics`] | `/api/metrics`, `/api/instances/{s}/{id}/metrics` |
 //! | [`dead_letters`] | `/api/dead-letters` |
+//! | [`nats`] | `/api/nats` (the NATS cluster itself) |
 //! | [`stream`] | `/api/stream` (SSE) |
 //! | [`session`] | `/api/session` (browser sign-in) |
 //! | [`system`] | `/health`, `/ready`, `/status`, `/metrics` |
@@ -29,6 +30,7 @@ pub(crate) mod instances;
 pub(crate) mod leadership;
 pub(crate) mod methods;
 pub(crate) mod metrics;
+pub(crate) mod nats;
 pub(crate) mod services;
 pub(crate) mod session;
 pub(crate) mod starting;
@@ -69,6 +71,7 @@ fn bounded_routes() -> OpenApiRouter<AppState> {
         .merge(methods::router())
         .merge(metrics::router())
         .merge(dead_letters::router())
+        .merge(nats::router())
         .merge(session::router())
         .merge(system::router())
 }
