@@ -260,7 +260,7 @@ async fn without_the_system_account_the_stream_listing_shows_the_same_later() {
     assert_eq!(names(&p["servers"]), ["n1", "n2", "n3"], "{p}");
     // The listing waits 4 s for a leader that does not answer, and a peer
     // is taken for dead after 3 s of silence: generous here, measured above.
-    kill_and_follow(&mut s, Duration::from_secs(10)).await;
+    kill_and_follow(&mut s, Duration::from_secs(15)).await;
 }
 
 #[tokio::test]

@@ -180,6 +180,8 @@ pub(crate) struct Tracker {
     /// The peers of each stream last seen with a leader (a missing
     /// stream is listed without them).
     peers_of: BTreeMap<String, BTreeSet<String>>,
+    /// The leader each stream was last listed with.
+    led_by: BTreeMap<String, String>,
     servers: BTreeMap<String, Seen<bool>>,
     streams: BTreeMap<String, Seen<Option<String>>>,
 }
@@ -189,6 +191,7 @@ impl Tracker {
     pub(crate) fn listed(&mut self, listing: Listing) {
         for (name, listed) in &listing {
             if let Some(leader) = &listed.leader {
+                self.led_by.insert(name.clone(), leader.clone());
                 let peers = self.peers_of.entry(name.clone()).or_default();
                 peers.clear();
                 peers.insert(leader.clone());
@@ -203,6 +206,7 @@ impl Tracker {
             }
         }
         self.peers_of.retain(|name, _| listing.contains_key(name));
+        self.led_by.retain(|name, _| listing.contains_key(name));
         self.listing = listing;
     }
 
@@ -280,13 +284,21 @@ impl Tracker {
                 .collect();
         }
         // Without the system account: the listing's evidence. A listed
-        // leader answered the meta leader, so it was up; a peer up to date
+        // leader answered the meta leader, so it was up; the last leader of
+        // a missing stream did not; a peer up to date
         // with its leader is up; one reported offline or silent is down (a
         // new leader reports a peer it never heard from as not current,
         // active 0: no evidence either way).
         let mut alive = BTreeSet::new();
         let mut dead = BTreeSet::new();
-        for listed in self.listing.values() {
+        // Stronger than a peer's report in the same listing, which its
+        // leader may have given up to 4 s earlier.
+        let mut gone = BTreeSet::new();
+        for (name, listed) in &self.listing {
+            if listed.leader.is_none() {
+                // Missing: its last leader did not answer for 4 s.
+                gone.extend(self.led_by.get(name).cloned());
+            }
             if let Some(leader) = &listed.leader {
                 alive.insert(leader.clone());
                 for p in &listed.peers {
@@ -304,7 +316,9 @@ impl Tracker {
         known
             .into_iter()
             .map(|name| {
-                let up = if alive.contains(&name) {
+                let up = if gone.contains(&name) {
+                    false
+                } else if alive.contains(&name) {
                     true
                 } else if dead.contains(&name) {
                     false
