@@ -397,11 +397,14 @@ fn service_grants(s: &ServiceRole) -> Grants {
         aegis_contracts::dead_letter::MAX_DELIVERIES_ADVISORY_PREFIX
     ));
     // Telemetry of its own instances; the control subject of its own
-    // instances (answered with `allow_responses`).
+    // instances (answered with `allow_responses`). Its events are sent to
+    // the stream capturing their subject and looked for by that subject
+    // when nobody takes them (STREAM.NAMES: stream names only).
     g.publish.extend([
         format!("aegis.metrics.{name}.*"),
         format!("aegis.log.{name}.*"),
         format!("aegis.heartbeat.{name}.*"),
+        "$JS.API.STREAM.NAMES".to_owned(),
     ]);
     g.subscribe.push(format!("aegis.control.{name}.>"));
     g

@@ -580,6 +580,17 @@ async fn the_services_and_the_monitor_work_with_their_own_credentials() {
     )
     .await;
 
+    // An instance whose events nobody took looks for the stream capturing
+    // their subject (its telemetry's sender).
+    let captured_by = bus
+        .sdk("svc-pricing-service")
+        .await
+        .jetstream()
+        .stream_by_subject("aegis.log.pricing-service.pricing-1")
+        .await
+        .expect("a service may ask which stream captures its events");
+    assert_eq!(captured_by, "AEGIS_LOG");
+
     for o in orders {
         o.shutdown().await.unwrap();
     }
