@@ -8,7 +8,7 @@ import * as React from "react";
 
 import { api } from "@/lib/api/client";
 import { NatsPoller, type NatsView } from "@/lib/api/nats-poller";
-import type { NatsHealth } from "@/lib/api/schemas";
+import type { NatsPicture } from "@/lib/api/schemas";
 
 const NatsHealthContext = React.createContext<NatsView>({ kind: "checking" });
 
@@ -17,7 +17,7 @@ export interface NatsHealthProviderProps {
   enabled: boolean;
   children: React.ReactNode;
   /** For tests: how to ask. */
-  fetch?: (signal: AbortSignal) => Promise<NatsHealth>;
+  fetch?: (signal: AbortSignal) => Promise<NatsPicture>;
 }
 
 export function NatsHealthProvider({ enabled, children, fetch = api.nats }: NatsHealthProviderProps) {

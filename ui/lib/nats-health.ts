@@ -3,7 +3,7 @@
 // each), and whether JetStream itself can act. Pure, so the words the page
 // shows are tested without a DOM.
 import type { NatsView } from "@/lib/api/nats-poller";
-import type { NatsHealth, NatsServer, NatsStream } from "@/lib/api/schemas";
+import type { NatsPicture, ServerState, StreamState } from "@/lib/api/schemas";
 import type { MessageKey } from "@/lib/i18n";
 
 /** The streams Aegis creates, and what stalls while one has no leader. */
@@ -28,13 +28,13 @@ export interface NatsAssessment {
   serversUp: number;
   servers: number;
   streams: number;
-  down: NatsServer[];
-  leaderless: NatsStream[];
+  down: ServerState[];
+  leaderless: StreamState[];
   /** `ok`, `no_meta_leader`, `unreachable` or a newer monitor's state. */
   jetstream: string;
 }
 
-export function assess(health: NatsHealth): NatsAssessment {
+export function assess(health: NatsPicture): NatsAssessment {
   const down = health.servers.filter((s) => !s.up);
   const leaderless = health.streams.filter((s) => !s.leader);
   return {

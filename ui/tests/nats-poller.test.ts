@@ -3,11 +3,11 @@
 // view), a 404 is an older monitor (`absent`), a 401 stops it.
 import { ApiError } from "@/lib/api/client";
 import { NatsPoller, pollInterval, type NatsView } from "@/lib/api/nats-poller";
-import type { NatsHealth } from "@/lib/api/schemas";
+import type { NatsPicture } from "@/lib/api/schemas";
 
 let tick = 0;
 /** A healthy answer whose `asOf` moves on with every call. */
-function health(over: Partial<NatsHealth> = {}): NatsHealth {
+function health(over: Partial<NatsPicture> = {}): NatsPicture {
   tick += 1;
   return {
     asOf: new Date(Date.UTC(2026, 11, 4, 19, 30, 0) + tick * 1000).toISOString(),
@@ -19,7 +19,7 @@ function health(over: Partial<NatsHealth> = {}): NatsHealth {
   };
 }
 
-function setup(answer: (call: number, signal: AbortSignal) => Promise<NatsHealth>, opts: { timeoutMs?: number } = {}) {
+function setup(answer: (call: number, signal: AbortSignal) => Promise<NatsPicture>, opts: { timeoutMs?: number } = {}) {
   const views: NatsView[] = [];
   let calls = 0;
   const fetch = vi.fn((signal: AbortSignal) => answer(++calls, signal));

@@ -12,7 +12,7 @@ import { NatsStatus } from "@/components/nats/nats-status";
 import { NatsHealthProvider } from "@/hooks/use-nats-health";
 import { ApiError } from "@/lib/api/client";
 import type { NatsView } from "@/lib/api/nats-poller";
-import type { NatsHealth, NatsStream } from "@/lib/api/schemas";
+import type { NatsPicture, StreamState } from "@/lib/api/schemas";
 import type { Locale } from "@/lib/i18n";
 import { effectKey } from "@/lib/nats-health";
 import { renderUi } from "./render";
@@ -34,11 +34,11 @@ const STREAMS = [
   "OTHER",
 ];
 
-function stream(name: string, over: Partial<NatsStream> = {}): NatsStream {
+function stream(name: string, over: Partial<StreamState> = {}): StreamState {
   return { name, replicas: 3, leader: "n1", offline: [], since: null, ...over };
 }
 
-function health(over: Partial<NatsHealth> = {}): NatsHealth {
+function health(over: Partial<NatsPicture> = {}): NatsPicture {
   return {
     asOf: at(19, 30, 0),
     checkEveryMs: 1000,
@@ -50,7 +50,7 @@ function health(over: Partial<NatsHealth> = {}): NatsHealth {
 }
 
 /** n3 died at 19:29:58 and took the leaders of KV_orders and a stream Aegis does not know with it. */
-function n3Down(): NatsHealth {
+function n3Down(): NatsPicture {
   return health({
     servers: [
       { name: "n1", up: true, since: null },
@@ -251,7 +251,7 @@ describe("NatsHealthProvider", () => {
   afterEach(() => vi.useRealTimers());
 
   it("polls every second and the notice and badge follow within one poll", async () => {
-    let answer: () => Promise<NatsHealth> = () => Promise.resolve(health({ asOf: new Date().toISOString() }));
+    let answer: () => Promise<NatsPicture> = () => Promise.resolve(health({ asOf: new Date().toISOString() }));
     const fetch = vi.fn(() => answer());
     renderUi(
       <NatsHealthProvider enabled fetch={fetch}>

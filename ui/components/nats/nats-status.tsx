@@ -13,7 +13,7 @@ import { CircleCheck, CircleHelp, TriangleAlert } from "lucide-react";
 
 import { useNatsHealth } from "@/hooks/use-nats-health";
 import type { NatsView, UnknownCause } from "@/lib/api/nats-poller";
-import type { NatsHealth, NatsStream } from "@/lib/api/schemas";
+import type { NatsPicture, StreamState } from "@/lib/api/schemas";
 import { clock } from "@/lib/format";
 import { useI18n, type Translate } from "@/lib/i18n";
 import { assess, effectKey } from "@/lib/nats-health";
@@ -45,7 +45,7 @@ export function NatsStatus({ view: given, className }: NatsStatusProps) {
   );
 }
 
-function Known({ health }: { health: NatsHealth }) {
+function Known({ health }: { health: NatsPicture }) {
   const { t, locale } = useI18n();
   const a = assess(health);
   if (a.ok) {
@@ -103,7 +103,7 @@ function jetstreamText(t: Translate, state: string): string {
   return t("nats.jetstream.other", { state });
 }
 
-function streamText(t: Translate, s: NatsStream, since: string): string {
+function streamText(t: Translate, s: StreamState, since: string): string {
   const key = effectKey(s.name);
   const effect = t(key ?? "nats.effect.other");
   // Without a majority of its replicas up, no election can succeed: the

@@ -14,7 +14,7 @@ import {
   LeadershipTimeline,
   LogRecord,
   MetricsHistory,
-  NatsHealth,
+  NatsPicture,
   ServiceDefinition,
   ServiceInstance,
   SessionInfo,
@@ -185,7 +185,7 @@ export const api = {
   instanceMetrics: (service: string, id: string, window: string) =>
     send(`/api/instances/${seg(service)}/${seg(id)}/metrics?window=${seg(window)}`, MetricsHistory).then((a) => a.data),
   /** NATS itself: servers up or down, JetStream, each stream's leader. */
-  nats: (signal?: AbortSignal) => send("/api/nats", NatsHealth, { signal }).then((a) => a.data),
+  nats: (signal?: AbortSignal) => send("/api/nats", NatsPicture, { signal }).then((a) => a.data),
   leadership: (service: string, window = "1h") =>
     send(`/api/leadership/${seg(service)}?window=${seg(window)}`, LeadershipTimeline).then((a) => a.data),
 

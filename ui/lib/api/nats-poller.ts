@@ -8,7 +8,7 @@
 // looks again now and then (the monitor may be upgraded under the page).
 // A 401 stops it; the session's listeners take the user to sign in.
 import { ApiError } from "./client";
-import type { NatsHealth } from "./schemas";
+import type { NatsPicture } from "./schemas";
 
 /** Why the NATS status is not known now. */
 export type UnknownCause =
@@ -19,12 +19,12 @@ export type UnknownCause =
 export type NatsView =
   | { kind: "checking" }
   | { kind: "absent" }
-  | { kind: "known"; health: NatsHealth }
+  | { kind: "known"; health: NatsPicture }
   /** `since`: ms since the epoch, when it stopped being known. */
   | { kind: "unknown"; since: number; cause: UnknownCause };
 
 export interface NatsPollerOptions {
-  fetch: (signal: AbortSignal) => Promise<NatsHealth>;
+  fetch: (signal: AbortSignal) => Promise<NatsPicture>;
   onView: (view: NatsView) => void;
   /** Until the first answer says how often the monitor checks. */
   defaultIntervalMs?: number;
@@ -138,7 +138,7 @@ export class NatsPoller {
   }
 
   /** False when the monitor keeps sending the same check: its checker is stuck. */
-  private fresh(health: NatsHealth): boolean {
+  private fresh(health: NatsPicture): boolean {
     const now = this.now();
     if (!this.lastAsOf || this.lastAsOf.asOf !== health.asOf) {
       this.lastAsOf = { asOf: health.asOf, seenAt: now };

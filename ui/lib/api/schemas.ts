@@ -167,43 +167,44 @@ export const LeadershipTimeline = z.object({
 });
 export type LeadershipTimeline = z.infer<typeof LeadershipTimeline>;
 
-/** JetStream as the monitor sees it; a newer monitor may add states. */
-export const JETSTREAM_STATES = ["ok", "no_meta_leader", "unreachable"] as const;
-export type JetStreamState = (typeof JETSTREAM_STATES)[number];
+/** Whether the JetStream API answers (`unreachable`: the monitor has no NATS connection). */
+export const JetStreamState = z.enum(["ok", "no_meta_leader", "unreachable"]);
+export type JetStreamState = z.infer<typeof JetStreamState>;
 
 /** A NATS server of the cluster, as of the monitor's last check. */
-export const NatsServer = z.object({
+export const ServerState = z.object({
   name: z.string(),
   up: z.boolean(),
   /** When it last went down or came up; null if unchanged since the monitor started. */
-  since: z.string().nullable().optional(),
+  since: z.string().nullable(),
 });
-export type NatsServer = z.infer<typeof NatsServer>;
+export type ServerState = z.infer<typeof ServerState>;
 
 /** A JetStream stream (a KV bucket is one too) and its raft group. */
-export const NatsStream = z.object({
+export const StreamState = z.object({
   name: z.string(),
   replicas: z.number().int().nonnegative(),
   /** The server leading it; null while it has none (writes to it wait). */
-  leader: z.string().nullable().optional(),
+  leader: z.string().nullable(),
   /** Its replicas on servers that are down. */
   offline: z.array(z.string()),
   /** When it last lost or got its leader; null if unchanged since the monitor started. */
-  since: z.string().nullable().optional(),
+  since: z.string().nullable(),
 });
-export type NatsStream = z.infer<typeof NatsStream>;
+export type StreamState = z.infer<typeof StreamState>;
 
 /** `GET /api/nats`: NATS itself — its servers, JetStream and each stream's leader. */
-export const NatsHealth = z.object({
+export const NatsPicture = z.object({
   asOf: z.string(),
   /** How often the monitor checks, and so how often a poll can learn something new. */
   checkEveryMs: z.number().int().positive(),
-  // Read any string, name the known ones (`JETSTREAM_STATES`).
+  // A newer monitor may add states: read any string, name the known
+  // ones (`JetStreamState`).
   jetstream: z.string(),
-  servers: z.array(NatsServer),
-  streams: z.array(NatsStream),
+  servers: z.array(ServerState),
+  streams: z.array(StreamState),
 });
-export type NatsHealth = z.infer<typeof NatsHealth>;
+export type NatsPicture = z.infer<typeof NatsPicture>;
 
 export const ErrorBody = z.object({
   code: z.string(),
@@ -287,18 +288,12 @@ export const contractSchemas = {
   SessionInfo,
   LeadershipTerm,
   LeadershipTimeline,
+  NatsPicture,
+  ServerState,
+  StreamState,
   ErrorBody,
   InstanceStatus,
+  JetStreamState,
   StatusReason,
   Role,
-} as const;
-
-/**
- * Answers the UI reads ahead of the API's document, by route, while the
- * monitor's side lands in parallel: compared with the route's answer once
- * the document has the route (its component names are the monitor's to
- * choose); then they move into `contractSchemas`.
- */
-export const aheadRouteSchemas = {
-  "/api/nats": NatsHealth,
 } as const;
