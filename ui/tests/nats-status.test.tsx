@@ -139,9 +139,15 @@ describe("NatsStatus", () => {
     );
   });
 
-  it("says a server down since the monitor started so", () => {
-    show({ kind: "known", health: health({ servers: [{ name: "n2", up: false, since: null }] }) });
+  it("says a server down since the monitor started so, and streams all led again", () => {
+    const { unmount } = show({ kind: "known", health: health({ servers: [{ name: "n2", up: false, since: null }, { name: "n3", up: true, since: null }] }) });
     expect(screen.getByTestId("nats-server-down")).toHaveTextContent("n2 down since the monitor started");
+    // Not "0 of 11 streams without a leader".
+    expect(screen.getByTestId("nats-problem")).toHaveTextContent("1 of 2 servers up · 11 streams, all with a leader");
+    expect(screen.queryByTestId("nats-stream-leaderless")).toBeNull();
+    unmount();
+    show({ kind: "known", health: health({ servers: [{ name: "n2", up: false, since: null }] }) }, "zh-CN");
+    expect(screen.getByTestId("nats-problem")).toHaveTextContent("0/1 个服务器在线 · 11 个流均有主节点");
   });
 
   it("says JetStream is electing its meta leader", () => {

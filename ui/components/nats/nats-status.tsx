@@ -74,9 +74,11 @@ function Known({ health }: { health: NatsPicture }) {
         {/* Without a connection the monitor knows no servers: no "0 of 0". */}
         {a.servers > 0 ? (
           <p className="text-sm">
-            {a.streams > 0
-              ? t("nats.problem.summary", { up: a.serversUp, total: a.servers, leaderless: a.leaderless.length, streams: a.streams })
-              : t("nats.problem.servers", { up: a.serversUp, total: a.servers })}
+            {a.streams === 0
+              ? t("nats.problem.servers", { up: a.serversUp, total: a.servers })
+              : a.leaderless.length === 0
+                ? t("nats.problem.summaryAllLed", { up: a.serversUp, total: a.servers, streams: a.streams })
+                : t("nats.problem.summary", { up: a.serversUp, total: a.servers, leaderless: a.leaderless.length, streams: a.streams })}
           </p>
         ) : null}
         <ul className="mt-1 list-disc space-y-1 pl-5 text-sm" data-testid="nats-problems">

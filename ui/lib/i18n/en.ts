@@ -48,6 +48,7 @@ export const en = {
   "nats.problem.title": "NATS is not fully available",
   "nats.problem.summary": "{up} of {total} servers up · {leaderless} of {streams} streams without a leader",
   "nats.problem.servers": "{up} of {total} servers up",
+  "nats.problem.summaryAllLed": "{up} of {total} servers up · {streams} streams, all with a leader",
   "nats.sinceStart": "the monitor started",
   "nats.server.down": "{name} down since {since}",
   "nats.stream.noLeader": "{name} has no leader (since {since}): {effect} wait until JetStream elects one, usually 4–9 s",

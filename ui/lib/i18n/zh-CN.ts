@@ -48,6 +48,7 @@ export const zhCN: Catalogue = {
   "nats.problem.title": "NATS 并非完全可用",
   "nats.problem.summary": "{up}/{total} 个服务器在线 · {streams} 个流中有 {leaderless} 个没有主节点",
   "nats.problem.servers": "{up}/{total} 个服务器在线",
+  "nats.problem.summaryAllLed": "{up}/{total} 个服务器在线 · {streams} 个流均有主节点",
   "nats.sinceStart": "监控服务启动",
   "nats.server.down": "{name} 自 {since} 起宕机",
   "nats.stream.noLeader": "{name} 没有主节点（自 {since} 起）：{effect}需等待 JetStream 选出新的主节点，通常需 4–9 秒",
