@@ -1,5 +1,6 @@
 // Starts a real Aegis stack for the browser tests: `aegis up --single-node`
-// (one nats-server, the monitor serving ui/out, order ×3, pricing ×2,
+// (one nats-server, or with `cluster` the showcase's three; the monitor
+// serving ui/out, order ×3, pricing ×2,
 // risk ×2 — each a real process) on free ports with a temporary state
 // directory, and stops all of it again, also when a test fails.
 import { spawn } from "node:child_process";
@@ -20,15 +21,19 @@ function portFree(port) {
   });
 }
 
-/** A base port whose +1, +2000 and +4000 neighbours are free too (as `aegis up` uses them). */
-export async function freePorts() {
+/**
+ * A base port whose neighbours `aegis up` uses are free too: per node
+ * base+i, +2000 and +4000; the API's port right after the nodes' own.
+ */
+export async function freePorts(nodes = 1) {
   for (;;) {
     const probe = net.createServer();
     const base = await new Promise((done) => probe.listen(0, "127.0.0.1", () => done(probe.address().port)));
     await new Promise((done) => probe.close(done));
     if (base > 60000) continue;
-    const ok = await Promise.all([base, base + 1, base + 2000, base + 4000].map(portFree));
-    if (ok.every(Boolean)) return { base, api: base + 1 };
+    const node = Array.from({ length: nodes }, (_, i) => [base + i, base + 2000 + i, base + 4000 + i]).flat();
+    const ok = await Promise.all([...node, base + nodes].map(portFree));
+    if (ok.every(Boolean)) return { base, api: base + nodes };
   }
 }
 
@@ -52,14 +57,15 @@ export async function until(check, timeoutMs, what) {
  * Starts the showcase. Options: `instances` (e.g. "order=3,pricing=2,risk=2"),
  * `env` (extra environment for `aegis up` and its children), `natsUrl` (an
  * existing NATS to use instead of the node `aegis up` starts with its users:
- * for clients that connect without the showcase's credentials).
+ * for clients that connect without the showcase's credentials), `cluster`
+ * (three NATS nodes, R3 streams, as `aegis up` does by default).
  */
-export async function startStack({ instances, env = {}, natsUrl } = {}) {
+export async function startStack({ instances, env = {}, natsUrl, cluster = false } = {}) {
   if (!existsSync(AEGIS)) throw new Error(`${AEGIS} is missing: run cargo build -p aegis first`);
   if (!existsSync(join(UI_DIR, "index.html"))) throw new Error(`${UI_DIR} is missing: run npm run build first`);
-  const { base, api } = await freePorts();
+  const { base, api } = await freePorts(cluster ? 3 : 1);
   const stateDir = mkdtempSync(join(tmpdir(), "aegis-ui-e2e-"));
-  const nats = natsUrl ? ["--nats-url", natsUrl] : ["--single-node", "--base-port", String(base)];
+  const nats = natsUrl ? ["--nats-url", natsUrl] : [...(cluster ? [] : ["--single-node"]), "--base-port", String(base)];
   const args = ["up", ...nats, "--api-port", String(api), "--state-dir", stateDir, "--ui-dir", UI_DIR];
   if (instances) args.push("--instances", instances);
   const child = spawn(AEGIS, args, {
@@ -94,6 +100,16 @@ export async function startStack({ instances, env = {}, natsUrl } = {}) {
           .filter((f) => f.endsWith(".pid"))
           .map((f) => [f.slice(0, -4), Number(readFileSync(join(dir, f), "utf8").trim())]),
       );
+    },
+    /** Runs `aegis chaos … <args>` against this stack (e.g. `kill-nats 2`). */
+    chaos(...chaosArgs) {
+      return new Promise((done, fail) => {
+        const c = spawn(AEGIS, ["chaos", "--state-dir", stateDir, ...chaosArgs], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+        let out = "";
+        c.stdout.on("data", (d) => (out += d));
+        c.stderr.on("data", (d) => (out += d));
+        c.once("exit", (code) => (code === 0 ? done(out) : fail(new Error(`aegis chaos ${chaosArgs.join(" ")}: exit ${code}\n${out}`))));
+      });
     },
     /** Calls the API with a bearer token. */
     async api(path, { token, method = "GET", body, headers = {} } = {}) {
