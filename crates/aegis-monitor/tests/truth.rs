@@ -439,3 +439,72 @@ async fn a_sigkilled_instance_is_down_within_a_second_while_the_monitors_node_di
     );
     assert_eq!(reason, "disconnected");
 }
+
+/// An instance dies with the NATS node it is connected to: no server is
+/// left to send its disconnect advisory. The monitor (on another node)
+/// must not wait for three missed beats: once the dead node stops
+/// answering, its clients that have not moved to another node are shown
+/// down. A live client of that node moves and is shown live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_instance_killed_with_its_nats_node_is_shown_down_before_its_beats_are_missed() {
+    let mut cluster = aegis_testkit::NatsCluster::start(3).expect("start a 3-node cluster");
+    let urls = cluster.urls();
+    let mut config = common::config(&urls[2]);
+    config.nats.nats.replicas = 3;
+    config.system_account = Some(common::system_account(cluster.node(2)));
+    let state = aegis_monitor::AppState::start(config, tokio_util::sync::CancellationToken::new())
+        .await
+        .expect("start the monitor");
+    let app = aegis_monitor::router(state);
+    let view = |id: &'static str| {
+        let app = app.clone();
+        async move {
+            common::call_app(
+                &app,
+                common::req(
+                    axum::http::Method::GET,
+                    &format!("/api/instances/plain-service/{id}"),
+                    Some(VIEWER),
+                    None,
+                ),
+            )
+            .await
+            .body
+        }
+    };
+    let mut dying = ChildInstance::spawn(&urls[0], "plain-service", "p1", None);
+    let _moving = ChildInstance::spawn(&urls[0], "plain-service", "p2", None);
+    for id in ["p1", "p2"] {
+        eventually(Duration::from_secs(30), "both shown ACTIVE", || async {
+            view(id).await["status"] == "ACTIVE"
+        })
+        .await;
+    }
+
+    cluster.kill_node(0);
+    dying.kill();
+    let killed = Instant::now();
+    let (shown, reason) = loop {
+        let v = view("p1").await;
+        if v["status"] == "UNHEALTHY" {
+            break (killed.elapsed(), v["statusReason"].clone());
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "p1 not shown down within 10 s: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    eprintln!("killed with its NATS node: shown down ({reason}) after {shown:?}");
+    assert!(
+        shown < Duration::from_secs(2),
+        "shown down after {shown:?} ({reason})"
+    );
+    assert_eq!(reason, "disconnected");
+    eventually(
+        Duration::from_secs(10),
+        "p2, moved to a live node, shown ACTIVE",
+        || async { view("p2").await["status"] == "ACTIVE" },
+    )
+    .await;
+}
