@@ -33,6 +33,7 @@
 //! | --- | --- | --- |
 //! | crash, OOM kill, panic (connection closes) | disconnect advisory | milliseconds (with system account access) |
 //! | same, while the monitor's own NATS node dies | the servers' lists of their connections, asked once reconnected | some 200 ms |
+//! | a process that dies with its NATS node | that node missing two rounds of pings (every 0.5 s) | some 1.3 s |
 //! | same, without system account access | missing liveness beats | 3 heartbeats (3 s by default) |
 //! | a hung or partitioned process | missing liveness beats | 3 heartbeats |
 //! | a leader replaced (crash, pause, hand-over) | election key change | milliseconds after the new leader's write |

@@ -269,6 +269,7 @@ impl State {
                 HashSet::from([event.name.clone()])
             }
             ConnectionNews::Listed(listing) => self.conns.apply_listing(listing),
+            ConnectionNews::Answered(round) => self.conns.apply_answered(round),
         };
         if changed.is_empty() {
             return;
