@@ -32,7 +32,12 @@
 //! every connection last announced on it: a live client has moved to
 //! another server by then, and its connect advisory opens it again.
 //! Measured (`tests/truth.rs`): an instance killed with its node was shown
-//! down after 1.25-1.27 s, where its missing beats took 3.1.
+//! down after 1.25-1.27 s, where its missing beats took 3.1. A server that
+//! said it is leaving (`$SYS.SERVER.{id}.LAMEDUCK`, `.SHUTDOWN`: a planned
+//! restart) is never judged by its silence: its clients leave it over the
+//! lame duck period, each announced where it arrives (without this, `aegis
+//! bench chaos` saw four live instances of a restarted node shown down for
+//! 1.08 s).
 //!
 //! What this cannot see: a process that hangs with its connection open, or
 //! a partition between an instance and its server (the server notices only
@@ -56,6 +61,9 @@ const CONNECT: &str = "$SYS.ACCOUNT.*.CONNECT";
 const DISCONNECT: &str = "$SYS.ACCOUNT.*.DISCONNECT";
 /// Asks every server for its open connections (each answers once).
 const CONNZ: &str = "$SYS.REQ.SERVER.PING.CONNZ";
+/// A server entering lame duck mode or shutting down says so here
+/// (`$SYS.SERVER.{id}.LAMEDUCK`, `.SHUTDOWN`).
+const SERVER_LEAVING: &str = "$SYS.SERVER.*.*";
 /// The most connections one server lists; a server with more sends a first
 /// page, which opens connections but closes none.
 const LISTING_LIMIT: usize = 10_000;
@@ -169,6 +177,10 @@ pub(crate) enum ConnectionNews {
     Listed(Listing),
     /// Which servers answered a round of pings.
     Answered(Answered),
+    /// A server said it is leaving (lame duck mode, or shutting down): its
+    /// clients move off it themselves, each announced where it arrives,
+    /// so its silence is not taken for their death.
+    Leaving(String),
 }
 
 /// The state of every named connection the advisories told of.
@@ -178,6 +190,8 @@ pub(crate) struct ConnectionStates {
     /// Per server that ever answered a ping: the rounds it has missed
     /// since it last answered.
     servers: HashMap<String, u32>,
+    /// Servers that said they are leaving: never judged by their silence.
+    leaving: HashSet<String>,
 }
 
 #[derive(Debug)]
@@ -294,7 +308,9 @@ impl ConnectionStates {
             return changed;
         }
         for server in &round.servers {
-            self.servers.insert(server.clone(), 0);
+            if !self.leaving.contains(server) {
+                self.servers.insert(server.clone(), 0);
+            }
         }
         let mut gone = HashSet::new();
         for (server, missed) in &mut self.servers {
@@ -320,6 +336,12 @@ impl ConnectionStates {
             }
         }
         changed
+    }
+
+    /// Notes that `server` said it is leaving (see [`ConnectionNews::Leaving`]).
+    pub(crate) fn leaving(&mut self, server: &str) {
+        self.servers.remove(server);
+        self.leaving.insert(server.to_owned());
     }
 
     /// When the connection named `name` closed, if it is known to be closed.
@@ -464,6 +486,7 @@ pub(crate) async fn follow(
     let sub = |e: async_nats::SubscribeError| SystemAccessError::Subscribe(e.into());
     let mut opened = client.subscribe(CONNECT).await.map_err(sub)?;
     let mut closed = client.subscribe(DISCONNECT).await.map_err(sub)?;
+    let mut leaving = client.subscribe(SERVER_LEAVING).await.map_err(sub)?;
     // A permissions violation arrives asynchronously; a flush round trip
     // makes it (and a dead connection) show before we claim to follow.
     client
@@ -486,6 +509,17 @@ pub(crate) async fn follow(
                 () = cancel.cancelled() => return,
                 m = opened.next() => (m, false),
                 m = closed.next() => (m, true),
+                Some(m) = leaving.next() => {
+                    // $SYS.SERVER.{id}.LAMEDUCK or .SHUTDOWN (the other
+                    // server events under this wildcard say nothing here)
+                    let tokens: Vec<&str> = m.subject.split('.').collect();
+                    if let [_, _, id, "LAMEDUCK" | "SHUTDOWN"] = tokens[..]
+                        && tx.send(ConnectionNews::Leaving(id.to_owned())).is_err()
+                    {
+                        return;
+                    }
+                    continue;
+                }
                 _ = server_check.tick() => {
                     tokio::spawn(ping_servers(client.clone(), tx.clone()));
                     continue;
@@ -707,6 +741,18 @@ mod tests {
         // Told once; a later connect opens it again.
         assert!(s.apply_answered(&round(&["s2"])).is_empty());
         assert!(s.apply(&event("a", "s2", 11, false)));
+        assert!(s.closed_at("a").is_none());
+    }
+
+    #[test]
+    fn a_server_that_said_it_is_leaving_is_not_judged_by_its_silence() {
+        let mut s = ConnectionStates::default();
+        s.apply(&event("a", "s1", 1, false));
+        s.apply_answered(&round(&["s1", "s2"]));
+        s.leaving("s1");
+        for _ in 0..3 {
+            assert!(s.apply_answered(&round(&["s2"])).is_empty());
+        }
         assert!(s.closed_at("a").is_none());
     }
 

@@ -270,6 +270,10 @@ impl State {
             }
             ConnectionNews::Listed(listing) => self.conns.apply_listing(listing),
             ConnectionNews::Answered(round) => self.conns.apply_answered(round),
+            ConnectionNews::Leaving(server) => {
+                self.conns.leaving(server);
+                return;
+            }
         };
         if changed.is_empty() {
             return;
