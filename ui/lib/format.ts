@@ -95,11 +95,21 @@ export function dateTime(iso: string, locale: string): string {
 }
 
 /**
+ * "19:29:58" for a moment of today (local time), with the date before it
+ * for one of another day ("Dec 3, 2026, 19:29:58"): for times that are
+ * usually recent but may not be. `options` as for `clock`, but the date
+ * is decided here.
+ */
+export function clockOrDate(value: string | number | Date, locale: string, now: number = Date.now(), options: Omit<ClockOptions, "date"> = {}): string {
+  const d = toDate(value);
+  if (!d) return String(value);
+  return clock(d, locale, { ...options, date: d.toDateString() !== new Date(now).toDateString() });
+}
+
+/**
  * "18:39:07.337" for an event of today (local time), with the date before
  * it for one of another day: for lists of recent events.
  */
 export function timeMs(iso: string, locale: string, now: number = Date.now()): string {
-  const d = toDate(iso);
-  if (!d) return iso;
-  return clock(d, locale, { ms: true, date: d.toDateString() !== new Date(now).toDateString() });
+  return clockOrDate(iso, locale, now, { ms: true });
 }

@@ -6,7 +6,13 @@ import type { NatsView } from "@/lib/api/nats-poller";
 import type { NatsPicture, ServerState, StreamState } from "@/lib/api/schemas";
 import type { MessageKey } from "@/lib/i18n";
 
-/** The streams Aegis creates, and what stalls while one has no leader. */
+/**
+ * The streams Aegis creates, and what a stream without a leader does to
+ * Aegis: its writes wait, or, for DEAD_LETTER, the messages consumers
+ * give up on meanwhile are not recorded (neither the SDK's copy nor the
+ * server's max-deliveries advisory is stored: `give_up` in
+ * `crates/aegis-sdk/src/pull.rs`).
+ */
 const EFFECTS: Record<string, MessageKey> = {
   KV_orders: "nats.effect.KV_orders",
   KV_service_elections: "nats.effect.KV_service_elections",
@@ -16,9 +22,10 @@ const EFFECTS: Record<string, MessageKey> = {
   AEGIS_METRICS: "nats.effect.AEGIS_METRICS",
   EVENTS: "nats.effect.EVENTS",
   COMMANDS: "nats.effect.COMMANDS",
+  DEAD_LETTER: "nats.effect.DEAD_LETTER",
 };
 
-/** The message naming what waits while `stream` has no leader. */
+/** The message saying what waits (or is lost) while `stream` has no leader. */
 export function effectKey(stream: string): MessageKey | null {
   return Object.prototype.hasOwnProperty.call(EFFECTS, stream) ? EFFECTS[stream]! : null;
 }

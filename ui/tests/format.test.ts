@@ -3,7 +3,7 @@
 // history), the date in one format per language. Dates are built from
 // local fields, so the expectations hold in any time zone.
 import { timeTickLabels } from "@/lib/chart-ticks";
-import { clock, dateTime, timeMs } from "@/lib/format";
+import { clock, clockOrDate, dateTime, timeMs } from "@/lib/format";
 
 const evening = new Date(2026, 11, 4, 18, 40, 58, 337);
 const afterMidnight = new Date(2026, 11, 5, 0, 5, 7, 9);
@@ -32,6 +32,16 @@ describe("dateTime()", () => {
   it("puts the language's date before the same 24-hour time", () => {
     expect(dateTime(evening.toISOString(), "en")).toBe("Dec 4, 2026, 18:40:58");
     expect(dateTime(evening.toISOString(), "zh-CN")).toBe("2026年12月4日 18:40:58");
+  });
+});
+
+describe("clockOrDate()", () => {
+  it("shows the time alone for today and adds the date for another day", () => {
+    const downAt = new Date(2026, 11, 3, 19, 29, 58);
+    expect(clockOrDate(downAt.toISOString(), "en", new Date(2026, 11, 3, 23, 59, 59).getTime())).toBe("19:29:58");
+    expect(clockOrDate(downAt.toISOString(), "en", new Date(2026, 11, 4, 0, 0, 1).getTime())).toBe("Dec 3, 2026, 19:29:58");
+    expect(clockOrDate(downAt.getTime(), "zh-CN", new Date(2026, 11, 5).getTime())).toBe("2026年12月3日 19:29:58");
+    expect(clockOrDate("soon", "en")).toBe("soon");
   });
 });
 

@@ -21,7 +21,8 @@ function sources(dir: string): string[] {
   });
 }
 
-const placeholders = (s: string) => [...s.matchAll(/\{(\w+)\}/g)].map((m) => m[1]).sort();
+// The variables a message reads, as `{name}` or as the count of `{name, plural, …}`.
+const placeholders = (s: string) => [...new Set([...s.matchAll(/\{(\w+)(?:\}|, plural,)/g)].map((m) => m[1]))].sort();
 const codeParts = (s: string) => splitCode(s).filter((p) => p.code).map((p) => p.text);
 
 /** The keys the code passes to `t("…")` and to `messageKey="…"`, each with its files. */
@@ -101,6 +102,29 @@ describe("splitCode()", () => {
 describe("t()", () => {
   it("fills placeholders and leaves unknown ones visible", () => {
     expect(format("Gone {ago} ({x})", { ago: "3 s ago" })).toBe("Gone 3 s ago ({x})");
+  });
+
+  it("says one thing and many things in English, and counts alike in Chinese", () => {
+    const streams = "{n, plural, one {# stream} other {# streams}} of {name}";
+    expect(format(streams, { n: 1, name: "n1" }, "en")).toBe("1 stream of n1");
+    expect(format(streams, { n: 0, name: "n1" }, "en")).toBe("0 streams of n1");
+    expect(format(streams, { n: 3, name: "n1" }, "en")).toBe("3 streams of n1");
+    // A language without the category takes `other`.
+    expect(format(streams, { n: 1, name: "n1" }, "zh-CN")).toBe("1 streams of n1");
+    // Placeholders inside a branch are filled; no count leaves it visible.
+    expect(format("{n, plural, one {# of {total}} other {# of {total}}}", { n: 1, total: 3 })).toBe("1 of 3");
+    expect(format(streams, { name: "n1" })).toBe("{n, plural, one {# stream} other {# streams}} of n1");
+  });
+
+  it("gives every count in the English catalogue its singular", () => {
+    expect(format(en["dashboard.instances"], { count: 1 }, "en")).toBe("1 instance");
+    expect(format(en["dashboard.instances"], { count: 2 }, "en")).toBe("2 instances");
+    expect(format(zhCN["dashboard.instances"], { count: 1 }, "zh-CN")).toBe("1 个实例");
+    expect(format(en["nats.ok"], { up: 1, total: 1, streams: 1 }, "en")).toBe("NATS: 1 of 1 server up · 1 stream, with a leader");
+    expect(format(en["nats.problem.summary"], { up: 0, total: 1, leaderless: 1, streams: 1 }, "en")).toBe(
+      "0 of 1 server up · 1 of 1 stream without a leader",
+    );
+    expect(format(en["chart.summary"], { title: "Latency", points: 1, latest: "2 ms" }, "en")).toBe("Latency: 1 point; latest 2 ms");
   });
 
   it("picks the browser's language", () => {

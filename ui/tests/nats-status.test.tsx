@@ -70,6 +70,10 @@ function show(view: NatsView, locale: Locale = "en") {
 }
 
 describe("NatsStatus", () => {
+  // The moments of these pictures are of today, but for those a test puts on another day.
+  beforeEach(() => vi.useFakeTimers({ now: new Date(2026, 11, 4, 19, 30, 0), toFake: ["Date"] }));
+  afterEach(() => vi.useRealTimers());
+
   it("is one quiet line when every server is up and every stream has a leader", () => {
     show({ kind: "known", health: health() });
     const region = screen.getByRole("status");
@@ -95,23 +99,26 @@ describe("NatsStatus", () => {
     expect(screen.getByTestId("nats-status")).toHaveAttribute("data-state", "problem");
   });
 
-  it("names what waits on each stream Aegis creates", () => {
+  it("names what waits (or is lost) on each stream Aegis creates", () => {
     const effects: Record<string, string> = {
-      KV_orders: "order writes",
-      KV_service_elections: "leader elections and sticky failover",
-      KV_service_registry: "registrations",
-      KV_service_definitions: "definition saves",
-      AEGIS_LOG: "instance events",
-      AEGIS_METRICS: "metrics",
-      EVENTS: "events",
-      COMMANDS: "commands",
+      KV_orders: "order writes wait",
+      KV_service_elections: "leader elections and sticky failover wait",
+      KV_service_registry: "registrations wait",
+      KV_service_definitions: "definition saves wait",
+      AEGIS_LOG: "instance events wait",
+      AEGIS_METRICS: "metrics wait",
+      EVENTS: "events wait",
+      COMMANDS: "commands wait",
+      // Nothing waits: what consumers give up on meanwhile is not kept.
+      DEAD_LETTER: "messages that consumers give up on (dead letters) are not recorded",
     };
-    show({ kind: "known", health: health({ streams: STREAMS.map((n) => stream(n, { leader: null })) }) });
+    const names = [...STREAMS, "DEAD_LETTER"];
+    show({ kind: "known", health: health({ streams: names.map((n) => stream(n, { leader: null })) }) });
     const items = screen.getAllByTestId("nats-stream-leaderless");
-    expect(items).toHaveLength(STREAMS.length);
+    expect(items).toHaveLength(names.length);
     for (const [name, effect] of Object.entries(effects)) {
       expect(items.find((li) => li.textContent?.startsWith(`${name} `))).toHaveTextContent(
-        `${name} has no leader (since the monitor started): ${effect} wait until JetStream elects one, usually 4–9 s`,
+        `${name} has no leader (since the monitor started): ${effect} until JetStream elects one, usually 4–9 s`,
       );
     }
     expect(effectKey("KV_other_a")).toBeNull();
@@ -139,6 +146,48 @@ describe("NatsStatus", () => {
     );
   });
 
+  it("puts the date before a moment of another day", () => {
+    const yesterday = new Date(2026, 11, 3, 19, 29, 58).toISOString();
+    const picture = health({
+      servers: [
+        { name: "n1", up: true, since: null },
+        { name: "n2", up: false, since: yesterday },
+        { name: "n3", up: false, since: at(19, 29, 58) },
+      ],
+      streams: [stream("KV_orders", { leader: null, offline: ["n2"], since: yesterday })],
+    });
+    const { unmount } = show({ kind: "known", health: picture });
+    expect(screen.getAllByTestId("nats-server-down").map((li) => li.textContent)).toEqual([
+      "n2 down since Dec 3, 2026, 19:29:58",
+      "n3 down since 19:29:58",
+    ]);
+    expect(screen.getByTestId("nats-stream-leaderless")).toHaveTextContent(/^KV_orders has no leader \(since Dec 3, 2026, 19:29:58\)/);
+    unmount();
+    show({ kind: "known", health: picture }, "zh-CN");
+    expect(screen.getAllByTestId("nats-server-down")[0]).toHaveTextContent("n2 自 2026年12月3日 19:29:58 起宕机");
+  });
+
+  it("counts one server, one stream and one replica in the singular", () => {
+    const { unmount } = show({ kind: "known", health: health({ servers: [{ name: "n1", up: true, since: null }], streams: [stream("KV_orders", { replicas: 1 })] }) });
+    expect(screen.getByRole("status")).toHaveTextContent("NATS: 1 of 1 server up · 1 stream, with a leader");
+    unmount();
+    show({
+      kind: "known",
+      health: health({
+        servers: [
+          { name: "n1", up: true, since: null },
+          { name: "n3", up: false, since: at(19, 29, 58) },
+        ],
+        streams: [stream("KV_orders", { leader: null, offline: ["n3"], since: at(19, 29, 58) }), stream("KV_single", { replicas: 1, leader: null, offline: ["n3"], since: at(19, 29, 58) })],
+      }),
+    });
+    expect(screen.getByTestId("nats-problem")).toHaveTextContent("1 of 2 servers up · 2 of 2 streams without a leader");
+    expect(screen.getAllByTestId("nats-stream-leaderless").map((li) => li.textContent)).toEqual([
+      "KV_orders has no leader (since 19:29:58): order writes wait until JetStream elects one, usually 4–9 s",
+      "KV_single has no leader (since 19:29:58): 1 of its 1 replica is on a server that is down, so it gets one only when enough of them are back; until then writes to it wait",
+    ]);
+  });
+
   it("says a server down since the monitor started so, and streams all led again", () => {
     const { unmount } = show({ kind: "known", health: health({ servers: [{ name: "n2", up: false, since: null }, { name: "n3", up: true, since: null }] }) });
     expect(screen.getByTestId("nats-server-down")).toHaveTextContent("n2 down since the monitor started");
@@ -157,7 +206,7 @@ describe("NatsStatus", () => {
     );
     expect(screen.getByTestId("nats-problem").className).toContain("bg-warning-muted");
     // No streams listed (none readable meanwhile): no "0 of 0 streams".
-    expect(screen.getByTestId("nats-problem")).toHaveTextContent("0 of 1 servers up");
+    expect(screen.getByTestId("nats-problem")).toHaveTextContent("0 of 1 server up");
     expect(screen.getByTestId("nats-problem")).not.toHaveTextContent("streams without");
   });
 
@@ -204,9 +253,16 @@ describe("NatsStatus", () => {
     expect(screen.getByRole("heading")).toHaveTextContent("NATS 并非完全可用");
     expect(screen.getByTestId("nats-server-down")).toHaveTextContent("n3 自 19:29:58 起宕机");
     expect(screen.getAllByTestId("nats-stream-leaderless")[0]).toHaveTextContent(
-      "KV_orders 没有主节点（自 19:29:58 起）：订单写入需等待 JetStream 选出新的主节点，通常需 4–9 秒",
+      "KV_orders 没有主节点（自 19:29:58 起）：在 JetStream 选出新的主节点之前（通常需 4–9 秒），订单写入需等待",
     );
     expect(screen.getByTestId("nats-jetstream")).toHaveTextContent("JetStream 正在选举元数据主节点");
+  });
+
+  it("says in Chinese that dead letters are not recorded", () => {
+    show({ kind: "known", health: health({ streams: [stream("DEAD_LETTER", { leader: null })] }) }, "zh-CN");
+    expect(screen.getByTestId("nats-stream-leaderless")).toHaveTextContent(
+      "DEAD_LETTER 没有主节点（自 监控服务启动 起）：在 JetStream 选出新的主节点之前（通常需 4–9 秒），消费者放弃处理的消息（死信）不会被记录",
+    );
   });
 });
 

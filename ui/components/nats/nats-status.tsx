@@ -14,7 +14,7 @@ import { CircleCheck, CircleHelp, TriangleAlert } from "lucide-react";
 import { useNatsHealth } from "@/hooks/use-nats-health";
 import type { NatsView, UnknownCause } from "@/lib/api/nats-poller";
 import type { NatsPicture, StreamState } from "@/lib/api/schemas";
-import { clock } from "@/lib/format";
+import { clockOrDate } from "@/lib/format";
 import { useI18n, type Translate } from "@/lib/i18n";
 import { assess, effectKey } from "@/lib/nats-health";
 import { cn } from "@/lib/utils";
@@ -56,7 +56,9 @@ function Known({ health }: { health: NatsPicture }) {
       </p>
     );
   }
-  const since = (iso: string | null | undefined) => (iso ? clock(iso, locale) : t("nats.sinceStart"));
+  // Usually minutes ago, but a node can stay down for days: the date
+  // then comes first.
+  const since = (iso: string | null | undefined) => (iso ? clockOrDate(iso, locale) : t("nats.sinceStart"));
   // Without a connection the monitor cannot see anything change: that is
   // the one state in red.
   const severe = a.jetstream === "unreachable";
@@ -118,12 +120,12 @@ function streamText(t: Translate, s: StreamState, since: string): string {
 
 function Unknown({ since, cause }: { since: number; cause: UnknownCause }) {
   const { t, locale } = useI18n();
-  const at = clock(since, locale);
+  const at = clockOrDate(since, locale);
   const body =
     cause.kind === "timeout"
       ? t("nats.unknown.timeout", { secs: cause.afterMs / 1000, since: at })
       : cause.kind === "stale"
-        ? t("nats.unknown.stale", { time: clock(cause.asOf, locale) })
+        ? t("nats.unknown.stale", { time: clockOrDate(cause.asOf, locale) })
         : cause.status === 0
           ? t("nats.unknown.network", { since: at, message: cause.message })
           : t("nats.unknown.failed", { status: cause.status, since: at, message: cause.message });

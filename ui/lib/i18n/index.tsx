@@ -18,10 +18,40 @@ export const catalogues: Record<Locale, Record<MessageKey, string>> = { en, "zh-
 
 const STORAGE_KEY = "aegis.locale";
 
-/** Fills `{name}` placeholders; an unknown placeholder stays visible. */
-export function format(template: string, vars?: Record<string, string | number>): string {
+const pluralRules = new Map<string, Intl.PluralRules>();
+
+function pluralCategory(locale: string, n: number): string {
+  let rules = pluralRules.get(locale);
+  if (!rules) {
+    rules = new Intl.PluralRules(locale);
+    pluralRules.set(locale, rules);
+  }
+  return rules.select(n);
+}
+
+// `{n, plural, one {# stream} other {# streams}}`: the subset of ICU
+// MessageFormat a count needs. The branch is chosen by the language's
+// plural rules (English: one, other; Chinese: other only), `other` when
+// the language's category has no branch; `#` is the count. A branch may
+// hold `{name}` placeholders but no further plural.
+const PLURAL = /\{(\w+), plural,((?:\s*\w+ \{(?:[^{}]|\{\w+\})*\})+)\s*\}/g;
+const BRANCH = /(\w+) \{((?:[^{}]|\{\w+\})*)\}/g;
+
+/**
+ * Fills `{name}` placeholders and `{name, plural, …}` counts (see
+ * `PLURAL`) for `locale`; an unknown placeholder stays visible, and so
+ * does a plural whose count is not a number.
+ */
+export function format(template: string, vars?: Record<string, string | number>, locale: string = "en"): string {
   if (!vars) return template;
-  return template.replace(/\{(\w+)\}/g, (whole, name: string) =>
+  const counted = template.replace(PLURAL, (whole, name: string, branches: string) => {
+    const n = Object.prototype.hasOwnProperty.call(vars, name) ? vars[name] : undefined;
+    if (typeof n !== "number") return whole;
+    const forms = new Map([...branches.matchAll(BRANCH)].map((m) => [m[1]!, m[2]!]));
+    const form = forms.get(pluralCategory(locale, n)) ?? forms.get("other");
+    return form === undefined ? whole : form.replace(/#/g, String(n));
+  });
+  return counted.replace(/\{(\w+)\}/g, (whole, name: string) =>
     Object.prototype.hasOwnProperty.call(vars, name) ? String(vars[name]) : whole,
   );
 }
@@ -40,14 +70,15 @@ export function pickLocale(languages: readonly string[]): Locale {
  * A message as text and code: the parts between backticks are code, the
  * rest text, in order (`[{ code: false, text }, { code: true, text }, …]`).
  * Placeholders are filled inside each part, so a value that holds a
- * backtick is never read as markup. An unpaired backtick stays text.
+ * backtick is never read as markup (and a plural must not span one). An
+ * unpaired backtick stays text.
  */
-export function splitCode(template: string, vars?: Record<string, string | number>): { code: boolean; text: string }[] {
+export function splitCode(template: string, vars?: Record<string, string | number>, locale: string = "en"): { code: boolean; text: string }[] {
   const parts = template.split("`");
   // An odd number of backticks: the last one opens nothing.
   if (parts.length % 2 === 0) parts.splice(parts.length - 2, 2, `${parts[parts.length - 2]}\`${parts[parts.length - 1]}`);
   return parts
-    .map((text, i) => ({ code: i % 2 === 1, text: format(text, vars) }))
+    .map((text, i) => ({ code: i % 2 === 1, text: format(text, vars, locale) }))
     .filter((p) => p.text !== "");
 }
 
@@ -83,7 +114,7 @@ export function I18nProvider({ children, initial }: { children: React.ReactNode;
         window.localStorage.setItem(STORAGE_KEY, l);
         setLocaleState(l);
       },
-      t: (key, vars) => format(messages[key], vars),
+      t: (key, vars) => format(messages[key], vars, locale),
     };
   }, [locale]);
   return <I18nContext.Provider value={value}>{children}</I18nContext.Provider>;
@@ -99,7 +130,7 @@ export function Message({ messageKey, vars }: MessageProps) {
   const { locale } = useI18n();
   return (
     <>
-      {splitCode(catalogues[locale][messageKey], vars).map((p, i) =>
+      {splitCode(catalogues[locale][messageKey], vars, locale).map((p, i) =>
         p.code ? (
           <code key={i} className="rounded bg-muted px-1 py-0.5 font-mono text-[0.9em] text-foreground">
             {p.text}
