@@ -58,6 +58,9 @@ pub(crate) enum LeaderEvent {
         group: String,
         asked: Instant,
         change: Option<LeaderChange>,
+        /// The bucket's generation when asked (see `KeyChecks`): a read
+        /// of a bucket created again since says nothing.
+        generation: u64,
     },
 }
 

@@ -78,6 +78,8 @@ const PING_WAIT: Duration = Duration::from_millis(400);
 /// Rounds of pings a server that answered before may miss before it is
 /// taken for dead, with every connection on it.
 const MISSED_ROUNDS: u32 = 2;
+/// Rounds after which a silent server is forgotten (ten minutes).
+const FORGET_SILENT_ROUNDS: u32 = 1200;
 
 /// How much later one connection's start must be than another's to count
 /// as the newer one: starts are stamped by different servers, whose clocks
@@ -202,6 +204,10 @@ struct NameState {
     started: Option<DateTime<Utc>>,
     /// When it closed, if it did.
     closed_at: Option<DateTime<Utc>>,
+    /// Whether it was taken for closed only because its server fell
+    /// silent ([`ConnectionStates::apply_answered`]): the server answering
+    /// again opens it again.
+    silenced: bool,
     /// When this entry last changed (for forgetting old ones).
     touched: std::time::Instant,
 }
@@ -216,6 +222,7 @@ impl ConnectionStates {
                 current: None,
                 started: None,
                 closed_at: None,
+                silenced: false,
                 touched: std::time::Instant::now(),
             });
         state.touched = std::time::Instant::now();
@@ -230,23 +237,32 @@ impl ConnectionStates {
             if state.current.is_none() || same {
                 state.current = Some(event.connection.clone());
                 state.started = state.started.or(event.started);
+                if state.silenced {
+                    // The server's word replaces the guess from its silence.
+                    state.silenced = false;
+                    state.closed_at = Some(event.at);
+                }
                 state.closed_at.get_or_insert(event.at);
             } else if started_after(event.started, state.started) {
                 state.current = Some(event.connection.clone());
                 state.started = event.started;
                 state.closed_at = Some(event.at);
+                state.silenced = false;
             }
         } else {
             // The connect and disconnect advisories arrive on two
             // subscriptions, so a connection's disconnect may be read
             // before its connect: that connect, or one of a connection
             // clearly older than the current, says nothing new.
-            let stale = (same && state.closed_at.is_some())
+            // A connection taken for closed only because its server fell
+            // silent is open when a server says so.
+            let stale = (same && state.closed_at.is_some() && !state.silenced)
                 || (!same && started_after(state.started, event.started));
             if !stale {
                 state.current = Some(event.connection.clone());
                 state.started = event.started;
                 state.closed_at = None;
+                state.silenced = false;
             }
         }
         was_closed != state.closed_at.is_some()
@@ -304,33 +320,58 @@ impl ConnectionStates {
     /// down) says nothing.
     pub(crate) fn apply_answered(&mut self, round: &Answered) -> HashSet<String> {
         let mut changed = HashSet::new();
-        if round.servers.is_empty() {
+        // Fewer than half of the servers known alive: more likely this
+        // monitor's view is partial (its connection on a node whose routes
+        // are not up yet) than that the others died.
+        let alive = self
+            .servers
+            .values()
+            .filter(|missed| **missed < MISSED_ROUNDS)
+            .count();
+        if round.servers.is_empty() || round.servers.len() * 2 < alive {
             return changed;
         }
+        let mut back = HashSet::new();
         for server in &round.servers {
-            if !self.leaving.contains(server) {
-                self.servers.insert(server.clone(), 0);
+            if self.leaving.contains(server) {
+                continue;
+            }
+            if self
+                .servers
+                .insert(server.clone(), 0)
+                .is_some_and(|missed| missed >= MISSED_ROUNDS)
+            {
+                back.insert(server.clone());
             }
         }
         let mut gone = HashSet::new();
-        for (server, missed) in &mut self.servers {
+        self.servers.retain(|server, missed| {
             if !round.servers.contains(server) {
                 *missed += 1;
                 if *missed >= MISSED_ROUNDS {
                     gone.insert(server.clone());
                 }
             }
-        }
-        if gone.is_empty() {
+            // A server silent this long is forgotten (its clients closed
+            // long ago; a restarted node comes back under a new id).
+            *missed < FORGET_SILENT_ROUNDS
+        });
+        if gone.is_empty() && back.is_empty() {
             return changed;
         }
         for (name, state) in &mut self.by_name {
-            let on_gone = state
-                .current
-                .as_ref()
-                .is_some_and(|(server, _)| gone.contains(server));
-            if state.closed_at.is_none() && on_gone {
+            let Some((server, _)) = state.current.as_ref() else {
+                continue;
+            };
+            if state.closed_at.is_none() && gone.contains(server) {
                 state.closed_at = Some(round.at);
+                state.silenced = true;
+                state.touched = std::time::Instant::now();
+                changed.insert(name.clone());
+            } else if state.silenced && back.contains(server) {
+                // Only slow, not dead: its clients were never told closed.
+                state.closed_at = None;
+                state.silenced = false;
                 state.touched = std::time::Instant::now();
                 changed.insert(name.clone());
             }
@@ -351,6 +392,11 @@ impl ConnectionStates {
 
     /// Forgets names untouched for a long time.
     pub(crate) fn forget_old(&mut self) {
+        // Servers that left: each restart brings a new id; a handful is
+        // plenty to remember.
+        if self.leaving.len() > 64 {
+            self.leaving.clear();
+        }
         self.by_name
             .retain(|_, s| s.closed_at.is_none() || s.touched.elapsed() < FORGET_AFTER);
     }
@@ -754,6 +800,45 @@ mod tests {
             assert!(s.apply_answered(&round(&["s2"])).is_empty());
         }
         assert!(s.closed_at("a").is_none());
+    }
+
+    #[test]
+    fn a_server_that_answers_again_was_only_slow() {
+        let mut s = ConnectionStates::default();
+        s.apply(&event("a", "s1", 1, false));
+        s.apply(&event("b", "s2", 2, false));
+        s.apply(&event("c", "s3", 3, false));
+        s.apply_answered(&round(&["s1", "s2", "s3"]));
+        s.apply_answered(&round(&["s2", "s3"]));
+        assert_eq!(
+            s.apply_answered(&round(&["s2", "s3"])),
+            HashSet::from(["a".to_owned()])
+        );
+        assert!(s.closed_at("a").is_some());
+        assert_eq!(
+            s.apply_answered(&round(&["s1", "s2", "s3"])),
+            HashSet::from(["a".to_owned()])
+        );
+        assert!(s.closed_at("a").is_none(), "its server answers again");
+        // A disconnect seen meanwhile is the server's word, and stands.
+        s.apply_answered(&round(&["s2", "s3"]));
+        s.apply_answered(&round(&["s2", "s3"]));
+        s.apply(&event("a", "s1", 1, true));
+        s.apply_answered(&round(&["s1", "s2", "s3"]));
+        assert!(s.closed_at("a").is_some());
+    }
+
+    #[test]
+    fn a_round_most_servers_miss_says_nothing() {
+        // The monitor on a node whose routes are not up yet hears only it.
+        let mut s = ConnectionStates::default();
+        s.apply(&event("a", "s1", 1, false));
+        s.apply(&event("b", "s2", 2, false));
+        s.apply_answered(&round(&["s1", "s2", "s3"]));
+        for _ in 0..3 {
+            assert!(s.apply_answered(&round(&["s3"])).is_empty());
+        }
+        assert!(s.closed_at("a").is_none() && s.closed_at("b").is_none());
     }
 
     #[test]

@@ -182,12 +182,16 @@ impl State {
                 group,
                 asked,
                 change,
+                generation,
             } => {
+                let group_key = (service, group);
+                self.keys.asking.remove(&group_key);
+                if generation != self.keys.generation {
+                    return;
+                }
                 if let Some(change) = change {
                     self.apply_leader(change);
                 }
-                let group_key = (service, group);
-                self.keys.asking.remove(&group_key);
                 self.keys.checked.insert(group_key.clone(), asked);
                 // Records held back for this read are shown as the key
                 // now says, whatever it said.
@@ -212,6 +216,9 @@ impl State {
     /// shown anew; the new bucket's load follows as changes.
     fn reset_leaders(&mut self) {
         self.leaders.clear();
+        // Reads of the old bucket say nothing of the new one.
+        self.keys.checked.clear();
+        self.keys.generation += 1;
         self.shared
             .leases
             .lock()
@@ -495,6 +502,8 @@ pub(super) struct KeyChecks {
     pub(super) asking: HashSet<Key>,
     /// Per group: when the last read that answered was asked.
     pub(super) checked: HashMap<Key, Instant>,
+    /// Raised each time the bucket is created again (`LeaderEvent::Reset`).
+    pub(super) generation: u64,
 }
 
 /// What a record's claim and the key as last seen call for.
@@ -518,6 +527,7 @@ impl KeyChecks {
             arrived: HashMap::new(),
             asking: HashSet::new(),
             checked: HashMap::new(),
+            generation: 0,
         }
     }
 
@@ -531,8 +541,17 @@ impl KeyChecks {
         revision: u64,
         holder: Option<&Holder>,
     ) -> Judged {
+        let Some(arrived) = self.arrived.get(key) else {
+            return Judged::Shown;
+        };
+        // One read asked since the record arrived has answered: the key is
+        // as current as the record, and decides.
+        let answered_since = self.checked.get(group).is_some_and(|at| at >= arrived);
         let holds = holder.is_some_and(|h| h.instance_id == record.instance_id);
         if holds {
+            if answered_since {
+                return Judged::Shown;
+            }
             // The winner's record says STANDBY for the moment between its
             // win and its record's write; a restarted process that had led
             // under its id says so until the watch shows who won since.
@@ -544,10 +563,6 @@ impl KeyChecks {
         }
         let newer_claim =
             record.status == InstanceStatus::Active && record.epoch.is_some_and(|e| e > revision);
-        let Some(arrived) = self.arrived.get(key) else {
-            return Judged::Shown;
-        };
-        let answered_since = self.checked.get(group).is_some_and(|at| at >= arrived);
         if newer_claim && !answered_since && arrived.elapsed() < HOLD_AT_MOST {
             Judged::Hold
         } else {
@@ -564,6 +579,7 @@ impl KeyChecks {
         let bucket = self.bucket.clone();
         let answers = self.answers.clone();
         let asked = Instant::now();
+        let generation = self.generation;
         tokio::spawn(async move {
             let change = elections::read_key(&bucket, &group.0, &group.1).await;
             let _ = answers.send(LeaderEvent::Checked {
@@ -571,6 +587,7 @@ impl KeyChecks {
                 group: group.1,
                 asked,
                 change,
+                generation,
             });
         });
     }
