@@ -11,7 +11,9 @@
 //! instance's records back. [`Route`] tells them apart: a subject whose
 //! stream once acknowledged a record, or that a lookup found captured, has
 //! a stream; a lookup that finds none sends the records on core NATS for a
-//! while ([`NO_STREAM_RECHECK`]), then tries JetStream again.
+//! while ([`NO_STREAM_RECHECK`]), then tries JetStream again. A lookup
+//! nobody answers (JetStream's meta group electing a leader) is asked
+//! again, for up to [`LOOKUP_PATIENCE`].
 
 use std::time::Duration;
 
@@ -21,16 +23,14 @@ use tokio::time::Instant;
 /// than a stream's election after its node died (4-9 s).
 pub(super) const RECORD_PATIENCE: Duration = Duration::from_secs(20);
 
-/// How long, without an answer to the lookup, "nobody took it" is taken for
-/// a stream changing its leader (milliseconds, as a node in lame duck mode
-/// hands its leaderships over) before the subject is taken as captured by
-/// no stream.
-pub(super) const UNKNOWN_PATIENCE: Duration = Duration::from_secs(1);
-
 /// How long records go on core NATS once no stream captures their subject,
 /// before JetStream is tried again (a monitor may have created the stream
 /// meanwhile).
 pub(super) const NO_STREAM_RECHECK: Duration = Duration::from_secs(10);
+/// How long lookups may go unanswered (JetStream's meta group electing a
+/// leader after a NATS node died: up to some 9 s) before the subject is
+/// taken as captured by no stream.
+pub(super) const LOOKUP_PATIENCE: Duration = Duration::from_secs(10);
 
 /// The wait for an acknowledgement before the same copy is sent again,
 /// doubled per copy up to [`ACK_WAIT_MAX`].
@@ -135,9 +135,6 @@ impl Route {
             }
             Answer::NobodyTook | Answer::NoAck => {}
         }
-        if self.known == Known::Unknown && now >= delivery.started + UNKNOWN_PATIENCE {
-            return self.no_stream(now);
-        }
         if now >= delivery.give_up {
             // The stream may be gone for good: the next record looks again.
             self.known = Known::Unknown;
@@ -163,7 +160,19 @@ impl Route {
                 self.known = Known::Captured;
                 self.after(delivery, last, now)
             }
-            None => self.after(delivery, last, now),
+            // Not "no stream": asked again on the next copy nobody takes,
+            // until lookups have gone unanswered for LOOKUP_PATIENCE.
+            None => {
+                let since = *delivery.unanswered_since.get_or_insert(now);
+                if now >= since + LOOKUP_PATIENCE {
+                    return self.no_stream(now);
+                }
+                delivery.looked_up = false;
+                if now >= delivery.give_up {
+                    return Next::GiveUp;
+                }
+                delivery.again(last)
+            }
         }
     }
 
@@ -188,6 +197,8 @@ pub(super) struct Delivery {
     /// The pause before the next copy, after "nobody took it" or "not now".
     pause: Duration,
     looked_up: bool,
+    /// Since when lookups of the subject have gone unanswered.
+    unanswered_since: Option<Instant>,
     /// Copies sent so far.
     pub(super) copies: u32,
 }
@@ -201,6 +212,7 @@ impl Delivery {
             wait: ACK_WAIT_FIRST,
             pause: PAUSE_FIRST,
             looked_up: false,
+            unanswered_since: None,
             copies: 0,
         }
     }
@@ -314,7 +326,10 @@ mod tests {
     }
 
     #[test]
-    fn an_unanswered_lookup_waits_as_for_a_leader_change_then_goes_on() {
+    fn an_unanswered_lookup_is_asked_again_until_its_patience_then_goes_on() {
+        // JetStream's meta group electing a leader answers no lookup for
+        // seconds: that is not "no stream", and the record is not sent on
+        // core NATS only while the stream may be back any moment.
         let t0 = Instant::now();
         let mut route = Route::new();
         let mut record = Delivery::new(t0);
@@ -322,9 +337,23 @@ mod tests {
         let asked = t0 + Duration::from_millis(500);
         let next = route.looked_up(&mut record, None, Answer::NoAck, asked);
         assert_eq!(next, Next::Again(Duration::ZERO));
-        let past = t0 + UNKNOWN_PATIENCE;
+        let later = t0 + Duration::from_secs(3);
         assert_eq!(
-            route.after(&mut record, Answer::NoAck, past),
+            route.after(&mut record, Answer::NobodyTook, later),
+            Next::LookUp
+        );
+        assert!(matches!(
+            route.looked_up(&mut record, None, Answer::NobodyTook, later),
+            Next::Again(_)
+        ));
+        assert!(route.goes_to_stream(later));
+        let past = asked + LOOKUP_PATIENCE;
+        assert_eq!(
+            route.after(&mut record, Answer::NobodyTook, past),
+            Next::LookUp
+        );
+        assert_eq!(
+            route.looked_up(&mut record, None, Answer::NobodyTook, past),
             Next::Published
         );
         assert!(!route.goes_to_stream(past));
