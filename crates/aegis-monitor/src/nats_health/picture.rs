@@ -166,6 +166,9 @@ pub(crate) struct Heard {
     pub(crate) answered: Option<BTreeSet<String>>,
 }
 
+/// How long a server shown down, and no stream's peer, stays shown.
+const FORGET_DOWN: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+
 #[derive(Debug)]
 struct Seen<T> {
     value: T,
@@ -224,7 +227,7 @@ impl Tracker {
         } else {
             JetStreamState::Ok
         };
-        let up = self.servers_up(heard);
+        let up = self.servers_up(heard, now);
         let servers = up
             .iter()
             .map(|(name, &up)| ServerState {
@@ -269,8 +272,17 @@ impl Tracker {
     }
 
     /// Every server known and whether it is up.
-    fn servers_up(&self, heard: &Heard) -> BTreeMap<String, bool> {
-        let mut known: BTreeSet<String> = self.servers.keys().cloned().collect();
+    fn servers_up(&self, heard: &Heard, now: DateTime<Utc>) -> BTreeMap<String, bool> {
+        // A server down this long and no stream's peer any more is
+        // forgotten: a node removed for good, or a standalone server
+        // named by its id, which is new at each start.
+        let forget_before = now - FORGET_DOWN;
+        let mut known: BTreeSet<String> = self
+            .servers
+            .iter()
+            .filter(|(_, seen)| seen.value || seen.since.is_none_or(|since| since > forget_before))
+            .map(|(name, _)| name.clone())
+            .collect();
         known.extend(self.peers_of.values().flatten().cloned());
         known.extend(heard.local.iter().cloned());
         if let Some(answered) = &heard.answered {
@@ -496,5 +508,23 @@ mod tests {
                 "streams": [{"name": "KV_orders", "replicas": 3, "leader": "n1", "offline": [], "since": null}],
             })
         );
+    }
+
+    #[test]
+    fn a_server_down_for_long_and_no_streams_peer_is_forgotten() {
+        let mut t = Tracker::default();
+        let t0: DateTime<Utc> = "2026-12-04T10:00:00Z".parse().unwrap();
+        let every = Duration::from_secs(1);
+        let heard = |answered: &[&str]| Heard {
+            connected: true,
+            local: Some("b".into()),
+            meta_answered: true,
+            answered: Some(answered.iter().map(|s| (*s).to_owned()).collect()),
+        };
+        t.picture(&heard(&["a", "b"]), t0, every);
+        let p = t.picture(&heard(&["b"]), t0 + chrono::TimeDelta::seconds(1), every);
+        assert!(p.servers.iter().any(|s| s.name == "a" && !s.up));
+        let p = t.picture(&heard(&["b"]), t0 + chrono::TimeDelta::minutes(11), every);
+        assert!(p.servers.iter().all(|s| s.name != "a"), "{:?}", p.servers);
     }
 }
