@@ -142,8 +142,14 @@ impl ConnectArgs {
             connection.nats_url = url;
         }
         let (operator, tls_ca) = match &file {
-            Some(path) => (
+            // A file given by name must be one; the default one found in
+            // the working directory is used only when it is.
+            Some(path) if self.credentials.is_some() => (
                 Some(read_operator(path)?),
+                crate::up::credentials::read_tls_ca(path)?,
+            ),
+            Some(path) => (
+                crate::up::credentials::read_operator(path)?,
                 crate::up::credentials::read_tls_ca(path)?,
             ),
             None => (None, None),
