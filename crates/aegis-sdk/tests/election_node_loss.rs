@@ -171,8 +171,12 @@ async fn a_resignation_during_a_leader_change_of_the_elections_stream_hands_over
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     aegis_testkit::leaders::step_down(setup.client(), "KV_service_elections").await;
-    let resigned = Instant::now();
+    let began = Instant::now();
     first.resign().await;
+    // Measured from the resignation's end, when its delete has landed: how
+    // long the stream took to take writes again (some milliseconds, a few
+    // hundred on a loaded machine) is not the standby's to wait for.
+    let resigned = Instant::now();
     while second.leadership().serving_epoch().is_none() {
         assert!(
             resigned.elapsed() < Duration::from_secs(30),
@@ -181,10 +185,13 @@ async fn a_resignation_during_a_leader_change_of_the_elections_stream_hands_over
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let took = resigned.elapsed();
-    eprintln!("the standby took over {took:?} after the resignation began");
+    eprintln!(
+        "the resignation took {:?}; the standby took over {took:?} after it",
+        resigned - began
+    );
     assert!(
         took < lease.lease / 2,
-        "the standby took over only {took:?} after the resignation: the lease ({:?}) lapsed",
+        "the standby took over only {took:?} after the resignation: it waited for the lease ({:?}) to lapse",
         lease.lease
     );
 }
