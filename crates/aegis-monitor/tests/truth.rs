@@ -385,6 +385,49 @@ async fn start_of(sub: &mut async_nats::Subscriber, name: &str) -> Value {
     }
 }
 
+/// A monitor (R3 buckets, the system account's advisories) whose two
+/// connections go to node `node` of `cluster` only, as its router.
+async fn monitor_on(cluster: &aegis_testkit::NatsCluster, node: usize) -> axum::Router {
+    let mut config = common::config(&cluster.urls()[node]);
+    config.nats.nats.replicas = 3;
+    config.system_account = Some(common::system_account(cluster.node(node)));
+    let state = aegis_monitor::AppState::start(config, tokio_util::sync::CancellationToken::new())
+        .await
+        .expect("start the monitor");
+    aegis_monitor::router(state)
+}
+
+/// What a viewer gets for instance `id` of plain-service.
+async fn plain_instance(app: &axum::Router, id: &str) -> Value {
+    common::call_app(
+        app,
+        common::req(
+            axum::http::Method::GET,
+            &format!("/api/instances/plain-service/{id}"),
+            Some(VIEWER),
+            None,
+        ),
+    )
+    .await
+    .body
+}
+
+/// Polls instance `id` until it is shown UNHEALTHY: how long after
+/// `killed`, and the reason shown (10 s at most).
+async fn shown_down(app: &axum::Router, id: &str, killed: Instant) -> (Duration, Value) {
+    loop {
+        let v = plain_instance(app, id).await;
+        if v["status"] == "UNHEALTHY" {
+            return (killed.elapsed(), v["statusReason"].clone());
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "{id} not shown down within 10 s: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// An instance is SIGKILLed at the moment the NATS node the monitor reads
 /// the server's advisories through dies: the disconnect advisory of the
 /// instance's connection (on a node that lives) is sent while the monitor
@@ -394,44 +437,17 @@ async fn start_of(sub: &mut async_nats::Subscriber, name: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_sigkilled_instance_is_down_within_a_second_while_the_monitors_node_dies() {
     let mut cluster = aegis_testkit::NatsCluster::start(3).expect("start a 3-node cluster");
-    let urls = cluster.urls();
     // The monitor (both its connections) on node 2, the instance on node 0.
-    let mut config = common::config(&urls[2]);
-    config.nats.nats.replicas = 3;
-    config.system_account = Some(common::system_account(cluster.node(2)));
-    let state = aegis_monitor::AppState::start(config, tokio_util::sync::CancellationToken::new())
-        .await
-        .expect("start the monitor");
-    let app = aegis_monitor::router(state);
-    let path = "/api/instances/plain-service/p1";
-    let view = || async {
-        common::call_app(
-            &app,
-            common::req(axum::http::Method::GET, path, Some(VIEWER), None),
-        )
-        .await
-        .body
-    };
-    let mut child = ChildInstance::spawn(&urls[0], "plain-service", "p1", None);
+    let app = monitor_on(&cluster, 2).await;
+    let mut child = ChildInstance::spawn(&cluster.urls()[0], "plain-service", "p1", None);
     eventually(Duration::from_secs(30), "p1 shown ACTIVE", || async {
-        view().await["status"] == "ACTIVE"
+        plain_instance(&app, "p1").await["status"] == "ACTIVE"
     })
     .await;
 
     cluster.kill_node(2);
     child.kill();
-    let killed = Instant::now();
-    let (shown, reason) = loop {
-        let v = view().await;
-        if v["status"] == "UNHEALTHY" {
-            break (killed.elapsed(), v["statusReason"].clone());
-        }
-        assert!(
-            killed.elapsed() < Duration::from_secs(10),
-            "p1 not shown down within 10 s: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let (shown, reason) = shown_down(&app, "p1", Instant::now()).await;
     eprintln!("SIGKILLed with the monitor's node: shown down ({reason}) after {shown:?}");
     assert!(
         shown < Duration::from_secs(1),
@@ -448,53 +464,20 @@ async fn a_sigkilled_instance_is_down_within_a_second_while_the_monitors_node_di
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_instance_killed_with_its_nats_node_is_shown_down_before_its_beats_are_missed() {
     let mut cluster = aegis_testkit::NatsCluster::start(3).expect("start a 3-node cluster");
-    let urls = cluster.urls();
-    let mut config = common::config(&urls[2]);
-    config.nats.nats.replicas = 3;
-    config.system_account = Some(common::system_account(cluster.node(2)));
-    let state = aegis_monitor::AppState::start(config, tokio_util::sync::CancellationToken::new())
-        .await
-        .expect("start the monitor");
-    let app = aegis_monitor::router(state);
-    let view = |id: &'static str| {
-        let app = app.clone();
-        async move {
-            common::call_app(
-                &app,
-                common::req(
-                    axum::http::Method::GET,
-                    &format!("/api/instances/plain-service/{id}"),
-                    Some(VIEWER),
-                    None,
-                ),
-            )
-            .await
-            .body
-        }
-    };
-    let mut dying = ChildInstance::spawn(&urls[0], "plain-service", "p1", None);
-    let _moving = ChildInstance::spawn(&urls[0], "plain-service", "p2", None);
+    let app = monitor_on(&cluster, 2).await;
+    let url = cluster.urls()[0].clone();
+    let mut dying = ChildInstance::spawn(&url, "plain-service", "p1", None);
+    let _moving = ChildInstance::spawn(&url, "plain-service", "p2", None);
     for id in ["p1", "p2"] {
         eventually(Duration::from_secs(30), "both shown ACTIVE", || async {
-            view(id).await["status"] == "ACTIVE"
+            plain_instance(&app, id).await["status"] == "ACTIVE"
         })
         .await;
     }
 
     cluster.kill_node(0);
     dying.kill();
-    let killed = Instant::now();
-    let (shown, reason) = loop {
-        let v = view("p1").await;
-        if v["status"] == "UNHEALTHY" {
-            break (killed.elapsed(), v["statusReason"].clone());
-        }
-        assert!(
-            killed.elapsed() < Duration::from_secs(10),
-            "p1 not shown down within 10 s: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let (shown, reason) = shown_down(&app, "p1", Instant::now()).await;
     eprintln!("killed with its NATS node: shown down ({reason}) after {shown:?}");
     assert!(
         shown < Duration::from_secs(2),
@@ -504,7 +487,7 @@ async fn an_instance_killed_with_its_nats_node_is_shown_down_before_its_beats_ar
     eventually(
         Duration::from_secs(10),
         "p2, moved to a live node, shown ACTIVE",
-        || async { view("p2").await["status"] == "ACTIVE" },
+        || async { plain_instance(&app, "p2").await["status"] == "ACTIVE" },
     )
     .await;
 }
