@@ -442,6 +442,19 @@ fn log_error(status: StatusCode, report: &ErrorReport) {
 }
 
 #[cfg(test)]
+impl ApiError {
+    /// The fields a validation error names, in order (for tests).
+    pub(crate) fn failing_fields(&self) -> Vec<String> {
+        self.details()["fields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| f["field"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

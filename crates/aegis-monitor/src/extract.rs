@@ -525,15 +525,6 @@ mod tests {
         parse_body::<NewServiceDefinition>(body.as_bytes()).unwrap_err()
     }
 
-    fn fields(e: &ApiError) -> Vec<String> {
-        e.details()["fields"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["field"].as_str().unwrap().to_owned())
-            .collect()
-    }
-
     #[test]
     fn malformed_json_is_400() {
         assert_eq!(err("{").code(), ErrorCode::InvalidJson);
@@ -559,14 +550,14 @@ mod tests {
     fn wrong_shapes_are_422_naming_the_field() {
         let e = err(r#"{"service_name":"abc","owner":"o","description":"d"}"#);
         assert_eq!(e.code(), ErrorCode::ValidationError);
-        assert_eq!(fields(&e), ["version"]);
+        assert_eq!(e.failing_fields(), ["version"]);
         let e =
             err(r#"{"service_name":"abc","owner":"o","description":"d","version":"1.0.0","x":1}"#);
-        assert_eq!(fields(&e), ["x"]);
+        assert_eq!(e.failing_fields(), ["x"]);
         let e = err(r#"{"service_name":"abc","owner":5,"description":"d","version":"1.0.0"}"#);
-        assert_eq!(fields(&e), ["owner"]);
+        assert_eq!(e.failing_fields(), ["owner"]);
         assert!(!e.message().contains("line"));
-        assert_eq!(fields(&err("[]")), ["body"]);
+        assert_eq!(err("[]").failing_fields(), ["body"]);
         // 3.0 is the integer 3; 3.5 is not.
         let p: aegis_contracts::ServiceDefinitionPatch =
             parse_body(br#"{"owner": "x", "revision": 3.0}"#).unwrap();
@@ -575,8 +566,8 @@ mod tests {
             br#"{"owner": "x", "revision": 3.5}"#,
         )
         .unwrap_err();
-        assert_eq!(fields(&e), ["revision"]);
-        assert_eq!(fields(&err("3")), ["body"]);
+        assert_eq!(e.failing_fields(), ["revision"]);
+        assert_eq!(err("3").failing_fields(), ["body"]);
     }
 
     #[derive(Debug, serde::Deserialize, IntoParams)]

@@ -243,12 +243,7 @@ mod tests {
 
     fn failing(e: ApiError) -> Vec<String> {
         assert_eq!(e.code(), ErrorCode::ValidationError);
-        e.details()["fields"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["field"].as_str().unwrap().to_owned())
-            .collect()
+        e.failing_fields()
     }
 
     fn create(body: Value) -> Result<NewServiceDefinition, ApiError> {
