@@ -7,11 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use aegis_monitor::{AppState, router};
 use aegis_testkit::{NatsCluster, leaders};
 use axum::http::{Method, header};
 use common::{ADMIN, Harness, VIEWER, call_app, new_def, req};
-use tokio_util::sync::CancellationToken;
 
 /// `GET path` as a viewer is 400 `BAD_REQUEST` naming `param` (and the
 /// value it was given, when there was one), in our own words.
@@ -94,12 +92,7 @@ async fn a_definition_write_its_stream_cannot_take_says_it_was_not_stored() {
         .expect("the cluster is ready");
     let urls = cluster.urls();
     // The monitor on node 0; node 1 leads the bucket's stream, and dies.
-    let mut config = common::config(&urls[0]);
-    config.nats.nats.replicas = 3;
-    let state = AppState::start(config, CancellationToken::new())
-        .await
-        .expect("start the monitor");
-    let app = router(state);
+    let app = common::start_r3(&urls[0], None).await.1;
     let setup = common::connect(&urls[0]).await;
     let doomed = cluster.nodes()[1].server_name().to_owned();
     leaders::lead_on(setup.client(), "KV_service_definitions", &doomed).await;

@@ -13,12 +13,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use aegis_monitor::{AppState, router};
+use aegis_monitor::AppState;
 use aegis_testkit::{NatsCluster, leaders};
 use axum::http::{Method, StatusCode};
 use common::{VIEWER, call_app, req};
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
 /// The bucket the tests kill a leader of (an order service's own bucket).
 const BUCKET: &str = "orders";
@@ -109,15 +108,8 @@ struct Scene {
 
 async fn scene(system: bool) -> Scene {
     let cluster = NatsCluster::start(3).expect("start a 3-node cluster");
-    let mut config = common::config(&cluster.url());
-    config.nats.nats.replicas = 3;
-    if system {
-        config.system_account = Some(common::system_account(cluster.node(0)));
-    }
-    let state = AppState::start(config, CancellationToken::new())
-        .await
-        .expect("start the monitor");
-    let app = router(state.clone());
+    let system = system.then(|| common::system_account(cluster.node(0)));
+    let (state, app) = common::start_r3(&cluster.url(), system).await;
     let client = async_nats::connect(cluster.urls())
         .await
         .expect("connect to the cluster");

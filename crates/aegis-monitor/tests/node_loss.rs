@@ -9,12 +9,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use aegis_monitor::{AppState, router};
 use aegis_sdk::{AegisConfig, Connection, rpc::Service};
 use aegis_testkit::{NatsCluster, leaders};
 use common::{VIEWER, call_app, req};
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
 async fn connect(urls: &[String]) -> Connection {
     let mut config = AegisConfig::with_servers(urls.join(","));
@@ -40,12 +38,7 @@ async fn ping_service(
 
 /// A monitor on `url` (R3 buckets), as its router.
 async fn monitor(url: &str) -> axum::Router {
-    let mut config = common::config(url);
-    config.nats.nats.replicas = 3;
-    let state = AppState::start(config, CancellationToken::new())
-        .await
-        .expect("start a monitor");
-    router(state)
+    common::start_r3(url, None).await.1
 }
 
 /// What an admin gets from creating the definition of `service`.
@@ -73,12 +66,7 @@ async fn viewed(app: &axum::Router, path: &str) -> Value {
 async fn killing_the_registry_streams_leader_hides_no_live_instance() {
     let mut cluster = NatsCluster::start(3).expect("start a 3-node cluster");
     let urls = cluster.urls();
-    let mut config = common::config(&cluster.url());
-    config.nats.nats.replicas = 3;
-    let state = AppState::start(config, CancellationToken::new())
-        .await
-        .expect("start the monitor");
-    let app = router(state.clone());
+    let (_state, app) = common::start_r3(&cluster.url(), None).await;
 
     // Seven instances, each on its own connection (its own node, at random).
     let mut services: Vec<(Connection, Service)> = Vec::new();
@@ -155,12 +143,7 @@ async fn the_monitor_stays_ready_and_answers_at_once_while_a_buckets_stream_has_
     let urls = cluster.urls();
     // The monitor on n1 only: it keeps its connection; only the stream
     // loses its leader.
-    let mut config = common::config(&urls[0]);
-    config.nats.nats.replicas = 3;
-    let state = AppState::start(config, CancellationToken::new())
-        .await
-        .expect("start the monitor");
-    let app = router(state.clone());
+    let (_state, app) = common::start_r3(&urls[0], None).await;
     let ready = || async {
         let asked = Instant::now();
         let r = call_app(&app, req(axum::http::Method::GET, "/ready", None, None)).await;
@@ -211,12 +194,7 @@ async fn the_monitor_stays_ready_and_answers_at_once_while_a_buckets_stream_has_
 async fn a_takeover_after_the_monitors_node_died_shows_within_a_second() {
     let mut cluster = NatsCluster::start(3).expect("start a 3-node cluster");
     let urls = cluster.urls();
-    let mut config = common::config(&urls.join(","));
-    config.nats.nats.replicas = 3;
-    let state = AppState::start(config, CancellationToken::new())
-        .await
-        .expect("start the monitor");
-    let app = router(state.clone());
+    let (state, app) = common::start_r3(&urls.join(","), None).await;
     let monitor_node = state.conn().client().server_info().server_name;
     let monitor_index = cluster
         .nodes()
@@ -417,12 +395,7 @@ async fn metrics_published_after_the_monitors_node_died_show_within_seconds() {
         .meta_leader()
         .expect("the cluster has a meta leader");
     let elsewhere = cluster.urls_except(m_index);
-    let mut config = common::config(&urls[m_index]);
-    config.nats.nats.replicas = 3;
-    let state = AppState::start(config, CancellationToken::new())
-        .await
-        .expect("start the monitor");
-    let app = router(state.clone());
+    let (_state, app) = common::start_r3(&urls[m_index], None).await;
     let (conn, _svc) = ping_service(&elsewhere[..1], "pricing-service", "pricing-1", None).await;
     // When the snapshot the API shows for pricing-1 was taken.
     let shown = || async {

@@ -388,13 +388,10 @@ async fn start_of(sub: &mut async_nats::Subscriber, name: &str) -> Value {
 /// A monitor (R3 buckets, the system account's advisories) whose two
 /// connections go to node `node` of `cluster` only, as its router.
 async fn monitor_on(cluster: &aegis_testkit::NatsCluster, node: usize) -> axum::Router {
-    let mut config = common::config(&cluster.urls()[node]);
-    config.nats.nats.replicas = 3;
-    config.system_account = Some(common::system_account(cluster.node(node)));
-    let state = aegis_monitor::AppState::start(config, tokio_util::sync::CancellationToken::new())
+    let system = common::system_account(cluster.node(node));
+    common::start_r3(&cluster.urls()[node], Some(system))
         .await
-        .expect("start the monitor");
-    aegis_monitor::router(state)
+        .1
 }
 
 /// What a viewer gets for instance `id` of plain-service.

@@ -124,6 +124,23 @@ impl Harness {
     }
 }
 
+/// A monitor on `url` (one URL, or several joined with commas) with R3
+/// buckets, as the tests on a 3-node cluster start it; with `system`, it
+/// reads the servers' connection advisories through that account.
+pub async fn start_r3(
+    url: &str,
+    system: Option<aegis_monitor::SystemAccount>,
+) -> (AppState, Router) {
+    let mut config = config(url);
+    config.nats.nats.replicas = 3;
+    config.system_account = system;
+    let state = AppState::start(config, CancellationToken::new())
+        .await
+        .expect("start the monitor");
+    let app = router(state.clone());
+    (state, app)
+}
+
 /// The test server's system account, as the monitor takes it.
 pub fn system_account(nats: &NatsServer) -> aegis_monitor::SystemAccount {
     let (user, password) = nats.system_credentials();
