@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use aegis_sdk::{
     AegisConfig, Connection,
@@ -17,7 +17,6 @@ use aegis_sdk::{
     rpc::{Service, WireError},
 };
 use aegis_testkit::NatsServer;
-use common::AEGIS;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -46,23 +45,9 @@ async fn order_instance(url: &str, id: &str) -> (Service, Connection) {
 
 /// Runs `aegis` with `args`; returns (success, stdout + stderr).
 async fn aegis(args: Vec<String>) -> (bool, String) {
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new(AEGIS)
-            .args(&args)
-            .env("NO_COLOR", "1")
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
-    })
-    .await
-    .unwrap()
+    tokio::task::spawn_blocking(move || common::run(&args))
+        .await
+        .unwrap()
 }
 
 fn args(list: &[&str], url: &str) -> Vec<String> {

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{AEGIS, Proc, alive, free_up_ports};
+use common::{Proc, alive, free_up_ports};
 
 /// `aegis up --single-node` with no service instances, once it is up.
 fn up(state: &Path) -> Proc {
@@ -41,23 +41,10 @@ fn up_on(state: &Path, base: u16, api: u16) -> Proc {
 /// stderr together, and how long it took.
 fn chaos(state: &Path, args: &[&str]) -> (bool, String, Duration) {
     let started = Instant::now();
-    let out = Command::new(AEGIS)
-        .arg("chaos")
-        .arg("--state-dir")
-        .arg(state)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        started.elapsed(),
-    )
+    let mut all = vec!["chaos".as_ref(), "--state-dir".as_ref(), state.as_os_str()];
+    all.extend(args.iter().map(std::ffi::OsStr::new));
+    let (ok, out) = common::run(&all);
+    (ok, out, started.elapsed())
 }
 
 fn pid(state: &Path, name: &str) -> Option<i32> {

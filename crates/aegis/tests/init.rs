@@ -8,20 +8,12 @@ mod common;
 use std::time::Duration;
 
 use aegis_testkit::NatsCluster;
-use common::AEGIS;
 
 /// Runs `aegis init` with `args`; its exit success and stdout.
 fn init(url: &str, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(AEGIS)
-        .arg("init")
-        .args(["--nats-url", url])
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), format!("{stdout}{stderr}"))
+    let mut all = vec!["init", "--nats-url", url];
+    all.extend_from_slice(args);
+    common::run(&all)
 }
 
 /// The streams `aegis init` makes.

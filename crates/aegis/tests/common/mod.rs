@@ -15,6 +15,24 @@ use nix::{sys::signal::Signal, unistd::Pid};
 
 pub const AEGIS: &str = env!("CARGO_BIN_EXE_aegis");
 
+/// Runs `aegis` with `args` to its end (no colour); returns its success
+/// and its stdout and stderr together.
+pub fn run<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String) {
+    let out = std::process::Command::new(AEGIS)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 /// A child process whose stderr lines arrive on a channel; killed on drop.
 pub struct Proc {
     pub child: Child,
