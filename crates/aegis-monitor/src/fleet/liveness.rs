@@ -426,45 +426,47 @@ async fn ping_servers(client: async_nats::Client, tx: mpsc::UnboundedSender<Conn
         return;
     }
     let at = Utc::now();
-    let inbox = client.new_inbox();
-    let Ok(mut answers) = client.subscribe(inbox.clone()).await else {
-        return;
-    };
-    let ask = serde_json::json!({ "limit": 1 }).to_string();
-    if client
-        .publish_with_reply(CONNZ, inbox, ask.into())
-        .await
-        .is_err()
-    {
-        return;
-    }
     let mut servers = HashSet::new();
-    let until = tokio::time::Instant::now() + PING_WAIT;
-    while let Ok(Some(answer)) = tokio::time::timeout_at(until, answers.next()).await {
-        if let Some(listing) = parse_listing(&answer.payload) {
-            servers.insert(listing.server);
-        }
-    }
+    ask_every_server(&client, 1, PING_WAIT, |listing| {
+        servers.insert(listing.server);
+        true
+    })
+    .await;
     let _ = tx.send(ConnectionNews::Answered(Answered { servers, at }));
 }
 
 /// Asks every server for its connections (`$SYS.REQ.SERVER.PING.CONNZ`)
 /// and sends each answer to `tx` as it comes, for up to [`LISTING_WAIT`].
 async fn list_connections(client: async_nats::Client, tx: mpsc::UnboundedSender<ConnectionNews>) {
+    ask_every_server(&client, LISTING_LIMIT, LISTING_WAIT, |listing| {
+        tx.send(ConnectionNews::Listed(listing)).is_ok()
+    })
+    .await;
+}
+
+/// Asks every server for at most `limit` of its connections ([`CONNZ`])
+/// and hands each readable answer to `each` as it comes, for up to `wait`
+/// or until `each` says it wants no more.
+async fn ask_every_server(
+    client: &async_nats::Client,
+    limit: usize,
+    wait: Duration,
+    mut each: impl FnMut(Listing) -> bool,
+) {
     let inbox = client.new_inbox();
     let Ok(mut answers) = client.subscribe(inbox.clone()).await else {
         return;
     };
-    let ask = serde_json::json!({ "limit": LISTING_LIMIT }).to_string();
+    let ask = serde_json::json!({ "limit": limit }).to_string();
     if let Err(e) = client.publish_with_reply(CONNZ, inbox, ask.into()).await {
         warn!(error = %e, "could not ask the servers for their connections");
         return;
     }
-    let until = tokio::time::Instant::now() + LISTING_WAIT;
+    let until = tokio::time::Instant::now() + wait;
     while let Ok(Some(answer)) = tokio::time::timeout_at(until, answers.next()).await {
         match parse_listing(&answer.payload) {
             Some(listing) => {
-                if tx.send(ConnectionNews::Listed(listing)).is_err() {
+                if !each(listing) {
                     return;
                 }
             }
