@@ -78,14 +78,17 @@ use crate::{
 pub(crate) struct ApiDoc;
 
 /// Touches the derive cannot express, applied to the finished document:
-/// an update must name at least one of owner, description, version. Said as
-/// "any of three copies of the fields, each requiring one", which fuzzers
-/// handle better than an `allOf` around an `anyOf`.
+/// every `/api` operation lists the 400 an unknown query parameter gets
+/// ([`document_unknown_params`]), and an update must name at least one of
+/// owner, description, version. The latter is said as "any of three copies
+/// of the fields, each requiring one", which fuzzers handle better than an
+/// `allOf` around an `anyOf`.
 pub(crate) fn finish(spec: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{
         RefOr,
         schema::{AnyOfBuilder, Schema},
     };
+    document_unknown_params(spec);
     let Some(components) = spec.components.as_mut() else {
         return;
     };
@@ -109,6 +112,54 @@ pub(crate) fn finish(spec: &mut utoipa::openapi::OpenApi) {
         "ServiceDefinitionPatch".to_owned(),
         Schema::AnyOf(one_required).into(),
     );
+}
+
+/// What a 400 for an unknown query parameter is called where a route
+/// documents no 400 of its own.
+const UNKNOWN_PARAM: &str = "BAD_REQUEST: an unknown query parameter";
+
+/// Every `/api` operation can answer 400: `refuse_unknown_params` (in
+/// `extract.rs`) refuses a query parameter the operation does not list,
+/// also on routes that take none. Said here, once, for every operation,
+/// rather than in each route's annotations, where a new route would
+/// forget it: a missing 400 gets one with the error envelope, and a 400
+/// that names other causes gets this one added to its description.
+fn document_unknown_params(spec: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, path::Operation};
+    for (path, item) in spec.paths.paths.iter_mut() {
+        if !path.starts_with("/api/") {
+            continue;
+        }
+        let operations: [&mut Option<Operation>; 5] = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let responses = &mut operation.responses.responses;
+            match responses.get_mut("400") {
+                Some(RefOr::T(response)) => {
+                    if !response.description.contains("nknown") {
+                        response.description =
+                            format!("{}; or an unknown query parameter", response.description);
+                    }
+                }
+                Some(RefOr::Ref(_)) => {}
+                None => {
+                    let envelope = ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+                        .build();
+                    let response = ResponseBuilder::new()
+                        .description(UNKNOWN_PARAM)
+                        .content("application/json", envelope)
+                        .build();
+                    responses.insert("400".to_owned(), response.into());
+                }
+            }
+        }
+    }
 }
 
 struct Security;
@@ -183,4 +234,67 @@ pub(crate) struct ServiceInstanceDoc {
     /// and reason.
     #[schema(format = DateTime)]
     status_since: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::openapi::{RefOr, path::Operation};
+
+    /// The `/api` operations of the served document, by method and path.
+    fn api_operations(spec: &utoipa::openapi::OpenApi) -> Vec<(String, &Operation)> {
+        let mut found = Vec::new();
+        for (path, item) in spec.paths.paths.iter() {
+            if !path.starts_with("/api/") {
+                continue;
+            }
+            let operations = [
+                ("GET", &item.get),
+                ("POST", &item.post),
+                ("PUT", &item.put),
+                ("PATCH", &item.patch),
+                ("DELETE", &item.delete),
+                ("HEAD", &item.head),
+                ("OPTIONS", &item.options),
+                ("TRACE", &item.trace),
+            ];
+            for (method, operation) in operations {
+                if let Some(operation) = operation {
+                    found.push((format!("{method} {path}"), operation));
+                }
+            }
+        }
+        found
+    }
+
+    /// Any `/api` operation answers 400 to a query parameter it does not
+    /// take (`refuse_unknown_params`), so the document lists a 400 with
+    /// the error envelope for every one, including those taking none.
+    #[test]
+    fn every_api_operation_lists_the_400_an_unknown_parameter_gets() {
+        let spec = crate::openapi();
+        let operations = api_operations(&spec);
+        assert!(operations.len() > 20, "{} operations", operations.len());
+        let mut missing = Vec::new();
+        for (name, operation) in operations {
+            let Some(RefOr::T(response)) = operation.responses.responses.get("400") else {
+                missing.push(format!("{name}: no 400"));
+                continue;
+            };
+            let body = response
+                .content
+                .get("application/json")
+                .and_then(|content| content.schema.as_ref());
+            match body {
+                Some(RefOr::Ref(r)) if r.ref_location == "#/components/schemas/ErrorEnvelope" => {}
+                _ => missing.push(format!("{name}: 400 without the ErrorEnvelope body")),
+            }
+            if !response.description.contains("nknown") {
+                missing.push(format!(
+                    "{name}: 400 {:?} does not say an unknown parameter gets it",
+                    response.description
+                ));
+            }
+        }
+        assert!(missing.is_empty(), "{missing:#?}");
+    }
 }
