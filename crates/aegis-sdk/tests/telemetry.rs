@@ -154,7 +154,7 @@ async fn without_a_log_stream_events_reach_live_subscribers_once() {
     let mut events = watcher.subscribe(subject).await.unwrap();
     aegis_testkit::wait::server_caught_up(&watcher).await;
     let conn = common::connect(&nats.url()).await;
-    let telemetry = Telemetry::new(conn.client().clone(), "quote-service", "q-3");
+    let telemetry = Telemetry::new(&conn, "quote-service", "q-3");
     let started = std::time::Instant::now();
     for i in 0..5 {
         telemetry.event(telemetry.lifecycle(LogLevel::Warn, LogKind::Log, format!("line {i}")));
@@ -177,4 +177,74 @@ async fn without_a_log_stream_events_reach_live_subscribers_once() {
     }
     assert_eq!(seen, ["line 0", "line 1", "line 2", "line 3", "line 4"]);
     assert_eq!(telemetry.dropped(), 0);
+}
+
+/// Every handle of one instance on one connection shares one queue (one
+/// sender, one run of message ids, one order); another connection, even
+/// for the same instance, has its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handles_of_one_instance_share_a_queue_on_their_connection_only() {
+    use aegis_sdk::{contracts::log::LogLevel, telemetry::Telemetry};
+    use async_nats::jetstream::{self, stream};
+
+    let nats = server();
+    let subject = "aegis.log.quote-service.q-4";
+    let watcher = async_nats::connect(nats.url()).await.unwrap();
+    jetstream::new(watcher.clone())
+        .create_stream(stream::Config {
+            name: "AEGIS_LOG".into(),
+            subjects: vec!["aegis.log.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut events = watcher.subscribe(subject).await.unwrap();
+    aegis_testkit::wait::server_caught_up(&watcher).await;
+    let (one, other) = (
+        common::connect(&nats.url()).await,
+        common::connect(&nats.url()).await,
+    );
+    let service = Telemetry::new(&one, "quote-service", "q-4");
+    let forwarded = Telemetry::new(&one, "quote-service", "q-4");
+    let elsewhere = Telemetry::new(&other, "quote-service", "q-4");
+    for (i, handle) in [&service, &forwarded, &service, &elsewhere]
+        .into_iter()
+        .enumerate()
+    {
+        handle.event(handle.lifecycle(LogLevel::Warn, LogKind::Log, format!("line {i}")));
+        assert!(
+            handle.flush(Duration::from_secs(5)).await,
+            "line {i} stored"
+        );
+    }
+
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let msg = tokio::time::timeout(Duration::from_secs(5), events.next())
+            .await
+            .expect("a record within 5 s")
+            .unwrap();
+        let id = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+            .expect("stored records carry their message id")
+            .to_string();
+        let record: LogRecord = serde_json::from_slice(&msg.payload).unwrap();
+        let (run, seq) = id.rsplit_once('.').expect("{run}.{seq}");
+        ids.push((record.message, run.to_owned(), seq.to_owned()));
+    }
+    let runs: Vec<&str> = ids.iter().map(|(_, run, _)| run.as_str()).collect();
+    assert_eq!(
+        runs[0], runs[1],
+        "one connection's handles share a sender: {ids:?}"
+    );
+    assert_eq!(runs[0], runs[2], "{ids:?}");
+    assert_ne!(runs[0], runs[3], "another connection has its own: {ids:?}");
+    let seqs: Vec<&str> = ids.iter().map(|(_, _, seq)| seq.as_str()).collect();
+    assert_eq!(seqs[..3], ["0", "1", "2"], "one queue, in order: {ids:?}");
+    assert_eq!(
+        service.dropped() + forwarded.dropped() + elsewhere.dropped(),
+        0
+    );
 }

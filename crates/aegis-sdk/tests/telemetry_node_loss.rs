@@ -151,11 +151,7 @@ fn kinds(records: &[LogRecord]) -> Vec<LogKind> {
 async fn an_event_emitted_while_the_log_stream_elects_its_leader_is_stored_once() {
     let mut fixture = Fixture::start().await;
     let subject = log_subject("order-service", "order-1");
-    let telemetry = Telemetry::new(
-        fixture.instance.client().clone(),
-        "order-service",
-        "order-1",
-    );
+    let telemetry = Telemetry::new(&fixture.instance, "order-service", "order-1");
     telemetry.event(event(LogKind::Registered, "registered"));
     fixture
         .stored_once_there(&subject, LogKind::Registered)
@@ -191,11 +187,7 @@ async fn a_new_instance_waits_for_the_stream_it_has_not_seen_yet() {
     let mut fixture = Fixture::start().await;
     let killed = fixture.kill_the_log_leader();
     let subject = log_subject("pricing-service", "pricing-1");
-    let telemetry = Telemetry::new(
-        fixture.instance.client().clone(),
-        "pricing-service",
-        "pricing-1",
-    );
+    let telemetry = Telemetry::new(&fixture.instance, "pricing-service", "pricing-1");
     telemetry.event(event(LogKind::Registered, "registered"));
     telemetry.event(event(LogKind::StatusChanged, "ACTIVE"));
     fixture

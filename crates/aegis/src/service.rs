@@ -109,7 +109,7 @@ pub async fn run(
         sdk_service.instance_id().to_owned(),
     );
     probes.running(&conn, sdk_service.registration().map(|r| r.handle()));
-    logs.attach(conn.client().clone(), &service, &instance);
+    logs.attach(&conn, &service, &instance);
     eprintln!("{service} instance {instance} started; Ctrl-C or SIGTERM stops it gracefully");
     shutdown.cancelled().await;
     probes.stopping();

@@ -246,6 +246,9 @@ struct Inner {
     registry: tokio::sync::OnceCell<Arc<RegistryCache>>,
     /// What discovery routes by, fed by the registry view.
     discovery_index: Arc<DiscoveryIndex>,
+    /// The senders of the instances' telemetry records on this connection,
+    /// one per instance (see [`crate::telemetry`]).
+    telemetry: crate::telemetry::Senders,
     /// Who holds each election key (one watch), started by the first
     /// `call_active` and shared by every `RpcClient` of the connection.
     elections: tokio::sync::OnceCell<Arc<ElectionView>>,
@@ -365,6 +368,7 @@ impl Connection {
             server_version,
             registry: tokio::sync::OnceCell::new(),
             discovery_index: Arc::default(),
+            telemetry: crate::telemetry::Senders::default(),
             elections: tokio::sync::OnceCell::new(),
             draining,
             loads,
@@ -589,6 +593,11 @@ impl Connection {
                 .map(Arc::new)
         }))
         .await
+    }
+
+    /// The senders of this connection's telemetry records.
+    pub(crate) fn telemetry_senders(&self) -> &crate::telemetry::Senders {
+        &self.inner.telemetry
     }
 
     /// The routing index discovery picks instances from (fed by the

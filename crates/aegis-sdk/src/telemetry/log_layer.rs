@@ -10,7 +10,7 @@
 //! tracing_subscriber::registry().with(tracing_subscriber::fmt::layer()).with(layer).init();
 //! // ... once connected and the instance id is known:
 //! # async fn later(conn: aegis_sdk::Connection, forwarder: aegis_sdk::telemetry::log_layer::LogForwarder) {
-//! forwarder.attach(conn.client().clone(), "pricing-service", "pricing-1");
+//! forwarder.attach(&conn, "pricing-service", "pricing-1");
 //! # }
 //! ```
 
@@ -37,8 +37,8 @@ pub struct LogForwarder {
 impl LogForwarder {
     /// Starts forwarding to `aegis.log.{service}.{instance}`. Events before
     /// this call are not forwarded (they are still printed by the binary).
-    pub fn attach(&self, client: async_nats::Client, service: &str, instance: &str) {
-        let _ = self.target.set(Telemetry::new(client, service, instance));
+    pub fn attach(&self, conn: &crate::Connection, service: &str, instance: &str) {
+        let _ = self.target.set(Telemetry::new(conn, service, instance));
     }
 }
 

@@ -52,8 +52,9 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::{metrics::InstanceMetrics, task::Background};
+use crate::{Connection, metrics::InstanceMetrics, task::Background};
 use sender::Sender;
+pub(crate) use sender::Senders;
 
 /// Default interval of metrics snapshots.
 pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(2);
@@ -66,7 +67,7 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Telemetry for `service`/`instance` on `client`. Every `Telemetry` of
+    /// Telemetry for `service`/`instance` on `conn`. Every `Telemetry` of
     /// one instance on one connection shares the same queue and sender, so
     /// their records keep one order (a service's own events and the ones
     /// its binary's [`log_layer`] forwards). The sender is a Tokio task,
@@ -76,13 +77,14 @@ impl Telemetry {
     /// # async fn demo(conn: aegis_sdk::Connection) {
     /// use aegis_sdk::{contracts::log::{LogKind, LogLevel}, telemetry::Telemetry};
     ///
-    /// let telemetry = Telemetry::new(conn.client().clone(), "pricing-service", "pricing-1");
+    /// let telemetry = Telemetry::new(&conn, "pricing-service", "pricing-1");
     /// telemetry.event(telemetry.lifecycle(LogLevel::Info, LogKind::Log, "warming up"));
     /// # }
     /// ```
-    pub fn new(client: Client, service: &str, instance: &str) -> Self {
+    pub fn new(conn: &Connection, service: &str, instance: &str) -> Self {
+        let subject = subjects::log_subject(service, instance);
         Self {
-            sender: sender::sender_for(&client, &subjects::log_subject(service, instance)),
+            sender: conn.telemetry_senders().sender_for(conn.client(), &subject),
         }
     }
 
@@ -157,10 +159,11 @@ pub(crate) struct TelemetryTasks {
 
 impl TelemetryTasks {
     /// Starts the metrics publisher (unless `interval` is `None`) and the
-    /// configuration responder, and holds the instance's record sender
-    /// (shared with its other [`Telemetry`] handles on `client`).
+    /// configuration responder on `client`, and holds the instance's
+    /// `records` so a stop can wait for them.
     pub(crate) async fn start(
         client: Client,
+        records: Telemetry,
         service: &str,
         instance: &str,
         metrics: Arc<InstanceMetrics>,
@@ -168,7 +171,6 @@ impl TelemetryTasks {
         config: aegis_contracts::config::EffectiveConfig,
     ) -> Result<Self, async_nats::SubscribeError> {
         let tasks = Background::new();
-        let records = Telemetry::new(client.clone(), service, instance);
         if let Some(interval) = interval {
             let subject = subjects::metrics_subject(service, instance);
             let client = client.clone();

@@ -5,7 +5,8 @@
 //! after its node died), so it is stored once; on core NATS while no
 //! stream captures it (see [`route`](super::route)).
 //!
-//! A process has one sender per instance and connection: every
+//! A connection has one sender per instance ([`Senders`], held by the
+//! [`Connection`](crate::Connection)): every
 //! [`Telemetry`](super::Telemetry) made for the same instance on the same
 //! connection shares it, so the service's own events and the binary's
 //! forwarded log lines keep one order, and the service's stop flushes
@@ -51,26 +52,30 @@ pub(super) const FLUSH_PATIENCE: Duration = Duration::from_secs(2);
 /// JetStream's answer.
 const LOOKUP_WAIT: Duration = Duration::from_secs(1);
 
-/// The live senders of this process, to share one per instance and
-/// connection.
-static SENDERS: Mutex<Vec<Weak<Sender>>> = Mutex::new(Vec::new());
+/// A connection's live senders, one per subject, so every handle for one
+/// instance shares one queue. Held by the connection: no process-wide list.
+#[derive(Debug, Default)]
+pub(crate) struct Senders {
+    live: Mutex<Vec<Weak<Sender>>>,
+}
 
-/// The sender of `subject`'s records on `client`'s connection: the one
-/// already running, or a new one.
-pub(super) fn sender_for(client: &Client, subject: &str) -> Arc<Sender> {
-    let mut senders = SENDERS.lock().unwrap_or_else(PoisonError::into_inner);
-    senders.retain(|s| s.strong_count() > 0);
-    // Clones of one client share its statistics: the connection's identity.
-    let connection = client.statistics();
-    let running = senders.iter().filter_map(Weak::upgrade).find(|s| {
-        *s.shared.subject == *subject && Arc::ptr_eq(&s.shared.client.statistics(), &connection)
-    });
-    if let Some(sender) = running {
-        return sender;
+impl Senders {
+    /// The sender of `subject`'s records on `client` (this connection's
+    /// client): the one already running, or a new one.
+    pub(super) fn sender_for(&self, client: &Client, subject: &str) -> Arc<Sender> {
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        live.retain(|s| s.strong_count() > 0);
+        if let Some(sender) = live
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|s| *s.shared.subject == *subject)
+        {
+            return sender;
+        }
+        let sender = Arc::new(Sender::new(client.clone(), subject));
+        live.push(Arc::downgrade(&sender));
+        sender
     }
-    let sender = Arc::new(Sender::new(client.clone(), subject));
-    senders.push(Arc::downgrade(&sender));
-    sender
 }
 
 /// A handle on the sender of one instance's records; the last one dropped
@@ -92,7 +97,9 @@ struct Shared {
     /// The number of the oldest record not settled yet
     /// ([`Outbox::unsettled_from`]), for flushes to wait on.
     settled: watch::Sender<u64>,
-    /// Whether the task was spawned (it needs a runtime).
+    /// Whether the task runs (it needs a runtime); cleared when it ends,
+    /// or when its runtime shuts down under it, so a later record starts
+    /// it again.
     running: AtomicBool,
     dropped: AtomicU64,
 }
@@ -220,6 +227,7 @@ impl Shared {
 /// The task: sends each record in turn until the last handle went and the
 /// queue is flushed (or [`FLUSH_PATIENCE`] passed).
 async fn run(shared: Arc<Shared>) {
+    let _running = Running(shared.clone());
     let js = jetstream::new(shared.client.clone());
     let mut route = Route::new();
     loop {
@@ -255,6 +263,16 @@ async fn run(shared: Arc<Shared>) {
         if unsent > 0 {
             shared.count_dropped(unsent as u64, "not sent before the stop", last);
         }
+    }
+}
+
+/// Clears [`Shared::running`] when the task ends, or is dropped with its
+/// runtime.
+struct Running(Arc<Shared>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.store(false, Ordering::Release);
     }
 }
 

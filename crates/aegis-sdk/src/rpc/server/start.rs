@@ -63,7 +63,7 @@ impl ServiceBuilder {
         let instance_id = self.validate()?;
         let record = self.record(&instance_id);
         let effective = self.effective_config(&instance_id);
-        let telemetry = Telemetry::new(self.conn.client().clone(), &self.name, &instance_id);
+        let telemetry = Telemetry::new(&self.conn, &self.name, &instance_id);
 
         // Campaign first: every method's gate needs the election.
         let election = match &self.single_active {
@@ -180,6 +180,7 @@ impl ServiceBuilder {
         };
         let telemetry_tasks = match TelemetryTasks::start(
             self.conn.client().clone(),
+            telemetry.clone(),
             &self.name,
             &instance_id,
             metrics.clone(),
