@@ -171,6 +171,12 @@ impl fmt::Display for ErrorCode {
     }
 }
 
+/// How long a client is told to wait (`Retry-After`) before asking again
+/// when a stream did not answer: about what is left of a stream's leader
+/// election (4-9 s after a node's death) once a request has tried for its
+/// couple of seconds.
+pub(crate) const LEADERLESS_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// An API error: a code, a message fit for the client, optional structured
 /// details, and an internal cause that is logged but never sent.
 #[derive(Debug)]
@@ -222,13 +228,34 @@ impl ApiError {
             .with_internal(format!("{context}: {cause}"))
     }
 
-    /// A 503 for a NATS operation that failed; the cause is logged.
+    /// A 503 for a NATS request that failed (not a stream read: see
+    /// [`ApiError::stream_unavailable`]); the cause is logged.
     pub fn unavailable(context: &str, cause: impl fmt::Display) -> Self {
         Self::new(
             ErrorCode::ServiceUnavailable,
-            "the message bus is not available; try again",
+            "NATS does not answer the monitor right now (see /ready for its connection); \
+             try again shortly",
         )
         .with_internal(format!("{context}: {cause}"))
+    }
+
+    /// A 503 for a read of the JetStream stream `stream` that failed: what
+    /// could not be read (`what`, e.g. "the instance's events"), the two
+    /// likely reasons, and when to try again (`Retry-After`), with
+    /// `details.stream` naming the stream. Reads change nothing, so unlike
+    /// a write's 503 there is nothing to say about what was stored.
+    pub fn stream_unavailable(what: &str, stream: &str, cause: impl fmt::Display) -> Self {
+        Self::new(
+            ErrorCode::ServiceUnavailable,
+            format!(
+                "{what} cannot be read right now (NATS is unreachable, or the {stream} \
+                 stream has no leader, as while JetStream elects one after a NATS node \
+                 was lost, which usually takes seconds); try again shortly"
+            ),
+        )
+        .with_details(json!({ "stream": stream }))
+        .with_retry_after(LEADERLESS_RETRY_AFTER)
+        .with_internal(format!("reading {stream}: {cause}"))
     }
 
     /// 400 BAD_REQUEST naming a parameter.
@@ -478,5 +505,31 @@ mod tests {
             Some("reading kv: secret detail")
         );
         assert_eq!(report.message, "internal error");
+    }
+
+    /// A failed stream read says what it could not read, which stream,
+    /// why that happens and when to try again; never "the bus".
+    #[test]
+    fn a_failed_stream_read_says_what_and_when_to_try_again() {
+        let response =
+            ApiError::stream_unavailable("the instance's events", "AEGIS_LOG", "timed out")
+                .into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+        let report = response.extensions().get::<ErrorReport>().unwrap();
+        assert_eq!(report.code, ErrorCode::ServiceUnavailable);
+        assert!(
+            report
+                .message
+                .starts_with("the instance's events cannot be read")
+                && report.message.contains("AEGIS_LOG")
+                && report.message.ends_with("try again shortly"),
+            "{}",
+            report.message
+        );
+        assert_eq!(
+            report.internal.as_deref(),
+            Some("reading AEGIS_LOG: timed out")
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! The errors a client meets across routes, as a new user of the API meets
 //! them: a wrong query parameter is named in `details.param`, in the
 //! envelope's words, never the framework's; a definition write its
-//! stream cannot take says that it was not stored and when to try again.
+//! stream cannot take says that it was not stored and when to try again;
+//! a read of a stream that does not answer says what it could not read,
+//! from which stream, and when to try again.
 
 mod common;
 
@@ -121,4 +123,52 @@ async fn a_definition_write_its_stream_cannot_take_says_it_was_not_stored() {
         "Retry-After: {:?}",
         r.headers
     );
+}
+
+/// NATS goes away: each read of a stream (an instance's events and
+/// metrics, a service's leadership history, the dead letters) is 503
+/// `SERVICE_UNAVAILABLE` saying what could not be read and from which
+/// stream (`details.stream`), with `Retry-After`; not that "the message
+/// bus is not available".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_read_nats_cannot_answer_says_what_and_when_to_try_again() {
+    let mut h = Harness::start().await;
+    let instance = "/api/instances/order-service/order-1";
+    let reads = [
+        (format!("{instance}/events"), "events", "AEGIS_LOG"),
+        (format!("{instance}/metrics"), "metrics", "AEGIS_METRICS"),
+        (
+            "/api/leadership/order-service".to_owned(),
+            "leadership",
+            "AEGIS_LOG",
+        ),
+        (
+            "/api/dead-letters".to_owned(),
+            "dead letters",
+            "DEAD_LETTER",
+        ),
+    ];
+    for (path, _, _) in &reads {
+        h.get(path, Some(VIEWER)).await.expect(200, None);
+    }
+    h.nats.kill();
+    for (path, what, stream) in &reads {
+        let r = h.get(path, Some(VIEWER)).await;
+        r.expect(503, Some("SERVICE_UNAVAILABLE"));
+        assert_eq!(
+            r.body["error"]["details"]["stream"], *stream,
+            "{path}: {}",
+            r.body
+        );
+        let message = r.body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(what) && message.contains(stream) && message.contains("try again"),
+            "{path}: {message}"
+        );
+        assert!(
+            r.headers.contains_key(header::RETRY_AFTER),
+            "{path}: Retry-After: {:?}",
+            r.headers
+        );
+    }
 }

@@ -94,7 +94,7 @@ pub(crate) enum DeadLetterReasonDoc {
         (status = 200, description = "Newest first", body = [DeadLetterDoc]),
         (status = 400, description = "Bad limit or unknown parameter", body = ErrorEnvelope),
         (status = 401, description = "Not authenticated", body = ErrorEnvelope),
-        (status = 503, description = "NATS unavailable", body = ErrorEnvelope),
+        (status = 503, description = "SERVICE_UNAVAILABLE: the stream DEAD_LETTER cannot be read (NATS unreachable, or the stream has no leader); Retry-After says when to try again", body = ErrorEnvelope),
     )
 )]
 async fn list_dead_letters(
@@ -110,7 +110,9 @@ async fn list_dead_letters(
     }
     let mut list = aegis_sdk::dead_letter::recent(state.conn().jetstream(), limit)
         .await
-        .map_err(|e| ApiError::unavailable("reading DEAD_LETTER", format!("{e:#}")))?;
+        .map_err(|e| {
+            ApiError::stream_unavailable("the dead letters", "DEAD_LETTER", format!("{e:#}"))
+        })?;
     list.reverse();
     Ok(Json(list))
 }

@@ -428,6 +428,7 @@ fn no_answer(service: &str, instance: &str, timeout: Duration, reason: &str) -> 
         (status = 400, description = "Bad limit", body = ErrorEnvelope),
         (status = 401, description = "Not authenticated", body = ErrorEnvelope),
         (status = 404, description = "INSTANCE_NOT_FOUND (not a valid name)", body = ErrorEnvelope),
+        (status = 503, description = "SERVICE_UNAVAILABLE: the stream AEGIS_LOG cannot be read (NATS unreachable, or the stream has no leader); Retry-After says when to try again", body = ErrorEnvelope),
     )
 )]
 async fn instance_events(
@@ -447,7 +448,9 @@ async fn instance_events(
         limit,
     )
     .await
-    .map_err(|e| ApiError::unavailable("reading AEGIS_LOG", format!("{e:#}")))?;
+    .map_err(|e| {
+        ApiError::stream_unavailable("the instance's events", "AEGIS_LOG", format!("{e:#}"))
+    })?;
     Ok(Json(
         messages
             .iter()

@@ -137,7 +137,7 @@ pub(crate) struct LeadershipTimeline {
         (status = 400, description = "Bad window or group", body = ErrorEnvelope),
         (status = 401, description = "Not authenticated", body = ErrorEnvelope),
         (status = 404, description = "SERVICE_NOT_FOUND (not a valid name)", body = ErrorEnvelope),
-        (status = 503, description = "NATS is unreachable", body = ErrorEnvelope),
+        (status = 503, description = "SERVICE_UNAVAILABLE: the stream AEGIS_LOG or AEGIS_METRICS cannot be read (NATS unreachable, or the stream has no leader); Retry-After says when to try again", body = ErrorEnvelope),
     )
 )]
 async fn leadership(
@@ -167,9 +167,13 @@ async fn leadership(
     let js = state.conn().jetstream();
     let since =
         Utc::now() - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::hours(1));
-    let (records, truncated) = read_lifecycle(js, &service, since)
-        .await
-        .map_err(|e| ApiError::unavailable("reading AEGIS_LOG", format!("{e:#}")))?;
+    let (records, truncated) = read_lifecycle(js, &service, since).await.map_err(|e| {
+        ApiError::stream_unavailable(
+            "the service's leadership history",
+            "AEGIS_LOG",
+            format!("{e:#}"),
+        )
+    })?;
     let records = match &query.group {
         Some(group) => {
             // Instances registered now in another group are not this group's.
@@ -201,7 +205,13 @@ async fn leadership(
         );
         let seen = last_snapshot_before(js, &service, &holder, began, elected)
             .await
-            .map_err(|e| ApiError::unavailable("reading AEGIS_METRICS", format!("{e:#}")))?;
+            .map_err(|e| {
+                ApiError::stream_unavailable(
+                    "the service's leadership history",
+                    "AEGIS_METRICS",
+                    format!("{e:#}"),
+                )
+            })?;
         match seen {
             Some(at) => {
                 terms[i].handover_ms = Some(millis_between(at, elected));

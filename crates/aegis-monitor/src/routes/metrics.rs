@@ -142,6 +142,7 @@ pub(crate) fn figures_are_live(view: &InstanceView, snapshot: &MetricsSnapshot) 
         (status = 400, description = "Bad window or limit", body = ErrorEnvelope),
         (status = 401, description = "Not authenticated", body = ErrorEnvelope),
         (status = 404, description = "INSTANCE_NOT_FOUND (not a valid name)", body = ErrorEnvelope),
+        (status = 503, description = "SERVICE_UNAVAILABLE: the stream AEGIS_METRICS cannot be read (NATS unreachable, or the stream has no leader); Retry-After says when to try again", body = ErrorEnvelope),
     )
 )]
 async fn instance_metrics(
@@ -165,7 +166,13 @@ async fn instance_metrics(
         .metrics()
         .history(&service, &instance, window, limit)
         .await
-        .map_err(|e| ApiError::unavailable("reading AEGIS_METRICS", format!("{e:#}")))?;
+        .map_err(|e| {
+            ApiError::stream_unavailable(
+                "the instance's metrics history",
+                "AEGIS_METRICS",
+                format!("{e:#}"),
+            )
+        })?;
     Ok(Json(MetricsHistory {
         service_name: service,
         instance_id: instance,

@@ -383,11 +383,6 @@ fn store_error(name: &str, e: StoreError, asked: Asked) -> ApiError {
     }
 }
 
-/// How long a client is told to wait before asking the definitions store
-/// again: about what is left of a stream's leader election (4-9 s after
-/// a node's death) once the store has tried a write for its 2 s.
-const STORE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// 503 `SERVICE_UNAVAILABLE` when the definitions store did not do what
 /// was asked: NATS unreachable, or the bucket's stream without a leader
 /// (the node leading it died; JetStream elects another in 4-9 s), when
@@ -425,7 +420,7 @@ fn no_answer(name: &str, e: &(dyn std::error::Error + 'static), asked: Asked) ->
     };
     ApiError::new(ErrorCode::ServiceUnavailable, message)
         .with_details(details)
-        .with_retry_after(STORE_RETRY_AFTER)
+        .with_retry_after(crate::error::LEADERLESS_RETRY_AFTER)
         .with_internal(format!("service definitions: {}", with_causes(e)))
 }
 
