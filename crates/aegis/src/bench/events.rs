@@ -26,20 +26,20 @@ use super::{
 #[derive(Debug, Clone, Args)]
 pub struct EventsBenchArgs {
     /// Concurrent publishers in the throughput phase.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = super::flags::at_least(1usize))]
     pub concurrency: usize,
     /// Throughput rounds per side (alternating); the throughput ratio is
     /// the median of the rounds' own ratios.
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 6, value_parser = super::flags::at_least(1usize))]
     pub rounds: usize,
     /// Length of one throughput round in seconds.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = super::flags::positive)]
     pub round_secs: f64,
     /// Sequential publishes per side measured for latency.
-    #[arg(long, default_value_t = 2_000)]
+    #[arg(long, default_value_t = 2_000, value_parser = super::flags::at_least(1usize))]
     pub calls: usize,
     /// Publishes per side in one alternating latency batch.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = 250, value_parser = super::flags::at_least(1usize))]
     pub batch: usize,
     /// Run the whole benchmark N times (each on a fresh server) and report
     /// each row's median, with the spread of its ratio; targets are judged

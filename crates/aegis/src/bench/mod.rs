@@ -15,10 +15,13 @@
 //! - [`chaos`]: the whole showcase under faults of services and NATS nodes.
 //! - [`scale`]: the registry's cost as the fleet grows (instances in
 //!   worker processes, callers, the monitor), read from nats-server.
+//! - `flags`: the value parsers that refuse numeric flags no benchmark
+//!   can run with (0 rounds, a 0 ms deadline, a negative time).
 
 pub mod chaos;
 pub mod events;
 pub mod failover;
+mod flags;
 pub mod report;
 pub mod rpc;
 pub mod scale;

@@ -64,23 +64,23 @@ use super::{
 #[derive(Debug, Clone, Args)]
 pub struct RpcBenchArgs {
     /// Measured sequential calls per side (after warm-up).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = super::flags::at_least(1usize))]
     pub calls: usize,
     /// Warm-up calls per side, not measured.
     #[arg(long, default_value_t = 1_000)]
     pub warmup: usize,
     /// Calls per side in one alternating batch.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = super::flags::at_least(1usize))]
     pub batch: usize,
     /// Concurrent callers in the throughput phase.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = super::flags::at_least(1usize))]
     pub concurrency: usize,
     /// Throughput rounds per side (alternating), each `--round-secs` long;
     /// the throughput ratio is the median of the rounds' own ratios.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = super::flags::at_least(1usize))]
     pub rounds: usize,
     /// Length of one throughput round in seconds.
-    #[arg(long, default_value_t = 0.25)]
+    #[arg(long, default_value_t = 0.25, value_parser = super::flags::positive)]
     pub round_secs: f64,
     /// Register and heart-beat `--instances` more instances while the SDK
     /// side calls through discovery.

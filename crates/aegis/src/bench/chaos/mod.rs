@@ -58,35 +58,35 @@ pub struct ChaosBenchArgs {
     #[arg(long, value_delimiter = ',')]
     pub faults: Vec<Fault>,
     /// How many times to run the sequence of faults.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::flags::at_least(1usize))]
     pub rounds: usize,
     /// Clients creating orders, each one call at a time.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::flags::at_least(1usize))]
     pub callers: usize,
     /// Pause of a client after an answer, before its next `create_order` (ms).
     #[arg(long, default_value_t = 20)]
     pub call_interval_ms: u64,
     /// Deadline of one `create_order` call (ms).
-    #[arg(long, default_value_t = 5_000)]
+    #[arg(long, default_value_t = 5_000, value_parser = crate::cli::timeout_ms())]
     pub call_deadline_ms: u64,
     /// How often the monitor API is polled (ms).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = super::flags::at_least(1u64))]
     pub poll_ms: u64,
     /// Seconds a killed instance stays down while the views settle.
-    #[arg(long, default_value_t = 4.0)]
+    #[arg(long, default_value_t = 4.0, value_parser = super::flags::seconds)]
     pub settle_secs: f64,
     /// Seconds a killed NATS node stays down (JetStream elects new stream
     /// leaders within 4–9 s).
-    #[arg(long, default_value_t = 12.0)]
+    #[arg(long, default_value_t = 12.0, value_parser = super::flags::seconds)]
     pub nats_down_secs: f64,
     /// Seconds the stopped leader stays stopped after a standby took over.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = super::flags::seconds)]
     pub stop_secs: f64,
     /// Seconds of steady flow after a recovery, before the next fault.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, value_parser = super::flags::seconds)]
     pub pause_secs: f64,
     /// Seconds of steady flow before the first fault.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 3.0, value_parser = super::flags::seconds)]
     pub warmup_secs: f64,
     /// Keep the showcase's state directory and logs (the path is printed).
     #[arg(long)]

@@ -39,37 +39,37 @@ pub struct FailoverBenchArgs {
     #[arg(long)]
     pub sticky: bool,
     /// Instances (child processes).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = super::flags::at_least(2usize))]
     pub instances: usize,
 
     /// --stateless: how many SIGKILLs (one instance each, round-robin).
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 6, value_parser = super::flags::at_least(1usize))]
     pub kills: usize,
     /// --stateless: seconds from one kill to the next.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 3.0, value_parser = super::flags::positive)]
     pub interval_secs: f64,
     /// --stateless: seconds a killed instance stays down before its restart.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = super::flags::seconds)]
     pub down_secs: f64,
     /// --stateless: total calls per second over all callers.
-    #[arg(long, default_value_t = 400.0)]
+    #[arg(long, default_value_t = 400.0, value_parser = super::flags::positive)]
     pub rate: f64,
     /// --stateless: concurrent callers.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = super::flags::at_least(1usize))]
     pub callers: usize,
     /// Deadline of one call, retries included (ms).
-    #[arg(long, default_value_t = 2_000)]
+    #[arg(long, default_value_t = 2_000, value_parser = crate::cli::timeout_ms())]
     pub deadline_ms: u64,
     /// Deadline of one attempt of an idempotent call (ms); a call whose
     /// instance died under it moves on after this.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = 250, value_parser = crate::cli::timeout_ms())]
     pub attempt_timeout_ms: u64,
 
     /// --sticky: kill rounds, and as many graceful (SIGTERM) rounds.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = super::flags::at_least(1usize))]
     pub rounds: usize,
     /// --sticky: the overlap observer probes every instance this often (ms).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = super::flags::at_least(1u64))]
     pub probe_ms: u64,
     /// --sticky: pause between the client's `call_active` calls (ms).
     #[arg(long, default_value_t = 2)]

@@ -108,31 +108,31 @@ pub enum Role {
 #[derive(Debug, Clone, Args)]
 pub struct ScaleBenchArgs {
     /// Registered instances (each its own NATS connection).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = super::flags::at_least(2usize))]
     pub instances: usize,
     /// Worker processes the instances are spread over.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = super::flags::at_least(1usize))]
     pub processes: usize,
     /// Caller processes, each calling two services.
     #[arg(long, default_value_t = 2)]
     pub callers: usize,
     /// Instances per service.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = super::flags::at_least(1usize))]
     pub per_service: usize,
     /// Length of the measured window in seconds.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = super::flags::at_least(5u64))]
     pub secs: u64,
     /// How often an unchanged record is re-written to renew its TTL, in
     /// milliseconds (the SDK's default; 1000 re-writes it every beat, as
     /// the SDK did before).
-    #[arg(long, default_value_t = aegis_sdk::registry::DEFAULT_REFRESH.as_millis() as u64)]
+    #[arg(long, default_value_t = aegis_sdk::registry::DEFAULT_REFRESH.as_millis() as u64, value_parser = super::flags::at_least(1u64))]
     pub refresh_ms: u64,
     /// The records' TTL in milliseconds (the SDK's default).
-    #[arg(long, default_value_t = aegis_sdk::registry::DEFAULT_TTL.as_millis() as u64)]
+    #[arg(long, default_value_t = aegis_sdk::registry::DEFAULT_TTL.as_millis() as u64, value_parser = super::flags::at_least(1u64))]
     pub ttl_ms: u64,
     /// Calls per second of each caller (alternating its two services; each
     /// call is followed by a raw request).
-    #[arg(long, default_value_t = 50.0)]
+    #[arg(long, default_value_t = 50.0, value_parser = super::flags::positive)]
     pub rate: f64,
     /// Skip the monitor's 500 req/s phase after the window.
     #[arg(long)]
