@@ -2,7 +2,8 @@
 // line when all is well; a notice naming each server down and each stream
 // without a leader (with what waits on it); JetStream's own trouble; an
 // unknown status never shown green; nothing with an older monitor — in
-// English and Chinese, and polled every second through the provider.
+// English and Chinese, and polled every second through the provider; the
+// badge's changes announced politely, once each.
 import { act, screen, within } from "@testing-library/react";
 import axe from "axe-core";
 
@@ -356,5 +357,50 @@ describe("NatsHealthProvider", () => {
     await act(() => vi.advanceTimersByTimeAsync(5000));
     expect(fetch).not.toHaveBeenCalled();
     expect(screen.queryByTestId("nats-badge")).toBeNull();
+  });
+});
+
+describe("NatsBadge for screen readers", () => {
+  beforeEach(() => vi.useFakeTimers({ now: new Date(2026, 11, 4, 19, 30, 0) }));
+  afterEach(() => vi.useRealTimers());
+
+  it("is a polite live region that says a change once, not every poll", async () => {
+    let answer: () => NatsPicture = () => health({ asOf: new Date().toISOString() });
+    const fetch = vi.fn(() => Promise.resolve(answer()));
+    renderUi(
+      <NatsHealthProvider enabled fetch={fetch}>
+        <NatsBadge />
+      </NatsHealthProvider>,
+    );
+    // In the page, empty, before the first answer: what comes is read.
+    const region = screen.getByTestId("nats-badge-region");
+    expect(region).toHaveAttribute("role", "status");
+    expect(region).toHaveAttribute("aria-live", "polite");
+    expect(region).toBeEmptyDOMElement();
+    await act(() => vi.advanceTimersByTimeAsync(0));
+    expect(within(region).getByTestId("nats-badge")).toHaveTextContent("NATS OK");
+
+    // Polls that find NATS as it was change nothing a screen reader reads.
+    let seen: MutationRecord[] = [];
+    const changes = new MutationObserver((records) => seen.push(...records));
+    changes.observe(region, { childList: true, subtree: true, characterData: true });
+    const changed = () => {
+      const all = [...seen, ...changes.takeRecords()];
+      seen = [];
+      return all.length;
+    };
+    await act(() => vi.advanceTimersByTimeAsync(3000));
+    expect(fetch).toHaveBeenCalledTimes(4);
+    expect(changed()).toBe(0);
+
+    // A change is said in the same region.
+    answer = () => ({ ...n3Down(), asOf: new Date().toISOString() });
+    await act(() => vi.advanceTimersByTimeAsync(1000));
+    expect(screen.getByTestId("nats-badge-region")).toBe(region);
+    expect(region).toHaveTextContent("NATS degraded");
+    expect(changed()).toBeGreaterThan(0);
+    await act(() => vi.advanceTimersByTimeAsync(2000));
+    expect(changed()).toBe(0);
+    changes.disconnect();
   });
 });

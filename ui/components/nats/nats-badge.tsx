@@ -1,6 +1,7 @@
 // NatsBadge: NATS in a word in the top bar of every page — OK, degraded or
-// unknown — linking to the dashboard's notice, which names what is wrong.
-// Nothing before the first answer or with a monitor without the route.
+// unknown — linking to the dashboard's notice, which names what is wrong,
+// and announced politely to screen readers when it changes. Nothing before
+// the first answer or with a monitor without the route.
 "use client";
 
 import Link from "next/link";
@@ -25,22 +26,29 @@ export interface NatsBadgeProps {
 export function NatsBadge({ className }: NatsBadgeProps) {
   const { t } = useI18n();
   const summary = summarize(useNatsHealth());
-  if (summary === null) return null;
-  const { label, variant, dot } = look[summary];
+  const shown = summary === null ? null : look[summary];
+  // A polite live region that stays in the page whatever NATS's state (one
+  // added together with its words is often not read), so a screen reader
+  // hears the badge change. A poll that finds NATS as it was leaves its
+  // words as they are, and nothing is read again.
   return (
-    <Link
-      href="/#nats-status"
-      title={t("nats.badge.help")}
-      data-testid="nats-badge"
-      data-state={summary}
-      className={cn(
-        badgeVariants({ variant }),
-        "font-medium hover:underline focus-visible:outline-none focus-visible:ring-2 focus-visible:ring-ring",
-        className,
+    <span role="status" aria-live="polite" aria-atomic="true" data-testid="nats-badge-region" className="inline-flex">
+      {shown === null ? null : (
+        <Link
+          href="/#nats-status"
+          title={t("nats.badge.help")}
+          data-testid="nats-badge"
+          data-state={summary}
+          className={cn(
+            badgeVariants({ variant: shown.variant }),
+            "font-medium hover:underline focus-visible:outline-none focus-visible:ring-2 focus-visible:ring-ring",
+            className,
+          )}
+        >
+          <span className={cn("size-2 rounded-full", shown.dot)} aria-hidden="true" />
+          {t(shown.label)}
+        </Link>
       )}
-    >
-      <span className={cn("size-2 rounded-full", dot)} aria-hidden="true" />
-      {t(label)}
-    </Link>
+    </span>
   );
 }
