@@ -77,15 +77,14 @@ async fn a_wrong_query_parameter_is_named_on_every_route() {
 
 /// A node dies while it leads the definitions bucket's stream: for the
 /// 4-9 s JetStream takes to elect another leader, no write can be stored.
-/// The monitor's answer, 503, says what is true and what to do: which
+/// The store keeps trying until shortly before the request's deadline
+/// (`tests/definitions_leader_loss.rs` shows writes landing once the
+/// stream has a leader again); a request whose deadline is shorter than
+/// the election gets 503, which says what is true and what to do: which
 /// definition, when to try again (`Retry-After`), and whether the write
-/// was stored when that is known (`details.stored: false`: nobody took it
-/// for the store's 2 s of trying); not that "the message bus is not
-/// available" (the monitor's connection is fine all along). Whether it is
-/// known depends on a race: a create whose write is refused looks the key
-/// up (async-nats's `create`), and that look-up goes unanswered at once
-/// when the surviving replicas stop serving reads too, ending the
-/// store's retries before its 2 s.
+/// was stored when that is known (`details.stored: false`: nothing was
+/// sent, or nobody took it); not that "the message bus is not available"
+/// (the monitor's connection is fine all along).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_definition_write_its_stream_cannot_take_says_it_was_not_stored() {
     let mut cluster = NatsCluster::start(3).expect("start a 3-node cluster");
@@ -93,8 +92,15 @@ async fn a_definition_write_its_stream_cannot_take_says_it_was_not_stored() {
         .wait_ready(Duration::from_secs(30))
         .expect("the cluster is ready");
     let urls = cluster.urls();
-    // The monitor on node 0; node 1 leads the bucket's stream, and dies.
-    let app = common::start_r3(&urls[0], None).await.1;
+    // The monitor on node 0, answering within 2 s; node 1 leads the
+    // bucket's stream, and dies.
+    let mut config = common::config(&urls[0]);
+    config.nats.nats.replicas = 3;
+    config.request_timeout = Duration::from_secs(2);
+    let state = aegis_monitor::AppState::start(config, tokio_util::sync::CancellationToken::new())
+        .await
+        .expect("start the monitor");
+    let app = aegis_monitor::router(state);
     let setup = common::connect(&urls[0]).await;
     let doomed = cluster.nodes()[1].server_name().to_owned();
     leaders::lead_on(setup.client(), "KV_service_definitions", &doomed).await;

@@ -460,8 +460,9 @@ async fn metrics_published_after_the_monitors_node_died_show_within_seconds() {
 /// definition that very moment: for some milliseconds nobody takes writes
 /// for the stream. The save must land, not fail at once with 503 and
 /// leave the operator to send it again. (A step-down whose hand-over fails
-/// leaves the stream to a full election, seconds long: then, and only
-/// after trying for its 2 s, the monitor answers 503, as documented.)
+/// leaves the stream to a full election, seconds long: the store keeps
+/// trying until shortly before the request's deadline, and answers 503,
+/// as documented, only if the stream has no leader by then.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_definition_saved_while_its_stream_changes_leader_is_stored() {
     let mut cluster = NatsCluster::start(3).expect("start a 3-node cluster");
@@ -504,7 +505,8 @@ async fn a_definition_saved_while_its_stream_changes_leader_is_stored() {
         let took = asked.elapsed();
         eprintln!("{what} answered {} after {took:?}", got.status);
         if got.status == 503 {
-            // The old behaviour answered within milliseconds.
+            // The old behaviour answered within milliseconds; the store
+            // now tries until shortly before the request's deadline.
             assert!(
                 took >= Duration::from_secs(2),
                 "{what} answered 503 after only {took:?}: {}",

@@ -6,9 +6,14 @@
 //! - Update and delete are compare-and-set on the entry's revision (the
 //!   ETag): with a client revision a mismatch is a conflict; without one the
 //!   store re-reads and retries, so a patch is never lost to a race.
-//! - A write the bucket's stream certainly did not store (no leader this
-//!   moment, as while a NATS node in lame duck mode hands its leaderships
-//!   over) is sent again for up to 2 s ([`until_stored`]).
+//! - A read or write the bucket's stream cannot answer now (no leader, as
+//!   for the 4-9 s of an election after the node leading it died) is sent
+//!   again until the request's deadline ([`answer_by`]); a write that was
+//!   not acknowledged is sent again too, as it is: each write is a
+//!   compare-and-set with its own message id, so it lands once
+//!   (`patience.rs`). Before, reads were not tried again, writes for 2 s
+//!   only, and an unacknowledged write was answered 503 "not known"
+//!   (`tests/definitions_leader_loss.rs`).
 //! - Who made a change: a put's stored JSON carries `changed_by` next to the
 //!   definition fields (readers of [`ServiceDefinition`] ignore it); a
 //!   delete marker carries the `Aegis-Actor` header. [`DefinitionStore::history`]
@@ -33,29 +38,33 @@ use aegis_contracts::{
 };
 use aegis_sdk::{Connection, kv::Mirrored};
 use async_nats::{
-    HeaderMap, HeaderValue,
+    HeaderMap,
     jetstream::{
-        context::PublishErrorKind,
-        kv::{self, CreateErrorKind, Operation, UpdateErrorKind},
+        kv::{self, EntryErrorKind, Operation},
         stream::DirectGetErrorKind,
     },
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, watch};
+use tokio::{
+    sync::{broadcast, watch},
+    time::Instant,
+};
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
 use crate::{bus::BusError, live::LiveEvent};
 
 mod copy;
+mod patience;
 
 use copy::{Covers, Definitions};
+use patience::WriteError;
+pub(crate) use patience::answer_by;
 
 /// Header naming who wrote a delete marker.
 pub(crate) const ACTOR_HEADER: &str = "Aegis-Actor";
 const KV_OPERATION: &str = "KV-Operation";
-const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
 /// Attempts of a blind (revision-less) update or delete racing other writers.
 const BLIND_RETRIES: usize = 8;
 /// Longest a write waits for the watch to see it.
@@ -80,8 +89,31 @@ pub(crate) enum StoreError {
     AlreadyExists,
     #[error("stale revision: expected {expected}, current {current}")]
     Conflict { expected: u64, current: u64 },
+    /// A write that certainly was not stored: nobody took it until the
+    /// deadline, or the stream refused it; it may be sent again as it is.
+    #[error("not stored: {0}")]
+    NotStored(#[source] BusError),
+    /// NATS did not do what was asked, and for a write, whether it was
+    /// stored is not known.
     #[error(transparent)]
     Bus(#[from] BusError),
+}
+
+impl StoreError {
+    /// What a failed write says: certainly not stored, or not known.
+    fn from_write(e: WriteError) -> Self {
+        match e {
+            WriteError::WrongRevision => Self::Conflict {
+                expected: 0,
+                current: 0,
+            },
+            WriteError::Failed {
+                source,
+                maybe_stored: false,
+            } => Self::NotStored(source),
+            WriteError::Failed { source, .. } => Self::Bus(source),
+        }
+    }
 }
 
 /// One change in a definition's audit trail.
@@ -162,11 +194,12 @@ impl DefinitionStore {
         }
     }
 
-    /// Waits (bounded) until the copy covers `revision`.
-    async fn caught_up(&self, revision: u64) -> bool {
+    /// Waits until the copy covers `revision`, for [`READ_YOUR_WRITES`]
+    /// at most and not past `until`.
+    async fn caught_up(&self, revision: u64, until: Instant) -> bool {
         let mut rx = self.seen.subscribe();
-        tokio::time::timeout(
-            READ_YOUR_WRITES,
+        tokio::time::timeout_at(
+            until.min(Instant::now() + READ_YOUR_WRITES),
             rx.wait_for(|seen| seen.is_some_and(|seen| seen >= revision)),
         )
         .await
@@ -180,7 +213,7 @@ impl DefinitionStore {
 
     /// Every definition with its revision, sorted by name.
     pub(crate) async fn list(&self) -> Vec<(ServiceDefinition, u64)> {
-        if !self.caught_up(0).await {
+        if !self.caught_up(0, Instant::now() + READ_YOUR_WRITES).await {
             tracing::warn!("listing definitions before the bucket loaded");
         }
         let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
@@ -195,19 +228,19 @@ impl DefinitionStore {
         self.cache.read().map(|c| c.len()).unwrap_or(0)
     }
 
-    /// The current definition and revision (read from NATS, not the copy).
-    pub(crate) async fn get(&self, name: &str) -> Result<(ServiceDefinition, u64), StoreError> {
-        let (stored, revision) = self.current(name).await?;
+    /// The current definition and revision (read from NATS, not the copy),
+    /// asked again until `until` while NATS does not answer.
+    pub(crate) async fn get(
+        &self,
+        name: &str,
+        until: Instant,
+    ) -> Result<(ServiceDefinition, u64), StoreError> {
+        let (stored, revision) = self.current(name, until).await?;
         Ok((stored.definition, revision))
     }
 
-    async fn current(&self, name: &str) -> Result<(Stored, u64), StoreError> {
-        let entry = self
-            .kv
-            .entry(name)
-            .await
-            .map_err(|e| BusError::new("reading a service definition", e))?;
-        match entry {
+    async fn current(&self, name: &str, until: Instant) -> Result<(Stored, u64), StoreError> {
+        match self.entry(name, until).await? {
             Some(entry) if entry.operation == Operation::Put => {
                 let stored: Stored = serde_json::from_slice(&entry.value).map_err(|e| {
                     BusError::new(format!("service definition {name} is not valid JSON"), e)
@@ -218,53 +251,101 @@ impl DefinitionStore {
         }
     }
 
+    /// The last entry of `name` (a put or a delete marker), asked again
+    /// until `until` while NATS does not answer.
+    async fn entry(&self, name: &str, until: Instant) -> Result<Option<kv::Entry>, BusError> {
+        patience::read(
+            "reading a service definition",
+            until,
+            |e: &kv::EntryError| e.kind() != EntryErrorKind::InvalidKey,
+            || self.kv.entry(name),
+        )
+        .await
+    }
+
     /// Stores a new definition; exactly one of several racing creates wins.
+    /// Gives up at `until`.
     pub(crate) async fn create(
         &self,
         new: NewServiceDefinition,
         who: &str,
+        until: Instant,
     ) -> Result<(ServiceDefinition, u64), StoreError> {
         let definition = new.into_definition(Utc::now());
+        let name = definition.service_name.clone();
         let value = encode(&definition, who)?;
-        let revision = until_stored(|| self.kv.create(&definition.service_name, value.clone()))
-            .await
-            .map_err(|e| match e.kind() {
-                CreateErrorKind::AlreadyExists => StoreError::AlreadyExists,
-                _ => StoreError::Bus(BusError::new("creating a service definition", e)),
-            })?;
-        self.caught_up(revision).await;
-        Ok((definition, revision))
+        for _ in 0..BLIND_RETRIES {
+            // Nothing is written before this read answers: a failure is
+            // "not stored".
+            let expected = match self.entry(&name, until).await {
+                Ok(None) => 0,
+                // Deleted or purged: created again on top of the marker.
+                Ok(Some(entry)) if entry.operation != Operation::Put => entry.revision,
+                Ok(Some(_)) => return Err(StoreError::AlreadyExists),
+                Err(e) => return Err(StoreError::NotStored(e)),
+            };
+            let written = patience::compare_and_set(
+                "creating a service definition",
+                self,
+                &name,
+                HeaderMap::new(),
+                value.clone(),
+                expected,
+                until,
+            )
+            .await;
+            match written {
+                Ok(revision) => {
+                    self.caught_up(revision, until).await;
+                    return Ok((definition, revision));
+                }
+                // Someone wrote in between: read again (a put now is
+                // theirs: it already exists).
+                Err(WriteError::WrongRevision) => {}
+                Err(e) => return Err(StoreError::from_write(e)),
+            }
+        }
+        Err(StoreError::AlreadyExists)
     }
 
     /// Applies `patch`; with `expected` the stored revision must match it.
+    /// Gives up at `until`.
     pub(crate) async fn update(
         &self,
         name: &str,
         patch: &ServiceDefinitionPatch,
         expected: Option<u64>,
         who: &str,
+        until: Instant,
     ) -> Result<(ServiceDefinition, u64), StoreError> {
         for _ in 0..BLIND_RETRIES {
-            let (stored, current) = self.current(name).await?;
+            let (stored, current) = self.current(name, until).await.map_err(not_written)?;
             check_expected(expected, current)?;
             let updated = patch.apply(&stored.definition, Utc::now());
             let value = encode(&updated, who)?;
-            match until_stored(|| self.kv.update(name, value.clone(), current)).await {
+            let written = patience::compare_and_set(
+                "updating a service definition",
+                self,
+                name,
+                HeaderMap::new(),
+                value,
+                current,
+                until,
+            )
+            .await;
+            match written {
                 Ok(revision) => {
-                    self.caught_up(revision).await;
+                    self.caught_up(revision, until).await;
                     return Ok((updated, revision));
                 }
-                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
-                    // Someone wrote in between. A client revision is now stale;
-                    // a blind update re-reads and tries again.
+                // Someone wrote in between. A client revision is now stale;
+                // a blind update re-reads and tries again.
+                Err(WriteError::WrongRevision) => {
                     if let Some(expected) = expected {
-                        let current = self.current(name).await.map(|(_, r)| r).unwrap_or(0);
-                        return Err(StoreError::Conflict { expected, current });
+                        return Err(self.conflict(name, expected, until).await);
                     }
                 }
-                Err(e) => {
-                    return Err(BusError::new("updating a service definition", e).into());
-                }
+                Err(e) => return Err(StoreError::from_write(e)),
             }
         }
         Err(StoreError::Conflict {
@@ -274,42 +355,41 @@ impl DefinitionStore {
     }
 
     /// Deletes the definition (a delete marker; history keeps the trail).
+    /// Gives up at `until`.
     pub(crate) async fn delete(
         &self,
         name: &str,
         expected: Option<u64>,
         who: &str,
+        until: Instant,
     ) -> Result<u64, StoreError> {
         for _ in 0..BLIND_RETRIES {
-            let (_, current) = self.current(name).await?;
+            let (_, current) = self.current(name, until).await.map_err(not_written)?;
             check_expected(expected, current)?;
             let mut headers = HeaderMap::new();
             headers.insert(KV_OPERATION, "DEL");
-            headers.insert(EXPECTED_LAST_SUBJECT_SEQUENCE, HeaderValue::from(current));
             headers.insert(ACTOR_HEADER, who);
-            let subject = format!(
-                "{}{name}",
-                self.kv.put_prefix.as_ref().unwrap_or(&self.kv.prefix)
-            );
-            let ack = until_stored(|| async {
-                self.js
-                    .publish_with_headers(subject.clone(), headers.clone(), bytes::Bytes::new())
-                    .await?
-                    .await
-            })
+            let written = patience::compare_and_set(
+                "deleting a service definition",
+                self,
+                name,
+                headers,
+                bytes::Bytes::new(),
+                current,
+                until,
+            )
             .await;
-            match ack {
-                Ok(ack) => {
-                    self.caught_up(ack.sequence).await;
-                    return Ok(ack.sequence);
+            match written {
+                Ok(revision) => {
+                    self.caught_up(revision, until).await;
+                    return Ok(revision);
                 }
-                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                Err(WriteError::WrongRevision) => {
                     if let Some(expected) = expected {
-                        let current = self.current(name).await.map(|(_, r)| r).unwrap_or(0);
-                        return Err(StoreError::Conflict { expected, current });
+                        return Err(self.conflict(name, expected, until).await);
                     }
                 }
-                Err(e) => return Err(BusError::new("deleting a service definition", e).into()),
+                Err(e) => return Err(StoreError::from_write(e)),
             }
         }
         Err(StoreError::Conflict {
@@ -318,24 +398,44 @@ impl DefinitionStore {
         })
     }
 
+    /// The conflict of a write that expected `expected`, with the revision
+    /// now stored (0 when it cannot be read).
+    async fn conflict(&self, name: &str, expected: u64, until: Instant) -> StoreError {
+        let current = self.current(name, until).await.map(|(_, r)| r).unwrap_or(0);
+        StoreError::Conflict { expected, current }
+    }
+
     /// The audit trail of `name`, oldest first; `NotFound` if it never existed.
-    pub(crate) async fn history(&self, name: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+    /// Asked again until `until` while NATS does not answer.
+    pub(crate) async fn history(
+        &self,
+        name: &str,
+        until: Instant,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
         let subject = format!("{}{name}", self.kv.prefix);
         let mut out = Vec::new();
         let mut next = 1;
         // The bucket keeps at most `history` revisions per key; the bound
         // only guards against a misconfigured bucket.
         while out.len() < 1024 {
-            let message = match self
-                .kv
-                .stream
-                .direct_get_next_for_subject(&subject, Some(next))
-                .await
-            {
-                Ok(m) => m,
-                Err(e) if e.kind() == DirectGetErrorKind::NotFound => break,
-                Err(e) => return Err(BusError::new("reading definition history", e).into()),
-            };
+            let message = patience::read(
+                "reading definition history",
+                until,
+                |_: &async_nats::jetstream::stream::DirectGetError| true,
+                || async {
+                    match self
+                        .kv
+                        .stream
+                        .direct_get_next_for_subject(&subject, Some(next))
+                        .await
+                    {
+                        Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+                        got => got.map(Some),
+                    }
+                },
+            )
+            .await?;
+            let Some(message) = message else { break };
             next = message.sequence + 1;
             let op = message
                 .headers
@@ -369,38 +469,12 @@ fn actor(headers: &HeaderMap) -> Option<String> {
     headers.get(ACTOR_HEADER).map(|v| v.as_str().to_owned())
 }
 
-/// How long a definition write is sent again while it was certainly not
-/// stored: long enough for a stream's leader change (milliseconds, as when
-/// a NATS node restarted in lame duck mode hands its leaderships over),
-/// short of the 4-9 s election after a node's death, which the client is
-/// told of (503) rather than kept waiting.
-const NOT_STORED_PATIENCE: Duration = Duration::from_secs(2);
-
-/// Runs `write` (a compare-and-set write of the definitions bucket) again
-/// while it was certainly not stored ([`write_not_stored`]), so sending it
-/// again as it is cannot store it twice: after 10 ms, doubling to 200 ms,
-/// for up to [`NOT_STORED_PATIENCE`] ([`write_again_while`]). Any other outcome is returned at
-/// once; past the patience, the last failure. Without this a save landing
-/// in a leader change failed with 503 (`tests/node_loss.rs`).
-///
-/// [`write_not_stored`]: aegis_sdk::streams::write_not_stored
-/// [`write_again_while`]: aegis_sdk::streams::write_again_while
-async fn until_stored<T, E, F, Fut>(write: F) -> Result<T, E>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-    E: std::error::Error + 'static,
-{
-    let until = tokio::time::Instant::now() + NOT_STORED_PATIENCE;
-    let pauses = (Duration::from_millis(10), Duration::from_millis(200));
-    let again = |e: &E| {
-        let again = aegis_sdk::streams::write_not_stored(e);
-        if again {
-            tracing::debug!(error = %e, "a definition write was not stored (its stream between leaders?); sending it again");
-        }
-        again
-    };
-    aegis_sdk::streams::write_again_while(until, pauses, again, write).await
+/// A read that failed before a write was sent: nothing was stored.
+fn not_written(e: StoreError) -> StoreError {
+    match e {
+        StoreError::Bus(e) => StoreError::NotStored(e),
+        other => other,
+    }
 }
 
 fn check_expected(expected: Option<u64>, current: u64) -> Result<(), StoreError> {

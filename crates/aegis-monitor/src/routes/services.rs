@@ -19,7 +19,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     auth::Principal,
-    definitions::{HistoryEntry, StoreError},
+    definitions::{HistoryEntry, StoreError, answer_by},
     error::{ApiError, ErrorCode, ErrorEnvelope},
     extract::ApiJson,
     openapi::{NewServiceDefinitionDoc, ServiceDefinitionDoc, ServiceDefinitionPatchDoc},
@@ -97,7 +97,7 @@ async fn create_service(
     let name = body.service_name.clone();
     let (definition, revision) = state
         .definitions()
-        .create(body, &who.name)
+        .create(body, &who.name, until(&state))
         .await
         .map_err(|e| store_error(&name, e, Asked::Write))?;
     let mut headers = etag(revision);
@@ -125,7 +125,7 @@ async fn get_service(
     check_name(&name)?;
     let (definition, revision) = state
         .definitions()
-        .get(&name)
+        .get(&name, until(&state))
         .await
         .map_err(|e| store_error(&name, e, Asked::Read))?;
     Ok((etag(revision), Json(definition)).into_response())
@@ -211,7 +211,7 @@ async fn update(
     check_name(name)?;
     let (definition, revision) = state
         .definitions()
-        .update(name, &patch, expected, &who.name)
+        .update(name, &patch, expected, &who.name, until(state))
         .await
         .map_err(|e| store_error(name, e, Asked::Write))?;
     Ok((etag(revision), Json(definition)).into_response())
@@ -243,7 +243,7 @@ async fn delete_service(
     check_name(&name)?;
     state
         .definitions()
-        .delete(&name, expected, &who.name)
+        .delete(&name, expected, &who.name, until(&state))
         .await
         .map_err(|e| store_error(&name, e, Asked::Write))?;
     Ok(StatusCode::NO_CONTENT)
@@ -266,7 +266,7 @@ async fn get_revision(
     check_name(&name)?;
     let (_, revision) = state
         .definitions()
-        .get(&name)
+        .get(&name, until(&state))
         .await
         .map_err(|e| store_error(&name, e, Asked::Read))?;
     Ok(Json(ServiceRevision {
@@ -294,7 +294,7 @@ async fn get_history(
     check_name(&name)?;
     state
         .definitions()
-        .history(&name)
+        .history(&name, until(&state))
         .await
         .map(Json)
         .map_err(|e| store_error(&name, e, Asked::Read))
@@ -309,6 +309,13 @@ fn check_name(name: &str) -> Result<(), ApiError> {
             "reason": e.to_string(),
         }))
     })
+}
+
+/// When the definitions store stops trying what this request asked (its
+/// stream may be electing a leader), so it answers before the request
+/// times out.
+fn until(state: &AppState) -> tokio::time::Instant {
+    answer_by(state.config().request_timeout)
 }
 
 fn etag(revision: u64) -> HeaderMap {
@@ -379,21 +386,37 @@ fn store_error(name: &str, e: StoreError, asked: Asked) -> ApiError {
             ),
         )
         .with_details(json!({ "service": name, "expected": expected, "current": current })),
-        StoreError::Bus(e) => no_answer(name, &e, asked),
+        StoreError::NotStored(e) => no_answer(name, &e, Asked::Write, Stored::No),
+        StoreError::Bus(e) => no_answer(name, &e, asked, Stored::Unknown),
     }
 }
 
+/// What is known of whether a write that failed was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    /// Certainly not: nothing was sent, nobody took it, or the stream
+    /// refused it.
+    No,
+    /// Perhaps: an attempt was not acknowledged.
+    Unknown,
+}
+
 /// 503 `SERVICE_UNAVAILABLE` when the definitions store did not do what
-/// was asked: NATS unreachable, or the bucket's stream without a leader
-/// (the node leading it died; JetStream elects another in 4-9 s), when
-/// the monitor's own connection is fine and "the bus is not available"
-/// would be untrue. What is known of a write is said: `details.stored:
-/// false` when its stream certainly did not store it (nobody took it for
-/// the store's 2 s of trying), so it may be sent again as it is; nothing
-/// when that is not known (it timed out, or the create's look-up of the
-/// key, which async-nats makes after a refused write, was not answered).
-fn no_answer(name: &str, e: &(dyn std::error::Error + 'static), asked: Asked) -> ApiError {
-    let not_stored = asked == Asked::Write && aegis_sdk::streams::write_not_stored(e);
+/// was asked before the request's deadline: NATS unreachable, or the
+/// bucket's stream without a leader for that long (the node leading it
+/// died; JetStream elects another in 4-9 s, and the store keeps trying
+/// until shortly before the request times out), when the monitor's own
+/// connection is fine and "the bus is not available" would be untrue.
+/// What is known of a write is said: `details.stored: false` when it
+/// certainly was not stored, so it may be sent again as it is; nothing
+/// when that is not known (an attempt was not acknowledged).
+fn no_answer(
+    name: &str,
+    e: &(dyn std::error::Error + 'static),
+    asked: Asked,
+    stored: Stored,
+) -> ApiError {
+    let not_stored = asked == Asked::Write && stored == Stored::No;
     let message = if not_stored {
         "the service definitions store takes no writes right now (its stream has no leader, \
          as while JetStream elects one after a NATS node was lost, which usually takes \
