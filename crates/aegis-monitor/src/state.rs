@@ -175,13 +175,7 @@ impl AppState {
             );
         }
         live::forward_fleet(fleet.clone(), live.clone(), cancel.clone(), &tasks);
-        let nats = NatsHealth::start(
-            &conn,
-            config.system_account.as_ref(),
-            cancel.clone(),
-            &tasks,
-        )
-        .await;
+        let nats = NatsHealth::start(&conn, fleet.server_pings(), cancel.clone(), &tasks);
         let metrics = MetricsFeed::start(
             &conn,
             resources.metrics,
@@ -268,7 +262,6 @@ impl AppState {
             tracing::warn!("background tasks did not stop within 5s");
         }
         self.inner.fleet.drain().await;
-        self.inner.nats.drain().await;
         if let Err(e) = self.inner.conn.drain().await {
             tracing::warn!(error = %e, "draining the NATS connection failed");
         }

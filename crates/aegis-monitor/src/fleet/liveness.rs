@@ -44,7 +44,7 @@
 //! at its own ping interval). The registry TTL is the backstop for those.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     time::Duration,
 };
 
@@ -52,7 +52,7 @@ use aegis_sdk::{AegisConfig, Connection};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::Deserialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -153,6 +153,8 @@ pub(crate) fn parse(payload: &[u8], closed: bool) -> Option<ConnectionEvent> {
 pub(crate) struct Listing {
     /// The server's id.
     pub(crate) server: String,
+    /// Its name (empty if it gave none).
+    pub(crate) server_name: String,
     /// Its clock when it listed them.
     pub(crate) at: DateTime<Utc>,
     /// Each named open connection: its name, client id and start.
@@ -169,6 +171,20 @@ pub(crate) struct Answered {
     /// When the round was asked.
     pub(crate) at: DateTime<Utc>,
 }
+
+/// The servers that answered the latest round of [`ping_servers`], by
+/// name, for the view of the NATS cluster (`/api/nats`), which reads the
+/// fleet's rounds instead of pinging every server itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PingRound {
+    /// The names of the servers that answered.
+    pub(crate) names: BTreeSet<String>,
+    /// When the round was asked.
+    pub(crate) asked: tokio::time::Instant,
+}
+
+/// The latest [`PingRound`]; `None` until the first one ends.
+pub(crate) type PingRounds = watch::Receiver<Option<PingRound>>;
 
 /// What the fleet task is told of connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -420,18 +436,35 @@ pub enum SystemAccessError {
 }
 
 /// Asks every server for one of its connections (a ping: the answer is
-/// small) and sends which servers answered within [`PING_WAIT`].
-async fn ping_servers(client: async_nats::Client, tx: mpsc::UnboundedSender<ConnectionNews>) {
+/// small) and sends which servers answered within [`PING_WAIT`], to the
+/// fleet task by id and to `rounds` by name.
+async fn ping_servers(
+    client: async_nats::Client,
+    tx: mpsc::UnboundedSender<ConnectionNews>,
+    rounds: watch::Sender<Option<PingRound>>,
+) {
     if client.connection_state() != async_nats::connection::State::Connected {
         return;
     }
-    let at = Utc::now();
+    let (at, asked) = (Utc::now(), tokio::time::Instant::now());
     let mut servers = HashSet::new();
+    let mut names = BTreeSet::new();
     ask_every_server(&client, 1, PING_WAIT, |listing| {
         servers.insert(listing.server);
+        if !listing.server_name.is_empty() {
+            names.insert(listing.server_name);
+        }
         true
     })
     .await;
+    // A later round may have ended first (this one's answers were slow).
+    rounds.send_if_modified(|latest| {
+        let newer = latest.as_ref().is_none_or(|l| l.asked < asked);
+        if newer {
+            *latest = Some(PingRound { names, asked });
+        }
+        newer
+    });
     let _ = tx.send(ConnectionNews::Answered(Answered { servers, at }));
 }
 
@@ -477,7 +510,15 @@ async fn ask_every_server(
 
 #[derive(Deserialize)]
 struct ConnzAnswer {
+    #[serde(default)]
+    server: ConnzServer,
     data: Connz,
+}
+
+#[derive(Deserialize, Default)]
+struct ConnzServer {
+    #[serde(default)]
+    name: String,
 }
 
 #[derive(Deserialize)]
@@ -506,6 +547,7 @@ pub(crate) fn parse_listing(payload: &[u8]) -> Option<Listing> {
     let complete = data.connections.len() >= data.total;
     Some(Listing {
         server: data.server_id,
+        server_name: answer.server.name,
         at: data.now,
         open: data
             .connections
@@ -518,15 +560,16 @@ pub(crate) fn parse_listing(payload: &[u8]) -> Option<Listing> {
 }
 
 /// Connects to the system account and forwards connect/disconnect
-/// advisories until `cancel`, and every server's list of its connections
+/// advisories until `cancel`, every server's list of its connections
 /// when it starts and whenever its connection comes back (advisories sent
-/// meanwhile were missed). Returns the connection (drain it on stop).
+/// meanwhile were missed), and the rounds of pings. Returns the connection
+/// (drain it on stop) and the rounds.
 pub(crate) async fn follow(
     access: SystemAccess,
     tx: mpsc::UnboundedSender<ConnectionNews>,
     cancel: CancellationToken,
     tasks: &tokio_util::task::TaskTracker,
-) -> Result<Connection, SystemAccessError> {
+) -> Result<(Connection, PingRounds), SystemAccessError> {
     let conn = Connection::connect(access.config)
         .await
         .map_err(SystemAccessError::Connect)?;
@@ -544,6 +587,7 @@ pub(crate) async fn follow(
     info!("following the NATS server's connection advisories (crashes are seen at once)");
     // Subscribed first, so nothing falls between the list and the advisories.
     tasks.spawn(list_connections(client.clone(), tx.clone()));
+    let (rounds, rounds_rx) = watch::channel(None);
     tasks.spawn(async move {
         use std::sync::atomic::Ordering;
         let connects = || client.statistics().connects.load(Ordering::Relaxed);
@@ -569,7 +613,7 @@ pub(crate) async fn follow(
                     continue;
                 }
                 _ = server_check.tick() => {
-                    tokio::spawn(ping_servers(client.clone(), tx.clone()));
+                    tokio::spawn(ping_servers(client.clone(), tx.clone(), rounds.clone()));
                     continue;
                 }
                 _ = state_check.tick() => {
@@ -595,7 +639,7 @@ pub(crate) async fn follow(
             }
         }
     });
-    Ok(conn)
+    Ok((conn, rounds_rx))
 }
 
 #[cfg(test)]
@@ -709,6 +753,7 @@ mod tests {
     fn listing(server: &str, open: &[(&str, u64, i64)], complete: bool) -> Listing {
         Listing {
             server: server.into(),
+            server_name: String::new(),
             at: DateTime::from_timestamp(1_000, 0).unwrap(),
             open: open
                 .iter()
@@ -861,7 +906,7 @@ mod tests {
             {"cid":5,"name":"aegis-1-x","start":"2026-12-04T18:59:00Z","ip":"127.0.0.1"},
             {"cid":6,"start":"2026-12-04T18:59:30Z"}]}}"#;
         let l = parse_listing(json).unwrap();
-        assert_eq!(l.server, "NDWF");
+        assert_eq!((l.server.as_str(), l.server_name.as_str()), ("NDWF", "n1"));
         assert!(l.complete);
         assert_eq!(l.open.len(), 1, "the unnamed one is left out");
         assert_eq!(l.open[0].0, "aegis-1-x");

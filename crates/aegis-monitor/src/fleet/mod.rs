@@ -71,6 +71,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use utoipa::ToSchema;
 
 pub use derive::{Derived, Holder, Liveness, StatusReason, derive, reported_since};
+pub(crate) use liveness::PingRounds;
 pub use liveness::SystemAccessError;
 
 use crate::config::SystemAccount;
@@ -340,6 +341,9 @@ struct Shared {
     changes: broadcast::Sender<FleetChange>,
     advisories: bool,
     system_conn: Option<Connection>,
+    /// Which servers answer the pings, round by round (with the system
+    /// account).
+    pings: Option<liveness::PingRounds>,
 }
 
 impl Fleet {
@@ -381,9 +385,9 @@ impl Fleet {
             .await
             .map_err(FleetError::Beats)?;
         let (conns_tx, conns_rx) = mpsc::unbounded_channel();
-        let system_conn = match system {
-            Some(account) => Some(
-                liveness::follow(
+        let (system_conn, pings) = match system {
+            Some(account) => {
+                let (conn, pings) = liveness::follow(
                     liveness::SystemAccess {
                         config: account.connection_config(conn.config()),
                     },
@@ -391,11 +395,12 @@ impl Fleet {
                     cancel.clone(),
                     tasks,
                 )
-                .await?,
-            ),
+                .await?;
+                (Some(conn), Some(pings))
+            }
             None => {
                 drop(conns_tx);
-                None
+                (None, None)
             }
         };
         let (changes, _) = broadcast::channel(CHANGES_CAPACITY);
@@ -407,6 +412,7 @@ impl Fleet {
             changes,
             advisories: system_conn.is_some(),
             system_conn,
+            pings,
         });
         let client = conn.client().clone();
         let mut state = State {
@@ -562,6 +568,12 @@ impl Fleet {
     /// (system account access) rather than at the registry TTL.
     pub fn sees_disconnects(&self) -> bool {
         self.shared.advisories
+    }
+
+    /// The rounds of pings of every NATS server, with the system account:
+    /// the NATS view reads them rather than pinging every server itself.
+    pub(crate) fn server_pings(&self) -> Option<liveness::PingRounds> {
+        self.shared.pings.clone()
     }
 
     /// Drains the system account connection, if any (the last step of a

@@ -1,7 +1,6 @@
-//! What the JetStream API and the servers answer, parsed: one page of
+//! What the JetStream API answers, parsed: one page of
 //! `$JS.API.STREAM.LIST` ([`ListPage`], read by hand because async-nats's
-//! `streams()` drops its `missing` list) and one server's answer to
-//! `$SYS.REQ.SERVER.PING.CONNZ` ([`ping_answerer`]).
+//! `streams()` drops its `missing` list).
 
 use std::time::Duration;
 
@@ -105,22 +104,6 @@ pub(crate) fn api_error(payload: &[u8]) -> Option<ApiError> {
     serde_json::from_slice::<Answer>(payload).ok()?.error
 }
 
-/// The name of the server that sent a `$SYS.REQ.SERVER.PING.*` answer.
-pub(crate) fn ping_answerer(payload: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Answer {
-        server: Server,
-    }
-    #[derive(Deserialize)]
-    struct Server {
-        name: String,
-    }
-    serde_json::from_slice::<Answer>(payload)
-        .ok()
-        .map(|a| a.server.name)
-        .filter(|n| !n.is_empty())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,14 +142,5 @@ mod tests {
         )
         .unwrap();
         assert_eq!((e.code, e.err_code), (503, 10008));
-    }
-
-    #[test]
-    fn a_ping_answer_names_its_server() {
-        assert_eq!(
-            ping_answerer(br#"{"server":{"name":"n2","id":"NABC"},"data":{}}"#).as_deref(),
-            Some("n2")
-        );
-        assert_eq!(ping_answerer(b""), None);
     }
 }

@@ -2,11 +2,14 @@
 //! JetStream API answers, and which streams have a leader — served at
 //! `GET /api/nats` from memory, refreshed every second by one task.
 //!
-//! Each second the task asks, at once:
+//! Each second the task asks, each request apart so none holds back another:
 //! - `$JS.API.STREAM.NAMES` (750 ms): the meta leader answers it from its
 //!   own assignments, so no answer means no meta leader (`no_meta_leader`);
-//! - with the system account, `$SYS.REQ.SERVER.PING.CONNZ`: every server
-//!   answers; one that does not within 500 ms is down. (nats-server 2.15.1
+//! - with the system account, the fleet's rounds of pings (it asks every
+//!   server `$SYS.REQ.SERVER.PING.CONNZ` twice a second to see a dead
+//!   node's clients down; the answers serve here too, so the servers are
+//!   asked once): a server missing from the latest round is down, and the
+//!   picture is made again as each round ends. (nats-server 2.15.1
 //!   answers `PING.CONNZ` here but not `$SYS.REQ.SERVER.PING` or
 //!   `PING.STATSZ`, measured;)
 //! - `$JS.API.STREAM.LIST` (paged), unless one is still in flight: each
@@ -20,7 +23,7 @@
 //! streams go missing (after the 4 s wait), and the leaders of its other
 //! streams stop hearing from it (down after 3 s of silence,
 //! [`picture::SILENT_PEER`]). Measured (`tests/nats_health.rs`): with the
-//! system account a SIGKILLed node and the stream it led show 1.5 s after
+//! system account a SIGKILLed node and the stream it led show 0.9 s after
 //! the kill; without it, 5 s.
 //!
 //! - `listing.rs`: the answers, parsed.
@@ -37,20 +40,20 @@ use std::{
 
 use aegis_sdk::Connection;
 use chrono::Utc;
-use futures::StreamExt;
 use tokio::task::JoinHandle;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use picture::{JetStreamState, NatsPicture, ServerState, StreamState};
 
-use crate::config::SystemAccount;
+use crate::fleet::PingRounds;
 
 /// How often the picture is refreshed.
 pub(crate) const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How long the JetStream API has to answer `STREAM.NAMES`.
 const META_WAIT: Duration = Duration::from_millis(750);
-/// How long servers have to answer a ping round.
-const PING_WAIT: Duration = Duration::from_millis(500);
+/// How old the latest round of pings may be to count: two missed rounds
+/// mean the fleet's system connection is down, and the pings say nothing.
+const ROUND_FRESH: Duration = Duration::from_millis(1500);
 /// How long one page of the listing may take: longer than the 4 s the
 /// meta leader waits for streams whose leader does not answer.
 const LIST_WAIT: Duration = Duration::from_secs(6);
@@ -77,34 +80,21 @@ pub(crate) enum CheckError {
 #[derive(Clone)]
 pub(crate) struct NatsHealth {
     current: Arc<RwLock<NatsPicture>>,
-    system: Option<Connection>,
 }
 
 impl NatsHealth {
-    /// Starts the task that refreshes the picture every second, with its
-    /// own connection to the system account when `system` is given (a
-    /// refused one is logged, and the listing's evidence used instead).
-    pub(crate) async fn start(
+    /// Starts the task that refreshes the picture every second, and as each
+    /// round of the fleet's `pings` ends (with the system account; without
+    /// it the listing's evidence is used instead).
+    pub(crate) fn start(
         conn: &Connection,
-        system: Option<&SystemAccount>,
+        pings: Option<PingRounds>,
         cancel: CancellationToken,
         tasks: &TaskTracker,
     ) -> NatsHealth {
-        let system = match system {
-            Some(account) => {
-                match Connection::connect(account.connection_config(conn.config())).await {
-                    Ok(c) => Some(c),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot connect to the NATS system account: dead NATS servers are seen from the stream listing only");
-                        None
-                    }
-                }
-            }
-            None => None,
-        };
         let current = Arc::new(RwLock::new(NatsPicture::empty(Utc::now(), CHECK_EVERY)));
-        let health = NatsHealth { current, system };
-        tasks.spawn(health.clone().run(conn.client().clone(), cancel));
+        let health = NatsHealth { current };
+        tasks.spawn(health.clone().run(conn.client().clone(), pings, cancel));
         health
     }
 
@@ -116,25 +106,37 @@ impl NatsHealth {
             .clone()
     }
 
-    /// Drains the system account connection, if any.
-    pub(crate) async fn drain(&self) {
-        if let Some(c) = &self.system {
-            let _ = c.drain().await;
-        }
-    }
-
-    async fn run(self, client: async_nats::Client, cancel: CancellationToken) {
+    async fn run(
+        self,
+        client: async_nats::Client,
+        mut pings: Option<PingRounds>,
+        cancel: CancellationToken,
+    ) {
         let mut tracker = picture::Tracker::default();
         let mut tick = tokio::time::interval(CHECK_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut listing: Option<JoinHandle<Result<picture::Listing, CheckError>>> = None;
+        // Asked apart, so a meta leader that does not answer (750 ms) holds
+        // back neither the pings' news nor the listing's.
+        let mut meta: Option<JoinHandle<Result<(), CheckError>>> = None;
         let mut heard = picture::Heard::default();
-        let system = self.system.as_ref().map(|c| c.client().clone());
+        // No picture before the first meta check has ended: the empty one
+        // says the check has not run yet, which is true.
+        let mut checked = false;
         loop {
             tokio::select! {
                 () = cancel.cancelled() => {
                     if let Some(l) = listing { l.abort(); }
+                    if let Some(m) = meta { m.abort(); }
                     return;
+                }
+                done = async { meta.as_mut().expect("guarded").await }, if meta.is_some() => {
+                    meta = None;
+                    checked = true;
+                    heard.meta_answered = matches!(done, Ok(Ok(())));
+                    if let Ok(Err(e)) = done {
+                        tracing::debug!(error = %e, "the JetStream API did not answer");
+                    }
                 }
                 done = async { listing.as_mut().expect("guarded").await }, if listing.is_some() => {
                     listing = None;
@@ -144,32 +146,26 @@ impl NatsHealth {
                         Err(e) => tracing::debug!(error = %e, "the stream listing task ended"),
                     }
                 }
+                Ok(()) = async { pings.as_mut().expect("guarded").changed().await }, if pings.is_some() => {
+                    heard.answered = answered(pings.as_ref());
+                }
                 _ = tick.tick() => {
                     let local = client.server_info().server_name;
                     if listing.is_none() {
                         listing = Some(tokio::spawn(list_streams(client.clone(), local.clone())));
                     }
-                    // Done early once every server known has answered.
-                    let expected = self.current().servers.iter().map(|s| s.name.clone()).collect();
-                    let (meta, answered) = tokio::join!(
-                        ask_meta(&client),
-                        async {
-                            match &system {
-                                Some(s) => ping(s, &expected).await,
-                                None => None,
-                            }
-                        }
-                    );
-                    heard = picture::Heard {
-                        connected: client.connection_state() == async_nats::connection::State::Connected,
-                        local: (!local.is_empty()).then_some(local),
-                        meta_answered: meta.is_ok(),
-                        answered,
-                    };
-                    if let Err(e) = meta {
-                        tracing::debug!(error = %e, "the JetStream API did not answer");
+                    if meta.is_none() {
+                        let client = client.clone();
+                        meta = Some(tokio::spawn(async move { ask_meta(&client).await }));
                     }
+                    heard.connected =
+                        client.connection_state() == async_nats::connection::State::Connected;
+                    heard.local = (!local.is_empty()).then_some(local);
+                    heard.answered = answered(pings.as_ref());
                 }
+            }
+            if !checked {
+                continue;
             }
             let picture = tracker.picture(&heard, Utc::now(), CHECK_EVERY);
             *self.current.write().unwrap_or_else(|e| e.into_inner()) = picture;
@@ -242,34 +238,11 @@ async fn list_streams(
     Ok(picture::listing_of(pages, &local))
 }
 
-/// One ping round: the servers that answered within [`PING_WAIT`] (done
-/// early once every server in `expected` has, so a round with every
-/// server up is a round trip); `None` when the round could
-/// not be sent (the system connection is down).
-async fn ping(
-    client: &async_nats::Client,
-    expected: &BTreeSet<String>,
-) -> Option<BTreeSet<String>> {
-    let inbox = client.new_inbox();
-    let mut answers = client.subscribe(inbox.clone()).await.ok()?;
-    // One connection per server is plenty to learn who answers.
-    client
-        .publish_with_reply("$SYS.REQ.SERVER.PING.CONNZ", inbox, r#"{"limit":1}"#.into())
-        .await
-        .ok()?;
-    let until = tokio::time::Instant::now() + PING_WAIT;
-    let mut answered = BTreeSet::new();
-    while let Ok(Some(answer)) = tokio::time::timeout_at(until, answers.next()).await {
-        if let Some(name) = listing::ping_answerer(&answer.payload) {
-            answered.insert(name);
-        }
-        if !expected.is_empty() && expected.is_subset(&answered) {
-            break;
-        }
-    }
-    if answered.is_empty() && client.connection_state() != async_nats::connection::State::Connected
-    {
-        return None;
-    }
-    Some(answered)
+/// The servers that answered the latest round of pings, unless it is
+/// older than [`ROUND_FRESH`] (the fleet's system connection is down) or
+/// there are no pings (no system account).
+fn answered(pings: Option<&PingRounds>) -> Option<BTreeSet<String>> {
+    let latest = pings?.borrow();
+    let round = latest.as_ref()?;
+    (round.asked.elapsed() <= ROUND_FRESH).then(|| round.names.clone())
 }
