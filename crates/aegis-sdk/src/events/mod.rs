@@ -54,15 +54,25 @@ pub enum EventError {
     /// The `EVENTS` stream could not be created or found.
     #[error("cannot create or find the EVENTS stream")]
     Stream(#[source] async_nats::Error),
-    /// The server did not confirm storing the event; it may not be stored.
-    #[error("the event on {subject} was not confirmed by JetStream")]
+    /// The server did not confirm storing the event; it may or may not be
+    /// stored. Publish it again with
+    /// [`Events::publish_with_id`] and this `id` within
+    /// [`EVENTS_DUPLICATE_WINDOW`] of the first attempt: the server stores
+    /// it at most once.
+    #[error("the event {id} on {subject} was not confirmed by JetStream")]
     Publish {
         /// The subject published to.
         subject: String,
+        /// The dedup id (`Nats-Msg-Id`) the event was sent with.
+        id: String,
         /// The client's error.
         #[source]
         source: async_nats::Error,
     },
+    /// [`SubscriptionBuilder::start`] was called before
+    /// [`SubscriptionBuilder::handler`]; nothing was started.
+    #[error("the event subscription has no handler: set one with .handler(...) before .start()")]
+    NoHandler,
     /// Concurrency, `max_deliver` or `ack_wait` cannot work; nothing was
     /// started.
     #[error("invalid subscription options: {0}")]

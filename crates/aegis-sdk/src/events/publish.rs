@@ -34,9 +34,33 @@ impl Events {
     /// ```
     ///
     /// # Errors
-    /// [`EventError`]: invalid names (before any I/O), an unencodable
-    /// payload, or no confirmation from JetStream (then it may not be stored;
-    /// publish again with the same id via [`publish_with_id`](Self::publish_with_id)).
+    /// [`EventError::InvalidName`] for an invalid domain or action and
+    /// [`EventError::Encode`] for a payload that cannot be JSON (both before
+    /// any I/O); [`EventError::Publish`] when JetStream did not confirm
+    /// storing the event. It may be stored or not: the error carries the id
+    /// it was sent with, and publishing again with that id stores it at most
+    /// once (within [`EVENTS_DUPLICATE_WINDOW`](super::EVENTS_DUPLICATE_WINDOW)):
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_sdk::events::EventError> {
+    /// use aegis_sdk::events::EventError;
+    ///
+    /// let payload = serde_json::json!({"order_id": "o-1"});
+    /// let events = conn.events();
+    /// let stored = match events.publish("order", "created", &payload).await {
+    ///     Err(EventError::Publish { id, .. }) => {
+    ///         events.publish_with_id("order", "created", &id, &payload).await?
+    ///     }
+    ///     other => other?,
+    /// };
+    /// println!("stored as #{} (again: {})", stored.sequence, stored.duplicate);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// To resend later, or from another process, choose the id yourself
+    /// with [`publish_with_id`](Self::publish_with_id) (an id derived from
+    /// the fact, such as `order-1:created`, also makes a repeated fact
+    /// stored once).
     pub async fn publish<T: Serialize + ?Sized>(
         &self,
         domain: &str,
@@ -48,10 +72,12 @@ impl Events {
     }
 
     /// Publishes with a caller-chosen dedup id: publishing the same id again
-    /// within the dedup window stores nothing new (safe retries).
+    /// within the dedup window ([`EVENTS_DUPLICATE_WINDOW`](super::EVENTS_DUPLICATE_WINDOW))
+    /// stores nothing new (safe retries); the answer's
+    /// [`duplicate`](Published::duplicate) says so.
     ///
     /// # Errors
-    /// As [`publish`](Self::publish).
+    /// As [`publish`](Self::publish); [`EventError::Publish`] carries `id`.
     pub async fn publish_with_id<T: Serialize + ?Sized>(
         &self,
         domain: &str,
@@ -63,8 +89,10 @@ impl Events {
         names::validate_event_action(action)?;
         let subject = subjects::event_subject(domain, action);
         let body = serde_json::to_vec(payload).map_err(EventError::Encode)?;
+        // Only a failure pays for copying the id.
         let publish_error = |source: async_nats::Error| EventError::Publish {
             subject: subject.clone(),
+            id: id.to_owned(),
             source,
         };
         let body = bytes::Bytes::from(body);

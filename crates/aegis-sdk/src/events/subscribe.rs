@@ -192,18 +192,17 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
     /// Creates the stream and durable consumer if needed and starts consuming.
     ///
     /// # Errors
-    /// [`EventError`]: invalid names or pattern (before any I/O), no handler,
-    /// or JetStream refusing the stream or consumer.
+    /// Before any I/O: [`EventError::InvalidName`] for an invalid service
+    /// name, pattern or instance id, [`EventError::NoHandler`] without a
+    /// [`handler`](Self::handler), [`EventError::InvalidOptions`] for
+    /// options that cannot work. Then [`EventError::Consumer`] when
+    /// JetStream refuses the stream or the consumer.
     pub async fn start(self) -> Result<EventSubscription, EventError> {
         names::validate_service_name(&self.service)?;
         let pattern = EventPattern::parse(&self.pattern)?;
         let instance = self.instance.unwrap_or_else(crate::default_instance_id);
         names::validate_instance_id(&instance)?;
-        let handler = self.handler.ok_or_else(|| {
-            EventError::InvalidName(names::NameError::InvalidPattern {
-                reason: "a subscription needs a handler".to_owned(),
-            })
-        })?;
+        let handler = self.handler.ok_or(EventError::NoHandler)?;
         pull::check_options(self.concurrency, self.max_deliver, self.ack_wait)
             .map_err(EventError::InvalidOptions)?;
         let name = match self.mode {

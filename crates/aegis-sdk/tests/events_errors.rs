@@ -1,0 +1,73 @@
+//! Events against a real nats-server: the errors a service author meets
+//! and what they say to do — a subscription started without a handler, and
+//! an event JetStream did not confirm, published again under the id the
+//! error names.
+
+mod common;
+
+use aegis_sdk::events::{DeliveryMode, EventError};
+use common::{connect, server};
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_without_a_handler_is_refused_as_such_before_any_io() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+
+    let err = conn
+        .events()
+        .subscribe::<Value>("trial", "quote.x", DeliveryMode::Compete)
+        .start()
+        .await
+        .expect_err("no handler");
+
+    assert!(matches!(err, EventError::NoHandler), "got {err:?}");
+    assert!(
+        conn.jetstream().get_stream("EVENTS").await.is_err(),
+        "nothing was created"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconfirmed_publish_names_the_id_to_publish_again_with() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    conn.events().ensure_stream().await.unwrap();
+    let payload = json!({"order_id": 7});
+
+    // The stream never answers this subject: the publish is not confirmed.
+    let base = common::lose_requests(
+        &nats,
+        r#""events.order.created": "lost.events.order.created""#,
+        "events.order.created",
+    )
+    .await;
+    let err = conn
+        .events()
+        .publish("order", "created", &payload)
+        .await
+        .expect_err("JetStream does not confirm");
+    let EventError::Publish { subject, id, .. } = err else {
+        panic!("expected EventError::Publish, got {err:?}");
+    };
+    assert_eq!(subject, "events.order.created");
+    assert!(!id.is_empty());
+
+    // Answered again: the same id stores the event once, however often it
+    // is sent.
+    tokio::task::block_in_place(|| common::reload_as(&nats, &base));
+    let stored = conn
+        .events()
+        .publish_with_id("order", "created", &id, &payload)
+        .await
+        .expect("published again");
+    assert_eq!(stored.id, id);
+    assert!(!stored.duplicate, "the lost copy was never stored");
+    let again = conn
+        .events()
+        .publish_with_id("order", "created", &id, &payload)
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.sequence, stored.sequence);
+}
