@@ -140,8 +140,24 @@ impl Events {
 }
 
 impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
-    /// The instance id; required for [`DeliveryMode::Broadcast`] (each
-    /// instance gets its own consumer). Default: a generated id.
+    /// The instance id, which names this instance's own durable consumer
+    /// in [`DeliveryMode::Broadcast`] (`{service}_{instance}_{pattern}`);
+    /// [`DeliveryMode::Compete`] checks it and does not use it. Same rules
+    /// as a service's instance id (`^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$`);
+    /// usually the same value as the service's.
+    ///
+    /// Optional. Default: a fresh [`default_instance_id`](crate::default_instance_id)
+    /// (host name plus a random suffix) at each `start`. In broadcast mode
+    /// that means a new consumer on every restart: it sees only events
+    /// published after it started (unless
+    /// [`deliver_all`](Self::deliver_all)), events published while the
+    /// process was down are not delivered to it, and the previous run's
+    /// consumer stays on the server until unused for
+    /// [`BROADCAST_INACTIVE_THRESHOLD`]. Set a stable id (in Kubernetes the
+    /// pod name of a StatefulSet, or any id that survives the restart) to
+    /// resume after the last event handled when back within that time.
+    /// Two running instances with the same id share one broadcast consumer
+    /// and split its events.
     pub fn instance_id(mut self, id: impl Into<String>) -> Self {
         self.instance = Some(id.into());
         self
