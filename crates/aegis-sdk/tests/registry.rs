@@ -826,3 +826,46 @@ async fn an_operators_verdict_its_lift_and_its_end_are_events() {
     assert_eq!(ended[0].fields["to"], "chosen");
     reg.deregister().await.unwrap();
 }
+
+/// Instance ids are unique per process; when two processes use one anyway
+/// (a copy-pasted id), the one that stops must not delete the record the
+/// other one wrote last: the survivor would vanish from discovery until
+/// its next refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_leaves_the_record_another_process_wrote_under_the_same_id() {
+    use aegis_sdk::registry::Registration;
+    let nats = server();
+    let (first, second) = (connect(&nats.url()).await, connect(&nats.url()).await);
+    let record = || ServiceInstance::new("dup-service", "dup-1", "1.0.0", chrono::Utc::now());
+    let early = Registration::builder(&first, record())
+        .start()
+        .await
+        .unwrap();
+    let late = Registration::builder(&second, record())
+        .start()
+        .await
+        .unwrap();
+    let kv = raw_kv(&nats.url()).await;
+    let key = "service-instances.dup-service.dup-1";
+    let written_by = |entry: Option<kv::Entry>| {
+        entry
+            .filter(|e| e.operation == kv::Operation::Put)
+            .map(|e| serde_json::from_slice::<ServiceInstance>(&e.value).unwrap())
+            .and_then(|r| r.metadata.get("natsConnection").cloned())
+    };
+    let survivor = Some(Value::from(second.connection_name()));
+    assert_eq!(written_by(kv.entry(key).await.unwrap()), survivor);
+
+    early.deregister().await.unwrap();
+    assert_eq!(
+        written_by(kv.entry(key).await.unwrap()),
+        survivor,
+        "the record of the process still running is kept"
+    );
+    late.deregister().await.unwrap();
+    assert_eq!(
+        written_by(kv.entry(key).await.unwrap()),
+        None,
+        "its own stop removes it"
+    );
+}
