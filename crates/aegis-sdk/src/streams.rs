@@ -128,7 +128,7 @@ fn not_answered(err: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// Whether `found` holds for `err` or any error it wraps.
-fn any_cause(
+pub(crate) fn any_cause(
     err: &(dyn std::error::Error + 'static),
     found: impl Fn(&(dyn std::error::Error + 'static)) -> bool,
 ) -> bool {

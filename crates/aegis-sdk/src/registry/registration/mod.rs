@@ -217,6 +217,7 @@ impl RegistrationBuilder {
                 desired: self.record.clone(),
                 written: self.record,
                 written_at: None,
+                revision: None,
                 failures: 0,
                 health: Tracker::default(),
             }),

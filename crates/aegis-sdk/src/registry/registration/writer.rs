@@ -61,6 +61,9 @@ pub(super) struct WriteState {
     pub(super) written: ServiceInstance,
     /// When it was stored (`None` before the first write).
     pub(super) written_at: Option<tokio::time::Instant>,
+    /// The revision it was stored at: the deregistration deletes the
+    /// record only while it is still this one (see [`purge`]).
+    pub(super) revision: Option<u64>,
     pub(super) failures: u32,
     /// Failing checks, the operator's verdict, registry trouble.
     pub(super) health: Tracker,
@@ -160,6 +163,7 @@ impl Inner {
                 }
                 st.written = record;
                 st.written_at = Some(tokio::time::Instant::now());
+                st.revision = Some(revision);
                 Ok(Some(revision))
             }
             Err(source) => {
@@ -368,20 +372,118 @@ fn not_now(e: &RegistryError) -> bool {
 #[error("no acknowledgement within {0:?}")]
 struct NoAck(Duration);
 
-/// Deletes the record once.
+/// Deletes the record once, if it is still the one this registration
+/// wrote last.
+///
+/// Instance ids are unique per process, but nothing stops two processes
+/// from using one (a copy-pasted id): each overwrites the other's record
+/// at every write, and the one that stops must not delete the record the
+/// other wrote last, or the survivor vanishes from discovery until its
+/// next write (`tests/registry.rs`). So the delete expects our last
+/// revision; when the key moved on since, whoever wrote it decides: a
+/// record naming our connection is ours (a write whose acknowledgement we
+/// missed) and is deleted; another process's is left, with a warning; no
+/// record is nothing to delete.
 pub(super) async fn purge(inner: &Inner) -> Result<(), RegistryError> {
-    let purge = inner.store.purge_with_ttl(&inner.key, REGISTRY_MARKER_TTL);
+    let Some(revision) = inner.state().revision else {
+        return purge_as(inner, None).await;
+    };
+    match purge_as(inner, Some(revision)).await {
+        Err(e) if moved_on(&e) => match current_writer(inner).await? {
+            Writer::Nobody => Ok(()),
+            Writer::Us => purge_as(inner, None).await,
+            Writer::Other(connection) => {
+                warn!(key = %inner.key, other = %connection,
+                    "another process wrote this instance's registry record under the same instance id \
+                     (ids must be unique per process); leaving its record");
+                Ok(())
+            }
+        },
+        other => other,
+    }
+}
+
+/// One delete, expecting `revision` as the key's last when given.
+async fn purge_as(inner: &Inner, revision: Option<u64>) -> Result<(), RegistryError> {
+    let delete = |source: async_nats::Error| RegistryError::Delete {
+        key: inner.key.clone(),
+        source,
+    };
+    let purge = async {
+        match revision {
+            Some(revision) => {
+                inner
+                    .store
+                    .purge_expect_revision_with_ttl(&inner.key, revision, REGISTRY_MARKER_TTL)
+                    .await
+            }
+            None => {
+                inner
+                    .store
+                    .purge_with_ttl(&inner.key, REGISTRY_MARKER_TTL)
+                    .await
+            }
+        }
+    };
     match tokio::time::timeout(inner.write_timeout, purge).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(RegistryError::Delete {
-            key: inner.key.clone(),
-            source: e.into(),
-        }),
-        Err(_) => Err(RegistryError::Delete {
-            key: inner.key.clone(),
-            source: NoAck(inner.write_timeout).into(),
-        }),
+        Ok(Err(e)) => Err(delete(e.into())),
+        Err(_) => Err(delete(NoAck(inner.write_timeout).into())),
     }
+}
+
+/// Whether a delete was refused because the key's last revision is not
+/// the one expected.
+fn moved_on(e: &RegistryError) -> bool {
+    use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+    let RegistryError::Delete { source, .. } = e else {
+        return false;
+    };
+    source.downcast_ref::<kv::UpdateError>().is_some_and(|e| {
+        crate::streams::any_cause(e, |cause| {
+            cause
+                .downcast_ref::<PublishError>()
+                .is_some_and(|p| p.kind() == PublishErrorKind::WrongLastSequence)
+        })
+    })
+}
+
+/// Who wrote the key's current value.
+enum Writer {
+    Nobody,
+    Us,
+    /// Another process, by its connection name.
+    Other(String),
+}
+
+async fn current_writer(inner: &Inner) -> Result<Writer, RegistryError> {
+    let read = |source: async_nats::Error| RegistryError::Delete {
+        key: inner.key.clone(),
+        source,
+    };
+    let entry = match tokio::time::timeout(inner.write_timeout, inner.store.entry(&inner.key)).await
+    {
+        Ok(Ok(entry)) => entry,
+        Ok(Err(e)) => return Err(read(e.into())),
+        Err(_) => return Err(read(NoAck(inner.write_timeout).into())),
+    };
+    let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+        return Ok(Writer::Nobody);
+    };
+    let connection = |r: &ServiceInstance| {
+        r.metadata
+            .get(super::METADATA_CONNECTION)
+            .and_then(|c| c.as_str())
+            .map(str::to_owned)
+    };
+    let ours = connection(&inner.state().desired);
+    let theirs = serde_json::from_slice::<ServiceInstance>(&entry.value)
+        .ok()
+        .and_then(|r| connection(&r));
+    Ok(match theirs {
+        Some(theirs) if ours.as_ref() != Some(&theirs) => Writer::Other(theirs),
+        _ => Writer::Us,
+    })
 }
 
 impl Inner {
