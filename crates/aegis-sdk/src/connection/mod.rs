@@ -515,7 +515,23 @@ impl Connection {
         RpcClient::new(self.clone())
     }
 
-    /// Starts declaring a service named `name` at `version` (semver).
+    /// Starts declaring a service named `name` at `version`; finish with
+    /// handlers and [`start`](crate::rpc::ServiceBuilder::start).
+    ///
+    /// Name rules, checked by `start` before any I/O (an invalid one fails
+    /// as [`ServiceError::InvalidName`](crate::rpc::server::ServiceError::InvalidName)
+    /// or [`InvalidVersion`](crate::rpc::server::ServiceError::InvalidVersion)):
+    /// - service name: `^[a-z][a-z0-9-]{1,62}[a-z0-9]$` without `--` — 3 to
+    ///   64 characters, lowercase letters, digits and single hyphens,
+    ///   starting with a letter (`order-service`, not `Orders`, `o` or
+    ///   `order--svc`);
+    /// - version: semver `MAJOR.MINOR.PATCH[-pre][+build]`, no leading
+    ///   zeros (`1.2.0`, not `1.2` or `v1.2.0`);
+    /// - instance id ([`instance_id`](crate::rpc::ServiceBuilder::instance_id)):
+    ///   `^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$` (a Kubernetes pod name fits);
+    /// - method names: see [`handler`](crate::rpc::ServiceBuilder::handler).
+    ///
+    /// The rules are in [`contracts::names`](crate::contracts::names).
     pub fn service(&self, name: impl Into<String>, version: impl Into<String>) -> ServiceBuilder {
         ServiceBuilder::new(self.clone(), name.into(), version.into())
     }

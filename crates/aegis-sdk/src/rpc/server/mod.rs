@@ -175,7 +175,8 @@ impl ServiceBuilder {
         }
     }
 
-    /// Sets the instance id (unique per process; in Kubernetes the pod name).
+    /// Sets the instance id (unique per process; in Kubernetes the pod name):
+    /// `^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$`, checked by [`start`](Self::start).
     /// Default: host name plus a short random suffix.
     pub fn instance_id(mut self, id: impl Into<String>) -> Self {
         self.instance_id = Some(id.into());
@@ -356,6 +357,14 @@ impl ServiceBuilder {
     /// Adds a typed handler for `method`. The request is decoded from JSON (or
     /// MessagePack) into `Req`; `Ok(Res)` is encoded back; `Err(WireError)`
     /// travels to the caller with its code.
+    ///
+    /// Method names match `^[a-zA-Z][a-zA-Z0-9_]*$`, at most 128
+    /// characters: a letter, then letters, digits and `_` (`place_order`,
+    /// `placeOrder`; not `place-order` or `orders.place`), each declared
+    /// once per service. [`start`](Self::start) checks them before any I/O
+    /// ([`ServiceError::InvalidName`], [`ServiceError::DuplicateMethod`]).
+    /// The service name and instance id rules are on
+    /// [`Connection::service`](crate::Connection::service).
     pub fn handler<Req, Res, F, Fut>(self, method: impl Into<String>, f: F) -> Self
     where
         F: Fn(Req) -> Fut + Send + Sync + 'static,
