@@ -689,6 +689,47 @@ mod tests {
     }
 
     #[test]
+    fn server_urls_must_be_host_and_port() {
+        // A missing colon would otherwise be read as host `nats` with a
+        // path, and fail later as a DNS error a start loop retries.
+        for bad in [
+            "nats//127.0.0.1:4222",
+            "nats:/127.0.0.1:4222",
+            "nats://127.0.0.1:4222/x",
+            "tls://host:4222/path",
+            "nats://",
+            "nats://host:notaport",
+        ] {
+            let err = AegisConfig::with_servers(bad).validate().unwrap_err();
+            assert!(
+                matches!(
+                    &err,
+                    ConfigError::Invalid {
+                        field: "nats.servers",
+                        ..
+                    }
+                ),
+                "{bad}: {err:?}"
+            );
+            assert!(err.to_string().contains(bad), "{bad}: {err}");
+        }
+        for good in [
+            "nats://127.0.0.1:4222",
+            "127.0.0.1:4222",
+            "localhost",
+            "nats://user:pass@host:4222",
+            "tls://host:4222/",
+            "ws://host:8080/nats",
+            "wss://host/ws",
+            "nats://[::1]:4222",
+        ] {
+            AegisConfig::with_servers(good)
+                .validate()
+                .unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+    }
+
+    #[test]
     fn unknown_keys_and_bad_types_are_parse_errors() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("a.toml", "[nats]\nserverz = \"x\"\n")?;

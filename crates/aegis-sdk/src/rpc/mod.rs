@@ -222,3 +222,37 @@ impl RpcError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// Printed with its causes (as `anyhow`'s `{:#}` does), an error says
+    /// each thing once: either its message holds the inner one's, or the
+    /// inner one is its source, never both.
+    #[test]
+    fn errors_do_not_repeat_their_cause() {
+        let name = aegis_contracts::names::validate_service_name("a b").unwrap_err();
+        let encode = Encoding::Json.decode::<u8>(b"x").expect_err("not JSON");
+        let decode = Encoding::Json.decode::<u8>(b"y").expect_err("not JSON");
+        for err in [
+            RpcError::from(name),
+            RpcError::Encode(encode),
+            RpcError::Decode {
+                subject: "rpc.s.m".into(),
+                source: decode,
+            },
+        ] {
+            let top = err.to_string();
+            if let Some(cause) = err.source() {
+                let cause = cause.to_string();
+                assert!(
+                    !top.contains(&cause),
+                    "`{top}` repeats its source `{cause}`"
+                );
+            }
+        }
+    }
+}

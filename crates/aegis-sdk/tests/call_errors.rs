@@ -1,0 +1,304 @@
+//! What a caller is told when a call cannot be made as asked, against a
+//! real nats-server:
+//!
+//! - `call_active` on a group no registered instance is in, or on a service
+//!   that is not single-active, says so at once and names the group; a
+//!   group whose leader never appears is waited for until the deadline,
+//!   and the error names the group;
+//! - `call_active` of a method the leader's record does not list is
+//!   NOT_FOUND at once, as with `call`, not a dead leader retried until the
+//!   deadline;
+//! - a zero `timeout` or `attempt_timeout` is refused before any I/O by
+//!   every call style, and the handler never runs;
+//! - a TIMEOUT states how long the call waited, not its whole deadline,
+//!   when it gave up early.
+
+mod common;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use aegis_sdk::{
+    Connection,
+    rpc::{CallOptions, ErrorCode, RpcError, Service, WireError},
+};
+use common::{connect, eventually, server};
+use serde_json::{Value, json};
+
+/// An instance of the single-active `ledger-service` in group `default`,
+/// with one method, `post_entry`.
+async fn ledger_instance(url: &str, id: &str) -> Service {
+    connect(url)
+        .await
+        .service("ledger-service", "1.0.0")
+        .instance_id(id)
+        .single_active("default")
+        .handler(
+            "post_entry",
+            |v: Value| async move { Ok::<_, WireError>(v) },
+        )
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Two ledger instances, one of them leading, as `client` sees it.
+async fn two_ledgers(url: &str, client: &Connection) -> (Service, Service) {
+    let a = ledger_instance(url, "ledger-1").await;
+    let b = ledger_instance(url, "ledger-2").await;
+    eventually(Duration::from_secs(10), "a ledger leader serves", || {
+        let client = client.clone();
+        async move {
+            client
+                .rpc()
+                .call_active::<_, Value>(
+                    "ledger-service",
+                    "default",
+                    "post_entry",
+                    &json!({}),
+                    &CallOptions::timeout(Duration::from_millis(500)),
+                )
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    (a, b)
+}
+
+/// A plain (not single-active) `quote-service` whose `get_quote` counts its
+/// runs.
+async fn quote_service(conn: &Connection, runs: Arc<AtomicUsize>) -> Service {
+    conn.service("quote-service", "1.0.0")
+        .instance_id("quote-1")
+        .handler("get_quote", move |v: Value| {
+            let runs = runs.clone();
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, WireError>(v)
+            }
+        })
+        .handler("slow", |v: Value| async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok::<_, WireError>(v)
+        })
+        .start()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_active_on_a_group_nobody_is_in_says_so_at_once_and_names_it() {
+    let nats = server();
+    let client = connect(&nats.url()).await;
+    let _ledgers = two_ledgers(&nats.url(), &client).await;
+
+    let started = Instant::now();
+    let err = client
+        .rpc()
+        .call_active::<_, Value>(
+            "ledger-service",
+            "no-such-group",
+            "post_entry",
+            &json!({}),
+            &CallOptions::timeout(Duration::from_secs(5)),
+        )
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    eprintln!("wrong group: {err} ({:?}) after {took:?}", err.code());
+    assert_eq!(err.code(), ErrorCode::NotFound, "{err}");
+    let message = err.to_string();
+    assert!(message.contains("no-such-group"), "{message}");
+    assert!(message.contains("default"), "{message}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_active_on_a_service_that_is_not_single_active_says_so_at_once() {
+    let nats = server();
+    let client = connect(&nats.url()).await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let _quotes = quote_service(&client, runs.clone()).await;
+    // The service is known (a plain call is served).
+    let _: Value = client
+        .rpc()
+        .call("quote-service", "get_quote", &json!({}))
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let err = client
+        .rpc()
+        .call_active::<_, Value>(
+            "quote-service",
+            "default",
+            "get_quote",
+            &json!({}),
+            &CallOptions::timeout(Duration::from_secs(5)),
+        )
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    eprintln!("not single-active: {err} ({:?}) after {took:?}", err.code());
+    assert_eq!(err.code(), ErrorCode::InvalidRequest, "{err}");
+    assert!(err.to_string().contains("single-active"), "{err}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "only the plain call ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_active_waits_its_deadline_for_a_leader_nobody_registered_and_names_the_group() {
+    let nats = server();
+    let client = connect(&nats.url()).await;
+    let started = Instant::now();
+    let err = client
+        .rpc()
+        .call_active::<_, Value>(
+            "ledger-service",
+            "default",
+            "post_entry",
+            &json!({}),
+            &CallOptions::timeout(Duration::from_secs(1)),
+        )
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    eprintln!("no leader: {err} ({:?}) after {took:?}", err.code());
+    assert_eq!(err.code(), ErrorCode::ServiceUnavailable, "{err}");
+    assert!(err.to_string().contains("`default`"), "{err}");
+    assert!(took >= Duration::from_millis(900), "took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_active_of_a_method_the_leader_does_not_list_is_not_found_at_once() {
+    let nats = server();
+    let client = connect(&nats.url()).await;
+    let _ledgers = two_ledgers(&nats.url(), &client).await;
+
+    let started = Instant::now();
+    let err = client
+        .rpc()
+        .call_active::<_, Value>(
+            "ledger-service",
+            "default",
+            "no_such_method",
+            &json!({}),
+            &CallOptions::timeout(Duration::from_secs(5)),
+        )
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    eprintln!("missing method: {err} ({:?}) after {took:?}", err.code());
+    assert_eq!(err.code(), ErrorCode::NotFound, "{err}");
+    assert!(err.to_string().contains("no_such_method"), "{err}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+
+    // The leader was not taken for dead: the next call is served.
+    client
+        .rpc()
+        .call_active::<_, Value>(
+            "ledger-service",
+            "default",
+            "post_entry",
+            &json!({}),
+            &CallOptions::timeout(Duration::from_secs(2)),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_timeout_or_attempt_timeout_is_refused_before_any_io_by_every_call_style() {
+    let nats = server();
+    let client = connect(&nats.url()).await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let _quotes = quote_service(&client, runs.clone()).await;
+    let _ledgers = two_ledgers(&nats.url(), &client).await;
+
+    let zero_timeout = CallOptions::timeout(Duration::ZERO);
+    let zero_attempt = CallOptions {
+        timeout: Some(Duration::from_secs(5)),
+        idempotent: true,
+        attempt_timeout: Some(Duration::ZERO),
+        ..Default::default()
+    };
+    let rpc = client.rpc();
+    let q = json!({});
+    for (what, opts) in [
+        ("timeout", &zero_timeout),
+        ("attempt_timeout", &zero_attempt),
+    ] {
+        let results: [(&str, Result<(), RpcError>); 4] = [
+            (
+                "call_with",
+                rpc.call_with::<_, Value>("quote-service", "get_quote", &q, opts)
+                    .await
+                    .map(drop),
+            ),
+            (
+                "call_balanced",
+                rpc.call_balanced::<_, Value>("quote-service", "get_quote", &q, opts)
+                    .await
+                    .map(drop),
+            ),
+            (
+                "call_instance",
+                rpc.call_instance::<_, Value>("quote-service", "quote-1", "get_quote", &q, opts)
+                    .await
+                    .map(drop),
+            ),
+            (
+                "call_active",
+                rpc.call_active::<_, Value>("ledger-service", "default", "post_entry", &q, opts)
+                    .await
+                    .map(drop),
+            ),
+        ];
+        for (style, result) in results {
+            let err = match result {
+                Ok(()) => panic!("{style} with a zero {what} was served"),
+                Err(e) => e,
+            };
+            eprintln!("{style}, zero {what}: {err} ({:?})", err.code());
+            assert_eq!(err.code(), ErrorCode::InvalidRequest, "{style}: {err}");
+            assert!(err.to_string().contains(what), "{style}: {err}");
+        }
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "no handler ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_states_how_long_the_call_waited_when_it_gave_up_early() {
+    let nats = server();
+    let client = connect(&nats.url()).await;
+    let _quotes = quote_service(&client, Arc::default()).await;
+    // One instance: once its attempt times out nobody is left to try.
+    let opts = CallOptions {
+        timeout: Some(Duration::from_secs(5)),
+        idempotent: true,
+        attempt_timeout: Some(Duration::from_millis(200)),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let err = client
+        .rpc()
+        .call_with::<_, Value>("quote-service", "slow", &json!({}), &opts)
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    eprintln!("gave up early: {err} after {took:?}");
+    let RpcError::Timeout { timeout, .. } = err else {
+        panic!("not a timeout: {err}");
+    };
+    assert!(
+        timeout <= took,
+        "says it waited {timeout:?}, waited {took:?}"
+    );
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+}
