@@ -297,4 +297,35 @@ mod tests {
         }
         assert!(missing.is_empty(), "{missing:#?}");
     }
+
+    /// Every operation that reads or writes the definitions store can
+    /// answer 503 (it waits out a leader election only up to the
+    /// request's deadline), and so can asking an instance for its config.
+    #[test]
+    fn the_operations_that_wait_on_nats_list_their_503() {
+        let spec = crate::openapi();
+        let waiting: Vec<_> = api_operations(&spec)
+            .into_iter()
+            .filter(|(name, _)| {
+                // The list is served from the monitor's copy.
+                let definitions = name.contains(" /api/services")
+                    && name != "GET /api/services"
+                    && !name.ends_with("/methods");
+                definitions || name.ends_with("/config")
+            })
+            .collect();
+        // create, get, put, patch, delete, revision, history; config.
+        assert_eq!(
+            waiting.len(),
+            8,
+            "{:?}",
+            waiting.iter().map(|(n, _)| n).collect::<Vec<_>>()
+        );
+        let unlisted: Vec<&String> = waiting
+            .iter()
+            .filter(|(_, operation)| !operation.responses.responses.contains_key("503"))
+            .map(|(name, _)| name)
+            .collect();
+        assert!(unlisted.is_empty(), "no 503 listed: {unlisted:#?}");
+    }
 }

@@ -332,6 +332,7 @@ async fn get_instance(
         (status = 401, description = "Not authenticated", body = ErrorEnvelope),
         (status = 404, description = "INSTANCE_NOT_FOUND (not registered)", body = ErrorEnvelope),
         (status = 502, description = "BAD_GATEWAY: the instance answered with an error or not with an effective configuration", body = ErrorEnvelope),
+        (status = 503, description = "SERVICE_UNAVAILABLE: NATS does not answer the monitor (see /ready for its connection)", body = ErrorEnvelope),
         (status = 504, description = "GATEWAY_TIMEOUT: no answer in time", body = ErrorEnvelope),
     )
 )]

@@ -86,6 +86,7 @@ async fn list_services(State(state): State<AppState>) -> Json<Vec<ServiceDefinit
         (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
         (status = 415, description = "Not JSON", body = ErrorEnvelope),
         (status = 422, description = "VALIDATION_ERROR", body = ErrorEnvelope),
+        (status = 503, description = "SERVICE_UNAVAILABLE: the definitions store did not take the write before the request's deadline (NATS unreachable, or its stream without a leader that long); details.stored is false when it certainly was not stored, absent when that is not known; Retry-After says when to try again", body = ErrorEnvelope),
     )
 )]
 async fn create_service(
@@ -116,6 +117,7 @@ async fn create_service(
             headers(("ETag" = String, description = "The revision"))),
         (status = 401, description = "Not authenticated", body = ErrorEnvelope),
         (status = 404, description = "SERVICE_NOT_FOUND", body = ErrorEnvelope),
+        (status = 503, description = "SERVICE_UNAVAILABLE: the definitions store did not answer before the request's deadline (NATS unreachable, or its stream without a leader that long); Retry-After says when to try again", body = ErrorEnvelope),
     )
 )]
 async fn get_service(
@@ -152,6 +154,7 @@ async fn get_service(
         (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
         (status = 415, description = "Not JSON", body = ErrorEnvelope),
         (status = 422, description = "VALIDATION_ERROR", body = ErrorEnvelope),
+        (status = 503, description = "SERVICE_UNAVAILABLE: the definitions store did not take the write before the request's deadline (NATS unreachable, or its stream without a leader that long); details.stored is false when it certainly was not stored, absent when that is not known; Retry-After says when to try again", body = ErrorEnvelope),
     )
 )]
 async fn update_service(
@@ -186,6 +189,7 @@ async fn update_service(
         (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
         (status = 415, description = "Not JSON", body = ErrorEnvelope),
         (status = 422, description = "VALIDATION_ERROR", body = ErrorEnvelope),
+        (status = 503, description = "SERVICE_UNAVAILABLE: the definitions store did not take the write before the request's deadline (NATS unreachable, or its stream without a leader that long); details.stored is false when it certainly was not stored, absent when that is not known; Retry-After says when to try again", body = ErrorEnvelope),
     )
 )]
 async fn patch_service(
@@ -231,6 +235,7 @@ async fn update(
         (status = 403, description = "Not an admin", body = ErrorEnvelope),
         (status = 404, description = "SERVICE_NOT_FOUND", body = ErrorEnvelope),
         (status = 409, description = "CONCURRENT_UPDATE", body = ErrorEnvelope),
+        (status = 503, description = "SERVICE_UNAVAILABLE: the definitions store did not take the write before the request's deadline (NATS unreachable, or its stream without a leader that long); details.stored is false when it certainly was not stored, absent when that is not known; Retry-After says when to try again", body = ErrorEnvelope),
     )
 )]
 async fn delete_service(
@@ -257,6 +262,7 @@ async fn delete_service(
         (status = 200, description = "The revision", body = ServiceRevision),
         (status = 401, description = "Not authenticated", body = ErrorEnvelope),
         (status = 404, description = "SERVICE_NOT_FOUND", body = ErrorEnvelope),
+        (status = 503, description = "SERVICE_UNAVAILABLE: the definitions store did not answer before the request's deadline (NATS unreachable, or its stream without a leader that long); Retry-After says when to try again", body = ErrorEnvelope),
     )
 )]
 async fn get_revision(
@@ -285,6 +291,7 @@ async fn get_revision(
         (status = 200, description = "The changes, oldest first", body = [HistoryEntry]),
         (status = 401, description = "Not authenticated", body = ErrorEnvelope),
         (status = 404, description = "SERVICE_NOT_FOUND (never existed)", body = ErrorEnvelope),
+        (status = 503, description = "SERVICE_UNAVAILABLE: the definitions store did not answer before the request's deadline (NATS unreachable, or its stream without a leader that long); Retry-After says when to try again", body = ErrorEnvelope),
     )
 )]
 async fn get_history(
