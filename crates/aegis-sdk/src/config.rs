@@ -371,14 +371,10 @@ impl AegisConfig {
             ));
         }
         for url in &n.servers {
-            let scheme_ok = ["nats://", "tls://", "ws://", "wss://"]
-                .iter()
-                .any(|p| url.starts_with(p))
-                || !url.contains("://");
-            if url.trim().is_empty() || url.contains(char::is_whitespace) || !scheme_ok {
+            if !is_server_url(url) {
                 return Err(invalid(
                     "nats.servers",
-                    format!("`{url}` is not a NATS URL (expected nats://host:port)"),
+                    format!("`{url}` is not a NATS URL (expected nats://host:port or host:port)"),
                 ));
             }
         }
@@ -585,6 +581,27 @@ impl ConfigLoader {
         config.validate()?;
         Ok(config)
     }
+}
+
+/// Whether `url` names a NATS server as the client reads it: `nats://`,
+/// `tls://`, `ws://` or `wss://` then a host (port optional), or a bare
+/// `host[:port]`. Checked here, not at connect time, because the client
+/// reads a typo such as `nats//host:4222` as host `nats` with a path and
+/// fails on a DNS lookup: an error that looks transient and is retried.
+/// Only WebSocket URLs may carry a path.
+fn is_server_url(url: &str) -> bool {
+    if url.trim().is_empty() || url.contains(char::is_whitespace) {
+        return false;
+    }
+    let Ok(addr) = url.parse::<async_nats::ServerAddr>() else {
+        return false;
+    };
+    let parsed = addr.into_inner();
+    let websocket = matches!(parsed.scheme(), "ws" | "wss");
+    parsed.host_str().is_some_and(|h| !h.is_empty())
+        && (websocket || matches!(parsed.path(), "" | "/"))
+        && parsed.query().is_none()
+        && parsed.fragment().is_none()
 }
 
 fn split_servers(s: &str) -> Vec<String> {
