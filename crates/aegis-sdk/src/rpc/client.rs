@@ -64,7 +64,8 @@ use crate::{Connection, discovery::Strategy, election::ElectionError};
 #[derive(Debug, Clone, Default)]
 pub struct CallOptions {
     /// Deadline of the whole call, retries included; the connection's
-    /// `request_timeout` when `None`.
+    /// `request_timeout` when `None`. Zero is refused
+    /// ([`RpcError::InvalidOptions`]).
     pub timeout: Option<Duration>,
     /// Payload encoding of request and reply.
     pub encoding: Encoding,
@@ -80,7 +81,8 @@ pub struct CallOptions {
     /// either way: it never ran.
     pub idempotent: bool,
     /// Deadline of one attempt of an idempotent call; a third of `timeout`
-    /// when `None`. Ignored for other calls.
+    /// when `None`. Ignored for other calls, but zero is refused by every
+    /// call ([`RpcError::InvalidOptions`]).
     pub attempt_timeout: Option<Duration>,
     /// Route by this key: the same key reaches the same instance while it
     /// lives (implies [`Strategy::Sticky`] unless `strategy` says otherwise).
@@ -132,6 +134,26 @@ impl CallOptions {
     pub fn sticky(mut self, key: impl Into<String>) -> Self {
         self.sticky_key = Some(key.into());
         self
+    }
+
+    /// Refuses options no call can work with, before any I/O: two
+    /// comparisons, as cheap as the hot path needs.
+    #[inline]
+    pub(super) fn check(&self) -> Result<(), RpcError> {
+        const POSITIVE: &str = "must be greater than zero";
+        if self.timeout == Some(Duration::ZERO) {
+            return Err(RpcError::InvalidOptions {
+                option: "timeout",
+                reason: POSITIVE,
+            });
+        }
+        if self.attempt_timeout == Some(Duration::ZERO) {
+            return Err(RpcError::InvalidOptions {
+                option: "attempt_timeout",
+                reason: POSITIVE,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -196,7 +218,7 @@ impl RpcClient {
     /// ```
     ///
     /// # Errors
-    /// [`RpcError`]: invalid names (before any I/O);
+    /// [`RpcError`]: invalid names or options (before any I/O);
     /// [`RpcError::NoInstances`] at once when no ACTIVE instance is known;
     /// [`RpcError::NoResponders`] when every instance tried had vanished;
     /// [`RpcError::Timeout`]; the service's own error
@@ -402,9 +424,14 @@ impl RpcClient {
     /// ```
     ///
     /// # Errors
-    /// [`RpcError`]: invalid names (before any I/O); [`RpcError::NoInstances`]
-    /// when no leader appeared before the deadline (or the last NOT_ACTIVE /
-    /// no-responder error); [`RpcError::DeposedLeader`] as above;
+    /// [`RpcError`]: invalid names or options (before any I/O);
+    /// [`RpcError::NoLeader`] when no leader appeared before the deadline
+    /// (or the last NOT_ACTIVE / no-responder error); at once,
+    /// [`RpcError::NotSingleActive`] when the service's registered
+    /// instances are in no sticky group, [`RpcError::UnknownGroup`] when
+    /// they are, but none in `group`, and [`RpcError::NoSuchMethod`] when
+    /// the leader has no responder for `method` and its record does not
+    /// list it; [`RpcError::DeposedLeader`] as above;
     /// [`RpcError::Timeout`]; [`RpcError::Election`] when the election keys
     /// cannot be read, or cannot load before the call's deadline (the
     /// connection's first such call loads them), and nothing was sent; the
@@ -436,7 +463,7 @@ impl RpcClient {
             Some(Err(e)) => return Err(RpcError::Election(e)),
             None => return Err(RpcError::Election(ElectionError::NotSynced(call.timeout))),
         };
-        self.attempts(&call, &mut ToLeader::new(view.clone(), group))
+        self.attempts(&call, &mut ToLeader::new(&self.conn, view.clone(), group))
             .await
     }
 
@@ -450,6 +477,7 @@ impl RpcClient {
         opts: &'a CallOptions,
         named: bool,
     ) -> Result<Call<'a>, RpcError> {
+        opts.check()?;
         let (payload, headers) = encode(req, opts, false)?;
         let timeout = self.deadline(opts);
         let started = Instant::now();
@@ -479,6 +507,7 @@ impl RpcClient {
         Req: Serialize + ?Sized,
         Res: DeserializeOwned,
     {
+        opts.check()?;
         let (payload, headers) = encode(req, opts, ask_who)?;
         self.send(
             subject,

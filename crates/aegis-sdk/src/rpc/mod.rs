@@ -99,7 +99,8 @@ impl DeposedReply {
 #[non_exhaustive]
 pub enum RpcError {
     /// The service, instance or method name is not valid; nothing was sent.
-    #[error("invalid name: {0}")]
+    /// Its message is the name error's own (which says which name).
+    #[error(transparent)]
     InvalidName(#[from] NameError),
     /// The request could not be encoded; nothing was sent.
     #[error("cannot encode the request: {0}")]
@@ -113,12 +114,24 @@ pub enum RpcError {
         #[source]
         source: codec::CodecError,
     },
+    /// A call option is out of range (a zero `timeout` or
+    /// `attempt_timeout`: no call can be answered in no time); nothing was
+    /// sent, whichever the call style.
+    #[error("invalid call options: `{option}` {reason}")]
+    InvalidOptions {
+        /// The [`CallOptions`] field at fault.
+        option: &'static str,
+        /// What it must be.
+        reason: &'static str,
+    },
     /// No answer within the deadline.
     #[error("no answer from {subject} within {timeout:?}")]
     Timeout {
         /// The subject called.
         subject: String,
-        /// The deadline that passed.
+        /// How long the call waited: its deadline, or less when it gave up
+        /// early (an idempotent call whose attempt timed out with no other
+        /// instance left to try).
         timeout: Duration,
     },
     /// The connection dropped while the call waited for its reply: the
@@ -144,13 +157,50 @@ pub enum RpcError {
         service: String,
     },
     /// ACTIVE instances of the service are registered, but none lists this
-    /// method among its endpoints; nothing was sent.
+    /// method among its endpoints (for [`RpcClient::call_active`]: the
+    /// leader's record does not list it, and nothing listens on it); nothing
+    /// was sent, or nothing ran.
     #[error("no ACTIVE instance of {service} serves {method}")]
     NoSuchMethod {
         /// The service called.
         service: String,
         /// The method asked for.
         method: String,
+    },
+    /// [`RpcClient::call_active`]: no leader of the group was known before
+    /// the deadline (none had won its election key); nothing was sent.
+    #[error("no leader of group `{group}` of {service} within {waited:?}")]
+    NoLeader {
+        /// The service called.
+        service: String,
+        /// The sticky group asked for.
+        group: String,
+        /// How long the call waited for one.
+        waited: Duration,
+    },
+    /// [`RpcClient::call_active`]: the service's registered instances are
+    /// in sticky groups, but none in this one, so none can lead it; said at
+    /// once (a failover within a group keeps its standbys registered in
+    /// it); nothing was sent.
+    #[error(
+        "no leader of group `{group}` of {service}: its instances are in group(s) {}",
+        quoted(.groups)
+    )]
+    UnknownGroup {
+        /// The service called.
+        service: String,
+        /// The sticky group asked for.
+        group: String,
+        /// The groups its registered instances are in, sorted.
+        groups: Vec<String>,
+    },
+    /// [`RpcClient::call_active`] on a service none of whose registered
+    /// instances is single-active: it has no leader to call; use
+    /// [`RpcClient::call`]. Nothing was sent.
+    #[error("{service} is not single-active: use call, not call_active")]
+    NotSingleActive {
+        /// The service called.
+        service: String,
     },
     /// The registry view behind discovery is unavailable, or the call's
     /// routing options are inconsistent; nothing was sent.
@@ -196,17 +246,20 @@ impl RpcError {
     /// The stable error code this failure corresponds to.
     pub fn code(&self) -> ErrorCode {
         match self {
-            RpcError::InvalidName(_) | RpcError::Encode(_) => ErrorCode::InvalidRequest,
+            RpcError::InvalidName(_)
+            | RpcError::Encode(_)
+            | RpcError::InvalidOptions { .. }
+            | RpcError::NotSingleActive { .. } => ErrorCode::InvalidRequest,
             RpcError::Decode { .. } | RpcError::Transport { .. } => ErrorCode::Internal,
             // Either way nobody knows whether it ran.
             RpcError::Timeout { .. } | RpcError::ConnectionLost { .. } => ErrorCode::Timeout,
             // It ran: not NOT_ACTIVE, which tells callers to retry freely.
             RpcError::DeposedLeader(_) => ErrorCode::Conflict,
             RpcError::Election(_) => ErrorCode::ServiceUnavailable,
-            RpcError::NoSuchMethod { .. } => ErrorCode::NotFound,
-            RpcError::NoResponders { .. } | RpcError::NoInstances { .. } => {
-                ErrorCode::ServiceUnavailable
-            }
+            RpcError::NoSuchMethod { .. } | RpcError::UnknownGroup { .. } => ErrorCode::NotFound,
+            RpcError::NoResponders { .. }
+            | RpcError::NoInstances { .. }
+            | RpcError::NoLeader { .. } => ErrorCode::ServiceUnavailable,
             RpcError::Discovery(DiscoveryError::MissingStickyKey) => ErrorCode::InvalidRequest,
             RpcError::Discovery(DiscoveryError::InvalidName(_)) => ErrorCode::InvalidRequest,
             RpcError::Discovery(DiscoveryError::Registry(_)) => ErrorCode::ServiceUnavailable,
@@ -223,36 +276,33 @@ impl RpcError {
     }
 }
 
+/// `a`, `b` as "`a`, `b`".
+fn quoted(names: &[String]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    quoted.join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use std::error::Error as _;
 
     use super::*;
 
-    /// Printed with its causes (as `anyhow`'s `{:#}` does), an error says
-    /// each thing once: either its message holds the inner one's, or the
-    /// inner one is its source, never both.
+    /// Printed with its causes (as `anyhow`'s `{:#}` does), an invalid
+    /// name is said once: the error is the name error itself, not a message
+    /// holding it with the same error again as its source.
     #[test]
-    fn errors_do_not_repeat_their_cause() {
+    fn an_invalid_name_does_not_repeat_its_cause() {
         let name = aegis_contracts::names::validate_service_name("a b").unwrap_err();
-        let encode = Encoding::Json.decode::<u8>(b"x").expect_err("not JSON");
-        let decode = Encoding::Json.decode::<u8>(b"y").expect_err("not JSON");
-        for err in [
-            RpcError::from(name),
-            RpcError::Encode(encode),
-            RpcError::Decode {
-                subject: "rpc.s.m".into(),
-                source: decode,
-            },
-        ] {
-            let top = err.to_string();
-            if let Some(cause) = err.source() {
-                let cause = cause.to_string();
-                assert!(
-                    !top.contains(&cause),
-                    "`{top}` repeats its source `{cause}`"
-                );
-            }
+        let err = RpcError::from(name);
+        assert_eq!(err.code(), ErrorCode::InvalidRequest);
+        let top = err.to_string();
+        if let Some(cause) = err.source() {
+            let cause = cause.to_string();
+            assert!(
+                !top.contains(&cause),
+                "`{top}` repeats its source `{cause}`"
+            );
         }
     }
 }

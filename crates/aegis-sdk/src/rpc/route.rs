@@ -16,7 +16,11 @@
 //!   leader ([`RpcError::DeposedLeader`]). An idempotent call in flight on
 //!   a holder the key no longer names is sent to the new one at once,
 //!   rather than after its attempt timeout (a leader killed or frozen
-//!   mid-call).
+//!   mid-call). While it finds no leader it asks the registry view, once,
+//!   whether the call can succeed at all, and ends it at once when not:
+//!   the service's instances are in no sticky group, or none in this one,
+//!   or the leader found without a responder does not list the method.
+//!   Records only end a call early; they never route one.
 //!
 //! What a failure means is the same for both ([`classify`]): a call that
 //! never ran (no responder, NOT_ACTIVE) is tried elsewhere; an attempt that
@@ -46,6 +50,7 @@ use super::{
     headers::ReplyHeaders,
 };
 use crate::{
+    Connection,
     discovery::{Strategy, index::DiscoveryIndex, stats::CallStats, strategy::Member},
     election::view::{ElectionView, Holder},
     registry::cache::RegistryCache,
@@ -90,11 +95,13 @@ pub(super) struct Call<'a> {
 }
 
 impl Call<'_> {
-    /// The error of a call whose deadline passed.
+    /// The error of a call whose deadline passed, or that gave up after an
+    /// attempt timed out with no instance left to try: it states the time
+    /// waited, never more.
     pub(super) fn timed_out(&self) -> RpcError {
         RpcError::Timeout {
             subject: subjects::rpc_subject(self.service, self.method),
-            timeout: self.timeout,
+            timeout: self.started.elapsed().min(self.timeout),
         }
     }
 
@@ -178,6 +185,12 @@ pub(super) trait Pick {
     async fn superseded(&self, _call: &Call<'_>, _target: &Self::Target) {
         std::future::pending::<()>().await;
     }
+    /// Whether `error`, from [`Pick::pick`] after an attempt failed, says
+    /// more than that attempt's failure and so ends the call in its place
+    /// (the method does not exist, rather than "no responder").
+    fn decisive(&self, _error: &RpcError) -> bool {
+        false
+    }
 }
 
 /// What a failed attempt means for the call.
@@ -224,6 +237,7 @@ impl super::RpcClient {
         loop {
             let target = match picker.pick(call, last_err.is_some()).await {
                 Ok(target) => target,
+                Err(e) if picker.decisive(&e) => return Err(e),
                 Err(e) => return Err(last_err.unwrap_or(e)),
             };
             let started = Instant::now();
@@ -493,13 +507,17 @@ impl Pick for ByDiscovery<'_> {
 }
 
 /// Picks the holder of a sticky group's election key.
-pub(super) struct ToLeader {
+pub(super) struct ToLeader<'a> {
+    /// For the registry view, read only when no leader is found.
+    conn: &'a Connection,
     view: Arc<ElectionView>,
     changes: watch::Receiver<u64>,
     group: String,
     /// The holder the last attempt failed on; not tried again until the
     /// key changes or a back-off passes.
     failed_on: Option<Holder>,
+    /// How that attempt failed.
+    failure: Option<Failure>,
     backoff: Duration,
     /// When the current back-off ends: set once per wait, so that the
     /// key's renewals (which wake the wait) do not start it over.
@@ -507,28 +525,168 @@ pub(super) struct ToLeader {
     /// The longest `backoff` grows to: longer once the holder answered
     /// SERVICE_UNAVAILABLE than while the key is between holders.
     backoff_max: Duration,
+    /// Whether the registry was asked about the group, and about the
+    /// method (each once per call).
+    asked_group: bool,
+    asked_method: bool,
+    /// The registry's answer being worked out while the key is watched (a
+    /// leader winning meanwhile is called at once), kept across attempts.
+    /// In a mutex only to be `Sync` (the call's future holds the picker
+    /// across awaits); only ever reached through `&mut`, never locked.
+    diagnosis: std::sync::Mutex<Option<(Asked, Diagnosis<'a>)>>,
 }
 
-impl ToLeader {
+/// Which question a pending [`Diagnosis`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    Group,
+    Method,
+}
+
+impl<'a> ToLeader<'a> {
     /// A picker for `group`'s leader from `view`.
-    pub(super) fn new(view: Arc<ElectionView>, group: &str) -> Self {
+    pub(super) fn new(conn: &'a Connection, view: Arc<ElectionView>, group: &str) -> Self {
         let changes = view.leaders().subscribe();
         Self {
+            conn,
             view,
             changes,
             group: group.to_owned(),
             failed_on: None,
+            failure: None,
             backoff: Duration::from_millis(2),
             backoff_ends: None,
             backoff_max: Duration::from_millis(50),
+            asked_group: false,
+            asked_method: false,
+            diagnosis: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The pending diagnosis, if any.
+    fn pending(&mut self) -> &mut Option<(Asked, Diagnosis<'a>)> {
+        self.diagnosis
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What to ask the registry while no leader is found, if anything is
+    /// left to ask: whether the leader an attempt found without a
+    /// responder lists the method, or (before any attempt) whether any
+    /// registered instance can lead the group at all.
+    fn question(&mut self, failed: bool) -> Option<Question> {
+        if let Some(holder) = &self.failed_on
+            && self.failure == Some(Failure::NoResponder)
+            && !self.asked_method
+        {
+            self.asked_method = true;
+            return Some(Question::Method(holder.instance_id.clone()));
+        }
+        if !failed && !self.asked_group {
+            self.asked_group = true;
+            return Some(Question::Group);
+        }
+        None
+    }
+}
+
+/// What [`ToLeader`] asks the registry when it finds no leader.
+enum Question {
+    /// Does this instance's record list the method?
+    Method(String),
+    /// Is any registered instance of the service in the group?
+    Group,
+}
+
+/// The registry's answer to `question` about `call` to `group`, as the
+/// call's error when it says the call cannot succeed; `None` when it does
+/// not (or the registry cannot be read: the call then waits as before).
+/// Records are what instances claim about themselves, so they only ever
+/// end a call early with an error; they never route one.
+async fn diagnose(
+    conn: &Connection,
+    about: About,
+    deadline: Instant,
+    question: Question,
+) -> Option<RpcError> {
+    let cache = match conn.loaded_registry() {
+        Some(cache) => cache,
+        None => conn.registry_cache().await.ok()?,
+    };
+    if !cache
+        .cover(Some(&about.service), Instant::now(), deadline)
+        .await
+    {
+        return None;
+    }
+    match question {
+        Question::Method(instance) => {
+            let record = cache.shared().get(&about.service, &instance)?;
+            let endpoints = record.metadata.get("endpoints")?.as_array()?;
+            let listed = endpoints
+                .iter()
+                .any(|e| e.as_str() == Some(about.method.as_str()));
+            (!listed).then_some(RpcError::NoSuchMethod {
+                service: about.service,
+                method: about.method,
+            })
+        }
+        Question::Group => {
+            group_verdict(&cache.shared().by_service(&about.service), &about)?;
+            // An instance registered (and acknowledged) just before this
+            // call may not be in the view yet.
+            cache.catch_up(deadline).await;
+            group_verdict(&cache.shared().by_service(&about.service), &about)
         }
     }
 }
 
-impl Pick for ToLeader {
+/// The call a [`Diagnosis`] is about, owned: it may outlive one pick.
+struct About {
+    service: String,
+    method: String,
+    group: String,
+}
+
+/// The error a `call_active` to `group` gets at once given the service's
+/// registered `records`: none when one is in the group (its leader may be
+/// about to win, as in a failover) or none is registered (it may be
+/// starting).
+fn group_verdict(records: &[aegis_contracts::ServiceInstance], about: &About) -> Option<RpcError> {
+    let (service, group) = (&about.service, &about.group);
+    if records.is_empty() {
+        return None;
+    }
+    let mut groups: Vec<String> = records
+        .iter()
+        .filter_map(|r| r.sticky_active_group.clone())
+        .collect();
+    if groups.is_empty() {
+        return Some(RpcError::NotSingleActive {
+            service: service.clone(),
+        });
+    }
+    if groups.iter().any(|g| g == group) {
+        return None;
+    }
+    groups.sort();
+    groups.dedup();
+    Some(RpcError::UnknownGroup {
+        service: service.clone(),
+        group: group.clone(),
+        groups,
+    })
+}
+
+/// The registry's answer being worked out, boxed: rare, and kept out of
+/// every call's future.
+type Diagnosis<'f> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<RpcError>> + Send + 'f>>;
+
+impl Pick for ToLeader<'_> {
     type Target = Holder;
 
-    async fn pick(&mut self, call: &Call<'_>, _failed: bool) -> Result<Holder, RpcError> {
+    async fn pick(&mut self, call: &Call<'_>, failed: bool) -> Result<Holder, RpcError> {
         loop {
             self.changes.mark_unchanged();
             let holder = self
@@ -537,23 +695,64 @@ impl Pick for ToLeader {
                 .leader(call.service, &self.group)
                 .filter(|h| self.failed_on.as_ref() != Some(h));
             if let Some(holder) = holder {
+                // The group has a leader: whether it exists is answered.
+                let pending = self.pending();
+                if matches!(pending, Some((Asked::Group, _))) {
+                    *pending = None;
+                }
                 return Ok(holder);
             }
             let now = Instant::now();
             if now >= call.deadline {
-                return Err(RpcError::NoInstances {
+                return Err(RpcError::NoLeader {
                     service: call.service.to_owned(),
+                    group: self.group.clone(),
+                    waited: call.started.elapsed().min(call.timeout),
                 });
             }
+            if self.pending().is_none()
+                && let Some(question) = self.question(failed)
+            {
+                let asked = match question {
+                    Question::Group => Asked::Group,
+                    Question::Method(_) => Asked::Method,
+                };
+                let about = About {
+                    service: call.service.to_owned(),
+                    method: call.method.to_owned(),
+                    group: self.group.clone(),
+                };
+                let diagnosis = Box::pin(diagnose(self.conn, about, call.deadline, question));
+                *self.pending() = Some((asked, diagnosis));
+            }
             // Between leaders: wake as soon as the key changes (the new
-            // leader's winning write), or after a short back-off.
+            // leader's winning write), or after a short back-off; or when
+            // the registry says the call cannot succeed.
             let ends = *self.backoff_ends.get_or_insert(now + self.backoff);
-            tokio::select! {
-                _ = self.changes.changed() => {}
+            let pending = self
+                .diagnosis
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let answer = async {
+                match pending {
+                    Some((_, diagnosis)) => diagnosis.await,
+                    None => std::future::pending().await,
+                }
+            };
+            let answered = tokio::select! {
+                _ = self.changes.changed() => None,
                 () = tokio::time::sleep_until(ends.min(call.deadline)) => {
                     self.backoff_ends = None;
                     self.failed_on = None;
                     self.backoff = (self.backoff * 2).min(self.backoff_max);
+                    None
+                }
+                verdict = answer => Some(verdict),
+            };
+            if let Some(verdict) = answered {
+                *self.pending() = None;
+                if let Some(e) = verdict {
+                    return Err(e);
                 }
             }
         }
@@ -602,11 +801,21 @@ impl Pick for ToLeader {
 
     fn failed(&mut self, _: &Call<'_>, holder: Holder, how: Failure) {
         self.failed_on = Some(holder);
+        self.failure = Some(how);
         self.backoff_ends = None;
         if how == Failure::Unavailable {
             self.backoff = self.backoff.max(UNAVAILABLE_PAUSE_FIRST);
             self.backoff_max = UNAVAILABLE_PAUSE_MAX;
         }
+    }
+
+    fn decisive(&self, error: &RpcError) -> bool {
+        matches!(
+            error,
+            RpcError::NoSuchMethod { .. }
+                | RpcError::UnknownGroup { .. }
+                | RpcError::NotSingleActive { .. }
+        )
     }
 
     /// The key names another holder (or the same one under a new epoch).
