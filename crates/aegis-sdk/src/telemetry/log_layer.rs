@@ -1,13 +1,20 @@
 //! A `tracing` layer that forwards WARN and ERROR events to `AEGIS_LOG`, so
 //! the monitor shows an instance's problems next to its lifecycle events.
 //!
-//! The SDK never installs a subscriber; a binary adds this layer to its own:
+//! The SDK never installs a subscriber; a binary adds this layer to its
+//! own, **with its own `LevelFilter::WARN`**. Added bare, the layer's lack
+//! of interest in INFO and DEBUG would turn those off for every layer of
+//! the subscriber, the printing one included (a bare layer's verdict is the
+//! whole subscriber's):
 //!
 //! ```no_run
-//! use tracing_subscriber::prelude::*;
+//! use tracing_subscriber::{filter::LevelFilter, prelude::*};
 //!
 //! let (layer, forwarder) = aegis_sdk::telemetry::log_layer::NatsLogLayer::new();
-//! tracing_subscriber::registry().with(tracing_subscriber::fmt::layer()).with(layer).init();
+//! tracing_subscriber::registry()
+//!     .with(tracing_subscriber::fmt::layer())
+//!     .with(layer.with_filter(LevelFilter::WARN))
+//!     .init();
 //! // ... once connected and the instance id is known:
 //! # async fn later(conn: aegis_sdk::Connection, forwarder: aegis_sdk::telemetry::log_layer::LogForwarder) {
 //! forwarder.attach(&conn, "pricing-service", "pricing-1");
@@ -140,5 +147,49 @@ impl tracing::field::Visit for Visitor {
         } else {
             self.fields.insert(field.name().into(), value.into());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io,
+        sync::{Arc, Mutex},
+    };
+
+    use tracing_subscriber::{filter::LevelFilter, prelude::*};
+
+    use super::NatsLogLayer;
+
+    /// What the printing layer wrote.
+    #[derive(Clone, Default)]
+    struct Printed(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Printed {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn added_as_documented_it_leaves_the_printed_info_lines_alone() {
+        let printed = Printed::default();
+        let writer = printed.clone();
+        let (layer, _forwarder) = NatsLogLayer::new();
+        let subscriber = tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(move || writer.clone()),
+            )
+            .with(layer.with_filter(LevelFilter::WARN));
+        tracing::subscriber::with_default(subscriber, || tracing::info!("quotes are flowing"));
+        let text = String::from_utf8(printed.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("quotes are flowing"), "printed: {text:?}");
     }
 }
