@@ -251,14 +251,42 @@ impl DefinitionStore {
         }
     }
 
+    /// The revision at which the copy holds `name`, if it does. Reads
+    /// are answered by any replica of the bucket's stream; one answering
+    /// with less has not caught up (a node that was paused or cut off,
+    /// back in the cluster), and a read right after a write must not show
+    /// the write undone.
+    fn known_revision(&self, name: &str) -> Option<u64> {
+        self.cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .map(|c| c.revision)
+    }
+
     /// The last entry of `name` (a put or a delete marker), asked again
-    /// until `until` while NATS does not answer.
+    /// until `until` while NATS does not answer, and for up to
+    /// [`READ_YOUR_WRITES`] while the replica answering is behind the copy.
     async fn entry(&self, name: &str, until: Instant) -> Result<Option<kv::Entry>, BusError> {
+        let known = self.known_revision(name);
+        let behind_until = until.min(Instant::now() + READ_YOUR_WRITES);
         patience::read(
             "reading a service definition",
             until,
-            |e: &kv::EntryError| e.kind() != EntryErrorKind::InvalidKey,
-            || self.kv.entry(name),
+            |e: &EntryRead| match e {
+                EntryRead::Failed(e) => e.kind() != EntryErrorKind::InvalidKey,
+                EntryRead::Behind { .. } => true,
+            },
+            || async {
+                let entry = self.kv.entry(name).await.map_err(EntryRead::Failed)?;
+                let answered = entry.as_ref().map_or(0, |e| e.revision);
+                match known {
+                    Some(known) if answered < known && Instant::now() < behind_until => {
+                        Err(EntryRead::Behind { answered, known })
+                    }
+                    _ => Ok(entry),
+                }
+            },
         )
         .await
     }
@@ -407,7 +435,34 @@ impl DefinitionStore {
 
     /// The audit trail of `name`, oldest first; `NotFound` if it never existed.
     /// Asked again until `until` while NATS does not answer.
+    /// A replica behind the copy (see [`known_revision`](Self::known_revision))
+    /// is asked again, for up to [`READ_YOUR_WRITES`].
     pub(crate) async fn history(
+        &self,
+        name: &str,
+        until: Instant,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        let known = self.known_revision(name);
+        let behind_until = until.min(Instant::now() + READ_YOUR_WRITES);
+        loop {
+            let history = self.history_once(name, until).await;
+            let answered = match &history {
+                Ok(entries) => entries.last().map_or(0, |e| e.revision),
+                Err(StoreError::NotFound) => 0,
+                Err(_) => return history,
+            };
+            match known {
+                Some(known) if answered < known && Instant::now() < behind_until => {
+                    tracing::debug!(name, answered, known,
+                        "a replica behind the copy answered the history; asking again");
+                    tokio::time::sleep(BEHIND_PAUSE).await;
+                }
+                _ => return history,
+            }
+        }
+    }
+
+    async fn history_once(
         &self,
         name: &str,
         until: Instant,
@@ -464,6 +519,19 @@ impl DefinitionStore {
         Ok(out)
     }
 }
+
+/// A read of a definition that failed, or came from a replica behind.
+#[derive(Debug, thiserror::Error)]
+enum EntryRead {
+    #[error(transparent)]
+    Failed(kv::EntryError),
+    #[error("a replica at revision {answered} answered, behind the copy's {known}")]
+    Behind { answered: u64, known: u64 },
+}
+
+/// The pause before a history read that a replica behind answered is
+/// asked again.
+const BEHIND_PAUSE: Duration = Duration::from_millis(20);
 
 fn actor(headers: &HeaderMap) -> Option<String> {
     headers.get(ACTOR_HEADER).map(|v| v.as_str().to_owned())
