@@ -453,8 +453,12 @@ impl DefinitionStore {
             };
             match known {
                 Some(known) if answered < known && Instant::now() < behind_until => {
-                    tracing::debug!(name, answered, known,
-                        "a replica behind the copy answered the history; asking again");
+                    tracing::debug!(
+                        name,
+                        answered,
+                        known,
+                        "a replica behind the copy answered the history; asking again"
+                    );
                     tokio::time::sleep(BEHIND_PAUSE).await;
                 }
                 _ => return history,
