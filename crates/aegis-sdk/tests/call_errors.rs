@@ -33,11 +33,16 @@ use serde_json::{Value, json};
 /// An instance of the single-active `ledger-service` in group `default`,
 /// with one method, `post_entry`.
 async fn ledger_instance(url: &str, id: &str) -> Service {
+    ledger_in(url, id, "default").await
+}
+
+/// An instance of `ledger-service` in `group`.
+async fn ledger_in(url: &str, id: &str, group: &str) -> Service {
     connect(url)
         .await
         .service("ledger-service", "1.0.0")
         .instance_id(id)
-        .single_active("default")
+        .single_active(group)
         .handler(
             "post_entry",
             |v: Value| async move { Ok::<_, WireError>(v) },
@@ -301,4 +306,51 @@ async fn a_timeout_states_how_long_the_call_waited_when_it_gave_up_early() {
         "says it waited {timeout:?}, waited {took:?}"
     );
     assert!(took < Duration::from_secs(3), "took {took:?}");
+}
+
+/// A service sharded in two groups, each with one instance: group `b`'s
+/// instance is restarted (a graceful stop deletes its record, then a new
+/// process registers). A call to `b` meanwhile is a call to a group that
+/// is restarting, not to a group that does not exist: it waits for the
+/// new leader within its deadline, as it would with no instance at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_active_waits_for_a_group_whose_only_instance_restarts() {
+    let nats = server();
+    let client = connect(&nats.url()).await;
+    let _a = ledger_in(&nats.url(), "ledger-a1", "a").await;
+    let b = ledger_in(&nats.url(), "ledger-b1", "b").await;
+    let call = |group: &'static str, timeout: Duration| {
+        let client = client.clone();
+        async move {
+            client
+                .rpc()
+                .call_active::<_, Value>(
+                    "ledger-service",
+                    group,
+                    "post_entry",
+                    &json!({}),
+                    &CallOptions::timeout(timeout),
+                )
+                .await
+        }
+    };
+    eventually(Duration::from_secs(10), "both groups serve", || async {
+        call("a", Duration::from_millis(500)).await.is_ok()
+            && call("b", Duration::from_millis(500)).await.is_ok()
+    })
+    .await;
+
+    b.shutdown().await.unwrap();
+    let started = Instant::now();
+    let waiting = tokio::spawn(call("b", Duration::from_secs(5)));
+    tokio::time::sleep(Duration::from_millis(500)).await; // the restart's gap
+    let _b2 = ledger_in(&nats.url(), "ledger-b2", "b").await;
+    let served = waiting.await.unwrap();
+    eprintln!(
+        "call to the restarting group: {:?} after {:?}",
+        served.as_ref().map(|r| &r.instance_id),
+        started.elapsed()
+    );
+    let reply = served.expect("served by the restarted group's new leader");
+    assert_eq!(reply.instance_id.as_deref(), Some("ledger-b2"));
 }
