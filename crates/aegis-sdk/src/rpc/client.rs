@@ -426,12 +426,13 @@ impl RpcClient {
     /// # Errors
     /// [`RpcError`]: invalid names or options (before any I/O);
     /// [`RpcError::NoLeader`] when no leader appeared before the deadline
-    /// (or the last NOT_ACTIVE / no-responder error); at once,
-    /// [`RpcError::NotSingleActive`] when the service's registered
-    /// instances are in no sticky group, [`RpcError::UnknownGroup`] when
-    /// they are, but none in `group`, and [`RpcError::NoSuchMethod`] when
-    /// the leader has no responder for `method` and its record does not
-    /// list it; [`RpcError::DeposedLeader`] as above;
+    /// (or the last NOT_ACTIVE / no-responder error), or
+    /// [`RpcError::UnknownGroup`] then when the service's registered
+    /// instances are in sticky groups but none was in `group`; at once,
+    /// [`RpcError::NotSingleActive`] when they are in no sticky group, and
+    /// [`RpcError::NoSuchMethod`] when the leader has no responder for
+    /// `method` and its record does not list it;
+    /// [`RpcError::DeposedLeader`] as above;
     /// [`RpcError::Timeout`]; [`RpcError::Election`] when the election keys
     /// cannot be read, or cannot load before the call's deadline (the
     /// connection's first such call loads them), and nothing was sent; the

@@ -178,10 +178,11 @@ pub enum RpcError {
         /// How long the call waited for one.
         waited: Duration,
     },
-    /// [`RpcClient::call_active`]: the service's registered instances are
-    /// in sticky groups, but none in this one, so none can lead it; said at
-    /// once (a failover within a group keeps its standbys registered in
-    /// it); nothing was sent.
+    /// [`RpcClient::call_active`]: no leader of the group appeared before
+    /// the deadline, and the service's registered instances are in sticky
+    /// groups, but none was in this one (a wrong group, or one whose only
+    /// instance was restarting: it is waited for, so said only at the
+    /// deadline); nothing was sent.
     #[error(
         "no leader of group `{group}` of {service}: its instances are in group(s) {}",
         quoted(.groups)

@@ -18,9 +18,11 @@
 //!   rather than after its attempt timeout (a leader killed or frozen
 //!   mid-call). While it finds no leader it asks the registry view, once,
 //!   whether the call can succeed at all, and ends it at once when not:
-//!   the service's instances are in no sticky group, or none in this one,
-//!   or the leader found without a responder does not list the method.
-//!   Records only end a call early; they never route one.
+//!   the service's instances are in no sticky group, or the leader found
+//!   without a responder does not list the method. When none of them is
+//!   in this group (a wrong group, or one whose only instance restarts)
+//!   the call still waits for a leader, and says so if its deadline
+//!   passes. Records only end a call early; they never route one.
 //!
 //! What a failure means is the same for both ([`classify`]): a call that
 //! never ran (no responder, NOT_ACTIVE) is tried elsewhere; an attempt that
@@ -534,6 +536,12 @@ pub(super) struct ToLeader<'a> {
     /// In a mutex only to be `Sync` (the call's future holds the picker
     /// across awaits); only ever reached through `&mut`, never locked.
     diagnosis: std::sync::Mutex<Option<(Asked, Diagnosis<'a>)>>,
+    /// What to say if the deadline passes with no leader, when the
+    /// registry knew more than "no leader": the group has no registered
+    /// instance while others do ([`RpcError::UnknownGroup`]). Said then,
+    /// not at once: a group whose only instance restarts has no record
+    /// for a moment, and its new leader is waited for.
+    at_deadline: Option<RpcError>,
 }
 
 /// Which question a pending [`Diagnosis`] answers.
@@ -560,6 +568,7 @@ impl<'a> ToLeader<'a> {
             asked_group: false,
             asked_method: false,
             diagnosis: std::sync::Mutex::new(None),
+            at_deadline: None,
         }
     }
 
@@ -700,15 +709,19 @@ impl Pick for ToLeader<'_> {
                 if matches!(pending, Some((Asked::Group, _))) {
                     *pending = None;
                 }
+                self.at_deadline = None;
                 return Ok(holder);
             }
             let now = Instant::now();
             if now >= call.deadline {
-                return Err(RpcError::NoLeader {
-                    service: call.service.to_owned(),
-                    group: self.group.clone(),
-                    waited: call.started.elapsed().min(call.timeout),
-                });
+                return Err(self
+                    .at_deadline
+                    .take()
+                    .unwrap_or_else(|| RpcError::NoLeader {
+                        service: call.service.to_owned(),
+                        group: self.group.clone(),
+                        waited: call.started.elapsed().min(call.timeout),
+                    }));
             }
             if self.pending().is_none()
                 && let Some(question) = self.question(failed)
@@ -751,8 +764,10 @@ impl Pick for ToLeader<'_> {
             };
             if let Some(verdict) = answered {
                 *self.pending() = None;
-                if let Some(e) = verdict {
-                    return Err(e);
+                match verdict {
+                    Some(e @ RpcError::UnknownGroup { .. }) => self.at_deadline = Some(e),
+                    Some(e) => return Err(e),
+                    None => {}
                 }
             }
         }
