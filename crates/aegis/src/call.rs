@@ -104,8 +104,8 @@ pub async fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            // With its causes: "cannot route the call" alone does not say
-            // that the registry view did not load in time.
+            // With its causes: "the service registry is unavailable" alone
+            // does not say that the registry view did not load in time.
             eprintln!("error [{}]: {}", e.code(), call_error(e));
             Ok(ExitCode::FAILURE)
         }

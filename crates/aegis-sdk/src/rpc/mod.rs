@@ -204,9 +204,11 @@ pub enum RpcError {
         service: String,
     },
     /// The registry view behind discovery is unavailable, or the call's
-    /// routing options are inconsistent; nothing was sent.
-    #[error("cannot route the call")]
-    Discovery(#[source] DiscoveryError),
+    /// routing options are inconsistent; nothing was sent. Says what
+    /// itself ("sticky selection needs a key"), not only that the call
+    /// could not be routed.
+    #[error(transparent)]
+    Discovery(DiscoveryError),
     /// The service answered with an error (its code says which).
     #[error("{subject} answered {error}")]
     Remote {
@@ -288,6 +290,15 @@ mod tests {
     use std::error::Error as _;
 
     use super::*;
+
+    /// A call discovery cannot route says why in its own message: a
+    /// caller printing `{err}` sees the reason, not only that it failed.
+    #[test]
+    fn a_call_that_cannot_be_routed_says_why() {
+        let err = RpcError::Discovery(DiscoveryError::MissingStickyKey);
+        assert_eq!(err.code(), ErrorCode::InvalidRequest);
+        assert_eq!(err.to_string(), "sticky selection needs a key");
+    }
 
     /// Printed with its causes (as `anyhow`'s `{:#}` does), an invalid
     /// name is said once: the error is the name error itself, not a message
