@@ -1,5 +1,6 @@
 //! Commands against a real nats-server: progress and completion, failures,
-//! unknown commands, and the sender's timeout.
+//! unknown commands, and the sender's timeout: a command no worker took is
+//! told apart from one a worker took and did not finish.
 
 mod common;
 
@@ -157,7 +158,23 @@ async fn a_command_nobody_takes_times_out_and_is_not_run_later() {
         .result::<Value>()
         .await
         .unwrap_err();
-    assert!(matches!(err, CommandError::Timeout { .. }), "{err:?}");
+    // Said as what it is: nobody took it (it never ran, and never will),
+    // not "did not complete" (which leaves whether it ran open).
+    assert!(
+        matches!(
+            err,
+            CommandError::NotTaken {
+                worker_known: false,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("no worker of this service has ever consumed"),
+        "{err}"
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
 
     // A worker that starts later sees the expired command and does not run it.
@@ -197,4 +214,50 @@ async fn a_command_nobody_takes_times_out_and_is_not_run_later() {
         1,
         "only the fresh command ran"
     );
+}
+
+/// A service whose worker ran once and is stopped: its consumer stays, so
+/// a command to it is queued, and nobody takes it. The sender is told
+/// that the worker is not running, and that the command never ran; a
+/// command a worker took and did not finish in time stays a TIMEOUT (it
+/// may have run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_is_told_apart_when_its_worker_is_down_or_slow() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let worker = conn
+        .commands()
+        .worker("ledger-service")
+        .handler("rebuild", |_c: Command<Value>, _p: Progress| async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            Ok(json!(null))
+        })
+        .start()
+        .await
+        .unwrap();
+    let send = |timeout| {
+        let conn = conn.clone();
+        async move {
+            conn.commands()
+                .send("ledger-service", "rebuild", &json!({}), timeout)
+                .await
+                .unwrap()
+                .result::<Value>()
+                .await
+                .unwrap_err()
+        }
+    };
+
+    let slow = send(Duration::from_millis(500)).await;
+    eprintln!("taken but not finished: {slow}");
+    assert!(matches!(slow, CommandError::Timeout { .. }), "{slow:?}");
+
+    worker.shutdown().await;
+    let down = send(Duration::from_millis(500)).await;
+    eprintln!("worker down: {down}");
+    assert!(
+        matches!(down, CommandError::NotTaken { worker_known: true, ref service, .. } if service == "ledger-service"),
+        "{down:?}"
+    );
+    assert!(down.to_string().contains("took no command since"), "{down}");
 }

@@ -60,13 +60,34 @@ pub enum CommandError {
         #[source]
         source: async_nats::Error,
     },
-    /// No result arrived before the deadline.
+    /// No result arrived before the deadline, and a worker took the
+    /// command (or whether one did could not be read): it may have run,
+    /// or may still be running.
     #[error("command {id} did not complete within {timeout:?}")]
     Timeout {
         /// The command id.
         id: String,
         /// The deadline that passed.
         timeout: Duration,
+    },
+    /// No result arrived before the deadline because no worker took the
+    /// command: it never ran, and never will (a worker skips a command
+    /// past its deadline), so it is safe to send again once a worker of
+    /// the service runs.
+    #[error(
+        "command {id} was not taken by any worker of {service} within {timeout:?}: {}",
+        if *.worker_known { "its worker took no command since this one was queued (it is down, or busy with earlier ones)" } else { "no worker of this service has ever consumed commands (start one with Commands::worker)" }
+    )]
+    NotTaken {
+        /// The command id.
+        id: String,
+        /// The service it was sent to.
+        service: String,
+        /// The deadline that passed.
+        timeout: Duration,
+        /// Whether the service's worker consumer exists (a worker ran
+        /// once): then it is down, or stuck on earlier commands.
+        worker_known: bool,
     },
     /// The worker reported a failure.
     #[error("command failed: {0}")]

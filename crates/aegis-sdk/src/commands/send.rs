@@ -39,6 +39,41 @@ pub struct CommandHandle {
     deadline: Instant,
     timeout: Duration,
     done: bool,
+    /// To tell, past the deadline, whether a worker took it.
+    taken: TakenCheck,
+}
+
+/// What tells whether a worker took a command: the service's worker
+/// consumer has been delivered the command's stream sequence.
+#[derive(Debug)]
+struct TakenCheck {
+    js: async_nats::jetstream::Context,
+    service: String,
+    /// The command's sequence in `COMMANDS`.
+    sequence: u64,
+}
+
+/// How long the check past a deadline may take.
+const TAKEN_CHECK: Duration = Duration::from_secs(1);
+
+impl TakenCheck {
+    /// `Some(worker_known)` when no worker took the command (`worker_known`:
+    /// the worker's consumer exists); `None` when one did, or when that
+    /// cannot be read.
+    async fn not_taken(&self) -> Option<bool> {
+        use async_nats::jetstream::context::ConsumerInfoErrorKind;
+        let stream = self
+            .js
+            .get_stream_no_info(subjects::COMMANDS_STREAM)
+            .await
+            .ok()?;
+        let check = stream.consumer_info(format!("{}_commands", self.service));
+        match tokio::time::timeout(TAKEN_CHECK, check).await.ok()? {
+            Ok(info) => (info.delivered.stream_sequence < self.sequence).then_some(true),
+            Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => Some(false),
+            Err(_) => None,
+        }
+    }
 }
 
 impl Commands {
@@ -115,23 +150,31 @@ impl Commands {
                 body.clone(),
             )
         };
-        if let Err(first) = publish(headers.clone()).await {
-            // The stream may not exist yet: create it and try once more.
-            tracing::debug!(subject, error = %first, "queuing a command failed; looking up its stream");
-            ensure_commands_stream(self.conn.jetstream(), self.conn.config()).await?;
-            publish(headers)
-                .await
-                .map_err(|source| CommandError::Publish {
-                    subject: subject.clone(),
-                    source: source.into(),
-                })?;
-        }
+        let ack = match publish(headers.clone()).await {
+            Ok(ack) => ack,
+            Err(first) => {
+                // The stream may not exist yet: create it and try once more.
+                tracing::debug!(subject, error = %first, "queuing a command failed; looking up its stream");
+                ensure_commands_stream(self.conn.jetstream(), self.conn.config()).await?;
+                publish(headers)
+                    .await
+                    .map_err(|source| CommandError::Publish {
+                        subject: subject.clone(),
+                        source: source.into(),
+                    })?
+            }
+        };
         Ok(CommandHandle {
             id,
             replies,
             deadline: Instant::now() + timeout,
             timeout,
             done: false,
+            taken: TakenCheck {
+                js: self.conn.jetstream().clone(),
+                service: service.to_owned(),
+                sequence: ack.sequence,
+            },
         })
     }
 }
@@ -146,9 +189,11 @@ impl CommandHandle {
     /// is finished).
     ///
     /// # Errors
-    /// [`CommandError::Failed`] when the worker reports failure,
-    /// [`CommandError::Timeout`] past the deadline, [`CommandError::Closed`]
-    /// when called again after the end.
+    /// [`CommandError::Failed`] when the worker reports failure; past the
+    /// deadline [`CommandError::NotTaken`] when no worker took the command
+    /// (it never ran; asked of JetStream then, for up to a second), else
+    /// [`CommandError::Timeout`]; [`CommandError::Closed`] when called
+    /// again after the end.
     pub async fn next(&mut self) -> Result<CommandUpdate, CommandError> {
         if self.done {
             return Err(CommandError::Closed(self.id.clone()));
@@ -157,9 +202,17 @@ impl CommandHandle {
             let msg = match tokio::time::timeout_at(self.deadline, self.replies.next()).await {
                 Err(_) => {
                     self.done = true;
-                    return Err(CommandError::Timeout {
-                        id: self.id.clone(),
-                        timeout: self.timeout,
+                    return Err(match self.taken.not_taken().await {
+                        Some(worker_known) => CommandError::NotTaken {
+                            id: self.id.clone(),
+                            service: self.taken.service.clone(),
+                            timeout: self.timeout,
+                            worker_known,
+                        },
+                        None => CommandError::Timeout {
+                            id: self.id.clone(),
+                            timeout: self.timeout,
+                        },
                     });
                 }
                 Ok(None) => {
