@@ -1,6 +1,6 @@
 //! `aegis bench` refuses, when it reads its command line, a number no
 //! benchmark can run with (a 0 ms deadline, no rounds, no callers, a
-//! negative or NaN time): it names the flag and exits at once, before any
+//! negative, NaN or overlong time): it names the flag and exits at once, before any
 //! server or instance starts, as `--timeout-ms 0` is refused elsewhere.
 
 mod common;
@@ -71,6 +71,20 @@ fn numbers_no_benchmark_can_run_with_are_refused_naming_the_flag() {
         ("rpc", &["--concurrency", "0"], "--concurrency"),
         ("rpc", &["--rounds", "0"], "--rounds"),
         ("rpc", &["--round-secs", "0"], "--round-secs"),
+        // Times too long for a Duration panicked once the benchmark ran.
+        ("rpc", &["--round-secs", "1e300"], "--round-secs"),
+        ("events", &["--round-secs", "1e300"], "--round-secs"),
+        ("chaos", &["--settle-secs", "1e300"], "--settle-secs"),
+        (
+            "failover",
+            &["--stateless", "--interval-secs", "1e300"],
+            "--interval-secs",
+        ),
+        (
+            "failover",
+            &["--stateless", "--down-secs", "1e300"],
+            "--down-secs",
+        ),
     ];
     for (bench, flags, flag) in cases {
         let mut args = vec!["bench", bench];
