@@ -85,6 +85,20 @@ fn numbers_no_benchmark_can_run_with_are_refused_naming_the_flag() {
             &["--stateless", "--down-secs", "1e300"],
             "--down-secs",
         ),
+        ("failover", &["--stateless", "--rate", "1e-300"], "--rate"),
+        (
+            "failover",
+            &["--sticky", "--probe-ms", "18446744073709551615"],
+            "--probe-ms",
+        ),
+        (
+            "chaos",
+            &["--call-interval-ms", "18446744073709551615"],
+            "--call-interval-ms",
+        ),
+        ("chaos", &["--poll-ms", "18446744073709551615"], "--poll-ms"),
+        ("scale", &["--secs", "18446744073709551615"], "--secs"),
+        ("scale", &["--ttl-ms", "18446744073709551615"], "--ttl-ms"),
     ];
     for (bench, flags, flag) in cases {
         let mut args = vec!["bench", bench];

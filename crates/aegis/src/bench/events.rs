@@ -33,7 +33,7 @@ pub struct EventsBenchArgs {
     #[arg(long, default_value_t = 6, value_parser = super::flags::at_least(1usize))]
     pub rounds: usize,
     /// Length of one throughput round in seconds.
-    #[arg(long, default_value_t = 1.0, value_parser = super::flags::positive)]
+    #[arg(long, default_value_t = 1.0, value_parser = super::flags::positive_seconds)]
     pub round_secs: f64,
     /// Sequential publishes per side measured for latency.
     #[arg(long, default_value_t = 2_000, value_parser = super::flags::at_least(1usize))]

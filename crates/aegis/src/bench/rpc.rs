@@ -80,7 +80,7 @@ pub struct RpcBenchArgs {
     #[arg(long, default_value_t = 16, value_parser = super::flags::at_least(1usize))]
     pub rounds: usize,
     /// Length of one throughput round in seconds.
-    #[arg(long, default_value_t = 0.25, value_parser = super::flags::positive)]
+    #[arg(long, default_value_t = 0.25, value_parser = super::flags::positive_seconds)]
     pub round_secs: f64,
     /// Register and heart-beat `--instances` more instances while the SDK
     /// side calls through discovery.

@@ -64,13 +64,13 @@ pub struct ChaosBenchArgs {
     #[arg(long, default_value_t = 1, value_parser = super::flags::at_least(1usize))]
     pub callers: usize,
     /// Pause of a client after an answer, before its next `create_order` (ms).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = super::flags::within(0u64, super::flags::DAY_MS))]
     pub call_interval_ms: u64,
     /// Deadline of one `create_order` call (ms).
     #[arg(long, default_value_t = 5_000, value_parser = crate::cli::timeout_ms())]
     pub call_deadline_ms: u64,
     /// How often the monitor API is polled (ms).
-    #[arg(long, default_value_t = 20, value_parser = super::flags::at_least(1u64))]
+    #[arg(long, default_value_t = 20, value_parser = super::flags::within(1u64, super::flags::DAY_MS))]
     pub poll_ms: u64,
     /// Seconds a killed instance stays down while the views settle.
     #[arg(long, default_value_t = 4.0, value_parser = super::flags::seconds)]

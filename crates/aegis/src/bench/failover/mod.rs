@@ -46,7 +46,7 @@ pub struct FailoverBenchArgs {
     #[arg(long, default_value_t = 6, value_parser = super::flags::at_least(1usize))]
     pub kills: usize,
     /// --stateless: seconds from one kill to the next.
-    #[arg(long, default_value_t = 3.0, value_parser = super::flags::positive)]
+    #[arg(long, default_value_t = 3.0, value_parser = super::flags::positive_seconds)]
     pub interval_secs: f64,
     /// --stateless: seconds a killed instance stays down before its restart.
     #[arg(long, default_value_t = 1.0, value_parser = super::flags::seconds)]
@@ -69,10 +69,10 @@ pub struct FailoverBenchArgs {
     #[arg(long, default_value_t = 30, value_parser = super::flags::at_least(1usize))]
     pub rounds: usize,
     /// --sticky: the overlap observer probes every instance this often (ms).
-    #[arg(long, default_value_t = 5, value_parser = super::flags::at_least(1u64))]
+    #[arg(long, default_value_t = 5, value_parser = super::flags::within(1u64, super::flags::DAY_MS))]
     pub probe_ms: u64,
     /// --sticky: pause between the client's `call_active` calls (ms).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = super::flags::within(0u64, super::flags::DAY_MS))]
     pub call_interval_ms: u64,
     /// Keep the instances' logs (their folder is printed).
     #[arg(long)]

@@ -120,15 +120,15 @@ pub struct ScaleBenchArgs {
     #[arg(long, default_value_t = 10, value_parser = super::flags::at_least(1usize))]
     pub per_service: usize,
     /// Length of the measured window in seconds.
-    #[arg(long, default_value_t = 30, value_parser = super::flags::at_least(5u64))]
+    #[arg(long, default_value_t = 30, value_parser = super::flags::within(5u64, super::flags::DAY_MS / 1000))]
     pub secs: u64,
     /// How often an unchanged record is re-written to renew its TTL, in
     /// milliseconds (the SDK's default; 1000 re-writes it every beat, as
     /// the SDK did before).
-    #[arg(long, default_value_t = aegis_sdk::registry::DEFAULT_REFRESH.as_millis() as u64, value_parser = super::flags::at_least(1u64))]
+    #[arg(long, default_value_t = aegis_sdk::registry::DEFAULT_REFRESH.as_millis() as u64, value_parser = super::flags::within(1u64, super::flags::DAY_MS))]
     pub refresh_ms: u64,
     /// The records' TTL in milliseconds (the SDK's default).
-    #[arg(long, default_value_t = aegis_sdk::registry::DEFAULT_TTL.as_millis() as u64, value_parser = super::flags::at_least(1u64))]
+    #[arg(long, default_value_t = aegis_sdk::registry::DEFAULT_TTL.as_millis() as u64, value_parser = super::flags::within(1u64, super::flags::DAY_MS))]
     pub ttl_ms: u64,
     /// Calls per second of each caller (alternating its two services; each
     /// call is followed by a raw request).
