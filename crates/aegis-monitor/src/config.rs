@@ -143,6 +143,33 @@ impl SystemAccount {
     }
 }
 
+/// The longest duration a command-line flag may name: thirty days, far
+/// past any timeout or run, and far inside what the clock can add to the
+/// time now without overflowing.
+const LONGEST_FLAG_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The parser of every duration flag (`90s`, `15m`, `2h`): a duration
+/// too long for the clock (`500000000000years`) is refused here, naming
+/// the flag, rather than panicking once added to the time now.
+///
+/// # Errors
+/// Not a duration, or longer than thirty days.
+///
+/// ```
+/// use std::time::Duration;
+/// use aegis_monitor::config::duration_flag;
+///
+/// assert_eq!(duration_flag("90s"), Ok(Duration::from_secs(90)));
+/// assert!(duration_flag("500000000000years").is_err());
+/// ```
+pub fn duration_flag(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim()).map_err(|e| e.to_string())?;
+    if d > LONGEST_FLAG_DURATION {
+        return Err("must be at most 30 days".to_owned());
+    }
+    Ok(d)
+}
+
 /// Flags naming the NATS system account's credentials (`aegis api`,
 /// `aegis status`); each also reads an `AEGIS_NATS_SYSTEM_*` variable.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -345,7 +372,7 @@ pub struct ApiArgs {
     #[arg(long, env = "AEGIS_API_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_connections: usize,
     /// Longest a client may take to send a request's headers (e.g. `10s`).
-    #[arg(long, env = "AEGIS_API_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "AEGIS_API_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = duration_flag)]
     pub header_read_timeout: Duration,
     /// Directory of the UI's static files, served at `/`.
     #[arg(long, env = "AEGIS_UI_DIR")]
@@ -354,14 +381,14 @@ pub struct ApiArgs {
     #[arg(long, env = "AEGIS_ENVIRONMENT", default_value = "local")]
     pub environment: String,
     /// Longest time a request may take (e.g. `15s`).
-    #[arg(long, env = "AEGIS_API_REQUEST_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "AEGIS_API_REQUEST_TIMEOUT", default_value = "15s", value_parser = duration_flag)]
     pub request_timeout: Duration,
     /// Run WITHOUT authentication when no token is configured (development only).
     #[arg(long)]
     pub insecure_dev: bool,
     /// How long to keep trying to start while NATS, JetStream or the
     /// registry is not ready yet (e.g. `60s`; `0s` fails at once).
-    #[arg(long, env = "AEGIS_STARTUP_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "AEGIS_STARTUP_TIMEOUT", default_value = "60s", value_parser = duration_flag)]
     pub startup_timeout: Duration,
     /// The NATS system account (instant crash detection).
     #[command(flatten)]

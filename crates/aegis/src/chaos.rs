@@ -51,7 +51,7 @@ pub enum ChaosAction {
         /// Instance id or service name.
         target: String,
         /// How long, e.g. `30s` (default: until `aegis chaos healthy`).
-        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        #[arg(long = "for", value_parser = aegis_monitor::config::duration_flag)]
         duration: Option<Duration>,
         /// Every instance of the service.
         #[arg(long)]
@@ -82,7 +82,7 @@ pub enum ChaosAction {
         /// Instance id or service name.
         target: String,
         /// The added latency per request (at most one minute).
-        #[arg(long, value_parser = humantime::parse_duration)]
+        #[arg(long, value_parser = aegis_monitor::config::duration_flag)]
         delay: Duration,
         /// Every instance of the service.
         #[arg(long)]

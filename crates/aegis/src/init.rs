@@ -33,7 +33,7 @@ pub struct InitArgs {
     pub fix: bool,
     /// How long to keep trying while NATS or JetStream is not ready yet
     /// (a cluster electing its meta leader), e.g. `60s`.
-    #[arg(long, env = "AEGIS_STARTUP_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "AEGIS_STARTUP_TIMEOUT", default_value = "60s", value_parser = aegis_monitor::config::duration_flag)]
     pub startup_timeout: Duration,
     /// Connection flags.
     #[command(flatten)]

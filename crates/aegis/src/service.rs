@@ -49,7 +49,7 @@ pub struct ServiceArgs {
     /// How long to keep trying to start while NATS, JetStream or a bucket
     /// is not ready yet (a cluster electing its leaders, a stream being
     /// created by another instance), e.g. `60s`; `0s` fails at once.
-    #[arg(long, env = "AEGIS_STARTUP_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "AEGIS_STARTUP_TIMEOUT", default_value = "60s", value_parser = aegis_monitor::config::duration_flag)]
     pub startup_timeout: std::time::Duration,
     /// Serve `GET /healthz` (liveness) and `GET /readyz` (readiness:
     /// connected to NATS and registered) on this address, e.g.

@@ -54,7 +54,7 @@ pub struct TrafficArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub clients: u16,
     /// Stop after this long, e.g. `30s` or `5m` (default: until Ctrl-C).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = aegis_monitor::config::duration_flag)]
     pub duration: Option<Duration>,
     /// Deadline of one order, retries on a new leader included (ms, 1 to
     /// 600000).
