@@ -355,3 +355,38 @@ async fn call_active_waits_for_a_group_whose_only_instance_restarts() {
     let reply = served.expect("served by the restarted group's new leader");
     assert_eq!(reply.instance_id.as_deref(), Some("ledger-b2"));
 }
+
+/// A deadline too far for the clock (`Duration::MAX`, "no deadline to
+/// speak of") is a call like any other, not a panic when added to the
+/// time now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_with_a_deadline_too_far_for_the_clock_is_served() {
+    let nats = server();
+    let client = connect(&nats.url()).await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let _quotes = quote_service(&client, runs.clone()).await;
+    let _ledgers = two_ledgers(&nats.url(), &client).await;
+    let forever = CallOptions {
+        timeout: Some(Duration::MAX),
+        attempt_timeout: Some(Duration::MAX),
+        idempotent: true,
+        ..Default::default()
+    };
+    let rpc = client.rpc();
+    rpc.call_with::<_, Value>("quote-service", "get_quote", &json!({}), &forever)
+        .await
+        .unwrap();
+    rpc.call_balanced::<_, Value>("quote-service", "get_quote", &json!({}), &forever)
+        .await
+        .unwrap();
+    rpc.call_active::<_, Value>(
+        "ledger-service",
+        "default",
+        "post_entry",
+        &json!({}),
+        &forever,
+    )
+    .await
+    .unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
