@@ -447,6 +447,35 @@ mod tests {
         assert_eq!(p.streams[0].offline, ["n3"]);
     }
 
+    /// A round of pings the monitor's own system connection lost (its
+    /// node died mid-round: nobody answered), or that fewer than half of
+    /// the servers up answered, says more about the monitor than about
+    /// the servers: it judges none of them, and the listing's evidence is
+    /// used instead, as the fleet's view does with the same rounds.
+    #[test]
+    fn a_round_nobody_or_few_answered_judges_no_server() {
+        let mut tracker = Tracker::default();
+        tracker.listed(Listing::from([(
+            "KV_orders".to_owned(),
+            led("n3", vec![peer("n1", 5), peer("n2", 5)]),
+        )]));
+        let all = tracker.picture(&heard(Some(&["n1", "n2", "n3"])), t(0), EVERY);
+        assert!(all.servers.iter().all(|s| s.up), "{:?}", all.servers);
+        for few in [&[][..], &["n2"][..]] {
+            let p = tracker.picture(&heard(Some(few)), t(1), EVERY);
+            assert!(
+                p.servers.iter().all(|s| s.up),
+                "after a round answered by {few:?}: {:?}",
+                p.servers
+            );
+            assert_eq!(p.streams[0].leader.as_deref(), Some("n3"));
+        }
+        // Two of three answering still judges the third.
+        let p = tracker.picture(&heard(Some(&["n1", "n2"])), t(2), EVERY);
+        let down: Vec<_> = p.servers.iter().filter(|s| !s.up).map(|s| &s.name).collect();
+        assert_eq!(down, ["n3"]);
+    }
+
     #[test]
     fn without_the_system_account_a_silent_peer_is_down() {
         let mut tracker = Tracker::default();
