@@ -285,7 +285,15 @@ impl Tracker {
             .collect();
         known.extend(self.peers_of.values().flatten().cloned());
         known.extend(heard.local.iter().cloned());
-        if let Some(answered) = &heard.answered {
+        // A round nobody answered, or fewer than half of the servers up
+        // (the monitor's own system connection dropping mid-round), says
+        // more about the monitor than about them: the listing decides.
+        let up_before = self.servers.values().filter(|seen| seen.value).count();
+        let answered = heard
+            .answered
+            .as_ref()
+            .filter(|a| !a.is_empty() && a.len() * 2 >= up_before);
+        if let Some(answered) = answered {
             known.extend(answered.iter().cloned());
             return known
                 .into_iter()
@@ -472,7 +480,12 @@ mod tests {
         }
         // Two of three answering still judges the third.
         let p = tracker.picture(&heard(Some(&["n1", "n2"])), t(2), EVERY);
-        let down: Vec<_> = p.servers.iter().filter(|s| !s.up).map(|s| &s.name).collect();
+        let down: Vec<_> = p
+            .servers
+            .iter()
+            .filter(|s| !s.up)
+            .map(|s| &s.name)
+            .collect();
         assert_eq!(down, ["n3"]);
     }
 
