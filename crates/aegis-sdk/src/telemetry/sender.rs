@@ -187,7 +187,14 @@ impl Sender {
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            runtime.spawn(run(self.shared.clone()));
+            // Made before the spawn and moved into the task, so a task
+            // dropped before its first poll (its runtime shutting down)
+            // clears the flag too.
+            let running = Running(self.shared.clone());
+            runtime.spawn(async move {
+                run(running.0.clone()).await;
+                drop(running);
+            });
         }
     }
 }
@@ -227,7 +234,6 @@ impl Shared {
 /// The task: sends each record in turn until the last handle went and the
 /// queue is flushed (or [`FLUSH_PATIENCE`] passed).
 async fn run(shared: Arc<Shared>) {
-    let _running = Running(shared.clone());
     let js = jetstream::new(shared.client.clone());
     let mut route = Route::new();
     loop {
@@ -368,5 +374,35 @@ async fn look_up(js: &jetstream::Context, subject: &str) -> Option<bool> {
         Ok(Ok(_)) => Some(true),
         Ok(Err(e)) if e.kind() == GetStreamByNameErrorKind::NotFound => Some(false),
         Ok(Err(_)) | Err(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sender's task spawned on a runtime that shuts down before the
+    /// task ever ran leaves the sender not running, so the next record
+    /// (on another runtime) starts a task again instead of waiting
+    /// forever behind a flag that says one runs.
+    #[test]
+    fn a_task_dropped_before_it_ran_leaves_the_sender_startable() {
+        let nats = aegis_testkit::NatsServer::start().unwrap();
+        let first = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // The spawn happens as the sender is made; the block ends before
+        // the runtime polls the task, and the runtime is dropped with it.
+        let sender = first.block_on(async {
+            let client = async_nats::connect(nats.url()).await.unwrap();
+            Sender::new(client, "aegis.log.test-service.t-1")
+        });
+        assert!(sender.shared.running.load(Ordering::Acquire));
+        drop(first);
+        assert!(
+            !sender.shared.running.load(Ordering::Acquire),
+            "the task went with its runtime, and the flag with it"
+        );
     }
 }
