@@ -704,11 +704,12 @@ impl Pick for ToLeader<'_> {
                 .leader(call.service, &self.group)
                 .filter(|h| self.failed_on.as_ref() != Some(h));
             if let Some(holder) = holder {
-                // The group has a leader: whether it exists is answered.
-                let pending = self.pending();
-                if matches!(pending, Some((Asked::Group, _))) {
-                    *pending = None;
-                }
+                // A holder other than the one that failed: whether the
+                // group exists is answered, and a question about the
+                // failed holder's methods is moot (a leader of another
+                // version may list it); asked again should this one fail.
+                *self.pending() = None;
+                self.asked_method = false;
                 self.at_deadline = None;
                 return Ok(holder);
             }
