@@ -144,6 +144,12 @@ pub(crate) struct DefinitionStore {
     /// How far the copy covers the bucket: every revision up to this one;
     /// `None` until its first load.
     seen: watch::Sender<Option<u64>>,
+    /// The revision of each removal the copy has seen since its last
+    /// fresh load, for names it no longer holds: a read answered with an
+    /// older put came from a replica behind ([`known_revision`]).
+    ///
+    /// [`known_revision`]: Self::known_revision
+    removed: Arc<RwLock<std::collections::HashMap<String, u64>>>,
 }
 
 impl DefinitionStore {
@@ -163,6 +169,7 @@ impl DefinitionStore {
             js: conn.jetstream().clone(),
             cache: Arc::default(),
             seen: watch::Sender::new(None),
+            removed: Arc::default(),
         };
         let copy = store.clone();
         aegis_sdk::kv::mirror(conn, DEFINITIONS_BUCKET, ">", cancel, move |update| {
@@ -175,6 +182,24 @@ impl DefinitionStore {
 
     /// Applies one of the mirror's updates to the copy and tells viewers.
     fn apply(&self, update: Mirrored, live: &broadcast::Sender<LiveEvent>) {
+        {
+            let mut removed = self.removed.write().unwrap_or_else(|e| e.into_inner());
+            match &update {
+                Mirrored::Removed { key, revision, .. } => {
+                    removed.insert(key.clone(), *revision);
+                }
+                Mirrored::Put(entry) => {
+                    removed.remove(&entry.key);
+                }
+                Mirrored::Loaded { fresh: true, .. } => removed.clear(),
+                Mirrored::Loaded { entries, .. } => {
+                    for entry in entries {
+                        removed.remove(&entry.key);
+                    }
+                }
+                _ => {}
+            }
+        }
         let applied = {
             // Never held across an await.
             let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
@@ -257,11 +282,19 @@ impl DefinitionStore {
     /// back in the cluster), and a read right after a write must not show
     /// the write undone.
     fn known_revision(&self, name: &str) -> Option<u64> {
-        self.cache
+        let held = self
+            .cache
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
-            .map(|c| c.revision)
+            .map(|c| c.revision);
+        let removed = self
+            .removed
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .copied();
+        held.max(removed)
     }
 
     /// The last entry of `name` (a put or a delete marker), asked again
