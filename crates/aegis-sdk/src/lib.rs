@@ -56,6 +56,8 @@
 //!   orchestrators such as Kubernetes.
 //! - [`telemetry`]: metrics snapshots, lifecycle events and the live
 //!   configuration an instance publishes for the monitor.
+//! - `clock` (internal): deadlines from caller-given durations, a wait
+//!   too long for the clocks cut to a century instead of a panic.
 //! - `task` (internal): the one handle for a component's background tasks
 //!   (stop and wait, or cancel on drop).
 //!
@@ -88,6 +90,7 @@
 //! # Ok(()) }
 //! ```
 
+mod clock;
 pub mod commands;
 pub mod config;
 pub mod connection;

@@ -158,6 +158,11 @@ pub(crate) fn check_options(
     if ack_wait < MIN_ACK_WAIT {
         return Err(format!("ack_wait must be at least {:?}", MIN_ACK_WAIT));
     }
+    if ack_wait > crate::clock::LONGEST_PERIOD {
+        // The server holds nanoseconds in an i64: a longer wait would
+        // reach it wrapped.
+        return Err("ack_wait must be at most 30 days".to_owned());
+    }
     Ok(())
 }
 

@@ -72,7 +72,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = crate::clock::deadline(tokio::time::Instant::now(), timeout);
     let mut pause = PAUSE_START;
     let mut attempts = 0u32;
     loop {

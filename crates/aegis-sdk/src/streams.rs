@@ -67,7 +67,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = T>,
 {
-    let deadline = tokio::time::Instant::now() + patience;
+    let deadline = crate::clock::deadline(tokio::time::Instant::now(), patience);
     let mut tries = 0;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -296,7 +296,10 @@ impl Patience {
     /// Starts now, with `conn`'s `request_timeout` as the deadline.
     pub fn new(conn: &crate::Connection) -> Self {
         Self {
-            deadline: tokio::time::Instant::now() + conn.config().nats.request_timeout,
+            deadline: crate::clock::deadline(
+                tokio::time::Instant::now(),
+                conn.config().nats.request_timeout,
+            ),
             wait: ANSWER_WAIT_FIRST,
         }
     }

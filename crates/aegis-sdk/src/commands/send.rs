@@ -14,6 +14,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use tokio::time::Instant;
 
 use super::{CommandError, Commands, HEADER_DEADLINE, ensure_commands_stream};
+use crate::clock;
 
 /// One message from the worker about a command.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,7 +79,8 @@ impl TakenCheck {
 
 impl Commands {
     /// Queues `command` for `service` with `payload` as JSON; the result must
-    /// arrive within `timeout`.
+    /// arrive within `timeout` (one past a century, such as `Duration::MAX`,
+    /// counts as a century: the deadline the worker is sent is a date).
     ///
     /// The command is stored once, under its id, even when it is sent
     /// again: while the `COMMANDS` stream has no leader for a moment (a
@@ -131,8 +133,7 @@ impl Commands {
                 subject: subject.clone(),
                 source: e.into(),
             })?;
-        let deadline = chrono::Utc::now()
-            + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
+        let deadline = clock::utc_deadline(chrono::Utc::now(), timeout);
         let mut headers = HeaderMap::new();
         headers.insert(HEADER_COMMAND_ID, id.as_str());
         headers.insert(HEADER_REPLY_TO, inbox.as_str());
@@ -167,7 +168,7 @@ impl Commands {
         Ok(CommandHandle {
             id,
             replies,
-            deadline: Instant::now() + timeout,
+            deadline: clock::deadline(Instant::now(), timeout),
             timeout,
             done: false,
             taken: TakenCheck {

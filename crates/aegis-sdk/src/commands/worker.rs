@@ -163,7 +163,7 @@ impl CommandWorkerBuilder {
     }
 
     /// How long the server waits for an acknowledgement before it offers a
-    /// command to another worker (default 30 s, at least 300 ms). A running
+    /// command to another worker (default 30 s, from 300 ms to 30 days). A running
     /// handler keeps extending it, so this bounds how long a crashed worker
     /// holds a command, not how long a command may run.
     pub fn ack_wait(mut self, wait: Duration) -> Self {

@@ -436,7 +436,7 @@ impl Connection {
         F: Fn(Duration) -> Fut,
         Fut: std::future::Future<Output = Result<T, E>>,
     {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = crate::clock::deadline(tokio::time::Instant::now(), timeout);
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
@@ -641,7 +641,10 @@ impl Connection {
         let cache = self.registry_cache().await?;
         let timeout = self.view_load_timeout();
         let now = tokio::time::Instant::now();
-        if cache.cover(service, now, now + timeout).await {
+        if cache
+            .cover(service, now, crate::clock::deadline(now, timeout))
+            .await
+        {
             Ok(cache.clone())
         } else if let Some(why) = cache.lookup_failure() {
             Err(RegistryError::Bucket {

@@ -49,7 +49,10 @@ impl Shared {
     fn serving_epoch_for(&self, margin: Duration) -> Option<u64> {
         let until = *self.serve_until.lock().unwrap_or_else(|e| e.into_inner());
         match until {
-            Some(t) if Instant::now() + margin < t => Some(self.epoch.load(Ordering::Acquire)),
+            // A margin past what the clock holds outlasts any lease.
+            Some(t) if Instant::now().checked_add(margin).is_some_and(|m| m < t) => {
+                Some(self.epoch.load(Ordering::Acquire))
+            }
             _ => None,
         }
     }

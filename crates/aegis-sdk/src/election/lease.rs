@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::{DEFAULT_LEASE, ElectionError};
+use crate::clock::{self, LONGEST_PERIOD};
 
 /// Lease and renewal timing of an election.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +63,9 @@ impl LeaseConfig {
         self
     }
 
-    /// Checks that the timing keeps two leaders apart.
+    /// Checks that the timing keeps two leaders apart (and that the lease is
+    /// at most 30 days: past that, a crashed leader's group would wait
+    /// longer for a successor than any service can).
     ///
     /// # Errors
     /// [`ElectionError::InvalidTiming`] naming the rule broken.
@@ -71,10 +74,15 @@ impl LeaseConfig {
         if self.lease < Duration::from_millis(50) {
             return bad("lease must be at least 50 ms");
         }
-        if self.renew_interval.is_zero() || self.renew_interval * 3 > self.lease {
+        if self.lease > LONGEST_PERIOD {
+            return bad("lease must be at most 30 days");
+        }
+        if self.renew_interval.is_zero() || self.renew_interval.saturating_mul(3) > self.lease {
             return bad("renew_interval must be positive and at most a third of the lease");
         }
-        if self.safety_margin.is_zero() || self.safety_margin + self.renew_interval >= self.lease {
+        if self.safety_margin.is_zero()
+            || self.safety_margin.saturating_add(self.renew_interval) >= self.lease
+        {
             return bad(
                 "safety_margin must be positive and leave room for a renewal inside the lease",
             );
@@ -88,13 +96,13 @@ impl LeaseConfig {
     /// Until when a leader may serve after a renewal it *sent* at `sent_at`
     /// succeeded.
     pub fn serve_until(&self, sent_at: Instant) -> Instant {
-        sent_at + self.lease - self.safety_margin
+        clock::deadline(sent_at, self.lease.saturating_sub(self.safety_margin))
     }
 
     /// When a standby that *received* the latest change at `seen_at` may try
     /// to take over.
     pub fn takeover_at(&self, seen_at: Instant) -> Instant {
-        seen_at + self.lease
+        clock::deadline(seen_at, self.lease)
     }
 }
 
@@ -135,5 +143,30 @@ mod tests {
                 .validate()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn timings_too_long_for_the_clock_are_refused_not_a_panic() {
+        let endless = LeaseConfig::with_lease(Duration::MAX);
+        assert!(matches!(
+            endless.validate(),
+            Err(ElectionError::InvalidTiming(_))
+        ));
+        for c in [
+            LeaseConfig {
+                renew_interval: Duration::MAX,
+                ..Default::default()
+            },
+            LeaseConfig {
+                safety_margin: Duration::MAX,
+                ..Default::default()
+            },
+        ] {
+            assert!(matches!(c.validate(), Err(ElectionError::InvalidTiming(_))));
+        }
+        // The pure timing saturates rather than panics, valid or not.
+        let now = Instant::now();
+        assert!(endless.serve_until(now) > now);
+        assert!(endless.takeover_at(now) > now);
     }
 }

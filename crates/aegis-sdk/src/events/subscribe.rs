@@ -164,7 +164,7 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
     }
 
     /// How long the server waits for an acknowledgement before it offers
-    /// an event again (default 30 s, at least 300 ms). A running handler
+    /// an event again (default 30 s, from 300 ms to 30 days). A running handler
     /// keeps extending it, so this bounds how long a crashed instance holds
     /// an event, not how long a handler may take.
     pub fn ack_wait(mut self, wait: Duration) -> Self {

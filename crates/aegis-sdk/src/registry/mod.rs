@@ -47,7 +47,7 @@ pub use health::{Health, UnhealthyReason};
 pub use reader::{RegistryChange, RegistryReader, RemovalReason};
 pub(crate) use record::standard_metadata;
 pub use registration::{
-    DEFAULT_HEARTBEAT, DEFAULT_REFRESH, DEFAULT_TTL, DEFAULT_UNHEALTHY_AFTER, HealthCheck,
+    DEFAULT_HEARTBEAT, DEFAULT_REFRESH, DEFAULT_TTL, DEFAULT_UNHEALTHY_AFTER, HealthCheck, MAX_TTL,
     METADATA_CONNECTION, METADATA_HEARTBEAT_MS, METADATA_REFRESH_MS, MIN_TTL, Registration,
     RegistrationBuilder, RegistrationHandle, RegistrationOptions,
 };

@@ -180,7 +180,8 @@ impl RegistryReader {
 
     /// Waits until every registry write the server acknowledged before this
     /// call is visible here (one JetStream API request, no listing). Returns
-    /// whether that was confirmed within `timeout`.
+    /// whether that was confirmed within `timeout` (one too long for the
+    /// clock, such as `Duration::MAX`, waits as long as it takes).
     ///
     /// ```no_run
     /// # async fn demo(reader: aegis_sdk::registry::RegistryReader) {
@@ -192,7 +193,7 @@ impl RegistryReader {
     /// ```
     pub async fn catch_up(&self, timeout: Duration) -> bool {
         self.cache
-            .catch_up(tokio::time::Instant::now() + timeout)
+            .catch_up(crate::clock::deadline(tokio::time::Instant::now(), timeout))
             .await
     }
 }

@@ -491,7 +491,7 @@ impl RpcClient {
             named,
             timeout,
             started,
-            deadline: deadline_after(started, timeout),
+            deadline: crate::clock::deadline(started, timeout),
         })
     }
 
@@ -674,14 +674,4 @@ pub(crate) fn decode_reply<Res: DeserializeOwned>(
         instance_id: headers.instance.map(str::to_owned),
         epoch: headers.epoch(),
     })
-}
-
-/// `started + timeout`, or a deadline a century away when that is past
-/// what the clock holds (a caller's `Duration::MAX`, "no deadline"):
-/// never a panic.
-fn deadline_after(started: Instant, timeout: Duration) -> Instant {
-    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-    started
-        .checked_add(timeout)
-        .unwrap_or_else(|| started + CENTURY)
 }

@@ -61,8 +61,8 @@ use crate::{Connection, task::Background};
 mod options;
 mod writer;
 pub use options::{
-    DEFAULT_HEARTBEAT, DEFAULT_REFRESH, DEFAULT_TTL, DEFAULT_UNHEALTHY_AFTER, METADATA_CONNECTION,
-    METADATA_HEARTBEAT_MS, METADATA_REFRESH_MS, MIN_TTL, RegistrationOptions,
+    DEFAULT_HEARTBEAT, DEFAULT_REFRESH, DEFAULT_TTL, DEFAULT_UNHEALTHY_AFTER, MAX_TTL,
+    METADATA_CONNECTION, METADATA_HEARTBEAT_MS, METADATA_REFRESH_MS, MIN_TTL, RegistrationOptions,
 };
 use writer::{Inner, WriteState, heartbeat, purge, purge_until};
 

@@ -37,6 +37,9 @@ pub const METADATA_HEARTBEAT_MS: &str = "heartbeatMs";
 pub const METADATA_REFRESH_MS: &str = "refreshMs";
 /// The shortest TTL the server accepts.
 pub const MIN_TTL: Duration = Duration::from_secs(1);
+/// The longest TTL accepted: thirty days, far past any stall a record must
+/// outlive (and the heartbeat is below it, so no beat is waited for longer).
+pub const MAX_TTL: Duration = crate::clock::LONGEST_PERIOD;
 
 /// Timing of a registration.
 ///
@@ -69,7 +72,7 @@ pub struct RegistrationOptions {
     /// [`effective_refresh`](Self::effective_refresh)).
     pub refresh: Duration,
     /// How long the server keeps the record without a refresh (default 15 s,
-    /// at least 1 s).
+    /// at least 1 s, at most 30 days).
     pub ttl: Duration,
     /// Failed writes in a row after which the instance reports itself
     /// UNHEALTHY once writing works again (default 15, at least 1).
@@ -91,13 +94,19 @@ impl RegistrationOptions {
     /// Checks that the timing can work.
     ///
     /// # Errors
-    /// [`RegistryError::InvalidOptions`] when the TTL is under 1 s, the
-    /// heartbeat is zero or not below the TTL, or `unhealthy_after` is 0.
+    /// [`RegistryError::InvalidOptions`] when the TTL is under 1 s or over
+    /// [`MAX_TTL`] (30 days), the heartbeat is zero or not below the TTL, or `unhealthy_after` is 0.
     pub fn validate(&self) -> Result<(), RegistryError> {
         let invalid = |m: String| Err(RegistryError::InvalidOptions(m));
         if self.ttl < MIN_TTL {
             return invalid(format!(
                 "ttl {:?} is below the server's minimum of {MIN_TTL:?}",
+                self.ttl
+            ));
+        }
+        if self.ttl > MAX_TTL {
+            return invalid(format!(
+                "ttl {:?} is above the longest accepted, {MAX_TTL:?} (30 days)",
                 self.ttl
             ));
         }

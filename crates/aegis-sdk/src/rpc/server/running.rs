@@ -9,7 +9,8 @@ use tracing::{debug, info, warn};
 
 use super::ServiceError;
 use crate::{
-    election::Election, metrics::InstanceMetrics, registry::Registration, telemetry::TelemetryTasks,
+    clock, election::Election, metrics::InstanceMetrics, registry::Registration,
+    telemetry::TelemetryTasks,
 };
 
 /// The longest a stopping leader waits for its shared subjects to drain
@@ -158,7 +159,7 @@ impl Service {
     /// otherwise [`ServiceError::Registry`] when the record could not be
     /// deleted (it then expires after its TTL). The other steps run anyway.
     pub async fn shutdown(mut self) -> Result<(), ServiceError> {
-        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        let deadline = clock::deadline(tokio::time::Instant::now(), self.shutdown_timeout);
         // Every step below is bounded, so a stop finishes within the
         // shutdown timeout whatever the state of NATS; what could not be
         // done is logged once, with what happens instead.
@@ -233,7 +234,7 @@ impl Service {
         // arrives after the unsubscribe gets no answer at all and its caller
         // waits out a timeout. Without a server no request is on its way.
         if reachable {
-            let grace = tokio::time::Instant::now() + self.drain_grace;
+            let grace = clock::deadline(tokio::time::Instant::now(), self.drain_grace);
             tokio::time::sleep_until(grace.min(deadline)).await;
         }
         self.unsubscribe.cancel();

@@ -56,8 +56,8 @@ impl ServiceBuilder {
     /// ```
     ///
     /// # Errors
-    /// [`ServiceError`]: invalid names, version or registration timing
-    /// (checked before any I/O), a duplicate method, no methods, NATS
+    /// [`ServiceError`]: invalid names, version, registration, lease or
+    /// metrics timing (checked before any I/O), a duplicate method, no methods, NATS
     /// refusing to subscribe, or the registry refusing the record.
     pub async fn start(self) -> Result<Service, ServiceError> {
         let instance_id = self.validate()?;
@@ -248,6 +248,16 @@ impl ServiceBuilder {
             if !seen.insert(method.as_str()) {
                 return Err(ServiceError::DuplicateMethod(method.clone()));
             }
+        }
+        if let Some(every) = self.metrics_interval
+            && (every < Duration::from_millis(1) || every > crate::clock::LONGEST_PERIOD)
+        {
+            return Err(ServiceError::InvalidTiming {
+                option: "metrics_interval",
+                message: format!(
+                    "{every:?} is not an interval between 1 ms and 30 days (None publishes no metrics)"
+                ),
+            });
         }
         if self.register {
             self.registration.validate()?;
