@@ -206,6 +206,18 @@ mod tests {
     }
 
     #[test]
+    fn a_record_refreshed_less_often_than_the_clock_holds_is_fresh_not_a_panic() {
+        // Another process's record says it refreshes every u64::MAX ms.
+        let now = Utc::now();
+        let mut slow = rec("o2", InstanceStatus::Standby, 60_000, now);
+        slow.metadata.insert("refreshMs".into(), u64::MAX.into());
+        assert_eq!(
+            healthy_standby(&[slow], "default", "o1", now).as_deref(),
+            Some("o2")
+        );
+    }
+
+    #[test]
     fn an_unhealthy_standby_waits_once_per_hand_over() {
         let mut deferred = false;
         assert!(!defer(true, &mut deferred), "a healthy standby never waits");
