@@ -157,7 +157,9 @@ pub(crate) fn healthy_standby(
             // that died within that window may still be chosen: the leader
             // then steps aside for nobody, and after a lease a live
             // instance (itself included) takes the key again.
-            let fresh_ms = i64::try_from(refresh_ms.saturating_mul(2)).unwrap_or(i64::MAX) + 1000;
+            let fresh_ms = i64::try_from(refresh_ms.saturating_mul(2))
+                .unwrap_or(i64::MAX)
+                .saturating_add(1000);
             (now - r.last_heartbeat).num_milliseconds() <= fresh_ms
         })
         .map(|r| r.instance_id.clone())
