@@ -71,9 +71,12 @@ pub enum CommandError {
         timeout: Duration,
     },
     /// No result arrived before the deadline because no worker took the
-    /// command: it never ran, and never will (a worker skips a command
-    /// past its deadline), so it is safe to send again once a worker of
-    /// the service runs.
+    /// command, by then nor a second later: it never ran, and will not (a
+    /// worker skips a command past its deadline, by its own clock: one
+    /// more than a second behind the sender's could still run it), so it
+    /// may be sent again once a worker of the service runs. As the
+    /// consumer's leader reports it: one that failed over just after a
+    /// delivery may report it undelivered.
     #[error(
         "command {id} was not taken by any worker of {service} within {timeout:?}: {}",
         if *.worker_known { "its worker took no command since this one was queued (it is down, or busy with earlier ones)" } else { "no worker of this service has ever consumed commands (start one with Commands::worker)" }

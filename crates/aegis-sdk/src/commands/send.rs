@@ -57,7 +57,22 @@ struct TakenCheck {
 /// How long the check past a deadline may take.
 const TAKEN_CHECK: Duration = Duration::from_secs(1);
 
+/// How long after its deadline a command still not taken is checked once
+/// more before it is said never to run: a worker skips a command by its
+/// own clock, which may be behind the sender's by this much.
+const CLOCK_MARGIN: Duration = Duration::from_secs(1);
+
 impl TakenCheck {
+    /// Past the deadline: `Some(worker_known)` when no worker took the
+    /// command, neither by the deadline nor [`CLOCK_MARGIN`] after it (a
+    /// worker whose clock is behind by less skips it by then); `None`
+    /// when one did, or when that cannot be read.
+    async fn not_taken_past_deadline(&self) -> Option<bool> {
+        self.not_taken().await?;
+        tokio::time::sleep(CLOCK_MARGIN).await;
+        self.not_taken().await
+    }
+
     /// `Some(worker_known)` when no worker took the command (`worker_known`:
     /// the worker's consumer exists); `None` when one did, or when that
     /// cannot be read.
@@ -192,7 +207,8 @@ impl CommandHandle {
     /// # Errors
     /// [`CommandError::Failed`] when the worker reports failure; past the
     /// deadline [`CommandError::NotTaken`] when no worker took the command
-    /// (it never ran; asked of JetStream then, for up to a second), else
+    /// (asked of JetStream then and once more a second later, so a
+    /// NotTaken comes a second or so after the deadline), else
     /// [`CommandError::Timeout`]; [`CommandError::Closed`] when called
     /// again after the end.
     pub async fn next(&mut self) -> Result<CommandUpdate, CommandError> {
@@ -203,7 +219,7 @@ impl CommandHandle {
             let msg = match tokio::time::timeout_at(self.deadline, self.replies.next()).await {
                 Err(_) => {
                     self.done = true;
-                    return Err(match self.taken.not_taken().await {
+                    return Err(match self.taken.not_taken_past_deadline().await {
                         Some(worker_known) => CommandError::NotTaken {
                             id: self.id.clone(),
                             service: self.taken.service.clone(),
