@@ -391,7 +391,9 @@ pub(super) async fn purge(inner: &Inner) -> Result<(), RegistryError> {
     match purge_as(inner, Some(revision)).await {
         Err(e) if moved_on(&e) => match current_writer(inner).await? {
             Writer::Nobody => Ok(()),
-            Writer::Us => purge_as(inner, None).await,
+            // Expecting the revision read, so a record another process
+            // writes meanwhile is not deleted with it.
+            Writer::Us(revision) => purge_as(inner, Some(revision)).await,
             Writer::Other(connection) => {
                 warn!(key = %inner.key, other = %connection,
                     "another process wrote this instance's registry record under the same instance id \
@@ -451,7 +453,8 @@ fn moved_on(e: &RegistryError) -> bool {
 /// Who wrote the key's current value.
 enum Writer {
     Nobody,
-    Us,
+    /// Us, at this revision.
+    Us(u64),
     /// Another process, by its connection name.
     Other(String),
 }
@@ -482,7 +485,7 @@ async fn current_writer(inner: &Inner) -> Result<Writer, RegistryError> {
         .and_then(|r| connection(&r));
     Ok(match theirs {
         Some(theirs) if ours.as_ref() != Some(&theirs) => Writer::Other(theirs),
-        _ => Writer::Us,
+        _ => Writer::Us(entry.revision),
     })
 }
 
