@@ -86,7 +86,7 @@ pub(super) async fn connect_options(
         .connection_timeout(n.connect_timeout)
         .request_timeout(Some(n.request_timeout))
         .max_reconnects(n.reconnect.max_reconnects)
-        .reconnect_delay_callback(move |attempt| policy.delay(attempt))
+        .reconnect_delay_callback(move |attempt| try_delay(&policy, attempt))
         .reconnect_to_server_callback({
             let load = load.clone();
             move |servers, info| {
@@ -139,4 +139,29 @@ pub(super) async fn connect_options(
                 }
             }
         }))
+}
+
+/// The pause before async-nats' connection try `attempt` (1-based, the
+/// first try included, counted again from 1 after a connection drops).
+fn try_delay(policy: &crate::config::ReconnectPolicy, attempt: usize) -> std::time::Duration {
+    policy.delay(attempt)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// async-nats counts a connection's very first try as attempt 1 and
+    /// asks for a delay before it too: that try (and the first after a
+    /// connection dropped) goes at once, and the policy's `initial_delay`
+    /// is the pause before the first retry, as its docs say.
+    #[test]
+    fn the_first_try_goes_at_once_and_retries_follow_the_policy() {
+        let policy = crate::config::ReconnectPolicy::default();
+        assert_eq!(try_delay(&policy, 1), Duration::ZERO);
+        assert_eq!(try_delay(&policy, 2), Duration::from_millis(50));
+        assert_eq!(try_delay(&policy, 3), Duration::from_millis(100));
+    }
 }
