@@ -144,7 +144,11 @@ pub(super) async fn connect_options(
 /// The pause before async-nats' connection try `attempt` (1-based, the
 /// first try included, counted again from 1 after a connection drops).
 fn try_delay(policy: &crate::config::ReconnectPolicy, attempt: usize) -> std::time::Duration {
-    policy.delay(attempt)
+    match attempt.checked_sub(1) {
+        // The first try: no pause (there is nothing to back off from).
+        None | Some(0) => std::time::Duration::ZERO,
+        Some(retry) => policy.delay(retry),
+    }
 }
 
 #[cfg(test)]
