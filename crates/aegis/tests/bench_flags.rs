@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::Proc;
+use common::assert_flag_refused;
 
 #[test]
 fn numbers_no_benchmark_can_run_with_are_refused_naming_the_flag() {
@@ -105,17 +105,6 @@ fn numbers_no_benchmark_can_run_with_are_refused_naming_the_flag() {
         args.extend_from_slice(flags);
         // A flag that is not refused starts the benchmark: the bound ends
         // the test then (and the drop stops the benchmark with SIGTERM).
-        let mut cmd = Proc::spawn(&args);
-        let status = cmd.exit_within(Duration::from_secs(10));
-        let out = cmd.output();
-        assert_eq!(status.code(), Some(2), "{args:?}: {status}\n{out}");
-        let error = out
-            .lines()
-            .find(|l| l.starts_with("error: "))
-            .unwrap_or_else(|| panic!("{args:?}: no error line:\n{out}"));
-        assert!(
-            error.contains("invalid value") && error.contains(&format!("'{flag} <")),
-            "{args:?}: names the flag: {error}"
-        );
+        assert_flag_refused(&args, flag, Duration::from_secs(10));
     }
 }

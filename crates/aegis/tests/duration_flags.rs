@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::Proc;
+use common::assert_flag_refused;
 
 #[test]
 fn a_duration_too_long_for_the_clock_is_refused_naming_the_flag() {
@@ -44,18 +44,7 @@ fn a_duration_too_long_for_the_clock_is_refused_naming_the_flag() {
         ),
     ];
     for (args, flag) in cases {
-        let mut cmd = Proc::spawn(args);
-        let status = cmd.exit_within(Duration::from_secs(20));
-        let out = cmd.output();
-        assert_eq!(status.code(), Some(2), "{args:?}: {status}\n{out}");
-        let error = out
-            .lines()
-            .find(|l| l.starts_with("error: "))
-            .unwrap_or_else(|| panic!("{args:?}: no error line:\n{out}"));
-        assert!(
-            error.contains("invalid value") && error.contains(&format!("'{flag} <")),
-            "{args:?}: names the flag: {error}"
-        );
+        let out = assert_flag_refused(args, flag, Duration::from_secs(20));
         assert!(!out.contains("panicked"), "{args:?}: {out}");
     }
 }

@@ -351,3 +351,23 @@ pub fn report_row<'a>(report: &'a serde_json::Value, metric: &str) -> &'a serde_
         .find(|r| r["metric"].as_str().is_some_and(|m| m.starts_with(metric)))
         .unwrap_or_else(|| panic!("no row {metric:?} in {report:#}"))
 }
+
+/// Runs `aegis` with `args` and asserts that it refuses them as clap
+/// refuses a bad flag value: exit 2 within `bound` (a value that is not
+/// refused starts the command, and the bound ends the test then), with an
+/// error line naming `flag`. Returns everything it printed.
+pub fn assert_flag_refused(args: &[&str], flag: &str, bound: Duration) -> String {
+    let mut cmd = Proc::spawn(args);
+    let status = cmd.exit_within(bound);
+    let out = cmd.output();
+    assert_eq!(status.code(), Some(2), "{args:?}: {status}\n{out}");
+    let error = out
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("{args:?}: no error line:\n{out}"));
+    assert!(
+        error.contains("invalid value") && error.contains(&format!("'{flag} <")),
+        "{args:?}: names the flag: {error}"
+    );
+    out
+}
