@@ -18,22 +18,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use aegis_sdk::{AegisConfig, Connection};
+use aegis_sdk::Connection;
 use aegis_testkit::{NatsCluster, leaders};
 use axum::{Router, http::Method};
-use common::{ADMIN, Reply, call_app, req};
+use common::{ADMIN, Reply, call_app, connect_r3, req};
 use serde_json::{Value, json};
 
 const STREAM: &str = "KV_service_definitions";
-
-async fn connect(urls: &[String]) -> Connection {
-    let mut config = AegisConfig::with_servers(urls.join(","));
-    config.nats.replicas = 3;
-    config.nats.request_timeout = Duration::from_secs(3);
-    Connection::connect(config)
-        .await
-        .expect("connect to the cluster")
-}
 
 /// Where the monitor is connected when the node leading the stream fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +60,7 @@ async fn cluster_with_monitor(monitor: Monitor) -> (NatsCluster, Router, Connect
                 .expect("the monitor's node is one of the cluster's")
         }
     };
-    let setup = connect(&urls).await;
+    let setup = connect_r3(&urls).await;
     let name = cluster.nodes()[doomed].server_name().to_owned();
     leaders::lead_on(setup.client(), STREAM, &name).await;
     (cluster, app, setup, doomed)
@@ -79,6 +70,22 @@ async fn cluster_with_monitor(monitor: Monitor) -> (NatsCluster, Router, Connect
 async fn timed(app: &Router, method: Method, path: &str, body: Option<Value>) -> (Reply, Duration) {
     let asked = Instant::now();
     let reply = call_app(app, req(method, path, Some(ADMIN), body)).await;
+    (reply, asked.elapsed())
+}
+
+/// `order-service`'s version set to 1.1.0 if its revision is still
+/// `revision` (`If-Match`), and how long the answer took.
+async fn timed_update(app: &Router, revision: u64) -> (Reply, Duration) {
+    let mut r = req(
+        Method::PUT,
+        "/api/services/order-service",
+        Some(ADMIN),
+        Some(json!({ "version": "1.1.0" })),
+    );
+    r.headers_mut()
+        .insert("If-Match", format!("\"{revision}\"").parse().unwrap());
+    let asked = Instant::now();
+    let reply = call_app(app, r).await;
     (reply, asked.elapsed())
 }
 
@@ -159,19 +166,7 @@ async fn requests_while_leaderless(monitor: Monitor) {
             "/api/services",
             Some(common::new_def("risk-service"))
         ),
-        async {
-            let mut r = req(
-                Method::PUT,
-                "/api/services/order-service",
-                Some(ADMIN),
-                Some(json!({ "version": "1.1.0" })),
-            );
-            r.headers_mut()
-                .insert("If-Match", format!("\"{order}\"").parse().unwrap());
-            let asked = Instant::now();
-            let reply = call_app(&app, r).await;
-            (reply, asked.elapsed())
-        },
+        timed_update(&app, order),
         timed(&app, Method::DELETE, "/api/services/pricing-service", None),
     );
     let new_leader = leaders::stream_leader(setup.client(), STREAM).await;
@@ -231,19 +226,7 @@ async fn an_update_whose_acknowledgement_is_lost_is_stored_once_and_said_so() {
     cluster.node_mut(doomed).pause();
     let update = tokio::spawn({
         let app = app.clone();
-        async move {
-            let mut r = req(
-                Method::PUT,
-                "/api/services/order-service",
-                Some(ADMIN),
-                Some(json!({ "version": "1.1.0" })),
-            );
-            r.headers_mut()
-                .insert("If-Match", format!("\"{revision}\"").parse().unwrap());
-            let asked = Instant::now();
-            let reply = call_app(&app, r).await;
-            (reply, asked.elapsed())
-        }
+        async move { timed_update(&app, revision).await }
     });
     // A fault that lasts past the acknowledgement wait (5 s), not a wait
     // for a condition: the update's first attempt must time out.

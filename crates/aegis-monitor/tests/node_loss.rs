@@ -9,19 +9,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use aegis_sdk::{AegisConfig, Connection, rpc::Service};
+use aegis_sdk::{Connection, rpc::Service};
 use aegis_testkit::{NatsCluster, leaders};
-use common::{VIEWER, call_app, req};
+use common::{VIEWER, call_app, connect_r3, req};
 use serde_json::Value;
-
-async fn connect(urls: &[String]) -> Connection {
-    let mut config = AegisConfig::with_servers(urls.join(","));
-    config.nats.replicas = 3;
-    config.nats.request_timeout = Duration::from_secs(3);
-    Connection::connect(config)
-        .await
-        .expect("connect to the cluster")
-}
 
 /// An instance `id` of `service` answering `ping`, on its own connection
 /// to `urls`, in sticky `group` if given.
@@ -31,7 +22,7 @@ async fn ping_service(
     id: &str,
     group: Option<&str>,
 ) -> (Connection, Service) {
-    let conn = connect(urls).await;
+    let conn = connect_r3(urls).await;
     let svc = common::ping_service(&conn, service, id, group).await;
     (conn, svc)
 }
@@ -154,7 +145,7 @@ async fn the_monitor_stays_ready_and_answers_at_once_while_a_buckets_stream_has_
     })
     .await;
 
-    let setup = connect(&urls).await;
+    let setup = connect_r3(&urls).await;
     for stream in ["KV_service_registry", "KV_service_definitions"] {
         leaders::lead_elsewhere(setup.client(), stream, "n1").await;
     }
@@ -306,7 +297,7 @@ async fn a_definition_written_after_a_monitors_node_died_is_listed_there_within_
     let elsewhere = cluster.urls_except(a_index);
     let a = monitor(&urls[a_index]).await;
     let b = monitor(&elsewhere[0]).await;
-    let setup = connect(&elsewhere[1..]).await;
+    let setup = connect_r3(&elsewhere[1..]).await;
     let listed = |app: &axum::Router| {
         let app = app.clone();
         async move {
@@ -471,7 +462,7 @@ async fn a_definition_saved_while_its_stream_changes_leader_is_stored() {
         .expect("the cluster is ready");
     let urls = cluster.urls();
     let app = monitor(&urls.join(",")).await;
-    let setup = connect(&urls).await;
+    let setup = connect_r3(&urls).await;
     // Each write on its own definition, so none depends on another's answer.
     create(&app, "order-service").await.expect(201, None);
     create(&app, "pricing-service").await.expect(201, None);

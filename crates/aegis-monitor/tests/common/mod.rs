@@ -141,6 +141,17 @@ pub async fn start_r3(
     (state, app)
 }
 
+/// An SDK connection to a 3-node cluster's `urls`, with R3 buckets and
+/// short timeouts, for the set-up and faults of the cluster tests.
+pub async fn connect_r3(urls: &[String]) -> Connection {
+    let mut config = AegisConfig::with_servers(urls.join(","));
+    config.nats.replicas = 3;
+    config.nats.request_timeout = Duration::from_secs(3);
+    Connection::connect(config)
+        .await
+        .expect("connect to the cluster")
+}
+
 /// The test server's system account, as the monitor takes it.
 pub fn system_account(nats: &NatsServer) -> aegis_monitor::SystemAccount {
     let (user, password) = nats.system_credentials();
