@@ -26,7 +26,7 @@ use std::{
 
 use aegis_sdk::{
     Connection,
-    rpc::{CallOptions, ErrorCode, RpcError, Service, WireError},
+    rpc::{CallOptions, ErrorCode, Reply, RpcError, Service, WireError},
 };
 use common::{connect, eventually, server};
 use serde_json::{Value, json};
@@ -51,6 +51,29 @@ async fn ledger_in(url: &str, id: &str, group: &str) -> Service {
         .start()
         .await
         .unwrap()
+}
+
+/// `call_active` of `method` of `service`'s `group` with `{}` and a
+/// deadline of `timeout`, and how long it took to answer.
+async fn call_active_timed(
+    client: &Connection,
+    service: &str,
+    group: &str,
+    method: &str,
+    timeout: Duration,
+) -> (Result<Reply<Value>, RpcError>, Duration) {
+    let started = Instant::now();
+    let result = client
+        .rpc()
+        .call_active::<_, Value>(
+            service,
+            group,
+            method,
+            &json!({}),
+            &CallOptions::timeout(timeout),
+        )
+        .await;
+    (result, started.elapsed())
 }
 
 /// Two ledger instances, one of them leading, as `client` sees it.
@@ -104,19 +127,15 @@ async fn call_active_on_a_group_nobody_is_in_says_so_at_its_deadline_and_names_i
     let client = connect(&nats.url()).await;
     let _ledgers = two_ledgers(&nats.url(), &client).await;
 
-    let started = Instant::now();
-    let err = client
-        .rpc()
-        .call_active::<_, Value>(
-            "ledger-service",
-            "no-such-group",
-            "post_entry",
-            &json!({}),
-            &CallOptions::timeout(Duration::from_secs(1)),
-        )
-        .await
-        .unwrap_err();
-    let took = started.elapsed();
+    let (err, took) = call_active_timed(
+        &client,
+        "ledger-service",
+        "no-such-group",
+        "post_entry",
+        Duration::from_secs(1),
+    )
+    .await;
+    let err = err.unwrap_err();
     eprintln!("wrong group: {err} ({:?}) after {took:?}", err.code());
     assert_eq!(err.code(), ErrorCode::NotFound, "{err}");
     let message = err.to_string();
@@ -138,19 +157,15 @@ async fn call_active_on_a_service_that_is_not_single_active_says_so_at_once() {
         .await
         .unwrap();
 
-    let started = Instant::now();
-    let err = client
-        .rpc()
-        .call_active::<_, Value>(
-            "quote-service",
-            "default",
-            "get_quote",
-            &json!({}),
-            &CallOptions::timeout(Duration::from_secs(5)),
-        )
-        .await
-        .unwrap_err();
-    let took = started.elapsed();
+    let (err, took) = call_active_timed(
+        &client,
+        "quote-service",
+        "default",
+        "get_quote",
+        Duration::from_secs(5),
+    )
+    .await;
+    let err = err.unwrap_err();
     eprintln!("not single-active: {err} ({:?}) after {took:?}", err.code());
     assert_eq!(err.code(), ErrorCode::InvalidRequest, "{err}");
     assert!(err.to_string().contains("single-active"), "{err}");
@@ -162,19 +177,15 @@ async fn call_active_on_a_service_that_is_not_single_active_says_so_at_once() {
 async fn call_active_waits_its_deadline_for_a_leader_nobody_registered_and_names_the_group() {
     let nats = server();
     let client = connect(&nats.url()).await;
-    let started = Instant::now();
-    let err = client
-        .rpc()
-        .call_active::<_, Value>(
-            "ledger-service",
-            "default",
-            "post_entry",
-            &json!({}),
-            &CallOptions::timeout(Duration::from_secs(1)),
-        )
-        .await
-        .unwrap_err();
-    let took = started.elapsed();
+    let (err, took) = call_active_timed(
+        &client,
+        "ledger-service",
+        "default",
+        "post_entry",
+        Duration::from_secs(1),
+    )
+    .await;
+    let err = err.unwrap_err();
     eprintln!("no leader: {err} ({:?}) after {took:?}", err.code());
     assert_eq!(err.code(), ErrorCode::ServiceUnavailable, "{err}");
     assert!(err.to_string().contains("`default`"), "{err}");
@@ -187,19 +198,15 @@ async fn call_active_of_a_method_the_leader_does_not_list_is_not_found_at_once()
     let client = connect(&nats.url()).await;
     let _ledgers = two_ledgers(&nats.url(), &client).await;
 
-    let started = Instant::now();
-    let err = client
-        .rpc()
-        .call_active::<_, Value>(
-            "ledger-service",
-            "default",
-            "no_such_method",
-            &json!({}),
-            &CallOptions::timeout(Duration::from_secs(5)),
-        )
-        .await
-        .unwrap_err();
-    let took = started.elapsed();
+    let (err, took) = call_active_timed(
+        &client,
+        "ledger-service",
+        "default",
+        "no_such_method",
+        Duration::from_secs(5),
+    )
+    .await;
+    let err = err.unwrap_err();
     eprintln!("missing method: {err} ({:?}) after {took:?}", err.code());
     assert_eq!(err.code(), ErrorCode::NotFound, "{err}");
     assert!(err.to_string().contains("no_such_method"), "{err}");
