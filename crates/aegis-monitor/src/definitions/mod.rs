@@ -297,12 +297,20 @@ impl DefinitionStore {
         held.max(removed)
     }
 
+    /// What a read of `name` asked now, with the request's `until`, must
+    /// reach to be taken as caught up.
+    fn freshness(&self, name: &str, until: Instant) -> Freshness {
+        Freshness {
+            known: self.known_revision(name),
+            until: until.min(Instant::now() + READ_YOUR_WRITES),
+        }
+    }
+
     /// The last entry of `name` (a put or a delete marker), asked again
     /// until `until` while NATS does not answer, and for up to
     /// [`READ_YOUR_WRITES`] while the replica answering is behind the copy.
     async fn entry(&self, name: &str, until: Instant) -> Result<Option<kv::Entry>, BusError> {
-        let known = self.known_revision(name);
-        let behind_until = until.min(Instant::now() + READ_YOUR_WRITES);
+        let fresh = self.freshness(name, until);
         patience::read(
             "reading a service definition",
             until,
@@ -313,11 +321,9 @@ impl DefinitionStore {
             || async {
                 let entry = self.kv.entry(name).await.map_err(EntryRead::Failed)?;
                 let answered = entry.as_ref().map_or(0, |e| e.revision);
-                match known {
-                    Some(known) if answered < known && Instant::now() < behind_until => {
-                        Err(EntryRead::Behind { answered, known })
-                    }
-                    _ => Ok(entry),
+                match fresh.behind(answered) {
+                    Some(known) => Err(EntryRead::Behind { answered, known }),
+                    None => Ok(entry),
                 }
             },
         )
@@ -475,8 +481,7 @@ impl DefinitionStore {
         name: &str,
         until: Instant,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
-        let known = self.known_revision(name);
-        let behind_until = until.min(Instant::now() + READ_YOUR_WRITES);
+        let fresh = self.freshness(name, until);
         loop {
             let history = self.history_once(name, until).await;
             let answered = match &history {
@@ -484,8 +489,8 @@ impl DefinitionStore {
                 Err(StoreError::NotFound) => 0,
                 Err(_) => return history,
             };
-            match known {
-                Some(known) if answered < known && Instant::now() < behind_until => {
+            match fresh.behind(answered) {
+                Some(known) => {
                     tracing::debug!(
                         name,
                         answered,
@@ -494,7 +499,7 @@ impl DefinitionStore {
                     );
                     tokio::time::sleep(BEHIND_PAUSE).await;
                 }
-                _ => return history,
+                None => return history,
             }
         }
     }
@@ -554,6 +559,24 @@ impl DefinitionStore {
             return Err(StoreError::NotFound);
         }
         Ok(out)
+    }
+}
+
+/// The revision a read must reach (what the copy holds or saw removed),
+/// checked until `until` (at most [`READ_YOUR_WRITES`]); past that, what a
+/// replica answers is taken as it is (a bucket made again starts its
+/// revisions over).
+struct Freshness {
+    known: Option<u64>,
+    until: Instant,
+}
+
+impl Freshness {
+    /// The revision a read answered with `answered` falls short of, while
+    /// that still counts; `None` when it is caught up, or the wait is over.
+    fn behind(&self, answered: u64) -> Option<u64> {
+        self.known
+            .filter(|&known| answered < known && Instant::now() < self.until)
     }
 }
 
