@@ -122,7 +122,9 @@ async fn methods(
             ErrorCode::BadGateway,
             "an instance answered with an unreadable description",
         )
-        .with_internal(e.to_string())),
+        // The decode error says only what it was doing; serde's reason is
+        // its source.
+        .with_internal(super::services::with_causes(&e))),
         Err(e) => Err(ApiError::unavailable("describing a service", e)),
     }
 }

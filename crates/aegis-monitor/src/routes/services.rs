@@ -456,7 +456,7 @@ fn no_answer(
 
 /// `e` and its causes, for the log (a store error's own text is only what
 /// the store was doing).
-fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+pub(super) fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(e) = cause {

@@ -18,21 +18,36 @@ pub enum Encoding {
 }
 
 /// A payload that could not be encoded or decoded.
+///
+/// Its message names the encoding only; what was wrong (serde's error) is
+/// its [`source`](std::error::Error::source), so a printed cause chain
+/// (`anyhow`'s `{:#}`) says each once.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CodecError {
     /// JSON failed.
-    #[error("JSON: {0}")]
+    #[error("JSON")]
     Json(#[from] serde_json::Error),
     /// MessagePack encoding failed.
-    #[error("MessagePack: {0}")]
+    #[error("MessagePack")]
     MsgPackEncode(#[from] rmp_serde::encode::Error),
     /// MessagePack decoding failed.
-    #[error("MessagePack: {0}")]
+    #[error("MessagePack")]
     MsgPackDecode(#[from] rmp_serde::decode::Error),
     /// The `Aegis-Encoding` header names an encoding this SDK does not know.
     #[error("unknown encoding `{0}` (expected json or msgpack)")]
     Unknown(String),
+}
+
+impl CodecError {
+    /// The encoding and what was wrong on one line (e.g. "JSON: missing
+    /// field ..."), for a wire error's message, which carries no cause chain.
+    pub(crate) fn with_cause(&self) -> String {
+        match std::error::Error::source(self) {
+            Some(cause) => format!("{self}: {cause}"),
+            None => self.to_string(),
+        }
+    }
 }
 
 impl Encoding {
@@ -126,6 +141,30 @@ mod tests {
             Encoding::from_headers(Some(&h)),
             Err(CodecError::Unknown(_))
         ));
+    }
+
+    /// Printed with its causes (as `anyhow`'s `{:#}` does), a codec error
+    /// says which encoding failed and serde's error says what was wrong,
+    /// each once.
+    #[test]
+    fn a_codec_error_says_its_cause_once() {
+        let say_each_cause_once = crate::rpc::tests::say_each_cause_once;
+        say_each_cause_once(Encoding::Json.decode::<Order>(b"{").unwrap_err());
+        say_each_cause_once(Encoding::MsgPack.decode::<Order>(b"\xc1").unwrap_err());
+        say_each_cause_once(CodecError::from(rmp_serde::encode::Error::Syntax(
+            "a map key must be a string".to_owned(),
+        )));
+    }
+
+    /// A wire error has no cause chain: its message carries serde's
+    /// reason, so a caller sent `INVALID_REQUEST` learns which field.
+    #[test]
+    fn a_wire_message_keeps_what_was_wrong() {
+        let err = Encoding::Json.decode::<Order>(b"{}").unwrap_err();
+        assert_eq!(
+            err.with_cause(),
+            "JSON: missing field `symbol` at line 1 column 2"
+        );
     }
 
     #[test]

@@ -103,10 +103,10 @@ pub enum RpcError {
     #[error(transparent)]
     InvalidName(#[from] NameError),
     /// The request could not be encoded; nothing was sent.
-    #[error("cannot encode the request: {0}")]
+    #[error("cannot encode the request")]
     Encode(#[source] codec::CodecError),
     /// The response could not be decoded into the expected type.
-    #[error("cannot decode the response from {subject}: {source}")]
+    #[error("cannot decode the response from {subject}")]
     Decode {
         /// The subject called.
         subject: String,
@@ -316,5 +316,46 @@ mod tests {
                 "`{top}` repeats its source `{cause}`"
             );
         }
+    }
+
+    /// A payload that does not encode or decode is said once in the printed
+    /// chain: the call says what it was doing, the codec error which
+    /// encoding, serde what was wrong.
+    #[test]
+    fn a_codec_failure_says_its_cause_once() {
+        let not_a_number = || codec::Encoding::Json.decode::<u32>(b"\"x\"").unwrap_err();
+        say_each_cause_once(RpcError::Encode(not_a_number()));
+        say_each_cause_once(RpcError::Decode {
+            subject: "orders.place".to_owned(),
+            source: not_a_number(),
+        });
+    }
+
+    /// Asserts that `err`, printed with its causes as `anyhow`'s `{:#}`
+    /// does, says each part once: no level repeats the text of its source,
+    /// so the innermost cause appears exactly once.
+    pub(crate) fn say_each_cause_once(err: impl std::error::Error + Send + Sync + 'static) {
+        let levels: Vec<String> =
+            std::iter::successors(Some(&err as &(dyn std::error::Error + 'static)), |e| {
+                (*e).source()
+            })
+            .map(ToString::to_string)
+            .collect();
+        let printed = format!("{:#}", anyhow::Error::new(err));
+        assert!(levels.len() > 1, "`{printed}` has no cause to check");
+        for pair in levels.windows(2) {
+            assert!(
+                !pair[0].contains(&pair[1]),
+                "`{printed}`: `{}` repeats its cause `{}`",
+                pair[0],
+                pair[1]
+            );
+        }
+        let innermost = levels.last().expect("at least one level");
+        assert_eq!(
+            printed.matches(innermost.as_str()).count(),
+            1,
+            "`{printed}` says `{innermost}` more than once"
+        );
     }
 }

@@ -92,15 +92,19 @@ where
         let req = match enc.decode::<Req>(&body) {
             Ok(req) => req,
             Err(e) => {
-                let err = WireError::invalid_request(format!("cannot decode the request: {e}"));
+                let err = WireError::invalid_request(format!(
+                    "cannot decode the request: {}",
+                    e.with_cause()
+                ));
                 return Box::pin(async move { Err(err) });
             }
         };
         let fut = (self.f)(ctx, req);
         Box::pin(async move {
             let res = fut.await?;
-            enc.encode(&res)
-                .map_err(|e| WireError::internal(format!("cannot encode the response: {e}")))
+            enc.encode(&res).map_err(|e| {
+                WireError::internal(format!("cannot encode the response: {}", e.with_cause()))
+            })
         })
     }
 }

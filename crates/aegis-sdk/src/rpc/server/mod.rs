@@ -149,10 +149,10 @@ pub enum ServiceError {
     ShutdownTimeout(usize),
     /// Registering, changing or removing the registry record failed (or the
     /// registration options are invalid).
-    #[error("service registry: {0}")]
+    #[error("service registry")]
     Registry(#[from] RegistryError),
     /// The single-active election could not start (or its timing is invalid).
-    #[error("single-active election: {0}")]
+    #[error("single-active election")]
     Election(#[from] crate::election::ElectionError),
     /// The service was started with `.register(false)`: it has no record.
     #[error("the service is not registered")]
@@ -416,5 +416,26 @@ impl ServiceBuilder {
             MethodSchemas::of::<Req, Res>(),
         ));
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::tests::say_each_cause_once;
+
+    /// Printed with its causes (as `anyhow`'s `{:#}` does), a registry or
+    /// election failure of the service says what failed once: the service
+    /// error names the component, its source says what went wrong.
+    #[test]
+    fn a_component_failure_says_its_cause_once() {
+        say_each_cause_once(ServiceError::from(RegistryError::InvalidOptions(
+            "the heartbeat must be shorter than the record's TTL".to_owned(),
+        )));
+        say_each_cause_once(ServiceError::from(
+            crate::election::ElectionError::InvalidTiming(
+                "the lease must be longer than its renewal".to_owned(),
+            ),
+        ));
     }
 }
