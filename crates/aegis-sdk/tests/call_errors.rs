@@ -9,6 +9,8 @@
 //! - `call_active` of a method the leader's record does not list is
 //!   NOT_FOUND at once, as with `call`, not a dead leader retried until the
 //!   deadline;
+//! - `call_balanced` of a method no registered instance lists is
+//!   NOT_FOUND at once too, not "no instance is serving" it;
 //! - a zero `timeout` or `attempt_timeout` is refused before any I/O by
 //!   every call style, and the handler never runs;
 //! - a TIMEOUT states how long the call waited, not its whole deadline,
@@ -224,6 +226,44 @@ async fn call_active_of_a_method_the_leader_does_not_list_is_not_found_at_once()
         )
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_balanced_of_a_method_no_instance_lists_is_not_found_at_once() {
+    let nats = server();
+    let client = connect(&nats.url()).await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let _quotes = quote_service(&client, runs.clone()).await;
+    let rpc = client.rpc();
+    let opts = CallOptions::timeout(Duration::from_secs(5));
+
+    let started = Instant::now();
+    let err = rpc
+        .call_balanced::<_, Value>("quote-service", "no_such_method", &json!({}), &opts)
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    eprintln!("missing method: {err} ({:?}) after {took:?}", err.code());
+    assert!(
+        matches!(&err, RpcError::NoSuchMethod { service, method }
+            if service == "quote-service" && method == "no_such_method"),
+        "{err}"
+    );
+    assert_eq!(err.code(), ErrorCode::NotFound, "{err}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+
+    // A service nobody registered is still nobody serving it.
+    let err = rpc
+        .call_balanced::<_, Value>("no-such-service", "get_quote", &json!({}), &opts)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RpcError::NoResponders { .. }), "{err}");
+
+    // The method that is listed is served as before.
+    rpc.call_balanced::<_, Value>("quote-service", "get_quote", &json!({}), &opts)
+        .await
+        .unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

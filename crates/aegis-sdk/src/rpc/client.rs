@@ -42,7 +42,7 @@ use tokio::time::Instant;
 use super::{
     Encoding, RpcError,
     headers::{H_ENCODING, H_REQUEST_ID, H_WANT_INSTANCE, ReplyHeaders},
-    route::{ByDiscovery, Call, ToLeader},
+    route::{self, ByDiscovery, Call, ToLeader},
 };
 use crate::{Connection, discovery::Strategy, election::ElectionError};
 
@@ -329,7 +329,9 @@ impl RpcClient {
     ///
     /// # Errors
     /// As [`call`](Self::call), except that an unknown service gives
-    /// [`RpcError::NoResponders`].
+    /// [`RpcError::NoResponders`]; when nobody listens and the service's
+    /// registered instances do not list `method`, [`RpcError::NoSuchMethod`]
+    /// at once.
     pub async fn call_balanced<Req, Res>(
         &self,
         service: &str,
@@ -344,7 +346,21 @@ impl RpcClient {
         names::validate_service_name(service)?;
         names::validate_method_name(method)?;
         let subject = subjects::rpc_subject(service, method);
-        self.request(subject, req, opts, opts.who_served).await
+        let started = Instant::now();
+        match self.request(subject, req, opts, opts.who_served).await {
+            // Nobody listens: the records may say why (a method no
+            // instance has). Asked only now, so a served call never pays
+            // for it; boxed, as rare, out of every call's future.
+            Err(RpcError::NoResponders { subject }) => {
+                let deadline = crate::clock::deadline(started, self.deadline(opts));
+                let why = Box::pin(route::unlisted_method(
+                    &self.conn, service, method, deadline,
+                ))
+                .await;
+                Err(why.unwrap_or(RpcError::NoResponders { subject }))
+            }
+            other => other,
+        }
     }
 
     /// Calls `method` on one named instance (`rpc.{service}.{instance}.{method}`).

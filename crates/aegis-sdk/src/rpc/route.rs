@@ -23,6 +23,9 @@
 //!   in this group (a wrong group, or one whose only instance restarts)
 //!   the call still waits for a leader, and says so if its deadline
 //!   passes. Records only end a call early; they never route one.
+//! - [`unlisted_method`] asks the registry view, for a
+//!   [`RpcClient::call_balanced`] that had no responder, whether it is a
+//!   method no registered instance lists (the call has no retry loop).
 //!
 //! What a failure means is the same for both ([`classify`]): a call that
 //! never ran (no responder, NOT_ACTIVE) is tried elsewhere; an attempt that
@@ -36,6 +39,7 @@
 //!
 //! [`RpcClient::call_with`]: super::RpcClient::call_with
 //! [`RpcClient::call_active`]: super::RpcClient::call_active
+//! [`RpcClient::call_balanced`]: super::RpcClient::call_balanced
 //! [`RpcClient::attempts`]: super::RpcClient::attempts
 
 use std::{sync::Arc, time::Duration};
@@ -631,10 +635,7 @@ async fn diagnose(
     match question {
         Question::Method(instance) => {
             let record = cache.shared().get(&about.service, &instance)?;
-            let endpoints = record.metadata.get("endpoints")?.as_array()?;
-            let listed = endpoints
-                .iter()
-                .any(|e| e.as_str() == Some(about.method.as_str()));
+            let listed = lists(&record, &about.method)?;
             (!listed).then_some(RpcError::NoSuchMethod {
                 service: about.service,
                 method: about.method,
@@ -648,6 +649,54 @@ async fn diagnose(
             group_verdict(&cache.shared().by_service(&about.service), &about)
         }
     }
+}
+
+/// What a [`RpcClient::call_balanced`] that found no responder is told
+/// instead when the registry says why: [`RpcError::NoSuchMethod`] when
+/// instances of `service` are registered and none lists `method`, as
+/// [`RpcClient::call`] and [`RpcClient::call_active`] are told. `None`
+/// when one lists it or does not say what it serves, when none is
+/// registered (the queue group also serves unregistered instances), or
+/// when the registry view cannot answer by `deadline` or
+/// [`CATCH_UP_LIMIT`] from now: the call then says there was no
+/// responder, as before, and not much later.
+///
+/// [`RpcClient::call_balanced`]: super::RpcClient::call_balanced
+/// [`RpcClient::call`]: super::RpcClient::call
+/// [`RpcClient::call_active`]: super::RpcClient::call_active
+pub(super) async fn unlisted_method(
+    conn: &Connection,
+    service: &str,
+    method: &str,
+    deadline: Instant,
+) -> Option<RpcError> {
+    let deadline = deadline.min(Instant::now() + CATCH_UP_LIMIT);
+    let cache = match conn.loaded_registry() {
+        Some(cache) => cache,
+        None => tokio::time::timeout_at(deadline, conn.registry_cache())
+            .await
+            .ok()?
+            .ok()?,
+    };
+    if !cache.cover(Some(service), Instant::now(), deadline).await {
+        return None;
+    }
+    let records = cache.shared().by_service(service);
+    let unlisted = !records.is_empty()
+        && records
+            .iter()
+            .all(|record| lists(record, method) == Some(false));
+    unlisted.then(|| RpcError::NoSuchMethod {
+        service: service.to_owned(),
+        method: method.to_owned(),
+    })
+}
+
+/// Whether `record` lists `method` among its endpoints; `None` when it
+/// does not say which methods it serves.
+fn lists(record: &aegis_contracts::ServiceInstance, method: &str) -> Option<bool> {
+    let endpoints = record.metadata.get("endpoints")?.as_array()?;
+    Some(endpoints.iter().any(|e| e.as_str() == Some(method)))
 }
 
 /// The call a [`Diagnosis`] is about, owned: it may outlive one pick.
