@@ -3,7 +3,8 @@
 // without a leader (with what waits on it); JetStream's own trouble; an
 // unknown status never shown green; nothing with an older monitor — in
 // English and Chinese, and polled every second through the provider; the
-// badge's changes announced politely, once each.
+// badge's changes announced politely, once each, and not the state found
+// on page load.
 import { act, screen, within } from "@testing-library/react";
 import axe from "axe-core";
 
@@ -364,7 +365,7 @@ describe("NatsBadge for screen readers", () => {
   beforeEach(() => vi.useFakeTimers({ now: new Date(2026, 11, 4, 19, 30, 0) }));
   afterEach(() => vi.useRealTimers());
 
-  it("is a polite live region that says a change once, not every poll", async () => {
+  it("says nothing of the state it finds on page load, then each change once, not every poll", async () => {
     let answer: () => NatsPicture = () => health({ asOf: new Date().toISOString() });
     const fetch = vi.fn(() => Promise.resolve(answer()));
     renderUi(
@@ -372,15 +373,11 @@ describe("NatsBadge for screen readers", () => {
         <NatsBadge />
       </NatsHealthProvider>,
     );
-    // In the page, empty, before the first answer: what comes is read.
+    // A polite live region in the page from the start, empty.
     const region = screen.getByTestId("nats-badge-region");
     expect(region).toHaveAttribute("role", "status");
     expect(region).toHaveAttribute("aria-live", "polite");
     expect(region).toBeEmptyDOMElement();
-    await act(() => vi.advanceTimersByTimeAsync(0));
-    expect(within(region).getByTestId("nats-badge")).toHaveTextContent("NATS OK");
-
-    // Polls that find NATS as it was change nothing a screen reader reads.
     let seen: MutationRecord[] = [];
     const changes = new MutationObserver((records) => seen.push(...records));
     changes.observe(region, { childList: true, subtree: true, characterData: true });
@@ -389,18 +386,48 @@ describe("NatsBadge for screen readers", () => {
       seen = [];
       return all.length;
     };
+
+    // The first answer is shown, not read: it is no change, and a screen
+    // reader would hear "NATS OK" on every page load.
+    await act(() => vi.advanceTimersByTimeAsync(0));
+    expect(screen.getByTestId("nats-badge")).toHaveTextContent("NATS OK");
+    expect(screen.getByTestId("nats-badge").closest("[aria-live]")).toBeNull();
+    expect(changed()).toBe(0);
+    expect(region).toBeEmptyDOMElement();
+
+    // Polls that find NATS as it was change nothing a screen reader reads.
     await act(() => vi.advanceTimersByTimeAsync(3000));
     expect(fetch).toHaveBeenCalledTimes(4);
     expect(changed()).toBe(0);
 
-    // A change is said in the same region.
+    // A change is said, once, in the same region.
     answer = () => ({ ...n3Down(), asOf: new Date().toISOString() });
     await act(() => vi.advanceTimersByTimeAsync(1000));
     expect(screen.getByTestId("nats-badge-region")).toBe(region);
+    expect(screen.getByTestId("nats-badge")).toHaveTextContent("NATS degraded");
     expect(region).toHaveTextContent("NATS degraded");
     expect(changed()).toBeGreaterThan(0);
     await act(() => vi.advanceTimersByTimeAsync(2000));
     expect(changed()).toBe(0);
+
+    // And so is the way back.
+    answer = () => health({ asOf: new Date().toISOString() });
+    await act(() => vi.advanceTimersByTimeAsync(1000));
+    expect(region).toHaveTextContent("NATS OK");
+    expect(changed()).toBeGreaterThan(0);
     changes.disconnect();
+  });
+
+  it("says nothing of a first answer that is a problem either, in any language", async () => {
+    const fetch = vi.fn(() => Promise.resolve({ ...n3Down(), asOf: new Date().toISOString() }));
+    renderUi(
+      <NatsHealthProvider enabled fetch={fetch}>
+        <NatsBadge />
+      </NatsHealthProvider>,
+      { locale: "zh-CN" },
+    );
+    await act(() => vi.advanceTimersByTimeAsync(0));
+    expect(screen.getByTestId("nats-badge")).toHaveAttribute("data-state", "problem");
+    expect(screen.getByTestId("nats-badge-region")).toBeEmptyDOMElement();
   });
 });

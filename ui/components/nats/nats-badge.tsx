@@ -1,10 +1,12 @@
 // NatsBadge: NATS in a word in the top bar of every page — OK, degraded or
 // unknown — linking to the dashboard's notice, which names what is wrong,
-// and announced politely to screen readers when it changes. Nothing before
-// the first answer or with a monitor without the route.
+// and announced politely to screen readers when it changes (not the state
+// found on page load: that is no news, and would be read on every page).
+// Nothing before the first answer or with a monitor without the route.
 "use client";
 
 import Link from "next/link";
+import * as React from "react";
 
 import { badgeVariants } from "@/components/ui/badge";
 import { useNatsHealth } from "@/hooks/use-nats-health";
@@ -27,12 +29,19 @@ export function NatsBadge({ className }: NatsBadgeProps) {
   const { t } = useI18n();
   const summary = summarize(useNatsHealth());
   const shown = summary === null ? null : look[summary];
-  // A polite live region that stays in the page whatever NATS's state (one
-  // added together with its words is often not read), so a screen reader
-  // hears the badge change. A poll that finds NATS as it was leaves its
-  // words as they are, and nothing is read again.
+  // What the live region says: nothing until the summary changes from the
+  // first one known, then the latest change. Worked out while rendering
+  // from the previous render's summary, so a change is said in the same
+  // commit that shows it. A poll, or a gap (null), that leaves the summary
+  // as it was changes nothing, and nothing is read again.
+  const [known, setKnown] = React.useState<NatsSummary>(null);
+  const [said, setSaid] = React.useState<MessageKey | null>(null);
+  if (summary !== null && summary !== known) {
+    setKnown(summary);
+    if (known !== null) setSaid(look[summary].label);
+  }
   return (
-    <span role="status" aria-live="polite" aria-atomic="true" data-testid="nats-badge-region" className="inline-flex">
+    <span className="inline-flex">
       {shown === null ? null : (
         <Link
           href="/#nats-status"
@@ -49,6 +58,12 @@ export function NatsBadge({ className }: NatsBadgeProps) {
           {t(shown.label)}
         </Link>
       )}
+      {/* A polite live region that stays in the page whatever NATS's state
+          (one added together with its words is often not read), apart
+          from the badge, whose first words must not be read. */}
+      <span role="status" aria-live="polite" aria-atomic="true" data-testid="nats-badge-region" className="sr-only">
+        {said === null ? null : t(said)}
+      </span>
     </span>
   );
 }
