@@ -143,14 +143,11 @@ impl SystemAccount {
     }
 }
 
-/// The longest duration a command-line flag may name: thirty days, far
-/// past any timeout or run, and far inside what the clock can add to the
-/// time now without overflowing.
-const LONGEST_FLAG_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
-
 /// The parser of every duration flag (`90s`, `15m`, `2h`): a duration
 /// too long for the clock (`500000000000years`) is refused here, naming
-/// the flag, rather than panicking once added to the time now.
+/// the flag, rather than panicking once added to the time now. The bound
+/// is the SDK's for every period an option may name,
+/// [`aegis_sdk::clock::LONGEST_PERIOD`] (thirty days).
 ///
 /// # Errors
 /// Not a duration, or longer than thirty days.
@@ -164,7 +161,7 @@ const LONGEST_FLAG_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// ```
 pub fn duration_flag(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s.trim()).map_err(|e| e.to_string())?;
-    if d > LONGEST_FLAG_DURATION {
+    if d > aegis_sdk::clock::LONGEST_PERIOD {
         return Err("must be at most 30 days".to_owned());
     }
     Ok(d)
@@ -443,6 +440,19 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         api: ApiArgs,
+    }
+
+    /// A flag may name as long as an SDK option (a lease, a TTL, an ack
+    /// wait) and no longer: one bound, the SDK's, not a copy of its number.
+    #[test]
+    fn a_flag_may_name_the_sdks_longest_period_and_no_more() {
+        let longest = aegis_sdk::clock::LONGEST_PERIOD;
+        let flag = |d: Duration| duration_flag(&humantime::format_duration(d).to_string());
+        assert_eq!(flag(longest), Ok(longest));
+        assert_eq!(
+            flag(longest + Duration::from_secs(1)),
+            Err("must be at most 30 days".to_owned())
+        );
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! Deadlines from durations a caller gave, which may be longer than the
-//! clocks can hold: `Instant + Duration` and `DateTime + TimeDelta` panic
-//! past their range, and a caller's `Duration::MAX` ("no deadline") is
-//! well past it. A wait longer than [`FOREVER`] is cut to it here; a period
-//! or lifetime that cannot make sense is refused where its builder is
-//! checked (at most [`LONGEST_PERIOD`]).
+//! Durations a caller gave, which may be longer than the clocks can hold:
+//! `Instant + Duration` and `DateTime + TimeDelta` panic past their range,
+//! and a caller's `Duration::MAX` ("no deadline") is well past it.
+//!
+//! Public: [`LONGEST_PERIOD`], the one bound on a period or lifetime an
+//! option may name, refused where its builder is checked (and by the
+//! binaries' duration flags). Internal: deadlines, a wait longer than a
+//! century (`FOREVER`) cut to it rather than a panic.
 
 use std::{ops::Add, time::Duration};
 
@@ -12,10 +14,33 @@ use chrono::{DateTime, Utc};
 /// What "effectively forever" is as a wait: a century.
 pub(crate) const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
-/// The longest period or lifetime a builder option may name (a registry
-/// TTL, a lease, an ack wait, a metrics interval): thirty days, as the
-/// command line's duration flags.
-pub(crate) const LONGEST_PERIOD: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The longest period or lifetime an option may name: thirty days. The
+/// SDK's builders refuse more (a registry TTL, a lease, an ack wait, a
+/// metrics interval), and so do the command line's duration flags
+/// (`aegis_monitor::config::duration_flag`), which use this constant: far
+/// past any stall, timeout or run, and far inside what the clocks can add
+/// to the time now without overflowing.
+///
+/// # Examples
+///
+/// A duration option of your own, bounded as the SDK's are:
+///
+/// ```
+/// use std::time::Duration;
+/// use aegis_sdk::clock::LONGEST_PERIOD;
+///
+/// fn check_retention(retention: Duration) -> Result<Duration, String> {
+///     if retention > LONGEST_PERIOD {
+///         return Err(format!("retention must be at most {LONGEST_PERIOD:?}"));
+///     }
+///     Ok(retention)
+/// }
+///
+/// assert_eq!(LONGEST_PERIOD, Duration::from_secs(30 * 24 * 3600));
+/// assert!(check_retention(Duration::from_secs(7 * 24 * 3600)).is_ok());
+/// assert!(check_retention(LONGEST_PERIOD + Duration::from_secs(1)).is_err());
+/// ```
+pub const LONGEST_PERIOD: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// `from + wait`, a wait past [`FOREVER`] counting as [`FOREVER`]: never a
 /// panic. For `std` and tokio `Instant`s alike; one comparison more than

@@ -56,7 +56,9 @@
 //!   orchestrators such as Kubernetes.
 //! - [`telemetry`]: metrics snapshots, lifecycle events and the live
 //!   configuration an instance publishes for the monitor.
-//! - `clock` (internal): deadlines from caller-given durations, a wait
+//! - [`clock`]: [`clock::LONGEST_PERIOD`], the longest period or lifetime
+//!   any option may name (thirty days; binaries bound their duration flags
+//!   by it too); internally, deadlines from caller-given durations, a wait
 //!   too long for the clocks cut to a century instead of a panic.
 //! - `task` (internal): the one handle for a component's background tasks
 //!   (stop and wait, or cancel on drop).
@@ -90,7 +92,7 @@
 //! # Ok(()) }
 //! ```
 
-mod clock;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod connection;
