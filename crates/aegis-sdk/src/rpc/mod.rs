@@ -156,12 +156,13 @@ pub enum RpcError {
         /// The service called.
         service: String,
     },
-    /// ACTIVE instances of the service are registered, but none lists this
-    /// method among its endpoints (for [`RpcClient::call_active`]: the
-    /// leader's record does not list it, and nothing listens on it; for
-    /// [`RpcClient::call_balanced`]: nothing listens on it, and no
-    /// registered instance lists it); nothing was sent, or nothing ran.
-    #[error("no ACTIVE instance of {service} serves {method}")]
+    /// Instances of the service are registered, but none lists this method
+    /// among its endpoints (for [`RpcClient::call`]: no ACTIVE one; for
+    /// [`RpcClient::call_active`]: the leader's record does not list it,
+    /// and nothing listens on it; for [`RpcClient::call_balanced`]: nothing
+    /// listens on it, and no registered instance lists it); nothing was
+    /// sent, or nothing ran.
+    #[error("no instance of {service} serves {method}")]
     NoSuchMethod {
         /// The service called.
         service: String,
