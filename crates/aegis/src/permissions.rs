@@ -376,6 +376,8 @@ fn service_grants(s: &ServiceRole) -> Grants {
     for callee in &s.calls {
         g.publish.push(format!("rpc.{callee}.>"));
     }
+    // Whether another process serves an instance id before taking it.
+    g.publish.push(format!("$SRV.PING.{name}.*"));
     // Events: publish in its own domains; consume any (order flow and risk
     // follow each other's events); dead-letter what its consumers give up.
     for domain in &s.event_domains {

@@ -436,6 +436,27 @@ async fn the_services_and_the_monitor_work_with_their_own_credentials() {
             bus.violations().join("\n")
         )
     });
+    // A second process started with pricing-1's id, on the same user, is
+    // told the id is taken: its user may ask who serves it.
+    let twin = aegis_trading::pricing::start(
+        &bus.sdk("svc-pricing-service").await,
+        aegis_trading::pricing::PricingOptions {
+            instance_id: Some("pricing-1".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(
+        matches!(
+            twin,
+            Err(aegis_trading::TradingError::Service(
+                aegis_sdk::rpc::server::ServiceError::InstanceIdInUse { .. }
+            ))
+        ),
+        "{:?}\n{}",
+        twin.err(),
+        bus.violations().join("\n")
+    );
     let risk = aegis_trading::risk::start(
         &bus.sdk("svc-risk-service").await,
         aegis_trading::risk::RiskOptions {

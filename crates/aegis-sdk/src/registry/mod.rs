@@ -45,7 +45,7 @@ pub use bucket::{
 };
 pub use health::{Health, UnhealthyReason};
 pub use reader::{RegistryChange, RegistryReader, RemovalReason};
-pub(crate) use record::standard_metadata;
+pub(crate) use record::{hostname, standard_metadata};
 pub use registration::{
     DEFAULT_HEARTBEAT, DEFAULT_REFRESH, DEFAULT_TTL, DEFAULT_UNHEALTHY_AFTER, HealthCheck, MAX_TTL,
     METADATA_CONNECTION, METADATA_HEARTBEAT_MS, METADATA_REFRESH_MS, MIN_TTL, Registration,
@@ -111,3 +111,4 @@ pub enum RegistryError {
     #[error("the registry view did not load within {0:?}")]
     NotSynced(Duration),
 }
+

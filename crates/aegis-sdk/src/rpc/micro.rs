@@ -200,6 +200,51 @@ impl Description {
     }
 }
 
+/// How long [`holder`] waits for a running instance to answer. A live
+/// process answers in well under a millisecond here; one whose process is
+/// gone gets "no responders" at once, so only a connection the server
+/// still holds for a dead or frozen process waits this long.
+const HOLDER_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The process that answers for instance `id` of service `name`: its host
+/// and pid, as its `$SRV.PING` metadata says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Holder {
+    pub(crate) host: Option<String>,
+    pub(crate) pid: Option<u32>,
+}
+
+/// Asks `$SRV.PING.{name}.{id}` whether a running process serves that
+/// instance: `Ok(None)` when nobody does ("no responders"), the holder
+/// when one answers, and an error saying why it could not be told (no
+/// answer in time, or NATS refused the request).
+pub(crate) async fn holder(
+    client: &async_nats::Client,
+    name: &str,
+    id: &str,
+) -> Result<Option<Holder>, String> {
+    #[derive(serde::Deserialize)]
+    struct Reply {
+        #[serde(default)]
+        metadata: BTreeMap<String, String>,
+    }
+    let subject = format!("$SRV.PING.{name}.{id}");
+    match tokio::time::timeout(HOLDER_WAIT, client.request(subject, bytes::Bytes::new())).await {
+        Err(_) => Err(format!("no answer within {HOLDER_WAIT:?}")),
+        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => Ok(None),
+        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Ok(reply)) => {
+            let metadata = serde_json::from_slice::<Reply>(&reply.payload)
+                .map(|r| r.metadata)
+                .unwrap_or_default();
+            Ok(Some(Holder {
+                host: metadata.get("host").cloned(),
+                pid: metadata.get("pid").and_then(|p| p.parse().ok()),
+            }))
+        }
+    }
+}
+
 /// Subscribes the nine `$SRV` subjects (each verb for all services, for
 /// this service name, and for this instance) and answers them until the
 /// returned task is aborted.

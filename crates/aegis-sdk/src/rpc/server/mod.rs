@@ -154,9 +154,38 @@ pub enum ServiceError {
     /// The single-active election could not start (or its timing is invalid).
     #[error("single-active election")]
     Election(#[from] crate::election::ElectionError),
+    /// A running process already serves this instance id (ids are unique
+    /// per process: a copy-pasted id, or replicas sharing one
+    /// `AEGIS_INSTANCE_ID`); nothing was started. Each process needs its
+    /// own id, or none for a generated one.
+    #[error(
+        "instance id `{instance}` of service `{service}` is in use by a running process ({}); \
+         give each process its own id, or set none to get a generated one",
+        holder_text(host.as_deref(), *pid)
+    )]
+    InstanceIdInUse {
+        /// The service.
+        service: String,
+        /// The instance id asked for.
+        instance: String,
+        /// The host of the process holding it, as it says.
+        host: Option<String>,
+        /// Its process id, as it says.
+        pid: Option<u32>,
+    },
     /// The service was started with `.register(false)`: it has no record.
     #[error("the service is not registered")]
     NotRegistered,
+}
+
+/// "host h, pid p" as far as known.
+fn holder_text(host: Option<&str>, pid: Option<u32>) -> String {
+    match (host, pid) {
+        (Some(host), Some(pid)) => format!("host {host}, pid {pid}"),
+        (Some(host), None) => format!("host {host}"),
+        (None, Some(pid)) => format!("pid {pid}"),
+        (None, None) => "it answered $SRV.PING".to_owned(),
+    }
 }
 
 impl ServiceBuilder {
