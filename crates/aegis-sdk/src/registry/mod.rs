@@ -60,7 +60,7 @@ pub enum RegistryError {
     #[error(transparent)]
     InvalidName(#[from] NameError),
     /// The record does not validate; nothing was written.
-    #[error("invalid registry record: {0}")]
+    #[error("invalid registry record")]
     InvalidRecord(#[from] ValidationErrors),
     /// Heartbeat, TTL or another option cannot work; nothing was written.
     #[error("invalid registration options: {0}")]
@@ -112,3 +112,19 @@ pub enum RegistryError {
     NotSynced(Duration),
 }
 
+#[cfg(test)]
+mod tests {
+    use aegis_contracts::models::{FieldError, ValidationErrors};
+
+    use super::RegistryError;
+
+    #[test]
+    fn an_invalid_record_says_its_cause_once() {
+        crate::rpc::tests::say_each_cause_once(RegistryError::InvalidRecord(ValidationErrors(
+            vec![FieldError {
+                field: "version".into(),
+                message: "must be semver".into(),
+            }],
+        )));
+    }
+}

@@ -288,7 +288,7 @@ fn quoted(names: &[String]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::error::Error as _;
 
     use super::*;
