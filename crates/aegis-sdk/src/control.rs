@@ -87,7 +87,7 @@ pub(crate) async fn start(
             };
             let body = serde_json::to_vec(&response).unwrap_or_default();
             if let Err(e) = client.publish(reply, body.into()).await {
-                debug!(error = %e, "could not answer a control request");
+                debug!(error = %crate::startup::Causes(&e), "could not answer a control request");
             }
         }
     }))
@@ -126,7 +126,7 @@ impl Controlled {
         };
         if let Err(e) = written {
             // The verdict holds; the heartbeat retries the write.
-            warn!(error = %e, "control: the record could not be written at once; the heartbeat retries");
+            warn!(error = %crate::startup::Causes(&e), "control: the record could not be written at once; the heartbeat retries");
         }
         ControlResponse::Ok(self.state())
     }

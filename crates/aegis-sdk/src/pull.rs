@@ -133,7 +133,7 @@ impl Durable {
         match stream.create_consumer(config.clone()).await {
             Ok(consumer) => Ok(consumer),
             Err(e) => {
-                info!(consumer = self.name(), error = %e, "keeping the consumer's existing settings");
+                info!(consumer = self.name(), error = %crate::startup::Causes(&e), "keeping the consumer's existing settings");
                 Ok(stream.get_or_create_consumer(self.name(), config).await?)
             }
         }
@@ -173,7 +173,7 @@ pub(crate) async fn ensure_dead_letters(
     config: &crate::AegisConfig,
 ) {
     if let Err(e) = crate::dead_letter::ensure_dead_letter_stream(js, config).await {
-        warn!(error = %e, "cannot create the DEAD_LETTER stream; messages given up on will not be kept there");
+        warn!(error = %crate::startup::Causes(&e), "cannot create the DEAD_LETTER stream; messages given up on will not be kept there");
     }
 }
 
@@ -319,7 +319,7 @@ async fn handle(durable: &Durable, message: Arc<jetstream::Message>, handler: &H
         loop {
             tokio::time::sleep(every).await;
             if let Err(e) = message.ack_with(AckKind::Progress).await {
-                debug!(error = %e, "in-progress acknowledgement not sent");
+                debug!(error = %crate::startup::Causes(&*e), "in-progress acknowledgement not sent");
             }
         }
     };
@@ -343,7 +343,7 @@ async fn handle(durable: &Durable, message: Arc<jetstream::Message>, handler: &H
         }
     };
     if let Err(e) = ack {
-        warn!(consumer = durable.name(), error = %e, "acknowledgement not confirmed; the message may be delivered again");
+        warn!(consumer = durable.name(), error = %crate::startup::Causes(&*e), "acknowledgement not confirmed; the message may be delivered again");
     }
 }
 
@@ -363,11 +363,11 @@ async fn give_up(
             warn!(consumer = durable.name(), sequence, reason = reason.as_str(), %error, "message dead-lettered");
         }
         Err(e) if reason == DeadLetterReason::HandlerFailed => {
-            warn!(consumer = durable.name(), sequence, error = %e, "cannot store a dead letter; leaving the message to its last redelivery");
+            warn!(consumer = durable.name(), sequence, error = %crate::startup::Causes(&*e), "cannot store a dead letter; leaving the message to its last redelivery");
             return message.ack_with(AckKind::Nak(Some(BACKOFF_MAX))).await;
         }
         Err(e) => {
-            warn!(consumer = durable.name(), sequence, error = %e, "cannot store a dead letter; terminating the malformed message anyway (it stays in its stream)");
+            warn!(consumer = durable.name(), sequence, error = %crate::startup::Causes(&*e), "cannot store a dead letter; terminating the malformed message anyway (it stays in its stream)");
         }
     }
     message.ack_with(AckKind::Term).await

@@ -134,9 +134,82 @@ pub fn error_line(error: &impl Display) -> String {
     line
 }
 
+/// An error with its causes, for a log line or a message: shown with `{}`,
+/// each level once, joined by `: ` as [`error_line`] joins them. The
+/// SDK's errors say only their own part and keep the rest as their
+/// [`source`](std::error::Error::source), so a bare `{}` of one leaves out
+/// why (a registry write's "cannot write … to the registry" without
+/// "timed out").
+///
+/// # Examples
+///
+/// ```
+/// use std::{error::Error, fmt};
+/// use aegis_sdk::startup::Causes;
+///
+/// #[derive(Debug)]
+/// struct Write(std::num::ParseIntError);
+/// impl fmt::Display for Write {
+///     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+///         f.write_str("cannot write the record")
+///     }
+/// }
+/// impl Error for Write {
+///     fn source(&self) -> Option<&(dyn Error + 'static)> {
+///         Some(&self.0)
+///     }
+/// }
+///
+/// let error = Write("x".parse::<u32>().unwrap_err());
+/// assert_eq!(error.to_string(), "cannot write the record");
+/// assert_eq!(
+///     Causes(&error).to_string(),
+///     "cannot write the record: invalid digit found in string"
+/// );
+/// ```
+pub struct Causes<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl Display for Causes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut line = self.0.to_string();
+        let mut cause = self.0.source();
+        while let Some(e) = cause {
+            let text = e.to_string();
+            if !line.contains(&text) {
+                line.push_str(": ");
+                line.push_str(&text);
+            }
+            cause = e.source();
+        }
+        f.write_str(&line)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn causes_says_each_level_once() {
+        let error = crate::registry::RegistryError::Write {
+            key: "service-instances.a.b".into(),
+            source: "no acknowledgement within 2s".into(),
+        };
+        assert_eq!(
+            error.to_string(),
+            "cannot write service-instances.a.b to the registry"
+        );
+        assert_eq!(
+            Causes(&error).to_string(),
+            "cannot write service-instances.a.b to the registry: no acknowledgement within 2s"
+        );
+        let service = crate::rpc::server::ServiceError::Registry(error);
+        assert_eq!(
+            Causes(&service).to_string(),
+            "service registry: cannot write service-instances.a.b to the registry: \
+             no acknowledgement within 2s"
+        );
+    }
 
     #[test]
     fn a_cause_already_said_is_not_said_again() {

@@ -189,7 +189,7 @@ where
             return Err(e);
         };
         if tokio::time::Instant::now() + pause > deadline {
-            warn!(what, error = %e, "{why}; giving up");
+            warn!(what, error = %crate::startup::Causes(&e), "{why}; giving up");
             return Err(e);
         }
         info!(what, "{why}; trying again");
@@ -253,7 +253,7 @@ pub async fn ensure_stream(
             let _ = stream.info().await;
         }
         Err(e) => {
-            warn!(stream = %config.name, error = %e, "the stream has no size limits and cannot be given any; it may fill the disk");
+            warn!(stream = %config.name, error = %crate::startup::Causes(&e), "the stream has no size limits and cannot be given any; it may fill the disk");
         }
     }
     Ok(stream)

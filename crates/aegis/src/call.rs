@@ -9,7 +9,7 @@ use aegis_sdk::{
     election::ElectionError,
     registry::RegistryError,
     rpc::{CallOptions, RpcError},
-    startup::error_line,
+    startup::Causes,
 };
 use anyhow::Context;
 use clap::Args;
@@ -113,8 +113,8 @@ pub async fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// An error and its causes on one line.
-fn with_causes(error: impl std::error::Error + Send + Sync + 'static) -> String {
-    error_line(&anyhow::Error::new(error))
+fn with_causes(error: impl std::error::Error + 'static) -> String {
+    Causes(&error).to_string()
 }
 
 /// A call's error with its causes, and what to do when the view it

@@ -124,7 +124,7 @@ async fn methods(
         )
         // The decode error says only what it was doing; serde's reason is
         // its source.
-        .with_internal(super::services::with_causes(&e))),
+        .with_internal(aegis_sdk::startup::Causes(&e).to_string())),
         Err(e) => Err(ApiError::unavailable("describing a service", e)),
     }
 }

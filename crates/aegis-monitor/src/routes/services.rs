@@ -6,6 +6,7 @@
 //! that is not the stored revision is 409 `CONCURRENT_UPDATE`.
 
 use aegis_contracts::{ServiceDefinition, names::validate_service_name};
+use aegis_sdk::startup::Causes;
 use axum::{
     Extension, Json,
     extract::{Path, State},
@@ -451,20 +452,7 @@ fn no_answer(
     ApiError::new(ErrorCode::ServiceUnavailable, message)
         .with_details(details)
         .with_retry_after(crate::error::LEADERLESS_RETRY_AFTER)
-        .with_internal(format!("service definitions: {}", with_causes(e)))
-}
-
-/// `e` and its causes, for the log (a store error's own text is only what
-/// the store was doing).
-pub(super) fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(e) = cause {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        cause = e.source();
-    }
-    text
+        .with_internal(format!("service definitions: {}", Causes(e)))
 }
 
 #[cfg(test)]

@@ -308,10 +308,10 @@ async fn send_reply(client: &Client, reply_to: Option<&str>, reply: &CommandRepl
     match serde_json::to_vec(reply) {
         Ok(body) => {
             if let Err(e) = client.publish(reply_to.to_owned(), body.into()).await {
-                debug!(error = %e, "could not send a command reply");
+                debug!(error = %crate::startup::Causes(&e), "could not send a command reply");
             }
         }
-        Err(e) => warn!(error = %e, "cannot encode a command reply"),
+        Err(e) => warn!(error = %crate::startup::Causes(&e), "cannot encode a command reply"),
     }
 }
 

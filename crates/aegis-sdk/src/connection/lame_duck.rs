@@ -242,7 +242,7 @@ pub(super) async fn move_off_lame_ducks(
         match tokio::time::timeout(MOVE_FLUSH_WAIT, client.flush()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                debug!(error = %e, "could not flush before moving off a lame duck server")
+                debug!(error = %crate::startup::Causes(&e), "could not flush before moving off a lame duck server")
             }
             Err(_) => debug!("flushing before moving off a lame duck server took too long"),
         }
@@ -251,7 +251,7 @@ pub(super) async fn move_off_lame_ducks(
         load.moving.store(true, Ordering::Relaxed);
         if let Err(e) = client.force_reconnect().await {
             load.connected();
-            debug!(error = %e, "could not move off a server in lame duck mode");
+            debug!(error = %crate::startup::Causes(&e), "could not move off a server in lame duck mode");
         } else if busy > 0 {
             info!(
                 in_flight = busy,

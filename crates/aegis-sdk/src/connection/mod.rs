@@ -701,7 +701,7 @@ impl Connection {
             match tokio::time::timeout(DRAIN_REQUEST_TIMEOUT, client.drain()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
-                    warn!(error = %e, "draining a NATS client failed");
+                    warn!(error = %crate::startup::Causes(&e), "draining a NATS client failed");
                     first_err.get_or_insert(e);
                 }
                 Err(_) => unreachable += 1,

@@ -495,7 +495,7 @@ impl Campaign {
                     // the client's request timeout, and a stop must not.
                     match tokio::time::timeout(RESIGN_TIMEOUT, self.delete_key(last_revision)).await {
                         Ok(Ok(())) => info!(epoch, "resigned"),
-                        Ok(Err(e)) => warn!(error = %e, "could not resign: the election key was not deleted; a standby takes over when the lease lapses"),
+                        Ok(Err(e)) => warn!(error = %crate::startup::Causes(&e), "could not resign: the election key was not deleted; a standby takes over when the lease lapses"),
                         Err(_) => warn!("could not resign within {RESIGN_TIMEOUT:?} (NATS unreachable, or the election store without a leader?); a standby takes over when the lease lapses"),
                     }
                     return;
@@ -643,7 +643,7 @@ impl Campaign {
                 successor, "unhealthy: stepped aside for a healthy standby"
             ),
             Ok(Err(e)) => {
-                warn!(error = %e, "unhealthy: stopped serving but could not delete the election key; a standby takes over when the lease lapses")
+                warn!(error = %crate::startup::Causes(&e), "unhealthy: stopped serving but could not delete the election key; a standby takes over when the lease lapses")
             }
             Err(_) => warn!(
                 "unhealthy: stopped serving but could not delete the election key within {RESIGN_TIMEOUT:?}; a standby takes over when the lease lapses"

@@ -101,7 +101,7 @@ impl HealthGate {
         {
             Ok(Ok(records)) => records,
             Ok(Err(e)) => {
-                debug!(error = %e, "cannot read the registry to find a healthy standby");
+                debug!(error = %crate::startup::Causes(&e), "cannot read the registry to find a healthy standby");
                 return None;
             }
             Err(_) => return None,

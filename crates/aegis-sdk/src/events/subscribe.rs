@@ -310,7 +310,7 @@ async fn process<T: DeserializeOwned>(
     let subject = match EventSubject::parse(&msg.subject) {
         Ok(s) => s,
         Err(e) => {
-            warn!(subject = %msg.subject, error = %e, "event on a malformed subject; not redelivering it");
+            warn!(subject = %msg.subject, error = %crate::startup::Causes(&e), "event on a malformed subject; not redelivering it");
             return Outcome::Poison {
                 error: format!("malformed event subject: {e}"),
             };
@@ -319,7 +319,7 @@ async fn process<T: DeserializeOwned>(
     let payload: T = match serde_json::from_slice(&msg.payload) {
         Ok(p) => p,
         Err(e) => {
-            warn!(subject = %msg.subject, sequence, error = %e, "event payload does not decode; not redelivering it (it stays in the stream)");
+            warn!(subject = %msg.subject, sequence, error = %crate::startup::Causes(&e), "event payload does not decode; not redelivering it (it stays in the stream)");
             return Outcome::Poison {
                 error: format!("the payload does not decode: {e}"),
             };
@@ -346,7 +346,7 @@ async fn process<T: DeserializeOwned>(
     match outcome {
         Ok(Ok(())) => Outcome::Done,
         Ok(Err(e)) => {
-            span.in_scope(|| warn!(error = %e, "event handler failed; will redeliver"));
+            span.in_scope(|| warn!(error = %crate::startup::Causes(&*e), "event handler failed; will redeliver"));
             Outcome::Retry {
                 delay: redelivery_delay(delivered),
                 error: e.to_string(),

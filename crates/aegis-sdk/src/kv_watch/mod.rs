@@ -394,9 +394,9 @@ async fn follow<S: Sink>(store: kv::Store, watch: Watch<S>, mut covered: Option<
                 sink.on_broken();
                 broken = true;
                 if failures == 1 || failures.is_power_of_two() {
-                    warn!(bucket = %store.name, error = %e, attempt = failures, "cannot open the {description}; retrying");
+                    warn!(bucket = %store.name, error = %crate::startup::Causes(&*e), attempt = failures, "cannot open the {description}; retrying");
                 } else {
-                    debug!(bucket = %store.name, error = %e, attempt = failures, "cannot open the {description}; retrying");
+                    debug!(bucket = %store.name, error = %crate::startup::Causes(&*e), attempt = failures, "cannot open the {description}; retrying");
                 }
                 if !watched
                     && covered != Some(current.generation)

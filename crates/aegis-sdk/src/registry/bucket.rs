@@ -46,7 +46,9 @@ pub async fn ensure_registry_bucket(
         Some(Ok(store)) => store,
         not_found => {
             match not_found {
-                Some(Err(e)) => debug!(error = %e, "registry bucket not found; creating it"),
+                Some(Err(e)) => {
+                    debug!(error = %crate::startup::Causes(&e), "registry bucket not found; creating it")
+                }
                 _ => debug!("JetStream did not answer the registry bucket's lookup; creating it"),
             }
             let created = crate::streams::with_placement_patience(REGISTRY_BUCKET, || {

@@ -347,7 +347,7 @@ impl Shared {
         let info = match tokio::time::timeout_at(deadline, stream.consumer_info(&consumer)).await {
             Ok(Ok(info)) => info,
             Ok(Err(e)) => {
-                debug!(error = %e, "registry catch-up: consumer info failed");
+                debug!(error = %crate::startup::Causes(&e), "registry catch-up: consumer info failed");
                 return false;
             }
             Err(_) => return false,

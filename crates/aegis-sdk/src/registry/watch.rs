@@ -38,7 +38,7 @@ fn decode(entry: &KvEntry) -> Decoded {
             Decoded::Remove(service, id)
         }
         Err(e) => {
-            warn!(key, error = %e, "ignoring an unreadable registry record");
+            warn!(key, error = %crate::startup::Causes(&e), "ignoring an unreadable registry record");
             Decoded::Remove(service, id)
         }
     }

@@ -186,7 +186,7 @@ pub(crate) async fn drive(
                 // request the server routed here just before is answered
                 // instead of dropped (its caller would wait out a timeout).
                 if let Err(e) = subscription.drain().await {
-                    debug!(method = %method.name, error = %e, "could not unsubscribe (connection closed?)");
+                    debug!(method = %method.name, error = %crate::startup::Causes(&e), "could not unsubscribe (connection closed?)");
                 }
             }
             msg = subscription.next(), if open && in_flight.len() < MAX_IN_FLIGHT_PER_ENDPOINT => {
@@ -441,7 +441,7 @@ async fn answer(
             method.stats.refused();
             let sent = Box::pin(send_error(&method.client, reply, reply_headers, &err)).await;
             if let Err(e) = sent {
-                span.in_scope(|| debug!(error = %e, "could not send the refusal (caller gone?)"));
+                span.in_scope(|| debug!(error = %crate::startup::Causes(&e), "could not send the refusal (caller gone?)"));
             }
             return;
         }
@@ -466,7 +466,7 @@ async fn answer(
             .map(|(code, msg)| (*code, msg.as_str())),
     );
     if let Err(e) = sent {
-        span.in_scope(|| debug!(error = %e, "could not send the reply (caller gone?)"));
+        span.in_scope(|| debug!(error = %crate::startup::Causes(&e), "could not send the reply (caller gone?)"));
     }
 }
 

@@ -102,7 +102,7 @@ impl LeaderGate {
                     ));
                 }
                 Err(e) => {
-                    warn!(subject = %subject, error = %e, "leader cannot subscribe its shared subject; retrying");
+                    warn!(subject = %subject, error = %crate::startup::Causes(&e), "leader cannot subscribe its shared subject; retrying");
                     return i;
                 }
             }

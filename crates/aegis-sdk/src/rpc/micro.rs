@@ -278,10 +278,12 @@ pub(crate) async fn serve(
             match body {
                 Ok(body) => {
                     if let Err(e) = client.publish(reply, body.into()).await {
-                        debug!(error = %e, "could not answer a $SRV request");
+                        debug!(error = %crate::startup::Causes(&e), "could not answer a $SRV request");
                     }
                 }
-                Err(e) => debug!(error = %e, "could not encode a $SRV reply"),
+                Err(e) => {
+                    debug!(error = %crate::startup::Causes(&e), "could not encode a $SRV reply")
+                }
             }
         }
     }))

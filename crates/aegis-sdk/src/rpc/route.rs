@@ -314,7 +314,7 @@ impl super::RpcClient {
             match classify(call, error) {
                 (Next::Retry(e), how) => {
                     tracing::debug!(service = call.service, instance = picker.id(&target),
-                        error = %e, "attempt failed; trying again");
+                        error = %crate::startup::Causes(&e), "attempt failed; trying again");
                     if let Some(how) = how {
                         picker.failed(call, target, how);
                     }

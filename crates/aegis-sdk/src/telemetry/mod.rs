@@ -230,7 +230,7 @@ async fn publish_metrics(
         if let Ok(body) = serde_json::to_vec(&snapshot)
             && let Err(e) = client.publish(subject.clone(), body.into()).await
         {
-            debug!(error = %e, "could not publish a metrics snapshot");
+            debug!(error = %crate::startup::Causes(&e), "could not publish a metrics snapshot");
         }
         if stopping {
             // The last snapshot is worth a short wait, not a hang: a flush

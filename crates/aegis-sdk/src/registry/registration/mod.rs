@@ -239,7 +239,7 @@ impl RegistrationBuilder {
                 Err(e @ RegistryError::Write { .. })
                     if tokio::time::Instant::now() + pause < patience =>
                 {
-                    debug!(key = %inner.key, error = %e, "first registry write refused; retrying");
+                    debug!(key = %inner.key, error = %crate::startup::Causes(&e), "first registry write refused; retrying");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(500));
                 }
@@ -566,7 +566,7 @@ impl Drop for Registration {
                 let _serial = inner.writes.lock().await;
                 inner.closed.store(true, Ordering::Release);
                 if let Err(e) = purge(&inner).await {
-                    debug!(key = %inner.key, error = %e, "deregistration on drop failed; the record will expire");
+                    debug!(key = %inner.key, error = %crate::startup::Causes(&e), "deregistration on drop failed; the record will expire");
                 }
             });
         }

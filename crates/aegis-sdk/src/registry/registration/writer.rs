@@ -297,18 +297,21 @@ pub(super) async fn heartbeat(inner: Arc<Inner>, cancel: CancellationToken) {
             Err(e) => {
                 let failures = inner.state().failures;
                 if failures == 1 || failures.is_multiple_of(10) {
-                    warn!(key = %inner.key, failures, error = %e, "heartbeat failed; retrying");
+                    warn!(key = %inner.key, failures, error = %crate::startup::Causes(&e), "heartbeat failed; retrying");
                     inner.emit(
                         LogLevel::Warn,
                         LogKind::HeartbeatFailed,
                         "heartbeat failed; retrying",
                         |f| {
                             f.insert("failures".into(), failures.into());
-                            f.insert("error".into(), e.to_string().into());
+                            f.insert(
+                                "error".into(),
+                                crate::startup::Causes(&e).to_string().into(),
+                            );
                         },
                     );
                 } else {
-                    debug!(key = %inner.key, failures, error = %e, "heartbeat failed; retrying");
+                    debug!(key = %inner.key, failures, error = %crate::startup::Causes(&e), "heartbeat failed; retrying");
                 }
                 RETRY_INITIAL
                     .saturating_mul(1 << (failures - 1).min(10))
@@ -336,7 +339,7 @@ pub(super) async fn purge_until(
     let again = |e: &RegistryError| {
         let again = not_now(e);
         if again && attempts.load(Ordering::Relaxed) == 1 {
-            info!(key = %inner.key, error = %e,
+            info!(key = %inner.key, error = %crate::startup::Causes(e),
                 "the registry takes no writes now (its stream electing a leader?); trying again");
         }
         again

@@ -59,7 +59,7 @@ pub(super) async fn mirror_role(
             .await;
         if let Err(e) = written {
             // The heartbeat keeps retrying the desired record.
-            warn!(error = %e, "could not write the role change at once; the heartbeat retries it");
+            warn!(error = %crate::startup::Causes(&e), "could not write the role change at once; the heartbeat retries it");
         }
         if roles.changed().await.is_err() {
             return;

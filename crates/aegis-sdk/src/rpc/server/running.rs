@@ -223,7 +223,7 @@ impl Service {
                     Err(_) => Err(ServiceError::ShutdownTimeout(self.tracker.len())),
                 };
             if let Err(e) = &deregistered {
-                warn!(error = %e, "could not deregister; the record expires with its TTL");
+                warn!(error = %crate::startup::Causes(e), "could not deregister; the record expires with its TTL");
             }
         }
         // Callers route from their registry view, which learns of the

@@ -176,7 +176,7 @@ impl ServiceBuilder {
         {
             Ok(task) => Some(task),
             Err(e) => {
-                warn!(error = %e, "cannot answer operator drills (aegis.control); continuing without");
+                warn!(error = %crate::startup::Causes(&e), "cannot answer operator drills (aegis.control); continuing without");
                 None
             }
         };
@@ -193,7 +193,7 @@ impl ServiceBuilder {
         {
             Ok(t) => Some(t),
             Err(e) => {
-                warn!(error = %e, "cannot answer configuration requests; continuing without");
+                warn!(error = %crate::startup::Causes(&e), "cannot answer configuration requests; continuing without");
                 None
             }
         };
