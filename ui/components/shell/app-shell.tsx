@@ -17,6 +17,7 @@ import { useSession } from "@/hooks/use-session";
 import { useI18n } from "@/lib/i18n";
 import { cn } from "@/lib/utils";
 import { LanguageSwitch } from "./language-switch";
+import { SignedInAs } from "./signed-in-as";
 
 export interface AppShellProps {
   children: React.ReactNode;
@@ -68,9 +69,7 @@ export function AppShell({ children }: AppShellProps) {
             <LanguageSwitch />
             {session ? (
               <>
-                <span className="hidden text-xs text-muted-foreground md:inline" data-testid="signed-in-as">
-                  {t("session.signedInAs", { name: session.name, role: t(`session.role.${session.role}`) })}
-                </span>
+                <SignedInAs session={session} />
                 <Button variant="ghost" size="sm" onClick={() => void signOut()}>
                   <LogOut aria-hidden="true" />
                   {t("session.signOut")}

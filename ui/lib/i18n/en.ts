@@ -12,6 +12,7 @@ export const en = {
   "lang.en": "English",
   "lang.zh-CN": "简体中文",
   "session.signedInAs": "Signed in as {name} ({role})",
+  "session.signedInAsRole": "Signed in as {role}",
   "session.signOut": "Sign out",
   "session.role.admin": "admin",
   "session.role.viewer": "viewer",

@@ -12,6 +12,7 @@ export const zhCN: Catalogue = {
   "lang.en": "English",
   "lang.zh-CN": "简体中文",
   "session.signedInAs": "已登录：{name}（{role}）",
+  "session.signedInAsRole": "已登录（{role}）",
   "session.signOut": "退出登录",
   "session.role.admin": "管理员",
   "session.role.viewer": "只读",
