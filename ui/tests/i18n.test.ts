@@ -74,6 +74,13 @@ describe("catalogues", () => {
     expect(plain).toEqual([]);
   });
 
+  it("call the election epoch a leader's term (任期) in Chinese, never an era (纪元)", () => {
+    const epochKeys = (Object.keys(en) as (keyof typeof en)[]).filter((k) => /\bepoch\b/i.test(en[k]));
+    expect(epochKeys.length).toBeGreaterThan(0);
+    for (const key of epochKeys) expect(zhCN[key], key).toContain("任期");
+    expect(Object.entries(zhCN).filter(([, text]) => text.includes("纪元"))).toEqual([]);
+  });
+
   it("keep commands and paths the same in every language", () => {
     for (const key of Object.keys(en) as (keyof typeof en)[]) {
       expect(codeParts(zhCN[key]), key).toEqual(codeParts(en[key]));
