@@ -341,7 +341,10 @@ impl ServiceBuilder {
     /// How long a graceful stop keeps answering after it deregistered (and
     /// resigned), before it unsubscribes (default 100 ms): long enough for
     /// callers' registry views to drop this instance, so requests already on
-    /// their way are answered instead of lost.
+    /// their way are answered instead of lost. It is spent inside the
+    /// [`shutdown_timeout`](Self::shutdown_timeout), so it must be shorter:
+    /// [`start`](Self::start) refuses one that is not
+    /// ([`ServiceError::InvalidTiming`]).
     pub fn drain_grace(mut self, grace: Duration) -> Self {
         self.drain_grace = grace;
         self

@@ -57,9 +57,11 @@ impl ServiceBuilder {
     /// ```
     ///
     /// # Errors
-    /// [`ServiceError`]: invalid names, version, registration, lease or
-    /// metrics timing (checked before any I/O), a duplicate method, no methods, NATS
-    /// refusing to subscribe, or the registry refusing the record.
+    /// [`ServiceError`]: invalid names, version, registration, lease,
+    /// metrics or drain timing (checked before any I/O), a duplicate
+    /// method, no methods, an instance id a running process serves
+    /// ([`ServiceError::InstanceIdInUse`]), NATS refusing to subscribe, or
+    /// the registry refusing the record.
     pub async fn start(self) -> Result<Service, ServiceError> {
         let instance_id = self.validate()?;
         self.refuse_id_in_use(&instance_id).await?;
@@ -263,6 +265,19 @@ impl ServiceBuilder {
         }
         if self.register {
             self.registration.validate()?;
+            // The grace is spent inside the shutdown timeout; all of it
+            // leaves none to wait for requests in flight, and every stop
+            // would end in a time-out with nothing running.
+            if self.drain_grace >= self.shutdown_timeout {
+                return Err(ServiceError::InvalidTiming {
+                    option: "drain_grace",
+                    message: format!(
+                        "{:?} is not shorter than the shutdown timeout ({:?}), which it is spent in; \
+                         make it shorter (default 100 ms) or the shutdown timeout longer",
+                        self.drain_grace, self.shutdown_timeout
+                    ),
+                });
+            }
         }
         if let Some(group) = &self.single_active {
             names::validate_group_name(group)?;
