@@ -1,7 +1,7 @@
 //! Command-line parsing and dispatch. Configuration is read here, once
 //! (flags, with `AEGIS_*` environment variables as fallbacks), and passed down.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{io::Write, path::PathBuf, process::ExitCode};
 
 use aegis_sdk::{Connection, startup::error_line, telemetry::log_layer::LogForwarder};
 use anyhow::Context;
@@ -9,6 +9,8 @@ use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::{EnvFilter, prelude::*};
 
 use crate::{bench, call, chaos, init, nats_config, service, shutdown, status, traffic, up};
+
+mod closed_pipe;
 
 /// Aegis: trading services on NATS — run the showcase, services and benchmarks.
 #[derive(Debug, Parser)]
@@ -329,10 +331,23 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli, forwarder)) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {}{}", error_line(&e), hint(&e));
+    // A closed stdout (`aegis call … | head`) ends the command quietly:
+    // the print's panic unwinds, dropping what the command started, and is
+    // not reported (see `closed_pipe`).
+    closed_pipe::silence_cut_off_prints();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(run(cli, forwarder))
+    }));
+    match outcome {
+        Err(_) | Ok(Ok(_)) if closed_pipe::print_cut_off() => {
+            ExitCode::from(closed_pipe::EXIT_STATUS)
+        }
+        Err(panic) => std::panic::resume_unwind(panic),
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) if closed_pipe::caused(&e) => ExitCode::from(closed_pipe::EXIT_STATUS),
+        Ok(Err(e)) => {
+            // Not `eprintln!`: with stderr gone too it would panic.
+            let _ = writeln!(std::io::stderr(), "error: {}{}", error_line(&e), hint(&e));
             ExitCode::FAILURE
         }
     }
