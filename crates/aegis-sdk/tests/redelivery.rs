@@ -207,7 +207,10 @@ async fn failing_and_undecodable_events_end_in_dead_letter() {
                         .or_default()
                         .push(e.delivered);
                     if n == 13 {
-                        return Err("the ledger refuses order 13".into());
+                        // Why, as a cause: the dead letter keeps it too.
+                        return Err(anyhow::anyhow!("account 7 is frozen")
+                            .context("the ledger refuses order 13")
+                            .into());
                     }
                     Ok(())
                 }
@@ -254,7 +257,10 @@ async fn failing_and_undecodable_events_end_in_dead_letter() {
     assert_eq!(failed.1["Aegis-Dead-Stream"], "EVENTS");
     assert_eq!(failed.1["Aegis-Dead-Consumer"], consumer);
     assert_eq!(failed.1["Aegis-Dead-Subject"], "events.order.created");
-    assert!(failed.1["Aegis-Dead-Error"].contains("refuses order 13"));
+    assert_eq!(
+        failed.1["Aegis-Dead-Error"],
+        "the ledger refuses order 13: account 7 is frozen"
+    );
     assert_eq!(failed.2, json!({"n": 13}));
 
     // The same reading through the SDK, with the record the monitor serves.

@@ -349,7 +349,7 @@ async fn process<T: DeserializeOwned>(
             span.in_scope(|| warn!(error = %crate::startup::Causes(&*e), "event handler failed; will redeliver"));
             Outcome::Retry {
                 delay: redelivery_delay(delivered),
-                error: e.to_string(),
+                error: crate::startup::Causes(&*e).to_string(),
             }
         }
         Err(_) => {
