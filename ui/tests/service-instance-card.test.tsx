@@ -43,7 +43,7 @@ describe("ServiceInstanceCard", () => {
   it("shows id, service, status, version, leader role with epoch and live figures", () => {
     renderUi(<ServiceInstanceCard entry={entry()} />);
     const card = screen.getByTestId("instance-card");
-    expect(within(card).getByRole("link", { name: "Details of order-1" })).toHaveAttribute("href", "/services/order-1");
+    expect(within(card).getByRole("link", { name: "Details of order-1" })).toHaveAttribute("href", "/services/order-1?service=order-service");
     expect(card).toHaveTextContent("order-service");
     expect(within(card).getByText("ACTIVE")).toHaveAttribute("data-status", "ACTIVE");
     expect(card).toHaveTextContent("1.2.3");

@@ -16,6 +16,7 @@ import type { MetricsSnapshot } from "@/lib/api/schemas";
 import { useInstanceStore } from "@/hooks/use-instance-store";
 import { subscribeClock } from "@/hooks/use-now";
 import { ms, num } from "@/lib/format";
+import { instanceHref } from "@/lib/instance-address";
 import { useI18n } from "@/lib/i18n";
 import { reasonKey } from "@/lib/status-reason";
 import { HeartbeatAge, Since } from "./heartbeat-age";
@@ -44,7 +45,7 @@ function ServiceInstanceCardImpl({ entry }: ServiceInstanceCardProps) {
   const role = roleOf(entry);
   const gone = entry.goneAt !== null;
   const reasonText = i.statusReason ? (reasonKey(i.statusReason) ? t(reasonKey(i.statusReason)!) : i.statusReason) : null;
-  const href = `/services/${encodeURIComponent(i.instanceId)}`;
+  const href = instanceHref(i.serviceName, i.instanceId);
   return (
     <Card
       data-testid="instance-card"

@@ -13,6 +13,7 @@ import { Table, TableBody, TableCell, TableHead, TableHeader, TableRow } from "@
 import { api } from "@/lib/api/client";
 import type { LeadershipTimeline } from "@/lib/api/schemas";
 import { timeMs, num } from "@/lib/format";
+import { instanceHref } from "@/lib/instance-address";
 import { useI18n, type MessageKey } from "@/lib/i18n";
 
 export const TIMELINE_REFRESH_MS = 5000;
@@ -93,7 +94,7 @@ export function FailoverTimeline({ serviceName, group, changeKey }: FailoverTime
                 <TableCell className="whitespace-nowrap font-medium">
                   <span className="inline-flex items-center gap-1">
                     {!term.endedAt ? <Crown className="size-3.5 text-warning-strong" aria-hidden="true" /> : null}
-                    <Link href={`/services/${encodeURIComponent(term.instanceId)}`} className="text-primary underline-offset-4 hover:underline">
+                    <Link href={instanceHref(serviceName, term.instanceId)} className="text-primary underline-offset-4 hover:underline">
                       {term.instanceId}
                     </Link>
                   </span>

@@ -1,13 +1,13 @@
 // InstanceDetail (`/services/{instanceId}`): the header (service, id,
 // status, version, host, pid, uptime, group, epoch), the failover timeline
 // of its sticky group, and tabs for performance, configuration and events.
-// The id comes from the address, so a reload of any instance's page works
-// from the one pre-rendered shell.
+// The id (and the service, from the query) come from the address, so a
+// reload of any instance's page works from the one pre-rendered shell.
 "use client";
 
 import * as React from "react";
 import Link from "next/link";
-import { usePathname } from "next/navigation";
+import { usePathname, useSearchParams } from "next/navigation";
 import { ArrowLeft } from "lucide-react";
 
 import { Skeleton } from "@/components/ui/skeleton";
@@ -21,30 +21,25 @@ import { useLiveInstances } from "@/hooks/use-live-instances";
 import { useNow } from "@/hooks/use-now";
 import { dashboardHref } from "@/lib/dashboard-filters";
 import { duration } from "@/lib/format";
+import { instanceIdFromPath, serviceFromQuery } from "@/lib/instance-address";
 import { useI18n } from "@/lib/i18n";
 import { reasonKey } from "@/lib/status-reason";
 import { ConfigPanel } from "./config-panel";
 import { EventsPanel } from "./events-panel";
 import { FailoverTimeline } from "./failover-timeline";
+import { MissingInstance } from "./missing-instance";
 import { PerformancePanel } from "./performance-panel";
-
-/** The instance id of a `/services/{id}` path. */
-export function instanceIdFromPath(pathname: string): string {
-  const raw = pathname.replace(/^\/services\/?/, "").replace(/\/$/, "");
-  try {
-    return decodeURIComponent(raw);
-  } catch {
-    return raw;
-  }
-}
 
 export function InstanceDetail() {
   const { t } = useI18n();
   const pathname = usePathname();
   const id = instanceIdFromPath(pathname);
+  // Links to an instance name its service: two services may use the same
+  // id, and the page of one that is gone needs it to read its events.
+  const service = serviceFromQuery(useSearchParams());
   const { store, snapshot, feed } = useLiveInstances();
   const now = useNow();
-  const entry = snapshot.entries.find((e) => e.instance.instanceId === id);
+  const entry = snapshot.entries.find((e) => e.instance.instanceId === id && (service === null || e.instance.serviceName === service));
 
   if (!snapshot.loaded) {
     return (
@@ -68,10 +63,7 @@ export function InstanceDetail() {
       <div className="flex flex-col gap-4">
         <PageTitle messageKey="detail.notFound.title" vars={{ id }} />
         {back}
-        <div role="alert" className="rounded-lg border border-dashed border-border p-8 text-center">
-          <h1 className="text-xl font-semibold">{t("detail.notFound.title", { id })}</h1>
-          <p className="text-sm text-muted-foreground">{t("detail.notFound.body")}</p>
-        </div>
+        <MissingInstance instanceId={id} serviceName={service} />
       </div>
     );
   }

@@ -1,7 +1,11 @@
-// `/services/{instanceId}`: one pre-rendered shell (`services/_.html`) that
-// the monitor serves for every instance id; the page reads the id from the
-// address.
+// `/services/{instanceId}?service={name}`: one pre-rendered shell
+// (`services/_.html`) that the monitor serves for every instance id; the
+// page reads the id and the service from the address. The query is known
+// only in the browser: the boundary lets the rest pre-render without it.
+import { Suspense } from "react";
+
 import { InstanceDetail } from "@/components/instance/instance-detail";
+import { ShellSkeleton } from "@/components/shell/app-shell";
 
 export const dynamicParams = false;
 
@@ -10,5 +14,9 @@ export function generateStaticParams() {
 }
 
 export default function InstancePage() {
-  return <InstanceDetail />;
+  return (
+    <Suspense fallback={<ShellSkeleton />}>
+      <InstanceDetail />
+    </Suspense>
+  );
 }
