@@ -1,14 +1,15 @@
 // MetricsChart: one time-series chart drawn by uPlot (canvas; cheap to
 // redraw as points stream in). The canvas is described for screen readers
-// by a summary — series, point count, latest values — in the figure's
-// caption.
+// by a summary — series, point count, the latest point's values — in the
+// figure's caption.
 "use client";
 
 import * as React from "react";
 import uPlot from "uplot";
 
 import { COUNT_STEPS, niceTop, TIME_STEPS, timeTickLabels, VALUE_SPACE, VALUE_STEPS, valueTickLabels } from "@/lib/chart-ticks";
-import { useI18n } from "@/lib/i18n";
+import { clockOrDate } from "@/lib/format";
+import { useI18n, type Translate } from "@/lib/i18n";
 
 export interface ChartSeries {
   label: string;
@@ -30,9 +31,15 @@ export interface MetricsChartProps {
   height?: number;
   /** The values are counts: ticks on whole numbers. */
   integer?: boolean;
+  /**
+   * Why a point has no values (latency: "no calls" in its interval). With
+   * it, a latest point without values says so, and the last point that had
+   * them is given with its time — never as the latest.
+   */
+  noValue?: string;
 }
 
-export function MetricsChart({ title, times, series, format, height = 200, integer = false }: MetricsChartProps) {
+export function MetricsChart({ title, times, series, format, height = 200, integer = false, noValue }: MetricsChartProps) {
   const { t, locale } = useI18n();
   const box = React.useRef<HTMLDivElement>(null);
   const plot = React.useRef<uPlot | null>(null);
@@ -96,21 +103,40 @@ export function MetricsChart({ title, times, series, format, height = 200, integ
     plot.current?.setData([times, ...series.map((s) => s.values)] as uPlot.AlignedData);
   }, [times, series]);
 
-  const latest = series
-    .map((s) => {
-      const v = [...s.values].reverse().find((x) => x !== null);
-      return `${s.label} ${v == null ? t("detail.none") : format(v)}`;
-    })
-    .join(", ");
+  const summary = summarize(t, locale, { title, times, series, format, noValue });
   return (
     <figure className="flex min-w-0 flex-col gap-2 rounded-lg border border-border p-4" data-testid="metrics-chart" data-points={times.length}>
       <figcaption className="flex flex-col">
         <span className="text-sm font-semibold">{title}</span>
         <span className="text-xs text-muted-foreground" data-testid="chart-summary">
-          {t("chart.summary", { title, points: times.length, latest })}
+          {summary}
         </span>
       </figcaption>
-      <div ref={box} role="img" aria-label={t("chart.summary", { title, points: times.length, latest })} className="w-full" />
+      <div ref={box} role="img" aria-label={summary} className="w-full" />
     </figure>
   );
+}
+
+/**
+ * The caption: the latest point's values. A series without a value there
+ * reads "none" — not its last value, which may be minutes old (latency
+ * after the calls stopped). With `noValue`, a latest point without any
+ * value says why, followed by the last point that had values and its time.
+ */
+function summarize(
+  t: Translate,
+  locale: string,
+  { title, times, series, format, noValue }: Pick<MetricsChartProps, "title" | "times" | "series" | "format" | "noValue">,
+): string {
+  const at = (i: number) => series.map((s) => `${s.label} ${s.values[i] == null ? t("detail.none") : format(s.values[i]!)}`).join(", ");
+  const last = times.length - 1;
+  const points = times.length;
+  if (last < 0) return t("chart.summary", { title, points, latest: t("detail.none") });
+  const hasValues = (i: number) => series.some((s) => s.values[i] != null);
+  if (noValue === undefined || hasValues(last)) return t("chart.summary", { title, points, latest: at(last) });
+  let before = last - 1;
+  while (before >= 0 && !hasValues(before)) before -= 1;
+  if (before < 0) return t("chart.summary.idle", { title, points, reason: noValue });
+  const when = clockOrDate(times[before]! * 1000, locale);
+  return t("chart.summary.idleSince", { title, points, reason: noValue, values: at(before), when });
 }

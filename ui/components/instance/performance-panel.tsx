@@ -127,7 +127,7 @@ export function PerformancePanel({ serviceName, instanceId, latest }: Performanc
         <p className="rounded-md border border-dashed border-border p-6 text-center text-sm text-muted-foreground">{t("detail.metrics.empty")}</p>
       ) : (
         <div className="grid gap-4 lg:grid-cols-2">
-          <MetricsChart title={t("chart.latency")} times={data.times} series={data.latency} format={fmtMs} />
+          <MetricsChart title={t("chart.latency")} times={data.times} series={data.latency} format={fmtMs} noValue={t("chart.noCalls")} />
           <MetricsChart title={t("chart.throughput")} times={data.times} series={data.throughput} format={fmtNum} />
           <MetricsChart title={t("chart.load")} times={data.times} series={data.load} format={fmtNum} integer />
         </div>
