@@ -9,7 +9,10 @@ mod nats;
 
 use std::{path::PathBuf, time::Duration};
 
-use aegis_sdk::contracts::{control::ControlRequest, models::InstanceStatus};
+use aegis_sdk::contracts::{
+    control::{ControlRequest, MAX_DELAY_MS, MAX_UNHEALTHY_MS},
+    models::InstanceStatus,
+};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use nix::sys::signal::Signal;
@@ -51,7 +54,7 @@ pub enum ChaosAction {
         /// Instance id or service name.
         target: String,
         /// How long, e.g. `30s` (default: until `aegis chaos healthy`).
-        #[arg(long = "for", value_parser = aegis_monitor::config::duration_flag)]
+        #[arg(long = "for", value_parser = unhealthy_for)]
         duration: Option<Duration>,
         /// Every instance of the service.
         #[arg(long)]
@@ -82,7 +85,7 @@ pub enum ChaosAction {
         /// Instance id or service name.
         target: String,
         /// The added latency per request (at most one minute).
-        #[arg(long, value_parser = aegis_monitor::config::duration_flag)]
+        #[arg(long, value_parser = slow_delay)]
         delay: Duration,
         /// Every instance of the service.
         #[arg(long)]
@@ -132,15 +135,8 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             all,
             nats,
         } => {
-            let for_ms = match duration {
-                Some(d) => Some(
-                    u64::try_from(d.as_millis())
-                        .ok()
-                        .filter(|ms| *ms > 0)
-                        .context("--for must be at least 1ms")?,
-                ),
-                None => None,
-            };
+            // In range: `unhealthy_for` bounds it.
+            let for_ms = duration.map(|d| whole_ms(d));
             Some((target, *all, nats, ControlRequest::Unhealthy { for_ms }))
         }
         ChaosAction::Healthy { target, all, nats } => {
@@ -156,7 +152,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             *all,
             nats,
             ControlRequest::Slow {
-                delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                delay_ms: whole_ms(*delay),
             },
         )),
         _ => None,
@@ -199,6 +195,40 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--for` of `unhealthy`: 1 ms to one day, the bounds the instance holds
+/// the request to, said here in the flag's terms (the instance would name
+/// its wire field, `for_ms`).
+fn unhealthy_for(s: &str) -> Result<Duration, String> {
+    let longest = Duration::from_millis(MAX_UNHEALTHY_MS);
+    match aegis_monitor::config::duration_flag(s)? {
+        d if d < Duration::from_millis(1) => Err("must be at least 1ms".to_owned()),
+        d if d > longest => Err(format!(
+            "must be at most {} (one day)",
+            humantime::format_duration(longest)
+        )),
+        d => Ok(d),
+    }
+}
+
+/// `--delay` of `slow`: at most one minute (0 lifts a delay), the bound the
+/// instance holds the request to (it would name its wire field, `delay_ms`).
+fn slow_delay(s: &str) -> Result<Duration, String> {
+    let longest = Duration::from_millis(MAX_DELAY_MS);
+    match aegis_monitor::config::duration_flag(s)? {
+        d if d > longest => Err(format!(
+            "must be at most {} (one minute)",
+            humantime::format_duration(longest)
+        )),
+        d => Ok(d),
+    }
+}
+
+/// `d` in whole milliseconds (the flags' parsers bound it far below
+/// `u64::MAX`).
+fn whole_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// An instance id as is; a service name → its ACTIVE (or first) instance.
 async fn resolve(
     dir: &std::path::Path,
@@ -229,4 +259,39 @@ async fn resolve(
         .map(|i| i.instance_id)
         .find(|id| running.contains(id))
         .with_context(|| format!("no instance of {target} is a process of this showcase"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_drill_flags_hold_the_instances_bounds() {
+        assert_eq!(slow_delay("0s"), Ok(Duration::ZERO));
+        assert_eq!(slow_delay("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(
+            slow_delay("61s"),
+            Err("must be at most 1m (one minute)".into())
+        );
+        assert_eq!(unhealthy_for("1ms"), Ok(Duration::from_millis(1)));
+        assert_eq!(unhealthy_for("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(unhealthy_for("0s"), Err("must be at least 1ms".into()));
+        assert_eq!(
+            unhealthy_for("25h"),
+            Err("must be at most 1day (one day)".into())
+        );
+        // What is sent is what the instance takes.
+        for ms in [whole_ms(Duration::from_secs(60))] {
+            assert!(
+                ControlRequest::Slow { delay_ms: ms }.validate().is_ok(),
+                "{ms}"
+            );
+        }
+        let day = whole_ms(Duration::from_secs(86_400));
+        assert!(
+            ControlRequest::Unhealthy { for_ms: Some(day) }
+                .validate()
+                .is_ok()
+        );
+    }
 }

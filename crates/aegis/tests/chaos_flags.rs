@@ -1,0 +1,50 @@
+//! The drills' bounds are said in the flags' terms (`--delay`, `--for`),
+//! when the command line is read, before anything is sent: not in the
+//! control protocol's field names (`delay_ms`, `for_ms`) from an instance
+//! that refused the request.
+
+mod common;
+
+use std::time::Duration;
+
+use aegis_testkit::NatsServer;
+use common::{Proc, run};
+
+#[test]
+fn a_drill_beyond_its_bound_is_refused_in_the_flags_terms() {
+    let nats = NatsServer::start().expect("start nats-server (run `make bootstrap`)");
+    let url = nats.url();
+    let mut service = Proc::spawn(&["service", "echo", "--nats-url", &url]);
+    service.wait_for("started; Ctrl-C or SIGTERM", Duration::from_secs(30));
+    let state = tempfile::tempdir().unwrap();
+    let state = state.path().display().to_string();
+    for (args, flag, bound) in [
+        (
+            &["chaos", "slow", "echo-service", "--delay", "2m"][..],
+            "--delay",
+            "at most 1m",
+        ),
+        (
+            &["chaos", "unhealthy", "echo-service", "--for", "2days"],
+            "--for",
+            "at most 1day",
+        ),
+        (
+            &["chaos", "unhealthy", "echo-service", "--for", "0s"],
+            "--for",
+            "at least 1ms",
+        ),
+    ] {
+        let mut args = args.to_vec();
+        args.extend(["--nats-url", &url, "--state-dir", &state]);
+        let (ok, out) = run(&args);
+        assert!(!ok, "{args:?}: accepted:\n{out}");
+        for internal in ["delay_ms", "for_ms"] {
+            assert!(!out.contains(internal), "{args:?}: says {internal}:\n{out}");
+        }
+        assert!(
+            out.contains(&format!("'{flag} <")) && out.contains(bound),
+            "{args:?}: names {flag} and its bound ({bound}):\n{out}"
+        );
+    }
+}
