@@ -97,9 +97,10 @@ pub fn render(instances: &[InstanceView], now: chrono::DateTime<chrono::Utc>) ->
                 let ago = (now - v.status_since).num_milliseconds().max(0) as f64 / 1000.0;
                 format!("down: connection closed {ago:.1}s ago (record expires with its TTL)")
             }
+            // Since its last beat: the age the HEARTBEAT column shows, not
+            // since the beats were found missing.
             (_, _, Some(StatusReason::Unresponsive)) => {
-                let ago = (now - v.status_since).num_milliseconds().max(0) as f64 / 1000.0;
-                format!("unresponsive: no liveness beat for {ago:.1}s")
+                format!("unresponsive: no liveness beat for {age:.1}s")
             }
             (Some(g), _, Some(StatusReason::Deposed)) => match i.epoch {
                 Some(e) => format!("former leader of {g} (epoch {e}), deposed"),
@@ -189,6 +190,7 @@ fn ago(now: chrono::DateTime<chrono::Utc>, since: chrono::DateTime<chrono::Utc>)
 mod tests {
     use aegis_monitor::fleet::{Holder, InstanceView, Liveness, derive};
     use aegis_sdk::contracts::models::{InstanceStatus, ServiceInstance};
+    use chrono::{Duration, Utc};
 
     use super::render;
 
@@ -198,6 +200,14 @@ mod tests {
         } else {
             Liveness::Live
         };
+        view_as(record, holder, liveness)
+    }
+
+    fn view_as(
+        record: ServiceInstance,
+        holder: Option<&Holder>,
+        liveness: Liveness,
+    ) -> InstanceView {
         let d = derive(&record, holder, liveness);
         let mut instance = record.clone();
         instance.status = d.status;
@@ -284,5 +294,29 @@ mod tests {
             "{table}"
         );
         assert_eq!(table.matches(" ACTIVE ").count(), 1, "{table}");
+    }
+
+    /// The row of `instance` in `table`.
+    fn row<'a>(table: &'a str, instance: &str) -> &'a str {
+        table
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(instance))
+            .unwrap_or_else(|| panic!("no row for {instance}:\n{table}"))
+    }
+
+    #[test]
+    fn an_unresponsive_instance_is_silent_since_its_last_beat() {
+        let now = Utc::now();
+        let last_beat = now - Duration::milliseconds(3500);
+        let record = ServiceInstance::new("risk-service", "risk-2", "1.0.0", last_beat);
+        let mut v = view_as(record, None, Liveness::Unresponsive);
+        // The fleet found its beats missing three intervals after the last.
+        v.status_since = now - Duration::milliseconds(200);
+        let table = render(&[v], now);
+        let line = row(&table, "risk-2");
+        assert!(
+            line.contains("3.5s  unresponsive: no liveness beat for 3.5s"),
+            "the same age in both places: {table}"
+        );
     }
 }
