@@ -2,10 +2,10 @@
 //! status, heartbeat age, role — optionally refreshed every second.
 //!
 //! It shows what the monitor shows (`aegis_monitor::fleet`): the holder of a
-//! sticky group's election key is its one ACTIVE instance, a former leader
-//! whose record still says ACTIVE is shown as deposed, and with the NATS
-//! system account's credentials a crashed instance shows as disconnected at
-//! once.
+//! sticky group's election key is its one ACTIVE instance, a live former
+//! leader whose record still says ACTIVE is shown as deposed (a dead one as
+//! down), and with the NATS system account's credentials a crashed
+//! instance shows as disconnected at once.
 
 use std::time::Duration;
 
@@ -93,14 +93,29 @@ pub fn render(instances: &[InstanceView], now: chrono::DateTime<chrono::Utc>) ->
         let i = &v.instance;
         let age = (now - i.last_heartbeat).num_milliseconds().max(0) as f64 / 1000.0;
         let role = match (&i.sticky_active_group, i.status, v.status_reason) {
-            (_, _, Some(StatusReason::Disconnected)) => {
-                let ago = (now - v.status_since).num_milliseconds().max(0) as f64 / 1000.0;
-                format!("down: connection closed {ago:.1}s ago (record expires with its TTL)")
-            }
-            // Since its last beat: the age the HEARTBEAT column shows, not
-            // since the beats were found missing.
-            (_, _, Some(StatusReason::Unresponsive)) => {
-                format!("unresponsive: no liveness beat for {age:.1}s")
+            (group, _, Some(r @ (StatusReason::Disconnected | StatusReason::Unresponsive))) => {
+                let down = if r == StatusReason::Disconnected {
+                    format!(
+                        "down: connection closed {} ago (record expires with its TTL)",
+                        ago(now, v.status_since)
+                    )
+                } else {
+                    // Since its last beat: the age the HEARTBEAT column
+                    // shows, not since the beats were found missing.
+                    format!("unresponsive: no liveness beat for {age:.1}s")
+                };
+                // What it was when it died: a dead leader is down, not
+                // deposed (that is for a live one that lost its lead).
+                match (group, v.reported_status, i.epoch) {
+                    (Some(g), InstanceStatus::Active, Some(e)) => {
+                        format!("former leader of {g} (epoch {e}), {down}")
+                    }
+                    (Some(g), InstanceStatus::Active, None) => {
+                        format!("former leader of {g}, {down}")
+                    }
+                    (Some(g), _, _) => format!("standby in {g}, {down}"),
+                    (None, _, _) => down,
+                }
             }
             (Some(g), _, Some(StatusReason::Deposed)) => match i.epoch {
                 Some(e) => format!("former leader of {g} (epoch {e}), deposed"),
@@ -318,5 +333,57 @@ mod tests {
             line.contains("3.5s  unresponsive: no liveness beat for 3.5s"),
             "the same age in both places: {table}"
         );
+    }
+
+    #[test]
+    fn a_dead_leader_is_down_and_only_a_live_one_deposed() {
+        let now = Utc::now();
+        let mut dead = ServiceInstance::new("order-service", "order-2", "1.0.0", now);
+        dead.sticky_active_group = Some("default".into());
+        dead.epoch = Some(372);
+        dead.last_heartbeat = now - Duration::milliseconds(2600);
+        let mut hung = dead.clone();
+        hung.instance_id = "order-3".into();
+        let mut paused = dead.clone();
+        paused.instance_id = "order-4".into();
+        let mut standby = dead.clone();
+        standby.instance_id = "order-5".into();
+        standby.status = InstanceStatus::Standby;
+        standby.epoch = None;
+        let holder = Holder {
+            instance_id: "order-1".into(),
+            epoch: 380,
+        };
+        let since = now - Duration::milliseconds(300);
+        let mut views = [
+            view_as(dead, Some(&holder), Liveness::Disconnected),
+            view_as(hung, Some(&holder), Liveness::Unresponsive),
+            view_as(paused, Some(&holder), Liveness::Live),
+            view_as(standby, Some(&holder), Liveness::Disconnected),
+        ];
+        for v in &mut views {
+            v.status_since = since;
+        }
+        let table = render(&views, now);
+        assert!(
+            row(&table, "order-2")
+                .contains("former leader of default (epoch 372), down: connection closed 0.3s ago"),
+            "{table}"
+        );
+        assert!(
+            row(&table, "order-3")
+                .contains("former leader of default (epoch 372), unresponsive: no liveness beat"),
+            "{table}"
+        );
+        assert!(
+            row(&table, "order-4").contains("former leader of default (epoch 372), deposed"),
+            "{table}"
+        );
+        assert!(
+            row(&table, "order-5").contains("standby in default, down: connection closed"),
+            "{table}"
+        );
+        assert_eq!(table.matches("deposed").count(), 1, "{table}");
+        assert_eq!(table.matches(" ACTIVE ").count(), 0, "{table}");
     }
 }
