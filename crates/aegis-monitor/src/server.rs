@@ -72,6 +72,10 @@ pub async fn run(args: ApiArgs, shutdown: CancellationToken) -> anyhow::Result<(
 /// # Errors
 /// As [`run`].
 pub async fn serve(config: MonitorConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // The authentication setup before any I/O: a monitor that would refuse
+    // to start says so before it binds its port or logs that it starts.
+    crate::auth::Authenticator::check(&config)
+        .map_err(|e| anyhow::Error::new(StartError::from(e)).context("starting the monitor"))?;
     let addr = config.listen_addr();
     // Listening first: a port in use fails at once rather than once NATS
     // answers, and the probes get an answer while the state starts.

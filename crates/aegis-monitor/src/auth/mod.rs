@@ -129,7 +129,14 @@ pub(crate) struct Authenticator {
 }
 
 impl Authenticator {
-    pub(crate) fn from_config(config: &MonitorConfig) -> Result<Self, AuthConfigError> {
+    /// Checks the authentication setup alone, as [`from_config`](Self::from_config)
+    /// would refuse it: what the monitor does before any I/O.
+    pub(crate) fn check(config: &MonitorConfig) -> Result<(), AuthConfigError> {
+        Self::tokens(config).map(drop)
+    }
+
+    /// The configured tokens; none only with `insecure_dev`.
+    fn tokens(config: &MonitorConfig) -> Result<TokenSet, AuthConfigError> {
         let mut tokens = TokenSet::default();
         if let Some(t) = &config.admin_token {
             tokens.add_plain(Role::Admin, t.expose())?;
@@ -143,6 +150,11 @@ impl Authenticator {
         if tokens.is_empty() && !config.insecure_dev {
             return Err(AuthConfigError::NoTokens);
         }
+        Ok(tokens)
+    }
+
+    pub(crate) fn from_config(config: &MonitorConfig) -> Result<Self, AuthConfigError> {
+        let tokens = Self::tokens(config)?;
         let insecure = tokens.is_empty();
         if config.insecure_dev && !insecure {
             tracing::warn!(
