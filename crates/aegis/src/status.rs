@@ -4,24 +4,59 @@
 //! It shows what the monitor shows (`aegis_monitor::fleet`): the holder of a
 //! sticky group's election key is its one ACTIVE instance, a live former
 //! leader whose record still says ACTIVE is shown as deposed (a dead one as
-//! down), and with the NATS system account's credentials a crashed
+//! down), and with the NATS system account's credentials (flags,
+//! `AEGIS_NATS_SYSTEM_*`, or the credentials file of `aegis up`) a crashed
 //! instance shows as disconnected at once.
+//!
+//! What it adds, because it starts cold (the fleet view learns of a crash
+//! from a disconnect advisory or from beats it misses, both of which need
+//! it to be listening already, so an instance killed before `aegis status`
+//! ran would read ACTIVE for three beat intervals):
+//!
+//! - With the system account, it asks the servers once which connections
+//!   closed and are not open again (`closed.rs`): those instances are shown
+//!   down at once, as the monitor shows a crash it saw happen.
+//! - Before it prints, it listens for one beat of every other instance, for
+//!   at most one and a half intervals (the monitor's own "late" bound,
+//!   [`LATE_AFTER_INTERVALS`]); one that sent none in that time is shown
+//!   UNHEALTHY, unresponsive. A live process beats every interval whatever
+//!   its registry writes do, so this costs a healthy fleet one interval at
+//!   most, and a dead process is never shown ACTIVE.
 
-use std::time::Duration;
+mod closed;
+
+use std::{collections::HashMap, path::PathBuf, time::Duration};
 
 use aegis_monitor::{
-    SystemArgs,
-    fleet::{Fleet, InstanceView, StatusReason},
+    SystemAccount, SystemArgs,
+    fleet::{Fleet, InstanceView, LATE_AFTER_INTERVALS, StatusReason},
 };
-use aegis_sdk::contracts::{control::METADATA_STATUS_REASON, models::InstanceStatus};
+use aegis_sdk::{
+    Secret,
+    contracts::{
+        control::METADATA_STATUS_REASON,
+        models::{InstanceStatus, ServiceInstance},
+    },
+    registry::{METADATA_CONNECTION, METADATA_HEARTBEAT_MS},
+};
+use anyhow::Context;
+use chrono::{DateTime, Utc};
 use clap::Args;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::cli::ConnectArgs;
+use crate::{cli::ConnectArgs, up::credentials};
 
-/// The longest `aegis status` waits for a liveness beat of every instance
-/// before it prints (one beat interval, a second by default).
-const BEAT_PATIENCE: Duration = Duration::from_secs(2);
+/// The longest `aegis status` listens for a liveness beat of every
+/// instance before it prints: one and a half beat intervals, at most this
+/// (an instance beating less often is judged by the fleet's own rule).
+const BEAT_PATIENCE: Duration = Duration::from_secs(3);
+
+/// How often the beats seen are checked while listening: beats arrive
+/// once an interval (a second by default), so a short poll costs nothing.
+const BEAT_POLL: Duration = Duration::from_millis(20);
+
+/// How long the servers' lists of their connections are awaited.
+const LISTING_WAIT: Duration = Duration::from_secs(1);
 
 /// Options of `aegis status`.
 #[derive(Debug, Clone, Args)]
@@ -32,7 +67,8 @@ pub struct StatusArgs {
     /// Connection flags.
     #[command(flatten)]
     pub nats: ConnectArgs,
-    /// The NATS system account (crashed instances shown at once).
+    /// The NATS system account (crashed instances shown at once); by
+    /// default the system user of the credentials file of `aegis up`.
     #[command(flatten)]
     pub system: SystemArgs,
 }
@@ -40,18 +76,45 @@ pub struct StatusArgs {
 /// Prints the table (once, or until `shutdown` with `--watch`).
 ///
 /// # Errors
-/// When NATS cannot be reached, or system account credentials are refused.
+/// When NATS cannot be reached, the credentials file cannot be read, or
+/// system account credentials are refused.
 pub async fn run(args: StatusArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let conn = args.nats.connect_as_operator().await?;
+    let system = system_account(&args)?;
     let tasks = TaskTracker::new();
     let stop = shutdown.child_token();
-    let since = chrono::Utc::now();
-    let fleet = Fleet::start(&conn, args.system.account().as_ref(), stop.clone(), &tasks).await?;
+    let since = Utc::now();
+    let connects = reconnects(&conn);
+    let fleet = Fleet::start(&conn, system.as_ref(), stop.clone(), &tasks).await?;
+    let closed = match &system {
+        Some(account) => {
+            let system = aegis_sdk::Connection::connect(account.connection_config(conn.config()))
+                .await
+                .context("connecting to the NATS system account")?;
+            let closed = closed::closed_connections(system.client(), LISTING_WAIT)
+                .await
+                .context("asking the NATS servers for their connections")?;
+            let _ = system.drain().await;
+            closed
+        }
+        None => HashMap::new(),
+    };
     // One beat of each instance first: the records alone are rewritten only
-    // every few beats, so their ages would read up to seconds old.
-    fleet.await_beats(since, BEAT_PATIENCE).await;
+    // every few beats, so their ages would read up to seconds old, and an
+    // instance that sends none is dead or hung.
+    listen_for_beats(&fleet, since, &closed).await;
+    let mut listening = Listening {
+        since,
+        judged: true,
+        closed,
+    };
     let result = loop {
-        let table = render(&with_last_signs(&fleet), chrono::Utc::now());
+        // The instances silent since we started listening, judged only
+        // while our own connection has not broken meanwhile (its reconnect
+        // is no instance's fault).
+        listening.judged = reconnects(&conn) == connects;
+        let now = Utc::now();
+        let table = render(&listening.apply(&fleet, now), now);
         if args.watch {
             // Clear the screen and home the cursor, then draw.
             print!("\x1b[2J\x1b[H{table}\n(refreshing every second; Ctrl-C to stop)\n");
@@ -69,22 +132,148 @@ pub async fn run(args: StatusArgs, shutdown: CancellationToken) -> anyhow::Resul
     result
 }
 
-/// The fleet's instances, each with its last sign of life (a liveness
-/// beat, every heartbeat interval) as its heartbeat when that is newer than
-/// the record's, which the instance rewrites only every few beats.
-fn with_last_signs(fleet: &Fleet) -> Vec<InstanceView> {
-    let mut all = fleet.all();
-    for v in &mut all {
+/// The NATS system account to read connection events with: the one the
+/// flags or `AEGIS_NATS_SYSTEM_*` name, else the system user of the
+/// credentials file the operator's connection reads (`--credentials`,
+/// `AEGIS_CREDENTIALS`, or `.aegis/credentials`), as `aegis up` writes it.
+fn system_account(args: &StatusArgs) -> anyhow::Result<Option<SystemAccount>> {
+    if let Some(account) = args.system.account() {
+        return Ok(Some(account));
+    }
+    let file = args.nats.credentials.clone().or_else(|| {
+        let default = PathBuf::from(credentials::DEFAULT_PATH);
+        default.is_file().then_some(default)
+    });
+    let Some(file) = file else {
+        return Ok(None);
+    };
+    Ok(
+        credentials::read_system(&file)?.map(|(user, password)| SystemAccount {
+            user: Some(user),
+            password: Some(Secret::new(password)),
+            creds_file: None,
+        }),
+    )
+}
+
+/// How many times the operator's connection has connected.
+fn reconnects(conn: &aegis_sdk::Connection) -> u64 {
+    conn.client()
+        .statistics()
+        .connects
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Waits until every instance that beats (and is not already known down,
+/// nor its connection in `closed`) has shown a sign of life since `since`,
+/// or until one and a half of the longest of their beat intervals have
+/// passed (at most [`BEAT_PATIENCE`]).
+async fn listen_for_beats(
+    fleet: &Fleet,
+    since: DateTime<Utc>,
+    closed: &HashMap<String, DateTime<Utc>>,
+) {
+    let beating: Vec<(String, String, Duration)> = fleet
+        .all()
+        .into_iter()
+        .filter(|v| !v.process_down())
+        .filter(|v| connection_of(&v.instance).is_none_or(|name| !closed.contains_key(name)))
+        .filter_map(|v| {
+            let interval = beat_interval(&v.instance)?;
+            Some((v.instance.service_name, v.instance.instance_id, interval))
+        })
+        .collect();
+    let Some(longest) = beating.iter().map(|(_, _, interval)| *interval).max() else {
+        return;
+    };
+    let deadline =
+        tokio::time::Instant::now() + longest.mul_f64(LATE_AFTER_INTERVALS).min(BEAT_PATIENCE);
+    loop {
+        let all_seen = beating.iter().all(|(service, id, _)| {
+            fleet
+                .last_sign_of_life(service, id)
+                .is_some_and(|at| at >= since)
+        });
+        if all_seen || tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(BEAT_POLL).await;
+    }
+}
+
+/// The beat interval a record announces (`metadata.heartbeatMs`), as the
+/// monitor reads it: `None` for instances that do not beat.
+fn beat_interval(record: &ServiceInstance) -> Option<Duration> {
+    let ms = record.metadata.get(METADATA_HEARTBEAT_MS)?.as_u64()?;
+    (ms > 0).then(|| Duration::from_millis(ms).max(Duration::from_millis(250)))
+}
+
+/// The NATS connection name a record says its instance serves over.
+fn connection_of(record: &ServiceInstance) -> Option<&str> {
+    record.metadata.get(METADATA_CONNECTION)?.as_str()
+}
+
+/// What this `aegis status` has heard since it started listening.
+#[derive(Debug, Clone)]
+struct Listening {
+    /// When it started.
+    since: DateTime<Utc>,
+    /// Whether silence may be judged (our connection did not break).
+    judged: bool,
+    /// The connections the servers listed closed (and none open) when it
+    /// started, with when they closed.
+    closed: HashMap<String, DateTime<Utc>>,
+}
+
+impl Listening {
+    /// The fleet's instances, each with its last sign of life (a liveness
+    /// beat, every heartbeat interval) as its heartbeat when that is newer
+    /// than the record's, which the instance rewrites only every few beats;
+    /// and each that has been silent since we started listening, for one
+    /// and a half of its beat intervals or more, shown unresponsive.
+    fn apply(&self, fleet: &Fleet, now: DateTime<Utc>) -> Vec<InstanceView> {
+        let mut all = fleet.all();
+        for v in &mut all {
+            let seen = fleet.last_sign_of_life(&v.instance.service_name, &v.instance.instance_id);
+            self.judge(v, seen, now);
+        }
+        all
+    }
+
+    /// [`apply`](Self::apply) for one instance last seen alive at `seen`.
+    fn judge(&self, v: &mut InstanceView, seen: Option<DateTime<Utc>>, now: DateTime<Utc>) {
+        let down = v.process_down();
         let i = &mut v.instance;
-        if let Some(seen) = fleet.last_sign_of_life(&i.service_name, &i.instance_id) {
+        if let Some(seen) = seen {
             i.last_heartbeat = i.last_heartbeat.max(seen);
         }
+        let silent = seen.is_none_or(|at| at < self.since);
+        let closed_at = connection_of(i).and_then(|name| self.closed.get(name));
+        if let Some(closed_at) = closed_at.filter(|_| silent && !down) {
+            // Its connection closed before we listened and is not open
+            // again: down, as the monitor shows a crash it saw happen.
+            i.status = InstanceStatus::Unhealthy;
+            v.status_reason = Some(StatusReason::Disconnected);
+            v.status_since = *closed_at;
+            return;
+        }
+        let Some(interval) = beat_interval(i) else {
+            return;
+        };
+        let listened = (now - self.since).to_std().unwrap_or_default();
+        if self.judged && silent && !down && listened >= interval.mul_f64(LATE_AFTER_INTERVALS) {
+            // Down whatever the record or the election key say, as the
+            // monitor's rule puts it (`fleet::derive`): a dead process
+            // leads nothing and serves nothing.
+            i.status = InstanceStatus::Unhealthy;
+            v.status_reason = Some(StatusReason::Unresponsive);
+            v.status_since = i.last_heartbeat;
+        }
     }
-    all
 }
 
 /// Renders the instances as a table.
-pub fn render(instances: &[InstanceView], now: chrono::DateTime<chrono::Utc>) -> String {
+pub fn render(instances: &[InstanceView], now: DateTime<Utc>) -> String {
     let mut out = format!(
         "{:<20} {:<24} {:<10} {:>9}  {}\n",
         "SERVICE", "INSTANCE", "STATUS", "HEARTBEAT", "ROLE"
@@ -194,7 +383,7 @@ fn explain(reason: StatusReason) -> &'static str {
 }
 
 /// `3.2s`, from `since` to `now`.
-fn ago(now: chrono::DateTime<chrono::Utc>, since: chrono::DateTime<chrono::Utc>) -> String {
+fn ago(now: DateTime<Utc>, since: DateTime<Utc>) -> String {
     format!(
         "{:.1}s",
         (now - since).num_milliseconds().max(0) as f64 / 1000.0
@@ -203,11 +392,11 @@ fn ago(now: chrono::DateTime<chrono::Utc>, since: chrono::DateTime<chrono::Utc>)
 
 #[cfg(test)]
 mod tests {
-    use aegis_monitor::fleet::{Holder, InstanceView, Liveness, derive};
+    use aegis_monitor::fleet::{Holder, InstanceView, Liveness, StatusReason, derive};
     use aegis_sdk::contracts::models::{InstanceStatus, ServiceInstance};
     use chrono::{Duration, Utc};
 
-    use super::render;
+    use super::{Listening, render};
 
     fn view(record: ServiceInstance, holder: Option<&Holder>, down: bool) -> InstanceView {
         let liveness = if down {
@@ -319,6 +508,12 @@ mod tests {
             .unwrap_or_else(|| panic!("no row for {instance}:\n{table}"))
     }
 
+    /// A beat interval of a second, as the services announce it.
+    fn beating(mut record: ServiceInstance) -> ServiceInstance {
+        record.metadata.insert("heartbeatMs".into(), 1000.into());
+        record
+    }
+
     #[test]
     fn an_unresponsive_instance_is_silent_since_its_last_beat() {
         let now = Utc::now();
@@ -385,5 +580,89 @@ mod tests {
         );
         assert_eq!(table.matches("deposed").count(), 1, "{table}");
         assert_eq!(table.matches(" ACTIVE ").count(), 0, "{table}");
+    }
+
+    #[test]
+    fn an_instance_silent_for_a_beat_and_a_half_since_listening_began_is_unresponsive() {
+        let now = Utc::now();
+        let mut record = beating(ServiceInstance::new(
+            "pricing-service",
+            "pricing-2",
+            "1.0.0",
+            now - Duration::milliseconds(2400),
+        ));
+        record.status = InstanceStatus::Active;
+        let judge = |since_ms: i64, seen: Option<i64>, judged: bool| {
+            let mut v = view_as(record.clone(), None, Liveness::Live);
+            let listening = Listening {
+                since: now - Duration::milliseconds(since_ms),
+                judged,
+                closed: Default::default(),
+            };
+            listening.judge(&mut v, seen.map(|ms| now - Duration::milliseconds(ms)), now);
+            v
+        };
+        // Listened 1.6 intervals, heard nothing: down, aged from the record.
+        let v = judge(1600, None, true);
+        assert_eq!(v.instance.status, InstanceStatus::Unhealthy);
+        assert_eq!(v.status_reason, Some(StatusReason::Unresponsive));
+        let table = render(&[v], now);
+        assert!(
+            row(&table, "pricing-2").contains("2.4s  unresponsive: no liveness beat for 2.4s"),
+            "{table}"
+        );
+        // Not yet listened long enough, a beat heard, or our own
+        // connection broke meanwhile: nothing judged.
+        for (since_ms, seen, judged) in [
+            (1000, None, true),
+            (1600, Some(500), true),
+            (1600, None, false),
+        ] {
+            let v = judge(since_ms, seen, judged);
+            assert_eq!(
+                v.instance.status,
+                InstanceStatus::Active,
+                "{since_ms} {seen:?} {judged}"
+            );
+            assert_eq!(v.status_reason, None);
+        }
+        // A beat heard moves the heartbeat age.
+        let v = judge(1600, Some(500), true);
+        assert_eq!(v.instance.last_heartbeat, now - Duration::milliseconds(500));
+    }
+
+    #[test]
+    fn a_connection_the_servers_list_closed_is_down_until_it_beats_again() {
+        let now = Utc::now();
+        let mut record = beating(ServiceInstance::new(
+            "pricing-service",
+            "pricing-2",
+            "1.0.0",
+            now - Duration::milliseconds(2400),
+        ));
+        record
+            .metadata
+            .insert("natsConnection".into(), "pricing-2-abc".into());
+        let closed_at = now - Duration::milliseconds(2000);
+        let listening = Listening {
+            since: now - Duration::milliseconds(50),
+            judged: true,
+            closed: [("pricing-2-abc".to_owned(), closed_at)].into(),
+        };
+        // At once, without waiting for beats to be missed.
+        let mut v = view_as(record.clone(), None, Liveness::Live);
+        listening.judge(&mut v, None, now);
+        assert_eq!(v.instance.status, InstanceStatus::Unhealthy);
+        assert_eq!(v.status_reason, Some(StatusReason::Disconnected));
+        let table = render(&[v], now);
+        assert!(
+            row(&table, "pricing-2").contains("down: connection closed 2.0s ago"),
+            "{table}"
+        );
+        // A beat since we listened: it reconnected, it is live.
+        let mut v = view_as(record, None, Liveness::Live);
+        listening.judge(&mut v, Some(now - Duration::milliseconds(10)), now);
+        assert_eq!(v.instance.status, InstanceStatus::Active);
+        assert_eq!(v.status_reason, None);
     }
 }

@@ -157,26 +157,30 @@ pub fn password_var(user: &str) -> String {
     }
 }
 
+/// Where the operator's tools look for the credentials file when none is
+/// named: `aegis up`'s default state directory, from the directory it was
+/// started in.
+pub const DEFAULT_PATH: &str = ".aegis/credentials";
+
 /// Reads the operator's user and password from a credentials file written
 /// by `aegis up` (`None` when the file has none).
 ///
 /// # Errors
 /// When the file cannot be read.
 pub fn read_operator(path: &Path) -> anyhow::Result<Option<(String, String)>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the credentials file {}", path.display()))?;
-    let vars: BTreeMap<&str, &str> = text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim(), v.trim()))
-        .collect();
-    Ok(
-        match (vars.get("AEGIS_NATS_USER"), vars.get("AEGIS_NATS_PASSWORD")) {
-            (Some(user), Some(password)) => Some(((*user).to_owned(), (*password).to_owned())),
-            _ => None,
-        },
-    )
+    read_user(path, "AEGIS_NATS_USER", "AEGIS_NATS_PASSWORD")
+}
+
+/// Reads the NATS system account's user and password from a credentials
+/// file written by `aegis up` (`AEGIS_NATS_SYSTEM_USER` /
+/// `AEGIS_NATS_SYSTEM_PASSWORD`; `None` when the file has none): with them
+/// `aegis status` sees a crashed instance's connection close, as the
+/// monitor `aegis up` starts does.
+///
+/// # Errors
+/// When the file cannot be read.
+pub fn read_system(path: &Path) -> anyhow::Result<Option<(String, String)>> {
+    read_user(path, "AEGIS_NATS_SYSTEM_USER", "AEGIS_NATS_SYSTEM_PASSWORD")
 }
 
 /// The CA (`AEGIS_NATS_TLS_CA`) a credentials file names, when `aegis up`
@@ -185,14 +189,32 @@ pub fn read_operator(path: &Path) -> anyhow::Result<Option<(String, String)>> {
 /// # Errors
 /// When the file cannot be read.
 pub fn read_tls_ca(path: &Path) -> anyhow::Result<Option<std::path::PathBuf>> {
+    Ok(read_vars(path)?
+        .remove("AEGIS_NATS_TLS_CA")
+        .map(std::path::PathBuf::from))
+}
+
+/// The user and password a credentials file names under `user_var` and
+/// `password_var`, when it names both.
+fn read_user(
+    path: &Path,
+    user_var: &str,
+    password_var: &str,
+) -> anyhow::Result<Option<(String, String)>> {
+    let mut vars = read_vars(path)?;
+    Ok(vars.remove(user_var).zip(vars.remove(password_var)))
+}
+
+/// The `NAME=value` lines of a credentials file (comments skipped).
+fn read_vars(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the credentials file {}", path.display()))?;
     Ok(text
         .lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.split_once('='))
-        .find(|(k, _)| k.trim() == "AEGIS_NATS_TLS_CA")
-        .map(|(_, v)| std::path::PathBuf::from(v.trim())))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect())
 }
 
 fn generate() -> String {
@@ -231,6 +253,23 @@ pub fn read_nats_url(state_dir: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_file_written_names_the_operator_and_the_system_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = ensure(dir.path(), None).unwrap();
+        let file = dir.path().join("credentials");
+        let (user, password) = read_operator(&file).unwrap().unwrap();
+        assert_eq!(user, OPERATOR_USER);
+        assert_eq!(creds.nats_password(OPERATOR_USER), Some(password.as_str()));
+        assert_eq!(
+            read_system(&file).unwrap(),
+            Some(("sys".to_owned(), creds.nats_system_password.clone()))
+        );
+        assert_eq!(read_tls_ca(&file).unwrap(), None);
+        std::fs::write(&file, "AEGIS_NATS_USER=operator\nAEGIS_NATS_PASSWORD=x\n").unwrap();
+        assert_eq!(read_system(&file).unwrap(), None, "no system user named");
+    }
 
     #[test]
     fn the_showcase_urls_are_written_read_and_removed() {
