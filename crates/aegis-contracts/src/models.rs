@@ -83,7 +83,9 @@ impl Collector {
     }
 }
 
-/// Checks free text: non-blank and at most `max` characters.
+/// Checks free text: non-blank, at most `max` characters, and no control
+/// character but newline and tab (a NUL, or an escape sequence that
+/// recolours the terminal it is printed on, is not text a person reads).
 pub(crate) fn check_text(value: &str, max: usize) -> Result<(), String> {
     if value.trim().is_empty() {
         return Err("must not be empty".to_owned());
@@ -91,6 +93,17 @@ pub(crate) fn check_text(value: &str, max: usize) -> Result<(), String> {
     let len = value.chars().count();
     if len > max {
         return Err(format!("must be 1-{max} characters, got {len}"));
+    }
+    if let Some((at, c)) = value
+        .chars()
+        .enumerate()
+        .find(|(_, c)| c.is_control() && !matches!(c, '\n' | '\t'))
+    {
+        return Err(format!(
+            "must not contain control characters (U+{:04X} at character {}); newline and tab are allowed",
+            u32::from(c),
+            at + 1
+        ));
     }
     Ok(())
 }
@@ -108,6 +121,15 @@ mod tests {
         assert!(check_text(&"é".repeat(100), 100).is_ok());
         assert!(check_text("", 100).is_err());
         assert!(check_text("  \t", 100).is_err());
+        // Text, not control characters: newline and tab only.
+        assert!(check_text("two lines\n\tindented", 100).is_ok());
+        assert_eq!(
+            check_text("ab\u{0}c", 100),
+            Err("must not contain control characters (U+0000 at character 3); newline and tab are allowed".to_owned())
+        );
+        for bad in ["\u{1b}[31m", "a\r", "\u{7f}", "\u{85}"] {
+            assert!(check_text(bad, 100).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -696,6 +696,63 @@ async fn a_key_given_twice_is_refused_naming_it() {
     assert_eq!(read.body["version"], "1.0.0");
 }
 
+/// Definition text is text a person reads: a control character (a NUL,
+/// an escape that recolours a terminal) is refused naming the field;
+/// newline and tab are text. A version number too large is said in the
+/// user's terms, not the parser's (`exceeds u64::MAX`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_and_huge_versions_are_refused_in_plain_words() {
+    let h = Harness::start().await;
+    for (field, value) in [
+        ("description", "stores\u{0}orders"),
+        ("owner", "team\u{1b}[31m"),
+        ("description", "line\u{7f}"),
+    ] {
+        let mut def = new_def("ctl-svc");
+        def[field] = json!(value);
+        let r = h.admin(Method::POST, "/api/services", Some(def)).await;
+        r.expect(422, Some("VALIDATION_ERROR"));
+        assert_eq!(r.fields(), [field], "{}", r.body);
+        let message = r.body["error"]["details"]["fields"][0]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(message.contains("control character"), "{message}");
+    }
+    h.get("/api/services/ctl-svc", Some(VIEWER))
+        .await
+        .expect(404, Some("SERVICE_NOT_FOUND"));
+    let mut def = new_def("ctl-svc");
+    def["description"] = json!("two lines:\n\tindented");
+    h.admin(Method::POST, "/api/services", Some(def))
+        .await
+        .expect(201, None);
+    let r = h
+        .admin(
+            Method::PATCH,
+            "/api/services/ctl-svc",
+            Some(json!({ "owner": "bell\u{7}" })),
+        )
+        .await;
+    r.expect(422, Some("VALIDATION_ERROR"));
+    assert_eq!(r.fields(), ["owner"], "{}", r.body);
+
+    let r = h
+        .admin(
+            Method::PATCH,
+            "/api/services/ctl-svc",
+            Some(json!({ "version": "18446744073709551616.0.0" })),
+        )
+        .await;
+    r.expect(422, Some("VALIDATION_ERROR"));
+    assert_eq!(r.fields(), ["version"], "{}", r.body);
+    let message = r.body["error"]["message"].as_str().unwrap();
+    assert!(
+        !message.contains("u64") && message.contains("too large"),
+        "{message}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_body_over_a_real_socket() {
     let h = Harness::start().await;

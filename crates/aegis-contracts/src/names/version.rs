@@ -26,8 +26,29 @@ pub enum VersionError {
 pub fn validate_version(s: &str) -> Result<semver::Version, VersionError> {
     semver::Version::parse(s).map_err(|e| VersionError::Invalid {
         value: s.to_owned(),
-        reason: e.to_string(),
+        reason: too_large(s).unwrap_or_else(|| e.to_string()),
     })
+}
+
+/// The largest number a version's part may be.
+const LARGEST_PART: u64 = u64::MAX;
+
+/// Why `s` is refused when a number of its `MAJOR.MINOR.PATCH` is too
+/// large: the parser's own words ("value of major version number exceeds
+/// u64::MAX") name a Rust type, not a number a person can check.
+fn too_large(s: &str) -> Option<String> {
+    let core = s.split(['-', '+']).next()?;
+    ["major", "minor", "patch"]
+        .into_iter()
+        .zip(core.split('.'))
+        .find(|(_, part)| {
+            !part.starts_with('0')
+                && part.bytes().all(|b| b.is_ascii_digit())
+                && part.parse::<u64>().is_err()
+        })
+        .map(|(which, _)| {
+            format!("the {which} version number is too large (at most {LARGEST_PART})")
+        })
 }
 
 #[cfg(test)]
@@ -51,5 +72,24 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_number_too_large_is_said_in_numbers() {
+        let reason = |s: &str| match validate_version(s) {
+            Err(VersionError::Invalid { reason, .. }) => reason,
+            Ok(v) => panic!("{s} read as {v}"),
+        };
+        assert_eq!(
+            reason("18446744073709551616.0.0"),
+            "the major version number is too large (at most 18446744073709551615)"
+        );
+        assert_eq!(
+            reason("1.0.99999999999999999999-rc.1"),
+            "the patch version number is too large (at most 18446744073709551615)"
+        );
+        assert!(validate_version("18446744073709551615.0.0").is_ok());
+        // Other faults keep the parser's words.
+        assert!(reason("1.0").contains("unexpected end of input"));
     }
 }
