@@ -300,9 +300,20 @@ fn read_query<T: DeserializeOwned + IntoParams>(uri: &Uri) -> Result<T, ApiError
     let pairs = query_pairs(uri);
     let params = T::into_params(|| Some(ParameterIn::Query));
     let mut seen = HashSet::new();
-    for (name, _) in &pairs {
+    for (name, value) in &pairs {
         if !seen.insert(name.as_str()) {
-            return Err(ApiError::bad_param(name, "given more than once"));
+            return Err(bad_value(name, value, "given more than once"));
+        }
+    }
+    // A whole-number parameter is held to its documented range here, so
+    // every route says `limit=0`, `limit=-1` and `limit=ten` the one way
+    // (the handlers only pick the default).
+    for (name, value) in &pairs {
+        if let Some(documented) = params.iter().find(|p| p.name == *name)
+            && let Some(range) = WholeNumber::of(documented)
+            && !range.takes(value)
+        {
+            return Err(bad_value(name, value, &range.to_string()));
         }
     }
     Query::<T>::try_from_uri(uri)
@@ -318,11 +329,9 @@ fn read_query<T: DeserializeOwned + IntoParams>(uri: &Uri) -> Result<T, ApiError
                 .map(|(_, value)| value.as_str());
             match (params.iter().find(|p| p.name == param), value) {
                 (Some(documented), Some(value)) => {
-                    let reason =
-                        expected(documented).unwrap_or_else(|| strip_position(&serde_says));
-                    ApiError::bad_param(&param, reason.as_str()).with_details(json!({
-                        "param": param, "value": value, "reason": reason,
-                    }))
+                    let reason = WholeNumber::of(documented)
+                        .map_or_else(|| strip_position(&serde_says), |r| r.to_string());
+                    bad_value(&param, value, &reason)
                 }
                 // Not a parameter of `T`: only reached where no
                 // `refuse_unknown_params` ran first.
@@ -354,21 +363,48 @@ fn failed_param(rejection: &QueryRejection) -> Option<(String, String)> {
     None
 }
 
-/// What a documented parameter takes, in words, when its schema says
-/// more than "a string" (which every value is).
-fn expected(param: &Parameter) -> Option<String> {
-    let schema = serde_json::to_value(param.schema.as_ref()?).ok()?;
-    if schema["type"] != "integer" {
-        return None;
+/// 400 `BAD_REQUEST` for a value `param` does not take: the one shape of
+/// every such answer (`details.param`, `details.value`, `details.reason`).
+pub(crate) fn bad_value(param: &str, value: &str, reason: &str) -> ApiError {
+    ApiError::bad_param(param, reason).with_details(json!({
+        "param": param, "value": value, "reason": reason,
+    }))
+}
+
+/// What a documented whole-number parameter takes: its schema's bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct WholeNumber {
+    min: Option<i64>,
+    max: Option<i64>,
+}
+
+impl WholeNumber {
+    /// The range of `param`, when its schema says it is an integer.
+    fn of(param: &Parameter) -> Option<Self> {
+        let schema = serde_json::to_value(param.schema.as_ref()?).ok()?;
+        (schema["type"] == "integer").then(|| Self {
+            min: schema["minimum"].as_i64(),
+            max: schema["maximum"].as_i64(),
+        })
     }
-    Some(
-        match (schema["minimum"].as_i64(), schema["maximum"].as_i64()) {
-            (Some(min), Some(max)) => format!("must be a whole number from {min} to {max}"),
-            (Some(min), None) => format!("must be a whole number of at least {min}"),
-            (None, Some(max)) => format!("must be a whole number of at most {max}"),
-            (None, None) => "must be a whole number".to_owned(),
-        },
-    )
+
+    /// Whether `value` is a whole number in range.
+    fn takes(self, value: &str) -> bool {
+        value.parse::<i64>().is_ok_and(|n| {
+            self.min.is_none_or(|min| n >= min) && self.max.is_none_or(|max| n <= max)
+        })
+    }
+}
+
+impl std::fmt::Display for WholeNumber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.min, self.max) {
+            (Some(min), Some(max)) => write!(f, "must be a whole number from {min} to {max}"),
+            (Some(min), None) => write!(f, "must be a whole number of at least {min}"),
+            (None, Some(max)) => write!(f, "must be a whole number of at most {max}"),
+            (None, None) => f.write_str("must be a whole number"),
+        }
+    }
 }
 
 fn names(params: &[Parameter]) -> Vec<String> {
@@ -604,8 +640,22 @@ mod tests {
         );
         assert_eq!(query("limit=").unwrap_err().details()["value"], "");
 
+        // In range or not, whole or not: one message, with the value.
+        for value in ["0", "1001", "ten", "1.5", "99999999999999999999"] {
+            let e = query(&format!("limit={value}")).unwrap_err();
+            assert_eq!(
+                e.details(),
+                &json!({ "param": "limit", "value": value, "reason": "must be a whole number from 1 to 1000" }),
+                "{value}"
+            );
+        }
+        assert_eq!(query("limit=1000").unwrap().limit, Some(1000));
+
         let e = query("limit=1&limit=2").unwrap_err();
-        assert_eq!(e.details()["param"], "limit");
+        assert_eq!(
+            e.details(),
+            &json!({ "param": "limit", "value": "2", "reason": "given more than once" })
+        );
         assert_eq!(e.message(), "invalid limit: given more than once");
 
         // Where no middleware refused it first.

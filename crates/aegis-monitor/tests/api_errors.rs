@@ -56,14 +56,55 @@ async fn a_wrong_query_parameter_is_named_on_every_route() {
         (format!("{instance}/events?limit=1.5"), "limit", Some("1.5")),
         (format!("{instance}/metrics?limit=x"), "limit", Some("x")),
         ("/api/dead-letters?limit=-5".to_owned(), "limit", Some("-5")),
-        // A parameter given twice.
-        ("/api/instances?limit=1&limit=2".to_owned(), "limit", None),
-        (format!("{instance}/events?limit=1&limit=2"), "limit", None),
+        // A parameter given twice (the value is the repeated one).
+        (
+            "/api/instances?limit=1&limit=2".to_owned(),
+            "limit",
+            Some("2"),
+        ),
+        (
+            format!("{instance}/events?limit=1&limit=2"),
+            "limit",
+            Some("2"),
+        ),
     ];
     for (path, param, value) in cases {
         let reply = h.get(&path, Some(VIEWER)).await;
         assert_bad_param(&reply, &path, param, value);
     }
+    // Every `limit` out of its range is said the one way, with the value,
+    // whether it is a whole number or not.
+    let limits = [
+        ("/api/instances?limit=0".to_owned(), "0", 1000),
+        ("/api/instances?limit=-1".to_owned(), "-1", 1000),
+        ("/api/instances?limit=1001".to_owned(), "1001", 1000),
+        (format!("{instance}/events?limit=0"), "0", 1000),
+        (format!("{instance}/events?limit=1001"), "1001", 1000),
+        (format!("{instance}/events?limit=ten"), "ten", 1000),
+        (format!("{instance}/metrics?limit=0"), "0", 2000),
+        (format!("{instance}/metrics?limit=2001"), "2001", 2000),
+        ("/api/dead-letters?limit=0".to_owned(), "0", 1000),
+        ("/api/dead-letters?limit=1001".to_owned(), "1001", 1000),
+    ];
+    for (path, value, max) in limits {
+        let reply = h.get(&path, Some(VIEWER)).await;
+        assert_bad_param(&reply, &path, "limit", Some(value));
+        let reason = format!("must be a whole number from 1 to {max}");
+        assert_eq!(
+            reply.body["error"],
+            serde_json::json!({
+                "code": "BAD_REQUEST",
+                "message": format!("invalid limit: {reason}"),
+                "details": { "param": "limit", "value": value, "reason": reason },
+            }),
+            "{path}"
+        );
+    }
+    let repeated = h.get("/api/instances?limit=1&limit=2", Some(VIEWER)).await;
+    assert_eq!(
+        repeated.body["error"]["details"],
+        serde_json::json!({ "param": "limit", "value": "2", "reason": "given more than once" }),
+    );
     // What they take is still taken.
     for path in [
         "/api/instances?limit=5&service=order-service".to_owned(),

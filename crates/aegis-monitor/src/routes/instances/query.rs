@@ -13,9 +13,6 @@ use utoipa::IntoParams;
 
 use crate::{error::ApiError, fleet::Selection};
 
-/// Largest page `limit` accepted.
-const MAX_LIMIT: usize = 1000;
-
 /// Filters and paging of the instance list; all optional, and without any
 /// the whole fleet is listed.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -74,14 +71,7 @@ impl ListQuery {
                 Some(statuses)
             }
         };
-        if let Some(limit) = self.limit
-            && !(1..=MAX_LIMIT).contains(&limit)
-        {
-            return Err(ApiError::bad_param(
-                "limit",
-                format!("must be between 1 and {MAX_LIMIT}"),
-            ));
-        }
+        // `limit` is in its documented range: `ApiQuery` holds it there.
         let after = match &self.after {
             None => None,
             Some(cursor) => {
