@@ -363,6 +363,25 @@ fn failed_param(rejection: &QueryRejection) -> Option<(String, String)> {
     None
 }
 
+/// A `window` query parameter (`90s`, `15m`, `1h`): `default` when absent
+/// or empty, else clamped to 1 s..`longest` (what its stream keeps); the
+/// answer's `windowSecs` says the window covered.
+///
+/// # Errors
+/// 400 `BAD_REQUEST` for a value that is not a duration.
+pub(crate) fn window(
+    value: Option<&str>,
+    default: std::time::Duration,
+    longest: std::time::Duration,
+) -> Result<std::time::Duration, ApiError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(default),
+        Some(w) => humantime::parse_duration(w)
+            .map(|d| d.clamp(std::time::Duration::from_secs(1), longest))
+            .map_err(|_| bad_value("window", w, "expected a duration such as 90s, 15m or 1h")),
+    }
+}
+
 /// 400 `BAD_REQUEST` for a value `param` does not take: the one shape of
 /// every such answer (`details.param`, `details.value`, `details.reason`).
 pub(crate) fn bad_value(param: &str, value: &str, reason: &str) -> ApiError {

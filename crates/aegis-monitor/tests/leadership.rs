@@ -269,6 +269,22 @@ async fn bad_input_is_refused_and_the_route_needs_a_token() {
     assert_eq!(r.body["terms"], json!([]));
     assert_eq!(r.body["windowSecs"], 3600);
     assert_eq!(r.body["truncated"], false);
+    // A window longer than `AEGIS_LOG` keeps is clamped to 24 h, as the
+    // metrics history clamps its own, and `windowSecs` says so.
+    for (window, secs) in [("48h", 86_400), ("24h", 86_400), ("0s", 1)] {
+        let path = format!("/api/leadership/quiet-service?window={window}");
+        let r = h.get(&path, Some(VIEWER)).await;
+        r.expect(200, None);
+        assert_eq!(r.body["windowSecs"], secs, "{path}: {}", r.body);
+    }
+    let r = h
+        .get(
+            "/api/instances/quiet-service/q-1/metrics?window=48h",
+            Some(VIEWER),
+        )
+        .await;
+    r.expect(200, None);
+    assert_eq!(r.body["windowSecs"], 3600, "{}", r.body);
 }
 
 /// A key that goes unrenewed while its holder still beats has not lapsed:

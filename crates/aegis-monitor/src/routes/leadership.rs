@@ -145,14 +145,7 @@ async fn leadership(
     Path(service): Path<String>,
     ApiQuery(query): ApiQuery<LeadershipQuery>,
 ) -> Result<Json<LeadershipTimeline>, ApiError> {
-    let window = match query.window.as_deref().map(str::trim) {
-        None | Some("") => DEFAULT_WINDOW,
-        Some(w) => humantime::parse_duration(w)
-            .map_err(|_| {
-                ApiError::bad_param("window", "expected a duration such as 90s, 15m or 1h")
-            })?
-            .clamp(Duration::from_secs(1), MAX_WINDOW),
-    };
+    let window = crate::extract::window(query.window.as_deref(), DEFAULT_WINDOW, MAX_WINDOW)?;
     if let Some(group) = &query.group
         && validate_group_name(group).is_err()
     {

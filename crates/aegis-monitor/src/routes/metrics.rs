@@ -150,10 +150,7 @@ async fn instance_metrics(
     Path((service, instance)): Path<(String, String)>,
     ApiQuery(query): ApiQuery<HistoryQuery>,
 ) -> Result<Json<MetricsHistory>, ApiError> {
-    let window = match query.window.as_deref().map(str::trim) {
-        None | Some("") => DEFAULT_WINDOW,
-        Some(w) => parse_window(w)?,
-    };
+    let window = crate::extract::window(query.window.as_deref(), DEFAULT_WINDOW, MAX_WINDOW)?;
     // In its documented range: `ApiQuery` holds it there.
     let limit = query.limit.unwrap_or(MAX_POINTS);
     check_names(&service, &instance)?;
@@ -174,12 +171,6 @@ async fn instance_metrics(
         window_secs: window.as_secs(),
         snapshots,
     }))
-}
-
-fn parse_window(s: &str) -> Result<Duration, ApiError> {
-    let window = humantime::parse_duration(s)
-        .map_err(|_| ApiError::bad_param("window", "expected a duration such as 90s, 15m or 1h"))?;
-    Ok(window.clamp(Duration::from_secs(1), MAX_WINDOW))
 }
 
 #[cfg(test)]
@@ -232,11 +223,15 @@ mod tests {
 
     #[test]
     fn windows() {
-        assert_eq!(parse_window("15m").unwrap(), Duration::from_secs(900));
-        assert_eq!(parse_window("1h").unwrap(), MAX_WINDOW);
-        assert_eq!(parse_window("2h").unwrap(), MAX_WINDOW);
-        assert_eq!(parse_window("0s").unwrap(), Duration::from_secs(1));
-        assert!(parse_window("soon").is_err());
-        assert!(parse_window("").is_err());
+        let parse = |w| crate::extract::window(w, DEFAULT_WINDOW, MAX_WINDOW);
+        assert_eq!(parse(Some("15m")).unwrap(), Duration::from_secs(900));
+        assert_eq!(parse(Some("1h")).unwrap(), MAX_WINDOW);
+        assert_eq!(parse(Some("2h")).unwrap(), MAX_WINDOW);
+        assert_eq!(parse(Some("0s")).unwrap(), Duration::from_secs(1));
+        assert_eq!(parse(None).unwrap(), DEFAULT_WINDOW);
+        assert_eq!(parse(Some(" ")).unwrap(), DEFAULT_WINDOW);
+        let e = parse(Some("soon")).unwrap_err();
+        assert_eq!(e.details()["value"], "soon");
+        assert_eq!(e.details()["param"], "window");
     }
 }
