@@ -6,7 +6,19 @@ export function ago(t: Translate, iso: string | null | undefined, now: number): 
   if (!iso) return t("detail.none");
   const then = Date.parse(iso);
   if (Number.isNaN(then)) return t("detail.none");
-  const secs = Math.floor((now - then) / 1000);
+  return agoSecs(t, Math.floor((now - then) / 1000));
+}
+
+/**
+ * "4 s ago" for an age in milliseconds that must never read younger than
+ * it is (a heartbeat's): whole seconds rounded up, so the text stays true
+ * until the next repaint a second later.
+ */
+export function agoAtLeast(t: Translate, ageMs: number): string {
+  return agoSecs(t, Math.ceil(ageMs / 1000));
+}
+
+function agoSecs(t: Translate, secs: number): string {
   // Clocks of the browser and the instances differ a little.
   if (secs < -2) return t("time.inFuture", { n: -secs });
   if (secs < 1) return t("time.justNow");

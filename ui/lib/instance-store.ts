@@ -14,6 +14,23 @@
 // beat intervals, and gives the late ones' last beat. An on-time instance's
 // heartbeat is then taken as `asOf` minus those 1.5 intervals — the oldest
 // it can be, so the age shown is an upper bound, never fresher than true.
+//
+// Three clocks meet here: the record's `lastHeartbeat` is the instance's
+// (the time of its last record write, every few beats), the digest's times
+// are the monitor's, and the page runs on the browser's. Ages are measured
+// on the monitor's clock (`heartbeatAge`): the browser's, corrected by the
+// offset the digests show, so a browser clock behind the monitor's cannot
+// make an age fresher.
+//
+// An instance the API reports down (`disconnected`, `unresponsive`) beats
+// no more. What arrives after that — a digest's on-time bound, the record's
+// write time in the event that says it went down, the digest's exact last
+// beat — describes beats before it went down, seen less pessimistically
+// than the bound held so far. Its heartbeat takes them (the digest's last
+// beat is the truth it ends on), but its age must not read younger than it
+// was shown, as if it had beaten again (the trial: "2 s ago", then "1 s
+// ago" after `aegis chaos kill`): the age shown when the heartbeat moved
+// forward is held until the true age reaches it, and grows from there.
 import type { DigestEvent, InstanceEvent, MetricsSnapshot, ServiceInstance } from "@/lib/api/schemas";
 
 export const GONE_KEEP_MS = 60_000;
@@ -46,6 +63,14 @@ export interface StoreOptions {
 
 const key = (service: string, id: string) => `${service}\u0000${id}`;
 
+/** Whether the API says the instance's process is gone or hung: it beats no more. */
+function processDown(i: ServiceInstance): boolean {
+  return i.statusReason === "disconnected" || i.statusReason === "unresponsive";
+}
+
+/** How many digests' clock offsets are kept; the largest (the least delayed) is used. */
+const CLOCK_SAMPLES = 8;
+
 /** What a card shows of a record, apart from the heartbeat age. */
 function visible(i: ServiceInstance): string {
   return [i.status, i.reportedStatus, i.statusReason, i.statusSince, i.epoch, i.version, i.stickyActiveGroup, i.startedAt].join("|");
@@ -58,7 +83,7 @@ function visible(i: ServiceInstance): string {
  * instance last started (the same id restarted: the old process's figures).
  */
 function liveFigures(i: ServiceInstance, snapshot: MetricsSnapshot | null): MetricsSnapshot | null {
-  if (!snapshot || i.statusReason === "disconnected" || i.statusReason === "unresponsive") return null;
+  if (!snapshot || processDown(i)) return null;
   const started = Date.parse(i.startedAt ?? "");
   return Date.parse(snapshot.timestamp) < started ? null : snapshot;
 }
@@ -75,7 +100,12 @@ export class InstanceStore {
    *  changes nothing a card shows but its age, which the age component
    *  reads from here on the clock's tick: a thousand heartbeats a second
    *  then cost no card renders. */
-  private heartbeats = new Map<string, string>();
+  private heartbeats = new Map<string, number>();
+  /** Of instances that are down and whose heartbeat moved forward: the
+   *  age shown when it did (ms), held until the true age reaches it. */
+  private heldAges = new Map<string, number>();
+  /** The monitor's clock less the browser's, as the last digests showed it (ms). */
+  private clockOffsets: number[] = [];
   private latest = new Map<string, MetricsSnapshot>();
   private metricsListeners = new Map<string, Set<() => void>>();
   private snapshot: StoreSnapshot = { entries: [], loaded: false };
@@ -154,28 +184,62 @@ export class InstanceStore {
    */
   applyDigest(digest: DigestEvent): boolean {
     const asOf = Date.parse(digest.asOf);
-    const late = new Map(digest.late.map((l) => [key(l.serviceName, l.instanceId), l.lastBeat]));
+    if (!Number.isNaN(asOf)) {
+      // The digest left the monitor at `asOf` and arrived now: its delay
+      // makes the offset smaller than the truth, so the largest of the
+      // last few (the least delayed) is the one used.
+      this.clockOffsets = [...this.clockOffsets, asOf - this.now()].slice(-CLOCK_SAMPLES);
+    }
+    const late = new Map(digest.late.map((l) => [key(l.serviceName, l.instanceId), Date.parse(l.lastBeat)]));
     let listed = 0;
     for (const [k, e] of this.map) {
       if (e.goneAt !== null) continue;
       listed += 1;
+      const down = processDown(e.instance);
+      const known = this.heartbeats.get(k);
       const lastBeat = late.get(k);
-      if (lastBeat !== undefined) {
-        this.heartbeats.set(k, lastBeat);
+      if (lastBeat !== undefined && !Number.isNaN(lastBeat)) {
+        // The monitor's own record of its last sign of life: the truth.
+        this.setHeartbeat(k, lastBeat, down);
         continue;
       }
       const interval = Number(e.instance.metadata?.heartbeatMs);
       if (!(interval > 0) || Number.isNaN(asOf)) continue;
       const bound = asOf - digest.lateAfterIntervals * interval;
-      const known = Date.parse(this.heartbeats.get(k) ?? "");
-      if (Number.isNaN(known) || bound > known) this.heartbeats.set(k, new Date(bound).toISOString());
+      if (known === undefined || bound > known) this.setHeartbeat(k, bound, down);
     }
     return listed === digest.summary.total;
   }
 
-  /** The newest heartbeat of an instance (RFC 3339), or undefined. */
+  /** The newest heartbeat of an instance (RFC 3339) on the monitor's clock, or undefined. */
   heartbeat(service: string, id: string): string | undefined {
-    return this.heartbeats.get(key(service, id));
+    const at = this.heartbeats.get(key(service, id));
+    return at === undefined ? undefined : new Date(at).toISOString();
+  }
+
+  /** Now on the monitor's clock (ms since the epoch): the browser's, corrected by the digests' offset. */
+  monitorNow(): number {
+    return this.now() + (this.clockOffsets.length ? Math.max(...this.clockOffsets) : 0);
+  }
+
+  /**
+   * Milliseconds since an instance's heartbeat, on the monitor's clock, and
+   * never less than a down instance's age was already shown (see the top);
+   * undefined when none is known.
+   */
+  heartbeatAge(service: string, id: string): number | undefined {
+    const k = key(service, id);
+    const at = this.heartbeats.get(k);
+    if (at === undefined) return undefined;
+    return Math.max(this.monitorNow() - at, this.heldAges.get(k) ?? -Infinity);
+  }
+
+  /** Moves an instance's heartbeat; a down one's age holds where it was shown when it moves forward. */
+  private setHeartbeat(k: string, at: number, down: boolean): void {
+    const known = this.heartbeats.get(k);
+    if (!down) this.heldAges.delete(k);
+    else if (known !== undefined && at > known) this.heldAges.set(k, Math.max(this.monitorNow() - known, this.heldAges.get(k) ?? -Infinity));
+    this.heartbeats.set(k, at);
   }
 
   /** The newest metrics snapshot of an instance, and a way to follow it. */
@@ -198,6 +262,8 @@ export class InstanceStore {
     for (const [k, e] of this.map) {
       if (e.goneAt !== null && e.goneAt < cutoff) {
         this.map.delete(k);
+        this.heartbeats.delete(k);
+        this.heldAges.delete(k);
         removed = true;
       }
     }
@@ -220,8 +286,11 @@ export class InstanceStore {
   private upsert(instance: ServiceInstance): boolean {
     const k = key(instance.serviceName, instance.instanceId);
     // A record write is a sign of life, but a digest may know a newer one.
-    const known = Date.parse(this.heartbeats.get(k) ?? "");
-    if (Number.isNaN(known) || Date.parse(instance.lastHeartbeat) >= known) this.heartbeats.set(k, instance.lastHeartbeat);
+    const known = this.heartbeats.get(k);
+    const written = Date.parse(instance.lastHeartbeat);
+    const down = processDown(instance);
+    if (!down) this.heldAges.delete(k);
+    if (!Number.isNaN(written) && (known === undefined || written > known)) this.setHeartbeat(k, written, down);
     const e = this.map.get(k);
     if (e && e.goneAt === null && visible(e.instance) === visible(instance)) return false;
     // Down or restarted: the figures kept so far are no longer live.

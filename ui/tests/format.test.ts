@@ -3,7 +3,9 @@
 // history), the date in one format per language. Dates are built from
 // local fields, so the expectations hold in any time zone.
 import { timeTickLabels } from "@/lib/chart-ticks";
-import { clock, clockOrDate, dateTime, timeMs } from "@/lib/format";
+import { ago, agoAtLeast, clock, clockOrDate, dateTime, timeMs } from "@/lib/format";
+import { format } from "@/lib/i18n";
+import { en } from "@/lib/i18n/en";
 
 const evening = new Date(2026, 11, 4, 18, 40, 58, 337);
 const afterMidnight = new Date(2026, 11, 5, 0, 5, 7, 9);
@@ -63,5 +65,15 @@ describe("timeTickLabels()", () => {
 
   it("labels ticks minutes apart without seconds", () => {
     expect(timeTickLabels([at(18, 55), at(19, 0), at(19, 5)], 300, "en")).toEqual(["18:55", "19:00", "19:05"]);
+  });
+});
+
+describe("agoAtLeast()", () => {
+  const t = (key: string, vars?: Record<string, string | number>) => format(en[key as keyof typeof en], vars, "en");
+  it("rounds an age up: it stands until the next tick and must not read younger than it is", () => {
+    expect(agoAtLeast(t, 0)).toBe("just now");
+    expect(agoAtLeast(t, 2001)).toBe("3 s ago");
+    expect(agoAtLeast(t, 3000)).toBe("3 s ago");
+    expect(ago(t, new Date(0).toISOString(), 2999)).toBe("2 s ago");
   });
 });

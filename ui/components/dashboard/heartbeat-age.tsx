@@ -5,7 +5,7 @@ import * as React from "react";
 
 import { useInstanceStore } from "@/hooks/use-instance-store";
 import { subscribeClock, useNow } from "@/hooks/use-now";
-import { ago } from "@/lib/format";
+import { ago, agoAtLeast } from "@/lib/format";
 import { useI18n, type MessageKey } from "@/lib/i18n";
 
 export interface HeartbeatAgeProps {
@@ -20,7 +20,14 @@ export function HeartbeatAge({ at, service, id }: HeartbeatAgeProps) {
   const { t } = useI18n();
   const store = useInstanceStore();
   const ref = React.useRef<HTMLTimeElement>(null);
-  const latest = React.useCallback(() => (service && id && store?.heartbeat(service, id)) || at, [store, service, id, at]);
+  // The page's store holds the newest heartbeat, and measures its age on
+  // the monitor's clock (lib/instance-store); without one (component
+  // tests), the record's time against the browser's clock.
+  const read = React.useCallback((): { iso: string; age: number } => {
+    const age = service && id ? store?.heartbeatAge(service, id) : undefined;
+    if (age !== undefined) return { iso: store!.heartbeat(service!, id!)!, age };
+    return { iso: at, age: Date.now() - Date.parse(at) };
+  }, [store, service, id, at]);
   // A thousand cards tick every second: the text is written straight into
   // the element on the clock's tick instead of re-rendering each card.
   // Layout effect: the text is there before the first paint. React renders
@@ -29,13 +36,15 @@ export function HeartbeatAge({ at, service, id }: HeartbeatAgeProps) {
     const paint = () => {
       const el = ref.current;
       if (!el) return;
-      const iso = latest();
-      el.textContent = ago(t, iso, Date.now());
+      const { iso, age } = read();
+      // Rounded up: the text stands until the next tick, a second later,
+      // and must not read fresher than the truth meanwhile.
+      el.textContent = Number.isNaN(age) ? t("detail.none") : agoAtLeast(t, age);
       el.dateTime = iso;
     };
     paint();
     return subscribeClock(paint);
-  }, [latest, t]);
+  }, [read, t]);
   return <time ref={ref} dateTime={at} />;
 }
 

@@ -1,0 +1,147 @@
+// A dead instance's heartbeat age, replayed from the operator's trial:
+// `aegis chaos kill pricing-2`, the card read every 400 ms. It read
+// "2 s ago", then "1 s ago", then "2 s ago" at +2859 ms: backwards, and
+// fresher than the time since the instance's last beat. The age must only
+// grow once the API says the process is gone, and never be fewer whole
+// seconds than have passed since its last beat.
+import * as React from "react";
+import { act, screen } from "@testing-library/react";
+
+import { ServiceInstanceCard } from "@/components/dashboard/service-instance-card";
+import { InstanceStoreContext } from "@/hooks/use-instance-store";
+import type { DigestEvent, ServiceInstance } from "@/lib/api/schemas";
+import { InstanceStore } from "@/lib/instance-store";
+import { instance, renderUi } from "./render";
+
+const KILL = Date.parse("2026-12-05T00:00:10.000Z");
+const iso = (offset: number) => new Date(KILL + offset).toISOString();
+// It beat every second; its last beat came 300 ms before the kill. It
+// rewrites its registry record only every few beats.
+const LAST_BEAT = -300;
+
+const pricing2 = (over: Partial<ServiceInstance> = {}) =>
+  instance({
+    serviceName: "pricing-service",
+    instanceId: "pricing-2",
+    status: "STANDBY",
+    reportedStatus: "STANDBY",
+    stickyActiveGroup: "default",
+    epoch: null,
+    metadata: { heartbeatMs: 1000 },
+    startedAt: iso(-60_000),
+    statusSince: iso(-60_000),
+    ...over,
+  }) as ServiceInstance;
+
+const digest = (asOf: number, late: boolean): DigestEvent => ({
+  type: "digest",
+  asOf: iso(asOf),
+  version: 1,
+  summary: { total: 1, active: 0, unhealthy: late ? 1 : 0, standby: late ? 0 : 1 },
+  lateAfterIntervals: 1.5,
+  late: late ? [{ serviceName: "pricing-service", instanceId: "pricing-2", lastBeat: iso(LAST_BEAT) }] : [],
+});
+
+function Live({ store }: { store: InstanceStore }) {
+  const snapshot = React.useSyncExternalStore(store.subscribe, store.getSnapshot);
+  const entry = snapshot.entries[0];
+  return entry ? <ServiceInstanceCard entry={entry} /> : null;
+}
+
+/** Whole seconds the card says: "3 s ago" → 3, "just now" → 0. */
+function shownSecs(): number {
+  const text = screen.getByTestId("heartbeat-age").textContent ?? "";
+  if (text === "just now") return 0;
+  const m = /^(\d+) s ago$/.exec(text);
+  if (!m) throw new Error(`unexpected heartbeat text: ${text}`);
+  return Number(m[1]);
+}
+
+describe("a killed instance's heartbeat age", () => {
+  beforeEach(() => vi.useFakeTimers({ toFake: ["setInterval", "clearInterval", "setTimeout", "clearTimeout", "Date"] }));
+  afterEach(() => vi.useRealTimers());
+
+  // The trial: the record last written 2.3 s before the kill. And the
+  // record written with the last beat.
+  it.each([[-2300], [LAST_BEAT]])("only grows after the kill and is never fewer seconds than since its last beat (record written at %i ms)", (recordWritten) => {
+    vi.setSystemTime(KILL - 4000);
+    const store = new InstanceStore({ schedule: (flush) => flush() });
+    store.replaceAll([pricing2({ lastHeartbeat: iso(-4300) })]);
+    renderUi(
+      <InstanceStoreContext.Provider value={store}>
+        <Live store={store} />
+      </InstanceStoreContext.Provider>,
+    );
+    // What the monitor sends, when (ms from the kill): digests every 2 s, on
+    // time while it beat; the disconnect seen at +428 ms, the record as last
+    // written; then the digests list it late with its last beat.
+    const events: [number, () => void][] = [
+      [-3000, () => store.applyDigest(digest(-3000, false))],
+      [-1000, () => store.applyDigest(digest(-1000, false))],
+      [428, () => store.apply({ type: "instanceUpserted", instance: pricing2({ status: "UNHEALTHY", statusReason: "disconnected", statusSince: iso(428), lastHeartbeat: iso(recordWritten) }) })],
+      // 1.3 s after its last beat: not late yet.
+      [1000, () => store.applyDigest(digest(1000, false))],
+      [3000, () => store.applyDigest(digest(3000, true))],
+      [5000, () => store.applyDigest(digest(5000, true))],
+      [7000, () => store.applyDigest(digest(7000, true))],
+    ];
+    let t = -4000;
+    const advanceTo = (to: number) => {
+      for (const [at, apply] of events) {
+        if (at > t && at <= to) {
+          act(() => vi.advanceTimersByTime(at - t));
+          t = at;
+          act(apply);
+        }
+      }
+      act(() => vi.advanceTimersByTime(to - t));
+      t = to;
+    };
+    const readings: string[] = [];
+    const problems: string[] = [];
+    let previous = -1;
+    // From just before the disconnect is seen, as the trial read it.
+    for (let at = 28; at <= 8000; at += 400) {
+      advanceTo(at);
+      const shown = shownSecs();
+      const sinceBeat = Math.floor((at - LAST_BEAT) / 1000);
+      readings.push(`+${at} ms: ${shown} s (since its last beat ${(at - LAST_BEAT) / 1000} s)`);
+      if (shown < previous) problems.push(`+${at} ms: ${shown} s after ${previous} s`);
+      if (shown < sinceBeat) problems.push(`+${at} ms: ${shown} s, fresher than ${sinceBeat} s`);
+      previous = shown;
+    }
+    expect(problems, readings.join("\n")).toEqual([]);
+    // And it ends on the monitor's record of its last beat, not a bound.
+    expect(store.heartbeat("pricing-service", "pricing-2")).toBe(iso(LAST_BEAT));
+  });
+
+  it("is measured on the monitor's clock: a browser clock 5 s behind does not make it fresher", () => {
+    const SKEW = 5000;
+    // The browser's clock reads 5 s earlier than the monitor's.
+    vi.setSystemTime(KILL + 4000 - SKEW);
+    const store = new InstanceStore({ schedule: (flush) => flush() });
+    store.replaceAll([pricing2({ status: "UNHEALTHY", statusReason: "disconnected", statusSince: iso(428), lastHeartbeat: iso(LAST_BEAT) })]);
+    // The monitor, at +4 s on its clock: last beat 4.3 s ago.
+    store.applyDigest(digest(4000, true));
+    renderUi(
+      <InstanceStoreContext.Provider value={store}>
+        <Live store={store} />
+      </InstanceStoreContext.Provider>,
+    );
+    expect(screen.getByTestId("heartbeat-age")).toHaveTextContent("5 s ago");
+    act(() => vi.advanceTimersByTime(1000));
+    expect(screen.getByTestId("heartbeat-age")).toHaveTextContent("6 s ago");
+  });
+
+  it("starts again from a new beat once the instance is back", () => {
+    vi.setSystemTime(KILL + 4000);
+    const store = new InstanceStore({ schedule: (flush) => flush() });
+    store.replaceAll([pricing2({ status: "UNHEALTHY", statusReason: "unresponsive", lastHeartbeat: iso(LAST_BEAT) })]);
+    store.applyDigest(digest(4000, true));
+    expect(store.heartbeatAge("pricing-service", "pricing-2")).toBe(4300);
+    // It beats again: the monitor clears the reason, its record is rewritten.
+    vi.setSystemTime(KILL + 5000);
+    store.apply({ type: "instanceUpserted", instance: pricing2({ lastHeartbeat: iso(4900) }) });
+    expect(store.heartbeatAge("pricing-service", "pricing-2")).toBe(100);
+  });
+});
