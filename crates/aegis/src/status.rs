@@ -114,7 +114,7 @@ pub async fn run(args: StatusArgs, shutdown: CancellationToken) -> anyhow::Resul
         // is no instance's fault).
         listening.judged = reconnects(&conn) == connects;
         let now = Utc::now();
-        let table = render(&listening.apply(&fleet, now), now);
+        let table = render(&listening.apply(&fleet, now), listening.since, now);
         if args.watch {
             // Clear the screen and home the cursor, then draw.
             print!("\x1b[2J\x1b[H{table}\n(refreshing every second; Ctrl-C to stop)\n");
@@ -272,8 +272,15 @@ impl Listening {
     }
 }
 
-/// Renders the instances as a table.
-pub fn render(instances: &[InstanceView], now: DateTime<Utc>) -> String {
+/// Renders the instances as a table; `heard_since` is when this view
+/// started listening for liveness beats (an instance last seen before then
+/// may have beaten since, unheard, so its silence is said as what was
+/// heard).
+pub fn render(
+    instances: &[InstanceView],
+    heard_since: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> String {
     let mut out = format!(
         "{:<20} {:<24} {:<10} {:>9}  {}\n",
         "SERVICE", "INSTANCE", "STATUS", "HEARTBEAT", "ROLE"
@@ -288,10 +295,18 @@ pub fn render(instances: &[InstanceView], now: DateTime<Utc>) -> String {
                         "down: connection closed {} ago (record expires with its TTL)",
                         ago(now, v.status_since)
                     )
-                } else {
+                } else if i.last_heartbeat >= heard_since {
                     // Since its last beat: the age the HEARTBEAT column
                     // shows, not since the beats were found missing.
                     format!("unresponsive: no liveness beat for {age:.1}s")
+                } else {
+                    // Its last beat came before we listened: how long we
+                    // heard none is what we know; HEARTBEAT is the last
+                    // sign of life we saw (a record write).
+                    format!(
+                        "unresponsive: no liveness beat heard in {} (last sign of life {age:.1}s ago)",
+                        ago(now, heard_since)
+                    )
                 };
                 // What it was when it died: a dead leader is down, not
                 // deposed (that is for a live one that lost its lead).
@@ -452,7 +467,7 @@ mod tests {
             view(standby, Some(&holder), false),
             view(crashed, Some(&holder), true),
         ];
-        let table = render(&views, now);
+        let table = render(&views, now - Duration::days(1), now);
         assert!(
             table.contains("former leader of default (epoch 10), deposed"),
             "{table}"
@@ -486,7 +501,7 @@ mod tests {
         for v in &mut views {
             v.status_since = since;
         }
-        let table = render(&views, now);
+        let table = render(&views, now - Duration::days(1), now);
         assert!(
             table.contains("load-balanced; unhealthy: forced by an operator for 3.0s (since"),
             "{table}"
@@ -522,7 +537,7 @@ mod tests {
         let mut v = view_as(record, None, Liveness::Unresponsive);
         // The fleet found its beats missing three intervals after the last.
         v.status_since = now - Duration::milliseconds(200);
-        let table = render(&[v], now);
+        let table = render(&[v], now - Duration::days(1), now);
         let line = row(&table, "risk-2");
         assert!(
             line.contains("3.5s  unresponsive: no liveness beat for 3.5s"),
@@ -559,7 +574,7 @@ mod tests {
         for v in &mut views {
             v.status_since = since;
         }
-        let table = render(&views, now);
+        let table = render(&views, now - Duration::days(1), now);
         assert!(
             row(&table, "order-2")
                 .contains("former leader of default (epoch 372), down: connection closed 0.3s ago"),
@@ -602,13 +617,17 @@ mod tests {
             listening.judge(&mut v, seen.map(|ms| now - Duration::milliseconds(ms)), now);
             v
         };
-        // Listened 1.6 intervals, heard nothing: down, aged from the record.
+        // Listened 1.6 intervals, heard nothing: down. How long nothing was
+        // heard is what is known (it may have beaten after its record was
+        // written, before we listened); HEARTBEAT is the record's age.
         let v = judge(1600, None, true);
         assert_eq!(v.instance.status, InstanceStatus::Unhealthy);
         assert_eq!(v.status_reason, Some(StatusReason::Unresponsive));
-        let table = render(&[v], now);
+        let table = render(&[v], now - Duration::milliseconds(1600), now);
         assert!(
-            row(&table, "pricing-2").contains("2.4s  unresponsive: no liveness beat for 2.4s"),
+            row(&table, "pricing-2").contains(
+                "2.4s  unresponsive: no liveness beat heard in 1.6s (last sign of life 2.4s ago)"
+            ),
             "{table}"
         );
         // Not yet listened long enough, a beat heard, or our own
@@ -654,7 +673,7 @@ mod tests {
         listening.judge(&mut v, None, now);
         assert_eq!(v.instance.status, InstanceStatus::Unhealthy);
         assert_eq!(v.status_reason, Some(StatusReason::Disconnected));
-        let table = render(&[v], now);
+        let table = render(&[v], now - Duration::days(1), now);
         assert!(
             row(&table, "pricing-2").contains("down: connection closed 2.0s ago"),
             "{table}"
