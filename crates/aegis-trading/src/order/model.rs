@@ -28,6 +28,7 @@ pub struct CreateOrder {
     /// `buy` or `sell`.
     pub side: Side,
     /// Quantity (positive).
+    #[serde(deserialize_with = "whole_quantity")]
     pub quantity: i64,
     /// Limit price (positive), or `None` for a market order.
     #[serde(default)]
@@ -35,6 +36,45 @@ pub struct CreateOrder {
     /// The caller's idempotency key: retrying with the same key returns the
     /// same order and never creates a second one.
     pub client_order_id: String,
+}
+
+/// Reads `quantity`, saying a number that is no whole number or too large
+/// for one in the order's terms (serde's would be "expected i64").
+fn whole_quantity<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    use serde::de::{Error, Visitor};
+
+    fn too_large<E: Error>() -> E {
+        E::custom(format!("quantity is too large (at most {})", i64::MAX))
+    }
+
+    struct Quantity;
+
+    impl Visitor<'_> for Quantity {
+        type Value = i64;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a whole number of shares")
+        }
+
+        fn visit_i64<E: Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+
+        fn visit_u64<E: Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v).map_err(|_| too_large())
+        }
+
+        fn visit_f64<E: Error>(self, v: f64) -> Result<i64, E> {
+            // Within i64, a float is no whole number; beyond it, any is too large.
+            if v.is_finite() && v.fract() == 0.0 && v.abs() >= 2f64.powi(63) {
+                Err(too_large())
+            } else {
+                Err(E::custom("quantity must be a whole number"))
+            }
+        }
+    }
+
+    d.deserialize_i64(Quantity)
 }
 
 impl CreateOrder {
@@ -293,6 +333,42 @@ pub struct OrderList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A quantity that is no whole number, or too large for one, is said
+    /// in the order's terms, not serde's (`expected i64`).
+    #[test]
+    fn a_quantity_that_is_no_whole_number_is_said_in_the_orders_terms() {
+        let decode = |quantity: &str| {
+            serde_json::from_str::<CreateOrder>(&format!(
+                r#"{{"symbol":"AAPL","side":"buy","quantity":{quantity},"client_order_id":"c-1"}}"#
+            ))
+        };
+        assert_eq!(decode("10").unwrap().quantity, 10);
+        // The published schema still says what it takes.
+        let schema = serde_json::to_value(schemars::schema_for!(CreateOrder)).unwrap();
+        assert_eq!(
+            schema["properties"]["quantity"]["type"], "integer",
+            "{schema}"
+        );
+        assert_eq!(decode("-3").unwrap().quantity, -3, "validate refuses it");
+        for (quantity, says) in [
+            (
+                "1e30",
+                "quantity is too large (at most 9223372036854775807)",
+            ),
+            (
+                "9223372036854775808",
+                "quantity is too large (at most 9223372036854775807)",
+            ),
+            ("2.5", "quantity must be a whole number"),
+        ] {
+            let message = decode(quantity).unwrap_err().to_string();
+            assert!(
+                message.starts_with(says) && !message.contains("i64"),
+                "{quantity}: {message}"
+            );
+        }
+    }
 
     fn request(side: Side, price: Option<f64>) -> CreateOrder {
         CreateOrder {
