@@ -257,7 +257,7 @@ async fn drop_consumer(stream: &Stream, consumer: &jetstream::consumer::Consumer
     let name = consumer.cached_info().name.clone();
     if let Err(e) = stream.delete_consumer(&name).await {
         // It expires on its own after its inactivity threshold.
-        tracing::debug!(consumer = %name, error = %e, "deleting a reader consumer failed");
+        tracing::debug!(consumer = %name, error = %aegis_sdk::startup::Causes(&e), "deleting a reader consumer failed");
     }
 }
 

@@ -189,7 +189,7 @@ impl ListCache {
                             }
                         }
                         Err(e) => {
-                            tracing::warn!(error = %e, "cannot serialize the instance list");
+                            tracing::warn!(error = %aegis_sdk::startup::Causes(&e), "cannot serialize the instance list");
                         }
                     }
                     slot.refreshing.store(false, Ordering::SeqCst);

@@ -87,7 +87,7 @@ impl MetricsFeed {
                         }
                     }
                     Some(Err(e)) => {
-                        tracing::warn!(error = %e, "following AEGIS_METRICS broke; opening it again");
+                        tracing::warn!(error = %aegis_sdk::startup::Causes(&e), "following AEGIS_METRICS broke; opening it again");
                         break;
                     }
                     None => break,
@@ -149,7 +149,7 @@ fn parse(subject: &str, payload: &[u8]) -> Option<MetricsSnapshot> {
     let mut snapshot: MetricsSnapshot = match serde_json::from_slice(payload) {
         Ok(s) => s,
         Err(e) => {
-            tracing::debug!(subject, error = %e, "ignoring an unreadable metrics snapshot");
+            tracing::debug!(subject, error = %aegis_sdk::startup::Causes(&e), "ignoring an unreadable metrics snapshot");
             return None;
         }
     };

@@ -287,7 +287,7 @@ async fn accept(
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tracing::warn!(error = %aegis_sdk::startup::Causes(&e), "accepting a connection failed");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
@@ -304,7 +304,7 @@ async fn accept(
         let watched = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = watched.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                tracing::debug!(%peer, error = %aegis_sdk::startup::Causes(&e), "connection ended with an error");
             }
             drop(slot);
         });

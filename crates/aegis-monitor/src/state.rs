@@ -263,7 +263,7 @@ impl AppState {
         }
         self.inner.fleet.drain().await;
         if let Err(e) = self.inner.conn.drain().await {
-            tracing::warn!(error = %e, "draining the NATS connection failed");
+            tracing::warn!(error = %aegis_sdk::startup::Causes(&e), "draining the NATS connection failed");
         }
     }
 

@@ -51,7 +51,7 @@ pub(crate) fn prometheus() -> Option<PrometheusHandle> {
                     Some(handle)
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "another metrics recorder is installed; GET /metrics will be empty");
+                    tracing::warn!(error = %aegis_sdk::startup::Causes(&e), "another metrics recorder is installed; GET /metrics will be empty");
                     None
                 }
             }

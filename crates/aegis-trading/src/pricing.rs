@@ -384,7 +384,9 @@ async fn publish_quotes(
                 Ok(stored) if !stored.duplicate => pricing.counters.add(METRIC_PRICE_UPDATES, 1.0),
                 Ok(_) => debug!(%id, "another instance already published this slot"),
                 // The next tick publishes a fresh quote; an old one is not worth a retry.
-                Err(e) => warn!(error = %e, symbol, "cannot publish a price update"),
+                Err(e) => {
+                    warn!(error = %aegis_sdk::startup::Causes(&e), symbol, "cannot publish a price update")
+                }
             }
         }
     }

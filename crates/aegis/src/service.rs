@@ -87,7 +87,7 @@ pub async fn run(
         let serving = probes.clone();
         tokio::spawn(async move {
             if let Err(e) = serving.serve(listener).await {
-                tracing::warn!(error = %e, "the health listener stopped");
+                tracing::warn!(error = %aegis_sdk::startup::Causes(&e), "the health listener stopped");
             }
         });
     }

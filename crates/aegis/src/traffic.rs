@@ -385,7 +385,9 @@ pub async fn read_back(
                 read.unreadable.push((order_id, why));
             }
             Err(e) if e.code() == ErrorCode::NotFound => read.missing.push(order_id),
-            Err(e) => read.unreadable.push((order_id, e.to_string())),
+            Err(e) => read
+                .unreadable
+                .push((order_id, aegis_sdk::startup::Causes(&e).to_string())),
         }
     }
     read

@@ -134,7 +134,7 @@ fn put(copy: &mut Definitions, entry: MirroredEntry) -> LiveEvent {
             Some(stored.definition)
         }
         Err(e) => {
-            tracing::warn!(key, revision, error = %e, "ignoring an unreadable service definition");
+            tracing::warn!(key, revision, error = %aegis_sdk::startup::Causes(&e), "ignoring an unreadable service definition");
             copy.remove(&key);
             None
         }

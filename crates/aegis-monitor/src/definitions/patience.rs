@@ -102,7 +102,7 @@ where
         if !again(&e) || Instant::now() + pause >= until {
             return Err(BusError::new(what.to_owned(), e));
         }
-        tracing::debug!(error = %e, "{what} failed; asking again");
+        tracing::debug!(error = %aegis_sdk::startup::Causes(&e), "{what} failed; asking again");
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(MAX_PAUSE);
     }
@@ -186,7 +186,7 @@ pub(super) async fn compare_and_set(
                 maybe_stored,
             });
         }
-        tracing::debug!(error = %e, maybe_stored, "{what}: not stored yet (its stream between leaders?); sending it again");
+        tracing::debug!(error = %aegis_sdk::startup::Causes(&e), maybe_stored, "{what}: not stored yet (its stream between leaders?); sending it again");
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(MAX_PAUSE);
     }

@@ -178,7 +178,7 @@ pub(crate) async fn read_key(
         Ok(Ok(message)) => message,
         Ok(Err(e)) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return None,
         Ok(Err(e)) => {
-            debug!(key, error = %e, "could not read an election key");
+            debug!(key, error = %aegis_sdk::startup::Causes(&e), "could not read an election key");
             return None;
         }
         Err(_) => {

@@ -492,7 +492,7 @@ async fn ask_every_server(
     };
     let ask = serde_json::json!({ "limit": limit }).to_string();
     if let Err(e) = client.publish_with_reply(CONNZ, inbox, ask.into()).await {
-        warn!(error = %e, "could not ask the servers for their connections");
+        warn!(error = %aegis_sdk::startup::Causes(&e), "could not ask the servers for their connections");
         return;
     }
     let until = tokio::time::Instant::now() + wait;

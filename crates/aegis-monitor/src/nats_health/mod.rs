@@ -135,15 +135,15 @@ impl NatsHealth {
                     checked = true;
                     heard.meta_answered = matches!(done, Ok(Ok(())));
                     if let Ok(Err(e)) = done {
-                        tracing::debug!(error = %e, "the JetStream API did not answer");
+                        tracing::debug!(error = %aegis_sdk::startup::Causes(&e), "the JetStream API did not answer");
                     }
                 }
                 done = async { listing.as_mut().expect("guarded").await }, if listing.is_some() => {
                     listing = None;
                     match done {
                         Ok(Ok(l)) => tracker.listed(l),
-                        Ok(Err(e)) => tracing::debug!(error = %e, "the stream listing failed"),
-                        Err(e) => tracing::debug!(error = %e, "the stream listing task ended"),
+                        Ok(Err(e)) => tracing::debug!(error = %aegis_sdk::startup::Causes(&e), "the stream listing failed"),
+                        Err(e) => tracing::debug!(error = %aegis_sdk::startup::Causes(&e), "the stream listing task ended"),
                     }
                 }
                 Ok(()) = async { pings.as_mut().expect("guarded").changed().await }, if pings.is_some() => {

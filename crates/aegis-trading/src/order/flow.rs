@@ -332,7 +332,7 @@ impl Desk {
             .await
             .map(drop)
             .map_err(|e| {
-                warn!(error = %e, id, "cannot publish an order event");
+                warn!(error = %aegis_sdk::startup::Causes(&e), id, "cannot publish an order event");
                 WireError::service_unavailable("the order event could not be published; retry")
             })
     }
@@ -449,7 +449,7 @@ fn deposed() -> WireError {
 }
 
 fn dependency_failed(service: &str, e: &RpcError) -> WireError {
-    warn!(service, error = %e, "a dependency call failed");
+    warn!(service, error = %aegis_sdk::startup::Causes(e), "a dependency call failed");
     match e.code() {
         ErrorCode::Timeout => WireError::new(
             ErrorCode::Timeout,

@@ -168,7 +168,7 @@ impl OrderStore {
                     match serde_json::from_slice::<Order>(&entry.value) {
                         Ok(order) => store.remember(entry.revision, order),
                         Err(e) => {
-                            warn!(key = %entry.key, error = %e, "ignoring an order that does not decode")
+                            warn!(key = %entry.key, error = %aegis_sdk::startup::Causes(&e), "ignoring an order that does not decode")
                         }
                     }
                 }

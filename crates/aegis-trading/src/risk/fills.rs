@@ -109,7 +109,7 @@ impl Fills {
         let snapshot = stored.and_then(|(_, value)| {
             serde_json::from_slice::<Snapshot>(&value)
                 .inspect_err(
-                    |e| warn!(error = %e, "ignoring a positions snapshot that does not decode"),
+                    |e| warn!(error = %aegis_sdk::startup::Causes(e), "ignoring a positions snapshot that does not decode"),
                 )
                 .ok()
         });
@@ -232,7 +232,9 @@ impl Fills {
                 };
                 match fills.write_snapshot(&risk, written).await {
                     Ok(sequence) => written = sequence,
-                    Err(e) => debug!(error = %e, "positions snapshot not written; will try again"),
+                    Err(e) => {
+                        debug!(error = %aegis_sdk::startup::Causes(&*e), "positions snapshot not written; will try again")
+                    }
                 }
                 if stop {
                     return;

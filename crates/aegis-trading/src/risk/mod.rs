@@ -161,7 +161,7 @@ impl Risk {
                 }
             }
             Err(e) => {
-                warn!(sequence, error = %e, "ignoring a fill that does not decode");
+                warn!(sequence, error = %aegis_sdk::startup::Causes(&e), "ignoring a fill that does not decode");
                 book.pass(sequence);
             }
         }
@@ -217,7 +217,7 @@ impl Risk {
             .publish_with_id(RiskAssessed::DOMAIN, RiskAssessed::ACTION, &id, &event)
             .await
             .map_err(|e| {
-                warn!(error = %e, "cannot publish the assessment");
+                warn!(error = %aegis_sdk::startup::Causes(&e), "cannot publish the assessment");
                 WireError::service_unavailable("the assessment could not be recorded; retry")
             })?;
         Ok(verdict)

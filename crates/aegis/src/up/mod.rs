@@ -268,7 +268,7 @@ async fn run_on(
     // A cluster restarted on existing data elects its stream leaders first;
     // until then JetStream requests time out, so retry for a while.
     let created = crate::init::create_missing_within(&conn, Duration::from_secs(60), |e| {
-        tracing::info!(error = %e, "JetStream not ready yet; retrying");
+        tracing::info!(error = %aegis_sdk::startup::error_line(&e), "JetStream not ready yet; retrying");
     });
     tokio::select! {
         () = shutdown.cancelled() => return Ok(()),
@@ -347,7 +347,7 @@ async fn run_on(
         match RegistryReader::start(&conn).await {
             Ok(reader) => break reader,
             Err(e @ RegistryError::NotSynced(_)) if tokio::time::Instant::now() < deadline => {
-                tracing::debug!(error = %e, "starting the registry view again");
+                tracing::debug!(error = %aegis_sdk::startup::Causes(&e), "starting the registry view again");
             }
             Err(e) => return Err(e.into()),
         }

@@ -302,7 +302,7 @@ impl Supervisor {
                         slot.stopping = false;
                     }
                     Err(e) => {
-                        warn!(child = %name, error = %e, "restart failed; trying again later");
+                        warn!(child = %name, error = %aegis_sdk::startup::error_line(&e), "restart failed; trying again later");
                         slot.restart_at = Some(Instant::now() + self.restart_delay);
                     }
                 }

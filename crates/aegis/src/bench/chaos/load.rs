@@ -159,7 +159,7 @@ pub(crate) async fn orders(
                         status: reply.value.status,
                     },
                     Ok(reply) => Outcome::Failed(format!("answered {:?}", reply.value.status)),
-                    Err(e) => Outcome::Failed(e.to_string()),
+                    Err(e) => Outcome::Failed(aegis_sdk::startup::Causes(&e).to_string()),
                 };
                 lock(&shared.records).calls.push(Call {
                     sent,

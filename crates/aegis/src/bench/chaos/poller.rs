@@ -74,7 +74,7 @@ impl Poller {
         {
             Ok(c) => c,
             Err(e) => {
-                tracing::error!(error = %e, "cannot build the HTTP client");
+                tracing::error!(error = %aegis_sdk::startup::Causes(&e), "cannot build the HTTP client");
                 return;
             }
         };
