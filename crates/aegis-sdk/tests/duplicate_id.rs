@@ -19,6 +19,9 @@ use common::{ChildInstance, connect, server};
 async fn ledger(conn: &Connection, id: &str) -> Result<Service, ServiceError> {
     conn.service("ledger", "1.0.0")
         .instance_id(id)
+        // A builder's own `host` is its own: the SDK names the process
+        // under keys of its own.
+        .metadata("host", "db-primary.internal")
         .single_active("default")
         .handler("post", |v: serde_json::Value| async move {
             Ok::<_, WireError>(v)
@@ -86,6 +89,13 @@ async fn a_second_process_with_a_running_instances_id_is_refused() {
         Some(first.connection_name())
     );
     assert!(leads(), "the running instance still leads");
+    let info = second
+        .client()
+        .request("$SRV.INFO.ledger.ledger-1", bytes::Bytes::new())
+        .await
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.payload).unwrap();
+    assert_eq!(info["metadata"]["host"], "db-primary.internal", "{info}");
     running.shutdown().await.unwrap();
 }
 
@@ -127,8 +137,16 @@ async fn an_id_whose_process_died_is_free_before_its_record_expires() {
     .await;
     child.kill();
     let conn = connect(&nats.url()).await;
+    let asked = std::time::Instant::now();
     let started = ledger(&conn, "ledger-1").await;
     assert!(started.is_ok(), "{:?}", started.err());
+    // Nobody answers for the id: "no responders" at once, not the 500 ms
+    // the start waits for an answer before it goes on unsure.
+    assert!(
+        asked.elapsed() < Duration::from_millis(500),
+        "started after {:?}",
+        asked.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

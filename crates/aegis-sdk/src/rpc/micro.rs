@@ -200,6 +200,10 @@ impl Description {
     }
 }
 
+/// The `$SRV` metadata keys naming the process: its host and pid.
+pub(crate) const META_HOST: &str = "aegis_host";
+pub(crate) const META_PID: &str = "aegis_pid";
+
 /// How long [`holder`] waits for a running instance to answer. A live
 /// process answers in well under a millisecond here; one whose process is
 /// gone gets "no responders" at once, so only a connection the server
@@ -238,8 +242,8 @@ pub(crate) async fn holder(
                 .map(|r| r.metadata)
                 .unwrap_or_default();
             Ok(Some(Holder {
-                host: metadata.get("host").cloned(),
-                pid: metadata.get("pid").and_then(|p| p.parse().ok()),
+                host: metadata.get(META_HOST).cloned(),
+                pid: metadata.get(META_PID).and_then(|p| p.parse().ok()),
             }))
         }
     }

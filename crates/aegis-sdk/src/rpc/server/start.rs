@@ -371,8 +371,9 @@ impl ServiceBuilder {
         metadata.insert("aegis_sdk".into(), crate::SDK_VERSION.into());
         // Which process this is, for an operator and for a second process
         // started with the same id (`refuse_id_in_use`).
-        metadata.insert("host".into(), crate::registry::hostname());
-        metadata.insert("pid".into(), std::process::id().to_string());
+        // Prefixed like `aegis_sdk`, so a builder's own `host` is kept.
+        metadata.insert(micro::META_HOST.into(), crate::registry::hostname());
+        metadata.insert(micro::META_PID.into(), std::process::id().to_string());
         micro::serve(
             self.conn.client().clone(),
             Description {
