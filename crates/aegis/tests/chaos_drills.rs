@@ -160,7 +160,10 @@ async fn chaos_unhealthy_hands_the_leadership_over_and_status_says_why() {
 
     // Bad input is refused before anything is sent.
     let (ok, out) = aegis(args(&["chaos", "slow", &first, "--delay", "2h"], &url)).await;
-    assert!(!ok && out.contains("delay_ms must be at most"), "{out}");
+    assert!(
+        !ok && out.contains("'--delay <") && out.contains("must be at most 1m"),
+        "{out}"
+    );
 }
 
 /// Whether `id`'s own verdict says it is healthy.
