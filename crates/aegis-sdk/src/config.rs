@@ -124,13 +124,18 @@ impl ReconnectPolicy {
     }
 }
 
-/// Connection settings for NATS.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Connection settings for NATS. Shown (`Debug`) and serialized with its
+/// secrets replaced by [`REDACTED`], a password or token in a server URL
+/// among them.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NatsConfig {
     /// Server URLs; the client picks one and fails over to the others.
     /// In a file or `AEGIS_NATS_URL` a comma-separated string is accepted too.
-    #[serde(deserialize_with = "string_or_list")]
+    #[serde(
+        deserialize_with = "string_or_list",
+        serialize_with = "serialize_redacted_urls"
+    )]
     pub servers: Vec<String>,
     /// Token authentication.
     pub token: Option<Secret>,
@@ -171,6 +176,81 @@ pub struct NatsConfig {
     /// Refuse to start when the server has no JetStream (events, commands,
     /// registry and election need it).
     pub require_jetstream: bool,
+}
+
+impl fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            servers,
+            token,
+            user,
+            password,
+            nkey_seed,
+            creds_file,
+            inbox_prefix,
+            tls_ca,
+            tls_cert,
+            tls_key,
+            tls_required,
+            pool_size,
+            request_timeout,
+            connect_timeout,
+            reconnect,
+            replicas,
+            require_jetstream,
+        } = self;
+        f.debug_struct("NatsConfig")
+            .field("servers", &redact_urls(servers))
+            .field("token", token)
+            .field("user", user)
+            .field("password", password)
+            .field("nkey_seed", nkey_seed)
+            .field("creds_file", creds_file)
+            .field("inbox_prefix", inbox_prefix)
+            .field("tls_ca", tls_ca)
+            .field("tls_cert", tls_cert)
+            .field("tls_key", tls_key)
+            .field("tls_required", tls_required)
+            .field("pool_size", pool_size)
+            .field("request_timeout", request_timeout)
+            .field("connect_timeout", connect_timeout)
+            .field("reconnect", reconnect)
+            .field("replicas", replicas)
+            .field("require_jetstream", require_jetstream)
+            .finish()
+    }
+}
+
+/// `url` with the password (or the token) its user info may carry
+/// replaced by [`REDACTED`]: `nats://alice:s3cret@host:4222` is shown as
+/// `nats://alice:<redacted>@host:4222`, `nats://tok3n@host` as
+/// `nats://<redacted>@host`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (&url[..scheme.len() + 3], rest),
+        None => ("", url),
+    };
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let hidden = match authority[..at].split_once(':') {
+        Some((user, _)) => format!("{user}:{REDACTED}"),
+        None => REDACTED.to_owned(),
+    };
+    format!("{scheme}{hidden}{}", &rest[at..])
+}
+
+/// Every URL of `servers`, redacted as [`redact_url`] does.
+pub(crate) fn redact_urls(servers: &[String]) -> Vec<String> {
+    servers.iter().map(|s| redact_url(s)).collect()
+}
+
+fn serialize_redacted_urls<S: Serializer>(
+    servers: &[String],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    redact_urls(servers).serialize(serializer)
 }
 
 impl Default for NatsConfig {
@@ -771,6 +851,26 @@ mod tests {
         assert!(!shown.contains("hunter2"));
         assert!(shown.contains(REDACTED));
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    /// A password or token in a server URL is a secret as well.
+    #[test]
+    fn secrets_in_server_urls_are_redacted() {
+        let c = AegisConfig::with_servers("nats://alice:s3cret@host:4222,tls://tok3n@other/ws");
+        let shown = c.redacted().to_string();
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("tok3n"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("nats://alice:<redacted>@host:4222"),
+            "{shown}"
+        );
+        assert!(shown.contains("tls://<redacted>@other/ws"), "{shown}");
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(redact_url("u:p@h"), "u:<redacted>@h");
+        assert_eq!(redact_url("ws://h/path@x"), "ws://h/path@x");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use aegis_sdk::{
     rpc::{CallOptions, ErrorCode, RpcError},
 };
 use aegis_testkit::NatsServer;
-use common::{connect, eventually};
+use common::{connect, eventually, server};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,6 +252,14 @@ async fn reports_an_unreachable_server() {
     let err = Connection::connect(config).await.unwrap_err();
     assert!(matches!(err, ConnectError::Connect { .. }), "{err:?}");
 
+    // A password in the URL is not said back.
+    let mut config = AegisConfig::with_servers(format!("nats://alice:s3cret@127.0.0.1:{port}"));
+    config.nats.connect_timeout = Duration::from_millis(500);
+    let err = Connection::connect(config).await.unwrap_err();
+    let said = format!("{} {err:?}", aegis_sdk::startup::Causes(&err));
+    assert!(!said.contains("s3cret"), "{said}");
+    assert!(said.contains("alice:<redacted>@127.0.0.1"), "{said}");
+
     let err = Connection::connect(AegisConfig::with_servers(""))
         .await
         .unwrap_err();
@@ -289,4 +297,16 @@ async fn service_and_client_recover_after_the_server_restarts() {
     .await;
     assert!(client_conn.is_connected());
     svc.shutdown().await.unwrap();
+}
+
+/// A connection made with a password in its URL does not show it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_in_a_server_url_is_not_shown() {
+    let nats = server();
+    let url = nats.url().replace("nats://", "nats://alice:s3cret@");
+    let conn = Connection::connect(AegisConfig::with_servers(url))
+        .await
+        .expect("a server without auth takes any user");
+    let shown = format!("{conn:?} {}", conn.config().redacted());
+    assert!(!shown.contains("s3cret"), "{shown}");
 }

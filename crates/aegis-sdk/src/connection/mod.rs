@@ -266,7 +266,10 @@ struct Inner {
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")
-            .field("servers", &self.inner.config.nats.servers)
+            .field(
+                "servers",
+                &crate::config::redact_urls(&self.inner.config.nats.servers),
+            )
             .field("pool_size", &self.inner.clients.len())
             .field("server_version", &self.inner.server_version)
             .finish()
@@ -281,7 +284,8 @@ impl Connection {
     /// reachable, a server older than 2.11, or no JetStream when required.
     pub async fn connect(config: AegisConfig) -> Result<Connection, ConnectError> {
         config.validate()?;
-        let servers = config.nats.servers.join(",");
+        // For messages and logs: without a password a URL may carry.
+        let servers = crate::config::redact_urls(&config.nats.servers).join(",");
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut clients = Vec::with_capacity(config.nats.pool_size);
         // The last permission violation the server reported, to explain a
