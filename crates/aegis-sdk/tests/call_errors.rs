@@ -266,6 +266,29 @@ async fn call_balanced_of_a_method_no_instance_lists_is_not_found_at_once() {
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 
+/// Asking the registry why nobody answered must not create it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_balanced_with_nobody_serving_creates_no_registry() {
+    let nats = server();
+    let client = connect(&nats.url()).await;
+    let err = client
+        .rpc()
+        .call_balanced::<_, Value>(
+            "quote-service",
+            "get_quote",
+            &json!({}),
+            &CallOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RpcError::NoResponders { .. }), "{err}");
+    let bucket = client
+        .jetstream()
+        .get_key_value(aegis_sdk::contracts::subjects::REGISTRY_BUCKET)
+        .await;
+    assert!(bucket.is_err(), "the call created the registry bucket");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zero_timeout_or_attempt_timeout_is_refused_before_any_io_by_every_call_style() {
     let nats = server();

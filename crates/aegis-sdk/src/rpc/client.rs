@@ -317,7 +317,9 @@ impl RpcClient {
     /// (`rpc.{service}.{method}`): the NATS server picks any subscribed
     /// instance, registered or not, with no discovery involved. The reply
     /// names who served it only when asked ([`CallOptions::who_served`]) or
-    /// when the method is leader-only.
+    /// when the method is leader-only. Only a call nobody answered asks the
+    /// registry why (starting the connection's registry view, as
+    /// [`call`](Self::call) does, when the registry exists).
     ///
     /// ```no_run
     /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_sdk::rpc::RpcError> {

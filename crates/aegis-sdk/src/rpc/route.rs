@@ -673,10 +673,18 @@ pub(super) async fn unlisted_method(
     let deadline = deadline.min(Instant::now() + CATCH_UP_LIMIT);
     let cache = match conn.loaded_registry() {
         Some(cache) => cache,
-        None => tokio::time::timeout_at(deadline, conn.registry_cache())
-            .await
-            .ok()?
-            .ok()?,
+        None => {
+            // The view would create a missing registry: without one, no
+            // instance is registered, and there is nothing to tell.
+            let open = async {
+                conn.jetstream()
+                    .get_key_value(aegis_contracts::subjects::REGISTRY_BUCKET)
+                    .await
+                    .ok()?;
+                conn.registry_cache().await.ok()
+            };
+            tokio::time::timeout_at(deadline, open).await.ok()??
+        }
     };
     if !cache.cover(Some(service), Instant::now(), deadline).await {
         return None;
