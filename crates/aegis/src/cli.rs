@@ -8,7 +8,10 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::{EnvFilter, prelude::*};
 
-use crate::{bench, call, chaos, init, nats_config, service, shutdown, status, traffic, up};
+use crate::{
+    bench, call, chaos, init, nats_config, service, shutdown, status, traffic, up,
+    up::credentials::DEFAULT_PATH,
+};
 
 mod closed_pipe;
 
@@ -95,9 +98,6 @@ pub(crate) fn timeout_ms() -> clap::builder::RangedU64ValueParser<u64> {
     clap::value_parser!(u64).range(1..=600_000)
 }
 
-/// Where `aegis up` keeps its credentials by default.
-const DEFAULT_CREDENTIALS: &str = ".aegis/credentials";
-
 impl ConnectArgs {
     /// Connects with file < environment < flags precedence.
     ///
@@ -130,7 +130,7 @@ impl ConnectArgs {
         adjust: impl FnOnce(&mut aegis_sdk::AegisConfig) + Send + 'static,
     ) -> anyhow::Result<Connection> {
         let file = self.credentials.clone().or_else(|| {
-            let default = PathBuf::from(DEFAULT_CREDENTIALS);
+            let default = PathBuf::from(DEFAULT_PATH);
             default.is_file().then_some(default)
         });
         // No URL given: the running showcase's nodes, all of them, from
@@ -268,7 +268,7 @@ impl UsedCredentials {
         let what = match self {
             UsedCredentials::None => format!(
                 "NATS at {servers} refused a client without credentials ({kind}): none were \
-                 given, and this directory has no {DEFAULT_CREDENTIALS}. {WHERE_CREDENTIALS}"
+                 given, and this directory has no {DEFAULT_PATH}. {WHERE_CREDENTIALS}"
             ),
             UsedCredentials::Operator(file) => format!(
                 "NATS at {servers} refused the operator's credentials from {} ({kind}): \

@@ -595,44 +595,6 @@ impl Fleet {
             .copied()
     }
 
-    /// Waits until every instance whose record announces a beat interval
-    /// has shown a sign of life at or after `since` (a view started at
-    /// `since` then knows how recent each one is), or until the longest of
-    /// those intervals has passed, at most `patience`. For a one-shot
-    /// reading such as `aegis status`; a record is rewritten only every few
-    /// beats, so without one beat its age says little.
-    pub async fn await_beats(&self, since: DateTime<Utc>, patience: std::time::Duration) {
-        let beating: Vec<(Key, std::time::Duration)> = self
-            .all()
-            .into_iter()
-            .filter_map(|v| {
-                let i = v.instance;
-                Some((
-                    (i.service_name.clone(), i.instance_id.clone()),
-                    task::beat_interval(&i)?,
-                ))
-            })
-            .collect();
-        let Some(longest) = beating.iter().map(|(_, interval)| *interval).max() else {
-            return;
-        };
-        let deadline = tokio::time::Instant::now() + longest.min(patience);
-        loop {
-            let all_seen = {
-                let signs = self.shared.signs.lock().unwrap_or_else(|e| e.into_inner());
-                beating
-                    .iter()
-                    .all(|(key, _)| signs.get(key).is_some_and(|at| *at >= since))
-            };
-            if all_seen || tokio::time::Instant::now() >= deadline {
-                return;
-            }
-            // Beats come once an interval (a second by default): a short
-            // poll costs nothing here and needs no event per beat.
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    }
-
     /// When the term of `instance_id` with fencing `epoch` lapsed, if it
     /// did: one of `service`'s election keys still names it, but has not
     /// been renewed for longer than its lease (a leader that died, or a
