@@ -656,3 +656,49 @@ async fn listings_hold_the_newest_orders_within_a_bounded_index() {
     risk.shutdown().await.unwrap();
     pricing.shutdown().await.unwrap();
 }
+
+/// A start refused by the SDK (here: the instance id is in use) stops what
+/// it had started before the service: the order bucket's follower.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_start_leaves_no_follower_behind() {
+    let nats = common::server();
+    let (first, second) = (
+        common::connect(&nats.url()).await,
+        common::connect(&nats.url()).await,
+    );
+    let opts = || OrderOptions {
+        instance_id: Some("order-1".into()),
+        ..Default::default()
+    };
+    let running = order::start(&first, opts()).await.unwrap();
+    let consumers = || async {
+        let mut stream = first
+            .jetstream()
+            .get_stream(format!("KV_{}", order::ORDERS_BUCKET))
+            .await
+            .unwrap();
+        stream.info().await.unwrap().state.consumer_count
+    };
+    let before = consumers().await;
+
+    let refused = order::start(&second, opts()).await;
+    assert!(
+        matches!(
+            refused,
+            Err(aegis_trading::TradingError::Service(
+                aegis_sdk::rpc::server::ServiceError::InstanceIdInUse { .. }
+            ))
+        ),
+        "{:?}",
+        refused.err()
+    );
+    // A stopped follower's consumer goes when the server finds it idle
+    // (10 s); a follower left running keeps it for good.
+    common::eventually(
+        std::time::Duration::from_secs(30),
+        "the refused start's follower is gone",
+        || async { consumers().await == before },
+    )
+    .await;
+    running.shutdown().await.unwrap();
+}

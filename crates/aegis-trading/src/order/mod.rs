@@ -161,6 +161,9 @@ pub async fn start(conn: &Connection, opts: OrderOptions) -> Result<Running, Tra
     let store = OrderStore::open(conn, &instance_id, opts.index_capacity).await?;
     conn.events().ensure_stream().await?;
     let cancel = CancellationToken::new();
+    // A start that fails from here on (the SDK refusing the service, say)
+    // stops the tasks it started.
+    let stop_on_failure = cancel.clone().drop_guard();
     let follower = store.follow(cancel.clone()).await?;
     let desk = Arc::new(Desk {
         conn: conn.clone(),
@@ -213,6 +216,7 @@ pub async fn start(conn: &Connection, opts: OrderOptions) -> Result<Running, Tra
         })
         .start()
         .await?;
+    drop(stop_on_failure.disarm());
     desk.counters.attach(service.metrics().clone());
     if let Some(election) = service.election() {
         // A write must start with at least the lease's safety margin left:

@@ -362,6 +362,9 @@ pub async fn start(conn: &Connection, opts: RiskOptions) -> Result<Running, Trad
         apply_stored(&risk, entry.revision, &entry.value);
     }
     let cancel = CancellationToken::new();
+    // A start that fails from here on (the SDK refusing the service, say)
+    // stops the tasks it started.
+    let stop_on_failure = cancel.clone().drop_guard();
     // Not async-nats's ordered consumer: after a NATS node died, that one
     // left an instance judging by the old limits for up to 4.7 s after an
     // update (tests/node_loss.rs).
@@ -433,6 +436,7 @@ pub async fn start(conn: &Connection, opts: RiskOptions) -> Result<Running, Trad
         })
         .start()
         .await?;
+    drop(stop_on_failure.disarm());
     risk.counters.attach(service.metrics().clone());
     // Stopping, the service goes first: assessments in flight read the
     // positions and limits these tasks keep. The follower then writes a
