@@ -73,7 +73,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct LeadershipQuery {
-    /// How far back to look (`90s`, `15m`, `1h`; default 1 h, at most 24 h).
+    /// How far back to look (`90s`, `15m`, `1h`; default 1 h; a longer one is cut to 24 h).
     #[param(example = "1h")]
     window: Option<String>,
     /// Only this sticky group: instances registered in another group are
