@@ -38,6 +38,7 @@ use aegis_sdk::{
         models::{InstanceStatus, ServiceInstance},
     },
     registry::{METADATA_CONNECTION, METADATA_HEARTBEAT_MS},
+    startup::error_line,
 };
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -80,23 +81,37 @@ pub struct StatusArgs {
 /// system account credentials are refused.
 pub async fn run(args: StatusArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let conn = args.nats.connect_as_operator().await?;
-    let system = system_account(&args)?;
+    let mut system = system_account(&args, &conn)?;
     let tasks = TaskTracker::new();
     let stop = shutdown.child_token();
     let since = Utc::now();
     let connects = reconnects(&conn);
-    let fleet = Fleet::start(&conn, system.as_ref(), stop.clone(), &tasks).await?;
-    let closed = match &system {
-        Some(account) => {
-            let system = aegis_sdk::Connection::connect(account.connection_config(conn.config()))
-                .await
-                .context("connecting to the NATS system account")?;
-            let closed = closed::closed_connections(system.client(), LISTING_WAIT)
-                .await
-                .context("asking the NATS servers for their connections")?;
-            let _ = system.drain().await;
-            closed
+    let fleet = match Fleet::start(
+        &conn,
+        system.as_ref().map(|s| &s.account),
+        stop.clone(),
+        &tasks,
+    )
+    .await
+    {
+        Ok(fleet) => fleet,
+        // The file's system user belongs to the showcase that wrote it; a
+        // server that refuses it still shows the fleet, by beats alone.
+        Err(e) if system.as_ref().is_some_and(|s| s.file.is_some()) => {
+            warn_without_system(system.take(), &error_line(&e));
+            Fleet::start(&conn, None, stop.clone(), &tasks).await?
         }
+        Err(e) => return Err(e.into()),
+    };
+    let closed = match &system {
+        Some(found) => match closed_connections(found, &conn).await {
+            Ok(closed) => closed,
+            Err(e) if found.file.is_some() => {
+                warn_without_system(system.take(), &error_line(&e));
+                HashMap::new()
+            }
+            Err(e) => return Err(e),
+        },
         None => HashMap::new(),
     };
     // One beat of each instance first: the records alone are rewritten only
@@ -132,13 +147,28 @@ pub async fn run(args: StatusArgs, shutdown: CancellationToken) -> anyhow::Resul
     result
 }
 
-/// The NATS system account to read connection events with: the one the
-/// flags or `AEGIS_NATS_SYSTEM_*` name, else the system user of the
-/// credentials file the operator's connection reads (`--credentials`,
-/// `AEGIS_CREDENTIALS`, or `.aegis/credentials`), as `aegis up` writes it.
-fn system_account(args: &StatusArgs) -> anyhow::Result<Option<SystemAccount>> {
+/// The NATS system account to read connection events with, and the
+/// credentials file it came from, if it did.
+struct System {
+    account: SystemAccount,
+    file: Option<PathBuf>,
+}
+
+/// The system account the flags or `AEGIS_NATS_SYSTEM_*` name; else the
+/// system user of the credentials file the operator's connection was made
+/// with (`--credentials`, `AEGIS_CREDENTIALS`, or `.aegis/credentials`, as
+/// `aegis up` writes it). A file whose operator was not the one connected
+/// (other credentials were configured) is another showcase's: its system
+/// user is not sent to this server.
+fn system_account(
+    args: &StatusArgs,
+    conn: &aegis_sdk::Connection,
+) -> anyhow::Result<Option<System>> {
     if let Some(account) = args.system.account() {
-        return Ok(Some(account));
+        return Ok(Some(System {
+            account,
+            file: None,
+        }));
     }
     let file = args.nats.credentials.clone().or_else(|| {
         let default = PathBuf::from(credentials::DEFAULT_PATH);
@@ -147,13 +177,50 @@ fn system_account(args: &StatusArgs) -> anyhow::Result<Option<SystemAccount>> {
     let Some(file) = file else {
         return Ok(None);
     };
+    let operator = credentials::read_operator(&file)?.map(|(user, _)| user);
+    if operator.is_none() || operator != conn.config().nats.user {
+        return Ok(None);
+    }
     Ok(
-        credentials::read_system(&file)?.map(|(user, password)| SystemAccount {
-            user: Some(user),
-            password: Some(Secret::new(password)),
-            creds_file: None,
+        credentials::read_system(&file)?.map(|(user, password)| System {
+            account: SystemAccount {
+                user: Some(user),
+                password: Some(Secret::new(password)),
+                creds_file: None,
+            },
+            file: Some(file),
         }),
     )
+}
+
+/// The connections each server lists as closed, asked as `found`.
+async fn closed_connections(
+    found: &System,
+    conn: &aegis_sdk::Connection,
+) -> anyhow::Result<HashMap<String, DateTime<Utc>>> {
+    let system = aegis_sdk::Connection::connect(found.account.connection_config(conn.config()))
+        .await
+        .context("connecting to the NATS system account")?;
+    let closed = closed::closed_connections(system.client(), LISTING_WAIT)
+        .await
+        .context("asking the NATS servers for their connections");
+    let _ = system.drain().await;
+    closed
+}
+
+/// Says on stderr that the file's system user did not work, and what the
+/// table is judged by instead.
+fn warn_without_system(system: Option<System>, why: &str) {
+    if let Some(System {
+        file: Some(file), ..
+    }) = system
+    {
+        eprintln!(
+            "warning: the NATS system user of {} does not work here ({why}); \
+             crashed instances are shown by their missed beats",
+            file.display()
+        );
+    }
 }
 
 /// How many times the operator's connection has connected.

@@ -256,3 +256,43 @@ fn a_killed_leader_is_down_not_deposed() {
         assert_eq!(status_of(&table, survivor), "ACTIVE", "{table}");
     }
 }
+
+/// A credentials file whose system user this server refuses (another
+/// showcase's file, left in the working directory) does not stop `aegis
+/// status`: when its operator was the one connected, the refusal is said
+/// and the table judged by beats; when other credentials were given, its
+/// system user is not sent to this server at all.
+#[test]
+fn a_system_user_that_does_not_work_here_is_left_out() {
+    let bus = Bus::start();
+    let _one = bus.instance("pricing", "pricing-1");
+    let text = std::fs::read_to_string(&bus.with_system).unwrap();
+    let foreign: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("AEGIS_NATS_SYSTEM_PASSWORD=") {
+                "AEGIS_NATS_SYSTEM_PASSWORD=from-another-showcase\n".to_owned()
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    let file = bus.with_system.with_file_name("foreign-credentials");
+    std::fs::write(&file, foreign).unwrap();
+
+    let (ok, out) = bus.aegis(&["status"], &file);
+    assert!(ok, "{out}");
+    assert!(out.contains("does not work here"), "{out}");
+    assert!(!out.contains("from-another-showcase"), "{out}");
+    assert!(row(&out, "pricing-1").contains("pricing-1"), "{out}");
+
+    let mut cmd = bus.command(&["status"]);
+    cmd.arg("--credentials").arg(&file);
+    for (key, value) in bus.creds.nats_env("monitor") {
+        cmd.env(key, value);
+    }
+    let (ok, out) = output(cmd);
+    assert!(ok, "{out}");
+    assert!(!out.contains("does not work here"), "{out}");
+    assert!(row(&out, "pricing-1").contains("pricing-1"), "{out}");
+}
