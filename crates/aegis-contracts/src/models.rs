@@ -84,7 +84,8 @@ impl Collector {
 }
 
 /// Checks free text: non-blank, at most `max` characters, and no control
-/// character but newline and tab (a NUL, or an escape sequence that
+/// character but tabs and line breaks (LF, or CRLF as Windows clients
+/// send it; a NUL, or an escape sequence that
 /// recolours the terminal it is printed on, is not text a person reads).
 pub(crate) fn check_text(value: &str, max: usize) -> Result<(), String> {
     if value.trim().is_empty() {
@@ -94,16 +95,17 @@ pub(crate) fn check_text(value: &str, max: usize) -> Result<(), String> {
     if len > max {
         return Err(format!("must be 1-{max} characters, got {len}"));
     }
-    if let Some((at, c)) = value
-        .chars()
-        .enumerate()
-        .find(|(_, c)| c.is_control() && !matches!(c, '\n' | '\t'))
-    {
-        return Err(format!(
-            "must not contain control characters (U+{:04X} at character {}); newline and tab are allowed",
-            u32::from(c),
-            at + 1
-        ));
+    let mut chars = value.chars().enumerate().peekable();
+    while let Some((at, c)) = chars.next() {
+        // A line break is LF, or CRLF as clients on Windows send it.
+        let line_break = c == '\n' || (c == '\r' && chars.peek().is_some_and(|(_, n)| *n == '\n'));
+        if c.is_control() && c != '\t' && !line_break {
+            return Err(format!(
+                "must not contain control characters (U+{:04X} at character {}); line breaks and tabs are allowed",
+                u32::from(c),
+                at + 1
+            ));
+        }
     }
     Ok(())
 }
@@ -121,11 +123,12 @@ mod tests {
         assert!(check_text(&"é".repeat(100), 100).is_ok());
         assert!(check_text("", 100).is_err());
         assert!(check_text("  \t", 100).is_err());
-        // Text, not control characters: newline and tab only.
+        // Text, not control characters: line breaks (LF, CRLF) and tabs only.
         assert!(check_text("two lines\n\tindented", 100).is_ok());
+        assert!(check_text("from Windows\r\nsecond line", 100).is_ok());
         assert_eq!(
             check_text("ab\u{0}c", 100),
-            Err("must not contain control characters (U+0000 at character 3); newline and tab are allowed".to_owned())
+            Err("must not contain control characters (U+0000 at character 3); line breaks and tabs are allowed".to_owned())
         );
         for bad in ["\u{1b}[31m", "a\r", "\u{7f}", "\u{85}"] {
             assert!(check_text(bad, 100).is_err(), "{bad:?}");

@@ -58,7 +58,10 @@ impl ServiceDefinition {
 // Its OpenAPI schema states the rules `validate` checks, so a spec-driven
 // client or fuzzer knows what valid input looks like: the service name rule
 // (`^[a-z][a-z0-9-]{1,62}[a-z0-9]$` without `--`) as an equivalent pattern
-// plus lengths, free text as non-blank with a length bound, the version as
+// plus lengths, free text as non-blank with a length bound and no control
+// character but tabs and line breaks (LF, CRLF; one pattern, written out in
+// each of the four places since the attribute takes only a literal, and the
+// tests hold them equal), the version as
 // semver 2.0 without leading zeros (ASCII digits only).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -81,7 +84,7 @@ pub struct NewServiceDefinition {
         schema(
             min_length = 1,
             max_length = 100,
-            pattern = r"\S",
+            pattern = r"^(?:[^\x00-\x08\x0B-\x1F\x7F-\x9F]|\r\n)*[^\s\x00-\x08\x0B-\x1F\x7F-\x9F](?:[^\x00-\x08\x0B-\x1F\x7F-\x9F]|\r\n)*$",
             example = "trading-team"
         )
     )]
@@ -92,7 +95,7 @@ pub struct NewServiceDefinition {
         schema(
             min_length = 1,
             max_length = 500,
-            pattern = r"\S",
+            pattern = r"^(?:[^\x00-\x08\x0B-\x1F\x7F-\x9F]|\r\n)*[^\s\x00-\x08\x0B-\x1F\x7F-\x9F](?:[^\x00-\x08\x0B-\x1F\x7F-\x9F]|\r\n)*$",
             example = "Places and tracks orders"
         )
     )]
@@ -150,14 +153,24 @@ pub struct ServiceDefinitionPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(
         feature = "openapi",
-        schema(nullable = false, min_length = 1, max_length = 100, pattern = r"\S")
+        schema(
+            nullable = false,
+            min_length = 1,
+            max_length = 100,
+            pattern = r"^(?:[^\x00-\x08\x0B-\x1F\x7F-\x9F]|\r\n)*[^\s\x00-\x08\x0B-\x1F\x7F-\x9F](?:[^\x00-\x08\x0B-\x1F\x7F-\x9F]|\r\n)*$"
+        )
     )]
     pub owner: Option<String>,
     /// New description, 1–500 characters, not blank.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(
         feature = "openapi",
-        schema(nullable = false, min_length = 1, max_length = 500, pattern = r"\S")
+        schema(
+            nullable = false,
+            min_length = 1,
+            max_length = 500,
+            pattern = r"^(?:[^\x00-\x08\x0B-\x1F\x7F-\x9F]|\r\n)*[^\s\x00-\x08\x0B-\x1F\x7F-\x9F](?:[^\x00-\x08\x0B-\x1F\x7F-\x9F]|\r\n)*$"
+        )
     )]
     pub description: Option<String>,
     /// New semver version.
