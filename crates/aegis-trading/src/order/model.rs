@@ -65,9 +65,17 @@ fn whole_quantity<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Erro
         }
 
         fn visit_f64<E: Error>(self, v: f64) -> Result<i64, E> {
-            // Within i64, a float is no whole number; beyond it, any is too large.
-            if v.is_finite() && v.fract() == 0.0 && v.abs() >= 2f64.powi(63) {
+            // JSON wrote it with a fraction or an exponent: say what is
+            // wrong with it, whole or not, in range or not.
+            let whole = v.is_finite() && v.fract() == 0.0;
+            if whole && v >= 2f64.powi(63) {
                 Err(too_large())
+            } else if whole && v < -(2f64.powi(63)) {
+                Err(E::custom("quantity must be a positive integer"))
+            } else if whole {
+                Err(E::custom(format!(
+                    "quantity must be written as an integer, e.g. {v:.0} (no fraction or exponent)"
+                )))
             } else {
                 Err(E::custom("quantity must be a whole number"))
             }
@@ -361,6 +369,15 @@ mod tests {
                 "quantity is too large (at most 9223372036854775807)",
             ),
             ("2.5", "quantity must be a whole number"),
+            ("-1e30", "quantity must be a positive integer"),
+            (
+                "10.0",
+                "quantity must be written as an integer, e.g. 10 (no fraction or exponent)",
+            ),
+            (
+                "1e3",
+                "quantity must be written as an integer, e.g. 1000 (no fraction or exponent)",
+            ),
         ] {
             let message = decode(quantity).unwrap_err().to_string();
             assert!(
