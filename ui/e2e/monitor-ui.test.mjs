@@ -148,7 +148,7 @@ describe("monitor UI", () => {
     // Enter on a focused card opens its detail page.
     await page.getByRole("link", { name: "Details of pricing-1" }).focus();
     await page.keyboard.press("Enter");
-    await page.waitForURL(/\/services\/pricing-1$/);
+    await page.waitForURL(/\/services\/pricing-1\?service=pricing-service$/);
     await page.getByTestId("instance-detail").waitFor();
     // Tabs switch with the arrow keys.
     await page.getByRole("tab", { name: "Performance" }).focus();
