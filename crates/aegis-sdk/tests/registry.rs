@@ -869,3 +869,53 @@ async fn a_stop_leaves_the_record_another_process_wrote_under_the_same_id() {
         "its own stop removes it"
     );
 }
+
+/// The liveness beat keeps its own cadence whatever the health check and
+/// the record's write take: the monitor and `aegis status` call an
+/// instance unresponsive by missed beats, and a slow check is no missed
+/// beat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_health_check_does_not_space_out_the_beats() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let mut beats = conn
+        .client()
+        .subscribe(aegis_sdk::contracts::subjects::heartbeat_subject(
+            "slow-check",
+            "s-1",
+        ))
+        .await
+        .unwrap();
+    let every = Duration::from_millis(200);
+    let svc = conn
+        .service("slow-check", "1.0.0")
+        .instance_id("s-1")
+        .heartbeat(every)
+        .ttl(Duration::from_secs(3))
+        // Most of an interval, as a check of a database might take.
+        .health_check(|| async {
+            tokio::time::sleep(Duration::from_millis(180)).await;
+            true
+        })
+        .handler("echo", |v: Value| async move { Ok::<_, WireError>(v) })
+        .start()
+        .await
+        .unwrap();
+    beats.next().await.expect("a first beat");
+    let mut last = Instant::now();
+    let mut gaps = Vec::new();
+    for _ in 0..8 {
+        tokio::time::timeout(Duration::from_secs(5), beats.next())
+            .await
+            .expect("a beat within 5 s")
+            .expect("beat subscription");
+        gaps.push(last.elapsed());
+        last = Instant::now();
+    }
+    let widest = *gaps.iter().max().unwrap();
+    assert!(
+        widest < every.mul_f64(1.5),
+        "beats {every:?} apart, but gaps were {gaps:?}"
+    );
+    svc.shutdown().await.unwrap();
+}

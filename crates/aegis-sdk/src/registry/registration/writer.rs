@@ -254,9 +254,43 @@ impl Inner {
     }
 }
 
+/// The registration's background work: the liveness beat and the record's
+/// upkeep, side by side until `cancel` (or the deregistration).
 pub(super) async fn heartbeat(inner: Arc<Inner>, cancel: CancellationToken) {
+    tokio::join!(beat(&inner, &cancel), upkeep(&inner, &cancel));
+}
+
+/// The liveness beat (core NATS), on a fixed cadence of its own: neither
+/// the health check (up to an interval) nor the KV write (up to its write
+/// timeout, then retries) may space it out, since the monitor and `aegis
+/// status` call an instance unresponsive by its missed beats
+/// (`tests/registry.rs`). It needs no JetStream either, so it keeps the
+/// monitor's view true while the registry's stream elects a leader.
+async fn beat(inner: &Inner, cancel: &CancellationToken) {
+    let mut every = tokio::time::interval(inner.options.heartbeat);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The record was just written: the first beat is due an interval on.
+    every.reset();
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        if inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let _ = inner
+            .client
+            .publish(inner.beat_subject.clone(), bytes::Bytes::new())
+            .await;
+    }
+}
+
+/// The record's upkeep: the health check, then the write when due, every
+/// heartbeat (sooner when an operator's time-limited verdict ends), with
+/// back-off while writes fail.
+async fn upkeep(inner: &Inner, cancel: &CancellationToken) {
     let mut delay = inner.options.heartbeat;
-    let mut last_beat: Option<tokio::time::Instant> = None;
     loop {
         // An operator's time-limited verdict ends on time, not at the next beat.
         let wake = tokio::time::Instant::now() + delay;
@@ -268,23 +302,13 @@ pub(super) async fn heartbeat(inner: Arc<Inner>, cancel: CancellationToken) {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep_until(wake) => {}
         }
-        // The liveness beat goes out on its own cadence, whatever the KV
-        // write does: it needs no JetStream, so it keeps the monitor's view
-        // true while the registry's stream elects a leader.
-        if last_beat.is_none_or(|t| t.elapsed() >= inner.options.heartbeat) {
-            last_beat = Some(tokio::time::Instant::now());
-            let _ = inner
-                .client
-                .publish(inner.beat_subject.clone(), bytes::Bytes::new())
-                .await;
-        }
-        let beat = async {
+        let work = async {
             inner.run_health_check().await;
             inner.write_if_due().await
         };
         let result = tokio::select! {
             () = cancel.cancelled() => return,
-            result = beat => result,
+            result = work => result,
         };
         delay = match result {
             Ok(revision) => {
