@@ -84,7 +84,6 @@ pub async fn run(args: StatusArgs, shutdown: CancellationToken) -> anyhow::Resul
     let mut system = system_account(&args, &conn)?;
     let tasks = TaskTracker::new();
     let stop = shutdown.child_token();
-    let since = Utc::now();
     let connects = reconnects(&conn);
     let fleet = match Fleet::start(
         &conn,
@@ -103,6 +102,10 @@ pub async fn run(args: StatusArgs, shutdown: CancellationToken) -> anyhow::Resul
         }
         Err(e) => return Err(e.into()),
     };
+    // Listening starts once the records are loaded: a loaded record is
+    // what the instance last said, not a sign heard now (one written by a
+    // clock that runs ahead would pass for one).
+    let since = Utc::now();
     let closed = match &system {
         Some(found) => match closed_connections(found, &conn).await {
             Ok(closed) => closed,

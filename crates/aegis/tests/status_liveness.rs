@@ -296,3 +296,43 @@ fn a_system_user_that_does_not_work_here_is_left_out() {
     assert!(!out.contains("does not work here"), "{out}");
     assert!(row(&out, "pricing-1").contains("pricing-1"), "{out}");
 }
+
+/// A record written by a clock that runs ahead is no sign of life now: a
+/// dead instance whose record says it beat 5 s in the future is still
+/// shown unresponsive once its beats are not heard.
+#[test]
+fn a_dead_instance_whose_clock_ran_ahead_is_not_shown_active() {
+    let bus = Bus::start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let user = "svc-pricing-service";
+        let mut config = aegis_sdk::AegisConfig::with_servers(bus.server.url());
+        config.nats.user = Some(user.to_owned());
+        config.nats.password = Some(aegis_sdk::Secret::new(
+            bus.creds.nats_password(user).unwrap(),
+        ));
+        config.nats.inbox_prefix = Some(aegis::permissions::inbox_prefix(user));
+        let conn = aegis_sdk::Connection::connect(config).await.unwrap();
+        let mut record = aegis_sdk::contracts::ServiceInstance::new(
+            "pricing-service",
+            "ghost-1",
+            "1.0.0",
+            chrono::Utc::now() + chrono::Duration::seconds(5),
+        );
+        record.metadata.insert("heartbeatMs".into(), 1000.into());
+        let store = conn
+            .jetstream()
+            .get_key_value(aegis_sdk::contracts::subjects::REGISTRY_BUCKET)
+            .await
+            .unwrap();
+        store
+            .put(
+                "service-instances.pricing-service.ghost-1",
+                serde_json::to_vec(&record).unwrap().into(),
+            )
+            .await
+            .unwrap();
+    });
+    let (table, _) = bus.status(&bus.without_system);
+    assert_eq!(status_of(&table, "ghost-1"), "UNHEALTHY", "{table}");
+}

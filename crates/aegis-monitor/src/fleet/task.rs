@@ -134,6 +134,10 @@ impl State {
 
     /// Notes a sign of life of `key` at `at`, for [`Fleet::last_sign_of_life`].
     fn signed(&self, key: &Key, at: DateTime<Utc>) {
+        // No sign of life is from the future: a record written by a clock
+        // that runs ahead is one from now at the latest, or a dead
+        // instance would look alive until its clock's lead ran out.
+        let at = at.min(Utc::now());
         let mut signs = self.shared.signs.lock().unwrap_or_else(|e| e.into_inner());
         let last = signs.entry(key.clone()).or_insert(at);
         *last = (*last).max(at);
