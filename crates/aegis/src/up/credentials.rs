@@ -202,19 +202,44 @@ fn read_user(
     password_var: &str,
 ) -> anyhow::Result<Option<(String, String)>> {
     let mut vars = read_vars(path)?;
-    Ok(vars.remove(user_var).zip(vars.remove(password_var)))
+    match (vars.remove(user_var), vars.remove(password_var)) {
+        (Some(user), Some(password)) => Ok(Some((user, password))),
+        (None, None) => Ok(None),
+        (Some(_), None) => anyhow::bail!(
+            "the credentials file {} names {user_var} but no {password_var}",
+            path.display()
+        ),
+        (None, Some(_)) => anyhow::bail!(
+            "the credentials file {} names {password_var} but no {user_var}",
+            path.display()
+        ),
+    }
 }
 
-/// The `NAME=value` lines of a credentials file (comments skipped).
+/// The `NAME=value` lines of a credentials file (blank lines and `#`
+/// comments skipped). Any other line is refused by its number, never
+/// shown: it may hold a secret.
 fn read_vars(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the credentials file {}", path.display()))?;
-    Ok(text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect())
+    let mut vars = BTreeMap::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((name, value)) = line.split_once('=') else {
+            anyhow::bail!(
+                "{} is not a credentials file of `aegis up`: its line {} is not NAME=value \
+                 (the file `aegis up` writes to <state-dir>/credentials holds such lines, \
+                 AEGIS_NATS_USER and AEGIS_NATS_PASSWORD among them)",
+                path.display(),
+                number + 1
+            );
+        };
+        vars.insert(name.trim().to_owned(), value.trim().to_owned());
+    }
+    Ok(vars)
 }
 
 fn generate() -> String {
@@ -269,6 +294,30 @@ mod tests {
         assert_eq!(read_tls_ca(&file).unwrap(), None);
         std::fs::write(&file, "AEGIS_NATS_USER=operator\nAEGIS_NATS_PASSWORD=x\n").unwrap();
         assert_eq!(read_system(&file).unwrap(), None, "no system user named");
+    }
+
+    /// A hand-edited file with a line that is no `NAME=value` is refused
+    /// naming the line, never showing it (it may hold a secret); a user
+    /// named without a password is said too, not taken for no user.
+    #[test]
+    fn a_line_that_is_no_setting_is_refused_by_its_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("credentials");
+        std::fs::write(
+            &file,
+            "# aegis up\n\nAEGIS_NATS_USER=operator\nAEGIS_NATS_PASSWORD s3cret\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", read_operator(&file).unwrap_err());
+        assert!(
+            err.contains("line 4") && err.contains("NAME=value"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret"), "{err}");
+
+        std::fs::write(&file, "AEGIS_NATS_USER=operator\n").unwrap();
+        let err = format!("{:#}", read_operator(&file).unwrap_err());
+        assert!(err.contains("AEGIS_NATS_PASSWORD"), "{err}");
     }
 
     #[test]
