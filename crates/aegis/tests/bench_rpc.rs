@@ -8,22 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Proc, report_row, run_bench};
-
-/// The smallest run that still measures every phase: one batch of latency
-/// per side, one short throughput round.
-const TINY: [&str; 10] = [
-    "--calls",
-    "100",
-    "--batch",
-    "100",
-    "--warmup",
-    "10",
-    "--rounds",
-    "1",
-    "--round-secs",
-    "0.2",
-];
+use common::{Proc, TINY_RPC_BENCH, report_row, run_bench};
 
 #[test]
 fn the_rpc_benchmark_runs_with_auth_and_tls() {
@@ -70,7 +55,7 @@ fn the_breakdown_measures_throughput_and_one_side_can_run_alone() {
     let side = "sdk client, by instance";
     let args = [
         &["bench", "rpc", "--breakdown", "--only", side][..],
-        &TINY[..],
+        &TINY_RPC_BENCH[..],
     ]
     .concat();
     let run = run_bench(&args, Duration::from_secs(240));
@@ -104,7 +89,7 @@ fn a_calibration_run_slows_the_raw_side_and_judges_nothing() {
             "--busy-side",
             "server",
         ][..],
-        &TINY[..],
+        &TINY_RPC_BENCH[..],
     ]
     .concat();
     let run = run_bench(&args, Duration::from_secs(240));

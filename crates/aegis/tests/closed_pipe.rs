@@ -99,20 +99,7 @@ fn call_and_status_end_quietly_on_a_closed_stdout() {
 #[test]
 fn a_benchmark_ends_quietly_on_a_closed_stdout() {
     let dir = tempfile::tempdir().unwrap();
-    let args = [
-        "bench",
-        "rpc",
-        "--calls",
-        "100",
-        "--batch",
-        "100",
-        "--warmup",
-        "10",
-        "--rounds",
-        "1",
-        "--round-secs",
-        "0.2",
-    ];
+    let args = [&["bench", "rpc"][..], &common::TINY_RPC_BENCH[..]].concat();
     let (status, stderr) = with_closed_stdout(dir.path(), &args);
     assert!(
         !stderr.contains("panicked") && !stderr.contains("Broken pipe"),

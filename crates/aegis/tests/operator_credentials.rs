@@ -2,27 +2,19 @@
 //! NATS that wants credentials say so once, in their own words, and name
 //! where a showcase keeps the credentials however it was started.
 
+mod common;
+
 use std::{path::Path, process::Command};
 
 use aegis_testkit::NatsServer;
-
-const AEGIS: &str = env!("CARGO_BIN_EXE_aegis");
+use common::{AEGIS, CREDENTIAL_VARS};
 
 /// Runs `aegis ARGS` in `dir` with none of the environment that would give
 /// it credentials or change its logging; returns success and stderr.
 fn aegis_in(dir: &Path, args: &[&str]) -> (bool, String) {
     let mut cmd = Command::new(AEGIS);
     cmd.args(args).current_dir(dir).env("NO_COLOR", "1");
-    for var in [
-        "AEGIS_LOG",
-        "AEGIS_CREDENTIALS",
-        "AEGIS_CONFIG",
-        "AEGIS_NATS_USER",
-        "AEGIS_NATS_PASSWORD",
-        "AEGIS_NATS_TOKEN",
-        "AEGIS_NATS_NKEY_SEED",
-        "AEGIS_NATS_CREDS",
-    ] {
+    for var in CREDENTIAL_VARS {
         cmd.env_remove(var);
     }
     let out = cmd.output().unwrap();

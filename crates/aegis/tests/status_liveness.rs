@@ -15,7 +15,7 @@ use std::{
 
 use aegis::permissions::render_users;
 use aegis_testkit::NatsServer;
-use common::{AEGIS, Proc};
+use common::{AEGIS, CREDENTIAL_VARS, Proc, output};
 use nix::sys::signal::Signal;
 
 /// A nats-server with the showcase's users, the buckets and streams
@@ -129,33 +129,6 @@ impl Bus {
             assert!(Instant::now() < deadline, "never {what}:\n{table}");
         }
     }
-}
-
-/// The variables that would give `aegis` other credentials than the file's.
-const CREDENTIAL_VARS: [&str; 10] = [
-    "AEGIS_LOG",
-    "AEGIS_CREDENTIALS",
-    "AEGIS_CONFIG",
-    "AEGIS_NATS_USER",
-    "AEGIS_NATS_PASSWORD",
-    "AEGIS_NATS_TOKEN",
-    "AEGIS_NATS_CREDS",
-    "AEGIS_NATS_SYSTEM_USER",
-    "AEGIS_NATS_SYSTEM_PASSWORD",
-    "AEGIS_NATS_SYSTEM_CREDS",
-];
-
-/// Runs `cmd` to its end: success, and stdout and stderr together.
-fn output(mut cmd: Command) -> (bool, String) {
-    let out = cmd.output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 /// The table's row of `instance`.

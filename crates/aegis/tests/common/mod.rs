@@ -15,14 +15,49 @@ use nix::{sys::signal::Signal, unistd::Pid};
 
 pub const AEGIS: &str = env!("CARGO_BIN_EXE_aegis");
 
+/// The variables that would give `aegis` credentials, a configuration or
+/// a log level other than a test's own: removed where a test must see what
+/// `aegis` does without them.
+pub const CREDENTIAL_VARS: [&str; 11] = [
+    "AEGIS_LOG",
+    "AEGIS_CREDENTIALS",
+    "AEGIS_CONFIG",
+    "AEGIS_NATS_USER",
+    "AEGIS_NATS_PASSWORD",
+    "AEGIS_NATS_TOKEN",
+    "AEGIS_NATS_NKEY_SEED",
+    "AEGIS_NATS_CREDS",
+    "AEGIS_NATS_SYSTEM_USER",
+    "AEGIS_NATS_SYSTEM_PASSWORD",
+    "AEGIS_NATS_SYSTEM_CREDS",
+];
+
+/// The smallest `bench rpc` run that still measures every phase: one batch
+/// of latency per side, one short throughput round.
+pub const TINY_RPC_BENCH: [&str; 10] = [
+    "--calls",
+    "100",
+    "--batch",
+    "100",
+    "--warmup",
+    "10",
+    "--rounds",
+    "1",
+    "--round-secs",
+    "0.2",
+];
+
 /// Runs `aegis` with `args` to its end (no colour); returns its success
 /// and its stdout and stderr together.
 pub fn run<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String) {
-    let out = std::process::Command::new(AEGIS)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
+    let mut cmd = std::process::Command::new(AEGIS);
+    cmd.args(args).env("NO_COLOR", "1");
+    output(cmd)
+}
+
+/// Runs `cmd` to its end: its success, and its stdout and stderr together.
+pub fn output(mut cmd: std::process::Command) -> (bool, String) {
+    let out = cmd.output().unwrap();
     (
         out.status.success(),
         format!(
