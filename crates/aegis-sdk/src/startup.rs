@@ -120,16 +120,22 @@ where
 /// assert_eq!(error_line(&repeated), "cannot connect: IO error: refused");
 /// ```
 pub fn error_line(error: &impl Display) -> String {
-    let text = format!("{error:#}");
-    let mut line = String::with_capacity(text.len());
-    for cause in text.split(": ") {
-        if line.contains(cause) {
+    said_once(format!("{error:#}").split(": "))
+}
+
+/// `parts` joined by `: `, each left out whose text the line already
+/// holds (the rule of [`error_line`] and [`Causes`]).
+fn said_once(parts: impl IntoIterator<Item = impl AsRef<str>>) -> String {
+    let mut line = String::new();
+    for part in parts {
+        let part = part.as_ref();
+        if line.contains(part) {
             continue;
         }
         if !line.is_empty() {
             line.push_str(": ");
         }
-        line.push_str(cause);
+        line.push_str(part);
     }
     line
 }
@@ -171,17 +177,8 @@ pub struct Causes<'a>(pub &'a (dyn std::error::Error + 'static));
 
 impl Display for Causes<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut line = self.0.to_string();
-        let mut cause = self.0.source();
-        while let Some(e) = cause {
-            let text = e.to_string();
-            if !line.contains(&text) {
-                line.push_str(": ");
-                line.push_str(&text);
-            }
-            cause = e.source();
-        }
-        f.write_str(&line)
+        let levels = std::iter::successors(Some(self.0), |e| e.source());
+        f.write_str(&said_once(levels.map(ToString::to_string)))
     }
 }
 
