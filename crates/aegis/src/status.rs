@@ -594,7 +594,15 @@ mod tests {
     }
 
     /// A beat interval of a second, as the services announce it.
-    fn beating(mut record: ServiceInstance) -> ServiceInstance {
+    /// pricing-2's record, written `written_ms` before `now`, announcing a
+    /// beat every second.
+    fn beating_pricing_2(now: chrono::DateTime<Utc>, written_ms: i64) -> ServiceInstance {
+        let mut record = ServiceInstance::new(
+            "pricing-service",
+            "pricing-2",
+            "1.0.0",
+            now - Duration::milliseconds(written_ms),
+        );
         record.metadata.insert("heartbeatMs".into(), 1000.into());
         record
     }
@@ -670,12 +678,7 @@ mod tests {
     #[test]
     fn an_instance_silent_for_a_beat_and_a_half_since_listening_began_is_unresponsive() {
         let now = Utc::now();
-        let mut record = beating(ServiceInstance::new(
-            "pricing-service",
-            "pricing-2",
-            "1.0.0",
-            now - Duration::milliseconds(2400),
-        ));
+        let mut record = beating_pricing_2(now, 2400);
         record.status = InstanceStatus::Active;
         let judge = |since_ms: i64, seen: Option<i64>, judged: bool| {
             let mut v = view_as(record.clone(), None, Liveness::Live);
@@ -723,12 +726,7 @@ mod tests {
     #[test]
     fn a_connection_the_servers_list_closed_is_down_until_it_beats_again() {
         let now = Utc::now();
-        let mut record = beating(ServiceInstance::new(
-            "pricing-service",
-            "pricing-2",
-            "1.0.0",
-            now - Duration::milliseconds(2400),
-        ));
+        let mut record = beating_pricing_2(now, 2400);
         record
             .metadata
             .insert("natsConnection".into(), "pricing-2-abc".into());
