@@ -27,8 +27,8 @@ pub struct LogRecord {
     #[cfg_attr(feature = "openapi", schema(value_type = String, example = "WARN"))]
     pub level: LogLevel,
     /// What kind of entry this is: `log`, `registered`, `status_changed`,
-    /// `elected`, `leadership_lost`, `heartbeat_failed`, `deregistered`, or
-    /// a newer kind.
+    /// `elected`, `leadership_lost`, `heartbeat_failed`, `deregistered`,
+    /// `duplicate_instance_id`, or a newer kind.
     #[cfg_attr(
         feature = "openapi",
         schema(value_type = String, example = "status_changed")
@@ -109,6 +109,10 @@ pub enum LogKind {
     HeartbeatFailed,
     /// The instance removed its registry record on a graceful stop.
     Deregistered,
+    /// Another process wrote this instance's registry record: two processes
+    /// run under one instance id. `fields.otherConnection`, `otherHost` and
+    /// `otherPid` name the other one.
+    DuplicateInstanceId,
     /// A kind this version does not know, kept as written.
     Other(String),
 }
@@ -124,6 +128,7 @@ impl LogKind {
             Self::LeadershipLost => "leadership_lost",
             Self::HeartbeatFailed => "heartbeat_failed",
             Self::Deregistered => "deregistered",
+            Self::DuplicateInstanceId => "duplicate_instance_id",
             Self::Other(s) => s,
         }
     }
@@ -138,6 +143,7 @@ impl LogKind {
             "leadership_lost" => Self::LeadershipLost,
             "heartbeat_failed" => Self::HeartbeatFailed,
             "deregistered" => Self::Deregistered,
+            "duplicate_instance_id" => Self::DuplicateInstanceId,
             other => Self::Other(other.to_owned()),
         }
     }
@@ -209,6 +215,7 @@ mod tests {
             LogKind::LeadershipLost,
             LogKind::HeartbeatFailed,
             LogKind::Deregistered,
+            LogKind::DuplicateInstanceId,
         ] {
             assert_eq!(LogKind::parse(k.as_str()), k);
         }

@@ -870,6 +870,96 @@ async fn a_stop_leaves_the_record_another_process_wrote_under_the_same_id() {
     );
 }
 
+/// Two processes with one instance id that both got past the start's
+/// check (started within milliseconds of each other, or one whose check
+/// found no answer in time) are found out afterwards: each write expects
+/// the record this process wrote last, and finding another process's
+/// record there, each says so, naming the other's connection, host and
+/// pid. Both stay registered (the record is still theirs to keep).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_with_one_id_find_each_other_out() {
+    use aegis_sdk::contracts::log::{LogKind, LogLevel, LogRecord};
+    use aegis_sdk::registry::Registration;
+    let nats = server();
+    let (first, second) = (connect(&nats.url()).await, connect(&nats.url()).await);
+    let record = || {
+        let mut record = ServiceInstance::new("dup-service", "dup-1", "1.0.0", chrono::Utc::now());
+        record.metadata.insert("host".into(), "desk-7".into());
+        record
+            .metadata
+            .insert("pid".into(), std::process::id().into());
+        record
+    };
+    let heard = |conn: &Connection| {
+        let events = Arc::new(Mutex::new(Vec::<LogRecord>::new()));
+        let sink = events.clone();
+        let registration = Registration::builder(conn, record())
+            .heartbeat(Duration::from_millis(100))
+            .refresh(Duration::from_millis(300))
+            .on_event(Arc::new(move |e| sink.lock().unwrap().push(e)));
+        (registration, events)
+    };
+    let (early, early_heard) = heard(&first);
+    let early = early.start().await.unwrap();
+    let (late, late_heard) = heard(&second);
+    let late = late.start().await.unwrap();
+
+    let found_out = |events: &Arc<Mutex<Vec<LogRecord>>>, other: &Connection| {
+        let events = events.lock().unwrap();
+        let found: Vec<&LogRecord> = events
+            .iter()
+            .filter(|e| e.kind == LogKind::DuplicateInstanceId)
+            .collect();
+        found.first().map(|e| {
+            assert_eq!(e.level, LogLevel::Error);
+            assert_eq!(e.fields["otherConnection"], other.connection_name());
+            assert_eq!(e.fields["otherPid"], std::process::id());
+            assert_eq!(e.fields["otherHost"], "desk-7");
+            assert!(e.message.contains("dup-1"), "{}", e.message);
+            found.len()
+        })
+    };
+    eventually(
+        Duration::from_secs(5),
+        "the first finds the second out",
+        || {
+            let seen = found_out(&early_heard, &second).is_some();
+            async move { seen }
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(5),
+        "the second finds the first out",
+        || {
+            let seen = found_out(&late_heard, &first).is_some();
+            async move { seen }
+        },
+    )
+    .await;
+    // Said once for the same other process, not at every write: six more
+    // writes of the key (three refreshes each) say nothing more.
+    let kv = raw_kv(&nats.url()).await;
+    let key = "service-instances.dup-service.dup-1";
+    let revision = || async {
+        kv.entry(key)
+            .await
+            .unwrap()
+            .map(|e| (e.revision, e.operation))
+    };
+    let (seen, _) = revision().await.expect("the record");
+    eventually(Duration::from_secs(5), "six more writes", || async {
+        revision()
+            .await
+            .is_some_and(|(r, op)| r >= seen + 6 && op == kv::Operation::Put)
+    })
+    .await;
+    assert_eq!(found_out(&early_heard, &second), Some(1));
+    assert_eq!(found_out(&late_heard, &first), Some(1));
+    early.deregister().await.unwrap();
+    late.deregister().await.unwrap();
+}
+
 /// The liveness beat keeps its own cadence whatever the health check and
 /// the record's write take: the monitor and `aegis status` call an
 /// instance unresponsive by missed beats, and a slow check is no missed
