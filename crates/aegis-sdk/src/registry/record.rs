@@ -32,17 +32,27 @@ pub(crate) fn ttl_header_value(ttl: Duration) -> String {
 }
 
 /// Publishes `record` to `subject` with a TTL and waits for the stream's
-/// acknowledgement for at most `timeout`. Returns the stored revision.
+/// acknowledgement for at most `timeout`. With `expected`, the stream takes
+/// it only while the key's last revision is that one (a refusal is a
+/// [`PublishError`](jetstream::context::PublishError) of kind
+/// `WrongLastSequence`). Returns the stored revision.
 pub(crate) async fn put_with_ttl(
     js: &jetstream::Context,
     subject: &str,
     ttl_value: &str,
     record: &ServiceInstance,
     timeout: Duration,
+    expected: Option<u64>,
 ) -> Result<u64, async_nats::Error> {
     let body = serde_json::to_vec(record)?;
     let mut headers = HeaderMap::new();
     headers.insert(HEADER_TTL, ttl_value);
+    if let Some(revision) = expected {
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            revision.to_string().as_str(),
+        );
+    }
     let publish = async {
         let ack = js
             .publish_with_headers(subject.to_owned(), headers, body.into())

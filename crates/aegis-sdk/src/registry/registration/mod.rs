@@ -219,6 +219,7 @@ impl RegistrationBuilder {
                 written_at: None,
                 revision: None,
                 failures: 0,
+                found_out: None,
                 health: Tracker::default(),
             }),
             health_tx: watch::channel(Health::default()).0,

@@ -65,6 +65,9 @@ pub(super) struct WriteState {
     /// record only while it is still this one (see [`purge`]).
     pub(super) revision: Option<u64>,
     pub(super) failures: u32,
+    /// The connection of the other process last found writing this record
+    /// (said once for each).
+    pub(super) found_out: Option<String>,
     /// Failing checks, the operator's verdict, registry trouble.
     pub(super) health: Tracker,
 }
@@ -103,7 +106,7 @@ impl Inner {
         if self.closed.load(Ordering::Acquire) {
             return Err(RegistryError::Deregistered(self.key.clone()));
         }
-        let (record, degraded) = {
+        let (record, degraded, last) = {
             let mut st = self.state();
             self.settle(&mut st);
             let mut record = st.desired.clone();
@@ -128,16 +131,9 @@ impl Inner {
             if !due(&st, &record) {
                 return Ok(None);
             }
-            (record, st.health.degraded())
+            (record, st.health.degraded(), st.revision)
         };
-        let result = put_with_ttl(
-            &self.js,
-            &self.subject,
-            &self.ttl_value,
-            &record,
-            self.write_timeout,
-        )
-        .await;
+        let result = self.put(&record, last).await;
         let mut st = self.state();
         match result {
             Ok(revision) => {
@@ -180,6 +176,87 @@ impl Inner {
                 })
             }
         }
+    }
+
+    /// Writes `record`, expecting the key's last revision to be `last`, the
+    /// one this registration wrote last. Instance ids are unique per
+    /// process, and the start refuses one that a running process answers
+    /// to, but two processes started within milliseconds of each other
+    /// both pass that check: each then overwrites the other's record, and
+    /// requests to the instance go to either. The expectation finds that
+    /// out at the next write. When the key moved on, whoever wrote it
+    /// decides the retry: another process is reported (once for each) and
+    /// written over, since the record is this process's too; our own record
+    /// (a write whose acknowledgement was missed) is expected instead; no
+    /// record (expired, or deleted) is written afresh.
+    async fn put(
+        &self,
+        record: &ServiceInstance,
+        last: Option<u64>,
+    ) -> Result<u64, async_nats::Error> {
+        let put = |expected| {
+            put_with_ttl(
+                &self.js,
+                &self.subject,
+                &self.ttl_value,
+                record,
+                self.write_timeout,
+                expected,
+            )
+        };
+        let Some(last) = last else {
+            return put(None).await;
+        };
+        match put(Some(last)).await {
+            Err(e) if wrong_last_sequence(&*e) => {}
+            done => return done,
+        }
+        let expected = match current_writer(self).await? {
+            Writer::Nobody => None,
+            Writer::Us(revision) => Some(revision),
+            Writer::Other(other) => {
+                self.found_out(&other);
+                None
+            }
+        };
+        put(expected).await
+    }
+
+    /// Says that `other` writes this instance's record: an ERROR line and a
+    /// `duplicate_instance_id` event, once for each other connection.
+    fn found_out(&self, other: &OtherWriter) {
+        {
+            let mut st = self.state();
+            if st.found_out.as_ref() == Some(&other.connection) {
+                return;
+            }
+            st.found_out = Some(other.connection.clone());
+        }
+        let host = other.host.as_deref().unwrap_or("an unknown host");
+        let pid = other
+            .pid
+            .map_or_else(|| "an unknown pid".to_owned(), |pid| format!("pid {pid}"));
+        let message = format!(
+            "another process ({host}, {pid}, connection {}) writes the registry record of {}: \
+             two processes run under one instance id, and requests to it go to either; \
+             give each process its own id",
+            other.connection, self.key
+        );
+        tracing::error!(key = %self.key, other = %other.connection, "{message}");
+        self.emit(
+            LogLevel::Error,
+            LogKind::DuplicateInstanceId,
+            &message,
+            |f| {
+                f.insert("otherConnection".into(), other.connection.clone().into());
+                if let Some(host) = &other.host {
+                    f.insert("otherHost".into(), host.clone().into());
+                }
+                if let Some(pid) = other.pid {
+                    f.insert("otherPid".into(), pid.into());
+                }
+            },
+        );
     }
 
     async fn run_health_check(&self) {
@@ -416,18 +493,25 @@ pub(super) async fn purge(inner: &Inner) -> Result<(), RegistryError> {
         return purge_as(inner, None).await;
     };
     match purge_as(inner, Some(revision)).await {
-        Err(e) if moved_on(&e) => match current_writer(inner).await? {
-            Writer::Nobody => Ok(()),
-            // Expecting the revision read, so a record another process
-            // writes meanwhile is not deleted with it.
-            Writer::Us(revision) => purge_as(inner, Some(revision)).await,
-            Writer::Other(connection) => {
-                warn!(key = %inner.key, other = %connection,
+        Err(e) if moved_on(&e) => {
+            match current_writer(inner)
+                .await
+                .map_err(|source| RegistryError::Delete {
+                    key: inner.key.clone(),
+                    source,
+                })? {
+                Writer::Nobody => Ok(()),
+                // Expecting the revision read, so a record another process
+                // writes meanwhile is not deleted with it.
+                Writer::Us(revision) => purge_as(inner, Some(revision)).await,
+                Writer::Other(other) => {
+                    warn!(key = %inner.key, other = %other.connection,
                     "another process wrote this instance's registry record under the same instance id \
                      (ids must be unique per process); leaving its record");
-                Ok(())
+                    Ok(())
+                }
             }
-        },
+        }
         other => other,
     }
 }
@@ -464,17 +548,20 @@ async fn purge_as(inner: &Inner, revision: Option<u64>) -> Result<(), RegistryEr
 /// Whether a delete was refused because the key's last revision is not
 /// the one expected.
 fn moved_on(e: &RegistryError) -> bool {
-    use async_nats::jetstream::context::{PublishError, PublishErrorKind};
     let RegistryError::Delete { source, .. } = e else {
         return false;
     };
-    source.downcast_ref::<kv::UpdateError>().is_some_and(|e| {
-        crate::streams::any_cause(e, |cause| {
-            cause
-                .downcast_ref::<PublishError>()
-                .is_some_and(|p| p.kind() == PublishErrorKind::WrongLastSequence)
-        })
-    })
+    source
+        .downcast_ref::<kv::UpdateError>()
+        .is_some_and(|e| crate::streams::any_cause(e, wrong_last_sequence))
+}
+
+/// Whether `e` is a write the stream refused because the key's last
+/// revision was not the one expected.
+fn wrong_last_sequence(e: &(dyn std::error::Error + 'static)) -> bool {
+    use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+    e.downcast_ref::<PublishError>()
+        .is_some_and(|p| p.kind() == PublishErrorKind::WrongLastSequence)
 }
 
 /// Who wrote the key's current value.
@@ -482,20 +569,23 @@ enum Writer {
     Nobody,
     /// Us, at this revision.
     Us(u64),
-    /// Another process, by its connection name.
-    Other(String),
+    /// Another process.
+    Other(OtherWriter),
 }
 
-async fn current_writer(inner: &Inner) -> Result<Writer, RegistryError> {
-    let read = |source: async_nats::Error| RegistryError::Delete {
-        key: inner.key.clone(),
-        source,
-    };
+/// Another process writing the record, as its record names it.
+struct OtherWriter {
+    connection: String,
+    host: Option<String>,
+    pid: Option<u64>,
+}
+
+async fn current_writer(inner: &Inner) -> Result<Writer, async_nats::Error> {
     let entry = match tokio::time::timeout(inner.write_timeout, inner.store.entry(&inner.key)).await
     {
         Ok(Ok(entry)) => entry,
-        Ok(Err(e)) => return Err(read(e.into())),
-        Err(_) => return Err(read(NoAck(inner.write_timeout).into())),
+        Ok(Err(e)) => return Err(e.into()),
+        Err(_) => return Err(NoAck(inner.write_timeout).into()),
     };
     let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
         return Ok(Writer::Nobody);
@@ -507,11 +597,22 @@ async fn current_writer(inner: &Inner) -> Result<Writer, RegistryError> {
             .map(str::to_owned)
     };
     let ours = connection(&inner.state().desired);
-    let theirs = serde_json::from_slice::<ServiceInstance>(&entry.value)
-        .ok()
-        .and_then(|r| connection(&r));
+    let theirs = serde_json::from_slice::<ServiceInstance>(&entry.value).ok();
     Ok(match theirs {
-        Some(theirs) if ours.as_ref() != Some(&theirs) => Writer::Other(theirs),
+        Some(record) if connection(&record).is_some_and(|c| Some(&c) != ours.as_ref()) => {
+            Writer::Other(OtherWriter {
+                connection: connection(&record).unwrap_or_default(),
+                host: record
+                    .metadata
+                    .get("host")
+                    .and_then(|h| h.as_str())
+                    .map(str::to_owned),
+                pid: record
+                    .metadata
+                    .get("pid")
+                    .and_then(serde_json::Value::as_u64),
+            })
+        }
         _ => Writer::Us(entry.revision),
     })
 }
