@@ -318,6 +318,7 @@ async fn send_reply(client: &Client, reply_to: Option<&str>, reply: &CommandRepl
 /// A running command worker; [`shutdown`](Self::shutdown) finishes the
 /// command in progress first.
 #[derive(Debug)]
+#[must_use = "dropping the worker stops taking commands: keep it, and call shutdown() to stop"]
 pub struct CommandWorker {
     tasks: Background,
 }

@@ -366,6 +366,7 @@ async fn process<T: DeserializeOwned>(
 /// handler finish; dropping it stops at once (an unacknowledged event is
 /// redelivered).
 #[derive(Debug)]
+#[must_use = "dropping the subscription stops taking events: keep it, and call shutdown() to stop"]
 pub struct EventSubscription {
     name: String,
     tasks: Background,

@@ -40,6 +40,7 @@ const TELEMETRY_STOP: Duration = Duration::from_millis(600);
 /// taking requests too, without waiting for the ones in flight, and a
 /// single-active leader does not resign: its lease lapses, as after a crash
 /// (see [`Election`]).
+#[must_use = "dropping the Service stops it at once: keep it, and call shutdown() to stop"]
 pub struct Service {
     pub(super) client: async_nats::Client,
     pub(super) name: String,
