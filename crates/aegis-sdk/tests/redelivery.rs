@@ -451,3 +451,65 @@ async fn crashy_worker_child() {
         .expect("the child worker starts");
     std::future::pending::<()>().await;
 }
+
+/// A subscription of `service` to `order.created` whose handler always
+/// fails, with one delivery allowed: each event is dead-lettered at once.
+async fn hopeless_subscriber(
+    conn: &Connection,
+    service: &str,
+) -> aegis_sdk::events::EventSubscription {
+    conn.events()
+        .subscribe::<Value>(service, "order.created", DeliveryMode::Compete)
+        .max_deliver(1)
+        .handler(|_e: Event<Value>| async { Err("the ledger is closed".into()) })
+        .start()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_consumer_that_gives_up_on_an_event_leaves_its_own_dead_letter() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let audit = hopeless_subscriber(&conn, "audit-service").await;
+    let risk = hopeless_subscriber(&conn, "risk-service").await;
+    conn.events()
+        .publish("order", "created", &json!({"n": 1}))
+        .await
+        .unwrap();
+
+    // Both consumers are done with the event (each dead-letters before it
+    // terminates, so both copies are stored by then).
+    let js = conn.jetstream().clone();
+    let consumers = [
+        audit.consumer_name().to_owned(),
+        risk.consumer_name().to_owned(),
+    ];
+    eventually(Duration::from_secs(30), "both consumers gave up", || {
+        let (js, consumers) = (js.clone(), consumers.clone());
+        async move {
+            let stream = js.get_stream("EVENTS").await.unwrap();
+            for name in consumers {
+                let info = stream.consumer_info(name).await.unwrap();
+                if info.delivered.stream_sequence == 0 || info.num_ack_pending > 0 {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+
+    let dead = dead_letters(&js).await;
+    let mut by: Vec<&str> = dead
+        .iter()
+        .map(|d| d.1["Aegis-Dead-Consumer"].as_str())
+        .collect();
+    by.sort_unstable();
+    let mut expected: Vec<&str> = consumers.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    assert_eq!(by, expected, "one dead letter per consumer: {dead:?}");
+    assert!(dead.iter().all(|d| d.2 == json!({"n": 1})));
+    audit.shutdown().await;
+    risk.shutdown().await;
+}
