@@ -87,8 +87,9 @@ pub async fn ensure_dead_letter_stream(
 }
 
 /// Copies `message` (delivered by `consumer`) into `DEAD_LETTER`, waiting
-/// for the store to confirm. A repeat for the same original stores nothing
-/// new (the dedup id is its stream and sequence).
+/// for the store to confirm. A repeat by the same consumer for the same
+/// original stores nothing new; each consumer that gives up on a message
+/// stores its own copy (see `dedup_id`).
 pub(crate) async fn bury(
     message: &jetstream::Message,
     consumer: &str,
@@ -101,7 +102,7 @@ pub(crate) async fn bury(
     let mut headers = HeaderMap::new();
     headers.insert(
         async_nats::header::NATS_MESSAGE_ID,
-        format!("{stream}.{sequence}").as_str(),
+        dedup_id(&stream, sequence, consumer).as_str(),
     );
     headers.insert(HEADER_STREAM, stream.as_str());
     headers.insert(HEADER_CONSUMER, consumer);
@@ -120,6 +121,14 @@ pub(crate) async fn bury(
         .await?
         .await?;
     Ok(())
+}
+
+/// The dedup id (`Nats-Msg-Id`) of a dead letter: the original's stream and
+/// sequence, and the consumer that gave up on it. Without the consumer, two
+/// services (or broadcast instances) failing on one event would share an
+/// id, and `DEAD_LETTER` would drop all but the first one's copy.
+fn dedup_id(stream: &str, sequence: u64, consumer: &str) -> String {
+    format!("{stream}.{sequence}.{consumer}")
 }
 
 /// The newest `limit` dead letters (at most [`MAX_RECENT`]), oldest first.
