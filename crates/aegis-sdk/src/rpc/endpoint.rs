@@ -319,7 +319,7 @@ fn handle(msg: Message, method: &Method, route: Route) -> impl Future<Output = (
                 match ran {
                     Ok(Ok(bytes)) => Outcome::Ok(enc, bytes),
                     Ok(Err(e)) => Outcome::Failed(e),
-                    Err(_) => Outcome::Failed(handler_panicked()),
+                    Err(panic) => Outcome::Failed(span.in_scope(|| handler_panicked(&*panic))),
                 }
             }
         };
@@ -373,7 +373,7 @@ fn start(
                 method.handler.call(ctx, payload, enc)
             })) {
                 Ok(call) => Work::Run(enc, call),
-                Err(_) => Work::Done(Outcome::Failed(handler_panicked())),
+                Err(panic) => Work::Done(Outcome::Failed(handler_panicked(&*panic))),
             }
         }
         Some(delay) => {
@@ -446,7 +446,7 @@ async fn answer(
             return;
         }
         Outcome::Failed(err) => {
-            if err.code == ErrorCode::Internal {
+            if err.code == ErrorCode::Internal && err.message != PANICKED {
                 span.in_scope(|| warn!(error = %err.message, "handler failed"));
             } else {
                 span.in_scope(|| debug!(code = %err.code, error = %err.message, "request refused"));
@@ -493,10 +493,20 @@ async fn send_error(
         .await
 }
 
+/// What the caller of a handler that panicked is told (the panic's own
+/// message may hold anything, so it stays in this process's log).
+const PANICKED: &str = "the handler panicked";
+
 /// The answer to a handler that panicked, before or after returning its
-/// future.
-fn handler_panicked() -> WireError {
-    WireError::internal("the handler panicked")
+/// future; the WARN line says what the panic said.
+fn handler_panicked(panic: &(dyn std::any::Any + Send)) -> WireError {
+    let said = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message");
+    warn!(panic = said, "handler panicked");
+    WireError::internal(PANICKED)
 }
 
 /// The NOT_ACTIVE refusal of a standby, naming the leader when known.
@@ -515,6 +525,47 @@ fn not_active(leadership: &Leadership) -> WireError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Tried as a new user would: a handler's `panic!("bad math")` was
+    /// logged as "handler failed error=the handler panicked", so the log
+    /// forwarded to the monitor held no clue; the caller is told no more
+    /// than before.
+    #[test]
+    fn a_panic_is_logged_with_what_it_said_and_the_caller_told_only_that_it_panicked() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Printed(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Printed {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let printed = Printed::default();
+        let writer = printed.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let answers = tracing::subscriber::with_default(subscriber, || {
+            [
+                handler_panicked(&*std::panic::catch_unwind(|| panic!("bad math")).unwrap_err()),
+                handler_panicked(
+                    &*std::panic::catch_unwind(|| panic!("bad {}", "input")).unwrap_err(),
+                ),
+            ]
+        });
+        let text = String::from_utf8(printed.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("panic=\"bad math\""), "{text}");
+        assert!(text.contains("panic=\"bad input\""), "{text}");
+        for answer in answers {
+            assert_eq!(answer.code, ErrorCode::Internal);
+            assert_eq!(answer.message, "the handler panicked");
+        }
+    }
 
     /// Every request's future is boxed by [`drive`], and glibc's allocator
     /// serves blocks up to 1,032 bytes from its per-thread cache; a larger
