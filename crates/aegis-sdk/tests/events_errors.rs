@@ -1,7 +1,7 @@
 //! Events against a real nats-server: the errors a service author meets
 //! and what they say to do — a subscription started without a handler, and
 //! an event JetStream did not confirm, published again under the id the
-//! error names.
+//! error names, and a dedup id that cannot work.
 
 mod common;
 
@@ -70,4 +70,24 @@ async fn an_unconfirmed_publish_names_the_id_to_publish_again_with() {
         .unwrap();
     assert!(again.duplicate);
     assert_eq!(again.sequence, stored.sequence);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_with_a_line_break_or_none_at_all_is_refused_before_any_io() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+
+    // A line break cannot go in a header; an empty id is not deduplicated
+    // by the server, so a retry would be stored twice.
+    for id in ["order-1\r\ncreated", "order-1\ncreated", ""] {
+        let refused = conn
+            .events()
+            .publish_with_id("order", "created", id, &json!({"order_id": 1}))
+            .await;
+        assert!(refused.is_err(), "{id:?} was accepted: {refused:?}");
+    }
+    assert!(
+        conn.jetstream().get_stream("EVENTS").await.is_err(),
+        "nothing was sent"
+    );
 }
