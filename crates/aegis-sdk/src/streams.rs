@@ -330,6 +330,13 @@ const LEADERLESS_PAUSE_MAX: Duration = Duration::from_millis(200);
 /// How long "no stream" answers are taken for a stream between leaders.
 const LEADERLESS_PATIENCE: Duration = Duration::from_secs(1);
 
+/// Whether `id` works as a dedup id (`Nats-Msg-Id`): the server
+/// deduplicates no empty id, and a header value cannot hold a carriage
+/// return or line feed (async-nats panics on one).
+pub fn is_dedup_id(id: &str) -> bool {
+    !id.is_empty() && !id.contains(['\r', '\n'])
+}
+
 /// Publishes `payload` to a stream with the message id `id`
 /// (`Nats-Msg-Id`), sending it again — the same id, so the stream stores it
 /// once — when no acknowledgement comes within a short wait, until the
@@ -352,6 +359,9 @@ const LEADERLESS_PATIENCE: Duration = Duration::from_secs(1);
 /// caller tells its own write from another's by the `Nats-Msg-Id` of the
 /// subject's last message.
 ///
+/// The id must be non-empty and hold no carriage return or line feed
+/// ([`is_dedup_id`]); any other is refused before anything is sent.
+///
 /// ```no_run
 /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), async_nats::jetstream::context::PublishError> {
 /// use aegis_sdk::streams::publish_deduplicated;
@@ -369,12 +379,14 @@ const LEADERLESS_PATIENCE: Duration = Duration::from_secs(1);
 /// ```
 ///
 /// # Errors
-/// The stream's refusal (a wrong expected sequence, ...) at once; no
+/// [`PublishErrorKind::Other`] at once for an id that cannot work; the
+/// stream's refusal (a wrong expected sequence, ...) at once; no
 /// stream after a second of "no stream" answers; [`PublishErrorKind::TimedOut`] when no
 /// acknowledgement came before the deadline (the message may have been
 /// stored).
 ///
 /// [`PublishErrorKind::TimedOut`]: jetstream::context::PublishErrorKind::TimedOut
+/// [`PublishErrorKind::Other`]: jetstream::context::PublishErrorKind::Other
 /// [`PublishErrorKind::WrongLastSequence`]: jetstream::context::PublishErrorKind::WrongLastSequence
 pub async fn publish_deduplicated(
     conn: &crate::Connection,
@@ -384,6 +396,14 @@ pub async fn publish_deduplicated(
     payload: bytes::Bytes,
 ) -> Result<jetstream::publish::PublishAck, jetstream::context::PublishError> {
     use jetstream::context::{PublishError, PublishErrorKind};
+    if !is_dedup_id(id) {
+        return Err(PublishError::with_source(
+            PublishErrorKind::Other,
+            format!(
+                "invalid message id {id:?}: it must be non-empty and hold no carriage return or line feed"
+            ),
+        ));
+    }
     headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
     let started = tokio::time::Instant::now();
     let mut patience = Patience::new(conn);
