@@ -84,7 +84,10 @@ async fn an_id_with_a_line_break_or_none_at_all_is_refused_before_any_io() {
             .events()
             .publish_with_id("order", "created", id, &json!({"order_id": 1}))
             .await;
-        assert!(refused.is_err(), "{id:?} was accepted: {refused:?}");
+        let Err(EventError::InvalidId { id: named }) = refused else {
+            panic!("{id:?}: expected EventError::InvalidId, got {refused:?}");
+        };
+        assert_eq!(named, id);
     }
     assert!(
         conn.jetstream().get_stream("EVENTS").await.is_err(),

@@ -48,6 +48,17 @@ pub enum EventError {
     /// A domain, action, pattern or consumer name is invalid; nothing was sent.
     #[error(transparent)]
     InvalidName(#[from] NameError),
+    /// The dedup id given to [`Events::publish_with_id`] cannot work: it is
+    /// empty (the server deduplicates no empty id, so a retry would be
+    /// stored twice) or holds a carriage return or line feed (a header
+    /// value cannot). Any other non-empty text will do; nothing was sent.
+    #[error(
+        "invalid event id {id:?}: a dedup id must be non-empty and hold no carriage return or line feed"
+    )]
+    InvalidId {
+        /// The id given.
+        id: String,
+    },
     /// The payload could not be encoded.
     #[error("cannot encode the event payload")]
     Encode(#[source] serde_json::Error),

@@ -77,7 +77,9 @@ impl Events {
     /// [`duplicate`](Published::duplicate) says so.
     ///
     /// # Errors
-    /// As [`publish`](Self::publish); [`EventError::Publish`] carries `id`.
+    /// As [`publish`](Self::publish), and [`EventError::InvalidId`] (before
+    /// any I/O) for an empty id or one with a carriage return or line feed;
+    /// [`EventError::Publish`] carries `id`.
     pub async fn publish_with_id<T: Serialize + ?Sized>(
         &self,
         domain: &str,
@@ -87,6 +89,9 @@ impl Events {
     ) -> Result<Published, EventError> {
         names::validate_event_domain(domain)?;
         names::validate_event_action(action)?;
+        if !crate::streams::is_dedup_id(id) {
+            return Err(EventError::InvalidId { id: id.to_owned() });
+        }
         let subject = subjects::event_subject(domain, action);
         let body = serde_json::to_vec(payload).map_err(EventError::Encode)?;
         // Only a failure pays for copying the id.
