@@ -174,3 +174,87 @@ fn a_deleted_command_consumer_is_recreated_without_spinning() {
         worker.shutdown().await;
     });
 }
+
+/// An event whose handler failed waits, negatively acknowledged, for its
+/// redelivery; it is in no handler meanwhile. A consumer deleted then must
+/// come back at that event, not after the newest one handled since.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_waiting_for_its_redelivery_survives_a_deleted_consumer() {
+    /// Failures of event 1 before its handler accepts it: the last one is
+    /// followed by a 1.6 s pause before the next delivery (see the
+    /// subscription's redelivery delays), ample time to delete the consumer.
+    const FAILURES: usize = 5;
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let failed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sub = {
+        let (seen, failed) = (seen.clone(), failed.clone());
+        conn.events()
+            .subscribe::<Value>("risk-service", "order.created", DeliveryMode::Compete)
+            .max_deliver(10)
+            .concurrency(4)
+            .handler(move |e: Event<Value>| {
+                let (seen, failed) = (seen.clone(), failed.clone());
+                async move {
+                    let n = e.payload["n"].as_u64().unwrap();
+                    if n == 1 && failed.load(std::sync::atomic::Ordering::SeqCst) < FAILURES {
+                        failed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        return Err("not yet".into());
+                    }
+                    seen.lock().unwrap().push(n);
+                    Ok(())
+                }
+            })
+            .start()
+            .await
+            .unwrap()
+    };
+    for n in [1, 2] {
+        conn.events()
+            .publish("order", "created", &json!({ "n": n }))
+            .await
+            .unwrap();
+    }
+    eventually(
+        Duration::from_secs(15),
+        "event 1 failed its last time and event 2 is handled",
+        || {
+            let (seen, failed) = (seen.clone(), failed.clone());
+            async move {
+                failed.load(std::sync::atomic::Ordering::SeqCst) >= FAILURES
+                    && seen.lock().unwrap().contains(&2)
+            }
+        },
+    )
+    .await;
+    let stream = conn.jetstream().get_stream("EVENTS").await.unwrap();
+    stream.delete_consumer(sub.consumer_name()).await.unwrap();
+    assert!(
+        !seen.lock().unwrap().contains(&1),
+        "event 1 was still waiting for its redelivery when the consumer went"
+    );
+    conn.events()
+        .publish("order", "created", &json!({"n": 3}))
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "event 3, after the deletion",
+        || {
+            let seen = seen.clone();
+            async move { seen.lock().unwrap().contains(&3) }
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(15),
+        "event 1, owed a redelivery when its consumer was deleted",
+        || {
+            let seen = seen.clone();
+            async move { seen.lock().unwrap().contains(&1) }
+        },
+    )
+    .await;
+    sub.shutdown().await;
+}
