@@ -261,3 +261,61 @@ async fn a_command_is_told_apart_when_its_worker_is_down_or_slow() {
     );
     assert!(down.to_string().contains("took no command since"), "{down}");
 }
+
+/// A rolling upgrade: the old pods' worker handles `rebuild_book` only, the
+/// new pods' also `snapshot_book`; both share the service's consumer. A
+/// `snapshot_book` the old worker happens to take must be left to the new
+/// one, not failed for good with "no handler".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_only_newer_workers_handle_is_left_to_them() {
+    let nats = server();
+    let old = connect(&nats.url()).await;
+    let new = connect(&nats.url()).await;
+    let sender = connect(&nats.url()).await;
+    let rebuild = |_c: Command<Value>, _p: Progress| async move { Ok(json!("rebuilt")) };
+    let old_worker = old
+        .commands()
+        .worker("book-service")
+        .handler("rebuild_book", rebuild)
+        .start()
+        .await
+        .unwrap();
+    let new_worker = new
+        .commands()
+        .worker("book-service")
+        .handler("rebuild_book", rebuild)
+        .handler(
+            "snapshot_book",
+            |cmd: Command<Value>, _p: Progress| async move { Ok(cmd.payload) },
+        )
+        .start()
+        .await
+        .unwrap();
+
+    let sends = (0..10).map(|i| {
+        let sender = sender.clone();
+        async move {
+            sender
+                .commands()
+                .send(
+                    "book-service",
+                    "snapshot_book",
+                    &json!(i),
+                    Duration::from_secs(20),
+                )
+                .await
+                .unwrap()
+                .result::<Value>()
+                .await
+        }
+    });
+    let results = futures::future::join_all(sends).await;
+    for (i, result) in results.into_iter().enumerate() {
+        match result {
+            Ok(value) => assert_eq!(value, json!(i)),
+            Err(e) => panic!("snapshot_book {i} failed: {e:?}"),
+        }
+    }
+    old_worker.shutdown().await;
+    new_worker.shutdown().await;
+}
