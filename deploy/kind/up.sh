@@ -4,7 +4,7 @@
 # (`make images`: a release binary, the UI export, scripts/images.sh with
 # podman), loads them into the cluster's nodes, installs the Helm chart
 # deploy/helm/aegis, waits until every pod is ready and the `aegis init` Job
-# has run, then port-forwards the monitor and prints the UI's URL and how to
+# has completed, then port-forwards the monitor and prints the UI's URL and how to
 # get the admin token.
 #
 # Needs: kind, kubectl, helm (3.8+), podman (scripts/images.sh builds with
@@ -113,18 +113,19 @@ kind load image-archive --name "$CLUSTER" "$archive/nats.tar"
 
 # ------------------------------------------------------------ install
 say "helm upgrade --install $RELEASE (namespace $NAMESPACE)"
-# --wait: the release's pods ready (NATS cluster formed, services
-# registered, monitor ready); Helm then runs the post-install Job `aegis
-# init` and waits for it too. One node: NATS anti-affinity stays `soft`.
+# --wait --wait-for-jobs: the release's pods ready (NATS cluster formed,
+# services registered, monitor ready) and the Job `aegis init`, which runs
+# alongside them and creates the buckets they wait for, completed. One
+# node: NATS anti-affinity must be `soft` (the chart's default is `hard`).
 helm upgrade --install "$RELEASE" deploy/helm/aegis \
   --kube-context "$CONTEXT" --namespace "$NAMESPACE" --create-namespace \
   --set image.repository=localhost/aegis --set image.tag="$VERSION" \
   --set nats.image.repository=localhost/aegis-nats --set nats.image.tag="$NATS_TAG" \
   --set nats.antiAffinity=soft \
-  --wait --timeout 10m "${HELM_EXTRA[@]}" \
+  --wait --wait-for-jobs --timeout 10m "${HELM_EXTRA[@]}" \
   || {
-    kubectl --context "$CONTEXT" -n "$NAMESPACE" get pods -o wide >&2 || true
-    die "helm install failed; the pods above, and: kubectl --context $CONTEXT -n $NAMESPACE describe pods; kubectl --context $CONTEXT -n $NAMESPACE logs job/$RELEASE-init"
+    kubectl --context "$CONTEXT" -n "$NAMESPACE" get pods,jobs -o wide >&2 || true
+    die "helm install failed; the pods and jobs above, and: kubectl --context $CONTEXT -n $NAMESPACE describe pods; kubectl --context $CONTEXT -n $NAMESPACE logs -l app.kubernetes.io/instance=$RELEASE,app.kubernetes.io/component=init --tail=-1"
   }
 
 say "waiting for every pod of the release to be ready"

@@ -5,7 +5,7 @@ Helm's Go engine; kubernetes-validate carries the Kubernetes JSON schemas).
 
 For every value set in deploy/helm/test-values/*.yaml:
   1. the chart's values.schema.json accepts it, and `helm lint --strict` is clean;
-  2. Helm renders it (hooks included);
+  2. Helm renders it (hooks included, though the chart has none);
   3. every manifest validates strictly (unknown fields refused) against the
      schemas of each Kubernetes version in KUBE_VERSIONS;
   4. the policy checks of policies.py pass;
@@ -268,6 +268,21 @@ def _literal_password(ms: list[dict]) -> None:
         "password: $PASSWORD_MONITOR", 'password: "s3cret"')
 
 
+def _init_hook(ms: list[dict]) -> None:
+    job = next(m for m in ms if m.get("kind") == "Job")
+    job["metadata"].setdefault("annotations", {})["helm.sh/hook"] = "post-install,post-upgrade"
+
+
+def _chart_label(ms: list[dict]) -> None:
+    _find(ms, "StatefulSet", "-nats")["spec"]["template"]["metadata"]["labels"]["helm.sh/chart"] = "aegis-0.1.0"
+
+
+def _soft_spread(ms: list[dict]) -> None:
+    aff = _find(ms, "StatefulSet", "-nats")["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    terms = aff.pop("requiredDuringSchedulingIgnoredDuringExecution")
+    aff["preferredDuringSchedulingIgnoredDuringExecution"] = [{"weight": 100, "podAffinityTerm": t} for t in terms]
+
+
 # Each mutation of the default render, and the check that must refuse it.
 MUTATIONS: list[tuple[str, str, Callable[[list[dict]], None]]] = [
     ("a NATS route left out", "nats-routes", _drop_route),
@@ -280,6 +295,9 @@ MUTATIONS: list[tuple[str, str, Callable[[list[dict]], None]]] = [
     ("svc-risk-service without its permissions block", "nats-users", _open_user),
     ("order with the operator's inbox prefix", "nats-users", _wrong_inbox),
     ("a literal password in the NATS ConfigMap", "nats-users", _literal_password),
+    ("aegis init as a post-install hook", "init-job", _init_hook),
+    ("the chart version in the NATS pod template", "stable-pod-templates", _chart_label),
+    ("NATS anti-affinity only preferred", "nats-spread", _soft_spread),
 ]
 
 

@@ -456,6 +456,74 @@ def check_disruption_budgets(ms: list[Manifest], _: dict) -> Result:
     return r
 
 
+def check_init_job(ms: list[Manifest], _: dict) -> Result:
+    r = Result(
+        "init-job",
+        "`aegis init` runs as a plain Job (no Helm hook: a post-install hook waits for "
+        "the pods, which wait for the buckets it creates) named per release revision",
+    )
+    jobs = [
+        m for m in ms
+        if m.get("kind") == "Job" and any((c.get("args") or [""])[0] == "init" for _, c in containers(m))
+    ]
+    if not jobs:
+        r.problems.append("no Job runs `aegis init`")
+    for m in jobs:
+        hook = (m["metadata"].get("annotations") or {}).get("helm.sh/hook")
+        if hook:
+            r.problems.append(f"{name_of(m)}: metadata.annotations[helm.sh/hook] is {hook!r}")
+        if not re.search(r"-init-\d+$", m["metadata"]["name"]):
+            r.problems.append(
+                f"{name_of(m)}: metadata.name has no release revision (a Job's template cannot change on upgrade)"
+            )
+    return r
+
+
+# Labels that change with every chart or app version: in a pod template they
+# would restart every pod of the workload on a mere chart bump.
+_VOLATILE_LABELS = ("helm.sh/chart", "app.kubernetes.io/version")
+
+
+def check_stable_pod_templates(ms: list[Manifest], _: dict) -> Result:
+    r = Result(
+        "stable-pod-templates",
+        "no pod template carries a label that changes with the chart version "
+        f"({', '.join(_VOLATILE_LABELS)}), so a chart bump alone restarts nothing",
+    )
+    for m in workloads(ms):
+        labels = m["spec"]["template"].get("metadata", {}).get("labels") or {}
+        for key in _VOLATILE_LABELS:
+            if key in labels:
+                r.problems.append(f"{name_of(m)}: spec.template.metadata.labels[{key}] is set")
+    return r
+
+
+def check_nats_spread(ms: list[Manifest], _: dict) -> Result:
+    r = Result(
+        "nats-spread",
+        "a multi-node NATS StatefulSet requires its pods on distinct Kubernetes nodes "
+        "(required anti-affinity on kubernetes.io/hostname), so one node's loss keeps the quorum",
+    )
+    for sts in (m for m in ms if m.get("kind") == "StatefulSet"):
+        if sts["spec"].get("replicas", 1) <= 1:
+            continue
+        own = sts["spec"]["template"]["metadata"].get("labels") or {}
+        terms = (
+            (pod_spec(sts).get("affinity") or {}).get("podAntiAffinity") or {}
+        ).get("requiredDuringSchedulingIgnoredDuringExecution") or []
+        if not any(
+            t.get("topologyKey") == "kubernetes.io/hostname"
+            and (t.get("labelSelector") or {}).get("matchLabels")
+            and all(own.get(k) == v for k, v in t["labelSelector"]["matchLabels"].items())
+            for t in terms
+        ):
+            r.problems.append(
+                f"{name_of(sts)}: spec.template.spec.affinity.podAntiAffinity has no required "
+                "kubernetes.io/hostname term selecting its own pods"
+            )
+    return r
+
+
 def _seconds(text: str) -> int:
     m = re.fullmatch(r"(\d+)(ms|s|m|h)?", str(text).strip())
     if not m:
@@ -476,6 +544,9 @@ CHECKS: list[Callable[[list[Manifest], dict], Result]] = [
     check_references,
     check_graceful_stop,
     check_disruption_budgets,
+    check_init_job,
+    check_stable_pod_templates,
+    check_nats_spread,
 ]
 
 

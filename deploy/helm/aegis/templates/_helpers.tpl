@@ -36,6 +36,18 @@ app.kubernetes.io/instance: {{ .ctx.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
+{{/*
+The labels of a pod template: the selector labels and part-of, all stable
+across chart versions. Never helm.sh/chart or app.kubernetes.io/version
+there: a changed pod template restarts every pod of the workload, so a
+chart version bump alone would roll every NATS node. Call like
+aegis.selectorLabels.
+*/}}
+{{- define "aegis.podLabels" -}}
+{{ include "aegis.selectorLabels" . }}
+app.kubernetes.io/part-of: aegis
+{{- end }}
+
 {{- define "aegis.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
