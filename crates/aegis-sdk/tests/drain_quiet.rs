@@ -58,7 +58,10 @@ async fn a_drain_after_calls_logs_no_warning() {
     for round in 0..20 {
         let caller = connect(&nats.url()).await;
         let rpc = caller.rpc();
-        let answer: Value = rpc.call("quiet-service", "ping", &json!(round)).await.unwrap();
+        let answer: Value = rpc
+            .call("quiet-service", "ping", &json!(round))
+            .await
+            .unwrap();
         assert_eq!(answer, json!(round));
         let answer = rpc
             .call_active::<_, Value>(

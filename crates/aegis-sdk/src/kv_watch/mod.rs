@@ -364,7 +364,6 @@ async fn follow<S: Sink>(store: kv::Store, watch: Watch<S>, mut covered: Option<
                 if session.fresh {
                     info!(bucket = %store.name, "the bucket was created again; rebuilding the view from it");
                 }
-                bucket = Some(session.bucket);
                 sink.on_session(session.consumer.clone());
                 let end = session
                     .run(&store, &js, &client, &*sink, &mut scope, &cancel)
@@ -372,6 +371,12 @@ async fn follow<S: Sink>(store: kv::Store, watch: Watch<S>, mut covered: Option<
                 if session.loading.is_none() {
                     covered = Some(session.generation);
                     watched = true;
+                    // The bucket the view now holds. Taken only once its
+                    // load was handed over: a session on a bucket created
+                    // again that ends before (a rescope, a reconnect) leaves
+                    // the next one to load it as new, not over the old
+                    // bucket's view.
+                    bucket = Some(session.bucket);
                 }
                 if session.fresh {
                     refresher.restart_at(session.read_to);
@@ -382,6 +387,10 @@ async fn follow<S: Sink>(store: kv::Store, watch: Watch<S>, mut covered: Option<
                 match end {
                     End::Cancelled => return,
                     End::Rescoped => continue,
+                    // A stop (`Connection::drain` stops the watches, then
+                    // drains the client) may close the subscription before
+                    // this loop sees the cancellation: nothing broke.
+                    End::Broken(_) if cancel.is_cancelled() => return,
                     End::Broken(reason) => {
                         warn!(bucket = %store.name, %reason, "{description} broke; serving the last known view while re-creating it");
                         sink.on_broken();
