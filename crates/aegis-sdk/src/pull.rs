@@ -13,10 +13,22 @@
 //!   request) is followed by a back-off (100 ms doubling to 5 s) before the
 //!   next attempt, and so is a pull that ends empty right away: a consumer
 //!   that cannot be had is retried, never spun on.
-//! - A consumer recreated after this process handled messages resumes after
-//!   the last stream sequence it handled (when it was configured to start at
-//!   new messages), so messages stored while it was missing are not skipped.
-//!   Redelivering a few already handled is the price of at-least-once.
+//! - A consumer recreated after this process received messages (when it
+//!   was configured to start at new messages) resumes at the oldest message
+//!   this process still owes a decision on: one a handler is still running
+//!   on, or one whose handler failed and that waits, negatively
+//!   acknowledged, for its redelivery (the old consumer held that promise
+//!   and took it along). Without either, it resumes after the newest
+//!   message received, so messages stored while it was missing are not
+//!   skipped. Redelivering a few already handled is the price of
+//!   at-least-once.
+//! - The limit, in compete mode: each instance knows only the messages it
+//!   received itself, and the first instance to recreate the shared
+//!   consumer sets where it starts. A message another instance was
+//!   handling, or that failed there and waits for its redelivery, is
+//!   skipped when the consumer is recreated by an instance that had
+//!   received later messages only. Broadcast consumers, and a compete
+//!   service with one instance, lose nothing this way.
 //!
 //! How it keeps redelivery honest:
 //!
@@ -34,7 +46,7 @@
 //!   `DEAD_LETTER` through the server's advisory.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -178,19 +190,53 @@ pub(crate) async fn ensure_dead_letters(
 }
 
 /// Stream sequences delivered to this process: where a recreated consumer
-/// resumes (the oldest still being handled, else after the newest).
+/// resumes. It must not start past an event this process still owes a
+/// decision on: one a handler is running on, or one negatively acknowledged
+/// and waiting for its redelivery (which lives only in the old consumer).
+/// It resumes at the oldest of those, else after the newest received.
 #[derive(Debug, Default)]
 struct Progress {
     in_flight: BTreeSet<u64>,
+    /// Negatively acknowledged, each with when its redelivery is due.
+    owed: BTreeMap<u64, Instant>,
     newest: Option<u64>,
 }
 
 impl Progress {
     fn resume_after(&self) -> Option<u64> {
-        match self.in_flight.first() {
-            Some(oldest) => Some(oldest - 1),
+        let oldest_owed = self.owed.keys().next();
+        match self.in_flight.first().into_iter().chain(oldest_owed).min() {
+            Some(oldest) => Some(oldest.saturating_sub(1)),
             None => self.newest,
         }
+    }
+
+    /// Records a message received; it is owed a decision until [`settled`](Self::settled).
+    fn received(&mut self, sequence: u64) {
+        self.in_flight.insert(sequence);
+        self.newest = self.newest.max(Some(sequence));
+    }
+
+    /// Records what became of a message once its handler ended: decided
+    /// for good, or owed a redelivery at `redeliver_at`.
+    fn settled(&mut self, sequence: u64, redeliver_at: Option<Instant>) {
+        self.in_flight.remove(&sequence);
+        match redeliver_at {
+            Some(at) => self.owed.insert(sequence, at),
+            None => self.owed.remove(&sequence),
+        };
+    }
+
+    /// Forgets the messages whose redelivery was due well before a pull
+    /// issued at `pulled`, which the consumer served. The server hands a
+    /// due redelivery to the first pull waiting, so by then some instance
+    /// received it again and tracks it; in compete mode that may be
+    /// another instance, which this process would never hear of. Without
+    /// this, such messages would pile up here and a recreated consumer
+    /// would start ever further back.
+    fn forget_redelivered(&mut self, pulled: Instant, margin: Duration) {
+        self.owed
+            .retain(|_, due| crate::clock::deadline(*due, margin) > pulled);
     }
 }
 
@@ -278,16 +324,14 @@ pub(crate) async fn run(
                     };
                     let sequence = message.info().ok().map(|i| i.stream_sequence);
                     if let Some(seq) = sequence {
-                        let mut p = lock(&progress);
-                        p.in_flight.insert(seq);
-                        p.newest = p.newest.max(Some(seq));
+                        lock(&progress).received(seq);
                     }
                     let (durable, handler, progress) =
                         (durable.clone(), handler.clone(), progress.clone());
                     handlers.spawn(async move {
-                        handle(&durable, Arc::new(message), &handler).await;
+                        let redeliver_at = handle(&durable, Arc::new(message), &handler).await;
                         if let Some(seq) = sequence {
-                            lock(&progress).in_flight.remove(&seq);
+                            lock(&progress).settled(seq, redeliver_at);
                         }
                         drop(slot);
                     });
@@ -301,6 +345,9 @@ pub(crate) async fn run(
                 None => break received > 0 || pulled.elapsed() >= MIN_PULL_LIFETIME,
             }
         };
+        if healthy {
+            lock(&progress).forget_redelivered(pulled, durable.config.ack_wait);
+        }
     }
     handlers.close();
     handlers.wait().await;
@@ -312,8 +359,14 @@ fn lock(progress: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
 }
 
 /// Runs the handler on one message, keeping its ack deadline from passing
-/// meanwhile, and acknowledges as the outcome says.
-async fn handle(durable: &Durable, message: Arc<jetstream::Message>, handler: &Handler) {
+/// meanwhile, and acknowledges as the outcome says. Returns when the
+/// message is due again if it is owed a redelivery (negatively
+/// acknowledged, or its acknowledgement unconfirmed).
+async fn handle(
+    durable: &Durable,
+    message: Arc<jetstream::Message>,
+    handler: &Handler,
+) -> Option<Instant> {
     let keep_alive = async {
         let every = (durable.config.ack_wait / 3).max(Duration::from_millis(50));
         loop {
@@ -329,10 +382,12 @@ async fn handle(durable: &Durable, message: Arc<jetstream::Message>, handler: &H
     };
     let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
     let last_try = durable.config.max_deliver > 0 && delivered >= durable.config.max_deliver;
+    let mut redeliver_at = None;
     let ack = match outcome {
         Outcome::Done if durable.confirm_acks => message.double_ack().await,
         Outcome::Done => message.ack().await,
         Outcome::Retry { delay, .. } if !last_try => {
+            redeliver_at = Some(crate::clock::deadline(Instant::now(), delay));
             message.ack_with(AckKind::Nak(Some(delay))).await
         }
         Outcome::Retry { error, .. } => {
@@ -344,7 +399,12 @@ async fn handle(durable: &Durable, message: Arc<jetstream::Message>, handler: &H
     };
     if let Err(e) = ack {
         warn!(consumer = durable.name(), error = %crate::startup::Causes(&*e), "acknowledgement not confirmed; the message may be delivered again");
+        return Some(crate::clock::deadline(
+            Instant::now(),
+            durable.config.ack_wait,
+        ));
     }
+    redeliver_at
 }
 
 /// Copies the message to `DEAD_LETTER` and stops its redelivery. When the
@@ -380,5 +440,67 @@ fn log_failure(attempt: u32, consumer: &str, what: &str, error: &dyn std::fmt::D
         warn!(consumer, attempt, error = %error, "{what}; retrying with back-off");
     } else {
         debug!(consumer, attempt, error = %error, "{what}; retrying with back-off");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ACK_WAIT: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn a_recreated_consumer_resumes_after_the_newest_when_nothing_is_owed() {
+        let mut p = Progress::default();
+        assert_eq!(p.resume_after(), None);
+        for seq in [41, 42] {
+            p.received(seq);
+            p.settled(seq, None);
+        }
+        assert_eq!(p.resume_after(), Some(42));
+    }
+
+    #[test]
+    fn a_recreated_consumer_resumes_at_the_oldest_handler_running() {
+        let mut p = Progress::default();
+        p.received(41);
+        p.received(42);
+        p.settled(42, None);
+        assert_eq!(p.resume_after(), Some(40));
+    }
+
+    /// The review's case: 41 failed and waits 3.2 s for its redelivery, 42
+    /// is handled; a consumer recreated now must start at 41.
+    #[test]
+    fn a_recreated_consumer_resumes_at_the_oldest_message_owed_a_redelivery() {
+        let now = Instant::now();
+        let mut p = Progress::default();
+        p.received(41);
+        p.received(42);
+        p.settled(41, Some(now + Duration::from_millis(3200)));
+        p.settled(42, None);
+        assert_eq!(p.resume_after(), Some(40));
+        // Redelivered and handled: nothing is owed any more.
+        p.received(41);
+        p.settled(41, None);
+        assert_eq!(p.resume_after(), Some(42));
+    }
+
+    #[test]
+    fn a_redelivery_long_due_when_the_consumer_served_a_pull_is_forgotten() {
+        let now = Instant::now();
+        let due = now + Duration::from_secs(1);
+        let mut p = Progress::default();
+        p.received(41);
+        p.received(42);
+        p.settled(41, Some(due));
+        p.settled(42, None);
+        // A pull before the redelivery was (well) due proves nothing.
+        p.forget_redelivered(due + ACK_WAIT / 2, ACK_WAIT);
+        assert_eq!(p.resume_after(), Some(40));
+        // One well after: the server handed it to some instance, which
+        // tracks it now.
+        p.forget_redelivered(due + ACK_WAIT, ACK_WAIT);
+        assert_eq!(p.resume_after(), Some(42));
     }
 }
