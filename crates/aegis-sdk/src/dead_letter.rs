@@ -34,6 +34,11 @@ use crate::{AegisConfig, streams::bounded};
 /// The most dead letters [`recent`] returns at once.
 pub const MAX_RECENT: usize = 1000;
 
+/// How long the temporary consumer [`recent`] reads through outlives its
+/// last read; the server then removes it. Longer than a read's pull
+/// (2 s), short enough that frequent readers leave only a few behind.
+const READER_INACTIVE_THRESHOLD: Duration = Duration::from_secs(5);
+
 /// Why dead letters could not be stored or read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -135,6 +140,11 @@ fn dedup_id(stream: &str, sequence: u64, consumer: &str) -> String {
 /// For a max-deliveries advisory, the original's subject and payload are
 /// looked up in its stream while it still holds it.
 ///
+/// It reads through a temporary consumer, which it does not delete (the
+/// server removes it after a few idle seconds), so a user that may
+/// consume `DEAD_LETTER` but not delete consumers, such as the monitor's,
+/// reads without waiting on a refused request.
+///
 /// ```no_run
 /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_sdk::dead_letter::DeadLetterError> {
 /// for dead in aegis_sdk::dead_letter::recent(conn.jetstream(), 50).await? {
@@ -182,17 +192,18 @@ pub async fn recent(
             },
             ack_policy: AckPolicy::None,
             replay_policy: ReplayPolicy::Instant,
-            inactive_threshold: Duration::from_secs(30),
+            inactive_threshold: READER_INACTIVE_THRESHOLD,
             memory_storage: true,
             description: Some("aegis dead-letter reader".to_owned()),
             ..Default::default()
         })
         .await
         .map_err(|e| read(e.into()))?;
+    // The reader is not deleted: the monitor's user may consume DEAD_LETTER
+    // but not delete consumers, and a refused request goes unanswered, so
+    // each read would wait out the whole request timeout. The server
+    // removes the reader once it has been idle for its threshold.
     let fetched = fetch(&consumer, limit, state.last_sequence).await;
-    let name = consumer.cached_info().name.clone();
-    // It expires after its inactivity threshold anyway.
-    let _ = stream.delete_consumer(&name).await;
     let mut out = Vec::new();
     for message in fetched? {
         let Ok(info) = message.info() else { continue };

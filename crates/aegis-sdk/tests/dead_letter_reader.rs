@@ -1,8 +1,8 @@
 //! `dead_letter::recent` as the monitor runs it: connected as a user with
 //! only the monitor's grants on `DEAD_LETTER` (consume, not delete: see
 //! `aegis::permissions`, the monitor role), against a real nats-server.
-//! Reading the dead letters must neither wait on a request the server
-//! refuses nor trip a permissions violation.
+//! Reading the dead letters must not wait on a request the server refuses,
+//! and must leave no consumer behind for good.
 
 mod common;
 
@@ -113,5 +113,14 @@ async fn the_monitor_reads_dead_letters_without_waiting_on_a_refused_delete() {
         // the 10 s timeout.
         assert!(took < Duration::from_secs(5), "reading took {took:?}");
     }
+    // The readers it leaves behind go by themselves.
+    eventually(Duration::from_secs(30), "no reader consumer left", || {
+        let js = js.clone();
+        async move {
+            let mut stream = js.get_stream("DEAD_LETTER").await.unwrap();
+            stream.info().await.unwrap().state.consumer_count == 0
+        }
+    })
+    .await;
     sub.shutdown().await;
 }
