@@ -104,9 +104,19 @@ pub async fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
+            // A method the service does not have: say which it has.
+            let known = match &e {
+                RpcError::NoSuchMethod { service, .. } => {
+                    aegis_sdk::rpc::describe(conn.client(), service, DESCRIBE_WAIT)
+                        .await
+                        .ok()
+                        .map(|d| d.methods.into_iter().map(|m| m.name).collect())
+                }
+                _ => None,
+            };
             // With its causes: "the service registry is unavailable" alone
             // does not say that the registry view did not load in time.
-            eprintln!("error [{}]: {}", e.code(), call_error(e));
+            eprintln!("error [{}]: {}", e.code(), call_error(e, known));
             Ok(ExitCode::FAILURE)
         }
     }
@@ -117,16 +127,34 @@ fn with_causes(error: impl std::error::Error + 'static) -> String {
     Causes(&error).to_string()
 }
 
-/// A call's error with its causes, and what to do when the view it
-/// routes by did not load in time (a new connection loads it on its
-/// first call; JetStream serves it).
-fn call_error(error: RpcError) -> String {
+/// How long a failed call waits for the service's description (to list
+/// its methods).
+const DESCRIBE_WAIT: Duration = Duration::from_secs(1);
+
+/// A call's error with its causes, in the command's words: what to do when
+/// the view it routes by did not load in time (a new connection loads it
+/// on its first call; JetStream serves it), the methods the service has
+/// (`known`) when it lacks the one called, and the details of the
+/// service's own error.
+fn call_error(error: RpcError, known: Option<Vec<String>>) -> String {
     let view_late = matches!(
         error,
         RpcError::Election(ElectionError::NotSynced(_))
             | RpcError::Discovery(DiscoveryError::Registry(RegistryError::NotSynced(_)))
     );
-    let mut line = with_causes(error);
+    let details = error.remote().and_then(|w| w.details.clone());
+    let mut line = match error {
+        RpcError::NotSingleActive { service } => {
+            format!("{service} is not single-active (it has no leader to call): drop --active")
+        }
+        error => with_causes(error),
+    };
+    if let Some(known) = known.filter(|k| !k.is_empty()) {
+        line.push_str(&format!(" (it has: {})", known.join(", ")));
+    }
+    if let Some(details) = details {
+        line.push_str(&format!("\ndetails: {details}"));
+    }
     if view_late {
         line.push_str(
             ". JetStream serves this view; just after a NATS node stops it can be \
@@ -193,15 +221,48 @@ mod tests {
             ))),
         ];
         for err in late {
-            let line = call_error(err);
+            let line = call_error(err, None);
             assert!(
                 line.contains("did not load within 3s") && line.contains("try again"),
                 "{line}"
             );
         }
-        let other = call_error(RpcError::NoInstances {
-            service: "order-service".into(),
-        });
+        let other = call_error(
+            RpcError::NoInstances {
+                service: "order-service".into(),
+            },
+            None,
+        );
         assert_eq!(other, "no ACTIVE instance of order-service is registered");
+    }
+
+    /// Tried as a new user would: a mistyped method did not say which
+    /// methods there are, `--active` on a plain service answered in the
+    /// SDK's words ("use call, not call_active"), and the service's error
+    /// lost its details.
+    #[test]
+    fn a_failed_call_says_what_the_command_can_do_about_it() {
+        let missing = RpcError::NoSuchMethod {
+            service: "fx-service".into(),
+            method: "get_ratez".into(),
+        };
+        assert_eq!(
+            call_error(missing, Some(vec!["get_rate".into(), "convert".into()])),
+            "no instance of fx-service serves get_ratez (it has: get_rate, convert)"
+        );
+        let plain = RpcError::NotSingleActive {
+            service: "fx-service".into(),
+        };
+        assert_eq!(
+            call_error(plain, None),
+            "fx-service is not single-active (it has no leader to call): drop --active"
+        );
+        let refused = RpcError::Remote {
+            subject: "rpc.fx-service.fx-1.get_rate".into(),
+            error: aegis_sdk::rpc::WireError::not_found("no rate for XXX")
+                .with_details(serde_json::json!({ "pair": "XXX" })),
+        };
+        let line = call_error(refused, None);
+        assert!(line.ends_with("\ndetails: {\"pair\":\"XXX\"}"), "{line}");
     }
 }
