@@ -277,8 +277,9 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
                 name: name.clone(),
                 source,
             })?;
+        let max_deliver = self.max_deliver;
         let process: pull::Handler =
-            Arc::new(move |message| process(message, handler.clone()).boxed());
+            Arc::new(move |message| process(message, max_deliver, handler.clone()).boxed());
         let tasks = Background::new();
         let span = info_span!("events", service = %self.service, consumer = %name);
         tasks.spawn(|cancel| pull::run(durable, consumer, process, cancel).instrument(span));
@@ -293,9 +294,16 @@ fn redelivery_delay(delivered: u64) -> Duration {
     Duration::from_millis(100u64 << shift).min(Duration::from_secs(10))
 }
 
+/// What becomes of an event whose handler failed on delivery `delivered`
+/// when `max_deliver` are allowed, as the failure's log line says it.
+fn after_failure(_delivered: u64, _max_deliver: u32) -> &'static str {
+    "will redeliver"
+}
+
 /// Decodes one event and runs the handler on it.
 async fn process<T: DeserializeOwned>(
     msg: Arc<async_nats::jetstream::Message>,
+    max_deliver: u32,
     handler: BoxedHandler<T>,
 ) -> Outcome {
     let (sequence, delivered, published) = match msg.info() {
@@ -346,14 +354,18 @@ async fn process<T: DeserializeOwned>(
     match outcome {
         Ok(Ok(())) => Outcome::Done,
         Ok(Err(e)) => {
-            span.in_scope(|| warn!(error = %crate::startup::Causes(&*e), "event handler failed; will redeliver"));
+            let next = after_failure(delivered, max_deliver);
+            span.in_scope(
+                || warn!(error = %crate::startup::Causes(&*e), "event handler failed; {next}"),
+            );
             Outcome::Retry {
                 delay: redelivery_delay(delivered),
                 error: crate::startup::Causes(&*e).to_string(),
             }
         }
         Err(_) => {
-            span.in_scope(|| warn!("event handler panicked; will redeliver"));
+            let next = after_failure(delivered, max_deliver);
+            span.in_scope(|| warn!("event handler panicked; {next}"));
             Outcome::Retry {
                 delay: redelivery_delay(delivered),
                 error: "the handler panicked".to_owned(),
@@ -381,5 +393,24 @@ impl EventSubscription {
     /// Stops pulling and waits for the handler in progress.
     pub async fn shutdown(self) {
         self.tasks.stop().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_on_the_last_delivery_allowed_says_it_is_dead_lettered() {
+        assert_eq!(after_failure(1, 3), "will redeliver");
+        assert_eq!(after_failure(2, 3), "will redeliver");
+        assert_eq!(
+            after_failure(3, 3),
+            "the last delivery allowed; dead-lettering it"
+        );
+        assert_eq!(
+            after_failure(1, 1),
+            "the last delivery allowed; dead-lettering it"
+        );
     }
 }
