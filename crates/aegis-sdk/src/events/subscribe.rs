@@ -295,9 +295,15 @@ fn redelivery_delay(delivered: u64) -> Duration {
 }
 
 /// What becomes of an event whose handler failed on delivery `delivered`
-/// when `max_deliver` are allowed, as the failure's log line says it.
-fn after_failure(_delivered: u64, _max_deliver: u32) -> &'static str {
-    "will redeliver"
+/// when `max_deliver` are allowed, as the failure's log line says it. The
+/// pull loop decides by the same rule (`pull::handle`): a failure on the
+/// last delivery allowed is copied to `DEAD_LETTER`, not redelivered.
+fn after_failure(delivered: u64, max_deliver: u32) -> &'static str {
+    if max_deliver > 0 && delivered >= u64::from(max_deliver) {
+        "the last delivery allowed; dead-lettering it"
+    } else {
+        "will redeliver"
+    }
 }
 
 /// Decodes one event and runs the handler on it.
