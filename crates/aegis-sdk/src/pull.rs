@@ -44,6 +44,15 @@
 //!   [`crate::dead_letter`]) and terminated; deliveries that run out
 //!   without a decision (the process crashed each time) reach
 //!   `DEAD_LETTER` through the server's advisory.
+//!
+//! How it stops: once cancelled it pulls no more and waits for the handlers
+//! running, at most [`HANDLER_STOP_WAIT`] (10 s). A handler still running
+//! then is abandoned (its future dropped, logged with the message's stream
+//! sequence) and its message negatively acknowledged, so the server
+//! redelivers it at once to another instance instead of this one keeping
+//! it alive, and its own stop waiting, for as long as the handler hangs.
+//! The stop of a dropped subscription or worker, which nobody awaits, ends
+//! the same way.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -71,6 +80,11 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const PULL_EXPIRES: Duration = Duration::from_secs(10);
 /// A pull that ends with nothing sooner than this was refused, not expired.
 const MIN_PULL_LIFETIME: Duration = Duration::from_millis(200);
+
+/// How long a stopping loop waits for its running handlers before it gives
+/// their messages up for redelivery to another instance: as long as a
+/// service's default shutdown timeout.
+pub(crate) const HANDLER_STOP_WAIT: Duration = Duration::from_secs(10);
 
 /// Most handlers one subscription or worker may run at once.
 pub(crate) const MAX_CONCURRENCY: usize = 1024;
@@ -252,6 +266,8 @@ pub(crate) async fn run(
     let durable = Arc::new(durable);
     let slots = Arc::new(Semaphore::new(durable.concurrency.max(1)));
     let handlers = TaskTracker::new();
+    // Fired when the stop has waited long enough for the handlers.
+    let abandon = CancellationToken::new();
     let progress = Arc::new(Mutex::new(Progress::default()));
     let mut failures = 0u32;
     let mut healthy = true;
@@ -326,10 +342,15 @@ pub(crate) async fn run(
                     if let Some(seq) = sequence {
                         lock(&progress).received(seq);
                     }
-                    let (durable, handler, progress) =
-                        (durable.clone(), handler.clone(), progress.clone());
+                    let (durable, handler, progress, abandon) = (
+                        durable.clone(),
+                        handler.clone(),
+                        progress.clone(),
+                        abandon.clone(),
+                    );
                     handlers.spawn(async move {
-                        let redeliver_at = handle(&durable, Arc::new(message), &handler).await;
+                        let redeliver_at =
+                            handle(&durable, Arc::new(message), &handler, &abandon).await;
                         if let Some(seq) = sequence {
                             lock(&progress).settled(seq, redeliver_at);
                         }
@@ -350,7 +371,18 @@ pub(crate) async fn run(
         }
     }
     handlers.close();
-    handlers.wait().await;
+    if tokio::time::timeout(HANDLER_STOP_WAIT, handlers.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            consumer = durable.name(),
+            running = handlers.len(),
+            "handlers still running {HANDLER_STOP_WAIT:?} into the stop; abandoning them, their messages go to another instance"
+        );
+        abandon.cancel();
+        handlers.wait().await;
+    }
     debug!(consumer = durable.name(), "pull loop stopped");
 }
 
@@ -361,11 +393,14 @@ fn lock(progress: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
 /// Runs the handler on one message, keeping its ack deadline from passing
 /// meanwhile, and acknowledges as the outcome says. Returns when the
 /// message is due again if it is owed a redelivery (negatively
-/// acknowledged, or its acknowledgement unconfirmed).
+/// acknowledged, or its acknowledgement unconfirmed). When `abandon` fires
+/// first, the handler is dropped and the message negatively acknowledged
+/// for immediate redelivery.
 async fn handle(
     durable: &Durable,
     message: Arc<jetstream::Message>,
     handler: &Handler,
+    abandon: &CancellationToken,
 ) -> Option<Instant> {
     let keep_alive = async {
         let every = (durable.config.ack_wait / 3).max(Duration::from_millis(50));
@@ -379,6 +414,17 @@ async fn handle(
     let outcome = tokio::select! {
         outcome = handler(message.clone()) => outcome,
         () = keep_alive => unreachable!("the keep-alive loop never ends"),
+        () = abandon.cancelled() => {
+            let (sequence, delivered) = message
+                .info()
+                .map(|i| (i.stream_sequence, i.delivered))
+                .unwrap_or_default();
+            warn!(consumer = durable.name(), sequence, delivered, "abandoning a handler still running at the stop's time limit; its message is redelivered");
+            if let Err(e) = message.ack_with(AckKind::Nak(None)).await {
+                warn!(consumer = durable.name(), sequence, error = %crate::startup::Causes(&*e), "cannot hand back an abandoned message; it is redelivered after its ack deadline");
+            }
+            return Some(Instant::now());
+        }
     };
     let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
     let last_try = durable.config.max_deliver > 0 && delivered >= durable.config.max_deliver;
