@@ -1,5 +1,6 @@
 //! Events against a real nats-server: compete and broadcast delivery, dedup,
-//! redelivery after a failed handler, and poison messages.
+//! redelivery after a failed handler, poison messages, and a handler that
+//! outlives its dropped subscription.
 
 mod common;
 
@@ -296,4 +297,66 @@ async fn the_first_publish_creates_the_stream() {
         .cached_info()
         .clone();
     assert_eq!(info.state.messages, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_running_when_its_subscription_is_dropped_finishes_and_acknowledges() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+    let started_tx = Arc::new(Mutex::new(Some(started_tx)));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    let sub = {
+        let (release, runs) = (release.clone(), runs.clone());
+        conn.events()
+            .subscribe::<OrderCreated>("audit-service", "order.created", DeliveryMode::Compete)
+            .ack_wait(Duration::from_secs(1))
+            .handler(move |e: Event<OrderCreated>| {
+                let (started_tx, release, runs) =
+                    (started_tx.clone(), release.clone(), runs.clone());
+                async move {
+                    runs.lock().unwrap().push(e.delivered);
+                    if let Some(tx) = started_tx.lock().unwrap().take() {
+                        let _ = tx.send(());
+                    }
+                    release.notified().await;
+                    Ok(())
+                }
+            })
+            .start()
+            .await
+            .unwrap()
+    };
+    let consumer = sub.consumer_name().to_owned();
+    conn.events()
+        .publish("order", "created", &OrderCreated { order_id: 1 })
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), started)
+        .await
+        .expect("the handler started")
+        .unwrap();
+
+    drop(sub);
+    release.notify_one();
+
+    // The handler still ran to its end and its event was acknowledged,
+    // not left to be redelivered.
+    let js = conn.jetstream().clone();
+    eventually(Duration::from_secs(30), "the event acknowledged", || {
+        let (js, consumer) = (js.clone(), consumer.clone());
+        async move {
+            let info = js
+                .get_stream("EVENTS")
+                .await
+                .unwrap()
+                .consumer_info(consumer)
+                .await
+                .unwrap();
+            info.ack_floor.stream_sequence == 1 && info.num_ack_pending == 0
+        }
+    })
+    .await;
+    assert_eq!(*runs.lock().unwrap(), vec![1], "run once, not redelivered");
 }

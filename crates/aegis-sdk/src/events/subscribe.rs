@@ -380,9 +380,13 @@ async fn process<T: DeserializeOwned>(
     }
 }
 
-/// A running subscription. [`shutdown`](Self::shutdown) lets the current
-/// handler finish; dropping it stops at once (an unacknowledged event is
-/// redelivered).
+/// A running subscription. [`shutdown`](Self::shutdown) stops pulling and
+/// waits for the handlers in progress. Dropping it stops pulling at once
+/// without waiting: handlers already running finish in the background and
+/// acknowledge their events as usual (one whose acknowledgement cannot
+/// reach the server, its connection closed too, is redelivered after its
+/// ack deadline). To have no handler running past a point, call
+/// `shutdown` and await it.
 #[derive(Debug)]
 #[must_use = "dropping the subscription stops taking events: keep it, and call shutdown() to stop"]
 pub struct EventSubscription {
@@ -396,7 +400,8 @@ impl EventSubscription {
         &self.name
     }
 
-    /// Stops pulling and waits for the handler in progress.
+    /// Stops pulling and waits for the handlers in progress to finish and
+    /// acknowledge their events.
     pub async fn shutdown(self) {
         self.tasks.stop().await;
     }
