@@ -24,8 +24,9 @@
 //!   `aegis.control.*.*.config`, and nothing else of `aegis.control`.
 //! - **The operator** ([`Role::Operator`], user `operator`; `aegis up`,
 //!   `call`, `status`, `chaos`): calls any service, sends commands, owns
-//!   the JetStream API of the account (it creates the streams and buckets)
-//!   and is the only role that may publish to `aegis.control.>`.
+//!   the JetStream API of the account (it creates the streams and buckets,
+//!   and backs up and restores them: `$JS.SNAPSHOT.>`) and is the only role
+//!   that may publish to `aegis.control.>`.
 //!
 //! # Why passwords, not nkeys
 //!
@@ -453,6 +454,13 @@ fn operator_grants() -> Grants {
         "$JS.API.>".to_owned(),
         "$JS.ACK.>".to_owned(),
         "$JS.FC.>".to_owned(),
+        // `nats stream backup` acks each snapshot chunk on
+        // `$JS.SNAPSHOT.ACK.{stream}.*`; `nats stream restore` uploads the
+        // chunks to `$JS.SNAPSHOT.RESTORE.{stream}.*` (docs/deployment.md,
+        // "Backup of the buckets"). Without these a backup stalls once its
+        // first window of chunks is out, and a restore is refused.
+        "$JS.SNAPSHOT.ACK.>".to_owned(),
+        "$JS.SNAPSHOT.RESTORE.>".to_owned(),
         "$KV.service_definitions.>".to_owned(),
         "rpc.>".to_owned(),
         "commands.>".to_owned(),

@@ -337,6 +337,66 @@ async fn only_the_operator_publishes_control_requests() {
 }
 
 #[tokio::test]
+async fn only_the_operator_backs_up_and_restores_streams() {
+    let bus = Bus::start();
+    // `nats stream backup` acks each snapshot chunk on the first subject,
+    // `nats stream restore` uploads the chunks to the second (the server
+    // names both in its snapshot and restore replies).
+    let subjects = [
+        "$JS.SNAPSHOT.ACK.KV_service_definitions.Fq1tFQXyNcwFhyZ5xZw3Kc.1024",
+        "$JS.SNAPSHOT.RESTORE.KV_service_definitions.Fq1tFQXyNcwFhyZ5xZw3Kc",
+    ];
+    let operator = bus.probe("operator").await;
+    for subject in subjects {
+        operator
+            .client
+            .publish(subject, "chunk".into())
+            .await
+            .unwrap();
+    }
+    // The server has handled both publishes, and logged any refusal, once
+    // the flush's PONG is back.
+    operator.client.flush().await.unwrap();
+
+    let mut pricing = bus.probe("svc-pricing-service").await;
+    for (attempt, subject) in ["ack a snapshot chunk", "upload a restore chunk"]
+        .into_iter()
+        .zip(subjects)
+    {
+        pricing.publish_refused(attempt, subject, b"chunk").await;
+    }
+
+    // The server logs every violation with the account and user
+    // (`"AEGIS/user:operator"`): the service's are there, the operator's
+    // are not.
+    let logged: Vec<String> = bus
+        .violations()
+        .into_iter()
+        .filter(|l| l.contains("$JS.SNAPSHOT."))
+        .collect();
+    for subject in subjects {
+        assert!(
+            logged
+                .iter()
+                .any(|l| l.contains(subject) && l.contains("/user:svc-pricing-service\"")),
+            "no logged refusal of {subject} for pricing:\n{}",
+            logged.join("\n")
+        );
+    }
+    let by_operator: Vec<&String> = logged
+        .iter()
+        .filter(|l| l.contains("/user:operator\""))
+        .collect();
+    assert!(
+        by_operator.is_empty(),
+        "the operator was refused: {by_operator:?}"
+    );
+    for subject in subjects {
+        println!("{:<20} publish {subject:<52} ALLOWED", "operator");
+    }
+}
+
+#[tokio::test]
 async fn no_role_reads_or_forges_the_replies_of_another() {
     let bus = Bus::start();
     let mut monitor = bus.probe("monitor").await;
