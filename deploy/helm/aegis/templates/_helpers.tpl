@@ -174,7 +174,15 @@ imagePullSecrets:
 {{- end }}
 {{- end }}
 
-{{/* A random secret value, or the one already stored in the release's Secret. */}}
+{{/*
+A random secret value, or the one already stored in the release's Secret.
+`lookup` answers only with cluster access (helm install/upgrade); under
+`helm template`, a client-side --dry-run or Argo CD it returns nothing and
+every render makes a new value: those must use existingSecret
+(docs/deployment.md, "Secrets"). No checksum of the Secret goes on the pod
+templates: stable where lookup works, it would restart every pod on every
+render where it does not.
+*/}}
 {{- define "aegis.keepOrGenerate" -}}
 {{- $existing := lookup "v1" "Secret" .ctx.Release.Namespace .secret }}
 {{- if and $existing (index ($existing.data | default dict) .key) }}
