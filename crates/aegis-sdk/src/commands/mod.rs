@@ -14,7 +14,10 @@
 //!   the last delivery the server's advisory lands in `DEAD_LETTER`.
 //!
 //! A command carries its deadline; a worker that picks it up after the deadline
-//! does not run it.
+//! does not run it. A worker without a handler for a command (an older
+//! version, during a rolling upgrade) hands it back for a worker that has
+//! one, while its deliveries and its deadline allow; then it answers
+//! NOT_FOUND, before the deadline.
 
 pub mod send;
 pub mod worker;

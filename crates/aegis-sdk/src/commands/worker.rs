@@ -175,7 +175,11 @@ impl CommandWorkerBuilder {
     /// [`DEFAULT_MAX_DELIVER`], at least 1). A command is redelivered only
     /// when its worker died (or hung) holding it, so this bounds how many
     /// times a command that crashes its process runs; then the server's
-    /// advisory lands in `DEAD_LETTER`.
+    /// advisory lands in `DEAD_LETTER`. A worker without a handler for a
+    /// command (an older version, during a rolling upgrade) hands it back
+    /// for another worker, which also uses a delivery; the last one, or
+    /// one too close to the command's deadline to hand it back again,
+    /// answers NOT_FOUND.
     pub fn max_deliver(mut self, n: u32) -> Self {
         self.max_deliver = n;
         self
@@ -235,8 +239,10 @@ impl CommandWorkerBuilder {
             })?;
         let client = conn.client().clone();
         let handlers = Arc::new(self.handlers);
-        let run_one: crate::pull::Handler =
-            Arc::new(move |message| run_one(message, client.clone(), handlers.clone()).boxed());
+        let max_deliver = i64::from(self.max_deliver);
+        let run_one: crate::pull::Handler = Arc::new(move |message| {
+            run_one(message, client.clone(), handlers.clone(), max_deliver).boxed()
+        });
         let tasks = Background::new();
         let span = info_span!("commands", service = %self.service);
         tasks.spawn(|cancel| crate::pull::run(durable, consumer, run_one, cancel).instrument(span));
@@ -245,13 +251,56 @@ impl CommandWorkerBuilder {
     }
 }
 
+/// Shortest and longest time a worker holds a command it has no handler
+/// for before handing it back.
+const PASS_ON_MIN: Duration = Duration::from_millis(100);
+const PASS_ON_MAX: Duration = Duration::from_secs(2);
+/// How much of its deadline a command this worker has no handler for must
+/// still have after the hold: the NOT_FOUND that ends it otherwise has to
+/// reach the sender before the sender gives up.
+const ANSWER_MARGIN: Duration = Duration::from_millis(250);
+
+/// How long to hold a command this worker has no handler for before
+/// handing it back to the other workers; `None` when it is to be answered
+/// NOT_FOUND now.
+///
+/// Workers of one service share one consumer, and during a rolling
+/// upgrade only the newer ones know a new command. The server offers a
+/// command handed back to the pull requests waiting, in turn; one held
+/// keeps this worker's slot busy, so its request is not among them, and a
+/// worker idle with the handler gets it. The first hold is short (the
+/// usual case: such a worker is idle). A command back again found them
+/// busy: each offer uses one of the `max_deliver` deliveries, so the holds
+/// spread those left over the time left before the deadline (`left`;
+/// `None`: no deadline). The last delivery, or the last moment that still
+/// lets the answer arrive in time, answers NOT_FOUND: a command no worker
+/// knows ends in a clear error before its deadline, not in a timeout or a
+/// dead letter.
+fn pass_on(delivered: i64, max_deliver: i64, left: Option<Duration>) -> Option<Duration> {
+    let deliveries_left = u32::try_from(max_deliver.saturating_sub(delivered))
+        .ok()
+        .filter(|n| *n > 0)?;
+    let spread = left.map_or(PASS_ON_MAX, |left| left / (deliveries_left + 1));
+    let hold = if delivered <= 1 {
+        PASS_ON_MIN
+    } else {
+        spread.clamp(PASS_ON_MIN, PASS_ON_MAX)
+    };
+    match left {
+        Some(left) if left < hold + ANSWER_MARGIN => None,
+        _ => Some(hold),
+    }
+}
+
 /// Runs one command and reports its end to the sender. Whatever the handler
 /// says, the command is done (a failure is its result); only a crash of the
-/// process leaves it to be delivered again.
+/// process leaves it to be delivered again. A command this worker has no
+/// handler for is left to other workers while [`pass_on`] allows.
 async fn run_one(
     msg: Arc<async_nats::jetstream::Message>,
     client: Client,
     handlers: Arc<HashMap<String, Erased>>,
+    max_deliver: i64,
 ) -> Outcome {
     let header = |name: &str| {
         msg.headers
@@ -267,9 +316,11 @@ async fn run_one(
         .next()
         .unwrap_or_default()
         .to_owned();
-    let expired = header(HEADER_DEADLINE)
+    let now = chrono::Utc::now();
+    let deadline = header(HEADER_DEADLINE)
         .and_then(|d| chrono::DateTime::parse_from_rfc3339(&d).ok())
-        .is_some_and(|d| d < chrono::Utc::now());
+        .map(|d| d.with_timezone(&chrono::Utc));
+    let expired = deadline.is_some_and(|d| d < now);
     let span = info_span!("command", command = %name, id = %id);
     let reply = if expired {
         span.in_scope(|| info!("command expired before it was picked up; not running it"));
@@ -295,6 +346,21 @@ async fn run_one(
             },
         }
     } else {
+        let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+        let left = deadline.map(|d| (d - now).to_std().unwrap_or_default());
+        if let Some(hold) = pass_on(delivered, max_deliver, left) {
+            span.in_scope(|| {
+                debug!(
+                    ?hold,
+                    delivered, "no handler here; handing the command back for another worker"
+                )
+            });
+            tokio::time::sleep(hold).await;
+            return Outcome::Retry {
+                delay: Duration::ZERO,
+                error: format!("no handler for command `{name}`"),
+            };
+        }
         CommandReply::Failed {
             error: WireError::not_found(format!("no handler for command `{name}`")),
         }
@@ -327,5 +393,49 @@ impl CommandWorker {
     /// Stops taking commands and waits for the one in progress.
     pub async fn shutdown(self) {
         self.tasks.stop().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_command_without_a_handler_here_is_handed_back_while_its_deadline_allows() {
+        // First time: a short hold (an idle worker with the handler takes it).
+        assert_eq!(pass_on(1, 5, Some(10 * SECOND)), Some(PASS_ON_MIN));
+        assert_eq!(pass_on(1, 5, None), Some(PASS_ON_MIN));
+        // Back again: the three offers left share the eight seconds left...
+        assert_eq!(pass_on(2, 5, Some(8 * SECOND)), Some(2 * SECOND));
+        // ...never holding it longer than the longest hold, nor shorter
+        // than the shortest.
+        assert_eq!(pass_on(2, 5, None), Some(PASS_ON_MAX));
+        assert_eq!(pass_on(2, 5, Some(3600 * SECOND)), Some(PASS_ON_MAX));
+        assert_eq!(
+            pass_on(2, 5, Some(Duration::from_millis(400))),
+            Some(PASS_ON_MIN)
+        );
+    }
+
+    #[test]
+    fn a_command_no_worker_handles_is_answered_before_it_expires() {
+        // The last delivery answers, whatever the time left.
+        assert_eq!(pass_on(5, 5, None), None);
+        assert_eq!(pass_on(1, 1, Some(3600 * SECOND)), None);
+        assert_eq!(pass_on(9, 5, None), None);
+        // Too little time left for another offer and the answer.
+        assert_eq!(pass_on(1, 5, Some(Duration::from_millis(300))), None);
+        assert_eq!(pass_on(1, 5, Some(Duration::ZERO)), None);
+        // Each offer leaves room for the answer before the deadline.
+        for left_ms in (0..20_000).step_by(37) {
+            let left = Duration::from_millis(left_ms);
+            for delivered in 1..=5 {
+                if let Some(pause) = pass_on(delivered, 5, Some(left)) {
+                    assert!(pause + ANSWER_MARGIN <= left, "{left:?} {delivered}");
+                }
+            }
+        }
     }
 }
