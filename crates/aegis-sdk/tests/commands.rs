@@ -319,3 +319,88 @@ async fn a_command_only_newer_workers_handle_is_left_to_them() {
     old_worker.shutdown().await;
     new_worker.shutdown().await;
 }
+
+/// A worker busy past a command's deadline takes it afterwards and skips
+/// it: the command never ran, so the sender is told NotTaken (which says
+/// it may be sent again), not Timeout or Failed (which leave whether it
+/// ran open).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_its_busy_worker_takes_past_the_deadline_is_not_taken() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let worker = {
+        let (gate, ran) = (gate.clone(), ran.clone());
+        conn.commands()
+            .worker("risk-service")
+            .handler("block", move |_c: Command<Value>, _p: Progress| {
+                let (gate, started_tx) = (gate.clone(), started_tx.clone());
+                async move {
+                    let _ = started_tx.send(());
+                    let _permit = gate.acquire().await;
+                    Ok(json!("unblocked"))
+                }
+            })
+            .handler("recompute", move |_c: Command<Value>, _p: Progress| {
+                let ran = ran.clone();
+                async move {
+                    ran.fetch_add(1, Ordering::SeqCst);
+                    Ok(json!(null))
+                }
+            })
+            .concurrency(1)
+            .start()
+            .await
+            .unwrap()
+    };
+    let blocking = conn
+        .commands()
+        .send("risk-service", "block", &json!({}), Duration::from_secs(30))
+        .await
+        .unwrap();
+    started.recv().await.unwrap();
+
+    let timeout = Duration::from_secs(1);
+    let handle = conn
+        .commands()
+        .send("risk-service", "recompute", &json!({}), timeout)
+        .await
+        .unwrap();
+    // Free the worker once the command's deadline has passed.
+    let past_deadline = tokio::time::Instant::now() + timeout + Duration::from_millis(100);
+    let release = {
+        let gate = gate.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(past_deadline).await;
+            gate.add_permits(1);
+        })
+    };
+    let err = handle.result::<Value>().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CommandError::NotTaken {
+                worker_known: true,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    release.await.unwrap();
+    assert_eq!(
+        blocking.result::<Value>().await.unwrap(),
+        json!("unblocked")
+    );
+    worker.shutdown().await;
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        0,
+        "the expired command never ran"
+    );
+}
