@@ -404,3 +404,31 @@ async fn a_command_its_busy_worker_takes_past_the_deadline_is_not_taken() {
         "the expired command never ran"
     );
 }
+
+/// The timeout bounds `send` and `result` together, from the moment `send`
+/// is called: a slow publish (here the `COMMANDS` stream does not exist
+/// yet, so `send` first hears "no stream" for a second, then creates it)
+/// is not added on top.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timeout_counts_from_the_send_whatever_the_publish_takes() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let timeout = Duration::from_secs(2);
+    let started = std::time::Instant::now();
+    let handle = conn
+        .commands()
+        .send("quote-service", "reprice", &json!({}), timeout)
+        .await
+        .unwrap();
+    let sent = started.elapsed();
+    let err = handle.result::<Value>().await.unwrap_err();
+    let took = started.elapsed();
+    eprintln!("send took {sent:?}, send and result {took:?}");
+    assert!(matches!(err, CommandError::NotTaken { .. }), "{err:?}");
+    // NotTaken comes a second or so after the deadline (asked again then);
+    // half a second more for the checks themselves.
+    assert!(
+        took < timeout + Duration::from_millis(1_500),
+        "send took {sent:?}, send and result {took:?}"
+    );
+}
