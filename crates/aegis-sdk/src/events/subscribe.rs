@@ -382,11 +382,11 @@ async fn process<T: DeserializeOwned>(
 
 /// A running subscription. [`shutdown`](Self::shutdown) stops pulling and
 /// waits for the handlers in progress. Dropping it stops pulling at once
-/// without waiting: handlers already running finish in the background and
-/// acknowledge their events as usual (one whose acknowledgement cannot
-/// reach the server, its connection closed too, is redelivered after its
-/// ack deadline). To have no handler running past a point, call
-/// `shutdown` and await it.
+/// without waiting: handlers already running go on in the background, the
+/// same as after `shutdown`, and acknowledge their events as usual. In
+/// both cases a handler still running 10 s into the stop is abandoned and
+/// its event redelivered at once, to another instance if there is one.
+/// To have no handler running past a point, call `shutdown` and await it.
 #[derive(Debug)]
 #[must_use = "dropping the subscription stops taking events: keep it, and call shutdown() to stop"]
 pub struct EventSubscription {
@@ -401,7 +401,8 @@ impl EventSubscription {
     }
 
     /// Stops pulling and waits for the handlers in progress to finish and
-    /// acknowledge their events.
+    /// acknowledge their events; one still running after 10 s is abandoned
+    /// and its event redelivered.
     pub async fn shutdown(self) {
         self.tasks.stop().await;
     }
