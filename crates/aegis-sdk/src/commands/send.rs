@@ -94,8 +94,10 @@ impl TakenCheck {
 
 impl Commands {
     /// Queues `command` for `service` with `payload` as JSON; the result must
-    /// arrive within `timeout` (one past a century, such as `Duration::MAX`,
-    /// counts as a century: the deadline the worker is sent is a date).
+    /// arrive within `timeout` from this call, queuing included (one past a
+    /// century, such as `Duration::MAX`, counts as a century: the deadline
+    /// the worker is sent is a date). A publish slower than `timeout`
+    /// still returns the handle, whose deadline has then passed.
     ///
     /// The command is stored once, under its id, even when it is sent
     /// again: while the `COMMANDS` stream has no leader for a moment (a
@@ -133,6 +135,10 @@ impl Commands {
         payload: &T,
         timeout: Duration,
     ) -> Result<CommandHandle, CommandError> {
+        // One moment for both deadlines, the worker's and the handle's: a
+        // slow publish (a stream created, a leader change) comes out of
+        // the timeout, not on top of it.
+        let (started, now) = (Instant::now(), chrono::Utc::now());
         names::validate_service_name(service)?;
         names::validate_command_name(command)?;
         let body = serde_json::to_vec(payload).map_err(CommandError::Codec)?;
@@ -148,7 +154,7 @@ impl Commands {
                 subject: subject.clone(),
                 source: e.into(),
             })?;
-        let deadline = clock::utc_deadline(chrono::Utc::now(), timeout);
+        let deadline = clock::utc_deadline(now, timeout);
         let mut headers = HeaderMap::new();
         headers.insert(HEADER_COMMAND_ID, id.as_str());
         headers.insert(HEADER_REPLY_TO, inbox.as_str());
@@ -183,7 +189,7 @@ impl Commands {
         Ok(CommandHandle {
             id,
             replies,
-            deadline: clock::deadline(Instant::now(), timeout),
+            deadline: clock::deadline(started, timeout),
             timeout,
             done: false,
             taken: TakenCheck {
