@@ -140,6 +140,9 @@ def _pod_env(sts: dict) -> dict[str, str]:
             env[e["name"]] = f"{sts['metadata']['name']}-0"
         else:
             env[e["name"]] = "checkpw" + re.sub(r"[^A-Za-z0-9]", "", e["name"].lower())
+        # The kubelet expands $(NAME) references to earlier variables.
+        env[e["name"]] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                                lambda m: env.get(m.group(1), m.group(0)), env[e["name"]])
     return env
 
 
@@ -220,7 +223,19 @@ def _container(ms: list[dict], kind: str, suffix: str) -> dict:
 def _drop_route(ms: list[dict]) -> None:
     cm = _find(ms, "ConfigMap", "-nats-config")
     text = cm["data"]["nats-server.conf"]
-    cm["data"]["nats-server.conf"] = re.sub(r"\n\s*nats://[^\n]*-nats-2\.[^\n]*", "", text, count=1)
+    cm["data"]["nats-server.conf"] = re.sub(r"\n\s*\$ROUTE_URL_2\b[^\n]*", "", text, count=1)
+
+
+def _literal_route_password(ms: list[dict]) -> None:
+    for e in _container(ms, "StatefulSet", "-nats")["env"]:
+        if e["name"] == "ROUTE_URL_1":
+            e["value"] = e["value"].replace("$(ROUTE_PASSWORD)", "s3cret")
+
+
+def _open_routes(ms: list[dict]) -> None:
+    cm = _find(ms, "ConfigMap", "-nats-config")
+    cm["data"]["nats-server.conf"] = re.sub(
+        r"\n\s*authorization\s*\{[^}]*\}", "", cm["data"]["nats-server.conf"], count=1)
 
 
 def _drop_secret(ms: list[dict]) -> None:
@@ -286,6 +301,8 @@ def _soft_spread(ms: list[dict]) -> None:
 # Each mutation of the default render, and the check that must refuse it.
 MUTATIONS: list[tuple[str, str, Callable[[list[dict]], None]]] = [
     ("a NATS route left out", "nats-routes", _drop_route),
+    ("NATS routes without authorization", "nats-routes", _open_routes),
+    ("a NATS route with a literal password", "nats-routes", _literal_route_password),
     ("the credentials Secret not rendered", "references", _drop_secret),
     ("order's grace period below the SDK's drain", "graceful-stop", _short_grace),
     ("risk without its PodDisruptionBudget", "disruption-budgets", _drop_pdb),

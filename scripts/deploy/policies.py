@@ -205,11 +205,25 @@ def nats_conf(ms: list[Manifest], sts: Manifest) -> tuple[str | None, str]:
     return None, ""
 
 
+def pod_env_values(c: dict[str, Any]) -> dict[str, str]:
+    """The literal env values of a container with `$(NAME)` references to
+    earlier literal values expanded, as the kubelet does."""
+    out: dict[str, str] = {}
+    for e in c.get("env") or []:
+        if "value" in e:
+            out[e["name"]] = re.sub(
+                r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: out.get(m.group(1), m.group(0)), str(e["value"])
+            )
+    return out
+
+
 def check_nats_routes(ms: list[Manifest], values: dict) -> Result:
     r = Result(
         "nats-routes",
         "each NATS node's cluster routes list every peer of its StatefulSet by its "
-        "headless-Service name, and the clients' AEGIS_NATS_URL lists every node",
+        "headless-Service name and authenticate (the cluster's authorization password is "
+        "a $VARIABLE from a Secret, and every route URL carries that user and password), "
+        "and the clients' AEGIS_NATS_URL lists every node",
     )
     namespace = values.get("_namespace", "default")
     if not any(m.get("kind") == "StatefulSet" for m in ms):
@@ -227,8 +241,41 @@ def check_nats_routes(ms: list[Manifest], values: dict) -> Result:
             continue
         peers = [f"{name}-{i}.{headless}.{namespace}.svc" for i in range(replicas)]
         block = re.search(r"routes\s*:\s*\[(.*?)\]", conf, re.S)
-        routes = re.findall(r"(?:nats|tls)://([^\s,\]]+)", block.group(1)) if block else []
+        container = (pod_spec(sts).get("containers") or [{}])[0]
+        env = final_env(container)
+        literal = pod_env_values(container)
+        # Each route: a URL, or a $VARIABLE the pod's environment defines
+        # (raw: before the kubelet expands its $(...) references).
+        urls: list[tuple[str, str]] = []
+        for token in re.findall(r"[^\s,]+", block.group(1)) if block else []:
+            if token.startswith("$"):
+                if token[1:] not in literal:
+                    r.problems.append(f"{where}: route {token} is not a literal env value of {name_of(sts)}")
+                    continue
+                urls.append((str(env[token[1:]]["value"]), literal[token[1:]]))
+            else:
+                urls.append((token, token))
+        routes = [u.split("://", 1)[-1].rsplit("@", 1)[-1] for _, u in urls]
         hosts = sorted(h.rsplit(":", 1)[0] for h in routes)
+        if block:
+            auth = re.search(
+                r"cluster\s*\{.*?authorization\s*\{\s*user\s*:\s*(\S+)\s+password\s*:\s*(\S+)\s*\}",
+                conf, re.S,
+            )
+            if not auth:
+                r.problems.append(f"{where}: the cluster block has no authorization (anyone reaching port 6222 joins)")
+            else:
+                user, pw = auth.group(1).strip('"'), auth.group(2)
+                ref = (env.get(pw[1:]) or {}).get("valueFrom", {}).get("secretKeyRef") if pw.startswith("$") else None
+                if not ref:
+                    r.problems.append(f"{where}: the cluster authorization's password {pw} is not taken from a Secret")
+                # Each route logs in as that user with that very variable.
+                login = f"://{user}:$({pw[1:]})@"
+                for raw, url in urls:
+                    if login not in raw:
+                        r.problems.append(
+                            f"{where}: route {url.rsplit('@', 1)[-1]} does not log in as {user!r} with $({pw[1:]})"
+                        )
         if replicas > 1:
             if hosts != sorted(peers):
                 missing = sorted(set(peers) - set(hosts))

@@ -93,15 +93,29 @@ Use as `include "aegis.natsUsers" . | fromYaml`.
 {{- .Files.Get "files/nats-users.yaml" }}
 {{- end }}
 
-{{/* The credentials Secret's keys, space-separated: every user's and the system user's. */}}
+{{/*
+The credentials Secret's keys, space-separated: every user's and the system
+user's, and with the chart's own NATS the routes' (aegis.routeSecretKey).
+*/}}
 {{- define "aegis.natsSecretKeys" -}}
 {{- $users := include "aegis.natsUsers" . | fromYaml }}
 {{- $keys := list }}
 {{- range $u := append $users.users $users.systemUser }}
 {{- $keys = append $keys $u.secretKey }}
 {{- end }}
+{{- if not .Values.nats.external.url }}
+{{- $keys = append $keys (include "aegis.routeSecretKey" .) }}
+{{- end }}
 {{- join " " $keys }}
 {{- end }}
+
+{{/*
+The route connections between the NATS nodes authenticate as the user
+`route` with this key's password: the cluster block's `authorization`, and
+the user and password in every route URL (ROUTE_URL_<n>, composed by the
+kubelet from ROUTE_PASSWORD, as nats-server substitutes only whole values).
+*/}}
+{{- define "aegis.routeSecretKey" -}}route-password{{- end }}
 
 {{/*
 The NATS connection of an aegis process running as `role` (order, pricing,
