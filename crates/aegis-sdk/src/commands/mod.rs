@@ -14,7 +14,8 @@
 //!   the last delivery the server's advisory lands in `DEAD_LETTER`.
 //!
 //! A command carries its deadline; a worker that picks it up after the deadline
-//! does not run it. A worker without a handler for a command (an older
+//! does not run it, and says so ([`HEADER_NOT_RUN`]): the sender reports
+//! [`CommandError::NotTaken`], as for a command no worker took. A worker without a handler for a command (an older
 //! version, during a rolling upgrade) hands it back for a worker that has
 //! one, while its deliveries and its deadline allow; then it answers
 //! NOT_FOUND, before the deadline.
@@ -34,6 +35,12 @@ use crate::{AegisConfig, Connection, streams::bounded};
 
 /// Header carrying the command's deadline (RFC 3339 UTC).
 pub const HEADER_DEADLINE: &str = "Aegis-Deadline";
+
+/// Header on a worker's `failed` reply saying the command did not run and
+/// will not (its value says why: `expired`, taken past its deadline). The
+/// sender reports it as [`CommandError::NotTaken`]; the reply's
+/// `TIMEOUT` error is for senders that predate the header.
+pub const HEADER_NOT_RUN: &str = "Aegis-Not-Run";
 
 /// Commands to services. Get one from [`Connection::commands`].
 #[derive(Debug, Clone)]
@@ -74,12 +81,13 @@ pub enum CommandError {
         timeout: Duration,
     },
     /// No result arrived before the deadline because no worker took the
-    /// command, by then nor a second later: it never ran, and will not (a
-    /// worker skips a command past its deadline, by its own clock: one
-    /// more than a second behind the sender's could still run it), so it
-    /// may be sent again once a worker of the service runs. As the
-    /// consumer's leader reports it: one that failed over just after a
-    /// delivery may report it undelivered.
+    /// command, by then nor a second later, or because the worker that
+    /// took it did so past its deadline and skipped it (and said so): it
+    /// never ran, and will not (a worker skips a command past its
+    /// deadline, by its own clock: one more than a second behind the
+    /// sender's could still run it), so it may be sent again once a worker
+    /// of the service runs. As the consumer's leader reports it: one that
+    /// failed over just after a delivery may report it undelivered.
     #[error(
         "command {id} was not taken by any worker of {service} within {timeout:?}: {}",
         if *.worker_known { "its worker took no command since this one was queued (it is down, or busy with earlier ones)" } else { "no worker of this service has ever consumed commands (start one with Commands::worker)" }

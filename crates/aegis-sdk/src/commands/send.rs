@@ -13,7 +13,7 @@ use futures::{Stream, StreamExt};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::time::Instant;
 
-use super::{CommandError, Commands, HEADER_DEADLINE, ensure_commands_stream};
+use super::{CommandError, Commands, HEADER_DEADLINE, HEADER_NOT_RUN, ensure_commands_stream};
 use crate::clock;
 
 /// One message from the worker about a command.
@@ -61,6 +61,10 @@ const TAKEN_CHECK: Duration = Duration::from_secs(1);
 /// more before it is said never to run: a worker skips a command by its
 /// own clock, which may be behind the sender's by this much.
 const CLOCK_MARGIN: Duration = Duration::from_secs(1);
+
+/// Past the deadline, once a worker is seen to have taken the command, how
+/// long its word that it skipped it (taken too late) is waited for.
+const SKIP_GRACE: Duration = Duration::from_millis(250);
 
 impl TakenCheck {
     /// Past the deadline: `Some(worker_known)` when no worker took the
@@ -211,10 +215,11 @@ impl CommandHandle {
     /// is finished).
     ///
     /// # Errors
-    /// [`CommandError::Failed`] when the worker reports failure; past the
-    /// deadline [`CommandError::NotTaken`] when no worker took the command
-    /// (asked of JetStream then and once more a second later, so a
-    /// NotTaken comes a second or so after the deadline), else
+    /// [`CommandError::Failed`] when the worker reports failure;
+    /// [`CommandError::NotTaken`] when the worker that took the command
+    /// skipped it (taken past its deadline), or past the deadline when no
+    /// worker took it (asked of JetStream then and once more a second
+    /// later, so a NotTaken comes a second or so after the deadline), else
     /// [`CommandError::Timeout`]; [`CommandError::Closed`] when called
     /// again after the end.
     pub async fn next(&mut self) -> Result<CommandUpdate, CommandError> {
@@ -225,18 +230,7 @@ impl CommandHandle {
             let msg = match tokio::time::timeout_at(self.deadline, self.replies.next()).await {
                 Err(_) => {
                     self.done = true;
-                    return Err(match self.taken.not_taken_past_deadline().await {
-                        Some(worker_known) => CommandError::NotTaken {
-                            id: self.id.clone(),
-                            service: self.taken.service.clone(),
-                            timeout: self.timeout,
-                            worker_known,
-                        },
-                        None => CommandError::Timeout {
-                            id: self.id.clone(),
-                            timeout: self.timeout,
-                        },
-                    });
+                    return Err(self.past_deadline().await);
                 }
                 Ok(None) => {
                     self.done = true;
@@ -244,6 +238,7 @@ impl CommandHandle {
                 }
                 Ok(Some(msg)) => msg,
             };
+            let not_run = skipped_unrun(&msg);
             let Ok(reply) = serde_json::from_slice::<CommandReply>(&msg.payload) else {
                 tracing::debug!(command = %self.id, "ignoring an unreadable command reply");
                 continue;
@@ -256,11 +251,54 @@ impl CommandHandle {
                     self.done = true;
                     Ok(CommandUpdate::Completed(result))
                 }
+                // Skipped by its worker: it did not run, whatever the
+                // error says (a TIMEOUT, for older senders).
+                CommandReply::Failed { .. } if not_run => {
+                    self.done = true;
+                    Err(self.not_taken(true))
+                }
                 CommandReply::Failed { error } => {
                     self.done = true;
                     Err(CommandError::Failed(error))
                 }
             };
+        }
+    }
+
+    /// Past the deadline: NotTaken when no worker took the command, or
+    /// when the worker that took it says it skipped it (it may say so
+    /// while the taken check runs, or just after: taken late, it shows as
+    /// taken); else Timeout.
+    async fn past_deadline(&mut self) -> CommandError {
+        let not_taken = {
+            let Self { replies, taken, .. } = self;
+            let mut skipped = std::pin::pin!(skipped(replies));
+            tokio::select! {
+                verdict = taken.not_taken_past_deadline() => match verdict {
+                    Some(worker_known) => Some(worker_known),
+                    None => tokio::time::timeout(SKIP_GRACE, &mut skipped)
+                        .await
+                        .ok()
+                        .map(|()| true),
+                },
+                () = &mut skipped => Some(true),
+            }
+        };
+        match not_taken {
+            Some(worker_known) => self.not_taken(worker_known),
+            None => CommandError::Timeout {
+                id: self.id.clone(),
+                timeout: self.timeout,
+            },
+        }
+    }
+
+    fn not_taken(&self, worker_known: bool) -> CommandError {
+        CommandError::NotTaken {
+            id: self.id.clone(),
+            service: self.taken.service.clone(),
+            timeout: self.timeout,
+            worker_known,
         }
     }
 
@@ -287,4 +325,22 @@ impl CommandHandle {
             Some((item, handle))
         })
     }
+}
+
+/// Whether a reply says its worker skipped the command unrun.
+fn skipped_unrun(msg: &async_nats::Message) -> bool {
+    msg.headers
+        .as_ref()
+        .is_some_and(|h| h.get(HEADER_NOT_RUN).is_some())
+}
+
+/// Ends when the worker says it skipped the command unrun; other replies,
+/// late ones, are dropped.
+async fn skipped(replies: &mut Subscriber) {
+    while let Some(msg) = replies.next().await {
+        if skipped_unrun(&msg) {
+            return;
+        }
+    }
+    std::future::pending().await
 }

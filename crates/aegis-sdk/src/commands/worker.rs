@@ -25,7 +25,7 @@ use crate::{
     task::Background,
 };
 
-use super::{CommandError, Commands, HEADER_DEADLINE, ensure_commands_stream};
+use super::{CommandError, Commands, HEADER_DEADLINE, HEADER_NOT_RUN, ensure_commands_stream};
 
 /// Deliveries of one command before it is given up on, by default.
 pub const DEFAULT_MAX_DELIVER: u32 = 5;
@@ -69,6 +69,7 @@ impl Progress {
                 percent: percent.clamp(0.0, 100.0),
                 message: message.into(),
             },
+            None,
         )
         .await;
     }
@@ -324,9 +325,13 @@ async fn run_one(
     let span = info_span!("command", command = %name, id = %id);
     let reply = if expired {
         span.in_scope(|| info!("command expired before it was picked up; not running it"));
-        CommandReply::Failed {
+        // Said in a header, so the sender tells "never ran" from a
+        // handler's own TIMEOUT error.
+        let reply = CommandReply::Failed {
             error: WireError::timeout("the command expired before a worker picked it up"),
-        }
+        };
+        send_reply(&client, reply_to.as_deref(), &reply, Some("expired")).await;
+        return Outcome::Done;
     } else if let Some(handler) = handlers.get(&name) {
         let progress = Progress {
             client: client.clone(),
@@ -365,15 +370,32 @@ async fn run_one(
             error: WireError::not_found(format!("no handler for command `{name}`")),
         }
     };
-    send_reply(&client, reply_to.as_deref(), &reply).await;
+    send_reply(&client, reply_to.as_deref(), &reply, None).await;
     Outcome::Done
 }
 
-async fn send_reply(client: &Client, reply_to: Option<&str>, reply: &CommandReply) {
+/// Sends `reply` to the sender; `not_run` (why) marks a command skipped
+/// unrun with [`HEADER_NOT_RUN`].
+async fn send_reply(
+    client: &Client,
+    reply_to: Option<&str>,
+    reply: &CommandReply,
+    not_run: Option<&str>,
+) {
     let Some(reply_to) = reply_to else { return };
     match serde_json::to_vec(reply) {
         Ok(body) => {
-            if let Err(e) = client.publish(reply_to.to_owned(), body.into()).await {
+            let sent = match not_run {
+                Some(why) => {
+                    let mut headers = async_nats::HeaderMap::new();
+                    headers.insert(HEADER_NOT_RUN, why);
+                    client
+                        .publish_with_headers(reply_to.to_owned(), headers, body.into())
+                        .await
+                }
+                None => client.publish(reply_to.to_owned(), body.into()).await,
+            };
+            if let Err(e) = sent {
                 debug!(error = %crate::startup::Causes(&e), "could not send a command reply");
             }
         }
