@@ -404,7 +404,9 @@ async fn send_reply(
 }
 
 /// A running command worker; [`shutdown`](Self::shutdown) finishes the
-/// command in progress first.
+/// commands in progress first, for at most 10 s. Dropping it stops taking
+/// commands without waiting: those running finish in the background, for
+/// at most 10 s as well.
 #[derive(Debug)]
 #[must_use = "dropping the worker stops taking commands: keep it, and call shutdown() to stop"]
 pub struct CommandWorker {
@@ -412,7 +414,10 @@ pub struct CommandWorker {
 }
 
 impl CommandWorker {
-    /// Stops taking commands and waits for the one in progress.
+    /// Stops taking commands and waits, at most 10 s, for those in
+    /// progress. One still running then is abandoned (logged) and handed
+    /// back at once to another worker of the service, where it runs again:
+    /// a handler must bear being cancelled and run twice.
     pub async fn shutdown(self) {
         self.tasks.stop().await;
     }
