@@ -49,10 +49,14 @@
 //! running, at most [`HANDLER_STOP_WAIT`] (10 s). A handler still running
 //! then is abandoned (its future dropped, logged with the message's stream
 //! sequence) and its message negatively acknowledged, so the server
-//! redelivers it at once to another instance instead of this one keeping
-//! it alive, and its own stop waiting, for as long as the handler hangs.
-//! The stop of a dropped subscription or worker, which nobody awaits, ends
-//! the same way.
+//! redelivers it at once to another instance of a compete consumer (a
+//! broadcast consumer is this instance's own: its next start gets it)
+//! instead of this one keeping it alive, and its own stop waiting, for as
+//! long as the handler hangs. The stop of a dropped subscription or
+//! worker, which nobody awaits, ends the same way. A handler is abandoned
+//! where it awaits: one that blocks its thread (a synchronous call, a busy
+//! loop) is never polled to that point and still holds the stop, as it
+//! holds the runtime's thread.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -242,15 +246,26 @@ impl Progress {
     }
 
     /// Forgets the messages whose redelivery was due well before a pull
-    /// issued at `pulled`, which the consumer served. The server hands a
-    /// due redelivery to the first pull waiting, so by then some instance
-    /// received it again and tracks it; in compete mode that may be
-    /// another instance, which this process would never hear of. Without
-    /// this, such messages would pile up here and a recreated consumer
-    /// would start ever further back.
-    fn forget_redelivered(&mut self, pulled: Instant, margin: Duration) {
-        self.owed
-            .retain(|_, due| crate::clock::deadline(*due, margin) > pulled);
+    /// issued at `pulled`, which the consumer served. The server hands due
+    /// redeliveries out before new messages, to the pulls waiting, so by
+    /// then some instance received them again and tracks them; in compete
+    /// mode that may be another instance, which this process would never
+    /// hear of. Without this, such messages would pile up here and a
+    /// recreated consumer would start ever further back.
+    ///
+    /// A pull that got all it asked for (`filled`, `received` messages)
+    /// may have left due redeliveries queued behind them: only as many of
+    /// the oldest are forgotten as it received. One that ended short got
+    /// everything the server had to give.
+    fn forget_redelivered(&mut self, pulled: Instant, margin: Duration, filled: Option<usize>) {
+        let mut forgettable = filled.unwrap_or(usize::MAX);
+        self.owed.retain(|_, due| {
+            let handed_out = crate::clock::deadline(*due, margin) <= pulled && forgettable > 0;
+            if handed_out {
+                forgettable -= 1;
+            }
+            !handed_out
+        });
     }
 }
 
@@ -318,6 +333,7 @@ pub(crate) async fn run(
                 continue;
             }
         };
+        let asked = free.len();
         let mut received = 0usize;
         healthy = loop {
             let next = tokio::select! {
@@ -367,7 +383,8 @@ pub(crate) async fn run(
             }
         };
         if healthy {
-            lock(&progress).forget_redelivered(pulled, durable.config.ack_wait);
+            let filled = (received >= asked).then_some(received);
+            lock(&progress).forget_redelivered(pulled, durable.config.ack_wait, filled);
         }
     }
     handlers.close();
@@ -542,11 +559,33 @@ mod tests {
         p.settled(41, Some(due));
         p.settled(42, None);
         // A pull before the redelivery was (well) due proves nothing.
-        p.forget_redelivered(due + ACK_WAIT / 2, ACK_WAIT);
+        p.forget_redelivered(due + ACK_WAIT / 2, ACK_WAIT, None);
         assert_eq!(p.resume_after(), Some(40));
         // One well after: the server handed it to some instance, which
         // tracks it now.
-        p.forget_redelivered(due + ACK_WAIT, ACK_WAIT);
+        p.forget_redelivered(due + ACK_WAIT, ACK_WAIT, None);
         assert_eq!(p.resume_after(), Some(42));
+    }
+
+    /// A pull for one message (one free slot) that got it may have left
+    /// other due redeliveries queued on the server: only one is forgotten.
+    #[test]
+    fn a_full_pull_forgets_no_more_redeliveries_than_it_received() {
+        let now = Instant::now();
+        let due = now + Duration::from_secs(1);
+        let mut p = Progress::default();
+        for seq in [43, 45, 52] {
+            p.received(seq);
+        }
+        p.settled(43, Some(due));
+        p.settled(45, Some(due));
+        // 52 still runs; a pull for the one free slot gets 43 again.
+        p.received(43);
+        p.forget_redelivered(due + ACK_WAIT, ACK_WAIT, Some(1));
+        p.settled(43, None);
+        assert_eq!(p.resume_after(), Some(44), "45 is still owed");
+        // A pull that ended short: the server had nothing more to give.
+        p.forget_redelivered(due + ACK_WAIT, ACK_WAIT, None);
+        assert_eq!(p.resume_after(), Some(51), "52 still runs");
     }
 }
