@@ -60,6 +60,17 @@ impl Drop for Background {
     }
 }
 
+/// What a caught panic said (`panic!("bad math")` gives "bad math"), for
+/// the log line of a handler that panicked: without it the reason is only
+/// in stderr's panic report, not in the WARN a log layer forwards.
+pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message")
+}
+
 #[cfg(test)]
 mod tests {
     use std::{

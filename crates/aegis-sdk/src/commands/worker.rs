@@ -346,9 +346,13 @@ async fn run_one(
         {
             Ok(Ok(result)) => CommandReply::Completed { result },
             Ok(Err(error)) => CommandReply::Failed { error },
-            Err(_) => CommandReply::Failed {
-                error: WireError::internal("the command handler panicked"),
-            },
+            Err(panic) => {
+                let said = crate::task::panic_text(&*panic);
+                span.in_scope(|| warn!(panic = said, "command handler panicked"));
+                CommandReply::Failed {
+                    error: WireError::internal("the command handler panicked"),
+                }
+            }
         }
     } else {
         let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);

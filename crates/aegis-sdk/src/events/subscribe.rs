@@ -369,12 +369,14 @@ async fn process<T: DeserializeOwned>(
                 error: crate::startup::Causes(&*e).to_string(),
             }
         }
-        Err(_) => {
+        Err(panic) => {
             let next = after_failure(delivered, max_deliver);
-            span.in_scope(|| warn!("event handler panicked; {next}"));
+            let said = crate::task::panic_text(&*panic);
+            span.in_scope(|| warn!(panic = said, "event handler panicked; {next}"));
             Outcome::Retry {
                 delay: redelivery_delay(delivered),
-                error: "the handler panicked".to_owned(),
+                // Kept with a dead letter: for the operator, not a caller.
+                error: format!("the handler panicked: {said}"),
             }
         }
     }
@@ -385,7 +387,8 @@ async fn process<T: DeserializeOwned>(
 /// without waiting: handlers already running go on in the background, the
 /// same as after `shutdown`, and acknowledge their events as usual. In
 /// both cases a handler still running 10 s into the stop is abandoned and
-/// its event redelivered at once, to another instance if there is one.
+/// its event redelivered at once: to another instance in compete mode, to
+/// this instance's next start in broadcast mode.
 /// To have no handler running past a point, call `shutdown` and await it.
 #[derive(Debug)]
 #[must_use = "dropping the subscription stops taking events: keep it, and call shutdown() to stop"]

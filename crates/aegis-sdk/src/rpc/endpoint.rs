@@ -241,6 +241,9 @@ enum Outcome {
     Ok(Encoding, Bytes),
     /// The handler (or decoding) failed: an endpoint error.
     Failed(WireError),
+    /// The handler panicked (logged where it was caught): an endpoint
+    /// error, not logged again.
+    Panicked(WireError),
     /// A standby refused a leader-only call without running it.
     Refused(WireError),
 }
@@ -319,7 +322,7 @@ fn handle(msg: Message, method: &Method, route: Route) -> impl Future<Output = (
                 match ran {
                     Ok(Ok(bytes)) => Outcome::Ok(enc, bytes),
                     Ok(Err(e)) => Outcome::Failed(e),
-                    Err(panic) => Outcome::Failed(span.in_scope(|| handler_panicked(&*panic))),
+                    Err(panic) => Outcome::Panicked(span.in_scope(|| handler_panicked(&*panic))),
                 }
             }
         };
@@ -373,7 +376,7 @@ fn start(
                 method.handler.call(ctx, payload, enc)
             })) {
                 Ok(call) => Work::Run(enc, call),
-                Err(panic) => Work::Done(Outcome::Failed(handler_panicked(&*panic))),
+                Err(panic) => Work::Done(Outcome::Panicked(handler_panicked(&*panic))),
             }
         }
         Some(delay) => {
@@ -418,6 +421,7 @@ async fn answer(
     if let Some(epoch) = reply_epoch {
         reply_headers.insert(H_EPOCH, epoch.to_string().as_str());
     }
+    let is_panic = matches!(outcome, Outcome::Panicked(_));
     let (sent, error) = match outcome {
         Outcome::Ok(enc, bytes) => {
             if enc != Encoding::Json {
@@ -445,11 +449,16 @@ async fn answer(
             }
             return;
         }
-        Outcome::Failed(err) => {
-            if err.code == ErrorCode::Internal && err.message != PANICKED {
-                span.in_scope(|| warn!(error = %err.message, "handler failed"));
-            } else {
-                span.in_scope(|| debug!(code = %err.code, error = %err.message, "request refused"));
+        Outcome::Failed(err) | Outcome::Panicked(err) => {
+            match (is_panic, err.code) {
+                // Logged with what the panic said where it was caught.
+                (true, _) => {}
+                (false, ErrorCode::Internal) => {
+                    span.in_scope(|| warn!(error = %err.message, "handler failed"));
+                }
+                (false, code) => {
+                    span.in_scope(|| debug!(%code, error = %err.message, "request refused"));
+                }
             }
             let sent = Box::pin(send_error(&method.client, reply, reply_headers, &err)).await;
             (sent, Some(err))
@@ -500,12 +509,7 @@ const PANICKED: &str = "the handler panicked";
 /// The answer to a handler that panicked, before or after returning its
 /// future; the WARN line says what the panic said.
 fn handler_panicked(panic: &(dyn std::any::Any + Send)) -> WireError {
-    let said = panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("a panic without a message");
-    warn!(panic = said, "handler panicked");
+    warn!(panic = crate::task::panic_text(panic), "handler panicked");
     WireError::internal(PANICKED)
 }
 
