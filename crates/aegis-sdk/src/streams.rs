@@ -331,10 +331,20 @@ const LEADERLESS_PAUSE_MAX: Duration = Duration::from_millis(200);
 const LEADERLESS_PATIENCE: Duration = Duration::from_secs(1);
 
 /// Whether `id` works as a dedup id (`Nats-Msg-Id`): the server
-/// deduplicates no empty id, and a header value cannot hold a carriage
-/// return or line feed (async-nats panics on one).
+/// deduplicates no empty id, drops a header value's leading spaces (so
+/// `" x"` would be taken for `"x"`, and `"  "` for no id), and a header
+/// value cannot hold a carriage return or line feed (async-nats panics on
+/// one).
+///
+/// ```
+/// use aegis_sdk::streams::is_dedup_id;
+/// assert!(is_dedup_id("order-c-1:filled"));
+/// assert!(!is_dedup_id(""));
+/// assert!(!is_dedup_id(" order-c-1"));
+/// assert!(!is_dedup_id("order\nc-1"));
+/// ```
 pub fn is_dedup_id(id: &str) -> bool {
-    !id.is_empty() && !id.contains(['\r', '\n'])
+    !id.is_empty() && !id.starts_with(' ') && !id.contains(['\r', '\n'])
 }
 
 /// Publishes `payload` to a stream with the message id `id`
@@ -359,8 +369,9 @@ pub fn is_dedup_id(id: &str) -> bool {
 /// caller tells its own write from another's by the `Nats-Msg-Id` of the
 /// subject's last message.
 ///
-/// The id must be non-empty and hold no carriage return or line feed
-/// ([`is_dedup_id`]); any other is refused before anything is sent.
+/// The id must be non-empty, not start with a space and hold no carriage
+/// return or line feed ([`is_dedup_id`]); any other is refused before
+/// anything is sent.
 ///
 /// ```no_run
 /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), async_nats::jetstream::context::PublishError> {
@@ -400,7 +411,7 @@ pub async fn publish_deduplicated(
         return Err(PublishError::with_source(
             PublishErrorKind::Other,
             format!(
-                "invalid message id {id:?}: it must be non-empty and hold no carriage return or line feed"
+                "invalid message id {id:?}: it must be non-empty, not start with a space and hold no carriage return or line feed"
             ),
         ));
     }

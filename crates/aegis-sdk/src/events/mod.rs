@@ -50,10 +50,12 @@ pub enum EventError {
     InvalidName(#[from] NameError),
     /// The dedup id given to [`Events::publish_with_id`] cannot work: it is
     /// empty (the server deduplicates no empty id, so a retry would be
-    /// stored twice) or holds a carriage return or line feed (a header
-    /// value cannot). Any other non-empty text will do; nothing was sent.
+    /// stored twice), starts with a space (the server drops it, and would
+    /// take `" x"` for `"x"`) or holds a carriage return or line feed (a
+    /// header value cannot). Any other non-empty text will do; nothing
+    /// was sent.
     #[error(
-        "invalid event id {id:?}: a dedup id must be non-empty and hold no carriage return or line feed"
+        "invalid event id {id:?}: a dedup id must be non-empty, not start with a space and hold no carriage return or line feed"
     )]
     InvalidId {
         /// The id given.

@@ -78,7 +78,8 @@ impl Events {
     ///
     /// # Errors
     /// As [`publish`](Self::publish), and [`EventError::InvalidId`] (before
-    /// any I/O) for an empty id or one with a carriage return or line feed;
+    /// any I/O) for an empty id, one that starts with a space, or one with a
+    /// carriage return or line feed;
     /// [`EventError::Publish`] carries `id`.
     pub async fn publish_with_id<T: Serialize + ?Sized>(
         &self,
