@@ -870,6 +870,38 @@ async fn a_stop_leaves_the_record_another_process_wrote_under_the_same_id() {
     );
 }
 
+/// A service restarted in place (a second registration under the same id
+/// on the same connection, the first stopped after it): the first one's
+/// deregistration took the record as its own, since it named the same
+/// connection, and deleted the one its successor wrote, which vanished from
+/// discovery until its next refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_leaves_the_record_a_later_registration_on_the_same_connection_wrote() {
+    use aegis_sdk::registry::Registration;
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let record = || ServiceInstance::new("again-service", "again-1", "1.0.0", chrono::Utc::now());
+    let before = Registration::builder(&conn, record())
+        .start()
+        .await
+        .unwrap();
+    let after = Registration::builder(&conn, record())
+        .start()
+        .await
+        .unwrap();
+    before.deregister().await.unwrap();
+    let kv = raw_kv(&nats.url()).await;
+    let entry = kv
+        .entry("service-instances.again-service.again-1")
+        .await
+        .unwrap();
+    assert!(
+        entry.is_some_and(|e| e.operation == kv::Operation::Put),
+        "the later registration's record is kept"
+    );
+    after.deregister().await.unwrap();
+}
+
 /// Two processes with one instance id that both got past the start's
 /// check (started within milliseconds of each other, or one whose check
 /// found no answer in time) are found out afterwards: each write expects
