@@ -48,8 +48,8 @@ pub use reader::{RegistryChange, RegistryReader, RemovalReason};
 pub(crate) use record::{hostname, standard_metadata};
 pub use registration::{
     DEFAULT_HEARTBEAT, DEFAULT_REFRESH, DEFAULT_TTL, DEFAULT_UNHEALTHY_AFTER, HealthCheck, MAX_TTL,
-    METADATA_CONNECTION, METADATA_HEARTBEAT_MS, METADATA_REFRESH_MS, MIN_TTL, Registration,
-    RegistrationBuilder, RegistrationHandle, RegistrationOptions,
+    METADATA_CONNECTION, METADATA_HEARTBEAT_MS, METADATA_REFRESH_MS, METADATA_REGISTRATION,
+    MIN_TTL, Registration, RegistrationBuilder, RegistrationHandle, RegistrationOptions,
 };
 
 /// Why a registry operation failed.

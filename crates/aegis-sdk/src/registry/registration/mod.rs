@@ -62,7 +62,8 @@ mod options;
 mod writer;
 pub use options::{
     DEFAULT_HEARTBEAT, DEFAULT_REFRESH, DEFAULT_TTL, DEFAULT_UNHEALTHY_AFTER, MAX_TTL,
-    METADATA_CONNECTION, METADATA_HEARTBEAT_MS, METADATA_REFRESH_MS, MIN_TTL, RegistrationOptions,
+    METADATA_CONNECTION, METADATA_HEARTBEAT_MS, METADATA_REFRESH_MS, METADATA_REGISTRATION,
+    MIN_TTL, RegistrationOptions,
 };
 use writer::{Inner, WriteState, heartbeat, purge, purge_until};
 
@@ -174,6 +175,12 @@ impl RegistrationBuilder {
             .metadata
             .entry(METADATA_CONNECTION)
             .or_insert_with(|| self.conn.connection_name().into());
+        // Tells this registration's record from another's under the same
+        // id, even on the same connection (see `writer::current_writer`).
+        self.record.metadata.insert(
+            METADATA_REGISTRATION.into(),
+            nuid::next().to_string().into(),
+        );
         // Lets a monitor tell a missing beat from a slow cadence.
         self.record.metadata.insert(
             METADATA_HEARTBEAT_MS.into(),

@@ -28,6 +28,12 @@ pub const DEFAULT_UNHEALTHY_AFTER: u32 = 15;
 /// The record's metadata key naming the NATS connection the instance is
 /// served over ([`crate::Connection::connection_name`]).
 pub const METADATA_CONNECTION: &str = "natsConnection";
+/// The record's metadata key holding an id made for each registration, new
+/// at each start: it tells the record of one registration from another's
+/// under the same instance id, on another connection or the same one (a
+/// service restarted in place), so neither deletes nor mistakes for its
+/// own the record the other wrote.
+pub const METADATA_REGISTRATION: &str = "registrationId";
 /// The record's metadata key giving the liveness beat interval in
 /// milliseconds (beats go to `aegis.heartbeat.{service}.{instance}`).
 pub const METADATA_HEARTBEAT_MS: &str = "heartbeatMs";

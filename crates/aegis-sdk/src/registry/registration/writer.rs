@@ -236,12 +236,21 @@ impl Inner {
         let pid = other
             .pid
             .map_or_else(|| "an unknown pid".to_owned(), |pid| format!("pid {pid}"));
-        let message = format!(
-            "another process ({host}, {pid}, connection {}) writes the registry record of {}: \
-             two processes run under one instance id, and requests to it go to either; \
-             give each process its own id",
-            other.connection, self.key
-        );
+        let message = if other.same_connection {
+            format!(
+                "another registration of this process writes the registry record of {}: \
+                 two services run under one instance id (one started before the other \
+                 stopped?), and requests to it go to either",
+                self.key
+            )
+        } else {
+            format!(
+                "another process ({host}, {pid}, connection {}) writes the registry record of {}: \
+                 two processes run under one instance id, and requests to it go to either; \
+                 give each process its own id",
+                other.connection, self.key
+            )
+        };
         tracing::error!(key = %self.key, other = %other.connection, "{message}");
         self.emit(
             LogLevel::Error,
@@ -504,6 +513,13 @@ pub(super) async fn purge(inner: &Inner) -> Result<(), RegistryError> {
                 // Expecting the revision read, so a record another process
                 // writes meanwhile is not deleted with it.
                 Writer::Us(revision) => purge_as(inner, Some(revision)).await,
+                // A later registration of this process (a service started
+                // again in place) wrote it: its record now.
+                Writer::Other(other) if other.same_connection => {
+                    info!(key = %inner.key,
+                        "a later registration of this process wrote this instance's registry record; leaving it");
+                    Ok(())
+                }
                 Writer::Other(other) => {
                     warn!(key = %inner.key, other = %other.connection,
                     "another process wrote this instance's registry record under the same instance id \
@@ -573,9 +589,12 @@ enum Writer {
     Other(OtherWriter),
 }
 
-/// Another process writing the record, as its record names it.
+/// Another registration writing the record (another process's, or one
+/// of this process under the same id), as its record names it.
 struct OtherWriter {
     connection: String,
+    /// On this registration's own connection: the same process.
+    same_connection: bool,
     host: Option<String>,
     pid: Option<u64>,
 }
@@ -590,31 +609,46 @@ async fn current_writer(inner: &Inner) -> Result<Writer, async_nats::Error> {
     let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
         return Ok(Writer::Nobody);
     };
-    let connection = |r: &ServiceInstance| {
+    let text = |r: &ServiceInstance, key: &str| {
         r.metadata
-            .get(super::METADATA_CONNECTION)
+            .get(key)
             .and_then(|c| c.as_str())
             .map(str::to_owned)
     };
-    let ours = connection(&inner.state().desired);
-    let theirs = serde_json::from_slice::<ServiceInstance>(&entry.value).ok();
-    Ok(match theirs {
-        Some(record) if connection(&record).is_some_and(|c| Some(&c) != ours.as_ref()) => {
-            Writer::Other(OtherWriter {
-                connection: connection(&record).unwrap_or_default(),
-                host: record
-                    .metadata
-                    .get("host")
-                    .and_then(|h| h.as_str())
-                    .map(str::to_owned),
-                pid: record
-                    .metadata
-                    .get("pid")
-                    .and_then(serde_json::Value::as_u64),
-            })
-        }
-        _ => Writer::Us(entry.revision),
-    })
+    let Ok(theirs) = serde_json::from_slice::<ServiceInstance>(&entry.value) else {
+        return Ok(Writer::Us(entry.revision));
+    };
+    let (our_connection, our_registration) = {
+        let st = inner.state();
+        (
+            text(&st.desired, super::METADATA_CONNECTION),
+            text(&st.desired, super::METADATA_REGISTRATION),
+        )
+    };
+    let their_connection = text(&theirs, super::METADATA_CONNECTION);
+    // A registration id, where both records have one, tells the two apart
+    // even on one connection; else (a record of an older SDK) the
+    // connection does.
+    let other = match (
+        our_registration,
+        text(&theirs, super::METADATA_REGISTRATION),
+    ) {
+        (Some(ours), Some(theirs)) => ours != theirs,
+        _ => their_connection.is_some() && their_connection != our_connection,
+    };
+    if !other {
+        return Ok(Writer::Us(entry.revision));
+    }
+    let connection = their_connection.unwrap_or_default();
+    Ok(Writer::Other(OtherWriter {
+        same_connection: Some(&connection) == our_connection.as_ref(),
+        connection,
+        host: text(&theirs, "host"),
+        pid: theirs
+            .metadata
+            .get("pid")
+            .and_then(serde_json::Value::as_u64),
+    }))
 }
 
 impl Inner {
