@@ -109,3 +109,60 @@ async fn an_instances_own_not_active_ends_a_call_with_that_is_not_idempotent() {
         service.shutdown().await.unwrap();
     }
 }
+
+/// The refusal that callers may send again says so on the wire, for any
+/// client: a standby's reply carries `Aegis-Refused`, a handler's own
+/// NOT_ACTIVE does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_standbys_refusal_is_marked_as_refused() {
+    let nats = server();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let mut services = Vec::new();
+    for id in ["ledger-1", "ledger-2"] {
+        services.push(writer(&connect(&nats.url()).await, id, true, runs.clone()).await);
+    }
+    let all = services
+        .iter()
+        .map(|s| s.election().unwrap().leadership())
+        .collect::<Vec<_>>();
+    eventually(Duration::from_secs(10), "one of them leads", || {
+        let all = all.clone();
+        async move { all.iter().any(|l| l.serving_epoch().is_some()) }
+    })
+    .await;
+    let (leader, standby) = if all[0].serving_epoch().is_some() {
+        ("ledger-1", "ledger-2")
+    } else {
+        ("ledger-2", "ledger-1")
+    };
+    let raw = async_nats::connect(nats.url()).await.unwrap();
+    let ask = |id: &str| {
+        let raw = raw.clone();
+        let subject = format!("rpc.ledger.{id}.write");
+        async move { raw.request(subject, "null".into()).await.unwrap() }
+    };
+
+    let refusal = ask(standby).await;
+    let headers = refusal.headers.expect("an error reply has headers");
+    assert_eq!(
+        headers.get("Aegis-Error-Code").map(|v| v.as_str()),
+        Some("NOT_ACTIVE")
+    );
+    assert_eq!(
+        headers.get("Aegis-Refused").map(|v| v.as_str()),
+        Some("standby")
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "the standby ran nothing");
+
+    let own = ask(leader).await;
+    let headers = own.headers.expect("an error reply has headers");
+    assert_eq!(
+        headers.get("Aegis-Error-Code").map(|v| v.as_str()),
+        Some("NOT_ACTIVE")
+    );
+    assert!(headers.get("Aegis-Refused").is_none(), "{headers:?}");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    for service in services {
+        service.shutdown().await.unwrap();
+    }
+}

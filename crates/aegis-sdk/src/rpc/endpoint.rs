@@ -10,8 +10,10 @@
 //! A STANDBY's refusal of a leader-only call is not an endpoint error: the
 //! handler never ran, the caller is told where the leader is. It is counted
 //! apart ([`MethodStats::refused`]) and kept out of the error counts of both
-//! `$SRV.STATS` and the instance metrics. A `NOT_ACTIVE` that a handler
-//! returns itself (after whatever work it did) is an ordinary error.
+//! `$SRV.STATS` and the instance metrics, and its reply says so
+//! ([`H_REFUSED`]): callers send any call again after it. A `NOT_ACTIVE`
+//! that a handler returns itself (after whatever work it did) is an
+//! ordinary error, sent again only by an idempotent call.
 
 use std::{
     panic::AssertUnwindSafe,
@@ -43,6 +45,13 @@ use crate::{
     election::{Leadership, Role},
     metrics::{EndpointRecorder, InstanceMetrics},
 };
+
+/// Marks a standby's refusal of a leader-only call (`Aegis-Refused:
+/// standby`): the handler never ran, so any call may be sent again. A
+/// `NOT_ACTIVE` without it came from a handler, which may have done work
+/// first, and only an idempotent call is sent again after it.
+pub(crate) const H_REFUSED: async_nats::HeaderName =
+    async_nats::HeaderName::from_static("Aegis-Refused");
 
 /// Most requests one subscription handles at once; further ones wait in the
 /// subscription's buffer (backpressure instead of unbounded memory).
@@ -443,6 +452,7 @@ async fn answer(
         Outcome::Refused(err) => {
             span.in_scope(|| debug!("refused: this instance is STANDBY"));
             method.stats.refused();
+            reply_headers.insert(H_REFUSED, "standby");
             let sent = Box::pin(send_error(&method.client, reply, reply_headers, &err)).await;
             if let Err(e) = sent {
                 span.in_scope(|| debug!(error = %crate::startup::Causes(&e), "could not send the refusal (caller gone?)"));

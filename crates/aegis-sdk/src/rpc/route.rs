@@ -28,9 +28,10 @@
 //!   method no registered instance lists (the call has no retry loop).
 //!
 //! What a failure means is the same for both ([`classify`]): a call that
-//! never ran (no responder, NOT_ACTIVE) is tried elsewhere; an attempt that
-//! timed out, or a reply from a deposed leader, only when the call is
-//! idempotent (it may have run); our own connection dropping, again when
+//! never ran (no responder, a standby's refusal) is tried elsewhere; an
+//! attempt that timed out, a reply from a deposed leader, or a NOT_ACTIVE
+//! that a handler returned itself (after whatever work it did), only when
+//! the call is idempotent (it may have run); our own connection dropping, again when
 //! idempotent; an instance's SERVICE_UNAVAILABLE ("retry": its store or a
 //! dependency is briefly out), when idempotent, on another instance or,
 //! for want of one, on the same after a pause that grows from
@@ -53,6 +54,7 @@ use tokio::{sync::watch, time::Instant};
 use super::{
     DeposedReply, RpcError,
     client::{CallOptions, Reply, decode_reply},
+    endpoint::H_REFUSED,
     headers::ReplyHeaders,
 };
 use crate::{
@@ -138,7 +140,8 @@ impl Call<'_> {
 pub(super) enum Failure {
     /// Nobody listened on its subject: it died or is stopping.
     NoResponder,
-    /// It refused without running the call (NOT_ACTIVE).
+    /// It refused without running the call (a standby's NOT_ACTIVE), or,
+    /// for an idempotent call, its handler answered NOT_ACTIVE.
     Refused,
     /// No reply within the attempt's deadline (it may have run).
     TimedOut(Duration),
@@ -199,13 +202,20 @@ pub(super) trait Pick {
     }
 }
 
-/// What a failed attempt means for the call.
-fn classify(call: &Call<'_>, error: RpcError) -> (Next, Option<Failure>) {
+/// What a failed attempt means for the call; `refused` says the reply
+/// was a standby's refusal ([`H_REFUSED`]), not a handler's own error.
+fn classify(call: &Call<'_>, error: RpcError, refused: bool) -> (Next, Option<Failure>) {
     let retry_allowed = call.opts.idempotent && Instant::now() < call.deadline;
     match error {
         // Never ran: retrying is safe for any call.
         e @ RpcError::NoResponders { .. } => (Next::Retry(e), Some(Failure::NoResponder)),
-        e @ RpcError::Remote { .. } if e.code() == ErrorCode::NotActive => {
+        e @ RpcError::Remote { .. } if refused && e.code() == ErrorCode::NotActive => {
+            (Next::Retry(e), Some(Failure::Refused))
+        }
+        // A handler's own NOT_ACTIVE (a leader whose lease is nearly gone):
+        // it may have done work first, so only a call that may run twice
+        // goes on, and to the next leader like after a refusal.
+        e @ RpcError::Remote { .. } if retry_allowed && e.code() == ErrorCode::NotActive => {
             (Next::Retry(e), Some(Failure::Refused))
         }
         RpcError::Timeout { timeout, .. } if retry_allowed => (
@@ -289,12 +299,27 @@ impl super::RpcClient {
                 send().await
             };
             drop(in_flight);
+            // Whether an error reply is a standby's refusal: looked up only
+            // for an error, never on a successful reply's path.
+            let mut refused = false;
             let reply = sent.and_then(|message| {
                 let headers = ReplyHeaders::read(message.headers.as_ref());
                 match picker.screen(call, &target, &headers, &message) {
                     Some(e) => Err(e),
                     None => {
-                        decode_reply::<Res>(subject, &headers, &message.payload, call.opts.encoding)
+                        let decoded = decode_reply::<Res>(
+                            subject,
+                            &headers,
+                            &message.payload,
+                            call.opts.encoding,
+                        );
+                        if decoded.is_err() {
+                            refused = message
+                                .headers
+                                .as_ref()
+                                .is_some_and(|h| h.get(H_REFUSED).is_some());
+                        }
+                        decoded
                     }
                 }
             });
@@ -311,7 +336,7 @@ impl super::RpcClient {
                 Err(e) => e,
             };
             let answered = matches!(error, RpcError::Remote { .. });
-            match classify(call, error) {
+            match classify(call, error, refused) {
                 (Next::Retry(e), how) => {
                     tracing::debug!(service = call.service, instance = picker.id(&target),
                         error = %crate::startup::Causes(&e), "attempt failed; trying again");
