@@ -50,10 +50,12 @@ const SERVICE: &str = "quote-service";
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 1. Logging: the SDK emits `tracing` events; the binary installs the
-    //    subscriber. RUST_LOG filters what is printed (default: info);
-    //    WARN and ERROR also go to NATS once attached below.
+    //    subscriber. RUST_LOG filters what is printed (default: info, and
+    //    warnings of async-nats, whose INFO lines tell each connection
+    //    step); WARN and ERROR also go to NATS once attached below.
     let (nats_logs, forwarder) = NatsLogLayer::new();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
     tracing_subscriber::registry()
         .with(tracing_subscriber::fmt::layer().with_filter(filter))
         // Filtered like the printed layer: unfiltered, its "WARN and up

@@ -74,6 +74,7 @@ pub(super) async fn connect_options(
         options = options.require_tls(true);
     }
     let policy = n.reconnect.clone();
+    let connected_before = std::sync::atomic::AtomicBool::new(false);
     // The primary client (index 0) carries the base name itself: it is the
     // one instances register, serve and heart-beat over.
     let name = if index == 0 {
@@ -100,6 +101,8 @@ pub(super) async fn connect_options(
         })
         .event_callback(move |event| {
             let draining = draining.load(Ordering::Relaxed);
+            let first = matches!(event, async_nats::Event::Connected)
+                && !connected_before.swap(true, Ordering::Relaxed);
             let refused = refused.clone();
             if !draining && matches!(event, async_nats::Event::Disconnected) {
                 // Before the log: requests in flight learn it at once.
@@ -125,7 +128,12 @@ pub(super) async fn connect_options(
                             *last = Some(text);
                         }
                     }
-                    async_nats::Event::Connected => info!("NATS connection (re)established"),
+                    // The first connection is told by `Connection::connect`
+                    // ("connected to NATS ..."), once.
+                    async_nats::Event::Connected if first => {
+                        tracing::debug!("NATS connection established")
+                    }
+                    async_nats::Event::Connected => info!("NATS connection re-established"),
                     async_nats::Event::Disconnected if draining => {
                         tracing::debug!("NATS connection closed after draining")
                     }
