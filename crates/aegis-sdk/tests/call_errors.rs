@@ -11,8 +11,9 @@
 //!   deadline;
 //! - `call_balanced` of a method no registered instance lists is
 //!   NOT_FOUND at once too, not "no instance is serving" it;
-//! - a zero `timeout` or `attempt_timeout` is refused before any I/O by
-//!   every call style, and the handler never runs;
+//! - a zero `timeout` or `attempt_timeout`, or a `request_id` with a line
+//!   break (no header can carry it), is refused before any I/O by every
+//!   call style, and the handler never runs;
 //! - a TIMEOUT states how long the call waited, not its whole deadline,
 //!   when it gave up early.
 
@@ -290,7 +291,8 @@ async fn call_balanced_with_nobody_serving_creates_no_registry() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_zero_timeout_or_attempt_timeout_is_refused_before_any_io_by_every_call_style() {
+async fn a_zero_timeout_or_a_request_id_that_breaks_a_header_is_refused_before_any_io_by_every_call_style()
+ {
     let nats = server();
     let client = connect(&nats.url()).await;
     let runs = Arc::new(AtomicUsize::new(0));
@@ -304,11 +306,17 @@ async fn a_zero_timeout_or_attempt_timeout_is_refused_before_any_io_by_every_cal
         attempt_timeout: Some(Duration::ZERO),
         ..Default::default()
     };
+    // A header value cannot hold a line break (async-nats panics on one).
+    let broken_id = CallOptions {
+        request_id: Some("req-1\r\nX-Injected: 1".to_owned()),
+        ..Default::default()
+    };
     let rpc = client.rpc();
     let q = json!({});
     for (what, opts) in [
         ("timeout", &zero_timeout),
         ("attempt_timeout", &zero_attempt),
+        ("request_id", &broken_id),
     ] {
         let results: [(&str, Result<(), RpcError>); 4] = [
             (
@@ -343,7 +351,10 @@ async fn a_zero_timeout_or_attempt_timeout_is_refused_before_any_io_by_every_cal
             };
             eprintln!("{style}, zero {what}: {err} ({:?})", err.code());
             assert_eq!(err.code(), ErrorCode::InvalidRequest, "{style}: {err}");
-            assert!(err.to_string().contains(what), "{style}: {err}");
+            assert!(
+                matches!(err, RpcError::InvalidOptions { option, .. } if option == what),
+                "{style}: {err:?}"
+            );
         }
     }
     assert_eq!(runs.load(Ordering::SeqCst), 0, "no handler ran");

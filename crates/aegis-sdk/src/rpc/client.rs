@@ -693,3 +693,34 @@ pub(crate) fn decode_reply<Res: DeserializeOwned>(
         epoch: headers.epoch(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_id_no_header_can_carry_is_refused_by_check() {
+        for id in ["a\rb", "a\nb", "req\r\nX-Injected: 1"] {
+            let opts = CallOptions {
+                request_id: Some(id.to_owned()),
+                ..Default::default()
+            };
+            assert!(
+                matches!(
+                    opts.check(),
+                    Err(RpcError::InvalidOptions {
+                        option: "request_id",
+                        ..
+                    })
+                ),
+                "{id:?}"
+            );
+        }
+        let fine = CallOptions {
+            request_id: Some("req-1 with spaces: and colons".to_owned()),
+            ..Default::default()
+        };
+        assert!(fine.check().is_ok());
+        assert!(encode(&serde_json::Value::Null, &fine, false).is_ok());
+    }
+}
