@@ -70,6 +70,8 @@ pub struct CallOptions {
     /// Payload encoding of request and reply.
     pub encoding: Encoding,
     /// A request id to correlate logs across services (`Aegis-Request-Id`).
+    /// One with a carriage return or line feed is refused
+    /// ([`RpcError::InvalidOptions`]): a header cannot carry it.
     pub request_id: Option<String>,
     /// The call may run more than once without harm. Then an attempt that
     /// times out is retried on another instance, and an instance's answer
@@ -137,7 +139,8 @@ impl CallOptions {
     }
 
     /// Refuses options no call can work with, before any I/O: two
-    /// comparisons, as cheap as the hot path needs.
+    /// comparisons, and a scan of the request id when there is one, as
+    /// cheap as the hot path needs.
     #[inline]
     pub(super) fn check(&self) -> Result<(), RpcError> {
         const POSITIVE: &str = "must be greater than zero";
@@ -151,6 +154,16 @@ impl CallOptions {
             return Err(RpcError::InvalidOptions {
                 option: "attempt_timeout",
                 reason: POSITIVE,
+            });
+        }
+        // Sent as a header value, where a line break would end the header
+        // (async-nats panics on one rather than send it).
+        if let Some(id) = &self.request_id
+            && id.contains(['\r', '\n'])
+        {
+            return Err(RpcError::InvalidOptions {
+                option: "request_id",
+                reason: "must not contain a carriage return or line feed",
             });
         }
         Ok(())
