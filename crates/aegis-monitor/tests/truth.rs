@@ -488,3 +488,53 @@ async fn an_instance_killed_with_its_nats_node_is_shown_down_before_its_beats_ar
     )
     .await;
 }
+
+/// The failover timeline of a SIGKILLed leader: with the server's
+/// disconnect advisory in hand, the hand-over is measured from the moment
+/// the old leader's connection closed, not bounded by its last metrics
+/// snapshot (up to a metrics interval, 2 s, earlier), and its term ends
+/// then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leaders_hand_over_is_measured_from_its_disconnect() {
+    let h = Harness::start_with_system_account().await;
+    let service = "timeline-service";
+    let url = h.nats.url();
+    let mut children: HashMap<String, ChildInstance> = ["k1", "k2"]
+        .iter()
+        .map(|id| {
+            (
+                (*id).to_owned(),
+                ChildInstance::spawn(&url, service, id, Some("default")),
+            )
+        })
+        .collect();
+    eventually(
+        Duration::from_secs(30),
+        "two instances, one leader",
+        || async {
+            let list = instances(&h, service).await;
+            list.len() == 2 && active_ids(&list).len() == 1
+        },
+    )
+    .await;
+    let leader = active_ids(&instances(&h, service).await).remove(0);
+    children.get_mut(&leader).unwrap().kill();
+    let path = format!("/api/leadership/{service}");
+    let terms = || async {
+        let r = h.get(&path, Some(VIEWER)).await;
+        r.body["terms"].as_array().cloned().unwrap_or_default()
+    };
+    eventually(Duration::from_secs(10), "the standby's term", || async {
+        terms().await.len() == 2
+    })
+    .await;
+    let t = terms().await;
+    assert_eq!(t[0]["instanceId"], leader.as_str(), "{t:#?}");
+    assert_eq!(t[1]["handoverFrom"], leader.as_str(), "{t:#?}");
+    assert_eq!(t[1]["handoverBasis"], "disconnect", "{t:#?}");
+    let ms = t[1]["handoverMs"].as_f64().expect("a hand-over time");
+    assert!((0.0..1500.0).contains(&ms), "hand-over of {ms} ms: {t:#?}");
+    let ended = t[0]["endedAt"].as_str().expect("the old term ended");
+    let elected = t[1]["electedAt"].as_str().unwrap();
+    assert!(ended <= elected, "{t:#?}");
+}
