@@ -180,3 +180,72 @@ async fn one_active_leader_standbys_refuse_and_call_active_finds_the_leader() {
         svc.shutdown().await.unwrap();
     }
 }
+
+/// An any-role method runs on every instance, and on the leader it is as
+/// served by the leader: its context and its reply carry the fencing epoch;
+/// on a standby neither does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_any_role_method_sees_the_epoch_on_the_leader_and_none_on_a_standby() {
+    let nats = server();
+    let mut instances = Vec::new();
+    for id in ["order-1", "order-2"] {
+        let conn = connect(&nats.url()).await;
+        let svc = conn
+            .service("order-service", "1.0.0")
+            .instance_id(id)
+            .single_active("default")
+            .handler_any_role_with_context("status", |ctx: RequestContext, _: Value| async move {
+                Ok::<_, WireError>(json!({ "epoch": ctx.epoch }))
+            })
+            .start()
+            .await
+            .unwrap();
+        instances.push((svc, conn));
+    }
+    let all: Vec<_> = instances
+        .iter()
+        .map(|(svc, _)| svc.election().unwrap().leadership())
+        .collect();
+    eventually(Duration::from_secs(10), "one of them leads", || {
+        let all = all.clone();
+        async move { all.iter().any(|l| l.serving_epoch().is_some()) }
+    })
+    .await;
+    let (leader, standby) = if all[0].serving_epoch().is_some() {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+    let epoch = all[leader].serving_epoch().unwrap();
+    let client = connect(&nats.url()).await;
+    let status = |i: usize| {
+        let (client, id) = (client.clone(), instances[i].0.instance_id().to_owned());
+        async move {
+            client
+                .rpc()
+                .call_instance::<_, Value>(
+                    "order-service",
+                    &id,
+                    "status",
+                    &json!({}),
+                    &CallOptions::default(),
+                )
+                .await
+                .unwrap()
+        }
+    };
+
+    let on_leader = status(leader).await;
+    assert_eq!(
+        on_leader.value["epoch"],
+        json!(epoch),
+        "the handler's context"
+    );
+    assert_eq!(on_leader.epoch, Some(epoch), "the reply");
+    let on_standby = status(standby).await;
+    assert_eq!(on_standby.value["epoch"], Value::Null);
+    assert_eq!(on_standby.epoch, None);
+    for (svc, _) in instances {
+        svc.shutdown().await.unwrap();
+    }
+}
