@@ -1,0 +1,61 @@
+//! What a stop that runs out of time reports: the requests still running
+//! (not the subscription loops serving them).
+
+mod common;
+
+use std::time::Duration;
+
+use aegis_sdk::rpc::{CallOptions, WireError, server::ServiceError};
+use common::{connect, eventually, server};
+use serde_json::{Value, json};
+
+/// Three requests of one method still in their handler at the shutdown
+/// timeout are three requests still running, not one (its loop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_that_times_out_counts_the_requests_still_running() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let service = conn
+        .service("slow-service", "1.0.0")
+        .instance_id("s1")
+        .shutdown_timeout(Duration::from_millis(300))
+        .handler("slow", |v: Value| async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok::<_, WireError>(v)
+        })
+        .start()
+        .await
+        .unwrap();
+    let metrics = service.metrics().clone();
+    let calls: Vec<_> = (0..3)
+        .map(|n| {
+            let rpc = conn.rpc();
+            tokio::spawn(async move {
+                rpc.call_instance::<_, Value>(
+                    "slow-service",
+                    "s1",
+                    "slow",
+                    &json!({ "n": n }),
+                    &CallOptions::default(),
+                )
+                .await
+            })
+        })
+        .collect();
+    eventually(
+        Duration::from_secs(5),
+        "the three calls reach the handler",
+        || {
+            let in_flight = metrics.in_flight();
+            async move { in_flight == 3 }
+        },
+    )
+    .await;
+    match service.shutdown().await {
+        Err(ServiceError::ShutdownTimeout(3)) => {}
+        other => panic!("expected ShutdownTimeout(3), got {other:?}"),
+    }
+    for call in calls {
+        call.abort();
+    }
+}
