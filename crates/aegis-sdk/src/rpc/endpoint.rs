@@ -73,8 +73,14 @@ pub(crate) struct Method {
     pub(crate) stats: Arc<MethodStats>,
     /// Operator drills (`aegis chaos slow` adds a delay before each handler).
     pub(crate) drills: Arc<Drills>,
-    /// Set for methods that only the leader of a single-active service runs.
+    /// This instance's leadership, in a single-active service: the epoch
+    /// its calls are served under (`None` on a standby).
     pub(crate) leadership: Option<Leadership>,
+    /// Only the leader runs it: a standby refuses it (NOT_ACTIVE), and
+    /// only the leader is in its shared subject's queue group. False for
+    /// an any-role method, which every instance runs, the leader under
+    /// its epoch.
+    pub(crate) leader_only: bool,
     /// The serving client's requests in flight: a move off a server in
     /// lame duck mode waits until none is (see `connection/lame_duck.rs`).
     pub(crate) load: Arc<ClientLoad>,
@@ -294,10 +300,13 @@ fn handle(msg: Message, method: &Method, route: Route) -> impl Future<Output = (
         subject = %subject,
         request_id = request_id.as_deref().unwrap_or(""),
     );
-    // A leader-only method: serve only with a valid lease, and stamp the epoch.
+    // In a single-active service a call is served under the leader's
+    // epoch, stamped on its reply; a leader-only method is served only
+    // with a valid lease, an any-role one on a standby without an epoch.
     let epoch = match &method.leadership {
         None => Ok(None),
-        Some(l) => l.serving_epoch().map(Some).ok_or_else(|| not_active(l)),
+        Some(l) if method.leader_only => l.serving_epoch().map(Some).ok_or_else(|| not_active(l)),
+        Some(l) => Ok(l.serving_epoch()),
     };
     // The epoch the call was admitted under is the one its reply carries.
     let reply_epoch = epoch.as_ref().ok().copied().flatten();
@@ -307,7 +316,7 @@ fn handle(msg: Message, method: &Method, route: Route) -> impl Future<Output = (
     // where plain NATS clients learn who leads from it: a header on every
     // load-balanced reply cost some 8 % of throughput (docs/performance.md).
     let name_instance = route == Route::Shared
-        && (reply_epoch.is_some()
+        && ((method.leader_only && reply_epoch.is_some())
             || headers
                 .as_ref()
                 .is_some_and(|h| h.get(H_WANT_INSTANCE).is_some()));

@@ -465,9 +465,8 @@ async fn subscribe(
             recorder: metrics.endpoint(method),
             stats: stats.clone(),
             drills: drills.clone(),
-            leadership: leadership
-                .cloned()
-                .filter(|_| !builder.any_role.contains(method)),
+            leadership: leadership.cloned(),
+            leader_only: leadership.is_some() && !builder.any_role.contains(method),
             load: builder.conn.primary_load().clone(),
         });
         let shared_subject = subjects::rpc_subject(&builder.name, method);
@@ -478,7 +477,7 @@ async fn subscribe(
                 .queue_subscribe(direct_subject.clone(), direct_group.clone())
                 .await,
         )];
-        if shared.leadership.is_some() {
+        if shared.leader_only {
             // The leader joins the shared subject when elected.
             done.leader_only
                 .push((shared_subject.clone(), shared.clone()));
@@ -502,10 +501,7 @@ async fn subscribe(
         }
         let mut endpoint_metadata = BTreeMap::from([
             ("direct_subject".to_owned(), direct_subject),
-            (
-                "leader_only".to_owned(),
-                shared.leadership.is_some().to_string(),
-            ),
+            ("leader_only".to_owned(), shared.leader_only.to_string()),
         ]);
         let description = builder
             .descriptions
