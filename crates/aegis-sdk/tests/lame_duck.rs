@@ -169,3 +169,84 @@ async fn connections_leave_a_lame_duck_node_at_once_and_no_call_fails() {
         "moved in {moved_after:?}; {calls} calls, the slowest {slowest:?}; new instance seen after {seen_after:?}"
     );
 }
+
+/// While the connection waits to leave a lame duck node (a slow call in
+/// flight keeps it from moving at once), a short call waits for the move
+/// no longer than its own timeout: it ends by its deadline, not a second
+/// later.
+#[tokio::test]
+async fn a_short_call_waits_no_longer_than_its_timeout_for_a_move_off_a_lame_duck_node() {
+    let mut cluster = NatsCluster::start(3).unwrap();
+    cluster.wait_ready(Duration::from_secs(30)).unwrap();
+    // The service stays on node 2; the caller starts on node 1, with one
+    // client, so that the slow call holds the one every call goes through.
+    let mut config = AegisConfig::with_servers(&cluster.urls()[1]);
+    config.nats.replicas = 3;
+    let server = Connection::connect(config).await.unwrap();
+    let mut config = AegisConfig::with_servers(&cluster.urls()[0]);
+    config.nats.replicas = 3;
+    config.nats.pool_size = 1;
+    let caller = Connection::connect(config).await.unwrap();
+    let first = cluster.node(0).server_name().to_owned();
+    assert_eq!(server_name(&caller), first);
+
+    let _service = server
+        .service("ld-service", "1.0.0")
+        .instance_id("ld-1")
+        .handler("work", |ms: u64| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(ms)
+        })
+        .start()
+        .await
+        .unwrap();
+    let short = CallOptions::timeout(Duration::from_millis(50));
+    common::eventually(
+        Duration::from_secs(10),
+        "the caller reaches the service",
+        || {
+            let rpc = caller.rpc();
+            let short = short.clone();
+            async move {
+                rpc.call_with::<_, u64>("ld-service", "work", &0, &short)
+                    .await
+                    .is_ok()
+            }
+        },
+    )
+    .await;
+
+    let slow = {
+        let rpc = caller.rpc();
+        tokio::spawn(async move {
+            let opts = CallOptions::timeout(Duration::from_secs(10));
+            rpc.call_with::<_, u64>("ld-service", "work", &5_000, &opts)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    cluster.node_mut(0).enter_lame_duck();
+
+    // The notice comes about a second after the signal; the move waits up
+    // to 500 ms for the slow call, then goes anyway.
+    let mut slowest = Duration::ZERO;
+    let mut calls = 0;
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let started = Instant::now();
+        let _ = caller
+            .rpc()
+            .call_with::<_, u64>("ld-service", "work", &0, &short)
+            .await;
+        slowest = slowest.max(started.elapsed());
+        calls += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_ne!(server_name(&caller), first, "the caller never moved");
+    assert!(
+        slowest < Duration::from_millis(200),
+        "the slowest of {calls} calls with a 50 ms timeout took {slowest:?}"
+    );
+    eprintln!("{calls} calls with a 50 ms timeout, the slowest {slowest:?}");
+    slow.abort();
+}
