@@ -9,7 +9,7 @@
 //! notice [`move_off_lame_ducks`] waits for a moment with none (at most
 //! [`MOVE_IDLE_WAIT`]), flushes and reconnects to another server of the
 //! pool ([`move_target`]). New requests wait for the move meanwhile
-//! ([`ClientLoad::settled`]); [`Outstanding`] ends a wait for a reply that can
+//! ([`ClientLoad::settled`]), an RPC call no longer than its timeout; [`Outstanding`] ends a wait for a reply that can
 //! no longer come.
 
 use std::{
@@ -65,7 +65,8 @@ impl ClientLoad {
     /// the primary client's count): the request may be one a handler
     /// sends, and the move waits for that handler.
     /// Returns how long it waited: zero, without reading the clock, on the
-    /// common path (no move under way).
+    /// common path (no move under way). A caller with a shorter deadline
+    /// bounds the wait itself (an RPC call by its attempt's timeout).
     pub(super) async fn settled(&self, client: &Client, serving: &ClientLoad) -> Duration {
         if !self.leaving.load(Ordering::Acquire) || serving.serving.load(Ordering::Relaxed) > 0 {
             return Duration::ZERO;

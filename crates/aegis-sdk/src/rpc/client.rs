@@ -584,8 +584,23 @@ impl RpcClient {
         timeout: Duration,
     ) -> Result<Message, NoReply> {
         // May wait for a move off a server in lame duck mode: that wait
-        // counts against the attempt's timeout.
-        let (client, dropped, waited) = self.conn.pooled_watched().await;
+        // counts against the attempt's timeout, and ends with it (the move
+        // may take a second). Polled once first: with no move under way it
+        // is ready at once, and no timer is armed; the timed wait is boxed,
+        // kept out of every call's future. The block ends the wait's
+        // future before the request's await, so it keeps no room there.
+        let (client, dropped, waited) = {
+            let mut watched = std::pin::pin!(self.conn.pooled_watched());
+            match futures::poll!(watched.as_mut()) {
+                std::task::Poll::Ready(watched) => watched,
+                std::task::Poll::Pending => {
+                    match Box::pin(tokio::time::timeout(timeout, watched)).await {
+                        Ok(watched) => watched,
+                        Err(_) => return Err(NoReply::TimedOut(timeout)),
+                    }
+                }
+            }
+        };
         let left = timeout.saturating_sub(waited);
         if left.is_zero() {
             return Err(NoReply::TimedOut(timeout));
