@@ -32,6 +32,12 @@ const endKey: Record<string, MessageKey> = {
   lapsed: "timeline.end.lapsed",
 };
 
+/** How a hand-over was measured (`handoverBasis`); a goodbye's is the default. */
+const handoverKey: Record<string, MessageKey> = {
+  lastSeen: "timeline.handoverLastSeen",
+  disconnect: "timeline.handoverDisconnect",
+};
+
 export function FailoverTimeline({ serviceName, group, changeKey }: FailoverTimelineProps) {
   const { t, locale } = useI18n();
   const [timeline, setTimeline] = React.useState<LeadershipTimeline | null>(null);
@@ -109,7 +115,7 @@ export function FailoverTimeline({ serviceName, group, changeKey }: FailoverTime
                 <TableCell className="text-xs">{term.endReason ? t(endKey[term.endReason] ?? "timeline.end.superseded") : t("detail.none")}</TableCell>
                 <TableCell className="text-xs" data-testid="handover">
                   {term.handoverMs != null && term.handoverFrom
-                    ? t(term.handoverBasis === "lastSeen" ? "timeline.handoverLastSeen" : "timeline.handoverValue", {
+                    ? t(handoverKey[term.handoverBasis ?? ""] ?? "timeline.handoverValue", {
                         ms: num(term.handoverMs, locale, 0),
                         from: term.handoverFrom,
                       })

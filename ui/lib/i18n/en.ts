@@ -210,6 +210,7 @@ export const en = {
   "timeline.handover": "Hand-over",
   "timeline.handoverValue": "{ms} ms after {from} let go",
   "timeline.handoverLastSeen": "≤ {ms} ms after {from} was last seen",
+  "timeline.handoverDisconnect": "{ms} ms after {from}'s connection closed",
   "timeline.first": "first leader in the window",
   "timeline.end.resigned": "resigned",
   "timeline.end.stopped": "stopped",

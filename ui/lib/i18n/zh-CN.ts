@@ -210,6 +210,7 @@ export const zhCN: Catalogue = {
   "timeline.handover": "交接",
   "timeline.handoverValue": "{from} 让出后 {ms} 毫秒",
   "timeline.handoverLastSeen": "{from} 最后可见后 ≤ {ms} 毫秒",
+  "timeline.handoverDisconnect": "{from} 的连接关闭后 {ms} 毫秒",
   "timeline.first": "窗口内第一个主节点",
   "timeline.end.resigned": "主动让出",
   "timeline.end.stopped": "已停止",

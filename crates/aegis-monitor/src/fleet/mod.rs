@@ -323,6 +323,9 @@ struct LeaseSeen {
     renewed_at: Option<DateTime<Utc>>,
 }
 
+/// How many instances' last disconnect times are kept ([`Fleet::closed_at`]).
+const CLOSED_KEPT: usize = 4096;
+
 /// How long past its lease a key may go unrenewed before its term is said
 /// to have lapsed: this monitor's own delays (a busy fleet task, a slow
 /// watch) must not end a live leader's term.
@@ -338,6 +341,11 @@ struct Shared {
     /// Per instance: its last sign of life (a liveness beat or a record
     /// write). Apart from the view for the same reason: it moves every beat.
     signs: std::sync::Mutex<HashMap<Key, DateTime<Utc>>>,
+    /// Per instance: when its connection last closed, as the server's
+    /// disconnect advisory said (with system account access). Kept after
+    /// its record is gone, for the failover timeline; at most
+    /// [`CLOSED_KEPT`], the oldest dropped first.
+    closed: std::sync::Mutex<HashMap<Key, DateTime<Utc>>>,
     changes: broadcast::Sender<FleetChange>,
     advisories: bool,
     system_conn: Option<Connection>,
@@ -409,6 +417,7 @@ impl Fleet {
             view: RwLock::default(),
             leases: std::sync::Mutex::default(),
             signs: std::sync::Mutex::default(),
+            closed: std::sync::Mutex::default(),
             changes,
             advisories: system_conn.is_some(),
             system_conn,
@@ -591,6 +600,17 @@ impl Fleet {
     pub fn last_sign_of_life(&self, service: &str, instance_id: &str) -> Option<DateTime<Utc>> {
         let signs = self.shared.signs.lock().unwrap_or_else(|e| e.into_inner());
         signs
+            .get(&(service.to_owned(), instance_id.to_owned()))
+            .copied()
+    }
+
+    /// When the connection of `instance_id` of `service` last closed, as the
+    /// NATS server's disconnect advisory said; kept after its record is
+    /// gone. `None` without system account access, or when this monitor saw
+    /// no such close (it started later, or the instance never crashed).
+    pub(crate) fn closed_at(&self, service: &str, instance_id: &str) -> Option<DateTime<Utc>> {
+        let closed = self.shared.closed.lock().unwrap_or_else(|e| e.into_inner());
+        closed
             .get(&(service.to_owned(), instance_id.to_owned()))
             .copied()
     }

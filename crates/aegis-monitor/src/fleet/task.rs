@@ -132,6 +132,23 @@ impl State {
         }
     }
 
+    /// Notes that the connection of `key` closed at `at`, for
+    /// [`Fleet::closed_at`].
+    fn closed(&self, key: &Key, at: DateTime<Utc>) {
+        let mut closed = self.shared.closed.lock().unwrap_or_else(|e| e.into_inner());
+        if closed.insert(key.clone(), at) == Some(at) {
+            return;
+        }
+        if closed.len() > CLOSED_KEPT
+            && let Some(oldest) = closed
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(k, _)| k.clone())
+        {
+            closed.remove(&oldest);
+        }
+    }
+
     /// Notes a sign of life of `key` at `at`, for [`Fleet::last_sign_of_life`].
     fn signed(&self, key: &Key, at: DateTime<Utc>) {
         // No sign of life is from the future: a record written by a clock
@@ -338,6 +355,9 @@ impl State {
             .and_then(|g| self.leaders.get(g))
             .map_or((0, None), |(revision, h)| (*revision, h.as_ref()));
         let closed_at = connection_of(record).and_then(|name| self.conns.closed_at(name));
+        if let Some(at) = closed_at {
+            self.closed(key, at);
+        }
         let liveness = if closed_at.is_some() {
             Liveness::Disconnected
         } else if self.unresponsive.contains(key) {

@@ -93,8 +93,10 @@ pub(crate) struct LeadershipTerm {
     #[schema(value_type = String, format = DateTime)]
     elected_at: DateTime<Utc>,
     /// When the term ended; null while it lasts. A `superseded` term ends
-    /// at its leader's last metrics snapshot when one is found (its last
-    /// sign of life), else at the next election.
+    /// when its leader's connection closed, when the monitor saw that (with
+    /// system account access), else at its leader's last metrics snapshot
+    /// when one is found (its last sign of life), else at the next
+    /// election.
     #[schema(value_type = Option<String>, format = DateTime)]
     ended_at: Option<DateTime<Utc>>,
     /// `resigned` (leadership_lost), `stopped` (deregistered),
@@ -107,8 +109,10 @@ pub(crate) struct LeadershipTerm {
     handover_ms: Option<f64>,
     /// The previous leader, when this term followed one in the window.
     handover_from: Option<String>,
-    /// `notice` (measured from a goodbye) or `lastSeen` (an upper bound,
-    /// from the old leader's last metrics snapshot).
+    /// `notice` (measured from a goodbye), `disconnect` (measured from the
+    /// moment the old leader's connection closed, as the NATS server said;
+    /// with system account access) or `lastSeen` (an upper bound, from the
+    /// old leader's last metrics snapshot).
     handover_basis: Option<String>,
 }
 
@@ -196,6 +200,20 @@ async fn leadership(
             previous.elected_at,
             terms[i].elected_at,
         );
+        // The server said when the old leader's connection closed (a
+        // crash): the hand-over is measured from then, and its term ends
+        // then. A close of an earlier process under the same id, or one
+        // after this election, says nothing about this term.
+        if let Some(closed) = state
+            .fleet()
+            .closed_at(&service, &holder)
+            .filter(|at| (began..=elected).contains(at))
+        {
+            terms[i].handover_ms = Some(millis_between(closed, elected));
+            terms[i].handover_basis = Some("disconnect".to_owned());
+            terms[i - 1].ended_at = Some(closed);
+            continue;
+        }
         let seen = last_snapshot_before(js, &service, &holder, began, elected)
             .await
             .map_err(|e| {
