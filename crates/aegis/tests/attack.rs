@@ -58,6 +58,117 @@ fn kv_delete() -> async_nats::HeaderMap {
     headers
 }
 
+/// Whether a message arrives on `answers` within 5 s.
+async fn answered(answers: &mut async_nats::Subscriber) -> bool {
+    use futures::StreamExt;
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), answers.next()).await,
+        Ok(Some(_))
+    )
+}
+
+/// The system user `sys` (in the monitor's environment and the credentials
+/// file) does what Aegis does with it: the monitor follows the connection
+/// advisories and pings every server with it (`_INBOX_monitor`, since it
+/// keeps the monitor's inbox prefix), `aegis status` asks the servers for
+/// their statistics and open and closed connections (`_INBOX_operator`),
+/// and `nats server list` (as `scripts/nats-tooling.py` sends it, default
+/// `_INBOX`) is answered; the server logs no violation of any of it. Then
+/// the requests that change a server, and reading the whole system
+/// account's traffic, are refused.
+async fn system_user_does_its_work_and_no_more(
+    state: &Path,
+    url: &str,
+    sys_pw: &str,
+    operator_pw: &str,
+) {
+    println!("\n== as the system user (its own role) ==");
+    let mut status = std::process::Command::new(common::AEGIS);
+    status
+        .args(["status", "--nats-url", url, "--credentials"])
+        .arg(state.join("credentials"))
+        .env("NO_COLOR", "1");
+    for var in common::CREDENTIAL_VARS {
+        status.env_remove(var);
+    }
+    let (ok, out) = common::output(status);
+    assert!(ok, "aegis status failed:\n{out}");
+    assert!(!out.contains("warning"), "aegis status:\n{out}");
+    println!(
+        "{:<20} {:<52} OK",
+        "sys", "aegis status (advisories, STATSZ, CONNZ)"
+    );
+
+    let mut sys = Probe::connect(url, "sys", sys_pw).await;
+    for prefix in ["_INBOX", "_INBOX_monitor", "_INBOX_operator"] {
+        for (request, body) in [
+            ("$SYS.REQ.SERVER.PING", ""),
+            ("$SYS.REQ.SERVER.PING.STATSZ", ""),
+            ("$SYS.REQ.SERVER.PING.CONNZ", r#"{"state":2,"limit":10}"#),
+        ] {
+            let inbox = format!("{prefix}.{}", nuid::next());
+            let mut answers = sys.client.subscribe(inbox.clone()).await.unwrap();
+            sys.client
+                .publish_with_reply(request, inbox, body.to_owned().into())
+                .await
+                .unwrap();
+            assert!(answered(&mut answers).await, "{request} to {prefix}");
+        }
+    }
+    let mut opened = sys
+        .client
+        .subscribe("$SYS.ACCOUNT.*.CONNECT")
+        .await
+        .unwrap();
+    let mut closed = sys
+        .client
+        .subscribe("$SYS.ACCOUNT.*.DISCONNECT")
+        .await
+        .unwrap();
+    let _leaving = sys.client.subscribe("$SYS.SERVER.*.*").await.unwrap();
+    sys.client.flush().await.unwrap();
+    let passer_by = Probe::connect(url, "operator", operator_pw).await;
+    assert!(answered(&mut opened).await, "no connect advisory");
+    passer_by.client.drain().await.unwrap();
+    assert!(answered(&mut closed).await, "no disconnect advisory");
+    println!("{:<20} {:<52} OK", "sys", "advisories, PING, STATSZ, CONNZ");
+    let log = std::fs::read_to_string(state.join("logs/nats-n1.log")).unwrap();
+    let violations: Vec<&str> = log.lines().filter(|l| l.contains("Violation")).collect();
+    assert!(
+        violations.is_empty(),
+        "the system user was refused what Aegis does with it:\n{}",
+        violations.join("\n")
+    );
+
+    let server = sys.client.server_info().server_id;
+    sys.publish_refused(
+        "kick a connection",
+        &format!("$SYS.REQ.SERVER.{server}.KICK"),
+        br#"{"cid":999999999}"#,
+    )
+    .await;
+    sys.publish_refused(
+        "reload the server's config",
+        &format!("$SYS.REQ.SERVER.{server}.RELOAD"),
+        b"",
+    )
+    .await;
+    sys.publish_refused(
+        "read every server's settings (VARZ)",
+        "$SYS.REQ.SERVER.PING.VARZ",
+        b"",
+    )
+    .await;
+    sys.subscribe_refused("read all of the system account's traffic", ">")
+        .await;
+    sys.publish_refused(
+        "put the server in lame duck mode",
+        &format!("$SYS.REQ.SERVER.{server}.LDM"),
+        b"",
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abuses_of_the_bus_are_refused() {
     let state = tempfile::tempdir().unwrap();
@@ -99,6 +210,8 @@ async fn abuses_of_the_bus_are_refused() {
         "svc-risk-service",
         "monitor",
         "operator",
+        // the monitor's system connection: it follows the advisories
+        "sys",
     ] {
         assert!(
             users.contains_key(user),
@@ -106,6 +219,14 @@ async fn abuses_of_the_bus_are_refused() {
         );
     }
     assert!(!users.contains_key("(none)"), "{users:?}");
+
+    system_user_does_its_work_and_no_more(
+        state.path(),
+        &url,
+        &password("AEGIS_NATS_SYSTEM_PASSWORD"),
+        &operator_pw,
+    )
+    .await;
 
     println!("\n== as an outsider ==");
     outsider_refused("connect without credentials", &url, None).await;
