@@ -5,7 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use aegis_sdk::rpc::{CallOptions, WireError, server::ServiceError};
+use aegis_sdk::{
+    registry::{RegistrationOptions, RegistryError},
+    rpc::{CallOptions, WireError, server::ServiceError},
+};
 use common::{connect, eventually, server};
 use serde_json::{Value, json};
 
@@ -58,4 +61,48 @@ async fn a_stop_that_times_out_counts_the_requests_still_running() {
     for call in calls {
         call.abort();
     }
+}
+
+/// A registry that does not confirm the deregistration before the stop's
+/// time is up (here the server is frozen) is a registry error: no request
+/// was running, so it is no shutdown time-out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deregistration_that_overruns_the_stop_is_a_registry_error() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("aegis_sdk=debug"))
+        .with_test_writer()
+        .try_init();
+    let mut nats = server();
+    let conn = connect(&nats.url()).await;
+    let timeout = Duration::from_millis(1500);
+    let service = conn
+        .service("idle-service", "1.0.0")
+        .instance_id("i1")
+        .shutdown_timeout(timeout)
+        // One delete may wait 3 s for its acknowledgement, twice the stop.
+        .registration(RegistrationOptions {
+            heartbeat: Duration::from_secs(3),
+            ..Default::default()
+        })
+        .handler("echo", |v: Value| async move { Ok::<_, WireError>(v) })
+        .start()
+        .await
+        .unwrap();
+    // Frozen, the server keeps the connection open but confirms nothing:
+    // the delete waits out its write timeout.
+    nats.pause();
+    let started = std::time::Instant::now();
+    let stopped = service.shutdown().await;
+    let took = started.elapsed();
+    nats.resume();
+    match stopped {
+        Err(ServiceError::Registry(RegistryError::Delete { key, .. })) => {
+            assert!(key.contains("i1"), "{key}");
+        }
+        other => panic!("expected a registry error, got {other:?}"),
+    }
+    assert!(
+        took < timeout + Duration::from_secs(1),
+        "the stop took {took:?}"
+    );
 }
