@@ -9,7 +9,10 @@ use tracing::{debug, info, warn};
 
 use super::ServiceError;
 use crate::{
-    clock, election::Election, metrics::InstanceMetrics, registry::Registration,
+    clock,
+    election::Election,
+    metrics::InstanceMetrics,
+    registry::{Registration, RegistryError},
     telemetry::TelemetryTasks,
 };
 
@@ -156,9 +159,11 @@ impl Service {
     /// ```
     ///
     /// # Errors
-    /// [`ServiceError::ShutdownTimeout`] when handlers were still running;
-    /// otherwise [`ServiceError::Registry`] when the record could not be
-    /// deleted (it then expires after its TTL). The other steps run anyway.
+    /// [`ServiceError::ShutdownTimeout`] with the number of requests still
+    /// in their handler at the shutdown timeout; otherwise
+    /// [`ServiceError::Registry`] when the record could not be deleted
+    /// (refused, or not confirmed a second before the shutdown timeout; it
+    /// then expires after its TTL). The other steps run anyway.
     pub async fn shutdown(mut self) -> Result<(), ServiceError> {
         let deadline = clock::deadline(tokio::time::Instant::now(), self.shutdown_timeout);
         // Every step below is bounded, so a stop finishes within the
@@ -211,17 +216,25 @@ impl Service {
         let mut deregistered = Ok(());
         if let Some(registration) = self.registration.take() {
             // Tried again while the registry's stream has no leader, but
-            // leaving the stop's last steps their time; tried once while
-            // NATS is unreachable (the record expires with its TTL).
+            // leaving the stop's last steps their time (an attempt that
+            // overruns is cut off there too); tried once while NATS is
+            // unreachable (the record expires with its TTL).
+            let cut_off = deadline - AFTER_DEREGISTRATION.min(self.shutdown_timeout / 2);
             let until = if reachable {
-                deadline - AFTER_DEREGISTRATION.min(self.shutdown_timeout / 2)
+                cut_off
             } else {
                 tokio::time::Instant::now()
             };
+            let key = registration.key().to_owned();
             deregistered =
-                match tokio::time::timeout_at(deadline, registration.deregister_by(until)).await {
+                match tokio::time::timeout_at(cut_off, registration.deregister_by(until)).await {
                     Ok(result) => result.map_err(ServiceError::from),
-                    Err(_) => Err(ServiceError::ShutdownTimeout(self.tracker.len())),
+                    // No request is at stake here: the record was not
+                    // removed in time, as when the registry refuses.
+                    Err(_) => Err(ServiceError::Registry(RegistryError::Delete {
+                        key,
+                        source: "not removed within the shutdown timeout".into(),
+                    })),
                 };
             if let Err(e) = &deregistered {
                 warn!(error = %crate::startup::Causes(e), "could not deregister; the record expires with its TTL");
@@ -248,9 +261,11 @@ impl Service {
             wait_for_endpoints(&self.gate_tracker, &self.client, &self.stop_taking).await;
         })
         .await;
+        // The requests still in a handler (each loop serves many at once).
+        let running = usize::try_from(self.metrics.in_flight()).unwrap_or(usize::MAX);
         if waited.is_err() {
             warn!(
-                in_flight = self.tracker.len(),
+                in_flight = running,
                 "handlers still running at the shutdown timeout; their callers get no reply"
             );
         }
@@ -265,9 +280,11 @@ impl Service {
             debug!("telemetry tasks did not stop in time");
         }
         info!(service = %self.name, instance = %self.instance_id, "service stopped");
+        // A loop still open with no request in it (its unsubscribe not yet
+        // confirmed) leaves no caller without a reply.
         match waited {
-            Ok(()) => deregistered,
-            Err(_) => Err(ServiceError::ShutdownTimeout(self.tracker.len())),
+            Err(_) if running > 0 => Err(ServiceError::ShutdownTimeout(running)),
+            _ => deregistered,
         }
     }
 }
