@@ -283,3 +283,84 @@ async fn a_renewal_that_committed_late_does_not_depose_the_leader() {
         assert_eq!(serving(&elections), vec![(leader, epoch)]);
     }
 }
+
+/// A takeover whose write was stored but not acknowledged (the reply lost,
+/// or timed out) leaves the key naming the standby that sent it. That
+/// standby must take it as its own — lead at once — and never defer to
+/// itself: a Standby naming itself as leader renews nothing for a whole
+/// lease, while callers route to it and it answers NOT_ACTIVE.
+///
+/// Simulated: the leader aborts (its record stays), and the test writes
+/// the standby's takeover record (epoch 0, by compare-and-set on the
+/// leader's revision) before the standby's own attempt, which waits out
+/// a lease of 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_stored_unacknowledged_is_taken_as_won() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let config = LeaseConfig::with_lease(Duration::from_secs(2));
+    let mut elections = Vec::new();
+    for i in 0..2 {
+        let id = format!("order-{i}");
+        elections.push(
+            Election::start(&conn, "order-service", "unacked", &id, config)
+                .await
+                .unwrap(),
+        );
+    }
+    let kv = conn
+        .jetstream()
+        .get_key_value(aegis_contracts::subjects::ELECTIONS_BUCKET)
+        .await
+        .unwrap();
+    let (leader, _) = one_leader(&elections).await;
+    let key = elections[leader].key().to_owned();
+    drop(elections.remove(leader));
+    let standby = elections.remove(0);
+    let me = format!("order-{}", 1 - leader);
+    // Every role the standby takes from here on.
+    let mut roles = standby.roles();
+    let seen = tokio::spawn(async move {
+        let mut seen = vec![roles.borrow_and_update().clone()];
+        while roles.changed().await.is_ok() {
+            let role = roles.borrow_and_update().clone();
+            let leads = role.is_leader();
+            seen.push(role);
+            if leads {
+                break;
+            }
+        }
+        seen
+    });
+    let entry = kv.entry(&key).await.unwrap().unwrap();
+    let record = aegis_sdk::election::LeaderRecord {
+        instance_id: me.clone(),
+        epoch: 0,
+        lease_ms: 2000,
+        renewed_at: "2026-01-01T00:00:00Z".to_owned(),
+    };
+    kv.update(
+        &key,
+        serde_json::to_vec(&record).unwrap().into(),
+        entry.revision,
+    )
+    .await
+    .unwrap();
+    let written = Instant::now();
+    let seen = tokio::time::timeout(Duration::from_secs(10), seen)
+        .await
+        .expect("the standby never led")
+        .unwrap();
+    let took = written.elapsed();
+    assert!(
+        !seen.contains(&Role::Standby {
+            leader: Some(me.clone())
+        }),
+        "{me} deferred to itself: {seen:?}"
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "{me} led {took:?} after its takeover was stored (lease 2 s): {seen:?}"
+    );
+    assert!(standby.leadership().serving_epoch().is_some());
+}
