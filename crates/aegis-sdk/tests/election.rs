@@ -364,3 +364,71 @@ async fn a_takeover_stored_unacknowledged_is_taken_as_won() {
     );
     assert!(standby.leadership().serving_epoch().is_some());
 }
+
+/// A record naming this instance that was in the key before it started
+/// is not its own write: a process before it with the same id wrote it,
+/// and may still serve until its lease lapses. The new candidate waits
+/// that lease out like any standby, without ever naming itself as the
+/// leader it defers to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_of_a_predecessor_with_the_same_id_is_waited_out_not_deferred_to() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let lease = Duration::from_secs(2);
+    // Creates the bucket.
+    let other = Election::start(
+        &conn,
+        "order-service",
+        "other",
+        "order-9",
+        LeaseConfig::default(),
+    )
+    .await
+    .unwrap();
+    let kv = conn
+        .jetstream()
+        .get_key_value(aegis_contracts::subjects::ELECTIONS_BUCKET)
+        .await
+        .unwrap();
+    let record = aegis_sdk::election::LeaderRecord {
+        instance_id: "order-1".to_owned(),
+        epoch: 7,
+        lease_ms: 2000,
+        renewed_at: "2026-01-01T00:00:00Z".to_owned(),
+    };
+    let key = aegis_contracts::subjects::election_key("order-service", "restarted");
+    kv.create(&key, serde_json::to_vec(&record).unwrap().into())
+        .await
+        .unwrap();
+    let written = Instant::now();
+    let election = Election::start(
+        &conn,
+        "order-service",
+        "restarted",
+        "order-1",
+        LeaseConfig::with_lease(lease),
+    )
+    .await
+    .unwrap();
+    let mut roles = election.roles();
+    let mut seen = vec![roles.borrow_and_update().clone()];
+    while !seen.last().is_some_and(Role::is_leader) {
+        tokio::time::timeout(Duration::from_secs(10), roles.changed())
+            .await
+            .expect("never led")
+            .unwrap();
+        seen.push(roles.borrow_and_update().clone());
+    }
+    let took = written.elapsed();
+    assert!(
+        !seen.contains(&Role::Standby {
+            leader: Some("order-1".to_owned())
+        }),
+        "order-1 deferred to itself: {seen:?}"
+    );
+    assert!(
+        took >= lease,
+        "took over a predecessor's key after {took:?}, within its lease"
+    );
+    drop(other);
+}
