@@ -271,6 +271,20 @@ def _open_user(ms: list[dict]) -> None:
         text, count=1, flags=re.S)
 
 
+def _open_system_user(ms: list[dict]) -> None:
+    cm = _find(ms, "ConfigMap", "-nats-config")
+    text = cm["data"]["nats-server.conf"]
+    cm["data"]["nats-server.conf"] = re.sub(
+        r'(user: "sys", password: \$\w+), permissions: \{.*?\n\s*\}\s*\}', r"\1 }",
+        text, count=1, flags=re.S)
+
+
+def _kicking_system_user(ms: list[dict]) -> None:
+    cm = _find(ms, "ConfigMap", "-nats-config")
+    cm["data"]["nats-server.conf"] = cm["data"]["nats-server.conf"].replace(
+        '"$SYS.REQ.SERVER.PING.CONNZ"', '"$SYS.REQ.SERVER.PING.CONNZ", "$SYS.REQ.SERVER.*.KICK"', 1)
+
+
 def _wrong_inbox(ms: list[dict]) -> None:
     for e in _container(ms, "Deployment", "-order")["env"]:
         if e["name"] == "AEGIS_NATS_INBOX_PREFIX":
@@ -310,6 +324,8 @@ MUTATIONS: list[tuple[str, str, Callable[[list[dict]], None]]] = [
     ("NATS with a writable root filesystem", "read-only-fs", _writable_fs),
     ("a NATS password variable the pod does not define", "nats-server -t", _drop_password_env),
     ("svc-risk-service without its permissions block", "nats-users", _open_user),
+    ("the system user sys without its permissions block", "nats-users", _open_system_user),
+    ("the system user sys allowed to kick connections", "nats-users", _kicking_system_user),
     ("order with the operator's inbox prefix", "nats-users", _wrong_inbox),
     ("a literal password in the NATS ConfigMap", "nats-users", _literal_password),
     ("aegis init as a post-install hook", "init-job", _init_hook),

@@ -327,12 +327,34 @@ def nats_users(conf: str) -> dict[str, dict[str, Any]]:
     return users
 
 
+# The only `$SYS` requests the system user may send (crates/aegis/src/
+# permissions.rs, `system_grants`): `nats server list`, the statistics and
+# the connection lists that crash detection reads. Any other request
+# (`$SYS.REQ.SERVER.{id}.KICK`, `.LDM`, `.RELOAD`, ...) changes a server or
+# reads more than Aegis needs.
+_SYSTEM_REQUESTS = {
+    "$SYS.REQ.SERVER.PING",
+    "$SYS.REQ.SERVER.PING.STATSZ",
+    "$SYS.REQ.SERVER.PING.CONNZ",
+}
+
+
+def _system_user_problems(u: dict[str, Any]) -> list[str]:
+    """Why the system user `sys` may do more than Aegis does with it."""
+    if u["publish"] is None or u["subscribe"] is None:
+        return ["user 'sys' has no publish/subscribe permissions (every $SYS request, "
+                "e.g. kicking a connection or lame duck mode)"]
+    return [f"user 'sys' may publish {s!r}, not one of {sorted(_SYSTEM_REQUESTS)}"
+            for s in u["publish"] if s not in _SYSTEM_REQUESTS]
+
+
 def check_nats_users(ms: list[Manifest], _: dict) -> Result:
     r = Result(
         "nats-users",
         "the NATS config holds no password (each a $VARIABLE the NATS pods take from the "
         "credentials Secret), every application user has publish and subscribe "
-        "permissions including its own reply inboxes; every aegis container connects as "
+        "permissions including its own reply inboxes, the system user publishes only "
+        "the read-only server requests Aegis sends; every aegis container connects as "
         "one of them with that user's Secret key and inbox prefix",
     )
     stses = [m for m in ms if m.get("kind") == "StatefulSet"]
@@ -360,6 +382,7 @@ def check_nats_users(ms: list[Manifest], _: dict) -> Result:
             else:
                 source[name] = (ref.get("name"), ref.get("key"))
             if name == "sys":
+                r.problems.extend(f"{where}: {p}" for p in _system_user_problems(u))
                 continue
             if u["publish"] is None or u["subscribe"] is None:
                 r.problems.append(f"{where}: user {name!r} has no publish/subscribe permissions (the whole account)")

@@ -16,8 +16,10 @@
 
 use clap::{Args, ValueEnum};
 
-use crate::permissions::{Role, password_variable, render_users_from_env, showcase_roles};
-use crate::up::nats::SYSTEM_USER;
+use crate::permissions::{
+    Role, SYSTEM_USER, password_variable, render_system_users_from_env, render_users_from_env,
+    showcase_roles,
+};
 
 /// Options of `aegis nats-config`.
 #[derive(Debug, Clone, Args)]
@@ -50,7 +52,8 @@ pub fn run(args: &NatsConfigArgs) {
 }
 
 /// The `accounts` block (application account `AEGIS` with JetStream and
-/// the users of `roles`; system account `SYS` with its user `sys`) and the
+/// the users of `roles`; system account `SYS` with its user `sys`, which
+/// may only read what Aegis reads with it) and the
 /// `system_account` line, passwords as environment references.
 pub fn render_conf(roles: &[Role]) -> String {
     let vars: String = variables(roles)
@@ -138,10 +141,9 @@ fn variables(roles: &[Role]) -> Vec<String> {
 fn accounts_block(roles: &[Role]) -> String {
     format!(
         "accounts {{\n  AEGIS: {{\n    jetstream: enabled\n    users: {users}\n  }}\n  \
-         SYS: {{ users: [ {{ user: \"{SYSTEM_USER}\", password: ${sys} }} ] }}\n}}\n\
-         system_account: SYS\n",
+         SYS: {{\n    users: {sys}\n  }}\n}}\nsystem_account: SYS\n",
         users = render_users_from_env(roles),
-        sys = password_variable(SYSTEM_USER),
+        sys = render_system_users_from_env(),
     )
 }
 
@@ -182,5 +184,6 @@ mod tests {
             assert!(conf.contains(&format!("password: ${var}")), "{var}");
         }
         assert!(conf.contains("system_account: SYS"));
+        assert!(conf.contains(r#"user: "sys", password: $PASSWORD_SYS, permissions"#));
     }
 }

@@ -99,6 +99,14 @@ async fn system_user_does_its_work_and_no_more(
         "sys", "aegis status (advisories, STATSZ, CONNZ)"
     );
 
+    let log = std::fs::read_to_string(state.join("logs/nats-n1.log")).unwrap();
+    let violations: Vec<&str> = log.lines().filter(|l| l.contains("Violation")).collect();
+    assert!(
+        violations.is_empty(),
+        "the monitor or aegis status was refused something:\n{}",
+        violations.join("\n")
+    );
+
     let mut sys = Probe::connect(url, "sys", sys_pw).await;
     for prefix in ["_INBOX", "_INBOX_monitor", "_INBOX_operator"] {
         for (request, body) in [
@@ -132,14 +140,6 @@ async fn system_user_does_its_work_and_no_more(
     passer_by.client.drain().await.unwrap();
     assert!(answered(&mut closed).await, "no disconnect advisory");
     println!("{:<20} {:<52} OK", "sys", "advisories, PING, STATSZ, CONNZ");
-    let log = std::fs::read_to_string(state.join("logs/nats-n1.log")).unwrap();
-    let violations: Vec<&str> = log.lines().filter(|l| l.contains("Violation")).collect();
-    assert!(
-        violations.is_empty(),
-        "the system user was refused what Aegis does with it:\n{}",
-        violations.join("\n")
-    );
-
     let server = sys.client.server_info().server_id;
     sys.publish_refused(
         "kick a connection",

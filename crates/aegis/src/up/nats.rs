@@ -179,21 +179,22 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 /// The accounts block: the application account `AEGIS` (JetStream on),
 /// whose users and their permissions come from [`crate::permissions`] —
 /// one per role, and nobody connects without one — and the system account
-/// `SYS`, whose user `sys` reads the server's events: the monitor follows
-/// the connect/disconnect advisories with it to see crashes at once, and
-/// operators' `nats server ...` commands need it.
+/// `SYS`, whose user `sys` reads the server's events: the monitor and
+/// `aegis status` follow the connect/disconnect advisories with it to see
+/// crashes at once and ask the servers for their connections, and
+/// `nats server list` needs it. It may do only that
+/// ([`crate::permissions::system_grants`]).
 pub fn accounts(creds: &Credentials) -> String {
     format!(
         "accounts {{\n  AEGIS: {{\n    jetstream: enabled\n    users: {users}\n  }}\n  \
-         SYS: {{ users: [ {{ user: \"{SYSTEM_USER}\", password: \"{system}\" }} ] }}\n}}\n\
-         system_account: SYS\n",
+         SYS: {{\n    users: {system}\n  }}\n}}\nsystem_account: SYS\n",
         users = crate::permissions::render_users(&creds.nats_users),
-        system = creds.nats_system_password,
+        system = crate::permissions::render_system_users(&creds.nats_system_password),
     )
 }
 
 /// The system account's user in the showcase.
-pub const SYSTEM_USER: &str = "sys";
+pub use crate::permissions::SYSTEM_USER;
 
 /// Fails with a clear message when a port of the plan is taken.
 ///
