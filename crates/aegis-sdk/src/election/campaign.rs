@@ -347,6 +347,12 @@ impl Campaign {
         // Health-aware leadership (health.rs): set when an unhealthy
         // standby has already waited one lease for a healthy one.
         let mut deferred = false;
+        // The key's revision when this standby first saw it: a record at
+        // or below it that names this instance was written before this
+        // campaign followed the key (by a process before this one with
+        // the same id), so it cannot be this campaign's own write.
+        let mut before_me: Option<u64> = None;
+        let mut attempted = false;
         let first = tokio::select! {
             () = self.cancel.cancelled() => return None,
             read = self.latest() => read,
@@ -354,10 +360,14 @@ impl Campaign {
         match first {
             Ok(Some(l)) if l.put => {
                 last_revision = Some(l.revision);
-                self.step_down(leader_of(&l.value));
+                before_me = Some(l.revision);
+                self.defer_to(&l.value, l.revision, before_me);
                 deadline = self.config.takeover_at(Instant::now()).into();
             }
-            Ok(latest) => last_revision = latest.map(|l| l.revision),
+            Ok(latest) => {
+                last_revision = latest.map(|l| l.revision);
+                before_me = Some(last_revision.unwrap_or(0));
+            }
             Err(e) => debug!(error = %e, "cannot read the election key yet"),
         }
         loop {
@@ -368,6 +378,7 @@ impl Campaign {
                         deadline = self.config.takeover_at(Instant::now()).into();
                         continue;
                     }
+                    attempted = true;
                     match self.try_take(last_revision).await {
                         Take::Won(revision, sent_at) => return Some((revision, sent_at)),
                         // Renewed, or taken, since the revision this
@@ -378,12 +389,22 @@ impl Campaign {
                         // would fail on the same old revision.
                         Take::Lost => match self.latest().await {
                             Ok(Some(l)) if l.put => {
-                                if last_revision != Some(l.revision) {
+                                let tried = last_revision == Some(l.revision);
+                                if !tried {
                                     // Renewed: as when the watch shows it.
                                     deferred = false;
                                 }
                                 last_revision = Some(l.revision);
-                                self.step_down(leader_of(&l.value));
+                                if self.defer_to(&l.value, l.revision, before_me) {
+                                    // Refused at the revision just read
+                                    // (a replica that lags answered):
+                                    // again after a renewal interval.
+                                    deadline = tokio::time::Instant::now();
+                                    if tried {
+                                        deadline += self.config.renew_interval;
+                                    }
+                                    continue;
+                                }
                             }
                             Ok(latest) => {
                                 // Free since: campaign at once. Free at
@@ -408,8 +429,11 @@ impl Campaign {
                             match latest {
                                 Some(l) if l.put => {
                                     last_revision = Some(l.revision);
-                                    self.step_down(leader_of(&l.value));
-                                    deadline = self.config.takeover_at(seen_at).into();
+                                    deadline = if self.defer_to(&l.value, l.revision, before_me) {
+                                        tokio::time::Instant::now()
+                                    } else {
+                                        self.config.takeover_at(seen_at).into()
+                                    };
                                 }
                                 // Deleted, purged or never written: free.
                                 other => {
@@ -431,15 +455,55 @@ impl Campaign {
                         continue;
                     }
                     last_revision = Some(e.revision);
+                    if before_me.is_none() && !attempted {
+                        // The first read failed: the watch tells first.
+                        before_me = Some(e.revision);
+                    }
                     if e.operation == Operation::Put {
                         deferred = false;
-                        deadline = self.config.takeover_at(Instant::now()).into();
-                        self.step_down(leader_of(&e.value));
+                        deadline = if self.defer_to(&e.value, e.revision, before_me) {
+                            tokio::time::Instant::now()
+                        } else {
+                            self.config.takeover_at(Instant::now()).into()
+                        };
                     } else {
                         // Resigned (or purged): campaign now.
                         deadline = tokio::time::Instant::now();
                     }
                 }
+            }
+        }
+    }
+
+    /// Standby: follows the record `value` seen at `revision` in the key,
+    /// and says whether to campaign at once.
+    ///
+    /// A record naming another instance is its leader's. One naming this
+    /// instance is never deferred to (a standby that names itself as
+    /// leader renews nothing, while callers route to it and get
+    /// NOT_ACTIVE). Written after `before_me` (or with no such bound),
+    /// it may be this campaign's own write whose acknowledgement was lost
+    /// (a takeover that timed out, a late renewal): nobody else names this
+    /// instance, so the standby takes the key at once by compare-and-set on
+    /// that revision, a fresh write whose lease counts from when it is
+    /// sent. The one written before is a predecessor's with the same id,
+    /// which may still serve: it is waited out like any other.
+    fn defer_to(&self, value: &[u8], revision: u64, before_me: Option<u64>) -> bool {
+        match leader_of(value) {
+            Some(leader) if leader == self.me => {
+                self.step_down(None);
+                let mine = before_me.is_none_or(|before| revision > before);
+                if mine {
+                    debug!(
+                        revision,
+                        "the election key names this instance (an unacknowledged write of its own); taking it"
+                    );
+                }
+                mine
+            }
+            leader => {
+                self.step_down(leader);
+                false
             }
         }
     }

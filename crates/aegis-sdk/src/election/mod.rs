@@ -19,7 +19,11 @@
 //! epoch**: it only grows, and every reply the leader sends carries it, so
 //! downstream systems and callers can refuse a deposed leader's late writes.
 //! A standby that sees no renewal for a whole `lease` takes over by CAS on the
-//! last revision it saw (so only one standby can win). A leader whose last
+//! last revision it saw (so only one standby can win). A takeover stored
+//! but not acknowledged leaves the key naming its standby, which then takes
+//! it at once by a fresh CAS; a record naming this instance from before it
+//! started (a predecessor with the same id) is waited out like any other.
+//! A standby never names itself as its leader. A leader whose last
 //! successful renewal was *sent* more than `lease − safety_margin` ago stops
 //! serving, which is before any standby — which counts from when it
 //! *received* that renewal — can take over. A graceful stop
