@@ -68,7 +68,8 @@ impl Running {
     /// tasks are cancelled and awaited before or after it, as the service
     /// needs (see `StopOrder`). A resigning order leader's writes after the
     /// resignation are refused (NOT_ACTIVE: no lease, and soon the
-    /// successor's fence), so their callers retry on the new leader.
+    /// successor's fence); their idempotent callers retry on the new
+    /// leader (a handler's own NOT_ACTIVE resends only idempotent calls).
     ///
     /// # Errors
     /// [`TradingError::Service`] when the service did not stop cleanly; the

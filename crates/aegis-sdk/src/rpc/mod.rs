@@ -115,8 +115,9 @@ pub enum RpcError {
         source: codec::CodecError,
     },
     /// A call option is out of range (a zero `timeout` or
-    /// `attempt_timeout`: no call can be answered in no time); nothing was
-    /// sent, whichever the call style.
+    /// `attempt_timeout`: no call can be answered in no time; a
+    /// `request_id` with a carriage return or line feed, which no header
+    /// can carry); nothing was sent, whichever the call style.
     #[error("invalid call options: `{option}` {reason}")]
     InvalidOptions {
         /// The [`CallOptions`] field at fault.
