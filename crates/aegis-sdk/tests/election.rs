@@ -432,3 +432,54 @@ async fn a_record_of_a_predecessor_with_the_same_id_is_waited_out_not_deferred_t
     );
     drop(other);
 }
+
+/// Two live campaigns under one instance id (a copy-pasted id, or a
+/// service started again in place before the old one stopped): the second
+/// must wait the first out, never take the key while the first renews it.
+/// A review of 0f12ffd found the second taking the first's next renewal
+/// for its own unacknowledged write and the two leading at once, then
+/// swapping the lead at every renewal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_campaign_under_the_same_id_is_never_taken_over() {
+    let nats = server();
+    let (a, b) = (connect(&nats.url()).await, connect(&nats.url()).await);
+    let lease = Duration::from_secs(2);
+    let first = Election::start(
+        &a,
+        "order-service",
+        "twins",
+        "order-1",
+        LeaseConfig::with_lease(lease),
+    )
+    .await
+    .unwrap();
+    let mut roles = first.roles();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !roles.borrow_and_update().is_leader() {
+            roles.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the first leads");
+    let epoch = first.leadership().serving_epoch();
+    let second = Election::start(
+        &b,
+        "order-service",
+        "twins",
+        "order-1",
+        LeaseConfig::with_lease(lease),
+    )
+    .await
+    .unwrap();
+    let (first_view, second_view) = (first.leadership(), second.leadership());
+    let watched = Instant::now();
+    while watched.elapsed() < lease * 3 {
+        assert!(
+            second_view.serving_epoch().is_none(),
+            "the second campaign leads beside the first after {:?}",
+            watched.elapsed()
+        );
+        assert_eq!(first_view.serving_epoch(), epoch, "the first lost its lead");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
