@@ -429,11 +429,13 @@ impl Campaign {
                             match latest {
                                 Some(l) if l.put => {
                                     last_revision = Some(l.revision);
-                                    deadline = if self.defer_to(&l.value, l.revision, before_me) {
-                                        tokio::time::Instant::now()
-                                    } else {
-                                        self.config.takeover_at(seen_at).into()
-                                    };
+                                    // Even a record of this campaign's own
+                                    // takeover is waited out here: the
+                                    // leader it took over from may be
+                                    // riding out the outage, serving until
+                                    // its next renewal fails.
+                                    self.defer_to(&l.value, l.revision, before_me);
+                                    deadline = self.config.takeover_at(seen_at).into();
                                 }
                                 // Deleted, purged or never written: free.
                                 other => {
@@ -481,18 +483,20 @@ impl Campaign {
     /// A record naming another instance is its leader's. One naming this
     /// instance is never deferred to (a standby that names itself as
     /// leader renews nothing, while callers route to it and get
-    /// NOT_ACTIVE). Written after `before_me` (or with no such bound),
-    /// it may be this campaign's own write whose acknowledgement was lost
-    /// (a takeover that timed out, a late renewal): nobody else names this
-    /// instance, so the standby takes the key at once by compare-and-set on
-    /// that revision, a fresh write whose lease counts from when it is
-    /// sent. The one written before is a predecessor's with the same id,
-    /// which may still serve: it is waited out like any other.
+    /// NOT_ACTIVE). A takeover record (epoch 0: a leader's renewals carry
+    /// its epoch) written after `before_me` (or with no such bound) may be
+    /// this campaign's own takeover whose acknowledgement was lost: the
+    /// standby takes the key at once by compare-and-set on that revision,
+    /// a fresh write whose lease counts from when it is sent. Any other
+    /// record naming it is another campaign's under the same id (a
+    /// predecessor, or a live duplicate renewing its lead) and is waited
+    /// out like any other leader's: taking a renewal for its own would
+    /// have two lead at once.
     fn defer_to(&self, value: &[u8], revision: u64, before_me: Option<u64>) -> bool {
-        match leader_of(value) {
-            Some(leader) if leader == self.me => {
+        match serde_json::from_slice::<LeaderRecord>(value).ok() {
+            Some(record) if record.instance_id == self.me => {
                 self.step_down(None);
-                let mine = before_me.is_none_or(|before| revision > before);
+                let mine = record.epoch == 0 && before_me.is_none_or(|before| revision > before);
                 if mine {
                     debug!(
                         revision,
@@ -501,8 +505,8 @@ impl Campaign {
                 }
                 mine
             }
-            leader => {
-                self.step_down(leader);
+            other => {
+                self.step_down(other.map(|r| r.instance_id));
                 false
             }
         }
@@ -918,12 +922,6 @@ struct KeyWatch<S> {
 /// pause before the next opening to start again from the shortest
 /// (opening it waits on its own while JetStream cannot make consumers).
 const WATCH_STEADY: Duration = Duration::from_secs(10);
-
-fn leader_of(value: &[u8]) -> Option<String> {
-    serde_json::from_slice::<LeaderRecord>(value)
-        .ok()
-        .map(|r| r.instance_id)
-}
 
 #[cfg(test)]
 mod tests {

@@ -20,10 +20,11 @@
 //! downstream systems and callers can refuse a deposed leader's late writes.
 //! A standby that sees no renewal for a whole `lease` takes over by CAS on the
 //! last revision it saw (so only one standby can win). A takeover stored
-//! but not acknowledged leaves the key naming its standby, which then takes
-//! it at once by a fresh CAS; a record naming this instance from before it
-//! started (a predecessor with the same id) is waited out like any other.
-//! A standby never names itself as its leader. A leader whose last
+//! but not acknowledged leaves the key naming its standby (at epoch 0),
+//! which then takes it at once by a fresh CAS; any other record naming this
+//! instance (a predecessor's with the same id, or a live duplicate's
+//! renewal) is waited out like any other leader's. A standby never names
+//! itself as its leader. A leader whose last
 //! successful renewal was *sent* more than `lease − safety_margin` ago stops
 //! serving, which is before any standby — which counts from when it
 //! *received* that renewal — can take over. A graceful stop
