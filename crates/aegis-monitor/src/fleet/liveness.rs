@@ -220,6 +220,10 @@ struct NameState {
     started: Option<DateTime<Utc>>,
     /// When it closed, if it did.
     closed_at: Option<DateTime<Utc>>,
+    /// Whether `closed_at` is the time a disconnect advisory gave (when the
+    /// connection closed), not when a listing or the server's silence told
+    /// this monitor (later).
+    advised: bool,
     /// Whether it was taken for closed only because its server fell
     /// silent ([`ConnectionStates::apply_answered`]): the server answering
     /// again opens it again.
@@ -238,6 +242,7 @@ impl ConnectionStates {
                 current: None,
                 started: None,
                 closed_at: None,
+                advised: false,
                 silenced: false,
                 touched: std::time::Instant::now(),
             });
@@ -257,12 +262,17 @@ impl ConnectionStates {
                     // The server's word replaces the guess from its silence.
                     state.silenced = false;
                     state.closed_at = Some(event.at);
+                    state.advised = true;
                 }
-                state.closed_at.get_or_insert(event.at);
+                if state.closed_at.is_none() {
+                    state.closed_at = Some(event.at);
+                    state.advised = true;
+                }
             } else if started_after(event.started, state.started) {
                 state.current = Some(event.connection.clone());
                 state.started = event.started;
                 state.closed_at = Some(event.at);
+                state.advised = true;
                 state.silenced = false;
             }
         } else {
@@ -278,6 +288,7 @@ impl ConnectionStates {
                 state.current = Some(event.connection.clone());
                 state.started = event.started;
                 state.closed_at = None;
+                state.advised = false;
                 state.silenced = false;
             }
         }
@@ -319,6 +330,7 @@ impl ConnectionStates {
                 && state.started.is_none_or(|started| started <= listing.at);
             if gone {
                 state.closed_at = Some(listing.at);
+                state.advised = false;
                 state.touched = std::time::Instant::now();
                 changed.insert(name.clone());
             }
@@ -381,12 +393,14 @@ impl ConnectionStates {
             };
             if state.closed_at.is_none() && gone.contains(server) {
                 state.closed_at = Some(round.at);
+                state.advised = false;
                 state.silenced = true;
                 state.touched = std::time::Instant::now();
                 changed.insert(name.clone());
             } else if state.silenced && back.contains(server) {
                 // Only slow, not dead: its clients were never told closed.
                 state.closed_at = None;
+                state.advised = false;
                 state.silenced = false;
                 state.touched = std::time::Instant::now();
                 changed.insert(name.clone());
@@ -404,6 +418,16 @@ impl ConnectionStates {
     /// When the connection named `name` closed, if it is known to be closed.
     pub(crate) fn closed_at(&self, name: &str) -> Option<DateTime<Utc>> {
         self.by_name.get(name).and_then(|s| s.closed_at)
+    }
+
+    /// When the connection named `name` closed, as its disconnect advisory
+    /// said: `None` while it is open, and when its close was only inferred
+    /// (a listing without it, its server's silence), later than it was.
+    pub(crate) fn advised_closed_at(&self, name: &str) -> Option<DateTime<Utc>> {
+        self.by_name
+            .get(name)
+            .filter(|s| s.advised)
+            .and_then(|s| s.closed_at)
     }
 
     /// Forgets names untouched for a long time.
@@ -763,6 +787,29 @@ mod tests {
                 .collect(),
             complete,
         }
+    }
+
+    /// The failover timeline measures a hand-over from a close time only
+    /// when a disconnect advisory gave it: a close inferred from a listing
+    /// is when this monitor learnt of it, later; and a connection open
+    /// again (a reconnect, a move off a lame-duck server) has no close time.
+    #[test]
+    fn only_an_advised_close_of_a_connection_still_closed_has_a_close_time() {
+        let mut s = ConnectionStates::default();
+        s.apply(&started(event("a", "s1", 1, false), 100));
+        s.apply(&event("a", "s1", 1, true));
+        assert!(s.advised_closed_at("a").is_some());
+        s.apply(&started(event("a", "s2", 5, false), 200));
+        assert!(s.advised_closed_at("a").is_none(), "open again");
+
+        s.apply(&started(event("b", "s1", 2, false), 100));
+        s.apply_listing(&listing("s1", &[], true));
+        assert!(s.closed_at("b").is_some());
+        assert!(s.advised_closed_at("b").is_none(), "inferred, not advised");
+        // The advisory after the listing does not move the close time the
+        // views show, and is not taken for an exact one either.
+        s.apply(&event("b", "s1", 2, true));
+        assert!(s.advised_closed_at("b").is_none());
     }
 
     #[test]

@@ -345,7 +345,9 @@ struct Shared {
     /// disconnect advisory said (with system account access). Kept after
     /// its record is gone, for the failover timeline; at most
     /// [`CLOSED_KEPT`], the oldest dropped first.
-    closed: std::sync::Mutex<HashMap<Key, DateTime<Utc>>>,
+    /// With the connection's name, so that connection open again (a
+    /// reconnect) drops it.
+    closed: std::sync::Mutex<HashMap<Key, (String, DateTime<Utc>)>>,
     changes: broadcast::Sender<FleetChange>,
     advisories: bool,
     system_conn: Option<Connection>,
@@ -606,13 +608,15 @@ impl Fleet {
 
     /// When the connection of `instance_id` of `service` last closed, as the
     /// NATS server's disconnect advisory said; kept after its record is
-    /// gone. `None` without system account access, or when this monitor saw
-    /// no such close (it started later, or the instance never crashed).
+    /// gone, dropped when the same connection opens again (a reconnect).
+    /// `None` without system account access, when this monitor saw no such
+    /// close (it started later, or the instance never crashed), and when
+    /// the close was only inferred (later than it happened).
     pub(crate) fn closed_at(&self, service: &str, instance_id: &str) -> Option<DateTime<Utc>> {
         let closed = self.shared.closed.lock().unwrap_or_else(|e| e.into_inner());
         closed
             .get(&(service.to_owned(), instance_id.to_owned()))
-            .copied()
+            .map(|(_, at)| *at)
     }
 
     /// When the term of `instance_id` with fencing `epoch` lapsed, if it

@@ -132,17 +132,30 @@ impl State {
         }
     }
 
-    /// Notes that the connection of `key` closed at `at`, for
-    /// [`Fleet::closed_at`].
-    fn closed(&self, key: &Key, at: DateTime<Utc>) {
+    /// Notes when the connection `name` of `key` closed, as its disconnect
+    /// advisory said (`None`: it is open, or its close was only inferred),
+    /// for [`Fleet::closed_at`]. The same connection open again (a
+    /// reconnect) drops the time noted for it; a new connection under the
+    /// same id (a restart) leaves the old one's.
+    fn closed(&self, key: &Key, name: &str, at: Option<DateTime<Utc>>) {
         let mut closed = self.shared.closed.lock().unwrap_or_else(|e| e.into_inner());
-        if closed.insert(key.clone(), at) == Some(at) {
+        let Some(at) = at else {
+            if closed.get(key).is_some_and(|(noted, _)| noted == name) {
+                closed.remove(key);
+            }
+            return;
+        };
+        if closed
+            .get(key)
+            .is_some_and(|noted| *noted == (name.to_owned(), at))
+        {
             return;
         }
+        closed.insert(key.clone(), (name.to_owned(), at));
         if closed.len() > CLOSED_KEPT
             && let Some(oldest) = closed
                 .iter()
-                .min_by_key(|(_, at)| **at)
+                .min_by_key(|(_, (_, at))| *at)
                 .map(|(k, _)| k.clone())
         {
             closed.remove(&oldest);
@@ -354,9 +367,10 @@ impl State {
             .as_ref()
             .and_then(|g| self.leaders.get(g))
             .map_or((0, None), |(revision, h)| (*revision, h.as_ref()));
-        let closed_at = connection_of(record).and_then(|name| self.conns.closed_at(name));
-        if let Some(at) = closed_at {
-            self.closed(key, at);
+        let connection = connection_of(record);
+        let closed_at = connection.and_then(|name| self.conns.closed_at(name));
+        if let Some(name) = connection {
+            self.closed(key, name, self.conns.advised_closed_at(name));
         }
         let liveness = if closed_at.is_some() {
             Liveness::Disconnected
