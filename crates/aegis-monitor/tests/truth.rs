@@ -80,29 +80,41 @@ fn active_ids(list: &[Value]) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_sigkill_never_shows_two_active_and_the_dead_leader_is_down_at_once() {
-    let h = Harness::start_with_system_account().await;
-    let service = "truth-service";
-    let url = h.nats.url();
-    let mut children: HashMap<String, ChildInstance> = ["t1", "t2", "t3"]
+/// Child processes running `ids` of `service` in one sticky group, once
+/// the monitor lists them all with one leader.
+async fn sticky_group(
+    h: &Harness,
+    url: &str,
+    service: &str,
+    ids: &[&str],
+) -> HashMap<String, ChildInstance> {
+    let children = ids
         .iter()
         .map(|id| {
             (
                 (*id).to_owned(),
-                ChildInstance::spawn(&url, service, id, Some("default")),
+                ChildInstance::spawn(url, service, id, Some("default")),
             )
         })
         .collect();
     eventually(
         Duration::from_secs(30),
-        "three instances, one leader",
+        &format!("{} instances, one leader", ids.len()),
         || async {
-            let list = instances(&h, service).await;
-            list.len() == 3 && active_ids(&list).len() == 1
+            let list = instances(h, service).await;
+            list.len() == ids.len() && active_ids(&list).len() == 1
         },
     )
     .await;
+    children
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_sigkill_never_shows_two_active_and_the_dead_leader_is_down_at_once() {
+    let h = Harness::start_with_system_account().await;
+    let service = "truth-service";
+    let url = h.nats.url();
+    let mut children = sticky_group(&h, &url, service, &["t1", "t2", "t3"]).await;
 
     for round in 0..2 {
         let list = instances(&h, service).await;
@@ -499,24 +511,7 @@ async fn a_killed_leaders_hand_over_is_measured_from_its_disconnect() {
     let h = Harness::start_with_system_account().await;
     let service = "timeline-service";
     let url = h.nats.url();
-    let mut children: HashMap<String, ChildInstance> = ["k1", "k2"]
-        .iter()
-        .map(|id| {
-            (
-                (*id).to_owned(),
-                ChildInstance::spawn(&url, service, id, Some("default")),
-            )
-        })
-        .collect();
-    eventually(
-        Duration::from_secs(30),
-        "two instances, one leader",
-        || async {
-            let list = instances(&h, service).await;
-            list.len() == 2 && active_ids(&list).len() == 1
-        },
-    )
-    .await;
+    let mut children = sticky_group(&h, &url, service, &["k1", "k2"]).await;
     let leader = active_ids(&instances(&h, service).await).remove(0);
     children.get_mut(&leader).unwrap().kill();
     let path = format!("/api/leadership/{service}");
