@@ -330,6 +330,10 @@ const LEADERLESS_PAUSE_MAX: Duration = Duration::from_millis(200);
 /// How long "no stream" answers are taken for a stream between leaders.
 const LEADERLESS_PATIENCE: Duration = Duration::from_secs(1);
 
+/// What [`is_dedup_id`] asks of an id, as the errors refusing one say it.
+pub(crate) const DEDUP_ID_RULE: &str =
+    "must be non-empty, not start with a space and hold no carriage return or line feed";
+
 /// Whether `id` works as a dedup id (`Nats-Msg-Id`): the server
 /// deduplicates no empty id, drops a header value's leading spaces (so
 /// `" x"` would be taken for `"x"`, and `"  "` for no id), and a header
@@ -410,9 +414,7 @@ pub async fn publish_deduplicated(
     if !is_dedup_id(id) {
         return Err(PublishError::with_source(
             PublishErrorKind::Other,
-            format!(
-                "invalid message id {id:?}: it must be non-empty, not start with a space and hold no carriage return or line feed"
-            ),
+            format!("invalid message id {id:?}: it {DEDUP_ID_RULE}"),
         ));
     }
     headers.insert(async_nats::header::NATS_MESSAGE_ID, id);

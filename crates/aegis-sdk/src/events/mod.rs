@@ -55,7 +55,8 @@ pub enum EventError {
     /// header value cannot). Any other non-empty text will do; nothing
     /// was sent.
     #[error(
-        "invalid event id {id:?}: a dedup id must be non-empty, not start with a space and hold no carriage return or line feed"
+        "invalid event id {id:?}: a dedup id {}",
+        crate::streams::DEDUP_ID_RULE
     )]
     InvalidId {
         /// The id given.
