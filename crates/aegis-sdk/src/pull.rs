@@ -444,7 +444,7 @@ async fn handle(
         }
     };
     let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
-    let last_try = durable.config.max_deliver > 0 && delivered >= durable.config.max_deliver;
+    let last_try = is_last_delivery(delivered, durable.config.max_deliver);
     let mut redeliver_at = None;
     let ack = match outcome {
         Outcome::Done if durable.confirm_acks => message.double_ack().await,
@@ -468,6 +468,12 @@ async fn handle(
         ));
     }
     redeliver_at
+}
+
+/// Whether delivery `delivered` is the last that `max_deliver` allows (0:
+/// no limit): a failure then goes to `DEAD_LETTER`, not back to the server.
+pub(crate) fn is_last_delivery(delivered: i64, max_deliver: i64) -> bool {
+    max_deliver > 0 && delivered >= max_deliver
 }
 
 /// Copies the message to `DEAD_LETTER` and stops its redelivery. When the

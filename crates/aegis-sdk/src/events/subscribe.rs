@@ -295,11 +295,11 @@ fn redelivery_delay(delivered: u64) -> Duration {
 }
 
 /// What becomes of an event whose handler failed on delivery `delivered`
-/// when `max_deliver` are allowed, as the failure's log line says it. The
-/// pull loop decides by the same rule (`pull::handle`): a failure on the
-/// last delivery allowed is copied to `DEAD_LETTER`, not redelivered.
+/// when `max_deliver` are allowed, as the failure's log line says it, by
+/// the pull loop's own rule ([`pull::is_last_delivery`]).
 fn after_failure(delivered: u64, max_deliver: u32) -> &'static str {
-    if max_deliver > 0 && delivered >= u64::from(max_deliver) {
+    let delivered = i64::try_from(delivered).unwrap_or(i64::MAX);
+    if pull::is_last_delivery(delivered, i64::from(max_deliver)) {
         "the last delivery allowed; dead-lettering it"
     } else {
         "will redeliver"
