@@ -17,8 +17,8 @@
 use clap::{Args, ValueEnum};
 
 use crate::permissions::{
-    Role, SYSTEM_USER, password_variable, render_system_users_from_env, render_users_from_env,
-    showcase_roles,
+    Role, SYSTEM_USER, password_variable, render_accounts, render_system_users_from_env,
+    render_users_from_env, showcase_roles,
 };
 
 /// Options of `aegis nats-config`.
@@ -139,11 +139,9 @@ fn variables(roles: &[Role]) -> Vec<String> {
 }
 
 fn accounts_block(roles: &[Role]) -> String {
-    format!(
-        "accounts {{\n  AEGIS: {{\n    jetstream: enabled\n    users: {users}\n  }}\n  \
-         SYS: {{\n    users: {sys}\n  }}\n}}\nsystem_account: SYS\n",
-        users = render_users_from_env(roles),
-        sys = render_system_users_from_env(),
+    render_accounts(
+        &render_users_from_env(roles),
+        &render_system_users_from_env(),
     )
 }
 

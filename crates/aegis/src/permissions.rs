@@ -252,22 +252,34 @@ pub fn render_users_from_env(roles: &[Role]) -> String {
 /// The `users: [...]` array of the system account `SYS`: its one user
 /// [`SYSTEM_USER`] with `password` and the [`system_grants`].
 pub fn render_system_users(password: &str) -> String {
-    render_entries(std::iter::once((
-        SYSTEM_USER.to_owned(),
-        quote(password),
-        system_grants(),
-    )))
+    render_system_entry(quote(password))
 }
 
 /// [`render_system_users`] with the password a reference to the variable
 /// [`password_variable`] names (`$PASSWORD_SYS`), as in
 /// [`render_users_from_env`].
 pub fn render_system_users_from_env() -> String {
+    render_system_entry(format!("${}", password_variable(SYSTEM_USER)))
+}
+
+fn render_system_entry(password: String) -> String {
     render_entries(std::iter::once((
         SYSTEM_USER.to_owned(),
-        format!("${}", password_variable(SYSTEM_USER)),
+        password,
         system_grants(),
     )))
+}
+
+/// The server config's `accounts` block and `system_account` line: the
+/// application account `AEGIS` (JetStream on) with the `users: [...]`
+/// array `users`, and the system account `SYS` with `system_users` (as
+/// [`render_users`] / [`render_system_users`] or their `_from_env` forms
+/// render them). `aegis up` and `aegis nats-config` write the same block.
+pub fn render_accounts(users: &str, system_users: &str) -> String {
+    format!(
+        "accounts {{\n  AEGIS: {{\n    jetstream: enabled\n    users: {users}\n  }}\n  \
+         SYS: {{\n    users: {system_users}\n  }}\n}}\nsystem_account: SYS\n"
+    )
 }
 
 /// What the system user may do: what Aegis does with it, and no request

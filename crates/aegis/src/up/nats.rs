@@ -185,11 +185,9 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 /// `nats server list` needs it. It may do only that
 /// ([`crate::permissions::system_grants`]).
 pub fn accounts(creds: &Credentials) -> String {
-    format!(
-        "accounts {{\n  AEGIS: {{\n    jetstream: enabled\n    users: {users}\n  }}\n  \
-         SYS: {{\n    users: {system}\n  }}\n}}\nsystem_account: SYS\n",
-        users = crate::permissions::render_users(&creds.nats_users),
-        system = crate::permissions::render_system_users(&creds.nats_system_password),
+    crate::permissions::render_accounts(
+        &crate::permissions::render_users(&creds.nats_users),
+        &crate::permissions::render_system_users(&creds.nats_system_password),
     )
 }
 
