@@ -147,7 +147,7 @@ impl State {
         };
         if closed
             .get(key)
-            .is_some_and(|noted| *noted == (name.to_owned(), at))
+            .is_some_and(|(noted, noted_at)| noted == name && *noted_at == at)
         {
             return;
         }
