@@ -902,6 +902,54 @@ async fn a_stop_leaves_the_record_a_later_registration_on_the_same_connection_wr
     after.deregister().await.unwrap();
 }
 
+/// The metadata the registry keeps for itself (which registration and
+/// connection wrote the record, its cadence) outlives an update that
+/// clears the rest: without it, an earlier registration's stop on the
+/// same connection took the later one's record for its own and deleted it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_keeps_the_metadata_the_registry_keeps_for_itself() {
+    use aegis_sdk::registry::Registration;
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let record = || ServiceInstance::new("again-service", "again-1", "1.0.0", chrono::Utc::now());
+    let before = Registration::builder(&conn, record())
+        .start()
+        .await
+        .unwrap();
+    let after = Registration::builder(&conn, record())
+        .start()
+        .await
+        .unwrap();
+    let kv = raw_kv(&nats.url()).await;
+    let key = "service-instances.again-service.again-1";
+    let stored = |entry: Option<kv::Entry>| -> Value {
+        serde_json::from_slice(&entry.expect("a record").value).unwrap()
+    };
+    let written = stored(kv.entry(key).await.unwrap());
+    after
+        .update(|r| {
+            r.metadata.clear();
+            r.metadata.insert("zone".into(), "eu-1".into());
+        })
+        .await
+        .unwrap();
+    let updated = stored(kv.entry(key).await.unwrap());
+    assert_eq!(updated["metadata"]["zone"], "eu-1");
+    for kept in ["registrationId", "connection", "heartbeatMs", "refreshMs"] {
+        assert_eq!(
+            updated["metadata"][kept], written["metadata"][kept],
+            "{kept} is kept"
+        );
+    }
+    before.deregister().await.unwrap();
+    let entry = kv.entry(key).await.unwrap();
+    assert!(
+        entry.is_some_and(|e| e.operation == kv::Operation::Put),
+        "the later registration's record is kept"
+    );
+    after.deregister().await.unwrap();
+}
+
 /// Two processes with one instance id that both got past the start's
 /// check (started within milliseconds of each other, or one whose check
 /// found no answer in time) are found out afterwards: each write expects

@@ -434,7 +434,10 @@ impl RegistrationHandle {
     }
 
     /// Changes the record (status, group, epoch, metadata) and writes it at
-    /// once. The service name and instance id cannot change.
+    /// once. The service name and instance id cannot change, nor can the
+    /// metadata the registry keeps for itself (`connection`,
+    /// `registrationId`, `heartbeatMs`, `refreshMs`): a change to those is
+    /// undone.
     ///
     /// ```no_run
     /// # async fn demo(reg: aegis_sdk::registry::Registration) -> Result<(), aegis_sdk::registry::RegistryError> {
@@ -452,6 +455,19 @@ impl RegistrationHandle {
             f(&mut next);
             next.service_name = st.desired.service_name.clone();
             next.instance_id = st.desired.instance_id.clone();
+            // Whose record this is (see `writer::current_writer`) and the
+            // cadence a monitor judges the beats by.
+            for key in [
+                METADATA_CONNECTION,
+                METADATA_REGISTRATION,
+                METADATA_HEARTBEAT_MS,
+                METADATA_REFRESH_MS,
+            ] {
+                match st.desired.metadata.get(key) {
+                    Some(kept) => next.metadata.insert(key.into(), kept.clone()),
+                    None => next.metadata.remove(key),
+                };
+            }
             next.validate()?;
             st.desired = next;
         }
