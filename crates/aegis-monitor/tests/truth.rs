@@ -535,3 +535,90 @@ async fn a_killed_leaders_hand_over_is_measured_from_its_disconnect() {
     let elected = t[1]["electedAt"].as_str().unwrap();
     assert!(ended <= elected, "{t:#?}");
 }
+
+/// The election key moving straight from one live instance to another
+/// (a paused leader, or a crash seen without the server's advisories,
+/// whose lease ran out before its beats were missed) re-derives both
+/// records. The live stream, applied event by event as the UI applies
+/// it, and every list read meanwhile never show both ACTIVE: the old
+/// leader's demotion goes out before the new one's promotion, and both
+/// land in the view at once. Moved back and forth, so whichever order the
+/// monitor keeps the two records in, one of the moves has the new leader
+/// second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_moving_between_live_instances_never_shows_two_active() {
+    use aegis_sdk::{
+        contracts::{InstanceStatus, ServiceInstance},
+        election::{LeaderRecord, ensure_election_bucket},
+        registry::Registration,
+    };
+    let h = Harness::start().await;
+    let (addr, stop) = h.serve().await;
+    let service = "moving-service";
+    let conn = h.connect().await;
+    let mut registrations = Vec::new();
+    for id in ["m1", "m2"] {
+        let mut record = ServiceInstance::new(service, id, "1.0.0", chrono::Utc::now());
+        record.status = InstanceStatus::Standby;
+        record.sticky_active_group = Some("default".into());
+        registrations.push(Registration::builder(&conn, record).start().await.unwrap());
+    }
+    eventually(Duration::from_secs(10), "two standbys listed", || async {
+        instances(&h, service).await.len() == 2
+    })
+    .await;
+    let response = reqwest::Client::new()
+        .get(format!("http://{addr}/api/stream?topics=instance"))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .unwrap();
+    let mut events = common::Events::new(response);
+    events.next_named("hello").await;
+    let keys = ensure_election_bucket(conn.jetstream(), 1).await.unwrap();
+    let key = aegis_sdk::contracts::subjects::election_key(service, "default");
+    let mut shown: HashMap<String, String> = HashMap::new();
+    for (round, leader) in ["m1", "m2", "m1", "m2", "m1", "m2"].into_iter().enumerate() {
+        let record = LeaderRecord {
+            instance_id: leader.to_owned(),
+            epoch: 0,
+            lease_ms: 60_000,
+            renewed_at: chrono::Utc::now().to_rfc3339(),
+        };
+        keys.put(&key, serde_json::to_vec(&record).unwrap().into())
+            .await
+            .unwrap();
+        // Lists read while the move is applied.
+        let lists = async {
+            for _ in 0..20 {
+                let list = instances(&h, service).await;
+                assert!(
+                    active_ids(&list).len() <= 1,
+                    "round {round}: two ACTIVE in a list: {list:#?}"
+                );
+            }
+        };
+        let stream = async {
+            while shown.get(leader).map(String::as_str) != Some("ACTIVE") {
+                let e = events.next_named("instance").await;
+                let instance = &e["instance"];
+                shown.insert(
+                    instance["instanceId"].as_str().unwrap().to_owned(),
+                    instance["status"].as_str().unwrap().to_owned(),
+                );
+                let active: Vec<&String> = shown
+                    .iter()
+                    .filter(|(_, s)| *s == "ACTIVE")
+                    .map(|(id, _)| id)
+                    .collect();
+                assert!(
+                    active.len() <= 1,
+                    "round {round}: the stream shows {active:?} ACTIVE at once"
+                );
+            }
+        };
+        tokio::join!(lists, stream);
+    }
+    stop.cancel();
+    drop(registrations);
+}

@@ -126,10 +126,8 @@ impl State {
                 (now.duration_since(last) > interval * MISSED_BEATS).then(|| k.clone())
             })
             .collect();
-        for key in stale {
-            self.unresponsive.insert(key.clone());
-            self.refresh(&key);
-        }
+        self.unresponsive.extend(stale.iter().cloned());
+        self.refresh_all(&stale);
     }
 
     /// Notes when the connection `name` of `key` closed, as its disconnect
@@ -238,9 +236,7 @@ impl State {
                     })
                     .map(|(k, _)| k.clone())
                     .collect();
-                for key in affected {
-                    self.refresh(&key);
-                }
+                self.refresh_all(&affected);
             }
         }
     }
@@ -264,9 +260,7 @@ impl State {
             .filter(|(_, r)| r.sticky_active_group.is_some())
             .map(|(k, _)| k.clone())
             .collect();
-        for key in sticky {
-            self.refresh(&key);
-        }
+        self.refresh_all(&sticky);
     }
 
     pub(super) fn apply_leader(&mut self, change: LeaderChange) {
@@ -296,9 +290,7 @@ impl State {
             })
             .map(|(k, _)| k.clone())
             .collect();
-        for key in affected {
-            self.refresh(&key);
-        }
+        self.refresh_all(&affected);
     }
 
     fn apply_connection(&mut self, news: &ConnectionNews) {
@@ -325,9 +317,7 @@ impl State {
             .filter(|(_, r)| connection_of(r).is_some_and(|name| changed.contains(name)))
             .map(|(k, _)| k.clone())
             .collect();
-        for key in affected {
-            self.refresh(&key);
-        }
+        self.refresh_all(&affected);
     }
 
     /// Brings the records in line with the registry reader (after a lagged
@@ -356,9 +346,44 @@ impl State {
 
     /// Re-derives one instance's view; publishes it when it changed.
     fn refresh(&mut self, key: &Key) {
-        let Some(record) = self.records.get(key) else {
+        self.refresh_all(std::slice::from_ref(key));
+    }
+
+    /// Re-derives the views of `keys` (the members of a sticky group whose
+    /// key moved, or the instances on a connection that closed) and lands
+    /// them in the shared view under one lock, so that no reader sees half
+    /// a move: the new leader ACTIVE beside the old one not yet deposed.
+    /// Publishes those that changed with every demotion before any
+    /// promotion, so a viewer applying them one by one never holds two
+    /// ACTIVE in a group either.
+    fn refresh_all(&mut self, keys: &[Key]) {
+        let derived: Vec<Rederived> = keys.iter().filter_map(|k| self.rederive(k)).collect();
+        if derived.is_empty() {
             return;
-        };
+        }
+        let mut changed = Vec::new();
+        let mut view = self.shared.view.write().unwrap_or_else(|e| e.into_inner());
+        for one in derived {
+            if let Some((next, true)) = one.land(&mut view) {
+                changed.push(next);
+            }
+        }
+        drop(view);
+        // Stable: otherwise in the order asked.
+        changed.sort_by_key(|next| next.instance.status == InstanceStatus::Active);
+        for next in changed {
+            let _ = self
+                .shared
+                .changes
+                .send(FleetChange::Upserted(Box::new(next)));
+        }
+    }
+
+    /// What one instance is to be shown as now; `None` when it has no
+    /// record, or is to be held back from a first showing (see
+    /// [`Judged::Hold`]).
+    fn rederive(&mut self, key: &Key) -> Option<Rederived> {
+        let record = self.records.get(key)?;
         let group_key = record
             .sticky_active_group
             .as_ref()
@@ -399,7 +424,7 @@ impl State {
                         .instances
                         .contains_key(key)
                     {
-                        return;
+                        return None;
                     }
                     // Shown for the first time: not as the leader (the key
                     // as seen has another) and not as deposed (it may not
@@ -415,46 +440,14 @@ impl State {
         let mut instance = record.clone();
         instance.status = derived.status;
         instance.epoch = derived.epoch;
-        let mut view = self.shared.view.write().unwrap_or_else(|e| e.into_inner());
-        let old = view.instances.get(key);
-        let since = match old {
-            Some(old)
-                if old.instance.status == derived.status && old.status_reason == derived.reason =>
-            {
-                old.status_since
-            }
-            _ => match derived.reason {
-                Some(StatusReason::Disconnected) => closed_at.unwrap_or_else(Utc::now),
-                // The instance says since when it has been unhealthy (and so,
-                // as a leader, degraded): truer than when this monitor noticed.
-                Some(
-                    StatusReason::HealthCheck
-                    | StatusReason::RegistryWrites
-                    | StatusReason::Operator
-                    | StatusReason::Degraded,
-                ) => reported_since(record).unwrap_or_else(Utc::now),
-                _ => Utc::now(),
-            },
-        };
-        let next = InstanceView {
+        Some(Rederived {
+            key: key.clone(),
             reported_status: record.status,
+            reported_since: reported_since(record),
             instance,
-            status_reason: derived.reason,
-            status_since: since,
-        };
-        if old == Some(&next) {
-            return;
-        }
-        let visible = old.is_none_or(|old| old.differs_visibly(&next));
-        view.bump(&key.0, visible);
-        view.instances.insert(key.clone(), next.clone());
-        drop(view);
-        if visible {
-            let _ = self
-                .shared
-                .changes
-                .send(FleetChange::Upserted(Box::new(next)));
-        }
+            reason: derived.reason,
+            closed_at,
+        })
     }
 
     /// Publishes the digest: counts, version and late beats, in order with
@@ -628,5 +621,59 @@ impl KeyChecks {
                 generation,
             });
         });
+    }
+}
+
+/// One instance's view as re-derived, before it lands in the shared view.
+struct Rederived {
+    key: Key,
+    reported_status: InstanceStatus,
+    /// Since when the record says it has been unhealthy, if it says so.
+    reported_since: Option<DateTime<Utc>>,
+    /// The record as shown: the derived status and epoch.
+    instance: ServiceInstance,
+    reason: Option<StatusReason>,
+    /// When its connection closed, if it did.
+    closed_at: Option<DateTime<Utc>>,
+}
+
+impl Rederived {
+    /// Puts it in `view`; the new view and whether a viewer sees the change,
+    /// or `None` when nothing changed.
+    fn land(self, view: &mut View) -> Option<(InstanceView, bool)> {
+        let old = view.instances.get(&self.key);
+        let since = match old {
+            Some(old)
+                if old.instance.status == self.instance.status
+                    && old.status_reason == self.reason =>
+            {
+                old.status_since
+            }
+            _ => match self.reason {
+                Some(StatusReason::Disconnected) => self.closed_at.unwrap_or_else(Utc::now),
+                // The instance says since when it has been unhealthy (and so,
+                // as a leader, degraded): truer than when this monitor noticed.
+                Some(
+                    StatusReason::HealthCheck
+                    | StatusReason::RegistryWrites
+                    | StatusReason::Operator
+                    | StatusReason::Degraded,
+                ) => self.reported_since.unwrap_or_else(Utc::now),
+                _ => Utc::now(),
+            },
+        };
+        let next = InstanceView {
+            reported_status: self.reported_status,
+            instance: self.instance,
+            status_reason: self.reason,
+            status_since: since,
+        };
+        if old == Some(&next) {
+            return None;
+        }
+        let visible = old.is_none_or(|old| old.differs_visibly(&next));
+        view.bump(&self.key.0, visible);
+        view.instances.insert(self.key, next.clone());
+        Some((next, visible))
     }
 }
