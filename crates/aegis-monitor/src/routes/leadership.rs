@@ -514,9 +514,14 @@ fn sign_of_the_term(
 ) -> Option<DateTime<Utc>> {
     let at = DateTime::<Utc>::from_timestamp_nanos(stored.unix_timestamp_nanos() as i64);
     let uptime = serde_json::from_slice::<MetricsSnapshot>(payload).map_or(0.0, |s| s.uptime_secs);
-    // A publisher that reports no uptime (0) cannot be told apart.
-    let started = at - chrono::Duration::milliseconds((uptime * 1000.0) as i64);
-    (at < before && (uptime <= 0.0 || started <= began + PROCESS_START_SLACK)).then_some(at)
+    // A publisher that reports no uptime (0), or one no process can have
+    // (negative, not a number, reaching past the calendar), cannot be
+    // told apart.
+    let started = (uptime.is_finite() && uptime > 0.0)
+        .then(|| chrono::Duration::try_milliseconds((uptime * 1000.0) as i64))
+        .flatten()
+        .and_then(|up| at.checked_sub_signed(up));
+    (at < before && started.is_none_or(|s| s <= began + PROCESS_START_SLACK)).then_some(at)
 }
 
 #[cfg(test)]
@@ -618,5 +623,27 @@ mod tests {
         let terms = build_terms(&[rec(0, "a", Change::Elected, None)]);
         assert_eq!(terms[0].handover_from, None);
         assert_eq!(terms[0].handover_ms, None);
+    }
+
+    /// A snapshot's uptime is what its publisher says: one far out of
+    /// range (negative, huge, not a number) is no sign of which process
+    /// sent it, and the route answers rather than panics.
+    #[test]
+    fn an_uptime_out_of_range_is_taken_as_none() {
+        let stored = time::OffsetDateTime::from_unix_timestamp(1_800_000_010).unwrap();
+        let began = at(0);
+        let before = at(60_000);
+        for uptime in [-1e300, 1e300, 1e13, -1.0] {
+            let snapshot = MetricsSnapshot {
+                uptime_secs: uptime,
+                ..Default::default()
+            };
+            let payload = serde_json::to_vec(&snapshot).unwrap();
+            assert_eq!(
+                sign_of_the_term(stored, &payload, began, before),
+                Some(at(10_000)),
+                "uptime {uptime}"
+            );
+        }
     }
 }
