@@ -468,6 +468,18 @@ fn log_error(status: StatusCode, report: &ErrorReport) {
     }
 }
 
+/// The answer to a request whose handler panicked (installed with
+/// `CatchPanicLayer`): a 500 in the envelope, like any other fault on our
+/// side; what the panic said goes to the log only.
+pub(crate) fn panicked(panic: Box<dyn std::any::Any + Send>) -> Response {
+    let said = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned());
+    ApiError::internal("the request's handler panicked", said).into_response()
+}
+
 #[cfg(test)]
 impl ApiError {
     /// The fields a validation error names, in order (for tests).
@@ -484,6 +496,35 @@ impl ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A handler's panic is answered as INTERNAL_ERROR in the envelope,
+    /// its text kept for the log and out of the answer.
+    #[tokio::test]
+    async fn a_panic_is_an_internal_error_whose_text_stays_in_the_log() {
+        for panic in [
+            Box::new("index out of bounds") as Box<dyn std::any::Any + Send>,
+            Box::new(String::from("index out of bounds")),
+        ] {
+            let response = panicked(panic);
+            assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            let report = response
+                .extensions()
+                .get::<ErrorReport>()
+                .expect("logged by the error middleware");
+            assert!(
+                report
+                    .internal
+                    .as_deref()
+                    .is_some_and(|i| i.contains("index out of bounds")),
+                "{:?}",
+                report.internal
+            );
+            let body = axum::body::to_bytes(response.into_body(), 4096).await.unwrap();
+            let body: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body["error"]["code"], "INTERNAL_ERROR");
+            assert!(!body.to_string().contains("out of bounds"), "{body}");
+        }
+    }
 
     #[test]
     fn codes_are_unique_and_map_to_their_status() {

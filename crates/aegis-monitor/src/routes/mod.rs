@@ -45,6 +45,7 @@ use axum::{
     response::Response,
 };
 use tower_http::{
+    catch_panic::CatchPanicLayer,
     limit::RequestBodyLimitLayer,
     timeout::TimeoutLayer,
     trace::{DefaultOnFailure, TraceLayer},
@@ -121,6 +122,9 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(crate::extract::refuse_oversized))
         .layer(middleware::from_fn(security_headers))
         .layer(middleware::from_fn(telemetry::record_http))
+        // A handler that panics is answered (500) and logged, not a
+        // connection dropped unanswered.
+        .layer(CatchPanicLayer::custom(error::panicked))
         .layer(middleware::from_fn(error::envelope_errors))
         .layer(
             TraceLayer::new_for_http()
