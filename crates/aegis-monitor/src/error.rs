@@ -519,7 +519,9 @@ mod tests {
                 "{:?}",
                 report.internal
             );
-            let body = axum::body::to_bytes(response.into_body(), 4096).await.unwrap();
+            let body = axum::body::to_bytes(response.into_body(), 4096)
+                .await
+                .unwrap();
             let body: Value = serde_json::from_slice(&body).unwrap();
             assert_eq!(body["error"]["code"], "INTERNAL_ERROR");
             assert!(!body.to_string().contains("out of bounds"), "{body}");
