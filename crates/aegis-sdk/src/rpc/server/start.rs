@@ -158,6 +158,9 @@ impl ServiceBuilder {
             gate_task,
             election,
         } = rollback;
+        if self.single_active.is_some() {
+            warm_registry_view(&self.conn);
+        }
         let (role_task, health_task) = mirror(
             election.as_ref(),
             registration.as_ref(),
@@ -552,6 +555,24 @@ fn mirror(
     (Some(role_task), Some(health_task))
 }
 
+/// Loads the connection's registry view in the background. A sticky
+/// instance leads at short notice, often in a fault that also leaves the
+/// registry's stream without a leader for seconds: its first calls as
+/// leader then find the view running (and, while the stream has no leader,
+/// serving its last known state) instead of starting a first load that
+/// may not finish in time. Failing, it is started again at the first call.
+fn warm_registry_view(conn: &crate::Connection) {
+    let conn = conn.clone();
+    tokio::spawn(async move {
+        if let Err(e) = conn.registry_cache().await {
+            tracing::debug!(
+                error = %crate::startup::Causes(&e),
+                "the registry view did not load ahead of need; the first call loads it"
+            );
+        }
+    });
+}
+
 /// The registry record of a starting instance: ACTIVE, standard metadata
 /// (host, pid, start time, SDK version, endpoints), then the builder's own.
 fn instance_record(
@@ -572,4 +593,39 @@ fn instance_record(
             .insert(k.clone(), serde_json::Value::String(v.clone()));
     }
     record
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::{AegisConfig, Connection, rpc::WireError};
+
+    /// A sticky instance has its registry view loaded soon after it starts,
+    /// standby or not: the calls it makes once it leads (a takeover, often
+    /// in a fault that also leaves the registry's stream without a leader
+    /// for seconds) find the view running, not a first load that may not
+    /// finish in time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sticky_instance_loads_its_registry_view_before_it_needs_it() {
+        let nats = aegis_testkit::NatsServer::start().unwrap();
+        let conn = Connection::connect(AegisConfig::with_servers(nats.url()))
+            .await
+            .unwrap();
+        let service = conn
+            .service("warm-service", "1.0.0")
+            .instance_id("warm-1")
+            .single_active("default")
+            .handler("ping", |_: serde_json::Value| async {
+                Ok::<_, WireError>(1)
+            })
+            .start()
+            .await
+            .unwrap();
+        aegis_testkit::wait::eventually(Duration::from_secs(5), "the view loads", || async {
+            conn.loaded_registry().is_some()
+        })
+        .await;
+        service.shutdown().await.unwrap();
+    }
 }
