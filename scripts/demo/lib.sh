@@ -5,7 +5,13 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 STATE="${AEGIS_STATE_DIR:-$ROOT/.aegis}"
 API="${AEGIS_API:-http://127.0.0.1:8100}"
-NATS_URL="${AEGIS_NATS_URL:-nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224}"
+# The showcase writes the URLs of its NATS into the state dir while it runs
+# (whatever its --base-port); the default ports otherwise.
+if [ -z "${AEGIS_NATS_URL:-}" ] && [ -s "$STATE/nats-url" ]; then
+  NATS_URL="$(cat "$STATE/nats-url")"
+else
+  NATS_URL="${AEGIS_NATS_URL:-nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224}"
+fi
 AEGIS="${AEGIS_BIN:-}"
 if [ -z "$AEGIS" ]; then
   for candidate in "$ROOT/target/release/aegis" "$ROOT/target/debug/aegis" "$(command -v aegis || true)"; do
