@@ -5,7 +5,7 @@
 // tick, and every tick of an axis shows the same number of decimals:
 // "0.0 0.5 1.0", never "0 0.3 0.5 0.8 1". Time axes read on the 24-hour
 // clock like every other time in the UI.
-import { clock } from "@/lib/format";
+import { clock, num } from "@/lib/format";
 
 function steps(minExp: number, maxExp: number): number[] {
   const out: number[] = [];
@@ -61,4 +61,33 @@ export function valueTickLabels(ticks: number[], step: number, format: (v: numbe
 export function timeTickLabels(ticks: number[], step: number, locale: string): string[] {
   const seconds = step < 60 || ticks.some((s) => s % 60 !== 0);
   return ticks.map((s) => clock(s * 1000, locale, { seconds }));
+}
+
+/**
+ * Labels of a latency axis's ticks (milliseconds): "0 ms 200 ms 400 ms"
+ * while the axis stays under a second, "0 s 1 s 2 s" or "0.0 s 0.5 s 1.0 s"
+ * once it reaches one — short enough to read whole, and one unit per axis.
+ */
+export function msTickLabels(ticks: number[], step: number, locale: string): string[] {
+  if (Math.max(0, ...ticks) < 1000) return valueTickLabels(ticks, step, (v, d) => `${num(v, locale, d, true)} ms`);
+  return valueTickLabels(
+    ticks.map((v) => v / 1000),
+    step / 1000,
+    (v, d) => `${num(v, locale, d, true)} s`,
+  );
+}
+
+/** Width in CSS px of a glyph of the axes' 12 px font, rounded up: no digit, letter or sign there is wider. */
+const GLYPH_PX = 8;
+/** Tick marks (10 px) and the gap before the labels (5 px), plus a margin at the edge. */
+const AXIS_CHROME_PX = 19;
+
+/**
+ * Width of a value axis showing `labels` (uPlot asks as it lays out; null
+ * before it has any): wide enough for the widest label, so none is cut at
+ * the chart's edge ("1,000 ms" read ",000 ms" on a fixed 64 px axis).
+ */
+export function valueAxisSize(labels: readonly (string | null)[] | null): number {
+  const chars = Math.max(3, ...(labels ?? []).map((l) => (l ?? "").length));
+  return AXIS_CHROME_PX + chars * GLYPH_PX;
 }

@@ -7,7 +7,7 @@
 import * as React from "react";
 import uPlot from "uplot";
 
-import { COUNT_STEPS, niceTop, TIME_STEPS, timeTickLabels, VALUE_SPACE, VALUE_STEPS, valueTickLabels } from "@/lib/chart-ticks";
+import { COUNT_STEPS, niceTop, TIME_STEPS, timeTickLabels, VALUE_SPACE, VALUE_STEPS, valueAxisSize, valueTickLabels } from "@/lib/chart-ticks";
 import { clockOrDate } from "@/lib/format";
 import { useI18n, type Translate } from "@/lib/i18n";
 
@@ -37,19 +37,26 @@ export interface MetricsChartProps {
    * them is given with its time — never as the latest.
    */
   noValue?: string;
+  /**
+   * The labels of the value axis's ticks, all at once (one unit for the
+   * axis: latency in ms or s); by default each tick through `format`.
+   */
+  tickLabels?: (ticks: number[], step: number, locale: string) => string[];
 }
 
-export function MetricsChart({ title, times, series, format, height = 200, integer = false, noValue }: MetricsChartProps) {
+export function MetricsChart({ title, times, series, format, height = 200, integer = false, noValue, tickLabels }: MetricsChartProps) {
   const { t, locale } = useI18n();
   const box = React.useRef<HTMLDivElement>(null);
   const plot = React.useRef<uPlot | null>(null);
   const labels = series.map((s) => `${s.label}:${s.color}`).join("|");
   const formatRef = React.useRef(format);
   const localeRef = React.useRef(locale);
+  const tickLabelsRef = React.useRef(tickLabels);
   React.useEffect(() => {
     formatRef.current = format;
     localeRef.current = locale;
-  }, [format, locale]);
+    tickLabelsRef.current = tickLabels;
+  }, [format, locale, tickLabels]);
 
   // (Re)creates the chart when the set of series changes.
   React.useEffect(() => {
@@ -73,13 +80,15 @@ export function MetricsChart({ title, times, series, format, height = 200, integ
           stroke: "#4b5563",
           grid: { stroke: "#e5e7eb" },
           ticks: { stroke: "#e5e7eb" },
-          size: 64,
+          // As wide as the widest label: "1,000,000" whole, not cut at the edge.
+          size: (_u, values) => valueAxisSize(values),
           // Steps of 1, 2 or 5 × 10ⁿ, whole numbers for counts (in flight,
           // queue depth), every tick with the decimals its step needs:
           // 0.0 0.5 1.0 for an idle rate, not 0 0.3 0.5 0.8 1.
           incrs: integer ? COUNT_STEPS : VALUE_STEPS,
           space: VALUE_SPACE,
-          values: (_u, ticks, _axis, _space, step) => valueTickLabels(ticks, step, formatRef.current),
+          values: (_u, ticks, _axis, _space, step) =>
+            tickLabelsRef.current ? tickLabelsRef.current(ticks, step, localeRef.current) : valueTickLabels(ticks, step, formatRef.current),
         },
       ],
       // The axis ends on a round value that is a tick (lib/chart-ticks).

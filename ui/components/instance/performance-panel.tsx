@@ -10,6 +10,7 @@ import { Select } from "@/components/ui/input";
 import { Skeleton } from "@/components/ui/skeleton";
 import { api } from "@/lib/api/client";
 import type { MetricsSnapshot } from "@/lib/api/schemas";
+import { msTickLabels } from "@/lib/chart-ticks";
 import { ms, num } from "@/lib/format";
 import { useI18n } from "@/lib/i18n";
 import { MetricsChart } from "./metrics-chart";
@@ -127,7 +128,7 @@ export function PerformancePanel({ serviceName, instanceId, latest }: Performanc
         <p className="rounded-md border border-dashed border-border p-6 text-center text-sm text-muted-foreground">{t("detail.metrics.empty")}</p>
       ) : (
         <div className="grid gap-4 lg:grid-cols-2">
-          <MetricsChart title={t("chart.latency")} times={data.times} series={data.latency} format={fmtMs} noValue={t("chart.noCalls")} />
+          <MetricsChart title={t("chart.latency")} times={data.times} series={data.latency} format={fmtMs} noValue={t("chart.noCalls")} tickLabels={msTickLabels} />
           <MetricsChart title={t("chart.throughput")} times={data.times} series={data.throughput} format={fmtNum} />
           <MetricsChart title={t("chart.load")} times={data.times} series={data.load} format={fmtNum} integer />
         </div>
