@@ -13,7 +13,10 @@
 // every instance not listed as late had a sign of life within 1.5 of its
 // beat intervals, and gives the late ones' last beat. An on-time instance's
 // heartbeat is then taken as `asOf` minus those 1.5 intervals — the oldest
-// it can be, so the age shown is an upper bound, never fresher than true.
+// it can be, so the age is an upper bound, never fresher than true. Such an
+// instance is shown "on time" (`heartbeatOnTime`), the bound only in a
+// title: read as an age, it made every healthy 1 s beat look 3–4 s late.
+// A late or down instance shows its age.
 //
 // Three clocks meet here: the record's `lastHeartbeat` is the instance's
 // (the time of its last record write, every few beats), the digest's times
@@ -68,6 +71,13 @@ function processDown(i: ServiceInstance): boolean {
   return i.statusReason === "disconnected" || i.statusReason === "unresponsive";
 }
 
+/**
+ * How long a digest's "on time" holds (ms, on the monitor's clock): digests
+ * come every 2 s, so one older than this means they stopped coming, and the
+ * bound is shown as an age again.
+ */
+export const ON_TIME_FOR_MS = 5000;
+
 /** How many digests' clock offsets are kept; the largest (the least delayed) is used. */
 const CLOCK_SAMPLES = 8;
 
@@ -104,6 +114,8 @@ export class InstanceStore {
   /** Of instances that are down and whose heartbeat moved forward: the
    *  age shown when it did (ms), held until the true age reaches it. */
   private heldAges = new Map<string, number>();
+  /** Of instances the last digest did not list late: that digest's `asOf`. */
+  private onTime = new Map<string, number>();
   /** The monitor's clock less the browser's, as the last digests showed it (ms). */
   private clockOffsets: number[] = [];
   private latest = new Map<string, MetricsSnapshot>();
@@ -198,6 +210,7 @@ export class InstanceStore {
       const down = processDown(e.instance);
       const known = this.heartbeats.get(k);
       const lastBeat = late.get(k);
+      this.onTime.delete(k);
       if (lastBeat !== undefined && !Number.isNaN(lastBeat)) {
         // The monitor's own record of its last sign of life: the truth.
         this.setHeartbeat(k, lastBeat, down);
@@ -207,6 +220,7 @@ export class InstanceStore {
       if (!(interval > 0) || Number.isNaN(asOf)) continue;
       const bound = asOf - digest.lateAfterIntervals * interval;
       if (known === undefined || bound > known) this.setHeartbeat(k, bound, down);
+      if (!down) this.onTime.set(k, asOf);
     }
     return listed === digest.summary.total;
   }
@@ -215,6 +229,19 @@ export class InstanceStore {
   heartbeat(service: string, id: string): string | undefined {
     const at = this.heartbeats.get(key(service, id));
     return at === undefined ? undefined : new Date(at).toISOString();
+  }
+
+  /**
+   * Whether the last digest, recent enough, did not list the instance late
+   * and the API does not say its process is down: it beats on time, and its
+   * `heartbeatAge` is only a bound.
+   */
+  heartbeatOnTime(service: string, id: string): boolean {
+    const k = key(service, id);
+    const asOf = this.onTime.get(k);
+    const e = this.map.get(k);
+    if (asOf === undefined || !e || e.goneAt !== null || processDown(e.instance)) return false;
+    return this.monitorNow() - asOf < ON_TIME_FOR_MS;
   }
 
   /** Now on the monitor's clock (ms since the epoch): the browser's, corrected by the digests' offset. */
@@ -264,6 +291,7 @@ export class InstanceStore {
         this.map.delete(k);
         this.heartbeats.delete(k);
         this.heldAges.delete(k);
+        this.onTime.delete(k);
         removed = true;
       }
     }

@@ -48,9 +48,10 @@ function Live({ store }: { store: InstanceStore }) {
   return entry ? <ServiceInstanceCard entry={entry} /> : null;
 }
 
-/** Whole seconds the card says: "3 s ago" → 3, "just now" → 0. */
-function shownSecs(): number {
+/** Whole seconds the card says: "3 s ago" → 3, "just now" → 0; null for "on time" (no age shown). */
+function shownSecs(): number | null {
   const text = screen.getByTestId("heartbeat-age").textContent ?? "";
+  if (text === "on time") return null;
   if (text === "just now") return 0;
   const m = /^(\d+) s ago$/.exec(text);
   if (!m) throw new Error(`unexpected heartbeat text: ${text}`);
@@ -104,6 +105,11 @@ describe("a killed instance's heartbeat age", () => {
     for (let at = 28; at <= 8000; at += 400) {
       advanceTo(at);
       const shown = shownSecs();
+      if (shown === null) {
+        // Before the API says it is down, the digests said it beat on time.
+        if (at >= 428) problems.push(`+${at} ms: on time after the disconnect`);
+        continue;
+      }
       const sinceBeat = Math.floor((at - LAST_BEAT) / 1000);
       readings.push(`+${at} ms: ${shown} s (since its last beat ${(at - LAST_BEAT) / 1000} s)`);
       if (shown < previous) problems.push(`+${at} ms: ${shown} s after ${previous} s`);
@@ -143,5 +149,59 @@ describe("a killed instance's heartbeat age", () => {
     vi.setSystemTime(KILL + 5000);
     store.apply({ type: "instanceUpserted", instance: pricing2({ lastHeartbeat: iso(4900) }) });
     expect(store.heartbeatAge("pricing-service", "pricing-2")).toBe(100);
+  });
+});
+
+// The trial: every card read "3 s ago" / "4 s ago" for a 1 s heartbeat
+// while `aegis status` showed 0.0–0.1 s. The digest only says an instance
+// not listed late showed life within 1.5 beat intervals; the card said
+// that bound as if it were the age, and an operator read lateness that
+// was not there.
+describe("an instance's heartbeat between digests", () => {
+  beforeEach(() => vi.useFakeTimers({ toFake: ["setInterval", "clearInterval", "setTimeout", "clearTimeout", "Date"] }));
+  afterEach(() => vi.useRealTimers());
+
+  const order = (id: string) =>
+    instance({ serviceName: "order-service", instanceId: id, status: "STANDBY", reportedStatus: "STANDBY", stickyActiveGroup: "default", metadata: { heartbeatMs: 1000 }, lastHeartbeat: iso(-4000) }) as ServiceInstance;
+
+  function Cards({ store }: { store: InstanceStore }) {
+    const snapshot = React.useSyncExternalStore(store.subscribe, store.getSnapshot);
+    return (
+      <>
+        {snapshot.entries.map((e) => (
+          <ServiceInstanceCard key={e.instance.instanceId} entry={e} />
+        ))}
+      </>
+    );
+  }
+
+  const ageOf = (id: string) => screen.getAllByTestId("instance-card").find((c) => c.dataset.instance === id)!.querySelector("[data-testid=heartbeat-age] time")!;
+
+  it("reads on time, with the digest's bound as its title, and a late one its real age", () => {
+    vi.setSystemTime(KILL);
+    const store = new InstanceStore({ schedule: (flush) => flush() });
+    store.replaceAll([order("order-1"), order("order-2")]);
+    renderUi(
+      <InstanceStoreContext.Provider value={store}>
+        <Cards store={store} />
+      </InstanceStoreContext.Provider>,
+      { locale: "en" },
+    );
+    act(() => {
+      store.applyDigest({
+        type: "digest",
+        asOf: iso(0),
+        version: 1,
+        summary: { total: 2, active: 0, unhealthy: 0, standby: 2 },
+        lateAfterIntervals: 1.5,
+        late: [{ serviceName: "order-service", instanceId: "order-2", lastBeat: iso(-4200) }],
+      });
+    });
+    act(() => vi.advanceTimersByTime(1500));
+    // 1.5 s after the digest: a sign of life within the last 3 s, not "3 s ago".
+    expect(ageOf("order-1")).toHaveTextContent(/^on time$/);
+    expect(ageOf("order-1")).toHaveAttribute("title", "A sign of life within the last 3 s");
+    expect(ageOf("order-2")).toHaveTextContent(/^6 s ago$/);
+    expect(ageOf("order-2")).not.toHaveAttribute("title");
   });
 });

@@ -1,4 +1,7 @@
-// HeartbeatAge: "3 s ago", updated by the page's shared one-second clock.
+// HeartbeatAge: "on time" while the monitor's digests say the instance
+// beats on time (the bound they allow in the title: "a sign of life within
+// the last 3 s"), otherwise "3 s ago"; updated by the page's shared
+// one-second clock.
 "use client";
 
 import * as React from "react";
@@ -23,10 +26,10 @@ export function HeartbeatAge({ at, service, id }: HeartbeatAgeProps) {
   // The page's store holds the newest heartbeat, and measures its age on
   // the monitor's clock (lib/instance-store); without one (component
   // tests), the record's time against the browser's clock.
-  const read = React.useCallback((): { iso: string; age: number } => {
+  const read = React.useCallback((): { iso: string; age: number; onTime: boolean } => {
     const age = service && id ? store?.heartbeatAge(service, id) : undefined;
-    if (age !== undefined) return { iso: store!.heartbeat(service!, id!)!, age };
-    return { iso: at, age: Date.now() - Date.parse(at) };
+    if (age !== undefined) return { iso: store!.heartbeat(service!, id!)!, age, onTime: store!.heartbeatOnTime(service!, id!) };
+    return { iso: at, age: Date.now() - Date.parse(at), onTime: false };
   }, [store, service, id, at]);
   // A thousand cards tick every second: the text is written straight into
   // the element on the clock's tick instead of re-rendering each card.
@@ -36,10 +39,17 @@ export function HeartbeatAge({ at, service, id }: HeartbeatAgeProps) {
     const paint = () => {
       const el = ref.current;
       if (!el) return;
-      const { iso, age } = read();
+      const { iso, age, onTime } = read();
       // Rounded up: the text stands until the next tick, a second later,
       // and must not read fresher than the truth meanwhile.
-      el.textContent = Number.isNaN(age) ? t("detail.none") : agoAtLeast(t, age);
+      if (onTime) {
+        // The age is only the digest's bound: said as one, not as the age.
+        el.textContent = t("card.heartbeatOnTime");
+        el.title = t("card.heartbeatWithin", { n: Math.max(1, Math.ceil(age / 1000)) });
+      } else {
+        el.textContent = Number.isNaN(age) ? t("detail.none") : agoAtLeast(t, age);
+        el.removeAttribute("title");
+      }
       el.dateTime = iso;
     };
     paint();

@@ -112,6 +112,8 @@ export const en = {
 
   "card.version": "Version",
   "card.heartbeat": "Heartbeat",
+  "card.heartbeatOnTime": "on time",
+  "card.heartbeatWithin": "A sign of life within the last {n} s",
   "card.role": "Role",
   "card.leader": "Leader · epoch {epoch}",
   "card.leaderNoEpoch": "Leader",

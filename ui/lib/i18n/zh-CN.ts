@@ -112,6 +112,8 @@ export const zhCN: Catalogue = {
 
   "card.version": "版本",
   "card.heartbeat": "心跳",
+  "card.heartbeatOnTime": "按时",
+  "card.heartbeatWithin": "最近 {n} 秒内有过存活信号",
   "card.role": "角色",
   "card.leader": "主节点 · 任期 {epoch}",
   "card.leaderNoEpoch": "主节点",
