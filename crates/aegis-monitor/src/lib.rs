@@ -58,6 +58,7 @@ mod metrics_feed;
 mod nats_health;
 mod openapi;
 mod probe;
+mod redact;
 mod routes;
 pub mod server;
 pub mod state;

@@ -349,6 +349,114 @@ async fn instance_config_live_over_nats() {
         .expect(404, Some("INSTANCE_NOT_FOUND"));
 }
 
+/// An instance that answers its config subject with secrets in it (an
+/// older or foreign SDK, or any process allowed to answer that subject):
+/// the monitor redacts them itself, at any depth and in URLs, and passes
+/// every other value on as it came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_config_secrets_are_redacted_by_the_monitor() {
+    let h = Harness::start().await;
+    let conn = h.connect().await;
+    let path = "/api/instances/pricing-service/pricing-9/config";
+    let _pricing = common::register_bare(&h, &conn, "pricing-service", "pricing-9").await;
+
+    let secrets = [
+        "hunter2-pass",
+        "s3cret-in-url",
+        "tok3n-in-url",
+        "tok-abc123",
+        "SUAMLK2ZNL35WSMW37E7UD4VZ7ELPKW7DHC3BWBSD2GCZ7IUQQXZIORRBU",
+        "eyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5In0",
+        "creds-body-secret",
+        "pem-body-secret",
+        "nested-secret-42",
+        "api-key-value",
+        "urlpass-in-prose",
+    ];
+    let sent = json!({
+        "service": "pricing-service", "instanceId": "pricing-9", "version": "1.0.0",
+        "sdkVersion": "0.0.9", "singleActive": null,
+        "registration": {"heartbeatMs": 1000, "refreshMs": 4000, "ttlMs": 15000},
+        "metricsIntervalMs": 2000, "shutdownTimeoutMs": 10000,
+        "connection": {
+            "servers": [
+                "nats://alice:s3cret-in-url@h1:4222",
+                "tls://tok3n-in-url@h2:4443/ws",
+                "nats://plain:4222"
+            ],
+            "user": "alice",
+            "password": "hunter2-pass",
+            "Token": "tok-abc123",
+            "nkey_seed": "SUAMLK2ZNL35WSMW37E7UD4VZ7ELPKW7DHC3BWBSD2GCZ7IUQQXZIORRBU",
+            "userJWT": "eyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5In0",
+            "creds": "-----BEGIN NATS USER JWT-----\ncreds-body-secret\n------END NATS USER JWT------",
+            "creds_file": "/etc/aegis/pricing.creds",
+            "tls": {"privateKey": "-----BEGIN PRIVATE KEY-----\npem-body-secret\n-----END PRIVATE KEY-----",
+                    "tls_key": "/etc/aegis/tls.key"},
+            "pool": [{"auth": {"PASS": "nested-secret-42", "timeoutMs": 500}}],
+            "API_KEY": "api-key-value",
+            "requestTimeout": "5s",
+            "note": "fallback to nats://bob:urlpass-in-prose@backup:4222 if h1 is down",
+            "password_unset": null
+        },
+        "addedByANewerSdk": {"secret": {"deep": ["x"]}, "compass": "north"}
+    });
+    let mut sub = conn
+        .client()
+        .subscribe(control_subject("pricing-service", "pricing-9", "config"))
+        .await
+        .unwrap();
+    server_caught_up(conn.client()).await;
+    let client = conn.client().clone();
+    let sent_by_instance = sent.to_string();
+    let responder = tokio::spawn(async move {
+        while let Some(msg) = sub.next().await {
+            if let Some(reply) = msg.reply {
+                let body = sent_by_instance.clone();
+                client.publish(reply, body.into()).await.unwrap();
+            }
+        }
+    });
+    let r = h.get(path, Some(VIEWER)).await;
+    responder.abort();
+    r.expect(200, None);
+    let shown = r.body.to_string();
+    for secret in secrets {
+        assert!(!shown.contains(secret), "{secret:?} leaked in {shown}");
+    }
+    assert_eq!(
+        r.body["config"],
+        json!({
+            "service": "pricing-service", "instanceId": "pricing-9", "version": "1.0.0",
+            "sdkVersion": "0.0.9", "singleActive": null,
+            "registration": {"heartbeatMs": 1000, "refreshMs": 4000, "ttlMs": 15000},
+            "metricsIntervalMs": 2000, "shutdownTimeoutMs": 10000,
+            "connection": {
+                "servers": [
+                    "nats://alice:<redacted>@h1:4222",
+                    "tls://<redacted>@h2:4443/ws",
+                    "nats://plain:4222"
+                ],
+                "user": "alice",
+                "password": "<redacted>",
+                "Token": "<redacted>",
+                "nkey_seed": "<redacted>",
+                "userJWT": "<redacted>",
+                "creds": "<redacted>",
+                "creds_file": "/etc/aegis/pricing.creds",
+                "tls": {"privateKey": "<redacted>", "tls_key": "/etc/aegis/tls.key"},
+                "pool": [{"auth": {"PASS": "<redacted>", "timeoutMs": 500}}],
+                "API_KEY": "<redacted>",
+                "requestTimeout": "5s",
+                "note": "fallback to nats://bob:<redacted>@backup:4222 if h1 is down",
+                "password_unset": null
+            },
+            "addedByANewerSdk": {"secret": "<redacted>", "compass": "north"}
+        })
+    );
+    assert_eq!(r.body["instanceId"], "pricing-9");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recent_events_from_the_log_stream() {
     let h = Harness::start().await;

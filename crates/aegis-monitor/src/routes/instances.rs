@@ -49,6 +49,7 @@ use crate::{
     fleet::{InstanceView, Selection, Summary},
     list_cache::{self, ListCache},
     openapi::{InstanceStatusDoc, LogRecordDoc, ServiceInstanceDoc},
+    redact::redact_secrets,
     state::AppState,
 };
 
@@ -391,9 +392,14 @@ async fn instance_config(
     }))
 }
 
-/// The instance's answer as JSON, once it reads as an [`EffectiveConfig`].
+/// The instance's answer as JSON with its secrets redacted, once it reads
+/// as an [`EffectiveConfig`]. Redacted here too, not only by the SDK: an
+/// instance of another or an older SDK, or any process allowed to answer
+/// the subject, may send secrets, and viewers must never see them (nor in
+/// the parse error of a 502, hence redacting before the check).
 fn read_effective_config(payload: &[u8]) -> Result<Value, serde_json::Error> {
-    let config: Value = serde_json::from_slice(payload)?;
+    let mut config: Value = serde_json::from_slice(payload)?;
+    redact_secrets(&mut config);
     EffectiveConfig::deserialize(&config)?;
     Ok(config)
 }
