@@ -15,6 +15,7 @@ import type { LeadershipTimeline } from "@/lib/api/schemas";
 import { timeMs, num } from "@/lib/format";
 import { instanceHref } from "@/lib/instance-address";
 import { useI18n, type MessageKey } from "@/lib/i18n";
+import { cn } from "@/lib/utils";
 
 export const TIMELINE_REFRESH_MS = 5000;
 
@@ -31,6 +32,16 @@ const endKey: Record<string, MessageKey> = {
   superseded: "timeline.end.superseded",
   lapsed: "timeline.end.lapsed",
 };
+
+/** The columns, in order. */
+const columns: MessageKey[] = ["timeline.leader", "timeline.epoch", "timeline.from", "timeline.until", "timeline.end", "timeline.handover"];
+
+/**
+ * A cell below the small breakpoint: a line of its own, its column's name
+ * (`data-label`) before the figure, wrapping rather than widening the page.
+ */
+const STACKED =
+  "max-sm:flex max-sm:gap-3 max-sm:px-3 max-sm:py-0.5 max-sm:whitespace-normal max-sm:before:w-24 max-sm:before:shrink-0 max-sm:before:font-sans max-sm:before:text-xs max-sm:before:font-medium max-sm:before:text-muted-foreground max-sm:before:content-[attr(data-label)]";
 
 /** How a hand-over was measured (`handoverBasis`); a goodbye's is the default. */
 const handoverKey: Record<string, MessageKey> = {
@@ -83,21 +94,22 @@ export function FailoverTimeline({ serviceName, group, changeKey }: FailoverTime
       ) : terms.length === 0 ? (
         <p className="rounded-md border border-dashed border-border p-4 text-sm text-muted-foreground">{t("timeline.empty")}</p>
       ) : (
-        <Table>
+        // Six columns are 556 px wide: on a phone each term is stacked
+        // instead, every figure under its column's name (`data-label`).
+        <Table className="max-sm:block max-sm:[&_tbody]:block max-sm:[&_thead]:hidden">
           <TableHeader>
             <TableRow>
-              <TableHead scope="col">{t("timeline.leader")}</TableHead>
-              <TableHead scope="col">{t("timeline.epoch")}</TableHead>
-              <TableHead scope="col">{t("timeline.from")}</TableHead>
-              <TableHead scope="col">{t("timeline.until")}</TableHead>
-              <TableHead scope="col">{t("timeline.end")}</TableHead>
-              <TableHead scope="col">{t("timeline.handover")}</TableHead>
+              {columns.map((c) => (
+                <TableHead key={c} scope="col">
+                  {t(c)}
+                </TableHead>
+              ))}
             </TableRow>
           </TableHeader>
           <TableBody>
             {terms.map((term) => (
-              <TableRow key={`${term.instanceId}-${term.electedAt}`} data-testid="timeline-term">
-                <TableCell className="whitespace-nowrap font-medium">
+              <TableRow key={`${term.instanceId}-${term.electedAt}`} data-testid="timeline-term" className="max-sm:block max-sm:py-2">
+                <TableCell data-label={t("timeline.leader")} className={cn(STACKED, "whitespace-nowrap font-medium")}>
                   <span className="inline-flex items-center gap-1">
                     {!term.endedAt ? <Crown className="size-3.5 text-warning-strong" aria-hidden="true" /> : null}
                     <Link href={instanceHref(serviceName, term.instanceId)} className="text-primary underline-offset-4 hover:underline">
@@ -105,15 +117,19 @@ export function FailoverTimeline({ serviceName, group, changeKey }: FailoverTime
                     </Link>
                   </span>
                 </TableCell>
-                <TableCell className="font-mono text-xs">{term.epoch ?? t("detail.none")}</TableCell>
-                <TableCell className="whitespace-nowrap font-mono text-xs">
+                <TableCell data-label={t("timeline.epoch")} className={cn(STACKED, "font-mono text-xs")}>
+                  {term.epoch ?? t("detail.none")}
+                </TableCell>
+                <TableCell data-label={t("timeline.from")} className={cn(STACKED, "whitespace-nowrap font-mono text-xs")}>
                   <time dateTime={term.electedAt}>{timeMs(term.electedAt, locale)}</time>
                 </TableCell>
-                <TableCell className="whitespace-nowrap font-mono text-xs">
+                <TableCell data-label={t("timeline.until")} className={cn(STACKED, "whitespace-nowrap font-mono text-xs")}>
                   {term.endedAt ? <time dateTime={term.endedAt}>{timeMs(term.endedAt, locale)}</time> : t("timeline.current")}
                 </TableCell>
-                <TableCell className="text-xs">{term.endReason ? t(endKey[term.endReason] ?? "timeline.end.superseded") : t("detail.none")}</TableCell>
-                <TableCell className="text-xs" data-testid="handover">
+                <TableCell data-label={t("timeline.end")} className={cn(STACKED, "text-xs")}>
+                  {term.endReason ? t(endKey[term.endReason] ?? "timeline.end.superseded") : t("detail.none")}
+                </TableCell>
+                <TableCell data-label={t("timeline.handover")} className={cn(STACKED, "text-xs")} data-testid="handover">
                   {term.handoverMs != null && term.handoverFrom
                     ? t(handoverKey[term.handoverBasis ?? ""] ?? "timeline.handoverValue", {
                         ms: num(term.handoverMs, locale, 0),
