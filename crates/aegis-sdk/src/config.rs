@@ -241,6 +241,74 @@ pub(crate) fn redact_url(url: &str) -> String {
     format!("{scheme}{hidden}{}", &rest[at..])
 }
 
+/// Credentials a server URL carries in its user info.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum UrlAuth {
+    /// `nats://user:password@host`.
+    UserPassword {
+        /// The user.
+        user: String,
+        /// Its password.
+        password: Secret,
+    },
+    /// `nats://token@host`.
+    Token(Secret),
+}
+
+/// The credentials the server URLs carry in their user info (decoded from
+/// the URL's percent-encoding), the same in every URL that carries any;
+/// `None` when none does. The NATS client leaves a URL's user info unsent,
+/// so the connection signs in with these itself.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] when two URLs carry different credentials, a
+/// URL a password without a user, or user info that is not UTF-8.
+pub(crate) fn url_auth(servers: &[String]) -> Result<Option<UrlAuth>, ConfigError> {
+    let decode = |part: &str| {
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8()
+            .map(|decoded| decoded.into_owned())
+            .map_err(|_| {
+                invalid(
+                    "nats.servers",
+                    "the user info of a server URL is not UTF-8 once decoded",
+                )
+            })
+    };
+    let mut found: Option<UrlAuth> = None;
+    for url in servers {
+        let Ok(addr) = url.parse::<async_nats::ServerAddr>() else {
+            continue;
+        };
+        let parsed = addr.into_inner();
+        let auth = match (parsed.username(), parsed.password()) {
+            ("", None) => continue,
+            ("", Some(_)) => {
+                return Err(invalid(
+                    "nats.servers",
+                    format!("`{}` has a password but no user", redact_url(url)),
+                ));
+            }
+            (user, Some(password)) => UrlAuth::UserPassword {
+                user: decode(user)?,
+                password: Secret::new(decode(password)?),
+            },
+            (token, None) => UrlAuth::Token(Secret::new(decode(token)?)),
+        };
+        match &found {
+            Some(seen) if *seen != auth => {
+                return Err(invalid(
+                    "nats.servers",
+                    "the server URLs carry different credentials: give the same \
+                     user:password (or token) in each that carries any",
+                ));
+            }
+            _ => found = Some(auth),
+        }
+    }
+    Ok(found)
+}
+
 /// Every URL of `servers`, redacted as [`redact_url`] does.
 pub(crate) fn redact_urls(servers: &[String]) -> Vec<String> {
     servers.iter().map(|s| redact_url(s)).collect()
@@ -463,6 +531,7 @@ impl AegisConfig {
             n.user.is_some() || n.password.is_some(),
             n.nkey_seed.is_some(),
             n.creds_file.is_some(),
+            url_auth(&n.servers)?.is_some(),
         ]
         .iter()
         .filter(|x| **x)
@@ -470,7 +539,8 @@ impl AegisConfig {
         if methods > 1 {
             return Err(invalid(
                 "nats",
-                "choose one authentication method: token, user/password, nkey_seed or creds_file",
+                "choose one authentication method: token, user/password, nkey_seed, creds_file \
+                 or user info in the server URLs",
             ));
         }
         if n.user.is_some() != n.password.is_some() {

@@ -310,3 +310,41 @@ async fn a_password_in_a_server_url_is_not_shown() {
     let shown = format!("{conn:?} {}", conn.config().redacted());
     assert!(!shown.contains("s3cret"), "{shown}");
 }
+
+/// A user and password in the server URL (percent-encoded where the URL
+/// needs it) are what the connection signs in with: the NATS client
+/// leaves a URL's user info unsent, and such a URL was refused as a
+/// client without credentials. A token alone (`nats://tok3n@host`) is a
+/// token. The URLs' credentials are one authentication method, like the
+/// configured ones, and two URLs with different credentials are refused
+/// before any I/O.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_the_server_url_sign_in() {
+    let nats = aegis_testkit::NatsServer::builder()
+        .app_users(r#"[ { user: "alice", password: "s3cret@ex" } ]"#.to_owned())
+        .start()
+        .expect("start nats-server with a user");
+    let with = |userinfo: &str| nats.url().replace("nats://", &format!("nats://{userinfo}@"));
+    let conn = Connection::connect(AegisConfig::with_servers(with("alice:s3cret%40ex")))
+        .await
+        .expect("the URL's user and password sign in");
+    assert!(conn.is_connected());
+    let wrong = Connection::connect(AegisConfig::with_servers(with("alice:wrong")))
+        .await
+        .expect_err("a wrong password is refused");
+    let said = wrong.to_string();
+    assert!(said.contains("for user 'alice'"), "{said}");
+    assert!(!said.contains("wrong"), "{said}");
+
+    let mut both = AegisConfig::with_servers(with("alice:s3cret%40ex"));
+    both.nats.token = Some(aegis_sdk::config::Secret::new("t"));
+    assert!(matches!(
+        Connection::connect(both).await,
+        Err(aegis_sdk::ConnectError::Config(_))
+    ));
+    let mut two = AegisConfig::with_servers(with("alice:s3cret%40ex"));
+    two.nats.servers.push(with("bob:other"));
+    let refused = Connection::connect(two).await.expect_err("two users");
+    assert!(matches!(refused, aegis_sdk::ConnectError::Config(_)), "{refused}");
+    assert!(!refused.to_string().contains("other"), "{refused}");
+}

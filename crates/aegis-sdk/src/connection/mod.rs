@@ -742,7 +742,15 @@ fn connect_error(
     } else if let Some(path) = &n.creds_file {
         format!("in {}", path.display())
     } else {
-        "(none were given)".to_owned()
+        match crate::config::url_auth(&n.servers) {
+            Ok(Some(crate::config::UrlAuth::UserPassword { user, .. })) => {
+                format!("for user '{user}' (from the server URL)")
+            }
+            Ok(Some(crate::config::UrlAuth::Token(_))) => {
+                "of the token in the server URL".to_owned()
+            }
+            _ => "(none were given)".to_owned(),
+        }
     };
     ConnectError::Refused {
         servers,

@@ -12,7 +12,7 @@ use super::{
     ConnectError,
     lame_duck::{ClientLoad, move_target},
 };
-use crate::config::AegisConfig;
+use crate::config::{AegisConfig, UrlAuth};
 
 /// What one client's connection events feed.
 pub(super) struct ClientHooks {
@@ -58,6 +58,14 @@ pub(super) async fn connect_options(
     }
     if let Some(seed) = &n.nkey_seed {
         options = options.nkey(seed.expose().to_owned());
+    }
+    // The client sends no user info of a URL itself.
+    match crate::config::url_auth(&n.servers)? {
+        Some(UrlAuth::UserPassword { user, password }) => {
+            options = options.user_and_password(user, password.expose().to_owned());
+        }
+        Some(UrlAuth::Token(token)) => options = options.token(token.expose().to_owned()),
+        None => {}
     }
     if let Some(prefix) = &n.inbox_prefix {
         options = options.custom_inbox_prefix(prefix);
