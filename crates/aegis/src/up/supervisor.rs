@@ -376,7 +376,14 @@ fn spawn(state_dir: &Path, spec: &ChildSpec) -> anyhow::Result<Child> {
         .stdin(Stdio::null())
         .stdout(Stdio::from(log.try_clone()?))
         .stderr(Stdio::from(log))
-        .kill_on_drop(true);
+        .kill_on_drop(true)
+        // In a process group of its own, so the signal a terminal sends its
+        // foreground group (Ctrl-C's SIGINT) reaches only the supervisor,
+        // which then stops the children once each, in order. A child that
+        // got the terminal's SIGINT as well would take the supervisor's
+        // SIGTERM as a second signal and exit at once, without
+        // deregistering, resigning or draining.
+        .process_group(0);
     let child = cmd
         .spawn()
         .with_context(|| format!("starting {} ({})", spec.name, spec.program.display()))?;
