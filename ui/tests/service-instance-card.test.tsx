@@ -75,7 +75,8 @@ describe("ServiceInstanceCard", () => {
     renderUi(<ServiceInstanceCard entry={entry({}, { status: "UNHEALTHY", statusReason: "deposed" })} />);
     const card = screen.getByTestId("instance-card");
     expect(card).toHaveAttribute("data-role", "unhealthy");
-    expect(screen.getByTestId("role")).toHaveTextContent("Group main");
+    // Not the leader: the one it was, as `aegis status` says.
+    expect(screen.getByTestId("role")).toHaveTextContent(/^Former leader of main \(epoch 17\)$/);
     expect(card).toHaveTextContent("deposed: another instance holds the election");
     expect(within(card).getByText("UNHEALTHY")).toBeInTheDocument();
   });
@@ -133,5 +134,44 @@ describe("ServiceInstanceCard", () => {
     // They stop: the card says so, counting from the newest.
     act(() => vi.advanceTimersByTime(6000));
     expect(figures).toHaveTextContent("Last metrics 9 s ago");
+  });
+});
+
+// The trial: a SIGKILLed leader's card read only "Group default" where
+// `aegis status` said "former leader of default (epoch 1), down: connection
+// closed"; and a degraded leader kept a plain green ACTIVE badge.
+describe("ServiceInstanceCard of a leader in trouble", () => {
+  it.each(["disconnected", "unresponsive", "deposed"])("names a leader that is down (%s) the former leader of its group, with its epoch", (reason) => {
+    renderUi(
+      <ServiceInstanceCard
+        entry={entry({ metrics: null }, { status: "UNHEALTHY", reportedStatus: "ACTIVE", statusReason: reason, stickyActiveGroup: "default", epoch: 1 })}
+      />,
+    );
+    expect(screen.getByTestId("role")).toHaveTextContent(/^Former leader of default \(epoch 1\)$/);
+  });
+
+  it("names it without an epoch when none is known, and keeps an unhealthy standby's group", () => {
+    renderUi(
+      <>
+        <ServiceInstanceCard entry={entry({ metrics: null }, { status: "UNHEALTHY", reportedStatus: "ACTIVE", statusReason: "disconnected", stickyActiveGroup: "default", epoch: null })} />
+        <ServiceInstanceCard
+          entry={entry({ metrics: null }, { instanceId: "order-2", status: "UNHEALTHY", reportedStatus: "STANDBY", statusReason: "disconnected", stickyActiveGroup: "default", epoch: null })}
+        />
+      </>,
+    );
+    const [former, standby] = screen.getAllByTestId("role");
+    expect(former).toHaveTextContent(/^Former leader of default$/);
+    expect(standby).toHaveTextContent(/^Group default$/);
+  });
+
+  it("marks a degraded leader: a warning badge that says so, and a warning border", () => {
+    renderUi(<ServiceInstanceCard entry={entry({}, { status: "ACTIVE", statusReason: "degraded" })} />);
+    const card = screen.getByTestId("instance-card");
+    const badge = within(card).getByText(/ACTIVE/);
+    expect(badge).toHaveTextContent("ACTIVE · degraded");
+    expect(badge).toHaveClass("bg-warning-muted", "text-warning-strong");
+    expect(badge).not.toHaveClass("bg-success-muted");
+    expect(card).toHaveClass("border-warning/60");
+    expect(within(card).getByTestId("role")).toHaveTextContent("Leader · epoch 17");
   });
 });

@@ -20,7 +20,7 @@ import { instanceHref } from "@/lib/instance-address";
 import { useI18n } from "@/lib/i18n";
 import { reasonKey } from "@/lib/status-reason";
 import { HeartbeatAge, Since } from "./heartbeat-age";
-import { ServiceStatusBadge } from "./service-status-badge";
+import { isDegraded, ServiceStatusBadge } from "./service-status-badge";
 
 export interface ServiceInstanceCardProps {
   entry: InstanceEntry;
@@ -39,11 +39,31 @@ export function roleOf(entry: InstanceEntry): "leader" | "standby" | "unhealthy"
   return i.status === "STANDBY" ? "standby" : "unhealthy";
 }
 
+/** The API's reasons that an instance is down or no longer holds the election. */
+const DOWN_REASONS: readonly string[] = ["disconnected", "unresponsive", "deposed"];
+
+/**
+ * Whether an instance is a sticky group's former leader: UNHEALTHY because
+ * it is down or deposed, while its own last report said ACTIVE (as
+ * `aegis status` says "former leader of default (epoch 1)").
+ */
+export function isFormerLeader(entry: InstanceEntry): boolean {
+  const i = entry.instance;
+  return (
+    entry.goneAt === null &&
+    !!i.stickyActiveGroup &&
+    i.status === "UNHEALTHY" &&
+    i.reportedStatus === "ACTIVE" &&
+    DOWN_REASONS.includes(i.statusReason ?? "")
+  );
+}
+
 function ServiceInstanceCardImpl({ entry }: ServiceInstanceCardProps) {
   const { t } = useI18n();
   const i = entry.instance;
   const role = roleOf(entry);
   const gone = entry.goneAt !== null;
+  const degraded = !gone && isDegraded(i);
   const reasonText = i.statusReason ? (reasonKey(i.statusReason) ? t(reasonKey(i.statusReason)!) : i.statusReason) : null;
   const href = instanceHref(i.serviceName, i.instanceId);
   return (
@@ -57,6 +77,7 @@ function ServiceInstanceCardImpl({ entry }: ServiceInstanceCardProps) {
         "relative flex flex-col gap-3 p-4 transition-colors focus-within:ring-2 focus-within:ring-ring hover:border-primary/60 [content-visibility:auto] [contain-intrinsic-size:auto_168px]",
         gone && "border-dashed bg-muted/40",
         !gone && i.status === "UNHEALTHY" && "border-danger/50",
+        degraded && "border-2 border-warning/60",
       )}
     >
       <div className="flex items-start justify-between gap-2">
@@ -73,7 +94,7 @@ function ServiceInstanceCardImpl({ entry }: ServiceInstanceCardProps) {
           </h3>
           <p className="truncate text-xs text-muted-foreground">{i.serviceName}</p>
         </div>
-        <ServiceStatusBadge status={gone ? "GONE" : i.status} />
+        <ServiceStatusBadge status={gone ? "GONE" : i.status} degraded={degraded} />
       </div>
       <dl className="grid grid-cols-[auto_1fr] gap-x-3 gap-y-1 text-sm">
         <dt className="text-muted-foreground">{t("card.version")}</dt>
@@ -95,6 +116,12 @@ function ServiceInstanceCardImpl({ entry }: ServiceInstanceCardProps) {
             t("card.standby")
           ) : role === "member" ? (
             t("card.noGroup")
+          ) : isFormerLeader(entry) ? (
+            i.epoch != null ? (
+              t("card.formerLeader", { group: i.stickyActiveGroup!, epoch: i.epoch })
+            ) : (
+              t("card.formerLeaderNoEpoch", { group: i.stickyActiveGroup! })
+            )
           ) : i.stickyActiveGroup ? (
             t("card.group", { group: i.stickyActiveGroup })
           ) : (

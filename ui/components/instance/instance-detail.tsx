@@ -14,7 +14,7 @@ import { Skeleton } from "@/components/ui/skeleton";
 import { Tabs, TabsContent, TabsList, TabsTrigger } from "@/components/ui/tabs";
 import { FeedIndicator } from "@/components/live/feed-indicator";
 import { HeartbeatAge } from "@/components/dashboard/heartbeat-age";
-import { ServiceStatusBadge } from "@/components/dashboard/service-status-badge";
+import { isDegraded, ServiceStatusBadge } from "@/components/dashboard/service-status-badge";
 import { PageTitle } from "@/components/shell/page-title";
 import { InstanceStoreContext, useLatestMetrics } from "@/hooks/use-instance-store";
 import { useLiveInstances } from "@/hooks/use-live-instances";
@@ -98,7 +98,7 @@ export function InstanceDetail() {
       <header className="flex flex-col gap-4 rounded-lg border border-border p-4 sm:p-6">
         <div className="flex flex-wrap items-center gap-3">
           <h1 className="break-all text-2xl font-bold tracking-tight">{i.instanceId}</h1>
-          <ServiceStatusBadge status={gone ? "GONE" : i.status} />
+          <ServiceStatusBadge status={gone ? "GONE" : i.status} degraded={!gone && isDegraded(i)} />
           <FeedIndicator state={feed} className="ml-auto" />
         </div>
         {i.statusReason && !gone ? (

@@ -99,6 +99,7 @@ export const en = {
   "dashboard.retry": "Retry now",
 
   "status.ACTIVE": "ACTIVE",
+  "status.ACTIVE.degraded": "ACTIVE · degraded",
   "status.UNHEALTHY": "UNHEALTHY",
   "status.STANDBY": "STANDBY",
   "status.GONE": "GONE",
@@ -131,6 +132,8 @@ export const en = {
   "card.goneReason.vanished": "vanished",
   "card.details": "Details of {id}",
   "card.group": "Group {group}",
+  "card.formerLeader": "Former leader of {group} (epoch {epoch})",
+  "card.formerLeaderNoEpoch": "Former leader of {group}",
 
   "time.justNow": "just now",
   "time.secondsAgo": "{n} s ago",

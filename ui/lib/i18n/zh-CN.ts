@@ -99,6 +99,7 @@ export const zhCN: Catalogue = {
   "dashboard.retry": "立即重试",
 
   "status.ACTIVE": "活跃",
+  "status.ACTIVE.degraded": "活跃 · 降级",
   "status.UNHEALTHY": "不健康",
   "status.STANDBY": "备用",
   "status.GONE": "已离开",
@@ -131,6 +132,8 @@ export const zhCN: Catalogue = {
   "card.goneReason.vanished": "已消失",
   "card.details": "{id} 的详情",
   "card.group": "组 {group}",
+  "card.formerLeader": "组 {group} 的前主节点（任期 {epoch}）",
+  "card.formerLeaderNoEpoch": "组 {group} 的前主节点",
 
   "time.justNow": "刚刚",
   "time.secondsAgo": "{n} 秒前",
