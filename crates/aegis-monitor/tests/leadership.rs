@@ -342,3 +342,52 @@ async fn an_unrenewed_key_whose_holder_still_beats_has_not_lapsed() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// An incident: the fleet logs WARN/ERROR records on the same subjects as
+/// its lifecycle records, more of them in the window than one request
+/// scans. The newest records are the ones read, so the leader elected
+/// after the flood is the current one, and the answer says older records
+/// were skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_warnings_does_not_hide_the_latest_election() {
+    let h = Harness::start().await;
+    let conn = h.connect().await;
+    let js = conn.jetstream();
+    let t0 = Utc::now() - chrono::Duration::seconds(60);
+    store(js, log_subject("order-service", "order-x"), elected(t0, 3)).await;
+    // More than the 20 000 records a request scans, spread over three
+    // noisy instances (the stream keeps 10 000 per instance).
+    let warning = serde_json::to_vec(&LogRecord::new(
+        Utc::now(),
+        LogLevel::Warn,
+        LogKind::Log,
+        "downstream timed out",
+    ))
+    .unwrap();
+    for noisy in ["order-n1", "order-n2", "order-n3"] {
+        for _ in 0..7 {
+            let mut acks = Vec::with_capacity(1000);
+            for _ in 0..1000 {
+                let ack = js
+                    .publish(log_subject("order-service", noisy), warning.clone().into())
+                    .await
+                    .unwrap();
+                acks.push(ack);
+            }
+            for ack in acks {
+                ack.await.unwrap();
+            }
+        }
+    }
+    let t1 = Utc::now();
+    store(js, log_subject("order-service", "order-y"), elected(t1, 7)).await;
+
+    let r = h.get("/api/leadership/order-service", Some(VIEWER)).await;
+    r.expect(200, None);
+    assert_eq!(r.body["truncated"], true, "{}", r.body);
+    let t = r.body["terms"].as_array().cloned().unwrap_or_default();
+    let last = t.last().expect("a term");
+    assert_eq!(last["instanceId"], "order-y", "{t:?}");
+    assert_eq!(last["epoch"], 7, "{t:?}");
+    assert!(last["endedAt"].is_null(), "order-y leads now: {t:?}");
+}

@@ -16,8 +16,9 @@
 //! was stopped and started again, led nothing in between. A last term
 //! whose election key the fleet sees unrenewed past its lease, with nobody
 //! taking over yet, `lapsed` at its last renewal plus the lease. Reading is
-//! one temporary consumer over the window, plus one read (at most a few
-//! hundred snapshots) per superseded term.
+//! one temporary consumer over the window (the newest records when the
+//! window holds more than one request scans, found by bisection), plus one
+//! read (at most a few hundred snapshots) per superseded term.
 
 use std::time::Duration;
 
@@ -125,7 +126,7 @@ pub(crate) struct LeadershipTimeline {
     /// The window covered, in seconds.
     window_secs: u64,
     /// True when the window held more log records than one request scans
-    /// (the oldest were read; later terms may be missing).
+    /// (the newest were read; earlier terms may be missing).
     truncated: bool,
     /// Terms, oldest first.
     terms: Vec<LeadershipTerm>,
@@ -395,9 +396,19 @@ async fn reader(
     let start_time = time::OffsetDateTime::from_unix_timestamp_nanos(
         start.timestamp_nanos_opt().unwrap_or(0).into(),
     )?;
+    reader_from(stream, subject, DeliverPolicy::ByStartTime { start_time }).await
+}
+
+/// A temporary consumer of `subject` delivering by `deliver_policy`, and
+/// how many messages it has pending.
+async fn reader_from(
+    stream: &jetstream::stream::Stream,
+    subject: String,
+    deliver_policy: DeliverPolicy,
+) -> Result<(jetstream::consumer::Consumer<pull::Config>, u64), async_nats::Error> {
     let mut consumer = stream
         .create_consumer(pull::Config {
-            deliver_policy: DeliverPolicy::ByStartTime { start_time },
+            deliver_policy,
             filter_subject: subject,
             ack_policy: AckPolicy::None,
             replay_policy: ReplayPolicy::Instant,
@@ -445,7 +456,8 @@ async fn drop_reader(
 }
 
 /// The leadership records of every instance of `service` since `since`,
-/// and whether the scan stopped at [`MAX_SCAN`].
+/// and whether older ones were skipped because the window held more log
+/// records than [`MAX_SCAN`].
 async fn read_lifecycle(
     js: &jetstream::Context,
     service: &str,
@@ -453,11 +465,8 @@ async fn read_lifecycle(
 ) -> Result<(Vec<Lifecycle>, bool), async_nats::Error> {
     let stream = js.get_stream(LOG_STREAM).await?;
     let prefix = format!("aegis.log.{service}.");
-    let (consumer, pending) = reader(&stream, format!("{prefix}*"), since).await?;
-    let want = (pending as usize).min(MAX_SCAN);
-    let messages = read_some(&consumer, want).await;
-    drop_reader(&stream, &consumer).await;
-    let records = messages?
+    let (messages, truncated) = read_newest(&stream, format!("{prefix}*"), since, MAX_SCAN).await?;
+    let records = messages
         .iter()
         .filter_map(|m| {
             let instance = m.subject.as_str().strip_prefix(&prefix)?;
@@ -465,7 +474,67 @@ async fn read_lifecycle(
             Lifecycle::from_record(instance, &record)
         })
         .collect();
-    Ok((records, pending as usize > MAX_SCAN))
+    Ok((records, truncated))
+}
+
+/// The newest `limit` messages on `subject` (wildcards allowed) stored
+/// since `since`, oldest first, and whether older ones in the window were
+/// left out.
+///
+/// The lifecycle records share their subjects with every WARN/ERROR log
+/// record, so during an incident the window can hold far more than one
+/// request reads; what matters then is the latest elections, not the
+/// first ones. When more than `limit` are pending, the start sequence that
+/// leaves about `limit` is found by bisection on the pending count of
+/// temporary consumers (a few dozen at most), each deleted at once.
+async fn read_newest(
+    stream: &jetstream::stream::Stream,
+    subject: String,
+    since: DateTime<Utc>,
+    limit: usize,
+) -> Result<(Vec<jetstream::Message>, bool), async_nats::Error> {
+    let (mut consumer, mut pending) = reader(stream, subject.clone(), since).await?;
+    let limit_u64 = limit as u64;
+    let truncated = pending > limit_u64;
+    if truncated {
+        let first = read_some(&consumer, 1).await;
+        drop_reader(stream, &consumer).await;
+        let mut lo = match first?.first().and_then(|m| m.info().ok()) {
+            Some(info) => info.stream_sequence,
+            // Everything pending was trimmed meanwhile.
+            None => return Ok((Vec::new(), true)),
+        };
+        // Invariant: more than `limit` pending from `lo`, at most `limit`
+        // from `hi` (nothing past the stream's last message).
+        let last = stream.get_info().await?.state.last_sequence;
+        let mut hi = last.max(lo).saturating_add(1);
+        while hi > lo + 1 {
+            let mid = lo + (hi - lo) / 2;
+            let (probe, p) = reader_from(
+                stream,
+                subject.clone(),
+                DeliverPolicy::ByStartSequence {
+                    start_sequence: mid,
+                },
+            )
+            .await?;
+            drop_reader(stream, &probe).await;
+            if p > limit_u64 {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        (consumer, pending) = reader_from(
+            stream,
+            subject,
+            DeliverPolicy::ByStartSequence { start_sequence: hi },
+        )
+        .await?;
+    }
+    let messages = read_some(&consumer, (pending as usize).min(limit)).await;
+    drop_reader(stream, &consumer).await;
+    Ok((messages?, truncated))
 }
 
 /// When `instance`'s last metrics snapshot before `before` was stored, of
