@@ -1,18 +1,24 @@
 //! Authentication and authorization against a real monitor: 401 without or
 //! with a bad credential on every `/api` route, 403 for a viewer's writes,
 //! the hashed token file, the session cookie, refusing to start without a
-//! token, `--insecure-dev`, and tokens never reaching the log.
+//! token, `--insecure-dev`, tokens never reaching the log, and guessing
+//! credentials limited per client.
 
 mod common;
 
 use std::{
     io::Write,
+    net::SocketAddr,
     sync::{Arc, Mutex, OnceLock},
 };
 
 use aegis_monitor::{AppState, MonitorConfig, StartError, auth::AuthConfigError, hash_token};
-use axum::http::{Method, header};
-use common::{ADMIN, Harness, VIEWER, new_def, req};
+use axum::{
+    body::Body,
+    extract::ConnectInfo,
+    http::{Method, Request, header},
+};
+use common::{ADMIN, Harness, Reply, VIEWER, new_def, req};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -91,7 +97,9 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_api_route_needs_a_valid_credential() {
     let logs = log_buffer();
-    let h = Harness::start().await;
+    // Every request here comes from the same (absent) peer: a budget for
+    // wrong credentials big enough for all of them.
+    let h = Harness::start_with(|c| c.sign_in_per_minute = 1000).await;
     for (method, path, body) in api_routes() {
         for auth in [
             None,
@@ -309,4 +317,167 @@ async fn insecure_dev_lets_everyone_in_and_says_so() {
     assert_eq!(status.body["authMode"], "insecure-dev");
     let history = h.get("/api/services/dev-svc/history", None).await;
     assert_eq!(history.body[0]["who"], "insecure-dev");
+}
+
+/// `request` as if it came over TCP from `peer`, with `X-Forwarded-For`
+/// when given.
+fn from(mut request: Request<Body>, peer: &str, forwarded: Option<&str>) -> Request<Body> {
+    let peer: SocketAddr = peer.parse().unwrap();
+    request.extensions_mut().insert(ConnectInfo(peer));
+    if let Some(f) = forwarded {
+        request
+            .headers_mut()
+            .insert("x-forwarded-for", f.parse().unwrap());
+    }
+    request
+}
+
+/// A GET of `path` with `Authorization: Bearer token`, from `client`
+/// behind the trusted proxy.
+fn behind_proxy(path: &str, token: Option<&str>, client: &str) -> Request<Body> {
+    from(
+        req(Method::GET, path, token, None),
+        "10.0.0.1:40000",
+        Some(client),
+    )
+}
+
+/// Asserts a 429 in the envelope with a `Retry-After` of 1 to 60 seconds.
+#[track_caller]
+fn assert_limited(reply: &Reply) {
+    reply.expect(429, Some("TOO_MANY_REQUESTS"));
+    let retry: u64 = reply.headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After: {retry}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_credentials_is_limited_per_client() {
+    const LIMIT: u32 = 5;
+    let h = Harness::start_with(|c| {
+        c.sign_in_per_minute = LIMIT;
+        c.trusted_proxies = vec!["10.0.0.1".parse().unwrap()];
+    })
+    .await;
+    let guesser = "203.0.113.5";
+    let colleague = "203.0.113.6";
+
+    // Wrong bearer tokens on an /api route: 401 up to the limit, then 429
+    // before the token is even looked at, so the right one is refused too.
+    for n in 1..=LIMIT {
+        let r = h
+            .call(behind_proxy("/api/services", Some("guess"), guesser))
+            .await;
+        assert_eq!(r.status, 401, "guess {n}: {}", r.body);
+    }
+    assert_limited(
+        &h.call(behind_proxy("/api/services", Some("guess"), guesser))
+            .await,
+    );
+    assert_limited(
+        &h.call(behind_proxy("/api/services", Some(ADMIN), guesser))
+            .await,
+    );
+    // `/status` is no way around it: with a credential it is limited too;
+    // without one it answers as always.
+    assert_limited(
+        &h.call(behind_proxy("/status", Some("guess"), guesser))
+            .await,
+    );
+    assert_limited(&h.call(behind_proxy("/status", Some(ADMIN), guesser)).await);
+    h.call(behind_proxy("/status", None, guesser))
+        .await
+        .expect(200, None);
+    // The probes are not limited.
+    h.call(behind_proxy("/health", Some("guess"), guesser))
+        .await
+        .expect(200, None);
+    let ready = h.call(behind_proxy("/ready", Some("guess"), guesser)).await;
+    assert_ne!(ready.status, 429, "{}", ready.body);
+    // Another client behind the same proxy is not affected.
+    h.call(behind_proxy("/api/services", Some(ADMIN), colleague))
+        .await
+        .expect(200, None);
+    let status = h
+        .call(behind_proxy("/status", Some(VIEWER), colleague))
+        .await;
+    status.expect(200, None);
+    assert!(
+        status.body["nats"]["serverVersion"].is_string(),
+        "{}",
+        status.body
+    );
+
+    // `/status` tells a right token from a wrong one, so guesses there
+    // count the same.
+    let prober = "203.0.113.7";
+    for n in 1..=LIMIT {
+        let r = h.call(behind_proxy("/status", Some("guess"), prober)).await;
+        assert_eq!(r.status, 200, "guess {n}: {}", r.body);
+        assert!(r.body["nats"]["serverVersion"].is_null(), "{}", r.body);
+    }
+    assert_limited(&h.call(behind_proxy("/status", Some("guess"), prober)).await);
+    assert_limited(
+        &h.call(behind_proxy("/api/services", Some(VIEWER), prober))
+            .await,
+    );
+
+    // Forged session cookies count too.
+    let forger = "203.0.113.8";
+    let forged = || {
+        let mut r = behind_proxy("/api/services", None, forger);
+        r.headers_mut().insert(
+            header::COOKIE,
+            "aegis_session=v2.admin.61646d696e.9999999999.00.00.00"
+                .parse()
+                .unwrap(),
+        );
+        r
+    };
+    for n in 1..=LIMIT {
+        let r = h.call(forged()).await;
+        assert_eq!(r.status, 401, "forgery {n}: {}", r.body);
+    }
+    assert_limited(&h.call(forged()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_from_an_untrusted_peer_is_warned_about_once() {
+    let logs = log_buffer();
+    // No trusted proxy: this peer's `X-Forwarded-For` is ignored, so all
+    // clients behind it share one budget. Worth saying, once.
+    let h = Harness::start().await;
+    let proxy = "192.0.2.99:40000";
+    for client in ["203.0.113.20", "203.0.113.21", "203.0.113.22"] {
+        h.call(from(
+            req(Method::GET, "/api/services", Some(VIEWER), None),
+            proxy,
+            Some(client),
+        ))
+        .await
+        .expect(200, None);
+        h.call(from(
+            req(
+                Method::POST,
+                "/api/session",
+                None,
+                Some(json!({ "token": VIEWER })),
+            ),
+            proxy,
+            Some(client),
+        ))
+        .await
+        .expect(200, None);
+    }
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("AEGIS_TRUSTED_PROXIES"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(warnings[0].contains("192.0.2.99"), "{}", warnings[0]);
+    assert!(!warnings[0].contains("203.0.113.2"), "{}", warnings[0]);
 }

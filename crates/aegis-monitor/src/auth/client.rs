@@ -1,6 +1,7 @@
-//! Who is on the other end of a request, as far as sign-in needs to know:
-//! the client's address (for the per-client sign-in limit) and whether the
-//! request came over HTTPS (for the cookie's `Secure` attribute).
+//! Who is on the other end of a request, as far as authentication needs to
+//! know: the client's address (for the per-client limits on signing in and
+//! on wrong credentials) and whether the request came over HTTPS (for the
+//! cookie's `Secure` attribute).
 //!
 //! The monitor speaks plain HTTP; TLS ends at a proxy in front of it. The
 //! proxy's `X-Forwarded-For` names the client only when the peer is one of
@@ -9,9 +10,14 @@
 //! believed from anyone (see [`came_over_https`]).
 
 use std::{
+    collections::HashMap,
     net::{IpAddr, Ipv6Addr, SocketAddr},
     num::NonZeroU32,
-    time::Duration,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use axum::http::HeaderMap;
@@ -58,6 +64,130 @@ pub(crate) fn client_addr(
             IpAddr::V6(Ipv6Addr::from(segments))
         }
         v4 => v4,
+    }
+}
+
+/// Says once per process (per [`ForwardingWarning`]) that a peer which is
+/// not a trusted proxy sends `X-Forwarded-For`: the header is ignored, so
+/// every client behind that proxy shares one budget for signing in and for
+/// wrong credentials.
+#[derive(Debug, Default)]
+pub(crate) struct ForwardingWarning {
+    warned: AtomicBool,
+}
+
+impl ForwardingWarning {
+    /// Logs the warning if `peer` is untrusted, sent `X-Forwarded-For`,
+    /// and nothing was logged yet; returns whether it logged now. The
+    /// header's value is client-chosen and stays out of the log.
+    pub(crate) fn check(
+        &self,
+        peer: Option<SocketAddr>,
+        headers: &HeaderMap,
+        trusted: &[IpAddr],
+    ) -> bool {
+        let Some(peer) = peer.map(|p| p.ip().to_canonical()) else {
+            return false;
+        };
+        if trusted.contains(&peer)
+            || !headers.contains_key("x-forwarded-for")
+            || self.warned.load(Ordering::Relaxed)
+            || self.warned.swap(true, Ordering::Relaxed)
+        {
+            return false;
+        }
+        tracing::warn!(
+            %peer,
+            "requests from {peer} carry X-Forwarded-For, but {peer} is not a trusted proxy: \
+             the header is ignored and every client behind it shares one limit for signing in \
+             and for wrong credentials; if it is your reverse proxy, set AEGIS_TRUSTED_PROXIES \
+             (--trusted-proxy) to its address (logged once)"
+        );
+        true
+    }
+}
+
+/// Most clients [`FailureLimiter`] remembers at once; past it, clients whose
+/// budget is full again are forgotten before a new one is added.
+const MAX_TRACKED_CLIENTS: usize = 100_000;
+
+/// Wrong credentials per client: `per_minute` in a burst, refilled evenly
+/// over the minute (GCRA, as [`SignInLimiter`]). Unlike signing in, only
+/// failures count: a check [`take`](Self::take)s one unit before the
+/// credential is looked at and [`refund`](Self::refund)s it when the
+/// credential was right, so a client with a valid credential spends
+/// nothing, and concurrent guesses cannot overshoot the limit.
+#[derive(Debug)]
+pub(crate) struct FailureLimiter {
+    /// Time between two refilled units.
+    interval: Duration,
+    /// The burst: `per_minute` intervals, one minute.
+    window: Duration,
+    /// Per client, when its budget is full again (the GCRA's theoretical
+    /// arrival time); clients with a full budget are absent.
+    full_at: Mutex<HashMap<IpAddr, Instant>>,
+}
+
+impl FailureLimiter {
+    pub(crate) fn new(per_minute: u32) -> Self {
+        let n = per_minute.max(1);
+        let window = Duration::from_secs(60);
+        Self {
+            interval: window / n,
+            window,
+            full_at: Mutex::default(),
+        }
+    }
+
+    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Instant>> {
+        self.full_at.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes one unit for `client` before its credential is checked;
+    /// `Err(wait)` when it has none left (try again after `wait`).
+    pub(crate) fn take(&self, client: IpAddr) -> Result<(), Duration> {
+        self.take_at(client, Instant::now())
+    }
+
+    fn take_at(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
+        let mut clients = self.clients();
+        let full_at = clients.get(&client).copied().unwrap_or(now).max(now);
+        let next = full_at + self.interval;
+        let allowed_until = now + self.window;
+        if next > allowed_until {
+            return Err(next - allowed_until);
+        }
+        if clients.len() >= MAX_TRACKED_CLIENTS && !clients.contains_key(&client) {
+            clients.retain(|_, t| *t > now);
+        }
+        clients.insert(client, next);
+        Ok(())
+    }
+
+    /// Gives back the unit [`take`](Self::take) took: the credential was
+    /// right (or was no guess).
+    pub(crate) fn refund(&self, client: IpAddr) {
+        self.refund_at(client, Instant::now());
+    }
+
+    fn refund_at(&self, client: IpAddr, now: Instant) {
+        let mut clients = self.clients();
+        if let Some(full_at) = clients.get_mut(&client) {
+            match full_at.checked_sub(self.interval) {
+                Some(t) if t > now => *full_at = t,
+                _ => {
+                    clients.remove(&client);
+                }
+            }
+        }
+    }
+
+    /// Forgets clients whose budget is full again (bounded memory).
+    pub(crate) fn forget_idle(&self) {
+        let now = Instant::now();
+        let mut clients = self.clients();
+        clients.retain(|_, t| *t > now);
+        clients.shrink_to_fit();
     }
 }
 
@@ -201,5 +331,69 @@ mod tests {
             "{wait:?}"
         );
         assert!(limiter.attempt(b).is_ok(), "another client is not limited");
+    }
+
+    #[test]
+    fn only_failures_use_up_the_budget_and_it_refills() {
+        let limiter = FailureLimiter::new(3);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let t0 = Instant::now();
+        // Right credentials (take, then refund) cost nothing.
+        for _ in 0..10 {
+            limiter.take_at(a, t0).unwrap();
+            limiter.refund_at(a, t0);
+        }
+        // Three wrong ones are allowed, the fourth check is refused.
+        for _ in 0..3 {
+            limiter.take_at(a, t0).unwrap();
+        }
+        let wait = limiter.take_at(a, t0).unwrap_err();
+        assert_eq!(wait, Duration::from_secs(20));
+        // Refused checks cost nothing either: the wait does not grow.
+        assert_eq!(limiter.take_at(a, t0).unwrap_err(), wait);
+        limiter
+            .take_at(b, t0)
+            .expect("another client is not limited");
+        // After the wait, one check again; after the minute, all three.
+        limiter.take_at(a, t0 + wait).unwrap();
+        limiter.refund_at(a, t0 + wait);
+        let later = t0 + Duration::from_secs(60);
+        for _ in 0..3 {
+            limiter.take_at(a, later).unwrap();
+        }
+        assert!(limiter.take_at(a, later).is_err());
+    }
+
+    #[test]
+    fn a_full_budget_is_forgotten() {
+        let limiter = FailureLimiter::new(3);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        limiter.take(a).unwrap();
+        limiter.refund(a);
+        assert!(
+            limiter.clients().is_empty(),
+            "a right credential leaves no trace"
+        );
+        limiter
+            .take_at(a, Instant::now() - Duration::from_secs(30))
+            .unwrap();
+        limiter.forget_idle();
+        assert!(limiter.clients().is_empty());
+    }
+
+    #[test]
+    fn forwarding_from_an_untrusted_peer_is_reported_once() {
+        let warning = ForwardingWarning::default();
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let xff = headers(&[("x-forwarded-for", "203.0.113.9")]);
+        // Not from a trusted proxy, not with the header, not without a peer.
+        assert!(!warning.check(peer("10.0.0.1"), &xff, &[proxy]));
+        assert!(!warning.check(peer("198.51.100.7"), &HeaderMap::new(), &[proxy]));
+        assert!(!warning.check(None, &xff, &[proxy]));
+        // Once, then never again.
+        assert!(warning.check(peer("198.51.100.7"), &xff, &[proxy]));
+        assert!(!warning.check(peer("198.51.100.7"), &xff, &[proxy]));
+        assert!(!warning.check(peer("198.51.100.8"), &xff, &[]));
     }
 }

@@ -13,7 +13,15 @@
 //!
 //! Signing in is limited per client (`client.rs`): the attempt over
 //! `sign_in_per_minute` gets 429 `TOO_MANY_REQUESTS` with `Retry-After`.
-//! Signing out revokes the session server-side ([`session`]).
+//! Wrong credentials are limited per client as well, with the same setting:
+//! a bad bearer token or a forged session cookie, on any `/api` route, on
+//! `/status` (which tells a right token from a wrong one) or when signing
+//! in, uses one unit of the client's budget; once it is used up, every
+//! credential from that client, right or wrong, gets 429 with
+//! `Retry-After` before it is looked at, until the budget refills (in at
+//! most a minute). Right credentials use nothing, so other clients, and
+//! this one after the wait, are unaffected. Signing out revokes the session
+//! server-side ([`session`]).
 //!
 //! With no token configured the monitor refuses to start unless
 //! `insecure_dev` is set; then every request acts as `admin` under the name
@@ -30,7 +38,7 @@ use std::{
 };
 
 use axum::{
-    extract::{Request, State},
+    extract::{ConnectInfo, Request, State},
     http::{HeaderMap, Method, header},
     middleware::Next,
     response::Response,
@@ -46,7 +54,7 @@ use crate::{
     error::{ApiError, ErrorCode},
     state::AppState,
 };
-use client::SignInLimiter;
+use client::{FailureLimiter, ForwardingWarning, SignInLimiter};
 use session::SessionSigner;
 use tokens::{TokenEntry, TokenSet};
 
@@ -126,6 +134,19 @@ pub(crate) struct Authenticator {
     cookies: CookieSecurity,
     trusted_proxies: Arc<[IpAddr]>,
     sign_ins: Arc<SignInLimiter>,
+    /// Wrong credentials per client (same quota as signing in).
+    failures: Arc<FailureLimiter>,
+    /// Said once: `X-Forwarded-For` from a peer that is not trusted.
+    forwarding: Arc<ForwardingWarning>,
+}
+
+/// Why a presented credential was refused, and whether that counts as a
+/// guess.
+struct Refused {
+    error: ApiError,
+    /// False for a session cookie the monitor itself signed that has
+    /// expired, been signed out, or lost its token: that is no guess.
+    guess: bool,
 }
 
 impl Authenticator {
@@ -171,7 +192,25 @@ impl Authenticator {
             cookies: config.secure_cookies,
             trusted_proxies: config.trusted_proxies.clone().into(),
             sign_ins: Arc::new(SignInLimiter::new(config.sign_in_per_minute)),
+            failures: Arc::new(FailureLimiter::new(config.sign_in_per_minute)),
+            forwarding: Arc::default(),
         })
+    }
+
+    /// The client behind `peer` and `headers`, as the limits count it.
+    fn client(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> IpAddr {
+        self.forwarding.check(peer, headers, &self.trusted_proxies);
+        client::client_addr(peer, headers, &self.trusted_proxies)
+    }
+
+    /// 429 for a client whose budget for wrong credentials is used up.
+    fn too_many_failures(client: IpAddr, wait: std::time::Duration) -> ApiError {
+        tracing::warn!(%client, "wrong credentials over the limit");
+        ApiError::new(
+            ErrorCode::TooManyRequests,
+            "too many wrong credentials from this address; try again later",
+        )
+        .with_retry_after(wait)
     }
 
     /// Counts one sign-in attempt from the client behind `peer` and
@@ -179,13 +218,19 @@ impl Authenticator {
     ///
     /// # Errors
     /// 429 `TOO_MANY_REQUESTS` with `Retry-After` when the client has used
-    /// up its attempts for the minute.
+    /// up its attempts for the minute, or its budget for wrong credentials.
     pub(crate) fn sign_in_attempt(
         &self,
         peer: Option<SocketAddr>,
         headers: &HeaderMap,
     ) -> Result<(), ApiError> {
-        let client = client::client_addr(peer, headers, &self.trusted_proxies);
+        let client = self.client(peer, headers);
+        // Wrong tokens sent elsewhere use up signing in too, and the other
+        // way round: one budget for guesses, wherever they are made.
+        self.failures
+            .take(client)
+            .map_err(|wait| Self::too_many_failures(client, wait))?;
+        self.failures.refund(client);
         self.sign_ins.attempt(client).map_err(|wait| {
             tracing::warn!(%client, "sign-in attempts over the limit");
             ApiError::new(
@@ -199,6 +244,7 @@ impl Authenticator {
     /// Forgets clients whose sign-in budget is full again.
     pub(crate) fn forget_idle_clients(&self) {
         self.sign_ins.forget_idle();
+        self.failures.forget_idle();
     }
 
     /// Whether a session cookie sent in answer to `headers` is `Secure`.
@@ -225,16 +271,86 @@ impl Authenticator {
         &self.sessions
     }
 
-    /// The entry for a presented token (for signing in).
-    pub(crate) fn verify_token(&self, token: &str) -> Option<&TokenEntry> {
-        self.tokens.verify(token)
+    /// The entry for a token presented to sign in, after
+    /// [`sign_in_attempt`](Self::sign_in_attempt) let the client try; a
+    /// wrong token uses one unit of the client's budget for wrong
+    /// credentials.
+    ///
+    /// # Errors
+    /// 401 when the token is not valid; 429 when the client's budget for
+    /// wrong credentials is used up (a concurrent guess used the last unit).
+    pub(crate) fn verify_sign_in_token(
+        &self,
+        peer: Option<SocketAddr>,
+        headers: &HeaderMap,
+        token: &str,
+    ) -> Result<&TokenEntry, ApiError> {
+        let client = client::client_addr(peer, headers, &self.trusted_proxies);
+        self.failures
+            .take(client)
+            .map_err(|wait| Self::too_many_failures(client, wait))?;
+        let entry = self.tokens.verify(token);
+        match entry {
+            Some(entry) => {
+                self.failures.refund(client);
+                Ok(entry)
+            }
+            None => Err(ApiError::new(ErrorCode::Unauthorized, "invalid token")),
+        }
     }
 
-    /// Who sent these headers.
+    /// Who sent these headers, from the client behind `peer`, counting a
+    /// wrong credential against the client's budget.
+    ///
+    /// # Errors
+    /// 401 when there is no credential or it is not valid; 429
+    /// `TOO_MANY_REQUESTS` with `Retry-After`, before the credential is
+    /// looked at, when the client has used up its budget for wrong
+    /// credentials.
+    pub(crate) fn authenticate_client(
+        &self,
+        peer: Option<SocketAddr>,
+        headers: &HeaderMap,
+    ) -> Result<Principal, ApiError> {
+        if self.insecure || !presents_credential(headers) {
+            return self.authenticate(headers);
+        }
+        let client = self.client(peer, headers);
+        self.failures
+            .take(client)
+            .map_err(|wait| Self::too_many_failures(client, wait))?;
+        match self.check_credential(headers) {
+            Ok(principal) => {
+                self.failures.refund(client);
+                Ok(principal)
+            }
+            Err(Refused { error, guess }) => {
+                if !guess {
+                    self.failures.refund(client);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Who sent these headers, without counting a wrong credential: only
+    /// for headers already let through by [`authenticate_client`]
+    /// (rechecking an open stream) or whose answer does not depend on the
+    /// result beyond what the middleware limited (`/status`). Anything
+    /// that tells a caller whether its credential is right must go
+    /// through [`authenticate_client`].
+    ///
+    /// [`authenticate_client`]: Self::authenticate_client
     ///
     /// # Errors
     /// 401 when there is no credential or it is not valid.
     pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
+        self.check_credential(headers).map_err(|r| r.error)
+    }
+
+    /// Checks the credential in `headers`.
+    fn check_credential(&self, headers: &HeaderMap) -> Result<Principal, Refused> {
+        let refused = |error| Refused { error, guess: true };
         if self.insecure {
             return Ok(Principal {
                 name: "insecure-dev".to_owned(),
@@ -250,33 +366,43 @@ impl Authenticator {
                     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
                 })
                 .ok_or_else(|| {
-                    ApiError::new(
+                    refused(ApiError::new(
                         ErrorCode::Unauthorized,
                         "the Authorization header must be `Bearer <token>`",
-                    )
+                    ))
                 })?;
             return self
                 .tokens
                 .verify(token)
                 .map(|e| e.principal.clone())
-                .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "invalid token"));
+                .ok_or_else(|| refused(ApiError::new(ErrorCode::Unauthorized, "invalid token")));
         }
         if let Some(cookie) = session_cookie(headers) {
             return self
                 .sessions
                 .verify(cookie, &self.tokens, Utc::now())
-                .ok_or_else(|| {
-                    ApiError::new(
+                .ok_or_else(|| Refused {
+                    error: ApiError::new(
                         ErrorCode::Unauthorized,
                         "the session has expired or is not valid; sign in again",
-                    )
+                    ),
+                    guess: !self.sessions.is_genuine(cookie),
                 });
         }
-        Err(ApiError::new(
-            ErrorCode::Unauthorized,
-            "authentication required: send `Authorization: Bearer <token>`",
-        ))
+        Err(Refused {
+            error: ApiError::new(
+                ErrorCode::Unauthorized,
+                "authentication required: send `Authorization: Bearer <token>`",
+            ),
+            guess: false,
+        })
     }
+}
+
+/// Whether `headers` carry a credential (an `Authorization` header or the
+/// session cookie), right or wrong.
+fn presents_credential(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::AUTHORIZATION) || session_cookie(headers).is_some()
 }
 
 /// The session cookie's value among `headers`' cookies.
@@ -304,16 +430,33 @@ pub(crate) fn needs_auth(method: &Method, path: &str) -> bool {
 
 /// Middleware: for routes that [`needs_auth`], 401 without valid
 /// credentials and 403 for a write by a viewer; puts the [`Principal`] into
-/// the request extensions.
+/// the request extensions. On those routes and on `/status` (whose answer
+/// shows whether a credential was accepted), a client that has used up its
+/// budget for wrong credentials gets 429 before its credential is checked,
+/// and a wrong credential uses one unit of it.
 pub(crate) async fn require_auth(
     State(state): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(p)| *p);
+    if request.uri().path() == "/status" {
+        // Only the limit applies here: without a valid credential /status
+        // still answers, showing less.
+        if let Err(e) = state.auth().authenticate_client(peer, request.headers())
+            && e.code() == ErrorCode::TooManyRequests
+        {
+            return Err(e);
+        }
+        return Ok(next.run(request).await);
+    }
     if !needs_auth(request.method(), request.uri().path()) {
         return Ok(next.run(request).await);
     }
-    let principal = state.auth().authenticate(request.headers())?;
+    let principal = state.auth().authenticate_client(peer, request.headers())?;
     if !principal.role.may(request.method()) {
         return Err(ApiError::new(
             ErrorCode::Forbidden,

@@ -5,7 +5,9 @@
 //!
 //! Sign-in attempts are limited per client (429 with `Retry-After` over
 //! the limit), counted before the token is checked so that a right guess
-//! and a wrong one look the same once the limit is reached. Signing out
+//! and a wrong one look the same once the limit is reached. A wrong token
+//! also uses the client's budget for wrong credentials, which bearer tokens
+//! and session cookies on every other route share. Signing out
 //! revokes the cookie on the server, so a copy of it stops working too.
 //! The cookie is `Secure` as `secure_cookies` decides.
 
@@ -24,7 +26,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     auth::{Principal, Role},
-    error::{ApiError, ErrorCode, ErrorEnvelope},
+    error::{ApiError, ErrorEnvelope},
     extract::ApiJson,
     state::AppState,
 };
@@ -98,7 +100,8 @@ async fn sign_in(
     ApiJson(body): ApiJson<SignIn>,
 ) -> Result<Response, ApiError> {
     let auth = state.auth();
-    auth.sign_in_attempt(peer.map(|Extension(ConnectInfo(p))| p), &request_headers)?;
+    let peer = peer.map(|Extension(ConnectInfo(p))| p);
+    auth.sign_in_attempt(peer, &request_headers)?;
     if auth.is_insecure() {
         return Ok(Json(SessionInfo {
             name: "insecure-dev".to_owned(),
@@ -107,9 +110,7 @@ async fn sign_in(
         })
         .into_response());
     }
-    let entry = auth
-        .verify_token(&body.token)
-        .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "invalid token"))?;
+    let entry = auth.verify_sign_in_token(peer, &request_headers, &body.token)?;
     let (value, expires) = auth.sessions().issue(entry, Utc::now());
     let mut headers = HeaderMap::new();
     let secure = auth.secure_cookie(&request_headers);
