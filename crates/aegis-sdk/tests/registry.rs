@@ -800,7 +800,7 @@ async fn an_operators_verdict_its_lift_and_its_end_are_events() {
     assert_eq!(made.len(), 1, "{made:?}");
     assert_eq!(
         Value::Object(made[0].fields.clone()),
-        json!({"from": "chosen", "to": "UNHEALTHY", "reason": "operator"})
+        json!({"from": "ACTIVE", "to": "UNHEALTHY", "reason": "operator"})
     );
     assert!(!serde_json::to_string(&made[0]).unwrap().contains("None"));
 
@@ -808,7 +808,7 @@ async fn an_operators_verdict_its_lift_and_its_end_are_events() {
     let lifted = changes();
     assert_eq!(lifted.len(), 1, "{lifted:?}");
     assert_eq!(lifted[0].fields["from"], "UNHEALTHY");
-    assert_eq!(lifted[0].fields["to"], "chosen");
+    assert_eq!(lifted[0].fields["to"], "ACTIVE");
 
     reg.force_unhealthy(Some(Duration::from_millis(300)))
         .await
@@ -823,7 +823,7 @@ async fn an_operators_verdict_its_lift_and_its_end_are_events() {
     let ended = changes();
     assert_eq!(ended.len(), 1, "{ended:?}");
     assert_eq!(ended[0].message, "the operator's UNHEALTHY verdict ran out");
-    assert_eq!(ended[0].fields["to"], "chosen");
+    assert_eq!(ended[0].fields["to"], "ACTIVE");
     reg.deregister().await.unwrap();
 }
 

@@ -371,7 +371,7 @@ impl RegistrationHandle {
                 LogKind::StatusChanged,
                 "an operator made this instance UNHEALTHY",
                 |f| {
-                    verdict_fields(f, &before, &after);
+                    verdict_fields(f, st.desired.status, &before, &after);
                     if let Some(d) = duration {
                         f.insert("for_ms".into(), saturating_ms(d).into());
                     }
@@ -403,7 +403,7 @@ impl RegistrationHandle {
                     LogLevel::Info,
                     LogKind::StatusChanged,
                     "an operator lifted the UNHEALTHY verdict",
-                    |f| verdict_fields(f, &before, &after),
+                    |f| verdict_fields(f, st.desired.status, &before, &after),
                 );
             }
         }
@@ -598,17 +598,18 @@ impl Drop for Registration {
 }
 
 /// The fields of an event about an operator's verdict: the status before
-/// and after (`chosen`: what the instance chose, as the health check's
-/// events say) and, when it still reports UNHEALTHY for another reason
-/// after a lift, which.
+/// and after (healthy, the status the instance chose: `chosen`, its
+/// record's own, ACTIVE or STANDBY by its role) and, when it still reports
+/// UNHEALTHY for another reason after a lift, which.
 pub(super) fn verdict_fields(
     f: &mut serde_json::Map<String, serde_json::Value>,
+    chosen: InstanceStatus,
     before: &Health,
     after: &Health,
 ) {
     let status = |h: &Health| {
         if h.is_healthy() {
-            "chosen"
+            chosen.as_str()
         } else {
             "UNHEALTHY"
         }

@@ -283,10 +283,12 @@ impl Inner {
             } else {
                 warn!(key = %self.key, "health check failed; reporting UNHEALTHY");
             }
+            // Healthy, it reports the status it chose (by its role).
+            let chosen = st.desired.status.as_str();
             let (from, to) = if healthy {
-                ("UNHEALTHY", "chosen")
+                ("UNHEALTHY", chosen)
             } else {
-                ("chosen", "UNHEALTHY")
+                (chosen, "UNHEALTHY")
             };
             self.emit(
                 LogLevel::Warn,
@@ -325,7 +327,7 @@ impl Inner {
                 LogLevel::Info,
                 LogKind::StatusChanged,
                 "the operator's UNHEALTHY verdict ran out",
-                |f| super::verdict_fields(f, &before, &after),
+                |f| super::verdict_fields(f, st.desired.status, &before, &after),
             );
         }
         let health = st.health.health();
