@@ -324,7 +324,10 @@ async fn credentials_in_the_server_url_sign_in() {
         .app_users(r#"[ { user: "alice", password: "s3cret@ex" } ]"#.to_owned())
         .start()
         .expect("start nats-server with a user");
-    let with = |userinfo: &str| nats.url().replace("nats://", &format!("nats://{userinfo}@"));
+    let with = |userinfo: &str| {
+        nats.url()
+            .replace("nats://", &format!("nats://{userinfo}@"))
+    };
     let conn = Connection::connect(AegisConfig::with_servers(with("alice:s3cret%40ex")))
         .await
         .expect("the URL's user and password sign in");
@@ -345,6 +348,9 @@ async fn credentials_in_the_server_url_sign_in() {
     let mut two = AegisConfig::with_servers(with("alice:s3cret%40ex"));
     two.nats.servers.push(with("bob:other"));
     let refused = Connection::connect(two).await.expect_err("two users");
-    assert!(matches!(refused, aegis_sdk::ConnectError::Config(_)), "{refused}");
+    assert!(
+        matches!(refused, aegis_sdk::ConnectError::Config(_)),
+        "{refused}"
+    );
     assert!(!refused.to_string().contains("other"), "{refused}");
 }
