@@ -11,7 +11,8 @@
 //! SIGTERM) the flow stops, the calls in flight finish, and every order
 //! the service acknowledged is read back from the leader (`get_order`): an
 //! acknowledged order that is not there is a lost order, said by id, and
-//! the command exits non-zero.
+//! the command exits non-zero. A run in which no order was acknowledged at
+//! all exits non-zero too.
 
 use std::{
     collections::BTreeMap,
@@ -211,7 +212,8 @@ fn report_line(at: Option<Duration>, window: &Window) -> String {
 }
 
 /// Runs `aegis traffic` until `--duration` passes or `shutdown` is
-/// cancelled; exits non-zero when an acknowledged order is missing.
+/// cancelled; exits non-zero when an acknowledged order is missing, or when
+/// no order was acknowledged at all.
 ///
 /// # Errors
 /// An invalid group name, or no connection to NATS.
@@ -260,7 +262,10 @@ pub async fn run(args: TrafficArgs, shutdown: CancellationToken) -> anyhow::Resu
             let mut ticks = tokio::time::interval_at(started + offset, period);
             ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
             for n in 0u64.. {
+                // The stop first: once stopped, a due tick (an order that
+                // waited for a slow answer) starts no new order.
                 tokio::select! {
+                    biased;
                     () = stop.cancelled() => return,
                     _ = ticks.tick() => {}
                 }
@@ -316,7 +321,20 @@ pub async fn run(args: TrafficArgs, shutdown: CancellationToken) -> anyhow::Resu
             millis(tally.latency.max())
         );
     }
-    if args.no_check || tally.acked.is_empty() {
+    if tally.acked.is_empty() {
+        // Nothing worked: a check that ran this must tell it from a good run.
+        if tally.sent() == 0 {
+            println!("no order was acknowledged: the run stopped before any order was sent");
+        } else {
+            println!(
+                "no order was acknowledged: all {} failed ({})",
+                tally.sent(),
+                failures(&tally.failed)
+            );
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    if args.no_check {
         return Ok(ExitCode::SUCCESS);
     }
     Ok(check(&rpc, &args.group, tally.acked, timeout).await)
