@@ -67,7 +67,7 @@ export interface StoreOptions {
 const key = (service: string, id: string) => `${service}\u0000${id}`;
 
 /** Whether the API says the instance's process is gone or hung: it beats no more. */
-function processDown(i: ServiceInstance): boolean {
+export function processDown(i: ServiceInstance): boolean {
   return i.statusReason === "disconnected" || i.statusReason === "unresponsive";
 }
 
@@ -93,7 +93,15 @@ function visible(i: ServiceInstance): string {
  * instance last started (the same id restarted: the old process's figures).
  */
 function liveFigures(i: ServiceInstance, snapshot: MetricsSnapshot | null): MetricsSnapshot | null {
-  if (!snapshot || processDown(i)) return null;
+  return processDown(i) ? null : ownSnapshot(i, snapshot);
+}
+
+/**
+ * `snapshot` if it came from the instance's current process (taken after
+ * it last started), else null: a down instance's last-known figures.
+ */
+export function ownSnapshot(i: ServiceInstance, snapshot: MetricsSnapshot | null): MetricsSnapshot | null {
+  if (!snapshot) return null;
   const started = Date.parse(i.startedAt ?? "");
   return Date.parse(snapshot.timestamp) < started ? null : snapshot;
 }

@@ -63,13 +63,15 @@ export interface SinceProps {
   at: number;
   /** A message with an `{ago}` placeholder, e.g. "Gone {ago}". */
   template?: MessageKey;
+  /** More of the template's placeholders. */
+  vars?: Record<string, string | number>;
 }
 
 /** The age of a moment given in epoch milliseconds, optionally in a sentence. */
-export function Since({ at, template }: SinceProps) {
+export function Since({ at, template, vars }: SinceProps) {
   const { t } = useI18n();
   const now = useNow();
   const iso = new Date(at).toISOString();
   const age = ago(t, iso, now);
-  return <time dateTime={iso}>{template ? t(template, { ago: age }) : age}</time>;
+  return <time dateTime={iso}>{template ? t(template, { ...vars, ago: age }) : age}</time>;
 }

@@ -11,9 +11,9 @@ import { Activity, Crown } from "lucide-react";
 
 import { Card } from "@/components/ui/card";
 import { cn } from "@/lib/utils";
-import { figuresStale, headline, type InstanceEntry } from "@/lib/instance-store";
-import type { MetricsSnapshot } from "@/lib/api/schemas";
-import { useInstanceStore } from "@/hooks/use-instance-store";
+import { figuresStale, headline, ownSnapshot, type InstanceEntry } from "@/lib/instance-store";
+import type { MetricsSnapshot, ServiceInstance } from "@/lib/api/schemas";
+import { useInstanceStore, useLatestMetrics } from "@/hooks/use-instance-store";
 import { subscribeClock } from "@/hooks/use-now";
 import { ms, num } from "@/lib/format";
 import { instanceHref } from "@/lib/instance-address";
@@ -145,7 +145,7 @@ function ServiceInstanceCardImpl({ entry }: ServiceInstanceCardProps) {
         ) : entry.metrics ? (
           <Figures snapshot={entry.metrics} />
         ) : (
-          <span>{t("card.noMetrics")}</span>
+          <LastKnown instance={i} />
         )}
       </div>
     </Card>
@@ -189,6 +189,26 @@ function Figures({ snapshot }: { snapshot: MetricsSnapshot }) {
       {t("card.p99", { value: figures.p99 != null ? ms(figures.p99, locale) : t("detail.none") })}
     </span>
   ) : null;
+}
+
+/**
+ * The figures of an instance without live ones: a down instance's last
+ * known, marked as such with their age (the store keeps its newest
+ * snapshot), or "No metrics yet" when none came from its current process.
+ */
+function LastKnown({ instance: i }: { instance: ServiceInstance }) {
+  const { t, locale } = useI18n();
+  const snapshot = ownSnapshot(i, useLatestMetrics(i.serviceName, i.instanceId));
+  const figures = headline(snapshot);
+  if (!snapshot || !figures) return <span>{t("card.noMetrics")}</span>;
+  const text = `${t("card.callsPerSec", { value: num(figures.rate, locale) })} · ${t("card.p99", {
+    value: figures.p99 != null ? ms(figures.p99, locale) : t("detail.none"),
+  })}`;
+  return (
+    <span data-testid="figures-last-known" className="font-medium text-warning-strong tabular-nums">
+      <Since at={Date.parse(snapshot.timestamp)} template="card.metricsLastKnown" vars={{ figures: text }} />
+    </span>
+  );
 }
 
 /** Re-renders only when its entry changes (and on the clock's tick for the ages). */

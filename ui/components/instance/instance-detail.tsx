@@ -22,6 +22,7 @@ import { useNow } from "@/hooks/use-now";
 import { dashboardHref } from "@/lib/dashboard-filters";
 import { duration } from "@/lib/format";
 import { instanceIdFromPath, serviceFromQuery } from "@/lib/instance-address";
+import { ownSnapshot, processDown } from "@/lib/instance-store";
 import { useI18n } from "@/lib/i18n";
 import { reasonKey } from "@/lib/status-reason";
 import { ConfigPanel } from "./config-panel";
@@ -72,14 +73,26 @@ export function InstanceDetail() {
   const meta = i.metadata;
   const host = typeof meta.host === "string" ? meta.host : null;
   const pid = typeof meta.pid === "number" || typeof meta.pid === "string" ? String(meta.pid) : null;
-  const uptime = i.startedAt && !gone ? duration(t, (now - Date.parse(i.startedAt)) / 1000) : null;
+  // A process that is gone or hung counts no more: its uptime stops at its
+  // last snapshot (none without one).
+  const lastSnapshot = processDown(i) ? ownSnapshot(i, store.latestMetrics(i.serviceName, i.instanceId)) : null;
+  const uptime = gone
+    ? null
+    : processDown(i)
+      ? lastSnapshot
+        ? t("detail.uptimeStopped", { duration: duration(t, lastSnapshot.uptimeSecs) })
+        : null
+      : i.startedAt
+        ? duration(t, (now - Date.parse(i.startedAt)) / 1000)
+        : null;
   const none = t("detail.none");
   const facts: [string, React.ReactNode][] = [
     [t("detail.service"), i.serviceName],
     [t("detail.version"), <span key="v" className="font-mono">{i.version}</span>],
     [t("detail.host"), host ?? none],
     [t("detail.pid"), pid ?? none],
-    [t("detail.uptime"), uptime ?? none],
+    // Wraps rather than truncates: "14 min 9 s, at its last snapshot" on a phone.
+    [t("detail.uptime"), <span key="up" className="whitespace-normal">{uptime ?? none}</span>],
     [t("detail.group"), i.stickyActiveGroup ?? none],
     [t("detail.epoch"), i.status === "ACTIVE" && i.epoch != null ? String(i.epoch) : none],
     [t("detail.heartbeat"), <HeartbeatAge key="hb" at={i.lastHeartbeat} service={i.serviceName} id={i.instanceId} />],
