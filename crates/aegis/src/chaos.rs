@@ -37,7 +37,8 @@ pub struct ChaosArgs {
 #[derive(Debug, Clone, Subcommand)]
 pub enum ChaosAction {
     /// SIGKILL an instance (`order-2`) or one instance of a service
-    /// (`order-service`: its ACTIVE instance when it has one).
+    /// (`order-service`: its ACTIVE instance when it has one — for a sticky
+    /// service, its leader, the holder of its election key).
     Kill {
         /// Instance id or service name.
         target: String,
@@ -229,7 +230,9 @@ fn whole_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// An instance id as is; a service name → its ACTIVE (or first) instance.
+/// An instance id as is; a service name → its ACTIVE instance: for a
+/// sticky service the holder of its election key, else one whose record
+/// says ACTIVE (or the first, when none does).
 async fn resolve(
     dir: &std::path::Path,
     target: &str,
@@ -253,6 +256,26 @@ async fn resolve(
             running.join(", ")
         );
     }
+    // A sticky service's ACTIVE instance is the holder of its group's
+    // election key. The records' own status is not: a leader leading on,
+    // degraded, says UNHEALTHY, and a deposed one may still say ACTIVE.
+    instances.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+    let mut groups_seen = Vec::new();
+    for instance in &instances {
+        let Some(group) = instance.sticky_active_group.as_deref() else {
+            continue;
+        };
+        if groups_seen.contains(&group) {
+            continue;
+        }
+        groups_seen.push(group);
+        if let Some(leader) = drill::leader(&conn, instance).await
+            && running.contains(&leader.instance_id)
+        {
+            return Ok(leader.instance_id);
+        }
+    }
+    // A plain service (or a group without a leader): an ACTIVE instance.
     instances.sort_by_key(|i| i.status != InstanceStatus::Active);
     instances
         .into_iter()

@@ -172,7 +172,7 @@ fn listing(registered: &[ServiceInstance]) -> String {
 }
 
 /// The holder of the instance's sticky group's election key, if it has one.
-async fn leader(conn: &Connection, instance: &ServiceInstance) -> Option<LeaderRecord> {
+pub(super) async fn leader(conn: &Connection, instance: &ServiceInstance) -> Option<LeaderRecord> {
     let group = instance.sticky_active_group.as_deref()?;
     let store = conn
         .jetstream()
