@@ -5,7 +5,8 @@
 //!
 //! Built from what the instances published to `AEGIS_LOG`
 //! (`aegis.log.{service}.*`): `elected` records open a term (a new epoch
-//! is a new term, even when the same instance wins again);
+//! is a new term, even when the same instance wins again, and elections
+//! follow their epochs, not their hosts' clocks);
 //! `leadership_lost` (resigned) or `deregistered` (stopped) close it; a
 //! term that a new `elected` ends with no goodbye from its holder was
 //! `superseded` (a crash or a partition). A hand-over after a goodbye is
@@ -297,14 +298,55 @@ impl Lifecycle {
 /// leader's notice (it may be written just after the new leader's record).
 const GOODBYE_GRACE: chrono::Duration = chrono::Duration::seconds(1);
 
+/// Where a record is placed: the time, its position among the records
+/// placed then, and between elections placed at the same position, their
+/// epoch rank.
+type Placement = (DateTime<Utc>, usize, usize);
+
+/// Lifecycle records in the order they happened, as far as it can be
+/// told, each with the time it is placed at.
+///
+/// A record's time is its instance's own clock, and hosts' clocks disagree;
+/// the fencing epoch is the order the election key was won in. So the
+/// elections that carry an epoch follow their epochs (then time): each is
+/// placed no earlier than the one before it, at its own time when that is
+/// later. Everything else (goodbyes, elections without an epoch) is placed
+/// at its own time. Records placed at the same time keep the order they
+/// were given in (the stream's), the epoch deciding between elections.
+fn in_order(records: &[Lifecycle]) -> Vec<(DateTime<Utc>, &Lifecycle)> {
+    let mut fenced: Vec<(usize, &Lifecycle, u64)> = records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.kind == Change::Elected)
+        .filter_map(|(index, r)| Some((index, r, r.epoch?)))
+        .collect();
+    fenced.sort_by_key(|&(index, r, epoch)| (epoch, r.at, index));
+    let mut keyed: Vec<(Placement, &Lifecycle)> = Vec::with_capacity(records.len());
+    let mut floor: Option<(DateTime<Utc>, usize)> = None;
+    for (rank, &(index, r, _)) in fenced.iter().enumerate() {
+        let key = match floor {
+            Some((placed, after)) if r.at <= placed => (placed, index.max(after)),
+            _ => (r.at, index),
+        };
+        floor = Some(key);
+        keyed.push(((key.0, key.1, rank), r));
+    }
+    for (index, r) in records.iter().enumerate() {
+        if r.kind != Change::Elected || r.epoch.is_none() {
+            keyed.push(((r.at, index, 0), r));
+        }
+    }
+    keyed.sort_by_key(|&(key, _)| key);
+    keyed.into_iter().map(|((at, _, _), r)| (at, r)).collect()
+}
+
 /// Terms from lifecycle records (any order). Pure, so the rules are tested
 /// without NATS; a superseded term's successor gets `handover_basis =
 /// lastSeen` and no figure yet (the caller measures it).
 pub(crate) fn build_terms(records: &[Lifecycle]) -> Vec<LeadershipTerm> {
-    let mut sorted = records.to_vec();
-    sorted.sort_by_key(|r| r.at);
+    let sorted = in_order(records);
     let mut terms: Vec<LeadershipTerm> = Vec::new();
-    for (index, r) in sorted.iter().enumerate() {
+    for (index, &(placed, r)) in sorted.iter().enumerate() {
         match r.kind {
             Change::Elected => {
                 let mut handover = None;
@@ -323,19 +365,22 @@ pub(crate) fn build_terms(records: &[Lifecycle]) -> Vec<LeadershipTerm> {
                     // that instance after this election closes the new term.
                     let late_goodbye = sorted[index + 1..]
                         .iter()
-                        .take_while(|later| later.at <= r.at + GOODBYE_GRACE)
+                        .take_while(|(later, _)| *later <= placed + GOODBYE_GRACE)
+                        .map(|&(_, later)| later)
                         .filter(|_| !same_holder)
                         .find(|later| {
                             later.instance == open.instance_id && later.kind != Change::Elected
                         });
                     match late_goodbye {
                         Some(goodbye) => {
-                            open.ended_at = Some(goodbye.at.min(r.at));
+                            // Never before the term began (the two
+                            // records may come from clocks that disagree).
+                            open.ended_at = Some(goodbye.at.min(r.at).max(open.elected_at));
                             open.end_reason = Some(reason(goodbye.kind).to_owned());
                             handover = Some((open.instance_id.clone(), "notice", Some(goodbye.at)));
                         }
                         None => {
-                            open.ended_at = Some(r.at);
+                            open.ended_at = Some(r.at.max(open.elected_at));
                             open.end_reason = Some("superseded".to_owned());
                             handover = Some((open.instance_id.clone(), "lastSeen", None));
                         }
@@ -685,6 +730,40 @@ mod tests {
         // The goodbye after the new election is the new term's.
         assert_eq!(terms[1].end_reason.as_deref(), Some("stopped"));
         assert_eq!(terms[1].ended_at, Some(at(60_200)));
+    }
+
+    /// Each record's time is its instance's own clock; the fencing epoch
+    /// is the order the key was won in. A new leader whose clock is behind
+    /// the crashed one's by more than the hand-over still leads now.
+    #[test]
+    fn elections_are_ordered_by_epoch_when_the_clocks_disagree() {
+        let terms = build_terms(&[
+            rec(10_000, "a", Change::Elected, Some(5)),
+            // Won after a's, written by a host 5 s behind.
+            rec(7_000, "b", Change::Elected, Some(9)),
+        ]);
+        assert_eq!(terms.len(), 2, "{terms:?}");
+        assert_eq!(terms[0].instance_id, "a");
+        assert_eq!(terms[0].end_reason.as_deref(), Some("superseded"));
+        let ended = terms[0].ended_at.expect("a's term ended");
+        assert!(ended >= terms[0].elected_at, "{terms:?}");
+        assert_eq!(terms[1].instance_id, "b");
+        assert_eq!(terms[1].ended_at, None, "b leads now: {terms:?}");
+        assert_eq!(terms[1].handover_from.as_deref(), Some("a"));
+
+        // Goodbyes keep their place among the elections.
+        let terms = build_terms(&[
+            rec(50_000, "c", Change::Elected, Some(3)),
+            rec(60_000, "c", Change::Resigned, None),
+            rec(100_000, "a", Change::Elected, Some(5)),
+            rec(40_000, "b", Change::Elected, Some(9)),
+        ]);
+        let order: Vec<_> = terms.iter().map(|t| t.instance_id.as_str()).collect();
+        assert_eq!(order, ["c", "a", "b"], "{terms:?}");
+        assert_eq!(terms[0].end_reason.as_deref(), Some("resigned"));
+        assert_eq!(terms[0].ended_at, Some(at(60_000)));
+        assert_eq!(terms[1].end_reason.as_deref(), Some("superseded"));
+        assert_eq!(terms[2].ended_at, None, "{terms:?}");
     }
 
     #[test]
