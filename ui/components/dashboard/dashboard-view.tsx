@@ -19,7 +19,7 @@ import { useLiveInstances } from "@/hooks/use-live-instances";
 import { useNatsHealth } from "@/hooks/use-nats-health";
 import { FILTER_STATUSES, NO_FILTERS, type StatusFilter } from "@/lib/dashboard-filters";
 import type { InstanceEntry } from "@/lib/instance-store";
-import { Message, useI18n } from "@/lib/i18n";
+import { Message, useI18n, type Translate } from "@/lib/i18n";
 import { summarize } from "@/lib/nats-health";
 import { ServiceInstanceCard } from "./service-instance-card";
 import type { DisplayStatus } from "./service-status-badge";
@@ -80,6 +80,8 @@ export function DashboardView() {
             <Count label={t("status.ACTIVE")} value={counts.ACTIVE} tone="border-success/40 bg-success-muted text-success-strong" testId="count-ACTIVE" />
             <Count label={t("status.UNHEALTHY")} value={counts.UNHEALTHY} tone="border-danger/40 bg-danger-muted text-danger-strong" testId="count-UNHEALTHY" />
             <Count label={t("status.STANDBY")} value={counts.STANDBY} tone="border-border bg-muted text-muted-foreground" testId="count-STANDBY" />
+            {/* Gone cards stay a minute; Total counts the registered only. */}
+            {counts.GONE > 0 ? <Count label={t("status.GONE")} value={counts.GONE} tone="border-dashed border-border text-muted-foreground" testId="count-GONE" /> : null}
           </ul>
           <FeedIndicator state={feed} nats={summarize(nats)} />
         </div>
@@ -170,7 +172,7 @@ export function DashboardView() {
           <section key={name} aria-labelledby={`svc-${name}`} className="flex flex-col gap-3" data-testid="service-group">
             <h2 id={`svc-${name}`} className="flex items-baseline gap-2 text-lg font-semibold">
               {name}
-              <span className="text-sm font-normal text-muted-foreground">{t("dashboard.instances", { count: list.length })}</span>
+              <span className="text-sm font-normal text-muted-foreground">{groupCount(t, list)}</span>
             </h2>
             <div className="grid grid-cols-1 gap-4 sm:grid-cols-2 lg:grid-cols-3 xl:grid-cols-4">
               {list.map((e) => (
@@ -183,6 +185,16 @@ export function DashboardView() {
     </div>
     </InstanceStoreContext.Provider>
   );
+}
+
+/**
+ * "2 instances", or "1 instance, 1 gone" while a card that left is still
+ * shown: the groups' counts add up to the header's Total, gone ones apart.
+ */
+function groupCount(t: Translate, list: InstanceEntry[]): string {
+  const gone = list.filter((e) => e.goneAt !== null).length;
+  const count = list.length - gone;
+  return gone ? t("dashboard.instancesGone", { count, gone }) : t("dashboard.instances", { count });
 }
 
 function Count({ label, value, tone, testId }: { label: string; value: number; tone: string; testId: string }) {

@@ -88,6 +88,7 @@ export const en = {
   "dashboard.filter.searchPlaceholder": "e.g. order-1",
   "dashboard.filter.gone": "Gone",
   "dashboard.instances": "{count, plural, one {# instance} other {# instances}}",
+  "dashboard.instancesGone": "{count, plural, one {# instance} other {# instances}}, {gone} gone",
   "dashboard.loading": "Loading instances…",
   "dashboard.empty.title": "No instances registered",
   "dashboard.empty.body": "Start services with `make up` (or `aegis service …`); they appear here within a second.",
