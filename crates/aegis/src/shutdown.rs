@@ -1,11 +1,12 @@
-//! The process's root shutdown token: cancelled on Ctrl-C or SIGTERM, so every
-//! long-running command stops the same way (decide, tell, wait).
+//! The process's root shutdown token: cancelled on Ctrl-C, SIGTERM or SIGHUP
+//! (a closed terminal or ssh session), so every long-running command stops
+//! the same way (decide, tell, wait).
 
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-/// Returns a token cancelled on the first Ctrl-C or SIGTERM. A second signal
-/// exits at once.
+/// Returns a token cancelled on the first Ctrl-C, SIGTERM or SIGHUP. A second
+/// signal exits at once.
 pub fn on_signals() -> CancellationToken {
     on_signals_then(|| {})
 }
@@ -16,11 +17,18 @@ pub fn on_signals() -> CancellationToken {
 pub fn on_signals_then(before_forced_exit: impl FnOnce() + Send + 'static) -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
+    // One set of listeners for every signal, from now on: a listener
+    // created after the first signal would miss a second one sent right
+    // after it, and the parent-death signal may come at once.
+    let mut signals = Signals::new();
+    if stop_with_parent() == Some(false) {
+        info!("the process that started this one is gone; stopping");
+        t.cancel();
+    }
     tokio::spawn(async move {
-        // One set of listeners for both signals: a listener created after
-        // the first signal would miss a second one sent right after it.
-        let mut signals = Signals::new();
-        signals.next().await;
+        if !t.is_cancelled() {
+            signals.next().await;
+        }
         info!("shutdown requested; stopping (press Ctrl-C again to force)");
         t.cancel();
         signals.next().await;
@@ -31,12 +39,43 @@ pub fn on_signals_then(before_forced_exit: impl FnOnce() + Send + 'static) -> Ca
     token
 }
 
-/// Ctrl-C and (on Unix) SIGTERM, listened to from creation on.
+/// Set by `aegis up` (its supervisor) in the environment of each child it
+/// starts, to its own pid: such a child asks the kernel for SIGTERM when
+/// its parent dies (Linux `PR_SET_PDEATHSIG`), and so stops gracefully
+/// rather than run on, orphaned, when `aegis up` is killed.
+pub const STOP_WITH_PARENT_ENV: &str = "AEGIS_STOP_WITH_PARENT";
+
+/// Asks for SIGTERM when the parent dies, when [`STOP_WITH_PARENT_ENV`]
+/// says so: `Some(true)` when asked and the parent lives, `Some(false)`
+/// when it died already (before the request took effect, so no signal
+/// will come), `None` when not asked or not possible here.
+fn stop_with_parent() -> Option<bool> {
+    let parent: i32 = std::env::var(STOP_WITH_PARENT_ENV).ok()?.parse().ok()?;
+    #[cfg(target_os = "linux")]
+    {
+        if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM) {
+            tracing::warn!(error = %e, "cannot ask to be stopped with the process that started this one");
+            return None;
+        }
+        Some(nix::unistd::getppid().as_raw() == parent)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = parent;
+        None
+    }
+}
+
+/// Ctrl-C and (on Unix) SIGTERM and SIGHUP, listened to from creation on.
+/// SIGHUP's default action would end the process with no cleanup: `aegis
+/// up` would leave its children running, holding their ports.
 struct Signals {
     #[cfg(unix)]
     term: Option<tokio::signal::unix::Signal>,
     #[cfg(unix)]
     int: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    hup: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
@@ -47,6 +86,7 @@ impl Signals {
             Signals {
                 term: signal(SignalKind::terminate()).ok(),
                 int: signal(SignalKind::interrupt()).ok(),
+                hup: signal(SignalKind::hangup()).ok(),
             }
         }
         #[cfg(not(unix))]
@@ -55,7 +95,7 @@ impl Signals {
         }
     }
 
-    /// The next Ctrl-C or SIGTERM.
+    /// The next Ctrl-C, SIGTERM or SIGHUP.
     async fn next(&mut self) {
         #[cfg(unix)]
         {
@@ -70,6 +110,7 @@ impl Signals {
             tokio::select! {
                 () = recv(&mut self.term) => {}
                 () = recv(&mut self.int) => {}
+                () = recv(&mut self.hup) => {}
             }
         }
         #[cfg(not(unix))]

@@ -1,7 +1,8 @@
 //! How `aegis up` stops on the signals a user's terminal and system send:
 //! Ctrl-C (SIGINT to the terminal's whole foreground process group) stops
 //! the showcase in order and gracefully, as one SIGINT to `aegis up` alone
-//! does.
+//! does; a closed terminal (SIGHUP) stops it the same way; and a SIGKILLed
+//! `aegis up` leaves no child running.
 
 mod common;
 
@@ -161,4 +162,33 @@ fn ctrl_c_at_the_terminal_stops_every_child_gracefully_in_order() {
     assert!(status.success(), "{status}:\n{}", up.output());
     up.children_gone_within(Duration::from_secs(5));
     up.assert_stopped_gracefully();
+}
+
+#[test]
+fn a_closed_terminal_stops_the_showcase_gracefully() {
+    let state = tempfile::tempdir().unwrap();
+    let mut up = Up::start(state.path());
+    // A closed terminal (or a lost ssh session): SIGHUP to the group.
+    let group = Pid::from_raw(up.child.id() as i32);
+    nix::sys::signal::killpg(group, Signal::SIGHUP).unwrap();
+    let status = up.exit_within(Duration::from_secs(40));
+    assert!(status.success(), "{status}:\n{}", up.output());
+    assert!(
+        up.output().contains("Aegis showcase stopped"),
+        "{}",
+        up.output()
+    );
+    up.children_gone_within(Duration::from_secs(5));
+    up.assert_stopped_gracefully();
+}
+
+#[test]
+fn a_killed_aegis_up_leaves_no_child_running() {
+    let state = tempfile::tempdir().unwrap();
+    let mut up = Up::start(state.path());
+    up.child.kill().unwrap();
+    up.child.wait().unwrap();
+    // Each child gets SIGTERM and stops on its own (services within their
+    // 10 s stop bound).
+    up.children_gone_within(Duration::from_secs(20));
 }

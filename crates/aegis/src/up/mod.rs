@@ -5,7 +5,8 @@
 //! `--api-port`, and the service instances — each a separate child process of
 //! this same binary, so killing one is real. It prints where to look, restarts
 //! a crashed child after a delay (unless `--no-restart`), and on Ctrl-C /
-//! SIGTERM stops everything in order, removing no data. A second `aegis up`
+//! SIGTERM / SIGHUP stops everything in order, removing no data; a killed
+//! `aegis up` takes its children with it. A second `aegis up`
 //! on the same state directory says so instead of fighting over ports.
 //!
 //! - [`nats`]: the NATS nodes' configs, ports and health checks.

@@ -3,7 +3,8 @@
 //! `aegis chaos` can find them), restarted after a delay when they die
 //! unless told not to, signalled, awaited or killed one by one (the
 //! failover benchmark's fleet), and stopped in order — services, then the
-//! monitor, then NATS. Every child is killed when the supervisor drops.
+//! monitor, then NATS. Every child is killed when the supervisor drops,
+//! and stops when the supervisor's process dies (a parent-death signal).
 //!
 //! `aegis chaos` talks to a running supervisor through files in
 //! `.aegis/control/`: `hold-NAME` keeps a killed child down, `restart-NAME`
@@ -367,7 +368,7 @@ fn spawn(state_dir: &Path, spec: &ChildSpec) -> anyhow::Result<Child> {
         .append(true)
         .open(&log_path)
         .with_context(|| format!("opening {}", log_path.display()))?;
-    let mut cmd = Command::new(&spec.program);
+    let mut cmd = command(&spec.program);
     for name in &spec.unset {
         cmd.env_remove(name);
     }
@@ -376,21 +377,130 @@ fn spawn(state_dir: &Path, spec: &ChildSpec) -> anyhow::Result<Child> {
         .stdin(Stdio::null())
         .stdout(Stdio::from(log.try_clone()?))
         .stderr(Stdio::from(log))
-        .kill_on_drop(true)
-        // In a process group of its own, so the signal a terminal sends its
-        // foreground group (Ctrl-C's SIGINT) reaches only the supervisor,
-        // which then stops the children once each, in order. A child that
-        // got the terminal's SIGINT as well would take the supervisor's
-        // SIGTERM as a second signal and exit at once, without
-        // deregistering, resigning or draining.
-        .process_group(0);
-    let child = cmd
-        .spawn()
+        .kill_on_drop(true);
+    let child = spawner::spawn(cmd)
         .with_context(|| format!("starting {} ({})", spec.name, spec.program.display()))?;
     if let Some(pid) = child.id() {
         std::fs::write(pid_path(state_dir, &spec.name), pid.to_string())?;
     }
     Ok(child)
+}
+
+/// The command that starts `program` as a child the supervisor alone stops:
+///
+/// - In a process group of its own, so the signal a terminal sends its
+///   foreground group (Ctrl-C's SIGINT, a closed terminal's SIGHUP) reaches
+///   only the supervisor, which then stops the children once each, in
+///   order. A child that got the terminal's SIGINT as well would take the
+///   supervisor's SIGTERM as a second signal and exit at once, without
+///   deregistering, resigning or draining.
+/// - (Linux) Sent SIGTERM when the supervisor dies without stopping it
+///   (SIGKILL, a crash), so that no child outlives it holding its ports:
+///   the parent-death signal (`PR_SET_PDEATHSIG`). This crate has no
+///   unsafe code, so it cannot set it between fork and exec; instead an
+///   `aegis` child sets it on itself as it starts
+///   ([`crate::shutdown::STOP_WITH_PARENT_ENV`]), and another program
+///   (nats-server) is started through `setpriv --pdeathsig TERM`
+///   (util-linux), which sets it and then execs the program in the same
+///   process, when this machine has a `setpriv` that can.
+///
+/// The kernel sends that signal when the *thread* that forked the child
+/// exits, not the process: see [`spawner`].
+fn command(program: &Path) -> Command {
+    let own = std::env::current_exe().is_ok_and(|exe| exe == program);
+    let mut cmd = match setpriv() {
+        Some(setpriv) if !own => {
+            let mut cmd = Command::new(setpriv);
+            cmd.args(["--pdeathsig", "TERM", "--"]).arg(program);
+            cmd
+        }
+        _ => Command::new(program),
+    };
+    cmd.process_group(0).env(
+        crate::shutdown::STOP_WITH_PARENT_ENV,
+        std::process::id().to_string(),
+    );
+    cmd
+}
+
+/// `setpriv`, when it is found and can set a parent-death signal (Linux,
+/// util-linux 2.33 or later); checked once.
+fn setpriv() -> Option<&'static Path> {
+    static SETPRIV: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    SETPRIV
+        .get_or_init(|| {
+            if !cfg!(target_os = "linux") {
+                return None;
+            }
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            let found = std::env::split_paths(&path)
+                .chain(["/usr/bin".into(), "/bin".into()])
+                .map(|dir| dir.join("setpriv"))
+                .find(|p| p.is_file())?;
+            let works = std::process::Command::new(&found)
+                .args(["--pdeathsig", "TERM", "--", "true"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !works {
+                warn!(setpriv = %found.display(), "setpriv cannot set a parent-death signal; NATS nodes would outlive a killed supervisor");
+            }
+            works.then_some(found)
+        })
+        .as_deref()
+}
+
+/// The one thread every child is forked from.
+///
+/// A child's parent-death signal (see [`command`]) fires when the thread
+/// that forked it exits, not the process. A runtime's threads come and go
+/// (a blocking-pool thread ends when idle, a worker that blocks in place is
+/// replaced), so a child forked from one of them could be stopped while
+/// the supervisor runs on. This thread is started once and never ends: it
+/// exits only with the process.
+mod spawner {
+    use std::{
+        io,
+        sync::{OnceLock, mpsc},
+    };
+
+    use tokio::process::{Child, Command};
+
+    type Job = (
+        Command,
+        tokio::runtime::Handle,
+        mpsc::Sender<io::Result<Child>>,
+    );
+
+    /// Spawns `cmd` from the spawner thread, registered with the caller's
+    /// runtime (which reaps it and awaits its exit).
+    pub(super) fn spawn(cmd: Command) -> io::Result<Child> {
+        static JOBS: OnceLock<io::Result<mpsc::Sender<Job>>> = OnceLock::new();
+        let jobs = JOBS
+            .get_or_init(|| {
+                let (tx, rx) = mpsc::channel::<Job>();
+                std::thread::Builder::new()
+                    .name("aegis-spawner".into())
+                    .spawn(move || {
+                        for (mut cmd, runtime, reply) in rx {
+                            let _in_runtime = runtime.enter();
+                            let _ = reply.send(cmd.spawn());
+                        }
+                    })
+                    .map(|_| tx)
+            })
+            .as_ref()
+            .map_err(|e| io::Error::new(e.kind(), format!("starting the spawner thread: {e}")))?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
+        let (reply, answer) = mpsc::channel();
+        jobs.send((cmd, runtime, reply))
+            .map_err(|_| io::Error::other("the spawner thread is gone"))?;
+        answer
+            .recv()
+            .map_err(|_| io::Error::other("the spawner thread is gone"))?
+    }
 }
 
 /// SIGKILLs every showcase child with a pid file: what a forced exit of
@@ -504,6 +614,44 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("crasher.log"), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_child_outlives_the_thread_that_started_it() {
+        if setpriv().is_none() {
+            eprintln!("no setpriv that sets a parent-death signal here; skipped");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        Supervisor::new(dir.path(), false).unwrap();
+        let runtime = tokio::runtime::Handle::current();
+        // Started from a thread that ends once the child runs (its
+        // parent-death signal is set by then), as a runtime's blocking-pool
+        // thread may: the signal is tied to the thread that forked, so the
+        // child must not be forked there.
+        let path = dir.path().to_owned();
+        let mut child = std::thread::spawn(move || {
+            let _in_runtime = runtime.enter();
+            let child = spawn(&path, &spec("orphan", "echo ready; exec /bin/sleep 30")).unwrap();
+            let log = log_path(&path, "orphan");
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("ready")
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the child did not start"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            child
+        })
+        .join()
+        .unwrap();
+        let lived = tokio::time::timeout(Duration::from_millis(500), child.wait()).await;
+        assert!(lived.is_err(), "the child died with its thread: {lived:?}");
+        child.start_kill().unwrap();
     }
 
     /// Ticks until `done` holds, or fails after 10 s.
