@@ -1,6 +1,8 @@
 //! Which instances `aegis chaos` acts on, against a real nats-server and
 //! real SDK services: `kill SERVICE` kills a sticky service's leader (the
-//! holder of its election key), whatever the instances' own records say.
+//! holder of its election key), whatever the instances' own records say;
+//! a drill with `--all` reaches every instance even when one of them does
+//! not answer, and names the ones that did not.
 
 mod common;
 
@@ -11,7 +13,12 @@ use std::{
 
 use aegis_sdk::{
     AegisConfig, Connection,
-    contracts::models::InstanceStatus,
+    contracts::{
+        ServiceInstance,
+        control::METADATA_STATUS_REASON,
+        models::InstanceStatus,
+        subjects::{REGISTRY_BUCKET, registry_key},
+    },
     registry::RegistrationOptions,
     rpc::{Service, WireError},
 };
@@ -140,4 +147,86 @@ async fn kill_service_kills_the_holder_of_the_election_key() {
         spared.1.0.try_wait().unwrap().is_none(),
         "the standby lives"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_with_all_reaches_every_instance_past_one_that_is_gone() {
+    let nats = NatsServer::start().expect("start nats-server (run `make bootstrap`)");
+    let url = nats.url();
+    let (a, a_conn) = instance(&url, "quote-service", "quote-a", false).await;
+    let (b, _b) = instance(&url, "quote-service", "quote-b", false).await;
+    let (ok, out) = aegis(&["chaos", "unhealthy", "quote-service", "--all"], &url).await;
+    assert!(ok, "{out}");
+    eventually("both UNHEALTHY", || !healthy(&a) && !healthy(&b)).await;
+
+    // quote-0 crashed: its record stays until its TTL runs out, and no
+    // process answers for it. It sorts first.
+    let mut gone = ServiceInstance::new("quote-service", "quote-0", "1.0.0", chrono::Utc::now());
+    gone.status = InstanceStatus::Unhealthy;
+    gone.metadata
+        .insert(METADATA_STATUS_REASON.into(), "operator".into());
+    let registry = a_conn
+        .jetstream()
+        .get_key_value(REGISTRY_BUCKET)
+        .await
+        .unwrap();
+    registry
+        .put(
+            registry_key("quote-service", "quote-0"),
+            serde_json::to_vec(&gone).unwrap().into(),
+        )
+        .await
+        .unwrap();
+
+    for all in [true, false] {
+        let mut args = vec!["chaos", "healthy", "quote-service"];
+        if all {
+            args.push("--all");
+        }
+        let (ok, out) = aegis(&args, &url).await;
+        // Every live instance was reached and is healthy again; each
+        // result is printed.
+        assert!(healthy(&a) && healthy(&b), "--all {all}: {out}");
+        for id in ["quote-a", "quote-b"] {
+            assert!(
+                out.contains(&format!("{id} (quote-service): healthy")),
+                "--all {all}: {out}"
+            );
+        }
+        // The one that did not answer fails the command, named, and said
+        // to be not running (not blamed on an old version).
+        assert!(!ok, "--all {all}: {out}");
+        let error = out
+            .lines()
+            .find(|l| l.starts_with("error: "))
+            .unwrap_or_else(|| panic!("no error line: {out}"));
+        assert!(
+            error.contains("quote-0") && error.contains("not running"),
+            "{error}"
+        );
+        assert!(!error.contains("version"), "{error}");
+        assert!(
+            !error.contains("quote-a") && !error.contains("quote-b"),
+            "{error}"
+        );
+        // Made unhealthy again for the second round (healthy SERVICE
+        // without --all reaches those an operator made UNHEALTHY).
+        if all {
+            for id in ["quote-a", "quote-b"] {
+                let (ok, out) = aegis(&["chaos", "unhealthy", id], &url).await;
+                assert!(ok, "{out}");
+            }
+            eventually("both UNHEALTHY again", || !healthy(&a) && !healthy(&b)).await;
+            let reader = aegis_sdk::RegistryReader::start(&a_conn).await.unwrap();
+            eventually("the records say so", || {
+                reader
+                    .by_service("quote-service")
+                    .iter()
+                    .filter(|i| i.status == InstanceStatus::Unhealthy)
+                    .count()
+                    == 3
+            })
+            .await;
+        }
+    }
 }

@@ -35,9 +35,12 @@ const HANDOVER_WATCH: Duration = Duration::from_secs(3);
 /// answered; for `unhealthy` on a leader, also who leads afterwards, and
 /// the command that undoes it.
 ///
+/// Every target is sent the request, even after one did not answer or
+/// refused; each result is printed as it comes.
+///
 /// # Errors
-/// An unknown target (the message lists what is registered), an instance
-/// that does not answer, or one that refuses the request.
+/// An unknown target (the message lists what is registered), or, once all
+/// were sent, the instances that did not answer or refused (named).
 pub(crate) async fn run(
     conn: &Connection,
     target: &str,
@@ -58,10 +61,23 @@ pub(crate) async fn run(
         return Ok(());
     }
     let unhealthy = matches!(request, ControlRequest::Unhealthy { .. });
+    // Every target is sent the request, whatever an earlier one did: one
+    // that is gone (its record outlives it until its TTL runs out) must not
+    // keep the others as they are.
+    let mut reached = Vec::new();
+    let mut missed = Vec::new();
     for instance in &targets {
         let leader_before = leader(conn, instance).await;
-        let state = send(conn, instance, &request).await?;
+        let state = match send(conn, instance, &request).await {
+            Ok(state) => state,
+            Err(miss) => {
+                println!("{}", miss.full);
+                missed.push(miss);
+                continue;
+            }
+        };
         println!("{}", describe(&state, &request));
+        reached.push(instance.instance_id.as_str());
         let was_leader = leader_before
             .as_ref()
             .is_some_and(|l| l.instance_id == instance.instance_id);
@@ -69,21 +85,39 @@ pub(crate) async fn run(
             report_handover(conn, instance).await;
         }
     }
-    if unhealthy {
+    if unhealthy && !reached.is_empty() {
         // `healthy SERVICE` finds every instance made unhealthy, so one
         // line undoes `--all` too.
         let undo = if all {
             target.to_owned()
         } else {
-            targets
-                .iter()
-                .map(|i| i.instance_id.as_str())
-                .collect::<Vec<_>>()
-                .join(" ")
+            reached.join(" ")
         };
         println!("undo: aegis chaos healthy {undo}");
     }
-    Ok(())
+    match missed.as_slice() {
+        [] => Ok(()),
+        [one] if targets.len() == 1 => bail!("{}", one.full),
+        _ => bail!(
+            "{} of {} instances were not changed: {}",
+            missed.len(),
+            targets.len(),
+            missed
+                .iter()
+                .map(|m| format!("{} ({})", m.instance_id, m.short))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Why an instance was not changed: in short (for the list at the end),
+/// and in full (said as it happens).
+#[derive(Debug)]
+struct Miss {
+    instance_id: String,
+    short: String,
+    full: String,
 }
 
 /// The instances `target` names (see the module docs).
@@ -188,29 +222,57 @@ async fn send(
     conn: &Connection,
     instance: &ServiceInstance,
     request: &ControlRequest,
-) -> anyhow::Result<ControlState> {
-    let subject = subjects::instance_control_subject(&instance.service_name, &instance.instance_id);
-    let body = serde_json::to_vec(request)?;
-    let reply = tokio::time::timeout(
+) -> Result<ControlState, Miss> {
+    let id = &instance.instance_id;
+    let miss = |short: String, full: String| Miss {
+        instance_id: id.clone(),
+        short,
+        full,
+    };
+    let subject = subjects::instance_control_subject(&instance.service_name, id);
+    let body = serde_json::to_vec(request)
+        .map_err(|e| miss("not sent".to_owned(), format!("{id}: the request: {e}")))?;
+    let reply = match tokio::time::timeout(
         ANSWER_TIMEOUT,
         conn.client().request(subject.clone(), body.into()),
     )
     .await
-    .map_err(|_| anyhow::anyhow!("{} did not answer on {subject} within {ANSWER_TIMEOUT:?}", instance.instance_id))?
-    .with_context(|| {
-        format!(
-            "{} did not answer on {subject} (is it running a version with operator drills, and may these credentials publish there?)",
-            instance.instance_id
-        )
-    })?;
-    match serde_json::from_slice::<ControlResponse>(&reply.payload).with_context(|| {
-        format!(
-            "{} answered something that is not a control reply",
-            instance.instance_id
-        )
-    })? {
-        ControlResponse::Ok(state) => Ok(state),
-        ControlResponse::Error(e) => bail!("{} refused: {}", instance.instance_id, e.message),
+    {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+            return Err(miss(
+                "not running".to_owned(),
+                format!(
+                    "{id} is not running: nothing answers on {subject} (the record of a \
+                     stopped or crashed instance stays in the registry until its TTL runs out)"
+                ),
+            ));
+        }
+        Ok(Err(e)) => {
+            return Err(miss(
+                "no answer".to_owned(),
+                format!(
+                    "{id} did not answer on {subject} (may these credentials publish there?): {e}"
+                ),
+            ));
+        }
+        Err(_) => {
+            return Err(miss(
+                format!("no answer within {ANSWER_TIMEOUT:?}"),
+                format!("{id} did not answer on {subject} within {ANSWER_TIMEOUT:?}"),
+            ));
+        }
+    };
+    match serde_json::from_slice::<ControlResponse>(&reply.payload) {
+        Ok(ControlResponse::Ok(state)) => Ok(state),
+        Ok(ControlResponse::Error(e)) => Err(miss(
+            format!("refused: {}", e.message),
+            format!("{id} refused: {}", e.message),
+        )),
+        Err(e) => Err(miss(
+            "not a control reply".to_owned(),
+            format!("{id} answered something that is not a control reply: {e}"),
+        )),
     }
 }
 
