@@ -51,7 +51,7 @@ describe("PerformancePanel's chart summaries", () => {
   it("give the latest point's latency while it had calls", async () => {
     history([snap(0, 4), snap(2, 5)]);
     renderUi(<PerformancePanel serviceName="pricing-service" instanceId="pricing-1" latest={null} />);
-    expect(await summary(/^Latency/)).toBe("Latency (ms): 2 points; latest p50 6.8 ms, p99 13.5 ms");
+    expect(await summary(/^Latency/)).toBe("Latency: 2 points; latest p50 6.8 ms, p99 13.5 ms");
   });
 
   it("say an idle latest point had no calls, and when the last latency was, not that it is the latest", async () => {
@@ -59,13 +59,13 @@ describe("PerformancePanel's chart summaries", () => {
     renderUi(<PerformancePanel serviceName="pricing-service" instanceId="pricing-1" latest={null} />);
     const latency = await summary(/^Latency/);
     expect(latency).not.toMatch(/latest p50/);
-    expect(latency).toBe(`Latency (ms): 3 points; latest: no calls; last p50 6.8 ms, p99 13.5 ms at ${clockOrDate(T0, "en")}`);
+    expect(latency).toBe(`Latency: 3 points; latest: no calls; last p50 6.8 ms, p99 13.5 ms at ${clockOrDate(T0, "en")}`);
     expect(await summary(/^Calls/)).toBe("Calls and errors per second: 3 points; latest calls/s 0, errors/s 0");
   });
 
   it("say a window without any calls has no latency", async () => {
     history([snap(0, 0), snap(2, 0)]);
     renderUi(<PerformancePanel serviceName="pricing-service" instanceId="pricing-1" latest={null} />);
-    expect(await summary(/^Latency/)).toBe("Latency (ms): 2 points; latest: no calls");
+    expect(await summary(/^Latency/)).toBe("Latency: 2 points; latest: no calls");
   });
 });

@@ -175,7 +175,7 @@ export const en = {
   "detail.metrics.loading": "Loading metrics…",
   "detail.metrics.empty": "No metrics snapshots in this window yet. Instances publish one every 2 s.",
   "detail.metrics.error": "Could not load metrics: {message}",
-  "chart.latency": "Latency (ms)",
+  "chart.latency": "Latency",
   "chart.latency.p50": "p50",
   "chart.latency.p99": "p99",
   "chart.throughput": "Calls and errors per second",

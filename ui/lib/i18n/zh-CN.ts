@@ -175,7 +175,7 @@ export const zhCN: Catalogue = {
   "detail.metrics.loading": "正在加载指标…",
   "detail.metrics.empty": "此时间窗口内还没有指标快照。实例每 2 秒发布一次。",
   "detail.metrics.error": "无法加载指标：{message}",
-  "chart.latency": "延迟（毫秒）",
+  "chart.latency": "延迟",
   "chart.latency.p50": "p50",
   "chart.latency.p99": "p99",
   "chart.throughput": "每秒调用数与错误数",
