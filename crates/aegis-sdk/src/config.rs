@@ -224,8 +224,14 @@ impl fmt::Debug for NatsConfig {
 /// `url` with the password (or the token) its user info may carry
 /// replaced by [`REDACTED`]: `nats://alice:s3cret@host:4222` is shown as
 /// `nats://alice:<redacted>@host:4222`, `nats://tok3n@host` as
-/// `nats://<redacted>@host`.
-pub(crate) fn redact_url(url: &str) -> String {
+/// `nats://<redacted>@host`. For printing a server URL a user gave.
+///
+/// ```
+/// use aegis_sdk::config::redact_url;
+/// assert_eq!(redact_url("nats://alice:s3cret@host:4222"), "nats://alice:<redacted>@host:4222");
+/// assert_eq!(redact_url("nats://host:4222"), "nats://host:4222");
+/// ```
+pub fn redact_url(url: &str) -> String {
     let (scheme, rest) = match url.split_once("://") {
         Some((scheme, rest)) => (&url[..scheme.len() + 3], rest),
         None => ("", url),
@@ -319,6 +325,27 @@ fn serialize_redacted_urls<S: Serializer>(
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     redact_urls(servers).serialize(serializer)
+}
+
+impl NatsConfig {
+    /// Whether a server URL carries credentials in its user info
+    /// (`nats://alice:s3cret@host`, or a token: `nats://tok3n@host`): the
+    /// connection signs in with them, and they count as the one
+    /// authentication method.
+    ///
+    /// ```
+    /// use aegis_sdk::AegisConfig;
+    /// assert!(AegisConfig::with_servers("nats://alice:s3cret@host:4222").nats.url_credentials());
+    /// assert!(!AegisConfig::with_servers("nats://host:4222").nats.url_credentials());
+    /// ```
+    pub fn url_credentials(&self) -> bool {
+        self.servers.iter().any(|url| {
+            url.parse::<async_nats::ServerAddr>().is_ok_and(|addr| {
+                let parsed = addr.into_inner();
+                !parsed.username().is_empty() || parsed.password().is_some()
+            })
+        })
+    }
 }
 
 impl Default for NatsConfig {

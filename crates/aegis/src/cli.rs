@@ -163,7 +163,8 @@ impl ConnectArgs {
         let none_given = n.user.is_none()
             && n.token.is_none()
             && n.nkey_seed.is_none()
-            && n.creds_file.is_none();
+            && n.creds_file.is_none()
+            && !n.url_credentials();
         // Whose credentials these are, for the error when they are refused.
         let used = match operator {
             Some((user, password)) if none_given => {
@@ -237,7 +238,9 @@ fn connect_error(error: aegis_sdk::ConnectError, url: &str) -> anyhow::Error {
     if named {
         error
     } else {
-        error.context(format!("connecting to NATS at {url}"))
+        // A password the URL may carry is never printed.
+        let shown: Vec<String> = url.split(',').map(aegis_sdk::config::redact_url).collect();
+        error.context(format!("connecting to NATS at {}", shown.join(",")))
     }
 }
 

@@ -99,3 +99,43 @@ fn a_file_that_is_not_a_credentials_file_is_refused_before_connecting() {
         assert!(!err.contains(&url), "{args:?}: no connection tried: {err}");
     }
 }
+
+/// A user and password in `--nats-url` are the credentials the tool signs
+/// in with, even where a showcase's credentials file would be found, and
+/// an error never prints the password.
+#[test]
+fn credentials_in_the_url_are_used_and_never_printed() {
+    let nats = NatsServer::builder()
+        .app_users(r#"[ { user: "alice", password: "s3cret" } ]"#.into())
+        .start()
+        .expect("start nats-server (run `make bootstrap`)");
+    // A showcase's credentials file, for the operator this NATS does not know.
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::create_dir(cwd.path().join(".aegis")).unwrap();
+    std::fs::write(
+        cwd.path().join(".aegis/credentials"),
+        "AEGIS_NATS_USER=operator\nAEGIS_NATS_PASSWORD=other-pw\n",
+    )
+    .unwrap();
+    let with = |userinfo: &str| {
+        nats.url()
+            .replace("nats://", &format!("nats://{userinfo}@"))
+    };
+    let (ok, err) = aegis_in(cwd.path(), &["status", "--nats-url", &with("alice:s3cret")]);
+    assert!(ok, "signed in as alice: {err}");
+    let (ok, err) = aegis_in(
+        cwd.path(),
+        &["status", "--nats-url", &with("alice:wr0ng-pw")],
+    );
+    assert!(!ok, "{err}");
+    assert!(!err.contains("wr0ng-pw"), "{err}");
+    assert!(err.contains("alice"), "names who was refused: {err}");
+    // A configuration the SDK refuses names the URL, redacted.
+    let two = format!("{},{}", with("alice:s3cret"), with("bob:an0ther-pw"));
+    let (ok, err) = aegis_in(cwd.path(), &["status", "--nats-url", &two]);
+    assert!(!ok, "{err}");
+    assert!(
+        !err.contains("s3cret") && !err.contains("an0ther-pw"),
+        "{err}"
+    );
+}
