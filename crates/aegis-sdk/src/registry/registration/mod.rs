@@ -435,7 +435,7 @@ impl RegistrationHandle {
 
     /// Changes the record (status, group, epoch, metadata) and writes it at
     /// once. The service name and instance id cannot change, nor can the
-    /// metadata the registry keeps for itself (`connection`,
+    /// metadata the registry keeps for itself (`natsConnection`,
     /// `registrationId`, `heartbeatMs`, `refreshMs`): a change to those is
     /// undone.
     ///
