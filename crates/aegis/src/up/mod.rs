@@ -76,7 +76,8 @@ pub struct UpArgs {
     /// Do not restart children that exit.
     #[arg(long)]
     pub no_restart: bool,
-    /// Directory of the built UI to serve. Default: `ui/out`, built first
+    /// Directory of the built UI to serve (it must hold `index.html`; `aegis
+    /// up` refuses one that does not). Default: `ui/out`, built first
     /// (npm) when run from a checkout whose export is missing or older than
     /// the UI's sources.
     #[arg(long)]
@@ -135,7 +136,7 @@ pub async fn run(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Resul
         .with_context(|| format!("creating the state directory {}", args.state_dir.display()))?;
     let state_dir = args.state_dir.canonicalize()?;
     let _lock = PidLock::acquire(&state_dir.join("up.pid"))?;
-    args.ui_dir = ui::resolve(args.ui_dir.take(), !args.no_ui_build, &shutdown).await;
+    args.ui_dir = ui::resolve(args.ui_dir.take(), !args.no_ui_build, &shutdown).await?;
     if shutdown.is_cancelled() {
         return Ok(());
     }

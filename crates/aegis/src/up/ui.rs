@@ -41,14 +41,29 @@ pub fn stale_reason(ui: &Path) -> Option<String> {
 /// The UI directory to serve: `explicit` as given; otherwise `ui/out` under
 /// the current directory, built first when stale unless `build` is false.
 /// `None` when there is nothing to serve (the API still runs).
+///
+/// # Errors
+/// An `explicit` directory with no `index.html`: the UI it would advertise
+/// would answer 404.
 pub async fn resolve(
     explicit: Option<PathBuf>,
     build: bool,
     shutdown: &CancellationToken,
-) -> Option<PathBuf> {
-    if explicit.is_some() {
-        return explicit;
+) -> anyhow::Result<Option<PathBuf>> {
+    if let Some(dir) = explicit {
+        if !dir.join("index.html").is_file() {
+            anyhow::bail!(
+                "--ui-dir {}: no index.html there, so there is no UI to serve; pass the directory of a built export (`make ui` builds ui/out), or leave --ui-dir out",
+                dir.display()
+            );
+        }
+        return Ok(Some(dir));
     }
+    Ok(resolve_default(build, shutdown).await)
+}
+
+/// `ui/out`, built first when stale and `build`; see [`resolve`].
+async fn resolve_default(build: bool, shutdown: &CancellationToken) -> Option<PathBuf> {
     let ui = PathBuf::from("ui");
     let out = ui.join("out");
     let exists = out.join("index.html").is_file();
@@ -167,6 +182,24 @@ mod tests {
         file.set_modified(at).unwrap();
     }
 
+    #[tokio::test]
+    async fn an_explicit_directory_is_served_as_given_only_with_an_index_html() {
+        let dir = tempfile::tempdir().unwrap();
+        let shutdown = CancellationToken::new();
+        for given in [dir.path().to_owned(), dir.path().join("nonexistent")] {
+            let err = resolve(Some(given.clone()), true, &shutdown)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("--ui-dir"), "{err}");
+            assert!(err.contains("index.html"), "{err}");
+            assert!(err.contains(&given.display().to_string()), "{err}");
+        }
+        touch(&dir.path().join("index.html"), SystemTime::now());
+        let served = resolve(Some(dir.path().to_owned()), true, &shutdown).await;
+        assert_eq!(served.unwrap().as_deref(), Some(dir.path()));
+    }
+
     #[test]
     fn a_missing_export_is_built() {
         let dir = tempfile::tempdir().unwrap();
@@ -202,12 +235,5 @@ mod tests {
             now + Duration::from_secs(2),
         );
         assert_eq!(stale_reason(dir.path()), None);
-    }
-
-    #[tokio::test]
-    async fn an_explicit_directory_is_served_as_given() {
-        let dir = PathBuf::from("/somewhere/ui-export");
-        let got = resolve(Some(dir.clone()), true, &CancellationToken::new()).await;
-        assert_eq!(got, Some(dir));
     }
 }
