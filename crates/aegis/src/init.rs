@@ -24,9 +24,10 @@ use crate::cli::ConnectArgs;
 #[derive(Debug, Clone, Args)]
 pub struct InitArgs {
     /// Copies of every bucket and stream: 1 on a single node, 3 on a 3-node
-    /// cluster.
-    #[arg(long, env = "AEGIS_NATS_REPLICAS", default_value_t = 1)]
-    pub replicas: usize,
+    /// cluster (default: 3 on a JetStream cluster, 1 on a single node, and
+    /// never fewer than the existing buckets and streams have).
+    #[arg(long, env = "AEGIS_NATS_REPLICAS")]
+    pub replicas: Option<usize>,
     /// Change the replica count of existing buckets and streams that differ
     /// (safe while running: JetStream moves the data).
     #[arg(long)]
@@ -72,20 +73,41 @@ fn expected_streams() -> Vec<String> {
 /// When NATS cannot be reached within the start-up timeout or JetStream
 /// refuses to create something.
 pub async fn run(args: InitArgs) -> anyhow::Result<bool> {
-    if args.replicas == 0 || args.replicas > 5 {
-        anyhow::bail!(
-            "--replicas must be 1 to 5 (JetStream's limit), not {}",
-            args.replicas
-        );
+    if let Some(replicas) = args.replicas
+        && (replicas == 0 || replicas > 5)
+    {
+        anyhow::bail!("--replicas must be 1 to 5 (JetStream's limit), not {replicas}");
     }
-    let conn = connect(&args).await?;
-    let js = conn.jetstream();
-    let mut existed = std::collections::HashSet::new();
+    let mut conn = connect(&args, args.replicas).await?;
+    let mut existed = std::collections::HashMap::new();
     for name in expected_streams() {
-        if js.get_stream(&name).await.is_ok() {
-            existed.insert(name);
+        if let Ok(mut stream) = conn.jetstream().get_stream(&name).await
+            && let Ok(info) = stream.info().await
+        {
+            existed.insert(name, info.config.num_replicas);
         }
     }
+    let explicit = args.replicas.is_some();
+    let replicas = match args.replicas {
+        Some(replicas) => replicas,
+        None => {
+            let clustered = conn.client().server_info().cluster.is_some();
+            let existing: Vec<usize> = existed.values().copied().collect();
+            let (replicas, why) = default_replicas(&existing, clustered);
+            println!(
+                "aegis init: {replicas} replica{} ({why}; --replicas sets another count)",
+                plural(replicas)
+            );
+            if conn.config().nats.replicas != replicas {
+                // The connection creates what is missing with its replicas.
+                let _ = conn.drain().await;
+                conn = connect(&args, Some(replicas)).await?;
+            }
+            replicas
+        }
+    };
+    let wanted = if explicit { "asked for" } else { "expected" };
+    let js = conn.jetstream();
 
     create_missing_within(&conn, args.startup_timeout, |e| {
         eprintln!(
@@ -106,15 +128,15 @@ pub async fn run(args: InitArgs) -> anyhow::Result<bool> {
             .await
             .with_context(|| format!("reading stream {name}"))?;
         let mut config = info.config.clone();
-        let how = if existed.contains(&name) {
+        let how = if existed.contains_key(&name) {
             "exists"
         } else {
             "created"
         };
         let mut problems = Vec::new();
-        if config.num_replicas != args.replicas {
+        if config.num_replicas != replicas {
             if args.fix {
-                config.num_replicas = args.replicas;
+                config.num_replicas = replicas;
                 // Placing the new replicas can be refused while the
                 // cluster's leader has not seen every peer yet, as when
                 // creating; the same patience applies.
@@ -125,18 +147,20 @@ pub async fn run(args: InitArgs) -> anyhow::Result<bool> {
                 .with_context(|| {
                     format!(
                         "changing {name} from {} to {} replicas",
-                        info.config.num_replicas, args.replicas
+                        info.config.num_replicas, replicas
                     )
                 })?;
+                let lowered = if replicas < info.config.num_replicas {
+                    format!(" (lower fault tolerance: {})", tolerance(replicas))
+                } else {
+                    String::new()
+                };
                 println!(
-                    "  fixed   {name}: {} -> {} replicas",
-                    info.config.num_replicas, args.replicas
+                    "  fixed   {name}: {} -> {} replicas{lowered}",
+                    info.config.num_replicas, replicas
                 );
             } else {
-                problems.push(format!(
-                    "{} replicas, asked for {}: run `aegis init --replicas {} --fix` to change it",
-                    info.config.num_replicas, args.replicas, args.replicas
-                ));
+                problems.push(advice(info.config.num_replicas, replicas, wanted));
             }
         }
         // Buckets keep one value per key; the streams must be bounded.
@@ -147,7 +171,7 @@ pub async fn run(args: InitArgs) -> anyhow::Result<bool> {
             println!(
                 "  ok      {name} ({how}; {} replica{}, {} messages)",
                 config.num_replicas,
-                if config.num_replicas == 1 { "" } else { "s" },
+                plural(config.num_replicas),
                 info.state.messages
             );
         } else {
@@ -164,6 +188,60 @@ pub async fn run(args: InitArgs) -> anyhow::Result<bool> {
         println!("aegis init: some buckets or streams do not match (see above)");
     }
     Ok(ok)
+}
+
+/// The replica count when `--replicas` is not given, and why: 3 on a
+/// JetStream cluster, 1 on a single node, never fewer than the most the
+/// existing buckets and streams have (lowering would lower their fault
+/// tolerance, which only an explicit `--replicas` may ask for).
+fn default_replicas(existing: &[usize], clustered: bool) -> (usize, &'static str) {
+    let supported = if clustered { 3 } else { 1 };
+    let most = existing.iter().copied().max().unwrap_or(0);
+    if most > supported {
+        (most, "what the existing buckets and streams have")
+    } else if clustered {
+        (supported, "a JetStream cluster")
+    } else {
+        (supported, "a single NATS node")
+    }
+}
+
+/// What a stream with `has` replicas where `want` are wanted should do:
+/// raising them is the fix; lowering them is said to lower the fault
+/// tolerance, next to how to keep them.
+fn advice(has: usize, want: usize, wanted: &str) -> String {
+    if want > has {
+        format!(
+            "{has} replicas, {wanted} {want}: run `aegis init --replicas {want} --fix` to change it"
+        )
+    } else {
+        format!(
+            "{has} replicas, {wanted} {want}: to keep them, run `aegis init --replicas {has}`; \
+             `aegis init --replicas {want} --fix` would lower them, and the fault tolerance \
+             with them ({}, {})",
+            tolerance(want),
+            tolerance(has)
+        )
+    }
+}
+
+/// How many node losses `replicas` copies survive, in words.
+fn tolerance(replicas: usize) -> String {
+    match (replicas.saturating_sub(1)) / 2 {
+        0 => format!(
+            "{replicas} replica{} survive{} the loss of no node",
+            plural(replicas),
+            if replicas == 1 { "s" } else { "" }
+        ),
+        n => format!(
+            "{replicas} replicas survive the loss of {n} node{}",
+            plural(n)
+        ),
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }
 
 /// Creates every bucket and stream that is missing, with the connection's
@@ -233,14 +311,21 @@ pub async fn create_missing_within(
 
 /// Connects, retrying while NATS or JetStream is not ready yet (a fresh
 /// cluster electing its meta leader) until the start-up timeout.
-async fn connect(args: &InitArgs) -> anyhow::Result<aegis_sdk::Connection> {
+/// `replicas` (when given) is what it creates buckets and streams with.
+async fn connect(
+    args: &InitArgs,
+    replicas: Option<usize>,
+) -> anyhow::Result<aegis_sdk::Connection> {
     let deadline = tokio::time::Instant::now() + args.startup_timeout;
     let mut pause = Duration::from_millis(200);
     loop {
-        let replicas = args.replicas;
         match args
             .nats
-            .connect_as_operator_with(move |c| c.nats.replicas = replicas)
+            .connect_as_operator_with(move |c| {
+                if let Some(replicas) = replicas {
+                    c.nats.replicas = replicas;
+                }
+            })
             .await
         {
             Ok(conn) => return Ok(conn),
@@ -257,5 +342,33 @@ async fn connect(args: &InitArgs) -> anyhow::Result<aegis_sdk::Connection> {
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_keeps_what_exists_and_what_the_cluster_supports() {
+        assert_eq!(default_replicas(&[], false).0, 1);
+        assert_eq!(default_replicas(&[], true).0, 3);
+        assert_eq!(default_replicas(&[1, 1], true).0, 3);
+        assert_eq!(default_replicas(&[3, 1], false).0, 3);
+        assert_eq!(default_replicas(&[5], true).0, 5);
+    }
+
+    #[test]
+    fn lowering_is_never_advised_without_its_cost() {
+        assert_eq!(
+            advice(1, 3, "asked for"),
+            "1 replicas, asked for 3: run `aegis init --replicas 3 --fix` to change it"
+        );
+        assert_eq!(
+            advice(3, 1, "asked for"),
+            "3 replicas, asked for 1: to keep them, run `aegis init --replicas 3`; \
+             `aegis init --replicas 1 --fix` would lower them, and the fault tolerance with \
+             them (1 replica survives the loss of no node, 3 replicas survive the loss of 1 node)"
+        );
     }
 }

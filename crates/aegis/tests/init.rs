@@ -134,3 +134,53 @@ async fn creating_waits_out_a_server_that_does_not_answer() {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }
+
+/// Without `--replicas`, `init` takes what the NATS it reaches supports:
+/// 3 on a JetStream cluster, 1 on a single node, and never less than the
+/// existing buckets and streams have. Asked for fewer replicas than they
+/// have, it does not advise lowering them without saying that this lowers
+/// the fault tolerance, and names how to keep them.
+#[test]
+fn init_without_replicas_keeps_the_fault_tolerance_the_cluster_supports() {
+    let mut cluster = NatsCluster::start(3).unwrap();
+    cluster.wait_ready(Duration::from_secs(30)).unwrap();
+    let url = cluster.url();
+
+    let (ok, out) = init(&url, &[]);
+    assert!(ok, "{out}");
+    for name in STREAMS {
+        assert!(
+            out.contains(&format!("ok      {name} (created; 3 replicas")),
+            "{name}:\n{out}"
+        );
+    }
+    let (ok, out) = init(&url, &[]);
+    assert!(ok, "{out}");
+    assert!(out.contains("every bucket and stream is in place"), "{out}");
+
+    let (ok, out) = init(&url, &["--replicas", "1"]);
+    assert!(!ok, "{out}");
+    assert!(
+        !out.contains("run `aegis init --replicas 1 --fix` to change it"),
+        "{out}"
+    );
+    for name in STREAMS {
+        let line = out
+            .lines()
+            .find(|l| l.contains(&format!("MISMATCH {name}:")))
+            .unwrap_or_else(|| panic!("{name}:\n{out}"));
+        assert!(
+            line.contains("`aegis init --replicas 3`")
+                && line.contains("lower")
+                && line.contains("fault tolerance"),
+            "{line}"
+        );
+    }
+    assert!(replicas_of(&cluster).iter().all(|(_, r)| *r == 3));
+
+    // A single node: 1.
+    let server = aegis_testkit::NatsServer::start().unwrap();
+    let (ok, out) = init(&server.url(), &[]);
+    assert!(ok, "{out}");
+    assert!(out.contains("ok      EVENTS (created; 1 replica,"), "{out}");
+}
