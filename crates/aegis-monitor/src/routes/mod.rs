@@ -105,7 +105,7 @@ pub fn router(state: AppState) -> Router {
         StatusCode::GATEWAY_TIMEOUT,
         timeout,
     ));
-    bounded
+    let app = bounded
         .merge(streaming)
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", spec))
         .fallback(ui::fallback)
@@ -116,15 +116,23 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_auth,
-        ))
+        ));
+    hardened(app).with_state(state)
+}
+
+/// The layers every answer passes through, whatever its route: a panic
+/// caught (innermost, so its 500 passes all the others), the body limits,
+/// the security headers, the request metrics, the error envelope and the
+/// trace span.
+fn hardened<S: Clone + Send + Sync + 'static>(app: Router<S>) -> Router<S> {
+    // A handler that panics is answered (500) and logged, not a
+    // connection dropped unanswered.
+    app.layer(CatchPanicLayer::custom(error::panicked))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(middleware::from_fn(crate::extract::refuse_oversized))
         .layer(middleware::from_fn(security_headers))
         .layer(middleware::from_fn(telemetry::record_http))
-        // A handler that panics is answered (500) and logged, not a
-        // connection dropped unanswered.
-        .layer(CatchPanicLayer::custom(error::panicked))
         .layer(middleware::from_fn(error::envelope_errors))
         .layer(
             TraceLayer::new_for_http()
@@ -146,7 +154,6 @@ pub fn router(state: AppState) -> Router {
                     )
                 }),
         )
-        .with_state(state)
 }
 
 /// Headers every response carries; API responses are never cached.
@@ -167,4 +174,39 @@ async fn security_headers(request: Request, next: Next) -> Response {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::{body::Body, routing::get};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// A handler's panic is answered like any other fault: 500 in the
+    /// envelope, with the headers every answer carries.
+    #[tokio::test]
+    async fn a_panic_is_answered_with_every_layers_headers() {
+        let app = hardened(Router::new().route(
+            "/api/boom",
+            get(|| async {
+                panic!("index out of bounds");
+                #[allow(unreachable_code)]
+                ()
+            }),
+        ));
+        let response = app
+            .oneshot(Request::get("/api/boom").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let headers = response.headers();
+        assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "INTERNAL_ERROR");
+    }
 }
