@@ -25,7 +25,7 @@ fn up_on(state: &Path, base: u16, api: u16) -> Proc {
         "up",
         "--single-node",
         "--instances",
-        "order=0",
+        "order=0,pricing=0,risk=0",
         "--base-port",
         &base.to_string(),
         "--api-port",

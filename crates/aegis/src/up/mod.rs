@@ -57,7 +57,9 @@ pub struct UpArgs {
     /// Start one NATS node instead of a 3-node cluster.
     #[arg(long)]
     pub single_node: bool,
-    /// Instances per service, e.g. `order=3,pricing=2,risk=2`.
+    /// Instances per service, e.g. `order=2` or `order=1,risk=0`. A kind not
+    /// named keeps its default (order=3, pricing=2, risk=2); `=0` runs none of
+    /// it (orders then fail: order-service needs pricing and risk).
     #[arg(long, default_value = "order=3,pricing=2,risk=2", value_parser = parse_instances)]
     pub instances: Instances,
     /// Port of the monitor API (and UI).
@@ -98,12 +100,20 @@ pub struct Instances(pub BTreeMap<String, usize>);
 
 const SERVICE_KINDS: [&str; 3] = ["order", "pricing", "risk"];
 
+/// Instances of each kind in [`SERVICE_KINDS`] when `--instances` does not
+/// name it.
+const DEFAULT_INSTANCES: [usize; 3] = [3, 2, 2];
+
 /// How long the showcase's instances have to register, and its monitor to
 /// be ready, once started.
 const START_WITHIN: Duration = Duration::from_secs(60);
 
 fn parse_instances(s: &str) -> Result<Instances, String> {
-    let mut map = BTreeMap::new();
+    let mut map: BTreeMap<String, usize> = SERVICE_KINDS
+        .iter()
+        .zip(DEFAULT_INSTANCES)
+        .map(|(kind, n)| ((*kind).to_owned(), n))
+        .collect();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (kind, n) = part
             .split_once('=')
@@ -726,6 +736,21 @@ mod tests {
         );
         assert_eq!(last_error("only\nnoise\n"), Some("noise"));
         assert_eq!(last_error(""), None);
+    }
+
+    #[test]
+    fn kinds_not_named_keep_their_default_counts() {
+        let counts = |s: &str| {
+            let i = parse_instances(s).unwrap();
+            SERVICE_KINDS.map(|k| i.0.get(k).copied())
+        };
+        assert_eq!(counts("order=2"), [Some(2), Some(2), Some(2)]);
+        assert_eq!(counts("risk=0"), [Some(3), Some(2), Some(0)]);
+        assert_eq!(
+            counts("order=1,pricing=1,risk=1"),
+            [Some(1), Some(1), Some(1)]
+        );
+        assert_eq!(counts(""), [Some(3), Some(2), Some(2)]);
     }
 
     #[test]
