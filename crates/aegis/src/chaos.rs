@@ -80,8 +80,13 @@ pub enum ChaosAction {
         nats: ConnectArgs,
     },
     /// Add latency to every handler of an instance, e.g. `--delay 500ms`
-    /// (`--delay 0s` removes it), to show latency-aware routing and the
-    /// latency charts.
+    /// (`--delay 0s` removes it): the monitor charts its latency, and the
+    /// p99 of its callers (`aegis traffic`) rises.
+    ///
+    /// It moves no traffic away: the example order service calls pricing and
+    /// risk round-robin, so a slowed instance keeps its share of the calls.
+    /// (The SDK's `Strategy::LeastLatency` would prefer the faster instances;
+    /// the showcase's services do not use it.)
     Slow {
         /// Instance id or service name.
         target: String,

@@ -48,3 +48,16 @@ fn a_drill_beyond_its_bound_is_refused_in_the_flags_terms() {
         );
     }
 }
+
+/// `chaos slow --help` says what the drill shows, and claims no routing
+/// the showcase does not do: its order service calls pricing round-robin,
+/// so a slowed instance keeps its share of the calls.
+#[test]
+fn slow_help_claims_no_latency_aware_routing() {
+    let (ok, out) = run(&["chaos", "slow", "--help"]);
+    assert!(ok, "{out}");
+    let text = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(!text.contains("latency-aware routing"), "{text}");
+    assert!(text.contains("keeps its share"), "{text}");
+    assert!(text.contains("p99"), "{text}");
+}
