@@ -159,7 +159,7 @@ impl ServiceBuilder {
             election,
         } = rollback;
         if self.single_active.is_some() {
-            warm_registry_view(&self.conn);
+            warm_registry_view(&self.conn, unsubscribe.clone());
         }
         let (role_task, health_task) = mirror(
             election.as_ref(),
@@ -560,15 +560,32 @@ fn mirror(
 /// registry's stream without a leader for seconds: its first calls as
 /// leader then find the view running (and, while the stream has no leader,
 /// serving its last known state) instead of starting a first load that
-/// may not finish in time. Failing, it is started again at the first call.
-fn warm_registry_view(conn: &crate::Connection) {
+/// may not finish in time. A load that fails (the instance started in
+/// such a fault) is tried again, 1 s later and then up to every 10 s,
+/// until it loads or `stop` (the service stopping, or dropped: the task
+/// then lets the connection go).
+fn warm_registry_view(conn: &crate::Connection, stop: CancellationToken) {
     let conn = conn.clone();
     tokio::spawn(async move {
-        if let Err(e) = conn.registry_cache().await {
-            tracing::debug!(
-                error = %crate::startup::Causes(&e),
-                "the registry view did not load ahead of need; the first call loads it"
-            );
+        let mut pause = Duration::from_secs(1);
+        loop {
+            let loaded = tokio::select! {
+                () = stop.cancelled() => return,
+                loaded = conn.registry_cache() => loaded,
+            };
+            match loaded {
+                Ok(_) => return,
+                Err(e) => tracing::debug!(
+                    error = %crate::startup::Causes(&e),
+                    retry_in = ?pause,
+                    "the registry view did not load ahead of need; trying again"
+                ),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(Duration::from_secs(10));
         }
     });
 }
