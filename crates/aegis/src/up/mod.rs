@@ -69,8 +69,9 @@ pub struct UpArgs {
     /// only; `0.0.0.0` opens it to the network (put TLS in front).
     #[arg(long, visible_alias = "api-listen", default_value = "127.0.0.1")]
     pub api_bind: std::net::IpAddr,
-    /// First NATS client port; nodes use base, base+1, base+2 (routes +2000, monitoring +4000).
-    #[arg(long, default_value_t = 4222)]
+    /// First NATS client port; nodes use base, base+1, base+2 (routes +2000,
+    /// monitoring +4000), so at most 61533.
+    #[arg(long, default_value_t = 4222, value_parser = parse_base_port)]
     pub base_port: u16,
     /// Where state lives: NATS data, logs, pids, credentials.
     #[arg(long, default_value = ".aegis")]
@@ -134,6 +135,29 @@ fn parse_instances(s: &str) -> Result<Instances, String> {
         map.insert(kind.to_owned(), n);
     }
     Ok(Instances(map))
+}
+
+/// The highest `--base-port`: its layout's last port (the third node's
+/// monitoring port, base + 4000 + 2) is 65535.
+const MAX_BASE_PORT: u16 = u16::MAX - nats::MONITOR_OFFSET - 2;
+
+/// A `--base-port` whose whole layout (see [`nats::plan`]) fits below
+/// 65536; a larger one would wrap around to port 0 and up.
+fn parse_base_port(s: &str) -> Result<u16, String> {
+    let port: u16 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a port (1-{MAX_BASE_PORT})"))?;
+    if port == 0 {
+        return Err("the base port must be at least 1".to_owned());
+    }
+    if port > MAX_BASE_PORT {
+        return Err(format!(
+            "{port} is too high: the nodes use base..base+2, their routes base+2000.. and their monitoring base+{}..base+{}, which must stay below 65536; use at most {MAX_BASE_PORT}",
+            nats::MONITOR_OFFSET,
+            nats::MONITOR_OFFSET + 2
+        ));
+    }
+    Ok(port)
 }
 
 /// Runs the showcase until `shutdown` is cancelled.
@@ -751,6 +775,29 @@ mod tests {
             [Some(1), Some(1), Some(1)]
         );
         assert_eq!(counts(""), [Some(3), Some(2), Some(2)]);
+    }
+
+    /// `aegis up`'s flags alone, as the command line gives them.
+    #[derive(Debug, clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        up: UpArgs,
+    }
+
+    #[test]
+    fn a_base_port_whose_layout_passes_65535_is_refused() {
+        use clap::Parser;
+        let parse = |port: &str| Flags::try_parse_from(["up", "--base-port", port]);
+        assert_eq!(parse("4222").unwrap().up.base_port, 4222);
+        assert_eq!(parse("61533").unwrap().up.base_port, 61533);
+        for port in ["61534", "65534", "0"] {
+            let err = parse(port).unwrap_err().to_string();
+            assert!(err.contains("--base-port"), "{port}: {err}");
+            assert!(
+                err.contains("61533") || err.contains("at least 1"),
+                "{port}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -52,6 +52,11 @@ impl NatsNode {
     }
 }
 
+/// Distance from a node's client port to its route port.
+pub const ROUTE_OFFSET: u16 = 2000;
+/// Distance from a node's client port to its monitoring port.
+pub const MONITOR_OFFSET: u16 = 4000;
+
 /// Lays out `count` nodes from `base_port` (clients), `base_port + 2000`
 /// (routes) and `base_port + 4000` (monitoring).
 ///
@@ -61,6 +66,9 @@ impl NatsNode {
 /// joined into a cluster, so switching between `aegis up` and
 /// `aegis up --single-node` on one state directory switches data sets
 /// instead of failing.
+///
+/// A layout past 65535 ends at 65535 rather than wrapping around (the
+/// command line refuses such a base port first).
 pub fn plan(state_dir: &Path, count: usize, base_port: u16) -> Vec<NatsNode> {
     let topology = if count == 1 { "single" } else { "cluster" };
     (0..count)
@@ -70,9 +78,9 @@ pub fn plan(state_dir: &Path, count: usize, base_port: u16) -> Vec<NatsNode> {
             let log = state_dir.join("logs").join(format!("nats-{name}.log"));
             NatsNode {
                 log_from: std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0),
-                client_port: base_port + i16,
-                cluster_port: base_port + 2000 + i16,
-                monitor_port: base_port + 4000 + i16,
+                client_port: base_port.saturating_add(i16),
+                cluster_port: base_port.saturating_add(ROUTE_OFFSET + i16),
+                monitor_port: base_port.saturating_add(MONITOR_OFFSET + i16),
                 dir: state_dir.join("nats").join(topology).join(&name),
                 log,
                 name,
