@@ -104,6 +104,11 @@ pub enum ChaosAction {
     KillNats {
         /// Node number.
         node: usize,
+        /// Connection flags, taken as by the other actions (so the same
+        /// `--credentials FILE` works on every one); not used: the node is
+        /// signalled as a process of the local showcase.
+        #[command(flatten)]
+        nats: ConnectArgs,
     },
     /// Restart NATS node N: stop it if it runs (SIGTERM, or lame duck mode
     /// with `--graceful`), then start it again; a node stopped by
@@ -124,6 +129,11 @@ pub enum ChaosAction {
         /// left or it closed them, within a minute).
         #[arg(long)]
         graceful: bool,
+        /// Connection flags, taken as by the other actions (so the same
+        /// `--credentials FILE` works on every one); not used: the node is
+        /// stopped and started as a process of the local showcase.
+        #[command(flatten)]
+        nats: ConnectArgs,
     },
 }
 
@@ -193,8 +203,12 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
                 "SIGKILLed {name} (pid {pid}); the supervisor restarts it after a delay (unless `aegis up` runs with --no-restart)"
             );
         }
-        ChaosAction::KillNats { node } => nats::kill(&remote, node)?,
-        ChaosAction::RestartNats { node, graceful } => {
+        ChaosAction::KillNats { node, nats: _ } => nats::kill(&remote, node)?,
+        ChaosAction::RestartNats {
+            node,
+            graceful,
+            nats: _,
+        } => {
             nats::restart(&remote, node, graceful).await?;
         }
     }

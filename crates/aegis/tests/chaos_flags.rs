@@ -61,3 +61,30 @@ fn slow_help_claims_no_latency_aware_routing() {
     assert!(text.contains("keeps its share"), "{text}");
     assert!(text.contains("p99"), "{text}");
 }
+
+/// `kill-nats` and `restart-nats` take the connection flags the other
+/// actions take (what `aegis up`'s banner teaches to append), so the same
+/// `--credentials FILE` suffix works on every chaos command; here they get
+/// as far as finding no showcase.
+#[test]
+fn nats_node_actions_accept_the_connection_flags() {
+    let state = tempfile::tempdir().unwrap();
+    let credentials = state.path().join("credentials");
+    std::fs::write(&credentials, "").unwrap();
+    let (state, credentials) = (
+        state.path().display().to_string(),
+        credentials.display().to_string(),
+    );
+    for action in [
+        &["kill-nats", "1"][..],
+        &["restart-nats", "1", "--graceful"],
+    ] {
+        let mut args = vec!["chaos"];
+        args.extend_from_slice(action);
+        args.extend(["--credentials", &credentials, "--state-dir", &state]);
+        let (ok, out) = run(&args);
+        assert!(!ok, "{args:?}:\n{out}");
+        assert!(!out.contains("unexpected argument"), "{args:?}:\n{out}");
+        assert!(out.contains("no `aegis up` is running"), "{args:?}:\n{out}");
+    }
+}
