@@ -13,15 +13,17 @@
 //!
 //! Signing in is limited per client (`client.rs`): the attempt over
 //! `sign_in_per_minute` gets 429 `TOO_MANY_REQUESTS` with `Retry-After`.
-//! Wrong credentials are limited per client as well, with the same setting:
-//! a bad bearer token or a forged session cookie, on any `/api` route, on
-//! `/status` (which tells a right token from a wrong one) or when signing
-//! in, uses one unit of the client's budget; once it is used up, every
-//! credential from that client, right or wrong, gets 429 with
-//! `Retry-After` before it is looked at, until the budget refills (in at
-//! most a minute). Right credentials use nothing, so other clients, and
-//! this one after the wait, are unaffected. Signing out revokes the session
-//! server-side ([`session`]).
+//! Wrong tokens are limited per client as well, with the same setting: a
+//! bad bearer token on any `/api` route, on `/status` (which tells a right
+//! token from a wrong one) or when signing in uses one unit of the client's
+//! budget; once it is used up, every bearer token from that client, right
+//! or wrong, gets 429 with `Retry-After` before it is looked at, until the
+//! budget refills (a unit every `60 / sign_in_per_minute` seconds, so for
+//! as long as a guesser keeps on). Right tokens use nothing, so other
+//! clients are unaffected. A session cookie is signed with the monitor's
+//! key and cannot be guessed: it is neither counted nor refused, so a user
+//! signed in from an address a guesser shares keeps working. Signing out
+//! revokes the session server-side ([`session`]).
 //!
 //! With no token configured the monitor refuses to start unless
 //! `insecure_dev` is set; then every request acts as `admin` under the name
@@ -312,7 +314,11 @@ impl Authenticator {
         peer: Option<SocketAddr>,
         headers: &HeaderMap,
     ) -> Result<Principal, ApiError> {
-        if self.insecure || !presents_credential(headers) {
+        // A session cookie is signed with the monitor's key: it cannot be
+        // guessed, so it neither counts against the budget nor is refused
+        // by it (a user signed in from an address a guesser shares keeps
+        // working). Only a bearer token is something to guess.
+        if self.insecure || !headers.contains_key(header::AUTHORIZATION) {
             return self.authenticate(headers);
         }
         let client = self.client(peer, headers);
@@ -386,7 +392,8 @@ impl Authenticator {
                         ErrorCode::Unauthorized,
                         "the session has expired or is not valid; sign in again",
                     ),
-                    guess: !self.sessions.is_genuine(cookie),
+                    // Never asked about: a cookie is not counted.
+                    guess: false,
                 });
         }
         Err(Refused {
@@ -397,12 +404,6 @@ impl Authenticator {
             guess: false,
         })
     }
-}
-
-/// Whether `headers` carry a credential (an `Authorization` header or the
-/// session cookie), right or wrong.
-fn presents_credential(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::AUTHORIZATION) || session_cookie(headers).is_some()
 }
 
 /// The session cookie's value among `headers`' cookies.

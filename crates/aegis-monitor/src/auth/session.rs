@@ -121,16 +121,6 @@ impl SessionSigner {
         true
     }
 
-    /// Whether `value` carries this signer's MAC: a cookie the monitor
-    /// issued, even if it has expired or was signed out since, as opposed
-    /// to a forged or mangled one.
-    pub(crate) fn is_genuine(&self, value: &str) -> bool {
-        value
-            .rsplit_once('.')
-            .and_then(|(payload, mac)| Some((payload, unhex(mac)?)))
-            .is_some_and(|(payload, mac)| bool::from(self.mac(payload).ct_eq(&mac)))
-    }
-
     /// As [`verify`](Self::verify), with the cookie's expiry (Unix seconds).
     fn verify_until(
         &self,
@@ -255,27 +245,6 @@ mod tests {
                 .contains("HttpOnly; SameSite=Strict; Secure")
         );
         assert!(!signer.set_cookie(&value, false).contains("Secure"));
-    }
-
-    #[test]
-    fn only_our_own_cookies_are_genuine() {
-        let t = tokens();
-        let signer = SessionSigner::new(Some("s"), Duration::from_secs(60));
-        let entry = t.verify("viewer-token-0123456789").unwrap().clone();
-        let now = Utc::now();
-        let (value, expires) = signer.issue(&entry, now);
-        // Expired or signed out, it is still one we issued: no guess.
-        assert!(signer.verify(&value, &t, expires).is_none());
-        assert!(signer.is_genuine(&value));
-        assert!(signer.revoke(&value, &t, now));
-        assert!(signer.is_genuine(&value));
-        // Forged, mangled or signed with another secret, it is.
-        assert!(!signer.is_genuine(&value.replacen("v2.viewer.", "v2.admin.", 1)));
-        for junk in ["", "garbage", "a.zz", "."] {
-            assert!(!signer.is_genuine(junk), "{junk}");
-        }
-        let other = SessionSigner::new(Some("x"), Duration::from_secs(60));
-        assert!(!other.is_genuine(&value));
     }
 
     #[test]
