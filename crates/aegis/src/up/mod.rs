@@ -37,7 +37,8 @@ use std::{
 
 use aegis_sdk::{
     ConnectError, Connection, Secret,
-    contracts::InstanceStatus,
+    contracts::{InstanceStatus, ServiceInstance, subjects},
+    election::LeaderRecord,
     registry::{RegistryError, RegistryReader},
 };
 use anyhow::{Context, bail};
@@ -244,10 +245,10 @@ async fn starting(
     deadline: tokio::time::Instant,
     shutdown: &CancellationToken,
     state_dir: &Path,
-    mut missing: impl FnMut() -> Option<String>,
+    mut missing: impl AsyncFnMut() -> Option<String>,
 ) -> anyhow::Result<bool> {
     loop {
-        let Some(what) = missing() else {
+        let Some(what) = missing().await else {
             return Ok(true);
         };
         if tokio::time::Instant::now() > deadline {
@@ -351,7 +352,9 @@ async fn run_on(
         unset: Vec::new(),
     })?;
 
-    // 4. The services.
+    // 4. The services. An election key written before they start is an
+    //    earlier run's (or another fleet's): see `election_holders`.
+    let elections_before = elections_sequence(&conn).await;
     let mut expected = 0;
     for (kind, count) in &args.instances.0 {
         for i in 1..=*count {
@@ -388,7 +391,7 @@ async fn run_on(
             Err(e) => return Err(e.into()),
         }
     };
-    let registered = || {
+    let registered = async || {
         let n = reader.all().len();
         (n < expected).then(|| format!("only {n} of {expected} instances registered"))
     };
@@ -396,9 +399,11 @@ async fn run_on(
         return Ok(());
     }
 
-    // Up means it takes orders: every sticky group has its leader. On a
-    // cluster restarted on its data, the elections bucket's stream elects
-    // its own leader first (seconds), and until then nobody can win.
+    // Up means it takes orders: every sticky group has its leader, the
+    // holder of its election key (a record's own status may be an earlier
+    // run's). On a cluster restarted on its data, the elections bucket's
+    // stream elects its own leader first (seconds), and until then nobody
+    // can win.
     let groups: std::collections::BTreeSet<(String, String)> = reader
         .all()
         .into_iter()
@@ -407,15 +412,20 @@ async fn run_on(
     if !groups.is_empty() {
         step("waiting for the sticky groups' leaders");
     }
-    let led = || {
+    let mut holders = BTreeMap::new();
+    let led = async || {
+        holders = election_holders(&conn, &groups, elections_before).await;
         let all = reader.all();
         let leaderless: Vec<String> = groups
             .iter()
             .filter(|(service, group)| {
+                let holder = holders.get(&(service.clone(), group.clone()));
+                // A holder that is not registered in the group is not
+                // (or no longer) running.
                 !all.iter().any(|i| {
                     i.service_name == *service
                         && i.sticky_active_group.as_deref() == Some(group.as_str())
-                        && i.status == InstanceStatus::Active
+                        && Some(&i.instance_id) == holder
                 })
             })
             .map(|(service, group)| format!("{service} (group {group})"))
@@ -435,7 +445,15 @@ async fn run_on(
     if !monitor.ready(sup, shutdown).await? {
         return Ok(());
     }
-    print_summary(args, state_dir, url, nodes, &reader, ui_dir.is_some());
+    print_summary(
+        args,
+        state_dir,
+        url,
+        nodes,
+        &reader,
+        &holders,
+        ui_dir.is_some(),
+    );
     sup.supervise(shutdown).await;
     Ok(())
 }
@@ -606,6 +624,7 @@ fn print_summary(
     url: &str,
     nodes: &[nats::NatsNode],
     reader: &RegistryReader,
+    holders: &BTreeMap<(String, String), String>,
     ui: bool,
 ) {
     let api = api_base(args);
@@ -651,7 +670,7 @@ fn print_summary(
             "  {:<18} {:<12} {:<9} {}",
             i.service_name,
             i.instance_id,
-            i.status.as_str(),
+            shown_status(&i, holders),
             i.sticky_active_group.as_deref().unwrap_or("-")
         );
     }
@@ -687,6 +706,69 @@ fn print_summary(
         "  aegis chaos kill order-service{chaos_flags}      # kill the ACTIVE order instance, watch a STANDBY take over"
     );
     println!("Ctrl-C stops everything.");
+}
+
+/// The status of `instance` in the summary: in a sticky group, ACTIVE is
+/// the holder of the group's election key (`holders`), as in every view of
+/// the fleet; an instance whose record still claims ACTIVE without holding
+/// the key is shown DEPOSED (a leader that ended without resigning, or one
+/// that lost its lease).
+fn shown_status(
+    instance: &ServiceInstance,
+    holders: &BTreeMap<(String, String), String>,
+) -> &'static str {
+    let Some(group) = &instance.sticky_active_group else {
+        return instance.status.as_str();
+    };
+    let holder = holders.get(&(instance.service_name.clone(), group.clone()));
+    match instance.status {
+        _ if holder == Some(&instance.instance_id) => InstanceStatus::Active.as_str(),
+        InstanceStatus::Active => "DEPOSED",
+        other => other.as_str(),
+    }
+}
+
+/// The last sequence of the election keys' stream: the revision every key
+/// written from now on is above. 0 when it cannot be read (every key then
+/// counts).
+async fn elections_sequence(conn: &Connection) -> u64 {
+    let stream = format!("KV_{}", subjects::ELECTIONS_BUCKET);
+    match conn.jetstream().get_stream(&stream).await {
+        Ok(mut stream) => stream.info().await.map_or(0, |i| i.state.last_sequence),
+        Err(e) => {
+            tracing::debug!(error = %e, "reading the election keys' stream");
+            0
+        }
+    }
+}
+
+/// The holder of each group's election key, among keys written after
+/// revision `since`: an older write is a leader of an earlier run (killed,
+/// or forced to exit, it resigned nothing) until a live campaign
+/// replaces it. Groups whose key cannot be read are left out.
+async fn election_holders(
+    conn: &Connection,
+    groups: &std::collections::BTreeSet<(String, String)>,
+    since: u64,
+) -> BTreeMap<(String, String), String> {
+    let mut holders = BTreeMap::new();
+    let Ok(store) = conn
+        .jetstream()
+        .get_key_value(subjects::ELECTIONS_BUCKET)
+        .await
+    else {
+        return holders;
+    };
+    for (service, group) in groups {
+        if let Ok(Some(entry)) = store.entry(subjects::election_key(service, group)).await
+            && entry.operation == async_nats::jetstream::kv::Operation::Put
+            && entry.revision > since
+            && let Ok(record) = serde_json::from_slice::<LeaderRecord>(&entry.value)
+        {
+            holders.insert((service.clone(), group.clone()), record.instance_id);
+        }
+    }
+    holders
 }
 
 /// `text` as one word for a POSIX shell: as it is when nothing in it needs
