@@ -22,8 +22,9 @@
 //!   any word of a string that reads as an NKey seed (`SU...`, 58
 //!   characters).
 //!
-//! Everything else (users, servers without passwords, timeouts, fields
-//! this monitor does not know) is left exactly as it came. `null` and
+//! An instance's connection settings are first kept to the keys the SDK
+//! writes ([`keep_sdk_shape`]); everything else in them (users, servers
+//! without passwords, timeouts) is left exactly as it came. `null` and
 //! booleans are kept under a secret key too: they say whether a secret is
 //! set, not what it is.
 
@@ -81,6 +82,37 @@ const LOCATION_WORDS: &[&str] = &["file", "path", "dir", "filename"];
 /// Keys whose string values are server addresses, redacted as URLs even
 /// without a scheme.
 const ADDRESS_WORDS: &[&str] = &["server", "servers", "url", "urls", "uri", "uris"];
+
+/// `connection` (an instance's connection settings, which the SDK writes
+/// as its `AegisConfig`) kept to the keys the SDK writes, at every depth:
+/// a key it does not write, an object or a list of objects where it
+/// writes a value, or a value where it writes an object, is left out. A
+/// name list cannot know every shape a secret comes in (an env list's
+/// `value`, a `pw`, a connection string); what the SDK never writes is
+/// not shown at all. Then [`redact_secrets`] redacts what is left.
+pub(crate) fn keep_sdk_shape(connection: &Value) -> Value {
+    static SHAPE: std::sync::LazyLock<Value> =
+        std::sync::LazyLock::new(|| aegis_sdk::AegisConfig::default().redacted());
+    let mut kept = shaped(connection, &SHAPE).unwrap_or_else(|| Value::Object(Map::new()));
+    redact_secrets(&mut kept);
+    kept
+}
+
+/// `value` kept to `shape` (see [`keep_sdk_shape`]); `None` to leave out.
+fn shaped(value: &Value, shape: &Value) -> Option<Value> {
+    let scalar = |v: &Value| !matches!(v, Value::Object(_) | Value::Array(_));
+    match (value, shape) {
+        (Value::Object(fields), Value::Object(known)) => Some(Value::Object(
+            fields
+                .iter()
+                .filter_map(|(key, v)| Some((key.clone(), shaped(v, known.get(key)?)?)))
+                .collect(),
+        )),
+        (_, Value::Object(_)) | (Value::Object(_), _) => None,
+        (Value::Array(items), _) => items.iter().all(scalar).then(|| value.clone()),
+        _ => Some(value.clone()),
+    }
+}
 
 /// `value` with every secret in it replaced by [`REDACTED`] (see the
 /// module documentation for what counts as one).
@@ -275,6 +307,36 @@ mod tests {
     fn redacted(mut v: Value) -> Value {
         redact_secrets(&mut v);
         v
+    }
+
+    /// The SDK's own settings, every field set, pass as the SDK wrote
+    /// them: the shape follows the SDK, so a field it adds is not lost.
+    #[test]
+    fn the_sdks_own_connection_settings_pass_unchanged() {
+        let mut config =
+            aegis_sdk::AegisConfig::with_servers("nats://alice:pw@h1:4222,nats://h2:4222");
+        config.nats.user = Some("alice".into());
+        config.nats.password = Some(aegis_sdk::Secret::new("pw"));
+        config.nats.inbox_prefix = Some("_INBOX_alice".into());
+        config.nats.creds_file = Some("/etc/aegis/alice.creds".into());
+        config.nats.reconnect.max_reconnects = Some(5);
+        let written = config.redacted();
+        assert_eq!(keep_sdk_shape(&written), written);
+        assert!(!written.to_string().contains(":pw@"), "{written}");
+    }
+
+    #[test]
+    fn what_the_sdk_does_not_write_is_left_out() {
+        let kept = keep_sdk_shape(&json!({
+            "nats": {"user": "a", "pw": "x", "env": [{"value": "y"}], "servers": ["nats://h:1"],
+                     "reconnect": "not an object"},
+            "other": {"user": "b"}
+        }));
+        assert_eq!(
+            kept,
+            json!({"nats": {"user": "a", "servers": ["nats://h:1"]}})
+        );
+        assert_eq!(keep_sdk_shape(&json!("a string")), json!({}));
     }
 
     #[test]

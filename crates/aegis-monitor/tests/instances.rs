@@ -372,34 +372,46 @@ async fn instance_config_secrets_are_redacted_by_the_monitor() {
         "nested-secret-42",
         "api-key-value",
         "urlpass-in-prose",
+        "k8s-env-secret",
+        "pw-short-key",
+        "conn-string-secret",
+        "top-level-secret",
     ];
+    // The SDK's own shape (`AegisConfig`: `nats`, `streams`), with secrets
+    // where the SDK keeps them and where it never would: what a name list
+    // misses (`pw`, an env list's `value`, a `password=` in a connection
+    // string) goes with every key the SDK does not write.
     let sent = json!({
         "service": "pricing-service", "instanceId": "pricing-9", "version": "1.0.0",
         "sdkVersion": "0.0.9", "singleActive": null,
         "registration": {"heartbeatMs": 1000, "refreshMs": 4000, "ttlMs": 15000},
         "metricsIntervalMs": 2000, "shutdownTimeoutMs": 10000,
         "connection": {
-            "servers": [
-                "nats://alice:s3cret-in-url@h1:4222",
-                "tls://tok3n-in-url@h2:4443/ws",
-                "nats://plain:4222"
-            ],
-            "user": "alice",
-            "password": "hunter2-pass",
-            "Token": "tok-abc123",
-            "nkey_seed": "SUAMLK2ZNL35WSMW37E7UD4VZ7ELPKW7DHC3BWBSD2GCZ7IUQQXZIORRBU",
-            "userJWT": "eyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5In0",
+            "nats": {
+                "servers": [
+                    "nats://alice:s3cret-in-url@h1:4222",
+                    "tls://tok3n-in-url@h2:4443/ws",
+                    "nats://plain:4222"
+                ],
+                "user": "alice",
+                "password": "hunter2-pass",
+                "token": "tok-abc123",
+                "nkey_seed": "SUAMLK2ZNL35WSMW37E7UD4VZ7ELPKW7DHC3BWBSD2GCZ7IUQQXZIORRBU",
+                "creds_file": "/etc/aegis/pricing.creds",
+                "tls_key": "/etc/aegis/tls.key",
+                "request_timeout": "5s",
+                "reconnect": {"initial_delay": "50ms", "userJWT": "eyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5In0"},
+                "pw": "pw-short-key",
+                "env": [{"name": "NATS_PASSWORD", "value": "k8s-env-secret"}],
+                "dsn": "host=db password=conn-string-secret",
+                "pool": [{"auth": {"PASS": "nested-secret-42"}}],
+                "API_KEY": "api-key-value",
+                "note": "fallback to nats://bob:urlpass-in-prose@backup:4222 if h1 is down"
+            },
             "creds": "-----BEGIN NATS USER JWT-----\ncreds-body-secret\n------END NATS USER JWT------",
-            "creds_file": "/etc/aegis/pricing.creds",
-            "tls": {"privateKey": "-----BEGIN PRIVATE KEY-----\npem-body-secret\n-----END PRIVATE KEY-----",
-                    "tls_key": "/etc/aegis/tls.key"},
-            "pool": [{"auth": {"PASS": "nested-secret-42", "timeoutMs": 500}}],
-            "API_KEY": "api-key-value",
-            "requestTimeout": "5s",
-            "note": "fallback to nats://bob:urlpass-in-prose@backup:4222 if h1 is down",
-            "password_unset": null
+            "tls": {"privateKey": "-----BEGIN PRIVATE KEY-----\npem-body-secret\n-----END PRIVATE KEY-----"}
         },
-        "addedByANewerSdk": {"secret": {"deep": ["x"]}, "compass": "north"}
+        "addedByANewerSdk": {"note": "shown", "secret": "top-level-secret"}
     });
     let mut sub = conn
         .client()
@@ -424,6 +436,8 @@ async fn instance_config_secrets_are_redacted_by_the_monitor() {
     for secret in secrets {
         assert!(!shown.contains(secret), "{secret:?} leaked in {shown}");
     }
+    // Of the connection settings, only what the SDK writes is shown, its
+    // secrets redacted; other fields by name.
     assert_eq!(
         r.body["config"],
         json!({
@@ -432,26 +446,23 @@ async fn instance_config_secrets_are_redacted_by_the_monitor() {
             "registration": {"heartbeatMs": 1000, "refreshMs": 4000, "ttlMs": 15000},
             "metricsIntervalMs": 2000, "shutdownTimeoutMs": 10000,
             "connection": {
-                "servers": [
-                    "nats://alice:<redacted>@h1:4222",
-                    "tls://<redacted>@h2:4443/ws",
-                    "nats://plain:4222"
-                ],
-                "user": "alice",
-                "password": "<redacted>",
-                "Token": "<redacted>",
-                "nkey_seed": "<redacted>",
-                "userJWT": "<redacted>",
-                "creds": "<redacted>",
-                "creds_file": "/etc/aegis/pricing.creds",
-                "tls": {"privateKey": "<redacted>", "tls_key": "/etc/aegis/tls.key"},
-                "pool": [{"auth": {"PASS": "<redacted>", "timeoutMs": 500}}],
-                "API_KEY": "<redacted>",
-                "requestTimeout": "5s",
-                "note": "fallback to nats://bob:<redacted>@backup:4222 if h1 is down",
-                "password_unset": null
+                "nats": {
+                    "servers": [
+                        "nats://alice:<redacted>@h1:4222",
+                        "tls://<redacted>@h2:4443/ws",
+                        "nats://plain:4222"
+                    ],
+                    "user": "alice",
+                    "password": "<redacted>",
+                    "token": "<redacted>",
+                    "nkey_seed": "<redacted>",
+                    "creds_file": "/etc/aegis/pricing.creds",
+                    "tls_key": "/etc/aegis/tls.key",
+                    "request_timeout": "5s",
+                    "reconnect": {"initial_delay": "50ms"}
+                }
             },
-            "addedByANewerSdk": {"secret": "<redacted>", "compass": "north"}
+            "addedByANewerSdk": {"note": "shown", "secret": "<redacted>"}
         })
     );
     assert_eq!(r.body["instanceId"], "pricing-9");

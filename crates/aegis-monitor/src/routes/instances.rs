@@ -49,7 +49,7 @@ use crate::{
     fleet::{InstanceView, Selection, Summary},
     list_cache::{self, ListCache},
     openapi::{InstanceStatusDoc, LogRecordDoc, ServiceInstanceDoc},
-    redact::redact_secrets,
+    redact::{keep_sdk_shape, redact_secrets},
     state::AppState,
 };
 
@@ -397,10 +397,15 @@ async fn instance_config(
 /// instance of another or an older SDK, or any process allowed to answer
 /// the subject, may send secrets, and viewers must never see them (nor in
 /// the parse error of a 502, hence redacting before the check).
+/// Its connection settings, where secrets live, are kept to the keys the
+/// SDK writes; other fields a newer SDK may add are shown (redacted).
 fn read_effective_config(payload: &[u8]) -> Result<Value, serde_json::Error> {
     let mut config: Value = serde_json::from_slice(payload)?;
     redact_secrets(&mut config);
     EffectiveConfig::deserialize(&config)?;
+    if let Some(connection) = config.get_mut("connection") {
+        *connection = keep_sdk_shape(connection);
+    }
     Ok(config)
 }
 
