@@ -655,9 +655,18 @@ fn print_summary(
     if ui {
         println!("  UI          {api}/");
     }
+    // On an external NATS (`--nats-url`) the file's NATS users are only
+    // those of a NATS `aegis up` starts itself: that server does not know
+    // them, and everything connects with the environment's credentials.
+    let attached = nodes.is_empty();
     println!(
-        "  credentials {} (monitor tokens, NATS users; mode 0600)",
-        state_dir.join("credentials").display()
+        "  credentials {} ({}; mode 0600)",
+        state_dir.join("credentials").display(),
+        if attached {
+            "monitor tokens; its NATS users are not this NATS's"
+        } else {
+            "monitor tokens, NATS users"
+        }
     );
     println!("  logs        {}", state_dir.join("logs").display());
     println!();
@@ -675,25 +684,38 @@ fn print_summary(
         );
     }
     println!();
-    println!(
-        "Try (NATS refuses clients without credentials; these find the operator's in the file above):"
-    );
+    if attached {
+        println!(
+            "Try (with the NATS credentials this `aegis up` was given: the same AEGIS_NATS_* variables, or --nats-creds):"
+        );
+    } else {
+        println!(
+            "Try (NATS refuses clients without credentials; these find the operator's in the file above):"
+        );
+    }
     // The flags that find this showcase when its state directory is not
     // the default one, quoted for a POSIX shell: a state directory may
-    // have a space in its name. No `--nats-url`: the tools read every
-    // node's URL beside the credentials (`credentials::NATS_URL_FILE`).
+    // have a space in its name. On our own NATS no `--nats-url`: the tools
+    // read every node's URL beside the credentials
+    // (`credentials::NATS_URL_FILE`). On an external NATS, its URL and no
+    // `--credentials`: the environment's credentials are the ones it knows.
     let mut flags = String::new();
     let default_dir = Path::new(".aegis").canonicalize().ok();
-    let mut chaos_flags = flags.clone();
-    if default_dir.as_deref() != Some(state_dir) {
+    let elsewhere = default_dir.as_deref() != Some(state_dir);
+    if attached {
+        flags.push_str(&format!(" --nats-url {}", shell_quoted(url)));
+    } else if elsewhere {
         flags.push_str(&format!(
             " --credentials {}",
             shell_quoted(&state_dir.join("credentials").display().to_string())
         ));
-        chaos_flags = format!(
-            "{flags} --state-dir {}",
+    }
+    let mut chaos_flags = flags.clone();
+    if elsewhere {
+        chaos_flags.push_str(&format!(
+            " --state-dir {}",
             shell_quoted(&state_dir.display().to_string())
-        );
+        ));
     }
     println!("  aegis status --watch{flags}");
     println!(
