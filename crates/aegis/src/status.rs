@@ -25,7 +25,12 @@
 
 mod closed;
 
-use std::{collections::HashMap, path::PathBuf, time::Duration};
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Mutex, PoisonError},
+    time::Duration,
+};
 
 use aegis_monitor::{
     SystemAccount, SystemArgs,
@@ -45,7 +50,7 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{cli::ConnectArgs, up::credentials};
+use crate::{bench::lock, cli::ConnectArgs, up::credentials};
 
 /// The longest `aegis status` listens for a liveness beat of every
 /// instance before it prints: one and a half beat intervals, at most this
@@ -106,21 +111,29 @@ pub async fn run(args: StatusArgs, shutdown: CancellationToken) -> anyhow::Resul
     // what the instance last said, not a sign heard now (one written by a
     // clock that runs ahead would pass for one).
     let since = Utc::now();
-    let closed = match &system {
-        Some(found) => match closed_connections(found, &conn).await {
-            Ok(closed) => closed,
-            Err(e) if found.file.is_some() => {
-                warn_without_system(system.take(), &error_line(&e));
-                HashMap::new()
-            }
-            Err(e) => return Err(e),
-        },
-        None => HashMap::new(),
-    };
     // One beat of each instance first: the records alone are rewritten only
     // every few beats, so their ages would read up to seconds old, and an
-    // instance that sends none is dead or hung.
-    listen_for_beats(&fleet, since, &closed).await;
+    // instance that sends none is dead or hung. The servers' lists of
+    // closed connections are awaited meanwhile, not before: a server that
+    // is down never answers, and its second of waiting must not come on
+    // top of the beats' (the wait stays within BEAT_PATIENCE).
+    let closed = Mutex::new(HashMap::new());
+    let listing = async {
+        if let Some(found) = &system {
+            let listed = closed_connections(found, &conn).await?;
+            *lock(&closed) = listed;
+        }
+        anyhow::Ok(())
+    };
+    let (listed, ()) = tokio::join!(listing, listen_for_beats(&fleet, since, &closed));
+    if let Err(e) = listed {
+        if system.as_ref().is_some_and(|s| s.file.is_some()) {
+            warn_without_system(system.take(), &error_line(&e));
+        } else {
+            return Err(e);
+        }
+    }
+    let closed = closed.into_inner().unwrap_or_else(PoisonError::into_inner);
     let mut listening = Listening {
         since,
         judged: true,
@@ -235,36 +248,52 @@ fn reconnects(conn: &aegis_sdk::Connection) -> u64 {
 }
 
 /// Waits until every instance that beats (and is not already known down,
-/// nor its connection in `closed`) has shown a sign of life since `since`,
-/// or until one and a half of the longest of their beat intervals have
-/// passed (at most [`BEAT_PATIENCE`]).
+/// nor its connection in `closed`, which may fill in meanwhile) has shown
+/// a sign of life since `since`, or until one and a half of the longest of
+/// their beat intervals have passed (at most [`BEAT_PATIENCE`]).
 async fn listen_for_beats(
     fleet: &Fleet,
     since: DateTime<Utc>,
-    closed: &HashMap<String, DateTime<Utc>>,
+    closed: &Mutex<HashMap<String, DateTime<Utc>>>,
 ) {
-    let beating: Vec<(String, String, Duration)> = fleet
+    let started = tokio::time::Instant::now();
+    let beating: Vec<(String, String, Option<String>, Duration)> = fleet
         .all()
         .into_iter()
         .filter(|v| !v.process_down())
-        .filter(|v| connection_of(&v.instance).is_none_or(|name| !closed.contains_key(name)))
         .filter_map(|v| {
             let interval = beat_interval(&v.instance)?;
-            Some((v.instance.service_name, v.instance.instance_id, interval))
+            let connection = connection_of(&v.instance).map(str::to_owned);
+            Some((
+                v.instance.service_name,
+                v.instance.instance_id,
+                connection,
+                interval,
+            ))
         })
         .collect();
-    let Some(longest) = beating.iter().map(|(_, _, interval)| *interval).max() else {
-        return;
-    };
-    let deadline =
-        tokio::time::Instant::now() + longest.mul_f64(LATE_AFTER_INTERVALS).min(BEAT_PATIENCE);
     loop {
-        let all_seen = beating.iter().all(|(service, id, _)| {
-            fleet
-                .last_sign_of_life(service, id)
-                .is_some_and(|at| at >= since)
-        });
-        if all_seen || tokio::time::Instant::now() >= deadline {
+        let waiting: Vec<Duration> = {
+            let closed = lock(closed);
+            beating
+                .iter()
+                .filter(|(_, _, connection, _)| {
+                    connection
+                        .as_deref()
+                        .is_none_or(|name| !closed.contains_key(name))
+                })
+                .filter(|(service, id, _, _)| {
+                    fleet
+                        .last_sign_of_life(service, id)
+                        .is_none_or(|at| at < since)
+                })
+                .map(|(_, _, _, interval)| *interval)
+                .collect()
+        };
+        let Some(longest) = waiting.into_iter().max() else {
+            return;
+        };
+        if started.elapsed() >= longest.mul_f64(LATE_AFTER_INTERVALS).min(BEAT_PATIENCE) {
             return;
         }
         tokio::time::sleep(BEAT_POLL).await;
