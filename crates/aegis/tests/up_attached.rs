@@ -65,3 +65,37 @@ fn the_commands_suggested_on_an_external_nats_name_it_and_work() {
     );
     up.terminate_within(Duration::from_secs(30));
 }
+
+/// A password in `--nats-url` signs the showcase in and is printed
+/// nowhere: not in the summary, not in the commands it suggests, and the
+/// file that keeps the URL for the tools is readable by its owner only.
+#[test]
+fn a_password_in_the_external_url_is_never_printed() {
+    use std::os::unix::fs::PermissionsExt;
+    let nats = NatsServer::builder()
+        .app_users(r#"[ { user: "alice", password: "s3cret-pw" } ]"#.into())
+        .start()
+        .expect("start nats-server (run `make bootstrap`)");
+    let url = nats.url().replace("nats://", "nats://alice:s3cret-pw@");
+    let state = tempfile::tempdir().unwrap();
+    let mut up = Proc::spawn(&[
+        "up",
+        "--nats-url",
+        &url,
+        "--instances",
+        "order=0,pricing=0,risk=0",
+        "--api-port",
+        &free_port().to_string(),
+        "--state-dir",
+        state.path().to_str().unwrap(),
+    ]);
+    up.wait_for("Ctrl-C stops everything", Duration::from_secs(120));
+    let out = up.output();
+    assert!(!out.contains("s3cret-pw"), "{out}");
+    assert!(out.contains("alice:<redacted>@"), "{out}");
+    let kept = state.path().join("nats-url");
+    let mode = std::fs::metadata(&kept).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "{kept:?} is {mode:o}");
+    up.terminate_within(Duration::from_secs(30));
+    assert!(!up.output().contains("s3cret-pw"));
+}

@@ -254,13 +254,23 @@ fn generate() -> String {
 /// stops.
 pub const NATS_URL_FILE: &str = "nats-url";
 
-/// Writes [`NATS_URL_FILE`] in `state_dir`.
+/// Writes [`NATS_URL_FILE`] in `state_dir`, readable by its owner only
+/// (the URL of an external NATS may carry a password).
 ///
 /// # Errors
 /// When the file cannot be written.
 pub fn write_nats_url(state_dir: &Path, url: &str) -> anyhow::Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
     let path = state_dir.join(NATS_URL_FILE);
-    std::fs::write(&path, format!("{url}\n")).with_context(|| format!("writing {}", path.display()))
+    // A file an older version left readable by others is made anew.
+    let _ = std::fs::remove_file(&path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut file| file.write_all(format!("{url}\n").as_bytes()))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Removes [`NATS_URL_FILE`] from `state_dir` (nothing to do when absent).

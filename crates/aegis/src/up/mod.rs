@@ -604,10 +604,14 @@ async fn connect(
             .context("loading the NATS configuration")?;
         match Connection::connect(config).await {
             Ok(c) => return Ok(c),
-            // The same credentials would be refused again: say so now.
-            Err(e @ ConnectError::Refused { .. }) => return Err(e.into()),
+            // The same credentials would be refused again, and the same
+            // configuration too: say so now.
+            Err(e @ (ConnectError::Refused { .. } | ConnectError::Config(_))) => {
+                return Err(e.into());
+            }
             Err(e) if tokio::time::Instant::now() > deadline => {
-                return Err(e).with_context(|| format!("NATS at {url} did not become ready"));
+                return Err(e)
+                    .with_context(|| format!("NATS at {} did not become ready", redacted(url)));
             }
             Err(_) => {}
         }
@@ -628,6 +632,8 @@ fn print_summary(
     ui: bool,
 ) {
     let api = api_base(args);
+    // A password the URL may carry is printed nowhere.
+    let url = &redacted(url);
     println!();
     println!("Aegis showcase is up");
     println!(
@@ -704,6 +710,12 @@ fn print_summary(
     let elsewhere = default_dir.as_deref() != Some(state_dir);
     if attached {
         flags.push_str(&format!(" --nats-url {}", shell_quoted(url)));
+        if url.contains(aegis_sdk::config::REDACTED) {
+            println!(
+                "  (put the password back where the URL shows {})",
+                aegis_sdk::config::REDACTED
+            );
+        }
     } else if elsewhere {
         flags.push_str(&format!(
             " --credentials {}",
@@ -913,4 +925,10 @@ mod tests {
         assert!(parse_instances("order").is_err());
         assert!(parse_instances("order=99").is_err());
     }
+}
+
+/// `urls` (comma-separated) with the password each may carry redacted.
+fn redacted(urls: &str) -> String {
+    let shown: Vec<String> = urls.split(',').map(aegis_sdk::config::redact_url).collect();
+    shown.join(",")
 }
