@@ -841,6 +841,12 @@ impl Drop for PidLock {
     }
 }
 
+/// `urls` (comma-separated) with the password each may carry redacted.
+fn redacted(urls: &str) -> String {
+    let shown: Vec<String> = urls.split(',').map(aegis_sdk::config::redact_url).collect();
+    shown.join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -925,10 +931,4 @@ mod tests {
         assert!(parse_instances("order").is_err());
         assert!(parse_instances("order=99").is_err());
     }
-}
-
-/// `urls` (comma-separated) with the password each may carry redacted.
-fn redacted(urls: &str) -> String {
-    let shown: Vec<String> = urls.split(',').map(aegis_sdk::config::redact_url).collect();
-    shown.join(",")
 }
