@@ -1,4 +1,4 @@
-// NatsPoller: asks `GET /api/nats` every `checkEveryMs` after each answer;
+// NatsPoller: asks `GET /api/nats` at half `checkEveryMs` after each answer;
 // anything that keeps it from knowing is `unknown` (never the last good
 // view), a 404 is an older monitor (`absent`), a 401 stops it.
 import { ApiError } from "@/lib/api/client";
@@ -38,32 +38,63 @@ describe("NatsPoller", () => {
   beforeEach(() => vi.useFakeTimers({ now: new Date(2026, 11, 4, 19, 30, 0) }));
   afterEach(() => vi.useRealTimers());
 
-  it("asks at once, then every checkEveryMs after each answer", async () => {
+  it("asks at once, then within 500 ms of each answer when the monitor checks every second", async () => {
+    // The monitor remakes its picture as each ping round ends (twice a
+    // second): asking only every checkEveryMs adds up to a second to a
+    // NATS node down.
     const { poller, fetch, last } = setup(() => Promise.resolve(health()));
     await advance(0);
     expect(fetch).toHaveBeenCalledTimes(1);
     expect(last()?.kind).toBe("known");
-    await advance(999);
+    await advance(499);
     expect(fetch).toHaveBeenCalledTimes(1);
     await advance(1);
     expect(fetch).toHaveBeenCalledTimes(2);
-    await advance(3000);
+    await advance(1500);
     expect(fetch).toHaveBeenCalledTimes(5);
     poller.stop();
     await advance(10_000);
     expect(fetch).toHaveBeenCalledTimes(5);
   });
 
-  it("follows the monitor's interval, within bounds", async () => {
+  it("asks at half the monitor's interval, within bounds", async () => {
     expect(pollInterval(0)).toBe(500);
-    expect(pollInterval(2000)).toBe(2000);
+    expect(pollInterval(1000)).toBe(500);
+    expect(pollInterval(2000)).toBe(1000);
     expect(pollInterval(600_000)).toBe(10_000);
     const { poller, fetch } = setup(() => Promise.resolve(health({ checkEveryMs: 2000 })));
     await advance(0);
-    await advance(1999);
+    await advance(999);
     expect(fetch).toHaveBeenCalledTimes(1);
     await advance(1);
     expect(fetch).toHaveBeenCalledTimes(2);
+    poller.stop();
+  });
+
+  it("is not stale when asked twice within one of the monitor's checks", async () => {
+    // The picture is remade at least every checkEveryMs; asked twice as
+    // often, the page sees the same asOf again and again, which is no sign
+    // of a stuck checker until the stale bound has passed.
+    let asOf = health();
+    const { poller, views, last } = setup(() => Promise.resolve(asOf));
+    for (let t = 0; t < 10; t++) {
+      await advance(t === 0 ? 0 : 500);
+      if (t % 2 === 1) asOf = health(); // a new picture every second
+    }
+    expect(views.every((v) => v.kind === "known")).toBe(true);
+    expect(last()?.kind).toBe("known");
+    poller.stop();
+  });
+
+  it("counts a slow monitor's stuck picture stale only after three of its checks", async () => {
+    // A monitor that checks every 4 s keeps its asOf for 4 s between
+    // pictures: stale is 3 checks (12 s), not 3 polls.
+    const stuck = health({ checkEveryMs: 4000 });
+    const { poller, last } = setup(() => Promise.resolve(stuck));
+    await advance(12_000);
+    expect(last()?.kind).toBe("known");
+    await advance(2000);
+    expect(last()).toMatchObject({ kind: "unknown", cause: { kind: "stale", asOf: stuck.asOf } });
     poller.stop();
   });
 
@@ -75,14 +106,14 @@ describe("NatsPoller", () => {
     await advance(0);
     expect(last()?.kind).toBe("known");
     failing = true;
-    await advance(1000);
+    await advance(500);
     const first = last();
     expect(first).toMatchObject({ kind: "unknown", cause: { kind: "failed", status: 503, code: "SERVICE_UNAVAILABLE" } });
-    await advance(2000);
+    await advance(1000);
     expect(views.length).toBe(4);
     expect(last()).toMatchObject({ kind: "unknown", since: first?.kind === "unknown" ? first.since : -1 });
     failing = false;
-    await advance(1000);
+    await advance(500);
     expect(last()?.kind).toBe("known");
     poller.stop();
   });

@@ -5,7 +5,7 @@
 // without the route (older) shows nothing. One polite live region holds
 // every state, so a change is announced without taking the focus; nothing
 // in it changes with every poll (no "as of" time), or it would be read out
-// every second.
+// on every poll.
 "use client";
 
 import * as React from "react";

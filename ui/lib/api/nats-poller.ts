@@ -1,6 +1,8 @@
-// The poller of `GET /api/nats`: asks again `checkEveryMs` (the monitor's
-// own check interval) after each answer, so the page learns of a NATS node
-// down or a stream without a leader within about a second. Whatever keeps
+// The poller of `GET /api/nats`: asks again half `checkEveryMs` (the
+// monitor's own check interval) after each answer, never more often than
+// every MIN_INTERVAL_MS. The monitor remakes its picture as each round of
+// pings ends (twice a second with the system account), so asking only once
+// per check would add up to a whole check to a NATS node down. Whatever keeps
 // it from knowing — no answer in time, an error, an answer whose `asOf`
 // stopped moving — makes the view `unknown`, never the last good one: a
 // page that cannot see NATS must not keep showing it green. A 404 means an
@@ -41,8 +43,17 @@ export const MIN_INTERVAL_MS = 500;
 export const MAX_INTERVAL_MS = 10_000;
 
 /** The monitor's check interval, within bounds a page can live with. */
-export function pollInterval(checkEveryMs: number): number {
+export function checkInterval(checkEveryMs: number): number {
   return Math.min(MAX_INTERVAL_MS, Math.max(MIN_INTERVAL_MS, checkEveryMs));
+}
+
+/**
+ * How long after an answer the page asks again: half the monitor's check
+ * interval (a picture remade within a check is seen within half of one),
+ * within the same bounds.
+ */
+export function pollInterval(checkEveryMs: number): number {
+  return Math.min(MAX_INTERVAL_MS, Math.max(MIN_INTERVAL_MS, checkEveryMs / 2));
 }
 
 export class NatsPoller {
@@ -50,7 +61,10 @@ export class NatsPoller {
   private inFlight: AbortController | null = null;
   private stopped = true;
   private view: NatsView = { kind: "checking" };
+  /** How long after an answer to ask again. */
   private interval: number;
+  /** The monitor's check interval (bounded): what staleness is counted in. */
+  private checkEvery: number;
   private readonly timeoutMs: number;
   private readonly staleAfterMs: number;
   private readonly absentRecheckMs: number;
@@ -60,6 +74,7 @@ export class NatsPoller {
 
   constructor(private readonly opts: NatsPollerOptions) {
     this.interval = opts.defaultIntervalMs ?? 1000;
+    this.checkEvery = checkInterval(this.interval);
     this.timeoutMs = opts.timeoutMs ?? 3000;
     this.staleAfterMs = opts.staleAfterMs ?? 5000;
     this.absentRecheckMs = opts.absentRecheckMs ?? 30_000;
@@ -105,6 +120,7 @@ export class NatsPoller {
       const health = await this.opts.fetch(controller.signal);
       if (this.stopped) return;
       this.interval = pollInterval(health.checkEveryMs);
+      this.checkEvery = checkInterval(health.checkEveryMs);
       this.set(this.fresh(health) ? { kind: "known", health } : this.unknown({ kind: "stale", asOf: health.asOf }));
       this.schedule(this.interval);
     } catch (e) {
@@ -137,13 +153,17 @@ export class NatsPoller {
     return { kind: "unknown", since: this.now(), cause };
   }
 
-  /** False when the monitor keeps sending the same check: its checker is stuck. */
+  /**
+   * False when the monitor keeps sending the same check: its checker is
+   * stuck. Counted in the monitor's checks, not this page's polls: asked
+   * twice per check, the same `asOf` seen twice is no sign of anything.
+   */
   private fresh(health: NatsPicture): boolean {
     const now = this.now();
     if (!this.lastAsOf || this.lastAsOf.asOf !== health.asOf) {
       this.lastAsOf = { asOf: health.asOf, seenAt: now };
       return true;
     }
-    return now - this.lastAsOf.seenAt <= Math.max(this.staleAfterMs, 3 * this.interval);
+    return now - this.lastAsOf.seenAt <= Math.max(this.staleAfterMs, 3 * this.checkEvery);
   }
 }
