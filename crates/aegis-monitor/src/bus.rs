@@ -130,22 +130,13 @@ async fn ensure_resources_with(
                 storage: StorageType::File,
                 ..Default::default()
             };
-            let created = aegis_sdk::streams::with_placement_patience(DEFINITIONS_BUCKET, || {
-                js.create_key_value(config.clone())
-            })
-            .await;
-            match created {
-                Ok(store) => store,
-                // Another replica may have created it meanwhile.
-                Err(e) => {
-                    js.get_key_value(DEFINITIONS_BUCKET)
-                        .await
-                        .map_err(|_| SetupError::Open {
-                            what: "bucket service_definitions",
-                            source: e.into(),
-                        })?
-                }
-            }
+            // Another replica may have created it meanwhile: it is found.
+            aegis_sdk::streams::create_or_find_bucket(js, config)
+                .await
+                .map_err(|e| SetupError::Open {
+                    what: "bucket service_definitions",
+                    source: e.into(),
+                })?
         }
     };
     let mut stream = definitions.stream.clone();

@@ -100,6 +100,62 @@ pub(crate) async fn look_up_bucket(
     .await
 }
 
+/// Creates the KV bucket `config` names ([`with_placement_patience`]), or
+/// finds it when JetStream says its name is taken (10058): the bucket
+/// exists, perhaps with other settings than asked (a tool asking for one
+/// replica of a cluster's three), and its lookup went unanswered because
+/// its stream was choosing a leader (a NATS node just died). The lookup is
+/// then asked again while unanswered for up to [`PLACEMENT_PATIENCE`],
+/// longer than a stream takes to elect a leader (4 to 9 s), instead of
+/// failing the process that starts in those seconds.
+///
+/// ```no_run
+/// # async fn demo(js: async_nats::jetstream::Context) -> Result<(), async_nats::Error> {
+/// use async_nats::jetstream::kv;
+/// use aegis_sdk::streams::create_or_find_bucket;
+///
+/// let config = kv::Config { bucket: "orders".into(), history: 1, ..Default::default() };
+/// let store = create_or_find_bucket(&js, config).await?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// The creation's error when the bucket can be neither created nor found.
+pub async fn create_or_find_bucket(
+    js: &jetstream::Context,
+    config: jetstream::kv::Config,
+) -> Result<jetstream::kv::Store, jetstream::context::CreateKeyValueError> {
+    let bucket = config.bucket.clone();
+    match with_placement_patience(&bucket, || js.create_key_value(config.clone())).await {
+        Ok(store) => Ok(store),
+        Err(taken) if name_taken(&taken) => {
+            debug!(
+                bucket,
+                "the bucket exists but did not answer its lookup; asking again"
+            );
+            match ask_while_silent(&bucket, ASK_ATTEMPT_FIRST, PLACEMENT_PATIENCE, || {
+                js.get_key_value(&bucket)
+            })
+            .await
+            {
+                Some(Ok(store)) => Ok(store),
+                _ => Err(taken),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether `err`, or an error it wraps, is JetStream refusing a stream's
+/// creation because its name is taken (10058).
+fn name_taken(err: &(dyn std::error::Error + 'static)) -> bool {
+    let taken = |e: &jetstream::Error| e.error_code() == jetstream::ErrorCode::STREAM_NAME_EXIST;
+    any_cause(err, |e| {
+        matches!(creation_kind(e), Some(CreateStreamErrorKind::JetStream(js)) if taken(&js))
+            || e.downcast_ref::<jetstream::Error>().is_some_and(taken)
+    })
+}
+
 /// Whether `err`, or an error it wraps, is JetStream refusing to place a
 /// stream's replicas because too few peers are online (10005, "no suitable
 /// peers for placement"): seen in a cluster that has just started, before
@@ -797,6 +853,13 @@ mod tests {
         .await;
         assert_eq!(created.unwrap(), "created");
         assert_eq!(calls.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_name_taken_is_told_from_other_refusals() {
+        assert!(name_taken(&refusal(10058, "stream name already in use")));
+        assert!(!name_taken(&no_peers()));
+        assert!(!name_taken(&not_answered()));
     }
 
     #[tokio::test]

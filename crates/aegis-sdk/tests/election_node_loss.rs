@@ -195,3 +195,28 @@ async fn a_resignation_during_a_leader_change_of_the_elections_stream_hands_over
         lease.lease
     );
 }
+
+/// A process that starts while the elections stream has no leader (its
+/// node just died; the meta leader lives, so it answers at once that the
+/// name is taken) finds the bucket that exists, whatever replica count it
+/// asks for (a tool's default 1 against the cluster's R3), once the
+/// stream has elected a leader: it is not refused for "stream name
+/// already in use with a different configuration".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_election_bucket_is_found_while_its_stream_elects_a_leader() {
+    let (mut cluster, setup) = elections_cluster("aegis_sdk=debug").await;
+    let stream = "KV_service_elections";
+    let meta = cluster.meta_leader().expect("a meta leader");
+    let doomed = (meta + 1) % 3;
+    let name = cluster.nodes()[doomed].server_name().to_owned();
+    aegis_testkit::leaders::lead_on(setup.client(), stream, &name).await;
+    assert_eq!(leader_node(&setup, stream).await, doomed);
+    cluster.kill_node(doomed);
+    let fresh = connect_cluster(cluster.urls_except(doomed), 1).await;
+    let asked = Instant::now();
+    let store = aegis_sdk::election::ensure_election_bucket(fresh.jetstream(), 1)
+        .await
+        .expect("the bucket that exists is found");
+    eprintln!("found after {:?}", asked.elapsed());
+    assert_eq!(store.stream.cached_info().config.num_replicas, 3);
+}

@@ -60,7 +60,7 @@ pub(crate) async fn open_bucket(
         storage: jetstream::stream::StorageType::File,
         ..Default::default()
     };
-    aegis_sdk::streams::with_placement_patience(bucket, || js.create_key_value(config.clone()))
+    aegis_sdk::streams::create_or_find_bucket(js, config)
         .await
         .map_err(|e| TradingError::Store {
             bucket: bucket.to_owned(),

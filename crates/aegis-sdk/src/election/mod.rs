@@ -105,8 +105,9 @@ pub struct LeaderRecord {
 }
 
 /// Creates the `service_elections` bucket when missing (history 1, the
-/// connection's replicas), waiting for peers to place it on
-/// ([`with_placement_patience`](crate::streams::with_placement_patience)).
+/// connection's replicas), waiting for peers to place it on, or finds it
+/// while its stream chooses a leader
+/// ([`create_or_find_bucket`](crate::streams::create_or_find_bucket)).
 ///
 /// # Errors
 /// [`ElectionError::Bucket`] when JetStream refuses.
@@ -126,11 +127,9 @@ pub async fn ensure_election_bucket(
         storage: jetstream::stream::StorageType::File,
         ..Default::default()
     };
-    crate::streams::with_placement_patience(subjects::ELECTIONS_BUCKET, || {
-        js.create_key_value(config.clone())
-    })
-    .await
-    .map_err(|e| ElectionError::Bucket(e.into()))
+    crate::streams::create_or_find_bucket(js, config)
+        .await
+        .map_err(|e| ElectionError::Bucket(e.into()))
 }
 
 /// Default lease: short enough for sub-second failover, long enough to ride

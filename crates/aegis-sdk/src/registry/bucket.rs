@@ -51,24 +51,14 @@ pub async fn ensure_registry_bucket(
                 }
                 _ => debug!("JetStream did not answer the registry bucket's lookup; creating it"),
             }
-            let created = crate::streams::with_placement_patience(REGISTRY_BUCKET, || {
-                js.create_key_value(bucket_config(replicas))
-            })
-            .await;
-            match created {
-                Ok(store) => store,
-                // Another process may have created it meanwhile (or with other
-                // settings): open it and let the check decide.
-                Err(create_err) => match js.get_key_value(REGISTRY_BUCKET).await {
-                    Ok(store) => store,
-                    Err(_) => {
-                        return Err(RegistryError::Bucket {
-                            bucket: REGISTRY_BUCKET.to_owned(),
-                            source: create_err.into(),
-                        });
-                    }
-                },
-            }
+            // Another process may have created it meanwhile (or with other
+            // settings): it is found, and the check decides.
+            crate::streams::create_or_find_bucket(js, bucket_config(replicas))
+                .await
+                .map_err(|e| RegistryError::Bucket {
+                    bucket: REGISTRY_BUCKET.to_owned(),
+                    source: e.into(),
+                })?
         }
     };
     let config = &store.stream.cached_info().config;
