@@ -240,7 +240,13 @@ pub fn redact_url(url: &str) -> String {
     let Some(at) = authority.rfind('@') else {
         return url.to_owned();
     };
-    let hidden = match authority[..at].split_once(':') {
+    userinfo_hidden(scheme, rest, at)
+}
+
+/// `scheme` + `rest` with the user info before `rest[at]` (an `@`) shown
+/// as `user:<redacted>`, or [`REDACTED`] when it is a token.
+fn userinfo_hidden(scheme: &str, rest: &str, at: usize) -> String {
+    let hidden = match rest[..at].split_once(':') {
         Some((user, _)) => format!("{user}:{REDACTED}"),
         None => REDACTED.to_owned(),
     };
@@ -313,6 +319,21 @@ pub(crate) fn url_auth(servers: &[String]) -> Result<Option<UrlAuth>, ConfigErro
         }
     }
     Ok(found)
+}
+
+/// `url`, which does not parse, with everything between its scheme and
+/// its last `@` but a user name redacted: a password holding `/`, `#` or
+/// `?` (what may make it unparseable) is hidden too. More than a password
+/// may be hidden; that is the price of never showing one.
+fn redact_unparsed(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (&url[..scheme.len() + 3], rest),
+        None => ("", url),
+    };
+    match rest.rfind('@') {
+        Some(at) => userinfo_hidden(scheme, rest, at),
+        None => url.to_owned(),
+    }
 }
 
 /// Every URL of `servers`, redacted as [`redact_url`] does.
@@ -549,7 +570,10 @@ impl AegisConfig {
             if !is_server_url(url) {
                 return Err(invalid(
                     "nats.servers",
-                    format!("`{url}` is not a NATS URL (expected nats://host:port or host:port)"),
+                    format!(
+                        "`{}` is not a NATS URL (expected nats://host:port or host:port)",
+                        redact_unparsed(url)
+                    ),
                 ));
             }
         }
@@ -806,6 +830,21 @@ fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Err
 #[allow(clippy::result_large_err)] // figment's Jail closures return its large error type
 mod tests {
     use super::*;
+
+    /// A URL refused as no NATS URL is named without the password it may
+    /// carry (one with `#`, `/` or `?` is what makes it unparseable).
+    #[test]
+    fn a_refused_url_is_named_without_its_password() {
+        for url in [
+            "nats://alice:pa#ss@127.0.0.1:4222",
+            "nats://alice:p/w@h:4222?x",
+        ] {
+            let err = AegisConfig::with_servers(url).validate().unwrap_err();
+            let said = err.to_string();
+            assert!(said.contains("is not a NATS URL"), "{said}");
+            assert!(!said.contains("pa#ss") && !said.contains("p/w"), "{said}");
+        }
+    }
 
     #[test]
     fn defaults_are_valid() {
