@@ -397,16 +397,15 @@ async fn instance_config(
 /// instance of another or an older SDK, or any process allowed to answer
 /// the subject, may send secrets, and viewers must never see them (nor in
 /// the parse error of a 502, hence redacting before the check).
-/// Its connection settings, where secrets live, are kept to the keys the
-/// SDK writes; other fields a newer SDK may add are shown (redacted).
+/// Shown as the contract reads it (a field a newer SDK adds is left out:
+/// nothing says it holds no secret), its connection settings kept to the
+/// keys the SDK writes.
 fn read_effective_config(payload: &[u8]) -> Result<Value, serde_json::Error> {
     let mut config: Value = serde_json::from_slice(payload)?;
     redact_secrets(&mut config);
-    EffectiveConfig::deserialize(&config)?;
-    if let Some(connection) = config.get_mut("connection") {
-        *connection = keep_sdk_shape(connection);
-    }
-    Ok(config)
+    let mut read = EffectiveConfig::deserialize(&config)?;
+    read.connection = keep_sdk_shape(&read.connection);
+    serde_json::to_value(read)
 }
 
 fn no_answer(service: &str, instance: &str, timeout: Duration, reason: &str) -> ApiError {
