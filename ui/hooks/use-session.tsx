@@ -1,6 +1,8 @@
 // Who is signed in. The session is the API's `aegis_session` cookie
 // (HttpOnly, so the page cannot read it): `GET /api/session` says whether
-// it is valid. Any API answer 401 later means it expired or was revoked,
+// it is valid, asked only when this browser signed in (lib/session-hint;
+// without a session it would answer 401, a console error on every visit
+// before signing in) or the monitor has authentication off. Any API answer 401 later means it expired or was revoked,
 // and sends the user to the sign-in page with a message. Both ways there
 // carry the page the user was on, which signing in returns to.
 "use client";
@@ -8,7 +10,8 @@
 import * as React from "react";
 import { useRouter } from "next/navigation";
 
-import { api, onUnauthorized } from "@/lib/api/client";
+import { api, ApiError, onUnauthorized } from "@/lib/api/client";
+import { clearSessionHint, hasSessionHint } from "@/lib/session-hint";
 import { signInHref } from "@/lib/sign-in-return";
 import type { SessionInfo } from "@/lib/api/schemas";
 
@@ -34,15 +37,33 @@ export function SessionProvider({ children }: { children: React.ReactNode }) {
   React.useEffect(() => {
     let cancelled = false;
     const here = () => `${window.location.pathname}${window.location.search}`;
-    api
-      .whoAmI()
-      .then((session) => !cancelled && setState({ status: "signedIn", session }))
-      .catch(() => {
-        if (cancelled) return;
-        setState({ status: "signedOut" });
-        router.replace(signInHref(null, here()));
-      });
+    const toSignIn = () => {
+      if (cancelled) return;
+      setState({ status: "signedOut" });
+      router.replace(signInHref(null, here()));
+    };
+    // Without the hint there is no session to ask about: asking would
+    // answer 401, logged by the browser as an error. Only a monitor with
+    // authentication off lets anyone in without signing in.
+    const mayHaveSession = hasSessionHint()
+      ? Promise.resolve(true)
+      : api.authMode().then(
+          (mode) => mode === "insecure-dev",
+          () => false,
+        );
+    void mayHaveSession.then((ask) => {
+      if (cancelled) return;
+      if (!ask) return toSignIn();
+      api
+        .whoAmI()
+        .then((session) => !cancelled && setState({ status: "signedIn", session }))
+        .catch((e: unknown) => {
+          if (e instanceof ApiError && e.status === 401) clearSessionHint();
+          toSignIn();
+        });
+    });
     const off = onUnauthorized(() => {
+      clearSessionHint();
       setState({ status: "signedOut" });
       router.replace(signInHref("expired", here()));
     });
@@ -60,6 +81,7 @@ export function SessionProvider({ children }: { children: React.ReactNode }) {
       canWrite: session?.role === "admin",
       signOut: async () => {
         await api.signOut().catch(() => undefined);
+        clearSessionHint();
         setState({ status: "signedOut" });
         router.replace(signInHref("signedOut", null));
       },

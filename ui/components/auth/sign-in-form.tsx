@@ -16,6 +16,7 @@ import { LanguageSwitch } from "@/components/shell/language-switch";
 import { PageTitle } from "@/components/shell/page-title";
 import { api, ApiError } from "@/lib/api/client";
 import { Message, useI18n } from "@/lib/i18n";
+import { setSessionHint } from "@/lib/session-hint";
 import { afterSignIn } from "@/lib/sign-in-return";
 
 export function SignInForm() {
@@ -40,7 +41,8 @@ export function SignInForm() {
     setBusy(true);
     setError(null);
     try {
-      await api.signIn(token.trim());
+      const session = await api.signIn(token.trim());
+      setSessionHint(session.expiresAt);
       router.replace(afterSignIn(next.current));
     } catch (err) {
       if (err instanceof ApiError && (err.code === "UNAUTHORIZED" || err.code === "VALIDATION_ERROR")) {

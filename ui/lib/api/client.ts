@@ -5,6 +5,7 @@
 import { z } from "zod";
 
 import {
+  AuthMode,
   ErrorEnvelope,
   FieldErrors,
   Summary,
@@ -174,6 +175,8 @@ export const api = {
     send("/api/session", SessionInfo, { method: "POST", body: { token }, quiet401: true }).then((a) => a.data),
   whoAmI: () => send("/api/session", SessionInfo, { quiet401: true }).then((a) => a.data),
   signOut: () => send("/api/session", null, { method: "DELETE" }).then(() => undefined),
+  /** `tokens`, or `insecure-dev` (authentication off), from the public `GET /status`. */
+  authMode: () => send("/status", AuthMode).then((a) => a.data.authMode),
 
   instances,
   summary: () => send("/api/instances/health/summary", Summary).then((a) => a.data),

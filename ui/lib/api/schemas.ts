@@ -147,6 +147,10 @@ export const SessionInfo = z.object({
 });
 export type SessionInfo = z.infer<typeof SessionInfo>;
 
+/** The part of `GET /status` the UI reads: whether authentication is off
+ *  (`insecure-dev`) or on (`tokens`). Public: it never answers 401. */
+export const AuthMode = z.object({ authMode: z.string() });
+
 export const LeadershipTerm = z.object({
   instanceId: z.string(),
   epoch: z.number().int().nonnegative().nullable().optional(),
