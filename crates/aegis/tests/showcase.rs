@@ -126,6 +126,32 @@ async fn the_showcase_runs_fails_over_and_stops_cleanly() {
     config.nats.user = Some(user);
     config.nats.password = Some(aegis_sdk::Secret::new(password));
     let conn = Connection::connect(config).await.unwrap();
+    // The catalogue lists what runs: one definition per service kind.
+    let admin = std::fs::read_to_string(state.path().join("credentials"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("AEGIS_ADMIN_TOKEN=").map(str::to_owned))
+        .expect("the admin token");
+    let defined: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{api}/api/services"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = defined
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|d| d["service_name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["order-service", "pricing-service", "risk-service"],
+        "{defined}"
+    );
     let reader = RegistryReader::start(&conn).await.unwrap();
     let by = |s: &str| reader.by_service(s);
     assert_eq!(by("order-service").len(), 3);

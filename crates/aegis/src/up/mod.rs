@@ -445,6 +445,14 @@ async fn run_on(
     if !monitor.ready(sup, shutdown).await? {
         return Ok(());
     }
+    let kinds: Vec<&str> = args
+        .instances
+        .0
+        .iter()
+        .filter(|(_, count)| **count > 0)
+        .map(|(kind, _)| kind.as_str())
+        .collect();
+    define_services(&monitor.api, &creds.admin, &kinds).await;
     print_summary(
         args,
         state_dir,
@@ -460,6 +468,53 @@ async fn run_on(
 
 /// The monitor child's name.
 const MONITOR: &str = "monitor";
+
+/// What the showcase's services are, for their definitions.
+const DEFINED: [(&str, &str); 3] = [
+    (
+        "order",
+        "Takes orders and keeps them (sticky single-active: one leader writes)",
+    ),
+    ("pricing", "Quotes prices for the symbols orders name"),
+    ("risk", "Checks each order against the account's limits"),
+];
+
+/// Registers the definition of each service kind that runs (through the
+/// monitor's API, as an operator would), so the catalogue a user opens
+/// lists what runs; one that exists is kept as it is (edited, perhaps).
+/// A refusal is a warning: the showcase runs without its catalogue.
+async fn define_services(api: &str, admin_token: &str, kinds: &[&str]) {
+    let Ok(http) = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+    else {
+        return;
+    };
+    for (kind, description) in DEFINED.iter().filter(|(k, _)| kinds.contains(k)) {
+        let name = format!("{kind}-service");
+        let body = serde_json::json!({
+            "service_name": name,
+            "owner": "trading-team",
+            "description": description,
+            "version": aegis_trading::VERSION,
+        });
+        let sent = http
+            .post(format!("{api}/api/services"))
+            .bearer_auth(admin_token)
+            .json(&body)
+            .send()
+            .await;
+        match sent.map(|r| r.status()) {
+            Ok(status) if status.is_success() || status == reqwest::StatusCode::CONFLICT => {}
+            Ok(status) => {
+                tracing::warn!(service = %name, %status, "the monitor refused the service's definition")
+            }
+            Err(e) => {
+                tracing::warn!(service = %name, error = %aegis_sdk::startup::Causes(&e), "cannot register the service's definition")
+            }
+        }
+    }
+}
 
 /// What waiting for the monitor needs: where its API answers, where this
 /// run's part of its log starts, and until when to wait.
