@@ -150,7 +150,7 @@ describe("ServiceInstanceCard of a leader in trouble", () => {
     expect(screen.getByTestId("role")).toHaveTextContent(/^Former leader of default \(epoch 1\)$/);
   });
 
-  it("names it without an epoch when none is known, and keeps an unhealthy standby's group", () => {
+  it("names it without an epoch when none is known, and names an unhealthy standby a standby in its group", () => {
     renderUi(
       <>
         <ServiceInstanceCard entry={entry({ metrics: null }, { status: "UNHEALTHY", reportedStatus: "ACTIVE", statusReason: "disconnected", stickyActiveGroup: "default", epoch: null })} />
@@ -161,7 +161,18 @@ describe("ServiceInstanceCard of a leader in trouble", () => {
     );
     const [former, standby] = screen.getAllByTestId("role");
     expect(former).toHaveTextContent(/^Former leader of default$/);
-    expect(standby).toHaveTextContent(/^Group default$/);
+    expect(standby).toHaveTextContent(/^Standby in default$/);
+  });
+
+  // The trial: an operator-unhealthy standby read just "Group default";
+  // `aegis status` says "standby in default".
+  it("names an unhealthy standby a standby in its group, in English and Chinese", () => {
+    const standby = entry({}, { instanceId: "order-3", status: "UNHEALTHY", reportedStatus: "STANDBY", statusReason: "operator", stickyActiveGroup: "default", epoch: null });
+    const { unmount } = renderUi(<ServiceInstanceCard entry={standby} />);
+    expect(screen.getByTestId("role")).toHaveTextContent(/^Standby in default$/);
+    unmount();
+    renderUi(<ServiceInstanceCard entry={standby} />, { locale: "zh-CN" });
+    expect(screen.getByTestId("role")).toHaveTextContent(/^组 default 的备用$/);
   });
 
   it("marks a degraded leader: a warning badge that says so, and a warning border", () => {

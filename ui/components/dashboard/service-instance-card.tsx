@@ -123,7 +123,9 @@ function ServiceInstanceCardImpl({ entry }: ServiceInstanceCardProps) {
               t("card.formerLeaderNoEpoch", { group: i.stickyActiveGroup! })
             )
           ) : i.stickyActiveGroup ? (
-            t("card.group", { group: i.stickyActiveGroup })
+            // Unhealthy but not a former leader: a standby that cannot take
+            // over now (as `aegis status` says "standby in default").
+            t("card.standbyIn", { group: i.stickyActiveGroup })
           ) : (
             t("card.noGroup")
           )}
