@@ -355,6 +355,9 @@ async fn a_flood_of_warnings_does_not_hide_the_latest_election() {
     let js = conn.jetstream();
     let t0 = Utc::now() - chrono::Duration::seconds(60);
     store(js, log_subject("order-service", "order-x"), elected(t0, 3)).await;
+    // Another service whose leader was elected before the same flood and
+    // leads on: it is not lost to the newest records.
+    store(js, log_subject("risk-service", "risk-x"), elected(t0, 5)).await;
     // More than the 20 000 records a request scans, spread over three
     // noisy instances (the stream keeps 10 000 per instance).
     let warning = serde_json::to_vec(&LogRecord::new(
@@ -364,12 +367,19 @@ async fn a_flood_of_warnings_does_not_hide_the_latest_election() {
         "downstream timed out",
     ))
     .unwrap();
-    for noisy in ["order-n1", "order-n2", "order-n3"] {
+    for (service, noisy) in [
+        ("order-service", "order-n1"),
+        ("order-service", "order-n2"),
+        ("order-service", "order-n3"),
+        ("risk-service", "risk-n1"),
+        ("risk-service", "risk-n2"),
+        ("risk-service", "risk-n3"),
+    ] {
         for _ in 0..7 {
             let mut acks = Vec::with_capacity(1000);
             for _ in 0..1000 {
                 let ack = js
-                    .publish(log_subject("order-service", noisy), warning.clone().into())
+                    .publish(log_subject(service, noisy), warning.clone().into())
                     .await
                     .unwrap();
                 acks.push(ack);
@@ -390,4 +400,13 @@ async fn a_flood_of_warnings_does_not_hide_the_latest_election() {
     assert_eq!(last["instanceId"], "order-y", "{t:?}");
     assert_eq!(last["epoch"], 7, "{t:?}");
     assert!(last["endedAt"].is_null(), "order-y leads now: {t:?}");
+    assert_eq!(t.len(), 2, "the first election is read too: {t:?}");
+
+    let r = h.get("/api/leadership/risk-service", Some(VIEWER)).await;
+    r.expect(200, None);
+    assert_eq!(r.body["truncated"], true, "{}", r.body);
+    let t = r.body["terms"].as_array().cloned().unwrap_or_default();
+    let last = t.last().expect("the leader elected before the flood");
+    assert_eq!(last["instanceId"], "risk-x", "{t:?}");
+    assert!(last["endedAt"].is_null(), "risk-x leads on: {t:?}");
 }

@@ -127,7 +127,8 @@ pub(crate) struct LeadershipTimeline {
     /// The window covered, in seconds.
     window_secs: u64,
     /// True when the window held more log records than one request scans
-    /// (the newest were read; earlier terms may be missing).
+    /// (its oldest and newest 10,000 were read; terms in between may be
+    /// missing).
     truncated: bool,
     /// Terms, oldest first.
     terms: Vec<LeadershipTerm>,
@@ -522,15 +523,16 @@ async fn read_lifecycle(
     Ok((records, truncated))
 }
 
-/// The newest `limit` messages on `subject` (wildcards allowed) stored
-/// since `since`, oldest first, and whether older ones in the window were
-/// left out.
+/// The messages on `subject` (wildcards allowed) stored since `since`,
+/// oldest first, at most `limit`: all of them, or when more are pending,
+/// the oldest half and the newest half of `limit`, and `true` (those in
+/// between were left out).
 ///
 /// The lifecycle records share their subjects with every WARN/ERROR log
 /// record, so during an incident the window can hold far more than one
-/// request reads; what matters then is the latest elections, not the
-/// first ones. When more than `limit` are pending, the start sequence that
-/// leaves about `limit` is found by bisection on the pending count of
+/// request reads. Both ends matter: the newest for the latest elections,
+/// the oldest for a leader elected before the flood who leads on. The
+/// start of the newest half is found by bisection on the pending count of
 /// temporary consumers (a few dozen at most), each deleted at once.
 async fn read_newest(
     stream: &jetstream::stream::Stream,
@@ -538,48 +540,56 @@ async fn read_newest(
     since: DateTime<Utc>,
     limit: usize,
 ) -> Result<(Vec<jetstream::Message>, bool), async_nats::Error> {
-    let (mut consumer, mut pending) = reader(stream, subject.clone(), since).await?;
-    let limit_u64 = limit as u64;
-    let truncated = pending > limit_u64;
-    if truncated {
-        let first = read_some(&consumer, 1).await;
+    let (consumer, pending) = reader(stream, subject.clone(), since).await?;
+    if pending <= limit as u64 {
+        let messages = read_some(&consumer, pending as usize).await;
         drop_reader(stream, &consumer).await;
-        let mut lo = match first?.first().and_then(|m| m.info().ok()) {
-            Some(info) => info.stream_sequence,
-            // Everything pending was trimmed meanwhile.
-            None => return Ok((Vec::new(), true)),
-        };
-        // Invariant: more than `limit` pending from `lo`, at most `limit`
-        // from `hi` (nothing past the stream's last message).
-        let last = stream.get_info().await?.state.last_sequence;
-        let mut hi = last.max(lo).saturating_add(1);
-        while hi > lo + 1 {
-            let mid = lo + (hi - lo) / 2;
-            let (probe, p) = reader_from(
-                stream,
-                subject.clone(),
-                DeliverPolicy::ByStartSequence {
-                    start_sequence: mid,
-                },
-            )
-            .await?;
-            drop_reader(stream, &probe).await;
-            if p > limit_u64 {
-                lo = mid;
-            } else {
-                hi = mid;
-            }
-        }
-        (consumer, pending) = reader_from(
+        return Ok((messages?, false));
+    }
+    let oldest_half = (limit / 2).max(1);
+    let newest_half = limit.saturating_sub(oldest_half).max(1) as u64;
+    let oldest = read_some(&consumer, oldest_half).await;
+    drop_reader(stream, &consumer).await;
+    let mut messages = oldest?;
+    let sequence = |m: &jetstream::Message| m.info().ok().map(|i| i.stream_sequence);
+    let Some(mut lo) = messages.first().and_then(sequence) else {
+        // Everything pending was trimmed meanwhile.
+        return Ok((Vec::new(), true));
+    };
+    let read_up_to = messages.last().and_then(sequence).unwrap_or(lo);
+    // Invariant: more than `newest_half` pending from `lo`, at most that
+    // from `hi` (nothing past the stream's last message).
+    let last = stream.get_info().await?.state.last_sequence;
+    let mut hi = last.max(lo).saturating_add(1);
+    while hi > lo + 1 {
+        let mid = lo + (hi - lo) / 2;
+        let (probe, p) = reader_from(
             stream,
-            subject,
-            DeliverPolicy::ByStartSequence { start_sequence: hi },
+            subject.clone(),
+            DeliverPolicy::ByStartSequence {
+                start_sequence: mid,
+            },
         )
         .await?;
+        drop_reader(stream, &probe).await;
+        if p > newest_half {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
     }
-    let messages = read_some(&consumer, (pending as usize).min(limit)).await;
+    let (consumer, pending) = reader_from(
+        stream,
+        subject,
+        DeliverPolicy::ByStartSequence {
+            start_sequence: hi.max(read_up_to + 1),
+        },
+    )
+    .await?;
+    let newest = read_some(&consumer, pending.min(newest_half) as usize).await;
     drop_reader(stream, &consumer).await;
-    Ok((messages?, truncated))
+    messages.extend(newest?);
+    Ok((messages, true))
 }
 
 /// When `instance`'s last metrics snapshot before `before` was stored, of
