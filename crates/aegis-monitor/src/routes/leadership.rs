@@ -192,7 +192,16 @@ async fn leadership(
         }
         None => records,
     };
-    let mut terms = build_terms(&records);
+    // Epochs start over with a new election bucket (see `in_order`).
+    let elections = format!("KV_{}", aegis_contracts::subjects::ELECTIONS_BUCKET);
+    let bucket_created = match js.get_stream(elections).await {
+        Ok(stream) => {
+            let created = stream.cached_info().created;
+            DateTime::<Utc>::from_timestamp_nanos(created.unix_timestamp_nanos() as i64).into()
+        }
+        Err(_) => None,
+    };
+    let mut terms = build_terms_since(&records, bucket_created);
     for i in 1..terms.len() {
         if terms[i].handover_basis.as_deref() != Some("lastSeen") {
             continue;
@@ -314,14 +323,23 @@ type Placement = (DateTime<Utc>, usize, usize);
 /// later. Everything else (goodbyes, elections without an epoch) is placed
 /// at its own time. Records placed at the same time keep the order they
 /// were given in (the stream's), the epoch deciding between elections.
-fn in_order(records: &[Lifecycle]) -> Vec<(DateTime<Utc>, &Lifecycle)> {
+///
+/// Epochs start over when the election bucket is created again: elections
+/// stamped before `bucket_created` (the current bucket's creation, when
+/// known) are an earlier bucket's, and come before the current bucket's
+/// whatever their epochs.
+fn in_order(
+    records: &[Lifecycle],
+    bucket_created: Option<DateTime<Utc>>,
+) -> Vec<(DateTime<Utc>, &Lifecycle)> {
     let mut fenced: Vec<(usize, &Lifecycle, u64)> = records
         .iter()
         .enumerate()
         .filter(|(_, r)| r.kind == Change::Elected)
         .filter_map(|(index, r)| Some((index, r, r.epoch?)))
         .collect();
-    fenced.sort_by_key(|&(index, r, epoch)| (epoch, r.at, index));
+    let current = |r: &Lifecycle| bucket_created.is_none_or(|created| r.at >= created);
+    fenced.sort_by_key(|&(index, r, epoch)| (current(r), epoch, r.at, index));
     let mut keyed: Vec<(Placement, &Lifecycle)> = Vec::with_capacity(records.len());
     let mut floor: Option<(DateTime<Utc>, usize)> = None;
     for (rank, &(index, r, _)) in fenced.iter().enumerate() {
@@ -341,11 +359,22 @@ fn in_order(records: &[Lifecycle]) -> Vec<(DateTime<Utc>, &Lifecycle)> {
     keyed.into_iter().map(|((at, _, _), r)| (at, r)).collect()
 }
 
-/// Terms from lifecycle records (any order). Pure, so the rules are tested
-/// without NATS; a superseded term's successor gets `handover_basis =
-/// lastSeen` and no figure yet (the caller measures it).
+/// Terms from lifecycle records (any order), without knowing when the
+/// election bucket was created.
+#[cfg(test)]
 pub(crate) fn build_terms(records: &[Lifecycle]) -> Vec<LeadershipTerm> {
-    let sorted = in_order(records);
+    build_terms_since(records, None)
+}
+
+/// Terms from lifecycle records (any order), knowing when the current
+/// election bucket was created (see [`in_order`]). Pure, so the rules are
+/// tested without NATS; a superseded term's successor gets
+/// `handover_basis = lastSeen` and no figure yet (the caller measures it).
+pub(crate) fn build_terms_since(
+    records: &[Lifecycle],
+    bucket_created: Option<DateTime<Utc>>,
+) -> Vec<LeadershipTerm> {
+    let sorted = in_order(records, bucket_created);
     let mut terms: Vec<LeadershipTerm> = Vec::new();
     for (index, &(placed, r)) in sorted.iter().enumerate() {
         match r.kind {
@@ -774,6 +803,24 @@ mod tests {
         assert_eq!(terms[0].ended_at, Some(at(60_000)));
         assert_eq!(terms[1].end_reason.as_deref(), Some("superseded"));
         assert_eq!(terms[2].ended_at, None, "{terms:?}");
+    }
+
+    /// Epochs start over when the election bucket is created again (a
+    /// fleet stopped and started on fresh data): an election from before
+    /// the bucket's creation is ordered before the ones after it, whatever
+    /// its epoch, and the new leader is the current one.
+    #[test]
+    fn elections_of_an_earlier_bucket_come_before_the_new_buckets() {
+        let records = [
+            rec(0, "a", Change::Elected, Some(900)),
+            rec(10_000, "a", Change::Stopped, None),
+            rec(3_600_000, "b", Change::Elected, Some(5)),
+        ];
+        let terms = build_terms_since(&records, Some(at(1_800_000)));
+        let order: Vec<_> = terms.iter().map(|t| t.instance_id.as_str()).collect();
+        assert_eq!(order, ["a", "b"], "{terms:?}");
+        assert_eq!(terms[0].end_reason.as_deref(), Some("stopped"));
+        assert_eq!(terms[1].ended_at, None, "b leads now: {terms:?}");
     }
 
     #[test]
