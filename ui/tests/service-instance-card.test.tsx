@@ -175,6 +175,42 @@ describe("ServiceInstanceCard of a leader in trouble", () => {
     expect(screen.getByTestId("role")).toHaveTextContent(/^组 default 的备用$/);
   });
 
+  // The review: since the standby wording, every gone card of a sticky group
+  // read "Standby in default", a leader that stopped or crashed included.
+  it("says what a gone instance was: a former leader when it last reported ACTIVE, else just its group", () => {
+    const gone = { goneAt: T0, goneReason: "deregistered" as const, metrics: null };
+    renderUi(
+      <>
+        <ServiceInstanceCard entry={entry(gone, { status: "ACTIVE", reportedStatus: "ACTIVE", stickyActiveGroup: "default", epoch: 3 })} />
+        <ServiceInstanceCard
+          entry={entry(gone, { instanceId: "order-2", status: "UNHEALTHY", reportedStatus: "ACTIVE", statusReason: "disconnected", stickyActiveGroup: "default", epoch: null })}
+        />
+        <ServiceInstanceCard entry={entry(gone, { instanceId: "order-3", status: "STANDBY", reportedStatus: "STANDBY", stickyActiveGroup: "default", epoch: null })} />
+        <ServiceInstanceCard entry={entry(gone, { instanceId: "order-4", status: "ACTIVE", reportedStatus: "ACTIVE", stickyActiveGroup: null, epoch: null })} />
+      </>,
+    );
+    const [stopped, crashed, standby, member] = screen.getAllByTestId("role");
+    expect(stopped).toHaveTextContent(/^Former leader of default \(epoch 3\)$/);
+    expect(crashed).toHaveTextContent(/^Former leader of default$/);
+    expect(standby).toHaveTextContent(/^Group default$/);
+    expect(member).toHaveTextContent(/^Load-balanced$/);
+    for (const role of [stopped, crashed, standby]) expect(role).not.toHaveTextContent(/Standby/);
+  });
+
+  it("says the same of a gone instance in Chinese", () => {
+    const gone = { goneAt: T0, goneReason: "deregistered" as const, metrics: null };
+    renderUi(
+      <>
+        <ServiceInstanceCard entry={entry(gone, { status: "ACTIVE", reportedStatus: "ACTIVE", stickyActiveGroup: "default", epoch: null })} />
+        <ServiceInstanceCard entry={entry(gone, { instanceId: "order-3", status: "STANDBY", reportedStatus: "STANDBY", stickyActiveGroup: "default", epoch: null })} />
+      </>,
+      { locale: "zh-CN" },
+    );
+    const [leader, standby] = screen.getAllByTestId("role");
+    expect(leader).toHaveTextContent(/^组 default 的前主节点$/);
+    expect(standby).toHaveTextContent(/^组 default$/);
+  });
+
   it("marks a degraded leader: a warning badge that says so, and a warning border", () => {
     renderUi(<ServiceInstanceCard entry={entry({}, { status: "ACTIVE", statusReason: "degraded" })} />);
     const card = screen.getByTestId("instance-card");

@@ -116,6 +116,8 @@ function ServiceInstanceCardImpl({ entry }: ServiceInstanceCardProps) {
             t("card.standby")
           ) : role === "member" ? (
             t("card.noGroup")
+          ) : role === "gone" ? (
+            <GoneRole instance={i} />
           ) : isFormerLeader(entry) ? (
             i.epoch != null ? (
               t("card.formerLeader", { group: i.stickyActiveGroup!, epoch: i.epoch })
@@ -152,6 +154,21 @@ function ServiceInstanceCardImpl({ entry }: ServiceInstanceCardProps) {
       </div>
     </Card>
   );
+}
+
+/**
+ * What a gone instance was, from its last record: the former leader of its
+ * group when it last said (or was last seen) ACTIVE — a leader that stopped
+ * or crashed — else just its group. Never "standby": it no longer is one.
+ */
+function GoneRole({ instance: i }: { instance: ServiceInstance }) {
+  const { t } = useI18n();
+  if (!i.stickyActiveGroup) return <>{t("card.noGroup")}</>;
+  const group = i.stickyActiveGroup;
+  if (i.status === "ACTIVE" || i.reportedStatus === "ACTIVE") {
+    return <>{i.epoch != null ? t("card.formerLeader", { group, epoch: i.epoch }) : t("card.formerLeaderNoEpoch", { group })}</>;
+  }
+  return <>{t("card.group", { group })}</>;
 }
 
 /**

@@ -133,6 +133,7 @@ export const en = {
   "card.goneReason.deleted": "removed",
   "card.goneReason.vanished": "vanished",
   "card.details": "Details of {id}",
+  "card.group": "Group {group}",
   "card.standbyIn": "Standby in {group}",
   "card.formerLeader": "Former leader of {group} (epoch {epoch})",
   "card.formerLeaderNoEpoch": "Former leader of {group}",

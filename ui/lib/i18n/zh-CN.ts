@@ -133,6 +133,7 @@ export const zhCN: Catalogue = {
   "card.goneReason.deleted": "已移除",
   "card.goneReason.vanished": "已消失",
   "card.details": "{id} 的详情",
+  "card.group": "组 {group}",
   "card.standbyIn": "组 {group} 的备用",
   "card.formerLeader": "组 {group} 的前主节点（任期 {epoch}）",
   "card.formerLeaderNoEpoch": "组 {group} 的前主节点",
