@@ -4,7 +4,10 @@
 import { screen, within } from "@testing-library/react";
 
 import { FailoverTimeline } from "@/components/instance/failover-timeline";
-import { renderUi } from "./render";
+import type { ServiceInstance } from "@/lib/api/schemas";
+import { InstanceStoreContext } from "@/hooks/use-instance-store";
+import { InstanceStore } from "@/lib/instance-store";
+import { instance, renderUi } from "./render";
 
 afterEach(() => vi.unstubAllGlobals());
 
@@ -20,8 +23,8 @@ const term = (instanceId: string, electedAt: string, extra: Record<string, unkno
   ...extra,
 });
 
-function answer(terms: unknown[]) {
-  const body = { serviceName: "order-service", windowSecs: 3600, truncated: false, terms };
+function answer(terms: unknown[], truncated = false) {
+  const body = { serviceName: "order-service", windowSecs: 3600, truncated, terms };
   vi.stubGlobal(
     "fetch",
     vi.fn(async () => new Response(JSON.stringify(body), { status: 200, headers: { "Content-Type": "application/json" } })),
@@ -65,5 +68,92 @@ describe("FailoverTimeline on a narrow screen", () => {
     const table = screen.getByRole("table");
     expect(table.className).toMatch(/max-sm:block/);
     expect(rows[0]!.className).toMatch(/max-sm:block/);
+  });
+});
+
+/** The page's live view of group default: these instances, as the API lists them. */
+function liveView(...instances: Partial<ServiceInstance>[]) {
+  const store = new InstanceStore({ schedule: (flush) => flush() });
+  store.replaceAll(instances.map((i) => instance({ stickyActiveGroup: "default", ...i }) as ServiceInstance));
+  return store;
+}
+
+function renderWith(store: InstanceStore | null, locale: "en" | "zh-CN" = "en") {
+  return renderUi(
+    <InstanceStoreContext.Provider value={store}>
+      <FailoverTimeline serviceName="order-service" group="default" changeKey="" />
+    </InstanceStoreContext.Provider>,
+    { locale },
+  );
+}
+
+// The review: a leader elected before a flood of records, whose end (and
+// its successor's election) lay in the part of the window not read, stayed
+// open in the answer, and the timeline crowned it "now" while the dashboard
+// showed another instance leading.
+describe("FailoverTimeline against the live view", () => {
+  const a = () => term("order-1", "2026-12-05T04:00:00.000Z", { epoch: 3 });
+
+  it("crowns an open term as current when the live view shows that instance leading with that epoch", async () => {
+    answer([a()]);
+    renderWith(liveView({ instanceId: "order-1", status: "ACTIVE", epoch: 3 }, { instanceId: "order-2", status: "STANDBY", epoch: null }));
+    const [row] = await screen.findAllByTestId("timeline-term");
+    expect(row).toHaveAttribute("data-current", "true");
+    expect(within(row!).getAllByRole("cell")[3]).toHaveTextContent(/^now$/);
+  });
+
+  it("shows an open term another instance's lead contradicts as ended at an unknown time, not current", async () => {
+    answer([a()], true);
+    renderWith(liveView({ instanceId: "order-1", status: "UNHEALTHY", reportedStatus: "ACTIVE", statusReason: "deposed", epoch: null }, { instanceId: "order-2", status: "ACTIVE", epoch: 4 }));
+    const [row] = await screen.findAllByTestId("timeline-term");
+    expect(row).toHaveAttribute("data-current", "false");
+    const until = within(row!).getAllByRole("cell")[3]!;
+    expect(until).not.toHaveTextContent(/^now$/);
+    expect(until.querySelector("[title]")).toHaveAttribute("title", expect.stringMatching(/unknown time.*order-2 leads now/));
+    expect(row!.querySelector("svg")).toBeNull();
+  });
+
+  it("does not take an open term of the same instance with an older epoch for the current one", async () => {
+    answer([a()]);
+    renderWith(liveView({ instanceId: "order-1", status: "ACTIVE", epoch: 5 }));
+    const [row] = await screen.findAllByTestId("timeline-term");
+    expect(row).toHaveAttribute("data-current", "false");
+    expect(within(row!).getAllByRole("cell")[3]).not.toHaveTextContent(/^now$/);
+  });
+
+  it("says nobody's term is current while no instance of the group leads in the live view", async () => {
+    answer([a()]);
+    renderWith(liveView({ instanceId: "order-1", status: "UNHEALTHY", reportedStatus: "ACTIVE", statusReason: "disconnected", epoch: 3 }));
+    const [row] = await screen.findAllByTestId("timeline-term");
+    expect(row).toHaveAttribute("data-current", "false");
+    const until = within(row!).getAllByRole("cell")[3]!;
+    expect(until.querySelector("[title]")).toHaveAttribute("title", expect.stringMatching(/unknown time.*no instance of the group leads/));
+  });
+});
+
+// The review: the answer's `truncated` flag was never shown, so a window
+// with more records than one request reads looked complete.
+describe("FailoverTimeline of a truncated window", () => {
+  it("says terms in between may be missing, in English and Chinese", async () => {
+    answer([term("order-2", "2026-12-05T04:10:00.000Z", { epoch: 4 })], true);
+    const { unmount } = renderWith(liveView({ instanceId: "order-2", status: "ACTIVE", epoch: 4 }));
+    expect(await screen.findByTestId("timeline-truncated")).toHaveTextContent(/more records than one request reads.*terms in between may be missing/);
+    unmount();
+    renderWith(liveView({ instanceId: "order-2", status: "ACTIVE", epoch: 4 }), "zh-CN");
+    expect(await screen.findByTestId("timeline-truncated")).toHaveTextContent(/其间的任期可能缺失/);
+  });
+
+  it("does not say 'no elections' of a truncated window with none read", async () => {
+    answer([], true);
+    renderWith(liveView({ instanceId: "order-2", status: "ACTIVE", epoch: 4 }));
+    expect(await screen.findByTestId("timeline-truncated")).toBeInTheDocument();
+    expect(screen.queryByText("No elections recorded in the last hour.")).toBeNull();
+  });
+
+  it("says nothing of the kind when the window was read whole", async () => {
+    answer([term("order-2", "2026-12-05T04:10:00.000Z", { epoch: 4 })]);
+    renderWith(liveView({ instanceId: "order-2", status: "ACTIVE", epoch: 4 }));
+    await screen.findAllByTestId("timeline-term");
+    expect(screen.queryByTestId("timeline-truncated")).toBeNull();
   });
 });

@@ -2,6 +2,9 @@
 // which epoch, how each term ended, and how long each hand-over took —
 // what an operator asks after a crash. Built by the API from the
 // instances' `elected` / `leadership_lost` / `deregistered` records.
+// An open term is called current only when the page's live view agrees
+// (that instance leads the group now, with that epoch); one the live view
+// contradicts ended at a time the records read do not say.
 "use client";
 
 import * as React from "react";
@@ -10,8 +13,10 @@ import { Crown } from "lucide-react";
 
 import { Skeleton } from "@/components/ui/skeleton";
 import { Table, TableBody, TableCell, TableHead, TableHeader, TableRow } from "@/components/ui/table";
+import { useInstanceStore } from "@/hooks/use-instance-store";
 import { api } from "@/lib/api/client";
-import type { LeadershipTimeline } from "@/lib/api/schemas";
+import type { LeadershipTerm, LeadershipTimeline } from "@/lib/api/schemas";
+import type { InstanceStore } from "@/lib/instance-store";
 import { timeMs, num } from "@/lib/format";
 import { instanceHref } from "@/lib/instance-address";
 import { useI18n, type MessageKey } from "@/lib/i18n";
@@ -49,8 +54,43 @@ const handoverKey: Record<string, MessageKey> = {
   disconnect: "timeline.handoverDisconnect",
 };
 
+/** A leader of the group as the live view shows it: ACTIVE, not gone. */
+export interface LiveLeader {
+  instanceId: string;
+  epoch: number | null;
+}
+
+const NO_STORE = (): (() => void) => () => undefined;
+
+/**
+ * The group's leaders in the page's live view (normally one), kept as a
+ * string so that the timeline re-renders only when they change.
+ */
+function useLiveLeaders(store: InstanceStore | null, serviceName: string, group: string): LiveLeader[] {
+  const get = () =>
+    JSON.stringify(
+      (store?.getSnapshot().entries ?? [])
+        .filter(
+          (e) =>
+            e.goneAt === null &&
+            e.instance.serviceName === serviceName &&
+            e.instance.stickyActiveGroup === group &&
+            e.instance.status === "ACTIVE",
+        )
+        .map((e): LiveLeader => ({ instanceId: e.instance.instanceId, epoch: e.instance.epoch ?? null })),
+    );
+  const leaders = React.useSyncExternalStore(store?.subscribe ?? NO_STORE, get, get);
+  return React.useMemo(() => JSON.parse(leaders) as LiveLeader[], [leaders]);
+}
+
+/** Whether an open term is the one the live view shows leading (epochs compared when both are known). */
+export function agreesWithLive(term: LeadershipTerm, leaders: LiveLeader[]): boolean {
+  return leaders.some((l) => l.instanceId === term.instanceId && (l.epoch == null || term.epoch == null || l.epoch === term.epoch));
+}
+
 export function FailoverTimeline({ serviceName, group, changeKey }: FailoverTimelineProps) {
   const { t, locale } = useI18n();
+  const leaders = useLiveLeaders(useInstanceStore(), serviceName, group);
   const [timeline, setTimeline] = React.useState<LeadershipTimeline | null>(null);
   const [error, setError] = React.useState<string | null>(null);
 
@@ -74,6 +114,12 @@ export function FailoverTimeline({ serviceName, group, changeKey }: FailoverTime
   }, [serviceName, changeKey]);
 
   const terms = timeline ? [...timeline.terms].reverse() : [];
+  // At most one term is current: the newest open one the live view agrees with.
+  const current = terms.find((term) => !term.endedAt && agreesWithLive(term, leaders));
+  const unknownEnd =
+    leaders.length > 0
+      ? t("timeline.endUnknown", { leader: leaders.map((l) => l.instanceId).join(", ") })
+      : t("timeline.endUnknownNoLeader");
   return (
     <section aria-labelledby="timeline-title" className="flex flex-col gap-3" data-testid="failover-timeline">
       <div>
@@ -91,8 +137,16 @@ export function FailoverTimeline({ serviceName, group, changeKey }: FailoverTime
           <span className="sr-only">{t("timeline.loading")}</span>
           <Skeleton className="h-24" />
         </div>
-      ) : terms.length === 0 ? (
-        <p className="rounded-md border border-dashed border-border p-4 text-sm text-muted-foreground">{t("timeline.empty")}</p>
+      ) : null}
+      {timeline?.truncated ? (
+        <p data-testid="timeline-truncated" className="rounded-md border border-warning/60 bg-warning-muted p-3 text-sm text-warning-strong">
+          {t("timeline.truncated")}
+        </p>
+      ) : null}
+      {!timeline ? null : terms.length === 0 ? (
+        <p className="rounded-md border border-dashed border-border p-4 text-sm text-muted-foreground">
+          {t(timeline.truncated ? "timeline.emptyTruncated" : "timeline.empty")}
+        </p>
       ) : (
         // Six columns are 556 px wide: on a phone each term is stacked
         // instead, every figure under its column's name (`data-label`).
@@ -108,10 +162,15 @@ export function FailoverTimeline({ serviceName, group, changeKey }: FailoverTime
           </TableHeader>
           <TableBody>
             {terms.map((term) => (
-              <TableRow key={`${term.instanceId}-${term.electedAt}`} data-testid="timeline-term" className="max-sm:block max-sm:py-2">
+              <TableRow
+                key={`${term.instanceId}-${term.electedAt}`}
+                data-testid="timeline-term"
+                data-current={term === current}
+                className="max-sm:block max-sm:py-2"
+              >
                 <TableCell data-label={t("timeline.leader")} className={cn(STACKED, "whitespace-nowrap font-medium")}>
                   <span className="inline-flex items-center gap-1">
-                    {!term.endedAt ? <Crown className="size-3.5 text-warning-strong" aria-hidden="true" /> : null}
+                    {term === current ? <Crown className="size-3.5 text-warning-strong" aria-hidden="true" /> : null}
                     <Link href={instanceHref(serviceName, term.instanceId)} className="text-primary underline-offset-4 hover:underline">
                       {term.instanceId}
                     </Link>
@@ -124,7 +183,16 @@ export function FailoverTimeline({ serviceName, group, changeKey }: FailoverTime
                   <time dateTime={term.electedAt}>{timeMs(term.electedAt, locale)}</time>
                 </TableCell>
                 <TableCell data-label={t("timeline.until")} className={cn(STACKED, "whitespace-nowrap font-mono text-xs")}>
-                  {term.endedAt ? <time dateTime={term.endedAt}>{timeMs(term.endedAt, locale)}</time> : t("timeline.current")}
+                  {term.endedAt ? (
+                    <time dateTime={term.endedAt}>{timeMs(term.endedAt, locale)}</time>
+                  ) : term === current ? (
+                    t("timeline.current")
+                  ) : (
+                    <span title={unknownEnd} className="cursor-help">
+                      {t("detail.none")}
+                      <span className="sr-only">{unknownEnd}</span>
+                    </span>
+                  )}
                 </TableCell>
                 <TableCell data-label={t("timeline.end")} className={cn(STACKED, "text-xs")}>
                   {term.endReason ? t(endKey[term.endReason] ?? "timeline.end.superseded") : t("detail.none")}
