@@ -2,18 +2,27 @@
 //! (a closed terminal or ssh session), so every long-running command stops
 //! the same way (decide, tell, wait).
 
+use std::io::Write;
+
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 /// Returns a token cancelled on the first Ctrl-C, SIGTERM or SIGHUP. A second
-/// signal exits at once.
+/// Ctrl-C exits at once.
 pub fn on_signals() -> CancellationToken {
     on_signals_then(|| {})
 }
 
-/// Like [`on_signals`], and runs `before_forced_exit` when a second signal
+/// Like [`on_signals`], and runs `before_forced_exit` when a second Ctrl-C
 /// forces the exit: e.g. `aegis up` kills its children there, which a forced
 /// exit would otherwise leave running.
+///
+/// Only a second Ctrl-C (SIGINT) forces: a person pressing it again. A
+/// SIGTERM or SIGHUP after the first signal says nothing new, and often
+/// comes more than once without anyone asking twice: a closed terminal's
+/// shell and kernel each send SIGHUP, systemd sends SIGTERM to every
+/// process of a unit, and the parent-death signal comes once per thread of
+/// a dying `aegis up`.
 pub fn on_signals_then(before_forced_exit: impl FnOnce() + Send + 'static) -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
@@ -31,8 +40,9 @@ pub fn on_signals_then(before_forced_exit: impl FnOnce() + Send + 'static) -> Ca
         }
         info!("shutdown requested; stopping (press Ctrl-C again to force)");
         t.cancel();
-        signals.next().await;
-        eprintln!("forced exit");
+        while signals.next().await != Received::Interrupt {}
+        // Said on a terminal that may be gone: a failed write is no panic.
+        let _ = writeln!(std::io::stderr(), "forced exit");
         before_forced_exit();
         std::process::exit(130);
     });
@@ -78,6 +88,15 @@ struct Signals {
     hup: Option<tokio::signal::unix::Signal>,
 }
 
+/// Which signal [`Signals::next`] received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Received {
+    /// Ctrl-C (SIGINT).
+    Interrupt,
+    /// SIGTERM or SIGHUP.
+    Other,
+}
+
 impl Signals {
     fn new() -> Signals {
         #[cfg(unix)]
@@ -86,7 +105,10 @@ impl Signals {
             Signals {
                 term: signal(SignalKind::terminate()).ok(),
                 int: signal(SignalKind::interrupt()).ok(),
-                hup: signal(SignalKind::hangup()).ok(),
+                // Started under `nohup` (SIGHUP ignored): it stays ignored.
+                hup: (!hangup_ignored())
+                    .then(|| signal(SignalKind::hangup()).ok())
+                    .flatten(),
             }
         }
         #[cfg(not(unix))]
@@ -96,7 +118,7 @@ impl Signals {
     }
 
     /// The next Ctrl-C, SIGTERM or SIGHUP.
-    async fn next(&mut self) {
+    async fn next(&mut self) -> Received {
         #[cfg(unix)]
         {
             async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
@@ -108,14 +130,29 @@ impl Signals {
                 }
             }
             tokio::select! {
-                () = recv(&mut self.term) => {}
-                () = recv(&mut self.int) => {}
-                () = recv(&mut self.hup) => {}
+                () = recv(&mut self.term) => Received::Other,
+                () = recv(&mut self.int) => Received::Interrupt,
+                () = recv(&mut self.hup) => Received::Other,
             }
         }
         #[cfg(not(unix))]
         {
             let _ = tokio::signal::ctrl_c().await;
+            Received::Interrupt
         }
     }
+}
+
+/// Whether this process was started with SIGHUP ignored (`nohup`), as the
+/// kernel says in `/proc/self/status` (`SigIgn`, a hex mask whose lowest
+/// bit is SIGHUP); read before any handler is installed.
+#[cfg(unix)]
+fn hangup_ignored() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let mask = status.lines().find_map(|l| l.strip_prefix("SigIgn:"))?;
+            u64::from_str_radix(mask.trim(), 16).ok()
+        })
+        .is_some_and(|mask| mask & 1 == 1)
 }

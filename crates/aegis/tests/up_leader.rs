@@ -81,3 +81,43 @@ async fn a_leader_left_by_an_earlier_run_is_not_taken_for_this_runs() {
     assert_eq!(holder.instance_id, active[0], "{out}");
     up.terminate_within(Duration::from_secs(30));
 }
+
+/// A record an earlier run left, of a sticky service this run does not
+/// start (`--instances order=0`), names a group nobody here will lead: the
+/// showcase is up without waiting for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_of_a_service_not_started_is_not_waited_for() {
+    let nats = NatsServer::start().expect("start nats-server (run `make bootstrap`)");
+    let url = nats.url();
+    let (ok, out) = common::run(&["init", "--nats-url", &url]);
+    assert!(ok, "{out}");
+    let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+    let mut record = ServiceInstance::new("order-service", "order-3", "1.0.0", chrono::Utc::now());
+    record.sticky_active_group = Some("default".into());
+    js.get_key_value(subjects::REGISTRY_BUCKET)
+        .await
+        .unwrap()
+        .put(
+            subjects::registry_key("order-service", "order-3"),
+            serde_json::to_vec(&record).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let mut up = Proc::spawn(&[
+        "up",
+        "--nats-url",
+        &url,
+        "--instances",
+        "order=0,pricing=1,risk=0",
+        "--api-port",
+        &free_port().to_string(),
+        "--state-dir",
+        state.path().to_str().unwrap(),
+    ]);
+    up.wait_for("Ctrl-C stops everything", Duration::from_secs(50));
+    assert!(!up.output().contains("no leader for"), "{}", up.output());
+    eprintln!("up after {:?}", started.elapsed());
+    up.terminate_within(Duration::from_secs(30));
+}

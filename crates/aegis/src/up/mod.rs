@@ -225,14 +225,16 @@ pub async fn run(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Resul
         tls_ca: tls_ca.as_deref(),
     };
     let result = run_on(&args, &state_dir, &exe, &on, &creds, &mut sup, &shutdown).await;
-    println!("\nstopping the showcase…");
+    // Said on a terminal that may be gone (a closed one stops the
+    // showcase too): a failed write is no panic, and the stop goes on.
+    say("\nstopping the showcase…");
     sup.stop_all().await;
     credentials::remove_nats_url(&state_dir);
     nats::remove_nodes(&state_dir);
-    println!(
+    say(&format!(
         "Aegis showcase stopped (data kept in {}).",
         state_dir.display()
-    );
+    ));
     result
 }
 
@@ -404,9 +406,19 @@ async fn run_on(
     // run's). On a cluster restarted on its data, the elections bucket's
     // stream elects its own leader first (seconds), and until then nobody
     // can win.
+    // Of the services this run starts: a record an earlier run left (its
+    // TTL not yet out) names a group nobody here will lead.
+    let started: Vec<String> = args
+        .instances
+        .0
+        .iter()
+        .filter(|(_, count)| **count > 0)
+        .map(|(kind, _)| format!("{kind}-service"))
+        .collect();
     let groups: std::collections::BTreeSet<(String, String)> = reader
         .all()
         .into_iter()
+        .filter(|i| started.contains(&i.service_name))
         .filter_map(|i| Some((i.service_name, i.sticky_active_group?)))
         .collect();
     if !groups.is_empty() {
@@ -445,14 +457,24 @@ async fn run_on(
     if !monitor.ready(sup, shutdown).await? {
         return Ok(());
     }
-    let kinds: Vec<&str> = args
-        .instances
-        .0
-        .iter()
-        .filter(|(_, count)| **count > 0)
-        .map(|(kind, _)| kind.as_str())
-        .collect();
-    define_services(&monitor.api, &creds.admin, &kinds).await;
+    // Once per state directory, and never into a NATS it did not start
+    // (a shared catalogue is its owners'): a definition deleted since is
+    // not made again.
+    let defined = state_dir.join(DEFINED_MARKER);
+    if nodes.is_empty() {
+        tracing::debug!("on an external NATS: no service definitions registered");
+    } else if !defined.exists() {
+        let kinds: Vec<&str> = args
+            .instances
+            .0
+            .iter()
+            .filter(|(_, count)| **count > 0)
+            .map(|(kind, _)| kind.as_str())
+            .collect();
+        if define_services(&monitor.api, &creds.admin, &kinds).await {
+            let _ = std::fs::write(&defined, "");
+        }
+    }
     print_summary(
         args,
         state_dir,
@@ -469,6 +491,10 @@ async fn run_on(
 /// The monitor child's name.
 const MONITOR: &str = "monitor";
 
+/// The file in the state directory that says the showcase's service
+/// definitions were registered (see `define_services`).
+const DEFINED_MARKER: &str = "definitions-registered";
+
 /// What the showcase's services are, for their definitions.
 const DEFINED: [(&str, &str); 3] = [
     (
@@ -483,13 +509,17 @@ const DEFINED: [(&str, &str); 3] = [
 /// monitor's API, as an operator would), so the catalogue a user opens
 /// lists what runs; one that exists is kept as it is (edited, perhaps).
 /// A refusal is a warning: the showcase runs without its catalogue.
-async fn define_services(api: &str, admin_token: &str, kinds: &[&str]) {
+/// Whether every one is there now.
+async fn define_services(api: &str, admin_token: &str, kinds: &[&str]) -> bool {
+    // The monitor is local: no proxy from the environment sees the token.
     let Ok(http) = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
+        .no_proxy()
         .build()
     else {
-        return;
+        return false;
     };
+    let mut all = true;
     for (kind, description) in DEFINED.iter().filter(|(k, _)| kinds.contains(k)) {
         let name = format!("{kind}-service");
         let body = serde_json::json!({
@@ -507,13 +537,16 @@ async fn define_services(api: &str, admin_token: &str, kinds: &[&str]) {
         match sent.map(|r| r.status()) {
             Ok(status) if status.is_success() || status == reqwest::StatusCode::CONFLICT => {}
             Ok(status) => {
+                all = false;
                 tracing::warn!(service = %name, %status, "the monitor refused the service's definition")
             }
             Err(e) => {
+                all = false;
                 tracing::warn!(service = %name, error = %aegis_sdk::startup::Causes(&e), "cannot register the service's definition")
             }
         }
     }
+    all
 }
 
 /// What waiting for the monitor needs: where its API answers, where this
@@ -539,6 +572,7 @@ impl MonitorWait {
     ) -> anyhow::Result<bool> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
+            .no_proxy()
             .build()
             .context("building the HTTP client")?;
         let ready = format!("{}/ready", self.api);
@@ -894,6 +928,12 @@ impl Drop for PidLock {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
+}
+
+/// Prints `line` to standard output, whatever becomes of the write.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
 }
 
 /// `urls` (comma-separated) with the password each may carry redacted.
