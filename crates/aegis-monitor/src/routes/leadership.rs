@@ -17,9 +17,11 @@
 //! was stopped and started again, led nothing in between. A last term
 //! whose election key the fleet sees unrenewed past its lease, with nobody
 //! taking over yet, `lapsed` at its last renewal plus the lease. Reading is
-//! one temporary consumer over the window (the newest records when the
-//! window holds more than one request scans, found by bisection), plus one
-//! read (at most a few hundred snapshots) per superseded term.
+//! one temporary consumer over the window (its oldest and newest records
+//! when it holds more than one request scans, the newest found by
+//! bisection), plus one read (at most a few hundred snapshots) per
+//! superseded term. Epochs start over with a new election bucket:
+//! elections from before the current bucket's creation come first.
 
 use std::time::Duration;
 
@@ -49,6 +51,12 @@ use crate::{
     state::AppState,
 };
 
+/// How long the election bucket's creation time is waited for.
+const BUCKET_INFO_WAIT: Duration = Duration::from_millis(500);
+/// Elections stamped this little before the election bucket's creation
+/// are still its own: the first is won milliseconds after the bucket is
+/// made, by a host whose clock may be a little behind the server's.
+const CREATION_SKEW: chrono::Duration = chrono::Duration::seconds(5);
 /// Longest window: what `AEGIS_LOG` keeps.
 const MAX_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// Default window.
@@ -193,14 +201,18 @@ async fn leadership(
         None => records,
     };
     // Epochs start over with a new election bucket (see `in_order`).
+    // Asked briefly: while the elections stream chooses a leader (a NATS
+    // node died) its info goes unanswered, and the timeline is wanted most
+    // then; without it, elections are ordered by epoch alone.
     let elections = format!("KV_{}", aegis_contracts::subjects::ELECTIONS_BUCKET);
-    let bucket_created = match js.get_stream(elections).await {
-        Ok(stream) => {
-            let created = stream.cached_info().created;
-            DateTime::<Utc>::from_timestamp_nanos(created.unix_timestamp_nanos() as i64).into()
-        }
-        Err(_) => None,
-    };
+    let bucket_created =
+        match tokio::time::timeout(BUCKET_INFO_WAIT, js.get_stream(elections)).await {
+            Ok(Ok(stream)) => {
+                let created = stream.cached_info().created;
+                DateTime::<Utc>::from_timestamp_nanos(created.unix_timestamp_nanos() as i64).into()
+            }
+            _ => None,
+        };
     let mut terms = build_terms_since(&records, bucket_created);
     for i in 1..terms.len() {
         if terms[i].handover_basis.as_deref() != Some("lastSeen") {
@@ -326,8 +338,8 @@ type Placement = (DateTime<Utc>, usize, usize);
 ///
 /// Epochs start over when the election bucket is created again: elections
 /// stamped before `bucket_created` (the current bucket's creation, when
-/// known) are an earlier bucket's, and come before the current bucket's
-/// whatever their epochs.
+/// known, less [`CREATION_SKEW`]) are an earlier bucket's, and come before
+/// the current bucket's whatever their epochs.
 fn in_order(
     records: &[Lifecycle],
     bucket_created: Option<DateTime<Utc>>,
@@ -338,7 +350,8 @@ fn in_order(
         .filter(|(_, r)| r.kind == Change::Elected)
         .filter_map(|(index, r)| Some((index, r, r.epoch?)))
         .collect();
-    let current = |r: &Lifecycle| bucket_created.is_none_or(|created| r.at >= created);
+    let current =
+        |r: &Lifecycle| bucket_created.is_none_or(|created| r.at >= created - CREATION_SKEW);
     fenced.sort_by_key(|&(index, r, epoch)| (current(r), epoch, r.at, index));
     let mut keyed: Vec<(Placement, &Lifecycle)> = Vec::with_capacity(records.len());
     let mut floor: Option<(DateTime<Utc>, usize)> = None;
@@ -821,6 +834,18 @@ mod tests {
         assert_eq!(order, ["a", "b"], "{terms:?}");
         assert_eq!(terms[0].end_reason.as_deref(), Some("stopped"));
         assert_eq!(terms[1].ended_at, None, "b leads now: {terms:?}");
+
+        // The new bucket's first election, by a host whose clock is 2 s
+        // behind the server's, is still the new bucket's.
+        let records = [
+            rec(0, "a", Change::Elected, Some(900)),
+            rec(10_000, "a", Change::Stopped, None),
+            rec(3_598_000, "b", Change::Elected, Some(1)),
+            rec(3_610_000, "c", Change::Elected, Some(7)),
+        ];
+        let terms = build_terms_since(&records, Some(at(3_600_000)));
+        let order: Vec<_> = terms.iter().map(|t| t.instance_id.as_str()).collect();
+        assert_eq!(order, ["a", "b", "c"], "{terms:?}");
     }
 
     #[test]
