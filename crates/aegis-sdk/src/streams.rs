@@ -107,7 +107,8 @@ pub(crate) async fn look_up_bucket(
 /// its stream was choosing a leader (a NATS node just died). The lookup is
 /// then asked again while unanswered for up to [`PLACEMENT_PATIENCE`],
 /// longer than a stream takes to elect a leader (4 to 9 s), instead of
-/// failing the process that starts in those seconds.
+/// failing the process that starts in those seconds. After any other
+/// refusal it is looked up once more.
 ///
 /// ```no_run
 /// # async fn demo(js: async_nats::jetstream::Context) -> Result<(), async_nats::Error> {
@@ -142,7 +143,9 @@ pub async fn create_or_find_bucket(
                 _ => Err(taken),
             }
         }
-        Err(e) => Err(e),
+        // Any other refusal (a user who may read a bucket but not create
+        // one, as a monitor): one more lookup, which may find it now.
+        Err(e) => js.get_key_value(&bucket).await.map_err(|_| e),
     }
 }
 
