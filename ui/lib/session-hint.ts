@@ -14,13 +14,32 @@ export function hasSessionHint(): boolean {
   return document.cookie.split(";").some((c) => c.trim().startsWith(`${NAME}=`));
 }
 
-/** Leaves the hint, until `expiresAt` (the session's end) when known. */
-export function setSessionHint(expiresAt?: string | null): void {
+/** The session's lifetime the docs give (`aegis_session` expires after 12 h). */
+export const SESSION_LIFETIME_SECS = 12 * 3600;
+
+/**
+ * How long the hint lives, in seconds from now: the session's end less the
+ * sign-in answer's `Date`, both on the server's clock, so a browser whose
+ * clock is off keeps it exactly as long as the session. The documented
+ * 12 h when either is missing or unreadable. Never judged against the
+ * browser's clock: one 13 h ahead would write it already expired.
+ */
+export function sessionHintMaxAge(expiresAt?: string | null, serverDate?: string | null): number {
+  const end = expiresAt ? Date.parse(expiresAt) : NaN;
+  const now = serverDate ? Date.parse(serverDate) : NaN;
+  const left = Math.floor((end - now) / 1000);
+  return Number.isFinite(left) && left > 0 ? left : SESSION_LIFETIME_SECS;
+}
+
+/**
+ * Leaves the hint for as long as the session lasts: `Max-Age`, counted by
+ * the browser from now (as the session cookie's own), from the sign-in
+ * answer's `expiresAt` and `Date`.
+ */
+export function setSessionHint(expiresAt?: string | null, serverDate?: string | null): void {
   if (typeof document === "undefined") return;
-  const until = expiresAt ? new Date(expiresAt) : null;
-  const expires = until && !Number.isNaN(until.getTime()) ? `; Expires=${until.toUTCString()}` : "";
   const secure = window.location.protocol === "https:" ? "; Secure" : "";
-  document.cookie = `${NAME}=1; Path=/; SameSite=Strict${expires}${secure}`;
+  document.cookie = `${NAME}=1; Path=/; SameSite=Strict; Max-Age=${sessionHintMaxAge(expiresAt, serverDate)}${secure}`;
 }
 
 /** Takes the hint away: signed out, or the API no longer knows the session. */

@@ -4,6 +4,7 @@ import { screen } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
 
 import { SignInForm } from "@/components/auth/sign-in-form";
+import { clearSessionHint, hasSessionHint, sessionHintMaxAge } from "@/lib/session-hint";
 import { renderUi } from "./render";
 
 const replace = vi.fn();
@@ -63,5 +64,61 @@ describe("SignInForm", () => {
     answer(429, "TOO_MANY_REQUESTS", { "Retry-After": "42" });
     await signIn("guess");
     expect(await screen.findByText(/too many sign-in attempts.*42 s/i)).toBeInTheDocument();
+  });
+});
+
+// The review: the hint was written with the session's absolute end
+// (`Expires`), which the browser judges by its own clock. A clock 13 h
+// ahead wrote it already expired, so every sign-in landed back on the
+// sign-in page. Now it lives for the session's remaining seconds, counted
+// on the server's clock (its `Date` header), from when the browser got it.
+describe("SignInForm's session hint with the browser's clock far ahead", () => {
+  const SERVER_NOW = Date.parse("2026-12-05T06:00:00.000Z");
+  const AHEAD = 13 * 3600_000;
+
+  function signedIn(lifetimeSecs: number, headers: Record<string, string>) {
+    const body = { name: "admin", role: "admin", expiresAt: new Date(SERVER_NOW + lifetimeSecs * 1000).toISOString() };
+    vi.stubGlobal("fetch", vi.fn(async () => Response.json(body, { headers })));
+  }
+
+  beforeEach(() => {
+    clearSessionHint();
+    vi.useFakeTimers({ toFake: ["Date"] });
+    vi.setSystemTime(SERVER_NOW + AHEAD);
+  });
+  afterEach(() => {
+    clearSessionHint();
+    vi.useRealTimers();
+  });
+
+  it("keeps the hint for the session's remaining time from the server's Date, not until its end on the browser's clock", async () => {
+    signedIn(3600, { Date: new Date(SERVER_NOW).toUTCString() });
+    await signIn("right");
+    await vi.waitFor(() => expect(replace).toHaveBeenCalled());
+    expect(hasSessionHint()).toBe(true);
+    // (jsdom counts Max-Age from the cookie's last read, so no read between.)
+    vi.setSystemTime(SERVER_NOW + AHEAD + 3610_000);
+    expect(hasSessionHint()).toBe(false);
+  });
+
+  it("keeps it for the documented 12 h when the answer has no Date", async () => {
+    signedIn(12 * 3600, {});
+    await signIn("right");
+    await vi.waitFor(() => expect(replace).toHaveBeenCalled());
+    expect(hasSessionHint()).toBe(true);
+    vi.setSystemTime(SERVER_NOW + AHEAD + 12.1 * 3600_000);
+    expect(hasSessionHint()).toBe(false);
+  });
+});
+
+describe("sessionHintMaxAge", () => {
+  it("is the session's end less the server's Date, else the documented 12 h", () => {
+    const date = "Sat, 05 Dec 2026 06:00:00 GMT";
+    expect(sessionHintMaxAge("2026-12-05T07:00:00.000Z", date)).toBe(3600);
+    expect(sessionHintMaxAge("2026-12-05T18:00:00.000Z", date)).toBe(12 * 3600);
+    expect(sessionHintMaxAge("2026-12-05T07:00:00.000Z", null)).toBe(12 * 3600);
+    expect(sessionHintMaxAge(null, date)).toBe(12 * 3600);
+    expect(sessionHintMaxAge("soon", "whenever")).toBe(12 * 3600);
+    expect(sessionHintMaxAge("2026-12-05T05:00:00.000Z", date)).toBe(12 * 3600);
   });
 });

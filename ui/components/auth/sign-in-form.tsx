@@ -42,7 +42,7 @@ export function SignInForm() {
     setError(null);
     try {
       const session = await api.signIn(token.trim());
-      setSessionHint(session.expiresAt);
+      setSessionHint(session.expiresAt, session.serverDate);
       router.replace(afterSignIn(next.current));
     } catch (err) {
       if (err instanceof ApiError && (err.code === "UNAUTHORIZED" || err.code === "VALIDATION_ERROR")) {

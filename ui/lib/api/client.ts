@@ -171,8 +171,12 @@ export interface DefinitionFields {
 
 /** The monitor API, one function per route the UI uses. */
 export const api = {
+  /** The session, and the answer's `Date` (the server's clock, to time the session's end by). */
   signIn: (token: string) =>
-    send("/api/session", SessionInfo, { method: "POST", body: { token }, quiet401: true }).then((a) => a.data),
+    send("/api/session", SessionInfo, { method: "POST", body: { token }, quiet401: true }).then((a) => ({
+      ...a.data,
+      serverDate: a.headers.get("Date"),
+    })),
   whoAmI: () => send("/api/session", SessionInfo, { quiet401: true }).then((a) => a.data),
   signOut: () => send("/api/session", null, { method: "DELETE" }).then(() => undefined),
   /** `tokens`, or `insecure-dev` (authentication off), from the public `GET /status`. */
