@@ -33,6 +33,13 @@ pub const PLACEMENT_PATIENCE: Duration = Duration::from_secs(10);
 /// request timeout, what the one lookup used to wait.
 const LOOKUP_PATIENCE: Duration = Duration::from_secs(5);
 
+/// How long the lookup of a bucket whose name is taken is asked again
+/// while unanswered ([`create_or_find_bucket`]).
+const TAKEN_PATIENCE: Duration = Duration::from_secs(20);
+/// Its first attempt: short, since a lookup sent while the stream has no
+/// leader is never answered, and the next one should go soon after.
+const TAKEN_ATTEMPT_FIRST: Duration = Duration::from_millis(500);
+
 /// The first attempt of a JetStream request that may go unanswered
 /// ([`ask_attempt`]), unless its asker says otherwise.
 pub(crate) const ASK_ATTEMPT_FIRST: Duration = Duration::from_secs(1);
@@ -105,9 +112,10 @@ pub(crate) async fn look_up_bucket(
 /// exists, perhaps with other settings than asked (a tool asking for one
 /// replica of a cluster's three), and its lookup went unanswered because
 /// its stream was choosing a leader (a NATS node just died). The lookup is
-/// then asked again while unanswered for up to [`PLACEMENT_PATIENCE`],
-/// longer than a stream takes to elect a leader (4 to 9 s), instead of
-/// failing the process that starts in those seconds. After any other
+/// then asked again while unanswered for up to
+/// [`TAKEN_PATIENCE`], longer than a stream takes to elect a leader (4 to
+/// 9 s, more on a busy machine), instead of failing the process that
+/// starts in those seconds. After any other
 /// refusal it is looked up once more.
 ///
 /// ```no_run
@@ -134,7 +142,7 @@ pub async fn create_or_find_bucket(
                 bucket,
                 "the bucket exists but did not answer its lookup; asking again"
             );
-            match ask_while_silent(&bucket, ASK_ATTEMPT_FIRST, PLACEMENT_PATIENCE, || {
+            match ask_while_silent(&bucket, TAKEN_ATTEMPT_FIRST, TAKEN_PATIENCE, || {
                 js.get_key_value(&bucket)
             })
             .await
