@@ -13,7 +13,7 @@ use aegis_sdk::{
     rpc::{CallOptions, ErrorCode, RpcError},
 };
 use aegis_testkit::NatsServer;
-use common::{connect, eventually, server};
+use common::{connect, eventually};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
