@@ -10,13 +10,18 @@ const config: NextConfig = {
   reactStrictMode: true,
   poweredByHeader: false,
   images: { unoptimized: true },
-  // The dev server proxies the API so `npm run dev` works against a running
-  // monitor (AEGIS_API_URL, default the showcase's port).
+  // The dev server proxies the API, and the public `/status` the page reads
+  // the authentication mode from (`insecure-dev` signs in by itself), so
+  // `npm run dev` works against a running monitor (AEGIS_API_URL, default
+  // the showcase's port).
   ...(process.env.NODE_ENV === "development"
     ? {
         async rewrites() {
           const api = process.env.AEGIS_API_URL ?? "http://127.0.0.1:8100";
-          return [{ source: "/api/:path*", destination: `${api}/api/:path*` }];
+          return [
+            { source: "/api/:path*", destination: `${api}/api/:path*` },
+            { source: "/status", destination: `${api}/status` },
+          ];
         },
       }
     : {}),
