@@ -113,9 +113,9 @@ pub(crate) async fn look_up_bucket(
 /// replica of a cluster's three), and its lookup went unanswered because
 /// its stream was choosing a leader (a NATS node just died). The lookup is
 /// then asked again while unanswered for up to
-/// [`TAKEN_PATIENCE`], longer than a stream takes to elect a leader (4 to
-/// 9 s, more on a busy machine), instead of failing the process that
-/// starts in those seconds. After any other
+/// 20 s, longer than a stream takes to elect a leader (4 to 9 s, more on
+/// a busy machine), instead of failing the process that starts in those
+/// seconds. After any other
 /// refusal it is looked up once more.
 ///
 /// ```no_run

@@ -935,7 +935,12 @@ async fn an_update_keeps_the_metadata_the_registry_keeps_for_itself() {
         .unwrap();
     let updated = stored(kv.entry(key).await.unwrap());
     assert_eq!(updated["metadata"]["zone"], "eu-1");
-    for kept in ["registrationId", "natsConnection", "heartbeatMs", "refreshMs"] {
+    for kept in [
+        "registrationId",
+        "natsConnection",
+        "heartbeatMs",
+        "refreshMs",
+    ] {
         assert!(!written["metadata"][kept].is_null(), "{kept} was written");
         assert_eq!(
             updated["metadata"][kept], written["metadata"][kept],
