@@ -7,6 +7,7 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 
 import { launch, signIn } from "./lib/browser.mjs";
+import { defineScreenshotServices } from "./lib/definitions.mjs";
 import { ROOT, startStack, until } from "./lib/stack.mjs";
 import { makeTraffic } from "./lib/traffic.mjs";
 
@@ -18,14 +19,8 @@ const stack = await startStack();
 const browser = await launch();
 try {
   const { admin } = stack.credentials();
-  for (const [name, owner, description, version] of [
-    ["order-service", "trading-desk", "Places and tracks orders; sticky single-active", "2.3.0"],
-    ["pricing-service", "market-data", "Quotes and price snapshots", "1.8.2"],
-    ["risk-service", "risk-team", "Pre-trade limits and positions", "1.4.0"],
-  ]) {
-    await stack.api("/api/services", { method: "POST", body: { service_name: name, owner, description, version } });
-  }
-  await stack.api("/api/services/pricing-service", { method: "PUT", body: { version: "1.9.0" } });
+  // aegis up registered these already: updated, with each answer checked.
+  await defineScreenshotServices(stack);
   // Calls all along (cards and charts show traffic); 20 s before the first
   // shot, so the charts have ten snapshots with traffic in them.
   const traffic = { untilMs: Date.now() + 600000 };
