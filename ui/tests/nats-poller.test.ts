@@ -19,7 +19,7 @@ function health(over: Partial<NatsPicture> = {}): NatsPicture {
   };
 }
 
-function setup(answer: (call: number, signal: AbortSignal) => Promise<NatsPicture>, opts: { timeoutMs?: number } = {}) {
+function setup(answer: (call: number, signal: AbortSignal) => Promise<NatsPicture>, opts: { timeoutMs?: number; staleAfterMs?: number } = {}) {
   const views: NatsView[] = [];
   let calls = 0;
   const fetch = vi.fn((signal: AbortSignal) => answer(++calls, signal));
@@ -74,15 +74,21 @@ describe("NatsPoller", () => {
   it("is not stale when asked twice within one of the monitor's checks", async () => {
     // The picture is remade at least every checkEveryMs; asked twice as
     // often, the page sees the same asOf again and again, which is no sign
-    // of a stuck checker until the stale bound has passed.
-    let asOf = health();
-    const { poller, views, last } = setup(() => Promise.resolve(asOf));
-    for (let t = 0; t < 10; t++) {
-      await advance(t === 0 ? 0 : 500);
-      if (t % 2 === 1) asOf = health(); // a new picture every second
+    // of a stuck checker until three of the monitor's checks have passed.
+    // No floor (staleAfterMs 0): the bound is the checks alone. Counted in
+    // polls (3 × 500 ms) the same asOf would turn stale after 1.5 s.
+    const same = health({ checkEveryMs: 1000 });
+    const { poller, views, last } = setup(() => Promise.resolve(same), { staleAfterMs: 0 });
+    await advance(0);
+    for (let t = 500; t <= 2500; t += 500) {
+      await advance(500);
+      expect(last()).toMatchObject({ kind: "known" });
     }
+    expect(views).toHaveLength(6);
     expect(views.every((v) => v.kind === "known")).toBe(true);
-    expect(last()?.kind).toBe("known");
+    // Past three checks the stuck picture is stale.
+    await advance(1000);
+    expect(last()).toMatchObject({ kind: "unknown", cause: { kind: "stale", asOf: same.asOf } });
     poller.stop();
   });
 
