@@ -8,25 +8,19 @@ mod common;
 use std::time::Duration;
 
 use aegis_testkit::NatsServer;
-use common::{Proc, free_port};
+use common::Proc;
 
 #[test]
 fn the_commands_suggested_on_an_external_nats_name_it_and_work() {
     let nats = NatsServer::start().expect("start nats-server (run `make bootstrap`)");
     let url = nats.url();
     let state = tempfile::tempdir().unwrap();
-    let mut up = Proc::spawn(&[
-        "up",
-        "--nats-url",
+    let mut up = Proc::up_attached(
         &url,
-        "--instances",
         "order=0,pricing=0,risk=0",
-        "--api-port",
-        &free_port().to_string(),
-        "--state-dir",
-        state.path().to_str().unwrap(),
-    ]);
-    up.wait_for("Ctrl-C stops everything", Duration::from_secs(120));
+        state.path(),
+        Duration::from_secs(120),
+    );
     let out = up.output();
     let status = out
         .lines()
@@ -78,18 +72,12 @@ fn a_password_in_the_external_url_is_never_printed() {
         .expect("start nats-server (run `make bootstrap`)");
     let url = nats.url().replace("nats://", "nats://alice:s3cret-pw@");
     let state = tempfile::tempdir().unwrap();
-    let mut up = Proc::spawn(&[
-        "up",
-        "--nats-url",
+    let mut up = Proc::up_attached(
         &url,
-        "--instances",
         "order=0,pricing=0,risk=0",
-        "--api-port",
-        &free_port().to_string(),
-        "--state-dir",
-        state.path().to_str().unwrap(),
-    ]);
-    up.wait_for("Ctrl-C stops everything", Duration::from_secs(120));
+        state.path(),
+        Duration::from_secs(120),
+    );
     let out = up.output();
     assert!(!out.contains("s3cret-pw"), "{out}");
     assert!(out.contains("alice:<redacted>@"), "{out}");

@@ -14,7 +14,23 @@ use aegis_sdk::{
     election::LeaderRecord,
 };
 use aegis_testkit::NatsServer;
-use common::{Proc, free_port};
+use common::Proc;
+
+/// An ACTIVE record of order-service's group `default` under `id`, as an
+/// earlier run that did not stop cleanly leaves it (until its TTL).
+async fn leave_active_record(js: &async_nats::jetstream::Context, id: &str) {
+    let mut record = ServiceInstance::new("order-service", id, "1.0.0", chrono::Utc::now());
+    record.sticky_active_group = Some("default".into());
+    js.get_key_value(subjects::REGISTRY_BUCKET)
+        .await
+        .unwrap()
+        .put(
+            subjects::registry_key("order-service", id),
+            serde_json::to_vec(&record).unwrap().into(),
+        )
+        .await
+        .unwrap();
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_left_by_an_earlier_run_is_not_taken_for_this_runs() {
@@ -26,17 +42,7 @@ async fn a_leader_left_by_an_earlier_run_is_not_taken_for_this_runs() {
     // What an earlier run whose leader, order-3, did not stop cleanly left:
     // its record, still saying ACTIVE, and the election key naming it.
     let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
-    let mut record = ServiceInstance::new("order-service", "order-3", "1.0.0", chrono::Utc::now());
-    record.sticky_active_group = Some("default".into());
-    js.get_key_value(subjects::REGISTRY_BUCKET)
-        .await
-        .unwrap()
-        .put(
-            subjects::registry_key("order-service", "order-3"),
-            serde_json::to_vec(&record).unwrap().into(),
-        )
-        .await
-        .unwrap();
+    leave_active_record(&js, "order-3").await;
     let elections = js.get_key_value(subjects::ELECTIONS_BUCKET).await.unwrap();
     let key = subjects::election_key("order-service", "default");
     let leftover = LeaderRecord {
@@ -52,18 +58,12 @@ async fn a_leader_left_by_an_earlier_run_is_not_taken_for_this_runs() {
 
     // This run has order-1 and order-2 only.
     let state = tempfile::tempdir().unwrap();
-    let mut up = Proc::spawn(&[
-        "up",
-        "--nats-url",
+    let mut up = Proc::up_attached(
         &url,
-        "--instances",
         "order=2,pricing=0,risk=0",
-        "--api-port",
-        &free_port().to_string(),
-        "--state-dir",
-        state.path().to_str().unwrap(),
-    ]);
-    up.wait_for("Ctrl-C stops everything", Duration::from_secs(120));
+        state.path(),
+        Duration::from_secs(120),
+    );
     let out = up.output();
     let active: Vec<&str> = out
         .lines()
@@ -92,31 +92,15 @@ async fn a_group_of_a_service_not_started_is_not_waited_for() {
     let (ok, out) = common::run(&["init", "--nats-url", &url]);
     assert!(ok, "{out}");
     let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
-    let mut record = ServiceInstance::new("order-service", "order-3", "1.0.0", chrono::Utc::now());
-    record.sticky_active_group = Some("default".into());
-    js.get_key_value(subjects::REGISTRY_BUCKET)
-        .await
-        .unwrap()
-        .put(
-            subjects::registry_key("order-service", "order-3"),
-            serde_json::to_vec(&record).unwrap().into(),
-        )
-        .await
-        .unwrap();
+    leave_active_record(&js, "order-3").await;
     let state = tempfile::tempdir().unwrap();
     let started = std::time::Instant::now();
-    let mut up = Proc::spawn(&[
-        "up",
-        "--nats-url",
+    let mut up = Proc::up_attached(
         &url,
-        "--instances",
         "order=0,pricing=1,risk=0",
-        "--api-port",
-        &free_port().to_string(),
-        "--state-dir",
-        state.path().to_str().unwrap(),
-    ]);
-    up.wait_for("Ctrl-C stops everything", Duration::from_secs(50));
+        state.path(),
+        Duration::from_secs(50),
+    );
     assert!(!up.output().contains("no leader for"), "{}", up.output());
     eprintln!("up after {:?}", started.elapsed());
     up.terminate_within(Duration::from_secs(30));

@@ -110,6 +110,26 @@ impl Proc {
         }
     }
 
+    /// `aegis up` attached to the NATS at `url`, with `instances` (e.g.
+    /// `order=2,pricing=0,risk=0`) and its state in `state`, once it says
+    /// it is up (within `within`).
+    #[allow(dead_code)] // Not every test binary that includes this module starts one.
+    pub fn up_attached(url: &str, instances: &str, state: &Path, within: Duration) -> Proc {
+        let mut up = Proc::spawn(&[
+            "up",
+            "--nats-url",
+            url,
+            "--instances",
+            instances,
+            "--api-port",
+            &free_port().to_string(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ]);
+        up.wait_for("Ctrl-C stops everything", within);
+        up
+    }
+
     /// Waits for an output line containing `needle`.
     pub fn wait_for(&mut self, needle: &str, within: Duration) {
         let deadline = Instant::now() + within;
