@@ -112,7 +112,7 @@ pub(crate) async fn look_up_bucket(
 /// exists, perhaps with other settings than asked (a tool asking for one
 /// replica of a cluster's three), and its lookup went unanswered because
 /// its stream was choosing a leader (a NATS node just died). The lookup is
-/// then asked again while unanswered for up to
+/// then asked again while unanswered or refused for up to
 /// 20 s, longer than a stream takes to elect a leader (4 to 9 s, more on
 /// a busy machine), instead of failing the process that starts in those
 /// seconds. After any other
@@ -142,13 +142,31 @@ pub async fn create_or_find_bucket(
                 bucket,
                 "the bucket exists but did not answer its lookup; asking again"
             );
-            match ask_while_silent(&bucket, TAKEN_ATTEMPT_FIRST, TAKEN_PATIENCE, || {
-                js.get_key_value(&bucket)
-            })
-            .await
-            {
-                Some(Ok(store)) => Ok(store),
-                _ => Err(taken),
+            // Unanswered, or answered with an error (a stream without a
+            // leader can be refused as well as left silent): asked again.
+            let deadline = crate::clock::deadline(tokio::time::Instant::now(), TAKEN_PATIENCE);
+            let mut tries = 0;
+            loop {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if left.is_zero() {
+                    return Err(taken);
+                }
+                let attempt = ask_attempt(TAKEN_ATTEMPT_FIRST, tries).min(left);
+                let asked = tokio::time::Instant::now();
+                match tokio::time::timeout(attempt, js.get_key_value(&bucket)).await {
+                    Ok(Ok(store)) => return Ok(store),
+                    Ok(Err(e)) => {
+                        debug!(bucket, error = %crate::startup::Causes(&e), "the bucket's lookup was refused; asking again");
+                        // Not at once: a refusal comes back fast.
+                        tokio::time::sleep_until(asked + TAKEN_ATTEMPT_FIRST).await;
+                    }
+                    Err(_) => debug!(
+                        bucket,
+                        ?attempt,
+                        "the bucket's lookup went unanswered; asking again"
+                    ),
+                }
+                tries += 1;
             }
         }
         // Any other refusal (a user who may read a bucket but not create
