@@ -6,7 +6,8 @@
 //! the state of NATS: each step that needs the server is bounded, and what
 //! could not be done is logged once with what happens instead (a record that
 //! could not be removed expires with its TTL; a lease that could not be
-//! handed over lapses). A second Ctrl-C / SIGTERM exits at once.
+//! handed over lapses). A second Ctrl-C exits at once (a second SIGTERM
+//! does not: systemd and a dying parent send it more than once).
 
 use aegis_sdk::{
     rpc::server::ServiceError,
