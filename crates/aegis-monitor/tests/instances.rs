@@ -236,6 +236,35 @@ async fn instance_config_times_out_with_504() {
     );
 }
 
+/// Answers the config requests of `instance` of `service` on its control
+/// subject, as an instance would: with `bodies` in turn, the last one for
+/// every request after. Listening once it returns; abort it to stop.
+async fn answer_config(
+    conn: &aegis_sdk::Connection,
+    service: &str,
+    instance: &str,
+    bodies: &[String],
+) -> tokio::task::JoinHandle<()> {
+    let mut sub = conn
+        .client()
+        .subscribe(control_subject(service, instance, "config"))
+        .await
+        .unwrap();
+    server_caught_up(conn.client()).await;
+    let client = conn.client().clone();
+    let bodies = bodies.to_vec();
+    tokio::spawn(async move {
+        let mut next = 0;
+        while let Some(msg) = sub.next().await {
+            if let Some(reply) = msg.reply {
+                let body = bodies[next.min(bodies.len() - 1)].clone();
+                next += 1;
+                client.publish(reply, body.into()).await.unwrap();
+            }
+        }
+    })
+}
+
 /// A real SDK service's answer reads as the contract's effective
 /// configuration, so the monitor serves it (the SDK and the monitor share
 /// `aegis_contracts::config::EffectiveConfig`).
@@ -286,25 +315,7 @@ async fn instance_config_live_over_nats() {
         "connection": {"nats": {"servers": ["nats://x:4222"], "token": "<redacted>"}},
         "addedByANewerSdk": true
     });
-    let mut sub = conn
-        .client()
-        .subscribe(control_subject("pricing-service", "pricing-1", "config"))
-        .await
-        .unwrap();
-    server_caught_up(conn.client()).await;
-    let client = conn.client().clone();
-    let sent_by_instance = sent.clone();
-    let responder = tokio::spawn(async move {
-        while let Some(msg) = sub.next().await {
-            let body = &sent_by_instance;
-            if let Some(reply) = msg.reply {
-                client
-                    .publish(reply, body.to_string().into())
-                    .await
-                    .unwrap();
-            }
-        }
-    });
+    let responder = answer_config(&conn, "pricing-service", "pricing-1", &[sent.to_string()]).await;
     let r = h.get(path, Some(VIEWER)).await;
     r.expect(200, None);
     let mut shown = sent.clone();
@@ -321,21 +332,11 @@ async fn instance_config_live_over_nats() {
 
     // An answer that is not JSON, then JSON that is not an effective
     // configuration: 502 both times.
-    let mut sub = conn
-        .client()
-        .subscribe(control_subject("risk-service", "risk-1", "config"))
-        .await
-        .unwrap();
-    server_caught_up(conn.client()).await;
-    let client = conn.client().clone();
-    let responder = tokio::spawn(async move {
-        let mut bodies = ["not json", r#"{"nats": {"servers": []}}"#].into_iter();
-        while let Some(msg) = sub.next().await {
-            if let (Some(reply), Some(body)) = (msg.reply, bodies.next()) {
-                client.publish(reply, body.into()).await.unwrap();
-            }
-        }
-    });
+    let bodies = [
+        "not json".to_owned(),
+        r#"{"nats": {"servers": []}}"#.to_owned(),
+    ];
+    let responder = answer_config(&conn, "risk-service", "risk-1", &bodies).await;
     for _ in 0..2 {
         h.get("/api/instances/risk-service/risk-1/config", Some(VIEWER))
             .await
@@ -416,22 +417,7 @@ async fn instance_config_secrets_are_redacted_by_the_monitor() {
         },
         "addedByANewerSdk": {"env": [{"name": "PASSWORD", "value": "top-level-secret"}]}
     });
-    let mut sub = conn
-        .client()
-        .subscribe(control_subject("pricing-service", "pricing-9", "config"))
-        .await
-        .unwrap();
-    server_caught_up(conn.client()).await;
-    let client = conn.client().clone();
-    let sent_by_instance = sent.to_string();
-    let responder = tokio::spawn(async move {
-        while let Some(msg) = sub.next().await {
-            if let Some(reply) = msg.reply {
-                let body = sent_by_instance.clone();
-                client.publish(reply, body.into()).await.unwrap();
-            }
-        }
-    });
+    let responder = answer_config(&conn, "pricing-service", "pricing-9", &[sent.to_string()]).await;
     let r = h.get(path, Some(VIEWER)).await;
     responder.abort();
     r.expect(200, None);
