@@ -877,24 +877,40 @@ async fn a_stop_leaves_the_record_another_process_wrote_under_the_same_id() {
 /// discovery until its next refresh.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_leaves_the_record_a_later_registration_on_the_same_connection_wrote() {
-    use aegis_sdk::registry::Registration;
     let nats = server();
     let conn = connect(&nats.url()).await;
-    let record = || ServiceInstance::new("again-service", "again-1", "1.0.0", chrono::Utc::now());
-    let before = Registration::builder(&conn, record())
-        .start()
-        .await
-        .unwrap();
-    let after = Registration::builder(&conn, record())
-        .start()
-        .await
-        .unwrap();
-    before.deregister().await.unwrap();
+    let (before, after) = registered_twice(&conn).await;
     let kv = raw_kv(&nats.url()).await;
-    let entry = kv
-        .entry("service-instances.again-service.again-1")
-        .await
-        .unwrap();
+    the_earlier_stop_leaves_the_later_record(before, after, &kv).await;
+}
+
+/// The key of [`registered_twice`]'s record.
+const AGAIN_KEY: &str = "service-instances.again-service.again-1";
+
+/// Two registrations of again-service/again-1 on `conn`, the earlier
+/// first.
+async fn registered_twice(
+    conn: &Connection,
+) -> (
+    aegis_sdk::registry::Registration,
+    aegis_sdk::registry::Registration,
+) {
+    use aegis_sdk::registry::Registration;
+    let record = || ServiceInstance::new("again-service", "again-1", "1.0.0", chrono::Utc::now());
+    let before = Registration::builder(conn, record()).start().await.unwrap();
+    let after = Registration::builder(conn, record()).start().await.unwrap();
+    (before, after)
+}
+
+/// Stops `before`, and asserts the record `after` wrote is still there;
+/// then stops `after`.
+async fn the_earlier_stop_leaves_the_later_record(
+    before: aegis_sdk::registry::Registration,
+    after: aegis_sdk::registry::Registration,
+    kv: &kv::Store,
+) {
+    before.deregister().await.unwrap();
+    let entry = kv.entry(AGAIN_KEY).await.unwrap();
     assert!(
         entry.is_some_and(|e| e.operation == kv::Operation::Put),
         "the later registration's record is kept"
@@ -908,20 +924,11 @@ async fn a_stop_leaves_the_record_a_later_registration_on_the_same_connection_wr
 /// same connection took the later one's record for its own and deleted it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_keeps_the_metadata_the_registry_keeps_for_itself() {
-    use aegis_sdk::registry::Registration;
     let nats = server();
     let conn = connect(&nats.url()).await;
-    let record = || ServiceInstance::new("again-service", "again-1", "1.0.0", chrono::Utc::now());
-    let before = Registration::builder(&conn, record())
-        .start()
-        .await
-        .unwrap();
-    let after = Registration::builder(&conn, record())
-        .start()
-        .await
-        .unwrap();
+    let (before, after) = registered_twice(&conn).await;
     let kv = raw_kv(&nats.url()).await;
-    let key = "service-instances.again-service.again-1";
+    let key = AGAIN_KEY;
     let stored = |entry: Option<kv::Entry>| -> Value {
         serde_json::from_slice(&entry.expect("a record").value).unwrap()
     };
@@ -947,13 +954,7 @@ async fn an_update_keeps_the_metadata_the_registry_keeps_for_itself() {
             "{kept} is kept"
         );
     }
-    before.deregister().await.unwrap();
-    let entry = kv.entry(key).await.unwrap();
-    assert!(
-        entry.is_some_and(|e| e.operation == kv::Operation::Put),
-        "the later registration's record is kept"
-    );
-    after.deregister().await.unwrap();
+    the_earlier_stop_leaves_the_later_record(before, after, &kv).await;
 }
 
 /// Two processes with one instance id that both got past the start's
