@@ -360,12 +360,9 @@ impl NatsConfig {
     /// assert!(!AegisConfig::with_servers("nats://host:4222").nats.url_credentials());
     /// ```
     pub fn url_credentials(&self) -> bool {
-        self.servers.iter().any(|url| {
-            url.parse::<async_nats::ServerAddr>().is_ok_and(|addr| {
-                let parsed = addr.into_inner();
-                !parsed.username().is_empty() || parsed.password().is_some()
-            })
-        })
+        // Credentials the check refuses (two URLs disagreeing, a password
+        // without a user) are credentials in a URL too.
+        !matches!(url_auth(&self.servers), Ok(None))
     }
 }
 

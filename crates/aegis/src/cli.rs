@@ -239,8 +239,10 @@ fn connect_error(error: aegis_sdk::ConnectError, url: &str) -> anyhow::Error {
         error
     } else {
         // A password the URL may carry is never printed.
-        let shown: Vec<String> = url.split(',').map(aegis_sdk::config::redact_url).collect();
-        error.context(format!("connecting to NATS at {}", shown.join(",")))
+        error.context(format!(
+            "connecting to NATS at {}",
+            crate::up::redacted(url)
+        ))
     }
 }
 

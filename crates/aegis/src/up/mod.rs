@@ -937,7 +937,7 @@ fn say(line: &str) {
 }
 
 /// `urls` (comma-separated) with the password each may carry redacted.
-fn redacted(urls: &str) -> String {
+pub(crate) fn redacted(urls: &str) -> String {
     let shown: Vec<String> = urls.split(',').map(aegis_sdk::config::redact_url).collect();
     shown.join(",")
 }
