@@ -142,31 +142,21 @@ pub async fn create_or_find_bucket(
                 bucket,
                 "the bucket exists but did not answer its lookup; asking again"
             );
-            // Unanswered, or answered with an error (a stream without a
-            // leader can be refused as well as left silent): asked again.
+            // Unanswered ([`ask_while_silent`]), or answered with an error
+            // (a stream without a leader can be refused as well as left
+            // silent): asked again, not sooner than a first attempt later.
             let deadline = crate::clock::deadline(tokio::time::Instant::now(), TAKEN_PATIENCE);
-            let mut tries = 0;
             loop {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                if left.is_zero() {
-                    return Err(taken);
-                }
-                let attempt = ask_attempt(TAKEN_ATTEMPT_FIRST, tries).min(left);
-                let asked = tokio::time::Instant::now();
-                match tokio::time::timeout(attempt, js.get_key_value(&bucket)).await {
-                    Ok(Ok(store)) => return Ok(store),
-                    Ok(Err(e)) => {
+                let lookup = || js.get_key_value(&bucket);
+                match ask_while_silent(&bucket, TAKEN_ATTEMPT_FIRST, left, lookup).await {
+                    Some(Ok(store)) => return Ok(store),
+                    Some(Err(e)) => {
                         debug!(bucket, error = %crate::startup::Causes(&e), "the bucket's lookup was refused; asking again");
-                        // Not at once: a refusal comes back fast.
-                        tokio::time::sleep_until(asked + TAKEN_ATTEMPT_FIRST).await;
+                        tokio::time::sleep(TAKEN_ATTEMPT_FIRST.min(left)).await;
                     }
-                    Err(_) => debug!(
-                        bucket,
-                        ?attempt,
-                        "the bucket's lookup went unanswered; asking again"
-                    ),
+                    None => return Err(taken),
                 }
-                tries += 1;
             }
         }
         // Any other refusal (a user who may read a bucket but not create
