@@ -520,12 +520,21 @@ async fn a_killed_leaders_hand_over_is_measured_from_its_disconnect() {
         r.body["terms"].as_array().cloned().unwrap_or_default()
     };
     // Generous: on a loaded machine the new leader's `elected` record
-    // reaches AEGIS_LOG late (it failed once within 10 s under a build).
-    eventually(Duration::from_secs(30), "the standby's term", || async {
-        terms().await.len() == 2
-    })
-    .await;
-    let t = terms().await;
+    // reaches AEGIS_LOG late (it failed once within 10 s under a build,
+    // and twice within 30 s in a full `make test`). What was seen last is
+    // said if it never comes.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let t = loop {
+        let t = terms().await;
+        if t.len() == 2 {
+            break t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no term of the standby within 60 s: {t:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(t[0]["instanceId"], leader.as_str(), "{t:#?}");
     assert_eq!(t[1]["handoverFrom"], leader.as_str(), "{t:#?}");
     assert_eq!(t[1]["handoverBasis"], "disconnect", "{t:#?}");
@@ -545,7 +554,7 @@ async fn a_killed_leaders_hand_over_is_measured_from_its_disconnect() {
 /// land in the view at once. Moved back and forth, so whichever order the
 /// monitor keeps the two records in, one of the moves has the new leader
 /// second.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_moving_between_live_instances_never_shows_two_active() {
     use aegis_sdk::{
         contracts::{InstanceStatus, ServiceInstance},
