@@ -332,20 +332,30 @@ async fn a_takeover_stored_unacknowledged_is_taken_as_won() {
         }
         seen
     });
-    let entry = kv.entry(&key).await.unwrap().unwrap();
     let record = aegis_sdk::election::LeaderRecord {
         instance_id: me.clone(),
         epoch: 0,
         lease_ms: 2000,
         renewed_at: "2026-01-01T00:00:00Z".to_owned(),
     };
-    kv.update(
-        &key,
-        serde_json::to_vec(&record).unwrap().into(),
-        entry.revision,
-    )
-    .await
-    .unwrap();
+    // Over the leader's current record: read again when a renewal came
+    // between the read and the write (seen on a busy machine).
+    loop {
+        let entry = kv.entry(&key).await.unwrap().unwrap();
+        let written = kv
+            .update(
+                &key,
+                serde_json::to_vec(&record).unwrap().into(),
+                entry.revision,
+            )
+            .await;
+        match written {
+            Ok(_) => break,
+            Err(e) if e.kind() == async_nats::jetstream::kv::UpdateErrorKind::WrongLastRevision => {
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
     let written = Instant::now();
     let seen = tokio::time::timeout(Duration::from_secs(10), seen)
         .await
