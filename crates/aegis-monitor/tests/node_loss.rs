@@ -592,3 +592,77 @@ async fn a_new_leader_is_never_shown_deposed_while_the_monitor_catches_up_with_i
         "shown ACTIVE {shown:?} after its election"
     );
 }
+
+/// Two of three NATS nodes die: JetStream has no quorum, so no registry
+/// write lands, while core NATS (and the instances' liveness beats) goes
+/// on through the third. Once the two come back, after longer than a
+/// record's TTL, the registry's stream expires every record at once,
+/// before the instances write them again. The live instances must stay
+/// listed throughout: their beats say they are alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_back_from_a_lost_quorum_hides_no_live_instance() {
+    let mut cluster = NatsCluster::start(3).expect("start a 3-node cluster");
+    let urls = cluster.urls();
+    let (_state, app) = common::start_r3(&cluster.node(0).url(), None).await;
+    let mut services: Vec<(Connection, Service)> = Vec::new();
+    for i in 1..=3 {
+        let id = format!("order-service-{i}");
+        services.push(ping_service(&urls, "order-service", &id, None).await);
+    }
+    let listed = || async {
+        let mut ids: Vec<String> = viewed(&app, "/api/instances")
+            .await
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["instanceId"].as_str().map(str::to_owned))
+            .collect();
+        ids.sort();
+        ids
+    };
+    common::eventually(
+        Duration::from_secs(20),
+        "three instances listed",
+        || async { listed().await.len() == 3 },
+    )
+    .await;
+
+    eprintln!("killing nodes 1 and 2: no JetStream quorum");
+    cluster.kill_node(1);
+    cluster.kill_node(2);
+    // Longer than a record's TTL (15 s by default), every poll listing all.
+    let lost = Instant::now();
+    while lost.elapsed() < Duration::from_secs(17) {
+        let ids = listed().await;
+        assert_eq!(
+            ids.len(),
+            3,
+            "{ids:?} listed {:?} into the quorum loss",
+            lost.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("restarting nodes 1 and 2");
+    tokio::task::block_in_place(|| {
+        cluster.restart_node(1).expect("restart node 1");
+        cluster.restart_node(2).expect("restart node 2");
+    });
+    let back = Instant::now();
+    let mut polls = 0;
+    while back.elapsed() < Duration::from_secs(10) {
+        let ids = listed().await;
+        polls += 1;
+        assert_eq!(
+            ids.len(),
+            3,
+            "only {ids:?} listed {:?} after the quorum came back",
+            back.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("{polls} polls over 10 s after the quorum came back, all three listed");
+    for (conn, svc) in services {
+        let _ = svc.shutdown().await;
+        let _ = conn.drain().await;
+    }
+}
