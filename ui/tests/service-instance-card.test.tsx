@@ -164,6 +164,25 @@ describe("ServiceInstanceCard of a leader in trouble", () => {
     expect(standby).toHaveTextContent(/^Standby in default$/);
   });
 
+  // A degraded leader's record says UNHEALTHY, with its epoch (a standby's
+  // has none): killed, deposed or gone, it read "Standby in default".
+  it("names a degraded leader that died, lost the key or went the former leader of its group", () => {
+    const degraded = { status: "UNHEALTHY" as const, reportedStatus: "UNHEALTHY" as const, stickyActiveGroup: "default", epoch: 5 };
+    renderUi(
+      <>
+        <ServiceInstanceCard entry={entry({ metrics: null }, { ...degraded, statusReason: "disconnected" })} />
+        <ServiceInstanceCard entry={entry({ metrics: null }, { ...degraded, instanceId: "order-2", statusReason: "deposed" })} />
+        <ServiceInstanceCard entry={entry({ goneAt: T0, goneReason: "expired", metrics: null }, { ...degraded, instanceId: "order-3", statusReason: "disconnected" })} />
+        <ServiceInstanceCard entry={entry({ metrics: null }, { ...degraded, instanceId: "order-4", statusReason: "disconnected", epoch: null })} />
+      </>,
+    );
+    const [killed, deposed, gone, standby] = screen.getAllByTestId("role");
+    expect(killed).toHaveTextContent(/^Former leader of default \(epoch 5\)$/);
+    expect(deposed).toHaveTextContent(/^Former leader of default \(epoch 5\)$/);
+    expect(gone).toHaveTextContent(/^Former leader of default \(epoch 5\)$/);
+    expect(standby).toHaveTextContent(/^Standby in default$/);
+  });
+
   // The trial: an operator-unhealthy standby read just "Group default";
   // `aegis status` says "standby in default".
   it("names an unhealthy standby a standby in its group, in English and Chinese", () => {

@@ -408,9 +408,10 @@ pub fn render(
                     )
                 };
                 // What it was when it died: a dead leader is down, not
-                // deposed (that is for a live one that lost its lead).
+                // deposed (that is for a live one that lost its lead). A
+                // degraded leader's record says UNHEALTHY, with its epoch.
                 match (group, v.reported_status, i.epoch) {
-                    (Some(g), InstanceStatus::Active, Some(e)) => {
+                    (Some(g), InstanceStatus::Active | InstanceStatus::Unhealthy, Some(e)) => {
                         format!("former leader of {g} (epoch {e}), {down}")
                     }
                     (Some(g), InstanceStatus::Active, None) => {
@@ -702,6 +703,25 @@ mod tests {
         );
         assert_eq!(table.matches("deposed").count(), 1, "{table}");
         assert_eq!(table.matches(" ACTIVE ").count(), 0, "{table}");
+    }
+
+    #[test]
+    fn a_degraded_leader_that_died_is_a_former_leader() {
+        // Its record said UNHEALTHY (degraded) with its epoch; a standby's
+        // record carries no epoch.
+        let now = Utc::now();
+        let mut dead = ServiceInstance::new("order-service", "order-2", "1.0.0", now);
+        dead.sticky_active_group = Some("default".into());
+        dead.status = InstanceStatus::Unhealthy;
+        dead.epoch = Some(372);
+        let mut v = view_as(dead, None, Liveness::Disconnected);
+        v.status_since = now - Duration::milliseconds(300);
+        let table = render(&[v], now - Duration::days(1), now);
+        assert!(
+            row(&table, "order-2")
+                .contains("former leader of default (epoch 372), down: connection closed 0.3s ago"),
+            "{table}"
+        );
     }
 
     #[test]

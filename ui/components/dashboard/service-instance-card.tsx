@@ -43,8 +43,17 @@ export function roleOf(entry: InstanceEntry): "leader" | "standby" | "unhealthy"
 const DOWN_REASONS: readonly string[] = ["disconnected", "unresponsive", "deposed"];
 
 /**
+ * Whether an instance's own last report said it led its sticky group:
+ * ACTIVE, or UNHEALTHY with a fencing epoch (a degraded leader writes its
+ * record UNHEALTHY and keeps its epoch; a standby's record has none).
+ */
+function reportedLeading(i: ServiceInstance): boolean {
+  return i.reportedStatus === "ACTIVE" || (i.reportedStatus === "UNHEALTHY" && i.epoch != null);
+}
+
+/**
  * Whether an instance is a sticky group's former leader: UNHEALTHY because
- * it is down or deposed, while its own last report said ACTIVE (as
+ * it is down or deposed, while its own last report said it led (as
  * `aegis status` says "former leader of default (epoch 1)").
  */
 export function isFormerLeader(entry: InstanceEntry): boolean {
@@ -53,7 +62,7 @@ export function isFormerLeader(entry: InstanceEntry): boolean {
     entry.goneAt === null &&
     !!i.stickyActiveGroup &&
     i.status === "UNHEALTHY" &&
-    i.reportedStatus === "ACTIVE" &&
+    reportedLeading(i) &&
     DOWN_REASONS.includes(i.statusReason ?? "")
   );
 }
@@ -158,14 +167,14 @@ function ServiceInstanceCardImpl({ entry }: ServiceInstanceCardProps) {
 
 /**
  * What a gone instance was, from its last record: the former leader of its
- * group when it last said (or was last seen) ACTIVE — a leader that stopped
+ * group when it last said it led (or was last seen ACTIVE) — a leader that stopped
  * or crashed — else just its group. Never "standby": it no longer is one.
  */
 function GoneRole({ instance: i }: { instance: ServiceInstance }) {
   const { t } = useI18n();
   if (!i.stickyActiveGroup) return <>{t("card.noGroup")}</>;
   const group = i.stickyActiveGroup;
-  if (i.status === "ACTIVE" || i.reportedStatus === "ACTIVE") {
+  if (i.status === "ACTIVE" || reportedLeading(i)) {
     return <>{i.epoch != null ? t("card.formerLeader", { group, epoch: i.epoch }) : t("card.formerLeaderNoEpoch", { group })}</>;
   }
   return <>{t("card.group", { group })}</>;

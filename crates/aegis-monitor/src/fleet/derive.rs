@@ -42,8 +42,9 @@ pub enum StatusReason {
     /// seen without the server's advisories); shown until they resume or
     /// the record expires.
     Unresponsive,
-    /// Its record claims ACTIVE in a sticky group whose election key another
-    /// instance holds (a crashed or paused former leader).
+    /// Its record claims the lead of a sticky group whose election key
+    /// another instance holds (a crashed or paused former leader): ACTIVE,
+    /// or UNHEALTHY with an epoch, as a degraded leader writes it.
     Deposed,
     /// Its own health check fails.
     HealthCheck,
@@ -161,7 +162,7 @@ pub fn derive(record: &ServiceInstance, holder: Option<&Holder>, liveness: Liven
                 epoch: Some(h.epoch),
             };
         }
-        if record.status == InstanceStatus::Active {
+        if claims_the_lead(record) {
             return Derived {
                 status: InstanceStatus::Unhealthy,
                 reason: Some(StatusReason::Deposed),
@@ -176,6 +177,17 @@ pub fn derive(record: &ServiceInstance, holder: Option<&Holder>, liveness: Liven
             _ => None,
         },
         epoch: record.epoch,
+    }
+}
+
+/// Whether `record` says its instance leads its sticky group: ACTIVE, or
+/// UNHEALTHY with a fencing epoch (a leader that is degraded writes its
+/// record UNHEALTHY and keeps its epoch; a standby's record has none).
+pub(crate) fn claims_the_lead(record: &ServiceInstance) -> bool {
+    match record.status {
+        InstanceStatus::Active => true,
+        InstanceStatus::Unhealthy => record.epoch.is_some(),
+        _ => false,
     }
 }
 
@@ -236,6 +248,23 @@ mod tests {
         let d = derive(&r, Some(&holder("o2", 9)), Liveness::Live);
         assert_eq!(d.status, InstanceStatus::Unhealthy);
         assert_eq!(d.reason, Some(StatusReason::Deposed));
+    }
+
+    #[test]
+    fn a_degraded_leader_that_lost_the_key_is_deposed_and_an_unhealthy_standby_is_not() {
+        // A leader's record says UNHEALTHY while it is degraded, and keeps
+        // its epoch: a standby's record has none.
+        let mut r = record("o1", InstanceStatus::Unhealthy, Some("default"));
+        r.metadata
+            .insert("statusReason".into(), "health_check".into());
+        r.epoch = Some(5);
+        let d = derive(&r, Some(&holder("o2", 9)), Liveness::Live);
+        assert_eq!(d.status, InstanceStatus::Unhealthy);
+        assert_eq!(d.reason, Some(StatusReason::Deposed));
+        assert_eq!(d.epoch, Some(5));
+        r.epoch = None;
+        let d = derive(&r, Some(&holder("o2", 9)), Liveness::Live);
+        assert_eq!(d.reason, Some(StatusReason::HealthCheck));
     }
 
     #[test]
