@@ -255,6 +255,53 @@ async fn over_limit_and_unmarketable_orders_are_rejected_with_reasons() {
     desk.shutdown().await;
 }
 
+/// Risk judges an order at the price it trades at — the touch — not at
+/// its limit: a sell limited far below the bid still trades at the bid, and
+/// a buy limited far above the ask trades at the ask. The audit record
+/// carries that price too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_are_judged_at_the_price_they_trade_at() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let assessed = Recorder::<RiskAssessed>::start(&conn, "order-tests", "risk.assessed").await;
+    let desk = Desk::start(&conn).await;
+
+    // 1 000 AAPL at the bid (about 175) is ~175 000, over the 100 000
+    // notional limit, however low the limit price.
+    let sell = CreateOrder {
+        price: Some(0.01),
+        ..market("c-sell-low", "AAPL", Side::Sell, 1_000)
+    };
+    let sell = create(&conn, &sell).await.unwrap();
+    assert_eq!(sell.status, OrderStatus::Rejected, "{sell:?}");
+    let codes: Vec<_> = sell.reasons.iter().map(|r| r.code).collect();
+    assert_eq!(codes, [ReasonCode::MaxOrderNotional]);
+
+    // 500 AAPL at the ask (at most about 179) is under 90 000: it fits,
+    // though at its limit of 1 000 it would be 500 000.
+    let buy = CreateOrder {
+        price: Some(1_000.0),
+        ..market("c-buy-high", "AAPL", Side::Buy, 500)
+    };
+    let buy = create(&conn, &buy).await.unwrap();
+    assert_eq!(buy.status, OrderStatus::Filled, "{buy:?}");
+
+    // The audit records the price each was judged at: the touch.
+    let verdict = assessed
+        .wait_for("the buy's assessment", |a| {
+            a.order_id.as_deref() == Some(buy.order_id.as_str())
+        })
+        .await;
+    assert_eq!(Some(verdict.price), buy.fill_price);
+    let verdict = assessed
+        .wait_for("the sell's assessment", |a| {
+            a.order_id.as_deref() == Some(sell.order_id.as_str())
+        })
+        .await;
+    assert!(verdict.price > 100.0, "{verdict:?}");
+    desk.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_orders_are_refused_and_leave_nothing_behind() {
     let nats = server();

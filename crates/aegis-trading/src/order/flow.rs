@@ -22,6 +22,7 @@ use super::{
     METRIC_CREATED, METRIC_FILLED, METRIC_REJECTED, METRIC_REPLAYED, METRIC_TAKEN_OVER,
     model::{
         CreateOrder, GetOrder, ListOrders, MAX_LIST_LIMIT, Order, OrderList, OrderStatus, decide,
+        trade_price,
     },
     store::{OrderStore, StoreError},
 };
@@ -380,7 +381,9 @@ impl Desk {
                 symbol: order.symbol.clone(),
                 side: order.side,
                 quantity: order.quantity,
-                price: order.limit_price.unwrap_or(quote.price),
+                // The price it fills at, not its limit or the mid: what
+                // its notional will be.
+                price: trade_price(order, quote),
             },
         };
         self.call(&self.risk, "assess_risk", &req, &self.call_options(caller))

@@ -55,6 +55,7 @@ use tracing::warn;
 
 pub use model::{
     CreateOrder, GetOrder, ListOrders, MAX_LIST_LIMIT, Order, OrderList, OrderStatus, decide,
+    trade_price,
 };
 pub use store::{FENCE_KEY, ORDERS_BUCKET};
 

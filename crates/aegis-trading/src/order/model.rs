@@ -262,22 +262,47 @@ impl Order {
     }
 }
 
+/// The quote price `order` trades at: the ask for a buy, the bid for a sell.
+fn touch(order: &Order, quote: &Quote) -> f64 {
+    match order.side {
+        Side::Buy => quote.ask,
+        Side::Sell => quote.bid,
+    }
+}
+
+/// Whether `order` trades against `quote`: a market order always does; a
+/// limit order when its limit reaches the touch (a buy at or above the
+/// ask, a sell at or below the bid).
+fn marketable(order: &Order, quote: &Quote) -> bool {
+    let touch = touch(order, quote);
+    match (order.limit_price, order.side) {
+        (None, _) => true,
+        (Some(limit), Side::Buy) => limit >= touch,
+        (Some(limit), Side::Sell) => limit <= touch,
+    }
+}
+
+/// The price risk judges `order` at: the price it would fill at against
+/// `quote`, which is the touch ([`decide`] fills a crossing limit order at
+/// the touch, not at its limit) — so a sell limited at a cent is judged at
+/// the bid it sells at, and a buy limited far above the market at the ask.
+/// A limit order that does not cross is judged at its limit; [`decide`]
+/// rejects it anyway.
+pub fn trade_price(order: &Order, quote: &Quote) -> f64 {
+    match order.limit_price {
+        Some(limit) if !marketable(order, quote) => limit,
+        _ => touch(order, quote),
+    }
+}
+
 /// Decides a pending order: rejected when risk refuses it or a limit price
 /// does not reach the quote (buy below the ask, sell above the bid);
 /// otherwise filled at the quote's ask (buy) or bid (sell) — a limit order
 /// that crosses gets the better quote price, not its limit.
 pub fn decide(order: &mut Order, quote: &Quote, risk: &RiskAssessment) {
-    let touch = match order.side {
-        Side::Buy => quote.ask,
-        Side::Sell => quote.bid,
-    };
+    let touch = touch(order, quote);
     let mut reasons = risk.reasons.clone();
-    let marketable = match (order.limit_price, order.side) {
-        (None, _) => true,
-        (Some(limit), Side::Buy) => limit >= touch,
-        (Some(limit), Side::Sell) => limit <= touch,
-    };
-    if !marketable {
+    if !marketable(order, quote) {
         reasons.push(Reason::new(
             ReasonCode::LimitNotMarketable,
             format!(
@@ -460,6 +485,52 @@ mod tests {
         let mut crossing = Order::new("o2".into(), &request(Side::Buy, Some(180.0)), 1, "i");
         decide(&mut crossing, &quote(), &approved());
         assert_eq!(crossing.fill_price, Some(175.1));
+    }
+
+    /// Risk is sent the price the order fills at: a market buy sized to
+    /// fit the notional limit at the mid but not at the ask is judged at
+    /// the ask, and refused.
+    #[test]
+    fn orders_are_judged_at_the_price_they_fill_at() {
+        use crate::risk::{OrderToAssess, RiskLimits, assess::assess};
+
+        let q = quote();
+        let at =
+            |side, price| trade_price(&Order::new("o".into(), &request(side, price), 1, "i"), &q);
+        assert_eq!(at(Side::Buy, None), 175.1);
+        assert_eq!(at(Side::Sell, None), 174.9);
+        assert_eq!(
+            at(Side::Sell, Some(0.01)),
+            174.9,
+            "crosses: fills at the bid"
+        );
+        assert_eq!(
+            at(Side::Buy, Some(250.0)),
+            175.1,
+            "crosses: fills at the ask"
+        );
+        assert_eq!(at(Side::Buy, Some(170.0)), 170.0, "does not cross");
+        assert_eq!(at(Side::Sell, Some(180.0)), 180.0, "does not cross");
+
+        // 5 714 × 175.0 (mid) = 999 950 fits 1 000 000; × 175.1 (ask) does not.
+        let limits = RiskLimits::default();
+        let judged = |price| {
+            let order = OrderToAssess {
+                order_id: None,
+                symbol: "AAPL".into(),
+                side: Side::Buy,
+                quantity: 5_714,
+                price,
+            };
+            assess(&limits, &order, 0)
+        };
+        assert!(judged(q.price).approved);
+        let buy = CreateOrder {
+            quantity: 5_714,
+            ..request(Side::Buy, None)
+        };
+        let verdict = judged(trade_price(&Order::new("o".into(), &buy, 1, "i"), &q));
+        assert_eq!(verdict.reasons[0].code, ReasonCode::MaxOrderNotional);
     }
 
     #[test]
