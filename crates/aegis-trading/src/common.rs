@@ -20,8 +20,9 @@ use serde_json::Value;
 pub const MAX_SIMULATED_WORK: Duration = Duration::from_secs(60);
 
 /// `simulate_work` request: sleep `ms` milliseconds, then fail with
-/// `INTERNAL` if `fail` is set.
+/// `INTERNAL` if `fail` is set. Unknown fields are refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SimulateWork {
     /// How long to sleep, in milliseconds (at most 60 000).
     #[serde(default)]

@@ -91,8 +91,9 @@ impl Default for PricingOptions {
     }
 }
 
-/// `get_price` request.
+/// `get_price` request. Unknown fields are refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct GetPrice {
     /// The symbol, e.g. `AAPL`.
     pub symbol: String,
@@ -115,8 +116,9 @@ pub struct Quote {
     pub timestamp: DateTime<Utc>,
 }
 
-/// `get_prices` request.
+/// `get_prices` request. Unknown fields are refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct GetPrices {
     /// The symbols (1 to `max_symbols_per_request`).
     pub symbols: Vec<String>,

@@ -367,6 +367,105 @@ async fn bad_orders_are_refused_and_leave_nothing_behind() {
     desk.shutdown().await;
 }
 
+/// A field the request type does not have is refused, naming it, rather
+/// than ignored: `limit_price` (the name the stored order uses) would
+/// otherwise turn a limit order into a market order. Nothing is stored —
+/// no claim of the client order id, no order. The other requests of the
+/// three services refuse unknown fields alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_fields_are_refused_naming_them() {
+    use aegis_contracts::trading::PRICING_SERVICE;
+
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let desk = Desk::start(&conn).await;
+
+    let refused = |result: Result<Value, RpcError>, field: &str| {
+        let err = result.expect_err("an unknown field is refused");
+        assert_eq!(err.code(), ErrorCode::InvalidRequest, "{err}");
+        assert!(err.to_string().contains(field), "{field}: {err}");
+    };
+    let limit_price = json!({
+        "symbol": "AAPL", "side": "buy", "quantity": 100,
+        "limit_price": 150.0, "client_order_id": "t-lp1"
+    });
+    refused(
+        active(&conn, "create_order", &limit_price).await,
+        "limit_price",
+    );
+    let bucket = conn
+        .jetstream()
+        .get_key_value(order::ORDERS_BUCKET)
+        .await
+        .unwrap();
+    assert_eq!(bucket.get("client.t-lp1").await.unwrap(), None, "no claim");
+    assert_eq!(list(&conn, json!({})).await.total, 0, "no order");
+    // The same id with the right field name is a new order, not a conflict.
+    let limit = CreateOrder {
+        price: Some(1.0),
+        ..market("t-lp1", "AAPL", Side::Buy, 100)
+    };
+    let placed = create(&conn, &limit).await.unwrap();
+    assert_eq!(placed.reasons[0].code, ReasonCode::LimitNotMarketable);
+
+    refused(
+        active(
+            &conn,
+            "get_order",
+            &json!({"order_id": placed.order_id, "id": 1}),
+        )
+        .await,
+        "id",
+    );
+    refused(
+        active(&conn, "list_orders", &json!({"symbols": ["AAPL"]})).await,
+        "symbols",
+    );
+    let rpc = conn.rpc();
+    let assess = json!({"order": {
+        "symbol": "AAPL", "side": "buy", "quantity": 1, "price": 1.0, "limit": 2.0
+    }});
+    refused(
+        rpc.call(RISK_SERVICE, "assess_risk", &assess).await,
+        "limit",
+    );
+    let assess = json!({"order": {
+        "symbol": "AAPL", "side": "buy", "quantity": 1, "price": 1.0
+    }, "dry_run": true});
+    refused(
+        rpc.call(RISK_SERVICE, "assess_risk", &assess).await,
+        "dry_run",
+    );
+    refused(
+        rpc.call(
+            PRICING_SERVICE,
+            "get_price",
+            &json!({"symbol": "AAPL", "venue": "X"}),
+        )
+        .await,
+        "venue",
+    );
+    refused(
+        rpc.call(
+            PRICING_SERVICE,
+            "get_prices",
+            &json!({"symbols": ["AAPL"], "depth": 2}),
+        )
+        .await,
+        "depth",
+    );
+    refused(
+        rpc.call(
+            PRICING_SERVICE,
+            "simulate_work",
+            &json!({"ms": 1, "fial": true}),
+        )
+        .await,
+        "fial",
+    );
+    desk.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_create_returns_the_same_order_and_publishes_nothing_new() {
     let nats = server();

@@ -21,7 +21,11 @@ pub const MAX_LIST_LIMIT: usize = 1000;
 /// `create_order` request. `price` makes it a limit order; without it the
 /// order trades at the quote. Orders are immediate-or-cancel: they fill at
 /// once or are rejected, never rest.
+///
+/// Unknown fields are refused, naming them: a limit sent as `limit_price`
+/// (the stored order's name for it) must not trade as a market order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateOrder {
     /// The symbol, e.g. `AAPL`.
     pub symbol: String,
@@ -327,15 +331,17 @@ pub fn decide(order: &mut Order, quote: &Quote, risk: &RiskAssessment) {
     }
 }
 
-/// `get_order` request.
+/// `get_order` request. Unknown fields are refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct GetOrder {
     /// The order's id.
     pub order_id: String,
 }
 
-/// `list_orders` request; every field optional.
+/// `list_orders` request; every field optional, unknown ones refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ListOrders {
     /// Only this symbol.
     #[serde(default)]

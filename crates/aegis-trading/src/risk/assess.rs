@@ -120,8 +120,9 @@ impl LimitsPatch {
     }
 }
 
-/// The order to judge (`assess_risk {order}`).
+/// The order to judge (`assess_risk {order}`). Unknown fields are refused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct OrderToAssess {
     /// The order's id, when it has one; names the `events.risk.assessed`
     /// event so a retried assessment is stored once.

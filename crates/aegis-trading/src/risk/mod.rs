@@ -105,8 +105,9 @@ impl Default for RiskOptions {
     }
 }
 
-/// `assess_risk` request.
+/// `assess_risk` request. Unknown fields are refused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AssessRisk {
     /// The order to judge.
     pub order: OrderToAssess,
