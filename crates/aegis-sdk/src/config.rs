@@ -68,23 +68,112 @@ impl Serialize for Secret {
     }
 }
 
-/// The `AEGIS_NATS_*` suffixes [`ConfigLoader::env`] reads (lowercased).
-const ENV_KEYS: [&str; 14] = [
-    "url",
-    "token",
-    "user",
-    "password",
-    "inbox_prefix",
-    "nkey_seed",
-    "creds",
-    "tls_ca",
-    "tls_cert",
-    "tls_key",
-    "pool_size",
-    "request_timeout",
-    "connect_timeout",
-    "replicas",
+/// The `AEGIS_NATS_*` suffixes [`ConfigLoader::env`] reads (lowercased),
+/// the field each sets, and whether its value is a string: a string is
+/// taken as it is, never read as a number, a boolean, a list or a table
+/// (a password `123456` or `[x]` is that password), and its quotes are
+/// kept.
+const ENV_KEYS: [(&str, &str, bool); 14] = [
+    ("url", "nats.servers", true),
+    ("token", "nats.token", true),
+    ("user", "nats.user", true),
+    ("password", "nats.password", true),
+    ("inbox_prefix", "nats.inbox_prefix", true),
+    ("nkey_seed", "nats.nkey_seed", true),
+    ("creds", "nats.creds_file", true),
+    ("tls_ca", "nats.tls_ca", true),
+    ("tls_cert", "nats.tls_cert", true),
+    ("tls_key", "nats.tls_key", true),
+    ("pool_size", "nats.pool_size", false),
+    ("request_timeout", "nats.request_timeout", false),
+    ("connect_timeout", "nats.connect_timeout", false),
+    ("replicas", "nats.replicas", false),
 ];
+
+/// The prefix of the variables [`ConfigLoader::env`] reads.
+const ENV_NATS_PREFIX: &str = "AEGIS_NATS_";
+
+/// The variables of [`ENV_KEYS`] whose value is (`strings`) or is not a
+/// string, each keyed by the field it sets. Others with the prefix
+/// (`AEGIS_NATS_SERVER` names the server binary) are not ours.
+fn env_provider(strings: bool) -> Env {
+    Env::prefixed(ENV_NATS_PREFIX).filter_map(move |key| {
+        let key = key.as_str().to_ascii_lowercase();
+        ENV_KEYS
+            .iter()
+            .find(|(name, _, string)| *name == key && *string == strings)
+            .map(|(_, field, _)| (*field).into())
+    })
+}
+
+/// The fields whose values are secrets: an error about one never quotes it.
+const SECRET_FIELDS: [&str; 4] = ["token", "password", "nkey_seed", "servers"];
+
+/// `error` (each of its chain) with the value of a secret field it may
+/// quote replaced by what kind of value it is (`found signed int 123456`
+/// becomes `found an integer`). A syntax error of a file, which shows the
+/// line it is on, is cut to its position and reason.
+fn without_secrets(error: figment::Error) -> figment::Error {
+    use figment::error::{Actual, Kind};
+    fn kind_of(actual: Actual) -> Actual {
+        let kind = match actual {
+            Actual::Bool(_) => "a boolean",
+            Actual::Unsigned(_) | Actual::Signed(_) => "an integer",
+            Actual::Float(_) => "a float",
+            Actual::Char(_) | Actual::Str(_) => "a string",
+            Actual::Bytes(_) => "bytes",
+            Actual::Other(_) => "a value",
+            other => return other,
+        };
+        Actual::Other(kind.to_owned())
+    }
+    let mut errors: Vec<figment::Error> = error.into_iter().collect();
+    for e in &mut errors {
+        let secret = e
+            .path
+            .last()
+            .is_some_and(|field| SECRET_FIELDS.contains(&field.as_str()));
+        let kind = std::mem::replace(&mut e.kind, Kind::Message(String::new()));
+        e.kind = match kind {
+            Kind::InvalidType(actual, expected) if secret => {
+                Kind::InvalidType(kind_of(actual), expected)
+            }
+            Kind::InvalidValue(actual, expected) if secret => {
+                Kind::InvalidValue(kind_of(actual), expected)
+            }
+            Kind::Unsupported(actual) if secret => Kind::Unsupported(kind_of(actual)),
+            // The server list's own message (no list or string) quotes nothing.
+            Kind::Message(_) if secret && e.path.last().is_some_and(|f| f != "servers") => {
+                Kind::Message("the value is not valid here (not shown: it is a secret)".into())
+            }
+            Kind::Message(message) if e.path.is_empty() => Kind::Message(syntax_only(&message)),
+            other => other,
+        };
+    }
+    errors
+        .into_iter()
+        .rev()
+        .reduce(|chain, next| chain.chain(next))
+        .unwrap_or_else(|| figment::Error::from("invalid configuration".to_owned()))
+}
+
+/// A file's syntax error without the excerpt of the file it shows (the
+/// line may hold a secret): `TOML parse error at line 2, column 9` and
+/// the reason, e.g. `invalid string`.
+fn syntax_only(message: &str) -> String {
+    let excerpt = |line: &str| {
+        let line = line.trim_start();
+        line.starts_with('|')
+            || line
+                .split_once('|')
+                .is_some_and(|(n, _)| n.trim().parse::<u64>().is_ok())
+    };
+    message
+        .lines()
+        .filter(|line| !line.trim().is_empty() && !excerpt(line))
+        .collect::<Vec<_>>()
+        .join(": ")
+}
 
 /// What redacted secrets are shown as.
 pub const REDACTED: &str = "<redacted>";
@@ -681,6 +770,12 @@ type Override = Box<dyn FnOnce(&mut AegisConfig) + Send>;
 /// | `AEGIS_NATS_CONNECT_TIMEOUT` | `nats.connect_timeout` |
 /// | `AEGIS_NATS_REPLICAS` | `nats.replicas` |
 ///
+/// A string setting (URL, token, user, password, seed, inbox prefix, file
+/// paths) is taken exactly as the variable holds it: `123456`, `true`,
+/// `[x]` or `"quoted"` (quotes kept) is that password. An error about a
+/// secret setting (token, password, seed, server URLs) says what kind of
+/// value it found, never the value.
+///
 /// ```no_run
 /// use aegis_sdk::ConfigLoader;
 ///
@@ -754,25 +849,17 @@ impl ConfigLoader {
             figment = figment.merge(Toml::file_exact(path));
         }
         if self.env {
-            figment = figment.merge(
-                Env::prefixed("AEGIS_NATS_")
-                    // Only the documented variables: others with this prefix
-                    // (AEGIS_NATS_SERVER names the server binary) are not ours.
-                    .filter(|key| ENV_KEYS.contains(&key.as_str().to_ascii_lowercase().as_str()))
-                    .map(|key| {
-                        let key = key.as_str().to_ascii_lowercase();
-                        let field = match key.as_str() {
-                            "url" => "servers".to_owned(),
-                            "creds" => "creds_file".to_owned(),
-                            other => other.to_owned(),
-                        };
-                        format!("nats.{field}").into()
-                    }),
-            );
+            // Figment reads a variable's value as TOML-like data (`123456`
+            // an integer, `[x]` a list, `"x"` unquoted): the strings are
+            // taken from it as they are instead.
+            for (field, value) in env_provider(true).iter() {
+                figment = figment.merge(Serialized::default(field.as_str(), value));
+            }
+            figment = figment.merge(env_provider(false));
         }
         let mut config: AegisConfig = figment
             .extract()
-            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+            .map_err(|e| ConfigError::Parse(Box::new(without_secrets(e))))?;
         for f in self.overrides {
             f(&mut config);
         }
@@ -972,6 +1059,90 @@ mod tests {
                 ConfigLoader::new().env().load(),
                 Err(ConfigError::Parse(_))
             ));
+            Ok(())
+        });
+    }
+
+    /// The string settings from the environment are taken as they are: a
+    /// password of digits, `true`, a list or a table in TOML's syntax, or
+    /// one in quotes, is that password.
+    #[test]
+    fn string_variables_are_taken_verbatim() {
+        figment::Jail::expect_with(|jail| {
+            for (password, user) in [
+                ("123456", "1001"),
+                ("true", "bob"),
+                ("[hunter2]", "bob"),
+                ("{a=b}", "bob"),
+                ("\"abc\"", "bob"),
+                ("1.5", "bob"),
+                (" padded ", "bob"),
+            ] {
+                jail.set_env("AEGIS_NATS_USER", user);
+                jail.set_env("AEGIS_NATS_PASSWORD", password);
+                let config = ConfigLoader::new()
+                    .env()
+                    .load()
+                    .unwrap_or_else(|e| panic!("{password:?}: {}", crate::startup::Causes(&e)));
+                let n = &config.nats;
+                assert_eq!(n.password.as_ref().unwrap().expose(), password);
+                assert_eq!(n.user.as_deref(), Some(user));
+            }
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            for token in ["20251205", "{a=s3cret}", "[1, 2]", "false"] {
+                jail.set_env("AEGIS_NATS_TOKEN", token);
+                let config = ConfigLoader::new().env().load().unwrap();
+                assert_eq!(config.nats.token.as_ref().unwrap().expose(), token);
+            }
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("AEGIS_NATS_NKEY_SEED", "12345");
+            jail.set_env("AEGIS_NATS_INBOX_PREFIX", "42");
+            let config = ConfigLoader::new().env().load().unwrap();
+            assert_eq!(config.nats.nkey_seed.as_ref().unwrap().expose(), "12345");
+            assert_eq!(config.nats.inbox_prefix.as_deref(), Some("42"));
+            // The numbers are read as numbers still.
+            jail.set_env("AEGIS_NATS_POOL_SIZE", "3");
+            jail.set_env("AEGIS_NATS_REQUEST_TIMEOUT", "3s");
+            jail.set_env("AEGIS_NATS_URL", "nats://a:1, nats://b:2");
+            let config = ConfigLoader::new().env().load().unwrap();
+            assert_eq!(config.nats.pool_size, 3);
+            assert_eq!(config.nats.request_timeout, Duration::from_secs(3));
+            assert_eq!(config.nats.servers, vec!["nats://a:1", "nats://b:2"]);
+            Ok(())
+        });
+    }
+
+    /// A secret that does not parse is not quoted by the error saying so,
+    /// whether the error is shown, shown with its causes, or debugged.
+    #[test]
+    fn an_error_never_quotes_a_secret() {
+        figment::Jail::expect_with(|jail| {
+            for (file, secret) in [
+                ("[nats]\ntoken = 987654321\n", "987654321"),
+                (
+                    "[nats]\npassword = [\"hunter2\"]\nuser = \"bob\"\n",
+                    "hunter2",
+                ),
+                (
+                    "[nats]\nnkey_seed = { seed = \"SUAB3CRET\" }\n",
+                    "SUAB3CRET",
+                ),
+                ("[nats]\ntoken = 12.75\n", "12.75"),
+                ("[nats]\npassword = true\nuser = \"bob\"\n", "true"),
+                ("[nats]\ntoken = s3cret-unquoted\n", "s3cret-unquoted"),
+                ("[nats]\ntoken = \"s3cret\n", "s3cret"),
+            ] {
+                jail.create_file("secret.toml", file)?;
+                let err = ConfigLoader::new().file("secret.toml").load().unwrap_err();
+                assert!(matches!(err, ConfigError::Parse(_)), "{err:?}");
+                let said = format!("{} | {:?}", crate::startup::Causes(&err), err);
+                assert!(!said.contains(secret), "{file}: {said}");
+                assert!(said.contains("secret.toml"), "{file}: {said}");
+            }
             Ok(())
         });
     }
