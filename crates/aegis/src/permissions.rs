@@ -15,9 +15,12 @@
 //!   own registry keys (`$KV.service_registry.service-instances.{service}.*`)
 //!   and election keys (`$KV.service_elections.sticky-active.{service}.*`)
 //!   and the KV buckets it owns; publishes events only in its own domains;
-//!   calls only the services it names; creates consumers on `COMMANDS` only
-//!   with its own filter (`commands.{service}.*`); answers the control
-//!   subject `aegis.control.{service}.{instance}.*` of its instances.
+//!   calls only the services it names; uses only its own durable
+//!   consumers, each by its exact name (its command queue
+//!   `{service}_commands` on `COMMANDS`, on its own filter
+//!   `commands.{service}.*`, and the consumers on `EVENTS` its role names);
+//!   answers the control subject `aegis.control.{service}.{instance}.*` of
+//!   its instances.
 //! - **The monitor** ([`Role::Monitor`], user `monitor`): reads the
 //!   registry, elections, metrics, logs and dead letters; writes only
 //!   service definitions; asks instances for their (redacted) config on
@@ -60,11 +63,17 @@
 //!
 //! # What subjects cannot express
 //!
-//! NATS permissions match whole tokens, so they cannot tell one consumer
-//! name on `EVENTS` from another: a service may create (or change) any
-//! consumer on `EVENTS`, though it may not delete one; and all instances of
-//! a service share one credential, so one instance could answer another's
-//! control subject. `docs/security.md` lists these with the threat model.
+//! NATS permissions match whole tokens of a subject, never a request's
+//! payload, and never part of a token. Durable consumers have fixed names,
+//! granted exactly; but an ephemeral consumer (a KV watch, a feed) is made
+//! with `CONSUMER.CREATE.{stream}`, whose payload may name any consumer of
+//! that stream (the server then changes it), and is pulled under a name
+//! the server picks. So a role that reads a stream on ephemeral consumers
+//! (every role the registry and elections, risk-service `EVENTS`) may
+//! change and pull from other consumers of that stream. And all instances
+//! of a service share one credential, so one instance could answer
+//! another's control subject. `docs/security.md` lists these with the
+//! threat model.
 
 use std::fmt::Write as _;
 
@@ -105,6 +114,19 @@ pub struct ServiceRole {
     pub calls: Vec<String>,
     /// KV buckets it owns (creates, reads and writes), e.g. `orders`.
     pub buckets: Vec<String>,
+    /// The durable consumers on `EVENTS` it subscribes with, by name, as
+    /// `aegis_sdk::events` names them: `{service}_{pattern suffix}` in
+    /// compete mode (`order.>` gives `risk-service_order_all`), and
+    /// `{service}_{instance}_{pattern suffix}` in broadcast mode (one
+    /// name per instance id). It may create, look up, pull, acknowledge,
+    /// delete and dead-letter these and no other consumer of `EVENTS`.
+    pub event_consumers: Vec<String>,
+    /// Whether it reads `EVENTS` on ephemeral consumers of its own
+    /// (`aegis_sdk::feed`, as risk-service follows the fills). Such a
+    /// consumer is created without a name in the subject and pulled under
+    /// the name the server gives it, so the grant cannot be tied to the
+    /// service: see "What subjects cannot express".
+    pub event_feeds: bool,
 }
 
 /// One NATS user of the application account.
@@ -194,12 +216,12 @@ pub fn showcase_services() -> Vec<ServiceRole> {
             event_domains: vec!["order".to_owned()],
             calls: vec![PRICING_SERVICE.to_owned(), RISK_SERVICE.to_owned()],
             buckets: vec![aegis_trading::order::ORDERS_BUCKET.to_owned()],
+            ..Default::default()
         },
         ServiceRole {
             service: PRICING_SERVICE.to_owned(),
             event_domains: vec!["price".to_owned()],
-            calls: Vec::new(),
-            buckets: Vec::new(),
+            ..Default::default()
         },
         ServiceRole {
             service: RISK_SERVICE.to_owned(),
@@ -209,6 +231,9 @@ pub fn showcase_services() -> Vec<ServiceRole> {
                 aegis_trading::risk::RISK_LIMITS_BUCKET.to_owned(),
                 aegis_trading::risk::RISK_POSITIONS_BUCKET.to_owned(),
             ],
+            // Follows the order fills on a feed of its own.
+            event_consumers: Vec::new(),
+            event_feeds: true,
         },
     ]
 }
@@ -432,6 +457,35 @@ fn stream_consume(g: &mut Grants, stream: &str) {
     ]);
 }
 
+/// The durable consumer of `service`'s commands on `COMMANDS`, as the
+/// SDK's command worker names it (`aegis_sdk::commands`).
+pub fn command_consumer(service: &str) -> String {
+    format!("{service}_commands")
+}
+
+/// Using the durable consumer `consumer` of `stream`, and no other: create
+/// or change it (only on `filter` when given: the server refuses a config
+/// whose filter differs from the subject's), look it up, pull, acknowledge
+/// (`+ACK`, `+NAK`, `+WPI`, `+TERM` on its own ack subjects), delete it,
+/// dead-letter what it gives up on (`aegis.dead.{stream}.{consumer}`) and
+/// hear the server's max-deliveries advisories about it. Every subject
+/// names the consumer as one exact token, so one service cannot reach
+/// another's. The forms that hide the name (`CONSUMER.DURABLE.CREATE`,
+/// and `CONSUMER.CREATE.{stream}`, whose payload may name any consumer)
+/// are not granted.
+fn own_durable(g: &mut Grants, stream: &str, consumer: &str, filter: Option<&str>) {
+    g.publish.extend([
+        match filter {
+            Some(filter) => format!("$JS.API.CONSUMER.CREATE.{stream}.{consumer}.{filter}"),
+            None => format!("$JS.API.CONSUMER.CREATE.{stream}.{consumer}.>"),
+        },
+        format!("$JS.API.CONSUMER.INFO.{stream}.{consumer}"),
+        format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
+        format!("$JS.API.CONSUMER.DELETE.{stream}.{consumer}"),
+        format!("$JS.ACK.{stream}.{consumer}.>"),
+    ]);
+}
+
 fn service_grants(s: &ServiceRole) -> Grants {
     let name = &s.service;
     let mut g = base();
@@ -465,19 +519,40 @@ fn service_grants(s: &ServiceRole) -> Grants {
     }
     // Whether another process serves an instance id before taking it.
     g.publish.push(format!("$SRV.PING.{name}.*"));
-    // Events: publish in its own domains; consume any (order flow and risk
-    // follow each other's events); dead-letter what its consumers give up.
+    // Events: publish in its own domains; read the stream (an event by
+    // sequence or subject); consume only through its own durable
+    // consumers, and its own feeds when it has any.
     for domain in &s.event_domains {
         g.publish.push(format!("events.{domain}.>"));
     }
-    stream_consume(&mut g, EVENTS_STREAM);
-    // Commands: only its own queue.
     g.publish.extend([
-        format!("$JS.API.STREAM.INFO.{COMMANDS_STREAM}"),
-        format!("$JS.API.CONSUMER.CREATE.{COMMANDS_STREAM}.*.commands.{name}.*"),
-        format!("$JS.API.CONSUMER.INFO.{COMMANDS_STREAM}.*"),
-        format!("$JS.API.CONSUMER.MSG.NEXT.{COMMANDS_STREAM}.*"),
-        format!("$JS.ACK.{COMMANDS_STREAM}.>"),
+        format!("$JS.API.STREAM.INFO.{EVENTS_STREAM}"),
+        format!("$JS.API.STREAM.MSG.GET.{EVENTS_STREAM}"),
+        format!("$JS.API.DIRECT.GET.{EVENTS_STREAM}"),
+        format!("$JS.API.DIRECT.GET.{EVENTS_STREAM}.>"),
+    ]);
+    for consumer in &s.event_consumers {
+        own_durable(&mut g, EVENTS_STREAM, consumer, None);
+    }
+    if s.event_feeds {
+        // A feed's consumer is made without a name and pulled under the
+        // one the server gives it (no acks: it reads with AckPolicy::None).
+        g.publish.extend([
+            format!("$JS.API.CONSUMER.CREATE.{EVENTS_STREAM}"),
+            format!("$JS.API.CONSUMER.MSG.NEXT.{EVENTS_STREAM}.*"),
+        ]);
+    }
+    // Commands: only its own queue, on its own filter.
+    let commands = command_consumer(name);
+    g.publish
+        .push(format!("$JS.API.STREAM.INFO.{COMMANDS_STREAM}"));
+    own_durable(
+        &mut g,
+        COMMANDS_STREAM,
+        &commands,
+        Some(&aegis_contracts::subjects::command_filter(name)),
+    );
+    g.publish.extend([
         format!("$JS.API.STREAM.INFO.{DEAD_LETTER_STREAM}"),
         "aegis.dead.>".to_owned(),
     ]);

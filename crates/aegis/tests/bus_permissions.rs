@@ -224,6 +224,141 @@ async fn a_service_cannot_touch_what_another_service_owns() {
     assert_ne!(limits.as_deref(), Some(&forged[..]));
 }
 
+/// A service pulls, acknowledges, changes or deletes only its own durable
+/// consumers: the consumer-name token of every JetStream subject that
+/// carries one is granted exactly, and the forms that hide the name
+/// (`CONSUMER.DURABLE.CREATE`, `CONSUMER.CREATE.{stream}` without a name,
+/// whose payload may name any consumer) are refused.
+#[tokio::test]
+async fn a_service_uses_only_its_own_durable_consumers() {
+    let bus = Bus::start();
+    let operator = bus.operator().await;
+    // order-service makes its command queue as its worker does.
+    let order = bus.sdk("svc-order-service").await;
+    let queue = order
+        .jetstream()
+        .get_stream("COMMANDS")
+        .await
+        .unwrap()
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("order-service_commands".into()),
+            filter_subject: "commands.order-service.*".into(),
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .expect("order-service creates its own command queue");
+    operator
+        .jetstream()
+        .publish(
+            "commands.order-service.cancel_all",
+            r#"{"for":"order-service only"}"#.into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .expect("the operator queues a command");
+
+    let mut pricing = bus.probe("svc-pricing-service").await;
+    for (attempt, subject, body) in [
+        (
+            "pull order-service's commands",
+            "$JS.API.CONSUMER.MSG.NEXT.COMMANDS.order-service_commands",
+            &br#"{"batch":1}"#[..],
+        ),
+        (
+            "re-point order-service's queue to its own",
+            "$JS.API.CONSUMER.CREATE.COMMANDS.order-service_commands.commands.pricing-service.*",
+            br#"{"stream_name":"COMMANDS","config":{"durable_name":"order-service_commands","filter_subject":"commands.pricing-service.*","ack_policy":"explicit"}}"#,
+        ),
+        (
+            "change a queue through the legacy durable form",
+            "$JS.API.CONSUMER.DURABLE.CREATE.COMMANDS.order-service_commands",
+            br#"{"stream_name":"COMMANDS","config":{"durable_name":"order-service_commands","filter_subject":"commands.pricing-service.*","ack_policy":"explicit"}}"#,
+        ),
+        (
+            "change a queue through an unnamed create",
+            "$JS.API.CONSUMER.CREATE.COMMANDS",
+            br#"{"stream_name":"COMMANDS","config":{"name":"order-service_commands","filter_subject":"commands.pricing-service.*","ack_policy":"explicit"}}"#,
+        ),
+        (
+            "acknowledge order-service's command",
+            "$JS.ACK.COMMANDS.order-service_commands.1.1.1.0.0",
+            b"+ACK",
+        ),
+        (
+            "read order-service's queue",
+            "$JS.API.CONSUMER.INFO.COMMANDS.order-service_commands",
+            b"",
+        ),
+        (
+            "delete order-service's queue",
+            "$JS.API.CONSUMER.DELETE.COMMANDS.order-service_commands",
+            b"",
+        ),
+        (
+            "create a consumer on EVENTS",
+            "$JS.API.CONSUMER.CREATE.EVENTS.evil.events.price.evil",
+            br#"{"stream_name":"EVENTS","config":{"name":"evil","filter_subject":"events.price.evil"}}"#,
+        ),
+        (
+            "create an unnamed consumer on EVENTS",
+            "$JS.API.CONSUMER.CREATE.EVENTS",
+            br#"{"stream_name":"EVENTS","config":{"filter_subject":"events.price.evil"}}"#,
+        ),
+        (
+            "pull from a consumer on EVENTS",
+            "$JS.API.CONSUMER.MSG.NEXT.EVENTS.risk-service_order_all",
+            br#"{"batch":1}"#,
+        ),
+        (
+            "acknowledge an event of another's consumer",
+            "$JS.ACK.EVENTS.risk-service_order_all.1.1.1.0.0",
+            b"+ACK",
+        ),
+    ] {
+        pricing.publish_refused(attempt, subject, body).await;
+    }
+
+    // The queue is as order-service made it, its command still waiting,
+    // and order-service itself takes it.
+    let info = operator
+        .jetstream()
+        .get_stream("COMMANDS")
+        .await
+        .unwrap()
+        .consumer_info("order-service_commands")
+        .await
+        .unwrap();
+    assert_eq!(info.config.filter_subject, "commands.order-service.*");
+    assert_eq!(info.num_pending, 1, "{info:?}");
+    let mut batch = queue
+        .fetch()
+        .max_messages(1)
+        .expires(Duration::from_secs(2))
+        .messages()
+        .await
+        .expect("order-service pulls its own queue");
+    let command = futures::StreamExt::next(&mut batch)
+        .await
+        .expect("the command is there")
+        .unwrap();
+    assert_eq!(&command.payload[..], br#"{"for":"order-service only"}"#);
+    command
+        .ack()
+        .await
+        .expect("order-service acks its own command");
+    let violations: Vec<String> = bus
+        .violations()
+        .into_iter()
+        .filter(|l| l.contains("svc-order-service"))
+        .collect();
+    assert!(
+        violations.is_empty(),
+        "order-service was refused: {violations:?}"
+    );
+}
+
 #[tokio::test]
 async fn the_monitor_cannot_call_services_or_write_the_registry() {
     let bus = Bus::start();
