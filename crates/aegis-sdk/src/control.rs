@@ -4,7 +4,10 @@
 //! make it report UNHEALTHY (for a while or until told otherwise), make it
 //! healthy again, slow its handlers down, or just report its state. `aegis
 //! chaos unhealthy|healthy|slow` sends them. Only the operator role may
-//! publish under `aegis.control.>` once NATS permissions are on.
+//! publish under `aegis.control.>` once NATS permissions are on; a request
+//! JetStream relayed onto the subject (a consumer's delivery or a republish
+//! some other role pointed here) is dropped unanswered
+//! ([`relayed`](crate::rpc::server::relayed)).
 //!
 //! It also carries the instance's health to its leadership: a sticky
 //! leader whose health check failed `resign_after` times in a row, or that
@@ -32,6 +35,7 @@ use tracing::{debug, info, warn};
 use crate::{
     election::{Leadership, Role, health::HealthGate},
     registry::{Health, RegistrationHandle},
+    rpc::server::relayed,
 };
 
 /// Drill state the request path reads: the delay added to every handler.
@@ -73,6 +77,11 @@ pub(crate) async fn start(
     let client = client.clone();
     Ok(tokio::spawn(async move {
         while let Some(msg) = requests.next().await {
+            // A drill JetStream relayed here came from whichever role set
+            // up the consumer or stream, not from the operator.
+            if !relayed::admit(&msg) {
+                continue;
+            }
             let Some(reply) = msg.reply.clone() else {
                 continue;
             };

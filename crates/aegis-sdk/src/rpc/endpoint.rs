@@ -7,6 +7,11 @@
 //! same [`MethodStats`], which the services protocol
 //! ([`micro`](super::micro)) reports as one endpoint per method.
 //!
+//! A message JetStream relayed onto either subject (a push consumer's
+//! delivery, a republish, a direct get's answer) is not a request: [`drive`]
+//! drops it before [`handle`] counts or answers anything
+//! ([`relayed`](super::server::relayed)).
+//!
 //! A STANDBY's refusal of a leader-only call is not an endpoint error: the
 //! handler never ran, the caller is told where the leader is. It is counted
 //! apart ([`MethodStats::refused`]) and kept out of the error counts of both
@@ -37,7 +42,7 @@ use super::{
         H_ENCODING, H_EPOCH, H_ERROR_CODE, H_ERROR_DETAILS, H_INSTANCE, H_REQUEST_ID,
         H_SERVICE_ERROR, H_SERVICE_ERROR_CODE, H_WANT_INSTANCE,
     },
-    server::{ContextParts, ErasedHandler},
+    server::{ContextParts, ErasedHandler, relayed},
 };
 use crate::{
     connection::ClientLoad,
@@ -190,7 +195,9 @@ pub(crate) async fn drive(
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
             () = &mut stopped, if open => {
                 while let Some(Some(msg)) = subscription.next().now_or_never() {
-                    in_flight.push(Box::pin(handle(msg, &method, route)));
+                    if relayed::admit(&msg) {
+                        in_flight.push(Box::pin(handle(msg, &method, route)));
+                    }
                 }
                 open = false;
             }
@@ -214,15 +221,19 @@ pub(crate) async fn drive(
                 // cancellation tokens, and polling one takes its lock.
                 let mut taken = 0;
                 while let Some(msg) = next.take() {
-                    // Most handlers finish on their first poll: run that poll
-                    // here and only park the ones that wait for something.
-                    // The box of one that finished takes the next request,
-                    // so such requests allocate none.
-                    let mut fut = boxed_in(&mut spare, handle(msg, &method, route));
-                    if futures::poll!(fut.as_mut()).is_pending() {
-                        in_flight.push(fut);
-                    } else {
-                        spare = Some(fut);
+                    // What JetStream relayed here is no request: dropped
+                    // before it is counted or answered (`server/relayed.rs`).
+                    if relayed::admit(&msg) {
+                        // Most handlers finish on their first poll: run that
+                        // poll here and only park the ones that wait for
+                        // something. The box of one that finished takes the
+                        // next request, so such requests allocate none.
+                        let mut fut = boxed_in(&mut spare, handle(msg, &method, route));
+                        if futures::poll!(fut.as_mut()).is_pending() {
+                            in_flight.push(fut);
+                        } else {
+                            spare = Some(fut);
+                        }
                     }
                     taken += 1;
                     if taken < BURST && in_flight.len() < MAX_IN_FLIGHT_PER_ENDPOINT {

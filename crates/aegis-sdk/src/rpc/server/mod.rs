@@ -25,8 +25,18 @@
 //!   guard that undoes what a failed step leaves behind.
 //! - `running.rs`: the [`Service`] handle and its ordered shutdown.
 //! - `roles.rs`: mirroring the election's role into the registry record.
+//! - [`relayed`]: refusing what JetStream relays onto a request subject.
+//!
+//! Only what a client published is a request. A message JetStream sent on
+//! a role's behalf (a push consumer pointed at a method's or the control
+//! subject, a stream republishing there, a direct get answering there) is
+//! dropped unanswered and uncounted, with a rate-limited warning: NATS
+//! checks such a role's consumer and stream settings against none of its
+//! publish permissions, so it could otherwise call any method or drill any
+//! instance ([`relayed`] says how the server marks these messages).
 
 mod handler;
+pub mod relayed;
 mod roles;
 mod running;
 mod start;
@@ -259,7 +269,8 @@ impl ServiceBuilder {
     }
 
     /// How often the liveness beat goes out and the health check runs
-    /// (default 1 s; must be below the TTL).
+    /// (default 1 s; at most a third of the TTL, since the record is
+    /// re-written on a beat, at least three times per TTL).
     pub fn heartbeat(mut self, every: Duration) -> Self {
         self.registration.heartbeat = every;
         self
@@ -273,8 +284,9 @@ impl ServiceBuilder {
         self
     }
 
-    /// How long the record outlives the last heartbeat on the server
-    /// (default 15 s, above a cluster's stream leader election): the
+    /// How long the record outlives its last write on the server
+    /// (default 15 s, above a cluster's stream leader election; at least
+    /// three heartbeats): the
     /// backstop for a hung or partitioned instance (a crash is seen at once
     /// from the server's disconnect advisory and the missing beats).
     pub fn ttl(mut self, ttl: Duration) -> Self {
