@@ -425,7 +425,8 @@ async fn a_deposed_leader_cannot_overwrite_its_successor() {
     // order-1 stops renewing its lease (a long pause, say) and order-2 takes
     // over while order-1 still holds the request. order-2's sweep takes the
     // pending order over under its newer epoch and asks risk; meanwhile the
-    // caller retries and order-2 works on the same order for it too.
+    // caller retries and order-2 works on the same order for it too (the
+    // two take turns on the symbol, so one of them asks risk first).
     first.service().election().unwrap().pause_renewals(true);
     eventually(PATIENCE, "order-2 leads", || async { is_leader(&second) }).await;
     let retry = tokio::spawn({
@@ -434,8 +435,8 @@ async fn a_deposed_leader_cannot_overwrite_its_successor() {
     });
     eventually(
         PATIENCE,
-        "the sweep and the retry both ask risk",
-        || async { risk_calls() >= 3 },
+        "the sweep or the retry asks risk",
+        || async { risk_calls() >= 2 },
     )
     .await;
 

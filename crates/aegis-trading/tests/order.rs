@@ -466,6 +466,93 @@ async fn unknown_fields_are_refused_naming_them() {
     desk.shutdown().await;
 }
 
+/// The position limit holds for orders that race or follow each other at
+/// once, with risk load-balanced over two instances that each build their
+/// own book from the fills: an order is judged only once every fill
+/// before it counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_position_limit_holds_for_concurrent_and_back_to_back_orders() {
+    use common::positions_of;
+
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let pricing = pricing::start(
+        &conn,
+        PricingOptions {
+            publish_interval: None,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let limits = RiskLimits {
+        max_position: 100,
+        ..Default::default()
+    };
+    let mut risks = Vec::new();
+    for id in ["risk-a", "risk-b"] {
+        let opts = RiskOptions {
+            limits: limits.clone(),
+            ..common::risk_options(id)
+        };
+        risks.push(risk::start(&conn, opts).await.unwrap());
+    }
+    let desk = order::start(&conn, OrderOptions::default()).await.unwrap();
+
+    // Five buys of 60 at once: 60 fits the limit of 100, 120 does not.
+    let racing = (0..5).map(|i| {
+        let conn = conn.clone();
+        async move {
+            create(
+                &conn,
+                &market(&format!("c-race-{i}"), "NVDA", Side::Buy, 60),
+            )
+            .await
+        }
+    });
+    let filled = futures::future::join_all(racing)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .filter(|o| o.status == OrderStatus::Filled)
+        .count();
+    assert!(
+        filled <= 1,
+        "{filled} buys of 60 filled under a limit of 100"
+    );
+
+    // One after another, each sent as the last one's answer arrives.
+    let mut sequential = 0;
+    for i in 0..8 {
+        let order = create(
+            &conn,
+            &market(&format!("c-next-{i}"), "META", Side::Buy, 30),
+        )
+        .await
+        .unwrap();
+        if order.status == OrderStatus::Filled {
+            sequential += 1;
+        }
+    }
+    assert_eq!(sequential, 3, "buys of 30 under a limit of 100");
+
+    for id in ["risk-a", "risk-b"] {
+        eventually(PATIENCE, "the instance holds every fill", || async {
+            let held = positions_of(&conn, id).await.unwrap().positions;
+            held.get("META") == Some(&90)
+        })
+        .await;
+        let held = positions_of(&conn, id).await.unwrap().positions;
+        let nvda = held.get("NVDA").copied().unwrap_or(0);
+        assert!(nvda <= 100 && nvda == 60 * filled as i64, "{id}: {held:?}");
+    }
+    desk.shutdown().await.unwrap();
+    for risk in risks {
+        risk.shutdown().await.unwrap();
+    }
+    pricing.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_create_returns_the_same_order_and_publishes_nothing_new() {
     let nats = server();

@@ -27,6 +27,7 @@ fn order(symbol: &str, side: Side, quantity: i64, price: f64) -> AssessRisk {
             quantity,
             price,
         },
+        after_fill: None,
     }
 }
 
@@ -385,6 +386,55 @@ async fn every_instance_builds_positions_from_fills_once_each() {
     assert!(sell.approved, "{sell:?}");
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
+}
+
+/// An assessment that names the newest fill its caller knows of is judged
+/// by positions that hold it; when the instance's book cannot get there
+/// in time, the caller is told to retry rather than judged by an older
+/// position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assessment_waits_for_the_fill_it_names() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let svc = risk::start(
+        &conn,
+        RiskOptions {
+            limits: RiskLimits {
+                max_position: 100,
+                ..Default::default()
+            },
+            ..risk_options("risk-a")
+        },
+    )
+    .await
+    .unwrap();
+    let sequence = publish_fill(&conn, &fill("o1", "AAPL", Side::Buy, 90))
+        .await
+        .unwrap();
+    // Sent at once, it is judged with the fill of 90 counted: 90 + 20 > 100.
+    let mut buy = order("AAPL", Side::Buy, 20, 100.0);
+    buy.after_fill = Some(sequence);
+    let verdict: RiskAssessment = conn
+        .rpc()
+        .call(RISK_SERVICE, "assess_risk", &buy)
+        .await
+        .unwrap();
+    assert_eq!(
+        verdict.reasons[0].code,
+        ReasonCode::MaxPosition,
+        "{verdict:?}"
+    );
+
+    // A fill the stream does not hold yet: the book cannot reach it.
+    buy.after_fill = Some(sequence + 1_000);
+    let err = conn
+        .rpc()
+        .call::<_, RiskAssessment>(RISK_SERVICE, "assess_risk", &buy)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ServiceUnavailable);
+    assert!(err.to_string().contains("catching up"), "{err}");
+    svc.shutdown().await.unwrap();
 }
 
 /// The positions of `instance` once it has seen the fill stored at `sequence`.

@@ -2,7 +2,11 @@
 //! reads. [`Desk`] holds what the handlers share: the order store, the RPC
 //! targets and the counters.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use aegis_contracts::{
     models::{FieldError, ValidationErrors},
@@ -15,6 +19,7 @@ use aegis_sdk::{
     Connection,
     rpc::{CallOptions, ErrorCode, RequestContext, RpcError, WireError},
 };
+use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
 use serde::{Serialize, de::DeserializeOwned};
 use tracing::{debug, warn};
 
@@ -37,10 +42,26 @@ use crate::{
 pub(super) struct Desk {
     pub(super) conn: Connection,
     pub(super) store: Arc<OrderStore>,
+    /// The `EVENTS` stream, to read the newest fill's sequence from.
+    pub(super) events: Stream,
     pub(super) pricing: String,
     pub(super) risk: String,
     pub(super) call_timeout: Duration,
     pub(super) counters: Counters,
+    /// One turn per symbol: see [`Desk::judge`].
+    pub(super) symbols: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The newest fill this leader knows of, and the epoch it learnt it
+    /// under from the stream: see [`Desk::newest_fill`].
+    pub(super) newest_fill: tokio::sync::Mutex<NewestFill>,
+}
+
+/// The `EVENTS` sequence of the newest fill a leader knows of.
+#[derive(Debug, Default)]
+pub(super) struct NewestFill {
+    /// The epoch under which it was last read from the stream (0: never,
+    /// or to be read again).
+    epoch: u64,
+    sequence: u64,
 }
 
 /// On whose behalf the flow runs — a request, or the recovery sweep of a
@@ -224,7 +245,44 @@ impl Desk {
         )
         .await?;
 
-        let assessment = self.assess(caller, &order, quote).await?;
+        self.judge(caller, revision, order, quote).await
+    }
+
+    /// Assesses, decides and settles `order`, in its symbol's turn.
+    ///
+    /// The position limit is judged by risk-service's book, which counts an
+    /// order only once its fill comes back from the `EVENTS` stream. So,
+    /// that no order is judged by a position missing another's fill:
+    /// - orders of one symbol take turns on this leader, from the
+    ///   assessment until the decision is stored and its fill published
+    ///   (orders of different symbols do not wait for each other);
+    /// - fills of the symbol that were decided but not announced (a failed
+    ///   publish; a deposed leader's) are announced first;
+    /// - risk is told the sequence of the newest fill this leader knows
+    ///   of, and judges only once its book holds it.
+    async fn judge(
+        &self,
+        caller: &Caller,
+        revision: u64,
+        mut order: Order,
+        quote: &Quote,
+    ) -> Result<Attempt, WireError> {
+        let turn = {
+            let mut symbols = self.symbols.lock().unwrap_or_else(|e| e.into_inner());
+            symbols.entry(order.symbol.clone()).or_default().clone()
+        };
+        let _turn = turn.lock().await;
+        self.announce_fills_of(caller, &order.symbol).await?;
+        let after_fill = self.newest_fill(caller.epoch).await?;
+        let assessment = match self.assess(caller, &order, quote, after_fill).await {
+            Ok(assessment) => assessment,
+            Err(e) => {
+                // Perhaps the stream started over and holds no such fill:
+                // read the newest one from it again next time.
+                self.newest_fill.lock().await.epoch = 0;
+                return Err(e);
+            }
+        };
         decide(&mut order, quote, &assessment);
         order.instance_id = caller.instance_id.to_string();
         order.announced = false;
@@ -241,6 +299,56 @@ impl Desk {
         self.counters.add(decided, 1.0);
         let order = self.settle(caller, revision, order).await?;
         Ok(Attempt::Decided(order))
+    }
+
+    /// Announces the fills of `symbol` that are decided but not announced,
+    /// so risk counts them before the next order of the symbol is judged;
+    /// fails when one cannot be.
+    async fn announce_fills_of(&self, caller: &Caller, symbol: &str) -> Result<(), WireError> {
+        // The index must hold every stored order to name them all.
+        if tokio::time::timeout(self.call_timeout, self.store.loaded())
+            .await
+            .is_err()
+        {
+            return Err(WireError::service_unavailable(
+                "the order index is still loading; retry",
+            ));
+        }
+        for order_id in self.store.unannounced_fills(symbol) {
+            let (revision, order) = self.reload(&order_id, caller.epoch).await?;
+            if order.status == OrderStatus::Filled {
+                self.settle(caller, revision, order).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The `EVENTS` sequence of the newest fill this leader knows of: read
+    /// from the stream once per epoch — a new leader learns there what its
+    /// predecessors published — and raised by every fill it publishes.
+    async fn newest_fill(&self, epoch: u64) -> Result<u64, WireError> {
+        let mut newest = self.newest_fill.lock().await;
+        if newest.epoch != epoch {
+            let stored = match self
+                .events
+                .get_last_raw_message_by_subject(&OrderFilled::subject())
+                .await
+            {
+                Ok(msg) => msg.sequence,
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => 0,
+                Err(e) => {
+                    warn!(error = %aegis_sdk::startup::Causes(&e), "cannot read the newest fill");
+                    return Err(WireError::service_unavailable(
+                        "the order events are unavailable; retry",
+                    ));
+                }
+            };
+            *newest = NewestFill {
+                epoch,
+                sequence: newest.sequence.max(stored),
+            };
+        }
+        Ok(newest.sequence)
     }
 
     /// Answers a retry of a decided order, announcing its outcome first if
@@ -316,8 +424,11 @@ impl Desk {
 
     async fn announce(&self, order: &Order) -> Result<(), WireError> {
         if let Some(filled) = order.filled_event() {
-            self.publish(OrderFilled::event_id(&order.order_id), &filled)
+            let sequence = self
+                .publish(OrderFilled::event_id(&order.order_id), &filled)
                 .await?;
+            let mut newest = self.newest_fill.lock().await;
+            newest.sequence = newest.sequence.max(sequence);
         }
         if let Some(rejected) = order.rejected_event() {
             self.publish(OrderRejected::event_id(&order.order_id), &rejected)
@@ -326,12 +437,14 @@ impl Desk {
         Ok(())
     }
 
-    async fn publish<E: TradingEvent>(&self, id: String, event: &E) -> Result<(), WireError> {
+    /// Publishes `event` under the dedup id `id`; the `EVENTS` sequence it
+    /// is stored at (the first copy's, for a repeat).
+    async fn publish<E: TradingEvent>(&self, id: String, event: &E) -> Result<u64, WireError> {
         self.conn
             .events()
             .publish_with_id(E::DOMAIN, E::ACTION, &id, event)
             .await
-            .map(drop)
+            .map(|published| published.sequence)
             .map_err(|e| {
                 warn!(error = %aegis_sdk::startup::Causes(&e), id, "cannot publish an order event");
                 WireError::service_unavailable("the order event could not be published; retry")
@@ -374,6 +487,7 @@ impl Desk {
         caller: &Caller,
         order: &Order,
         quote: &Quote,
+        after_fill: u64,
     ) -> Result<RiskAssessment, WireError> {
         let req = AssessRisk {
             order: OrderToAssess {
@@ -385,6 +499,7 @@ impl Desk {
                 // its notional will be.
                 price: trade_price(order, quote),
             },
+            after_fill: Some(after_fill),
         };
         self.call(&self.risk, "assess_risk", &req, &self.call_options(caller))
             .await

@@ -22,15 +22,19 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 
-use super::model::{ListOrders, Order, OrderList};
+use super::model::{ListOrders, Order, OrderList, OrderStatus};
 
 /// Where an unsettled order is, for the sweep.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Unsettled {
     revision: u64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     epoch: u64,
+    symbol: String,
+    /// Filled, its fill not yet announced: the positions risk judges by
+    /// miss it until it is.
+    filled: bool,
 }
 
 /// The newest orders and every unsettled one.
@@ -92,6 +96,8 @@ impl Index {
                     created_at: order.created_at,
                     updated_at: order.updated_at,
                     epoch: order.epoch,
+                    symbol: order.symbol.clone(),
+                    filled: order.status == OrderStatus::Filled,
                 },
             );
         }
@@ -135,6 +141,19 @@ impl Index {
         due.into_iter().map(|(_, id)| id.clone()).collect()
     }
 
+    /// Ids of the filled orders of `symbol` whose fill is not announced
+    /// yet, oldest first.
+    pub(crate) fn unannounced_fills(&self, symbol: &str) -> Vec<String> {
+        let mut due: Vec<(&DateTime<Utc>, &String)> = self
+            .unsettled
+            .iter()
+            .filter(|(_, u)| u.filled && u.symbol == symbol)
+            .map(|(id, u)| (&u.created_at, id))
+            .collect();
+        due.sort();
+        due.into_iter().map(|(_, id)| id.clone()).collect()
+    }
+
     /// Orders matching `req` among the newest, newest first, at most `limit`.
     pub(crate) fn list(&self, req: &ListOrders, limit: usize) -> OrderList {
         let mut matching = self
@@ -164,7 +183,7 @@ mod tests {
     use aegis_contracts::trading::Side;
 
     use super::*;
-    use crate::order::{CreateOrder, OrderStatus};
+    use crate::order::CreateOrder;
 
     fn order(n: i64, status: OrderStatus, announced: bool) -> Order {
         let req = CreateOrder {
@@ -221,6 +240,8 @@ mod tests {
             index.remember(1, order(n, OrderStatus::Filled, true));
         }
         assert_eq!(index.len(), (10, 2));
+        assert_eq!(index.unannounced_fills("MSFT"), ["o-00001"]);
+        assert!(index.unannounced_fills("AAPL").is_empty(), "pending");
         let later = DateTime::from_timestamp(1_760_000_000, 0).unwrap();
         assert_eq!(index.unfinished(2, later), ["o-00000", "o-00001"]);
         assert_eq!(index.unfinished(1, later), ["o-00000", "o-00001"]);

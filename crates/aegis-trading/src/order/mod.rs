@@ -25,6 +25,13 @@
 //! - A new leader finishes the orders its predecessors left pending, and a
 //!   leader those its own requests gave up on, even if nobody retries.
 //!
+//! What keeps the position limit: risk-service counts an order once its
+//! fill comes back from `EVENTS`, so orders of one symbol take turns on the
+//! leader from the assessment until their fill is published, and risk is
+//! told the sequence of the newest fill the leader knows of (read from the
+//! stream once per epoch, so a new leader knows its predecessors'), and
+//! judges only once its book holds it (`flow.rs`, `Desk::judge`).
+//!
 //! The create flow: validate → claim the client order id → if the order is
 //! already decided, answer it → quote from pricing-service → record the
 //! order (pending) → `events.order.created` → risk-service `assess_risk` →
@@ -160,7 +167,7 @@ pub async fn start(conn: &Connection, opts: OrderOptions) -> Result<Running, Tra
         .unwrap_or_else(aegis_sdk::default_instance_id);
     let id = Identity::new(ORDER_SERVICE, &instance_id);
     let store = OrderStore::open(conn, &instance_id, opts.index_capacity).await?;
-    conn.events().ensure_stream().await?;
+    let events = conn.events().ensure_stream().await?;
     let cancel = CancellationToken::new();
     // A start that fails from here on (the SDK refusing the service, say)
     // stops the tasks it started.
@@ -169,6 +176,7 @@ pub async fn start(conn: &Connection, opts: OrderOptions) -> Result<Running, Tra
     let desk = Arc::new(Desk {
         conn: conn.clone(),
         store,
+        events,
         pricing: opts.pricing_service,
         risk: opts.risk_service,
         call_timeout: opts.call_timeout,
@@ -179,6 +187,8 @@ pub async fn start(conn: &Connection, opts: OrderOptions) -> Result<Running, Tra
             METRIC_REPLAYED,
             METRIC_TAKEN_OVER,
         ]),
+        symbols: Default::default(),
+        newest_fill: Default::default(),
     });
 
     let service = conn

@@ -198,6 +198,16 @@ impl OrderStore {
             .unfinished(epoch, stale_before)
     }
 
+    /// Ids of the filled orders of `symbol` whose fill is not announced yet
+    /// (its publish failed, or a deposed leader stored the decision and
+    /// stopped), oldest first.
+    pub(crate) fn unannounced_fills(&self, symbol: &str) -> Vec<String> {
+        self.index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unannounced_fills(symbol)
+    }
+
     /// The order id for `client_order_id`: `candidate` if this call is the
     /// first to claim it, otherwise the id the first claim stored.
     pub(crate) async fn claim(

@@ -10,7 +10,10 @@
 //!   a replay of the fills after it — so a restart under the same id, or one
 //!   after the fills have left the stream, still holds every position
 //!   (`fills.rs` tells how). A fill is applied once, however often it
-//!   arrives (`book.rs`).
+//!   arrives (`book.rs`). An assessment may name the newest fill its
+//!   caller knows of ([`AssessRisk::after_fill`]); it is judged only once
+//!   this instance's book holds that fill, so an order sent right after
+//!   another's fill is judged with it, whichever instance answers.
 //! - **Limits** live in the KV bucket [`RISK_LIMITS_BUCKET`], which every
 //!   instance mirrors ([`aegis_sdk::kv::mirror`]): `update_limits` on one
 //!   instance reaches all of them within milliseconds, within a second of
@@ -91,6 +94,12 @@ pub struct RiskOptions {
     /// when they moved (default 5 s); also on shutdown. A restart replays
     /// at most this much of the fills.
     pub snapshot_interval: Duration,
+    /// How long an assessment waits for this instance's positions to
+    /// include the fill it names ([`AssessRisk::after_fill`]) before it
+    /// answers `SERVICE_UNAVAILABLE` "risk's positions are catching up;
+    /// retry" (default 500 ms; a caller retrying an idempotent call then
+    /// tries another instance).
+    pub catch_up_timeout: Duration,
 }
 
 impl Default for RiskOptions {
@@ -101,6 +110,7 @@ impl Default for RiskOptions {
             fill_dedup_window: Duration::from_secs(600),
             fill_dedup_capacity: 150_000,
             snapshot_interval: Duration::from_secs(5),
+            catch_up_timeout: Duration::from_millis(500),
         }
     }
 }
@@ -111,6 +121,13 @@ impl Default for RiskOptions {
 pub struct AssessRisk {
     /// The order to judge.
     pub order: OrderToAssess,
+    /// The `EVENTS` sequence of the newest fill the caller knows of: the
+    /// order is judged only once this instance's positions include it (and
+    /// every fill before it), so an order sent right after another's fill
+    /// is not judged by a position that misses it. order-service sends it;
+    /// without it the order is judged by the positions as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_fill: Option<u64>,
 }
 
 /// `get_positions` reply.
@@ -129,6 +146,11 @@ struct Risk {
     /// replace them, so the watch and our own writes can race harmlessly.
     limits: RwLock<(u64, RiskLimits)>,
     book: Mutex<Book>,
+    /// The stream sequence the follower has reached, told after each fill
+    /// is applied.
+    seen: watch::Receiver<u64>,
+    /// See [`RiskOptions::catch_up_timeout`].
+    catch_up_timeout: Duration,
     store: Bucket,
     events: Events,
     counters: Counters,
@@ -176,6 +198,33 @@ impl Risk {
             .snapshot()
     }
 
+    /// Waits until the book holds the fill stored at `sequence`, for at
+    /// most the catch-up timeout.
+    async fn caught_up(&self, sequence: u64) -> Result<(), WireError> {
+        let held = || {
+            self.book
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .view
+                .last_event_sequence
+        };
+        let mut seen = self.seen.clone();
+        let reached =
+            tokio::time::timeout(self.catch_up_timeout, seen.wait_for(|_| held() >= sequence))
+                .await;
+        if matches!(reached, Ok(Ok(_))) {
+            return Ok(());
+        }
+        debug!(
+            held = held(),
+            wanted = sequence,
+            "positions behind the caller's newest fill"
+        );
+        Err(WireError::service_unavailable(
+            "risk's positions are catching up; retry",
+        ))
+    }
+
     async fn assess_risk(
         &self,
         instance_id: &str,
@@ -183,6 +232,9 @@ impl Risk {
     ) -> Result<RiskAssessment, WireError> {
         let order = req.order;
         order.validate().map_err(common::invalid)?;
+        if let Some(sequence) = req.after_fill {
+            self.caught_up(sequence).await?;
+        }
         let position = {
             let book = self.book.lock().unwrap_or_else(|e| e.into_inner());
             book.view.positions.get(&order.symbol).copied().unwrap_or(0)
@@ -313,9 +365,11 @@ pub async fn start(conn: &Connection, opts: RiskOptions) -> Result<Running, Trad
     if opts.fill_dedup_window.is_zero()
         || opts.fill_dedup_capacity == 0
         || opts.snapshot_interval.is_zero()
+        || opts.catch_up_timeout.is_zero()
     {
         return Err(TradingError::InvalidOptions(
-            "fill_dedup_window, fill_dedup_capacity and snapshot_interval must be positive"
+            "fill_dedup_window, fill_dedup_capacity, snapshot_interval and catch_up_timeout \
+             must be positive"
                 .to_owned(),
         ));
     }
@@ -341,9 +395,12 @@ pub async fn start(conn: &Connection, opts: RiskOptions) -> Result<Running, Trad
         .await?;
     // Where the book must be before it may judge: the last fill stored now.
     let caught_up_at = fills.last_fill().await?;
+    let (progress, mut seen) = watch::channel(book.view.last_event_sequence);
     let risk = Arc::new(Risk {
         limits: RwLock::new((0, opts.limits)),
         book: Mutex::new(book),
+        seen: seen.clone(),
+        catch_up_timeout: opts.catch_up_timeout,
         store: bucket,
         events: conn.events(),
         counters: Counters::new(
@@ -376,7 +433,6 @@ pub async fn start(conn: &Connection, opts: RiskOptions) -> Result<Running, Trad
     .await
     .map_err(|e| store_error(e.into()))?;
 
-    let (progress, mut seen) = watch::channel(risk.snapshot().1);
     let follower = fills.follow(risk.clone(), replay_from, progress, cancel.clone());
     loop {
         let caught_up = tokio::time::timeout(
