@@ -43,7 +43,11 @@ export function useLiveInstances(): LiveInstances {
       onMetrics: (e) => store.setMetrics(e.snapshot),
       onDigest: (d) => store.applyDigest(d),
       resync,
-      onState: setFeed,
+      onState: (s) => {
+        // Heartbeats are not known while the feed brings no news.
+        store.setFeed(s);
+        setFeed(s);
+      },
       onExpired: notifyUnauthorized,
     });
     // eslint-disable-next-line react-hooks/set-state-in-effect -- state is set after the request answers

@@ -34,6 +34,14 @@
 // was shown, as if it had beaten again (the trial: "2 s ago", then "1 s
 // ago" after `aegis chaos kill`): the age shown when the heartbeat moved
 // forward is held until the true age reaches it, and grows from there.
+//
+// While the feed is stalled or reconnecting (no stream and no REST read
+// answering), nothing says whether an instance still beats: counting its
+// age on would read as every instance going silent. Its heartbeat is then
+// shown as unknown, with how long the page has had no news (a digest or a
+// REST read), until news comes again. A down instance keeps its age: the
+// last news said it stopped beating.
+import type { FeedState } from "@/lib/api/live-feed";
 import type { DigestEvent, InstanceEvent, MetricsSnapshot, ServiceInstance } from "@/lib/api/schemas";
 
 export const GONE_KEEP_MS = 60_000;
@@ -73,10 +81,20 @@ export function processDown(i: ServiceInstance): boolean {
 
 /**
  * How long a digest's "on time" holds (ms, on the monitor's clock): digests
- * come every 2 s, so one older than this means they stopped coming, and the
- * bound is shown as an age again.
+ * come every 2 s, so one older than this means they stopped coming (the feed
+ * is called stalled a little before: `STALL_AFTER_MS`), and the bound is
+ * shown as an age again.
  */
-export const ON_TIME_FOR_MS = 5000;
+export const ON_TIME_FOR_MS = 7000;
+
+/** What a heartbeat reads as now (`InstanceStore.heartbeatView`). */
+export type HeartbeatView =
+  /** The last digest did not list it late: its age is only a bound. */
+  | { kind: "onTime"; iso: string; age: number }
+  /** Its age (ms): late, down, or read from its record. */
+  | { kind: "age"; iso: string; age: number }
+  /** The page has had no news for `since` ms: its heartbeat is not known now. */
+  | { kind: "noNews"; iso: string; since: number };
 
 /** How many digests' clock offsets are kept; the largest (the least delayed) is used. */
 const CLOCK_SAMPLES = 8;
@@ -132,6 +150,9 @@ export class InstanceStore {
   private listeners = new Set<() => void>();
   private pending = false;
   private loaded = false;
+  private feed: FeedState = "live";
+  /** When (browser clock) the last digest or REST read came. */
+  private newsAt: number | null = null;
   private readonly now: () => number;
   private readonly schedule: (flush: () => void) => void;
 
@@ -163,6 +184,7 @@ export class InstanceStore {
     for (const m of metrics ?? []) {
       if (m.snapshot) this.setMetrics(m.snapshot);
     }
+    this.newsAt = now;
     this.loaded = true;
     this.changed();
   }
@@ -203,6 +225,7 @@ export class InstanceStore {
    * this page lists as many instances as the digest counts.
    */
   applyDigest(digest: DigestEvent): boolean {
+    this.newsAt = this.now();
     const asOf = Date.parse(digest.asOf);
     if (!Number.isNaN(asOf)) {
       // The digest left the monitor at `asOf` and arrived now: its delay
@@ -250,6 +273,30 @@ export class InstanceStore {
     const e = this.map.get(k);
     if (asOf === undefined || !e || e.goneAt !== null || processDown(e.instance)) return false;
     return this.monitorNow() - asOf < ON_TIME_FOR_MS;
+  }
+
+  /** The live feed's state: while it is `stalled` or `reconnecting`, heartbeats are not known. */
+  setFeed(state: FeedState): void {
+    this.feed = state;
+  }
+
+  /**
+   * What an instance's heartbeat reads as now: on time, an age, or not
+   * known while the page has no news (see the top); undefined when none is
+   * known.
+   */
+  heartbeatView(service: string, id: string): HeartbeatView | undefined {
+    const k = key(service, id);
+    const at = this.heartbeats.get(k);
+    const e = this.map.get(k);
+    if (at === undefined || !e) return undefined;
+    const iso = new Date(at).toISOString();
+    const down = e.goneAt !== null || processDown(e.instance);
+    if (!down && (this.feed === "stalled" || this.feed === "reconnecting") && this.newsAt !== null) {
+      return { kind: "noNews", iso, since: this.now() - this.newsAt };
+    }
+    const age = this.heartbeatAge(service, id)!;
+    return { kind: this.heartbeatOnTime(service, id) ? "onTime" : "age", iso, age };
   }
 
   /** Now on the monitor's clock (ms since the epoch): the browser's, corrected by the digests' offset. */

@@ -40,6 +40,8 @@ describe("LiveFeed", () => {
       onInstance,
       onState: (s) => states.push(s),
       onExpired,
+      // A silent stream's stall: tests/feed-stall.test.tsx.
+      stallAfterMs: null,
       initialBackoffMs: 1000,
       maxBackoffMs: 8000,
       open: () => {

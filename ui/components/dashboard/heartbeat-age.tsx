@@ -1,6 +1,7 @@
 // HeartbeatAge: "on time" while the monitor's digests say the instance
 // beats on time (the bound they allow in the title: "a sign of life within
-// the last 3 s"), otherwise "3 s ago"; updated by the page's shared
+// the last 3 s"), otherwise "3 s ago"; "unknown: no news for 9 s" while the
+// live feed is stalled or reconnecting; updated by the page's shared
 // one-second clock.
 "use client";
 
@@ -8,7 +9,8 @@ import * as React from "react";
 
 import { useInstanceStore } from "@/hooks/use-instance-store";
 import { subscribeClock, useNow } from "@/hooks/use-now";
-import { ago, agoAtLeast } from "@/lib/format";
+import { ago, agoAtLeast, duration } from "@/lib/format";
+import type { HeartbeatView } from "@/lib/instance-store";
 import { useI18n, type MessageKey } from "@/lib/i18n";
 
 export interface HeartbeatAgeProps {
@@ -26,10 +28,9 @@ export function HeartbeatAge({ at, service, id }: HeartbeatAgeProps) {
   // The page's store holds the newest heartbeat, and measures its age on
   // the monitor's clock (lib/instance-store); without one (component
   // tests), the record's time against the browser's clock.
-  const read = React.useCallback((): { iso: string; age: number; onTime: boolean } => {
-    const age = service && id ? store?.heartbeatAge(service, id) : undefined;
-    if (age !== undefined) return { iso: store!.heartbeat(service!, id!)!, age, onTime: store!.heartbeatOnTime(service!, id!) };
-    return { iso: at, age: Date.now() - Date.parse(at), onTime: false };
+  const read = React.useCallback((): HeartbeatView => {
+    const view = service && id ? store?.heartbeatView(service, id) : undefined;
+    return view ?? { kind: "age", iso: at, age: Date.now() - Date.parse(at) };
   }, [store, service, id, at]);
   // A thousand cards tick every second: the text is written straight into
   // the element on the clock's tick instead of re-rendering each card.
@@ -39,18 +40,23 @@ export function HeartbeatAge({ at, service, id }: HeartbeatAgeProps) {
     const paint = () => {
       const el = ref.current;
       if (!el) return;
-      const { iso, age, onTime } = read();
+      const view = read();
+      el.dataset.kind = view.kind;
       // Rounded up: the text stands until the next tick, a second later,
       // and must not read fresher than the truth meanwhile.
-      if (onTime) {
+      if (view.kind === "onTime") {
         // The age is only the digest's bound: said as one, not as the age.
         el.textContent = t("card.heartbeatOnTime");
-        el.title = t("card.heartbeatWithin", { n: Math.max(1, Math.ceil(age / 1000)) });
+        el.title = t("card.heartbeatWithin", { n: Math.max(1, Math.ceil(view.age / 1000)) });
+      } else if (view.kind === "noNews") {
+        const vars = { duration: duration(t, view.since / 1000) };
+        el.textContent = t("card.heartbeatNoNews", vars);
+        el.title = t("card.heartbeatNoNewsHelp", vars);
       } else {
-        el.textContent = Number.isNaN(age) ? t("detail.none") : agoAtLeast(t, age);
+        el.textContent = Number.isNaN(view.age) ? t("detail.none") : agoAtLeast(t, view.age);
         el.removeAttribute("title");
       }
-      el.dateTime = iso;
+      el.dateTime = view.iso;
     };
     paint();
     return subscribeClock(paint);

@@ -1,5 +1,6 @@
 // FeedIndicator: the state of the live feed in words and a dot — Live,
-// Connecting, Reconnecting, Polling every 5 s — announced politely to
+// Connecting, Stalled (nothing came for three digest intervals),
+// Reconnecting, Polling every 5 s — announced politely to
 // screen readers when it changes. "Live" says the feed from the monitor is
 // open; while NATS itself is degraded or not known it says that too, and
 // its dot is no longer the pulsing green of all being well — on every page
@@ -15,6 +16,7 @@ import { summarize, type NatsSummary } from "@/lib/nats-health";
 const look: Record<FeedState, { label: MessageKey; help: MessageKey; dot: string }> = {
   connecting: { label: "feed.connecting", help: "feed.help.reconnecting", dot: "bg-muted-foreground" },
   live: { label: "feed.live", help: "feed.help.live", dot: "bg-success animate-pulse" },
+  stalled: { label: "feed.stalled", help: "feed.help.stalled", dot: "bg-danger" },
   reconnecting: { label: "feed.reconnecting", help: "feed.help.reconnecting", dot: "bg-danger" },
   polling: { label: "feed.polling", help: "feed.help.polling", dot: "bg-warning" },
 };

@@ -129,11 +129,15 @@ function Unknown({ since, cause }: { since: number; cause: UnknownCause }) {
         : cause.status === 0
           ? t("nats.unknown.network", { since: at, message: cause.message })
           : t("nats.unknown.failed", { status: cause.status, since: at, message: cause.message });
+  // No answer at all is the monitor's problem, not NATS's: said so, so it
+  // is not read as a NATS outage. An answer that is an error, or a check
+  // that stopped moving, leaves only NATS's state unknown.
+  const silent = cause.kind === "timeout" || (cause.kind === "failed" && cause.status === 0);
   return (
-    <div className="flex gap-3 rounded-lg border border-dashed border-input bg-muted p-4" data-testid="nats-unknown">
+    <div className="flex gap-3 rounded-lg border border-dashed border-input bg-muted p-4" data-testid="nats-unknown" data-cause={silent ? "monitor" : "nats"}>
       <CircleHelp className="mt-0.5 size-5 shrink-0 text-muted-foreground" aria-hidden="true" />
       <div className="flex flex-col gap-1">
-        <h2 className="font-semibold">{t("nats.unknown.title")}</h2>
+        <h2 className="font-semibold">{t(silent ? "nats.unknown.monitorTitle" : "nats.unknown.title")}</h2>
         <p className="text-sm text-muted-foreground">{body}</p>
       </div>
     </div>

@@ -6,6 +6,10 @@
 // lapsed or was revoked) stops the feed and says so, instead of a retry.
 // A `digest` (every 2 s with topic `instance`) goes to `onDigest`; when the
 // page's count disagrees with it twice in a row, the page re-reads too.
+// A stream with topic `instance` that brings nothing for three digest
+// intervals is stalled — a frozen monitor, a proxy that buffers, a path
+// that drops without closing: the socket stays open and no error comes —
+// and is treated as dropped: closed, REST polled, reconnected.
 import {
   DefinitionEvent,
   DigestEvent,
@@ -20,10 +24,12 @@ import {
 /**
  * - `connecting`: the first connection is being made.
  * - `live`: the stream is open; changes arrive as they happen.
+ * - `stalled`: the stream brought nothing for `STALL_AFTER_MS` although
+ *   digests are due; it is being reconnected and no REST read has answered.
  * - `reconnecting`: the stream dropped and the last REST read failed too.
  * - `polling`: the stream dropped; REST reads every 5 s keep the page current.
  */
-export type FeedState = "connecting" | "live" | "reconnecting" | "polling";
+export type FeedState = "connecting" | "live" | "stalled" | "reconnecting" | "polling";
 
 export type Topic = "instance" | "definition" | "metrics";
 
@@ -47,6 +53,12 @@ export interface LiveFeedOptions {
    */
   onExpired?: () => void;
   pollIntervalMs?: number;
+  /**
+   * How long a stream may bring nothing before it is stalled (null: never);
+   * by default `STALL_AFTER_MS` with topic `instance` (its digests are due
+   * every 2 s), never without it (definitions change rarely).
+   */
+  stallAfterMs?: number | null;
   initialBackoffMs?: number;
   maxBackoffMs?: number;
   /** For tests: how to open the stream. */
@@ -62,6 +74,12 @@ export interface EventSourceLike {
 
 export const POLL_INTERVAL_MS = 5000;
 
+/** How often the monitor sends a digest on a stream with topic `instance` (its `DIGEST_EVERY`). */
+export const DIGEST_EVERY_MS = 2000;
+
+/** Three digests missed: the stream is stalled. */
+export const STALL_AFTER_MS = 3 * DIGEST_EVERY_MS;
+
 /** Delay before reconnect attempt `attempt` (0-based): doubling, capped, ±20 % jitter. */
 export function backoffDelay(attempt: number, initialMs: number, maxMs: number, random = Math.random): number {
   const base = Math.min(maxMs, initialMs * 2 ** Math.min(attempt, 20));
@@ -72,6 +90,9 @@ export class LiveFeed {
   private source: EventSourceLike | null = null;
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
   private pollTimer: ReturnType<typeof setInterval> | null = null;
+  private stallTimer: ReturnType<typeof setTimeout> | null = null;
+  /** A REST read of the polling is on its way: the next waits for it. */
+  private polling = false;
   private attempt = 0;
   private stopped = false;
   private state: FeedState = "connecting";
@@ -95,8 +116,33 @@ export class LiveFeed {
     this.source = null;
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     if (this.pollTimer) clearInterval(this.pollTimer);
+    this.clearStall();
     this.reconnectTimer = null;
     this.pollTimer = null;
+  }
+
+  private get stallAfterMs(): number | null {
+    if (this.opts.stallAfterMs !== undefined) return this.opts.stallAfterMs;
+    return this.opts.topics.includes("instance") ? STALL_AFTER_MS : null;
+  }
+
+  /** (Re)starts the wait for the next event of `source`. */
+  private armStall(source: EventSourceLike) {
+    const after = this.stallAfterMs;
+    if (after === null || this.source !== source) return;
+    this.clearStall();
+    this.stallTimer = setTimeout(() => {
+      this.stallTimer = null;
+      if (this.source !== source) return;
+      source.close();
+      this.source = null;
+      this.dropped(true);
+    }, after);
+  }
+
+  private clearStall() {
+    if (this.stallTimer) clearTimeout(this.stallTimer);
+    this.stallTimer = null;
   }
 
   private setState(s: FeedState) {
@@ -111,6 +157,10 @@ export class LiveFeed {
     const open = this.opts.open ?? ((u: string) => new EventSource(u));
     const source = open(url);
     this.source = source;
+    // Whatever comes is a sign the stream is alive; the hello is due first.
+    this.armStall(source);
+    const alive = () => this.armStall(source);
+    for (const type of ["hello", "instance", "definition", "metrics", "digest", "lagged"]) source.addEventListener(type, alive);
     source.addEventListener("hello", () => {
       if (this.source !== source) return;
       const reconnected = this.everLive || this.attempt > 0;
@@ -137,6 +187,7 @@ export class LiveFeed {
       // the backoff and the polling are ours.
       source.close();
       this.source = null;
+      this.clearStall();
       this.dropped();
     };
   }
@@ -166,9 +217,10 @@ export class LiveFeed {
     if (parsed.success) handler(parsed.data);
   }
 
-  private dropped() {
+  /** The stream ended, or (`stalled`) brought nothing for too long. */
+  private dropped(stalled = false) {
     if (this.stopped) return;
-    this.setState(this.state === "polling" ? "polling" : "reconnecting");
+    this.setState(this.state === "polling" ? "polling" : stalled ? "stalled" : "reconnecting");
     this.startPolling();
     const delay = backoffDelay(this.attempt, this.opts.initialBackoffMs ?? 1000, this.opts.maxBackoffMs ?? 30000);
     this.attempt += 1;
@@ -181,6 +233,10 @@ export class LiveFeed {
   private startPolling() {
     if (this.pollTimer) return;
     const poll = () => {
+      // A monitor that does not answer must not collect a read per poll
+      // (the browser has few connections per host).
+      if (this.polling) return;
+      this.polling = true;
       this.opts
         .resync()
         .then(() => {
@@ -188,6 +244,9 @@ export class LiveFeed {
         })
         .catch(() => {
           if (this.pollTimer) this.setState("reconnecting");
+        })
+        .finally(() => {
+          this.polling = false;
         });
     };
     this.pollTimer = setInterval(poll, this.opts.pollIntervalMs ?? POLL_INTERVAL_MS);
