@@ -445,7 +445,7 @@ async fn status_changes_are_written_at_once_and_steer_discovery() {
         "status-service",
         "status-1",
         Duration::from_secs(30),
-        Duration::from_secs(60),
+        Duration::from_secs(90),
     )
     .await;
     let rpc = client.rpc();

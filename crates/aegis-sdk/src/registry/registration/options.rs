@@ -64,14 +64,16 @@ pub const MAX_TTL: Duration = crate::clock::LONGEST_PERIOD;
 ///
 /// let opts = RegistrationOptions { ttl: Duration::from_secs(10), ..Default::default() };
 /// opts.validate().unwrap();
-/// let bad = RegistrationOptions { heartbeat: Duration::from_secs(10), ..opts };
+/// // The record is re-written on a beat: at most a third of the TTL apart.
+/// let bad = RegistrationOptions { heartbeat: Duration::from_secs(4), ..opts };
 /// assert!(bad.validate().is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistrationOptions {
     /// How often the liveness beat goes out and the health check runs
-    /// (default 1 s); must be below `ttl`. A changed record is written at
-    /// the next beat at the latest.
+    /// (default 1 s); at most a third of `ttl`, since the record is
+    /// re-written on a beat and must be at least three times per TTL. A
+    /// changed record is written at the next beat at the latest.
     pub heartbeat: Duration,
     /// How often an unchanged record is re-written to renew its TTL
     /// (default 4 s); held between `heartbeat` and a third of `ttl` (see
@@ -101,7 +103,8 @@ impl RegistrationOptions {
     ///
     /// # Errors
     /// [`RegistryError::InvalidOptions`] when the TTL is under 1 s or over
-    /// [`MAX_TTL`] (30 days), the heartbeat is zero or not below the TTL, or `unhealthy_after` is 0.
+    /// [`MAX_TTL`] (30 days), the heartbeat is zero or longer than a third
+    /// of the TTL, or `unhealthy_after` is 0.
     pub fn validate(&self) -> Result<(), RegistryError> {
         let invalid = |m: String| Err(RegistryError::InvalidOptions(m));
         if self.ttl < MIN_TTL {
@@ -116,10 +119,17 @@ impl RegistrationOptions {
                 self.ttl
             ));
         }
-        if self.heartbeat.is_zero() || self.heartbeat >= self.ttl {
+        if self.heartbeat.is_zero() {
+            return invalid("heartbeat must be greater than zero".to_owned());
+        }
+        if self.heartbeat > self.ttl / 3 {
             return invalid(format!(
-                "heartbeat {:?} must be greater than zero and below ttl {:?}",
-                self.heartbeat, self.ttl
+                "heartbeat {:?} must be at most a third of ttl {:?} ({:?}): the record is \
+                 re-written on a beat, at least three times per TTL, so that two lost writes \
+                 in a row do not let it expire",
+                self.heartbeat,
+                self.ttl,
+                self.ttl / 3
             ));
         }
         if self.refresh.is_zero() {
@@ -133,7 +143,8 @@ impl RegistrationOptions {
 
     /// How often an unchanged record is actually re-written: `refresh`, but
     /// no more often than every beat and at least three times per TTL, so
-    /// two lost writes in a row do not let the record expire.
+    /// two lost writes in a row do not let the record expire (a valid
+    /// heartbeat is at most a third of the TTL, so both hold).
     ///
     /// ```
     /// use std::time::Duration;
@@ -151,5 +162,53 @@ impl RegistrationOptions {
     pub(super) fn write_timeout(&self) -> Duration {
         self.heartbeat
             .clamp(Duration::from_millis(500), Duration::from_secs(5))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The record is re-written on a beat, so a beat longer than a third
+    /// of the TTL would renew it less than three times per TTL: two lost
+    /// writes in a row (or one slow one) would let it expire. Such a
+    /// timing is refused, and every accepted one refreshes three times.
+    #[test]
+    fn the_record_is_refreshed_at_least_three_times_per_ttl() {
+        let secs = Duration::from_secs;
+        for (heartbeat, ttl) in [
+            (secs(10), secs(15)),
+            (Duration::from_millis(14_900), secs(15)),
+            (Duration::from_millis(5_001), secs(15)),
+            (secs(2), secs(3)),
+        ] {
+            let options = RegistrationOptions {
+                heartbeat,
+                ttl,
+                ..Default::default()
+            };
+            let Err(RegistryError::InvalidOptions(why)) = options.validate() else {
+                panic!(
+                    "{options:?} is accepted: refreshed every {:?}",
+                    options.effective_refresh()
+                );
+            };
+            assert!(why.contains("a third of"), "{why}");
+        }
+        for (heartbeat, ttl) in [
+            (DEFAULT_HEARTBEAT, DEFAULT_TTL),
+            (secs(5), secs(15)),
+            (secs(1), secs(3)),
+            (Duration::from_millis(333), secs(1)),
+            (Duration::from_millis(500), secs(2)),
+        ] {
+            let options = RegistrationOptions {
+                heartbeat,
+                ttl,
+                ..Default::default()
+            };
+            options.validate().unwrap();
+            assert!(options.effective_refresh() <= ttl / 3, "{options:?}");
+        }
     }
 }
