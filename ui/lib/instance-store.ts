@@ -41,6 +41,12 @@
 // shown as unknown, with how long the page has had no news (a digest or a
 // REST read), until news comes again. A down instance keeps its age: the
 // last news said it stopped beating.
+//
+// Before the first digest the page has only the records' write times,
+// every few beats: read as ages, a healthy 1 s beat looked 2–6 s late for
+// the first 2 s of every page. An instance that announces its beat
+// interval and is not down is shown as being checked until the first
+// digest says (or, with no stream to bring one, until the feed polls).
 import type { FeedState } from "@/lib/api/live-feed";
 import type { DigestEvent, InstanceEvent, MetricsSnapshot, ServiceInstance } from "@/lib/api/schemas";
 
@@ -94,7 +100,9 @@ export type HeartbeatView =
   /** Its age (ms): late, down, or read from its record. */
   | { kind: "age"; iso: string; age: number }
   /** The page has had no news for `since` ms: its heartbeat is not known now. */
-  | { kind: "noNews"; iso: string; since: number };
+  | { kind: "noNews"; iso: string; since: number }
+  /** No digest yet: only its record's write time is known, not whether it beats on time. */
+  | { kind: "checking"; iso: string };
 
 /** How many digests' clock offsets are kept; the largest (the least delayed) is used. */
 const CLOCK_SAMPLES = 8;
@@ -153,6 +161,8 @@ export class InstanceStore {
   private feed: FeedState = "live";
   /** When (browser clock) the last digest or REST read came. */
   private newsAt: number | null = null;
+  /** Whether a digest has come. */
+  private digested = false;
   private readonly now: () => number;
   private readonly schedule: (flush: () => void) => void;
 
@@ -226,6 +236,7 @@ export class InstanceStore {
    */
   applyDigest(digest: DigestEvent): boolean {
     this.newsAt = this.now();
+    this.digested = true;
     const asOf = Date.parse(digest.asOf);
     if (!Number.isNaN(asOf)) {
       // The digest left the monitor at `asOf` and arrived now: its delay
@@ -295,6 +306,8 @@ export class InstanceStore {
     if (!down && (this.feed === "stalled" || this.feed === "reconnecting") && this.newsAt !== null) {
       return { kind: "noNews", iso, since: this.now() - this.newsAt };
     }
+    const interval = Number(e.instance.metadata?.heartbeatMs);
+    if (!down && !this.digested && interval > 0 && (this.feed === "connecting" || this.feed === "live")) return { kind: "checking", iso };
     const age = this.heartbeatAge(service, id)!;
     return { kind: this.heartbeatOnTime(service, id) ? "onTime" : "age", iso, age };
   }

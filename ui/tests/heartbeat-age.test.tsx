@@ -205,3 +205,75 @@ describe("an instance's heartbeat between digests", () => {
     expect(ageOf("order-2")).not.toHaveAttribute("title");
   });
 });
+
+// The trial: for ~2 s after any page load every healthy card read
+// "Heartbeat 2 s ago" … "6 s ago", then "on time". The first REST read
+// carries only each record's write time (every few beats); the first
+// digest, up to 2 s later, is what says who beats on time.
+describe("an instance's heartbeat before the first digest", () => {
+  beforeEach(() => vi.useFakeTimers({ toFake: ["setInterval", "clearInterval", "setTimeout", "clearTimeout", "Date"] }));
+  afterEach(() => vi.useRealTimers());
+
+  const order1 = (over: Partial<ServiceInstance> = {}) =>
+    instance({ instanceId: "order-1", metadata: { heartbeatMs: 1000 }, lastHeartbeat: iso(-4000), ...over }) as ServiceInstance;
+
+  function Card({ store }: { store: InstanceStore }) {
+    const snapshot = React.useSyncExternalStore(store.subscribe, store.getSnapshot);
+    const entry = snapshot.entries[0];
+    return entry ? <ServiceInstanceCard entry={entry} /> : null;
+  }
+
+  function show(store: InstanceStore, locale: "en" | "zh-CN" = "en") {
+    renderUi(
+      <InstanceStoreContext.Provider value={store}>
+        <Card store={store} />
+      </InstanceStoreContext.Provider>,
+      { locale },
+    );
+    return () => screen.getByTestId("heartbeat-age");
+  }
+
+  it.each([
+    ["connecting", "en", "checking…"],
+    ["live", "en", "checking…"],
+    ["live", "zh-CN", "检查中…"],
+  ] as const)("reads as being checked, not as the record's age, while the feed is %s (%s)", (feed, locale, text) => {
+    vi.setSystemTime(KILL);
+    const store = new InstanceStore({ schedule: (flush) => flush() });
+    store.setFeed(feed);
+    store.replaceAll([order1()]);
+    const age = show(store, locale);
+    expect(age()).toHaveTextContent(new RegExp(`^${text}$`));
+    act(() => vi.advanceTimersByTime(1900));
+    expect(age()).toHaveTextContent(new RegExp(`^${text}$`));
+    // The first digest: on time.
+    act(() => {
+      store.setFeed("live");
+      store.applyDigest({
+        type: "digest",
+        asOf: iso(1900),
+        version: 1,
+        summary: { total: 1, active: 1, unhealthy: 0, standby: 0 },
+        lateAfterIntervals: 1.5,
+        late: [],
+      });
+    });
+    act(() => vi.advanceTimersByTime(1000));
+    expect(age()).toHaveTextContent(locale === "en" ? /^on time$/ : /^按时$/);
+  });
+
+  it("shows the record's age when no digest can come (polling) and a down instance's at once", () => {
+    vi.setSystemTime(KILL);
+    const store = new InstanceStore({ schedule: (flush) => flush() });
+    store.setFeed("polling");
+    store.replaceAll([order1()]);
+    const age = show(store);
+    expect(age()).toHaveTextContent(/^4 s ago$/);
+    act(() => {
+      store.setFeed("live");
+      store.replaceAll([order1({ status: "UNHEALTHY", statusReason: "disconnected" })]);
+    });
+    act(() => vi.advanceTimersByTime(1000));
+    expect(age()).toHaveTextContent(/^5 s ago$/);
+  });
+});

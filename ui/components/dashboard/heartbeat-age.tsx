@@ -1,6 +1,6 @@
 // HeartbeatAge: "on time" while the monitor's digests say the instance
 // beats on time (the bound they allow in the title: "a sign of life within
-// the last 3 s"), otherwise "3 s ago"; "unknown: no news for 9 s" while the
+// the last 3 s"), otherwise "3 s ago"; "checking…" until the first digest; "unknown: no news for 9 s" while the
 // live feed is stalled or reconnecting; updated by the page's shared
 // one-second clock.
 "use client";
@@ -48,6 +48,10 @@ export function HeartbeatAge({ at, service, id }: HeartbeatAgeProps) {
         // The age is only the digest's bound: said as one, not as the age.
         el.textContent = t("card.heartbeatOnTime");
         el.title = t("card.heartbeatWithin", { n: Math.max(1, Math.ceil(view.age / 1000)) });
+      } else if (view.kind === "checking") {
+        // Not the record's write time as an age: it read as late.
+        el.textContent = t("card.heartbeatChecking");
+        el.title = t("card.heartbeatCheckingHelp");
       } else if (view.kind === "noNews") {
         const vars = { duration: duration(t, view.since / 1000) };
         el.textContent = t("card.heartbeatNoNews", vars);
