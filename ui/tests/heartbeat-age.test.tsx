@@ -277,3 +277,50 @@ describe("an instance's heartbeat before the first digest", () => {
     expect(age()).toHaveTextContent(/^5 s ago$/);
   });
 });
+
+// The trial: order-1 killed, its card red UNHEALTHY "disconnected from
+// NATS: the process is gone" and still "Heartbeat on time" across polls
+// 400 ms apart; pricing-9 stopped, "GONE … stopped" and "on time". The
+// status changed, the heartbeat did not, and its text waited for the
+// clock's next tick.
+describe("an instance's heartbeat when its status changes", () => {
+  beforeEach(() => vi.useFakeTimers({ toFake: ["setInterval", "clearInterval", "setTimeout", "clearTimeout", "Date"] }));
+  afterEach(() => vi.useRealTimers());
+
+  const order1 = (over: Partial<ServiceInstance> = {}) =>
+    instance({ instanceId: "order-1", metadata: { heartbeatMs: 1000 }, lastHeartbeat: iso(-500), ...over }) as ServiceInstance;
+
+  function Card({ store }: { store: InstanceStore }) {
+    const snapshot = React.useSyncExternalStore(store.subscribe, store.getSnapshot);
+    const entry = snapshot.entries[0];
+    return entry ? <ServiceInstanceCard entry={entry} /> : null;
+  }
+
+  it.each([
+    ["down", (store: InstanceStore) => store.apply({ type: "instanceUpserted", instance: order1({ status: "UNHEALTHY", statusReason: "disconnected" }) })],
+    ["gone", (store: InstanceStore) => store.apply({ type: "instanceRemoved", serviceName: "order-service", instanceId: "order-1", reason: "deregistered" })],
+  ] as const)("no longer reads on time in the same paint as the card shows it %s", (_, change) => {
+    vi.setSystemTime(KILL + 300);
+    const store = new InstanceStore({ schedule: (flush) => flush() });
+    store.replaceAll([order1()]);
+    store.applyDigest({
+      type: "digest",
+      asOf: iso(0),
+      version: 1,
+      summary: { total: 1, active: 1, unhealthy: 0, standby: 0 },
+      lateAfterIntervals: 1.5,
+      late: [],
+    });
+    renderUi(
+      <InstanceStoreContext.Provider value={store}>
+        <Card store={store} />
+      </InstanceStoreContext.Provider>,
+    );
+    expect(screen.getByTestId("heartbeat-age")).toHaveTextContent(/^on time$/);
+    // No clock tick: the change alone.
+    act(() => change(store));
+    expect(screen.getByTestId("instance-card")).not.toHaveAttribute("data-status", "ACTIVE");
+    expect(screen.getByTestId("heartbeat-age")).not.toHaveTextContent(/on time/);
+    expect(screen.getByTestId("heartbeat-age")).toHaveTextContent(/^1 s ago$/);
+  });
+});

@@ -36,35 +36,36 @@ export function HeartbeatAge({ at, service, id }: HeartbeatAgeProps) {
   // the element on the clock's tick instead of re-rendering each card.
   // Layout effect: the text is there before the first paint. React renders
   // no children here, so it never fights the text written below.
-  React.useLayoutEffect(() => {
-    const paint = () => {
-      const el = ref.current;
-      if (!el) return;
-      const view = read();
-      el.dataset.kind = view.kind;
-      // Rounded up: the text stands until the next tick, a second later,
-      // and must not read fresher than the truth meanwhile.
-      if (view.kind === "onTime") {
-        // The age is only the digest's bound: said as one, not as the age.
-        el.textContent = t("card.heartbeatOnTime");
-        el.title = t("card.heartbeatWithin", { n: Math.max(1, Math.ceil(view.age / 1000)) });
-      } else if (view.kind === "checking") {
-        // Not the record's write time as an age: it read as late.
-        el.textContent = t("card.heartbeatChecking");
-        el.title = t("card.heartbeatCheckingHelp");
-      } else if (view.kind === "noNews") {
-        const vars = { duration: duration(t, view.since / 1000) };
-        el.textContent = t("card.heartbeatNoNews", vars);
-        el.title = t("card.heartbeatNoNewsHelp", vars);
-      } else {
-        el.textContent = Number.isNaN(view.age) ? t("detail.none") : agoAtLeast(t, view.age);
-        el.removeAttribute("title");
-      }
-      el.dateTime = view.iso;
-    };
-    paint();
-    return subscribeClock(paint);
+  const paint = React.useCallback(() => {
+    const el = ref.current;
+    if (!el) return;
+    const view = read();
+    el.dataset.kind = view.kind;
+    // Rounded up: the text stands until the next tick, a second later,
+    // and must not read fresher than the truth meanwhile.
+    if (view.kind === "onTime") {
+      // The age is only the digest's bound: said as one, not as the age.
+      el.textContent = t("card.heartbeatOnTime");
+      el.title = t("card.heartbeatWithin", { n: Math.max(1, Math.ceil(view.age / 1000)) });
+    } else if (view.kind === "checking") {
+      // Not the record's write time as an age: it read as late.
+      el.textContent = t("card.heartbeatChecking");
+      el.title = t("card.heartbeatCheckingHelp");
+    } else if (view.kind === "noNews") {
+      const vars = { duration: duration(t, view.since / 1000) };
+      el.textContent = t("card.heartbeatNoNews", vars);
+      el.title = t("card.heartbeatNoNewsHelp", vars);
+    } else {
+      el.textContent = Number.isNaN(view.age) ? t("detail.none") : agoAtLeast(t, view.age);
+      el.removeAttribute("title");
+    }
+    el.dateTime = view.iso;
   }, [read, t]);
+  // On every render, not only when `read` changes: the card re-renders
+  // when the instance goes down or leaves, with the same heartbeat, and
+  // "on time" must not stand beside a red badge until the next tick.
+  React.useLayoutEffect(paint);
+  React.useEffect(() => subscribeClock(paint), [paint]);
   return <time ref={ref} dateTime={at} />;
 }
 
