@@ -1,5 +1,5 @@
 // ServiceInstanceCard: one instance on the dashboard — id, service, status,
-// version, a ticking heartbeat age, its role in its sticky group (the API's
+// version, a ticking heartbeat age, why it is unhealthy and since when, its role in its sticky group (the API's
 // truth: leader with epoch, or standby), calls/s and p99 from the metrics
 // feed. An instance that left stays as "gone" for a while. The whole card
 // is one link (one tab stop) to the instance's detail page.
@@ -21,6 +21,7 @@ import { useI18n } from "@/lib/i18n";
 import { reasonKey } from "@/lib/status-reason";
 import { HeartbeatAge, Since } from "./heartbeat-age";
 import { isDegraded, ServiceStatusBadge } from "./service-status-badge";
+import { StatusSince } from "./status-since";
 
 export interface ServiceInstanceCardProps {
   entry: InstanceEntry;
@@ -145,6 +146,7 @@ function ServiceInstanceCardImpl({ entry }: ServiceInstanceCardProps) {
       {reasonText && !gone ? (
         <p className="text-xs font-medium text-danger-strong" data-testid="status-reason">
           {reasonText}
+          <StatusSince since={i.statusSince} />
         </p>
       ) : null}
       <div className="mt-auto flex items-center gap-2 border-t border-border pt-2 text-xs text-muted-foreground" data-testid="live-figures">

@@ -15,6 +15,7 @@ import { Tabs, TabsContent, TabsList, TabsTrigger } from "@/components/ui/tabs";
 import { FeedIndicator } from "@/components/live/feed-indicator";
 import { HeartbeatAge } from "@/components/dashboard/heartbeat-age";
 import { isDegraded, ServiceStatusBadge } from "@/components/dashboard/service-status-badge";
+import { StatusSince } from "@/components/dashboard/status-since";
 import { PageTitle } from "@/components/shell/page-title";
 import { InstanceStoreContext, useLatestMetrics } from "@/hooks/use-instance-store";
 import { useLiveInstances } from "@/hooks/use-live-instances";
@@ -115,8 +116,9 @@ export function InstanceDetail() {
           <FeedIndicator state={feed} className="ml-auto" />
         </div>
         {i.statusReason && !gone ? (
-          <p className="text-sm font-medium text-danger-strong">
+          <p className="text-sm font-medium text-danger-strong" data-testid="status-reason">
             {reasonKey(i.statusReason) ? t(reasonKey(i.statusReason)!) : i.statusReason}
+            <StatusSince since={i.statusSince} />
           </p>
         ) : null}
         <dl className="grid grid-cols-2 gap-x-6 gap-y-3 text-sm sm:grid-cols-4">

@@ -119,6 +119,7 @@ export const en = {
   "card.heartbeat": "Heartbeat",
   "card.heartbeatOnTime": "on time",
   "card.heartbeatWithin": "A sign of life within the last {n} s",
+  "card.statusSince": "for {duration}, since {time}",
   "card.heartbeatChecking": "checking…",
   "card.heartbeatCheckingHelp": "Waiting for the monitor's first digest (every 2 s) to say whether it beats on time.",
   "card.heartbeatNoNews": "unknown: no news for {duration}",

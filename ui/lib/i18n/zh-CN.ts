@@ -119,6 +119,7 @@ export const zhCN: Catalogue = {
   "card.heartbeat": "心跳",
   "card.heartbeatOnTime": "按时",
   "card.heartbeatWithin": "最近 {n} 秒内有过存活信号",
+  "card.statusSince": "已持续 {duration}（自 {time} 起）",
   "card.heartbeatChecking": "检查中…",
   "card.heartbeatCheckingHelp": "正在等待监控服务的第一份摘要（每 2 秒一次），以确认其心跳是否按时。",
   "card.heartbeatNoNews": "未知：已 {duration}没有新消息",

@@ -1,0 +1,28 @@
+// StatusSince: since when an instance has had the status its reason
+// explains — "for 2 min 5 s, since 08:48:33" — from the API's
+// `statusSince`, on the page's shared one-second clock. Shown beside the
+// reason (as `aegis status` says "for Ns (since …)").
+"use client";
+
+import { useNow } from "@/hooks/use-now";
+import { clockOrDate, duration } from "@/lib/format";
+import { useI18n } from "@/lib/i18n";
+import { cn } from "@/lib/utils";
+
+export interface StatusSinceProps {
+  /** The instance's `statusSince` (RFC 3339). */
+  since: string;
+  className?: string;
+}
+
+export function StatusSince({ since, className }: StatusSinceProps) {
+  const { t, locale } = useI18n();
+  const now = useNow();
+  const at = Date.parse(since);
+  if (Number.isNaN(at)) return null;
+  return (
+    <span data-testid="status-since" className={cn("block font-normal text-muted-foreground", className)}>
+      <time dateTime={since}>{t("card.statusSince", { duration: duration(t, (now - at) / 1000), time: clockOrDate(at, locale, now) })}</time>
+    </span>
+  );
+}
