@@ -1,5 +1,6 @@
 // AlertDialog on Radix AlertDialog: a confirmation that must be answered
-// (no click-outside dismiss); Cancel gets the initial focus.
+// (no click-outside dismiss); Cancel gets the initial focus. Closed, it
+// gives the focus back to the control that opened it (`useReturnFocus`).
 "use client";
 
 import * as React from "react";
@@ -7,25 +8,30 @@ import { AlertDialog as AlertPrimitive } from "radix-ui";
 
 import { cn } from "@/lib/utils";
 import { buttonVariants } from "./button";
+import { useReturnFocus } from "./return-focus";
 
 export const AlertDialog = AlertPrimitive.Root;
 
 export const AlertDialogContent = React.forwardRef<
   React.ComponentRef<typeof AlertPrimitive.Content>,
   React.ComponentPropsWithoutRef<typeof AlertPrimitive.Content>
->(({ className, ...props }, ref) => (
-  <AlertPrimitive.Portal>
-    <AlertPrimitive.Overlay className="fixed inset-0 z-50 bg-black/50" />
-    <AlertPrimitive.Content
-      ref={ref}
-      className={cn(
-        "fixed left-1/2 top-1/2 z-50 grid w-[calc(100%-2rem)] max-w-md -translate-x-1/2 -translate-y-1/2 gap-4 rounded-lg border border-border bg-background p-6 shadow-lg",
-        className,
-      )}
-      {...props}
-    />
-  </AlertPrimitive.Portal>
-));
+>(({ className, onOpenAutoFocus, onCloseAutoFocus, ...props }, ref) => {
+  const focus = useReturnFocus({ onOpenAutoFocus, onCloseAutoFocus });
+  return (
+    <AlertPrimitive.Portal>
+      <AlertPrimitive.Overlay className="fixed inset-0 z-50 bg-black/50" />
+      <AlertPrimitive.Content
+        ref={ref}
+        className={cn(
+          "fixed left-1/2 top-1/2 z-50 grid w-[calc(100%-2rem)] max-w-md -translate-x-1/2 -translate-y-1/2 gap-4 rounded-lg border border-border bg-background p-6 shadow-lg",
+          className,
+        )}
+        {...props}
+        {...focus}
+      />
+    </AlertPrimitive.Portal>
+  );
+});
 AlertDialogContent.displayName = "AlertDialogContent";
 
 export const AlertDialogTitle = React.forwardRef<
