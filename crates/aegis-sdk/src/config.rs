@@ -485,7 +485,7 @@ impl Default for NatsConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamLimits {
-    /// Oldest message kept.
+    /// Oldest message kept (at most [`MAX_STREAM_AGE`], a century).
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
     /// Most bytes stored (per replica), at least 1 MiB.
@@ -503,32 +503,61 @@ impl StreamLimits {
         }
     }
 
-    fn validate(&self, field: &'static str) -> Result<(), ConfigError> {
-        if self.max_age.is_zero() {
-            return Err(invalid(field, "max_age must be greater than zero"));
+    /// Checks the limits of the stream whose fields are named `fields`.
+    fn validate(&self, fields: &LimitFields) -> Result<(), ConfigError> {
+        if self.max_age.is_zero() || self.max_age > MAX_STREAM_AGE {
+            return Err(invalid(
+                fields.max_age,
+                "must be greater than zero and at most a century (36500d): the server \
+                 holds a stream's age in nanoseconds in an i64",
+            ));
         }
         if self.max_bytes < MIN_STREAM_BYTES || self.max_bytes > i64::MAX as u64 {
             return Err(invalid(
-                field,
+                fields.max_bytes,
                 format!(
-                    "max_bytes must be between {MIN_STREAM_BYTES} (1 MiB) and {}",
+                    "must be between {MIN_STREAM_BYTES} (1 MiB) and {}",
                     i64::MAX
                 ),
             ));
         }
         if self.max_messages == 0 || self.max_messages > i64::MAX as u64 {
             return Err(invalid(
-                field,
-                format!("max_messages must be between 1 and {}", i64::MAX),
+                fields.max_messages,
+                format!("must be between 1 and {}", i64::MAX),
             ));
         }
         Ok(())
     }
 }
 
+/// The dotted names of one stream's limits, for the errors.
+struct LimitFields {
+    max_age: &'static str,
+    max_bytes: &'static str,
+    max_messages: &'static str,
+}
+
+/// [`LimitFields`] of the stream `streams.$name`.
+macro_rules! limit_fields {
+    ($name:literal) => {
+        LimitFields {
+            max_age: concat!("streams.", $name, ".max_age"),
+            max_bytes: concat!("streams.", $name, ".max_bytes"),
+            max_messages: concat!("streams.", $name, ".max_messages"),
+        }
+    };
+}
+
 /// The smallest `max_bytes` a stream may have: one message of the server's
 /// default maximum size must fit.
 pub const MIN_STREAM_BYTES: u64 = 1024 * 1024;
+
+/// The longest `max_age` a stream may have: a century. Longer is refused
+/// when the configuration is checked, for the server holds an age in
+/// nanoseconds in an `i64` (about 292 years) and calls one past it
+/// negative.
+pub const MAX_STREAM_AGE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 const MIB: u64 = 1024 * 1024;
 const HOUR: Duration = Duration::from_secs(3600);
@@ -571,11 +600,11 @@ impl Default for StreamsConfig {
 
 impl StreamsConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        self.events.validate("streams.events")?;
-        self.commands.validate("streams.commands")?;
-        self.dead_letter.validate("streams.dead_letter")?;
-        self.metrics.validate("streams.metrics")?;
-        self.log.validate("streams.log")
+        self.events.validate(&limit_fields!("events"))?;
+        self.commands.validate(&limit_fields!("commands"))?;
+        self.dead_letter.validate(&limit_fields!("dead_letter"))?;
+        self.metrics.validate(&limit_fields!("metrics"))?;
+        self.log.validate(&limit_fields!("log"))
     }
 }
 
@@ -1204,17 +1233,26 @@ mod tests {
             assert!(matches!(
                 ConfigLoader::new().file("c.toml").load(),
                 Err(ConfigError::Invalid {
-                    field: "streams.events",
+                    field: "streams.events.max_bytes",
                     ..
                 })
             ));
             Ok(())
         });
         for (broken, field) in [
-            (StreamLimits::new(Duration::ZERO, MIB, 1), "streams.events"),
-            (StreamLimits::new(DAY, 1000, 1), "streams.events"),
-            (StreamLimits::new(DAY, u64::MAX, 1), "streams.events"),
-            (StreamLimits::new(DAY, MIB, 0), "streams.events"),
+            (
+                StreamLimits::new(Duration::ZERO, MIB, 1),
+                "streams.events.max_age",
+            ),
+            (StreamLimits::new(DAY, 1000, 1), "streams.events.max_bytes"),
+            (
+                StreamLimits::new(DAY, u64::MAX, 1),
+                "streams.events.max_bytes",
+            ),
+            (
+                StreamLimits::new(DAY, MIB, 0),
+                "streams.events.max_messages",
+            ),
         ] {
             let mut c = AegisConfig::default();
             c.streams.events = broken;
@@ -1228,10 +1266,51 @@ mod tests {
         assert!(matches!(
             c.validate(),
             Err(ConfigError::Invalid {
-                field: "streams.log",
+                field: "streams.log.max_messages",
                 ..
             })
         ));
+    }
+
+    /// A `max_age` the server cannot hold (its nanoseconds overflow an
+    /// `i64`, and the server calls it negative) is refused at load, with
+    /// the field named, for every stream.
+    #[test]
+    fn a_stream_age_past_the_bound_is_refused_with_its_field() {
+        let years = |n: u64| Duration::from_secs(n * 365 * 24 * 3600);
+        type Pick = fn(&mut StreamsConfig) -> &mut StreamLimits;
+        let streams: [(Pick, &str); 5] = [
+            (|s| &mut s.events, "streams.events.max_age"),
+            (|s| &mut s.commands, "streams.commands.max_age"),
+            (|s| &mut s.dead_letter, "streams.dead_letter.max_age"),
+            (|s| &mut s.metrics, "streams.metrics.max_age"),
+            (|s| &mut s.log, "streams.log.max_age"),
+        ];
+        for (pick, field) in streams {
+            for age in [
+                years(400),
+                MAX_STREAM_AGE + Duration::from_nanos(1),
+                Duration::MAX,
+            ] {
+                let mut c = AegisConfig::default();
+                pick(&mut c.streams).max_age = age;
+                let err = c.validate().unwrap_err();
+                assert!(
+                    matches!(&err, ConfigError::Invalid { field: f, .. } if *f == field),
+                    "{age:?}: {err:?}"
+                );
+            }
+            let mut c = AegisConfig::default();
+            pick(&mut c.streams).max_age = MAX_STREAM_AGE;
+            c.validate().unwrap();
+        }
+        assert!(MAX_STREAM_AGE.as_nanos() < i64::MAX as u128);
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("old.toml", "[streams.events]\nmax_age = \"400years\"\nmax_bytes = 1073741824\nmax_messages = 1000\n")?;
+            let err = ConfigLoader::new().file("old.toml").load().unwrap_err();
+            assert!(err.to_string().contains("streams.events.max_age"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]
