@@ -268,6 +268,44 @@ mod tests {
         assert_eq!(signer.revoked().len(), 1);
     }
 
+    /// A cookie has one spelling: its MAC (the one field the MAC does not
+    /// cover) is accepted only as lower-case hex, so neither an upper-cased
+    /// copy nor a `+`-signed one gets past a sign-out, nor is accepted at all.
+    #[test]
+    fn only_the_issued_spelling_of_a_cookie_is_accepted() {
+        let t = tokens();
+        let signer = SessionSigner::new(Some("s"), Duration::from_secs(60));
+        let entry = t.verify("viewer-token-0123456789").unwrap().clone();
+        let now = Utc::now();
+        // A cookie whose MAC has a letter, and a byte below 0x10 (its hex
+        // pair starts with `0`, which `+` used to stand in for).
+        let (value, zero_pair) = (0..1000)
+            .find_map(|_| {
+                let (value, _) = signer.issue(&entry, now);
+                let mac = value.rsplit_once('.').unwrap().1.to_owned();
+                let pair = (0..mac.len())
+                    .step_by(2)
+                    .find(|&i| mac.as_bytes()[i] == b'0')?;
+                mac.bytes()
+                    .any(|b| b.is_ascii_alphabetic())
+                    .then(|| (value.clone(), value.len() - mac.len() + pair))
+            })
+            .expect("a MAC with a letter and a byte below 0x10");
+        let (payload, mac) = value.rsplit_once('.').unwrap();
+        let upper = format!("{payload}.{}", mac.to_ascii_uppercase());
+        let mut plus = value.clone();
+        plus.replace_range(zero_pair..=zero_pair, "+");
+        assert!(signer.verify(&value, &t, now).is_some());
+        for spelling in [&upper, &plus] {
+            assert!(signer.verify(spelling, &t, now).is_none(), "{spelling}");
+            assert!(!signer.revoke(spelling, &t, now), "{spelling}");
+        }
+        assert!(signer.revoke(&value, &t, now));
+        for spelling in [&value, &upper, &plus] {
+            assert!(signer.verify(spelling, &t, now).is_none(), "{spelling}");
+        }
+    }
+
     #[test]
     fn finds_the_cookie_among_others() {
         assert_eq!(cookie_value("a=1; aegis_session=xyz; b=2"), Some("xyz"));

@@ -44,13 +44,24 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// The bytes `s` spells in lower-case hex, as [`hex`] writes them; `None`
+/// for anything else (odd length, upper case, a sign, a space). Each value
+/// has exactly one accepted spelling: a session cookie is signed out by its
+/// text, so a second spelling of its MAC would outlive the sign-out.
 pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || !s.is_ascii() {
+    fn digit(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+    if !s.len().is_multiple_of(2) {
         return None;
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+    s.as_bytes()
+        .chunks_exact(2)
+        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
         .collect()
 }
 
@@ -293,5 +304,16 @@ mod tests {
         assert_eq!(unhex(&hex(&[0, 1, 254, 255])).unwrap(), [0, 1, 254, 255]);
         assert!(unhex("abc").is_none());
         assert!(unhex("zz").is_none());
+    }
+
+    /// Hex has one spelling: lower-case digits, no sign. A `+` or an
+    /// upper-case digit would give one value several texts (a session
+    /// cookie's MAC, signed out by its text, came back upper-cased).
+    #[test]
+    fn unhex_takes_only_lower_case_digits() {
+        assert_eq!(unhex("0aff").unwrap(), [0x0a, 0xff]);
+        for other in ["0AFF", "0aFf", "+aff", "0a+f", "-aff", " aff", "0a f"] {
+            assert!(unhex(other).is_none(), "{other}");
+        }
     }
 }
