@@ -1,10 +1,16 @@
 //! The monitor's NATS resources and how it reads recent stream messages.
 //!
-//! At start [`ensure_resources`] opens (or creates) the `service_definitions`
-//! bucket and the `AEGIS_METRICS` and `AEGIS_LOG` streams (bounded by the
-//! `streams.metrics` and `streams.log` limits of the NATS configuration),
-//! and refuses a definitions bucket that cannot work (one that expires its
-//! entries).
+//! The operator creates the `service_definitions` bucket and the
+//! `AEGIS_METRICS` and `AEGIS_LOG` streams ([`ensure_infrastructure`], run
+//! by `aegis init`, which `aegis up` and the Helm chart's init Job run),
+//! bounded by the `streams.metrics` and `streams.log` limits of the NATS
+//! configuration. At start [`ensure_resources`] opens them and refuses a
+//! definitions bucket that cannot work (one that expires its entries). It
+//! never changes an existing stream; one that is missing it creates only
+//! where its NATS user may (a server without users, as in a test): the
+//! monitor's user in `aegis up` and the chart may not, since a create or
+//! update also chooses a stream's subjects, sources and mirrors. A missing
+//! one is then an error that names `aegis init`.
 //!
 //! [`tail`] reads the newest messages of one subject since a start point
 //! without listing or scanning everything: it creates an ephemeral pull
@@ -81,18 +87,59 @@ pub(crate) struct Resources {
     pub(crate) logs: Stream,
 }
 
-/// Opens or creates the definitions bucket and the metrics and log streams.
+/// Who opens the bucket and streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opener {
+    /// `aegis init`: creates what is missing, bounds a stream without limits.
+    Operator,
+    /// The monitor at start: opens what exists, changes nothing, creates
+    /// what is missing only where its user may.
+    Monitor,
+}
+
+/// A bucket or stream the monitor found missing and could not create.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{what} is missing (or not answering) and the monitor may not create it: \
+     run `aegis init` as the operator (`aegis up` and the Helm chart's init Job do)"
+)]
+struct NotCreated {
+    what: &'static str,
+    #[source]
+    source: async_nats::Error,
+}
+
+fn not_created(what: &'static str, source: impl Into<async_nats::Error>) -> SetupError {
+    SetupError::Open {
+        what,
+        source: Box::new(NotCreated {
+            what,
+            source: source.into(),
+        }),
+    }
+}
+
+/// Opens the definitions bucket and the metrics and log streams, as the
+/// monitor does at start.
 pub(crate) async fn ensure_resources(
     js: &jetstream::Context,
     config: &MonitorConfig,
 ) -> Result<Resources, SetupError> {
-    ensure_resources_with(js, &config.nats, config.definitions_history).await
+    open_resources(
+        js,
+        &config.nats,
+        config.definitions_history,
+        Opener::Monitor,
+    )
+    .await
 }
 
 /// Creates the monitor's bucket and streams where missing —
 /// `service_definitions` (keeping `definitions_history` changes per
 /// definition), `AEGIS_METRICS` and `AEGIS_LOG` — with the replicas and
-/// stream limits of `nats`. `aegis init` runs it; the monitor does at start.
+/// stream limits of `nats`, and bounds a stream of them that has no
+/// limits. `aegis init` runs it, as the operator; the monitor itself only
+/// opens them.
 ///
 /// ```no_run
 /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_monitor::SetupError> {
@@ -108,15 +155,16 @@ pub async fn ensure_infrastructure(
     nats: &aegis_sdk::AegisConfig,
     definitions_history: i64,
 ) -> Result<(), SetupError> {
-    ensure_resources_with(js, nats, definitions_history)
+    open_resources(js, nats, definitions_history, Opener::Operator)
         .await
         .map(drop)
 }
 
-async fn ensure_resources_with(
+async fn open_resources(
     js: &jetstream::Context,
     nats: &aegis_sdk::AegisConfig,
     definitions_history: i64,
+    opener: Opener,
 ) -> Result<Resources, SetupError> {
     let replicas = nats.nats.replicas;
     let definitions = match js.get_key_value(DEFINITIONS_BUCKET).await {
@@ -131,11 +179,15 @@ async fn ensure_resources_with(
                 ..Default::default()
             };
             // Another replica may have created it meanwhile: it is found.
+            let what = "bucket service_definitions";
             aegis_sdk::streams::create_or_find_bucket(js, config)
                 .await
-                .map_err(|e| SetupError::Open {
-                    what: "bucket service_definitions",
-                    source: e.into(),
+                .map_err(|e| match opener {
+                    Opener::Operator => SetupError::Open {
+                        what,
+                        source: e.into(),
+                    },
+                    Opener::Monitor => not_created(what, e),
                 })?
         }
     };
@@ -171,6 +223,7 @@ async fn ensure_resources_with(
             &limits.metrics,
         ),
         "stream AEGIS_METRICS",
+        opener,
     )
     .await?;
     let logs = ensure_stream(
@@ -191,6 +244,7 @@ async fn ensure_resources_with(
             &limits.log,
         ),
         "stream AEGIS_LOG",
+        opener,
     )
     .await?;
     Ok(Resources {
@@ -200,14 +254,35 @@ async fn ensure_resources_with(
     })
 }
 
+/// The operator: opens or creates the stream and bounds it when it has no
+/// limits. The monitor: opens it as it is (a stream without limits is
+/// logged: `aegis init` bounds it), and creates it only when missing.
 async fn ensure_stream(
     js: &jetstream::Context,
     config: stream::Config,
     what: &'static str,
+    opener: Opener,
 ) -> Result<Stream, SetupError> {
-    aegis_sdk::streams::ensure_stream(js, config)
-        .await
-        .map_err(|source| SetupError::Open { what, source })
+    if opener == Opener::Operator {
+        return aegis_sdk::streams::ensure_stream(js, config)
+            .await
+            .map_err(|source| SetupError::Open { what, source });
+    }
+    if let Ok(stream) = js.get_stream(&config.name).await {
+        let existing = &stream.cached_info().config;
+        if existing.max_bytes < 0 && existing.max_messages < 0 {
+            tracing::warn!(
+                stream = %config.name,
+                "the stream has no size limits and may fill the disk; `aegis init` (as the operator) bounds it"
+            );
+        }
+        return Ok(stream);
+    }
+    aegis_sdk::streams::with_placement_patience(&config.name, || {
+        js.get_or_create_stream(config.clone())
+    })
+    .await
+    .map_err(|e| not_created(what, e))
 }
 
 /// Where [`tail`] starts reading.

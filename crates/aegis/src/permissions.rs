@@ -23,8 +23,10 @@
 //!   its instances.
 //! - **The monitor** ([`Role::Monitor`], user `monitor`): reads the
 //!   registry, elections, metrics, logs and dead letters; writes only
-//!   service definitions; asks instances for their (redacted) config on
-//!   `aegis.control.*.*.config`, and nothing else of `aegis.control`.
+//!   service definitions; creates and changes no stream or bucket (the
+//!   operator's `aegis init` creates its own); asks instances for their
+//!   (redacted) config on `aegis.control.*.*.config`, and nothing else of
+//!   `aegis.control`.
 //! - **The operator** ([`Role::Operator`], user `operator`; `aegis up`,
 //!   `call`, `status`, `chaos`): calls any service, sends commands, owns
 //!   the JetStream API of the account (it creates the streams and buckets,
@@ -578,14 +580,16 @@ fn monitor_grants() -> Grants {
     let mut g = base();
     kv_read(&mut g, REGISTRY_BUCKET);
     kv_read(&mut g, ELECTIONS_BUCKET);
-    kv_own(&mut g, DEFINITIONS_BUCKET);
+    // Its bucket and its two streams are created (and bounded) by the
+    // operator (`aegis init`): a create or update would also let it choose
+    // their subjects, sources and mirrors, and so copy any bucket or any
+    // role's replies into them. It writes definitions and reads.
+    kv_read(&mut g, DEFINITIONS_BUCKET);
+    g.publish.push(format!("$KV.{DEFINITIONS_BUCKET}.>"));
     for stream in [METRICS_STREAM, LOG_STREAM] {
-        // The monitor creates (and keeps the limits of) these two streams.
-        g.publish.extend([
-            format!("$JS.API.STREAM.CREATE.{stream}"),
-            format!("$JS.API.STREAM.UPDATE.{stream}"),
-            format!("$JS.API.CONSUMER.DELETE.{stream}.*"),
-        ]);
+        // Its readers of these are the only consumers on them.
+        g.publish
+            .push(format!("$JS.API.CONSUMER.DELETE.{stream}.*"));
         stream_consume(&mut g, stream);
     }
     for stream in [EVENTS_STREAM, COMMANDS_STREAM] {

@@ -359,6 +359,90 @@ async fn a_service_uses_only_its_own_durable_consumers() {
     );
 }
 
+/// What a chain of errors says, each cause after the one it caused.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
+}
+
+/// The monitor reads and checks its streams and bucket but neither creates
+/// nor changes a stream: a `STREAM.UPDATE` of `AEGIS_LOG` with `sources`
+/// or more `subjects` would copy into it every bucket and every role's
+/// replies. `aegis init` (the operator) creates them; a monitor started
+/// where one is missing says so.
+#[tokio::test]
+async fn the_monitor_creates_and_changes_no_stream() {
+    let bus = Bus::start();
+    let operator = bus.operator().await;
+    let mut monitor = bus.probe("monitor").await;
+    for (attempt, subject, body) in [
+        (
+            "copy a bucket into AEGIS_LOG",
+            "$JS.API.STREAM.UPDATE.AEGIS_LOG",
+            &br#"{"name":"AEGIS_LOG","subjects":["aegis.log.>"],"sources":[{"name":"KV_risk_limits"}]}"#[..],
+        ),
+        (
+            "capture the operator's replies",
+            "$JS.API.STREAM.UPDATE.AEGIS_METRICS",
+            br#"{"name":"AEGIS_METRICS","subjects":["aegis.metrics.>","_INBOX_operator.>"]}"#,
+        ),
+        (
+            "create AEGIS_LOG",
+            "$JS.API.STREAM.CREATE.AEGIS_LOG",
+            br#"{"name":"AEGIS_LOG","subjects":["aegis.log.>","rpc.>"]}"#,
+        ),
+        (
+            "create the definitions bucket",
+            "$JS.API.STREAM.CREATE.KV_service_definitions",
+            br#"{"name":"KV_service_definitions","subjects":["$KV.service_definitions.>","_INBOX_operator.>"]}"#,
+        ),
+    ] {
+        monitor.publish_refused(attempt, subject, body).await;
+    }
+    let mut log = operator.jetstream().get_stream("AEGIS_LOG").await.unwrap();
+    let config = log.info().await.unwrap().config.clone();
+    assert_eq!(config.subjects, ["aegis.log.>"]);
+    assert!(config.sources.unwrap_or_default().is_empty());
+
+    // Started where AEGIS_LOG is missing, the monitor names the fix.
+    operator
+        .jetstream()
+        .delete_stream("AEGIS_LOG")
+        .await
+        .unwrap();
+    let started = aegis_monitor::AppState::start(
+        aegis_monitor::MonitorConfig {
+            nats: bus.config("monitor"),
+            admin_token: Some(Secret::new(ADMIN)),
+            ..Default::default()
+        },
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await;
+    let err = match started {
+        Ok(state) => {
+            state.shutdown().await;
+            panic!("the monitor started without AEGIS_LOG (it created it?)");
+        }
+        Err(e) => causes(&e),
+    };
+    println!("{:<20} start without AEGIS_LOG  REFUSED: {err}", "monitor");
+    assert!(
+        err.contains("AEGIS_LOG") && err.contains("aegis init"),
+        "{err}"
+    );
+    assert!(
+        operator.jetstream().get_stream("AEGIS_LOG").await.is_err(),
+        "the monitor created AEGIS_LOG"
+    );
+}
+
 #[tokio::test]
 async fn the_monitor_cannot_call_services_or_write_the_registry() {
     let bus = Bus::start();
