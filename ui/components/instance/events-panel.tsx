@@ -1,5 +1,7 @@
 // EventsPanel: the instance's lifecycle events and WARN/ERROR records,
-// newest first, re-read every few seconds and when its status changes.
+// newest first, re-read every few seconds and when its status changes. On
+// a phone the level and kind fold under the time, so the message is the
+// second column, on screen.
 "use client";
 
 import * as React from "react";
@@ -71,26 +73,35 @@ export function EventsPanel({ serviceName, instanceId, statusKey }: EventsPanelP
       ) : events.length === 0 ? (
         <p className="rounded-md border border-dashed border-border p-6 text-center text-sm text-muted-foreground">{t("events.empty")}</p>
       ) : (
-        <Table data-testid="events-table">
+        <Table data-testid="events-table" scrollLabel={t("events.table")}>
           <TableHeader>
             <TableRow>
               <TableHead scope="col">{t("events.time")}</TableHead>
-              <TableHead scope="col">{t("events.level")}</TableHead>
-              <TableHead scope="col">{t("events.kind")}</TableHead>
+              <TableHead scope="col" className="hidden sm:table-cell">
+                {t("events.level")}
+              </TableHead>
+              <TableHead scope="col" className="hidden sm:table-cell">
+                {t("events.kind")}
+              </TableHead>
               <TableHead scope="col">{t("events.message")}</TableHead>
             </TableRow>
           </TableHeader>
           <TableBody>
             {events.map((e, i) => (
               <TableRow key={`${e.timestamp}-${i}`} data-testid="event-row" data-kind={e.kind}>
-                <TableCell className="whitespace-nowrap font-mono text-xs">
+                <TableCell className="align-top font-mono text-xs sm:whitespace-nowrap sm:align-middle">
                   <time dateTime={e.timestamp}>{timeMs(e.timestamp, locale)}</time>
+                  {/* On a phone the level and kind columns fold in here, so the message stays on screen. */}
+                  <span className="mt-1 flex flex-col items-start gap-1 sm:hidden" data-testid="event-row-meta">
+                    <Badge variant={levelVariant(e.level)}>{e.level}</Badge>
+                    <span className="break-all">{e.kind}</span>
+                  </span>
                 </TableCell>
-                <TableCell>
+                <TableCell className="hidden sm:table-cell">
                   <Badge variant={levelVariant(e.level)}>{e.level}</Badge>
                 </TableCell>
-                <TableCell className="font-mono text-xs">{e.kind}</TableCell>
-                <TableCell className="min-w-64">
+                <TableCell className="hidden font-mono text-xs sm:table-cell">{e.kind}</TableCell>
+                <TableCell className="align-top sm:min-w-64 sm:align-middle">
                   {e.message}
                   {Object.keys(e.fields).length > 0 ? (
                     <span className="mt-1 block break-all font-mono text-xs text-muted-foreground">{JSON.stringify(e.fields)}</span>

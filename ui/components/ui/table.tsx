@@ -1,12 +1,22 @@
 // Table: semantic table elements with the shadcn spacing; wide tables
-// scroll inside their container on a phone.
+// scroll inside their container on a phone. Given a `scrollLabel`, that
+// container is a named region in the tab order, so a keyboard can scroll
+// it too (axe: scrollable-region-focusable).
 import * as React from "react";
 
 import { cn } from "@/lib/utils";
 
-export function Table({ className, ...props }: React.TableHTMLAttributes<HTMLTableElement>) {
+export interface TableProps extends React.TableHTMLAttributes<HTMLTableElement> {
+  /** The scroll container's name, for a table that may be wider than the screen. */
+  scrollLabel?: string;
+}
+
+export function Table({ className, scrollLabel, ...props }: TableProps) {
+  const scroll = scrollLabel
+    ? { role: "region", "aria-label": scrollLabel, tabIndex: 0, className: "w-full overflow-x-auto rounded-sm focus-visible:outline-none focus-visible:ring-2 focus-visible:ring-ring" }
+    : { className: "w-full overflow-x-auto" };
   return (
-    <div className="w-full overflow-x-auto">
+    <div {...scroll}>
       <table className={cn("w-full caption-bottom text-sm", className)} {...props} />
     </div>
   );

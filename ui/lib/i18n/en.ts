@@ -210,6 +210,7 @@ export const en = {
   "events.empty": "No events recorded for this instance.",
   "events.loading": "Loading events…",
   "events.error": "Could not load events: {message}",
+  "events.table": "Events table",
   "events.time": "Time",
   "events.level": "Level",
   "events.kind": "Kind",

@@ -210,6 +210,7 @@ export const zhCN: Catalogue = {
   "events.empty": "此实例没有记录到事件。",
   "events.loading": "正在加载事件…",
   "events.error": "无法加载事件：{message}",
+  "events.table": "事件表",
   "events.time": "时间",
   "events.level": "级别",
   "events.kind": "类型",
