@@ -33,7 +33,8 @@ export function Toaster({ closeLabel, regionLabel }: { closeLabel: string; regio
           </ToastPrimitive.Close>
         </ToastPrimitive.Root>
       ))}
-      <ToastPrimitive.Viewport className="fixed bottom-0 right-0 z-[100] flex w-full max-w-sm flex-col gap-2 p-4 outline-none" />
+      {/* Named in the page's language: Radix's default is English ("Notifications ({hotkey})"). */}
+      <ToastPrimitive.Viewport label={`${regionLabel} ({hotkey})`} className="fixed bottom-0 right-0 z-[100] flex w-full max-w-sm flex-col gap-2 p-4 outline-none" />
     </ToastPrimitive.Provider>
   );
 }
