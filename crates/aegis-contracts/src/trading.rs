@@ -93,6 +93,10 @@ pub enum ReasonCode {
     /// A limit order whose price does not reach the current quote (orders are
     /// immediate-or-cancel).
     LimitNotMarketable,
+    /// An order recorded but not decided in time (its `create_order` failed
+    /// and was not retried within order-service's bound): rejected rather
+    /// than filled later at another market.
+    Expired,
     /// A code this version does not know (sent by a newer service).
     #[serde(other)]
     Unknown,

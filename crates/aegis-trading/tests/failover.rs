@@ -2,8 +2,9 @@
 //! group `default`, a client creating orders without pause, and the leader
 //! crashing (then the next one stopping gracefully) mid-stream. No
 //! acknowledged order may be lost and none duplicated — in the store, in the
-//! events, or downstream in risk's positions. Also: a new leader finishes the
-//! orders its predecessor left pending, without anyone retrying them.
+//! events, or downstream in risk's positions. Also: a new leader completes
+//! the orders its predecessor left pending when their callers retry, and
+//! expires the others.
 
 mod common;
 
@@ -13,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use aegis_contracts::trading::{ORDER_GROUP, ORDER_SERVICE, RISK_SERVICE, Side};
+use aegis_contracts::trading::{ORDER_GROUP, ORDER_SERVICE, RISK_SERVICE, ReasonCode, Side};
 use aegis_sdk::{
     Connection,
     rpc::{CallOptions, ErrorCode, RpcError},
@@ -261,8 +262,12 @@ async fn failover_mid_stream_loses_no_acknowledged_order_and_duplicates_none() {
     pricing.shutdown().await.unwrap();
 }
 
+/// Orders a leader recorded but could not decide (risk was down) are the
+/// caller's to settle by a retry with the same client order id, on
+/// whichever instance leads by then: the new leader completes a retried
+/// one, and rejects as expired, unfilled, one nobody retried in time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_leader_finishes_orders_left_pending() {
+async fn a_new_leader_completes_retried_orders_left_pending_and_expires_the_others() {
     let nats = server();
     let conn = connect(&nats.url()).await;
     let events = Recorder::<Value>::start(&conn, "failover-tests", "order.*").await;
@@ -275,66 +280,99 @@ async fn a_new_leader_finishes_orders_left_pending() {
     )
     .await
     .unwrap();
-    let first = Instance::start(&nats.url(), 1).await.order;
+    let quick = || OrderOptions {
+        call_timeout: Duration::from_millis(500),
+        stale_after: Duration::from_secs(1),
+        expire_after: Duration::from_secs(4),
+        ..Default::default()
+    };
+    let first = Instance::start_with(&nats.url(), 1, quick()).await.order;
     eventually(PATIENCE, "order-1 leads", || async { is_leader(&first) }).await;
-    let second = Instance::start(&nats.url(), 2).await.order;
+    let second = Instance::start_with(&nats.url(), 2, quick()).await.order;
 
-    // Risk is down: the order is recorded, then the caller gives up.
-    let req = CreateOrder {
+    // Risk is down: both orders are recorded, and both callers told so.
+    let request = |client_order_id: &str| CreateOrder {
         symbol: "MSFT".into(),
         side: Side::Sell,
         quantity: 7,
         price: None,
-        client_order_id: "c-abandoned".into(),
+        client_order_id: client_order_id.into(),
     };
-    let failed = conn
-        .rpc()
-        .call_active::<_, Order>(
-            ORDER_SERVICE,
-            ORDER_GROUP,
-            "create_order",
-            &req,
-            &CallOptions::default(),
-        )
-        .await;
-    assert_eq!(failed.unwrap_err().code(), ErrorCode::ServiceUnavailable);
+    let (retried, abandoned) = (request("c-retried"), request("c-abandoned"));
+    let mut recorded = HashMap::new();
+    for req in [&retried, &abandoned] {
+        let failed = conn
+            .rpc()
+            .call_active::<_, Order>(
+                ORDER_SERVICE,
+                ORDER_GROUP,
+                "create_order",
+                req,
+                &CallOptions::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(failed.code(), ErrorCode::ServiceUnavailable);
+        let details = failed.remote().unwrap().details.clone().unwrap();
+        let order_id = details["order_id"].as_str().unwrap().to_owned();
+        recorded.insert(req.client_order_id.clone(), order_id);
+    }
     let (listed, _) = active::<_, OrderList>(&conn, "list_orders", &json!({}))
         .await
         .unwrap();
-    assert_eq!(listed.orders[0].status, OrderStatus::Pending);
-    let order_id = listed.orders[0].order_id.clone();
+    assert!(
+        listed
+            .orders
+            .iter()
+            .all(|o| o.status == OrderStatus::Pending)
+    );
 
-    // Risk comes back and leadership moves: the new leader finishes it.
+    // Risk comes back and leadership moves. The caller that retries gets
+    // its order completed by the new leader.
     let risk = risk::start(&conn, RiskOptions::default()).await.unwrap();
     first.shutdown().await.unwrap();
-    eventually(PATIENCE, "order-2 filled the abandoned order", || async {
-        let got = active::<_, Order>(&conn, "get_order", &json!({"order_id": order_id})).await;
-        matches!(got, Ok((order, _)) if order.status == OrderStatus::Filled)
-    })
-    .await;
-    let (order, served_by) = active::<_, Order>(&conn, "get_order", &json!({"order_id": order_id}))
+    let (done, served_by) = active::<_, Order>(&conn, "create_order", &retried)
         .await
         .unwrap();
     assert_eq!(served_by, "order-2");
-    assert_eq!(order.instance_id, "order-2");
+    assert_eq!(done.order_id, recorded["c-retried"]);
+    assert_eq!(done.status, OrderStatus::Filled);
     assert_eq!(
         second.service().metrics().snapshot(0).custom["orders_taken_over"],
         1.0
     );
 
-    barrier(&conn, &events, "order").await;
-    let filled = events
-        .events()
-        .into_iter()
-        .filter(|e| e.subject.action == "filled" && e.payload["order_id"] == order_id.as_str())
-        .count();
-    assert_eq!(filled, 1);
-
-    // A late retry by the caller gets that same order.
-    let (retried, _) = active::<_, Order>(&conn, "create_order", &req)
+    // The other is never filled: once past the bound, it expires.
+    let order_id = recorded["c-abandoned"].clone();
+    eventually(PATIENCE, "order-2 expired the abandoned order", || async {
+        let got = active::<_, Order>(&conn, "get_order", &json!({"order_id": order_id})).await;
+        matches!(got, Ok((order, _)) if order.status != OrderStatus::Pending)
+    })
+    .await;
+    let (expired, _) = active::<_, Order>(&conn, "get_order", &json!({"order_id": order_id}))
         .await
         .unwrap();
-    assert_eq!(retried.order_id, order_id);
+    assert_eq!(expired.status, OrderStatus::Rejected);
+    assert_eq!(expired.reasons[0].code, ReasonCode::Expired);
+    assert_eq!(expired.instance_id, "order-2");
+
+    barrier(&conn, &events, "order").await;
+    let count = |action: &str, order_id: &str| {
+        events
+            .events()
+            .into_iter()
+            .filter(|e| e.subject.action == action && e.payload["order_id"] == order_id)
+            .count()
+    };
+    assert_eq!(count("filled", &done.order_id), 1);
+    assert_eq!(count("filled", &order_id), 0);
+    assert_eq!(count("rejected", &order_id), 1);
+
+    // A late retry by its caller gets that same, expired order.
+    let (retried, _) = active::<_, Order>(&conn, "create_order", &abandoned)
+        .await
+        .unwrap();
+    assert_eq!(retried, expired);
     second.shutdown().await.unwrap();
     risk.shutdown().await.unwrap();
     pricing.shutdown().await.unwrap();
@@ -393,6 +431,7 @@ async fn a_deposed_leader_cannot_overwrite_its_successor() {
         lease: aegis_sdk::election::LeaseConfig::with_lease(Duration::from_secs(2)),
         call_timeout: Duration::from_secs(60),
         stale_after: Duration::from_secs(120),
+        expire_after: Duration::from_secs(240),
         ..Default::default()
     };
     let first = Instance::start_with(&nats.url(), 1, patient()).await.order;
@@ -423,25 +462,22 @@ async fn a_deposed_leader_cannot_overwrite_its_successor() {
     .await;
 
     // order-1 stops renewing its lease (a long pause, say) and order-2 takes
-    // over while order-1 still holds the request. order-2's sweep takes the
-    // pending order over under its newer epoch and asks risk; meanwhile the
-    // caller retries and order-2 works on the same order for it too (the
-    // two take turns on the symbol, so one of them asks risk first).
+    // over while order-1 still holds the request. The caller retries, and
+    // order-2 takes the pending order over under its newer epoch and asks
+    // risk (its sweep leaves a pending order to its caller until it
+    // expires).
     first.service().election().unwrap().pause_renewals(true);
     eventually(PATIENCE, "order-2 leads", || async { is_leader(&second) }).await;
     let retry = tokio::spawn({
         let (conn, req) = (conn.clone(), req.clone());
         async move { active::<_, Order>(&conn, "create_order", &req).await }
     });
-    eventually(
-        PATIENCE,
-        "the sweep or the retry asks risk",
-        || async { risk_calls() >= 2 },
-    )
+    eventually(PATIENCE, "the retry asks risk", || async {
+        risk_calls() >= 2
+    })
     .await;
 
-    // Both writers on order-2 go on: one records the decision, the other
-    // loses the compare-and-set, reads the decision and answers it.
+    // The retry on order-2 goes on and records the decision.
     later_gate.add_permits(100);
     let (decided, served_by) = retry.await.unwrap().unwrap();
     assert_eq!(served_by, "order-2");

@@ -46,6 +46,7 @@ fn patient(instance: &str) -> OrderOptions {
         lease: LeaseConfig::with_lease(Duration::from_secs(2)),
         call_timeout: Duration::from_secs(60),
         stale_after: Duration::from_secs(120),
+        expire_after: Duration::from_secs(240),
         ..Default::default()
     }
 }

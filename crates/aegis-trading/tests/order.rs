@@ -609,12 +609,15 @@ async fn an_order_interrupted_by_an_outage_resumes_on_retry() {
     let desk = order::start(&conn, OrderOptions::default()).await.unwrap();
     let req = market("c-outage", "TSLA", Side::Buy, 3);
 
-    // Risk is down: the order is recorded and announced, but not decided.
-    let failed = create(&conn, &req).await;
-    assert_eq!(code(failed), ErrorCode::ServiceUnavailable);
+    // Risk is down: the order is recorded and announced, but not decided;
+    // the error names it.
+    let failed = create(&conn, &req).await.unwrap_err();
+    assert_eq!(failed.code(), ErrorCode::ServiceUnavailable);
     let pending = list(&conn, json!({})).await;
     assert_eq!(pending.total, 1);
     assert_eq!(pending.orders[0].status, OrderStatus::Pending);
+    let details = failed.remote().unwrap().details.clone().unwrap();
+    assert_eq!(details["order_id"], pending.orders[0].order_id.as_str());
 
     // Risk is back: the retry finishes that same order.
     let risk = risk::start(&conn, RiskOptions::default()).await.unwrap();
@@ -635,10 +638,16 @@ async fn an_order_interrupted_by_an_outage_resumes_on_retry() {
     pricing.shutdown().await.unwrap();
 }
 
+/// An order recorded but whose `create_order` failed is not filled later
+/// behind its caller's back: the caller is told the order was recorded
+/// and how to settle it (retry with the same client order id), and
+/// unless it does so within the bound the order is rejected as expired,
+/// even though risk came back long before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_order_its_caller_gave_up_on_is_finished_by_the_leader() {
+async fn an_order_its_caller_gave_up_on_expires_rather_than_fills() {
     let nats = server();
     let conn = connect(&nats.url()).await;
+    let orders = Recorder::<Value>::start(&conn, "order-tests", "order.*").await;
     let pricing = pricing::start(
         &conn,
         PricingOptions {
@@ -653,6 +662,7 @@ async fn an_order_its_caller_gave_up_on_is_finished_by_the_leader() {
         OrderOptions {
             call_timeout: std::time::Duration::from_millis(500),
             stale_after: std::time::Duration::from_secs(1),
+            expire_after: std::time::Duration::from_secs(3),
             ..Default::default()
         },
     )
@@ -660,21 +670,53 @@ async fn an_order_its_caller_gave_up_on_is_finished_by_the_leader() {
     .unwrap();
 
     // Risk is down; the caller gets an error and never retries.
-    let failed = create(&conn, &market("c-gone", "AMZN", Side::Buy, 2)).await;
-    assert_eq!(code(failed), ErrorCode::ServiceUnavailable);
+    let failed = create(&conn, &market("c-gone", "AMZN", Side::Buy, 2))
+        .await
+        .unwrap_err();
+    assert_eq!(failed.code(), ErrorCode::ServiceUnavailable, "{failed}");
     let pending = list(&conn, json!({})).await.orders[0].clone();
     assert_eq!(pending.status, OrderStatus::Pending);
+    // The error names the recorded order and says how to settle it.
+    let details = failed.remote().unwrap().details.clone().unwrap();
+    assert_eq!(details["order_id"], pending.order_id.as_str(), "{details}");
+    assert_eq!(details["client_order_id"], "c-gone", "{details}");
+    let message = failed.to_string();
+    assert!(
+        message.contains("recorded") && message.contains("same client_order_id"),
+        "{message}"
+    );
 
-    // Once risk is back, the leader's sweep decides the order on its own.
+    // Risk is back at once; the leader's sweep does not fill the order but,
+    // past the bound, rejects it as expired.
     let risk = risk::start(&conn, RiskOptions::default()).await.unwrap();
-    eventually(PATIENCE, "the abandoned order is filled", || async {
+    eventually(PATIENCE, "the abandoned order expires", || async {
         let got: Order = active(&conn, "get_order", &json!({"order_id": pending.order_id}))
             .await
             .unwrap();
-        got.status == OrderStatus::Filled
+        got.status != OrderStatus::Pending
     })
     .await;
+    let got: Order = active(&conn, "get_order", &json!({"order_id": pending.order_id}))
+        .await
+        .unwrap();
+    assert_eq!(got.status, OrderStatus::Rejected, "{got:?}");
+    assert_eq!(got.reasons[0].code, ReasonCode::Expired, "{got:?}");
+    assert_eq!(got.fill_price, None);
+    // A late retry answers the expired order; nothing was ever filled.
+    let late = create(&conn, &market("c-gone", "AMZN", Side::Buy, 2))
+        .await
+        .unwrap();
+    assert_eq!(late, got);
+    barrier(&conn, &orders, "order").await;
+    let (_, filled, rejected) = order_events(&orders, &got.order_id);
+    assert_eq!((filled.len(), rejected.len()), (0, 1));
     assert_eq!(list(&conn, json!({})).await.total, 1);
+    let positions: Positions = conn
+        .rpc()
+        .call(RISK_SERVICE, "get_positions", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(positions.positions.get("AMZN"), None, "{positions:?}");
     desk.shutdown().await.unwrap();
     risk.shutdown().await.unwrap();
     pricing.shutdown().await.unwrap();

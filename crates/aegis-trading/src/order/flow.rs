@@ -11,8 +11,8 @@ use std::{
 use aegis_contracts::{
     models::{FieldError, ValidationErrors},
     trading::{
-        OrderCreated, OrderFilled, OrderRejected, TradingEvent, validate_client_order_id,
-        validate_symbol,
+        OrderCreated, OrderFilled, OrderRejected, Reason, ReasonCode, TradingEvent,
+        validate_client_order_id, validate_symbol,
     },
 };
 use aegis_sdk::{
@@ -24,7 +24,8 @@ use serde::{Serialize, de::DeserializeOwned};
 use tracing::{debug, warn};
 
 use super::{
-    METRIC_CREATED, METRIC_FILLED, METRIC_REJECTED, METRIC_REPLAYED, METRIC_TAKEN_OVER,
+    METRIC_CREATED, METRIC_EXPIRED, METRIC_FILLED, METRIC_REJECTED, METRIC_REPLAYED,
+    METRIC_TAKEN_OVER,
     model::{
         CreateOrder, GetOrder, ListOrders, MAX_LIST_LIMIT, Order, OrderList, OrderStatus, decide,
         trade_price,
@@ -47,6 +48,8 @@ pub(super) struct Desk {
     pub(super) pricing: String,
     pub(super) risk: String,
     pub(super) call_timeout: Duration,
+    /// See [`OrderOptions::expire_after`](super::OrderOptions::expire_after).
+    pub(super) expire_after: Duration,
     pub(super) counters: Counters,
     /// One turn per symbol: see [`Desk::judge`].
     pub(super) symbols: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -111,7 +114,10 @@ impl Desk {
                 return Err(reused(&req, order));
             }
             if order.status.is_final() {
-                return self.replay(&caller, *revision, order.clone()).await;
+                return self
+                    .replay(&caller, *revision, order.clone())
+                    .await
+                    .map_err(|e| self.recorded(e, order));
             }
         }
         // Quote before recording, so an unknown symbol leaves no order behind.
@@ -139,24 +145,60 @@ impl Desk {
                 }
             }
         };
-        if order.status.is_final() {
-            return self.replay(&caller, revision, order).await;
-        }
-        // `matches` compared symbols, but the quote must be of the order
-        // being decided, whatever a future change of `matches` allows.
-        let quote = if quote.symbol == order.symbol {
-            quote
-        } else {
-            self.quote(&caller, &order.symbol).await?
+        let recorded = order.clone();
+        let finished = async {
+            if order.status.is_final() {
+                return self.replay(&caller, revision, order).await;
+            }
+            // `matches` compared symbols, but the quote must be of the order
+            // being decided, whatever a future change of `matches` allows.
+            let quote = if quote.symbol == order.symbol {
+                quote
+            } else {
+                self.quote(&caller, &order.symbol).await?
+            };
+            self.finish(&caller, revision, order, &quote).await
         };
-        self.finish(&caller, revision, order, &quote).await
+        finished.await.map_err(|e| self.recorded(e, &recorded))
     }
 
-    /// Finishes the orders left pending — by older leaders, or by requests
-    /// of this one that gave up `stale_after` ago — so a new leader
-    /// continues where the last one stopped and no recorded order dangles;
-    /// likewise announces decided orders whose outcome is not on record as
-    /// announced.
+    /// `e`, said of an order that is recorded: which one, and that a retry
+    /// with the same client order id settles it — the caller must not take
+    /// the failure for "nothing happened" and place it again under a new
+    /// id, nor for a fill. Unless retried within `expire_after` of its
+    /// creation a pending order is rejected as expired, never filled later.
+    fn recorded(&self, e: WireError, order: &Order) -> WireError {
+        let mut details = match e.details.clone() {
+            Some(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        details.insert("order_id".into(), order.order_id.clone().into());
+        details.insert(
+            "client_order_id".into(),
+            order.client_order_id.clone().into(),
+        );
+        WireError::new(
+            e.code,
+            format!(
+                "{}; order {} was recorded: its outcome is decided by retrying with the same \
+                 client_order_id {} (idempotent); unless retried within {} s of its creation \
+                 it is rejected as expired, not filled",
+                e.message,
+                order.order_id,
+                order.client_order_id,
+                self.expire_after.as_secs()
+            ),
+        )
+        .with_details(serde_json::Value::Object(details))
+    }
+
+    /// Sees to the orders left unsettled, so no recorded order dangles:
+    /// announces decided orders whose outcome is not on record as announced
+    /// (left by older leaders, or by requests of this one that gave up
+    /// `stale_after` ago), and rejects as expired the pending ones older
+    /// than `expire_after`. A younger pending order is left to its caller's
+    /// retry: filling it here would trade behind the back of a caller told
+    /// that its order failed.
     /// Stops early when this instance no longer leads at `caller.epoch`;
     /// whatever is left, the next sweep or the next leader resumes.
     pub(super) async fn resume_pending(
@@ -165,9 +207,13 @@ impl Desk {
         stale_after: Duration,
         still_leading: impl Fn() -> bool,
     ) {
-        let stale_before = chrono::Utc::now()
-            - chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::MAX);
-        for order_id in self.store.unfinished(caller.epoch, stale_before) {
+        let now = chrono::Utc::now();
+        let before =
+            |d: Duration| now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        let due =
+            self.store
+                .unfinished(caller.epoch, before(stale_after), before(self.expire_after));
+        for order_id in due {
             if !still_leading() {
                 return;
             }
@@ -177,13 +223,72 @@ impl Desk {
         }
     }
 
-    async fn resume(&self, caller: &Caller, order_id: &str) -> Result<Order, WireError> {
+    async fn resume(&self, caller: &Caller, order_id: &str) -> Result<(), WireError> {
         let (revision, order) = self.reload(order_id, caller.epoch).await?;
         if order.status.is_final() {
-            return self.settle(caller, revision, order).await;
+            self.settle(caller, revision, order).await?;
+        } else if self.expired(&order) {
+            self.expire(caller, revision, order).await?;
         }
-        let quote = self.quote(caller, &order.symbol).await?;
-        self.finish(caller, revision, order, &quote).await
+        Ok(())
+    }
+
+    /// Whether `order` was created longer than `expire_after` ago.
+    fn expired(&self, order: &Order) -> bool {
+        chrono::Utc::now()
+            .signed_duration_since(order.created_at)
+            .to_std()
+            .is_ok_and(|age| age > self.expire_after)
+    }
+
+    /// Rejects the pending `order` as expired, fenced by `caller.epoch`;
+    /// if another writer decided it first, answers that decision.
+    async fn expire(
+        &self,
+        caller: &Caller,
+        mut revision: u64,
+        mut order: Order,
+    ) -> Result<Order, WireError> {
+        for _ in 0..3 {
+            if order.status.is_final() {
+                return self.replay(caller, revision, order).await;
+            }
+            if order.epoch > caller.epoch {
+                return Err(deposed());
+            }
+            let mut expired = order.clone();
+            expired.status = OrderStatus::Rejected;
+            expired.reasons = vec![Reason::new(
+                ReasonCode::Expired,
+                format!(
+                    "not decided within {} s of being recorded (its request failed and was \
+                     not retried in time)",
+                    self.expire_after.as_secs()
+                ),
+            )];
+            expired.updated_at = chrono::Utc::now();
+            expired.epoch = caller.epoch;
+            expired.instance_id = caller.instance_id.to_string();
+            expired.announced = false;
+            match self.store.replace(&expired, revision).await {
+                Ok(written) => {
+                    self.counters.add(METRIC_REJECTED, 1.0);
+                    self.counters.add(METRIC_EXPIRED, 1.0);
+                    // Its creation may never have been announced.
+                    self.publish(
+                        OrderCreated::event_id(&expired.order_id),
+                        &expired.created_event(),
+                    )
+                    .await?;
+                    return self.settle(caller, written, expired).await;
+                }
+                Err(StoreError::Changed) => {
+                    (revision, order) = self.reload(&order.order_id, caller.epoch).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Changed.into())
     }
 
     /// Takes a pending order to its decision, fenced by `caller.epoch`.
@@ -202,6 +307,11 @@ impl Desk {
         quote: &Quote,
     ) -> Result<Order, WireError> {
         for _ in 0..3 {
+            // Too late to trade: its caller gave up long ago (or never
+            // learnt it was recorded); a retry this late learns it expired.
+            if self.expired(&order) {
+                return self.expire(caller, revision, order).await;
+            }
             match self.try_finish(caller, revision, order, quote).await? {
                 Attempt::Decided(decided) => return Ok(decided),
                 Attempt::Lost(order_id) => {

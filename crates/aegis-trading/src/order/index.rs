@@ -35,6 +35,8 @@ struct Unsettled {
     /// Filled, its fill not yet announced: the positions risk judges by
     /// miss it until it is.
     filled: bool,
+    /// Not decided yet.
+    pending: bool,
 }
 
 /// The newest orders and every unsettled one.
@@ -98,6 +100,7 @@ impl Index {
                     epoch: order.epoch,
                     symbol: order.symbol.clone(),
                     filled: order.status == OrderStatus::Filled,
+                    pending: !order.status.is_final(),
                 },
             );
         }
@@ -127,14 +130,27 @@ impl Index {
         }
     }
 
-    /// Ids of the unsettled orders a leader at `epoch` should finish, oldest
-    /// first: those last written by an older leader, and its own not touched
-    /// since `stale_before` (their request gave up).
-    pub(crate) fn unfinished(&self, epoch: u64, stale_before: DateTime<Utc>) -> Vec<String> {
+    /// Ids of the unsettled orders a leader at `epoch` should see to,
+    /// oldest first: decided ones not announced, last written by an older
+    /// leader or by itself before `stale_before` (their request gave up);
+    /// pending ones created before `expire_before`, to be expired (a
+    /// younger pending order is its caller's to retry).
+    pub(crate) fn unfinished(
+        &self,
+        epoch: u64,
+        stale_before: DateTime<Utc>,
+        expire_before: DateTime<Utc>,
+    ) -> Vec<String> {
         let mut due: Vec<(&DateTime<Utc>, &String)> = self
             .unsettled
             .iter()
-            .filter(|(_, u)| u.epoch < epoch || (u.epoch == epoch && u.updated_at < stale_before))
+            .filter(|(_, u)| {
+                if u.pending {
+                    u.created_at < expire_before
+                } else {
+                    u.epoch < epoch || (u.epoch == epoch && u.updated_at < stale_before)
+                }
+            })
             .map(|(id, u)| (&u.created_at, id))
             .collect();
         due.sort();
@@ -243,25 +259,30 @@ mod tests {
         assert_eq!(index.unannounced_fills("MSFT"), ["o-00001"]);
         assert!(index.unannounced_fills("AAPL").is_empty(), "pending");
         let later = DateTime::from_timestamp(1_760_000_000, 0).unwrap();
-        assert_eq!(index.unfinished(2, later), ["o-00000", "o-00001"]);
-        assert_eq!(index.unfinished(1, later), ["o-00000", "o-00001"]);
         let long_ago = DateTime::from_timestamp(1_000_000_000, 0).unwrap();
+        assert_eq!(index.unfinished(2, later, later), ["o-00000", "o-00001"]);
+        assert_eq!(index.unfinished(1, later, later), ["o-00000", "o-00001"]);
         assert!(
-            index.unfinished(1, long_ago).is_empty(),
+            index.unfinished(1, long_ago, long_ago).is_empty(),
             "its own, not stale yet"
+        );
+        assert_eq!(
+            index.unfinished(2, long_ago, long_ago),
+            ["o-00001"],
+            "an older leader's decided order at once; a pending one only once it is due to expire"
         );
 
         // Settled: gone from the sweep's list.
         index.remember(3, order(1, OrderStatus::Filled, true));
-        assert_eq!(index.unfinished(2, later), ["o-00000"]);
+        assert_eq!(index.unfinished(2, later, later), ["o-00000"]);
         // A read of an older revision that arrives late may bring it back
         // for a moment (the sweep then reads it, finds it settled, and
         // remembers that); the watch delivers the newer one after it.
         index.remember(2, order(1, OrderStatus::Filled, false));
         index.remember(3, order(1, OrderStatus::Filled, true));
-        assert_eq!(index.unfinished(2, later), ["o-00000"]);
+        assert_eq!(index.unfinished(2, later, later), ["o-00000"]);
         index.remember(2, order(0, OrderStatus::Rejected, true));
-        assert!(index.unfinished(2, later).is_empty());
+        assert!(index.unfinished(2, later, later).is_empty());
         assert_eq!(index.len(), (10, 0));
     }
 }

@@ -22,8 +22,12 @@
 //!   or sweep later than that does not publish it again. Only a crash
 //!   between publishing and recording can repeat it, once, and risk-service
 //!   recognises a repeated fill within its own window.
-//! - A new leader finishes the orders its predecessors left pending, and a
-//!   leader those its own requests gave up on, even if nobody retries.
+//! - A leader announces the decided orders whose outcome its predecessors
+//!   (or its own requests that gave up) did not, even if nobody retries.
+//!   A pending order — its request failed after recording it, and the
+//!   error said so, naming it — is the caller's to settle by a retry with
+//!   the same client order id; one not retried within `expire_after`
+//!   (30 s) is rejected as `EXPIRED`, never filled later at another market.
 //!
 //! What keeps the position limit: risk-service counts an order once its
 //! fill comes back from `EVENTS`, so orders of one symbol take turns on the
@@ -37,7 +41,8 @@
 //! order (pending) → `events.order.created` → risk-service `assess_risk` →
 //! decide (filled or rejected) and record it → `events.order.filled` or
 //! `events.order.rejected` → record it as announced → answer. A failure at any step leaves the order
-//! pending; the caller's retry or the leader's sweep resumes it.
+//! pending, and the error names it; the caller's retry resumes it, or the
+//! leader's sweep expires it.
 //!
 //! This file wires the service; `flow.rs` holds those steps, [`model`] the
 //! records, requests and the [`decide`] rule, [`store`] the KV bucket.
@@ -84,6 +89,8 @@ pub const METRIC_REJECTED: &str = "orders_rejected";
 pub const METRIC_REPLAYED: &str = "orders_replayed";
 /// Counter: pending orders this instance took over from an older leader.
 pub const METRIC_TAKEN_OVER: &str = "orders_taken_over";
+/// Counter: pending orders rejected as expired (also counted as rejected).
+pub const METRIC_EXPIRED: &str = "orders_expired";
 
 /// How to run an order instance.
 #[derive(Debug, Clone)]
@@ -103,12 +110,21 @@ pub struct OrderOptions {
     /// [`RIDE_OUT`]); a shorter lease fails over faster and renews more
     /// often.
     pub lease: LeaseConfig,
-    /// How long an order of the current leader may stay pending before the
-    /// leader finishes it itself, its request having given up (default
-    /// 10 s, at least twice `call_timeout` so a request still at work is not
-    /// raced; the leader looks every half of it). Orders an older leader
-    /// left pending are finished as soon as leadership changes.
+    /// How long an order of the current leader may stay decided but not
+    /// announced before the leader announces it itself, its request having
+    /// given up (default 10 s, at least twice `call_timeout` so a request
+    /// still at work is not raced; the leader sweeps every half of it).
+    /// Orders an older leader left so are announced as soon as leadership
+    /// changes.
     pub stale_after: Duration,
+    /// How long a recorded order may stay pending — its `create_order`
+    /// failed after recording it — before the sweep rejects it with reason
+    /// `EXPIRED` (default 30 s, at least twice `call_timeout` so a request
+    /// still at work is not raced). Until then only a
+    /// retry with the same `client_order_id` decides it, at the market of
+    /// that moment; a retry after it answers the expired order. A pending
+    /// order is never filled behind its caller's back.
+    pub expire_after: Duration,
     /// How many of the newest orders the instance keeps in memory for
     /// `list_orders` (default 10 000, a few MB); older ones stay in the
     /// bucket, readable with `get_order`. Unsettled orders are kept
@@ -134,6 +150,7 @@ impl Default for OrderOptions {
             call_timeout: Duration::from_secs(2),
             lease: LeaseConfig::default().with_ride_out(RIDE_OUT),
             stale_after: Duration::from_secs(10),
+            expire_after: Duration::from_secs(30),
             index_capacity: 10_000,
         }
     }
@@ -180,12 +197,14 @@ pub async fn start(conn: &Connection, opts: OrderOptions) -> Result<Running, Tra
         pricing: opts.pricing_service,
         risk: opts.risk_service,
         call_timeout: opts.call_timeout,
+        expire_after: opts.expire_after,
         counters: Counters::new(&[
             METRIC_CREATED,
             METRIC_FILLED,
             METRIC_REJECTED,
             METRIC_REPLAYED,
             METRIC_TAKEN_OVER,
+            METRIC_EXPIRED,
         ]),
         symbols: Default::default(),
         newest_fill: Default::default(),
@@ -258,9 +277,10 @@ pub async fn start(conn: &Connection, opts: OrderOptions) -> Result<Running, Tra
     ))
 }
 
-/// While this instance leads, finishes the orders left pending: at once
-/// when it becomes leader (once the index holds every stored order), then
-/// every `stale_after / 2`. A request for one of them may race the sweep;
+/// While this instance leads, sees to the orders left unsettled (announces
+/// decided ones, expires pending ones past `expire_after`): at once when
+/// it becomes leader (once the index holds every stored order), then every
+/// `stale_after / 2`. A request for one of them may race the sweep;
 /// compare-and-set lets exactly one of the two decide it.
 async fn recover_while_leading(
     desk: Arc<Desk>,
@@ -327,6 +347,9 @@ fn validate(opts: &OrderOptions) -> Result<(), TradingError> {
     }
     if opts.stale_after < opts.call_timeout * 2 {
         return invalid("stale_after must be at least twice call_timeout".into());
+    }
+    if opts.expire_after < opts.call_timeout * 2 {
+        return invalid("expire_after must be at least twice call_timeout".into());
     }
     if let Err(e) = opts.lease.validate() {
         return invalid(e.to_string());

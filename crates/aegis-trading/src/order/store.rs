@@ -187,15 +187,20 @@ impl OrderStore {
         let _ = loaded.wait_for(|done| *done).await;
     }
 
-    /// Ids of the orders a leader at `epoch` should finish, oldest first:
-    /// pending (or decided, not yet announced) ones last written by an older
-    /// leader, and such ones of its own not touched since `stale_before`
-    /// (their request gave up).
-    pub(crate) fn unfinished(&self, epoch: u64, stale_before: DateTime<Utc>) -> Vec<String> {
+    /// Ids of the orders a leader at `epoch` should see to, oldest first:
+    /// decided ones not yet announced, last written by an older leader or
+    /// by itself before `stale_before` (their request gave up), and pending
+    /// ones created before `expire_before`.
+    pub(crate) fn unfinished(
+        &self,
+        epoch: u64,
+        stale_before: DateTime<Utc>,
+        expire_before: DateTime<Utc>,
+    ) -> Vec<String> {
         self.index
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .unfinished(epoch, stale_before)
+            .unfinished(epoch, stale_before, expire_before)
     }
 
     /// Ids of the filled orders of `symbol` whose fill is not announced yet
