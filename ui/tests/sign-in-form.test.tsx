@@ -53,6 +53,26 @@ describe("SignInForm", () => {
     expect(replace).not.toHaveBeenCalled();
   });
 
+  // The trial: a click on Sign in with a wrong token disabled the focused
+  // button while busy, the focus fell to <body>, and the error path never
+  // put it back: a keyboard user had to find the field again.
+  it.each([
+    [401, "UNAUTHORIZED", /that token is not valid/i],
+    [429, "TOO_MANY_REQUESTS", /too many sign-in attempts/i],
+    [503, "NOT_READY", /could not reach the monitor/i],
+  ])("puts the focus back on the token, selected, after a %i", async (status, code, message) => {
+    answer(status, code);
+    await signIn("wrong-token");
+    const alert = await screen.findByRole("alert");
+    expect(alert).toHaveTextContent(message);
+    const field = screen.getByLabelText(/token/i) as HTMLInputElement;
+    await vi.waitFor(() => expect(field).toHaveFocus());
+    expect([field.selectionStart, field.selectionEnd]).toEqual([0, "wrong-token".length]);
+    // The error is the field's description: read out with it.
+    expect(field).toHaveAccessibleDescription(alert.textContent!);
+    expect(field).toHaveAttribute("aria-invalid", "true");
+  });
+
   it("returns to the page the user came from, a filtered dashboard", async () => {
     window.history.replaceState(null, "", "/sign-in?next=%2F%3Fstatus%3DUNHEALTHY");
     vi.stubGlobal("fetch", vi.fn(async () => Response.json({ name: "admin", role: "admin" })));

@@ -1,7 +1,8 @@
 // SignInForm: exchanges an admin or viewer token for the API's session
 // cookie, then opens the page the user came from (`next`) or the
 // dashboard. Says why the user is here (session expired, signed out) and
-// what went wrong (invalid token, monitor down).
+// what went wrong (invalid token, monitor down), with the focus back on the
+// token, selected, to type it again.
 "use client";
 
 import * as React from "react";
@@ -27,6 +28,9 @@ export function SignInForm() {
   const [error, setError] = React.useState<string | null>(null);
   const [reason, setReason] = React.useState<string | null>(null);
   const next = React.useRef<string | null>(null);
+  const field = React.useRef<HTMLInputElement>(null);
+  /** Counts failed attempts: each puts the focus back on the token. */
+  const [failures, setFailures] = React.useState(0);
 
   React.useEffect(() => {
     // Read once from the address; a static export has no server to pass it.
@@ -35,6 +39,15 @@ export function SignInForm() {
     // eslint-disable-next-line react-hooks/set-state-in-effect
     setReason(params.get("reason"));
   }, []);
+
+  // The submit button was disabled while busy, which took the focus from
+  // it: after a failure it goes to the token, once the error is rendered
+  // as its description, so a screen reader reads both.
+  React.useEffect(() => {
+    if (failures === 0) return;
+    field.current?.focus();
+    field.current?.select();
+  }, [failures]);
 
   async function submit(e: React.FormEvent) {
     e.preventDefault();
@@ -53,6 +66,7 @@ export function SignInForm() {
         setError(t("signIn.failed", { message: err instanceof Error ? err.message : String(err) }));
       }
       setBusy(false);
+      setFailures((n) => n + 1);
     }
   }
 
@@ -83,6 +97,7 @@ export function SignInForm() {
             <div className="flex flex-col gap-2">
               <Label htmlFor="token">{t("signIn.token")}</Label>
               <Input
+                ref={field}
                 id="token"
                 name="token"
                 type="password"
