@@ -1,5 +1,8 @@
 // ConfigPanel: the instance's effective configuration, asked live from the
-// instance (secrets redacted by it), read-only, with copy.
+// instance (secrets redacted by it), read-only, with copy. An instance the
+// page shows down or gone is not asked (it cannot answer: the ask would
+// wait its 2 s for a 504); the tab says why at once, and asks on request.
+// The API's errors are said in the page's language.
 "use client";
 
 import * as React from "react";
@@ -8,21 +11,46 @@ import { Copy, RefreshCw } from "lucide-react";
 import { Button } from "@/components/ui/button";
 import { Skeleton } from "@/components/ui/skeleton";
 import { toast } from "@/hooks/use-toast";
-import { api } from "@/lib/api/client";
-import { useI18n } from "@/lib/i18n";
+import { api, ApiError } from "@/lib/api/client";
+import { useI18n, type MessageKey, type Translate } from "@/lib/i18n";
+
+/** Why an instance is not asked: its process is gone or hung, or it left. */
+export type NotAsked = "disconnected" | "unresponsive" | "gone";
 
 export interface ConfigPanelProps {
   serviceName: string;
   instanceId: string;
+  /** The instance cannot answer now: it is asked only on request. */
+  down?: NotAsked | null;
 }
 
-export function ConfigPanel({ serviceName, instanceId }: ConfigPanelProps) {
+const NOT_ASKED: Record<NotAsked, MessageKey> = {
+  disconnected: "config.notAsked.disconnected",
+  unresponsive: "config.notAsked.unresponsive",
+  gone: "config.notAsked.gone",
+};
+
+/** An error of the ask, in the page's language. */
+function errorText(t: Translate, e: unknown): string {
+  if (e instanceof ApiError) {
+    const ms = Number(e.details.timeoutMs);
+    if (e.code === "GATEWAY_TIMEOUT") return Number.isFinite(ms) && ms > 0 ? t("config.timeout", { ms }) : t("config.timeoutNoTime");
+    if (e.code === "BAD_GATEWAY") return t("config.badAnswer");
+    if (e.code === "INSTANCE_NOT_FOUND") return t("config.notFound");
+  }
+  return t("config.error", { message: e instanceof Error ? e.message : String(e) });
+}
+
+export function ConfigPanel({ serviceName, instanceId, down = null }: ConfigPanelProps) {
   const { t } = useI18n();
   const [text, setText] = React.useState<string | null>(null);
-  const [error, setError] = React.useState<string | null>(null);
+  const [error, setError] = React.useState<unknown>(null);
   const [attempt, setAttempt] = React.useState(0);
+  // Asked on request while down (the page remounts the panel when that changes).
+  const notAsked = down !== null && attempt === 0;
 
   React.useEffect(() => {
+    if (notAsked) return;
     let cancelled = false;
     /* eslint-disable react-hooks/set-state-in-effect -- asking again starts from nothing */
     setText(null);
@@ -31,11 +59,11 @@ export function ConfigPanel({ serviceName, instanceId }: ConfigPanelProps) {
     api
       .instanceConfig(serviceName, instanceId)
       .then((c) => !cancelled && setText(JSON.stringify(c.config, null, 2)))
-      .catch((e: Error) => !cancelled && setError(e.message));
+      .catch((e: unknown) => !cancelled && setError(e ?? new Error("unknown error")));
     return () => {
       cancelled = true;
     };
-  }, [serviceName, instanceId, attempt]);
+  }, [serviceName, instanceId, attempt, notAsked]);
 
   const copy = async () => {
     if (text === null) return;
@@ -67,9 +95,13 @@ export function ConfigPanel({ serviceName, instanceId }: ConfigPanelProps) {
           </Button>
         </div>
       </div>
-      {error ? (
+      {notAsked ? (
+        <p data-testid="config-not-asked" className="rounded-md border border-dashed border-border bg-muted p-3 text-sm text-muted-foreground">
+          {t(NOT_ASKED[down!])}
+        </p>
+      ) : error ? (
         <p role="alert" className="rounded-md border border-danger/40 bg-danger-muted p-3 text-sm text-danger-strong">
-          {t("config.error", { message: error })}
+          {errorText(t, error)}
         </p>
       ) : text === null ? (
         <div aria-busy="true">

@@ -26,7 +26,7 @@ import { instanceIdFromPath, serviceFromQuery } from "@/lib/instance-address";
 import { ownSnapshot, processDown } from "@/lib/instance-store";
 import { useI18n } from "@/lib/i18n";
 import { reasonKey } from "@/lib/status-reason";
-import { ConfigPanel } from "./config-panel";
+import { ConfigPanel, type NotAsked } from "./config-panel";
 import { EventsPanel } from "./events-panel";
 import { FailoverTimeline } from "./failover-timeline";
 import { MissingInstance } from "./missing-instance";
@@ -99,6 +99,8 @@ export function InstanceDetail() {
     [t("detail.heartbeat"), <HeartbeatAge key="hb" at={i.lastHeartbeat} service={i.serviceName} id={i.instanceId} />],
   ];
   const statusKey = `${i.status}:${i.epoch ?? ""}:${gone}`;
+  // An instance that cannot answer is not asked for its configuration.
+  const notAsked: NotAsked | null = gone ? "gone" : processDown(i) ? (i.statusReason as "disconnected" | "unresponsive") : null;
   const groupKey = snapshot.entries
     .filter((e) => e.instance.serviceName === i.serviceName && e.instance.stickyActiveGroup === i.stickyActiveGroup)
     .map((e) => `${e.instance.instanceId}:${e.instance.status}:${e.goneAt !== null}`)
@@ -145,7 +147,8 @@ export function InstanceDetail() {
           <LivePerformance serviceName={i.serviceName} instanceId={i.instanceId} />
         </TabsContent>
         <TabsContent value="config">
-          <ConfigPanel serviceName={i.serviceName} instanceId={i.instanceId} />
+          {/* Remounted when it goes down or comes back: asked again then. */}
+          <ConfigPanel key={notAsked ?? "up"} serviceName={i.serviceName} instanceId={i.instanceId} down={notAsked} />
         </TabsContent>
         <TabsContent value="events">
           <EventsPanel serviceName={i.serviceName} instanceId={i.instanceId} statusKey={statusKey} />
