@@ -38,8 +38,11 @@ pub(crate) const BUCKETS: [(&str, &str); 3] = [
 ];
 
 /// Opens `bucket` (one of [`BUCKETS`]), creating it (file storage, history
-/// 1, the connection's replicas) when it does not exist yet; a cluster whose
-/// peers are not all online yet is given a moment to place it.
+/// 1, the connection's replicas) when it does not exist yet and the user
+/// may (a server without users; the services' users of `aegis up` and the
+/// Helm chart may not: `aegis init` creates it, and the error says so); a
+/// cluster whose peers are not all online yet is given a moment to place
+/// it.
 pub(crate) async fn open_bucket(
     conn: &Connection,
     bucket: &str,
@@ -64,8 +67,25 @@ pub(crate) async fn open_bucket(
         .await
         .map_err(|e| TradingError::Store {
             bucket: bucket.to_owned(),
-            source: e.into(),
+            source: Box::new(NotCreated {
+                bucket: bucket.to_owned(),
+                source: e.into(),
+            }),
         })
+}
+
+/// A bucket that was missing and could not be created: under the users of
+/// `aegis up` and the Helm chart a service may not create one (a create
+/// also chooses the stream's subjects), `aegis init` does.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "bucket {bucket} is missing (or not answering) and this service may not create it: \
+     run `aegis init` as the operator (`aegis up` and the Helm chart's init Job do)"
+)]
+struct NotCreated {
+    bucket: String,
+    #[source]
+    source: async_nats::Error,
 }
 
 /// Follows `key` of `bucket` (wildcards allowed) with

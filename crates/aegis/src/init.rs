@@ -2,11 +2,17 @@
 //! services use, with the replicas asked for, and checks the ones that
 //! exist. `aegis up` and the Helm chart's install/upgrade Job run it.
 //!
-//! Why the services still create what is missing themselves: creating is
-//! idempotent and uses the same settings as here, so a service started
-//! before `aegis init` (a fresh local run, a test) works; what `init` adds
-//! is the check. An existing stream is never changed behind an operator's
-//! back by a service — but a stream with the wrong replica count (say R1
+//! Only the operator creates them where users apply (`aegis up`, the Helm
+//! chart): a stream create also chooses the stream's subjects, sources and
+//! mirrors, so the role table (`crate::permissions`) gives no service and
+//! not the monitor `STREAM.CREATE` or `STREAM.UPDATE`; the monitor and
+//! the example services, started where one of theirs is missing, fail
+//! naming `aegis init`. On a
+//! server without users (a local run, a test) the services and the
+//! monitor still create what is missing themselves, with the same
+//! settings as here; what `init` adds there is the check. An existing
+//! stream is never changed behind an operator's back by a service or the
+//! monitor — but a stream with the wrong replica count (say R1
 //! left from a single-node run, now on a 3-node cluster) loses data when
 //! its one node dies, so `init` refuses it and names the fix: `--fix`
 //! changes the replica count in place (JetStream copies the data to the new

@@ -114,7 +114,8 @@ pub struct ServiceRole {
     pub event_domains: Vec<String>,
     /// Services it calls over RPC.
     pub calls: Vec<String>,
-    /// KV buckets it owns (creates, reads and writes), e.g. `orders`.
+    /// KV buckets it owns (reads and writes; `aegis init` creates them),
+    /// e.g. `orders`.
     pub buckets: Vec<String>,
     /// The durable consumers on `EVENTS` it subscribes with, by name, as
     /// `aegis_sdk::events` names them: `{service}_{pattern suffix}` in
@@ -431,14 +432,14 @@ fn kv_read(g: &mut Grants, bucket: &str) {
     ]);
 }
 
-/// Owning KV bucket `bucket`: reading it, creating it (the SDK and the
-/// services create what they own when it is missing) and writing any key.
+/// Owning KV bucket `bucket`: reading it and writing any key. Not creating
+/// it: a create also chooses the stream's subjects, sources and mirrors,
+/// so while the bucket is missing (a restore, a fresh install whose
+/// service starts before the init Job) its owner could make it capture
+/// any subject. The operator's `aegis init` creates every bucket.
 fn kv_own(g: &mut Grants, bucket: &str) {
     kv_read(g, bucket);
-    g.publish.extend([
-        format!("$JS.API.STREAM.CREATE.KV_{bucket}"),
-        format!("$KV.{bucket}.>"),
-    ]);
+    g.publish.push(format!("$KV.{bucket}.>"));
 }
 
 /// Consuming from `stream` with consumers of any filter: create (or look

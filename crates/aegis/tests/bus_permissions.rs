@@ -443,6 +443,62 @@ async fn the_monitor_creates_and_changes_no_stream() {
     );
 }
 
+/// A service may not create the streams of the buckets it owns: a create
+/// also chooses the stream's subjects, so while a bucket is missing (a
+/// restore, a fresh install whose service starts before the init Job) its
+/// owner could make it capture the operator's replies or the control
+/// subjects. `aegis init` creates them; a service started where one is
+/// missing says so.
+#[tokio::test]
+async fn a_service_creates_no_bucket_and_names_the_fix_for_a_missing_one() {
+    let bus = Bus::start();
+    let operator = bus.operator().await;
+    operator
+        .jetstream()
+        .delete_stream("KV_risk_positions")
+        .await
+        .unwrap();
+    let mut risk = bus.probe("svc-risk-service").await;
+    risk.publish_refused(
+        "create its bucket capturing others' subjects",
+        "$JS.API.STREAM.CREATE.KV_risk_positions",
+        br#"{"name":"KV_risk_positions","subjects":["$KV.risk_positions.>","_INBOX_operator.>","aegis.control.>"]}"#,
+    )
+    .await;
+
+    let started = aegis_trading::risk::start(
+        &bus.sdk("svc-risk-service").await,
+        aegis_trading::risk::RiskOptions {
+            instance_id: Some("risk-1".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let err = match started {
+        Ok(risk) => {
+            risk.shutdown().await.unwrap();
+            panic!("risk-service started without its positions bucket (it created it?)");
+        }
+        Err(e) => causes(&e),
+    };
+    println!(
+        "{:<20} start without risk_positions  REFUSED: {err}",
+        "svc-risk-service"
+    );
+    assert!(
+        err.contains("risk_positions") && err.contains("aegis init"),
+        "{err}"
+    );
+    assert!(
+        operator
+            .jetstream()
+            .get_stream("KV_risk_positions")
+            .await
+            .is_err(),
+        "risk-service created its bucket"
+    );
+}
+
 #[tokio::test]
 async fn the_monitor_cannot_call_services_or_write_the_registry() {
     let bus = Bus::start();
