@@ -17,7 +17,8 @@ pub struct RiskLimits {
     pub max_order_quantity: i64,
     /// Largest quantity × price of one order (default 1 000 000).
     pub max_order_notional: f64,
-    /// Largest absolute net position per symbol after an order (default 50 000).
+    /// Largest absolute net position per symbol after an order (default
+    /// 50 000); an order that makes a position beyond it smaller passes.
     pub max_position: i64,
     /// Symbols that may be traded; empty allows every symbol (the default).
     #[serde(default)]
@@ -182,7 +183,9 @@ pub struct RiskAssessment {
 
 /// Judges `order` against `limits`, given the symbol's net `position`
 /// before the order. Every broken limit is reported, not just the first, so
-/// a caller can fix the order in one go.
+/// a caller can fix the order in one go. An order that leaves the position
+/// beyond `max_position` passes that limit only when it makes the position
+/// smaller than it was.
 pub fn assess(limits: &RiskLimits, order: &OrderToAssess, position: i64) -> RiskAssessment {
     let mut reasons = Vec::new();
     let notional = order.quantity as f64 * order.price;
@@ -211,7 +214,11 @@ pub fn assess(limits: &RiskLimits, order: &OrderToAssess, position: i64) -> Risk
             ),
         ));
     }
-    if after.unsigned_abs() > limits.max_position.unsigned_abs() {
+    // Beyond the limit, but smaller than before (a long sold down, a short
+    // bought back, after the limit was lowered, say): allowed, or the desk
+    // could only get back inside the limit in one go.
+    let reduces = after.unsigned_abs() < position.unsigned_abs();
+    if after.unsigned_abs() > limits.max_position.unsigned_abs() && !reduces {
         reasons.push(Reason::new(
             ReasonCode::MaxPosition,
             format!(
@@ -302,6 +309,25 @@ mod tests {
         // Selling beyond the limit on the short side does not.
         let a = assess(&limits, &order("TSLA", Side::Sell, 90, 250.0), -20);
         assert_eq!(codes(&a), [ReasonCode::MaxPosition]);
+    }
+
+    /// A position beyond the limit (the limit was lowered, say) can be
+    /// brought back towards it order by order; what moves it further out,
+    /// or flips it to as large a position the other way, cannot.
+    #[test]
+    fn an_order_that_reduces_an_over_limit_position_passes() {
+        let limits = RiskLimits {
+            max_position: 100,
+            ..Default::default()
+        };
+        let a = assess(&limits, &order("TSLA", Side::Sell, 10, 250.0), 150);
+        assert!(a.approved, "selling from a long above the limit: {a:?}");
+        let a = assess(&limits, &order("TSLA", Side::Buy, 10, 250.0), -150);
+        assert!(a.approved, "buying from a short above the limit: {a:?}");
+        let a = assess(&limits, &order("TSLA", Side::Buy, 10, 250.0), 150);
+        assert_eq!(codes(&a), [ReasonCode::MaxPosition]);
+        let a = assess(&limits, &order("TSLA", Side::Sell, 300, 250.0), 150);
+        assert_eq!(codes(&a), [ReasonCode::MaxPosition], "-150 is no smaller");
     }
 
     #[test]
