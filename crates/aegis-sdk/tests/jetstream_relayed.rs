@@ -458,3 +458,64 @@ async fn a_republishing_stream_or_a_direct_get_neither_calls_nor_drills_an_insta
     );
     service.shutdown().await.unwrap();
 }
+
+/// A message without a reply subject is no call: nobody waits for its
+/// answer, and one arrives this way only when someone else's reply is
+/// aimed at the instance — a service answering a request whose reply
+/// subject a caller set to this instance's subject (NATS lets a responder
+/// publish once to any reply subject), or a JetStream API answer sent to
+/// a reply subject its asker chose. Neither may run a handler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_without_a_reply_subject_calls_no_handler() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let seen: Seen = Arc::default();
+    let service = order_instance(&conn, seen.clone()).await;
+
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let direct = rpc_instance_subject(SERVICE, INSTANCE, METHOD);
+    let shared = rpc_subject(SERVICE, METHOD);
+    let mut watch_direct = client.subscribe(direct.clone()).await.unwrap();
+    let mut watch_shared = client.subscribe(shared.clone()).await.unwrap();
+    client.flush().await.unwrap();
+    let order = |id: &str| json!({ "client_order_id": id }).to_string().into();
+    client
+        .publish(direct.clone(), order("no-reply-direct"))
+        .await
+        .unwrap();
+    client
+        .publish(shared, order("no-reply-shared"))
+        .await
+        .unwrap();
+    // Another responder's answer aimed at the instance.
+    let mut echo = client.subscribe("echo").await.unwrap();
+    let echo_client = client.clone();
+    tokio::spawn(async move {
+        if let Some(msg) = echo.next().await
+            && let Some(reply) = msg.reply
+        {
+            let _ = echo_client.publish(reply, msg.payload).await;
+        }
+    });
+    client.flush().await.unwrap();
+    client
+        .publish_with_reply("echo", direct.clone(), order("injected-answer"))
+        .await
+        .unwrap();
+    next(&mut watch_direct, "the reply-less order").await;
+    next(&mut watch_shared, "the reply-less shared order").await;
+    next(&mut watch_direct, "the echoed answer").await;
+
+    plain_order(&client, direct, "plain").await;
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["plain"],
+        "the handler ran only for the plain request"
+    );
+    assert_eq!(
+        requests_counted(&client).await,
+        1,
+        "only the plain request counts"
+    );
+    service.shutdown().await.unwrap();
+}

@@ -8,8 +8,9 @@
 //! ([`micro`](super::micro)) reports as one endpoint per method.
 //!
 //! A message JetStream relayed onto either subject (a push consumer's
-//! delivery, a republish, a direct get's answer) is not a request: [`drive`]
-//! drops it before [`handle`] counts or answers anything
+//! delivery, a republish, a direct get's answer), or one without a reply
+//! subject (another responder's answer aimed here), is not a request:
+//! [`drive`] drops it before [`handle`] counts or answers anything
 //! ([`relayed`](super::server::relayed)).
 //!
 //! A STANDBY's refusal of a leader-only call is not an endpoint error: the
@@ -195,7 +196,7 @@ pub(crate) async fn drive(
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
             () = &mut stopped, if open => {
                 while let Some(Some(msg)) = subscription.next().now_or_never() {
-                    if relayed::admit(&msg) {
+                    if relayed::admit_call(&msg) {
                         in_flight.push(Box::pin(handle(msg, &method, route)));
                     }
                 }
@@ -221,9 +222,10 @@ pub(crate) async fn drive(
                 // cancellation tokens, and polling one takes its lock.
                 let mut taken = 0;
                 while let Some(msg) = next.take() {
-                    // What JetStream relayed here is no request: dropped
-                    // before it is counted or answered (`server/relayed.rs`).
-                    if relayed::admit(&msg) {
+                    // What JetStream relayed here, or what no caller waits
+                    // for (no reply subject), is no request: dropped before
+                    // it is counted or answered (`server/relayed.rs`).
+                    if relayed::admit_call(&msg) {
                         // Most handlers finish on their first poll: run that
                         // poll here and only park the ones that wait for
                         // something. The box of one that finished takes the

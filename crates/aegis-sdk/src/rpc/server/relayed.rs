@@ -76,11 +76,34 @@ pub fn relayed_by_jetstream(msg: &Message) -> bool {
 #[inline]
 pub fn admit(msg: &Message) -> bool {
     if relayed_by_jetstream(msg) {
-        refused(msg);
+        refused(msg, Refusal::Relayed);
         false
     } else {
         true
     }
+}
+
+/// Whether to run a method on `msg`: it must be [admitted](admit) and
+/// carry a reply subject. A message without one is no call — nobody waits
+/// for its answer — and arrives on a method's subject only when someone
+/// else's answer is aimed there: a service answering a request whose reply
+/// subject its caller set to this method's subject (a responder may publish
+/// once to any reply subject), or a JetStream API answer sent to a reply
+/// subject its asker chose. Dropped with the same rate-limited warning.
+#[inline]
+pub fn admit_call(msg: &Message) -> bool {
+    if msg.reply.is_none() && !relayed_by_jetstream(msg) {
+        refused(msg, Refusal::NoReply);
+        return false;
+    }
+    admit(msg)
+}
+
+/// Why a message was dropped.
+#[derive(Clone, Copy)]
+enum Refusal {
+    Relayed,
+    NoReply,
 }
 
 /// When the last warning was logged (ms since [`epoch`], plus one; 0 for
@@ -94,7 +117,7 @@ fn epoch() -> Instant {
 }
 
 #[cold]
-fn refused(msg: &Message) {
+fn refused(msg: &Message, why: Refusal) {
     let now = u64::try_from(epoch().elapsed().as_millis())
         .unwrap_or(u64::MAX)
         .saturating_add(1);
@@ -109,6 +132,16 @@ fn refused(msg: &Message) {
         return;
     }
     let also = UNLOGGED.swap(0, Ordering::Relaxed);
+    if let Refusal::NoReply = why {
+        warn!(
+            subject = %msg.subject,
+            also_refused = also,
+            "refused a message without a reply subject on a method's subject: no caller \
+             waits for it (it is another responder's answer, or a JetStream API answer, \
+             aimed here), so no handler runs. Check who sends requests with this reply subject"
+        );
+        return;
+    }
     let (stream, consumer) = origin(msg);
     warn!(
         subject = %msg.subject,
@@ -205,5 +238,18 @@ mod tests {
         );
         assert!(!admit(&pushed));
         assert!(admit(&message(Some("_INBOX.1"), None)));
+    }
+
+    #[test]
+    fn a_call_needs_a_reply_subject() {
+        assert!(admit_call(&message(Some("_INBOX.1"), None)));
+        assert!(!admit_call(&message(None, None)));
+        assert!(!admit_call(&message(
+            Some("$JS.ACK.EVENTS.evil.1.3.1.17.0"),
+            None
+        )));
+        // The control subject answers only a reply subject anyway: `admit`
+        // lets a reply-less message through for it to ignore.
+        assert!(admit(&message(None, None)));
     }
 }
