@@ -46,7 +46,8 @@
 // every few beats: read as ages, a healthy 1 s beat looked 2–6 s late for
 // the first 2 s of every page. An instance that announces its beat
 // interval and is not down is shown as being checked until the first
-// digest says (or, with no stream to bring one, until the feed polls).
+// digest says (or, with no stream to bring one, until the feed polls);
+// the same after the feed dropped or stalled and came back.
 import type { FeedState } from "@/lib/api/live-feed";
 import type { DigestEvent, InstanceEvent, MetricsSnapshot, ServiceInstance } from "@/lib/api/schemas";
 
@@ -289,6 +290,9 @@ export class InstanceStore {
   /** The live feed's state: while it is `stalled` or `reconnecting`, heartbeats are not known. */
   setFeed(state: FeedState): void {
     this.feed = state;
+    // Back from a drop the last digest is old news: as at a page load,
+    // checking until the next one, not its bound read as an age.
+    if (state !== "live" && state !== "connecting") this.digested = false;
   }
 
   /**

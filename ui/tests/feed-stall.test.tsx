@@ -177,6 +177,38 @@ describe("a live stream that goes silent", () => {
     expect(age()).toHaveTextContent(/^\d s ago$/);
   });
 
+  // Seen with the fix above: the monitor back, the stream's hello made the
+  // feed live again and, until the next digest, every card read "18 s ago"
+  // from the last digest's bound — the false lateness of a page load.
+  it("after a stall, a card reads checking until the next digest, not the age of the last one", () => {
+    const store = new InstanceStore({ schedule: (flush) => flush() });
+    const order3 = instance({ instanceId: "order-3", metadata: { heartbeatMs: 1000 }, lastHeartbeat: iso(-1000) }) as ServiceInstance;
+    store.replaceAll([order3]);
+    store.setFeed("live");
+    store.applyDigest(digestAt(0) as never);
+    function Card() {
+      const snapshot = React.useSyncExternalStore(store.subscribe, store.getSnapshot);
+      return <ServiceInstanceCard entry={snapshot.entries[0]!} />;
+    }
+    renderUi(
+      <InstanceStoreContext.Provider value={store}>
+        <Card />
+      </InstanceStoreContext.Provider>,
+    );
+    const age = () => screen.getByTestId("heartbeat-age");
+    act(() => vi.advanceTimersByTime(6000));
+    act(() => store.setFeed("stalled"));
+    act(() => vi.advanceTimersByTime(12_000));
+    expect(age()).toHaveTextContent(/^unknown: no news for 18 s$/);
+    // The monitor answers again: hello first, the digest up to 2 s later.
+    act(() => store.setFeed("live"));
+    act(() => vi.advanceTimersByTime(1000));
+    expect(age()).toHaveTextContent(/^checking…$/);
+    act(() => store.applyDigest(digestAt(19_500) as never));
+    act(() => vi.advanceTimersByTime(1000));
+    expect(age()).toHaveTextContent(/^on time$/);
+  });
+
   it.each([
     ["en", "The monitor is not answering", "NATS status unknown"],
     ["zh-CN", "监控服务没有响应", "NATS 状态未知"],
