@@ -189,7 +189,8 @@ pub struct RiskAssessment {
 pub fn assess(limits: &RiskLimits, order: &OrderToAssess, position: i64) -> RiskAssessment {
     let mut reasons = Vec::new();
     let notional = order.quantity as f64 * order.price;
-    let after = position.saturating_add(order.side.signed(order.quantity));
+    // `None`: beyond what an i64 holds.
+    let after = position.checked_add(order.side.signed(order.quantity));
     if !limits.allowed_symbols.is_empty() && !limits.allowed_symbols.contains(&order.symbol) {
         reasons.push(Reason::new(
             ReasonCode::SymbolNotAllowed,
@@ -205,7 +206,12 @@ pub fn assess(limits: &RiskLimits, order: &OrderToAssess, position: i64) -> Risk
             ),
         ));
     }
-    if notional > limits.max_order_notional {
+    if !notional.is_finite() {
+        reasons.push(Reason::new(
+            ReasonCode::MaxOrderNotional,
+            "the notional is too large to compute",
+        ));
+    } else if notional > limits.max_order_notional {
         reasons.push(Reason::new(
             ReasonCode::MaxOrderNotional,
             format!(
@@ -217,20 +223,33 @@ pub fn assess(limits: &RiskLimits, order: &OrderToAssess, position: i64) -> Risk
     // Beyond the limit, but smaller than before (a long sold down, a short
     // bought back, after the limit was lowered, say): allowed, or the desk
     // could only get back inside the limit in one go.
-    let reduces = after.unsigned_abs() < position.unsigned_abs();
-    if after.unsigned_abs() > limits.max_position.unsigned_abs() && !reduces {
-        reasons.push(Reason::new(
+    match after {
+        None => reasons.push(Reason::new(
             ReasonCode::MaxPosition,
             format!(
-                "the {} position would be {after}, beyond the limit ±{}",
-                order.symbol, limits.max_position
+                "the {} position would be too large to hold (beyond ±{})",
+                order.symbol,
+                i64::MAX
             ),
-        ));
+        )),
+        Some(after)
+            if after.unsigned_abs() > limits.max_position.unsigned_abs()
+                && after.unsigned_abs() >= position.unsigned_abs() =>
+        {
+            reasons.push(Reason::new(
+                ReasonCode::MaxPosition,
+                format!(
+                    "the {} position would be {after}, beyond the limit ±{}",
+                    order.symbol, limits.max_position
+                ),
+            ));
+        }
+        Some(_) => {}
     }
     let utilisation = [
         order.quantity as f64 / limits.max_order_quantity as f64,
         notional / limits.max_order_notional,
-        after.unsigned_abs() as f64 / limits.max_position as f64,
+        after.map_or(u64::MAX, i64::unsigned_abs) as f64 / limits.max_position as f64,
     ]
     .into_iter()
     .fold(0.0_f64, f64::max);
@@ -328,6 +347,29 @@ mod tests {
         assert_eq!(codes(&a), [ReasonCode::MaxPosition]);
         let a = assess(&limits, &order("TSLA", Side::Sell, 300, 250.0), 150);
         assert_eq!(codes(&a), [ReasonCode::MaxPosition], "-150 is no smaller");
+    }
+
+    /// Positions and limits near what an i64 holds: an order that would
+    /// take the position past it is refused, saying so, never passed.
+    #[test]
+    fn an_order_that_would_overflow_the_position_is_refused() {
+        let limits = RiskLimits {
+            max_order_quantity: i64::MAX,
+            max_order_notional: f64::MAX,
+            max_position: i64::MAX,
+            allowed_symbols: vec![],
+        };
+        let a = assess(&limits, &order("GOOGL", Side::Buy, 10, 1.0), i64::MAX - 5);
+        assert_eq!(codes(&a), [ReasonCode::MaxPosition], "{a:?}");
+        assert!(a.reasons[0].message.contains("too large"), "{a:?}");
+        let a = assess(&limits, &order("GOOGL", Side::Sell, i64::MAX, 1.0), -10);
+        assert_eq!(codes(&a), [ReasonCode::MaxPosition], "{a:?}");
+        let a = assess(&limits, &order("GOOGL", Side::Sell, 10, 1.0), i64::MAX - 5);
+        assert!(a.approved, "{a:?}");
+        // A notional too large for a number is refused, saying so.
+        let a = assess(&limits, &order("GOOGL", Side::Buy, i64::MAX, f64::MAX), 0);
+        assert_eq!(codes(&a), [ReasonCode::MaxOrderNotional], "{a:?}");
+        assert!(a.reasons[0].message.contains("too large"), "{a:?}");
     }
 
     #[test]

@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 
 use aegis_contracts::trading::OrderFilled;
 use chrono::{DateTime, Utc};
+use tracing::error;
 
 use super::Positions;
 
@@ -80,8 +81,9 @@ impl Book {
     /// Applies the fill stored at `sequence` at `stored`, unless it was
     /// applied before: a repeat of a recent fill, or a sequence at or below
     /// the last one applied (a redelivery, or a replay of fills a restored
-    /// snapshot holds — remembered, not applied). Returns whether it
-    /// changed the positions.
+    /// snapshot holds — remembered, not applied) or one that would take the
+    /// position past what an i64 holds (logged, not applied). Returns
+    /// whether it changed the positions.
     pub(crate) fn apply(
         &mut self,
         sequence: u64,
@@ -96,9 +98,25 @@ impl Book {
         if !self.recent.insert(&fill.order_id, sequence, stored) {
             return false;
         }
-        *self.view.positions.entry(fill.symbol.clone()).or_insert(0) +=
-            fill.side.signed(fill.quantity);
-        true
+        let position = self.view.positions.entry(fill.symbol.clone()).or_insert(0);
+        match position.checked_add(fill.side.signed(fill.quantity)) {
+            Some(after) => {
+                *position = after;
+                true
+            }
+            None => {
+                // Wrapped, a long would read as a short; never judge by that.
+                error!(
+                    sequence,
+                    order_id = %fill.order_id,
+                    symbol = %fill.symbol,
+                    position = *position,
+                    quantity = fill.quantity,
+                    "a fill would take the position past what it can hold; not applied"
+                );
+                false
+            }
+        }
     }
 
     /// Moves past `sequence` without a fill (an event that does not decode).
@@ -193,6 +211,21 @@ mod tests {
         assert!(book.apply(8, at(501), &fill("o2", Side::Sell, 30)));
         assert_eq!(book.view.positions["AAPL"], 70);
         assert_eq!(book.view.last_event_sequence, 8);
+    }
+
+    /// A fill that would take a position past what an i64 holds is not
+    /// applied (it would wrap a long into a short, or panic the follower);
+    /// the fills after it still are.
+    #[test]
+    fn a_fill_that_would_overflow_the_position_is_not_applied() {
+        let mut book = Book::new(Duration::from_secs(600), 1000);
+        let half = i64::MAX / 2 + 1;
+        assert!(book.apply(1, at(0), &fill("o1", Side::Buy, half)));
+        assert!(!book.apply(2, at(1), &fill("o2", Side::Buy, half)));
+        assert_eq!(book.view.positions["AAPL"], half);
+        assert_eq!(book.view.last_event_sequence, 2, "moved past it");
+        assert!(book.apply(3, at(2), &fill("o3", Side::Sell, 5)));
+        assert_eq!(book.view.positions["AAPL"], half - 5);
     }
 
     #[test]
