@@ -182,9 +182,19 @@ pub const REDACTED: &str = "<redacted>";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReconnectPolicy {
-    /// Give up after this many failed attempts in a row; `None` retries forever.
+    /// Give up after this many failed attempts in a row (at least 1);
+    /// `None` (the default) retries forever, which is what a long-running
+    /// service wants. Once given up, the connection is closed for good: it
+    /// stays disconnected even when the server comes back, the SDK logs
+    /// that at ERROR, [`Connection::is_closed_for_good`](crate::Connection::is_closed_for_good)
+    /// turns true and the probes' `/healthz` fails, so the process should
+    /// exit and be restarted. A small limit is spent fast: after a drop
+    /// the first try goes at once, the second `initial_delay` (50 ms) later,
+    /// then the pause doubles up to `max_delay`; with the defaults, 2
+    /// attempts are used up within 50 ms and 10 within about 9 s.
     pub max_reconnects: Option<usize>,
-    /// Delay before the first retry; doubles per attempt up to `max_delay`.
+    /// Delay before the second try after a drop (the first goes at once);
+    /// doubles per attempt up to `max_delay`.
     #[serde(with = "humantime_serde")]
     pub initial_delay: Duration,
     /// Upper bound of the retry delay.
@@ -755,6 +765,13 @@ impl AegisConfig {
         if n.connect_timeout.is_zero() {
             return Err(invalid("nats.connect_timeout", "must be greater than zero"));
         }
+        if n.reconnect.max_reconnects == Some(0) {
+            return Err(invalid(
+                "nats.reconnect.max_reconnects",
+                "must be at least 1 (the NATS client would read 0 as no limit); leave it \
+                 unset to reconnect forever",
+            ));
+        }
         if n.reconnect.initial_delay > n.reconnect.max_delay {
             return Err(invalid(
                 "nats.reconnect.initial_delay",
@@ -1311,6 +1328,29 @@ mod tests {
             assert!(err.to_string().contains("streams.events.max_age"), "{err}");
             Ok(())
         });
+    }
+
+    /// The NATS client reads a limit of 0 as no limit at all: "give up
+    /// after 0 failed attempts" would retry forever, so it is refused.
+    #[test]
+    fn a_reconnect_limit_of_zero_is_refused() {
+        let mut c = AegisConfig::default();
+        c.nats.reconnect.max_reconnects = Some(0);
+        let err = c.validate().unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ConfigError::Invalid {
+                    field: "nats.reconnect.max_reconnects",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        for fine in [None, Some(1), Some(10)] {
+            c.nats.reconnect.max_reconnects = fine;
+            c.validate().unwrap();
+        }
     }
 
     #[test]

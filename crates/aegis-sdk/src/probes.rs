@@ -3,9 +3,13 @@
 //! of the instance's own (feature `probes`).
 //!
 //! - `/healthz` (liveness) answers 200 while the process's runtime serves
-//!   requests. It deliberately does not look at NATS: a NATS outage must not
-//!   make an orchestrator restart every instance at once — the connection
-//!   reconnects by itself.
+//!   requests. It deliberately does not look at a NATS outage: that must
+//!   not make an orchestrator restart every instance at once — the
+//!   connection reconnects by itself. The one exception is a connection
+//!   closed for good ([`Connection::is_closed_for_good`]: its
+//!   `nats.reconnect.max_reconnects` used up), which never reconnects:
+//!   then `/healthz` answers 503, e.g. `{"alive":false,"reason":"..."}`, so
+//!   that the process is restarted rather than left out of service.
 //! - `/readyz` (readiness) answers 200 only while the instance is running,
 //!   connected to NATS and its registry record is being written; otherwise
 //!   503 with the reasons, e.g. `{"ready":false,"reasons":["not connected to
@@ -56,6 +60,20 @@ pub struct Probes {
     phase: Arc<Mutex<Phase>>,
 }
 
+/// What `/healthz` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Liveness {
+    /// Whether the process can go on; when not, it should be restarted.
+    pub alive: bool,
+    /// Why not (absent when alive).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Why a connection closed for good makes the process dead.
+const CLOSED_FOR_GOOD: &str = "the NATS connection is closed for good: it used up \
+     nats.reconnect.max_reconnects and reconnects no more";
+
 /// What `/readyz` answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Readiness {
@@ -86,6 +104,27 @@ impl Probes {
         *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = phase;
     }
 
+    /// Whether the process is alive, and why not: only a connection
+    /// closed for good makes it dead.
+    ///
+    /// ```
+    /// let probes = aegis_sdk::probes::Probes::new();
+    /// assert!(probes.liveness().alive);
+    /// ```
+    pub fn liveness(&self) -> Liveness {
+        let phase = self.phase.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let reason = match phase {
+            Phase::Running(conn, _) if conn.is_closed_for_good() => {
+                Some(CLOSED_FOR_GOOD.to_owned())
+            }
+            _ => None,
+        };
+        Liveness {
+            alive: reason.is_none(),
+            reason,
+        }
+    }
+
     /// Whether the instance is ready, and why not.
     ///
     /// ```
@@ -102,7 +141,9 @@ impl Probes {
             Phase::Running(conn, registration) => {
                 let mut reasons = Vec::new();
                 let state = conn.client().connection_state();
-                if state != async_nats::connection::State::Connected {
+                if conn.is_closed_for_good() {
+                    reasons.push(CLOSED_FOR_GOOD.to_owned());
+                } else if state != async_nats::connection::State::Connected {
                     reasons.push(format!(
                         "not connected to NATS (state: {})",
                         format!("{state:?}").to_lowercase()
@@ -128,10 +169,22 @@ impl Probes {
 
     /// The routes: `GET /healthz` and `GET /readyz`.
     pub fn router(self) -> Router {
+        let live = self.clone();
         Router::new()
             .route(
                 "/healthz",
-                get(|| async { Json(serde_json::json!({ "alive": true })) }),
+                get(move || {
+                    let probes = live.clone();
+                    async move {
+                        let liveness = probes.liveness();
+                        let status = if liveness.alive {
+                            StatusCode::OK
+                        } else {
+                            StatusCode::SERVICE_UNAVAILABLE
+                        };
+                        (status, Json(liveness)).into_response()
+                    }
+                }),
             )
             .route(
                 "/readyz",

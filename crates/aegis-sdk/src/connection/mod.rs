@@ -255,6 +255,9 @@ struct Inner {
     /// Set by [`Connection::drain`], so the disconnect it causes is not
     /// reported as a lost connection.
     draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Set when a client used up `nats.reconnect.max_reconnects` and
+    /// stopped reconnecting (see [`Connection::is_closed_for_good`]).
+    closed_for_good: Arc<std::sync::atomic::AtomicBool>,
     /// Per client (index-aligned with `clients`): its requests in flight,
     /// asked or served, whether it is moving off a server in lame duck
     /// mode, and how often its connection dropped, so a request in flight
@@ -287,6 +290,7 @@ impl Connection {
         // For messages and logs: without a password a URL may carry.
         let servers = crate::config::redact_urls(&config.nats.servers).join(",");
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let closed_for_good = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut clients = Vec::with_capacity(config.nats.pool_size);
         // The last permission violation the server reported, to explain a
         // JetStream check that got no answer.
@@ -304,6 +308,7 @@ impl Connection {
                 i,
                 ClientHooks {
                     draining: draining.clone(),
+                    closed_for_good: closed_for_good.clone(),
                     refused: refused.clone(),
                     lame_duck,
                     load: load.clone(),
@@ -375,6 +380,7 @@ impl Connection {
             telemetry: crate::telemetry::Senders::default(),
             elections: tokio::sync::OnceCell::new(),
             draining,
+            closed_for_good,
             loads,
         });
         for (i, notices) in lame_ducks.into_iter().enumerate() {
@@ -512,6 +518,17 @@ impl Connection {
     /// Whether the primary client is connected right now.
     pub fn is_connected(&self) -> bool {
         self.client().connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Whether the connection is closed for good: one of its clients
+    /// failed `nats.reconnect.max_reconnects` reconnect attempts in a row
+    /// and stopped trying, so it stays disconnected even once the server is
+    /// back, and nothing on it works again. Logged at ERROR when it
+    /// happens; the process should exit so that it is restarted (the
+    /// probes' `/healthz`, feature `probes`, fails from then on). Never
+    /// with the default `max_reconnects` (`None`: reconnect forever).
+    pub fn is_closed_for_good(&self) -> bool {
+        self.inner.closed_for_good.load(Ordering::Acquire)
     }
 
     /// An RPC client using this connection.

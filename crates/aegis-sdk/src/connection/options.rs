@@ -18,6 +18,8 @@ use crate::config::{AegisConfig, UrlAuth};
 pub(super) struct ClientHooks {
     /// Set once the connection drains on purpose.
     pub(super) draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Set once the client stops reconnecting (its reconnect limit used up).
+    pub(super) closed_for_good: Arc<std::sync::atomic::AtomicBool>,
     /// The last permission violation the server reported.
     pub(super) refused: Arc<std::sync::Mutex<Option<String>>>,
     /// Bumped when its server enters lame duck mode.
@@ -34,6 +36,7 @@ pub(super) async fn connect_options(
 ) -> Result<ConnectOptions, ConnectError> {
     let ClientHooks {
         draining,
+        closed_for_good,
         refused,
         lame_duck,
         load,
@@ -82,6 +85,7 @@ pub(super) async fn connect_options(
         options = options.require_tls(true);
     }
     let policy = n.reconnect.clone();
+    let max_reconnects = n.reconnect.max_reconnects;
     let connected_before = std::sync::atomic::AtomicBool::new(false);
     // The primary client (index 0) carries the base name itself: it is the
     // one instances register, serve and heart-beat over.
@@ -122,6 +126,10 @@ pub(super) async fn connect_options(
                     lame_duck.send_modify(|n| *n += 1);
                 }
                 async_nats::Event::Connected => load.connected(),
+                // The client's connection task has ended: it reconnects no more.
+                async_nats::Event::ClientError(async_nats::ClientError::MaxReconnects) => {
+                    closed_for_good.store(true, Ordering::Release);
+                }
                 _ => {}
             }
             async move {
@@ -146,6 +154,16 @@ pub(super) async fn connect_options(
                         tracing::debug!("NATS connection closed after draining")
                     }
                     async_nats::Event::Disconnected => warn!("NATS connection lost; reconnecting"),
+                    async_nats::Event::ClientError(async_nats::ClientError::MaxReconnects) => {
+                        tracing::error!(
+                            max_reconnects = ?max_reconnects,
+                            "NATS connection closed for good: {} reconnect attempts in a row \
+                             failed (nats.reconnect.max_reconnects), and the client tries no \
+                             more, even once the server is back; restart the process (the \
+                             probes' /healthz now fails)",
+                            max_reconnects.unwrap_or_default()
+                        )
+                    }
                     async_nats::Event::LameDuckMode => {
                         info!(
                             "the NATS server is shutting down (lame duck mode); moving to another"
