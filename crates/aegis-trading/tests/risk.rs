@@ -388,6 +388,30 @@ async fn every_instance_builds_positions_from_fills_once_each() {
     b.shutdown().await.unwrap();
 }
 
+/// An order id that cannot name an order (nor its audit record) is bad
+/// input, said so, not "could not be recorded; retry".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_order_id_is_an_invalid_request() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let svc = risk::start(&conn, risk_options("risk-a")).await.unwrap();
+    for bad in ["a\nb".to_owned(), " ord-1".to_owned(), "x".repeat(100_000)] {
+        let mut req = order("AAPL", Side::Buy, 1, 100.0);
+        req.order.order_id = Some(bad.clone());
+        let err = conn
+            .rpc()
+            .call::<_, RiskAssessment>(RISK_SERVICE, "assess_risk", &req)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidRequest, "{:.40}: {err}", bad);
+        assert_eq!(
+            err.remote().unwrap().details.as_ref().unwrap()["fields"][0]["field"],
+            "order_id"
+        );
+    }
+    svc.shutdown().await.unwrap();
+}
+
 /// An assessment that names the newest fill its caller knows of is judged
 /// by positions that hold it; when the instance's book cannot get there
 /// in time, the caller is told to retry rather than judged by an older

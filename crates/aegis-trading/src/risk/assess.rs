@@ -5,7 +5,7 @@
 
 use aegis_contracts::{
     models::{FieldError, ValidationErrors},
-    trading::{Reason, ReasonCode, Side, validate_symbol},
+    trading::{Reason, ReasonCode, Side, validate_client_order_id, validate_symbol},
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -125,8 +125,9 @@ impl LimitsPatch {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderToAssess {
-    /// The order's id, when it has one; names the `events.risk.assessed`
-    /// event so a retried assessment is stored once.
+    /// The order's id, when it has one (ASCII letters, digits, `_` and `-`,
+    /// at most 64); names the `events.risk.assessed` event so a retried
+    /// assessment is stored once.
     #[serde(default)]
     pub order_id: Option<String>,
     /// The symbol.
@@ -146,6 +147,17 @@ impl OrderToAssess {
     /// [`ValidationErrors`] naming each bad field.
     pub fn validate(&self) -> Result<(), ValidationErrors> {
         let mut errors = Vec::new();
+        // It names the audit record (`risk.{order_id}`): one that cannot
+        // name an order could not name that either, and a retry would not
+        // help. Order ids follow the client order id rules.
+        if let Some(order_id) = &self.order_id
+            && let Err(e) = validate_client_order_id(order_id)
+        {
+            errors.push(FieldError {
+                field: "order_id".to_owned(),
+                message: e.message,
+            });
+        }
         if let Err(e) = validate_symbol(&self.symbol) {
             errors.push(e);
         }
