@@ -21,8 +21,11 @@ use serde::{Deserialize, Serialize};
 use crate::models::rfc3339;
 
 /// Header: the stream the message came from (`EVENTS`, `COMMANDS`).
+/// Written for other readers; [`DeadLetter::from_stored`] takes the
+/// stream from the subject, which the bus permissions check.
 pub const HEADER_STREAM: &str = "Aegis-Dead-Stream";
-/// Header: the durable consumer that gave up on it.
+/// Header: the durable consumer that gave up on it (likewise read from
+/// the subject).
 pub const HEADER_CONSUMER: &str = "Aegis-Dead-Consumer";
 /// Header: the subject the message was published on.
 pub const HEADER_SUBJECT: &str = "Aegis-Dead-Subject";
@@ -141,12 +144,16 @@ impl DeadLetter {
             });
         }
         let number = |name: &str| header(name).and_then(|v| v.parse::<u64>().ok());
+        // The stream and consumer as the subject names them: the bus lets
+        // a service publish only its own consumers' subjects, while the
+        // headers are whatever the publisher wrote.
+        let (stream, consumer) = subject.strip_prefix("aegis.dead.")?.split_once('.')?;
         Some(DeadLetter {
             id,
             dead_at: stored_at,
             reason: DeadLetterReason::parse(&header(HEADER_REASON)?)?,
-            stream: header(HEADER_STREAM)?,
-            consumer: header(HEADER_CONSUMER)?,
+            stream: stream.to_owned(),
+            consumer: consumer.to_owned(),
             stream_sequence: number(HEADER_SEQUENCE)?,
             deliveries: number(HEADER_DELIVERIES).unwrap_or(0),
             subject: header(HEADER_SUBJECT),
@@ -203,6 +210,36 @@ mod tests {
         assert_eq!(v["reason"], "handler_failed");
         assert_eq!(v["streamSequence"], 42);
         assert!(v["deadAt"].as_str().unwrap().ends_with('Z'));
+    }
+
+    /// The subject is what the bus permissions check (a service may
+    /// publish only `aegis.dead.{stream}.{its own consumer}`); the headers
+    /// are the publisher's word. A letter whose headers name another
+    /// consumer is read as the one its subject names.
+    #[test]
+    fn the_subject_names_the_consumer_not_the_headers() {
+        let headers = |name: &str| {
+            match name {
+                HEADER_REASON => Some("handler_failed"),
+                HEADER_STREAM => Some("COMMANDS"),
+                HEADER_CONSUMER => Some("order-service_commands"),
+                HEADER_SEQUENCE => Some("1"),
+                _ => None,
+            }
+            .map(str::to_owned)
+        };
+        let d = DeadLetter::from_stored(
+            3,
+            Utc::now(),
+            "aegis.dead.EVENTS.pricing-service_price_all",
+            headers,
+            b"{}",
+        )
+        .unwrap();
+        assert_eq!(
+            (d.stream.as_str(), d.consumer.as_str()),
+            ("EVENTS", "pricing-service_price_all")
+        );
     }
 
     #[test]

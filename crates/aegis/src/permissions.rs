@@ -486,7 +486,12 @@ fn own_durable(g: &mut Grants, stream: &str, consumer: &str, filter: Option<&str
         format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
         format!("$JS.API.CONSUMER.DELETE.{stream}.{consumer}"),
         format!("$JS.ACK.{stream}.{consumer}.>"),
+        aegis_contracts::subjects::dead_letter_subject(stream, consumer),
     ]);
+    g.subscribe.push(format!(
+        "{}.{stream}.{consumer}",
+        aegis_contracts::dead_letter::MAX_DELIVERIES_ADVISORY_PREFIX
+    ));
 }
 
 fn service_grants(s: &ServiceRole) -> Grants {
@@ -555,14 +560,9 @@ fn service_grants(s: &ServiceRole) -> Grants {
         &commands,
         Some(&aegis_contracts::subjects::command_filter(name)),
     );
-    g.publish.extend([
-        format!("$JS.API.STREAM.INFO.{DEAD_LETTER_STREAM}"),
-        "aegis.dead.>".to_owned(),
-    ]);
-    g.subscribe.push(format!(
-        "{}.>",
-        aegis_contracts::dead_letter::MAX_DELIVERIES_ADVISORY_PREFIX
-    ));
+    // Dead letters: only of its own consumers (granted with each above).
+    g.publish
+        .push(format!("$JS.API.STREAM.INFO.{DEAD_LETTER_STREAM}"));
     // Telemetry of its own instances; the control subject of its own
     // instances (answered with `allow_responses`). Its events are sent to
     // the stream capturing their subject and looked for by that subject

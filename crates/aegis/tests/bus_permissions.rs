@@ -499,6 +499,51 @@ async fn a_service_creates_no_bucket_and_names_the_fix_for_a_missing_one() {
     );
 }
 
+/// A service dead-letters only what its own consumers give up on: the
+/// dead-letter subject `aegis.dead.{stream}.{consumer}` names the consumer,
+/// and consumer names carry the service, so pricing cannot file a dead
+/// letter the monitor would show as order-service's.
+#[tokio::test]
+async fn a_service_dead_letters_only_for_its_own_consumers() {
+    let bus = Bus::start();
+    let operator = bus.operator().await;
+    let mut pricing = bus.probe("svc-pricing-service").await;
+    for (attempt, subject) in [
+        (
+            "dead-letter order-service's command",
+            "aegis.dead.COMMANDS.order-service_commands",
+        ),
+        (
+            "dead-letter an event for risk-service",
+            "aegis.dead.EVENTS.risk-service_order_all",
+        ),
+        ("dead-letter outside the layout", "aegis.dead.forged"),
+    ] {
+        pricing
+            .publish_refused(attempt, subject, br#"{"forged":true}"#)
+            .await;
+    }
+    // Its own queue's dead letters it may file.
+    let own = bus.sdk("svc-pricing-service").await;
+    own.jetstream()
+        .publish("aegis.dead.COMMANDS.pricing-service_commands", "{}".into())
+        .await
+        .unwrap()
+        .await
+        .expect("pricing dead-letters its own command");
+    let stored = operator
+        .jetstream()
+        .get_stream("DEAD_LETTER")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages;
+    assert_eq!(stored, 1, "only pricing's own dead letter is stored");
+}
+
 #[tokio::test]
 async fn the_monitor_cannot_call_services_or_write_the_registry() {
     let bus = Bus::start();
