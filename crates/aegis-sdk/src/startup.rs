@@ -31,7 +31,17 @@ pub enum StartFailure<E> {
 /// Runs `start` until it succeeds, fails for a reason `transient` says
 /// needs a fix, or `timeout` passes; `Ok(None)` when `shutdown` is
 /// cancelled meanwhile. Each retried failure is logged (WARN) with its
-/// cause, and a start that needed several attempts says so (INFO).
+/// causes, and a start that needed several attempts says so (INFO).
+///
+/// The causes are found by walking [`source`](std::error::Error::source)
+/// for the SDK's errors ([`ConnectError`](crate::ConnectError),
+/// [`ServiceError`](crate::rpc::server::ServiceError), ...),
+/// [`std::io::Error`] and any error boxed as
+/// `Box<dyn Error + Send + Sync>` or `Box<dyn Error>` (so an error type
+/// of your own is logged with its causes once `start` returns it boxed,
+/// e.g. `.map_err(Box::<dyn Error + Send + Sync>::from)`); any other
+/// error type is logged as its `{:#}` shows it, which for `anyhow` holds
+/// the causes.
 ///
 /// ```no_run
 /// # async fn demo() {
@@ -68,7 +78,7 @@ pub async fn retry<T, E, F, Fut>(
     transient: impl Fn(&E) -> bool,
 ) -> Result<Option<T>, StartFailure<E>>
 where
-    E: Display,
+    E: Display + 'static,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
@@ -95,7 +105,7 @@ where
                 attempts,
             });
         }
-        tracing::warn!(error = %error_line(&error), attempt = attempts,
+        tracing::warn!(error = %failure_line(&error), attempt = attempts,
             "cannot start yet (NATS or JetStream not ready?); retrying");
         tokio::select! {
             () = shutdown.cancelled() => return Ok(None),
@@ -103,6 +113,46 @@ where
         }
         pause = (pause * 2).min(PAUSE_MAX);
     }
+}
+
+/// `error` and its causes on one line: walked through
+/// [`source`](std::error::Error::source) for the error types [`retry`]
+/// names, as [`error_line`] shows it otherwise.
+fn failure_line<E: Display + 'static>(error: &E) -> String {
+    use std::{any::Any, error::Error};
+    let any: &dyn Any = error;
+    macro_rules! walk {
+        ($($known:ty),* $(,)?) => {
+            $(
+                if let Some(known) = any.downcast_ref::<$known>() {
+                    return Causes(known).to_string();
+                }
+            )*
+        };
+    }
+    walk!(
+        crate::ConnectError,
+        crate::config::ConfigError,
+        crate::rpc::server::ServiceError,
+        crate::rpc::RpcError,
+        crate::rpc::CodecError,
+        crate::registry::RegistryError,
+        crate::election::ElectionError,
+        crate::discovery::DiscoveryError,
+        crate::events::EventError,
+        crate::commands::CommandError,
+        crate::dead_letter::DeadLetterError,
+        crate::feed::FeedBroken,
+        crate::kv::MirrorError,
+        std::io::Error,
+    );
+    if let Some(boxed) = any.downcast_ref::<Box<dyn Error + Send + Sync>>() {
+        return Causes(boxed.as_ref()).to_string();
+    }
+    if let Some(boxed) = any.downcast_ref::<Box<dyn Error>>() {
+        return Causes(boxed.as_ref()).to_string();
+    }
+    error_line(error)
 }
 
 /// An error and its causes on one line, as `{:#}` joins them (`: `), with
@@ -222,6 +272,82 @@ mod tests {
             error_line(&"creating bucket orders: JetStream not ready: timed out"),
             "creating bucket orders: JetStream not ready: timed out"
         );
+    }
+
+    /// What [`retry`] logs while `start` fails with `failure` and then
+    /// succeeds.
+    async fn logged_while_failing<E: Display + 'static>(failure: impl Fn() -> E) -> String {
+        #[derive(Clone, Default)]
+        struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let shutdown = CancellationToken::new();
+        let mut calls = 0;
+        let started = retry(
+            Duration::from_secs(60),
+            &shutdown,
+            || {
+                calls += 1;
+                let result = if calls < 2 { Err(failure()) } else { Ok(()) };
+                async move { result }
+            },
+            |_| true,
+        )
+        .await;
+        assert!(matches!(started, Ok(Some(()))));
+        String::from_utf8_lossy(&buffer.0.lock().unwrap()).into_owned()
+    }
+
+    /// An error of the SDK's, or any error boxed as `dyn Error`, is
+    /// logged with its causes (it says only its own part itself); an
+    /// error that says its causes with `{:#}` (anyhow's) still is.
+    #[tokio::test(start_paused = true)]
+    async fn a_retried_failure_is_logged_with_its_causes() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot open the ledger")]
+        struct Open(#[source] std::io::Error);
+
+        let registry = || crate::registry::RegistryError::Write {
+            key: "service-instances.a.b".into(),
+            source: "no acknowledgement within 2s".into(),
+        };
+        let logged = logged_while_failing(registry).await;
+        assert!(
+            logged.contains(
+                "cannot write service-instances.a.b to the registry: no acknowledgement within 2s"
+            ),
+            "{logged}"
+        );
+        let service = || crate::rpc::server::ServiceError::Registry(registry());
+        let logged = logged_while_failing(service).await;
+        assert!(logged.contains("no acknowledgement within 2s"), "{logged}");
+
+        let boxed = || -> Box<dyn std::error::Error + Send + Sync> {
+            Box::new(Open(std::io::Error::other("disk gone")))
+        };
+        let logged = logged_while_failing(boxed).await;
+        assert!(
+            logged.contains("cannot open the ledger: disk gone"),
+            "{logged}"
+        );
+
+        let plain = || "not ready: timed out";
+        let logged = logged_while_failing(plain).await;
+        assert!(logged.contains("not ready: timed out"), "{logged}");
     }
 
     #[tokio::test(start_paused = true)]
