@@ -346,7 +346,8 @@ async fn a_new_leader_completes_retried_orders_left_pending_and_expires_the_othe
     let order_id = recorded["c-abandoned"].clone();
     eventually(PATIENCE, "order-2 expired the abandoned order", || async {
         let got = active::<_, Order>(&conn, "get_order", &json!({"order_id": order_id})).await;
-        matches!(got, Ok((order, _)) if order.status != OrderStatus::Pending)
+        // Decided and announced: settled for good.
+        matches!(got, Ok((order, _)) if order.status != OrderStatus::Pending && order.announced)
     })
     .await;
     let (expired, _) = active::<_, Order>(&conn, "get_order", &json!({"order_id": order_id}))

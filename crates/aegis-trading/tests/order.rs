@@ -693,7 +693,8 @@ async fn an_order_its_caller_gave_up_on_expires_rather_than_fills() {
         let got: Order = active(&conn, "get_order", &json!({"order_id": pending.order_id}))
             .await
             .unwrap();
-        got.status != OrderStatus::Pending
+        // Decided and announced: settled for good.
+        got.status != OrderStatus::Pending && got.announced
     })
     .await;
     let got: Order = active(&conn, "get_order", &json!({"order_id": pending.order_id}))
