@@ -323,14 +323,23 @@ impl fmt::Debug for NatsConfig {
 /// `url` with the password (or the token) its user info may carry
 /// replaced by [`REDACTED`]: `nats://alice:s3cret@host:4222` is shown as
 /// `nats://alice:<redacted>@host:4222`, `nats://tok3n@host` as
-/// `nats://<redacted>@host`. For printing a server URL a user gave.
+/// `nats://<redacted>@host`. For printing a server URL a user gave; one
+/// that is no valid server URL (a raw `/` in its password) has all but
+/// the user hidden up to its last `@`.
 ///
 /// ```
 /// use aegis_sdk::config::redact_url;
 /// assert_eq!(redact_url("nats://alice:s3cret@host:4222"), "nats://alice:<redacted>@host:4222");
 /// assert_eq!(redact_url("nats://host:4222"), "nats://host:4222");
+/// assert_eq!(redact_url("nats://alice:p/w@host:4222"), "nats://alice:<redacted>@host:4222");
 /// ```
 pub fn redact_url(url: &str) -> String {
+    // A URL the client would not take as a server (a password holding
+    // `/`, `#` or `?` makes its authority end early) is cut at its last
+    // `@` instead, so no part of such a password shows.
+    if !is_server_url(url) {
+        return redact_unparsed(url);
+    }
     let (scheme, rest) = match url.split_once("://") {
         Some((scheme, rest)) => (&url[..scheme.len() + 3], rest),
         None => ("", url),
@@ -1221,6 +1230,29 @@ mod tests {
         assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
         assert_eq!(redact_url("u:p@h"), "u:<redacted>@h");
         assert_eq!(redact_url("ws://h/path@x"), "ws://h/path@x");
+    }
+
+    /// A password holding `/` ends the URL's authority early for a plain
+    /// reading: it is hidden all the same, in `redacted()` and `Debug` too.
+    #[test]
+    fn a_password_with_a_slash_is_redacted() {
+        for (url, password) in [
+            ("nats://alice:p/w@h:4222", "p/w"),
+            ("nats://alice:123/w@h:4222", "123/w"),
+            ("tls://alice:a/b/c@h", "a/b/c"),
+            ("nats://alice:p/w@h:4222,nats://alice:p/w@g:4222", "p/w"),
+        ] {
+            let c = AegisConfig::with_servers(url);
+            for shown in [
+                redact_url(url),
+                c.redacted().to_string(),
+                format!("{c:?}"),
+                format!("{:?}", c.nats),
+            ] {
+                assert!(!shown.contains(password), "{url}: {shown}");
+                assert!(shown.contains("alice:<redacted>@"), "{url}: {shown}");
+            }
+        }
     }
 
     #[test]
