@@ -27,7 +27,13 @@
 //! let probes = Probes::new();
 //! let listener = tokio::net::TcpListener::bind("0.0.0.0:8081").await?;
 //! tokio::spawn(probes.clone().serve(listener));
-//! let service = conn.service("greeter", "1.0.0").start().await?;
+//! let service = conn
+//!     .service("greeter", "1.0.0")
+//!     .handler("hello", |name: String| async move {
+//!         Ok::<_, aegis_sdk::rpc::WireError>(format!("hello, {name}"))
+//!     })
+//!     .start()
+//!     .await?;
 //! probes.running(&conn, service.registration().map(|r| r.handle()));
 //! // ... on SIGTERM:
 //! probes.stopping();
