@@ -425,8 +425,10 @@ impl Desk {
             ));
         }
         for order_id in self.store.unannounced_fills(symbol) {
-            let (revision, order) = self.reload(&order_id, caller.epoch).await?;
-            if order.status == OrderStatus::Filled {
+            // Gone (deleted by hand): nothing to announce.
+            if let Some((revision, order)) = self.store.load(&order_id).await?
+                && order.status == OrderStatus::Filled
+            {
                 self.settle(caller, revision, order).await?;
             }
         }
@@ -435,7 +437,8 @@ impl Desk {
 
     /// The `EVENTS` sequence of the newest fill this leader knows of: read
     /// from the stream once per epoch — a new leader learns there what its
-    /// predecessors published — and raised by every fill it publishes.
+    /// predecessors published — and raised by every fill it publishes. Read
+    /// again after an assessment failed, in case the stream started over.
     async fn newest_fill(&self, epoch: u64) -> Result<u64, WireError> {
         let mut newest = self.newest_fill.lock().await;
         if newest.epoch != epoch {
@@ -453,9 +456,12 @@ impl Desk {
                     ));
                 }
             };
+            // The stream holds every fill acknowledged so far (`announce`
+            // raises the number under this same lock), so what it says
+            // replaces what was known: lower only if it started over.
             *newest = NewestFill {
                 epoch,
-                sequence: newest.sequence.max(stored),
+                sequence: stored,
             };
         }
         Ok(newest.sequence)
