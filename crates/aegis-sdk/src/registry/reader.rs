@@ -114,7 +114,8 @@ impl RegistryReader {
     /// # Errors
     /// [`RegistryError::Bucket`] or [`RegistryError::BucketUnusable`] when the
     /// bucket cannot be created or used; [`RegistryError::NotSynced`] when the
-    /// initial load does not finish within the connection's request timeout.
+    /// initial load does not finish within the connection's request timeout
+    /// or 5 s, whichever is longer.
     pub async fn start(conn: &Connection) -> Result<RegistryReader, RegistryError> {
         Ok(RegistryReader {
             cache: conn.registry_covering(None).await?,
