@@ -429,6 +429,29 @@ pub(crate) fn url_auth(servers: &[String]) -> Result<Option<UrlAuth>, ConfigErro
     Ok(found)
 }
 
+/// `servers` without the user info they may carry, for the NATS client:
+/// it does not sign in with a URL's user info (the connection hands it
+/// over itself, see [`url_auth`]), and its DEBUG lines print each address
+/// it tries, password and all. A URL without user info is left as given.
+pub(crate) fn without_userinfo(servers: &[String]) -> Vec<String> {
+    servers
+        .iter()
+        .map(|url| {
+            let Ok(addr) = url.parse::<async_nats::ServerAddr>() else {
+                return url.clone();
+            };
+            let mut parsed = addr.into_inner();
+            if parsed.username().is_empty() && parsed.password().is_none() {
+                return url.clone();
+            }
+            // Both fail only for a URL that cannot have user info at all.
+            let _ = parsed.set_password(None);
+            let _ = parsed.set_username("");
+            parsed.to_string()
+        })
+        .collect()
+}
+
 /// `url`, which does not parse, with everything between its scheme and
 /// its last `@` but a user name redacted: a password holding `/`, `#` or
 /// `?` (what may make it unparseable) is hidden too. More than a password
@@ -1253,6 +1276,29 @@ mod tests {
                 assert!(shown.contains("alice:<redacted>@"), "{url}: {shown}");
             }
         }
+    }
+
+    /// The client is handed the server URLs without their user info; the
+    /// rest of each URL is kept.
+    #[test]
+    fn the_client_gets_the_urls_without_user_info() {
+        let given: Vec<String> = [
+            "nats://alice:s3cret@h:4222",
+            "ws://tok3n@h:8080/nats",
+            "tls://h:4443",
+            "127.0.0.1:4222",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert_eq!(
+            without_userinfo(&given),
+            [
+                "nats://h:4222",
+                "ws://h:8080/nats",
+                "tls://h:4443",
+                "127.0.0.1:4222"
+            ]
+        );
     }
 
     #[test]

@@ -316,7 +316,9 @@ impl Connection {
             )
             .await?;
             let client = options
-                .connect(config.nats.servers.clone())
+                // Without the user info: signed in with it above, and
+                // the client's DEBUG lines print the addresses it tries.
+                .connect(crate::config::without_userinfo(&config.nats.servers))
                 .await
                 .map_err(|source| connect_error(&config, servers.clone(), source))?;
             clients.push(client);

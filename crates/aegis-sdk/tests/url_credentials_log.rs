@@ -1,0 +1,69 @@
+//! A password in a server URL never reaches the log, not even the NATS
+//! client's own DEBUG lines about its connection attempts (which print
+//! the address they try).
+
+mod common;
+
+use std::{
+    io::Write,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use aegis_sdk::{AegisConfig, Connection};
+use common::eventually;
+
+/// Everything logged in this test binary, as text.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_in_a_server_url_is_not_logged_at_debug() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .init();
+    let mut nats = aegis_testkit::NatsServer::builder()
+        .app_users(r#"[ { user: "alice", password: "s3cretpw" } ]"#.to_owned())
+        .start()
+        .expect("start nats-server with a user");
+    let url = nats.url().replace("nats://", "nats://alice:s3cretpw@");
+    let mut config = AegisConfig::with_servers(url);
+    config.nats.request_timeout = Duration::from_secs(2);
+    let conn = Connection::connect(config)
+        .await
+        .expect("signed in with the URL's user and password");
+    // A reconnect: more attempts, each logged with its address.
+    nats.kill();
+    nats.restart().unwrap();
+    eventually(Duration::from_secs(15), "reconnected", || {
+        let conn = conn.clone();
+        async move { conn.is_connected() }
+    })
+    .await;
+    let text = logs.text();
+    assert!(
+        text.contains("attempting connection"),
+        "the client's DEBUG lines are captured: {text}"
+    );
+    assert!(!text.contains("s3cretpw"), "{text}");
+}
