@@ -2,7 +2,8 @@
 // and edit in the DefinitionForm modal, delete behind the
 // ConfirmDeleteDialog, each definition's history — a deleted one's opened
 // by name; a toast for every outcome. Viewers see the table and the
-// history, without write controls.
+// history, without write controls. A definition deleted, the focus goes
+// to the row that took its place (or to New), not to <body>.
 "use client";
 
 import * as React from "react";
@@ -34,6 +35,9 @@ export function ManageView() {
   const [editing, setEditing] = React.useState<string | null>(null);
   const [deleting, setDeleting] = React.useState<string | null>(null);
   const [history, setHistory] = React.useState<string | null>(null);
+  /** A definition just deleted and its row's place: where the focus goes once the row left. */
+  const deleted = React.useRef<{ name: string; index: number } | null>(null);
+  const newButton = React.useRef<HTMLButtonElement>(null);
 
   const reload = React.useCallback(async () => {
     try {
@@ -77,6 +81,7 @@ export function ManageView() {
   const confirmDelete = async (name: string) => {
     try {
       await api.deleteDefinition(name);
+      deleted.current = { name, index: definitions?.findIndex((d) => d.service_name === name) ?? 0 };
       toast({ variant: "success", title: t("manage.deleted", { name }) });
       setDeleting(null);
       void reload().catch(() => undefined);
@@ -90,6 +95,23 @@ export function ManageView() {
     }
   };
 
+  // The confirmation gives the focus back to the row's Delete button; when
+  // that row leaves the table, the focus would fall to <body>. Checked
+  // after the dialog's own focus return (a task later), and only when
+  // nothing else has the focus.
+  React.useEffect(() => {
+    const gone = deleted.current;
+    if (!gone || deleting !== null || !definitions || definitions.some((d) => d.service_name === gone.name)) return;
+    const timer = setTimeout(() => {
+      deleted.current = null;
+      if (document.activeElement && document.activeElement !== document.body) return;
+      const next = definitions[Math.min(gone.index, definitions.length - 1)];
+      const row = next ? document.querySelector<HTMLElement>(`[data-testid="definition-row"][data-name="${CSS.escape(next.service_name)}"] button`) : null;
+      (row ?? newButton.current)?.focus();
+    }, 0);
+    return () => clearTimeout(timer);
+  }, [definitions, deleting]);
+
   return (
     <div className="flex flex-col gap-6">
       <div className="flex flex-col gap-4 sm:flex-row sm:items-end sm:justify-between">
@@ -100,7 +122,7 @@ export function ManageView() {
         <div className="flex flex-wrap items-center gap-2">
           <FeedIndicator state={feed} />
           {canWrite ? (
-            <Button onClick={openCreate} data-testid="new-definition">
+            <Button ref={newButton} onClick={openCreate} data-testid="new-definition">
               {t("manage.new")}
             </Button>
           ) : null}
