@@ -619,6 +619,22 @@ async fn an_order_interrupted_by_an_outage_resumes_on_retry() {
     let details = failed.remote().unwrap().details.clone().unwrap();
     assert_eq!(details["order_id"], pending.orders[0].order_id.as_str());
 
+    // A retry while pricing is down fails before it gets far; its error
+    // names the recorded order too.
+    pricing.shutdown().await.unwrap();
+    let failed = create(&conn, &req).await.unwrap_err();
+    let details = failed.remote().unwrap().details.clone().unwrap();
+    assert_eq!(details["order_id"], pending.orders[0].order_id.as_str());
+    let pricing = pricing::start(
+        &conn,
+        PricingOptions {
+            publish_interval: None,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+
     // Risk is back: the retry finishes that same order.
     let risk = risk::start(&conn, RiskOptions::default()).await.unwrap();
     let done = create(&conn, &req).await.unwrap();

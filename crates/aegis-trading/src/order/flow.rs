@@ -121,7 +121,16 @@ impl Desk {
             }
         }
         // Quote before recording, so an unknown symbol leaves no order behind.
-        let quote = self.quote(&caller, &req.symbol).await?;
+        let quote = match self.quote(&caller, &req.symbol).await {
+            Ok(quote) => quote,
+            // A retry of an order recorded before: the error names it too.
+            Err(e) => {
+                return Err(match &found {
+                    Some((_, order)) => self.recorded(e, order),
+                    None => e,
+                });
+            }
+        };
         let (revision, order) = match found {
             Some(found) => found,
             None => {
