@@ -2,8 +2,15 @@
 // explains — "for 2 min 5 s, since 08:48:33" — from the API's
 // `statusSince`, on the page's shared one-second clock. Shown beside the
 // reason (as `aegis status` says "for Ns (since …)").
+//
+// `statusSince` is a time on the monitor's clock; the duration is measured
+// on it too, through the page's store (the browser's clock corrected by the
+// offset the digests show, as the heartbeat age is), so a browser whose
+// clock is a minute off still says "for 30 s". Without a store (component
+// tests), against the browser's clock.
 "use client";
 
+import { useInstanceStore } from "@/hooks/use-instance-store";
 import { useNow } from "@/hooks/use-now";
 import { clockOrDate, duration } from "@/lib/format";
 import { useI18n } from "@/lib/i18n";
@@ -17,7 +24,10 @@ export interface StatusSinceProps {
 
 export function StatusSince({ since, className }: StatusSinceProps) {
   const { t, locale } = useI18n();
-  const now = useNow();
+  const store = useInstanceStore();
+  // Re-rendered on the shared clock's tick; read on the monitor's clock.
+  const browserNow = useNow();
+  const now = store ? store.monitorNow() : browserNow;
   const at = Date.parse(since);
   if (Number.isNaN(at)) return null;
   return (
