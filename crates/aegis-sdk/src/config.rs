@@ -194,7 +194,7 @@ pub struct ReconnectPolicy {
     /// attempts are used up within 50 ms and 10 within about 9 s.
     pub max_reconnects: Option<usize>,
     /// Delay before the second try after a drop (the first goes at once);
-    /// doubles per attempt up to `max_delay`.
+    /// doubles per attempt up to `max_delay`. Greater than zero.
     #[serde(with = "humantime_serde")]
     pub initial_delay: Duration,
     /// Upper bound of the retry delay.
@@ -802,6 +802,13 @@ impl AegisConfig {
                 "nats.reconnect.max_reconnects",
                 "must be at least 1 (the NATS client would read 0 as no limit); leave it \
                  unset to reconnect forever",
+            ));
+        }
+        if n.reconnect.initial_delay.is_zero() {
+            return Err(invalid(
+                "nats.reconnect.initial_delay",
+                "must be greater than zero: a zero delay stays zero as it doubles, and the \
+                 client would retry a server that is down without a pause",
             ));
         }
         if n.reconnect.initial_delay > n.reconnect.max_delay {
@@ -1429,6 +1436,34 @@ mod tests {
             c.nats.reconnect.max_reconnects = fine;
             c.validate().unwrap();
         }
+    }
+
+    /// A zero reconnect delay stays zero however it doubles: the client
+    /// would retry a down server in a loop without a pause.
+    #[test]
+    fn a_zero_reconnect_delay_is_refused() {
+        for (initial, max) in [
+            (Duration::ZERO, Duration::ZERO),
+            (Duration::ZERO, Duration::from_secs(2)),
+        ] {
+            let mut c = AegisConfig::default();
+            c.nats.reconnect.initial_delay = initial;
+            c.nats.reconnect.max_delay = max;
+            let err = c.validate().unwrap_err();
+            assert!(
+                matches!(
+                    &err,
+                    ConfigError::Invalid {
+                        field: "nats.reconnect.initial_delay",
+                        ..
+                    }
+                ),
+                "{initial:?}/{max:?}: {err:?}"
+            );
+        }
+        let mut c = AegisConfig::default();
+        c.nats.reconnect.initial_delay = Duration::from_millis(1);
+        c.validate().unwrap();
     }
 
     #[test]
