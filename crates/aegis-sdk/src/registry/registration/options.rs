@@ -41,6 +41,10 @@ pub const METADATA_HEARTBEAT_MS: &str = "heartbeatMs";
 /// record is re-written ([`RegistrationOptions::effective_refresh`]): its
 /// `lastHeartbeat` is at most this old (plus a stall) while it lives.
 pub const METADATA_REFRESH_MS: &str = "refreshMs";
+/// The shortest heartbeat accepted: a shorter one would beat on every
+/// timer tick, and the record's `heartbeatMs` could say 0, which readers
+/// take for an instance that does not beat.
+const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
 /// The shortest TTL the server accepts.
 pub const MIN_TTL: Duration = Duration::from_secs(1);
 /// The longest TTL accepted: thirty days, far past any stall a record must
@@ -71,9 +75,9 @@ pub const MAX_TTL: Duration = crate::clock::LONGEST_PERIOD;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistrationOptions {
     /// How often the liveness beat goes out and the health check runs
-    /// (default 1 s); at most a third of `ttl`, since the record is
-    /// re-written on a beat and must be at least three times per TTL. A
-    /// changed record is written at the next beat at the latest.
+    /// (default 1 s, at least 10 ms); at most a third of `ttl`, since the
+    /// record is re-written on a beat and must be at least three times per
+    /// TTL. A changed record is written at the next beat at the latest.
     pub heartbeat: Duration,
     /// How often an unchanged record is re-written to renew its TTL
     /// (default 4 s); held between `heartbeat` and a third of `ttl` (see
@@ -103,8 +107,8 @@ impl RegistrationOptions {
     ///
     /// # Errors
     /// [`RegistryError::InvalidOptions`] when the TTL is under 1 s or over
-    /// [`MAX_TTL`] (30 days), the heartbeat is zero or longer than a third
-    /// of the TTL, or `unhealthy_after` is 0.
+    /// [`MAX_TTL`] (30 days), the heartbeat is under 10 ms or longer than a
+    /// third of the TTL, or `unhealthy_after` is 0.
     pub fn validate(&self) -> Result<(), RegistryError> {
         let invalid = |m: String| Err(RegistryError::InvalidOptions(m));
         if self.ttl < MIN_TTL {
@@ -119,8 +123,12 @@ impl RegistrationOptions {
                 self.ttl
             ));
         }
-        if self.heartbeat.is_zero() {
-            return invalid("heartbeat must be greater than zero".to_owned());
+        if self.heartbeat < MIN_HEARTBEAT {
+            return invalid(format!(
+                "heartbeat {:?} is below the shortest accepted, {MIN_HEARTBEAT:?} (a beat per \
+                 timer tick, which the record would publish as no beat at all)",
+                self.heartbeat
+            ));
         }
         if self.heartbeat > self.ttl / 3 {
             return invalid(format!(
@@ -168,6 +176,33 @@ impl RegistrationOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A beat of a few nanoseconds would go out on every timer tick, and
+    /// the record would say `heartbeatMs: 0`, which readers take for an
+    /// instance that does not beat: under 10 ms is refused.
+    #[test]
+    fn a_heartbeat_under_ten_milliseconds_is_refused() {
+        for heartbeat in [
+            Duration::from_nanos(1),
+            Duration::from_micros(999),
+            Duration::from_micros(9_999),
+        ] {
+            let options = RegistrationOptions {
+                heartbeat,
+                ..Default::default()
+            };
+            let Err(RegistryError::InvalidOptions(why)) = options.validate() else {
+                panic!("{options:?} is accepted");
+            };
+            assert!(why.contains("10ms"), "{why}");
+        }
+        RegistrationOptions {
+            heartbeat: Duration::from_millis(10),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+    }
 
     /// The record is re-written on a beat, so a beat longer than a third
     /// of the TTL would renew it less than three times per TTL: two lost
