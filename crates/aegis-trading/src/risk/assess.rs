@@ -18,7 +18,11 @@ pub struct RiskLimits {
     /// Largest quantity × price of one order (default 1 000 000).
     pub max_order_notional: f64,
     /// Largest absolute net position per symbol after an order (default
-    /// 50 000); an order that makes a position beyond it smaller passes.
+    /// 50 000). An order that leaves a position beyond it passes only when
+    /// it makes that position smaller without taking it across zero: a
+    /// position beyond the limit (after the limit was lowered, say) can be
+    /// brought back order by order, but an order that flips it must end
+    /// within the limit on the other side.
     pub max_position: i64,
     /// Symbols that may be traded; empty allows every symbol (the default).
     #[serde(default)]
@@ -197,7 +201,8 @@ pub struct RiskAssessment {
 /// before the order. Every broken limit is reported, not just the first, so
 /// a caller can fix the order in one go. An order that leaves the position
 /// beyond `max_position` passes that limit only when it makes the position
-/// smaller than it was.
+/// smaller than it was and keeps it on the same side of zero (see
+/// [`RiskLimits::max_position`]).
 pub fn assess(limits: &RiskLimits, order: &OrderToAssess, position: i64) -> RiskAssessment {
     let mut reasons = Vec::new();
     let notional = order.quantity as f64 * order.price;
@@ -232,9 +237,12 @@ pub fn assess(limits: &RiskLimits, order: &OrderToAssess, position: i64) -> Risk
             ),
         ));
     }
-    // Beyond the limit, but smaller than before (a long sold down, a short
-    // bought back, after the limit was lowered, say): allowed, or the desk
-    // could only get back inside the limit in one go.
+    // Beyond the limit, but smaller than before and on the same side (a
+    // long sold down, a short bought back, after the limit was lowered,
+    // say): allowed, or the desk could only get back inside the limit in
+    // one go. Across zero it is a new position the other way, held to the
+    // limit like any other (+150 sold to -140 under a limit of 100 is not
+    // a reduction).
     match after {
         None => reasons.push(Reason::new(
             ReasonCode::MaxPosition,
@@ -246,7 +254,7 @@ pub fn assess(limits: &RiskLimits, order: &OrderToAssess, position: i64) -> Risk
         )),
         Some(after)
             if after.unsigned_abs() > limits.max_position.unsigned_abs()
-                && after.unsigned_abs() >= position.unsigned_abs() =>
+                && !reduces(position, after) =>
         {
             reasons.push(Reason::new(
                 ReasonCode::MaxPosition,
@@ -275,6 +283,12 @@ pub fn assess(limits: &RiskLimits, order: &OrderToAssess, position: i64) -> Risk
         risk_score,
         reasons,
     }
+}
+
+/// Whether going from `position` to `after` makes the position smaller
+/// while keeping it on the same side of zero.
+fn reduces(position: i64, after: i64) -> bool {
+    after.signum() == position.signum() && after.unsigned_abs() < position.unsigned_abs()
 }
 
 #[cfg(test)]
@@ -359,6 +373,29 @@ mod tests {
         assert_eq!(codes(&a), [ReasonCode::MaxPosition]);
         let a = assess(&limits, &order("TSLA", Side::Sell, 300, 250.0), 150);
         assert_eq!(codes(&a), [ReasonCode::MaxPosition], "-150 is no smaller");
+    }
+
+    /// An order that takes an over-limit position across zero must end
+    /// within the limit: a smaller position on the other side is still a
+    /// new position beyond it.
+    #[test]
+    fn an_order_that_flips_an_over_limit_position_must_end_within_the_limit() {
+        let limits = RiskLimits {
+            max_position: 100,
+            ..Default::default()
+        };
+        let a = assess(&limits, &order("TSLA", Side::Sell, 290, 250.0), 150);
+        assert_eq!(codes(&a), [ReasonCode::MaxPosition], "-140: {a:?}");
+        let a = assess(&limits, &order("TSLA", Side::Buy, 290, 250.0), -150);
+        assert_eq!(codes(&a), [ReasonCode::MaxPosition], "+140: {a:?}");
+        let a = assess(&limits, &order("TSLA", Side::Sell, 100, 250.0), 150);
+        assert!(a.approved, "+50, same side: {a:?}");
+        let a = assess(&limits, &order("TSLA", Side::Sell, 240, 250.0), 150);
+        assert!(a.approved, "-90, within the limit: {a:?}");
+        let a = assess(&limits, &order("TSLA", Side::Sell, 250, 250.0), 150);
+        assert!(a.approved, "-100, at the limit: {a:?}");
+        let a = assess(&limits, &order("TSLA", Side::Sell, 150, 250.0), 150);
+        assert!(a.approved, "flat: {a:?}");
     }
 
     /// Positions and limits near what an i64 holds: an order that would
