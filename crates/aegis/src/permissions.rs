@@ -413,9 +413,13 @@ fn base() -> Grants {
 }
 
 /// Reading KV bucket `bucket`: its stream info, direct and stored gets, and
-/// the ephemeral consumers of watches (created, looked up, deleted when the
-/// watch ends, with their flow-control replies), pulled from by
-/// `kv::follow`'s feed.
+/// the ephemeral consumers of watches (created, looked up, with their
+/// flow-control replies), pulled from by `kv::follow`'s feed. Not deleting
+/// a consumer: the ephemeral ones have server-chosen names, so a grant to
+/// delete one's own is a grant to delete every reader's (the monitor's
+/// registry watch included). A watch that ends asks to delete its
+/// consumer; refused, the consumer goes by itself once unused for its
+/// inactive threshold (10 s), as it would after a crash.
 fn kv_read(g: &mut Grants, bucket: &str) {
     let stream = format!("KV_{bucket}");
     g.publish.extend([
@@ -426,7 +430,6 @@ fn kv_read(g: &mut Grants, bucket: &str) {
         format!("$JS.API.CONSUMER.CREATE.{stream}"),
         format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
         format!("$JS.API.CONSUMER.INFO.{stream}.*"),
-        format!("$JS.API.CONSUMER.DELETE.{stream}.*"),
         format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.*"),
         format!("$JS.FC.{stream}.>"),
     ]);
@@ -439,7 +442,11 @@ fn kv_read(g: &mut Grants, bucket: &str) {
 /// any subject. The operator's `aegis init` creates every bucket.
 fn kv_own(g: &mut Grants, bucket: &str) {
     kv_read(g, bucket);
-    g.publish.push(format!("$KV.{bucket}.>"));
+    g.publish.extend([
+        format!("$KV.{bucket}.>"),
+        // Its readers are its own (and the operator's, who may anyway).
+        format!("$JS.API.CONSUMER.DELETE.KV_{bucket}.*"),
+    ]);
 }
 
 /// Consuming from `stream` with consumers of any filter: create (or look
@@ -585,8 +592,7 @@ fn monitor_grants() -> Grants {
     // operator (`aegis init`): a create or update would also let it choose
     // their subjects, sources and mirrors, and so copy any bucket or any
     // role's replies into them. It writes definitions and reads.
-    kv_read(&mut g, DEFINITIONS_BUCKET);
-    g.publish.push(format!("$KV.{DEFINITIONS_BUCKET}.>"));
+    kv_own(&mut g, DEFINITIONS_BUCKET);
     for stream in [METRICS_STREAM, LOG_STREAM] {
         // Its readers of these are the only consumers on them.
         g.publish

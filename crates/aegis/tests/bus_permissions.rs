@@ -544,6 +544,72 @@ async fn a_service_dead_letters_only_for_its_own_consumers() {
     assert_eq!(stored, 1, "only pricing's own dead letter is stored");
 }
 
+/// No role deletes the consumers of a bucket it only reads: the
+/// registry and election watches of the monitor (and of every service)
+/// live there, and a loop deleting them kept every reader on a stale view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_role_deletes_the_watches_of_another() {
+    let bus = Bus::start();
+    let operator = bus.operator().await;
+    let state = aegis_monitor::AppState::start(
+        aegis_monitor::MonitorConfig {
+            nats: bus.config("monitor"),
+            admin_token: Some(Secret::new(ADMIN)),
+            ..Default::default()
+        },
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect("the monitor starts");
+    let names = |stream: &'static str| {
+        let js = operator.jetstream().clone();
+        async move {
+            let stream = js.get_stream(stream).await.unwrap();
+            let names: Vec<String> = futures::StreamExt::collect::<Vec<_>>(stream.consumer_names())
+                .await
+                .into_iter()
+                .map(Result::unwrap)
+                .collect();
+            names
+        }
+    };
+    let mut pricing = bus.probe("svc-pricing-service").await;
+    let mut monitor = bus.probe("monitor").await;
+    let mut watched = Vec::new();
+    for stream in ["KV_service_registry", "KV_service_elections"] {
+        let consumers = names(stream).await;
+        assert!(!consumers.is_empty(), "the monitor watches {stream}");
+        for consumer in &consumers {
+            let subject = format!("$JS.API.CONSUMER.DELETE.{stream}.{consumer}");
+            pricing
+                .client
+                .publish(subject.clone(), bytes::Bytes::new())
+                .await
+                .unwrap();
+            pricing.client.flush().await.unwrap();
+            pricing
+                .refused("delete the monitor's watch", &subject)
+                .await;
+        }
+        watched.push((stream, consumers));
+    }
+    // Nor the monitor a service's watch (any name: the subject decides).
+    monitor
+        .publish_refused(
+            "delete a registry watch",
+            "$JS.API.CONSUMER.DELETE.KV_service_registry.any",
+            b"",
+        )
+        .await;
+    for (stream, consumers) in watched {
+        let now = names(stream).await;
+        for consumer in consumers {
+            assert!(now.contains(&consumer), "{stream}: {consumer} was deleted");
+        }
+    }
+    state.shutdown().await;
+}
+
 #[tokio::test]
 async fn the_monitor_cannot_call_services_or_write_the_registry() {
     let bus = Bus::start();

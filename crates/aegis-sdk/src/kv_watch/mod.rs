@@ -125,7 +125,8 @@ const OPEN_ATTEMPT_MAX: Duration = Duration::from_secs(2);
 /// consumers at once) still gets the time it needs.
 const OPEN_ATTEMPTS_CAPPED: u32 = 5;
 const OPEN_PAUSE_MAX: Duration = Duration::from_secs(1);
-/// How long the server keeps an abandoned consumer with nobody listening.
+/// How long the server keeps an abandoned consumer with nobody listening
+/// (the only way one goes: see `Session::abandon`).
 const INACTIVE_THRESHOLD: Duration = Duration::from_secs(10);
 
 const HEADER_KV_OPERATION: &str = "KV-Operation";
@@ -520,10 +521,9 @@ impl Session {
         let info = consumer.cached_info().clone();
         let after = bucket_created(js, store).await;
         if after.as_ref().ok() != Some(&before) {
-            let stream = store.stream.clone();
-            tokio::spawn(async move {
-                let _ = stream.delete_consumer(&info.name).await;
-            });
+            // Left to the server, as every abandoned consumer (see
+            // `Session::abandon`).
+            drop(subscriber);
             return Err("the bucket was replaced while the watch opened".into());
         }
         debug!(consumer = %info.name, pending = info.num_pending, "watch opened");
@@ -727,15 +727,15 @@ impl Session {
         Ok(())
     }
 
-    /// Deletes the consumer in the background (best effort: the server drops
-    /// it after [`INACTIVE_THRESHOLD`] anyway).
-    fn abandon(self, store: &kv::Store) {
-        let stream = store.stream.clone();
-        let consumer = self.consumer;
+    /// Stops listening; the server removes the consumer once nobody has
+    /// listened for [`INACTIVE_THRESHOLD`]. It is not deleted: a reader
+    /// of a bucket it does not own (a service, the monitor on the registry
+    /// and elections) may not delete consumers there under the users of
+    /// `aegis up` and the Helm chart, since an ephemeral consumer's
+    /// server-chosen name cannot be granted apart from every other
+    /// reader's; a refused delete would be a permission violation in the
+    /// server's log and this process's on every rescope and stop.
+    fn abandon(self, _store: &kv::Store) {
         drop(self.subscriber);
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(2), stream.delete_consumer(&consumer))
-                .await;
-        });
     }
 }
