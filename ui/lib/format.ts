@@ -18,6 +18,21 @@ export function agoAtLeast(t: Translate, ageMs: number): string {
   return agoSecs(t, Math.ceil(ageMs / 1000));
 }
 
+/**
+ * "at most 4 s ago" for an age in milliseconds known only as a bound (a
+ * down instance's heartbeat before the monitor says its last beat): every
+ * unit rounded up, so it stays true until the next repaint a second later.
+ */
+export function agoAtMost(t: Translate, ageMs: number): string {
+  const secs = Math.ceil(ageMs / 1000);
+  if (secs < 1) return agoSecs(t, secs);
+  let ago: string;
+  if (secs < 60) ago = t("time.secondsAgo", { n: secs });
+  else if (secs < 3600) ago = t("time.minutesAgo", { n: Math.ceil(secs / 60) });
+  else ago = t("time.hoursAgo", { n: Math.ceil(secs / 3600) });
+  return t("time.atMost", { ago });
+}
+
 function agoSecs(t: Translate, secs: number): string {
   // Clocks of the browser and the instances differ a little.
   if (secs < -2) return t("time.inFuture", { n: -secs });

@@ -35,6 +35,17 @@
 // ago" after `aegis chaos kill`): the age shown when the heartbeat moved
 // forward is held until the true age reaches it, and grows from there.
 //
+// Of a down instance, only the digest's record of its last beat (`late`)
+// says when that was. Until one lists it, its heartbeat is a bound — the
+// last on-time digest's, or a record write, each a sign of life not known
+// to be its last — and so is a held age above the true one: such an age is
+// shown as at most that old (`atMost`). The trial read "Heartbeat 4 s ago"
+// 150 ms after a kill, as if it had gone silent 4 s before it died; it had
+// beaten 0.2 s before. No tighter bound is known then: the connection's
+// close (its `statusSince`) is no sign of life — it comes after the death,
+// by as long as the server takes to notice (a frozen process is closed
+// only when its pings time out), and the last beat comes before it.
+//
 // While the feed is stalled or reconnecting (no stream and no REST read
 // answering), nothing says whether an instance still beats: counting its
 // age on would read as every instance going silent. Its heartbeat is then
@@ -100,6 +111,8 @@ export type HeartbeatView =
   | { kind: "onTime"; iso: string; age: number }
   /** Its age (ms): late, down, or read from its record. */
   | { kind: "age"; iso: string; age: number }
+  /** Down, and its age (ms) only a bound: the monitor has not said its last beat. */
+  | { kind: "atMost"; iso: string; age: number }
   /** The page has had no news for `since` ms: its heartbeat is not known now. */
   | { kind: "noNews"; iso: string; since: number }
   /** No digest yet: only its record's write time is known, not whether it beats on time. */
@@ -149,6 +162,8 @@ export class InstanceStore {
   /** Of instances that are down and whose heartbeat moved forward: the
    *  age shown when it did (ms), held until the true age reaches it. */
   private heldAges = new Map<string, number>();
+  /** Instances whose heartbeat is a digest's record of their last beat (`late`), not a bound. */
+  private exact = new Set<string>();
   /** Of instances the last digest did not list late: that digest's `asOf`. */
   private onTime = new Map<string, number>();
   /** The monitor's clock less the browser's, as the last digests showed it (ms). */
@@ -256,7 +271,7 @@ export class InstanceStore {
       this.onTime.delete(k);
       if (lastBeat !== undefined && !Number.isNaN(lastBeat)) {
         // The monitor's own record of its last sign of life: the truth.
-        this.setHeartbeat(k, lastBeat, down);
+        this.setHeartbeat(k, lastBeat, down, true);
         continue;
       }
       const interval = Number(e.instance.metadata?.heartbeatMs);
@@ -313,6 +328,9 @@ export class InstanceStore {
     const interval = Number(e.instance.metadata?.heartbeatMs);
     if (!down && !this.digested && interval > 0 && (this.feed === "connecting" || this.feed === "live")) return { kind: "checking", iso };
     const age = this.heartbeatAge(service, id)!;
+    // A down one's age is exact only from the monitor's record of its last
+    // beat, and not while held above it (see the top).
+    if (down && (!this.exact.has(k) || age > this.monitorNow() - at)) return { kind: "atMost", iso, age };
     return { kind: this.heartbeatOnTime(service, id) ? "onTime" : "age", iso, age };
   }
 
@@ -333,12 +351,18 @@ export class InstanceStore {
     return Math.max(this.monitorNow() - at, this.heldAges.get(k) ?? -Infinity);
   }
 
-  /** Moves an instance's heartbeat; a down one's age holds where it was shown when it moves forward. */
-  private setHeartbeat(k: string, at: number, down: boolean): void {
+  /**
+   * Moves an instance's heartbeat, `exact` when it is the monitor's record
+   * of its last beat rather than a bound; a down one's age holds where it
+   * was shown when it moves forward.
+   */
+  private setHeartbeat(k: string, at: number, down: boolean, exact = false): void {
     const known = this.heartbeats.get(k);
     if (!down) this.heldAges.delete(k);
     else if (known !== undefined && at > known) this.heldAges.set(k, Math.max(this.monitorNow() - known, this.heldAges.get(k) ?? -Infinity));
     this.heartbeats.set(k, at);
+    if (exact) this.exact.add(k);
+    else this.exact.delete(k);
   }
 
   /** The newest metrics snapshot of an instance, and a way to follow it. */
@@ -363,6 +387,7 @@ export class InstanceStore {
         this.map.delete(k);
         this.heartbeats.delete(k);
         this.heldAges.delete(k);
+        this.exact.delete(k);
         this.onTime.delete(k);
         removed = true;
       }

@@ -3,7 +3,7 @@
 // history), the date in one format per language. Dates are built from
 // local fields, so the expectations hold in any time zone.
 import { timeTickLabels } from "@/lib/chart-ticks";
-import { ago, agoAtLeast, clock, clockOrDate, dateTime, timeMs } from "@/lib/format";
+import { ago, agoAtLeast, agoAtMost, clock, clockOrDate, dateTime, timeMs } from "@/lib/format";
 import { format } from "@/lib/i18n";
 import { en } from "@/lib/i18n/en";
 
@@ -75,5 +75,16 @@ describe("agoAtLeast()", () => {
     expect(agoAtLeast(t, 2001)).toBe("3 s ago");
     expect(agoAtLeast(t, 3000)).toBe("3 s ago");
     expect(ago(t, new Date(0).toISOString(), 2999)).toBe("2 s ago");
+  });
+});
+
+describe("agoAtMost()", () => {
+  const t = (key: string, vars?: Record<string, string | number>) => format(en[key as keyof typeof en], vars, "en");
+  it("says a bound, every unit rounded up: a minute and a half is at most 2 min", () => {
+    expect(agoAtMost(t, 2001)).toBe("at most 3 s ago");
+    expect(agoAtMost(t, 59_000)).toBe("at most 59 s ago");
+    expect(agoAtMost(t, 90_000)).toBe("at most 2 min ago");
+    expect(agoAtMost(t, 3_700_000)).toBe("at most 2 h ago");
+    expect(agoAtMost(t, 0)).toBe("just now");
   });
 });

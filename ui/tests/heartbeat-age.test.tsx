@@ -48,14 +48,18 @@ function Live({ store }: { store: InstanceStore }) {
   return entry ? <ServiceInstanceCard entry={entry} /> : null;
 }
 
-/** Whole seconds the card says: "3 s ago" → 3, "just now" → 0; null for "on time" (no age shown). */
-function shownSecs(): number | null {
+/**
+ * Whole seconds the card says, and whether it says them as only a bound:
+ * "3 s ago" → 3, "at most 3 s ago" → 3 (a bound), "just now" → 0; null
+ * for "on time" (no age shown).
+ */
+function shownAge(): { secs: number; atMost: boolean } | null {
   const text = screen.getByTestId("heartbeat-age").textContent ?? "";
   if (text === "on time") return null;
-  if (text === "just now") return 0;
-  const m = /^(\d+) s ago$/.exec(text);
+  if (text === "just now") return { secs: 0, atMost: false };
+  const m = /^(at most )?(\d+) s ago$/.exec(text);
   if (!m) throw new Error(`unexpected heartbeat text: ${text}`);
-  return Number(m[1]);
+  return { secs: Number(m[2]), atMost: m[1] !== undefined };
 }
 
 describe("a killed instance's heartbeat age", () => {
@@ -104,16 +108,20 @@ describe("a killed instance's heartbeat age", () => {
     // From just before the disconnect is seen, as the trial read it.
     for (let at = 28; at <= 8000; at += 400) {
       advanceTo(at);
-      const shown = shownSecs();
-      if (shown === null) {
+      const age = shownAge();
+      if (age === null) {
         // Before the API says it is down, the digests said it beat on time.
         if (at >= 428) problems.push(`+${at} ms: on time after the disconnect`);
         continue;
       }
+      const shown = age.secs;
       const sinceBeat = Math.floor((at - LAST_BEAT) / 1000);
-      readings.push(`+${at} ms: ${shown} s (since its last beat ${(at - LAST_BEAT) / 1000} s)`);
+      readings.push(`+${at} ms: ${age.atMost ? "at most " : ""}${shown} s (since its last beat ${(at - LAST_BEAT) / 1000} s)`);
       if (shown < previous) problems.push(`+${at} ms: ${shown} s after ${previous} s`);
       if (shown < sinceBeat) problems.push(`+${at} ms: ${shown} s, fresher than ${sinceBeat} s`);
+      // Said as the age, not as a bound: no older than the time since its
+      // last beat, rounded up (the trial: "4 s ago" 0.2 s after a beat).
+      if (!age.atMost && shown > Math.ceil((at - LAST_BEAT) / 1000)) problems.push(`+${at} ms: ${shown} s ago, older than its last beat`);
       previous = shown;
     }
     expect(problems, readings.join("\n")).toEqual([]);
@@ -149,6 +157,59 @@ describe("a killed instance's heartbeat age", () => {
     vi.setSystemTime(KILL + 5000);
     store.apply({ type: "instanceUpserted", instance: pricing2({ lastHeartbeat: iso(4900) }) });
     expect(store.heartbeatAge("pricing-service", "pricing-2")).toBe(100);
+  });
+});
+
+// The trial: `chaos kill pricing-2`; 150 ms later its card read "UNHEALTHY
+// … disconnected … Heartbeat 4 s ago", though it had beaten 0.2 s before
+// it died. All the page knew of its last beat was a bound: the last digest
+// said it had shown life within 1.5 beats of its time, and its record was
+// written 2.3 s before. The connection's close is no sign of life (it
+// comes after the death, by as long as the server takes to notice), so
+// the bound cannot shrink; it must be said as a bound, until a digest
+// lists the monitor's record of its last beat.
+describe("a killed instance's heartbeat before the monitor says its last beat", () => {
+  beforeEach(() => vi.useFakeTimers({ toFake: ["setInterval", "clearInterval", "setTimeout", "clearTimeout", "Date"] }));
+  afterEach(() => vi.useRealTimers());
+
+  function killedAt150(locale: "en" | "zh-CN" = "en") {
+    vi.setSystemTime(KILL - 1800);
+    const store = new InstanceStore({ schedule: (flush) => flush() });
+    store.replaceAll([pricing2({ lastHeartbeat: iso(-2300) })]);
+    store.applyDigest(digest(-1800, false));
+    renderUi(
+      <InstanceStoreContext.Provider value={store}>
+        <Live store={store} />
+      </InstanceStoreContext.Provider>,
+      { locale },
+    );
+    act(() => vi.advanceTimersByTime(1950));
+    act(() => store.apply({ type: "instanceUpserted", instance: pricing2({ status: "UNHEALTHY", statusReason: "disconnected", statusSince: iso(100), lastHeartbeat: iso(-2300) }) }));
+    return store;
+  }
+
+  it("says its age as at most, not as the time since its last beat", () => {
+    const store = killedAt150();
+    const age = screen.getByTestId("heartbeat-age");
+    expect(age).toHaveTextContent(/^at most 3 s ago$/);
+    expect(age.querySelector("time")).toHaveAttribute("title", "Its last sign of life was at most 3 s ago; the monitor has not said exactly when.");
+    // +1250 ms; painted on the clock's tick at +1200 ms.
+    act(() => vi.advanceTimersByTime(1100));
+    expect(age).toHaveTextContent(/^at most 4 s ago$/);
+    // The monitor lists it late with its last beat: 3.3 s ago. The age
+    // shown holds (still a bound) until that reaches it, then is the age.
+    act(() => vi.advanceTimersByTime(1750));
+    act(() => store.applyDigest(digest(3000, true)));
+    act(() => vi.advanceTimersByTime(400));
+    expect(age).toHaveTextContent(/^at most 6 s ago$/);
+    act(() => vi.advanceTimersByTime(2100));
+    expect(age).toHaveTextContent(/^6 s ago$/);
+    expect(age.querySelector("time")).not.toHaveAttribute("title");
+  });
+
+  it("says it in Chinese too", () => {
+    killedAt150("zh-CN");
+    expect(screen.getByTestId("heartbeat-age")).toHaveTextContent(/^最多 3 秒前$/);
   });
 });
 
@@ -274,7 +335,8 @@ describe("an instance's heartbeat before the first digest", () => {
       store.replaceAll([order1({ status: "UNHEALTHY", statusReason: "disconnected" })]);
     });
     act(() => vi.advanceTimersByTime(1000));
-    expect(age()).toHaveTextContent(/^5 s ago$/);
+    // Its record's write time: a sign of life, not known to be its last.
+    expect(age()).toHaveTextContent(/^at most 5 s ago$/);
   });
 });
 
@@ -321,6 +383,7 @@ describe("an instance's heartbeat when its status changes", () => {
     act(() => change(store));
     expect(screen.getByTestId("instance-card")).not.toHaveAttribute("data-status", "ACTIVE");
     expect(screen.getByTestId("heartbeat-age")).not.toHaveTextContent(/on time/);
-    expect(screen.getByTestId("heartbeat-age")).toHaveTextContent(/^1 s ago$/);
+    // Its record's write time, 0.8 s before: not known to be its last beat.
+    expect(screen.getByTestId("heartbeat-age")).toHaveTextContent(/^at most 1 s ago$/);
   });
 });

@@ -1,6 +1,7 @@
 // HeartbeatAge: "on time" while the monitor's digests say the instance
 // beats on time (the bound they allow in the title: "a sign of life within
-// the last 3 s"), otherwise "3 s ago"; "checking…" until the first digest; "unknown: no news for 9 s" while the
+// the last 3 s"), otherwise "3 s ago" ("at most 3 s ago" for a down
+// instance while its age is only a bound); "checking…" until the first digest; "unknown: no news for 9 s" while the
 // live feed is stalled or reconnecting; updated by the page's shared
 // one-second clock.
 "use client";
@@ -9,7 +10,7 @@ import * as React from "react";
 
 import { useInstanceStore } from "@/hooks/use-instance-store";
 import { subscribeClock, useNow } from "@/hooks/use-now";
-import { ago, agoAtLeast, duration } from "@/lib/format";
+import { ago, agoAtLeast, agoAtMost, duration } from "@/lib/format";
 import type { HeartbeatView } from "@/lib/instance-store";
 import { useI18n, type MessageKey } from "@/lib/i18n";
 
@@ -51,6 +52,11 @@ export function HeartbeatAge({ at, service, id }: HeartbeatAgeProps) {
       // Not the record's write time as an age: it read as late.
       el.textContent = t("card.heartbeatChecking");
       el.title = t("card.heartbeatCheckingHelp");
+    } else if (view.kind === "atMost") {
+      // Down, and the monitor has not said when it last beat: only a
+      // bound, said as one (the trial read "4 s ago" 0.2 s after a beat).
+      el.textContent = agoAtMost(t, view.age);
+      el.title = t("card.heartbeatAtMostHelp", { ago: agoAtMost(t, view.age) });
     } else if (view.kind === "noNews") {
       const vars = { duration: duration(t, view.since / 1000) };
       el.textContent = t("card.heartbeatNoNews", vars);
