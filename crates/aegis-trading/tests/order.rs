@@ -741,6 +741,60 @@ async fn an_order_its_caller_gave_up_on_expires_rather_than_fills() {
     pricing.shutdown().await.unwrap();
 }
 
+/// An order decided and stored whose outcome event could not be published
+/// is not said to expire: the error says how it was decided and that its
+/// event follows (on a retry, or from the leader's sweep).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decided_order_whose_event_failed_is_said_to_be_decided() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let desk = Desk::start(&conn).await;
+
+    // As the operator: EVENTS stops capturing fills, so publishing one
+    // finds no stream and fails.
+    let js = conn.jetstream();
+    let mut config = js
+        .get_stream("EVENTS")
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone();
+    config.subjects = vec![
+        "events.order.created".into(),
+        "events.order.rejected".into(),
+        "events.risk.>".into(),
+        "events.price.>".into(),
+    ];
+    js.update_stream(config.clone()).await.unwrap();
+
+    let failed = create(&conn, &market("c-unheard", "AAPL", Side::Buy, 5))
+        .await
+        .unwrap_err();
+    assert_eq!(failed.code(), ErrorCode::ServiceUnavailable, "{failed}");
+    let message = failed.to_string();
+    let details = failed.remote().unwrap().details.clone().unwrap();
+    let order_id = details["order_id"].as_str().unwrap().to_owned();
+    let got: Order = active(&conn, "get_order", &json!({"order_id": order_id}))
+        .await
+        .unwrap();
+    assert_eq!(got.status, OrderStatus::Filled, "{got:?}");
+    assert!(!message.contains("expired"), "{message}");
+    assert!(message.contains("is filled"), "{message}");
+    assert_eq!(details["status"], "filled", "{details}");
+
+    // Fills are captured again: a retry publishes the fill and answers it.
+    config.subjects = vec!["events.>".into()];
+    js.update_stream(config).await.unwrap();
+    let done = create(&conn, &market("c-unheard", "AAPL", Side::Buy, 5))
+        .await
+        .unwrap();
+    assert_eq!(done.order_id, order_id);
+    assert_eq!(done.status, OrderStatus::Filled);
+    assert!(done.announced, "{done:?}");
+    desk.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_metrics_travel_in_the_published_snapshots() {
     use aegis_contracts::{MetricsSnapshot, subjects};

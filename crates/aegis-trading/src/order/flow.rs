@@ -50,6 +50,8 @@ pub(super) struct Desk {
     pub(super) call_timeout: Duration,
     /// See [`OrderOptions::expire_after`](super::OrderOptions::expire_after).
     pub(super) expire_after: Duration,
+    /// See [`OrderOptions::stale_after`](super::OrderOptions::stale_after).
+    pub(super) stale_after: Duration,
     pub(super) counters: Counters,
     /// One turn per symbol: see [`Desk::judge`].
     pub(super) symbols: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -114,10 +116,10 @@ impl Desk {
                 return Err(reused(&req, order));
             }
             if order.status.is_final() {
-                return self
-                    .replay(&caller, *revision, order.clone())
-                    .await
-                    .map_err(|e| self.recorded(e, order));
+                return match self.replay(&caller, *revision, order.clone()).await {
+                    Ok(order) => Ok(order),
+                    Err(e) => Err(self.recorded(e, order).await),
+                };
             }
         }
         // Quote before recording, so an unknown symbol leaves no order behind.
@@ -126,7 +128,7 @@ impl Desk {
             // A retry of an order recorded before: the error names it too.
             Err(e) => {
                 return Err(match &found {
-                    Some((_, order)) => self.recorded(e, order),
+                    Some((_, order)) => self.recorded(e, order).await,
                     None => e,
                 });
             }
@@ -150,7 +152,8 @@ impl Desk {
                         }
                         (revision, stored)
                     }
-                    Err(e) => return Err(e.into()),
+                    // Perhaps stored all the same: say so if it was.
+                    Err(e) => return Err(self.perhaps_recorded(e.into(), &order).await),
                 }
             }
         };
@@ -168,37 +171,122 @@ impl Desk {
             };
             self.finish(&caller, revision, order, &quote).await
         };
-        finished.await.map_err(|e| self.recorded(e, &recorded))
+        match finished.await {
+            Ok(order) => Ok(order),
+            Err(e) => Err(self.recorded(e, &recorded).await),
+        }
     }
 
-    /// `e`, said of an order that is recorded: which one, and that a retry
-    /// with the same client order id settles it — the caller must not take
-    /// the failure for "nothing happened" and place it again under a new
-    /// id, nor for a fill. Unless retried within `expire_after` of its
-    /// creation a pending order is rejected as expired, never filled later.
-    fn recorded(&self, e: WireError, order: &Order) -> WireError {
-        let mut details = match e.details.clone() {
-            Some(serde_json::Value::Object(map)) => map,
-            _ => serde_json::Map::new(),
-        };
-        details.insert("order_id".into(), order.order_id.clone().into());
-        details.insert(
-            "client_order_id".into(),
-            order.client_order_id.clone().into(),
-        );
-        WireError::new(
-            e.code,
-            format!(
-                "{}; order {} was recorded: its outcome is decided by retrying with the same \
-                 client_order_id {} (idempotent); unless retried within {} s of its creation \
-                 it is rejected as expired, not filled",
-                e.message,
-                order.order_id,
-                order.client_order_id,
-                self.expire_after.as_secs()
+    /// `e`, said of an order that is recorded: which one (`order_id` and
+    /// `client_order_id` in the details), and what is known of it — the
+    /// caller must not take the failure for "nothing happened" and place it
+    /// again under a new id, nor guess its outcome:
+    /// - decided (`status` in the details: filled or rejected): so it
+    ///   stays, and only its event is late — a retry with the same client
+    ///   order id publishes it, else the leader's sweep does;
+    /// - pending (`status` pending): a retry with the same client order id
+    ///   decides it; unless retried within `expire_after` of its creation
+    ///   it is rejected as expired, never filled later;
+    /// - not known (the store could not be read): a retry tells.
+    async fn recorded(&self, e: WireError, order: &Order) -> WireError {
+        if e.details
+            .as_ref()
+            .is_some_and(|d| d.get("order_id").is_some())
+        {
+            // Said already, where it was known (see `unannounced`).
+            return e;
+        }
+        match self.store.load(&order.order_id).await {
+            Ok(Some((_, stored))) if stored.status.is_final() => self.unannounced(e, &stored),
+            Ok(Some((_, stored))) => self.pending(e, &stored),
+            // Deleted by hand, or the store is unavailable too.
+            Ok(None) | Err(_) => named(
+                e,
+                order,
+                None,
+                format!(
+                    "order {} was recorded, but whether it was decided could not be read: a \
+                     retry with the same client_order_id {} (idempotent) answers it; while \
+                     it is pending, unless retried within {} s of its creation it is rejected \
+                     as expired, not filled",
+                    order.order_id,
+                    order.client_order_id,
+                    self.expire_after.as_secs()
+                ),
             ),
-        )
-        .with_details(serde_json::Value::Object(details))
+        }
+    }
+
+    /// [`recorded`](Self::recorded) for an order whose storing failed:
+    /// said of the order if it was stored all the same, else as it is.
+    async fn perhaps_recorded(&self, e: WireError, order: &Order) -> WireError {
+        match self.store.load(&order.order_id).await {
+            Ok(None) => e,
+            Ok(Some((_, stored))) if stored.status.is_final() => self.unannounced(e, &stored),
+            Ok(Some((_, stored))) => self.pending(e, &stored),
+            Err(_) => named(
+                e,
+                order,
+                None,
+                format!(
+                    "order {} may have been recorded: a retry with the same client_order_id {} \
+                     (idempotent) answers it or places it; if it was recorded and is not \
+                     retried within {} s of its creation it is rejected as expired, not filled",
+                    order.order_id,
+                    order.client_order_id,
+                    self.expire_after.as_secs()
+                ),
+            ),
+        }
+    }
+
+    /// `e`, said of a pending order.
+    fn pending(&self, e: WireError, order: &Order) -> WireError {
+        let says = format!(
+            "order {} was recorded and is pending: its outcome is decided by retrying with the \
+             same client_order_id {} (idempotent); unless retried within {} s of its creation \
+             it is rejected as expired, not filled",
+            order.order_id,
+            order.client_order_id,
+            self.expire_after.as_secs()
+        );
+        named(e, order, Some(order.status), says)
+    }
+
+    /// `e`, said of a decided `order` (as stored): how it was decided and,
+    /// unless it was announced, that its event follows.
+    fn unannounced(&self, e: WireError, order: &Order) -> WireError {
+        let outcome = match order.status {
+            OrderStatus::Filled => match order.fill_price {
+                Some(price) => format!("filled at {price}"),
+                None => "filled".to_owned(),
+            },
+            _ => {
+                let codes: Vec<String> = order
+                    .reasons
+                    .iter()
+                    .filter_map(|r| serde_json::to_value(r.code).ok())
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect();
+                format!("rejected ({})", codes.join(", "))
+            }
+        };
+        let event = if order.announced {
+            "its event is published".to_owned()
+        } else {
+            format!(
+                "only its event is not published yet: a retry with the same client_order_id {} \
+                 publishes it and answers the order, else the leader publishes it within about \
+                 {} s",
+                order.client_order_id,
+                (self.stale_after * 3 / 2).as_secs().max(1)
+            )
+        };
+        let says = format!(
+            "order {} is {outcome}: that is decided and stored; {event}",
+            order.order_id
+        );
+        named(e, order, Some(order.status), says)
     }
 
     /// Sees to the orders left unsettled, so no recorded order dangles:
@@ -284,11 +372,15 @@ impl Desk {
                     self.counters.add(METRIC_REJECTED, 1.0);
                     self.counters.add(METRIC_EXPIRED, 1.0);
                     // Its creation may never have been announced.
-                    self.publish(
-                        OrderCreated::event_id(&expired.order_id),
-                        &expired.created_event(),
-                    )
-                    .await?;
+                    if let Err(e) = self
+                        .publish(
+                            OrderCreated::event_id(&expired.order_id),
+                            &expired.created_event(),
+                        )
+                        .await
+                    {
+                        return Err(self.unannounced(e, &expired));
+                    }
                     return self.settle(caller, written, expired).await;
                 }
                 Err(StoreError::Changed) => {
@@ -509,7 +601,9 @@ impl Desk {
         if order.announced {
             return Ok(order);
         }
-        self.announce(&order).await?;
+        if let Err(e) = self.announce(&order).await {
+            return Err(self.unannounced(e, &order));
+        }
         if order.epoch > caller.epoch {
             // A newer leader wrote it last; the record is its to make.
             return Ok(order);
@@ -674,6 +768,25 @@ impl Desk {
         }
         Ok(self.store.list(&req, limit))
     }
+}
+
+/// `e` followed by what `says` of `order`, with the order named in the
+/// details (and its `status`, when known).
+fn named(e: WireError, order: &Order, status: Option<OrderStatus>, says: String) -> WireError {
+    let mut details = match e.details {
+        Some(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    details.insert("order_id".into(), order.order_id.clone().into());
+    details.insert(
+        "client_order_id".into(),
+        order.client_order_id.clone().into(),
+    );
+    if let Some(status) = status.and_then(|s| serde_json::to_value(s).ok()) {
+        details.insert("status".into(), status);
+    }
+    WireError::new(e.code, format!("{}; {says}", e.message))
+        .with_details(serde_json::Value::Object(details))
 }
 
 /// `client_order_id` already names `order`, which is not what `req` asks for.

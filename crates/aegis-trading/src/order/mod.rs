@@ -198,6 +198,7 @@ pub async fn start(conn: &Connection, opts: OrderOptions) -> Result<Running, Tra
         risk: opts.risk_service,
         call_timeout: opts.call_timeout,
         expire_after: opts.expire_after,
+        stale_after: opts.stale_after,
         counters: Counters::new(&[
             METRIC_CREATED,
             METRIC_FILLED,
