@@ -795,6 +795,65 @@ async fn a_decided_order_whose_event_failed_is_said_to_be_decided() {
     desk.shutdown().await;
 }
 
+/// EVENTS deleted and created again under a running order leader (its
+/// sequences start over), with risk's positions started afresh: the
+/// leader's next order fills, rather than have risk wait for a fill at the
+/// old stream's sequence that the new one has not reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_fill_after_the_events_stream_is_created_again() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let Desk {
+        pricing,
+        risk,
+        order,
+    } = Desk::start(&conn).await;
+    for i in 0..3 {
+        let done = create(&conn, &market(&format!("c-old-{i}"), "AAPL", Side::Buy, 5))
+            .await
+            .unwrap();
+        assert_eq!(done.status, OrderStatus::Filled, "{done:?}");
+    }
+
+    // As the operator: EVENTS and risk's positions start over.
+    risk.shutdown().await.unwrap();
+    let js = conn.jetstream();
+    js.delete_stream("EVENTS").await.unwrap();
+    js.delete_key_value(risk::RISK_POSITIONS_BUCKET)
+        .await
+        .unwrap();
+    conn.events().ensure_stream().await.unwrap();
+    let risk = risk::start(
+        &conn,
+        RiskOptions {
+            limits: RiskLimits {
+                max_order_notional: 100_000.0,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+
+    // The first order after it fills, and so do the next ones.
+    for i in 0..2 {
+        let done = create(&conn, &market(&format!("c-new-{i}"), "AAPL", Side::Buy, 5))
+            .await
+            .unwrap();
+        assert_eq!(done.status, OrderStatus::Filled, "{done:?}");
+    }
+    let positions: Positions = conn
+        .rpc()
+        .call(RISK_SERVICE, "get_positions", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(positions.positions.get("AAPL"), Some(&10), "{positions:?}");
+    order.shutdown().await.unwrap();
+    risk.shutdown().await.unwrap();
+    pricing.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_metrics_travel_in_the_published_snapshots() {
     use aegis_contracts::{MetricsSnapshot, subjects};

@@ -17,6 +17,7 @@ use aegis_contracts::{
 };
 use aegis_sdk::{
     Connection,
+    events::Published,
     rpc::{CallOptions, ErrorCode, RequestContext, RpcError, WireError},
 };
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
@@ -450,11 +451,22 @@ impl Desk {
             };
             self.counters.add(METRIC_TAKEN_OVER, 1.0);
         }
-        self.publish(
-            OrderCreated::event_id(&order.order_id),
-            &order.created_event(),
-        )
-        .await?;
+        // The newest fill known before this publish: a fresh event stored
+        // at or below it means EVENTS started over (see `newest_fill`).
+        let known = self.newest_fill.lock().await.sequence;
+        let created = self
+            .publish(
+                OrderCreated::event_id(&order.order_id),
+                &order.created_event(),
+            )
+            .await?;
+        if !created.duplicate && created.sequence <= known {
+            debug!(
+                sequence = created.sequence,
+                known, "EVENTS started over; reading the newest fill again"
+            );
+            self.newest_fill.lock().await.epoch = 0;
+        }
 
         self.judge(caller, revision, order, quote).await
     }
@@ -538,8 +550,16 @@ impl Desk {
 
     /// The `EVENTS` sequence of the newest fill this leader knows of: read
     /// from the stream once per epoch — a new leader learns there what its
-    /// predecessors published — and raised by every fill it publishes. Read
-    /// again after an assessment failed, in case the stream started over.
+    /// predecessors published — and raised by every fill it publishes.
+    ///
+    /// Read again, and lowered if the stream says so, when the stream was
+    /// created again (deleted and re-made by an operator, restored from an
+    /// older backup): its sequences start over, and risk would otherwise
+    /// wait for a fill at the old stream's sequence. That shows at the next
+    /// order: its `events.order.created` is stored fresh at a sequence no
+    /// higher than the newest fill known before it was published, which in
+    /// one stream cannot be (`try_finish`). It is read again after a failed
+    /// assessment too.
     async fn newest_fill(&self, epoch: u64) -> Result<u64, WireError> {
         let mut newest = self.newest_fill.lock().await;
         if newest.epoch != epoch {
@@ -645,7 +665,8 @@ impl Desk {
         if let Some(filled) = order.filled_event() {
             let sequence = self
                 .publish(OrderFilled::event_id(&order.order_id), &filled)
-                .await?;
+                .await?
+                .sequence;
             let mut newest = self.newest_fill.lock().await;
             newest.sequence = newest.sequence.max(sequence);
         }
@@ -656,14 +677,17 @@ impl Desk {
         Ok(())
     }
 
-    /// Publishes `event` under the dedup id `id`; the `EVENTS` sequence it
-    /// is stored at (the first copy's, for a repeat).
-    async fn publish<E: TradingEvent>(&self, id: String, event: &E) -> Result<u64, WireError> {
+    /// Publishes `event` under the dedup id `id`: where in `EVENTS` it is
+    /// stored (the first copy's sequence, for a repeat).
+    async fn publish<E: TradingEvent>(
+        &self,
+        id: String,
+        event: &E,
+    ) -> Result<Published, WireError> {
         self.conn
             .events()
             .publish_with_id(E::DOMAIN, E::ACTION, &id, event)
             .await
-            .map(|published| published.sequence)
             .map_err(|e| {
                 warn!(error = %aegis_sdk::startup::Causes(&e), id, "cannot publish an order event");
                 WireError::service_unavailable("the order event could not be published; retry")

@@ -33,8 +33,9 @@
 //! fill comes back from `EVENTS`, so orders of one symbol take turns on the
 //! leader from the assessment until their fill is published, and risk is
 //! told the sequence of the newest fill the leader knows of (read from the
-//! stream once per epoch, so a new leader knows its predecessors'), and
-//! judges only once its book holds it (`flow.rs`, `Desk::judge`).
+//! stream once per epoch, so a new leader knows its predecessors', and
+//! again when the stream was created anew and its sequences started over),
+//! and judges only once its book holds it (`flow.rs`, `Desk::judge`).
 //!
 //! The create flow: validate → claim the client order id → if the order is
 //! already decided, answer it → quote from pricing-service → record the
