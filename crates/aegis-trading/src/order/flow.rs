@@ -197,11 +197,11 @@ impl Desk {
             // Said already, where it was known (see `unannounced`).
             return e;
         }
-        match self.store.load(&order.order_id).await {
-            Ok(Some((_, stored))) if stored.status.is_final() => self.unannounced(e, &stored),
-            Ok(Some((_, stored))) => self.pending(e, &stored),
+        match self.stored(&order.order_id).await {
+            Some(Some(stored)) if stored.status.is_final() => self.unannounced(e, &stored),
+            Some(Some(stored)) => self.pending(e, &stored),
             // Deleted by hand, or the store is unavailable too.
-            Ok(None) | Err(_) => named(
+            Some(None) | None => named(
                 e,
                 order,
                 None,
@@ -221,11 +221,11 @@ impl Desk {
     /// [`recorded`](Self::recorded) for an order whose storing failed:
     /// said of the order if it was stored all the same, else as it is.
     async fn perhaps_recorded(&self, e: WireError, order: &Order) -> WireError {
-        match self.store.load(&order.order_id).await {
-            Ok(None) => e,
-            Ok(Some((_, stored))) if stored.status.is_final() => self.unannounced(e, &stored),
-            Ok(Some((_, stored))) => self.pending(e, &stored),
-            Err(_) => named(
+        match self.stored(&order.order_id).await {
+            Some(None) => e,
+            Some(Some(stored)) if stored.status.is_final() => self.unannounced(e, &stored),
+            Some(Some(stored)) => self.pending(e, &stored),
+            None => named(
                 e,
                 order,
                 None,
@@ -238,6 +238,16 @@ impl Desk {
                     self.expire_after.as_secs()
                 ),
             ),
+        }
+    }
+
+    /// The order as stored, read to tell a failed caller what is known:
+    /// `None` when that could not be read within half the call timeout (the
+    /// store failing too, say), so the answer is not held up by it.
+    async fn stored(&self, order_id: &str) -> Option<Option<Order>> {
+        match tokio::time::timeout(self.call_timeout / 2, self.store.load(order_id)).await {
+            Ok(Ok(found)) => Some(found.map(|(_, order)| order)),
+            Ok(Err(_)) | Err(_) => None,
         }
     }
 
