@@ -70,9 +70,9 @@ impl Serialize for Secret {
 
 /// The `AEGIS_NATS_*` suffixes [`ConfigLoader::env`] reads (lowercased),
 /// the field each sets, and whether its value is a string: a string is
-/// taken as it is, never read as a number, a boolean, a list or a table
-/// (a password `123456` or `[x]` is that password), and its quotes are
-/// kept.
+/// taken as it is but for the whitespace around it, never read as a
+/// number, a boolean, a list or a table (a password `123456` or `[x]` is
+/// that password), and its quotes are kept.
 const ENV_KEYS: [(&str, &str, bool); 14] = [
     ("url", "nats.servers", true),
     ("token", "nats.token", true),
@@ -856,8 +856,11 @@ type Override = Box<dyn FnOnce(&mut AegisConfig) + Send>;
 /// | `AEGIS_NATS_REPLICAS` | `nats.replicas` |
 ///
 /// A string setting (URL, token, user, password, seed, inbox prefix, file
-/// paths) is taken exactly as the variable holds it: `123456`, `true`,
-/// `[x]` or `"quoted"` (quotes kept) is that password. An error about a
+/// paths) is taken as the variable holds it but for the whitespace around
+/// it (spaces, tabs, a trailing newline as a file-made Kubernetes Secret
+/// has), which is dropped: `123456`, `true`, `[x]` or `"quoted"` (quotes
+/// kept) is that password. A password that begins or ends with whitespace
+/// is set in the file instead. An error about a
 /// secret setting (token, password, seed, server URLs) says what kind of
 /// value it found, never the value.
 ///
@@ -936,8 +939,11 @@ impl ConfigLoader {
         if self.env {
             // Figment reads a variable's value as TOML-like data (`123456`
             // an integer, `[x]` a list, `"x"` unquoted): the strings are
-            // taken from it as they are instead.
+            // taken from it as they are instead, but for the whitespace
+            // around them, which figment dropped too (a Secret made from a
+            // file ending in a newline holds `s3cret\n`).
             for (field, value) in env_provider(true).iter() {
+                let value = value.trim_matches(|c: char| c.is_ascii_whitespace());
                 figment = figment.merge(Serialized::default(field.as_str(), value));
             }
             figment = figment.merge(env_provider(false));
@@ -1161,7 +1167,7 @@ mod tests {
                 ("{a=b}", "bob"),
                 ("\"abc\"", "bob"),
                 ("1.5", "bob"),
-                (" padded ", "bob"),
+                ("in side", "bob"),
             ] {
                 jail.set_env("AEGIS_NATS_USER", user);
                 jail.set_env("AEGIS_NATS_PASSWORD", password);
@@ -1197,6 +1203,62 @@ mod tests {
             assert_eq!(config.nats.pool_size, 3);
             assert_eq!(config.nats.request_timeout, Duration::from_secs(3));
             assert_eq!(config.nats.servers, vec!["nats://a:1", "nats://b:2"]);
+            Ok(())
+        });
+    }
+
+    /// A string setting from the environment loses the whitespace around
+    /// it, as it did when figment parsed it: a Kubernetes Secret made
+    /// `--from-file` of a file ending in a newline gives `s3cret\n`, and the
+    /// password is `s3cret`. What is inside is kept, and is still a string.
+    #[test]
+    fn string_variables_lose_the_whitespace_around_them() {
+        use std::path::Path;
+        figment::Jail::expect_with(|jail| {
+            for (password, expected) in [
+                ("s3cret\n", "s3cret"),
+                ("s3cret\r\n", "s3cret"),
+                ("  s3cret \t\n", "s3cret"),
+                (" 123456\n", "123456"),
+                ("[x]\n", "[x]"),
+                ("\"a b\"\n", "\"a b\""),
+            ] {
+                jail.set_env("AEGIS_NATS_USER", "bob\n");
+                jail.set_env("AEGIS_NATS_PASSWORD", password);
+                let config = ConfigLoader::new()
+                    .env()
+                    .load()
+                    .unwrap_or_else(|e| panic!("{password:?}: {}", crate::startup::Causes(&e)));
+                let n = &config.nats;
+                assert_eq!(n.password.as_ref().unwrap().expose(), expected);
+                assert_eq!(n.user.as_deref(), Some("bob"));
+            }
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("AEGIS_NATS_TOKEN", "t0ken\r\n");
+            jail.set_env("AEGIS_NATS_INBOX_PREFIX", " _MY \n");
+            jail.create_file("ca.pem", "not read here")?;
+            jail.set_env("AEGIS_NATS_TLS_CA", "ca.pem\n");
+            jail.set_env("AEGIS_NATS_URL", "nats://a:1\n");
+            let config = ConfigLoader::new().env().load().unwrap();
+            let n = &config.nats;
+            assert_eq!(n.token.as_ref().unwrap().expose(), "t0ken");
+            assert_eq!(n.inbox_prefix.as_deref(), Some("_MY"));
+            assert_eq!(n.tls_ca.as_deref(), Some(Path::new("ca.pem")));
+            assert_eq!(n.servers, vec!["nats://a:1"]);
+            jail.clear_env();
+            jail.set_env("AEGIS_NATS_NKEY_SEED", "SUABC\n");
+            let config = ConfigLoader::new().env().load().unwrap();
+            assert_eq!(config.nats.nkey_seed.as_ref().unwrap().expose(), "SUABC");
+            jail.clear_env();
+            jail.create_file("a.creds", "not read here")?;
+            jail.set_env("AEGIS_NATS_CREDS", "a.creds\n");
+            let config = ConfigLoader::new().env().load().unwrap();
+            assert_eq!(
+                config.nats.creds_file.as_deref(),
+                Some(Path::new("a.creds"))
+            );
             Ok(())
         });
     }
