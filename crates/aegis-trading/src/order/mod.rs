@@ -98,7 +98,9 @@ pub const METRIC_EXPIRED: &str = "orders_expired";
 pub struct OrderOptions {
     /// The instance id; host name plus a random suffix when `None`.
     pub instance_id: Option<String>,
-    /// The single-active group (default `default`).
+    /// The single-active group: `default`, the only one accepted, since
+    /// the order book (the bucket [`ORDERS_BUCKET`] and its fence) is one
+    /// per NATS account and one group's leader writes it.
     pub group: String,
     /// The pricing service to quote from (default `pricing-service`).
     pub pricing_service: String,
@@ -339,6 +341,17 @@ fn validate(opts: &OrderOptions) -> Result<(), TradingError> {
     if let Err(e) = aegis_contracts::validate_group_name(&opts.group) {
         return invalid(e.to_string());
     }
+    // One book: every leader writes the one bucket under its one fence and
+    // sweeps every pending order in it, so the leaders of two groups would
+    // depose each other's writes by turns and finish each other's orders.
+    if opts.group != ORDER_GROUP {
+        return invalid(format!(
+            "group must be `{ORDER_GROUP}`, not `{}`: order-service keeps one order book \
+             (the bucket `{ORDERS_BUCKET}` and its fence) that one group's leader writes; \
+             a second desk needs a NATS account of its own",
+            opts.group
+        ));
+    }
     for service in [&opts.pricing_service, &opts.risk_service] {
         if let Err(e) = aegis_contracts::validate_service_name(service) {
             return invalid(e.to_string());
@@ -360,4 +373,27 @@ fn validate(opts: &OrderOptions) -> Result<(), TradingError> {
         return invalid("index_capacity must be positive".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The trading review: two groups share the one bucket and its fence,
+    /// so the leader of each deposes the other's writes by turns, and each
+    /// sweeps the other's orders. Only the one group runs.
+    #[test]
+    fn only_the_one_group_keeps_the_book() {
+        assert!(validate(&OrderOptions::default()).is_ok());
+        let opts = OrderOptions {
+            group: "eu".into(),
+            ..Default::default()
+        };
+        match validate(&opts) {
+            Err(TradingError::InvalidOptions(m)) => {
+                assert!(m.contains("default") && m.contains(ORDERS_BUCKET), "{m}")
+            }
+            other => panic!("a second group accepted: {other:?}"),
+        }
+    }
 }
