@@ -527,7 +527,8 @@ impl Default for NatsConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamLimits {
-    /// Oldest message kept (at most [`MAX_STREAM_AGE`], a century).
+    /// Oldest message kept (at most [`MAX_STREAM_AGE`], a century:
+    /// `"100years"`).
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
     /// Most bytes stored (per replica), at least 1 MiB.
@@ -550,8 +551,9 @@ impl StreamLimits {
         if self.max_age.is_zero() || self.max_age > MAX_STREAM_AGE {
             return Err(invalid(
                 fields.max_age,
-                "must be greater than zero and at most a century (36500d): the server \
-                 holds a stream's age in nanoseconds in an i64",
+                "must be greater than zero and at most a century, \"100years\" (a year \
+                 of 365.25 days: 36525d): the server holds a stream's age in \
+                 nanoseconds in an i64",
             ));
         }
         if self.max_bytes < MIN_STREAM_BYTES || self.max_bytes > i64::MAX as u64 {
@@ -595,11 +597,12 @@ macro_rules! limit_fields {
 /// default maximum size must fit.
 pub const MIN_STREAM_BYTES: u64 = 1024 * 1024;
 
-/// The longest `max_age` a stream may have: a century. Longer is refused
-/// when the configuration is checked, for the server holds an age in
-/// nanoseconds in an `i64` (about 292 years) and calls one past it
-/// negative.
-pub const MAX_STREAM_AGE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// The longest `max_age` a stream may have: a century as it is written,
+/// `"100years"` (humantime's year is 365.25 days, so this is 36525 days).
+/// Longer is refused when the configuration is checked, for the server
+/// holds an age in nanoseconds in an `i64` (about 292 years) and calls one
+/// past it negative.
+pub const MAX_STREAM_AGE: Duration = Duration::from_secs(36525 * 24 * 3600);
 
 const MIB: u64 = 1024 * 1024;
 const HOUR: Duration = Duration::from_secs(3600);
@@ -1473,6 +1476,38 @@ mod tests {
             jail.create_file("old.toml", "[streams.events]\nmax_age = \"400years\"\nmax_bytes = 1073741824\nmax_messages = 1000\n")?;
             let err = ConfigLoader::new().file("old.toml").load().unwrap_err();
             assert!(err.to_string().contains("streams.events.max_age"), "{err}");
+            Ok(())
+        });
+    }
+
+    /// A century as an operator writes it (`100years`, `100y`: humantime
+    /// counts a year as 365.25 days) is accepted; a day past it is refused,
+    /// and the error names the bound as it is written.
+    #[test]
+    fn a_century_as_written_is_accepted() {
+        let parse = humantime_serde::re::humantime::parse_duration;
+        assert_eq!(parse("100years").unwrap(), MAX_STREAM_AGE);
+        let file = |age: &str| {
+            format!(
+                "[streams.events]\nmax_age = \"{age}\"\nmax_bytes = 1073741824\nmax_messages = 1000\n"
+            )
+        };
+        figment::Jail::expect_with(|jail| {
+            for age in ["100years", "100y", "36525d", "876600h"] {
+                jail.create_file("century.toml", &file(age))?;
+                let config = ConfigLoader::new()
+                    .file("century.toml")
+                    .load()
+                    .unwrap_or_else(|e| panic!("{age}: {e}"));
+                assert_eq!(config.streams.events.max_age, parse(age).unwrap());
+            }
+            for age in ["36526d", "101years", "100years 1s"] {
+                jail.create_file("century.toml", &file(age))?;
+                let err = ConfigLoader::new().file("century.toml").load().unwrap_err();
+                let said = err.to_string();
+                assert!(said.contains("streams.events.max_age"), "{age}: {said}");
+                assert!(said.contains("100years"), "{age}: {said}");
+            }
             Ok(())
         });
     }
