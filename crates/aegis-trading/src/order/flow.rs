@@ -789,7 +789,10 @@ impl Desk {
         }
     }
 
-    pub(super) fn list_orders(&self, req: Option<ListOrders>) -> Result<OrderList, WireError> {
+    pub(super) async fn list_orders(
+        &self,
+        req: Option<ListOrders>,
+    ) -> Result<OrderList, WireError> {
         let req = req.unwrap_or_default();
         let limit = req.limit.unwrap_or(100);
         if limit == 0 || limit > MAX_LIST_LIMIT {
@@ -799,6 +802,16 @@ impl Desk {
         }
         if let Some(symbol) = &req.symbol {
             validate_symbol(symbol).map_err(|e| WireError::invalid_request(e.message))?;
+        }
+        // A listing read from a half-loaded index would miss orders and
+        // still say it is complete.
+        if tokio::time::timeout(self.call_timeout, self.store.loaded())
+            .await
+            .is_err()
+        {
+            return Err(WireError::service_unavailable(
+                "the order index is still loading; retry",
+            ));
         }
         Ok(self.store.list(&req, limit))
     }

@@ -246,7 +246,10 @@ pub async fn start(conn: &Connection, opts: OrderOptions) -> Result<Running, Tra
         })
         .handler("list_orders", {
             let desk = desk.clone();
-            move |req: Option<ListOrders>| futures::future::ready(desk.list_orders(req))
+            move |req: Option<ListOrders>| {
+                let desk = desk.clone();
+                async move { desk.list_orders(req).await }
+            }
         })
         .start()
         .await?;
