@@ -65,6 +65,26 @@ use super::cpu_seconds;
 
 /// Heartbeat (liveness beat) of every instance of the benchmark.
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
+/// The shortest `--ttl-ms`: three heartbeats, for a registration refuses a
+/// heartbeat longer than a third of its TTL (the record is re-written on a
+/// beat, at least three times per TTL).
+const MIN_TTL_MS: u64 = 3 * HEARTBEAT.as_millis() as u64;
+
+/// Reads `--ttl-ms`: a whole number of milliseconds from [`MIN_TTL_MS`] to
+/// a day, refused when the command line is read rather than once the
+/// benchmark runs.
+fn ttl_ms(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(n) if (MIN_TTL_MS..=super::flags::DAY_MS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "must be a whole number of milliseconds from {MIN_TTL_MS} to {}: every instance \
+             of the benchmark beats every {} ms (its heartbeat), and a heartbeat must be at \
+             most a third of the TTL",
+            super::flags::DAY_MS,
+            HEARTBEAT.as_millis()
+        )),
+    }
+}
 /// The raw responder's subject.
 pub(crate) const RAW_SUBJECT: &str = "bench.scale.raw";
 /// The service of the instances killed on purpose.
@@ -127,8 +147,10 @@ pub struct ScaleBenchArgs {
     /// the SDK did before).
     #[arg(long, default_value_t = aegis_sdk::registry::DEFAULT_REFRESH.as_millis() as u64, value_parser = super::flags::within(1u64, super::flags::DAY_MS))]
     pub refresh_ms: u64,
-    /// The records' TTL in milliseconds (the SDK's default).
-    #[arg(long, default_value_t = aegis_sdk::registry::DEFAULT_TTL.as_millis() as u64, value_parser = super::flags::within(1u64, super::flags::DAY_MS))]
+    /// The records' TTL in milliseconds (the SDK's default), at least 3000:
+    /// every instance beats once a second, and a heartbeat must be at most a
+    /// third of the TTL.
+    #[arg(long, default_value_t = aegis_sdk::registry::DEFAULT_TTL.as_millis() as u64, value_parser = ttl_ms)]
     pub ttl_ms: u64,
     /// Calls per second of each caller (alternating its two services; each
     /// call is followed by a raw request).
@@ -854,4 +876,29 @@ async fn orchestrate(args: &ScaleBenchArgs, logs: &std::path::Path) -> anyhow::R
         }),
         &results,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--ttl-ms` takes exactly the TTLs a registration with the
+    /// benchmark's heartbeat accepts, from three beats to a day.
+    #[test]
+    fn the_ttl_flag_takes_what_a_registration_accepts() {
+        let timing = |ttl: u64| RegistrationOptions {
+            heartbeat: HEARTBEAT,
+            ttl: Duration::from_millis(ttl),
+            ..Default::default()
+        };
+        for ttl in ["3000", "3001", "15000", "86400000"] {
+            let n = ttl_ms(ttl).unwrap_or_else(|e| panic!("{ttl}: {e}"));
+            timing(n).validate().unwrap();
+        }
+        for ttl in ["0", "2999", "86400001", "-1", "3s", ""] {
+            let err = ttl_ms(ttl).unwrap_err();
+            assert!(err.contains("3000") && err.contains("heartbeat"), "{err}");
+        }
+        timing(MIN_TTL_MS - 1).validate().unwrap_err();
+    }
 }
