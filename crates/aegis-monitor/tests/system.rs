@@ -345,3 +345,36 @@ async fn real_socket_and_graceful_shutdown() {
         "no longer listening"
     );
 }
+
+/// `nats.reconnect.max_reconnects` used up: the monitor's connection is
+/// closed for good and stays so when the server comes back. `/health`, what
+/// an orchestrator restarts the process on, must then fail, or the monitor
+/// lives on out of service forever (`/ready` alone takes it out of service).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_fails_once_the_connection_is_closed_for_good() {
+    let mut h = Harness::start_with(|c| c.nats.nats.reconnect.max_reconnects = Some(2)).await;
+    h.get("/health", None).await.expect(200, None);
+    h.nats.kill();
+    eventually(
+        Duration::from_secs(10),
+        "the connection closed for good",
+        || async { h.state.conn().is_closed_for_good() },
+    )
+    .await;
+    h.nats.restart().expect("restart nats-server");
+    let health = h.get("/health", None).await;
+    assert_eq!(
+        health.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        health.body
+    );
+    assert!(
+        health.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("closed for good")),
+        "{}",
+        health.body
+    );
+    h.get("/ready", None).await.expect(503, None);
+}

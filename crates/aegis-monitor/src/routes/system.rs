@@ -142,13 +142,27 @@ pub(crate) struct NatsStatus {
     registry_synced: bool,
 }
 
-/// Liveness: 200 while the process serves requests.
+/// Liveness: 200 while the process serves requests and its NATS connection
+/// may still come back; 503 `NOT_READY` once the connection is closed for
+/// good (`nats.reconnect.max_reconnects` used up: the client no longer
+/// tries, even when the server is back), so an orchestrator restarts the
+/// process. An ordinary NATS outage leaves it 200 (`/ready` says 503).
 #[utoipa::path(
     get, path = "/health", tag = "system", security(()),
-    responses((status = 200, description = "Alive", body = Health))
+    responses(
+        (status = 200, description = "Alive", body = Health),
+        (status = 503, description = "NOT_READY: the NATS connection is closed for good (its reconnect limit used up); restart the process", body = ErrorEnvelope),
+    )
 )]
-async fn health() -> Json<Health> {
-    Json(Health { status: "ok" })
+async fn health(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+    if state.conn().is_closed_for_good() {
+        return Err(ApiError::new(
+            ErrorCode::NotReady,
+            "the NATS connection is closed for good (nats.reconnect.max_reconnects used up): \
+             restart the monitor",
+        ));
+    }
+    Ok(Json(Health { status: "ok" }))
 }
 
 /// How long the registry view may serve its last known state, its watch
