@@ -1,6 +1,9 @@
 //! `aegis service <kind>`: runs one service instance in this process until
 //! Ctrl-C / SIGTERM, then stops it gracefully (resign, deregister, finish
-//! in-flight work, drain). `aegis up` and the Helm chart run these.
+//! in-flight work, drain). `aegis up` and the Helm chart run these. When its
+//! NATS connection is closed for good (`nats.reconnect.max_reconnects` used
+//! up; never by default) it stops the instance and exits with status 1, so
+//! that it is restarted instead of staying up disconnected.
 //!
 //! The stop finishes within the service's shutdown timeout (10 s) whatever
 //! the state of NATS: each step that needs the server is bounded, and what
@@ -74,7 +77,9 @@ pub struct ServiceArgs {
 ///
 /// # Errors
 /// When the configuration is invalid, the service could not start within the
-/// start-up timeout, or it cannot stop cleanly.
+/// start-up timeout, it cannot stop cleanly, or its NATS connection is
+/// closed for good (`nats.reconnect.max_reconnects` used up: the instance is
+/// stopped and the error says so).
 pub async fn run(
     args: ServiceArgs,
     shutdown: CancellationToken,
@@ -112,11 +117,52 @@ pub async fn run(
     probes.running(&conn, sdk_service.registration().map(|r| r.handle()));
     logs.attach(&conn, &service, &instance);
     eprintln!("{service} instance {instance} started; Ctrl-C or SIGTERM stops it gracefully");
-    shutdown.cancelled().await;
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = closed_for_good(&conn) => {
+            // Nothing on this connection works again: stop what can be
+            // stopped and exit non-zero, so that whatever runs the process
+            // (Kubernetes, systemd, `aegis up`, a shell loop) starts it
+            // anew. /healthz keeps failing until then: no `stopping()`.
+            let max = conn.config().nats.reconnect.max_reconnects.unwrap_or_default();
+            let stopped = settle(running.shutdown().await);
+            if let Err(e) = stopped {
+                tracing::warn!(error = %format!("{e:#}"), "the instance did not stop cleanly");
+            }
+            anyhow::bail!(
+                "{service} instance {instance}: its NATS connection is closed for good ({max} \
+                 reconnect attempts in a row failed, nats.reconnect.max_reconnects) and never \
+                 reconnects, even once the server is back; exiting so that it is restarted \
+                 (leave max_reconnects unset to reconnect forever)"
+            );
+        }
+    }
     probes.stopping();
     let stopped = settle(running.shutdown().await);
     conn.drain().await.ok();
     stopped
+}
+
+/// How often [`closed_for_good`] looks at the connection.
+const CLOSED_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Returns once `conn` is closed for good: one of its clients used up
+/// `nats.reconnect.max_reconnects` and tries no more
+/// ([`aegis_sdk::Connection::is_closed_for_good`], a flag the SDK sets, so
+/// it is looked at every [`CLOSED_POLL`]). Never, with the default of
+/// reconnecting forever.
+async fn closed_for_good(conn: &aegis_sdk::Connection) {
+    if conn.config().nats.reconnect.max_reconnects.is_none() {
+        return std::future::pending().await;
+    }
+    let mut tick = tokio::time::interval(CLOSED_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        if conn.is_closed_for_good() {
+            return;
+        }
+    }
 }
 
 /// One attempt to connect and start the instance.
