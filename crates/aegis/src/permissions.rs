@@ -417,9 +417,10 @@ fn base() -> Grants {
 /// flow-control replies), pulled from by `kv::follow`'s feed. Not deleting
 /// a consumer: the ephemeral ones have server-chosen names, so a grant to
 /// delete one's own is a grant to delete every reader's (the monitor's
-/// registry watch included). A watch that ends asks to delete its
-/// consumer; refused, the consumer goes by itself once unused for its
-/// inactive threshold (10 s), as it would after a crash.
+/// registry watch included). A watch that ends leaves its consumer to
+/// the server, which removes it once unused for its inactive threshold
+/// (10 s), as after a crash; only a bucket's owner may delete consumers
+/// of its stream.
 fn kv_read(g: &mut Grants, bucket: &str) {
     let stream = format!("KV_{bucket}");
     g.publish.extend([

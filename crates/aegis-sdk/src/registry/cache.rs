@@ -199,8 +199,8 @@ impl RegistryCache {
         }
     }
 
-    /// Stops the watch task (and deletes its consumer); the view keeps its
-    /// last state.
+    /// Stops the watch task (its consumer is left to the server, which
+    /// removes it after 10 s idle); the view keeps its last state.
     pub(crate) fn stop(&self) {
         self.cancel.cancel();
     }
