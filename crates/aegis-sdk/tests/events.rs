@@ -360,3 +360,52 @@ async fn a_handler_running_when_its_subscription_is_dropped_finishes_and_acknowl
     .await;
     assert_eq!(*runs.lock().unwrap(), vec![1], "run once, not redelivered");
 }
+
+/// JetStream's dedup window is one namespace per stream: another publisher
+/// that learned an event's id first (risk-service sees each order id before
+/// its fill) can store a message of its own under it on its own subject.
+/// The real event must still be stored, on its subject, not dropped as a
+/// "duplicate" of the squatter's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_whose_id_another_subject_took_is_still_stored() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    conn.events()
+        .publish("risk", "warmup", &OrderCreated { order_id: 0 })
+        .await
+        .unwrap();
+    let raw = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(raw);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, "fill-456");
+    let squat = js
+        .publish_with_headers("events.risk.decoy", headers, "{}".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(!squat.duplicate);
+
+    let real = conn
+        .events()
+        .publish_with_id("order", "filled", "fill-456", &OrderCreated { order_id: 7 })
+        .await
+        .unwrap();
+    assert!(!real.duplicate, "{real:?}");
+    let stored = js
+        .get_stream("EVENTS")
+        .await
+        .unwrap()
+        .get_raw_message(real.sequence)
+        .await
+        .unwrap();
+    assert_eq!(stored.subject.as_str(), "events.order.filled");
+    // A true repeat of the real event is still one.
+    let again = conn
+        .events()
+        .publish_with_id("order", "filled", &real.id, &OrderCreated { order_id: 7 })
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.sequence, real.sequence);
+}

@@ -3,13 +3,17 @@
 use aegis_contracts::{names, subjects};
 use async_nats::HeaderMap;
 use serde::Serialize;
+use tracing::warn;
 
 use super::{EventError, Events};
 
 /// What JetStream confirmed about a stored event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
-    /// The dedup id the event was stored under.
+    /// The dedup id the event was stored under: the one asked for, or, when
+    /// a message on another subject had already taken it in the stream's
+    /// dedup window, `{id}~{hash}`, an id of this process's own (the same
+    /// for a retry in this process; logged at WARN).
     pub id: String,
     /// Its sequence number in the `EVENTS` stream.
     pub sequence: u64,
@@ -127,10 +131,79 @@ impl Events {
                 publish().await.map_err(|e| publish_error(e.into()))?
             }
         };
+        if ack.duplicate
+            && let Some(other) = self.stored_elsewhere(&ack, &subject).await
+        {
+            // The id was taken by a message on another subject (another
+            // publisher that learned it first; JetStream's dedup window is
+            // one namespace per stream): stored under an id of this
+            // process's own instead of being dropped as a duplicate.
+            let own = own_id(id);
+            warn!(
+                subject,
+                id,
+                taken_on = other,
+                stored_as = own,
+                "an event's id was already taken in EVENTS by a message on another subject; \
+                 the event is stored under an id of its own"
+            );
+            let ack = crate::streams::publish_deduplicated(
+                &self.conn,
+                subject.clone(),
+                &own,
+                HeaderMap::new(),
+                body,
+            )
+            .await
+            .map_err(|e| publish_error(e.into()))?;
+            return Ok(Published {
+                id: own,
+                sequence: ack.sequence,
+                duplicate: ack.duplicate,
+            });
+        }
         Ok(Published {
             id: id.to_owned(),
             sequence: ack.sequence,
             duplicate: ack.duplicate,
         })
     }
+
+    /// For an acknowledgement that says "duplicate": the subject of the
+    /// message the stream holds under that id when it is not `subject`
+    /// (`None`: ours — a true repeat — or unknown, the read failing).
+    async fn stored_elsewhere(
+        &self,
+        ack: &async_nats::jetstream::publish::PublishAck,
+        subject: &str,
+    ) -> Option<String> {
+        let read = async {
+            let stream = self
+                .conn
+                .jetstream()
+                .get_stream_no_info(&ack.stream)
+                .await
+                .ok()?;
+            stream.get_raw_message(ack.sequence).await.ok()
+        };
+        let stored = tokio::time::timeout(self.conn.config().nats.request_timeout, read)
+            .await
+            .ok()
+            .flatten()?;
+        (stored.subject.as_str() != subject).then(|| stored.subject.to_string())
+    }
+}
+
+/// The id an event whose id was taken is stored under: `id` and a keyed
+/// hash of it, the key random per process, so a retry in this process
+/// lands on the same id (and is deduplicated) while no other process can
+/// guess it to take it too.
+fn own_id(id: &str) -> String {
+    use std::hash::BuildHasher;
+    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    let hash = KEY
+        .get_or_init(std::collections::hash_map::RandomState::new)
+        .hash_one(id);
+    format!("{id}~{hash:016x}")
 }
