@@ -16,7 +16,7 @@
 // it can be, so the age is an upper bound, never fresher than true. Such an
 // instance is shown "on time" (`heartbeatOnTime`), the bound only in a
 // title: read as an age, it made every healthy 1 s beat look 3–4 s late.
-// A late or down instance shows its age.
+// A late instance shows its age: the digest's record of its last beat.
 //
 // Three clocks meet here: the record's `lastHeartbeat` is the instance's
 // (the time of its last record write, every few beats), the digest's times
@@ -52,6 +52,13 @@
 // shown as unknown, with how long the page has had no news (a digest or a
 // REST read), until news comes again. A down instance keeps its age: the
 // last news said it stopped beating.
+//
+// The same holds for an instance that is not down: with no digest to say
+// it beats on time — the feed polls (after a drop, or behind a proxy that
+// passes no SSE), or it announces no beat interval — its heartbeat is its
+// record's write time, every few beats, or an old digest's bound. Read as
+// its age, every healthy 1 s beat looked 2–9 s late for as long as the page
+// polled. It is shown as at most that old too, never as late.
 //
 // Before the first digest the page has only the records' write times,
 // every few beats: read as ages, a healthy 1 s beat looked 2–6 s late for
@@ -109,10 +116,13 @@ export const ON_TIME_FOR_MS = 7000;
 export type HeartbeatView =
   /** The last digest did not list it late: its age is only a bound. */
   | { kind: "onTime"; iso: string; age: number }
-  /** Its age (ms): late, down, or read from its record. */
+  /** Its age (ms): the monitor's record of its last beat. */
   | { kind: "age"; iso: string; age: number }
-  /** Down, and its age (ms) only a bound: the monitor has not said its last beat. */
-  | { kind: "atMost"; iso: string; age: number }
+  /**
+   * Its age (ms) only a bound (a record write, or a digest's bound): the
+   * monitor has not said its last beat. `down` when the API says it is.
+   */
+  | { kind: "atMost"; iso: string; age: number; down: boolean }
   /** The page has had no news for `since` ms: its heartbeat is not known now. */
   | { kind: "noNews"; iso: string; since: number }
   /** No digest yet: only its record's write time is known, not whether it beats on time. */
@@ -306,8 +316,12 @@ export class InstanceStore {
   setFeed(state: FeedState): void {
     this.feed = state;
     // Back from a drop the last digest is old news: as at a page load,
-    // checking until the next one, not its bound read as an age.
-    if (state !== "live" && state !== "connecting") this.digested = false;
+    // checking until the next one, not its bound read as an age. While
+    // polling no digest comes: its "on time" no longer holds either.
+    if (state !== "live" && state !== "connecting") {
+      this.digested = false;
+      this.onTime.clear();
+    }
   }
 
   /**
@@ -328,10 +342,11 @@ export class InstanceStore {
     const interval = Number(e.instance.metadata?.heartbeatMs);
     if (!down && !this.digested && interval > 0 && (this.feed === "connecting" || this.feed === "live")) return { kind: "checking", iso };
     const age = this.heartbeatAge(service, id)!;
-    // A down one's age is exact only from the monitor's record of its last
-    // beat, and not while held above it (see the top).
-    if (down && (!this.exact.has(k) || age > this.monitorNow() - at)) return { kind: "atMost", iso, age };
-    return { kind: this.heartbeatOnTime(service, id) ? "onTime" : "age", iso, age };
+    if (this.heartbeatOnTime(service, id)) return { kind: "onTime", iso, age };
+    // An age is exact only from the monitor's record of its last beat, and
+    // not while held above it (see the top); a record write is a bound.
+    if (!this.exact.has(k) || age > this.monitorNow() - at) return { kind: "atMost", iso, age, down };
+    return { kind: "age", iso, age };
   }
 
   /** Now on the monitor's clock (ms since the epoch): the browser's, corrected by the digests' offset. */

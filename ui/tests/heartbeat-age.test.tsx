@@ -323,13 +323,13 @@ describe("an instance's heartbeat before the first digest", () => {
     expect(age()).toHaveTextContent(locale === "en" ? /^on time$/ : /^按时$/);
   });
 
-  it("shows the record's age when no digest can come (polling) and a down instance's at once", () => {
+  it("shows the record's age as a bound when no digest can come (polling) and a down instance's at once", () => {
     vi.setSystemTime(KILL);
     const store = new InstanceStore({ schedule: (flush) => flush() });
     store.setFeed("polling");
     store.replaceAll([order1()]);
     const age = show(store);
-    expect(age()).toHaveTextContent(/^4 s ago$/);
+    expect(age()).toHaveTextContent(/^at most 4 s ago$/);
     act(() => {
       store.setFeed("live");
       store.replaceAll([order1({ status: "UNHEALTHY", statusReason: "disconnected" })]);
@@ -337,6 +337,101 @@ describe("an instance's heartbeat before the first digest", () => {
     act(() => vi.advanceTimersByTime(1000));
     // Its record's write time: a sign of life, not known to be its last.
     expect(age()).toHaveTextContent(/^at most 5 s ago$/);
+  });
+});
+
+// The review: with the stream down (after a drop, or behind a proxy that
+// passes no SSE) the page polls, and no digest says who beats on time.
+// Every healthy 1 s-beat card then read "Heartbeat 2 s … 9 s ago", its
+// record's write time (every ~4 s, re-read every 5 s) said as its age: the
+// false lateness of a page load, for as long as the page polls. A record
+// write is a sign of life, not known to be the last: a bound, said as one.
+describe("a live instance's heartbeat while the feed polls", () => {
+  beforeEach(() => vi.useFakeTimers({ toFake: ["setInterval", "clearInterval", "setTimeout", "clearTimeout", "Date"] }));
+  afterEach(() => vi.useRealTimers());
+
+  const order1 = (over: Partial<ServiceInstance> = {}) =>
+    instance({ instanceId: "order-1", status: "ACTIVE", metadata: { heartbeatMs: 1000 }, lastHeartbeat: iso(-4000), ...over }) as ServiceInstance;
+
+  function Card({ store }: { store: InstanceStore }) {
+    const snapshot = React.useSyncExternalStore(store.subscribe, store.getSnapshot);
+    const entry = snapshot.entries[0];
+    return entry ? <ServiceInstanceCard entry={entry} /> : null;
+  }
+
+  function show(store: InstanceStore, locale: "en" | "zh-CN" = "en") {
+    renderUi(
+      <InstanceStoreContext.Provider value={store}>
+        <Card store={store} />
+      </InstanceStoreContext.Provider>,
+      { locale },
+    );
+    return () => screen.getByTestId("heartbeat-age").querySelector("time")!;
+  }
+
+  it.each([
+    ["en", /^at most 8 s ago$/, "Its last sign of life was at most 8 s ago: its record is rewritten every few beats, and the monitor has not said whether it beats on time."],
+    ["zh-CN", /^最多 8 秒前$/, "最后一次存活信号：最多 8 秒前；其注册记录每隔几次心跳才写入一次，监控服务尚未说明其心跳是否按时。"],
+  ] as const)("reads its record's write time as at most that old, not as its age (%s)", (locale, text, title) => {
+    vi.setSystemTime(KILL);
+    const store = new InstanceStore({ schedule: (flush) => flush() });
+    store.setFeed("polling");
+    store.replaceAll([order1()]);
+    const age = show(store, locale);
+    act(() => vi.advanceTimersByTime(4000));
+    expect(age()).toHaveTextContent(text);
+    expect(age()).toHaveAttribute("title", title);
+    expect(age().dataset.kind).toBe("atMost");
+  });
+
+  it("reads at most once the feed drops from live to polling, and on time again at the next digest", () => {
+    vi.setSystemTime(KILL);
+    const store = new InstanceStore({ schedule: (flush) => flush() });
+    store.replaceAll([order1()]);
+    const onTimeDigest = (asOf: number): DigestEvent => ({
+      type: "digest",
+      asOf: iso(asOf),
+      version: 1,
+      summary: { total: 1, active: 1, unhealthy: 0, standby: 0 },
+      lateAfterIntervals: 1.5,
+      late: [],
+    });
+    store.applyDigest(onTimeDigest(0));
+    const age = show(store);
+    expect(age()).toHaveTextContent(/^on time$/);
+    // The stream drops; the REST reads go on, its record rewritten 3 s ago.
+    act(() => {
+      store.setFeed("polling");
+      vi.advanceTimersByTime(5000);
+      store.replaceAll([order1({ lastHeartbeat: iso(2000) })]);
+    });
+    act(() => vi.advanceTimersByTime(1000));
+    expect(age()).toHaveTextContent(/^at most 4 s ago$/);
+    act(() => {
+      store.setFeed("live");
+      store.applyDigest(onTimeDigest(6500));
+    });
+    act(() => vi.advanceTimersByTime(1000));
+    expect(age()).toHaveTextContent(/^on time$/);
+  });
+
+  it("still reads the monitor's record of a late instance's last beat as its age", () => {
+    vi.setSystemTime(KILL);
+    const store = new InstanceStore({ schedule: (flush) => flush() });
+    store.replaceAll([order1()]);
+    store.applyDigest({
+      type: "digest",
+      asOf: iso(0),
+      version: 1,
+      summary: { total: 1, active: 0, unhealthy: 1, standby: 0 },
+      lateAfterIntervals: 1.5,
+      late: [{ serviceName: "order-service", instanceId: "order-1", lastBeat: iso(-3500) }],
+    });
+    store.setFeed("polling");
+    const age = show(store);
+    act(() => vi.advanceTimersByTime(1000));
+    expect(age()).toHaveTextContent(/^5 s ago$/);
+    expect(age()).not.toHaveAttribute("title");
   });
 });
 

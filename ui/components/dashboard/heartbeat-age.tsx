@@ -1,7 +1,8 @@
 // HeartbeatAge: "on time" while the monitor's digests say the instance
 // beats on time (the bound they allow in the title: "a sign of life within
-// the last 3 s"), otherwise "3 s ago" ("at most 3 s ago" for a down
-// instance while its age is only a bound); "checking…" until the first digest; "unknown: no news for 9 s" while the
+// the last 3 s"), "3 s ago" when the monitor says its last beat, otherwise
+// "at most 3 s ago" (only a bound: a record write, or a digest's bound);
+// "checking…" until the first digest; "unknown: no news for 9 s" while the
 // live feed is stalled or reconnecting; updated by the page's shared
 // one-second clock.
 "use client";
@@ -53,10 +54,11 @@ export function HeartbeatAge({ at, service, id }: HeartbeatAgeProps) {
       el.textContent = t("card.heartbeatChecking");
       el.title = t("card.heartbeatCheckingHelp");
     } else if (view.kind === "atMost") {
-      // Down, and the monitor has not said when it last beat: only a
-      // bound, said as one (the trial read "4 s ago" 0.2 s after a beat).
+      // The monitor has not said when it last beat: only a bound, said as
+      // one (the trial read "4 s ago" 0.2 s after a beat; while the page
+      // polled, every healthy card read 2–9 s ago, its record's write).
       el.textContent = agoAtMost(t, view.age);
-      el.title = t("card.heartbeatAtMostHelp", { ago: agoAtMost(t, view.age) });
+      el.title = t(view.down ? "card.heartbeatAtMostHelp" : "card.heartbeatAtMostLiveHelp", { ago: agoAtMost(t, view.age) });
     } else if (view.kind === "noNews") {
       const vars = { duration: duration(t, view.since / 1000) };
       el.textContent = t("card.heartbeatNoNews", vars);

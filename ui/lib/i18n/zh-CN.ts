@@ -125,6 +125,7 @@ export const zhCN: Catalogue = {
   "card.heartbeatNoNews": "未知：已 {duration}没有新消息",
   "card.heartbeatNoNewsHelp": "已 {duration}没有收到监控服务的任何消息：目前无法得知该实例是否仍有心跳。",
   "card.heartbeatAtMostHelp": "最后一次存活信号：{ago}；监控服务尚未给出确切时间。",
+  "card.heartbeatAtMostLiveHelp": "最后一次存活信号：{ago}；其注册记录每隔几次心跳才写入一次，监控服务尚未说明其心跳是否按时。",
   "card.role": "角色",
   "card.leader": "主节点 · 任期 {epoch}",
   "card.leaderNoEpoch": "主节点",
