@@ -2,19 +2,30 @@
 // the table. Closing the delete confirmation gives the focus back to the
 // row's Delete button; when the deletion succeeded, that row then leaves
 // the table and the focus fell to <body>.
-import { screen, waitFor } from "@testing-library/react";
+import { act, screen, waitFor } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
 
 import { ManageView } from "@/components/manage/manage-view";
-import { api } from "@/lib/api/client";
+import { api, ApiError } from "@/lib/api/client";
 import type { ServiceDefinition } from "@/lib/api/schemas";
 import { renderUi } from "./render";
 
 vi.mock("@/hooks/use-session", () => ({ useSession: () => ({ canWrite: true }) }));
 
+/** The page's live stream: silent unless a test sends an event on it. */
 class SilentSource {
+  static last: SilentSource | null = null;
   onerror: ((e: Event) => void) | null = null;
-  addEventListener() {}
+  private listeners = new Map<string, ((e: MessageEvent) => void)[]>();
+  constructor() {
+    SilentSource.last = this;
+  }
+  addEventListener(type: string, listener: (e: MessageEvent) => void) {
+    this.listeners.set(type, [...(this.listeners.get(type) ?? []), listener]);
+  }
+  emit(type: string, data: unknown) {
+    for (const l of this.listeners.get(type) ?? []) l(new MessageEvent(type, { data: JSON.stringify(data) }));
+  }
   close() {}
 }
 
@@ -70,5 +81,56 @@ describe("deleting a definition from the keyboard", () => {
     await screen.findByRole("button", { name: "Delete order-service" });
     await deleteByKeyboard("order-service");
     await waitFor(() => expect(screen.getByTestId("new-definition")).toHaveFocus());
+  });
+
+  // Another admin deleted it first: the delete answers SERVICE_NOT_FOUND,
+  // the dialog closes and the re-read drops the row all the same.
+  it("leaves the focus on the next row when another admin deleted it first", async () => {
+    let list = ["order-service", "pricing-service", "risk-service"].map(definition);
+    vi.spyOn(api, "definitions").mockImplementation(async () => list);
+    vi.spyOn(api, "deleteDefinition").mockImplementation(async (name: string) => {
+      list = list.filter((d) => d.service_name !== name);
+      throw new ApiError(404, "SERVICE_NOT_FOUND", `no service definition named ${name}`);
+    });
+    renderUi(<ManageView />);
+    await screen.findByRole("button", { name: "Delete pricing-service" });
+    await deleteByKeyboard("pricing-service");
+    await waitFor(() => expect(screen.queryByRole("button", { name: "Delete pricing-service" })).toBeNull());
+    await waitFor(() => expect(screen.getByRole("button", { name: "History of risk-service" })).toHaveFocus());
+  });
+
+  // The re-read after the delete fails, and the row stays. Minutes later a
+  // live event's re-read drops it, while the user's focus is on <body>
+  // (a click on plain text leaves it there): the focus must stay put, not
+  // jump to a row and scroll the page there.
+  it("does not move the focus at a later re-read when the one after the delete failed", async () => {
+    let list = ["order-service", "pricing-service", "risk-service"].map(definition);
+    let failNext = false;
+    vi.spyOn(api, "definitions").mockImplementation(async () => {
+      if (failNext) {
+        failNext = false;
+        throw new ApiError(503, "NATS_UNAVAILABLE", "NATS is not reachable");
+      }
+      return list;
+    });
+    vi.spyOn(api, "deleteDefinition").mockImplementation(async (name: string) => {
+      list = list.filter((d) => d.service_name !== name);
+      failNext = true;
+      return { data: null } as never;
+    });
+    renderUi(<ManageView />);
+    await screen.findByRole("button", { name: "Delete pricing-service" });
+    await deleteByKeyboard("pricing-service");
+    await waitFor(() => expect(failNext).toBe(false));
+    expect(screen.getByRole("button", { name: "Delete pricing-service" })).toBeInTheDocument();
+    // The user clicks on plain text.
+    act(() => (document.activeElement as HTMLElement | null)?.blur());
+    expect(document.activeElement).toBe(document.body);
+    // Later, another admin's change: a live event, and a re-read that works.
+    act(() => SilentSource.last!.emit("definition", { type: "definition", serviceName: "order-service", revision: 9, operation: "PUT" }));
+    await waitFor(() => expect(screen.queryByRole("button", { name: "Delete pricing-service" })).toBeNull());
+    // One task later, where the focus would have been moved.
+    await act(() => new Promise((resolve) => setTimeout(resolve, 0)));
+    expect(document.activeElement).toBe(document.body);
   });
 });

@@ -2,8 +2,9 @@
 // and edit in the DefinitionForm modal, delete behind the
 // ConfirmDeleteDialog, each definition's history — a deleted one's opened
 // by name; a toast for every outcome. Viewers see the table and the
-// history, without write controls. A definition deleted, the focus goes
-// to the row that took its place (or to New), not to <body>.
+// history, without write controls. A definition deleted (by this delete,
+// or by another admin's first), the focus goes to the row that took its
+// place (or to New), not to <body>.
 "use client";
 
 import * as React from "react";
@@ -78,20 +79,29 @@ export function ManageView() {
     void reload().catch(() => undefined);
   };
 
+  // The row of `name` is leaving: the focus is to follow it once the
+  // re-read drops it. If that re-read fails, nothing says when the row
+  // leaves; a later re-read (minutes later, from a live event) must not
+  // pull the focus from wherever the user left it.
+  const reloadAfterDelete = (name: string) => {
+    const target = { name, index: definitions?.findIndex((d) => d.service_name === name) ?? 0 };
+    deleted.current = target;
+    setDeleting(null);
+    void reload().catch(() => {
+      if (deleted.current === target) deleted.current = null;
+    });
+  };
+
   const confirmDelete = async (name: string) => {
     try {
       await api.deleteDefinition(name);
-      deleted.current = { name, index: definitions?.findIndex((d) => d.service_name === name) ?? 0 };
       toast({ variant: "success", title: t("manage.deleted", { name }) });
-      setDeleting(null);
-      void reload().catch(() => undefined);
+      reloadAfterDelete(name);
     } catch (e) {
       const message = e instanceof ApiError ? e.message : String(e);
       toast({ variant: "error", title: t("manage.failed", { action: t("manage.delete"), message }) });
-      if (e instanceof ApiError && e.code === "SERVICE_NOT_FOUND") {
-        setDeleting(null);
-        void reload().catch(() => undefined);
-      }
+      // Another admin deleted it first: its row leaves all the same.
+      if (e instanceof ApiError && e.code === "SERVICE_NOT_FOUND") reloadAfterDelete(name);
     }
   };
 
