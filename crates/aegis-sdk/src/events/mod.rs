@@ -72,7 +72,8 @@ pub enum EventError {
     /// stored. Publish it again with
     /// [`Events::publish_with_id`] and this `id` within
     /// [`EVENTS_DUPLICATE_WINDOW`] of the first attempt: the server stores
-    /// it at most once.
+    /// it at most once (unless a message on another subject had taken the
+    /// id: see [`Events::publish_with_id`]).
     #[error("the event {id} on {subject} was not confirmed by JetStream")]
     Publish {
         /// The subject published to.

@@ -80,6 +80,17 @@ impl Events {
     /// stores nothing new (safe retries); the answer's
     /// [`duplicate`](Published::duplicate) says so.
     ///
+    /// The window is one namespace for the whole stream: a message on
+    /// another subject (another service that learned the id first) can
+    /// hold the id. Told "duplicate", this reads the message stored at that
+    /// sequence (at most [`DUPLICATE_CHECK`]); when it is on another
+    /// subject, the event is stored under `{id}~{hash}`, an id of this
+    /// process's own ([`Published::id`]), with a WARN. A retry of such an
+    /// event from another process stores a second copy (consumers that
+    /// must count a fact once deduplicate by their own key, as risk-service
+    /// does fills by order id); a read that fails is logged at WARN and
+    /// taken as a true repeat.
+    ///
     /// # Errors
     /// As [`publish`](Self::publish), and [`EventError::InvalidId`] (before
     /// any I/O) for an empty id, one that starts with a space, or one with a
@@ -186,13 +197,28 @@ impl Events {
                 .ok()?;
             stream.get_raw_message(ack.sequence).await.ok()
         };
-        let stored = tokio::time::timeout(self.conn.config().nats.request_timeout, read)
+        let Some(stored) = tokio::time::timeout(DUPLICATE_CHECK, read)
             .await
             .ok()
-            .flatten()?;
+            .flatten()
+        else {
+            warn!(
+                subject,
+                stream = ack.stream,
+                sequence = ack.sequence,
+                "could not read the message a duplicate acknowledgement names; taken as a true \
+                 repeat (if another subject had taken the id, this event is not stored)"
+            );
+            return None;
+        };
         (stored.subject.as_str() != subject).then(|| stored.subject.to_string())
     }
 }
+
+/// How long [`Events::publish_with_id`] waits to read the message a
+/// duplicate acknowledgement names (a read a role's permissions refuse
+/// goes unanswered; a publisher must not stall on it).
+pub const DUPLICATE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The id an event whose id was taken is stored under: `id` and a keyed
 /// hash of it, the key random per process, so a retry in this process
