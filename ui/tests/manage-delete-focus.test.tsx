@@ -99,6 +99,58 @@ describe("deleting a definition from the keyboard", () => {
     await waitFor(() => expect(screen.getByRole("button", { name: "History of risk-service" })).toHaveFocus());
   });
 
+  // The usual way another admin's delete reaches the page: over the live
+  // feed, while this page's dialog for the same definition is open. The
+  // row is gone before the confirm, so its place must be known from before.
+  it.each([
+    ["answered SERVICE_NOT_FOUND", true],
+    ["answered success", false],
+  ])("leaves the focus on the next row when a live event dropped the row while the dialog was open (%s)", async (_, notFound) => {
+    let list = ["order-service", "pricing-service", "risk-service"].map(definition);
+    vi.spyOn(api, "definitions").mockImplementation(async () => list);
+    vi.spyOn(api, "deleteDefinition").mockImplementation(async (name: string) => {
+      if (notFound) throw new ApiError(404, "SERVICE_NOT_FOUND", `no service definition named ${name}`);
+      return { data: null } as never;
+    });
+    renderUi(<ManageView />);
+    await screen.findByRole("button", { name: "Delete pricing-service" });
+    const user = userEvent.setup();
+    screen.getByRole("button", { name: "Delete pricing-service" }).focus();
+    await user.keyboard("{Enter}");
+    await screen.findByRole("alertdialog");
+    // Another admin deletes it; the live event's re-read drops the row
+    // behind the open dialog.
+    list = list.filter((d) => d.service_name !== "pricing-service");
+    act(() => SilentSource.last!.emit("definition", { type: "definition", serviceName: "pricing-service", revision: 4, operation: "DELETE" }));
+    await waitFor(() => expect(document.querySelector('[data-testid="definition-row"][data-name="pricing-service"]')).toBeNull());
+    // The user confirms.
+    await user.tab();
+    await user.keyboard("{Enter}");
+    await waitFor(() => expect(screen.queryByRole("alertdialog")).toBeNull());
+    await waitFor(() => expect(screen.getByRole("button", { name: "History of risk-service" })).toHaveFocus());
+  });
+
+  it("leaves it on New when a live event dropped the last row while the dialog was open", async () => {
+    let list = [definition("order-service")];
+    vi.spyOn(api, "definitions").mockImplementation(async () => list);
+    vi.spyOn(api, "deleteDefinition").mockImplementation(async (name: string) => {
+      throw new ApiError(404, "SERVICE_NOT_FOUND", `no service definition named ${name}`);
+    });
+    renderUi(<ManageView />);
+    await screen.findByRole("button", { name: "Delete order-service" });
+    const user = userEvent.setup();
+    screen.getByRole("button", { name: "Delete order-service" }).focus();
+    await user.keyboard("{Enter}");
+    await screen.findByRole("alertdialog");
+    list = [];
+    act(() => SilentSource.last!.emit("definition", { type: "definition", serviceName: "order-service", revision: 4, operation: "DELETE" }));
+    await waitFor(() => expect(document.querySelector('[data-testid="definition-row"]')).toBeNull());
+    await user.tab();
+    await user.keyboard("{Enter}");
+    await waitFor(() => expect(screen.queryByRole("alertdialog")).toBeNull());
+    await waitFor(() => expect(screen.getByTestId("new-definition")).toHaveFocus());
+  });
+
   // The re-read after the delete fails, and the row stays. Minutes later a
   // live event's re-read drops it, while the user's focus is on <body>
   // (a click on plain text leaves it there): the focus must stay put, not

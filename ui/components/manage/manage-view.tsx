@@ -3,8 +3,9 @@
 // ConfirmDeleteDialog, each definition's history — a deleted one's opened
 // by name; a toast for every outcome. Viewers see the table and the
 // history, without write controls. A definition deleted (by this delete,
-// or by another admin's first), the focus goes to the row that took its
-// place (or to New), not to <body>.
+// or by another admin's first, even one whose row left while the dialog
+// was open), the focus goes to the row that took its place (or to New),
+// not to <body>.
 "use client";
 
 import * as React from "react";
@@ -38,6 +39,12 @@ export function ManageView() {
   const [history, setHistory] = React.useState<string | null>(null);
   /** A definition just deleted and its row's place: where the focus goes once the row left. */
   const deleted = React.useRef<{ name: string; index: number } | null>(null);
+  /**
+   * The row under the open delete dialog and its last known place. Another
+   * admin's delete, arriving over the live feed, can drop the row before
+   * the confirm: its place must be known from before that.
+   */
+  const deletingAt = React.useRef<{ name: string; index: number } | null>(null);
   const newButton = React.useRef<HTMLButtonElement>(null);
 
   const reload = React.useCallback(async () => {
@@ -84,7 +91,9 @@ export function ManageView() {
   // leaves; a later re-read (minutes later, from a live event) must not
   // pull the focus from wherever the user left it.
   const reloadAfterDelete = (name: string) => {
-    const target = { name, index: definitions?.findIndex((d) => d.service_name === name) ?? 0 };
+    const listed = definitions?.findIndex((d) => d.service_name === name) ?? -1;
+    const known = deletingAt.current?.name === name ? deletingAt.current.index : 0;
+    const target = { name, index: listed >= 0 ? listed : known };
     deleted.current = target;
     setDeleting(null);
     void reload().catch(() => {
@@ -104,6 +113,18 @@ export function ManageView() {
       if (e instanceof ApiError && e.code === "SERVICE_NOT_FOUND") reloadAfterDelete(name);
     }
   };
+
+  // While the dialog is open, its row's place as of the last re-read that
+  // still listed it (set when the dialog opens, kept up to date if rows
+  // before it come or go).
+  React.useEffect(() => {
+    if (deleting === null) {
+      deletingAt.current = null;
+      return;
+    }
+    const index = definitions?.findIndex((d) => d.service_name === deleting) ?? -1;
+    if (index >= 0) deletingAt.current = { name: deleting, index };
+  }, [definitions, deleting]);
 
   // The confirmation gives the focus back to the row's Delete button; when
   // that row leaves the table, the focus would fall to <body>. Checked
