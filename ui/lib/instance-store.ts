@@ -58,7 +58,13 @@
 // passes no SSE), or it announces no beat interval — its heartbeat is its
 // record's write time, every few beats, or an old digest's bound. Read as
 // its age, every healthy 1 s beat looked 2–9 s late for as long as the page
-// polled. It is shown as at most that old too, never as late.
+// polled. It is shown as at most that old too, never as late. So is a
+// late instance's last beat from a digest before the feed left live: it
+// was the truth when it came, but no digest renews it now, and the
+// instance may have recovered and beaten since. Its last beat is that one
+// or a later one, so the time since that beat is still an upper bound
+// ("at least" would be false the moment it beats again). A down one keeps
+// its exact age: the last news said it stopped beating.
 //
 // Before the first digest the page has only the records' write times,
 // every few beats: read as ages, a healthy 1 s beat looked 2–6 s late for
@@ -317,10 +323,16 @@ export class InstanceStore {
     this.feed = state;
     // Back from a drop the last digest is old news: as at a page load,
     // checking until the next one, not its bound read as an age. While
-    // polling no digest comes: its "on time" no longer holds either.
+    // polling no digest comes: its "on time" no longer holds either, nor
+    // its record of a late instance's last beat, which no digest renews
+    // now: one not down may beat again (see the top). A down one keeps it.
     if (state !== "live" && state !== "connecting") {
       this.digested = false;
       this.onTime.clear();
+      for (const k of this.exact) {
+        const e = this.map.get(k);
+        if (e && e.goneAt === null && !processDown(e.instance)) this.exact.delete(k);
+      }
     }
   }
 

@@ -415,22 +415,52 @@ describe("a live instance's heartbeat while the feed polls", () => {
     expect(age()).toHaveTextContent(/^on time$/);
   });
 
-  it("still reads the monitor's record of a late instance's last beat as its age", () => {
+  // The review: a digest's record of a late instance's last beat is the
+  // truth when it comes, and the next digest renews it. While polling none
+  // comes: the instance may have recovered and beaten since. Its last beat
+  // is that one or a later one, so the time since it is at most the time
+  // since that beat: a bound, said as one ("at least" would be false the
+  // moment it beats again).
+  const lateDigest = (lastBeat: number, summary = { total: 1, active: 0, unhealthy: 1, standby: 0 }): DigestEvent => ({
+    type: "digest",
+    asOf: iso(0),
+    version: 1,
+    summary,
+    lateAfterIntervals: 1.5,
+    late: [{ serviceName: "order-service", instanceId: "order-1", lastBeat: iso(lastBeat) }],
+  });
+
+  it("reads a late instance's last beat from a digest as at most its age once the feed polls", () => {
     vi.setSystemTime(KILL);
     const store = new InstanceStore({ schedule: (flush) => flush() });
-    store.replaceAll([order1()]);
-    store.applyDigest({
-      type: "digest",
-      asOf: iso(0),
-      version: 1,
-      summary: { total: 1, active: 0, unhealthy: 1, standby: 0 },
-      lateAfterIntervals: 1.5,
-      late: [{ serviceName: "order-service", instanceId: "order-1", lastBeat: iso(-3500) }],
-    });
-    store.setFeed("polling");
+    store.replaceAll([order1({ lastHeartbeat: iso(-12_000) })]);
+    store.applyDigest(lateDigest(-10_000));
     const age = show(store);
+    expect(age()).toHaveTextContent(/^10 s ago$/);
+    act(() => store.setFeed("polling"));
+    // It recovers and beats again; no record write has reached the page yet.
+    act(() => vi.advanceTimersByTime(5000));
+    expect(age()).toHaveTextContent(/^at most 15 s ago$/);
+    expect(age().dataset.kind).toBe("atMost");
+    expect(age()).toHaveAttribute("title", "Its last sign of life was at most 15 s ago: its record is rewritten every few beats, and the monitor has not said whether it beats on time.");
+    // Back live, the next digest says it again.
+    act(() => {
+      store.setFeed("live");
+      store.applyDigest({ ...lateDigest(4000), asOf: iso(5000) });
+    });
     act(() => vi.advanceTimersByTime(1000));
-    expect(age()).toHaveTextContent(/^5 s ago$/);
+    expect(age()).toHaveTextContent(/^2 s ago$/);
+  });
+
+  it("keeps a down instance's last beat from a digest as its age while polling: it beats no more", () => {
+    vi.setSystemTime(KILL);
+    const store = new InstanceStore({ schedule: (flush) => flush() });
+    store.replaceAll([order1({ status: "UNHEALTHY", statusReason: "disconnected", lastHeartbeat: iso(-12_000) })]);
+    store.applyDigest(lateDigest(-10_000));
+    const age = show(store);
+    act(() => store.setFeed("polling"));
+    act(() => vi.advanceTimersByTime(5000));
+    expect(age()).toHaveTextContent(/^15 s ago$/);
     expect(age()).not.toHaveAttribute("title");
   });
 });
