@@ -93,8 +93,8 @@ pub async fn ensure_dead_letter_stream(
 
 /// Copies `message` (delivered by `consumer`) into `DEAD_LETTER`, waiting
 /// for the store to confirm. A repeat by the same consumer for the same
-/// original stores nothing new; each consumer that gives up on a message
-/// stores its own copy (see `dedup_id`).
+/// original, in this process, stores nothing new; each consumer that gives
+/// up on a message stores its own copy (see `dedup_id`).
 pub(crate) async fn bury(
     message: &jetstream::Message,
     consumer: &str,
@@ -129,11 +129,18 @@ pub(crate) async fn bury(
 }
 
 /// The dedup id (`Nats-Msg-Id`) of a dead letter: the original's stream and
-/// sequence, and the consumer that gave up on it. Without the consumer, two
+/// sequence, and the consumer that gave up on it, made this process's own
+/// ([`streams::own_id`](crate::streams::own_id)). Without the consumer, two
 /// services (or broadcast instances) failing on one event would share an
-/// id, and `DEAD_LETTER` would drop all but the first one's copy.
+/// id, and `DEAD_LETTER` would drop all but the first one's copy. Without
+/// the process's key, any service (each may publish dead letters of its
+/// own consumers) could predict the id and store a message of its own
+/// under it first, and the real dead letter would be dropped as a
+/// duplicate; a service may not read `DEAD_LETTER` to check. The price: a
+/// message given up on again by another process (its first give-up's
+/// process died before ending it) leaves a second dead letter.
 fn dedup_id(stream: &str, sequence: u64, consumer: &str) -> String {
-    format!("{stream}.{sequence}.{consumer}")
+    crate::streams::own_id(&format!("{stream}.{sequence}.{consumer}"))
 }
 
 /// The newest `limit` dead letters (at most [`MAX_RECENT`]), oldest first.

@@ -426,6 +426,23 @@ pub fn is_dedup_id(id: &str) -> bool {
     !id.is_empty() && !id.starts_with(' ') && !id.contains(['\r', '\n'])
 }
 
+/// `id` made this process's own: `{id}~{hash}`, a hash of `id` keyed with
+/// a key random per process. The same `id` gives the same result for the
+/// life of the process, so its retries are deduplicated, while no other
+/// process can guess it: JetStream's dedup window is one namespace per
+/// stream, and any publisher to the stream could otherwise store a
+/// message of its own under a predictable id first, making the real one
+/// a "duplicate" that is never stored.
+pub(crate) fn own_id(id: &str) -> String {
+    use std::hash::BuildHasher;
+    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    let hash = KEY
+        .get_or_init(std::collections::hash_map::RandomState::new)
+        .hash_one(id);
+    format!("{id}~{hash:016x}")
+}
+
 /// Publishes `payload` to a stream with the message id `id`
 /// (`Nats-Msg-Id`), sending it again — the same id, so the stream stores it
 /// once — when no acknowledgement comes within a short wait, until the

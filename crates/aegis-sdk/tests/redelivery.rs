@@ -513,3 +513,62 @@ async fn every_consumer_that_gives_up_on_an_event_leaves_its_own_dead_letter() {
     audit.shutdown().await;
     risk.shutdown().await;
 }
+
+/// JetStream's dedup window is one namespace per stream, and a service may
+/// publish dead letters of its own consumers: one that predicts another
+/// consumer's next dead letter's id, and stores a message of its own under
+/// it first, must not make that dead letter vanish as a "duplicate".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_whose_id_was_taken_first_is_still_stored() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let audit = hopeless_subscriber(&conn, "audit-service").await;
+    let consumer = audit.consumer_name().to_owned();
+    let js = conn.jetstream().clone();
+    // The id the SDK names the next event's dead letter with (stream,
+    // sequence, consumer), taken first by a message on another subject.
+    let next = js
+        .get_stream("EVENTS")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .last_sequence
+        + 1;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(
+        async_nats::header::NATS_MESSAGE_ID,
+        format!("EVENTS.{next}.{consumer}").as_str(),
+    );
+    js.publish_with_headers("aegis.dead.EVENTS.decoy", headers, "{}".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let published = conn
+        .events()
+        .publish("order", "created", &json!({"n": 2}))
+        .await
+        .unwrap();
+    assert_eq!(published.sequence, next);
+
+    // Done with the event: it dead-letters before it terminates it.
+    eventually(Duration::from_secs(30), "the consumer gave up", || {
+        let (js, consumer) = (js.clone(), consumer.clone());
+        async move {
+            let stream = js.get_stream("EVENTS").await.unwrap();
+            let info = stream.consumer_info(consumer).await.unwrap();
+            info.delivered.stream_sequence >= next && info.num_ack_pending == 0
+        }
+    })
+    .await;
+    let dead = dead_letters(&js).await;
+    assert!(
+        dead.iter()
+            .any(|d| d.0 == format!("aegis.dead.EVENTS.{consumer}") && d.2 == json!({"n": 2})),
+        "the consumer's own dead letter is stored: {dead:?}"
+    );
+    audit.shutdown().await;
+}

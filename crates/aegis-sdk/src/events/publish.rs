@@ -149,7 +149,7 @@ impl Events {
             // publisher that learned it first; JetStream's dedup window is
             // one namespace per stream): stored under an id of this
             // process's own instead of being dropped as a duplicate.
-            let own = own_id(id);
+            let own = crate::streams::own_id(id);
             warn!(
                 subject,
                 id,
@@ -219,17 +219,3 @@ impl Events {
 /// duplicate acknowledgement names (a read a role's permissions refuse
 /// goes unanswered; a publisher must not stall on it).
 pub const DUPLICATE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// The id an event whose id was taken is stored under: `id` and a keyed
-/// hash of it, the key random per process, so a retry in this process
-/// lands on the same id (and is deduplicated) while no other process can
-/// guess it to take it too.
-fn own_id(id: &str) -> String {
-    use std::hash::BuildHasher;
-    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
-        std::sync::OnceLock::new();
-    let hash = KEY
-        .get_or_init(std::collections::hash_map::RandomState::new)
-        .hash_one(id);
-    format!("{id}~{hash:016x}")
-}
