@@ -145,7 +145,20 @@ impl Tally {
                 self.acked.push(reply.value.order_id);
             }
             Ok(reply) => self.fail(format!("{:?}", reply.value.status).to_uppercase()),
-            Err(e) => self.fail(e.code().to_string()),
+            Err(e) => match decided(&e) {
+                // Its decision is stored (only its event was not published
+                // yet): the order was placed, and is read back with the rest.
+                Some((order_id, filled)) => {
+                    self.latency.saturating_record(micros);
+                    self.window.latency.saturating_record(micros);
+                    self.window.ok += 1;
+                    if filled {
+                        self.filled += 1;
+                    }
+                    self.acked.push(order_id);
+                }
+                None => self.fail(e.code().to_string()),
+            },
         }
     }
 
@@ -163,6 +176,23 @@ impl Tally {
         *self.window.failed.entry(code.clone()).or_default() += 1;
         *self.failed.entry(code).or_default() += 1;
     }
+}
+
+/// The order a failed `create_order` names as decided — its decision
+/// stored, only its event not yet published (`details.status` `filled` or
+/// `rejected`) — and whether it filled; `None` for any other failure (a
+/// `pending` order expires unless retried).
+fn decided(e: &RpcError) -> Option<(String, bool)> {
+    let RpcError::Remote { error, .. } = e else {
+        return None;
+    };
+    let details = error.details.as_ref()?;
+    let filled = match details.get("status")?.as_str()? {
+        "filled" => true,
+        "rejected" => false,
+        _ => return None,
+    };
+    Some((details.get("order_id")?.as_str()?.to_owned(), filled))
 }
 
 /// `12 [TIMEOUT×2, UNAVAILABLE×1]`, or `0`.
@@ -520,6 +550,35 @@ mod tests {
         assert_eq!(tally.acked, ["ord-1", "ord-1"]);
         assert_eq!(failures(&tally.failed), "2 [PENDING×1, TIMEOUT×1]");
         assert_eq!(tally.window.ok, 2);
+    }
+
+    /// A failed create_order whose error says the order is decided (its
+    /// decision stored, only its event not yet published) was placed:
+    /// counted as acknowledged, and read back with the others; one whose
+    /// order is pending (it expires unless retried) is a failure.
+    #[test]
+    fn a_failed_call_whose_order_is_decided_counts_as_acknowledged() {
+        let mut tally = Tally::new();
+        let failed = |status: &str| {
+            Err(RpcError::Remote {
+                subject: "rpc.order-service.create_order".into(),
+                error: aegis_sdk::rpc::WireError::service_unavailable(
+                    "the order event could not be published; retry",
+                )
+                .with_details(serde_json::json!({
+                    "order_id": format!("ord-{status}"),
+                    "client_order_id": "c-1",
+                    "status": status,
+                })),
+            })
+        };
+        tally.record(Duration::from_millis(2), failed("filled"));
+        tally.record(Duration::from_millis(2), failed("rejected"));
+        tally.record(Duration::from_millis(2), failed("pending"));
+        assert_eq!(tally.sent(), 3);
+        assert_eq!((tally.filled, tally.rejected()), (1, 1));
+        assert_eq!(tally.acked, ["ord-filled", "ord-rejected"]);
+        assert_eq!(failures(&tally.failed), "1 [SERVICE_UNAVAILABLE×1]");
     }
 
     #[test]
