@@ -6,46 +6,10 @@
 
 mod common;
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
 use aegis_sdk::{AegisConfig, Connection};
-use common::{echo_service, eventually, server};
-
-/// Everything logged in this test binary, as text.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    /// Logs go here from every thread of the test binary.
-    fn install() -> Self {
-        let captured = Self::default();
-        let writer = captured.clone();
-        tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .init();
-        captured
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
+use common::{Captured, echo_service, eventually, server};
 
 /// The status code `GET path` gets from the probes at `addr`.
 #[cfg(feature = "probes")]
@@ -69,7 +33,7 @@ async fn status(addr: std::net::SocketAddr, path: &str) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_used_up_reconnect_limit_closes_the_connection_for_good_and_says_so() {
-    let logs = Captured::install();
+    let logs = Captured::install(tracing::Level::INFO);
     let mut nats = server();
     let mut config = AegisConfig::with_servers(nats.url());
     config.nats.request_timeout = Duration::from_secs(2);

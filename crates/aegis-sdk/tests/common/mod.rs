@@ -245,3 +245,38 @@ pub async fn cluster_with_buckets() -> (aegis_testkit::NatsCluster, Connection) 
         .unwrap();
     (cluster, setup)
 }
+
+/// Everything logged in a test binary, as text: [`Captured::install`] sets
+/// it as the binary's one tracing subscriber, for every thread.
+#[derive(Clone, Default)]
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Captures every event at `level` and above, from every thread of
+    /// the test binary (call once per binary).
+    pub fn install(level: tracing::Level) -> Self {
+        let captured = Self::default();
+        let writer = captured.clone();
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(level)
+            .init();
+        captured
+    }
+
+    /// What was logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
