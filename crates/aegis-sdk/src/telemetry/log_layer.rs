@@ -35,6 +35,12 @@ use tracing_subscriber::{Layer, layer::Context};
 
 use super::Telemetry;
 
+/// A field that marks a WARN or ERROR line as the printed twin of a
+/// lifecycle event the SDK publishes itself (`lifecycle = true`): such a
+/// line is printed by the binary but not forwarded, so the monitor's Logs
+/// & events shows the happening once.
+pub const LIFECYCLE_FIELD: &str = "lifecycle";
+
 /// Where forwarded records go once the process is connected.
 #[derive(Debug, Clone, Default)]
 pub struct LogForwarder {
@@ -104,6 +110,16 @@ impl<S: Subscriber> Layer<S> for NatsLogLayer {
         };
         let mut visitor = Visitor::default();
         event.record(&mut visitor);
+        // A line that repeats a lifecycle event published beside it
+        // (`lifecycle = true`) is printed, not forwarded: the monitor would
+        // show it twice.
+        if visitor
+            .fields
+            .remove(LIFECYCLE_FIELD)
+            .is_some_and(|v| v == "true" || v == true)
+        {
+            return;
+        }
         let mut record = LogRecord::new(
             chrono::Utc::now(),
             if level == Level::ERROR {

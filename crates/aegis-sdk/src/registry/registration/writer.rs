@@ -281,7 +281,10 @@ impl Inner {
             if healthy {
                 info!(key = %self.key, "health check passes again");
             } else {
-                warn!(key = %self.key, "health check failed; reporting UNHEALTHY");
+                // Published as a `status_changed` event below, when a hook
+                // publishes events: then the line is only printed.
+                let lifecycle = self.on_event.is_some();
+                warn!(key = %self.key, lifecycle, "health check failed; reporting UNHEALTHY");
             }
             // Healthy, it reports the status it chose (by its role).
             let chosen = st.desired.status.as_str();
@@ -409,7 +412,10 @@ async fn upkeep(inner: &Inner, cancel: &CancellationToken) {
             Err(e) => {
                 let failures = inner.state().failures;
                 if failures == 1 || failures.is_multiple_of(10) {
-                    warn!(key = %inner.key, failures, error = %crate::startup::Causes(&e), "heartbeat failed; retrying");
+                    // Published as a `heartbeat_failed` event below, when a
+                    // hook publishes events: then the line is only printed.
+                    let lifecycle = inner.on_event.is_some();
+                    warn!(key = %inner.key, failures, lifecycle, error = %crate::startup::Causes(&e), "heartbeat failed; retrying");
                     inner.emit(
                         LogLevel::Warn,
                         LogKind::HeartbeatFailed,
