@@ -534,19 +534,20 @@ impl Desk {
         Ok(Attempt::Decided(order))
     }
 
+    /// Waits, within the call timeout, until the order index holds every
+    /// stored order (its first load done); SERVICE_UNAVAILABLE past it.
+    async fn index_loaded(&self) -> Result<(), WireError> {
+        tokio::time::timeout(self.call_timeout, self.store.loaded())
+            .await
+            .map_err(|_| WireError::service_unavailable("the order index is still loading; retry"))
+    }
+
     /// Announces the fills of `symbol` that are decided but not announced,
     /// so risk counts them before the next order of the symbol is judged;
     /// fails when one cannot be.
     async fn announce_fills_of(&self, caller: &Caller, symbol: &str) -> Result<(), WireError> {
         // The index must hold every stored order to name them all.
-        if tokio::time::timeout(self.call_timeout, self.store.loaded())
-            .await
-            .is_err()
-        {
-            return Err(WireError::service_unavailable(
-                "the order index is still loading; retry",
-            ));
-        }
+        self.index_loaded().await?;
         for order_id in self.store.unannounced_fills(symbol) {
             // Gone (deleted by hand): nothing to announce.
             if let Some((revision, order)) = self.store.load(&order_id).await?
@@ -805,14 +806,7 @@ impl Desk {
         }
         // A listing read from a half-loaded index would miss orders and
         // still say it is complete.
-        if tokio::time::timeout(self.call_timeout, self.store.loaded())
-            .await
-            .is_err()
-        {
-            return Err(WireError::service_unavailable(
-                "the order index is still loading; retry",
-            ));
-        }
+        self.index_loaded().await?;
         Ok(self.store.list(&req, limit))
     }
 }
