@@ -661,3 +661,71 @@ async fn a_key_moving_between_live_instances_never_shows_two_active() {
     stop.cancel();
     drop(registrations);
 }
+
+/// A record that expires while its instance's liveness beats go on (the
+/// registry's stream took no write for longer than the TTL: a lost
+/// JetStream quorum, whose return expires every record at once) leaves
+/// the instance listed until it writes again; once its beats stop too,
+/// it goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_whose_record_expired_stays_listed_while_it_beats() {
+    let h = Harness::start().await;
+    let client = async_nats::connect(h.nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let (service, id) = ("lapse-service", "lapse-1");
+    let mut record =
+        aegis_contracts::ServiceInstance::new(service, id, "1.0.0", chrono::Utc::now());
+    record
+        .metadata
+        .insert("heartbeatMs".into(), serde_json::json!(250));
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-TTL", "2s");
+    js.publish_with_headers(
+        format!("$KV.service_registry.service-instances.{service}.{id}"),
+        headers,
+        serde_json::to_vec(&record).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let written = Instant::now();
+    let beating = tokio_util::sync::CancellationToken::new();
+    let beats = {
+        let (client, beating) = (client.clone(), beating.clone());
+        let subject = aegis_contracts::subjects::heartbeat_subject(service, id);
+        tokio::spawn(async move {
+            while !beating.is_cancelled() {
+                client.publish(subject.clone(), "".into()).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    };
+    let path = format!("/api/instances/{service}/{id}");
+    eventually(Duration::from_secs(5), "listed", || async {
+        h.get(&path, Some(VIEWER)).await.status == 200
+    })
+    .await;
+    // The record expires 2 s after its write; the beats go on for 4 s more.
+    while written.elapsed() < Duration::from_secs(6) {
+        let reply = h.get(&path, Some(VIEWER)).await;
+        assert_eq!(
+            reply.status,
+            200,
+            "not listed {:?} after its record was written, though it beats",
+            written.elapsed()
+        );
+        assert_eq!(reply.body["status"], "ACTIVE", "{:#}", reply.body);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    beating.cancel();
+    beats.await.unwrap();
+    let stopped = Instant::now();
+    eventually(
+        Duration::from_secs(5),
+        "gone once it stops beating",
+        || async { h.get(&path, Some(VIEWER)).await.status == 404 },
+    )
+    .await;
+    eprintln!("gone {:?} after its last beat", stopped.elapsed());
+}

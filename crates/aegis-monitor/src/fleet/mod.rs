@@ -43,6 +43,10 @@
 //! A registry that cannot be written for a while (its stream electing a
 //! leader after a NATS node died) changes nothing: records outlive such a
 //! stall (their TTL is longer) and the beats, which need no JetStream, go on.
+//! A stall longer than the TTL (a lost JetStream quorum) ends with the
+//! stream expiring every unwritten record at once, a heartbeat before the
+//! instances write them again: an instance whose beats go on stays shown
+//! meanwhile, for at most `LAPSED_HOLD` (`task.rs`).
 
 mod beats;
 mod derive;
@@ -434,6 +438,7 @@ impl Fleet {
             conns: ConnectionStates::default(),
             beats: HashMap::new(),
             unresponsive: HashSet::new(),
+            lapsed: HashMap::new(),
             listening_since: Instant::now(),
             connects: client
                 .statistics()

@@ -4,6 +4,7 @@
 //! change; a periodic pass looks for missing beats and sends the digest.
 
 use super::*;
+use tracing::debug;
 
 /// The inputs, owned by the fleet task.
 pub(super) struct State {
@@ -18,6 +19,10 @@ pub(super) struct State {
     pub(super) beats: HashMap<Key, Instant>,
     /// Instances whose beats stopped.
     pub(super) unresponsive: HashSet<Key>,
+    /// Instances whose record expired or vanished while their beats went
+    /// on: since when, and how the registry said they left. They stay
+    /// shown (see [`LAPSED_HOLD`]).
+    pub(super) lapsed: HashMap<Key, (Instant, RemovalReason)>,
     /// Since when this monitor's own connection has been up without a break
     /// (missing beats count only from then: its own reconnect is no
     /// instance's fault).
@@ -84,6 +89,7 @@ impl State {
         let key = (record.service_name.clone(), record.instance_id.clone());
         let record_written = record.last_heartbeat;
         self.records.insert(key.clone(), record);
+        self.lapsed.remove(&key);
         self.keys.arrived.insert(key.clone(), Instant::now());
         // A record write is a sign of life too (at the time it says it was
         // written: loading an old record is none).
@@ -116,6 +122,18 @@ impl State {
             return;
         }
         let now = Instant::now();
+        let gone: Vec<(Key, RemovalReason)> = self
+            .lapsed
+            .iter()
+            .filter(|(k, (since, _))| {
+                now.duration_since(*since) > LAPSED_HOLD || !self.still_beating(k)
+            })
+            .map(|(k, (_, reason))| (k.clone(), *reason))
+            .collect();
+        for ((service, id), reason) in gone {
+            self.lapsed.remove(&(service.clone(), id.clone()));
+            self.remove(service, id, reason);
+        }
         let stale: Vec<Key> = self
             .records
             .iter()
@@ -171,8 +189,39 @@ impl State {
         *last = (*last).max(at);
     }
 
+    /// Whether `key`'s process is known to live: its beats (or record
+    /// writes) are on time and its connection is not known closed.
+    fn still_beating(&self, key: &Key) -> bool {
+        let Some(record) = self.records.get(key) else {
+            return false;
+        };
+        let (Some(interval), Some(last)) = (beat_interval(record), self.beats.get(key)) else {
+            return false;
+        };
+        let last = (*last).max(self.listening_since);
+        Instant::now().duration_since(last) <= interval * MISSED_BEATS
+            && !self.unresponsive.contains(key)
+            && connection_of(record).is_none_or(|name| self.conns.closed_at(name).is_none())
+    }
+
     fn remove(&mut self, service: String, instance_id: String, reason: RemovalReason) {
         let key = (service, instance_id);
+        // A record the server expired (or a fresh load no longer has) while
+        // its instance beats on was left unwritten by a stalled registry,
+        // not by its instance: the stream expires every such record at
+        // once when it takes writes again, a heartbeat before the
+        // instances write them anew. Shown until then, or until it stops.
+        if matches!(reason, RemovalReason::Expired | RemovalReason::Vanished) {
+            if self.lapsed.contains_key(&key) {
+                return;
+            }
+            if self.still_beating(&key) {
+                debug!(service = %key.0, instance = %key.1, reason = reason.as_str(), "record gone while the instance beats; still shown");
+                self.lapsed.insert(key, (Instant::now(), reason));
+                return;
+            }
+        }
+        self.lapsed.remove(&key);
         self.records.remove(&key);
         self.keys.arrived.remove(&key);
         self.beats.remove(&key);
@@ -503,6 +552,13 @@ fn connection_of(record: &ServiceInstance) -> Option<&str> {
         .get(METADATA_CONNECTION)
         .and_then(|v| v.as_str())
 }
+
+/// How long an instance whose record expired (or vanished) while its
+/// beats went on stays shown without a record write. Its instance writes
+/// again within a heartbeat (its retries back off to that) once the
+/// registry's stream takes writes, plus one write's timeout; a process
+/// that beats but no longer writes its record goes after this.
+pub(super) const LAPSED_HOLD: Duration = Duration::from_secs(10);
 
 /// How long a record claiming a lead the key does not give is held back
 /// (shown as before) while the key is read: past it, the key as last seen
