@@ -554,6 +554,9 @@ impl Campaign {
         // Until when the last confirmed renewal lets this leader serve.
         let mut confirmed_until = self.config.serve_until(sent_at);
         let mut riding_out = false;
+        // Whether the lease ran out unrenewed while the key may still be
+        // ours: not serving (a standby's role), renewing on.
+        let mut lapsed = false;
         let mut next = tokio::time::Instant::now();
         loop {
             tokio::select! {
@@ -638,6 +641,7 @@ impl Campaign {
                                 confirmed_until = self.config.serve_until(since);
                                 unconfirmed_since = None;
                                 debug!(epoch, revision, error = %why, "a renewal committed unconfirmed; still leading");
+                                self.serve_again(epoch, &mut lapsed);
                                 continue;
                             }
                         }
@@ -662,16 +666,39 @@ impl Campaign {
                             }
                         }
                     }
-                    if self.shared.serving_epoch().is_none() {
-                        warn!(epoch, error = %why, "could not renew the lease in time; stepping down");
+                    if self.shared.serving_epoch().is_none() && !lapsed {
+                        // Stop serving, as the lease says, but keep the key:
+                        // nobody else took it (the key said so, or did not
+                        // answer), and a renewal that commits by
+                        // compare-and-set on our revision proves nobody
+                        // did since. Giving it up to wait out our own
+                        // record would hand the group to whichever
+                        // takeover lands first a lease later: a failover
+                        // nobody caused, seen when a sticky group's
+                        // instances start together on a loaded machine.
+                        warn!(epoch, error = %why, "could not renew the lease in time; stopped serving, still renewing");
                         self.step_down(None);
-                        return;
+                        lapsed = true;
+                        continue;
                     }
                     debug!(epoch, error = %why, "lease renewal failed; retrying");
                     continue;
                 }
             }
             unconfirmed_since = None;
+            self.serve_again(epoch, &mut lapsed);
+        }
+    }
+
+    /// Leader whose lease ran out unrenewed (`lapsed`): once a renewal
+    /// that committed lets it serve again, it leads again at the same
+    /// epoch — nobody else held the key meanwhile, or the renewal's
+    /// compare-and-set would have failed.
+    fn serve_again(&self, epoch: u64, lapsed: &mut bool) {
+        if *lapsed && self.shared.serving_epoch().is_some() {
+            *lapsed = false;
+            info!(epoch, "lease renewed after it ran out; serving again");
+            self.shared.role.send_replace(Role::Leader { epoch });
         }
     }
 
@@ -725,7 +752,8 @@ impl Campaign {
     ///
     /// Only a leader still serving is extended: one whose lease already
     /// lapsed — a process resumed after SIGSTOP, a VM thawed — may have a
-    /// successor by now and never serves again on this epoch.
+    /// successor by now, and serves again on this epoch only after a
+    /// renewal commits (a compare-and-set no successor's write let pass).
     fn ride_out(&self, confirmed_until: Instant) -> bool {
         let limit = confirmed_until + self.config.ride_out;
         let now = Instant::now();

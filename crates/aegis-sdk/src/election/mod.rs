@@ -27,7 +27,12 @@
 //! itself as its leader. A leader whose last
 //! successful renewal was *sent* more than `lease − safety_margin` ago stops
 //! serving, which is before any standby — which counts from when it
-//! *received* that renewal — can take over. A graceful stop
+//! *received* that renewal — can take over. It stops serving but not
+//! renewing: while the key may still be its own, it renews by
+//! compare-and-set on the revision it last wrote, and a renewal that
+//! commits (proof that nobody took the key meanwhile) lets it serve again
+//! at the same epoch; it stands by only once the key names another or is
+//! gone (or its renewals were paused for a drill). A graceful stop
 //! ([`Election::resign`]) deletes the key, and a standby takes over within
 //! milliseconds. A crash deletes nothing: the standbys wait out the lease.
 //! Dropping an [`Election`] behaves like the crash (it stops serving at
