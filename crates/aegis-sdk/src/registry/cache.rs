@@ -41,6 +41,24 @@
 //! within a second (`tests/sticky_takeover_node_loss.rs`: 0.09-0.49 s, against
 //! 6.5 s once the watch opened).
 //!
+//! **An expiry is applied after a grace** ([`expiry_grace`]). A stall of
+//! the registry's stream longer than the record TTL (a cluster that lost
+//! its JetStream quorum for longer than 15 s) ends with the stream
+//! expiring every record nobody could write, all at once, up to a
+//! heartbeat plus a write's timeout before each live instance writes its
+//! record again. Taken at once, those expiries emptied the view: calls
+//! failed with `RpcError::NoInstances` for up to a second although every
+//! instance served (`tests/quorum_loss.rs`: 28 of 755 calls, over
+//! 0.88 s). So an expiry, or a load that no longer finds a record
+//! ([`RemovalReason::Vanished`]), leaves the record in the view, routed to
+//! and listed as it was, for a few of its own heartbeats (`heartbeatMs`);
+//! a new write of it cancels the removal, and past the grace the removal
+//! is applied and announced with its reason. A deregistration or a delete
+//! applies at once. For a crashed instance this adds the grace to the TTL
+//! it already waited; calls to it meanwhile find no responder, evict it
+//! locally and move on to another instance, and a sticky group's leader is
+//! the election key's holder, not a record.
+//!
 //! [`RegistryReader`]: super::RegistryReader
 
 use std::{
@@ -59,7 +77,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::{
-    RegistryChange, RegistryError, RemovalReason, bucket::ensure_registry_bucket, scope::WatchScope,
+    METADATA_HEARTBEAT_MS, RegistryChange, RegistryError, RemovalReason,
+    bucket::ensure_registry_bucket, scope::WatchScope,
 };
 use crate::kv_watch::{self, Scope};
 
@@ -82,6 +101,32 @@ pub(crate) trait RecordIndex: Send + Sync + std::fmt::Debug {
 const CHANGES_CAPACITY: usize = 4096;
 /// A service not looked up for this long leaves the watch's scope.
 pub(crate) const IDLE_SCOPE: Duration = Duration::from_secs(120);
+/// The longest an expired record stays in the view ([`expiry_grace`]):
+/// as long as the monitor shows a live instance whose record lapsed.
+pub(crate) const EXPIRY_GRACE_MAX: Duration = Duration::from_secs(10);
+
+/// How long an expired (or vanished) record stays in the view before its
+/// removal is applied, unless its instance writes it again first: the time
+/// a live instance takes to write it once its registry takes writes again.
+/// Its writer retries with back-off capped at its heartbeat, each write
+/// given the heartbeat clamped to 0.5-5 s (`RegistrationOptions`), so that
+/// is one write's timeout plus a heartbeat; one more heartbeat is slack.
+/// Capped at [`EXPIRY_GRACE_MAX`]. A record that gives no heartbeat
+/// (`heartbeatMs`, written by every Aegis registration) is removed at once.
+pub(crate) fn expiry_grace(instance: &ServiceInstance) -> Option<Duration> {
+    let heartbeat = instance
+        .metadata
+        .get(METADATA_HEARTBEAT_MS)
+        .and_then(serde_json::Value::as_u64)
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis)?;
+    let write_timeout = heartbeat.clamp(Duration::from_millis(500), Duration::from_secs(5));
+    Some(
+        write_timeout
+            .saturating_add(heartbeat.saturating_mul(2))
+            .min(EXPIRY_GRACE_MAX),
+    )
+}
 
 /// The shared view and the task that feeds it; the task stops when the last
 /// handle drops or [`RegistryCache::stop`] is called.
@@ -151,6 +196,33 @@ impl RegistryCache {
                 }
             });
         }
+        {
+            // Applies expiries whose grace ran out; held weakly as above.
+            let (view, cancel) = (Arc::downgrade(&shared), cancel.clone());
+            let lapsed = shared.lapsed.clone();
+            tokio::spawn(async move {
+                loop {
+                    // Armed before the sweep, so a lapse noted during it
+                    // wakes the next wait.
+                    let noted = lapsed.notified();
+                    tokio::pin!(noted);
+                    noted.as_mut().enable();
+                    let next = match view.upgrade() {
+                        Some(view) => view.sweep_lapsed(Instant::now()),
+                        None => return,
+                    };
+                    let until = next.map_or_else(
+                        || tokio::time::Instant::now() + IDLE_SCOPE,
+                        tokio::time::Instant::from_std,
+                    );
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = noted => {}
+                        () = tokio::time::sleep_until(until) => {}
+                    }
+                }
+            });
+        }
         let cache = RegistryCache {
             shared,
             lookup,
@@ -211,6 +283,9 @@ impl RegistryCache {
 struct Record {
     instance: ServiceInstance,
     revision: u64,
+    /// Its record expired (or vanished from a load): removed, for this
+    /// reason, at this time unless written again first ([`expiry_grace`]).
+    lapse: Option<(Instant, RemovalReason)>,
 }
 
 /// Everything known about one service.
@@ -247,6 +322,11 @@ pub(crate) struct Shared {
     /// Consumer sequence of the last message applied in this session.
     processed: AtomicU64,
     progress: Notify,
+    /// The records whose removal waits out a grace, and until when (also
+    /// noted in each [`Record`]). Locked after `services`, never before.
+    lapses: Mutex<HashMap<(String, String), Instant>>,
+    /// Wakes the task that applies lapsed removals when one is noted.
+    lapsed: Arc<Notify>,
 }
 
 /// A full load: (service, instance) → (record, revision).
@@ -264,7 +344,13 @@ impl Shared {
             health: Mutex::new(Health::default()),
             processed: AtomicU64::new(0),
             progress: Notify::new(),
+            lapses: Mutex::new(HashMap::new()),
+            lapsed: Arc::new(Notify::new()),
         }
+    }
+
+    fn lapses(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Instant>> {
+        self.lapses.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, ServiceEntry>> {
@@ -415,12 +501,27 @@ impl Shared {
             self.index.upserted(&instance, revision);
             match entry.records.get_mut(&instance.instance_id) {
                 Some(record) => {
+                    if record.lapse.take().is_some() {
+                        // Written again: the expiry was a stall's, not a
+                        // departure.
+                        debug!(service = %instance.service_name, instance = %instance.instance_id,
+                            "an expired record was written again within its grace");
+                        self.lapses()
+                            .remove(&(instance.service_name.clone(), instance.instance_id.clone()));
+                    }
                     record.instance = instance;
                     record.revision = revision;
                 }
                 None => {
                     let id = instance.instance_id.clone();
-                    entry.records.insert(id, Record { instance, revision });
+                    entry.records.insert(
+                        id,
+                        Record {
+                            instance,
+                            revision,
+                            lapse: None,
+                        },
+                    );
                 }
             }
         }
@@ -429,29 +530,117 @@ impl Shared {
         }
     }
 
-    /// Applies a removal seen by the watch (delete, purge or TTL expiry).
+    /// Applies a removal seen by the watch (delete, purge or TTL expiry),
+    /// or by a load that no longer finds the record. An expiry or a
+    /// vanishing waits out the record's [`expiry_grace`] first (see the
+    /// module docs): the record stays, and is removed by
+    /// [`Self::sweep_lapsed`] unless written again meanwhile. Any other
+    /// removal applies at once, a pending one included.
     pub(crate) fn remove(&self, service: &str, instance_id: &str, reason: RemovalReason) {
-        let removed = {
+        if matches!(reason, RemovalReason::Expired | RemovalReason::Vanished) {
             let mut services = self.write();
-            let Some(entry) = services.get_mut(service) else {
+            let Some(record) = services
+                .get_mut(service)
+                .and_then(|e| e.records.get_mut(instance_id))
+            else {
                 return;
             };
-            let removed = entry.records.remove(instance_id);
-            if removed.is_some() {
-                self.index.removed(service, instance_id);
+            if record.lapse.is_some() {
+                return;
             }
-            if entry.records.is_empty() {
-                services.remove(service);
+            if let Some(grace) = expiry_grace(&record.instance) {
+                let until = Instant::now() + grace;
+                debug!(
+                    service,
+                    instance = instance_id,
+                    reason = reason.as_str(),
+                    ?grace,
+                    "a record left the registry; kept for its grace in case it is written again"
+                );
+                record.lapse = Some((until, reason));
+                self.lapses()
+                    .insert((service.to_owned(), instance_id.to_owned()), until);
+                drop(services);
+                self.lapsed.notify_one();
+                return;
             }
-            removed.is_some()
-        };
-        if removed {
-            self.emit(RegistryChange::Removed {
-                service: service.to_owned(),
-                instance_id: instance_id.to_owned(),
-                reason,
-            });
         }
+        self.remove_now(service, instance_id, reason);
+    }
+
+    /// Applies the removals whose grace ended by `now`, and returns when
+    /// the next one ends, if any is pending.
+    pub(crate) fn sweep_lapsed(&self, now: Instant) -> Option<Instant> {
+        let due: Vec<(String, String)> = self
+            .lapses()
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for (service, id) in due {
+            // Checked and removed under one lock: a write landing in
+            // between would otherwise be removed.
+            let removed = {
+                let mut services = self.write();
+                let lapse = services
+                    .get(&service)
+                    .and_then(|e| e.records.get(&id))
+                    .and_then(|r| r.lapse);
+                match lapse {
+                    Some((until, reason)) if until <= now => {
+                        self.take(&mut services, &service, &id).then_some(reason)
+                    }
+                    // Written again (or gone) meanwhile.
+                    _ => {
+                        self.lapses().remove(&(service.clone(), id.clone()));
+                        None
+                    }
+                }
+            };
+            if let Some(reason) = removed {
+                self.announce_removal(&service, &id, reason);
+            }
+        }
+        self.lapses().values().min().copied()
+    }
+
+    /// Removes a record at once and announces it.
+    fn remove_now(&self, service: &str, instance_id: &str, reason: RemovalReason) {
+        let removed = self.take(&mut self.write(), service, instance_id);
+        if removed {
+            self.announce_removal(service, instance_id, reason);
+        }
+    }
+
+    /// Takes a record out of `services` (the view, write-locked) and the
+    /// index; returns whether there was one.
+    fn take(
+        &self,
+        services: &mut HashMap<String, ServiceEntry>,
+        service: &str,
+        instance_id: &str,
+    ) -> bool {
+        self.lapses()
+            .remove(&(service.to_owned(), instance_id.to_owned()));
+        let Some(entry) = services.get_mut(service) else {
+            return false;
+        };
+        let removed = entry.records.remove(instance_id).is_some();
+        if removed {
+            self.index.removed(service, instance_id);
+        }
+        if entry.records.is_empty() {
+            services.remove(service);
+        }
+        removed
+    }
+
+    fn announce_removal(&self, service: &str, instance_id: &str, reason: RemovalReason) {
+        self.emit(RegistryChange::Removed {
+            service: service.to_owned(),
+            instance_id: instance_id.to_owned(),
+            reason,
+        });
     }
 
     /// Records read from the bucket's replicas while the watch is broken
@@ -496,6 +685,10 @@ impl Shared {
             for (service, entry) in services.iter_mut() {
                 for (id, record) in entry.records.iter_mut() {
                     let key = (service.clone(), id.clone());
+                    if snapshot.contains_key(&key) && record.lapse.take().is_some() {
+                        // Stored again: its removal is off.
+                        self.lapses().remove(&key);
+                    }
                     match snapshot.get(&key) {
                         None => removed.push(key),
                         // Unchanged: no event.
@@ -665,6 +858,100 @@ mod tests {
         );
         assert!(
             matches!(&seen[3], RegistryChange::Removed { instance_id, .. } if instance_id == "b")
+        );
+    }
+
+    /// A record that beats every `ms` milliseconds.
+    fn beating(id: &str, ms: u64) -> ServiceInstance {
+        let mut i = inst("svc", id, InstanceStatus::Active);
+        i.metadata
+            .insert(METADATA_HEARTBEAT_MS.into(), serde_json::json!(ms));
+        i
+    }
+
+    #[test]
+    fn the_grace_is_a_write_and_two_heartbeats_capped() {
+        let grace = |ms| expiry_grace(&beating("a", ms));
+        assert_eq!(grace(1000), Some(Duration::from_secs(3)));
+        assert_eq!(grace(100), Some(Duration::from_millis(700)));
+        assert_eq!(grace(30_000), Some(EXPIRY_GRACE_MAX));
+        assert_eq!(grace(0), None, "0 says it does not beat");
+        assert_eq!(
+            expiry_grace(&inst("svc", "a", InstanceStatus::Active)),
+            None
+        );
+    }
+
+    /// The invariant: an expiry takes a record out of the view only once
+    /// its grace has passed without a new write of it, and is then
+    /// announced with its reason; a new write within the grace cancels it;
+    /// a deregistration is never held.
+    #[test]
+    fn an_expiry_waits_out_its_grace_unless_written_again() {
+        let view = view();
+        let mut rx = view.subscribe();
+        view.upsert(beating("stalled", 1000), 1);
+        view.upsert(beating("crashed", 1000), 2);
+        view.upsert(beating("left", 1000), 3);
+        let start = Instant::now();
+        view.remove("svc", "stalled", RemovalReason::Expired);
+        view.remove("svc", "crashed", RemovalReason::Expired);
+        view.remove("svc", "left", RemovalReason::Deregistered);
+        let ids = |v: &Shared| -> Vec<String> {
+            v.by_service("svc")
+                .into_iter()
+                .map(|i| i.instance_id)
+                .collect()
+        };
+        assert_eq!(ids(&view), ["crashed", "stalled"], "expiries held");
+        view.upsert(beating("stalled", 1000), 4);
+        // A second marker for a held record changes nothing.
+        view.remove("svc", "crashed", RemovalReason::Expired);
+        let next = view.sweep_lapsed(start);
+        assert!(next.is_some_and(|n| n >= start + Duration::from_secs(3)));
+        assert_eq!(ids(&view), ["crashed", "stalled"]);
+        assert_eq!(view.sweep_lapsed(start + Duration::from_secs(4)), None);
+        assert_eq!(ids(&view), ["stalled"], "written again within the grace");
+        let removals: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(|c| match c {
+                RegistryChange::Removed {
+                    instance_id,
+                    reason,
+                    ..
+                } => Some((instance_id, reason)),
+                RegistryChange::Upserted(_) => None,
+            })
+            .collect();
+        assert_eq!(
+            removals,
+            [
+                ("left".to_owned(), RemovalReason::Deregistered),
+                ("crashed".to_owned(), RemovalReason::Expired)
+            ]
+        );
+    }
+
+    /// A held record that is then deleted goes at once, with that reason;
+    /// one a load finds again stays.
+    #[test]
+    fn a_held_record_can_still_be_deleted_or_found_again() {
+        let view = view();
+        view.upsert(beating("a", 1000), 1);
+        view.upsert(beating("b", 1000), 2);
+        let mut rx = view.subscribe();
+        view.remove("svc", "a", RemovalReason::Expired);
+        view.remove("svc", "a", RemovalReason::Deleted);
+        assert!(view.get("svc", "a").is_none());
+        let mut snapshot = Snapshot::new();
+        snapshot.insert(("svc".into(), "b".into()), (beating("b", 1000), 2));
+        view.remove("svc", "b", RemovalReason::Vanished);
+        view.replace_all(snapshot, false);
+        assert_eq!(view.sweep_lapsed(Instant::now() + EXPIRY_GRACE_MAX), None);
+        assert!(view.get("svc", "b").is_some(), "loaded again: not removed");
+        let seen: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert!(
+            matches!(&seen[..], [RegistryChange::Removed { instance_id, reason: RemovalReason::Deleted, .. }] if instance_id == "a"),
+            "{seen:?}"
         );
     }
 
