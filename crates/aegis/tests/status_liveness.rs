@@ -239,6 +239,11 @@ fn a_killed_leader_is_down_not_deposed() {
 fn a_system_user_that_does_not_work_here_is_left_out() {
     let bus = Bus::start();
     let _one = bus.instance("pricing", "pricing-1");
+    // Its process takes a while to register on a loaded machine.
+    bus.status_until("pricing-1 listed", |t| {
+        t.lines()
+            .any(|l| l.split_whitespace().nth(1) == Some("pricing-1"))
+    });
     let text = std::fs::read_to_string(&bus.with_system).unwrap();
     let foreign: String = text
         .lines()
