@@ -38,7 +38,7 @@
 //! | a hung or partitioned process | missing liveness beats | 3 heartbeats |
 //! | a leader replaced (crash, pause, hand-over) | election key change | milliseconds after the new leader's write |
 //! | a graceful stop | deregistration | milliseconds |
-//! | any of these, when nothing else told | registry TTL (removal) | the TTL (15 s by default) |
+//! | any of these, when nothing else told | registry TTL (removal), after the registry view's grace | the TTL and the grace (15 s + 3 s by default) |
 //!
 //! A registry that cannot be written for a while (its stream electing a
 //! leader after a NATS node died) changes nothing: records outlive such a
