@@ -100,12 +100,28 @@ pub struct CallOptions {
 }
 
 impl CallOptions {
-    /// Options with this deadline.
+    /// Options with this deadline (to chain it after other settings, use
+    /// [`with_timeout`](Self::with_timeout)).
     pub fn timeout(timeout: Duration) -> Self {
         Self {
             timeout: Some(timeout),
             ..Default::default()
         }
+    }
+
+    /// These options with this deadline for the whole call (retries
+    /// included), chainable like the other settings.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use aegis_sdk::rpc::CallOptions;
+    ///
+    /// let opts = CallOptions::default().idempotent().with_timeout(Duration::from_secs(2));
+    /// assert_eq!(opts.timeout, Some(Duration::from_secs(2)));
+    /// ```
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
     }
 
     /// These options marked idempotent (retried elsewhere on an attempt
