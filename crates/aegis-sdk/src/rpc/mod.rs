@@ -282,6 +282,99 @@ impl RpcError {
     }
 }
 
+/// `?` on a call inside a handler: what the handler's own caller is told.
+///
+/// An answer of the called service passes on as it came (code, message and
+/// details), except NOT_ACTIVE, which becomes SERVICE_UNAVAILABLE: the
+/// handler's caller would take it for "this instance is not the leader"
+/// and retry elsewhere, although the handler may have done its work. A
+/// call that failed on this side becomes TIMEOUT (no answer in time: it
+/// may have run), CONFLICT (it ran on a deposed leader), INTERNAL (the
+/// handler's own mistake: a bad name, option or payload; never
+/// INVALID_REQUEST, which would blame the caller) or SERVICE_UNAVAILABLE
+/// (nothing to call, or no way to reach it: callers may retry), with the
+/// error's own message. Map the error yourself for another answer.
+///
+/// ```no_run
+/// # async fn demo(conn: aegis_sdk::Connection) {
+/// use aegis_sdk::rpc::WireError;
+///
+/// let rpc = conn.rpc();
+/// let service = conn
+///     .service("quotes", "1.0.0")
+///     .handler("quote", move |symbol: String| {
+///         let rpc = rpc.clone();
+///         async move {
+///             let price: f64 = rpc.call("prices", "get", &symbol).await?;
+///             Ok::<_, WireError>(price * 1.01)
+///         }
+///     });
+/// # let _ = service;
+/// # }
+/// ```
+impl From<RpcError> for WireError {
+    fn from(err: RpcError) -> Self {
+        match err {
+            RpcError::Remote { mut error, .. } => {
+                if error.code == ErrorCode::NotActive {
+                    error.code = ErrorCode::ServiceUnavailable;
+                }
+                error
+            }
+            other => {
+                let code = match other.code() {
+                    ErrorCode::Timeout => ErrorCode::Timeout,
+                    ErrorCode::Conflict => ErrorCode::Conflict,
+                    ErrorCode::InvalidRequest | ErrorCode::Internal => ErrorCode::Internal,
+                    _ => ErrorCode::ServiceUnavailable,
+                };
+                // The causes (NATS's words) stay in this process's log.
+                tracing::warn!(error = %crate::startup::Causes(&other), "a call made by a handler failed");
+                WireError::new(code, other.to_string())
+            }
+        }
+    }
+}
+
+/// `?` on an event publish inside a handler: JetStream not confirming the
+/// event, or its stream or consumer not reachable, is SERVICE_UNAVAILABLE
+/// (it passes by itself; callers may retry, and a retry that publishes
+/// with the same id is stored once); a name, id, payload or option the
+/// handler got wrong is INTERNAL (a fault of the service, not of its
+/// caller). The message is the error's own; its causes go to this
+/// process's log only.
+///
+/// ```no_run
+/// # async fn demo(conn: aegis_sdk::Connection) {
+/// use aegis_sdk::rpc::WireError;
+///
+/// let events = conn.events();
+/// let service = conn
+///     .service("prices", "1.0.0")
+///     .handler("set", move |price: f64| {
+///         let events = events.clone();
+///         async move {
+///             events.publish("price", "changed", &price).await?;
+///             Ok::<_, WireError>(())
+///         }
+///     });
+/// # let _ = service;
+/// # }
+/// ```
+impl From<crate::events::EventError> for WireError {
+    fn from(err: crate::events::EventError) -> Self {
+        use crate::events::EventError;
+        let code = match &err {
+            EventError::Stream(_) | EventError::Publish { .. } | EventError::Consumer { .. } => {
+                ErrorCode::ServiceUnavailable
+            }
+            _ => ErrorCode::Internal,
+        };
+        tracing::warn!(error = %crate::startup::Causes(&err), "an event operation of a handler failed");
+        WireError::new(code, err.to_string())
+    }
+}
+
 /// `a`, `b` as "`a`, `b`".
 fn quoted(names: &[String]) -> String {
     let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
