@@ -280,6 +280,31 @@ impl fmt::Debug for Connection {
 }
 
 impl Connection {
+    /// Connects with the configuration of the `AEGIS_NATS_*` environment
+    /// variables (`AEGIS_NATS_URL`, credentials, timeouts: the table on
+    /// [`ConfigLoader`](crate::ConfigLoader)), defaults for the rest:
+    /// `Connection::connect(ConfigLoader::new().env().load()?)` in one
+    /// call. Without `AEGIS_NATS_URL` it connects to
+    /// `nats://127.0.0.1:4222`. For a file, or values of the program's own,
+    /// use [`ConfigLoader`](crate::ConfigLoader) and [`connect`](Self::connect).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), aegis_sdk::ConnectError> {
+    /// // AEGIS_NATS_URL=nats://nats-1:4222,nats://nats-2:4222
+    /// let conn = aegis_sdk::Connection::from_env().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ConnectError::Config`] when a variable does not parse or the
+    /// result is invalid (nothing was attempted; the error says which
+    /// variable, never a secret's value); otherwise as
+    /// [`connect`](Self::connect).
+    pub async fn from_env() -> Result<Connection, ConnectError> {
+        let config = crate::ConfigLoader::new().env().load()?;
+        Self::connect(config).await
+    }
+
     /// Connects with `config`, checks the server and opens JetStream.
     ///
     /// # Errors
