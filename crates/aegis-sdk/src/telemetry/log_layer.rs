@@ -53,6 +53,11 @@ impl LogForwarder {
     pub fn attach(&self, conn: &crate::Connection, service: &str, instance: &str) {
         let _ = self.target.set(Telemetry::new(conn, service, instance));
     }
+
+    /// Whether [`attach`](Self::attach) was called.
+    pub(crate) fn is_attached(&self) -> bool {
+        self.target.get().is_some()
+    }
 }
 
 /// The layer; see the module docs.

@@ -3,8 +3,10 @@
 //! - metrics snapshots ([`MetricsSnapshot`]) every few seconds on
 //!   `aegis.metrics.{service}.{instance}` (stream `AEGIS_METRICS`);
 //! - lifecycle events and WARN/ERROR log lines ([`LogRecord`]) on
-//!   `aegis.log.{service}.{instance}` (stream `AEGIS_LOG`) — see [`log_layer`]
-//!   for forwarding a binary's own WARN/ERROR logs;
+//!   `aegis.log.{service}.{instance}` (stream `AEGIS_LOG`) — see [`init`]
+//!   for a binary's logging in one call (printed, and its WARN/ERROR
+//!   forwarded), or [`log_layer`] to add the forwarding to a subscriber
+//!   of its own;
 //! - its effective configuration, secrets redacted, answered live on
 //!   `aegis.control.{service}.{instance}.config`.
 //!
@@ -35,6 +37,7 @@
 //! A JetStream publish reaches live core subscribers too, so one sent
 //! again reaches them again; copies carry the same `Nats-Msg-Id` header.
 
+mod init;
 pub mod log_layer;
 mod outbox;
 mod route;
@@ -53,6 +56,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::{Connection, metrics::InstanceMetrics, task::Background};
+pub(crate) use init::attach_process_logs;
+pub use init::{DEFAULT_LOG_FILTER, InitError, init};
 use sender::Sender;
 pub(crate) use sender::Senders;
 

@@ -204,6 +204,8 @@ impl ServiceBuilder {
         };
         info!(service = %self.name, instance = %instance_id, methods = ?subscribed.methods,
             registered = registration.is_some(), single_active = ?self.single_active, "service started");
+        // The process's WARN/ERROR lines go out under its first service.
+        crate::telemetry::attach_process_logs(&self.conn, &self.name, &instance_id);
         // Without a registration nobody routes by the registry: no grace needed.
         let drain_grace = if registration.is_some() {
             self.drain_grace
