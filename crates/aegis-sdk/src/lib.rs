@@ -54,8 +54,11 @@
 //!   which recreates a vanished consumer with back-off.
 //! - `probes` (feature `probes`): `/healthz` and `/readyz` over HTTP for
 //!   orchestrators such as Kubernetes.
+//! - [`shutdown`]: [`shutdown_signal`], Ctrl-C or SIGTERM, what
+//!   [`rpc::Service::run_until_signal`] stops on.
 //! - [`telemetry`]: metrics snapshots, lifecycle events and the live
-//!   configuration an instance publishes for the monitor.
+//!   configuration an instance publishes for the monitor;
+//!   [`telemetry::init`], a binary's logging in one call.
 //! - [`clock`]: [`clock::LONGEST_PERIOD`], the longest period or lifetime
 //!   any option may name (thirty days; binaries bound their duration flags
 //!   by it too); internally, deadlines from caller-given durations, a wait
@@ -66,29 +69,49 @@
 //! Every component follows one shape: a builder, `start()`, and a handle that
 //! stops gracefully with `shutdown().await` (or at once on drop).
 //!
+//! A complete service: logging (`RUST_LOG`, warnings also to the monitor),
+//! the connection from `AEGIS_NATS_*`, one typed method, and a graceful
+//! stop (deregistered) on Ctrl-C or SIGTERM. A handler's `?` turns
+//! [`rpc::RpcError`] and [`events::EventError`] into a [`rpc::WireError`].
+//!
 //! ```no_run
-//! use aegis_sdk::{AegisConfig, Connection, rpc::WireError};
+//! use aegis_sdk::{Connection, schemars::JsonSchema};
 //! use serde::{Deserialize, Serialize};
 //!
 //! /// Whom to greet.
-//! #[derive(Serialize, Deserialize, schemars::JsonSchema)]
+//! #[derive(Deserialize, JsonSchema)]
+//! #[schemars(crate = "aegis_sdk::schemars")]
 //! struct Hello { name: String }
-//! #[derive(Serialize, Deserialize, schemars::JsonSchema)]
+//!
+//! #[derive(Serialize, JsonSchema)]
+//! #[schemars(crate = "aegis_sdk::schemars")]
 //! struct Greeting { text: String }
 //!
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let conn = Connection::connect(AegisConfig::with_servers("nats://127.0.0.1:4222")).await?;
-//! let service = conn
-//!     .service("greeter", "1.0.0")
-//!     .handler("hello", |req: Hello| async move {
-//!         Ok::<_, WireError>(Greeting { text: format!("Hello, {}!", req.name) })
-//!     })
-//!     .start()
-//!     .await?;
-//! let reply: Greeting = conn.rpc().call("greeter", "hello", &Hello { name: "desk".into() }).await?;
-//! assert_eq!(reply.text, "Hello, desk!");
-//! service.shutdown().await?;
-//! conn.drain().await?;
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     aegis_sdk::telemetry::init()?;
+//!     let conn = Connection::from_env().await?;
+//!     conn.service("greeter", "1.0.0")
+//!         .handler("hello", |req: Hello| async move {
+//!             Ok(Greeting { text: format!("Hello, {}!", req.name) })
+//!         })
+//!         .start()
+//!         .await?
+//!         .run_until_signal()
+//!         .await?;
+//!     conn.drain().await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Calling it from another process:
+//!
+//! ```no_run
+//! # async fn demo(conn: aegis_sdk::Connection) -> Result<(), Box<dyn std::error::Error>> {
+//! use serde_json::{Value, json};
+//!
+//! let reply: Value = conn.rpc().call("greeter", "hello", &json!({"name": "desk"})).await?;
+//! assert_eq!(reply["text"], "Hello, desk!");
 //! # Ok(()) }
 //! ```
 
@@ -110,6 +133,7 @@ pub mod probes;
 mod pull;
 pub mod registry;
 pub mod rpc;
+pub mod shutdown;
 pub mod startup;
 pub mod streams;
 mod task;
@@ -128,6 +152,7 @@ pub use registry::{RegistryChange, RegistryReader};
 /// the SDK's version (`#[schemars(crate = "aegis_sdk::schemars")]` when
 /// deriving through this path).
 pub use schemars;
+pub use shutdown::shutdown_signal;
 
 /// The SDK's version, published in instance metadata.
 pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -85,6 +85,7 @@ use handler::TypedHandler;
 /// service.shutdown().await?;
 /// # Ok(()) }
 /// ```
+#[must_use = "a ServiceBuilder serves nothing until `.start().await`"]
 pub struct ServiceBuilder {
     conn: Connection,
     name: String,
@@ -186,6 +187,10 @@ pub enum ServiceError {
     /// The service was started with `.register(false)`: it has no record.
     #[error("the service is not registered")]
     NotRegistered,
+    /// [`Service::run_until_signal`] could not listen for Ctrl-C or
+    /// SIGTERM; the service was stopped at once instead.
+    #[error("cannot listen for Ctrl-C or SIGTERM")]
+    Signal(#[source] std::io::Error),
 }
 
 /// "host h, pid p" as far as known.

@@ -43,7 +43,7 @@ const TELEMETRY_STOP: Duration = Duration::from_millis(600);
 /// taking requests too, without waiting for the ones in flight, and a
 /// single-active leader does not resign: its lease lapses, as after a crash
 /// (see [`Election`]).
-#[must_use = "dropping the Service stops it at once: keep it, and call shutdown() to stop"]
+#[must_use = "dropping the Service stops it at once: bind it to a named variable (`let service = ...`, not `let _ = ...`) and call shutdown() or run_until_signal()"]
 pub struct Service {
     pub(super) client: async_nats::Client,
     pub(super) name: String,
@@ -140,6 +140,60 @@ impl Service {
             .as_ref()
             .ok_or(ServiceError::NotRegistered)?;
         Ok(registration.set_status(status).await?)
+    }
+
+    /// Serves until Ctrl-C or SIGTERM, then stops gracefully
+    /// ([`shutdown`](Self::shutdown): a leader resigns, the instance
+    /// deregisters, the requests in flight finish). What a `main` ends
+    /// with; drain the connection after it.
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), Box<dyn std::error::Error>> {
+    /// conn.service("greeter", "1.0.0")
+    ///     .handler("hello", |name: String| async move { Ok(format!("Hello, {name}!")) })
+    ///     .start()
+    ///     .await?
+    ///     .run_until_signal()
+    ///     .await?;
+    /// conn.drain().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`shutdown`](Self::shutdown); [`ServiceError::Signal`] when the
+    /// process cannot listen for the signals (the service is then stopped
+    /// at once, gracefully, rather than left running with no way to stop
+    /// it cleanly).
+    pub async fn run_until_signal(self) -> Result<(), ServiceError> {
+        let signal = crate::shutdown::shutdown_signal().await;
+        if let Err(e) = &signal {
+            warn!(error = %e, "cannot listen for Ctrl-C or SIGTERM; stopping the service");
+        }
+        let stopped = self.shutdown().await;
+        signal.map_err(ServiceError::Signal)?;
+        stopped
+    }
+
+    /// Serves until `stop` resolves, then stops gracefully
+    /// ([`shutdown`](Self::shutdown)): for a stop of your own, such as a
+    /// channel or a cancellation token the rest of the process shares.
+    ///
+    /// ```no_run
+    /// # async fn demo(service: aegis_sdk::rpc::Service) -> Result<(), aegis_sdk::rpc::server::ServiceError> {
+    /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// tokio::spawn(async move {
+    ///     tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+    ///     let _ = stop.send(());
+    /// });
+    /// service.run_until(async { let _ = stopped.await; }).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`shutdown`](Self::shutdown).
+    pub async fn run_until<F: std::future::Future>(self, stop: F) -> Result<(), ServiceError> {
+        stop.await;
+        self.shutdown().await
     }
 
     /// Graceful stop, within the shutdown timeout: a sticky leader resigns
