@@ -1,0 +1,382 @@
+//! The conveniences that keep a small service small: connecting from the
+//! environment, logging in one call, a graceful stop on Ctrl-C or SIGTERM,
+//! `?` on RPC and event errors inside a handler, and chainable call
+//! options.
+
+mod common;
+
+use std::{process::Stdio, time::Duration};
+
+use aegis_sdk::{
+    Connection,
+    contracts::log::LogRecord,
+    events::EventError,
+    registry::{RegistryChange, RegistryReader, RemovalReason},
+    rpc::{CallOptions, ErrorCode, RpcError, WireError},
+    telemetry::InitError,
+};
+use common::{connect, eventually, server};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+/// A service run with `run_until(stop)` serves until `stop` resolves, then
+/// stops gracefully: its record is deleted (deregistered, not expired).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_until_serves_until_the_stop_then_deregisters() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let reader = RegistryReader::start(&conn).await.unwrap();
+    let mut changes = Box::pin(reader.changes());
+    let service = common::echo_service(&conn, "until-service", "u1").await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(service.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let echoed: Value = conn
+        .rpc()
+        .call("until-service", "echo", &json!({"n": 1}))
+        .await
+        .unwrap();
+    assert_eq!(echoed, json!({"n": 1}));
+    assert!(!running.is_finished(), "it serves until told to stop");
+
+    stop.send(()).unwrap();
+    running.await.unwrap().expect("a clean stop");
+    assert_eq!(
+        removal(&mut changes, "until-service", "u1").await,
+        RemovalReason::Deregistered
+    );
+}
+
+/// The short service of the docs, in a real process: it connects from
+/// `AEGIS_NATS_URL`, prints its logs (and a second `telemetry::init` is an
+/// error, not a panic) and forwards its warnings to NATS, and on SIGTERM
+/// deregisters and exits 0.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_service_run_until_signal_and_it_deregisters() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let reader = RegistryReader::start(&conn).await.unwrap();
+    let mut changes = Box::pin(reader.changes());
+    let mut logs = conn
+        .client()
+        .subscribe("aegis.log.signal-service.s1")
+        .await
+        .unwrap();
+
+    let exe = std::env::current_exe().unwrap();
+    let child = std::process::Command::new(exe)
+        .args([
+            "child_runs_until_signal",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("AEGIS_NATS_URL", nats.url())
+        .env(CHILD, "1")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let child = KillOnDrop(Some(child));
+
+    eventually(Duration::from_secs(10), "the child registers", || {
+        let found = reader.get("signal-service", "s1").is_some();
+        async move { found }
+    })
+    .await;
+    // The warning the child logs once started reaches NATS.
+    let forwarded = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(msg) = logs.next().await {
+            let record: LogRecord = serde_json::from_slice(&msg.payload).unwrap();
+            if record.message.contains("the child warns") {
+                return record;
+            }
+        }
+        panic!("the log subscription ended");
+    })
+    .await
+    .expect("the child's warning is forwarded to NATS");
+    assert_eq!(forwarded.message, "the child warns");
+
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "SIGTERM to the child");
+    assert_eq!(
+        removal(&mut changes, "signal-service", "s1").await,
+        RemovalReason::Deregistered,
+        "SIGTERM deregisters instead of leaving the record to expire"
+    );
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the child exits cleanly: {:?}\n{printed}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // `telemetry::init` prints INFO lines (its default filter), the
+    // connection's own INFO lines excepted.
+    assert!(printed.contains("service started"), "{printed}");
+    assert!(printed.contains("service stopped"), "{printed}");
+    assert!(!printed.contains("async_nats"), "{printed}");
+}
+
+/// The child of the test above. Does nothing unless started by it.
+#[tokio::test]
+#[ignore = "run by sigterm_stops_a_service_run_until_signal_and_it_deregisters"]
+async fn child_runs_until_signal() {
+    if std::env::var(CHILD).is_err() {
+        return;
+    }
+    aegis_sdk::telemetry::init().expect("the first subscriber of the process");
+    // A second call says so instead of panicking.
+    assert!(matches!(
+        aegis_sdk::telemetry::init(),
+        Err(InitError::AlreadyInstalled(_))
+    ));
+    let conn = Connection::from_env().await.expect("connect from the env");
+    let service = conn
+        .service("signal-service", "1.0.0")
+        .instance_id("s1")
+        .handler("echo", |v: Value| async move { Ok(v) })
+        .start()
+        .await
+        .expect("start");
+    tracing::warn!("the child warns");
+    service.run_until_signal().await.expect("a clean stop");
+    conn.drain().await.expect("drain");
+}
+
+/// Marks the child process of the SIGTERM test.
+const CHILD: &str = "AEGIS_TEST_ERGONOMICS_CHILD";
+
+/// The child, killed if the test fails before it exits.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl KillOnDrop {
+    fn wait_with_output(mut self) -> std::process::Output {
+        let child = self.0.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pid = child.id();
+        std::thread::spawn(move || {
+            if rx.recv_timeout(Duration::from_secs(20)).is_err() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        });
+        let output = child.wait_with_output().unwrap();
+        let _ = tx.send(());
+        output
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits for the removal of `service`/`instance` and says why it left.
+async fn removal(
+    changes: &mut (impl futures::Stream<Item = RegistryChange> + Unpin),
+    service: &str,
+    instance: &str,
+) -> RemovalReason {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(change) = changes.next().await {
+            if let RegistryChange::Removed {
+                service: s,
+                instance_id,
+                reason,
+            } = change
+                && s == service
+                && instance_id == instance
+            {
+                return reason;
+            }
+        }
+        panic!("the registry changes ended");
+    })
+    .await
+    .expect("the instance leaves the registry within 10 s")
+}
+
+/// A handler that calls another service with `?` passes the remote error
+/// on as it came: its code, message and details.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_error_passes_through_a_handler_with_question_mark() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let _prices = conn
+        .service("prices", "1.0.0")
+        .handler("get", |symbol: String| async move {
+            Err::<f64, _>(
+                WireError::not_found(format!("no price for {symbol}"))
+                    .with_details(json!({"symbol": symbol})),
+            )
+        })
+        .start()
+        .await
+        .unwrap();
+    let rpc = conn.rpc();
+    let _quotes = conn
+        .service("quotes", "1.0.0")
+        .handler("quote", move |symbol: String| {
+            let rpc = rpc.clone();
+            async move {
+                let price: f64 = rpc.call("prices", "get", &symbol).await?;
+                Ok(price)
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let err = conn
+        .rpc()
+        .call::<_, f64>("quotes", "quote", &"MSFT")
+        .await
+        .unwrap_err();
+    let remote = err.remote().expect("an answer of the service");
+    assert_eq!(remote.code, ErrorCode::NotFound);
+    assert_eq!(remote.message, "no price for MSFT");
+    assert_eq!(remote.details, Some(json!({"symbol": "MSFT"})));
+}
+
+/// A call that failed on this side becomes what the handler's own caller
+/// can act on: TIMEOUT when the dependency did not answer in time,
+/// SERVICE_UNAVAILABLE when it cannot be reached, INTERNAL for the
+/// handler's own mistakes (never INVALID_REQUEST, which would blame the
+/// caller).
+#[test]
+fn a_local_call_failure_becomes_the_code_its_caller_can_act_on() {
+    let timeout = WireError::from(RpcError::Timeout {
+        subject: "rpc.prices.get".to_owned(),
+        timeout: Duration::from_secs(2),
+    });
+    assert_eq!(timeout.code, ErrorCode::Timeout);
+    assert!(timeout.message.contains("rpc.prices.get"), "{timeout:?}");
+
+    let none = WireError::from(RpcError::NoInstances {
+        service: "prices".to_owned(),
+    });
+    assert_eq!(none.code, ErrorCode::ServiceUnavailable);
+    assert_eq!(none.message, "no ACTIVE instance of prices is registered");
+
+    let bad = WireError::from(RpcError::InvalidOptions {
+        option: "timeout",
+        reason: "must not be zero",
+    });
+    assert_eq!(bad.code, ErrorCode::Internal);
+}
+
+/// A dependency's NOT_ACTIVE does not travel on as NOT_ACTIVE: the
+/// handler's caller would take it for "this instance is not the leader"
+/// and retry elsewhere, although the handler may have done its work.
+#[test]
+fn a_dependency_not_active_is_service_unavailable() {
+    let err = WireError::from(RpcError::Remote {
+        subject: "rpc.ledger.post".to_owned(),
+        error: WireError::not_active("a standby").with_details(json!({"leader": "l2"})),
+    });
+    assert_eq!(err.code, ErrorCode::ServiceUnavailable);
+    assert_eq!(err.details, Some(json!({"leader": "l2"})));
+}
+
+/// Event errors: JetStream not confirming or not reachable is
+/// SERVICE_UNAVAILABLE (it passes; retry); a name, id or payload the
+/// handler built wrong is INTERNAL.
+#[test]
+fn an_event_error_becomes_service_unavailable_or_internal() {
+    let unconfirmed = WireError::from(EventError::Publish {
+        subject: "events.price.changed".to_owned(),
+        id: "e1".to_owned(),
+        source: "no ack".into(),
+    });
+    assert_eq!(unconfirmed.code, ErrorCode::ServiceUnavailable);
+    assert!(
+        !unconfirmed.message.contains("no ack"),
+        "the cause stays in the log: {unconfirmed:?}"
+    );
+    let bad_id = WireError::from(EventError::InvalidId { id: String::new() });
+    assert_eq!(bad_id.code, ErrorCode::Internal);
+}
+
+/// `?` on an event publish inside a handler compiles and answers the
+/// caller with the mapped code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_error_in_a_handler_answers_internal() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let events = conn.events();
+    let _service = conn
+        .service("publisher", "1.0.0")
+        .handler("publish", move |domain: String| {
+            let events = events.clone();
+            async move {
+                events.publish(&domain, "changed", &json!({})).await?;
+                Ok(())
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let err = conn
+        .rpc()
+        .call::<_, ()>("publisher", "publish", &"not a domain")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Internal, "{err}");
+}
+
+/// `CallOptions` chain a deadline like their other settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_options_chain_a_timeout() {
+    let opts = CallOptions::default()
+        .idempotent()
+        .with_timeout(Duration::from_millis(300));
+    assert_eq!(opts.timeout, Some(Duration::from_millis(300)));
+    assert!(opts.idempotent);
+    // The constructor stays.
+    assert_eq!(
+        CallOptions::timeout(Duration::from_secs(1)).timeout,
+        Some(Duration::from_secs(1))
+    );
+
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let _slow = conn
+        .service("slow", "1.0.0")
+        .handler("wait", |v: Value| async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok(v)
+        })
+        .start()
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = conn
+        .rpc()
+        .call_with::<_, Value>(
+            "slow",
+            "wait",
+            &json!({}),
+            &CallOptions::default().with_timeout(Duration::from_millis(300)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RpcError::Timeout { .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
