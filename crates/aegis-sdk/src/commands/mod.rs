@@ -13,6 +13,14 @@
 //!   command that crashes its process cannot crash-loop the service: after
 //!   the last delivery the server's advisory lands in `DEAD_LETTER`.
 //!
+//! Which instances run commands: every instance of a service that starts a
+//! worker takes commands from the shared work queue, a single-active
+//! service's standbys included. Commands that act on the state a sticky
+//! leader keeps belong on the leader: start those workers with
+//! [`CommandWorkerBuilder::leader_of`], and a worker pulls only while its
+//! instance leads (the commands wait in the work queue meanwhile, within
+//! their deadline), and each command carries the leader's epoch.
+//!
 //! A command carries its deadline; a worker that picks it up after the deadline
 //! does not run it, and says so ([`HEADER_NOT_RUN`]): the sender reports
 //! [`CommandError::NotTaken`], as for a command no worker took. A worker without a handler for a command (an older

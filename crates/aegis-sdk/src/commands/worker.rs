@@ -18,10 +18,14 @@ use async_nats::{
 };
 use futures::{FutureExt, future::BoxFuture};
 use serde::{Serialize, de::DeserializeOwned};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
+    election::{Leadership, Role},
     pull::{Durable, Outcome},
+    rpc::Service,
     task::Background,
 };
 
@@ -39,6 +43,15 @@ pub struct Command<T> {
     pub name: String,
     /// The decoded payload.
     pub payload: T,
+    /// For a worker started with
+    /// [`leader_of`](CommandWorkerBuilder::leader_of): the fencing epoch
+    /// this instance led under when the command was taken. A handler may
+    /// still run after its instance was deposed (a deposed worker lets the
+    /// commands it is running finish), so one that writes state a
+    /// successor takes over should check
+    /// [`Leadership::holds`](crate::election::Leadership::holds) with it, or
+    /// fence the write with it. `None` for a worker of every instance.
+    pub epoch: Option<u64>,
 }
 
 /// Reports progress of a running command to its sender.
@@ -80,13 +93,16 @@ type Erased = Arc<
             String,
             String,
             bytes::Bytes,
+            Option<u64>,
             Progress,
         ) -> BoxFuture<'static, Result<serde_json::Value, WireError>>
         + Send
         + Sync,
 >;
 
-/// Declares the command handlers of a service.
+/// Declares the command handlers of a service; [`start`](Self::start)
+/// starts the worker.
+#[must_use = "a command worker takes no command until start() is awaited"]
 pub struct CommandWorkerBuilder {
     commands: Commands,
     service: String,
@@ -94,13 +110,49 @@ pub struct CommandWorkerBuilder {
     ack_wait: Duration,
     max_deliver: u32,
     concurrency: usize,
+    /// Set by `leader_of`: the leadership to follow, or why there is none.
+    leader: Option<Result<LeaderOf, String>>,
 }
+
+/// The leadership a leader-only worker follows.
+#[derive(Clone)]
+struct LeaderOf {
+    /// Wakes the worker at once on a role change.
+    roles: watch::Receiver<Role>,
+    /// Says whether the lease is valid right now (it lapses without a
+    /// role change when renewals fail).
+    leadership: Leadership,
+}
+
+impl LeaderOf {
+    /// The epoch, while this instance leads with a valid lease.
+    fn serving(&self) -> Option<u64> {
+        self.leadership.serving_epoch()
+    }
+
+    /// Waits for a role change, or at most [`LEADERSHIP_CHECK`].
+    async fn next_check(&mut self) {
+        tokio::select! {
+            changed = self.roles.changed() => {
+                if changed.is_err() {
+                    tokio::time::sleep(LEADERSHIP_CHECK).await;
+                }
+            }
+            () = tokio::time::sleep(LEADERSHIP_CHECK) => {}
+        }
+    }
+}
+
+/// How often a leader-only worker checks its lease between role changes:
+/// a lease that lapses unrenewed stops serving without one.
+const LEADERSHIP_CHECK: Duration = Duration::from_millis(50);
 
 impl fmt::Debug for CommandWorkerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CommandWorkerBuilder")
             .field("service", &self.service)
             .field("commands", &self.handlers.keys().collect::<Vec<_>>())
+            .field("leader_only", &self.leader.is_some())
             .finish()
     }
 }
@@ -132,6 +184,7 @@ impl Commands {
             ack_wait: Duration::from_secs(30),
             max_deliver: DEFAULT_MAX_DELIVER,
             concurrency: 1,
+            leader: None,
         }
     }
 }
@@ -147,13 +200,22 @@ impl CommandWorkerBuilder {
         Fut: Future<Output = Result<R, WireError>> + Send + 'static,
     {
         let f = Arc::new(f);
-        let erased: Erased = Arc::new(move |id, name, body, progress| {
+        let erased: Erased = Arc::new(move |id, name, body, epoch, progress| {
             let f = f.clone();
             async move {
                 let payload: T = serde_json::from_slice(&body).map_err(|e| {
                     WireError::invalid_request(format!("cannot decode the command: {e}"))
                 })?;
-                let result = f(Command { id, name, payload }, progress).await?;
+                let result = f(
+                    Command {
+                        id,
+                        name,
+                        payload,
+                        epoch,
+                    },
+                    progress,
+                )
+                .await?;
                 serde_json::to_value(result)
                     .map_err(|e| WireError::internal(format!("cannot encode the result: {e}")))
             }
@@ -193,11 +255,77 @@ impl CommandWorkerBuilder {
         self
     }
 
+    /// Takes commands only while `service`, a sticky single-active
+    /// instance (started with
+    /// [`single_active`](crate::rpc::ServiceBuilder::single_active)), is its
+    /// group's leader: for commands that act on the state the leader keeps.
+    ///
+    /// Without it, every instance that starts a worker takes commands,
+    /// standbys included: the work queue hands each command to whichever
+    /// worker asks first. With it, a standby's worker pulls nothing; the
+    /// commands wait in the work queue for the leader, within their
+    /// deadline (none leads by then: [`CommandError::NotTaken`]). When its
+    /// instance is deposed (a successor took over, its lease lapsed, its
+    /// service stopped or was dropped), the worker stops pulling and lets the
+    /// commands it is running finish, for at most 10 s, as at
+    /// [`shutdown`](CommandWorker::shutdown); one still running then is
+    /// handed back, to run again on the new leader. A command it took just
+    /// as it was deposed is handed back unrun. It pulls again as soon as
+    /// its instance leads again. Each command carries the epoch it was taken
+    /// under ([`Command::epoch`]).
+    ///
+    /// [`start`](Self::start) fails with [`CommandError::InvalidOptions`]
+    /// when `service` is not single-active.
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), Box<dyn std::error::Error>> {
+    /// use aegis_sdk::commands::{Command, Progress};
+    /// use serde_json::{Value, json};
+    ///
+    /// let service = conn
+    ///     .service("order-service", "1.0.0")
+    ///     .single_active("default")
+    ///     .handler("place", |order: Value| async move { Ok(order) })
+    ///     .start()
+    ///     .await?;
+    /// let worker = conn
+    ///     .commands()
+    ///     .worker("order-service")
+    ///     .leader_of(&service)
+    ///     .handler("rebuild_book", |cmd: Command<Value>, _: Progress| async move {
+    ///         Ok(json!({"rebuilt_at_epoch": cmd.epoch}))
+    ///     })
+    ///     .start()
+    ///     .await?;
+    /// // ...
+    /// worker.shutdown().await;
+    /// service.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn leader_of(mut self, service: &Service) -> Self {
+        self.leader = Some(match service.election() {
+            Some(election) => Ok(LeaderOf {
+                roles: election.roles(),
+                leadership: election.leadership(),
+            }),
+            None => Err(format!(
+                "leader_of: service `{}` was not started with single_active, so it has no leader",
+                service.name()
+            )),
+        });
+        self
+    }
+
     /// Creates the stream and the service's durable consumer and starts working.
     ///
     /// # Errors
-    /// [`CommandError`]: invalid names (before any I/O) or JetStream refusing.
+    /// [`CommandError`]: invalid names or options (before any I/O) or
+    /// JetStream refusing.
     pub async fn start(self) -> Result<CommandWorker, CommandError> {
+        let leader = self
+            .leader
+            .transpose()
+            .map_err(CommandError::InvalidOptions)?;
         names::validate_service_name(&self.service)?;
         for name in self.handlers.keys() {
             names::validate_command_name(name)?;
@@ -241,14 +369,86 @@ impl CommandWorkerBuilder {
         let client = conn.client().clone();
         let handlers = Arc::new(self.handlers);
         let max_deliver = i64::from(self.max_deliver);
+        let leadership = leader.as_ref().map(|l| l.leadership.clone());
         let run_one: crate::pull::Handler = Arc::new(move |message| {
-            run_one(message, client.clone(), handlers.clone(), max_deliver).boxed()
+            run_one(
+                message,
+                client.clone(),
+                handlers.clone(),
+                max_deliver,
+                leadership.clone(),
+            )
+            .boxed()
         });
         let tasks = Background::new();
         let span = info_span!("commands", service = %self.service);
-        tasks.spawn(|cancel| crate::pull::run(durable, consumer, run_one, cancel).instrument(span));
-        info!(service = %self.service, consumer = %name, "command worker started");
+        let leader_only = leader.is_some();
+        match leader {
+            Some(leader) => tasks.spawn(|cancel| {
+                follow_leader(durable, consumer, run_one, leader, cancel).instrument(span)
+            }),
+            None => tasks.spawn(|cancel| {
+                crate::pull::run(durable, consumer, run_one, cancel).instrument(span)
+            }),
+        }
+        info!(service = %self.service, consumer = %name, leader_only, "command worker started");
         Ok(CommandWorker { tasks })
+    }
+}
+
+/// Runs the pull loop of a leader-only worker while its instance leads:
+/// one loop per term, stopped when the term ends (it lets the commands
+/// running finish, as a stop does) and started again on the next.
+async fn follow_leader(
+    durable: Durable,
+    consumer: consumer::PullConsumer,
+    handler: crate::pull::Handler,
+    mut leader: LeaderOf,
+    cancel: CancellationToken,
+) {
+    loop {
+        while leader.serving().is_none() {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = leader.next_check() => {}
+            }
+        }
+        info!("leading: taking commands");
+        let term = cancel.child_token();
+        let run = crate::pull::run(
+            same_durable(&durable),
+            consumer.clone(),
+            handler.clone(),
+            term.clone(),
+        );
+        tokio::pin!(run);
+        let deposed = async {
+            while leader.serving().is_some() {
+                leader.next_check().await;
+            }
+        };
+        tokio::select! {
+            // Only the worker's own stop ends a term's loop.
+            () = &mut run => return,
+            () = deposed => {
+                info!("no longer leading: taking no more commands");
+                term.cancel();
+                run.await;
+            }
+        }
+        if cancel.is_cancelled() {
+            return;
+        }
+    }
+}
+
+/// Another `Durable` with the same settings, for the next term.
+fn same_durable(durable: &Durable) -> Durable {
+    Durable {
+        ensure_stream: durable.ensure_stream.clone(),
+        config: durable.config.clone(),
+        confirm_acks: durable.confirm_acks,
+        concurrency: durable.concurrency,
     }
 }
 
@@ -296,12 +496,15 @@ fn pass_on(delivered: i64, max_deliver: i64, left: Option<Duration>) -> Option<D
 /// Runs one command and reports its end to the sender. Whatever the handler
 /// says, the command is done (a failure is its result); only a crash of the
 /// process leaves it to be delivered again. A command this worker has no
-/// handler for is left to other workers while [`pass_on`] allows.
+/// handler for is left to other workers while [`pass_on`] allows. With
+/// `leadership` (a leader-only worker), one taken while this instance does
+/// not lead (it was deposed as the command arrived) is handed back unrun.
 async fn run_one(
     msg: Arc<async_nats::jetstream::Message>,
     client: Client,
     handlers: Arc<HashMap<String, Erased>>,
     max_deliver: i64,
+    leadership: Option<Leadership>,
 ) -> Outcome {
     let header = |name: &str| {
         msg.headers
@@ -323,7 +526,7 @@ async fn run_one(
         .map(|d| d.with_timezone(&chrono::Utc));
     let expired = deadline.is_some_and(|d| d < now);
     let span = info_span!("command", command = %name, id = %id);
-    let reply = if expired {
+    if expired {
         span.in_scope(|| info!("command expired before it was picked up; not running it"));
         // Said in a header, so the sender tells "never ran" from a
         // handler's own TIMEOUT error.
@@ -332,13 +535,40 @@ async fn run_one(
         };
         send_reply(&client, reply_to.as_deref(), &reply, Some("expired")).await;
         return Outcome::Done;
+    }
+    let epoch = leadership.as_ref().map(Leadership::serving_epoch);
+    let reply = if epoch == Some(None) {
+        let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+        if !crate::pull::is_last_delivery(delivered, max_deliver) {
+            span.in_scope(|| {
+                debug!("taken just as this instance stopped leading; handing it back unrun")
+            });
+            // Held briefly, so this worker's own pull (stopping) does not
+            // take it again.
+            tokio::time::sleep(PASS_ON_MIN).await;
+            return Outcome::Retry {
+                delay: Duration::ZERO,
+                error: "taken by an instance that no longer leads".to_owned(),
+            };
+        }
+        CommandReply::Failed {
+            error: WireError::not_active(
+                "the command's last delivery reached an instance that no longer leads; it did not run",
+            ),
+        }
     } else if let Some(handler) = handlers.get(&name) {
         let progress = Progress {
             client: client.clone(),
             reply_to: reply_to.clone(),
             acker: msg.clone(),
         };
-        let fut = handler(id, name.clone(), msg.payload.clone(), progress);
+        let fut = handler(
+            id,
+            name.clone(),
+            msg.payload.clone(),
+            epoch.flatten(),
+            progress,
+        );
         match AssertUnwindSafe(fut)
             .catch_unwind()
             .instrument(span.clone())
