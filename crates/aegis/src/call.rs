@@ -1,6 +1,8 @@
 //! `aegis call SERVICE METHOD [BODY]`: one RPC through discovery (or to one
 //! instance, or to a sticky group's leader), printing the reply and who
 //! served it; with `--schema`, what the method takes and returns instead.
+//! Without a body, a method that takes no argument is sent `null` (read
+//! from its request schema), any other `{}`.
 
 use std::{process::ExitCode, time::Duration};
 
@@ -8,7 +10,7 @@ use aegis_sdk::{
     discovery::DiscoveryError,
     election::ElectionError,
     registry::RegistryError,
-    rpc::{CallOptions, RpcError},
+    rpc::{CallOptions, ErrorCode, RpcError},
     startup::Causes,
 };
 use anyhow::Context;
@@ -23,9 +25,10 @@ pub struct CallArgs {
     pub service: String,
     /// Method name, e.g. `get_price`.
     pub method: String,
-    /// Request body as JSON.
-    #[arg(default_value = "{}")]
-    pub body: String,
+    /// Request body as JSON. Without one: `null` to a method that takes
+    /// no argument (its request schema is `null`, a handler of `()`),
+    /// `{}` to any other.
+    pub body: Option<String>,
     /// Call this instance only.
     #[arg(long, conflicts_with = "active")]
     pub instance: Option<String>,
@@ -62,9 +65,21 @@ pub async fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
     if args.schema {
         return print_schema(&args).await;
     }
-    let body: serde_json::Value = serde_json::from_str(&args.body)
-        .with_context(|| format!("the request body is not JSON: {}", args.body))?;
+    let given: Option<serde_json::Value> = match &args.body {
+        Some(body) => Some(
+            serde_json::from_str(body)
+                .with_context(|| format!("the request body is not JSON: {body}"))?,
+        ),
+        None => None,
+    };
     let conn = args.nats.connect_as_operator().await?;
+    let body = match given {
+        Some(body) => body,
+        // `{}` does not decode into `()`: ask the method what it takes.
+        None => default_body(
+            request_schema(&conn, &args.service, &args.method, describe_wait(&args)).await,
+        ),
+    };
     let mut opts = CallOptions::timeout(Duration::from_millis(args.timeout_ms));
     opts.idempotent = args.idempotent;
     let rpc = conn.rpc();
@@ -104,19 +119,35 @@ pub async fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
+            let code = e.code();
             // A method the service does not have: say which it has.
             let known = match &e {
                 RpcError::NoSuchMethod { service, .. } => {
-                    aegis_sdk::rpc::describe(conn.client(), service, DESCRIBE_WAIT)
+                    aegis_sdk::rpc::describe(conn.client(), service, describe_wait(&args))
                         .await
                         .ok()
                         .map(|d| d.methods.into_iter().map(|m| m.name).collect())
                 }
                 _ => None,
             };
+            // A body the method refused: `{}` to one that takes nothing.
+            let takes_nothing = e
+                .remote()
+                .is_some_and(|w| w.code == ErrorCode::InvalidRequest)
+                && !body.is_null()
+                && request_schema(&conn, &args.service, &args.method, describe_wait(&args))
+                    .await
+                    .is_some_and(|s| takes_nothing(&s));
             // With its causes: "the service registry is unavailable" alone
             // does not say that the registry view did not load in time.
-            eprintln!("error [{}]: {}", e.code(), call_error(e, known));
+            let mut line = call_error(e, known);
+            if takes_nothing {
+                line.push_str(&format!(
+                    "\n{} takes no argument: pass `null`, or no body",
+                    args.method
+                ));
+            }
+            eprintln!("error [{code}]: {line}");
             Ok(ExitCode::FAILURE)
         }
     }
@@ -127,9 +158,56 @@ fn with_causes(error: impl std::error::Error + 'static) -> String {
     Causes(&error).to_string()
 }
 
-/// How long a failed call waits for the service's description (to list
-/// its methods).
+/// How long a call waits for the service's description (to list its
+/// methods, or read what a method takes), at most.
 const DESCRIBE_WAIT: Duration = Duration::from_secs(1);
+
+/// The wait for the service's description: [`DESCRIBE_WAIT`], or the
+/// call's own deadline when shorter.
+fn describe_wait(args: &CallArgs) -> Duration {
+    DESCRIBE_WAIT.min(Duration::from_millis(args.timeout_ms))
+}
+
+/// The request schema `method` of `service` publishes (`$SRV.INFO`), if
+/// an instance answers in `wait` and lists it.
+async fn request_schema(
+    conn: &aegis_sdk::Connection,
+    service: &str,
+    method: &str,
+    wait: Duration,
+) -> Option<serde_json::Value> {
+    let described = aegis_sdk::rpc::describe(conn.client(), service, wait)
+        .await
+        .ok()?;
+    described
+        .methods
+        .into_iter()
+        .find(|m| m.name == method)?
+        .request_schema
+}
+
+/// Whether a request schema admits `null` alone: the method takes no
+/// argument (a handler of `()`), and `{}` does not decode into it.
+fn takes_nothing(schema: &serde_json::Value) -> bool {
+    match schema.get("type") {
+        Some(serde_json::Value::String(t)) => t == "null",
+        Some(serde_json::Value::Array(types)) => {
+            !types.is_empty() && types.iter().all(|t| t == "null")
+        }
+        _ => false,
+    }
+}
+
+/// The body of a call given none: `null` to a method that takes no
+/// argument, else `{}` (also when its schema is unknown: the service did
+/// not answer in time, or an older one publishes none).
+fn default_body(schema: Option<serde_json::Value>) -> serde_json::Value {
+    if schema.as_ref().is_some_and(takes_nothing) {
+        serde_json::Value::Null
+    } else {
+        serde_json::json!({})
+    }
+}
 
 /// A call's error with its causes, in the command's words: what to do when
 /// the view it routes by did not load in time (a new connection loads it
@@ -202,6 +280,27 @@ async fn print_schema(args: &CallArgs) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `{}` does not decode into `()`: a method whose request schema is
+    /// `null` gets `null` when no body is given, any other `{}`.
+    #[test]
+    fn no_body_is_null_to_a_method_that_takes_nothing() {
+        use serde_json::json;
+        let unit = serde_json::to_value(aegis_sdk::schemars::schema_for!(())).unwrap();
+        assert!(takes_nothing(&unit), "{unit}");
+        assert_eq!(default_body(Some(unit)), json!(null));
+        assert!(takes_nothing(&json!({ "type": ["null"] })));
+        for other in [
+            json!({ "type": "object" }),
+            json!({ "type": ["object", "null"] }),
+            json!(true),
+            json!({}),
+        ] {
+            assert!(!takes_nothing(&other), "{other}");
+            assert_eq!(default_body(Some(other)), json!({}));
+        }
+        assert_eq!(default_body(None), json!({}));
+    }
 
     #[test]
     fn an_error_is_printed_with_its_causes() {
