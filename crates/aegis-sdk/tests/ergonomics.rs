@@ -12,7 +12,7 @@ use aegis_sdk::{
     contracts::log::LogRecord,
     events::EventError,
     registry::{RegistryChange, RegistryReader, RemovalReason},
-    rpc::{CallOptions, ErrorCode, RpcError, WireError},
+    rpc::{CallOptions, ErrorCode, RequestContext, RpcError, WireError},
     telemetry::InitError,
 };
 use common::{connect, eventually, server};
@@ -379,4 +379,33 @@ async fn call_options_chain_a_timeout() {
         .unwrap_err();
     assert!(matches!(err, RpcError::Timeout { .. }), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+/// A handler reaches the connection through its context: no clone of it
+/// captured in the closure and cloned again on every call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_calls_and_publishes_through_its_context() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let _prices = conn
+        .service("prices", "1.0.0")
+        .handler("get", |_: String| async move { Ok(175.0) })
+        .start()
+        .await
+        .unwrap();
+    let _quotes = conn
+        .service("quotes", "1.0.0")
+        .handler_with_context("quote", |ctx: RequestContext, symbol: String| async move {
+            let price: f64 = ctx.connection.rpc().call("prices", "get", &symbol).await?;
+            ctx.connection
+                .events()
+                .publish("quote", "served", &json!({"symbol": symbol}))
+                .await?;
+            Ok(price)
+        })
+        .start()
+        .await
+        .unwrap();
+    let price: f64 = conn.rpc().call("quotes", "quote", &"AAPL").await.unwrap();
+    assert_eq!(price, 175.0);
 }

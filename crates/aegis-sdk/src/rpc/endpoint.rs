@@ -90,6 +90,8 @@ pub(crate) struct Method {
     /// The serving client's requests in flight: a move off a server in
     /// lame duck mode waits until none is (see `connection/lame_duck.rs`).
     pub(crate) load: Arc<ClientLoad>,
+    /// The service's connection, for the handlers' [`RequestContext`](super::RequestContext).
+    pub(crate) conn: crate::Connection,
 }
 
 /// The services-protocol counters of one method, over both its subjects.
@@ -402,6 +404,7 @@ fn start(
                 request_id,
                 headers,
                 epoch,
+                connection: &method.conn,
             };
             match std::panic::catch_unwind(AssertUnwindSafe(|| {
                 method.handler.call(ctx, payload, enc)
@@ -414,6 +417,7 @@ fn start(
             // Inside the measured time: the drill shows on latency charts.
             let handler = method.handler.clone();
             let names = [&method.service, &method.instance, &method.name].map(Arc::clone);
+            let conn = method.conn.clone();
             let delayed = async move {
                 tokio::time::sleep(delay).await;
                 let [service, instance_id, method] = &names;
@@ -425,6 +429,7 @@ fn start(
                     request_id,
                     headers,
                     epoch,
+                    connection: &conn,
                 };
                 handler.call(ctx, payload, enc).await
             };

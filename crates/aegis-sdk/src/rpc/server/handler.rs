@@ -8,7 +8,10 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::rpc::{Encoding, WireError};
+use crate::{
+    Connection,
+    rpc::{Encoding, WireError},
+};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -31,10 +34,27 @@ pub struct RequestContext {
     /// The fencing epoch of this leader, for single-active services: store
     /// it with every write so a store can refuse a deposed leader's writes.
     pub epoch: Option<u64>,
+    /// The connection the service runs on: to call other services, publish
+    /// events or send commands from a handler without capturing a clone.
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: aegis_sdk::Connection) {
+    /// use aegis_sdk::rpc::{RequestContext, WireError};
+    ///
+    /// let service = conn
+    ///     .service("prices", "1.0.0")
+    ///     .handler_with_context("set", |ctx: RequestContext, price: f64| async move {
+    ///         ctx.connection.events().publish("price", "changed", &price).await?;
+    ///         Ok::<_, WireError>(())
+    ///     });
+    /// # let _ = service;
+    /// # }
+    /// ```
+    pub connection: Connection,
 }
 
 /// A request's context before it is put together: only a handler that takes
-/// the context pays for it (three shared reference counts per request).
+/// the context pays for it (four shared reference counts per request).
 pub(crate) struct ContextParts<'a> {
     pub(crate) service: &'a Arc<str>,
     pub(crate) instance_id: &'a Arc<str>,
@@ -43,6 +63,7 @@ pub(crate) struct ContextParts<'a> {
     pub(crate) request_id: Option<String>,
     pub(crate) headers: Option<HeaderMap>,
     pub(crate) epoch: Option<u64>,
+    pub(crate) connection: &'a Connection,
 }
 
 impl ContextParts<'_> {
@@ -55,6 +76,7 @@ impl ContextParts<'_> {
             request_id: self.request_id,
             headers: self.headers,
             epoch: self.epoch,
+            connection: self.connection.clone(),
         }
     }
 }

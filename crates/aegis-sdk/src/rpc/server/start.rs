@@ -473,6 +473,7 @@ async fn subscribe(
             leadership: leadership.cloned(),
             leader_only: leadership.is_some() && !builder.any_role.contains(method),
             load: builder.conn.primary_load().clone(),
+            conn: builder.conn.clone(),
         });
         let shared_subject = subjects::rpc_subject(&builder.name, method);
         let direct_subject = subjects::rpc_instance_subject(&builder.name, instance_id, method);
