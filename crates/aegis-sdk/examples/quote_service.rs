@@ -5,7 +5,7 @@
 //!
 //! ```sh
 //! make up                      # or any nats-server 2.11+ with JetStream
-//! AEGIS_NATS_URL=nats://127.0.0.1:4222 RUST_LOG=info \
+//! AEGIS_NATS_URL=nats://127.0.0.1:4222 \
 //!   cargo run -p aegis-sdk --example quote_service -- quote-1
 //! aegis call quote-service get_quote '{"symbol":"AAPL"}'
 //! ```
@@ -47,8 +47,11 @@ struct OrderFilled {
 
 const SERVICE: &str = "quote-service";
 
+// `anyhow::Result`: an error that ends `main` prints as a sentence and its
+// causes ("Error: cannot connect to NATS at nats://127.0.0.1:4222 /
+// Caused by: ..."), where `Box<dyn Error>` would print its Debug structs.
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> anyhow::Result<()> {
     // 1. Logging: the SDK emits `tracing` events; the binary installs the
     //    subscriber. RUST_LOG filters what is printed (default: info, and
     //    warnings of async-nats, whose INFO lines tell each connection
