@@ -3,6 +3,8 @@
 //! (a `String` in, a `String` out, both with a JSON Schema), and a
 //! graceful stop on Ctrl-C or SIGTERM (the instance deregisters). Request
 //! and response structs derive `JsonSchema` as in `quote_service.rs`.
+//! `anyhow::Result` makes an error that ends `main` print as sentences
+//! with their causes, not as Debug structs.
 //!
 //! ```sh
 //! nats-server -js &
@@ -11,7 +13,7 @@
 //! ```
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> anyhow::Result<()> {
     aegis_sdk::telemetry::init()?;
     let conn = aegis_sdk::Connection::from_env().await?;
     conn.service("greeter", "1.0.0")

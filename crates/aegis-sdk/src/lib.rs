@@ -72,7 +72,8 @@
 //! A complete service: logging (`RUST_LOG`, warnings also to the monitor),
 //! the connection from `AEGIS_NATS_*`, one typed method, and a graceful
 //! stop (deregistered) on Ctrl-C or SIGTERM. A handler's `?` turns
-//! [`rpc::RpcError`] and [`events::EventError`] into a [`rpc::WireError`].
+//! [`rpc::RpcError`] and [`events::EventError`] into a [`rpc::WireError`];
+//! `main`'s `anyhow::Result` prints an error that ends it with its causes.
 //!
 //! ```no_run
 //! use aegis_sdk::{Connection, schemars::JsonSchema};
@@ -88,7 +89,7 @@
 //! struct Greeting { text: String }
 //!
 //! #[tokio::main]
-//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! async fn main() -> anyhow::Result<()> {
 //!     aegis_sdk::telemetry::init()?;
 //!     let conn = Connection::from_env().await?;
 //!     conn.service("greeter", "1.0.0")
