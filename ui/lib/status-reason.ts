@@ -7,7 +7,6 @@ const KEYS: Record<string, MessageKey> = {
   unresponsive: "reason.unresponsive",
   deposed: "reason.deposed",
   health_check: "reason.health_check",
-  registry_writes: "reason.registry_writes",
   operator: "reason.operator",
   degraded: "reason.degraded",
 };

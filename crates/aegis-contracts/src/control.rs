@@ -86,8 +86,6 @@ pub enum UnhealthyReason {
     Operator,
     /// Its own health check fails.
     HealthCheck,
-    /// Its registry writes kept failing (reported once they work again).
-    RegistryWrites,
 }
 
 impl UnhealthyReason {
@@ -96,13 +94,12 @@ impl UnhealthyReason {
         match self {
             Self::Operator => "operator",
             Self::HealthCheck => "health_check",
-            Self::RegistryWrites => "registry_writes",
         }
     }
 
     /// Parses the wire spelling; `None` for anything else.
     pub fn parse(s: &str) -> Option<UnhealthyReason> {
-        [Self::Operator, Self::HealthCheck, Self::RegistryWrites]
+        [Self::Operator, Self::HealthCheck]
             .into_iter()
             .find(|r| r.as_str() == s)
     }
@@ -214,11 +211,7 @@ mod tests {
 
     #[test]
     fn reasons_round_trip() {
-        for r in [
-            UnhealthyReason::Operator,
-            UnhealthyReason::HealthCheck,
-            UnhealthyReason::RegistryWrites,
-        ] {
+        for r in [UnhealthyReason::Operator, UnhealthyReason::HealthCheck] {
             assert_eq!(UnhealthyReason::parse(r.as_str()), Some(r));
             assert_eq!(serde_json::to_value(r).unwrap(), json!(r.as_str()));
         }

@@ -228,10 +228,9 @@ pub(crate) struct ServiceInstanceDoc {
     reported_status: InstanceStatus,
     /// Why `status` is what it is, when that needs saying.
     status_reason: Option<StatusReason>,
-    /// Since when (RFC 3339 UTC): for `health_check`, `registry_writes`,
-    /// `operator` and `degraded`, since when the instance says it has been
-    /// unhealthy; otherwise since when the monitor has shown this status
-    /// and reason.
+    /// Since when (RFC 3339 UTC): for `health_check`, `operator` and
+    /// `degraded`, since when the instance says it has been unhealthy;
+    /// otherwise since when the monitor has shown this status and reason.
     #[schema(format = DateTime)]
     status_since: String,
 }

@@ -177,7 +177,6 @@ impl Controlled {
 
 /// Whether the leadership should count this instance healthy: no
 /// operator's verdict, and fewer than `resign_after` failed checks in a row.
-/// Registry-write trouble does not count (it is reported after the fact).
 pub(crate) fn fit_to_lead(health: &Health, resign_after: u32) -> bool {
     !health.forced && health.failed_checks < resign_after.max(1)
 }

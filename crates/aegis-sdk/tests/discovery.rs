@@ -575,7 +575,6 @@ async fn discovery_survives_a_node_restart_in_a_3_node_cluster() {
     let options = RegistrationOptions {
         heartbeat: Duration::from_secs(1),
         ttl: Duration::from_secs(20),
-        unhealthy_after: 30,
         ..Default::default()
     };
     let mut running = Vec::new();

@@ -11,10 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use aegis_sdk::{
-    registry::RegistrationOptions,
-    rpc::{CallOptions, RpcError},
-};
+use aegis_sdk::rpc::{CallOptions, RpcError};
 use common::connect_cluster;
 use serde_json::{Value, json};
 
@@ -45,13 +42,8 @@ async fn a_caller_is_served_through_a_lost_quorum_and_its_return() {
         let svc = conn
             .service("echo-service", "1.0.0")
             .instance_id(format!("echo-{i}"))
-            // Not reported UNHEALTHY for the failed writes: that verdict
-            // (a record of its own, written once writes work again) is not
-            // what this test is about.
-            .registration(RegistrationOptions {
-                unhealthy_after: 1_000,
-                ..Default::default()
-            })
+            // Default options: every instance's writes fail for longer than
+            // `unhealthy_after`, which must not take it out of discovery.
             .handler("echo", |v: Value| async move { Ok(v) })
             .start()
             .await

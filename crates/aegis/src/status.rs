@@ -449,11 +449,7 @@ pub fn render(
             (None, _, _) => "load-balanced".to_owned(),
         };
         let role = match v.status_reason {
-            Some(
-                r @ (StatusReason::HealthCheck
-                | StatusReason::RegistryWrites
-                | StatusReason::Operator),
-            ) => format!(
+            Some(r @ (StatusReason::HealthCheck | StatusReason::Operator)) => format!(
                 "{role}; unhealthy: {} for {} (since {})",
                 explain(r),
                 ago(now, v.status_since),
@@ -492,7 +488,6 @@ fn explain(reason: StatusReason) -> &'static str {
     match reason {
         StatusReason::Operator => "forced by an operator",
         StatusReason::HealthCheck => "its health check fails",
-        StatusReason::RegistryWrites => "its registry writes failed",
         _ => reason.as_str(),
     }
 }

@@ -19,7 +19,6 @@ export const StatusReason = z.enum([
   "unresponsive",
   "deposed",
   "health_check",
-  "registry_writes",
   "operator",
   "degraded",
 ]);

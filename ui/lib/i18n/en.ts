@@ -111,7 +111,6 @@ export const en = {
   "reason.disconnected": "disconnected from NATS: the process is gone",
   "reason.unresponsive": "unresponsive: its liveness beats stopped",
   "reason.health_check": "its health check fails",
-  "reason.registry_writes": "its registry writes keep failing",
   "reason.operator": "made unhealthy by an operator",
   "reason.degraded": "leads although unhealthy: no healthy instance could take over",
 

@@ -111,7 +111,6 @@ export const zhCN: Catalogue = {
   "reason.disconnected": "与 NATS 断开连接：进程已退出",
   "reason.unresponsive": "无响应：存活信号已停止",
   "reason.health_check": "健康检查失败",
-  "reason.registry_writes": "注册表写入持续失败",
   "reason.operator": "被运维人员设为不健康",
   "reason.degraded": "虽不健康仍为主节点：没有健康实例可以接替",
 

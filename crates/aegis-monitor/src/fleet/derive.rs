@@ -19,8 +19,8 @@
 //!    `deposed`. So at most one instance per (service, group) is ACTIVE in
 //!    every view, at every moment.
 //! 3. Otherwise the record's status stands, with the reason it gives
-//!    (`metadata.statusReason`: `health_check`, `operator`,
-//!    `registry_writes`) and since when (`metadata.statusSince`). A key
+//!    (`metadata.statusReason`: `health_check`, `operator`) and since when
+//!    (`metadata.statusSince`). A key
 //!    holder whose record says UNHEALTHY stays ACTIVE with reason
 //!    `degraded`: no healthy standby could take over, and a degraded leader
 //!    serves better than none (its record still names the underlying
@@ -48,8 +48,6 @@ pub enum StatusReason {
     Deposed,
     /// Its own health check fails.
     HealthCheck,
-    /// Its registry writes keep failing (reported once they work again).
-    RegistryWrites,
     /// An operator made it unhealthy on purpose (`aegis chaos unhealthy`).
     Operator,
     /// It leads its sticky group although unhealthy, because no healthy
@@ -65,7 +63,6 @@ impl StatusReason {
             Self::Unresponsive => "unresponsive",
             Self::Deposed => "deposed",
             Self::HealthCheck => "health_check",
-            Self::RegistryWrites => "registry_writes",
             Self::Operator => "operator",
             Self::Degraded => "degraded",
         }
@@ -78,7 +75,6 @@ impl StatusReason {
             Self::Unresponsive,
             Self::Deposed,
             Self::HealthCheck,
-            Self::RegistryWrites,
             Self::Operator,
             Self::Degraded,
         ]
@@ -328,7 +324,6 @@ mod tests {
             StatusReason::Unresponsive,
             StatusReason::Deposed,
             StatusReason::HealthCheck,
-            StatusReason::RegistryWrites,
             StatusReason::Operator,
             StatusReason::Degraded,
         ] {

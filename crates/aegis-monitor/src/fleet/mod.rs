@@ -119,11 +119,10 @@ pub struct InstanceView {
     /// Why `status` is what it is, when that needs saying: `disconnected`
     /// (its NATS connection closed: the process is gone), `deposed` (claims
     /// ACTIVE but another instance holds its group's election key),
-    /// `health_check`, `registry_writes`, `operator`, `degraded` (leads
-    /// although unhealthy).
+    /// `health_check`, `operator`, `degraded` (leads although unhealthy).
     pub status_reason: Option<StatusReason>,
-    /// Since when: for `health_check`, `registry_writes`, `operator` and
-    /// `degraded`, since when the instance says it has been unhealthy
+    /// Since when: for `health_check`, `operator` and `degraded`, since
+    /// when the instance says it has been unhealthy
     /// (`metadata.statusSince`); otherwise since when this monitor has shown
     /// this status and reason.
     pub status_since: DateTime<Utc>,

@@ -710,10 +710,7 @@ impl Rederived {
                 // The instance says since when it has been unhealthy (and so,
                 // as a leader, degraded): truer than when this monitor noticed.
                 Some(
-                    StatusReason::HealthCheck
-                    | StatusReason::RegistryWrites
-                    | StatusReason::Operator
-                    | StatusReason::Degraded,
+                    StatusReason::HealthCheck | StatusReason::Operator | StatusReason::Degraded,
                 ) => self.reported_since.unwrap_or_else(Utc::now),
                 _ => Utc::now(),
             },

@@ -1,9 +1,17 @@
 //! An instance's own verdict on its health, kept by its registration: the
-//! health check's consecutive failures, an operator's verdict (`aegis chaos
-//! unhealthy`, possibly time-limited) and trouble writing the registry. The
-//! record says UNHEALTHY while any of them holds, with the reason and since
-//! when in its metadata (`statusReason`, `statusSince`), so the monitor and
-//! `aegis status` can say why.
+//! health check's consecutive failures and an operator's verdict (`aegis
+//! chaos unhealthy`, possibly time-limited). The record says UNHEALTHY while
+//! either holds, with the reason and since when in its metadata
+//! (`statusReason`, `statusSince`), so the monitor and `aegis status` can
+//! say why.
+//!
+//! Failed registry writes are not part of it: they are a fact about the
+//! registry, not about the instance. After an outage of the registry's
+//! stream every instance has failed its writes alike, and a verdict drawn
+//! from them would take every instance out of discovery at once when the
+//! registry came back (and move sticky leaders for nothing). The
+//! registration counts them and logs them, and the readiness probe
+//! (`/readyz`, module `probes`) reports them.
 //!
 //! Pure logic on explicit clocks, so the rules are tested without NATS.
 
@@ -15,9 +23,8 @@ pub use aegis_contracts::control::UnhealthyReason;
 /// What an instance reports about its own health.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Health {
-    /// Why it reports UNHEALTHY; `None` while healthy. When several reasons
-    /// hold, the operator's verdict wins over a failing check, which wins
-    /// over registry trouble.
+    /// Why it reports UNHEALTHY; `None` while healthy. When both reasons
+    /// hold, the operator's verdict wins over a failing check.
     pub reason: Option<UnhealthyReason>,
     /// Since when it has reported that reason.
     pub since: Option<DateTime<Utc>>,
@@ -48,8 +55,6 @@ struct Forced {
 pub(crate) struct Tracker {
     forced: Option<Forced>,
     failed_checks: u32,
-    /// Registry writes kept failing: reported once they work again.
-    degraded: bool,
     current: Option<(UnhealthyReason, DateTime<Utc>)>,
 }
 
@@ -66,14 +71,6 @@ impl Tracker {
         } else {
             self.failed_checks.saturating_add(1)
         };
-    }
-
-    pub(crate) fn set_degraded(&mut self, degraded: bool) {
-        self.degraded = degraded;
-    }
-
-    pub(crate) fn degraded(&self) -> bool {
-        self.degraded
     }
 
     pub(crate) fn failed_checks(&self) -> u32 {
@@ -98,8 +95,6 @@ impl Tracker {
             Some(UnhealthyReason::Operator)
         } else if self.failed_checks > 0 {
             Some(UnhealthyReason::HealthCheck)
-        } else if self.degraded {
-            Some(UnhealthyReason::RegistryWrites)
         } else {
             None
         };
@@ -173,23 +168,5 @@ mod tests {
         t.settle(t0, w0 + chrono::Duration::seconds(3));
         assert_eq!(t.health().since, Some(w0));
         assert_eq!(t.health().failed_checks, 2);
-    }
-
-    #[test]
-    fn registry_trouble_is_the_weakest_reason() {
-        let t0 = Instant::now();
-        let w0 = Utc::now();
-        let mut t = Tracker::default();
-        t.set_degraded(true);
-        t.settle(t0, w0);
-        assert_eq!(t.health().reason, Some(UnhealthyReason::RegistryWrites));
-        t.force(Some(None));
-        t.settle(t0, w0);
-        assert_eq!(t.health().reason, Some(UnhealthyReason::Operator));
-        assert_eq!(t.health().forced_until, None);
-        t.force(None);
-        t.set_degraded(false);
-        t.settle(t0, w0);
-        assert!(t.health().is_healthy());
     }
 }

@@ -11,8 +11,8 @@
 //!   that every watcher sees. [`crate::rpc::ServiceBuilder::start`] registers
 //!   the service it starts.
 //! - [`health`]: the instance's own verdict on its health (a failing check,
-//!   an operator's verdict, registry trouble) that the registration
-//!   reports as UNHEALTHY with its reason and since when.
+//!   an operator's verdict) that the registration reports as UNHEALTHY with
+//!   its reason and since when.
 //! - [`reader`]: [`RegistryReader`] answers "who is running" from memory (all,
 //!   by service, by id, by status) and streams [`RegistryChange`]s; the
 //!   monitor uses it.

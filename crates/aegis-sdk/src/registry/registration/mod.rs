@@ -14,10 +14,14 @@
 //!   someone else is back within `refresh`.
 //! - A status change ([`RegistrationHandle::set_status`]) is written at once.
 //! - A failed write is retried with back-off (100 ms doubling up to the
-//!   heartbeat) and logged. After `unhealthy_after` failures in a row the
-//!   instance reports itself UNHEALTHY with the first write that works
-//!   again, then its chosen status with the next healthy beat: callers see
-//!   that it just came back from trouble.
+//!   heartbeat), logged and counted
+//!   ([`RegistrationHandle::consecutive_failures`]); after
+//!   `unhealthy_after` failures in a row the readiness probe (`/readyz`,
+//!   module `probes`) says not ready. The record's status does not change
+//!   for it: while the registry's stream takes no writes, every instance's
+//!   writes fail alike, and an instance that reported UNHEALTHY for it
+//!   would leave discovery with all the others the moment the registry
+//!   came back.
 //! - A health check, when given, runs before every beat; while it fails the
 //!   record says UNHEALTHY (discovery skips the instance). An operator can
 //!   force the same ([`RegistrationHandle::force_unhealthy`]). The record
@@ -124,7 +128,8 @@ impl RegistrationBuilder {
         self
     }
 
-    /// Failed writes in a row before reporting UNHEALTHY (default 15).
+    /// Failed writes in a row before the readiness probe says not ready
+    /// (default 15; see [`RegistrationOptions::unhealthy_after`]).
     pub fn unhealthy_after(mut self, failures: u32) -> Self {
         self.options.unhealthy_after = failures;
         self
@@ -312,8 +317,8 @@ impl RegistrationHandle {
         self.inner.state().desired.status
     }
 
-    /// The status the stored record shows (UNHEALTHY while degraded or
-    /// failing its health check).
+    /// The status the stored record shows (UNHEALTHY while failing its
+    /// health check or under an operator's verdict).
     pub fn reported_status(&self) -> InstanceStatus {
         self.inner.state().written.status
     }

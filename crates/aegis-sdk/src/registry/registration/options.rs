@@ -20,10 +20,10 @@ pub const DEFAULT_REFRESH: Duration = Duration::from_secs(4);
 /// callers route around a dead instance on their first call that finds no
 /// responder. The TTL is the backstop for a hung or partitioned process.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(15);
-/// Default number of failed writes in a row before the instance reports
-/// itself UNHEALTHY (once writing works again): with the retry back-off,
-/// about as long as the default TTL, so a registry stall that the record
-/// outlives (a stream leader election) does not flag anyone.
+/// Default number of failed writes in a row before the readiness probe
+/// (`/readyz`, module `probes`) reports the instance not ready: with the
+/// retry back-off, about as long as the default TTL, so a registry stall
+/// that the record outlives (a stream leader election) does not flag anyone.
 pub const DEFAULT_UNHEALTHY_AFTER: u32 = 15;
 /// The record's metadata key naming the NATS connection the instance is
 /// served over ([`crate::Connection::connection_name`]).
@@ -86,8 +86,15 @@ pub struct RegistrationOptions {
     /// How long the server keeps the record without a refresh (default 15 s,
     /// at least 1 s, at most 30 days).
     pub ttl: Duration,
-    /// Failed writes in a row after which the instance reports itself
-    /// UNHEALTHY once writing works again (default 15, at least 1).
+    /// Failed writes in a row after which the readiness probe (`/readyz`,
+    /// module `probes`) reports the instance not ready, until a write works
+    /// again (default 15, at least 1). Only the probe: the record's status
+    /// and the instance's health verdict
+    /// ([`RegistrationHandle::health`](super::RegistrationHandle::health))
+    /// do not depend on registry writes, which fail for every instance
+    /// alike while the registry is in trouble. The failures are logged and
+    /// counted
+    /// ([`consecutive_failures`](super::RegistrationHandle::consecutive_failures)).
     pub unhealthy_after: u32,
 }
 

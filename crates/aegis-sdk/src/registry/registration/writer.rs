@@ -64,11 +64,14 @@ pub(super) struct WriteState {
     /// The revision it was stored at: the deregistration deletes the
     /// record only while it is still this one (see [`purge`]).
     pub(super) revision: Option<u64>,
+    /// Failed writes in a row. Counted and logged, and read by the
+    /// readiness probe; never reported as the instance's status, since they
+    /// say the registry is in trouble, not the instance.
     pub(super) failures: u32,
     /// The connection of the other process last found writing this record
     /// (said once for each).
     pub(super) found_out: Option<String>,
-    /// Failing checks, the operator's verdict, registry trouble.
+    /// Failing checks and the operator's verdict.
     pub(super) health: Tracker,
 }
 
@@ -77,7 +80,8 @@ impl Inner {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Writes the record now. Counts failures and decides the reported status.
+    /// Writes the record now, with the status the health verdict decides.
+    /// Counts failures.
     pub(super) async fn write(&self) -> Result<u64, RegistryError> {
         self.write_when(|_, _| true)
             .await
@@ -106,7 +110,7 @@ impl Inner {
         if self.closed.load(Ordering::Acquire) {
             return Err(RegistryError::Deregistered(self.key.clone()));
         }
-        let (record, degraded, last) = {
+        let (record, last) = {
             let mut st = self.state();
             self.settle(&mut st);
             let mut record = st.desired.clone();
@@ -131,7 +135,7 @@ impl Inner {
             if !due(&st, &record) {
                 return Ok(None);
             }
-            (record, st.health.degraded(), st.revision)
+            (record, st.revision)
         };
         let result = self.put(&record, last).await;
         let mut st = self.state();
@@ -151,12 +155,6 @@ impl Inner {
                     );
                 }
                 st.failures = 0;
-                if degraded {
-                    // Reported UNHEALTHY once; the next beat restores the
-                    // chosen status.
-                    st.health.set_degraded(false);
-                    self.settle(&mut st);
-                }
                 st.written = record;
                 st.written_at = Some(tokio::time::Instant::now());
                 st.revision = Some(revision);
@@ -164,11 +162,13 @@ impl Inner {
             }
             Err(source) => {
                 st.failures += 1;
-                if st.failures >= self.options.unhealthy_after && !st.health.degraded() {
+                // Said once per outage. The record keeps its status: every
+                // instance fails its writes alike while the registry is
+                // down, and none is less fit to serve for it.
+                if st.failures == self.options.unhealthy_after {
                     warn!(key = %self.key, failures = st.failures,
-                        "registry writes keep failing; will report UNHEALTHY once they work again");
-                    st.health.set_degraded(true);
-                    self.settle(&mut st);
+                        "registry writes keep failing; the record keeps its status, and /readyz \
+                         says not ready until a write works again");
                 }
                 Err(RegistryError::Write {
                     key: self.key.clone(),
