@@ -8,7 +8,15 @@
 //!
 //! - Before pulling, it makes sure the stream and the durable consumer exist
 //!   (creating them when missing), so a consumer deleted by an operator, by a
-//!   stream restore or with its stream is recreated.
+//!   stream restore or with its stream is recreated. An existing consumer is
+//!   brought to the settings asked for (`max_deliver`, `ack_wait`, ...) and
+//!   keeps its start, which JetStream cannot change in place and which only
+//!   mattered when it was created: its position is what it has handled.
+//!   The one start that cannot be kept is "from the oldest message" asked of
+//!   a consumer made to start at new ones (it would replay nothing): that
+//!   open fails with [`FixedSetting`] rather than pass for applied. A
+//!   setting the server does not take fails the open too; nothing is kept
+//!   quietly.
 //! - Any failed pull (consumer deleted, no responders, stream gone, a refused
 //!   request) is followed by a back-off (100 ms doubling to 5 s) before the
 //!   next attempt, and so is a pull that ends empty right away: a consumer
@@ -41,9 +49,12 @@
 //!   back after `ack_wait`.
 //! - A handler that fails on the last delivery `max_deliver` allows, or a
 //!   message that can never be handled, is copied to `DEAD_LETTER` (see
-//!   [`crate::dead_letter`]) and terminated; deliveries that run out
-//!   without a decision (the process crashed each time) reach
-//!   `DEAD_LETTER` through the server's advisory.
+//!   [`crate::dead_letter`]) with the handler's error and terminated;
+//!   deliveries that run out without a decision (the process crashed each
+//!   time) reach `DEAD_LETTER` through the server's advisory. "The last"
+//!   is by the consumer's `max_deliver` on the server, read when a handler
+//!   fails, not by this process's option: another instance, or an
+//!   operator, may have changed it since this one started.
 //!
 //! How it stops: once cancelled it pulls no more and waits for the handlers
 //! running, at most [`HANDLER_STOP_WAIT`] (10 s). A handler still running
@@ -68,12 +79,13 @@ use aegis_contracts::dead_letter::DeadLetterReason;
 use async_nats::jetstream::{
     self, AckKind,
     consumer::{DeliverPolicy, PullConsumer, pull},
+    context::ConsumerInfoErrorKind,
     stream::Stream,
 };
 use futures::{StreamExt, future::BoxFuture};
 use tokio::{sync::Semaphore, time::Instant};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 /// First and longest pause after a failed pull or consumer lookup.
 const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
@@ -108,6 +120,17 @@ pub(crate) enum Outcome {
         /// What went wrong, for the dead letter.
         error: String,
     },
+    /// The handler failed: as [`Retry`](Self::Retry), and the loop logs
+    /// the failure with what becomes of the message, once it knows
+    /// whether the server will deliver it again.
+    Failed {
+        /// How the failure is logged ("event handler failed").
+        what: &'static str,
+        /// Pause before the next delivery.
+        delay: Duration,
+        /// What went wrong, for the log and the dead letter.
+        error: String,
+    },
     /// Can never be handled (malformed): dead-letter it at once.
     Poison {
         /// What is wrong with it.
@@ -136,37 +159,123 @@ pub(crate) struct Durable {
     pub(crate) concurrency: usize,
 }
 
+/// A setting asked of an existing consumer that JetStream cannot change in
+/// place, and that does not hold for it; the open changed nothing.
+#[derive(Debug, thiserror::Error)]
+#[error("the consumer {consumer} already exists and its {setting} cannot be applied: {detail}")]
+pub(crate) struct FixedSetting {
+    /// The consumer's name.
+    pub(crate) consumer: String,
+    /// The option as the caller spells it (`deliver_all`, `max_deliver`).
+    pub(crate) setting: &'static str,
+    /// Why, and what to do instead.
+    pub(crate) detail: String,
+}
+
 impl Durable {
     fn name(&self) -> &str {
         self.config.durable_name.as_deref().unwrap_or_default()
     }
 
-    /// The stream and the consumer, created when missing. `resume_after` is
-    /// the last stream sequence handled, used only when the consumer has to
-    /// be created again.
+    /// The stream and the consumer: created when missing, else brought to
+    /// this process's settings. `resume_after` is the last stream sequence
+    /// handled, used only when the consumer has to be created again.
+    ///
+    /// An existing consumer keeps its start (`deliver_policy` and its
+    /// start sequence or time), which JetStream cannot change in place:
+    /// it only chose where a new consumer began, and moving it would need
+    /// the consumer deleted and created again, which loses its position
+    /// (the redeliveries it owes, and where it is in the stream): that
+    /// would replay or skip messages behind the caller's back. Everything
+    /// else is updated and then checked.
+    ///
+    /// # Errors
+    /// The client's error when the stream or the consumer cannot be had
+    /// or the server refuses the settings; a [`FixedSetting`] when
+    /// "from the oldest message" is asked of a consumer made to start at
+    /// new ones, or the server kept another `max_deliver` or `ack_wait`.
     pub(crate) async fn open(
         &self,
         resume_after: Option<u64>,
     ) -> Result<PullConsumer, async_nats::Error> {
         let stream = (self.ensure_stream)().await?;
+        // Twice at most: a consumer another instance creates between the
+        // look-up and the create is then found and updated.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let config = match stream.consumer_info(self.name()).await {
+                Ok(existing) => self.update_of(&existing.config.deliver_policy)?,
+                Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
+                    self.creation(resume_after)
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match stream.create_consumer(config).await {
+                Ok(consumer) => {
+                    self.check_applied(&consumer.cached_info().config)?;
+                    return Ok(consumer);
+                }
+                Err(e) if attempt < 2 => {
+                    debug!(consumer = self.name(), error = %crate::startup::Causes(&e), "consumer not created or updated; looking it up again");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The configuration of a consumer created now: after a loss, one
+    /// meant to start at new messages resumes after `resume_after`.
+    fn creation(&self, resume_after: Option<u64>) -> pull::Config {
         let mut config = self.config.clone();
         if let (Some(seq), DeliverPolicy::New) = (resume_after, &config.deliver_policy) {
             config.deliver_policy = DeliverPolicy::ByStartSequence {
                 start_sequence: seq + 1,
             };
-            return Ok(stream.get_or_create_consumer(self.name(), config).await?);
         }
-        // Create, or bring an existing consumer (say, one an older version
-        // made without max_deliver) to this process's settings. Settings the
-        // server cannot change (a consumer recreated to resume at a
-        // sequence has another start) leave it as it is.
-        match stream.create_consumer(config.clone()).await {
-            Ok(consumer) => Ok(consumer),
-            Err(e) => {
-                info!(consumer = self.name(), error = %crate::startup::Causes(&e), "keeping the consumer's existing settings");
-                Ok(stream.get_or_create_consumer(self.name(), config).await?)
-            }
+        config
+    }
+
+    /// The update of a consumer that exists with the start `existing`:
+    /// this process's settings with the consumer's own start.
+    fn update_of(&self, existing: &DeliverPolicy) -> Result<pull::Config, FixedSetting> {
+        if let (DeliverPolicy::All, DeliverPolicy::New) = (&self.config.deliver_policy, existing) {
+            return Err(FixedSetting {
+                consumer: self.name().to_owned(),
+                setting: "deliver_all",
+                detail: "it was created to start at new messages and has its position since; \
+                    JetStream cannot move its start, so nothing stored before it was created \
+                    would be replayed. Drop .deliver_all() to go on from its position, or, to \
+                    start from the oldest stored message, use a new durable name (another \
+                    service name, or in broadcast mode another instance id), or delete the \
+                    consumer first (which loses its position and the redeliveries it owes)"
+                    .to_owned(),
+            });
         }
+        let mut config = self.config.clone();
+        config.deliver_policy = *existing;
+        Ok(config)
+    }
+
+    /// Checks that the server holds the settings asked for.
+    fn check_applied(&self, held: &jetstream::consumer::Config) -> Result<(), FixedSetting> {
+        let differs =
+            |setting, asked: &dyn std::fmt::Debug, held: &dyn std::fmt::Debug| FixedSetting {
+                consumer: self.name().to_owned(),
+                setting,
+                detail: format!("{setting} {asked:?} was asked for and the server kept {held:?}"),
+            };
+        if held.max_deliver != self.config.max_deliver {
+            return Err(differs(
+                "max_deliver",
+                &self.config.max_deliver,
+                &held.max_deliver,
+            ));
+        }
+        if held.ack_wait != self.config.ack_wait {
+            return Err(differs("ack_wait", &self.config.ack_wait, &held.ack_wait));
+        }
+        Ok(())
     }
 }
 
@@ -358,20 +467,25 @@ pub(crate) async fn run(
                     if let Some(seq) = sequence {
                         lock(&progress).received(seq);
                     }
-                    let (durable, handler, progress, abandon) = (
+                    let (durable, consumer, handler, progress, abandon) = (
                         durable.clone(),
+                        consumer.clone(),
                         handler.clone(),
                         progress.clone(),
                         abandon.clone(),
                     );
-                    handlers.spawn(async move {
-                        let redeliver_at =
-                            handle(&durable, Arc::new(message), &handler, &abandon).await;
-                        if let Some(seq) = sequence {
-                            lock(&progress).settled(seq, redeliver_at);
+                    handlers.spawn(
+                        async move {
+                            let message = Arc::new(message);
+                            let redeliver_at =
+                                handle(&durable, &consumer, message, &handler, &abandon).await;
+                            if let Some(seq) = sequence {
+                                lock(&progress).settled(seq, redeliver_at);
+                            }
+                            drop(slot);
                         }
-                        drop(slot);
-                    });
+                        .in_current_span(),
+                    );
                 }
                 Some(Err(e)) => {
                     log_failure(failures + 1, durable.name(), "pull failed", &e);
@@ -415,6 +529,7 @@ fn lock(progress: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
 /// for immediate redelivery.
 async fn handle(
     durable: &Durable,
+    consumer: &PullConsumer,
     message: Arc<jetstream::Message>,
     handler: &Handler,
     abandon: &CancellationToken,
@@ -443,18 +558,25 @@ async fn handle(
             return Some(Instant::now());
         }
     };
-    let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
-    let last_try = is_last_delivery(delivered, durable.config.max_deliver);
     let mut redeliver_at = None;
     let ack = match outcome {
         Outcome::Done if durable.confirm_acks => message.double_ack().await,
         Outcome::Done => message.ack().await,
-        Outcome::Retry { delay, .. } if !last_try => {
-            redeliver_at = Some(crate::clock::deadline(Instant::now(), delay));
-            message.ack_with(AckKind::Nak(Some(delay))).await
+        Outcome::Retry { delay, error } => {
+            let failure = Failure {
+                logged_as: None,
+                delay,
+                error,
+            };
+            failed(durable, consumer, &message, failure, &mut redeliver_at).await
         }
-        Outcome::Retry { error, .. } => {
-            give_up(durable, &message, DeadLetterReason::HandlerFailed, &error).await
+        Outcome::Failed { what, delay, error } => {
+            let failure = Failure {
+                logged_as: Some(what),
+                delay,
+                error,
+            };
+            failed(durable, consumer, &message, failure, &mut redeliver_at).await
         }
         Outcome::Poison { error } => {
             give_up(durable, &message, DeadLetterReason::Undecodable, &error).await
@@ -470,10 +592,73 @@ async fn handle(
     redeliver_at
 }
 
-/// Whether delivery `delivered` is the last that `max_deliver` allows (0:
-/// no limit): a failure then goes to `DEAD_LETTER`, not back to the server.
+/// A handler's failure: how it is logged (`None`: not at all) and what
+/// the message needs.
+struct Failure {
+    logged_as: Option<&'static str>,
+    delay: Duration,
+    error: String,
+}
+
+/// Hands a failed message back for redelivery after its delay, setting
+/// `redeliver_at`, or dead-letters it when the server will not deliver
+/// it again.
+async fn failed(
+    durable: &Durable,
+    consumer: &PullConsumer,
+    message: &jetstream::Message,
+    failure: Failure,
+    redeliver_at: &mut Option<Instant>,
+) -> Result<(), async_nats::Error> {
+    let (sequence, delivered) = message
+        .info()
+        .map(|i| (i.stream_sequence, i.delivered))
+        .unwrap_or((0, 1));
+    let max_deliver = held_max_deliver(durable, consumer).await;
+    let last = is_last_delivery(delivered, max_deliver);
+    let Failure {
+        logged_as,
+        delay,
+        error,
+    } = failure;
+    if let Some(what) = logged_as {
+        let next = after_failure(last);
+        warn!(consumer = durable.name(), subject = %message.subject, sequence, delivered, max_deliver, %error, "{what}; {next}");
+    }
+    if last {
+        return give_up(durable, message, DeadLetterReason::HandlerFailed, &error).await;
+    }
+    *redeliver_at = Some(crate::clock::deadline(Instant::now(), delay));
+    message.ack_with(AckKind::Nak(Some(delay))).await
+}
+
+/// Whether delivery `delivered` is the last that `max_deliver` allows (0
+/// or less: no limit): a failure then goes to `DEAD_LETTER`, not back to
+/// the server.
 pub(crate) fn is_last_delivery(delivered: i64, max_deliver: i64) -> bool {
     max_deliver > 0 && delivered >= max_deliver
+}
+
+/// What becomes of a message whose handler failed, as its log line says.
+fn after_failure(last: bool) -> &'static str {
+    if last {
+        "the last delivery allowed; dead-lettering it"
+    } else {
+        "will redeliver"
+    }
+}
+
+/// The consumer's `max_deliver` on the server now, which decides whether
+/// it delivers a message again; this process's own setting when the
+/// server cannot say.
+async fn held_max_deliver(durable: &Durable, consumer: &PullConsumer) -> i64 {
+    match consumer.get_info().await {
+        Ok(info) => info.config.max_deliver,
+        Err(e) => {
+            debug!(consumer = durable.name(), error = %crate::startup::Causes(&e), "cannot read the consumer's max_deliver; going by this process's");
+            durable.config.max_deliver
+        }
+    }
 }
 
 /// Copies the message to `DEAD_LETTER` and stops its redelivery. When the
@@ -517,6 +702,20 @@ mod tests {
     use super::*;
 
     const ACK_WAIT: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn a_failure_on_the_last_delivery_allowed_says_it_is_dead_lettered() {
+        for (delivered, max_deliver, said) in [
+            (1, 3, "will redeliver"),
+            (2, 3, "will redeliver"),
+            (3, 3, "the last delivery allowed; dead-lettering it"),
+            (1, 1, "the last delivery allowed; dead-lettering it"),
+            (5, 0, "will redeliver"),
+        ] {
+            let last = is_last_delivery(delivered, max_deliver);
+            assert_eq!(after_failure(last), said, "{delivered} of {max_deliver}");
+        }
+    }
 
     #[test]
     fn a_recreated_consumer_resumes_after_the_newest_when_nothing_is_owed() {

@@ -92,7 +92,23 @@ pub enum EventError {
     /// started.
     #[error("invalid subscription options: {0}")]
     InvalidOptions(String),
-    /// The durable consumer could not be created.
+    /// The durable consumer exists and cannot take a setting asked for
+    /// (JetStream cannot change it in place, or kept another value);
+    /// nothing was started and the consumer was not changed. `detail`
+    /// says what to do instead, e.g. use a new durable name; see
+    /// [`SubscriptionBuilder::deliver_all`].
+    #[error("the consumer {name} already exists and its {setting} cannot be applied: {detail}")]
+    ConsumerSetting {
+        /// The consumer name.
+        name: String,
+        /// The option as the builder spells it (`deliver_all`,
+        /// `max_deliver`, `ack_wait`).
+        setting: &'static str,
+        /// Why, and what to do instead.
+        detail: String,
+    },
+    /// The durable consumer could not be created, or the server refused
+    /// the settings asked of it.
     #[error("cannot create the consumer {name}")]
     Consumer {
         /// The consumer name.

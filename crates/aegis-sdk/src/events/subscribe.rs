@@ -73,6 +73,12 @@ type BoxedHandler<T> = Arc<
 
 /// Configures a subscription; finish with [`handler`](Self::handler) and
 /// [`start`](Self::start).
+///
+/// The options apply to the durable consumer on every `start`, also when
+/// it already exists: a changed [`max_deliver`](Self::max_deliver) or
+/// [`ack_wait`](Self::ack_wait) takes effect, and one the server does not
+/// take fails the start ([`EventError::ConsumerSetting`]).
+#[must_use = "a subscription builder subscribes to nothing until .handler(...).start().await"]
 pub struct SubscriptionBuilder<T> {
     events: Events,
     service: String,
@@ -173,7 +179,9 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
     }
 
     /// Deliveries of one event before it is given up on and copied to
-    /// `DEAD_LETTER` (default [`DEFAULT_MAX_DELIVER`]; at least 1).
+    /// `DEAD_LETTER` (default [`DEFAULT_MAX_DELIVER`]; at least 1). A new
+    /// value replaces the existing consumer's on `start`, for the events
+    /// it holds too.
     pub fn max_deliver(mut self, n: u32) -> Self {
         self.max_deliver = n;
         self
@@ -189,6 +197,19 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
 
     /// When the durable consumer is first created, start from the oldest
     /// stored event instead of new ones only.
+    ///
+    /// Where a consumer starts is fixed when it is created (JetStream
+    /// cannot change it in place): an existing consumer goes on from its
+    /// position, with or without this option. Added for a consumer that
+    /// was created to start at new events, it cannot replay anything, and
+    /// [`start`](Self::start) fails with [`EventError::ConsumerSetting`]
+    /// instead of starting without it. To replay what is stored, use a
+    /// new durable name (another service name, or in
+    /// [`DeliveryMode::Broadcast`] another [`instance_id`](Self::instance_id))
+    /// or delete the consumer first (`nats consumer rm EVENTS <name>`),
+    /// which loses its position and the redeliveries it owes. The SDK
+    /// never deletes it for you: a consumer shared by running instances
+    /// would replay or skip events under them.
     pub fn deliver_all(mut self) -> Self {
         self.deliver_all = true;
         self
@@ -212,7 +233,9 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
     /// name, pattern or instance id, [`EventError::NoHandler`] without a
     /// [`handler`](Self::handler), [`EventError::InvalidOptions`] for
     /// options that cannot work. Then [`EventError::Consumer`] when
-    /// JetStream refuses the stream or the consumer.
+    /// JetStream refuses the stream, the consumer or its settings, and
+    /// [`EventError::ConsumerSetting`] when the existing consumer cannot
+    /// take one of them (see [`deliver_all`](Self::deliver_all)).
     pub async fn start(self) -> Result<EventSubscription, EventError> {
         names::validate_service_name(&self.service)?;
         let pattern = EventPattern::parse(&self.pattern)?;
@@ -270,16 +293,21 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
             confirm_acks: false,
             concurrency: self.concurrency,
         };
-        let consumer = durable
-            .open(None)
-            .await
-            .map_err(|source| EventError::Consumer {
-                name: name.clone(),
-                source,
-            })?;
-        let max_deliver = self.max_deliver;
+        let consumer = durable.open(None).await.map_err(|source| {
+            match source.downcast::<pull::FixedSetting>() {
+                Ok(fixed) => EventError::ConsumerSetting {
+                    name: fixed.consumer,
+                    setting: fixed.setting,
+                    detail: fixed.detail,
+                },
+                Err(source) => EventError::Consumer {
+                    name: name.clone(),
+                    source,
+                },
+            }
+        })?;
         let process: pull::Handler =
-            Arc::new(move |message| process(message, max_deliver, handler.clone()).boxed());
+            Arc::new(move |message| process(message, handler.clone()).boxed());
         let tasks = Background::new();
         let span = info_span!("events", service = %self.service, consumer = %name);
         tasks.spawn(|cancel| pull::run(durable, consumer, process, cancel).instrument(span));
@@ -294,22 +322,10 @@ fn redelivery_delay(delivered: u64) -> Duration {
     Duration::from_millis(100u64 << shift).min(Duration::from_secs(10))
 }
 
-/// What becomes of an event whose handler failed on delivery `delivered`
-/// when `max_deliver` are allowed, as the failure's log line says it, by
-/// the pull loop's own rule ([`pull::is_last_delivery`]).
-fn after_failure(delivered: u64, max_deliver: u32) -> &'static str {
-    let delivered = i64::try_from(delivered).unwrap_or(i64::MAX);
-    if pull::is_last_delivery(delivered, i64::from(max_deliver)) {
-        "the last delivery allowed; dead-lettering it"
-    } else {
-        "will redeliver"
-    }
-}
-
-/// Decodes one event and runs the handler on it.
+/// Decodes one event and runs the handler on it. A failure is logged by
+/// the pull loop, which knows whether the server will deliver it again.
 async fn process<T: DeserializeOwned>(
     msg: Arc<async_nats::jetstream::Message>,
-    max_deliver: u32,
     handler: BoxedHandler<T>,
 ) -> Outcome {
     let (sequence, delivered, published) = match msg.info() {
@@ -355,30 +371,21 @@ async fn process<T: DeserializeOwned>(
     let span = info_span!("event", subject = %msg.subject, sequence, delivered);
     let outcome = AssertUnwindSafe(handler(event))
         .catch_unwind()
-        .instrument(span.clone())
+        .instrument(span)
         .await;
     match outcome {
         Ok(Ok(())) => Outcome::Done,
-        Ok(Err(e)) => {
-            let next = after_failure(delivered, max_deliver);
-            span.in_scope(
-                || warn!(error = %crate::startup::Causes(&*e), "event handler failed; {next}"),
-            );
-            Outcome::Retry {
-                delay: redelivery_delay(delivered),
-                error: crate::startup::Causes(&*e).to_string(),
-            }
-        }
-        Err(panic) => {
-            let next = after_failure(delivered, max_deliver);
-            let said = crate::task::panic_text(&*panic);
-            span.in_scope(|| warn!(panic = said, "event handler panicked; {next}"));
-            Outcome::Retry {
-                delay: redelivery_delay(delivered),
-                // Kept with a dead letter: for the operator, not a caller.
-                error: format!("the handler panicked: {said}"),
-            }
-        }
+        Ok(Err(e)) => Outcome::Failed {
+            what: "event handler failed",
+            delay: redelivery_delay(delivered),
+            error: crate::startup::Causes(&*e).to_string(),
+        },
+        Err(panic) => Outcome::Failed {
+            what: "event handler panicked",
+            delay: redelivery_delay(delivered),
+            // Kept with a dead letter: for the operator, not a caller.
+            error: format!("the handler panicked: {}", crate::task::panic_text(&*panic)),
+        },
     }
 }
 
@@ -391,7 +398,7 @@ async fn process<T: DeserializeOwned>(
 /// this instance's next start in broadcast mode.
 /// To have no handler running past a point, call `shutdown` and await it.
 #[derive(Debug)]
-#[must_use = "dropping the subscription stops taking events: keep it, and call shutdown() to stop"]
+#[must_use = "dropping the subscription stops taking events: bind it to a named variable (`let _sub = ...`, not `let _`) and call shutdown() to stop"]
 pub struct EventSubscription {
     name: String,
     tasks: Background,
@@ -408,24 +415,5 @@ impl EventSubscription {
     /// and its event redelivered.
     pub async fn shutdown(self) {
         self.tasks.stop().await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_failure_on_the_last_delivery_allowed_says_it_is_dead_lettered() {
-        assert_eq!(after_failure(1, 3), "will redeliver");
-        assert_eq!(after_failure(2, 3), "will redeliver");
-        assert_eq!(
-            after_failure(3, 3),
-            "the last delivery allowed; dead-lettering it"
-        );
-        assert_eq!(
-            after_failure(1, 1),
-            "the last delivery allowed; dead-lettering it"
-        );
     }
 }

@@ -1,0 +1,325 @@
+//! Event-subscription settings against a real nats-server: what a
+//! subscriber asks for (`max_deliver`, `ack_wait`) reaches the durable
+//! consumer even when it already exists with a start JetStream cannot
+//! change (`deliver_all` toggled, or a consumer the SDK re-created to
+//! resume at a sequence); a start that cannot apply fails with an error
+//! naming it; and a handler failing on the last delivery the server allows
+//! is dead-lettered with its error, whatever this process was configured
+//! with.
+
+mod common;
+
+use std::{
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use aegis_contracts::dead_letter::DeadLetterReason;
+use aegis_sdk::{
+    Connection,
+    events::{DeliveryMode, Event, EventError, EventSubscription, SubscriptionBuilder},
+};
+use async_nats::jetstream::consumer::{DeliverPolicy, FromConsumer, pull};
+use common::{Captured, connect, eventually, server};
+use serde_json::{Value, json};
+
+const EVENTS: &str = "EVENTS";
+
+/// Everything this binary logs at INFO and above.
+fn logs() -> &'static Captured {
+    static LOGS: OnceLock<Captured> = OnceLock::new();
+    LOGS.get_or_init(|| Captured::install(tracing::Level::INFO))
+}
+
+fn subscription(conn: &Connection, service: &str) -> SubscriptionBuilder<Value> {
+    conn.events()
+        .subscribe::<Value>(service, "order.created", DeliveryMode::Compete)
+        .handler(|_: Event<Value>| async { Ok(()) })
+}
+
+/// The server's view of a consumer: (deliver policy, max_deliver, ack_wait).
+async fn consumer_settings(conn: &Connection, name: &str) -> (DeliverPolicy, i64, Duration) {
+    let info = conn
+        .jetstream()
+        .get_stream(EVENTS)
+        .await
+        .unwrap()
+        .consumer_info(name)
+        .await
+        .unwrap();
+    (
+        info.config.deliver_policy,
+        info.config.max_deliver,
+        info.config.ack_wait,
+    )
+}
+
+/// Waits until `count` says `n`.
+async fn handled(count: &AtomicU64, n: u64) {
+    eventually(Duration::from_secs(20), "the events handled", || async {
+        count.load(Ordering::SeqCst) >= n
+    })
+    .await;
+}
+
+/// The trial's first case: a consumer made to start at new events cannot
+/// start over from the oldest; `.deliver_all()` added later must say so
+/// instead of starting with neither the replay nor the new `max_deliver`.
+#[tokio::test]
+async fn deliver_all_on_an_existing_consumer_fails_naming_it_and_changes_nothing() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let first = subscription(&conn, "settings-a")
+        .max_deliver(2)
+        .start()
+        .await
+        .unwrap();
+    let name = first.consumer_name().to_owned();
+    first.shutdown().await;
+
+    let again = subscription(&conn, "settings-a")
+        .deliver_all()
+        .max_deliver(4)
+        .start()
+        .await;
+    match &again {
+        Err(EventError::ConsumerSetting {
+            name: n, setting, ..
+        }) => {
+            assert_eq!(n, &name);
+            assert_eq!(*setting, "deliver_all");
+        }
+        Err(e) => panic!("another error: {e}"),
+        Ok(sub) => {
+            let settings = consumer_settings(&conn, sub.consumer_name()).await;
+            panic!("started, with the server's settings {settings:?}");
+        }
+    }
+    let text = again.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(text.contains("deliver_all"), "{text}");
+    // The consumer is as it was: the refusal changed nothing half-way.
+    assert_eq!(
+        consumer_settings(&conn, &name).await,
+        (DeliverPolicy::New, 2, Duration::from_secs(30))
+    );
+}
+
+/// The trial's probe `q`: made with `.deliver_all()`, started again without
+/// it and with new `max_deliver` and `ack_wait`; the new ones apply and the
+/// consumer keeps its position.
+#[tokio::test]
+async fn settings_apply_when_deliver_all_is_dropped() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let first = subscription(&conn, "settings-q")
+        .deliver_all()
+        .start()
+        .await
+        .unwrap();
+    let name = first.consumer_name().to_owned();
+    first.shutdown().await;
+
+    let again = subscription(&conn, "settings-q")
+        .max_deliver(7)
+        .ack_wait(Duration::from_secs(42))
+        .start()
+        .await
+        .expect("starts again without deliver_all");
+    assert_eq!(
+        consumer_settings(&conn, &name).await,
+        (DeliverPolicy::All, 7, Duration::from_secs(42))
+    );
+    again.shutdown().await;
+}
+
+/// A consumer the SDK re-created to resume at a sequence (after it was
+/// deleted under a running subscription) takes later settings too.
+#[tokio::test]
+async fn settings_apply_to_a_consumer_the_sdk_recreated() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let count = Arc::new(AtomicU64::new(0));
+    let counter = count.clone();
+    let first = conn
+        .events()
+        .subscribe::<Value>("settings-r", "order.created", DeliveryMode::Compete)
+        .handler(move |_: Event<Value>| {
+            let count = counter.clone();
+            async move {
+                count.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let name = first.consumer_name().to_owned();
+    let events = conn.events();
+    events
+        .publish("order", "created", &json!({"n": 1}))
+        .await
+        .unwrap();
+    handled(&count, 1).await;
+    let stream = conn.jetstream().get_stream(EVENTS).await.unwrap();
+    stream.delete_consumer(&name).await.unwrap();
+    events
+        .publish("order", "created", &json!({"n": 2}))
+        .await
+        .unwrap();
+    handled(&count, 2).await;
+    let (policy, _, _) = consumer_settings(&conn, &name).await;
+    assert!(
+        matches!(policy, DeliverPolicy::ByStartSequence { .. }),
+        "re-created to resume at a sequence: {policy:?}"
+    );
+    first.shutdown().await;
+
+    let again = subscription(&conn, "settings-r")
+        .max_deliver(4)
+        .ack_wait(Duration::from_secs(5))
+        .start()
+        .await
+        .expect("starts again");
+    assert_eq!(
+        consumer_settings(&conn, &name).await,
+        (policy, 4, Duration::from_secs(5))
+    );
+    again.shutdown().await;
+}
+
+/// A subscription whose handler always fails, counting its runs.
+async fn failing(
+    conn: &Connection,
+    service: &str,
+    max_deliver: Option<u32>,
+    runs: Arc<AtomicU64>,
+) -> EventSubscription {
+    let mut builder = conn
+        .events()
+        .subscribe::<Value>(service, "order.created", DeliveryMode::Compete)
+        .ack_wait(Duration::from_secs(5))
+        .handler(move |e: Event<Value>| {
+            let runs = runs.clone();
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Err(format!("the ledger refused attempt {}", e.delivered).into())
+            }
+        });
+    if let Some(n) = max_deliver {
+        builder = builder.max_deliver(n);
+    }
+    builder.start().await.unwrap()
+}
+
+/// Waits for the one dead letter and returns it.
+async fn dead_letter(conn: &Connection) -> aegis_contracts::dead_letter::DeadLetter {
+    let js = conn.jetstream().clone();
+    eventually(Duration::from_secs(30), "a dead letter", || {
+        let js = js.clone();
+        async move {
+            aegis_sdk::dead_letter::recent(&js, 10)
+                .await
+                .is_ok_and(|d| !d.is_empty())
+        }
+    })
+    .await;
+    let mut dead = aegis_sdk::dead_letter::recent(&js, 10).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    dead.remove(0)
+}
+
+/// The WARN lines logged about `consumer`'s failed handler.
+fn failure_lines(consumer: &str) -> Vec<String> {
+    logs()
+        .text()
+        .lines()
+        .filter(|l| l.contains(consumer) && l.contains("handler failed"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The trial's probe `r`: made with `.deliver_all().max_deliver(2)`,
+/// started again with `.max_deliver(4)` and a failing handler. The handler
+/// runs 4 times, the last failure says it is dead-lettered, and the dead
+/// letter carries the handler's error.
+#[tokio::test]
+async fn a_new_max_deliver_is_what_the_handler_gets() {
+    logs();
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let first = subscription(&conn, "settings-f")
+        .deliver_all()
+        .max_deliver(2)
+        .start()
+        .await
+        .unwrap();
+    let name = first.consumer_name().to_owned();
+    first.shutdown().await;
+
+    let runs = Arc::new(AtomicU64::new(0));
+    let sub = failing(&conn, "settings-f", Some(4), runs.clone()).await;
+    conn.events()
+        .publish("order", "created", &json!({"n": 1}))
+        .await
+        .unwrap();
+    let dead = dead_letter(&conn).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 4, "handler runs");
+    assert_eq!(dead.reason, DeadLetterReason::HandlerFailed, "{dead:?}");
+    assert_eq!(dead.deliveries, 4, "{dead:?}");
+    assert!(
+        dead.error
+            .as_deref()
+            .is_some_and(|e| e.contains("the ledger refused attempt 4")),
+        "{dead:?}"
+    );
+    let lines = failure_lines(&name);
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+    assert!(
+        lines[..3].iter().all(|l| l.contains("will redeliver")),
+        "{lines:#?}"
+    );
+    assert!(!lines[3].contains("will redeliver"), "{lines:#?}");
+    assert!(lines[3].contains("dead-letter"), "{lines:#?}");
+    sub.shutdown().await;
+}
+
+/// Another instance (here: an operator, or a newer version of the service)
+/// lowered the consumer's `max_deliver` under a running subscription. The
+/// failure on the last delivery the server allows is dead-lettered with the
+/// handler's error instead of being promised a redelivery that never comes.
+#[tokio::test]
+async fn the_last_delivery_is_the_one_the_server_allows() {
+    logs();
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let runs = Arc::new(AtomicU64::new(0));
+    let sub = failing(&conn, "settings-l", Some(4), runs.clone()).await;
+    let name = sub.consumer_name().to_owned();
+    let stream = conn.jetstream().get_stream(EVENTS).await.unwrap();
+    let info = stream.consumer_info(&name).await.unwrap();
+    let mut config = pull::Config::try_from_consumer_config(info.config).unwrap();
+    config.max_deliver = 2;
+    stream.update_consumer(config).await.unwrap();
+
+    conn.events()
+        .publish("order", "created", &json!({"n": 1}))
+        .await
+        .unwrap();
+    let dead = dead_letter(&conn).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "handler runs");
+    assert_eq!(dead.reason, DeadLetterReason::HandlerFailed, "{dead:?}");
+    assert!(
+        dead.error
+            .as_deref()
+            .is_some_and(|e| e.contains("the ledger refused attempt 2")),
+        "{dead:?}"
+    );
+    let lines = failure_lines(&name);
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert!(lines[0].contains("will redeliver"), "{lines:#?}");
+    assert!(!lines[1].contains("will redeliver"), "{lines:#?}");
+    sub.shutdown().await;
+}
