@@ -52,7 +52,9 @@ pub enum DeliveryMode {
 pub struct Event<T> {
     /// Domain and action it was published under.
     pub subject: EventSubject,
-    /// Its dedup id, when the publisher set one.
+    /// Its dedup id (`Nats-Msg-Id`): the SDK's publishers always set one
+    /// (a fresh one per `publish`, the caller's with `publish_with_id`);
+    /// `None` for a message another client published without one.
     pub id: Option<String>,
     /// Sequence number in the `EVENTS` stream.
     pub sequence: u64,
