@@ -63,13 +63,16 @@ use handler::TypedHandler;
 ///
 /// ```no_run
 /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), Box<dyn std::error::Error>> {
-/// use aegis_sdk::rpc::WireError;
+/// use aegis_sdk::{rpc::WireError, schemars::JsonSchema};
 /// use serde::{Deserialize, Serialize};
 ///
+/// // The SDK's own schemars, re-exported: no `schemars` dependency needed.
 /// /// Asks for the price of a symbol (published as the method's description).
-/// #[derive(Deserialize, schemars::JsonSchema)]
+/// #[derive(Deserialize, JsonSchema)]
+/// #[schemars(crate = "aegis_sdk::schemars")]
 /// struct Quote { symbol: String }
-/// #[derive(Serialize, schemars::JsonSchema)]
+/// #[derive(Serialize, JsonSchema)]
+/// #[schemars(crate = "aegis_sdk::schemars")]
 /// struct Price { symbol: String, price: f64 }
 ///
 /// let service = conn
@@ -155,7 +158,8 @@ pub enum ServiceError {
     /// NATS refused a subscription.
     #[error("cannot start the service on NATS")]
     Nats(#[source] async_nats::Error),
-    /// In-flight requests did not finish within the shutdown timeout.
+    /// In-flight requests did not finish within the shutdown timeout (their
+    /// handlers run on; see [`Service::shutdown`]).
     #[error("{0} request(s) still running after the shutdown timeout")]
     ShutdownTimeout(usize),
     /// Registering, changing or removing the registry record failed (or the
@@ -166,8 +170,8 @@ pub enum ServiceError {
     #[error("single-active election")]
     Election(#[from] crate::election::ElectionError),
     /// A running process already serves this instance id (ids are unique
-    /// per process: a copy-pasted id, or replicas sharing one
-    /// `AEGIS_INSTANCE_ID`); nothing was started. Each process needs its
+    /// per process: a copy-pasted id, or replicas given the same id);
+    /// nothing was started. Each process needs its
     /// own id, or none for a generated one.
     #[error(
         "instance id `{instance}` of service `{service}` is in use by a running process ({}); \

@@ -214,7 +214,11 @@ impl Service {
     ///
     /// # Errors
     /// [`ServiceError::ShutdownTimeout`] with the number of requests still
-    /// in their handler at the shutdown timeout; otherwise
+    /// in their handler at the shutdown timeout. Those handlers are not
+    /// cancelled: they run on until they end or the process exits, and
+    /// their callers still get the replies, late, while the connection is
+    /// open (after [`Connection::drain`](crate::Connection::drain) a reply
+    /// is lost). Otherwise
     /// [`ServiceError::Registry`] when the record could not be deleted
     /// (refused, or not confirmed a second before the shutdown timeout; it
     /// then expires after its TTL). The other steps run anyway.
@@ -320,7 +324,7 @@ impl Service {
         if waited.is_err() {
             warn!(
                 in_flight = running,
-                "handlers still running at the shutdown timeout; their callers get no reply"
+                "handlers still running at the shutdown timeout are not cancelled: they run on, and their callers may get late replies while the connection is open"
             );
         }
         if let Some(tasks) = self.telemetry_tasks.take()
