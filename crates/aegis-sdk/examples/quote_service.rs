@@ -13,14 +13,12 @@
 //! (With `make up` the bus needs credentials: see docs/security.md.)
 
 use aegis_sdk::{
-    ConfigLoader, Connection,
+    Connection,
     events::{DeliveryMode, Event},
     rpc::WireError,
     schemars::JsonSchema,
-    telemetry::log_layer::NatsLogLayer,
 };
 use serde::{Deserialize, Serialize};
-use tracing_subscriber::{EnvFilter, filter::LevelFilter, prelude::*};
 
 /// Asks for the price of a symbol.
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
@@ -55,24 +53,17 @@ async fn main() -> anyhow::Result<()> {
     // 1. Logging: the SDK emits `tracing` events; the binary installs the
     //    subscriber. RUST_LOG filters what is printed (default: info, and
     //    warnings of async-nats, whose INFO lines tell each connection
-    //    step); WARN and ERROR also go to NATS once attached below.
-    let (nats_logs, forwarder) = NatsLogLayer::new();
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
-    tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_filter(filter))
-        // Filtered like the printed layer: unfiltered, its "WARN and up
-        // only" would silence the printed lines below WARN too.
-        .with(nats_logs.with_filter(LevelFilter::WARN))
-        .init();
+    //    step); WARN and ERROR also go to NATS (stream AEGIS_LOG) once the
+    //    service below has started. docs/services.md shows the same set-up
+    //    by hand, for a subscriber of your own.
+    aegis_sdk::telemetry::init()?;
 
     // 2. Configuration from the environment (AEGIS_NATS_URL, ...), and the
     //    instance id from the command line (in Kubernetes: the pod name).
-    let config = ConfigLoader::new().env().load()?;
+    let conn = Connection::from_env().await?;
     let instance = std::env::args()
         .nth(1)
         .unwrap_or_else(aegis_sdk::default_instance_id);
-    let conn = Connection::connect(config).await?;
 
     // 3. Serve. Names are checked by `start` before any I/O.
     let service = conn
@@ -91,7 +82,6 @@ async fn main() -> anyhow::Result<()> {
         })
         .start()
         .await?;
-    forwarder.attach(&conn, service.name(), service.instance_id());
 
     // 4. Events: every instance sees each fill (broadcast), under a
     //    consumer named after this instance.
@@ -107,28 +97,14 @@ async fn main() -> anyhow::Result<()> {
         .await?;
 
     tracing::info!(%instance, "{SERVICE} started; Ctrl-C or SIGTERM stops it");
-    stop_signal().await;
+    aegis_sdk::shutdown_signal().await?;
 
     // 5. Graceful stop: stop taking work and finish what is in flight
     //    (events, then requests; the registry record is deleted), then
-    //    drain the connection.
+    //    drain the connection. (A process with a service only ends with
+    //    `service.run_until_signal().await?`, as examples/ten_lines.rs.)
     fills.shutdown().await;
     service.shutdown().await?;
     conn.drain().await?;
     Ok(())
-}
-
-/// Resolves on Ctrl-C, or SIGTERM (what Kubernetes and `aegis up` send).
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await.expect("Ctrl-C handler");
 }
