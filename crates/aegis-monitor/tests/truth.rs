@@ -662,17 +662,21 @@ async fn a_key_moving_between_live_instances_never_shows_two_active() {
     drop(registrations);
 }
 
-/// A record that expires while its instance's liveness beats go on (the
-/// registry's stream took no write for longer than the TTL: a lost
-/// JetStream quorum, whose return expires every record at once) leaves
-/// the instance listed until it writes again; once its beats stop too,
-/// it goes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_instance_whose_record_expired_stays_listed_while_it_beats() {
-    let h = Harness::start().await;
+/// A record of `service`/`id` with a 2 s TTL and a 250 ms heartbeat,
+/// written once, and beats for it every 250 ms until the token is
+/// cancelled: a live instance whose registry writes stopped landing.
+/// Returns when it was written, the token and the beating task.
+async fn unwritten_but_beating(
+    h: &Harness,
+    service: &str,
+    id: &str,
+) -> (
+    Instant,
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
     let client = async_nats::connect(h.nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(client.clone());
-    let (service, id) = ("lapse-service", "lapse-1");
     let mut record =
         aegis_contracts::ServiceInstance::new(service, id, "1.0.0", chrono::Utc::now());
     record
@@ -692,7 +696,7 @@ async fn an_instance_whose_record_expired_stays_listed_while_it_beats() {
     let written = Instant::now();
     let beating = tokio_util::sync::CancellationToken::new();
     let beats = {
-        let (client, beating) = (client.clone(), beating.clone());
+        let beating = beating.clone();
         let subject = aegis_contracts::subjects::heartbeat_subject(service, id);
         tokio::spawn(async move {
             while !beating.is_cancelled() {
@@ -701,6 +705,19 @@ async fn an_instance_whose_record_expired_stays_listed_while_it_beats() {
             }
         })
     };
+    (written, beating, beats)
+}
+
+/// A record that expires while its instance's liveness beats go on (the
+/// registry's stream took no write for longer than the TTL: a lost
+/// JetStream quorum, whose return expires every record at once) leaves
+/// the instance listed until it writes again; once its beats stop too,
+/// it goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_whose_record_expired_stays_listed_while_it_beats() {
+    let h = Harness::start().await;
+    let (service, id) = ("lapse-service", "lapse-1");
+    let (written, beating, beats) = unwritten_but_beating(&h, service, id).await;
     let path = format!("/api/instances/{service}/{id}");
     eventually(Duration::from_secs(5), "listed", || async {
         h.get(&path, Some(VIEWER)).await.status == 200
@@ -728,4 +745,40 @@ async fn an_instance_whose_record_expired_stays_listed_while_it_beats() {
     )
     .await;
     eprintln!("gone {:?} after its last beat", stopped.elapsed());
+}
+
+/// The hold is bounded: an instance that beats on but never writes its
+/// record again (its registration stuck) leaves the lists once the
+/// registry view's grace (1 s at a 250 ms heartbeat) and the monitor's
+/// 10 s hold have passed, beats or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_beats_but_never_writes_again_leaves_after_the_hold() {
+    let h = Harness::start().await;
+    let (service, id) = ("stuck-service", "stuck-1");
+    let (written, beating, beats) = unwritten_but_beating(&h, service, id).await;
+    let path = format!("/api/instances/{service}/{id}");
+    eventually(Duration::from_secs(5), "listed", || async {
+        h.get(&path, Some(VIEWER)).await.status == 200
+    })
+    .await;
+    // Expiry at 2 s, the view's grace to 3 s, the hold to 13 s.
+    eventually(
+        Duration::from_secs(20),
+        "gone after the hold while it still beats",
+        || async { h.get(&path, Some(VIEWER)).await.status == 404 },
+    )
+    .await;
+    let gone = written.elapsed();
+    eprintln!("gone {gone:?} after its only write, beating throughout");
+    assert!(!beats.is_finished(), "the beats stopped");
+    assert!(
+        gone >= Duration::from_secs(12),
+        "gone at {gone:?}: before the hold ran out"
+    );
+    assert!(
+        gone < Duration::from_secs(16),
+        "gone at {gone:?}: the hold ran long"
+    );
+    beating.cancel();
+    beats.await.unwrap();
 }

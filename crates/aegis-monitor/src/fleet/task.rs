@@ -131,8 +131,7 @@ impl State {
             .map(|(k, (_, reason))| (k.clone(), *reason))
             .collect();
         for ((service, id), reason) in gone {
-            self.lapsed.remove(&(service.clone(), id.clone()));
-            self.remove(service, id, reason);
+            self.drop_instance((service, id), reason);
         }
         let stale: Vec<Key> = self
             .records
@@ -221,6 +220,11 @@ impl State {
                 return;
             }
         }
+        self.drop_instance(key, reason);
+    }
+
+    /// Takes `key` out of the view at once, held or not.
+    fn drop_instance(&mut self, key: Key, reason: RemovalReason) {
         self.lapsed.remove(&key);
         self.records.remove(&key);
         self.keys.arrived.remove(&key);
