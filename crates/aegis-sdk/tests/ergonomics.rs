@@ -257,7 +257,7 @@ async fn a_remote_error_passes_through_a_handler_with_question_mark() {
 
 /// A call that failed on this side becomes what the handler's own caller
 /// can act on: TIMEOUT when the dependency did not answer in time,
-/// SERVICE_UNAVAILABLE when it cannot be reached, INTERNAL for the
+/// SERVICE_UNAVAILABLE when nothing reached it, INTERNAL for the
 /// handler's own mistakes (never INVALID_REQUEST, which would blame the
 /// caller).
 #[test]
@@ -295,23 +295,104 @@ fn a_dependency_not_active_is_service_unavailable() {
     assert_eq!(err.details, Some(json!({"leader": "l2"})));
 }
 
-/// Event errors: JetStream not confirming or not reachable is
-/// SERVICE_UNAVAILABLE (it passes; retry); a name, id or payload the
-/// handler built wrong is INTERNAL.
+/// Event errors: JetStream not confirming the event is an unknown
+/// outcome (it may be stored), so TIMEOUT, which invites no retry of a
+/// call that is not idempotent; a stream that cannot be reached stored
+/// nothing, so SERVICE_UNAVAILABLE; a name, id or payload the handler
+/// built wrong is INTERNAL.
 #[test]
-fn an_event_error_becomes_service_unavailable_or_internal() {
+fn an_event_error_becomes_timeout_service_unavailable_or_internal() {
     let unconfirmed = WireError::from(EventError::Publish {
         subject: "events.price.changed".to_owned(),
         id: "e1".to_owned(),
         source: "no ack".into(),
     });
-    assert_eq!(unconfirmed.code, ErrorCode::ServiceUnavailable);
+    assert_eq!(unconfirmed.code, ErrorCode::Timeout);
     assert!(
         !unconfirmed.message.contains("no ack"),
         "the cause stays in the log: {unconfirmed:?}"
     );
+    let no_stream = WireError::from(EventError::Stream("no stream".into()));
+    assert_eq!(no_stream.code, ErrorCode::ServiceUnavailable);
     let bad_id = WireError::from(EventError::InvalidId { id: String::new() });
     assert_eq!(bad_id.code, ErrorCode::Internal);
+}
+
+/// A dependency that refuses this service's own request (INVALID_REQUEST,
+/// UNAUTHORIZED, FORBIDDEN) or has no such method or group blames this
+/// service, not its caller: INTERNAL, with neither the dependency's words
+/// nor its details. Domain answers (a resource NOT_FOUND, CONFLICT) pass
+/// on with their details.
+#[test]
+fn a_dependency_refusing_this_service_is_internal() {
+    for code in [
+        ErrorCode::InvalidRequest,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+    ] {
+        let err = WireError::from(RpcError::Remote {
+            subject: "rpc.prices.get".to_owned(),
+            error: WireError::new(code, "cannot decode the request: missing field `x`")
+                .with_details(json!({"field": "x"})),
+        });
+        assert_eq!(err.code, ErrorCode::Internal, "{code:?}");
+        assert!(!err.message.contains("missing field"), "{err:?}");
+        assert_eq!(err.details, None, "{code:?}");
+    }
+    let no_method = WireError::from(RpcError::NoSuchMethod {
+        service: "prices".to_owned(),
+        method: "gett".to_owned(),
+    });
+    assert_eq!(no_method.code, ErrorCode::Internal);
+    let no_group = WireError::from(RpcError::UnknownGroup {
+        service: "ledger".to_owned(),
+        group: "eu".to_owned(),
+        groups: vec!["us".to_owned()],
+    });
+    assert_eq!(no_group.code, ErrorCode::Internal);
+    let conflict = WireError::from(RpcError::Remote {
+        subject: "rpc.ledger.post".to_owned(),
+        error: WireError::conflict("stale revision").with_details(json!({"revision": 3})),
+    });
+    assert_eq!(conflict.code, ErrorCode::Conflict);
+    assert_eq!(conflict.details, Some(json!({"revision": 3})));
+}
+
+/// End to end: a dependency's INVALID_REQUEST about a request the handler
+/// built reaches the outer caller as INTERNAL, not as its own fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependency_invalid_request_through_question_mark_is_internal() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let _prices = conn
+        .service("prices", "1.0.0")
+        .handler("get", |_: String| async move {
+            Err::<f64, _>(WireError::invalid_request("missing field `venue`"))
+        })
+        .start()
+        .await
+        .unwrap();
+    let rpc = conn.rpc();
+    let _quotes = conn
+        .service("quotes", "1.0.0")
+        .handler("quote", move |symbol: String| {
+            let rpc = rpc.clone();
+            async move {
+                let price: f64 = rpc.call("prices", "get", &symbol).await?;
+                Ok(price)
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let err = conn
+        .rpc()
+        .call::<_, f64>("quotes", "quote", &"MSFT")
+        .await
+        .unwrap_err();
+    let remote = err.remote().expect("an answer of the service");
+    assert_eq!(remote.code, ErrorCode::Internal, "{remote:?}");
+    assert!(!remote.message.contains("venue"), "{remote:?}");
 }
 
 /// `?` on an event publish inside a handler compiles and answers the

@@ -284,16 +284,38 @@ impl RpcError {
 
 /// `?` on a call inside a handler: what the handler's own caller is told.
 ///
-/// An answer of the called service passes on as it came (code, message and
-/// details), except NOT_ACTIVE, which becomes SERVICE_UNAVAILABLE: the
-/// handler's caller would take it for "this instance is not the leader"
-/// and retry elsewhere, although the handler may have done its work. A
-/// call that failed on this side becomes TIMEOUT (no answer in time: it
-/// may have run), CONFLICT (it ran on a deposed leader), INTERNAL (the
-/// handler's own mistake: a bad name, option or payload; never
-/// INVALID_REQUEST, which would blame the caller) or SERVICE_UNAVAILABLE
-/// (nothing to call, or no way to reach it: callers may retry), with the
-/// error's own message. Map the error yourself for another answer.
+/// The rule: the code must not blame the caller for this service's own
+/// mistakes, and must not invite a retry when the outcome is unknown.
+///
+/// - The called service's answer passes on as it came (code, message and
+///   details) when it is about the request's subject matter: NOT_FOUND of
+///   a resource, CONFLICT, TIMEOUT, SERVICE_UNAVAILABLE, INTERNAL.
+/// - Its NOT_ACTIVE becomes SERVICE_UNAVAILABLE: the dependency did
+///   nothing, but the caller would take NOT_ACTIVE for "this instance is
+///   not the leader" and retry elsewhere at once.
+/// - Its INVALID_REQUEST, UNAUTHORIZED and FORBIDDEN become INTERNAL: they
+///   refuse the request this service built, or this service's own
+///   credentials, not the caller's. Their message and details are logged
+///   here, not sent.
+/// - A call that failed on this side: TIMEOUT when its outcome is unknown
+///   (no answer in time, or the connection dropped: it may have run);
+///   CONFLICT when it ran on a deposed leader; SERVICE_UNAVAILABLE only
+///   when it is certain the dependency did nothing (no instance
+///   registered, no leader, nobody listening, registry or election keys
+///   unreadable: nothing was sent, or nobody received it); INTERNAL for
+///   this service's own bug or misconfiguration (a bad name, option or
+///   payload, a method or sticky group the dependency does not have,
+///   `call_active` on a plain service, a reply that does not decode, a
+///   failed send). Never INVALID_REQUEST, which would blame the caller.
+///
+/// SERVICE_UNAVAILABLE says the failed call did nothing; what the handler
+/// did before it is not undone. The SDK's client retries it only for a
+/// call marked idempotent; a handler with effects before the call should
+/// make them idempotent or map the error itself.
+///
+/// The message is the error's own `Display` (the dependency's words only
+/// when its answer passes on); the causes go to this process's log at
+/// WARN, never to the caller. Map the error yourself for another answer.
 ///
 /// ```no_run
 /// # async fn demo(conn: aegis_sdk::Connection) {
@@ -315,18 +337,51 @@ impl RpcError {
 impl From<RpcError> for WireError {
     fn from(err: RpcError) -> Self {
         match err {
-            RpcError::Remote { mut error, .. } => {
-                if error.code == ErrorCode::NotActive {
-                    error.code = ErrorCode::ServiceUnavailable;
+            RpcError::Remote { subject, error } => match error.code {
+                ErrorCode::InvalidRequest | ErrorCode::Unauthorized | ErrorCode::Forbidden => {
+                    tracing::warn!(
+                        %subject,
+                        code = error.code.as_str(),
+                        message = %error.message,
+                        details = ?error.details,
+                        "a service called by a handler refused this service's request"
+                    );
+                    WireError::internal(format!(
+                        "{subject} refused this service's request ({})",
+                        error.code.as_str()
+                    ))
                 }
-                error
-            }
+                ErrorCode::NotActive => WireError {
+                    code: ErrorCode::ServiceUnavailable,
+                    ..error
+                },
+                _ => error,
+            },
             other => {
-                let code = match other.code() {
-                    ErrorCode::Timeout => ErrorCode::Timeout,
-                    ErrorCode::Conflict => ErrorCode::Conflict,
-                    ErrorCode::InvalidRequest | ErrorCode::Internal => ErrorCode::Internal,
-                    _ => ErrorCode::ServiceUnavailable,
+                let code = match &other {
+                    RpcError::Timeout { .. } | RpcError::ConnectionLost { .. } => {
+                        ErrorCode::Timeout
+                    }
+                    RpcError::DeposedLeader(_) => ErrorCode::Conflict,
+                    RpcError::NoResponders { .. }
+                    | RpcError::NoInstances { .. }
+                    | RpcError::NoLeader { .. }
+                    | RpcError::Election(_)
+                    | RpcError::Discovery(DiscoveryError::Registry(_)) => {
+                        ErrorCode::ServiceUnavailable
+                    }
+                    // Listed, not `_`: a new variant must be placed by
+                    // hand, where it is certain what it means.
+                    RpcError::InvalidName(_)
+                    | RpcError::Encode(_)
+                    | RpcError::Decode { .. }
+                    | RpcError::InvalidOptions { .. }
+                    | RpcError::NoSuchMethod { .. }
+                    | RpcError::UnknownGroup { .. }
+                    | RpcError::NotSingleActive { .. }
+                    | RpcError::Discovery(_)
+                    | RpcError::Transport { .. }
+                    | RpcError::Remote { .. } => ErrorCode::Internal,
                 };
                 // The causes (NATS's words) stay in this process's log.
                 tracing::warn!(error = %crate::startup::Causes(&other), "a call made by a handler failed");
@@ -336,13 +391,20 @@ impl From<RpcError> for WireError {
     }
 }
 
-/// `?` on an event publish inside a handler: JetStream not confirming the
-/// event, or its stream or consumer not reachable, is SERVICE_UNAVAILABLE
-/// (it passes by itself; callers may retry, and a retry that publishes
-/// with the same id is stored once); a name, id, payload or option the
-/// handler got wrong is INTERNAL (a fault of the service, not of its
-/// caller). The message is the error's own; its causes go to this
-/// process's log only.
+/// `?` on an event operation inside a handler:
+///
+/// - [`EventError::Publish`](crate::events::EventError::Publish),
+///   JetStream did not confirm the event: TIMEOUT. It may be stored, and
+///   the handler's other effects are done, so its caller must not take
+///   it for "nothing happened" (a retry would run the handler again, and
+///   its publish would draw a new id).
+/// - The `EVENTS` stream or a consumer could not be created or found:
+///   SERVICE_UNAVAILABLE (nothing was published).
+/// - A name, id, payload or option the handler got wrong: INTERNAL (a
+///   fault of the service, not of its caller).
+///
+/// The message is the error's own; its causes go to this process's log
+/// only.
 ///
 /// ```no_run
 /// # async fn demo(conn: aegis_sdk::Connection) {
@@ -365,10 +427,14 @@ impl From<crate::events::EventError> for WireError {
     fn from(err: crate::events::EventError) -> Self {
         use crate::events::EventError;
         let code = match &err {
-            EventError::Stream(_) | EventError::Publish { .. } | EventError::Consumer { .. } => {
-                ErrorCode::ServiceUnavailable
-            }
-            _ => ErrorCode::Internal,
+            EventError::Publish { .. } => ErrorCode::Timeout,
+            EventError::Stream(_) | EventError::Consumer { .. } => ErrorCode::ServiceUnavailable,
+            EventError::InvalidName(_)
+            | EventError::InvalidId { .. }
+            | EventError::Encode(_)
+            | EventError::NoHandler
+            | EventError::InvalidOptions(_)
+            | EventError::ConsumerSetting { .. } => ErrorCode::Internal,
         };
         tracing::warn!(error = %crate::startup::Causes(&err), "an event operation of a handler failed");
         WireError::new(code, err.to_string())
