@@ -79,6 +79,11 @@ impl ControlRequest {
 }
 
 /// Why an instance reports itself UNHEALTHY.
+///
+/// A reply of an instance of another version may name a reason this build
+/// does not know (an older SDK's `registry_writes`); it decodes as
+/// [`Unknown`](Self::Unknown) rather than failing the whole reply, so an
+/// operator's tools work against a mixed fleet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UnhealthyReason {
@@ -86,18 +91,25 @@ pub enum UnhealthyReason {
     Operator,
     /// Its own health check fails.
     HealthCheck,
+    /// A reason this build does not know, read from another version's
+    /// reply. Never sent by this build; shown as `unknown`.
+    #[serde(other)]
+    Unknown,
 }
 
 impl UnhealthyReason {
-    /// The wire spelling, e.g. `health_check`.
+    /// The wire spelling, e.g. `health_check`; `unknown` for
+    /// [`Unknown`](Self::Unknown).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Operator => "operator",
             Self::HealthCheck => "health_check",
+            Self::Unknown => "unknown",
         }
     }
 
-    /// Parses the wire spelling; `None` for anything else.
+    /// Parses the wire spelling of a known reason; `None` for anything
+    /// else (`unknown` included).
     pub fn parse(s: &str) -> Option<UnhealthyReason> {
         [Self::Operator, Self::HealthCheck]
             .into_iter()
@@ -180,6 +192,32 @@ mod tests {
             parse(json!({"op": "unhealthy", "for": 30000})).is_err(),
             "a misspelt field is refused, not ignored"
         );
+    }
+
+    /// An instance of another version may name a reason this build does
+    /// not know (`registry_writes` from an older SDK): its reply still
+    /// decodes, the reason shown as unknown, so a drill against a mixed
+    /// fleet reads its state.
+    #[test]
+    fn a_reply_with_an_unknown_reason_still_decodes() {
+        let reply = json!({"ok": {
+            "service": "pricing-service",
+            "instance": "p-1",
+            "healthy": false,
+            "reason": "registry_writes",
+            "since": "2026-12-05T12:00:00Z",
+            "delay_ms": 0
+        }});
+        let ControlResponse::Ok(state) = serde_json::from_value::<ControlResponse>(reply).unwrap()
+        else {
+            panic!("an ok reply");
+        };
+        assert!(!state.healthy);
+        assert_eq!(state.reason, Some(UnhealthyReason::Unknown));
+        assert_eq!(UnhealthyReason::Unknown.as_str(), "unknown");
+        // The records side is unchanged: an unknown spelling parses to None.
+        assert_eq!(UnhealthyReason::parse("registry_writes"), None);
+        assert_eq!(UnhealthyReason::parse("unknown"), None);
     }
 
     #[test]
