@@ -156,6 +156,123 @@ async fn child_runs_until_signal() {
     conn.drain().await.expect("drain");
 }
 
+/// A second Ctrl-C while the graceful stop waits for a slow handler ends
+/// the process at once, with 130 and one line saying so, instead of being
+/// swallowed until the shutdown timeout.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_ctrl_c_during_the_stop_exits_at_once() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let reader = RegistryReader::start(&conn).await.unwrap();
+    let mut changes = Box::pin(reader.changes());
+    let mut in_flight = conn.client().subscribe(IN_FLIGHT).await.unwrap();
+
+    let exe = std::env::current_exe().unwrap();
+    let child = std::process::Command::new(exe)
+        .args([
+            "child_stops_slowly",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("AEGIS_NATS_URL", nats.url())
+        .env(CHILD, "1")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let child = KillOnDrop(Some(child));
+    eventually(Duration::from_secs(10), "the child registers", || {
+        let found = reader.get("slow-stop-service", "ss1").is_some();
+        async move { found }
+    })
+    .await;
+
+    // A call whose handler runs far longer than the test waits.
+    let caller = conn.rpc();
+    let call = tokio::spawn(async move {
+        caller
+            .call_with::<_, Value>(
+                "slow-stop-service",
+                "wait",
+                &json!({}),
+                &CallOptions::default().with_timeout(Duration::from_secs(60)),
+            )
+            .await
+    });
+    tokio::time::timeout(Duration::from_secs(10), in_flight.next())
+        .await
+        .expect("the handler starts");
+
+    let interrupt = || {
+        let sent = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "SIGINT to the child");
+    };
+    interrupt();
+    // The graceful stop is under way: it deregistered, and now waits for
+    // the handler.
+    assert_eq!(
+        removal(&mut changes, "slow-stop-service", "ss1").await,
+        RemovalReason::Deregistered
+    );
+    let second = std::time::Instant::now();
+    interrupt();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap();
+    let took = second.elapsed();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        took < Duration::from_secs(5),
+        "exits at once, not after the 20 s shutdown timeout: {took:?}\n{printed}"
+    );
+    assert_eq!(output.status.code(), Some(130), "{printed}");
+    assert!(
+        printed.contains("second Ctrl-C received; exiting now"),
+        "{printed}"
+    );
+    call.abort();
+}
+
+/// The child of the test above. Does nothing unless started by it.
+#[tokio::test]
+#[ignore = "run by a_second_ctrl_c_during_the_stop_exits_at_once"]
+async fn child_stops_slowly() {
+    if std::env::var(CHILD).is_err() {
+        return;
+    }
+    aegis_sdk::telemetry::init().expect("the first subscriber of the process");
+    let conn = Connection::from_env().await.expect("connect from the env");
+    let service = conn
+        .service("slow-stop-service", "1.0.0")
+        .instance_id("ss1")
+        .shutdown_timeout(Duration::from_secs(20))
+        .handler_with_context("wait", |ctx: RequestContext, v: Value| async move {
+            ctx.connection
+                .client()
+                .publish(IN_FLIGHT, "started".into())
+                .await
+                .expect("say the handler started");
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(v)
+        })
+        .start()
+        .await
+        .expect("start");
+    let _ = service.run_until_signal().await;
+    conn.drain().await.expect("drain");
+}
+
+/// Where the slow handler of the child says it started.
+const IN_FLIGHT: &str = "test.ergonomics.in-flight";
+
 /// Marks the child process of the SIGTERM test.
 const CHILD: &str = "AEGIS_TEST_ERGONOMICS_CHILD";
 
