@@ -19,7 +19,10 @@
 //! leader keeps belong on the leader: start those workers with
 //! [`CommandWorkerBuilder::leader_of`], and a worker pulls only while its
 //! instance leads (the commands wait in the work queue meanwhile, within
-//! their deadline), and each command carries the leader's epoch.
+//! their deadline), and each command carries the leader's epoch. A brief
+//! lapse of the leader's lease (renewals answered late: it stops serving
+//! and serves again at the same epoch) runs no new command meanwhile but
+//! hands none back; only a real deposal does.
 //!
 //! A command carries its deadline; a worker that picks it up after the deadline
 //! does not run it, and says so ([`HEADER_NOT_RUN`]): the sender reports

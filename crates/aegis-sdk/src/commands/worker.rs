@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
-    election::{Leadership, Role},
+    election::{Leadership, Role, view::ElectionView},
     pull::{Durable, Outcome},
     rpc::Service,
     task::Background,
@@ -122,12 +122,62 @@ struct LeaderOf {
     /// Says whether the lease is valid right now (it lapses without a
     /// role change when renewals fail).
     leadership: Leadership,
+    /// This instance's id, as the election key names its leader.
+    instance_id: String,
+    /// The election key's `(service, group)`.
+    key: Option<(String, String)>,
+    /// Who holds the election key, as the connection's watch of the
+    /// election keys says; set by `start`. Without it (it did not load),
+    /// a lapse counts as a deposal.
+    view: Option<Arc<ElectionView>>,
+}
+
+/// Where a leader-only worker's instance stands in the term its worker
+/// pulls for, as [`follow_leader`] decides it; [`run_one`] follows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Term {
+    /// Leads with a valid lease at this epoch: commands run.
+    Serving(u64),
+    /// Led at this epoch and its lease ran out unrenewed, while the
+    /// election key still names it at that epoch: it serves nothing for
+    /// now and may serve again at the same epoch. Commands running go on;
+    /// commands taken meanwhile wait for it to serve again.
+    Lapsed(u64),
+    /// Not leading: deposed (another instance holds the key, or nobody
+    /// does), stopped, or no term begun yet.
+    Ended,
 }
 
 impl LeaderOf {
     /// The epoch, while this instance leads with a valid lease.
     fn serving(&self) -> Option<u64> {
         self.leadership.serving_epoch()
+    }
+
+    /// Where the term that began at `epoch` stands. A lease that ran out
+    /// is a lapse while the campaign names no other leader, is not leading
+    /// at another epoch, and the election key still names this instance
+    /// at `epoch`: a renewal that commits then lets it serve again at the
+    /// same epoch. Anything else ends the term.
+    fn standing(&self, epoch: u64) -> Term {
+        match self.serving() {
+            Some(now) if now == epoch => return Term::Serving(epoch),
+            Some(_) => return Term::Ended,
+            None => {}
+        }
+        match self.leadership.role() {
+            Role::Standby { leader: Some(_) } => return Term::Ended,
+            Role::Leader { epoch: now } if now != epoch => return Term::Ended,
+            Role::Standby { leader: None } | Role::Leader { .. } => {}
+        }
+        let holder = match (&self.view, &self.key) {
+            (Some(view), Some((service, group))) => view.leaders().leader(service, group),
+            _ => None,
+        };
+        match holder {
+            Some(h) if h.instance_id == self.instance_id && h.epoch == epoch => Term::Lapsed(epoch),
+            _ => Term::Ended,
+        }
     }
 
     /// Waits for a role change, or at most [`LEADERSHIP_CHECK`].
@@ -264,15 +314,27 @@ impl CommandWorkerBuilder {
     /// standbys included: the work queue hands each command to whichever
     /// worker asks first. With it, a standby's worker pulls nothing; the
     /// commands wait in the work queue for the leader, within their
-    /// deadline (none leads by then: [`CommandError::NotTaken`]). When its
-    /// instance is deposed (a successor took over, its lease lapsed, its
-    /// service stopped or was dropped), the worker stops pulling and lets the
-    /// commands it is running finish, for at most 10 s, as at
-    /// [`shutdown`](CommandWorker::shutdown); one still running then is
-    /// handed back, to run again on the new leader. A command it took just
-    /// as it was deposed is handed back unrun. It pulls again as soon as
-    /// its instance leads again. Each command carries the epoch it was taken
-    /// under ([`Command::epoch`]).
+    /// deadline (none leads by then: [`CommandError::NotTaken`]).
+    ///
+    /// When its instance's lease runs out unrenewed (its renewals were
+    /// answered late) while the election key still names it, the instance
+    /// serves nothing until a renewal commits and then serves again at the
+    /// same epoch: a lapse, not a deposal. Meanwhile the worker starts no
+    /// command: one it takes waits for the lease, and runs as soon as the
+    /// instance serves again. The commands it is running go on, however
+    /// long they take.
+    ///
+    /// When its instance is deposed (the election key names another
+    /// instance or was deleted, or its service stopped), the worker stops
+    /// pulling and lets the commands it is running finish, for at most
+    /// 10 s, as at [`shutdown`](CommandWorker::shutdown); one still running
+    /// then is handed back, to run again on the new leader. A command it
+    /// took just as it was deposed, or that waited for a lease that did not
+    /// come back, is handed back unrun. A service dropped without a stop
+    /// leaves its key to lapse: its worker runs nothing new, and hands its
+    /// running commands back once a successor takes the key. It pulls
+    /// again as soon as its instance leads again. Each command carries the
+    /// epoch it was taken under ([`Command::epoch`]).
     ///
     /// [`start`](Self::start) fails with [`CommandError::InvalidOptions`]
     /// when `service` is not single-active.
@@ -307,6 +369,9 @@ impl CommandWorkerBuilder {
             Some(election) => Ok(LeaderOf {
                 roles: election.roles(),
                 leadership: election.leadership(),
+                instance_id: service.instance_id().to_owned(),
+                key: subjects::parse_election_key(election.key()),
+                view: None,
             }),
             None => Err(format!(
                 "leader_of: service `{}` was not started with single_active, so it has no leader",
@@ -322,7 +387,7 @@ impl CommandWorkerBuilder {
     /// [`CommandError`]: invalid names or options (before any I/O) or
     /// JetStream refusing.
     pub async fn start(self) -> Result<CommandWorker, CommandError> {
-        let leader = self
+        let mut leader = self
             .leader
             .transpose()
             .map_err(CommandError::InvalidOptions)?;
@@ -333,6 +398,15 @@ impl CommandWorkerBuilder {
         crate::pull::check_options(self.concurrency, self.max_deliver, self.ack_wait)
             .map_err(CommandError::InvalidOptions)?;
         let conn = &self.commands.conn;
+        if let Some(leader) = &mut leader {
+            // Tells a lapse of the lease from a deposal: who holds the key.
+            match conn.election_view().await {
+                Ok(view) => leader.view = Some(view.clone()),
+                Err(e) => {
+                    warn!(service = %self.service, error = %crate::startup::Causes(&e), "cannot watch the election keys; a lapse of the lease will count as a deposal");
+                }
+            }
+        }
         let name = format!("{}_commands", self.service);
         let js = conn.jetstream().clone();
         let aegis = conn.config().clone();
@@ -369,14 +443,17 @@ impl CommandWorkerBuilder {
         let client = conn.client().clone();
         let handlers = Arc::new(self.handlers);
         let max_deliver = i64::from(self.max_deliver);
-        let leadership = leader.as_ref().map(|l| l.leadership.clone());
+        let (terms, _) = watch::channel(Term::Ended);
+        let following = leader
+            .as_ref()
+            .map(|l| (l.leadership.clone(), terms.subscribe()));
         let run_one: crate::pull::Handler = Arc::new(move |message| {
             run_one(
                 message,
                 client.clone(),
                 handlers.clone(),
                 max_deliver,
-                leadership.clone(),
+                following.clone(),
             )
             .boxed()
         });
@@ -385,7 +462,7 @@ impl CommandWorkerBuilder {
         let leader_only = leader.is_some();
         match leader {
             Some(leader) => tasks.spawn(|cancel| {
-                follow_leader(durable, consumer, run_one, leader, cancel).instrument(span)
+                follow_leader(durable, consumer, run_one, leader, terms, cancel).instrument(span)
             }),
             None => tasks.spawn(|cancel| {
                 crate::pull::run(durable, consumer, run_one, cancel).instrument(span)
@@ -398,22 +475,31 @@ impl CommandWorkerBuilder {
 
 /// Runs the pull loop of a leader-only worker while its instance leads:
 /// one loop per term, stopped when the term ends (it lets the commands
-/// running finish, as a stop does) and started again on the next.
+/// running finish, as a stop does) and started again on the next. A lapse
+/// of the lease does not end the term: the loop goes on, its commands
+/// running go on, and those it takes wait (in [`run_one`]) until the
+/// instance serves again at the same epoch, or the term ends. `terms`
+/// tells [`run_one`] where the term stands.
 async fn follow_leader(
     durable: Durable,
     consumer: consumer::PullConsumer,
     handler: crate::pull::Handler,
     mut leader: LeaderOf,
+    terms: watch::Sender<Term>,
     cancel: CancellationToken,
 ) {
     loop {
-        while leader.serving().is_none() {
+        let epoch = loop {
+            if let Some(epoch) = leader.serving() {
+                break epoch;
+            }
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = leader.next_check() => {}
             }
-        }
-        info!("leading: taking commands");
+        };
+        info!(epoch, "leading: taking commands");
+        terms.send_replace(Term::Serving(epoch));
         let term = cancel.child_token();
         let run = crate::pull::run(
             same_durable(&durable),
@@ -422,16 +508,42 @@ async fn follow_leader(
             term.clone(),
         );
         tokio::pin!(run);
-        let deposed = async {
-            while leader.serving().is_some() {
+        let ended = async {
+            loop {
+                let standing = leader.standing(epoch);
+                if standing == Term::Ended {
+                    return;
+                }
+                let was = *terms.borrow();
+                if was != standing {
+                    terms.send_replace(standing);
+                }
+                match (was, standing) {
+                    (Term::Serving(_), Term::Lapsed(_)) => info!(
+                        epoch,
+                        "lease ran out unrenewed, the key still this instance's: running no new command until it is renewed; the commands running go on"
+                    ),
+                    (Term::Lapsed(_), Term::Serving(_)) => {
+                        info!(epoch, "lease renewed: running commands again")
+                    }
+                    _ => {}
+                }
                 leader.next_check().await;
             }
         };
         tokio::select! {
+            biased;
+            () = cancel.cancelled() => {
+                // Commands waiting for the lease are handed back at once.
+                terms.send_replace(Term::Ended);
+                run.await;
+                return;
+            }
             // Only the worker's own stop ends a term's loop.
             () = &mut run => return,
-            () = deposed => {
-                info!("no longer leading: taking no more commands");
+            () = ended => {
+                info!(epoch, "no longer leading: taking no more commands");
+                terms.send_replace(Term::Ended);
                 term.cancel();
                 run.await;
             }
@@ -497,14 +609,17 @@ fn pass_on(delivered: i64, max_deliver: i64, left: Option<Duration>) -> Option<D
 /// says, the command is done (a failure is its result); only a crash of the
 /// process leaves it to be delivered again. A command this worker has no
 /// handler for is left to other workers while [`pass_on`] allows. With
-/// `leadership` (a leader-only worker), one taken while this instance does
-/// not lead (it was deposed as the command arrived) is handed back unrun.
+/// `following` (a leader-only worker: the leadership, and where its term
+/// stands), one taken while the lease has lapsed waits until this instance
+/// serves again; one taken while this instance does not lead (it was
+/// deposed as the command arrived, or while it waited) is handed back
+/// unrun.
 async fn run_one(
     msg: Arc<async_nats::jetstream::Message>,
     client: Client,
     handlers: Arc<HashMap<String, Erased>>,
     max_deliver: i64,
-    leadership: Option<Leadership>,
+    following: Option<(Leadership, watch::Receiver<Term>)>,
 ) -> Outcome {
     let header = |name: &str| {
         msg.headers
@@ -520,13 +635,13 @@ async fn run_one(
         .next()
         .unwrap_or_default()
         .to_owned();
-    let now = chrono::Utc::now();
+    let mut now = chrono::Utc::now();
     let deadline = header(HEADER_DEADLINE)
         .and_then(|d| chrono::DateTime::parse_from_rfc3339(&d).ok())
         .map(|d| d.with_timezone(&chrono::Utc));
-    let expired = deadline.is_some_and(|d| d < now);
     let span = info_span!("command", command = %name, id = %id);
-    if expired {
+    let expired = |now| deadline.is_some_and(|d| d < now);
+    let answer_expired = || async {
         span.in_scope(|| info!("command expired before it was picked up; not running it"));
         // Said in a header, so the sender tells "never ran" from a
         // handler's own TIMEOUT error.
@@ -534,9 +649,36 @@ async fn run_one(
             error: WireError::timeout("the command expired before a worker picked it up"),
         };
         send_reply(&client, reply_to.as_deref(), &reply, Some("expired")).await;
-        return Outcome::Done;
+        Outcome::Done
+    };
+    if expired(now) {
+        return answer_expired().await;
     }
-    let epoch = leadership.as_ref().map(Leadership::serving_epoch);
+    let epoch = match following {
+        None => None,
+        Some((leadership, terms)) => match leadership.serving_epoch() {
+            Some(epoch) => Some(Some(epoch)),
+            None => {
+                let left = deadline.map(|d| (d - now).to_std().unwrap_or_default());
+                span.in_scope(|| {
+                    debug!("taken while this instance does not serve; waiting for its lease")
+                });
+                let waited = match left {
+                    Some(left) => tokio::time::timeout(left, serving_again(&leadership, terms))
+                        .await
+                        .ok(),
+                    None => Some(serving_again(&leadership, terms).await),
+                };
+                now = chrono::Utc::now();
+                match waited {
+                    // Its deadline passed while it waited.
+                    None => return answer_expired().await,
+                    Some(_) if expired(now) => return answer_expired().await,
+                    Some(epoch) => Some(epoch),
+                }
+            }
+        },
+    };
     let reply = if epoch == Some(None) {
         let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
         if !crate::pull::is_last_delivery(delivered, max_deliver) {
@@ -606,6 +748,28 @@ async fn run_one(
     };
     send_reply(&client, reply_to.as_deref(), &reply, None).await;
     Outcome::Done
+}
+
+/// Waits until this instance serves (its epoch), or until its worker's
+/// term ends (`None`): what a command taken during a lapse of the lease
+/// waits for.
+async fn serving_again(leadership: &Leadership, mut terms: watch::Receiver<Term>) -> Option<u64> {
+    loop {
+        if let Some(epoch) = leadership.serving_epoch() {
+            return Some(epoch);
+        }
+        if *terms.borrow_and_update() == Term::Ended {
+            return None;
+        }
+        tokio::select! {
+            changed = terms.changed() => {
+                if changed.is_err() {
+                    return None;
+                }
+            }
+            () = tokio::time::sleep(LEADERSHIP_CHECK) => {}
+        }
+    }
 }
 
 /// Sends `reply` to the sender; `not_run` (why) marks a command skipped
