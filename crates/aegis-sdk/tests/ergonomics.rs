@@ -75,6 +75,7 @@ async fn sigterm_stops_a_service_run_until_signal_and_it_deregisters() {
             "--test-threads=1",
         ])
         .env("AEGIS_NATS_URL", nats.url())
+        .env_remove("AEGIS_CONFIG")
         .env(CHILD, "1")
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
@@ -178,6 +179,7 @@ async fn a_second_ctrl_c_during_the_stop_exits_at_once() {
             "--test-threads=1",
         ])
         .env("AEGIS_NATS_URL", nats.url())
+        .env_remove("AEGIS_CONFIG")
         .env(CHILD, "1")
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
@@ -272,6 +274,77 @@ async fn child_stops_slowly() {
 
 /// Where the slow handler of the child says it started.
 const IN_FLIGHT: &str = "test.ergonomics.in-flight";
+
+/// `Connection::from_env` reads the file `AEGIS_CONFIG` names, as the
+/// `aegis` binaries do, and the `AEGIS_NATS_*` variables over it: a
+/// service whose servers and settings are in a file connects with them,
+/// not to the default local server. Run in a child, whose environment is
+/// its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_env_reads_the_file_aegis_config_names() {
+    let nats = server();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("aegis.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[nats]\nservers = \"{}\"\npool_size = 3\nrequest_timeout = \"250ms\"\n",
+            nats.url()
+        ),
+    )
+    .unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let child = std::process::Command::new(exe)
+        .args([
+            "child_connects_from_env",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("AEGIS_CONFIG", &file)
+        .env_remove("AEGIS_NATS_URL")
+        // The environment wins over the file, as for the binaries.
+        .env("AEGIS_NATS_POOL_SIZE", "2")
+        .env(EXPECTED_URL, nats.url())
+        .env(CHILD, "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let child = KillOnDrop(Some(child));
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "the child connects with the file's settings: {:?}\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The child of the test above. Does nothing unless started by it.
+#[tokio::test]
+#[ignore = "run by from_env_reads_the_file_aegis_config_names"]
+async fn child_connects_from_env() {
+    if std::env::var(CHILD).is_err() {
+        return;
+    }
+    let expected = std::env::var(EXPECTED_URL).unwrap();
+    let conn = Connection::from_env().await.expect("connect from the env");
+    assert_eq!(conn.config().nats.servers, [expected]);
+    assert_eq!(
+        conn.config().nats.request_timeout,
+        Duration::from_millis(250)
+    );
+    assert_eq!(conn.config().nats.pool_size, 2, "the variable wins");
+    conn.drain().await.expect("drain");
+}
+
+/// The server URL the child of the `AEGIS_CONFIG` test must connect to.
+const EXPECTED_URL: &str = "AEGIS_TEST_ERGONOMICS_EXPECTED_URL";
 
 /// Marks the child process of the SIGTERM test.
 const CHILD: &str = "AEGIS_TEST_ERGONOMICS_CHILD";

@@ -280,28 +280,35 @@ impl fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// Connects with the configuration of the `AEGIS_NATS_*` environment
-    /// variables (`AEGIS_NATS_URL`, credentials, timeouts: the table on
-    /// [`ConfigLoader`](crate::ConfigLoader)), defaults for the rest:
-    /// `Connection::connect(ConfigLoader::new().env().load()?)` in one
-    /// call. Without `AEGIS_NATS_URL` it connects to
-    /// `nats://127.0.0.1:4222`. For a file, or values of the program's own,
-    /// use [`ConfigLoader`](crate::ConfigLoader) and [`connect`](Self::connect).
+    /// Connects with the configuration the environment gives, as the
+    /// `aegis` binaries read it: the TOML file `AEGIS_CONFIG` names, when
+    /// set (credentials, TLS, timeouts: see [`crate::config`]), then the
+    /// `AEGIS_NATS_*` variables over it (`AEGIS_NATS_URL`, credentials,
+    /// timeouts: the table on [`ConfigLoader`](crate::ConfigLoader)),
+    /// defaults for the rest. In one call:
+    /// `Connection::connect(ConfigLoader::new().file_opt(AEGIS_CONFIG).env().load()?)`.
+    /// With neither a file nor `AEGIS_NATS_URL` it connects to
+    /// `nats://127.0.0.1:4222`. For values of the program's own, use
+    /// [`ConfigLoader`](crate::ConfigLoader) and [`connect`](Self::connect).
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), aegis_sdk::ConnectError> {
-    /// // AEGIS_NATS_URL=nats://nats-1:4222,nats://nats-2:4222
+    /// // AEGIS_CONFIG=/etc/aegis/aegis.toml (servers, credentials, TLS)
+    /// // or AEGIS_NATS_URL=nats://nats-1:4222,nats://nats-2:4222
     /// let conn = aegis_sdk::Connection::from_env().await?;
     /// # Ok(()) }
     /// ```
     ///
     /// # Errors
-    /// [`ConnectError::Config`] when a variable does not parse or the
-    /// result is invalid (nothing was attempted; the error says which
-    /// variable, never a secret's value); otherwise as
-    /// [`connect`](Self::connect).
+    /// [`ConnectError::Config`] when the file `AEGIS_CONFIG` names does not
+    /// exist or does not parse, a variable does not parse, or the result
+    /// is invalid (nothing was attempted; the error says which setting,
+    /// never a secret's value); otherwise as [`connect`](Self::connect).
     pub async fn from_env() -> Result<Connection, ConnectError> {
-        let config = crate::ConfigLoader::new().env().load()?;
+        let config = crate::ConfigLoader::new()
+            .file_opt(config_file_from_env())
+            .env()
+            .load()?;
         Self::connect(config).await
     }
 
@@ -819,6 +826,18 @@ pub fn check_server_version(version: &str) -> Result<semver::Version, ConnectErr
     }
     Ok(parsed)
 }
+
+/// The file `AEGIS_CONFIG` names, as the `aegis` binaries read it: unset
+/// or blank means none.
+fn config_file_from_env() -> Option<std::path::PathBuf> {
+    std::env::var_os(CONFIG_FILE_VAR)
+        .filter(|path| !path.to_string_lossy().trim().is_empty())
+        .map(Into::into)
+}
+
+/// The variable naming the configuration file: the one the `aegis`
+/// binaries' `--config` flag falls back to.
+const CONFIG_FILE_VAR: &str = "AEGIS_CONFIG";
 
 /// A name unique to this connection (`aegis-{pid}-{random}`), so the NATS
 /// server's connect/disconnect advisories, which carry it, can be matched to
