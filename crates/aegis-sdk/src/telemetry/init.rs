@@ -16,7 +16,7 @@ use crate::Connection;
 pub const DEFAULT_LOG_FILTER: &str = "info,async_nats=warn";
 
 /// The forwarder [`init`] installed, attached by the first service the
-/// process starts.
+/// process starts (and then never moved: see [`init`]).
 static PROCESS_FORWARDER: OnceLock<LogForwarder> = OnceLock::new();
 
 /// Why [`init`] set nothing up.
@@ -37,12 +37,24 @@ pub enum InitError {
 /// ERROR events forwarded to `aegis.log.{service}.{instance}` (stream
 /// `AEGIS_LOG`), where the monitor shows them next to the instance.
 ///
-/// Forwarding starts when the process's first service starts
-/// ([`ServiceBuilder::start`](crate::rpc::ServiceBuilder::start) attaches
-/// it to that instance); events before are only printed. A process with
-/// no service, or that wants another instance's subject, attaches the
-/// returned [`LogForwarder`] itself (the first attachment wins). Nothing
-/// needs keeping alive.
+/// Forwarding is one subject for the whole process. It starts when the
+/// process's first service starts:
+/// [`ServiceBuilder::start`](crate::rpc::ServiceBuilder::start) attaches
+/// it to that instance, and events before are only printed. The first
+/// attachment wins, and the forwarder has no way to tell which service an
+/// event came from, so:
+///
+/// - A process that runs two services (say pricing, then risk) forwards
+///   every WARN and ERROR line, risk's too, under pricing's instance
+///   (`aegis.log.pricing.{instance}`), and the monitor shows them there.
+/// - After that first service stops, later lines still go to its subject,
+///   under an instance the monitor no longer lists.
+/// - To choose the subject, attach the returned [`LogForwarder`] yourself
+///   before starting any service; a process with no service does the same.
+///   Or run one service per process, which is what the monitor's
+///   per-instance view assumes.
+///
+/// Nothing needs keeping alive.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
