@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::{EnvFilter, prelude::*};
 
 use crate::{
-    bench, call, chaos, init, nats_config, service, shutdown, status, traffic, up,
+    bench, call, chaos, command, events, init, nats_config, service, shutdown, status, traffic, up,
     up::credentials::DEFAULT_PATH,
 };
 
@@ -40,6 +40,12 @@ pub enum Command {
     NatsConfig(nats_config::NatsConfigArgs),
     /// Call a service method through discovery and print the reply and who served it.
     Call(call::CallArgs),
+    /// Send a command to a service's workers: progress on stderr, the
+    /// result as JSON on stdout.
+    Command(command::CommandArgs),
+    /// Watch the events on the EVENTS stream (`events tail`), without
+    /// consuming or changing anything.
+    Events(events::EventsArgs),
     /// Show the registered instances (service, id, status, heartbeat age, role).
     Status(status::StatusArgs),
     /// Break the running showcase on purpose: kill instances or NATS nodes,
@@ -85,8 +91,9 @@ pub struct ConnectArgs {
     #[command(flatten)]
     pub connection: aegis_monitor::NatsArgs,
     /// The credentials file of `aegis up` whose operator user to connect as
-    /// when no other NATS credentials are given (`call`, `status`, `traffic` and
-    /// `chaos`; default: `.aegis/credentials` when it exists).
+    /// when no other NATS credentials are given (`call`, `command`, `events`,
+    /// `status`, `traffic` and `chaos`; default: `.aegis/credentials` when it
+    /// exists).
     #[arg(long, env = "AEGIS_CREDENTIALS")]
     pub credentials: Option<PathBuf>,
 }
@@ -385,6 +392,8 @@ async fn run(cli: Cli, logs: LogForwarder) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Call(args) => call::run(args).await,
+        Command::Command(args) => command::run(args, shutdown::on_signals()).await,
+        Command::Events(args) => events::run(args, shutdown::on_signals()).await,
         Command::Traffic(args) => traffic::run(args, shutdown::on_signals()).await,
         Command::NatsConfig(args) => {
             nats_config::run(&args);

@@ -1,7 +1,8 @@
 //! The `aegis` command-line tool, as a library.
 //!
 //! - [`cli`]: the argument parser and dispatch (`up`, `api`, `service`,
-//!   `call`, `status`, `traffic`, `bench`, `chaos`, `init`, `nats-config`); installs
+//!   `call`, `command`, `events`, `status`, `traffic`, `bench`, `chaos`, `init`,
+//!   `nats-config`); installs
 //!   tracing and signal handling.
 //! - [`bench`](mod@bench): side-by-side benchmarks of raw async-nats and the SDK, run in
 //!   one process against one nats-server, with ratios.
@@ -9,6 +10,10 @@
 //!   processes.
 //! - [`service`]: `aegis service <order|pricing|risk|echo>`, one instance.
 //! - [`call`]: `aegis call`, one RPC through discovery.
+//! - [`command`](mod@command): `aegis command`, one command to a service's
+//!   workers, followed to its result.
+//! - [`events`]: `aegis events tail`, the `EVENTS` stream followed on an
+//!   ephemeral consumer.
 //! - [`status`]: the registry as a terminal table.
 //! - [`chaos`]: kill instances and NATS nodes of a running showcase.
 //! - [`traffic`]: a steady order flow into a running showcase, checked for
@@ -22,6 +27,8 @@ pub mod bench;
 pub mod call;
 pub mod chaos;
 pub mod cli;
+pub mod command;
+pub mod events;
 pub mod init;
 pub mod nats_config;
 pub mod permissions;

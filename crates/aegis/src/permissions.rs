@@ -28,7 +28,9 @@
 //!   (redacted) config on `aegis.control.*.*.config`, and nothing else of
 //!   `aegis.control`.
 //! - **The operator** ([`Role::Operator`], user `operator`; `aegis up`,
-//!   `call`, `status`, `chaos`): calls any service, sends commands, owns
+//!   `call`, `command`, `events tail`, `status`, `chaos`): calls any
+//!   service, sends commands and reads their progress on its own inbox,
+//!   follows `EVENTS` on ephemeral consumers of its own, owns
 //!   the JetStream API of the account (it creates the streams and buckets,
 //!   and backs up and restores them: `$JS.SNAPSHOT.>`) and is the only role
 //!   that may publish to `aegis.control.>`.
@@ -93,7 +95,7 @@ pub enum Role {
     /// The monitor API (`aegis api`).
     Monitor,
     /// The operator's tools: `aegis up` (it creates the streams and
-    /// buckets), `call`, `status`, `chaos`.
+    /// buckets), `call`, `command`, `events tail`, `status`, `chaos`.
     Operator,
     /// A user defined by its own grants (the benchmarks' users, built
     /// from the roles above plus their own subjects).

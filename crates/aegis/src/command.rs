@@ -1,0 +1,233 @@
+//! `aegis command SERVICE COMMAND [BODY]`: one command sent through the
+//! SDK (`Commands::send`), its worker's progress reports on stderr as they
+//! arrive, its result as pretty JSON on stdout. A command the worker
+//! failed, one no worker took, and one taken but not done in time end
+//! non-zero with a line that says which, as `aegis call` reports an RPC's
+//! error (`error [CODE]: …`).
+
+use std::{process::ExitCode, time::Duration};
+
+use aegis_contracts::names;
+use aegis_sdk::{
+    commands::{CommandError, CommandUpdate},
+    rpc::ErrorCode,
+    startup::Causes,
+};
+use anyhow::Context;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::ConnectArgs;
+
+/// `aegis command`.
+#[derive(Debug, Clone, Args)]
+pub struct CommandArgs {
+    /// Service name, e.g. `order-service`.
+    pub service: String,
+    /// Command name, e.g. `rebuild_book`.
+    pub command: String,
+    /// Command payload as JSON (default `{}`; `null` to a command that
+    /// takes no argument).
+    pub body: Option<String>,
+    /// How long the result may take, queuing included, in milliseconds
+    /// (1 to 600000). A command no worker took by then never runs.
+    #[arg(long, default_value_t = 30_000, value_parser = crate::cli::timeout_ms())]
+    pub timeout_ms: u64,
+    /// Connection flags.
+    #[command(flatten)]
+    pub nats: ConnectArgs,
+}
+
+/// The exit status of a command interrupted while waiting (Ctrl-C).
+const INTERRUPTED: u8 = 130;
+
+/// Runs `aegis command`: progress on stderr, the result on stdout; a
+/// failed, untaken or late command is printed with its code and exits
+/// non-zero; interrupted (`shutdown`), it stops waiting and says the
+/// command may still run.
+///
+/// # Errors
+/// An invalid service or command name, a body that is not JSON (both
+/// before connecting), or no connection to NATS.
+pub async fn run(args: CommandArgs, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+    names::validate_service_name(&args.service)?;
+    names::validate_command_name(&args.command)?;
+    let body: serde_json::Value = match &args.body {
+        Some(body) => serde_json::from_str(body)
+            .with_context(|| format!("the command payload is not JSON: {body}"))?,
+        None => serde_json::json!({}),
+    };
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let conn = args.nats.connect_as_operator().await?;
+    let sent = conn
+        .commands()
+        .send(&args.service, &args.command, &body, timeout)
+        .await;
+    let mut handle = match sent {
+        Ok(handle) => handle,
+        Err(e) => return Ok(failed(e, &args)),
+    };
+    let id = handle.id().to_owned();
+    eprintln!("command {id} queued for {}", args.service);
+    let bar = Bar::new();
+    let outcome = loop {
+        let update = tokio::select! {
+            update = handle.next() => update,
+            () = shutdown.cancelled() => {
+                bar.finish();
+                eprintln!(
+                    "stopped waiting: command {id} is queued and may still run (its deadline is \
+                     {timeout:?} after it was sent)"
+                );
+                return Ok(ExitCode::from(INTERRUPTED));
+            }
+        };
+        match update {
+            Ok(CommandUpdate::Progress { percent, message }) => bar.progress(percent, &message),
+            Ok(CommandUpdate::Completed(result)) => break Ok(result),
+            // Kinds of update added later.
+            Ok(_) => {}
+            Err(e) => break Err(e),
+        }
+    };
+    bar.finish();
+    match outcome {
+        Ok(result) => {
+            println!("{}", serde_json::to_string_pretty(&result)?);
+            eprintln!("command {id} completed");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Ok(failed(e, &args)),
+    }
+}
+
+/// Prints a command's error as `error [CODE]: …` and returns the failure.
+fn failed(error: CommandError, args: &CommandArgs) -> ExitCode {
+    let what = format!("{} of {}", args.command, args.service);
+    let (code, line) = command_error(error, &what, args.body.is_none());
+    eprintln!("error [{code}]: {line}");
+    ExitCode::FAILURE
+}
+
+/// A command's error: its code (the worker's own, or what the outcome
+/// means: `NOT_TAKEN` when it never ran, `TIMEOUT` when it may have) and
+/// the line saying it, with the worker's details and what to do. `what`
+/// names the command (`rebuild_book of order-service`); `no_body`: it was
+/// sent `{}` because no payload was given.
+fn command_error(error: CommandError, what: &str, no_body: bool) -> (String, String) {
+    match error {
+        CommandError::Failed(wire) => {
+            let mut line = format!("{what} failed: {}", wire.message);
+            if let Some(details) = &wire.details {
+                line.push_str(&format!("\ndetails: {details}"));
+            }
+            if wire.code == ErrorCode::InvalidRequest && no_body {
+                line.push_str(
+                    "\nno payload was given, so `{}` was sent: pass the payload the command \
+                     takes (`null` to one that takes no argument)",
+                );
+            }
+            (wire.code.to_string(), line)
+        }
+        e @ CommandError::NotTaken { .. } => (
+            "NOT_TAKEN".to_owned(),
+            format!(
+                "{}. It never ran and will not: send it again once a worker runs",
+                Causes(&e)
+            ),
+        ),
+        e @ CommandError::Timeout { .. } => (
+            ErrorCode::Timeout.to_string(),
+            format!(
+                "{}: a worker took it, so it may have run or may still be running; give \
+                 --timeout-ms more time, or check its effect before sending it again",
+                Causes(&e)
+            ),
+        ),
+        e @ (CommandError::InvalidName(_) | CommandError::Codec(_)) => (
+            ErrorCode::InvalidRequest.to_string(),
+            Causes(&e).to_string(),
+        ),
+        e => (
+            ErrorCode::ServiceUnavailable.to_string(),
+            Causes(&e).to_string(),
+        ),
+    }
+}
+
+/// Where progress reports go: a bar on a terminal, a line each otherwise
+/// (a log, a pipe, a test).
+struct Bar(Option<ProgressBar>);
+
+impl Bar {
+    fn new() -> Bar {
+        let bar = ProgressBar::new(100);
+        if bar.is_hidden() {
+            return Bar(None);
+        }
+        bar.set_style(
+            ProgressStyle::with_template("[{bar:30}] {pos:>3}% {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        Bar(Some(bar))
+    }
+
+    fn progress(&self, percent: f32, message: &str) {
+        let percent = percent.clamp(0.0, 100.0);
+        match &self.0 {
+            Some(bar) => {
+                // Rounded to a whole percent, as drawn.
+                bar.set_position(percent.round() as u64);
+                bar.set_message(message.to_owned());
+            }
+            None => eprintln!("progress {percent:>3.0}% {message}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.0 {
+            bar.abandon();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aegis_sdk::rpc::WireError;
+
+    #[test]
+    fn each_outcome_has_its_code_and_says_whether_it_ran() {
+        let failed = CommandError::Failed(
+            WireError::not_found("no book").with_details(serde_json::json!({ "account": "A1" })),
+        );
+        assert_eq!(
+            command_error(failed, "rebuild of order-service", false),
+            (
+                "NOT_FOUND".to_owned(),
+                "rebuild of order-service failed: no book\ndetails: {\"account\":\"A1\"}"
+                    .to_owned()
+            )
+        );
+        let not_taken = CommandError::NotTaken {
+            id: "c1".into(),
+            service: "order-service".into(),
+            timeout: Duration::from_secs(1),
+            worker_known: false,
+        };
+        let (code, line) = command_error(not_taken, "x", false);
+        assert_eq!(code, "NOT_TAKEN");
+        assert!(line.contains("never ran"), "{line}");
+        let late = CommandError::Timeout {
+            id: "c1".into(),
+            timeout: Duration::from_secs(1),
+        };
+        let (code, line) = command_error(late, "x", false);
+        assert_eq!(code, "TIMEOUT");
+        assert!(line.contains("may have run"), "{line}");
+        let refused = CommandError::Failed(WireError::invalid_request("cannot decode"));
+        assert!(command_error(refused, "x", true).1.contains("`null`"));
+    }
+}
