@@ -71,20 +71,32 @@ pub async fn run(args: CommandArgs, shutdown: CancellationToken) -> anyhow::Resu
     let id = handle.id().to_owned();
     eprintln!("command {id} queued for {}", args.service);
     let bar = Bar::new();
+    // Whether a worker reported progress: it took the command.
+    let mut taken = false;
     let outcome = loop {
         let update = tokio::select! {
             update = handle.next() => update,
             () = shutdown.cancelled() => {
                 bar.finish();
-                eprintln!(
-                    "stopped waiting: command {id} is queued and may still run (its deadline is \
-                     {timeout:?} after it was sent)"
-                );
+                if taken {
+                    eprintln!(
+                        "stopped waiting: command {id} is running on a worker and goes on (its \
+                         deadline is {timeout:?} after it was sent)"
+                    );
+                } else {
+                    eprintln!(
+                        "stopped waiting: command {id} is queued and may still run (its deadline \
+                         is {timeout:?} after it was sent)"
+                    );
+                }
                 return Ok(ExitCode::from(INTERRUPTED));
             }
         };
         match update {
-            Ok(CommandUpdate::Progress { percent, message }) => bar.progress(percent, &message),
+            Ok(CommandUpdate::Progress { percent, message }) => {
+                taken = true;
+                bar.progress(percent, &message);
+            }
             Ok(CommandUpdate::Completed(result)) => break Ok(result),
             // Kinds of update added later.
             Ok(_) => {}

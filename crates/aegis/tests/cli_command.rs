@@ -109,6 +109,34 @@ fn run(args: &[String]) -> (Option<i32>, String, String) {
     )
 }
 
+/// Runs `aegis ARGS`, sends it SIGINT once its stderr has said `seen`;
+/// returns its exit code and stderr.
+fn interrupted_after(seen: &str, args: &[String]) -> (Option<i32>, String) {
+    use std::io::{BufRead, BufReader, Read};
+    let mut cmd = Command::new(AEGIS);
+    cmd.args(args)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for var in CREDENTIAL_VARS {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut text = String::new();
+    while !text.contains(seen) {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        text.push_str(&line);
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    err.read_to_string(&mut text).unwrap();
+    (child.wait().unwrap().code(), text)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_prints_its_progress_and_result_or_why_it_failed() {
     let bus = Bus::start();
@@ -190,6 +218,27 @@ async fn a_command_prints_its_progress_and_result_or_why_it_failed() {
         "{err}"
     );
     assert!(err.contains("may have run"), "{err}");
+
+    // Interrupted once a worker reported progress: it runs on, and the
+    // line says so rather than "queued".
+    let args: Vec<String> = [
+        "command",
+        SERVICE,
+        "slow",
+        "--nats-url",
+        &bus.server.url(),
+        "--credentials",
+        &bus.credentials.display().to_string(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let (code, err) = tokio::task::spawn_blocking(move || interrupted_after("started", &args))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(130), "{err}");
+    assert!(err.contains("is running on a worker"), "{err}");
+    assert!(!err.contains("is queued and"), "{err}");
 
     // No worker at all: never ran.
     let (code, out, err) = bus
