@@ -22,7 +22,11 @@
 //! their deadline), and each command carries the leader's epoch. A brief
 //! lapse of the leader's lease (renewals answered late: it stops serving
 //! and serves again at the same epoch) runs no new command meanwhile but
-//! hands none back; only a real deposal does.
+//! hands none back; a deposal does, after at most 10 s. A lapse longer
+//! than a lease, or one while the worker's connection is down or cut off,
+//! cannot be told from a deposal: the 10 s clock runs, and a command still
+//! running then is handed back unless the leader has served again at the
+//! same epoch by then.
 //!
 //! A command carries its deadline; a worker that picks it up after the deadline
 //! does not run it, and says so ([`HEADER_NOT_RUN`]): the sender reports

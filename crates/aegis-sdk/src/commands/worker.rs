@@ -18,13 +18,13 @@ use async_nats::{
 };
 use futures::{FutureExt, future::BoxFuture};
 use serde::{Serialize, de::DeserializeOwned};
-use tokio::sync::watch;
+use tokio::{sync::watch, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
     election::{Leadership, Role, view::ElectionView},
-    pull::{Durable, Outcome},
+    pull::{Durable, HANDLER_STOP_WAIT, Outcome},
     rpc::Service,
     task::Background,
 };
@@ -130,6 +130,13 @@ struct LeaderOf {
     /// election keys says; set by `start`. Without it (it did not load),
     /// a lapse counts as a deposal.
     view: Option<Arc<ElectionView>>,
+    /// The election's lease: how long a lapse may last before it can no
+    /// longer be told from a takeover (a standby takes the key once it has
+    /// seen no renewal for this long).
+    lease: Duration,
+    /// The worker's connection, which feeds `view`; set by `start`. While
+    /// it is not connected, the view cannot show a takeover.
+    client: Option<Client>,
 }
 
 /// Where a leader-only worker's instance stands in the term its worker
@@ -139,10 +146,25 @@ enum Term {
     /// Leads with a valid lease at this epoch: commands run.
     Serving(u64),
     /// Led at this epoch and its lease ran out unrenewed, while the
-    /// election key still names it at that epoch: it serves nothing for
-    /// now and may serve again at the same epoch. Commands running go on;
+    /// election key still names it at that epoch, on a connected
+    /// connection, for less than a lease: it serves nothing for now and
+    /// may serve again at the same epoch. Commands running go on;
     /// commands taken meanwhile wait for it to serve again.
     Lapsed(u64),
+    /// A lapse that can no longer be told from a takeover, since `since`:
+    /// it lasted a lease (a standby may have taken the key, and the view
+    /// not shown it yet: this instance's connection may be silent), or the
+    /// connection was not connected. The commands running get
+    /// [`HANDLER_STOP_WAIT`] from `since`, as after a deposal, and are
+    /// then handed back, unless the instance serves again at the same
+    /// epoch first (proof that nobody took the key meanwhile). Commands
+    /// taken meanwhile wait, as in a lapse.
+    Doubted {
+        /// The epoch of the term.
+        epoch: u64,
+        /// When the lapse came into doubt.
+        since: Instant,
+    },
     /// Not leading: deposed (another instance holds the key, or nobody
     /// does), stopped, or no term begun yet.
     Ended,
@@ -180,6 +202,14 @@ impl LeaderOf {
         }
     }
 
+    /// Whether the worker's connection is connected (the view it keeps
+    /// can show a takeover).
+    fn connected(&self) -> bool {
+        self.client
+            .as_ref()
+            .is_none_or(|c| c.connection_state() == async_nats::connection::State::Connected)
+    }
+
     /// Waits for a role change, or at most [`LEADERSHIP_CHECK`].
     async fn next_check(&mut self) {
         tokio::select! {
@@ -196,6 +226,41 @@ impl LeaderOf {
 /// How often a leader-only worker checks its lease between role changes:
 /// a lease that lapses unrenewed stops serving without one.
 const LEADERSHIP_CHECK: Duration = Duration::from_millis(50);
+
+/// A lapse of one term, as [`follow_leader`] follows it: since when it
+/// lapsed, and since when that lapse is in doubt.
+#[derive(Debug, Default)]
+struct Lapse {
+    began: Option<Instant>,
+    doubted: Option<Instant>,
+}
+
+impl Lapse {
+    /// Where the term stands, from what [`LeaderOf::standing`] says
+    /// (`standing`), at `now`: a lapse longer than `lease`, or one while
+    /// the connection is not `connected`, is in doubt from then on, until
+    /// the instance serves again.
+    fn judge(&mut self, standing: Term, now: Instant, lease: Duration, connected: bool) -> Term {
+        match standing {
+            Term::Lapsed(epoch) => {
+                let began = *self.began.get_or_insert(now);
+                if self.doubted.is_none()
+                    && (!connected || now.saturating_duration_since(began) >= lease)
+                {
+                    self.doubted = Some(now);
+                }
+                match self.doubted {
+                    Some(since) => Term::Doubted { epoch, since },
+                    None => Term::Lapsed(epoch),
+                }
+            }
+            other => {
+                *self = Self::default();
+                other
+            }
+        }
+    }
+}
 
 impl fmt::Debug for CommandWorkerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -321,8 +386,17 @@ impl CommandWorkerBuilder {
     /// serves nothing until a renewal commits and then serves again at the
     /// same epoch: a lapse, not a deposal. Meanwhile the worker starts no
     /// command: one it takes waits for the lease, and runs as soon as the
-    /// instance serves again. The commands it is running go on, however
-    /// long they take.
+    /// instance serves again. The commands it is running go on while the
+    /// lapse can be told from a takeover: for one lease (the election's
+    /// [`LeaseConfig::lease`](crate::election::LeaseConfig::lease)) from
+    /// when the instance stopped serving, while the worker's connection is
+    /// connected. Past that, or while it is not connected (a partition, a
+    /// silent connection: the worker cannot see a successor take the key),
+    /// the 10 s clock of a deposal runs: a command still running 10 s later
+    /// is dropped and handed back, unless the instance serves again at the
+    /// same epoch first (nobody took the key meanwhile). So a command runs
+    /// on at most a lease plus 10 s after its instance stopped serving,
+    /// even on an instance cut off from NATS.
     ///
     /// When its instance is deposed (the election key names another
     /// instance or was deleted, or its service stopped), the worker stops
@@ -332,7 +406,8 @@ impl CommandWorkerBuilder {
     /// took just as it was deposed, or that waited for a lease that did not
     /// come back, is handed back unrun. A service dropped without a stop
     /// leaves its key to lapse: its worker runs nothing new, and hands its
-    /// running commands back once a successor takes the key. It pulls
+    /// running commands back as above, 10 s after a lease or after a
+    /// successor takes the key, whichever comes first. It pulls
     /// again as soon as its instance leads again. Each command carries the
     /// epoch it was taken under ([`Command::epoch`]).
     ///
@@ -372,6 +447,8 @@ impl CommandWorkerBuilder {
                 instance_id: service.instance_id().to_owned(),
                 key: subjects::parse_election_key(election.key()),
                 view: None,
+                lease: election.lease_config().lease,
+                client: None,
             }),
             None => Err(format!(
                 "leader_of: service `{}` was not started with single_active, so it has no leader",
@@ -401,7 +478,10 @@ impl CommandWorkerBuilder {
         if let Some(leader) = &mut leader {
             // Tells a lapse of the lease from a deposal: who holds the key.
             match conn.election_view().await {
-                Ok(view) => leader.view = Some(view.clone()),
+                Ok(view) => {
+                    leader.view = Some(view.clone());
+                    leader.client = Some(conn.client().clone());
+                }
                 Err(e) => {
                     warn!(service = %self.service, error = %crate::startup::Causes(&e), "cannot watch the election keys; a lapse of the lease will count as a deposal");
                 }
@@ -508,12 +588,15 @@ async fn follow_leader(
             term.clone(),
         );
         tokio::pin!(run);
+        let mut lapse = Lapse::default();
         let ended = async {
             loop {
                 let standing = leader.standing(epoch);
                 if standing == Term::Ended {
                     return;
                 }
+                let standing =
+                    lapse.judge(standing, Instant::now(), leader.lease, leader.connected());
                 let was = *terms.borrow();
                 if was != standing {
                     terms.send_replace(standing);
@@ -523,7 +606,12 @@ async fn follow_leader(
                         epoch,
                         "lease ran out unrenewed, the key still this instance's: running no new command until it is renewed; the commands running go on"
                     ),
-                    (Term::Lapsed(_), Term::Serving(_)) => {
+                    (Term::Serving(_) | Term::Lapsed(_), Term::Doubted { .. }) => warn!(
+                        epoch,
+                        connected = leader.connected(),
+                        "lease not renewed for a lease, or the connection is down: a successor may lead unseen; the commands running are handed back in {HANDLER_STOP_WAIT:?} unless the lease is renewed first"
+                    ),
+                    (Term::Lapsed(_) | Term::Doubted { .. }, Term::Serving(_)) => {
                         info!(epoch, "lease renewed: running commands again")
                     }
                     _ => {}
@@ -654,6 +742,7 @@ async fn run_one(
     if expired(now) {
         return answer_expired().await;
     }
+    let watching = following.clone();
     let epoch = match following {
         None => None,
         Some((leadership, terms)) => match leadership.serving_epoch() {
@@ -711,14 +800,31 @@ async fn run_one(
             epoch.flatten(),
             progress,
         );
-        match AssertUnwindSafe(fut)
+        let run = AssertUnwindSafe(fut)
             .catch_unwind()
-            .instrument(span.clone())
-            .await
-        {
-            Ok(Ok(result)) => CommandReply::Completed { result },
-            Ok(Err(error)) => CommandReply::Failed { error },
-            Err(panic) => {
+            .instrument(span.clone());
+        let ran = match watching {
+            None => Some(run.await),
+            Some((leadership, terms)) => tokio::select! {
+                ran = run => Some(ran),
+                () = doubt_runs_out(&leadership, terms) => None,
+            },
+        };
+        match ran {
+            None => {
+                span.in_scope(|| {
+                    warn!(
+                        "this instance has not served for {HANDLER_STOP_WAIT:?} since its lapse came into doubt: a successor may lead; dropping the command's handler and handing the command back"
+                    )
+                });
+                return Outcome::Retry {
+                    delay: Duration::ZERO,
+                    error: "handed back by an instance that may no longer lead".to_owned(),
+                };
+            }
+            Some(Ok(Ok(result))) => CommandReply::Completed { result },
+            Some(Ok(Err(error))) => CommandReply::Failed { error },
+            Some(Err(panic)) => {
                 let said = crate::task::panic_text(&*panic);
                 span.in_scope(|| warn!(panic = said, "command handler panicked"));
                 CommandReply::Failed {
@@ -768,6 +874,45 @@ async fn serving_again(leadership: &Leadership, mut terms: watch::Receiver<Term>
                 }
             }
             () = tokio::time::sleep(LEADERSHIP_CHECK) => {}
+        }
+    }
+}
+
+/// Resolves when a command running under a leader-only worker is to be
+/// handed back: [`HANDLER_STOP_WAIT`] after its term's lapse came into
+/// doubt ([`Term::Doubted`]), unless the instance served again before.
+/// A deposal that follows the doubt keeps its clock; one without a doubt
+/// before it is the pull loop's stop, which has its own. Never resolves
+/// otherwise.
+async fn doubt_runs_out(leadership: &Leadership, mut terms: watch::Receiver<Term>) {
+    let mut due: Option<Instant> = None;
+    loop {
+        match *terms.borrow_and_update() {
+            Term::Doubted { since, .. } => due = Some(since + HANDLER_STOP_WAIT),
+            Term::Serving(_) | Term::Lapsed(_) => due = None,
+            Term::Ended => {}
+        }
+        let clock = async {
+            match due {
+                Some(due) => tokio::time::sleep_until(due).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = terms.changed() => {
+                if changed.is_err() {
+                    // The worker is gone: its pull loop's stop bounds
+                    // the command.
+                    std::future::pending::<()>().await;
+                }
+            }
+            () = clock => {
+                if leadership.serving_epoch().is_none() {
+                    return;
+                }
+                // Serving again: the term says so within a check.
+                tokio::time::sleep(LEADERSHIP_CHECK).await;
+            }
         }
     }
 }
@@ -842,6 +987,48 @@ mod tests {
             pass_on(2, 5, Some(Duration::from_millis(400))),
             Some(PASS_ON_MIN)
         );
+    }
+
+    #[test]
+    fn a_lapse_longer_than_a_lease_or_while_disconnected_is_in_doubt_until_it_serves() {
+        let lease = Duration::from_millis(400);
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut lapse = Lapse::default();
+        // A short lapse on a connected connection rides out.
+        assert_eq!(
+            lapse.judge(Term::Lapsed(7), ms(0), lease, true),
+            Term::Lapsed(7)
+        );
+        assert_eq!(
+            lapse.judge(Term::Lapsed(7), ms(399), lease, true),
+            Term::Lapsed(7)
+        );
+        // A lease into it, it is in doubt, and stays so from then.
+        let doubted = Term::Doubted {
+            epoch: 7,
+            since: ms(400),
+        };
+        assert_eq!(lapse.judge(Term::Lapsed(7), ms(400), lease, true), doubted);
+        assert_eq!(lapse.judge(Term::Lapsed(7), ms(5000), lease, true), doubted);
+        // Serving again ends it; the next lapse counts afresh.
+        assert_eq!(
+            lapse.judge(Term::Serving(7), ms(5100), lease, true),
+            Term::Serving(7)
+        );
+        assert_eq!(
+            lapse.judge(Term::Lapsed(7), ms(5200), lease, true),
+            Term::Lapsed(7)
+        );
+        // Disconnected: in doubt at once, and still once connected again.
+        let mut lapse = Lapse::default();
+        let doubted = Term::Doubted {
+            epoch: 7,
+            since: ms(10),
+        };
+        assert_eq!(lapse.judge(Term::Lapsed(7), ms(10), lease, false), doubted);
+        assert_eq!(lapse.judge(Term::Lapsed(7), ms(20), lease, true), doubted);
+        assert_eq!(lapse.judge(Term::Ended, ms(30), lease, true), Term::Ended);
     }
 
     #[test]

@@ -109,6 +109,7 @@ pub struct Election {
     shared: Arc<Shared>,
     gate: Arc<HealthGate>,
     key: String,
+    config: LeaseConfig,
     cancel: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
@@ -173,6 +174,7 @@ impl Election {
             shared,
             gate,
             key,
+            config,
             cancel,
             task: Some(task),
         })
@@ -181,6 +183,11 @@ impl Election {
     /// The election key.
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// The lease timing it campaigns with.
+    pub fn lease_config(&self) -> LeaseConfig {
+        self.config
     }
 
     /// The current role.
