@@ -21,15 +21,17 @@
 //!   request) is followed by a back-off (100 ms doubling to 5 s) before the
 //!   next attempt, and so is a pull that ends empty right away: a consumer
 //!   that cannot be had is retried, never spun on.
-//! - A consumer recreated after this process received messages (when it
-//!   was configured to start at new messages) resumes at the oldest message
-//!   this process still owes a decision on: one a handler is still running
+//! - A consumer recreated after this process received messages resumes at
+//!   the oldest message this process still owes a decision on, whatever
+//!   start it was configured with (starting at the oldest stored again
+//!   would replay everything handled): one a handler is still running
 //!   on, or one whose handler failed and that waits, negatively
 //!   acknowledged, for its redelivery (the old consumer held that promise
 //!   and took it along). Without either, it resumes after the newest
 //!   message received, so messages stored while it was missing are not
 //!   skipped. Redelivering a few already handled is the price of
-//!   at-least-once.
+//!   at-least-once. On a work-queue stream (commands), which holds only
+//!   the messages not yet acknowledged, it starts at the oldest of those.
 //! - The limit, in compete mode: each instance knows only the messages it
 //!   received itself, and the first instance to recreate the shared
 //!   consumer sets where it starts. A message another instance was
@@ -43,18 +45,27 @@
 //! - It asks the server only for as many messages as it has free handler
 //!   slots (`concurrency`), so no message waits in this process, unseen by
 //!   other instances, while its ack deadline runs out.
-//! - While a handler runs, it sends an in-progress acknowledgement every
-//!   third of `ack_wait`, so long work is not redelivered elsewhere
-//!   meanwhile; a crashed process stops sending them and the message comes
-//!   back after `ack_wait`.
+//! - While a handler runs, and until its message is acknowledged, it sends
+//!   an in-progress acknowledgement every third of the consumer's
+//!   `ack_wait`, so long work is not redelivered elsewhere meanwhile; a
+//!   crashed process stops sending them and the message comes back after
+//!   `ack_wait`.
 //! - A handler that fails on the last delivery `max_deliver` allows, or a
 //!   message that can never be handled, is copied to `DEAD_LETTER` (see
 //!   [`crate::dead_letter`]) with the handler's error and terminated;
 //!   deliveries that run out without a decision (the process crashed each
-//!   time) reach `DEAD_LETTER` through the server's advisory. "The last"
-//!   is by the consumer's `max_deliver` on the server, read when a handler
-//!   fails, not by this process's option: another instance, or an
-//!   operator, may have changed it since this one started.
+//!   time) reach `DEAD_LETTER` through the server's advisory.
+//! - `max_deliver` and `ack_wait` here are the consumer's on the server,
+//!   not this process's options: another instance (a newer version in a
+//!   rolling deploy), or an operator, may have changed them since this one
+//!   started. They come with the consumer when it is opened and are read
+//!   again when a handler fails or runs long and they are older than
+//!   [`SETTINGS_MAX_AGE`] (2 s): at most one JetStream API request per
+//!   2 s per loop, however many handlers fail. A change is therefore
+//!   seen up to 2 s late; a lowered `ack_wait` is kept from then on (an
+//!   in-progress acknowledgement goes at once if already due by it), but
+//!   one lowered below the time since a running handler's last beat has
+//!   the server redeliver that message at once, before it can be seen.
 //!
 //! How it stops: once cancelled it pulls no more and waits for the handlers
 //! running, at most [`HANDLER_STOP_WAIT`] (10 s). A handler still running
@@ -80,7 +91,7 @@ use async_nats::jetstream::{
     self, AckKind,
     consumer::{DeliverPolicy, PullConsumer, pull},
     context::ConsumerInfoErrorKind,
-    stream::Stream,
+    stream::{RetentionPolicy, Stream},
 };
 use futures::{StreamExt, future::BoxFuture};
 use tokio::{sync::Semaphore, time::Instant};
@@ -96,6 +107,15 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const PULL_EXPIRES: Duration = Duration::from_secs(10);
 /// A pull that ends with nothing sooner than this was refused, not expired.
 const MIN_PULL_LIFETIME: Duration = Duration::from_millis(200);
+
+/// How old the consumer's settings as last read from the server may be
+/// when a handler's failure is decided on them, or while a handler runs
+/// (another instance may have lowered `ack_wait` meanwhile): they are read
+/// again at most this often, however many handlers fail or run.
+const SETTINGS_MAX_AGE: Duration = Duration::from_secs(2);
+/// How long a read of the consumer's settings may take; past it, the last
+/// ones read stand until the next.
+const SETTINGS_READ_WAIT: Duration = Duration::from_secs(1);
 
 /// How long a stopping loop waits for its running handlers before it gives
 /// their messages up for redelivery to another instance: as long as a
@@ -199,6 +219,7 @@ impl Durable {
         resume_after: Option<u64>,
     ) -> Result<PullConsumer, async_nats::Error> {
         let stream = (self.ensure_stream)().await?;
+        let work_queue = stream.cached_info().config.retention == RetentionPolicy::WorkQueue;
         // Twice at most: a consumer another instance creates between the
         // look-up and the create is then found and updated.
         let mut attempt = 0;
@@ -207,7 +228,7 @@ impl Durable {
             let config = match stream.consumer_info(self.name()).await {
                 Ok(existing) => self.update_of(&existing.config.deliver_policy)?,
                 Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
-                    self.creation(resume_after)
+                    self.creation(resume_after, work_queue)
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -224,11 +245,15 @@ impl Durable {
         }
     }
 
-    /// The configuration of a consumer created now: after a loss, one
-    /// meant to start at new messages resumes after `resume_after`.
-    fn creation(&self, resume_after: Option<u64>) -> pull::Config {
+    /// The configuration of a consumer created now: after a loss it
+    /// resumes after `resume_after`, whatever start it was configured
+    /// with (starting at the oldest again would replay what was handled),
+    /// except on a work-queue stream, which holds only the messages not
+    /// yet acknowledged: there it starts at the oldest of those, so one
+    /// another instance still owes is not skipped.
+    fn creation(&self, resume_after: Option<u64>, work_queue: bool) -> pull::Config {
         let mut config = self.config.clone();
-        if let (Some(seq), DeliverPolicy::New) = (resume_after, &config.deliver_policy) {
+        if let (Some(seq), false) = (resume_after, work_queue) {
             config.deliver_policy = DeliverPolicy::ByStartSequence {
                 start_sequence: seq + 1,
             };
@@ -316,6 +341,103 @@ pub(crate) async fn ensure_dead_letters(
     }
 }
 
+/// The consumer's settings that decide its deliveries, as the server holds
+/// them: `max_deliver` (whether a failure is the last delivery) and
+/// `ack_wait` (how often a running handler's message must be said to be in
+/// progress). Another instance, or an operator, may change them under a
+/// running loop, so they are read again when older than
+/// [`SETTINGS_MAX_AGE`] and needed: one read at a time for the whole loop.
+struct Held {
+    settings: Mutex<Settings>,
+    reading: tokio::sync::Mutex<()>,
+}
+
+/// One reading of [`Held`].
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    max_deliver: i64,
+    ack_wait: Duration,
+    read_at: Instant,
+}
+
+impl Held {
+    /// The settings of a consumer just opened (its answer holds them).
+    fn new(consumer: &PullConsumer) -> Self {
+        Self {
+            settings: Mutex::new(Settings::of(consumer)),
+            reading: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The settings of a consumer opened again.
+    fn reopened(&self, consumer: &PullConsumer) {
+        *lock(&self.settings) = Settings::of(consumer);
+    }
+
+    /// The settings last read, however old.
+    fn last(&self) -> Settings {
+        *lock(&self.settings)
+    }
+
+    /// The settings read at most [`SETTINGS_MAX_AGE`] ago, reading them
+    /// now if need be; the last ones read when the server does not answer
+    /// within [`SETTINGS_READ_WAIT`].
+    async fn current(&self, durable: &Durable, consumer: &PullConsumer) -> Settings {
+        let fresh = |s: Settings| s.read_at.elapsed() < SETTINGS_MAX_AGE;
+        let last = self.last();
+        if fresh(last) {
+            return last;
+        }
+        let _reading = self.reading.lock().await;
+        let last = self.last();
+        if fresh(last) {
+            return last;
+        }
+        let read = tokio::time::timeout(SETTINGS_READ_WAIT, consumer.get_info()).await;
+        let mut settings = lock(&self.settings);
+        match read {
+            Ok(Ok(info)) => {
+                let now = Settings::from_config(&info.config);
+                if (now.max_deliver, now.ack_wait) != (settings.max_deliver, settings.ack_wait) {
+                    info!(consumer = durable.name(), max_deliver = now.max_deliver, ack_wait = ?now.ack_wait, "the consumer's settings changed on the server; going by them");
+                }
+                *settings = now;
+            }
+            Ok(Err(e)) => {
+                debug!(consumer = durable.name(), error = %crate::startup::Causes(&e), "cannot read the consumer's settings; going by the last read");
+                settings.read_at = Instant::now();
+            }
+            Err(_) => {
+                debug!(
+                    consumer = durable.name(),
+                    "the consumer's settings not read in time; going by the last read"
+                );
+                settings.read_at = Instant::now();
+            }
+        }
+        *settings
+    }
+}
+
+impl Settings {
+    fn of(consumer: &PullConsumer) -> Self {
+        Self::from_config(&consumer.cached_info().config)
+    }
+
+    fn from_config(config: &jetstream::consumer::Config) -> Self {
+        Self {
+            max_deliver: config.max_deliver,
+            ack_wait: config.ack_wait,
+            read_at: Instant::now(),
+        }
+    }
+
+    /// How often a running handler's message is said to be in progress.
+    fn keep_alive_every(&self) -> Duration {
+        (self.ack_wait / 3).max(Duration::from_millis(50))
+    }
+}
+
 /// Stream sequences delivered to this process: where a recreated consumer
 /// resumes. It must not start past an event this process still owes a
 /// decision on: one a handler is running on, or one negatively acknowledged
@@ -393,6 +515,7 @@ pub(crate) async fn run(
     // Fired when the stop has waited long enough for the handlers.
     let abandon = CancellationToken::new();
     let progress = Arc::new(Mutex::new(Progress::default()));
+    let held = Arc::new(Held::new(&consumer));
     let mut failures = 0u32;
     let mut healthy = true;
     'pulling: loop {
@@ -409,6 +532,7 @@ pub(crate) async fn run(
             match durable.open(resume_after).await {
                 Ok(c) => {
                     info!(consumer = durable.name(), "consumer open again");
+                    held.reopened(&c);
                     consumer = c;
                 }
                 Err(e) => {
@@ -467,18 +591,23 @@ pub(crate) async fn run(
                     if let Some(seq) = sequence {
                         lock(&progress).received(seq);
                     }
-                    let (durable, consumer, handler, progress, abandon) = (
+                    let (durable, consumer, handler, progress, abandon, held) = (
                         durable.clone(),
                         consumer.clone(),
                         handler.clone(),
                         progress.clone(),
                         abandon.clone(),
+                        held.clone(),
                     );
                     handlers.spawn(
                         async move {
                             let message = Arc::new(message);
-                            let redeliver_at =
-                                handle(&durable, &consumer, message, &handler, &abandon).await;
+                            let on = Consumer {
+                                durable: &durable,
+                                consumer: &consumer,
+                                held: &held,
+                            };
+                            let redeliver_at = handle(on, message, &handler, &abandon).await;
                             if let Some(seq) = sequence {
                                 lock(&progress).settled(seq, redeliver_at);
                             }
@@ -498,7 +627,8 @@ pub(crate) async fn run(
         };
         if healthy {
             let filled = (received >= asked).then_some(received);
-            lock(&progress).forget_redelivered(pulled, durable.config.ack_wait, filled);
+            let ack_wait = held.last().ack_wait;
+            lock(&progress).forget_redelivered(pulled, ack_wait, filled);
         }
     }
     handlers.close();
@@ -517,35 +647,36 @@ pub(crate) async fn run(
     debug!(consumer = durable.name(), "pull loop stopped");
 }
 
-fn lock(progress: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
-    progress.lock().unwrap_or_else(|e| e.into_inner())
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The consumer a message came from, as its handler's task sees it.
+#[derive(Clone, Copy)]
+struct Consumer<'a> {
+    durable: &'a Durable,
+    consumer: &'a PullConsumer,
+    held: &'a Held,
 }
 
 /// Runs the handler on one message, keeping its ack deadline from passing
-/// meanwhile, and acknowledges as the outcome says. Returns when the
-/// message is due again if it is owed a redelivery (negatively
+/// until it is acknowledged, and acknowledges as the outcome says. Returns
+/// when the message is due again if it is owed a redelivery (negatively
 /// acknowledged, or its acknowledgement unconfirmed). When `abandon` fires
-/// first, the handler is dropped and the message negatively acknowledged
-/// for immediate redelivery.
+/// while the handler runs, the handler is dropped and the message
+/// negatively acknowledged for immediate redelivery.
 async fn handle(
-    durable: &Durable,
-    consumer: &PullConsumer,
+    on: Consumer<'_>,
     message: Arc<jetstream::Message>,
     handler: &Handler,
     abandon: &CancellationToken,
 ) -> Option<Instant> {
-    let keep_alive = async {
-        let every = (durable.config.ack_wait / 3).max(Duration::from_millis(50));
-        loop {
-            tokio::time::sleep(every).await;
-            if let Err(e) = message.ack_with(AckKind::Progress).await {
-                debug!(error = %crate::startup::Causes(&*e), "in-progress acknowledgement not sent");
-            }
-        }
-    };
+    let Consumer { durable, held, .. } = on;
+    let keep_alive = keep_alive(on, &message);
+    tokio::pin!(keep_alive);
     let outcome = tokio::select! {
         outcome = handler(message.clone()) => outcome,
-        () = keep_alive => unreachable!("the keep-alive loop never ends"),
+        () = &mut keep_alive => unreachable!("the keep-alive loop never ends"),
         () = abandon.cancelled() => {
             let (sequence, delivered) = message
                 .info()
@@ -559,7 +690,57 @@ async fn handle(
         }
     };
     let mut redeliver_at = None;
-    let ack = match outcome {
+    // The decision may wait for the consumer's settings, a dead letter's
+    // store or the ack's confirmation: the message stays in progress.
+    let ack = tokio::select! {
+        ack = decide(on, &message, outcome, &mut redeliver_at) => ack,
+        () = &mut keep_alive => unreachable!("the keep-alive loop never ends"),
+    };
+    if let Err(e) = ack {
+        warn!(consumer = durable.name(), error = %crate::startup::Causes(&*e), "acknowledgement not confirmed; the message may be delivered again");
+        return Some(crate::clock::deadline(Instant::now(), held.last().ack_wait));
+    }
+    redeliver_at
+}
+
+/// Says the message is in progress every third of the consumer's
+/// `ack_wait` on the server, never ending. A handler that runs longer
+/// than [`SETTINGS_MAX_AGE`] has the settings read again meanwhile, so
+/// an `ack_wait` another instance lowered is kept from the next beat
+/// (sent at once if already due by the new one).
+async fn keep_alive(on: Consumer<'_>, message: &jetstream::Message) {
+    let mut beat = Instant::now();
+    loop {
+        let every = on.held.last().keep_alive_every();
+        tokio::time::sleep_until((beat + every).min(Instant::now() + SETTINGS_MAX_AGE)).await;
+        in_progress_if_due(on.held, message, &mut beat).await;
+        // No request when they were read within SETTINGS_MAX_AGE.
+        on.held.current(on.durable, on.consumer).await;
+        in_progress_if_due(on.held, message, &mut beat).await;
+    }
+}
+
+/// Says the message is in progress if the last beat was a third of the
+/// consumer's `ack_wait` ago.
+async fn in_progress_if_due(held: &Held, message: &jetstream::Message, beat: &mut Instant) {
+    if beat.elapsed() < held.last().keep_alive_every() {
+        return;
+    }
+    *beat = Instant::now();
+    if let Err(e) = message.ack_with(AckKind::Progress).await {
+        debug!(error = %crate::startup::Causes(&*e), "in-progress acknowledgement not sent");
+    }
+}
+
+/// Acknowledges a message as its handler's outcome says.
+async fn decide(
+    on: Consumer<'_>,
+    message: &jetstream::Message,
+    outcome: Outcome,
+    redeliver_at: &mut Option<Instant>,
+) -> Result<(), async_nats::Error> {
+    let durable = on.durable;
+    match outcome {
         Outcome::Done if durable.confirm_acks => message.double_ack().await,
         Outcome::Done => message.ack().await,
         Outcome::Retry { delay, error } => {
@@ -568,7 +749,7 @@ async fn handle(
                 delay,
                 error,
             };
-            failed(durable, consumer, &message, failure, &mut redeliver_at).await
+            failed(on, message, failure, redeliver_at).await
         }
         Outcome::Failed { what, delay, error } => {
             let failure = Failure {
@@ -576,20 +757,12 @@ async fn handle(
                 delay,
                 error,
             };
-            failed(durable, consumer, &message, failure, &mut redeliver_at).await
+            failed(on, message, failure, redeliver_at).await
         }
         Outcome::Poison { error } => {
-            give_up(durable, &message, DeadLetterReason::Undecodable, &error).await
+            give_up(durable, message, DeadLetterReason::Undecodable, &error).await
         }
-    };
-    if let Err(e) = ack {
-        warn!(consumer = durable.name(), error = %crate::startup::Causes(&*e), "acknowledgement not confirmed; the message may be delivered again");
-        return Some(crate::clock::deadline(
-            Instant::now(),
-            durable.config.ack_wait,
-        ));
     }
-    redeliver_at
 }
 
 /// A handler's failure: how it is logged (`None`: not at all) and what
@@ -604,17 +777,17 @@ struct Failure {
 /// `redeliver_at`, or dead-letters it when the server will not deliver
 /// it again.
 async fn failed(
-    durable: &Durable,
-    consumer: &PullConsumer,
+    on: Consumer<'_>,
     message: &jetstream::Message,
     failure: Failure,
     redeliver_at: &mut Option<Instant>,
 ) -> Result<(), async_nats::Error> {
+    let durable = on.durable;
     let (sequence, delivered) = message
         .info()
         .map(|i| (i.stream_sequence, i.delivered))
         .unwrap_or((0, 1));
-    let max_deliver = held_max_deliver(durable, consumer).await;
+    let max_deliver = on.held.current(durable, on.consumer).await.max_deliver;
     let last = is_last_delivery(delivered, max_deliver);
     let Failure {
         logged_as,
@@ -645,19 +818,6 @@ fn after_failure(last: bool) -> &'static str {
         "the last delivery allowed; dead-lettering it"
     } else {
         "will redeliver"
-    }
-}
-
-/// The consumer's `max_deliver` on the server now, which decides whether
-/// it delivers a message again; this process's own setting when the
-/// server cannot say.
-async fn held_max_deliver(durable: &Durable, consumer: &PullConsumer) -> i64 {
-    match consumer.get_info().await {
-        Ok(info) => info.config.max_deliver,
-        Err(e) => {
-            debug!(consumer = durable.name(), error = %crate::startup::Causes(&e), "cannot read the consumer's max_deliver; going by this process's");
-            durable.config.max_deliver
-        }
     }
 }
 
@@ -714,6 +874,30 @@ mod tests {
         ] {
             let last = is_last_delivery(delivered, max_deliver);
             assert_eq!(after_failure(last), said, "{delivered} of {max_deliver}");
+        }
+    }
+
+    /// The review's probe E4: a consumer made to start at the oldest
+    /// message and deleted under a running loop resumes where it was, as
+    /// one made to start at new messages does; on a work-queue stream
+    /// (which holds only what is not acknowledged) it starts at the oldest.
+    #[test]
+    fn a_consumer_made_again_resumes_where_it_was_whatever_its_start() {
+        for start in [DeliverPolicy::All, DeliverPolicy::New] {
+            let durable = Durable {
+                ensure_stream: Arc::new(|| Box::pin(async { Err("not used".into()) })),
+                config: pull::Config {
+                    durable_name: Some("c".to_owned()),
+                    deliver_policy: start,
+                    ..Default::default()
+                },
+                confirm_acks: false,
+                concurrency: 1,
+            };
+            let resumed = DeliverPolicy::ByStartSequence { start_sequence: 42 };
+            assert_eq!(durable.creation(Some(41), false).deliver_policy, resumed);
+            assert_eq!(durable.creation(None, false).deliver_policy, start);
+            assert_eq!(durable.creation(Some(41), true).deliver_policy, start);
         }
     }
 

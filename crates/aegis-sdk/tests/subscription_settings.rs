@@ -290,6 +290,11 @@ async fn a_new_max_deliver_is_what_the_handler_gets() {
 /// lowered the consumer's `max_deliver` under a running subscription. The
 /// failure on the last delivery the server allows is dead-lettered with the
 /// handler's error instead of being promised a redelivery that never comes.
+///
+/// The subscription goes by the settings it read from the server at most
+/// 2 s before a failure (reading them at every failure would load the
+/// JetStream API most when things go wrong): the event comes once those
+/// read at the start are that old.
 #[tokio::test]
 async fn the_last_delivery_is_the_one_the_server_allows() {
     logs();
@@ -303,6 +308,8 @@ async fn the_last_delivery_is_the_one_the_server_allows() {
     let mut config = pull::Config::try_from_consumer_config(info.config).unwrap();
     config.max_deliver = 2;
     stream.update_consumer(config).await.unwrap();
+    // Time itself is the condition here: the age of the settings read.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
 
     conn.events()
         .publish("order", "created", &json!({"n": 1}))
@@ -321,5 +328,11 @@ async fn the_last_delivery_is_the_one_the_server_allows() {
     assert_eq!(lines.len(), 2, "{lines:#?}");
     assert!(lines[0].contains("will redeliver"), "{lines:#?}");
     assert!(!lines[1].contains("will redeliver"), "{lines:#?}");
+    let changed = logs()
+        .text()
+        .lines()
+        .filter(|l| l.contains(&name) && l.contains("settings changed on the server"))
+        .count();
+    assert_eq!(changed, 1, "{}", logs().text());
     sub.shutdown().await;
 }

@@ -174,7 +174,9 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
     /// How long the server waits for an acknowledgement before it offers
     /// an event again (default 30 s, from 300 ms to 30 days). A running handler
     /// keeps extending it, so this bounds how long a crashed instance holds
-    /// an event, not how long a handler may take.
+    /// an event, not how long a handler may take. It extends it by the
+    /// consumer's value on the server, which another instance's start may
+    /// have changed (looked up at most every 2 s while a handler runs).
     pub fn ack_wait(mut self, wait: Duration) -> Self {
         self.ack_wait = wait;
         self
@@ -183,7 +185,8 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
     /// Deliveries of one event before it is given up on and copied to
     /// `DEAD_LETTER` (default [`DEFAULT_MAX_DELIVER`]; at least 1). A new
     /// value replaces the existing consumer's on `start`, for the events
-    /// it holds too.
+    /// it holds too. Whether a failure was the last delivery is decided by
+    /// the consumer's value on the server, looked up at most every 2 s.
     pub fn max_deliver(mut self, n: u32) -> Self {
         self.max_deliver = n;
         self
@@ -211,7 +214,9 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
     /// or delete the consumer first (`nats consumer rm EVENTS <name>`),
     /// which loses its position and the redeliveries it owes. The SDK
     /// never deletes it for you: a consumer shared by running instances
-    /// would replay or skip events under them.
+    /// would replay or skip events under them. A consumer deleted under
+    /// a running subscription is made again where it was, not from the
+    /// oldest event (see [`crate::events`]).
     pub fn deliver_all(mut self) -> Self {
         self.deliver_all = true;
         self
