@@ -373,8 +373,22 @@ impl NatsServer {
     /// server.resume();
     /// # Ok::<(), aegis_testkit::TestkitError>(())
     /// ```
+    ///
+    /// Returns once every thread of the process is stopped (Linux: read
+    /// from `/proc`; at most 5 s): `kill` returns when the signal is
+    /// queued, and on a loaded machine the server went on for milliseconds
+    /// after, answering what was sent meanwhile.
     pub fn pause(&mut self) {
-        self.signal("-STOP");
+        if !self.signal("-STOP") {
+            return;
+        }
+        let Some(pid) = self.pid() else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !all_threads_stopped(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Lets a [`pause`](Self::pause)d process go on (SIGCONT).
@@ -538,4 +552,20 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Whether every thread of process `pid` is stopped (state `T` in
+/// `/proc/{pid}/task/*/stat`); `true` where `/proc` cannot tell.
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            // "tid (name) state ...": the name may hold spaces or parentheses.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                == Some("T")
+        })
+    })
 }
