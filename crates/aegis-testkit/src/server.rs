@@ -375,9 +375,14 @@ impl NatsServer {
     /// ```
     ///
     /// Returns once every thread of the process is stopped (Linux: read
-    /// from `/proc`; at most 5 s): `kill` returns when the signal is
-    /// queued, and on a loaded machine the server went on for milliseconds
-    /// after, answering what was sent meanwhile.
+    /// from `/proc`): `kill` returns when the signal is queued, and on a
+    /// loaded machine the server went on for milliseconds after, answering
+    /// what was sent meanwhile.
+    ///
+    /// # Panics
+    ///
+    /// When the process is not stopped within 5 s (it died, and is not
+    /// reaped yet): a test would go on believing it frozen.
     pub fn pause(&mut self) {
         if !self.signal("-STOP") {
             return;
@@ -386,7 +391,11 @@ impl NatsServer {
             return;
         };
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !all_threads_stopped(pid) && Instant::now() < deadline {
+        while !all_threads_stopped(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server (pid {pid}) was sent SIGSTOP but did not stop within 5 s"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
     }

@@ -80,8 +80,8 @@ pub async fn run(args: CommandArgs, shutdown: CancellationToken) -> anyhow::Resu
                 bar.finish();
                 if taken {
                     eprintln!(
-                        "stopped waiting: command {id} is running on a worker and goes on (its \
-                         deadline is {timeout:?} after it was sent)"
+                        "stopped waiting: command {id} was taken by a worker (it reported \
+                         progress) and runs on to its end, unwatched: its deadline does not stop it"
                     );
                 } else {
                     eprintln!(

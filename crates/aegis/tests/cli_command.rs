@@ -237,7 +237,7 @@ async fn a_command_prints_its_progress_and_result_or_why_it_failed() {
         .await
         .unwrap();
     assert_eq!(code, Some(130), "{err}");
-    assert!(err.contains("is running on a worker"), "{err}");
+    assert!(err.contains("was taken by a worker"), "{err}");
     assert!(!err.contains("is queued and"), "{err}");
 
     // No worker at all: never ran.
