@@ -47,9 +47,10 @@
 //!   other instances, while its ack deadline runs out.
 //! - While a handler runs, and until its message is acknowledged, it sends
 //!   an in-progress acknowledgement every third of the consumer's
-//!   `ack_wait`, so long work is not redelivered elsewhere meanwhile; a
-//!   crashed process stops sending them and the message comes back after
-//!   `ack_wait`.
+//!   `ack_wait`, and at least every [`SETTINGS_MAX_AGE`] (2 s), so long
+//!   work is not redelivered elsewhere meanwhile, even when another
+//!   instance lowers `ack_wait` (see below); a crashed process stops
+//!   sending them and the message comes back after `ack_wait`.
 //! - A handler that fails on the last delivery `max_deliver` allows, or a
 //!   message that can never be handled, is copied to `DEAD_LETTER` (see
 //!   [`crate::dead_letter`]) with the handler's error and terminated;
@@ -62,10 +63,17 @@
 //!   again when a handler fails or runs long and they are older than
 //!   [`SETTINGS_MAX_AGE`] (2 s): at most one JetStream API request per
 //!   2 s per loop, however many handlers fail. A change is therefore
-//!   seen up to 2 s late; a lowered `ack_wait` is kept from then on (an
-//!   in-progress acknowledgement goes at once if already due by it), but
-//!   one lowered below the time since a running handler's last beat has
-//!   the server redeliver that message at once, before it can be seen.
+//!   seen up to 2 s late; a lowered `ack_wait` paces the in-progress
+//!   acknowledgements from then on (one goes at once if already due by
+//!   it).
+//! - What remains: the server applies a lowered `ack_wait` at once, to
+//!   the messages already delivered. One whose last in-progress
+//!   acknowledgement is older than the new value is redelivered at that
+//!   moment, before this process can notice. As one goes at least every
+//!   2 s, that takes an `ack_wait` lowered to about 2 s or less (down to
+//!   the 300 ms the options allow) while a handler runs, or in-progress
+//!   acknowledgements held up on their way (a slow or silent connection):
+//!   the handler then runs on another instance too, concurrently.
 //!
 //! How it stops: once cancelled it pulls no more and waits for the handlers
 //! running, at most [`HANDLER_STOP_WAIT`] (10 s). A handler still running
@@ -432,9 +440,16 @@ impl Settings {
         }
     }
 
-    /// How often a running handler's message is said to be in progress.
+    /// How often a running handler's message is said to be in progress:
+    /// every third of `ack_wait`, and at least every [`SETTINGS_MAX_AGE`]
+    /// whatever it is. The server may hold a lower `ack_wait` than the one
+    /// last read (another instance lowered it), and it redelivers at once a
+    /// message whose last in-progress acknowledgement is older than that:
+    /// beating this often keeps a running handler through any `ack_wait`
+    /// lowered to more than about 2 s. The cost is one small publish per
+    /// running handler per 2 s.
     fn keep_alive_every(&self) -> Duration {
-        (self.ack_wait / 3).max(Duration::from_millis(50))
+        (self.ack_wait / 3).clamp(Duration::from_millis(50), SETTINGS_MAX_AGE)
     }
 }
 
@@ -703,32 +718,21 @@ async fn handle(
     redeliver_at
 }
 
-/// Says the message is in progress every third of the consumer's
-/// `ack_wait` on the server, never ending. A handler that runs longer
-/// than [`SETTINGS_MAX_AGE`] has the settings read again meanwhile, so
-/// an `ack_wait` another instance lowered is kept from the next beat
-/// (sent at once if already due by the new one).
+/// Says the message is in progress, never ending: every
+/// [`keep_alive_every`](Settings::keep_alive_every) (at most
+/// [`SETTINGS_MAX_AGE`]), reading the consumer's settings again after
+/// each beat, so the next one is paced by an `ack_wait` another instance
+/// lowered (and goes at once if already due by it).
 async fn keep_alive(on: Consumer<'_>, message: &jetstream::Message) {
     let mut beat = Instant::now();
     loop {
-        let every = on.held.last().keep_alive_every();
-        tokio::time::sleep_until((beat + every).min(Instant::now() + SETTINGS_MAX_AGE)).await;
-        in_progress_if_due(on.held, message, &mut beat).await;
+        tokio::time::sleep_until(beat + on.held.last().keep_alive_every()).await;
+        beat = Instant::now();
+        if let Err(e) = message.ack_with(AckKind::Progress).await {
+            debug!(error = %crate::startup::Causes(&*e), "in-progress acknowledgement not sent");
+        }
         // No request when they were read within SETTINGS_MAX_AGE.
         on.held.current(on.durable, on.consumer).await;
-        in_progress_if_due(on.held, message, &mut beat).await;
-    }
-}
-
-/// Says the message is in progress if the last beat was a third of the
-/// consumer's `ack_wait` ago.
-async fn in_progress_if_due(held: &Held, message: &jetstream::Message, beat: &mut Instant) {
-    if beat.elapsed() < held.last().keep_alive_every() {
-        return;
-    }
-    *beat = Instant::now();
-    if let Err(e) = message.ack_with(AckKind::Progress).await {
-        debug!(error = %crate::startup::Causes(&*e), "in-progress acknowledgement not sent");
     }
 }
 
@@ -862,6 +866,22 @@ mod tests {
     use super::*;
 
     const ACK_WAIT: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn a_running_handler_is_said_in_progress_at_least_every_settings_read() {
+        let every = |ack_wait| {
+            Settings {
+                max_deliver: 3,
+                ack_wait,
+                read_at: Instant::now(),
+            }
+            .keep_alive_every()
+        };
+        // At 30 s, not every 10 s: another instance may lower it to 3 s.
+        assert_eq!(every(ACK_WAIT), SETTINGS_MAX_AGE);
+        assert_eq!(every(Duration::from_secs(3)), Duration::from_secs(1));
+        assert_eq!(every(MIN_ACK_WAIT), Duration::from_millis(100));
+    }
 
     #[test]
     fn a_failure_on_the_last_delivery_allowed_says_it_is_dead_lettered() {

@@ -1,9 +1,10 @@
 //! The pull loop and the consumer's settings on the server, against a real
 //! nats-server: a storm of handler failures does not become a storm of
 //! `$JS.API.CONSUMER.INFO` requests; an instance running a long handler
-//! keeps it when another instance lowers the consumer's `ack_wait`; and a
-//! `.deliver_all()` consumer deleted under a running subscription resumes
-//! where it was instead of replaying the stream.
+//! keeps it when another instance lowers the consumer's `ack_wait`, early
+//! or late in the handler's run; and a `.deliver_all()` consumer deleted
+//! under a running subscription resumes where it was instead of replaying
+//! the stream.
 
 mod common;
 
@@ -13,7 +14,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use aegis_sdk::{
@@ -113,20 +114,44 @@ async fn failures_do_not_each_ask_the_server_for_the_consumer() {
 /// now holds. v1 keeps its event: it is not run again on v2 meanwhile.
 #[tokio::test]
 async fn a_lowered_ack_wait_does_not_redeliver_a_running_handler() {
+    lowered_ack_wait_keeps_the_handler("pull-ackwait", Duration::from_secs(6), Duration::ZERO)
+        .await;
+}
+
+/// E3 with v2 starting 5 s into a 14 s handler: by then v1's last
+/// in-progress acknowledgement must be younger than v2's 3 s, or the
+/// server redelivers the event to v2 the moment it lowers `ack_wait`.
+#[tokio::test]
+async fn an_ack_wait_lowered_late_in_a_handler_does_not_redeliver_it() {
+    lowered_ack_wait_keeps_the_handler(
+        "pull-ackwait-late",
+        Duration::from_secs(14),
+        Duration::from_secs(5),
+    )
+    .await;
+}
+
+/// v1 (`ack_wait` 30 s) runs a handler lasting `run`; `v2_after` after
+/// the handler started, v2 starts with `ack_wait` 3 s. The handler is
+/// started once, on v1.
+async fn lowered_ack_wait_keeps_the_handler(service: &str, run: Duration, v2_after: Duration) {
     let nats = server();
     let conn = connect(&nats.url()).await;
-    let starts: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+    let starts: Arc<Mutex<Vec<(String, u64, Instant)>>> = Arc::default();
     let done = Arc::new(AtomicU64::new(0));
     let instance = |who: &'static str, ack_wait: Duration| {
         let (starts, done) = (starts.clone(), done.clone());
-        subscribe(&conn, "pull-ackwait")
+        subscribe(&conn, service)
             .ack_wait(ack_wait)
             .handler(move |e: Event<Value>| {
                 let (starts, done) = (starts.clone(), done.clone());
                 async move {
                     let n = e.payload["n"].as_u64().unwrap_or_default();
-                    starts.lock().unwrap().push((who.to_owned(), n));
-                    tokio::time::sleep(Duration::from_secs(6)).await;
+                    starts
+                        .lock()
+                        .unwrap()
+                        .push((who.to_owned(), n, Instant::now()));
+                    tokio::time::sleep(run).await;
                     done.fetch_add(1, Ordering::SeqCst);
                     Ok(())
                 }
@@ -142,13 +167,25 @@ async fn a_lowered_ack_wait_does_not_redeliver_a_running_handler() {
         !starts.lock().unwrap().is_empty()
     })
     .await;
+    // The condition is the handler's age: how long since v1's last
+    // in-progress acknowledgement when v2 lowers `ack_wait`.
+    let started = starts.lock().unwrap()[0].2;
+    tokio::time::sleep_until((started + v2_after).into()).await;
     let v2 = instance("v2", Duration::from_secs(3)).await.unwrap();
-    eventually(Duration::from_secs(20), "the handler done", || async {
-        done.load(Ordering::SeqCst) >= 1
-    })
+    eventually(
+        run + Duration::from_secs(15),
+        "the handler done",
+        || async { done.load(Ordering::SeqCst) >= 1 },
+    )
     .await;
-    let seen = starts.lock().unwrap().clone();
-    assert_eq!(seen, vec![("v1".to_owned(), 0)], "handler starts");
+    let seen: Vec<_> = starts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(who, n, at)| (who.clone(), *n, at.duration_since(started)))
+        .collect();
+    let who: Vec<_> = seen.iter().map(|(who, n, _)| (who.clone(), *n)).collect();
+    assert_eq!(who, vec![("v1".to_owned(), 0)], "handler starts: {seen:?}");
     v2.shutdown().await;
     v1.shutdown().await;
 }
