@@ -6,8 +6,16 @@
 //! command it is running is dropped about 10 s later, not run on beside
 //! the successor that took the key and runs the same command again.
 //!
+//! Its hand-back must not reopen the command on the server either: the
+//! successor may hold the command's current delivery by then, and the
+//! server applies an acknowledgement of an older delivery to it. Bytes the
+//! cut-off leader sent while silent arrive when the partition heals; a
+//! successor with a free slot must not be given the command it is running
+//! a second time.
+//!
 //! The leader connects through a small TCP proxy that goes silent both
-//! ways without closing its sockets; the standby connects directly.
+//! ways without closing its sockets (what either side sends waits, as in
+//! TCP, and arrives if it heals); the standby connects directly.
 
 mod common;
 
@@ -44,6 +52,9 @@ const ACK_WAIT: Duration = Duration::from_secs(20);
 
 /// A TCP proxy to the nats-server that can go silent: once silenced it
 /// forwards nothing more, either way, on any connection, and closes none.
+/// What is sent meanwhile waits (unread, or read and held), and is
+/// forwarded once [`heal`](Self::heal)ed, as TCP retransmits it after a
+/// partition.
 struct SilentProxy {
     addr: SocketAddr,
     silence: watch::Sender<bool>,
@@ -75,9 +86,15 @@ impl SilentProxy {
     fn silence(&self) {
         self.silence.send_replace(true);
     }
+
+    /// Ends the silence: what waited is forwarded, then the rest.
+    fn heal(&self) {
+        self.silence.send_replace(false);
+    }
 }
 
-/// Forwards `from` to `to` until silenced; then holds both open, silent.
+/// Forwards `from` to `to`; while silenced, forwards nothing and holds
+/// both open, and goes on once healed.
 async fn pump(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
@@ -85,37 +102,57 @@ async fn pump(
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
+        until_healed(&mut silenced).await;
         let read = tokio::select! {
             biased;
-            () = until_silenced(&mut silenced) => break,
+            () = until_silenced(&mut silenced) => continue,
             read = from.read(&mut buf) => read,
         };
         let n = match read {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        if *silenced.borrow() {
-            break;
-        }
+        // Read just as it went silent: held until it heals.
+        until_healed(&mut silenced).await;
         if to.write_all(&buf[..n]).await.is_err() {
             return;
         }
     }
-    // Silent: nothing more either way, and neither socket closes.
-    std::future::pending::<()>().await;
-    drop((from, to));
 }
 
 async fn until_silenced(silenced: &mut watch::Receiver<bool>) {
     let _ = silenced.wait_for(|s| *s).await.map(|_| ());
 }
 
-/// When an instance's handler started, and when it was dropped unfinished.
+/// Waits while silenced; for ever once the proxy is gone (its sockets stay
+/// open, silent).
+async fn until_healed(silenced: &mut watch::Receiver<bool>) {
+    if silenced.wait_for(|s| !*s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// When an instance's handler started (last), how many times, and when it
+/// was dropped unfinished.
 #[derive(Debug, Default, Clone, Copy)]
 struct Run {
     started: Option<Instant>,
+    starts: u32,
     dropped: Option<Instant>,
 }
+
+/// A worker's options.
+#[derive(Debug, Clone, Copy)]
+struct Options {
+    ack_wait: Duration,
+    concurrency: usize,
+}
+
+/// As in production: one command at a time.
+const ONE_AT_A_TIME: Options = Options {
+    ack_wait: ACK_WAIT,
+    concurrency: 1,
+};
 
 /// Records the drop of a handler that did not finish.
 struct DropGuard(Arc<Mutex<Run>>);
@@ -130,6 +167,7 @@ async fn start_instance(
     conn: &Connection,
     id: &str,
     run: Arc<Mutex<Run>>,
+    options: Options,
 ) -> (Service, CommandWorker) {
     let service = conn
         .service(SERVICE, "1.0.0")
@@ -143,11 +181,16 @@ async fn start_instance(
         .commands()
         .worker(SERVICE)
         .leader_of(&service)
-        .ack_wait(ACK_WAIT)
+        .ack_wait(options.ack_wait)
+        .concurrency(options.concurrency)
         .handler("rebuild_book", move |cmd: Command<Value>, _: Progress| {
             let run = run.clone();
             async move {
-                run.lock().unwrap().started = Some(Instant::now());
+                {
+                    let mut run = run.lock().unwrap();
+                    run.started = Some(Instant::now());
+                    run.starts += 1;
+                }
                 let guard = DropGuard(run.clone());
                 // A handler that does not check `Leadership::holds`.
                 tokio::time::sleep(LONG_RUN).await;
@@ -175,7 +218,8 @@ async fn a_leader_cut_off_from_nats_hands_its_running_command_back_before_the_su
     // The leader, through the proxy, starts first and leads.
     let leader_conn = connect(&proxy.url()).await;
     let on_leader = Arc::new(Mutex::new(Run::default()));
-    let (leader, leader_worker) = start_instance(&leader_conn, "book-1", on_leader.clone()).await;
+    let (leader, leader_worker) =
+        start_instance(&leader_conn, "book-1", on_leader.clone(), ONE_AT_A_TIME).await;
     let leadership = leader.election().unwrap().leadership();
     eventually(Duration::from_secs(10), "book-1 leads", || async {
         leadership.serving_epoch().is_some()
@@ -185,7 +229,7 @@ async fn a_leader_cut_off_from_nats_hands_its_running_command_back_before_the_su
     let standby_conn = connect(&nats.url()).await;
     let on_standby = Arc::new(Mutex::new(Run::default()));
     let (standby, standby_worker) =
-        start_instance(&standby_conn, "book-2", on_standby.clone()).await;
+        start_instance(&standby_conn, "book-2", on_standby.clone(), ONE_AT_A_TIME).await;
     let standby_leadership = standby.election().unwrap().leadership();
 
     let sender = connect(&nats.url()).await;
@@ -247,6 +291,109 @@ async fn a_leader_cut_off_from_nats_hands_its_running_command_back_before_the_su
     // book-1 is cut off: dropped, not stopped (its stop could not reach
     // the server); book-2's worker is dropped rather than waiting out the
     // command it runs.
+    drop(leader_worker);
+    drop(leader);
+    drop(standby_worker);
+    standby.shutdown().await.unwrap();
+}
+
+/// A short `ack_wait`, so the successor gets the command soon.
+const SHORT_ACK_WAIT: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_partition_heals_does_not_hand_the_successor_its_command_a_second_time() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "aegis_sdk::election=info,aegis_sdk::commands=debug,aegis_sdk::pull=debug",
+        ))
+        .try_init();
+    let nats = server();
+    let proxy = SilentProxy::start(nats.port()).await;
+    // Two commands at once on each, so the successor has a free slot when
+    // the partition heals.
+    let options = Options {
+        ack_wait: SHORT_ACK_WAIT,
+        concurrency: 2,
+    };
+
+    let leader_conn = connect(&proxy.url()).await;
+    let on_leader = Arc::new(Mutex::new(Run::default()));
+    let (leader, leader_worker) =
+        start_instance(&leader_conn, "book-1", on_leader.clone(), options).await;
+    let leadership = leader.election().unwrap().leadership();
+    eventually(Duration::from_secs(10), "book-1 leads", || async {
+        leadership.serving_epoch().is_some()
+    })
+    .await;
+    let standby_conn = connect(&nats.url()).await;
+    let on_standby = Arc::new(Mutex::new(Run::default()));
+    let (standby, standby_worker) =
+        start_instance(&standby_conn, "book-2", on_standby.clone(), options).await;
+    let standby_leadership = standby.election().unwrap().leadership();
+
+    let sender = connect(&nats.url()).await;
+    let _long = sender
+        .commands()
+        .send(
+            SERVICE,
+            "rebuild_book",
+            &json!({}),
+            Duration::from_secs(120),
+        )
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "book-1 runs the command", || {
+        let started = on_leader.lock().unwrap().started.is_some();
+        async move { started }
+    })
+    .await;
+
+    // The partition: book-1's connection goes silent, and stays open.
+    proxy.silence();
+    eventually(Duration::from_secs(10), "book-2 takes over", || async {
+        standby_leadership.serving_epoch().is_some()
+    })
+    .await;
+    eventually(
+        SHORT_ACK_WAIT + Duration::from_secs(15),
+        "book-2 runs the command, redelivered once book-1's acks stop",
+        || {
+            let started = on_standby.lock().unwrap().started.is_some();
+            async move { started }
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "book-1 drops the command's handler, its lapse in doubt",
+        || {
+            let dropped = on_leader.lock().unwrap().dropped.is_some();
+            async move { dropped }
+        },
+    )
+    .await;
+
+    // The partition heals: what book-1 sent meanwhile reaches the server,
+    // before the answer to this round trip.
+    proxy.heal();
+    tokio::time::timeout(Duration::from_secs(10), leader_conn.client().flush())
+        .await
+        .expect("book-1's connection works again")
+        .expect("book-1's connection works again");
+    // The server would hand a reopened command at once to book-2's free
+    // slot, whose pull waits: a short window shows it does not.
+    let window = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < window {
+        let starts = on_standby.lock().unwrap().starts;
+        assert_eq!(
+            starts, 1,
+            "book-2 started the command it is running again, as book-1's partition healed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(on_leader.lock().unwrap().starts, 1);
+
     drop(leader_worker);
     drop(leader);
     drop(standby_worker);

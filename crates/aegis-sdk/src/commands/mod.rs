@@ -26,7 +26,12 @@
 //! than a lease, or one while the worker's connection is down or cut off,
 //! cannot be told from a deposal: the 10 s clock runs, and a command still
 //! running then is handed back unless the leader has served again at the
-//! same epoch by then.
+//! same epoch by then. Such a hand-back, after a doubt or with the
+//! connection down, sends the server nothing that reopens or ends the
+//! command (a successor may run it already, and the server would apply it
+//! to the successor's delivery): the command's `ack_wait` returns it, so
+//! the new leader gets it `ack_wait` after the hand-back at most. A clean
+//! deposal, seen while connected, and a stop hand it back at once.
 //!
 //! A command carries its deadline; a worker that picks it up after the deadline
 //! does not run it, and says so ([`HEADER_NOT_RUN`]): the sender reports

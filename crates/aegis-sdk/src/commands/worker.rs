@@ -166,8 +166,73 @@ enum Term {
         since: Instant,
     },
     /// Not leading: deposed (another instance holds the key, or nobody
-    /// does), stopped, or no term begun yet.
+    /// does), stopped, or no term begun yet. The term ended on a connected
+    /// connection, not in doubt: the acknowledgements of the commands taken
+    /// in it reached the server, which still counts their deliveries as
+    /// this worker's, so they are handed back with a NAK, at once.
     Ended,
+    /// Ended in doubt ([`Term::Doubted`]), or while the connection was not
+    /// connected: the server may have offered a command taken in the term
+    /// to a successor already (its `ack_wait` passed without this
+    /// worker's in-progress acks reaching it), and it applies a NAK or an
+    /// ACK of an older delivery to the current one. So the commands of
+    /// the term are handed back by sending nothing that reopens or ends
+    /// them ([`HandBack::AfterAckWait`]).
+    Lost,
+}
+
+/// How a command this worker will not run, or not finish, goes back to
+/// the work queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HandBack {
+    /// A NAK: another worker gets it at once. Only while the delivery this
+    /// worker holds is the command's current one ([`Term::Ended`]).
+    AtOnce,
+    /// Left to the consumer's `ack_wait`: no NAK, ACK or TERM of a
+    /// delivery a successor may have superseded. It is negatively
+    /// acknowledged with a delay of `ack_wait`, which the server applies
+    /// as an in-progress ack does: it never offers the command sooner
+    /// than `ack_wait` after it lands, and a successor running it keeps it
+    /// by its own in-progress acks. Unheld, the command is offered again
+    /// `ack_wait` after it was handed back, at most.
+    AfterAckWait,
+}
+
+impl HandBack {
+    /// How a command of a term that stands at `term` goes back, with the
+    /// worker's connection `connected` or not.
+    fn of(term: Term, connected: bool) -> Self {
+        match term {
+            Term::Doubted { .. } | Term::Lost => Self::AfterAckWait,
+            _ if !connected => Self::AfterAckWait,
+            Term::Serving(_) | Term::Lapsed(_) | Term::Ended => Self::AtOnce,
+        }
+    }
+
+    /// The outcome that hands a command back so, with `error` for the
+    /// log, by a consumer whose `ack_wait` is `ack_wait`.
+    fn outcome(self, ack_wait: Duration, error: String) -> Outcome {
+        let delay = match self {
+            Self::AtOnce => Duration::ZERO,
+            Self::AfterAckWait => ack_wait,
+        };
+        Outcome::Retry { delay, error }
+    }
+}
+
+/// How a term ends that last stood at `last`: [`Term::Lost`] after a
+/// doubt or while not `connected`, else [`Term::Ended`].
+fn term_end(last: Term, connected: bool) -> Term {
+    match HandBack::of(last, connected) {
+        HandBack::AtOnce => Term::Ended,
+        HandBack::AfterAckWait => Term::Lost,
+    }
+}
+
+/// Whether `client` is connected (its acknowledgements reach the server,
+/// unless the connection is silent).
+fn is_connected(client: &Client) -> bool {
+    client.connection_state() == async_nats::connection::State::Connected
 }
 
 impl LeaderOf {
@@ -411,6 +476,25 @@ impl CommandWorkerBuilder {
     /// again as soon as its instance leads again. Each command carries the
     /// epoch it was taken under ([`Command::epoch`]).
     ///
+    /// How a command goes back depends on how the term ended. After a
+    /// deposal seen on a connected connection with no doubt before it, or
+    /// a stop, the worker hands it back at once (a NAK): the new leader
+    /// gets it right away. After a lapse in doubt, or a term that ended
+    /// while the connection was not connected, the successor may already
+    /// run the command (the server offered it again once this worker's
+    /// in-progress acks stopped reaching it), and the server would apply a
+    /// NAK or an ACK from this worker to the successor's delivery: it
+    /// would hand the command out a third time, or delete it while the
+    /// successor runs it. So the worker sends nothing that reopens or ends
+    /// the command (only a NAK delayed by `ack_wait`, which the server
+    /// takes as an in-progress ack), and its `ack_wait` returns it: the
+    /// new leader gets it
+    /// [`ack_wait`](Self::ack_wait) after the hand-back at most, and a
+    /// successor that runs it already keeps it. Likewise a command whose
+    /// deadline passed while it waited in such a term is left to its
+    /// `ack_wait` unanswered, not acknowledged as expired (except on its
+    /// last delivery, which no successor can hold).
+    ///
     /// [`start`](Self::start) fails with [`CommandError::InvalidOptions`]
     /// when `service` is not single-active.
     ///
@@ -521,6 +605,8 @@ impl CommandWorkerBuilder {
                 source,
             })?;
         let client = conn.client().clone();
+        // As the server counts it for the command's deliveries.
+        let ack_wait = consumer.cached_info().config.ack_wait;
         let handlers = Arc::new(self.handlers);
         let max_deliver = i64::from(self.max_deliver);
         let (terms, _) = watch::channel(Term::Ended);
@@ -532,7 +618,10 @@ impl CommandWorkerBuilder {
                 message,
                 client.clone(),
                 handlers.clone(),
-                max_deliver,
+                Limits {
+                    max_deliver,
+                    ack_wait,
+                },
                 following.clone(),
             )
             .boxed()
@@ -622,8 +711,11 @@ async fn follow_leader(
         tokio::select! {
             biased;
             () = cancel.cancelled() => {
-                // Commands waiting for the lease are handed back at once.
-                terms.send_replace(Term::Ended);
+                // Commands waiting for the lease are handed back now, as
+                // the term's end says. Read apart: the borrow would block
+                // the send.
+                let end = term_end(*terms.borrow(), leader.connected());
+                terms.send_replace(end);
                 run.await;
                 return;
             }
@@ -631,7 +723,9 @@ async fn follow_leader(
             () = &mut run => return,
             () = ended => {
                 info!(epoch, "no longer leading: taking no more commands");
-                terms.send_replace(Term::Ended);
+                // Read apart: the borrow would block the send.
+                let end = term_end(*terms.borrow(), leader.connected());
+                terms.send_replace(end);
                 term.cancel();
                 run.await;
             }
@@ -693,6 +787,13 @@ fn pass_on(delivered: i64, max_deliver: i64, left: Option<Duration>) -> Option<D
     }
 }
 
+/// The consumer's limits, as a worker's commands go by them.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_deliver: i64,
+    ack_wait: Duration,
+}
+
 /// Runs one command and reports its end to the sender. Whatever the handler
 /// says, the command is done (a failure is its result); only a crash of the
 /// process leaves it to be delivered again. A command this worker has no
@@ -701,14 +802,20 @@ fn pass_on(delivered: i64, max_deliver: i64, left: Option<Duration>) -> Option<D
 /// stands), one taken while the lease has lapsed waits until this instance
 /// serves again; one taken while this instance does not lead (it was
 /// deposed as the command arrived, or while it waited) is handed back
-/// unrun.
+/// unrun, as [`HandBack`] says. One whose deadline passed while it waited
+/// in a term in doubt is handed back too, unanswered, unless this is its
+/// last delivery: a successor may run it.
 async fn run_one(
     msg: Arc<async_nats::jetstream::Message>,
     client: Client,
     handlers: Arc<HashMap<String, Erased>>,
-    max_deliver: i64,
+    limits: Limits,
     following: Option<(Leadership, watch::Receiver<Term>)>,
 ) -> Outcome {
+    let Limits {
+        max_deliver,
+        ack_wait,
+    } = limits;
     let header = |name: &str| {
         msg.headers
             .as_ref()
@@ -742,16 +849,20 @@ async fn run_one(
     if expired(now) {
         return answer_expired().await;
     }
+    let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+    let last_delivery = crate::pull::is_last_delivery(delivered, max_deliver);
     let watching = following.clone();
+    // `Ok(None)`: not leader-only; `Err`: not to run here.
     let epoch = match following {
-        None => None,
+        None => Ok(None),
         Some((leadership, terms)) => match leadership.serving_epoch() {
-            Some(epoch) => Some(Some(epoch)),
+            Some(epoch) => Ok(Some(epoch)),
             None => {
                 let left = deadline.map(|d| (d - now).to_std().unwrap_or_default());
                 span.in_scope(|| {
                     debug!("taken while this instance does not serve; waiting for its lease")
                 });
+                let standing = terms.clone();
                 let waited = match left {
                     Some(left) => tokio::time::timeout(left, serving_again(&leadership, terms))
                         .await
@@ -759,28 +870,46 @@ async fn run_one(
                     None => Some(serving_again(&leadership, terms).await),
                 };
                 now = chrono::Utc::now();
-                match waited {
-                    // Its deadline passed while it waited.
-                    None => return answer_expired().await,
-                    Some(_) if expired(now) => return answer_expired().await,
-                    Some(epoch) => Some(epoch),
+                let hand_back = match waited {
+                    Some(Err(hand_back)) => hand_back,
+                    _ => HandBack::of(*standing.borrow(), is_connected(&client)),
+                };
+                if expired(now) || waited.is_none() {
+                    // Its deadline passed while it waited. In a term in
+                    // doubt a successor may run it: its ACK would end the
+                    // successor's delivery.
+                    if hand_back == HandBack::AfterAckWait && !last_delivery {
+                        span.in_scope(|| {
+                            debug!("its deadline passed while this instance's term was in doubt; leaving it to its ack_wait, unanswered")
+                        });
+                        return hand_back.outcome(
+                            ack_wait,
+                            "expired while its instance's term was in doubt".to_owned(),
+                        );
+                    }
+                    return answer_expired().await;
                 }
+                waited.unwrap_or(Err(hand_back)).map(Some)
             }
         },
     };
-    let reply = if epoch == Some(None) {
-        let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
-        if !crate::pull::is_last_delivery(delivered, max_deliver) {
+    let reply = if let Err(hand_back) = epoch {
+        if !last_delivery {
             span.in_scope(|| {
-                debug!("taken just as this instance stopped leading; handing it back unrun")
+                debug!(
+                    ?hand_back,
+                    "taken just as this instance stopped leading; handing it back unrun"
+                )
             });
-            // Held briefly, so this worker's own pull (stopping) does not
-            // take it again.
-            tokio::time::sleep(PASS_ON_MIN).await;
-            return Outcome::Retry {
-                delay: Duration::ZERO,
-                error: "taken by an instance that no longer leads".to_owned(),
-            };
+            if hand_back == HandBack::AtOnce {
+                // Held briefly, so this worker's own pull (stopping) does
+                // not take it again.
+                tokio::time::sleep(PASS_ON_MIN).await;
+            }
+            return hand_back.outcome(
+                ack_wait,
+                "taken by an instance that no longer leads".to_owned(),
+            );
         }
         CommandReply::Failed {
             error: WireError::not_active(
@@ -797,7 +926,7 @@ async fn run_one(
             id,
             name.clone(),
             msg.payload.clone(),
-            epoch.flatten(),
+            epoch.ok().flatten(),
             progress,
         );
         let run = AssertUnwindSafe(fut)
@@ -814,13 +943,14 @@ async fn run_one(
             None => {
                 span.in_scope(|| {
                     warn!(
-                        "this instance has not served for {HANDLER_STOP_WAIT:?} since its lapse came into doubt: a successor may lead; dropping the command's handler and handing the command back"
+                        "this instance has not served for {HANDLER_STOP_WAIT:?} since its lapse came into doubt: a successor may lead; dropping the command's handler and handing the command back (the server offers it again after its ack_wait)"
                     )
                 });
-                return Outcome::Retry {
-                    delay: Duration::ZERO,
-                    error: "handed back by an instance that may no longer lead".to_owned(),
-                };
+                // A successor may hold the command's current delivery.
+                return HandBack::AfterAckWait.outcome(
+                    ack_wait,
+                    "handed back by an instance that may no longer lead".to_owned(),
+                );
             }
             Some(Ok(Ok(result))) => CommandReply::Completed { result },
             Some(Ok(Err(error))) => CommandReply::Failed { error },
@@ -833,7 +963,6 @@ async fn run_one(
             }
         }
     } else {
-        let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
         let left = deadline.map(|d| (d - now).to_std().unwrap_or_default());
         if let Some(hold) = pass_on(delivered, max_deliver, left) {
             span.in_scope(|| {
@@ -857,20 +986,26 @@ async fn run_one(
 }
 
 /// Waits until this instance serves (its epoch), or until its worker's
-/// term ends (`None`): what a command taken during a lapse of the lease
-/// waits for.
-async fn serving_again(leadership: &Leadership, mut terms: watch::Receiver<Term>) -> Option<u64> {
+/// term ends (how its commands go back): what a command taken during a
+/// lapse of the lease waits for.
+async fn serving_again(
+    leadership: &Leadership,
+    mut terms: watch::Receiver<Term>,
+) -> Result<u64, HandBack> {
     loop {
         if let Some(epoch) = leadership.serving_epoch() {
-            return Some(epoch);
+            return Ok(epoch);
         }
-        if *terms.borrow_and_update() == Term::Ended {
-            return None;
+        match *terms.borrow_and_update() {
+            Term::Ended => return Err(HandBack::AtOnce),
+            Term::Lost => return Err(HandBack::AfterAckWait),
+            Term::Serving(_) | Term::Lapsed(_) | Term::Doubted { .. } => {}
         }
         tokio::select! {
             changed = terms.changed() => {
                 if changed.is_err() {
-                    return None;
+                    // The worker is gone: as its term last stood.
+                    return Err(HandBack::of(*terms.borrow(), true));
                 }
             }
             () = tokio::time::sleep(LEADERSHIP_CHECK) => {}
@@ -890,7 +1025,7 @@ async fn doubt_runs_out(leadership: &Leadership, mut terms: watch::Receiver<Term
         match *terms.borrow_and_update() {
             Term::Doubted { since, .. } => due = Some(since + HANDLER_STOP_WAIT),
             Term::Serving(_) | Term::Lapsed(_) => due = None,
-            Term::Ended => {}
+            Term::Ended | Term::Lost => {}
         }
         let clock = async {
             match due {
@@ -1029,6 +1164,33 @@ mod tests {
         assert_eq!(lapse.judge(Term::Lapsed(7), ms(10), lease, false), doubted);
         assert_eq!(lapse.judge(Term::Lapsed(7), ms(20), lease, true), doubted);
         assert_eq!(lapse.judge(Term::Ended, ms(30), lease, true), Term::Ended);
+    }
+
+    #[test]
+    fn a_term_ended_in_doubt_or_while_disconnected_hands_its_commands_back_by_ack_wait() {
+        let doubted = Term::Doubted {
+            epoch: 7,
+            since: Instant::now(),
+        };
+        // A clean deposal or stop, on a connected connection: a NAK at once.
+        assert_eq!(term_end(Term::Serving(7), true), Term::Ended);
+        assert_eq!(term_end(Term::Lapsed(7), true), Term::Ended);
+        assert_eq!(HandBack::of(Term::Ended, true), HandBack::AtOnce);
+        // After a doubt, or while disconnected: nothing that reopens it.
+        assert_eq!(term_end(doubted, true), Term::Lost);
+        assert_eq!(term_end(Term::Serving(7), false), Term::Lost);
+        assert_eq!(HandBack::of(Term::Lost, true), HandBack::AfterAckWait);
+        assert_eq!(HandBack::of(doubted, true), HandBack::AfterAckWait);
+        // Left to ack_wait: a NAK the server takes as an in-progress ack.
+        let ack_wait = Duration::from_secs(5);
+        match HandBack::AfterAckWait.outcome(ack_wait, String::new()) {
+            Outcome::Retry { delay, .. } => assert_eq!(delay, ack_wait),
+            _ => panic!("not a hand-back"),
+        }
+        match HandBack::AtOnce.outcome(ack_wait, String::new()) {
+            Outcome::Retry { delay, .. } => assert_eq!(delay, Duration::ZERO),
+            _ => panic!("not a hand-back"),
+        }
     }
 
     #[test]
