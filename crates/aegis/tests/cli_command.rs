@@ -7,121 +7,28 @@
 
 mod common;
 
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::time::Duration;
 
-use aegis::permissions::{Role, ServiceRole, User, render_users, showcase_roles};
+use aegis::permissions::ServiceRole;
 use aegis_sdk::{
-    AegisConfig, Connection, Secret,
     commands::{Command as Cmd, Progress},
     rpc::WireError,
 };
-use aegis_testkit::NatsServer;
-use common::{AEGIS, CREDENTIAL_VARS};
+use common::operator_bus::{OperatorBus as Bus, plain_command, run_plain as run};
 use serde_json::{Value, json};
 
 /// The service the test's worker runs as, with a user of its own.
 const SERVICE: &str = "recon-service";
 
-/// A nats-server with the showcase's users plus one for [`SERVICE`], and
-/// the operator's credentials file as `aegis up` writes it.
-struct Bus {
-    server: NatsServer,
-    users: Vec<User>,
-    _dir: tempfile::TempDir,
-    credentials: PathBuf,
-}
-
-impl Bus {
-    fn start() -> Bus {
-        let mut roles = showcase_roles();
-        roles.push(Role::Service(ServiceRole {
-            service: SERVICE.to_owned(),
-            ..Default::default()
-        }));
-        let users: Vec<User> = roles
-            .into_iter()
-            .map(|role| User {
-                name: role.user_name(),
-                password: format!("pw-{}", nuid::next()),
-                role,
-            })
-            .collect();
-        let server = NatsServer::builder()
-            .app_users(render_users(&users))
-            .start()
-            .expect("start nats-server (run `make bootstrap`)");
-        let dir = tempfile::tempdir().unwrap();
-        let credentials = dir.path().join("credentials");
-        let operator = users.iter().find(|u| u.name == "operator").unwrap();
-        std::fs::write(
-            &credentials,
-            format!(
-                "AEGIS_NATS_USER=operator\nAEGIS_NATS_PASSWORD={}\n",
-                operator.password
-            ),
-        )
-        .unwrap();
-        Bus {
-            server,
-            users,
-            _dir: dir,
-            credentials,
-        }
-    }
-
-    async fn sdk(&self, user: &str) -> Connection {
-        let password = &self.users.iter().find(|u| u.name == user).unwrap().password;
-        let mut config = AegisConfig::with_servers(self.server.url());
-        config.nats.user = Some(user.to_owned());
-        config.nats.password = Some(Secret::new(password));
-        config.nats.inbox_prefix = Some(aegis::permissions::inbox_prefix(user));
-        Connection::connect(config).await.unwrap()
-    }
-
-    /// Runs `aegis ARGS` as the operator; returns (exit code, stdout, stderr).
-    async fn aegis(&self, args: &[&str]) -> (Option<i32>, String, String) {
-        let mut all: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-        all.extend([
-            "--nats-url".to_owned(),
-            self.server.url(),
-            "--credentials".to_owned(),
-            self.credentials.display().to_string(),
-        ]);
-        tokio::task::spawn_blocking(move || run(&all))
-            .await
-            .unwrap()
-    }
-}
-
-/// Runs `aegis ARGS` with none of the environment that would give it other
-/// credentials or logging; returns (exit code, stdout, stderr).
-fn run(args: &[String]) -> (Option<i32>, String, String) {
-    let mut cmd = Command::new(AEGIS);
-    cmd.args(args).env("NO_COLOR", "1");
-    for var in CREDENTIAL_VARS {
-        cmd.env_remove(var);
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// Runs `aegis ARGS`, sends it SIGINT once its stderr has said `seen`;
 /// returns its exit code and stderr.
 fn interrupted_after(seen: &str, args: &[String]) -> (Option<i32>, String) {
     use std::io::{BufRead, BufReader, Read};
-    let mut cmd = Command::new(AEGIS);
-    cmd.args(args)
-        .env("NO_COLOR", "1")
+    let mut child = plain_command(args)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    for var in CREDENTIAL_VARS {
-        cmd.env_remove(var);
-    }
-    let mut child = cmd.spawn().unwrap();
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut err = BufReader::new(child.stderr.take().unwrap());
     let mut text = String::new();
     while !text.contains(seen) {
@@ -139,7 +46,10 @@ fn interrupted_after(seen: &str, args: &[String]) -> (Option<i32>, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_prints_its_progress_and_result_or_why_it_failed() {
-    let bus = Bus::start();
+    let bus = Bus::start(ServiceRole {
+        service: SERVICE.to_owned(),
+        ..Default::default()
+    });
     let operator = bus.sdk("operator").await;
     aegis::init::create_missing(&operator).await.unwrap();
     let conn = bus.sdk(&format!("svc-{SERVICE}")).await;
@@ -221,18 +131,7 @@ async fn a_command_prints_its_progress_and_result_or_why_it_failed() {
 
     // Interrupted once a worker reported progress: it runs on, and the
     // line says so rather than "queued".
-    let args: Vec<String> = [
-        "command",
-        SERVICE,
-        "slow",
-        "--nats-url",
-        &bus.server.url(),
-        "--credentials",
-        &bus.credentials.display().to_string(),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+    let args = bus.args(&["command", SERVICE, "slow"]);
     let (code, err) = tokio::task::spawn_blocking(move || interrupted_after("started", &args))
         .await
         .unwrap();

@@ -7,114 +7,27 @@
 
 mod common;
 
-use std::{
-    path::PathBuf,
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use aegis::permissions::{Role, ServiceRole, User, render_users, showcase_roles};
-use aegis_sdk::{AegisConfig, Connection, Secret};
-use aegis_testkit::NatsServer;
-use common::{AEGIS, CREDENTIAL_VARS, Proc};
+use aegis::permissions::ServiceRole;
+use aegis_sdk::Connection;
+use common::{
+    Proc,
+    operator_bus::{OperatorBus as Bus, run_plain as run},
+};
 use futures::StreamExt;
 use serde_json::json;
 
 /// The service the test's publisher runs as, publishing in `recon`.
 const SERVICE: &str = "recon-service";
 
-/// A nats-server with the showcase's users plus one for [`SERVICE`], and
-/// the operator's credentials file as `aegis up` writes it.
-struct Bus {
-    server: NatsServer,
-    users: Vec<User>,
-    _dir: tempfile::TempDir,
-    credentials: PathBuf,
-}
-
-impl Bus {
-    fn start() -> Bus {
-        let mut roles = showcase_roles();
-        roles.push(Role::Service(ServiceRole {
-            service: SERVICE.to_owned(),
-            event_domains: vec!["recon".to_owned()],
-            ..Default::default()
-        }));
-        let users: Vec<User> = roles
-            .into_iter()
-            .map(|role| User {
-                name: role.user_name(),
-                password: format!("pw-{}", nuid::next()),
-                role,
-            })
-            .collect();
-        let server = NatsServer::builder()
-            .app_users(render_users(&users))
-            .start()
-            .expect("start nats-server (run `make bootstrap`)");
-        let dir = tempfile::tempdir().unwrap();
-        let credentials = dir.path().join("credentials");
-        let operator = users.iter().find(|u| u.name == "operator").unwrap();
-        std::fs::write(
-            &credentials,
-            format!(
-                "AEGIS_NATS_USER=operator\nAEGIS_NATS_PASSWORD={}\n",
-                operator.password
-            ),
-        )
-        .unwrap();
-        Bus {
-            server,
-            users,
-            _dir: dir,
-            credentials,
-        }
+/// [`SERVICE`]'s role: it publishes in `recon`.
+fn recon_role() -> ServiceRole {
+    ServiceRole {
+        service: SERVICE.to_owned(),
+        event_domains: vec!["recon".to_owned()],
+        ..Default::default()
     }
-
-    async fn sdk(&self, user: &str) -> Connection {
-        let password = &self.users.iter().find(|u| u.name == user).unwrap().password;
-        let mut config = AegisConfig::with_servers(self.server.url());
-        config.nats.user = Some(user.to_owned());
-        config.nats.password = Some(Secret::new(password));
-        config.nats.inbox_prefix = Some(aegis::permissions::inbox_prefix(user));
-        Connection::connect(config).await.unwrap()
-    }
-
-    /// `ARGS` with the flags that connect as the operator.
-    fn args(&self, args: &[&str]) -> Vec<String> {
-        let mut all: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-        all.extend([
-            "--nats-url".to_owned(),
-            self.server.url(),
-            "--credentials".to_owned(),
-            self.credentials.display().to_string(),
-        ]);
-        all
-    }
-
-    /// Runs `aegis ARGS` as the operator; returns (exit code, stdout, stderr).
-    async fn aegis(&self, args: &[&str]) -> (Option<i32>, String, String) {
-        let all = self.args(args);
-        tokio::task::spawn_blocking(move || run(&all))
-            .await
-            .unwrap()
-    }
-}
-
-/// Runs `aegis ARGS` with none of the environment that would give it other
-/// credentials or logging; returns (exit code, stdout, stderr).
-fn run(args: &[String]) -> (Option<i32>, String, String) {
-    let mut cmd = Command::new(AEGIS);
-    cmd.args(args).env("NO_COLOR", "1");
-    for var in CREDENTIAL_VARS {
-        cmd.env_remove(var);
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// The names of `EVENTS`' consumers that are durable.
@@ -129,7 +42,7 @@ async fn durable_consumers(conn: &Connection) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_prints_the_events_it_selects_and_changes_nothing() {
-    let bus = Bus::start();
+    let bus = Bus::start(recon_role());
     let operator = bus.sdk("operator").await;
 
     // No EVENTS stream yet: a clear error, and the tail does not make one.
@@ -229,7 +142,7 @@ async fn tail_prints_the_events_it_selects_and_changes_nothing() {
 /// Ctrl-C ends a tail without `--limit` at once and cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_stops_on_a_signal() {
-    let bus = Bus::start();
+    let bus = Bus::start(recon_role());
     let operator = bus.sdk("operator").await;
     aegis::init::create_missing(&operator).await.unwrap();
     let args = bus.args(&["events", "tail"]);

@@ -13,6 +13,8 @@ use std::{
 
 use nix::{sys::signal::Signal, unistd::Pid};
 
+pub mod operator_bus;
+
 pub const AEGIS: &str = env!("CARGO_BIN_EXE_aegis");
 
 /// The variables that would give `aegis` credentials, a configuration or
