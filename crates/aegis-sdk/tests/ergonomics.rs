@@ -65,21 +65,10 @@ async fn sigterm_stops_a_service_run_until_signal_and_it_deregisters() {
         .await
         .unwrap();
 
-    let exe = std::env::current_exe().unwrap();
-    let child = std::process::Command::new(exe)
-        .args([
-            "child_runs_until_signal",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let child = child_test("child_runs_until_signal")
         .env("AEGIS_NATS_URL", nats.url())
         .env_remove("AEGIS_CONFIG")
-        .env(CHILD, "1")
         .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let pid = child.id().to_string();
@@ -169,21 +158,10 @@ async fn a_second_ctrl_c_during_the_stop_exits_at_once() {
     let mut changes = Box::pin(reader.changes());
     let mut in_flight = conn.client().subscribe(IN_FLIGHT).await.unwrap();
 
-    let exe = std::env::current_exe().unwrap();
-    let child = std::process::Command::new(exe)
-        .args([
-            "child_stops_slowly",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let child = child_test("child_stops_slowly")
         .env("AEGIS_NATS_URL", nats.url())
         .env_remove("AEGIS_CONFIG")
-        .env(CHILD, "1")
         .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let pid = child.id().to_string();
@@ -293,23 +271,12 @@ async fn from_env_reads_the_file_aegis_config_names() {
         ),
     )
     .unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let child = std::process::Command::new(exe)
-        .args([
-            "child_connects_from_env",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let child = child_test("child_connects_from_env")
         .env("AEGIS_CONFIG", &file)
         .env_remove("AEGIS_NATS_URL")
         // The environment wins over the file, as for the binaries.
         .env("AEGIS_NATS_POOL_SIZE", "2")
         .env(EXPECTED_URL, nats.url())
-        .env(CHILD, "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let child = KillOnDrop(Some(child));
@@ -348,6 +315,23 @@ const EXPECTED_URL: &str = "AEGIS_TEST_ERGONOMICS_EXPECTED_URL";
 
 /// Marks the child process of the SIGTERM test.
 const CHILD: &str = "AEGIS_TEST_ERGONOMICS_CHILD";
+
+/// This test binary run again as a child process that runs only the
+/// ignored test `name` (marked by [`CHILD`]), its output captured.
+fn child_test(name: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        name,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD, "1")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    cmd
+}
 
 /// The child, killed if the test fails before it exits.
 struct KillOnDrop(Option<std::process::Child>);
