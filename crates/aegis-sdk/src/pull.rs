@@ -175,6 +175,7 @@ pub(crate) type EnsureStream =
     Arc<dyn Fn() -> BoxFuture<'static, Result<Stream, async_nats::Error>> + Send + Sync>;
 
 /// Everything the loop needs to know about its consumer.
+#[derive(Clone)]
 pub(crate) struct Durable {
     /// Finds or creates the stream.
     pub(crate) ensure_stream: EnsureStream,

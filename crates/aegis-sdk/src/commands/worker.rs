@@ -270,9 +270,7 @@ impl LeaderOf {
     /// Whether the worker's connection is connected (the view it keeps
     /// can show a takeover).
     fn connected(&self) -> bool {
-        self.client
-            .as_ref()
-            .is_none_or(|c| c.connection_state() == async_nats::connection::State::Connected)
+        self.client.as_ref().is_none_or(is_connected)
     }
 
     /// Waits for a role change, or at most [`LEADERSHIP_CHECK`].
@@ -671,7 +669,7 @@ async fn follow_leader(
         terms.send_replace(Term::Serving(epoch));
         let term = cancel.child_token();
         let run = crate::pull::run(
-            same_durable(&durable),
+            durable.clone(),
             consumer.clone(),
             handler.clone(),
             term.clone(),
@@ -733,16 +731,6 @@ async fn follow_leader(
         if cancel.is_cancelled() {
             return;
         }
-    }
-}
-
-/// Another `Durable` with the same settings, for the next term.
-fn same_durable(durable: &Durable) -> Durable {
-    Durable {
-        ensure_stream: durable.ensure_stream.clone(),
-        config: durable.config.clone(),
-        confirm_acks: durable.confirm_acks,
-        concurrency: durable.concurrency,
     }
 }
 
