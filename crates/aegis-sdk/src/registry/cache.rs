@@ -101,8 +101,7 @@ pub(crate) trait RecordIndex: Send + Sync + std::fmt::Debug {
 const CHANGES_CAPACITY: usize = 4096;
 /// A service not looked up for this long leaves the watch's scope.
 pub(crate) const IDLE_SCOPE: Duration = Duration::from_secs(120);
-/// The longest an expired record stays in the view ([`expiry_grace`]):
-/// as long as the monitor shows a live instance whose record lapsed.
+/// The longest an expired record stays in the view ([`expiry_grace`]).
 pub(crate) const EXPIRY_GRACE_MAX: Duration = Duration::from_secs(10);
 
 /// How long an expired (or vanished) record stays in the view before its
@@ -322,9 +321,6 @@ pub(crate) struct Shared {
     /// Consumer sequence of the last message applied in this session.
     processed: AtomicU64,
     progress: Notify,
-    /// The records whose removal waits out a grace, and until when (also
-    /// noted in each [`Record`]). Locked after `services`, never before.
-    lapses: Mutex<HashMap<(String, String), Instant>>,
     /// Wakes the task that applies lapsed removals when one is noted.
     lapsed: Arc<Notify>,
 }
@@ -344,13 +340,8 @@ impl Shared {
             health: Mutex::new(Health::default()),
             processed: AtomicU64::new(0),
             progress: Notify::new(),
-            lapses: Mutex::new(HashMap::new()),
             lapsed: Arc::new(Notify::new()),
         }
-    }
-
-    fn lapses(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Instant>> {
-        self.lapses.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, ServiceEntry>> {
@@ -506,8 +497,6 @@ impl Shared {
                         // departure.
                         debug!(service = %instance.service_name, instance = %instance.instance_id,
                             "an expired record was written again within its grace");
-                        self.lapses()
-                            .remove(&(instance.service_name.clone(), instance.instance_id.clone()));
                     }
                     record.instance = instance;
                     record.revision = revision;
@@ -558,8 +547,6 @@ impl Shared {
                     "a record left the registry; kept for its grace in case it is written again"
                 );
                 record.lapse = Some((until, reason));
-                self.lapses()
-                    .insert((service.to_owned(), instance_id.to_owned()), until);
                 drop(services);
                 self.lapsed.notify_one();
                 return;
@@ -571,37 +558,33 @@ impl Shared {
     /// Applies the removals whose grace ended by `now`, and returns when
     /// the next one ends, if any is pending.
     pub(crate) fn sweep_lapsed(&self, now: Instant) -> Option<Instant> {
-        let due: Vec<(String, String)> = self
-            .lapses()
-            .iter()
-            .filter(|(_, until)| **until <= now)
-            .map(|(key, _)| key.clone())
-            .collect();
-        for (service, id) in due {
-            // Checked and removed under one lock: a write landing in
-            // between would otherwise be removed.
-            let removed = {
-                let mut services = self.write();
-                let lapse = services
-                    .get(&service)
-                    .and_then(|e| e.records.get(&id))
-                    .and_then(|r| r.lapse);
-                match lapse {
-                    Some((until, reason)) if until <= now => {
-                        self.take(&mut services, &service, &id).then_some(reason)
-                    }
-                    // Written again (or gone) meanwhile.
-                    _ => {
-                        self.lapses().remove(&(service.clone(), id.clone()));
-                        None
+        // Found and removed under one lock: a write landing in between
+        // would otherwise be removed.
+        let (removed, next) = {
+            let mut services = self.write();
+            let mut due = Vec::new();
+            let mut next: Option<Instant> = None;
+            for (service, entry) in services.iter() {
+                for (id, record) in &entry.records {
+                    match record.lapse {
+                        Some((until, reason)) if until <= now => {
+                            due.push((service.clone(), id.clone(), reason));
+                        }
+                        Some((until, _)) => next = Some(next.map_or(until, |n| n.min(until))),
+                        None => {}
                     }
                 }
-            };
-            if let Some(reason) = removed {
-                self.announce_removal(&service, &id, reason);
             }
+            let removed: Vec<_> = due
+                .into_iter()
+                .filter(|(service, id, _)| self.take(&mut services, service, id))
+                .collect();
+            (removed, next)
+        };
+        for (service, id, reason) in removed {
+            self.announce_removal(&service, &id, reason);
         }
-        self.lapses().values().min().copied()
+        next
     }
 
     /// Removes a record at once and announces it.
@@ -620,8 +603,6 @@ impl Shared {
         service: &str,
         instance_id: &str,
     ) -> bool {
-        self.lapses()
-            .remove(&(service.to_owned(), instance_id.to_owned()));
         let Some(entry) = services.get_mut(service) else {
             return false;
         };
@@ -685,9 +666,9 @@ impl Shared {
             for (service, entry) in services.iter_mut() {
                 for (id, record) in entry.records.iter_mut() {
                     let key = (service.clone(), id.clone());
-                    if snapshot.contains_key(&key) && record.lapse.take().is_some() {
-                        // Stored again: its removal is off.
-                        self.lapses().remove(&key);
+                    if snapshot.contains_key(&key) {
+                        // Stored again: a pending removal is off.
+                        record.lapse = None;
                     }
                     match snapshot.get(&key) {
                         None => removed.push(key),
