@@ -137,11 +137,8 @@ impl State {
             .records
             .iter()
             .filter(|(k, _)| !self.unresponsive.contains(*k))
-            .filter_map(|(k, r)| {
-                let interval = beat_interval(r)?;
-                let last = (*self.beats.get(k)?).max(self.listening_since);
-                (now.duration_since(last) > interval * MISSED_BEATS).then(|| k.clone())
-            })
+            .filter(|(k, r)| self.beats_missed(k, r, now) == Some(true))
+            .map(|(k, _)| k.clone())
             .collect();
         self.unresponsive.extend(stale.iter().cloned());
         self.refresh_all(&stale);
@@ -188,17 +185,23 @@ impl State {
         *last = (*last).max(at);
     }
 
+    /// Whether `key` (of `record`) has gone [`MISSED_BEATS`] beat
+    /// intervals without a beat or a record write by `now`, counting from
+    /// when this monitor's connection last came up; `None` when its record
+    /// gives no interval or nothing was heard of it.
+    fn beats_missed(&self, key: &Key, record: &ServiceInstance, now: Instant) -> Option<bool> {
+        let interval = beat_interval(record)?;
+        let last = (*self.beats.get(key)?).max(self.listening_since);
+        Some(now.duration_since(last) > interval * MISSED_BEATS)
+    }
+
     /// Whether `key`'s process is known to live: its beats (or record
     /// writes) are on time and its connection is not known closed.
     fn still_beating(&self, key: &Key) -> bool {
         let Some(record) = self.records.get(key) else {
             return false;
         };
-        let (Some(interval), Some(last)) = (beat_interval(record), self.beats.get(key)) else {
-            return false;
-        };
-        let last = (*last).max(self.listening_since);
-        Instant::now().duration_since(last) <= interval * MISSED_BEATS
+        self.beats_missed(key, record, Instant::now()) == Some(false)
             && !self.unresponsive.contains(key)
             && connection_of(record).is_none_or(|name| self.conns.closed_at(name).is_none())
     }
