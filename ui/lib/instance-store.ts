@@ -66,6 +66,12 @@
 // ("at least" would be false the moment it beats again). A down one keeps
 // its exact age: the last news said it stopped beating.
 //
+// Whether an instance is down or gone, for its heartbeat, is read from
+// what the store last published, the entries the cards and badges show:
+// the heartbeat repaints on the page's one-second clock, and read from the
+// newest event it said "down" beside an ACTIVE badge until the next
+// publication, up to FLUSH_MS later (seen after `aegis chaos kill`).
+//
 // Before the first digest the page has only the records' write times,
 // every few beats: read as ages, a healthy 1 s beat looked 2–6 s late for
 // the first 2 s of every page. An instance that announces its beat
@@ -187,6 +193,8 @@ export class InstanceStore {
   private latest = new Map<string, MetricsSnapshot>();
   private metricsListeners = new Map<string, Set<() => void>>();
   private snapshot: StoreSnapshot = { entries: [], loaded: false };
+  /** The entries of `snapshot` (what the cards show) by key: heartbeats are read against these. */
+  private published = new Map<string, InstanceEntry>();
   private listeners = new Set<() => void>();
   private pending = false;
   private loaded = false;
@@ -294,7 +302,9 @@ export class InstanceStore {
       if (!(interval > 0) || Number.isNaN(asOf)) continue;
       const bound = asOf - digest.lateAfterIntervals * interval;
       if (known === undefined || bound > known) this.setHeartbeat(k, bound, down);
-      if (!down) this.onTime.set(k, asOf);
+      // Kept for a down one too: `heartbeatOnTime` says it is not on time
+      // once the card shows it down, and not before (see `heartbeatView`).
+      this.onTime.set(k, asOf);
     }
     return listed === digest.summary.total;
   }
@@ -313,7 +323,7 @@ export class InstanceStore {
   heartbeatOnTime(service: string, id: string): boolean {
     const k = key(service, id);
     const asOf = this.onTime.get(k);
-    const e = this.map.get(k);
+    const e = this.published.get(k);
     if (asOf === undefined || !e || e.goneAt !== null || processDown(e.instance)) return false;
     return this.monitorNow() - asOf < ON_TIME_FOR_MS;
   }
@@ -344,7 +354,11 @@ export class InstanceStore {
   heartbeatView(service: string, id: string): HeartbeatView | undefined {
     const k = key(service, id);
     const at = this.heartbeats.get(k);
-    const e = this.map.get(k);
+    // Down or gone as the card shows it, not as the newest event says: the
+    // badge changes only when the store publishes (every FLUSH_MS), and a
+    // clock tick in between made the heartbeat say "down" beside an
+    // ACTIVE badge for up to 200 ms after a kill.
+    const e = this.published.get(k);
     if (at === undefined || !e) return undefined;
     const iso = new Date(at).toISOString();
     const down = e.goneAt !== null || processDown(e.instance);
@@ -431,6 +445,7 @@ export class InstanceStore {
         a.instance.instanceId.localeCompare(b.instance.instanceId),
     );
     this.snapshot = { entries, loaded: this.loaded };
+    this.published = new Map(entries.map((e) => [key(e.instance.serviceName, e.instance.instanceId), e]));
     this.listeners.forEach((l) => l());
   };
 

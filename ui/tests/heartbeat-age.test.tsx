@@ -10,7 +10,7 @@ import { act, screen } from "@testing-library/react";
 import { ServiceInstanceCard } from "@/components/dashboard/service-instance-card";
 import { InstanceStoreContext } from "@/hooks/use-instance-store";
 import type { DigestEvent, ServiceInstance } from "@/lib/api/schemas";
-import { InstanceStore } from "@/lib/instance-store";
+import { FLUSH_MS, InstanceStore } from "@/lib/instance-store";
 import { instance, renderUi } from "./render";
 
 const KILL = Date.parse("2026-12-05T00:00:10.000Z");
@@ -510,5 +510,52 @@ describe("an instance's heartbeat when its status changes", () => {
     expect(screen.getByTestId("heartbeat-age")).not.toHaveTextContent(/on time/);
     // Its record's write time, 0.8 s before: not known to be its last beat.
     expect(screen.getByTestId("heartbeat-age")).toHaveTextContent(/^at most 1 s ago$/);
+  });
+
+  // The trial: after a kill, the heartbeat said the instance was down up
+  // to 200 ms before the badge did. The badge follows the store's
+  // publications (every FLUSH_MS); the heartbeat was read on the clock's
+  // tick from the store's newest state, ahead of what the card shows.
+  const digestOf = (asOf: string): DigestEvent => ({
+    type: "digest",
+    asOf,
+    version: 1,
+    summary: { total: 1, active: 1, unhealthy: 0, standby: 0 },
+    lateAfterIntervals: 1.5,
+    late: [],
+  });
+
+  it.each([
+    ["down", (store: InstanceStore) => store.apply({ type: "instanceUpserted", instance: order1({ status: "UNHEALTHY", statusReason: "disconnected" }) })],
+    ["gone", (store: InstanceStore) => store.apply({ type: "instanceRemoved", serviceName: "order-service", instanceId: "order-1", reason: "expired" })],
+  ] as const)("changes with the badge when the instance is %s just before the clock ticks", (_, change) => {
+    vi.setSystemTime(KILL);
+    // The store publishes on its own FLUSH_MS timer, as on the page.
+    const store = new InstanceStore();
+    store.replaceAll([order1()]);
+    store.applyDigest(digestOf(iso(0)));
+    act(() => vi.advanceTimersByTime(FLUSH_MS));
+    renderUi(
+      <InstanceStoreContext.Provider value={store}>
+        <Card store={store} />
+      </InstanceStoreContext.Provider>,
+    );
+    const alive = () => screen.getByTestId("instance-card").getAttribute("data-status") === "ACTIVE";
+    const onTime = () => screen.getByTestId("heartbeat-age").textContent === "on time";
+    expect(alive() && onTime()).toBe(true);
+    // The clock ticks 1 s after the render: the change lands 100 ms before.
+    act(() => vi.advanceTimersByTime(900));
+    act(() => change(store));
+    const disagreements: string[] = [];
+    for (let step = 0; step < 60; step += 1) {
+      // A digest in between, still not listing it late (its last beat is recent).
+      if (step === 2) act(() => void store.applyDigest(digestOf(iso(940))));
+      act(() => vi.advanceTimersByTime(20));
+      if (alive() !== onTime()) {
+        disagreements.push(`+${(step + 1) * 20} ms: badge ${alive() ? "alive" : "down"}, heartbeat "${screen.getByTestId("heartbeat-age").textContent}"`);
+      }
+    }
+    expect(disagreements).toEqual([]);
+    expect(alive()).toBe(false);
   });
 });
