@@ -5,19 +5,32 @@
 //!
 //! [`Service::run_until_signal`]: crate::rpc::Service::run_until_signal
 
+use std::time::Duration;
+
 /// Resolves on the first Ctrl-C (SIGINT) or SIGTERM the process receives.
 /// Then stop what the process runs, in order: subscriptions and workers,
 /// services, and drain the connection.
 ///
 /// A graceful stop can take up to a service's shutdown timeout and the
-/// drain. Operators expect a second Ctrl-C to cut it short, so from the
-/// first signal on, the next Ctrl-C or SIGTERM ends the process at once:
-/// one line is logged ("second Ctrl-C received; exiting now") and the
-/// process exits with 130 after SIGINT, 143 after SIGTERM (128 plus the
-/// signal's number, what a shell reports for a process the signal
-/// killed). Handlers still running are cut off and the instance's record
-/// is left to expire. That holds for the rest of the process's life, as
-/// it would without any handler installed.
+/// drain. Which later signals cut it short:
+///
+/// - **Ctrl-C (SIGINT) forces.** From the first signal on, a Ctrl-C ends
+///   the process at once: one line is logged ("second Ctrl-C received;
+///   exiting now"), the WARN/ERROR lines forwarded to NATS are flushed
+///   (half a second at most), and the process exits with 130 (128 plus
+///   SIGINT's number, what a shell reports for a process the signal
+///   killed). Handlers still running are cut off and the instance's
+///   record is left to expire. What an operator at a terminal expects
+///   from Ctrl-C twice.
+/// - **SIGTERM never forces.** Supervisors send it twice in the normal
+///   course (systemd's `ExecStop=kill -TERM` followed by its own
+///   `KillSignal`, a wrapper that forwards TERM to a process group it
+///   also signals): a second SIGTERM is logged and the graceful stop goes
+///   on — the instance deregisters, a leader resigns. A supervisor that
+///   will not wait sends SIGKILL after its grace period (Kubernetes'
+///   `terminationGracePeriodSeconds`, systemd's `TimeoutStopSec`).
+///
+/// That holds for the rest of the process's life.
 ///
 /// ```no_run
 /// # async fn demo(conn: aegis_sdk::Connection, service: aegis_sdk::rpc::Service) -> Result<(), Box<dyn std::error::Error>> {
@@ -48,11 +61,17 @@ pub async fn shutdown_signal() -> std::io::Result<()> {
         // Ctrl-C would be swallowed, and new ones made now could miss a
         // signal that comes before they exist.
         tokio::spawn(async move {
-            let (which, code) = tokio::select! {
-                _ = terminate.recv() => ("SIGTERM", EXIT_SIGTERM),
-                _ = interrupt.recv() => ("Ctrl-C", EXIT_SIGINT),
-            };
-            exit_now(which, code);
+            loop {
+                tokio::select! {
+                    Some(()) = terminate.recv() => tracing::warn!(
+                        "SIGTERM received again; the graceful stop goes on \
+                         (Ctrl-C or SIGKILL ends the process at once)"
+                    ),
+                    Some(()) = interrupt.recv() => exit_now().await,
+                    // Both listeners gone: the runtime is shutting down.
+                    else => return,
+                }
+            }
         });
         Ok(())
     }
@@ -62,7 +81,7 @@ pub async fn shutdown_signal() -> std::io::Result<()> {
         tracing::info!("Ctrl-C received; stopping");
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                exit_now("Ctrl-C", EXIT_SIGINT);
+                exit_now().await;
             }
         });
         Ok(())
@@ -71,12 +90,15 @@ pub async fn shutdown_signal() -> std::io::Result<()> {
 
 /// The exit status after a second Ctrl-C: 128 + SIGINT (2).
 const EXIT_SIGINT: i32 = 130;
-/// The exit status after a second SIGTERM: 128 + SIGTERM (15).
-#[cfg(unix)]
-const EXIT_SIGTERM: i32 = 143;
 
-/// Ends the process on a second stop signal, saying so in one line.
-fn exit_now(which: &str, code: i32) -> ! {
-    tracing::warn!("second {which} received; exiting now without finishing the graceful stop");
-    std::process::exit(code)
+/// How long a forced exit waits for the forwarded log lines to leave.
+const EXIT_FLUSH: Duration = Duration::from_millis(500);
+
+/// Ends the process on a second Ctrl-C, saying so in one line. The lines
+/// forwarded to NATS (this one and the stop's so far) are flushed first,
+/// briefly: `exit` runs no destructors, so queued lines would be lost.
+async fn exit_now() -> ! {
+    tracing::warn!("second Ctrl-C received; exiting now without finishing the graceful stop");
+    crate::telemetry::log_layer::flush_forwarded(EXIT_FLUSH).await;
+    std::process::exit(EXIT_SIGINT)
 }

@@ -23,7 +23,8 @@
 
 use std::{
     fmt::Write as _,
-    sync::{Arc, OnceLock},
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
 };
 
 use aegis_contracts::log::{LogKind, LogLevel, LogRecord};
@@ -51,13 +52,34 @@ impl LogForwarder {
     /// Starts forwarding to `aegis.log.{service}.{instance}`. Events before
     /// this call are not forwarded (they are still printed by the binary).
     pub fn attach(&self, conn: &crate::Connection, service: &str, instance: &str) {
-        let _ = self.target.set(Telemetry::new(conn, service, instance));
+        let telemetry = Telemetry::new(conn, service, instance);
+        if self.target.set(telemetry.clone()).is_ok() {
+            ATTACHED
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(telemetry);
+        }
     }
 
     /// Whether [`attach`](Self::attach) was called.
     pub(crate) fn is_attached(&self) -> bool {
         self.target.get().is_some()
     }
+}
+
+/// Every target a forwarder of the process was attached to, so a forced
+/// exit can flush them all (see [`flush_forwarded`]).
+static ATTACHED: Mutex<Vec<Telemetry>> = Mutex::new(Vec::new());
+
+/// Waits, for up to `within`, until every line forwarded so far has been
+/// stored (or published and flushed to the server, or given up). For a process about to exit without
+/// running destructors: a forced exit after a second Ctrl-C.
+pub(crate) async fn flush_forwarded(within: Duration) {
+    let targets = ATTACHED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    futures::future::join_all(targets.iter().map(|t| t.flush_to_server(within))).await;
 }
 
 /// The layer; see the module docs.

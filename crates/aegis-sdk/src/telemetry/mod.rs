@@ -131,6 +131,15 @@ impl Telemetry {
         self.sender.flush(within).await
     }
 
+    /// Like [`flush`](Self::flush), then the connection's own buffer too
+    /// (a record sent on core NATS counts as sent once buffered), all
+    /// within `within`: for a process about to exit.
+    pub(crate) async fn flush_to_server(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        self.flush(within).await;
+        let _ = tokio::time::timeout_at(deadline, self.sender.client().flush()).await;
+    }
+
     /// How many records were given up so far: pushed out of a full queue,
     /// refused by the stream, or not stored within 20 s.
     ///

@@ -168,6 +168,11 @@ impl Sender {
     }
 
     /// Records given up so far.
+    /// The client the records leave on.
+    pub(super) fn client(&self) -> &Client {
+        &self.shared.client
+    }
+
     pub(super) fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
     }

@@ -1,0 +1,254 @@
+//! Which stop signals force the exit: a supervisor that sends SIGTERM twice
+//! (systemd's `ExecStop=kill -TERM` then its own SIGTERM, a wrapper that
+//! forwards TERM to a process group) still gets the graceful stop; a
+//! second Ctrl-C forces the exit, and its log lines reach NATS first.
+
+#![cfg(unix)]
+
+mod common;
+
+use std::{process::Stdio, time::Duration};
+
+use aegis_sdk::{
+    Connection,
+    contracts::log::LogRecord,
+    registry::{RegistryChange, RegistryReader, RemovalReason},
+    rpc::{CallOptions, RequestContext},
+};
+use common::{connect, eventually, server};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+/// Two SIGTERMs 5 ms apart while a handler runs: the process still stops
+/// gracefully. It deregisters (the record does not wait to expire), waits
+/// for the handler up to its shutdown timeout, and exits 0; the line about
+/// the second SIGTERM reaches NATS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_does_not_cut_the_graceful_stop() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let reader = RegistryReader::start(&conn).await.unwrap();
+    let mut changes = Box::pin(reader.changes());
+    let mut logs = conn.client().subscribe(LOGS).await.unwrap();
+    let (child, _call) = start_child_with_a_call(&nats, &conn, &reader).await;
+    let pid = child.pid();
+
+    signal("-TERM", &pid);
+    std::thread::sleep(Duration::from_millis(5));
+    signal("-TERM", &pid);
+
+    assert_eq!(
+        removal(&mut changes).await,
+        RemovalReason::Deregistered,
+        "the graceful stop deregisters"
+    );
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{printed}");
+    assert!(printed.contains("service stopped"), "{printed}");
+    forwarded(&mut logs, "SIGTERM received again").await;
+}
+
+/// A Ctrl-C after the first signal ends the process at once with 130, and
+/// the line saying so is on NATS before the exit (the forwarded lines are
+/// flushed first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_ctrl_c_forces_the_exit_after_flushing_the_logs() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let reader = RegistryReader::start(&conn).await.unwrap();
+    let mut changes = Box::pin(reader.changes());
+    let mut logs = conn.client().subscribe(LOGS).await.unwrap();
+    let (child, _call) = start_child_with_a_call(&nats, &conn, &reader).await;
+    let pid = child.pid();
+
+    signal("-TERM", &pid);
+    assert_eq!(removal(&mut changes).await, RemovalReason::Deregistered);
+    let second = std::time::Instant::now();
+    signal("-INT", &pid);
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap();
+    let took = second.elapsed();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        took < Duration::from_secs(5),
+        "exits at once, not after the 20 s shutdown timeout: {took:?}\n{printed}"
+    );
+    assert_eq!(output.status.code(), Some(130), "{printed}");
+    forwarded(&mut logs, "Ctrl-C received; exiting now").await;
+}
+
+/// The child of the tests above. Does nothing unless started by them.
+#[tokio::test]
+#[ignore = "run by the tests of this file"]
+async fn child_serves_a_slow_handler() {
+    if std::env::var(CHILD).is_err() {
+        return;
+    }
+    aegis_sdk::telemetry::init().expect("the first subscriber of the process");
+    let conn = Connection::from_env().await.expect("connect from the env");
+    let timeout = std::env::var(CHILD_TIMEOUT_MS).expect("the shutdown timeout");
+    let service = conn
+        .service(SERVICE, "1.0.0")
+        .instance_id(INSTANCE)
+        .shutdown_timeout(Duration::from_millis(timeout.parse().unwrap()))
+        .handler_with_context("wait", |ctx: RequestContext, v: Value| async move {
+            ctx.connection
+                .client()
+                .publish(IN_FLIGHT, "started".into())
+                .await
+                .expect("say the handler started");
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(v)
+        })
+        .start()
+        .await
+        .expect("start");
+    // The stop ends by the shutdown timeout (the handler outlives it): an
+    // error the process reports, not a failure of the test.
+    if let Err(e) = service.run_until_signal().await {
+        tracing::info!(error = %e, "the stop ended by its timeout");
+    }
+    conn.drain().await.expect("drain");
+}
+
+const SERVICE: &str = "signals-service";
+const INSTANCE: &str = "sg1";
+const LOGS: &str = "aegis.log.signals-service.sg1";
+/// Where the slow handler of the child says it started.
+const IN_FLIGHT: &str = "test.shutdown-signals.in-flight";
+/// Marks the child process.
+const CHILD: &str = "AEGIS_TEST_SHUTDOWN_SIGNALS_CHILD";
+/// The child's shutdown timeout, in milliseconds.
+const CHILD_TIMEOUT_MS: &str = "AEGIS_TEST_SHUTDOWN_SIGNALS_TIMEOUT_MS";
+
+/// Starts the child (a 2 s shutdown timeout: the stop waits that long for
+/// the handler) and a call whose handler runs far longer than the test.
+async fn start_child_with_a_call(
+    nats: &aegis_testkit::NatsServer,
+    conn: &Connection,
+    reader: &RegistryReader,
+) -> (KillOnDrop, tokio::task::JoinHandle<()>) {
+    let mut in_flight = conn.client().subscribe(IN_FLIGHT).await.unwrap();
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_serves_a_slow_handler",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .env(CHILD_TIMEOUT_MS, "2000")
+        .env("AEGIS_NATS_URL", nats.url())
+        .env_remove("AEGIS_CONFIG")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let child = KillOnDrop(Some(child));
+    eventually(Duration::from_secs(10), "the child registers", || {
+        let found = reader.get(SERVICE, INSTANCE).is_some();
+        async move { found }
+    })
+    .await;
+    let caller = conn.rpc();
+    let call = tokio::spawn(async move {
+        let _ = caller
+            .call_with::<_, Value>(
+                SERVICE,
+                "wait",
+                &json!({}),
+                &CallOptions::default().with_timeout(Duration::from_secs(60)),
+            )
+            .await;
+    });
+    tokio::time::timeout(Duration::from_secs(10), in_flight.next())
+        .await
+        .expect("the handler starts");
+    (child, call)
+}
+
+fn signal(which: &str, pid: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([which, pid])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill {which} to the child");
+}
+
+/// Waits for the forwarded log line that contains `text`.
+async fn forwarded(logs: &mut async_nats::Subscriber, text: &str) -> LogRecord {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(msg) = logs.next().await {
+            let record: LogRecord = serde_json::from_slice(&msg.payload).unwrap();
+            if record.message.contains(text) {
+                return record;
+            }
+        }
+        panic!("the log subscription ended");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("a line with {text:?} is forwarded to NATS"))
+}
+
+/// Waits for the removal of the child's instance and says why it left.
+async fn removal(
+    changes: &mut (impl futures::Stream<Item = RegistryChange> + Unpin),
+) -> RemovalReason {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(change) = changes.next().await {
+            if let RegistryChange::Removed {
+                service,
+                instance_id,
+                reason,
+            } = change
+                && service == SERVICE
+                && instance_id == INSTANCE
+            {
+                return reason;
+            }
+        }
+        panic!("the registry changes ended");
+    })
+    .await
+    .expect("the instance leaves the registry within 10 s")
+}
+
+/// The child, killed if the test fails before it exits.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl KillOnDrop {
+    fn pid(&self) -> String {
+        self.0.as_ref().unwrap().id().to_string()
+    }
+
+    fn wait_with_output(mut self) -> std::process::Output {
+        let child = self.0.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pid = child.id();
+        std::thread::spawn(move || {
+            if rx.recv_timeout(Duration::from_secs(20)).is_err() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        });
+        let output = child.wait_with_output().unwrap();
+        let _ = tx.send(());
+        output
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
