@@ -51,13 +51,14 @@ pub(crate) enum LeaderEvent {
     Change(LeaderChange),
     /// The answer to a read of one group's key from its stream's leader
     /// ([`read_key`]), asked at `asked` because a record claimed a lead
-    /// the key as last seen does not give; `change` is `None` when the
-    /// read failed.
+    /// the key as last seen does not give; `change` is `Ok(None)` when the
+    /// key never held anything, and an error when the read failed (no
+    /// answer: it says nothing of the key).
     Checked {
         service: String,
         group: String,
         asked: Instant,
-        change: Option<LeaderChange>,
+        change: Result<Option<LeaderChange>, ReadFailed>,
         /// The bucket's generation when asked (see `KeyChecks`): a read
         /// of a bucket created again since says nothing.
         generation: u64,
@@ -155,18 +156,25 @@ impl Changes {
     }
 }
 
+/// A read of one election key that got no answer: it timed out, or
+/// JetStream answered with an error (the monitor's connection
+/// reconnecting, the stream choosing a leader or catching up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReadFailed;
+
 /// How long a read of one key ([`read_key`]) may take.
 const READ_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Reads `group`'s key from its stream's leader, which has every write it
 /// confirmed (a replica, or the watch while it opens again after a NATS
-/// node died, may not): the key's change, a removal included; `None` when
-/// the read failed or the key never held anything.
+/// node died, may not): the key's change, a removal included; `Ok(None)`
+/// when the key never held anything, [`ReadFailed`] when the read got no
+/// answer.
 pub(crate) async fn read_key(
     bucket: &kv::Store,
     service: &str,
     group: &str,
-) -> Option<LeaderChange> {
+) -> Result<Option<LeaderChange>, ReadFailed> {
     let key = subjects::election_key(service, group);
     let subject = format!("{}{key}", bucket.prefix);
     let read = tokio::time::timeout(
@@ -176,14 +184,14 @@ pub(crate) async fn read_key(
     .await;
     let message = match read {
         Ok(Ok(message)) => message,
-        Ok(Err(e)) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return None,
+        Ok(Err(e)) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
         Ok(Err(e)) => {
             debug!(key, error = %aegis_sdk::startup::Causes(&e), "could not read an election key");
-            return None;
+            return Err(ReadFailed);
         }
         Err(_) => {
             debug!(key, "reading an election key timed out");
-            return None;
+            return Err(ReadFailed);
         }
     };
     // A delete or purge marker, or the server's marker of an expired key.
@@ -192,11 +200,11 @@ pub(crate) async fn read_key(
             .headers
             .get("KV-Operation")
             .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
-    change_of(
+    Ok(change_of(
         &key,
         (!removed).then_some(&message.payload[..]),
         message.sequence,
-    )
+    ))
 }
 
 /// Creates the election bucket if it is missing, mirrors its keys

@@ -277,12 +277,18 @@ impl State {
                 if generation != self.keys.generation {
                     return;
                 }
-                if let Some(change) = change {
-                    self.apply_leader(change);
+                // Only an answer counts: a read that failed says nothing of
+                // the key, and a record held back for it stays held (and
+                // the key is read again) while its hold lasts.
+                if let Ok(change) = change {
+                    if let Some(change) = change {
+                        self.apply_leader(change);
+                    }
+                    self.keys.checked.insert(group_key.clone(), asked);
                 }
-                self.keys.checked.insert(group_key.clone(), asked);
                 // Records held back for this read are shown as the key
-                // now says, whatever it said.
+                // now says, whatever it said; after a failed read, those
+                // still held ask again.
                 let affected: Vec<Key> = self
                     .records
                     .iter()
@@ -572,6 +578,10 @@ pub(super) const LAPSED_HOLD: Duration = Duration::from_secs(10);
 /// decides.
 const HOLD_AT_MOST: Duration = Duration::from_secs(1);
 
+/// How long after a failed read of an election key its failure is told
+/// (and so the key read again, while a record is held for it).
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
 /// Reads of election keys from their stream's leader, asked when a record
 /// and the key as the watch last delivered it disagree.
 ///
@@ -676,6 +686,12 @@ impl KeyChecks {
         let generation = self.generation;
         tokio::spawn(async move {
             let change = elections::read_key(&bucket, &group.0, &group.1).await;
+            if change.is_err() {
+                // A failure is told after a pause: the records still held
+                // ask again at once, which must not spin while JetStream
+                // keeps refusing.
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
             let _ = answers.send(LeaderEvent::Checked {
                 service: group.0,
                 group: group.1,
@@ -735,5 +751,134 @@ impl Rederived {
         view.bump(&self.key.0, visible);
         view.instances.insert(self.key, next.clone());
         Some((next, visible))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use aegis_sdk::AegisConfig;
+    use async_nats::jetstream::kv;
+
+    use super::*;
+
+    const SERVICE: &str = "order-service";
+    const GROUP: &str = "default";
+
+    /// A fleet task's state over `nats`, reading election keys from
+    /// `bucket`, with the receiver of its key reads' answers.
+    async fn rig(
+        nats: &aegis_testkit::NatsServer,
+        bucket: kv::Store,
+    ) -> (State, RegistryReader, mpsc::UnboundedReceiver<LeaderEvent>) {
+        let mut config = AegisConfig::with_servers(nats.url());
+        config.nats.request_timeout = Duration::from_secs(3);
+        let conn = Connection::connect(config).await.expect("connect");
+        let registry = RegistryReader::start(&conn).await.expect("registry");
+        let (answers, answered) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            registry: registry.clone(),
+            view: RwLock::default(),
+            leases: std::sync::Mutex::default(),
+            signs: std::sync::Mutex::default(),
+            closed: std::sync::Mutex::default(),
+            changes: broadcast::channel(CHANGES_CAPACITY).0,
+            advisories: false,
+            system_conn: None,
+            pings: None,
+        });
+        let client = conn.client().clone();
+        let state = State {
+            shared,
+            records: HashMap::new(),
+            leaders: HashMap::new(),
+            keys: KeyChecks::new(bucket, answers),
+            conns: ConnectionStates::default(),
+            beats: HashMap::new(),
+            unresponsive: HashSet::new(),
+            lapsed: HashMap::new(),
+            listening_since: Instant::now(),
+            connects: 0,
+            client,
+        };
+        (state, registry, answered)
+    }
+
+    async fn bucket(nats: &aegis_testkit::NatsServer, name: &str) -> kv::Store {
+        let client = async_nats::connect(nats.url()).await.expect("connect");
+        async_nats::jetstream::new(client)
+            .create_key_value(kv::Config {
+                bucket: name.to_owned(),
+                ..Default::default()
+            })
+            .await
+            .expect("bucket")
+    }
+
+    fn leader_record(id: &str, epoch: u64) -> ServiceInstance {
+        let mut r = ServiceInstance::new(SERVICE, id, "1.0.0", Utc::now());
+        r.sticky_active_group = Some(GROUP.to_owned());
+        r.epoch = Some(epoch);
+        r
+    }
+
+    fn shown(state: &State, id: &str) -> Option<InstanceView> {
+        let view = state.shared.view.read().unwrap();
+        view.instances
+            .get(&(SERVICE.to_owned(), id.to_owned()))
+            .cloned()
+    }
+
+    /// The review's node-loss case: the new leader's record (ACTIVE at
+    /// epoch 20) arrives while the key as seen still names the old one
+    /// (revision 10), and the read of the key from its stream's leader
+    /// fails at once (here: the stream is gone; in the field, the
+    /// monitor reconnecting or the stream catching up). A failed read is
+    /// no answer: the new leader is not shown deposed on its strength,
+    /// and the key is read again while the record is held.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_key_read_deposes_nobody() {
+        let nats = aegis_testkit::NatsServer::start().expect("start nats-server");
+        let broken = bucket(&nats, "broken_elections").await;
+        let client = async_nats::connect(nats.url()).await.expect("connect");
+        async_nats::jetstream::new(client)
+            .delete_stream("KV_broken_elections")
+            .await
+            .expect("delete the bucket's stream");
+        let (mut state, _registry, mut answered) = rig(&nats, broken).await;
+        state.apply_leader(LeaderChange {
+            service: SERVICE.to_owned(),
+            group: GROUP.to_owned(),
+            revision: 10,
+            holder: Some(("order-1".to_owned(), 10)),
+            lease: Duration::from_secs(2),
+            renewed_at: None,
+        });
+        state.upsert(leader_record("order-1", 10));
+        state.upsert(leader_record("order-2", 20));
+        assert_eq!(
+            shown(&state, "order-2").map(|v| v.instance.status),
+            Some(InstanceStatus::Standby),
+            "held back while the key is read"
+        );
+        let answer = tokio::time::timeout(Duration::from_secs(5), answered.recv())
+            .await
+            .expect("the read answers within 5 s")
+            .expect("an answer");
+        state.apply_leader_event(answer);
+        let b = shown(&state, "order-2").expect("order-2 shown");
+        assert_ne!(
+            b.status_reason,
+            Some(StatusReason::Deposed),
+            "a failed read deposed the new leader: {b:?}"
+        );
+        assert!(
+            state
+                .keys
+                .asking
+                .contains(&(SERVICE.to_owned(), GROUP.to_owned())),
+            "the key is read again while the record is held"
+        );
     }
 }
