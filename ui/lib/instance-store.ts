@@ -475,8 +475,9 @@ export class InstanceStore {
 /**
  * Whether a snapshot is too old to show as live figures at `now`: none came
  * for three of its intervals, and at least 5 s (a NATS node lost under the
- * metrics stream stops them while the instance still beats). Compares the
- * instance's clock with the browser's, so it leaves seconds of room.
+ * metrics stream stops them while the instance still beats). `now` is on
+ * the monitor's clock (`InstanceStore.monitorNow`); the snapshot's time is
+ * the instance's, which may differ a little, so it leaves seconds of room.
  */
 export function figuresStale(snapshot: MetricsSnapshot, now: number): boolean {
   const at = Date.parse(snapshot.timestamp);

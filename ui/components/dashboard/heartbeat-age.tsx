@@ -84,12 +84,21 @@ export interface SinceProps {
   template?: MessageKey;
   /** More of the template's placeholders. */
   vars?: Record<string, string | number>;
+  /**
+   * The clock `at` was read on: "browser" (default) for a moment the page
+   * saw itself, "monitor" for a time the monitor or an instance stamped
+   * (measured on the page's store's `monitorNow`, as heartbeat ages are).
+   */
+  clock?: "browser" | "monitor";
 }
 
 /** The age of a moment given in epoch milliseconds, optionally in a sentence. */
-export function Since({ at, template, vars }: SinceProps) {
+export function Since({ at, template, vars, clock = "browser" }: SinceProps) {
   const { t } = useI18n();
-  const now = useNow();
+  const store = useInstanceStore();
+  // Re-rendered on the shared clock's tick; read on the clock asked for.
+  const browserNow = useNow();
+  const now = clock === "monitor" && store ? store.monitorNow() : browserNow;
   const iso = new Date(at).toISOString();
   const age = ago(t, iso, now);
   return <time dateTime={iso}>{template ? t(template, { ...vars, ago: age }) : age}</time>;

@@ -190,6 +190,14 @@ function GoneRole({ instance: i }: { instance: ServiceInstance }) {
  * instance's newer ones read the same ("0 calls/s") and do not replace it,
  * but they prove its figures are still coming. The card re-renders only
  * when that answer changes.
+ *
+ * A snapshot's time is the instance's clock; its age is measured on the
+ * monitor's (`monitorNow`: the browser's corrected by the offset the
+ * digests show), as heartbeat ages are, so a browser a minute ahead does
+ * not call every instance's figures a minute old. The instance's own skew
+ * against the monitor is not corrected — nothing measures it; it is
+ * nothing where they share a host or NTP, and `figuresStale` leaves
+ * seconds of room for it.
  */
 function Figures({ snapshot }: { snapshot: MetricsSnapshot }) {
   const { t, locale } = useI18n();
@@ -198,16 +206,17 @@ function Figures({ snapshot }: { snapshot: MetricsSnapshot }) {
     const latest = store?.latestMetrics(snapshot.serviceName, snapshot.instanceId);
     return latest && Date.parse(latest.timestamp) > Date.parse(snapshot.timestamp) ? latest : snapshot;
   }, [store, snapshot]);
-  const [stale, setStale] = React.useState(() => figuresStale(newest(), Date.now()));
+  const now = React.useCallback(() => (store ? store.monitorNow() : Date.now()), [store]);
+  const [stale, setStale] = React.useState(() => figuresStale(newest(), now()));
   React.useEffect(() => {
-    const check = () => setStale(figuresStale(newest(), Date.now()));
+    const check = () => setStale(figuresStale(newest(), now()));
     check();
     return subscribeClock(check);
-  }, [newest]);
+  }, [newest, now]);
   if (stale) {
     return (
       <span data-testid="figures-stale" className="font-medium text-warning-strong">
-        <Since at={Date.parse(newest().timestamp)} template="card.metricsStale" />
+        <Since at={Date.parse(newest().timestamp)} template="card.metricsStale" clock="monitor" />
       </span>
     );
   }
@@ -223,8 +232,9 @@ function Figures({ snapshot }: { snapshot: MetricsSnapshot }) {
 
 /**
  * The figures of an instance without live ones: a down instance's last
- * known, marked as such with their age (the store keeps its newest
- * snapshot), or "No metrics yet" when none came from its current process.
+ * known, marked as such with their age on the monitor's clock (as in
+ * `Figures`; the store keeps its newest snapshot), or "No metrics yet" when
+ * none came from its current process.
  */
 function LastKnown({ instance: i }: { instance: ServiceInstance }) {
   const { t, locale } = useI18n();
@@ -236,7 +246,7 @@ function LastKnown({ instance: i }: { instance: ServiceInstance }) {
   })}`;
   return (
     <span data-testid="figures-last-known" className="font-medium text-warning-strong tabular-nums">
-      <Since at={Date.parse(snapshot.timestamp)} template="card.metricsLastKnown" vars={{ figures: text }} />
+      <Since at={Date.parse(snapshot.timestamp)} template="card.metricsLastKnown" vars={{ figures: text }} clock="monitor" />
     </span>
   );
 }

@@ -3,11 +3,20 @@
 // `statusSince`, on the page's shared one-second clock. Shown beside the
 // reason (as `aegis status` says "for Ns (since …)").
 //
-// `statusSince` is a time on the monitor's clock; the duration is measured
-// on it too, through the page's store (the browser's clock corrected by the
-// offset the digests show, as the heartbeat age is), so a browser whose
-// clock is a minute off still says "for 30 s". Without a store (component
-// tests), against the browser's clock.
+// The duration is measured on the monitor's clock, through the page's store
+// (the browser's clock corrected by the offset the digests show, as the
+// heartbeat age is), so a browser whose clock is a minute off still says
+// "for 30 s". Without a store (component tests), against the browser's
+// clock.
+//
+// `statusSince` is the monitor's time (or the NATS server's, for a closed
+// connection) for most reasons, but for `operator`, `health_check` and
+// `degraded` it is the instance's own report, on the instance's clock:
+// truer than when the monitor noticed, but not corrected for that
+// instance's skew against the monitor, which nothing measures. An instance
+// 30 s ahead reads "for 0 s" for 30 s (`duration` clamps a negative length
+// to 0). Where clocks are synced (one host, NTP on the nodes) this is
+// nothing.
 "use client";
 
 import { useInstanceStore } from "@/hooks/use-instance-store";
