@@ -167,8 +167,11 @@ pub(crate) enum Outcome {
 }
 
 /// A handler of one message; it must not acknowledge the message itself.
-pub(crate) type Handler =
-    Arc<dyn Fn(Arc<jetstream::Message>) -> BoxFuture<'static, Outcome> + Send + Sync>;
+/// It gets the consumer's [`DeliveryLimits`] for the delivery, to decide
+/// as the loop will whether this is the last one.
+pub(crate) type Handler = Arc<
+    dyn Fn(Arc<jetstream::Message>, DeliveryLimits) -> BoxFuture<'static, Outcome> + Send + Sync,
+>;
 
 /// Finds or creates the stream a consumer lives on.
 pub(crate) type EnsureStream =
@@ -428,6 +431,55 @@ impl Held {
     }
 }
 
+/// The consumer's `max_deliver` and `ack_wait` as one delivery of a
+/// message goes by them: read through [`Held`] (at most
+/// [`SETTINGS_MAX_AGE`] old) the first time they are asked for, then the
+/// same for the rest of the delivery. A handler that decides for itself
+/// whether a delivery is the last (a command worker answers its sender
+/// then, rather than hand the command back) and the loop that acts on its
+/// outcome so go by one value: a refresh between the two cannot turn a
+/// hand-back into a dead letter nobody was told of.
+#[derive(Clone)]
+pub(crate) struct DeliveryLimits {
+    held: Arc<Held>,
+    durable: Arc<Durable>,
+    consumer: PullConsumer,
+    read: Arc<tokio::sync::OnceCell<Settings>>,
+}
+
+impl DeliveryLimits {
+    fn new(held: Arc<Held>, durable: Arc<Durable>, consumer: PullConsumer) -> Self {
+        Self {
+            held,
+            durable,
+            consumer,
+            read: Arc::default(),
+        }
+    }
+
+    async fn settings(&self) -> Settings {
+        *self
+            .read
+            .get_or_init(|| self.held.current(&self.durable, &self.consumer))
+            .await
+    }
+
+    /// The consumer's `max_deliver` on the server (0 or less: no limit).
+    pub(crate) async fn max_deliver(&self) -> i64 {
+        self.settings().await.max_deliver
+    }
+
+    /// The consumer's `ack_wait` on the server.
+    pub(crate) async fn ack_wait(&self) -> Duration {
+        self.settings().await.ack_wait
+    }
+
+    /// Whether delivery `delivered` is the last the consumer allows.
+    pub(crate) async fn is_last(&self, delivered: i64) -> bool {
+        is_last_delivery(delivered, self.max_deliver().await)
+    }
+}
+
 impl Settings {
     fn of(consumer: &PullConsumer) -> Self {
         Self::from_config(&consumer.cached_info().config)
@@ -618,12 +670,18 @@ pub(crate) async fn run(
                     handlers.spawn(
                         async move {
                             let message = Arc::new(message);
+                            let limits = DeliveryLimits::new(
+                                held.clone(),
+                                durable.clone(),
+                                consumer.clone(),
+                            );
                             let on = Consumer {
                                 durable: &durable,
                                 consumer: &consumer,
                                 held: &held,
                             };
-                            let redeliver_at = handle(on, message, &handler, &abandon).await;
+                            let redeliver_at =
+                                handle(on, message, limits, &handler, &abandon).await;
                             if let Some(seq) = sequence {
                                 lock(&progress).settled(seq, redeliver_at);
                             }
@@ -684,6 +742,7 @@ struct Consumer<'a> {
 async fn handle(
     on: Consumer<'_>,
     message: Arc<jetstream::Message>,
+    limits: DeliveryLimits,
     handler: &Handler,
     abandon: &CancellationToken,
 ) -> Option<Instant> {
@@ -691,7 +750,7 @@ async fn handle(
     let keep_alive = keep_alive(on, &message);
     tokio::pin!(keep_alive);
     let outcome = tokio::select! {
-        outcome = handler(message.clone()) => outcome,
+        outcome = handler(message.clone(), limits.clone()) => outcome,
         () = &mut keep_alive => unreachable!("the keep-alive loop never ends"),
         () = abandon.cancelled() => {
             let (sequence, delivered) = message
@@ -709,7 +768,7 @@ async fn handle(
     // The decision may wait for the consumer's settings, a dead letter's
     // store or the ack's confirmation: the message stays in progress.
     let ack = tokio::select! {
-        ack = decide(on, &message, outcome, &mut redeliver_at) => ack,
+        ack = decide(on, &message, &limits, outcome, &mut redeliver_at) => ack,
         () = &mut keep_alive => unreachable!("the keep-alive loop never ends"),
     };
     if let Err(e) = ack {
@@ -741,6 +800,7 @@ async fn keep_alive(on: Consumer<'_>, message: &jetstream::Message) {
 async fn decide(
     on: Consumer<'_>,
     message: &jetstream::Message,
+    limits: &DeliveryLimits,
     outcome: Outcome,
     redeliver_at: &mut Option<Instant>,
 ) -> Result<(), async_nats::Error> {
@@ -754,7 +814,7 @@ async fn decide(
                 delay,
                 error,
             };
-            failed(on, message, failure, redeliver_at).await
+            failed(on, message, limits, failure, redeliver_at).await
         }
         Outcome::Failed { what, delay, error } => {
             let failure = Failure {
@@ -762,7 +822,7 @@ async fn decide(
                 delay,
                 error,
             };
-            failed(on, message, failure, redeliver_at).await
+            failed(on, message, limits, failure, redeliver_at).await
         }
         Outcome::Poison { error } => {
             give_up(durable, message, DeadLetterReason::Undecodable, &error).await
@@ -784,6 +844,7 @@ struct Failure {
 async fn failed(
     on: Consumer<'_>,
     message: &jetstream::Message,
+    limits: &DeliveryLimits,
     failure: Failure,
     redeliver_at: &mut Option<Instant>,
 ) -> Result<(), async_nats::Error> {
@@ -792,7 +853,7 @@ async fn failed(
         .info()
         .map(|i| (i.stream_sequence, i.delivered))
         .unwrap_or((0, 1));
-    let max_deliver = on.held.current(durable, on.consumer).await.max_deliver;
+    let max_deliver = limits.max_deliver().await;
     let last = is_last_delivery(delivered, max_deliver);
     let Failure {
         logged_as,

@@ -421,6 +421,11 @@ impl CommandWorkerBuilder {
     /// for another worker, which also uses a delivery; the last one, or
     /// one too close to the command's deadline to hand it back again,
     /// answers NOT_FOUND.
+    ///
+    /// It is set on the service's consumer, which all its workers share,
+    /// at every start. Which delivery is the last is decided by the
+    /// consumer's value on the server (read at most 2 s before), which a
+    /// worker of another version or an operator may have changed since.
     pub fn max_deliver(mut self, n: u32) -> Self {
         self.max_deliver = n;
         self
@@ -603,23 +608,17 @@ impl CommandWorkerBuilder {
                 source,
             })?;
         let client = conn.client().clone();
-        // As the server counts it for the command's deliveries.
-        let ack_wait = consumer.cached_info().config.ack_wait;
         let handlers = Arc::new(self.handlers);
-        let max_deliver = i64::from(self.max_deliver);
         let (terms, _) = watch::channel(Term::Ended);
         let following = leader
             .as_ref()
             .map(|l| (l.leadership.clone(), terms.subscribe()));
-        let run_one: crate::pull::Handler = Arc::new(move |message| {
+        let run_one: crate::pull::Handler = Arc::new(move |message, limits| {
             run_one(
                 message,
                 client.clone(),
                 handlers.clone(),
-                Limits {
-                    max_deliver,
-                    ack_wait,
-                },
+                limits,
                 following.clone(),
             )
             .boxed()
@@ -775,13 +774,6 @@ fn pass_on(delivered: i64, max_deliver: i64, left: Option<Duration>) -> Option<D
     }
 }
 
-/// The consumer's limits, as a worker's commands go by them.
-#[derive(Debug, Clone, Copy)]
-struct Limits {
-    max_deliver: i64,
-    ack_wait: Duration,
-}
-
 /// Runs one command and reports its end to the sender. Whatever the handler
 /// says, the command is done (a failure is its result); only a crash of the
 /// process leaves it to be delivered again. A command this worker has no
@@ -793,17 +785,20 @@ struct Limits {
 /// unrun, as [`HandBack`] says. One whose deadline passed while it waited
 /// in a term in doubt is handed back too, unanswered, unless this is its
 /// last delivery: a successor may run it.
+///
+/// The last delivery is the last the consumer on the server allows
+/// (`limits`), which another worker's start or an operator may have
+/// changed since this worker started, not this worker's own option: the
+/// pull loop dead-letters a command handed back on the delivery it deems
+/// the last, and the sender of a command that never ran would hear
+/// nothing until its deadline, then that it may have run.
 async fn run_one(
     msg: Arc<async_nats::jetstream::Message>,
     client: Client,
     handlers: Arc<HashMap<String, Erased>>,
-    limits: Limits,
+    limits: crate::pull::DeliveryLimits,
     following: Option<(Leadership, watch::Receiver<Term>)>,
 ) -> Outcome {
-    let Limits {
-        max_deliver,
-        ack_wait,
-    } = limits;
     let header = |name: &str| {
         msg.headers
             .as_ref()
@@ -838,7 +833,6 @@ async fn run_one(
         return answer_expired().await;
     }
     let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
-    let last_delivery = crate::pull::is_last_delivery(delivered, max_deliver);
     let watching = following.clone();
     // `Ok(None)`: not leader-only; `Err`: not to run here.
     let epoch = match following {
@@ -866,12 +860,12 @@ async fn run_one(
                     // Its deadline passed while it waited. In a term in
                     // doubt a successor may run it: its ACK would end the
                     // successor's delivery.
-                    if hand_back == HandBack::AfterAckWait && !last_delivery {
+                    if hand_back == HandBack::AfterAckWait && !limits.is_last(delivered).await {
                         span.in_scope(|| {
                             debug!("its deadline passed while this instance's term was in doubt; leaving it to its ack_wait, unanswered")
                         });
                         return hand_back.outcome(
-                            ack_wait,
+                            limits.ack_wait().await,
                             "expired while its instance's term was in doubt".to_owned(),
                         );
                     }
@@ -882,7 +876,7 @@ async fn run_one(
         },
     };
     let reply = if let Err(hand_back) = epoch {
-        if !last_delivery {
+        if !limits.is_last(delivered).await {
             span.in_scope(|| {
                 debug!(
                     ?hand_back,
@@ -895,7 +889,7 @@ async fn run_one(
                 tokio::time::sleep(PASS_ON_MIN).await;
             }
             return hand_back.outcome(
-                ack_wait,
+                limits.ack_wait().await,
                 "taken by an instance that no longer leads".to_owned(),
             );
         }
@@ -936,7 +930,7 @@ async fn run_one(
                 });
                 // A successor may hold the command's current delivery.
                 return HandBack::AfterAckWait.outcome(
-                    ack_wait,
+                    limits.ack_wait().await,
                     "handed back by an instance that may no longer lead".to_owned(),
                 );
             }
@@ -952,7 +946,7 @@ async fn run_one(
         }
     } else {
         let left = deadline.map(|d| (d - now).to_std().unwrap_or_default());
-        if let Some(hold) = pass_on(delivered, max_deliver, left) {
+        if let Some(hold) = pass_on(delivered, limits.max_deliver().await, left) {
             span.in_scope(|| {
                 debug!(
                     ?hold,

@@ -314,7 +314,8 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
             }
         })?;
         let process: pull::Handler =
-            Arc::new(move |message| process(message, handler.clone()).boxed());
+            // An event's handler leaves the last delivery to the loop.
+            Arc::new(move |message, _| process(message, handler.clone()).boxed());
         let tasks = Background::new();
         let span = info_span!("events", service = %self.service, consumer = %name);
         tasks.spawn(|cancel| pull::run(durable, consumer, process, cancel).instrument(span));

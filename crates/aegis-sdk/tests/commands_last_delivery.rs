@@ -1,0 +1,77 @@
+//! The last delivery of a command, as the server's consumer allows it,
+//! against a real nats-server: a worker that cannot run a command (it has
+//! no handler for it) answers the sender on that delivery, with the
+//! consumer's `max_deliver` on the server, not the one the worker was
+//! built with. A command that never ran ends in a clear error, not in a
+//! dead letter and a timeout that says it may have run.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use aegis_contracts::subjects;
+use aegis_sdk::{
+    commands::{Command, CommandError, Progress},
+    rpc::ErrorCode,
+};
+use async_nats::jetstream::consumer::{FromConsumer, pull};
+use common::{connect, server};
+use serde_json::{Value, json};
+
+const SERVICE: &str = "ledger-service";
+
+/// The review's probe E2: the worker keeps the default `max_deliver` (5);
+/// the consumer's on the server is lowered to 2 (by an operator, or by a
+/// worker of another version started with 2). A command no worker knows
+/// is answered NOT_FOUND on the second delivery, well before its deadline,
+/// and nothing is dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_no_worker_knows_is_answered_on_the_last_delivery_the_server_allows() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let worker = conn
+        .commands()
+        .worker(SERVICE)
+        .handler(
+            "rebuild_book",
+            |_: Command<Value>, _: Progress| async move { Ok(json!("rebuilt")) },
+        )
+        .start()
+        .await
+        .unwrap();
+    let stream = conn
+        .jetstream()
+        .get_stream(subjects::COMMANDS_STREAM)
+        .await
+        .unwrap();
+    let name = format!("{SERVICE}_commands");
+    let info = stream.consumer_info(&name).await.unwrap();
+    let mut config = pull::Config::try_from_consumer_config(info.config).unwrap();
+    config.max_deliver = 2;
+    stream.update_consumer(config).await.unwrap();
+    // Time itself is the condition here: the worker goes by the settings
+    // it read from the server at most 2 s before (see pull.rs).
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+
+    let sent = Instant::now();
+    let timeout = Duration::from_secs(10);
+    let err = conn
+        .commands()
+        .send(SERVICE, "unknown_cmd", &json!({}), timeout)
+        .await
+        .unwrap()
+        .result::<Value>()
+        .await
+        .unwrap_err();
+    let took = sent.elapsed();
+    match &err {
+        CommandError::Failed(e) => assert_eq!(e.code, ErrorCode::NotFound, "{err:?}"),
+        other => panic!("not answered NOT_FOUND after {took:?}: {other:?}"),
+    }
+    assert!(took < timeout / 2, "answered only after {took:?}");
+    let dead = aegis_sdk::dead_letter::recent(conn.jetstream(), 10)
+        .await
+        .unwrap();
+    assert!(dead.is_empty(), "dead-lettered: {dead:?}");
+    worker.shutdown().await;
+}
