@@ -55,10 +55,7 @@ impl State {
             tokio::select! {
                 () = cancel.cancelled() => return,
                 change = registry_changes.next() => match change {
-                    Some(RegistryChange::Upserted(record)) => self.upsert(record),
-                    Some(RegistryChange::Removed { service, instance_id, reason }) => {
-                        self.remove(service, instance_id, reason);
-                    }
+                    Some(change) => self.apply_registry(change),
                     None => return,
                 },
                 Some(event) = leaders.recv() => self.apply_leader_event(event),
@@ -79,9 +76,21 @@ impl State {
                 },
                 _ = reconcile.tick() => {
                     self.conns.forget_old();
-                    self.reconcile(&registry);
+                    self.reconcile(&registry, registry_changes.as_mut());
                 }
             }
+        }
+    }
+
+    /// Applies one change of the registry reader's view.
+    fn apply_registry(&mut self, change: RegistryChange) {
+        match change {
+            RegistryChange::Upserted(record) => self.upsert(record),
+            RegistryChange::Removed {
+                service,
+                instance_id,
+                reason,
+            } => self.remove(service, instance_id, reason),
         }
     }
 
@@ -384,23 +393,54 @@ impl State {
 
     /// Brings the records in line with the registry reader (after a lagged
     /// change stream, changes may have been missed).
-    fn reconcile(&mut self, registry: &RegistryReader) {
+    ///
+    /// The reader's view runs ahead of its change stream: what it holds
+    /// now may still wait in `pending`, behind older changes of the same
+    /// instances. Measured against that view, an instance that left would
+    /// be removed as "vanished" and brought back by its last write still
+    /// queued, and a record would be set to its newest version and then
+    /// back to an older one. So the queue is applied first, and the
+    /// instances that changes arriving meanwhile concern are left to those
+    /// changes (they are at least as new as the view read).
+    fn reconcile(
+        &mut self,
+        registry: &RegistryReader,
+        mut pending: std::pin::Pin<&mut impl futures::Stream<Item = RegistryChange>>,
+    ) {
+        use futures::FutureExt;
+        let mut drain = |state: &mut Self| {
+            let mut touched = HashSet::new();
+            while let Some(Some(change)) = pending.next().now_or_never() {
+                touched.insert(match &change {
+                    RegistryChange::Upserted(r) => (r.service_name.clone(), r.instance_id.clone()),
+                    RegistryChange::Removed {
+                        service,
+                        instance_id,
+                        ..
+                    } => (service.clone(), instance_id.clone()),
+                });
+                state.apply_registry(change);
+            }
+            touched
+        };
+        drain(self);
         let current: HashMap<Key, ServiceInstance> = registry
             .all()
             .into_iter()
             .map(|r| ((r.service_name.clone(), r.instance_id.clone()), r))
             .collect();
+        let touched = drain(self);
         let gone: Vec<Key> = self
             .records
             .keys()
-            .filter(|k| !current.contains_key(*k))
+            .filter(|k| !current.contains_key(*k) && !touched.contains(*k))
             .cloned()
             .collect();
         for (service, id) in gone {
             self.remove(service, id, RemovalReason::Vanished);
         }
         for (key, record) in current {
-            if self.records.get(&key) != Some(&record) {
+            if !touched.contains(&key) && self.records.get(&key) != Some(&record) {
                 self.upsert(record);
             }
         }
@@ -758,8 +798,9 @@ impl Rederived {
 mod tests {
     use std::time::Duration;
 
-    use aegis_sdk::AegisConfig;
+    use aegis_sdk::{AegisConfig, registry::Registration};
     use async_nats::jetstream::kv;
+    use futures::FutureExt;
 
     use super::*;
 
@@ -879,6 +920,97 @@ mod tests {
                 .asking
                 .contains(&(SERVICE.to_owned(), GROUP.to_owned())),
             "the key is read again while the record is held"
+        );
+    }
+
+    /// Everything the fleet published so far.
+    fn published(rx: &mut broadcast::Receiver<FleetChange>) -> Vec<FleetChange> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    /// The review's reconcile race: an instance deregisters after a
+    /// record write; the registry reader's view no longer has it, while
+    /// its last write and its removal still wait in the change stream
+    /// when the periodic reconcile runs. The reconcile must not remove it
+    /// as "vanished" and let the queued write bring it back: it is
+    /// removed once, as deregistered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reconcile_behind_queued_changes_neither_revives_nor_misnames() {
+        let nats = aegis_testkit::NatsServer::start().expect("start nats-server");
+        let elections = bucket(&nats, "elections").await;
+        let (mut state, registry, _answered) = rig(&nats, elections).await;
+        let mut config = AegisConfig::with_servers(nats.url());
+        config.nats.request_timeout = Duration::from_secs(3);
+        let conn = Connection::connect(config).await.expect("connect");
+        let record = ServiceInstance::new(SERVICE, "order-9", "1.0.0", Utc::now());
+        let registration = Registration::builder(&conn, record)
+            .start()
+            .await
+            .expect("register");
+        let key = (SERVICE.to_owned(), "order-9".to_owned());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while registry.get(SERVICE, "order-9").is_none() {
+            assert!(Instant::now() < deadline, "the reader never saw the record");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // As first seen without a beat interval (written by a process
+        // that announces no beats): nothing but the registry keeps it.
+        let mut first = registry.get(SERVICE, "order-9").unwrap();
+        first.metadata.remove(METADATA_HEARTBEAT_MS);
+        state.upsert(first);
+        let mut seen = state.shared.changes.subscribe();
+
+        // From here the fleet task is "busy": the changes queue up.
+        let changes = registry.changes();
+        futures::pin_mut!(changes);
+        registration
+            .update(|r| {
+                r.metadata.insert("zone".into(), "b".into());
+            })
+            .await
+            .expect("update");
+        registration.deregister().await.expect("deregister");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while registry.get(SERVICE, "order-9").is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "the reader never saw the removal"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        state.reconcile(&registry, changes.as_mut());
+        // What the task's loop does next: the rest of the queue.
+        while let Some(Some(change)) = changes.next().now_or_never() {
+            state.apply_registry(change);
+        }
+        let told = published(&mut seen);
+        let removed_at = told
+            .iter()
+            .position(|c| matches!(c, FleetChange::Removed { .. }));
+        assert!(
+            removed_at.is_some_and(|at| told[at..]
+                .iter()
+                .all(|c| !matches!(c, FleetChange::Upserted(_)))),
+            "shown again after its removal: {told:?}"
+        );
+        assert!(
+            !state.records.contains_key(&key) && shown(&state, "order-9").is_none(),
+            "the instance came back: {told:?}"
+        );
+        assert!(
+            matches!(
+                &told[..],
+                [.., FleetChange::Removed { instance_id, reason: RemovalReason::Deregistered, .. }]
+                    if instance_id == "order-9"
+            ) && told.iter().all(|c| !matches!(
+                c,
+                FleetChange::Removed {
+                    reason: RemovalReason::Vanished,
+                    ..
+                }
+            )),
+            "removed once, as deregistered: {told:?}"
         );
     }
 }
