@@ -101,12 +101,19 @@ pub enum ChaosAction {
         nats: ConnectArgs,
     },
     /// SIGKILL NATS node N (1-based) and keep it down.
+    ///
+    /// This acts only on the NATS nodes of the local showcase (`aegis up`
+    /// with its state in --state-dir): it signals their processes, and
+    /// cannot stop a server elsewhere. The connection flags are taken as by
+    /// the other actions but must name that showcase (its nodes' URL, its
+    /// credentials file); any other --nats-url, --credentials, --config or
+    /// --nats-creds is refused.
     KillNats {
         /// Node number.
         node: usize,
         /// Connection flags, taken as by the other actions (so the same
-        /// `--credentials FILE` works on every one); not used: the node is
-        /// signalled as a process of the local showcase.
+        /// `--credentials FILE` works on every one); they must name the
+        /// showcase whose node is signalled.
         #[command(flatten)]
         nats: ConnectArgs,
     },
@@ -120,6 +127,12 @@ pub enum ChaosAction {
     /// exits within a second; the streams it led get new leaders. SIGTERM
     /// and not SIGKILL, because a restart is an operator's act: a crash is
     /// `kill-nats N` (SIGKILL, kept down) and then `restart-nats N`.
+    ///
+    /// This acts only on the NATS nodes of the local showcase (`aegis up`
+    /// with its state in --state-dir): it stops and starts their processes,
+    /// and cannot restart a server elsewhere. The connection flags are
+    /// taken as by the other actions but must name that showcase; any
+    /// other --nats-url, --credentials, --config or --nats-creds is refused.
     RestartNats {
         /// Node number.
         node: usize,
@@ -130,8 +143,8 @@ pub enum ChaosAction {
         #[arg(long)]
         graceful: bool,
         /// Connection flags, taken as by the other actions (so the same
-        /// `--credentials FILE` works on every one); not used: the node is
-        /// stopped and started as a process of the local showcase.
+        /// `--credentials FILE` works on every one); they must name the
+        /// showcase whose node is restarted.
         #[command(flatten)]
         nats: ConnectArgs,
     },
@@ -183,6 +196,13 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         let result = drill::run(&conn, target, all, request).await;
         let _ = conn.drain().await;
         return result;
+    }
+    match &args.action {
+        ChaosAction::KillNats { nats, .. } => nats::check_connection_flags(dir, nats, "kill-nats")?,
+        ChaosAction::RestartNats { nats, .. } => {
+            nats::check_connection_flags(dir, nats, "restart-nats")?;
+        }
+        _ => {}
     }
     let remote = Remote::new(dir);
     if !remote.up_running() {

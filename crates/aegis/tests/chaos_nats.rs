@@ -181,3 +181,72 @@ fn the_banner_names_the_nats_monitoring_port() {
         .unwrap_or_else(|| panic!("no monitoring line:\n{out}"));
     assert!(line.contains(&monitoring), "{line}");
 }
+
+/// `kill-nats` and `restart-nats` signal the processes of the local
+/// showcase's nodes: connection flags that name anything else (another
+/// server, another showcase's credentials, a NATS config) are refused,
+/// not silently ignored, and the showcase's node is left alone. Flags that
+/// name this showcase (its nodes' URL, its credentials file) are taken.
+#[test]
+fn connection_flags_naming_another_nats_are_refused() {
+    let state = tempfile::tempdir().unwrap();
+    let state = state.path();
+    let _showcase = up(state);
+    let node = pid(state, "nats-n1").expect("the node's pid file");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let other_credentials = elsewhere.path().join("credentials");
+    std::fs::copy(state.join("credentials"), &other_credentials).unwrap();
+    let other_credentials = other_credentials.display().to_string();
+    for (args, named) in [
+        (
+            &["kill-nats", "1", "--nats-url", "nats://127.0.0.1:1"][..],
+            "--nats-url",
+        ),
+        (
+            &["restart-nats", "1", "--credentials", &other_credentials],
+            "--credentials",
+        ),
+        (
+            &["kill-nats", "1", "--nats-creds", "/dev/null"],
+            "--nats-creds",
+        ),
+    ] {
+        let (ok, out, _) = chaos(state, args);
+        assert!(!ok, "{args:?}: accepted:\n{out}");
+        assert!(
+            out.contains("acts only on the NATS nodes of the local showcase"),
+            "{args:?}: {out}"
+        );
+        assert!(out.contains(named), "{args:?}: names {named}: {out}");
+        assert_eq!(pid(state, "nats-n1"), Some(node), "{args:?}: {out}");
+        assert!(alive(node), "{args:?}: the node was left alone: {out}");
+        assert_eq!(control_files(state), Vec::<String>::new(), "{args:?}");
+    }
+
+    // What names this showcase is taken.
+    let url = std::fs::read_to_string(state.join("nats-url")).unwrap();
+    let credentials = state.join("credentials").display().to_string();
+    let (ok, out, _) = chaos(
+        state,
+        &[
+            "kill-nats",
+            "1",
+            "--nats-url",
+            url.trim(),
+            "--credentials",
+            &credentials,
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(!alive(node), "{out}");
+    let (ok, out, _) = chaos(state, &["restart-nats", "1", "--nats-url", url.trim()]);
+    assert!(ok, "{out}");
+
+    let (ok, out) = common::run(&["chaos", "kill-nats", "--help"]);
+    assert!(ok, "{out}");
+    let text = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        text.contains("acts only on the NATS nodes of the local showcase"),
+        "{text}"
+    );
+}

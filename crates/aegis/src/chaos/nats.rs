@@ -3,13 +3,25 @@
 //! lame duck mode (SIGUSR2) — and started again, through the supervisor's
 //! control files (see [`Remote`]): `hold-nats-nN` keeps a node down once it
 //! exits, `restart-nats-nN` starts it again.
+//!
+//! Only the local showcase's nodes: a process is signalled, and no NATS
+//! request stops a server. The connection flags these actions take (so
+//! that one `--credentials FILE` suffix works on every chaos command) must
+//! name that showcase; naming anything else is refused
+//! ([`check_connection_flags`]), never silently ignored.
 
-use std::time::Duration;
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::bail;
 use nix::sys::signal::Signal;
 
-use crate::up::remote::{LAME_DUCK_EXIT, QUICK_EXIT, Remote};
+use crate::{
+    cli::ConnectArgs,
+    up::remote::{LAME_DUCK_EXIT, QUICK_EXIT, Remote},
+};
 
 /// How long the supervisor (which looks at its control files every 200 ms)
 /// may take to start a node it was asked to.
@@ -43,6 +55,105 @@ fn check_node(nodes: Option<&[String]>, node: usize) -> anyhow::Result<String> {
         ),
         1 => bail!("no such NATS node {node} (the showcase runs node 1 only)"),
         n => bail!("no such NATS node {node} (the showcase runs nodes 1-{n})"),
+    }
+}
+
+/// Refuses connection flags of `kill-nats`/`restart-nats` (`action`) that
+/// name anything but the showcase in `dir`: a `--nats-url` with a server
+/// that is none of its nodes, the `--credentials` of another state
+/// directory, or a `--config`/`--nats-creds` (no connection is made).
+///
+/// # Errors
+/// Naming the flag, and that these actions act only on the local
+/// showcase's nodes.
+pub(super) fn check_connection_flags(
+    dir: &Path,
+    nats: &ConnectArgs,
+    action: &str,
+) -> anyhow::Result<()> {
+    let refuse = |why: String| {
+        anyhow::anyhow!(
+            "`aegis chaos {action}` acts only on the NATS nodes of the local showcase \
+             (`aegis up` with its state in {}): it signals their processes, and cannot stop \
+             a server elsewhere; {why}",
+            dir.display()
+        )
+    };
+    let connection = &nats.connection;
+    if connection.nats_url != aegis_monitor::config::DEFAULT_NATS_URL {
+        let ours = crate::up::credentials::read_nats_url(dir).unwrap_or_default();
+        let ours: Vec<String> = ours.split(',').filter_map(server_of).collect();
+        let foreign: Vec<&str> = connection
+            .nats_url
+            .split(',')
+            .filter(|u| server_of(u).is_some_and(|s| !ours.contains(&s)))
+            .collect();
+        if !foreign.is_empty() {
+            let theirs = if ours.is_empty() {
+                "no showcase runs there".to_owned()
+            } else {
+                format!("its nodes are {}", ours.join(","))
+            };
+            return Err(refuse(format!(
+                "--nats-url {} is none of its nodes ({theirs})",
+                crate::up::redacted(&foreign.join(","))
+            )));
+        }
+    }
+    if let Some(file) = &nats.credentials {
+        let parent = match file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if !same_dir(&parent, dir) {
+            return Err(refuse(format!(
+                "--credentials {} is another state directory's file (pass --state-dir {} \
+                 to act on the showcase there)",
+                file.display(),
+                parent.display()
+            )));
+        }
+    }
+    for (flag, given) in [
+        ("--config", connection.config.is_some()),
+        ("--nats-creds", connection.nats_creds.is_some()),
+    ] {
+        if given {
+            return Err(refuse(format!(
+                "{flag} configures a NATS connection, which this action does not make \
+                 (leave it out)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The server a URL names, as `host:port` (scheme and user info dropped,
+/// `localhost` as `127.0.0.1`), to tell whether two URLs name one server.
+fn server_of(url: &str) -> Option<String> {
+    let url = url.trim().trim_end_matches('/');
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let host_port = rest.rsplit_once('@').map_or(rest, |(_, hp)| hp);
+    if host_port.is_empty() {
+        return None;
+    }
+    let host_port = host_port.to_ascii_lowercase();
+    let host_port = match host_port.strip_prefix("localhost") {
+        Some(port) => format!("127.0.0.1{port}"),
+        None => host_port,
+    };
+    Some(if host_port.contains(':') && !host_port.ends_with(']') {
+        host_port
+    } else {
+        format!("{host_port}:4222")
+    })
+}
+
+/// Whether `a` and `b` are one directory (either missing: not).
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
     }
 }
 
@@ -149,5 +260,15 @@ mod tests {
         assert!(err.contains("started with --nats-url"), "{err}");
         let err = check_node(None, 1).unwrap_err().to_string();
         assert!(err.contains("has not said which NATS nodes"), "{err}");
+    }
+
+    #[test]
+    fn urls_of_one_server_compare_equal() {
+        let s = |u| server_of(u).unwrap();
+        assert_eq!(s("nats://127.0.0.1:4222"), s("localhost:4222"));
+        assert_eq!(s("nats://u:p@127.0.0.1:4222/"), "127.0.0.1:4222");
+        assert_eq!(s("tls://Host.example"), "host.example:4222");
+        assert_ne!(s("nats://127.0.0.1:4222"), s("nats://127.0.0.1:4223"));
+        assert_eq!(server_of(" "), None);
     }
 }
