@@ -14,6 +14,7 @@
 //! tls_ca = "/etc/aegis/ca.pem"
 //! pool_size = 2
 //! request_timeout = "5s"
+//! ping_interval = "2s"        # a silent server is given up after ~3 of these
 //! replicas = 3
 //!
 //! [nats.reconnect]
@@ -37,6 +38,17 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The environment variable prefix read by [`ConfigLoader::env`].
 pub const ENV_PREFIX: &str = "AEGIS_";
+
+/// The default [`NatsConfig::ping_interval`]: a server gone silent is
+/// noticed within about three of these (6 s), well inside a registry
+/// record's TTL (15 s), so an instance reconnects elsewhere and goes on
+/// beating before its record expires. The NATS client's own default, a
+/// ping a minute, left a partitioned connection "connected" for three
+/// minutes.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The shortest [`NatsConfig::ping_interval`] accepted.
+const MIN_PING_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A secret string (token, password, seed). It never appears in `Debug`
 /// output, logs or serialized configuration.
@@ -73,7 +85,7 @@ impl Serialize for Secret {
 /// taken as it is but for the whitespace around it, never read as a
 /// number, a boolean, a list or a table (a password `123456` or `[x]` is
 /// that password), and its quotes are kept.
-const ENV_KEYS: [(&str, &str, bool); 14] = [
+const ENV_KEYS: [(&str, &str, bool); 15] = [
     ("url", "nats.servers", true),
     ("token", "nats.token", true),
     ("user", "nats.user", true),
@@ -87,6 +99,7 @@ const ENV_KEYS: [(&str, &str, bool); 14] = [
     ("pool_size", "nats.pool_size", false),
     ("request_timeout", "nats.request_timeout", false),
     ("connect_timeout", "nats.connect_timeout", false),
+    ("ping_interval", "nats.ping_interval", false),
     ("replicas", "nats.replicas", false),
 ];
 
@@ -268,6 +281,16 @@ pub struct NatsConfig {
     /// Deadline of the initial connection attempt.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// How often the client pings a server it has heard nothing from
+    /// (default [`DEFAULT_PING_INTERVAL`], 2 s). The NATS client gives a
+    /// connection up, and reconnects (to another node of a cluster), when
+    /// a third ping is due with two still unanswered (a number fixed by
+    /// the client): a server that went silent — a network partition, a
+    /// frozen host — is noticed within about three intervals. Any traffic
+    /// from the server counts as an answer, so a busy connection sends no
+    /// pings. At least 100 ms.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
     /// Reconnect behaviour after a lost connection.
     pub reconnect: ReconnectPolicy,
     /// Replicas of the streams and buckets the SDK creates (1 single node, 3 cluster).
@@ -294,6 +317,7 @@ impl fmt::Debug for NatsConfig {
             pool_size,
             request_timeout,
             connect_timeout,
+            ping_interval,
             reconnect,
             replicas,
             require_jetstream,
@@ -313,6 +337,7 @@ impl fmt::Debug for NatsConfig {
             .field("pool_size", pool_size)
             .field("request_timeout", request_timeout)
             .field("connect_timeout", connect_timeout)
+            .field("ping_interval", ping_interval)
             .field("reconnect", reconnect)
             .field("replicas", replicas)
             .field("require_jetstream", require_jetstream)
@@ -514,6 +539,7 @@ impl Default for NatsConfig {
             pool_size: 1,
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
+            ping_interval: DEFAULT_PING_INTERVAL,
             reconnect: ReconnectPolicy::default(),
             replicas: 1,
             require_jetstream: true,
@@ -800,6 +826,12 @@ impl AegisConfig {
         if n.connect_timeout.is_zero() {
             return Err(invalid("nats.connect_timeout", "must be greater than zero"));
         }
+        if n.ping_interval < MIN_PING_INTERVAL {
+            return Err(invalid(
+                "nats.ping_interval",
+                "must be at least 100ms (the server answers every ping; shorter only adds load)",
+            ));
+        }
         if n.reconnect.max_reconnects == Some(0) {
             return Err(invalid(
                 "nats.reconnect.max_reconnects",
@@ -856,6 +888,7 @@ type Override = Box<dyn FnOnce(&mut AegisConfig) + Send>;
 /// | `AEGIS_NATS_POOL_SIZE` | `nats.pool_size` |
 /// | `AEGIS_NATS_REQUEST_TIMEOUT` | `nats.request_timeout` (e.g. `3s`) |
 /// | `AEGIS_NATS_CONNECT_TIMEOUT` | `nats.connect_timeout` |
+/// | `AEGIS_NATS_PING_INTERVAL` | `nats.ping_interval` (e.g. `2s`) |
 /// | `AEGIS_NATS_REPLICAS` | `nats.replicas` |
 ///
 /// A string setting (URL, token, user, password, seed, inbox prefix, file
@@ -1027,6 +1060,35 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         AegisConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn the_ping_interval_comes_from_file_env_or_program_and_is_checked() {
+        assert_eq!(
+            AegisConfig::default().nats.ping_interval,
+            DEFAULT_PING_INTERVAL
+        );
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("aegis.toml", "[nats]\nping_interval = \"5s\"\n")?;
+            let config = ConfigLoader::new().file("aegis.toml").load().unwrap();
+            assert_eq!(config.nats.ping_interval, Duration::from_secs(5));
+            jail.set_env("AEGIS_NATS_PING_INTERVAL", "750ms");
+            let config = ConfigLoader::new().file("aegis.toml").env().load().unwrap();
+            assert_eq!(config.nats.ping_interval, Duration::from_millis(750));
+            let config = ConfigLoader::new()
+                .env()
+                .set(|c| c.nats.ping_interval = Duration::from_secs(1))
+                .load()
+                .unwrap();
+            assert_eq!(config.nats.ping_interval, Duration::from_secs(1));
+            jail.set_env("AEGIS_NATS_PING_INTERVAL", "10ms");
+            let err = ConfigLoader::new().env().load().unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { field, .. } if *field == "nats.ping_interval"),
+                "{err:?}"
+            );
+            Ok(())
+        });
     }
 
     #[test]

@@ -98,6 +98,7 @@ pub(super) async fn connect_options(
         .name(name)
         .connection_timeout(n.connect_timeout)
         .request_timeout(Some(n.request_timeout))
+        .ping_interval(n.ping_interval)
         .max_reconnects(n.reconnect.max_reconnects)
         .reconnect_delay_callback(move |attempt| try_delay(&policy, attempt))
         .reconnect_to_server_callback({
