@@ -42,9 +42,35 @@ export interface MetricsChartProps {
    * axis: latency in ms or s); by default each tick through `format`.
    */
   tickLabels?: (ticks: number[], step: number, locale: string) => string[];
+  /**
+   * Indices `i` where the lines break between point `i - 1` and point `i`:
+   * nothing is known in between (no snapshot came), and a line there would
+   * draw values nobody measured.
+   */
+  breaks?: ReadonlySet<number>;
 }
 
-export function MetricsChart({ title, times, series, format, height = 200, integer = false, noValue, tickLabels }: MetricsChartProps) {
+/**
+ * uPlot's data: the times and each series' values, with a point without
+ * values between the two sides of every break (uPlot breaks a line at a
+ * null), halfway between them.
+ */
+export function plotData(times: number[], series: ChartSeries[], breaks?: ReadonlySet<number>): uPlot.AlignedData {
+  if (!breaks?.size) return [times, ...series.map((s) => s.values)] as uPlot.AlignedData;
+  const at: number[] = [];
+  const values: (number | null)[][] = series.map(() => []);
+  times.forEach((time, i) => {
+    if (i > 0 && breaks.has(i)) {
+      at.push((times[i - 1]! + time) / 2);
+      values.forEach((v) => v.push(null));
+    }
+    at.push(time);
+    series.forEach((s, k) => values[k]!.push(s.values[i] ?? null));
+  });
+  return [at, ...values] as uPlot.AlignedData;
+}
+
+export function MetricsChart({ title, times, series, format, height = 200, integer = false, noValue, tickLabels, breaks }: MetricsChartProps) {
   const { t, locale } = useI18n();
   const box = React.useRef<HTMLDivElement>(null);
   const plot = React.useRef<uPlot | null>(null);
@@ -109,8 +135,8 @@ export function MetricsChart({ title, times, series, format, height = 200, integ
   }, [labels, height, integer]);
 
   React.useEffect(() => {
-    plot.current?.setData([times, ...series.map((s) => s.values)] as uPlot.AlignedData);
-  }, [times, series]);
+    plot.current?.setData(plotData(times, series, breaks));
+  }, [times, series, breaks]);
 
   const summary = summarize(t, locale, { title, times, series, format, noValue });
   return (

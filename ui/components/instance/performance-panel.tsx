@@ -42,6 +42,26 @@ export function figures(s: MetricsSnapshot) {
   return { calls, errors, p50, p99, inFlight: s.inFlight, queue: s.queueDepth };
 }
 
+/**
+ * Where the charts' lines break (indices, as `MetricsChart`'s `breaks`):
+ * between two snapshots further apart than two of their intervals (none
+ * came in between: the process was dead, hung or cut off from NATS), or
+ * from one process to the next (the uptime starts again). Joined there, a
+ * line drew calls across the time an instance was dead (a restarted one's
+ * 5 calls/s ran straight through it) or a slope that never happened.
+ */
+export function lineBreaks(snapshots: MetricsSnapshot[]): ReadonlySet<number> {
+  const breaks = new Set<number>();
+  for (let i = 1; i < snapshots.length; i += 1) {
+    const a = snapshots[i - 1]!;
+    const b = snapshots[i]!;
+    const gapSecs = (Date.parse(b.timestamp) - Date.parse(a.timestamp)) / 1000;
+    const interval = Math.max(a.intervalSecs, b.intervalSecs);
+    if (b.uptimeSecs < a.uptimeSecs || (interval > 0 && gapSecs > 2 * interval)) breaks.add(i);
+  }
+  return breaks;
+}
+
 export function PerformancePanel({ serviceName, instanceId, latest }: PerformancePanelProps) {
   const { t, locale } = useI18n();
   const [win, setWin] = React.useState<WindowKey>("15m");
@@ -81,6 +101,7 @@ export function PerformancePanel({ serviceName, instanceId, latest }: Performanc
     const f = list.map(figures);
     return {
       times,
+      breaks: lineBreaks(list),
       latency: [
         { label: t("chart.latency.p50"), color: "#1d4ed8", values: f.map((x) => x.p50) },
         { label: t("chart.latency.p99"), color: "#b45309", values: f.map((x) => x.p99) },
@@ -128,9 +149,9 @@ export function PerformancePanel({ serviceName, instanceId, latest }: Performanc
         <p className="rounded-md border border-dashed border-border p-6 text-center text-sm text-muted-foreground">{t("detail.metrics.empty")}</p>
       ) : (
         <div className="grid gap-4 lg:grid-cols-2">
-          <MetricsChart title={t("chart.latency")} times={data.times} series={data.latency} format={fmtMs} noValue={t("chart.noCalls")} tickLabels={msTickLabels} />
-          <MetricsChart title={t("chart.throughput")} times={data.times} series={data.throughput} format={fmtNum} />
-          <MetricsChart title={t("chart.load")} times={data.times} series={data.load} format={fmtNum} integer />
+          <MetricsChart title={t("chart.latency")} times={data.times} series={data.latency} breaks={data.breaks} format={fmtMs} noValue={t("chart.noCalls")} tickLabels={msTickLabels} />
+          <MetricsChart title={t("chart.throughput")} times={data.times} series={data.throughput} breaks={data.breaks} format={fmtNum} />
+          <MetricsChart title={t("chart.load")} times={data.times} series={data.load} breaks={data.breaks} format={fmtNum} integer />
         </div>
       )}
     </div>
