@@ -4,7 +4,9 @@
 //!
 //! A slow client that falls more than [`CAPACITY`] events behind gets a
 //! `lagged` event telling it to re-read the REST endpoints, instead of
-//! slowing the feed for everyone.
+//! slowing the feed for everyone. When the feed itself falls behind the
+//! fleet view (its forwarder starved), every client subscribed to
+//! `instance` gets the same `lagged` event ([`LiveEvent::Lagged`]).
 //!
 //! Instance events are sent when something a viewer sees changes, not on
 //! every heartbeat: a record write that moves only `lastHeartbeat` is no
@@ -115,24 +117,37 @@ pub enum LiveEvent {
         /// The late instances and their last sign of life.
         late: Vec<LateBeat>,
     },
+    /// The feed itself fell behind the fleet view and lost `skipped` of
+    /// its changes, for every client at once (topic `instance`). A client
+    /// gets it as the `lagged` event (`{"skipped": n}`) it gets when it
+    /// falls behind alone, and re-reads the REST endpoints. Not in the
+    /// schema: its data is not this type's JSON.
+    #[serde(skip)]
+    Lagged {
+        /// How many fleet changes were lost.
+        skipped: u64,
+    },
 }
 
 impl LiveEvent {
-    /// The SSE event name: `instance`, `digest`, `definition` or `metrics`.
+    /// The SSE event name: `instance`, `digest`, `definition`, `metrics`
+    /// or `lagged`.
     pub fn name(&self) -> &'static str {
         match self {
             Self::InstanceUpserted { .. } | Self::InstanceRemoved { .. } => "instance",
             Self::Digest { .. } => "digest",
+            Self::Lagged { .. } => "lagged",
             Self::Definition { .. } => "definition",
             Self::Metrics { .. } => "metrics",
         }
     }
 
     /// The topic a client subscribes to for it (`?topics=`): the event
-    /// name, but `instance` for the digest.
+    /// name, but `instance` for the digest and the feed's own lag (the
+    /// changes it lost are instance changes).
     pub fn topic(&self) -> &'static str {
         match self {
-            Self::Digest { .. } => "instance",
+            Self::Digest { .. } | Self::Lagged { .. } => "instance",
             other => other.name(),
         }
     }
@@ -157,32 +172,74 @@ pub(crate) fn forward_fleet(
     cancel: CancellationToken,
     tasks: &TaskTracker,
 ) {
-    let mut changes = fleet.subscribe();
-    tasks.spawn(async move {
-        loop {
-            let change = tokio::select! {
-                () = cancel.cancelled() => return,
-                change = changes.recv() => change,
-            };
-            let event = match change {
-                Ok(FleetChange::Upserted(instance)) => LiveEvent::InstanceUpserted { instance },
-                Ok(FleetChange::Removed {
-                    service,
-                    instance_id,
-                    reason,
-                }) => LiveEvent::InstanceRemoved {
-                    service_name: service,
-                    instance_id,
-                    reason: reason.as_str().to_owned(),
-                },
-                Ok(FleetChange::Digest(digest)) => LiveEvent::from(*digest),
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(skipped = n, "the live feed fell behind the fleet view");
-                    continue;
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            };
-            let _ = live.send(event);
+    tasks.spawn(forward(fleet.subscribe(), live, cancel));
+}
+
+/// Turns each fleet change from `changes` into a live event on `live`,
+/// until cancelled or the fleet stops.
+async fn forward(
+    mut changes: broadcast::Receiver<FleetChange>,
+    live: broadcast::Sender<LiveEvent>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let change = tokio::select! {
+            () = cancel.cancelled() => return,
+            change = changes.recv() => change,
+        };
+        let event = match change {
+            Ok(FleetChange::Upserted(instance)) => LiveEvent::InstanceUpserted { instance },
+            Ok(FleetChange::Removed {
+                service,
+                instance_id,
+                reason,
+            }) => LiveEvent::InstanceRemoved {
+                service_name: service,
+                instance_id,
+                reason: reason.as_str().to_owned(),
+            },
+            Ok(FleetChange::Digest(digest)) => LiveEvent::from(*digest),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                // Every client missed these changes: each is told, so that
+                // it re-reads instead of showing what it no longer knows.
+                tracing::warn!(skipped = n, "the live feed fell behind the fleet view");
+                LiveEvent::Lagged { skipped: n }
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let _ = live.send(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A forwarder that falls behind the fleet loses changes for every
+    /// client at once: every client is told (`lagged`), so that each
+    /// re-reads, rather than none of them.
+    #[tokio::test]
+    async fn a_forwarder_that_lags_tells_every_client() {
+        let (fleet, changes) = broadcast::channel(4);
+        let (live, mut client) = broadcast::channel(CAPACITY);
+        let removed = |n: usize| FleetChange::Removed {
+            service: "order-service".to_owned(),
+            instance_id: format!("order-{n}"),
+            reason: aegis_sdk::registry::RemovalReason::Deregistered,
+        };
+        // More than the forwarder's buffer before it reads any.
+        for n in 0..10 {
+            fleet.send(removed(n)).unwrap();
         }
-    });
+        drop(fleet);
+        forward(changes, live, CancellationToken::new()).await;
+        let told: Vec<LiveEvent> = std::iter::from_fn(|| client.try_recv().ok()).collect();
+        assert!(
+            matches!(told.first(), Some(LiveEvent::Lagged { skipped: 6 })),
+            "{told:?}"
+        );
+        assert_eq!(told.first().map(LiveEvent::name), Some("lagged"));
+        assert_eq!(told.first().map(LiveEvent::topic), Some("instance"));
+        assert_eq!(told.len(), 5, "the lag, then the 4 changes kept: {told:?}");
+    }
 }

@@ -4,8 +4,9 @@
 //!
 //! Events: `hello` first (`{"topics": [...]}`), then `instance`,
 //! `digest`, `definition` and `metrics` (data: a [`LiveEvent`] as JSON),
-//! `lagged` (`{"skipped": n}`) when this client fell behind and should
-//! re-read the REST endpoints. A comment line every 15 s keeps proxies from
+//! `lagged` (`{"skipped": n}`) when this client fell behind, or the feed
+//! itself fell behind the fleet view (to clients of topic `instance`), and
+//! it should re-read the REST endpoints. A comment line every 15 s keeps proxies from
 //! closing an idle connection.
 //!
 //! Topic `instance` brings `instance` events when something a viewer sees
@@ -123,10 +124,7 @@ async fn live_stream(
         let event = match item {
             Ok(event) if topics.contains(event.topic()) => to_event(&event),
             Ok(_) => None,
-            Err(BroadcastStreamRecvError::Lagged(skipped)) => Event::default()
-                .event("lagged")
-                .json_data(json!({ "skipped": skipped }))
-                .ok(),
+            Err(BroadcastStreamRecvError::Lagged(skipped)) => lagged(skipped),
         };
         // Keeps the gauge up while the stream lives.
         let _ = &guard;
@@ -170,5 +168,36 @@ async fn credentials_lapse(state: AppState, headers: HeaderMap) {
 }
 
 fn to_event(event: &LiveEvent) -> Option<Event> {
-    Event::default().event(event.name()).json_data(event).ok()
+    match event {
+        // The feed lost changes for everyone: told as this client's own lag.
+        LiveEvent::Lagged { skipped } => lagged(*skipped),
+        event => Event::default().event(event.name()).json_data(event).ok(),
+    }
+}
+
+/// The `lagged` event: `skipped` changes were lost, re-read.
+fn lagged(skipped: u64) -> Option<Event> {
+    Event::default()
+        .event("lagged")
+        .json_data(json!({ "skipped": skipped }))
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The feed's own lag reaches a client as the `lagged` event it
+    /// already handles (it re-reads), with the same data.
+    #[test]
+    fn the_feeds_lag_is_the_clients_lagged_event() {
+        let told = to_event(&LiveEvent::Lagged { skipped: 6 }).expect("an event");
+        let own = lagged(6).expect("an event");
+        assert_eq!(format!("{told:?}"), format!("{own:?}"));
+        let text = format!("{own:?}");
+        assert!(
+            text.contains("lagged") && text.contains("skipped"),
+            "{text}"
+        );
+    }
 }
