@@ -13,10 +13,14 @@
 //!   keeps its start, which JetStream cannot change in place and which only
 //!   mattered when it was created: its position is what it has handled.
 //!   The one start that cannot be kept is "from the oldest message" asked of
-//!   a consumer made to start at new ones (it would replay nothing): that
-//!   open fails with [`FixedSetting`] rather than pass for applied. A
-//!   setting the server does not take fails the open too; nothing is kept
-//!   quietly.
+//!   a consumer made to start at new ones, or made again by this SDK at a
+//!   sequence for such a subscription (it would replay nothing): that
+//!   start fails with [`FixedSetting`] rather than pass for applied. A
+//!   running loop that opens its consumer again after a failure takes it
+//!   as it is, with a warning: another instance (a version without that
+//!   option) made it so, and refusing it would stop this one consuming
+//!   for good. A setting the server does not take fails the open too;
+//!   nothing is kept quietly.
 //! - Any failed pull (consumer deleted, no responders, stream gone, a refused
 //!   request) is followed by a back-off (100 ms doubling to 5 s) before the
 //!   next attempt, and so is a pull that ends empty right away: a consumer
@@ -177,6 +181,11 @@ pub(crate) type Handler = Arc<
 pub(crate) type EnsureStream =
     Arc<dyn Fn() -> BoxFuture<'static, Result<Stream, async_nats::Error>> + Send + Sync>;
 
+/// The consumer metadata key under which a consumer this SDK made again
+/// at a sequence keeps the start it was configured with (`all` or `new`):
+/// its own start no longer says whether it began at the oldest message.
+const START_METADATA: &str = "aegis_start";
+
 /// Everything the loop needs to know about its consumer.
 #[derive(Clone)]
 pub(crate) struct Durable {
@@ -224,11 +233,25 @@ impl Durable {
     /// # Errors
     /// The client's error when the stream or the consumer cannot be had
     /// or the server refuses the settings; a [`FixedSetting`] when
-    /// "from the oldest message" is asked of a consumer made to start at
-    /// new ones, or the server kept another `max_deliver` or `ack_wait`.
-    pub(crate) async fn open(
+    /// "from the oldest message" is asked of a consumer that did not
+    /// start there (see [`update_of`](Self::update_of)), or the server
+    /// kept another `max_deliver` or `ack_wait`.
+    pub(crate) async fn open(&self) -> Result<PullConsumer, async_nats::Error> {
+        self.open_as(None, false).await
+    }
+
+    /// As [`open`](Self::open), for a running loop that lost its consumer:
+    /// `resume_after` is the last stream sequence handled, where a consumer
+    /// made again resumes, and a start that cannot apply to the consumer
+    /// found is not refused (it is logged).
+    async fn reopen(&self, resume_after: Option<u64>) -> Result<PullConsumer, async_nats::Error> {
+        self.open_as(resume_after, true).await
+    }
+
+    async fn open_as(
         &self,
         resume_after: Option<u64>,
+        again: bool,
     ) -> Result<PullConsumer, async_nats::Error> {
         let stream = (self.ensure_stream)().await?;
         let work_queue = stream.cached_info().config.retention == RetentionPolicy::WorkQueue;
@@ -238,7 +261,7 @@ impl Durable {
         loop {
             attempt += 1;
             let config = match stream.consumer_info(self.name()).await {
-                Ok(existing) => self.update_of(&existing.config.deliver_policy)?,
+                Ok(existing) => self.update_of(&existing.config, again)?,
                 Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
                     self.creation(resume_after, work_queue)
                 }
@@ -263,9 +286,20 @@ impl Durable {
     /// except on a work-queue stream, which holds only the messages not
     /// yet acknowledged: there it starts at the oldest of those, so one
     /// another instance still owes is not skipped.
+    ///
+    /// One made again at a sequence records the start it was configured
+    /// with ([`START_METADATA`]), so that a later start still tells one
+    /// made to start at the oldest message from one made for new ones.
     fn creation(&self, resume_after: Option<u64>, work_queue: bool) -> pull::Config {
         let mut config = self.config.clone();
         if let (Some(seq), false) = (resume_after, work_queue) {
+            let configured = match self.config.deliver_policy {
+                DeliverPolicy::All => "all",
+                _ => "new",
+            };
+            config
+                .metadata
+                .insert(START_METADATA.to_owned(), configured.to_owned());
             config.deliver_policy = DeliverPolicy::ByStartSequence {
                 start_sequence: seq + 1,
             };
@@ -273,25 +307,61 @@ impl Durable {
         config
     }
 
-    /// The update of a consumer that exists with the start `existing`:
-    /// this process's settings with the consumer's own start.
-    fn update_of(&self, existing: &DeliverPolicy) -> Result<pull::Config, FixedSetting> {
-        if let (DeliverPolicy::All, DeliverPolicy::New) = (&self.config.deliver_policy, existing) {
-            return Err(FixedSetting {
-                consumer: self.name().to_owned(),
-                setting: "deliver_all",
-                detail: "it was created to start at new messages and has its position since; \
-                    JetStream cannot move its start, so nothing stored before it was created \
-                    would be replayed. Drop .deliver_all() to go on from its position, or, to \
-                    start from the oldest stored message, use a new durable name (another \
-                    service name, or in broadcast mode another instance id), or delete the \
-                    consumer first (which loses its position and the redeliveries it owes)"
-                    .to_owned(),
-            });
-        }
+    /// The update of the consumer `existing`: this process's settings with
+    /// the consumer's own start (and the metadata that says where it was
+    /// configured to start).
+    ///
+    /// "From the oldest message" asked of a consumer that did not start
+    /// there, nor was made again at a sequence for a subscription that
+    /// asked for it, would replay nothing: refused with a
+    /// [`FixedSetting`], unless the loop opens it `again` (the consumer
+    /// was made so under it by another instance); that is logged, and it
+    /// goes on from the consumer's position.
+    fn update_of(
+        &self,
+        existing: &jetstream::consumer::Config,
+        again: bool,
+    ) -> Result<pull::Config, FixedSetting> {
         let mut config = self.config.clone();
-        config.deliver_policy = *existing;
-        Ok(config)
+        config.deliver_policy = existing.deliver_policy;
+        // The server keeps its own `_nats.` entries itself.
+        config.metadata = existing
+            .metadata
+            .iter()
+            .filter(|(k, _)| !k.starts_with("_nats."))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let began_at_oldest = existing.deliver_policy == DeliverPolicy::All
+            || existing.metadata.get(START_METADATA).map(String::as_str) == Some("all");
+        if self.config.deliver_policy != DeliverPolicy::All || began_at_oldest {
+            return Ok(config);
+        }
+        let made = match existing.deliver_policy {
+            DeliverPolicy::New => "created to start at new messages",
+            _ => {
+                "created at a position in the stream (to start at new messages, or made again where its subscription was after it was lost)"
+            }
+        };
+        if again {
+            warn!(
+                consumer = self.name(),
+                start = ?existing.deliver_policy,
+                "the consumer was made again by another instance, {made}; going on from its position: deliver_all applies only to a consumer this instance makes"
+            );
+            return Ok(config);
+        }
+        Err(FixedSetting {
+            consumer: self.name().to_owned(),
+            setting: "deliver_all",
+            detail: format!(
+                "it was {made} and has its position since; JetStream cannot move its start, \
+                so nothing stored before it began would be replayed. Drop .deliver_all() to \
+                go on from its position, or, to start from the oldest stored message, use a \
+                new durable name (another service name, or in broadcast mode another \
+                instance id), or delete the consumer first (which loses its position and the \
+                redeliveries it owes)"
+            ),
+        })
     }
 
     /// Checks that the server holds the settings asked for.
@@ -597,7 +667,7 @@ pub(crate) async fn run(
                 () = tokio::time::sleep(delay) => {}
             }
             let resume_after = lock(&progress).resume_after();
-            match durable.open(resume_after).await {
+            match durable.reopen(resume_after).await {
                 Ok(c) => {
                     info!(consumer = durable.name(), "consumer open again");
                     held.reopened(&c);
@@ -981,6 +1051,59 @@ mod tests {
             assert_eq!(durable.creation(None, false).deliver_policy, start);
             assert_eq!(durable.creation(Some(41), true).deliver_policy, start);
         }
+    }
+
+    /// The review's D6: "from the oldest message" holds for a consumer
+    /// made to start there, and for one made again at a sequence for such
+    /// a subscription, not for one made for new messages, whichever way.
+    #[test]
+    fn deliver_all_applies_only_to_a_consumer_that_began_at_the_oldest() {
+        let durable = |start| Durable {
+            ensure_stream: Arc::new(|| Box::pin(async { Err("not used".into()) })),
+            config: pull::Config {
+                durable_name: Some("c".to_owned()),
+                deliver_policy: start,
+                ..Default::default()
+            },
+            confirm_acks: false,
+            concurrency: 1,
+        };
+        let (all, new) = (durable(DeliverPolicy::All), durable(DeliverPolicy::New));
+        let remade = |by: &Durable| {
+            let made = by.creation(Some(41), false);
+            jetstream::consumer::Config {
+                deliver_policy: made.deliver_policy,
+                metadata: made.metadata,
+                ..Default::default()
+            }
+        };
+        let made_new = jetstream::consumer::Config {
+            deliver_policy: DeliverPolicy::New,
+            ..Default::default()
+        };
+        // Refused at a start, whether the SDK made it again or not.
+        for existing in [&made_new, &remade(&new)] {
+            let refused = all.update_of(existing, false).unwrap_err();
+            assert_eq!(refused.setting, "deliver_all");
+            // A running loop opening it again goes on from its position.
+            let joined = all.update_of(existing, true).unwrap();
+            assert_eq!(joined.deliver_policy, existing.deliver_policy);
+        }
+        // Its own consumer, made again: it keeps the start and the record
+        // of it, and drops the server's own entries.
+        let mut existing = remade(&all);
+        existing
+            .metadata
+            .insert("_nats.level".to_owned(), "1".to_owned());
+        let update = all.update_of(&existing, false).unwrap();
+        assert_eq!(update.deliver_policy, existing.deliver_policy);
+        assert_eq!(
+            update.metadata.get(START_METADATA).map(String::as_str),
+            Some("all")
+        );
+        assert!(!update.metadata.contains_key("_nats.level"));
+        // Without .deliver_all() any start is kept.
+        assert!(new.update_of(&remade(&all), false).is_ok());
     }
 
     #[test]

@@ -135,47 +135,70 @@ async fn settings_apply_when_deliver_all_is_dropped() {
     again.shutdown().await;
 }
 
+/// A running subscription of `service`, counting the events it handled.
+async fn counting(
+    conn: &Connection,
+    service: &str,
+    deliver_all: bool,
+    count: Arc<AtomicU64>,
+) -> EventSubscription {
+    let mut builder = conn
+        .events()
+        .subscribe::<Value>(service, "order.created", DeliveryMode::Compete)
+        .handler(move |_: Event<Value>| {
+            let count = count.clone();
+            async move {
+                count.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        });
+    if deliver_all {
+        builder = builder.deliver_all();
+    }
+    builder.start().await.unwrap()
+}
+
+async fn publish(conn: &Connection, n: u64) {
+    conn.events()
+        .publish("order", "created", &json!({ "n": n }))
+        .await
+        .unwrap();
+}
+
+/// Has the SDK re-create `service`'s consumer to resume at a sequence: a
+/// subscription (with `.deliver_all()` or not) handles an event, its
+/// consumer is deleted under it, and it handles the next one through the
+/// consumer it made again. Returns the consumer's name and its start.
+async fn recreated_by_the_sdk(
+    conn: &Connection,
+    service: &str,
+    deliver_all: bool,
+) -> (String, DeliverPolicy) {
+    let count = Arc::new(AtomicU64::new(0));
+    let first = counting(conn, service, deliver_all, count.clone()).await;
+    let name = first.consumer_name().to_owned();
+    publish(conn, 1).await;
+    handled(&count, 1).await;
+    let stream = conn.jetstream().get_stream(EVENTS).await.unwrap();
+    stream.delete_consumer(&name).await.unwrap();
+    publish(conn, 2).await;
+    handled(&count, 2).await;
+    let (policy, _, _) = consumer_settings(conn, &name).await;
+    assert!(
+        matches!(policy, DeliverPolicy::ByStartSequence { .. }),
+        "re-created to resume at a sequence: {policy:?}"
+    );
+    first.shutdown().await;
+    (name, policy)
+}
+
 /// A consumer the SDK re-created to resume at a sequence (after it was
 /// deleted under a running subscription) takes later settings too.
 #[tokio::test]
 async fn settings_apply_to_a_consumer_the_sdk_recreated() {
     let nats = server();
     let conn = connect(&nats.url()).await;
-    let count = Arc::new(AtomicU64::new(0));
-    let counter = count.clone();
-    let first = conn
-        .events()
-        .subscribe::<Value>("settings-r", "order.created", DeliveryMode::Compete)
-        .handler(move |_: Event<Value>| {
-            let count = counter.clone();
-            async move {
-                count.fetch_add(1, Ordering::SeqCst);
-                Ok(())
-            }
-        })
-        .start()
-        .await
-        .unwrap();
-    let name = first.consumer_name().to_owned();
-    let events = conn.events();
-    events
-        .publish("order", "created", &json!({"n": 1}))
-        .await
-        .unwrap();
-    handled(&count, 1).await;
-    let stream = conn.jetstream().get_stream(EVENTS).await.unwrap();
-    stream.delete_consumer(&name).await.unwrap();
-    events
-        .publish("order", "created", &json!({"n": 2}))
-        .await
-        .unwrap();
-    handled(&count, 2).await;
-    let (policy, _, _) = consumer_settings(&conn, &name).await;
-    assert!(
-        matches!(policy, DeliverPolicy::ByStartSequence { .. }),
-        "re-created to resume at a sequence: {policy:?}"
-    );
-    first.shutdown().await;
+    let (name, policy) = recreated_by_the_sdk(&conn, "settings-r", false).await;
 
     let again = subscription(&conn, "settings-r")
         .max_deliver(4)
@@ -188,6 +211,85 @@ async fn settings_apply_to_a_consumer_the_sdk_recreated() {
         (policy, 4, Duration::from_secs(5))
     );
     again.shutdown().await;
+}
+
+/// The review's D6, case a: a consumer made to start at new events, and
+/// re-created by the SDK at a sequence, cannot replay the stream either:
+/// `.deliver_all()` added then fails as it does on the consumer first made,
+/// instead of starting and replaying nothing.
+#[tokio::test]
+async fn deliver_all_on_a_consumer_the_sdk_recreated_for_new_events_fails() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let (name, policy) = recreated_by_the_sdk(&conn, "settings-n", false).await;
+
+    let again = subscription(&conn, "settings-n")
+        .deliver_all()
+        .start()
+        .await;
+    match &again {
+        Err(EventError::ConsumerSetting {
+            name: n, setting, ..
+        }) => {
+            assert_eq!(n, &name);
+            assert_eq!(*setting, "deliver_all");
+        }
+        Err(e) => panic!("another error: {e}"),
+        Ok(_) => panic!("started with .deliver_all(), which replays nothing here"),
+    }
+    assert_eq!(consumer_settings(&conn, &name).await.0, policy);
+}
+
+/// A consumer made with `.deliver_all()` and re-created by the SDK at a
+/// sequence is still the one those subscriptions made: they start again
+/// with `.deliver_all()` (it goes on from its position).
+#[tokio::test]
+async fn deliver_all_starts_again_on_its_consumer_the_sdk_recreated() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let (name, policy) = recreated_by_the_sdk(&conn, "settings-d", true).await;
+
+    let again = subscription(&conn, "settings-d")
+        .deliver_all()
+        .max_deliver(3)
+        .start()
+        .await
+        .expect("starts again with .deliver_all()");
+    assert_eq!(
+        consumer_settings(&conn, &name).await,
+        (policy, 3, Duration::from_secs(30))
+    );
+    again.shutdown().await;
+}
+
+/// The review's D6, case b: a mixed fleet. A running `.deliver_all()`
+/// instance's consumer is deleted and made again, to start at new events,
+/// by an instance of a version without it. The running instance joins that
+/// consumer (its start can only apply to a consumer it makes) rather than
+/// refuse it at every re-open and stop consuming for good.
+#[tokio::test]
+async fn a_running_deliver_all_subscription_joins_a_consumer_made_again_for_new_events() {
+    logs();
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let count = Arc::new(AtomicU64::new(0));
+    let running = counting(&conn, "settings-m", true, count.clone()).await;
+    let name = running.consumer_name().to_owned();
+    publish(&conn, 1).await;
+    handled(&count, 1).await;
+
+    // As the other version's start would make it: at new events.
+    let stream = conn.jetstream().get_stream(EVENTS).await.unwrap();
+    let info = stream.consumer_info(&name).await.unwrap();
+    let mut config = pull::Config::try_from_consumer_config(info.config).unwrap();
+    config.deliver_policy = DeliverPolicy::New;
+    stream.delete_consumer(&name).await.unwrap();
+    stream.create_consumer(config).await.unwrap();
+
+    publish(&conn, 2).await;
+    handled(&count, 2).await;
+    assert_eq!(consumer_settings(&conn, &name).await.0, DeliverPolicy::New);
+    running.shutdown().await;
 }
 
 /// A subscription whose handler always fails, counting its runs.

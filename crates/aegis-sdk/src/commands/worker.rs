@@ -601,7 +601,7 @@ impl CommandWorkerBuilder {
             concurrency: self.concurrency,
         };
         let consumer = durable
-            .open(None)
+            .open()
             .await
             .map_err(|source| CommandError::Consumer {
                 name: name.clone(),

@@ -206,9 +206,13 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
     /// Where a consumer starts is fixed when it is created (JetStream
     /// cannot change it in place): an existing consumer goes on from its
     /// position, with or without this option. Added for a consumer that
-    /// was created to start at new events, it cannot replay anything, and
-    /// [`start`](Self::start) fails with [`EventError::ConsumerSetting`]
-    /// instead of starting without it. To replay what is stored, use a
+    /// was created to start at new events (or made again at its position
+    /// after it was lost, for subscriptions without this option), it
+    /// cannot replay anything, and [`start`](Self::start) fails with
+    /// [`EventError::ConsumerSetting`] instead of starting without it. A
+    /// running subscription whose consumer is deleted and made so by
+    /// another instance (a version without this option) takes it as it is,
+    /// with a warning, and goes on from its position. To replay what is stored, use a
     /// new durable name (another service name, or in
     /// [`DeliveryMode::Broadcast`] another [`instance_id`](Self::instance_id))
     /// or delete the consumer first (`nats consumer rm EVENTS <name>`),
@@ -300,7 +304,7 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
             confirm_acks: false,
             concurrency: self.concurrency,
         };
-        let consumer = durable.open(None).await.map_err(|source| {
+        let consumer = durable.open().await.map_err(|source| {
             match source.downcast::<pull::FixedSetting>() {
                 Ok(fixed) => EventError::ConsumerSetting {
                     name: fixed.consumer,
