@@ -854,6 +854,77 @@ async fn orders_fill_after_the_events_stream_is_created_again() {
     pricing.shutdown().await.unwrap();
 }
 
+/// EVENTS created again, and risk's positions started afresh, and the new
+/// stream already past the old newest fill's sequence (pricing publishes
+/// prices into it all the time) before the leader's next order: that order
+/// fills at once, rather than have risk wait for a fill at the old
+/// stream's sequence and fail it as "catching up".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_order_fills_once_a_new_events_stream_passed_the_old_fills() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let Desk {
+        pricing,
+        risk,
+        order,
+    } = Desk::start(&conn).await;
+    let mut newest = 0;
+    for i in 0..3 {
+        let done = create(&conn, &market(&format!("c-old-{i}"), "AAPL", Side::Buy, 5))
+            .await
+            .unwrap();
+        assert_eq!(done.status, OrderStatus::Filled, "{done:?}");
+        newest = risk_positions(&conn).await.last_event_sequence;
+    }
+    assert!(newest > 0);
+
+    risk.shutdown().await.unwrap();
+    let js = conn.jetstream();
+    js.delete_stream("EVENTS").await.unwrap();
+    js.delete_key_value(risk::RISK_POSITIONS_BUCKET)
+        .await
+        .unwrap();
+    conn.events().ensure_stream().await.unwrap();
+    for i in 0..newest + 5 {
+        conn.events()
+            .publish("price", "test", &json!({ "tick": i }))
+            .await
+            .unwrap();
+    }
+    let risk = risk::start(
+        &conn,
+        RiskOptions {
+            limits: RiskLimits {
+                max_order_notional: 100_000.0,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+
+    let done = create(&conn, &market("c-new-0", "AAPL", Side::Buy, 5))
+        .await
+        .unwrap();
+    assert_eq!(done.status, OrderStatus::Filled, "{done:?}");
+    eventually(PATIENCE, "risk counts the new fill", || async {
+        risk_positions(&conn).await.positions.get("AAPL") == Some(&5)
+    })
+    .await;
+    order.shutdown().await.unwrap();
+    risk.shutdown().await.unwrap();
+    pricing.shutdown().await.unwrap();
+}
+
+/// The positions risk-service holds (any instance).
+async fn risk_positions(conn: &Connection) -> Positions {
+    conn.rpc()
+        .call(RISK_SERVICE, "get_positions", &json!({}))
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_metrics_travel_in_the_published_snapshots() {
     use aegis_contracts::{MetricsSnapshot, subjects};

@@ -413,9 +413,10 @@ async fn an_invalid_order_id_is_an_invalid_request() {
 }
 
 /// An assessment that names the newest fill its caller knows of is judged
-/// by positions that hold it; when the instance's book cannot get there
-/// in time, the caller is told to retry rather than judged by an older
-/// position.
+/// by positions that hold it. A number past every fill the stream holds
+/// (the caller learnt it from an `EVENTS` stream created again since) is
+/// judged by the newest fill there is, rather than wait for one that never
+/// comes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_assessment_waits_for_the_fill_it_names() {
     let nats = server();
@@ -449,15 +450,18 @@ async fn an_assessment_waits_for_the_fill_it_names() {
         "{verdict:?}"
     );
 
-    // A fill the stream does not hold yet: the book cannot reach it.
+    // A fill the stream does not hold: judged by the newest one it does.
     buy.after_fill = Some(sequence + 1_000);
-    let err = conn
+    let verdict: RiskAssessment = conn
         .rpc()
-        .call::<_, RiskAssessment>(RISK_SERVICE, "assess_risk", &buy)
+        .call(RISK_SERVICE, "assess_risk", &buy)
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::ServiceUnavailable);
-    assert!(err.to_string().contains("catching up"), "{err}");
+        .unwrap();
+    assert_eq!(
+        verdict.reasons[0].code,
+        ReasonCode::MaxPosition,
+        "{verdict:?}"
+    );
     svc.shutdown().await.unwrap();
 }
 
@@ -548,4 +552,91 @@ async fn positions_outlive_the_retention_of_the_fills() {
     let positions = positions_after(&conn, "risk-1", seq).await;
     assert_eq!(positions.positions["AAPL"], 101, "{positions:?}");
     risk.shutdown().await.unwrap();
+}
+
+/// Deletes `EVENTS` and creates it again, as an operator may: its
+/// sequences start over below the ones the positions were built from.
+async fn create_events_again(conn: &aegis_sdk::Connection) {
+    conn.jetstream().delete_stream("EVENTS").await.unwrap();
+    conn.events().ensure_stream().await.unwrap();
+}
+
+/// `EVENTS` created again under a running instance: the new stream's fills
+/// move its positions (kept from before: those trades happened), rather
+/// than be taken for fills it applied already because their sequences are
+/// not above the old stream's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_instance_counts_the_fills_of_an_events_stream_created_again() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let svc = risk::start(&conn, risk_options("risk-a")).await.unwrap();
+    let mut seq = 0;
+    for i in 0..3 {
+        seq = publish_fill(&conn, &fill(&format!("o{i}"), "AAPL", Side::Buy, 10))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        positions_after(&conn, "risk-a", seq).await.positions["AAPL"],
+        30
+    );
+
+    create_events_again(&conn).await;
+    let seq = publish_fill(&conn, &fill("n1", "AAPL", Side::Buy, 5))
+        .await
+        .unwrap();
+    assert_eq!(seq, 1, "the new stream starts over");
+    eventually(PATIENCE, "the new stream's fill is counted", || async {
+        positions_of(&conn, "risk-a")
+            .await
+            .is_ok_and(|p| p.positions.get("AAPL") == Some(&35) && p.last_event_sequence == seq)
+    })
+    .await;
+    let seq = publish_fill(&conn, &fill("n2", "AAPL", Side::Sell, 1))
+        .await
+        .unwrap();
+    let positions = positions_after(&conn, "risk-a", seq).await;
+    assert_eq!(positions.positions["AAPL"], 34, "{positions:?}");
+    svc.shutdown().await.unwrap();
+}
+
+/// An instance started from a positions snapshot of an `EVENTS` stream
+/// that was created again since: it keeps the snapshot's positions and
+/// counts every fill of the new stream, also those stored at sequences the
+/// snapshot had passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_of_an_events_stream_created_again_does_not_freeze_positions() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let svc = risk::start(&conn, risk_options("risk-a")).await.unwrap();
+    let mut seq = 0;
+    for i in 0..3 {
+        seq = publish_fill(&conn, &fill(&format!("o{i}"), "AAPL", Side::Buy, 10))
+            .await
+            .unwrap();
+    }
+    positions_after(&conn, "risk-a", seq).await;
+    // Stopping writes the snapshot, as of sequence 3.
+    svc.shutdown().await.unwrap();
+
+    create_events_again(&conn).await;
+    publish_fill(&conn, &fill("n1", "AAPL", Side::Buy, 5))
+        .await
+        .unwrap();
+    let svc = risk::start(&conn, risk_options("risk-a")).await.unwrap();
+    let positions = positions_of(&conn, "risk-a").await.unwrap();
+    assert_eq!(
+        (
+            positions.positions.get("AAPL"),
+            positions.last_event_sequence
+        ),
+        (Some(&35), 1),
+        "{positions:?}"
+    );
+    let seq = publish_fill(&conn, &fill("n2", "AAPL", Side::Buy, 1))
+        .await
+        .unwrap();
+    let positions = positions_after(&conn, "risk-a", seq).await;
+    assert_eq!(positions.positions["AAPL"], 36, "{positions:?}");
+    svc.shutdown().await.unwrap();
 }

@@ -565,12 +565,15 @@ impl Desk {
     ///
     /// Read again, and lowered if the stream says so, when the stream was
     /// created again (deleted and re-made by an operator, restored from an
-    /// older backup): its sequences start over, and risk would otherwise
-    /// wait for a fill at the old stream's sequence. That shows at the next
-    /// order: its `events.order.created` is stored fresh at a sequence no
-    /// higher than the newest fill known before it was published, which in
-    /// one stream cannot be (`try_finish`). It is read again after a failed
-    /// assessment too.
+    /// older backup): its sequences start over. That shows at the next
+    /// order when its `events.order.created` is stored fresh at a sequence
+    /// no higher than the newest fill known before it was published, which
+    /// in one stream cannot be (`try_finish`); not when the new stream has
+    /// passed the old number already. Either way risk does not wait for a
+    /// number past every fill the stream holds: it judges by the newest
+    /// one there is (see `risk::Risk::caught_up`), at the cost of reading
+    /// that per assessment until the number is right again. It is read
+    /// again after a failed assessment too.
     async fn newest_fill(&self, epoch: u64) -> Result<u64, WireError> {
         let mut newest = self.newest_fill.lock().await;
         if newest.epoch != epoch {

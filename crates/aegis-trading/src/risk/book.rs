@@ -17,6 +17,16 @@
 //! [`Book::restore`]): positions as of a stream sequence, plus where in the
 //! stream the fills it still remembers begin, so a restart replays those
 //! (recognising them, not applying them again) before the new ones.
+//!
+//! Sequences are those of one `EVENTS` stream, known by when it was
+//! created ([`Book::stream`]). An operator may delete the stream and
+//! create it again: its sequences start over, below the ones the book has
+//! applied, and read as fills applied before. So the book then starts
+//! over on the new stream ([`Book::rebase`]): it keeps its positions (those
+//! trades happened) and applies the new stream's fills from its first on,
+//! except those stored no later than the last fill it applied (a backup of
+//! the old stream restored into the new one holds those, and they are in
+//! the positions already).
 
 use std::{
     collections::{HashSet, VecDeque},
@@ -36,6 +46,27 @@ use super::Positions;
 pub(crate) struct Book {
     pub(crate) view: Positions,
     recent: RecentFills,
+    /// When the `EVENTS` stream its sequences are of was created (`None`:
+    /// not known yet).
+    stream: Option<DateTime<Utc>>,
+    /// When the last fill applied was stored (stream time).
+    last_fill_at: Option<DateTime<Utc>>,
+    /// Fills stored no later than this are in the positions already: the
+    /// last fill applied before the book started over on a new stream.
+    floor: Option<DateTime<Utc>>,
+}
+
+/// What a book's snapshot holds, beside the positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Place {
+    /// The sequence of the last fill the positions include.
+    pub(crate) last_event_sequence: u64,
+    /// Where a restored book replays from to remember the same fills.
+    pub(crate) replay_from: u64,
+    /// When the stream those sequences are of was created.
+    pub(crate) stream: Option<DateTime<Utc>>,
+    /// When the last fill applied was stored.
+    pub(crate) last_fill_at: Option<DateTime<Utc>>,
 }
 
 impl Book {
@@ -45,37 +76,75 @@ impl Book {
         Self {
             view: Positions::default(),
             recent: RecentFills::new(window, capacity),
+            stream: None,
+            last_fill_at: None,
+            floor: None,
         }
     }
 
-    /// A book holding `positions` as of stream sequence `last_event_sequence`
-    /// (what a snapshot holds); the fills before that are replayed into it
-    /// to be recognised, not applied.
+    /// A book holding `positions` as of `place` (what a snapshot holds);
+    /// the fills before its sequence are replayed into it to be recognised,
+    /// not applied.
     pub(crate) fn restore(
         positions: BTreeMap<String, i64>,
-        last_event_sequence: u64,
+        place: Place,
         window: Duration,
         capacity: usize,
     ) -> Self {
         let mut book = Self::new(window, capacity);
         book.view = Positions {
             positions,
-            last_event_sequence,
+            last_event_sequence: place.last_event_sequence,
         };
+        book.stream = place.stream;
+        book.last_fill_at = place.last_fill_at;
         book
     }
 
-    /// The positions, the sequence they are as of, and the first sequence
-    /// a restored book should replay from to remember the same fills (the
-    /// oldest one remembered, or the next one).
-    pub(crate) fn snapshot(&self) -> (BTreeMap<String, i64>, u64, u64) {
+    /// When the `EVENTS` stream the book's sequences are of was created.
+    #[cfg(test)]
+    pub(crate) fn stream(&self) -> Option<DateTime<Utc>> {
+        self.stream
+    }
+
+    /// Takes the stream created at `created` as the one the book's
+    /// sequences are of. When the book knew another one, that stream was
+    /// created again and its sequences started over: the book keeps its
+    /// positions and its recent fill ids, and takes every fill of the new
+    /// stream from its first on, except those stored no later than the
+    /// last fill it applied. Returns whether it started over.
+    pub(crate) fn rebase(&mut self, created: DateTime<Utc>) -> bool {
+        let known = self.stream.replace(created);
+        if known.is_none_or(|known| known == created) {
+            return false;
+        }
+        self.view.last_event_sequence = 0;
+        self.floor = self.last_fill_at.max(self.floor);
+        for entry in &mut self.recent.queue {
+            // Sequences of the old stream: none to replay on a restart.
+            entry.1 = 0;
+        }
+        true
+    }
+
+    /// The positions and where they are in the stream: the sequence they
+    /// are as of, the first sequence a restored book should replay from to
+    /// remember the same fills (the oldest one remembered, or the next
+    /// one), the stream and the last fill's time.
+    pub(crate) fn snapshot(&self) -> (BTreeMap<String, i64>, Place) {
         let last = self.view.last_event_sequence;
         let replay_from = self
             .recent
             .queue
             .front()
-            .map_or(last + 1, |(_, sequence, _)| (*sequence).min(last + 1));
-        (self.view.positions.clone(), last, replay_from)
+            .map_or(last + 1, |(_, sequence, _)| (*sequence).clamp(1, last + 1));
+        let place = Place {
+            last_event_sequence: last,
+            replay_from,
+            stream: self.stream,
+            last_fill_at: self.last_fill_at,
+        };
+        (self.view.positions.clone(), place)
     }
 
     /// Applies the fill stored at `sequence` at `stored`, unless it was
@@ -98,6 +167,11 @@ impl Book {
         if !self.recent.insert(&fill.order_id, sequence, stored) {
             return false;
         }
+        if self.floor.is_some_and(|floor| stored <= floor) {
+            // In the positions already (see `rebase`).
+            return false;
+        }
+        self.last_fill_at = Some(stored).max(self.last_fill_at);
         let position = self.view.positions.entry(fill.symbol.clone()).or_insert(0);
         match position.checked_add(fill.side.signed(fill.quantity)) {
             Some(after) => {
@@ -248,10 +322,10 @@ mod tests {
         let mut book = Book::new(Duration::from_secs(600), 1000);
         book.apply(3, at(0), &fill("o1", Side::Buy, 100));
         book.apply(4, at(1), &fill("o2", Side::Buy, 5));
-        let (positions, last, replay_from) = book.snapshot();
-        assert_eq!((last, replay_from), (4, 3));
+        let (positions, place) = book.snapshot();
+        assert_eq!((place.last_event_sequence, place.replay_from), (4, 3));
 
-        let mut restored = Book::restore(positions, last, Duration::from_secs(600), 1000);
+        let mut restored = Book::restore(positions, place, Duration::from_secs(600), 1000);
         // The replay from `replay_from`: held already, only remembered.
         assert!(!restored.apply(3, at(0), &fill("o1", Side::Buy, 100)));
         assert!(!restored.apply(4, at(1), &fill("o2", Side::Buy, 5)));
@@ -261,5 +335,36 @@ mod tests {
         assert!(restored.apply(10, at(31), &fill("o3", Side::Sell, 5)));
         assert_eq!(restored.view.positions["AAPL"], 100);
         assert_eq!(restored.view.last_event_sequence, 10);
+    }
+
+    /// EVENTS created again: its sequences start over below the ones the
+    /// book applied. The book keeps its positions and applies the new
+    /// stream's fills, except repeats and fills it holds already.
+    #[test]
+    fn a_book_starts_over_on_a_stream_created_again() {
+        let mut book = Book::new(Duration::from_secs(600), 1000);
+        assert!(!book.rebase(at(-100)), "the first stream it learns of");
+        book.apply(3, at(0), &fill("o1", Side::Buy, 100));
+        book.apply(4, at(1), &fill("o2", Side::Buy, 5));
+        assert!(!book.rebase(at(-100)), "the same stream");
+        assert_eq!(book.view.last_event_sequence, 4);
+
+        assert!(book.rebase(at(10)));
+        assert_eq!(book.view.last_event_sequence, 0);
+        assert_eq!(book.stream(), Some(at(10)));
+        // A restored backup's fill (stored before the last one applied).
+        assert!(!book.apply(1, at(0), &fill("o0", Side::Buy, 7)));
+        // A fill published again into the new stream, and a new one.
+        assert!(!book.apply(2, at(11), &fill("o2", Side::Buy, 5)));
+        assert!(book.apply(3, at(12), &fill("o3", Side::Sell, 1)));
+        assert_eq!(book.view.positions["AAPL"], 104);
+        assert_eq!(book.view.last_event_sequence, 3);
+
+        // Its snapshot is of the new stream and replays none of the old.
+        let (positions, place) = book.snapshot();
+        assert_eq!(place.stream, Some(at(10)));
+        assert_eq!((place.last_event_sequence, place.replay_from), (3, 1));
+        let restored = Book::restore(positions, place, Duration::from_secs(600), 1000);
+        assert_eq!(restored.view.positions["AAPL"], 104);
     }
 }

@@ -25,6 +25,15 @@
 //! - The service starts answering only once the replay has reached the last
 //!   fill stored when it started: an assessment must not see half a book.
 //!
+//! - **A stream created again.** Sequences are those of one `EVENTS`
+//!   stream, known by when it was created; the snapshot records it. When
+//!   an operator deletes the stream and creates it again, its sequences
+//!   start over below the snapshot's and would read as fills applied
+//!   before, freezing the positions. So the book starts over on the new
+//!   stream (`Book::rebase`): at start, when the snapshot is of another
+//!   stream, and while it runs, each time the feed of fills is made
+//!   again (the old stream's consumer went with it).
+//!
 //! If the stream lost events after the snapshot's sequence (a snapshot older
 //! than the retention — its writers all down for a week), the book misses
 //! them; the start says so in the log.
@@ -36,6 +45,7 @@ use aegis_sdk::feed::feed;
 use aegis_sdk::{Connection, events::EventError};
 use async_nats::jetstream::{
     consumer::DeliverPolicy,
+    context::RequestErrorKind,
     stream::{LastRawMessageErrorKind, Stream},
 };
 use chrono::{DateTime, Utc};
@@ -44,7 +54,10 @@ use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{Risk, book::Book};
+use super::{
+    Risk,
+    book::{Book, Place},
+};
 use crate::{
     TradingError,
     kv::{Bucket, Expect, WriteError},
@@ -64,6 +77,13 @@ struct Snapshot {
     /// Where a restored book starts replaying, to remember the fills the
     /// writer's dedup window held.
     replay_from: u64,
+    /// When the `EVENTS` stream those sequences are of was created
+    /// (absent in snapshots written before it was recorded).
+    #[serde(default)]
+    stream_created: Option<DateTime<Utc>>,
+    /// When the last fill the positions include was stored (stream time).
+    #[serde(default)]
+    last_fill_at: Option<DateTime<Utc>>,
     /// The instance that wrote it (informational).
     instance_id: String,
     /// When (informational).
@@ -113,15 +133,43 @@ impl Fills {
                 )
                 .ok()
         });
+        let stream = self.identity().await?;
         let Some(snapshot) = snapshot else {
-            return Ok((Book::new(window, capacity), 1));
+            let mut book = Book::new(window, capacity);
+            book.rebase(stream.created);
+            return Ok((book, 1));
         };
         info!(
             sequence = snapshot.last_event_sequence,
             by = %snapshot.instance_id,
             "positions restored from the snapshot"
         );
-        let first = self.first_sequence().await?;
+        // A snapshot from before the stream was recorded is of another
+        // stream when it is ahead of this one.
+        let of_stream = snapshot.stream_created.or_else(|| {
+            (snapshot.last_event_sequence > stream.last_sequence)
+                .then_some(DateTime::<Utc>::MIN_UTC)
+        });
+        let mut book = Book::restore(
+            snapshot.positions,
+            Place {
+                last_event_sequence: snapshot.last_event_sequence,
+                replay_from: snapshot.replay_from,
+                stream: of_stream,
+                last_fill_at: snapshot.last_fill_at,
+            },
+            window,
+            capacity,
+        );
+        if book.rebase(stream.created) {
+            warn!(
+                snapshot = snapshot.last_event_sequence,
+                "EVENTS was created again since the positions snapshot: keeping its positions \
+                 and counting the fills of the new stream from its first"
+            );
+            return Ok((book, stream.first_sequence.max(1)));
+        }
+        let first = stream.first_sequence;
         if first > snapshot.last_event_sequence + 1 {
             warn!(
                 snapshot = snapshot.last_event_sequence,
@@ -133,12 +181,6 @@ impl Fills {
         let replay_from = snapshot
             .replay_from
             .clamp(1, snapshot.last_event_sequence + 1);
-        let book = Book::restore(
-            snapshot.positions,
-            snapshot.last_event_sequence,
-            window,
-            capacity,
-        );
         Ok((book, replay_from))
     }
 
@@ -155,17 +197,41 @@ impl Fills {
         }
     }
 
-    async fn first_sequence(&self) -> Result<u64, TradingError> {
-        let mut stream = self.stream.clone();
-        let info = stream
-            .info()
+    /// Which `EVENTS` stream there is now, and what it holds.
+    async fn identity(&self) -> Result<Identity, TradingError> {
+        let info = self
+            .stream
+            .get_info()
             .await
             .map_err(|e| self.events_error(e.into()))?;
-        Ok(info.state.first_sequence)
+        Ok(Identity::of(&info))
+    }
+
+    /// [`identity`](Self::identity) for the follower, which must not be
+    /// held up by it: `None` when the server did not answer within
+    /// [`IDENTITY_WAIT`] (a stream without a leader for seconds after a
+    /// NATS node died: the feed itself copes with that), an error when it
+    /// answered with one (no stream, say: deleted and not yet created
+    /// again, so the feed waits for it rather than start on it unchecked).
+    async fn identity_now(&self) -> Result<Option<Identity>, TradingError> {
+        match tokio::time::timeout(IDENTITY_WAIT, self.stream.get_info()).await {
+            Ok(Ok(info)) => Ok(Some(Identity::of(&info))),
+            Ok(Err(e)) if e.kind() != RequestErrorKind::TimedOut => {
+                Err(self.events_error(e.into()))
+            }
+            Ok(Err(_)) | Err(_) => {
+                debug!("EVENTS did not say which stream it is in time; following on unchecked");
+                Ok(None)
+            }
+        }
     }
 
     /// Follows fills from `from` on into `risk`'s book until `cancel`,
     /// reporting the last sequence seen on `progress`.
+    ///
+    /// Each time it makes its feed (again), it looks which stream there is:
+    /// one created again since has sequences that started over, and the
+    /// book starts over on it, from its first fill.
     ///
     /// On an [`aegis_sdk::feed`] rather than async-nats's ordered
     /// consumer: that one notices a consumer lost with its NATS node only
@@ -184,17 +250,24 @@ impl Fills {
         progress: watch::Sender<u64>,
         cancel: CancellationToken,
     ) -> JoinHandle<()> {
-        let (stream, conn) = (self.stream.clone(), self.conn.clone());
+        let (fills, conn) = (self.clone(), self.conn.clone());
+        let opener = risk.clone();
         tokio::spawn(aegis_sdk::kv::reopening(
             "the order fills",
             from.max(1),
             cancel,
             move |next| {
-                let (stream, conn, start_sequence) = (stream.clone(), conn.clone(), *next);
+                let (fills, conn, risk, next) =
+                    (fills.clone(), conn.clone(), opener.clone(), *next);
                 async move {
+                    let start_sequence = match fills.identity_now().await? {
+                        Some(stream) => risk.follow_stream(stream.created, next),
+                        None => next,
+                    };
                     let deliver = DeliverPolicy::ByStartSequence { start_sequence };
-                    let fills = feed(&conn, &stream, OrderFilled::subject(), deliver).await;
-                    Ok::<_, std::convert::Infallible>(fills)
+                    Ok::<_, TradingError>(
+                        feed(&conn, &fills.stream, OrderFilled::subject(), deliver).await,
+                    )
                 }
             },
             move |next, msg: async_nats::jetstream::Message| {
@@ -222,7 +295,7 @@ impl Fills {
     ) -> JoinHandle<()> {
         let fills = self.clone();
         tokio::spawn(async move {
-            let mut written = 0;
+            let mut written = (None, 0);
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -244,16 +317,26 @@ impl Fills {
     }
 
     /// Writes the book as the snapshot unless it is not past `written` or
-    /// the stored one is as recent; returns the sequence now on record.
-    async fn write_snapshot(&self, risk: &Risk, written: u64) -> Result<u64, async_nats::Error> {
-        let (positions, last_event_sequence, replay_from) = risk.snapshot();
-        if last_event_sequence <= written {
+    /// the stored one is as recent; returns where the snapshot now on
+    /// record is. A snapshot of a stream created later is more recent
+    /// whatever its sequence (this instance has yet to start over on it);
+    /// one of a stream created earlier is older.
+    async fn write_snapshot(
+        &self,
+        risk: &Risk,
+        written: Written,
+    ) -> Result<Written, async_nats::Error> {
+        let (positions, place) = risk.snapshot();
+        let ours = (place.stream, place.last_event_sequence);
+        if !newer(ours, written) {
             return Ok(written);
         }
         let snapshot = Snapshot {
             positions,
-            last_event_sequence,
-            replay_from,
+            last_event_sequence: place.last_event_sequence,
+            replay_from: place.replay_from,
+            stream_created: place.stream,
+            last_fill_at: place.last_fill_at,
             instance_id: self.instance_id.clone(),
             taken_at: Utc::now(),
         };
@@ -264,8 +347,8 @@ impl Fills {
             let revision = match &stored {
                 Some((revision, Some(value))) => {
                     let theirs = serde_json::from_slice::<Snapshot>(value)
-                        .map_or(0, |s| s.last_event_sequence);
-                    if theirs >= last_event_sequence {
+                        .map_or((None, 0), |s| (s.stream_created, s.last_event_sequence));
+                    if !newer(ours, theirs) {
                         return Ok(theirs);
                     }
                     *revision
@@ -278,7 +361,7 @@ impl Fills {
                 .put_if(SNAPSHOT_KEY, bytes.clone(), Expect::Revision(revision))
                 .await
             {
-                Ok(_) => return Ok(last_event_sequence),
+                Ok(_) => return Ok(ours),
                 Err(WriteError::Conflict) => continue,
                 Err(WriteError::Failed(e)) => return Err(e),
             }
@@ -298,5 +381,45 @@ impl Fills {
             name: format!("fills of {}", self.instance_id),
             source,
         })
+    }
+}
+
+/// Where a snapshot is: the stream's creation time and the sequence.
+type Written = (Option<DateTime<Utc>>, u64);
+
+/// Whether a snapshot at `ours` is more recent than one at `theirs`.
+fn newer(ours: Written, theirs: Written) -> bool {
+    match (ours.0, theirs.0) {
+        (Some(a), Some(b)) if a != b => a > b,
+        // Theirs is from before streams were recorded: replacing it is
+        // safe even if it was ahead, a restart then replays more.
+        (Some(_), None) => true,
+        _ => ours.1 > theirs.1,
+    }
+}
+
+/// How long the follower waits to learn which stream there is.
+const IDENTITY_WAIT: Duration = Duration::from_millis(500);
+
+/// Which `EVENTS` stream there is, and the sequences it holds.
+#[derive(Debug, Clone, Copy)]
+struct Identity {
+    /// When it was created: a stream deleted and created again differs.
+    created: DateTime<Utc>,
+    first_sequence: u64,
+    last_sequence: u64,
+}
+
+impl Identity {
+    fn of(info: &async_nats::jetstream::stream::Info) -> Self {
+        Self {
+            created: DateTime::from_timestamp(
+                info.created.unix_timestamp(),
+                info.created.nanosecond(),
+            )
+            .unwrap_or(DateTime::<Utc>::MIN_UTC),
+            first_sequence: info.state.first_sequence,
+            last_sequence: info.state.last_sequence,
+        }
     }
 }

@@ -152,6 +152,8 @@ struct Risk {
     /// See [`RiskOptions::catch_up_timeout`].
     catch_up_timeout: Duration,
     store: Bucket,
+    /// The fills' stream, to read the newest fill from.
+    fills: Fills,
     events: Events,
     counters: Counters,
 }
@@ -191,15 +193,37 @@ impl Risk {
     }
 
     /// What a snapshot holds: positions, their sequence, the replay point.
-    fn snapshot(&self) -> (BTreeMap<String, i64>, u64, u64) {
+    fn snapshot(&self) -> (BTreeMap<String, i64>, book::Place) {
         self.book
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .snapshot()
     }
 
+    /// Where the follower's feed, made again, starts: at `next`, the fill
+    /// after the last one it handed over — unless the stream is another
+    /// one than the book's (created at `created`), and the book starts over
+    /// on it from its first fill.
+    fn follow_stream(&self, created: chrono::DateTime<chrono::Utc>, next: u64) -> u64 {
+        let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        if book.rebase(created) {
+            warn!(
+                "EVENTS was created again: keeping the positions and counting the fills of \
+                 the new stream from its first"
+            );
+        }
+        next.min(book.view.last_event_sequence + 1).max(1)
+    }
+
     /// Waits until the book holds the fill stored at `sequence`, for at
     /// most the catch-up timeout.
+    ///
+    /// A caller's number may be of an `EVENTS` stream that was created
+    /// again since it learnt it (the new stream's sequences started over):
+    /// no fill of the new stream is stored there. So when the book is
+    /// behind it, the newest fill the stream holds is read, and the book
+    /// need only hold that one — in one stream it is never below a fill
+    /// the caller was told of.
     async fn caught_up(&self, sequence: u64) -> Result<(), WireError> {
         let held = || {
             self.book
@@ -208,10 +232,21 @@ impl Risk {
                 .view
                 .last_event_sequence
         };
-        let mut seen = self.seen.clone();
-        let reached =
-            tokio::time::timeout(self.catch_up_timeout, seen.wait_for(|_| held() >= sequence))
-                .await;
+        if held() >= sequence {
+            return Ok(());
+        }
+        let wait = async {
+            let wanted = match self.fills.last_fill().await {
+                Ok(newest) => sequence.min(newest),
+                Err(e) => {
+                    debug!(error = %e, "cannot read the newest fill; waiting for the caller's");
+                    sequence
+                }
+            };
+            let mut seen = self.seen.clone();
+            seen.wait_for(|_| held() >= wanted).await.map(|_| ())
+        };
+        let reached = tokio::time::timeout(self.catch_up_timeout, wait).await;
         if matches!(reached, Ok(Ok(_))) {
             return Ok(());
         }
@@ -402,6 +437,7 @@ pub async fn start(conn: &Connection, opts: RiskOptions) -> Result<Running, Trad
         seen: seen.clone(),
         catch_up_timeout: opts.catch_up_timeout,
         store: bucket,
+        fills: fills.clone(),
         events: conn.events(),
         counters: Counters::new(
             &[
