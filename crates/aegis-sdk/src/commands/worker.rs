@@ -35,7 +35,22 @@ use super::{CommandError, Commands, HEADER_DEADLINE, HEADER_NOT_RUN, ensure_comm
 pub const DEFAULT_MAX_DELIVER: u32 = 5;
 
 /// A command delivered to a handler.
+///
+/// Only the worker makes one (a handler also needs a [`Progress`], which
+/// only the worker has), so it is `#[non_exhaustive]`: fields may be
+/// added, as [`epoch`](Self::epoch) was, without breaking handlers. Read
+/// its fields, or match it with `..`:
+///
+/// ```compile_fail
+/// let cmd = aegis_sdk::commands::Command {
+///     id: "c1".to_owned(),
+///     name: "rebuild_book".to_owned(),
+///     payload: (),
+///     epoch: None,
+/// };
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Command<T> {
     /// The command id chosen by the sender.
     pub id: String,
