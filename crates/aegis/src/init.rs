@@ -30,8 +30,9 @@ use crate::cli::ConnectArgs;
 #[derive(Debug, Clone, Args)]
 pub struct InitArgs {
     /// Copies of every bucket and stream: 1 on a single node, 3 on a 3-node
-    /// cluster (default: 3 on a JetStream cluster, 1 on a single node, and
-    /// never fewer than the existing buckets and streams have).
+    /// cluster (default: as many as the cluster has JetStream peers online,
+    /// at most 3 — so 1 on a single node — and never fewer than the
+    /// existing buckets and streams have).
     #[arg(long, env = "AEGIS_NATS_REPLICAS")]
     pub replicas: Option<usize>,
     /// Change the replica count of existing buckets and streams that differ
@@ -97,9 +98,9 @@ pub async fn run(args: InitArgs) -> anyhow::Result<bool> {
     let replicas = match args.replicas {
         Some(replicas) => replicas,
         None => {
-            let clustered = conn.client().server_info().cluster.is_some();
+            let peers = jetstream_peers(&conn).await?;
             let existing: Vec<usize> = existed.values().copied().collect();
-            let (replicas, why) = default_replicas(&existing, clustered);
+            let (replicas, why) = default_replicas(&existing, peers);
             println!(
                 "aegis init: {replicas} replica{} ({why}; --replicas sets another count)",
                 plural(replicas)
@@ -196,20 +197,92 @@ pub async fn run(args: InitArgs) -> anyhow::Result<bool> {
     Ok(ok)
 }
 
-/// The replica count when `--replicas` is not given, and why: 3 on a
-/// JetStream cluster, 1 on a single node, never fewer than the most the
-/// existing buckets and streams have (lowering would lower their fault
-/// tolerance, which only an explicit `--replicas` may ask for).
-fn default_replicas(existing: &[usize], clustered: bool) -> (usize, &'static str) {
-    let supported = if clustered { 3 } else { 1 };
+/// The most replicas [`default_replicas`] chooses on a large cluster: the
+/// design's R3 (a copy survives the loss of one node).
+const MOST_DEFAULT_REPLICAS: usize = 3;
+
+/// The replica count when `--replicas` is not given, and why: as many as
+/// the JetStream `peers` online, at most [`MOST_DEFAULT_REPLICAS`] (so 1 on
+/// a single node), never fewer than the most the existing buckets and
+/// streams have (lowering would lower their fault tolerance, which only an
+/// explicit `--replicas` may ask for).
+fn default_replicas(existing: &[usize], peers: usize) -> (usize, String) {
+    let supported = peers.clamp(1, MOST_DEFAULT_REPLICAS);
     let most = existing.iter().copied().max().unwrap_or(0);
     if most > supported {
-        (most, "what the existing buckets and streams have")
-    } else if clustered {
-        (supported, "a JetStream cluster")
+        (
+            most,
+            "what the existing buckets and streams have".to_owned(),
+        )
+    } else if supported == 1 {
+        (1, "a single JetStream node".to_owned())
+    } else if supported == MOST_DEFAULT_REPLICAS {
+        (
+            supported,
+            format!("a JetStream cluster of {supported} or more peers"),
+        )
     } else {
-        (supported, "a single NATS node")
+        (
+            supported,
+            format!("a JetStream cluster of {supported} peers"),
+        )
     }
+}
+
+/// How many JetStream peers of the cluster `conn` reaches can hold a copy,
+/// counted up to [`MOST_DEFAULT_REPLICAS`]: 1 without a cluster; else the
+/// most replicas a probe stream (memory, deleted at once) can be placed
+/// with. The server tells clients no cluster size, and its cluster block
+/// does not say how many nodes run JetStream; placement does. A cluster
+/// whose peers are not all online yet (just started) refuses placement for
+/// a moment, so each count is tried with [`with_placement_patience`]
+/// before a smaller one.
+///
+/// [`with_placement_patience`]: aegis_sdk::streams::with_placement_patience
+///
+/// # Errors
+/// When JetStream refuses the probe for another reason than too few peers.
+async fn jetstream_peers(conn: &aegis_sdk::Connection) -> anyhow::Result<usize> {
+    use async_nats::jetstream::stream;
+
+    if conn.client().server_info().cluster.is_none() {
+        return Ok(1);
+    }
+    let js = conn.jetstream();
+    let id = nuid::next().to_string();
+    for replicas in (2..=MOST_DEFAULT_REPLICAS).rev() {
+        let name = format!("AEGIS_INIT_PEERS_{id}");
+        let config = stream::Config {
+            name: name.clone(),
+            subjects: vec![format!("_aegis.init.peers.{id}")],
+            storage: stream::StorageType::Memory,
+            num_replicas: replicas,
+            max_messages: 1,
+            max_bytes: 1024,
+            ..Default::default()
+        };
+        let created =
+            aegis_sdk::streams::with_placement_patience(&name, || js.create_stream(config.clone()))
+                .await;
+        match created {
+            Ok(_) => {
+                if let Err(e) = js.delete_stream(&name).await {
+                    eprintln!(
+                        "aegis init: could not delete the probe stream {name} ({e}); \
+                         delete it by hand"
+                    );
+                }
+                return Ok(replicas);
+            }
+            Err(e) if aegis_sdk::streams::no_peers_for_placement(&e) => {}
+            Err(e) => {
+                return Err(
+                    anyhow::Error::new(e).context("counting the JetStream peers (a probe stream)")
+                );
+            }
+        }
+    }
+    Ok(1)
 }
 
 /// What a stream with `has` replicas where `want` are wanted should do:
@@ -357,11 +430,15 @@ mod tests {
 
     #[test]
     fn the_default_keeps_what_exists_and_what_the_cluster_supports() {
-        assert_eq!(default_replicas(&[], false).0, 1);
-        assert_eq!(default_replicas(&[], true).0, 3);
-        assert_eq!(default_replicas(&[1, 1], true).0, 3);
-        assert_eq!(default_replicas(&[3, 1], false).0, 3);
-        assert_eq!(default_replicas(&[5], true).0, 5);
+        assert_eq!(default_replicas(&[], 1).0, 1);
+        assert_eq!(default_replicas(&[], 3).0, 3);
+        assert_eq!(default_replicas(&[], 2).0, 2);
+        assert_eq!(default_replicas(&[], 5).0, 3);
+        assert_eq!(default_replicas(&[1, 1], 3).0, 3);
+        assert_eq!(default_replicas(&[3, 1], 1).0, 3);
+        assert_eq!(default_replicas(&[3], 2).0, 3);
+        assert_eq!(default_replicas(&[5], 3).0, 5);
+        assert_eq!(default_replicas(&[], 2).1, "a JetStream cluster of 2 peers");
     }
 
     #[test]

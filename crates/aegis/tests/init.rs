@@ -184,3 +184,42 @@ fn init_without_replicas_keeps_the_fault_tolerance_the_cluster_supports() {
     assert!(ok, "{out}");
     assert!(out.contains("ok      EVENTS (created; 1 replica,"), "{out}");
 }
+
+/// Without `--replicas`, `init` counts the cluster's JetStream peers
+/// instead of taking a cluster to have 3: on a 2-node cluster it creates
+/// everything with 2 replicas (3 cannot be placed there), and checks them.
+#[test]
+fn init_without_replicas_uses_the_peers_a_two_node_cluster_has() {
+    let mut cluster = NatsCluster::start(2).unwrap();
+    cluster.wait_ready(Duration::from_secs(30)).unwrap();
+    let url = cluster.url();
+
+    let (ok, out) = init(&url, &["--startup-timeout", "20s"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("aegis init: 2 replicas"), "{out}");
+    for name in STREAMS {
+        assert!(
+            out.contains(&format!("ok      {name} (created; 2 replicas")),
+            "{name}:\n{out}"
+        );
+    }
+    assert!(replicas_of(&cluster).iter().all(|(_, r)| *r == 2));
+    // Nothing of the count's probe is left behind.
+    let (ok, out) = init(&url, &[]);
+    assert!(ok, "{out}");
+    assert!(out.contains("every bucket and stream is in place"), "{out}");
+    let streams = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            use futures::TryStreamExt;
+            let client = async_nats::connect(cluster.urls()).await.unwrap();
+            let js = async_nats::jetstream::new(client);
+            js.stream_names()
+                .try_collect::<Vec<String>>()
+                .await
+                .unwrap()
+        });
+    assert_eq!(streams.len(), STREAMS.len(), "{streams:?}");
+}
