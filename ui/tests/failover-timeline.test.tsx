@@ -157,3 +157,24 @@ describe("FailoverTimeline of a truncated window", () => {
     expect(screen.queryByTestId("timeline-truncated")).toBeNull();
   });
 });
+
+// The showcase, after `aegis chaos kill order-service`: order-3 led with
+// epoch 1, order-1 took over with epoch 1019, order-2 later with 4100. A
+// new user read that as a thousand elections in two minutes; nothing on
+// the page said that an epoch is the election bucket's revision, which
+// every lease renewal advances.
+describe("FailoverTimeline's epochs", () => {
+  it("says why epochs jump between terms, in English and Chinese", async () => {
+    answer([
+      term("order-3", "2026-12-05T15:00:15.506Z", { epoch: 1, endedAt: "2026-12-05T15:01:57.170Z", endReason: "superseded" }),
+      term("order-1", "2026-12-05T15:01:57.513Z", { epoch: 1019, handoverMs: 342, handoverFrom: "order-3", handoverBasis: "disconnect" }),
+    ]);
+    const { unmount } = renderWith(liveView({ instanceId: "order-1", status: "ACTIVE", epoch: 1019 }));
+    await screen.findAllByTestId("timeline-term");
+    expect(screen.getByTestId("timeline-epoch-help")).toHaveTextContent(/revision.*every lease renewal advances it.*only their order matters/i);
+    unmount();
+    renderWith(liveView({ instanceId: "order-1", status: "ACTIVE", epoch: 1019 }), "zh-CN");
+    await screen.findAllByTestId("timeline-term");
+    expect(screen.getByTestId("timeline-epoch-help")).toHaveTextContent(/修订号.*续期.*先后顺序/);
+  });
+});

@@ -127,6 +127,10 @@ export function FailoverTimeline({ serviceName, group, changeKey }: FailoverTime
           {t("timeline.title")}
         </h2>
         <p className="text-sm text-muted-foreground">{t("timeline.help", { service: serviceName, group })}</p>
+        {/* Epochs 1, then 1019 read as a thousand elections without it. */}
+        <p className="text-xs text-muted-foreground" data-testid="timeline-epoch-help">
+          {t("timeline.epochHelp")}
+        </p>
       </div>
       {error && !timeline ? (
         <p role="alert" className="text-sm text-danger-strong">

@@ -226,6 +226,7 @@ export const en = {
   "events.message": "Message",
   "timeline.title": "Failover timeline",
   "timeline.help": "Who led group {group} of {service} in the last hour, and how long each hand-over took.",
+  "timeline.epochHelp": "An epoch is the election bucket's revision at the winning write. Every lease renewal advances it, so epochs jump between terms, often by thousands: only their order matters.",
   "timeline.empty": "No elections recorded in the last hour.",
   "timeline.emptyTruncated": "No election among the records read.",
   "timeline.truncated": "This window held more records than one request reads, so terms in between may be missing.",

@@ -226,6 +226,7 @@ export const zhCN: Catalogue = {
   "events.message": "消息",
   "timeline.title": "故障转移时间线",
   "timeline.help": "过去一小时内 {service} 的组 {group} 由谁主导，以及每次交接耗时。",
+  "timeline.epochHelp": "任期号是赢得选举那次写入时选举存储桶的修订号。每次租约续期都会使修订号增加，因此相邻任期的任期号会跳跃，常常相差数千：只有先后顺序有意义。",
   "timeline.empty": "过去一小时内没有选举记录。",
   "timeline.emptyTruncated": "读取的记录中没有选举。",
   "timeline.truncated": "此时间窗口内的记录多于一次请求可读取的数量，其间的任期可能缺失。",
