@@ -180,6 +180,68 @@ async fn an_assessment_named_after_an_order_is_recorded_once() {
     svc.shutdown().await.unwrap();
 }
 
+/// An order judged again after the limits changed (its first verdict
+/// stored, its decision not: order-service retries it) gets a different
+/// verdict; the audit trail holds both, so it never says only "rejected"
+/// for an order that was approved and filled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_verdict_for_an_order_is_recorded_too() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let assessed =
+        Recorder::<RiskAssessed>::start(&conn, "risk-tests", &RiskAssessed::pattern()).await;
+    let svc = risk::start(
+        &conn,
+        RiskOptions {
+            limits: RiskLimits {
+                max_order_quantity: 5,
+                ..Default::default()
+            },
+            ..risk_options("risk-a")
+        },
+    )
+    .await
+    .unwrap();
+    let mut req = order("MSFT", Side::Buy, 10, 420.0);
+    req.order.order_id = Some("ord-1".into());
+    let first: RiskAssessment = conn
+        .rpc()
+        .call(RISK_SERVICE, "assess_risk", &req)
+        .await
+        .unwrap();
+    assert!(!first.approved, "{first:?}");
+    update_limits(&conn, "risk-a", &json!({"max_order_quantity": 100}))
+        .await
+        .unwrap();
+    let second: RiskAssessment = conn
+        .rpc()
+        .call(RISK_SERVICE, "assess_risk", &req)
+        .await
+        .unwrap();
+    assert!(second.approved, "{second:?}");
+    // A later, unnamed assessment proves the stream moved past both.
+    let _: RiskAssessment = conn
+        .rpc()
+        .call(
+            RISK_SERVICE,
+            "assess_risk",
+            &order("MSFT", Side::Sell, 1, 420.0),
+        )
+        .await
+        .unwrap();
+    assessed
+        .wait_for("the unnamed assessment", |e| e.order_id.is_none())
+        .await;
+    let verdicts: Vec<bool> = assessed
+        .payloads()
+        .into_iter()
+        .filter(|e| e.order_id.as_deref() == Some("ord-1"))
+        .map(|e| e.approved)
+        .collect();
+    assert_eq!(verdicts, [false, true]);
+    svc.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limit_updates_are_validated_and_reach_every_instance() {
     let nats = server();

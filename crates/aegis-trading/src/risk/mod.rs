@@ -274,7 +274,12 @@ impl Risk {
             let book = self.book.lock().unwrap_or_else(|e| e.into_inner());
             book.view.positions.get(&order.symbol).copied().unwrap_or(0)
         };
-        let verdict = assess::assess(&self.limits(), &order, position);
+        let (revision, limits) = self
+            .limits
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let verdict = assess::assess(&limits, &order, position);
 
         self.counters.add(METRIC_ASSESSMENTS, 1.0);
         if !verdict.approved {
@@ -284,11 +289,19 @@ impl Risk {
         self.counters.add(METRIC_SCORE_BUCKETS[bucket], 1.0);
 
         // The verdict is part of the audit trail: answer only once it is
-        // stored. Named after the order, so a retried assessment is stored once.
-        let id = order
-            .order_id
-            .as_deref()
-            .map_or_else(|| nuid::next().to_string(), RiskAssessed::event_id);
+        // stored. Named after the order and what it was judged by, so a
+        // retried assessment is stored once, yet the order judged again
+        // by another position or other limits - and perhaps otherwise - is
+        // stored again: the trail must not hold only a first "rejected"
+        // for an order approved and filled later.
+        let id = order.order_id.as_deref().map_or_else(
+            || nuid::next().to_string(),
+            |order_id| {
+                let judged = (&order, position, revision, &verdict);
+                let digest = serde_json::to_vec(&judged).map_or(0, |bytes| fnv1a(&bytes));
+                format!("{}.{digest:016x}", RiskAssessed::event_id(order_id))
+            },
+        );
         let event = RiskAssessed {
             order_id: order.order_id,
             symbol: order.symbol,
@@ -566,5 +579,28 @@ fn apply_stored(risk: &Risk, revision: u64, value: &[u8]) {
     match serde_json::from_slice::<RiskLimits>(value) {
         Ok(limits) if limits.validate().is_ok() => risk.apply_limits(revision, limits),
         _ => warn!(revision, "ignoring invalid limits in KV"),
+    }
+}
+
+/// The 64-bit FNV-1a hash of `bytes`: stable across processes and
+/// versions, unlike the standard library's hasher, so every instance names
+/// the same assessment alike.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fnv1a;
+
+    /// The published FNV-1a test vectors: the ids must not change between
+    /// versions, or a retried assessment is stored twice in a rollout.
+    #[test]
+    fn the_assessment_digest_is_fnv1a() {
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
     }
 }
