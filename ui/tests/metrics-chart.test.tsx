@@ -84,3 +84,17 @@ describe("a value axis", () => {
     }
   });
 });
+
+// The showcase's instances report a queue depth equal to their in-flight
+// count: on "In flight and queue depth" the queue depth's line lay exactly
+// on the in-flight one, and a reader saw one line under a legend of two.
+describe("the in-flight and queue depth chart", () => {
+  it("draws its two lines so that one lying on the other still shows", async () => {
+    await valueAxis(2);
+    const [, inFlight, queue] = made[2]!.series;
+    expect(inFlight!.dash ?? []).toEqual([]);
+    expect(queue!.dash?.length).toBeGreaterThan(0);
+    // Drawn over the solid line, the dashes leave gaps it shows through.
+    expect(queue!.width).toBeLessThanOrEqual(inFlight!.width!);
+  });
+});

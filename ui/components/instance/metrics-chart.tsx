@@ -16,6 +16,11 @@ export interface ChartSeries {
   color: string;
   /** One value per timestamp; null where unknown. */
   values: (number | null)[];
+  /**
+   * A dashed line (uPlot's dash pattern, px), for a series that may lie on
+   * another: the solid line under it shows through its gaps.
+   */
+  dash?: number[];
 }
 
 export interface MetricsChartProps {
@@ -91,7 +96,7 @@ export function MetricsChart({ title, times, series, format, height = 200, integ
     const opts: uPlot.Options = {
       width: Math.max(200, el.clientWidth),
       height,
-      series: [{}, ...series.map((s) => ({ label: s.label, stroke: s.color, width: 2, points: { show: false } }))],
+      series: [{}, ...series.map((s) => ({ label: s.label, stroke: s.color, width: 2, dash: s.dash, points: { show: false } }))],
       axes: [
         {
           stroke: "#4b5563",
