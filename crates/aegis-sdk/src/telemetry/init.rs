@@ -4,20 +4,13 @@
 //! docs require. The SDK itself never installs a subscriber; a binary
 //! calls this (or builds its own subscriber) once, first thing in `main`.
 
-use std::sync::OnceLock;
-
 use tracing_subscriber::{EnvFilter, filter::LevelFilter, prelude::*};
 
 use super::log_layer::{LogForwarder, NatsLogLayer};
-use crate::Connection;
 
 /// What [`init`] prints when `RUST_LOG` is not set: INFO and up, but only
 /// the warnings of async-nats (whose INFO lines tell each connection step).
 pub const DEFAULT_LOG_FILTER: &str = "info,async_nats=warn";
-
-/// The forwarder [`init`] installed, attached by the first service the
-/// process starts (and then never moved: see [`init`]).
-static PROCESS_FORWARDER: OnceLock<LogForwarder> = OnceLock::new();
 
 /// Why [`init`] set nothing up.
 #[derive(Debug, thiserror::Error)]
@@ -37,22 +30,15 @@ pub enum InitError {
 /// ERROR events forwarded to `aegis.log.{service}.{instance}` (stream
 /// `AEGIS_LOG`), where the monitor shows them next to the instance.
 ///
-/// Forwarding is one subject for the whole process. It starts when the
-/// process's first service starts:
-/// [`ServiceBuilder::start`](crate::rpc::ServiceBuilder::start) attaches
-/// it to that instance, and events before are only printed. The first
-/// attachment wins, and the forwarder has no way to tell which service an
-/// event came from, so:
-///
-/// - A process that runs two services (say pricing, then risk) forwards
-///   every WARN and ERROR line, risk's too, under pricing's instance
-///   (`aegis.log.pricing.{instance}`), and the monitor shows them there.
-/// - After that first service stops, later lines still go to its subject,
-///   under an instance the monitor no longer lists.
-/// - To choose the subject, attach the returned [`LogForwarder`] yourself
-///   before starting any service; a process with no service does the same.
-///   Or run one service per process, which is what the monitor's
-///   per-instance view assumes.
+/// Each line goes under the instance it belongs to (the
+/// [`log_layer`](super::log_layer) docs say how that is told): a line a
+/// service's handler, stop or leadership task logs goes under that
+/// service, even in a process that runs several; the process's other lines
+/// go under its service while it runs one, under each of them (marked
+/// `scope = "process"`) while it runs several, or where the returned
+/// [`LogForwarder`] is [attached](LogForwarder::attach). Lines before the
+/// first service starts, and after the last one stops, are only printed
+/// unless the forwarder is attached.
 ///
 /// Nothing needs keeping alive.
 ///
@@ -82,16 +68,5 @@ pub fn init() -> Result<LogForwarder, InitError> {
         .with(nats_logs.with_filter(LevelFilter::WARN))
         .try_init()
         .map_err(InitError::AlreadyInstalled)?;
-    let _ = PROCESS_FORWARDER.set(forwarder.clone());
     Ok(forwarder)
-}
-
-/// Attaches the forwarder [`init`] installed to this instance, unless it
-/// is attached already or there is none.
-pub(crate) fn attach_process_logs(conn: &Connection, service: &str, instance: &str) {
-    if let Some(forwarder) = PROCESS_FORWARDER.get()
-        && !forwarder.is_attached()
-    {
-        forwarder.attach(conn, service, instance);
-    }
 }

@@ -20,10 +20,29 @@
 //! forwarder.attach(&conn, "pricing-service", "pricing-1");
 //! # }
 //! ```
+//!
+//! ## Under which instance a line goes
+//!
+//! - A line logged by a service's own work — its RPC handlers, its stop,
+//!   its leadership tasks — goes under that service's instance, whichever
+//!   forwarder it passed through, even in a process that runs several
+//!   services. (Work a handler spawns onto a task of its own is not the
+//!   service's as far as the log layer can tell; it is the process's.)
+//! - Any other line is the process's: it goes to the instance the
+//!   forwarder was [attached](LogForwarder::attach) to; else, while the
+//!   process runs one service, under that service's instance (one service
+//!   per process, the usual case, is that instance); else, while it runs
+//!   several, under each of them, marked with the field `scope =
+//!   "process"`, never under one it may not be from. With no service
+//!   running and nothing attached it is only printed.
 
 use std::{
     fmt::Write as _,
-    sync::{Arc, Mutex, OnceLock},
+    future::Future,
+    sync::{
+        Arc, Mutex, OnceLock, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -51,20 +70,69 @@ pub struct LogForwarder {
 impl LogForwarder {
     /// Starts forwarding to `aegis.log.{service}.{instance}`. Events before
     /// this call are not forwarded (they are still printed by the binary).
+    ///
+    /// The lines of a running service's own work go under that service
+    /// anyway (see the module docs); this sets where the process's other
+    /// lines go.
     pub fn attach(&self, conn: &crate::Connection, service: &str, instance: &str) {
         let telemetry = Telemetry::new(conn, service, instance);
         if self.target.set(telemetry.clone()).is_ok() {
             ATTACHED
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .unwrap_or_else(PoisonError::into_inner)
                 .push(telemetry);
         }
     }
+}
 
-    /// Whether [`attach`](Self::attach) was called.
-    pub(crate) fn is_attached(&self) -> bool {
-        self.target.get().is_some()
+tokio::task_local! {
+    /// The service whose work the current task is doing.
+    static LOG_OWNER: Telemetry;
+}
+
+/// Runs `work` with the lines it logs forwarded under `owner`, the
+/// service whose work it is (see the module docs).
+pub(crate) fn owned_by<F: Future>(owner: Telemetry, work: F) -> impl Future<Output = F::Output> {
+    LOG_OWNER.scope(owner, work)
+}
+
+/// The services the process runs now, for the lines of its own (see the
+/// module docs). Process-wide, like the log layer: one subscriber sees
+/// every line of the process.
+static LIVE: Mutex<Vec<(u64, Telemetry)>> = Mutex::new(Vec::new());
+
+/// Numbers the entries of [`LIVE`].
+static NEXT_LIVE: AtomicU64 = AtomicU64::new(0);
+
+/// A service counted among the ones the process runs, until dropped.
+#[derive(Debug)]
+pub(crate) struct LiveService {
+    id: u64,
+    telemetry: Telemetry,
+}
+
+impl LiveService {
+    /// Counts the service whose records `telemetry` sends as running.
+    pub(crate) fn new(telemetry: Telemetry) -> Self {
+        let id = NEXT_LIVE.fetch_add(1, Ordering::Relaxed);
+        live().push((id, telemetry.clone()));
+        Self { id, telemetry }
     }
+
+    /// The service's records.
+    pub(crate) fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+}
+
+impl Drop for LiveService {
+    fn drop(&mut self) {
+        live().retain(|(id, _)| *id != self.id);
+    }
+}
+
+fn live() -> std::sync::MutexGuard<'static, Vec<(u64, Telemetry)>> {
+    LIVE.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Every target a forwarder of the process was attached to, so a forced
@@ -75,10 +143,11 @@ static ATTACHED: Mutex<Vec<Telemetry>> = Mutex::new(Vec::new());
 /// stored (or published and flushed to the server, or given up). For a process about to exit without
 /// running destructors: a forced exit after a second Ctrl-C.
 pub(crate) async fn flush_forwarded(within: Duration) {
-    let targets = ATTACHED
+    let mut targets = ATTACHED
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .unwrap_or_else(PoisonError::into_inner)
         .clone();
+    targets.extend(live().iter().map(|(_, t)| t.clone()));
     futures::future::join_all(targets.iter().map(|t| t.flush_to_server(within))).await;
 }
 
@@ -132,9 +201,18 @@ impl<S: Subscriber> Layer<S> for NatsLogLayer {
         if event.metadata().target().starts_with("async_nats") {
             return;
         }
-        let Some(telemetry) = self.forwarder.target.get() else {
-            return;
+        // Where it goes (see the module docs); a line nobody takes is not
+        // even formatted.
+        let owner = LOG_OWNER.try_with(Telemetry::clone).ok();
+        let explicit = self.forwarder.target.get();
+        let targets: Vec<Telemetry> = match (owner, explicit) {
+            (Some(owner), _) => vec![owner],
+            (None, Some(attached)) => vec![attached.clone()],
+            (None, None) => live().iter().map(|(_, t)| t.clone()).collect(),
         };
+        if targets.is_empty() {
+            return;
+        }
         let mut visitor = Visitor::default();
         event.record(&mut visitor);
         // A line that repeats a lifecycle event published beside it
@@ -161,9 +239,14 @@ impl<S: Subscriber> Layer<S> for NatsLogLayer {
         record
             .fields
             .insert("target".into(), event.metadata().target().into());
+        if targets.len() > 1 {
+            record.fields.insert("scope".into(), "process".into());
+        }
         // Only queued: the instance's sender (a task) publishes it, so a
         // line logged outside the runtime is forwarded too.
-        telemetry.event(record);
+        for telemetry in &targets {
+            telemetry.event(record.clone());
+        }
     }
 }
 

@@ -56,7 +56,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::{Connection, metrics::InstanceMetrics, task::Background};
-pub(crate) use init::attach_process_logs;
 pub use init::{DEFAULT_LOG_FILTER, InitError, init};
 use sender::Sender;
 pub(crate) use sender::Senders;

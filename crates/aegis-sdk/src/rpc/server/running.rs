@@ -13,7 +13,10 @@ use crate::{
     election::Election,
     metrics::InstanceMetrics,
     registry::{Registration, RegistryError},
-    telemetry::TelemetryTasks,
+    telemetry::{
+        TelemetryTasks,
+        log_layer::{LiveService, owned_by},
+    },
 };
 
 /// The longest a stopping leader waits for its shared subjects to drain
@@ -74,6 +77,9 @@ pub struct Service {
     pub(super) stop_taking: CancellationToken,
     pub(super) shutdown_timeout: Duration,
     pub(super) metrics: Arc<InstanceMetrics>,
+    /// Counts the service among the process's while it runs; its records,
+    /// under which the lines of its own work are forwarded.
+    pub(super) live: LiveService,
 }
 
 impl fmt::Debug for Service {
@@ -224,7 +230,14 @@ impl Service {
     /// [`ServiceError::Registry`] when the record could not be deleted
     /// (refused, or not confirmed a second before the shutdown timeout; it
     /// then expires after its TTL). The other steps run anyway.
-    pub async fn shutdown(mut self) -> Result<(), ServiceError> {
+    pub async fn shutdown(self) -> Result<(), ServiceError> {
+        // The stop's lines are this service's.
+        let owner = self.live.telemetry().clone();
+        owned_by(owner, self.stop()).await
+    }
+
+    /// The body of [`shutdown`](Self::shutdown).
+    async fn stop(mut self) -> Result<(), ServiceError> {
         let deadline = clock::deadline(tokio::time::Instant::now(), self.shutdown_timeout);
         // Every step below is bounded, so a stop finishes within the
         // shutdown timeout whatever the state of NATS; what could not be

@@ -32,7 +32,10 @@ use crate::{
         leader_gate::LeaderGate,
         micro::{self, Description, EndpointDescription},
     },
-    telemetry::{Telemetry, TelemetryTasks},
+    telemetry::{
+        Telemetry, TelemetryTasks,
+        log_layer::{LiveService, owned_by},
+    },
 };
 
 impl ServiceBuilder {
@@ -110,7 +113,8 @@ impl ServiceBuilder {
         let gate_tracker = TaskTracker::new();
         let queue_group = subjects::rpc_queue_group(&self.name);
         rollback.gate_task = match &rollback.election {
-            Some(election) if !subscribed.leader_only.is_empty() => Some(tokio::spawn(
+            Some(election) if !subscribed.leader_only.is_empty() => Some(tokio::spawn(owned_by(
+                telemetry.clone(),
                 LeaderGate {
                     client: self.conn.client().clone(),
                     queue_group,
@@ -120,7 +124,7 @@ impl ServiceBuilder {
                     stop: serving.stop_taking.clone(),
                 }
                 .run(election.roles()),
-            )),
+            ))),
             _ => None,
         };
 
@@ -204,8 +208,9 @@ impl ServiceBuilder {
         };
         info!(service = %self.name, instance = %instance_id, methods = ?subscribed.methods,
             registered = registration.is_some(), single_active = ?self.single_active, "service started");
-        // The process's WARN/ERROR lines go out under its first service.
-        crate::telemetry::attach_process_logs(&self.conn, &self.name, &instance_id);
+        // The process's own WARN/ERROR lines go out under the services it
+        // runs (see `telemetry::log_layer`).
+        let live = LiveService::new(telemetry);
         // Without a registration nobody routes by the registry: no grace needed.
         let drain_grace = if registration.is_some() {
             self.drain_grace
@@ -233,6 +238,7 @@ impl ServiceBuilder {
             stop_taking: serving.stop_taking,
             shutdown_timeout: self.shutdown_timeout,
             metrics,
+            live,
         })
     }
 
@@ -497,12 +503,17 @@ async fn subscribe(
         }
         for (route, subscription) in subscriptions {
             let subscription = subscription.map_err(|e| ServiceError::Nats(e.into()))?;
-            serving.tracker.spawn(drive(
-                subscription,
-                shared.clone(),
-                route,
-                serving.unsubscribe.clone(),
-                serving.stop_taking.clone(),
+            // The handlers run inside this task: their lines are this
+            // service's.
+            serving.tracker.spawn(owned_by(
+                Telemetry::new(&builder.conn, &builder.name, instance_id),
+                drive(
+                    subscription,
+                    shared.clone(),
+                    route,
+                    serving.unsubscribe.clone(),
+                    serving.stop_taking.clone(),
+                ),
             ));
         }
         let mut endpoint_metadata = BTreeMap::from([
@@ -545,10 +556,9 @@ fn mirror(
     let (Some(election), Some(registration)) = (election, registration) else {
         return (None, None);
     };
-    let role_task = tokio::spawn(mirror_role(
-        election.roles(),
-        registration.handle(),
+    let role_task = tokio::spawn(owned_by(
         telemetry.clone(),
+        mirror_role(election.roles(), registration.handle(), telemetry.clone()),
     ));
     let health_task = control::mirror_health(
         registration.health_changes(),
