@@ -61,9 +61,85 @@ pub struct ServiceArgs {
     /// instance waits for NATS.
     #[arg(long, env = "AEGIS_HEALTH_LISTEN")]
     pub health_listen: Option<std::net::SocketAddr>,
+    /// For `order`: how long a recorded order whose `create_order` failed
+    /// stays pending, waiting for a retry with the same client order id,
+    /// before it is rejected as EXPIRED, e.g. `2m` (default 30s; at least
+    /// 4s, twice the order service's 2 s call timeout).
+    #[arg(long, env = "AEGIS_ORDER_EXPIRE_AFTER", value_parser = expire_after)]
+    pub expire_after: Option<std::time::Duration>,
+    /// For `risk`: how long an assessment waits for this instance's
+    /// positions to include the fill it names before it answers "catching
+    /// up; retry" (SERVICE_UNAVAILABLE), e.g. `2s` (default 500ms).
+    #[arg(long, env = "AEGIS_RISK_CATCH_UP_TIMEOUT", value_parser = catch_up_timeout)]
+    pub catch_up_timeout: Option<std::time::Duration>,
     /// Connection flags.
     #[command(flatten)]
     pub nats: ConnectArgs,
+}
+
+impl ServiceArgs {
+    /// Refuses an option of one example service given to another (on the
+    /// command line: the environment variables are per service, so one set
+    /// for every process of a machine does not stop the others).
+    fn check_kind_options(&self) -> anyhow::Result<()> {
+        let given = [
+            (
+                "--expire-after",
+                "AEGIS_ORDER_EXPIRE_AFTER",
+                ServiceKind::Order,
+                self.expire_after.is_some(),
+            ),
+            (
+                "--catch-up-timeout",
+                "AEGIS_RISK_CATCH_UP_TIMEOUT",
+                ServiceKind::Risk,
+                self.catch_up_timeout.is_some(),
+            ),
+        ];
+        for (flag, env, kind, set) in given {
+            if set && self.kind != kind && std::env::var_os(env).is_none() {
+                anyhow::bail!(
+                    "{flag} is only for `aegis service {}`, not {}",
+                    kind.name(),
+                    self.kind.name()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ServiceKind {
+    /// The name `aegis service` takes it by.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Order => "order",
+            Self::Pricing => "pricing",
+            Self::Risk => "risk",
+            Self::Echo => "echo",
+        }
+    }
+}
+
+/// `--expire-after`: at least twice the order service's call timeout (a
+/// request still at work is not raced), said in the flag's terms.
+fn expire_after(s: &str) -> Result<std::time::Duration, String> {
+    let least = order::OrderOptions::default().call_timeout * 2;
+    match aegis_monitor::config::duration_flag(s)? {
+        d if d < least => Err(format!(
+            "must be at least {} (twice the order service's call timeout)",
+            humantime::format_duration(least)
+        )),
+        d => Ok(d),
+    }
+}
+
+/// `--catch-up-timeout`: greater than zero.
+fn catch_up_timeout(s: &str) -> Result<std::time::Duration, String> {
+    match aegis_monitor::config::duration_flag(s)? {
+        d if d.is_zero() => Err("must be greater than zero".to_owned()),
+        d => Ok(d),
+    }
 }
 
 /// Runs the instance until `shutdown`. Once it is connected, `logs` (the
@@ -85,6 +161,7 @@ pub async fn run(
     shutdown: CancellationToken,
     logs: LogForwarder,
 ) -> anyhow::Result<()> {
+    args.check_kind_options()?;
     let probes = aegis_sdk::probes::Probes::new();
     if let Some(addr) = args.health_listen {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -170,13 +247,14 @@ async fn start(args: &ServiceArgs) -> anyhow::Result<(aegis_sdk::Connection, Run
     let conn = args.nats.connect().await?;
     let id = args.instance_id.clone();
     let running = match args.kind {
-        ServiceKind::Order => order::start(
-            &conn,
+        ServiceKind::Order => order::start(&conn, {
+            let defaults = order::OrderOptions::default();
             order::OrderOptions {
                 instance_id: id,
-                ..Default::default()
-            },
-        )
+                expire_after: args.expire_after.unwrap_or(defaults.expire_after),
+                ..defaults
+            }
+        })
         .await
         .context("starting order-service")?,
         ServiceKind::Pricing => pricing::start(
@@ -188,13 +266,14 @@ async fn start(args: &ServiceArgs) -> anyhow::Result<(aegis_sdk::Connection, Run
         )
         .await
         .context("starting pricing-service")?,
-        ServiceKind::Risk => risk::start(
-            &conn,
+        ServiceKind::Risk => risk::start(&conn, {
+            let defaults = risk::RiskOptions::default();
             risk::RiskOptions {
                 instance_id: id,
-                ..Default::default()
-            },
-        )
+                catch_up_timeout: args.catch_up_timeout.unwrap_or(defaults.catch_up_timeout),
+                ..defaults
+            }
+        })
         .await
         .context("starting risk-service")?,
         ServiceKind::Echo => {
