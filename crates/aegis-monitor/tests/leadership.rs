@@ -347,7 +347,10 @@ async fn an_unrenewed_key_whose_holder_still_beats_has_not_lapsed() {
 /// its lifecycle records, more of them in the window than one request
 /// scans. The newest records are the ones read, so the leader elected
 /// after the flood is the current one, and the answer says older records
-/// were skipped.
+/// were skipped. Nothing is known of the unread middle: a leader elected
+/// before it is not linked to one elected after it, and leads on only
+/// while its election key names it; one whose key names nobody (it
+/// stopped in the middle) is not shown leading.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flood_of_warnings_does_not_hide_the_latest_election() {
     let h = Harness::start().await;
@@ -356,8 +359,24 @@ async fn a_flood_of_warnings_does_not_hide_the_latest_election() {
     let t0 = Utc::now() - chrono::Duration::seconds(60);
     store(js, log_subject("order-service", "order-x"), elected(t0, 3)).await;
     // Another service whose leader was elected before the same flood and
-    // leads on: it is not lost to the newest records.
+    // leads on (its key names it): it is not lost to the newest records.
     store(js, log_subject("risk-service", "risk-x"), elected(t0, 5)).await;
+    let keys = js.get_key_value(ELECTIONS_BUCKET).await.unwrap();
+    let record = LeaderRecord {
+        instance_id: "risk-x".to_owned(),
+        epoch: 5,
+        lease_ms: 600_000,
+        renewed_at: Utc::now().to_rfc3339(),
+    };
+    keys.put(
+        "sticky-active.risk-service.default",
+        serde_json::to_vec(&record).unwrap().into(),
+    )
+    .await
+    .unwrap();
+    // A third, whose leader was elected before the flood and whose key
+    // names nobody now: its term ended in the unread middle.
+    store(js, log_subject("audit-service", "audit-x"), elected(t0, 4)).await;
     // More than the 20 000 records a request scans, spread over three
     // noisy instances (the stream keeps 10 000 per instance).
     let warning = serde_json::to_vec(&LogRecord::new(
@@ -374,6 +393,9 @@ async fn a_flood_of_warnings_does_not_hide_the_latest_election() {
         ("risk-service", "risk-n1"),
         ("risk-service", "risk-n2"),
         ("risk-service", "risk-n3"),
+        ("audit-service", "audit-n1"),
+        ("audit-service", "audit-n2"),
+        ("audit-service", "audit-n3"),
     ] {
         for _ in 0..7 {
             let mut acks = Vec::with_capacity(1000);
@@ -401,6 +423,12 @@ async fn a_flood_of_warnings_does_not_hide_the_latest_election() {
     assert_eq!(last["epoch"], 7, "{t:?}");
     assert!(last["endedAt"].is_null(), "order-y leads now: {t:?}");
     assert_eq!(t.len(), 2, "the first election is read too: {t:?}");
+    assert!(
+        last["handoverFrom"].is_null() && last["handoverMs"].is_null(),
+        "no hand-over across the unread middle: {t:?}"
+    );
+    assert_eq!(t[0]["instanceId"], "order-x", "{t:?}");
+    assert_eq!(t[0]["endReason"], "unread", "{t:?}");
 
     let r = h.get("/api/leadership/risk-service", Some(VIEWER)).await;
     r.expect(200, None);
@@ -409,4 +437,13 @@ async fn a_flood_of_warnings_does_not_hide_the_latest_election() {
     let last = t.last().expect("the leader elected before the flood");
     assert_eq!(last["instanceId"], "risk-x", "{t:?}");
     assert!(last["endedAt"].is_null(), "risk-x leads on: {t:?}");
+
+    let r = h.get("/api/leadership/audit-service", Some(VIEWER)).await;
+    r.expect(200, None);
+    assert_eq!(r.body["truncated"], true, "{}", r.body);
+    let t = r.body["terms"].as_array().cloned().unwrap_or_default();
+    let last = t.last().expect("the leader elected before the flood");
+    assert_eq!(last["instanceId"], "audit-x", "{t:?}");
+    assert_eq!(last["endReason"], "unread", "audit-x leads no more: {t:?}");
+    assert!(!last["endedAt"].is_null(), "{t:?}");
 }

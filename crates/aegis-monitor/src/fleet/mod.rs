@@ -667,6 +667,19 @@ impl Fleet {
         Some(renewed + chrono::Duration::from_std(lease).unwrap_or_default())
     }
 
+    /// Whether one of `service`'s election keys, as this monitor last saw
+    /// it, names `instance_id` with fencing `epoch`.
+    pub(crate) fn holds(&self, service: &str, instance_id: &str, epoch: u64) -> bool {
+        let leases = self.shared.leases.lock().unwrap_or_else(|e| e.into_inner());
+        leases.iter().any(|((s, _), seen)| {
+            s == service
+                && seen
+                    .holder
+                    .as_ref()
+                    .is_some_and(|h| h.instance_id == instance_id && h.epoch == epoch)
+        })
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, View> {
         self.shared.view.read().unwrap_or_else(|e| e.into_inner())
     }

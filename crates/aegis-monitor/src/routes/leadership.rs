@@ -110,14 +110,18 @@ pub(crate) struct LeadershipTerm {
     #[schema(value_type = Option<String>, format = DateTime)]
     ended_at: Option<DateTime<Utc>>,
     /// `resigned` (leadership_lost), `stopped` (deregistered),
-    /// `superseded` (a new leader was elected without a goodbye) or
+    /// `superseded` (a new leader was elected without a goodbye),
     /// `lapsed` (its election key went unrenewed past its lease and nobody
-    /// has taken over yet); null while the term lasts.
+    /// has taken over yet) or `unread` (in a truncated window, the term was
+    /// open where the unread middle begins and its election key no longer
+    /// names it: it ended in the middle, after `endedAt`, the last record
+    /// read before it); null while the term lasts.
     end_reason: Option<String>,
     /// Milliseconds from the previous leader letting go (or, after a
     /// superseded term, from its last sign of life) to this election.
     handover_ms: Option<f64>,
-    /// The previous leader, when this term followed one in the window.
+    /// The previous leader, when this term followed one in the window
+    /// (never one across the unread middle of a truncated window).
     handover_from: Option<String>,
     /// `notice` (measured from a goodbye), `disconnect` (measured from the
     /// moment the old leader's connection closed, as the NATS server said;
@@ -136,7 +140,9 @@ pub(crate) struct LeadershipTimeline {
     window_secs: u64,
     /// True when the window held more log records than one request scans
     /// (its oldest and newest 10,000 were read; terms in between may be
-    /// missing).
+    /// missing, a term open where the unread middle begins ends there as
+    /// `unread` unless its election key names it still, and no hand-over
+    /// is linked across the middle).
     truncated: bool,
     /// Terms, oldest first.
     terms: Vec<LeadershipTerm>,
@@ -175,13 +181,20 @@ async fn leadership(
     let js = state.conn().jetstream();
     let since =
         Utc::now() - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::hours(1));
-    let (records, truncated) = read_lifecycle(js, &service, since).await.map_err(|e| {
+    let (records, gap) = read_lifecycle(js, &service, since).await.map_err(|e| {
         ApiError::stream_unavailable(
             "the service's leadership history",
             "AEGIS_LOG",
             format!("{e:#}"),
         )
     })?;
+    let truncated = gap.is_some();
+    // Kept with each record: which side of the unread middle it was read on.
+    let records: Vec<(Lifecycle, bool)> = records
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| (r, gap.is_some_and(|g| i >= g.at)))
+        .collect();
     let records = match &query.group {
         Some(group) => {
             // Instances registered now in another group are not this group's.
@@ -195,11 +208,16 @@ async fn leadership(
                 .collect();
             records
                 .into_iter()
-                .filter(|r| !elsewhere.contains(&r.instance))
+                .filter(|(r, _)| !elsewhere.contains(&r.instance))
                 .collect()
         }
         None => records,
     };
+    let gap = gap.map(|g| Gap {
+        at: records.iter().take_while(|(_, after)| !after).count(),
+        since: g.since,
+    });
+    let records: Vec<Lifecycle> = records.into_iter().map(|(r, _)| r).collect();
     // Epochs start over with a new election bucket (see `in_order`).
     // Asked briefly: while the elections stream chooses a leader (a NATS
     // node died) its info goes unanswered, and the timeline is wanted most
@@ -213,7 +231,9 @@ async fn leadership(
             }
             _ => None,
         };
-    let mut terms = build_terms_since(&records, bucket_created);
+    let mut terms = build_terms_around(&records, gap, bucket_created, |instance, epoch| {
+        state.fleet().holds(&service, instance, epoch)
+    });
     for i in 1..terms.len() {
         if terms[i].handover_basis.as_deref() != Some("lastSeen") {
             continue;
@@ -463,6 +483,51 @@ pub(crate) fn build_terms_since(
     terms
 }
 
+/// Where a truncated read left records out (see [`read_newest`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Gap {
+    /// The records before this index were read before the unread middle,
+    /// the others after it.
+    pub(crate) at: usize,
+    /// When the last message read before it was stored.
+    pub(crate) since: DateTime<Utc>,
+}
+
+/// Terms from lifecycle records read with `gap` (`None`: all of the
+/// window was read), knowing when the current election bucket was created
+/// and whether a group's election key names an instance at an epoch now
+/// (`leads_now`).
+///
+/// Nothing is known of the unread middle. The two sides are built apart,
+/// so that no hand-over links a leader before it to one after it. A term
+/// still open where the read stops ended somewhere in the middle
+/// (`unread`, at the last record read before it, its end being later):
+/// unless nothing was elected after the middle and its key names it now,
+/// in which case it led through the middle and leads on.
+pub(crate) fn build_terms_around(
+    records: &[Lifecycle],
+    gap: Option<Gap>,
+    bucket_created: Option<DateTime<Utc>>,
+    leads_now: impl Fn(&str, u64) -> bool,
+) -> Vec<LeadershipTerm> {
+    let Some(gap) = gap else {
+        return build_terms_since(records, bucket_created);
+    };
+    let (before, after) = records.split_at(gap.at.min(records.len()));
+    let mut terms = build_terms_since(before, bucket_created);
+    let newer = build_terms_since(after, bucket_created);
+    if let Some(open) = terms.last_mut().filter(|t| t.ended_at.is_none()) {
+        let leads_on =
+            newer.is_empty() && open.epoch.is_some_and(|e| leads_now(&open.instance_id, e));
+        if !leads_on {
+            open.ended_at = Some(gap.since.max(open.elected_at));
+            open.end_reason = Some("unread".to_owned());
+        }
+    }
+    terms.extend(newer);
+    terms
+}
+
 fn reason(kind: Change) -> &'static str {
     match kind {
         Change::Resigned => "resigned",
@@ -544,31 +609,36 @@ async fn drop_reader(
 }
 
 /// The leadership records of every instance of `service` since `since`,
-/// and whether older ones were skipped because the window held more log
-/// records than [`MAX_SCAN`].
+/// and where records were left out (see [`read_newest`]) because the
+/// window held more log records than [`MAX_SCAN`].
 async fn read_lifecycle(
     js: &jetstream::Context,
     service: &str,
     since: DateTime<Utc>,
-) -> Result<(Vec<Lifecycle>, bool), async_nats::Error> {
+) -> Result<(Vec<Lifecycle>, Option<Gap>), async_nats::Error> {
     let stream = js.get_stream(LOG_STREAM).await?;
     let prefix = format!("aegis.log.{service}.");
-    let (messages, truncated) = read_newest(&stream, format!("{prefix}*"), since, MAX_SCAN).await?;
-    let records = messages
-        .iter()
-        .filter_map(|m| {
-            let instance = m.subject.as_str().strip_prefix(&prefix)?;
-            let record: LogRecord = serde_json::from_slice(&m.payload).ok()?;
-            Lifecycle::from_record(instance, &record)
-        })
-        .collect();
-    Ok((records, truncated))
+    let (messages, gap) = read_newest(&stream, format!("{prefix}*"), since, MAX_SCAN).await?;
+    let lifecycle = |m: &jetstream::Message| {
+        let instance = m.subject.as_str().strip_prefix(&prefix)?;
+        let record: LogRecord = serde_json::from_slice(&m.payload).ok()?;
+        Lifecycle::from_record(instance, &record)
+    };
+    let split = gap.map_or(messages.len(), |g| g.at.min(messages.len()));
+    let records: Vec<Lifecycle> = messages[..split].iter().filter_map(lifecycle).collect();
+    let gap = gap.map(|g| Gap {
+        at: records.len(),
+        since: g.since,
+    });
+    let mut records = records;
+    records.extend(messages[split..].iter().filter_map(lifecycle));
+    Ok((records, gap))
 }
 
 /// The messages on `subject` (wildcards allowed) stored since `since`,
-/// oldest first, at most `limit`: all of them, or when more are pending,
-/// the oldest half and the newest half of `limit`, and `true` (those in
-/// between were left out).
+/// oldest first, at most `limit`: all of them (and `None`), or when more
+/// are pending, the oldest half and the newest half of `limit`, and where
+/// those in between were left out (a [`Gap`] over the messages).
 ///
 /// The lifecycle records share their subjects with every WARN/ERROR log
 /// record, so during an incident the window can hold far more than one
@@ -581,12 +651,12 @@ async fn read_newest(
     subject: String,
     since: DateTime<Utc>,
     limit: usize,
-) -> Result<(Vec<jetstream::Message>, bool), async_nats::Error> {
+) -> Result<(Vec<jetstream::Message>, Option<Gap>), async_nats::Error> {
     let (consumer, pending) = reader(stream, subject.clone(), since).await?;
     if pending <= limit as u64 {
         let messages = read_some(&consumer, pending as usize).await;
         drop_reader(stream, &consumer).await;
-        return Ok((messages?, false));
+        return Ok((messages?, None));
     }
     let oldest_half = (limit / 2).max(1);
     let newest_half = limit.saturating_sub(oldest_half).max(1) as u64;
@@ -596,7 +666,22 @@ async fn read_newest(
     let sequence = |m: &jetstream::Message| m.info().ok().map(|i| i.stream_sequence);
     let Some(mut lo) = messages.first().and_then(sequence) else {
         // Everything pending was trimmed meanwhile.
-        return Ok((Vec::new(), true));
+        return Ok((
+            Vec::new(),
+            Some(Gap {
+                at: 0,
+                since: Utc::now(),
+            }),
+        ));
+    };
+    let gap = Gap {
+        at: messages.len(),
+        since: messages
+            .last()
+            .and_then(|m| m.info().ok())
+            .map_or(since, |i| {
+                DateTime::<Utc>::from_timestamp_nanos(i.published.unix_timestamp_nanos() as i64)
+            }),
     };
     let read_up_to = messages.last().and_then(sequence).unwrap_or(lo);
     // Invariant: more than `newest_half` pending from `lo`, at most that
@@ -631,7 +716,7 @@ async fn read_newest(
     let newest = read_some(&consumer, pending.min(newest_half) as usize).await;
     drop_reader(stream, &consumer).await;
     messages.extend(newest?);
-    Ok((messages, true))
+    Ok((messages, Some(gap)))
 }
 
 /// When `instance`'s last metrics snapshot before `before` was stored, of
@@ -846,6 +931,52 @@ mod tests {
         let terms = build_terms_since(&records, Some(at(3_600_000)));
         let order: Vec<_> = terms.iter().map(|t| t.instance_id.as_str()).collect();
         assert_eq!(order, ["a", "b", "c"], "{terms:?}");
+    }
+
+    /// The review's case: A is elected before a flood of warnings (read:
+    /// the oldest half), A stops and B is elected inside the flood (the
+    /// unread middle), and the newest half holds only warnings. A must not
+    /// be shown as leading now.
+    #[test]
+    fn a_term_open_at_the_unread_middle_is_not_current() {
+        let records = [rec(0, "a", Change::Elected, Some(3))];
+        let gap = Gap {
+            at: 1,
+            since: at(60_000),
+        };
+        let terms = build_terms_around(&records, Some(gap), None, |_, _| false);
+        assert_eq!(terms.len(), 1);
+        assert_eq!(terms[0].end_reason.as_deref(), Some("unread"), "{terms:?}");
+        assert_eq!(terms[0].ended_at, Some(at(60_000)));
+        // Unless its key names it still: then it led through the middle.
+        let terms = build_terms_around(&records, Some(gap), None, |i, e| i == "a" && e == 3);
+        assert_eq!(terms[0].ended_at, None, "{terms:?}");
+        assert_eq!(terms[0].end_reason, None);
+    }
+
+    /// A leader elected before the unread middle and one elected after it:
+    /// nobody knows what happened in between, so no hand-over links them.
+    #[test]
+    fn no_hand_over_is_linked_across_the_unread_middle() {
+        let records = [
+            rec(0, "a", Change::Elected, Some(3)),
+            rec(900_000, "c", Change::Elected, Some(9)),
+        ];
+        let gap = Gap {
+            at: 1,
+            since: at(60_000),
+        };
+        let terms = build_terms_around(&records, Some(gap), None, |_, _| true);
+        assert_eq!(terms.len(), 2, "{terms:?}");
+        assert_eq!(terms[0].end_reason.as_deref(), Some("unread"));
+        assert_eq!(terms[0].ended_at, Some(at(60_000)));
+        assert_eq!(terms[1].handover_from, None, "{terms:?}");
+        assert_eq!(terms[1].handover_basis, None);
+        assert_eq!(terms[1].handover_ms, None);
+        assert_eq!(terms[1].ended_at, None);
+        // Without a gap, the same records are one hand-over.
+        let terms = build_terms_around(&records, None, None, |_, _| true);
+        assert_eq!(terms[1].handover_from.as_deref(), Some("a"));
     }
 
     #[test]
