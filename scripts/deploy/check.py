@@ -130,7 +130,9 @@ def policy(set_name: str, manifests: list[dict], merged: dict) -> list[policies.
 
 def _pod_env(sts: dict) -> dict[str, str]:
     """The NATS container's environment as the pod would see it: literal
-    values, the pod name for fieldRefs, a stand-in for each Secret key."""
+    values, the pod name for fieldRefs, a stand-in for each Secret key: all
+    digits, the hardest password for nats-server's config (a bare `$VAR`
+    whose value is a number is read as one, and refused as a password)."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     for e in sts["spec"]["template"]["spec"]["containers"][0].get("env") or []:
         vf = e.get("valueFrom") or {}
@@ -139,7 +141,7 @@ def _pod_env(sts: dict) -> dict[str, str]:
         elif "fieldRef" in vf:
             env[e["name"]] = f"{sts['metadata']['name']}-0"
         else:
-            env[e["name"]] = "checkpw" + re.sub(r"[^A-Za-z0-9]", "", e["name"].lower())
+            env[e["name"]] = str(100000 + len(env))
         # The kubelet expands $(NAME) references to earlier variables.
         env[e["name"]] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
                                 lambda m: env.get(m.group(1), m.group(0)), env[e["name"]])
@@ -229,7 +231,7 @@ def _drop_route(ms: list[dict]) -> None:
 def _literal_route_password(ms: list[dict]) -> None:
     for e in _container(ms, "StatefulSet", "-nats")["env"]:
         if e["name"] == "ROUTE_URL_1":
-            e["value"] = e["value"].replace("$(ROUTE_PASSWORD)", "s3cret")
+            e["value"] = e["value"].replace("$(SECRET_ROUTE_PASSWORD)", "s3cret")
 
 
 def _open_routes(ms: list[dict]) -> None:

@@ -62,6 +62,18 @@ def final_env(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {e["name"]: e for e in c.get("env") or []}
 
 
+def secret_source(env: dict[str, dict[str, Any]], name: str) -> tuple[str, dict[str, Any] | None]:
+    """The variable whose Secret key `name` takes its value from, and that
+    secretKeyRef: `name` itself, or the variable Y of a literal `"$(Y)"`
+    (a password quoted for nats-server, which reads a bare all-digit value
+    as a number)."""
+    e = env.get(name) or {}
+    m = re.fullmatch(r'"\$\(([A-Za-z_][A-Za-z0-9_]*)\)"', str(e.get("value", "")))
+    if m:
+        name, e = m.group(1), env.get(m.group(1)) or {}
+    return name, e.get("valueFrom", {}).get("secretKeyRef")
+
+
 def is_aegis_service(c: dict[str, Any]) -> bool:
     args = c.get("args") or []
     return len(args) >= 2 and args[0] == "service"
@@ -266,15 +278,15 @@ def check_nats_routes(ms: list[Manifest], values: dict) -> Result:
                 r.problems.append(f"{where}: the cluster block has no authorization (anyone reaching port 6222 joins)")
             else:
                 user, pw = auth.group(1).strip('"'), auth.group(2)
-                ref = (env.get(pw[1:]) or {}).get("valueFrom", {}).get("secretKeyRef") if pw.startswith("$") else None
+                var, ref = secret_source(env, pw[1:]) if pw.startswith("$") else (pw, None)
                 if not ref:
                     r.problems.append(f"{where}: the cluster authorization's password {pw} is not taken from a Secret")
-                # Each route logs in as that user with that very variable.
-                login = f"://{user}:$({pw[1:]})@"
+                # Each route logs in as that user with that very Secret key.
+                login = f"://{user}:$({var})@"
                 for raw, url in urls:
                     if login not in raw:
                         r.problems.append(
-                            f"{where}: route {url.rsplit('@', 1)[-1]} does not log in as {user!r} with $({pw[1:]})"
+                            f"{where}: route {url.rsplit('@', 1)[-1]} does not log in as {user!r} with $({var})"
                         )
         if replicas > 1:
             if hosts != sorted(peers):
@@ -376,7 +388,7 @@ def check_nats_users(ms: list[Manifest], _: dict) -> Result:
             if not pw.startswith("$"):
                 r.problems.append(f"{where}: user {name!r} has a literal password in the ConfigMap")
                 continue
-            ref = (env.get(pw[1:]) or {}).get("valueFrom", {}).get("secretKeyRef")
+            _, ref = secret_source(env, pw[1:])
             if not ref:
                 r.problems.append(f"{name_of(sts)}: {pw[1:]} (user {name!r}'s password) is not taken from a Secret")
             else:

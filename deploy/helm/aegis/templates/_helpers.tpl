@@ -113,7 +113,7 @@ user's, and with the chart's own NATS the routes' (aegis.routeSecretKey).
 The route connections between the NATS nodes authenticate as the user
 `route` with this key's password: the cluster block's `authorization`, and
 the user and password in every route URL (ROUTE_URL_<n>, composed by the
-kubelet from ROUTE_PASSWORD, as nats-server substitutes only whole values).
+kubelet from SECRET_ROUTE_PASSWORD, as nats-server substitutes only whole values).
 */}}
 {{- define "aegis.routeSecretKey" -}}route-password{{- end }}
 
