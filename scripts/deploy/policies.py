@@ -10,6 +10,7 @@ deploy/helm/test-values/bad/ and the mutations in check.py).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -606,6 +607,30 @@ def check_nats_spread(ms: list[Manifest], _: dict) -> Result:
     return r
 
 
+def check_trusted_proxies(ms: list[Manifest], values: dict) -> Result:
+    r = Result(
+        "trusted-proxies",
+        "the monitor's AEGIS_TRUSTED_PROXIES lists monitor.trustedProxies, each a plain IP "
+        "address (what the monitor parses), and is absent when none is given",
+    )
+    want = [str(p) for p in ((values.get("monitor") or {}).get("trustedProxies") or [])]
+    monitors = [m for m in ms if m.get("kind") == "Deployment" and m["metadata"]["name"].endswith("-monitor")]
+    if not monitors:
+        r.problems.append("no monitor Deployment")
+    for m in monitors:
+        for path, c in containers(m):
+            e = final_env(c).get("AEGIS_TRUSTED_PROXIES")
+            got = [p.strip() for p in str(e.get("value", "")).split(",") if p.strip()] if e else []
+            if got != want:
+                r.problems.append(f"{name_of(m)}: {path}.env[AEGIS_TRUSTED_PROXIES] is {got}, not {want}")
+            for p in got:
+                try:
+                    ipaddress.ip_address(p)
+                except ValueError:
+                    r.problems.append(f"{name_of(m)}: {path}.env[AEGIS_TRUSTED_PROXIES] {p!r} is no IP address")
+    return r
+
+
 def _seconds(text: str) -> int:
     m = re.fullmatch(r"(\d+)(ms|s|m|h)?", str(text).strip())
     if not m:
@@ -629,6 +654,7 @@ CHECKS: list[Callable[[list[Manifest], dict], Result]] = [
     check_init_job,
     check_stable_pod_templates,
     check_nats_spread,
+    check_trusted_proxies,
 ]
 
 
