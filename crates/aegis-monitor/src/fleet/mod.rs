@@ -686,7 +686,9 @@ impl Fleet {
 }
 
 impl Shared {
-    /// Notes a write of a group's election key.
+    /// Notes a write of a group's election key; a removal of it (no
+    /// holder) forgets the group's lease: no term can lapse on a key that
+    /// is gone, and groups that are done with must not pile up.
     fn renewed(
         &self,
         group: &Key,
@@ -694,13 +696,17 @@ impl Shared {
         lease: Duration,
         renewed_at: Option<DateTime<Utc>>,
     ) {
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        if holder.is_none() {
+            leases.remove(group);
+            return;
+        }
         let seen = LeaseSeen {
             holder: holder.clone(),
             lease,
             seen: Instant::now(),
             renewed_at,
         };
-        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
         leases.insert(group.clone(), seen);
     }
 }

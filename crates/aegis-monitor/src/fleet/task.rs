@@ -444,6 +444,17 @@ impl State {
                 self.upsert(record);
             }
         }
+        // The last read of a group's key matters only to its records: a
+        // group with none left (renamed, or its service gone) is forgotten.
+        let groups: HashSet<Key> = self
+            .records
+            .values()
+            .filter_map(|r| {
+                let group = r.sticky_active_group.clone()?;
+                Some((r.service_name.clone(), group))
+            })
+            .collect();
+        self.keys.checked.retain(|group, _| groups.contains(group));
     }
 
     /// Re-derives one instance's view; publishes it when it changed.
@@ -1011,6 +1022,49 @@ mod tests {
                 }
             )),
             "removed once, as deregistered: {told:?}"
+        );
+    }
+
+    /// What the monitor keeps per sticky group goes with the group: the
+    /// lease seen of a key that was removed, and the time of the last
+    /// read of a key whose group has no instance left. A fleet that
+    /// renames its groups, or a long run of short-lived services, does
+    /// not grow them for ever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn per_group_entries_go_with_their_group() {
+        let nats = aegis_testkit::NatsServer::start().expect("start nats-server");
+        let elections = bucket(&nats, "elections").await;
+        let (mut state, registry, _answered) = rig(&nats, elections).await;
+        let group = (SERVICE.to_owned(), GROUP.to_owned());
+        let key = |revision, holder: Option<(String, u64)>| LeaderChange {
+            service: SERVICE.to_owned(),
+            group: GROUP.to_owned(),
+            revision,
+            holder,
+            lease: Duration::from_secs(2),
+            renewed_at: None,
+        };
+        state.apply_leader(key(10, Some(("order-1".to_owned(), 10))));
+        let leases = |state: &State| state.shared.leases.lock().unwrap().len();
+        assert_eq!(leases(&state), 1);
+        // The key removed (the group's last leader resigned and left).
+        state.apply_leader(key(11, None));
+        assert_eq!(leases(&state), 0, "the lease of a removed key is kept");
+
+        // A read answered for a group whose instances then all left.
+        state.upsert(leader_record("order-1", 10));
+        state.keys.checked.insert(group.clone(), Instant::now());
+        state.remove(
+            SERVICE.to_owned(),
+            "order-1".to_owned(),
+            RemovalReason::Deregistered,
+        );
+        let changes = registry.changes();
+        futures::pin_mut!(changes);
+        state.reconcile(&registry, changes.as_mut());
+        assert!(
+            !state.keys.checked.contains_key(&group),
+            "the read of a group with no instance is kept"
         );
     }
 }
