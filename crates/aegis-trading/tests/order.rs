@@ -741,6 +741,84 @@ async fn an_order_its_caller_gave_up_on_expires_rather_than_fills() {
     pricing.shutdown().await.unwrap();
 }
 
+/// A retry of a recorded, pending order that cannot be quoted is not told
+/// that retrying decides it: while its symbol is not traded (pricing's
+/// catalog changed) no retry can, and it says so and when the order
+/// expires. And a retry past the expiry bound learns that the order
+/// expired, even while pricing is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_of_a_pending_order_that_cannot_be_quoted_is_told_the_truth() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let pricing = pricing::start(
+        &conn,
+        PricingOptions {
+            publish_interval: None,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let desk = order::start(
+        &conn,
+        OrderOptions {
+            call_timeout: std::time::Duration::from_millis(500),
+            expire_after: std::time::Duration::from_secs(3),
+            // No sweep expires it before the retry does.
+            stale_after: std::time::Duration::from_secs(60),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // Risk is down: the order is recorded, pending.
+    let req = market("c-unquoted", "TSLA", Side::Buy, 3);
+    let failed = create(&conn, &req).await.unwrap_err();
+    assert_eq!(failed.code(), ErrorCode::ServiceUnavailable, "{failed}");
+
+    // Pricing comes back without TSLA in its catalog.
+    pricing.shutdown().await.unwrap();
+    let mut symbols = pricing::default_symbols();
+    symbols.remove("TSLA");
+    let pricing = pricing::start(
+        &conn,
+        PricingOptions {
+            publish_interval: None,
+            symbols,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let failed = create(&conn, &req).await.unwrap_err();
+    let message = failed.to_string();
+    let details = failed.remote().unwrap().details.clone().unwrap();
+    assert_eq!(details["status"], "pending", "{details}");
+    assert!(!message.contains("decided by retrying"), "{message}");
+    assert!(message.contains("not quoted"), "{message}");
+    assert!(message.contains("expired"), "{message}");
+
+    // Past the bound, with pricing down: the retry answers the expired order.
+    pricing.shutdown().await.unwrap();
+    let order_id = details["order_id"].as_str().unwrap().to_owned();
+    let created: Order = active(&conn, "get_order", &json!({"order_id": order_id}))
+        .await
+        .unwrap();
+    let due = created.created_at + chrono::Duration::seconds(3);
+    tokio::time::sleep(
+        (due - chrono::Utc::now())
+            .to_std()
+            .unwrap_or_default()
+            .saturating_add(std::time::Duration::from_millis(100)),
+    )
+    .await;
+    let late = create(&conn, &req).await.unwrap();
+    assert_eq!(late.order_id, order_id);
+    assert_eq!(late.status, OrderStatus::Rejected, "{late:?}");
+    assert_eq!(late.reasons[0].code, ReasonCode::Expired, "{late:?}");
+    desk.shutdown().await.unwrap();
+}
+
 /// An order decided and stored whose outcome event could not be published
 /// is not said to expire: the error says how it was decided and that its
 /// event follows (on a retry, or from the leader's sweep).

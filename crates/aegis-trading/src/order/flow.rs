@@ -123,12 +123,27 @@ impl Desk {
                 };
             }
         }
+        // A retry too late to trade learns that its order expired, also
+        // while pricing is down: no quote is needed for that.
+        if let Some((revision, order)) = &found
+            && self.expired(order)
+        {
+            return match self.expire(&caller, *revision, order.clone()).await {
+                Ok(order) => Ok(order),
+                Err(e) => Err(self.recorded(e, order).await),
+            };
+        }
         // Quote before recording, so an unknown symbol leaves no order behind.
         let quote = match self.quote(&caller, &req.symbol).await {
             Ok(quote) => quote,
             // A retry of an order recorded before: the error names it too.
             Err(e) => {
                 return Err(match &found {
+                    // Not traded now (pricing's catalog changed): retrying
+                    // does not decide it while that lasts.
+                    Some((_, order)) if e.code == ErrorCode::InvalidRequest => {
+                        self.unquoted(e, order).await
+                    }
                     Some((_, order)) => self.recorded(e, order).await,
                     None => e,
                 });
@@ -248,6 +263,28 @@ impl Desk {
         match tokio::time::timeout(self.call_timeout / 2, self.store.load(order_id)).await {
             Ok(Ok(found)) => Some(found.map(|(_, order)| order)),
             Ok(Err(_)) | Err(_) => None,
+        }
+    }
+
+    /// `e`, said of a recorded order whose symbol pricing does not quote:
+    /// while that lasts no retry can decide it, so it is not said to.
+    async fn unquoted(&self, e: WireError, order: &Order) -> WireError {
+        match self.stored(&order.order_id).await {
+            Some(Some(stored)) if stored.status.is_final() => self.unannounced(e, &stored),
+            Some(Some(stored)) => {
+                let says = format!(
+                    "order {} was recorded and is pending, but it cannot be decided while {} is \
+                     not quoted: a retry with the same client_order_id {} decides it once it \
+                     is; unless that is within {} s of its creation it is rejected as \
+                     expired, not filled",
+                    stored.order_id,
+                    stored.symbol,
+                    stored.client_order_id,
+                    self.expire_after.as_secs()
+                );
+                named(e, &stored, Some(stored.status), says)
+            }
+            Some(None) | None => self.recorded(e, order).await,
         }
     }
 
