@@ -157,12 +157,12 @@ impl Probes {
                 }
                 if let Some(registration) = registration {
                     // One failed heartbeat is retried at once and is not yet
-                    // a reason to take the instance out; `unhealthy_after`
+                    // a reason to take the instance out; `unready_after`
                     // failures in a row are. Only here: the record keeps its
                     // status, since a registry outage fails every instance's
                     // writes alike.
                     let failures = registration.consecutive_failures();
-                    if failures >= registration.options().unhealthy_after {
+                    if failures >= registration.options().unready_threshold() {
                         reasons.push(format!("registry writes failing ({failures} in a row)"));
                     }
                 }

@@ -43,7 +43,7 @@ async fn a_caller_is_served_through_a_lost_quorum_and_its_return() {
             .service("echo-service", "1.0.0")
             .instance_id(format!("echo-{i}"))
             // Default options: every instance's writes fail for longer than
-            // `unhealthy_after`, which must not take it out of discovery.
+            // `unready_after`, which must not take it out of discovery.
             .handler("echo", |v: Value| async move { Ok(v) })
             .start()
             .await

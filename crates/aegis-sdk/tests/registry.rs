@@ -484,7 +484,7 @@ async fn status_changes_are_written_at_once_and_steer_discovery() {
 }
 
 /// Failed registry writes are a fact about the registry, not about the
-/// instance: after a registry outage longer than `unhealthy_after` writes,
+/// instance: after a registry outage longer than `unready_after` writes,
 /// every instance of every service would otherwise report itself UNHEALTHY
 /// with its first write that works again (discovery skipping all of them
 /// at once) and a sticky leader would step aside for it. The record keeps
@@ -505,7 +505,8 @@ async fn failed_registry_writes_change_neither_status_nor_health() {
             refresh: Duration::from_secs(1),
             // Long enough that the record survives the outage.
             ttl: Duration::from_secs(60),
-            unhealthy_after: 3,
+            unready_after: 3,
+            ..Default::default()
         })
         .handler("echo", |v: Value| async move { Ok::<_, WireError>(v) })
         .start()
@@ -516,7 +517,7 @@ async fn failed_registry_writes_change_neither_status_nor_health() {
     nats.kill();
     eventually(
         Duration::from_secs(20),
-        "more failed writes in a row than unhealthy_after",
+        "more failed writes in a row than unready_after",
         || {
             let r = registration.clone();
             async move { r.consecutive_failures() > 3 }

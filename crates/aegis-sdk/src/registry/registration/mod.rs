@@ -16,7 +16,7 @@
 //! - A failed write is retried with back-off (100 ms doubling up to the
 //!   heartbeat), logged and counted
 //!   ([`RegistrationHandle::consecutive_failures`]); after
-//!   `unhealthy_after` failures in a row the readiness probe (`/readyz`,
+//!   `unready_after` failures in a row the readiness probe (`/readyz`,
 //!   module `probes`) says not ready. The record's status does not change
 //!   for it: while the registry's stream takes no writes, every instance's
 //!   writes fail alike, and an instance that reported UNHEALTHY for it
@@ -64,8 +64,10 @@ use crate::{Connection, task::Background};
 
 mod options;
 mod writer;
+#[allow(deprecated)]
+pub use options::DEFAULT_UNHEALTHY_AFTER;
 pub use options::{
-    DEFAULT_HEARTBEAT, DEFAULT_REFRESH, DEFAULT_TTL, DEFAULT_UNHEALTHY_AFTER, MAX_TTL,
+    DEFAULT_HEARTBEAT, DEFAULT_REFRESH, DEFAULT_TTL, DEFAULT_UNREADY_AFTER, MAX_TTL,
     METADATA_CONNECTION, METADATA_HEARTBEAT_MS, METADATA_REFRESH_MS, METADATA_REGISTRATION,
     MIN_TTL, RegistrationOptions,
 };
@@ -129,10 +131,16 @@ impl RegistrationBuilder {
     }
 
     /// Failed writes in a row before the readiness probe says not ready
-    /// (default 15; see [`RegistrationOptions::unhealthy_after`]).
-    pub fn unhealthy_after(mut self, failures: u32) -> Self {
-        self.options.unhealthy_after = failures;
+    /// (default 15; see [`RegistrationOptions::unready_after`]).
+    pub fn unready_after(mut self, failures: u32) -> Self {
+        self.options.unready_after = failures;
         self
+    }
+
+    /// The former name of [`unready_after`](Self::unready_after).
+    #[deprecated(note = "renamed `unready_after`: it governs only /readyz")]
+    pub fn unhealthy_after(self, failures: u32) -> Self {
+        self.unready_after(failures)
     }
 
     /// Receives lifecycle events (registered, heartbeat trouble, health
@@ -662,13 +670,13 @@ mod tests {
             ..Default::default()
         });
         bad(RegistrationOptions {
-            unhealthy_after: 0,
+            unready_after: 0,
             ..Default::default()
         });
         RegistrationOptions {
             heartbeat: Duration::from_millis(200),
             ttl: Duration::from_secs(1),
-            unhealthy_after: 1,
+            unready_after: 1,
             ..Default::default()
         }
         .validate()

@@ -24,7 +24,10 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(15);
 /// (`/readyz`, module `probes`) reports the instance not ready: with the
 /// retry back-off, about as long as the default TTL, so a registry stall
 /// that the record outlives (a stream leader election) does not flag anyone.
-pub const DEFAULT_UNHEALTHY_AFTER: u32 = 15;
+pub const DEFAULT_UNREADY_AFTER: u32 = 15;
+/// The former name of [`DEFAULT_UNREADY_AFTER`].
+#[deprecated(note = "renamed DEFAULT_UNREADY_AFTER: it governs only /readyz")]
+pub const DEFAULT_UNHEALTHY_AFTER: u32 = DEFAULT_UNREADY_AFTER;
 /// The record's metadata key naming the NATS connection the instance is
 /// served over ([`crate::Connection::connection_name`]).
 pub const METADATA_CONNECTION: &str = "natsConnection";
@@ -95,6 +98,12 @@ pub struct RegistrationOptions {
     /// alike while the registry is in trouble. The failures are logged and
     /// counted
     /// ([`consecutive_failures`](super::RegistrationHandle::consecutive_failures)).
+    pub unready_after: u32,
+    /// The former name of [`unready_after`](Self::unready_after), from
+    /// when failed writes also marked the record UNHEALTHY. Still read:
+    /// it applies while `unready_after` is left at its default (see
+    /// [`unready_threshold`](Self::unready_threshold)).
+    #[deprecated(note = "renamed `unready_after`: it governs only /readyz")]
     pub unhealthy_after: u32,
 }
 
@@ -104,7 +113,9 @@ impl Default for RegistrationOptions {
             heartbeat: DEFAULT_HEARTBEAT,
             refresh: DEFAULT_REFRESH,
             ttl: DEFAULT_TTL,
-            unhealthy_after: DEFAULT_UNHEALTHY_AFTER,
+            unready_after: DEFAULT_UNREADY_AFTER,
+            #[allow(deprecated)]
+            unhealthy_after: DEFAULT_UNREADY_AFTER,
         }
     }
 }
@@ -115,7 +126,8 @@ impl RegistrationOptions {
     /// # Errors
     /// [`RegistryError::InvalidOptions`] when the TTL is under 1 s or over
     /// [`MAX_TTL`] (30 days), the heartbeat is under 10 ms or longer than a
-    /// third of the TTL, or `unhealthy_after` is 0.
+    /// third of the TTL, or `unready_after` (or the deprecated
+    /// `unhealthy_after`) is 0.
     pub fn validate(&self) -> Result<(), RegistryError> {
         let invalid = |m: String| Err(RegistryError::InvalidOptions(m));
         if self.ttl < MIN_TTL {
@@ -150,10 +162,29 @@ impl RegistrationOptions {
         if self.refresh.is_zero() {
             return invalid("refresh must be greater than zero".to_owned());
         }
+        if self.unready_after == 0 {
+            return invalid("unready_after must be at least 1".to_owned());
+        }
+        #[allow(deprecated)]
         if self.unhealthy_after == 0 {
-            return invalid("unhealthy_after must be at least 1".to_owned());
+            return invalid(
+                "unhealthy_after (now named unready_after) must be at least 1".to_owned(),
+            );
         }
         Ok(())
+    }
+
+    /// The failed writes in a row after which `/readyz` says not ready:
+    /// [`unready_after`](Self::unready_after), or the deprecated
+    /// `unhealthy_after` when only that one was changed from the default.
+    pub fn unready_threshold(&self) -> u32 {
+        #[allow(deprecated)]
+        let old = self.unhealthy_after;
+        if self.unready_after == DEFAULT_UNREADY_AFTER {
+            old
+        } else {
+            self.unready_after
+        }
     }
 
     /// How often an unchanged record is actually re-written: `refresh`, but
@@ -183,6 +214,51 @@ impl RegistrationOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `unhealthy_after` governs only `/readyz`: its name is now
+    /// `unready_after`, and the old one still works, deprecated.
+    #[test]
+    fn unready_after_sets_the_threshold_and_the_old_name_still_works() {
+        assert_eq!(
+            RegistrationOptions::default().unready_threshold(),
+            DEFAULT_UNREADY_AFTER
+        );
+        let new = RegistrationOptions {
+            unready_after: 3,
+            ..Default::default()
+        };
+        assert_eq!(new.unready_threshold(), 3);
+        #[allow(deprecated)]
+        let old = RegistrationOptions {
+            unhealthy_after: 4,
+            ..Default::default()
+        };
+        assert_eq!(old.unready_threshold(), 4);
+        // Both set: the new name wins.
+        #[allow(deprecated)]
+        let both = RegistrationOptions {
+            unhealthy_after: 4,
+            unready_after: 5,
+            ..Default::default()
+        };
+        assert_eq!(both.unready_threshold(), 5);
+        for zero in [
+            RegistrationOptions {
+                unready_after: 0,
+                ..Default::default()
+            },
+            #[allow(deprecated)]
+            RegistrationOptions {
+                unhealthy_after: 0,
+                ..Default::default()
+            },
+        ] {
+            assert!(matches!(
+                zero.validate(),
+                Err(RegistryError::InvalidOptions(_))
+            ));
+        }
+    }
 
     /// A beat of a few nanoseconds would go out on every timer tick, and
     /// the record would say `heartbeatMs: 0`, which readers take for an

@@ -165,7 +165,7 @@ impl Inner {
                 // Said once per outage. The record keeps its status: every
                 // instance fails its writes alike while the registry is
                 // down, and none is less fit to serve for it.
-                if st.failures == self.options.unhealthy_after {
+                if st.failures == self.options.unready_threshold() {
                     warn!(key = %self.key, failures = st.failures,
                         "registry writes keep failing; the record keeps its status, and /readyz \
                          says not ready until a write works again");
