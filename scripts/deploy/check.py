@@ -304,6 +304,11 @@ def _init_hook(ms: list[dict]) -> None:
     job["metadata"].setdefault("annotations", {})["helm.sh/hook"] = "post-install,post-upgrade"
 
 
+def _retried_mismatch(ms: list[dict]) -> None:
+    job = next(m for m in ms if m.get("kind") == "Job")
+    job["spec"].pop("podFailurePolicy", None)
+
+
 def _chart_label(ms: list[dict]) -> None:
     _find(ms, "StatefulSet", "-nats")["spec"]["template"]["metadata"]["labels"]["helm.sh/chart"] = "aegis-0.1.0"
 
@@ -336,6 +341,7 @@ MUTATIONS: list[tuple[str, str, Callable[[list[dict]], None]]] = [
     ("order with the operator's inbox prefix", "nats-users", _wrong_inbox),
     ("a literal password in the NATS ConfigMap", "nats-users", _literal_password),
     ("aegis init as a post-install hook", "init-job", _init_hook),
+    ("aegis init's mismatch retried", "init-job", _retried_mismatch),
     ("the chart version in the NATS pod template", "stable-pod-templates", _chart_label),
     ("NATS anti-affinity only preferred", "nats-spread", _soft_spread),
     ("a network range as the monitor's trusted proxy", "trusted-proxies", _proxy_range),

@@ -539,11 +539,17 @@ def check_disruption_budgets(ms: list[Manifest], _: dict) -> Result:
     return r
 
 
+# `aegis init`'s exit status for a bucket or stream that does not match
+# (crates/aegis/src/init.rs, MISMATCH_EXIT).
+INIT_MISMATCH_EXIT = 3
+
+
 def check_init_job(ms: list[Manifest], _: dict) -> Result:
     r = Result(
         "init-job",
         "`aegis init` runs as a plain Job (no Helm hook: a post-install hook waits for "
-        "the pods, which wait for the buckets it creates) named per release revision",
+        "the pods, which wait for the buckets it creates) named per release revision, "
+        "failed at once, not retried, on a mismatch (exit status 3)",
     )
     jobs = [
         m for m in ms
@@ -555,6 +561,19 @@ def check_init_job(ms: list[Manifest], _: dict) -> Result:
         hook = (m["metadata"].get("annotations") or {}).get("helm.sh/hook")
         if hook:
             r.problems.append(f"{name_of(m)}: metadata.annotations[helm.sh/hook] is {hook!r}")
+        # A mismatch (`aegis init` exit status 3, init.rs MISMATCH_EXIT)
+        # needs an operator's fix: the Job fails at once instead of retrying.
+        rules = ((m["spec"].get("podFailurePolicy") or {}).get("rules")) or []
+        if not any(
+            rule.get("action") == "FailJob"
+            and (rule.get("onExitCodes") or {}).get("operator") == "In"
+            and INIT_MISMATCH_EXIT in ((rule.get("onExitCodes") or {}).get("values") or [])
+            for rule in rules
+        ):
+            r.problems.append(
+                f"{name_of(m)}: spec.podFailurePolicy does not fail the Job on exit status "
+                f"{INIT_MISMATCH_EXIT} (a mismatch would be retried backoffLimit times)"
+            )
         if not re.search(r"-init-\d+$", m["metadata"]["name"]):
             r.problems.append(
                 f"{name_of(m)}: metadata.name has no release revision (a Job's template cannot change on upgrade)"

@@ -33,7 +33,9 @@ pub enum Command {
     Api(Box<aegis_monitor::ApiArgs>),
     /// Run one service instance (order, pricing, risk or echo).
     Service(service::ServiceArgs),
-    /// Create every bucket and stream with the replicas asked for, and check existing ones.
+    /// Create every bucket and stream with the replicas asked for, and check
+    /// existing ones (exit status 3 when one does not match: fix it, a
+    /// retry will not; 1 on other errors).
     Init(init::InitArgs),
     /// Print the NATS accounts and per-role users with their permissions
     /// (for a nats-server config, or the Helm chart's generated user table).
@@ -402,7 +404,7 @@ async fn run(cli: Cli, logs: LogForwarder) -> anyhow::Result<ExitCode> {
         Command::Init(args) => Ok(if init::run(args).await? {
             ExitCode::SUCCESS
         } else {
-            ExitCode::FAILURE
+            ExitCode::from(init::MISMATCH_EXIT)
         }),
         Command::Bench { which } => {
             // Interrupted (Ctrl-C, SIGTERM from `timeout` or a cancelled

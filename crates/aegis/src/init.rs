@@ -26,6 +26,13 @@ use clap::Args;
 
 use crate::cli::ConnectArgs;
 
+/// The exit status of `aegis init` when a bucket or stream does not match
+/// (printed as MISMATCH): it needs an operator's fix, and running `init`
+/// again will not mend it, so the Helm chart's Job fails at once on this
+/// status instead of retrying. Any other failure (NATS not reachable,
+/// JetStream not ready) exits 1 and may pass by itself.
+pub const MISMATCH_EXIT: u8 = 3;
+
 /// Options of `aegis init`.
 #[derive(Debug, Clone, Args)]
 pub struct InitArgs {
@@ -74,7 +81,8 @@ fn expected_streams() -> Vec<String> {
 }
 
 /// Runs `aegis init`: creates what is missing, then checks every stream's
-/// replicas and limits; `Ok(false)` when a check failed (printed).
+/// replicas and limits; `Ok(false)` when a check failed (printed; the
+/// binary exits with [`MISMATCH_EXIT`]).
 ///
 /// # Errors
 /// When NATS cannot be reached within the start-up timeout or JetStream

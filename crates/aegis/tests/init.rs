@@ -223,3 +223,37 @@ fn init_without_replicas_uses_the_peers_a_two_node_cluster_has() {
         });
     assert_eq!(streams.len(), STREAMS.len(), "{streams:?}");
 }
+
+/// A bucket or stream that does not match is a mismatch a retry cannot
+/// mend: `init` exits with its own status, 3, which the Helm chart's Job
+/// fails at once on instead of retrying; a NATS that cannot be reached
+/// (which may pass) exits 1.
+#[test]
+fn a_mismatch_exits_with_its_own_status() {
+    let status = |args: &[&str]| {
+        let out = std::process::Command::new(common::AEGIS)
+            .arg("init")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let server = aegis_testkit::NatsServer::start().unwrap();
+    let url = server.url();
+    let (code, out) = status(&["--nats-url", &url, "--replicas", "1"]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = status(&["--nats-url", &url, "--replicas", "3"]);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("MISMATCH EVENTS"), "{out}");
+    let (code, out) = status(&[
+        "--nats-url",
+        "nats://127.0.0.1:1",
+        "--startup-timeout",
+        "0s",
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+}
