@@ -4,18 +4,19 @@
 //! real nats-server.
 
 mod common;
+mod sticky;
 
 use std::time::Duration;
 
 use aegis_sdk::{
     Connection,
     commands::{Command, CommandError, CommandWorker, Progress},
+    election::Election,
     rpc::Service,
 };
 use common::{connect, eventually, server};
 use serde_json::{Value, json};
-
-const SERVICE: &str = "book-service";
+use sticky::{SERVICE, leader_worker, sticky_service};
 
 /// One instance of the sticky service, with a command worker that says
 /// which instance ran each command.
@@ -29,33 +30,26 @@ struct Instance {
 impl Instance {
     async fn start(url: &str, id: &'static str) -> Self {
         let conn = connect(url).await;
-        let service = conn
-            .service(SERVICE, "1.0.0")
-            .instance_id(id)
-            .single_active("default")
-            .handler_any_role("ping", |_: Value| async move { Ok(json!({"ok": true})) })
-            .start()
-            .await
-            .unwrap();
-        let worker = conn
-            .commands()
-            .worker(SERVICE)
-            .leader_of(&service)
-            .handler(
+        let service = sticky_service(&conn, id).await;
+        let worker = leader_worker(&conn, &service, |worker| {
+            worker.handler(
                 "rebuild_book",
                 move |cmd: Command<Value>, _: Progress| async move {
                     Ok(json!({"by": id, "epoch": cmd.epoch}))
                 },
             )
-            .start()
-            .await
-            .unwrap();
+        })
+        .await;
         Instance {
             id,
             service: Some(service),
             worker,
             conn,
         }
+    }
+
+    fn election(&self) -> &Election {
+        self.service.as_ref().and_then(Service::election).unwrap()
     }
 
     fn leads(&self) -> bool {
@@ -99,6 +93,47 @@ async fn run_commands(conn: &Connection, n: usize) -> Vec<(String, Option<u64>)>
     ran
 }
 
+/// Sends six commands and asserts that each ran on `instance`, under the
+/// epoch it leads at now.
+async fn all_run_on(sender: &Connection, instance: &Instance, what: &str) {
+    let epoch = instance.epoch();
+    let ran = run_commands(sender, 6).await;
+    assert_eq!(
+        ran,
+        vec![(instance.id.to_owned(), epoch); 6],
+        "every command runs on {}, {what}",
+        instance.id
+    );
+}
+
+/// Starts two instances, and a sender; returns them once one leads, with
+/// which: (instances, sender, the leader's index, the other's).
+async fn two_instances(url: &str) -> (Vec<Instance>, Connection, usize, usize) {
+    let instances = vec![
+        Instance::start(url, "book-1").await,
+        Instance::start(url, "book-2").await,
+    ];
+    let sender = connect(url).await;
+    eventually(Duration::from_secs(10), "one leader", || {
+        let n = instances.iter().filter(|i| i.leads()).count();
+        async move { n == 1 }
+    })
+    .await;
+    let first = instances.iter().position(Instance::leads).unwrap();
+    (instances, sender, first, 1 - first)
+}
+
+/// Stops each instance's worker, then its service if it still runs.
+async fn stop(instances: Vec<Instance>) {
+    for instance in instances {
+        instance.worker.shutdown().await;
+        if let Some(service) = instance.service {
+            service.shutdown().await.unwrap();
+        }
+        drop(instance.conn);
+    }
+}
+
 /// Waits until `instances[i]` leads, and no other does.
 async fn wait_for_leader(instances: &[Instance], i: usize, what: &str) {
     eventually(Duration::from_secs(10), what, || {
@@ -111,56 +146,22 @@ async fn wait_for_leader(instances: &[Instance], i: usize, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_run_on_the_leader_and_follow_it_when_it_changes() {
     let nats = server();
-    let mut instances = vec![
-        Instance::start(&nats.url(), "book-1").await,
-        Instance::start(&nats.url(), "book-2").await,
-    ];
-    let sender = connect(&nats.url()).await;
-    eventually(Duration::from_secs(10), "one leader", || {
-        let n = instances.iter().filter(|i| i.leads()).count();
-        async move { n == 1 }
-    })
-    .await;
-    let first = instances.iter().position(Instance::leads).unwrap();
-    let second = 1 - first;
-    let (first_id, second_id) = (instances[first].id, instances[second].id);
+    let (mut instances, sender, first, second) = two_instances(&nats.url()).await;
 
     // Every command runs on the leader, under its epoch.
-    let epoch = instances[first].epoch();
-    let ran = run_commands(&sender, 6).await;
-    assert_eq!(
-        ran,
-        vec![(first_id.to_owned(), epoch); 6],
-        "every command runs on the leader {first_id}"
-    );
+    all_run_on(&sender, &instances[first], "the leader").await;
 
     // The leader stalls (its renewals stop) and the standby takes over:
     // the next commands run there, although the deposed instance's service
     // and worker still run.
-    instances[first]
-        .service
-        .as_ref()
-        .and_then(Service::election)
-        .unwrap()
-        .pause_renewals(true);
+    instances[first].election().pause_renewals(true);
     wait_for_leader(&instances, second, "the standby takes over").await;
-    let epoch = instances[second].epoch();
-    let ran = run_commands(&sender, 6).await;
-    assert_eq!(
-        ran,
-        vec![(second_id.to_owned(), epoch); 6],
-        "every command runs on the new leader {second_id}"
-    );
+    all_run_on(&sender, &instances[second], "the new leader").await;
 
     // The deposed instance recovers and stands by; the new leader stops
     // gracefully (its worker left running): the first instance leads again
     // and its worker takes the commands again.
-    instances[first]
-        .service
-        .as_ref()
-        .and_then(Service::election)
-        .unwrap()
-        .pause_renewals(false);
+    instances[first].election().pause_renewals(false);
     instances[second]
         .service
         .take()
@@ -169,51 +170,21 @@ async fn commands_run_on_the_leader_and_follow_it_when_it_changes() {
         .await
         .unwrap();
     wait_for_leader(&instances, first, "the first instance leads again").await;
-    let epoch = instances[first].epoch();
-    let ran = run_commands(&sender, 6).await;
-    assert_eq!(
-        ran,
-        vec![(first_id.to_owned(), epoch); 6],
-        "every command runs on {first_id}, the leader again"
-    );
+    all_run_on(&sender, &instances[first], "the leader again").await;
 
-    for instance in instances {
-        instance.worker.shutdown().await;
-        if let Some(service) = instance.service {
-            service.shutdown().await.unwrap();
-        }
-        drop(instance.conn);
-    }
+    stop(instances).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_dropped_as_in_a_crash_takes_no_more_commands() {
     let nats = server();
-    let mut instances = vec![
-        Instance::start(&nats.url(), "book-1").await,
-        Instance::start(&nats.url(), "book-2").await,
-    ];
-    let sender = connect(&nats.url()).await;
-    eventually(Duration::from_secs(10), "one leader", || {
-        let n = instances.iter().filter(|i| i.leads()).count();
-        async move { n == 1 }
-    })
-    .await;
-    let first = instances.iter().position(Instance::leads).unwrap();
-    let second = 1 - first;
+    let (mut instances, sender, first, second) = two_instances(&nats.url()).await;
     // The leader's service is dropped without a stop (its lease lapses, as
     // after a crash); its worker is left running.
     drop(instances[first].service.take());
     wait_for_leader(&instances, second, "the standby takes over").await;
-    let epoch = instances[second].epoch();
-    let ran = run_commands(&sender, 6).await;
-    assert_eq!(ran, vec![(instances[second].id.to_owned(), epoch); 6]);
-    for instance in instances {
-        instance.worker.shutdown().await;
-        if let Some(service) = instance.service {
-            service.shutdown().await.unwrap();
-        }
-    }
+    all_run_on(&sender, &instances[second], "the new leader").await;
+    stop(instances).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

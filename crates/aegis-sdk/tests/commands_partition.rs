@@ -18,6 +18,7 @@
 //! TCP, and arrives if it heals); the standby connects directly.
 
 mod common;
+mod sticky;
 
 use std::{
     net::SocketAddr,
@@ -27,12 +28,14 @@ use std::{
 
 use aegis_sdk::{
     Connection,
-    commands::{Command, CommandWorker, Progress},
-    election::LeaseConfig,
+    commands::{Command, CommandHandle, CommandWorker, Progress},
+    election::{Leadership, LeaseConfig},
     rpc::Service,
 };
+use aegis_testkit::NatsServer;
 use common::{connect, eventually, server};
 use serde_json::{Value, json};
+use sticky::{SERVICE, leader_worker, sticky_service};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{
@@ -43,7 +46,6 @@ use tokio::{
     time::Instant,
 };
 
-const SERVICE: &str = "book-service";
 /// Far longer than the 10 s a deposed worker lets a running command go on.
 const LONG_RUN: Duration = Duration::from_secs(40);
 /// How long the server waits for an acknowledgement before it offers the
@@ -169,104 +171,158 @@ async fn start_instance(
     run: Arc<Mutex<Run>>,
     options: Options,
 ) -> (Service, CommandWorker) {
-    let service = conn
-        .service(SERVICE, "1.0.0")
-        .instance_id(id)
-        .single_active("default")
-        .handler_any_role("ping", |_: Value| async move { Ok(json!({"ok": true})) })
-        .start()
-        .await
-        .unwrap();
-    let worker = conn
-        .commands()
-        .worker(SERVICE)
-        .leader_of(&service)
-        .ack_wait(options.ack_wait)
-        .concurrency(options.concurrency)
-        .handler("rebuild_book", move |cmd: Command<Value>, _: Progress| {
-            let run = run.clone();
-            async move {
-                {
-                    let mut run = run.lock().unwrap();
-                    run.started = Some(Instant::now());
-                    run.starts += 1;
+    let service = sticky_service(conn, id).await;
+    let worker = leader_worker(conn, &service, |worker| {
+        worker
+            .ack_wait(options.ack_wait)
+            .concurrency(options.concurrency)
+            .handler("rebuild_book", move |cmd: Command<Value>, _: Progress| {
+                let run = run.clone();
+                async move {
+                    {
+                        let mut run = run.lock().unwrap();
+                        run.started = Some(Instant::now());
+                        run.starts += 1;
+                    }
+                    let guard = DropGuard(run.clone());
+                    // A handler that does not check `Leadership::holds`.
+                    tokio::time::sleep(LONG_RUN).await;
+                    std::mem::forget(guard);
+                    Ok(json!({"epoch": cmd.epoch}))
                 }
-                let guard = DropGuard(run.clone());
-                // A handler that does not check `Leadership::holds`.
-                tokio::time::sleep(LONG_RUN).await;
-                std::mem::forget(guard);
-                Ok(json!({"epoch": cmd.epoch}))
-            }
-        })
-        .start()
-        .await
-        .unwrap();
+            })
+    })
+    .await;
     (service, worker)
+}
+
+/// Waits until `run` says its handler started.
+async fn started(run: &Arc<Mutex<Run>>, within: Duration, what: &str) {
+    eventually(within, what, || {
+        let started = run.lock().unwrap().started.is_some();
+        async move { started }
+    })
+    .await;
+}
+
+/// The two instances of the sticky service: the leader, connected through
+/// the proxy, started first; the standby, connected directly; and the long
+/// command, which the leader runs.
+struct TwoInstances {
+    proxy: SilentProxy,
+    leader_conn: Connection,
+    on_leader: Arc<Mutex<Run>>,
+    leader: Service,
+    leader_worker: CommandWorker,
+    on_standby: Arc<Mutex<Run>>,
+    standby: Service,
+    standby_worker: CommandWorker,
+    standby_leadership: Leadership,
+    _standby_conn: Connection,
+    _sender: Connection,
+    _long: CommandHandle,
+}
+
+impl TwoInstances {
+    async fn start(nats: &NatsServer, options: Options) -> Self {
+        let proxy = SilentProxy::start(nats.port()).await;
+        let leader_conn = connect(&proxy.url()).await;
+        let on_leader = Arc::new(Mutex::new(Run::default()));
+        let (leader, leader_worker) =
+            start_instance(&leader_conn, "book-1", on_leader.clone(), options).await;
+        let leadership = leader.election().unwrap().leadership();
+        eventually(Duration::from_secs(10), "book-1 leads", || async {
+            leadership.serving_epoch().is_some()
+        })
+        .await;
+        let standby_conn = connect(&nats.url()).await;
+        let on_standby = Arc::new(Mutex::new(Run::default()));
+        let (standby, standby_worker) =
+            start_instance(&standby_conn, "book-2", on_standby.clone(), options).await;
+        let standby_leadership = standby.election().unwrap().leadership();
+
+        let sender = connect(&nats.url()).await;
+        let long = sender
+            .commands()
+            .send(
+                SERVICE,
+                "rebuild_book",
+                &json!({}),
+                Duration::from_secs(120),
+            )
+            .await
+            .unwrap();
+        started(
+            &on_leader,
+            Duration::from_secs(10),
+            "book-1 runs the command",
+        )
+        .await;
+        Self {
+            proxy,
+            leader_conn,
+            on_leader,
+            leader,
+            leader_worker,
+            on_standby,
+            standby,
+            standby_worker,
+            standby_leadership,
+            _standby_conn: standby_conn,
+            _sender: sender,
+            _long: long,
+        }
+    }
+
+    /// The partition: book-1's connection goes silent, and stays open.
+    /// Returns when book-2 took over and runs the command, redelivered
+    /// once book-1's acks stopped (within `ack_wait` and a margin), with
+    /// when the silence began.
+    async fn cut_off_the_leader(&self, ack_wait: Duration) -> Instant {
+        self.proxy.silence();
+        let silenced = Instant::now();
+        let standby = &self.standby_leadership;
+        eventually(Duration::from_secs(10), "book-2 takes over", || async {
+            standby.serving_epoch().is_some()
+        })
+        .await;
+        started(
+            &self.on_standby,
+            ack_wait + Duration::from_secs(15),
+            "book-2 runs the command, redelivered once book-1's acks stop",
+        )
+        .await;
+        silenced
+    }
+
+    /// book-1 is cut off: dropped, not stopped (its stop could not reach
+    /// the server); book-2's worker is dropped rather than waiting out the
+    /// command it runs.
+    async fn end(self) {
+        drop(self.leader_worker);
+        drop(self.leader);
+        drop(self.standby_worker);
+        self.standby.shutdown().await.unwrap();
+    }
+}
+
+/// Logs what `filter` lets through to the test's output.
+fn trace(filter: &str) {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .try_init();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_cut_off_from_nats_hands_its_running_command_back_before_the_successor_runs_it() {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(
-            "aegis_sdk::election=info,aegis_sdk::commands=debug",
-        ))
-        .try_init();
+    trace("aegis_sdk::election=info,aegis_sdk::commands=debug");
     let nats = server();
-    let proxy = SilentProxy::start(nats.port()).await;
+    let two = TwoInstances::start(&nats, ONE_AT_A_TIME).await;
+    let silenced = two.cut_off_the_leader(ACK_WAIT).await;
 
-    // The leader, through the proxy, starts first and leads.
-    let leader_conn = connect(&proxy.url()).await;
-    let on_leader = Arc::new(Mutex::new(Run::default()));
-    let (leader, leader_worker) =
-        start_instance(&leader_conn, "book-1", on_leader.clone(), ONE_AT_A_TIME).await;
-    let leadership = leader.election().unwrap().leadership();
-    eventually(Duration::from_secs(10), "book-1 leads", || async {
-        leadership.serving_epoch().is_some()
-    })
-    .await;
-    // The standby, connected directly.
-    let standby_conn = connect(&nats.url()).await;
-    let on_standby = Arc::new(Mutex::new(Run::default()));
-    let (standby, standby_worker) =
-        start_instance(&standby_conn, "book-2", on_standby.clone(), ONE_AT_A_TIME).await;
-    let standby_leadership = standby.election().unwrap().leadership();
-
-    let sender = connect(&nats.url()).await;
-    let _long = sender
-        .commands()
-        .send(
-            SERVICE,
-            "rebuild_book",
-            &json!({}),
-            Duration::from_secs(120),
-        )
-        .await
-        .unwrap();
-    eventually(Duration::from_secs(10), "book-1 runs the command", || {
-        let started = on_leader.lock().unwrap().started.is_some();
-        async move { started }
-    })
-    .await;
-
-    // The partition: book-1's connection goes silent, and stays open.
-    proxy.silence();
-    let silenced = Instant::now();
-    eventually(Duration::from_secs(10), "book-2 takes over", || async {
-        standby_leadership.serving_epoch().is_some()
-    })
-    .await;
-    eventually(
-        ACK_WAIT + Duration::from_secs(15),
-        "book-2 runs the command, redelivered once book-1's acks stop",
-        || {
-            let started = on_standby.lock().unwrap().started.is_some();
-            async move { started }
-        },
-    )
-    .await;
-    let standby_started = on_standby.lock().unwrap().started.unwrap();
-    let leader_run = *on_leader.lock().unwrap();
+    let standby_started = two.on_standby.lock().unwrap().started.unwrap();
+    let leader_run = *two.on_leader.lock().unwrap();
     // The documented bound: a lease after the leader stopped serving (which
     // is within a lease of the silence), the 10 s hand-back clock.
     let bound = LeaseConfig::default().lease * 2 + Duration::from_secs(10) + Duration::from_secs(2);
@@ -287,14 +343,7 @@ async fn a_leader_cut_off_from_nats_hands_its_running_command_back_before_the_su
         "book-1 dropped the command {:?} after book-2 started it",
         dropped - standby_started
     );
-
-    // book-1 is cut off: dropped, not stopped (its stop could not reach
-    // the server); book-2's worker is dropped rather than waiting out the
-    // command it runs.
-    drop(leader_worker);
-    drop(leader);
-    drop(standby_worker);
-    standby.shutdown().await.unwrap();
+    two.end().await;
 }
 
 /// A short `ack_wait`, so the successor gets the command soon.
@@ -302,68 +351,17 @@ const SHORT_ACK_WAIT: Duration = Duration::from_secs(5);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_whose_partition_heals_does_not_hand_the_successor_its_command_a_second_time() {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(
-            "aegis_sdk::election=info,aegis_sdk::commands=debug,aegis_sdk::pull=debug",
-        ))
-        .try_init();
+    trace("aegis_sdk::election=info,aegis_sdk::commands=debug,aegis_sdk::pull=debug");
     let nats = server();
-    let proxy = SilentProxy::start(nats.port()).await;
     // Two commands at once on each, so the successor has a free slot when
     // the partition heals.
     let options = Options {
         ack_wait: SHORT_ACK_WAIT,
         concurrency: 2,
     };
-
-    let leader_conn = connect(&proxy.url()).await;
-    let on_leader = Arc::new(Mutex::new(Run::default()));
-    let (leader, leader_worker) =
-        start_instance(&leader_conn, "book-1", on_leader.clone(), options).await;
-    let leadership = leader.election().unwrap().leadership();
-    eventually(Duration::from_secs(10), "book-1 leads", || async {
-        leadership.serving_epoch().is_some()
-    })
-    .await;
-    let standby_conn = connect(&nats.url()).await;
-    let on_standby = Arc::new(Mutex::new(Run::default()));
-    let (standby, standby_worker) =
-        start_instance(&standby_conn, "book-2", on_standby.clone(), options).await;
-    let standby_leadership = standby.election().unwrap().leadership();
-
-    let sender = connect(&nats.url()).await;
-    let _long = sender
-        .commands()
-        .send(
-            SERVICE,
-            "rebuild_book",
-            &json!({}),
-            Duration::from_secs(120),
-        )
-        .await
-        .unwrap();
-    eventually(Duration::from_secs(10), "book-1 runs the command", || {
-        let started = on_leader.lock().unwrap().started.is_some();
-        async move { started }
-    })
-    .await;
-
-    // The partition: book-1's connection goes silent, and stays open.
-    proxy.silence();
-    eventually(Duration::from_secs(10), "book-2 takes over", || async {
-        standby_leadership.serving_epoch().is_some()
-    })
-    .await;
-    eventually(
-        SHORT_ACK_WAIT + Duration::from_secs(15),
-        "book-2 runs the command, redelivered once book-1's acks stop",
-        || {
-            let started = on_standby.lock().unwrap().started.is_some();
-            async move { started }
-        },
-    )
-    .await;
+    let two = TwoInstances::start(&nats, options).await;
+    two.cut_off_the_leader(SHORT_ACK_WAIT).await;
+    let on_leader = &two.on_leader;
     eventually(
         Duration::from_secs(20),
         "book-1 drops the command's handler, its lapse in doubt",
@@ -376,8 +374,8 @@ async fn a_leader_whose_partition_heals_does_not_hand_the_successor_its_command_
 
     // The partition heals: what book-1 sent meanwhile reaches the server,
     // before the answer to this round trip.
-    proxy.heal();
-    tokio::time::timeout(Duration::from_secs(10), leader_conn.client().flush())
+    two.proxy.heal();
+    tokio::time::timeout(Duration::from_secs(10), two.leader_conn.client().flush())
         .await
         .expect("book-1's connection works again")
         .expect("book-1's connection works again");
@@ -385,17 +383,13 @@ async fn a_leader_whose_partition_heals_does_not_hand_the_successor_its_command_
     // slot, whose pull waits: a short window shows it does not.
     let window = Instant::now() + Duration::from_secs(3);
     while Instant::now() < window {
-        let starts = on_standby.lock().unwrap().starts;
+        let starts = two.on_standby.lock().unwrap().starts;
         assert_eq!(
             starts, 1,
             "book-2 started the command it is running again, as book-1's partition healed"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(on_leader.lock().unwrap().starts, 1);
-
-    drop(leader_worker);
-    drop(leader);
-    drop(standby_worker);
-    standby.shutdown().await.unwrap();
+    assert_eq!(two.on_leader.lock().unwrap().starts, 1);
+    two.end().await;
 }

@@ -65,6 +65,47 @@ async fn handled(count: &AtomicU64, n: u64) {
     .await;
 }
 
+/// Asserts that `started` failed with the consumer `name`'s `setting`
+/// named, in the variant and in the text.
+async fn assert_refused(
+    conn: &Connection,
+    started: Result<EventSubscription, EventError>,
+    name: &str,
+    setting: &str,
+) {
+    match &started {
+        Err(EventError::ConsumerSetting {
+            name: n,
+            setting: s,
+            ..
+        }) => {
+            assert_eq!(n, name);
+            assert_eq!(s, &setting);
+        }
+        Err(e) => panic!("another error: {e}"),
+        Ok(sub) => {
+            let settings = consumer_settings(conn, sub.consumer_name()).await;
+            panic!("started, with the server's settings {settings:?}");
+        }
+    }
+    let text = started.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(text.contains(setting), "{text}");
+}
+
+/// Starts `again` (a subscription to the consumer `name`, which exists),
+/// asserts the server holds `settings` for it (deliver policy,
+/// `max_deliver`, `ack_wait`), and stops it.
+async fn starts_with(
+    conn: &Connection,
+    again: SubscriptionBuilder<Value>,
+    name: &str,
+    settings: (DeliverPolicy, i64, Duration),
+) {
+    let again = again.start().await.expect("starts again");
+    assert_eq!(consumer_settings(conn, name).await, settings);
+    again.shutdown().await;
+}
+
 /// The trial's first case: a consumer made to start at new events cannot
 /// start over from the oldest; `.deliver_all()` added later must say so
 /// instead of starting with neither the replay nor the new `max_deliver`.
@@ -85,21 +126,7 @@ async fn deliver_all_on_an_existing_consumer_fails_naming_it_and_changes_nothing
         .max_deliver(4)
         .start()
         .await;
-    match &again {
-        Err(EventError::ConsumerSetting {
-            name: n, setting, ..
-        }) => {
-            assert_eq!(n, &name);
-            assert_eq!(*setting, "deliver_all");
-        }
-        Err(e) => panic!("another error: {e}"),
-        Ok(sub) => {
-            let settings = consumer_settings(&conn, sub.consumer_name()).await;
-            panic!("started, with the server's settings {settings:?}");
-        }
-    }
-    let text = again.err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(text.contains("deliver_all"), "{text}");
+    assert_refused(&conn, again, &name, "deliver_all").await;
     // The consumer is as it was: the refusal changed nothing half-way.
     assert_eq!(
         consumer_settings(&conn, &name).await,
@@ -124,15 +151,14 @@ async fn settings_apply_when_deliver_all_is_dropped() {
 
     let again = subscription(&conn, "settings-q")
         .max_deliver(7)
-        .ack_wait(Duration::from_secs(42))
-        .start()
-        .await
-        .expect("starts again without deliver_all");
-    assert_eq!(
-        consumer_settings(&conn, &name).await,
-        (DeliverPolicy::All, 7, Duration::from_secs(42))
-    );
-    again.shutdown().await;
+        .ack_wait(Duration::from_secs(42));
+    starts_with(
+        &conn,
+        again,
+        &name,
+        (DeliverPolicy::All, 7, Duration::from_secs(42)),
+    )
+    .await;
 }
 
 /// A running subscription of `service`, counting the events it handled.
@@ -202,15 +228,8 @@ async fn settings_apply_to_a_consumer_the_sdk_recreated() {
 
     let again = subscription(&conn, "settings-r")
         .max_deliver(4)
-        .ack_wait(Duration::from_secs(5))
-        .start()
-        .await
-        .expect("starts again");
-    assert_eq!(
-        consumer_settings(&conn, &name).await,
-        (policy, 4, Duration::from_secs(5))
-    );
-    again.shutdown().await;
+        .ack_wait(Duration::from_secs(5));
+    starts_with(&conn, again, &name, (policy, 4, Duration::from_secs(5))).await;
 }
 
 /// The review's D6, case a: a consumer made to start at new events, and
@@ -227,16 +246,7 @@ async fn deliver_all_on_a_consumer_the_sdk_recreated_for_new_events_fails() {
         .deliver_all()
         .start()
         .await;
-    match &again {
-        Err(EventError::ConsumerSetting {
-            name: n, setting, ..
-        }) => {
-            assert_eq!(n, &name);
-            assert_eq!(*setting, "deliver_all");
-        }
-        Err(e) => panic!("another error: {e}"),
-        Ok(_) => panic!("started with .deliver_all(), which replays nothing here"),
-    }
+    assert_refused(&conn, again, &name, "deliver_all").await;
     assert_eq!(consumer_settings(&conn, &name).await.0, policy);
 }
 
@@ -251,15 +261,8 @@ async fn deliver_all_starts_again_on_its_consumer_the_sdk_recreated() {
 
     let again = subscription(&conn, "settings-d")
         .deliver_all()
-        .max_deliver(3)
-        .start()
-        .await
-        .expect("starts again with .deliver_all()");
-    assert_eq!(
-        consumer_settings(&conn, &name).await,
-        (policy, 3, Duration::from_secs(30))
-    );
-    again.shutdown().await;
+        .max_deliver(3);
+    starts_with(&conn, again, &name, (policy, 3, Duration::from_secs(30))).await;
 }
 
 /// The review's D6, case b: a mixed fleet. A running `.deliver_all()`
