@@ -151,9 +151,10 @@ impl Service {
     /// Serves until Ctrl-C or SIGTERM, then stops gracefully
     /// ([`shutdown`](Self::shutdown): a leader resigns, the instance
     /// deregisters, the requests in flight finish). What a `main` ends
-    /// with; drain the connection after it. A second Ctrl-C or SIGTERM
-    /// during the stop (or the drain) ends the process at once, with 130
-    /// or 143 (see [`shutdown_signal`](crate::shutdown_signal)).
+    /// with; drain the connection after it. A Ctrl-C during the stop (or
+    /// the drain) ends the process at once, with 130; a second SIGTERM
+    /// does not, since supervisors send it twice in the normal course (see
+    /// [`shutdown_signal`](crate::shutdown_signal)).
     ///
     /// ```no_run
     /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), Box<dyn std::error::Error>> {
