@@ -309,6 +309,11 @@ def _retried_mismatch(ms: list[dict]) -> None:
     job["spec"].pop("podFailurePolicy", None)
 
 
+def _unlimited_init(ms: list[dict]) -> None:
+    init = next(m for m in ms if m.get("kind") == "Job")["spec"]["template"]["spec"]["containers"][0]
+    init["env"] = [e for e in init["env"] if e["name"] != "AEGIS_CONFIG"]
+
+
 def _chart_label(ms: list[dict]) -> None:
     _find(ms, "StatefulSet", "-nats")["spec"]["template"]["metadata"]["labels"]["helm.sh/chart"] = "aegis-0.1.0"
 
@@ -342,6 +347,7 @@ MUTATIONS: list[tuple[str, str, Callable[[list[dict]], None]]] = [
     ("a literal password in the NATS ConfigMap", "nats-users", _literal_password),
     ("aegis init as a post-install hook", "init-job", _init_hook),
     ("aegis init's mismatch retried", "init-job", _retried_mismatch),
+    ("aegis init without the stream limits", "stream-limits", _unlimited_init),
     ("the chart version in the NATS pod template", "stable-pod-templates", _chart_label),
     ("NATS anti-affinity only preferred", "nats-spread", _soft_spread),
     ("a network range as the monitor's trusted proxy", "trusted-proxies", _proxy_range),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -650,6 +651,58 @@ def check_trusted_proxies(ms: list[Manifest], values: dict) -> Result:
     return r
 
 
+# The streams `aegis init` creates, by their values key and their section
+# in the SDK's config file (`[streams.<name>]`, aegis-sdk config.rs
+# StreamsConfig), and each limit's value key and field.
+_STREAMS = {"events": "events", "commands": "commands", "deadLetter": "dead_letter",
+            "metrics": "metrics", "log": "log"}
+_LIMITS = {"maxAge": "max_age", "maxBytes": "max_bytes", "maxMessages": "max_messages"}
+
+
+def check_stream_limits(ms: list[Manifest], values: dict) -> Result:
+    r = Result(
+        "stream-limits",
+        "the `aegis init` Job reads a config file (AEGIS_CONFIG, mounted from a ConfigMap of "
+        "the render) whose [streams.*] limits are the values' streams.*",
+    )
+    want = values.get("streams") or {}
+    jobs = [m for m in ms if m.get("kind") == "Job"]
+    for m in jobs:
+        for path, c in containers(m):
+            e = final_env(c).get("AEGIS_CONFIG")
+            if not e or "value" not in e:
+                r.problems.append(f"{name_of(m)}: {path}.env has no AEGIS_CONFIG: the stream limits are not passed")
+                continue
+            file = str(e["value"])
+            text = None
+            for mount in c.get("volumeMounts") or []:
+                if not file.startswith(mount["mountPath"].rstrip("/") + "/"):
+                    continue
+                vol = next((v for v in pod_spec(m).get("volumes") or [] if v["name"] == mount["name"]), {})
+                cm = (vol.get("configMap") or {}).get("name")
+                data = next((x.get("data") or {} for x in ms
+                             if x.get("kind") == "ConfigMap" and x["metadata"]["name"] == cm), {})
+                text = data.get(file.rsplit("/", 1)[-1])
+            if text is None:
+                r.problems.append(f"{name_of(m)}: {file} (AEGIS_CONFIG) is no file of a mounted ConfigMap")
+                continue
+            try:
+                got = tomllib.loads(text).get("streams") or {}
+            except tomllib.TOMLDecodeError as err:
+                r.problems.append(f"{name_of(m)}: {file} is not TOML: {err}")
+                continue
+            for key, section in _STREAMS.items():
+                for limit, field_name in _LIMITS.items():
+                    expected = (want.get(key) or {}).get(limit)
+                    actual = (got.get(section) or {}).get(field_name)
+                    if expected is None or str(actual) != str(expected):
+                        r.problems.append(
+                            f"{name_of(m)}: {file} [streams.{section}] {field_name} is {actual!r}, "
+                            f"not streams.{key}.{limit} {expected!r}"
+                        )
+    return r
+
+
 def _seconds(text: str) -> int:
     m = re.fullmatch(r"(\d+)(ms|s|m|h)?", str(text).strip())
     if not m:
@@ -674,6 +727,7 @@ CHECKS: list[Callable[[list[Manifest], dict], Result]] = [
     check_stable_pod_templates,
     check_nats_spread,
     check_trusted_proxies,
+    check_stream_limits,
 ]
 
 
