@@ -430,15 +430,25 @@ impl ConnectionStates {
             .and_then(|s| s.closed_at)
     }
 
-    /// Forgets names untouched for a long time.
+    /// Forgets names untouched for a long time: closed ones, and open ones
+    /// whose server no longer answers the pings (it left, and their
+    /// disconnect advisory was lost: nothing would ever close them). Open
+    /// ones on a server that answers are kept, however old; so is
+    /// everything before the first round of pings has answered.
     pub(crate) fn forget_old(&mut self) {
         // Servers that left: each restart brings a new id; a handful is
         // plenty to remember.
         if self.leaving.len() > 64 {
             self.leaving.clear();
         }
-        self.by_name
-            .retain(|_, s| s.closed_at.is_none() || s.touched.elapsed() < FORGET_AFTER);
+        let servers = &self.servers;
+        self.by_name.retain(|_, s| {
+            let server_gone = !servers.is_empty()
+                && s.current
+                    .as_ref()
+                    .is_some_and(|(server, _)| !servers.contains_key(server));
+            (s.closed_at.is_none() && !server_gone) || s.touched.elapsed() < FORGET_AFTER
+        });
     }
 }
 
@@ -857,6 +867,29 @@ mod tests {
             servers: servers.iter().map(|s| (*s).to_owned()).collect(),
             at: Utc::now(),
         }
+    }
+
+    /// A connection on a server that left (a lame-duck shutdown) whose
+    /// disconnect advisory was lost is never closed: it is forgotten once
+    /// untouched as long as a closed one, or every `aegis call` run on
+    /// that server would be kept for good. One on a server that answers
+    /// is kept, however old.
+    #[test]
+    fn an_open_connection_on_a_server_gone_is_forgotten_in_time() {
+        let mut s = ConnectionStates::default();
+        s.apply(&event("on-left", "s1", 1, false));
+        s.apply(&event("on-live", "s2", 2, false));
+        s.apply_answered(&round(&["s1", "s2"]));
+        s.leaving("s1");
+        let long_ago = std::time::Instant::now()
+            .checked_sub(FORGET_AFTER + Duration::from_secs(1))
+            .expect("an instant that long ago");
+        for state in s.by_name.values_mut() {
+            state.touched = long_ago;
+        }
+        s.forget_old();
+        assert!(!s.by_name.contains_key("on-left"), "{:?}", s.by_name.keys());
+        assert!(s.by_name.contains_key("on-live"));
     }
 
     #[test]
