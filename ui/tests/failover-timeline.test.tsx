@@ -178,3 +178,59 @@ describe("FailoverTimeline's epochs", () => {
     expect(screen.getByTestId("timeline-epoch-help")).toHaveTextContent(/修订号.*续期.*先后顺序/);
   });
 });
+
+// The monitor's answer after a flood of records (commit "the failover
+// timeline claims nothing across the unread middle"): a term still open
+// where the unread middle of a truncated window begins ends there with
+// endReason "unread", endedAt the last record read before the middle (its
+// real end is later, unknown when), and the first term after the middle
+// has no hand-over. The timeline called that end "lost without notice",
+// gave the last record read as the time it ended, and called the next
+// leader the first in the window.
+describe("FailoverTimeline across the unread middle of a truncated window", () => {
+  const before = () =>
+    term("order-1", "2026-12-05T04:00:00.000Z", { epoch: 3, endedAt: "2026-12-05T04:00:09.000Z", endReason: "unread" });
+  const after = () => term("order-2", "2026-12-05T04:40:00.000Z", { epoch: 9 });
+
+  it("says the term ended in the unread part, in English and Chinese, never 'lost without notice'", async () => {
+    answer([before(), after()], true);
+    const { unmount } = renderWith(liveView({ instanceId: "order-2", status: "ACTIVE", epoch: 9 }));
+    const rows = await screen.findAllByTestId("timeline-term");
+    const ended = within(rows[1]!).getAllByRole("cell")[4]!;
+    expect(ended).toHaveTextContent(/^ended in the unread part of the window$/);
+    unmount();
+    renderWith(liveView({ instanceId: "order-2", status: "ACTIVE", epoch: 9 }), "zh-CN");
+    const zh = await screen.findAllByTestId("timeline-term");
+    expect(within(zh[1]!).getAllByRole("cell")[4]).toHaveTextContent(/^结束于窗口中未读取的部分$/);
+  });
+
+  it("gives endedAt as a time the term ended after, not at", async () => {
+    answer([before(), after()], true);
+    renderWith(liveView({ instanceId: "order-2", status: "ACTIVE", epoch: 9 }));
+    const rows = await screen.findAllByTestId("timeline-term");
+    const until = within(rows[1]!).getAllByRole("cell")[3]!;
+    expect(until).toHaveTextContent(/^after \d\d:\d\d:09\.000/);
+    expect(until.querySelector("time")).toHaveAttribute("dateTime", "2026-12-05T04:00:09.000Z");
+    expect(until.querySelector("[title]")).toHaveAttribute("title", expect.stringMatching(/some time after.*last record read before the unread part/));
+  });
+
+  it("crowns neither it nor anyone else by it, even while its leader leads with that epoch", async () => {
+    answer([before()], true);
+    renderWith(liveView({ instanceId: "order-1", status: "ACTIVE", epoch: 3 }));
+    const [row] = await screen.findAllByTestId("timeline-term");
+    expect(row).toHaveAttribute("data-current", "false");
+    expect(row!.querySelector("svg")).toBeNull();
+    expect(within(row!).getAllByRole("cell")[3]).not.toHaveTextContent(/^now$/);
+  });
+
+  it("does not call the leader elected after the middle the first in the window, nor invent a hand-over", async () => {
+    answer([before(), after()], true);
+    renderWith(liveView({ instanceId: "order-2", status: "ACTIVE", epoch: 9 }));
+    const rows = await screen.findAllByTestId("timeline-term");
+    const [newer, older] = rows.map((r) => within(r).getByTestId("handover"));
+    expect(newer).toHaveTextContent(/^unknown: elected after the unread part of the window$/);
+    expect(newer).not.toHaveTextContent(/order-1/);
+    // The oldest term read is still the first in the window.
+    expect(older).toHaveTextContent(/^first leader in the window$/);
+  });
+});

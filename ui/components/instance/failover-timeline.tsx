@@ -4,7 +4,10 @@
 // instances' `elected` / `leadership_lost` / `deregistered` records.
 // An open term is called current only when the page's live view agrees
 // (that instance leads the group now, with that epoch); one the live view
-// contradicts ended at a time the records read do not say.
+// contradicts ended at a time the records read do not say. In a truncated
+// window nothing is known of the unread middle: a term open where it
+// begins ended in it (`unread`, some time after its `endedAt`), and the
+// first term after it has no hand-over, without being the first leader.
 "use client";
 
 import * as React from "react";
@@ -36,6 +39,7 @@ const endKey: Record<string, MessageKey> = {
   stopped: "timeline.end.stopped",
   superseded: "timeline.end.superseded",
   lapsed: "timeline.end.lapsed",
+  unread: "timeline.end.unread",
 };
 
 /** The columns, in order. */
@@ -86,6 +90,19 @@ function useLiveLeaders(store: InstanceStore | null, serviceName: string, group:
 /** Whether an open term is the one the live view shows leading (epochs compared when both are known). */
 export function agreesWithLive(term: LeadershipTerm, leaders: LiveLeader[]): boolean {
   return leaders.some((l) => l.instanceId === term.instanceId && (l.epoch == null || term.epoch == null || l.epoch === term.epoch));
+}
+
+/** The Until of a term that ended in the unread middle: after `endedAt`, not at it. */
+function UnreadEnd({ endedAt }: { endedAt: string }) {
+  const { t, locale } = useI18n();
+  const at = timeMs(endedAt, locale);
+  const help = t("timeline.untilUnreadHelp", { time: at });
+  return (
+    <span title={help} className="cursor-help">
+      <time dateTime={endedAt}>{t("timeline.untilUnread", { time: at })}</time>
+      <span className="sr-only">{help}</span>
+    </span>
+  );
 }
 
 export function FailoverTimeline({ serviceName, group, changeKey }: FailoverTimelineProps) {
@@ -165,7 +182,7 @@ export function FailoverTimeline({ serviceName, group, changeKey }: FailoverTime
             </TableRow>
           </TableHeader>
           <TableBody>
-            {terms.map((term) => (
+            {terms.map((term, i) => (
               <TableRow
                 key={`${term.instanceId}-${term.electedAt}`}
                 data-testid="timeline-term"
@@ -187,7 +204,9 @@ export function FailoverTimeline({ serviceName, group, changeKey }: FailoverTime
                   <time dateTime={term.electedAt}>{timeMs(term.electedAt, locale)}</time>
                 </TableCell>
                 <TableCell data-label={t("timeline.until")} className={cn(STACKED, "whitespace-nowrap font-mono text-xs")}>
-                  {term.endedAt ? (
+                  {term.endedAt && term.endReason === "unread" ? (
+                    <UnreadEnd endedAt={term.endedAt} />
+                  ) : term.endedAt ? (
                     <time dateTime={term.endedAt}>{timeMs(term.endedAt, locale)}</time>
                   ) : term === current ? (
                     t("timeline.current")
@@ -207,7 +226,8 @@ export function FailoverTimeline({ serviceName, group, changeKey }: FailoverTime
                         ms: num(term.handoverMs, locale, 0),
                         from: term.handoverFrom,
                       })
-                    : t("timeline.first")}
+                    : // Newest first: the last row is the oldest term read.
+                      t(i === terms.length - 1 ? "timeline.first" : "timeline.afterUnread")}
                 </TableCell>
               </TableRow>
             ))}

@@ -155,6 +155,10 @@ export const LeadershipTerm = z.object({
   epoch: z.number().int().nonnegative().nullable().optional(),
   electedAt: z.string(),
   endedAt: z.string().nullable().optional(),
+  /** `resigned`, `stopped`, `superseded`, `lapsed` or `unread` (it ended in
+   *  the unread middle of a truncated window, some time after `endedAt`).
+   *  A string, not an enum: a value a newer monitor adds is shown as an
+   *  end without notice rather than failing the whole timeline. */
   endReason: z.string().nullable().optional(),
   handoverMs: z.number().nonnegative().nullable().optional(),
   handoverFrom: z.string().nullable().optional(),
