@@ -4,7 +4,8 @@
 //! acknowledged order may be lost and none duplicated — in the store, in the
 //! events, or downstream in risk's positions. Also: a new leader completes
 //! the orders its predecessor left pending when their callers retry, and
-//! expires the others.
+//! expires the others; and it judges no order before its index holds the
+//! fills its predecessor stored.
 
 mod common;
 
@@ -540,5 +541,188 @@ async fn a_deposed_leader_cannot_overwrite_its_successor() {
     first.shutdown().await.unwrap();
     second.shutdown().await.unwrap();
     slow_risk.shutdown().await.unwrap();
+    pricing.shutdown().await.unwrap();
+}
+
+/// Holds or lets go the deliveries of consumer `name` of the `orders`
+/// bucket's stream (JetStream's consumer pause, server 2.11+): while held,
+/// the watch reading it hands nothing over, as when its consumer is being
+/// made again after its node died — but for as long as the test says.
+async fn hold_watch(conn: &Connection, name: &str, hold: bool) {
+    let body = if hold {
+        let until = chrono::Utc::now() + chrono::Duration::minutes(10);
+        json!({ "pause_until": until.to_rfc3339() })
+    } else {
+        json!({})
+    };
+    let reply = conn
+        .client()
+        .request(
+            format!("$JS.API.CONSUMER.PAUSE.KV_{}.{name}", order::ORDERS_BUCKET),
+            serde_json::to_vec(&body).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(reply["paused"], json!(hold), "{reply}");
+}
+
+/// The names of the consumers on the `orders` bucket's stream.
+async fn order_watches(conn: &Connection) -> HashSet<String> {
+    use futures::TryStreamExt;
+    let stream = conn
+        .jetstream()
+        .get_stream(format!("KV_{}", order::ORDERS_BUCKET))
+        .await
+        .unwrap();
+    stream.consumer_names().try_collect().await.unwrap()
+}
+
+/// A fill the old leader stored just before it was deposed, and which has
+/// not reached the new leader's index yet (its watch is being made again,
+/// or lags): the new leader must not judge an order of that symbol without
+/// it. Before, it waited only for its index's first load, so it neither
+/// announced that fill nor counted it, and risk passed an order that took
+/// the position past its limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_leader_judges_no_order_before_its_index_holds_the_old_leaders_fills() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let events = Recorder::<Value>::start(&conn, "failover-tests", "order.*").await;
+    let pricing = pricing::start(
+        &conn,
+        PricingOptions {
+            publish_interval: None,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let risk = risk::start(
+        &conn,
+        RiskOptions {
+            limits: risk::RiskLimits {
+                max_position: 100,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // Requests give up on the index after a second; the sweep runs only
+    // when leadership changes within the test.
+    let opts = || OrderOptions {
+        call_timeout: Duration::from_secs(1),
+        stale_after: Duration::from_secs(120),
+        expire_after: Duration::from_secs(240),
+        ..Default::default()
+    };
+    let first = Instance::start_with(&nats.url(), 1, opts()).await.order;
+    eventually(PATIENCE, "order-1 leads", || async { is_leader(&first) }).await;
+    eventually(PATIENCE, "order-1 watches the orders", || async {
+        order_watches(&conn).await.len() == 1
+    })
+    .await;
+    let before = order_watches(&conn).await;
+    let second = Instance::start_with(&nats.url(), 2, opts()).await.order;
+    eventually(PATIENCE, "order-2 watches the orders", || async {
+        order_watches(&conn).await.len() == 2
+    })
+    .await;
+    let watch = order_watches(&conn)
+        .await
+        .difference(&before)
+        .next()
+        .unwrap()
+        .clone();
+    // order-2's watch has handed over everything stored (the fence): its
+    // index is loaded. From here on it hands over nothing.
+    let mut stream = conn
+        .jetstream()
+        .get_stream(format!("KV_{}", order::ORDERS_BUCKET))
+        .await
+        .unwrap();
+    let last = stream.info().await.unwrap().state.last_sequence;
+    eventually(PATIENCE, "order-2's index is loaded", || async {
+        let info = stream.consumer_info(&watch).await.unwrap();
+        info.delivered.stream_sequence >= last && info.num_pending == 0
+    })
+    .await;
+    hold_watch(&conn, &watch, true).await;
+
+    // order-1 stores a fill of 60 AAPL and stops before announcing it.
+    let Some(aegis_sdk::election::Role::Leader { epoch }) =
+        first.service().election().map(|e| e.role())
+    else {
+        panic!("order-1 does not lead")
+    };
+    let old = CreateOrder {
+        symbol: "AAPL".into(),
+        side: Side::Buy,
+        quantity: 60,
+        price: None,
+        client_order_id: "c-old".into(),
+    };
+    let mut filled = Order::new("ord-old".into(), &old, epoch, "order-1");
+    filled.status = OrderStatus::Filled;
+    filled.fill_price = Some(100.0);
+    let orders = conn
+        .jetstream()
+        .get_key_value(order::ORDERS_BUCKET)
+        .await
+        .unwrap();
+    orders.put("client.c-old", "ord-old".into()).await.unwrap();
+    orders
+        .put("order.ord-old", serde_json::to_vec(&filled).unwrap().into())
+        .await
+        .unwrap();
+    first.shutdown().await.unwrap();
+    eventually(PATIENCE, "order-2 leads", || async { is_leader(&second) }).await;
+
+    // Another 60 AAPL, while order-2's index misses the first: it must not
+    // be judged (60 fits a flat position; 120 does not).
+    let next = CreateOrder {
+        client_order_id: "c-next".into(),
+        ..old.clone()
+    };
+    let create = || async {
+        conn.rpc()
+            .call_instance::<_, Order>(
+                ORDER_SERVICE,
+                "order-2",
+                "create_order",
+                &next,
+                &CallOptions::timeout(Duration::from_secs(15)),
+            )
+            .await
+    };
+    let early = create().await.map(|reply| reply.value);
+    let refused = early.as_ref().expect_err("judged without order-1's fill");
+    assert_eq!(refused.code(), ErrorCode::ServiceUnavailable, "{refused}");
+
+    // The watch catches up: order-2 announces the fill (its sweep, which
+    // waited for the index too), and the next order is judged with it.
+    hold_watch(&conn, &watch, false).await;
+    events
+        .wait_for("order-1's fill, announced by order-2", |e| {
+            e["order_id"] == "ord-old" && e.get("fill_price").is_some()
+        })
+        .await;
+    let judged = create().await.unwrap().value;
+    assert_eq!(judged.status, OrderStatus::Rejected, "{judged:?}");
+    assert_eq!(judged.reasons[0].code, ReasonCode::MaxPosition);
+    eventually(PATIENCE, "risk holds the one fill", || async {
+        let positions: Positions = conn
+            .rpc()
+            .call(RISK_SERVICE, "get_positions", &json!({}))
+            .await
+            .unwrap();
+        positions.positions.get("AAPL") == Some(&60)
+    })
+    .await;
+
+    second.shutdown().await.unwrap();
+    risk.shutdown().await.unwrap();
     pricing.shutdown().await.unwrap();
 }

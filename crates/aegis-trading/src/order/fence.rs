@@ -21,8 +21,12 @@
 //!   leader whose lease is about to lapse does not even try.
 //!
 //! Writes the old leader made before the new one took the fence stand: in
-//! the bucket's order they came first, and the new leader reads the bucket
-//! only after taking the fence, so it sees and continues them.
+//! the bucket's order they came first, and the new leader sees and
+//! continues them. Its index is fed by a watch, which may not have handed
+//! them over yet when it takes the fence (the watch lags, or is being
+//! opened again after its consumer was lost with a node), so it waits until
+//! the watch has handed over the fence key's revision before it sweeps or
+//! judges an order (`OrderStore::caught_up`).
 //!
 //! One condition per write: a JetStream write can expect one subject's
 //! revision, so the order's own compare-and-set among this leader's

@@ -579,12 +579,31 @@ impl Desk {
             .map_err(|_| WireError::service_unavailable("the order index is still loading; retry"))
     }
 
+    /// Waits, within the call timeout, until the order index holds every
+    /// order stored before this leader took the fence at `epoch` — an older
+    /// leader's last writes among them (`OrderStore::caught_up`);
+    /// SERVICE_UNAVAILABLE past it. Once the index has passed the fence,
+    /// which in steady state it has, this returns at once.
+    async fn index_caught_up(&self, epoch: u64) -> Result<(), WireError> {
+        let wait = async {
+            self.store.loaded().await;
+            self.store.caught_up(epoch).await
+        };
+        match tokio::time::timeout(self.call_timeout, wait).await {
+            Ok(caught_up) => caught_up.map_err(WireError::from),
+            Err(_) => Err(WireError::service_unavailable(
+                "the order index is catching up with the store; retry",
+            )),
+        }
+    }
+
     /// Announces the fills of `symbol` that are decided but not announced,
     /// so risk counts them before the next order of the symbol is judged;
     /// fails when one cannot be.
     async fn announce_fills_of(&self, caller: &Caller, symbol: &str) -> Result<(), WireError> {
-        // The index must hold every stored order to name them all.
-        self.index_loaded().await?;
+        // The index must hold every stored order to name them all: the
+        // older leaders' too, which its watch may not have handed over yet.
+        self.index_caught_up(caller.epoch).await?;
         for order_id in self.store.unannounced_fills(symbol) {
             // Gone (deleted by hand): nothing to announce.
             if let Some((revision, order)) = self.store.load(&order_id).await?

@@ -286,9 +286,10 @@ pub async fn start(conn: &Connection, opts: OrderOptions) -> Result<Running, Tra
 
 /// While this instance leads, sees to the orders left unsettled (announces
 /// decided ones, expires pending ones past `expire_after`): at once when
-/// it becomes leader (once the index holds every stored order), then every
-/// `stale_after / 2`. A request for one of them may race the sweep;
-/// compare-and-set lets exactly one of the two decide it.
+/// it becomes leader (once the index holds every order stored before it
+/// took the fence), then every `stale_after / 2`. A request for one of
+/// them may race the sweep; compare-and-set lets exactly one of the two
+/// decide it.
 async fn recover_while_leading(
     desk: Arc<Desk>,
     mut roles: watch::Receiver<Role>,
@@ -313,6 +314,14 @@ async fn recover_while_leading(
                     return;
                 }
                 desk.store.loaded().await;
+                // Loaded is not enough: the index must hold what the old
+                // leader wrote before the fence moved, which its watch may
+                // not have handed over yet (lagging, or opened again after
+                // its consumer was lost with a node).
+                if let Err(e) = desk.store.caught_up(epoch).await {
+                    warn!(epoch, error = ?e, "cannot sweep the order store yet");
+                    return;
+                }
                 desk.resume_pending(&caller, stale_after, still_leading)
                     .await;
             };

@@ -23,7 +23,10 @@
 //! from an in-memory index fed by one watch on the bucket, plus this
 //! instance's own writes so a caller reads what it just wrote — never by
 //! listing keys per request. The index is bounded (`index.rs`): the newest
-//! orders for listings, and every unsettled one for the sweep.
+//! orders for listings, and every unsettled one for the sweep. A new
+//! leader sweeps, and judges orders, only once the watch has handed over
+//! the revision of the fence it took, so the index holds everything its
+//! predecessors wrote (`OrderStore::caught_up`).
 
 use std::sync::{Arc, Mutex};
 
@@ -106,6 +109,12 @@ pub(crate) struct OrderStore {
     index: Mutex<Index>,
     /// Whether the index has caught up with the bucket.
     loaded: watch::Sender<bool>,
+    /// The highest bucket revision the watch has handed over (0: none).
+    /// The watch covers the fence key too, and hands over in revision
+    /// order, so once this reaches the fence revision a leader holds, the
+    /// index holds every order written before that leader took the fence
+    /// (see [`caught_up`](Self::caught_up)).
+    watched: watch::Sender<u64>,
     /// Held across each fenced write. Every order write expects the fence
     /// key's revision, and a clustered stream's leader refuses (`10164`) a
     /// write whose expectation names a subject with another such write still
@@ -132,6 +141,7 @@ impl OrderStore {
             turns: (0..TURNS).map(|_| tokio::sync::Mutex::new(())).collect(),
             index: Mutex::new(Index::new(index_capacity)),
             loaded: watch::Sender::new(false),
+            watched: watch::Sender::new(0),
             fenced_writes: tokio::sync::Mutex::new(()),
         }))
     }
@@ -175,6 +185,15 @@ impl OrderStore {
                 if entry.delta == 0 {
                     store.loaded.send_replace(true);
                 }
+                // A watch opened again replays from older revisions: keep
+                // the highest, which it handed over in order before.
+                store.watched.send_if_modified(|watched| {
+                    let higher = entry.revision > *watched;
+                    if higher {
+                        *watched = entry.revision;
+                    }
+                    higher
+                });
             },
         ))
     }
@@ -185,6 +204,25 @@ impl OrderStore {
         let mut loaded = self.loaded.subscribe();
         // The sender lives as long as the store, so this cannot fail.
         let _ = loaded.wait_for(|done| *done).await;
+    }
+
+    /// Waits until the index holds every order written before this
+    /// instance took the fence for `epoch` (taking it first if it has not):
+    /// the watch has handed over the fence key's revision. Until then an
+    /// older leader's last writes — a fill decided but not announced, say —
+    /// may be stored but not indexed yet: the watch may lag, or be opened
+    /// again after its consumer was lost with a NATS node. Costs nothing
+    /// once the watch has passed the fence: no request is made.
+    ///
+    /// # Errors
+    /// [`StoreError::Deposed`] when a newer leader holds the fence;
+    /// [`StoreError::Unavailable`] when the fence cannot be read or taken.
+    pub(crate) async fn caught_up(&self, epoch: u64) -> Result<(), StoreError> {
+        let fence = self.fence.revision(&self.bucket, epoch).await?;
+        let mut watched = self.watched.subscribe();
+        // The sender lives as long as the store, so this cannot fail.
+        let _ = watched.wait_for(|watched| *watched >= fence).await;
+        Ok(())
     }
 
     /// Ids of the orders a leader at `epoch` should see to, oldest first:
