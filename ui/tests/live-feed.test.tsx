@@ -120,6 +120,78 @@ describe("LiveFeed", () => {
     feed.stop();
   });
 
+  // The monitor also sends `lagged` to every client of topic instance when
+  // its own feed fell behind the fleet view: changes were lost for
+  // everyone, whatever this client's state.
+  it.each([
+    ["connecting, before the hello", (_: FakeSource[]) => 0],
+    ["live", (sources: FakeSource[]) => (sources[0]!.emit("hello"), 0)],
+    [
+      "live again after a drop, polling stopped",
+      async (sources: FakeSource[]) => {
+        sources[0]!.emit("hello");
+        sources[0]!.fail();
+        await act(async () => vi.advanceTimersByTime(1300));
+        sources[1]!.emit("hello");
+        return 1;
+      },
+    ],
+    [
+      "polling, on the new stream before its hello",
+      async (sources: FakeSource[]) => {
+        sources[0]!.emit("hello");
+        sources[0]!.fail();
+        await act(async () => vi.advanceTimersByTime(1300));
+        return 1;
+      },
+    ],
+  ])("re-reads on lagged when %s", async (_state, reach) => {
+    const { feed, sources, resync } = setup(() => true);
+    const at = await reach(sources);
+    await act(async () => {});
+    resync.mockClear();
+    sources[at]!.emit("lagged", { skipped: 3 });
+    expect(resync).toHaveBeenCalledTimes(1);
+    feed.stop();
+  });
+
+  // During a resync burst in a large fleet (when the monitor's feed lags)
+  // a REST read may fail too. The changes stay lost until one succeeds:
+  // a failed re-read after lagged is tried again, not dropped.
+  it("tries a failed re-read after lagged again until one succeeds, while the stream stays live", async () => {
+    let apiUp = true;
+    const { feed, sources, states, resync } = setup(() => apiUp);
+    sources[0]!.emit("hello");
+    await act(async () => {});
+    resync.mockClear();
+    apiUp = false;
+    sources[0]!.emit("lagged", { skipped: 3 });
+    await act(async () => {});
+    expect(resync).toHaveBeenCalledTimes(1);
+    await act(async () => vi.advanceTimersByTime(5000));
+    expect(resync).toHaveBeenCalledTimes(2);
+    apiUp = true;
+    await act(async () => vi.advanceTimersByTime(5000));
+    expect(resync).toHaveBeenCalledTimes(3);
+    // Read: no more.
+    await act(async () => vi.advanceTimersByTime(30_000));
+    expect(resync).toHaveBeenCalledTimes(3);
+    expect(states.at(-1)).toBe("live");
+    expect(sources).toHaveLength(1);
+    feed.stop();
+  });
+
+  it("does not try a re-read again once stopped", async () => {
+    const { feed, sources, resync } = setup(() => false);
+    sources[0]!.emit("hello");
+    sources[0]!.emit("lagged", { skipped: 3 });
+    await act(async () => {});
+    feed.stop();
+    resync.mockClear();
+    await act(async () => vi.advanceTimersByTime(30_000));
+    expect(resync).not.toHaveBeenCalled();
+  });
+
   it("passes digests on and re-reads after two disagreeing in a row", () => {
     const sources: FakeSource[] = [];
     const resync = vi.fn(() => Promise.resolve());

@@ -1,8 +1,9 @@
 // The live feed: one `EventSource` on `/api/stream`, and what to do when it
 // drops. While the stream is down the page re-reads the REST endpoints
 // every 5 s (polling) and reconnects with exponential backoff; a `lagged`
-// event (this client fell behind) and every reconnect re-read them too, so
-// nothing missed while away stays missed. An `expired` event (the session
+// event (this client, or the monitor's own feed, fell behind) and every
+// reconnect re-read them too, so nothing missed while away stays missed:
+// such a re-read that fails is tried again every 5 s until one succeeds. An `expired` event (the session
 // lapsed or was revoked) stops the feed and says so, instead of a retry.
 // A `digest` (every 2 s with topic `instance`) goes to `onDigest`; when the
 // page's count disagrees with it twice in a row, the page re-reads too.
@@ -91,6 +92,8 @@ export class LiveFeed {
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
   private pollTimer: ReturnType<typeof setInterval> | null = null;
   private stallTimer: ReturnType<typeof setTimeout> | null = null;
+  /** A re-read owed after lost changes failed: the next try. */
+  private retryTimer: ReturnType<typeof setTimeout> | null = null;
   /** A REST read of the polling is on its way: the next waits for it. */
   private polling = false;
   private attempt = 0;
@@ -116,9 +119,11 @@ export class LiveFeed {
     this.source = null;
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     if (this.pollTimer) clearInterval(this.pollTimer);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
     this.clearStall();
     this.reconnectTimer = null;
     this.pollTimer = null;
+    this.retryTimer = null;
   }
 
   private get stallAfterMs(): number | null {
@@ -169,13 +174,15 @@ export class LiveFeed {
       this.stopPolling();
       this.setState("live");
       // Changes made while the stream was down reached nobody: re-read.
-      if (reconnected) void this.opts.resync().catch(() => undefined);
+      if (reconnected) this.resyncOwed();
     });
     source.addEventListener("instance", (e) => this.dispatch(e, InstanceEvent, this.opts.onInstance));
     source.addEventListener("definition", (e) => this.dispatch(e, DefinitionEvent, this.opts.onDefinition));
     source.addEventListener("metrics", (e) => this.dispatch(e, MetricsEvent, this.opts.onMetrics));
     source.addEventListener("digest", (e) => this.dispatch(e, DigestEvent, (d) => this.digest(d)));
-    source.addEventListener("lagged", () => void this.opts.resync().catch(() => undefined));
+    // Changes were lost (this client, or the monitor's feed for everyone,
+    // fell behind): re-read, in whatever state.
+    source.addEventListener("lagged", () => this.resyncOwed());
     source.addEventListener("expired", () => {
       if (this.source !== source) return;
       this.stop();
@@ -190,6 +197,22 @@ export class LiveFeed {
       this.clearStall();
       this.dropped();
     };
+  }
+
+  /**
+   * Re-reads after changes were lost (`lagged`, a reconnect). Nothing else
+   * brings them back, so a read that fails is tried again every poll
+   * interval until one succeeds; while polling, the polls do that.
+   */
+  private resyncOwed() {
+    if (this.stopped) return;
+    this.opts.resync().catch(() => {
+      if (this.stopped || this.pollTimer || this.retryTimer) return;
+      this.retryTimer = setTimeout(() => {
+        this.retryTimer = null;
+        this.resyncOwed();
+      }, this.opts.pollIntervalMs ?? POLL_INTERVAL_MS);
+    });
   }
 
   private digest(d: DigestEventT) {
