@@ -40,11 +40,18 @@ pub struct MetricsSnapshot {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(required = true))]
     pub endpoints: Vec<EndpointMetrics>,
-    /// Messages waiting to be handled (e.g. pending command deliveries).
+    /// Messages the instance received and has not started handling, now.
+    /// The Rust SDK counts the commands a leader-only command worker took
+    /// while its leader's lease has lapsed, waiting for the lease; its
+    /// event subscriptions and command workers pull only for free
+    /// handlers, so nothing else waits in the instance (messages waiting
+    /// on the server are not counted). Not a copy of `in_flight`: a
+    /// message is in one or the other.
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(required = true))]
     pub queue_depth: u64,
-    /// Requests being handled right now.
+    /// Requests being handled right now (the Rust SDK: RPC requests whose
+    /// handler started and has not answered).
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(required = true))]
     pub in_flight: u64,

@@ -1,10 +1,29 @@
 //! Per-endpoint measurements of a service instance: request and error counts
 //! and a latency histogram (HDR, microsecond resolution, so percentiles are
-//! real percentiles and not averages), plus the number of requests in flight.
+//! real percentiles and not averages), plus two gauges: the requests in
+//! flight and the queue depth.
 //!
 //! The RPC server records into an [`InstanceMetrics`]; [`InstanceMetrics::snapshot`]
 //! turns the counters into the [`MetricsSnapshot`] contract that instances
 //! publish and the monitor reads.
+//!
+//! What the two gauges count:
+//!
+//! - in flight: RPC requests whose handling has started and not ended
+//!   ([`InstanceMetrics::start_request`]).
+//! - queue depth: messages this instance received and has not started
+//!   handling ([`InstanceMetrics::enqueue`]). The one place such messages
+//!   wait in the instance is a [`leader_of`](crate::commands::CommandWorkerBuilder::leader_of)
+//!   command worker's commands taken while the leader's lease has lapsed:
+//!   they wait for the lease before they run, counted on the service they
+//!   follow. Nothing else is counted, because nothing else waits where it
+//!   can be counted: event subscriptions and command workers pull only as
+//!   many messages as they have free handlers and start each at once (the
+//!   rest wait on the server), and RPC requests start as they are read.
+//!   An endpoint with 1024 requests in flight reads no more until one
+//!   ends, and the requests arriving meanwhile wait in the NATS client's
+//!   subscription buffer, which the client does not count: they are in
+//!   neither figure.
 
 use std::{
     collections::BTreeMap,
@@ -81,6 +100,7 @@ pub struct InstanceMetrics {
     last_snapshot: Mutex<Instant>,
     endpoints: Mutex<BTreeMap<String, Arc<EndpointRecorder>>>,
     in_flight: AtomicU64,
+    queued: AtomicU64,
     custom: Mutex<BTreeMap<String, f64>>,
 }
 
@@ -95,6 +115,7 @@ impl InstanceMetrics {
             last_snapshot: Mutex::new(now),
             endpoints: Mutex::new(BTreeMap::new()),
             in_flight: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
             custom: Mutex::new(BTreeMap::new()),
         }
     }
@@ -118,6 +139,19 @@ impl InstanceMetrics {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// Marks a message as received and waiting to be handled; the guard
+    /// marks it taken (started, or given back) on drop.
+    pub fn enqueue(&self) -> QueuedGuard<'_> {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        QueuedGuard(self)
+    }
+
+    /// Messages received and not yet being handled (see the
+    /// [module docs](self) for which are counted).
+    pub fn queue_depth(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
     /// Sets a service-specific gauge or counter published with the snapshot
     /// (e.g. `orders_created`).
     pub fn set_custom(&self, name: impl Into<String>, value: f64) {
@@ -138,8 +172,9 @@ impl InstanceMetrics {
     }
 
     /// The current snapshot. Latency percentiles and rates cover the interval
-    /// since the previous snapshot; counts are totals since start.
-    pub fn snapshot(&self, queue_depth: u64) -> MetricsSnapshot {
+    /// since the previous snapshot; counts are totals since start; the queue
+    /// depth and the requests in flight are as they stand now.
+    pub fn snapshot(&self) -> MetricsSnapshot {
         let now = Instant::now();
         let interval = {
             let mut last = self.last_snapshot.lock().unwrap_or_else(|e| e.into_inner());
@@ -161,7 +196,7 @@ impl InstanceMetrics {
             uptime_secs: now.duration_since(self.started).as_secs_f64(),
             interval_secs: interval,
             endpoints,
-            queue_depth,
+            queue_depth: self.queue_depth(),
             in_flight: self.in_flight(),
             custom: self
                 .custom
@@ -223,6 +258,16 @@ impl Drop for InFlightGuard<'_> {
     }
 }
 
+/// Counts one message in the queue depth until dropped.
+#[derive(Debug)]
+pub struct QueuedGuard<'a>(&'a InstanceMetrics);
+
+impl Drop for QueuedGuard<'_> {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,13 +279,17 @@ mod tests {
         for i in 1..=100u64 {
             e.record(Duration::from_millis(i), i % 10 != 0);
         }
+        let queued: Vec<_> = (0..3).map(|_| m.enqueue()).collect();
         {
             let _g = m.start_request();
             assert_eq!(m.in_flight(), 1);
+            assert_eq!(m.queue_depth(), 3);
         }
         assert_eq!(m.in_flight(), 0);
-        let s = m.snapshot(3);
-        assert_eq!(s.queue_depth, 3);
+        let s = m.snapshot();
+        assert_eq!((s.queue_depth, s.in_flight), (3, 0));
+        drop(queued);
+        assert_eq!(m.queue_depth(), 0);
         let ep = &s.endpoints[0];
         assert_eq!((ep.requests, ep.successes, ep.errors), (100, 90, 10));
         assert!(
@@ -251,7 +300,7 @@ mod tests {
         assert!((ep.latency_ms.p99 - 99.0).abs() < 1.0);
         assert!(ep.request_rate > 0.0);
         // The next interval has no requests: rates and latency reset, totals stay.
-        let s = m.snapshot(0);
+        let s = m.snapshot();
         assert_eq!(s.endpoints[0].requests, 100);
         assert_eq!(s.endpoints[0].request_rate, 0.0);
         assert_eq!(s.endpoints[0].latency_ms.p99, 0.0);

@@ -201,7 +201,7 @@ mod tests {
         let metrics = Arc::new(InstanceMetrics::new("pricing-service", "p1"));
         counters.attach(metrics.clone());
         counters.add("served", 1.0);
-        let custom = metrics.snapshot(0).custom;
+        let custom = metrics.snapshot().custom;
         assert_eq!(custom["served"], 3.0);
         assert_eq!(custom["idle"], 0.0);
     }

@@ -339,7 +339,7 @@ async fn a_new_leader_completes_retried_orders_left_pending_and_expires_the_othe
     assert_eq!(done.order_id, recorded["c-retried"]);
     assert_eq!(done.status, OrderStatus::Filled);
     assert_eq!(
-        second.service().metrics().snapshot(0).custom["orders_taken_over"],
+        second.service().metrics().snapshot().custom["orders_taken_over"],
         1.0
     );
 
@@ -518,11 +518,11 @@ async fn a_deposed_leader_cannot_overwrite_its_successor() {
     assert_eq!(stored.instance_id, "order-2");
     assert!(stored.epoch > 0);
     assert_eq!(
-        second.service().metrics().snapshot(0).custom["orders_taken_over"],
+        second.service().metrics().snapshot().custom["orders_taken_over"],
         1.0
     );
     assert_eq!(
-        first.service().metrics().snapshot(0).custom["orders_filled"],
+        first.service().metrics().snapshot().custom["orders_filled"],
         0.0,
         "the deposed leader decided nothing"
     );

@@ -195,7 +195,7 @@ async fn an_order_flows_through_pricing_and_risk_and_fills() {
     assert_eq!((listed.total, listed.orders.len()), (1, 1));
     assert_eq!(listed.orders[0], order);
 
-    let custom = desk.order.service().metrics().snapshot(0).custom;
+    let custom = desk.order.service().metrics().snapshot().custom;
     assert_eq!(custom["orders_created"], 1.0);
     assert_eq!(custom["orders_filled"], 1.0);
     assert_eq!(custom["orders_rejected"], 0.0);
@@ -249,7 +249,7 @@ async fn over_limit_and_unmarketable_orders_are_rejected_with_reasons() {
             .iter()
             .all(|o| o.status == OrderStatus::Rejected)
     );
-    let custom = desk.order.service().metrics().snapshot(0).custom;
+    let custom = desk.order.service().metrics().snapshot().custom;
     assert_eq!(custom["orders_rejected"], 2.0);
     assert_eq!(custom["orders_filled"], 1.0);
     desk.shutdown().await;
@@ -581,7 +581,7 @@ async fn a_retried_create_returns_the_same_order_and_publishes_nothing_new() {
     let (created, filled, rejected) = order_events(&orders, &first.order_id);
     assert_eq!((created.len(), filled.len(), rejected.len()), (1, 1, 0));
 
-    let custom = desk.order.service().metrics().snapshot(0).custom;
+    let custom = desk.order.service().metrics().snapshot().custom;
     assert_eq!(custom["orders_created"], 1.0);
     assert_eq!(custom["orders_replayed"], 3.0);
 

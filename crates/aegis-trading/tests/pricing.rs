@@ -74,7 +74,7 @@ async fn get_price_quotes_known_symbols_and_refuses_the_rest() {
         ErrorCode::InvalidRequest
     );
 
-    let served = svc.service().metrics().snapshot(0).custom["prices_served"];
+    let served = svc.service().metrics().snapshot().custom["prices_served"];
     assert_eq!(served, 3.0, "only successful quotes count");
     svc.shutdown().await.unwrap();
 }
@@ -273,7 +273,7 @@ async fn quotes_are_published_once_per_symbol_and_slot() {
     let stored = ["pricing-a", "pricing-b"]
         .into_iter()
         .zip([metrics_a, metrics_b])
-        .map(|(_, m)| m.snapshot(0).custom["price_updates_published"])
+        .map(|(_, m)| m.snapshot().custom["price_updates_published"])
         .sum::<f64>() as usize;
     eventually(PATIENCE, "every stored quote delivered", || async {
         recorder.events().len() >= stored

@@ -133,7 +133,7 @@ async fn orders_within_limits_pass_and_others_are_rejected_with_reasons() {
     })
     .await;
 
-    let custom = svc.service().metrics().snapshot(0).custom;
+    let custom = svc.service().metrics().snapshot().custom;
     assert_eq!(custom["assessments"], 3.0);
     assert_eq!(custom["rejections"], 2.0);
     assert_eq!(custom["risk_score_lt25"], 1.0);
@@ -400,7 +400,7 @@ async fn every_instance_builds_positions_from_fills_once_each() {
         .await;
     }
     assert_eq!(
-        a.service().metrics().snapshot(0).custom["fills_applied"],
+        a.service().metrics().snapshot().custom["fills_applied"],
         3.0
     );
 

@@ -24,6 +24,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
     election::{Leadership, Role, view::ElectionView},
+    metrics::InstanceMetrics,
     pull::{Durable, HANDLER_STOP_WAIT, Outcome},
     rpc::Service,
     task::Background,
@@ -152,6 +153,9 @@ struct LeaderOf {
     /// The worker's connection, which feeds `view`; set by `start`. While
     /// it is not connected, the view cannot show a takeover.
     client: Option<Client>,
+    /// The service's metrics: a command waiting for the lease counts in
+    /// its queue depth.
+    metrics: Arc<InstanceMetrics>,
 }
 
 /// Where a leader-only worker's instance stands in the term its worker
@@ -551,6 +555,7 @@ impl CommandWorkerBuilder {
                 view: None,
                 lease: election.lease_config().lease,
                 client: None,
+                metrics: service.metrics().clone(),
             }),
             None => Err(format!(
                 "leader_of: service `{}` was not started with single_active, so it has no leader",
@@ -627,7 +632,7 @@ impl CommandWorkerBuilder {
         let (terms, _) = watch::channel(Term::Ended);
         let following = leader
             .as_ref()
-            .map(|l| (l.leadership.clone(), terms.subscribe()));
+            .map(|l| (l.leadership.clone(), terms.subscribe(), l.metrics.clone()));
         let run_one: crate::pull::Handler = Arc::new(move |message, limits| {
             run_one(
                 message,
@@ -812,7 +817,7 @@ async fn run_one(
     client: Client,
     handlers: Arc<HashMap<String, Erased>>,
     limits: crate::pull::DeliveryLimits,
-    following: Option<(Leadership, watch::Receiver<Term>)>,
+    following: Option<(Leadership, watch::Receiver<Term>, Arc<InstanceMetrics>)>,
 ) -> Outcome {
     let header = |name: &str| {
         msg.headers
@@ -852,13 +857,16 @@ async fn run_one(
     // `Ok(None)`: not leader-only; `Err`: not to run here.
     let epoch = match following {
         None => Ok(None),
-        Some((leadership, terms)) => match leadership.serving_epoch() {
+        Some((leadership, terms, metrics)) => match leadership.serving_epoch() {
             Some(epoch) => Ok(Some(epoch)),
             None => {
                 let left = deadline.map(|d| (d - now).to_std().unwrap_or_default());
                 span.in_scope(|| {
                     debug!("taken while this instance does not serve; waiting for its lease")
                 });
+                // Received and not started: in the service's queue depth
+                // until it runs or goes back.
+                let queued = metrics.enqueue();
                 let standing = terms.clone();
                 let waited = match left {
                     Some(left) => tokio::time::timeout(left, serving_again(&leadership, terms))
@@ -866,6 +874,7 @@ async fn run_one(
                         .ok(),
                     None => Some(serving_again(&leadership, terms).await),
                 };
+                drop(queued);
                 now = chrono::Utc::now();
                 let hand_back = match waited {
                     Some(Err(hand_back)) => hand_back,
@@ -931,7 +940,7 @@ async fn run_one(
             .instrument(span.clone());
         let ran = match watching {
             None => Some(run.await),
-            Some((leadership, terms)) => tokio::select! {
+            Some((leadership, terms, _)) => tokio::select! {
                 ran = run => Some(ran),
                 () = doubt_runs_out(&leadership, terms) => None,
             },

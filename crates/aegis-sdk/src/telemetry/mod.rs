@@ -239,7 +239,7 @@ async fn publish_metrics(
             () = cancel.cancelled() => true,
             _ = ticker.tick() => false,
         };
-        let snapshot: MetricsSnapshot = metrics.snapshot(metrics.in_flight());
+        let snapshot: MetricsSnapshot = metrics.snapshot();
         if let Ok(body) = serde_json::to_vec(&snapshot)
             && let Err(e) = client.publish(subject.clone(), body.into()).await
         {
