@@ -13,11 +13,23 @@
 //! acknowledged order that is not there is a lost order, said by id, and
 //! the command exits non-zero. A run in which no order was acknowledged at
 //! all exits non-zero too.
+//!
+//! Once the flow has stopped, each wait says what it waits for and is
+//! bounded: the calls in flight by their deadline (`--timeout-ms`), the
+//! read-back by giving up once the order service has answered nothing for
+//! a whole deadline (the showcase stopped, or lost its leader), the orders
+//! left saying "not checked". A Ctrl-C or SIGTERM then (the first, when
+//! `--duration` ended the flow; the next, when a signal did) ends the
+//! command at once with exit code 130, claiming nothing about the orders
+//! it did not read.
 
 use std::{
     collections::BTreeMap,
     process::ExitCode,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -272,6 +284,7 @@ pub async fn run(args: TrafficArgs, shutdown: CancellationToken) -> anyhow::Resu
         }
     );
     let tally = Arc::new(Mutex::new(Tally::new()));
+    let in_flight = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let run = nuid::next().to_string();
     let run = Arc::<str>::from(&run[run.len() - 8..]);
@@ -281,9 +294,10 @@ pub async fn run(args: TrafficArgs, shutdown: CancellationToken) -> anyhow::Resu
     let period = Duration::from_secs_f64(f64::from(args.clients) / args.rate);
     for client in 0..args.clients {
         let offset = period.mul_f64(f64::from(client) / f64::from(args.clients));
-        let (rpc, tally, stop, run, group) = (
+        let (rpc, tally, in_flight, stop, run, group) = (
             rpc.clone(),
             tally.clone(),
+            in_flight.clone(),
             stop.clone(),
             run.clone(),
             args.group.clone(),
@@ -308,7 +322,9 @@ pub async fn run(args: TrafficArgs, shutdown: CancellationToken) -> anyhow::Resu
                     client_order_id: format!("traffic-{run}-{client}-{n}"),
                 };
                 let sent = Instant::now();
+                in_flight.fetch_add(1, Ordering::SeqCst);
                 let answer = create(&rpc, &group, &order, timeout).await;
+                in_flight.fetch_sub(1, Ordering::SeqCst);
                 lock(&tally).record(sent.elapsed(), answer);
             }
         });
@@ -327,8 +343,29 @@ pub async fn run(args: TrafficArgs, shutdown: CancellationToken) -> anyhow::Resu
         }
     }
     let elapsed = started.elapsed();
-    // The calls in flight finish (each within its deadline).
-    tasks.wait().await;
+    let interrupt = interrupt_from_now(&shutdown);
+    // The calls in flight finish (each within its deadline); a wait longer
+    // than a moment is said, and a signal ends it.
+    let wait = tasks.wait();
+    tokio::pin!(wait);
+    if tokio::time::timeout(Duration::from_millis(200), &mut wait)
+        .await
+        .is_err()
+    {
+        eprintln!(
+            "stopped; waiting for {} order(s) in flight, each answered or given up within {} (Ctrl-C stops now)",
+            in_flight.load(Ordering::SeqCst),
+            humantime::format_duration(timeout)
+        );
+        tokio::select! {
+            biased;
+            () = interrupt.cancelled() => {
+                eprintln!("traffic interrupted while orders were in flight: no summary, no orders read back");
+                return Ok(ExitCode::from(INTERRUPTED));
+            }
+            () = &mut wait => {}
+        }
+    }
     let tally = std::mem::replace(&mut *lock(&tally), Tally::new());
     // What came after the last line, calls in flight at the stop included.
     if tally.window.ok > 0 || !tally.window.failed.is_empty() {
@@ -367,7 +404,80 @@ pub async fn run(args: TrafficArgs, shutdown: CancellationToken) -> anyhow::Resu
     if args.no_check {
         return Ok(ExitCode::SUCCESS);
     }
-    Ok(check(&rpc, &args.group, tally.acked, timeout).await)
+    Ok(check(&rpc, &args.group, tally.acked, timeout, &interrupt).await)
+}
+
+/// The exit code of a command stopped by Ctrl-C or SIGTERM (128 + SIGINT),
+/// as `aegis bench` uses.
+const INTERRUPTED: u8 = 130;
+
+/// A token cancelled by the next Ctrl-C or SIGTERM from now on, and by
+/// `shutdown` if it is not cancelled yet: the signal that stopped the flow
+/// asked for the read-back that follows, a later one asks to stop waiting.
+/// (A second Ctrl-C also forces the exit in [`crate::shutdown`]; SIGTERM,
+/// which a supervisor may send more than once, does not.)
+fn interrupt_from_now(shutdown: &CancellationToken) -> CancellationToken {
+    let interrupt = CancellationToken::new();
+    let mut signals = Interrupts::listen();
+    let shutdown_pending = !shutdown.is_cancelled();
+    let (shutdown, fire) = (shutdown.clone(), interrupt.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            () = signals.next() => {}
+            () = shutdown.cancelled(), if shutdown_pending => {}
+        }
+        fire.cancel();
+    });
+    interrupt
+}
+
+/// Ctrl-C and SIGTERM, listened to from creation on. SIGHUP is left to
+/// [`crate::shutdown`], which keeps it ignored under `nohup`.
+struct Interrupts {
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Interrupts {
+    fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Self {
+                int: signal(SignalKind::interrupt()).ok(),
+                term: signal(SignalKind::terminate()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            Self {}
+        }
+    }
+
+    /// The next Ctrl-C or SIGTERM.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                () = recv(&mut self.int) => {}
+                () = recv(&mut self.term) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 /// One order on the group's leader.
@@ -393,47 +503,97 @@ pub struct ReadBack {
     pub missing: Vec<String>,
     /// Orders that could not be read (another error), with why.
     pub unreadable: Vec<(String, String)>,
+    /// Orders not read at all: the read-back gave up ([`ReadBack::gave_up`])
+    /// or was stopped before their answer came.
+    pub not_checked: Vec<String>,
+    /// Why the read-back gave up before the end, when it did: the order
+    /// service answered nothing for a whole deadline (the error of the read
+    /// that found so).
+    pub gave_up: Option<String>,
 }
 
 /// Reads each of `order_ids` back from the leader of the order service's
-/// `group` (`get_order`, a few at a time), with a progress bar.
+/// `group` (`get_order`, a few at a time), with a progress bar. Gives up
+/// once the service has answered nothing for `timeout` (each read's
+/// deadline): the orders left are [`ReadBack::not_checked`].
 pub async fn read_back(
     rpc: &RpcClient,
     group: &str,
     order_ids: Vec<String>,
     timeout: Duration,
 ) -> ReadBack {
+    read_back_until(rpc, group, order_ids, timeout, &CancellationToken::new()).await
+}
+
+/// [`read_back`], stopped early when `stop` is cancelled: the reads in
+/// flight are dropped (reading is idempotent) and the orders left are
+/// [`ReadBack::not_checked`].
+async fn read_back_until(
+    rpc: &RpcClient,
+    group: &str,
+    order_ids: Vec<String>,
+    timeout: Duration,
+    stop: &CancellationToken,
+) -> ReadBack {
     let bar = crate::bench::progress(order_ids.len() as u64, "reading the orders back");
     let opts = CallOptions::timeout(timeout).idempotent();
-    let answers: Vec<(String, Result<aegis_sdk::rpc::Reply<Order>, RpcError>)> =
-        futures::stream::iter(order_ids)
-            .map(|order_id| {
-                let (opts, bar) = (&opts, &bar);
-                async move {
-                    let req = GetOrder {
-                        order_id: order_id.clone(),
-                    };
-                    let answer = rpc
-                        .call_active(ORDER_SERVICE, group, "get_order", &req, opts)
-                        .await;
-                    bar.inc(1);
-                    (order_id, answer)
+    // Cancelled on `stop`, or on giving up.
+    let halt = stop.child_token();
+    // When the service last answered anything (an order, or an error of
+    // its own): a read that got no answer gives up on the rest only when
+    // nothing else was answered for a whole deadline either, so one slow
+    // read among answered ones does not end the check.
+    let last_answer = Mutex::new(Instant::now());
+    let gave_up: Mutex<Option<String>> = Mutex::new(None);
+    let answers: Vec<(String, Option<OrderAnswer>)> = futures::stream::iter(order_ids)
+        .map(|order_id| {
+            let (opts, bar, halt, last_answer, gave_up) =
+                (&opts, &bar, &halt, &last_answer, &gave_up);
+            async move {
+                if halt.is_cancelled() {
+                    return (order_id, None);
                 }
-            })
-            .buffer_unordered(CHECK_CONCURRENCY)
-            .collect()
-            .await;
+                let req = GetOrder {
+                    order_id: order_id.clone(),
+                };
+                let call = rpc.call_active(ORDER_SERVICE, group, "get_order", &req, opts);
+                let answer = tokio::select! {
+                    () = halt.cancelled() => return (order_id, None),
+                    answer = call => answer,
+                };
+                bar.inc(1);
+                match &answer {
+                    Err(e) if unanswered(e) => {
+                        if lock(last_answer).elapsed() >= timeout {
+                            lock(gave_up)
+                                .get_or_insert_with(|| aegis_sdk::startup::Causes(e).to_string());
+                            halt.cancel();
+                            return (order_id, None);
+                        }
+                    }
+                    _ => *lock(last_answer) = Instant::now(),
+                }
+                (order_id, Some(answer))
+            }
+        })
+        .buffer_unordered(CHECK_CONCURRENCY)
+        .collect()
+        .await;
     bar.finish_and_clear();
-    let mut read = ReadBack::default();
+    let mut read = ReadBack {
+        gave_up: gave_up.into_inner().unwrap_or_else(|e| e.into_inner()),
+        ..ReadBack::default()
+    };
     for (order_id, answer) in answers {
         match answer {
-            Ok(reply) if reply.value.order_id == order_id => read.found += 1,
-            Ok(reply) => {
+            None => read.not_checked.push(order_id),
+            Some(Ok(reply)) if reply.value.order_id == order_id => read.found += 1,
+            Some(Ok(reply)) => {
                 let why = format!("answered with order {}", reply.value.order_id);
                 read.unreadable.push((order_id, why));
             }
-            Err(e) if e.code() == ErrorCode::NotFound => read.missing.push(order_id),
-            Err(e) => read
+            Some(Err(e)) if e.code() == ErrorCode::NotFound => read.missing.push(order_id),
+            Some(Err(e)) => read
                 .unreadable
                 .push((order_id, aegis_sdk::startup::Causes(&e).to_string())),
         }
@@ -441,12 +601,40 @@ pub async fn read_back(
     read
 }
 
-/// Reads the acknowledged orders back and says which are missing (lost)
-/// and which could not be read; either fails the command.
-async fn check(rpc: &RpcClient, group: &str, acked: Vec<String>, timeout: Duration) -> ExitCode {
+/// A `create_order` or `get_order` call's outcome.
+type OrderAnswer = Result<aegis_sdk::rpc::Reply<Order>, RpcError>;
+
+/// Whether `e` is no answer from the order service at all (no leader, no
+/// responder, no connection, the deadline passed), rather than its answer
+/// about the order: every further read would wait as long.
+fn unanswered(e: &RpcError) -> bool {
+    e.remote().is_none() && matches!(e.code(), ErrorCode::Timeout | ErrorCode::ServiceUnavailable)
+}
+
+/// Reads the acknowledged orders back and says which are missing (lost),
+/// which could not be read and which were not checked; any of them fails
+/// the command, and `interrupt` ends it with [`INTERRUPTED`].
+async fn check(
+    rpc: &RpcClient,
+    group: &str,
+    acked: Vec<String>,
+    timeout: Duration,
+    interrupt: &CancellationToken,
+) -> ExitCode {
     let total = acked.len();
-    let read = read_back(rpc, group, acked, timeout).await;
-    if read.missing.is_empty() && read.unreadable.is_empty() {
+    eprintln!(
+        "reading the {total} acknowledged orders back from the leader of {ORDER_SERVICE} (group {group}); \
+         giving up after {} without an answer (Ctrl-C stops now)",
+        humantime::format_duration(timeout)
+    );
+    let read = read_back_until(rpc, group, acked, timeout, interrupt).await;
+    // A signal that came once every order was read changes nothing.
+    let interrupted = interrupt.is_cancelled() && !read.not_checked.is_empty();
+    if read.missing.is_empty()
+        && read.unreadable.is_empty()
+        && read.not_checked.is_empty()
+        && !interrupted
+    {
         println!("all {total} acknowledged orders are there: none lost");
         return ExitCode::SUCCESS;
     }
@@ -462,6 +650,21 @@ async fn check(rpc: &RpcClient, group: &str, acked: Vec<String>, timeout: Durati
         println!(
             "{} of {total} acknowledged orders could not be read back (first: {id}: {why})",
             read.unreadable.len()
+        );
+    }
+    if interrupted {
+        eprintln!(
+            "traffic interrupted while reading the orders back: {} of {total} not checked",
+            read.not_checked.len()
+        );
+        return ExitCode::from(INTERRUPTED);
+    }
+    if !read.not_checked.is_empty() {
+        println!(
+            "{} of {total} acknowledged orders not checked: {ORDER_SERVICE} answered nothing for {} ({})",
+            read.not_checked.len(),
+            humantime::format_duration(timeout),
+            read.gave_up.as_deref().unwrap_or("no answer")
         );
     }
     ExitCode::FAILURE
