@@ -112,8 +112,8 @@ export function PerformancePanel({ serviceName, instanceId, latest }: Performanc
       ],
       load: [
         { label: t("chart.inFlight"), color: "#7c3aed", values: f.map((x) => x.inFlight) },
-        // Dashed: the SDK's services report a queue depth equal to their
-        // in-flight count, and a solid line on it hid the in-flight one.
+        // Dashed: the two often sit on the same value (both 0 at rest), and
+        // a solid line on the other hid the in-flight one.
         { label: t("chart.queue"), color: "#0e7490", values: f.map((x) => x.queue), dash: [6, 4] },
       ],
     };
