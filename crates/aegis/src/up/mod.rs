@@ -80,14 +80,15 @@ pub struct UpArgs {
     /// Do not restart children that exit.
     #[arg(long)]
     pub no_restart: bool,
-    /// Directory of the built UI to serve (it must hold `index.html`; `aegis
-    /// up` refuses one that does not). Default: `ui/out`, built first
-    /// (npm) when run from a checkout whose export is missing or older than
-    /// the UI's sources.
+    /// Directory of the built UI to serve as it is, never built (it must
+    /// hold `index.html`; `aegis up` refuses one that does not). Default:
+    /// `ui/out`, built first (npm) when run from a checkout whose export is
+    /// missing or older than the UI's sources.
     #[arg(long)]
     pub ui_dir: Option<PathBuf>,
     /// Serve `ui/out` as it is, without building a missing or stale export.
-    #[arg(long, conflicts_with = "ui_dir")]
+    /// With --ui-dir it changes nothing: that directory is never built.
+    #[arg(long)]
     pub no_ui_build: bool,
     /// Require TLS on every NATS connection, clients and routes (mutual TLS
     /// between the nodes), with a CA and certificate made once in

@@ -38,9 +38,10 @@ pub fn stale_reason(ui: &Path) -> Option<String> {
     (newest.1 > built).then(|| format!("{} changed after the export was built", newest.0.display()))
 }
 
-/// The UI directory to serve: `explicit` as given; otherwise `ui/out` under
-/// the current directory, built first when stale unless `build` is false.
-/// `None` when there is nothing to serve (the API still runs).
+/// The UI directory to serve: `explicit` as given (never built, whatever
+/// `build` says); otherwise `ui/out` under the current directory, built
+/// first when stale unless `build` is false. `None` when there is nothing
+/// to serve (the API still runs).
 ///
 /// # Errors
 /// An `explicit` directory with no `index.html`: the UI it would advertise
