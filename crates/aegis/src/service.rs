@@ -69,7 +69,10 @@ pub struct ServiceArgs {
     pub expire_after: Option<std::time::Duration>,
     /// For `risk`: how long an assessment waits for this instance's
     /// positions to include the fill it names before it answers "catching
-    /// up; retry" (SERVICE_UNAVAILABLE), e.g. `2s` (default 500ms).
+    /// up; retry" (SERVICE_UNAVAILABLE), e.g. `1s` (default 500ms; below
+    /// 2s, the order service's call timeout: a longer wait would outlast
+    /// the order service's call, and its caller would see "risk-service
+    /// is unavailable" instead).
     #[arg(long, env = "AEGIS_RISK_CATCH_UP_TIMEOUT", value_parser = catch_up_timeout)]
     pub catch_up_timeout: Option<std::time::Duration>,
     /// Connection flags.
@@ -134,10 +137,21 @@ fn expire_after(s: &str) -> Result<std::time::Duration, String> {
     }
 }
 
-/// `--catch-up-timeout`: greater than zero.
+/// `--catch-up-timeout`: greater than zero, and below the order service's
+/// call timeout — order-service waits that long for risk's answer, so a
+/// longer catch-up wait would turn "catching up; retry" into "risk-service
+/// is unavailable" (and a verdict nobody waits for) — said in the flag's
+/// terms.
 fn catch_up_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let call = order::OrderOptions::default().call_timeout;
     match aegis_monitor::config::duration_flag(s)? {
         d if d.is_zero() => Err("must be greater than zero".to_owned()),
+        d if d >= call => Err(format!(
+            "must be below {} (the order service's call timeout: it waits that long for \
+             risk's answer, so a longer wait turns \"catching up; retry\" into \"risk-service \
+             is unavailable\")",
+            humantime::format_duration(call)
+        )),
         d => Ok(d),
     }
 }

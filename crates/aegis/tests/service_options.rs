@@ -36,7 +36,7 @@ fn the_services_take_their_tuning_flags() {
             "--instance-id",
             "risk-opts-1",
         ],
-        &[("AEGIS_RISK_CATCH_UP_TIMEOUT", "2s")],
+        &[("AEGIS_RISK_CATCH_UP_TIMEOUT", "1500ms")],
     );
     risk.wait_for("started; Ctrl-C or SIGTERM", Duration::from_secs(30));
 }
@@ -59,6 +59,31 @@ fn bounds_are_said_in_the_flags_terms() {
     assert!(out.contains("greater than zero"), "{out}");
 }
 
+/// order-service waits 2 s for risk's answer: a catch-up wait that long or
+/// longer turns "catching up; retry" into "risk-service is unavailable".
+#[test]
+fn a_catch_up_timeout_the_order_service_cannot_wait_for_is_refused() {
+    let bound = Duration::from_secs(20);
+    for value in ["2s", "3s", "1m"] {
+        let out = assert_flag_refused(
+            &["service", "risk", "--catch-up-timeout", value],
+            "--catch-up-timeout",
+            bound,
+        );
+        assert!(out.contains("below 2s"), "{value}: {out}");
+        assert!(out.contains("call timeout"), "{value}: {out}");
+        assert!(!out.contains("call_timeout"), "{value}: {out}");
+    }
+    let (_, help) = run(&["service", "--help"]);
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    let said = help
+        .split("--catch-up-timeout")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no --catch-up-timeout in the help:\n{help}"));
+    assert!(!said.contains("e.g. `2s`"), "{said}");
+    assert!(said.contains("below 2s"), "{said}");
+}
+
 #[test]
 fn a_flag_of_another_service_is_refused() {
     for (args, flag) in [
@@ -67,7 +92,7 @@ fn a_flag_of_another_service_is_refused() {
             "--expire-after",
         ),
         (
-            &["service", "order", "--catch-up-timeout", "2s"],
+            &["service", "order", "--catch-up-timeout", "1s"],
             "--catch-up-timeout",
         ),
     ] {
