@@ -17,7 +17,9 @@
 //! Events carry a dedup id derived from what they are about (see
 //! [`OrderCreated::event_id`] and friends), so a retried publish — by the
 //! same process or by a new leader finishing an old leader's work — is stored
-//! once.
+//! once. A risk assessment's id also names what the verdict was judged by
+//! ([`RiskAssessed::judged_event_id`]), so an order judged again otherwise is
+//! stored again.
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
@@ -184,10 +186,40 @@ pub struct RiskAssessed {
 }
 
 impl RiskAssessed {
-    /// The dedup id of the assessment of `order_id`: a retried assessment of
-    /// the same order is stored once.
+    /// The order's part of the dedup id of an assessment of `order_id`,
+    /// `risk.{order_id}`: not the whole id, which
+    /// [`RiskAssessed::judged_event_id`] builds from it.
+    ///
+    /// ```
+    /// use aegis_contracts::trading::RiskAssessed;
+    ///
+    /// assert_eq!(RiskAssessed::event_id("ord-1"), "risk.ord-1");
+    /// ```
     pub fn event_id(order_id: &str) -> String {
         format!("risk.{order_id}")
+    }
+
+    /// The dedup id an assessment of `order_id` is published under,
+    /// `risk.{order_id}.{digest}` (`digest` as 16 lower-case hex digits):
+    /// `digest` sums up what the verdict was judged by — risk-service
+    /// hashes (64-bit FNV-1a, the same in every instance and version) the
+    /// order as sent, the position and the limits' revision it was judged
+    /// by, and the verdict. So a retried assessment of the same thing is
+    /// stored once, while the same order judged again by another position
+    /// or other limits is stored too, and the audit trail holds every
+    /// distinct verdict of an order, not only its first. An assessment of
+    /// an order the caller did not name has a random id.
+    ///
+    /// ```
+    /// use aegis_contracts::trading::RiskAssessed;
+    ///
+    /// assert_eq!(
+    ///     RiskAssessed::judged_event_id("ord-1", 0x2a),
+    ///     "risk.ord-1.000000000000002a"
+    /// );
+    /// ```
+    pub fn judged_event_id(order_id: &str, digest: u64) -> String {
+        format!("{}.{digest:016x}", Self::event_id(order_id))
     }
 }
 
@@ -423,5 +455,21 @@ mod tests {
         let back: OrderRejected = serde_json::from_value(json).unwrap();
         assert_eq!(back.order_id, "o1");
         assert_eq!(OrderRejected::event_id("o1"), "order.o1.rejected");
+    }
+
+    /// The id risk-service publishes an assessment under names the order
+    /// and, as 16 hex digits, the digest of what it was judged by.
+    #[test]
+    fn an_assessment_is_named_after_its_order_and_what_it_was_judged_by() {
+        assert_eq!(RiskAssessed::event_id("ord-1"), "risk.ord-1");
+        assert_eq!(
+            RiskAssessed::judged_event_id("ord-1", 0xff),
+            "risk.ord-1.00000000000000ff"
+        );
+        assert_ne!(
+            RiskAssessed::judged_event_id("ord-1", 1),
+            RiskAssessed::judged_event_id("ord-1", 2),
+            "a verdict judged otherwise is stored too"
+        );
     }
 }
