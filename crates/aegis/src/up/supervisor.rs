@@ -391,9 +391,10 @@ fn spawn(state_dir: &Path, spec: &ChildSpec) -> anyhow::Result<Child> {
 /// - In a process group of its own, so the signal a terminal sends its
 ///   foreground group (Ctrl-C's SIGINT, a closed terminal's SIGHUP) reaches
 ///   only the supervisor, which then stops the children once each, in
-///   order. A child that got the terminal's SIGINT as well would take the
-///   supervisor's SIGTERM as a second signal and exit at once, without
-///   deregistering, resigning or draining.
+///   order. Children that got the terminal's SIGINT as well would all stop
+///   at once, out of that order (NATS with the services), and a second
+///   Ctrl-C would force every one of them out without deregistering,
+///   resigning or draining.
 /// - (Linux) Sent SIGTERM when the supervisor dies without stopping it
 ///   (SIGKILL, a crash), so that no child outlives it holding its ports:
 ///   the parent-death signal (`PR_SET_PDEATHSIG`). This crate has no
