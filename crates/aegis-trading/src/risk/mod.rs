@@ -221,9 +221,10 @@ impl Risk {
     /// A caller's number may be of an `EVENTS` stream that was created
     /// again since it learnt it (the new stream's sequences started over):
     /// no fill of the new stream is stored there. So when the book is
-    /// behind it, the newest fill the stream holds is read, and the book
-    /// need only hold that one — in one stream it is never below a fill
-    /// the caller was told of.
+    /// still behind it after [`NEWEST_FILL_AFTER`], the newest fill the
+    /// stream holds is read, and the book need only hold that one — in one
+    /// stream it is never below a fill the caller was told of (see
+    /// [`reach`]).
     async fn caught_up(&self, sequence: u64) -> Result<(), WireError> {
         let held = || {
             self.book
@@ -235,19 +236,26 @@ impl Risk {
         if held() >= sequence {
             return Ok(());
         }
-        let wait = async {
-            let wanted = match self.fills.last_fill().await {
-                Ok(newest) => sequence.min(newest),
-                Err(e) => {
-                    debug!(error = %e, "cannot read the newest fill; waiting for the caller's");
-                    sequence
-                }
-            };
+        let until = |wanted: u64| {
             let mut seen = self.seen.clone();
-            seen.wait_for(|_| held() >= wanted).await.map(|_| ())
+            async move {
+                if seen.wait_for(|_| held() >= wanted).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
         };
-        let reached = tokio::time::timeout(self.catch_up_timeout, wait).await;
-        if matches!(reached, Ok(Ok(_))) {
+        let newest = || async {
+            self.fills
+                .last_fill()
+                .await
+                .inspect_err(|e| {
+                    debug!(error = %e, "cannot read the newest fill; waiting for the caller's");
+                })
+                .ok()
+        };
+        let after = NEWEST_FILL_AFTER.min(self.catch_up_timeout / 2);
+        if reach(sequence, until, newest, after, self.catch_up_timeout).await || held() >= sequence
+        {
             return Ok(());
         }
         debug!(
@@ -582,6 +590,52 @@ fn apply_stored(risk: &Risk, revision: u64, value: &[u8]) {
     }
 }
 
+/// How long an assessment waits for the fill it names before it also
+/// reads the newest fill the stream holds (see [`reach`]).
+const NEWEST_FILL_AFTER: Duration = Duration::from_millis(50);
+
+/// Whether the book gets to the fill at `sequence` within `within`:
+/// `until(n)` ends once it holds the fill at `n`; `newest()` reads the
+/// newest fill the stream holds (`None`: it could not be read).
+///
+/// The book is mostly there already, or a few ms behind (back-to-back
+/// orders): it is waited for alone for `after`, which costs no request.
+/// Only a book still behind then reads the newest fill — the caller's
+/// number may be of an `EVENTS` stream created again since, past every
+/// fill the stream holds — and needs only that one, while it still waits
+/// for the caller's number: a slow read (a busy stream leader) does not
+/// fail a book that got there meanwhile.
+async fn reach<U, UF, N, NF>(
+    sequence: u64,
+    until: U,
+    newest: N,
+    after: Duration,
+    within: Duration,
+) -> bool
+where
+    U: Fn(u64) -> UF,
+    UF: std::future::Future<Output = ()>,
+    N: FnOnce() -> NF,
+    NF: std::future::Future<Output = Option<u64>>,
+{
+    let wait = async {
+        if tokio::time::timeout(after, until(sequence)).await.is_ok() {
+            return;
+        }
+        let by_newest = async {
+            match newest().await {
+                Some(newest) if newest < sequence => until(newest).await,
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = until(sequence) => {}
+            () = by_newest => {}
+        }
+    };
+    tokio::time::timeout(within, wait).await.is_ok()
+}
+
 /// The 64-bit FNV-1a hash of `bytes`: stable across processes and
 /// versions, unlike the standard library's hasher, so every instance names
 /// the same assessment alike.
@@ -593,7 +647,86 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::fnv1a;
+    use std::{
+        sync::atomic::{AtomicUsize, Ordering},
+        time::Duration,
+    };
+
+    use tokio::sync::watch;
+
+    use super::{fnv1a, reach};
+
+    /// How long [`reach`] waits for the named fill alone, in these tests.
+    const AFTER: Duration = Duration::from_millis(100);
+
+    /// `until` of [`reach`] for a book whose sequence `held` tells.
+    fn until(
+        held: &watch::Receiver<u64>,
+    ) -> impl Fn(u64) -> futures::future::BoxFuture<'static, ()> {
+        let held = held.clone();
+        move |wanted| {
+            let mut held = held.clone();
+            Box::pin(async move {
+                let _ = held.wait_for(|at| *at >= wanted).await;
+            })
+        }
+    }
+
+    /// The book reaches the caller's fill a few ms in, while the read of
+    /// the newest fill hangs (a busy stream leader): the assessment goes
+    /// on, rather than fail on the read's time.
+    #[tokio::test]
+    async fn a_slow_read_of_the_newest_fill_does_not_fail_a_book_that_got_there() {
+        let (tx, held) = watch::channel(3);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            tx.send_replace(5);
+            std::future::pending::<()>().await;
+        });
+        let newest = || async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Some(5)
+        };
+        assert!(reach(5, until(&held), newest, AFTER, Duration::from_millis(300)).await);
+    }
+
+    /// A book a few ms behind (back-to-back orders) costs no request.
+    #[tokio::test]
+    async fn a_book_slightly_behind_reads_no_newest_fill() {
+        let (tx, held) = watch::channel(3);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            tx.send_replace(5);
+            std::future::pending::<()>().await;
+        });
+        let reads = AtomicUsize::new(0);
+        let newest = || async {
+            reads.fetch_add(1, Ordering::SeqCst);
+            Some(5)
+        };
+        assert!(reach(5, until(&held), newest, AFTER, Duration::from_millis(300)).await);
+        assert_eq!(reads.load(Ordering::SeqCst), 0);
+    }
+
+    /// A number past every fill the stream holds (of a stream created
+    /// again since the caller learnt it) is judged by the newest fill.
+    #[tokio::test]
+    async fn a_number_past_the_stream_is_judged_by_the_newest_fill() {
+        let (_tx, held) = watch::channel(3);
+        let newest = || async { Some(3) };
+        assert!(
+            reach(
+                1_000,
+                until(&held),
+                newest,
+                AFTER,
+                Duration::from_millis(300)
+            )
+            .await
+        );
+        let none = || async { None };
+        assert!(!reach(1_000, until(&held), none, AFTER, Duration::from_millis(200)).await);
+    }
 
     /// The published FNV-1a test vectors: the ids must not change between
     /// versions, or a retried assessment is stored twice in a rollout.
