@@ -324,9 +324,9 @@ def _soft_spread(ms: list[dict]) -> None:
     aff["preferredDuringSchedulingIgnoredDuringExecution"] = [{"weight": 100, "podAffinityTerm": t} for t in terms]
 
 
-def _proxy_range(ms: list[dict]) -> None:
+def _proxy_everyone(ms: list[dict]) -> None:
     _container(ms, "Deployment", "-monitor").setdefault("env", []).append(
-        {"name": "AEGIS_TRUSTED_PROXIES", "value": "10.0.0.0/8"})
+        {"name": "AEGIS_TRUSTED_PROXIES", "value": "10.0.0.0/8,0.0.0.0/0"})
 
 
 # Each mutation of the default render, and the check that must refuse it.
@@ -350,7 +350,7 @@ MUTATIONS: list[tuple[str, str, Callable[[list[dict]], None]]] = [
     ("aegis init without the stream limits", "stream-limits", _unlimited_init),
     ("the chart version in the NATS pod template", "stable-pod-templates", _chart_label),
     ("NATS anti-affinity only preferred", "nats-spread", _soft_spread),
-    ("a network range as the monitor's trusted proxy", "trusted-proxies", _proxy_range),
+    ("every peer as the monitor's trusted proxy", "trusted-proxies", _proxy_everyone),
 ]
 
 

@@ -630,8 +630,8 @@ def check_nats_spread(ms: list[Manifest], _: dict) -> Result:
 def check_trusted_proxies(ms: list[Manifest], values: dict) -> Result:
     r = Result(
         "trusted-proxies",
-        "the monitor's AEGIS_TRUSTED_PROXIES lists monitor.trustedProxies, each a plain IP "
-        "address (what the monitor parses), and is absent when none is given",
+        "the monitor's AEGIS_TRUSTED_PROXIES lists monitor.trustedProxies, each an IP address "
+        "or a CIDR range other than /0 (what the monitor parses), and is absent when none is given",
     )
     want = [str(p) for p in ((values.get("monitor") or {}).get("trustedProxies") or [])]
     monitors = [m for m in ms if m.get("kind") == "Deployment" and m["metadata"]["name"].endswith("-monitor")]
@@ -641,13 +641,21 @@ def check_trusted_proxies(ms: list[Manifest], values: dict) -> Result:
         for path, c in containers(m):
             e = final_env(c).get("AEGIS_TRUSTED_PROXIES")
             got = [p.strip() for p in str(e.get("value", "")).split(",") if p.strip()] if e else []
-            if got != want:
-                r.problems.append(f"{name_of(m)}: {path}.env[AEGIS_TRUSTED_PROXIES] is {got}, not {want}")
             for p in got:
                 try:
-                    ipaddress.ip_address(p)
+                    # Host bits may be set, as the monitor takes them.
+                    net = ipaddress.ip_network(p, strict=False)
                 except ValueError:
-                    r.problems.append(f"{name_of(m)}: {path}.env[AEGIS_TRUSTED_PROXIES] {p!r} is no IP address")
+                    r.problems.append(
+                        f"{name_of(m)}: {path}.env[AEGIS_TRUSTED_PROXIES] {p!r} is neither an IP "
+                        "address nor a CIDR range")
+                    continue
+                if net.prefixlen == 0:
+                    r.problems.append(
+                        f"{name_of(m)}: {path}.env[AEGIS_TRUSTED_PROXIES] {p!r} trusts every peer "
+                        "(any client could name its own address)")
+            if got != want:
+                r.problems.append(f"{name_of(m)}: {path}.env[AEGIS_TRUSTED_PROXIES] is {got}, not {want}")
     return r
 
 

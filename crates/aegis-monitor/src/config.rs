@@ -56,10 +56,11 @@ pub struct MonitorConfig {
     /// When session cookies are marked `Secure` (default: when the request
     /// came over HTTPS, as its proxy says).
     pub secure_cookies: CookieSecurity,
-    /// Addresses of reverse proxies whose `X-Forwarded-For` names the
-    /// client (for the sign-in rate limit); from any other peer the header
+    /// Reverse proxies whose `X-Forwarded-For` names the client (for the
+    /// sign-in rate limit), each an address or a CIDR range (e.g. the
+    /// ingress controller's pod network); from any other peer the header
     /// is ignored, so a client cannot pick its own identity.
-    pub trusted_proxies: Vec<IpAddr>,
+    pub trusted_proxies: Vec<TrustedProxy>,
     /// Sign-in attempts (`POST /api/session`) one client may make per
     /// minute; the next gets 429 with `Retry-After`.
     pub sign_in_per_minute: u32,
@@ -354,14 +355,17 @@ pub struct ApiArgs {
         default_missing_value = "always"
     )]
     pub secure_cookies: CookieSecurity,
-    /// A reverse proxy whose `X-Forwarded-For` is believed (repeat, or
-    /// comma-separate); used to tell clients apart for the sign-in limit.
+    /// A reverse proxy whose `X-Forwarded-For` is believed: an address
+    /// (`10.0.0.5`) or a CIDR range (`10.0.0.0/8`, `fd00::/8`), e.g. the
+    /// ingress controller's pod network, whose pods change address on
+    /// every restart (repeat, or comma-separate); used to tell clients
+    /// apart for the sign-in limit.
     #[arg(
         long = "trusted-proxy",
         env = "AEGIS_TRUSTED_PROXIES",
         value_delimiter = ','
     )]
-    pub trusted_proxies: Vec<IpAddr>,
+    pub trusted_proxies: Vec<TrustedProxy>,
     /// Sign-in attempts one client may make per minute.
     #[arg(long, env = "AEGIS_SIGN_IN_PER_MINUTE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub sign_in_per_minute: u32,
@@ -390,6 +394,100 @@ pub struct ApiArgs {
     /// The NATS system account (instant crash detection).
     #[command(flatten)]
     pub system: SystemArgs,
+}
+
+/// A reverse proxy the monitor believes about who its client is: one
+/// address (`10.0.0.5`, `fd00::5`) or a CIDR range of them (`10.0.0.0/8`,
+/// `fd00::/8`). A range suits proxies whose addresses change, such as an
+/// ingress controller's pods, which get a new one on every restart.
+///
+/// ```
+/// use aegis_monitor::TrustedProxy;
+///
+/// let pods: TrustedProxy = "10.0.0.0/8".parse().unwrap();
+/// assert!(pods.contains("10.1.2.3".parse().unwrap()));
+/// assert!(!pods.contains("192.0.2.1".parse().unwrap()));
+/// assert!("0.0.0.0/0".parse::<TrustedProxy>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TrustedProxy(ipnet::IpNet);
+
+impl TrustedProxy {
+    /// Whether `ip` is this proxy, or one in its range.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.contains(&ip)
+    }
+}
+
+impl From<IpAddr> for TrustedProxy {
+    fn from(ip: IpAddr) -> Self {
+        Self(ipnet::IpNet::from(ip.to_canonical()))
+    }
+}
+
+impl std::fmt::Display for TrustedProxy {
+    /// An address as itself, a range as `address/prefix`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.prefix_len() == self.0.max_prefix_len() {
+            self.0.addr().fmt(f)
+        } else {
+            self.0.fmt(f)
+        }
+    }
+}
+
+/// Why an entry of `--trusted-proxy` (`AEGIS_TRUSTED_PROXIES`) is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrustedProxyError {
+    /// Neither an address nor `address/prefix`.
+    #[error(
+        "`{0}` is not an IP address: give an address (10.0.0.5, fd00::5) or a CIDR range \
+         (10.0.0.0/8, fd00::/8)"
+    )]
+    NotAnAddress(String),
+    /// The part after `/` is not a prefix length the address family has.
+    #[error("`{entry}`: the prefix length must be a number from 1 to {max}")]
+    PrefixLength {
+        /// The entry as given.
+        entry: String,
+        /// The family's longest prefix (32 or 128).
+        max: u8,
+    },
+    /// A `/0` range: every peer would be trusted.
+    #[error(
+        "`{0}` would trust every peer, so any client could name its own address for the \
+         sign-in limit: give the proxies' own addresses or network range"
+    )]
+    EveryPeer(String),
+}
+
+impl std::str::FromStr for TrustedProxy {
+    type Err = TrustedProxyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let entry = s.trim();
+        let (addr, prefix) = match entry.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (entry, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| TrustedProxyError::NotAnAddress(entry.to_owned()))?;
+        let Some(prefix) = prefix else {
+            return Ok(addr.into());
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix_error = || TrustedProxyError::PrefixLength {
+            entry: entry.to_owned(),
+            max,
+        };
+        let len: u8 = prefix.parse().map_err(|_| prefix_error())?;
+        if len == 0 {
+            return Err(TrustedProxyError::EveryPeer(entry.to_owned()));
+        }
+        let net = ipnet::IpNet::new(addr, len).map_err(|_| prefix_error())?;
+        Ok(Self(net.trunc()))
+    }
 }
 
 fn secret(s: &str) -> Result<Secret, Infallible> {
@@ -499,6 +597,47 @@ mod tests {
         assert_eq!(cli.api.trusted_proxies.len(), 2);
         assert!(Cli::try_parse_from(["aegis", "--max-connections", "0"]).is_err());
         assert!(Cli::try_parse_from(["aegis", "--sign-in-per-minute", "0"]).is_err());
+    }
+
+    /// A proxy is an address or a CIDR range (the ingress controller's pods
+    /// change address on every restart; their network does not); a bad
+    /// entry is refused, naming the flag, the entry and what is wrong.
+    #[test]
+    fn trusted_proxies_are_addresses_or_ranges() {
+        let cli = Cli::try_parse_from([
+            "aegis",
+            "--trusted-proxy",
+            "10.0.0.5, 10.0.0.0/8",
+            "--trusted-proxy",
+            "fd00::/8",
+        ])
+        .unwrap();
+        let trusted = cli
+            .api
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>();
+        assert_eq!(trusted, ["10.0.0.5", "10.0.0.0/8", "fd00::/8"]);
+        for (bad, why) in [
+            ("10.0.0.0/33", "prefix length"),
+            ("fd00::/129", "prefix length"),
+            ("10.0.0.0/x", "prefix length"),
+            ("10.0.0/8", "not an IP address"),
+            ("ingress-nginx", "not an IP address"),
+            ("", "not an IP address"),
+            ("0.0.0.0/0", "every peer"),
+            ("::/0", "every peer"),
+        ] {
+            let error = Cli::try_parse_from(["aegis", "--trusted-proxy", bad])
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} accepted"))
+                .to_string();
+            assert!(
+                error.contains("--trusted-proxy") && error.contains(bad) && error.contains(why),
+                "{bad:?}: {error}"
+            );
+        }
     }
 
     #[test]

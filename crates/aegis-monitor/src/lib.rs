@@ -67,7 +67,10 @@ mod ui;
 
 pub use auth::{Principal, Role, hash_token};
 pub use bus::{SetupError, ensure_infrastructure};
-pub use config::{ApiArgs, CookieSecurity, MonitorConfig, NatsArgs, SystemAccount, SystemArgs};
+pub use config::{
+    ApiArgs, CookieSecurity, MonitorConfig, NatsArgs, SystemAccount, SystemArgs, TrustedProxy,
+    TrustedProxyError,
+};
 pub use definitions::HistoryEntry;
 pub use error::{ApiError, ErrorCode};
 pub use extract::MAX_BODY_BYTES;

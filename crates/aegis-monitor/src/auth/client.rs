@@ -23,6 +23,13 @@ use std::{
 use axum::http::HeaderMap;
 use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock};
 
+use crate::config::TrustedProxy;
+
+/// Whether `ip` is one of the `trusted` proxies or in one of their ranges.
+fn trusts(trusted: &[TrustedProxy], ip: IpAddr) -> bool {
+    trusted.iter().any(|proxy| proxy.contains(ip))
+}
+
 /// The address a request is attributed to. `peer` is the TCP peer (none
 /// when a test calls the router directly); when it is a trusted proxy, the
 /// right-most `X-Forwarded-For` entry that is not itself a trusted proxy
@@ -31,13 +38,13 @@ use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock};
 pub(crate) fn client_addr(
     peer: Option<SocketAddr>,
     headers: &HeaderMap,
-    trusted: &[IpAddr],
+    trusted: &[TrustedProxy],
 ) -> IpAddr {
     let Some(peer) = peer.map(|p| p.ip().to_canonical()) else {
         return IpAddr::from([0, 0, 0, 0]);
     };
     let mut client = peer;
-    if trusted.contains(&peer) {
+    if trusts(trusted, peer) {
         let forwarded = headers
             .get_all("x-forwarded-for")
             .iter()
@@ -47,7 +54,7 @@ pub(crate) fn client_addr(
             .collect::<Vec<_>>();
         for hop in forwarded.iter().rev() {
             match hop.parse::<IpAddr>() {
-                Ok(ip) if trusted.contains(&ip.to_canonical()) => continue,
+                Ok(ip) if trusts(trusted, ip.to_canonical()) => continue,
                 Ok(ip) => {
                     client = ip.to_canonical();
                     break;
@@ -84,12 +91,12 @@ impl ForwardingWarning {
         &self,
         peer: Option<SocketAddr>,
         headers: &HeaderMap,
-        trusted: &[IpAddr],
+        trusted: &[TrustedProxy],
     ) -> bool {
         let Some(peer) = peer.map(|p| p.ip().to_canonical()) else {
             return false;
         };
-        if trusted.contains(&peer)
+        if trusts(trusted, peer)
             || !headers.contains_key("x-forwarded-for")
             || self.warned.load(Ordering::Relaxed)
             || self.warned.swap(true, Ordering::Relaxed)
@@ -101,7 +108,8 @@ impl ForwardingWarning {
             "requests from {peer} carry X-Forwarded-For, but {peer} is not a trusted proxy: \
              the header is ignored and every client behind it shares one limit for signing in \
              and for wrong credentials; if it is your reverse proxy, set AEGIS_TRUSTED_PROXIES \
-             (--trusted-proxy) to its address (logged once)"
+             (--trusted-proxy) to its address or its network's range, e.g. the ingress \
+             controller's pod network (logged once)"
         );
         true
     }
@@ -267,7 +275,7 @@ mod tests {
 
     #[test]
     fn forwarded_for_counts_only_from_a_trusted_proxy() {
-        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let proxy: TrustedProxy = "10.0.0.1".parse().unwrap();
         let xff = headers(&[("x-forwarded-for", "1.1.1.1, 203.0.113.9")]);
         // From the proxy: the right-most untrusted hop.
         assert_eq!(
@@ -281,7 +289,7 @@ mod tests {
         );
         // Trusted hops in the chain are skipped.
         let chain = headers(&[("x-forwarded-for", "203.0.113.9, 10.0.0.2")]);
-        let trusted = ["10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()];
+        let trusted: [TrustedProxy; 2] = ["10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()];
         assert_eq!(
             client_addr(peer("10.0.0.1"), &chain, &trusted),
             "203.0.113.9".parse::<IpAddr>().unwrap()
@@ -290,6 +298,26 @@ mod tests {
             client_addr(None, &xff, &[proxy]),
             "0.0.0.0".parse::<IpAddr>().unwrap()
         );
+    }
+
+    /// A range trusts every proxy in it (the ingress controller's pods,
+    /// whatever address a restart gives them), and no peer outside it.
+    #[test]
+    fn a_trusted_range_trusts_every_proxy_in_it() {
+        let trusted: [TrustedProxy; 2] =
+            ["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()];
+        let xff = headers(&[("x-forwarded-for", "1.1.1.1, 203.0.113.9, 10.9.9.9")]);
+        let client: IpAddr = "203.0.113.9".parse().unwrap();
+        for proxy in ["10.1.2.3", "10.200.0.9", "fd00::7", "::ffff:10.1.2.3"] {
+            assert_eq!(client_addr(peer(proxy), &xff, &trusted), client, "{proxy}");
+        }
+        for outside in ["11.0.0.1", "fe80::1"] {
+            let own = client_addr(peer(outside), &xff, &trusted);
+            assert_eq!(own, client_addr(peer(outside), &HeaderMap::new(), &[]));
+        }
+        let warning = ForwardingWarning::default();
+        assert!(!warning.check(peer("10.1.2.3"), &xff, &trusted));
+        assert!(warning.check(peer("11.0.0.1"), &xff, &trusted));
     }
 
     #[test]
@@ -385,7 +413,7 @@ mod tests {
     #[test]
     fn forwarding_from_an_untrusted_peer_is_reported_once() {
         let warning = ForwardingWarning::default();
-        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let proxy: TrustedProxy = "10.0.0.1".parse().unwrap();
         let xff = headers(&[("x-forwarded-for", "203.0.113.9")]);
         // Not from a trusted proxy, not with the header, not without a peer.
         assert!(!warning.check(peer("10.0.0.1"), &xff, &[proxy]));

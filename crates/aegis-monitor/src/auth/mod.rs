@@ -134,7 +134,7 @@ pub(crate) struct Authenticator {
     insecure: bool,
     sessions: SessionSigner,
     cookies: CookieSecurity,
-    trusted_proxies: Arc<[IpAddr]>,
+    trusted_proxies: Arc<[crate::config::TrustedProxy]>,
     sign_ins: Arc<SignInLimiter>,
     /// Wrong credentials per client (same quota as signing in).
     failures: Arc<FailureLimiter>,
