@@ -737,7 +737,8 @@ pub(crate) async fn run(
                         abandon.clone(),
                         held.clone(),
                     );
-                    handlers.spawn(
+                    // A handler's lines are those of the loop's service.
+                    handlers.spawn(crate::telemetry::log_layer::inherit(
                         async move {
                             let message = Arc::new(message);
                             let limits = DeliveryLimits::new(
@@ -758,7 +759,7 @@ pub(crate) async fn run(
                             drop(slot);
                         }
                         .in_current_span(),
-                    );
+                    ));
                 }
                 Some(Err(e)) => {
                     log_failure(failures + 1, durable.name(), "pull failed", &e);

@@ -30,12 +30,16 @@ impl Background {
     }
 
     /// Spawns the task `make` builds from the shared token; it must return
-    /// soon after the token is cancelled.
+    /// soon after the token is cancelled. Its log lines are those of the
+    /// service whose work spawns it (see `telemetry::log_layer`).
     pub(crate) fn spawn<F>(&self, make: impl FnOnce(CancellationToken) -> F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.tracker.spawn(make(self.cancel.clone()));
+        self.tracker
+            .spawn(crate::telemetry::log_layer::inherit(make(
+                self.cancel.clone(),
+            )));
     }
 
     /// Tells every task to stop, at once, and returns a future that ends

@@ -1,7 +1,8 @@
 //! A process that runs two services forwards each WARN/ERROR line under
-//! the service that logged it (a handler's line under its own service),
-//! and a line no service can be told apart for under each of them,
-//! marked as the process's, never under one service it may not be from.
+//! the service that logged it (an RPC handler's, a command handler's line
+//! under its own service), and a line no service can be told apart for
+//! once, under the service started first, marked as the process's, never
+//! unmarked under one service it may not be from.
 //!
 //! One test in this binary: it installs the process's global subscriber
 //! (`telemetry::init`), as a service binary does.
@@ -11,6 +12,7 @@ mod common;
 use std::time::Duration;
 
 use aegis_sdk::{
+    commands::{Command, Progress},
     contracts::log::LogRecord,
     rpc::{RequestContext, WireError},
 };
@@ -54,6 +56,31 @@ async fn each_service_s_lines_go_under_its_own_name() {
         .await
         .unwrap();
 
+    // A command worker of beta's, started beside it: its handler runs on a
+    // task of the worker's.
+    let worker = conn
+        .commands()
+        .worker("beta-service")
+        .handler("rebuild", |_: Command<Value>, _: Progress| async move {
+            tracing::warn!("beta's command handler warns");
+            Ok(Value::Null)
+        })
+        .start()
+        .await
+        .unwrap();
+    conn.commands()
+        .send(
+            "beta-service",
+            "rebuild",
+            &Value::Null,
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap()
+        .result::<Value>()
+        .await
+        .unwrap();
+
     let _: Value = conn
         .rpc()
         .call("beta-service", "warn", &Value::Null)
@@ -67,8 +94,9 @@ async fn each_service_s_lines_go_under_its_own_name() {
     // Logged by the process, outside either service.
     tracing::warn!("the process warns");
 
-    let beta_lines = lines_until(&mut beta_logs, "the process warns").await;
     let alpha_lines = lines_until(&mut alpha_logs, "the process warns").await;
+    // What beta got, up to its last line before the process's.
+    let beta_lines = lines_until(&mut beta_logs, "warned by beta-service").await;
     let said = |lines: &[LogRecord], text: &str| lines.iter().any(|l| l.message == text);
     assert!(
         said(&beta_lines, "warned by beta-service"),
@@ -86,19 +114,41 @@ async fn each_service_s_lines_go_under_its_own_name() {
         !said(&alpha_lines, "warned by beta-service"),
         "beta's line is not forwarded as alpha's: {alpha_lines:?}"
     );
-    // The process's own line is under both, marked as the process's.
-    for lines in [&alpha_lines, &beta_lines] {
-        let line = lines
-            .iter()
-            .find(|l| l.message == "the process warns")
-            .unwrap();
-        assert_eq!(
-            line.fields.get("scope"),
-            Some(&Value::from("process")),
-            "{line:?}"
-        );
-    }
+    assert!(
+        said(&beta_lines, "beta's command handler warns"),
+        "{beta_lines:?}"
+    );
+    assert!(
+        !said(&alpha_lines, "beta's command handler warns"),
+        "beta's command handler's line is not forwarded as alpha's: {alpha_lines:?}"
+    );
+    // The process's own line is forwarded once: under alpha, started
+    // first, marked as the process's.
+    let line = alpha_lines
+        .iter()
+        .find(|l| l.message == "the process warns")
+        .unwrap();
+    assert_eq!(
+        line.fields.get("scope"),
+        Some(&Value::from("process")),
+        "{line:?}"
+    );
+    // Beta's subject never gets it: not before beta's next line, logged
+    // after it.
+    let _: Value = conn
+        .rpc()
+        .call("beta-service", "warn", &Value::Null)
+        .await
+        .unwrap();
+    let beta_rest = lines_until(&mut beta_logs, "warned by beta-service").await;
+    let copies = beta_lines
+        .iter()
+        .chain(&beta_rest)
+        .filter(|l| l.message == "the process warns")
+        .count();
+    assert_eq!(copies, 0, "the process's line went to one place only");
 
+    worker.shutdown().await;
     alpha.shutdown().await.unwrap();
     beta.shutdown().await.unwrap();
 }

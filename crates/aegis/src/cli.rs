@@ -322,8 +322,13 @@ pub fn main() -> ExitCode {
         EnvFilter::try_from_env("AEGIS_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
     // WARN/ERROR lines of a service instance also go to AEGIS_LOG once it is
     // connected (`service::run` attaches the forwarder), so the monitor
-    // shows them.
+    // shows them. Only `aegis service` forwards: the other commands attach
+    // nothing, and a layer in them would forward the lines of the services
+    // they run in-process (`aegis bench`'s workers run ten, with hundreds
+    // of registrations) under those services.
     let (nats_logs, forwarder) = aegis_sdk::telemetry::log_layer::NatsLogLayer::new();
+    let nats_logs = matches!(cli.command, Command::Service(_))
+        .then(|| nats_logs.with_filter(tracing_subscriber::filter::LevelFilter::WARN));
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
@@ -333,7 +338,7 @@ pub fn main() -> ExitCode {
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_filter(filter),
         )
-        .with(nats_logs.with_filter(tracing_subscriber::filter::LevelFilter::WARN))
+        .with(nats_logs)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

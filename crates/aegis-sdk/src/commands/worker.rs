@@ -646,12 +646,30 @@ impl CommandWorkerBuilder {
         let tasks = Background::new();
         let span = info_span!("commands", service = %self.service);
         let leader_only = leader.is_some();
+        // Its lines (the loop's and the handlers') are its service's.
+        let service = self.service.clone();
+        let owned = |instance: Option<&str>, work: futures::future::BoxFuture<'static, ()>| {
+            crate::telemetry::log_layer::owned_by_name(&service, instance, work)
+        };
         match leader {
-            Some(leader) => tasks.spawn(|cancel| {
-                follow_leader(durable, consumer, run_one, leader, terms, cancel).instrument(span)
-            }),
+            Some(leader) => {
+                let instance = leader.instance_id.clone();
+                tasks.spawn(|cancel| {
+                    owned(
+                        Some(&instance),
+                        follow_leader(durable, consumer, run_one, leader, terms, cancel)
+                            .instrument(span)
+                            .boxed(),
+                    )
+                });
+            }
             None => tasks.spawn(|cancel| {
-                crate::pull::run(durable, consumer, run_one, cancel).instrument(span)
+                owned(
+                    None,
+                    crate::pull::run(durable, consumer, run_one, cancel)
+                        .instrument(span)
+                        .boxed(),
+                )
             }),
         }
         info!(service = %self.service, consumer = %name, leader_only, "command worker started");

@@ -165,11 +165,12 @@ impl Election {
             shared: shared.clone(),
             cancel: cancel.clone(),
         };
-        let task = tokio::spawn(
+        // The campaign's lines are those of the service that starts it.
+        let task = tokio::spawn(crate::telemetry::log_layer::inherit(
             campaign
                 .run()
                 .instrument(info_span!("election", key = %key, instance = %instance_id)),
-        );
+        ));
         Ok(Election {
             shared,
             gate,

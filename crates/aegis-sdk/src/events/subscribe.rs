@@ -322,7 +322,15 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
             Arc::new(move |message, _| process(message, handler.clone()).boxed());
         let tasks = Background::new();
         let span = info_span!("events", service = %self.service, consumer = %name);
-        tasks.spawn(|cancel| pull::run(durable, consumer, process, cancel).instrument(span));
+        // Its lines (the loop's and the handler's) are its service's.
+        let (service, owner_instance) = (self.service.clone(), instance);
+        tasks.spawn(|cancel| {
+            crate::telemetry::log_layer::owned_by_name(
+                &service,
+                Some(&owner_instance),
+                pull::run(durable, consumer, process, cancel).instrument(span),
+            )
+        });
         info!(service = %self.service, consumer = %name, pattern = %pattern, mode = ?self.mode, "subscribed to events");
         Ok(EventSubscription { name, tasks })
     }

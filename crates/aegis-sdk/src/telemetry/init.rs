@@ -32,13 +32,14 @@ pub enum InitError {
 ///
 /// Each line goes under the instance it belongs to (the
 /// [`log_layer`](super::log_layer) docs say how that is told): a line a
-/// service's handler, stop or leadership task logs goes under that
-/// service, even in a process that runs several; the process's other lines
-/// go under its service while it runs one, under each of them (marked
-/// `scope = "process"`) while it runs several, or where the returned
-/// [`LogForwarder`] is [attached](LogForwarder::attach). Lines before the
-/// first service starts, and after the last one stops, are only printed
-/// unless the forwarder is attached.
+/// service's own work logs (its handlers, its command workers' and event
+/// subscriptions', its registration, election and stop) goes under that
+/// service, even in a process that runs several; each of the process's
+/// other lines goes to one place: where the returned [`LogForwarder`] is
+/// [attached](LogForwarder::attach), else under its service while it runs
+/// one, else under the one started first, marked `scope = "process"`,
+/// while it runs several. Lines before the first service starts, and after
+/// the last one stops, are only printed unless the forwarder is attached.
 ///
 /// Nothing needs keeping alive.
 ///

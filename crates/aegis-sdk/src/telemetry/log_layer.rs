@@ -23,18 +23,27 @@
 //!
 //! ## Under which instance a line goes
 //!
-//! - A line logged by a service's own work — its RPC handlers, its stop,
-//!   its leadership tasks — goes under that service's instance, whichever
-//!   forwarder it passed through, even in a process that runs several
-//!   services. (Work a handler spawns onto a task of its own is not the
-//!   service's as far as the log layer can tell; it is the process's.)
-//! - Any other line is the process's: it goes to the instance the
-//!   forwarder was [attached](LogForwarder::attach) to; else, while the
-//!   process runs one service, under that service's instance (one service
-//!   per process, the usual case, is that instance); else, while it runs
-//!   several, under each of them, marked with the field `scope =
-//!   "process"`, never under one it may not be from. With no service
-//!   running and nothing attached it is only printed.
+//! - A line logged by a service's own work goes under that service's
+//!   instance, whichever forwarder it passed through, even in a process
+//!   that runs several services. Its own work: its RPC handlers, its stop,
+//!   its leadership tasks, its registration's heartbeat and health checks,
+//!   its election campaign, and the command workers and event
+//!   subscriptions of its name (their pull loops and handlers). A command
+//!   worker or event subscription goes under the running service of its
+//!   name (the instance of its `instance_id` or `leader_of`, when the
+//!   process runs several instances of that name); with no such service
+//!   running, or several it cannot choose between, its lines are the
+//!   process's. (Work a handler spawns onto a task of its own with
+//!   `tokio::spawn` is not the service's as far as the log layer can tell;
+//!   it is the process's.)
+//! - Any other line is the process's, and goes to **one** place, never to
+//!   several: the instance the forwarder was
+//!   [attached](LogForwarder::attach) to; else, while the process runs one
+//!   service, that service's instance (one service per process, the usual
+//!   case, is that instance); else, while it runs several, the one that
+//!   started first, marked with the field `scope = "process"` (the monitor
+//!   shows it once, and the field says it is not that service's own). With
+//!   no service running and nothing attached it is only printed.
 
 use std::{
     fmt::Write as _,
@@ -85,21 +94,93 @@ impl LogForwarder {
     }
 }
 
+/// Whose work a task is doing, for the lines it logs.
+#[derive(Debug, Clone)]
+enum Owner {
+    /// A service whose records this sends.
+    Service(Telemetry),
+    /// The running service of this name (and of this instance, when the
+    /// process runs several of the name), looked up when a line is logged:
+    /// a command worker or event subscription started beside its service.
+    Named {
+        service: Arc<str>,
+        instance: Option<Arc<str>>,
+    },
+}
+
+impl Owner {
+    /// Where a line of this owner goes; `None` when no running service
+    /// can be told to be it (the line is then the process's).
+    fn target(&self) -> Option<Telemetry> {
+        match self {
+            Owner::Service(telemetry) => Some(telemetry.clone()),
+            Owner::Named { service, instance } => {
+                let live = live();
+                let named: Vec<&LiveEntry> =
+                    live.iter().filter(|e| *e.service == **service).collect();
+                let exact = instance
+                    .as_ref()
+                    .and_then(|i| named.iter().find(|e| *e.instance == **i));
+                match (exact, named.as_slice()) {
+                    (Some(entry), _) | (None, [entry]) => Some(entry.telemetry.clone()),
+                    _ => None,
+                }
+            }
+        }
+    }
+}
+
 tokio::task_local! {
     /// The service whose work the current task is doing.
-    static LOG_OWNER: Telemetry;
+    static LOG_OWNER: Owner;
 }
 
 /// Runs `work` with the lines it logs forwarded under `owner`, the
-/// service whose work it is (see the module docs).
+/// service whose work it is (see the module docs). The tasks it spawns
+/// through [`inherit`] (the SDK's own) carry the owner on.
 pub(crate) fn owned_by<F: Future>(owner: Telemetry, work: F) -> impl Future<Output = F::Output> {
+    LOG_OWNER.scope(Owner::Service(owner), work)
+}
+
+/// Runs `work` as the work of the running service named `service`
+/// (instance `instance`, when the process runs several of the name),
+/// looked up when a line is logged: for a command worker or event
+/// subscription, which is started beside its service, not by it.
+pub(crate) fn owned_by_name<F: Future>(
+    service: &str,
+    instance: Option<&str>,
+    work: F,
+) -> impl Future<Output = F::Output> + use<F> {
+    let owner = Owner::Named {
+        service: service.into(),
+        instance: instance.map(Into::into),
+    };
     LOG_OWNER.scope(owner, work)
+}
+
+/// `work`, to be spawned onto a task of its own, carrying the log owner
+/// of the task that spawns it: a task-local is not passed on to a
+/// spawned task by itself.
+pub(crate) fn inherit<F: Future>(work: F) -> impl Future<Output = F::Output> {
+    match LOG_OWNER.try_with(Owner::clone) {
+        Ok(owner) => futures::future::Either::Left(LOG_OWNER.scope(owner, work)),
+        Err(_) => futures::future::Either::Right(work),
+    }
 }
 
 /// The services the process runs now, for the lines of its own (see the
 /// module docs). Process-wide, like the log layer: one subscriber sees
 /// every line of the process.
-static LIVE: Mutex<Vec<(u64, Telemetry)>> = Mutex::new(Vec::new());
+static LIVE: Mutex<Vec<LiveEntry>> = Mutex::new(Vec::new());
+
+/// One service of [`LIVE`].
+#[derive(Debug)]
+struct LiveEntry {
+    id: u64,
+    service: String,
+    instance: String,
+    telemetry: Telemetry,
+}
 
 /// Numbers the entries of [`LIVE`].
 static NEXT_LIVE: AtomicU64 = AtomicU64::new(0);
@@ -112,10 +193,16 @@ pub(crate) struct LiveService {
 }
 
 impl LiveService {
-    /// Counts the service whose records `telemetry` sends as running.
-    pub(crate) fn new(telemetry: Telemetry) -> Self {
+    /// Counts `service`'s instance `instance`, whose records `telemetry`
+    /// sends, as running.
+    pub(crate) fn new(telemetry: Telemetry, service: &str, instance: &str) -> Self {
         let id = NEXT_LIVE.fetch_add(1, Ordering::Relaxed);
-        live().push((id, telemetry.clone()));
+        live().push(LiveEntry {
+            id,
+            service: service.to_owned(),
+            instance: instance.to_owned(),
+            telemetry: telemetry.clone(),
+        });
         Self { id, telemetry }
     }
 
@@ -127,11 +214,11 @@ impl LiveService {
 
 impl Drop for LiveService {
     fn drop(&mut self) {
-        live().retain(|(id, _)| *id != self.id);
+        live().retain(|e| e.id != self.id);
     }
 }
 
-fn live() -> std::sync::MutexGuard<'static, Vec<(u64, Telemetry)>> {
+fn live() -> std::sync::MutexGuard<'static, Vec<LiveEntry>> {
     LIVE.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -147,7 +234,7 @@ pub(crate) async fn flush_forwarded(within: Duration) {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
-    targets.extend(live().iter().map(|(_, t)| t.clone()));
+    targets.extend(live().iter().map(|e| e.telemetry.clone()));
     futures::future::join_all(targets.iter().map(|t| t.flush_to_server(within))).await;
 }
 
@@ -203,16 +290,23 @@ impl<S: Subscriber> Layer<S> for NatsLogLayer {
         }
         // Where it goes (see the module docs); a line nobody takes is not
         // even formatted.
-        let owner = LOG_OWNER.try_with(Telemetry::clone).ok();
+        let owner = LOG_OWNER.try_with(Owner::target).ok().flatten();
         let explicit = self.forwarder.target.get();
-        let targets: Vec<Telemetry> = match (owner, explicit) {
-            (Some(owner), _) => vec![owner],
-            (None, Some(attached)) => vec![attached.clone()],
-            (None, None) => live().iter().map(|(_, t)| t.clone()).collect(),
+        // Whether the line went to one of several services it is not
+        // known to be from.
+        let mut of_process = false;
+        let target: Telemetry = match (owner, explicit) {
+            (Some(owner), _) => owner,
+            (None, Some(attached)) => attached.clone(),
+            (None, None) => {
+                let live = live();
+                let Some(first) = live.first() else {
+                    return;
+                };
+                of_process = live.len() > 1;
+                first.telemetry.clone()
+            }
         };
-        if targets.is_empty() {
-            return;
-        }
         let mut visitor = Visitor::default();
         event.record(&mut visitor);
         // A line that repeats a lifecycle event published beside it
@@ -239,14 +333,12 @@ impl<S: Subscriber> Layer<S> for NatsLogLayer {
         record
             .fields
             .insert("target".into(), event.metadata().target().into());
-        if targets.len() > 1 {
+        if of_process {
             record.fields.insert("scope".into(), "process".into());
         }
         // Only queued: the instance's sender (a task) publishes it, so a
         // line logged outside the runtime is forwarded too.
-        for telemetry in &targets {
-            telemetry.event(record.clone());
-        }
+        target.event(record);
     }
 }
 

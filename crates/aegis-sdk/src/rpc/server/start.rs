@@ -75,7 +75,12 @@ impl ServiceBuilder {
         // Campaign first: every method's gate needs the election.
         let election = match &self.single_active {
             Some(group) => Some(
-                Election::start(&self.conn, &self.name, group, &instance_id, self.lease).await?,
+                // Its campaign's lines are this service's.
+                owned_by(
+                    telemetry.clone(),
+                    Election::start(&self.conn, &self.name, group, &instance_id, self.lease),
+                )
+                .await?,
             ),
             None => None,
         };
@@ -149,7 +154,8 @@ impl ServiceBuilder {
                 if let Some(check) = self.health_check.clone() {
                     builder = builder.health_check(move || check());
                 }
-                match builder.start().await {
+                // Its heartbeat's lines are this service's.
+                match owned_by(telemetry.clone(), builder.start()).await {
                     Ok(registration) => Some(registration),
                     Err(e) => return Err(rollback.undo(e.into()).await),
                 }
@@ -210,7 +216,7 @@ impl ServiceBuilder {
             registered = registration.is_some(), single_active = ?self.single_active, "service started");
         // The process's own WARN/ERROR lines go out under the services it
         // runs (see `telemetry::log_layer`).
-        let live = LiveService::new(telemetry);
+        let live = LiveService::new(telemetry, &self.name, &instance_id);
         // Without a registration nobody routes by the registry: no grace needed.
         let drain_grace = if registration.is_some() {
             self.drain_grace
