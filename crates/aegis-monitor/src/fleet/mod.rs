@@ -667,17 +667,15 @@ impl Fleet {
         Some(renewed + chrono::Duration::from_std(lease).unwrap_or_default())
     }
 
-    /// Whether one of `service`'s election keys, as this monitor last saw
-    /// it, names `instance_id` with fencing `epoch`.
-    pub(crate) fn holds(&self, service: &str, instance_id: &str, epoch: u64) -> bool {
+    /// Who `service`'s election keys name, as this monitor last saw them:
+    /// every group's, or only `group`'s.
+    pub(crate) fn holders(&self, service: &str, group: Option<&str>) -> Vec<Holder> {
         let leases = self.shared.leases.lock().unwrap_or_else(|e| e.into_inner());
-        leases.iter().any(|((s, _), seen)| {
-            s == service
-                && seen
-                    .holder
-                    .as_ref()
-                    .is_some_and(|h| h.instance_id == instance_id && h.epoch == epoch)
-        })
+        leases
+            .iter()
+            .filter(|((s, g), _)| s == service && group.is_none_or(|group| g == group))
+            .filter_map(|(_, seen)| seen.holder.clone())
+            .collect()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, View> {

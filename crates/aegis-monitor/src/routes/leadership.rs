@@ -48,6 +48,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     error::{ApiError, ErrorCode, ErrorEnvelope},
     extract::ApiQuery,
+    fleet::Holder,
     state::AppState,
 };
 
@@ -231,9 +232,8 @@ async fn leadership(
             }
             _ => None,
         };
-    let mut terms = build_terms_around(&records, gap, bucket_created, |instance, epoch| {
-        state.fleet().holds(&service, instance, epoch)
-    });
+    let holders = state.fleet().holders(&service, query.group.as_deref());
+    let mut terms = build_terms_around(&records, gap, bucket_created, &holders);
     for i in 1..terms.len() {
         if terms[i].handover_basis.as_deref() != Some("lastSeen") {
             continue;
@@ -495,20 +495,21 @@ pub(crate) struct Gap {
 
 /// Terms from lifecycle records read with `gap` (`None`: all of the
 /// window was read), knowing when the current election bucket was created
-/// and whether a group's election key names an instance at an epoch now
-/// (`leads_now`).
+/// and whom the group's election keys name now (`holders`).
 ///
 /// Nothing is known of the unread middle. The two sides are built apart,
 /// so that no hand-over links a leader before it to one after it. A term
-/// still open where the read stops ended somewhere in the middle
-/// (`unread`, at the last record read before it, its end being later):
-/// unless nothing was elected after the middle and its key names it now,
-/// in which case it led through the middle and leads on.
+/// still open where the read stops ends at its leader's goodbye read after
+/// the middle, when one is its (see [`goodbye_after_the_middle`]). Else it
+/// ended somewhere in the middle (`unread`, at the last record read before
+/// it, its end being later): unless nothing was elected after the middle
+/// and its key names it now, in which case it led through the middle and
+/// leads on.
 pub(crate) fn build_terms_around(
     records: &[Lifecycle],
     gap: Option<Gap>,
     bucket_created: Option<DateTime<Utc>>,
-    leads_now: impl Fn(&str, u64) -> bool,
+    holders: &[Holder],
 ) -> Vec<LeadershipTerm> {
     let Some(gap) = gap else {
         return build_terms_since(records, bucket_created);
@@ -517,15 +518,64 @@ pub(crate) fn build_terms_around(
     let mut terms = build_terms_since(before, bucket_created);
     let newer = build_terms_since(after, bucket_created);
     if let Some(open) = terms.last_mut().filter(|t| t.ended_at.is_none()) {
+        let leads_now = |instance: &str, epoch: u64| {
+            holders
+                .iter()
+                .any(|h| h.instance_id == instance && h.epoch == epoch)
+        };
         let leads_on =
             newer.is_empty() && open.epoch.is_some_and(|e| leads_now(&open.instance_id, e));
-        if !leads_on {
+        if let Some(goodbye) = goodbye_after_the_middle(open, after, bucket_created, holders) {
+            open.ended_at = Some(goodbye.at.max(open.elected_at));
+            open.end_reason = Some(reason(goodbye.kind).to_owned());
+        } else if !leads_on {
             open.ended_at = Some(gap.since.max(open.elected_at));
             open.end_reason = Some("unread".to_owned());
         }
     }
     terms.extend(newer);
     terms
+}
+
+/// The goodbye (`leadership_lost`, `deregistered`) read after the unread
+/// middle that ends `open`, the term still open where the middle begins:
+/// the first goodbye of its leader in `after`, when that is its own.
+///
+/// A goodbye that carries an epoch is the term's when the epochs are the
+/// same. One without an epoch (what the SDK writes) is taken as the term's
+/// only when nothing says the leader lost the term in the middle: no
+/// election was read after the middle before it (one within
+/// [`GOODBYE_GRACE`] before it still lets it count, as without a gap), and
+/// no election key names someone whose election was not read after the
+/// middle (someone elected in the middle, after which the leader's
+/// `deregistered` is a standby's). It cannot tell a term the same leader
+/// won again in the middle (a new epoch): that term is taken for the open
+/// one.
+fn goodbye_after_the_middle<'a>(
+    open: &LeadershipTerm,
+    after: &'a [Lifecycle],
+    bucket_created: Option<DateTime<Utc>>,
+    holders: &[Holder],
+) -> Option<&'a Lifecycle> {
+    let sorted = in_order(after, bucket_created);
+    let &(placed, goodbye) = sorted
+        .iter()
+        .find(|(_, r)| r.kind != Change::Elected && r.instance == open.instance_id)?;
+    if let (Some(said), Some(term)) = (goodbye.epoch, open.epoch) {
+        return (said == term).then_some(goodbye);
+    }
+    let elected_before = sorted.iter().any(|&(at, r)| {
+        let retold = r.instance == open.instance_id && r.epoch == open.epoch;
+        r.kind == Change::Elected && !retold && at + GOODBYE_GRACE < placed
+    });
+    let elected_unseen = holders.iter().any(|h| {
+        let the_open_term = h.instance_id == open.instance_id && Some(h.epoch) == open.epoch;
+        let read_after = after.iter().any(|r| {
+            r.kind == Change::Elected && r.instance == h.instance_id && r.epoch == Some(h.epoch)
+        });
+        !the_open_term && !read_after
+    });
+    (!elected_before && !elected_unseen).then_some(goodbye)
 }
 
 fn reason(kind: Change) -> &'static str {
@@ -784,6 +834,13 @@ mod tests {
         Utc.timestamp_millis_opt(1_800_000_000_000 + ms).unwrap()
     }
 
+    fn holder(instance: &str, epoch: u64) -> Holder {
+        Holder {
+            instance_id: instance.to_owned(),
+            epoch,
+        }
+    }
+
     fn rec(ms: i64, instance: &str, kind: Change, epoch: Option<u64>) -> Lifecycle {
         Lifecycle {
             at: at(ms),
@@ -944,12 +1001,12 @@ mod tests {
             at: 1,
             since: at(60_000),
         };
-        let terms = build_terms_around(&records, Some(gap), None, |_, _| false);
+        let terms = build_terms_around(&records, Some(gap), None, &[]);
         assert_eq!(terms.len(), 1);
         assert_eq!(terms[0].end_reason.as_deref(), Some("unread"), "{terms:?}");
         assert_eq!(terms[0].ended_at, Some(at(60_000)));
         // Unless its key names it still: then it led through the middle.
-        let terms = build_terms_around(&records, Some(gap), None, |i, e| i == "a" && e == 3);
+        let terms = build_terms_around(&records, Some(gap), None, &[holder("a", 3)]);
         assert_eq!(terms[0].ended_at, None, "{terms:?}");
         assert_eq!(terms[0].end_reason, None);
     }
@@ -966,7 +1023,7 @@ mod tests {
             at: 1,
             since: at(60_000),
         };
-        let terms = build_terms_around(&records, Some(gap), None, |_, _| true);
+        let terms = build_terms_around(&records, Some(gap), None, &[holder("c", 9)]);
         assert_eq!(terms.len(), 2, "{terms:?}");
         assert_eq!(terms[0].end_reason.as_deref(), Some("unread"));
         assert_eq!(terms[0].ended_at, Some(at(60_000)));
@@ -975,8 +1032,88 @@ mod tests {
         assert_eq!(terms[1].handover_ms, None);
         assert_eq!(terms[1].ended_at, None);
         // Without a gap, the same records are one hand-over.
-        let terms = build_terms_around(&records, None, None, |_, _| true);
+        let terms = build_terms_around(&records, None, None, &[holder("c", 9)]);
         assert_eq!(terms[1].handover_from.as_deref(), Some("a"));
+    }
+
+    /// A term open where the unread middle begins, and its leader's
+    /// goodbye read after it with nothing elected in between: the goodbye
+    /// is its exact end. Still no hand-over across the middle.
+    #[test]
+    fn a_goodbye_read_after_the_unread_middle_ends_the_term_open_at_it() {
+        let gap = Gap {
+            at: 1,
+            since: at(60_000),
+        };
+        for (kind, reason) in [(Change::Stopped, "stopped"), (Change::Resigned, "resigned")] {
+            let records = [
+                rec(0, "a", Change::Elected, Some(3)),
+                rec(900_000, "a", kind, None),
+            ];
+            let terms = build_terms_around(&records, Some(gap), None, &[]);
+            assert_eq!(terms.len(), 1, "{terms:?}");
+            assert_eq!(terms[0].end_reason.as_deref(), Some(reason), "{terms:?}");
+            assert_eq!(terms[0].ended_at, Some(at(900_000)), "{terms:?}");
+            assert_eq!(terms[0].handover_from, None);
+        }
+        let elected_a = rec(0, "a", Change::Elected, Some(3));
+        // Its key naming it at that epoch still (a stop that could not
+        // remove it) does not outweigh the goodbye.
+        let records = [elected_a.clone(), rec(900_000, "a", Change::Stopped, None)];
+        let terms = build_terms_around(&records, Some(gap), None, &[holder("a", 3)]);
+        assert_eq!(terms[0].end_reason.as_deref(), Some("stopped"), "{terms:?}");
+        // A goodbye that says its epoch is the term's only at that epoch.
+        for (epoch, reason) in [(3, "resigned"), (4, "unread")] {
+            let records = [
+                elected_a.clone(),
+                rec(900_000, "a", Change::Resigned, Some(epoch)),
+            ];
+            let terms = build_terms_around(&records, Some(gap), None, &[]);
+            assert_eq!(terms[0].end_reason.as_deref(), Some(reason), "{terms:?}");
+        }
+        // A goodbye written just after the next election still counts,
+        // with no hand-over linked across the middle.
+        let records = [
+            elected_a.clone(),
+            rec(900_000, "b", Change::Elected, Some(4)),
+            rec(900_500, "a", Change::Resigned, None),
+        ];
+        let terms = build_terms_around(&records, Some(gap), None, &[holder("b", 4)]);
+        assert_eq!(terms.len(), 2, "{terms:?}");
+        assert_eq!(
+            terms[0].end_reason.as_deref(),
+            Some("resigned"),
+            "{terms:?}"
+        );
+        assert_eq!(terms[0].ended_at, Some(at(900_500)));
+        assert_eq!(terms[1].handover_from, None, "{terms:?}");
+    }
+
+    /// A goodbye without an epoch read after the unread middle is not the
+    /// open term's when the leader lost that term in the middle: someone
+    /// was elected after the middle before it, or an election key names
+    /// someone whose election was not read (elected in the middle; the
+    /// leader's `deregistered` is then a standby's).
+    #[test]
+    fn a_goodbye_after_the_term_was_lost_in_the_middle_is_not_its_end() {
+        let gap = Gap {
+            at: 1,
+            since: at(60_000),
+        };
+        let elected_a = rec(0, "a", Change::Elected, Some(3));
+        let records = [
+            elected_a.clone(),
+            rec(500_000, "b", Change::Elected, Some(5)),
+            rec(900_000, "a", Change::Stopped, None),
+        ];
+        let terms = build_terms_around(&records, Some(gap), None, &[holder("b", 5)]);
+        assert_eq!(terms[0].end_reason.as_deref(), Some("unread"), "{terms:?}");
+        assert_eq!(terms[0].ended_at, Some(at(60_000)));
+        assert_eq!(terms[1].ended_at, None, "{terms:?}");
+        let records = [elected_a, rec(900_000, "a", Change::Stopped, None)];
+        let terms = build_terms_around(&records, Some(gap), None, &[holder("b", 5)]);
+        assert_eq!(terms.len(), 1, "{terms:?}");
+        assert_eq!(terms[0].end_reason.as_deref(), Some("unread"), "{terms:?}");
     }
 
     #[test]
