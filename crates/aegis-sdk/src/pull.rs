@@ -15,7 +15,11 @@
 //!   The one start that cannot be kept is "from the oldest message" asked of
 //!   a consumer made to start at new ones, or made again by this SDK at a
 //!   sequence for such a subscription (it would replay nothing): that
-//!   start fails with [`FixedSetting`] rather than pass for applied. A
+//!   start fails with [`FixedSetting`] rather than pass for applied. One
+//!   at a sequence with no record of the start it was made for (an
+//!   earlier SDK made it again so, keeping none, or an older instance's
+//!   update dropped the record) may be the subscription's own and is
+//!   taken, with a warning, after an upgrade as before it. A
 //!   running loop that opens its consumer again after a failure takes it
 //!   as it is, with a warning: another instance (a version without that
 //!   option) made it so, and refusing it would stop this one consuming
@@ -311,12 +315,14 @@ impl Durable {
     /// the consumer's own start (and the metadata that says where it was
     /// configured to start).
     ///
-    /// "From the oldest message" asked of a consumer that did not start
-    /// there, nor was made again at a sequence for a subscription that
-    /// asked for it, would replay nothing: refused with a
-    /// [`FixedSetting`], unless the loop opens it `again` (the consumer
-    /// was made so under it by another instance); that is logged, and it
-    /// goes on from the consumer's position.
+    /// "From the oldest message" asked of a consumer made to start at new
+    /// messages, or made again at a sequence for a subscription that did,
+    /// would replay nothing: refused with a [`FixedSetting`], unless the
+    /// loop opens it `again` (the consumer was made so under it by another
+    /// instance); that is logged, and it goes on from the consumer's
+    /// position. A consumer at a sequence with no record of the start it
+    /// was made for (an earlier SDK's, or one an older instance updated)
+    /// is taken with a warning: it may be the subscription's own.
     fn update_of(
         &self,
         existing: &jetstream::consumer::Config,
@@ -331,15 +337,32 @@ impl Durable {
             .filter(|(k, _)| !k.starts_with("_nats."))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let began_at_oldest = existing.deliver_policy == DeliverPolicy::All
-            || existing.metadata.get(START_METADATA).map(String::as_str) == Some("all");
-        if self.config.deliver_policy != DeliverPolicy::All || began_at_oldest {
+        if self.config.deliver_policy != DeliverPolicy::All
+            || existing.deliver_policy == DeliverPolicy::All
+        {
             return Ok(config);
         }
-        let made = match existing.deliver_policy {
-            DeliverPolicy::New => "created to start at new messages",
+        let made = match (
+            existing.deliver_policy,
+            existing.metadata.get(START_METADATA).map(String::as_str),
+        ) {
+            (_, Some("all")) => return Ok(config),
+            (DeliverPolicy::New, _) => "created to start at new messages",
+            (_, Some("new")) => {
+                "made again at a position in the stream for a subscription that started at new messages"
+            }
+            // No record of the start it was configured with: made again at
+            // a position by an earlier SDK (which kept none), its record
+            // wiped by an older instance's update, or made by hand. It may
+            // well be this subscription's own; refusing it would keep the
+            // service from starting on it. Taken, and said.
             _ => {
-                "created at a position in the stream (to start at new messages, or made again where its subscription was after it was lost)"
+                warn!(
+                    consumer = self.name(),
+                    start = ?existing.deliver_policy,
+                    "the consumer starts at a position in the stream and has no record of the start it was made for (an earlier SDK made it again so, or an older instance's update dropped the record); going on from its position: deliver_all applies only to a consumer this instance makes"
+                );
+                return Ok(config);
             }
         };
         if again {
@@ -1105,6 +1128,14 @@ mod tests {
         assert!(!update.metadata.contains_key("_nats.level"));
         // Without .deliver_all() any start is kept.
         assert!(new.update_of(&remade(&all), false).is_ok());
+        // At a sequence with no record (an earlier SDK made it again):
+        // taken, at its position.
+        let unrecorded = jetstream::consumer::Config {
+            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: 2 },
+            ..Default::default()
+        };
+        let taken = all.update_of(&unrecorded, false).unwrap();
+        assert_eq!(taken.deliver_policy, unrecorded.deliver_policy);
     }
 
     #[test]

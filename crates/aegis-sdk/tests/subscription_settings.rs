@@ -265,6 +265,55 @@ async fn deliver_all_starts_again_on_its_consumer_the_sdk_recreated() {
     starts_with(&conn, again, &name, (policy, 3, Duration::from_secs(30))).await;
 }
 
+/// After an upgrade: a `.deliver_all()` subscription's consumer that an
+/// earlier SDK made again at a sequence carries no record of the start it
+/// was configured with (and an older instance's update wipes that record
+/// in a mixed fleet). It is of unknown origin, so it is taken, with a
+/// warning, rather than refused: refusing it would stop the service from
+/// starting on its own consumer.
+#[tokio::test]
+async fn deliver_all_starts_on_a_consumer_made_again_without_a_record_of_its_start() {
+    logs();
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let first = subscription(&conn, "settings-u")
+        .deliver_all()
+        .start()
+        .await
+        .unwrap();
+    let name = first.consumer_name().to_owned();
+    first.shutdown().await;
+    // As an earlier SDK left it: at a sequence, no metadata.
+    let stream = conn.jetstream().get_stream(EVENTS).await.unwrap();
+    let info = stream.consumer_info(&name).await.unwrap();
+    let mut config = pull::Config::try_from_consumer_config(info.config).unwrap();
+    config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence: 2 };
+    config.metadata.clear();
+    stream.delete_consumer(&name).await.unwrap();
+    stream.create_consumer(config).await.unwrap();
+
+    let again = subscription(&conn, "settings-u")
+        .deliver_all()
+        .max_deliver(3);
+    starts_with(
+        &conn,
+        again,
+        &name,
+        (
+            DeliverPolicy::ByStartSequence { start_sequence: 2 },
+            3,
+            Duration::from_secs(30),
+        ),
+    )
+    .await;
+    let text = logs().text();
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&name) && l.contains("WARN") && l.contains("deliver_all")),
+        "the start says it took a consumer of unknown start: {text}"
+    );
+}
+
 /// The review's D6, case b: a mixed fleet. A running `.deliver_all()`
 /// instance's consumer is deleted and made again, to start at new events,
 /// by an instance of a version without it. The running instance joins that
