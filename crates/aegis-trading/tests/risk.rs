@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use aegis_contracts::trading::{
     OrderFilled, RISK_SERVICE, ReasonCode, RiskAssessed, Side, TradingEvent,
 };
@@ -700,5 +702,65 @@ async fn a_snapshot_of_an_events_stream_created_again_does_not_freeze_positions(
         .unwrap();
     let positions = positions_after(&conn, "risk-a", seq).await;
     assert_eq!(positions.positions["AAPL"], 36, "{positions:?}");
+    svc.shutdown().await.unwrap();
+}
+
+/// `EVENTS` deleted and created again, at once or some seconds later (the
+/// feed of fills backs off while the stream is missing), and a fill stored
+/// in the new stream at a sequence below the book's: an assessment naming
+/// that fill is judged with it, never by the positions of the old stream
+/// whose sequence only looks further on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_of_an_events_stream_created_again_is_counted_before_judging() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let svc = risk::start(
+        &conn,
+        RiskOptions {
+            limits: RiskLimits {
+                max_position: 100,
+                ..Default::default()
+            },
+            ..risk_options("risk-a")
+        },
+    )
+    .await
+    .unwrap();
+    for (symbol, pause) in [("AAPL", Duration::ZERO), ("MSFT", Duration::from_secs(3))] {
+        let mut seq = 0;
+        for i in 0..5 {
+            seq = publish_fill(
+                &conn,
+                &fill(&format!("{symbol}-o{i}"), symbol, Side::Buy, 10),
+            )
+            .await
+            .unwrap();
+        }
+        positions_after(&conn, "risk-a", seq).await;
+        assert!(seq >= 5);
+
+        conn.jetstream().delete_stream("EVENTS").await.unwrap();
+        tokio::time::sleep(pause).await;
+        conn.events().ensure_stream().await.unwrap();
+        let seq = publish_fill(&conn, &fill(&format!("{symbol}-n1"), symbol, Side::Buy, 45))
+            .await
+            .unwrap();
+        assert_eq!(seq, 1, "the new stream starts over");
+
+        // 50 + 45 + 20 > 100.
+        let mut buy = order(symbol, Side::Buy, 20, 100.0);
+        buy.after_fill = Some(seq);
+        let verdict: RiskAssessment = conn
+            .rpc()
+            .call(RISK_SERVICE, "assess_risk", &buy)
+            .await
+            .unwrap();
+        let positions = positions_of(&conn, "risk-a").await.unwrap();
+        assert!(
+            !verdict.approved && verdict.reasons[0].code == ReasonCode::MaxPosition,
+            "pause {pause:?}: {verdict:?}; positions {positions:?}"
+        );
+        assert_eq!(positions.positions[symbol], 95, "{positions:?}");
+    }
     svc.shutdown().await.unwrap();
 }

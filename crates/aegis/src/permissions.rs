@@ -130,7 +130,9 @@ pub struct ServiceRole {
     /// (`aegis_sdk::feed`, as risk-service follows the fills). Such a
     /// consumer is created without a name in the subject and pulled under
     /// the name the server gives it, so the grant cannot be tied to the
-    /// service: see "What subjects cannot express".
+    /// service: see "What subjects cannot express". It also hears
+    /// JetStream's advisories that `EVENTS` was deleted, created or
+    /// restored, after which the stream's sequences start over.
     pub event_feeds: bool,
 }
 
@@ -559,6 +561,15 @@ fn service_grants(s: &ServiceRole) -> Grants {
             format!("$JS.API.CONSUMER.CREATE.{EVENTS_STREAM}"),
             format!("$JS.API.CONSUMER.MSG.NEXT.{EVENTS_STREAM}.*"),
         ]);
+        // Told at once when `EVENTS` is deleted, created or restored: its
+        // sequences start over, and a feed's reader must not take the old
+        // stream's for the new one's (risk-service's positions). Only
+        // these advisories, only of `EVENTS`.
+        for action in ["DELETED", "CREATED", "RESTORE_COMPLETE"] {
+            g.subscribe.push(format!(
+                "$JS.EVENT.ADVISORY.STREAM.{action}.{EVENTS_STREAM}"
+            ));
+        }
     }
     // Commands: only its own queue, on its own filter.
     let commands = command_consumer(name);

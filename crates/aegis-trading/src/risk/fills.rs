@@ -32,7 +32,12 @@
 //!   before, freezing the positions. So the book starts over on the new
 //!   stream (`Book::rebase`): at start, when the snapshot is of another
 //!   stream, and while it runs, each time the feed of fills is made
-//!   again (the old stream's consumer went with it).
+//!   again (the old stream's consumer went with it). JetStream's
+//!   advisories that the stream was deleted, created or restored
+//!   ([`follow_changes`]) end the feed at once and wake a follower waiting
+//!   for the stream to be back; until the follower has looked which stream
+//!   there is, an assessment that names a fill waits: the book's old
+//!   sequences would only look further on than the new stream's.
 //!
 //! If the stream lost events after the snapshot's sequence (a snapshot older
 //! than the retention — its writers all down for a week), the book misses
@@ -40,7 +45,10 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use aegis_contracts::trading::{OrderFilled, TradingEvent};
+use aegis_contracts::{
+    subjects::EVENTS_STREAM,
+    trading::{OrderFilled, TradingEvent},
+};
 use aegis_sdk::feed::feed;
 use aegis_sdk::{Connection, events::EventError};
 use async_nats::jetstream::{
@@ -49,6 +57,7 @@ use async_nats::jetstream::{
     stream::{LastRawMessageErrorKind, Stream},
 };
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -226,6 +235,24 @@ impl Fills {
         }
     }
 
+    /// Subscribes to JetStream's advisories that `EVENTS` was deleted,
+    /// created or restored (see [`follow_changes`]): made before the book
+    /// learns which stream there is, so none after it is missed.
+    pub(crate) async fn changes(&self) -> Result<Changes, TradingError> {
+        let mut subscribers = Vec::new();
+        for action in STREAM_CHANGES {
+            let subject = format!("$JS.EVENT.ADVISORY.STREAM.{action}.{EVENTS_STREAM}");
+            let subscriber = self
+                .conn
+                .client()
+                .subscribe(subject)
+                .await
+                .map_err(|e| self.events_error(e.into()))?;
+            subscribers.push(subscriber);
+        }
+        Ok(Changes(futures::stream::select_all(subscribers)))
+    }
+
     /// Follows fills from `from` on into `risk`'s book until `cancel`,
     /// reporting the last sequence seen on `progress`.
     ///
@@ -260,14 +287,46 @@ impl Fills {
                 let (fills, conn, risk, next) =
                     (fills.clone(), conn.clone(), opener.clone(), *next);
                 async move {
-                    let start_sequence = match fills.identity_now().await? {
-                        Some(stream) => risk.follow_stream(stream.created, next),
-                        None => next,
-                    };
-                    let deliver = DeliverPolicy::ByStartSequence { start_sequence };
-                    Ok::<_, TradingError>(
-                        feed(&conn, &fills.stream, OrderFilled::subject(), deliver).await,
-                    )
+                    let mut pause = MISSING_PAUSE_FIRST;
+                    loop {
+                        // Told of the stream's advisories from here on.
+                        let mut changes = risk.changes.subscribe();
+                        let generation = *changes.borrow_and_update();
+                        let start_sequence = match fills.identity_now().await {
+                            Ok(Some(stream)) => {
+                                risk.follow_stream(stream.created, next, generation)
+                            }
+                            Ok(None) if risk.fresh() => next,
+                            Ok(None) => {
+                                return Err(fills.events_error(
+                                    "EVENTS changed, and does not say which stream it is now"
+                                        .into(),
+                                ));
+                            }
+                            // Deleted, and told so: wait for it to be created.
+                            Err(e) if !risk.fresh() => {
+                                debug!(error = %e, "EVENTS is not there; waiting for it");
+                                tokio::select! {
+                                    () = changed(&mut changes) => {}
+                                    () = tokio::time::sleep(pause) => {}
+                                }
+                                pause = (pause * 2).min(MISSING_PAUSE_MAX);
+                                continue;
+                            }
+                            Err(e) => return Err(e),
+                        };
+                        let deliver = DeliverPolicy::ByStartSequence { start_sequence };
+                        // The stream may change while the feed is made, or
+                        // while it runs: the feed then ends, and is made
+                        // again on the stream there is.
+                        let made = tokio::select! {
+                            made = feed(&conn, &fills.stream, OrderFilled::subject(), deliver) => made,
+                            () = changed(&mut changes) => continue,
+                        };
+                        let until_changed: futures::future::BoxFuture<'static, ()> =
+                            Box::pin(async move { changed(&mut changes).await });
+                        return Ok::<_, TradingError>(made.take_until(until_changed));
+                    }
                 }
             },
             move |next, msg: async_nats::jetstream::Message| {
@@ -421,5 +480,51 @@ impl Identity {
             first_sequence: info.state.first_sequence,
             last_sequence: info.state.last_sequence,
         }
+    }
+}
+
+/// The advisories of `EVENTS` after which its sequences may have started
+/// over: deleted, created (again), restored from a backup.
+const STREAM_CHANGES: [&str; 3] = ["DELETED", "CREATED", "RESTORE_COMPLETE"];
+
+/// The first pause before the follower looks again for a stream it was
+/// told is gone, unless it is told it is back first; it doubles up to
+/// [`MISSING_PAUSE_MAX`].
+const MISSING_PAUSE_FIRST: Duration = Duration::from_millis(50);
+/// The longest such pause.
+const MISSING_PAUSE_MAX: Duration = Duration::from_secs(2);
+
+/// JetStream's advisories that `EVENTS` changed ([`Fills::changes`]).
+pub(crate) struct Changes(futures::stream::SelectAll<async_nats::Subscriber>);
+
+/// Tells `risk` of each change of `EVENTS` at once, until `cancel`: its
+/// book is then of a stream that may be gone, and assessments naming a
+/// fill wait until the follower has looked which stream there is
+/// ([`Risk::fresh`](super::Risk::fresh)).
+pub(crate) fn follow_changes(
+    mut changes: Changes,
+    risk: Arc<Risk>,
+    cancel: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let advisory = tokio::select! {
+                () = cancel.cancelled() => return,
+                advisory = changes.0.next() => advisory,
+            };
+            let Some(advisory) = advisory else { return };
+            info!(
+                subject = %advisory.subject,
+                "EVENTS changed; assessments wait for the positions to follow the stream there is"
+            );
+            risk.changes.send_modify(|generation| *generation += 1);
+        }
+    })
+}
+
+/// Ends when `changes` changes (never once its sender is gone).
+pub(crate) async fn changed(changes: &mut watch::Receiver<u64>) {
+    if changes.changed().await.is_err() {
+        std::future::pending::<()>().await;
     }
 }

@@ -154,6 +154,12 @@ struct Risk {
     store: Bucket,
     /// The fills' stream, to read the newest fill from.
     fills: Fills,
+    /// How many times JetStream told that `EVENTS` was deleted, created
+    /// or restored (`fills::follow_changes`).
+    changes: watch::Sender<u64>,
+    /// The count of [`changes`](Self::changes) as of which the follower
+    /// last found the book's stream to be the one there is.
+    confirmed: watch::Sender<u64>,
     events: Events,
     counters: Counters,
 }
@@ -203,20 +209,50 @@ impl Risk {
     /// Where the follower's feed, made again, starts: at `next`, the fill
     /// after the last one it handed over — unless the stream is another
     /// one than the book's (created at `created`), and the book starts over
-    /// on it from its first fill.
-    fn follow_stream(&self, created: chrono::DateTime<chrono::Utc>, next: u64) -> u64 {
-        let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
-        if book.rebase(created) {
-            warn!(
-                "EVENTS was created again: keeping the positions and counting the fills of \
-                 the new stream from its first"
-            );
-        }
-        next.min(book.view.last_event_sequence + 1).max(1)
+    /// on it from its first fill. The stream was looked up after
+    /// `generation` changes were told: the book is of the stream there is
+    /// as of those.
+    fn follow_stream(
+        &self,
+        created: chrono::DateTime<chrono::Utc>,
+        next: u64,
+        generation: u64,
+    ) -> u64 {
+        let start = {
+            let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+            if book.rebase(created) {
+                warn!(
+                    "EVENTS was created again: keeping the positions and counting the fills of \
+                     the new stream from its first"
+                );
+            }
+            next.min(book.view.last_event_sequence + 1).max(1)
+        };
+        self.confirmed.send_if_modified(|confirmed| {
+            let later = generation > *confirmed;
+            *confirmed = (*confirmed).max(generation);
+            later
+        });
+        start
+    }
+
+    /// Whether the book is of the `EVENTS` stream there is, as far as
+    /// told: no deletion or creation of it was told since the follower last
+    /// looked which stream there is. Until then the book's sequences may be
+    /// of a stream that is gone, and a caller's number of the new one.
+    fn fresh(&self) -> bool {
+        *self.confirmed.borrow() >= *self.changes.borrow()
     }
 
     /// Waits until the book holds the fill stored at `sequence`, for at
     /// most the catch-up timeout.
+    ///
+    /// The book must be of the stream the caller's number is of: after
+    /// JetStream told that `EVENTS` was deleted or created, its sequences
+    /// may be of the old stream and only look further on than a fill of
+    /// the new one. So it waits, too, until the follower has looked which
+    /// stream there is ([`fresh`](Self::fresh); within milliseconds of
+    /// the stream's creation).
     ///
     /// A caller's number may be of an `EVENTS` stream that was created
     /// again since it learnt it (the new stream's sequences started over):
@@ -233,14 +269,23 @@ impl Risk {
                 .view
                 .last_event_sequence
         };
-        if held() >= sequence {
+        let ready = |wanted: u64| self.fresh() && held() >= wanted;
+        if ready(sequence) {
             return Ok(());
         }
         let until = |wanted: u64| {
+            // Subscribed before `ready` is asked: no change is missed.
             let mut seen = self.seen.clone();
+            let mut confirmed = self.confirmed.subscribe();
+            let mut changes = self.changes.subscribe();
             async move {
-                if seen.wait_for(|_| held() >= wanted).await.is_err() {
-                    std::future::pending::<()>().await;
+                seen.mark_unchanged();
+                while !ready(wanted) {
+                    tokio::select! {
+                        () = fills::changed(&mut seen) => {}
+                        () = fills::changed(&mut confirmed) => {}
+                        () = fills::changed(&mut changes) => {}
+                    }
                 }
             }
         };
@@ -261,6 +306,7 @@ impl Risk {
         debug!(
             held = held(),
             wanted = sequence,
+            fresh = self.fresh(),
             "positions behind the caller's newest fill"
         );
         Err(WireError::service_unavailable(
@@ -446,6 +492,7 @@ pub async fn start(conn: &Connection, opts: RiskOptions) -> Result<Running, Trad
         Err(CreateError::Failed(e)) => return Err(store_error(e)),
     }
     let fills = Fills::open(conn, &instance_id).await?;
+    let changes = fills.changes().await?;
     let (book, replay_from) = fills
         .restore(opts.fill_dedup_window, opts.fill_dedup_capacity)
         .await?;
@@ -459,6 +506,8 @@ pub async fn start(conn: &Connection, opts: RiskOptions) -> Result<Running, Trad
         catch_up_timeout: opts.catch_up_timeout,
         store: bucket,
         fills: fills.clone(),
+        changes: watch::channel(0).0,
+        confirmed: watch::channel(0).0,
         events: conn.events(),
         counters: Counters::new(
             &[
@@ -490,6 +539,7 @@ pub async fn start(conn: &Connection, opts: RiskOptions) -> Result<Running, Trad
     .await
     .map_err(|e| store_error(e.into()))?;
 
+    let told = fills::follow_changes(changes, risk.clone(), cancel.clone());
     let follower = fills.follow(risk.clone(), replay_from, progress, cancel.clone());
     loop {
         let caught_up = tokio::time::timeout(
@@ -557,7 +607,7 @@ pub async fn start(conn: &Connection, opts: RiskOptions) -> Result<Running, Trad
     // last positions snapshot.
     Ok(Running::new(
         service,
-        vec![follower, snapshots],
+        vec![told, follower, snapshots],
         cancel,
         StopOrder::ServiceFirst,
     ))
