@@ -627,9 +627,10 @@ impl Desk {
     /// in one stream cannot be (`try_finish`); not when the new stream has
     /// passed the old number already. Either way risk does not wait for a
     /// number past every fill the stream holds: it judges by the newest
-    /// one there is (see `risk::Risk::caught_up`), at the cost of reading
-    /// that per assessment until the number is right again. It is read
-    /// again after a failed assessment too.
+    /// one there is (see `risk::Risk::caught_up`): once its positions have
+    /// not reached the number within a short wait (50 ms), it reads that
+    /// fill, per such assessment until the number is right again. It is
+    /// read again after a failed assessment too.
     async fn newest_fill(&self, epoch: u64) -> Result<u64, WireError> {
         let mut newest = self.newest_fill.lock().await;
         if newest.epoch != epoch {
