@@ -75,3 +75,71 @@ async fn a_command_no_worker_knows_is_answered_on_the_last_delivery_the_server_a
     assert!(dead.is_empty(), "dead-lettered: {dead:?}");
     worker.shutdown().await;
 }
+
+/// The review's D3: an unlimited `max_deliver` on the server (-1, set by
+/// an operator) has no last delivery. A worker without a command's
+/// handler (an older version during a rollout) passes it on to the one
+/// with it, as it does under a limit, instead of answering NOT_FOUND at
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_unlimited_deliveries_a_worker_without_the_handler_passes_the_command_on() {
+    const UNLIMITED: &str = "unlimited-service";
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let knowing = conn
+        .commands()
+        .worker(UNLIMITED)
+        .handler(
+            "rebuild_book",
+            |_: Command<Value>, _: Progress| async move { Ok(json!("rebuilt")) },
+        )
+        .handler(
+            "compact_book",
+            |_: Command<Value>, _: Progress| async move { Ok(json!("compacted")) },
+        )
+        .start()
+        .await
+        .unwrap();
+    let older = conn
+        .commands()
+        .worker(UNLIMITED)
+        .handler(
+            "rebuild_book",
+            |_: Command<Value>, _: Progress| async move { Ok(json!("rebuilt")) },
+        )
+        .start()
+        .await
+        .unwrap();
+    let stream = conn
+        .jetstream()
+        .get_stream(subjects::COMMANDS_STREAM)
+        .await
+        .unwrap();
+    let name = format!("{UNLIMITED}_commands");
+    let info = stream.consumer_info(&name).await.unwrap();
+    let mut config = pull::Config::try_from_consumer_config(info.config).unwrap();
+    config.max_deliver = -1;
+    stream.update_consumer(config).await.unwrap();
+    // Time itself is the condition here: the workers go by the settings
+    // they read from the server at most 2 s before (see pull.rs).
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+
+    let sends = (0..10).map(|_| async {
+        conn.commands()
+            .send(
+                UNLIMITED,
+                "compact_book",
+                &json!({}),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap()
+            .result::<Value>()
+            .await
+    });
+    let results = futures::future::join_all(sends).await;
+    let failed: Vec<_> = results.iter().filter(|r| r.is_err()).collect();
+    assert!(failed.is_empty(), "not all completed: {failed:?}");
+    older.shutdown().await;
+    knowing.shutdown().await;
+}

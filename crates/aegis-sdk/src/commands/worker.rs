@@ -795,11 +795,19 @@ const ANSWER_MARGIN: Duration = Duration::from_millis(250);
 /// `None`: no deadline). The last delivery, or the last moment that still
 /// lets the answer arrive in time, answers NOT_FOUND: a command no worker
 /// knows ends in a clear error before its deadline, not in a timeout or a
-/// dead letter.
+/// dead letter. A `max_deliver` of 0 or less (no limit on the server)
+/// has no last delivery: the holds spread as if [`DEFAULT_MAX_DELIVER`]
+/// applied (at least one more offer), and only the deadline ends them.
 fn pass_on(delivered: i64, max_deliver: i64, left: Option<Duration>) -> Option<Duration> {
-    let deliveries_left = u32::try_from(max_deliver.saturating_sub(delivered))
-        .ok()
-        .filter(|n| *n > 0)?;
+    let deliveries_left = if max_deliver <= 0 {
+        u32::try_from(i64::from(DEFAULT_MAX_DELIVER).saturating_sub(delivered))
+            .unwrap_or(0)
+            .max(1)
+    } else {
+        u32::try_from(max_deliver.saturating_sub(delivered))
+            .ok()
+            .filter(|n| *n > 0)?
+    };
     let spread = left.map_or(PASS_ON_MAX, |left| left / (deliveries_left + 1));
     let hold = if delivered <= 1 {
         PASS_ON_MIN
@@ -1223,6 +1231,12 @@ mod tests {
         assert_eq!(pass_on(5, 5, None), None);
         assert_eq!(pass_on(1, 1, Some(3600 * SECOND)), None);
         assert_eq!(pass_on(9, 5, None), None);
+        // No limit on the server: never the last delivery, only the
+        // deadline ends the holds.
+        assert_eq!(pass_on(1, -1, Some(10 * SECOND)), Some(PASS_ON_MIN));
+        assert_eq!(pass_on(1, 0, None), Some(PASS_ON_MIN));
+        assert_eq!(pass_on(40, -1, None), Some(PASS_ON_MAX));
+        assert_eq!(pass_on(40, -1, Some(Duration::from_millis(300))), None);
         // Too little time left for another offer and the answer.
         assert_eq!(pass_on(1, 5, Some(Duration::from_millis(300))), None);
         assert_eq!(pass_on(1, 5, Some(Duration::ZERO)), None);
