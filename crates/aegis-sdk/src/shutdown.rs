@@ -32,6 +32,16 @@ use std::time::Duration;
 ///
 /// That holds for the rest of the process's life.
 ///
+/// The lines about a later signal are forwarded to NATS (with
+/// [`telemetry::init`](crate::telemetry::init) or the log layer) under
+/// the service the process ran when the first signal came, even after it
+/// has stopped: the "exiting now" line of a Ctrl-C during `conn.drain()`
+/// reaches NATS. That is the one service running then (or, from
+/// [`Service::run_until_signal`](crate::rpc::Service::run_until_signal),
+/// that service); with several running and none chosen, they go where the
+/// process's other lines go (see the `log_layer` docs), which after the
+/// last stop is nowhere unless the forwarder is attached.
+///
 /// ```no_run
 /// # async fn demo(conn: aegis_sdk::Connection, service: aegis_sdk::rpc::Service) -> Result<(), Box<dyn std::error::Error>> {
 /// aegis_sdk::shutdown_signal().await?;
@@ -45,6 +55,13 @@ use std::time::Duration;
 /// Tokio signal driver: a runtime built without `enable_io`). It is
 /// returned at once, never after a wait.
 pub async fn shutdown_signal() -> std::io::Result<()> {
+    signal_for(None).await
+}
+
+/// [`shutdown_signal`], the later signals' lines going under `owner` (the
+/// service whose stop the signal starts), else under
+/// [`owner_now`](crate::telemetry::log_layer::owner_now) at the first signal.
+pub(crate) async fn signal_for(owner: Option<crate::telemetry::Telemetry>) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -56,34 +73,42 @@ pub async fn shutdown_signal() -> std::io::Result<()> {
             _ = terminate.recv() => tracing::info!("SIGTERM received; stopping"),
             _ = interrupt.recv() => tracing::info!("Ctrl-C received; stopping"),
         }
+        let owner = owner.or_else(crate::telemetry::log_layer::owner_now);
         // The same listeners wait for the second signal: Tokio's handler
         // stays installed for the process's life, so without them a second
         // Ctrl-C would be swallowed, and new ones made now could miss a
         // signal that comes before they exist.
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    Some(()) = terminate.recv() => tracing::warn!(
-                        "SIGTERM received again; the graceful stop goes on \
-                         (Ctrl-C or SIGKILL ends the process at once)"
-                    ),
-                    Some(()) = interrupt.recv() => exit_now().await,
-                    // Both listeners gone: the runtime is shutting down.
-                    else => return,
+        tokio::spawn(crate::telemetry::log_layer::owned_by_opt(
+            owner,
+            async move {
+                loop {
+                    tokio::select! {
+                        Some(()) = terminate.recv() => tracing::warn!(
+                            "SIGTERM received again; the graceful stop goes on \
+                             (Ctrl-C or SIGKILL ends the process at once)"
+                        ),
+                        Some(()) = interrupt.recv() => exit_now().await,
+                        // Both listeners gone: the runtime is shutting down.
+                        else => return,
+                    }
                 }
-            }
-        });
+            },
+        ));
         Ok(())
     }
     #[cfg(not(unix))]
     {
         tokio::signal::ctrl_c().await?;
         tracing::info!("Ctrl-C received; stopping");
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                exit_now().await;
-            }
-        });
+        let owner = owner.or_else(crate::telemetry::log_layer::owner_now);
+        tokio::spawn(crate::telemetry::log_layer::owned_by_opt(
+            owner,
+            async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    exit_now().await;
+                }
+            },
+        ));
         Ok(())
     }
 }

@@ -81,6 +81,33 @@ async fn a_second_ctrl_c_forces_the_exit_after_flushing_the_logs() {
     forwarded(&mut logs, "Ctrl-C received; exiting now").await;
 }
 
+/// A Ctrl-C after the service's stop has returned, while the process
+/// still winds down (a long `conn.drain()`), with `telemetry::init()` and
+/// nothing attached: no service runs any more, yet the line saying the
+/// exit is forced still reaches NATS, under the service that stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ctrl_c_after_the_stop_returned_still_reaches_nats() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let reader = RegistryReader::start(&conn).await.unwrap();
+    let mut logs = conn.client().subscribe(LOGS).await.unwrap();
+    let mut stopped = conn.client().subscribe(STOPPED).await.unwrap();
+    let (child, _call) = start_child(&nats, &conn, &reader, true).await;
+    let pid = child.pid();
+
+    signal("-TERM", &pid);
+    tokio::time::timeout(Duration::from_secs(10), stopped.next())
+        .await
+        .expect("run_until_signal returns");
+    signal("-INT", &pid);
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(130), "{printed}");
+    forwarded(&mut logs, "Ctrl-C received; exiting now").await;
+}
+
 /// The child of the tests above. Does nothing unless started by them.
 #[tokio::test]
 #[ignore = "run by the tests of this file"]
@@ -112,6 +139,15 @@ async fn child_serves_a_slow_handler() {
     if let Err(e) = service.run_until_signal().await {
         tracing::info!(error = %e, "the stop ended by its timeout");
     }
+    if std::env::var(CHILD_WINDS_DOWN).is_ok() {
+        conn.client()
+            .publish(STOPPED, "stopped".into())
+            .await
+            .expect("say the stop returned");
+        conn.client().flush().await.expect("flush");
+        // Stands for a drain that takes long: what a second Ctrl-C cuts.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
     conn.drain().await.expect("drain");
 }
 
@@ -120,6 +156,10 @@ const INSTANCE: &str = "sg1";
 const LOGS: &str = "aegis.log.signals-service.sg1";
 /// Where the slow handler of the child says it started.
 const IN_FLIGHT: &str = "test.shutdown-signals.in-flight";
+/// Where the child says its `run_until_signal` returned.
+const STOPPED: &str = "test.shutdown-signals.stopped";
+/// Makes the child wait 30 s between its stop and its drain.
+const CHILD_WINDS_DOWN: &str = "AEGIS_TEST_SHUTDOWN_SIGNALS_WINDS_DOWN";
 /// Marks the child process.
 const CHILD: &str = "AEGIS_TEST_SHUTDOWN_SIGNALS_CHILD";
 /// The child's shutdown timeout, in milliseconds.
@@ -132,8 +172,23 @@ async fn start_child_with_a_call(
     conn: &Connection,
     reader: &RegistryReader,
 ) -> (KillOnDrop, tokio::task::JoinHandle<()>) {
+    start_child(nats, conn, reader, false).await
+}
+
+/// [`start_child_with_a_call`], with the child waiting 30 s between its
+/// stop and its drain when `winds_down`.
+async fn start_child(
+    nats: &aegis_testkit::NatsServer,
+    conn: &Connection,
+    reader: &RegistryReader,
+    winds_down: bool,
+) -> (KillOnDrop, tokio::task::JoinHandle<()>) {
     let mut in_flight = conn.client().subscribe(IN_FLIGHT).await.unwrap();
-    let child = std::process::Command::new(std::env::current_exe().unwrap())
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    if winds_down {
+        command.env(CHILD_WINDS_DOWN, "1");
+    }
+    let child = command
         .args([
             "child_serves_a_slow_handler",
             "--exact",

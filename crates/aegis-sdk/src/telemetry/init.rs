@@ -39,7 +39,10 @@ pub enum InitError {
 /// [attached](LogForwarder::attach), else under its service while it runs
 /// one, else under the one started first, marked `scope = "process"`,
 /// while it runs several. Lines before the first service starts, and after
-/// the last one stops, are only printed unless the forwarder is attached.
+/// the last one stops, are only printed unless the forwarder is attached;
+/// the exception is a later stop signal's line (a Ctrl-C during
+/// `conn.drain()` that forces the exit), which goes under the service
+/// the first signal stopped (see [`shutdown_signal`](crate::shutdown_signal)).
 ///
 /// Nothing needs keeping alive.
 ///

@@ -43,7 +43,9 @@
 //!   case, is that instance); else, while it runs several, the one that
 //!   started first, marked with the field `scope = "process"` (the monitor
 //!   shows it once, and the field says it is not that service's own). With
-//!   no service running and nothing attached it is only printed.
+//!   no service running and nothing attached it is only printed, but for
+//!   the lines about a later stop signal, which go under the service the
+//!   first one stopped (see [`shutdown_signal`](crate::shutdown_signal)).
 
 use std::{
     fmt::Write as _,
@@ -142,6 +144,17 @@ pub(crate) fn owned_by<F: Future>(owner: Telemetry, work: F) -> impl Future<Outp
     LOG_OWNER.scope(Owner::Service(owner), work)
 }
 
+/// [`owned_by`] `owner`, or `work` as it is without one.
+pub(crate) fn owned_by_opt<F: Future>(
+    owner: Option<Telemetry>,
+    work: F,
+) -> impl Future<Output = F::Output> {
+    match owner {
+        Some(owner) => futures::future::Either::Left(owned_by(owner, work)),
+        None => futures::future::Either::Right(work),
+    }
+}
+
 /// Runs `work` as the work of the running service named `service`
 /// (instance `instance`, when the process runs several of the name),
 /// looked up when a line is logged: for a command worker or event
@@ -156,6 +169,28 @@ pub(crate) fn owned_by_name<F: Future>(
         instance: instance.map(Into::into),
     };
     LOG_OWNER.scope(owner, work)
+}
+
+/// The service the lines of the process's wind-down go under: the current
+/// task's owner; else, with nothing attached, the one service running
+/// now. For a task that outlives the services' stop (the listener for a
+/// second Ctrl-C), whose lines would otherwise be only printed once no
+/// service runs.
+pub(crate) fn owner_now() -> Option<Telemetry> {
+    if let Ok(Some(owner)) = LOG_OWNER.try_with(Owner::target) {
+        return Some(owner);
+    }
+    if !ATTACHED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .is_empty()
+    {
+        return None;
+    }
+    match live().as_slice() {
+        [only] => Some(only.telemetry.clone()),
+        _ => None,
+    }
 }
 
 /// `work`, to be spawned onto a task of its own, carrying the log owner
@@ -235,6 +270,8 @@ pub(crate) async fn flush_forwarded(within: Duration) {
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
     targets.extend(live().iter().map(|e| e.telemetry.clone()));
+    // The caller's own service, which may have stopped already.
+    targets.extend(LOG_OWNER.try_with(Owner::target).ok().flatten());
     futures::future::join_all(targets.iter().map(|t| t.flush_to_server(within))).await;
 }
 

@@ -154,7 +154,9 @@ impl Service {
     /// with; drain the connection after it. A Ctrl-C during the stop (or
     /// the drain) ends the process at once, with 130; a second SIGTERM
     /// does not, since supervisors send it twice in the normal course (see
-    /// [`shutdown_signal`](crate::shutdown_signal)).
+    /// [`shutdown_signal`](crate::shutdown_signal)). Those lines go under
+    /// this service's instance even once it has stopped (during the
+    /// drain), so a forced exit still reaches NATS.
     ///
     /// ```no_run
     /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), Box<dyn std::error::Error>> {
@@ -174,7 +176,7 @@ impl Service {
     /// at once, gracefully, rather than left running with no way to stop
     /// it cleanly).
     pub async fn run_until_signal(self) -> Result<(), ServiceError> {
-        let signal = crate::shutdown::shutdown_signal().await;
+        let signal = crate::shutdown::signal_for(Some(self.live.telemetry().clone())).await;
         if let Err(e) = &signal {
             warn!(error = %e, "cannot listen for Ctrl-C or SIGTERM; stopping the service");
         }
