@@ -15,7 +15,11 @@
 //!
 //! The leader connects through a small TCP proxy that goes silent both
 //! ways without closing its sockets (what either side sends waits, as in
-//! TCP, and arrives if it heals); the standby connects directly.
+//! TCP, and arrives if it heals); the standby connects directly. The
+//! leader's client pings rarely (`ping_interval` 2 min, as a user may set
+//! it), so its connection stays open through the partition: the SDK's
+//! default ping would give it up after some 6 s, and the hand-back would
+//! then run on a connection known to be lost, the easier case.
 
 mod common;
 mod sticky;
@@ -27,7 +31,7 @@ use std::{
 };
 
 use aegis_sdk::{
-    Connection,
+    AegisConfig, Connection,
     commands::{Command, CommandHandle, CommandWorker, Progress},
     election::{Leadership, LeaseConfig},
     rpc::Service,
@@ -226,7 +230,10 @@ struct TwoInstances {
 impl TwoInstances {
     async fn start(nats: &NatsServer, options: Options) -> Self {
         let proxy = SilentProxy::start(nats.port()).await;
-        let leader_conn = connect(&proxy.url()).await;
+        let mut config = AegisConfig::with_servers(&proxy.url());
+        config.nats.request_timeout = Duration::from_secs(2);
+        config.nats.ping_interval = Duration::from_secs(120);
+        let leader_conn = Connection::connect(config).await.expect("connect");
         let on_leader = Arc::new(Mutex::new(Run::default()));
         let (leader, leader_worker) =
             start_instance(&leader_conn, "book-1", on_leader.clone(), options).await;
