@@ -13,13 +13,22 @@
 //! one is then an error that names `aegis init`.
 //!
 //! [`tail`] reads the newest messages of one subject since a start point
-//! without listing or scanning everything: it creates an ephemeral pull
-//! consumer, and when more messages are pending than wanted it narrows the
-//! start sequence by bisection on the consumer's pending count, then reads
-//! and deletes the consumer. So a request costs a bounded number of
-//! consumers, each removed when the request is done.
+//! without listing or scanning everything: one get of the subject's last
+//! message answers a subject with nothing to read without any consumer;
+//! otherwise it creates an ephemeral pull consumer, and when more messages
+//! are pending than wanted it narrows the start sequence by bisection on
+//! the consumer's pending count, then reads.
+//!
+//! Every temporary consumer of a request is a [`Reader`], one at a time,
+//! and only under a [`ReadTurn`] of [`StreamReads`]: at most
+//! [`MAX_STREAM_READS`] requests read at once, so the API never holds more
+//! temporary consumers than that (the server caps consumers per stream,
+//! and the metrics feed must always be able to open its own again). A
+//! reader is deleted when it is done, and also when its request is cut off
+//! (a client that hangs up, the request timeout): dropping it spawns the
+//! delete, which keeps the turn until the consumer is gone.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use aegis_contracts::subjects::{
     DEFINITIONS_BUCKET, LOG_STREAM, LOG_SUBJECTS, METRICS_STREAM, METRICS_SUBJECTS,
@@ -29,9 +38,10 @@ use async_nats::jetstream::{
     self, Message,
     consumer::{AckPolicy, DeliverPolicy, ReplayPolicy, pull},
     kv,
-    stream::{self, DiscardPolicy, RetentionPolicy, StorageType, Stream},
+    stream::{self, DiscardPolicy, LastRawMessageErrorKind, RetentionPolicy, StorageType, Stream},
 };
 use futures::StreamExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::MonitorConfig;
 
@@ -294,130 +304,304 @@ pub(crate) enum Since {
     Time(time::OffsetDateTime),
 }
 
-async fn consumer_at(
-    stream: &Stream,
-    subject: &str,
-    deliver_policy: DeliverPolicy,
-) -> Result<(jetstream::consumer::Consumer<pull::Config>, u64), BusError> {
-    let mut consumer = stream
-        .create_consumer(pull::Config {
-            deliver_policy,
-            filter_subject: subject.to_owned(),
-            ack_policy: AckPolicy::None,
-            replay_policy: ReplayPolicy::Instant,
-            inactive_threshold: Duration::from_secs(30),
-            memory_storage: true,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| BusError::new("creating a reader consumer", e))?;
-    let pending = consumer
-        .info()
-        .await
-        .map_err(|e| BusError::new("reading consumer info", e))?
-        .num_pending;
-    Ok((consumer, pending))
+/// How many requests may read streams through temporary consumers at once
+/// (each holds at most one consumer at a time).
+pub(crate) const MAX_STREAM_READS: usize = 8;
+
+/// How long a request waits for its turn to read before it is refused.
+const TURN_WAIT: Duration = Duration::from_secs(2);
+
+/// How long the consumer of a reader whose delete failed (NATS
+/// unreachable) stays: the server removes it after this much inactivity.
+const INACTIVE_THRESHOLD: Duration = Duration::from_secs(30);
+
+/// The cap on requests reading streams through temporary consumers; one
+/// per monitor, shared by every route that reads a stream's history.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamReads {
+    turns: Arc<Semaphore>,
+    wait: Duration,
 }
 
-async fn drop_consumer(stream: &Stream, consumer: &jetstream::consumer::Consumer<pull::Config>) {
-    let name = consumer.cached_info().name.clone();
-    if let Err(e) = stream.delete_consumer(&name).await {
-        // It expires on its own after its inactivity threshold.
+impl Default for StreamReads {
+    fn default() -> Self {
+        Self {
+            turns: Arc::new(Semaphore::new(MAX_STREAM_READS)),
+            wait: TURN_WAIT,
+        }
+    }
+}
+
+/// Every turn to read a stream was taken for longer than a request waits.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the monitor is busy: {MAX_STREAM_READS} requests are reading stream history at once; try again in a moment"
+)]
+pub(crate) struct Busy;
+
+impl From<Busy> for crate::error::ApiError {
+    /// A 503 that says the monitor is busy (not that NATS is down), with
+    /// `details.maxStreamReads` and a `Retry-After` of a second: turns
+    /// free as soon as the reads in progress end.
+    fn from(busy: Busy) -> Self {
+        crate::error::ApiError::new(
+            crate::error::ErrorCode::ServiceUnavailable,
+            busy.to_string(),
+        )
+        .with_details(serde_json::json!({ "maxStreamReads": MAX_STREAM_READS }))
+        .with_retry_after(Duration::from_secs(1))
+    }
+}
+
+impl StreamReads {
+    /// A turn to read, waiting briefly for one when all are taken.
+    ///
+    /// # Errors
+    /// [`Busy`] when none was free within the wait.
+    pub(crate) async fn turn(&self) -> Result<ReadTurn, Busy> {
+        match tokio::time::timeout(self.wait, self.turns.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(ReadTurn {
+                _permit: Arc::new(permit),
+            }),
+            // Never closed; a timeout is the answer either way.
+            _ => Err(Busy),
+        }
+    }
+}
+
+/// One request's turn to read streams: held by the request and by each of
+/// its readers until that reader's consumer is deleted, so a request cut
+/// off does not free its turn before its consumer is gone.
+#[derive(Debug, Clone)]
+pub(crate) struct ReadTurn {
+    _permit: Arc<OwnedSemaphorePermit>,
+}
+
+/// A temporary pull consumer of one subject (no acks, in memory), deleted
+/// by [`Reader::close`], or on drop when its request is cut off.
+pub(crate) struct Reader {
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    deleter: Deleter,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("consumer", &self.deleter.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reader {
+    /// Creates a consumer of `subject` on `stream` delivering by
+    /// `deliver_policy`, under `turn`; returns it and how many messages it
+    /// has pending.
+    ///
+    /// # Errors
+    /// [`BusError`] when the consumer cannot be created or asked.
+    pub(crate) async fn open(
+        stream: &Stream,
+        subject: &str,
+        deliver_policy: DeliverPolicy,
+        turn: &ReadTurn,
+    ) -> Result<(Reader, u64), BusError> {
+        // Named, and armed to be deleted, before it is asked for: a
+        // request cut off while the server creates it (or an answer lost)
+        // must not leave it behind.
+        let deleter = Deleter {
+            stream: stream.clone(),
+            name: format!("aegis-monitor-read-{:016x}", rand::random::<u64>()),
+            turn: turn.clone(),
+            armed: true,
+        };
+        let consumer = stream
+            .create_consumer(pull::Config {
+                name: Some(deleter.name.clone()),
+                deliver_policy,
+                filter_subject: subject.to_owned(),
+                ack_policy: AckPolicy::None,
+                replay_policy: ReplayPolicy::Instant,
+                inactive_threshold: INACTIVE_THRESHOLD,
+                memory_storage: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| BusError::new("creating a reader consumer", e))?;
+        let mut reader = Reader { consumer, deleter };
+        let pending = reader
+            .consumer
+            .info()
+            .await
+            .map_err(|e| BusError::new("reading consumer info", e))?
+            .num_pending;
+        Ok((reader, pending))
+    }
+
+    /// Reads up to `count` messages.
+    ///
+    /// # Errors
+    /// [`BusError`] when a batch cannot be fetched.
+    pub(crate) async fn read(&self, count: usize) -> Result<Vec<Message>, BusError> {
+        let mut out = Vec::with_capacity(count.min(4096));
+        while out.len() < count {
+            let want = (count - out.len()).min(1000);
+            let mut batch = self
+                .consumer
+                .batch()
+                .max_messages(want)
+                .expires(Duration::from_secs(2))
+                .messages()
+                .await
+                .map_err(|e| BusError::new("reading messages", e))?;
+            let before = out.len();
+            while let Some(message) = batch.next().await {
+                out.push(message.map_err(|e| BusError::new("reading a message", e))?);
+            }
+            if out.len() == before {
+                // Expired before anything arrived (e.g. trimmed meanwhile).
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes the consumer now (the next reader of the request is opened
+    /// after it is gone, so a request holds one at a time).
+    pub(crate) async fn close(self) {
+        self.deleter.delete_now().await;
+    }
+}
+
+/// Deletes a reader's consumer: at once when asked, else when dropped
+/// armed (its request was cut off, or failed), in the background, holding
+/// the request's turn until the consumer is gone.
+struct Deleter {
+    stream: Stream,
+    name: String,
+    turn: ReadTurn,
+    armed: bool,
+}
+
+impl Deleter {
+    async fn delete_now(mut self) {
+        delete(&self.stream, &self.name).await;
+        self.armed = false;
+    }
+}
+
+impl Drop for Deleter {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        // Without a runtime (the process is ending) it expires on its own.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let stream = self.stream.clone();
+        let name = std::mem::take(&mut self.name);
+        let turn = self.turn.clone();
+        runtime.spawn(async move {
+            delete(&stream, &name).await;
+            drop(turn);
+        });
+    }
+}
+
+async fn delete(stream: &Stream, name: &str) {
+    if let Err(e) = stream.delete_consumer(name).await {
+        // Never created (cut off before), or NATS unreachable: then it
+        // expires on its own after its inactivity threshold.
         tracing::debug!(consumer = %name, error = %aegis_sdk::startup::Causes(&e), "deleting a reader consumer failed");
     }
 }
 
 /// The newest `limit` messages on `subject` (no wildcards) stored since
-/// `since`, oldest first.
+/// `since`, oldest first, read under `turn`.
 pub(crate) async fn tail(
     stream: &Stream,
     subject: &str,
     since: Since,
     limit: usize,
+    turn: &ReadTurn,
 ) -> Result<Vec<Message>, BusError> {
     if limit == 0 {
         return Ok(Vec::new());
     }
+    // The subject's last message, asked of the stream's leader in one
+    // request: none, or none since the start (an instance that logged
+    // nothing, a chart of an instance gone quiet), is an answer without a
+    // consumer. When it cannot be asked, the consumer tells.
+    let last = match stream.get_last_raw_message_by_subject(subject).await {
+        Ok(last) => Some(last),
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(Vec::new()),
+        Err(_) => None,
+    };
     let policy = match since {
         Since::Beginning => DeliverPolicy::All,
-        Since::Time(start_time) => DeliverPolicy::ByStartTime { start_time },
+        Since::Time(start_time) => {
+            if last.as_ref().is_some_and(|m| m.time < start_time) {
+                return Ok(Vec::new());
+            }
+            DeliverPolicy::ByStartTime { start_time }
+        }
     };
-    let (mut consumer, mut pending) = consumer_at(stream, subject, policy).await?;
+    let (mut reader, mut pending) = Reader::open(stream, subject, policy, turn).await?;
     if pending == 0 {
-        drop_consumer(stream, &consumer).await;
+        reader.close().await;
         return Ok(Vec::new());
     }
     let limit_u64 = limit as u64;
     if pending > limit_u64.saturating_mul(2) {
         // Too many: find the start sequence that leaves about `limit`.
-        let first = read(&consumer, 1).await?;
-        drop_consumer(stream, &consumer).await;
+        let first = reader.read(1).await?;
+        reader.close().await;
         let mut lo = first
             .first()
             .and_then(|m| m.info().ok().map(|i| i.stream_sequence))
             .ok_or_else(|| BusError::msg("a pending message vanished"))?;
-        let mut hi = stream
-            .direct_get_last_for_subject(subject)
-            .await
-            .map_err(|e| BusError::new("reading the last message", e))?
-            .sequence;
+        let mut hi = match last {
+            Some(last) => last.sequence,
+            None => {
+                stream
+                    .direct_get_last_for_subject(subject)
+                    .await
+                    .map_err(|e| BusError::new("reading the last message", e))?
+                    .sequence
+            }
+        };
         // Invariant: pending(lo) > limit >= pending(hi).
         while hi > lo + 1 {
             let mid = lo + (hi - lo) / 2;
-            let (probe, p) = consumer_at(
+            let (probe, p) = Reader::open(
                 stream,
                 subject,
                 DeliverPolicy::ByStartSequence {
                     start_sequence: mid,
                 },
+                turn,
             )
             .await?;
-            drop_consumer(stream, &probe).await;
+            probe.close().await;
             if p > limit_u64 {
                 lo = mid;
             } else {
                 hi = mid;
             }
         }
-        (consumer, pending) = consumer_at(
+        (reader, pending) = Reader::open(
             stream,
             subject,
             DeliverPolicy::ByStartSequence { start_sequence: lo },
+            turn,
         )
         .await?;
     }
-    let messages = read(&consumer, pending as usize).await;
-    drop_consumer(stream, &consumer).await;
+    let messages = reader.read(pending as usize).await;
+    reader.close().await;
     let mut messages = messages?;
     if messages.len() > limit {
         messages.drain(..messages.len() - limit);
     }
     Ok(messages)
-}
-
-/// Reads up to `count` messages from a fresh consumer.
-async fn read(
-    consumer: &jetstream::consumer::Consumer<pull::Config>,
-    count: usize,
-) -> Result<Vec<Message>, BusError> {
-    let mut out = Vec::with_capacity(count.min(4096));
-    while out.len() < count {
-        let want = (count - out.len()).min(1000);
-        let mut batch = consumer
-            .batch()
-            .max_messages(want)
-            .expires(Duration::from_secs(2))
-            .messages()
-            .await
-            .map_err(|e| BusError::new("reading messages", e))?;
-        let before = out.len();
-        while let Some(message) = batch.next().await {
-            out.push(message.map_err(|e| BusError::new("reading a message", e))?);
-        }
-        if out.len() == before {
-            // Expired before anything arrived (e.g. trimmed meanwhile).
-            break;
-        }
-    }
-    Ok(out)
 }

@@ -36,7 +36,7 @@ use tokio::sync::broadcast;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    bus::{self, BusError, Since},
+    bus::{self, BusError, ReadTurn, Since},
     live::LiveEvent,
 };
 
@@ -184,17 +184,18 @@ impl MetricsFeed {
     }
 
     /// Snapshots of one instance stored in the last `window`, oldest first,
-    /// at most `limit` (the newest ones).
+    /// at most `limit` (the newest ones), read under `turn`.
     pub(crate) async fn history(
         &self,
         service: &str,
         instance: &str,
         window: Duration,
         limit: usize,
+        turn: &ReadTurn,
     ) -> Result<Vec<MetricsSnapshot>, BusError> {
         let start = time::OffsetDateTime::now_utc() - window;
         let subject = aegis_contracts::subjects::metrics_subject(service, instance);
-        let messages = bus::tail(&self.stream, &subject, Since::Time(start), limit).await?;
+        let messages = bus::tail(&self.stream, &subject, Since::Time(start), limit, turn).await?;
         Ok(messages
             .iter()
             .filter_map(|m| parse(&m.subject, &m.payload))

@@ -19,7 +19,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     auth::{AuthConfigError, Authenticator},
-    bus::{self, SetupError},
+    bus::{self, SetupError, StreamReads},
     config::MonitorConfig,
     definitions::DefinitionStore,
     fleet::{Fleet, FleetError},
@@ -96,6 +96,7 @@ struct Inner {
     lists: ListCache,
     metrics: MetricsFeed,
     logs: Stream,
+    reads: StreamReads,
     live: broadcast::Sender<LiveEvent>,
     probe: JetStreamProbe,
     nats: NatsHealth,
@@ -195,6 +196,7 @@ impl AppState {
                 lists: ListCache::new(),
                 metrics,
                 logs: resources.logs,
+                reads: StreamReads::default(),
                 live,
                 probe: JetStreamProbe::default(),
                 nats,
@@ -305,6 +307,12 @@ impl AppState {
 
     pub(crate) fn logs(&self) -> &Stream {
         &self.inner.logs
+    }
+
+    /// The turns to read stream history through temporary consumers
+    /// (instance events, metrics history, the leadership timeline).
+    pub(crate) fn stream_reads(&self) -> &StreamReads {
+        &self.inner.reads
     }
 
     pub(crate) fn probe(&self) -> &JetStreamProbe {

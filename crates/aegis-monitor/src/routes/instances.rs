@@ -439,7 +439,7 @@ fn no_answer(service: &str, instance: &str, timeout: Duration, reason: &str) -> 
         (status = 400, description = "Bad limit", body = ErrorEnvelope),
         (status = 401, description = "Not authenticated", body = ErrorEnvelope),
         (status = 404, description = "INSTANCE_NOT_FOUND (not a valid name)", body = ErrorEnvelope),
-        (status = 503, description = "SERVICE_UNAVAILABLE: the stream AEGIS_LOG cannot be read (NATS unreachable, or the stream has no leader); Retry-After says when to try again", body = ErrorEnvelope),
+        (status = 503, description = "SERVICE_UNAVAILABLE: the stream AEGIS_LOG cannot be read (NATS unreachable, or the stream has no leader), or the monitor is busy (8 requests were reading stream history for all of the 2 s this one waited; details.maxStreamReads); Retry-After says when to try again", body = ErrorEnvelope),
     )
 )]
 async fn instance_events(
@@ -450,11 +450,13 @@ async fn instance_events(
     // In its documented range: `ApiQuery` holds it there.
     let limit = query.limit.unwrap_or(100);
     check_names(&service, &instance)?;
+    let turn = state.stream_reads().turn().await?;
     let messages = bus::tail(
         state.logs(),
         &log_subject(&service, &instance),
         Since::Beginning,
         limit,
+        &turn,
     )
     .await
     .map_err(|e| {

@@ -20,8 +20,10 @@
 //! one temporary consumer over the window (its oldest and newest records
 //! when it holds more than one request scans, the newest found by
 //! bisection), plus one read (at most a few hundred snapshots) per
-//! superseded term. Epochs start over with a new election bucket:
-//! elections from before the current bucket's creation come first.
+//! superseded term, one consumer at a time under one read turn (see
+//! `bus.rs`), each deleted also when the request is cut off. Epochs start
+//! over with a new election bucket: elections from before the current
+//! bucket's creation come first.
 
 use std::time::Duration;
 
@@ -31,21 +33,18 @@ use aegis_contracts::{
     names::{validate_group_name, validate_service_name},
     subjects::{LOG_STREAM, METRICS_STREAM, metrics_subject},
 };
-use async_nats::jetstream::{
-    self,
-    consumer::{AckPolicy, DeliverPolicy, ReplayPolicy, pull},
-};
+use async_nats::jetstream::{self, consumer::DeliverPolicy};
 use axum::{
     Json,
     extract::{Path, State},
 };
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
+    bus::{ReadTurn, Reader},
     error::{ApiError, ErrorCode, ErrorEnvelope},
     extract::ApiQuery,
     fleet::Holder,
@@ -159,7 +158,7 @@ pub(crate) struct LeadershipTimeline {
         (status = 400, description = "Bad window or group", body = ErrorEnvelope),
         (status = 401, description = "Not authenticated", body = ErrorEnvelope),
         (status = 404, description = "SERVICE_NOT_FOUND (not a valid name)", body = ErrorEnvelope),
-        (status = 503, description = "SERVICE_UNAVAILABLE: the stream AEGIS_LOG or AEGIS_METRICS cannot be read (NATS unreachable, or the stream has no leader); Retry-After says when to try again", body = ErrorEnvelope),
+        (status = 503, description = "SERVICE_UNAVAILABLE: the stream AEGIS_LOG or AEGIS_METRICS cannot be read (NATS unreachable, or the stream has no leader), or the monitor is busy (8 requests were reading stream history for all of the 2 s this one waited; details.maxStreamReads); Retry-After says when to try again", body = ErrorEnvelope),
     )
 )]
 async fn leadership(
@@ -180,15 +179,19 @@ async fn leadership(
         ));
     }
     let js = state.conn().jetstream();
+    // One turn for all of the request's reads, one consumer at a time.
+    let turn = state.stream_reads().turn().await?;
     let since =
         Utc::now() - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::hours(1));
-    let (records, gap) = read_lifecycle(js, &service, since).await.map_err(|e| {
-        ApiError::stream_unavailable(
-            "the service's leadership history",
-            "AEGIS_LOG",
-            format!("{e:#}"),
-        )
-    })?;
+    let (records, gap) = read_lifecycle(js, &service, since, &turn)
+        .await
+        .map_err(|e| {
+            ApiError::stream_unavailable(
+                "the service's leadership history",
+                "AEGIS_LOG",
+                format!("{e:#}"),
+            )
+        })?;
     let truncated = gap.is_some();
     // Kept with each record: which side of the unread middle it was read on.
     let records: Vec<(Lifecycle, bool)> = records
@@ -258,7 +261,7 @@ async fn leadership(
             terms[i - 1].ended_at = Some(closed);
             continue;
         }
-        let seen = last_snapshot_before(js, &service, &holder, began, elected)
+        let seen = last_snapshot_before(js, &service, &holder, began, elected, &turn)
             .await
             .map_err(|e| {
                 ApiError::stream_unavailable(
@@ -591,71 +594,24 @@ fn millis_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
     ((to - from).num_microseconds().unwrap_or(0).max(0) as f64) / 1000.0
 }
 
+/// A temporary consumer of `subject` delivering from `start` on, under
+/// `turn`, and how many messages it has pending.
 async fn reader(
     stream: &jetstream::stream::Stream,
-    subject: String,
+    subject: &str,
     start: DateTime<Utc>,
-) -> Result<(jetstream::consumer::Consumer<pull::Config>, u64), async_nats::Error> {
+    turn: &ReadTurn,
+) -> Result<(Reader, u64), async_nats::Error> {
     let start_time = time::OffsetDateTime::from_unix_timestamp_nanos(
         start.timestamp_nanos_opt().unwrap_or(0).into(),
     )?;
-    reader_from(stream, subject, DeliverPolicy::ByStartTime { start_time }).await
-}
-
-/// A temporary consumer of `subject` delivering by `deliver_policy`, and
-/// how many messages it has pending.
-async fn reader_from(
-    stream: &jetstream::stream::Stream,
-    subject: String,
-    deliver_policy: DeliverPolicy,
-) -> Result<(jetstream::consumer::Consumer<pull::Config>, u64), async_nats::Error> {
-    let mut consumer = stream
-        .create_consumer(pull::Config {
-            deliver_policy,
-            filter_subject: subject,
-            ack_policy: AckPolicy::None,
-            replay_policy: ReplayPolicy::Instant,
-            inactive_threshold: Duration::from_secs(30),
-            memory_storage: true,
-            ..Default::default()
-        })
-        .await?;
-    let pending = consumer.info().await?.num_pending;
-    Ok((consumer, pending))
-}
-
-async fn read_some(
-    consumer: &jetstream::consumer::Consumer<pull::Config>,
-    count: usize,
-) -> Result<Vec<jetstream::Message>, async_nats::Error> {
-    let mut out = Vec::with_capacity(count.min(4096));
-    while out.len() < count {
-        let mut batch = consumer
-            .batch()
-            .max_messages((count - out.len()).min(1000))
-            .expires(Duration::from_secs(2))
-            .messages()
-            .await?;
-        let before = out.len();
-        while let Some(message) = batch.next().await {
-            out.push(message?);
-        }
-        if out.len() == before {
-            break;
-        }
-    }
-    Ok(out)
-}
-
-async fn drop_reader(
-    stream: &jetstream::stream::Stream,
-    consumer: &jetstream::consumer::Consumer<pull::Config>,
-) {
-    let name = consumer.cached_info().name.clone();
-    if let Err(e) = stream.delete_consumer(&name).await {
-        // It expires on its own after its inactivity threshold.
-        tracing::debug!(consumer = %name, error = %e, "deleting a reader consumer failed");
-    }
+    Ok(Reader::open(
+        stream,
+        subject,
+        DeliverPolicy::ByStartTime { start_time },
+        turn,
+    )
+    .await?)
 }
 
 /// The leadership records of every instance of `service` since `since`,
@@ -665,10 +621,12 @@ async fn read_lifecycle(
     js: &jetstream::Context,
     service: &str,
     since: DateTime<Utc>,
+    turn: &ReadTurn,
 ) -> Result<(Vec<Lifecycle>, Option<Gap>), async_nats::Error> {
     let stream = js.get_stream(LOG_STREAM).await?;
     let prefix = format!("aegis.log.{service}.");
-    let (messages, gap) = read_newest(&stream, format!("{prefix}*"), since, MAX_SCAN).await?;
+    let (messages, gap) =
+        read_newest(&stream, &format!("{prefix}*"), since, MAX_SCAN, turn).await?;
     let lifecycle = |m: &jetstream::Message| {
         let instance = m.subject.as_str().strip_prefix(&prefix)?;
         let record: LogRecord = serde_json::from_slice(&m.payload).ok()?;
@@ -695,23 +653,25 @@ async fn read_lifecycle(
 /// request reads. Both ends matter: the newest for the latest elections,
 /// the oldest for a leader elected before the flood who leads on. The
 /// start of the newest half is found by bisection on the pending count of
-/// temporary consumers (a few dozen at most), each deleted at once.
+/// temporary consumers (a few dozen at most), one at a time under `turn`,
+/// each deleted at once.
 async fn read_newest(
     stream: &jetstream::stream::Stream,
-    subject: String,
+    subject: &str,
     since: DateTime<Utc>,
     limit: usize,
+    turn: &ReadTurn,
 ) -> Result<(Vec<jetstream::Message>, Option<Gap>), async_nats::Error> {
-    let (consumer, pending) = reader(stream, subject.clone(), since).await?;
+    let (consumer, pending) = reader(stream, subject, since, turn).await?;
     if pending <= limit as u64 {
-        let messages = read_some(&consumer, pending as usize).await;
-        drop_reader(stream, &consumer).await;
+        let messages = consumer.read(pending as usize).await;
+        consumer.close().await;
         return Ok((messages?, None));
     }
     let oldest_half = (limit / 2).max(1);
     let newest_half = limit.saturating_sub(oldest_half).max(1) as u64;
-    let oldest = read_some(&consumer, oldest_half).await;
-    drop_reader(stream, &consumer).await;
+    let oldest = consumer.read(oldest_half).await;
+    consumer.close().await;
     let mut messages = oldest?;
     let sequence = |m: &jetstream::Message| m.info().ok().map(|i| i.stream_sequence);
     let Some(mut lo) = messages.first().and_then(sequence) else {
@@ -740,31 +700,33 @@ async fn read_newest(
     let mut hi = last.max(lo).saturating_add(1);
     while hi > lo + 1 {
         let mid = lo + (hi - lo) / 2;
-        let (probe, p) = reader_from(
+        let (probe, p) = Reader::open(
             stream,
-            subject.clone(),
+            subject,
             DeliverPolicy::ByStartSequence {
                 start_sequence: mid,
             },
+            turn,
         )
         .await?;
-        drop_reader(stream, &probe).await;
+        probe.close().await;
         if p > newest_half {
             lo = mid;
         } else {
             hi = mid;
         }
     }
-    let (consumer, pending) = reader_from(
+    let (consumer, pending) = Reader::open(
         stream,
         subject,
         DeliverPolicy::ByStartSequence {
             start_sequence: hi.max(read_up_to + 1),
         },
+        turn,
     )
     .await?;
-    let newest = read_some(&consumer, pending.min(newest_half) as usize).await;
-    drop_reader(stream, &consumer).await;
+    let newest = consumer.read(pending.min(newest_half) as usize).await;
+    consumer.close().await;
     messages.extend(newest?);
     Ok((messages, Some(gap)))
 }
@@ -781,6 +743,7 @@ async fn last_snapshot_before(
     instance: &str,
     began: DateTime<Utc>,
     before: DateTime<Utc>,
+    turn: &ReadTurn,
 ) -> Result<Option<DateTime<Utc>>, async_nats::Error> {
     let stream = js.get_stream(METRICS_STREAM).await?;
     // The newest snapshot of the subject first, in one request: when the
@@ -794,10 +757,15 @@ async fn last_snapshot_before(
     }
     // A later process under the same id published since (re-elected, or
     // restarted as a standby): look back from `before` for the term's own.
-    let (consumer, pending) =
-        reader(&stream, subject, (before - LAST_SEEN_LOOKBACK).max(began)).await?;
-    let messages = read_some(&consumer, (pending as usize).min(LAST_SEEN_SCAN)).await;
-    drop_reader(&stream, &consumer).await;
+    let (consumer, pending) = reader(
+        &stream,
+        &subject,
+        (before - LAST_SEEN_LOOKBACK).max(began),
+        turn,
+    )
+    .await?;
+    let messages = consumer.read((pending as usize).min(LAST_SEEN_SCAN)).await;
+    consumer.close().await;
     Ok(messages?
         .iter()
         .filter_map(|m| sign_of_the_term(m.info().ok()?.published, &m.payload, began, before))

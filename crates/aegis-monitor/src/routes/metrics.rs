@@ -142,7 +142,7 @@ pub(crate) fn figures_are_live(view: &InstanceView, snapshot: &MetricsSnapshot) 
         (status = 400, description = "Bad window or limit", body = ErrorEnvelope),
         (status = 401, description = "Not authenticated", body = ErrorEnvelope),
         (status = 404, description = "INSTANCE_NOT_FOUND (not a valid name)", body = ErrorEnvelope),
-        (status = 503, description = "SERVICE_UNAVAILABLE: the stream AEGIS_METRICS cannot be read (NATS unreachable, or the stream has no leader); Retry-After says when to try again", body = ErrorEnvelope),
+        (status = 503, description = "SERVICE_UNAVAILABLE: the stream AEGIS_METRICS cannot be read (NATS unreachable, or the stream has no leader), or the monitor is busy (8 requests were reading stream history for all of the 2 s this one waited; details.maxStreamReads); Retry-After says when to try again", body = ErrorEnvelope),
     )
 )]
 async fn instance_metrics(
@@ -154,9 +154,10 @@ async fn instance_metrics(
     // In its documented range: `ApiQuery` holds it there.
     let limit = query.limit.unwrap_or(MAX_POINTS);
     check_names(&service, &instance)?;
+    let turn = state.stream_reads().turn().await?;
     let snapshots = state
         .metrics()
-        .history(&service, &instance, window, limit)
+        .history(&service, &instance, window, limit, &turn)
         .await
         .map_err(|e| {
             ApiError::stream_unavailable(
