@@ -112,10 +112,19 @@ pub(crate) struct LeadershipTerm {
     /// `resigned` (leadership_lost), `stopped` (deregistered),
     /// `superseded` (a new leader was elected without a goodbye),
     /// `lapsed` (its election key went unrenewed past its lease and nobody
-    /// has taken over yet) or `unread` (in a truncated window, the term was
-    /// open where the unread middle begins and its election key no longer
-    /// names it: it ended in the middle, after `endedAt`, the last record
-    /// read before it); null while the term lasts.
+    /// has taken over yet) or `unread`; null while the term lasts.
+    ///
+    /// In a truncated window, a term still open where the unread middle
+    /// begins ends at its leader's first goodbye read after the middle
+    /// (`resigned` or `stopped`, `endedAt` that goodbye's time) when the
+    /// goodbye is its own: one that carries an epoch, at the term's epoch;
+    /// one without (as the SDK writes them), when nothing was elected after
+    /// the middle before it (or at most 1 s before it) and no election key
+    /// names someone whose election was not read after the middle. Else it
+    /// is `unread` (it ended in the middle, after `endedAt`, the last
+    /// record read before it), unless nothing was elected after the middle
+    /// and the election key (the group's, when one is asked for) names its
+    /// leader at its epoch now: then it leads on (null).
     end_reason: Option<String>,
     /// Milliseconds from the previous leader letting go (or, after a
     /// superseded term, from its last sign of life) to this election.
@@ -140,9 +149,11 @@ pub(crate) struct LeadershipTimeline {
     window_secs: u64,
     /// True when the window held more log records than one request scans
     /// (its oldest and newest 10,000 were read; terms in between may be
-    /// missing, a term open where the unread middle begins ends there as
-    /// `unread` unless its election key names it still, and no hand-over
-    /// is linked across the middle).
+    /// missing, and no hand-over is linked across the middle). A term open
+    /// where the unread middle begins ends at its leader's goodbye read
+    /// after the middle when that goodbye is its own, else there as
+    /// `unread`, unless nothing was elected after the middle and its
+    /// election key names it still (see `endReason`).
     truncated: bool,
     /// Terms, oldest first.
     terms: Vec<LeadershipTerm>,
