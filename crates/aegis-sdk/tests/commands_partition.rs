@@ -230,7 +230,7 @@ struct TwoInstances {
 impl TwoInstances {
     async fn start(nats: &NatsServer, options: Options) -> Self {
         let proxy = SilentProxy::start(nats.port()).await;
-        let mut config = AegisConfig::with_servers(&proxy.url());
+        let mut config = AegisConfig::with_servers(proxy.url());
         config.nats.request_timeout = Duration::from_secs(2);
         config.nats.ping_interval = Duration::from_secs(120);
         let leader_conn = Connection::connect(config).await.expect("connect");
