@@ -764,3 +764,140 @@ async fn a_fill_of_an_events_stream_created_again_is_counted_before_judging() {
     }
     svc.shutdown().await.unwrap();
 }
+
+/// `EVENTS` deleted and not yet created again: the book is of a stream
+/// that is gone, and an assessment naming a fill gets no verdict from it
+/// (its old sequence only looks further on than the next stream's) but
+/// "catching up; retry"; once the stream is there again with a fill, that
+/// fill is counted before the order is judged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_order_naming_a_fill_is_judged_while_events_is_gone() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let svc = risk::start(
+        &conn,
+        RiskOptions {
+            limits: RiskLimits {
+                max_position: 100,
+                ..Default::default()
+            },
+            ..risk_options("risk-a")
+        },
+    )
+    .await
+    .unwrap();
+    let mut seq = 0;
+    for i in 0..5 {
+        seq = publish_fill(&conn, &fill(&format!("o{i}"), "AAPL", Side::Buy, 10))
+            .await
+            .unwrap();
+    }
+    positions_after(&conn, "risk-a", seq).await;
+
+    conn.jetstream().delete_stream("EVENTS").await.unwrap();
+    let mut buy = order("AAPL", Side::Buy, 20, 100.0);
+    buy.after_fill = Some(1);
+    let gone = conn
+        .rpc()
+        .call::<_, RiskAssessment>(RISK_SERVICE, "assess_risk", &buy)
+        .await;
+    assert!(
+        matches!(&gone, Err(e) if e.code() == ErrorCode::ServiceUnavailable
+            && e.to_string().contains("catching up; retry")),
+        "{gone:?}"
+    );
+
+    conn.events().ensure_stream().await.unwrap();
+    let seq = publish_fill(&conn, &fill("n1", "AAPL", Side::Buy, 45))
+        .await
+        .unwrap();
+    assert_eq!(seq, 1, "the new stream starts over");
+    buy.after_fill = Some(seq);
+    // 50 + 45 + 20 > 100.
+    let verdict: RiskAssessment = conn
+        .rpc()
+        .call(RISK_SERVICE, "assess_risk", &buy)
+        .await
+        .unwrap();
+    assert!(
+        !verdict.approved && verdict.reasons[0].code == ReasonCode::MaxPosition,
+        "{verdict:?}"
+    );
+    svc.shutdown().await.unwrap();
+}
+
+/// The feed of fills broken again and again without a fill in between
+/// (here by advisories that `EVENTS` was created; node restarts and
+/// reconnects do the same) backs off to its longest pause. `EVENTS` then
+/// deleted and created again at once, with a fill of the new stream at a
+/// sequence below the book's: an assessment naming it is judged with it,
+/// at once — the advisory that the stream is back ends the back-off — and
+/// never by the old stream's positions once the catch-up timeout has run
+/// out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_of_events_created_again_is_counted_however_far_the_feed_backed_off() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let svc = risk::start(
+        &conn,
+        RiskOptions {
+            limits: RiskLimits {
+                max_position: 100,
+                ..Default::default()
+            },
+            ..risk_options("risk-a")
+        },
+    )
+    .await
+    .unwrap();
+    let mut seq = 0;
+    for i in 0..5 {
+        seq = publish_fill(&conn, &fill(&format!("o{i}"), "AAPL", Side::Buy, 10))
+            .await
+            .unwrap();
+    }
+    positions_after(&conn, "risk-a", seq).await;
+
+    // Each advisory ends the feed; 4 s of them, and no fill, double its
+    // pause up to the longest (50 ms, 100 ms, ... 2 s).
+    for _ in 0..80 {
+        conn.client()
+            .publish("$JS.EVENT.ADVISORY.STREAM.CREATED.EVENTS", "{}".into())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The feed is made again on EVENTS: an assessment naming a fill the
+    // book holds is answered without waiting.
+    eventually(PATIENCE, "the feed follows EVENTS again", || async {
+        let mut probe = order("MSFT", Side::Buy, 1, 100.0);
+        probe.after_fill = Some(seq);
+        let asked = std::time::Instant::now();
+        let answer = conn
+            .rpc()
+            .call::<_, RiskAssessment>(RISK_SERVICE, "assess_risk", &probe)
+            .await;
+        answer.is_ok_and(|v| v.approved) && asked.elapsed() < Duration::from_millis(200)
+    })
+    .await;
+
+    conn.jetstream().delete_stream("EVENTS").await.unwrap();
+    conn.events().ensure_stream().await.unwrap();
+    let seq = publish_fill(&conn, &fill("n1", "AAPL", Side::Buy, 45))
+        .await
+        .unwrap();
+    assert_eq!(seq, 1, "the new stream starts over");
+    // 50 + 45 + 20 > 100.
+    let mut buy = order("AAPL", Side::Buy, 20, 100.0);
+    buy.after_fill = Some(seq);
+    let verdict = conn
+        .rpc()
+        .call::<_, RiskAssessment>(RISK_SERVICE, "assess_risk", &buy)
+        .await;
+    let positions = positions_of(&conn, "risk-a").await.unwrap();
+    assert!(
+        matches!(&verdict, Ok(v) if !v.approved && v.reasons[0].code == ReasonCode::MaxPosition),
+        "{verdict:?}; positions {positions:?}"
+    );
+    svc.shutdown().await.unwrap();
+}

@@ -49,7 +49,7 @@ use aegis_contracts::{
     subjects::EVENTS_STREAM,
     trading::{OrderFilled, TradingEvent},
 };
-use aegis_sdk::feed::feed;
+use aegis_sdk::feed::{Feed, feed};
 use aegis_sdk::{Connection, events::EventError};
 use async_nats::jetstream::{
     consumer::DeliverPolicy,
@@ -57,7 +57,7 @@ use async_nats::jetstream::{
     stream::{LastRawMessageErrorKind, Stream},
 };
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
+use futures::{StreamExt, future::BoxFuture, stream::TakeUntil};
 use serde::{Deserialize, Serialize};
 use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -260,6 +260,14 @@ impl Fills {
     /// one created again since has sequences that started over, and the
     /// book starts over on it, from its first fill.
     ///
+    /// The feed is made again after a pause that doubles, from 50 ms up to
+    /// 2 s, while it breaks without handing over a fill (as
+    /// [`aegis_sdk::kv::reopening`] does) — except that an advisory that
+    /// `EVENTS` changed ends the pause at once: the book follows a stream
+    /// created again within milliseconds however often the feed broke
+    /// before, rather than keep the gone stream's sequences for up to 2 s
+    /// (assessments naming a fill are refused meanwhile).
+    ///
     /// On an [`aegis_sdk::feed`] rather than async-nats's ordered
     /// consumer: that one notices a consumer lost with its NATS node only
     /// after two missed 15 s heartbeats, and an instance whose node died
@@ -277,71 +285,102 @@ impl Fills {
         progress: watch::Sender<u64>,
         cancel: CancellationToken,
     ) -> JoinHandle<()> {
-        let (fills, conn) = (self.clone(), self.conn.clone());
-        let opener = risk.clone();
-        tokio::spawn(aegis_sdk::kv::reopening(
-            "the order fills",
-            from.max(1),
-            cancel,
-            move |next| {
-                let (fills, conn, risk, next) =
-                    (fills.clone(), conn.clone(), opener.clone(), *next);
-                async move {
-                    let mut pause = MISSING_PAUSE_FIRST;
-                    loop {
-                        // Told of the stream's advisories from here on.
-                        let mut changes = risk.changes.subscribe();
-                        let generation = *changes.borrow_and_update();
-                        let start_sequence = match fills.identity_now().await {
-                            Ok(Some(stream)) => {
-                                risk.follow_stream(stream.created, next, generation)
-                            }
-                            Ok(None) if risk.fresh() => next,
-                            Ok(None) => {
-                                return Err(fills.events_error(
-                                    "EVENTS changed, and does not say which stream it is now"
-                                        .into(),
-                                ));
-                            }
-                            // Deleted, and told so: wait for it to be created.
-                            Err(e) if !risk.fresh() => {
-                                debug!(error = %e, "EVENTS is not there; waiting for it");
-                                tokio::select! {
-                                    () = changed(&mut changes) => {}
-                                    () = tokio::time::sleep(pause) => {}
-                                }
-                                pause = (pause * 2).min(MISSING_PAUSE_MAX);
-                                continue;
-                            }
-                            Err(e) => return Err(e),
+        let fills = self.clone();
+        tokio::spawn(async move {
+            let mut next = from.max(1);
+            let mut pause = PAUSE_FIRST;
+            // Told of the stream's advisories: one told since the feed was
+            // last made (or while it pauses) ends the pause.
+            let mut told = risk.changes.subscribe();
+            loop {
+                told.mark_unchanged();
+                let opened = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    opened = fills.open_feed(&risk, next) => opened,
+                };
+                match opened {
+                    Ok(mut messages) => loop {
+                        let message = tokio::select! {
+                            () = cancel.cancelled() => return,
+                            message = messages.next() => message,
                         };
-                        let deliver = DeliverPolicy::ByStartSequence { start_sequence };
-                        // The stream may change while the feed is made, or
-                        // while it runs: the feed then ends, and is made
-                        // again on the stream there is.
-                        let made = tokio::select! {
-                            made = feed(&conn, &fills.stream, OrderFilled::subject(), deliver) => made,
-                            () = changed(&mut changes) => continue,
-                        };
-                        let until_changed: futures::future::BoxFuture<'static, ()> =
-                            Box::pin(async move { changed(&mut changes).await });
-                        return Ok::<_, TradingError>(made.take_until(until_changed));
-                    }
+                        match message {
+                            Some(Ok(message)) => {
+                                pause = PAUSE_FIRST;
+                                let Ok(info) = message.info() else { continue };
+                                let sequence = info.stream_sequence;
+                                let stored = DateTime::from_timestamp(
+                                    info.published.unix_timestamp(),
+                                    info.published.nanosecond(),
+                                )
+                                .unwrap_or_else(Utc::now);
+                                risk.apply_fill(sequence, stored, &message.payload);
+                                next = sequence + 1;
+                                progress.send_replace(sequence);
+                            }
+                            Some(Err(e)) => {
+                                debug!(error = %e, "the feed of fills was interrupted; making it again");
+                                break;
+                            }
+                            None => break,
+                        }
+                    },
+                    Err(e) => warn!(error = %e, "cannot follow the fills; retrying"),
                 }
-            },
-            move |next, msg: async_nats::jetstream::Message| {
-                let Ok(info) = msg.info() else { return };
-                let sequence = info.stream_sequence;
-                let stored = DateTime::from_timestamp(
-                    info.published.unix_timestamp(),
-                    info.published.nanosecond(),
-                )
-                .unwrap_or_else(Utc::now);
-                risk.apply_fill(sequence, stored, &msg.payload);
-                *next = sequence + 1;
-                progress.send_replace(sequence);
-            },
-        ))
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(pause) => {}
+                    () = changed(&mut told) => {}
+                }
+                pause = (pause * 2).min(PAUSE_MAX);
+            }
+        })
+    }
+
+    /// Makes the feed of fills from `next` on, on the stream there is (see
+    /// [`follow`](Self::follow)); it ends when `EVENTS` changes.
+    async fn open_feed(
+        &self,
+        risk: &Risk,
+        next: u64,
+    ) -> Result<TakeUntil<Feed, BoxFuture<'static, ()>>, TradingError> {
+        let mut pause = PAUSE_FIRST;
+        loop {
+            // Told of the stream's advisories from here on.
+            let mut changes = risk.changes.subscribe();
+            let generation = *changes.borrow_and_update();
+            let start_sequence = match self.identity_now().await {
+                Ok(Some(stream)) => risk.follow_stream(stream.created, next, generation),
+                Ok(None) if risk.fresh() => next,
+                Ok(None) => {
+                    return Err(self.events_error(
+                        "EVENTS changed, and does not say which stream it is now".into(),
+                    ));
+                }
+                // Deleted, and told so: wait for it to be created.
+                Err(e) if !risk.fresh() => {
+                    debug!(error = %e, "EVENTS is not there; waiting for it");
+                    tokio::select! {
+                        () = changed(&mut changes) => {}
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(PAUSE_MAX);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let deliver = DeliverPolicy::ByStartSequence { start_sequence };
+            // The stream may change while the feed is made, or while it
+            // runs: the feed then ends, and is made again on the stream
+            // there is.
+            let made = tokio::select! {
+                made = feed(&self.conn, &self.stream, OrderFilled::subject(), deliver) => made,
+                () = changed(&mut changes) => continue,
+            };
+            let until_changed: BoxFuture<'static, ()> =
+                Box::pin(async move { changed(&mut changes).await });
+            return Ok(made.take_until(until_changed));
+        }
     }
 
     /// Writes `risk`'s book as the snapshot every `every`, when it moved,
@@ -487,12 +526,12 @@ impl Identity {
 /// over: deleted, created (again), restored from a backup.
 const STREAM_CHANGES: [&str; 3] = ["DELETED", "CREATED", "RESTORE_COMPLETE"];
 
-/// The first pause before the follower looks again for a stream it was
-/// told is gone, unless it is told it is back first; it doubles up to
-/// [`MISSING_PAUSE_MAX`].
-const MISSING_PAUSE_FIRST: Duration = Duration::from_millis(50);
+/// The first pause before the follower makes its feed again, or looks
+/// again for a stream it was told is gone, unless told that `EVENTS`
+/// changed first; it doubles up to [`PAUSE_MAX`].
+const PAUSE_FIRST: Duration = Duration::from_millis(50);
 /// The longest such pause.
-const MISSING_PAUSE_MAX: Duration = Duration::from_secs(2);
+const PAUSE_MAX: Duration = Duration::from_secs(2);
 
 /// JetStream's advisories that `EVENTS` changed ([`Fills::changes`]).
 pub(crate) struct Changes(futures::stream::SelectAll<async_nats::Subscriber>);

@@ -252,7 +252,10 @@ impl Risk {
     /// may be of the old stream and only look further on than a fill of
     /// the new one. So it waits, too, until the follower has looked which
     /// stream there is ([`fresh`](Self::fresh); within milliseconds of
-    /// the stream's creation).
+    /// the stream's creation). A book not known to follow the stream there
+    /// is when the timeout runs out (`EVENTS` deleted and not yet created
+    /// again, its info slow to read) is answered unavailable, as one
+    /// behind: never judged by its sequence alone.
     ///
     /// A caller's number may be of an `EVENTS` stream that was created
     /// again since it learnt it (the new stream's sequences started over):
@@ -299,8 +302,10 @@ impl Risk {
                 .ok()
         };
         let after = NEWEST_FILL_AFTER.min(self.catch_up_timeout / 2);
-        if reach(sequence, until, newest, after, self.catch_up_timeout).await || held() >= sequence
-        {
+        // Looked at once more: the book may have got there as time ran
+        // out. Never by its sequence alone — a book not known to follow
+        // the stream there is gets no verdict, however long it waited.
+        if reach(sequence, until, newest, after, self.catch_up_timeout).await || ready(sequence) {
             return Ok(());
         }
         debug!(
