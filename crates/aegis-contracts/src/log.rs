@@ -8,6 +8,12 @@
 //! `{timestamp, level, kind, message, fields}`; readers ignore unknown fields
 //! and keep unknown kinds as [`LogKind::Other`], so producers can add kinds
 //! without breaking older monitors.
+//!
+//! Leadership records name the term they are about in `fields.epoch` (see
+//! [`LogRecord::epoch`]): the fencing epoch an `elected` record won, a
+//! `leadership_lost` one lost, and a leader's `deregistered` one held.
+//! Records written before goodbyes carried it have none, and readers take
+//! its absence as "not said".
 
 use std::fmt;
 
@@ -48,6 +54,9 @@ pub struct LogRecord {
     pub fields: serde_json::Map<String, serde_json::Value>,
 }
 
+/// The key of [`LogRecord::fields`] that holds a fencing epoch.
+pub const EPOCH_FIELD: &str = "epoch";
+
 impl LogRecord {
     /// A record with no fields.
     pub fn new(
@@ -73,6 +82,17 @@ impl LogRecord {
     ) -> Self {
         self.fields.insert(key.into(), value.into());
         self
+    }
+
+    /// The fencing epoch the record names (`fields.epoch`): the term an
+    /// `elected` record opens, or a `leadership_lost` or leader's
+    /// `deregistered` record ends. `None` when it names none (a standby's
+    /// `deregistered`, a record from an SDK that wrote none) or when the
+    /// value is not a whole number.
+    pub fn epoch(&self) -> Option<u64> {
+        self.fields
+            .get(EPOCH_FIELD)
+            .and_then(serde_json::Value::as_u64)
     }
 }
 
@@ -101,13 +121,17 @@ pub enum LogKind {
     Registered,
     /// The instance's status changed; `fields.from` / `fields.to` say how.
     StatusChanged,
-    /// The instance won a sticky single-active election.
+    /// The instance won a sticky single-active election; `fields.epoch` is
+    /// the fencing epoch it won.
     Elected,
-    /// The instance lost or resigned its leadership.
+    /// The instance lost or resigned its leadership; `fields.epoch` is the
+    /// fencing epoch of the term it lost (absent from older SDKs' records).
     LeadershipLost,
     /// A heartbeat (registry refresh) failed or was late.
     HeartbeatFailed,
-    /// The instance removed its registry record on a graceful stop.
+    /// The instance removed its registry record on a graceful stop. A
+    /// sticky leader's carries `fields.epoch`, the fencing epoch of the term
+    /// its stop ends; a standby's carries none (nor do older SDKs' records).
     Deregistered,
     /// Another process wrote this instance's registry record: two processes
     /// run under one instance id. `fields.otherConnection`, `otherHost` and
@@ -220,5 +244,33 @@ mod tests {
             assert_eq!(LogKind::parse(k.as_str()), k);
         }
         assert!(LogLevel::Warn > LogLevel::Info);
+    }
+
+    /// A goodbye names the term it ends in `fields.epoch`; one written
+    /// without (an older SDK's, a standby's) still reads, with no epoch.
+    #[test]
+    fn a_goodbye_names_its_epoch_when_it_has_one() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 27, 0, 0, 1).unwrap();
+        let lost = LogRecord::new(t, LogLevel::Warn, LogKind::LeadershipLost, "lost")
+            .with_field(EPOCH_FIELD, 7);
+        let v = serde_json::to_value(&lost).unwrap();
+        assert_eq!(v["fields"], json!({"epoch": 7}));
+        assert_eq!(
+            serde_json::from_value::<LogRecord>(v).unwrap().epoch(),
+            Some(7)
+        );
+        let old: LogRecord = serde_json::from_value(json!({
+            "timestamp": "2026-11-27T00:00:01Z",
+            "level": "INFO",
+            "kind": "deregistered",
+            "message": "deregistered on a graceful stop"
+        }))
+        .unwrap();
+        assert_eq!(old.epoch(), None);
+        for odd in [json!(-1), json!(1.5), json!("7"), json!(null)] {
+            let r = LogRecord::new(t, LogLevel::Info, LogKind::Deregistered, "m")
+                .with_field(EPOCH_FIELD, odd);
+            assert_eq!(r.epoch(), None, "{r:?}");
+        }
     }
 }

@@ -37,7 +37,7 @@
 //! - `writer.rs`: the record's state, the writes, the heartbeat loop and
 //!   the purge on deregistration.
 
-use aegis_contracts::log::{LogKind, LogLevel, LogRecord};
+use aegis_contracts::log::{EPOCH_FIELD, LogKind, LogLevel, LogRecord};
 use std::{
     fmt,
     future::Future,
@@ -572,11 +572,19 @@ impl Registration {
         let result = purge_until(inner, until).await;
         if result.is_ok() {
             info!(key = %inner.key, "deregistered");
+            // A sticky leader's record holds its epoch (a standby's none):
+            // the goodbye names the term the stop ends, so that a reader of
+            // the log need not guess it from the instance and the timing.
+            let epoch = inner.state().desired.epoch;
             inner.emit(
                 LogLevel::Info,
                 LogKind::Deregistered,
                 "deregistered on a graceful stop",
-                |_| {},
+                |fields| {
+                    if let Some(epoch) = epoch {
+                        fields.insert(EPOCH_FIELD.to_owned(), epoch.into());
+                    }
+                },
             );
         }
         result

@@ -4,7 +4,7 @@
 
 use aegis_contracts::{
     InstanceStatus,
-    log::{LogKind, LogLevel},
+    log::{EPOCH_FIELD, LogKind, LogLevel},
 };
 use tracing::warn;
 
@@ -19,22 +19,28 @@ pub(super) async fn mirror_role(
     let mut previous: Option<Role> = None;
     loop {
         let role = roles.borrow_and_update().clone();
-        let was_leader = previous.as_ref().is_some_and(Role::is_leader);
-        let event = match &role {
-            Role::Leader { epoch } if !was_leader => Some(
+        let held = match &previous {
+            Some(Role::Leader { epoch }) => Some(*epoch),
+            _ => None,
+        };
+        let event = match (&role, held) {
+            (Role::Leader { epoch }, None) => Some(
                 telemetry
                     .lifecycle(LogLevel::Info, LogKind::Elected, "elected ACTIVE leader")
-                    .with_field("epoch", *epoch)
+                    .with_field(EPOCH_FIELD, *epoch)
                     .with_field("from", "STANDBY")
                     .with_field("to", "ACTIVE"),
             ),
-            Role::Standby { leader } if was_leader => Some(
+            // The epoch names the term lost, so that a reader of the log
+            // need not guess it from the instance and the timing.
+            (Role::Standby { leader }, Some(epoch)) => Some(
                 telemetry
                     .lifecycle(
                         LogLevel::Warn,
                         LogKind::LeadershipLost,
                         "no longer the leader; now STANDBY",
                     )
+                    .with_field(EPOCH_FIELD, epoch)
                     .with_field("from", "ACTIVE")
                     .with_field("to", "STANDBY")
                     .with_field("leader", leader.clone().unwrap_or_default()),
