@@ -14,7 +14,7 @@ use common::{connect, server};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, aegis_sdk::schemars::JsonSchema)]
 struct Rebuild {
     account: String,
     fail: bool,

@@ -33,6 +33,14 @@
 //! the new leader gets it `ack_wait` after the hand-back at most. A clean
 //! deposal, seen while connected, and a stop hand it back at once.
 //!
+//! Where its commands are listed: an instance of a service lists the
+//! commands its process's workers take (on the same connection) in its
+//! services-protocol answer (`$SRV.INFO`), next to its methods, as
+//! endpoints whose metadata says `kind: command`, with the JSON Schema of
+//! their payload; [`describe`](crate::rpc::describe) reads them apart from
+//! the methods, and `aegis status SERVICE`, `aegis call SERVICE --schema`
+//! and `aegis command` show them.
+//!
 //! A command carries its deadline; a worker that picks it up after the deadline
 //! does not run it, and says so ([`HEADER_NOT_RUN`]): the sender reports
 //! [`CommandError::NotTaken`], as for a command no worker took. A worker without a handler for a command (an older
@@ -40,6 +48,7 @@
 //! one, while its deliveries and its deadline allow; then it answers
 //! NOT_FOUND, before the deadline.
 
+pub(crate) mod catalog;
 pub mod send;
 pub mod worker;
 

@@ -17,6 +17,7 @@ use async_nats::{
     },
 };
 use futures::{FutureExt, future::BoxFuture};
+use schemars::JsonSchema;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::{sync::watch, time::Instant};
 use tokio_util::sync::CancellationToken;
@@ -30,7 +31,11 @@ use crate::{
     task::Background,
 };
 
-use super::{CommandError, Commands, HEADER_DEADLINE, HEADER_NOT_RUN, ensure_commands_stream};
+use super::{
+    CommandError, Commands, HEADER_DEADLINE, HEADER_NOT_RUN,
+    catalog::{CommandInfo, Listing, consumer_name},
+    ensure_commands_stream,
+};
 
 /// Deliveries of one command before it is given up on, by default.
 pub const DEFAULT_MAX_DELIVER: u32 = 5;
@@ -123,6 +128,8 @@ pub struct CommandWorkerBuilder {
     commands: Commands,
     service: String,
     handlers: HashMap<String, Erased>,
+    /// The commands as `$SRV.INFO` lists them, in declaration order.
+    declared: Vec<CommandInfo>,
     ack_wait: Duration,
     max_deliver: u32,
     concurrency: usize,
@@ -378,6 +385,7 @@ impl Commands {
             commands: self.clone(),
             service: service.to_owned(),
             handlers: HashMap::new(),
+            declared: Vec::new(),
             ack_wait: Duration::from_secs(30),
             max_deliver: DEFAULT_MAX_DELIVER,
             concurrency: 1,
@@ -389,9 +397,14 @@ impl Commands {
 impl CommandWorkerBuilder {
     /// Adds a handler for `command`. `Ok(result)` completes the command;
     /// `Err(WireError)` fails it; either way the sender is told.
+    ///
+    /// While the worker runs, the instances of its service on its
+    /// connection list the command in `$SRV.INFO`, with the JSON Schema of
+    /// `T` (derived, as a method's request is: `T` implements
+    /// [`JsonSchema`]) and `T`'s doc comment as its description.
     pub fn handler<T, R, F, Fut>(mut self, command: &str, f: F) -> Self
     where
-        T: DeserializeOwned + Send + 'static,
+        T: DeserializeOwned + JsonSchema + Send + 'static,
         R: Serialize + Send + 'static,
         F: Fn(Command<T>, Progress) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, WireError>> + Send + 'static,
@@ -419,6 +432,20 @@ impl CommandWorkerBuilder {
             .boxed()
         });
         self.handlers.insert(command.to_owned(), erased);
+        let payload_schema = schemars::schema_for!(T).to_value();
+        let info = CommandInfo {
+            name: command.to_owned(),
+            description: payload_schema
+                .get("description")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned),
+            payload_schema,
+            leader_only: false,
+        };
+        match self.declared.iter_mut().find(|c| c.name == command) {
+            Some(declared) => *declared = info,
+            None => self.declared.push(info),
+        }
         self
     }
 
@@ -594,7 +621,7 @@ impl CommandWorkerBuilder {
                 }
             }
         }
-        let name = format!("{}_commands", self.service);
+        let name = consumer_name(&self.service);
         let js = conn.jetstream().clone();
         let aegis = conn.config().clone();
         let durable = Durable {
@@ -646,6 +673,17 @@ impl CommandWorkerBuilder {
         let tasks = Background::new();
         let span = info_span!("commands", service = %self.service);
         let leader_only = leader.is_some();
+        // Listed by the instance it follows, or by every instance of its
+        // service on its connection.
+        let mut declared = self.declared;
+        for c in &mut declared {
+            c.leader_only = leader_only;
+        }
+        let listing = conn.command_catalog().list(
+            &self.service,
+            leader.as_ref().map(|l| l.instance_id.as_str()),
+            declared,
+        );
         // Its lines (the loop's and the handlers') are its service's.
         let service = self.service.clone();
         let owned = |instance: Option<&str>, work: futures::future::BoxFuture<'static, ()>| {
@@ -673,7 +711,10 @@ impl CommandWorkerBuilder {
             }),
         }
         info!(service = %self.service, consumer = %name, leader_only, "command worker started");
-        Ok(CommandWorker { tasks })
+        Ok(CommandWorker {
+            tasks,
+            _listing: listing,
+        })
     }
 }
 
@@ -1121,6 +1162,8 @@ async fn send_reply(
 #[must_use = "dropping the worker stops taking commands: keep it, and call shutdown() to stop"]
 pub struct CommandWorker {
     tasks: Background,
+    /// Its commands in `$SRV.INFO`, unlisted when it stops.
+    _listing: Listing,
 }
 
 impl CommandWorker {
@@ -1129,7 +1172,13 @@ impl CommandWorker {
     /// back at once to another worker of the service, where it runs again:
     /// a handler must bear being cancelled and run twice.
     pub async fn shutdown(self) {
-        self.tasks.stop().await;
+        let Self {
+            tasks,
+            _listing: listing,
+        } = self;
+        // Taking no more commands: no longer listed.
+        drop(listing);
+        tasks.stop().await;
     }
 }
 

@@ -264,6 +264,9 @@ struct Inner {
     /// on it stops waiting for a reply that cannot come (see
     /// [`Connection::unless_dropped`]).
     loads: Vec<Arc<ClientLoad>>,
+    /// The commands its running workers take, which its instances list
+    /// in `$SRV.INFO`.
+    commands: Arc<crate::commands::catalog::CommandCatalog>,
 }
 
 impl fmt::Debug for Connection {
@@ -416,6 +419,7 @@ impl Connection {
             draining,
             closed_for_good,
             loads,
+            commands: Arc::default(),
         });
         for (i, notices) in lame_ducks.into_iter().enumerate() {
             tokio::spawn(move_off_lame_ducks(Arc::downgrade(&inner), i, notices));
@@ -502,6 +506,11 @@ impl Connection {
     /// endpoints served over it enter for each request they answer.
     pub(crate) fn primary_load(&self) -> &Arc<ClientLoad> {
         &self.inner.loads[0]
+    }
+
+    /// The commands the running workers of this connection take.
+    pub(crate) fn command_catalog(&self) -> &Arc<crate::commands::catalog::CommandCatalog> {
+        &self.inner.commands
     }
 
     /// Runs `work` — requests on the primary client, such as JetStream

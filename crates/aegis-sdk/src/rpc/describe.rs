@@ -1,8 +1,9 @@
 //! The callers' side of self-describing endpoints: what each method of a
 //! service takes and returns, read from the services protocol
 //! (`$SRV.INFO.{service}`), where every instance publishes the JSON Schemas
-//! derived from its handlers' types. `aegis call --schema` and the monitor
-//! use it.
+//! derived from its handlers' types, and the commands its process's
+//! workers take (endpoints marked `kind: command`). `aegis call --schema`,
+//! `aegis status SERVICE`, `aegis command` and the monitor use it.
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::RpcError;
+use crate::commands::catalog::{KIND_COMMAND, META_KIND};
 
 /// One method of a service, as its instances describe it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,7 +32,24 @@ pub struct MethodDescription {
     pub response_schema: Option<Value>,
 }
 
-/// A service's methods, from the first instance that answered.
+/// One command a service takes (`commands.{service}.{command}` on the
+/// COMMANDS stream), as an instance whose process runs its worker lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandDescription {
+    /// The command name.
+    pub name: String,
+    /// Its subject (`commands.{service}.{command}`).
+    pub subject: String,
+    /// What it does (the payload type's doc comment), if anything.
+    pub description: Option<String>,
+    /// Whether only the leader of a single-active service takes it (its
+    /// worker was started with `leader_of`).
+    pub leader_only: bool,
+    /// JSON Schema of the payload.
+    pub payload_schema: Option<Value>,
+}
+
+/// A service's methods and commands, from the first instance that answered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceDescription {
     /// The service name.
@@ -41,6 +60,10 @@ pub struct ServiceDescription {
     pub instance_id: String,
     /// Its methods, in the order the service declared them.
     pub methods: Vec<MethodDescription>,
+    /// The commands its process's workers take, in the order they were
+    /// declared; empty when it runs no worker (or predates the listing).
+    #[serde(default)]
+    pub commands: Vec<CommandDescription>,
 }
 
 #[derive(Deserialize)]
@@ -100,26 +123,104 @@ pub async fn describe(
         subject: subject.clone(),
         source: super::codec::CodecError::Json(e),
     })?;
-    let methods = info
-        .endpoints
-        .into_iter()
-        .map(|e| {
-            let meta = e.metadata.unwrap_or_default();
-            let schema = |key: &str| meta.get(key).and_then(|s| serde_json::from_str(s).ok());
-            MethodDescription {
-                description: meta.get("description").cloned(),
-                leader_only: meta.get("leader_only").is_some_and(|v| v == "true"),
+    Ok(from_info(info))
+}
+
+/// The methods and commands of an INFO answer.
+fn from_info(info: InfoReply) -> ServiceDescription {
+    let mut methods = Vec::new();
+    let mut commands = Vec::new();
+    for e in info.endpoints {
+        let meta = e.metadata.unwrap_or_default();
+        let schema = |key: &str| meta.get(key).and_then(|s| serde_json::from_str(s).ok());
+        let description = meta.get("description").cloned();
+        let leader_only = meta.get("leader_only").is_some_and(|v| v == "true");
+        if meta.get(META_KIND).is_some_and(|k| k == KIND_COMMAND) {
+            commands.push(CommandDescription {
+                description,
+                leader_only,
+                payload_schema: schema("request_schema"),
+                name: e.name,
+                subject: e.subject,
+            });
+        } else {
+            methods.push(MethodDescription {
+                description,
+                leader_only,
                 request_schema: schema("request_schema"),
                 response_schema: schema("response_schema"),
                 name: e.name,
                 subject: e.subject,
-            }
-        })
-        .collect();
-    Ok(ServiceDescription {
+            });
+        }
+    }
+    ServiceDescription {
         service: info.name,
         version: info.version,
         instance_id: info.id,
         methods,
-    })
+        commands,
+    }
+}
+
+/// How long [`describe_all`] waits for one more instance once one answered.
+const MORE_ANSWERS: Duration = Duration::from_millis(200);
+
+/// Asks every running instance of `service` to describe itself: the
+/// answers that arrive within `timeout`, gathered until none came for
+/// 200 ms after the last (instances answer at once; this bounds the wait
+/// for those on a slower link). Instances may differ during a rolling
+/// upgrade, and each lists only the commands its own process's workers
+/// take: to tell whether a service takes a command, ask them all.
+///
+/// # Errors
+/// [`RpcError::InvalidName`] before any I/O; [`RpcError::NoResponders`]
+/// when no instance answered; [`RpcError::Transport`] when the request
+/// cannot be sent. Answers that are not services-protocol INFO replies are
+/// skipped.
+pub async fn describe_all(
+    client: &async_nats::Client,
+    service: &str,
+    timeout: Duration,
+) -> Result<Vec<ServiceDescription>, RpcError> {
+    use futures::StreamExt;
+
+    names::validate_service_name(service)?;
+    let subject = format!("$SRV.INFO.{service}");
+    let transport = |e: async_nats::Error| RpcError::Transport {
+        subject: subject.clone(),
+        source: async_nats::RequestError::with_source(async_nats::RequestErrorKind::Other, e),
+    };
+    let inbox = client.new_inbox();
+    let mut answers = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| transport(e.into()))?;
+    client
+        .publish_with_reply(subject.clone(), inbox, "".into())
+        .await
+        .map_err(|e| transport(e.into()))?;
+    client.flush().await.map_err(|e| transport(e.into()))?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut found = Vec::new();
+    loop {
+        let until = if found.is_empty() {
+            deadline
+        } else {
+            deadline.min(tokio::time::Instant::now() + MORE_ANSWERS)
+        };
+        let Ok(Some(msg)) = tokio::time::timeout_at(until, answers.next()).await else {
+            break;
+        };
+        if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+            break;
+        }
+        if let Ok(info) = serde_json::from_slice::<InfoReply>(&msg.payload) {
+            found.push(from_info(info));
+        }
+    }
+    if found.is_empty() {
+        return Err(RpcError::NoResponders { subject });
+    }
+    Ok(found)
 }

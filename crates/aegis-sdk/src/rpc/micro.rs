@@ -15,10 +15,17 @@
 //! - **A standby's refusals are not errors**: they are counted apart, in
 //!   the endpoint's `data.not_active_refusals`.
 //!
+//! - **The commands its process takes**: after the methods, one endpoint
+//!   per command a running worker of the service takes on the instance's
+//!   connection (`commands.{service}.{command}`), its metadata saying
+//!   `kind: command`, with the payload's `request_schema`. Read at each
+//!   request, so a worker started or stopped later shows at once. They
+//!   are not in `$SRV.STATS`: the COMMANDS stream counts them.
+//!
 //! The service id is the instance id: unique per process already, and it
 //! lets an operator address one instance (`$SRV.INFO.{service}.{instance}`).
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{borrow::Cow, collections::BTreeMap, sync::Arc};
 
 use futures::StreamExt;
 use serde::Serialize;
@@ -26,7 +33,10 @@ use tokio::task::JoinHandle;
 use tracing::debug;
 
 use super::endpoint::MethodStats;
-use crate::election::{Leadership, Role};
+use crate::{
+    commands::catalog::CommandCatalog,
+    election::{Leadership, Role},
+};
 
 /// Everything `$SRV` replies are built from.
 pub(crate) struct Description {
@@ -40,6 +50,8 @@ pub(crate) struct Description {
     pub(crate) endpoints: Vec<EndpointDescription>,
     /// The sticky group and this instance's view of its election.
     pub(crate) election: Option<(String, Leadership)>,
+    /// The commands the workers on the instance's connection take.
+    pub(crate) commands: Arc<CommandCatalog>,
 }
 
 /// One method as the services protocol lists it.
@@ -75,10 +87,10 @@ struct Info<'a> {
 
 #[derive(Serialize)]
 struct EndpointInfo<'a> {
-    name: &'a str,
-    subject: &'a str,
-    queue_group: &'a str,
-    metadata: &'a BTreeMap<String, String>,
+    name: Cow<'a, str>,
+    subject: Cow<'a, str>,
+    queue_group: Cow<'a, str>,
+    metadata: Cow<'a, BTreeMap<String, String>>,
 }
 
 #[derive(Serialize)]
@@ -156,11 +168,29 @@ impl Description {
                 .endpoints
                 .iter()
                 .map(|e| EndpointInfo {
-                    name: &e.name,
-                    subject: &e.subject,
-                    queue_group: &e.queue_group,
-                    metadata: &e.metadata,
+                    name: Cow::Borrowed(&e.name),
+                    subject: Cow::Borrowed(&e.subject),
+                    queue_group: Cow::Borrowed(&e.queue_group),
+                    metadata: Cow::Borrowed(&e.metadata),
                 })
+                .chain(
+                    self.commands
+                        .of(&self.name, &self.id)
+                        .into_iter()
+                        .map(|c| EndpointInfo {
+                            subject: Cow::Owned(aegis_contracts::subjects::command_subject(
+                                &self.name, &c.name,
+                            )),
+                            // The workers share the service's durable
+                            // consumer as a method's instances share its
+                            // queue group.
+                            queue_group: Cow::Owned(crate::commands::catalog::consumer_name(
+                                &self.name,
+                            )),
+                            metadata: Cow::Owned(c.metadata(&self.name)),
+                            name: Cow::Owned(c.name),
+                        }),
+                )
                 .collect(),
         })
     }
@@ -317,6 +347,7 @@ mod tests {
                 })
                 .collect(),
             election: None,
+            commands: Arc::default(),
         }
     }
 
@@ -332,6 +363,36 @@ mod tests {
             .map(|e| e["name"].as_str().unwrap())
             .collect();
         assert_eq!(names, ["b", "a"]);
+    }
+
+    #[test]
+    fn info_lists_the_commands_taken_after_the_methods() {
+        let d = description();
+        let worker = d.commands.list(
+            "calculator",
+            None,
+            vec![crate::commands::catalog::CommandInfo {
+                name: "recompute".into(),
+                payload_schema: serde_json::json!({"type": "object"}),
+                description: None,
+                leader_only: false,
+            }],
+        );
+        let _elsewhere = d.commands.list("calculator", Some("calc-2"), Vec::new());
+        let info: serde_json::Value = serde_json::from_slice(&d.info().unwrap()).unwrap();
+        let e = &info["endpoints"][2];
+        assert_eq!(e["name"], "recompute");
+        assert_eq!(e["subject"], "commands.calculator.recompute");
+        assert_eq!(e["queue_group"], "calculator_commands");
+        assert_eq!(e["metadata"]["kind"], "command");
+        assert_eq!(e["metadata"]["request_schema"], r#"{"type":"object"}"#);
+        assert!(info["endpoints"][0]["metadata"].get("kind").is_none());
+        // Not in the stats: the stream counts commands.
+        let stats: serde_json::Value = serde_json::from_slice(&d.stats().unwrap()).unwrap();
+        assert_eq!(stats["endpoints"].as_array().unwrap().len(), 2);
+        drop(worker);
+        let info: serde_json::Value = serde_json::from_slice(&d.info().unwrap()).unwrap();
+        assert_eq!(info["endpoints"].as_array().unwrap().len(), 2);
     }
 
     #[test]

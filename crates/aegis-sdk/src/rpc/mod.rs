@@ -48,7 +48,9 @@ pub use aegis_contracts::wire::{ErrorCode, WireError};
 pub use client::{CallOptions, Reply, RpcClient};
 pub use codec::CodecError;
 pub use codec::Encoding;
-pub use describe::{MethodDescription, ServiceDescription, describe};
+pub use describe::{
+    CommandDescription, MethodDescription, ServiceDescription, describe, describe_all,
+};
 pub use server::{RequestContext, Service, ServiceBuilder};
 
 use aegis_contracts::names::NameError;

@@ -402,6 +402,7 @@ impl ServiceBuilder {
                 started: chrono::Utc::now(),
                 endpoints,
                 election: self.single_active.clone().zip(leadership),
+                commands: self.conn.command_catalog().clone(),
             },
         )
         .await
