@@ -117,9 +117,9 @@ pub(crate) struct LeadershipTerm {
     /// In a truncated window, a term still open where the unread middle
     /// begins ends at its leader's first goodbye read after the middle
     /// (`resigned` or `stopped`, `endedAt` that goodbye's time) when the
-    /// goodbye is its own: one that carries an epoch, at the term's epoch;
-    /// one without (as the SDK writes them), when nothing was elected after
-    /// the middle before it (or at most 1 s before it) and no election key
+    /// goodbye is its own and on time: it names the term's epoch (as the
+    /// SDK writes them) or none (an older SDK's), nothing was elected after
+    /// the middle before it (or at most 1 s before it), and no election key
     /// names someone whose election was not read after the middle. Else it
     /// is `unread` (it ended in the middle, after `endedAt`, the last
     /// record read before it), unless nothing was elected after the middle
@@ -342,10 +342,7 @@ impl Lifecycle {
             at: record.timestamp,
             instance: instance.to_owned(),
             kind,
-            epoch: record
-                .fields
-                .get("epoch")
-                .and_then(serde_json::Value::as_u64),
+            epoch: record.epoch(),
         })
     }
 }
@@ -555,16 +552,19 @@ pub(crate) fn build_terms_around(
 /// middle that ends `open`, the term still open where the middle begins:
 /// the first goodbye of its leader in `after`, when that is its own.
 ///
-/// A goodbye that carries an epoch is the term's when the epochs are the
-/// same. One without an epoch (what the SDK writes) is taken as the term's
-/// only when nothing says the leader lost the term in the middle: no
-/// election was read after the middle before it (one within
+/// A goodbye that carries an epoch (as the SDK writes `leadership_lost`
+/// and a leader's `deregistered`) is never another term's: one at another
+/// epoch ends a term the same leader won again in the middle, and leaves
+/// the open one unread. Then, with an epoch or without, the goodbye ends
+/// the term only when nothing says the term was lost in the middle, before
+/// it: no election was read after the middle before it (one within
 /// [`GOODBYE_GRACE`] before it still lets it count, as without a gap), and
 /// no election key names someone whose election was not read after the
-/// middle (someone elected in the middle, after which the leader's
-/// `deregistered` is a standby's). It cannot tell a term the same leader
-/// won again in the middle (a new epoch): that term is taken for the open
-/// one.
+/// middle (someone elected in the middle). A goodbye of the term written
+/// after that (a partitioned leader's) is late, and its time is not the
+/// term's end; one without an epoch may be a standby's `deregistered`.
+/// Only a goodbye without an epoch (an older SDK's) can be taken for the
+/// open term when it ends a term the same leader won again in the middle.
 fn goodbye_after_the_middle<'a>(
     open: &LeadershipTerm,
     after: &'a [Lifecycle],
@@ -575,8 +575,10 @@ fn goodbye_after_the_middle<'a>(
     let &(placed, goodbye) = sorted
         .iter()
         .find(|(_, r)| r.kind != Change::Elected && r.instance == open.instance_id)?;
-    if let (Some(said), Some(term)) = (goodbye.epoch, open.epoch) {
-        return (said == term).then_some(goodbye);
+    if let (Some(said), Some(term)) = (goodbye.epoch, open.epoch)
+        && said != term
+    {
+        return None;
     }
     let elected_before = sorted.iter().any(|&(at, r)| {
         let retold = r.instance == open.instance_id && r.epoch == open.epoch;
@@ -1093,6 +1095,109 @@ mod tests {
         let terms = build_terms_around(&records, Some(gap), None, &[holder("b", 5)]);
         assert_eq!(terms.len(), 1, "{terms:?}");
         assert_eq!(terms[0].end_reason.as_deref(), Some("unread"), "{terms:?}");
+    }
+
+    /// A lifecycle record as the SDK writes it on `aegis.log.{service}.a`,
+    /// read the way the route reads it.
+    fn logged(ms: i64, kind: LogKind, epoch: Option<u64>) -> Lifecycle {
+        let mut record = LogRecord::new(at(ms), aegis_contracts::log::LogLevel::Info, kind, "m");
+        if let Some(epoch) = epoch {
+            record = record.with_field(aegis_contracts::log::EPOCH_FIELD, epoch);
+        }
+        Lifecycle::from_record("a", &record).expect("a leadership record")
+    }
+
+    /// The same leader lost its term and won it again in the unread
+    /// middle. Its goodbye read after the middle names the term it ends
+    /// (as the SDK writes `leadership_lost` and a leader's `deregistered`):
+    /// that later term's, so the term open at the middle is not ended by
+    /// it. A goodbye without an epoch (an older SDK's) is still guessed by
+    /// instance and timing, and taken for the open term.
+    #[test]
+    fn a_goodbye_naming_another_epoch_after_the_middle_does_not_end_the_open_term() {
+        let gap = Gap {
+            at: 1,
+            since: at(60_000),
+        };
+        for kind in [LogKind::LeadershipLost, LogKind::Deregistered] {
+            // a won epoch 3 before the middle; in it, a lost 3 and won 7
+            // (unread); after it, a lets go of 7 and b takes over.
+            let records = |epoch| {
+                [
+                    logged(0, LogKind::Elected, Some(3)),
+                    logged(900_000, kind.clone(), epoch),
+                    rec(900_200, "b", Change::Elected, Some(8)),
+                ]
+            };
+            let terms = build_terms_around(&records(Some(7)), Some(gap), None, &[holder("b", 8)]);
+            assert_eq!(terms.len(), 2, "{terms:?}");
+            assert_eq!(terms[0].epoch, Some(3));
+            assert_eq!(terms[0].end_reason.as_deref(), Some("unread"), "{terms:?}");
+            assert_eq!(terms[0].ended_at, Some(at(60_000)));
+            assert_eq!(terms[1].handover_from, None, "{terms:?}");
+            // Naming the open term, it is its end.
+            let terms = build_terms_around(&records(Some(3)), Some(gap), None, &[holder("b", 8)]);
+            let said = if kind == LogKind::Deregistered {
+                "stopped"
+            } else {
+                "resigned"
+            };
+            assert_eq!(terms[0].end_reason.as_deref(), Some(said), "{terms:?}");
+            assert_eq!(terms[0].ended_at, Some(at(900_000)));
+            // Naming none, it is guessed to be.
+            let terms = build_terms_around(&records(None), Some(gap), None, &[holder("b", 8)]);
+            assert_eq!(terms[0].end_reason.as_deref(), Some(said), "{terms:?}");
+        }
+    }
+
+    /// A goodbye naming the open term's epoch, read after the middle but
+    /// after someone else's election (past the grace), or while an election
+    /// key names someone elected in the middle, was written late (a
+    /// partitioned leader's): the term was lost before it, in the middle.
+    /// Its time is not the term's end, as without a gap (where such a term
+    /// is `superseded` at the next election).
+    #[test]
+    fn a_late_goodbye_naming_the_open_term_is_not_its_end() {
+        let gap = Gap {
+            at: 1,
+            since: at(60_000),
+        };
+        let records = [
+            logged(0, LogKind::Elected, Some(3)),
+            rec(500_000, "b", Change::Elected, Some(4)),
+            logged(530_000, LogKind::LeadershipLost, Some(3)),
+        ];
+        let terms = build_terms_around(&records, Some(gap), None, &[holder("b", 4)]);
+        assert_eq!(terms.len(), 2, "{terms:?}");
+        assert_eq!(terms[0].end_reason.as_deref(), Some("unread"), "{terms:?}");
+        assert_eq!(terms[0].ended_at, Some(at(60_000)));
+        let whole = build_terms_around(&records, None, None, &[holder("b", 4)]);
+        assert_eq!(
+            whole[0].end_reason.as_deref(),
+            Some("superseded"),
+            "{whole:?}"
+        );
+        // b was elected in the middle (its key names it; its election was
+        // not read).
+        let records = [
+            logged(0, LogKind::Elected, Some(3)),
+            logged(900_000, LogKind::Deregistered, Some(3)),
+        ];
+        let terms = build_terms_around(&records, Some(gap), None, &[holder("b", 5)]);
+        assert_eq!(terms[0].end_reason.as_deref(), Some("unread"), "{terms:?}");
+        // Within the grace after the next election it is still the end.
+        let records = [
+            logged(0, LogKind::Elected, Some(3)),
+            rec(900_000, "b", Change::Elected, Some(4)),
+            logged(900_500, LogKind::LeadershipLost, Some(3)),
+        ];
+        let terms = build_terms_around(&records, Some(gap), None, &[holder("b", 4)]);
+        assert_eq!(
+            terms[0].end_reason.as_deref(),
+            Some("resigned"),
+            "{terms:?}"
+        );
+        assert_eq!(terms[0].ended_at, Some(at(900_500)));
     }
 
     #[test]
