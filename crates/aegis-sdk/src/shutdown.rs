@@ -15,9 +15,9 @@ use std::time::Duration;
 /// drain. Which later signals cut it short:
 ///
 /// - **Ctrl-C (SIGINT) forces.** From the first signal on, a Ctrl-C ends
-///   the process at once: one line is logged ("second Ctrl-C received;
-///   exiting now"), the WARN/ERROR lines forwarded to NATS are flushed
-///   (half a second at most), and the process exits with 130 (128 plus
+///   the process at once: one line is logged ("Ctrl-C received while
+///   stopping; exiting now"), the WARN/ERROR lines forwarded to NATS are
+///   flushed (half a second at most), and the process exits with 130 (128 plus
 ///   SIGINT's number, what a shell reports for a process the signal
 ///   killed). Handlers still running are cut off and the instance's
 ///   record is left to expire. What an operator at a terminal expects
@@ -119,11 +119,14 @@ const EXIT_SIGINT: i32 = 130;
 /// How long a forced exit waits for the forwarded log lines to leave.
 const EXIT_FLUSH: Duration = Duration::from_millis(500);
 
-/// Ends the process on a second Ctrl-C, saying so in one line. The lines
+/// Ends the process on a Ctrl-C that comes while the graceful stop runs
+/// (after a first Ctrl-C or a SIGTERM), saying so in one line. The lines
 /// forwarded to NATS (this one and the stop's so far) are flushed first,
 /// briefly: `exit` runs no destructors, so queued lines would be lost.
 async fn exit_now() -> ! {
-    tracing::warn!("second Ctrl-C received; exiting now without finishing the graceful stop");
+    tracing::warn!(
+        "Ctrl-C received while stopping; exiting now without finishing the graceful stop"
+    );
     crate::telemetry::log_layer::flush_forwarded(EXIT_FLUSH).await;
     std::process::exit(EXIT_SIGINT)
 }

@@ -215,7 +215,7 @@ async fn a_second_ctrl_c_during_the_stop_exits_at_once() {
     );
     assert_eq!(output.status.code(), Some(130), "{printed}");
     assert!(
-        printed.contains("second Ctrl-C received; exiting now"),
+        printed.contains("Ctrl-C received while stopping; exiting now"),
         "{printed}"
     );
     call.abort();

@@ -78,7 +78,7 @@ async fn a_second_ctrl_c_forces_the_exit_after_flushing_the_logs() {
         "exits at once, not after the 20 s shutdown timeout: {took:?}\n{printed}"
     );
     assert_eq!(output.status.code(), Some(130), "{printed}");
-    forwarded(&mut logs, "Ctrl-C received; exiting now").await;
+    forwarded(&mut logs, "Ctrl-C received while stopping; exiting now").await;
 }
 
 /// A Ctrl-C after the service's stop has returned, while the process
@@ -105,7 +105,7 @@ async fn a_ctrl_c_after_the_stop_returned_still_reaches_nats() {
         .unwrap();
     let printed = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(130), "{printed}");
-    forwarded(&mut logs, "Ctrl-C received; exiting now").await;
+    forwarded(&mut logs, "Ctrl-C received while stopping; exiting now").await;
 }
 
 /// The child of the tests above. Does nothing unless started by them.
