@@ -19,22 +19,16 @@ pub(super) async fn mirror_role(
     let mut previous: Option<Role> = None;
     loop {
         let role = roles.borrow_and_update().clone();
-        let held = match &previous {
-            Some(Role::Leader { epoch }) => Some(*epoch),
-            _ => None,
-        };
-        let event = match (&role, held) {
-            (Role::Leader { epoch }, None) => Some(
-                telemetry
+        for change in changes(previous.as_ref(), &role) {
+            let event = match change {
+                Change::Elected(epoch) => telemetry
                     .lifecycle(LogLevel::Info, LogKind::Elected, "elected ACTIVE leader")
-                    .with_field(EPOCH_FIELD, *epoch)
+                    .with_field(EPOCH_FIELD, epoch)
                     .with_field("from", "STANDBY")
                     .with_field("to", "ACTIVE"),
-            ),
-            // The epoch names the term lost, so that a reader of the log
-            // need not guess it from the instance and the timing.
-            (Role::Standby { leader }, Some(epoch)) => Some(
-                telemetry
+                // The epoch names the term lost, so that a reader of the log
+                // need not guess it from the instance and the timing.
+                Change::Lost { epoch, leader } => telemetry
                     .lifecycle(
                         LogLevel::Warn,
                         LogKind::LeadershipLost,
@@ -43,11 +37,8 @@ pub(super) async fn mirror_role(
                     .with_field(EPOCH_FIELD, epoch)
                     .with_field("from", "ACTIVE")
                     .with_field("to", "STANDBY")
-                    .with_field("leader", leader.clone().unwrap_or_default()),
-            ),
-            _ => None,
-        };
-        if let Some(event) = event {
+                    .with_field("leader", leader.unwrap_or_default()),
+            };
             telemetry.event(event);
         }
         previous = Some(role.clone());
@@ -70,5 +61,90 @@ pub(super) async fn mirror_role(
         if roles.changed().await.is_err() {
             return;
         }
+    }
+}
+
+/// A lifecycle event a role change writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Change {
+    /// Won the election at this epoch.
+    Elected(u64),
+    /// Lost the term at `epoch`; `leader` leads now, when known.
+    Lost { epoch: u64, leader: Option<String> },
+}
+
+/// The events that going from `previous` (`None`: the first role seen) to
+/// `role` writes, in the order they happened.
+///
+/// The role is watched, so a loss and a new win that come while the last
+/// change is still being written (a lease lost and won again at once) are
+/// seen as one change from one epoch to another: both are told, so that
+/// the log shows the new term rather than the old one lasting on.
+fn changes(previous: Option<&Role>, role: &Role) -> Vec<Change> {
+    match (previous, role) {
+        (Some(Role::Leader { epoch: held }), Role::Leader { epoch }) if held != epoch => vec![
+            Change::Lost {
+                epoch: *held,
+                leader: None,
+            },
+            Change::Elected(*epoch),
+        ],
+        (Some(Role::Leader { .. }), Role::Leader { .. }) => Vec::new(),
+        (_, Role::Leader { epoch }) => vec![Change::Elected(*epoch)],
+        (Some(Role::Leader { epoch }), Role::Standby { leader }) => vec![Change::Lost {
+            epoch: *epoch,
+            leader: leader.clone(),
+        }],
+        (_, Role::Standby { .. }) => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leader(epoch: u64) -> Role {
+        Role::Leader { epoch }
+    }
+
+    fn standby(leader: &str) -> Role {
+        Role::Standby {
+            leader: Some(leader.to_owned()),
+        }
+    }
+
+    #[test]
+    fn each_promotion_and_loss_is_one_event_naming_its_epoch() {
+        assert_eq!(changes(None, &leader(3)), [Change::Elected(3)]);
+        assert_eq!(
+            changes(Some(&standby("b")), &leader(3)),
+            [Change::Elected(3)]
+        );
+        assert_eq!(
+            changes(Some(&leader(3)), &standby("b")),
+            [Change::Lost {
+                epoch: 3,
+                leader: Some("b".into())
+            }]
+        );
+        assert_eq!(changes(None, &standby("b")), []);
+        assert_eq!(changes(Some(&standby("b")), &standby("c")), []);
+        // The same term seen again (a lease renewed after it ran out).
+        assert_eq!(changes(Some(&leader(3)), &leader(3)), []);
+    }
+
+    /// A loss and a new win seen as one change (see [`changes`]).
+    #[test]
+    fn a_term_lost_and_won_again_unseen_is_told_as_both() {
+        assert_eq!(
+            changes(Some(&leader(3)), &leader(7)),
+            [
+                Change::Lost {
+                    epoch: 3,
+                    leader: None
+                },
+                Change::Elected(7)
+            ]
+        );
     }
 }
