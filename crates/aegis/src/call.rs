@@ -1,8 +1,9 @@
 //! `aegis call SERVICE METHOD [BODY]`: one RPC through discovery (or to one
 //! instance, or to a sticky group's leader), printing the reply and who
-//! served it; with `--schema`, what the method takes and returns instead.
-//! Without a body, a method that takes no argument is sent `null` (read
-//! from its request schema), any other `{}`.
+//! served it; with `--schema`, what the method takes and returns instead
+//! (a command's name: what the command takes; no name: every method and
+//! command of the service). Without a body, a method that takes no
+//! argument is sent `null` (read from its request schema), any other `{}`.
 
 use std::{process::ExitCode, time::Duration};
 
@@ -10,7 +11,7 @@ use aegis_sdk::{
     discovery::DiscoveryError,
     election::ElectionError,
     registry::RegistryError,
-    rpc::{CallOptions, ErrorCode, RpcError},
+    rpc::{CallOptions, ErrorCode, RpcError, ServiceDescription},
     startup::Causes,
 };
 use anyhow::Context;
@@ -23,8 +24,10 @@ use crate::cli::ConnectArgs;
 pub struct CallArgs {
     /// Service name, e.g. `pricing-service`.
     pub service: String,
-    /// Method name, e.g. `get_price`.
-    pub method: String,
+    /// Method name, e.g. `get_price`. With `--schema` it may be a command's
+    /// name, or left out to list every method and command.
+    #[arg(required_unless_present = "schema")]
+    pub method: Option<String>,
     /// Request body as JSON. Without one: `null` to a method that takes
     /// no argument (its request schema is `null`, a handler of `()`),
     /// `{}` to any other.
@@ -48,7 +51,9 @@ pub struct CallArgs {
     #[arg(long)]
     pub idempotent: bool,
     /// Print the method's description and the JSON Schemas of its request
-    /// and reply (from `$SRV.INFO`) instead of calling it.
+    /// and reply (from `$SRV.INFO`) instead of calling it; for a command's
+    /// name, the command's description and payload schema; without a
+    /// name, every method and command of the service.
     #[arg(long)]
     pub schema: bool,
     /// Connection flags.
@@ -65,6 +70,9 @@ pub async fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
     if args.schema {
         return print_schema(&args).await;
     }
+    let Some(method) = args.method.clone() else {
+        anyhow::bail!("name the method to call (or pass --schema to list them)");
+    };
     let given: Option<serde_json::Value> = match &args.body {
         Some(body) => Some(
             serde_json::from_str(body)
@@ -76,9 +84,9 @@ pub async fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
     let body = match given {
         Some(body) => body,
         // `{}` does not decode into `()`: ask the method what it takes.
-        None => default_body(
-            request_schema(&conn, &args.service, &args.method, describe_wait(&args)).await,
-        ),
+        None => {
+            default_body(request_schema(&conn, &args.service, &method, describe_wait(&args)).await)
+        }
     };
     let mut opts = CallOptions::timeout(Duration::from_millis(args.timeout_ms));
     opts.idempotent = args.idempotent;
@@ -88,7 +96,7 @@ pub async fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
             rpc.call_active::<_, serde_json::Value>(
                 &args.service,
                 &args.group,
-                &args.method,
+                &method,
                 &body,
                 &opts,
             )
@@ -98,14 +106,14 @@ pub async fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
             rpc.call_instance::<_, serde_json::Value>(
                 &args.service,
                 instance,
-                &args.method,
+                &method,
                 &body,
                 &opts,
             )
             .await
         }
         None => {
-            rpc.call_with::<_, serde_json::Value>(&args.service, &args.method, &body, &opts)
+            rpc.call_with::<_, serde_json::Value>(&args.service, &method, &body, &opts)
                 .await
         }
     };
@@ -120,31 +128,41 @@ pub async fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => {
             let code = e.code();
-            // A method the service does not have: say which it has.
-            let known = match &e {
+            // A method the service does not have: say which it has, and
+            // whether the name is one of its commands.
+            let described = match &e {
                 RpcError::NoSuchMethod { service, .. } => {
-                    aegis_sdk::rpc::describe(conn.client(), service, describe_wait(&args))
+                    describe_service(&conn, service, describe_wait(&args))
                         .await
                         .ok()
-                        .map(|d| d.methods.into_iter().map(|m| m.name).collect())
                 }
                 _ => None,
             };
+            let is_command = described
+                .as_ref()
+                .is_some_and(|d| d.commands.iter().any(|c| c.name == method));
+            let known = described.map(|d| d.methods.into_iter().map(|m| m.name).collect());
             // A body the method refused: `{}` to one that takes nothing.
             let takes_nothing = e
                 .remote()
                 .is_some_and(|w| w.code == ErrorCode::InvalidRequest)
                 && !body.is_null()
-                && request_schema(&conn, &args.service, &args.method, describe_wait(&args))
+                && request_schema(&conn, &args.service, &method, describe_wait(&args))
                     .await
                     .is_some_and(|s| takes_nothing(&s));
             // With its causes: "the service registry is unavailable" alone
             // does not say that the registry view did not load in time.
             let mut line = call_error(e, known);
+            if is_command {
+                line.push_str(&format!(
+                    "\n{method} is a command of {}: send it with `aegis command {} {method} [PAYLOAD]`",
+                    args.service, args.service
+                ));
+            }
             if takes_nothing {
                 line.push_str(&format!(
                     "\n{} takes no argument: pass `null`, or no body",
-                    args.method
+                    method
                 ));
             }
             eprintln!("error [{code}]: {line}");
@@ -243,11 +261,66 @@ fn call_error(error: RpcError, known: Option<Vec<String>>) -> String {
     line
 }
 
-/// `aegis call SERVICE METHOD --schema`: what the method takes and returns.
+/// What every running instance of `service` says it serves
+/// (`$SRV.INFO`), merged: the methods of the first to answer, then any
+/// other's it lacks (a rolling upgrade), and the commands any of them
+/// lists (each lists those its own process's workers take).
+///
+/// # Errors
+/// As [`aegis_sdk::rpc::describe_all`]: no instance answered in `wait`,
+/// or the request could not be sent.
+pub(crate) async fn describe_service(
+    conn: &aegis_sdk::Connection,
+    service: &str,
+    wait: Duration,
+) -> Result<ServiceDescription, RpcError> {
+    let mut all = aegis_sdk::rpc::describe_all(conn.client(), service, wait)
+        .await?
+        .into_iter();
+    let Some(mut merged) = all.next() else {
+        return Err(RpcError::NoResponders {
+            subject: format!("$SRV.INFO.{service}"),
+        });
+    };
+    for other in all {
+        for m in other.methods {
+            if !merged.methods.iter().any(|k| k.name == m.name) {
+                merged.methods.push(m);
+            }
+        }
+        for c in other.commands {
+            if !merged.commands.iter().any(|k| k.name == c.name) {
+                merged.commands.push(c);
+            }
+        }
+    }
+    Ok(merged)
+}
+
+/// `methods: a, b` and `commands: c, d`, one line each (`none` for an
+/// empty list).
+pub(crate) fn summary(described: &ServiceDescription) -> String {
+    let list = |names: Vec<&str>| {
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        }
+    };
+    format!(
+        "methods: {}\ncommands: {}",
+        list(described.methods.iter().map(|m| m.name.as_str()).collect()),
+        list(described.commands.iter().map(|c| c.name.as_str()).collect()),
+    )
+}
+
+/// `aegis call SERVICE [NAME] --schema`: what a method or a command takes
+/// (and a method returns), or, without a name, the service's every method
+/// and command.
 async fn print_schema(args: &CallArgs) -> anyhow::Result<ExitCode> {
     let conn = args.nats.connect_as_operator().await?;
-    let described = match aegis_sdk::rpc::describe(
-        conn.client(),
+    let described = match describe_service(
+        &conn,
         &args.service,
         Duration::from_millis(args.timeout_ms),
     )
@@ -259,22 +332,34 @@ async fn print_schema(args: &CallArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let Some(method) = described.methods.iter().find(|m| m.name == args.method) else {
-        let known: Vec<&str> = described.methods.iter().map(|m| m.name.as_str()).collect();
-        eprintln!(
-            "{} has no method `{}` (it has: {})",
-            args.service,
-            args.method,
-            known.join(", ")
-        );
-        return Ok(ExitCode::FAILURE);
-    };
-    println!("{}", serde_json::to_string_pretty(method)?);
-    eprintln!(
+    let by = format!(
         "described by {} (version {})",
         described.instance_id, described.version
     );
-    Ok(ExitCode::SUCCESS)
+    let Some(name) = &args.method else {
+        println!("{}", serde_json::to_string_pretty(&described)?);
+        eprintln!("{}\n{by}", summary(&described));
+        return Ok(ExitCode::SUCCESS);
+    };
+    if let Some(method) = described.methods.iter().find(|m| &m.name == name) {
+        println!("{}", serde_json::to_string_pretty(method)?);
+        eprintln!("{by}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(command) = described.commands.iter().find(|c| &c.name == name) {
+        println!("{}", serde_json::to_string_pretty(command)?);
+        eprintln!(
+            "a command of {service}: send it with `aegis command {service} {name} [PAYLOAD]`\n{by}",
+            service = args.service
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "{} has no method or command `{name}`\n{}",
+        args.service,
+        summary(&described)
+    );
+    Ok(ExitCode::FAILURE)
 }
 
 #[cfg(test)]

@@ -4,6 +4,12 @@
 //! failed, one no worker took, and one taken but not done in time end
 //! non-zero with a line that says which, as `aegis call` reports an RPC's
 //! error (`error [CODE]: …`).
+//!
+//! Before sending, it asks the service's instances which commands their
+//! workers take (`$SRV.INFO`): a command that none lists, while some list
+//! others, is refused unsent, with the names they list (`NOT_FOUND`). A
+//! service whose instances list no command (its worker runs in a process
+//! without an instance of it, or an older SDK) is sent it all the same.
 
 use std::{process::ExitCode, time::Duration};
 
@@ -60,6 +66,16 @@ pub async fn run(args: CommandArgs, shutdown: CancellationToken) -> anyhow::Resu
     };
     let timeout = Duration::from_millis(args.timeout_ms);
     let conn = args.nats.connect_as_operator().await?;
+    if let Some(known) = unknown_command(&conn, &args, timeout).await {
+        eprintln!(
+            "error [{}]: {} has no command `{}` (it has: {}); it was not sent",
+            ErrorCode::NotFound,
+            args.service,
+            args.command,
+            known.join(", ")
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     let sent = conn
         .commands()
         .send(&args.service, &args.command, &body, timeout)
@@ -112,6 +128,24 @@ pub async fn run(args: CommandArgs, shutdown: CancellationToken) -> anyhow::Resu
         }
         Err(e) => Ok(failed(e, &args)),
     }
+}
+
+/// How long the instances have to say which commands they take, at most.
+const LISTING_WAIT: Duration = Duration::from_secs(1);
+
+/// The commands the service's instances list, when they list some but not
+/// this one; `None` when it is listed, or nothing tells (no instance
+/// answered, none lists any command).
+async fn unknown_command(
+    conn: &aegis_sdk::Connection,
+    args: &CommandArgs,
+    timeout: Duration,
+) -> Option<Vec<String>> {
+    let described = crate::call::describe_service(conn, &args.service, LISTING_WAIT.min(timeout))
+        .await
+        .ok()?;
+    let known: Vec<String> = described.commands.into_iter().map(|c| c.name).collect();
+    (!known.is_empty() && !known.contains(&args.command)).then_some(known)
 }
 
 /// Prints a command's error as `error [CODE]: …` and returns the failure.

@@ -1,5 +1,9 @@
 //! `aegis status`: the fleet as a terminal table — service, instance,
 //! status, heartbeat age, role — optionally refreshed every second.
+//! `aegis status SERVICE` shows that service's instances, then the methods
+//! and the commands its running instances list in the services protocol
+//! (`$SRV.INFO`; a command is listed by the instances whose process runs
+//! a worker taking it).
 //!
 //! It shows what the monitor shows (`aegis_monitor::fleet`): the holder of a
 //! sticky group's election key is its one ACTIVE instance, a live former
@@ -67,6 +71,9 @@ const LISTING_WAIT: Duration = Duration::from_secs(1);
 /// Options of `aegis status`.
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
+    /// Show this service only, with the methods and commands its running
+    /// instances list.
+    pub service: Option<String>,
     /// Refresh every second until Ctrl-C.
     #[arg(long)]
     pub watch: bool,
@@ -85,6 +92,9 @@ pub struct StatusArgs {
 /// When NATS cannot be reached, the credentials file cannot be read, or
 /// system account credentials are refused.
 pub async fn run(args: StatusArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    if let Some(service) = &args.service {
+        aegis_sdk::contracts::names::validate_service_name(service)?;
+    }
     let conn = args.nats.connect_as_operator().await?;
     let mut system = system_account(&args, &conn)?;
     let tasks = TaskTracker::new();
@@ -145,7 +155,17 @@ pub async fn run(args: StatusArgs, shutdown: CancellationToken) -> anyhow::Resul
         // is no instance's fault).
         listening.judged = reconnects(&conn) == connects;
         let now = Utc::now();
-        let table = render(&listening.apply(&fleet, now), listening.since, now);
+        let mut instances = listening.apply(&fleet, now);
+        let mut table = match &args.service {
+            Some(service) => {
+                instances.retain(|v| &v.instance.service_name == service);
+                render(&instances, listening.since, now)
+            }
+            None => render(&instances, listening.since, now),
+        };
+        if let Some(service) = &args.service {
+            table.push_str(&served(&conn, service).await);
+        }
         if args.watch {
             // Clear the screen and home the cursor, then draw.
             print!("\x1b[2J\x1b[H{table}\n(refreshing every second; Ctrl-C to stop)\n");
@@ -481,6 +501,24 @@ pub fn render(
         out.push_str("(no instances registered)\n");
     }
     out
+}
+
+/// How long the instances of a service have to say what they serve.
+const DESCRIBE_WAIT: Duration = Duration::from_secs(1);
+
+/// The methods and commands the running instances of `service` list
+/// (`$SRV.INFO`), a line each, or why they could not be read.
+async fn served(conn: &aegis_sdk::Connection, service: &str) -> String {
+    match crate::call::describe_service(conn, service, DESCRIBE_WAIT).await {
+        Ok(described) => format!(
+            "\n{}\n(what each takes: aegis call {service} --schema)\n",
+            crate::call::summary(&described)
+        ),
+        Err(e) => format!(
+            "\nmethods and commands: not known ({})\n",
+            aegis_sdk::startup::Causes(&e)
+        ),
+    }
 }
 
 /// Why an instance reports itself UNHEALTHY, in words.
