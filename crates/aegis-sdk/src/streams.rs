@@ -7,7 +7,9 @@
 //! different configurations must not fight over them — except one with no
 //! byte and no message limit at all (created by an older version, or by
 //! hand): that one gets the configured limits, since unbounded it would
-//! fill the disk.
+//! fill the disk. Only `aegis init` changes an existing stream's limits to
+//! the configuration's, and only those its file sets ([`limits_set_in_file`],
+//! [`Limit`]).
 //!
 //! Creating a replicated stream or bucket waits, briefly, for the
 //! cluster's peers to take its replicas, or for JetStream to answer
@@ -287,6 +289,108 @@ pub fn bounded(mut config: stream::Config, limits: &StreamLimits) -> stream::Con
     config.max_bytes = i64::try_from(limits.max_bytes).unwrap_or(i64::MAX);
     config.max_messages = i64::try_from(limits.max_messages).unwrap_or(i64::MAX);
     config
+}
+
+/// One limit of a stream that [`StreamLimits`] sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// The oldest message kept (`max_age`).
+    MaxAge,
+    /// The most bytes stored, per replica (`max_bytes`).
+    MaxBytes,
+    /// The most messages stored (`max_messages`).
+    MaxMessages,
+}
+
+impl Limit {
+    /// Every limit, in the order the configuration lists them.
+    pub const ALL: [Self; 3] = [Self::MaxAge, Self::MaxBytes, Self::MaxMessages];
+
+    /// Its name in the configuration and in the server's stream config.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::MaxAge => "max_age",
+            Self::MaxBytes => "max_bytes",
+            Self::MaxMessages => "max_messages",
+        }
+    }
+
+    /// What a stream's `config` (as the server holds it) has: `None` for
+    /// no limit; an age in nanoseconds.
+    ///
+    /// ```
+    /// use aegis_sdk::streams::Limit;
+    /// use async_nats::jetstream::stream;
+    ///
+    /// let config = stream::Config { max_messages: 10, max_bytes: -1, ..Default::default() };
+    /// assert_eq!(Limit::MaxMessages.of_stream(&config), Some(10));
+    /// assert_eq!(Limit::MaxBytes.of_stream(&config), None);
+    /// assert_eq!(Limit::MaxAge.of_stream(&config), None);
+    /// ```
+    pub fn of_stream(self, config: &stream::Config) -> Option<u64> {
+        let value = match self {
+            Self::MaxAge => u64::try_from(config.max_age.as_nanos()).unwrap_or(u64::MAX),
+            Self::MaxBytes => u64::try_from(config.max_bytes).unwrap_or(0),
+            Self::MaxMessages => u64::try_from(config.max_messages).unwrap_or(0),
+        };
+        (value > 0).then_some(value)
+    }
+
+    /// What `limits` set it to, in the units of [`of_stream`](Self::of_stream).
+    pub fn of_limits(self, limits: &StreamLimits) -> u64 {
+        match self {
+            Self::MaxAge => u64::try_from(limits.max_age.as_nanos()).unwrap_or(u64::MAX),
+            Self::MaxBytes => limits.max_bytes,
+            Self::MaxMessages => limits.max_messages,
+        }
+    }
+
+    /// Sets it to `value` (units of [`of_stream`](Self::of_stream)) in a
+    /// stream's `config`.
+    pub fn set(self, config: &mut stream::Config, value: u64) {
+        match self {
+            Self::MaxAge => config.max_age = Duration::from_nanos(value),
+            Self::MaxBytes => config.max_bytes = i64::try_from(value).unwrap_or(i64::MAX),
+            Self::MaxMessages => config.max_messages = i64::try_from(value).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+/// The limits of the stream section `section` (`events`, `commands`,
+/// `dead_letter`, `metrics` or `log`: `[streams.<section>]`) that the TOML
+/// configuration `file` sets itself; the others are the defaults
+/// ([`crate::StreamsConfig`]).
+///
+/// # Errors
+/// When the file cannot be read as TOML (the error names the file, not its
+/// content, which may hold credentials).
+pub fn limits_set_in_file(
+    file: &std::path::Path,
+    section: &str,
+) -> Result<Vec<Limit>, crate::ConfigError> {
+    use figment::{
+        Profile, Provider,
+        providers::{Format, Toml},
+        value::Value,
+    };
+    let unreadable = || {
+        crate::ConfigError::Parse(Box::new(figment::Error::from(format!(
+            "{} cannot be read as a TOML configuration",
+            file.display()
+        ))))
+    };
+    let data = Toml::file_exact(file).data().map_err(|_| unreadable())?;
+    let Some(dict) = data.get(&Profile::Default) else {
+        return Ok(Vec::new());
+    };
+    let root = Value::from(dict.clone());
+    Ok(Limit::ALL
+        .into_iter()
+        .filter(|limit| {
+            root.find_ref(&format!("streams.{section}.{}", limit.name()))
+                .is_some()
+        })
+        .collect())
 }
 
 /// Opens the stream `config` names, or creates it with `config`; bounds an
@@ -702,6 +806,39 @@ mod tests {
     };
 
     use super::*;
+
+    /// Only the limits a file writes count as set: the others are the
+    /// defaults, which must not override what an existing stream has.
+    #[test]
+    fn a_file_sets_only_the_limits_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aegis.toml");
+        std::fs::write(
+            &path,
+            "[nats]\nreplicas = 1\n[streams.events]\nmax_age = \"2h\"\nmax_messages = 5\n\
+             [streams.dead_letter]\nmax_bytes = 2097152\n",
+        )
+        .unwrap();
+        assert_eq!(
+            limits_set_in_file(&path, "events").unwrap(),
+            [Limit::MaxAge, Limit::MaxMessages]
+        );
+        assert_eq!(
+            limits_set_in_file(&path, "dead_letter").unwrap(),
+            [Limit::MaxBytes]
+        );
+        assert!(limits_set_in_file(&path, "log").unwrap().is_empty());
+        std::fs::write(&path, "password = \"s3cret\"\n[streams\n").unwrap();
+        let e = limits_set_in_file(&path, "events").unwrap_err();
+        let said = format!(
+            "{e}: {:?}",
+            std::error::Error::source(&e).map(ToString::to_string)
+        );
+        assert!(
+            !said.contains("s3cret") && said.contains("aegis.toml"),
+            "{said}"
+        );
+    }
 
     /// The refusal as a creation gets it: the server's error body, read by
     /// async-nats into the creation's error, wrapped by the bucket's.

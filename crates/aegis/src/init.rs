@@ -17,10 +17,19 @@
 //! its one node dies, so `init` refuses it and names the fix: `--fix`
 //! changes the replica count in place (JetStream copies the data to the new
 //! peers while it keeps serving).
+//!
+//! The streams' limits (oldest message, bytes, messages: `[streams.*]` of
+//! the configuration file) are held to the file the same way, but only
+//! those it sets: a limit it leaves out keeps what the stream has (an
+//! operator may have tuned it). One the file raises is raised in place, as
+//! that deletes nothing; one it lowers can delete messages at once, so it
+//! is a mismatch naming what it would delete until `--apply-limits` says
+//! to lower it.
 
 use std::time::Duration;
 
 use aegis_contracts::subjects;
+use aegis_sdk::streams::Limit;
 use anyhow::Context;
 use clap::Args;
 
@@ -46,6 +55,11 @@ pub struct InitArgs {
     /// (safe while running: JetStream moves the data).
     #[arg(long)]
     pub fix: bool,
+    /// Lower the limits (oldest message, bytes, messages) of existing
+    /// streams to those the configuration file sets, deleting at once the
+    /// oldest messages past them. Raising a limit needs no flag.
+    #[arg(long)]
+    pub apply_limits: bool,
     /// How long to keep trying while NATS or JetStream is not ready yet
     /// (a cluster electing its meta leader), e.g. `60s`.
     #[arg(long, env = "AEGIS_STARTUP_TIMEOUT", default_value = "60s", value_parser = aegis_monitor::config::duration_flag)]
@@ -80,6 +94,186 @@ fn expected_streams() -> Vec<String> {
         .collect()
 }
 
+/// The section of `[streams.*]` in the configuration whose limits the
+/// stream `name` has, with those limits; `None` for the buckets, whose
+/// limits the configuration does not set.
+fn limits_section<'a>(
+    config: &'a aegis_sdk::StreamsConfig,
+    name: &str,
+) -> Option<(&'static str, &'a aegis_sdk::StreamLimits)> {
+    match name {
+        subjects::EVENTS_STREAM => Some(("events", &config.events)),
+        subjects::COMMANDS_STREAM => Some(("commands", &config.commands)),
+        subjects::DEAD_LETTER_STREAM => Some(("dead_letter", &config.dead_letter)),
+        subjects::METRICS_STREAM => Some(("metrics", &config.metrics)),
+        subjects::LOG_STREAM => Some(("log", &config.log)),
+        _ => None,
+    }
+}
+
+/// The limits the configuration `file` sets, per stream: what each is
+/// held to. Empty without a file (the defaults apply only when a stream
+/// is created).
+fn configured_limits(
+    file: Option<&std::path::Path>,
+    config: &aegis_sdk::StreamsConfig,
+) -> anyhow::Result<std::collections::HashMap<String, Vec<(Limit, u64)>>> {
+    let mut out = std::collections::HashMap::new();
+    let Some(file) = file else {
+        return Ok(out);
+    };
+    for name in expected_streams() {
+        let Some((section, limits)) = limits_section(config, &name) else {
+            continue;
+        };
+        let set = aegis_sdk::streams::limits_set_in_file(file, section)
+            .context("reading which stream limits the configuration file sets")?;
+        let wanted: Vec<(Limit, u64)> = set
+            .into_iter()
+            .map(|limit| (limit, limit.of_limits(limits)))
+            .collect();
+        if !wanted.is_empty() {
+            out.insert(name, wanted);
+        }
+    }
+    Ok(out)
+}
+
+/// One limit of an existing stream that differs from the configuration's.
+#[derive(Debug, Clone, Copy)]
+struct LimitChange {
+    limit: Limit,
+    /// What the stream has (`None`: no limit).
+    has: Option<u64>,
+    /// What the configuration file sets.
+    wants: u64,
+}
+
+impl LimitChange {
+    /// Whether it only raises the limit (which deletes nothing).
+    fn raises(&self) -> bool {
+        self.has.is_some_and(|has| self.wants > has)
+    }
+
+    /// `max_age 1h -> 2h`.
+    fn describe(&self) -> String {
+        format!(
+            "{} {} -> {}",
+            self.limit.name(),
+            show(self.limit, self.has),
+            show(self.limit, Some(self.wants))
+        )
+    }
+
+    /// What lowering the limit would delete at once from a stream in
+    /// `state`, said as "would delete ...".
+    fn loss(&self, state: &async_nats::jetstream::stream::State) -> String {
+        let nothing = |holds: String| {
+            format!("would delete nothing now ({holds}), but keep less from now on")
+        };
+        match self.limit {
+            Limit::MaxMessages => match state.messages.checked_sub(self.wants) {
+                Some(n) if n > 0 => format!(
+                    "would delete the {n} oldest of its {} messages at once",
+                    state.messages
+                ),
+                _ => nothing(format!("it holds {} messages", state.messages)),
+            },
+            Limit::MaxBytes => match state.bytes.checked_sub(self.wants) {
+                Some(n) if n > 0 => format!(
+                    "would delete the oldest messages past {}, at least {} of its {}, at once",
+                    bytes(self.wants),
+                    bytes(n),
+                    bytes(state.bytes)
+                ),
+                _ => nothing(format!("it holds {}", bytes(state.bytes))),
+            },
+            Limit::MaxAge => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                let oldest = u128::try_from(state.first_timestamp.unix_timestamp_nanos())
+                    .ok()
+                    .filter(|_| state.messages > 0)
+                    .map(|first| {
+                        let nanos = now.saturating_sub(first);
+                        Duration::from_secs(
+                            u64::try_from(nanos / 1_000_000_000).unwrap_or(u64::MAX),
+                        )
+                    });
+                let wants = Duration::from_nanos(self.wants);
+                match oldest {
+                    Some(age) if age > wants => format!(
+                        "would delete the messages older than {} at once (its oldest is {} old)",
+                        humantime::format_duration(wants),
+                        humantime::format_duration(age)
+                    ),
+                    Some(age) => nothing(format!(
+                        "its oldest message is {} old",
+                        humantime::format_duration(age)
+                    )),
+                    None => nothing("it holds no message".to_owned()),
+                }
+            }
+        }
+    }
+}
+
+/// A limit's value as the configuration file writes it: an age in
+/// humantime (`7days`), a count of bytes or messages; `none` for no limit.
+fn show(limit: Limit, value: Option<u64>) -> String {
+    match (limit, value) {
+        (_, None) => "none".to_owned(),
+        (Limit::MaxAge, Some(nanos)) => {
+            humantime::format_duration(Duration::from_nanos(nanos)).to_string()
+        }
+        (_, Some(n)) => n.to_string(),
+    }
+}
+
+/// `bytes` for a reader: `1.5 MiB`.
+fn bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// The mismatch of a lowering not applied: what the stream has and the
+/// file wants, what lowering deletes, and both fixes (`command` lowers it).
+fn lowering_advice(
+    change: &LimitChange,
+    state: &async_nats::jetstream::stream::State,
+    key: &str,
+    file: &str,
+    command: &str,
+) -> String {
+    let keep = match change.has {
+        Some(_) => format!(
+            "set {key} = {} in {file} (or leave it out)",
+            match change.limit {
+                Limit::MaxAge => format!("\"{}\"", show(change.limit, change.has)),
+                _ => show(change.limit, change.has),
+            }
+        ),
+        None => format!("leave {key} out of {file}"),
+    };
+    format!(
+        "{} is a lowering, which {}; to lower it, run `{command}`; \
+         to keep it, {keep}",
+        change.describe(),
+        change.loss(state)
+    )
+}
+
 /// Runs `aegis init`: creates what is missing, then checks every stream's
 /// replicas and limits; `Ok(false)` when a check failed (printed; the
 /// binary exits with [`MISMATCH_EXIT`]).
@@ -94,6 +288,28 @@ pub async fn run(args: InitArgs) -> anyhow::Result<bool> {
         anyhow::bail!("--replicas must be 1 to 5 (JetStream's limit), not {replicas}");
     }
     let mut conn = connect(&args, args.replicas).await?;
+    let file = args.nats.connection.config.clone();
+    if args.apply_limits && file.is_none() {
+        println!(
+            "aegis init: no configuration file (--config, AEGIS_CONFIG), so no stream limit \
+             to apply; every stream keeps its own"
+        );
+    }
+    let limits = configured_limits(file.as_deref(), &conn.config().streams)?;
+    let file_shown = file
+        .as_deref()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let lower_command = {
+        let mut command = "aegis init".to_owned();
+        if let Some(replicas) = args.replicas {
+            command.push_str(&format!(" --replicas {replicas}"));
+        }
+        let quoted =
+            shlex::try_quote(&file_shown).map_or_else(|_| file_shown.clone(), |q| q.into_owned());
+        command.push_str(&format!(" --config {quoted} --apply-limits"));
+        command
+    };
     let mut existed = std::collections::HashMap::new();
     for name in expected_streams() {
         if let Ok(mut stream) = conn.jetstream().get_stream(&name).await
@@ -149,22 +365,84 @@ pub async fn run(args: InitArgs) -> anyhow::Result<bool> {
             "created"
         };
         let mut problems = Vec::new();
+        let fix_replicas = config.num_replicas != replicas && args.fix;
         if config.num_replicas != replicas {
             if args.fix {
                 config.num_replicas = replicas;
-                // Placing the new replicas can be refused while the
-                // cluster's leader has not seen every peer yet, as when
-                // creating; the same patience applies.
-                aegis_sdk::streams::with_placement_patience(&name, || {
-                    js.update_stream(config.clone())
-                })
-                .await
-                .with_context(|| {
-                    format!(
-                        "changing {name} from {} to {} replicas",
+            } else {
+                problems.push(advice(info.config.num_replicas, replicas, wanted));
+            }
+        }
+        let mut messages = info.state.messages;
+        let (mut raised, mut lowered) = (Vec::new(), Vec::new());
+        for &(limit, wants) in limits.get(&name).map(Vec::as_slice).unwrap_or_default() {
+            let has = limit.of_stream(&info.config);
+            if has == Some(wants) {
+                continue;
+            }
+            let change = LimitChange { limit, has, wants };
+            if change.raises() {
+                limit.set(&mut config, wants);
+                raised.push(change);
+            } else if args.apply_limits {
+                limit.set(&mut config, wants);
+                lowered.push(change);
+            } else {
+                let section = limits_section(&conn.config().streams, &name).map_or("", |s| s.0);
+                problems.push(lowering_advice(
+                    &change,
+                    &info.state,
+                    &format!("streams.{section}.{}", limit.name()),
+                    &file_shown,
+                    &lower_command,
+                ));
+            }
+        }
+        if config != info.config {
+            let what = || {
+                let mut what: Vec<String> = raised
+                    .iter()
+                    .chain(&lowered)
+                    .map(LimitChange::describe)
+                    .collect();
+                if fix_replicas {
+                    what.push(format!(
+                        "{} -> {} replicas",
                         info.config.num_replicas, replicas
-                    )
-                })?;
+                    ));
+                }
+                format!("changing {name} ({})", what.join(", "))
+            };
+            // Placing new replicas can be refused while the cluster's
+            // leader has not seen every peer yet, as when creating; the
+            // same patience applies.
+            let updated = aegis_sdk::streams::with_placement_patience(&name, || {
+                js.update_stream(config.clone())
+            })
+            .await
+            .with_context(what)?;
+            messages = updated.state.messages;
+            if !raised.is_empty() {
+                let what: Vec<String> = raised.iter().map(LimitChange::describe).collect();
+                println!("  raised  {name}: {}", what.join(", "));
+            }
+            if !lowered.is_empty() {
+                let what: Vec<String> = lowered.iter().map(LimitChange::describe).collect();
+                let deleted = info.state.messages.saturating_sub(updated.state.messages);
+                let freed = info.state.bytes.saturating_sub(updated.state.bytes);
+                let later = if lowered.iter().any(|c| c.limit == Limit::MaxAge) {
+                    "; messages past the new age go as the server expires them"
+                } else {
+                    ""
+                };
+                println!(
+                    "  lowered {name}: {} (deleted {deleted} message{}, {}{later})",
+                    what.join(", "),
+                    if deleted == 1 { "" } else { "s" },
+                    bytes(freed)
+                );
+            }
+            if fix_replicas {
                 let lowered = if replicas < info.config.num_replicas {
                     format!(" (lower fault tolerance: {})", tolerance(replicas))
                 } else {
@@ -174,8 +452,6 @@ pub async fn run(args: InitArgs) -> anyhow::Result<bool> {
                     "  fixed   {name}: {} -> {} replicas{lowered}",
                     info.config.num_replicas, replicas
                 );
-            } else {
-                problems.push(advice(info.config.num_replicas, replicas, wanted));
             }
         }
         // Buckets keep one value per key; the streams must be bounded.
@@ -187,7 +463,7 @@ pub async fn run(args: InitArgs) -> anyhow::Result<bool> {
                 "  ok      {name} ({how}; {} replica{}, {} messages)",
                 config.num_replicas,
                 plural(config.num_replicas),
-                info.state.messages
+                messages
             );
         } else {
             ok = false;
@@ -454,6 +730,57 @@ mod tests {
                 .1
                 .starts_with("a JetStream cluster of 2 peers online")
         );
+    }
+
+    /// A lowering names what the stream has, what the file wants, what it
+    /// would delete, and both fixes; the value to keep is written as the
+    /// file takes it.
+    #[test]
+    fn a_lowered_limit_is_said_with_what_it_would_delete() {
+        let state: async_nats::jetstream::stream::State =
+            serde_json::from_value(serde_json::json!({
+                "messages": 30, "bytes": 3 * 1024 * 1024, "first_seq": 1,
+                "first_ts": "2020-01-01T00:00:00Z", "last_seq": 30,
+                "last_ts": "2020-01-02T00:00:00Z", "consumer_count": 0
+            }))
+            .unwrap();
+        let change = |limit, has, wants| LimitChange { limit, has, wants };
+        assert_eq!(
+            lowering_advice(
+                &change(Limit::MaxMessages, Some(100), 10),
+                &state,
+                "streams.events.max_messages",
+                "a.toml",
+                "aegis init --config a.toml --apply-limits"
+            ),
+            "max_messages 100 -> 10 is a lowering, which would delete the 20 oldest of its 30 \
+             messages at once; to lower it, run `aegis init --config a.toml --apply-limits`; \
+             to keep it, set streams.events.max_messages = 100 in a.toml (or leave it out)"
+        );
+        let age = lowering_advice(
+            &change(
+                Limit::MaxAge,
+                Some(7 * 86_400 * 1_000_000_000),
+                3_600_000_000_000,
+            ),
+            &state,
+            "streams.events.max_age",
+            "a.toml",
+            "x",
+        );
+        assert!(
+            age.starts_with("max_age 7days -> 1h is a lowering, which would delete the messages older than 1h at once")
+                && age.ends_with("set streams.events.max_age = \"7days\" in a.toml (or leave it out)"),
+            "{age}"
+        );
+        let bytes = change(Limit::MaxBytes, None, 2 * 1024 * 1024).loss(&state);
+        assert_eq!(
+            bytes,
+            "would delete the oldest messages past 2.0 MiB, at least 1.0 MiB of its 3.0 MiB, at once"
+        );
+        assert!(!change(Limit::MaxBytes, None, 5).raises());
+        assert!(change(Limit::MaxBytes, Some(4), 5).raises());
+        assert!(!change(Limit::MaxBytes, Some(6), 5).raises());
     }
 
     #[test]

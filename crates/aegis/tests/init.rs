@@ -1,7 +1,9 @@
-//! `aegis init` against a real 3-node cluster: creates every bucket and
-//! stream with the replicas asked for, is a no-op the second time, refuses
-//! existing ones with another replica count (naming the fix), and `--fix`
-//! changes them in place.
+//! `aegis init` against a real nats-server (a 3-node cluster where replicas
+//! matter): creates every bucket and stream with the replicas asked for, is
+//! a no-op the second time, refuses existing ones with another replica count
+//! (naming the fix), and `--fix` changes them in place; raises the stream
+//! limits its config file raises, and lowers them only with
+//! `--apply-limits`.
 
 mod common;
 
@@ -256,4 +258,152 @@ fn a_mismatch_exits_with_its_own_status() {
         "0s",
     ]);
     assert_eq!(code, Some(1), "{out}");
+}
+
+/// The limits of the stream `name` on the server `url`: its oldest
+/// message, bytes and messages, and how many messages it holds.
+fn limits_of(url: &str, name: &str) -> (Duration, i64, i64, u64) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let client = async_nats::connect(url).await.unwrap();
+            let js = async_nats::jetstream::new(client);
+            let mut stream = js.get_stream(name).await.unwrap();
+            let info = stream.info().await.unwrap();
+            (
+                info.config.max_age,
+                info.config.max_bytes,
+                info.config.max_messages,
+                info.state.messages,
+            )
+        })
+}
+
+/// Changes the stream `name`'s limits by hand (as `nats stream edit`).
+fn edit_stream(
+    url: &str,
+    name: &str,
+    edit: impl FnOnce(&mut async_nats::jetstream::stream::Config),
+) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let client = async_nats::connect(url).await.unwrap();
+            let js = async_nats::jetstream::new(client);
+            let mut stream = js.get_stream(name).await.unwrap();
+            let mut config = stream.info().await.unwrap().config.clone();
+            edit(&mut config);
+            js.update_stream(config).await.unwrap();
+        });
+}
+
+/// A configuration file holding `toml`.
+fn config_file(dir: &tempfile::TempDir, name: &str, toml: &str) -> String {
+    let path = dir.path().join(name);
+    std::fs::write(&path, toml).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+const MIB: i64 = 1024 * 1024;
+
+/// A limit the configuration raises on an existing stream is raised in
+/// place (it deletes nothing); one the configuration does not set keeps
+/// what the stream has, even when someone changed it by hand. Before,
+/// `init` said nothing and the stream kept its old limits: a chart
+/// upgrade with `streams.events.maxAge` raised changed nothing.
+#[test]
+fn init_raises_a_limit_the_configuration_raises() {
+    let server = aegis_testkit::NatsServer::start().unwrap();
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let first = config_file(&dir, "first.toml", "[streams.events]\nmax_age = \"1h\"\n");
+    let (ok, out) = init(&url, &["--config", &first]);
+    assert!(ok, "{out}");
+    assert_eq!(limits_of(&url, "EVENTS").0, HOUR);
+    edit_stream(&url, "EVENTS", |c| c.max_bytes = 200 * MIB);
+
+    let raised = config_file(&dir, "raised.toml", "[streams.events]\nmax_age = \"2h\"\n");
+    let (ok, out) = init(&url, &["--config", &raised]);
+    assert!(ok, "{out}");
+    assert!(out.contains("raised  EVENTS: max_age 1h -> 2h"), "{out}");
+    let (age, bytes, _, _) = limits_of(&url, "EVENTS");
+    assert_eq!(age, 2 * HOUR, "{out}");
+    assert_eq!(bytes, 200 * MIB, "not set in the file: kept\n{out}");
+    assert!(!out.contains("max_bytes"), "{out}");
+    assert!(out.contains("every bucket and stream is in place"), "{out}");
+
+    // In place now: nothing more to say.
+    let (ok, out) = init(&url, &["--config", &raised]);
+    assert!(ok, "{out}");
+    assert!(!out.contains("raised"), "{out}");
+    assert!(out.contains("ok      EVENTS (exists;"), "{out}");
+}
+
+/// A limit the configuration lowers can delete messages at once: without
+/// `--apply-limits` it is a mismatch (exit status 3) naming what the
+/// stream has, what is wanted, what lowering would delete, and both fixes;
+/// the stream keeps everything. With `--apply-limits` it is lowered and
+/// says what went.
+#[test]
+fn init_lowers_a_limit_only_when_told_and_says_what_goes() {
+    let server = aegis_testkit::NatsServer::start().unwrap();
+    let url = server.url();
+    let (ok, out) = init(&url, &[]);
+    assert!(ok, "{out}");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let client = async_nats::connect(url.as_str()).await.unwrap();
+            let js = async_nats::jetstream::new(client);
+            for i in 0..25 {
+                js.publish("events.test.x", format!("{i}").into())
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
+            }
+        });
+    let (_, _, before, messages) = limits_of(&url, "EVENTS");
+    assert_eq!(messages, 25);
+
+    let dir = tempfile::tempdir().unwrap();
+    let lower = config_file(&dir, "lower.toml", "[streams.events]\nmax_messages = 10\n");
+    let out = std::process::Command::new(common::AEGIS)
+        .args(["init", "--nats-url", &url, "--config", &lower])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("MISMATCH EVENTS:"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains(&format!("max_messages {before} -> 10"))
+            && line.contains("15 oldest")
+            && line.contains(&format!("aegis init --config {lower} --apply-limits"))
+            && line.contains(&format!("streams.events.max_messages = {before}")),
+        "{line}"
+    );
+    assert_eq!(limits_of(&url, "EVENTS").2, before, "{text}");
+    assert_eq!(limits_of(&url, "EVENTS").3, 25, "{text}");
+
+    let (ok, out) = init(&url, &["--config", &lower, "--apply-limits"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "lowered EVENTS: max_messages {before} -> 10 (deleted 15 messages"
+        )),
+        "{out}"
+    );
+    let (_, _, max, messages) = limits_of(&url, "EVENTS");
+    assert_eq!((max, messages), (10, 10), "{out}");
 }
