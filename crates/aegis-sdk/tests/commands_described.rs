@@ -128,3 +128,53 @@ async fn an_instance_lists_the_commands_its_worker_takes() {
     service.shutdown().await.unwrap();
     conn.drain().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_only_worker_is_listed_by_the_instance_it_follows() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let start = |id: &'static str| {
+        conn.service("book", "1.0.0")
+            .instance_id(id)
+            .single_active("default")
+            .handler("best_bid", |_: ()| async move {
+                Ok::<_, WireError>(json!(null))
+            })
+            .start()
+    };
+    let first = start("book-1").await.unwrap();
+    let second = start("book-2").await.unwrap();
+    let worker = conn
+        .commands()
+        .worker("book")
+        .leader_of(&first)
+        .handler("rebuild", |_: Command<Value>, _: Progress| async move {
+            Ok::<_, WireError>(json!(null))
+        })
+        .start()
+        .await
+        .unwrap();
+    let probe = async_nats::connect(nats.url()).await.unwrap();
+    let info = |id: &'static str| {
+        let probe = probe.clone();
+        async move {
+            let reply = probe
+                .request(format!("$SRV.INFO.book.{id}"), "".into())
+                .await
+                .unwrap();
+            serde_json::from_slice::<Value>(&reply.payload).unwrap()
+        }
+    };
+    let followed = info("book-1").await;
+    let listed = commands(&followed);
+    assert_eq!(listed.len(), 1, "{followed}");
+    assert_eq!(listed[0]["name"], "rebuild");
+    assert_eq!(listed[0]["metadata"]["leader_only"], "true");
+    let other = info("book-2").await;
+    assert!(commands(&other).is_empty(), "{other}");
+
+    worker.shutdown().await;
+    second.shutdown().await.unwrap();
+    first.shutdown().await.unwrap();
+    conn.drain().await.unwrap();
+}
