@@ -40,6 +40,9 @@ pub struct CommandHandle {
     deadline: Instant,
     timeout: Duration,
     done: bool,
+    /// Whether a worker has been heard from about it (progress): one took
+    /// it, so it may have run, whatever a later reply or check says.
+    worked: bool,
     /// To tell, past the deadline, whether a worker took it.
     taken: TakenCheck,
 }
@@ -196,6 +199,7 @@ impl Commands {
             deadline: clock::deadline(started, timeout),
             timeout,
             done: false,
+            worked: false,
             taken: TakenCheck {
                 js: self.conn.jetstream().clone(),
                 service: service.to_owned(),
@@ -217,11 +221,14 @@ impl CommandHandle {
     /// # Errors
     /// [`CommandError::Failed`] when the worker reports failure;
     /// [`CommandError::NotTaken`] when the worker that took the command
-    /// skipped it (taken past its deadline), or past the deadline when no
-    /// worker took it (asked of JetStream then and once more a second
-    /// later, so a NotTaken comes a second or so after the deadline), else
-    /// [`CommandError::Timeout`]; [`CommandError::Closed`] when called
-    /// again after the end.
+    /// skipped it (taken past its deadline, on its first delivery), or
+    /// past the deadline when no worker took it (asked of JetStream then
+    /// and once more a second later, so a NotTaken comes a second or so
+    /// after the deadline), else [`CommandError::Timeout`]. Never
+    /// NotTaken once a worker has reported progress for the command: it
+    /// may have run (its worker may have died since, and the next worker
+    /// skipped it). [`CommandError::Closed`] when called again after the
+    /// end.
     pub async fn next(&mut self) -> Result<CommandUpdate, CommandError> {
         if self.done {
             return Err(CommandError::Closed(self.id.clone()));
@@ -245,6 +252,7 @@ impl CommandHandle {
             };
             return match reply {
                 CommandReply::Progress { percent, message } => {
+                    self.worked = true;
                     Ok(CommandUpdate::Progress { percent, message })
                 }
                 CommandReply::Completed { result } => {
@@ -252,10 +260,16 @@ impl CommandHandle {
                     Ok(CommandUpdate::Completed(result))
                 }
                 // Skipped by its worker: it did not run, whatever the
-                // error says (a TIMEOUT, for older senders).
+                // error says (a TIMEOUT, for older senders), unless a
+                // worker reported progress for it (the skip is of a later
+                // delivery, by a worker that predates telling them apart).
                 CommandReply::Failed { .. } if not_run => {
                     self.done = true;
-                    Err(self.not_taken(true))
+                    Err(if self.worked {
+                        self.timed_out()
+                    } else {
+                        self.not_taken(true)
+                    })
                 }
                 CommandReply::Failed { error } => {
                     self.done = true;
@@ -268,28 +282,41 @@ impl CommandHandle {
     /// Past the deadline: NotTaken when no worker took the command, or
     /// when the worker that took it says it skipped it (it may say so
     /// while the taken check runs, or just after: taken late, it shows as
-    /// taken); else Timeout.
+    /// taken); else Timeout. Timeout at once when a worker reported
+    /// progress, and Timeout as soon as a reply other than a skip comes
+    /// (a worker took it).
     async fn past_deadline(&mut self) -> CommandError {
+        if self.worked {
+            return self.timed_out();
+        }
         let not_taken = {
             let Self { replies, taken, .. } = self;
-            let mut skipped = std::pin::pin!(skipped(replies));
+            let mut sign = std::pin::pin!(worker_sign(replies));
             tokio::select! {
                 verdict = taken.not_taken_past_deadline() => match verdict {
                     Some(worker_known) => Some(worker_known),
-                    None => tokio::time::timeout(SKIP_GRACE, &mut skipped)
-                        .await
-                        .ok()
-                        .map(|()| true),
+                    None => match tokio::time::timeout(SKIP_GRACE, &mut sign).await {
+                        Ok(Sign::Skipped) => Some(true),
+                        Ok(Sign::Worked) | Err(_) => None,
+                    },
                 },
-                () = &mut skipped => Some(true),
+                sign = &mut sign => match sign {
+                    Sign::Skipped => Some(true),
+                    Sign::Worked => None,
+                },
             }
         };
         match not_taken {
             Some(worker_known) => self.not_taken(worker_known),
-            None => CommandError::Timeout {
-                id: self.id.clone(),
-                timeout: self.timeout,
-            },
+            None => self.timed_out(),
+        }
+    }
+
+    /// A worker took the command, and it did not complete in time.
+    fn timed_out(&self) -> CommandError {
+        CommandError::Timeout {
+            id: self.id.clone(),
+            timeout: self.timeout,
         }
     }
 
@@ -334,12 +361,24 @@ fn skipped_unrun(msg: &async_nats::Message) -> bool {
         .is_some_and(|h| h.get(HEADER_NOT_RUN).is_some())
 }
 
-/// Ends when the worker says it skipped the command unrun; other replies,
-/// late ones, are dropped.
-async fn skipped(replies: &mut Subscriber) {
+/// What a reply past the deadline says of the command's worker.
+enum Sign {
+    /// It skipped the command unrun.
+    Skipped,
+    /// It ran, or may have run, the command: progress, a result, or a
+    /// failure not marked "not run".
+    Worked,
+}
+
+/// Ends at the first readable reply, saying what it shows; unreadable
+/// ones are dropped.
+async fn worker_sign(replies: &mut Subscriber) -> Sign {
     while let Some(msg) = replies.next().await {
         if skipped_unrun(&msg) {
-            return;
+            return Sign::Skipped;
+        }
+        if serde_json::from_slice::<CommandReply>(&msg.payload).is_ok() {
+            return Sign::Worked;
         }
     }
     std::future::pending().await

@@ -873,6 +873,13 @@ fn pass_on(delivered: i64, max_deliver: i64, left: Option<Duration>) -> Option<D
 /// in a term in doubt is handed back too, unanswered, unless this is its
 /// last delivery: a successor may run it.
 ///
+/// A command past its deadline is not run. On its first delivery it is
+/// answered "not run" ([`HEADER_NOT_RUN`]): no worker took it before. On
+/// a later one a worker did (one that died holding it, as a crashed
+/// leader does, or one that handed it back, which cannot be told apart
+/// here), so it may have run: it is answered TIMEOUT, "may have run",
+/// without the header, and the WARN says so.
+///
 /// The last delivery is the last the consumer on the server allows
 /// (`limits`), which another worker's start or an operator may have
 /// changed since this worker started, not this worker's own option: the
@@ -906,7 +913,29 @@ async fn run_one(
         .map(|d| d.with_timezone(&chrono::Utc));
     let span = info_span!("command", command = %name, id = %id);
     let expired = |now| deadline.is_some_and(|d| d < now);
+    let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+    // Only a first delivery proves that no worker took the command before
+    // (one that died holding it, or one stopped while running it, may have
+    // run part of it; the server offers it again at its ack_wait, which is
+    // at or after its deadline when the timeout is no longer).
+    let first_delivery = msg.info().is_ok_and(|i| i.delivered == 1);
     let answer_expired = || async {
+        if !first_delivery {
+            span.in_scope(|| {
+                warn!(
+                    delivered,
+                    "command expired after a worker had taken it (this is a later delivery): it may have run; not running it again"
+                )
+            });
+            // No "not run" header: the sender reports that it may have run.
+            let reply = CommandReply::Failed {
+                error: WireError::timeout(format!(
+                    "its deadline passed before it was done: a worker took it earlier (this is delivery {delivered}), so it may have run; check its effect before sending it again"
+                )),
+            };
+            send_reply(&client, reply_to.as_deref(), &reply, None).await;
+            return Outcome::Done;
+        }
         span.in_scope(|| info!("command expired before it was picked up; not running it"));
         // Said in a header, so the sender tells "never ran" from a
         // handler's own TIMEOUT error.
@@ -919,7 +948,6 @@ async fn run_one(
     if expired(now) {
         return answer_expired().await;
     }
-    let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
     let watching = following.clone();
     // `Ok(None)`: not leader-only; `Err`: not to run here.
     let epoch = match following {
