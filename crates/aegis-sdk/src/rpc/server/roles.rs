@@ -1,12 +1,14 @@
 //! Mirrors the single-active election into the registry record: ACTIVE
 //! with the epoch while leading, STANDBY otherwise, written at once on every
-//! change, with a lifecycle event for each promotion and loss.
+//! change, with a lifecycle event for each promotion and loss, and one
+//! INFO line when an instance follows a leader as a standby (at start, or
+//! when another instance takes the lead), naming the leader.
 
 use aegis_contracts::{
     InstanceStatus,
     log::{EPOCH_FIELD, LogKind, LogLevel},
 };
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::{election::Role, registry::RegistrationHandle, telemetry::Telemetry};
 
@@ -17,8 +19,13 @@ pub(super) async fn mirror_role(
     telemetry: Telemetry,
 ) {
     let mut previous: Option<Role> = None;
+    // The leader the last standby line (or loss event) named.
+    let mut named: Option<String> = None;
     loop {
         let role = roles.borrow_and_update().clone();
+        if let Some(leader) = follows(previous.as_ref(), &mut named, &role) {
+            info!(leader = %leader, "STANDBY: {leader} leads; this instance takes over if it stops");
+        }
         for change in changes(previous.as_ref(), &role) {
             let event = match change {
                 Change::Elected(epoch) => telemetry
@@ -99,6 +106,31 @@ fn changes(previous: Option<&Role>, role: &Role) -> Vec<Change> {
     }
 }
 
+/// The leader a standby now follows that no line has named yet: `Some`
+/// once per leader (at start, or when another instance takes the lead),
+/// never while the same leader renews, nor while no leader is known (an
+/// instance starts as a standby with none before it reads the key, and
+/// may win it). A loss already names the new leader in its own event, so
+/// it is only remembered in `named`.
+fn follows(previous: Option<&Role>, named: &mut Option<String>, role: &Role) -> Option<String> {
+    match role {
+        Role::Leader { .. } => {
+            *named = None;
+            None
+        }
+        Role::Standby { leader: None } => None,
+        Role::Standby {
+            leader: Some(leader),
+        } => {
+            if named.as_deref() == Some(leader.as_str()) {
+                return None;
+            }
+            *named = Some(leader.clone());
+            (!matches!(previous, Some(Role::Leader { .. }))).then(|| leader.clone())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,5 +178,35 @@ mod tests {
                 Change::Elected(7)
             ]
         );
+    }
+
+    /// A standby says once that it is one and whom it follows; the same
+    /// leader renewing, or no leader known yet, says nothing.
+    #[test]
+    fn a_standby_names_its_leader_once_per_leader() {
+        let mut named = None;
+        let unknown = Role::Standby { leader: None };
+        // Before the key is read: nothing to say (it may win).
+        assert_eq!(follows(None, &mut named, &unknown), None);
+        assert_eq!(
+            follows(Some(&unknown), &mut named, &standby("a")),
+            Some("a".to_owned())
+        );
+        // The same leader seen again (renewals): no line.
+        assert_eq!(
+            follows(Some(&standby("a")), &mut named, &standby("a")),
+            None
+        );
+        assert_eq!(follows(Some(&standby("a")), &mut named, &unknown), None);
+        assert_eq!(follows(Some(&unknown), &mut named, &standby("a")), None);
+        // Another took the lead: named once.
+        assert_eq!(
+            follows(Some(&standby("a")), &mut named, &standby("b")),
+            Some("b".to_owned())
+        );
+        // A leader that lost: its loss event names the leader already.
+        assert_eq!(follows(Some(&standby("b")), &mut named, &leader(4)), None);
+        assert_eq!(follows(Some(&leader(4)), &mut named, &standby("b")), None);
+        assert_eq!(named.as_deref(), Some("b"));
     }
 }
