@@ -37,13 +37,16 @@
 //! commands its process's workers take (on the same connection) in its
 //! services-protocol answer (`$SRV.INFO`), next to its methods, as
 //! endpoints whose metadata says `kind: command`, with the JSON Schema of
-//! their payload; [`describe`](crate::rpc::describe) reads them apart from
+//! their payload; [`describe`](crate::rpc::describe()) reads them apart from
 //! the methods, and `aegis status SERVICE`, `aegis call SERVICE --schema`
 //! and `aegis command` show them.
 //!
 //! A command carries its deadline; a worker that picks it up after the deadline
-//! does not run it, and says so ([`HEADER_NOT_RUN`]): the sender reports
-//! [`CommandError::NotTaken`], as for a command no worker took. A worker without a handler for a command (an older
+//! does not run it. On its first delivery it says so ([`HEADER_NOT_RUN`]):
+//! the sender reports [`CommandError::NotTaken`], as for a command no
+//! worker took. A command delivered before (a worker took it and went
+//! silent, or handed it back) may have run: that is answered TIMEOUT, and
+//! a sender that saw progress never reports it not taken. A worker without a handler for a command (an older
 //! version, during a rolling upgrade) hands it back for a worker that has
 //! one, while its deliveries and its deadline allow; then it answers
 //! NOT_FOUND, before the deadline.
@@ -66,7 +69,9 @@ use crate::{AegisConfig, Connection, streams::bounded};
 pub const HEADER_DEADLINE: &str = "Aegis-Deadline";
 
 /// Header on a worker's `failed` reply saying the command did not run and
-/// will not (its value says why: `expired`, taken past its deadline). The
+/// will not (its value says why: `expired`, taken past its deadline on its
+/// first delivery; a command delivered before may have run and gets no
+/// such header). The
 /// sender reports it as [`CommandError::NotTaken`]; the reply's
 /// `TIMEOUT` error is for senders that predate the header.
 pub const HEADER_NOT_RUN: &str = "Aegis-Not-Run";
@@ -111,8 +116,8 @@ pub enum CommandError {
     },
     /// No result arrived before the deadline because no worker took the
     /// command, by then nor a second later, or because the worker that
-    /// took it did so past its deadline and skipped it (and said so): it
-    /// never ran, and will not (a worker skips a command past its
+    /// took it did so past its deadline, on its first delivery, and skipped
+    /// it (and said so): it never ran, and will not (a worker skips a command past its
     /// deadline, by its own clock: one more than a second behind the
     /// sender's could still run it), so it may be sent again once a worker
     /// of the service runs. As the consumer's leader reports it: one that
