@@ -5,6 +5,13 @@
 //! non-zero with a line that says which, as `aegis call` reports an RPC's
 //! error (`error [CODE]: …`).
 //!
+//! A command whose worker went silent (it died, or lost its lead) is
+//! offered again after the worker's `ack_wait`, and another worker runs it
+//! from the start: its progress starts over. The reports do not name the
+//! worker that sent them, so a report that goes back (a lower percentage,
+//! or the run's first report again after a silence) is said as such a
+//! restart, in one line, before it is shown.
+//!
 //! Before sending, it asks the service's instances which commands their
 //! workers take (`$SRV.INFO`): a command that none lists, while some list
 //! others, is refused unsent, with the names they list (`NOT_FOUND`). A
@@ -89,6 +96,7 @@ pub async fn run(args: CommandArgs, shutdown: CancellationToken) -> anyhow::Resu
     let bar = Bar::new();
     // Whether a worker reported progress: it took the command.
     let mut taken = false;
+    let mut runs = Runs::default();
     let outcome = loop {
         let update = tokio::select! {
             update = handle.next() => update,
@@ -111,6 +119,9 @@ pub async fn run(args: CommandArgs, shutdown: CancellationToken) -> anyhow::Resu
         match update {
             Ok(CommandUpdate::Progress { percent, message }) => {
                 taken = true;
+                if let Some(line) = runs.report(percent, &message, std::time::Instant::now()) {
+                    bar.println(&line);
+                }
                 bar.progress(percent, &message);
             }
             Ok(CommandUpdate::Completed(result)) => break Ok(result),
@@ -202,6 +213,50 @@ fn command_error(error: CommandError, what: &str, no_body: bool) -> (String, Str
     }
 }
 
+/// The least silence after which the run's first report, sent again, is
+/// taken for a new run rather than a worker repeating itself: a worker
+/// that went silent is replaced only after its `ack_wait` (30 s by
+/// default, seconds at the least).
+const RESTART_SILENCE: Duration = Duration::from_secs(1);
+
+/// The progress reports of one command, to tell when its run started over
+/// on another worker.
+#[derive(Debug, Default)]
+struct Runs {
+    /// The current run's first report.
+    first: Option<(f32, String)>,
+    /// The last report, and when it came.
+    last: Option<(f32, std::time::Instant)>,
+}
+
+impl Runs {
+    /// Takes a report that came at `now`; returns the line to print first
+    /// when it starts the command over: its percentage went back, or it is
+    /// the run's first report again after [`RESTART_SILENCE`].
+    fn report(&mut self, percent: f32, message: &str, now: std::time::Instant) -> Option<String> {
+        let restarted = match (&self.first, self.last) {
+            (Some((first, first_message)), Some((last, at))) => {
+                percent < last
+                    || (percent == *first
+                        && message == first_message
+                        && now.duration_since(at) >= RESTART_SILENCE)
+            }
+            _ => false,
+        };
+        let line = restarted.then(|| {
+            let last = self.last.map_or(0.0, |(p, _)| p);
+            format!(
+                "restarted: progress went back from {last:.0}% to {percent:.0}%: the command was                  most likely taken again by another worker after the one running it went silent                  (it died or lost its lead, and its ack_wait ran out); it may have run partly there"
+            )
+        });
+        if restarted || self.first.is_none() {
+            self.first = Some((percent, message.to_owned()));
+        }
+        self.last = Some((percent, now));
+        line
+    }
+}
+
 /// Where progress reports go: a bar on a terminal, a line each otherwise
 /// (a log, a pipe, a test).
 struct Bar(Option<ProgressBar>);
@@ -229,6 +284,14 @@ impl Bar {
                 bar.set_message(message.to_owned());
             }
             None => eprintln!("progress {percent:>3.0}% {message}"),
+        }
+    }
+
+    /// A line of its own, above the bar on a terminal.
+    fn println(&self, line: &str) {
+        match &self.0 {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
         }
     }
 
@@ -275,5 +338,31 @@ mod tests {
         assert!(line.contains("may have run"), "{line}");
         let refused = CommandError::Failed(WireError::invalid_request("cannot decode"));
         assert!(command_error(refused, "x", true).1.contains("`null`"));
+    }
+
+    /// A run that starts over (the devtrial's `10% starting`, 30 s of
+    /// silence, `10% starting` again; or a lower percentage) is said once;
+    /// reports that go on, or repeat quickly, are not.
+    #[test]
+    fn progress_that_starts_over_is_said_as_a_restart() {
+        let t0 = std::time::Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut runs = Runs::default();
+        assert_eq!(runs.report(10.0, "starting", at(0)), None);
+        // The same report again at once, then more progress: one run.
+        assert_eq!(runs.report(10.0, "starting", t0), None);
+        assert_eq!(runs.report(40.0, "half", at(0)), None);
+        assert_eq!(runs.report(40.0, "half", at(5)), None);
+        // Back to the start after a silence: said once.
+        let line = runs.report(10.0, "starting", at(35)).unwrap();
+        assert!(line.contains("from 40% to 10%"), "{line}");
+        assert!(line.contains("taken again by another worker"), "{line}");
+        assert!(line.contains("may have run partly"), "{line}");
+        assert_eq!(runs.report(60.0, "writing", at(36)), None);
+        // The first report again after a silence, with nothing between.
+        let mut runs = Runs::default();
+        assert_eq!(runs.report(10.0, "starting", at(0)), None);
+        assert!(runs.report(10.0, "starting", at(30)).is_some());
+        assert_eq!(runs.report(100.0, "done", at(31)), None);
     }
 }
