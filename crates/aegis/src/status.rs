@@ -420,10 +420,26 @@ pub fn render(
                     format!("unresponsive: no liveness beat for {age:.1}s")
                 } else {
                     // Its last beat came before we listened: how long we
-                    // heard none is what we know; HEARTBEAT is the last
-                    // sign of life we saw (a record write).
+                    // heard none is what we know, and HEARTBEAT is a record
+                    // write, not a beat as on the rows heard live. Records
+                    // are rewritten only every few beats, so the process
+                    // may have lived well after it: one that lived on
+                    // would have beaten within an interval, so it stopped
+                    // at least the listening time less an interval ago.
+                    let heard = (now - heard_since).num_milliseconds().max(0) as f64 / 1000.0;
+                    let bound = match beat_interval(i) {
+                        Some(interval) => {
+                            let least = (heard - interval.as_secs_f64()).max(0.0);
+                            format!(
+                                ", as records are rewritten only every few beats: it stopped \
+                                 between {age:.1}s and {least:.1}s ago"
+                            )
+                        }
+                        None => String::new(),
+                    };
                     format!(
-                        "unresponsive: no liveness beat heard in {} (last sign of life {age:.1}s ago)",
+                        "unresponsive: no liveness beat heard in {} (its last sign of life is a \
+                         record write {age:.1}s ago{bound})",
                         ago(now, heard_since)
                     )
                 };
@@ -781,7 +797,9 @@ mod tests {
         let table = render(&[v], now - Duration::milliseconds(1600), now);
         assert!(
             row(&table, "pricing-2").contains(
-                "2.4s  unresponsive: no liveness beat heard in 1.6s (last sign of life 2.4s ago)"
+                "2.4s  unresponsive: no liveness beat heard in 1.6s (its last sign of life is a \
+                 record write 2.4s ago, as records are rewritten only every few beats: it \
+                 stopped between 2.4s and 0.6s ago)"
             ),
             "{table}"
         );
