@@ -1,6 +1,7 @@
 // InstanceDetail (`/services/{instanceId}`): the header (service, id,
 // status, version, host, pid, uptime, group, epoch), the failover timeline
-// of its sticky group, and tabs for performance, configuration and events.
+// of its sticky group, and tabs for performance, configuration, events and
+// what its service takes (methods and commands, with their schemas).
 // The id (and the service, from the query) come from the address, so a
 // reload of any instance's page works from the one pre-rendered shell.
 "use client";
@@ -29,6 +30,7 @@ import { reasonKey } from "@/lib/status-reason";
 import { ConfigPanel, type NotAsked } from "./config-panel";
 import { EventsPanel } from "./events-panel";
 import { FailoverTimeline } from "./failover-timeline";
+import { MethodsPanel } from "./methods-panel";
 import { MissingInstance } from "./missing-instance";
 import { PerformancePanel } from "./performance-panel";
 
@@ -142,6 +144,7 @@ export function InstanceDetail() {
           <TabsTrigger value="performance">{t("detail.tab.performance")}</TabsTrigger>
           <TabsTrigger value="config">{t("detail.tab.config")}</TabsTrigger>
           <TabsTrigger value="events">{t("detail.tab.events")}</TabsTrigger>
+          <TabsTrigger value="api">{t("detail.tab.api")}</TabsTrigger>
         </TabsList>
         <TabsContent value="performance">
           <LivePerformance serviceName={i.serviceName} instanceId={i.instanceId} />
@@ -152,6 +155,9 @@ export function InstanceDetail() {
         </TabsContent>
         <TabsContent value="events">
           <EventsPanel serviceName={i.serviceName} instanceId={i.instanceId} statusKey={statusKey} />
+        </TabsContent>
+        <TabsContent value="api">
+          <MethodsPanel serviceName={i.serviceName} />
         </TabsContent>
       </Tabs>
     </div>

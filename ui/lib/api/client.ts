@@ -18,6 +18,7 @@ import {
   NatsPicture,
   ServiceDefinition,
   ServiceInstance,
+  ServiceMethods,
   SessionInfo,
 } from "./schemas";
 
@@ -187,6 +188,7 @@ export const api = {
   metrics: (signal?: AbortSignal) => send("/api/metrics", z.array(InstanceMetrics), { signal }).then((a) => a.data),
   instanceConfig: (service: string, id: string) =>
     send(`/api/instances/${seg(service)}/${seg(id)}/config`, InstanceConfig).then((a) => a.data),
+  serviceMethods: (service: string) => send(`/api/services/${seg(service)}/methods`, ServiceMethods).then((a) => a.data),
   instanceEvents: (service: string, id: string, limit = 200) =>
     send(`/api/instances/${seg(service)}/${seg(id)}/events?limit=${limit}`, z.array(LogRecord)).then((a) => a.data),
   instanceMetrics: (service: string, id: string, window: string) =>

@@ -115,6 +115,41 @@ export const InstanceConfig = z.object({
 });
 export type InstanceConfig = z.infer<typeof InstanceConfig>;
 
+/** A JSON Schema as the API passes it on (derived by the SDK). */
+const JsonSchema = z.record(z.string(), z.unknown());
+
+/** One method of a service (`GET /api/services/{service}/methods`). */
+export const MethodSchema = z.object({
+  name: z.string(),
+  subject: z.string(),
+  description: z.string().nullable().optional(),
+  leaderOnly: z.boolean(),
+  requestSchema: JsonSchema.nullable().optional(),
+  responseSchema: JsonSchema.nullable().optional(),
+});
+export type MethodSchema = z.infer<typeof MethodSchema>;
+
+/** One command a service's workers take, with the instances listing it. */
+export const CommandSchema = z.object({
+  name: z.string(),
+  subject: z.string(),
+  description: z.string().nullable().optional(),
+  leaderOnly: z.boolean(),
+  payloadSchema: JsonSchema.nullable().optional(),
+  instanceIds: z.array(z.string()),
+});
+export type CommandSchema = z.infer<typeof CommandSchema>;
+
+/** A running service's methods and the commands its workers take. */
+export const ServiceMethods = z.object({
+  serviceName: z.string(),
+  version: z.string(),
+  instanceId: z.string(),
+  methods: z.array(MethodSchema),
+  commands: z.array(CommandSchema),
+});
+export type ServiceMethods = z.infer<typeof ServiceMethods>;
+
 export const ServiceDefinition = z.object({
   service_name: z.string(),
   owner: z.string(),
@@ -289,6 +324,9 @@ export const contractSchemas = {
   MetricsHistory,
   LogRecord,
   InstanceConfig,
+  MethodSchema,
+  CommandSchema,
+  ServiceMethods,
   ServiceDefinition,
   ServiceRevision,
   HistoryEntry,
