@@ -10,7 +10,7 @@
 #               this run, read by the servers from an env file; read-only root; /data
 #               and /var/run/nats host directories (`:U` gives them to uid
 #               65532; podman 4.3 ignores a tmpfs's mode= and uid=)
-#   init        aegis init --replicas 3 (the chart's post-install Job)
+#   init        aegis init --showcase --replicas 3 (the chart's post-install Job)
 #   monitor     aegis api with its UI; tokens and session secret of this run
 #   order-0/1, pricing-0, risk-0
 #               aegis service ..., health listener on :8081
@@ -289,15 +289,15 @@ for i in 0 1 2; do
 done
 
 # ---------------------------------------------------------------- init
-say "aegis init --replicas 3"
+say "aegis init --showcase --replicas 3"
 t0=$(date +%s%N)
 podman run --name "$RUN-init" --hostname init --label "aegis-check=$RUN" \
   --network "$NET" --ip "${IP[init]}" "${HOSTS[@]}" \
   --read-only --cap-drop ALL --security-opt no-new-privileges --user 65532:65532 \
-  --env-file "$WORK/operator.env" "$IMAGE" init --replicas 3 >"$WORK/init.log" 2>&1 \
-  || { cat "$WORK/init.log" | sed 's/^/  | /'; fail "aegis init --replicas 3 exited non-zero" nats-0 nats-1 nats-2; }
+  --env-file "$WORK/operator.env" "$IMAGE" init --showcase --replicas 3 >"$WORK/init.log" 2>&1 \
+  || { cat "$WORK/init.log" | sed 's/^/  | /'; fail "aegis init --showcase --replicas 3 exited non-zero" nats-0 nats-1 nats-2; }
 sed 's/^/  | /' "$WORK/init.log"
-ok "aegis init --replicas 3 created and checked every bucket and stream ($(ms_since "$t0") ms)"
+ok "aegis init --showcase --replicas 3 created and checked every bucket and stream ($(ms_since "$t0") ms)"
 
 # ---------------------------------------------------------------- monitor, services
 say "monitor and services"

@@ -80,7 +80,7 @@ pub(crate) async fn open_bucket(
 #[derive(Debug, thiserror::Error)]
 #[error(
     "bucket {bucket} is missing (or not answering) and this service may not create it: \
-     run `aegis init` as the operator (`aegis up` and the Helm chart's init Job do)"
+     run `aegis init --showcase` as the operator (`aegis up` and the Helm chart's init Job do)"
 )]
 struct NotCreated {
     bucket: String,

@@ -33,9 +33,10 @@ pub enum Command {
     Api(Box<aegis_monitor::ApiArgs>),
     /// Run one service instance (order, pricing, risk or echo).
     Service(service::ServiceArgs),
-    /// Create every bucket and stream with the replicas asked for, and check
-    /// existing ones (exit status 3 when one does not match: fix it, a
-    /// retry will not; 1 on other errors).
+    /// Create every bucket and stream Aegis uses (the example trading
+    /// services' buckets too with --showcase) with the replicas asked for,
+    /// and check existing ones (exit status 3 when one does not match: fix
+    /// it, a retry will not; 1 on other errors).
     Init(init::InitArgs),
     /// Print the NATS accounts and per-role users with their permissions
     /// (for a nats-server config, or the Helm chart's generated user table).

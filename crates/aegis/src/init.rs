@@ -1,6 +1,10 @@
-//! `aegis init`: creates every bucket and stream Aegis and the example
-//! services use, with the replicas asked for, and checks the ones that
-//! exist. `aegis up` and the Helm chart's install/upgrade Job run it.
+//! `aegis init`: creates every bucket and stream Aegis uses (the SDK's
+//! and the monitor's), with the replicas asked for, and checks the ones
+//! that exist. With `--showcase` it also makes the example trading
+//! services' buckets (`orders`, `risk_limits`, `risk_positions`): a
+//! user's own server running only their services does not get them.
+//! `aegis up` and the Helm chart's install/upgrade Job, which run the
+//! example services, run it with `--showcase`.
 //!
 //! Only the operator creates them where users apply (`aegis up`, the Helm
 //! chart): a stream create also chooses the stream's subjects, sources and
@@ -60,6 +64,11 @@ pub struct InitArgs {
     /// oldest messages past them. Raising a limit needs no flag.
     #[arg(long)]
     pub apply_limits: bool,
+    /// Also create and check the example trading services' buckets
+    /// (`orders`, `risk_limits`, `risk_positions`), as `aegis up` and the
+    /// Helm chart do. Without it, only Aegis's own buckets and streams.
+    #[arg(long)]
+    pub showcase: bool,
     /// How long to keep trying while NATS or JetStream is not ready yet
     /// (a cluster electing its meta leader), e.g. `60s`.
     #[arg(long, env = "AEGIS_STARTUP_TIMEOUT", default_value = "60s", value_parser = aegis_monitor::config::duration_flag)]
@@ -69,17 +78,36 @@ pub struct InitArgs {
     pub nats: ConnectArgs,
 }
 
-/// The streams behind everything `init` makes: Aegis's own, the monitor's
-/// and the example services' buckets (`KV_` + bucket name).
-fn expected_streams() -> Vec<String> {
-    let buckets = [
+/// What `init` makes: Aegis's own buckets and streams, or those and the
+/// example trading services' buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The SDK's and the monitor's buckets and streams.
+    Aegis,
+    /// Those and the example trading services' buckets (`aegis up`, the
+    /// Helm chart, `aegis init --showcase`).
+    WithShowcase,
+}
+
+/// The example trading services' buckets.
+const SHOWCASE_BUCKETS: [&str; 3] = [
+    aegis_trading::order::ORDERS_BUCKET,
+    aegis_trading::risk::RISK_LIMITS_BUCKET,
+    aegis_trading::risk::RISK_POSITIONS_BUCKET,
+];
+
+/// The streams behind everything `init` makes in `scope`: Aegis's own,
+/// the monitor's and, with the showcase, the example services' buckets
+/// (`KV_` + bucket name).
+fn expected_streams(scope: Scope) -> Vec<String> {
+    let mut buckets = vec![
         subjects::REGISTRY_BUCKET,
         subjects::ELECTIONS_BUCKET,
         subjects::DEFINITIONS_BUCKET,
-        aegis_trading::order::ORDERS_BUCKET,
-        aegis_trading::risk::RISK_LIMITS_BUCKET,
-        aegis_trading::risk::RISK_POSITIONS_BUCKET,
     ];
+    if scope == Scope::WithShowcase {
+        buckets.extend(SHOWCASE_BUCKETS);
+    }
     let streams = [
         subjects::EVENTS_STREAM,
         subjects::COMMANDS_STREAM,
@@ -122,7 +150,7 @@ fn configured_limits(
     let Some(file) = file else {
         return Ok(out);
     };
-    for name in expected_streams() {
+    for name in expected_streams(Scope::Aegis) {
         let Some((section, limits)) = limits_section(config, &name) else {
             continue;
         };
@@ -310,8 +338,13 @@ pub async fn run(args: InitArgs) -> anyhow::Result<bool> {
         command.push_str(&format!(" --config {quoted} --apply-limits"));
         command
     };
+    let scope = if args.showcase {
+        Scope::WithShowcase
+    } else {
+        Scope::Aegis
+    };
     let mut existed = std::collections::HashMap::new();
-    for name in expected_streams() {
+    for name in expected_streams(scope) {
         if let Ok(mut stream) = conn.jetstream().get_stream(&name).await
             && let Ok(info) = stream.info().await
         {
@@ -340,7 +373,7 @@ pub async fn run(args: InitArgs) -> anyhow::Result<bool> {
     let wanted = if explicit { "asked for" } else { "expected" };
     let js = conn.jetstream();
 
-    create_missing_within(&conn, args.startup_timeout, |e| {
+    create_missing_within(&conn, scope, args.startup_timeout, |e| {
         eprintln!(
             "aegis init: JetStream did not create everything yet ({}); retrying",
             aegis_sdk::startup::error_line(e)
@@ -349,7 +382,7 @@ pub async fn run(args: InitArgs) -> anyhow::Result<bool> {
     .await?;
 
     let mut ok = true;
-    for name in expected_streams() {
+    for name in expected_streams(scope) {
         let mut stream = js
             .get_stream(&name)
             .await
@@ -473,6 +506,14 @@ pub async fn run(args: InitArgs) -> anyhow::Result<bool> {
         }
     }
     conn.drain().await.ok();
+    if scope == Scope::Aegis {
+        let names: Vec<String> = SHOWCASE_BUCKETS.iter().map(|b| format!("KV_{b}")).collect();
+        println!(
+            "aegis init: the example trading services' buckets are not made: `aegis init \
+             --showcase` makes and checks them too ({})",
+            names.join(", ")
+        );
+    }
     if ok {
         println!("aegis init: every bucket and stream is in place");
     } else {
@@ -610,12 +651,21 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-/// Creates every bucket and stream that is missing, with the connection's
+/// Creates every bucket and stream that is missing, the example services'
+/// buckets included (what `aegis up` runs), with the connection's
 /// replicas and stream limits; existing ones are left as they are.
 ///
 /// # Errors
 /// Naming what JetStream refused to create (or did not answer for).
 pub async fn create_missing(conn: &aegis_sdk::Connection) -> anyhow::Result<()> {
+    create_missing_in(conn, Scope::WithShowcase).await
+}
+
+/// [`create_missing`] of what `scope` names.
+///
+/// # Errors
+/// Naming what JetStream refused to create (or did not answer for).
+pub async fn create_missing_in(conn: &aegis_sdk::Connection, scope: Scope) -> anyhow::Result<()> {
     let js = conn.jetstream();
     let config = conn.config();
     let replicas = config.nats.replicas;
@@ -641,13 +691,15 @@ pub async fn create_missing(conn: &aegis_sdk::Connection) -> anyhow::Result<()> 
     )
     .await
     .context("creating the monitor's bucket and streams")?;
-    aegis_trading::ensure_buckets(conn)
-        .await
-        .context("creating the example services' buckets")?;
+    if scope == Scope::WithShowcase {
+        aegis_trading::ensure_buckets(conn)
+            .await
+            .context("creating the example services' buckets")?;
+    }
     Ok(())
 }
 
-/// [`create_missing`], tried again until `timeout` has passed: a cluster
+/// [`create_missing_in`] `scope`, tried again until `timeout` has passed: a cluster
 /// that is electing its meta or stream leaders (just started, restarted on
 /// its data, or only busy) lets JetStream requests time out for a while.
 /// `on_retry` hears each failure that will be tried again; the last one is
@@ -657,13 +709,14 @@ pub async fn create_missing(conn: &aegis_sdk::Connection) -> anyhow::Result<()> 
 /// The last attempt's error, once `timeout` has passed.
 pub async fn create_missing_within(
     conn: &aegis_sdk::Connection,
+    scope: Scope,
     timeout: Duration,
     mut on_retry: impl FnMut(&anyhow::Error),
 ) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut pause = Duration::from_millis(250);
     loop {
-        match create_missing(conn).await {
+        match create_missing_in(conn, scope).await {
             Ok(()) => return Ok(()),
             Err(e) if tokio::time::Instant::now() + pause < deadline => {
                 on_retry(&e);

@@ -3,7 +3,8 @@
 //! a no-op the second time, refuses existing ones with another replica count
 //! (naming the fix), and `--fix` changes them in place; raises the stream
 //! limits its config file raises, and lowers them only with
-//! `--apply-limits`.
+//! `--apply-limits`. The example trading services' buckets are made only
+//! with `--showcase`, as `aegis up` and the Helm chart's Job ask.
 
 mod common;
 
@@ -11,14 +12,18 @@ use std::time::Duration;
 
 use aegis_testkit::NatsCluster;
 
-/// Runs `aegis init` with `args`; its exit success and stdout.
+/// Runs `aegis init --showcase` with `args` (as `aegis up` and the Helm
+/// chart's Job run it); its exit success and stdout.
 fn init(url: &str, args: &[&str]) -> (bool, String) {
-    let mut all = vec!["init", "--nats-url", url];
+    let mut all = vec!["init", "--showcase", "--nats-url", url];
     all.extend_from_slice(args);
     common::run(&all)
 }
 
-/// The streams `aegis init` makes.
+/// The example trading services' buckets, made only with `--showcase`.
+const SHOWCASE: [&str; 3] = ["KV_orders", "KV_risk_limits", "KV_risk_positions"];
+
+/// The streams `aegis init --showcase` makes.
 const STREAMS: [&str; 11] = [
     "KV_service_registry",
     "KV_service_elections",
@@ -98,6 +103,61 @@ fn init_creates_checks_and_fixes_replicas() {
     assert!(out.contains("every bucket and stream is in place"), "{out}");
 }
 
+/// On a user's own server, `aegis init` makes what Aegis itself uses (the
+/// SDK's and the monitor's buckets and streams) and says that the example
+/// services' buckets are left out; `--showcase` adds them.
+#[test]
+fn the_example_services_buckets_are_made_only_with_showcase() {
+    let server = aegis_testkit::NatsServer::start().unwrap();
+    let url = server.url();
+    let (ok, out) = common::run(&["init", "--nats-url", &url]);
+    assert!(ok, "{out}");
+    for name in STREAMS.iter().filter(|n| !SHOWCASE.contains(n)) {
+        assert!(
+            out.contains(&format!("ok      {name} (created;")),
+            "{name}:\n{out}"
+        );
+    }
+    for name in SHOWCASE {
+        assert!(!out.contains(&format!("ok      {name}")), "{name}:\n{out}");
+    }
+    assert!(
+        out.contains("the example trading services' buckets are not made: `aegis init --showcase`"),
+        "{out}"
+    );
+    let streams = |url: &str| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                use futures::TryStreamExt;
+                let client = async_nats::connect(url).await.unwrap();
+                let js = async_nats::jetstream::new(client);
+                js.stream_names()
+                    .try_collect::<Vec<String>>()
+                    .await
+                    .unwrap()
+            })
+    };
+    let made = streams(&url);
+    assert_eq!(made.len(), STREAMS.len() - SHOWCASE.len(), "{made:?}");
+    assert!(
+        SHOWCASE.iter().all(|n| !made.iter().any(|m| m == n)),
+        "{made:?}"
+    );
+
+    let (ok, out) = init(&url, &[]);
+    assert!(ok, "{out}");
+    for name in SHOWCASE {
+        assert!(
+            out.contains(&format!("ok      {name} (created;")),
+            "{name}:\n{out}"
+        );
+    }
+    assert_eq!(streams(&url).len(), STREAMS.len());
+}
+
 #[test]
 fn init_refuses_an_impossible_replica_count_before_connecting() {
     let (ok, out) = init("nats://127.0.0.1:1", &["--replicas", "7"]);
@@ -121,10 +181,15 @@ async fn creating_waits_out_a_server_that_does_not_answer() {
     common::signal(pid, nix::sys::signal::Signal::SIGSTOP);
 
     let mut failures = 0;
-    let created = aegis::init::create_missing_within(&conn, Duration::from_secs(60), |_| {
-        failures += 1;
-        common::signal(pid, nix::sys::signal::Signal::SIGCONT);
-    })
+    let created = aegis::init::create_missing_within(
+        &conn,
+        aegis::init::Scope::WithShowcase,
+        Duration::from_secs(60),
+        |_| {
+            failures += 1;
+            common::signal(pid, nix::sys::signal::Signal::SIGCONT);
+        },
+    )
     .await;
     common::signal(pid, nix::sys::signal::Signal::SIGCONT);
     created.expect("created once the server answers again");

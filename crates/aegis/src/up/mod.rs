@@ -291,7 +291,7 @@ async fn run_on(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let (url, replicas, nodes) = (on.url, on.replicas, on.nodes);
-    // 2. Every stream and bucket (what `aegis init` creates), once, with the
+    // 2. Every stream and bucket (what `aegis init --showcase` creates), once, with the
     //    right replicas, before anything that uses them starts. On our own
     //    servers `aegis up` does it as the operator; on an external NATS with
     //    whatever credentials the environment names (AEGIS_NATS_USER /
@@ -307,9 +307,15 @@ async fn run_on(
     step("creating streams and buckets");
     // A cluster restarted on existing data elects its stream leaders first;
     // until then JetStream requests time out, so retry for a while.
-    let created = crate::init::create_missing_within(&conn, Duration::from_secs(60), |e| {
-        tracing::info!(error = %aegis_sdk::startup::error_line(&e), "JetStream not ready yet; retrying");
-    });
+    // The example services it runs need their buckets too.
+    let created = crate::init::create_missing_within(
+        &conn,
+        crate::init::Scope::WithShowcase,
+        Duration::from_secs(60),
+        |e| {
+            tracing::info!(error = %aegis_sdk::startup::error_line(&e), "JetStream not ready yet; retrying");
+        },
+    );
     tokio::select! {
         () = shutdown.cancelled() => return Ok(()),
         created = created => created?,
