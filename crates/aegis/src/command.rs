@@ -244,9 +244,20 @@ impl Runs {
             _ => false,
         };
         let line = restarted.then(|| {
-            let last = self.last.map_or(0.0, |(p, _)| p);
+            let (last, at) = self.last.unwrap_or((0.0, now));
+            let how = if percent < last {
+                format!("progress went back from {last:.0}% to {percent:.0}%")
+            } else {
+                format!(
+                    "progress started over: its first report ({percent:.0}% {message}) came \
+                     again after {:.0}s of silence",
+                    now.duration_since(at).as_secs_f64()
+                )
+            };
             format!(
-                "restarted: progress went back from {last:.0}% to {percent:.0}%: the command was                  most likely taken again by another worker after the one running it went silent                  (it died or lost its lead, and its ack_wait ran out); it may have run partly there"
+                "restarted: {how}: the command was most likely taken again by another worker \
+                 after the one running it went silent (it died or lost its lead, and its \
+                 ack_wait ran out); it may have run partly there"
             )
         });
         if restarted || self.first.is_none() {
@@ -362,7 +373,11 @@ mod tests {
         // The first report again after a silence, with nothing between.
         let mut runs = Runs::default();
         assert_eq!(runs.report(10.0, "starting", at(0)), None);
-        assert!(runs.report(10.0, "starting", at(30)).is_some());
+        let line = runs.report(10.0, "starting", at(30)).unwrap();
+        assert!(
+            line.contains("started over: its first report (10% starting) came again after 30s"),
+            "{line}"
+        );
         assert_eq!(runs.report(100.0, "done", at(31)), None);
     }
 }
