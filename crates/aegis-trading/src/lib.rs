@@ -57,7 +57,7 @@ pub use running::Running;
 
 /// Creates the buckets the example services keep their state in (orders,
 /// risk limits, risk positions) where missing, with the connection's
-/// replicas, and returns their names. `aegis init` runs it; the services
+/// replicas, and returns their names. `aegis init --showcase` runs it; the services
 /// open (or create) their own at start as well.
 ///
 /// ```no_run

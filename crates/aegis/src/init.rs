@@ -343,6 +343,11 @@ pub async fn run(args: InitArgs) -> anyhow::Result<bool> {
     } else {
         Scope::Aegis
     };
+    let init_command = if args.showcase {
+        "aegis init --showcase"
+    } else {
+        "aegis init"
+    };
     let mut existed = std::collections::HashMap::new();
     for name in expected_streams(scope) {
         if let Ok(mut stream) = conn.jetstream().get_stream(&name).await
@@ -403,7 +408,12 @@ pub async fn run(args: InitArgs) -> anyhow::Result<bool> {
             if args.fix {
                 config.num_replicas = replicas;
             } else {
-                problems.push(advice(info.config.num_replicas, replicas, wanted));
+                problems.push(advice(
+                    info.config.num_replicas,
+                    replicas,
+                    wanted,
+                    init_command,
+                ));
             }
         }
         let mut messages = info.state.messages;
@@ -509,8 +519,8 @@ pub async fn run(args: InitArgs) -> anyhow::Result<bool> {
     if scope == Scope::Aegis {
         let names: Vec<String> = SHOWCASE_BUCKETS.iter().map(|b| format!("KV_{b}")).collect();
         println!(
-            "aegis init: the example trading services' buckets are not made: `aegis init \
-             --showcase` makes and checks them too ({})",
+            "aegis init: the example trading services' buckets were neither made nor checked: \
+             `aegis init --showcase` makes and checks them too ({})",
             names.join(", ")
         );
     }
@@ -615,16 +625,17 @@ async fn jetstream_peers(conn: &aegis_sdk::Connection) -> anyhow::Result<usize> 
 
 /// What a stream with `has` replicas where `want` are wanted should do:
 /// raising them is the fix; lowering them is said to lower the fault
-/// tolerance, next to how to keep them.
-fn advice(has: usize, want: usize, wanted: &str) -> String {
+/// tolerance, next to how to keep them. `init` is the command to run
+/// (`aegis init`, with `--showcase` when that made the check).
+fn advice(has: usize, want: usize, wanted: &str, init: &str) -> String {
     if want > has {
         format!(
-            "{has} replicas, {wanted} {want}: run `aegis init --replicas {want} --fix` to change it"
+            "{has} replicas, {wanted} {want}: run `{init} --replicas {want} --fix` to change it"
         )
     } else {
         format!(
-            "{has} replicas, {wanted} {want}: to keep them, run `aegis init --replicas {has}`; \
-             `aegis init --replicas {want} --fix` would lower them, and the fault tolerance \
+            "{has} replicas, {wanted} {want}: to keep them, run `{init} --replicas {has}`; \
+             `{init} --replicas {want} --fix` would lower them, and the fault tolerance \
              with them ({}, {})",
             tolerance(want),
             tolerance(has)
@@ -839,11 +850,11 @@ mod tests {
     #[test]
     fn lowering_is_never_advised_without_its_cost() {
         assert_eq!(
-            advice(1, 3, "asked for"),
+            advice(1, 3, "asked for", "aegis init"),
             "1 replicas, asked for 3: run `aegis init --replicas 3 --fix` to change it"
         );
         assert_eq!(
-            advice(3, 1, "asked for"),
+            advice(3, 1, "asked for", "aegis init"),
             "3 replicas, asked for 1: to keep them, run `aegis init --replicas 3`; \
              `aegis init --replicas 1 --fix` would lower them, and the fault tolerance with \
              them (1 replica survives the loss of no node, 3 replicas survive the loss of 1 node)"

@@ -78,7 +78,8 @@ fn init_creates_checks_and_fixes_replicas() {
     for name in STREAMS {
         assert!(
             out.contains(&format!(
-                "MISMATCH {name}: 1 replicas, asked for 3: run `aegis init --replicas 3 --fix`"
+                "MISMATCH {name}: 1 replicas, asked for 3: \
+                 run `aegis init --showcase --replicas 3 --fix`"
             )),
             "{name}:\n{out}"
         );
@@ -122,7 +123,10 @@ fn the_example_services_buckets_are_made_only_with_showcase() {
         assert!(!out.contains(&format!("ok      {name}")), "{name}:\n{out}");
     }
     assert!(
-        out.contains("the example trading services' buckets are not made: `aegis init --showcase`"),
+        out.contains(
+            "the example trading services' buckets were neither made nor checked: \
+             `aegis init --showcase`"
+        ),
         "{out}"
     );
     let streams = |url: &str| {
@@ -228,7 +232,7 @@ fn init_without_replicas_keeps_the_fault_tolerance_the_cluster_supports() {
     let (ok, out) = init(&url, &["--replicas", "1"]);
     assert!(!ok, "{out}");
     assert!(
-        !out.contains("run `aegis init --replicas 1 --fix` to change it"),
+        !out.contains("run `aegis init --showcase --replicas 1 --fix` to change it"),
         "{out}"
     );
     for name in STREAMS {
@@ -237,7 +241,7 @@ fn init_without_replicas_keeps_the_fault_tolerance_the_cluster_supports() {
             .find(|l| l.contains(&format!("MISMATCH {name}:")))
             .unwrap_or_else(|| panic!("{name}:\n{out}"));
         assert!(
-            line.contains("`aegis init --replicas 3`")
+            line.contains("`aegis init --showcase --replicas 3`")
                 && line.contains("lower")
                 && line.contains("fault tolerance"),
             "{line}"
