@@ -47,6 +47,11 @@ pub struct CommandArgs {
     /// (1 to 600000). A command no worker took by then never runs.
     #[arg(long, default_value_t = 30_000, value_parser = crate::cli::timeout_ms())]
     pub timeout_ms: u64,
+    /// Send the command even when the service's instances list commands
+    /// and not this one: a worker that runs in a process without an
+    /// instance of the service is listed nowhere.
+    #[arg(long)]
+    pub unlisted: bool,
     /// Connection flags.
     #[command(flatten)]
     pub nats: ConnectArgs,
@@ -73,9 +78,12 @@ pub async fn run(args: CommandArgs, shutdown: CancellationToken) -> anyhow::Resu
     };
     let timeout = Duration::from_millis(args.timeout_ms);
     let conn = args.nats.connect_as_operator().await?;
-    if let Some(known) = unknown_command(&conn, &args, timeout).await {
+    if !args.unlisted
+        && let Some(known) = unknown_command(&conn, &args, timeout).await
+    {
         eprintln!(
-            "error [{}]: {} has no command `{}` (it has: {}); it was not sent",
+            "error [{}]: {} has no command `{}` (it has: {}); it was not sent \
+             (a worker outside the service's instances is not listed: --unlisted sends it anyway)",
             ErrorCode::NotFound,
             args.service,
             args.command,

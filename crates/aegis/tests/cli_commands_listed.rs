@@ -111,6 +111,22 @@ async fn the_operators_tools_show_a_services_commands() {
     assert!(!ok, "{out}");
     assert!(out.contains("it has: reconcile, compact"), "{out}");
     assert!(!out.contains("queued"), "it was not sent: {out}");
+    // --unlisted sends it all the same (a worker elsewhere may take it);
+    // here none does.
+    let (ok, out) = aegis(
+        &[
+            "command",
+            "ledger",
+            "reconcle",
+            "--unlisted",
+            "--timeout-ms",
+            "3000",
+        ],
+        &url,
+    )
+    .await;
+    assert!(!ok, "{out}");
+    assert!(out.contains("queued"), "it was sent: {out}");
     // A known one still runs.
     let (ok, out) = aegis(
         &["command", "ledger", "reconcile", r#"{"account":"A1"}"#],
