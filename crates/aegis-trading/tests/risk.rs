@@ -33,6 +33,97 @@ fn order(symbol: &str, side: Side, quantity: i64, price: f64) -> AssessRisk {
     }
 }
 
+/// Starts risk-service as `risk-a` with no position allowed past
+/// `max_position`.
+async fn start_risk_a_with_max_position(
+    conn: &aegis_sdk::Connection,
+    max_position: i64,
+) -> aegis_trading::Running {
+    risk::start(
+        conn,
+        RiskOptions {
+            limits: RiskLimits {
+                max_position,
+                ..Default::default()
+            },
+            ..risk_options("risk-a")
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// Asks risk-service to assess `request`; the verdict, or the call's error.
+async fn try_assess(
+    conn: &aegis_sdk::Connection,
+    request: &AssessRisk,
+) -> Result<RiskAssessment, aegis_sdk::rpc::RpcError> {
+    conn.rpc()
+        .call::<_, RiskAssessment>(RISK_SERVICE, "assess_risk", request)
+        .await
+}
+
+/// Asks risk-service to assess `request`; the call must succeed.
+async fn assess(conn: &aegis_sdk::Connection, request: &AssessRisk) -> RiskAssessment {
+    try_assess(conn, request).await.unwrap()
+}
+
+/// Assesses an order with no id and waits until its record is in
+/// `assessed`: every assessment sent before it has been recorded too.
+async fn assess_unnamed_and_wait_for_its_record(
+    conn: &aegis_sdk::Connection,
+    assessed: &Recorder<RiskAssessed>,
+) {
+    assess(conn, &order("MSFT", Side::Sell, 1, 420.0)).await;
+    assessed
+        .wait_for("the unnamed assessment", |e| e.order_id.is_none())
+        .await;
+}
+
+/// Publishes `count` fills buying 10 `symbol` each, with order ids
+/// `{id_prefix}0`, `{id_prefix}1`, ...; the sequence of the last one.
+async fn publish_buys_of_10(
+    conn: &aegis_sdk::Connection,
+    id_prefix: &str,
+    symbol: &str,
+    count: usize,
+) -> u64 {
+    let mut seq = 0;
+    for i in 0..count {
+        seq = publish_fill(
+            conn,
+            &fill(&format!("{id_prefix}{i}"), symbol, Side::Buy, 10),
+        )
+        .await
+        .unwrap();
+    }
+    seq
+}
+
+/// [`publish_buys_of_10`] of `AAPL`.
+async fn publish_aapl_buys_of_10(
+    conn: &aegis_sdk::Connection,
+    id_prefix: &str,
+    count: usize,
+) -> u64 {
+    publish_buys_of_10(conn, id_prefix, "AAPL", count).await
+}
+
+/// Publishes the first fill of an `EVENTS` stream created again (a buy of
+/// `quantity` `symbol`) and checks that it is stored at sequence 1.
+async fn publish_first_buy_of_new_events(
+    conn: &aegis_sdk::Connection,
+    order_id: &str,
+    symbol: &str,
+    quantity: i64,
+) -> u64 {
+    let seq = publish_fill(conn, &fill(order_id, symbol, Side::Buy, quantity))
+        .await
+        .unwrap();
+    assert_eq!(seq, 1, "the new stream starts over");
+    seq
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_within_limits_pass_and_others_are_rejected_with_reasons() {
     let nats = server();
@@ -153,26 +244,11 @@ async fn an_assessment_named_after_an_order_is_recorded_once() {
     let mut req = order("MSFT", Side::Buy, 10, 420.0);
     req.order.order_id = Some("ord-1".into());
     for _ in 0..2 {
-        let verdict: RiskAssessment = conn
-            .rpc()
-            .call(RISK_SERVICE, "assess_risk", &req)
-            .await
-            .unwrap();
+        let verdict: RiskAssessment = assess(&conn, &req).await;
         assert!(verdict.approved);
     }
     // A later, unnamed assessment proves the stream moved past both.
-    let _: RiskAssessment = conn
-        .rpc()
-        .call(
-            RISK_SERVICE,
-            "assess_risk",
-            &order("MSFT", Side::Sell, 1, 420.0),
-        )
-        .await
-        .unwrap();
-    assessed
-        .wait_for("the unnamed assessment", |e| e.order_id.is_none())
-        .await;
+    assess_unnamed_and_wait_for_its_record(&conn, &assessed).await;
     let named: Vec<_> = assessed
         .payloads()
         .into_iter()
@@ -206,34 +282,15 @@ async fn a_changed_verdict_for_an_order_is_recorded_too() {
     .unwrap();
     let mut req = order("MSFT", Side::Buy, 10, 420.0);
     req.order.order_id = Some("ord-1".into());
-    let first: RiskAssessment = conn
-        .rpc()
-        .call(RISK_SERVICE, "assess_risk", &req)
-        .await
-        .unwrap();
+    let first: RiskAssessment = assess(&conn, &req).await;
     assert!(!first.approved, "{first:?}");
     update_limits(&conn, "risk-a", &json!({"max_order_quantity": 100}))
         .await
         .unwrap();
-    let second: RiskAssessment = conn
-        .rpc()
-        .call(RISK_SERVICE, "assess_risk", &req)
-        .await
-        .unwrap();
+    let second: RiskAssessment = assess(&conn, &req).await;
     assert!(second.approved, "{second:?}");
     // A later, unnamed assessment proves the stream moved past both.
-    let _: RiskAssessment = conn
-        .rpc()
-        .call(
-            RISK_SERVICE,
-            "assess_risk",
-            &order("MSFT", Side::Sell, 1, 420.0),
-        )
-        .await
-        .unwrap();
-    assessed
-        .wait_for("the unnamed assessment", |e| e.order_id.is_none())
-        .await;
+    assess_unnamed_and_wait_for_its_record(&conn, &assessed).await;
     let verdicts: Vec<bool> = assessed
         .payloads()
         .into_iter()
@@ -485,29 +542,14 @@ async fn an_invalid_order_id_is_an_invalid_request() {
 async fn an_assessment_waits_for_the_fill_it_names() {
     let nats = server();
     let conn = connect(&nats.url()).await;
-    let svc = risk::start(
-        &conn,
-        RiskOptions {
-            limits: RiskLimits {
-                max_position: 100,
-                ..Default::default()
-            },
-            ..risk_options("risk-a")
-        },
-    )
-    .await
-    .unwrap();
+    let svc = start_risk_a_with_max_position(&conn, 100).await;
     let sequence = publish_fill(&conn, &fill("o1", "AAPL", Side::Buy, 90))
         .await
         .unwrap();
     // Sent at once, it is judged with the fill of 90 counted: 90 + 20 > 100.
     let mut buy = order("AAPL", Side::Buy, 20, 100.0);
     buy.after_fill = Some(sequence);
-    let verdict: RiskAssessment = conn
-        .rpc()
-        .call(RISK_SERVICE, "assess_risk", &buy)
-        .await
-        .unwrap();
+    let verdict: RiskAssessment = assess(&conn, &buy).await;
     assert_eq!(
         verdict.reasons[0].code,
         ReasonCode::MaxPosition,
@@ -516,11 +558,7 @@ async fn an_assessment_waits_for_the_fill_it_names() {
 
     // A fill the stream does not hold: judged by the newest one it does.
     buy.after_fill = Some(sequence + 1_000);
-    let verdict: RiskAssessment = conn
-        .rpc()
-        .call(RISK_SERVICE, "assess_risk", &buy)
-        .await
-        .unwrap();
+    let verdict: RiskAssessment = assess(&conn, &buy).await;
     assert_eq!(
         verdict.reasons[0].code,
         ReasonCode::MaxPosition,
@@ -634,22 +672,14 @@ async fn a_running_instance_counts_the_fills_of_an_events_stream_created_again()
     let nats = server();
     let conn = connect(&nats.url()).await;
     let svc = risk::start(&conn, risk_options("risk-a")).await.unwrap();
-    let mut seq = 0;
-    for i in 0..3 {
-        seq = publish_fill(&conn, &fill(&format!("o{i}"), "AAPL", Side::Buy, 10))
-            .await
-            .unwrap();
-    }
+    let seq = publish_aapl_buys_of_10(&conn, "o", 3).await;
     assert_eq!(
         positions_after(&conn, "risk-a", seq).await.positions["AAPL"],
         30
     );
 
     create_events_again(&conn).await;
-    let seq = publish_fill(&conn, &fill("n1", "AAPL", Side::Buy, 5))
-        .await
-        .unwrap();
-    assert_eq!(seq, 1, "the new stream starts over");
+    let seq = publish_first_buy_of_new_events(&conn, "n1", "AAPL", 5).await;
     eventually(PATIENCE, "the new stream's fill is counted", || async {
         positions_of(&conn, "risk-a")
             .await
@@ -673,12 +703,7 @@ async fn a_snapshot_of_an_events_stream_created_again_does_not_freeze_positions(
     let nats = server();
     let conn = connect(&nats.url()).await;
     let svc = risk::start(&conn, risk_options("risk-a")).await.unwrap();
-    let mut seq = 0;
-    for i in 0..3 {
-        seq = publish_fill(&conn, &fill(&format!("o{i}"), "AAPL", Side::Buy, 10))
-            .await
-            .unwrap();
-    }
+    let seq = publish_aapl_buys_of_10(&conn, "o", 3).await;
     positions_after(&conn, "risk-a", seq).await;
     // Stopping writes the snapshot, as of sequence 3.
     svc.shutdown().await.unwrap();
@@ -714,47 +739,21 @@ async fn a_snapshot_of_an_events_stream_created_again_does_not_freeze_positions(
 async fn a_fill_of_an_events_stream_created_again_is_counted_before_judging() {
     let nats = server();
     let conn = connect(&nats.url()).await;
-    let svc = risk::start(
-        &conn,
-        RiskOptions {
-            limits: RiskLimits {
-                max_position: 100,
-                ..Default::default()
-            },
-            ..risk_options("risk-a")
-        },
-    )
-    .await
-    .unwrap();
+    let svc = start_risk_a_with_max_position(&conn, 100).await;
     for (symbol, pause) in [("AAPL", Duration::ZERO), ("MSFT", Duration::from_secs(3))] {
-        let mut seq = 0;
-        for i in 0..5 {
-            seq = publish_fill(
-                &conn,
-                &fill(&format!("{symbol}-o{i}"), symbol, Side::Buy, 10),
-            )
-            .await
-            .unwrap();
-        }
+        let seq = publish_buys_of_10(&conn, &format!("{symbol}-o"), symbol, 5).await;
         positions_after(&conn, "risk-a", seq).await;
         assert!(seq >= 5);
 
         conn.jetstream().delete_stream("EVENTS").await.unwrap();
         tokio::time::sleep(pause).await;
         conn.events().ensure_stream().await.unwrap();
-        let seq = publish_fill(&conn, &fill(&format!("{symbol}-n1"), symbol, Side::Buy, 45))
-            .await
-            .unwrap();
-        assert_eq!(seq, 1, "the new stream starts over");
+        let seq = publish_first_buy_of_new_events(&conn, &format!("{symbol}-n1"), symbol, 45).await;
 
         // 50 + 45 + 20 > 100.
         let mut buy = order(symbol, Side::Buy, 20, 100.0);
         buy.after_fill = Some(seq);
-        let verdict: RiskAssessment = conn
-            .rpc()
-            .call(RISK_SERVICE, "assess_risk", &buy)
-            .await
-            .unwrap();
+        let verdict: RiskAssessment = assess(&conn, &buy).await;
         let positions = positions_of(&conn, "risk-a").await.unwrap();
         assert!(
             !verdict.approved && verdict.reasons[0].code == ReasonCode::MaxPosition,
@@ -774,33 +773,14 @@ async fn a_fill_of_an_events_stream_created_again_is_counted_before_judging() {
 async fn no_order_naming_a_fill_is_judged_while_events_is_gone() {
     let nats = server();
     let conn = connect(&nats.url()).await;
-    let svc = risk::start(
-        &conn,
-        RiskOptions {
-            limits: RiskLimits {
-                max_position: 100,
-                ..Default::default()
-            },
-            ..risk_options("risk-a")
-        },
-    )
-    .await
-    .unwrap();
-    let mut seq = 0;
-    for i in 0..5 {
-        seq = publish_fill(&conn, &fill(&format!("o{i}"), "AAPL", Side::Buy, 10))
-            .await
-            .unwrap();
-    }
+    let svc = start_risk_a_with_max_position(&conn, 100).await;
+    let seq = publish_aapl_buys_of_10(&conn, "o", 5).await;
     positions_after(&conn, "risk-a", seq).await;
 
     conn.jetstream().delete_stream("EVENTS").await.unwrap();
     let mut buy = order("AAPL", Side::Buy, 20, 100.0);
     buy.after_fill = Some(1);
-    let gone = conn
-        .rpc()
-        .call::<_, RiskAssessment>(RISK_SERVICE, "assess_risk", &buy)
-        .await;
+    let gone = try_assess(&conn, &buy).await;
     assert!(
         matches!(&gone, Err(e) if e.code() == ErrorCode::ServiceUnavailable
             && e.to_string().contains("catching up; retry")),
@@ -808,17 +788,10 @@ async fn no_order_naming_a_fill_is_judged_while_events_is_gone() {
     );
 
     conn.events().ensure_stream().await.unwrap();
-    let seq = publish_fill(&conn, &fill("n1", "AAPL", Side::Buy, 45))
-        .await
-        .unwrap();
-    assert_eq!(seq, 1, "the new stream starts over");
+    let seq = publish_first_buy_of_new_events(&conn, "n1", "AAPL", 45).await;
     buy.after_fill = Some(seq);
     // 50 + 45 + 20 > 100.
-    let verdict: RiskAssessment = conn
-        .rpc()
-        .call(RISK_SERVICE, "assess_risk", &buy)
-        .await
-        .unwrap();
+    let verdict: RiskAssessment = assess(&conn, &buy).await;
     assert!(
         !verdict.approved && verdict.reasons[0].code == ReasonCode::MaxPosition,
         "{verdict:?}"
@@ -838,24 +811,8 @@ async fn no_order_naming_a_fill_is_judged_while_events_is_gone() {
 async fn a_fill_of_events_created_again_is_counted_however_far_the_feed_backed_off() {
     let nats = server();
     let conn = connect(&nats.url()).await;
-    let svc = risk::start(
-        &conn,
-        RiskOptions {
-            limits: RiskLimits {
-                max_position: 100,
-                ..Default::default()
-            },
-            ..risk_options("risk-a")
-        },
-    )
-    .await
-    .unwrap();
-    let mut seq = 0;
-    for i in 0..5 {
-        seq = publish_fill(&conn, &fill(&format!("o{i}"), "AAPL", Side::Buy, 10))
-            .await
-            .unwrap();
-    }
+    let svc = start_risk_a_with_max_position(&conn, 100).await;
+    let seq = publish_aapl_buys_of_10(&conn, "o", 5).await;
     positions_after(&conn, "risk-a", seq).await;
 
     // Each advisory ends the feed; 4 s of them, and no fill, double its
@@ -874,27 +831,17 @@ async fn a_fill_of_events_created_again_is_counted_however_far_the_feed_backed_o
         let mut probe = order("MSFT", Side::Buy, 1, 100.0);
         probe.after_fill = Some(seq);
         let asked = std::time::Instant::now();
-        let answer = conn
-            .rpc()
-            .call::<_, RiskAssessment>(RISK_SERVICE, "assess_risk", &probe)
-            .await;
+        let answer = try_assess(&conn, &probe).await;
         answer.is_ok_and(|v| v.approved) && asked.elapsed() < Duration::from_millis(450)
     })
     .await;
 
-    conn.jetstream().delete_stream("EVENTS").await.unwrap();
-    conn.events().ensure_stream().await.unwrap();
-    let seq = publish_fill(&conn, &fill("n1", "AAPL", Side::Buy, 45))
-        .await
-        .unwrap();
-    assert_eq!(seq, 1, "the new stream starts over");
+    create_events_again(&conn).await;
+    let seq = publish_first_buy_of_new_events(&conn, "n1", "AAPL", 45).await;
     // 50 + 45 + 20 > 100.
     let mut buy = order("AAPL", Side::Buy, 20, 100.0);
     buy.after_fill = Some(seq);
-    let verdict = conn
-        .rpc()
-        .call::<_, RiskAssessment>(RISK_SERVICE, "assess_risk", &buy)
-        .await;
+    let verdict = try_assess(&conn, &buy).await;
     let positions = positions_of(&conn, "risk-a").await.unwrap();
     assert!(
         matches!(&verdict, Ok(v) if !v.approved && v.reasons[0].code == ReasonCode::MaxPosition),
