@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
 use aegis_sdk::{
     Connection,
@@ -15,7 +15,7 @@ use aegis_sdk::{
     rpc::{CallOptions, ErrorCode, RequestContext, RpcError, WireError},
     telemetry::InitError,
 };
-use common::{connect, eventually, server};
+use common::{KillOnDrop, child_test, connect, eventually, server};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -65,14 +65,14 @@ async fn sigterm_stops_a_service_run_until_signal_and_it_deregisters() {
         .await
         .unwrap();
 
-    let child = child_test("child_runs_until_signal")
+    let child = child_test("child_runs_until_signal", CHILD)
         .env("AEGIS_NATS_URL", nats.url())
         .env_remove("AEGIS_CONFIG")
         .env_remove("RUST_LOG")
         .spawn()
         .unwrap();
     let pid = child.id().to_string();
-    let child = KillOnDrop(Some(child));
+    let child = KillOnDrop::new(child);
 
     eventually(Duration::from_secs(10), "the child registers", || {
         let found = reader.get("signal-service", "s1").is_some();
@@ -158,14 +158,14 @@ async fn a_second_ctrl_c_during_the_stop_exits_at_once() {
     let mut changes = Box::pin(reader.changes());
     let mut in_flight = conn.client().subscribe(IN_FLIGHT).await.unwrap();
 
-    let child = child_test("child_stops_slowly")
+    let child = child_test("child_stops_slowly", CHILD)
         .env("AEGIS_NATS_URL", nats.url())
         .env_remove("AEGIS_CONFIG")
         .env_remove("RUST_LOG")
         .spawn()
         .unwrap();
     let pid = child.id().to_string();
-    let child = KillOnDrop(Some(child));
+    let child = KillOnDrop::new(child);
     eventually(Duration::from_secs(10), "the child registers", || {
         let found = reader.get("slow-stop-service", "ss1").is_some();
         async move { found }
@@ -271,7 +271,7 @@ async fn from_env_reads_the_file_aegis_config_names() {
         ),
     )
     .unwrap();
-    let child = child_test("child_connects_from_env")
+    let child = child_test("child_connects_from_env", CHILD)
         .env("AEGIS_CONFIG", &file)
         .env_remove("AEGIS_NATS_URL")
         // The environment wins over the file, as for the binaries.
@@ -279,7 +279,7 @@ async fn from_env_reads_the_file_aegis_config_names() {
         .env(EXPECTED_URL, nats.url())
         .spawn()
         .unwrap();
-    let child = KillOnDrop(Some(child));
+    let child = KillOnDrop::new(child);
     let output = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
         .unwrap();
@@ -315,53 +315,6 @@ const EXPECTED_URL: &str = "AEGIS_TEST_ERGONOMICS_EXPECTED_URL";
 
 /// Marks the child process of the SIGTERM test.
 const CHILD: &str = "AEGIS_TEST_ERGONOMICS_CHILD";
-
-/// This test binary run again as a child process that runs only the
-/// ignored test `name` (marked by [`CHILD`]), its output captured.
-fn child_test(name: &str) -> std::process::Command {
-    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        name,
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(CHILD, "1")
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    cmd
-}
-
-/// The child, killed if the test fails before it exits.
-struct KillOnDrop(Option<std::process::Child>);
-
-impl KillOnDrop {
-    fn wait_with_output(mut self) -> std::process::Output {
-        let child = self.0.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let pid = child.id();
-        std::thread::spawn(move || {
-            if rx.recv_timeout(Duration::from_secs(20)).is_err() {
-                let _ = std::process::Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-            }
-        });
-        let output = child.wait_with_output().unwrap();
-        let _ = tx.send(());
-        output
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 /// Waits for the removal of `service`/`instance` and says why it left.
 async fn removal(

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
 use aegis_sdk::{
     Connection,
@@ -15,7 +15,7 @@ use aegis_sdk::{
     registry::{RegistryChange, RegistryReader, RemovalReason},
     rpc::{CallOptions, RequestContext},
 };
-use common::{connect, eventually, server};
+use common::{KillOnDrop, child_test, connect, eventually, server};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -184,28 +184,18 @@ async fn start_child(
     winds_down: bool,
 ) -> (KillOnDrop, tokio::task::JoinHandle<()>) {
     let mut in_flight = conn.client().subscribe(IN_FLIGHT).await.unwrap();
-    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    let mut command = child_test("child_serves_a_slow_handler", CHILD);
     if winds_down {
         command.env(CHILD_WINDS_DOWN, "1");
     }
     let child = command
-        .args([
-            "child_serves_a_slow_handler",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, "1")
         .env(CHILD_TIMEOUT_MS, "2000")
         .env("AEGIS_NATS_URL", nats.url())
         .env_remove("AEGIS_CONFIG")
         .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let child = KillOnDrop(Some(child));
+    let child = KillOnDrop::new(child);
     eventually(Duration::from_secs(10), "the child registers", || {
         let found = reader.get(SERVICE, INSTANCE).is_some();
         async move { found }
@@ -272,38 +262,4 @@ async fn removal(
     })
     .await
     .expect("the instance leaves the registry within 10 s")
-}
-
-/// The child, killed if the test fails before it exits.
-struct KillOnDrop(Option<std::process::Child>);
-
-impl KillOnDrop {
-    fn pid(&self) -> String {
-        self.0.as_ref().unwrap().id().to_string()
-    }
-
-    fn wait_with_output(mut self) -> std::process::Output {
-        let child = self.0.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let pid = child.id();
-        std::thread::spawn(move || {
-            if rx.recv_timeout(Duration::from_secs(20)).is_err() {
-                let _ = std::process::Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-            }
-        });
-        let output = child.wait_with_output().unwrap();
-        let _ = tx.send(());
-        output
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }

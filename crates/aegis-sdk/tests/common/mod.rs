@@ -280,3 +280,63 @@ impl Captured {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 }
+
+/// A command that runs this test binary again, only the ignored test
+/// `name`, with `marker` set in its environment (so the test knows it is
+/// the child) and its output captured.
+pub fn child_test(name: &str, marker: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        name,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(marker, "1")
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    cmd
+}
+
+/// A child process, killed (SIGKILL) if the test fails before it exits.
+pub struct KillOnDrop(Option<std::process::Child>);
+
+impl KillOnDrop {
+    /// Takes charge of `child`.
+    pub fn new(child: std::process::Child) -> Self {
+        Self(Some(child))
+    }
+
+    /// The child's process id, as `kill` takes it.
+    pub fn pid(&self) -> String {
+        self.0.as_ref().unwrap().id().to_string()
+    }
+
+    /// Waits for the child to exit and returns its output; a child still
+    /// running after 20 s is killed.
+    pub fn wait_with_output(mut self) -> std::process::Output {
+        let child = self.0.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pid = child.id();
+        std::thread::spawn(move || {
+            if rx.recv_timeout(Duration::from_secs(20)).is_err() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        });
+        let output = child.wait_with_output().unwrap();
+        let _ = tx.send(());
+        output
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
