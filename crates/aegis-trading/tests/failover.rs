@@ -23,10 +23,12 @@ use aegis_sdk::{
 use aegis_trading::{
     Running,
     order::{self, CreateOrder, Order, OrderList, OrderOptions, OrderStatus},
-    pricing::{self, PricingOptions},
     risk::{self, Positions, RiskAssessment, RiskOptions},
 };
-use common::{PATIENCE, Recorder, barrier, connect, eventually, is_leader, server};
+use common::{
+    PATIENCE, Recorder, barrier, connect, eventually, is_leader, server,
+    start_pricing_without_publication,
+};
 use serde_json::{Value, json};
 
 /// Calls the order service's leader. Every order-service method may run
@@ -132,15 +134,7 @@ async fn failover_mid_stream_loses_no_acknowledged_order_and_duplicates_none() {
     let nats = server();
     let conn = connect(&nats.url()).await;
     let events = Recorder::<Value>::start(&conn, "failover-tests", "order.*").await;
-    let pricing = pricing::start(
-        &conn,
-        PricingOptions {
-            publish_interval: None,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let pricing = start_pricing_without_publication(&conn).await;
     let risk = risk::start(&conn, RiskOptions::default()).await.unwrap();
     let mut instances: HashMap<String, Instance> = HashMap::new();
     for n in 1..=3 {
@@ -272,15 +266,7 @@ async fn a_new_leader_completes_retried_orders_left_pending_and_expires_the_othe
     let nats = server();
     let conn = connect(&nats.url()).await;
     let events = Recorder::<Value>::start(&conn, "failover-tests", "order.*").await;
-    let pricing = pricing::start(
-        &conn,
-        PricingOptions {
-            publish_interval: None,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let pricing = start_pricing_without_publication(&conn).await;
     let quick = || OrderOptions {
         call_timeout: Duration::from_millis(500),
         stale_after: Duration::from_secs(1),
@@ -385,15 +371,7 @@ async fn a_deposed_leader_cannot_overwrite_its_successor() {
     let nats = server();
     let conn = connect(&nats.url()).await;
     let events = Recorder::<Value>::start(&conn, "failover-tests", "order.*").await;
-    let pricing = pricing::start(
-        &conn,
-        PricingOptions {
-            publish_interval: None,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let pricing = start_pricing_without_publication(&conn).await;
     // A risk service that holds assessments until the test lets them go:
     // the first one (order-1's) on `first_gate`, later ones on `later_gate`.
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -589,15 +567,7 @@ async fn a_new_leader_judges_no_order_before_its_index_holds_the_old_leaders_fil
     let nats = server();
     let conn = connect(&nats.url()).await;
     let events = Recorder::<Value>::start(&conn, "failover-tests", "order.*").await;
-    let pricing = pricing::start(
-        &conn,
-        PricingOptions {
-            publish_interval: None,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let pricing = start_pricing_without_publication(&conn).await;
     let risk = risk::start(
         &conn,
         RiskOptions {

@@ -20,7 +20,10 @@ use aegis_trading::{
     pricing::{self, PricingOptions},
     risk::{self, Positions, RiskLimits, RiskOptions},
 };
-use common::{PATIENCE, Recorder, barrier, code, connect, eventually, server};
+use common::{
+    PATIENCE, Recorder, barrier, code, connect, eventually, server,
+    start_pricing_without_publication,
+};
 use serde_json::{Value, json};
 
 /// One instance of each service.
@@ -32,15 +35,7 @@ struct Desk {
 
 impl Desk {
     async fn start(conn: &Connection) -> Desk {
-        let pricing = pricing::start(
-            conn,
-            PricingOptions {
-                publish_interval: None,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+        let pricing = start_pricing_without_publication(conn).await;
         let risk = risk::start(
             conn,
             RiskOptions {
@@ -476,15 +471,7 @@ async fn the_position_limit_holds_for_concurrent_and_back_to_back_orders() {
 
     let nats = server();
     let conn = connect(&nats.url()).await;
-    let pricing = pricing::start(
-        &conn,
-        PricingOptions {
-            publish_interval: None,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let pricing = start_pricing_without_publication(&conn).await;
     let limits = RiskLimits {
         max_position: 100,
         ..Default::default()
@@ -599,15 +586,7 @@ async fn an_order_interrupted_by_an_outage_resumes_on_retry() {
     let nats = server();
     let conn = connect(&nats.url()).await;
     let orders = Recorder::<Value>::start(&conn, "order-tests", "order.*").await;
-    let pricing = pricing::start(
-        &conn,
-        PricingOptions {
-            publish_interval: None,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let pricing = start_pricing_without_publication(&conn).await;
     let desk = order::start(&conn, OrderOptions::default()).await.unwrap();
     let req = market("c-outage", "TSLA", Side::Buy, 3);
 
@@ -627,15 +606,7 @@ async fn an_order_interrupted_by_an_outage_resumes_on_retry() {
     let failed = create(&conn, &req).await.unwrap_err();
     let details = failed.remote().unwrap().details.clone().unwrap();
     assert_eq!(details["order_id"], pending.orders[0].order_id.as_str());
-    let pricing = pricing::start(
-        &conn,
-        PricingOptions {
-            publish_interval: None,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let pricing = start_pricing_without_publication(&conn).await;
 
     // Risk is back: the retry finishes that same order.
     let risk = risk::start(&conn, RiskOptions::default()).await.unwrap();
@@ -666,15 +637,7 @@ async fn an_order_its_caller_gave_up_on_expires_rather_than_fills() {
     let nats = server();
     let conn = connect(&nats.url()).await;
     let orders = Recorder::<Value>::start(&conn, "order-tests", "order.*").await;
-    let pricing = pricing::start(
-        &conn,
-        PricingOptions {
-            publish_interval: None,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let pricing = start_pricing_without_publication(&conn).await;
     let desk = order::start(
         &conn,
         OrderOptions {
@@ -750,15 +713,7 @@ async fn an_order_its_caller_gave_up_on_expires_rather_than_fills() {
 async fn a_retry_of_a_pending_order_that_cannot_be_quoted_is_told_the_truth() {
     let nats = server();
     let conn = connect(&nats.url()).await;
-    let pricing = pricing::start(
-        &conn,
-        PricingOptions {
-            publish_interval: None,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let pricing = start_pricing_without_publication(&conn).await;
     let desk = order::start(
         &conn,
         OrderOptions {
@@ -1149,15 +1104,7 @@ async fn a_decided_order_is_announced_once_even_past_the_dedup_window() {
 async fn listings_hold_the_newest_orders_within_a_bounded_index() {
     let nats = server();
     let conn = connect(&nats.url()).await;
-    let pricing = pricing::start(
-        &conn,
-        PricingOptions {
-            publish_interval: None,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let pricing = start_pricing_without_publication(&conn).await;
     let risk = risk::start(&conn, RiskOptions::default()).await.unwrap();
     let bounded = || OrderOptions {
         index_capacity: 20,

@@ -221,3 +221,17 @@ pub fn is_leader(instance: &aegis_trading::Running) -> bool {
         .election()
         .is_some_and(|e| matches!(e.role(), Role::Leader { .. }))
 }
+
+/// Starts pricing-service with no periodic price publication: prices are
+/// made only when asked for (a quote), so the tests see no stray events.
+pub async fn start_pricing_without_publication(conn: &Connection) -> aegis_trading::Running {
+    aegis_trading::pricing::start(
+        conn,
+        aegis_trading::pricing::PricingOptions {
+            publish_interval: None,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
