@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use aegis_contracts::subjects;
 use aegis_sdk::{
-    commands::{Command, CommandError, Progress},
+    Connection,
+    commands::{Command, CommandError, CommandWorker, Progress},
     rpc::ErrorCode,
 };
 use async_nats::jetstream::consumer::{FromConsumer, pull};
@@ -19,6 +20,34 @@ use common::{connect, server};
 use serde_json::{Value, json};
 
 const SERVICE: &str = "ledger-service";
+
+/// Starts a command worker for `service` that runs only `rebuild_book`.
+async fn start_rebuilding_worker(conn: &Connection, service: &str) -> CommandWorker {
+    conn.commands()
+        .worker(service)
+        .handler(
+            "rebuild_book",
+            |_: Command<Value>, _: Progress| async move { Ok(json!("rebuilt")) },
+        )
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Sets the `max_deliver` of `service`'s commands consumer on the server,
+/// as an operator may, behind the workers' backs.
+async fn set_max_deliver_on_server(conn: &Connection, service: &str, max_deliver: i64) {
+    let stream = conn
+        .jetstream()
+        .get_stream(subjects::COMMANDS_STREAM)
+        .await
+        .unwrap();
+    let name = format!("{service}_commands");
+    let info = stream.consumer_info(&name).await.unwrap();
+    let mut config = pull::Config::try_from_consumer_config(info.config).unwrap();
+    config.max_deliver = max_deliver;
+    stream.update_consumer(config).await.unwrap();
+}
 
 /// The review's probe E2: the worker keeps the default `max_deliver` (5);
 /// the consumer's on the server is lowered to 2 (by an operator, or by a
@@ -29,26 +58,8 @@ const SERVICE: &str = "ledger-service";
 async fn a_command_no_worker_knows_is_answered_on_the_last_delivery_the_server_allows() {
     let nats = server();
     let conn = connect(&nats.url()).await;
-    let worker = conn
-        .commands()
-        .worker(SERVICE)
-        .handler(
-            "rebuild_book",
-            |_: Command<Value>, _: Progress| async move { Ok(json!("rebuilt")) },
-        )
-        .start()
-        .await
-        .unwrap();
-    let stream = conn
-        .jetstream()
-        .get_stream(subjects::COMMANDS_STREAM)
-        .await
-        .unwrap();
-    let name = format!("{SERVICE}_commands");
-    let info = stream.consumer_info(&name).await.unwrap();
-    let mut config = pull::Config::try_from_consumer_config(info.config).unwrap();
-    config.max_deliver = 2;
-    stream.update_consumer(config).await.unwrap();
+    let worker = start_rebuilding_worker(&conn, SERVICE).await;
+    set_max_deliver_on_server(&conn, SERVICE, 2).await;
     // Time itself is the condition here: the worker goes by the settings
     // it read from the server at most 2 s before (see pull.rs).
     tokio::time::sleep(Duration::from_millis(2100)).await;
@@ -100,26 +111,8 @@ async fn with_unlimited_deliveries_a_worker_without_the_handler_passes_the_comma
         .start()
         .await
         .unwrap();
-    let older = conn
-        .commands()
-        .worker(UNLIMITED)
-        .handler(
-            "rebuild_book",
-            |_: Command<Value>, _: Progress| async move { Ok(json!("rebuilt")) },
-        )
-        .start()
-        .await
-        .unwrap();
-    let stream = conn
-        .jetstream()
-        .get_stream(subjects::COMMANDS_STREAM)
-        .await
-        .unwrap();
-    let name = format!("{UNLIMITED}_commands");
-    let info = stream.consumer_info(&name).await.unwrap();
-    let mut config = pull::Config::try_from_consumer_config(info.config).unwrap();
-    config.max_deliver = -1;
-    stream.update_consumer(config).await.unwrap();
+    let older = start_rebuilding_worker(&conn, UNLIMITED).await;
+    set_max_deliver_on_server(&conn, UNLIMITED, -1).await;
     // Time itself is the condition here: the workers go by the settings
     // they read from the server at most 2 s before (see pull.rs).
     tokio::time::sleep(Duration::from_millis(2100)).await;
