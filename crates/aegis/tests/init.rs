@@ -38,22 +38,44 @@ const STREAMS: [&str; 11] = [
     "AEGIS_LOG",
 ];
 
-fn replicas_of(cluster: &NatsCluster) -> Vec<(String, usize)> {
+/// Runs `work` with a JetStream context on the server(s) at `addrs`, on a
+/// runtime of its own (these tests run `aegis` synchronously); what `work`
+/// returns.
+fn with_jetstream<T>(
+    addrs: impl async_nats::ToServerAddrs,
+    work: impl AsyncFnOnce(async_nats::jetstream::Context) -> T,
+) -> T {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
         .block_on(async {
-            let client = async_nats::connect(cluster.urls()).await.unwrap();
-            let js = async_nats::jetstream::new(client);
-            let mut out = Vec::new();
-            for name in STREAMS {
-                let mut stream = js.get_stream(name).await.unwrap();
-                let info = stream.info().await.unwrap();
-                out.push((name.to_owned(), info.config.num_replicas));
-            }
-            out
+            let client = async_nats::connect(addrs).await.unwrap();
+            work(async_nats::jetstream::new(client)).await
         })
+}
+
+/// The names of every stream on the server(s) at `addrs`.
+fn stream_names(addrs: impl async_nats::ToServerAddrs) -> Vec<String> {
+    with_jetstream(addrs, async |js| {
+        use futures::TryStreamExt;
+        js.stream_names()
+            .try_collect::<Vec<String>>()
+            .await
+            .unwrap()
+    })
+}
+
+fn replicas_of(cluster: &NatsCluster) -> Vec<(String, usize)> {
+    with_jetstream(cluster.urls(), async |js| {
+        let mut out = Vec::new();
+        for name in STREAMS {
+            let mut stream = js.get_stream(name).await.unwrap();
+            let info = stream.info().await.unwrap();
+            out.push((name.to_owned(), info.config.num_replicas));
+        }
+        out
+    })
 }
 
 #[test]
@@ -129,22 +151,7 @@ fn the_example_services_buckets_are_made_only_with_showcase() {
         ),
         "{out}"
     );
-    let streams = |url: &str| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async {
-                use futures::TryStreamExt;
-                let client = async_nats::connect(url).await.unwrap();
-                let js = async_nats::jetstream::new(client);
-                js.stream_names()
-                    .try_collect::<Vec<String>>()
-                    .await
-                    .unwrap()
-            })
-    };
-    let made = streams(&url);
+    let made = stream_names(url.as_str());
     assert_eq!(made.len(), STREAMS.len() - SHOWCASE.len(), "{made:?}");
     assert!(
         SHOWCASE.iter().all(|n| !made.iter().any(|m| m == n)),
@@ -159,7 +166,7 @@ fn the_example_services_buckets_are_made_only_with_showcase() {
             "{name}:\n{out}"
         );
     }
-    assert_eq!(streams(&url).len(), STREAMS.len());
+    assert_eq!(stream_names(url.as_str()).len(), STREAMS.len());
 }
 
 #[test]
@@ -279,19 +286,7 @@ fn init_without_replicas_uses_the_peers_a_two_node_cluster_has() {
     let (ok, out) = init(&url, &[]);
     assert!(ok, "{out}");
     assert!(out.contains("every bucket and stream is in place"), "{out}");
-    let streams = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            use futures::TryStreamExt;
-            let client = async_nats::connect(cluster.urls()).await.unwrap();
-            let js = async_nats::jetstream::new(client);
-            js.stream_names()
-                .try_collect::<Vec<String>>()
-                .await
-                .unwrap()
-        });
+    let streams = stream_names(cluster.urls());
     assert_eq!(streams.len(), STREAMS.len(), "{streams:?}");
 }
 
@@ -332,22 +327,16 @@ fn a_mismatch_exits_with_its_own_status() {
 /// The limits of the stream `name` on the server `url`: its oldest
 /// message, bytes and messages, and how many messages it holds.
 fn limits_of(url: &str, name: &str) -> (Duration, i64, i64, u64) {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let client = async_nats::connect(url).await.unwrap();
-            let js = async_nats::jetstream::new(client);
-            let mut stream = js.get_stream(name).await.unwrap();
-            let info = stream.info().await.unwrap();
-            (
-                info.config.max_age,
-                info.config.max_bytes,
-                info.config.max_messages,
-                info.state.messages,
-            )
-        })
+    with_jetstream(url, async |js| {
+        let mut stream = js.get_stream(name).await.unwrap();
+        let info = stream.info().await.unwrap();
+        (
+            info.config.max_age,
+            info.config.max_bytes,
+            info.config.max_messages,
+            info.state.messages,
+        )
+    })
 }
 
 /// Changes the stream `name`'s limits by hand (as `nats stream edit`).
@@ -356,18 +345,12 @@ fn edit_stream(
     name: &str,
     edit: impl FnOnce(&mut async_nats::jetstream::stream::Config),
 ) {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let client = async_nats::connect(url).await.unwrap();
-            let js = async_nats::jetstream::new(client);
-            let mut stream = js.get_stream(name).await.unwrap();
-            let mut config = stream.info().await.unwrap().config.clone();
-            edit(&mut config);
-            js.update_stream(config).await.unwrap();
-        });
+    with_jetstream(url, async |js| {
+        let mut stream = js.get_stream(name).await.unwrap();
+        let mut config = stream.info().await.unwrap().config.clone();
+        edit(&mut config);
+        js.update_stream(config).await.unwrap();
+    });
 }
 
 /// A configuration file holding `toml`.
@@ -424,21 +407,15 @@ fn init_lowers_a_limit_only_when_told_and_says_what_goes() {
     let url = server.url();
     let (ok, out) = init(&url, &[]);
     assert!(ok, "{out}");
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let client = async_nats::connect(url.as_str()).await.unwrap();
-            let js = async_nats::jetstream::new(client);
-            for i in 0..25 {
-                js.publish("events.test.x", format!("{i}").into())
-                    .await
-                    .unwrap()
-                    .await
-                    .unwrap();
-            }
-        });
+    with_jetstream(url.as_str(), async |js| {
+        for i in 0..25 {
+            js.publish("events.test.x", format!("{i}").into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    });
     let (_, _, before, messages) = limits_of(&url, "EVENTS");
     assert_eq!(messages, 25);
 
