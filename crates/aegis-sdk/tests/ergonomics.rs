@@ -103,9 +103,7 @@ async fn sigterm_stops_a_service_run_until_signal_and_it_deregisters() {
         RemovalReason::Deregistered,
         "SIGTERM deregisters instead of leaving the record to expire"
     );
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap();
+    let output = child.wait_with_output().await;
     let printed = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -204,9 +202,7 @@ async fn a_second_ctrl_c_during_the_stop_exits_at_once() {
     );
     let second = std::time::Instant::now();
     interrupt();
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap();
+    let output = child.wait_with_output().await;
     let took = second.elapsed();
     let printed = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -280,9 +276,7 @@ async fn from_env_reads_the_file_aegis_config_names() {
         .spawn()
         .unwrap();
     let child = KillOnDrop::new(child);
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap();
+    let output = child.wait_with_output().await;
     assert!(
         output.status.success(),
         "the child connects with the file's settings: {:?}\n{}\n{}",

@@ -42,9 +42,7 @@ async fn a_second_sigterm_does_not_cut_the_graceful_stop() {
         RemovalReason::Deregistered,
         "the graceful stop deregisters"
     );
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap();
+    let output = child.wait_with_output().await;
     let printed = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{printed}");
     assert!(printed.contains("service stopped"), "{printed}");
@@ -68,9 +66,7 @@ async fn a_second_ctrl_c_forces_the_exit_after_flushing_the_logs() {
     assert_eq!(removal(&mut changes).await, RemovalReason::Deregistered);
     let second = std::time::Instant::now();
     signal("-INT", &pid);
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap();
+    let output = child.wait_with_output().await;
     let took = second.elapsed();
     let printed = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -100,9 +96,7 @@ async fn a_ctrl_c_after_the_stop_returned_still_reaches_nats() {
         .await
         .expect("run_until_signal returns");
     signal("-INT", &pid);
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap();
+    let output = child.wait_with_output().await;
     let printed = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(130), "{printed}");
     forwarded(&mut logs, "Ctrl-C received while stopping; exiting now").await;

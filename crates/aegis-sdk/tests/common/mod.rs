@@ -313,9 +313,16 @@ impl KillOnDrop {
         self.0.as_ref().unwrap().id().to_string()
     }
 
-    /// Waits for the child to exit and returns its output; a child still
-    /// running after 20 s is killed.
-    pub fn wait_with_output(mut self) -> std::process::Output {
+    /// Waits (off the async runtime) for the child to exit and returns its
+    /// output; a child still running after 20 s is killed.
+    pub async fn wait_with_output(self) -> std::process::Output {
+        tokio::task::spawn_blocking(move || self.wait_with_output_blocking())
+            .await
+            .unwrap()
+    }
+
+    /// [`wait_with_output`](Self::wait_with_output), blocking the thread.
+    fn wait_with_output_blocking(mut self) -> std::process::Output {
         let child = self.0.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let pid = child.id();
