@@ -64,7 +64,12 @@ async fn a_caller_is_served_through_a_lost_quorum_and_its_return() {
     )
     .await;
 
-    let opts = CallOptions::timeout(Duration::from_secs(1));
+    // Idempotent: a request sent at the instant its instance's node dies
+    // is lost with the node (an unknown outcome, TIMEOUT, whatever the
+    // registry says); it is tried again on another instance. What this
+    // test is about is the caller's view of the instances: a call must
+    // never find none to send to.
+    let opts = CallOptions::timeout(Duration::from_secs(1)).idempotent();
     let mut failures: Vec<Failure> = Vec::new();
     let mut calls = 0u32;
     let mut call = async |n: u32, at: Duration, phase: &'static str| {
