@@ -10,16 +10,6 @@ use aegis_sdk::{AegisConfig, Connection, rpc::WireError};
 use aegis_testkit::NatsServer;
 use serde_json::{Value, json};
 
-/// Runs `aegis` with `args` and `--nats-url url`; returns (success,
-/// stdout + stderr).
-async fn aegis(list: &[&str], url: &str) -> (bool, String) {
-    let mut args: Vec<String> = list.iter().map(|s| (*s).to_owned()).collect();
-    args.extend(["--nats-url".to_owned(), url.to_owned()]);
-    tokio::task::spawn_blocking(move || common::run(&args))
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_without_a_body_sends_what_the_method_takes() {
     let nats = NatsServer::start().expect("start nats-server (run `make bootstrap`)");
@@ -43,21 +33,21 @@ async fn a_call_without_a_body_sends_what_the_method_takes() {
         .unwrap();
 
     // A method that takes nothing: no body is `null`.
-    let (ok, out) = aegis(&["call", "unit-service", "ping"], &url).await;
+    let (ok, out) = common::run_at(&["call", "unit-service", "ping"], &url).await;
     assert!(ok, "{out}");
     assert!(out.contains("\"pong\""), "{out}");
 
     // A method that takes anything: no body is still `{}`.
-    let (ok, out) = aegis(&["call", "unit-service", "echo"], &url).await;
+    let (ok, out) = common::run_at(&["call", "unit-service", "echo"], &url).await;
     assert!(ok, "{out}");
     assert!(out.starts_with("{}"), "{out}");
 
     // A body given is sent as it is, `{}` to `ping` included: its refusal
     // now says what to pass.
-    let (ok, out) = aegis(&["call", "unit-service", "echo", "[1,2]"], &url).await;
+    let (ok, out) = common::run_at(&["call", "unit-service", "echo", "[1,2]"], &url).await;
     assert!(ok, "{out}");
     assert!(out.contains('1') && out.contains('2'), "{out}");
-    let (ok, out) = aegis(&["call", "unit-service", "ping", "{}"], &url).await;
+    let (ok, out) = common::run_at(&["call", "unit-service", "ping", "{}"], &url).await;
     assert!(!ok, "{out}");
     assert!(out.contains("INVALID_REQUEST"), "{out}");
     assert!(

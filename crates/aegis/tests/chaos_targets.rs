@@ -49,15 +49,6 @@ async fn instance(url: &str, service: &str, id: &str, sticky: bool) -> (Service,
     (svc, conn)
 }
 
-/// Runs `aegis` with `list` and `--nats-url url`; returns (success, output).
-async fn aegis(list: &[&str], url: &str) -> (bool, String) {
-    let mut args: Vec<String> = list.iter().map(|s| (*s).to_owned()).collect();
-    args.extend(["--nats-url".to_owned(), url.to_owned()]);
-    tokio::task::spawn_blocking(move || common::run(&args))
-        .await
-        .unwrap()
-}
-
 /// Waits until `check` holds, for up to 5 s.
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -95,7 +86,7 @@ async fn kill_service_kills_the_holder_of_the_election_key() {
     let (a, _a) = instance(&url, "order-service", "order-a", true).await;
     // Both made UNHEALTHY: no healthy standby, so order-b leads on,
     // degraded, and no record says ACTIVE.
-    let (ok, out) = aegis(&["chaos", "unhealthy", "order-service", "--all"], &url).await;
+    let (ok, out) = common::run_at(&["chaos", "unhealthy", "order-service", "--all"], &url).await;
     assert!(ok, "{out}");
     eventually("both UNHEALTHY", || !healthy(&a) && !healthy(&b)).await;
     assert!(leads(&b) && !leads(&a));
@@ -129,7 +120,7 @@ async fn kill_service_kills_the_holder_of_the_election_key() {
     }
 
     let dir = state.path().to_str().unwrap().to_owned();
-    let (ok, out) = aegis(
+    let (ok, out) = common::run_at(
         &["chaos", "kill", "order-service", "--state-dir", &dir],
         &url,
     )
@@ -155,7 +146,7 @@ async fn a_drill_with_all_reaches_every_instance_past_one_that_is_gone() {
     let url = nats.url();
     let (a, a_conn) = instance(&url, "quote-service", "quote-a", false).await;
     let (b, _b) = instance(&url, "quote-service", "quote-b", false).await;
-    let (ok, out) = aegis(&["chaos", "unhealthy", "quote-service", "--all"], &url).await;
+    let (ok, out) = common::run_at(&["chaos", "unhealthy", "quote-service", "--all"], &url).await;
     assert!(ok, "{out}");
     eventually("both UNHEALTHY", || !healthy(&a) && !healthy(&b)).await;
 
@@ -183,7 +174,7 @@ async fn a_drill_with_all_reaches_every_instance_past_one_that_is_gone() {
         if all {
             args.push("--all");
         }
-        let (ok, out) = aegis(&args, &url).await;
+        let (ok, out) = common::run_at(&args, &url).await;
         // Every live instance was reached and is healthy again; each
         // result is printed.
         assert!(healthy(&a) && healthy(&b), "--all {all}: {out}");
@@ -213,7 +204,7 @@ async fn a_drill_with_all_reaches_every_instance_past_one_that_is_gone() {
         // without --all reaches those an operator made UNHEALTHY).
         if all {
             for id in ["quote-a", "quote-b"] {
-                let (ok, out) = aegis(&["chaos", "unhealthy", id], &url).await;
+                let (ok, out) = common::run_at(&["chaos", "unhealthy", id], &url).await;
                 assert!(ok, "{out}");
             }
             eventually("both UNHEALTHY again", || !healthy(&a) && !healthy(&b)).await;

@@ -24,16 +24,6 @@ struct Reconcile {
     account: String,
 }
 
-/// Runs `aegis` with `args` and `--nats-url url`; returns (success,
-/// stdout + stderr).
-async fn aegis(list: &[&str], url: &str) -> (bool, String) {
-    let mut args: Vec<String> = list.iter().map(|s| (*s).to_owned()).collect();
-    args.extend(["--nats-url".to_owned(), url.to_owned()]);
-    tokio::task::spawn_blocking(move || common::run(&args))
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operators_tools_show_a_services_commands() {
     let nats = NatsServer::start().expect("start nats-server (run `make bootstrap`)");
@@ -68,7 +58,7 @@ async fn the_operators_tools_show_a_services_commands() {
         .unwrap();
 
     // The whole listing: methods and commands.
-    let (ok, out) = aegis(&["call", "ledger", "--schema"], &url).await;
+    let (ok, out) = common::run_at(&["call", "ledger", "--schema"], &url).await;
     assert!(ok, "{out}");
     for name in [
         "balance",
@@ -80,13 +70,13 @@ async fn the_operators_tools_show_a_services_commands() {
     }
 
     // One command: its payload's schema, and how to send it.
-    let (ok, out) = aegis(&["call", "ledger", "reconcile", "--schema"], &url).await;
+    let (ok, out) = common::run_at(&["call", "ledger", "reconcile", "--schema"], &url).await;
     assert!(ok, "{out}");
     assert!(out.contains("\"account\""), "{out}");
     assert!(out.contains("aegis command ledger reconcile"), "{out}");
 
     // A name that is neither: what it has.
-    let (ok, out) = aegis(&["call", "ledger", "nope", "--schema"], &url).await;
+    let (ok, out) = common::run_at(&["call", "ledger", "nope", "--schema"], &url).await;
     assert!(!ok, "{out}");
     assert!(
         out.contains("methods: balance") && out.contains("commands: reconcile, compact"),
@@ -94,7 +84,7 @@ async fn the_operators_tools_show_a_services_commands() {
     );
 
     // The status of the service: its instance, its methods and commands.
-    let (ok, out) = aegis(&["status", "ledger"], &url).await;
+    let (ok, out) = common::run_at(&["status", "ledger"], &url).await;
     assert!(ok, "{out}");
     assert!(out.contains("ledger-1"), "{out}");
     assert!(
@@ -103,7 +93,7 @@ async fn the_operators_tools_show_a_services_commands() {
     );
 
     // A mistyped command is refused with the names it has, unsent.
-    let (ok, out) = aegis(
+    let (ok, out) = common::run_at(
         &["command", "ledger", "reconcle", "--timeout-ms", "20000"],
         &url,
     )
@@ -113,7 +103,7 @@ async fn the_operators_tools_show_a_services_commands() {
     assert!(!out.contains("queued"), "it was not sent: {out}");
     // --unlisted sends it all the same (a worker elsewhere may take it);
     // here none does.
-    let (ok, out) = aegis(
+    let (ok, out) = common::run_at(
         &[
             "command",
             "ledger",
@@ -128,7 +118,7 @@ async fn the_operators_tools_show_a_services_commands() {
     assert!(!ok, "{out}");
     assert!(out.contains("queued"), "it was sent: {out}");
     // A known one still runs.
-    let (ok, out) = aegis(
+    let (ok, out) = common::run_at(
         &["command", "ledger", "reconcile", r#"{"account":"A1"}"#],
         &url,
     )

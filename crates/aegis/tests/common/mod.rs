@@ -57,6 +57,16 @@ pub fn run<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String) {
     output(cmd)
 }
 
+/// [`run`] with `--nats-url url` after `args`, off the async runtime (a
+/// test's services keep answering meanwhile).
+pub async fn run_at(args: &[&str], url: &str) -> (bool, String) {
+    let mut args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    args.extend(["--nats-url".to_owned(), url.to_owned()]);
+    tokio::task::spawn_blocking(move || run(&args))
+        .await
+        .expect("the aegis run's task")
+}
+
 /// Runs `cmd` to its end: its success, and its stdout and stderr together.
 pub fn output(mut cmd: std::process::Command) -> (bool, String) {
     let out = cmd.output().unwrap();
