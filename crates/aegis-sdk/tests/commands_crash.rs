@@ -30,7 +30,7 @@ use aegis_sdk::{
     rpc::{ErrorCode, WireError},
 };
 use async_nats::jetstream::consumer::PullConsumer;
-use common::{connect, eventually, server};
+use common::{KillOnDrop, child_test, connect, eventually, server};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -99,14 +99,7 @@ async fn queue_settles(conn: &Connection, service: &str) {
 async fn a_command_whose_worker_was_killed_after_progress_may_have_run() {
     let nats = server();
     let conn = connect(&nats.url()).await;
-    let child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "worker_that_dies_holding_a_command",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let child = child_test("worker_that_dies_holding_a_command", CHILD_URL)
         .env(CHILD_URL, nats.url())
         .env_remove("AEGIS_CONFIG")
         .env_remove("RUST_LOG")
@@ -114,7 +107,7 @@ async fn a_command_whose_worker_was_killed_after_progress_may_have_run() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut child = KillOnDrop(child);
+    let mut child = KillOnDrop::new(child);
     let js = conn.jetstream().clone();
     eventually(Duration::from_secs(20), "the child's worker pulls", || {
         let js = js.clone();
@@ -314,21 +307,4 @@ async fn a_sender_that_saw_progress_never_reports_not_taken() {
         matches!(err, CommandError::Timeout { .. }),
         "it had progress, so it may have run: {err:?}"
     );
-}
-
-/// The child process, killed (SIGKILL) by the test or when it fails.
-struct KillOnDrop(std::process::Child);
-
-impl KillOnDrop {
-    /// SIGKILL, and reaps it.
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }

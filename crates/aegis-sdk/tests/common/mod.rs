@@ -308,6 +308,14 @@ impl KillOnDrop {
         Self(Some(child))
     }
 
+    /// Kills it now (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// The child's process id, as `kill` takes it.
     pub fn pid(&self) -> String {
         self.0.as_ref().unwrap().id().to_string()
@@ -341,9 +349,6 @@ impl KillOnDrop {
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.kill();
     }
 }
