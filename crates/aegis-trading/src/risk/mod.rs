@@ -353,13 +353,9 @@ impl Risk {
         // by another position or other limits - and perhaps otherwise - is
         // stored again: the trail must not hold only a first "rejected"
         // for an order approved and filled later.
-        let id = order.order_id.as_deref().map_or_else(
-            || nuid::next().to_string(),
-            |order_id| {
-                let judged = (&order, position, revision, &verdict);
-                let digest = serde_json::to_vec(&judged).map_or(0, |bytes| fnv1a(&bytes));
-                format!("{}.{digest:016x}", RiskAssessed::event_id(order_id))
-            },
+        let id = assessment_id(
+            order.order_id.as_deref(),
+            &(&order, position, revision, &verdict),
         );
         let event = RiskAssessed {
             order_id: order.order_id,
@@ -691,6 +687,21 @@ where
     tokio::time::timeout(within, wait).await.is_ok()
 }
 
+/// The dedup id an assessment is published under: the contract's
+/// [`RiskAssessed::judged_event_id`] of `order_id` and the FNV-1a digest of
+/// what it was `judged` by (the order as sent, the position, the limits'
+/// revision, the verdict), so the order service and audit readers can
+/// rebuild it; a random id for an order the caller did not name.
+fn assessment_id(order_id: Option<&str>, judged: &impl Serialize) -> String {
+    order_id.map_or_else(
+        || nuid::next().to_string(),
+        |order_id| {
+            let digest = serde_json::to_vec(judged).map_or(0, |bytes| fnv1a(&bytes));
+            RiskAssessed::judged_event_id(order_id, digest)
+        },
+    )
+}
+
 /// The 64-bit FNV-1a hash of `bytes`: stable across processes and
 /// versions, unlike the standard library's hasher, so every instance names
 /// the same assessment alike.
@@ -709,7 +720,7 @@ mod tests {
 
     use tokio::sync::watch;
 
-    use super::{fnv1a, reach};
+    use super::{RiskAssessed, assessment_id, fnv1a, reach};
 
     /// How long [`reach`] waits for the named fill alone, in these tests.
     const AFTER: Duration = Duration::from_millis(100);
@@ -790,5 +801,22 @@ mod tests {
         assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    /// The id risk publishes an assessment under is the contract's
+    /// `judged_event_id` of the order and the digest, not a format of its own.
+    #[test]
+    fn an_assessment_is_published_under_the_contracts_judged_id() {
+        let judged = ("ord-1", 40_i64, 7_u64, true);
+        let digest = fnv1a(&serde_json::to_vec(&judged).unwrap());
+        assert_eq!(
+            assessment_id(Some("ord-1"), &judged),
+            RiskAssessed::judged_event_id("ord-1", digest)
+        );
+        assert_ne!(
+            assessment_id(None, &judged),
+            assessment_id(None, &judged),
+            "an unnamed order's id is random"
+        );
     }
 }
