@@ -671,7 +671,8 @@ def check_stream_limits(ms: list[Manifest], values: dict) -> Result:
     r = Result(
         "stream-limits",
         "the `aegis init` Job reads a config file (AEGIS_CONFIG, mounted from a ConfigMap of "
-        "the render) whose [streams.*] limits are the values' streams.*",
+        "the render) whose [streams.*] limits are those the values' streams.* set, and only "
+        "those (a limit left out keeps what the stream has)",
     )
     want = values.get("streams") or {}
     jobs = [m for m in ms if m.get("kind") == "Job"]
@@ -703,7 +704,7 @@ def check_stream_limits(ms: list[Manifest], values: dict) -> Result:
                 for limit, field_name in _LIMITS.items():
                     expected = (want.get(key) or {}).get(limit)
                     actual = (got.get(section) or {}).get(field_name)
-                    if expected is None or str(actual) != str(expected):
+                    if (expected is None) != (actual is None) or str(actual) != str(expected):
                         r.problems.append(
                             f"{name_of(m)}: {file} [streams.{section}] {field_name} is {actual!r}, "
                             f"not streams.{key}.{limit} {expected!r}"

@@ -167,6 +167,33 @@ fn configured_limits(
     Ok(out)
 }
 
+/// Which stream limits the configuration file holds the streams to
+/// (`limits`, from [`configured_limits`]), in the order `init` checks the
+/// streams; every other limit keeps what its stream has, as an operator
+/// may have changed it by hand (the Helm chart writes only the limits its
+/// values set).
+fn held_limits(limits: &std::collections::HashMap<String, Vec<(Limit, u64)>>) -> String {
+    let held: Vec<String> = expected_streams(Scope::Aegis)
+        .into_iter()
+        .filter_map(|name| {
+            let set = limits.get(&name)?;
+            let names: Vec<&str> = set.iter().map(|(limit, _)| limit.name()).collect();
+            Some(format!("{name} {}", names.join(", ")))
+        })
+        .collect();
+    if held.is_empty() {
+        "the configuration file sets no stream limit: every existing stream keeps its own \
+         (a new one gets the defaults)"
+            .to_owned()
+    } else {
+        format!(
+            "stream limits held to the configuration file: {}; every other limit keeps what \
+             its stream has (a new stream gets the default)",
+            held.join("; ")
+        )
+    }
+}
+
 /// One limit of an existing stream that differs from the configuration's.
 #[derive(Debug, Clone, Copy)]
 struct LimitChange {
@@ -324,6 +351,9 @@ pub async fn run(args: InitArgs) -> anyhow::Result<bool> {
         );
     }
     let limits = configured_limits(file.as_deref(), &conn.config().streams)?;
+    if file.is_some() {
+        println!("aegis init: {}", held_limits(&limits));
+    }
     let file_shown = file
         .as_deref()
         .map(|f| f.to_string_lossy().into_owned())
@@ -845,6 +875,24 @@ mod tests {
         assert!(!change(Limit::MaxBytes, None, 5).raises());
         assert!(change(Limit::MaxBytes, Some(4), 5).raises());
         assert!(!change(Limit::MaxBytes, Some(6), 5).raises());
+    }
+
+    /// The limits the file sets are named per stream; the rest are kept.
+    #[test]
+    fn the_limits_held_are_named_and_the_rest_kept() {
+        let mut limits = std::collections::HashMap::new();
+        assert!(held_limits(&limits).starts_with("the configuration file sets no stream limit"));
+        limits.insert("AEGIS_LOG".to_owned(), vec![(Limit::MaxMessages, 10)]);
+        limits.insert(
+            "EVENTS".to_owned(),
+            vec![(Limit::MaxAge, 1), (Limit::MaxBytes, 2)],
+        );
+        assert_eq!(
+            held_limits(&limits),
+            "stream limits held to the configuration file: EVENTS max_age, max_bytes; \
+             AEGIS_LOG max_messages; every other limit keeps what its stream has (a new \
+             stream gets the default)"
+        );
     }
 
     #[test]

@@ -1,0 +1,195 @@
+//! `aegis init` as the Helm chart's install/upgrade Job runs it, against a
+//! real nats-server: with the config file the chart renders
+//! (deploy/helm/aegis, templates/init-config.yaml) from a value set, and
+//! the Job's arguments. A limit an operator raised by hand (`nats stream
+//! edit`) survives the next `helm upgrade` unless the values set that
+//! limit; one the values set is held as `aegis init` holds any.
+//!
+//! The chart is rendered with the pinned Helm engine the offline deploy
+//! checks install (`scripts/deploy-check.sh`, a step of `make test` run
+//! before the Rust tests, puts it in `.tools/deploy-venv`).
+
+mod common;
+
+use std::{path::PathBuf, process::Command, time::Duration};
+
+const MIB: i64 = 1024 * 1024;
+
+/// The repository's root.
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The `aegis.toml` the chart's init ConfigMap holds when installed with
+/// `values` (JSON, merged over the chart's values.yaml as `helm --values`
+/// does).
+fn chart_init_config(values: &serde_json::Value) -> String {
+    let tools =
+        std::env::var_os("AEGIS_TOOLS_DIR").map_or_else(|| root().join(".tools"), PathBuf::from);
+    let python = tools.join("deploy-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/deploy-check.sh once (it installs the Helm engine this \
+         test renders the chart with)",
+        python.display()
+    );
+    let script = r#"
+import json, sys
+import helm_python as helm
+import yaml
+helm.disable_logging()
+chart = helm.Chart.load(sys.argv[1])
+files = chart.render(values=json.loads(sys.argv[2]), name="aegis", namespace="trading",
+                     is_install=True)
+text = next(t for n, t in files.items() if n.endswith("/init-config.yaml"))
+sys.stdout.write(yaml.safe_load(text)["data"]["aegis.toml"])
+"#;
+    let out = Command::new(&python)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .arg("-c")
+        .arg(script)
+        .arg(root().join("deploy/helm/aegis"))
+        .arg(values.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rendering the chart: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs `aegis init` as the chart's Job does (`--showcase --replicas 1`,
+/// the config file in AEGIS_CONFIG) with the file holding `config`; its
+/// exit status and output.
+fn init_as_the_chart(url: &str, dir: &tempfile::TempDir, config: &str) -> (Option<i32>, String) {
+    let file = dir.path().join("aegis.toml");
+    std::fs::write(&file, config).unwrap();
+    let mut cmd = Command::new(common::AEGIS);
+    for var in common::CREDENTIAL_VARS {
+        cmd.env_remove(var);
+    }
+    let out = cmd
+        .args(["init", "--showcase", "--replicas", "1", "--nats-url", url])
+        .env("AEGIS_CONFIG", &file)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code(), format!("{config}\n---\n{text}"))
+}
+
+/// Runs `work` with a JetStream context on the server at `url`.
+fn with_jetstream<T>(url: &str, work: impl AsyncFnOnce(async_nats::jetstream::Context) -> T) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let client = async_nats::connect(url).await.unwrap();
+            work(async_nats::jetstream::new(client)).await
+        })
+}
+
+/// The stream `name`'s oldest message kept, bytes and messages.
+fn limits_of(url: &str, name: &str) -> (Duration, i64, i64) {
+    with_jetstream(url, async |js| {
+        let info = js
+            .get_stream(name)
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .config
+            .clone();
+        (info.max_age, info.max_bytes, info.max_messages)
+    })
+}
+
+/// Changes the stream `name`'s limits by hand (as `nats stream edit`).
+fn edit_stream(
+    url: &str,
+    name: &str,
+    edit: impl FnOnce(&mut async_nats::jetstream::stream::Config),
+) {
+    with_jetstream(url, async |js| {
+        let mut stream = js.get_stream(name).await.unwrap();
+        let mut config = stream.info().await.unwrap().config.clone();
+        edit(&mut config);
+        js.update_stream(config).await.unwrap();
+    });
+}
+
+/// An operator raised `EVENTS`' bytes by hand on a release installed with
+/// the chart's default values: the next upgrade's init Job succeeds and
+/// keeps the raised limit (before, the chart wrote every default limit
+/// into init's config file, so init took the hand-raised one for a
+/// lowering and the Job failed with exit status 3). A fresh install still
+/// gets the documented defaults, and a limit the values do set is held.
+#[test]
+fn the_chart_init_job_keeps_a_limit_raised_by_hand() {
+    let server = aegis_testkit::NatsServer::start().unwrap();
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let defaults = chart_init_config(&serde_json::json!({}));
+
+    // Install: the streams are created with the documented defaults.
+    let (code, out) = init_as_the_chart(&url, &dir, &defaults);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        limits_of(&url, "EVENTS"),
+        (Duration::from_secs(7 * 86_400), 128 * MIB, 1_000_000),
+        "{out}"
+    );
+    assert_eq!(
+        limits_of(&url, "AEGIS_LOG"),
+        (Duration::from_secs(86_400), 32 * MIB, 500_000),
+        "{out}"
+    );
+
+    // The operator raises EVENTS by hand; the upgrade's Job keeps it.
+    edit_stream(&url, "EVENTS", |c| c.max_bytes = 512 * MIB);
+    let (code, out) = init_as_the_chart(&url, &dir, &defaults);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("MISMATCH"), "{out}");
+    assert!(
+        out.contains(
+            "the configuration file sets no stream limit: every existing stream keeps its own"
+        ),
+        "{out}"
+    );
+    assert_eq!(limits_of(&url, "EVENTS").1, 512 * MIB, "{out}");
+
+    // Values that set the limit hold it: raised in place...
+    let raised = chart_init_config(&serde_json::json!({
+        "streams": { "events": { "maxBytes": 1024 * MIB } }
+    }));
+    let (code, out) = init_as_the_chart(&url, &dir, &raised);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("stream limits held to the configuration file: EVENTS max_bytes; every other"),
+        "{out}"
+    );
+    assert!(
+        out.contains("raised  EVENTS: max_bytes 536870912 -> 1073741824"),
+        "{out}"
+    );
+    assert_eq!(limits_of(&url, "EVENTS").1, 1024 * MIB, "{out}");
+    // ...the others set in the same values untouched.
+    assert_eq!(limits_of(&url, "EVENTS").2, 1_000_000, "{out}");
+
+    // ...and a lowering is still refused (exit 3) until --apply-limits.
+    let lowered = chart_init_config(&serde_json::json!({
+        "streams": { "events": { "maxBytes": 256 * MIB } }
+    }));
+    let (code, out) = init_as_the_chart(&url, &dir, &lowered);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(
+        out.contains("MISMATCH EVENTS: max_bytes 1073741824 -> 268435456 is a lowering"),
+        "{out}"
+    );
+    assert_eq!(limits_of(&url, "EVENTS").1, 1024 * MIB, "{out}");
+}
