@@ -6,11 +6,12 @@
 //! schemas of their payloads. The UI and operators read payload shapes here
 //! instead of guessing them.
 //!
-//! Methods come from the first instance that answers, as every instance of
-//! a service serves the same ones. Commands are gathered from every
-//! instance: each lists only those its own process's workers take (a
-//! `leader_of` worker: on the leader it follows only), so the first answer
-//! alone could miss them.
+//! One request asks every instance at once (`describe_each`). Methods come
+//! from the first instance that answers, as every instance of a service
+//! serves the same ones. Commands are gathered from every instance: each
+//! lists only those its own process's workers take (a `leader_of` worker:
+//! on the leader it follows only), so the first answer alone could miss
+//! them.
 
 use std::time::Duration;
 
@@ -179,22 +180,18 @@ async fn methods(
             format!("no service {service:?}"),
         ));
     }
-    match aegis_sdk::rpc::describe(state.conn().client(), &service, DESCRIBE_TIMEOUT).await {
-        Ok(described) => {
-            // Every instance, for the commands; if they have gone since the
-            // first answered, that answer's commands are all there are.
-            let mut answers =
-                aegis_sdk::rpc::describe_all(state.conn().client(), &service, DESCRIBE_TIMEOUT)
-                    .await
-                    .unwrap_or_default();
-            if !answers
-                .iter()
-                .any(|a| a.instance_id == described.instance_id)
-            {
-                answers.insert(0, described.clone());
-            }
-            Ok(Json(ServiceMethods::new(described, answers)))
-        }
+    // One round of asking: every instance answers the one request, the
+    // first answer's methods are shown, and all of them give the commands.
+    match aegis_sdk::rpc::describe_each(state.conn().client(), &service, DESCRIBE_TIMEOUT).await {
+        Ok(answers) => match answers.first().cloned() {
+            Some(first) => Ok(Json(ServiceMethods::new(first, answers))),
+            // describe_each never returns an empty list; were it to, no
+            // instance answered.
+            None => Err(ApiError::new(
+                ErrorCode::ServiceNotFound,
+                format!("no running instance of {service} answers"),
+            )),
+        },
         Err(RpcError::NoResponders { .. }) => Err(ApiError::new(
             ErrorCode::ServiceNotFound,
             format!("no running instance of {service} answers"),

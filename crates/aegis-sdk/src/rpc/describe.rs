@@ -163,7 +163,8 @@ fn from_info(info: InfoReply) -> ServiceDescription {
     }
 }
 
-/// How long [`describe_all`] waits for one more instance once one answered.
+/// How long [`describe_all`] and [`describe_each`] wait for one more
+/// instance once one answered.
 const MORE_ANSWERS: Duration = Duration::from_millis(200);
 
 /// Asks every running instance of `service` to describe itself: the
@@ -177,8 +178,42 @@ const MORE_ANSWERS: Duration = Duration::from_millis(200);
 /// [`RpcError::InvalidName`] before any I/O; [`RpcError::NoResponders`]
 /// when no instance answered; [`RpcError::Transport`] when the request
 /// cannot be sent. Answers that are not services-protocol INFO replies are
-/// skipped.
+/// skipped. [`describe_each`] asks the same but tells why none answered.
 pub async fn describe_all(
+    client: &async_nats::Client,
+    service: &str,
+    timeout: Duration,
+) -> Result<Vec<ServiceDescription>, RpcError> {
+    match describe_each(client, service, timeout).await {
+        Err(RpcError::Timeout { subject, .. } | RpcError::Decode { subject, .. }) => {
+            Err(RpcError::NoResponders { subject })
+        }
+        other => other,
+    }
+}
+
+/// As [`describe_all`] — one request, every instance's answer, the first
+/// to arrive first — but when no answer can be used it says why, as
+/// [`describe`] does: one round of asking serves both a caller that needs
+/// one description and one that needs them all.
+///
+/// ```no_run
+/// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_sdk::rpc::RpcError> {
+/// use std::time::Duration;
+///
+/// let answers = aegis_sdk::rpc::describe_each(conn.client(), "pricing-service", Duration::from_secs(2)).await?;
+/// println!("{} methods, {} instances", answers[0].methods.len(), answers.len());
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// [`RpcError::InvalidName`] before any I/O; [`RpcError::NoResponders`]
+/// when the server says no instance runs; [`RpcError::Timeout`] when none
+/// answered within `timeout`; [`RpcError::Decode`] when every answer was
+/// something other than a services-protocol INFO reply (unreadable answers
+/// are skipped when a readable one came); [`RpcError::Transport`] when the
+/// request cannot be sent. The list is never empty.
+pub async fn describe_each(
     client: &async_nats::Client,
     service: &str,
     timeout: Duration,
@@ -203,6 +238,8 @@ pub async fn describe_all(
     client.flush().await.map_err(|e| transport(e.into()))?;
     let deadline = tokio::time::Instant::now() + timeout;
     let mut found = Vec::new();
+    let mut unreadable = None;
+    let mut no_responders = false;
     loop {
         let until = if found.is_empty() {
             deadline
@@ -213,14 +250,25 @@ pub async fn describe_all(
             break;
         };
         if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+            no_responders = true;
             break;
         }
-        if let Ok(info) = serde_json::from_slice::<InfoReply>(&msg.payload) {
-            found.push(from_info(info));
+        match serde_json::from_slice::<InfoReply>(&msg.payload) {
+            Ok(info) => found.push(from_info(info)),
+            Err(e) => {
+                unreadable.get_or_insert(e);
+            }
         }
     }
-    if found.is_empty() {
-        return Err(RpcError::NoResponders { subject });
+    if !found.is_empty() {
+        return Ok(found);
     }
-    Ok(found)
+    Err(match unreadable {
+        Some(e) => RpcError::Decode {
+            subject,
+            source: super::codec::CodecError::Json(e),
+        },
+        None if no_responders => RpcError::NoResponders { subject },
+        None => RpcError::Timeout { subject, timeout },
+    })
 }

@@ -50,6 +50,7 @@ pub use codec::CodecError;
 pub use codec::Encoding;
 pub use describe::{
     CommandDescription, MethodDescription, ServiceDescription, describe, describe_all,
+    describe_each,
 };
 pub use server::{RequestContext, Service, ServiceBuilder};
 

@@ -1,0 +1,80 @@
+//! `GET /api/services/{service}/methods` asks the service's instances to
+//! describe themselves once per request (one `$SRV.INFO.{service}`
+//! request), and still tells a service no instance runs (404) from one
+//! whose instances do not answer in time (504). Against a real nats-server.
+
+mod common;
+
+use std::time::Duration;
+
+use aegis_sdk::rpc::WireError;
+use common::{Harness, VIEWER};
+use futures::StreamExt;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_get_of_the_methods_asks_the_instances_once() {
+    let h = Harness::start().await;
+    let conn = h.connect().await;
+    let service = conn
+        .service("ledger", "1.0.0")
+        .instance_id("ledger-1")
+        .handler(
+            "balance",
+            |_: ()| async move { Ok::<_, WireError>(json!(0)) },
+        )
+        .start()
+        .await
+        .unwrap();
+
+    // A plain listener alongside the service sees every INFO request.
+    let watcher = h.connect().await;
+    let mut asked = watcher.client().subscribe("$SRV.INFO.>").await.unwrap();
+    watcher.client().flush().await.unwrap();
+
+    let r = h.get("/api/services/ledger/methods", Some(VIEWER)).await;
+    r.expect(200, None);
+    assert_eq!(r.body["methods"][0]["name"], "balance", "{}", r.body);
+
+    // A marker sent after the GET: every request the GET made arrives
+    // before it on the listener's ordered subscription.
+    watcher
+        .client()
+        .publish("$SRV.INFO.marker-after-get", "".into())
+        .await
+        .unwrap();
+    watcher.client().flush().await.unwrap();
+    let mut subjects = Vec::new();
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), asked.next())
+            .await
+            .expect("the marker arrives")
+            .expect("the subscription is open");
+        if msg.subject.as_str() == "$SRV.INFO.marker-after-get" {
+            break;
+        }
+        subjects.push(msg.subject.to_string());
+    }
+    assert_eq!(
+        subjects,
+        ["$SRV.INFO.ledger"],
+        "one GET asks the service's instances once"
+    );
+
+    service.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_methods_route_tells_no_instance_from_no_answer_in_time() {
+    let h = Harness::start().await;
+    // Nothing listens: no instance runs.
+    let r = h.get("/api/services/ledger/methods", Some(VIEWER)).await;
+    r.expect(404, Some("SERVICE_NOT_FOUND"));
+
+    // Something listens on the service's INFO subject but never answers.
+    let silent = h.connect().await;
+    let _listening = silent.client().subscribe("$SRV.INFO.ledger").await.unwrap();
+    silent.client().flush().await.unwrap();
+    let r = h.get("/api/services/ledger/methods", Some(VIEWER)).await;
+    r.expect(504, Some("GATEWAY_TIMEOUT"));
+}
