@@ -455,6 +455,15 @@ impl State {
             })
             .collect();
         self.keys.checked.retain(|group, _| groups.contains(group));
+        // So does a removed key's last revision: kept while the group has
+        // records (it orders what a read of the key answers after) or a
+        // read of it is on its way (whose answer may be older); a held key
+        // stays, as its holder is shown when an instance of it comes back,
+        // and goes once removed (its lease expires or its leader resigns).
+        let asking = &self.keys.asking;
+        self.leaders.retain(|group, (_, holder)| {
+            holder.is_some() || groups.contains(group) || asking.contains(group)
+        });
     }
 
     /// Re-derives one instance's view; publishes it when it changed.
@@ -1065,6 +1074,79 @@ mod tests {
         assert!(
             !state.keys.checked.contains_key(&group),
             "the read of a group with no instance is kept"
+        );
+    }
+
+    /// The key last seen of a group goes with the group: once its key is
+    /// removed (the last leader resigned, or its lease expired) and no
+    /// instance of the group is left, the fleet keeps nothing of it; a
+    /// removed key whose group still has instances is kept (its revision
+    /// orders what is read of the key after), and so is a held key. A long
+    /// run of short-lived services, or groups renamed, does not grow the
+    /// map for ever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_key_seen_of_a_group_goes_with_the_group() {
+        let nats = aegis_testkit::NatsServer::start().expect("start nats-server");
+        let elections = bucket(&nats, "elections").await;
+        let (mut state, registry, _answered) = rig(&nats, elections).await;
+        let group = (SERVICE.to_owned(), GROUP.to_owned());
+        let key = |revision, holder: Option<(String, u64)>| LeaderChange {
+            service: SERVICE.to_owned(),
+            group: GROUP.to_owned(),
+            revision,
+            holder,
+            lease: Duration::from_secs(2),
+            renewed_at: None,
+        };
+        let changes = registry.changes();
+        futures::pin_mut!(changes);
+
+        // A held key stays, instance or not.
+        state.apply_leader(key(10, Some(("order-1".to_owned(), 10))));
+        state.reconcile(&registry, changes.as_mut());
+        assert!(state.leaders.contains_key(&group));
+
+        // Removed while an instance of the group is still listed (here
+        // held as lapsed: the registry reader has no record of it, but it
+        // beats on): kept.
+        let mut beating = leader_record("order-1", 10);
+        beating
+            .metadata
+            .insert(METADATA_HEARTBEAT_MS.to_owned(), serde_json::json!(60_000));
+        state.upsert(beating);
+        state.apply_leader(key(11, None));
+        state.reconcile(&registry, changes.as_mut());
+        assert!(
+            state
+                .records
+                .contains_key(&(SERVICE.to_owned(), "order-1".to_owned()))
+        );
+        assert_eq!(state.leaders.get(&group), Some(&(11, None)));
+
+        // The group's last instance gone too: forgotten.
+        state.remove(
+            SERVICE.to_owned(),
+            "order-1".to_owned(),
+            RemovalReason::Deregistered,
+        );
+        state.reconcile(&registry, changes.as_mut());
+        assert!(
+            !state.leaders.contains_key(&group),
+            "the removed key of a group with no instance is kept: {:?}",
+            state.leaders
+        );
+
+        // A new election of the group is taken as before.
+        state.apply_leader(key(12, Some(("order-2".to_owned(), 12))));
+        assert_eq!(
+            state.leaders.get(&group),
+            Some(&(
+                12,
+                Some(Holder {
+                    instance_id: "order-2".to_owned(),
+                    epoch: 12
+                })
+            ))
         );
     }
 }
