@@ -11,6 +11,15 @@
 // intervals is stalled — a frozen monitor, a proxy that buffers, a path
 // that drops without closing: the socket stays open and no error comes —
 // and is treated as dropped: closed, REST polled, reconnected.
+//
+// While the monitor does not answer at all (a REST read failed), the page
+// asks every second instead of every 5 s, and its first answer ends the
+// wait: that read has re-read the lists, and the stream is reconnected at
+// once, whatever the backoff had grown to during the outage. From the
+// operator's trial: `aegis up` restarted, the monitor down for 16 s — the
+// page showed every instance GONE for 4.5 s after the monitor answered
+// (the next 5 s poll had not come), then "Polling every 5 s" for 12 s more
+// (the reconnect had backed off to 16 s).
 import {
   DefinitionEvent,
   DigestEvent,
@@ -27,7 +36,8 @@ import {
  * - `live`: the stream is open; changes arrive as they happen.
  * - `stalled`: the stream brought nothing for `STALL_AFTER_MS` although
  *   digests are due; it is being reconnected and no REST read has answered.
- * - `reconnecting`: the stream dropped and the last REST read failed too.
+ * - `reconnecting`: the stream dropped and the last REST read failed too;
+ *   the monitor is asked again every `PROBE_INTERVAL_MS`.
  * - `polling`: the stream dropped; REST reads every 5 s keep the page current.
  */
 export type FeedState = "connecting" | "live" | "stalled" | "reconnecting" | "polling";
@@ -55,6 +65,11 @@ export interface LiveFeedOptions {
   onExpired?: () => void;
   pollIntervalMs?: number;
   /**
+   * While the stream is down and the last REST read failed: how soon the
+   * next read asks whether the monitor is back (`PROBE_INTERVAL_MS`).
+   */
+  probeIntervalMs?: number;
+  /**
    * How long a stream may bring nothing before it is stalled (null: never);
    * by default `STALL_AFTER_MS` with topic `instance` (its digests are due
    * every 2 s), never without it (definitions change rarely).
@@ -75,6 +90,9 @@ export interface EventSourceLike {
 
 export const POLL_INTERVAL_MS = 5000;
 
+/** While the monitor does not answer, how often the page asks whether it is back. */
+export const PROBE_INTERVAL_MS = 1000;
+
 /** How often the monitor sends a digest on a stream with topic `instance` (its `DIGEST_EVERY`). */
 export const DIGEST_EVERY_MS = 2000;
 
@@ -90,7 +108,12 @@ export function backoffDelay(attempt: number, initialMs: number, maxMs: number, 
 export class LiveFeed {
   private source: EventSourceLike | null = null;
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
-  private pollTimer: ReturnType<typeof setInterval> | null = null;
+  /** The next REST read of the polling. */
+  private pollTimer: ReturnType<typeof setTimeout> | null = null;
+  /** The stream is down: REST reads keep the page current. */
+  private pollingOn = false;
+  /** The last REST read of the polling failed: the monitor does not answer. */
+  private readFailed = false;
   private stallTimer: ReturnType<typeof setTimeout> | null = null;
   /** A re-read owed after lost changes failed: the next try. */
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
@@ -100,6 +123,8 @@ export class LiveFeed {
   private stopped = false;
   private state: FeedState = "connecting";
   private everLive = false;
+  /** The stream dropped (or failed to open) at least once. */
+  private everDropped = false;
   private disagreements = 0;
 
   constructor(private readonly opts: LiveFeedOptions) {}
@@ -118,11 +143,10 @@ export class LiveFeed {
     this.source?.close();
     this.source = null;
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
-    if (this.pollTimer) clearInterval(this.pollTimer);
     if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.stopPolling();
     this.clearStall();
     this.reconnectTimer = null;
-    this.pollTimer = null;
     this.retryTimer = null;
   }
 
@@ -168,7 +192,7 @@ export class LiveFeed {
     for (const type of ["hello", "instance", "definition", "metrics", "digest", "lagged"]) source.addEventListener(type, alive);
     source.addEventListener("hello", () => {
       if (this.source !== source) return;
-      const reconnected = this.everLive || this.attempt > 0;
+      const reconnected = this.everLive || this.everDropped;
       this.everLive = true;
       this.attempt = 0;
       this.stopPolling();
@@ -207,7 +231,7 @@ export class LiveFeed {
   private resyncOwed() {
     if (this.stopped) return;
     this.opts.resync().catch(() => {
-      if (this.stopped || this.pollTimer || this.retryTimer) return;
+      if (this.stopped || this.pollingOn || this.retryTimer) return;
       this.retryTimer = setTimeout(() => {
         this.retryTimer = null;
         this.resyncOwed();
@@ -243,41 +267,81 @@ export class LiveFeed {
   /** The stream ended, or (`stalled`) brought nothing for too long. */
   private dropped(stalled = false) {
     if (this.stopped) return;
+    this.everDropped = true;
     this.setState(this.state === "polling" ? "polling" : stalled ? "stalled" : "reconnecting");
     this.startPolling();
     const delay = backoffDelay(this.attempt, this.opts.initialBackoffMs ?? 1000, this.opts.maxBackoffMs ?? 30000);
     this.attempt += 1;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = null;
       this.connect();
     }, delay);
   }
 
+  /**
+   * The monitor answered after a read that failed: it is back. The read
+   * re-read the lists; the stream is reconnected now, not when the backoff
+   * grown during the outage says, and the backoff starts over.
+   */
+  private monitorBack() {
+    if (this.stopped) return;
+    this.attempt = 0;
+    // An attempt already on its way answers soon enough.
+    if (this.source) return;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+    this.connect();
+  }
+
   private startPolling() {
-    if (this.pollTimer) return;
-    const poll = () => {
-      // A monitor that does not answer must not collect a read per poll
-      // (the browser has few connections per host).
-      if (this.polling) return;
-      this.polling = true;
-      this.opts
-        .resync()
-        .then(() => {
-          if (this.pollTimer) this.setState("polling");
-        })
-        .catch(() => {
-          if (this.pollTimer) this.setState("reconnecting");
-        })
-        .finally(() => {
-          this.polling = false;
-        });
-    };
-    this.pollTimer = setInterval(poll, this.opts.pollIntervalMs ?? POLL_INTERVAL_MS);
-    poll();
+    if (this.pollingOn) return;
+    this.pollingOn = true;
+    this.poll();
+  }
+
+  /**
+   * One REST read of the polling; the next follows `pollIntervalMs` after
+   * this one began, or `probeIntervalMs` while the monitor does not answer.
+   */
+  private poll() {
+    this.pollTimer = null;
+    // A monitor that does not answer must not collect a read per poll
+    // (the browser has few connections per host): the read on its way
+    // schedules the next when it ends.
+    if (!this.pollingOn || this.stopped || this.polling) return;
+    this.polling = true;
+    const began = Date.now();
+    this.opts
+      .resync()
+      .then(
+        () => {
+          if (!this.pollingOn) return;
+          const back = this.readFailed;
+          this.readFailed = false;
+          this.setState("polling");
+          if (back) this.monitorBack();
+        },
+        () => {
+          if (!this.pollingOn) return;
+          this.readFailed = true;
+          this.setState("reconnecting");
+        },
+      )
+      .finally(() => {
+        this.polling = false;
+        if (!this.pollingOn || this.stopped || this.pollTimer) return;
+        const every = this.readFailed
+          ? (this.opts.probeIntervalMs ?? PROBE_INTERVAL_MS)
+          : (this.opts.pollIntervalMs ?? POLL_INTERVAL_MS);
+        this.pollTimer = setTimeout(() => this.poll(), Math.max(0, every - (Date.now() - began)));
+      });
   }
 
   private stopPolling() {
-    if (this.pollTimer) clearInterval(this.pollTimer);
+    this.pollingOn = false;
+    this.readFailed = false;
+    if (this.pollTimer) clearTimeout(this.pollTimer);
     this.pollTimer = null;
   }
 }
