@@ -1,7 +1,6 @@
 //! The JetStream KV chores the stateful services share: open (or create) a
-//! bucket with the connection's replica count, follow keys with a watch that
-//! re-opens itself when the server drops it, and read a key's latest value
-//! with read-your-writes.
+//! bucket with the connection's replica count, and read a key's latest value
+//! with read-your-writes. (Watches are the SDK's: `aegis_sdk::kv`.)
 //!
 //! A watch is one consumer at a time for the life of the process (a
 //! [`feed`](aegis_sdk::feed), opened again when it breaks) — never a key
@@ -21,8 +20,6 @@
 use aegis_sdk::Connection;
 use async_nats::jetstream::{self, kv, stream::LastRawMessageErrorKind};
 use bytes::Bytes;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::TradingError;
 
@@ -86,29 +83,6 @@ struct NotCreated {
     bucket: String,
     #[source]
     source: async_nats::Error,
-}
-
-/// Follows `key` of `bucket` (wildcards allowed) with
-/// [`aegis_sdk::kv::follow`]: the latest entry of each matching key, then
-/// every change, handed to `apply` until `cancel`. A broken watch replays
-/// the latest entries, so `apply` must ignore revisions it has seen.
-pub(crate) fn spawn_watch<F>(
-    bucket: &Bucket,
-    key: String,
-    cancel: CancellationToken,
-    apply: F,
-) -> JoinHandle<()>
-where
-    F: FnMut(kv::Entry) + Send + 'static,
-{
-    tokio::spawn(aegis_sdk::kv::follow(
-        bucket.conn.clone(),
-        bucket.kv.clone(),
-        key,
-        aegis_sdk::kv::Resume::Replay,
-        cancel,
-        apply,
-    ))
 }
 
 /// A bucket and the JetStream context to write to it with headers of our

@@ -28,6 +28,13 @@
 //! the watch has handed over the fence key's revision before it sweeps or
 //! judges an order (`OrderStore::caught_up`).
 //!
+//! A revision means something only in one bucket: deleted and created
+//! again, the bucket's revisions start over. So the fence is held together
+//! with the bucket it was taken in, known by its stream's creation time
+//! ([`bucket_created`]), and the index knows which bucket its watch
+//! follows; a leader holding the fence of a bucket deleted since takes it
+//! again in the new one.
+//!
 //! One condition per write: a JetStream write can expect one subject's
 //! revision, so the order's own compare-and-set among this leader's
 //! concurrent writers (a request and the recovery sweep) is done in the
@@ -49,6 +56,24 @@ use tracing::info;
 use super::store::{FENCE_KEY, StoreError};
 use crate::kv::{Bucket, Expect, WriteError};
 
+/// When the bucket's stream was created, in nanoseconds since the Unix
+/// epoch: which bucket this is. A bucket deleted and created again is
+/// another one, whose revisions started over.
+pub(crate) async fn bucket_created(bucket: &Bucket) -> Result<i128, async_nats::Error> {
+    let info = bucket.kv.stream.get_info().await?;
+    Ok(info.created.unix_timestamp_nanos())
+}
+
+/// The fence as a write is conditioned on it: the fence key's revision in
+/// the bucket created at `bucket` (see [`bucket_created`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FenceAt {
+    /// The fence key's revision.
+    pub(crate) revision: u64,
+    /// When the bucket it is a revision of was created.
+    pub(crate) bucket: i128,
+}
+
 /// What the fence key holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct FenceRecord {
@@ -62,11 +87,11 @@ pub(crate) struct FenceRecord {
 }
 
 /// The fence as this instance holds it: the epoch it took it for and the
-/// fence key's revision its writes are conditioned on.
+/// fence key's revision its writes are conditioned on, in which bucket.
 #[derive(Debug, Clone, Copy)]
 struct Held {
     epoch: u64,
-    revision: u64,
+    at: FenceAt,
 }
 
 /// This instance's side of the fence.
@@ -103,23 +128,37 @@ impl Fence {
     }
 
     /// The fence key revision that writes at `epoch` are conditioned on,
-    /// taking the fence first when an older leader (or nobody) holds it.
+    /// and the bucket it is in, taking the fence first when an older leader
+    /// (or nobody) holds it.
     ///
     /// # Errors
     /// [`StoreError::Deposed`] when a newer epoch holds the fence;
     /// [`StoreError::Unavailable`] when the bucket does not answer.
-    pub(crate) async fn revision(&self, bucket: &Bucket, epoch: u64) -> Result<u64, StoreError> {
+    pub(crate) async fn revision(
+        &self,
+        bucket: &Bucket,
+        epoch: u64,
+    ) -> Result<FenceAt, StoreError> {
         let mut held = self.held.lock().await;
         match *held {
-            Some(h) if h.epoch == epoch => return Ok(h.revision),
+            Some(h) if h.epoch == epoch => return Ok(h.at),
             Some(h) if h.epoch > epoch => return Err(StoreError::Deposed),
             _ => {}
         }
         let unavailable = |e: async_nats::Error| StoreError::Unavailable(e.to_string());
         // A lost compare-and-set means another leader took it meanwhile:
-        // read again and see whose it is now.
+        // read again and see whose it is now. The bucket is read before
+        // and after: a fence read or taken in a bucket created again in
+        // between is read again.
         for _ in 0..5 {
             self.check_lease(epoch)?;
+            let created = bucket_created(bucket).await.map_err(unavailable)?;
+            let still = || async {
+                bucket_created(bucket)
+                    .await
+                    .map(|now| now == created)
+                    .map_err(unavailable)
+            };
             let current = bucket.last_record(FENCE_KEY).await.map_err(unavailable)?;
             let (expected, owner) = match current {
                 None => (0, None),
@@ -129,20 +168,24 @@ impl Fence {
                 ),
             };
             if let Some(owner) = owner {
+                let at = FenceAt {
+                    revision: expected,
+                    bucket: created,
+                };
                 if owner.epoch > epoch {
                     *held = Some(Held {
                         epoch: owner.epoch,
-                        revision: expected,
+                        at,
                     });
                     return Err(StoreError::Deposed);
                 }
                 if owner.epoch == epoch {
                     // Taken by this leader before (a lost confirmation).
-                    *held = Some(Held {
-                        epoch,
-                        revision: expected,
-                    });
-                    return Ok(expected);
+                    if !still().await? {
+                        continue;
+                    }
+                    *held = Some(Held { epoch, at });
+                    return Ok(at);
                 }
             }
             let record = FenceRecord {
@@ -157,9 +200,16 @@ impl Fence {
                 .await
             {
                 Ok(revision) => {
+                    if !still().await? {
+                        continue;
+                    }
                     info!(epoch, revision, "took the order store's fence");
-                    *held = Some(Held { epoch, revision });
-                    return Ok(revision);
+                    let at = FenceAt {
+                        revision,
+                        bucket: created,
+                    };
+                    *held = Some(Held { epoch, at });
+                    return Ok(at);
                 }
                 Err(WriteError::Conflict) => continue,
                 Err(WriteError::Failed(e)) => return Err(unavailable(e)),
@@ -170,8 +220,9 @@ impl Fence {
         ))
     }
 
-    /// A write at `epoch` was refused by the fence: another leader took it.
-    /// Forget it, so the next write reads whose it is.
+    /// A write at `epoch` was refused by the fence — another leader took
+    /// it — or the fence held is in a bucket deleted since. Forget it, so
+    /// the next write reads whose it is.
     pub(crate) async fn moved(&self, epoch: u64) {
         let mut held = self.held.lock().await;
         if held.is_some_and(|h| h.epoch == epoch) {

@@ -64,6 +64,12 @@ impl Index {
         }
     }
 
+    /// Forgets every order: the bucket was created again, and its
+    /// revisions are not comparable with the ones known.
+    pub(crate) fn clear(&mut self) {
+        *self = Self::new(self.capacity);
+    }
+
     /// Takes `order` at `revision` unless a newer revision is known.
     pub(crate) fn remember(&mut self, revision: u64, order: Order) {
         self.track_unsettled(revision, &order);

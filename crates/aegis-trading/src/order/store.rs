@@ -27,18 +27,24 @@
 //! leader sweeps, and judges orders, only once the watch has handed over
 //! the revision of the fence it took, so the index holds everything its
 //! predecessors wrote (`OrderStore::caught_up`).
+//!
+//! The index knows which bucket it follows, by the creation time of the
+//! bucket's stream: when the bucket is deleted and created again (its
+//! revisions start over), the watch, opened again on the new one, empties
+//! the index and loads it anew, and a fence taken in the old bucket is not
+//! taken for one in the new.
 
 use std::sync::{Arc, Mutex};
 
-use aegis_sdk::{Connection, rpc::WireError};
-use async_nats::jetstream::kv::Operation;
+use aegis_sdk::{Connection, feed::Feed, rpc::WireError};
+use async_nats::jetstream::{Message, consumer::DeliverPolicy};
 use chrono::{DateTime, Utc};
 use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::{
-    fence::Fence,
+    fence::{Fence, bucket_created},
     index::Index,
     model::{ListOrders, Order, OrderList},
 };
@@ -96,10 +102,23 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// Which bucket the index follows, and how far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Followed {
+    /// When the bucket's stream was created (`fence::bucket_created`);
+    /// `None` until the watch first opened.
+    bucket: Option<i128>,
+    /// The highest revision of that bucket the watch has handed over (0:
+    /// none).
+    revision: u64,
+}
+
 /// The order store of one instance: the bucket and the listing index.
 #[derive(Debug)]
 pub(crate) struct OrderStore {
     bucket: Bucket,
+    /// The connection the watch reads on.
+    conn: Connection,
     /// Refuses writes of a deposed leader.
     pub(super) fence: Fence,
     /// Per-order turns: this instance's writers of one order (a request and
@@ -109,12 +128,13 @@ pub(crate) struct OrderStore {
     index: Mutex<Index>,
     /// Whether the index has caught up with the bucket.
     loaded: watch::Sender<bool>,
-    /// The highest bucket revision the watch has handed over (0: none).
-    /// The watch covers the fence key too, and hands over in revision
-    /// order, so once this reaches the fence revision a leader holds, the
-    /// index holds every order written before that leader took the fence
-    /// (see [`caught_up`](Self::caught_up)).
-    watched: watch::Sender<u64>,
+    /// The bucket the watch follows and the highest revision of it the
+    /// watch has handed over. The watch covers the fence key too, and hands
+    /// over in revision order, so once this reaches the fence revision a
+    /// leader holds in the same bucket, the index holds every order written
+    /// before that leader took the fence (see
+    /// [`caught_up`](Self::caught_up)).
+    followed: watch::Sender<Followed>,
     /// Held across each fenced write. Every order write expects the fence
     /// key's revision, and a clustered stream's leader refuses (`10164`) a
     /// write whose expectation names a subject with another such write still
@@ -137,11 +157,12 @@ impl OrderStore {
         let kv = crate::kv::open_bucket(conn, ORDERS_BUCKET).await?;
         Ok(Arc::new(Self {
             bucket: Bucket::new(conn, kv),
+            conn: conn.clone(),
             fence: Fence::new(instance_id),
             turns: (0..TURNS).map(|_| tokio::sync::Mutex::new(())).collect(),
             index: Mutex::new(Index::new(index_capacity)),
             loaded: watch::Sender::new(false),
-            watched: watch::Sender::new(0),
+            followed: watch::Sender::new(Followed::default()),
             fenced_writes: tokio::sync::Mutex::new(()),
         }))
     }
@@ -151,7 +172,10 @@ impl OrderStore {
     /// The watch covers every key, not just `order.*`: then a non-empty
     /// bucket always replays at least one entry, and the first entry with
     /// nothing after it (`delta == 0`) marks the index as
-    /// [loaded](Self::loaded) — an empty bucket is loaded at once.
+    /// [loaded](Self::loaded) — an empty bucket is loaded at once. Opened
+    /// again (it broke), it replays the latest entry of every key; on a
+    /// bucket created since, it first empties the index
+    /// ([`open_watch`](Self::open_watch)).
     pub(crate) async fn follow(
         self: &Arc<Self>,
         cancel: CancellationToken,
@@ -168,34 +192,102 @@ impl OrderStore {
         if status.values() == 0 {
             self.loaded.send_replace(true);
         }
-        let store = self.clone();
-        Ok(crate::kv::spawn_watch(
-            &self.bucket,
-            ">".to_owned(),
-            cancel,
-            move |entry| {
-                if entry.operation == Operation::Put && entry.key.starts_with("order.") {
-                    match serde_json::from_slice::<Order>(&entry.value) {
-                        Ok(order) => store.remember(entry.revision, order),
-                        Err(e) => {
-                            warn!(key = %entry.key, error = %aegis_sdk::startup::Causes(&e), "ignoring an order that does not decode")
-                        }
-                    }
+        let (opener, taker) = (self.clone(), self.clone());
+        Ok(tokio::spawn(async move {
+            aegis_sdk::kv::reopening(
+                &format!("KV bucket {ORDERS_BUCKET}"),
+                (),
+                cancel,
+                |()| {
+                    let store = opener.clone();
+                    async move { store.open_watch().await }
+                },
+                |(), message| taker.take(&message),
+            )
+            .await;
+        }))
+    }
+
+    /// Opens the watch on the bucket as it is now: the latest entry of
+    /// every key, then every change. When the bucket is not the one the
+    /// index followed (deleted and created again: its revisions started
+    /// over), the index is emptied and loads anew. The bucket is read
+    /// before and after the watch's consumer is made, so the watch is
+    /// known to be on the bucket it is labelled with: a bucket deleted
+    /// after that ends the watch, which is then opened again.
+    async fn open_watch(&self) -> Result<Feed, async_nats::Error> {
+        let before = bucket_created(&self.bucket).await?;
+        let subjects = format!("{}>", self.bucket.kv.prefix);
+        let feed = aegis_sdk::feed::feed(
+            &self.conn,
+            &self.bucket.kv.stream,
+            subjects,
+            DeliverPolicy::LastPerSubject,
+        )
+        .await;
+        let info = self.bucket.kv.stream.get_info().await?;
+        let created = info.created.unix_timestamp_nanos();
+        if created != before {
+            return Err("the orders bucket was created again while its watch opened".into());
+        }
+        let previous = self.followed.borrow().bucket;
+        if previous != Some(created) {
+            if previous.is_some() {
+                warn!(
+                    bucket = ORDERS_BUCKET,
+                    "the orders bucket was created again: indexing it from the start"
+                );
+                self.loaded.send_replace(false);
+                self.index.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            }
+            self.followed.send_replace(Followed {
+                bucket: Some(created),
+                revision: 0,
+            });
+        }
+        if info.state.messages == 0 {
+            self.loaded.send_replace(true);
+        }
+        Ok(feed)
+    }
+
+    /// Takes one entry the watch handed over into the index.
+    fn take(&self, message: &Message) {
+        let Ok(info) = message.info() else {
+            warn!(subject = %message.subject, "skipping a message that is not a KV entry");
+            return;
+        };
+        let (revision, pending) = (info.stream_sequence, info.pending);
+        let key = message
+            .subject
+            .strip_prefix(self.bucket.kv.prefix.as_str())
+            .unwrap_or_default();
+        let removed = message.headers.as_ref().is_some_and(|headers| {
+            headers.get("Nats-Marker-Reason").is_some()
+                || headers
+                    .get("KV-Operation")
+                    .is_some_and(|op| op.as_str() != "PUT")
+        });
+        if !removed && key.starts_with("order.") {
+            match serde_json::from_slice::<Order>(&message.payload) {
+                Ok(order) => self.remember(revision, order),
+                Err(e) => {
+                    warn!(key, error = %aegis_sdk::startup::Causes(&e), "ignoring an order that does not decode")
                 }
-                if entry.delta == 0 {
-                    store.loaded.send_replace(true);
-                }
-                // A watch opened again replays from older revisions: keep
-                // the highest, which it handed over in order before.
-                store.watched.send_if_modified(|watched| {
-                    let higher = entry.revision > *watched;
-                    if higher {
-                        *watched = entry.revision;
-                    }
-                    higher
-                });
-            },
-        ))
+            }
+        }
+        if pending == 0 {
+            self.loaded.send_replace(true);
+        }
+        // A watch opened again replays from older revisions: keep the
+        // highest, which it handed over in order before.
+        self.followed.send_if_modified(|followed| {
+            let higher = revision > followed.revision;
+            if higher {
+                followed.revision = revision;
+            }
+            higher
+        });
     }
 
     /// Waits until the index holds every order stored when
@@ -208,21 +300,42 @@ impl OrderStore {
 
     /// Waits until the index holds every order written before this
     /// instance took the fence for `epoch` (taking it first if it has not):
-    /// the watch has handed over the fence key's revision. Until then an
-    /// older leader's last writes — a fill decided but not announced, say —
-    /// may be stored but not indexed yet: the watch may lag, or be opened
-    /// again after its consumer was lost with a NATS node. Costs nothing
-    /// once the watch has passed the fence: no request is made.
+    /// the watch, on the bucket the fence is in, has handed over the fence
+    /// key's revision. Until then an older leader's last writes — a fill
+    /// decided but not announced, say — may be stored but not indexed yet:
+    /// the watch may lag, or be opened again after its consumer was lost
+    /// with a NATS node or its bucket was created again. A fence held in a
+    /// bucket the watch has seen replaced is taken again in the new one.
+    /// Costs nothing once the watch has passed the fence: no request is
+    /// made.
     ///
     /// # Errors
     /// [`StoreError::Deposed`] when a newer leader holds the fence;
     /// [`StoreError::Unavailable`] when the fence cannot be read or taken.
     pub(crate) async fn caught_up(&self, epoch: u64) -> Result<(), StoreError> {
-        let fence = self.fence.revision(&self.bucket, epoch).await?;
-        let mut watched = self.watched.subscribe();
-        // The sender lives as long as the store, so this cannot fail.
-        let _ = watched.wait_for(|watched| *watched >= fence).await;
-        Ok(())
+        for _ in 0..3 {
+            let fence = self.fence.revision(&self.bucket, epoch).await?;
+            let mut followed = self.followed.subscribe();
+            let reached = followed
+                .wait_for(|followed| match followed.bucket {
+                    Some(bucket) if bucket == fence.bucket => followed.revision >= fence.revision,
+                    // The fence is in a bucket deleted since.
+                    Some(bucket) => bucket > fence.bucket,
+                    None => false,
+                })
+                .await
+                .map(|followed| *followed);
+            // The sender lives as long as the store, so this cannot fail.
+            match reached {
+                Ok(followed) if followed.bucket != Some(fence.bucket) => {
+                    self.fence.moved(epoch).await;
+                }
+                _ => return Ok(()),
+            }
+        }
+        Err(StoreError::Unavailable(
+            "the orders bucket keeps being created again".to_owned(),
+        ))
     }
 
     /// Ids of the orders a leader at `epoch` should see to, oldest first:
@@ -348,7 +461,7 @@ impl OrderStore {
                 bytes.into(),
                 Expect::KeyAt {
                     key: FENCE_KEY,
-                    revision: fence,
+                    revision: fence.revision,
                 },
             )
             .await;
