@@ -436,14 +436,17 @@ pub(crate) fn build_terms_since(
                     // won again after losing it (a crash, a restart of the
                     // whole fleet): a new term even for the same instance,
                     // and the old one ended without a goodbye. A goodbye of
-                    // that instance after this election closes the new term.
+                    // that instance after this election closes the new term,
+                    // unless it names the old one's epoch.
                     let late_goodbye = sorted[index + 1..]
                         .iter()
                         .take_while(|(later, _)| *later <= placed + GOODBYE_GRACE)
                         .map(|&(_, later)| later)
-                        .filter(|_| !same_holder)
                         .find(|later| {
-                            later.instance == open.instance_id && later.kind != Change::Elected
+                            later.instance == open.instance_id
+                                && later.kind != Change::Elected
+                                && !names_another_term(later, open)
+                                && (!same_holder || later.epoch.is_some())
                         });
                     match late_goodbye {
                         Some(goodbye) => {
@@ -481,10 +484,12 @@ pub(crate) fn build_terms_since(
                 });
             }
             Change::Resigned | Change::Stopped => {
-                if let Some(open) = terms
-                    .last_mut()
-                    .filter(|t| t.ended_at.is_none() && t.instance_id == r.instance)
-                {
+                // A goodbye naming another epoch is another term's: one
+                // written before its instance won the key again, stamped
+                // after that by a clock ahead, ends nothing.
+                if let Some(open) = terms.last_mut().filter(|t| {
+                    t.ended_at.is_none() && t.instance_id == r.instance && !names_another_term(r, t)
+                }) {
                     open.ended_at = Some(r.at);
                     open.end_reason = Some(reason(r.kind).to_owned());
                 }
@@ -592,6 +597,13 @@ fn goodbye_after_the_middle<'a>(
         !the_open_term && !read_after
     });
     (!elected_before && !elected_unseen).then_some(goodbye)
+}
+
+/// Whether `goodbye` names a fencing epoch other than `term`'s: it is
+/// then another term's goodbye, whatever its time. One without an epoch
+/// (an older SDK's), or a term without one, may be the term's.
+fn names_another_term(goodbye: &Lifecycle, term: &LeadershipTerm) -> bool {
+    matches!((goodbye.epoch, term.epoch), (Some(said), Some(epoch)) if said != epoch)
 }
 
 fn reason(kind: Change) -> &'static str {
@@ -905,6 +917,43 @@ mod tests {
         // The goodbye after the new election is the new term's.
         assert_eq!(terms[1].end_reason.as_deref(), Some("stopped"));
         assert_eq!(terms[1].ended_at, Some(at(60_200)));
+    }
+
+    /// A goodbye naming its epoch is that term's only: the instance's
+    /// goodbye of epoch 3, stamped by a clock ahead after it won the key
+    /// again at epoch 4, leaves the new term open; one written just after
+    /// the new election (within the grace) is the old term's notice.
+    #[test]
+    fn a_goodbye_naming_an_earlier_epoch_leaves_the_new_term_open() {
+        let terms = build_terms(&[
+            rec(0, "a", Change::Elected, Some(3)),
+            rec(10_000, "a", Change::Resigned, Some(3)),
+            rec(5_000, "a", Change::Elected, Some(4)),
+        ]);
+        assert_eq!(terms.len(), 2, "{terms:?}");
+        assert_eq!(terms[0].end_reason.as_deref(), Some("superseded"));
+        assert_eq!(terms[0].ended_at, Some(at(5_000)));
+        assert_eq!(terms[1].epoch, Some(4));
+        assert_eq!(terms[1].ended_at, None, "{terms:?}");
+
+        let terms = build_terms(&[
+            rec(0, "a", Change::Elected, Some(3)),
+            rec(5_000, "a", Change::Elected, Some(4)),
+            rec(5_300, "a", Change::Stopped, Some(3)),
+        ]);
+        assert_eq!(terms[0].end_reason.as_deref(), Some("stopped"));
+        assert_eq!(terms[0].ended_at, Some(at(5_000)));
+        assert_eq!(terms[1].handover_basis.as_deref(), Some("notice"));
+        assert_eq!(terms[1].ended_at, None, "{terms:?}");
+
+        // The new term's own goodbye still ends it.
+        let terms = build_terms(&[
+            rec(0, "a", Change::Elected, Some(3)),
+            rec(5_000, "a", Change::Elected, Some(4)),
+            rec(9_000, "a", Change::Resigned, Some(4)),
+        ]);
+        assert_eq!(terms[1].end_reason.as_deref(), Some("resigned"));
+        assert_eq!(terms[1].ended_at, Some(at(9_000)));
     }
 
     /// Each record's time is its instance's own clock; the fencing epoch
