@@ -3,7 +3,9 @@
 //! `aegis status SERVICE` shows that service's instances, then the methods
 //! and the commands its running instances list in the services protocol
 //! (`$SRV.INFO`; a command is listed by the instances whose process runs
-//! a worker taking it).
+//! a worker taking it). With `--watch` those are asked once, and again
+//! only when the service's live instances change or the answer is a minute
+//! old (`served.rs`), not on every redraw.
 //!
 //! It shows what the monitor shows (`aegis_monitor::fleet`): the holder of a
 //! sticky group's election key is its one ACTIVE instance, a live former
@@ -28,6 +30,7 @@
 //!   most, and a dead process is never shown ACTIVE.
 
 mod closed;
+mod served;
 
 use std::{
     collections::HashMap,
@@ -149,6 +152,9 @@ pub async fn run(args: StatusArgs, shutdown: CancellationToken) -> anyhow::Resul
         judged: true,
         closed,
     };
+    // What the service serves is asked once per set of its instances, not
+    // on every redraw (`served.rs`).
+    let mut served = args.service.as_deref().map(served::Served::new);
     let result = loop {
         // The instances silent since we started listening, judged only
         // while our own connection has not broken meanwhile (its reconnect
@@ -163,8 +169,8 @@ pub async fn run(args: StatusArgs, shutdown: CancellationToken) -> anyhow::Resul
             }
             None => render(&instances, listening.since, now),
         };
-        if let Some(service) = &args.service {
-            table.push_str(&served(&conn, service).await);
+        if let Some(served) = &mut served {
+            table.push_str(&served.lines(&conn, &instances).await);
         }
         if args.watch {
             // Clear the screen and home the cursor, then draw.
@@ -517,24 +523,6 @@ pub fn render(
         out.push_str("(no instances registered)\n");
     }
     out
-}
-
-/// How long the instances of a service have to say what they serve.
-const DESCRIBE_WAIT: Duration = Duration::from_secs(1);
-
-/// The methods and commands the running instances of `service` list
-/// (`$SRV.INFO`), a line each, or why they could not be read.
-async fn served(conn: &aegis_sdk::Connection, service: &str) -> String {
-    match crate::call::describe_service(conn, service, DESCRIBE_WAIT).await {
-        Ok(described) => format!(
-            "\n{}\n(what each takes: aegis call {service} --schema)\n",
-            crate::call::summary(&described)
-        ),
-        Err(e) => format!(
-            "\nmethods and commands: not known ({})\n",
-            aegis_sdk::startup::Causes(&e)
-        ),
-    }
 }
 
 /// Why an instance reports itself UNHEALTHY, in words.
