@@ -890,68 +890,33 @@ enum Holder {
 /// `tests/election_crash.rs`). Each opening starts with the key's latest
 /// entry, so what changed during a break is not missed. Never ends.
 ///
-/// The loop of [`crate::kv::reopening`], with its pauses, but a stream for
-/// the standby's `select!` and another reset: `reopening` takes the
-/// shortest pause again whenever an item comes, and every opening here
-/// hands one over (the key's latest entry; a renewal every quarter lease),
-/// so a watch that breaks at once would be opened again every 50 ms.
-/// Here only a watch that lasted [`WATCH_STEADY`] resets it.
+/// The loop of [`crate::kv::reopening`], with its pauses, as a stream for
+/// the standby's `select!` ([`crate::kv::reopened`]), and with another
+/// reset: `reopening` takes the shortest pause again whenever an item
+/// comes, and every opening here hands one over (the key's latest entry; a
+/// renewal every quarter lease), so a watch that breaks at once would be
+/// opened again every 50 ms. Here only a watch that lasted
+/// [`WATCH_STEADY`] resets it.
 fn key_entries(
     conn: Connection,
     store: kv::Store,
     subject: String,
 ) -> impl futures::Stream<Item = kv::Entry> {
-    let watch = KeyWatch {
-        open: None,
-        opened_at: tokio::time::Instant::now(),
-        pause: crate::kv::FIRST_PAUSE,
-    };
-    futures::stream::unfold(watch, move |mut watch| {
-        let (conn, store, subject) = (conn.clone(), store.clone(), subject.clone());
-        async move {
-            loop {
-                let entries = match &mut watch.open {
-                    Some(entries) => entries,
-                    None => {
-                        let opened = crate::kv::entries(
-                            &conn,
-                            &store,
-                            subject.clone(),
-                            DeliverPolicy::LastPerSubject,
-                        )
-                        .await;
-                        watch.opened_at = tokio::time::Instant::now();
-                        watch.open.insert(Box::pin(opened))
-                    }
-                };
-                match entries.next().await {
-                    Some(Ok(entry)) => return Some((entry, watch)),
-                    Some(Err(broken)) => {
-                        debug!(error = %broken, "election watch broken; opening it again");
-                    }
-                    None => {}
-                }
-                watch.open = None;
-                // A watch that lasted starts over at the shortest pause;
-                // one that breaks again soon after opening (each opening
-                // hands over the key's latest entry, so entries say
-                // nothing) waits longer each time.
-                if watch.opened_at.elapsed() >= WATCH_STEADY {
-                    watch.pause = crate::kv::FIRST_PAUSE;
-                }
-                tokio::time::sleep(watch.pause).await;
-                watch.pause = (watch.pause * 2).min(crate::kv::MAX_PAUSE);
+    crate::kv::reopened(
+        "election watch",
+        (),
+        None::<watch::Receiver<()>>,
+        crate::kv::Reset::Lasted(WATCH_STEADY),
+        move |_| {
+            let (conn, store, subject) = (conn.clone(), store.clone(), subject.clone());
+            async move {
+                let entries =
+                    crate::kv::entries(&conn, &store, subject, DeliverPolicy::LastPerSubject).await;
+                Ok::<_, std::convert::Infallible>(Box::pin(entries))
             }
-        }
-    })
-}
-
-/// [`key_entries`]'s state: the open feed, when it opened, and the pause
-/// before the next opening.
-struct KeyWatch<S> {
-    open: Option<std::pin::Pin<Box<S>>>,
-    opened_at: tokio::time::Instant,
-    pause: Duration,
+        },
+        |(), entry| entry,
+    )
 }
 
 /// How long a watch of the election key must have stayed open for the

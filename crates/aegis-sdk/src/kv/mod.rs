@@ -14,7 +14,9 @@
 //!
 //! [`reopening`] is the loop under it, for any stream of items that can be
 //! opened again from where it broke — a [`feed`](crate::feed) over a
-//! stream from a sequence on, say (the risk service follows its fills so).
+//! stream from a sequence on, say. [`reopening_woken`] is that loop told
+//! when to open again at once (the risk service follows its fills so,
+//! woken by advisories that their stream was created again).
 //!
 //! [`mirror()`] (the monitor's election feed and service definitions,
 //! risk-service's limits) keeps a reader current with the latest value of
@@ -38,6 +40,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{consumer::DeliverPolicy, kv};
 use futures::StreamExt;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -247,10 +250,10 @@ fn entry_of(
 /// ```
 pub async fn reopening<P, T, E, S, O, Fut, OpenError, A>(
     what: &str,
-    mut position: P,
+    position: P,
     cancel: CancellationToken,
-    mut open: O,
-    mut apply: A,
+    open: O,
+    apply: A,
 ) where
     O: FnMut(&P) -> Fut,
     Fut: std::future::Future<Output = Result<S, OpenError>>,
@@ -259,38 +262,248 @@ pub async fn reopening<P, T, E, S, O, Fut, OpenError, A>(
     E: std::fmt::Display,
     A: FnMut(&mut P, T),
 {
-    let mut pause = FIRST_PAUSE;
+    let items = reopened(
+        what,
+        position,
+        None::<watch::Receiver<()>>,
+        Reset::OnItem,
+        open,
+        apply,
+    );
+    until_cancelled(items, cancel).await;
+}
+
+/// [`reopening`], and woken: a change told on `wake` since the stream was
+/// last opened ends the pause before the next opening, so the stream is
+/// opened again at once when it ends (and at once, if it ended already and
+/// the loop is pausing). Only the pause: the stream itself ends when it
+/// should, on the same signal if need be (as below). A change told while
+/// the stream is being opened is not lost (the loop takes the wake's
+/// changes as seen just before each opening, not after it), and each
+/// opening takes the changes told before it as seen: a wake ends one pause,
+/// and the pauses after it grow as ever, however often the wake is told
+/// (told many times between two openings, it is told once).
+///
+/// The risk service follows its fills so: a stream advisory that `EVENTS`
+/// was created again ends its feed of fills, and the feed is made again on
+/// the new stream within milliseconds, however long the pause had grown
+/// while the old one kept breaking.
+///
+/// Returns when cancelled; spawn it.
+///
+/// ```no_run
+/// use aegis_sdk::{feed::feed, kv::reopening_woken};
+/// use async_nats::jetstream::consumer::DeliverPolicy;
+/// use futures::StreamExt;
+/// use tokio::sync::watch;
+/// use tokio_util::sync::CancellationToken;
+///
+/// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), Box<dyn std::error::Error>> {
+/// let stream = conn.jetstream().get_stream("EVENTS").await?;
+/// let cancel = CancellationToken::new();
+/// // Told, say, when the stream is created again.
+/// let (recreated, woken) = watch::channel(0u64);
+/// let told = recreated.clone();
+/// tokio::spawn(reopening_woken(
+///     "order events",
+///     1u64,
+///     cancel.clone(),
+///     woken,
+///     move |next| {
+///         let (conn, stream, start_sequence) = (conn.clone(), stream.clone(), *next);
+///         // This feed ends on the next change told from here on, and the
+///         // loop opens the next one without a pause.
+///         let mut ends = told.subscribe();
+///         async move {
+///             let deliver = DeliverPolicy::ByStartSequence { start_sequence };
+///             let events = feed(&conn, &stream, "events.order.>", deliver).await;
+///             let told: futures::future::BoxFuture<'static, ()> = Box::pin(async move {
+///                 let _ = ends.changed().await;
+///             });
+///             Ok::<_, std::convert::Infallible>(events.take_until(told))
+///         }
+///     },
+///     |next, message: async_nats::jetstream::Message| {
+///         if let Ok(info) = message.info() {
+///             *next = info.stream_sequence + 1;
+///         }
+///     },
+/// ));
+/// // ... and when the stream has been created again:
+/// recreated.send_modify(|times| *times += 1);
+/// # Ok(()) }
+/// ```
+pub async fn reopening_woken<P, T, E, S, O, Fut, OpenError, A, W>(
+    what: &str,
+    position: P,
+    cancel: CancellationToken,
+    wake: watch::Receiver<W>,
+    open: O,
+    apply: A,
+) where
+    O: FnMut(&P) -> Fut,
+    Fut: std::future::Future<Output = Result<S, OpenError>>,
+    OpenError: std::fmt::Display,
+    S: futures::Stream<Item = Result<T, E>> + Unpin,
+    E: std::fmt::Display,
+    A: FnMut(&mut P, T),
+{
+    let items = reopened(what, position, Some(wake), Reset::OnItem, open, apply);
+    until_cancelled(items, cancel).await;
+}
+
+/// Drives `items` until `cancel` (they never end).
+async fn until_cancelled(items: impl futures::Stream<Item = ()>, cancel: CancellationToken) {
+    let mut items = std::pin::pin!(items);
     loop {
-        let opened = tokio::select! {
-            () = cancel.cancelled() => return,
-            opened = open(&position) => opened,
-        };
-        match opened {
-            Ok(mut items) => loop {
-                let next = tokio::select! {
-                    () = cancel.cancelled() => return,
-                    next = items.next() => next,
-                };
-                match next {
-                    Some(Ok(item)) => {
-                        pause = FIRST_PAUSE;
-                        apply(&mut position, item);
-                    }
-                    Some(Err(e)) => {
-                        debug!(error = %e, what, "interrupted; opening it again");
-                        break;
-                    }
-                    None => break,
-                }
-            },
-            Err(e) => {
-                warn!(error = %e, what, "cannot open; retrying");
-            }
-        }
         tokio::select! {
             () = cancel.cancelled() => return,
-            () = tokio::time::sleep(pause) => {}
+            next = items.next() => if next.is_none() { return },
         }
-        pause = (pause * 2).min(MAX_PAUSE);
     }
+}
+
+/// When the pause before opening a stream again drops back to the
+/// shortest.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Reset {
+    /// Whenever an item comes.
+    OnItem,
+    /// When a stream ends or fails after it stayed open this long: for a
+    /// stream whose every opening hands over an item at once (a key's
+    /// latest entry), which says nothing of whether it lasts.
+    Lasted(Duration),
+}
+
+/// The loop under [`reopening`] and [`reopening_woken`], as a stream of
+/// what `apply` returns for each item, for a reader that pulls (in a
+/// `select!`, say) rather than hands each item on; it never ends. Opens
+/// the stream with `open` from `position`, hands each item and `position`
+/// to `apply`, and when the stream fails or ends opens it again after a
+/// pause that grows from 50 ms to 2 s, dropping back to 50 ms as `reset`
+/// says; a change on `wake` since the stream was last opened ends the
+/// pause. `what` names the stream in the log.
+pub(crate) fn reopened<P, T, E, S, O, Fut, OpenError, A, U, W>(
+    what: &str,
+    position: P,
+    wake: Option<watch::Receiver<W>>,
+    reset: Reset,
+    open: O,
+    apply: A,
+) -> impl futures::Stream<Item = U>
+where
+    O: FnMut(&P) -> Fut,
+    Fut: std::future::Future<Output = Result<S, OpenError>>,
+    OpenError: std::fmt::Display,
+    S: futures::Stream<Item = Result<T, E>> + Unpin,
+    E: std::fmt::Display,
+    A: FnMut(&mut P, T) -> U,
+{
+    let loop_state = Reopened {
+        what: what.to_owned(),
+        position,
+        wake,
+        reset,
+        open,
+        apply,
+        items: None,
+        opened_at: tokio::time::Instant::now(),
+        pause: FIRST_PAUSE,
+    };
+    futures::stream::unfold(loop_state, |mut loop_state| async move {
+        let item = loop_state.next().await;
+        Some((item, loop_state))
+    })
+}
+
+/// [`reopened`]'s state.
+struct Reopened<P, S, O, A, W> {
+    what: String,
+    position: P,
+    wake: Option<watch::Receiver<W>>,
+    reset: Reset,
+    open: O,
+    apply: A,
+    /// The stream opened, until it fails or ends.
+    items: Option<S>,
+    opened_at: tokio::time::Instant,
+    /// The pause before the next opening.
+    pause: Duration,
+}
+
+impl<P, T, E, S, O, Fut, OpenError, A, U, W> Reopened<P, S, O, A, W>
+where
+    O: FnMut(&P) -> Fut,
+    Fut: std::future::Future<Output = Result<S, OpenError>>,
+    OpenError: std::fmt::Display,
+    S: futures::Stream<Item = Result<T, E>> + Unpin,
+    E: std::fmt::Display,
+    A: FnMut(&mut P, T) -> U,
+{
+    /// What `apply` makes of the next item, opening the stream (again)
+    /// as often as it takes.
+    async fn next(&mut self) -> U {
+        let what = self.what.as_str();
+        loop {
+            let items = match &mut self.items {
+                Some(items) => items,
+                None => {
+                    // Changes told from here on, while the stream is being
+                    // opened too, end the pause after it.
+                    if let Some(wake) = &mut self.wake {
+                        wake.mark_unchanged();
+                    }
+                    match (self.open)(&self.position).await {
+                        Ok(items) => {
+                            self.opened_at = tokio::time::Instant::now();
+                            self.items.insert(items)
+                        }
+                        Err(e) => {
+                            warn!(error = %e, what, "cannot open; retrying");
+                            pause(&mut self.pause, &mut self.wake).await;
+                            continue;
+                        }
+                    }
+                }
+            };
+            match items.next().await {
+                Some(Ok(item)) => {
+                    if let Reset::OnItem = self.reset {
+                        self.pause = FIRST_PAUSE;
+                    }
+                    return (self.apply)(&mut self.position, item);
+                }
+                Some(Err(e)) => {
+                    debug!(error = %e, what, "interrupted; opening it again");
+                }
+                None => {}
+            }
+            self.items = None;
+            if let Reset::Lasted(steady) = self.reset
+                && self.opened_at.elapsed() >= steady
+            {
+                self.pause = FIRST_PAUSE;
+            }
+            pause(&mut self.pause, &mut self.wake).await;
+        }
+    }
+}
+
+/// Waits `pause`, or until `wake` tells a change it has not seen, and
+/// doubles `pause` up to [`MAX_PAUSE`].
+async fn pause<W>(pause: &mut Duration, wake: &mut Option<watch::Receiver<W>>) {
+    let woken = async {
+        // A wake whose sender is gone tells nothing more.
+        if let Some(wake) = wake
+            && wake.changed().await.is_ok()
+        {
+            return;
+        }
+        std::future::pending().await
+    };
+    tokio::select! {
+        () = tokio::time::sleep(*pause) => {}
+        () = woken => {}
+    }
+    *pause = (*pause * 2).min(MAX_PAUSE);
 }

@@ -261,9 +261,10 @@ impl Fills {
     /// book starts over on it, from its first fill.
     ///
     /// The feed is made again after a pause that doubles, from 50 ms up to
-    /// 2 s, while it breaks without handing over a fill (as
-    /// [`aegis_sdk::kv::reopening`] does) — except that an advisory that
-    /// `EVENTS` changed ends the pause at once: the book follows a stream
+    /// 2 s, while it breaks without handing over a fill — except that an
+    /// advisory that `EVENTS` changed, told since the feed was last made,
+    /// ends the pause at once ([`aegis_sdk::kv::reopening_woken`]; the
+    /// feed itself ends on the advisory): the book follows a stream
     /// created again within milliseconds however often the feed broke
     /// before, rather than keep the gone stream's sequences for up to 2 s
     /// (assessments naming a fill are refused meanwhile).
@@ -287,53 +288,30 @@ impl Fills {
     ) -> JoinHandle<()> {
         let fills = self.clone();
         tokio::spawn(async move {
-            let mut next = from.max(1);
-            let mut pause = PAUSE_FIRST;
             // Told of the stream's advisories: one told since the feed was
             // last made (or while it pauses) ends the pause.
-            let mut told = risk.changes.subscribe();
-            loop {
-                told.mark_unchanged();
-                let opened = tokio::select! {
-                    () = cancel.cancelled() => return,
-                    opened = fills.open_feed(&risk, next) => opened,
-                };
-                match opened {
-                    Ok(mut messages) => loop {
-                        let message = tokio::select! {
-                            () = cancel.cancelled() => return,
-                            message = messages.next() => message,
-                        };
-                        match message {
-                            Some(Ok(message)) => {
-                                pause = PAUSE_FIRST;
-                                let Ok(info) = message.info() else { continue };
-                                let sequence = info.stream_sequence;
-                                let stored = DateTime::from_timestamp(
-                                    info.published.unix_timestamp(),
-                                    info.published.nanosecond(),
-                                )
-                                .unwrap_or_else(Utc::now);
-                                risk.apply_fill(sequence, stored, &message.payload);
-                                next = sequence + 1;
-                                progress.send_replace(sequence);
-                            }
-                            Some(Err(e)) => {
-                                debug!(error = %e, "the feed of fills was interrupted; making it again");
-                                break;
-                            }
-                            None => break,
-                        }
-                    },
-                    Err(e) => warn!(error = %e, "cannot follow the fills; retrying"),
-                }
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    () = tokio::time::sleep(pause) => {}
-                    () = changed(&mut told) => {}
-                }
-                pause = (pause * 2).min(PAUSE_MAX);
-            }
+            let told = risk.changes.subscribe();
+            let (fills, risk) = (&fills, &risk);
+            aegis_sdk::kv::reopening_woken(
+                "the feed of fills",
+                from.max(1),
+                cancel,
+                told,
+                |next| fills.open_feed(risk, *next),
+                |next, message: async_nats::jetstream::Message| {
+                    let Ok(info) = message.info() else { return };
+                    let sequence = info.stream_sequence;
+                    let stored = DateTime::from_timestamp(
+                        info.published.unix_timestamp(),
+                        info.published.nanosecond(),
+                    )
+                    .unwrap_or_else(Utc::now);
+                    risk.apply_fill(sequence, stored, &message.payload);
+                    *next = sequence + 1;
+                    progress.send_replace(sequence);
+                },
+            )
+            .await;
         })
     }
 
