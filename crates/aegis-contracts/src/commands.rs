@@ -5,6 +5,13 @@
 //! number of [`CommandReply::Progress`] messages there, then exactly one
 //! terminal [`CommandReply::Completed`] or [`CommandReply::Failed`]. The JSON
 //! is tagged by `kind` (`progress`, `completed`, `failed`).
+//!
+//! Each reply names the instance id of the worker that sent it in the
+//! [`HEADER_INSTANCE`](crate::wire::HEADER_INSTANCE) header
+//! (`Aegis-Instance`), so the issuer can tell which worker runs the command
+//! and that it runs on another after its worker went silent; the JSON does
+//! not carry it, and a reply without the header (an older worker) is as
+//! valid.
 
 use serde::{Deserialize, Serialize};
 

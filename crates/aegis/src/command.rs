@@ -7,10 +7,12 @@
 //!
 //! A command whose worker went silent (it died, or lost its lead) is
 //! offered again after the worker's `ack_wait`, and another worker runs it
-//! from the start: its progress starts over. The reports do not name the
-//! worker that sent them, so a report that goes back (a lower percentage,
-//! or the run's first report again after a silence) is said as such a
-//! restart, in one line, before it is shown.
+//! from the start: its progress starts over. Each report names the worker
+//! instance that sent it (shown after it, `on INSTANCE`), and a report
+//! from another instance than the run's is said as such a restart, in one
+//! line naming both, before it is shown. From a worker that predates
+//! naming itself, a report that goes back (a lower percentage, or the
+//! run's first report again after a silence) is said as a restart.
 //!
 //! Before sending, it asks the service's instances which commands their
 //! workers take (`$SRV.INFO`): a command that none lists, while some list
@@ -105,6 +107,8 @@ pub async fn run(args: CommandArgs, shutdown: CancellationToken) -> anyhow::Resu
     // Whether a worker reported progress: it took the command.
     let mut taken = false;
     let mut runs = Runs::default();
+    // The worker instance that sent the result.
+    let mut worker: Option<String> = None;
     let outcome = loop {
         let update = tokio::select! {
             update = handle.next() => update,
@@ -127,12 +131,18 @@ pub async fn run(args: CommandArgs, shutdown: CancellationToken) -> anyhow::Resu
         match update {
             Ok(CommandUpdate::Progress { percent, message }) => {
                 taken = true;
-                if let Some(line) = runs.report(percent, &message, std::time::Instant::now()) {
+                let worker = handle.worker_instance();
+                if let Some(line) =
+                    runs.report(percent, &message, worker, std::time::Instant::now())
+                {
                     bar.println(&line);
                 }
-                bar.progress(percent, &message);
+                bar.progress(percent, &message, worker);
             }
-            Ok(CommandUpdate::Completed(result)) => break Ok(result),
+            Ok(CommandUpdate::Completed(result)) => {
+                worker = handle.worker_instance().map(str::to_owned);
+                break Ok(result);
+            }
             // Kinds of update added later.
             Ok(_) => {}
             Err(e) => break Err(e),
@@ -142,7 +152,10 @@ pub async fn run(args: CommandArgs, shutdown: CancellationToken) -> anyhow::Resu
     match outcome {
         Ok(result) => {
             println!("{}", serde_json::to_string_pretty(&result)?);
-            eprintln!("command {id} completed");
+            match worker {
+                Some(worker) => eprintln!("command {id} completed on {worker}"),
+                None => eprintln!("command {id} completed"),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => Ok(failed(e, &args)),
@@ -235,24 +248,48 @@ struct Runs {
     first: Option<(f32, String)>,
     /// The last report, and when it came.
     last: Option<(f32, std::time::Instant)>,
+    /// The worker instance the current run's reports name, once one does.
+    worker: Option<String>,
 }
 
 impl Runs {
-    /// Takes a report that came at `now`; returns the line to print first
-    /// when it starts the command over: its percentage went back, or it is
-    /// the run's first report again after [`RESTART_SILENCE`].
-    fn report(&mut self, percent: f32, message: &str, now: std::time::Instant) -> Option<String> {
-        let restarted = match (&self.first, self.last) {
-            (Some((first, first_message)), Some((last, at))) => {
-                percent < last
-                    || (percent == *first
-                        && message == first_message
-                        && now.duration_since(at) >= RESTART_SILENCE)
-            }
-            _ => false,
+    /// Takes a report that came at `now` from worker instance `worker`
+    /// (`None`: a worker that predates naming itself); returns the line to
+    /// print first when it starts the command over: it comes from another
+    /// instance than the run's, or (the instances not telling) its
+    /// percentage went back, or it is the run's first report again after
+    /// [`RESTART_SILENCE`].
+    fn report(
+        &mut self,
+        percent: f32,
+        message: &str,
+        worker: Option<&str>,
+        now: std::time::Instant,
+    ) -> Option<String> {
+        let moved = match (self.worker.as_deref(), worker) {
+            (Some(was), Some(now)) if was != now => Some((was.to_owned(), now.to_owned())),
+            _ => None,
         };
+        // Two reports of one known instance are one run.
+        let same_worker = moved.is_none() && self.worker.is_some() && worker.is_some();
+        let restarted = moved.is_some()
+            || (!same_worker
+                && match (&self.first, self.last) {
+                    (Some((first, first_message)), Some((last, at))) => {
+                        percent < last
+                            || (percent == *first
+                                && message == first_message
+                                && now.duration_since(at) >= RESTART_SILENCE)
+                    }
+                    _ => false,
+                });
         let line = restarted.then(|| {
             let (last, at) = self.last.unwrap_or((0.0, now));
+            if let Some((was, now)) = &moved {
+                return format!(
+                    "restarted on {now}: the command was taken again by another worker after                      {was}, the one running it, went silent (it died or lost its lead, and its                      ack_wait ran out); it may have run partly on {was}"
+                );
+            }
             let how = if percent < last {
                 format!("progress went back from {last:.0}% to {percent:.0}%")
             } else {
@@ -270,6 +307,9 @@ impl Runs {
         });
         if restarted || self.first.is_none() {
             self.first = Some((percent, message.to_owned()));
+        }
+        if let Some(worker) = worker {
+            self.worker = Some(worker.to_owned());
         }
         self.last = Some((percent, now));
         line
@@ -294,13 +334,18 @@ impl Bar {
         Bar(Some(bar))
     }
 
-    fn progress(&self, percent: f32, message: &str) {
+    /// A report, `on WORKER` when its worker instance is named.
+    fn progress(&self, percent: f32, message: &str, worker: Option<&str>) {
         let percent = percent.clamp(0.0, 100.0);
+        let message = match worker {
+            Some(worker) => format!("{message} (on {worker})"),
+            None => message.to_owned(),
+        };
         match &self.0 {
             Some(bar) => {
                 // Rounded to a whole percent, as drawn.
                 bar.set_position(percent.round() as u64);
-                bar.set_message(message.to_owned());
+                bar.set_message(message);
             }
             None => eprintln!("progress {percent:>3.0}% {message}"),
         }
@@ -367,25 +412,44 @@ mod tests {
         let t0 = std::time::Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
         let mut runs = Runs::default();
-        assert_eq!(runs.report(10.0, "starting", at(0)), None);
+        assert_eq!(runs.report(10.0, "starting", None, at(0)), None);
         // The same report again at once, then more progress: one run.
-        assert_eq!(runs.report(10.0, "starting", t0), None);
-        assert_eq!(runs.report(40.0, "half", at(0)), None);
-        assert_eq!(runs.report(40.0, "half", at(5)), None);
+        assert_eq!(runs.report(10.0, "starting", None, t0), None);
+        assert_eq!(runs.report(40.0, "half", None, at(0)), None);
+        assert_eq!(runs.report(40.0, "half", None, at(5)), None);
         // Back to the start after a silence: said once.
-        let line = runs.report(10.0, "starting", at(35)).unwrap();
+        let line = runs.report(10.0, "starting", None, at(35)).unwrap();
         assert!(line.contains("from 40% to 10%"), "{line}");
         assert!(line.contains("taken again by another worker"), "{line}");
         assert!(line.contains("may have run partly"), "{line}");
-        assert_eq!(runs.report(60.0, "writing", at(36)), None);
+        assert_eq!(runs.report(60.0, "writing", None, at(36)), None);
         // The first report again after a silence, with nothing between.
         let mut runs = Runs::default();
-        assert_eq!(runs.report(10.0, "starting", at(0)), None);
-        let line = runs.report(10.0, "starting", at(30)).unwrap();
+        assert_eq!(runs.report(10.0, "starting", None, at(0)), None);
+        let line = runs.report(10.0, "starting", None, at(30)).unwrap();
         assert!(
             line.contains("started over: its first report (10% starting) came again after 30s"),
             "{line}"
         );
-        assert_eq!(runs.report(100.0, "done", at(31)), None);
+        assert_eq!(runs.report(100.0, "done", None, at(31)), None);
+    }
+
+    /// Reports that name their worker: another instance is a restart at
+    /// once, said with both names, whatever the percentages; the same
+    /// instance going back (a handler's own choice) is not.
+    #[test]
+    fn a_report_from_another_worker_is_said_as_a_restart_on_it() {
+        let t0 = std::time::Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut runs = Runs::default();
+        assert_eq!(runs.report(10.0, "starting", Some("desk-a"), at(0)), None);
+        assert_eq!(runs.report(5.0, "rescan", Some("desk-a"), at(1)), None);
+        assert_eq!(runs.report(10.0, "starting", Some("desk-a"), at(30)), None);
+        let line = runs.report(40.0, "half", Some("desk-b"), at(31)).unwrap();
+        assert!(line.starts_with("restarted on desk-b:"), "{line}");
+        assert!(line.contains("may have run partly on desk-a"), "{line}");
+        assert_eq!(runs.report(60.0, "more", Some("desk-b"), at(32)), None);
+        // A report that names no worker is judged as before.
+        assert!(runs.report(10.0, "starting", None, at(33)).is_some());
     }
 }

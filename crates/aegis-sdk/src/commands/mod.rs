@@ -33,6 +33,14 @@
 //! the new leader gets it `ack_wait` after the hand-back at most. A clean
 //! deposal, seen while connected, and a stop hand it back at once.
 //!
+//! Which worker runs a command, as its sender sees it: every reply a
+//! worker sends (progress, result, failure) names its instance
+//! ([`CommandWorkerBuilder::instance_id`]) in the `Aegis-Instance` header,
+//! and [`CommandHandle::worker_instance`] gives the one the latest update
+//! came from: a command taken again by another worker (its worker went
+//! silent) shows up as updates from another instance. The replies' JSON
+//! is unchanged, so senders that predate the header read them as before.
+//!
 //! Where its commands are listed: an instance of a service lists the
 //! commands its process's workers take (on the same connection) in its
 //! services-protocol answer (`$SRV.INFO`), next to its methods, as

@@ -6,7 +6,7 @@ use aegis_contracts::{
     commands::CommandReply,
     models::rfc3339,
     names, subjects,
-    wire::{HEADER_COMMAND_ID, HEADER_REPLY_TO},
+    wire::{HEADER_COMMAND_ID, HEADER_INSTANCE, HEADER_REPLY_TO},
 };
 use async_nats::{HeaderMap, Subscriber};
 use futures::{Stream, StreamExt};
@@ -43,6 +43,8 @@ pub struct CommandHandle {
     /// Whether a worker has been heard from about it (progress): one took
     /// it, so it may have run, whatever a later reply or check says.
     worked: bool,
+    /// The instance id the latest reply named (its worker's).
+    worker: Option<String>,
     /// To tell, past the deadline, whether a worker took it.
     taken: TakenCheck,
 }
@@ -123,7 +125,11 @@ impl Commands {
     ///     .await?;
     /// loop {
     ///     match handle.next().await? {
-    ///         CommandUpdate::Progress { percent, message } => println!("{percent:.0}% {message}"),
+    ///         CommandUpdate::Progress { percent, message } => {
+    ///             // Which worker sent it (`None` from a worker that predates saying so).
+    ///             let worker = handle.worker_instance().unwrap_or("?");
+    ///             println!("{percent:.0}% {message} (on {worker})");
+    ///         }
     ///         CommandUpdate::Completed(result) => { println!("done: {result}"); break; }
     ///         // Kinds of update added later.
     ///         _ => {}
@@ -200,6 +206,7 @@ impl Commands {
             timeout,
             done: false,
             worked: false,
+            worker: None,
             taken: TakenCheck {
                 js: self.conn.jetstream().clone(),
                 service: service.to_owned(),
@@ -213,6 +220,46 @@ impl CommandHandle {
     /// The command's id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The instance id of the worker that sent the latest update (or the
+    /// failure) [`next`](Self::next) returned: the worker running the
+    /// command, as its progress names it. It changes when the command is
+    /// taken again by another worker (its worker went silent: it died, or
+    /// lost its lead) and runs there from the start. `None` before any
+    /// reply, and for replies of a worker that predates naming itself.
+    ///
+    /// Workers name it in the `Aegis-Instance` header of every reply
+    /// (their [`instance_id`](super::CommandWorkerBuilder::instance_id)),
+    /// not in the reply's JSON, which is unchanged: older senders read
+    /// the replies as before.
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_sdk::commands::CommandError> {
+    /// use std::time::Duration;
+    /// use aegis_sdk::commands::CommandUpdate;
+    ///
+    /// let mut handle = conn
+    ///     .commands()
+    ///     .send("order-service", "rebuild_book", &serde_json::json!({}), Duration::from_secs(60))
+    ///     .await?;
+    /// let mut running_on: Option<String> = None;
+    /// loop {
+    ///     let update = handle.next().await?;
+    ///     let worker = handle.worker_instance().map(str::to_owned);
+    ///     if running_on.is_some() && worker.is_some() && worker != running_on {
+    ///         println!("restarted on {}", worker.as_deref().unwrap_or("?"));
+    ///     }
+    ///     running_on = worker.or(running_on);
+    ///     if let CommandUpdate::Completed(result) = update {
+    ///         println!("done on {}: {result}", running_on.as_deref().unwrap_or("?"));
+    ///         break;
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn worker_instance(&self) -> Option<&str> {
+        self.worker.as_deref()
     }
 
     /// The next update: progress, or the completion (after which the handle
@@ -250,6 +297,7 @@ impl CommandHandle {
                 tracing::debug!(command = %self.id, "ignoring an unreadable command reply");
                 continue;
             };
+            self.worker = worker_of(&msg);
             return match reply {
                 CommandReply::Progress { percent, message } => {
                     self.worked = true;
@@ -352,6 +400,15 @@ impl CommandHandle {
             Some((item, handle))
         })
     }
+}
+
+/// The instance id a reply names its worker by, if any.
+fn worker_of(msg: &async_nats::Message) -> Option<String> {
+    msg.headers
+        .as_ref()
+        .and_then(|h| h.get(HEADER_INSTANCE))
+        .map(|v| v.as_str().to_owned())
+        .filter(|v| !v.is_empty())
 }
 
 /// Whether a reply says its worker skipped the command unrun.

@@ -7,7 +7,7 @@ use std::{
 use aegis_contracts::{
     commands::CommandReply,
     names, subjects,
-    wire::{HEADER_COMMAND_ID, HEADER_REPLY_TO, WireError},
+    wire::{HEADER_COMMAND_ID, HEADER_INSTANCE, HEADER_REPLY_TO, WireError},
 };
 use async_nats::{
     Client,
@@ -76,17 +76,24 @@ pub struct Command<T> {
 }
 
 /// Reports progress of a running command to its sender.
+///
+/// Each report names the worker's instance (see
+/// [`CommandWorkerBuilder::instance_id`]) in the `Aegis-Instance` header,
+/// as the command's result does, so the sender can tell which worker runs
+/// the command ([`CommandHandle::worker_instance`](super::CommandHandle::worker_instance)).
 #[derive(Clone)]
 pub struct Progress {
     client: Client,
     reply_to: Option<String>,
     acker: Arc<async_nats::jetstream::Message>,
+    instance: Arc<str>,
 }
 
 impl fmt::Debug for Progress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Progress")
             .field("reply_to", &self.reply_to)
+            .field("instance", &self.instance)
             .finish()
     }
 }
@@ -104,8 +111,15 @@ impl Progress {
                 message: message.into(),
             },
             None,
+            &self.instance,
         )
         .await;
+    }
+
+    /// The instance id of the worker running the command, as its reports
+    /// name it to the sender.
+    pub fn instance_id(&self) -> &str {
+        &self.instance
     }
 }
 
@@ -135,6 +149,8 @@ pub struct CommandWorkerBuilder {
     concurrency: usize,
     /// Set by `leader_of`: the leadership to follow, or why there is none.
     leader: Option<Result<LeaderOf, String>>,
+    /// Set by `instance_id`: the instance its replies name.
+    instance: Option<String>,
 }
 
 /// The leadership a leader-only worker follows.
@@ -390,6 +406,7 @@ impl Commands {
             max_deliver: DEFAULT_MAX_DELIVER,
             concurrency: 1,
             leader: None,
+            instance: None,
         }
     }
 }
@@ -474,6 +491,44 @@ impl CommandWorkerBuilder {
     /// worker of another version or an operator may have changed since.
     pub fn max_deliver(mut self, n: u32) -> Self {
         self.max_deliver = n;
+        self
+    }
+
+    /// The instance id this worker names in every reply it sends (its
+    /// progress reports and the result, in the `Aegis-Instance` header),
+    /// so the sender of a command can tell which worker runs it, and that
+    /// a command taken again after its worker went silent runs on another
+    /// one. Same rules as a service's instance id
+    /// (`^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$`); usually the same value as
+    /// the service's, which it then also logs under (see
+    /// [`log_layer`](crate::telemetry::log_layer)).
+    ///
+    /// Optional. Default: the instance of
+    /// [`leader_of`](Self::leader_of), else a fresh
+    /// [`default_instance_id`](crate::default_instance_id) (host name plus
+    /// a random suffix) at each `start`. With `leader_of`, it must be that
+    /// instance's id.
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_sdk::commands::CommandError> {
+    /// use aegis_sdk::commands::{Command, Progress};
+    ///
+    /// let worker = conn
+    ///     .commands()
+    ///     .worker("order-service")
+    ///     .instance_id("order-1")
+    ///     .handler("rebuild_book", |_: Command<serde_json::Value>, progress: Progress| async move {
+    ///         // The sender hears this from "order-1".
+    ///         progress.report(50.0, "half way").await;
+    ///         Ok(serde_json::json!({"rebuilt_by": progress.instance_id()}))
+    ///     })
+    ///     .start()
+    ///     .await?;
+    /// # worker.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    pub fn instance_id(mut self, id: impl Into<String>) -> Self {
+        self.instance = Some(id.into());
         self
     }
 
@@ -595,8 +650,10 @@ impl CommandWorkerBuilder {
     /// Creates the stream and the service's durable consumer and starts working.
     ///
     /// # Errors
-    /// [`CommandError`]: invalid names or options (before any I/O) or
-    /// JetStream refusing.
+    /// [`CommandError`]: invalid names (the service's, a command's, the
+    /// instance id) or options (an [`instance_id`](Self::instance_id) that
+    /// is not the [`leader_of`](Self::leader_of) instance's), before any
+    /// I/O; JetStream refusing.
     pub async fn start(self) -> Result<CommandWorker, CommandError> {
         let mut leader = self
             .leader
@@ -606,6 +663,25 @@ impl CommandWorkerBuilder {
         for name in self.handlers.keys() {
             names::validate_command_name(name)?;
         }
+        if let Some(instance) = &self.instance {
+            names::validate_instance_id(instance)?;
+        }
+        // The instance its lines go under, when it is told which.
+        let owner_instance = match (&self.instance, &leader) {
+            (Some(id), Some(leader)) if *id != leader.instance_id => {
+                return Err(CommandError::InvalidOptions(format!(
+                    "instance_id `{id}` is not the instance it follows with leader_of (`{}`)",
+                    leader.instance_id
+                )));
+            }
+            (Some(id), _) => Some(id.clone()),
+            (None, Some(leader)) => Some(leader.instance_id.clone()),
+            (None, None) => None,
+        };
+        let instance: Arc<str> = owner_instance
+            .clone()
+            .unwrap_or_else(crate::default_instance_id)
+            .into();
         crate::pull::check_options(self.concurrency, self.max_deliver, self.ack_wait)
             .map_err(CommandError::InvalidOptions)?;
         let conn = &self.commands.conn;
@@ -660,10 +736,12 @@ impl CommandWorkerBuilder {
         let following = leader
             .as_ref()
             .map(|l| (l.leadership.clone(), terms.subscribe(), l.metrics.clone()));
+        let replier = instance.clone();
         let run_one: crate::pull::Handler = Arc::new(move |message, limits| {
             run_one(
                 message,
                 client.clone(),
+                replier.clone(),
                 handlers.clone(),
                 limits,
                 following.clone(),
@@ -691,10 +769,9 @@ impl CommandWorkerBuilder {
         };
         match leader {
             Some(leader) => {
-                let instance = leader.instance_id.clone();
                 tasks.spawn(|cancel| {
                     owned(
-                        Some(&instance),
+                        owner_instance.as_deref(),
                         follow_leader(durable, consumer, run_one, leader, terms, cancel)
                             .instrument(span)
                             .boxed(),
@@ -703,14 +780,14 @@ impl CommandWorkerBuilder {
             }
             None => tasks.spawn(|cancel| {
                 owned(
-                    None,
+                    owner_instance.as_deref(),
                     crate::pull::run(durable, consumer, run_one, cancel)
                         .instrument(span)
                         .boxed(),
                 )
             }),
         }
-        info!(service = %self.service, consumer = %name, leader_only, "command worker started");
+        info!(service = %self.service, consumer = %name, instance = %instance, leader_only, "command worker started");
         Ok(CommandWorker {
             tasks,
             _listing: listing,
@@ -889,6 +966,7 @@ fn pass_on(delivered: i64, max_deliver: i64, left: Option<Duration>) -> Option<D
 async fn run_one(
     msg: Arc<async_nats::jetstream::Message>,
     client: Client,
+    instance: Arc<str>,
     handlers: Arc<HashMap<String, Erased>>,
     limits: crate::pull::DeliveryLimits,
     following: Option<(Leadership, watch::Receiver<Term>, Arc<InstanceMetrics>)>,
@@ -933,7 +1011,7 @@ async fn run_one(
                     "its deadline passed before it was done: a worker took it earlier (this is delivery {delivered}), so it may have run; check its effect before sending it again"
                 )),
             };
-            send_reply(&client, reply_to.as_deref(), &reply, None).await;
+            send_reply(&client, reply_to.as_deref(), &reply, None, &instance).await;
             return Outcome::Done;
         }
         span.in_scope(|| info!("command expired before it was picked up; not running it"));
@@ -942,7 +1020,14 @@ async fn run_one(
         let reply = CommandReply::Failed {
             error: WireError::timeout("the command expired before a worker picked it up"),
         };
-        send_reply(&client, reply_to.as_deref(), &reply, Some("expired")).await;
+        send_reply(
+            &client,
+            reply_to.as_deref(),
+            &reply,
+            Some("expired"),
+            &instance,
+        )
+        .await;
         Outcome::Done
     };
     if expired(now) {
@@ -1022,6 +1107,7 @@ async fn run_one(
             client: client.clone(),
             reply_to: reply_to.clone(),
             acker: msg.clone(),
+            instance: instance.clone(),
         };
         let fut = handler(
             id,
@@ -1082,7 +1168,7 @@ async fn run_one(
             error: WireError::not_found(format!("no handler for command `{name}`")),
         }
     };
-    send_reply(&client, reply_to.as_deref(), &reply, None).await;
+    send_reply(&client, reply_to.as_deref(), &reply, None, &instance).await;
     Outcome::Done
 }
 
@@ -1153,27 +1239,27 @@ async fn doubt_runs_out(leadership: &Leadership, mut terms: watch::Receiver<Term
     }
 }
 
-/// Sends `reply` to the sender; `not_run` (why) marks a command skipped
-/// unrun with [`HEADER_NOT_RUN`].
+/// Sends `reply` to the sender, naming this worker's `instance` in
+/// [`HEADER_INSTANCE`]; `not_run` (why) marks a command skipped unrun with
+/// [`HEADER_NOT_RUN`].
 async fn send_reply(
     client: &Client,
     reply_to: Option<&str>,
     reply: &CommandReply,
     not_run: Option<&str>,
+    instance: &str,
 ) {
     let Some(reply_to) = reply_to else { return };
     match serde_json::to_vec(reply) {
         Ok(body) => {
-            let sent = match not_run {
-                Some(why) => {
-                    let mut headers = async_nats::HeaderMap::new();
-                    headers.insert(HEADER_NOT_RUN, why);
-                    client
-                        .publish_with_headers(reply_to.to_owned(), headers, body.into())
-                        .await
-                }
-                None => client.publish(reply_to.to_owned(), body.into()).await,
-            };
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(HEADER_INSTANCE, instance);
+            if let Some(why) = not_run {
+                headers.insert(HEADER_NOT_RUN, why);
+            }
+            let sent = client
+                .publish_with_headers(reply_to.to_owned(), headers, body.into())
+                .await;
             if let Err(e) = sent {
                 debug!(error = %crate::startup::Causes(&e), "could not send a command reply");
             }
