@@ -33,6 +33,13 @@
 //! Writes are serialized and each composes the record at write time, so a
 //! heartbeat can never overwrite a newer status with an older one.
 //!
+//! The lines its own tasks log (the heartbeat, the health check, the
+//! purge after a drop) are the work of the instance it registers, for the
+//! [`log_layer`](crate::telemetry::log_layer): a WARN among them is
+//! forwarded to `aegis.log.{service}.{instance}` of its record, whether a
+//! service made it or it was made bare with [`Registration::builder`]
+//! beside other services of the process.
+//!
 //! - `options.rs`: the timing options and their defaults;
 //! - `writer.rs`: the record's state, the writes, the heartbeat loop and
 //!   the purge on deregistration.
@@ -60,7 +67,11 @@ use super::{
     health::{Health, Tracker},
     record::{key_subject, ttl_header_value},
 };
-use crate::{Connection, task::Background};
+use crate::{
+    Connection,
+    task::Background,
+    telemetry::{Telemetry, log_layer::owned_by},
+};
 
 mod options;
 mod writer;
@@ -219,6 +230,15 @@ impl RegistrationBuilder {
             });
         }
         let key = subjects::registry_key(&self.record.service_name, &self.record.instance_id);
+        // The lines of its own work (the heartbeat, the health check, the
+        // purge on drop) go under what it registers as, as a service's
+        // do: a registration made without a service has no other owner.
+        // A service's registration shares the service's sender.
+        let owner = Telemetry::new(
+            &self.conn,
+            &self.record.service_name,
+            &self.record.instance_id,
+        );
         let inner = Arc::new(Inner {
             js: self.conn.jetstream().clone(),
             client: self.conn.client().clone(),
@@ -269,7 +289,8 @@ impl RegistrationBuilder {
         }
         let tasks = Background::new();
         let beating = inner.clone();
-        tasks.spawn(|cancel| heartbeat(beating, cancel));
+        let beat_owner = owner.clone();
+        tasks.spawn(|cancel| owned_by(beat_owner, heartbeat(beating, cancel)));
         info!(key = %inner.key, ttl = ?inner.options.ttl, heartbeat = ?inner.options.heartbeat, "registered");
         inner.emit(
             LogLevel::Info,
@@ -285,6 +306,7 @@ impl RegistrationBuilder {
         Ok(Registration {
             handle: RegistrationHandle { inner },
             tasks,
+            owner,
         })
     }
 }
@@ -496,6 +518,8 @@ pub struct Registration {
     handle: RegistrationHandle,
     /// The heartbeat; stopped once deregistered.
     tasks: Background,
+    /// Whose lines its tasks log: the service and instance it registers.
+    owner: Telemetry,
 }
 
 impl fmt::Debug for Registration {
@@ -606,14 +630,14 @@ impl Drop for Registration {
         let stopped = self.tasks.stop();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let inner = self.handle.inner.clone();
-            rt.spawn(async move {
+            rt.spawn(owned_by(self.owner.clone(), async move {
                 stopped.await;
                 let _serial = inner.writes.lock().await;
                 inner.closed.store(true, Ordering::Release);
                 if let Err(e) = purge(&inner).await {
                     debug!(key = %inner.key, error = %crate::startup::Causes(&e), "deregistration on drop failed; the record will expire");
                 }
-            });
+            }));
         }
     }
 }
