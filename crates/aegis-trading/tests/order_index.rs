@@ -273,3 +273,57 @@ async fn a_new_leader_judges_no_order_by_an_index_of_a_bucket_deleted_since() {
     risk.shutdown().await.unwrap();
     pricing.shutdown().await.unwrap();
 }
+
+/// A new leader whose watch has not handed over what the old leader stored
+/// before it stopped (the watch lags, or is being made again): a listing
+/// from its index would miss that order and not say so. Before, it
+/// answered at once without it; now it waits for the index to catch up
+/// with the fence, as an order's judgement does, and past the call timeout
+/// answers SERVICE_UNAVAILABLE "catching up; retry".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_leader_lists_no_orders_before_its_index_holds_the_old_leaders() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let pricing = start_pricing_without_publication(&conn).await;
+    let risk = start_risk(&conn).await;
+    let first = start_order(&nats.url(), 1).await;
+    eventually(PATIENCE, "order-1 leads", || async { is_leader(&first) }).await;
+    let before = watches_current(&conn, 1).await;
+    let second = start_order(&nats.url(), 2).await;
+    let watch = watches_current(&conn, 2)
+        .await
+        .difference(&before)
+        .next()
+        .unwrap()
+        .clone();
+    hold_watch(&conn, &watch, true).await;
+
+    store_unannounced_fill(&conn, epoch_of(&first), 60).await;
+    first.shutdown().await.unwrap();
+    eventually(PATIENCE, "order-2 leads", || async { is_leader(&second) }).await;
+
+    let early = call::<_, OrderList>(&conn, "order-2", "list_orders", &ListOrders::default()).await;
+    let refused = early
+        .as_ref()
+        .expect_err("listed without order-1's last order");
+    assert_eq!(refused.code(), ErrorCode::ServiceUnavailable, "{refused}");
+    assert!(refused.to_string().contains("catching up"), "{refused}");
+
+    hold_watch(&conn, &watch, false).await;
+    let listed: OrderList = call(&conn, "order-2", "list_orders", &ListOrders::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        listed
+            .orders
+            .iter()
+            .map(|o| o.client_order_id.as_str())
+            .collect::<Vec<_>>(),
+        ["c-old"],
+        "{listed:?}"
+    );
+
+    second.shutdown().await.unwrap();
+    risk.shutdown().await.unwrap();
+    pricing.shutdown().await.unwrap();
+}

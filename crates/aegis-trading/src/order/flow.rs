@@ -572,14 +572,6 @@ impl Desk {
     }
 
     /// Waits, within the call timeout, until the order index holds every
-    /// stored order (its first load done); SERVICE_UNAVAILABLE past it.
-    async fn index_loaded(&self) -> Result<(), WireError> {
-        tokio::time::timeout(self.call_timeout, self.store.loaded())
-            .await
-            .map_err(|_| WireError::service_unavailable("the order index is still loading; retry"))
-    }
-
-    /// Waits, within the call timeout, until the order index holds every
     /// order stored before this leader took the fence at `epoch` — an older
     /// leader's last writes among them (`OrderStore::caught_up`);
     /// SERVICE_UNAVAILABLE past it. Once the index has passed the fence,
@@ -850,8 +842,15 @@ impl Desk {
         }
     }
 
+    /// The orders matching `req` from the index, once it holds every
+    /// order stored before this leader took the fence at `ctx`'s epoch (as
+    /// an order's judgement waits for): within the call timeout, else
+    /// SERVICE_UNAVAILABLE "catching up; retry" — never a listing from an
+    /// index that misses an older leader's last orders, or holds a deleted
+    /// bucket's, without saying so.
     pub(super) async fn list_orders(
         &self,
+        ctx: RequestContext,
         req: Option<ListOrders>,
     ) -> Result<OrderList, WireError> {
         let req = req.unwrap_or_default();
@@ -864,9 +863,11 @@ impl Desk {
         if let Some(symbol) = &req.symbol {
             validate_symbol(symbol).map_err(|e| WireError::invalid_request(e.message))?;
         }
-        // A listing read from a half-loaded index would miss orders and
-        // still say it is complete.
-        self.index_loaded().await?;
+        // A listing read from a half-loaded index, or one whose watch has
+        // not handed over what older leaders stored (it lags, is being
+        // made again, or follows a bucket created again), would miss
+        // orders and still say it is complete.
+        self.index_caught_up(Caller::of(&ctx).epoch).await?;
         Ok(self.store.list(&req, limit))
     }
 }

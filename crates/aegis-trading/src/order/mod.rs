@@ -244,11 +244,11 @@ pub async fn start(conn: &Connection, opts: OrderOptions) -> Result<Running, Tra
                 async move { desk.get_order(req).await }
             }
         })
-        .handler("list_orders", {
+        .handler_with_context("list_orders", {
             let desk = desk.clone();
-            move |req: Option<ListOrders>| {
+            move |ctx: RequestContext, req: Option<ListOrders>| {
                 let desk = desk.clone();
-                async move { desk.list_orders(req).await }
+                async move { desk.list_orders(ctx, req).await }
             }
         })
         .start()
