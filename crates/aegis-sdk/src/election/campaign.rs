@@ -583,12 +583,12 @@ impl Campaign {
             }
             next += self.config.renew_interval;
             // Health-aware leadership (health.rs): hand over to a healthy standby.
-            if let Some(successor) = self
+            if let Some(standbys) = self
                 .gate
                 .step_aside_to(self.config.renew_interval / 2)
                 .await
             {
-                self.step_aside(epoch, last_revision, &successor).await;
+                self.step_aside(epoch, last_revision, &standbys).await;
                 return;
             }
             if self.shared.renewals_paused.load(Ordering::SeqCst) {
@@ -738,12 +738,15 @@ impl Campaign {
     /// Health-aware leadership: an unhealthy leader stops serving, then
     /// deletes the key (at the revision it last wrote) so the healthy
     /// standby seen in the registry takes over within milliseconds.
-    async fn step_aside(&self, epoch: u64, last_revision: u64, successor: &str) {
+    /// `standbys` are the healthy standbys it saw; the first of them to
+    /// take the key leads, so the log names them all and picks none.
+    async fn step_aside(&self, epoch: u64, last_revision: u64, standbys: &[String]) {
         self.step_down(None);
         match tokio::time::timeout(RESIGN_TIMEOUT, self.delete_key(last_revision)).await {
             Ok(Ok(())) => info!(
                 epoch,
-                successor, "unhealthy: stepped aside for a healthy standby"
+                healthy_standbys = %standbys.join(", "),
+                "unhealthy: stepped aside; the first healthy standby to take the election key leads"
             ),
             Ok(Err(e)) => {
                 warn!(error = %crate::startup::Causes(&e), "unhealthy: stopped serving but could not delete the election key; a standby takes over when the lease lapses")

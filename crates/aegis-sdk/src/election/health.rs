@@ -79,10 +79,12 @@ impl HealthGate {
         }
     }
 
-    /// For an unhealthy leader: the healthy standby to step aside for, if
-    /// there is one and stepping aside is not backing off. Waits at most
-    /// `budget` for the registry view (a renewal must not wait on it).
-    pub(crate) async fn step_aside_to(&self, budget: Duration) -> Option<String> {
+    /// For an unhealthy leader: the healthy standbys to step aside for, by
+    /// instance id, if there is one and stepping aside is not backing off.
+    /// Whichever of them takes the key first leads: all are named, as none
+    /// is chosen. Waits at most `budget` for the registry view (a renewal
+    /// must not wait on it).
+    pub(crate) async fn step_aside_to(&self, budget: Duration) -> Option<Vec<String>> {
         if self.is_healthy() {
             return None;
         }
@@ -106,12 +108,15 @@ impl HealthGate {
             }
             Err(_) => return None,
         };
-        let successor = healthy_standby(&records, &self.group, &self.me, Utc::now())?;
+        let successors = healthy_standbys(&records, &self.group, &self.me, Utc::now());
+        if successors.is_empty() {
+            return None;
+        }
         *self
             .last_step_aside
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-        Some(successor)
+        Some(successors)
     }
 
     /// For a standby whose takeover is due: whether to wait one more lease
@@ -131,17 +136,17 @@ fn defer(healthy: bool, deferred: &mut bool) -> bool {
     true
 }
 
-/// A healthy standby of `group` other than `me` in `records`: a STANDBY
-/// record (unhealthy instances write UNHEALTHY) whose last heartbeat is
-/// recent for its own cadence (a crashed instance's record lingers until
-/// its TTL). The first by instance id, for determinism.
-pub(crate) fn healthy_standby(
+/// The healthy standbys of `group` other than `me` in `records`, by
+/// instance id: STANDBY records (unhealthy instances write UNHEALTHY)
+/// whose last heartbeat is recent for their own cadence (a crashed
+/// instance's record lingers until its TTL).
+pub(crate) fn healthy_standbys(
     records: &[ServiceInstance],
     group: &str,
     me: &str,
     now: DateTime<Utc>,
-) -> Option<String> {
-    records
+) -> Vec<String> {
+    let mut ids: Vec<String> = records
         .iter()
         .filter(|r| r.instance_id != me)
         .filter(|r| r.sticky_active_group.as_deref() == Some(group))
@@ -163,7 +168,9 @@ pub(crate) fn healthy_standby(
             (now - r.last_heartbeat).num_milliseconds() <= fresh_ms
         })
         .map(|r| r.instance_id.clone())
-        .min()
+        .collect();
+    ids.sort();
+    ids
 }
 
 #[cfg(test)]
@@ -192,19 +199,32 @@ mod tests {
         let mut other_group = rec("o4", InstanceStatus::Standby, 0, now);
         other_group.sticky_active_group = Some("eu".into());
         let all = vec![me.clone(), sick, stale, other_group];
-        assert_eq!(healthy_standby(&all, "default", "o1", now), None);
+        assert!(healthy_standbys(&all, "default", "o1", now).is_empty());
 
         let good = rec("o5", InstanceStatus::Standby, 300, now);
         let mut with_good = all.clone();
         with_good.push(good);
-        assert_eq!(
-            healthy_standby(&with_good, "default", "o1", now).as_deref(),
-            Some("o5")
-        );
+        assert_eq!(healthy_standbys(&with_good, "default", "o1", now), ["o5"]);
         // Never itself, whatever its record says.
         let mut me_standby = me;
         me_standby.status = InstanceStatus::Standby;
-        assert_eq!(healthy_standby(&[me_standby], "default", "o1", now), None);
+        assert!(healthy_standbys(&[me_standby], "default", "o1", now).is_empty());
+    }
+
+    #[test]
+    fn every_healthy_standby_is_named_as_none_is_chosen() {
+        // Two healthy standbys: either may take the key, so a leader that
+        // steps aside names both (it once named the first by id, and its
+        // log then named the wrong successor when the other won).
+        let now = Utc::now();
+        let standbys = vec![
+            rec("o3", InstanceStatus::Standby, 0, now),
+            rec("o2", InstanceStatus::Standby, 0, now),
+        ];
+        assert_eq!(
+            healthy_standbys(&standbys, "default", "o1", now),
+            ["o2", "o3"]
+        );
     }
 
     #[test]
@@ -213,10 +233,7 @@ mod tests {
         let now = Utc::now();
         let mut slow = rec("o2", InstanceStatus::Standby, 60_000, now);
         slow.metadata.insert("refreshMs".into(), u64::MAX.into());
-        assert_eq!(
-            healthy_standby(&[slow], "default", "o1", now).as_deref(),
-            Some("o2")
-        );
+        assert_eq!(healthy_standbys(&[slow], "default", "o1", now), ["o2"]);
     }
 
     #[test]
