@@ -34,7 +34,8 @@
 //! - [`kv`]: [`kv::follow`], a KV bucket's entries for as long as the
 //!   process runs, the watch opened again whenever it breaks; the loop
 //!   under it, [`kv::reopening`], for any stream that can be opened again
-//!   from where it broke.
+//!   from where it broke, and [`kv::reopening_woken`], the same loop that
+//!   a signal (such as a stream advisory) wakes from its pause.
 //! - `kv_watch` (internal): the one KV watch under the registry and
 //!   election views, re-opened with a full load whenever it breaks; while
 //!   JetStream cannot open it (a cluster electing leaders after a node
