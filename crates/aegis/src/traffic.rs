@@ -9,10 +9,23 @@
 //! that second did: orders answered and failed (by error code), the
 //! slowest answers, and who served. At the end (`--duration`, Ctrl-C or
 //! SIGTERM) the flow stops, the calls in flight finish, and every order
-//! the service acknowledged is read back from the leader (`get_order`): an
-//! acknowledged order that is not there is a lost order, said by id, and
-//! the command exits non-zero. A run in which no order was acknowledged at
-//! all exits non-zero too.
+//! the service answered is read back from the leader (`get_order`): an
+//! answered order that is not there is a lost order, said by id, and the
+//! command exits non-zero. A run in which no order was answered at all
+//! exits non-zero too.
+//!
+//! An order whose call failed without saying what became of it (a
+//! TIMEOUT, or a failure after which the service may have recorded it) is
+//! not counted failed: like any trading client, the client settles it by
+//! sending `create_order` again with the same client order id, a few times
+//! within the order service's expire window ([`SETTLE_WITHIN`]): the
+//! service answers the order it recorded (its decision, or its rejection
+//! as `EXPIRED` once too late to trade), or places it if it never was. So
+//! the summary tells apart the orders acknowledged at once, those settled
+//! by a retry (read back with them), those that certainly failed (nothing
+//! was sent, or the service refused the request) and those whose outcome
+//! stayed unknown (no answer to any retry): a retry with the same client
+//! order id, named in the list, still tells.
 //!
 //! Once the flow has stopped, each wait says what it waits for and is
 //! bounded: the calls in flight by their deadline (`--timeout-ms`), the
@@ -57,6 +70,18 @@ const CHECK_CONCURRENCY: usize = 16;
 /// Most orders a client may be asked to send a second.
 const MAX_RATE: f64 = 10_000.0;
 
+/// How long after its first call an order whose outcome is unknown is
+/// retried: the order service's expire window (`expire_after`, 30 s by
+/// default), within which a recorded order can still be decided, not
+/// expired. Each retry waits longer than the last, from 0.2 s up to 2 s.
+pub const SETTLE_WITHIN: Duration = Duration::from_secs(30);
+
+/// The pause before the first retry of an order whose outcome is unknown.
+const FIRST_RETRY_AFTER: Duration = Duration::from_millis(200);
+
+/// The longest pause between two retries of an order.
+const LAST_RETRY_AFTER: Duration = Duration::from_secs(2);
+
 /// `aegis traffic`.
 #[derive(Debug, Clone, Args)]
 pub struct TrafficArgs {
@@ -99,17 +124,33 @@ fn parse_rate(s: &str) -> Result<f64, String> {
 #[derive(Debug)]
 struct Tally {
     window: Window,
+    /// Orders answered by their first call (the SDK's own attempts on a
+    /// new leader included).
     acked: Vec<String>,
     /// Of the acknowledged, the filled (the rest were rejected).
     filled: u64,
+    /// Orders whose first call failed with their outcome unknown, answered
+    /// by a retry with the same client order id.
+    settled: Vec<String>,
+    /// Of the settled, the filled (the rest were rejected).
+    settled_filled: u64,
+    /// Orders that certainly were not recorded, by error code.
     failed: BTreeMap<String, u64>,
+    /// Orders whose outcome stayed unknown (no retry was answered), by the
+    /// last error code.
+    unknown: BTreeMap<String, u64>,
+    /// Their client order ids.
+    unknown_ids: Vec<String>,
+    /// Latency of the acknowledged orders.
     latency: Histogram<u64>,
 }
 
 /// One report line's worth.
 #[derive(Debug)]
 struct Window {
+    /// Orders answered (acknowledged, or settled by a retry).
     ok: u64,
+    /// Calls that failed (first calls and retries), by error code.
     failed: BTreeMap<String, u64>,
     latency: Histogram<u64>,
     /// The instance (and epoch) of the last answer.
@@ -138,45 +179,69 @@ impl Tally {
             window: Window::new(),
             acked: Vec::new(),
             filled: 0,
+            settled: Vec::new(),
+            settled_filled: 0,
             failed: BTreeMap::new(),
+            unknown: BTreeMap::new(),
+            unknown_ids: Vec::new(),
             latency: histogram(),
         }
     }
 
-    fn record(&mut self, took: Duration, answer: Result<aegis_sdk::rpc::Reply<Order>, RpcError>) {
+    /// One `create_order` call that took `took` and `said` so; `retry`:
+    /// whether it re-sent an order whose outcome was unknown. A decided
+    /// order is answered (acknowledged, or settled by the retry); a failed
+    /// call counts on this second's line only, its order being retried or
+    /// given up on ([`Tally::gave_up`]).
+    fn record(&mut self, took: Duration, said: &Said, retry: bool) {
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        match answer {
-            Ok(reply) if reply.value.status.is_final() => {
-                self.latency.saturating_record(micros);
+        match said {
+            Said::Decided {
+                order_id,
+                filled,
+                served_by,
+            } => {
                 self.window.latency.saturating_record(micros);
                 self.window.ok += 1;
-                self.window.served_by = reply.instance_id.map(|id| (id, reply.epoch));
-                if reply.value.status == OrderStatus::Filled {
-                    self.filled += 1;
+                if served_by.is_some() {
+                    self.window.served_by.clone_from(served_by);
                 }
-                self.acked.push(reply.value.order_id);
-            }
-            Ok(reply) => self.fail(format!("{:?}", reply.value.status).to_uppercase()),
-            Err(e) => match decided(&e) {
-                // Its decision is stored (only its event was not published
-                // yet): the order was placed, and is read back with the rest.
-                Some((order_id, filled)) => {
+                if retry {
+                    self.settled_filled += u64::from(*filled);
+                    self.settled.push(order_id.clone());
+                } else {
                     self.latency.saturating_record(micros);
-                    self.window.latency.saturating_record(micros);
-                    self.window.ok += 1;
-                    if filled {
-                        self.filled += 1;
-                    }
-                    self.acked.push(order_id);
+                    self.filled += u64::from(*filled);
+                    self.acked.push(order_id.clone());
                 }
-                None => self.fail(e.code().to_string()),
-            },
+            }
+            Said::NotPlaced(code) | Said::Unknown(code) => {
+                *self.window.failed.entry(code.clone()).or_default() += 1;
+            }
         }
     }
 
-    /// Orders sent and answered, or given up on.
+    /// An order no call answered, `said` being what the last one said:
+    /// failed if that proves nothing was recorded, else unknown.
+    fn gave_up(&mut self, said: &Said, client_order_id: &str) {
+        match said {
+            Said::NotPlaced(code) => *self.failed.entry(code.clone()).or_default() += 1,
+            Said::Unknown(code) => {
+                *self.unknown.entry(code.clone()).or_default() += 1;
+                self.unknown_ids.push(client_order_id.to_owned());
+            }
+            Said::Decided { .. } => {}
+        }
+    }
+
+    /// Orders sent: answered, failed, or of unknown outcome.
     fn sent(&self) -> u64 {
-        self.acked.len() as u64 + self.failed.values().sum::<u64>()
+        self.answered() + self.failed.values().sum::<u64>() + self.unknown.values().sum::<u64>()
+    }
+
+    /// Orders answered: acknowledged, or settled by a retry.
+    fn answered(&self) -> u64 {
+        (self.acked.len() + self.settled.len()) as u64
     }
 
     /// Acknowledged orders the risk check refused.
@@ -184,9 +249,105 @@ impl Tally {
         self.acked.len() as u64 - self.filled
     }
 
-    fn fail(&mut self, code: String) {
-        *self.window.failed.entry(code.clone()).or_default() += 1;
-        *self.failed.entry(code).or_default() += 1;
+    /// `3 settled by a retry (2 filled, 1 rejected)`, or `0 settled by a
+    /// retry`.
+    fn settled_text(&self) -> String {
+        let settled = self.settled.len() as u64;
+        if settled == 0 {
+            return "0 settled by a retry".to_owned();
+        }
+        format!(
+            "{settled} settled by a retry ({} filled, {} rejected)",
+            self.settled_filled,
+            settled - self.settled_filled
+        )
+    }
+}
+
+/// What one `create_order` call told of its order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Said {
+    /// It is decided (filled or rejected): the call answered it, or failed
+    /// saying its decision is stored (only its event was not published
+    /// yet). `served_by`: the instance (and epoch) that answered, when
+    /// known.
+    Decided {
+        order_id: String,
+        filled: bool,
+        served_by: Option<(String, Option<u64>)>,
+    },
+    /// It certainly was not recorded (by this call): nothing was sent (no
+    /// leader, no instance, a bad name), or the service refused the
+    /// request itself (`INVALID_REQUEST`, `CONFLICT`, ...). The error code.
+    NotPlaced(String),
+    /// Nobody can tell from this call: it may have been recorded, pending
+    /// or decided (a TIMEOUT; a failure the service said is of a recorded
+    /// order; a SERVICE_UNAVAILABLE, NOT_ACTIVE or INTERNAL, which may
+    /// also be the last of the SDK's attempts on the leaders after one that
+    /// timed out). A retry with the same client order id settles it. The
+    /// error code.
+    Unknown(String),
+}
+
+/// What `answer` tells of its order.
+fn said(answer: OrderAnswer) -> Said {
+    let e = match answer {
+        Ok(reply) if reply.value.status.is_final() => {
+            return Said::Decided {
+                filled: reply.value.status == OrderStatus::Filled,
+                order_id: reply.value.order_id,
+                served_by: reply.instance_id.map(|id| (id, reply.epoch)),
+            };
+        }
+        // Recorded, not decided: a retry decides it.
+        Ok(reply) => return Said::Unknown(format!("{:?}", reply.value.status).to_uppercase()),
+        Err(e) => e,
+    };
+    // Its decision is stored (only its event was not published yet): the
+    // order was placed, and is read back with the rest.
+    if let Some((order_id, filled)) = decided(&e) {
+        return Said::Decided {
+            order_id,
+            filled,
+            served_by: None,
+        };
+    }
+    let code = e.code().to_string();
+    let certain = match &e {
+        RpcError::Remote { error, .. } => {
+            let names_an_order = error
+                .details
+                .as_ref()
+                .is_some_and(|d| d.get("order_id").is_some());
+            !names_an_order
+                && !matches!(
+                    error.code,
+                    ErrorCode::Timeout
+                        | ErrorCode::ServiceUnavailable
+                        | ErrorCode::NotActive
+                        | ErrorCode::Internal
+                )
+        }
+        // Said only when no attempt was sent.
+        RpcError::InvalidName(_)
+        | RpcError::Encode(_)
+        | RpcError::InvalidOptions { .. }
+        | RpcError::NoInstances { .. }
+        | RpcError::NoSuchMethod { .. }
+        | RpcError::NoLeader { .. }
+        | RpcError::UnknownGroup { .. }
+        | RpcError::NotSingleActive { .. }
+        | RpcError::Discovery(_)
+        | RpcError::Election(_) => true,
+        // Timeout, ConnectionLost, NoResponders (perhaps after an attempt
+        // that timed out), DeposedLeader, Decode, Transport, and whatever
+        // a later SDK adds: it may have run.
+        _ => false,
+    };
+    if certain {
+        Said::NotPlaced(code)
+    } else {
+        Said::Unknown(code)
     }
 }
 
@@ -321,11 +482,9 @@ pub async fn run(args: TrafficArgs, shutdown: CancellationToken) -> anyhow::Resu
                     price: None,
                     client_order_id: format!("traffic-{run}-{client}-{n}"),
                 };
-                let sent = Instant::now();
                 in_flight.fetch_add(1, Ordering::SeqCst);
-                let answer = create(&rpc, &group, &order, timeout).await;
+                place(&rpc, &group, &order, timeout, &tally).await;
                 in_flight.fetch_sub(1, Ordering::SeqCst);
-                lock(&tally).record(sent.elapsed(), answer);
             }
         });
     }
@@ -353,9 +512,11 @@ pub async fn run(args: TrafficArgs, shutdown: CancellationToken) -> anyhow::Resu
         .is_err()
     {
         eprintln!(
-            "stopped; waiting for {} order(s) in flight, each answered or given up within {} (Ctrl-C stops now)",
+            "stopped; waiting for {} order(s) in flight, each answered or given up within {} \
+             (one whose outcome is unknown: retried within {} of its first call) (Ctrl-C stops now)",
             in_flight.load(Ordering::SeqCst),
-            humantime::format_duration(timeout)
+            humantime::format_duration(timeout),
+            humantime::format_duration(SETTLE_WITHIN)
         );
         tokio::select! {
             biased;
@@ -372,14 +533,25 @@ pub async fn run(args: TrafficArgs, shutdown: CancellationToken) -> anyhow::Resu
         println!("{}", report_line(None, &tally.window));
     }
     println!(
-        "{} orders sent in {:.1} s: {} acknowledged ({} filled, {} rejected), failed {}",
+        "{} orders sent in {:.1} s: {} acknowledged ({} filled, {} rejected), {}, failed {}, unknown {}",
         tally.sent(),
         elapsed.as_secs_f64(),
         tally.acked.len(),
         tally.filled,
         tally.rejected(),
-        failures(&tally.failed)
+        tally.settled_text(),
+        failures(&tally.failed),
+        failures(&tally.unknown)
     );
+    if !tally.unknown_ids.is_empty() {
+        let ids: Vec<&str> = tally.unknown_ids.iter().map(String::as_str).collect();
+        println!(
+            "outcome unknown (no retry answered within {} of the first call; a create_order with \
+             the same client_order_id tells): {}",
+            humantime::format_duration(SETTLE_WITHIN),
+            abbreviated(&ids)
+        );
+    }
     if !tally.acked.is_empty() {
         println!(
             "latency of acknowledged orders: p50 {}, p99 {}, max {}",
@@ -388,15 +560,22 @@ pub async fn run(args: TrafficArgs, shutdown: CancellationToken) -> anyhow::Resu
             millis(tally.latency.max())
         );
     }
-    if tally.acked.is_empty() {
+    if tally.answered() == 0 {
         // Nothing worked: a check that ran this must tell it from a good run.
         if tally.sent() == 0 {
             println!("no order was acknowledged: the run stopped before any order was sent");
-        } else {
+        } else if tally.unknown.is_empty() {
             println!(
                 "no order was acknowledged: all {} failed ({})",
                 tally.sent(),
                 failures(&tally.failed)
+            );
+        } else {
+            println!(
+                "no order was acknowledged: of {}, failed {}, unknown {}",
+                tally.sent(),
+                failures(&tally.failed),
+                failures(&tally.unknown)
             );
         }
         return Ok(ExitCode::FAILURE);
@@ -404,7 +583,69 @@ pub async fn run(args: TrafficArgs, shutdown: CancellationToken) -> anyhow::Resu
     if args.no_check {
         return Ok(ExitCode::SUCCESS);
     }
-    Ok(check(&rpc, &args.group, tally.acked, timeout, &interrupt).await)
+    let answered = Answered {
+        acknowledged: tally.acked.len(),
+        settled: tally.settled.len(),
+    };
+    let mut orders = tally.acked;
+    orders.extend(tally.settled);
+    Ok(check(&rpc, &args.group, orders, answered, timeout, &interrupt).await)
+}
+
+/// Sends `order` (`create_order` on the group's leader) and, when the
+/// outcome is unknown, settles it by retrying with the same client order
+/// id — after a pause growing from [`FIRST_RETRY_AFTER`] to
+/// [`LAST_RETRY_AFTER`], each retry starting within [`SETTLE_WITHIN`] of
+/// the first call — until a call answers it; every call is counted in
+/// `tally`, and the order as answered, failed or unknown.
+async fn place(
+    rpc: &RpcClient,
+    group: &str,
+    order: &CreateOrder,
+    timeout: Duration,
+    tally: &Mutex<Tally>,
+) {
+    let first = Instant::now();
+    let mut told = said(create(rpc, group, order, timeout).await);
+    lock(tally).record(first.elapsed(), &told, false);
+    let mut pause = FIRST_RETRY_AFTER;
+    while let Said::Unknown(_) = &told {
+        let retry_at = Instant::now() + pause;
+        if retry_at >= first + SETTLE_WITHIN {
+            break;
+        }
+        tokio::time::sleep_until(retry_at).await;
+        let sent = Instant::now();
+        told = said(create(rpc, group, order, timeout).await);
+        lock(tally).record(sent.elapsed(), &told, true);
+        // A retry that certainly recorded nothing says nothing of the
+        // earlier calls: the order may still have been recorded by one.
+        if let Said::NotPlaced(code) = &told {
+            told = Said::Unknown(code.clone());
+        }
+        pause = (pause * 2).min(LAST_RETRY_AFTER);
+    }
+    lock(tally).gave_up(&told, &order.client_order_id);
+}
+
+/// How many of the orders read back were acknowledged at once, and how
+/// many settled by a retry.
+#[derive(Debug, Clone, Copy)]
+struct Answered {
+    acknowledged: usize,
+    settled: usize,
+}
+
+impl Answered {
+    /// `acknowledged orders`, or `answered orders` when some were settled
+    /// by a retry.
+    fn noun(self) -> &'static str {
+        if self.settled == 0 {
+            "acknowledged orders"
+        } else {
+            "answered orders"
+        }
+    }
 }
 
 /// The exit code of a command stopped by Ctrl-C or SIGTERM (128 + SIGINT),
@@ -611,23 +852,26 @@ fn unanswered(e: &RpcError) -> bool {
     e.remote().is_none() && matches!(e.code(), ErrorCode::Timeout | ErrorCode::ServiceUnavailable)
 }
 
-/// Reads the acknowledged orders back and says which are missing (lost),
+/// Reads the answered orders back (acknowledged, or settled by a retry)
+/// and says which are missing (lost),
 /// which could not be read and which were not checked; any of them fails
 /// the command, and `interrupt` ends it with [`INTERRUPTED`].
 async fn check(
     rpc: &RpcClient,
     group: &str,
-    acked: Vec<String>,
+    orders: Vec<String>,
+    answered: Answered,
     timeout: Duration,
     interrupt: &CancellationToken,
 ) -> ExitCode {
-    let total = acked.len();
+    let total = orders.len();
+    let noun = answered.noun();
     eprintln!(
-        "reading the {total} acknowledged orders back from the leader of {ORDER_SERVICE} (group {group}); \
+        "reading the {total} {noun} back from the leader of {ORDER_SERVICE} (group {group}); \
          giving up after {} without an answer (Ctrl-C stops now)",
         humantime::format_duration(timeout)
     );
-    let read = read_back_until(rpc, group, acked, timeout, interrupt).await;
+    let read = read_back_until(rpc, group, orders, timeout, interrupt).await;
     // A signal that came once every order was read changes nothing.
     let interrupted = interrupt.is_cancelled() && !read.not_checked.is_empty();
     if read.missing.is_empty()
@@ -635,20 +879,27 @@ async fn check(
         && read.not_checked.is_empty()
         && !interrupted
     {
-        println!("all {total} acknowledged orders are there: none lost");
+        if answered.settled == 0 {
+            println!("all {total} acknowledged orders are there: none lost");
+        } else {
+            println!(
+                "all {total} orders answered ({} acknowledged, {} settled by a retry) are there: none lost",
+                answered.acknowledged, answered.settled
+            );
+        }
         return ExitCode::SUCCESS;
     }
     if !read.missing.is_empty() {
         let ids: Vec<&str> = read.missing.iter().map(String::as_str).collect();
         println!(
-            "LOST: {} of {total} acknowledged orders are not there: {}",
+            "LOST: {} of {total} {noun} are not there: {}",
             ids.len(),
             abbreviated(&ids)
         );
     }
     if let Some((id, why)) = read.unreadable.first() {
         println!(
-            "{} of {total} acknowledged orders could not be read back (first: {id}: {why})",
+            "{} of {total} {noun} could not be read back (first: {id}: {why})",
             read.unreadable.len()
         );
     }
@@ -661,7 +912,7 @@ async fn check(
     }
     if !read.not_checked.is_empty() {
         println!(
-            "{} of {total} acknowledged orders not checked: {ORDER_SERVICE} answered nothing for {} ({})",
+            "{} of {total} {noun} not checked: {ORDER_SERVICE} answered nothing for {} ({})",
             read.not_checked.len(),
             humantime::format_duration(timeout),
             read.gave_up.as_deref().unwrap_or("no answer")
@@ -719,69 +970,152 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_tally_counts_decided_orders_as_acknowledged_and_the_rest_as_failed() {
-        let mut tally = Tally::new();
-        let reply = |status| {
-            let request = CreateOrder {
-                symbol: "AAPL".into(),
-                side: Side::Buy,
-                quantity: 1,
-                price: None,
-                client_order_id: "c-1".into(),
-            };
-            let mut order = Order::new("ord-1".into(), &request, 1, "order-1");
-            order.status = status;
-            Ok(aegis_sdk::rpc::Reply {
-                value: order,
-                instance_id: Some("order-1".into()),
-                epoch: Some(1),
-            })
+    fn reply(status: OrderStatus) -> OrderAnswer {
+        let request = CreateOrder {
+            symbol: "AAPL".into(),
+            side: Side::Buy,
+            quantity: 1,
+            price: None,
+            client_order_id: "c-1".into(),
         };
-        tally.record(Duration::from_millis(2), reply(OrderStatus::Filled));
-        tally.record(Duration::from_millis(2), reply(OrderStatus::Rejected));
-        tally.record(Duration::from_millis(2), reply(OrderStatus::Pending));
-        tally.record(
-            Duration::from_secs(5),
-            Err(RpcError::Timeout {
-                subject: "rpc.order-service.create_order".into(),
-                timeout: Duration::from_secs(5),
-            }),
-        );
-        assert_eq!(tally.sent(), 4);
-        assert_eq!((tally.filled, tally.rejected()), (1, 1));
-        assert_eq!(tally.acked, ["ord-1", "ord-1"]);
-        assert_eq!(failures(&tally.failed), "2 [PENDING×1, TIMEOUT×1]");
-        assert_eq!(tally.window.ok, 2);
+        let mut order = Order::new("ord-1".into(), &request, 1, "order-1");
+        order.status = status;
+        Ok(aegis_sdk::rpc::Reply {
+            value: order,
+            instance_id: Some("order-1".into()),
+            epoch: Some(1),
+        })
+    }
+
+    fn timeout() -> RpcError {
+        RpcError::Timeout {
+            subject: "rpc.order-service.create_order".into(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn remote(error: aegis_sdk::rpc::WireError) -> RpcError {
+        RpcError::Remote {
+            subject: "rpc.order-service.create_order".into(),
+            error,
+        }
     }
 
     /// A failed create_order whose error says the order is decided (its
-    /// decision stored, only its event not yet published) was placed:
-    /// counted as acknowledged, and read back with the others; one whose
-    /// order is pending (it expires unless retried) is a failure.
+    /// decision stored, only its event not yet published) was placed.
+    fn failed_with_status(status: &str) -> OrderAnswer {
+        Err(remote(
+            aegis_sdk::rpc::WireError::service_unavailable(
+                "the order event could not be published; retry",
+            )
+            .with_details(serde_json::json!({
+                "order_id": format!("ord-{status}"),
+                "client_order_id": "c-1",
+                "status": status,
+            })),
+        ))
+    }
+
     #[test]
-    fn a_failed_call_whose_order_is_decided_counts_as_acknowledged() {
-        let mut tally = Tally::new();
-        let failed = |status: &str| {
-            Err(RpcError::Remote {
-                subject: "rpc.order-service.create_order".into(),
-                error: aegis_sdk::rpc::WireError::service_unavailable(
-                    "the order event could not be published; retry",
-                )
-                .with_details(serde_json::json!({
-                    "order_id": format!("ord-{status}"),
-                    "client_order_id": "c-1",
-                    "status": status,
-                })),
-            })
+    fn a_call_says_an_order_decided_certainly_not_placed_or_unknown() {
+        let decided = |order_id: &str, filled| Said::Decided {
+            order_id: order_id.into(),
+            filled,
+            served_by: None,
         };
-        tally.record(Duration::from_millis(2), failed("filled"));
-        tally.record(Duration::from_millis(2), failed("rejected"));
-        tally.record(Duration::from_millis(2), failed("pending"));
-        assert_eq!(tally.sent(), 3);
+        assert_eq!(
+            said(reply(OrderStatus::Filled)),
+            Said::Decided {
+                order_id: "ord-1".into(),
+                filled: true,
+                served_by: Some(("order-1".into(), Some(1))),
+            }
+        );
+        assert_eq!(
+            said(failed_with_status("filled")),
+            decided("ord-filled", true)
+        );
+        assert_eq!(
+            said(failed_with_status("rejected")),
+            decided("ord-rejected", false)
+        );
+        let unknown = |code: &str| Said::Unknown(code.into());
+        // Recorded and pending: a retry decides it.
+        assert_eq!(said(reply(OrderStatus::Pending)), unknown("PENDING"));
+        assert_eq!(
+            said(failed_with_status("pending")),
+            unknown("SERVICE_UNAVAILABLE")
+        );
+        // Perhaps recorded.
+        assert_eq!(said(Err(timeout())), unknown("TIMEOUT"));
+        assert_eq!(
+            said(Err(RpcError::NoResponders {
+                subject: "rpc.order-service.order-1.create_order".into()
+            })),
+            unknown("SERVICE_UNAVAILABLE")
+        );
+        assert_eq!(
+            said(Err(remote(aegis_sdk::rpc::WireError::service_unavailable(
+                "pricing-service is unavailable; retry"
+            )))),
+            unknown("SERVICE_UNAVAILABLE")
+        );
+        // Certainly not recorded: nothing sent, or refused as invalid.
+        assert_eq!(
+            said(Err(RpcError::NoLeader {
+                service: "order-service".into(),
+                group: "default".into(),
+                waited: Duration::from_secs(5),
+            })),
+            Said::NotPlaced("SERVICE_UNAVAILABLE".into())
+        );
+        assert_eq!(
+            said(Err(remote(aegis_sdk::rpc::WireError::invalid_request(
+                "symbol: XYZ is not a traded symbol"
+            )))),
+            Said::NotPlaced("INVALID_REQUEST".into())
+        );
+    }
+
+    #[test]
+    fn a_tally_tells_acknowledged_settled_failed_and_unknown_orders_apart() {
+        let mut tally = Tally::new();
+        let ms = Duration::from_millis(2);
+        tally.record(ms, &said(reply(OrderStatus::Filled)), false);
+        tally.record(ms, &said(failed_with_status("rejected")), false);
+        // Timed out, then settled by a retry.
+        tally.record(Duration::from_secs(5), &said(Err(timeout())), false);
+        tally.record(ms, &said(failed_with_status("filled")), true);
+        // Timed out, and no retry answered.
+        let lost_track = said(Err(timeout()));
+        tally.record(Duration::from_secs(5), &lost_track, false);
+        tally.gave_up(&lost_track, "c-9");
+        // Nothing sent.
+        let no_leader = said(Err(RpcError::NoLeader {
+            service: "order-service".into(),
+            group: "default".into(),
+            waited: Duration::from_secs(5),
+        }));
+        tally.record(Duration::from_secs(5), &no_leader, false);
+        tally.gave_up(&no_leader, "c-10");
+        assert_eq!(tally.sent(), 5);
+        assert_eq!(tally.answered(), 3);
         assert_eq!((tally.filled, tally.rejected()), (1, 1));
-        assert_eq!(tally.acked, ["ord-filled", "ord-rejected"]);
+        assert_eq!(tally.acked, ["ord-1", "ord-rejected"]);
+        assert_eq!(tally.settled, ["ord-filled"]);
+        assert_eq!(
+            tally.settled_text(),
+            "1 settled by a retry (1 filled, 0 rejected)"
+        );
         assert_eq!(failures(&tally.failed), "1 [SERVICE_UNAVAILABLE×1]");
+        assert_eq!(failures(&tally.unknown), "1 [TIMEOUT×1]");
+        assert_eq!(tally.unknown_ids, ["c-9"]);
+        // The second's line: every answer, every failed call.
+        assert_eq!(tally.window.ok, 3);
+        assert_eq!(
+            failures(&tally.window.failed),
+            "3 [SERVICE_UNAVAILABLE×1, TIMEOUT×2]"
+        );
     }
 
     #[test]
