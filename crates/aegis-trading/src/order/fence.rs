@@ -47,7 +47,7 @@
 
 use std::{sync::OnceLock, time::Duration};
 
-use aegis_sdk::election::Leadership;
+use aegis_sdk::{Connection, election::Leadership};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
@@ -58,10 +58,27 @@ use crate::kv::{Bucket, Expect, WriteError};
 
 /// When the bucket's stream was created, in nanoseconds since the Unix
 /// epoch: which bucket this is. A bucket deleted and created again is
-/// another one, whose revisions started over.
-pub(crate) async fn bucket_created(bucket: &Bucket) -> Result<i128, async_nats::Error> {
-    let info = bucket.kv.stream.get_info().await?;
-    Ok(info.created.unix_timestamp_nanos())
+/// another one, whose revisions started over. Asked again after a short
+/// wait within `conn`'s request timeout, as the bucket's other reads are:
+/// a request that reaches the stream while it elects a leader can go
+/// unanswered, and would otherwise hold the fence (and the orders behind
+/// it) for the whole JetStream timeout.
+pub(crate) async fn bucket_created(
+    conn: &Connection,
+    bucket: &Bucket,
+) -> Result<i128, async_nats::Error> {
+    let mut patience = aegis_sdk::streams::Patience::new(conn);
+    while let Some(wait) = patience.next_wait() {
+        if let Ok(info) = tokio::time::timeout(wait, bucket.kv.stream.get_info()).await {
+            return Ok(info?.created.unix_timestamp_nanos());
+        }
+    }
+    Err(format!(
+        "no answer from stream {} within {:?}",
+        bucket.kv.stream_name,
+        conn.config().nats.request_timeout
+    )
+    .into())
 }
 
 /// The fence as a write is conditioned on it: the fence key's revision in
@@ -97,6 +114,8 @@ struct Held {
 /// This instance's side of the fence.
 #[derive(Debug)]
 pub(crate) struct Fence {
+    /// The connection the bucket is asked on.
+    conn: Connection,
     instance_id: String,
     /// The election's view and the lease margin; set once the service runs.
     leadership: OnceLock<(Leadership, Duration)>,
@@ -105,8 +124,9 @@ pub(crate) struct Fence {
 }
 
 impl Fence {
-    pub(crate) fn new(instance_id: &str) -> Self {
+    pub(crate) fn new(conn: &Connection, instance_id: &str) -> Self {
         Self {
+            conn: conn.clone(),
             instance_id: instance_id.to_owned(),
             leadership: OnceLock::new(),
             held: Mutex::new(None),
@@ -152,9 +172,11 @@ impl Fence {
         // between is read again.
         for _ in 0..5 {
             self.check_lease(epoch)?;
-            let created = bucket_created(bucket).await.map_err(unavailable)?;
+            let created = bucket_created(&self.conn, bucket)
+                .await
+                .map_err(unavailable)?;
             let still = || async {
-                bucket_created(bucket)
+                bucket_created(&self.conn, bucket)
                     .await
                     .map(|now| now == created)
                     .map_err(unavailable)

@@ -158,7 +158,7 @@ impl OrderStore {
         Ok(Arc::new(Self {
             bucket: Bucket::new(conn, kv),
             conn: conn.clone(),
-            fence: Fence::new(instance_id),
+            fence: Fence::new(conn, instance_id),
             turns: (0..TURNS).map(|_| tokio::sync::Mutex::new(())).collect(),
             index: Mutex::new(Index::new(index_capacity)),
             loaded: watch::Sender::new(false),
@@ -216,7 +216,7 @@ impl OrderStore {
     /// known to be on the bucket it is labelled with: a bucket deleted
     /// after that ends the watch, which is then opened again.
     async fn open_watch(&self) -> Result<Feed, async_nats::Error> {
-        let before = bucket_created(&self.bucket).await?;
+        let before = bucket_created(&self.conn, &self.bucket).await?;
         let subjects = format!("{}>", self.bucket.kv.prefix);
         let feed = aegis_sdk::feed::feed(
             &self.conn,
@@ -225,7 +225,15 @@ impl OrderStore {
             DeliverPolicy::LastPerSubject,
         )
         .await;
-        let info = self.bucket.kv.stream.get_info().await?;
+        let mut patience = aegis_sdk::streams::Patience::new(&self.conn);
+        let info = loop {
+            let Some(wait) = patience.next_wait() else {
+                return Err("no answer from the orders bucket's stream".into());
+            };
+            if let Ok(info) = tokio::time::timeout(wait, self.bucket.kv.stream.get_info()).await {
+                break info?;
+            }
+        };
         let created = info.created.unix_timestamp_nanos();
         if created != before {
             return Err("the orders bucket was created again while its watch opened".into());
