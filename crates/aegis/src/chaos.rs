@@ -7,7 +7,10 @@
 mod drill;
 mod nats;
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use aegis_sdk::contracts::{
     control::{ControlRequest, MAX_DELAY_MS, MAX_UNHEALTHY_MS},
@@ -28,9 +31,55 @@ pub struct ChaosArgs {
     /// What to break.
     #[command(subcommand)]
     pub action: ChaosAction,
-    /// The showcase's state directory.
-    #[arg(long, default_value = ".aegis", global = true)]
-    pub state_dir: PathBuf,
+    /// The showcase's state directory (default: `.aegis`). It may be given
+    /// after the action too, with its connection flags.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl ChaosArgs {
+    /// The showcase's state directory: `--state-dir` before or after the
+    /// action (the same one when both), else `.aegis`.
+    ///
+    /// # Errors
+    /// When two different directories are given.
+    fn dir(&self) -> anyhow::Result<PathBuf> {
+        match (&self.state_dir, &self.action.nats().state_dir) {
+            (Some(a), Some(b)) if a != b => bail!(
+                "two state directories given: --state-dir {} and --state-dir {}",
+                a.display(),
+                b.display()
+            ),
+            (Some(dir), _) | (None, Some(dir)) => Ok(dir.clone()),
+            (None, None) => Ok(PathBuf::from(".aegis")),
+        }
+    }
+}
+
+impl ChaosAction {
+    /// The action's connection flags.
+    fn nats(&self) -> &ConnectArgs {
+        match self {
+            ChaosAction::Kill { nats, .. }
+            | ChaosAction::Unhealthy { nats, .. }
+            | ChaosAction::Healthy { nats, .. }
+            | ChaosAction::Slow { nats, .. }
+            | ChaosAction::KillNats { nats, .. }
+            | ChaosAction::RestartNats { nats, .. } => nats,
+        }
+    }
+}
+
+/// `nats` for this showcase: its operator's credentials (`dir/credentials`)
+/// unless others are named. The state directory is `chaos`'s own to judge
+/// (a drill needs no local showcase), so the flags no longer carry it.
+fn showcase_flags(dir: &Path, nats: &ConnectArgs) -> ConnectArgs {
+    let mut nats = nats.clone();
+    nats.state_dir = None;
+    if nats.credentials.is_none() && dir.join("credentials").is_file() {
+        nats.credentials = Some(dir.join("credentials"));
+    }
+    nats
 }
 
 /// The chaos actions.
@@ -156,7 +205,7 @@ pub enum ChaosAction {
 /// When the showcase is not running (for the process actions), the target
 /// is unknown, or an instance refuses or does not answer a drill.
 pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
-    let dir = &args.state_dir;
+    let dir = &args.dir()?;
     let drill = match &args.action {
         ChaosAction::Unhealthy {
             target,
@@ -188,11 +237,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     };
     if let Some((target, all, nats, request)) = drill {
         // Drills publish to `aegis.control`, which only the operator may.
-        let mut nats = nats.clone();
-        if nats.credentials.is_none() && dir.join("credentials").is_file() {
-            nats.credentials = Some(dir.join("credentials"));
-        }
-        let conn = nats.connect_as_operator().await?;
+        let conn = showcase_flags(dir, nats).connect_as_operator().await?;
         let result = drill::run(&conn, target, all, request).await;
         let _ = conn.drain().await;
         return result;
@@ -204,14 +249,8 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         }
         _ => {}
     }
+    crate::cli::showcase_running_in(dir)?;
     let remote = Remote::new(dir);
-    if !remote.up_running() {
-        bail!(
-            "no `aegis up` is running with state in {} (run this where `aegis up` runs, \
-             or pass --state-dir with the directory it keeps its state in)",
-            dir.display()
-        );
-    }
     match args.action {
         ChaosAction::Unhealthy { .. } | ChaosAction::Healthy { .. } | ChaosAction::Slow { .. } => {
             unreachable!("drills return above")
@@ -282,11 +321,7 @@ async fn resolve(
         return Ok(target.to_owned());
     }
     // The operator's credentials of this showcase, unless others are named.
-    let mut nats = nats.clone();
-    if nats.credentials.is_none() && dir.join("credentials").is_file() {
-        nats.credentials = Some(dir.join("credentials"));
-    }
-    let conn = nats.connect_as_operator().await?;
+    let conn = showcase_flags(dir, nats).connect_as_operator().await?;
     let reader = aegis_sdk::registry::RegistryReader::start(&conn).await?;
     let mut instances = reader.by_service(target);
     if instances.is_empty() {

@@ -1,7 +1,11 @@
 //! Command-line parsing and dispatch. Configuration is read here, once
 //! (flags, with `AEGIS_*` environment variables as fallbacks), and passed down.
 
-use std::{io::Write, path::PathBuf, process::ExitCode};
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use aegis_sdk::{Connection, startup::error_line, telemetry::log_layer::LogForwarder};
 use anyhow::Context;
@@ -99,6 +103,34 @@ pub struct ConnectArgs {
     /// exists).
     #[arg(long, env = "AEGIS_CREDENTIALS")]
     pub credentials: Option<PathBuf>,
+    /// The state directory of the running `aegis up` to connect to, as it
+    /// was started with (`aegis up --state-dir DIR`): its nodes' URLs, and
+    /// its operator's credentials (`DIR/credentials`) unless other
+    /// credentials are given. Refused when no `aegis up` runs there.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// The error of a tool pointed at a state directory in which no `aegis up`
+/// runs (the same words whichever tool says it).
+pub(crate) fn no_showcase_in(dir: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "no `aegis up` is running with state in {} (run this where `aegis up` runs, \
+         or pass --state-dir with the directory it keeps its state in)",
+        dir.display()
+    )
+}
+
+/// Fails unless an `aegis up` runs with its state in `dir`.
+///
+/// # Errors
+/// [`no_showcase_in`] when none does.
+pub(crate) fn showcase_running_in(dir: &Path) -> anyhow::Result<()> {
+    if crate::up::remote::Remote::new(dir).up_running() {
+        Ok(())
+    } else {
+        Err(no_showcase_in(dir))
+    }
 }
 
 /// The parser of every `--timeout-ms`: at least 1 ms (no request is
@@ -139,24 +171,44 @@ impl ConnectArgs {
         &self,
         adjust: impl FnOnce(&mut aegis_sdk::AegisConfig) + Send + 'static,
     ) -> anyhow::Result<Connection> {
-        let file = self.credentials.clone().or_else(|| {
-            let default = PathBuf::from(DEFAULT_PATH);
-            default.is_file().then_some(default)
-        });
+        if let Some(dir) = &self.state_dir {
+            showcase_running_in(dir)?;
+        }
+        let file = self.credentials_file();
         // No URL given: the running showcase's nodes, all of them, from
-        // the state directory the credentials are in (with only the
-        // default, the tools fail while its first node is down).
-        let showcase_url = file.as_deref().and_then(showcase_nats_url);
+        // its state directory (named, or the one the credentials are in;
+        // with only the default, the tools fail while its first node is
+        // down).
+        let showcase_url = match &self.state_dir {
+            Some(dir) => crate::up::credentials::read_nats_url(dir),
+            None => file.as_deref().and_then(showcase_nats_url),
+        };
         let mut connection = self.connection.clone();
-        if connection.nats_url == aegis_monitor::config::DEFAULT_NATS_URL
-            && let Some(url) = showcase_url
-        {
+        let url_given = connection.nats_url != aegis_monitor::config::DEFAULT_NATS_URL;
+        // A showcase's credentials file with no showcase running beside
+        // it: the default URL is tried, but a failure there is blamed on
+        // the showcase that stopped, not on a port it may never have used.
+        let stopped = match (&showcase_url, &file) {
+            (None, Some(path)) if !url_given => path
+                .parent()
+                .map(|p| {
+                    if p.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        p
+                    }
+                })
+                .filter(|dir| !crate::up::remote::Remote::new(dir).up_running())
+                .map(Path::to_path_buf),
+            _ => None,
+        };
+        if !url_given && let Some(url) = showcase_url {
             connection.nats_url = url;
         }
         let (operator, tls_ca) = match &file {
             // A file given by name must be one; the default one found in
             // the working directory is used only when it is.
-            Some(path) if self.credentials.is_some() => (
+            Some(path) if self.credentials.is_some() || self.state_dir.is_some() => (
                 Some(read_operator(path)?),
                 crate::up::credentials::read_tls_ca(path)?,
             ),
@@ -197,8 +249,27 @@ impl ConnectArgs {
                 who,
                 source,
             } => used.refused(&servers, &who, source),
-            e => connect_error(e, &connection.nats_url),
+            e => {
+                let e = connect_error(e, &connection.nats_url);
+                match &stopped {
+                    Some(dir) => e.context(no_showcase_in(dir).to_string()),
+                    None => e,
+                }
+            }
         })
+    }
+
+    /// The credentials file of `aegis up` to connect as its operator with:
+    /// `--credentials`, else the one in `--state-dir`, else
+    /// `.aegis/credentials` when it exists.
+    pub fn credentials_file(&self) -> Option<PathBuf> {
+        self.credentials
+            .clone()
+            .or_else(|| self.state_dir.as_ref().map(|d| d.join("credentials")))
+            .or_else(|| {
+                let default = PathBuf::from(DEFAULT_PATH);
+                default.is_file().then_some(default)
+            })
     }
 
     /// Connects like [`connect`](Self::connect), with `adjust` applied to
@@ -211,13 +282,28 @@ impl ConnectArgs {
         &self,
         adjust: impl FnOnce(&mut aegis_sdk::AegisConfig) + Send + 'static,
     ) -> anyhow::Result<Connection> {
-        let config = self
-            .connection
+        // `--state-dir`: that showcase's nodes (unless a URL is given) and
+        // TLS CA, with the credentials configured, not its operator's.
+        let mut connection = self.connection.clone();
+        let mut tls_ca = None;
+        if let Some(dir) = &self.state_dir {
+            showcase_running_in(dir)?;
+            if connection.nats_url == aegis_monitor::config::DEFAULT_NATS_URL
+                && let Some(url) = crate::up::credentials::read_nats_url(dir)
+            {
+                connection.nats_url = url;
+            }
+            tls_ca = crate::up::credentials::read_tls_ca(&dir.join("credentials"))?;
+        }
+        let mut config = connection
             .load(adjust)
             .context("loading the NATS configuration")?;
+        if config.nats.tls_ca.is_none() {
+            config.nats.tls_ca = tls_ca;
+        }
         Connection::connect(config)
             .await
-            .map_err(|e| connect_error(e, &self.connection.nats_url))
+            .map_err(|e| connect_error(e, &connection.nats_url))
     }
 }
 

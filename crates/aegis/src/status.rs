@@ -198,10 +198,10 @@ struct System {
 
 /// The system account the flags or `AEGIS_NATS_SYSTEM_*` name; else the
 /// system user of the credentials file the operator's connection was made
-/// with (`--credentials`, `AEGIS_CREDENTIALS`, or `.aegis/credentials`, as
-/// `aegis up` writes it). A file whose operator was not the one connected
-/// (other credentials were configured) is another showcase's: its system
-/// user is not sent to this server.
+/// with (`--credentials`, `AEGIS_CREDENTIALS`, the one in `--state-dir`, or
+/// `.aegis/credentials`, as `aegis up` writes it). A file whose operator
+/// was not the one connected (other credentials were configured) is
+/// another showcase's: its system user is not sent to this server.
 fn system_account(
     args: &StatusArgs,
     conn: &aegis_sdk::Connection,
@@ -212,11 +212,7 @@ fn system_account(
             file: None,
         }));
     }
-    let file = args.nats.credentials.clone().or_else(|| {
-        let default = PathBuf::from(credentials::DEFAULT_PATH);
-        default.is_file().then_some(default)
-    });
-    let Some(file) = file else {
+    let Some(file) = args.nats.credentials_file() else {
         return Ok(None);
     };
     let operator = credentials::read_operator(&file)?.map(|(user, _)| user);
