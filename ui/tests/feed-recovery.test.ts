@@ -92,6 +92,102 @@ describe("the live feed after a monitor outage", () => {
     feed.stop();
   });
 
+  // The monitor stopping: its stream ends, and the first read after it
+  // still answers (the monitor is shutting down), the next would not. The
+  // banner says "The monitor is not answering" within a second (the NATS
+  // poller asks every 0.5-1 s); the chip said "Polling every 5 s" until
+  // the next read 5 s later. The failed reconnect of the stream must ask
+  // again at once, so the chip agrees within about a second.
+  it("stops saying polling within a second of a monitor that answered one last read going away", async () => {
+    const { m, open, resync } = monitor();
+    let goingAway = false;
+    let goneAt: number | null = null;
+    let inFlight = 0;
+    let mostInFlight = 0;
+    const lastRead = () => {
+      const read = resync();
+      if (goingAway) {
+        goingAway = false;
+        m.up = false;
+        goneAt = Date.now();
+      }
+      inFlight += 1;
+      mostInFlight = Math.max(mostInFlight, inFlight);
+      return read.finally(() => (inFlight -= 1));
+    };
+    const feed = new LiveFeed({ topics: ["instance"], resync: lastRead, open, stallAfterMs: null });
+    feed.start();
+    await advance(1_000);
+    expect(feed.current).toBe("live");
+
+    // The stream ends; the monitor answers the read that follows, then is gone.
+    goingAway = true;
+    m.sources.at(-1)!.onerror?.(new Event("error"));
+    const polled: number[] = [];
+    for (let t = 0; t < 10_000; t += STEP_MS) {
+      await vi.advanceTimersByTimeAsync(STEP_MS);
+      if (feed.current === "polling") polled.push(Date.now());
+    }
+    expect(goneAt, "the monitor answered one read, then went away").not.toBeNull();
+    // Every moment the chip says "Polling" while the monitor is gone.
+    const contradictoryMs = polled.filter((at) => at > goneAt!).length * STEP_MS;
+    expect(contradictoryMs).toBeLessThanOrEqual(1_100);
+    expect(feed.current).toBe("reconnecting");
+    // Still one read at a time, and no more than one a second.
+    expect(mostInFlight).toBe(1);
+    expect(m.reads.length).toBeLessThanOrEqual(1 + 1 + 10);
+    feed.stop();
+  });
+
+  // The same with the last read slow to answer: the reconnect fails while
+  // it is on its way, and the read it owes follows as soon as it ends.
+  it("reads again as soon as a slow last read ends when a reconnect failed meanwhile", async () => {
+    const { m, open } = monitor();
+    let goingAway = false;
+    let inFlight = 0;
+    let mostInFlight = 0;
+    const resync = () => {
+      const ok = m.up;
+      const slow = goingAway;
+      goingAway = false;
+      inFlight += 1;
+      mostInFlight = Math.max(mostInFlight, inFlight);
+      return new Promise<void>((resolve, reject) =>
+        setTimeout(
+          () => {
+            inFlight -= 1;
+            if (ok) resolve();
+            else reject(new Error("refused"));
+          },
+          slow ? 2_000 : 5,
+        ),
+      );
+    };
+    const feed = new LiveFeed({ topics: ["instance"], resync, open, stallAfterMs: null });
+    feed.start();
+    await advance(1_000);
+    expect(feed.current).toBe("live");
+
+    goingAway = true;
+    const drop = Date.now();
+    // The stream ends; the read that follows answers after 2 s, and the
+    // monitor refuses everything from the moment it was asked.
+    m.sources.at(-1)!.onerror?.(new Event("error"));
+    m.up = false;
+    let polled = false;
+    let reconnecting: number | null = null;
+    for (let t = 0; t < 10_000 && reconnecting === null; t += STEP_MS) {
+      await vi.advanceTimersByTimeAsync(STEP_MS);
+      if (feed.current === "polling") polled = true;
+      else if (polled && feed.current === "reconnecting") reconnecting = Date.now();
+    }
+    expect(polled, "the slow read answered").toBe(true);
+    expect(reconnecting, "the page says the monitor does not answer").not.toBeNull();
+    expect(reconnecting! - drop).toBeLessThanOrEqual(2_100);
+    expect(mostInFlight).toBe(1);
+    feed.stop();
+  });
+
   // Behind a proxy that passes no SSE the reads answer and the stream never
   // opens: an answer is news only after a read failed, so the stream is not
   // tried again on every poll, and the backoff holds.

@@ -20,6 +20,15 @@
 // page showed every instance GONE for 4.5 s after the monitor answered
 // (the next 5 s poll had not come), then "Polling every 5 s" for 12 s more
 // (the reconnect had backed off to 16 s).
+//
+// A reconnect of the stream that fails while the reads answer asks again
+// at once instead of at the next 5 s poll: a monitor that is shutting down
+// answers the read right after its stream ends and nothing after, and the
+// page went on saying "Polling every 5 s" for up to 5 s while its NATS
+// notice said "The monitor is not answering". A read that answers then
+// (the stream is refused, the reads are not: a proxy that passes no SSE)
+// is enough: further failed reconnects leave the polling to its pace until
+// the stream is live again or a read fails.
 import {
   DefinitionEvent,
   DigestEvent,
@@ -119,6 +128,14 @@ export class LiveFeed {
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   /** A REST read of the polling is on its way: the next waits for it. */
   private polling = false;
+  /** A read is owed as soon as the one on its way ends (a reconnect failed). */
+  private readOwed = false;
+  /**
+   * A read answered right after a reconnect of the stream failed: the
+   * monitor answers but refuses the stream. Failed reconnects ask no more
+   * early reads until the stream is live or a read fails.
+   */
+  private streamRefused = false;
   private attempt = 0;
   private stopped = false;
   private state: FeedState = "connecting";
@@ -195,6 +212,7 @@ export class LiveFeed {
       const reconnected = this.everLive || this.everDropped;
       this.everLive = true;
       this.attempt = 0;
+      this.streamRefused = false;
       this.stopPolling();
       this.setState("live");
       // Changes made while the stream was down reached nobody: re-read.
@@ -269,6 +287,9 @@ export class LiveFeed {
     if (this.stopped) return;
     this.everDropped = true;
     this.setState(this.state === "polling" ? "polling" : stalled ? "stalled" : "reconnecting");
+    // Already polling: a reconnect failed. Whether the monitor still
+    // answers is asked now, not at the next poll.
+    if (this.pollingOn) this.readEarly();
     this.startPolling();
     const delay = backoffDelay(this.attempt, this.opts.initialBackoffMs ?? 1000, this.opts.maxBackoffMs ?? 30000);
     this.attempt += 1;
@@ -294,6 +315,24 @@ export class LiveFeed {
     this.connect();
   }
 
+  /**
+   * A reconnect of the stream failed while the last read answered: the
+   * monitor may be gone since. Reads now, or (one read at a time) as soon
+   * as the one on its way ends. Not while the reads fail (they ask every
+   * `probeIntervalMs` already), nor when an early read has shown the
+   * monitor answers with the stream refused.
+   */
+  private readEarly() {
+    if (this.readFailed || this.streamRefused || this.stopped) return;
+    if (this.polling) {
+      this.readOwed = true;
+      return;
+    }
+    if (this.pollTimer) clearTimeout(this.pollTimer);
+    this.pollTimer = null;
+    this.poll(true);
+  }
+
   private startPolling() {
     if (this.pollingOn) return;
     this.pollingOn = true;
@@ -304,7 +343,7 @@ export class LiveFeed {
    * One REST read of the polling; the next follows `pollIntervalMs` after
    * this one began, or `probeIntervalMs` while the monitor does not answer.
    */
-  private poll() {
+  private poll(early = false) {
     this.pollTimer = null;
     // A monitor that does not answer must not collect a read per poll
     // (the browser has few connections per host): the read on its way
@@ -319,18 +358,28 @@ export class LiveFeed {
           if (!this.pollingOn) return;
           const back = this.readFailed;
           this.readFailed = false;
+          if (early) this.streamRefused = true;
           this.setState("polling");
           if (back) this.monitorBack();
         },
         () => {
           if (!this.pollingOn) return;
           this.readFailed = true;
+          this.streamRefused = false;
           this.setState("reconnecting");
         },
       )
       .finally(() => {
         this.polling = false;
+        const owed = this.readOwed;
+        this.readOwed = false;
         if (!this.pollingOn || this.stopped || this.pollTimer) return;
+        // Owed by a failed reconnect, unless this read has just said what
+        // the early one would (it failed, or the stream is refused).
+        if (owed && !this.readFailed && !this.streamRefused) {
+          this.poll(true);
+          return;
+        }
         const every = this.readFailed
           ? (this.opts.probeIntervalMs ?? PROBE_INTERVAL_MS)
           : (this.opts.pollIntervalMs ?? POLL_INTERVAL_MS);
@@ -341,6 +390,7 @@ export class LiveFeed {
   private stopPolling() {
     this.pollingOn = false;
     this.readFailed = false;
+    this.readOwed = false;
     if (this.pollTimer) clearTimeout(this.pollTimer);
     this.pollTimer = null;
   }
