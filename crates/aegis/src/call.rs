@@ -4,6 +4,8 @@
 //! (a command's name: what the command takes; no name: every method and
 //! command of the service). Without a body, a method that takes no
 //! argument is sent `null` (read from its request schema), any other `{}`.
+//! A service name the registry has no record of is said to be one (with
+//! the names it has), not reported as the service being unavailable.
 
 use std::{process::ExitCode, time::Duration};
 
@@ -127,6 +129,22 @@ pub async fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
+            // No instance to send to, of a name the registry has no record
+            // of: a slip, not an outage (a service whose records are all
+            // down is the outage the error says).
+            if matches!(
+                e,
+                RpcError::NoInstances { .. }
+                    | RpcError::NoResponders { .. }
+                    | RpcError::NoLeader { .. }
+                    | RpcError::NotSingleActive { .. }
+                    | RpcError::UnknownGroup { .. }
+            ) && let Some(unknown) =
+                crate::status::unknown_to_registry(&conn, &args.service).await
+            {
+                eprintln!("error: {unknown}");
+                return Ok(ExitCode::FAILURE);
+            }
             let code = e.code();
             // A method the service does not have: say which it has, and
             // whether the name is one of its commands.
@@ -328,7 +346,14 @@ async fn print_schema(args: &CallArgs) -> anyhow::Result<ExitCode> {
     {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("error [{}]: {}", e.code(), with_causes(e));
+            if matches!(e, RpcError::NoResponders { .. })
+                && let Some(unknown) =
+                    crate::status::unknown_to_registry(&conn, &args.service).await
+            {
+                eprintln!("error: {unknown}");
+            } else {
+                eprintln!("error [{}]: {}", e.code(), with_causes(e));
+            }
             return Ok(ExitCode::FAILURE);
         }
     };

@@ -1,8 +1,9 @@
 //! `aegis status`: the fleet as a terminal table — service, instance,
 //! status, heartbeat age, role — optionally refreshed every second.
-//! `aegis status SERVICE` shows that service's instances, then the methods
-//! and the commands its running instances list in the services protocol
-//! (`$SRV.INFO`; a command is listed by the instances whose process runs
+//! `aegis status SERVICE` shows that service's instances (a name the
+//! registry has no record of is said to be a slip, `unknown.rs`), then the
+//! methods and the commands its running instances list in the services
+//! protocol (`$SRV.INFO`; a command is listed by the instances whose process runs
 //! a worker taking it). With `--watch` those are asked once, and again
 //! only when the service's live instances change or the answer is a minute
 //! old (`served.rs`), not on every redraw.
@@ -31,6 +32,9 @@
 
 mod closed;
 mod served;
+mod unknown;
+
+pub(crate) use unknown::unknown_to_registry;
 
 use std::{
     collections::HashMap,
@@ -120,6 +124,16 @@ pub async fn run(args: StatusArgs, shutdown: CancellationToken) -> anyhow::Resul
         }
         Err(e) => return Err(e.into()),
     };
+    // A name the registry has no record of at all is a slip, not an empty
+    // fleet (a service whose records are all down is shown, down). With
+    // --watch it is said on every redraw until the service registers.
+    if !args.watch
+        && let Some(unknown) = args.service.as_deref().and_then(|s| unknown_in(&fleet, s))
+    {
+        stop.cancel();
+        fleet.drain().await;
+        anyhow::bail!(unknown);
+    }
     // Listening starts once the records are loaded: a loaded record is
     // what the instance last said, not a sign heard now (one written by a
     // clock that runs ahead would pass for one).
@@ -165,7 +179,10 @@ pub async fn run(args: StatusArgs, shutdown: CancellationToken) -> anyhow::Resul
         let mut table = match &args.service {
             Some(service) => {
                 instances.retain(|v| &v.instance.service_name == service);
-                render(&instances, listening.since, now)
+                match unknown_in(&fleet, service) {
+                    Some(unknown) if instances.is_empty() => format!("{unknown}\n"),
+                    _ => render(&instances, listening.since, now),
+                }
             }
             None => render(&instances, listening.since, now),
         };
@@ -187,6 +204,15 @@ pub async fn run(args: StatusArgs, shutdown: CancellationToken) -> anyhow::Resul
     stop.cancel();
     fleet.drain().await;
     result
+}
+
+/// Why `service` is shown nothing, when the registry (as `fleet` holds
+/// it) has no record of that name at all.
+fn unknown_in(fleet: &Fleet, service: &str) -> Option<String> {
+    let all = fleet.all();
+    (!all.iter().any(|v| v.instance.service_name == service)).then(|| {
+        unknown::unknown_service(service, all.into_iter().map(|v| v.instance.service_name))
+    })
 }
 
 /// The NATS system account to read connection events with, and the
