@@ -196,16 +196,19 @@ async fn a_wake_while_the_stream_is_being_opened_is_not_lost() {
 #[tokio::test]
 async fn a_wake_told_before_the_last_opening_began_does_not_end_its_pause() {
     let mut run = start(|_| Opening::Fails);
-    run.openings(4).await;
-    // Told during the pause before the fifth opening: that pause ends, and
-    // the one after the fifth (800 ms) is waited out.
+    run.openings(5).await;
+    // Told during the 800 ms pause before the sixth opening: that pause
+    // ends (well within it, so an ignored wake fails here), and the one
+    // after the sixth (1.6 s) is waited out.
     run.wake();
-    let fifth = run.next_opening(AT_ONCE).await;
-    let sixth = run.next_opening(Duration::from_secs(2)).await;
+    let woken = Instant::now();
+    let sixth = run.next_opening(AT_ONCE).await;
+    assert!(sixth - woken < AT_ONCE);
+    let seventh = run.next_opening(Duration::from_secs(3)).await;
     assert!(
-        sixth - fifth >= Duration::from_millis(700),
+        seventh - sixth >= Duration::from_millis(1500),
         "opened again after {:?}",
-        sixth - fifth
+        seventh - sixth
     );
     run.stop().await;
 }

@@ -504,9 +504,10 @@ impl Identity {
 /// over: deleted, created (again), restored from a backup.
 const STREAM_CHANGES: [&str; 3] = ["DELETED", "CREATED", "RESTORE_COMPLETE"];
 
-/// The first pause before the follower makes its feed again, or looks
-/// again for a stream it was told is gone, unless told that `EVENTS`
-/// changed first; it doubles up to [`PAUSE_MAX`].
+/// The first pause before [`Fills::open_feed`] looks again for a stream
+/// it was told is gone, unless told that `EVENTS` changed first; it
+/// doubles up to [`PAUSE_MAX`]. (The pause before the feed is made again
+/// is `aegis_sdk::kv::reopening_woken`'s, of the same length.)
 const PAUSE_FIRST: Duration = Duration::from_millis(50);
 /// The longest such pause.
 const PAUSE_MAX: Duration = Duration::from_secs(2);
