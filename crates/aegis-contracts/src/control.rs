@@ -11,7 +11,7 @@
 //! | `{"op":"unhealthy"}` | the instance reports UNHEALTHY until `healthy` |
 //! | `{"op":"unhealthy","for_ms":30000}` | the same, for 30 s |
 //! | `{"op":"healthy"}` | lifts the operator's verdict (a failing check still counts) |
-//! | `{"op":"slow","delay_ms":500}` | every handler waits 500 ms first (0 lifts it) |
+//! | `{"op":"slow","delay_ms":500}` | every handler waits 500 ms first (0 lifts it); the record says so ([`METADATA_DRILL_DELAY_MS`]) |
 //! | `{"op":"status"}` | changes nothing; the reply tells the state |
 //!
 //! Every reply is a [`ControlResponse`]: `{"ok": ControlState}` or
@@ -29,6 +29,18 @@ pub const METADATA_STATUS_REASON: &str = "statusReason";
 /// The registry record's metadata key saying since when (RFC 3339 UTC) the
 /// instance has been UNHEALTHY for that reason; absent while healthy.
 pub const METADATA_STATUS_SINCE: &str = "statusSince";
+
+/// The registry record's metadata key holding the delay (milliseconds, a
+/// number) an operator's `slow` drill adds before every handler of the
+/// instance; absent while no drill delays it. Only metadata, so a reader
+/// that does not know it still reads the record: the instance is as
+/// ACTIVE or STANDBY as before, only slower on purpose.
+pub const METADATA_DRILL_DELAY_MS: &str = "drillDelayMs";
+/// The registry record's metadata key saying since when (RFC 3339 UTC) an
+/// operator's `slow` drill has delayed the instance's handlers (a new
+/// delay keeps the start; 0 lifts the drill); absent with
+/// [`METADATA_DRILL_DELAY_MS`].
+pub const METADATA_DRILL_DELAY_SINCE: &str = "drillDelaySince";
 
 /// The longest `for_ms` an `unhealthy` request may ask for: one day.
 pub const MAX_UNHEALTHY_MS: u64 = 24 * 60 * 60 * 1000;

@@ -2,7 +2,8 @@
 //! started with [`ServiceBuilder::start`](crate::rpc::ServiceBuilder::start)
 //! answers [`ControlRequest`]s on `aegis.control.{service}.{instance}` —
 //! make it report UNHEALTHY (for a while or until told otherwise), make it
-//! healthy again, slow its handlers down, or just report its state. `aegis
+//! healthy again, slow its handlers down (its registry record then says
+//! so: metadata `drillDelayMs`), or just report its state. `aegis
 //! chaos unhealthy|healthy|slow` sends them. Only the operator role may
 //! publish under `aegis.control.>` once NATS permissions are on; a request
 //! JetStream relayed onto the subject (a consumer's delivery or a republish
@@ -127,9 +128,22 @@ impl Controlled {
                 registration.lift_unhealthy().await
             }
             ControlRequest::Slow { delay_ms } => {
-                info!(delay_ms, "control: handlers are delayed");
+                if *delay_ms == 0 {
+                    info!("control: an operator lifts the delay of the handlers");
+                } else {
+                    info!(delay_ms, "control: an operator delays every handler");
+                }
                 self.drills.delay_ms.store(*delay_ms, Ordering::Relaxed);
-                Ok(())
+                // The record says so, as it says an operator's verdict:
+                // a latency the drill makes is not chased as a real one.
+                match &self.registration {
+                    Some(registration) => {
+                        registration
+                            .set_drill_delay(Duration::from_millis(*delay_ms))
+                            .await
+                    }
+                    None => Ok(()),
+                }
             }
             ControlRequest::Status => Ok(()),
         };

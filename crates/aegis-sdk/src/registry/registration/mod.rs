@@ -29,6 +29,10 @@
 //!   `statusSince`; see [`super::health`]), and
 //!   [`RegistrationHandle::health_changes`] tells the rest of the instance
 //!   (a sticky leader hands over).
+//! - An operator's `slow` drill is in the record too while it holds
+//!   (metadata `drillDelayMs`, `drillDelaySince`;
+//!   [`RegistrationHandle::set_drill_delay`]): the instance keeps its
+//!   status, but whoever reads the record sees it is slowed on purpose.
 //!
 //! Writes are serialized and each composes the record at write time, so a
 //! heartbeat can never overwrite a newer status with an older one.
@@ -261,6 +265,7 @@ impl RegistrationBuilder {
                 failures: 0,
                 found_out: None,
                 health: Tracker::default(),
+                drill: None,
             }),
             health_tx: watch::channel(Health::default()).0,
             writes: tokio::sync::Mutex::new(()),
@@ -443,6 +448,36 @@ impl RegistrationHandle {
             }
         }
         info!(key = %self.inner.key, "the operator's unhealthy verdict was lifted");
+        self.inner.write().await.map(|_| ())
+    }
+
+    /// Records an operator's `slow` drill in the record (metadata
+    /// `drillDelayMs` and `drillDelaySince`; a zero `delay` lifts it) and
+    /// writes the record at once, so the monitor and `aegis status` can
+    /// say the instance is slowed on purpose. A changed delay keeps the
+    /// drill's start. Only the record: the delay itself is the
+    /// service's (`aegis chaos slow`).
+    ///
+    /// ```no_run
+    /// # async fn demo(reg: aegis_sdk::registry::Registration) -> Result<(), aegis_sdk::registry::RegistryError> {
+    /// use std::time::Duration;
+    /// reg.set_drill_delay(Duration::from_millis(500)).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`set_status`](Self::set_status): the drill stays recorded and
+    /// the heartbeat retries the write.
+    pub async fn set_drill_delay(&self, delay: Duration) -> Result<(), RegistryError> {
+        let delay_ms = saturating_ms(delay);
+        {
+            let mut st = self.inner.state();
+            st.drill = match (delay_ms, st.drill) {
+                (0, _) => None,
+                (ms, Some((_, since))) => Some((ms, since)),
+                (ms, None) => Some((ms, Utc::now())),
+            };
+        }
         self.inner.write().await.map(|_| ())
     }
 

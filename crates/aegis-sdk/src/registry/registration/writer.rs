@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use aegis_contracts::{
     InstanceStatus, ServiceInstance,
-    control::{METADATA_STATUS_REASON, METADATA_STATUS_SINCE},
+    control::{
+        METADATA_DRILL_DELAY_MS, METADATA_DRILL_DELAY_SINCE, METADATA_STATUS_REASON,
+        METADATA_STATUS_SINCE,
+    },
     log::{LogKind, LogLevel, LogRecord},
     models::rfc3339,
 };
@@ -73,6 +76,9 @@ pub(super) struct WriteState {
     pub(super) found_out: Option<String>,
     /// Failing checks and the operator's verdict.
     pub(super) health: Tracker,
+    /// An operator's `slow` drill: the delay in milliseconds and since
+    /// when it has delayed the handlers (`None`: no drill).
+    pub(super) drill: Option<(u64, chrono::DateTime<Utc>)>,
 }
 
 impl Inner {
@@ -130,6 +136,21 @@ impl Inner {
                 _ => {
                     record.metadata.remove(METADATA_STATUS_REASON);
                     record.metadata.remove(METADATA_STATUS_SINCE);
+                }
+            }
+            match st.drill {
+                Some((delay_ms, since)) => {
+                    record
+                        .metadata
+                        .insert(METADATA_DRILL_DELAY_MS.into(), delay_ms.into());
+                    record.metadata.insert(
+                        METADATA_DRILL_DELAY_SINCE.into(),
+                        rfc3339::format_utc(&since).into(),
+                    );
+                }
+                None => {
+                    record.metadata.remove(METADATA_DRILL_DELAY_MS);
+                    record.metadata.remove(METADATA_DRILL_DELAY_SINCE);
                 }
             }
             if !due(&st, &record) {
