@@ -80,6 +80,7 @@
 // the same after the feed dropped or stalled and came back.
 import type { FeedState } from "@/lib/api/live-feed";
 import type { DigestEvent, InstanceEvent, MetricsSnapshot, ServiceInstance } from "@/lib/api/schemas";
+import { drillDelay } from "@/lib/drill";
 
 export const GONE_KEEP_MS = 60_000;
 export const FLUSH_MS = 200;
@@ -145,7 +146,8 @@ const CLOCK_SAMPLES = 8;
 
 /** What a card shows of a record, apart from the heartbeat age. */
 function visible(i: ServiceInstance): string {
-  return [i.status, i.reportedStatus, i.statusReason, i.statusSince, i.epoch, i.version, i.stickyActiveGroup, i.startedAt].join("|");
+  const drill = drillDelay(i);
+  return [i.status, i.reportedStatus, i.statusReason, i.statusSince, i.epoch, i.version, i.stickyActiveGroup, i.startedAt, drill?.delayMs, drill?.since].join("|");
 }
 
 /**

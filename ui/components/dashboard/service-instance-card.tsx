@@ -1,5 +1,6 @@
 // ServiceInstanceCard: one instance on the dashboard — id, service, status,
-// version, a ticking heartbeat age, why it is unhealthy and since when, its role in its sticky group (the API's
+// version, a ticking heartbeat age, why it is unhealthy and since when, an
+// operator's slow drill and since when, its role in its sticky group (the API's
 // truth: leader with epoch, or standby), calls/s and p99 from the metrics
 // feed. An instance that left stays as "gone" for a while. The whole card
 // is one link (one tab stop) to the instance's detail page.
@@ -22,6 +23,7 @@ import { reasonKey } from "@/lib/status-reason";
 import { HeartbeatAge, Since } from "./heartbeat-age";
 import { isDegraded, ServiceStatusBadge } from "./service-status-badge";
 import { StatusSince } from "./status-since";
+import { DrillDelayLine, shownDrillDelay } from "./drill-delay-line";
 
 export interface ServiceInstanceCardProps {
   entry: InstanceEntry;
@@ -76,6 +78,7 @@ function ServiceInstanceCardImpl({ entry }: ServiceInstanceCardProps) {
   const degraded = !gone && isDegraded(i);
   const reasonText = i.statusReason ? (reasonKey(i.statusReason) ? t(reasonKey(i.statusReason)!) : i.statusReason) : null;
   const href = instanceHref(i.serviceName, i.instanceId);
+  const slowed = gone ? null : shownDrillDelay(i);
   return (
     <Card
       data-testid="instance-card"
@@ -83,6 +86,7 @@ function ServiceInstanceCardImpl({ entry }: ServiceInstanceCardProps) {
       data-service={i.serviceName}
       data-status={gone ? "GONE" : i.status}
       data-role={role}
+      data-slowed={slowed ?? undefined}
       className={cn(
         "relative flex flex-col gap-3 p-4 transition-colors focus-within:ring-2 focus-within:ring-ring hover:border-primary/60 [content-visibility:auto] [contain-intrinsic-size:auto_168px]",
         gone && "border-dashed bg-muted/40",
@@ -149,6 +153,7 @@ function ServiceInstanceCardImpl({ entry }: ServiceInstanceCardProps) {
           <StatusSince since={i.statusSince} />
         </p>
       ) : null}
+      {slowed !== null ? <DrillDelayLine instance={i} className="text-xs" /> : null}
       <div className="mt-auto flex items-center gap-2 border-t border-border pt-2 text-xs text-muted-foreground" data-testid="live-figures">
         <Activity className="size-3.5" aria-hidden="true" />
         {gone ? (

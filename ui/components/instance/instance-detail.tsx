@@ -17,6 +17,7 @@ import { FeedIndicator } from "@/components/live/feed-indicator";
 import { HeartbeatAge } from "@/components/dashboard/heartbeat-age";
 import { isDegraded, ServiceStatusBadge } from "@/components/dashboard/service-status-badge";
 import { StatusSince } from "@/components/dashboard/status-since";
+import { DrillDelayLine } from "@/components/dashboard/drill-delay-line";
 import { PageTitle } from "@/components/shell/page-title";
 import { InstanceStoreContext, useLatestMetrics } from "@/hooks/use-instance-store";
 import { useLiveInstances } from "@/hooks/use-live-instances";
@@ -125,6 +126,7 @@ export function InstanceDetail() {
             <StatusSince since={i.statusSince} />
           </p>
         ) : null}
+        {!gone ? <DrillDelayLine instance={i} className="text-sm" /> : null}
         <dl className="grid grid-cols-2 gap-x-6 gap-y-3 text-sm sm:grid-cols-4">
           {facts.map(([label, value]) => (
             <div key={label} className="flex min-w-0 flex-col">

@@ -113,6 +113,7 @@ export const en = {
   "reason.health_check": "its health check fails",
   "reason.operator": "made unhealthy by an operator",
   "reason.degraded": "leads although unhealthy: no healthy instance could take over",
+  "drill.slowed": "slowed by an operator: +{delay} per call",
 
   "card.version": "Version",
   "card.heartbeat": "Heartbeat",

@@ -113,6 +113,7 @@ export const zhCN: Catalogue = {
   "reason.health_check": "健康检查失败",
   "reason.operator": "被运维人员设为不健康",
   "reason.degraded": "虽不健康仍为主节点：没有健康实例可以接替",
+  "drill.slowed": "被运维人员放慢：每次调用 +{delay}",
 
   "card.version": "版本",
   "card.heartbeat": "心跳",
