@@ -9,7 +9,10 @@
 //! follow their epochs, not their hosts' clocks);
 //! `leadership_lost` (resigned) or `deregistered` (stopped) close it; a
 //! term that a new `elected` ends with no goodbye from its holder was
-//! `superseded` (a crash or a partition). A hand-over after a goodbye is
+//! `superseded` (a crash or a partition); a goodbye naming a later epoch
+//! than its leader's open term, whose election was not read, ends that
+//! term `unread` at its election (it ended after, when is unknown). A
+//! hand-over after a goodbye is
 //! measured from the goodbye; after a superseded term, from the old
 //! leader's last metrics snapshot before the new election (its last sign of
 //! life), which bounds the hand-over from above and is where the
@@ -484,15 +487,28 @@ pub(crate) fn build_terms_since(
                 });
             }
             Change::Resigned | Change::Stopped => {
-                // A goodbye naming another epoch is another term's: one
-                // written before its instance won the key again, stamped
-                // after that by a clock ahead, ends nothing.
-                if let Some(open) = terms.last_mut().filter(|t| {
-                    t.ended_at.is_none() && t.instance_id == r.instance && !names_another_term(r, t)
-                }) {
-                    open.ended_at = Some(r.at);
+                let Some(open) = terms
+                    .last_mut()
+                    .filter(|t| t.ended_at.is_none() && t.instance_id == r.instance)
+                else {
+                    continue;
+                };
+                if !names_another_term(r, open) {
+                    open.ended_at = Some(r.at.max(open.elected_at));
                     open.end_reason = Some(reason(r.kind).to_owned());
+                } else if names_a_later_unread_term(r, open, &sorted) {
+                    // Its leader lost it before it won the epoch this
+                    // goodbye names, and that election was not read (the
+                    // SDK's telemetry outbox drops its oldest records when
+                    // full): the term ended after its election, before
+                    // this goodbye, when is unknown, as a term open at the
+                    // unread middle of a truncated window.
+                    open.ended_at = Some(open.elected_at);
+                    open.end_reason = Some("unread".to_owned());
                 }
+                // Else it names an earlier term: one written before its
+                // instance won the key again, stamped after that by a
+                // clock ahead, ends nothing.
             }
         }
     }
@@ -604,6 +620,27 @@ fn goodbye_after_the_middle<'a>(
 /// (an older SDK's), or a term without one, may be the term's.
 fn names_another_term(goodbye: &Lifecycle, term: &LeadershipTerm) -> bool {
     matches!((goodbye.epoch, term.epoch), (Some(said), Some(epoch)) if said != epoch)
+}
+
+/// Whether `goodbye`, naming another epoch than `term` (of the same
+/// instance), is the goodbye of a later term of that instance whose
+/// election is not among `sorted`: it names a higher epoch, and no
+/// election of that instance at that epoch was read. One whose election
+/// was read names an earlier term (an earlier election bucket's, when the
+/// bucket was created again): a later term's election would have been
+/// placed before it (see [`in_order`]) and opened that term.
+fn names_a_later_unread_term(
+    goodbye: &Lifecycle,
+    term: &LeadershipTerm,
+    sorted: &[(DateTime<Utc>, &Lifecycle)],
+) -> bool {
+    let (Some(said), Some(epoch)) = (goodbye.epoch, term.epoch) else {
+        return false;
+    };
+    said > epoch
+        && !sorted.iter().any(|&(_, r)| {
+            r.kind == Change::Elected && r.instance == goodbye.instance && r.epoch == Some(said)
+        })
 }
 
 fn reason(kind: Change) -> &'static str {
@@ -954,6 +991,50 @@ mod tests {
         ]);
         assert_eq!(terms[1].end_reason.as_deref(), Some("resigned"));
         assert_eq!(terms[1].ended_at, Some(at(9_000)));
+    }
+
+    /// A goodbye naming a later epoch than the open term of its leader
+    /// shows that the leader lost that term before it won the later one,
+    /// whose `elected` record was not read (the SDK's telemetry outbox
+    /// drops its oldest records when full). The term ended some time
+    /// after its election, before the goodbye: `unread`, at its election.
+    #[test]
+    fn a_goodbye_naming_a_later_epoch_ends_the_open_term() {
+        for (kind, said) in [(Change::Resigned, "resigned"), (Change::Stopped, "stopped")] {
+            let terms = build_terms(&[
+                rec(0, "a", Change::Elected, Some(3)),
+                rec(100_000, "a", kind, Some(5)),
+            ]);
+            assert_eq!(terms.len(), 1, "{terms:?}");
+            assert_eq!(terms[0].end_reason.as_deref(), Some("unread"), "{terms:?}");
+            assert_eq!(terms[0].ended_at, Some(at(0)), "{terms:?}");
+            // Naming the term's own epoch, it is its end, as before.
+            let terms = build_terms(&[
+                rec(0, "a", Change::Elected, Some(3)),
+                rec(100_000, "a", kind, Some(3)),
+            ]);
+            assert_eq!(terms[0].end_reason.as_deref(), Some(said), "{terms:?}");
+            assert_eq!(terms[0].ended_at, Some(at(100_000)));
+        }
+        // Another instance's goodbye says nothing of a's term.
+        let terms = build_terms(&[
+            rec(0, "a", Change::Elected, Some(3)),
+            rec(100_000, "b", Change::Stopped, Some(5)),
+        ]);
+        assert_eq!(terms[0].ended_at, None, "{terms:?}");
+        // Known, the old bucket's goodbye naming a higher epoch, stamped
+        // after the new bucket's election by a clock ahead, is an earlier
+        // term's (its election was read): the new term leads on.
+        let records = [
+            rec(0, "a", Change::Elected, Some(57)),
+            rec(3_600_000, "a", Change::Elected, Some(1)),
+            rec(3_600_300, "a", Change::Resigned, Some(57)),
+            rec(3_700_000, "a", Change::Resigned, Some(57)),
+        ];
+        let terms = build_terms_since(&records, Some(at(1_800_000)));
+        assert_eq!(terms.len(), 2, "{terms:?}");
+        assert_eq!(terms[1].epoch, Some(1));
+        assert_eq!(terms[1].ended_at, None, "{terms:?}");
     }
 
     /// Each record's time is its instance's own clock; the fencing epoch
