@@ -2,7 +2,8 @@
 //! as one (with the names the registry has, and the close one), so that
 //! `aegis status SERVICE` does not read as an empty fleet and `aegis call`
 //! as an outage. A service whose records are all down is no such case: it
-//! has records, and reads as the outage it is.
+//! has records, and reads as the outage it is. Nor is it said that the
+//! name never registered: an instance stopped cleanly deletes its record.
 
 use aegis_sdk::{Connection, registry::RegistryReader};
 
@@ -13,7 +14,7 @@ pub(crate) fn unknown_service(service: &str, known: impl IntoIterator<Item = Str
     known.sort();
     known.dedup();
     let mut line = format!(
-        "no instance of {service} has ever registered: the registry has no record of that name"
+        "no instance of {service} is registered: the registry holds no record of that name"
     );
     if known.is_empty() {
         line.push_str(" (it has no services at all)");
@@ -67,31 +68,10 @@ fn closest<'a>(typed: &str, known: &'a [String]) -> Option<&'a str> {
     }
 }
 
-/// The edit distance of `a` and `b` (insertions, deletions, substitutions
-/// and swaps of two neighbours, each one edit).
+/// The edit distance of `a` and `b`: insertions, deletions, substitutions
+/// and swaps of two neighbours, each one edit (optimal string alignment).
 fn distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(d[i - 2][j - 2] + 1);
-            }
-            d[i][j] = best;
-        }
-    }
-    d[a.len()][b.len()]
+    strsim::osa_distance(a, b)
 }
 
 #[cfg(test)]
@@ -119,13 +99,13 @@ mod tests {
     fn the_error_lists_the_known_names() {
         assert_eq!(
             unknown_service("ordr-service", names().into_iter().chain(names())),
-            "no instance of ordr-service has ever registered: the registry has no record of \
+            "no instance of ordr-service is registered: the registry holds no record of \
              that name (known services: order-service, pricing-service, risk-service); did you \
              mean order-service?"
         );
         assert_eq!(
             unknown_service("ledger", Vec::new()),
-            "no instance of ledger has ever registered: the registry has no record of that \
+            "no instance of ledger is registered: the registry holds no record of that \
              name (it has no services at all)"
         );
     }
