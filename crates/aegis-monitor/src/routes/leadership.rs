@@ -6,7 +6,8 @@
 //! Built from what the instances published to `AEGIS_LOG`
 //! (`aegis.log.{service}.*`): `elected` records open a term (a new epoch
 //! is a new term, even when the same instance wins again, and elections
-//! follow their epochs, not their hosts' clocks);
+//! follow their epochs, not their hosts' clocks, and a goodbye naming an
+//! epoch comes after the election at that epoch);
 //! `leadership_lost` (resigned) or `deregistered` (stopped) close it; a
 //! term that a new `elected` ends with no goodbye from its holder was
 //! `superseded` (a crash or a partition); a goodbye naming a later epoch
@@ -366,9 +367,14 @@ type Placement = (DateTime<Utc>, usize, usize);
 /// the fencing epoch is the order the election key was won in. So the
 /// elections that carry an epoch follow their epochs (then time): each is
 /// placed no earlier than the one before it, at its own time when that is
-/// later. Everything else (goodbyes, elections without an epoch) is placed
-/// at its own time. Records placed at the same time keep the order they
-/// were given in (the stream's), the epoch deciding between elections.
+/// later. A goodbye naming an epoch is placed no earlier than its
+/// instance's election at that epoch (just after it when that is placed
+/// later than the goodbye's own time: a leader whose clock runs behind
+/// the previous leader's by more than its term lasted), so that it still
+/// ends that term. Everything else (goodbyes without an epoch, elections
+/// without one) is placed at its own time. Records placed at the same
+/// time keep the order they were given in (the stream's), the epoch
+/// deciding between elections.
 ///
 /// Epochs start over when the election bucket is created again: elections
 /// stamped before `bucket_created` (the current bucket's creation, when
@@ -397,11 +403,32 @@ fn in_order(
         floor = Some(key);
         keyed.push(((key.0, key.1, rank), r));
     }
+    let elections = keyed.len();
     for (index, r) in records.iter().enumerate() {
-        if r.kind != Change::Elected || r.epoch.is_none() {
-            keyed.push(((r.at, index, 0), r));
+        if r.kind == Change::Elected && r.epoch.is_some() {
+            continue;
         }
+        let own = (r.at, index, 0);
+        // A goodbye naming an epoch comes after the election it names (a
+        // floored election may be placed after the goodbye's own time):
+        // of its instance's elections at that epoch, the latest stamped
+        // no later than the goodbye, else the earliest.
+        let named = (r.kind != Change::Elected)
+            .then_some(r.epoch)
+            .flatten()
+            .and_then(|said| {
+                let same = keyed[..elections]
+                    .iter()
+                    .filter(|(_, e)| e.instance == r.instance && e.epoch == Some(said));
+                let first = same.clone().min_by_key(|(_, e)| e.at);
+                same.filter(|(_, e)| e.at <= r.at)
+                    .max_by_key(|(_, e)| e.at)
+                    .or(first)
+                    .map(|&(key, _)| key)
+            });
+        keyed.push((named.map_or(own, |key| key.max(own)), r));
     }
+    // Stable: a goodbye placed with its election stays after it.
     keyed.sort_by_key(|&(key, _)| key);
     keyed.into_iter().map(|((at, _, _), r)| (at, r)).collect()
 }
@@ -1035,6 +1062,44 @@ mod tests {
         assert_eq!(terms.len(), 2, "{terms:?}");
         assert_eq!(terms[1].epoch, Some(1));
         assert_eq!(terms[1].ended_at, None, "{terms:?}");
+    }
+
+    /// A leader's clock behind the previous leader's by more than its
+    /// term lasted: its election is placed no earlier than the one before
+    /// it (epochs order elections), and its goodbye naming that epoch no
+    /// earlier than that election, so the goodbye still ends its term.
+    #[test]
+    fn a_goodbye_stamped_before_its_floored_election_still_ends_its_term() {
+        let terms = build_terms(&[
+            rec(0, "a", Change::Elected, Some(3)),
+            rec(1_000, "b", Change::Elected, Some(4)),
+            rec(3_000, "b", Change::Resigned, Some(4)),
+            // a's clock is about 2.6 s behind b's.
+            rec(500, "a", Change::Elected, Some(5)),
+            rec(800, "a", Change::Resigned, Some(5)),
+        ]);
+        let last = terms.last().expect("terms");
+        assert_eq!(last.epoch, Some(5), "{terms:?}");
+        assert_eq!(last.end_reason.as_deref(), Some("resigned"), "{terms:?}");
+        assert_eq!(last.ended_at, Some(at(800)), "{terms:?}");
+        // a's epoch-3 term is not ended by the goodbye of epoch 5.
+        assert_eq!(terms[0].epoch, Some(3));
+        assert_ne!(
+            terms[0].end_reason.as_deref(),
+            Some("resigned"),
+            "{terms:?}"
+        );
+        // The election bucket was created again and when is not known:
+        // epochs alone order the elections (the old bucket's 57 after
+        // the new one's 1), and no term is left open: the goodbye of 57
+        // is placed after its election.
+        let terms = build_terms(&[
+            rec(0, "a", Change::Elected, Some(57)),
+            rec(50_000, "a", Change::Resigned, Some(57)),
+            rec(51_000, "a", Change::Elected, Some(1)),
+            rec(100_000, "a", Change::Resigned, Some(1)),
+        ]);
+        assert!(terms.iter().all(|t| t.ended_at.is_some()), "{terms:?}");
     }
 
     /// Each record's time is its instance's own clock; the fencing epoch
