@@ -287,7 +287,9 @@ impl Runs {
             let (last, at) = self.last.unwrap_or((0.0, now));
             if let Some((was, now)) = &moved {
                 return format!(
-                    "restarted on {now}: the command was taken again by another worker after                      {was}, the one running it, went silent (it died or lost its lead, and its                      ack_wait ran out); it may have run partly on {was}"
+                    "restarted on {now}: the command was taken again by another worker after \
+                     {was}, the one running it, went silent (it died or lost its lead, and its \
+                     ack_wait ran out); it may have run partly on {was}"
                 );
             }
             let how = if percent < last {
@@ -448,6 +450,7 @@ mod tests {
         let line = runs.report(40.0, "half", Some("desk-b"), at(31)).unwrap();
         assert!(line.starts_with("restarted on desk-b:"), "{line}");
         assert!(line.contains("may have run partly on desk-a"), "{line}");
+        assert!(!line.contains("  "), "{line}");
         assert_eq!(runs.report(60.0, "more", Some("desk-b"), at(32)), None);
         // A report that names no worker is judged as before.
         assert!(runs.report(10.0, "starting", None, at(33)).is_some());
