@@ -50,7 +50,7 @@ use aegis_monitor::{
 use aegis_sdk::{
     Secret,
     contracts::{
-        control::METADATA_STATUS_REASON,
+        control::{METADATA_DRILL_DELAY_MS, METADATA_DRILL_DELAY_SINCE, METADATA_STATUS_REASON},
         models::{InstanceStatus, ServiceInstance},
     },
     registry::{METADATA_CONNECTION, METADATA_HEARTBEAT_MS},
@@ -532,6 +532,21 @@ pub fn render(
             }
             _ => role,
         };
+        // An operator's `slow` drill: the latency is on purpose. Not for
+        // a process that is gone (it delays nothing any more).
+        let role = match drill_delay(i).filter(|_| !v.process_down()) {
+            Some((delay_ms, since)) => {
+                let since = since.map_or_else(String::new, |at| {
+                    format!(
+                        " for {} (since {})",
+                        ago(now, at),
+                        at.format("%H:%M:%S UTC")
+                    )
+                });
+                format!("{role}; slowed by an operator: +{delay_ms} ms per call{since}")
+            }
+            None => role,
+        };
         out.push_str(&format!(
             "{:<20} {:<24} {:<10} {:>8.1}s  {}\n",
             i.service_name,
@@ -545,6 +560,24 @@ pub fn render(
         out.push_str("(no instances registered)\n");
     }
     out
+}
+
+/// The delay (ms) an operator's `slow` drill adds to `i`'s handlers and
+/// since when, as its record says (`drillDelayMs`, `drillDelaySince`);
+/// `None` without a drill (or a record of an SDK that does not say).
+fn drill_delay(i: &ServiceInstance) -> Option<(u64, Option<DateTime<Utc>>)> {
+    let delay_ms = i
+        .metadata
+        .get(METADATA_DRILL_DELAY_MS)?
+        .as_u64()
+        .filter(|ms| *ms > 0)?;
+    let since = i
+        .metadata
+        .get(METADATA_DRILL_DELAY_SINCE)
+        .and_then(|v| v.as_str())
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.to_utc());
+    Some((delay_ms, since))
 }
 
 /// Why an instance reports itself UNHEALTHY, in words.
@@ -672,6 +705,56 @@ mod tests {
             "{table}"
         );
         assert_eq!(table.matches(" ACTIVE ").count(), 1, "{table}");
+    }
+
+    #[test]
+    fn an_instance_slowed_by_a_drill_says_so_and_since_when() {
+        let now = chrono::Utc::now();
+        let since = now - chrono::Duration::seconds(3);
+        let slowed = |id: &str| {
+            let mut r = ServiceInstance::new("pricing-service", id, "1.0.0", now);
+            r.metadata.insert("drillDelayMs".into(), 500.into());
+            r.metadata.insert(
+                "drillDelaySince".into(),
+                since
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                    .into(),
+            );
+            r
+        };
+        let mut sick = slowed("pricing-2");
+        sick.status = InstanceStatus::Unhealthy;
+        sick.metadata
+            .insert("statusReason".into(), "operator".into());
+        let dead = slowed("pricing-3");
+        let plain = ServiceInstance::new("pricing-service", "pricing-4", "1.0.0", now);
+        let mut views = [
+            view(slowed("pricing-1"), None, false),
+            view(sick, None, false),
+            view(dead, None, true),
+            view(plain, None, false),
+        ];
+        for v in &mut views {
+            v.status_since = since;
+        }
+        let table = render(&views, now - Duration::days(1), now);
+        let at = since.format("%H:%M:%S UTC");
+        assert!(
+            row(&table, "pricing-1").ends_with(&format!(
+                "load-balanced; slowed by an operator: +500 ms per call for 3.0s (since {at})"
+            )),
+            "{table}"
+        );
+        assert!(row(&table, "pricing-1").contains(" ACTIVE "), "{table}");
+        assert!(
+            row(&table, "pricing-2").ends_with(&format!(
+                "unhealthy: forced by an operator for 3.0s (since {at}); slowed by an operator: +500 ms per call for 3.0s (since {at})"
+            )),
+            "{table}"
+        );
+        // A process that is gone delays nothing any more.
+        assert!(!row(&table, "pricing-3").contains("slowed"), "{table}");
+        assert!(!row(&table, "pricing-4").contains("slowed"), "{table}");
     }
 
     /// The row of `instance` in `table`.
