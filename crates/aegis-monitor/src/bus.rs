@@ -264,9 +264,10 @@ async fn open_resources(
     })
 }
 
-/// The operator: opens or creates the stream and bounds it when it has no
-/// limits. The monitor: opens it as it is (a stream without limits is
-/// logged: `aegis init` bounds it), and creates it only when missing.
+/// The operator: opens or creates the stream (an existing one keeps its
+/// limits, even none). The monitor: opens it as it is (a stream without
+/// limits is logged: `aegis init --apply-limits` bounds it), and creates it
+/// only when missing.
 async fn ensure_stream(
     js: &jetstream::Context,
     config: stream::Config,
@@ -283,7 +284,7 @@ async fn ensure_stream(
         if existing.max_bytes < 0 && existing.max_messages < 0 {
             tracing::warn!(
                 stream = %config.name,
-                "the stream has no size limits and may fill the disk; `aegis init` (as the operator) bounds it"
+                "the stream has no size limits and may fill the disk; `aegis init --apply-limits` (as the operator) bounds it"
             );
         }
         return Ok(stream);

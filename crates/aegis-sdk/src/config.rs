@@ -636,11 +636,11 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// Limits of the streams Aegis creates. The defaults bound a laptop
 /// showcase to about 300 MiB per node however long it runs; raise them for
-/// production. A service applies them when it creates a stream, and to an
-/// existing stream that has no limit at all; a stream with limits of its
-/// own keeps them. `aegis init` holds existing streams to the limits its
-/// config file sets: it raises them in place, and lowers them only with
-/// `--apply-limits`.
+/// production. A service applies them when it creates a stream; an
+/// existing stream keeps its own, even no byte and no message limit at all
+/// (made so by hand). `aegis init` holds existing streams to the limits its
+/// config file sets: it raises them in place, and lowers them (no limit
+/// counting as the highest) only with `--apply-limits`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StreamsConfig {

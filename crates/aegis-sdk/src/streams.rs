@@ -4,12 +4,12 @@
 //!
 //! A stream is created with its limits. An existing stream keeps the
 //! limits it has — an operator may have tuned them, and processes with
-//! different configurations must not fight over them — except one with no
-//! byte and no message limit at all (created by an older version, or by
-//! hand): that one gets the configured limits, since unbounded it would
-//! fill the disk. Only `aegis init` changes an existing stream's limits to
-//! the configuration's, and only those its file sets ([`limits_set_in_file`],
-//! [`Limit`]).
+//! different configurations must not fight over them — even none at all
+//! (no byte and no message limit, made so by hand): bounding it would
+//! delete its oldest messages at once. Only `aegis init` changes an
+//! existing stream's limits to the configuration's, and only those its
+//! file sets ([`limits_set_in_file`], [`Limit`]); a lower one (no limit
+//! counts as the highest) only with `--apply-limits`.
 //!
 //! Creating a replicated stream or bucket waits, briefly, for the
 //! cluster's peers to take its replicas, or for JetStream to answer
@@ -393,8 +393,10 @@ pub fn limits_set_in_file(
         .collect())
 }
 
-/// Opens the stream `config` names, or creates it with `config`; bounds an
-/// existing stream that has no limits (see the module docs).
+/// Opens the stream `config` names, or creates it with `config`. An
+/// existing stream is left as it is, its limits included, even when it has
+/// none (see the module docs); one without a byte or message limit is
+/// logged, as it may fill the disk.
 ///
 /// ```no_run
 /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), async_nats::Error> {
@@ -413,27 +415,15 @@ pub async fn ensure_stream(
     js: &jetstream::Context,
     config: stream::Config,
 ) -> Result<Stream, async_nats::Error> {
-    let mut stream =
+    let stream =
         with_placement_patience(&config.name, || js.get_or_create_stream(config.clone())).await?;
-    let existing = stream.cached_info().config.clone();
-    if existing.max_bytes >= 0 || existing.max_messages >= 0 {
-        return Ok(stream);
-    }
-    let mut update = existing;
-    update.max_bytes = config.max_bytes;
-    update.max_messages = config.max_messages;
-    if update.max_age.is_zero() {
-        update.max_age = config.max_age;
-    }
-    match js.update_stream(update).await {
-        Ok(_) => {
-            info!(stream = %config.name, max_bytes = config.max_bytes, max_messages = config.max_messages, "bounded a stream that had no limits");
-            // Refresh the cached info, so callers see the limits.
-            let _ = stream.info().await;
-        }
-        Err(e) => {
-            warn!(stream = %config.name, error = %crate::startup::Causes(&e), "the stream has no size limits and cannot be given any; it may fill the disk");
-        }
+    let existing = &stream.cached_info().config;
+    if existing.max_bytes < 0 && existing.max_messages < 0 {
+        info!(
+            stream = %config.name,
+            "the stream has no byte or message limit and is kept so (it may fill the disk; \
+             `aegis init --apply-limits` with the limits in its configuration file bounds it)"
+        );
     }
     Ok(stream)
 }

@@ -1,6 +1,6 @@
 //! Stream limits against a real nats-server: `EVENTS`, `COMMANDS` and
 //! `DEAD_LETTER` are created bounded by the configured limits, an unbounded
-//! stream left by an older version gets them, the server enforces them
+//! stream (made so by hand) is kept as it is, the server enforces them
 //! (`COMMANDS` refuses new commands when full rather than dropping queued
 //! ones), and durable consumers say what they are — including one an older
 //! version created without a delivery limit.
@@ -100,9 +100,9 @@ async fn streams_are_created_bounded_and_consumers_described() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn configured_limits_bound_an_old_unbounded_stream_and_are_enforced() {
+async fn an_unbounded_stream_is_kept_and_configured_limits_are_enforced() {
     let nats = server();
-    // EVENTS as an older version created it: no size limits at all.
+    // EVENTS made unbounded by hand: no size limits at all.
     let raw = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
     raw.create_stream(stream::Config {
         name: "EVENTS".into(),
@@ -128,13 +128,18 @@ async fn configured_limits_bound_an_old_unbounded_stream_and_are_enforced() {
     let conn = connect_with(&nats.url(), streams.clone()).await;
     conn.events().ensure_stream().await.unwrap();
     let events = stream_config(&conn, "EVENTS").await;
+    assert_eq!(
+        (events.max_bytes, events.max_messages),
+        (-1, -1),
+        "bounding it would delete its oldest messages: it is kept"
+    );
+    // Created anew, it gets the configured limits.
+    raw.delete_stream("EVENTS").await.unwrap();
+    conn.events().ensure_stream().await.unwrap();
+    let events = stream_config(&conn, "EVENTS").await;
     assert_eq!(events.max_bytes, 8 * 1024 * 1024);
     assert_eq!(events.max_messages, 50);
-    assert_eq!(
-        events.max_age,
-        Duration::from_secs(7 * 24 * 3600),
-        "an age it had is kept"
-    );
+    assert_eq!(events.max_age, Duration::from_secs(3600));
     for n in 0..60 {
         conn.events()
             .publish("price", "updated", &json!({"n": n}))

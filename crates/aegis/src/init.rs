@@ -527,13 +527,18 @@ pub async fn run(args: InitArgs) -> anyhow::Result<bool> {
                 );
             }
         }
-        // Buckets keep one value per key; the streams must be bounded.
-        if !name.starts_with("KV_") && config.max_bytes < 0 && config.max_messages < 0 {
-            problems.push("no byte or message limit (it would fill the disk)".to_owned());
-        }
+        // Buckets keep one value per key. A stream with no byte and no
+        // message limit was made so by hand (streams are created bounded):
+        // it keeps it, as any limit the file does not set, but is named.
+        let unbounded =
+            if !name.starts_with("KV_") && config.max_bytes < 0 && config.max_messages < 0 {
+                "; no byte or message limit, kept: it may fill the disk"
+            } else {
+                ""
+            };
         if problems.is_empty() {
             println!(
-                "  ok      {name} ({how}; {} replica{}, {} messages)",
+                "  ok      {name} ({how}; {} replica{}, {} messages{unbounded})",
                 config.num_replicas,
                 plural(config.num_replicas),
                 messages

@@ -193,3 +193,79 @@ fn the_chart_init_job_keeps_a_limit_raised_by_hand() {
     );
     assert_eq!(limits_of(&url, "EVENTS").1, 1024 * MIB, "{out}");
 }
+
+/// The stream `name`'s message count.
+fn messages_in(url: &str, name: &str) -> u64 {
+    with_jetstream(url, async |js| {
+        js.get_stream(name)
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .messages
+    })
+}
+
+/// An operator made `DEAD_LETTER` unbounded by hand (`nats stream edit
+/// --max-bytes=-1 --max-msgs=-1`) and it grew past the default 32 MiB: an
+/// upgrade's init Job with values that set no limit keeps it unbounded and
+/// deletes nothing (before, init bounded it to the defaults at once,
+/// deleting the oldest messages, and said only "ok"). Values that do set
+/// a limit lower than none are a lowering, refused until --apply-limits.
+#[test]
+fn the_chart_init_job_keeps_a_stream_made_unbounded_by_hand() {
+    const SENT: u64 = 2_200;
+    let server = aegis_testkit::NatsServer::start().unwrap();
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let defaults = chart_init_config(&serde_json::json!({}));
+    let (code, out) = init_as_the_chart(&url, &dir, &defaults);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(limits_of(&url, "DEAD_LETTER").1, 32 * MIB, "{out}");
+
+    edit_stream(&url, "DEAD_LETTER", |c| {
+        c.max_bytes = -1;
+        c.max_messages = -1;
+    });
+    // 2,200 dead letters of 16 KiB: about 34 MiB, past the default bytes.
+    with_jetstream(&url, async |js| {
+        let body = bytes::Bytes::from(vec![b'x'; 16 * 1024]);
+        let mut acks = Vec::new();
+        for _ in 0..SENT {
+            acks.push(js.publish("aegis.dead.x", body.clone()).await.unwrap());
+        }
+        for ack in acks {
+            ack.await.unwrap();
+        }
+    });
+    assert_eq!(messages_in(&url, "DEAD_LETTER"), SENT);
+
+    let (code, out) = init_as_the_chart(&url, &dir, &defaults);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("MISMATCH"), "{out}");
+    assert!(
+        out.contains("messages; no byte or message limit, kept: it may fill the disk)"),
+        "{out}"
+    );
+    assert_eq!(
+        limits_of(&url, "DEAD_LETTER"),
+        (Duration::from_secs(7 * 86_400), -1, -1),
+        "{out}"
+    );
+    assert_eq!(messages_in(&url, "DEAD_LETTER"), SENT, "{out}");
+
+    // Values that set a byte limit: a lowering from none, refused.
+    let bounded = chart_init_config(&serde_json::json!({
+        "streams": { "deadLetter": { "maxBytes": 32 * MIB } }
+    }));
+    let (code, out) = init_as_the_chart(&url, &dir, &bounded);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(
+        out.contains("MISMATCH DEAD_LETTER: max_bytes none -> 33554432 is a lowering"),
+        "{out}"
+    );
+    assert_eq!(limits_of(&url, "DEAD_LETTER").1, -1, "{out}");
+    assert_eq!(messages_in(&url, "DEAD_LETTER"), SENT, "{out}");
+}
