@@ -10,9 +10,13 @@
 //! from the start: its progress starts over. Each report names the worker
 //! instance that sent it (shown after it, `on INSTANCE`), and a report
 //! from another instance than the run's is said as such a restart, in one
-//! line naming both, before it is shown. From a worker that predates
-//! naming itself, a report that goes back (a lower percentage, or the
-//! run's first report again after a silence) is said as a restart.
+//! line naming both, before it is shown. The same instance may take it
+//! again too (its process restarted under the same id, or a `leader_of`
+//! worker lost its lead and led again): a report of it that goes back
+//! after a silence (a lower percentage, or the run's first report again)
+//! is said as a restart on it. From a worker that predates naming
+//! itself, a report that goes back (a lower percentage at any time, or
+//! the run's first report again after a silence) is said as a restart.
 //!
 //! Before sending, it asks the service's instances which commands their
 //! workers take (`$SRV.INFO`): a command that none lists, while some list
@@ -256,9 +260,13 @@ impl Runs {
     /// Takes a report that came at `now` from worker instance `worker`
     /// (`None`: a worker that predates naming itself); returns the line to
     /// print first when it starts the command over: it comes from another
-    /// instance than the run's, or (the instances not telling) its
-    /// percentage went back, or it is the run's first report again after
-    /// [`RESTART_SILENCE`].
+    /// instance than the run's; or it is the run's first report again
+    /// after [`RESTART_SILENCE`]; or its percentage went back — after such
+    /// a silence when it comes from the run's own instance (which takes a
+    /// command again when its process restarts under the same id, or when
+    /// it leads again after losing its lead), at any time from a worker
+    /// that names no instance. The same instance going back with no
+    /// silence before is its handler's own choice.
     fn report(
         &mut self,
         percent: f32,
@@ -270,19 +278,19 @@ impl Runs {
             (Some(was), Some(now)) if was != now => Some((was.to_owned(), now.to_owned())),
             _ => None,
         };
-        // Two reports of one known instance are one run.
+        // The run's own instance: it takes the command again only after a
+        // silence (its ack_wait), so without one, going back is its
+        // handler's choice.
         let same_worker = moved.is_none() && self.worker.is_some() && worker.is_some();
         let restarted = moved.is_some()
-            || (!same_worker
-                && match (&self.first, self.last) {
-                    (Some((first, first_message)), Some((last, at))) => {
-                        percent < last
-                            || (percent == *first
-                                && message == first_message
-                                && now.duration_since(at) >= RESTART_SILENCE)
-                    }
-                    _ => false,
-                });
+            || match (&self.first, self.last) {
+                (Some((first, first_message)), Some((last, at))) => {
+                    let after_silence = now.duration_since(at) >= RESTART_SILENCE;
+                    (percent < last && (after_silence || !same_worker))
+                        || (percent == *first && message == first_message && after_silence)
+                }
+                _ => false,
+            };
         let line = restarted.then(|| {
             let (last, at) = self.last.unwrap_or((0.0, now));
             if let Some((was, now)) = &moved {
@@ -301,11 +309,18 @@ impl Runs {
                     now.duration_since(at).as_secs_f64()
                 )
             };
-            format!(
-                "restarted: {how}: the command was most likely taken again by another worker \
-                 after the one running it went silent (it died or lost its lead, and its \
-                 ack_wait ran out); it may have run partly there"
-            )
+            match worker.filter(|_| same_worker) {
+                Some(worker) => format!(
+                    "restarted on {worker}: {how}: the command was most likely taken again by \
+                     {worker} itself after it went silent (its process restarted, or it lost its \
+                     lead and led again, and its ack_wait ran out); it may have run partly before"
+                ),
+                None => format!(
+                    "restarted: {how}: the command was most likely taken again by another worker \
+                     after the one running it went silent (it died or lost its lead, and its \
+                     ack_wait ran out); it may have run partly there"
+                ),
+            }
         });
         if restarted || self.first.is_none() {
             self.first = Some((percent, message.to_owned()));
@@ -438,15 +453,16 @@ mod tests {
 
     /// Reports that name their worker: another instance is a restart at
     /// once, said with both names, whatever the percentages; the same
-    /// instance going back (a handler's own choice) is not.
+    /// instance going back with no silence before (a handler's own
+    /// choice), or going on after one, is not.
     #[test]
     fn a_report_from_another_worker_is_said_as_a_restart_on_it() {
         let t0 = std::time::Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
         let mut runs = Runs::default();
         assert_eq!(runs.report(10.0, "starting", Some("desk-a"), at(0)), None);
-        assert_eq!(runs.report(5.0, "rescan", Some("desk-a"), at(1)), None);
-        assert_eq!(runs.report(10.0, "starting", Some("desk-a"), at(30)), None);
+        assert_eq!(runs.report(5.0, "rescan", Some("desk-a"), at(0)), None);
+        assert_eq!(runs.report(20.0, "more", Some("desk-a"), at(30)), None);
         let line = runs.report(40.0, "half", Some("desk-b"), at(31)).unwrap();
         assert!(line.starts_with("restarted on desk-b:"), "{line}");
         assert!(line.contains("may have run partly on desk-a"), "{line}");
@@ -454,5 +470,33 @@ mod tests {
         assert_eq!(runs.report(60.0, "more", Some("desk-b"), at(32)), None);
         // A report that names no worker is judged as before.
         assert!(runs.report(10.0, "starting", None, at(33)).is_some());
+    }
+
+    /// The same instance taking the command again (its process restarted
+    /// under a fixed id, or a `leader_of` worker that lost its lead, handed
+    /// the command back and led again) runs it from the start: its
+    /// progress going back, or its first report again, after a silence is
+    /// said as a restart on that instance.
+    #[test]
+    fn the_same_worker_taking_the_command_again_is_said_as_a_restart() {
+        let t0 = std::time::Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut runs = Runs::default();
+        assert_eq!(runs.report(10.0, "starting", Some("a"), at(0)), None);
+        assert_eq!(runs.report(60.0, "half", Some("a"), at(5)), None);
+        let line = runs
+            .report(10.0, "starting", Some("a"), at(40))
+            .expect("a restart on the same instance");
+        assert!(line.starts_with("restarted on a:"), "{line}");
+        assert!(line.contains("from 60% to 10%"), "{line}");
+        assert!(line.contains("may have run partly"), "{line}");
+        assert!(!line.contains("  "), "{line}");
+        assert_eq!(runs.report(70.0, "more", Some("a"), at(41)), None);
+        // Its first report again after a silence, with nothing between.
+        let mut runs = Runs::default();
+        assert_eq!(runs.report(10.0, "starting", Some("a"), at(0)), None);
+        let line = runs.report(10.0, "starting", Some("a"), at(30)).unwrap();
+        assert!(line.contains("came again after 30s"), "{line}");
+        assert!(!line.contains("  "), "{line}");
     }
 }
