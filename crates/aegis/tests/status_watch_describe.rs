@@ -1,8 +1,8 @@
 //! `aegis status SERVICE --watch` against a real nats-server and real
 //! instances: what the instances serve (`$SRV.INFO`) changes only with
 //! the instances, so it is asked once, and again when the set of instances
-//! changes, not on every redraw (a second apart, each asking every
-//! instance of the service).
+//! changes (one restarted under its own id included), not on every redraw
+//! (a second apart, each asking every instance of the service).
 
 mod common;
 
@@ -41,7 +41,7 @@ fn echo(url: &str, id: &str) -> Proc {
 fn status_watch_asks_what_a_service_serves_once_per_set_of_instances() {
     let server = NatsServer::start().unwrap();
     let url = server.url();
-    let _first = echo(&url, "echo-1");
+    let mut first = echo(&url, "echo-1");
 
     // A plain subscriber counts the describe requests on the bus.
     let asked = Arc::new(AtomicUsize::new(0));
@@ -84,4 +84,16 @@ fn status_watch_asks_what_a_service_serves_once_per_set_of_instances() {
     }
     let out = status.output();
     assert_eq!(asked.load(Ordering::SeqCst), 2, "{out}");
+
+    // echo-1 killed and started again under its own id (as `aegis up`
+    // and `--instance-id` name them): a new process, which may serve other
+    // methods, so it is asked again, once, before the 60 s refresh.
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let _restarted = echo(&url, "echo-1");
+    for _ in 0..3 {
+        status.wait_for(REDRAWN, Duration::from_secs(20));
+    }
+    let out = status.output();
+    assert_eq!(asked.load(Ordering::SeqCst), 3, "{out}");
 }

@@ -2,19 +2,22 @@
 //! SERVICE` shows it under the table: their methods and commands
 //! (`$SRV.INFO`).
 //!
-//! An instance's methods and commands are fixed when its process starts,
-//! so what a service serves changes only with its instances. `--watch`
-//! redraws every second; asking every instance on each redraw would cost
-//! the bus a request and every instance an answer a second, for the same
-//! lines. [`Served`] asks once, and again when the set of live instances
-//! changes (one started, stopped or died: a rolling upgrade), after a
-//! failed answer ([`RETRY_FAILED`]), or once [`REFRESH`] has passed
-//! whatever happened (an instance restarted under its own id between two
-//! redraws).
+//! An instance's methods are fixed when its process starts, so what a
+//! service serves changes mostly with its instances (its command workers
+//! are listed when they start and unlisted when they stop, which a process
+//! may do while it runs). `--watch` redraws every second; asking every
+//! instance on each redraw would cost the bus a request and every instance
+//! an answer a second, for mostly the same lines. [`Served`] asks once,
+//! and again when the set of live instances changes (one started, stopped,
+//! died, or restarted under its own id: its record's `started_at` or
+//! version changed; a rolling upgrade), after a failed answer
+//! ([`RETRY_FAILED`]), or once [`REFRESH`] has passed whatever happened (a
+//! command worker started or stopped inside a running process).
 
 use std::{collections::BTreeSet, time::Duration};
 
 use aegis_monitor::fleet::{InstanceView, StatusReason};
+use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 /// How long the instances of a service have to say what they serve.
@@ -35,11 +38,15 @@ pub(super) struct Served {
     last: Option<Asked>,
 }
 
+/// A live instance as one process: its id, when its process started and
+/// its version (a restart under the same id changes the start).
+type Process = (String, Option<DateTime<Utc>>, String);
+
 /// One ask: the live instances then, when, whether it was answered, and
 /// the lines it gave.
 #[derive(Debug)]
 struct Asked {
-    instances: BTreeSet<String>,
+    instances: BTreeSet<Process>,
     at: Instant,
     answered: bool,
     text: String,
@@ -80,9 +87,9 @@ impl Served {
     }
 }
 
-/// The ids of the instances that may answer: every row but those shown
+/// The instances that may answer, as processes: every row but those shown
 /// down (closed connection, no liveness beat).
-fn live(instances: &[InstanceView]) -> BTreeSet<String> {
+fn live(instances: &[InstanceView]) -> BTreeSet<Process> {
     instances
         .iter()
         .filter(|v| {
@@ -91,14 +98,20 @@ fn live(instances: &[InstanceView]) -> BTreeSet<String> {
                 Some(StatusReason::Disconnected | StatusReason::Unresponsive)
             )
         })
-        .map(|v| v.instance.instance_id.clone())
+        .map(|v| {
+            (
+                v.instance.instance_id.clone(),
+                v.instance.started_at,
+                v.instance.version.clone(),
+            )
+        })
         .collect()
 }
 
 /// Whether the answer `last` no longer stands for the `live` instances at
 /// `now`: they changed, or it is older than [`REFRESH`] ([`RETRY_FAILED`]
 /// when none answered).
-fn must_ask(last: &Asked, live: &BTreeSet<String>, now: Instant) -> bool {
+fn must_ask(last: &Asked, live: &BTreeSet<Process>, now: Instant) -> bool {
     let keep = if last.answered { REFRESH } else { RETRY_FAILED };
     last.instances != *live || now.saturating_duration_since(last.at) >= keep
 }
@@ -130,15 +143,17 @@ mod tests {
 
     fn asked(ids: &[&str], at: Instant, answered: bool) -> Asked {
         Asked {
-            instances: ids.iter().map(|s| (*s).to_owned()).collect(),
+            instances: set(ids),
             at,
             answered,
             text: String::new(),
         }
     }
 
-    fn set(ids: &[&str]) -> BTreeSet<String> {
-        ids.iter().map(|s| (*s).to_owned()).collect()
+    fn set(ids: &[&str]) -> BTreeSet<Process> {
+        ids.iter()
+            .map(|s| ((*s).to_owned(), None, "1.0.0".to_owned()))
+            .collect()
     }
 
     /// The same instances keep the answer until it is old; another set,
@@ -153,6 +168,12 @@ mod tests {
         assert!(must_ask(&last, &set(&["a"]), soon));
         assert!(!must_ask(&last, &set(&["a", "b"]), at + REFRESH / 2));
         assert!(must_ask(&last, &set(&["a", "b"]), at + REFRESH));
+
+        // "a" restarted under its own id: another process.
+        let mut restarted = set(&["a", "b"]);
+        let a = restarted.pop_first().unwrap();
+        restarted.insert((a.0, Some(Utc::now()), a.2));
+        assert!(must_ask(&last, &restarted, soon));
 
         let failed = asked(&["a"], at, false);
         assert!(!must_ask(&failed, &set(&["a"]), soon));
