@@ -17,10 +17,11 @@
 //! An order whose call failed without saying what became of it (a
 //! TIMEOUT, or a failure after which the service may have recorded it) is
 //! not counted failed: like any trading client, the client settles it by
-//! sending `create_order` again with the same client order id, a few times
-//! within the order service's expire window ([`SETTLE_WITHIN`]): the
-//! service answers the order it recorded (its decision, or its rejection
-//! as `EXPIRED` once too late to trade), or places it if it never was. So
+//! sending `create_order` again with the same client order id, at least
+//! once and for as long as the order service's expire window
+//! ([`SETTLE_WITHIN`]) after that call failed: the service answers the
+//! order it recorded (its decision, or its rejection as `EXPIRED` once too
+//! late to trade), or places it if it never was. So
 //! the summary tells apart the orders acknowledged at once, those settled
 //! by a retry (read back with them), those that certainly failed (nothing
 //! was sent, or the service refused the request) and those whose outcome
@@ -70,10 +71,12 @@ const CHECK_CONCURRENCY: usize = 16;
 /// Most orders a client may be asked to send a second.
 const MAX_RATE: f64 = 10_000.0;
 
-/// How long after its first call an order whose outcome is unknown is
-/// retried: the order service's expire window (`expire_after`, 30 s by
-/// default), within which a recorded order can still be decided, not
-/// expired. Each retry waits longer than the last, from 0.2 s up to 2 s.
+/// How long after its first call failed an order whose outcome is unknown
+/// is retried (at least once): the order service's expire window
+/// (`expire_after`, 30 s by default), within which a recorded order can
+/// still be decided, not expired (a later retry is answered its rejection
+/// as `EXPIRED`). Each retry waits longer than the last, from 0.2 s up to
+/// 2 s.
 pub const SETTLE_WITHIN: Duration = Duration::from_secs(30);
 
 /// The pause before the first retry of an order whose outcome is unknown.
@@ -513,7 +516,8 @@ pub async fn run(args: TrafficArgs, shutdown: CancellationToken) -> anyhow::Resu
     {
         eprintln!(
             "stopped; waiting for {} order(s) in flight, each answered or given up within {} \
-             (one whose outcome is unknown: retried within {} of its first call) (Ctrl-C stops now)",
+             (one whose outcome is unknown: retried for {} more after its call failed, each \
+             retry within that deadline) (Ctrl-C stops now)",
             in_flight.load(Ordering::SeqCst),
             humantime::format_duration(timeout),
             humantime::format_duration(SETTLE_WITHIN)
@@ -546,8 +550,8 @@ pub async fn run(args: TrafficArgs, shutdown: CancellationToken) -> anyhow::Resu
     if !tally.unknown_ids.is_empty() {
         let ids: Vec<&str> = tally.unknown_ids.iter().map(String::as_str).collect();
         println!(
-            "outcome unknown (no retry answered within {} of the first call; a create_order with \
-             the same client_order_id tells): {}",
+            "outcome unknown (retried for {} after the first call failed, no retry decided \
+             it; a create_order with the same client_order_id tells): {}",
             humantime::format_duration(SETTLE_WITHIN),
             abbreviated(&ids)
         );
@@ -596,8 +600,9 @@ pub async fn run(args: TrafficArgs, shutdown: CancellationToken) -> anyhow::Resu
 /// outcome is unknown, settles it by retrying with the same client order
 /// id — after a pause growing from [`FIRST_RETRY_AFTER`] to
 /// [`LAST_RETRY_AFTER`], each retry starting within [`SETTLE_WITHIN`] of
-/// the first call — until a call answers it; every call is counted in
-/// `tally`, and the order as answered, failed or unknown.
+/// the first call's failure ([`retry_at`]), so at least one is sent —
+/// until a call answers it; every call is counted in `tally`, and the
+/// order as answered, failed or unknown.
 async fn place(
     rpc: &RpcClient,
     group: &str,
@@ -608,12 +613,12 @@ async fn place(
     let first = Instant::now();
     let mut told = said(create(rpc, group, order, timeout).await);
     lock(tally).record(first.elapsed(), &told, false);
+    let known = Instant::now();
     let mut pause = FIRST_RETRY_AFTER;
     while let Said::Unknown(_) = &told {
-        let retry_at = Instant::now() + pause;
-        if retry_at >= first + SETTLE_WITHIN {
+        let Some(retry_at) = retry_at(known, Instant::now(), pause, SETTLE_WITHIN) else {
             break;
-        }
+        };
         tokio::time::sleep_until(retry_at).await;
         let sent = Instant::now();
         told = said(create(rpc, group, order, timeout).await);
@@ -626,6 +631,22 @@ async fn place(
         pause = (pause * 2).min(LAST_RETRY_AFTER);
     }
     lock(tally).gave_up(&told, &order.client_order_id);
+}
+
+/// When to send the next retry of an order whose outcome is unknown, the
+/// pause before it being `pause` from `now`: within `within` (the settle
+/// window) of `known`, when its first call's outcome was known (unknown),
+/// so that, whatever that call's deadline, the order is retried at least
+/// once; `None` once the window is over.
+///
+/// A retry within the window of a recorded, pending order decides it (the
+/// order service's `expire_after` counts from the order's creation, no
+/// earlier than its first call); one that comes later, the first call
+/// having taken long, is answered the order rejected as `EXPIRED`: either
+/// way the retry tells what became of the order.
+fn retry_at(known: Instant, now: Instant, pause: Duration, within: Duration) -> Option<Instant> {
+    let at = now + pause;
+    (at < known + within).then_some(at)
 }
 
 /// How many of the orders read back were acknowledged at once, and how
@@ -1116,6 +1137,30 @@ mod tests {
             failures(&tally.window.failed),
             "3 [SERVICE_UNAVAILABLE×1, TIMEOUT×2]"
         );
+    }
+
+    /// An order whose first call ran to its deadline is retried at least
+    /// once, whatever `--timeout-ms`: the settle window counts from when
+    /// its outcome was known (unknown), not from when it was sent.
+    #[test]
+    fn an_unknown_order_is_retried_whatever_its_deadline() {
+        let t0 = Instant::now();
+        for timeout in [5, 29, 30, 60, 600] {
+            let known = t0 + Duration::from_secs(timeout);
+            assert_eq!(
+                retry_at(known, known, FIRST_RETRY_AFTER, SETTLE_WITHIN),
+                Some(known + FIRST_RETRY_AFTER),
+                "--timeout-ms {timeout}000"
+            );
+            // Retried for the whole window after it, and no longer.
+            let late = known + SETTLE_WITHIN - Duration::from_secs(1);
+            assert_eq!(retry_at(known, late, LAST_RETRY_AFTER, SETTLE_WITHIN), None);
+            let last = late - LAST_RETRY_AFTER;
+            assert_eq!(
+                retry_at(known, last, LAST_RETRY_AFTER, SETTLE_WITHIN),
+                Some(last + LAST_RETRY_AFTER)
+            );
+        }
     }
 
     #[test]
