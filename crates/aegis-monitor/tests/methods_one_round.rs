@@ -78,3 +78,37 @@ async fn the_methods_route_tells_no_instance_from_no_answer_in_time() {
     let r = h.get("/api/services/ledger/methods", Some(VIEWER)).await;
     r.expect(504, Some("GATEWAY_TIMEOUT"));
 }
+
+/// Every instance answers something that is not a services-protocol INFO
+/// reply: the route says so (502) as soon as no more answers come, not
+/// after the whole 2 s it waits for a first answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_unreadable_answers_are_a_bad_gateway_at_once() {
+    let h = Harness::start().await;
+    let garbled = h.connect().await;
+    let mut asked = garbled
+        .client()
+        .subscribe("$SRV.INFO.ledger")
+        .await
+        .unwrap();
+    garbled.client().flush().await.unwrap();
+    let client = garbled.client().clone();
+    let answering = tokio::spawn(async move {
+        while let Some(msg) = asked.next().await {
+            if let Some(reply) = msg.reply {
+                client.publish(reply, "not json".into()).await.unwrap();
+                client.flush().await.unwrap();
+            }
+        }
+    });
+
+    let started = std::time::Instant::now();
+    let r = h.get("/api/services/ledger/methods", Some(VIEWER)).await;
+    let took = started.elapsed();
+    r.expect(502, Some("BAD_GATEWAY"));
+    assert!(
+        took < Duration::from_secs(1),
+        "an unreadable answer is known at once; took {took:?}"
+    );
+    answering.abort();
+}

@@ -193,7 +193,8 @@ pub async fn describe_all(
 }
 
 /// As [`describe_all`] — one request, every instance's answer, the first
-/// to arrive first — but when no answer can be used it says why, as
+/// to arrive first, gathered until none came for 200 ms after the last,
+/// readable or not — but when no answer can be used it says why, as
 /// [`describe`] does: one round of asking serves both a caller that needs
 /// one description and one that needs them all.
 ///
@@ -241,7 +242,9 @@ pub async fn describe_each(
     let mut unreadable = None;
     let mut no_responders = false;
     loop {
-        let until = if found.is_empty() {
+        // Any answer, readable or not, says the instances answer: more
+        // are waited for only briefly after it.
+        let until = if found.is_empty() && unreadable.is_none() {
             deadline
         } else {
             deadline.min(tokio::time::Instant::now() + MORE_ANSWERS)
