@@ -289,7 +289,9 @@ pub async fn start(conn: &Connection, opts: OrderOptions) -> Result<Running, Tra
 /// it becomes leader (once the index holds every order stored before it
 /// took the fence), then every `stale_after / 2`. A request for one of
 /// them may race the sweep; compare-and-set lets exactly one of the two
-/// decide it.
+/// decide it. The wait for the index ends when the role changes, and is
+/// begun again after `stale_after / 2` (saying so), so no sweep waits on it
+/// for ever.
 async fn recover_while_leading(
     desk: Arc<Desk>,
     mut roles: watch::Receiver<Role>,
@@ -307,11 +309,11 @@ async fn recover_while_leading(
                 epoch,
             };
             let still_leading = || leadership.serving_epoch() == Some(epoch);
-            let sweep = async {
+            let ready = async {
                 // Fence the old leader out before reading what it left.
                 if let Err(e) = desk.store.take_fence(epoch).await {
                     warn!(epoch, error = ?e, "cannot take the order store's fence yet");
-                    return;
+                    return false;
                 }
                 desk.store.loaded().await;
                 // Loaded is not enough: the index must hold what the old
@@ -320,14 +322,42 @@ async fn recover_while_leading(
                 // its consumer was lost with a node).
                 if let Err(e) = desk.store.caught_up(epoch).await {
                     warn!(epoch, error = ?e, "cannot sweep the order store yet");
-                    return;
+                    return false;
                 }
-                desk.resume_pending(&caller, stale_after, still_leading)
-                    .await;
+                true
             };
-            tokio::select! {
+            // The index waits on its watch, which may not catch up for a
+            // long time (the bucket cannot be read, or is gone): the wait
+            // ends when the role changes — a sweep waiting for an old
+            // epoch would otherwise hold up the sweeps of the next — and is
+            // given up, and begun again, after `stale_after / 2`.
+            let wait = stale_after / 2;
+            let ready = tokio::select! {
                 () = cancel.cancelled() => return,
-                () = sweep => {}
+                changed = roles.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                ready = tokio::time::timeout(wait, ready) => ready,
+            };
+            match ready {
+                Ok(true) => {
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = desk.resume_pending(&caller, stale_after, still_leading) => {}
+                    }
+                }
+                Ok(false) => {}
+                Err(_) => {
+                    warn!(
+                        epoch,
+                        waited = ?wait,
+                        "the order index has not caught up with the order store's fence; waiting again"
+                    );
+                    continue;
+                }
             }
             stale_after / 2
         } else {

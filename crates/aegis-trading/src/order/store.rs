@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::{
-    fence::{Fence, bucket_created},
+    fence::{Fence, FenceAt, bucket_created},
     index::Index,
     model::{ListOrders, Order, OrderList},
 };
@@ -312,10 +312,12 @@ impl OrderStore {
     /// key's revision. Until then an older leader's last writes — a fill
     /// decided but not announced, say — may be stored but not indexed yet:
     /// the watch may lag, or be opened again after its consumer was lost
-    /// with a NATS node or its bucket was created again. A fence held in a
-    /// bucket the watch has seen replaced is taken again in the new one.
-    /// Costs nothing once the watch has passed the fence: no request is
-    /// made.
+    /// with a NATS node or its bucket was created again. When the watch
+    /// follows another bucket than the fence's, the bucket is asked which
+    /// one is current (see [`reached`](Self::reached)): the fence's, and
+    /// the watch is waited for; another, and the fence is taken again in
+    /// it. Costs nothing once the watch has passed the fence: no request
+    /// is made.
     ///
     /// # Errors
     /// [`StoreError::Deposed`] when a newer leader holds the fence;
@@ -323,27 +325,49 @@ impl OrderStore {
     pub(crate) async fn caught_up(&self, epoch: u64) -> Result<(), StoreError> {
         for _ in 0..3 {
             let fence = self.fence.revision(&self.bucket, epoch).await?;
-            let mut followed = self.followed.subscribe();
-            let reached = followed
-                .wait_for(|followed| match followed.bucket {
-                    Some(bucket) if bucket == fence.bucket => followed.revision >= fence.revision,
-                    // The fence is in a bucket deleted since.
-                    Some(bucket) => bucket > fence.bucket,
-                    None => false,
-                })
-                .await
-                .map(|followed| *followed);
-            // The sender lives as long as the store, so this cannot fail.
-            match reached {
-                Ok(followed) if followed.bucket != Some(fence.bucket) => {
-                    self.fence.moved(epoch).await;
-                }
-                _ => return Ok(()),
+            match self.reached(fence).await? {
+                Reached::Fence => return Ok(()),
+                Reached::Moved => self.fence.moved(epoch).await,
             }
         }
         Err(StoreError::Unavailable(
             "the orders bucket keeps being created again".to_owned(),
         ))
+    }
+
+    /// Waits until the watch has handed over `fence`, or until `fence` is
+    /// known to be in a bucket deleted since. While the watch follows the
+    /// fence's bucket, no request is made; when it follows another, the
+    /// bucket is asked which one is current (once for each bucket the
+    /// watch moves to), since creation times are wall-clock and say
+    /// nothing of which bucket came first.
+    async fn reached(&self, fence: FenceAt) -> Result<Reached, StoreError> {
+        let mut followed = self.followed.subscribe();
+        // The bucket the watch followed when the current one was asked,
+        // and the answer.
+        let mut asked: Option<(i128, i128)> = None;
+        loop {
+            let now = *followed.borrow_and_update();
+            let current = asked
+                .filter(|(watched, _)| Some(*watched) == now.bucket)
+                .map(|(_, current)| current);
+            match standing(now, fence, current) {
+                Standing::CaughtUp => return Ok(Reached::Fence),
+                Standing::Moved => return Ok(Reached::Moved),
+                Standing::Ask => {
+                    let current = bucket_created(&self.conn, &self.bucket)
+                        .await
+                        .map_err(unavailable)?;
+                    if let Some(watched) = now.bucket {
+                        asked = Some((watched, current));
+                    }
+                }
+                Standing::Wait => {
+                    // The sender lives as long as the store.
+                    followed.changed().await.map_err(unavailable)?;
+                }
+            }
+        }
     }
 
     /// Ids of the orders a leader at `epoch` should see to, oldest first:
@@ -506,10 +530,197 @@ impl OrderStore {
     }
 }
 
+/// How [`OrderStore::reached`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reached {
+    /// The watch has handed over the fence's revision in its bucket.
+    Fence,
+    /// The fence is in a bucket deleted since: take it again.
+    Moved,
+}
+
+/// Where the watch stands against a fence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    /// It has handed over the fence's revision, in the fence's bucket.
+    CaughtUp,
+    /// It has yet to: wait for it to hand over more, or to move on to the
+    /// fence's bucket.
+    Wait,
+    /// It follows another bucket than the fence's: which one is current?
+    Ask,
+    /// The fence is in a bucket deleted since: it must be taken again.
+    Moved,
+}
+
+/// Where a watch that has `followed` stands against `fence`, given the
+/// creation time of the bucket now current if it was asked (`current`)
+/// while the watch followed the bucket it follows now.
+///
+/// When the buckets differ, their creation times are not compared: they
+/// are the wall clock of whichever server made each, which may have
+/// stepped back (or be another server's, behind) when the bucket was made
+/// again. Only which bucket is current tells: the fence's, and the watch
+/// lags behind its re-creation and will move on to it; any other, and the
+/// fence's bucket was deleted since.
+fn standing(followed: Followed, fence: FenceAt, current: Option<i128>) -> Standing {
+    match followed.bucket {
+        None => Standing::Wait,
+        Some(bucket) if bucket == fence.bucket => {
+            if followed.revision >= fence.revision {
+                Standing::CaughtUp
+            } else {
+                Standing::Wait
+            }
+        }
+        Some(_) => match current {
+            None => Standing::Ask,
+            Some(current) if current == fence.bucket => Standing::Wait,
+            Some(_) => Standing::Moved,
+        },
+    }
+}
+
 /// The turn of an order key: a hash, so different orders rarely share one.
 fn turn_of(key: &str) -> usize {
     use std::hash::{BuildHasher, RandomState};
     static HASHER: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
     let hash = HASHER.get_or_init(RandomState::new).hash_one(key);
     (hash % TURNS as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use aegis_sdk::{AegisConfig, Connection};
+    use aegis_testkit::NatsServer;
+
+    use super::*;
+
+    /// An hour, in the nanoseconds buckets are told apart by.
+    const HOUR: i128 = 3_600_000_000_000;
+
+    fn at(bucket: i128, revision: u64) -> FenceAt {
+        FenceAt { revision, bucket }
+    }
+
+    fn following(bucket: i128, revision: u64) -> Followed {
+        Followed {
+            bucket: Some(bucket),
+            revision,
+        }
+    }
+
+    /// The order review: the bucket was created again with an earlier
+    /// creation time than the one the fence is in (a clock stepped back,
+    /// or the meta leader moved to a server whose clock is behind), and
+    /// the watch follows the new bucket. Before, the watch was taken for
+    /// lagging behind the fence's bucket and waited for ever; the fence's
+    /// bucket is not current, so the fence moved.
+    #[test]
+    fn a_fence_in_a_bucket_deleted_since_moved_whatever_the_clocks_say() {
+        let fence = at(9 * HOUR, 3);
+        assert_eq!(
+            standing(following(5 * HOUR, 10), fence, Some(5 * HOUR)),
+            Standing::Moved
+        );
+        assert_eq!(
+            standing(following(12 * HOUR, 10), fence, Some(12 * HOUR)),
+            Standing::Moved
+        );
+        // A third bucket is current: the fence moved too.
+        assert_eq!(
+            standing(following(5 * HOUR, 10), fence, Some(7 * HOUR)),
+            Standing::Moved
+        );
+    }
+
+    /// The watch lags behind a re-creation: the fence is in the current
+    /// bucket, whatever its creation time says against the watch's.
+    #[test]
+    fn a_watch_behind_the_current_bucket_is_waited_for() {
+        for watched in [5 * HOUR, 12 * HOUR] {
+            let fence = at(9 * HOUR, 3);
+            assert_eq!(standing(following(watched, 10), fence, None), Standing::Ask);
+            assert_eq!(
+                standing(following(watched, 10), fence, Some(9 * HOUR)),
+                Standing::Wait
+            );
+        }
+    }
+
+    /// On the fence's bucket nothing is asked: the revision decides.
+    #[test]
+    fn on_the_fences_bucket_only_the_revision_counts() {
+        let fence = at(9 * HOUR, 3);
+        assert_eq!(
+            standing(following(9 * HOUR, 2), fence, None),
+            Standing::Wait
+        );
+        assert_eq!(
+            standing(following(9 * HOUR, 3), fence, None),
+            Standing::CaughtUp
+        );
+        assert_eq!(standing(Followed::default(), fence, None), Standing::Wait);
+    }
+
+    async fn store(server: &NatsServer) -> Arc<OrderStore> {
+        let mut config = AegisConfig::with_servers(server.url());
+        config.nats.request_timeout = Duration::from_secs(5);
+        let conn = Connection::connect(config).await.expect("connect");
+        OrderStore::open(&conn, "order-test", 16).await.unwrap()
+    }
+
+    /// Against a real bucket: the watch follows the current bucket, made
+    /// an hour earlier by its clock than the one the fence was taken in.
+    /// Before, this waited for ever (every request answered
+    /// SERVICE_UNAVAILABLE, the recovery sweep hung); now the fence is
+    /// found moved, after one read of the bucket.
+    #[tokio::test]
+    async fn a_fence_of_a_later_stamped_deleted_bucket_is_found_moved() {
+        let server = NatsServer::start().expect("start nats-server");
+        let store = store(&server).await;
+        let current = bucket_created(&store.conn, &store.bucket).await.unwrap();
+        store.followed.send_replace(following(current, 0));
+        let reached = tokio::time::timeout(
+            Duration::from_secs(10),
+            store.reached(at(current + HOUR, 1)),
+        )
+        .await
+        .expect("waited for a watch that follows the current bucket");
+        assert_eq!(reached.unwrap(), Reached::Moved);
+    }
+
+    /// Against a real bucket: the watch still follows a bucket deleted
+    /// since (stamped later, by a clock that stepped back), the fence is
+    /// in the current one. It is waited for — not taken for a moved fence,
+    /// which would be taken again and again until the request failed —
+    /// and caught up with once it moves to the current bucket and hands
+    /// over the fence's revision.
+    #[tokio::test]
+    async fn a_watch_behind_a_re_creation_is_waited_for() {
+        let server = NatsServer::start().expect("start nats-server");
+        let store = store(&server).await;
+        let current = bucket_created(&store.conn, &store.bucket).await.unwrap();
+        store.followed.send_replace(following(current + HOUR, 50));
+        let fence = at(current, 3);
+        let waiting = tokio::spawn({
+            let store = store.clone();
+            async move { store.reached(fence).await }
+        });
+        // Nothing changes it: it must still be waiting (bounded check of
+        // something that must not happen).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!waiting.is_finished(), "{:?}", waiting.await);
+        store.followed.send_replace(following(current, 2));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "{:?}", waiting.await);
+        store.followed.send_replace(following(current, 3));
+        let reached = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the watch caught up with the fence")
+            .unwrap();
+        assert_eq!(reached.unwrap(), Reached::Fence);
+    }
 }
