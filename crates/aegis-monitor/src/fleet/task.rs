@@ -459,7 +459,11 @@ impl State {
         // records (it orders what a read of the key answers after) or a
         // read of it is on its way (whose answer may be older); a held key
         // stays, as its holder is shown when an instance of it comes back,
-        // and goes once removed (its lease expires or its leader resigns).
+        // and goes once the key is removed (its leader resigns or steps
+        // aside and deletes it, or it is purged). A lapsed lease removes
+        // nothing, nor does a crash: the key of a group whose last leader
+        // crashed stays in the bucket, and so does its entry here, so this
+        // map grows only as far as the bucket's own leftover keys.
         let asking = &self.keys.asking;
         self.leaders.retain(|group, (_, holder)| {
             holder.is_some() || groups.contains(group) || asking.contains(group)
@@ -1078,7 +1082,7 @@ mod tests {
     }
 
     /// The key last seen of a group goes with the group: once its key is
-    /// removed (the last leader resigned, or its lease expired) and no
+    /// removed (the last leader resigned; a lapsed lease removes nothing) and no
     /// instance of the group is left, the fleet keeps nothing of it; a
     /// removed key whose group still has instances is kept (its revision
     /// orders what is read of the key after), and so is a held key. A long
