@@ -25,11 +25,13 @@
 //! the summary tells apart the orders acknowledged at once, those settled
 //! by a retry (read back with them), those that certainly failed (nothing
 //! was sent, or the service refused the request) and those whose outcome
-//! stayed unknown (no answer to any retry): a retry with the same client
+//! stayed unknown (no retry decided it): a retry with the same client
 //! order id, named in the list, still tells.
 //!
 //! Once the flow has stopped, each wait says what it waits for and is
-//! bounded: the calls in flight by their deadline (`--timeout-ms`), the
+//! bounded: the orders in flight by their call's deadline (`--timeout-ms`)
+//! or, one whose outcome is unknown, by the settle window after it and a
+//! last retry's deadline (twice `--timeout-ms` plus 30 s in all), the
 //! read-back by giving up once the order service has answered nothing for
 //! a whole deadline (the showcase stopped, or lost its leader), the orders
 //! left saying "not checked". A Ctrl-C or SIGTERM then (the first, when
@@ -97,8 +99,10 @@ pub struct TrafficArgs {
     /// Stop after this long, e.g. `30s` or `5m` (default: until Ctrl-C).
     #[arg(long, value_parser = aegis_monitor::config::duration_flag)]
     pub duration: Option<Duration>,
-    /// Deadline of one order, retries on a new leader included (ms, 1 to
-    /// 600000).
+    /// Deadline of each `create_order` call, its attempts on a new leader
+    /// included (ms, 1 to 600000); an order whose call fails with its
+    /// outcome unknown is retried for 30 s more, each retry with this
+    /// deadline, so an order may take twice this plus 30 s.
     #[arg(long, default_value_t = 5_000, value_parser = crate::cli::timeout_ms())]
     pub timeout_ms: u64,
     /// The order service's sticky group.
@@ -506,8 +510,9 @@ pub async fn run(args: TrafficArgs, shutdown: CancellationToken) -> anyhow::Resu
     }
     let elapsed = started.elapsed();
     let interrupt = interrupt_from_now(&shutdown);
-    // The calls in flight finish (each within its deadline); a wait longer
-    // than a moment is said, and a signal ends it.
+    // The orders in flight are answered or given up (each call within its
+    // deadline, an unknown one's retries within SETTLE_WITHIN after); a
+    // wait longer than a moment is said, and a signal ends it.
     let wait = tasks.wait();
     tokio::pin!(wait);
     if tokio::time::timeout(Duration::from_millis(200), &mut wait)
@@ -1161,6 +1166,26 @@ mod tests {
                 Some(last + LAST_RETRY_AFTER)
             );
         }
+    }
+
+    /// `--timeout-ms` says what it bounds: each call, and not the order,
+    /// which a retry may settle for 30 s more.
+    #[test]
+    fn the_timeout_help_names_the_settle_window() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            traffic: TrafficArgs,
+        }
+        let cli = <Cli as clap::CommandFactory>::command();
+        let help = cli
+            .get_arguments()
+            .find(|a| a.get_id() == "timeout_ms")
+            .and_then(|a| a.get_help())
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        assert!(help.contains("each `create_order` call"), "{help}");
+        assert!(help.contains("30 s"), "{help}");
     }
 
     #[test]
