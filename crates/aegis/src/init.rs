@@ -302,6 +302,14 @@ fn bytes(bytes: u64) -> String {
     }
 }
 
+/// How a limit is left out of the file the Helm chart renders, where the
+/// file is not the operator's to edit: out of the values, and where the
+/// values never set it (a release upgraded from chart 0.3.0 with
+/// `--reuse-values`, which keeps that chart's 15 defaults), the docs' way.
+const FROM_THE_CHART: &str = "of the values, for the file the Helm chart renders; a release \
+     upgraded from chart 0.3.0 with --reuse-values still writes every limit: see \
+     docs/deployment.md, \"Upgrading from chart 0.3.0\"";
+
 /// The mismatch of a lowering not applied: what the stream has and the
 /// file wants, what lowering deletes, and both fixes (`command` lowers it).
 fn lowering_advice(
@@ -313,13 +321,13 @@ fn lowering_advice(
 ) -> String {
     let keep = match change.has {
         Some(_) => format!(
-            "set {key} = {} in {file} (or leave it out)",
+            "set {key} = {} in {file}, or leave it out of the file ({FROM_THE_CHART})",
             match change.limit {
                 Limit::MaxAge => format!("\"{}\"", show(change.limit, change.has)),
                 _ => show(change.limit, change.has),
             }
         ),
-        None => format!("leave {key} out of {file}"),
+        None => format!("leave {key} out of {file} ({FROM_THE_CHART})"),
     };
     format!(
         "{} is a lowering, which {}; to lower it, run `{command}`; \
@@ -854,7 +862,10 @@ mod tests {
             ),
             "max_messages 100 -> 10 is a lowering, which would delete the 20 oldest of its 30 \
              messages at once; to lower it, run `aegis init --config a.toml --apply-limits`; \
-             to keep it, set streams.events.max_messages = 100 in a.toml (or leave it out)"
+             to keep it, set streams.events.max_messages = 100 in a.toml, or leave it out of \
+             the file (of the values, for the file the Helm chart renders; a release upgraded \
+             from chart 0.3.0 with --reuse-values still writes every limit: see \
+             docs/deployment.md, \"Upgrading from chart 0.3.0\")"
         );
         let age = lowering_advice(
             &change(
@@ -869,7 +880,7 @@ mod tests {
         );
         assert!(
             age.starts_with("max_age 7days -> 1h is a lowering, which would delete the messages older than 1h at once")
-                && age.ends_with("set streams.events.max_age = \"7days\" in a.toml (or leave it out)"),
+                && age.contains("set streams.events.max_age = \"7days\" in a.toml, or leave it out of the file (of the values, for the file the Helm chart renders;"),
             "{age}"
         );
         let bytes = change(Limit::MaxBytes, None, 2 * 1024 * 1024).loss(&state);

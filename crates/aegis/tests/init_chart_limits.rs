@@ -24,6 +24,11 @@ fn root() -> PathBuf {
 /// `values` (JSON, merged over the chart's values.yaml as `helm --values`
 /// does).
 fn chart_init_config(values: &serde_json::Value) -> String {
+    render_init_config(&root().join("deploy/helm/aegis"), values)
+}
+
+/// [`chart_init_config`] of the chart in the folder `chart`.
+fn render_init_config(chart: &std::path::Path, values: &serde_json::Value) -> String {
     let tools =
         std::env::var_os("AEGIS_TOOLS_DIR").map_or_else(|| root().join(".tools"), PathBuf::from);
     let python = tools.join("deploy-venv/bin/python");
@@ -48,7 +53,7 @@ sys.stdout.write(yaml.safe_load(text)["data"]["aegis.toml"])
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .arg("-c")
         .arg(script)
-        .arg(root().join("deploy/helm/aegis"))
+        .arg(chart)
         .arg(values.to_string())
         .output()
         .unwrap();
@@ -268,4 +273,127 @@ fn the_chart_init_job_keeps_a_stream_made_unbounded_by_hand() {
     );
     assert_eq!(limits_of(&url, "DEAD_LETTER").1, -1, "{out}");
     assert_eq!(messages_in(&url, "DEAD_LETTER"), SENT, "{out}");
+}
+
+/// The `streams` block of chart 0.3.0's values.yaml, which set every
+/// default limit.
+const STREAMS_0_3_0: &str = "streams:
+  events: { maxAge: 7d, maxBytes: 134217728, maxMessages: 1000000 }
+  commands: { maxAge: 24h, maxBytes: 33554432, maxMessages: 100000 }
+  deadLetter: { maxAge: 7d, maxBytes: 33554432, maxMessages: 100000 }
+  metrics: { maxAge: 1h, maxBytes: 67108864, maxMessages: 1000000 }
+  log: { maxAge: 24h, maxBytes: 33554432, maxMessages: 500000 }
+";
+
+/// Copies the folder `from` into `to`.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// This chart as `helm upgrade --reuse-values` from a 0.3.0 release
+/// renders it: Helm sets the new chart's values to the old release's
+/// (chart 0.3.0's values.yaml under what the release was given), and
+/// stores it so, for every later `--reuse-values` upgrade too. Here: this
+/// chart, its `streams` block replaced by 0.3.0's, in `dir`.
+fn chart_reusing_0_3_0_values(dir: &tempfile::TempDir) -> PathBuf {
+    let chart = dir.path().join("aegis-chart");
+    copy_dir(&root().join("deploy/helm/aegis"), &chart);
+    let values = std::fs::read_to_string(chart.join("values.yaml")).unwrap();
+    let start = values
+        .find("\nstreams:\n")
+        .expect("values.yaml has a streams block")
+        + 1;
+    let end = start
+        + values[start..]
+            .find("\n\n")
+            .expect("the streams block ends")
+        + 1;
+    let reused = format!("{}{STREAMS_0_3_0}{}", &values[..start], &values[end..]);
+    std::fs::write(chart.join("values.yaml"), reused).unwrap();
+    chart
+}
+
+/// A release installed with chart 0.3.0 and default values, EVENTS' bytes
+/// raised by hand: `helm upgrade --reuse-values` to this chart still
+/// renders 0.3.0's 15 default limits (Helm reuses the old chart's values),
+/// so the init Job fails on the raised limit (exit 3) and would every
+/// later `--reuse-values` upgrade. The ways out docs/deployment.md gives
+/// work: `--set streams.events.maxBytes=null` over the reused values, or
+/// one upgrade with `--reset-then-reuse-values` (Helm 3.14+) or
+/// `--reset-values -f <your values>`, which render this chart's own values
+/// (no limit) under what the release was given (nothing here).
+#[test]
+fn an_upgrade_from_0_3_0_reusing_its_values_and_the_documented_ways_out() {
+    let server = aegis_testkit::NatsServer::start().unwrap();
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let reused_chart = chart_reusing_0_3_0_values(&dir);
+    let reused = render_init_config(&reused_chart, &serde_json::json!({}));
+    assert_eq!(reused.matches("max_").count(), 15, "{reused}");
+
+    // Installed with 0.3.0 (the same 15 limits); EVENTS raised by hand.
+    let (code, out) = init_as_the_chart(&url, &dir, &reused);
+    assert_eq!(code, Some(0), "{out}");
+    edit_stream(&url, "EVENTS", |c| c.max_bytes = 512 * MIB);
+
+    // `helm upgrade --reuse-values`: the old defaults are held.
+    let (code, out) = init_as_the_chart(&url, &dir, &reused);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(
+        out.contains("MISMATCH EVENTS: max_bytes 536870912 -> 134217728 is a lowering"),
+        "{out}"
+    );
+    assert_eq!(limits_of(&url, "EVENTS").1, 512 * MIB, "{out}");
+
+    // `--reuse-values --set streams.events.maxBytes=null`: that one is
+    // left out, the others are still held.
+    let nulled = render_init_config(
+        &reused_chart,
+        &serde_json::json!({ "streams": { "events": { "maxBytes": null } } }),
+    );
+    let (code, out) = init_as_the_chart(&url, &dir, &nulled);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("stream limits held to the configuration file: EVENTS max_age, max_messages;"),
+        "{out}"
+    );
+    assert_eq!(limits_of(&url, "EVENTS").1, 512 * MIB, "{out}");
+
+    // `--reset-then-reuse-values` (or `--reset-values -f` the release's
+    // own values, none here): this chart's values, no limit held.
+    let reset = chart_init_config(&serde_json::json!({}));
+    let (code, out) = init_as_the_chart(&url, &dir, &reset);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("the configuration file sets no stream limit"),
+        "{out}"
+    );
+    assert_eq!(limits_of(&url, "EVENTS").1, 512 * MIB, "{out}");
+
+    // The upgrade docs name these ways out for a 0.3.0 release.
+    let docs = std::fs::read_to_string(root().join("docs/deployment.md")).unwrap();
+    let upgrade = &docs[docs
+        .find("## Rolling upgrade")
+        .expect("the upgrade section")..];
+    let upgrade = &upgrade[..upgrade[3..].find("\n## ").map_or(upgrade.len(), |i| i + 3)];
+    for way in [
+        "--reset-then-reuse-values",
+        "--reset-values -f",
+        "=null",
+        "0.3.1",
+    ] {
+        assert!(
+            upgrade.contains(way),
+            "the upgrade section names {way}:\n{upgrade}"
+        );
+    }
 }
