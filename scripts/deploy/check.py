@@ -314,6 +314,13 @@ def _unlimited_init(ms: list[dict]) -> None:
     init["env"] = [e for e in init["env"] if e["name"] != "AEGIS_CONFIG"]
 
 
+def _padded_limit(ms: list[dict]) -> None:
+    """A default limit written into init's file although the values set none
+    (as charts before 0.3.1 did): it would hold a limit raised by hand."""
+    cm = next(m for m in ms if m.get("kind") == "ConfigMap" and m["metadata"]["name"].endswith("-init-config"))
+    cm["data"]["aegis.toml"] += "\n[streams.dead_letter]\nmax_bytes = 33554432\n"
+
+
 def _chart_label(ms: list[dict]) -> None:
     _find(ms, "StatefulSet", "-nats")["spec"]["template"]["metadata"]["labels"]["helm.sh/chart"] = "aegis-0.1.0"
 
@@ -348,6 +355,7 @@ MUTATIONS: list[tuple[str, str, Callable[[list[dict]], None]]] = [
     ("aegis init as a post-install hook", "init-job", _init_hook),
     ("aegis init's mismatch retried", "init-job", _retried_mismatch),
     ("aegis init without the stream limits", "stream-limits", _unlimited_init),
+    ("a default stream limit the values do not set, written for init", "stream-limits", _padded_limit),
     ("the chart version in the NATS pod template", "stable-pod-templates", _chart_label),
     ("NATS anti-affinity only preferred", "nats-spread", _soft_spread),
     ("every peer as the monitor's trusted proxy", "trusted-proxies", _proxy_everyone),
