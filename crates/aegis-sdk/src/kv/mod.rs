@@ -4,13 +4,17 @@
 //! latest value of each key, then every change as it lands. When the watch
 //! breaks (its server node died, the client reconnected, the bucket's stream
 //! moved its leader) it is opened again with back-off, as often as it takes,
-//! until cancelled. order-service follows its orders with it: too many keys
-//! to load into one batch, or to read from the replicas while a watch is
-//! down. Its watch is a [`feed`](crate::feed): it breaks as soon as its
-//! consumer may be gone. On async-nats's own watch (an ordered consumer),
-//! a change made after the watch's consumer was deleted was handed over
-//! 10.05 s late in five runs of five; on a feed, 53 ms
-//! (`tests/kv_follow.rs`).
+//! until cancelled. It suits a bucket with too many keys to load into one
+//! batch, or to read from the replicas while a watch is down; the chaos
+//! bench (`aegis bench chaos`) follows order-service's bucket and election
+//! key with it. Its watch is a [`feed`](crate::feed): it breaks as soon as
+//! its consumer may be gone. On async-nats's own watch (an ordered
+//! consumer), a change made after the watch's consumer was deleted was
+//! handed over 10.05 s late in five runs of five; on a feed, 53 ms
+//! (`tests/kv_follow.rs`). order-service's own order index no longer runs
+//! on `follow`: it opens its watch itself, a feed on [`reopening`], to
+//! know which bucket each opening is on (the bucket may be deleted and
+//! created again), so those timings measure `follow`, not it.
 //!
 //! [`reopening`] is the loop under it, for any stream of items that can be
 //! opened again from where it broke — a [`feed`](crate::feed) over a
