@@ -18,11 +18,17 @@
 //! itself, a report that goes back (a lower percentage at any time, or
 //! the run's first report again after a silence) is said as a restart.
 //!
-//! Before sending, it asks the service's instances which commands their
-//! workers take (`$SRV.INFO`): a command that none lists, while some list
-//! others, is refused unsent, with the names they list (`NOT_FOUND`). A
-//! service whose instances list no command (its worker runs in a process
-//! without an instance of it, or an older SDK) is sent it all the same.
+//! Before sending, it looks for the service's command consumer on the
+//! commands stream (`SERVICE_commands`, made by its first worker and kept):
+//! a service none of whose workers ever consumed commands (a typo, most
+//! likely) is refused unsent (`NOT_FOUND`), with the services that have
+//! command workers and the one it is likely a slip of. Then it asks the
+//! service's instances which commands their workers take (`$SRV.INFO`): a
+//! command that none lists, while some list others, is refused unsent,
+//! with the names they list (`NOT_FOUND`). A service whose instances list
+//! no command (its worker runs in a process without an instance of it, or
+//! an older SDK) is sent it all the same. `--unlisted` skips both checks,
+//! for a worker yet to start or listed nowhere.
 
 use std::{process::ExitCode, time::Duration};
 
@@ -53,9 +59,11 @@ pub struct CommandArgs {
     /// (1 to 600000). A command no worker took by then never runs.
     #[arg(long, default_value_t = 30_000, value_parser = crate::cli::timeout_ms())]
     pub timeout_ms: u64,
-    /// Send the command even when the service's instances list commands
-    /// and not this one: a worker that runs in a process without an
-    /// instance of the service is listed nowhere.
+    /// Send the command even when nothing says a worker takes it: no
+    /// worker of the service ever consumed commands (one yet to start), or
+    /// the service's instances list commands and not this one (a worker
+    /// that runs in a process without an instance of the service is listed
+    /// nowhere).
     #[arg(long)]
     pub unlisted: bool,
     /// Connection flags.
@@ -84,6 +92,17 @@ pub async fn run(args: CommandArgs, shutdown: CancellationToken) -> anyhow::Resu
     };
     let timeout = Duration::from_millis(args.timeout_ms);
     let conn = args.nats.connect_as_operator().await?;
+    if !args.unlisted
+        && let Some(workers) =
+            without_command_consumer(&conn, &args.service, LISTING_WAIT.min(timeout)).await
+    {
+        eprintln!(
+            "error [{}]: {}",
+            ErrorCode::NotFound,
+            no_command_worker(&args.service, workers)
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     if !args.unlisted
         && let Some(known) = unknown_command(&conn, &args, timeout).await
     {
@@ -182,6 +201,66 @@ async fn unknown_command(
         .ok()?;
     let known: Vec<String> = described.commands.into_iter().map(|c| c.name).collect();
     (!known.is_empty() && !known.contains(&args.command)).then_some(known)
+}
+
+/// The services whose command workers have a consumer on the commands
+/// stream (`SERVICE_commands`), when `service` has none: no worker of it
+/// ever consumed commands. `None` when it has one, or when that cannot be
+/// read within `wait` (nothing is claimed then: the command is sent).
+async fn without_command_consumer(
+    conn: &aegis_sdk::Connection,
+    service: &str,
+    wait: Duration,
+) -> Option<Vec<String>> {
+    use futures::StreamExt;
+    let services = async {
+        let stream = conn
+            .jetstream()
+            .get_stream_no_info(aegis_contracts::subjects::COMMANDS_STREAM)
+            .await
+            .ok()?;
+        let mut names = stream.consumer_names();
+        let mut services = Vec::new();
+        while let Some(name) = names.next().await {
+            if let Some(service) = name.ok()?.strip_suffix(CONSUMER_SUFFIX) {
+                services.push(service.to_owned());
+            }
+        }
+        Some(services)
+    };
+    let services = tokio::time::timeout(wait, services).await.ok()??;
+    (!services.iter().any(|s| s == service)).then_some(services)
+}
+
+/// How the commands consumer of a service is named after it (the SDK's
+/// `SERVICE_commands`).
+const CONSUMER_SUFFIX: &str = "_commands";
+
+/// The error for `service`, no worker of which ever consumed commands,
+/// given the services whose workers did (`workers`, in any order).
+fn no_command_worker(service: &str, mut workers: Vec<String>) -> String {
+    workers.sort();
+    workers.dedup();
+    let mut line = format!(
+        "no worker of {service} has ever consumed commands (the commands stream has no \
+         consumer {service}{CONSUMER_SUFFIX}), so the command was not sent"
+    );
+    if workers.is_empty() {
+        line.push_str(" (no service has command workers)");
+    } else {
+        line.push_str(&format!(
+            " (services with command workers: {})",
+            workers.join(", ")
+        ));
+        if let Some(close) = crate::status::closest(service, &workers) {
+            line.push_str(&format!("; did you mean {close}?"));
+        }
+    }
+    if !line.ends_with('?') {
+        line.push('.');
+    }
+    line.push_str(" For a worker yet to start, --unlisted queues it anyway");
+    line
 }
 
 /// Prints a command's error as `error [CODE]: …` and returns the failure.
@@ -387,6 +466,23 @@ impl Bar {
 mod tests {
     use super::*;
     use aegis_sdk::rpc::WireError;
+
+    #[test]
+    fn a_service_without_command_workers_is_said_with_those_that_have_some() {
+        assert_eq!(
+            no_command_worker(
+                "recon-servce",
+                vec!["recon-service".into(), "ledger".into(), "ledger".into()]
+            ),
+            "no worker of recon-servce has ever consumed commands (the commands stream has no \
+             consumer recon-servce_commands), so the command was not sent (services with \
+             command workers: ledger, recon-service); did you mean recon-service? For a \
+             worker yet to start, --unlisted queues it anyway"
+        );
+        let line = no_command_worker("ledger", Vec::new());
+        assert!(line.contains("(no service has command workers)"), "{line}");
+        assert!(!line.contains("  "), "{line}");
+    }
 
     #[test]
     fn each_outcome_has_its_code_and_says_whether_it_ran() {

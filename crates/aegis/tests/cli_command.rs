@@ -139,15 +139,39 @@ async fn a_command_prints_its_progress_and_result_or_why_it_failed() {
     assert!(err.contains("was taken by a worker"), "{err}");
     assert!(!err.contains("is queued and"), "{err}");
 
-    // No worker at all: never ran.
+    // No worker at all, sent anyway (`--unlisted`: for a worker yet to
+    // start): never ran.
     let (code, out, err) = bus
-        .aegis(&["command", "ghost-service", "rebuild", "--timeout-ms", "300"])
+        .aegis(&[
+            "command",
+            "ghost-service",
+            "rebuild",
+            "--timeout-ms",
+            "300",
+            "--unlisted",
+        ])
         .await;
     assert_eq!(code, Some(1), "{out}{err}");
     assert!(
         err.contains("error [NOT_TAKEN]") && err.contains("was not taken by any worker"),
         "{err}"
     );
+
+    // A mistyped service, no worker of which ever consumed commands:
+    // refused unsent, with the services that have command workers and the
+    // one it is likely a slip of.
+    let (code, out, err) = bus
+        .aegis(&["command", "recon-servce", "rebuild", "--timeout-ms", "5000"])
+        .await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("error [NOT_FOUND]"), "{err}");
+    assert!(
+        err.contains("services with command workers: recon-service"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean recon-service?"), "{err}");
+    assert!(!err.contains("queued"), "nothing sent: {err}");
+    assert!(err.contains("--unlisted"), "{err}");
 
     worker.shutdown().await;
     conn.drain().await.unwrap();

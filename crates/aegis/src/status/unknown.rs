@@ -44,7 +44,7 @@ pub(crate) async fn unknown_to_registry(conn: &Connection, service: &str) -> Opt
 
 /// The one known name `typed` is likely a slip of: `order` for
 /// `order-service`, or a name within two edits (one for short names).
-fn closest<'a>(typed: &str, known: &'a [String]) -> Option<&'a str> {
+pub(crate) fn closest<'a>(typed: &str, known: &'a [String]) -> Option<&'a str> {
     let suffixed = format!("{typed}-service");
     if let Some(k) = known.iter().find(|k| **k == suffixed) {
         return Some(k);
