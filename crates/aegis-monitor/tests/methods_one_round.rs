@@ -12,6 +12,27 @@ use common::{Harness, VIEWER};
 use futures::StreamExt;
 use serde_json::json;
 
+/// Subscribes `client` to `subject` and returns once the server holds the
+/// interest: a flush only writes the SUB to the socket, and the server
+/// may take a request from another connection (the monitor's) before it
+/// reads it. A probe on `probe` (which `subject` matches, and which the
+/// test's readers skip, as it has no reply subject) sent on the same
+/// connection comes back only after the SUB was taken.
+async fn listening(
+    client: &async_nats::Client,
+    subject: &str,
+    probe: &str,
+) -> async_nats::Subscriber {
+    let mut sub = client.subscribe(subject.to_owned()).await.unwrap();
+    client.publish(probe.to_owned(), "".into()).await.unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("the probe comes back")
+        .expect("the subscription is open");
+    assert_eq!(msg.subject.as_str(), probe);
+    sub
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_get_of_the_methods_asks_the_instances_once() {
     let h = Harness::start().await;
@@ -29,8 +50,7 @@ async fn one_get_of_the_methods_asks_the_instances_once() {
 
     // A plain listener alongside the service sees every INFO request.
     let watcher = h.connect().await;
-    let mut asked = watcher.client().subscribe("$SRV.INFO.>").await.unwrap();
-    watcher.client().flush().await.unwrap();
+    let mut asked = listening(watcher.client(), "$SRV.INFO.>", "$SRV.INFO.probe").await;
 
     let r = h.get("/api/services/ledger/methods", Some(VIEWER)).await;
     r.expect(200, None);
@@ -73,8 +93,7 @@ async fn the_methods_route_tells_no_instance_from_no_answer_in_time() {
 
     // Something listens on the service's INFO subject but never answers.
     let silent = h.connect().await;
-    let _listening = silent.client().subscribe("$SRV.INFO.ledger").await.unwrap();
-    silent.client().flush().await.unwrap();
+    let _listening = listening(silent.client(), "$SRV.INFO.ledger", "$SRV.INFO.ledger").await;
     let r = h.get("/api/services/ledger/methods", Some(VIEWER)).await;
     r.expect(504, Some("GATEWAY_TIMEOUT"));
 }
@@ -86,12 +105,7 @@ async fn the_methods_route_tells_no_instance_from_no_answer_in_time() {
 async fn only_unreadable_answers_are_a_bad_gateway_at_once() {
     let h = Harness::start().await;
     let garbled = h.connect().await;
-    let mut asked = garbled
-        .client()
-        .subscribe("$SRV.INFO.ledger")
-        .await
-        .unwrap();
-    garbled.client().flush().await.unwrap();
+    let mut asked = listening(garbled.client(), "$SRV.INFO.ledger", "$SRV.INFO.ledger").await;
     let client = garbled.client().clone();
     let answering = tokio::spawn(async move {
         while let Some(msg) = asked.next().await {
