@@ -192,16 +192,16 @@ describe("FailoverTimeline across the unread middle of a truncated window", () =
     term("order-1", "2026-12-05T04:00:00.000Z", { epoch: 3, endedAt: "2026-12-05T04:00:09.000Z", endReason: "unread" });
   const after = () => term("order-2", "2026-12-05T04:40:00.000Z", { epoch: 9 });
 
-  it("says the term ended in the unread part, in English and Chinese, never 'lost without notice'", async () => {
+  it("says the term ended unseen, in English and Chinese, never 'lost without notice'", async () => {
     answer([before(), after()], true);
     const { unmount } = renderWith(liveView({ instanceId: "order-2", status: "ACTIVE", epoch: 9 }));
     const rows = await screen.findAllByTestId("timeline-term");
     const ended = within(rows[1]!).getAllByRole("cell")[4]!;
-    expect(ended).toHaveTextContent(/^ended in the unread part of the window$/);
+    expect(ended).toHaveTextContent(/^ended unseen: its end was not read$/);
     unmount();
     renderWith(liveView({ instanceId: "order-2", status: "ACTIVE", epoch: 9 }), "zh-CN");
     const zh = await screen.findAllByTestId("timeline-term");
-    expect(within(zh[1]!).getAllByRole("cell")[4]).toHaveTextContent(/^结束于窗口中未读取的部分$/);
+    expect(within(zh[1]!).getAllByRole("cell")[4]).toHaveTextContent(/^结束时未被看到：未读取到其结束记录$/);
   });
 
   it("gives endedAt as a time the term ended after, not at", async () => {
@@ -211,7 +211,7 @@ describe("FailoverTimeline across the unread middle of a truncated window", () =
     const until = within(rows[1]!).getAllByRole("cell")[3]!;
     expect(until).toHaveTextContent(/^after \d\d:\d\d:09\.000/);
     expect(until.querySelector("time")).toHaveAttribute("dateTime", "2026-12-05T04:00:09.000Z");
-    expect(until.querySelector("[title]")).toHaveAttribute("title", expect.stringMatching(/some time after.*last record read before the unread part/));
+    expect(until.querySelector("[title]")).toHaveAttribute("title", expect.stringMatching(/some time after.*last record read of it; the records of its end were not read/));
   });
 
   it("crowns neither it nor anyone else by it, even while its leader leads with that epoch", async () => {

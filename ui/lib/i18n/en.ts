@@ -261,7 +261,7 @@ export const en = {
   "timeline.until": "Until",
   "timeline.current": "now",
   "timeline.untilUnread": "after {time}",
-  "timeline.untilUnreadHelp": "Ended some time after {time}, the last record read before the unread part of the window; when is not known.",
+  "timeline.untilUnreadHelp": "Ended some time after {time}, the last record read of it; the records of its end were not read, so when is not known.",
   "timeline.handover": "Hand-over",
   "timeline.handoverValue": "{ms} ms after {from} let go",
   "timeline.handoverLastSeen": "≤ {ms} ms after {from} was last seen",
@@ -272,7 +272,7 @@ export const en = {
   "timeline.end.stopped": "stopped",
   "timeline.end.superseded": "lost without notice",
   "timeline.end.lapsed": "lease lapsed, no successor yet",
-  "timeline.end.unread": "ended in the unread part of the window",
+  "timeline.end.unread": "ended unseen: its end was not read",
   "timeline.end": "Ended",
   "timeline.notSticky": "This instance is not in a sticky single-active group; it has no failover timeline.",
 

@@ -261,7 +261,7 @@ export const zhCN: Catalogue = {
   "timeline.until": "结束",
   "timeline.current": "至今",
   "timeline.untilUnread": "{time} 之后",
-  "timeline.untilUnreadHelp": "在 {time}（窗口中未读取部分之前读取的最后一条记录）之后的某个时间结束，具体时间未知。",
+  "timeline.untilUnreadHelp": "在 {time}（读取到的它的最后一条记录）之后的某个时间结束；它结束时的记录未被读取，具体时间未知。",
   "timeline.handover": "交接",
   "timeline.handoverValue": "{from} 让出后 {ms} 毫秒",
   "timeline.handoverLastSeen": "{from} 最后可见后 ≤ {ms} 毫秒",
@@ -272,7 +272,7 @@ export const zhCN: Catalogue = {
   "timeline.end.stopped": "已停止",
   "timeline.end.superseded": "无通知丢失",
   "timeline.end.lapsed": "租约已过期，尚无继任者",
-  "timeline.end.unread": "结束于窗口中未读取的部分",
+  "timeline.end.unread": "结束时未被看到：未读取到其结束记录",
   "timeline.end": "结束方式",
   "timeline.notSticky": "此实例不属于粘性单活组，没有故障转移时间线。",
 

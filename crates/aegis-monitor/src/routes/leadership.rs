@@ -129,6 +129,11 @@ pub(crate) struct LeadershipTerm {
     /// record read before it), unless nothing was elected after the middle
     /// and the election key (the group's, when one is asked for) names its
     /// leader at its epoch now: then it leads on (null).
+    ///
+    /// In any window, a term whose leader's goodbye names a later epoch
+    /// whose election was not read (its `elected` record lost) is `unread`
+    /// too, `endedAt` its own election: it ended after that, before the
+    /// goodbye, when is not known.
     end_reason: Option<String>,
     /// Milliseconds from the previous leader letting go (or, after a
     /// superseded term, from its last sign of life) to this election.
