@@ -136,14 +136,20 @@ impl Controlled {
                 self.drills.delay_ms.store(*delay_ms, Ordering::Relaxed);
                 // The record says so, as it says an operator's verdict:
                 // a latency the drill makes is not chased as a real one.
-                match &self.registration {
-                    Some(registration) => {
-                        registration
-                            .set_drill_delay(Duration::from_millis(*delay_ms))
-                            .await
-                    }
-                    None => Ok(()),
+                // Written after the reply: the delay holds from now on,
+                // and a write waits for a heartbeat's in progress (or,
+                // with no registry quorum, for its timeout), which the
+                // operator's tool must not wait for. The heartbeat
+                // writes it again if this write fails.
+                if let Some(registration) = self.registration.clone() {
+                    let delay = Duration::from_millis(*delay_ms);
+                    tokio::spawn(crate::telemetry::log_layer::inherit(async move {
+                        if let Err(e) = registration.set_drill_delay(delay).await {
+                            warn!(error = %crate::startup::Causes(&e), "control: the record could not say the drill at once; the heartbeat retries");
+                        }
+                    }));
                 }
+                Ok(())
             }
             ControlRequest::Status => Ok(()),
         };

@@ -150,3 +150,80 @@ async fn a_slow_drill_is_in_the_record_until_lifted() {
     );
     assert_eq!(lifted.status, InstanceStatus::Active);
 }
+
+/// The drill is answered at once, its record written after the reply: with
+/// the registry's stream out of quorum (two of three nodes killed) a
+/// record write waits out its timeout (the heartbeat, 3 s here), and the
+/// operator's tool, which waits 3 s for an answer, must not wait for it.
+/// The delay holds from the answer on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_drill_is_answered_before_its_record_is_written() {
+    let mut cluster = aegis_testkit::NatsCluster::start(3).unwrap();
+    // The service and the operator both on node 0, which survives.
+    let conn = common::connect_cluster(vec![cluster.node(0).url()], 3).await;
+    let _svc = conn
+        .service(SERVICE, "1.0.0")
+        .instance_id(INSTANCE)
+        .registration(RegistrationOptions {
+            heartbeat: Duration::from_secs(3),
+            ttl: Duration::from_secs(30),
+            ..Default::default()
+        })
+        .handler("check", |_: Value| async {
+            Ok::<_, WireError>(json!(true))
+        })
+        .start()
+        .await
+        .unwrap();
+    record_when(&conn, Duration::from_secs(5), "the record", |_| true).await;
+
+    // Node 0 leads the registry's stream, so once the others die a write
+    // reaches a leader that cannot commit it and goes unanswered (one with
+    // no leader at all would be refused at once).
+    let stream = format!("KV_{}", aegis_sdk::contracts::subjects::REGISTRY_BUCKET);
+    let node0 = cluster.node(0).server_name().to_owned();
+    until_some(
+        Duration::from_secs(30),
+        "node 0 leading the registry",
+        || {
+            let (conn, stream, node0) = (conn.clone(), stream.clone(), node0.clone());
+            async move {
+                let leader = conn
+                    .jetstream()
+                    .get_stream(&stream)
+                    .await
+                    .ok()?
+                    .info()
+                    .await
+                    .ok()?
+                    .cluster
+                    .clone()?
+                    .leader?;
+                if leader == node0 {
+                    return Some(());
+                }
+                let _ = conn
+                    .client()
+                    .request(
+                        format!("$JS.API.STREAM.LEADER.STEPDOWN.{stream}"),
+                        "".into(),
+                    )
+                    .await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                None
+            }
+        },
+    )
+    .await;
+
+    cluster.kill_node(1);
+    cluster.kill_node(2);
+    let asked = std::time::Instant::now();
+    let state = control_ok(&conn, json!({"op": "slow", "delay_ms": 500})).await;
+    let took = asked.elapsed();
+    assert_eq!(state.delay_ms, 500);
+    assert!(
+        took < Duration::from_secs(1),
+        "answered after {took:?}: the reply waited for the record's write"
+    );
+}
