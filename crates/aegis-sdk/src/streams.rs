@@ -5,8 +5,10 @@
 //! A stream is created with its limits. An existing stream keeps the
 //! limits it has — an operator may have tuned them, and processes with
 //! different configurations must not fight over them — even none at all
-//! (no byte and no message limit, made so by hand): bounding it would
-//! delete its oldest messages at once. Only `aegis init` changes an
+//! (no byte and no message limit: made so by hand, or made by an SDK
+//! from before its streams were bounded): bounding it would delete its
+//! oldest messages at once, so it is said (a WARN, which reaches the
+//! instance's log in the monitor) and left to `aegis init --apply-limits`. Only `aegis init` changes an
 //! existing stream's limits to the configuration's, and only those its
 //! file sets ([`limits_set_in_file`], [`Limit`]); a lower one (no limit
 //! counts as the highest) only with `--apply-limits`.
@@ -419,7 +421,7 @@ pub async fn ensure_stream(
         with_placement_patience(&config.name, || js.get_or_create_stream(config.clone())).await?;
     let existing = &stream.cached_info().config;
     if existing.max_bytes < 0 && existing.max_messages < 0 {
-        info!(
+        warn!(
             stream = %config.name,
             "the stream has no byte or message limit and is kept so (it may fill the disk; \
              `aegis init --apply-limits` with the limits in its configuration file bounds it)"
