@@ -137,6 +137,9 @@ pub(crate) struct LeadershipTerm {
     end_reason: Option<String>,
     /// Milliseconds from the previous leader letting go (or, after a
     /// superseded term, from its last sign of life) to this election.
+    /// After an `unread` term ended by its leader's goodbye naming a later
+    /// epoch, that goodbye is the letting go (the latest such goodbye of
+    /// that leader before this election), not the term's `endedAt`.
     handover_ms: Option<f64>,
     /// The previous leader, when this term followed one in the window
     /// (never one across the unread middle of a truncated window).
@@ -455,6 +458,12 @@ pub(crate) fn build_terms_since(
 ) -> Vec<LeadershipTerm> {
     let sorted = in_order(records, bucket_created);
     let mut terms: Vec<LeadershipTerm> = Vec::new();
+    // Once the last term is closed: when its leader last let go (a
+    // hand-over is measured from then), and the epoch that goodbye named.
+    // After an `unread` end, or a later term of the same leader whose
+    // election was not read, that is the goodbye naming the later epoch,
+    // not the term's `endedAt`.
+    let mut let_go: Option<(DateTime<Utc>, Option<u64>)> = None;
     for (index, &(placed, r)) in sorted.iter().enumerate() {
         match r.kind {
             Change::Elected => {
@@ -498,8 +507,10 @@ pub(crate) fn build_terms_since(
                         }
                     }
                 } else if let Some(last) = terms.last() {
-                    handover = Some((last.instance_id.clone(), "notice", last.ended_at));
+                    let left = let_go.map(|(left, _)| left).or(last.ended_at);
+                    handover = Some((last.instance_id.clone(), "notice", left));
                 }
+                let_go = None;
                 let (from, basis, ms) = match handover {
                     Some((from, basis, Some(left))) => {
                         (Some(from), Some(basis), Some(millis_between(left, r.at)))
@@ -519,15 +530,29 @@ pub(crate) fn build_terms_since(
                 });
             }
             Change::Resigned | Change::Stopped => {
-                let Some(open) = terms
-                    .last_mut()
-                    .filter(|t| t.ended_at.is_none() && t.instance_id == r.instance)
-                else {
+                let Some(last) = terms.last_mut().filter(|t| t.instance_id == r.instance) else {
                     continue;
                 };
+                if last.ended_at.is_some() {
+                    // A closed term's leader letting go of a later term
+                    // whose election was not read: the hand-over to the
+                    // next leader is measured from this goodbye. One
+                    // naming no later epoch than the last letting go
+                    // (a stop after a resign) is not a new letting go.
+                    let named = let_go.and_then(|(_, said)| said).max(last.epoch);
+                    if r.epoch > named
+                        && named.is_some()
+                        && names_a_later_unread_term(r, last, &sorted)
+                    {
+                        let_go = Some((r.at, r.epoch));
+                    }
+                    continue;
+                }
+                let open = last;
                 if !names_another_term(r, open) {
                     open.ended_at = Some(r.at.max(open.elected_at));
                     open.end_reason = Some(reason(r.kind).to_owned());
+                    let_go = Some((r.at.max(open.elected_at), r.epoch.or(open.epoch)));
                 } else if names_a_later_unread_term(r, open, &sorted) {
                     // Its leader lost it before it won the epoch this
                     // goodbye names, and that election was not read (the
@@ -537,6 +562,7 @@ pub(crate) fn build_terms_since(
                     // unread middle of a truncated window.
                     open.ended_at = Some(open.elected_at);
                     open.end_reason = Some("unread".to_owned());
+                    let_go = Some((r.at, r.epoch));
                 }
                 // Else it names an earlier term: one written before its
                 // instance won the key again, stamped after that by a
@@ -1067,6 +1093,52 @@ mod tests {
         assert_eq!(terms.len(), 2, "{terms:?}");
         assert_eq!(terms[1].epoch, Some(1));
         assert_eq!(terms[1].ended_at, None, "{terms:?}");
+    }
+
+    /// A term ended `unread` by its leader's goodbye naming a later epoch
+    /// (whose election was not read): the next leader's hand-over is
+    /// measured from that goodbye, the previous leader letting go, not
+    /// from the unread term's `endedAt` (its own election, a time it
+    /// ended after).
+    #[test]
+    fn a_hand_over_after_an_unread_end_is_measured_from_the_goodbye() {
+        let terms = build_terms(&[
+            rec(0, "a", Change::Elected, Some(3)),
+            rec(100_000, "a", Change::Resigned, Some(5)),
+            rec(101_000, "b", Change::Elected, Some(6)),
+        ]);
+        assert_eq!(terms.len(), 2, "{terms:?}");
+        assert_eq!(terms[0].end_reason.as_deref(), Some("unread"), "{terms:?}");
+        assert_eq!(terms[1].handover_from.as_deref(), Some("a"), "{terms:?}");
+        assert_eq!(terms[1].handover_basis.as_deref(), Some("notice"));
+        assert_eq!(terms[1].handover_ms, Some(1_000.0), "{terms:?}");
+        // Two later terms of a unread: measured from the last goodbye.
+        let terms = build_terms(&[
+            rec(0, "a", Change::Elected, Some(3)),
+            rec(100_000, "a", Change::Resigned, Some(5)),
+            rec(200_000, "a", Change::Resigned, Some(7)),
+            rec(201_000, "b", Change::Elected, Some(8)),
+        ]);
+        assert_eq!(terms[1].handover_ms, Some(1_000.0), "{terms:?}");
+        // A term that resigned, then a later term of its leader unread.
+        let terms = build_terms(&[
+            rec(0, "a", Change::Elected, Some(3)),
+            rec(10_000, "a", Change::Resigned, Some(3)),
+            rec(100_000, "a", Change::Resigned, Some(5)),
+            rec(100_500, "b", Change::Elected, Some(6)),
+        ]);
+        assert_eq!(terms[0].end_reason.as_deref(), Some("resigned"));
+        assert_eq!(terms[0].ended_at, Some(at(10_000)));
+        assert_eq!(terms[1].handover_ms, Some(500.0), "{terms:?}");
+        // A stop after the goodbye at the same epoch is not a later
+        // letting go: measured from the first.
+        let terms = build_terms(&[
+            rec(0, "a", Change::Elected, Some(3)),
+            rec(100_000, "a", Change::Resigned, Some(5)),
+            rec(100_400, "a", Change::Stopped, Some(5)),
+            rec(101_000, "b", Change::Elected, Some(6)),
+        ]);
+        assert_eq!(terms[1].handover_ms, Some(1_000.0), "{terms:?}");
     }
 
     /// A leader's clock behind the previous leader's by more than its
