@@ -379,7 +379,10 @@ type Placement = (DateTime<Utc>, usize, usize);
 /// instance's election at that epoch (just after it when that is placed
 /// later than the goodbye's own time: a leader whose clock runs behind
 /// the previous leader's by more than its term lasted), so that it still
-/// ends that term. Everything else (goodbyes without an epoch, elections
+/// ends that term; when no such election was read (its record lost), no
+/// earlier than its instance's latest election at a lower epoch stamped
+/// no later than the goodbye (the same clock), whose term it ends.
+/// Everything else (goodbyes without an epoch, elections
 /// without one) is placed at its own time. Records placed at the same
 /// time keep the order they were given in (the stream's), the epoch
 /// deciding between elections.
@@ -420,18 +423,29 @@ fn in_order(
         // A goodbye naming an epoch comes after the election it names (a
         // floored election may be placed after the goodbye's own time):
         // of its instance's elections at that epoch, the latest stamped
-        // no later than the goodbye, else the earliest.
+        // no later than the goodbye, else the earliest. When none was read
+        // (its record lost), after its instance's latest election at a
+        // lower epoch stamped no later than the goodbye (the same clock
+        // says it came before): the goodbye shows that term ended, and
+        // must not be placed before it when that election was floored.
         let named = (r.kind != Change::Elected)
             .then_some(r.epoch)
             .flatten()
             .and_then(|said| {
-                let same = keyed[..elections]
+                let own = keyed[..elections]
                     .iter()
-                    .filter(|(_, e)| e.instance == r.instance && e.epoch == Some(said));
+                    .filter(|(_, e)| e.instance == r.instance);
+                let same = own.clone().filter(|(_, e)| e.epoch == Some(said));
                 let first = same.clone().min_by_key(|(_, e)| e.at);
+                let lost = || {
+                    own.clone()
+                        .filter(|(_, e)| e.epoch < Some(said) && e.at <= r.at)
+                        .max_by_key(|(_, e)| e.at)
+                };
                 same.filter(|(_, e)| e.at <= r.at)
                     .max_by_key(|(_, e)| e.at)
                     .or(first)
+                    .or_else(lost)
                     .map(|&(key, _)| key)
             });
         keyed.push((named.map_or(own, |key| key.max(own)), r));
@@ -1139,6 +1153,38 @@ mod tests {
             rec(101_000, "b", Change::Elected, Some(6)),
         ]);
         assert_eq!(terms[1].handover_ms, Some(1_000.0), "{terms:?}");
+    }
+
+    /// A clock behind and a lost election together: a's epoch-5 election
+    /// is floored after b's (epochs order elections), a's goodbye of
+    /// epoch 7 (whose election was lost) is stamped before that floor.
+    /// Stamped after a's own epoch-5 election on a's own clock, it still
+    /// ends that term (`unread`), wherever the floor put the election.
+    #[test]
+    fn a_later_epoch_goodbye_ends_a_floored_term_of_its_leader() {
+        let terms = build_terms(&[
+            rec(1_000, "b", Change::Elected, Some(4)),
+            rec(1_001, "b", Change::Resigned, Some(4)),
+            rec(992, "a", Change::Elected, Some(5)),
+            rec(995, "a", Change::Resigned, Some(7)),
+        ]);
+        let last = terms.last().expect("terms");
+        assert_eq!(last.epoch, Some(5), "{terms:?}");
+        assert!(last.ended_at.is_some(), "{terms:?}");
+        assert_eq!(last.end_reason.as_deref(), Some("unread"), "{terms:?}");
+        // b's term is not touched.
+        assert_eq!(terms[0].end_reason.as_deref(), Some("resigned"));
+        // An old bucket's goodbye naming a higher epoch, stamped before
+        // the new bucket's election of the same leader, ends nothing.
+        let terms = build_terms_since(
+            &[
+                rec(0, "a", Change::Resigned, Some(57)),
+                rec(10_000, "a", Change::Elected, Some(1)),
+            ],
+            Some(at(5_000)),
+        );
+        assert_eq!(terms.len(), 1, "{terms:?}");
+        assert_eq!(terms[0].ended_at, None, "{terms:?}");
     }
 
     /// A leader's clock behind the previous leader's by more than its
