@@ -44,15 +44,33 @@ impl ChaosArgs {
     /// # Errors
     /// When two different directories are given.
     fn dir(&self) -> anyhow::Result<PathBuf> {
+        Ok(self.given_dir()?.unwrap_or_else(|| PathBuf::from(".aegis")))
+    }
+
+    /// The `--state-dir` given, before or after the action (the same
+    /// directory when both, however written).
+    ///
+    /// # Errors
+    /// When two different directories are given.
+    fn given_dir(&self) -> anyhow::Result<Option<PathBuf>> {
         match (&self.state_dir, &self.action.nats().state_dir) {
-            (Some(a), Some(b)) if a != b => bail!(
+            (Some(a), Some(b)) if !same_dir(a, b) => bail!(
                 "two state directories given: --state-dir {} and --state-dir {}",
                 a.display(),
                 b.display()
             ),
-            (Some(dir), _) | (None, Some(dir)) => Ok(dir.clone()),
-            (None, None) => Ok(PathBuf::from(".aegis")),
+            (Some(dir), _) | (None, Some(dir)) => Ok(Some(dir.clone())),
+            (None, None) => Ok(None),
         }
+    }
+}
+
+/// Whether `a` and `b` name one directory: compared once resolved (`../sd`
+/// and `/tmp/sd`), or as written when either does not exist.
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
     }
 }
 
@@ -70,11 +88,18 @@ impl ChaosAction {
     }
 }
 
-/// `nats` for this showcase: its operator's credentials (`dir/credentials`)
-/// unless others are named. The state directory is `chaos`'s own to judge
-/// (a drill needs no local showcase), so the flags no longer carry it.
-fn showcase_flags(dir: &Path, nats: &ConnectArgs) -> ConnectArgs {
+/// `nats` for the showcase in `dir`. A `--state-dir` given (`given`, as
+/// either `--state-dir`) is taken as every tool takes it: that showcase's
+/// nodes and operator's credentials, refused when no `aegis up` runs there
+/// (never falling back to `.aegis`, which may be another showcase). Without
+/// one, a drill needs no local showcase: the operator's credentials of
+/// `.aegis` when it has them, else those configured.
+fn showcase_flags(dir: &Path, given: bool, nats: &ConnectArgs) -> ConnectArgs {
     let mut nats = nats.clone();
+    if given {
+        nats.state_dir = Some(dir.to_path_buf());
+        return nats;
+    }
     nats.state_dir = None;
     if nats.credentials.is_none() && dir.join("credentials").is_file() {
         nats.credentials = Some(dir.join("credentials"));
@@ -205,6 +230,7 @@ pub enum ChaosAction {
 /// When the showcase is not running (for the process actions), the target
 /// is unknown, or an instance refuses or does not answer a drill.
 pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
+    let given = args.given_dir()?.is_some();
     let dir = &args.dir()?;
     let drill = match &args.action {
         ChaosAction::Unhealthy {
@@ -237,7 +263,9 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     };
     if let Some((target, all, nats, request)) = drill {
         // Drills publish to `aegis.control`, which only the operator may.
-        let conn = showcase_flags(dir, nats).connect_as_operator().await?;
+        let conn = showcase_flags(dir, given, nats)
+            .connect_as_operator()
+            .await?;
         let result = drill::run(&conn, target, all, request).await;
         let _ = conn.drain().await;
         return result;
@@ -256,7 +284,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             unreachable!("drills return above")
         }
         ChaosAction::Kill { target, nats } => {
-            let name = resolve(dir, &target, &nats).await?;
+            let name = resolve(dir, given, &target, &nats).await?;
             let pid = remote.signal(&name, Signal::SIGKILL)?;
             println!(
                 "SIGKILLed {name} (pid {pid}); the supervisor restarts it after a delay (unless `aegis up` runs with --no-restart)"
@@ -313,6 +341,7 @@ fn whole_ms(d: Duration) -> u64 {
 /// says ACTIVE (or the first, when none does).
 async fn resolve(
     dir: &std::path::Path,
+    given: bool,
     target: &str,
     nats: &ConnectArgs,
 ) -> anyhow::Result<String> {
@@ -321,7 +350,9 @@ async fn resolve(
         return Ok(target.to_owned());
     }
     // The operator's credentials of this showcase, unless others are named.
-    let conn = showcase_flags(dir, nats).connect_as_operator().await?;
+    let conn = showcase_flags(dir, given, nats)
+        .connect_as_operator()
+        .await?;
     let reader = aegis_sdk::registry::RegistryReader::start(&conn).await?;
     let mut instances = reader.by_service(target);
     if instances.is_empty() {
@@ -386,5 +417,37 @@ mod tests {
                 .validate()
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn one_state_directory_written_two_ways_is_one() {
+        use clap::Parser;
+        let state = tempfile::tempdir().unwrap();
+        let abs = state.path().to_str().unwrap().to_owned();
+        let name = state.path().file_name().unwrap().to_str().unwrap();
+        let other_way = format!("{abs}/../{name}/.");
+        let parse = |a: &str, b: &str| {
+            let cli = crate::cli::Cli::try_parse_from([
+                "aegis",
+                "chaos",
+                "--state-dir",
+                a,
+                "unhealthy",
+                "s",
+                "--for",
+                "1s",
+                "--state-dir",
+                b,
+            ])
+            .unwrap();
+            let crate::cli::Command::Chaos(args) = cli.command else {
+                panic!("parsed as another command");
+            };
+            args.dir()
+        };
+        assert!(parse(&other_way, &abs).is_ok(), "{other_way} is {abs}");
+        let other = tempfile::tempdir().unwrap();
+        let err = parse(&abs, other.path().to_str().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("two state directories"), "{err}");
     }
 }

@@ -260,16 +260,18 @@ impl ConnectArgs {
     }
 
     /// The credentials file of `aegis up` to connect as its operator with:
-    /// `--credentials`, else the one in `--state-dir`, else
-    /// `.aegis/credentials` when it exists.
+    /// `--credentials`, else the one in `--state-dir` when it exists (with
+    /// `--state-dir`, never another: `.aegis` may be another showcase's),
+    /// else `.aegis/credentials` when it exists.
     pub fn credentials_file(&self) -> Option<PathBuf> {
-        self.credentials
-            .clone()
-            .or_else(|| self.state_dir.as_ref().map(|d| d.join("credentials")))
-            .or_else(|| {
-                let default = PathBuf::from(DEFAULT_PATH);
-                default.is_file().then_some(default)
-            })
+        if let Some(file) = &self.credentials {
+            return Some(file.clone());
+        }
+        let file = match &self.state_dir {
+            Some(dir) => dir.join("credentials"),
+            None => PathBuf::from(DEFAULT_PATH),
+        };
+        file.is_file().then_some(file)
     }
 
     /// Connects like [`connect`](Self::connect), with `adjust` applied to

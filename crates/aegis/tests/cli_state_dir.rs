@@ -80,3 +80,49 @@ async fn the_tools_find_a_showcase_by_its_state_directory() {
         );
     }
 }
+
+/// `dir` made to look like the state directory of a running `aegis up`:
+/// its `up.pid` names this (live) test process, its credentials file names
+/// an operator, and, when given, its `nats-url` file names `url` (none: a
+/// showcase whose NATS is not up yet).
+fn fake_showcase(dir: &Path, url: Option<&str>) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("up.pid"), std::process::id().to_string()).unwrap();
+    std::fs::write(
+        dir.join("credentials"),
+        "AEGIS_NATS_USER=operator\nAEGIS_NATS_PASSWORD=secret\n",
+    )
+    .unwrap();
+    if let Some(url) = url {
+        std::fs::write(dir.join("nats-url"), url).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_given_a_state_dir_with_no_showcase_is_refused_not_sent_to_the_local_one() {
+    // A showcase in the working directory's `.aegis`, and a mistyped
+    // --state-dir: the drill must not fall back to `.aegis`.
+    let cwd = tempfile::tempdir().unwrap();
+    fake_showcase(&cwd.path().join(".aegis"), Some("nats://127.0.0.1:1"));
+    let typo = tempfile::tempdir().unwrap();
+    let typo = typo.path().to_str().unwrap();
+    for args in [
+        vec![
+            "chaos",
+            "unhealthy",
+            "pricing-service",
+            "--for",
+            "1s",
+            "--state-dir",
+            typo,
+        ],
+        vec!["chaos", "--state-dir", typo, "healthy", "pricing-service"],
+    ] {
+        let (ok, out) = aegis_in(cwd.path(), &args).await;
+        assert!(!ok, "{args:?}: {out}");
+        assert!(
+            out.contains(&format!("no `aegis up` is running with state in {typo}")),
+            "{args:?}: {out}"
+        );
+    }
+}
