@@ -106,19 +106,52 @@ pub struct ConnectArgs {
     /// The state directory of the running `aegis up` to connect to, as it
     /// was started with (`aegis up --state-dir DIR`): its nodes' URLs, and
     /// its operator's credentials (`DIR/credentials`) unless other
-    /// credentials are given. Refused when no `aegis up` runs there.
+    /// credentials are given. Refused when no `aegis up` runs there,
+    /// or while it is still starting its NATS.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 }
 
+/// Why a tool pointed at a state directory finds no showcase to connect
+/// to there (the same words whichever tool says it). `aegis service` waits
+/// while it is the case (`service::transient`): a showcase may be starting.
+#[derive(Debug)]
+pub(crate) struct NoShowcase {
+    /// The state directory.
+    dir: PathBuf,
+    /// An `aegis up` runs there but has not said where its NATS is yet
+    /// (it writes `nats-url` once its nodes are healthy).
+    starting: bool,
+}
+
+impl std::fmt::Display for NoShowcase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let dir = self.dir.display();
+        if self.starting {
+            write!(
+                f,
+                "the `aegis up` with state in {dir} is still starting: its NATS is not up yet \
+                 (try again once it says the showcase is up)"
+            )
+        } else {
+            write!(
+                f,
+                "no `aegis up` is running with state in {dir} (run this where `aegis up` runs, \
+                 or pass --state-dir with the directory it keeps its state in)"
+            )
+        }
+    }
+}
+
+impl std::error::Error for NoShowcase {}
+
 /// The error of a tool pointed at a state directory in which no `aegis up`
-/// runs (the same words whichever tool says it).
+/// runs.
 pub(crate) fn no_showcase_in(dir: &Path) -> anyhow::Error {
-    anyhow::anyhow!(
-        "no `aegis up` is running with state in {} (run this where `aegis up` runs, \
-         or pass --state-dir with the directory it keeps its state in)",
-        dir.display()
-    )
+    anyhow::Error::new(NoShowcase {
+        dir: dir.to_path_buf(),
+        starting: false,
+    })
 }
 
 /// Fails unless an `aegis up` runs with its state in `dir`.
@@ -133,6 +166,22 @@ pub(crate) fn showcase_running_in(dir: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// The NATS URLs of the `aegis up` running with its state in `dir`.
+///
+/// # Errors
+/// [`NoShowcase`] when none runs there, or it runs but has not written
+/// them yet (still starting: no other URL is tried meanwhile, since the
+/// default one may be another showcase's).
+pub(crate) fn showcase_nats_url_in(dir: &Path) -> anyhow::Result<String> {
+    showcase_running_in(dir)?;
+    crate::up::credentials::read_nats_url(dir).ok_or_else(|| {
+        anyhow::Error::new(NoShowcase {
+            dir: dir.to_path_buf(),
+            starting: true,
+        })
+    })
+}
+
 /// The parser of every `--timeout-ms`: at least 1 ms (no request is
 /// answered in no time, and the error a 0 ends in blames NATS), at most
 /// ten minutes.
@@ -141,6 +190,30 @@ pub(crate) fn timeout_ms() -> clap::builder::RangedU64ValueParser<u64> {
 }
 
 impl ConnectArgs {
+    /// Whether a NATS URL is given that beats a showcase's nodes
+    /// (`--nats-url` or `AEGIS_NATS_URL`).
+    fn url_given(&self) -> bool {
+        self.connection.nats_url != aegis_monitor::config::DEFAULT_NATS_URL
+    }
+
+    /// The URLs to connect to: `--state-dir`'s nodes unless a URL is given
+    /// ([`url_given`](Self::url_given)); else as given.
+    ///
+    /// # Errors
+    /// [`NoShowcase`] when `--state-dir` names no running showcase, or one
+    /// still starting whose nodes are needed.
+    fn state_dir_url(&self) -> anyhow::Result<Option<String>> {
+        let Some(dir) = &self.state_dir else {
+            return Ok(None);
+        };
+        if self.url_given() {
+            showcase_running_in(dir)?;
+            Ok(None)
+        } else {
+            showcase_nats_url_in(dir).map(Some)
+        }
+    }
+
     /// Connects with file < environment < flags precedence.
     ///
     /// # Errors
@@ -171,20 +244,18 @@ impl ConnectArgs {
         &self,
         adjust: impl FnOnce(&mut aegis_sdk::AegisConfig) + Send + 'static,
     ) -> anyhow::Result<Connection> {
-        if let Some(dir) = &self.state_dir {
-            showcase_running_in(dir)?;
-        }
+        let dir_url = self.state_dir_url()?;
         let file = self.credentials_file();
         // No URL given: the running showcase's nodes, all of them, from
         // its state directory (named, or the one the credentials are in;
         // with only the default, the tools fail while its first node is
         // down).
         let showcase_url = match &self.state_dir {
-            Some(dir) => crate::up::credentials::read_nats_url(dir),
+            Some(_) => dir_url,
             None => file.as_deref().and_then(showcase_nats_url),
         };
         let mut connection = self.connection.clone();
-        let url_given = connection.nats_url != aegis_monitor::config::DEFAULT_NATS_URL;
+        let url_given = self.url_given();
         // A showcase's credentials file with no showcase running beside
         // it: the default URL is tried, but a failure there is blamed on
         // the showcase that stopped, not on a port it may never have used.
@@ -288,14 +359,19 @@ impl ConnectArgs {
         // TLS CA, with the credentials configured, not its operator's.
         let mut connection = self.connection.clone();
         let mut tls_ca = None;
+        if let Some(url) = self.state_dir_url()? {
+            connection.nats_url = url;
+        }
         if let Some(dir) = &self.state_dir {
-            showcase_running_in(dir)?;
-            if connection.nats_url == aegis_monitor::config::DEFAULT_NATS_URL
-                && let Some(url) = crate::up::credentials::read_nats_url(dir)
-            {
-                connection.nats_url = url;
+            let file = dir.join("credentials");
+            // Written before its NATS starts; missing only very early.
+            if !file.is_file() {
+                return Err(anyhow::Error::new(NoShowcase {
+                    dir: dir.clone(),
+                    starting: true,
+                }));
             }
-            tls_ca = crate::up::credentials::read_tls_ca(&dir.join("credentials"))?;
+            tls_ca = crate::up::credentials::read_tls_ca(&file)?;
         }
         let mut config = connection
             .load(adjust)
@@ -658,5 +734,24 @@ mod tests {
         let config = args.nats.connection.load(|_| {}).unwrap();
         assert_eq!(config.nats.servers, ["nats://a:4222", "nats://b:4222"]);
         assert_eq!(config.nats.creds_file.as_deref(), Some(creds.path()));
+    }
+
+    #[test]
+    fn a_state_directory_is_running_starting_or_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = showcase_nats_url_in(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.starts_with("no `aegis up` is running with state in"),
+            "{err}"
+        );
+        std::fs::write(dir.path().join("up.pid"), std::process::id().to_string()).unwrap();
+        let err = showcase_nats_url_in(dir.path()).unwrap_err();
+        assert!(crate::service::transient(&err), "a service waits on it");
+        assert!(err.to_string().contains("is still starting"), "{err}");
+        crate::up::credentials::write_nats_url(dir.path(), "nats://127.0.0.1:4333").unwrap();
+        assert_eq!(
+            showcase_nats_url_in(dir.path()).unwrap(),
+            "nats://127.0.0.1:4333"
+        );
     }
 }

@@ -22,7 +22,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::ConnectArgs;
+use crate::cli::{ConnectArgs, NoShowcase};
 
 /// Which service to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -52,7 +52,8 @@ pub struct ServiceArgs {
     pub single_active: Option<String>,
     /// How long to keep trying to start while NATS, JetStream or a bucket
     /// is not ready yet (a cluster electing its leaders, a stream being
-    /// created by another instance), e.g. `60s`; `0s` fails at once.
+    /// created by another instance, the `aegis up` of --state-dir not
+    /// running or still starting), e.g. `60s`; `0s` fails at once.
     #[arg(long, env = "AEGIS_STARTUP_TIMEOUT", default_value = "60s", value_parser = aegis_monitor::config::duration_flag)]
     pub startup_timeout: std::time::Duration,
     /// Serve `GET /healthz` (liveness) and `GET /readyz` (readiness:
@@ -258,7 +259,16 @@ async fn closed_for_good(conn: &aegis_sdk::Connection) {
 
 /// One attempt to connect and start the instance.
 async fn start(args: &ServiceArgs) -> anyhow::Result<(aegis_sdk::Connection, Running)> {
-    let conn = args.nats.connect().await?;
+    let conn = args.nats.connect().await.map_err(|e| {
+        // Waited on (`transient`): say for what.
+        match (&args.nats.state_dir, e.downcast_ref::<NoShowcase>()) {
+            (Some(dir), Some(_)) => e.context(format!(
+                "waiting for `aegis up` with state in {}",
+                dir.display()
+            )),
+            _ => e,
+        }
+    })?;
     let id = args.instance_id.clone();
     let running = match args.kind {
         ServiceKind::Order => order::start(&conn, {
@@ -312,6 +322,10 @@ async fn start(args: &ServiceArgs) -> anyhow::Result<(aegis_sdk::Connection, Run
 pub(crate) fn transient(error: &anyhow::Error) -> bool {
     use aegis_sdk::ConnectError;
     for cause in error.chain() {
+        // The `aegis up` of --state-dir not running yet, or starting.
+        if cause.downcast_ref::<NoShowcase>().is_some() {
+            return true;
+        }
         if let Some(e) = cause.downcast_ref::<ConnectError>() {
             return e.is_transient();
         }

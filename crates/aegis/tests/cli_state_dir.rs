@@ -126,3 +126,42 @@ async fn a_drill_given_a_state_dir_with_no_showcase_is_refused_not_sent_to_the_l
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_showcase_whose_nats_is_not_up_yet_is_said_to_be_starting() {
+    let state = tempfile::tempdir().unwrap();
+    fake_showcase(state.path(), None);
+    let dir = state.path().to_str().unwrap();
+    let (ok, out) = aegis_in(state.path(), &["status", "--state-dir", dir]).await;
+    assert!(!ok, "{out}");
+    assert!(out.contains("is still starting"), "{out}");
+    assert!(!out.contains("4222"), "no default URL is tried: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_waits_within_its_startup_timeout_for_the_showcase_to_start() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().to_str().unwrap();
+    let mut service = Proc::spawn(&[
+        "service",
+        "echo",
+        "--instance-id",
+        "echo-waits",
+        "--state-dir",
+        dir,
+        "--startup-timeout",
+        "60s",
+    ]);
+    // It says what it waits for, first no showcase, then one starting.
+    service.wait_for(
+        &format!("waiting for `aegis up` with state in {dir}"),
+        Duration::from_secs(30),
+    );
+    fake_showcase(state.path(), None);
+    service.wait_for("is still starting", Duration::from_secs(30));
+    let nats =
+        aegis_testkit::NatsServer::start().expect("start nats-server (run `make bootstrap`)");
+    std::fs::write(state.path().join("nats-url"), nats.url()).unwrap();
+    service.wait_for("instance echo-waits started", Duration::from_secs(30));
+    service.terminate_within(Duration::from_secs(30));
+}

@@ -172,6 +172,10 @@ pub async fn run(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Resul
         .with_context(|| format!("creating the state directory {}", args.state_dir.display()))?;
     let state_dir = args.state_dir.canonicalize()?;
     let _lock = PidLock::acquire(&state_dir.join("up.pid"))?;
+    // The tools take `up.pid` with no `nats-url` as "still starting": one a
+    // killed `aegis up` left behind must not name its nodes meanwhile.
+    credentials::remove_nats_url(&state_dir);
+    nats::remove_nodes(&state_dir);
     args.ui_dir = ui::resolve(args.ui_dir.take(), !args.no_ui_build, &shutdown).await?;
     if shutdown.is_cancelled() {
         return Ok(());
