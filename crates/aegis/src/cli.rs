@@ -104,9 +104,9 @@ pub struct ConnectArgs {
     #[arg(long, env = "AEGIS_CREDENTIALS")]
     pub credentials: Option<PathBuf>,
     /// The state directory of the running `aegis up` to connect to, as it
-    /// was started with (`aegis up --state-dir DIR`): its nodes' URLs, and
-    /// its operator's credentials (`DIR/credentials`) unless other
-    /// credentials are given. Refused when no `aegis up` runs there,
+    /// was started with (`aegis up --state-dir DIR`): its nodes' URLs and
+    /// TLS CA, and its operator's credentials (`DIR/credentials`) unless
+    /// other credentials are given. Refused when no `aegis up` runs there,
     /// or while it is still starting its NATS.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -379,9 +379,24 @@ impl ConnectArgs {
         if config.nats.tls_ca.is_none() {
             config.nats.tls_ca = tls_ca;
         }
-        Connection::connect(config)
-            .await
-            .map_err(|e| connect_error(e, &connection.nats_url))
+        // A refusal is said in this command's terms: it takes no
+        // operator's credentials (`--credentials`, `--state-dir`'s).
+        Connection::connect(config).await.map_err(|e| match e {
+            aegis_sdk::ConnectError::Refused {
+                servers,
+                who,
+                source,
+            } => anyhow::anyhow!(
+                "NATS at {servers} refused the credentials {who} ({}): `aegis service` \
+                 connects with the NATS credentials configured, not an operator's: set \
+                 AEGIS_NATS_USER and AEGIS_NATS_PASSWORD (or AEGIS_NATS_TOKEN, \
+                 AEGIS_NATS_NKEY_SEED, AEGIS_NATS_CREDS, --nats-creds, or a --config file) to \
+                 a user this server knows (`aegis up` writes its users' passwords to \
+                 <state-dir>/credentials; --state-dir gives only its nodes and TLS CA)",
+                source.kind()
+            ),
+            e => connect_error(e, &connection.nats_url),
+        })
     }
 }
 
@@ -734,6 +749,35 @@ mod tests {
         let config = args.nats.connection.load(|_| {}).unwrap();
         assert_eq!(config.nats.servers, ["nats://a:4222", "nats://b:4222"]);
         assert_eq!(config.nats.creds_file.as_deref(), Some(creds.path()));
+    }
+
+    /// The help of `name` under subcommand `command`, on one line.
+    fn help_of(command: &str, name: &str) -> String {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let sub = cli.find_subcommand(command).unwrap();
+        let arg = sub
+            .get_arguments()
+            .find(|a| a.get_id() == name)
+            .unwrap_or_else(|| panic!("{command} takes no {name}"));
+        let help = arg.get_long_help().or(arg.get_help()).unwrap().to_string();
+        help.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    #[test]
+    fn the_help_of_state_dir_says_what_each_command_takes_from_it() {
+        let service = help_of("service", "state_dir");
+        assert!(!service.contains("operator's credentials"), "{service}");
+        assert!(service.contains("TLS CA"), "{service}");
+        let credentials = help_of("service", "credentials");
+        assert!(
+            credentials.contains("not used by `aegis service`"),
+            "{credentials}"
+        );
+        for tool in ["status", "call", "traffic"] {
+            let help = help_of(tool, "state_dir");
+            assert!(help.contains("operator's credentials"), "{tool}: {help}");
+        }
     }
 
     #[test]

@@ -38,7 +38,14 @@ pub enum ServiceKind {
 }
 
 /// Options of `aegis service`.
+///
+/// The connection flags are the operator's tools' (`ConnectArgs`), but a
+/// service takes no operator's credentials: their help says so here.
 #[derive(Debug, Clone, Args)]
+#[command(
+    mut_arg("state_dir", |a| a.help(STATE_DIR_HELP).long_help(STATE_DIR_HELP)),
+    mut_arg("credentials", |a| a.help(CREDENTIALS_HELP).long_help(CREDENTIALS_HELP)),
+)]
 pub struct ServiceArgs {
     /// Which service to run.
     #[arg(value_enum)]
@@ -80,6 +87,19 @@ pub struct ServiceArgs {
     #[command(flatten)]
     pub nats: ConnectArgs,
 }
+
+/// `--state-dir` of `aegis service`.
+const STATE_DIR_HELP: &str = "The state directory of the `aegis up` whose NATS to join, as it \
+    was started with (`aegis up --state-dir DIR`): its nodes' URLs and TLS CA only; the \
+    service connects with the NATS credentials configured (AEGIS_NATS_USER and \
+    AEGIS_NATS_PASSWORD, ...), never its operator's. While no `aegis up` runs there, or it is still starting its \
+    NATS, the service waits (--startup-timeout).";
+
+/// `--credentials` of `aegis service`.
+const CREDENTIALS_HELP: &str = "An operator's credentials file of `aegis up`: not used by \
+    `aegis service`, which connects with the NATS credentials configured (AEGIS_NATS_USER \
+    and AEGIS_NATS_PASSWORD, AEGIS_NATS_TOKEN, AEGIS_NATS_NKEY_SEED, AEGIS_NATS_CREDS, \
+    --nats-creds or --config).";
 
 impl ServiceArgs {
     /// Refuses an option of one example service given to another (on the

@@ -165,3 +165,39 @@ async fn a_service_waits_within_its_startup_timeout_for_the_showcase_to_start() 
     service.wait_for("instance echo-waits started", Duration::from_secs(30));
     service.terminate_within(Duration::from_secs(30));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_service_is_not_told_of_a_flag_it_ignores() {
+    let nats =
+        aegis_testkit::NatsServer::start().expect("start nats-server (run `make bootstrap`)");
+    let state = tempfile::tempdir().unwrap();
+    fake_showcase(state.path(), Some(&nats.url()));
+    let dir = state.path().to_str().unwrap();
+    let mut cmd = Command::new(common::AEGIS);
+    cmd.args([
+        "service",
+        "echo",
+        "--state-dir",
+        dir,
+        "--startup-timeout",
+        "0s",
+    ])
+    .env("NO_COLOR", "1");
+    for var in common::CREDENTIAL_VARS {
+        cmd.env_remove(var);
+    }
+    cmd.envs([
+        ("AEGIS_NATS_USER", "nobody"),
+        ("AEGIS_NATS_PASSWORD", "wrong"),
+    ]);
+    let (ok, out) = tokio::task::spawn_blocking(move || common::output(cmd))
+        .await
+        .unwrap();
+    assert!(!ok, "{out}");
+    assert!(out.contains("refused"), "{out}");
+    assert!(out.contains("AEGIS_NATS_USER"), "{out}");
+    assert!(
+        !out.contains("--credentials"),
+        "a flag `aegis service` ignores: {out}"
+    );
+}
