@@ -2,6 +2,7 @@
 //! (flags, with `AEGIS_*` environment variables as fallbacks), and passed down.
 
 use std::{
+    ffi::OsString,
     io::Write,
     path::{Path, PathBuf},
     process::ExitCode,
@@ -106,8 +107,9 @@ pub struct ConnectArgs {
     /// The state directory of the running `aegis up` to connect to, as it
     /// was started with (`aegis up --state-dir DIR`): its nodes' URLs and
     /// TLS CA, and its operator's credentials (`DIR/credentials`) unless
-    /// other credentials are given. Refused when no `aegis up` runs there,
-    /// or while it is still starting its NATS.
+    /// other credentials are given. `--nats-url` beats its nodes;
+    /// AEGIS_NATS_URL does not. Refused when no `aegis up` runs there, or
+    /// while it is still starting its NATS.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 }
@@ -182,6 +184,17 @@ pub(crate) fn showcase_nats_url_in(dir: &Path) -> anyhow::Result<String> {
     })
 }
 
+/// Whether `url`, the `--nats-url` value parsed, came from `AEGIS_NATS_URL`
+/// (`env`) rather than from the flag itself, going by the command line
+/// `argv`: clap folds both into one value.
+fn url_from_env(url: &str, env: Option<&str>, argv: impl IntoIterator<Item = OsString>) -> bool {
+    env == Some(url)
+        && !argv.into_iter().any(|a| {
+            a.to_str()
+                .is_some_and(|a| a == "--nats-url" || a.starts_with("--nats-url="))
+        })
+}
+
 /// The parser of every `--timeout-ms`: at least 1 ms (no request is
 /// answered in no time, and the error a 0 ends in blames NATS), at most
 /// ten minutes.
@@ -190,10 +203,18 @@ pub(crate) fn timeout_ms() -> clap::builder::RangedU64ValueParser<u64> {
 }
 
 impl ConnectArgs {
-    /// Whether a NATS URL is given that beats a showcase's nodes
-    /// (`--nats-url` or `AEGIS_NATS_URL`).
+    /// Whether a NATS URL is given that beats a showcase's nodes: any
+    /// `--nats-url` or `AEGIS_NATS_URL`, but with `--state-dir` only the
+    /// flag (an explicit flag beats a variable exported for other uses).
     fn url_given(&self) -> bool {
-        self.connection.nats_url != aegis_monitor::config::DEFAULT_NATS_URL
+        let url = &self.connection.nats_url;
+        url != aegis_monitor::config::DEFAULT_NATS_URL
+            && !(self.state_dir.is_some()
+                && url_from_env(
+                    url,
+                    std::env::var("AEGIS_NATS_URL").ok().as_deref(),
+                    std::env::args_os(),
+                ))
     }
 
     /// The URLs to connect to: `--state-dir`'s nodes unless a URL is given
@@ -778,6 +799,35 @@ mod tests {
             let help = help_of(tool, "state_dir");
             assert!(help.contains("operator's credentials"), "{tool}: {help}");
         }
+    }
+
+    #[test]
+    fn only_the_flag_beats_a_state_directory_not_aegis_nats_url() {
+        let argv = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
+        let url = "nats://elsewhere:4222";
+        // Exported, no flag: from the variable.
+        assert!(url_from_env(
+            url,
+            Some(url),
+            argv(&["aegis", "status", "--state-dir", "d"])
+        ));
+        // The flag, alone or also exported, in either form.
+        assert!(!url_from_env(
+            url,
+            None,
+            argv(&["aegis", "status", "--nats-url", url])
+        ));
+        assert!(!url_from_env(
+            url,
+            Some(url),
+            argv(&["aegis", "status", "--nats-url", url])
+        ));
+        let joined = format!("--nats-url={url}");
+        assert!(!url_from_env(
+            url,
+            Some(url),
+            argv(&["aegis", "status", &joined])
+        ));
     }
 
     #[test]

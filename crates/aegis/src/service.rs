@@ -92,7 +92,8 @@ pub struct ServiceArgs {
 const STATE_DIR_HELP: &str = "The state directory of the `aegis up` whose NATS to join, as it \
     was started with (`aegis up --state-dir DIR`): its nodes' URLs and TLS CA only; the \
     service connects with the NATS credentials configured (AEGIS_NATS_USER and \
-    AEGIS_NATS_PASSWORD, ...), never its operator's. While no `aegis up` runs there, or it is still starting its \
+    AEGIS_NATS_PASSWORD, ...), never its operator's. `--nats-url` beats its nodes; \
+    AEGIS_NATS_URL does not. While no `aegis up` runs there, or it is still starting its \
     NATS, the service waits (--startup-timeout).";
 
 /// `--credentials` of `aegis service`.

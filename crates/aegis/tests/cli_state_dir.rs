@@ -98,6 +98,19 @@ fn fake_showcase(dir: &Path, url: Option<&str>) {
     }
 }
 
+/// As [`aegis_in`], with `env` added.
+async fn aegis_with_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = Command::new(common::AEGIS);
+    cmd.args(args).current_dir(cwd).env("NO_COLOR", "1");
+    for var in common::CREDENTIAL_VARS {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied());
+    tokio::task::spawn_blocking(move || common::output(cmd))
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drill_given_a_state_dir_with_no_showcase_is_refused_not_sent_to_the_local_one() {
     // A showcase in the working directory's `.aegis`, and a mistyped
@@ -136,6 +149,37 @@ async fn a_showcase_whose_nats_is_not_up_yet_is_said_to_be_starting() {
     assert!(!ok, "{out}");
     assert!(out.contains("is still starting"), "{out}");
     assert!(!out.contains("4222"), "no default URL is tried: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_explicit_state_dir_beats_aegis_nats_url_and_the_flag_beats_both() {
+    let nats =
+        aegis_testkit::NatsServer::start().expect("start nats-server (run `make bootstrap`)");
+    let state = tempfile::tempdir().unwrap();
+    fake_showcase(state.path(), Some(&nats.url()));
+    let dir = state.path().to_str().unwrap();
+    let elsewhere = [("AEGIS_NATS_URL", "nats://127.0.0.1:1")];
+    // The test server knows no operator of this fake showcase: reaching
+    // it, and being refused there, shows which URL won.
+    let (_, out) = aegis_with_env(state.path(), &["status", "--state-dir", dir], &elsewhere).await;
+    assert!(
+        out.contains(&format!("NATS at {}", nats.url())) && !out.contains("127.0.0.1:1"),
+        "--state-dir wins over AEGIS_NATS_URL: {out}"
+    );
+    let (ok, out) = aegis_with_env(
+        state.path(),
+        &[
+            "status",
+            "--state-dir",
+            dir,
+            "--nats-url",
+            "nats://127.0.0.1:1",
+        ],
+        &[],
+    )
+    .await;
+    assert!(!ok, "--nats-url wins over --state-dir: {out}");
+    assert!(out.contains("127.0.0.1:1"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
