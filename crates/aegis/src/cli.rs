@@ -117,6 +117,7 @@ pub struct ConnectArgs {
 /// Why a tool pointed at a state directory finds no showcase to connect
 /// to there (the same words whichever tool says it). `aegis service` waits
 /// while it is the case (`service::transient`): a showcase may be starting.
+/// The tools, `aegis init` among them, say it at once ([`no_showcase`]).
 #[derive(Debug)]
 pub(crate) struct NoShowcase {
     /// The state directory.
@@ -146,6 +147,15 @@ impl std::fmt::Display for NoShowcase {
 }
 
 impl std::error::Error for NoShowcase {}
+
+/// Whether `error` is (or was caused by) a [`NoShowcase`]: no `aegis up`
+/// runs in the state directory named, or it is still starting. Only `aegis
+/// service` waits on it; `aegis init` fails at once.
+pub(crate) fn no_showcase(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .any(|cause| cause.downcast_ref::<NoShowcase>().is_some())
+}
 
 /// The error of a tool pointed at a state directory in which no `aegis up`
 /// runs.

@@ -783,7 +783,9 @@ pub async fn create_missing_within(
 }
 
 /// Connects, retrying while NATS or JetStream is not ready yet (a fresh
-/// cluster electing its meta leader) until the start-up timeout.
+/// cluster electing its meta leader) until the start-up timeout; but not
+/// for a showcase: with no `aegis up` running in `--state-dir`, or one still
+/// starting there, it fails at once (only `aegis service` waits for one).
 /// `replicas` (when given) is what it creates buckets and streams with.
 async fn connect(
     args: &InitArgs,
@@ -804,6 +806,7 @@ async fn connect(
             Ok(conn) => return Ok(conn),
             Err(e)
                 if tokio::time::Instant::now() + pause < deadline
+                    && !crate::cli::no_showcase(&e)
                     && crate::service::transient(&e) =>
             {
                 eprintln!(

@@ -245,3 +245,26 @@ async fn a_refused_service_is_not_told_of_a_flag_it_ignores() {
         "a flag `aegis service` ignores: {out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_given_a_state_dir_with_no_showcase_fails_at_once() {
+    // Nothing to wait for: no `aegis up` runs there (a typo, or a stopped
+    // showcase). Only `aegis service` waits for a showcase to start.
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().to_str().unwrap();
+    let started = Instant::now();
+    let (ok, out) = aegis_in(
+        state.path(),
+        &["init", "--state-dir", dir, "--startup-timeout", "20s"],
+    )
+    .await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!("no `aegis up` is running with state in {dir}")),
+        "{out}"
+    );
+    assert!(!out.contains("retrying"), "{out}");
+    // Well under the 20 s it would wait (3 s unloaded; slack for a busy
+    // machine).
+    assert!(started.elapsed() < Duration::from_secs(10), "{out}");
+}
