@@ -194,15 +194,15 @@ pub(crate) fn showcase_nats_url_in(dir: &Path) -> anyhow::Result<String> {
     })
 }
 
-/// Whether `url`, the `--nats-url` value parsed, came from `AEGIS_NATS_URL`
-/// (`env`) rather than from the flag itself, going by the command line
-/// `argv`: clap folds both into one value.
-fn url_from_env(url: &str, env: Option<&str>, argv: impl IntoIterator<Item = OsString>) -> bool {
-    env == Some(url)
-        && !argv.into_iter().any(|a| {
-            a.to_str()
-                .is_some_and(|a| a == "--nats-url" || a.starts_with("--nats-url="))
-        })
+/// Whether the command line `argv` gives the `--nats-url` flag (`--nats-url
+/// URL` or `--nats-url=URL`), whatever its value: clap folds the flag,
+/// `AEGIS_NATS_URL` and the default into one value, and so cannot tell an
+/// exported variable, or the default URL given explicitly, from the flag.
+fn url_flag_in(argv: impl IntoIterator<Item = OsString>) -> bool {
+    argv.into_iter().any(|a| {
+        a.to_str()
+            .is_some_and(|a| a == "--nats-url" || a.starts_with("--nats-url="))
+    })
 }
 
 /// The parser of every `--timeout-ms`: at least 1 ms (no request is
@@ -213,18 +213,14 @@ pub(crate) fn timeout_ms() -> clap::builder::RangedU64ValueParser<u64> {
 }
 
 impl ConnectArgs {
-    /// Whether a NATS URL is given that beats a showcase's nodes: any
-    /// `--nats-url` or `AEGIS_NATS_URL`, but with `--state-dir` only the
-    /// flag (an explicit flag beats a variable exported for other uses).
+    /// Whether a NATS URL is given that beats a showcase's nodes: the
+    /// `--nats-url` flag, whatever its value (the default URL too), or,
+    /// without `--state-dir`, an `AEGIS_NATS_URL` other than the default
+    /// (with it, an explicit flag beats a variable exported for other uses).
     fn url_given(&self) -> bool {
-        let url = &self.connection.nats_url;
-        url != aegis_monitor::config::DEFAULT_NATS_URL
-            && !(self.state_dir.is_some()
-                && url_from_env(
-                    url,
-                    std::env::var("AEGIS_NATS_URL").ok().as_deref(),
-                    std::env::args_os(),
-                ))
+        url_flag_in(std::env::args_os())
+            || (self.state_dir.is_none()
+                && self.connection.nats_url != aegis_monitor::config::DEFAULT_NATS_URL)
     }
 
     /// The URLs to connect to: `--state-dir`'s nodes unless a URL is given
@@ -815,29 +811,18 @@ mod tests {
     fn only_the_flag_beats_a_state_directory_not_aegis_nats_url() {
         let argv = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
         let url = "nats://elsewhere:4222";
-        // Exported, no flag: from the variable.
-        assert!(url_from_env(
-            url,
-            Some(url),
-            argv(&["aegis", "status", "--state-dir", "d"])
-        ));
-        // The flag, alone or also exported, in either form.
-        assert!(!url_from_env(
-            url,
-            None,
-            argv(&["aegis", "status", "--nats-url", url])
-        ));
-        assert!(!url_from_env(
-            url,
-            Some(url),
-            argv(&["aegis", "status", "--nats-url", url])
-        ));
+        // No flag: the value is AEGIS_NATS_URL's or the default.
+        assert!(!url_flag_in(argv(&["aegis", "status", "--state-dir", "d"])));
+        // The flag, in either form, whatever its value.
+        assert!(url_flag_in(argv(&["aegis", "status", "--nats-url", url])));
         let joined = format!("--nats-url={url}");
-        assert!(!url_from_env(
-            url,
-            Some(url),
-            argv(&["aegis", "status", &joined])
-        ));
+        assert!(url_flag_in(argv(&["aegis", "status", &joined])));
+        assert!(url_flag_in(argv(&[
+            "aegis",
+            "status",
+            "--nats-url",
+            aegis_monitor::config::DEFAULT_NATS_URL
+        ])));
     }
 
     #[test]

@@ -268,3 +268,27 @@ async fn init_given_a_state_dir_with_no_showcase_fails_at_once() {
     // machine).
     assert!(started.elapsed() < Duration::from_secs(10), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_url_given_with_the_default_value_still_beats_a_state_dir() {
+    // Nothing is expected to listen on 4333; the error (or answer) shows
+    // which URL was tried.
+    let state = tempfile::tempdir().unwrap();
+    fake_showcase(state.path(), Some("nats://127.0.0.1:4333"));
+    let dir = state.path().to_str().unwrap();
+    let (ok, out) = aegis_in(
+        state.path(),
+        &[
+            "status",
+            "--state-dir",
+            dir,
+            "--nats-url",
+            "nats://127.0.0.1:4222",
+        ],
+    )
+    .await;
+    assert!(!out.contains("4333"), "the flag wins: {out}");
+    if !ok {
+        assert!(out.contains("127.0.0.1:4222"), "{out}");
+    }
+}
