@@ -139,7 +139,9 @@ pub(crate) struct LeadershipTerm {
     /// superseded term, from its last sign of life) to this election.
     /// After an `unread` term ended by its leader's goodbye naming a later
     /// epoch, that goodbye is the letting go (the latest such goodbye of
-    /// that leader before this election), not the term's `endedAt`.
+    /// that leader before this election, or within 1 s after it naming an
+    /// epoch below this one's; 0 when stamped after it), not the term's
+    /// `endedAt`.
     handover_ms: Option<f64>,
     /// The previous leader, when this term followed one in the window
     /// (never one across the unread middle of a truncated window).
@@ -506,22 +508,43 @@ pub(crate) fn build_terms_since(
                                 && !names_another_term(later, open)
                                 && (!same_holder || later.epoch.is_some())
                         });
-                    match late_goodbye {
-                        Some(goodbye) => {
+                    // Its leader's goodbye of a later term whose election
+                    // was not read, written just after this election: it
+                    // won the key again and let go before this election.
+                    let later_goodbye =
+                        goodbye_of_an_unread_term_just_after(&sorted, index, open, open.epoch);
+                    match (late_goodbye, later_goodbye) {
+                        (Some(goodbye), later) => {
                             // Never before the term began (the two
                             // records may come from clocks that disagree).
                             open.ended_at = Some(goodbye.at.min(r.at).max(open.elected_at));
                             open.end_reason = Some(reason(goodbye.kind).to_owned());
+                            let left = later.unwrap_or(goodbye).at;
+                            handover = Some((open.instance_id.clone(), "notice", Some(left)));
+                        }
+                        (None, Some(goodbye)) => {
+                            // As a later-epoch goodbye before it: the term
+                            // ended after its election, when is unknown.
+                            open.ended_at = Some(open.elected_at);
+                            open.end_reason = Some("unread".to_owned());
                             handover = Some((open.instance_id.clone(), "notice", Some(goodbye.at)));
                         }
-                        None => {
+                        (None, None) => {
                             open.ended_at = Some(r.at.max(open.elected_at));
                             open.end_reason = Some("superseded".to_owned());
                             handover = Some((open.instance_id.clone(), "lastSeen", None));
                         }
                     }
                 } else if let Some(last) = terms.last() {
-                    let left = let_go.map(|(left, _)| left).or(last.ended_at);
+                    // A goodbye of a later unread term of its leader
+                    // written just after this election is a later letting
+                    // go than any before it.
+                    let named = let_go.and_then(|(_, said)| said).max(last.epoch);
+                    let later = goodbye_of_an_unread_term_just_after(&sorted, index, last, named);
+                    let left = later
+                        .map(|goodbye| goodbye.at)
+                        .or(let_go.map(|(left, _)| left))
+                        .or(last.ended_at);
                     handover = Some((last.instance_id.clone(), "notice", left));
                 }
                 let_go = None;
@@ -713,6 +736,37 @@ fn names_a_later_unread_term(
         && !sorted.iter().any(|&(_, r)| {
             r.kind == Change::Elected && r.instance == goodbye.instance && r.epoch == Some(said)
         })
+}
+
+/// The goodbye, placed within [`GOODBYE_GRACE`] after the election at
+/// `index` of `sorted`, in which `term`'s leader let go of a later term of
+/// its own whose election was not read (see [`names_a_later_unread_term`]):
+/// one naming an epoch above `named` (the latest its leader was known to
+/// let go of) and below the election's (a goodbye naming a higher epoch is
+/// of a term after this election). The last such, its latest letting go.
+fn goodbye_of_an_unread_term_just_after<'a>(
+    sorted: &[(DateTime<Utc>, &'a Lifecycle)],
+    index: usize,
+    term: &LeadershipTerm,
+    named: Option<u64>,
+) -> Option<&'a Lifecycle> {
+    let &(placed, election) = sorted.get(index)?;
+    let (Some(named), Some(elected)) = (named, election.epoch) else {
+        return None;
+    };
+    sorted[index + 1..]
+        .iter()
+        .take_while(|(later, _)| *later <= placed + GOODBYE_GRACE)
+        .map(|&(_, later)| later)
+        .filter(|later| {
+            later.instance == term.instance_id
+                && later.kind != Change::Elected
+                && later
+                    .epoch
+                    .is_some_and(|said| said > named && said < elected)
+                && names_a_later_unread_term(later, term, sorted)
+        })
+        .last()
 }
 
 fn reason(kind: Change) -> &'static str {
@@ -1153,6 +1207,73 @@ mod tests {
             rec(101_000, "b", Change::Elected, Some(6)),
         ]);
         assert_eq!(terms[1].handover_ms, Some(1_000.0), "{terms:?}");
+    }
+
+    /// A goodbye naming a later epoch of the open term's leader (whose
+    /// election was not read), stamped just after the next election
+    /// (within the grace): the open term ended `unread`, not superseded
+    /// (its leader won again and let go), and the hand-over is `notice`
+    /// from that goodbye. Stamped after the election it follows, it gives
+    /// 0 ms, as any goodbye written just after the new election does.
+    #[test]
+    fn a_later_epoch_goodbye_just_after_the_next_election_ends_the_term_unread() {
+        let terms = build_terms(&[
+            rec(0, "a", Change::Elected, Some(3)),
+            rec(101_000, "b", Change::Elected, Some(6)),
+            rec(101_500, "a", Change::Resigned, Some(5)),
+        ]);
+        assert_eq!(terms.len(), 2, "{terms:?}");
+        assert_eq!(terms[0].end_reason.as_deref(), Some("unread"), "{terms:?}");
+        assert_eq!(terms[0].ended_at, Some(at(0)), "{terms:?}");
+        assert_eq!(terms[1].handover_from.as_deref(), Some("a"), "{terms:?}");
+        assert_eq!(terms[1].handover_basis.as_deref(), Some("notice"));
+        assert_eq!(terms[1].handover_ms, Some(0.0), "{terms:?}");
+        assert_eq!(terms[1].ended_at, None, "{terms:?}");
+        // The term's own goodbye in the grace still gives its end; a later
+        // unread term's goodbye after it is when its leader let go.
+        let terms = build_terms(&[
+            rec(0, "a", Change::Elected, Some(3)),
+            rec(100_000, "b", Change::Elected, Some(6)),
+            rec(100_200, "a", Change::Resigned, Some(3)),
+            rec(100_600, "a", Change::Resigned, Some(5)),
+        ]);
+        assert_eq!(
+            terms[0].end_reason.as_deref(),
+            Some("resigned"),
+            "{terms:?}"
+        );
+        assert_eq!(terms[1].handover_basis.as_deref(), Some("notice"));
+        assert_eq!(terms[1].handover_ms, Some(0.0), "{terms:?}");
+        // A resigned term, then a later term of its leader unread whose
+        // goodbye is stamped just after the next election: measured from
+        // that goodbye, not from the first resignation.
+        let terms = build_terms(&[
+            rec(0, "a", Change::Elected, Some(3)),
+            rec(10_000, "a", Change::Resigned, Some(3)),
+            rec(101_000, "b", Change::Elected, Some(6)),
+            rec(101_500, "a", Change::Resigned, Some(5)),
+        ]);
+        assert_eq!(terms[0].end_reason.as_deref(), Some("resigned"));
+        assert_eq!(terms[0].ended_at, Some(at(10_000)));
+        assert_eq!(terms[1].handover_basis.as_deref(), Some("notice"));
+        assert_eq!(terms[1].handover_ms, Some(0.0), "{terms:?}");
+        // A goodbye naming an epoch after the new election's is of a term
+        // after it, not a letting go before it: a was superseded.
+        let terms = build_terms(&[
+            rec(0, "a", Change::Elected, Some(3)),
+            rec(101_000, "b", Change::Elected, Some(6)),
+            rec(101_500, "a", Change::Resigned, Some(7)),
+        ]);
+        assert_eq!(terms[0].end_reason.as_deref(), Some("superseded"));
+        assert_eq!(terms[1].handover_basis.as_deref(), Some("lastSeen"));
+        // Past the grace it is no notice of this hand-over.
+        let terms = build_terms(&[
+            rec(0, "a", Change::Elected, Some(3)),
+            rec(101_000, "b", Change::Elected, Some(6)),
+            rec(102_500, "a", Change::Resigned, Some(5)),
+        ]);
+        assert_eq!(terms[0].end_reason.as_deref(), Some("superseded"));
+        assert_eq!(terms[1].handover_basis.as_deref(), Some("lastSeen"));
     }
 
     /// A clock behind and a lost election together: a's epoch-5 election
