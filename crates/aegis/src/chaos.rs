@@ -271,9 +271,11 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         return result;
     }
     match &args.action {
-        ChaosAction::KillNats { nats, .. } => nats::check_connection_flags(dir, nats, "kill-nats")?,
+        ChaosAction::KillNats { nats, .. } => {
+            nats::check_connection_flags(dir, given, nats, "kill-nats")?;
+        }
         ChaosAction::RestartNats { nats, .. } => {
-            nats::check_connection_flags(dir, nats, "restart-nats")?;
+            nats::check_connection_flags(dir, given, nats, "restart-nats")?;
         }
         _ => {}
     }

@@ -205,6 +205,12 @@ fn url_flag_in(argv: impl IntoIterator<Item = OsString>) -> bool {
     })
 }
 
+/// Whether this process's command line gives the `--nats-url` flag (else
+/// a `--nats-url` value is `AEGIS_NATS_URL`'s or the default).
+pub(crate) fn url_flag_given() -> bool {
+    url_flag_in(std::env::args_os())
+}
+
 /// The parser of every `--timeout-ms`: at least 1 ms (no request is
 /// answered in no time, and the error a 0 ends in blames NATS), at most
 /// ten minutes.
@@ -218,8 +224,15 @@ impl ConnectArgs {
     /// without `--state-dir`, an `AEGIS_NATS_URL` other than the default
     /// (with it, an explicit flag beats a variable exported for other uses).
     fn url_given(&self) -> bool {
-        url_flag_in(std::env::args_os())
-            || (self.state_dir.is_none()
+        self.url_given_with(self.state_dir.is_some())
+    }
+
+    /// [`url_given`](Self::url_given), with `state_dir_given` saying whether
+    /// a state directory was given, here or elsewhere on the command line
+    /// (`aegis chaos --state-dir DIR ACTION`).
+    pub(crate) fn url_given_with(&self, state_dir_given: bool) -> bool {
+        url_flag_given()
+            || (!state_dir_given
                 && self.connection.nats_url != aegis_monitor::config::DEFAULT_NATS_URL)
     }
 

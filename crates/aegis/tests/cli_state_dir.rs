@@ -270,6 +270,55 @@ async fn init_given_a_state_dir_with_no_showcase_fails_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nats_given_a_state_dir_ignores_an_exported_aegis_nats_url() {
+    let state = tempfile::tempdir().unwrap();
+    fake_showcase(state.path(), Some("nats://127.0.0.1:4333"));
+    let dir = state.path().to_str().unwrap();
+    let elsewhere = [("AEGIS_NATS_URL", "nats://elsewhere:4222")];
+    for args in [
+        vec!["chaos", "--state-dir", dir, "kill-nats", "1"],
+        vec!["chaos", "kill-nats", "1", "--state-dir", dir],
+    ] {
+        // The fake showcase runs no node: it fails, but not over a flag
+        // never given.
+        let (ok, out) = aegis_with_env(state.path(), &args, &elsewhere).await;
+        assert!(!ok, "{args:?}: {out}");
+        assert!(
+            !out.contains("is none of its nodes") && !out.contains("--nats-url"),
+            "{args:?}: {out}"
+        );
+    }
+    // Without --state-dir (the showcase of `.aegis`) the variable is still
+    // refused, by its name.
+    let cwd = tempfile::tempdir().unwrap();
+    fake_showcase(&cwd.path().join(".aegis"), Some("nats://127.0.0.1:4333"));
+    let (ok, out) = aegis_with_env(cwd.path(), &["chaos", "kill-nats", "1"], &elsewhere).await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("AEGIS_NATS_URL nats://elsewhere:4222 is none of its nodes")
+            && !out.contains("--nats-url"),
+        "{out}"
+    );
+    // The flag itself is still refused.
+    let (ok, out) = aegis_with_env(
+        state.path(),
+        &[
+            "chaos",
+            "--state-dir",
+            dir,
+            "kill-nats",
+            "1",
+            "--nats-url",
+            "nats://elsewhere:4222",
+        ],
+        &[],
+    )
+    .await;
+    assert!(!ok, "{out}");
+    assert!(out.contains("is none of its nodes"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_url_given_with_the_default_value_still_beats_a_state_dir() {
     // Nothing is expected to listen on 4333; the error (or answer) shows
     // which URL was tried.

@@ -59,8 +59,10 @@ fn check_node(nodes: Option<&[String]>, node: usize) -> anyhow::Result<String> {
 }
 
 /// Refuses connection flags of `kill-nats`/`restart-nats` (`action`) that
-/// name anything but the showcase in `dir`: a `--nats-url` with a server
-/// that is none of its nodes, the `--credentials` of another state
+/// name anything but the showcase in `dir` (`given` when named by
+/// `--state-dir`): a `--nats-url` with a server that is none of its nodes
+/// (or an exported `AEGIS_NATS_URL`, unless `given`, as every tool takes
+/// it), the `--credentials` of another state
 /// directory, or a `--config`/`--nats-creds` (no connection is made).
 ///
 /// # Errors
@@ -68,6 +70,7 @@ fn check_node(nodes: Option<&[String]>, node: usize) -> anyhow::Result<String> {
 /// showcase's nodes.
 pub(super) fn check_connection_flags(
     dir: &Path,
+    given: bool,
     nats: &ConnectArgs,
     action: &str,
 ) -> anyhow::Result<()> {
@@ -80,7 +83,7 @@ pub(super) fn check_connection_flags(
         )
     };
     let connection = &nats.connection;
-    if connection.nats_url != aegis_monitor::config::DEFAULT_NATS_URL {
+    if nats.url_given_with(given) {
         let ours = crate::up::credentials::read_nats_url(dir).unwrap_or_default();
         let ours: Vec<String> = ours.split(',').filter_map(server_of).collect();
         let foreign: Vec<&str> = connection
@@ -95,7 +98,12 @@ pub(super) fn check_connection_flags(
                 format!("its nodes are {}", ours.join(","))
             };
             return Err(refuse(format!(
-                "--nats-url {} is none of its nodes ({theirs})",
+                "{} {} is none of its nodes ({theirs})",
+                if crate::cli::url_flag_given() {
+                    "--nats-url"
+                } else {
+                    "AEGIS_NATS_URL"
+                },
                 crate::up::redacted(&foreign.join(","))
             )));
         }
