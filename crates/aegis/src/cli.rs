@@ -296,21 +296,25 @@ impl ConnectArgs {
         };
         let mut connection = self.connection.clone();
         let url_given = self.url_given();
-        // A showcase's credentials file with no showcase running beside
-        // it: the default URL is tried, but a failure there is blamed on
-        // the showcase that stopped, not on a port it may never have used.
+        // A showcase's credentials file with no nodes written beside it: its
+        // `aegis up` still starting says so (as `--state-dir` does; the
+        // default URL may be another showcase's). With none running there,
+        // the default URL is tried, but a failure there is blamed on the
+        // showcase that stopped, not on a port it may never have used.
         let stopped = match (&showcase_url, &file) {
-            (None, Some(path)) if !url_given => path
-                .parent()
-                .map(|p| {
-                    if p.as_os_str().is_empty() {
-                        Path::new(".")
-                    } else {
-                        p
-                    }
-                })
-                .filter(|dir| !crate::up::remote::Remote::new(dir).up_running())
-                .map(Path::to_path_buf),
+            (None, Some(path)) if !url_given => {
+                let dir = match path.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p,
+                    _ => Path::new("."),
+                };
+                if crate::up::remote::Remote::new(dir).up_running() {
+                    return Err(anyhow::Error::new(NoShowcase {
+                        dir: dir.to_path_buf(),
+                        starting: true,
+                    }));
+                }
+                Some(dir.to_path_buf())
+            }
             _ => None,
         };
         if !url_given && let Some(url) = showcase_url {

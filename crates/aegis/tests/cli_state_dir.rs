@@ -341,3 +341,21 @@ async fn nats_url_given_with_the_default_value_still_beats_a_state_dir() {
         assert!(out.contains("127.0.0.1:4222"), "{out}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_credentials_of_a_showcase_still_starting_say_so() {
+    // `aegis up --state-dir D` teaches `--credentials D/credentials`; while
+    // it starts, the default URL (maybe another showcase's) is not tried.
+    let state = tempfile::tempdir().unwrap();
+    fake_showcase(state.path(), None);
+    let credentials = state.path().join("credentials");
+    let cwd = tempfile::tempdir().unwrap();
+    let (ok, out) = aegis_in(
+        cwd.path(),
+        &["status", "--credentials", credentials.to_str().unwrap()],
+    )
+    .await;
+    assert!(!ok, "{out}");
+    assert!(out.contains("is still starting"), "{out}");
+    assert!(!out.contains("4222"), "no default URL is tried: {out}");
+}
