@@ -796,18 +796,23 @@ fn print_summary(
         );
     } else {
         println!(
-            "Try (NATS refuses clients without credentials; these find the operator's in the file above):"
+            "Try (NATS refuses clients without credentials; these find the operator's in the state directory):"
         );
     }
     // The flags that find this showcase when its state directory is not
     // the default one, quoted for a POSIX shell: a state directory may
-    // have a space in its name. On our own NATS no `--nats-url`: the tools
-    // read every node's URL beside the credentials
+    // have a space in its name. On our own NATS, `--state-dir` alone: the
+    // tools read every node's URL and the operator's credentials there
     // (`credentials::NATS_URL_FILE`). On an external NATS, its URL and no
-    // `--credentials`: the environment's credentials are the ones it knows.
+    // credentials: the environment's are the ones it knows; `chaos` still
+    // needs the state directory to find the processes.
     let mut flags = String::new();
     let default_dir = Path::new(".aegis").canonicalize().ok();
     let elsewhere = default_dir.as_deref() != Some(state_dir);
+    let dir_flag = format!(
+        " --state-dir {}",
+        shell_quoted(&state_dir.display().to_string())
+    );
     if attached {
         flags.push_str(&format!(" --nats-url {}", shell_quoted(url)));
         if url.contains(aegis_sdk::config::REDACTED) {
@@ -817,17 +822,11 @@ fn print_summary(
             );
         }
     } else if elsewhere {
-        flags.push_str(&format!(
-            " --credentials {}",
-            shell_quoted(&state_dir.join("credentials").display().to_string())
-        ));
+        flags.push_str(&dir_flag);
     }
     let mut chaos_flags = flags.clone();
-    if elsewhere {
-        chaos_flags.push_str(&format!(
-            " --state-dir {}",
-            shell_quoted(&state_dir.display().to_string())
-        ));
+    if elsewhere && attached {
+        chaos_flags.push_str(&dir_flag);
     }
     println!("  aegis status --watch{flags}");
     println!(
