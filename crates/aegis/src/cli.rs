@@ -166,6 +166,24 @@ pub(crate) fn no_showcase_in(dir: &Path) -> anyhow::Error {
     })
 }
 
+/// The error of a tool pointed at a state directory whose `aegis up` runs
+/// but has not written its nodes yet.
+fn starting_in(dir: &Path) -> anyhow::Error {
+    anyhow::Error::new(NoShowcase {
+        dir: dir.to_path_buf(),
+        starting: true,
+    })
+}
+
+/// The state directory a showcase's credentials file sits in (`.` for a
+/// bare file name).
+pub(crate) fn dir_of_credentials(file: &Path) -> &Path {
+    match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 /// Fails unless an `aegis up` runs with its state in `dir`.
 ///
 /// # Errors
@@ -186,12 +204,7 @@ pub(crate) fn showcase_running_in(dir: &Path) -> anyhow::Result<()> {
 /// default one may be another showcase's).
 pub(crate) fn showcase_nats_url_in(dir: &Path) -> anyhow::Result<String> {
     showcase_running_in(dir)?;
-    crate::up::credentials::read_nats_url(dir).ok_or_else(|| {
-        anyhow::Error::new(NoShowcase {
-            dir: dir.to_path_buf(),
-            starting: true,
-        })
-    })
+    crate::up::credentials::read_nats_url(dir).ok_or_else(|| starting_in(dir))
 }
 
 /// Whether the command line `argv` gives the `--nats-url` flag (`--nats-url
@@ -303,15 +316,9 @@ impl ConnectArgs {
         // showcase that stopped, not on a port it may never have used.
         let stopped = match (&showcase_url, &file) {
             (None, Some(path)) if !url_given => {
-                let dir = match path.parent() {
-                    Some(p) if !p.as_os_str().is_empty() => p,
-                    _ => Path::new("."),
-                };
+                let dir = dir_of_credentials(path);
                 if crate::up::remote::Remote::new(dir).up_running() {
-                    return Err(anyhow::Error::new(NoShowcase {
-                        dir: dir.to_path_buf(),
-                        starting: true,
-                    }));
+                    return Err(starting_in(dir));
                 }
                 Some(dir.to_path_buf())
             }

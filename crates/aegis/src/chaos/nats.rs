@@ -10,10 +10,7 @@
 //! name that showcase; naming anything else is refused
 //! ([`check_connection_flags`]), never silently ignored.
 
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{path::Path, time::Duration};
 
 use anyhow::bail;
 use nix::sys::signal::Signal;
@@ -109,11 +106,8 @@ pub(super) fn check_connection_flags(
         }
     }
     if let Some(file) = &nats.credentials {
-        let parent = match file.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        if !same_dir(&parent, dir) {
+        let parent = crate::cli::dir_of_credentials(file);
+        if !same_dir(parent, dir) {
             return Err(refuse(format!(
                 "--credentials {} is another state directory's file (pass --state-dir {} \
                  to act on the showcase there)",
