@@ -238,24 +238,17 @@ const CONSUMER_SUFFIX: &str = "_commands";
 
 /// The error for `service`, no worker of which ever consumed commands,
 /// given the services whose workers did (`workers`, in any order).
-fn no_command_worker(service: &str, mut workers: Vec<String>) -> String {
-    workers.sort();
-    workers.dedup();
+fn no_command_worker(service: &str, workers: Vec<String>) -> String {
     let mut line = format!(
         "no worker of {service} has ever consumed commands (the commands stream has no \
-         consumer {service}{CONSUMER_SUFFIX}), so the command was not sent"
+         consumer {service}{CONSUMER_SUFFIX}), so the command was not sent{}",
+        crate::status::names_and_close_one(
+            service,
+            workers,
+            "services with command workers",
+            "no service has command workers"
+        )
     );
-    if workers.is_empty() {
-        line.push_str(" (no service has command workers)");
-    } else {
-        line.push_str(&format!(
-            " (services with command workers: {})",
-            workers.join(", ")
-        ));
-        if let Some(close) = crate::status::closest(service, &workers) {
-            line.push_str(&format!("; did you mean {close}?"));
-        }
-    }
     if !line.ends_with('?') {
         line.push('.');
     }

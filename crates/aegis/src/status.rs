@@ -34,7 +34,7 @@ mod closed;
 mod served;
 mod unknown;
 
-pub(crate) use unknown::{closest, unknown_to_registry};
+pub(crate) use unknown::{names_and_close_one, unknown_to_registry};
 
 use std::{
     collections::HashMap,

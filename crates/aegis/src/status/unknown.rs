@@ -10,21 +10,37 @@ use aegis_sdk::{Connection, registry::RegistryReader};
 /// The error for `service`, of which the registry has no record, given the
 /// services it has records of (`known`, in any order, repeats allowed).
 pub(crate) fn unknown_service(service: &str, known: impl IntoIterator<Item = String>) -> String {
-    let mut known: Vec<String> = known.into_iter().collect();
-    known.sort();
-    known.dedup();
-    let mut line = format!(
-        "no instance of {service} is registered: the registry holds no record of that name"
-    );
-    if known.is_empty() {
-        line.push_str(" (it has no services at all)");
-        return line;
+    format!(
+        "no instance of {service} is registered: the registry holds no record of that name{}",
+        names_and_close_one(
+            service,
+            known,
+            "known services",
+            "it has no services at all"
+        )
+    )
+}
+
+/// What follows a name `typed` that is none of `names` (any order, repeats
+/// allowed): ` (LABEL: a, b); did you mean b?` (the question only when one
+/// name is close), or ` (NONE)` when there are no names at all.
+pub(crate) fn names_and_close_one(
+    typed: &str,
+    names: impl IntoIterator<Item = String>,
+    label: &str,
+    none: &str,
+) -> String {
+    let mut names: Vec<String> = names.into_iter().collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        return format!(" ({none})");
     }
-    line.push_str(&format!(" (known services: {})", known.join(", ")));
-    if let Some(close) = closest(service, &known) {
-        line.push_str(&format!("; did you mean {close}?"));
+    let mut text = format!(" ({label}: {})", names.join(", "));
+    if let Some(close) = closest(typed, &names) {
+        text.push_str(&format!("; did you mean {close}?"));
     }
-    line
+    text
 }
 
 /// The services the registry has records of, when there are some and
