@@ -855,6 +855,69 @@ async fn an_operators_verdict_its_lift_and_its_end_are_events() {
     reg.deregister().await.unwrap();
 }
 
+/// An operator's `slow` drill, a change of its delay and its lift are each
+/// one event (the instance's Logs & events list shows them beside the
+/// verdicts), so latency an operator made is seen as made; the same delay
+/// again, or a lift with no drill, is none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_drill_its_change_and_its_lift_are_events() {
+    use aegis_sdk::{
+        contracts::log::{LogLevel, LogRecord},
+        registry::Registration,
+    };
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let events: Arc<Mutex<Vec<LogRecord>>> = Arc::default();
+    let sink = events.clone();
+    let record = ServiceInstance::new("drill-service", "drill-1", "1.0.0", chrono::Utc::now());
+    let reg = Registration::builder(&conn, record)
+        .on_event(Arc::new(move |r: LogRecord| sink.lock().unwrap().push(r)))
+        .start()
+        .await
+        .unwrap();
+    let drills = || -> Vec<LogRecord> {
+        std::mem::take(&mut *events.lock().unwrap())
+            .into_iter()
+            .filter(|r| r.message.contains("slow drill"))
+            .collect()
+    };
+    drills();
+
+    reg.set_drill_delay(Duration::ZERO).await.unwrap();
+    assert!(drills().is_empty(), "nothing was lifted");
+
+    reg.set_drill_delay(Duration::from_millis(500))
+        .await
+        .unwrap();
+    let set = drills();
+    assert_eq!(set.len(), 1, "{set:?}");
+    assert_eq!(set[0].level, LogLevel::Warn);
+    assert_eq!(set[0].fields["delay_ms"], 500, "{set:?}");
+    assert!(set[0].fields["since"].is_string(), "{set:?}");
+
+    reg.set_drill_delay(Duration::from_millis(500))
+        .await
+        .unwrap();
+    assert!(drills().is_empty(), "the same delay again is no change");
+
+    reg.set_drill_delay(Duration::from_millis(750))
+        .await
+        .unwrap();
+    let changed = drills();
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert_eq!(changed[0].fields["delay_ms"], 750);
+    assert_eq!(changed[0].fields["from_ms"], 500);
+    assert_eq!(changed[0].fields["since"], set[0].fields["since"]);
+
+    reg.set_drill_delay(Duration::ZERO).await.unwrap();
+    let lifted = drills();
+    assert_eq!(lifted.len(), 1, "{lifted:?}");
+    assert_eq!(lifted[0].level, LogLevel::Info);
+    assert_eq!(lifted[0].fields["from_ms"], 750);
+    assert!(!serde_json::to_string(&lifted).unwrap().contains("None"));
+    reg.deregister().await.unwrap();
+}
+
 /// Instance ids are unique per process; when two processes use one anyway
 /// (a copy-pasted id), the one that stops must not delete the record the
 /// other one wrote last: the survivor would vanish from discovery until

@@ -472,11 +472,40 @@ impl RegistrationHandle {
         let delay_ms = saturating_ms(delay);
         {
             let mut st = self.inner.state();
-            st.drill = match (delay_ms, st.drill) {
+            let before = st.drill;
+            st.drill = match (delay_ms, before) {
                 (0, _) => None,
                 (ms, Some((_, since))) => Some((ms, since)),
                 (ms, None) => Some((ms, Utc::now())),
             };
+            // Each change is an event, as an operator's verdict is: the
+            // instance's list of events says when latency was made on
+            // purpose, after the record no longer does.
+            match (before, st.drill) {
+                (Some((from, _)), None) => self.inner.emit(
+                    LogLevel::Info,
+                    LogKind::Log,
+                    "an operator lifted the slow drill",
+                    |f| {
+                        f.insert("from_ms".into(), from.into());
+                    },
+                ),
+                (before, Some((ms, since))) if before.map(|(from, _)| from) != Some(ms) => {
+                    self.inner.emit(
+                        LogLevel::Warn,
+                        LogKind::Log,
+                        "an operator's slow drill delays every handler",
+                        |f| {
+                            f.insert("delay_ms".into(), ms.into());
+                            if let Some((from, _)) = before {
+                                f.insert("from_ms".into(), from.into());
+                            }
+                            f.insert("since".into(), rfc3339::format_utc(&since).into());
+                        },
+                    )
+                }
+                _ => {}
+            }
         }
         self.inner.write().await.map(|_| ())
     }
