@@ -54,7 +54,7 @@ impl ChaosArgs {
     /// When two different directories are given.
     fn given_dir(&self) -> anyhow::Result<Option<PathBuf>> {
         match (&self.state_dir, &self.action.nats().state_dir) {
-            (Some(a), Some(b)) if !same_dir(a, b) => bail!(
+            (Some(a), Some(b)) if !crate::cli::same_dir(a, b) => bail!(
                 "two state directories given: --state-dir {} and --state-dir {}",
                 a.display(),
                 b.display()
@@ -62,15 +62,6 @@ impl ChaosArgs {
             (Some(dir), _) | (None, Some(dir)) => Ok(Some(dir.clone())),
             (None, None) => Ok(None),
         }
-    }
-}
-
-/// Whether `a` and `b` name one directory: compared once resolved (`../sd`
-/// and `/tmp/sd`), or as written when either does not exist.
-fn same_dir(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
     }
 }
 

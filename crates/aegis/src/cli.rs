@@ -184,6 +184,15 @@ pub(crate) fn dir_of_credentials(file: &Path) -> &Path {
     }
 }
 
+/// Whether `a` and `b` name one directory: compared once resolved (`../sd`
+/// and `/tmp/sd`), or as written when either does not exist.
+pub(crate) fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
 /// Fails unless an `aegis up` runs with its state in `dir`.
 ///
 /// # Errors

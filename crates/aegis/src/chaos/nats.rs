@@ -107,7 +107,7 @@ pub(super) fn check_connection_flags(
     }
     if let Some(file) = &nats.credentials {
         let parent = crate::cli::dir_of_credentials(file);
-        if !same_dir(parent, dir) {
+        if !crate::cli::same_dir(parent, dir) {
             return Err(refuse(format!(
                 "--credentials {} is another state directory's file (pass --state-dir {} \
                  to act on the showcase there)",
@@ -149,14 +149,6 @@ fn server_of(url: &str) -> Option<String> {
     } else {
         format!("{host_port}:4222")
     })
-}
-
-/// Whether `a` and `b` are one directory (either missing: not).
-fn same_dir(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
 }
 
 /// SIGKILLs node `node` and keeps it down (held) until `restart-nats`.
