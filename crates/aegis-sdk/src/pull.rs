@@ -55,7 +55,7 @@
 //!   other instances, while its ack deadline runs out.
 //! - While a handler runs, and until its message is acknowledged, it sends
 //!   an in-progress acknowledgement every third of the consumer's
-//!   `ack_wait`, and at least every [`SETTINGS_MAX_AGE`] (2 s), so long
+//!   `ack_wait`, and at least every [`SETTINGS_MAX_AGE`](settings::SETTINGS_MAX_AGE) (2 s), so long
 //!   work is not redelivered elsewhere meanwhile, even when another
 //!   instance lowers `ack_wait` (see below); a crashed process stops
 //!   sending them and the message comes back after `ack_wait`.
@@ -69,7 +69,7 @@
 //!   rolling deploy), or an operator, may have changed them since this one
 //!   started. They come with the consumer when it is opened and are read
 //!   again when a handler fails or runs long and they are older than
-//!   [`SETTINGS_MAX_AGE`] (2 s): at most one JetStream API request per
+//!   [`SETTINGS_MAX_AGE`](settings::SETTINGS_MAX_AGE) (2 s): at most one JetStream API request per
 //!   2 s per loop, however many handlers fail. A change is therefore
 //!   seen up to 2 s late; a lowered `ack_wait` paces the in-progress
 //!   acknowledgements from then on (one goes at once if already due by
@@ -95,6 +95,16 @@
 //! where it awaits: one that blocks its thread (a synchronous call, a busy
 //! loop) is never polled to that point and still holds the stop, as it
 //! holds the runtime's thread.
+//!
+//! Opening the consumer (creating it, or bringing an existing one to the
+//! settings asked for while keeping its start) is in `durable`
+//! ([`Durable`]); the consumer's delivery settings as the server holds
+//! them, read again under a running loop, in `settings`
+//! ([`DeliveryLimits`]); the loop, the acknowledgements and the back-off
+//! are here.
+
+mod durable;
+mod settings;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -103,16 +113,15 @@ use std::{
 };
 
 use aegis_contracts::dead_letter::DeadLetterReason;
-use async_nats::jetstream::{
-    self, AckKind,
-    consumer::{DeliverPolicy, PullConsumer, pull},
-    context::ConsumerInfoErrorKind,
-    stream::{RetentionPolicy, Stream},
-};
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use futures::{StreamExt, future::BoxFuture};
 use tokio::{sync::Semaphore, time::Instant};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{Instrument, debug, info, warn};
+
+pub(crate) use durable::{Durable, FixedSetting};
+pub(crate) use settings::DeliveryLimits;
+use settings::Held;
 
 /// First and longest pause after a failed pull or consumer lookup.
 const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
@@ -123,15 +132,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const PULL_EXPIRES: Duration = Duration::from_secs(10);
 /// A pull that ends with nothing sooner than this was refused, not expired.
 const MIN_PULL_LIFETIME: Duration = Duration::from_millis(200);
-
-/// How old the consumer's settings as last read from the server may be
-/// when a handler's failure is decided on them, or while a handler runs
-/// (another instance may have lowered `ack_wait` meanwhile): they are read
-/// again at most this often, however many handlers fail or run.
-const SETTINGS_MAX_AGE: Duration = Duration::from_secs(2);
-/// How long a read of the consumer's settings may take; past it, the last
-/// ones read stand until the next.
-const SETTINGS_READ_WAIT: Duration = Duration::from_secs(1);
 
 /// How long a stopping loop waits for its running handlers before it gives
 /// their messages up for redelivery to another instance: as long as a
@@ -181,234 +181,6 @@ pub(crate) type Handler = Arc<
     dyn Fn(Arc<jetstream::Message>, DeliveryLimits) -> BoxFuture<'static, Outcome> + Send + Sync,
 >;
 
-/// Finds or creates the stream a consumer lives on.
-pub(crate) type EnsureStream =
-    Arc<dyn Fn() -> BoxFuture<'static, Result<Stream, async_nats::Error>> + Send + Sync>;
-
-/// The consumer metadata key under which a consumer this SDK made again
-/// at a sequence keeps the start it was configured with (`all` or `new`):
-/// its own start no longer says whether it began at the oldest message.
-const START_METADATA: &str = "aegis_start";
-
-/// Everything the loop needs to know about its consumer.
-#[derive(Clone)]
-pub(crate) struct Durable {
-    /// Finds or creates the stream.
-    pub(crate) ensure_stream: EnsureStream,
-    /// The consumer's configuration (its `durable_name` is its name).
-    pub(crate) config: pull::Config,
-    /// Wait for the server to confirm acknowledgements (commands: an
-    /// unconfirmed ack may run the command again).
-    pub(crate) confirm_acks: bool,
-    /// Handlers run at once (1 keeps the stream's order).
-    pub(crate) concurrency: usize,
-}
-
-/// A setting asked of an existing consumer that JetStream cannot change in
-/// place, and that does not hold for it; the open changed nothing.
-#[derive(Debug, thiserror::Error)]
-#[error("the consumer {consumer} already exists and its {setting} cannot be applied: {detail}")]
-pub(crate) struct FixedSetting {
-    /// The consumer's name.
-    pub(crate) consumer: String,
-    /// The option as the caller spells it (`deliver_all`, `max_deliver`).
-    pub(crate) setting: &'static str,
-    /// Why, and what to do instead.
-    pub(crate) detail: String,
-}
-
-impl Durable {
-    fn name(&self) -> &str {
-        self.config.durable_name.as_deref().unwrap_or_default()
-    }
-
-    /// The stream and the consumer: created when missing, else brought to
-    /// this process's settings. `resume_after` is the last stream sequence
-    /// handled, used only when the consumer has to be created again.
-    ///
-    /// An existing consumer keeps its start (`deliver_policy` and its
-    /// start sequence or time), which JetStream cannot change in place:
-    /// it only chose where a new consumer began, and moving it would need
-    /// the consumer deleted and created again, which loses its position
-    /// (the redeliveries it owes, and where it is in the stream): that
-    /// would replay or skip messages behind the caller's back. Everything
-    /// else is updated and then checked.
-    ///
-    /// # Errors
-    /// The client's error when the stream or the consumer cannot be had
-    /// or the server refuses the settings; a [`FixedSetting`] when
-    /// "from the oldest message" is asked of a consumer that did not
-    /// start there (see [`update_of`](Self::update_of)), or the server
-    /// kept another `max_deliver` or `ack_wait`.
-    pub(crate) async fn open(&self) -> Result<PullConsumer, async_nats::Error> {
-        self.open_as(None, false).await
-    }
-
-    /// As [`open`](Self::open), for a running loop that lost its consumer:
-    /// `resume_after` is the last stream sequence handled, where a consumer
-    /// made again resumes, and a start that cannot apply to the consumer
-    /// found is not refused (it is logged).
-    async fn reopen(&self, resume_after: Option<u64>) -> Result<PullConsumer, async_nats::Error> {
-        self.open_as(resume_after, true).await
-    }
-
-    async fn open_as(
-        &self,
-        resume_after: Option<u64>,
-        again: bool,
-    ) -> Result<PullConsumer, async_nats::Error> {
-        let stream = (self.ensure_stream)().await?;
-        let work_queue = stream.cached_info().config.retention == RetentionPolicy::WorkQueue;
-        // Twice at most: a consumer another instance creates between the
-        // look-up and the create is then found and updated.
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let config = match stream.consumer_info(self.name()).await {
-                Ok(existing) => self.update_of(&existing.config, again)?,
-                Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
-                    self.creation(resume_after, work_queue)
-                }
-                Err(e) => return Err(e.into()),
-            };
-            match stream.create_consumer(config).await {
-                Ok(consumer) => {
-                    self.check_applied(&consumer.cached_info().config)?;
-                    return Ok(consumer);
-                }
-                Err(e) if attempt < 2 => {
-                    debug!(consumer = self.name(), error = %crate::startup::Causes(&e), "consumer not created or updated; looking it up again");
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    /// The configuration of a consumer created now: after a loss it
-    /// resumes after `resume_after`, whatever start it was configured
-    /// with (starting at the oldest again would replay what was handled),
-    /// except on a work-queue stream, which holds only the messages not
-    /// yet acknowledged: there it starts at the oldest of those, so one
-    /// another instance still owes is not skipped.
-    ///
-    /// One made again at a sequence records the start it was configured
-    /// with ([`START_METADATA`]), so that a later start still tells one
-    /// made to start at the oldest message from one made for new ones.
-    fn creation(&self, resume_after: Option<u64>, work_queue: bool) -> pull::Config {
-        let mut config = self.config.clone();
-        if let (Some(seq), false) = (resume_after, work_queue) {
-            let configured = match self.config.deliver_policy {
-                DeliverPolicy::All => "all",
-                _ => "new",
-            };
-            config
-                .metadata
-                .insert(START_METADATA.to_owned(), configured.to_owned());
-            config.deliver_policy = DeliverPolicy::ByStartSequence {
-                start_sequence: seq + 1,
-            };
-        }
-        config
-    }
-
-    /// The update of the consumer `existing`: this process's settings with
-    /// the consumer's own start (and the metadata that says where it was
-    /// configured to start).
-    ///
-    /// "From the oldest message" asked of a consumer made to start at new
-    /// messages, or made again at a sequence for a subscription that did,
-    /// would replay nothing: refused with a [`FixedSetting`], unless the
-    /// loop opens it `again` (the consumer was made so under it by another
-    /// instance); that is logged, and it goes on from the consumer's
-    /// position. A consumer at a sequence with no record of the start it
-    /// was made for (an earlier SDK's, or one an older instance updated)
-    /// is taken with a warning: it may be the subscription's own.
-    fn update_of(
-        &self,
-        existing: &jetstream::consumer::Config,
-        again: bool,
-    ) -> Result<pull::Config, FixedSetting> {
-        let mut config = self.config.clone();
-        config.deliver_policy = existing.deliver_policy;
-        // The server keeps its own `_nats.` entries itself.
-        config.metadata = existing
-            .metadata
-            .iter()
-            .filter(|(k, _)| !k.starts_with("_nats."))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        if self.config.deliver_policy != DeliverPolicy::All
-            || existing.deliver_policy == DeliverPolicy::All
-        {
-            return Ok(config);
-        }
-        let made = match (
-            existing.deliver_policy,
-            existing.metadata.get(START_METADATA).map(String::as_str),
-        ) {
-            (_, Some("all")) => return Ok(config),
-            (DeliverPolicy::New, _) => "created to start at new messages",
-            (_, Some("new")) => {
-                "made again at a position in the stream for a subscription that started at new messages"
-            }
-            // No record of the start it was configured with: made again at
-            // a position by an earlier SDK (which kept none), its record
-            // wiped by an older instance's update, or made by hand. It may
-            // well be this subscription's own; refusing it would keep the
-            // service from starting on it. Taken, and said.
-            _ => {
-                warn!(
-                    consumer = self.name(),
-                    start = ?existing.deliver_policy,
-                    "the consumer starts at a position in the stream and has no record of the start it was made for (an earlier SDK made it again so, or an older instance's update dropped the record); going on from its position: deliver_all applies only to a consumer this instance makes"
-                );
-                return Ok(config);
-            }
-        };
-        if again {
-            warn!(
-                consumer = self.name(),
-                start = ?existing.deliver_policy,
-                "the consumer was made again by another instance, {made}; going on from its position: deliver_all applies only to a consumer this instance makes"
-            );
-            return Ok(config);
-        }
-        Err(FixedSetting {
-            consumer: self.name().to_owned(),
-            setting: "deliver_all",
-            detail: format!(
-                "it was {made} and has its position since; JetStream cannot move its start, \
-                so nothing stored before it began would be replayed. Drop .deliver_all() to \
-                go on from its position, or, to start from the oldest stored message, use a \
-                new durable name (another service name, or in broadcast mode another \
-                instance id), or delete the consumer first (which loses its position and the \
-                redeliveries it owes)"
-            ),
-        })
-    }
-
-    /// Checks that the server holds the settings asked for.
-    fn check_applied(&self, held: &jetstream::consumer::Config) -> Result<(), FixedSetting> {
-        let differs =
-            |setting, asked: &dyn std::fmt::Debug, held: &dyn std::fmt::Debug| FixedSetting {
-                consumer: self.name().to_owned(),
-                setting,
-                detail: format!("{setting} {asked:?} was asked for and the server kept {held:?}"),
-            };
-        if held.max_deliver != self.config.max_deliver {
-            return Err(differs(
-                "max_deliver",
-                &self.config.max_deliver,
-                &held.max_deliver,
-            ));
-        }
-        if held.ack_wait != self.config.ack_wait {
-            return Err(differs("ack_wait", &self.config.ack_wait, &held.ack_wait));
-        }
-        Ok(())
-    }
-}
-
 /// Checks the delivery options shared by subscriptions and command workers.
 pub(crate) fn check_options(
     concurrency: usize,
@@ -443,159 +215,6 @@ pub(crate) async fn ensure_dead_letters(
 ) {
     if let Err(e) = crate::dead_letter::ensure_dead_letter_stream(js, config).await {
         warn!(error = %crate::startup::Causes(&e), "cannot create the DEAD_LETTER stream; messages given up on will not be kept there");
-    }
-}
-
-/// The consumer's settings that decide its deliveries, as the server holds
-/// them: `max_deliver` (whether a failure is the last delivery) and
-/// `ack_wait` (how often a running handler's message must be said to be in
-/// progress). Another instance, or an operator, may change them under a
-/// running loop, so they are read again when older than
-/// [`SETTINGS_MAX_AGE`] and needed: one read at a time for the whole loop.
-struct Held {
-    settings: Mutex<Settings>,
-    reading: tokio::sync::Mutex<()>,
-}
-
-/// One reading of [`Held`].
-#[derive(Debug, Clone, Copy)]
-struct Settings {
-    max_deliver: i64,
-    ack_wait: Duration,
-    read_at: Instant,
-}
-
-impl Held {
-    /// The settings of a consumer just opened (its answer holds them).
-    fn new(consumer: &PullConsumer) -> Self {
-        Self {
-            settings: Mutex::new(Settings::of(consumer)),
-            reading: tokio::sync::Mutex::new(()),
-        }
-    }
-
-    /// The settings of a consumer opened again.
-    fn reopened(&self, consumer: &PullConsumer) {
-        *lock(&self.settings) = Settings::of(consumer);
-    }
-
-    /// The settings last read, however old.
-    fn last(&self) -> Settings {
-        *lock(&self.settings)
-    }
-
-    /// The settings read at most [`SETTINGS_MAX_AGE`] ago, reading them
-    /// now if need be; the last ones read when the server does not answer
-    /// within [`SETTINGS_READ_WAIT`].
-    async fn current(&self, durable: &Durable, consumer: &PullConsumer) -> Settings {
-        let fresh = |s: Settings| s.read_at.elapsed() < SETTINGS_MAX_AGE;
-        let last = self.last();
-        if fresh(last) {
-            return last;
-        }
-        let _reading = self.reading.lock().await;
-        let last = self.last();
-        if fresh(last) {
-            return last;
-        }
-        let read = tokio::time::timeout(SETTINGS_READ_WAIT, consumer.get_info()).await;
-        let mut settings = lock(&self.settings);
-        match read {
-            Ok(Ok(info)) => {
-                let now = Settings::from_config(&info.config);
-                if (now.max_deliver, now.ack_wait) != (settings.max_deliver, settings.ack_wait) {
-                    info!(consumer = durable.name(), max_deliver = now.max_deliver, ack_wait = ?now.ack_wait, "the consumer's settings changed on the server; going by them");
-                }
-                *settings = now;
-            }
-            Ok(Err(e)) => {
-                debug!(consumer = durable.name(), error = %crate::startup::Causes(&e), "cannot read the consumer's settings; going by the last read");
-                settings.read_at = Instant::now();
-            }
-            Err(_) => {
-                debug!(
-                    consumer = durable.name(),
-                    "the consumer's settings not read in time; going by the last read"
-                );
-                settings.read_at = Instant::now();
-            }
-        }
-        *settings
-    }
-}
-
-/// The consumer's `max_deliver` and `ack_wait` as one delivery of a
-/// message goes by them: read through [`Held`] (at most
-/// [`SETTINGS_MAX_AGE`] old) the first time they are asked for, then the
-/// same for the rest of the delivery. A handler that decides for itself
-/// whether a delivery is the last (a command worker answers its sender
-/// then, rather than hand the command back) and the loop that acts on its
-/// outcome so go by one value: a refresh between the two cannot turn a
-/// hand-back into a dead letter nobody was told of.
-#[derive(Clone)]
-pub(crate) struct DeliveryLimits {
-    held: Arc<Held>,
-    durable: Arc<Durable>,
-    consumer: PullConsumer,
-    read: Arc<tokio::sync::OnceCell<Settings>>,
-}
-
-impl DeliveryLimits {
-    fn new(held: Arc<Held>, durable: Arc<Durable>, consumer: PullConsumer) -> Self {
-        Self {
-            held,
-            durable,
-            consumer,
-            read: Arc::default(),
-        }
-    }
-
-    async fn settings(&self) -> Settings {
-        *self
-            .read
-            .get_or_init(|| self.held.current(&self.durable, &self.consumer))
-            .await
-    }
-
-    /// The consumer's `max_deliver` on the server (0 or less: no limit).
-    pub(crate) async fn max_deliver(&self) -> i64 {
-        self.settings().await.max_deliver
-    }
-
-    /// The consumer's `ack_wait` on the server.
-    pub(crate) async fn ack_wait(&self) -> Duration {
-        self.settings().await.ack_wait
-    }
-
-    /// Whether delivery `delivered` is the last the consumer allows.
-    pub(crate) async fn is_last(&self, delivered: i64) -> bool {
-        is_last_delivery(delivered, self.max_deliver().await)
-    }
-}
-
-impl Settings {
-    fn of(consumer: &PullConsumer) -> Self {
-        Self::from_config(&consumer.cached_info().config)
-    }
-
-    fn from_config(config: &jetstream::consumer::Config) -> Self {
-        Self {
-            max_deliver: config.max_deliver,
-            ack_wait: config.ack_wait,
-            read_at: Instant::now(),
-        }
-    }
-
-    /// How often a running handler's message is said to be in progress:
-    /// every third of `ack_wait`, and at least every [`SETTINGS_MAX_AGE`]
-    /// whatever it is. The server may hold a lower `ack_wait` than the one
-    /// last read (another instance lowered it), and it redelivers at once a
-    /// message whose last in-progress acknowledgement is older than that:
-    /// beating this often keeps a running handler through any `ack_wait`
-    /// lowered to more than about 2 s. The cost is one small publish per
-    /// running handler per 2 s.
-    fn keep_alive_every(&self) -> Duration {
-        (self.ack_wait / 3).clamp(Duration::from_millis(50), SETTINGS_MAX_AGE)
     }
 }
 
@@ -874,7 +493,7 @@ async fn handle(
 
 /// Says the message is in progress, never ending: every
 /// [`keep_alive_every`](Settings::keep_alive_every) (at most
-/// [`SETTINGS_MAX_AGE`]), reading the consumer's settings again after
+/// [`SETTINGS_MAX_AGE`](settings::SETTINGS_MAX_AGE)), reading the consumer's settings again after
 /// each beat, so the next one is paced by an `ack_wait` another instance
 /// lowered (and goes at once if already due by it).
 async fn keep_alive(on: Consumer<'_>, message: &jetstream::Message) {
@@ -1024,22 +643,6 @@ mod tests {
     const ACK_WAIT: Duration = Duration::from_secs(30);
 
     #[test]
-    fn a_running_handler_is_said_in_progress_at_least_every_settings_read() {
-        let every = |ack_wait| {
-            Settings {
-                max_deliver: 3,
-                ack_wait,
-                read_at: Instant::now(),
-            }
-            .keep_alive_every()
-        };
-        // At 30 s, not every 10 s: another instance may lower it to 3 s.
-        assert_eq!(every(ACK_WAIT), SETTINGS_MAX_AGE);
-        assert_eq!(every(Duration::from_secs(3)), Duration::from_secs(1));
-        assert_eq!(every(MIN_ACK_WAIT), Duration::from_millis(100));
-    }
-
-    #[test]
     fn a_failure_on_the_last_delivery_allowed_says_it_is_dead_lettered() {
         for (delivered, max_deliver, said) in [
             (1, 3, "will redeliver"),
@@ -1051,91 +654,6 @@ mod tests {
             let last = is_last_delivery(delivered, max_deliver);
             assert_eq!(after_failure(last), said, "{delivered} of {max_deliver}");
         }
-    }
-
-    /// The review's probe E4: a consumer made to start at the oldest
-    /// message and deleted under a running loop resumes where it was, as
-    /// one made to start at new messages does; on a work-queue stream
-    /// (which holds only what is not acknowledged) it starts at the oldest.
-    #[test]
-    fn a_consumer_made_again_resumes_where_it_was_whatever_its_start() {
-        for start in [DeliverPolicy::All, DeliverPolicy::New] {
-            let durable = Durable {
-                ensure_stream: Arc::new(|| Box::pin(async { Err("not used".into()) })),
-                config: pull::Config {
-                    durable_name: Some("c".to_owned()),
-                    deliver_policy: start,
-                    ..Default::default()
-                },
-                confirm_acks: false,
-                concurrency: 1,
-            };
-            let resumed = DeliverPolicy::ByStartSequence { start_sequence: 42 };
-            assert_eq!(durable.creation(Some(41), false).deliver_policy, resumed);
-            assert_eq!(durable.creation(None, false).deliver_policy, start);
-            assert_eq!(durable.creation(Some(41), true).deliver_policy, start);
-        }
-    }
-
-    /// The review's D6: "from the oldest message" holds for a consumer
-    /// made to start there, and for one made again at a sequence for such
-    /// a subscription, not for one made for new messages, whichever way.
-    #[test]
-    fn deliver_all_applies_only_to_a_consumer_that_began_at_the_oldest() {
-        let durable = |start| Durable {
-            ensure_stream: Arc::new(|| Box::pin(async { Err("not used".into()) })),
-            config: pull::Config {
-                durable_name: Some("c".to_owned()),
-                deliver_policy: start,
-                ..Default::default()
-            },
-            confirm_acks: false,
-            concurrency: 1,
-        };
-        let (all, new) = (durable(DeliverPolicy::All), durable(DeliverPolicy::New));
-        let remade = |by: &Durable| {
-            let made = by.creation(Some(41), false);
-            jetstream::consumer::Config {
-                deliver_policy: made.deliver_policy,
-                metadata: made.metadata,
-                ..Default::default()
-            }
-        };
-        let made_new = jetstream::consumer::Config {
-            deliver_policy: DeliverPolicy::New,
-            ..Default::default()
-        };
-        // Refused at a start, whether the SDK made it again or not.
-        for existing in [&made_new, &remade(&new)] {
-            let refused = all.update_of(existing, false).unwrap_err();
-            assert_eq!(refused.setting, "deliver_all");
-            // A running loop opening it again goes on from its position.
-            let joined = all.update_of(existing, true).unwrap();
-            assert_eq!(joined.deliver_policy, existing.deliver_policy);
-        }
-        // Its own consumer, made again: it keeps the start and the record
-        // of it, and drops the server's own entries.
-        let mut existing = remade(&all);
-        existing
-            .metadata
-            .insert("_nats.level".to_owned(), "1".to_owned());
-        let update = all.update_of(&existing, false).unwrap();
-        assert_eq!(update.deliver_policy, existing.deliver_policy);
-        assert_eq!(
-            update.metadata.get(START_METADATA).map(String::as_str),
-            Some("all")
-        );
-        assert!(!update.metadata.contains_key("_nats.level"));
-        // Without .deliver_all() any start is kept.
-        assert!(new.update_of(&remade(&all), false).is_ok());
-        // At a sequence with no record (an earlier SDK made it again):
-        // taken, at its position.
-        let unrecorded = jetstream::consumer::Config {
-            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: 2 },
-            ..Default::default()
-        };
-        let taken = all.update_of(&unrecorded, false).unwrap();
-        assert_eq!(taken.deliver_policy, unrecorded.deliver_policy);
     }
 
     #[test]
