@@ -63,7 +63,17 @@ pub async fn ensure_registry_bucket(
     };
     let config = &store.stream.cached_info().config;
     check_registry_bucket(config)?;
-    if config.num_replicas != replicas.max(1) {
+    // Replicas count only when the bucket is made. More than asked is the
+    // operator's choice (the showcase and the Helm chart make it R3, a
+    // service's default is 1); fewer is less durable than asked.
+    if config.num_replicas > replicas.max(1) {
+        debug!(
+            bucket = REGISTRY_BUCKET,
+            existing = config.num_replicas,
+            configured = replicas,
+            "the registry bucket has more replicas than configured; using it as it is"
+        );
+    } else if config.num_replicas < replicas.max(1) {
         warn!(
             bucket = REGISTRY_BUCKET,
             existing = config.num_replicas,
