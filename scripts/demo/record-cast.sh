@@ -29,10 +29,18 @@ make --no-print-directory ui/out/index.html >/dev/null
 if [ "$CAST_PROFILE" = release ]; then cargo build --release -p aegis --quiet; else cargo build -p aegis --quiet; fi
 
 tmp="$OUT.tmp"
-rm -f "$tmp"
+ok="$tmp.ok"
+rm -f "$tmp" "$ok"
+# asciinema exits 0 whatever its command does: the command leaves a mark
+# when it succeeded, and a cast without one is refused.
 "$VENV/bin/asciinema" rec --quiet --overwrite --cols 132 --rows 36 --idle-time-limit 2 \
   --title "Aegis: make up, aegis status, an order flow across a chaos kill, demo flows 1 and 2" \
-  --command scripts/demo/cast.sh "$tmp" </dev/null
+  --command "scripts/demo/cast.sh && touch '$ok'" "$tmp" </dev/null
+if [ ! -e "$ok" ]; then
+  echo "record-cast: scripts/demo/cast.sh failed; its output is in $tmp (no cast written)" >&2
+  exit 1
+fi
+rm -f "$ok"
 
 # No secret of this run may be in the cast.
 leaks=0
