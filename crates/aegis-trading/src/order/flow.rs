@@ -1,6 +1,15 @@
 //! The create-order flow of [order-service](super), step by step, and the
 //! reads. [`Desk`] holds what the handlers share: the order store, the RPC
 //! targets and the counters.
+//!
+//! Why one module of over 500 lines: it is one flow, read top to bottom —
+//! the steps of a create in order (quote, record, judge, decide, announce),
+//! the sweep that resumes the same steps for orders left pending, and
+//! beside each step the error that names what became of the order when it
+//! fails. All are methods of one [`Desk`] that call each other and share
+//! its store, its per-symbol turns and its newest-fill mark; split by step,
+//! one create would span files. The records, the store, the fence and the
+//! index are elsewhere.
 
 use std::{
     collections::HashMap,
