@@ -2,6 +2,13 @@
 //! subscribe, describe, register, mirror — each a step of its own, with
 //! one [`Rollback`] guard that undoes, in reverse, whatever the steps
 //! before a failure started.
+//!
+//! Why one module of over 500 lines: it is one start, read top to bottom —
+//! [`ServiceBuilder::start`] runs the steps in order and each step's
+//! function follows it here, all feeding the one [`Rollback`] that a
+//! failure unwinds; split by step, the order of the steps and what undoes
+//! each would span files. The handle it returns, the roles and the
+//! handlers are elsewhere in `rpc/server/`.
 
 use std::{
     collections::{BTreeMap, HashMap},
