@@ -21,6 +21,13 @@
 //!   configured limits only seed an empty bucket.
 //!
 //! The rules themselves are pure functions in [`assess`].
+//!
+//! Why one module of over 500 lines: it is the service as it runs — its
+//! options, the one `Risk` state its four handlers share (book, limits,
+//! the fill an assessment waits for), and the start that wires the
+//! handlers, the fills' stream and the limits' mirror to it; split, each
+//! handler would sit apart from the state and start it needs. The rules
+//! ([`assess`]), the book and the fills are apart already.
 
 pub mod assess;
 mod book;
