@@ -21,6 +21,10 @@
 //!   `commands.{service}.*`, and the consumers on `EVENTS` its role names);
 //!   answers the control subject `aegis.control.{service}.{instance}.*` of
 //!   its instances.
+//!   A service admitted next to the showcase (`aegis up --admit-service
+//!   NAME`, see [`admitted_services`]) is such a role too: it calls every
+//!   service of the showcase and every other admitted one, publishes in
+//!   one domain, and owns no bucket, named event consumer or feed.
 //! - **The monitor** ([`Role::Monitor`], user `monitor`): reads the
 //!   registry, elections, metrics, logs and dead letters; writes only
 //!   service definitions; creates and changes no stream or bucket (the
@@ -243,6 +247,87 @@ pub fn showcase_services() -> Vec<ServiceRole> {
             event_feeds: true,
         },
     ]
+}
+
+/// The event domain of a service admitted next to the showcase
+/// (`aegis up --admit-service`): its name without a trailing `-service`
+/// (`fx-service` publishes `events.fx.>`), else its name as it is.
+pub fn admitted_domain(service: &str) -> &str {
+    service.strip_suffix("-service").unwrap_or(service)
+}
+
+/// Whether `name` may be admitted next to the showcase: a valid service
+/// name (the SDK's own check), none of the showcase's own services, and
+/// with an event domain ([`admitted_domain`]) none of them publishes in.
+/// `Err` says why, as one sentence.
+///
+/// # Errors
+/// When `name` cannot be admitted.
+pub fn check_admitted_name(name: &str) -> Result<(), String> {
+    aegis_contracts::names::validate_service_name(name)
+        .map_err(|e| format!("`{name}` is not a service name: {e}"))?;
+    let showcase = showcase_services();
+    if showcase.iter().any(|s| s.service == name) {
+        return Err(format!(
+            "{name} is one of the showcase's own services (its user exists already); admit a service of your own"
+        ));
+    }
+    let domain = admitted_domain(name);
+    if let Some(owner) = showcase
+        .iter()
+        .find(|s| s.event_domains.iter().any(|d| d == domain))
+    {
+        return Err(format!(
+            "{name} would publish events.{domain}.>, the event domain of {}; choose another name",
+            owner.service
+        ));
+    }
+    Ok(())
+}
+
+/// The roles of the services admitted next to the showcase (`aegis up
+/// --admit-service NAME`), one per name (a name given twice counts once),
+/// each checked with [`check_admitted_name`]. Each may call every service
+/// of the showcase and every other admitted one, and publish events in its
+/// own domain ([`admitted_domain`]); it owns no bucket, and has no named
+/// event consumer and no feed. Its commands queue (`{name}_commands`) is
+/// its own, as every service's.
+///
+/// # Errors
+/// A name [`check_admitted_name`] refuses, or two names with the same
+/// event domain (`fx` and `fx-service`).
+pub fn admitted_services(names: &[String]) -> Result<Vec<ServiceRole>, String> {
+    let mut unique: Vec<&str> = Vec::new();
+    for name in names {
+        check_admitted_name(name)?;
+        if let Some(other) = unique
+            .iter()
+            .find(|u| **u != name && admitted_domain(u) == admitted_domain(name))
+        {
+            return Err(format!(
+                "{other} and {name} would both publish events.{}.>; admit only one of them",
+                admitted_domain(name)
+            ));
+        }
+        if !unique.contains(&name.as_str()) {
+            unique.push(name);
+        }
+    }
+    let showcase: Vec<String> = showcase_services().into_iter().map(|s| s.service).collect();
+    Ok(unique
+        .iter()
+        .map(|name| ServiceRole {
+            service: (*name).to_owned(),
+            event_domains: vec![admitted_domain(name).to_owned()],
+            calls: showcase
+                .iter()
+                .map(String::as_str)
+                .chain(unique.iter().copied().filter(|other| other != name))
+                .map(str::to_owned)
+                .collect(),
+            ..Default::default()
+        })
+        .collect())
 }
 
 /// Every role of the showcase: its three services, the monitor and the
@@ -712,6 +797,105 @@ mod tests {
                 .iter()
                 .any(|s| s.starts_with("rpc.order-service"))
         );
+    }
+
+    /// What `aegis up --admit-service fx-service --admit-service book`
+    /// writes into the server config for `svc-fx-service`: it serves only
+    /// its own subjects, calls the showcase and the other admitted
+    /// service, publishes only `events.fx.>`, and owns no bucket, named
+    /// event consumer or feed.
+    #[test]
+    fn an_admitted_service_is_rendered_with_its_own_subjects_only() {
+        let roles = admitted_services(&[
+            "fx-service".to_owned(),
+            "book".to_owned(),
+            "fx-service".to_owned(),
+        ])
+        .unwrap();
+        assert_eq!(roles.len(), 2, "a name given twice counts once");
+        let role = Role::Service(roles[0].clone());
+        assert_eq!(role.user_name(), "svc-fx-service");
+        let text = render_users(&[User {
+            name: role.user_name(),
+            password: "pw".into(),
+            role: role.clone(),
+        }]);
+        assert!(text.contains(r#"user: "svc-fx-service", password: "pw""#));
+        for subject in [
+            "rpc.order-service.>",
+            "rpc.pricing-service.>",
+            "rpc.risk-service.>",
+            "rpc.book.>",
+            "events.fx.>",
+            "$KV.service_registry.service-instances.fx-service.*",
+            "_INBOX_svc-fx-service.>",
+            "aegis.control.fx-service.>",
+        ] {
+            assert!(
+                text.contains(&format!("\"{subject}\"")),
+                "{subject}:\n{text}"
+            );
+        }
+        let g = role.grants();
+        assert!(g.subscribe.contains(&"rpc.fx-service.>".to_owned()));
+        assert!(
+            !g.subscribe
+                .iter()
+                .any(|s| s.starts_with("rpc.") && s != "rpc.fx-service.>")
+        );
+        assert!(!g.publish.contains(&"rpc.fx-service.>".to_owned()));
+        let events: Vec<&String> = g
+            .publish
+            .iter()
+            .filter(|s| s.starts_with("events."))
+            .collect();
+        assert_eq!(events, ["events.fx.>"]);
+        let kv: Vec<&String> = g.publish.iter().filter(|s| s.starts_with("$KV.")).collect();
+        assert_eq!(
+            kv,
+            [
+                "$KV.service_registry.service-instances.fx-service.*",
+                "$KV.service_elections.sticky-active.fx-service.*"
+            ]
+        );
+        // No feed, no named consumer on EVENTS; its own command queue only.
+        assert!(
+            !g.publish
+                .iter()
+                .any(|s| s.starts_with("$JS.API.CONSUMER.CREATE.EVENTS"))
+        );
+        assert!(
+            !g.publish
+                .iter()
+                .any(|s| s.contains("CONSUMER") && s.contains(".EVENTS."))
+        );
+        assert!(
+            g.publish.contains(
+                &"$JS.API.CONSUMER.CREATE.COMMANDS.fx-service_commands.commands.fx-service.*"
+                    .to_owned()
+            )
+        );
+        assert!(roles[1].calls.contains(&"fx-service".to_owned()));
+        assert_eq!(roles[1].event_domains, ["book"]);
+    }
+
+    #[test]
+    fn names_that_cannot_be_admitted_are_refused_with_the_reason() {
+        let refused = |names: &[&str]| {
+            let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+            admitted_services(&names).unwrap_err()
+        };
+        assert!(
+            refused(&["Fx"]).contains("not a service name"),
+            "{}",
+            refused(&["Fx"])
+        );
+        assert!(refused(&["fx--service"]).contains("--"));
+        assert!(refused(&["pricing-service"]).contains("showcase's own"));
+        assert!(refused(&["price-service"]).contains("events.price.>"));
+        assert!(refused(&["ledger", "ledger-service"]).contains("both publish events.ledger.>"));
+        assert_eq!(admitted_domain("fx-service"), "fx");
+        assert_eq!(admitted_domain("ledger"), "ledger");
     }
 
     #[test]
