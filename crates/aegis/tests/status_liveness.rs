@@ -34,7 +34,7 @@ impl Bus {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         std::fs::create_dir(&state).unwrap();
-        let creds = aegis::up::credentials::ensure(&state, None).unwrap();
+        let creds = aegis::up::credentials::ensure(&state, None, &[]).unwrap();
         let server = NatsServer::builder()
             .app_users(render_users(&creds.nats_users))
             .start()

@@ -12,14 +12,17 @@
 //! `set -a; . .aegis/credentials; set +a` makes a shell the operator; the
 //! other users' passwords are `AEGIS_NATS_PASSWORD_<USER>` (e.g.
 //! `AEGIS_NATS_PASSWORD_SVC_ORDER_SERVICE`), which `aegis up` hands to each
-//! child as its own `AEGIS_NATS_USER` / `AEGIS_NATS_PASSWORD`.
+//! child as its own `AEGIS_NATS_USER` / `AEGIS_NATS_PASSWORD`. The users of
+//! the services admitted with `aegis up --admit-service NAME` (`svc-NAME`)
+//! are kept the same way, for as long as each run admits them: a run that
+//! does not admit one writes no password for it.
 
 use std::{collections::BTreeMap, io::Write, os::unix::fs::OpenOptionsExt, path::Path};
 
 use anyhow::Context;
 use rand::Rng;
 
-use crate::permissions::{OPERATOR_USER, Role, User, inbox_prefix, showcase_roles};
+use crate::permissions::{OPERATOR_USER, Role, ServiceRole, User, inbox_prefix, showcase_roles};
 
 /// The showcase's secrets.
 #[derive(Clone)]
@@ -45,11 +48,18 @@ impl std::fmt::Debug for Credentials {
 /// Loads or creates the credentials file; environment variables win. With
 /// `tls_ca` (`aegis up --tls`) the file names the CA clients verify the
 /// servers with (`AEGIS_NATS_TLS_CA`), so a shell that sources it, and
-/// `aegis call`/`status`/`chaos` reading it, connect over TLS.
+/// `aegis call`/`status`/`chaos` reading it, connect over TLS. `admitted`
+/// are the services admitted next to the showcase
+/// ([`crate::permissions::admitted_services`]): each gets its user
+/// `svc-NAME` after the showcase's own.
 ///
 /// # Errors
 /// When the file cannot be read or written.
-pub fn ensure(state_dir: &Path, tls_ca: Option<&Path>) -> anyhow::Result<Credentials> {
+pub fn ensure(
+    state_dir: &Path,
+    tls_ca: Option<&Path>,
+    admitted: &[ServiceRole],
+) -> anyhow::Result<Credentials> {
     let path = state_dir.join("credentials");
     let mut from_file = std::collections::HashMap::new();
     if let Ok(text) = std::fs::read_to_string(&path) {
@@ -70,6 +80,7 @@ pub fn ensure(state_dir: &Path, tls_ca: Option<&Path>) -> anyhow::Result<Credent
     };
     let nats_users: Vec<User> = showcase_roles()
         .into_iter()
+        .chain(admitted.iter().cloned().map(Role::Service))
         .map(|role: Role| {
             let name = role.user_name();
             User {
@@ -292,7 +303,7 @@ mod tests {
     #[test]
     fn the_file_written_names_the_operator_and_the_system_user() {
         let dir = tempfile::tempdir().unwrap();
-        let creds = ensure(dir.path(), None).unwrap();
+        let creds = ensure(dir.path(), None, &[]).unwrap();
         let file = dir.path().join("credentials");
         let (user, password) = read_operator(&file).unwrap().unwrap();
         assert_eq!(user, OPERATOR_USER);

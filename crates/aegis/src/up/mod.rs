@@ -15,12 +15,15 @@
 //!   (`aegis chaos`, `aegis bench chaos`): pids, signals, hold and restart.
 //! - [`credentials`]: the monitor's tokens and the NATS users' passwords
 //!   (each child connects as its own role's user, see [`crate::permissions`]).
+//! - [`admitted`]: the users and environment files of services of your own
+//!   run next to the showcase (`--admit-service`).
 //!
 //! Why one module of over 500 lines: it is the run itself, in the order it
 //! happens (state directory, NATS, streams and buckets, the monitor, the
 //! children, what it prints, the ordered stop), read top to bottom; the
 //! parts that stand alone are the modules above.
 
+pub mod admitted;
 pub mod credentials;
 pub mod nats;
 pub mod ports;
@@ -95,6 +98,21 @@ pub struct UpArgs {
     /// `<state-dir>/tls` (or yours, placed there first).
     #[arg(long, conflicts_with = "nats_url")]
     pub tls: bool,
+    /// Admit a service of your own, NAME, next to the showcase (repeat for
+    /// more): its NATS gets the user `svc-NAME`, which serves NAME, calls
+    /// every service of the showcase and every other admitted one, and
+    /// publishes `events.DOMAIN.>` (DOMAIN: NAME without a trailing
+    /// `-service`); no buckets, event consumers or feeds. Its connection
+    /// settings go to `<state-dir>/admitted/NAME.env`. A run without it
+    /// admits nobody.
+    #[arg(long = "admit-service", value_name = "NAME", value_parser = parse_admitted, conflicts_with = "nats_url")]
+    pub admit_service: Vec<String>,
+}
+
+/// An `--admit-service` NAME: see [`crate::permissions::check_admitted_name`].
+fn parse_admitted(s: &str) -> Result<String, String> {
+    crate::permissions::check_admitted_name(s)?;
+    Ok(s.to_owned())
 }
 
 /// Instances per service kind, in a stable order.
@@ -168,6 +186,9 @@ fn parse_base_port(s: &str) -> Result<u16, String> {
 /// When another `aegis up` holds the state directory, a port is taken, or a
 /// child cannot start.
 pub async fn run(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // Before anything is made or started: names that clash with each other.
+    let admitted = crate::permissions::admitted_services(&args.admit_service)
+        .map_err(|e| anyhow::anyhow!("--admit-service: {e}"))?;
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("creating the state directory {}", args.state_dir.display()))?;
     let state_dir = args.state_dir.canonicalize()?;
@@ -187,7 +208,7 @@ pub async fn run(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Resul
     } else {
         None
     };
-    let creds = credentials::ensure(&state_dir, tls.as_ref().map(|t| t.ca.as_path()))?;
+    let creds = credentials::ensure(&state_dir, tls.as_ref().map(|t| t.ca.as_path()), &admitted)?;
 
     // 1. NATS.
     let (url, replicas, nodes) = match &args.nats_url {
@@ -223,6 +244,9 @@ pub async fn run(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Resul
     credentials::write_nats_url(&state_dir, &url)?;
     nats::write_nodes(&state_dir, &nodes)?;
     let tls_ca = tls.map(|t| t.ca);
+    // What runs a service of one's own as its user; an earlier run's
+    // files for services not admitted now are removed.
+    admitted::write(&state_dir, &admitted, &url, tls_ca.as_deref(), &creds)?;
     let on = Topology {
         url: &url,
         replicas,
@@ -838,6 +862,10 @@ fn print_summary(
     println!(
         "  aegis chaos kill order-service{chaos_flags}      # kill the ACTIVE order instance, watch a STANDBY take over"
     );
+    let admitted = crate::permissions::admitted_services(&args.admit_service).unwrap_or_default();
+    for line in admitted::banner(state_dir, &admitted) {
+        println!("{line}");
+    }
     println!("Ctrl-C stops everything.");
 }
 
