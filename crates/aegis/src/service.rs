@@ -367,13 +367,15 @@ pub(crate) fn transient(error: &anyhow::Error) -> bool {
 fn permanent(e: &ServiceError) -> bool {
     use aegis_sdk::registry::RegistryError;
     match e {
-        ServiceError::Registry(r) => matches!(
-            r,
-            RegistryError::InvalidName(_)
-                | RegistryError::InvalidRecord(_)
-                | RegistryError::InvalidOptions(_)
-                | RegistryError::BucketUnusable { .. }
-        ),
+        ServiceError::Registry(r) => {
+            matches!(
+                r,
+                RegistryError::InvalidName(_)
+                    | RegistryError::InvalidRecord(_)
+                    | RegistryError::InvalidOptions(_)
+                    | RegistryError::BucketUnusable { .. }
+            ) || r.is_refused()
+        }
         ServiceError::Nats(_) | ServiceError::Election(_) => false,
         _ => true,
     }

@@ -19,6 +19,7 @@
 
 mod lame_duck;
 mod options;
+pub(crate) mod refusals;
 
 use std::{
     fmt,
@@ -267,6 +268,8 @@ struct Inner {
     /// The commands its running workers take, which its instances list
     /// in `$SRV.INFO`.
     commands: Arc<crate::commands::catalog::CommandCatalog>,
+    /// The permission violations the server reported on its clients.
+    refused: Arc<refusals::Refusals>,
 }
 
 impl fmt::Debug for Connection {
@@ -327,9 +330,9 @@ impl Connection {
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let closed_for_good = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut clients = Vec::with_capacity(config.nats.pool_size);
-        // The last permission violation the server reported, to explain a
-        // JetStream check that got no answer.
-        let refused: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+        // The permission violations the server reports, to explain a
+        // JetStream check (or later a write) that got no answer.
+        let refused: Arc<refusals::Refusals> = Arc::default();
         let name = connection_name();
         let loads: Vec<Arc<ClientLoad>> =
             (0..config.nats.pool_size).map(|_| Arc::default()).collect();
@@ -375,7 +378,7 @@ impl Connection {
         if config.nats.require_jetstream
             && let Err(source) = check_jetstream(&jetstream, budget).await
         {
-            let violation = refused.lock().ok().and_then(|v| v.clone());
+            let violation = refused.last();
             match violation {
                 Some(violation) if violation.contains("Subscription to") => {
                     return Err(ConnectError::InboxRefused { violation });
@@ -420,6 +423,7 @@ impl Connection {
             closed_for_good,
             loads,
             commands: Arc::default(),
+            refused,
         });
         for (i, notices) in lame_ducks.into_iter().enumerate() {
             tokio::spawn(move_off_lame_ducks(Arc::downgrade(&inner), i, notices));
@@ -433,6 +437,24 @@ impl Connection {
     /// once that they are gone.
     pub fn connection_name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// The permission violations the server reports on this connection,
+    /// for a part that outlives a borrow of it.
+    pub(crate) fn refusals(&self) -> Arc<refusals::Refusals> {
+        self.inner.refused.clone()
+    }
+
+    /// The newest permission violation the server reported on this
+    /// connection at or after `since` for a subject `refused` accepts
+    /// (the server's text, e.g. `Permissions Violation for Publish to
+    /// "..."`): why a write got no answer, or a subscription hears nothing.
+    pub(crate) fn refusal(
+        &self,
+        since: std::time::Instant,
+        refused: impl Fn(&str) -> bool,
+    ) -> Option<String> {
+        self.inner.refused.naming(since, refused)
     }
 
     /// The primary client (subscriptions, KV, JetStream).

@@ -11,6 +11,7 @@ use tracing::{info, warn};
 use super::{
     ConnectError,
     lame_duck::{ClientLoad, move_target},
+    refusals::Refusals,
 };
 use crate::config::{AegisConfig, UrlAuth};
 
@@ -20,8 +21,8 @@ pub(super) struct ClientHooks {
     pub(super) draining: Arc<std::sync::atomic::AtomicBool>,
     /// Set once the client stops reconnecting (its reconnect limit used up).
     pub(super) closed_for_good: Arc<std::sync::atomic::AtomicBool>,
-    /// The last permission violation the server reported.
-    pub(super) refused: Arc<std::sync::Mutex<Option<String>>>,
+    /// The permission violations the server reported.
+    pub(super) refused: Arc<Refusals>,
     /// Bumped when its server enters lame duck mode.
     pub(super) lame_duck: tokio::sync::watch::Sender<u64>,
     /// The client's requests in flight, whether it is moving, and its drops.
@@ -116,12 +117,19 @@ pub(super) async fn connect_options(
             let draining = draining.load(Ordering::Relaxed);
             let first = matches!(event, async_nats::Event::Connected)
                 && !connected_before.swap(true, Ordering::Relaxed);
-            let refused = refused.clone();
             if !draining && matches!(event, async_nats::Event::Disconnected) {
                 // Before the log: requests in flight learn it at once.
                 load.connection_dropped();
             }
-            match event {
+            match &event {
+                // Kept before the log, here in the client's event order:
+                // an operation that then fails for want of the permission
+                // finds it (see `Connection::refusal`).
+                async_nats::Event::ServerError(async_nats::ServerError::Other(text))
+                    if text.contains("Permissions Violation") =>
+                {
+                    refused.record(text.clone());
+                }
                 async_nats::Event::LameDuckMode if !draining => {
                     load.leaving.store(true, Ordering::Release);
                     lame_duck.send_modify(|n| *n += 1);
@@ -141,9 +149,6 @@ pub(super) async fn connect_options(
                         if text.contains("Permissions Violation") =>
                     {
                         warn!(refusal = %text, "NATS refused an operation");
-                        if let Ok(mut last) = refused.lock() {
-                            *last = Some(text);
-                        }
                     }
                     // The first connection is told by `Connection::connect`
                     // ("connected to NATS ..."), once.

@@ -114,6 +114,30 @@ pub enum RegistryError {
     NotSynced(Duration),
 }
 
+impl RegistryError {
+    /// Whether the server refused this NATS user the write or removal (a
+    /// permission it lacks): asking again cannot help until the user is
+    /// granted it. The error's causes quote the server's refusal.
+    ///
+    /// ```
+    /// use aegis_sdk::registry::RegistryError;
+    ///
+    /// let timed_out = RegistryError::Write {
+    ///     key: "service-instances.a.b".into(),
+    ///     source: "no acknowledgement within 1s".into(),
+    /// };
+    /// assert!(!timed_out.is_refused());
+    /// ```
+    pub fn is_refused(&self) -> bool {
+        match self {
+            RegistryError::Write { source, .. } | RegistryError::Delete { source, .. } => {
+                source.is::<crate::connection::refusals::Refused>()
+            }
+            _ => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use aegis_contracts::models::{FieldError, ValidationErrors};

@@ -245,6 +245,7 @@ impl RegistrationBuilder {
         );
         let inner = Arc::new(Inner {
             js: self.conn.jetstream().clone(),
+            refusals: self.conn.refusals(),
             client: self.conn.client().clone(),
             beat_subject: subjects::heartbeat_subject(
                 &self.record.service_name,
@@ -282,8 +283,9 @@ impl RegistrationBuilder {
         loop {
             match inner.write().await {
                 Ok(_) => break,
+                // A refused write is refused again: no retry.
                 Err(e @ RegistryError::Write { .. })
-                    if tokio::time::Instant::now() + pause < patience =>
+                    if tokio::time::Instant::now() + pause < patience && !e.is_refused() =>
                 {
                     debug!(key = %inner.key, error = %crate::startup::Causes(&e), "first registry write refused; retrying");
                     tokio::time::sleep(pause).await;

@@ -44,6 +44,9 @@ use crate::registry::{
 /// the heartbeat task.
 pub(super) struct Inner {
     pub(super) js: jetstream::Context,
+    /// The server's permission violations on the connection: a write that
+    /// got no answer because the user may not publish it says so.
+    pub(super) refusals: Arc<crate::connection::refusals::Refusals>,
     /// For the liveness beats (core NATS).
     pub(super) client: async_nats::Client,
     pub(super) beat_subject: async_nats::Subject,
@@ -165,7 +168,15 @@ impl Inner {
             }
             (record, st.revision)
         };
-        let result = self.put(&record, last).await;
+        let asked = std::time::Instant::now();
+        let result = self.put(&record, last).await.map_err(|e| {
+            // The server drops a publish it refuses and answers nothing:
+            // the timeout is the refusal's, said as such.
+            match self.refusals.naming(asked, |s| s == self.subject) {
+                Some(violation) => crate::connection::refusals::Refused { violation }.into(),
+                None => e,
+            }
+        });
         let mut st = self.state();
         match result {
             Ok(revision) => {

@@ -158,6 +158,20 @@ pub enum ServiceError {
     /// NATS refused a subscription.
     #[error("cannot start the service on NATS")]
     Nats(#[source] async_nats::Error),
+    /// The server refused this NATS user the subjects the service's
+    /// requests come on (the user's `subscribe` permissions lack
+    /// `rpc.{service}.>`): it could not hear a call. Nothing was started.
+    #[error(
+        "NATS refused this user the requests of {service} ({violation}): run it as a user \
+         allowed to subscribe to rpc.{service}.>"
+    )]
+    Refused {
+        /// The service.
+        service: String,
+        /// The server's text, e.g. `Permissions Violation for Subscription
+        /// to "rpc.fx-service.fx-1.convert"`.
+        violation: String,
+    },
     /// In-flight requests did not finish within the shutdown timeout (their
     /// handlers run on; see [`Service::shutdown`]).
     #[error("{0} request(s) still running after the shutdown timeout")]

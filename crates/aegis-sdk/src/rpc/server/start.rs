@@ -106,6 +106,7 @@ impl ServiceBuilder {
         };
 
         // Listen on every method's subjects.
+        let subscribing = std::time::Instant::now();
         let subscribed = match subscribe(
             &self,
             &instance_id,
@@ -148,6 +149,10 @@ impl ServiceBuilder {
             Ok(task) => task,
             Err(e) => return Err(rollback.undo(e).await),
         };
+        if let Err(e) = self.refuse_unheard(&instance_id, subscribing).await {
+            drop(micro_task);
+            return Err(rollback.undo(e).await);
+        }
 
         // Listening first, registering second: discovery never hands out an
         // instance that cannot answer yet.
@@ -335,6 +340,30 @@ impl ServiceBuilder {
                     "cannot tell whether another process serves this instance id; starting");
                 Ok(())
             }
+        }
+    }
+
+    /// Fails when the server refused the subscriptions the service's
+    /// requests come on. A refused subscription fails nothing on the
+    /// client (the server says so in an error of its own): without this a
+    /// service started, registered, and timed out every call routed to it.
+    /// One round trip on the client the subscriptions went out on (a
+    /// `$SRV.PING` of this instance, which it answers itself) comes back
+    /// after the server's refusals of them.
+    async fn refuse_unheard(
+        &self,
+        instance_id: &str,
+        since: std::time::Instant,
+    ) -> Result<(), ServiceError> {
+        // Whatever its answer: only its coming back counts.
+        let _ = micro::holder(self.conn.client(), &self.name, instance_id).await;
+        let requests = format!("rpc.{}.", self.name);
+        match self.conn.refusal(since, |s| s.starts_with(&requests)) {
+            Some(violation) => Err(ServiceError::Refused {
+                service: self.name.clone(),
+                violation,
+            }),
+            None => Ok(()),
         }
     }
 
