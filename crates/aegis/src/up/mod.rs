@@ -863,7 +863,11 @@ fn print_summary(
         "  aegis chaos kill order-service{chaos_flags}      # kill the ACTIVE order instance, watch a STANDBY take over"
     );
     let admitted = crate::permissions::admitted_services(&args.admit_service).unwrap_or_default();
-    for line in admitted::banner(state_dir, &admitted) {
+    let yours = admitted::banner(state_dir, &admitted);
+    if !yours.is_empty() {
+        println!();
+    }
+    for line in yours {
         println!("{line}");
     }
     println!("Ctrl-C stops everything.");
