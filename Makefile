@@ -1,5 +1,6 @@
 # Aegis — the two commands of the README, and a few helpers.
 #   make up     the local showcase (NATS + services + monitor UI), Ctrl-C stops it
+#               (UP_ARGS="--admit-service NAME" adds flags of `aegis up`)
 #   make test   every test: format, lints, unit, integration and browser tests,
 #               the Helm chart's offline checks (make test-deploy) and the
 #               topology under podman (make test-podman)
@@ -16,7 +17,7 @@ UI_SOURCES := $(shell find ui/app ui/components ui/hooks ui/lib -type f 2>/dev/n
 
 up: bootstrap ui/out/index.html
 	$(CARGO) build --release -p aegis
-	./target/release/aegis up --ui-dir ui/out
+	./target/release/aegis up --ui-dir ui/out $(UP_ARGS)
 
 test:
 	scripts/test.sh
