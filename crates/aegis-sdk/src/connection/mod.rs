@@ -445,16 +445,18 @@ impl Connection {
         self.inner.refused.clone()
     }
 
-    /// The newest permission violation the server reported on this
-    /// connection at or after `since` for a subject `refused` accepts
-    /// (the server's text, e.g. `Permissions Violation for Publish to
-    /// "..."`): why a write got no answer, or a subscription hears nothing.
+    /// The newest permission violation of a `refusing` the server
+    /// reported on this connection at or after `since` for a subject
+    /// `refused` accepts (the server's text, e.g. `Permissions Violation
+    /// for Publish to "..."`): why a write got no answer, or a subscription
+    /// hears nothing.
     pub(crate) fn refusal(
         &self,
         since: std::time::Instant,
+        refusing: refusals::Refusing,
         refused: impl Fn(&str) -> bool,
     ) -> Option<String> {
-        self.inner.refused.naming(since, refused)
+        self.inner.refused.naming(since, refusing, refused)
     }
 
     /// The primary client (subscriptions, KV, JetStream).

@@ -10,6 +10,18 @@ use std::{collections::VecDeque, sync::Mutex, time::Instant};
 /// How many refusals are kept (the newest).
 const KEPT: usize = 32;
 
+/// What the server refused: a permission violation of a publish and one of
+/// a subscription may name the same subject (a service's user may hear
+/// `rpc.{service}.>` and not call it), and only the one asked about counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusing {
+    /// `Permissions Violation for Publish to "..."`.
+    Publish,
+    /// `Permissions Violation for Subscription to "..."` (also what the
+    /// server says of a subscription a permission reload revokes).
+    Subscription,
+}
+
 /// The newest permission violations, each with when it was heard.
 #[derive(Default)]
 pub(crate) struct Refusals(Mutex<VecDeque<(Instant, String)>>);
@@ -29,14 +41,19 @@ impl Refusals {
         self.0.lock().ok()?.back().map(|(_, text)| text.clone())
     }
 
-    /// The newest refusal heard at or after `since` whose subject `refused`
-    /// accepts.
-    pub(crate) fn naming(&self, since: Instant, refused: impl Fn(&str) -> bool) -> Option<String> {
+    /// The newest refusal of a `refusing` heard at or after `since` whose
+    /// subject `refused` accepts.
+    pub(crate) fn naming(
+        &self,
+        since: Instant,
+        refusing: Refusing,
+        refused: impl Fn(&str) -> bool,
+    ) -> Option<String> {
         let kept = self.0.lock().ok()?;
         kept.iter()
             .rev()
             .take_while(|(at, _)| *at >= since)
-            .find(|(_, text)| subject_of(text).is_some_and(&refused))
+            .find(|(_, text)| subject_of(text, refusing).is_some_and(&refused))
             .map(|(_, text)| text.clone())
     }
 }
@@ -50,11 +67,16 @@ pub(crate) struct Refused {
     pub(crate) violation: String,
 }
 
-/// The subject a permission violation names: the first quoted text after
-/// ` to ` (`Permissions Violation for Subscription to "rpc.a.>" using
-/// queue "rpc.a"` names `rpc.a.>`).
-fn subject_of(text: &str) -> Option<&str> {
-    let (_, rest) = text.split_once(" to \"")?;
+/// The subject a permission violation of a `refusing` names: the quoted
+/// text after `for Publish to` or `for Subscription to`
+/// (`Permissions Violation for Subscription to "rpc.a.>" using queue
+/// "rpc.a"` names `rpc.a.>`); none for a violation of the other kind.
+fn subject_of(text: &str, refusing: Refusing) -> Option<&str> {
+    let marker = match refusing {
+        Refusing::Publish => "for Publish to \"",
+        Refusing::Subscription => "for Subscription to \"",
+    };
+    let (_, rest) = text.split_once(marker)?;
     rest.split_once('"').map(|(subject, _)| subject)
 }
 
@@ -71,22 +93,41 @@ mod tests {
                 .to_owned(),
         );
         refusals.record(r#"Permissions Violation for Publish to "$KV.r.k""#.to_owned());
-        let sub = refusals.naming(before, |s| s.starts_with("rpc.fx-service."));
-        assert!(sub.is_some_and(|t| t.contains("Subscription")));
-        assert!(refusals.naming(before, |s| s == "$KV.r.k").is_some());
+        refusals
+            .record(r#"Permissions Violation for Publish to "rpc.fx-service.convert""#.to_owned());
+        let sub = refusals.naming(before, Refusing::Subscription, |s| {
+            s.starts_with("rpc.fx-service.")
+        });
         assert!(
-            refusals.naming(before, |s| s == "rpc.fx-service").is_none(),
+            sub.is_some_and(|t| t.contains("Subscription")),
+            "not the publish"
+        );
+        assert!(
+            refusals
+                .naming(before, Refusing::Publish, |s| s == "$KV.r.k")
+                .is_some()
+        );
+        assert!(
+            refusals
+                .naming(before, Refusing::Subscription, |s| s == "$KV.r.k")
+                .is_none(),
+            "a publish is not a subscription"
+        );
+        assert!(
+            refusals
+                .naming(before, Refusing::Subscription, |s| s == "rpc.fx-service")
+                .is_none(),
             "the queue is not the subject"
         );
         assert!(
             refusals
-                .naming(Instant::now(), |s| s == "$KV.r.k")
+                .naming(Instant::now(), Refusing::Publish, |s| s == "$KV.r.k")
                 .is_none(),
             "heard before"
         );
         assert_eq!(
             refusals.last().as_deref(),
-            Some(r#"Permissions Violation for Publish to "$KV.r.k""#)
+            Some(r#"Permissions Violation for Publish to "rpc.fx-service.convert""#)
         );
     }
 
@@ -97,10 +138,15 @@ mod tests {
         for i in 0..KEPT + 5 {
             refusals.record(format!(r#"Permissions Violation for Publish to "s.{i}""#));
         }
-        assert!(refusals.naming(before, |s| s == "s.0").is_none());
         assert!(
             refusals
-                .naming(before, |s| s == format!("s.{}", KEPT + 4))
+                .naming(before, Refusing::Publish, |s| s == "s.0")
+                .is_none()
+        );
+        assert!(
+            refusals
+                .naming(before, Refusing::Publish, |s| s
+                    == format!("s.{}", KEPT + 4))
                 .is_some()
         );
     }

@@ -172,7 +172,8 @@ impl Inner {
         let result = self.put(&record, last).await.map_err(|e| {
             // The server drops a publish it refuses and answers nothing:
             // the timeout is the refusal's, said as such.
-            match self.refusals.naming(asked, |s| s == self.subject) {
+            let refusing = crate::connection::refusals::Refusing::Publish;
+            match self.refusals.naming(asked, refusing, |s| s == self.subject) {
                 Some(violation) => crate::connection::refusals::Refused { violation }.into(),
                 None => e,
             }

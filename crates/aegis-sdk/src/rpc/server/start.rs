@@ -358,7 +358,14 @@ impl ServiceBuilder {
         // Whatever its answer: only its coming back counts.
         let _ = micro::holder(self.conn.client(), &self.name, instance_id).await;
         let requests = format!("rpc.{}.", self.name);
-        match self.conn.refusal(since, |s| s.starts_with(&requests)) {
+        // Only a refused subscription: a refused call of this service on
+        // the same connection (a publish to the same subjects) says
+        // nothing about hearing its requests.
+        let refusing = crate::connection::refusals::Refusing::Subscription;
+        match self
+            .conn
+            .refusal(since, refusing, |s| s.starts_with(&requests))
+        {
             Some(violation) => Err(ServiceError::Refused {
                 service: self.name.clone(),
                 violation,

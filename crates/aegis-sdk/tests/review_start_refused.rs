@@ -1,0 +1,64 @@
+//! What the start's check for refused request subscriptions must not
+//! blame: a refusal on the same connection that is not of a subscription
+//! (a call of the service the user may not make is a refused publish to
+//! `rpc.{service}.{method}`, and says nothing about hearing requests).
+
+use std::time::Duration;
+
+use aegis_sdk::{AegisConfig, Connection, Secret, rpc::WireError};
+use aegis_testkit::NatsServer;
+use serde_json::{Value, json};
+
+/// A server with one user, `dev`, allowed everything but `deny`.
+fn server_denying(deny: &str) -> NatsServer {
+    NatsServer::builder()
+        .accounts(true)
+        .app_users(format!(
+            r#"[ {{ user: "dev", password: "pw", permissions: {{ {deny} }} }} ]"#
+        ))
+        .start()
+        .unwrap()
+}
+
+async fn connect_as_dev(nats: &NatsServer) -> Connection {
+    let mut config = AegisConfig::with_servers(nats.url());
+    config.nats.user = Some("dev".to_owned());
+    config.nats.password = Some(Secret::new("pw".to_owned()));
+    Connection::connect(config).await.expect("connected as dev")
+}
+
+/// A process that serves fx-service and, on the same connection, tries to
+/// call it without the right to (the service role grants subscribing to
+/// `rpc.{own}.>`, publishing only to the services it names): the server
+/// refuses those publishes while the service starts, and the start, which
+/// can hear every request, must not fail for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_call_on_the_connection_does_not_fail_the_start() {
+    let nats = server_denying(r#"publish: { deny: ["rpc.fx-service.>"] }"#);
+    let conn = connect_as_dev(&nats).await;
+    let caller = conn.client().clone();
+    let calling = tokio::spawn(async move {
+        loop {
+            let _ = caller.publish("rpc.fx-service.convert", "{}".into()).await;
+            // As often as the connection takes them: a refusal lands in
+            // every moment of the start.
+            let _ = caller.flush().await;
+        }
+    });
+    // The refusals are coming in before the start begins. The check's
+    // window is short: several starts, each of which must not fail.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for attempt in 0..5 {
+        let started = conn
+            .service("fx-service", "1.0.0")
+            .instance_id("fx-1")
+            .handler("convert", |_: Value| async { Ok::<_, WireError>(json!(1)) })
+            .start()
+            .await;
+        let service = started.unwrap_or_else(|e| {
+            panic!("start {attempt}: the service hears its requests, yet: {e:?}")
+        });
+        service.shutdown().await.unwrap();
+    }
+    calling.abort();
+}
