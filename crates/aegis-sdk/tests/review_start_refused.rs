@@ -62,3 +62,46 @@ async fn a_refused_call_on_the_connection_does_not_fail_the_start() {
     }
     calling.abort();
 }
+
+/// A user that may not ping `$SRV.PING.{service}.*` (a hand-made user
+/// without the service role's grant): the check's ping is refused, and its
+/// refusal, after those of the subscriptions sent before it, ends the wait
+/// at once rather than after the ping's 500 ms wait, on every start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_ping_does_not_slow_the_start() {
+    let nats = server_denying(r#"publish: { deny: ["$SRV.PING.>"] }"#);
+    let conn = connect_as_dev(&nats).await;
+    let started = std::time::Instant::now();
+    let service = conn
+        .service("fx-service", "1.0.0")
+        .handler("convert", |_: Value| async { Ok::<_, WireError>(json!(1)) })
+        .start()
+        .await
+        .expect("a service that hears its requests starts");
+    let took = started.elapsed();
+    service.shutdown().await.unwrap();
+    // A start takes a few milliseconds locally; the ping's wait is 500 ms.
+    assert!(took < Duration::from_millis(400), "{took:?}");
+
+    // And a refused subscription is still found without the ping's answer.
+    let nats = server_denying(
+        r#"publish: { deny: ["$SRV.PING.>"] }, subscribe: { deny: ["rpc.fx-service.>"] }"#,
+    );
+    let conn = connect_as_dev(&nats).await;
+    let started = std::time::Instant::now();
+    let err = conn
+        .service("fx-service", "1.0.0")
+        .handler("convert", |_: Value| async { Ok::<_, WireError>(json!(1)) })
+        .start()
+        .await
+        .expect_err("a service that cannot hear its requests does not start");
+    assert!(
+        matches!(err, aegis_sdk::rpc::server::ServiceError::Refused { .. }),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -24,21 +24,30 @@ pub(crate) enum Refusing {
 
 /// The newest permission violations, each with when it was heard.
 #[derive(Default)]
-pub(crate) struct Refusals(Mutex<VecDeque<(Instant, String)>>);
+pub(crate) struct Refusals {
+    kept: Mutex<VecDeque<(Instant, String)>>,
+    /// Woken on each refusal kept, for [`Refusals::heard`].
+    news: tokio::sync::Notify,
+}
 
 impl Refusals {
     /// Keeps `text`, a server's permission violation, heard now.
     pub(super) fn record(&self, text: String) {
-        let Ok(mut kept) = self.0.lock() else { return };
-        if kept.len() == KEPT {
-            kept.pop_front();
+        {
+            let Ok(mut kept) = self.kept.lock() else {
+                return;
+            };
+            if kept.len() == KEPT {
+                kept.pop_front();
+            }
+            kept.push_back((Instant::now(), text));
         }
-        kept.push_back((Instant::now(), text));
+        self.news.notify_waiters();
     }
 
     /// The newest refusal heard.
     pub(super) fn last(&self) -> Option<String> {
-        self.0.lock().ok()?.back().map(|(_, text)| text.clone())
+        self.kept.lock().ok()?.back().map(|(_, text)| text.clone())
     }
 
     /// The newest refusal of a `refusing` heard at or after `since` whose
@@ -49,12 +58,33 @@ impl Refusals {
         refusing: Refusing,
         refused: impl Fn(&str) -> bool,
     ) -> Option<String> {
-        let kept = self.0.lock().ok()?;
+        let kept = self.kept.lock().ok()?;
         kept.iter()
             .rev()
             .take_while(|(at, _)| *at >= since)
             .find(|(_, text)| subject_of(text, refusing).is_some_and(&refused))
             .map(|(_, text)| text.clone())
+    }
+
+    /// Waits for the refusal [`naming`](Self::naming) would find, and
+    /// returns it. The refusals come in the client's event order: one
+    /// heard means those the server sent before it are kept too.
+    pub(crate) async fn heard(
+        &self,
+        since: Instant,
+        refusing: Refusing,
+        refused: impl Fn(&str) -> bool,
+    ) -> String {
+        loop {
+            // Listening before looking: a refusal kept in between wakes it.
+            let news = self.news.notified();
+            tokio::pin!(news);
+            news.as_mut().enable();
+            if let Some(text) = self.naming(since, refusing, &refused) {
+                return text;
+            }
+            news.await;
+        }
     }
 }
 
@@ -148,6 +178,32 @@ mod tests {
                 .naming(before, Refusing::Publish, |s| s
                     == format!("s.{}", KEPT + 4))
                 .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn heard_waits_for_the_refusal_and_finds_one_kept_before() {
+        let refusals = std::sync::Arc::new(Refusals::default());
+        let before = Instant::now();
+        let ping = |s: &str| s == "$SRV.PING.a.1";
+        let waiting = tokio::spawn({
+            let refusals = refusals.clone();
+            async move { refusals.heard(before, Refusing::Publish, ping).await }
+        });
+        tokio::task::yield_now().await;
+        refusals.record(r#"Permissions Violation for Subscription to "$SRV.PING.a.1""#.to_owned());
+        refusals.record(r#"Permissions Violation for Publish to "$SRV.PING.a.1""#.to_owned());
+        let text = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("woken")
+            .unwrap();
+        assert!(text.contains("Publish"), "{text}");
+        // Kept already: no wait.
+        let again = refusals.heard(before, Refusing::Publish, ping);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_secs(5), again)
+                .await
+                .is_ok()
         );
     }
 }

@@ -355,13 +355,21 @@ impl ServiceBuilder {
         instance_id: &str,
         since: std::time::Instant,
     ) -> Result<(), ServiceError> {
-        // Whatever its answer: only its coming back counts.
-        let _ = micro::holder(self.conn.client(), &self.name, instance_id).await;
+        use crate::connection::refusals::Refusing;
+        // Whatever its answer: only its coming back counts. A user that may
+        // not ping is refused the ping, after the subscriptions sent before
+        // it: that refusal marks the point as well, without the ping's wait.
+        let ping = format!("$SRV.PING.{}.{instance_id}", self.name);
+        let refusals = self.conn.refusals();
+        tokio::select! {
+            _ = micro::holder(self.conn.client(), &self.name, instance_id) => {}
+            _ = refusals.heard(since, Refusing::Publish, |s| s == ping) => {}
+        }
         let requests = format!("rpc.{}.", self.name);
         // Only a refused subscription: a refused call of this service on
         // the same connection (a publish to the same subjects) says
         // nothing about hearing its requests.
-        let refusing = crate::connection::refusals::Refusing::Subscription;
+        let refusing = Refusing::Subscription;
         match self
             .conn
             .refusal(since, refusing, |s| s.starts_with(&requests))
