@@ -105,3 +105,30 @@ async fn a_refused_ping_does_not_slow_the_start() {
         started.elapsed()
     );
 }
+
+/// A refused registry write fails when the server's refusal is heard, not
+/// after the write's own timeout (1 s by default): the refusal says all
+/// there is to say, as docs/troubleshooting.md promises ("fails at once").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_registry_write_fails_when_refused() {
+    let nats = server_denying(r#"publish: { deny: ["$KV.service_registry.>"] }"#);
+    let conn = connect_as_dev(&nats).await;
+    let started = std::time::Instant::now();
+    let err = conn
+        .service("fx-service", "1.0.0")
+        .instance_id("fx-1")
+        .handler("convert", |_: Value| async { Ok::<_, WireError>(json!(1)) })
+        .start()
+        .await
+        .expect_err("no registry write, no start");
+    assert!(
+        matches!(&err, aegis_sdk::rpc::server::ServiceError::Registry(r) if r.is_refused()),
+        "{err:?}"
+    );
+    // Locally the refusal comes in milliseconds; the write's timeout is 1 s.
+    assert!(
+        started.elapsed() < Duration::from_millis(700),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -115,9 +115,11 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
-    /// Whether the server refused this NATS user the write or removal (a
+    /// Whether the server refused this NATS user a registry write (a
     /// permission it lacks): asking again cannot help until the user is
-    /// granted it. The error's causes quote the server's refusal.
+    /// granted it. The error's causes quote the server's refusal. A
+    /// refused removal is not told apart yet: a [`RegistryError::Delete`]
+    /// says `false`.
     ///
     /// ```
     /// use aegis_sdk::registry::RegistryError;

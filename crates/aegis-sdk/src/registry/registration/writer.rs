@@ -169,15 +169,22 @@ impl Inner {
             (record, st.revision)
         };
         let asked = std::time::Instant::now();
-        let result = self.put(&record, last).await.map_err(|e| {
-            // The server drops a publish it refuses and answers nothing:
-            // the timeout is the refusal's, said as such.
-            let refusing = crate::connection::refusals::Refusing::Publish;
-            match self.refusals.naming(asked, refusing, |s| s == self.subject) {
-                Some(violation) => crate::connection::refusals::Refused { violation }.into(),
-                None => e,
+        // The server drops a publish it refuses and answers nothing, but
+        // says so on the connection: the write fails when that is heard,
+        // not after its timeout. The put only reads and publishes, so
+        // leaving it midway changes nothing.
+        let refusing = crate::connection::refusals::Refusing::Publish;
+        let result = tokio::select! {
+            result = self.put(&record, last) => result.map_err(|e| {
+                match self.refusals.naming(asked, refusing, |s| s == self.subject) {
+                    Some(violation) => crate::connection::refusals::Refused { violation }.into(),
+                    None => e,
+                }
+            }),
+            violation = self.refusals.heard(asked, refusing, |s| s == self.subject) => {
+                Err(crate::connection::refusals::Refused { violation }.into())
             }
-        });
+        };
         let mut st = self.state();
         match result {
             Ok(revision) => {
