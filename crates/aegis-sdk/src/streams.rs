@@ -26,7 +26,10 @@ use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
-use crate::StreamLimits;
+use crate::{
+    StreamLimits,
+    connection::refusals::{Refused, Refusing},
+};
 
 /// How long creating a replicated stream or bucket waits for peers to
 /// take its replicas (see [`with_placement_patience`]).
@@ -582,7 +585,9 @@ pub(crate) fn own_id(id: &str) -> String {
 /// ```
 ///
 /// # Errors
-/// [`PublishErrorKind::Other`] at once for an id that cannot work; the
+/// [`PublishErrorKind::Other`] at once for an id that cannot work, and as
+/// soon as the server says it refuses this user the subject (the error's
+/// source quotes it; nothing was stored); the
 /// stream's refusal (a wrong expected sequence, ...) at once; no
 /// stream after a second of "no stream" answers; [`PublishErrorKind::TimedOut`] when no
 /// acknowledgement came before the deadline (the message may have been
@@ -607,6 +612,12 @@ pub async fn publish_deduplicated(
     }
     headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
     let started = tokio::time::Instant::now();
+    // The server drops a publish it refuses this user and answers
+    // nothing: the refusal, once heard, ends the wait with its words.
+    let asked = std::time::Instant::now();
+    let refusals = conn.refusals();
+    let refused = refusals.heard(asked, Refusing::Publish, |s| s == subject);
+    tokio::pin!(refused);
     let mut patience = Patience::new(conn);
     let deadline = patience.deadline();
     let mut leaderless_pause = LEADERLESS_PAUSE_FIRST;
@@ -619,7 +630,15 @@ pub async fn publish_deduplicated(
                 .await?
                 .await
         };
-        let outcome = tokio::time::timeout(wait, conn.unless_dropped(publish)).await;
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout(wait, conn.unless_dropped(publish)) => outcome,
+            violation = &mut refused => {
+                return Err(PublishError::with_source(
+                    PublishErrorKind::Other,
+                    Refused { violation },
+                ));
+            }
+        };
         match outcome {
             Ok(Ok(Ok(ack))) => {
                 if attempts > 1 {

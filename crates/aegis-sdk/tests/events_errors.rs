@@ -95,3 +95,70 @@ async fn an_id_with_a_line_break_or_none_at_all_is_refused_before_any_io() {
         "nothing was sent"
     );
 }
+
+/// A user the server refuses an event's subject, or the consumer a
+/// subscription creates, is told so at once, quoting the refusal: the
+/// server drops what it refuses and answers nothing, and the publish used
+/// to end after 5 s as "not confirmed by JetStream" (which says publish
+/// again: it cannot help), the subscription after 10 s as "timed out".
+/// Tried as a new user would, with a service admitted next to the
+/// showcase (`aegis up --admit-service`), which may publish only in its
+/// own domain and owns no consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_publish_or_consumer_is_said_as_refused_at_once() {
+    use aegis_sdk::{AegisConfig, Connection, Secret, events::Event};
+    let nats = aegis_testkit::NatsServer::builder()
+        .accounts(true)
+        .app_users(
+            r#"[ { user: "op", password: "pw" },
+                 { user: "dev", password: "pw", permissions: { publish: { deny: [
+                   "events.order.>", "$JS.API.CONSUMER.CREATE.EVENTS.>",
+                   "$JS.API.CONSUMER.DURABLE.CREATE.EVENTS.>" ] } } } ]"#
+                .to_owned(),
+        )
+        .start()
+        .unwrap();
+    let as_user = |user: &str| {
+        let mut config = AegisConfig::with_servers(nats.url());
+        config.nats.user = Some(user.to_owned());
+        config.nats.password = Some(Secret::new("pw".to_owned()));
+        Connection::connect(config)
+    };
+    as_user("op")
+        .await
+        .unwrap()
+        .events()
+        .ensure_stream()
+        .await
+        .unwrap();
+    let conn = as_user("dev").await.unwrap();
+    let quick = std::time::Duration::from_secs(2);
+
+    let asked = std::time::Instant::now();
+    let err = conn
+        .events()
+        .publish("order", "filled", &json!({}))
+        .await
+        .expect_err("refused");
+    assert!(asked.elapsed() < quick, "{:?}", asked.elapsed());
+    let EventError::Refused { subject, violation } = &err else {
+        panic!("expected EventError::Refused, got {err:?}");
+    };
+    assert_eq!(subject, "events.order.filled");
+    assert!(violation.contains("Permissions Violation"), "{violation}");
+
+    let asked = std::time::Instant::now();
+    let err = conn
+        .events()
+        .subscribe::<Value>("fx-service", "order.filled", DeliveryMode::Broadcast)
+        .handler(|_: Event<Value>| async { Ok(()) })
+        .start()
+        .await
+        .expect_err("refused");
+    assert!(asked.elapsed() < quick, "{:?}", asked.elapsed());
+    let text = aegis_sdk::startup::Causes(&err).to_string();
+    assert!(
+        matches!(err, EventError::Consumer { .. }) && text.contains("refused"),
+        "{text}"
+    );
+}

@@ -97,6 +97,18 @@ pub(crate) struct Refused {
     pub(crate) violation: String,
 }
 
+/// The server's words when `error`, or one of its causes, is a [`Refused`].
+pub(crate) fn refusal_in(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(refused) = e.downcast_ref::<Refused>() {
+            return Some(refused.violation.clone());
+        }
+        cause = e.source();
+    }
+    None
+}
+
 /// The subject a permission violation of a `refusing` names: the quoted
 /// text after `for Publish to` or `for Subscription to`
 /// (`Permissions Violation for Subscription to "rpc.a.>" using queue

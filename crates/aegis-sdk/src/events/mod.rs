@@ -84,6 +84,20 @@ pub enum EventError {
         #[source]
         source: async_nats::Error,
     },
+    /// The server refused this NATS user publishing to `subject` (a
+    /// service's user publishes only in its own event domains): nothing
+    /// was stored, and publishing again cannot help until the user is
+    /// granted it.
+    #[error(
+        "NATS refused this user publishing to {subject} ({violation}); nothing was stored: \
+         grant the user that permission, or publish in a domain it may"
+    )]
+    Refused {
+        /// The subject published to.
+        subject: String,
+        /// The server's text, e.g. `Permissions Violation for Publish to "..."`.
+        violation: String,
+    },
     /// [`SubscriptionBuilder::start`] was called before
     /// [`SubscriptionBuilder::handler`]; nothing was started.
     #[error("the event subscription has no handler: set one with .handler(...) before .start()")]

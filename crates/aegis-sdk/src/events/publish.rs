@@ -40,7 +40,9 @@ impl Events {
     /// # Errors
     /// [`EventError::InvalidName`] for an invalid domain or action and
     /// [`EventError::Encode`] for a payload that cannot be JSON (both before
-    /// any I/O); [`EventError::Publish`] when JetStream did not confirm
+    /// any I/O); [`EventError::Refused`] as soon as the server refuses this
+    /// user the subject (nothing was stored); [`EventError::Publish`] when
+    /// JetStream did not confirm
     /// storing the event. It may be stored or not: the error carries the id
     /// it was sent with, and publishing again with that id stores it at most
     /// once (within [`EVENTS_DUPLICATE_WINDOW`](super::EVENTS_DUPLICATE_WINDOW)):
@@ -111,11 +113,18 @@ impl Events {
         let subject = subjects::event_subject(domain, action);
         let body = serde_json::to_vec(payload).map_err(EventError::Encode)?;
         // Only a failure pays for copying the id.
-        let publish_error = |source: async_nats::Error| EventError::Publish {
-            subject: subject.clone(),
-            id: id.to_owned(),
-            source,
-        };
+        let publish_error =
+            |source: async_nats::Error| match crate::connection::refusals::refusal_in(&*source) {
+                Some(violation) => EventError::Refused {
+                    subject: subject.clone(),
+                    violation,
+                },
+                None => EventError::Publish {
+                    subject: subject.clone(),
+                    id: id.to_owned(),
+                    source,
+                },
+            };
         let body = bytes::Bytes::from(body);
         // Sent again (same id) when an acknowledgement is slow to come: a
         // stream changing leader can drop a message without a word.
@@ -136,7 +145,8 @@ impl Events {
                 // that was never acknowledged in time is not sent a third time.
                 let unanswered =
                     first.kind() == async_nats::jetstream::context::PublishErrorKind::TimedOut;
-                if unanswered || self.ensure_stream().await.is_err() {
+                let refused = crate::connection::refusals::refusal_in(&first).is_some();
+                if unanswered || refused || self.ensure_stream().await.is_err() {
                     return Err(publish_error(first.into()));
                 }
                 publish().await.map_err(|e| publish_error(e.into()))?

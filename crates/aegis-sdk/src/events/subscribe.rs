@@ -23,6 +23,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::{EventError, Events, ensure_events_stream};
 use crate::{
+    connection::refusals::{Refused, Refusing},
     pull::{self, Durable, Outcome},
     task::Background,
 };
@@ -304,18 +305,26 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
             confirm_acks: false,
             concurrency: self.concurrency,
         };
-        let consumer = durable.open().await.map_err(|source| {
-            match source.downcast::<pull::FixedSetting>() {
-                Ok(fixed) => EventError::ConsumerSetting {
-                    name: fixed.consumer,
-                    setting: fixed.setting,
-                    detail: fixed.detail,
-                },
-                Err(source) => EventError::Consumer {
-                    name: name.clone(),
-                    source,
-                },
-            }
+        // The server drops a consumer create it refuses this user and
+        // answers nothing: the refusal, once heard, ends the wait.
+        let asked = std::time::Instant::now();
+        let refusals = self.events.conn.refusals();
+        let opened = tokio::select! {
+            opened = durable.open() => opened,
+            violation = refusals.heard(asked, Refusing::Publish, |s| {
+                s.starts_with("$JS.API.CONSUMER.") && s.split('.').any(|token| token == name)
+            }) => Err(Refused { violation }.into()),
+        };
+        let consumer = opened.map_err(|source| match source.downcast::<pull::FixedSetting>() {
+            Ok(fixed) => EventError::ConsumerSetting {
+                name: fixed.consumer,
+                setting: fixed.setting,
+                detail: fixed.detail,
+            },
+            Err(source) => EventError::Consumer {
+                name: name.clone(),
+                source,
+            },
         })?;
         let process: pull::Handler =
             // An event's handler leaves the last delivery to the loop.

@@ -437,7 +437,8 @@ impl From<crate::events::EventError> for WireError {
             | EventError::Encode(_)
             | EventError::NoHandler
             | EventError::InvalidOptions(_)
-            | EventError::ConsumerSetting { .. } => ErrorCode::Internal,
+            | EventError::ConsumerSetting { .. }
+            | EventError::Refused { .. } => ErrorCode::Internal,
         };
         tracing::warn!(error = %crate::startup::Causes(&err), "an event operation of a handler failed");
         WireError::new(code, err.to_string())
