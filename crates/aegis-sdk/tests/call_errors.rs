@@ -471,3 +471,46 @@ async fn a_call_with_a_deadline_too_far_for_the_clock_is_served() {
     .unwrap();
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
+
+/// A call the server refuses this user (its permissions do not name the
+/// service) is told as refused, quoting the server, not as a TIMEOUT that
+/// says "nobody knows whether it ran" and invites a retry: the server
+/// drops the request without a word, and it never reached the service.
+/// An idempotent call is not tried again on another instance for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_the_server_refuses_this_user_says_so() {
+    use aegis_sdk::{AegisConfig, Secret};
+    let nats = aegis_testkit::NatsServer::builder()
+        .accounts(true)
+        .app_users(
+            r#"[ { user: "op", password: "pw" },
+                 { user: "dev", password: "pw",
+                   permissions: { publish: { deny: ["rpc.quote-service.>"] } } } ]"#
+                .to_owned(),
+        )
+        .start()
+        .unwrap();
+    let as_user = |user: &str| {
+        let mut config = AegisConfig::with_servers(nats.url());
+        config.nats.user = Some(user.to_owned());
+        config.nats.password = Some(Secret::new("pw".to_owned()));
+        Connection::connect(config)
+    };
+    let runs = Arc::new(AtomicUsize::new(0));
+    let _svc = quote_service(&as_user("op").await.unwrap(), runs.clone()).await;
+    let conn = as_user("dev").await.unwrap();
+    let mut opts = CallOptions::timeout(Duration::from_millis(800));
+    opts.idempotent = true;
+    let err = conn
+        .rpc()
+        .call_with::<_, Value>("quote-service", "get_quote", &json!({}), &opts)
+        .await
+        .expect_err("refused");
+    let RpcError::Refused { subject, violation } = &err else {
+        panic!("expected RpcError::Refused, got {err:?}");
+    };
+    assert_eq!(subject, "rpc.quote-service.quote-1.get_quote");
+    assert!(violation.contains("Permissions Violation"), "{violation}");
+    assert_eq!(err.code(), ErrorCode::Forbidden);
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+}

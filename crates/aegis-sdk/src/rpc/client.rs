@@ -581,10 +581,36 @@ impl RpcClient {
             .await
         {
             Ok(message) => message,
-            Err(no_reply) => return Err(no_reply.into_error(subject)),
+            Err(no_reply) => return Err(self.or_refused(no_reply.into_error(subject))),
         };
         let headers = ReplyHeaders::read(message.headers.as_ref());
         decode_reply(|| subject, &headers, &message.payload, encoding)
+    }
+
+    /// A call that timed out because the server refused this user its
+    /// subject meanwhile, told as [`RpcError::Refused`]: the server drops a
+    /// refused request without an answer, and a TIMEOUT would say that
+    /// nobody knows whether it ran. Looked up only for a timeout, never on
+    /// a reply's path.
+    pub(super) fn or_refused(&self, error: RpcError) -> RpcError {
+        let RpcError::Timeout { subject, timeout } = error else {
+            return error;
+        };
+        // Heard since the request went out, and a second before: the
+        // clock is read after the timeout, which can come later than the
+        // request's own start by more than the refusal came after it.
+        let now = std::time::Instant::now();
+        let since = now
+            .checked_sub(timeout + std::time::Duration::from_secs(1))
+            .unwrap_or(now);
+        match self
+            .conn
+            .refusal(since, crate::connection::refusals::Refusing::Publish, |s| {
+                s == subject
+            }) {
+            Some(violation) => RpcError::Refused { subject, violation },
+            None => RpcError::Timeout { subject, timeout },
+        }
     }
 
     /// One request/reply round trip, the reply undecoded.

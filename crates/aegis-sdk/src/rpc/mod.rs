@@ -138,6 +138,20 @@ pub enum RpcError {
         /// instance left to try).
         timeout: Duration,
     },
+    /// The server refused this NATS user publishing to `subject` (its
+    /// permissions do not name the service called): the request never
+    /// reached the service, and nothing ran. Told when the call's wait ends
+    /// (the server drops a refused request without an answer); not retried.
+    #[error(
+        "NATS refused this user calling {subject} ({violation}); nothing ran: grant the user \
+         that permission"
+    )]
+    Refused {
+        /// The subject called.
+        subject: String,
+        /// The server's text, e.g. `Permissions Violation for Publish to "..."`.
+        violation: String,
+    },
     /// The connection dropped while the call waited for its reply: the
     /// reply cannot come, and the call may have run. An idempotent call is
     /// retried once reconnected; any other is returned at once instead of
@@ -262,6 +276,7 @@ impl RpcError {
             RpcError::Decode { .. } | RpcError::Transport { .. } => ErrorCode::Internal,
             // Either way nobody knows whether it ran.
             RpcError::Timeout { .. } | RpcError::ConnectionLost { .. } => ErrorCode::Timeout,
+            RpcError::Refused { .. } => ErrorCode::Forbidden,
             // It ran: not NOT_ACTIVE, which tells callers to retry freely.
             RpcError::DeposedLeader(_) => ErrorCode::Conflict,
             RpcError::Election(_) => ErrorCode::ServiceUnavailable,
@@ -384,6 +399,7 @@ impl From<RpcError> for WireError {
                     | RpcError::NotSingleActive { .. }
                     | RpcError::Discovery(_)
                     | RpcError::Transport { .. }
+                    | RpcError::Refused { .. }
                     | RpcError::Remote { .. } => ErrorCode::Internal,
                 };
                 // The causes (NATS's words) stay in this process's log.
