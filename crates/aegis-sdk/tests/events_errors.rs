@@ -162,3 +162,69 @@ async fn a_refused_publish_or_consumer_is_said_as_refused_at_once() {
         "{text}"
     );
 }
+
+/// A subscription is not failed by a refusal of another consumer's
+/// subject that merely has its name among its tokens: here the same name
+/// on another stream, refused this user while the subscription starts
+/// (the subscription's own consumer on `EVENTS` is allowed). Only a
+/// refusal of the `EVENTS` consumer of that name is its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_of_another_streams_consumer_of_the_same_name_is_not_the_subscriptions() {
+    use aegis_sdk::{AegisConfig, Connection, Secret, events::Event};
+    let nats = aegis_testkit::NatsServer::builder()
+        .accounts(true)
+        .app_users(
+            r#"[ { user: "op", password: "pw" },
+                 { user: "dev", password: "pw", permissions: { publish: { deny: [
+                   "$JS.API.CONSUMER.*.ORDERS.>", "$JS.API.CONSUMER.DURABLE.CREATE.ORDERS.>" ] } } } ]"#
+                .to_owned(),
+        )
+        .start()
+        .unwrap();
+    let as_user = |user: &str| {
+        let mut config = AegisConfig::with_servers(nats.url());
+        config.nats.user = Some(user.to_owned());
+        config.nats.password = Some(Secret::new("pw".to_owned()));
+        Connection::connect(config)
+    };
+    as_user("op")
+        .await
+        .unwrap()
+        .events()
+        .ensure_stream()
+        .await
+        .unwrap();
+    let conn = as_user("dev").await.unwrap();
+    // Refused over and over while the subscription starts.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let refused = tokio::spawn({
+        let (client, stop) = (conn.client().clone(), stop.clone());
+        async move {
+            while !stop.is_cancelled() {
+                let _ = client
+                    .publish(
+                        "$JS.API.CONSUMER.CREATE.ORDERS.fx-service_order_filled",
+                        "".into(),
+                    )
+                    .await;
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    for _ in 0..5 {
+        let sub = conn
+            .events()
+            .subscribe::<Value>("fx-service", "order.filled", DeliveryMode::Compete)
+            .handler(|_: Event<Value>| async { Ok(()) })
+            .start()
+            .await;
+        if let Err(err) = &sub {
+            stop.cancel();
+            panic!("{}", aegis_sdk::startup::Causes(err));
+        }
+        assert_eq!(sub.unwrap().consumer_name(), "fx-service_order_filled");
+    }
+    stop.cancel();
+    refused.await.unwrap();
+}

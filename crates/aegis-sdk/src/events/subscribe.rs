@@ -312,7 +312,7 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
         let opened = tokio::select! {
             opened = durable.open() => opened,
             violation = refusals.heard(asked, Refusing::Publish, |s| {
-                s.starts_with("$JS.API.CONSUMER.") && s.split('.').any(|token| token == name)
+                names_consumer(s, subjects::EVENTS_STREAM, &name)
             }) => Err(Refused { violation }.into()),
         };
         let consumer = opened.map_err(|source| match source.downcast::<pull::FixedSetting>() {
@@ -444,5 +444,43 @@ impl EventSubscription {
     /// and its event redelivered.
     pub async fn shutdown(self) {
         self.tasks.stop().await;
+    }
+}
+
+/// Whether `subject` is a JetStream API request about the consumer `name`
+/// of `stream` (`$JS.API.CONSUMER.INFO.EVENTS.{name}`,
+/// `$JS.API.CONSUMER.CREATE.EVENTS.{name}[.{filter}]`,
+/// `$JS.API.CONSUMER.DURABLE.CREATE.EVENTS.{name}`): not one that merely
+/// has `name` among its tokens, as the same name on another stream, or a
+/// filter subject's token, would.
+fn names_consumer(subject: &str, stream: &str, name: &str) -> bool {
+    let Some(rest) = subject.strip_prefix("$JS.API.CONSUMER.") else {
+        return false;
+    };
+    let rest = rest.strip_prefix("DURABLE.").unwrap_or(rest);
+    let mut tokens = rest.split('.').skip(1);
+    tokens.next() == Some(stream) && tokens.next() == Some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_consumer;
+
+    #[test]
+    fn only_the_streams_consumer_of_that_name_is_named() {
+        let named = |s: &str| names_consumer(s, "EVENTS", "fx_order_filled");
+        assert!(named("$JS.API.CONSUMER.INFO.EVENTS.fx_order_filled"));
+        assert!(named(
+            "$JS.API.CONSUMER.CREATE.EVENTS.fx_order_filled.events.order.filled"
+        ));
+        assert!(named(
+            "$JS.API.CONSUMER.DURABLE.CREATE.EVENTS.fx_order_filled"
+        ));
+        assert!(!named("$JS.API.CONSUMER.CREATE.ORDERS.fx_order_filled"));
+        assert!(!named(
+            "$JS.API.CONSUMER.CREATE.EVENTS.other.events.fx_order_filled.x"
+        ));
+        assert!(!named("$JS.API.CONSUMER.CREATE.EVENTS.fx_order_filled_2"));
+        assert!(!named("$JS.API.STREAM.INFO.EVENTS"));
     }
 }
