@@ -432,3 +432,48 @@ async fn the_timeout_counts_from_the_send_whatever_the_publish_takes() {
         "send took {sent:?}, send and result {took:?}"
     );
 }
+
+/// A command the server refuses this user is told as not queued at once,
+/// quoting the refusal: not followed by a look-up (or creation) of the
+/// `COMMANDS` stream and a second send, which cannot help. A user that
+/// may not create the stream (a service's user, on a server where nobody
+/// created it yet) used to wait out that creation and be told "cannot
+/// create or find the COMMANDS stream", the refusal lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_the_server_refuses_this_user_says_so_at_once() {
+    use aegis_sdk::{AegisConfig, Connection, Secret};
+    let nats = aegis_testkit::NatsServer::builder()
+        .accounts(true)
+        .app_users(
+            r#"[ { user: "dev", password: "pw", permissions: { publish: { deny: [
+                   "commands.order-service.>", "$JS.API.STREAM.CREATE.>" ] } } } ]"#
+                .to_owned(),
+        )
+        .start()
+        .unwrap();
+    let mut config = AegisConfig::with_servers(nats.url());
+    config.nats.user = Some("dev".to_owned());
+    config.nats.password = Some(Secret::new("pw".to_owned()));
+    let conn = Connection::connect(config).await.unwrap();
+    let asked = std::time::Instant::now();
+    let err = conn
+        .commands()
+        .send(
+            "order-service",
+            "rebuild_book",
+            &json!({}),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect_err("refused");
+    let text = aegis_sdk::startup::Causes(&err).to_string();
+    assert!(
+        matches!(err, CommandError::Publish { .. }) && text.contains("NATS refused this user"),
+        "{text}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
+}

@@ -140,7 +140,9 @@ impl Commands {
     ///
     /// # Errors
     /// [`CommandError`]: invalid names (before any I/O), an unencodable
-    /// payload, or the command not being queued.
+    /// payload, or the command not being queued
+    /// ([`CommandError::Publish`]; at once, quoting the server, when it
+    /// refuses this user the command's subject).
     pub async fn send<T: Serialize + ?Sized>(
         &self,
         service: &str,
@@ -187,6 +189,14 @@ impl Commands {
         };
         let ack = match publish(headers.clone()).await {
             Ok(ack) => ack,
+            // Refused this user: no stream would change that, and the
+            // look-up (or creation) may be refused too, losing its words.
+            Err(first) if crate::connection::refusals::refusal_in(&first).is_some() => {
+                return Err(CommandError::Publish {
+                    subject,
+                    source: first.into(),
+                });
+            }
             Err(first) => {
                 // The stream may not exist yet: create it and try once more.
                 tracing::debug!(subject, error = %first, "queuing a command failed; looking up its stream");
