@@ -250,7 +250,10 @@ impl RpcClient {
     /// [`RpcError`]: invalid names or options (before any I/O);
     /// [`RpcError::NoInstances`] at once when no ACTIVE instance is known;
     /// [`RpcError::NoResponders`] when every instance tried had vanished;
-    /// [`RpcError::Timeout`]; the service's own error
+    /// [`RpcError::Timeout`], or [`RpcError::Refused`] in its place when
+    /// the server refused this user the subject (it answers a refused
+    /// request with nothing, so that too is told when the wait ends, and
+    /// not tried again); the service's own error
     /// ([`RpcError::Remote`]); [`RpcError::Discovery`] when the registry
     /// view cannot start, or cannot load the service's records before the
     /// call's deadline (a connection's first call starts the view, and a
@@ -480,7 +483,8 @@ impl RpcClient {
     /// [`RpcError::NoSuchMethod`] when the leader has no responder for
     /// `method` and its record does not list it;
     /// [`RpcError::DeposedLeader`] as above;
-    /// [`RpcError::Timeout`]; [`RpcError::Election`] when the election keys
+    /// [`RpcError::Timeout`] (or [`RpcError::Refused`], as for
+    /// [`call`](Self::call)); [`RpcError::Election`] when the election keys
     /// cannot be read, or cannot load before the call's deadline (the
     /// connection's first such call loads them), and nothing was sent; the
     /// leader's own error.
