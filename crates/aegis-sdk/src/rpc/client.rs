@@ -580,12 +580,13 @@ impl RpcClient {
         timeout: Duration,
         encoding: Encoding,
     ) -> Result<Reply<Res>, RpcError> {
+        let sent = std::time::Instant::now();
         let message = match self
             .send_message(Subject::from(subject.as_str()), payload, headers, timeout)
             .await
         {
             Ok(message) => message,
-            Err(no_reply) => return Err(self.or_refused(no_reply.into_error(subject))),
+            Err(no_reply) => return Err(self.or_refused(no_reply.into_error(subject), sent)),
         };
         let headers = ReplyHeaders::read(message.headers.as_ref());
         decode_reply(|| subject, &headers, &message.payload, encoding)
@@ -594,22 +595,16 @@ impl RpcClient {
     /// A call that timed out because the server refused this user its
     /// subject meanwhile, told as [`RpcError::Refused`]: the server drops a
     /// refused request without an answer, and a TIMEOUT would say that
-    /// nobody knows whether it ran. Looked up only for a timeout, never on
-    /// a reply's path.
-    pub(super) fn or_refused(&self, error: RpcError) -> RpcError {
+    /// nobody knows whether it ran. Only a refusal heard since the request
+    /// was `sent` counts (one from before, a permission since granted,
+    /// does not). Looked up only for a timeout, never on a reply's path.
+    pub(super) fn or_refused(&self, error: RpcError, sent: std::time::Instant) -> RpcError {
         let RpcError::Timeout { subject, timeout } = error else {
             return error;
         };
-        // Heard since the request went out, and a second before: the
-        // clock is read after the timeout, which can come later than the
-        // request's own start by more than the refusal came after it.
-        let now = std::time::Instant::now();
-        let since = now
-            .checked_sub(timeout + std::time::Duration::from_secs(1))
-            .unwrap_or(now);
         match self
             .conn
-            .refusal(since, crate::connection::refusals::Refusing::Publish, |s| {
+            .refusal(sent, crate::connection::refusals::Refusing::Publish, |s| {
                 s == subject
             }) {
             Some(violation) => RpcError::Refused { subject, violation },

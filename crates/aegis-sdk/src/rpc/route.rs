@@ -286,7 +286,9 @@ impl super::RpcClient {
                     attempt,
                 )
                 .await
-                .map_err(|no_reply| self.or_refused(no_reply.into_error(subject())))
+                .map_err(|no_reply| {
+                    self.or_refused(no_reply.into_error(subject()), started.into_std())
+                })
             };
             let sent = if call.opts.idempotent {
                 // An idempotent call may run twice, so it stops waiting for
