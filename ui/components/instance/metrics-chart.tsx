@@ -56,6 +56,22 @@ export interface MetricsChartProps {
 }
 
 /**
+ * The indices of the values with no value on either side. uPlot draws a
+ * line between two values and nothing for one alone: one interval with
+ * calls between intervals without, or the one snapshot before a gap, would
+ * not show at all (a new service's five calls left its Latency chart
+ * empty). Such a value gets a dot.
+ */
+export function isolatedPoints(values: ArrayLike<number | null | undefined>): number[] {
+  const isolated: number[] = [];
+  for (let i = 0; i < values.length; i++) {
+    if (values[i] == null) continue;
+    if ((i === 0 || values[i - 1] == null) && (i === values.length - 1 || values[i + 1] == null)) isolated.push(i);
+  }
+  return isolated;
+}
+
+/**
  * uPlot's data: the times and each series' values, with a point without
  * values between the two sides of every break (uPlot breaks a line at a
  * null), halfway between them.
@@ -96,7 +112,23 @@ export function MetricsChart({ title, times, series, format, height = 200, integ
     const opts: uPlot.Options = {
       width: Math.max(200, el.clientWidth),
       height,
-      series: [{}, ...series.map((s) => ({ label: s.label, stroke: s.color, width: 2, dash: s.dash, points: { show: false } }))],
+      series: [
+        {},
+        ...series.map((s) => ({
+          label: s.label,
+          stroke: s.color,
+          width: 2,
+          dash: s.dash,
+          // No dots on a line; a value alone, which no line draws, gets one.
+          points: {
+            show: false,
+            size: 6,
+            fill: s.color,
+            filter: (u: uPlot, seriesIdx: number, show: boolean) =>
+              show ? null : isolatedPoints(u.data[seriesIdx] as ArrayLike<number | null | undefined>),
+          },
+        })),
+      ],
       axes: [
         {
           stroke: "#4b5563",
