@@ -11,11 +11,7 @@
 //! services it admits and removes the others': a service no longer
 //! admitted has no user on the servers, and no file says otherwise.
 
-use std::{
-    io::Write,
-    os::unix::fs::OpenOptionsExt,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
@@ -64,16 +60,8 @@ pub fn write(
                 super::shell_quoted(&ca.display().to_string())
             ));
         }
-        let path = env_path(state_dir, &service.service);
         // Made anew, so a file another mode left is not reused.
-        let _ = std::fs::remove_file(&path);
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .and_then(|mut file| file.write_all(text.as_bytes()))
-            .with_context(|| format!("writing {}", path.display()))?;
+        super::write_anew(&env_path(state_dir, &service.service), &text, 0o600)?;
     }
     Ok(())
 }

@@ -17,7 +17,7 @@
 //! are kept the same way, for as long as each run admits them: a run that
 //! does not admit one writes no password for it.
 
-use std::{collections::BTreeMap, io::Write, os::unix::fs::OpenOptionsExt, path::Path};
+use std::{collections::BTreeMap, path::Path};
 
 use anyhow::Context;
 use rand::Rng;
@@ -97,13 +97,6 @@ pub fn ensure(
         nats_users,
         session_secret: pick("AEGIS_SESSION_SECRET", true),
     };
-    let _ = std::fs::remove_file(&path);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("writing {}", path.display()))?;
     let mut users = String::new();
     for user in &creds.nats_users {
         users.push_str(&format!("{}={}\n", password_var(&user.name), user.password));
@@ -115,8 +108,7 @@ pub fn ensure(
             ca.display()
         ));
     }
-    writeln!(
-        file,
+    let text = format!(
         "# Aegis showcase secrets. Monitor tokens (Authorization: Bearer <token>):\n\
          AEGIS_ADMIN_TOKEN={}\nAEGIS_VIEWER_TOKEN={}\n\
          # NATS: the system account's user `sys` (server events)\n\
@@ -125,9 +117,10 @@ pub fn ensure(
          # (aegis call/status/chaos) is AEGIS_NATS_USER / AEGIS_NATS_PASSWORD\n\
          AEGIS_NATS_USER={OPERATOR_USER}\nAEGIS_NATS_INBOX_PREFIX={operator_inbox}\n{users}\
          # Signs the UI's session cookies\n\
-         AEGIS_SESSION_SECRET={}",
+         AEGIS_SESSION_SECRET={}\n",
         creds.admin, creds.viewer, creds.nats_system_password, creds.session_secret
-    )?;
+    );
+    super::write_anew(&path, &text, 0o600)?;
     Ok(creds)
 }
 
@@ -271,17 +264,8 @@ pub const NATS_URL_FILE: &str = "nats-url";
 /// # Errors
 /// When the file cannot be written.
 pub fn write_nats_url(state_dir: &Path, url: &str) -> anyhow::Result<()> {
-    use std::{io::Write, os::unix::fs::OpenOptionsExt};
-    let path = state_dir.join(NATS_URL_FILE);
     // A file an older version left readable by others is made anew.
-    let _ = std::fs::remove_file(&path);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .and_then(|mut file| file.write_all(format!("{url}\n").as_bytes()))
-        .with_context(|| format!("writing {}", path.display()))
+    super::write_anew(&state_dir.join(NATS_URL_FILE), &format!("{url}\n"), 0o600)
 }
 
 /// Removes [`NATS_URL_FILE`] from `state_dir` (nothing to do when absent).

@@ -936,6 +936,24 @@ async fn election_holders(
     holders
 }
 
+/// Writes `text` to `path` as a file made anew with `mode`: one an older
+/// version left (readable by others, say) is removed first, so its mode
+/// does not carry over. The showcase's secrets go out this way (0600).
+///
+/// # Errors
+/// When the file cannot be removed, made or written, naming it.
+pub(crate) fn write_anew(path: &std::path::Path, text: &str, mode: u32) -> anyhow::Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
 /// `text` as one word for a POSIX shell: as it is when nothing in it needs
 /// quoting, else in single quotes. (A path with a NUL byte cannot exist, so
 /// the quoting cannot fail in practice; such a text is shown as it is.)

@@ -165,23 +165,11 @@ pub fn write_configs(
                 routes.join(", ")
             ));
         }
-        write_private(&node.config_path(), &conf)
-            .with_context(|| format!("writing {}", node.config_path().display()))?;
+        // Readable by this user only: a node's config holds the users'
+        // passwords.
+        super::write_anew(&node.config_path(), &conf, 0o600)?;
     }
     Ok(())
-}
-
-/// Writes `text` to `path` readable by this user only: a node's config
-/// holds the users' passwords.
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::{io::Write, os::unix::fs::OpenOptionsExt};
-    let _ = std::fs::remove_file(path);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(text.as_bytes())
 }
 
 /// The accounts block: the application account `AEGIS` (JetStream on),

@@ -13,12 +13,9 @@
 //! (all four present are used as they are), or run NATS yourself and point
 //! `--nats-url` and `AEGIS_NATS_TLS_CA` at it (docs/security.md).
 
-use std::{
-    io::Write,
-    os::unix::fs::OpenOptionsExt,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
+use super::write_anew;
 use anyhow::Context;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
@@ -62,10 +59,10 @@ pub fn ensure(state_dir: &Path) -> anyhow::Result<TlsFiles> {
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let made = make().context("making the showcase's certificates")?;
-    write(&files.ca, &made.ca, 0o644)?;
-    write(&ca_key_path, &made.ca_key, 0o600)?;
-    write(&files.cert, &made.cert, 0o644)?;
-    write(&files.key, &made.key, 0o600)?;
+    write_anew(&files.ca, &made.ca, 0o644)?;
+    write_anew(&ca_key_path, &made.ca_key, 0o600)?;
+    write_anew(&files.cert, &made.cert, 0o644)?;
+    write_anew(&files.key, &made.key, 0o600)?;
     Ok(files)
 }
 
@@ -108,18 +105,6 @@ fn make() -> Result<Made, rcgen::Error> {
         cert: cert.pem(),
         key: key.serialize_pem(),
     })
-}
-
-fn write(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
-    let _ = std::fs::remove_file(path);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(text.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// The `tls { ... }` block of a node's config (client connections, and with
