@@ -479,23 +479,8 @@ async fn a_call_with_a_deadline_too_far_for_the_clock_is_served() {
 /// An idempotent call is not tried again on another instance for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_the_server_refuses_this_user_says_so() {
-    use aegis_sdk::{AegisConfig, Secret};
-    let nats = aegis_testkit::NatsServer::builder()
-        .accounts(true)
-        .app_users(
-            r#"[ { user: "op", password: "pw" },
-                 { user: "dev", password: "pw",
-                   permissions: { publish: { deny: ["rpc.quote-service.>"] } } } ]"#
-                .to_owned(),
-        )
-        .start()
-        .unwrap();
-    let as_user = |user: &str| {
-        let mut config = AegisConfig::with_servers(nats.url());
-        config.nats.user = Some(user.to_owned());
-        config.nats.password = Some(Secret::new("pw".to_owned()));
-        Connection::connect(config)
-    };
+    let nats = common::server_with_dev(r#"publish: { deny: ["rpc.quote-service.>"] }"#);
+    let as_user = |user| common::connect_as(&nats, user);
     let runs = Arc::new(AtomicUsize::new(0));
     let _svc = quote_service(&as_user("op").await.unwrap(), runs.clone()).await;
     let conn = as_user("dev").await.unwrap();

@@ -441,20 +441,10 @@ async fn the_timeout_counts_from_the_send_whatever_the_publish_takes() {
 /// create or find the COMMANDS stream", the refusal lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_the_server_refuses_this_user_says_so_at_once() {
-    use aegis_sdk::{AegisConfig, Connection, Secret};
-    let nats = aegis_testkit::NatsServer::builder()
-        .accounts(true)
-        .app_users(
-            r#"[ { user: "dev", password: "pw", permissions: { publish: { deny: [
-                   "commands.order-service.>", "$JS.API.STREAM.CREATE.>" ] } } } ]"#
-                .to_owned(),
-        )
-        .start()
-        .unwrap();
-    let mut config = AegisConfig::with_servers(nats.url());
-    config.nats.user = Some("dev".to_owned());
-    config.nats.password = Some(Secret::new("pw".to_owned()));
-    let conn = Connection::connect(config).await.unwrap();
+    let nats = common::server_with_dev(
+        r#"publish: { deny: [ "commands.order-service.>", "$JS.API.STREAM.CREATE.>" ] }"#,
+    );
+    let conn = common::connect_as(&nats, "dev").await.unwrap();
     let asked = std::time::Instant::now();
     let err = conn
         .commands()

@@ -106,24 +106,13 @@ async fn an_id_with_a_line_break_or_none_at_all_is_refused_before_any_io() {
 /// own domain and owns no consumer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_publish_or_consumer_is_said_as_refused_at_once() {
-    use aegis_sdk::{AegisConfig, Connection, Secret, events::Event};
-    let nats = aegis_testkit::NatsServer::builder()
-        .accounts(true)
-        .app_users(
-            r#"[ { user: "op", password: "pw" },
-                 { user: "dev", password: "pw", permissions: { publish: { deny: [
-                   "events.order.>", "$JS.API.CONSUMER.CREATE.EVENTS.>",
-                   "$JS.API.CONSUMER.DURABLE.CREATE.EVENTS.>" ] } } } ]"#
-                .to_owned(),
-        )
-        .start()
-        .unwrap();
-    let as_user = |user: &str| {
-        let mut config = AegisConfig::with_servers(nats.url());
-        config.nats.user = Some(user.to_owned());
-        config.nats.password = Some(Secret::new("pw".to_owned()));
-        Connection::connect(config)
-    };
+    use aegis_sdk::events::Event;
+    let nats = common::server_with_dev(
+        r#"publish: { deny: [
+             "events.order.>", "$JS.API.CONSUMER.CREATE.EVENTS.>",
+             "$JS.API.CONSUMER.DURABLE.CREATE.EVENTS.>" ] }"#,
+    );
+    let as_user = |user| common::connect_as(&nats, user);
     as_user("op")
         .await
         .unwrap()
@@ -170,23 +159,12 @@ async fn a_refused_publish_or_consumer_is_said_as_refused_at_once() {
 /// refusal of the `EVENTS` consumer of that name is its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_of_another_streams_consumer_of_the_same_name_is_not_the_subscriptions() {
-    use aegis_sdk::{AegisConfig, Connection, Secret, events::Event};
-    let nats = aegis_testkit::NatsServer::builder()
-        .accounts(true)
-        .app_users(
-            r#"[ { user: "op", password: "pw" },
-                 { user: "dev", password: "pw", permissions: { publish: { deny: [
-                   "$JS.API.CONSUMER.*.ORDERS.>", "$JS.API.CONSUMER.DURABLE.CREATE.ORDERS.>" ] } } } ]"#
-                .to_owned(),
-        )
-        .start()
-        .unwrap();
-    let as_user = |user: &str| {
-        let mut config = AegisConfig::with_servers(nats.url());
-        config.nats.user = Some(user.to_owned());
-        config.nats.password = Some(Secret::new("pw".to_owned()));
-        Connection::connect(config)
-    };
+    use aegis_sdk::events::Event;
+    let nats = common::server_with_dev(
+        r#"publish: { deny: [
+             "$JS.API.CONSUMER.*.ORDERS.>", "$JS.API.CONSUMER.DURABLE.CREATE.ORDERS.>" ] }"#,
+    );
+    let as_user = |user| common::connect_as(&nats, user);
     as_user("op")
         .await
         .unwrap()

@@ -10,29 +10,13 @@
 //! publish to `rpc.{service}.{method}`, and says nothing about hearing
 //! requests).
 
+mod common;
+
 use std::time::Duration;
 
-use aegis_sdk::{AegisConfig, Connection, Secret, rpc::WireError, startup::Causes};
-use aegis_testkit::NatsServer;
+use aegis_sdk::{Connection, rpc::WireError, startup::Causes};
+use common::{connect_as, server_with_dev};
 use serde_json::{Value, json};
-
-/// A server with one user, `dev`, allowed everything but `deny`.
-fn server_denying(deny: &str) -> NatsServer {
-    NatsServer::builder()
-        .accounts(true)
-        .app_users(format!(
-            r#"[ {{ user: "dev", password: "pw", permissions: {{ {deny} }} }} ]"#
-        ))
-        .start()
-        .unwrap()
-}
-
-async fn connect_as_dev(nats: &NatsServer) -> Connection {
-    let mut config = AegisConfig::with_servers(nats.url());
-    config.nats.user = Some("dev".to_owned());
-    config.nats.password = Some(Secret::new("pw".to_owned()));
-    Connection::connect(config).await.expect("connected as dev")
-}
 
 async fn start_fx(
     conn: &Connection,
@@ -46,8 +30,8 @@ async fn start_fx(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_registry_write_is_said_as_refused() {
-    let nats = server_denying(r#"publish: { deny: ["$KV.service_registry.>"] }"#);
-    let conn = connect_as_dev(&nats).await;
+    let nats = server_with_dev(r#"publish: { deny: ["$KV.service_registry.>"] }"#);
+    let conn = connect_as(&nats, "dev").await.expect("connected as dev");
     let started = tokio::time::Instant::now();
     let err = start_fx(&conn)
         .await
@@ -73,8 +57,8 @@ async fn a_refused_registry_write_is_said_as_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_request_subscription_fails_the_start() {
-    let nats = server_denying(r#"subscribe: { deny: ["rpc.fx-service.>"] }"#);
-    let conn = connect_as_dev(&nats).await;
+    let nats = server_with_dev(r#"subscribe: { deny: ["rpc.fx-service.>"] }"#);
+    let conn = connect_as(&nats, "dev").await.expect("connected as dev");
     let err = start_fx(&conn)
         .await
         .expect_err("a service that cannot hear its requests does not start");
@@ -93,8 +77,8 @@ async fn a_refused_request_subscription_fails_the_start() {
 /// can hear every request, must not fail for them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_call_on_the_connection_does_not_fail_the_start() {
-    let nats = server_denying(r#"publish: { deny: ["rpc.fx-service.>"] }"#);
-    let conn = connect_as_dev(&nats).await;
+    let nats = server_with_dev(r#"publish: { deny: ["rpc.fx-service.>"] }"#);
+    let conn = connect_as(&nats, "dev").await.expect("connected as dev");
     let caller = conn.client().clone();
     let calling = tokio::spawn(async move {
         loop {
@@ -128,8 +112,8 @@ async fn a_refused_call_on_the_connection_does_not_fail_the_start() {
 /// at once rather than after the ping's 500 ms wait, on every start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_ping_does_not_slow_the_start() {
-    let nats = server_denying(r#"publish: { deny: ["$SRV.PING.>"] }"#);
-    let conn = connect_as_dev(&nats).await;
+    let nats = server_with_dev(r#"publish: { deny: ["$SRV.PING.>"] }"#);
+    let conn = connect_as(&nats, "dev").await.expect("connected as dev");
     let started = std::time::Instant::now();
     let service = conn
         .service("fx-service", "1.0.0")
@@ -143,10 +127,10 @@ async fn a_refused_ping_does_not_slow_the_start() {
     assert!(took < Duration::from_millis(400), "{took:?}");
 
     // And a refused subscription is still found without the ping's answer.
-    let nats = server_denying(
+    let nats = server_with_dev(
         r#"publish: { deny: ["$SRV.PING.>"] }, subscribe: { deny: ["rpc.fx-service.>"] }"#,
     );
-    let conn = connect_as_dev(&nats).await;
+    let conn = connect_as(&nats, "dev").await.expect("connected as dev");
     let started = std::time::Instant::now();
     let err = conn
         .service("fx-service", "1.0.0")
@@ -170,8 +154,8 @@ async fn a_refused_ping_does_not_slow_the_start() {
 /// there is to say, as docs/troubleshooting.md promises ("fails at once").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_registry_write_fails_when_refused() {
-    let nats = server_denying(r#"publish: { deny: ["$KV.service_registry.>"] }"#);
-    let conn = connect_as_dev(&nats).await;
+    let nats = server_with_dev(r#"publish: { deny: ["$KV.service_registry.>"] }"#);
+    let conn = connect_as(&nats, "dev").await.expect("connected as dev");
     let started = std::time::Instant::now();
     let err = conn
         .service("fx-service", "1.0.0")

@@ -12,6 +12,33 @@ pub fn server() -> NatsServer {
     NatsServer::start().expect("start nats-server (run `make bootstrap`)")
 }
 
+/// Starts a server whose application account has two users, password
+/// `pw` both: `op`, who may do anything, and `dev`, with `permissions`
+/// (the server config's syntax, e.g. `publish: { deny: ["rpc.a.>"] }`).
+/// For what a user is told when the server refuses it something.
+pub fn server_with_dev(permissions: &str) -> NatsServer {
+    NatsServer::builder()
+        .accounts(true)
+        .app_users(format!(
+            r#"[ {{ user: "op", password: "pw" }},
+                 {{ user: "dev", password: "pw", permissions: {{ {permissions} }} }} ]"#
+        ))
+        .start()
+        .expect("start nats-server with the users op and dev")
+}
+
+/// Connects the SDK to `nats` as `user` (password `pw`; see
+/// [`server_with_dev`]).
+pub async fn connect_as(
+    nats: &NatsServer,
+    user: &str,
+) -> Result<Connection, aegis_sdk::ConnectError> {
+    let mut config = AegisConfig::with_servers(nats.url());
+    config.nats.user = Some(user.to_owned());
+    config.nats.password = Some(aegis_sdk::Secret::new("pw".to_owned()));
+    Connection::connect(config).await
+}
+
 /// Connects the SDK to `url` with a short request timeout.
 pub async fn connect(url: &str) -> Connection {
     let mut config = AegisConfig::with_servers(url);
