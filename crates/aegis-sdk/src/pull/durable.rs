@@ -248,6 +248,20 @@ impl Durable {
 mod tests {
     use super::*;
 
+    /// A durable `c` whose consumer is made to start at `start`.
+    fn durable(start: DeliverPolicy) -> Durable {
+        Durable {
+            ensure_stream: Arc::new(|| Box::pin(async { Err("not used".into()) })),
+            config: pull::Config {
+                durable_name: Some("c".to_owned()),
+                deliver_policy: start,
+                ..Default::default()
+            },
+            confirm_acks: false,
+            concurrency: 1,
+        }
+    }
+
     /// The review's probe E4: a consumer made to start at the oldest
     /// message and deleted under a running loop resumes where it was, as
     /// one made to start at new messages does; on a work-queue stream
@@ -255,16 +269,7 @@ mod tests {
     #[test]
     fn a_consumer_made_again_resumes_where_it_was_whatever_its_start() {
         for start in [DeliverPolicy::All, DeliverPolicy::New] {
-            let durable = Durable {
-                ensure_stream: Arc::new(|| Box::pin(async { Err("not used".into()) })),
-                config: pull::Config {
-                    durable_name: Some("c".to_owned()),
-                    deliver_policy: start,
-                    ..Default::default()
-                },
-                confirm_acks: false,
-                concurrency: 1,
-            };
+            let durable = durable(start);
             let resumed = DeliverPolicy::ByStartSequence { start_sequence: 42 };
             assert_eq!(durable.creation(Some(41), false).deliver_policy, resumed);
             assert_eq!(durable.creation(None, false).deliver_policy, start);
@@ -277,16 +282,6 @@ mod tests {
     /// a subscription, not for one made for new messages, whichever way.
     #[test]
     fn deliver_all_applies_only_to_a_consumer_that_began_at_the_oldest() {
-        let durable = |start| Durable {
-            ensure_stream: Arc::new(|| Box::pin(async { Err("not used".into()) })),
-            config: pull::Config {
-                durable_name: Some("c".to_owned()),
-                deliver_policy: start,
-                ..Default::default()
-            },
-            confirm_acks: false,
-            concurrency: 1,
-        };
         let (all, new) = (durable(DeliverPolicy::All), durable(DeliverPolicy::New));
         let remade = |by: &Durable| {
             let made = by.creation(Some(41), false);
