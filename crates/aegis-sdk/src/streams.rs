@@ -26,10 +26,7 @@ use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
-use crate::{
-    StreamLimits,
-    connection::refusals::{Refused, Refusing},
-};
+use crate::{StreamLimits, connection::refusals::Refusing};
 
 /// How long creating a replicated stream or bucket waits for peers to
 /// take its replicas (see [`with_placement_patience`]).
@@ -612,77 +609,71 @@ pub async fn publish_deduplicated(
     }
     headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
     let started = tokio::time::Instant::now();
-    // The server drops a publish it refuses this user and answers
-    // nothing: the refusal, once heard, ends the wait with its words.
-    let asked = std::time::Instant::now();
-    let refusals = conn.refusals();
-    let refused = refusals.heard(asked, Refusing::Publish, |s| s == subject);
-    tokio::pin!(refused);
-    let mut patience = Patience::new(conn);
-    let deadline = patience.deadline();
-    let mut leaderless_pause = LEADERLESS_PAUSE_FIRST;
-    let mut attempts = 0u32;
-    while let Some(wait) = patience.next_wait() {
-        attempts += 1;
-        let publish = async {
-            conn.jetstream()
-                .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
-                .await?
-                .await
-        };
-        let outcome = tokio::select! {
-            outcome = tokio::time::timeout(wait, conn.unless_dropped(publish)) => outcome,
-            violation = &mut refused => {
-                return Err(PublishError::with_source(
-                    PublishErrorKind::Other,
-                    Refused { violation },
-                ));
-            }
-        };
-        match outcome {
-            Ok(Ok(Ok(ack))) => {
-                if attempts > 1 {
-                    debug!(
-                        subject,
-                        id, attempts, "stream acknowledged a message sent again"
-                    );
+    let sending = async {
+        let mut patience = Patience::new(conn);
+        let deadline = patience.deadline();
+        let mut leaderless_pause = LEADERLESS_PAUSE_FIRST;
+        let mut attempts = 0u32;
+        while let Some(wait) = patience.next_wait() {
+            attempts += 1;
+            let publish = async {
+                conn.jetstream()
+                    .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+                    .await?
+                    .await
+            };
+            let outcome = tokio::time::timeout(wait, conn.unless_dropped(publish)).await;
+            match outcome {
+                Ok(Ok(Ok(ack))) => {
+                    if attempts > 1 {
+                        debug!(
+                            subject,
+                            id, attempts, "stream acknowledged a message sent again"
+                        );
+                    }
+                    return Ok(ack);
                 }
-                return Ok(ack);
-            }
-            // No responders: its stream has no leader this moment, or no
-            // stream covers the subject. A leader hand-over takes
-            // milliseconds; past LEADERLESS_PATIENCE (or the deadline) it
-            // is taken as missing, and said so.
-            Ok(Ok(Err(e))) if e.kind() == PublishErrorKind::StreamNotFound => {
-                let now = tokio::time::Instant::now();
-                if started.elapsed() + leaderless_pause > LEADERLESS_PATIENCE
-                    || now + leaderless_pause >= deadline
+                // No responders: its stream has no leader this moment, or no
+                // stream covers the subject. A leader hand-over takes
+                // milliseconds; past LEADERLESS_PATIENCE (or the deadline) it
+                // is taken as missing, and said so.
+                Ok(Ok(Err(e))) if e.kind() == PublishErrorKind::StreamNotFound => {
+                    let now = tokio::time::Instant::now();
+                    if started.elapsed() + leaderless_pause > LEADERLESS_PATIENCE
+                        || now + leaderless_pause >= deadline
+                    {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(leaderless_pause).await;
+                    leaderless_pause = (leaderless_pause * 2).min(LEADERLESS_PAUSE_MAX);
+                }
+                // A copy still being stored holds the id (10158), or the stream
+                // is between leaders (10163, 10008): send it again after a pause.
+                Ok(Ok(Err(e))) if transient(&e) => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    tokio::time::sleep(leaderless_pause.min(left)).await;
+                    leaderless_pause = (leaderless_pause * 2).min(LEADERLESS_PAUSE_MAX);
+                }
+                Ok(Ok(Err(e)))
+                    if !matches!(
+                        e.kind(),
+                        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe
+                    ) =>
                 {
                     return Err(e);
                 }
-                tokio::time::sleep(leaderless_pause).await;
-                leaderless_pause = (leaderless_pause * 2).min(LEADERLESS_PAUSE_MAX);
+                // No answer yet, or the connection dropped: send it again.
+                Ok(Ok(Err(_))) | Ok(Err(_)) | Err(_) => {}
             }
-            // A copy still being stored holds the id (10158), or the stream
-            // is between leaders (10163, 10008): send it again after a pause.
-            Ok(Ok(Err(e))) if transient(&e) => {
-                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                tokio::time::sleep(leaderless_pause.min(left)).await;
-                leaderless_pause = (leaderless_pause * 2).min(LEADERLESS_PAUSE_MAX);
-            }
-            Ok(Ok(Err(e)))
-                if !matches!(
-                    e.kind(),
-                    PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe
-                ) =>
-            {
-                return Err(e);
-            }
-            // No answer yet, or the connection dropped: send it again.
-            Ok(Ok(Err(_))) | Ok(Err(_)) | Err(_) => {}
         }
-    }
-    Err(PublishError::new(PublishErrorKind::TimedOut))
+        Err(PublishError::new(PublishErrorKind::TimedOut))
+    };
+    // The server drops a publish it refuses this user and answers
+    // nothing: the refusal, once heard, ends the attempts with its words.
+    conn.refusals()
+        .unless_refused(Refusing::Publish, |s| s == subject, sending)
+        .await
+        .unwrap_or_else(|refused| Err(PublishError::with_source(PublishErrorKind::Other, refused)))
 }
 
 /// Whether a failed KV write (put, update, delete, purge) says "not now"

@@ -86,6 +86,25 @@ impl Refusals {
             news.await;
         }
     }
+
+    /// Runs `op` unless the server refuses this user, meanwhile, a subject
+    /// of a `refusing` that `refused` accepts: the refusal, once heard,
+    /// ends it. The server answers a refused publish or request with
+    /// nothing, so `op` would wait for its own timeout. A refusal heard by
+    /// the time `op` ends wins over its outcome.
+    pub(crate) async fn unless_refused<T>(
+        &self,
+        refusing: Refusing,
+        refused: impl Fn(&str) -> bool,
+        op: impl std::future::Future<Output = T>,
+    ) -> Result<T, Refused> {
+        let asked = Instant::now();
+        tokio::select! {
+            biased;
+            violation = self.heard(asked, refusing, refused) => Err(Refused { violation }),
+            done = op => Ok(done),
+        }
+    }
 }
 
 /// An operation that failed because the server refused this user its

@@ -23,7 +23,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::{EventError, Events, ensure_events_stream};
 use crate::{
-    connection::refusals::{Refused, Refusing},
+    connection::refusals::Refusing,
     pull::{self, Durable, Outcome},
     task::Background,
 };
@@ -307,14 +307,17 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
         };
         // The server drops a consumer create it refuses this user and
         // answers nothing: the refusal, once heard, ends the wait.
-        let asked = std::time::Instant::now();
-        let refusals = self.events.conn.refusals();
-        let opened = tokio::select! {
-            opened = durable.open() => opened,
-            violation = refusals.heard(asked, Refusing::Publish, |s| {
-                names_consumer(s, subjects::EVENTS_STREAM, &name)
-            }) => Err(Refused { violation }.into()),
-        };
+        let opened = self
+            .events
+            .conn
+            .refusals()
+            .unless_refused(
+                Refusing::Publish,
+                |s| names_consumer(s, subjects::EVENTS_STREAM, &name),
+                durable.open(),
+            )
+            .await
+            .unwrap_or_else(|refused| Err(refused.into()));
         let consumer = opened.map_err(|source| match source.downcast::<pull::FixedSetting>() {
             Ok(fixed) => EventError::ConsumerSetting {
                 name: fixed.consumer,

@@ -168,23 +168,19 @@ impl Inner {
             }
             (record, st.revision)
         };
-        let asked = std::time::Instant::now();
         // The server drops a publish it refuses and answers nothing, but
         // says so on the connection: the write fails when that is heard,
         // not after its timeout. The put only reads and publishes, so
         // leaving it midway changes nothing.
-        let refusing = crate::connection::refusals::Refusing::Publish;
-        let result = tokio::select! {
-            result = self.put(&record, last) => result.map_err(|e| {
-                match self.refusals.naming(asked, refusing, |s| s == self.subject) {
-                    Some(violation) => crate::connection::refusals::Refused { violation }.into(),
-                    None => e,
-                }
-            }),
-            violation = self.refusals.heard(asked, refusing, |s| s == self.subject) => {
-                Err(crate::connection::refusals::Refused { violation }.into())
-            }
-        };
+        let result = self
+            .refusals
+            .unless_refused(
+                crate::connection::refusals::Refusing::Publish,
+                |s| s == self.subject,
+                self.put(&record, last),
+            )
+            .await
+            .unwrap_or_else(|refused| Err(refused.into()));
         let mut st = self.state();
         match result {
             Ok(revision) => {

@@ -360,11 +360,15 @@ impl ServiceBuilder {
         // not ping is refused the ping, after the subscriptions sent before
         // it: that refusal marks the point as well, without the ping's wait.
         let ping = format!("$SRV.PING.{}.{instance_id}", self.name);
-        let refusals = self.conn.refusals();
-        tokio::select! {
-            _ = micro::holder(self.conn.client(), &self.name, instance_id) => {}
-            _ = refusals.heard(since, Refusing::Publish, |s| s == ping) => {}
-        }
+        let _ = self
+            .conn
+            .refusals()
+            .unless_refused(
+                Refusing::Publish,
+                |s| s == ping,
+                micro::holder(self.conn.client(), &self.name, instance_id),
+            )
+            .await;
         let requests = format!("rpc.{}.", self.name);
         // Only a refused subscription: a refused call of this service on
         // the same connection (a publish to the same subjects) says
