@@ -252,6 +252,7 @@ pub async fn run(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Resul
         replicas,
         nodes: &nodes,
         tls_ca: tls_ca.as_deref(),
+        admitted: &admitted,
     };
     let result = run_on(&args, &state_dir, &exe, &on, &creds, &mut sup, &shutdown).await;
     // Said on a terminal that may be gone (a closed one stops the
@@ -307,6 +308,8 @@ struct Topology<'a> {
     nodes: &'a [nats::NatsNode],
     /// The CA clients verify the servers with, when TLS is required.
     tls_ca: Option<&'a Path>,
+    /// The services of one's own admitted on it (`--admit-service`).
+    admitted: &'a [ServiceRole],
 }
 
 async fn run_on(
@@ -510,15 +513,7 @@ async fn run_on(
             let _ = std::fs::write(&defined, "");
         }
     }
-    print_summary(
-        args,
-        state_dir,
-        url,
-        nodes,
-        &reader,
-        &holders,
-        ui_dir.is_some(),
-    );
+    print_summary(args, state_dir, on, &reader, &holders, ui_dir.is_some());
     sup.supervise(shutdown).await;
     Ok(())
 }
@@ -749,15 +744,14 @@ async fn connect(
 fn print_summary(
     args: &UpArgs,
     state_dir: &Path,
-    url: &str,
-    nodes: &[nats::NatsNode],
+    on: &Topology<'_>,
     reader: &RegistryReader,
     holders: &BTreeMap<(String, String), String>,
     ui: bool,
 ) {
-    let api = api_base(args);
+    let (nodes, api) = (on.nodes, api_base(args));
     // A password the URL may carry is printed nowhere.
-    let url = &redacted(url);
+    let url = &redacted(on.url);
     println!();
     println!("Aegis showcase is up");
     println!(
@@ -862,8 +856,7 @@ fn print_summary(
     println!(
         "  aegis chaos kill order-service{chaos_flags}      # kill the ACTIVE order instance, watch a STANDBY take over"
     );
-    let admitted = crate::permissions::admitted_services(&args.admit_service).unwrap_or_default();
-    let yours = admitted::banner(state_dir, &admitted);
+    let yours = admitted::banner(state_dir, on.admitted);
     if !yours.is_empty() {
         println!();
     }
