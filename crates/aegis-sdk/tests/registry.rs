@@ -793,31 +793,47 @@ async fn new_instances_are_visible_to_readers_within_milliseconds() {
     }
 }
 
+/// A registration of `service`/`instance` whose lifecycle events are kept,
+/// and what takes those of them `keep` accepts that came since it last ran.
+async fn registration_with_events(
+    conn: &aegis_sdk::Connection,
+    service: &str,
+    instance: &str,
+    keep: fn(&aegis_sdk::contracts::log::LogRecord) -> bool,
+) -> (
+    aegis_sdk::registry::Registration,
+    impl Fn() -> Vec<aegis_sdk::contracts::log::LogRecord>,
+) {
+    use aegis_sdk::{contracts::log::LogRecord, registry::Registration};
+    let events: Arc<Mutex<Vec<LogRecord>>> = Arc::default();
+    let sink = events.clone();
+    let record = ServiceInstance::new(service, instance, "1.0.0", chrono::Utc::now());
+    let reg = Registration::builder(conn, record)
+        .on_event(Arc::new(move |r: LogRecord| sink.lock().unwrap().push(r)))
+        .start()
+        .await
+        .unwrap();
+    let taken = move || {
+        std::mem::take(&mut *events.lock().unwrap())
+            .into_iter()
+            .filter(keep)
+            .collect()
+    };
+    (reg, taken)
+}
+
 /// An operator's verdict, its lift and its running out are each one
 /// `status_changed` event (the monitor's event list shows them), with no
 /// field written as a Rust `None`; a lift with no verdict in force is none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operators_verdict_its_lift_and_its_end_are_events() {
-    use aegis_sdk::{
-        contracts::log::{LogKind, LogRecord},
-        registry::Registration,
-    };
+    use aegis_sdk::contracts::log::LogKind;
     let nats = server();
     let conn = connect(&nats.url()).await;
-    let events: Arc<Mutex<Vec<LogRecord>>> = Arc::default();
-    let sink = events.clone();
-    let record = ServiceInstance::new("verdict-service", "verdict-1", "1.0.0", chrono::Utc::now());
-    let reg = Registration::builder(&conn, record)
-        .on_event(Arc::new(move |r: LogRecord| sink.lock().unwrap().push(r)))
-        .start()
-        .await
-        .unwrap();
-    let changes = || -> Vec<LogRecord> {
-        std::mem::take(&mut *events.lock().unwrap())
-            .into_iter()
-            .filter(|r| r.kind == LogKind::StatusChanged)
-            .collect()
-    };
+    let (reg, changes) = registration_with_events(&conn, "verdict-service", "verdict-1", |r| {
+        r.kind == LogKind::StatusChanged
+    })
+    .await;
     changes();
 
     reg.lift_unhealthy().await.unwrap();
@@ -861,26 +877,13 @@ async fn an_operators_verdict_its_lift_and_its_end_are_events() {
 /// again, or a lift with no drill, is none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_drill_its_change_and_its_lift_are_events() {
-    use aegis_sdk::{
-        contracts::log::{LogLevel, LogRecord},
-        registry::Registration,
-    };
+    use aegis_sdk::contracts::log::LogLevel;
     let nats = server();
     let conn = connect(&nats.url()).await;
-    let events: Arc<Mutex<Vec<LogRecord>>> = Arc::default();
-    let sink = events.clone();
-    let record = ServiceInstance::new("drill-service", "drill-1", "1.0.0", chrono::Utc::now());
-    let reg = Registration::builder(&conn, record)
-        .on_event(Arc::new(move |r: LogRecord| sink.lock().unwrap().push(r)))
-        .start()
-        .await
-        .unwrap();
-    let drills = || -> Vec<LogRecord> {
-        std::mem::take(&mut *events.lock().unwrap())
-            .into_iter()
-            .filter(|r| r.message.contains("slow drill"))
-            .collect()
-    };
+    let (reg, drills) = registration_with_events(&conn, "drill-service", "drill-1", |r| {
+        r.message.contains("slow drill")
+    })
+    .await;
     drills();
 
     reg.set_drill_delay(Duration::ZERO).await.unwrap();
