@@ -9,6 +9,14 @@ use aegis_sdk::events::{DeliveryMode, EventError};
 use common::{connect, server};
 use serde_json::{Value, json};
 
+/// The `EVENTS` stream, made by `op` (see [`common::server_with_dev`]),
+/// and a connection as `dev`.
+async fn dev_beside_events(nats: &aegis_testkit::NatsServer) -> aegis_sdk::Connection {
+    let op = common::connect_as(nats, "op").await.unwrap();
+    op.events().ensure_stream().await.unwrap();
+    common::connect_as(nats, "dev").await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_without_a_handler_is_refused_as_such_before_any_io() {
     let nats = server();
@@ -112,15 +120,7 @@ async fn a_refused_publish_or_consumer_is_said_as_refused_at_once() {
              "events.order.>", "$JS.API.CONSUMER.CREATE.EVENTS.>",
              "$JS.API.CONSUMER.DURABLE.CREATE.EVENTS.>" ] }"#,
     );
-    let as_user = |user| common::connect_as(&nats, user);
-    as_user("op")
-        .await
-        .unwrap()
-        .events()
-        .ensure_stream()
-        .await
-        .unwrap();
-    let conn = as_user("dev").await.unwrap();
+    let conn = dev_beside_events(&nats).await;
     let quick = std::time::Duration::from_secs(2);
 
     let asked = std::time::Instant::now();
@@ -164,15 +164,7 @@ async fn a_refusal_of_another_streams_consumer_of_the_same_name_is_not_the_subsc
         r#"publish: { deny: [
              "$JS.API.CONSUMER.*.ORDERS.>", "$JS.API.CONSUMER.DURABLE.CREATE.ORDERS.>" ] }"#,
     );
-    let as_user = |user| common::connect_as(&nats, user);
-    as_user("op")
-        .await
-        .unwrap()
-        .events()
-        .ensure_stream()
-        .await
-        .unwrap();
-    let conn = as_user("dev").await.unwrap();
+    let conn = dev_beside_events(&nats).await;
     // Refused over and over while the subscription starts.
     let stop = tokio_util::sync::CancellationToken::new();
     let refused = tokio::spawn({
