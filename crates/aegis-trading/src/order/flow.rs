@@ -538,7 +538,10 @@ impl Desk {
     /// - fills of the symbol that were decided but not announced (a failed
     ///   publish; a deposed leader's) are announced first;
     /// - risk is told the sequence of the newest fill this leader knows
-    ///   of, and judges only once its book holds it.
+    ///   of, and judges only once its book holds it;
+    /// - an order another writer of this leader decided while this one
+    ///   waited for the turn is not judged again (risk would store a
+    ///   second verdict, by a position holding the order's own fill).
     async fn judge(
         &self,
         caller: &Caller,
@@ -552,6 +555,14 @@ impl Desk {
         };
         let _turn = turn.lock().await;
         self.announce_fills_of(caller, &order.symbol).await?;
+        // Another writer of this leader (a duplicate request, a retry
+        // racing its slow first attempt, the sweep) decided the order while
+        // this one waited for the turn: judging it again would have risk
+        // store a second verdict, by a position that now holds the order's
+        // own fill. Read that decision instead.
+        if self.store.written_since(&order.order_id, revision) {
+            return Ok(Attempt::Lost(order.order_id));
+        }
         let after_fill = self.newest_fill(caller.epoch).await?;
         let assessment = match self.assess(caller, &order, quote, after_fill).await {
             Ok(assessment) => assessment,

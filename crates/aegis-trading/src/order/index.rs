@@ -136,6 +136,19 @@ impl Index {
         }
     }
 
+    /// The newest revision of `order_id` known here (written or read by
+    /// this instance, or handed over by the watch); `None` when the order
+    /// is not held (never seen, or listed no more and settled).
+    pub(crate) fn revision(&self, order_id: &str) -> Option<u64> {
+        let unsettled = self.unsettled.get(order_id).map(|u| u.revision);
+        let recent = self.created.get(order_id).and_then(|created| {
+            self.recent
+                .get(&(*created, order_id.to_owned()))
+                .map(|(revision, _)| *revision)
+        });
+        unsettled.max(recent)
+    }
+
     /// Ids of the unsettled orders a leader at `epoch` should see to,
     /// oldest first: decided ones not announced, last written by an older
     /// leader or by itself before `stale_before` (their request gave up);
@@ -251,6 +264,23 @@ mod tests {
             "o-00900"
         );
         assert!(!Index::new(10).list(&ListOrders::default(), 10).truncated);
+    }
+
+    /// The newest revision known of an order, listed or unsettled.
+    #[test]
+    fn the_newest_revision_of_an_order_is_known() {
+        let mut index = Index::new(1);
+        assert_eq!(index.revision("o-00000"), None);
+        index.remember(3, order(0, OrderStatus::Pending, false));
+        assert_eq!(index.revision("o-00000"), Some(3));
+        index.remember(5, order(0, OrderStatus::Filled, true));
+        index.remember(4, order(0, OrderStatus::Filled, false));
+        assert_eq!(index.revision("o-00000"), Some(5), "a late older read");
+        // Pushed out of the listing while unsettled: still known.
+        index.remember(6, order(1, OrderStatus::Pending, false));
+        index.remember(7, order(2, OrderStatus::Filled, true));
+        assert_eq!(index.revision("o-00001"), Some(6));
+        assert_eq!(index.revision("o-00002"), Some(7));
     }
 
     #[test]

@@ -396,6 +396,19 @@ impl OrderStore {
             .unannounced_fills(symbol)
     }
 
+    /// Whether `order_id` is known to have been written since `revision`:
+    /// by another writer of this instance (a duplicate request, the sweep),
+    /// whose writes the index takes as they land, or by an older leader,
+    /// once the index has caught up with the fence. Answered from memory;
+    /// `false` when the index does not hold the order.
+    pub(crate) fn written_since(&self, order_id: &str, revision: u64) -> bool {
+        self.index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .revision(order_id)
+            .is_some_and(|known| known > revision)
+    }
+
     /// The order id for `client_order_id`: `candidate` if this call is the
     /// first to claim it, otherwise the id the first claim stored.
     pub(crate) async fn claim(
