@@ -578,6 +578,33 @@ async fn positions_after(conn: &aegis_sdk::Connection, instance: &str, sequence:
     positions_of(conn, instance).await.unwrap()
 }
 
+/// A fill whose quantity is not positive is no fill order-service makes:
+/// it is passed over, said in the log, and the fills after it count. Taken
+/// as it came, a sell of -5 was counted as a buy of 5, and a sell of
+/// i64::MIN overflowed when signed — a panic that ended the fill follower
+/// (debug builds), a wrap that turned the sell into a huge short (release).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_of_no_positive_quantity_is_passed_over() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let svc = risk::start(&conn, risk_options("risk-a")).await.unwrap();
+    for (order_id, side, quantity) in [
+        ("bad-1", Side::Sell, -5),
+        ("bad-2", Side::Sell, i64::MIN),
+        ("bad-3", Side::Buy, 0),
+    ] {
+        publish_fill(&conn, &fill(order_id, "AAPL", side, quantity))
+            .await
+            .unwrap();
+    }
+    let seq = publish_fill(&conn, &fill("good", "AAPL", Side::Buy, 10))
+        .await
+        .unwrap();
+    let positions = positions_after(&conn, "risk-a", seq).await;
+    assert_eq!(positions.positions.get("AAPL"), Some(&10), "{positions:?}");
+    svc.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn positions_survive_a_restart_under_the_same_id() {
     let nats = server();

@@ -150,8 +150,9 @@ impl Book {
     /// Applies the fill stored at `sequence` at `stored`, unless it was
     /// applied before: a repeat of a recent fill, or a sequence at or below
     /// the last one applied (a redelivery, or a replay of fills a restored
-    /// snapshot holds — remembered, not applied) or one that would take the
-    /// position past what an i64 holds (logged, not applied). Returns
+    /// snapshot holds — remembered, not applied), one whose quantity is not
+    /// positive, or one that would take the position past what an i64
+    /// holds (both logged, not applied). Returns
     /// whether it changed the positions.
     pub(crate) fn apply(
         &mut self,
@@ -159,6 +160,20 @@ impl Book {
         stored: DateTime<Utc>,
         fill: &OrderFilled,
     ) -> bool {
+        if fill.quantity <= 0 {
+            // No fill order-service makes: signed, a negative quantity
+            // would count a sell as a buy (and i64::MIN overflow). Passed
+            // over, not remembered: a good fill of the order still counts.
+            error!(
+                sequence,
+                order_id = %fill.order_id,
+                symbol = %fill.symbol,
+                quantity = fill.quantity,
+                "a fill whose quantity is not positive; not applied"
+            );
+            self.pass(sequence);
+            return false;
+        }
         if sequence <= self.view.last_event_sequence {
             self.recent.insert(&fill.order_id, sequence, stored);
             return false;
