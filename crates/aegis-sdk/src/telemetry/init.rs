@@ -4,6 +4,8 @@
 //! docs require. The SDK itself never installs a subscriber; a binary
 //! calls this (or builds its own subscriber) once, first thing in `main`.
 
+use std::{ffi::OsString, io::IsTerminal};
+
 use tracing_subscriber::{EnvFilter, filter::LevelFilter, prelude::*};
 
 use super::log_layer::{LogForwarder, NatsLogLayer};
@@ -26,7 +28,10 @@ pub enum InitError {
 }
 
 /// Installs the process's `tracing` subscriber: lines printed to stdout,
-/// filtered by `RUST_LOG` (default [`DEFAULT_LOG_FILTER`]), and WARN and
+/// filtered by `RUST_LOG` (default [`DEFAULT_LOG_FILTER`]) and coloured
+/// only when stdout is a terminal and `NO_COLOR` is unset or empty (a
+/// service whose output systemd, docker or Kubernetes collects into a
+/// file or a pipe gets plain lines), and WARN and
 /// ERROR events forwarded to `aegis.log.{service}.{instance}` (stream
 /// `AEGIS_LOG`), where the monitor shows them next to the instance.
 ///
@@ -66,11 +71,39 @@ pub fn init() -> Result<LogForwarder, InitError> {
     };
     let (nats_logs, forwarder) = NatsLogLayer::new();
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_filter(filter))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(colour(
+                    std::io::stdout().is_terminal(),
+                    std::env::var_os("NO_COLOR"),
+                ))
+                .with_filter(filter),
+        )
         // Its own filter: added bare, its "WARN and up only" would be the
         // whole subscriber's, and silence the printed INFO lines too.
         .with(nats_logs.with_filter(LevelFilter::WARN))
         .try_init()
         .map_err(InitError::AlreadyInstalled)?;
     Ok(forwarder)
+}
+
+/// Whether printed lines are coloured: only on a terminal (a file or a
+/// pipe would keep the escape codes), and never with `NO_COLOR` set to
+/// anything but the empty string (<https://no-color.org>).
+fn colour(terminal: bool, no_color: Option<OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some(OsString::new())), "NO_COLOR= is unset");
+        assert!(!colour(true, Some("1".into())));
+        assert!(!colour(false, None), "a file or a pipe");
+        assert!(!colour(false, Some("1".into())));
+    }
 }
