@@ -76,6 +76,9 @@ pub async fn serve(config: MonitorConfig, shutdown: CancellationToken) -> anyhow
     // to start says so before it binds its port or logs that it starts.
     crate::auth::Authenticator::check(&config)
         .map_err(|e| anyhow::Error::new(StartError::from(e)).context("starting the monitor"))?;
+    for warning in crate::auth::Authenticator::warnings(&config) {
+        tracing::warn!("{warning}");
+    }
     let addr = config.listen_addr();
     // Listening first: a port in use fails at once rather than once NATS
     // answers, and the probes get an answer while the state starts.

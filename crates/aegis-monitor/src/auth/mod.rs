@@ -114,6 +114,14 @@ pub struct Principal {
     pub role: Role,
 }
 
+/// Below this many characters a configured admin or viewer token is
+/// warned about.
+const MIN_TOKEN_CHARS: usize = 16;
+
+/// Below this many characters the session secret is warned about (what
+/// `aegis up` and the Helm chart generate is longer).
+const MIN_SESSION_SECRET_CHARS: usize = 32;
+
 /// Why the monitor refuses to start with this authentication setup.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthConfigError {
@@ -156,6 +164,44 @@ impl Authenticator {
     /// would refuse it: what the monitor does before any I/O.
     pub(crate) fn check(config: &MonitorConfig) -> Result<(), AuthConfigError> {
         Self::tokens(config).map(drop)
+    }
+
+    /// What is weak in the authentication setup, one line each, never a
+    /// secret's value: a short admin or viewer token (online guessing), a
+    /// short session secret (the key of the cookies' MAC: whoever holds one
+    /// cookie, a viewer's included, may guess it offline and sign an admin
+    /// cookie). [`crate::serve`] logs them once, after its check; they are
+    /// not logged by [`check`](Self::check) or [`from_config`](Self::from_config),
+    /// which a start runs several times.
+    pub(crate) fn warnings(config: &MonitorConfig) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (role, token) in [
+            (Role::Admin, &config.admin_token),
+            (Role::Viewer, &config.viewer_token),
+        ] {
+            if token
+                .as_ref()
+                .is_some_and(|t| t.expose().chars().count() < MIN_TOKEN_CHARS)
+            {
+                warnings.push(format!(
+                    "the {role} token is shorter than {MIN_TOKEN_CHARS} characters; use a long \
+                     random token"
+                ));
+            }
+        }
+        if config
+            .session_secret
+            .as_ref()
+            .is_some_and(|s| s.expose().chars().count() < MIN_SESSION_SECRET_CHARS)
+        {
+            warnings.push(format!(
+                "the session secret is shorter than {MIN_SESSION_SECRET_CHARS} characters \
+                 (AEGIS_SESSION_SECRET, --session-secret): it signs the session cookies, and \
+                 whoever holds one cookie may guess a short one offline and sign an admin \
+                 cookie; use a long random secret (`openssl rand -hex 32`)"
+            ));
+        }
+        warnings
     }
 
     /// The configured tokens; none only with `insecure_dev`.

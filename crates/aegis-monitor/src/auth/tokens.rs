@@ -99,6 +99,14 @@ pub enum TokenConfigError {
         /// The file.
         path: PathBuf,
     },
+    /// The admin and the viewer token are the same: the viewer token would
+    /// sign in as admin (a token names one role, the higher one wins).
+    #[error(
+        "AEGIS_ADMIN_TOKEN (--admin-token) and AEGIS_VIEWER_TOKEN (--viewer-token) are the same \
+         token, so whoever holds the viewer token would sign in as admin: give each role a \
+         token of its own"
+    )]
+    SameToken,
 }
 
 /// One known token: who it is and the digest of its secret.
@@ -106,6 +114,9 @@ pub enum TokenConfigError {
 pub(crate) struct TokenEntry {
     pub(crate) principal: Principal,
     pub(crate) digest: [u8; 32],
+    /// Where it was configured, as an error names it: the setting, or the
+    /// token file's line.
+    origin: String,
 }
 
 impl std::fmt::Debug for TokenEntry {
@@ -127,15 +138,21 @@ impl TokenSet {
         if token.trim().is_empty() {
             return Err(TokenConfigError::Empty { role });
         }
-        if token.len() < 16 {
-            tracing::warn!(role = %role, "the {role} token is shorter than 16 characters; use a long random token");
+        let digest = digest(token);
+        if self.entries.iter().any(|e| e.digest == digest) {
+            return Err(TokenConfigError::SameToken);
         }
+        let origin = match role {
+            Role::Admin => "AEGIS_ADMIN_TOKEN (--admin-token)",
+            Role::Viewer => "AEGIS_VIEWER_TOKEN (--viewer-token)",
+        };
         self.entries.push(TokenEntry {
             principal: Principal {
                 name: role.as_str().to_owned(),
                 role,
             },
-            digest: digest(token),
+            digest,
+            origin: origin.to_owned(),
         });
         Ok(())
     }
@@ -178,12 +195,30 @@ impl TokenSet {
             let digest: [u8; 32] = unhex(&hash.trim().to_ascii_lowercase())
                 .and_then(|v| v.try_into().ok())
                 .ok_or_else(|| bad("the digest must be 64 hex digits (SHA-256)"))?;
+            // One token, two roles: whoever holds it as the lower role
+            // would sign in as the higher one.
+            if let Some(other) = self
+                .entries
+                .iter()
+                .find(|e| e.digest == digest && e.principal.role != role)
+            {
+                return Err(bad(&format!(
+                    "the {role} `{name}` has the same token as {} (role {}): give each role \
+                     a token of its own",
+                    other.origin, other.principal.role
+                )));
+            }
             self.entries.push(TokenEntry {
                 principal: Principal {
                     name: name.to_owned(),
                     role,
                 },
                 digest,
+                origin: format!(
+                    "the {role} `{name}` on line {} of {}",
+                    i + 1,
+                    path.display()
+                ),
             });
         }
         if self.entries.len() == before {
@@ -297,6 +332,38 @@ mod tests {
             TokenSet::default().add_file(Path::new("/nonexistent/tokens")),
             Err(TokenConfigError::Read { .. })
         ));
+    }
+
+    /// One token never holds two roles: the lower one would sign in as the
+    /// higher. The refusal names where each was configured, not the token.
+    #[test]
+    fn one_token_for_two_roles_is_refused() {
+        let mut set = TokenSet::default();
+        set.add_plain(Role::Admin, "shared-token-0123456789")
+            .unwrap();
+        let error = set
+            .add_plain(Role::Viewer, "shared-token-0123456789")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("AEGIS_ADMIN_TOKEN") && error.contains("AEGIS_VIEWER_TOKEN"),
+            "{error}"
+        );
+        assert!(!error.contains("shared-token"), "{error}");
+
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "admin:ops:{}", hash_token("t-ops")).unwrap();
+        writeln!(f, "viewer:grafana:{}", hash_token("t-ops")).unwrap();
+        let error = TokenSet::default()
+            .add_file(f.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("line 2")
+                && error.contains("`grafana`")
+                && error.contains("`ops` on line 1"),
+            "{error}"
+        );
     }
 
     #[test]
