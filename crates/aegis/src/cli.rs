@@ -866,7 +866,7 @@ mod tests {
             err.starts_with("no `aegis up` is running with state in"),
             "{err}"
         );
-        std::fs::write(dir.path().join("up.pid"), std::process::id().to_string()).unwrap();
+        crate::up::supervisor::write_pid(&dir.path().join("up.pid"), std::process::id()).unwrap();
         let err = showcase_nats_url_in(dir.path()).unwrap_err();
         assert!(crate::service::transient(&err), "a service waits on it");
         assert!(err.to_string().contains("is still starting"), "{err}");

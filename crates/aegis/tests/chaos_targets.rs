@@ -107,13 +107,15 @@ async fn kill_service_kills_the_holder_of_the_election_key() {
     // stand-in processes; this test process is its `aegis up`.
     let state = tempfile::tempdir().unwrap();
     std::fs::create_dir(state.path().join("pids")).unwrap();
-    std::fs::write(state.path().join("up.pid"), std::process::id().to_string()).unwrap();
+    aegis::up::supervisor::write_pid(&state.path().join("up.pid"), std::process::id()).unwrap();
     let mut stands = Vec::new();
     for name in ["order-a", "order-b"] {
         let child = Command::new("sleep").arg("600").spawn().unwrap();
-        std::fs::write(
-            state.path().join("pids").join(format!("{name}.pid")),
-            child.id().to_string(),
+        // As `aegis up` writes them: a pid file counts only for the
+        // process it was written for.
+        aegis::up::supervisor::write_pid(
+            &state.path().join("pids").join(format!("{name}.pid")),
+            child.id(),
         )
         .unwrap();
         stands.push((name, Stand(child)));

@@ -82,12 +82,13 @@ async fn the_tools_find_a_showcase_by_its_state_directory() {
 }
 
 /// `dir` made to look like the state directory of a running `aegis up`:
-/// its `up.pid` names this (live) test process, its credentials file names
+/// its `up.pid` names this (live) test process (written as `aegis up` writes
+/// it, with its start time), its credentials file names
 /// an operator, and, when given, its `nats-url` file names `url` (none: a
 /// showcase whose NATS is not up yet).
 fn fake_showcase(dir: &Path, url: Option<&str>) {
     std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("up.pid"), std::process::id().to_string()).unwrap();
+    aegis::up::supervisor::write_pid(&dir.join("up.pid"), std::process::id()).unwrap();
     std::fs::write(
         dir.join("credentials"),
         "AEGIS_NATS_USER=operator\nAEGIS_NATS_PASSWORD=secret\n",

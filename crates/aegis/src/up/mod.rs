@@ -46,7 +46,6 @@ use aegis_sdk::{
 };
 use anyhow::{Context, bail};
 use clap::Args;
-use nix::unistd::Pid;
 use tokio_util::sync::CancellationToken;
 
 use crate::permissions::{MONITOR_USER, OPERATOR_USER, Role, ServiceRole};
@@ -955,23 +954,31 @@ fn shell_quoted(text: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// A pid file that keeps two `aegis up` from sharing one state directory.
+/// One left behind by an `aegis up` that did not stop cleanly is taken
+/// over: its pid counts only while it is the process the file was written
+/// for ([`supervisor::check_pid`]), so a pid reused since is never taken
+/// for a running `aegis up`, nor offered to `kill`.
 struct PidLock(PathBuf);
 
 impl PidLock {
     fn acquire(path: &Path) -> anyhow::Result<PidLock> {
-        if let Ok(text) = std::fs::read_to_string(path)
-            && let Ok(pid) = text.trim().parse::<i32>()
-            && pid != std::process::id() as i32
-            && nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok()
-        {
-            bail!(
+        let dir = || {
+            path.parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        };
+        match supervisor::check_pid(path) {
+            supervisor::PidFile::Live(pid) if pid != std::process::id() as i32 => bail!(
                 "aegis up is already running (pid {pid}) with state in {}; stop it with Ctrl-C or `kill {pid}` first",
-                path.parent()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default()
-            );
+                dir()
+            ),
+            supervisor::PidFile::Reused { pid, program } => say(&format!(
+                "{} is stale (left by an aegis up that did not stop cleanly): pid {pid} is now another process ({program}); taking the state directory over",
+                path.display()
+            )),
+            _ => {}
         }
-        std::fs::write(path, std::process::id().to_string())
+        supervisor::write_pid(path, std::process::id())
             .with_context(|| format!("writing {}", path.display()))?;
         Ok(PidLock(path.to_owned()))
     }
@@ -979,7 +986,7 @@ impl PidLock {
 
 impl Drop for PidLock {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        supervisor::remove_pid(&self.0);
     }
 }
 

@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Context, bail};
 use nix::{sys::signal::Signal, unistd::Pid};
 
-use super::supervisor;
+use super::supervisor::{self, PidFile};
 
 /// How long a NATS node in lame duck mode may take to exit: its grace
 /// period and `lame_duck_duration` (1 s + 30 s in `aegis up`'s configs),
@@ -39,14 +39,14 @@ impl Remote {
         Self { dir: dir.into() }
     }
 
-    /// Whether that `aegis up` runs: its `up.pid` names a live process.
-    /// (A killed `aegis up` leaves the file behind, and nothing obeys a
+    /// Whether that `aegis up` runs: its `up.pid` names the process it was
+    /// written for, still running. (A killed `aegis up` leaves the file
+    /// behind, its pid may be another process's since, and nothing obeys a
     /// control file then.)
     pub fn up_running(&self) -> bool {
-        std::fs::read_to_string(self.dir.join("up.pid"))
-            .ok()
-            .and_then(|text| text.trim().parse().ok())
-            .is_some_and(process_alive)
+        supervisor::check_pid(&self.dir.join("up.pid"))
+            .live()
+            .is_some()
     }
 
     /// The NATS nodes that `aegis up` runs (`n1`, ...; none on an external
@@ -55,24 +55,46 @@ impl Remote {
         super::nats::read_nodes(&self.dir)
     }
 
-    /// The pid of child `name` (`order-1`, `nats-n2`), when it has a pid file.
+    /// The pid in child `name`'s pid file (`order-1`, `nats-n2`), when it
+    /// has one, whatever process has that pid now; see
+    /// [`live_pid`](Self::live_pid).
     pub fn pid(&self, name: &str) -> Option<i32> {
         supervisor::read_pid(&self.dir, name)
     }
 
-    /// Whether child `name` runs (a zombie or a missing pid file is gone).
-    pub fn alive(&self, name: &str) -> bool {
-        self.pid(name).is_some_and(process_alive)
+    /// The pid of child `name` while it runs: its pid file names the
+    /// process it was written for (see [`supervisor::check_pid`]).
+    pub fn live_pid(&self, name: &str) -> Option<i32> {
+        self.check(name).live()
     }
 
-    /// Sends `signal` to child `name`; returns its pid.
+    /// Whether child `name` runs (a zombie, a missing or a stale pid file
+    /// is gone).
+    pub fn alive(&self, name: &str) -> bool {
+        self.live_pid(name).is_some()
+    }
+
+    fn check(&self, name: &str) -> PidFile {
+        supervisor::check_pid(&supervisor::pid_path(&self.dir, name))
+    }
+
+    /// Sends `signal` to child `name`; returns its pid. A pid file whose
+    /// pid is now another process's (stale, left by an `aegis up` that did
+    /// not stop cleanly) is refused: that process is not signalled.
     ///
     /// # Errors
-    /// When it does not run or cannot be signalled.
+    /// When it does not run, its pid file is stale, or it cannot be
+    /// signalled.
     pub fn signal(&self, name: &str, signal: Signal) -> anyhow::Result<i32> {
-        let pid = self
-            .pid(name)
-            .with_context(|| format!("{name} is not running (no pid file)"))?;
+        let pid = match self.check(name) {
+            PidFile::Live(pid) => pid,
+            PidFile::Missing => bail!("{name} is not running (no pid file)"),
+            PidFile::Gone(pid) => bail!("{name} is not running (pid {pid} has exited)"),
+            PidFile::Reused { pid, program } => bail!(
+                "{name}'s pid file is stale: pid {pid} is now another process ({program}), \
+                 not the one `aegis up` started as {name}; it was not signalled"
+            ),
+        };
         nix::sys::signal::kill(Pid::from_raw(pid), signal)
             .with_context(|| format!("sending {signal} to {name} (pid {pid})"))?;
         Ok(pid)
@@ -120,7 +142,7 @@ impl Remote {
         within: Duration,
     ) -> anyhow::Result<Duration> {
         let started = Instant::now();
-        while self.pid(name) == Some(pid) && process_alive(pid) {
+        while self.live_pid(name) == Some(pid) {
             if started.elapsed() > within {
                 bail!("{name} (pid {pid}) did not stop within {within:?}");
             }
@@ -150,10 +172,7 @@ impl Remote {
     ) -> anyhow::Result<i32> {
         let started = Instant::now();
         loop {
-            if let Some(pid) = self
-                .pid(name)
-                .filter(|p| Some(*p) != old && process_alive(*p))
-            {
+            if let Some(pid) = self.live_pid(name).filter(|p| Some(*p) != old) {
                 return Ok(pid);
             }
             if started.elapsed() > within {

@@ -176,7 +176,7 @@ impl Supervisor {
             .start_kill()
             .with_context(|| format!("killing {name}"))?;
         child.wait().await?;
-        let _ = std::fs::remove_file(self.pid_path(name));
+        remove_pid(&self.pid_path(name));
         Ok(())
     }
 
@@ -195,7 +195,7 @@ impl Supervisor {
             .child
             .take()
             .with_context(|| format!("{name} is not running"))?;
-        let _ = std::fs::remove_file(self.pid_path(name));
+        remove_pid(&self.pid_path(name));
         match tokio::time::timeout(timeout, child.wait()).await {
             Ok(status) => Ok(status?),
             Err(_) => {
@@ -269,7 +269,7 @@ impl Supervisor {
                 && let Ok(Some(status)) = child.try_wait()
             {
                 slot.child = None;
-                let _ = std::fs::remove_file(pid_path(&self.state_dir, &name));
+                remove_pid(&pid_path(&self.state_dir, &name));
                 if slot.stopping {
                     // Stopped on purpose (SIGTERM or SIGINT through `signal`;
                     // `kill` reaps its child itself): not a crash.
@@ -335,14 +335,14 @@ impl Supervisor {
                         }
                     }
                 }
-                let _ = std::fs::remove_file(pid_path(&self.state_dir, &slot.spec.name));
+                remove_pid(&pid_path(&self.state_dir, &slot.spec.name));
             }
         }
     }
 }
 
 /// Where child `name`'s pid file is.
-fn pid_path(state_dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn pid_path(state_dir: &Path, name: &str) -> PathBuf {
     state_dir.join("pids").join(format!("{name}.pid"))
 }
 
@@ -381,7 +381,7 @@ fn spawn(state_dir: &Path, spec: &ChildSpec) -> anyhow::Result<Child> {
     let child = spawner::spawn(cmd)
         .with_context(|| format!("starting {} ({})", spec.name, spec.program.display()))?;
     if let Some(pid) = child.id() {
-        std::fs::write(pid_path(state_dir, &spec.name), pid.to_string())?;
+        write_pid(&pid_path(state_dir, &spec.name), pid)?;
     }
     Ok(child)
 }
@@ -528,6 +528,137 @@ fn parent_of(pid: i32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after_name = &stat[stat.rfind(')')? + 1..];
     after_name.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Writes `pid` to the pid file at `path`, and beside it (`PATH.start`)
+/// what tells that process from a later one given the same pid: its start
+/// time (field 22 of `/proc/PID/stat`, clock ticks after boot) and the
+/// boot it started in (`/proc/sys/kernel/random/boot_id`). A pid alone
+/// names whatever process has it now: the pid files of an `aegis up` that
+/// died without its clean-up (SIGKILL, OOM, power loss) stay behind, and
+/// low pids are reused at once after a reboot. The pid file itself holds
+/// only the pid, as before (`kill $(cat pids/NAME.pid)` and older readers
+/// go on working).
+///
+/// # Errors
+/// When the pid file cannot be written.
+pub fn write_pid(path: &Path, pid: u32) -> std::io::Result<()> {
+    let start = start_path(path);
+    match i32::try_from(pid).ok().and_then(identity) {
+        Some(identity) => std::fs::write(&start, identity)?,
+        None => {
+            let _ = std::fs::remove_file(&start);
+        }
+    }
+    std::fs::write(path, pid.to_string())
+}
+
+/// Removes a pid file written by [`write_pid`], and its start file.
+pub fn remove_pid(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    let _ = std::fs::remove_file(start_path(path));
+}
+
+/// What a pid file says of its process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PidFile {
+    /// No pid file (or none with a pid in it).
+    Missing,
+    /// The process the file was written for, still running.
+    Live(i32),
+    /// Its process exited (or is a zombie, not yet reaped).
+    Gone(i32),
+    /// Stale: the pid now belongs to another process (named by its
+    /// `comm`), which must not be signalled.
+    Reused {
+        /// The pid in the file.
+        pid: i32,
+        /// The program that has it now.
+        program: String,
+    },
+}
+
+impl PidFile {
+    /// The pid of the process the file was written for, while it runs.
+    pub fn live(&self) -> Option<i32> {
+        match self {
+            PidFile::Live(pid) => Some(*pid),
+            _ => None,
+        }
+    }
+}
+
+/// Reads the pid file at `path` and checks that its pid is still the
+/// process it was written for: the start time and boot recorded beside
+/// it match. A file without them (written by an older `aegis up`) is taken
+/// conservatively: its process counts only when its program is `aegis` or
+/// `nats-server` (`/proc/PID/exe`, or the first word of its command line
+/// when that cannot be read), the only programs `aegis up` runs.
+pub fn check_pid(path: &Path) -> PidFile {
+    let Some(pid) = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok())
+    else {
+        return PidFile::Missing;
+    };
+    if !super::remote::process_alive(pid) {
+        return PidFile::Gone(pid);
+    }
+    let same = match std::fs::read_to_string(start_path(path)) {
+        Ok(recorded) => identity(pid).is_some_and(|now| now == recorded.trim()),
+        Err(_) => program_of(pid).is_some_and(|p| p == "aegis" || p == "nats-server"),
+    };
+    if same {
+        PidFile::Live(pid)
+    } else {
+        let program = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|c| c.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".to_owned());
+        // Gone meanwhile: then it is just gone.
+        if super::remote::process_alive(pid) {
+            PidFile::Reused { pid, program }
+        } else {
+            PidFile::Gone(pid)
+        }
+    }
+}
+
+/// Where the start file of the pid file at `path` is.
+fn start_path(path: &Path) -> PathBuf {
+    let mut start = path.as_os_str().to_owned();
+    start.push(".start");
+    PathBuf::from(start)
+}
+
+/// `pid`'s start time and the boot it started in, as a start file holds
+/// them: `TICKS BOOT_ID`.
+fn identity(pid: i32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22; the fields after the parenthesised command name start at
+    // field 3 (the state).
+    let start: u64 = stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()?;
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    Some(format!("{start} {}", boot.trim()))
+}
+
+/// The file name of `pid`'s program: of `/proc/PID/exe` (a binary
+/// replaced since it started reads `NAME (deleted)`), else of the first
+/// word of its command line (another user's process hides its exe).
+fn program_of(pid: i32) -> Option<String> {
+    let path = match std::fs::read_link(format!("/proc/{pid}/exe")) {
+        Ok(exe) => exe,
+        Err(_) => {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let first = cmdline.split(|b| *b == 0).next()?;
+            PathBuf::from(String::from_utf8_lossy(first).into_owned())
+        }
+    };
+    let name = path.file_name()?.to_str()?;
+    Some(name.strip_suffix(" (deleted)").unwrap_or(name).to_owned())
 }
 
 /// Reads the pid of a running showcase child from its pid file.
