@@ -1,4 +1,6 @@
-// Tabs on Radix Tabs: arrow keys move between tabs, the panel follows.
+// Tabs on Radix Tabs: arrow keys move between tabs, the panel follows. The
+// row wraps when it is wider than its box (a phone): a row that scrolled
+// sideways hid its last tab past the edge with nothing to say it was there.
 "use client";
 
 import * as React from "react";
@@ -14,7 +16,7 @@ export const TabsList = React.forwardRef<
 >(({ className, ...props }, ref) => (
   <TabsPrimitive.List
     ref={ref}
-    className={cn("inline-flex h-10 max-w-full items-center gap-1 overflow-x-auto rounded-md bg-muted p-1 text-muted-foreground", className)}
+    className={cn("inline-flex min-h-10 max-w-full flex-wrap items-center gap-1 rounded-md bg-muted p-1 text-muted-foreground", className)}
     {...props}
   />
 ));
