@@ -205,6 +205,13 @@ describe("FailoverTimeline across the unread middle of a truncated window", () =
   });
 
   it("gives endedAt as a time the term ended after, not at", async () => {
+    // On the day of the records: a time of another day is shown with its
+    // date, and this test ran on the real clock (it failed from the next day on).
+    vi.useFakeTimers({ toFake: ["Date"] });
+    vi.setSystemTime(Date.parse("2026-12-05T05:00:00.000Z"));
+    onTestFinished(() => {
+      vi.useRealTimers();
+    });
     answer([before(), after()], true);
     renderWith(liveView({ instanceId: "order-2", status: "ACTIVE", epoch: 9 }));
     const rows = await screen.findAllByTestId("timeline-term");
