@@ -417,6 +417,60 @@ async fn a_killed_instance_is_routed_around_without_failed_idempotent_calls() {
     assert_eq!(selectable, ["fo-a", "fo-b"]);
 }
 
+/// A frozen instance (a hung process: its subscriptions stay, nothing
+/// answers, its record is not refreshed) costs a caller one attempt's
+/// timeout, not one call in every few until its record expires; once it
+/// runs again, its next record has it picked again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_instance_costs_a_caller_one_attempt_timeout() {
+    let nats = server();
+    let client = connect(&nats.url()).await;
+    let _alive = instances(&nats.url(), "frozen-service", &["fz-a", "fz-b"]).await;
+    let mut frozen = ChildInstance::spawn(
+        "child_instance",
+        &nats.url(),
+        "frozen-service",
+        "fz-frozen",
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+    );
+    wait_selectable(&client, "frozen-service", 3).await;
+    frozen.freeze();
+    let attempt = Duration::from_millis(300);
+    let opts = CallOptions {
+        timeout: Some(Duration::from_secs(5)),
+        idempotent: true,
+        attempt_timeout: Some(attempt),
+        ..Default::default()
+    };
+    let mut waited = Vec::new();
+    for _ in 0..12 {
+        let started = Instant::now();
+        let served = whoami(&client, "frozen-service", &opts).await.unwrap();
+        assert_ne!(served, "fz-frozen");
+        waited.push(started.elapsed());
+    }
+    let timed_out = waited.iter().filter(|w| **w >= attempt).count();
+    assert_eq!(
+        timed_out, 1,
+        "only the first call sent to the frozen instance waits for it: {waited:?}"
+    );
+    frozen.thaw();
+    eventually(
+        Duration::from_secs(15),
+        "the thawed instance is called again",
+        || {
+            let (client, opts) = (client.clone(), opts.clone());
+            async move {
+                whoami(&client, "frozen-service", &opts)
+                    .await
+                    .is_ok_and(|served| served == "fz-frozen")
+            }
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "helper: the child process of a_killed_instance_is_routed_around_without_failed_idempotent_calls"]
 async fn child_instance() {
@@ -451,9 +505,13 @@ async fn idempotent_calls_retry_elsewhere_when_an_attempt_times_out() {
         );
     }
     // Not idempotent: the attempt on the slow instance is not repeated.
+    // A caller of its own: the one above no longer picks slow-1, which
+    // timed out, until it writes a newer record.
+    let fresh = connect(&nats.url()).await;
+    wait_selectable(&fresh, "hang-service", 2).await;
     let mut timeouts = 0;
     for _ in 0..2 {
-        let r = client
+        let r = fresh
             .rpc()
             .call_with::<_, String>(
                 "hang-service",

@@ -41,6 +41,7 @@ mod config;
 mod error;
 pub mod leaders;
 mod net;
+pub mod process;
 mod server;
 mod support;
 pub mod wait;

@@ -332,13 +332,7 @@ impl NatsServer {
         let Some(child) = self.child.as_mut() else {
             return false;
         };
-        matches!(child.try_wait(), Ok(None))
-            && Command::new("kill")
-                .args([signal, &child.id().to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
+        matches!(child.try_wait(), Ok(None)) && crate::process::signal(child.id(), signal)
     }
 
     /// Puts the server in lame duck mode (SIGUSR2), the first step of a
@@ -387,16 +381,8 @@ impl NatsServer {
         if !self.signal("-STOP") {
             return;
         }
-        let Some(pid) = self.pid() else {
-            return;
-        };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !all_threads_stopped(pid) {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server (pid {pid}) was sent SIGSTOP but did not stop within 5 s"
-            );
-            std::thread::sleep(Duration::from_millis(1));
+        if let Some(pid) = self.pid() {
+            crate::process::wait_stopped(pid, "nats-server");
         }
     }
 
@@ -561,20 +547,4 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// Whether every thread of process `pid` is stopped (state `T` in
-/// `/proc/{pid}/task/*/stat`); `true` where `/proc` cannot tell.
-fn all_threads_stopped(pid: u32) -> bool {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return true;
-    };
-    tasks.flatten().all(|task| {
-        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
-            // "tid (name) state ...": the name may hold spaces or parentheses.
-            stat.rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next())
-                == Some("T")
-        })
-    })
 }

@@ -169,21 +169,24 @@ impl DiscoveryIndex {
     }
 
     /// An ACTIVE instance of `service` serving `method` that this process
-    /// evicted: what a call tries again, after a pause, when no other
-    /// instance is left. The evicted ones take turns: the first after
-    /// `after` (by id), or the first of all.
+    /// evicted, other than those in `except`: what a call tries again,
+    /// after a pause, when no other instance is left. The evicted ones
+    /// take turns: the first after `after` (by id), or the first of all.
     pub(crate) fn evicted(
         &self,
         service: &str,
         method: Option<&str>,
         after: Option<&str>,
+        except: &[Arc<str>],
     ) -> Option<Arc<Member>> {
         let services = self.lock();
         let candidates: Vec<Member> = services
             .get(service)?
             .candidates
             .iter()
-            .filter(|(_, c)| c.active && c.evicted_at.is_some())
+            .filter(|(id, c)| {
+                c.active && c.evicted_at.is_some() && !except.iter().any(|e| **e == ***id)
+            })
             .map(|(id, c)| c.member(id))
             .filter(|m| m.serves(method))
             .collect();
@@ -408,7 +411,7 @@ mod tests {
         assert_eq!(pick(&index, "svc"), None);
         assert_eq!(
             index
-                .evicted("svc", Some("m"), None)
+                .evicted("svc", Some("m"), None, &[])
                 .map(|m| m.id.to_string()),
             Some("a".to_owned())
         );
@@ -417,14 +420,25 @@ mod tests {
         index.evict("svc", "b");
         let next = |after| {
             index
-                .evicted("svc", Some("m"), after)
+                .evicted("svc", Some("m"), after, &[])
                 .map(|m| m.id.to_string())
         };
         assert_eq!(next(Some("a")).as_deref(), Some("b"));
         assert_eq!(next(Some("b")).as_deref(), Some("a"));
+        // Never one the call says not to try again.
+        let except: [Arc<str>; 1] = ["b".into()];
+        for after in [None, Some("a"), Some("b")] {
+            assert_eq!(
+                index
+                    .evicted("svc", Some("m"), after, &except)
+                    .map(|m| m.id.to_string())
+                    .as_deref(),
+                Some("a")
+            );
+        }
         index.restore("svc", "b");
         index.restore("svc", "a");
-        assert!(index.evicted("svc", Some("m"), None).is_none());
+        assert!(index.evicted("svc", Some("m"), None, &[]).is_none());
         assert_eq!(pick(&index, "svc").as_deref(), Some("a"));
     }
 

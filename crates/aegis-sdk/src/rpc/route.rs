@@ -5,8 +5,9 @@
 //! deadline.
 //!
 //! - [`ByDiscovery`] picks from this process's registry view by the call's
-//!   strategy; an instance that had no responder is evicted from the view,
-//!   one that refused or timed out is not tried again by this call, and
+//!   strategy; an instance that had no responder or timed out is evicted
+//!   from the view (until its next record or its next answer), one that
+//!   refused is not tried again by this call, and
 //!   under [`Strategy::LeastLatency`] each attempt feeds the instance's
 //!   call statistics.
 //! - [`ToLeader`] picks the holder of the group's election key; an attempt
@@ -227,7 +228,11 @@ fn classify(call: &Call<'_>, error: RpcError, refused: bool) -> (Next, Option<Fa
             Next::Retry(call.timed_out()),
             Some(Failure::TimedOut(timeout)),
         ),
-        RpcError::Timeout { .. } => (Next::Fail(call.timed_out()), None),
+        // Not retried (it may have run), but the picker learns of it.
+        RpcError::Timeout { timeout, .. } => (
+            Next::Fail(call.timed_out()),
+            Some(Failure::TimedOut(timeout)),
+        ),
         // Our own connection dropped; the instance is not to blame.
         e @ RpcError::ConnectionLost { .. } if retry_allowed => (Next::Retry(e), None),
         // It ran: only a call that may run twice goes on.
@@ -352,9 +357,12 @@ impl super::RpcClient {
                     }
                     last_err = Some(e);
                 }
-                (Next::Fail(e), _) => {
+                (Next::Fail(e), how) => {
                     if answered {
                         picker.answered(&target, started);
+                    }
+                    if let Some(how) = how {
+                        picker.failed(call, target, how);
                     }
                     return Err(e);
                 }

@@ -162,6 +162,20 @@ impl ChildInstance {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// SIGSTOP, as a hung process or a frozen host: its connection and
+    /// subscriptions stay, nothing answers, its record is not refreshed.
+    /// Returns once every thread of it is stopped.
+    #[allow(dead_code)]
+    pub fn freeze(&mut self) {
+        aegis_testkit::process::freeze(self.child.id());
+    }
+
+    /// SIGCONT: a [`freeze`](Self::freeze)d instance goes on.
+    #[allow(dead_code)]
+    pub fn thaw(&mut self) {
+        aegis_testkit::process::thaw(self.child.id());
+    }
 }
 
 impl Drop for ChildInstance {
