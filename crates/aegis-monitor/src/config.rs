@@ -168,6 +168,25 @@ pub fn duration_flag(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// [`duration_flag`] for a setting that zero would break (a timeout every
+/// request would hit at once): zero is refused too.
+///
+/// # Errors
+/// As [`duration_flag`], or zero.
+///
+/// ```
+/// use aegis_monitor::config::positive_duration_flag;
+///
+/// assert!(positive_duration_flag("15s").is_ok());
+/// assert_eq!(positive_duration_flag("0s"), Err("must be greater than zero".to_owned()));
+/// ```
+pub fn positive_duration_flag(s: &str) -> Result<Duration, String> {
+    match duration_flag(s)? {
+        d if d.is_zero() => Err("must be greater than zero".to_owned()),
+        d => Ok(d),
+    }
+}
+
 /// Flags naming the NATS system account's credentials (`aegis api`,
 /// `aegis status`); each also reads an `AEGIS_NATS_SYSTEM_*` variable.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -234,6 +253,79 @@ impl MonitorConfig {
     pub fn has_tokens(&self) -> bool {
         self.admin_token.is_some() || self.viewer_token.is_some() || self.token_file.is_some()
     }
+
+    /// Checks the settings that would break the monitor once started
+    /// (the authentication setup is checked apart): what [`crate::serve`]
+    /// and [`crate::AppState::start`] do before any I/O.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use aegis_monitor::MonitorConfig;
+    ///
+    /// assert!(MonitorConfig::default().check().is_ok());
+    /// let zero = MonitorConfig { request_timeout: Duration::ZERO, ..Default::default() };
+    /// assert!(zero.check().unwrap_err().to_string().contains("AEGIS_API_REQUEST_TIMEOUT"));
+    /// ```
+    ///
+    /// # Errors
+    /// [`SettingError`]: a zero request or header read timeout, a UI
+    /// directory that is not a built export.
+    pub fn check(&self) -> Result<(), SettingError> {
+        if self.request_timeout.is_zero() {
+            return Err(SettingError::ZeroRequestTimeout);
+        }
+        if self.header_read_timeout.is_zero() {
+            return Err(SettingError::ZeroHeaderReadTimeout);
+        }
+        if let Some(dir) = &self.ui_dir {
+            let why = if !dir.exists() {
+                Some("no such directory")
+            } else if !dir.is_dir() {
+                Some("not a directory")
+            } else if !dir.join("index.html").is_file() {
+                Some("no index.html there, so `/` would answer 404")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(SettingError::UiDir {
+                    dir: dir.clone(),
+                    why,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A setting [`MonitorConfig::check`] refuses: the monitor would start and
+/// then fail every request (or serve no UI).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingError {
+    /// `request_timeout` is zero: every request would be a 504.
+    #[error(
+        "--request-timeout (AEGIS_API_REQUEST_TIMEOUT) is 0: every request would time out at \
+         once (504); give a positive duration, such as the default 15s"
+    )]
+    ZeroRequestTimeout,
+    /// `header_read_timeout` is zero: every connection would be cut off.
+    #[error(
+        "--header-read-timeout (AEGIS_API_HEADER_READ_TIMEOUT) is 0: every connection would be \
+         cut off before its request; give a positive duration, such as the default 10s"
+    )]
+    ZeroHeaderReadTimeout,
+    /// `ui_dir` is not a directory holding a built export.
+    #[error(
+        "--ui-dir (AEGIS_UI_DIR) {}: {why}; give the directory of the UI's built export (`make \
+         ui` builds ui/out), or leave it unset to serve the API only",
+        dir.display()
+    )]
+    UiDir {
+        /// The directory as given.
+        dir: PathBuf,
+        /// What is wrong with it.
+        why: &'static str,
+    },
 }
 
 /// The NATS server the commands reach when told no other (`--nats-url`):
@@ -373,16 +465,17 @@ pub struct ApiArgs {
     #[arg(long, env = "AEGIS_API_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_connections: usize,
     /// Longest a client may take to send a request's headers (e.g. `10s`).
-    #[arg(long, env = "AEGIS_API_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = duration_flag)]
+    #[arg(long, env = "AEGIS_API_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = positive_duration_flag)]
     pub header_read_timeout: Duration,
-    /// Directory of the UI's static files, served at `/`.
+    /// Directory of the UI's static files (a built export, with its
+    /// index.html), served at `/`.
     #[arg(long, env = "AEGIS_UI_DIR")]
     pub ui_dir: Option<PathBuf>,
     /// Environment name shown by `/status`.
     #[arg(long, env = "AEGIS_ENVIRONMENT", default_value = "local")]
     pub environment: String,
     /// Longest time a request may take (e.g. `15s`).
-    #[arg(long, env = "AEGIS_API_REQUEST_TIMEOUT", default_value = "15s", value_parser = duration_flag)]
+    #[arg(long, env = "AEGIS_API_REQUEST_TIMEOUT", default_value = "15s", value_parser = positive_duration_flag)]
     pub request_timeout: Duration,
     /// Run WITHOUT authentication when no token is configured (development only).
     #[arg(long)]
@@ -596,6 +689,13 @@ mod tests {
         assert_eq!(cli.api.secure_cookies, CookieSecurity::Never);
         assert_eq!(cli.api.trusted_proxies.len(), 2);
         assert!(Cli::try_parse_from(["aegis", "--max-connections", "0"]).is_err());
+        for flag in ["--request-timeout", "--header-read-timeout"] {
+            let error = Cli::try_parse_from(["aegis", flag, "0s"])
+                .err()
+                .unwrap_or_else(|| panic!("{flag} 0s accepted"))
+                .to_string();
+            assert!(error.contains("greater than zero"), "{error}");
+        }
         assert!(Cli::try_parse_from(["aegis", "--sign-in-per-minute", "0"]).is_err());
     }
 

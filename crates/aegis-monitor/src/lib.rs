@@ -68,8 +68,8 @@ mod ui;
 pub use auth::{Principal, Role, hash_token};
 pub use bus::{SetupError, ensure_infrastructure};
 pub use config::{
-    ApiArgs, CookieSecurity, MonitorConfig, NatsArgs, SystemAccount, SystemArgs, TrustedProxy,
-    TrustedProxyError,
+    ApiArgs, CookieSecurity, MonitorConfig, NatsArgs, SettingError, SystemAccount, SystemArgs,
+    TrustedProxy, TrustedProxyError,
 };
 pub use definitions::HistoryEntry;
 pub use error::{ApiError, ErrorCode};

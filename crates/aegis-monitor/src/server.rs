@@ -72,10 +72,14 @@ pub async fn run(args: ApiArgs, shutdown: CancellationToken) -> anyhow::Result<(
 /// # Errors
 /// As [`run`].
 pub async fn serve(config: MonitorConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    // The authentication setup before any I/O: a monitor that would refuse
-    // to start says so before it binds its port or logs that it starts.
-    crate::auth::Authenticator::check(&config)
-        .map_err(|e| anyhow::Error::new(StartError::from(e)).context("starting the monitor"))?;
+    // The settings and the authentication setup before any I/O: a monitor
+    // that would refuse to start says so before it binds its port or logs
+    // that it starts.
+    config
+        .check()
+        .map_err(StartError::from)
+        .and_then(|()| crate::auth::Authenticator::check(&config).map_err(StartError::from))
+        .map_err(|e| anyhow::Error::new(e).context("starting the monitor"))?;
     for warning in crate::auth::Authenticator::warnings(&config) {
         tracing::warn!("{warning}");
     }

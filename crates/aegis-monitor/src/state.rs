@@ -37,6 +37,10 @@ pub enum StartError {
     /// The authentication setup is refused (e.g. no token and no insecure_dev).
     #[error(transparent)]
     Auth(#[from] AuthConfigError),
+    /// A setting that would break the monitor once started (a zero
+    /// timeout, a UI directory that is not a built export).
+    #[error(transparent)]
+    Setting(#[from] crate::config::SettingError),
     /// NATS could not be reached or is unsuitable.
     #[error(transparent)]
     Connect(#[from] aegis_sdk::ConnectError),
@@ -76,7 +80,7 @@ impl StartError {
             StartError::Connect(_) => "nats",
             StartError::Setup(_) => "jetstream",
             StartError::Fleet(_) => "registry",
-            StartError::Auth(_) | StartError::Other(_) => "configuration",
+            StartError::Auth(_) | StartError::Setting(_) | StartError::Other(_) => "configuration",
         }
     }
 }
@@ -139,12 +143,13 @@ impl AppState {
     /// ```
     ///
     /// # Errors
-    /// [`StartError`]: refused authentication setup (checked first, before
-    /// any I/O), unreachable or unsuitable NATS, unusable buckets.
+    /// [`StartError`]: refused settings or authentication setup (checked
+    /// first, before any I/O, see [`MonitorConfig::check`]), unreachable or unsuitable NATS, unusable buckets.
     pub async fn start(
         config: MonitorConfig,
         shutdown: CancellationToken,
     ) -> Result<AppState, StartError> {
+        config.check()?;
         let auth = Authenticator::from_config(&config)?;
         if auth.is_insecure() {
             tracing::warn!(

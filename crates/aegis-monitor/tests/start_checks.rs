@@ -168,3 +168,62 @@ async fn a_short_token_or_session_secret_is_warned_about_once() {
         "a secret is logged: {all}"
     );
 }
+
+/// A zero request timeout would answer every request 504, a zero header
+/// read timeout would drop every connection, and a UI directory that is
+/// not a built export would serve a JSON 404 at `/`: each is refused at
+/// start, naming the setting (and the directory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_that_break_the_monitor_are_refused_at_start() {
+    let nats = NatsServer::start().expect("start nats-server");
+    let error = start_error(&nats, |c| c.request_timeout = Duration::ZERO)
+        .await
+        .expect("a zero request timeout was accepted: every request is a 504");
+    assert!(
+        error.contains("AEGIS_API_REQUEST_TIMEOUT") && error.contains("--request-timeout"),
+        "{error}"
+    );
+    let error = start_error(&nats, |c| c.header_read_timeout = Duration::ZERO)
+        .await
+        .expect("a zero header read timeout was accepted");
+    assert!(error.contains("AEGIS_API_HEADER_READ_TIMEOUT"), "{error}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nonexistent");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    for (ui, why) in [
+        (&missing, "no such directory"),
+        (&file, "not a directory"),
+        (&empty, "no index.html"),
+    ] {
+        let error = start_error(&nats, |c| c.ui_dir = Some(ui.clone()))
+            .await
+            .unwrap_or_else(|| panic!("--ui-dir {} was accepted", ui.display()));
+        assert!(
+            error.contains("AEGIS_UI_DIR")
+                && error.contains(&ui.display().to_string())
+                && error.contains(why),
+            "{}: {error}",
+            ui.display()
+        );
+    }
+    // `aegis api` says so before binding its port.
+    let mut config = config(&nats.url());
+    config.ui_dir = Some(missing.clone());
+    config.port = 0;
+    let served = tokio::time::timeout(
+        Duration::from_secs(20),
+        aegis_monitor::serve(config, CancellationToken::new()),
+    )
+    .await
+    .expect("serve did not refuse the missing UI directory");
+    let error = format!("{:#}", served.expect_err("serve started"));
+    assert!(error.contains(&missing.display().to_string()), "{error}");
+
+    // A built export starts as before.
+    std::fs::write(empty.join("index.html"), "<html></html>").unwrap();
+    assert_eq!(start_error(&nats, |c| c.ui_dir = Some(empty)).await, None);
+}
