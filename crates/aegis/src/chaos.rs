@@ -155,7 +155,7 @@ pub enum ChaosAction {
     Slow {
         /// Instance id or service name.
         target: String,
-        /// The added latency per request (at most one minute).
+        /// The added latency per request: 1ms to one minute (0s removes it).
         #[arg(long, value_parser = slow_delay)]
         delay: Duration,
         /// Every instance of the service.
@@ -310,11 +310,16 @@ fn unhealthy_for(s: &str) -> Result<Duration, String> {
     }
 }
 
-/// `--delay` of `slow`: at most one minute (0 lifts a delay), the bound the
-/// instance holds the request to (it would name its wire field, `delay_ms`).
+/// `--delay` of `slow`: 1 ms to one minute, or 0 (which lifts a delay), the
+/// bounds the instance holds the request to (it would name its wire field,
+/// `delay_ms`). A delay below a millisecond is refused, not rounded to the
+/// 0 that would lift the drill instead.
 fn slow_delay(s: &str) -> Result<Duration, String> {
     let longest = Duration::from_millis(MAX_DELAY_MS);
     match aegis_monitor::config::duration_flag(s)? {
+        d if !d.is_zero() && d < Duration::from_millis(1) => {
+            Err("must be at least 1ms (or 0s, which removes the delay)".to_owned())
+        }
         d if d > longest => Err(format!(
             "must be at most {} (one minute)",
             humantime::format_duration(longest)
@@ -390,6 +395,14 @@ mod tests {
     fn the_drill_flags_hold_the_instances_bounds() {
         assert_eq!(slow_delay("0s"), Ok(Duration::ZERO));
         assert_eq!(slow_delay("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(slow_delay("1ms"), Ok(Duration::from_millis(1)));
+        for below in ["999us", "1ns"] {
+            assert_eq!(
+                slow_delay(below),
+                Err("must be at least 1ms (or 0s, which removes the delay)".into()),
+                "{below}"
+            );
+        }
         assert_eq!(
             slow_delay("61s"),
             Err("must be at most 1m (one minute)".into())

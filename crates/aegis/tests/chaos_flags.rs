@@ -24,6 +24,17 @@ fn a_drill_beyond_its_bound_is_refused_in_the_flags_terms() {
             "--delay",
             "at most 1m",
         ),
+        // Below a millisecond: not rounded to 0, which lifts the drill.
+        (
+            &["chaos", "slow", "echo-service", "--delay", "999us"],
+            "--delay",
+            "at least 1ms",
+        ),
+        (
+            &["chaos", "slow", "echo-service", "--delay", "1ns"],
+            "--delay",
+            "at least 1ms",
+        ),
         (
             &["chaos", "unhealthy", "echo-service", "--for", "2days"],
             "--for",
