@@ -778,6 +778,71 @@ pub fn write_not_stored(e: &(dyn std::error::Error + 'static)) -> bool {
     })
 }
 
+/// A JetStream write nobody took: the server's "no responders" (503),
+/// which async-nats words "no stream found for given subject". Read alone
+/// that is a missing stream, a configuration error; most often the stream
+/// exists and has no leader this moment (the NATS node that led it died,
+/// and its replicas elect another within seconds). Its text says both;
+/// its [`source`](std::error::Error::source) is the client's error, so
+/// [`write_not_stored`] and a downcast along the causes still find it.
+///
+/// The SDK's errors for a registry write, an event publish and a command
+/// queued carry it as their source in that case.
+///
+/// ```
+/// use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+/// use aegis_sdk::streams::{NoStreamTookIt, write_not_stored};
+///
+/// let e = NoStreamTookIt::new(PublishError::new(PublishErrorKind::StreamNotFound).into());
+/// assert!(e.to_string().contains("no leader right now"));
+/// assert!(write_not_stored(&e));
+/// ```
+#[derive(Debug)]
+pub struct NoStreamTookIt(async_nats::Error);
+
+impl NoStreamTookIt {
+    /// Wraps `source`, the client's error for a write nobody took.
+    pub fn new(source: async_nats::Error) -> Self {
+        Self(source)
+    }
+
+    /// `source` as it is, or wrapped in [`NoStreamTookIt`] when it (or an
+    /// error it wraps) is a publish nobody took.
+    pub(crate) fn explained(source: async_nats::Error) -> async_nats::Error {
+        if nobody_took(&*source) {
+            Box::new(Self(source))
+        } else {
+            source
+        }
+    }
+}
+
+impl std::fmt::Display for NoStreamTookIt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "no stream took the write: its stream has no leader right now (a NATS node was \
+             lost; JetStream elects a new one within seconds) or does not exist (run `aegis init`)",
+        )
+    }
+}
+
+impl std::error::Error for NoStreamTookIt {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+/// Whether `e`, or an error it wraps, is a publish nobody took (async-nats
+/// reports one as `StreamNotFound`).
+fn nobody_took(e: &(dyn std::error::Error + 'static)) -> bool {
+    use jetstream::context::{PublishError, PublishErrorKind};
+    any_cause(e, |cause| {
+        cause
+            .downcast_ref::<PublishError>()
+            .is_some_and(|p| p.kind() == PublishErrorKind::StreamNotFound)
+    })
+}
+
 /// Whether a stream answered a publish that it, or JetStream, is between
 /// leaders (10163, 10008).
 fn between_leaders(e: &jetstream::context::PublishError) -> bool {

@@ -108,7 +108,9 @@ pub enum CommandError {
     Publish {
         /// The subject published to.
         subject: String,
-        /// The client's error.
+        /// The client's error; wrapped in
+        /// [`NoStreamTookIt`](crate::streams::NoStreamTookIt) when nobody took
+        /// the write (a stream without a leader, or none).
         #[source]
         source: async_nats::Error,
     },

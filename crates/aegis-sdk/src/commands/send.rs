@@ -205,7 +205,7 @@ impl Commands {
                     .await
                     .map_err(|source| CommandError::Publish {
                         subject: subject.clone(),
-                        source: source.into(),
+                        source: crate::streams::NoStreamTookIt::explained(source.into()),
                     })?
             }
         };

@@ -80,7 +80,9 @@ pub enum EventError {
         subject: String,
         /// The dedup id (`Nats-Msg-Id`) the event was sent with.
         id: String,
-        /// The client's error.
+        /// The client's error; wrapped in
+        /// [`NoStreamTookIt`](crate::streams::NoStreamTookIt) when nobody took
+        /// the write (a stream without a leader, or none).
         #[source]
         source: async_nats::Error,
     },

@@ -122,7 +122,7 @@ impl Events {
                 None => EventError::Publish {
                     subject: subject.clone(),
                     id: id.to_owned(),
-                    source,
+                    source: crate::streams::NoStreamTookIt::explained(source),
                 },
             };
         let body = bytes::Bytes::from(body);

@@ -93,7 +93,9 @@ pub enum RegistryError {
     Write {
         /// The registry key.
         key: String,
-        /// The client's error.
+        /// The client's error; wrapped in
+        /// [`NoStreamTookIt`](crate::streams::NoStreamTookIt) when nobody took
+        /// the write (a stream without a leader, or none).
         #[source]
         source: async_nats::Error,
     },
@@ -102,7 +104,9 @@ pub enum RegistryError {
     Delete {
         /// The registry key.
         key: String,
-        /// The client's error.
+        /// The client's error; wrapped in
+        /// [`NoStreamTookIt`](crate::streams::NoStreamTookIt) when nobody took
+        /// the write (a stream without a leader, or none).
         #[source]
         source: async_nats::Error,
     },

@@ -215,7 +215,7 @@ impl Inner {
                 }
                 Err(RegistryError::Write {
                     key: self.key.clone(),
-                    source,
+                    source: crate::streams::NoStreamTookIt::explained(source),
                 })
             }
         }

@@ -54,10 +54,13 @@ fn not_now(e: &RegistryError) -> bool {
     let RegistryError::Delete { source, .. } = e else {
         return false;
     };
-    source.downcast_ref::<NoAck>().is_some()
-        || source
-            .downcast_ref::<kv::UpdateError>()
-            .is_some_and(crate::streams::kv_write_not_taken_yet)
+    // Along the causes: one nobody took is wrapped in `NoStreamTookIt`.
+    crate::streams::any_cause(&**source, |cause| {
+        cause.downcast_ref::<NoAck>().is_some()
+            || cause
+                .downcast_ref::<kv::UpdateError>()
+                .is_some_and(crate::streams::kv_write_not_taken_yet)
+    })
 }
 
 /// No acknowledgement of a delete within the write timeout.
@@ -136,7 +139,7 @@ async fn purge_as(inner: &Inner, revision: Option<u64>) -> Result<(), RegistryEr
     };
     match tokio::time::timeout(inner.write_timeout, purge).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(delete(e.into())),
+        Ok(Err(e)) => Err(delete(crate::streams::NoStreamTookIt::explained(e.into()))),
         Err(_) => Err(delete(NoAck(inner.write_timeout).into())),
     }
 }
