@@ -6,6 +6,7 @@
 // level and kind now fold under the time, as /manage folds its owner and
 // version, and the scroll box is a named, focusable region.
 import { screen, within } from "@testing-library/react";
+import userEvent from "@testing-library/user-event";
 
 import { EventsPanel } from "@/components/instance/events-panel";
 import { api } from "@/lib/api/client";
@@ -49,5 +50,74 @@ describe("the events table", () => {
     // The message has no minimum width on a phone (it had 16rem).
     expect(cells[3]).not.toHaveClass("min-w-64");
     expect(cells[3]).toHaveClass("sm:min-w-64");
+  });
+});
+
+// The trial, after a NATS node loss: 13 WARN "order store unavailable"
+// records within 3 s, and registry-watch retries, pushed the lifecycle
+// events (elected, registered) far down, with no way to pick them out;
+// and the panel reads only the newest 200 records without saying so, so
+// nothing told that older ones exist. A labelled filter picks warnings and
+// errors or lifecycle events, and a line says how many records are shown
+// of how many read, and when older ones are left out.
+describe("the events filter", () => {
+  const mixed = [
+    { timestamp: "2026-12-05T09:01:00.000Z", level: "INFO", kind: "registered", message: "registered", fields: {} },
+    { timestamp: "2026-12-05T09:01:01.000Z", level: "INFO", kind: "elected", message: "became the leader of default (epoch 3)", fields: {} },
+    { timestamp: "2026-12-05T09:01:02.000Z", level: "WARN", kind: "log", message: "order store unavailable", fields: {} },
+    { timestamp: "2026-12-05T09:01:03.000Z", level: "ERROR", kind: "log", message: "write failed", fields: {} },
+    { timestamp: "2026-12-05T09:01:04.000Z", level: "WARN", kind: "heartbeat_failed", message: "cannot write to the registry", fields: {} },
+    { timestamp: "2026-12-05T09:01:05.000Z", level: "WARN", kind: "status_changed", message: "an operator made this instance UNHEALTHY", fields: {} },
+  ];
+  const kinds = () => screen.getAllByTestId("event-row").map((r) => `${r.getAttribute("data-level")}:${r.getAttribute("data-kind")}`);
+
+  it("shows warnings and errors, or lifecycle events, or all, chosen from a labelled list", async () => {
+    const read = vi.spyOn(api, "instanceEvents").mockResolvedValue(mixed);
+    renderUi(<EventsPanel serviceName="order-service" instanceId="order-3" statusKey="ACTIVE" />);
+    await screen.findByTestId("events-table");
+    expect(read).toHaveBeenCalledWith("order-service", "order-3", 200);
+    const filter = screen.getByRole("combobox", { name: "Show" });
+    expect(filter).toHaveValue("all");
+    expect(kinds()).toHaveLength(6);
+    expect(screen.getByTestId("events-count")).toHaveTextContent("6 records, newest first.");
+
+    await userEvent.selectOptions(filter, "Warnings and errors");
+    expect(kinds()).toEqual(["WARN:status_changed", "WARN:heartbeat_failed", "ERROR:log", "WARN:log"]);
+    expect(screen.getByTestId("events-count")).toHaveTextContent("4 of 6 records match.");
+
+    await userEvent.selectOptions(filter, "Lifecycle events");
+    expect(kinds()).toEqual(["WARN:status_changed", "INFO:elected", "INFO:registered"]);
+    expect(screen.getByTestId("events-count")).toHaveTextContent("3 of 6 records match.");
+
+    // A native list (keyboard-operable as such), and back to all.
+    expect(filter.tagName).toBe("SELECT");
+    await userEvent.selectOptions(filter, "All records");
+    expect(kinds()).toHaveLength(6);
+  });
+
+  it("says that it shows only the newest 200 records when it read as many", async () => {
+    const many = Array.from({ length: 200 }, (_, i) => ({
+      timestamp: new Date(Date.parse("2026-12-05T09:00:00.000Z") + i * 1000).toISOString(),
+      level: i === 199 ? "INFO" : "WARN",
+      kind: i === 199 ? "elected" : "log",
+      message: "m",
+      fields: {},
+    }));
+    vi.spyOn(api, "instanceEvents").mockResolvedValue(many);
+    renderUi(<EventsPanel serviceName="order-service" instanceId="order-3" statusKey="ACTIVE" />);
+    await screen.findByTestId("events-table");
+    expect(screen.getByTestId("events-count")).toHaveTextContent("The newest 200 records, newest first; older ones are not shown here.");
+    await userEvent.selectOptions(screen.getByRole("combobox", { name: "Show" }), "Lifecycle events");
+    expect(screen.getByTestId("events-count")).toHaveTextContent("1 of the newest 200 records match; older ones are not shown here.");
+  });
+
+  it("says when no record read is of the kind chosen, and does it in Chinese too", async () => {
+    vi.spyOn(api, "instanceEvents").mockResolvedValue(records.slice(0, 1));
+    renderUi(<EventsPanel serviceName="order-service" instanceId="order-3" statusKey="ACTIVE" />, { locale: "zh-CN" });
+    await screen.findByTestId("events-table");
+    await userEvent.selectOptions(screen.getByRole("combobox", { name: "显示" }), "生命周期事件");
+    expect(screen.queryByTestId("events-table")).toBeNull();
+    expect(screen.getByText("读取到的记录中没有这一类。")).toBeInTheDocument();
+    expect(screen.getByTestId("events-count")).toHaveTextContent("1 条记录中有 0 条符合。");
   });
 });
