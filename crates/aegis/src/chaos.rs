@@ -300,7 +300,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
 /// its wire field, `for_ms`).
 fn unhealthy_for(s: &str) -> Result<Duration, String> {
     let longest = Duration::from_millis(MAX_UNHEALTHY_MS);
-    match aegis_monitor::config::duration_flag(s)? {
+    match aegis_monitor::config::duration_flag_any_length(s)? {
         d if d < Duration::from_millis(1) => Err("must be at least 1ms".to_owned()),
         d if d > longest => Err(format!(
             "must be at most {} (one day)",
@@ -316,7 +316,7 @@ fn unhealthy_for(s: &str) -> Result<Duration, String> {
 /// 0 that would lift the drill instead.
 fn slow_delay(s: &str) -> Result<Duration, String> {
     let longest = Duration::from_millis(MAX_DELAY_MS);
-    match aegis_monitor::config::duration_flag(s)? {
+    match aegis_monitor::config::duration_flag_any_length(s)? {
         d if !d.is_zero() && d < Duration::from_millis(1) => {
             Err("must be at least 1ms (or 0s, which removes the delay)".to_owned())
         }
@@ -354,9 +354,17 @@ async fn resolve(
     let reader = aegis_sdk::registry::RegistryReader::start(&conn).await?;
     let mut instances = reader.by_service(target);
     if instances.is_empty() {
+        // The names it may have meant, and the close one (as `aegis status`
+        // suggests a service).
+        let services = reader.all().into_iter().map(|i| i.service_name);
         bail!(
-            "`{target}` is neither a showcase process ({}) nor a registered service",
-            running.join(", ")
+            "`{target}` is neither a showcase process nor a registered service{}",
+            crate::status::names_and_close_one(
+                target,
+                running.iter().cloned().chain(services),
+                "showcase processes and registered services",
+                "no showcase process runs and no service is registered",
+            )
         );
     }
     // A sticky service's ACTIVE instance is the holder of its group's

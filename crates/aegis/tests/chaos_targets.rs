@@ -223,3 +223,32 @@ async fn a_drill_with_all_reaches_every_instance_past_one_that_is_gone() {
         }
     }
 }
+
+/// `chaos kill` with a name that is neither a process of the showcase nor
+/// a registered service suggests the close one, as `aegis status` does,
+/// and kills nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_of_an_unknown_name_suggests_the_close_one() {
+    let nats = NatsServer::start().expect("start nats-server (run `make bootstrap`)");
+    let url = nats.url();
+    let (_a, _a_conn) = instance(&url, "order-service", "order-a", false).await;
+    let state = tempfile::tempdir().unwrap();
+    std::fs::create_dir(state.path().join("pids")).unwrap();
+    aegis::up::supervisor::write_pid(&state.path().join("up.pid"), std::process::id()).unwrap();
+    let child = Command::new("sleep").arg("600").spawn().unwrap();
+    aegis::up::supervisor::write_pid(&state.path().join("pids/order-a.pid"), child.id()).unwrap();
+    let mut stand = Stand(child);
+
+    let dir = state.path().to_str().unwrap().to_owned();
+    for (typed, close) in [("order", "order-service"), ("ordr-a", "order-a")] {
+        let (ok, out) = common::run_at(&["chaos", "kill", typed, "--state-dir", &dir], &url).await;
+        assert!(!ok, "{typed}: {out}");
+        assert!(
+            out.contains(&format!("did you mean {close}?")),
+            "{typed}: {out}"
+        );
+        assert!(!out.contains("SIGKILLed"), "{typed}: {out}");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(stand.0.try_wait().unwrap().is_none(), "order-a was killed");
+}
