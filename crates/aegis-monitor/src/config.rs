@@ -148,7 +148,9 @@ impl SystemAccount {
 /// too long for the clock (`500000000000years`) is refused here, naming
 /// the flag, rather than panicking once added to the time now. The bound
 /// is the SDK's for every period an option may name,
-/// [`aegis_sdk::clock::LONGEST_PERIOD`] (thirty days).
+/// [`aegis_sdk::clock::LONGEST_PERIOD`] (thirty days). A flag with a
+/// lower bound of its own parses with [`duration_flag_any_length`]
+/// instead, so a value of any size is told that bound.
 ///
 /// # Errors
 /// Not a duration, or longer than thirty days.
@@ -166,6 +168,35 @@ pub fn duration_flag(s: &str) -> Result<Duration, String> {
         return Err("must be at most 30 days".to_owned());
     }
     Ok(d)
+}
+
+/// The parser of a duration flag whose own bound, below the thirty days
+/// of [`duration_flag`], its caller checks next (e.g. `aegis chaos
+/// unhealthy --for`, at most one day): a value of any length parses, one
+/// too long even for a [`Duration`] as [`Duration::MAX`], so the caller's
+/// "must be at most ..." answers `31d` and `1000000000y` alike. Through
+/// [`duration_flag`] those were told "must be at most 30 days" first, and
+/// then `30d` the flag's own bound.
+///
+/// Only for a caller that bounds the value itself: unbounded, a duration
+/// may be too long to add to the time now.
+///
+/// # Errors
+/// Not a duration.
+///
+/// ```
+/// use std::time::Duration;
+/// use aegis_monitor::config::duration_flag_any_length;
+///
+/// assert_eq!(duration_flag_any_length("31d"), Ok(Duration::from_secs(31 * 86_400)));
+/// assert_eq!(duration_flag_any_length("99999999999999999999y"), Ok(Duration::MAX));
+/// assert!(duration_flag_any_length("soon").is_err());
+/// ```
+pub fn duration_flag_any_length(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s.trim()) {
+        Err(humantime::DurationError::NumberOverflow) => Ok(Duration::MAX),
+        parsed => parsed.map_err(|e| e.to_string()),
+    }
 }
 
 /// [`duration_flag`] for a setting that zero would break (a timeout every
@@ -644,6 +675,35 @@ mod tests {
             flag(longest + Duration::from_secs(1)),
             Err("must be at most 30 days".to_owned())
         );
+    }
+
+    /// A flag with a bound of its own below thirty days (as `aegis chaos
+    /// unhealthy --for`, one day) names that bound whatever the size of the
+    /// value: `31d` is not told "at most 30 days" first, and then `30d`
+    /// "at most 1day".
+    #[test]
+    fn a_flag_with_its_own_bound_names_it_for_a_value_of_any_size() {
+        let day = Duration::from_secs(86_400);
+        let for_flag = |s: &str| match duration_flag_any_length(s)? {
+            d if d > day => Err(format!(
+                "must be at most {} (one day)",
+                humantime::format_duration(day)
+            )),
+            d => Ok(d),
+        };
+        let bound = Err("must be at most 1day (one day)".to_owned());
+        for over in [
+            "2d",
+            "30d",
+            "31d",
+            "1y",
+            "500000000000years",
+            "99999999999999999999y",
+        ] {
+            assert_eq!(for_flag(over), bound, "{over}");
+        }
+        assert_eq!(for_flag("1day"), Ok(day));
+        assert!(for_flag("tomorrow").is_err());
     }
 
     #[test]

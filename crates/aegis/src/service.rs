@@ -166,7 +166,7 @@ fn expire_after(s: &str) -> Result<std::time::Duration, String> {
 /// terms.
 fn catch_up_timeout(s: &str) -> Result<std::time::Duration, String> {
     let call = order::OrderOptions::default().call_timeout;
-    match aegis_monitor::config::duration_flag(s)? {
+    match aegis_monitor::config::duration_flag_any_length(s)? {
         d if d.is_zero() => Err("must be greater than zero".to_owned()),
         d if d >= call => Err(format!(
             "must be below {} (the order service's call timeout: it waits that long for \
