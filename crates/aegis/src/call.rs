@@ -5,7 +5,8 @@
 //! command of the service). Without a body, a method that takes no
 //! argument is sent `null` (read from its request schema), any other `{}`.
 //! A service name the registry has no record of is said to be one (with
-//! the names it has), not reported as the service being unavailable.
+//! the names it has), not reported as the service being unavailable; so is
+//! an `--instance` that is not one of the service's registered instances.
 
 use std::{process::ExitCode, time::Duration};
 
@@ -145,6 +146,14 @@ pub async fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
                 eprintln!("error: {unknown}");
                 return Ok(ExitCode::FAILURE);
             }
+            // Nobody serves the instance named: a slip when the service
+            // has no such registered instance (or it is another's).
+            if let (Some(instance), RpcError::NoResponders { .. }) = (&args.instance, &e)
+                && let Some(slip) = not_an_instance_of(&conn, &args.service, instance).await
+            {
+                eprintln!("error: {slip}");
+                return Ok(ExitCode::FAILURE);
+            }
             let code = e.code();
             // A method the service does not have: say which it has, and
             // whether the name is one of its commands.
@@ -187,6 +196,46 @@ pub async fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// What is wrong with `--instance instance` when the registry has no
+/// record of it as an instance of `service`: that, the service it is an
+/// instance of when it is another's, and the service's registered
+/// instances (and the close one); `None` when it is one of them (it is
+/// then down, as the error says) or the registry cannot be read.
+async fn not_an_instance_of(
+    conn: &aegis_sdk::Connection,
+    service: &str,
+    instance: &str,
+) -> Option<String> {
+    let reader = aegis_sdk::RegistryReader::start(conn).await.ok()?;
+    let all = reader.all();
+    if all
+        .iter()
+        .any(|i| i.service_name == service && i.instance_id == instance)
+    {
+        return None;
+    }
+    let head = match all.iter().find(|i| i.instance_id == instance) {
+        Some(other) => format!(
+            "{instance} is an instance of {}, not of {service}",
+            other.service_name
+        ),
+        None => format!("{instance} is not a registered instance of {service}"),
+    };
+    let own = all
+        .into_iter()
+        .filter(|i| i.service_name == service)
+        .map(|i| i.instance_id);
+    Some(format!(
+        "{head}{}",
+        crate::status::names_and_close_one(
+            instance,
+            own,
+            &format!("instances of {service}"),
+            &format!("{service} has no registered instance"),
+        )
+    ))
 }
 
 /// An error and its causes on one line.
