@@ -1,6 +1,7 @@
 // DefinitionForm: the API's rules checked in the browser, the API's 422
 // details shown on their fields, the revision sent with an edit, and the
 // 409 conflict message with its reload.
+import * as React from "react";
 import { screen, waitFor } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
 
@@ -145,5 +146,43 @@ describe("DefinitionForm", () => {
     await user.click(screen.getByRole("button", { name: "Save" }));
     expect(screen.getByTestId("form-error")).toHaveTextContent("Nothing changed.");
     expect(calls.filter((c) => c.init.method === "PUT")).toHaveLength(0);
+  });
+});
+
+// The trial (keyboard only): Edit opened the dialog with the focus on its
+// Close (×) button, not on the first field. The dialog opens while the
+// definition loads, when Close is the only control in it; the fields come
+// after, and the focus stayed on Close.
+describe("DefinitionForm's focus", () => {
+  function Opener({ editing }: { editing?: string }) {
+    const [open, setOpen] = React.useState(false);
+    return (
+      <>
+        <button type="button" onClick={() => setOpen(true)}>
+          Edit it
+        </button>
+        <DefinitionForm open={open} editing={editing} onOpenChange={setOpen} onSaved={() => {}} />
+      </>
+    );
+  }
+
+  it("is on the first field once an edited definition has loaded, not on Close", async () => {
+    mockFetch(() => ({ status: 200, body: stored, headers: { ETag: '"2"' } }));
+    const user = userEvent.setup();
+    renderUi(<Opener editing="order-service" />);
+    screen.getByRole("button", { name: "Edit it" }).focus();
+    await user.keyboard("{Enter}");
+    const owner = await screen.findByLabelText("Owner");
+    await waitFor(() => expect(owner).toHaveFocus());
+    expect(owner).toHaveValue("trading");
+  });
+
+  it("is on the name field of a new definition", async () => {
+    mockFetch(() => ({ status: 500 }));
+    const user = userEvent.setup();
+    renderUi(<Opener />);
+    screen.getByRole("button", { name: "Edit it" }).focus();
+    await user.keyboard("{Enter}");
+    await waitFor(() => expect(screen.getByLabelText("Service name")).toHaveFocus());
   });
 });

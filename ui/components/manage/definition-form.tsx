@@ -45,6 +45,9 @@ export function DefinitionForm({ open, onOpenChange, editing, onSaved }: Definit
   const [conflict, setConflict] = React.useState<Conflict | null>(null);
   const [loading, setLoading] = React.useState(false);
   const [saving, setSaving] = React.useState(false);
+  const formRef = React.useRef<HTMLFormElement>(null);
+  // Set each time it opens: the first field takes the focus once it is there.
+  const focusFirst = React.useRef(false);
 
   const load = React.useCallback(
     async (name: string) => {
@@ -74,6 +77,7 @@ export function DefinitionForm({ open, onOpenChange, editing, onSaved }: Definit
 
   React.useEffect(() => {
     if (!open) return;
+    focusFirst.current = true;
     /* eslint-disable react-hooks/set-state-in-effect -- the form resets each time it opens */
     setErrors({});
     setTouched({});
@@ -89,6 +93,18 @@ export function DefinitionForm({ open, onOpenChange, editing, onSaved }: Definit
     }
     /* eslint-enable react-hooks/set-state-in-effect */
   }, [open, editing, load]);
+
+  // An edit opens while its definition loads, when Close is the only
+  // control in the dialog and Radix puts the focus there; the fields come
+  // after. The first field takes it then, unless the user moved it into
+  // the form meanwhile.
+  React.useEffect(() => {
+    const form = formRef.current;
+    if (!open || loading || !form || !focusFirst.current) return;
+    focusFirst.current = false;
+    if (form.contains(document.activeElement)) return;
+    form.querySelector<HTMLElement>("input, textarea")?.focus();
+  }, [open, loading]);
 
   const render = (e: RuleError | string | undefined): string | null =>
     e === undefined ? null : typeof e === "string" ? e : t(e.key, e.vars);
@@ -211,7 +227,7 @@ export function DefinitionForm({ open, onOpenChange, editing, onSaved }: Definit
             <Skeleton className="h-10" />
           </div>
         ) : (
-          <form onSubmit={submit} className="flex flex-col gap-4" noValidate>
+          <form ref={formRef} onSubmit={submit} className="flex flex-col gap-4" noValidate>
             {conflict ? (
               <div role="alert" data-testid="conflict" className="flex flex-col gap-2 rounded-md border border-warning/40 bg-warning-muted p-3 text-sm text-warning-strong">
                 <p className="flex items-center gap-2 font-semibold">
