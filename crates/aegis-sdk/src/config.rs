@@ -182,6 +182,123 @@ fn without_secrets(error: figment::Error) -> figment::Error {
         .unwrap_or_else(|| figment::Error::from("invalid configuration".to_owned()))
 }
 
+/// A parse error in plain words: each error of figment's chain as
+/// [`plain`] says it, joined by `; `.
+fn parse_text(error: &figment::Error) -> String {
+    let mut said: Vec<String> = Vec::new();
+    for e in error.clone() {
+        let text = plain(&e);
+        if !said.contains(&text) {
+            said.push(text);
+        }
+    }
+    said.join("; ")
+}
+
+/// One figment error as a user reads it: where (the environment variable
+/// by its full name; the file's key as the file spells it, without
+/// figment's profile in front, and the file), then what is wrong, without
+/// serde's jargon (`invalid value signed int `-5`, expected u64`).
+fn plain(e: &figment::Error) -> String {
+    use figment::{Source, error::Kind};
+    let key = e.path.join(".");
+    let metadata = e.metadata.as_ref();
+    // The variables read as strings are merged as program values (`Code`);
+    // the others come from the `Env` provider.
+    let from_env = metadata.is_some_and(|m| {
+        m.name.contains("environment variable") || matches!(m.source, Some(Source::Code(_)))
+    });
+    let variable = ENV_KEYS
+        .iter()
+        .find(|(_, field, _)| *field == key)
+        .map(|(name, _, _)| format!("{ENV_NATS_PREFIX}{}", name.to_ascii_uppercase()));
+    let file = metadata.and_then(|m| match &m.source {
+        Some(source @ Source::File(_)) => Some(source.to_string()),
+        _ => None,
+    });
+    let place = match (variable, file) {
+        (Some(variable), _) if from_env => Some(variable),
+        (_, Some(file)) if key.is_empty() => Some(file),
+        (_, Some(file)) => Some(format!("`{key}` in {file}")),
+        _ if key.is_empty() => None,
+        _ => Some(format!("`{key}`")),
+    };
+    let listed = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let what = match &e.kind {
+        Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
+            format!(
+                "expected {}, found {}",
+                expected_words(expected),
+                actual_words(actual)
+            )
+        }
+        Kind::UnknownField(name, known) => {
+            let unknown = if e.path.last() == Some(name) {
+                "unknown key".to_owned()
+            } else {
+                format!("unknown key `{name}`")
+            };
+            format!("{unknown}; known keys are {}", listed(known))
+        }
+        Kind::UnknownVariant(name, known) => {
+            format!("unknown value `{name}`; known values are {}", listed(known))
+        }
+        Kind::MissingField(name) => format!("missing key `{name}`"),
+        Kind::DuplicateField(name) => format!("key `{name}` given twice"),
+        Kind::InvalidLength(length, expected) => {
+            format!("expected {expected}, found {length} item(s)")
+        }
+        // serde's words for a value that is none of a field's shapes (the
+        // server list: one string or a list of them).
+        Kind::Message(m) if m.starts_with("data did not match any variant of untagged enum") => {
+            "expected a string or a list of strings".into()
+        }
+        Kind::ISizeOutOfRange(v) => format!("{v} is out of range"),
+        Kind::USizeOutOfRange(v) => format!("{v} is out of range"),
+        other => other.to_string(),
+    };
+    match place {
+        Some(place) => format!("{place}: {what}"),
+        None => what,
+    }
+}
+
+/// What serde says a field expects, in words: `usize` is "a whole number
+/// (0 or more)".
+fn expected_words(expected: &str) -> String {
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number (0 or more)".into(),
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number".into(),
+        "f32" | "f64" => "a number".into(),
+        "a boolean" | "bool" => "true or false".into(),
+        other if other.starts_with("struct ") => "a table of keys".into(),
+        other => other.to_owned(),
+    }
+}
+
+/// A value found, as a user wrote it: `-5`, `"x"`, `true`.
+fn actual_words(actual: &figment::error::Actual) -> String {
+    use figment::error::Actual;
+    match actual {
+        Actual::Bool(v) => v.to_string(),
+        Actual::Unsigned(v) => v.to_string(),
+        Actual::Signed(v) => v.to_string(),
+        Actual::Float(v) => v.to_string(),
+        Actual::Char(v) => format!("{:?}", v.to_string()),
+        Actual::Str(v) => format!("{v:?}"),
+        Actual::Seq => "a list".into(),
+        Actual::Map => "a table".into(),
+        Actual::Other(v) => v.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// A file's syntax error without the excerpt of the file it shows (the
 /// line may hold a secret): `TOML parse error at line 2, column 9` and
 /// the reason, e.g. `invalid string`.
@@ -430,8 +547,13 @@ pub struct AegisConfig {
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file, an environment variable or a value failed to parse.
-    #[error("invalid configuration")]
-    Parse(#[source] Box<figment::Error>),
+    /// Shown in plain words, each fault of the error's chain once: the
+    /// file's key as the file spells it (`nats.request_timout` in
+    /// aegis.toml) or the variable by its full name (AEGIS_NATS_REPLICAS),
+    /// then what is wrong. The figment error is kept for a program to
+    /// inspect; it is not the error's source, its text being this one's.
+    #[error("invalid configuration: {}", parse_text(.0))]
+    Parse(Box<figment::Error>),
     /// The configuration file does not exist.
     #[error("configuration file {0} does not exist")]
     MissingFile(PathBuf),
