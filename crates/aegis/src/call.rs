@@ -31,9 +31,11 @@ pub struct CallArgs {
     /// name, or left out to list every method and command.
     #[arg(required_unless_present = "schema")]
     pub method: Option<String>,
-    /// Request body as JSON. Without one: `null` to a method that takes
-    /// no argument (its request schema is `null`, a handler of `()`),
-    /// `{}` to any other.
+    /// Request body as JSON; `-` reads it from standard input, `@PATH`
+    /// from the file PATH (for a body too large for an argument, or kept
+    /// in a file). Without one: `null` to a method that takes no argument
+    /// (its request schema is `null`, a handler of `()`), `{}` to any
+    /// other.
     pub body: Option<String>,
     /// Call this instance only.
     #[arg(long, conflicts_with = "active")]
@@ -76,13 +78,7 @@ pub async fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
     let Some(method) = args.method.clone() else {
         anyhow::bail!("name the method to call (or pass --schema to list them)");
     };
-    let given: Option<serde_json::Value> = match &args.body {
-        Some(body) => Some(
-            serde_json::from_str(body)
-                .with_context(|| format!("the request body is not JSON: {body}"))?,
-        ),
-        None => None,
-    };
+    let given = args.body.as_deref().map(request_body).transpose()?;
     let conn = args.nats.connect_as_operator().await?;
     let body = match given {
         Some(body) => body,
@@ -236,6 +232,63 @@ async fn not_an_instance_of(
             &format!("{service} has no registered instance"),
         )
     ))
+}
+
+/// The request body `given` stands for, parsed: JSON text as it is, `-`
+/// standard input, `@PATH` the file PATH (neither is JSON, so no JSON
+/// body is taken for one).
+///
+/// # Errors
+/// When standard input or the file cannot be read, or what is read is not
+/// JSON; the error quotes a short prefix of it (a body can be megabytes).
+fn request_body(given: &str) -> anyhow::Result<serde_json::Value> {
+    let (text, from) = if given == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("reading the request body from standard input")?;
+        (text, " (from standard input)".to_owned())
+    } else if let Some(path) = given.strip_prefix('@') {
+        anyhow::ensure!(
+            !path.is_empty(),
+            "`@` names no file: pass the request body as `@PATH`"
+        );
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the request body from {path}"))?;
+        (text, format!(" (from {path})"))
+    } else {
+        (given.to_owned(), String::new())
+    };
+    serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "the request body{from} is not JSON: {e}; it was {}",
+            quoted_prefix(&text)
+        )
+    })
+}
+
+/// How much of a body an error quotes, in characters.
+const QUOTED: usize = 60;
+
+/// `text` in backticks, cut to its first [`QUOTED`] characters with `…`
+/// and its size when longer; control characters (a newline of a body read
+/// from a file) escaped, so that it stays on one line.
+fn quoted_prefix(text: &str) -> String {
+    let shown: String = text
+        .chars()
+        .take(QUOTED)
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect();
+    if text.chars().count() > QUOTED {
+        format!("`{shown}…` ({} bytes)", text.len())
+    } else {
+        format!("`{shown}`")
+    }
 }
 
 /// An error and its causes on one line.
@@ -459,6 +512,30 @@ mod tests {
             assert_eq!(default_body(Some(other)), json!({}));
         }
         assert_eq!(default_body(None), json!({}));
+    }
+
+    #[test]
+    fn a_body_that_is_not_json_is_quoted_short() {
+        assert_eq!(quoted_prefix("{oops"), "`{oops`");
+        assert_eq!(quoted_prefix("{\n}x"), "`{\\n}x`");
+        let long = format!("{}é", "[".repeat(100));
+        assert_eq!(
+            quoted_prefix(&long),
+            format!("`{}…` (102 bytes)", "[".repeat(QUOTED))
+        );
+        let err = request_body("{\"a\": }").unwrap_err().to_string();
+        assert!(
+            err.starts_with("the request body is not JSON: expected value")
+                && err.ends_with("; it was `{\"a\": }`"),
+            "{err}"
+        );
+        assert_eq!(request_body("\"-\"").unwrap(), serde_json::json!("-"));
+        assert!(
+            request_body("@")
+                .unwrap_err()
+                .to_string()
+                .contains("names no file")
+        );
     }
 
     #[test]

@@ -2,9 +2,16 @@
 //! a real SDK service: a method that takes no argument (`|_: ()|`, whose
 //! request schema is `null`) is sent `null`, not `{}` (which it refused
 //! as "invalid type: map, expected unit"); any other method still gets
-//! `{}`, and a body given explicitly is sent as it is.
+//! `{}`, and a body given explicitly is sent as it is. A body may come
+//! from standard input (`-`) or a file (`@PATH`), and one that is not JSON
+//! is quoted in its error by a short prefix and its size, not whole.
 
 mod common;
+
+use std::{
+    io::Write,
+    process::{Command, Stdio},
+};
 
 use aegis_sdk::{AegisConfig, Connection, rpc::WireError};
 use aegis_testkit::NatsServer;
@@ -54,6 +61,106 @@ async fn a_call_without_a_body_sends_what_the_method_takes() {
         out.contains("takes no argument") && out.contains("null"),
         "says to pass null: {out}"
     );
+
+    service.shutdown().await.unwrap();
+    conn.drain().await.unwrap();
+}
+
+/// Runs `aegis call ARGS --nats-url url` with `stdin` on its standard
+/// input; returns its success, its stdout and its stderr.
+async fn call_with_stdin(args: &[&str], url: &str, stdin: &[u8]) -> (bool, String, String) {
+    let mut cmd = Command::new(common::AEGIS);
+    cmd.arg("call")
+        .args(args)
+        .args(["--nats-url", url])
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let stdin = stdin.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let mut child = cmd.spawn().unwrap();
+        // A command that does not read it may have exited: a broken pipe.
+        let _ = child.stdin.take().unwrap().write_all(&stdin);
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_comes_from_stdin_or_a_file_and_a_bad_one_is_quoted_short() {
+    let nats = NatsServer::start().expect("start nats-server (run `make bootstrap`)");
+    let url = nats.url();
+    let conn = Connection::connect(AegisConfig::with_servers(&url))
+        .await
+        .unwrap();
+    let service = conn
+        .service("echo-service", "1.0.0")
+        .instance_id("echo-1")
+        .handler(
+            "echo",
+            |body: Value| async move { Ok::<_, WireError>(body) },
+        )
+        .start()
+        .await
+        .unwrap();
+
+    // From standard input, larger than one argument may be.
+    let big = json!({ "text": "x".repeat(200_000) });
+    let (ok, out, err) = call_with_stdin(
+        &["echo-service", "echo", "-"],
+        &url,
+        big.to_string().as_bytes(),
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), big);
+
+    // From a file.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("body.json");
+    std::fs::write(&file, "{\"symbol\": \"AAPL\"}\n").unwrap();
+    let at = format!("@{}", file.display());
+    let (ok, out) = common::run_at(&["call", "echo-service", "echo", &at], &url).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("\"AAPL\""), "{out}");
+    let missing = format!("@{}", dir.path().join("none.json").display());
+    let (ok, out) = common::run_at(&["call", "echo-service", "echo", &missing], &url).await;
+    assert!(!ok, "{out}");
+    assert!(out.contains("none.json"), "{out}");
+
+    // A JSON string is still a body, even `"-"`.
+    let (ok, out) = common::run_at(&["call", "echo-service", "echo", "\"-\""], &url).await;
+    assert!(ok, "{out}");
+    assert!(out.starts_with("\"-\""), "{out}");
+
+    // Not JSON: a short prefix and the size, not 120 KB on one line; from
+    // an argument, standard input or a file alike.
+    let bad = "[".repeat(120_000);
+    std::fs::write(&file, &bad).unwrap();
+    let (ok, out) = common::run_at(&["call", "echo-service", "echo", &bad], &url).await;
+    let (ok_stdin, _, err_stdin) =
+        call_with_stdin(&["echo-service", "echo", "-"], &url, bad.as_bytes()).await;
+    let (ok_file, out_file) = common::run_at(&["call", "echo-service", "echo", &at], &url).await;
+    for (ok, out) in [(ok, out), (ok_stdin, err_stdin), (ok_file, out_file)] {
+        assert!(!ok, "{out}");
+        assert!(
+            out.len() < 400,
+            "{} bytes: {}",
+            out.len(),
+            out.chars().take(400).collect::<String>()
+        );
+        assert!(
+            out.contains("not JSON") && out.contains("120000 bytes") && out.contains("[[[…"),
+            "{out}"
+        );
+    }
 
     service.shutdown().await.unwrap();
     conn.drain().await.unwrap();
