@@ -462,8 +462,11 @@ export class InstanceStore {
     if (!Number.isNaN(written) && (known === undefined || written > known)) this.setHeartbeat(k, written, down);
     const e = this.map.get(k);
     if (e && e.goneAt === null && visible(e.instance) === visible(instance)) return false;
-    // Down or restarted: the figures kept so far are no longer live.
-    this.map.set(k, { instance, metrics: liveFigures(instance, e?.metrics ?? null), goneAt: null, goneReason: null });
+    // Down or restarted: the figures kept so far are no longer live. The
+    // newest snapshot is read, not the card's: a restarted process's first
+    // one may have come while the card still showed the dead one (and kept
+    // no figures); it is its live figures now.
+    this.map.set(k, { instance, metrics: liveFigures(instance, this.latest.get(k) ?? e?.metrics ?? null), goneAt: null, goneReason: null });
     return true;
   }
 

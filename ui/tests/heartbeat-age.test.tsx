@@ -51,11 +51,14 @@ function Live({ store }: { store: InstanceStore }) {
 /**
  * Whole seconds the card says, and whether it says them as only a bound:
  * "3 s ago" → 3, "at most 3 s ago" → 3 (a bound), "just now" → 0; null
- * for "on time" (no age shown).
+ * for "on time" (no age shown); "stopped" (a down instance's bound, only
+ * in its title) → the bound in the title.
  */
 function shownAge(): { secs: number; atMost: boolean } | null {
-  const text = screen.getByTestId("heartbeat-age").textContent ?? "";
+  const el = screen.getByTestId("heartbeat-age");
+  let text = el.textContent ?? "";
   if (text === "on time") return null;
+  if (text === "stopped") text = /at most \d+ s ago/.exec(el.querySelector("time")?.title ?? "")?.[0] ?? text;
   if (text === "just now") return { secs: 0, atMost: false };
   const m = /^(at most )?(\d+) s ago$/.exec(text);
   if (!m) throw new Error(`unexpected heartbeat text: ${text}`);
@@ -188,20 +191,26 @@ describe("a killed instance's heartbeat before the monitor says its last beat", 
     return store;
   }
 
-  it("says its age as at most, not as the time since its last beat", () => {
+  // The next trial: "Heartbeat: at most 3 s ago" on a card dead for
+  // 0.3 s, beside "Gone just now" and "since 00:12:42": true, but a vague
+  // bound that reads as news about a process shown dead. Until the
+  // monitor says its last beat, a down instance's heartbeat says that it
+  // stopped; the bound stays in the title.
+  it("says it stopped, the bound only in its title, until the monitor says its last beat", () => {
     const store = killedAt150();
     const age = screen.getByTestId("heartbeat-age");
-    expect(age).toHaveTextContent(/^at most 3 s ago$/);
+    expect(age).toHaveTextContent(/^stopped$/);
     expect(age.querySelector("time")).toHaveAttribute("title", "Its last sign of life was at most 3 s ago; the monitor has not said exactly when.");
     // +1250 ms; painted on the clock's tick at +1200 ms.
     act(() => vi.advanceTimersByTime(1100));
-    expect(age).toHaveTextContent(/^at most 4 s ago$/);
+    expect(age).toHaveTextContent(/^stopped$/);
+    expect(age.querySelector("time")).toHaveAttribute("title", "Its last sign of life was at most 4 s ago; the monitor has not said exactly when.");
     // The monitor lists it late with its last beat: 3.3 s ago. The age
     // shown holds (still a bound) until that reaches it, then is the age.
     act(() => vi.advanceTimersByTime(1750));
     act(() => store.applyDigest(digest(3000, true)));
     act(() => vi.advanceTimersByTime(400));
-    expect(age).toHaveTextContent(/^at most 6 s ago$/);
+    expect(age).toHaveTextContent(/^stopped$/);
     act(() => vi.advanceTimersByTime(2100));
     expect(age).toHaveTextContent(/^6 s ago$/);
     expect(age.querySelector("time")).not.toHaveAttribute("title");
@@ -209,7 +218,24 @@ describe("a killed instance's heartbeat before the monitor says its last beat", 
 
   it("says it in Chinese too", () => {
     killedAt150("zh-CN");
-    expect(screen.getByTestId("heartbeat-age")).toHaveTextContent(/^最多 3 秒前$/);
+    expect(screen.getByTestId("heartbeat-age")).toHaveTextContent(/^已停止$/);
+    expect(screen.getByTestId("heartbeat-age").querySelector("time")?.title).toMatch(/最多 3 秒前/);
+  });
+
+  it("says it stopped on a gone instance's card too, never a bound beside 'Gone just now'", () => {
+    vi.setSystemTime(KILL - 1800);
+    const store = new InstanceStore({ schedule: (flush) => flush() });
+    store.replaceAll([pricing2({ lastHeartbeat: iso(-2300) })]);
+    store.applyDigest(digest(-1800, false));
+    renderUi(
+      <InstanceStoreContext.Provider value={store}>
+        <Live store={store} />
+      </InstanceStoreContext.Provider>,
+    );
+    act(() => vi.advanceTimersByTime(2100));
+    act(() => store.apply({ type: "instanceRemoved", serviceName: "pricing-service", instanceId: "pricing-2", reason: "deregistered" }));
+    expect(screen.getByTestId("gone")).toHaveTextContent(/^Gone just now · stopped$/);
+    expect(screen.getByTestId("heartbeat-age")).toHaveTextContent(/^stopped$/);
   });
 });
 
@@ -335,8 +361,10 @@ describe("an instance's heartbeat before the first digest", () => {
       store.replaceAll([order1({ status: "UNHEALTHY", statusReason: "disconnected" })]);
     });
     act(() => vi.advanceTimersByTime(1000));
-    // Its record's write time: a sign of life, not known to be its last.
-    expect(age()).toHaveTextContent(/^at most 5 s ago$/);
+    // Its record's write time: a sign of life, not known to be its last;
+    // the bound is in the title, the text says it stopped.
+    expect(age()).toHaveTextContent(/^stopped$/);
+    expect(age().querySelector("time")).toHaveAttribute("title", "Its last sign of life was at most 5 s ago; the monitor has not said exactly when.");
   });
 });
 
@@ -508,8 +536,9 @@ describe("an instance's heartbeat when its status changes", () => {
     act(() => change(store));
     expect(screen.getByTestId("instance-card")).not.toHaveAttribute("data-status", "ACTIVE");
     expect(screen.getByTestId("heartbeat-age")).not.toHaveTextContent(/on time/);
-    // Its record's write time, 0.8 s before: not known to be its last beat.
-    expect(screen.getByTestId("heartbeat-age")).toHaveTextContent(/^at most 1 s ago$/);
+    // Its record's write time, 0.8 s before: not known to be its last
+    // beat; said as stopped, the bound in the title.
+    expect(screen.getByTestId("heartbeat-age")).toHaveTextContent(/^stopped$/);
   });
 
   // The trial: after a kill, the heartbeat said the instance was down up

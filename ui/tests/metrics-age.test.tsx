@@ -92,3 +92,61 @@ describe("the age of an instance's last metrics", () => {
     expect(screen.getByTestId("figures-last-known")).toHaveTextContent(/, 10 s ago$/);
   });
 });
+
+// The trial: order-1 killed and restarted by the showcase; its card read
+// "No metrics yet", then for a moment "Last known: 0 calls/s · p99 —, just
+// now" in the amber of stale figures — on a fresh, healthy instance — then
+// its figures. The new process's first snapshot came while the card still
+// showed the dead one (no live figures for a process that is gone); the
+// record of the new process then kept none either, and the card read the
+// snapshot as a down instance's last known figures. "Last known" is for a
+// process that is down; a new one shows its first figures, or "No metrics
+// yet" until they come.
+describe("a restarted instance's first figures", () => {
+  beforeEach(() => {
+    vi.useFakeTimers({ toFake: ["setInterval", "clearInterval", "setTimeout", "clearTimeout", "Date"] });
+    vi.setSystemTime(MONITOR_NOW);
+  });
+  afterEach(() => vi.useRealTimers());
+
+  const restartedAt = MONITOR_NOW - 3000;
+  const dead = () => risk1({ status: "UNHEALTHY", reportedStatus: "ACTIVE", statusReason: "disconnected", statusSince: iso(MONITOR_NOW - 8000) });
+  const fresh = () => risk1({ startedAt: iso(restartedAt), statusSince: iso(restartedAt), lastHeartbeat: iso(MONITOR_NOW - 200) });
+  const idle = (at: number): MetricsSnapshot => ({ ...snapshotAt(at), uptimeSecs: 2, endpoints: [] });
+
+  function show(store: InstanceStore) {
+    renderUi(
+      <InstanceStoreContext.Provider value={store}>
+        <Card store={store} />
+      </InstanceStoreContext.Provider>,
+    );
+  }
+
+  it("are its figures when its first snapshot came before its new record, never 'Last known'", () => {
+    const store = new InstanceStore({ schedule: (flush) => flush() });
+    store.replaceAll([dead()]);
+    store.setMetrics(snapshotAt(MONITOR_NOW - 9000));
+    show(store);
+    expect(screen.getByTestId("figures-last-known")).toHaveTextContent(/^Last known: 9\.5 calls\/s/);
+    // The new process's first snapshot, then its record.
+    act(() => store.setMetrics(idle(MONITOR_NOW - 500)));
+    act(() => store.apply({ type: "instanceUpserted", instance: fresh() }));
+    expect(screen.queryByTestId("figures-last-known")).toBeNull();
+    expect(screen.getByTestId("live-figures")).toHaveTextContent(/^0 calls\/s · p99 —$/);
+  });
+
+  it("reads 'No metrics yet' on a live card with no figures of its own, even if the store holds a snapshot of its process", () => {
+    // As the card is given it: no live figures, a snapshot of the new
+    // process in the store.
+    const store = new InstanceStore({ schedule: (flush) => flush() });
+    store.replaceAll([fresh()]);
+    store.setMetrics(idle(MONITOR_NOW - 500));
+    renderUi(
+      <InstanceStoreContext.Provider value={store}>
+        <ServiceInstanceCard entry={{ instance: fresh(), metrics: null, goneAt: null, goneReason: null }} />
+      </InstanceStoreContext.Provider>,
+    );
+    expect(screen.queryByTestId("figures-last-known")).toBeNull();
+    expect(screen.getByTestId("live-figures")).toHaveTextContent(/^No metrics yet$/);
+  });
+});

@@ -1,7 +1,8 @@
 // HeartbeatAge: "on time" while the monitor's digests say the instance
 // beats on time (the bound they allow in the title: "a sign of life within
 // the last 3 s"), "3 s ago" when the monitor says its last beat, otherwise
-// "at most 3 s ago" (only a bound: a record write, or a digest's bound);
+// "at most 3 s ago" (only a bound: a record write, or a digest's bound),
+// or "stopped" for one down or gone (the bound in the title);
 // "checking…" until the first digest; "unknown: no news for 9 s" while the
 // live feed is stalled or reconnecting; updated by the page's shared
 // one-second clock.
@@ -53,12 +54,18 @@ export function HeartbeatAge({ at, service, id }: HeartbeatAgeProps) {
       // Not the record's write time as an age: it read as late.
       el.textContent = t("card.heartbeatChecking");
       el.title = t("card.heartbeatCheckingHelp");
+    } else if (view.kind === "atMost" && view.down) {
+      // Down or gone, and the monitor has not said its last beat: it
+      // stopped, the bound only in the title ("at most 3 s ago" beside
+      // "Gone just now" read as news of a process shown dead).
+      el.textContent = t("card.heartbeatStopped");
+      el.title = t("card.heartbeatAtMostHelp", { ago: agoAtMost(t, view.age) });
     } else if (view.kind === "atMost") {
       // The monitor has not said when it last beat: only a bound, said as
       // one (the trial read "4 s ago" 0.2 s after a beat; while the page
       // polled, every healthy card read 2–9 s ago, its record's write).
       el.textContent = agoAtMost(t, view.age);
-      el.title = t(view.down ? "card.heartbeatAtMostHelp" : "card.heartbeatAtMostLiveHelp", { ago: agoAtMost(t, view.age) });
+      el.title = t("card.heartbeatAtMostLiveHelp", { ago: agoAtMost(t, view.age) });
     } else if (view.kind === "noNews") {
       const vars = { duration: duration(t, view.since / 1000) };
       el.textContent = t("card.heartbeatNoNews", vars);

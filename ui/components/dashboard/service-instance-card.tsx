@@ -12,7 +12,7 @@ import { Activity, Crown } from "lucide-react";
 
 import { Card } from "@/components/ui/card";
 import { cn } from "@/lib/utils";
-import { figuresStale, headline, ownSnapshot, type InstanceEntry } from "@/lib/instance-store";
+import { figuresStale, headline, ownSnapshot, processDown, type InstanceEntry } from "@/lib/instance-store";
 import type { MetricsSnapshot, ServiceInstance } from "@/lib/api/schemas";
 import { useInstanceStore, useLatestMetrics } from "@/hooks/use-instance-store";
 import { subscribeClock } from "@/hooks/use-now";
@@ -239,11 +239,14 @@ function Figures({ snapshot }: { snapshot: MetricsSnapshot }) {
  * The figures of an instance without live ones: a down instance's last
  * known, marked as such with their age on the monitor's clock (as in
  * `Figures`; the store keeps its newest snapshot), or "No metrics yet" when
- * none came from its current process.
+ * none came from its current process — and always for one not down: a
+ * fresh (re)started instance read "Last known: 0 calls/s · p99 —, just
+ * now" in the amber of stale figures before its first ones.
  */
 function LastKnown({ instance: i }: { instance: ServiceInstance }) {
   const { t, locale } = useI18n();
-  const snapshot = ownSnapshot(i, useLatestMetrics(i.serviceName, i.instanceId));
+  const latest = useLatestMetrics(i.serviceName, i.instanceId);
+  const snapshot = processDown(i) ? ownSnapshot(i, latest) : null;
   const figures = headline(snapshot);
   if (!snapshot || !figures) return <span>{t("card.noMetrics")}</span>;
   const text = `${t("card.callsPerSec", { value: num(figures.rate, locale) })} · ${t("card.p99", {

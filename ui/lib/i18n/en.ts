@@ -124,6 +124,7 @@ export const en = {
   "card.heartbeatCheckingHelp": "Waiting for the monitor's first digest (every 2 s) to say whether it beats on time.",
   "card.heartbeatNoNews": "unknown: no news for {duration}",
   "card.heartbeatNoNewsHelp": "Nothing has come from the monitor for {duration}: whether this instance still beats is not known now.",
+  "card.heartbeatStopped": "stopped",
   "card.heartbeatAtMostHelp": "Its last sign of life was {ago}; the monitor has not said exactly when.",
   "card.heartbeatAtMostLiveHelp": "Its last sign of life was {ago}: its record is rewritten every few beats, and the monitor has not said whether it beats on time.",
   "card.role": "Role",

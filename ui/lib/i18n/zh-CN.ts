@@ -124,6 +124,7 @@ export const zhCN: Catalogue = {
   "card.heartbeatCheckingHelp": "正在等待监控服务的第一份摘要（每 2 秒一次），以确认其心跳是否按时。",
   "card.heartbeatNoNews": "未知：已 {duration}没有新消息",
   "card.heartbeatNoNewsHelp": "已 {duration}没有收到监控服务的任何消息：目前无法得知该实例是否仍有心跳。",
+  "card.heartbeatStopped": "已停止",
   "card.heartbeatAtMostHelp": "最后一次存活信号：{ago}；监控服务尚未给出确切时间。",
   "card.heartbeatAtMostLiveHelp": "最后一次存活信号：{ago}；其注册记录每隔几次心跳才写入一次，监控服务尚未说明其心跳是否按时。",
   "card.role": "角色",
