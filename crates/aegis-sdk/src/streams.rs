@@ -807,8 +807,20 @@ impl NoStreamTookIt {
     }
 
     /// `source` as it is, or wrapped in [`NoStreamTookIt`] when it (or an
-    /// error it wraps) is a publish nobody took.
-    pub(crate) fn explained(source: async_nats::Error) -> async_nats::Error {
+    /// error it wraps) is a publish nobody took: for a write of your own to
+    /// a bucket or stream, whose error would otherwise read as a missing
+    /// stream.
+    ///
+    /// ```
+    /// use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+    /// use aegis_sdk::streams::NoStreamTookIt;
+    ///
+    /// let nobody = NoStreamTookIt::explained(PublishError::new(PublishErrorKind::StreamNotFound).into());
+    /// assert!(nobody.to_string().contains("no leader right now"));
+    /// let other = NoStreamTookIt::explained(PublishError::new(PublishErrorKind::TimedOut).into());
+    /// assert!(!other.to_string().contains("no leader"));
+    /// ```
+    pub fn explained(source: async_nats::Error) -> async_nats::Error {
         if nobody_took(&*source) {
             Box::new(Self(source))
         } else {

@@ -53,7 +53,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tracing::info;
 
-use super::store::{FENCE_KEY, StoreError};
+use super::store::{FENCE_KEY, StoreError, unavailable};
 use crate::kv::{Bucket, Expect, WriteError};
 
 /// When the bucket's stream was created, in nanoseconds since the Unix
@@ -165,7 +165,6 @@ impl Fence {
             Some(h) if h.epoch > epoch => return Err(StoreError::Deposed),
             _ => {}
         }
-        let unavailable = |e: async_nats::Error| StoreError::Unavailable(e.to_string());
         // A lost compare-and-set means another leader took it meanwhile:
         // read again and see whose it is now. The bucket is read before
         // and after: a fence read or taken in a bucket created again in

@@ -98,8 +98,11 @@ impl From<StoreError> for WireError {
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+/// `e` as the store's unavailability; a write no stream took says it most
+/// likely has no leader right now (read alone, the client's "no stream
+/// found for given subject" is a missing stream).
+pub(super) fn unavailable(e: impl Into<async_nats::Error>) -> StoreError {
+    StoreError::Unavailable(aegis_sdk::streams::NoStreamTookIt::explained(e.into()).to_string())
 }
 
 /// Which bucket the index follows, and how far.
@@ -613,6 +616,25 @@ mod tests {
 
     /// An hour, in the nanoseconds buckets are told apart by.
     const HOUR: i128 = 3_600_000_000_000;
+
+    /// A write no stream took (its stream between leaders, as when a NATS
+    /// node is lost) is told as that, not as a missing stream.
+    #[test]
+    fn a_write_no_stream_took_says_the_stream_may_have_no_leader() {
+        use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+        let StoreError::Unavailable(detail) =
+            unavailable(PublishError::new(PublishErrorKind::StreamNotFound))
+        else {
+            panic!("not unavailable");
+        };
+        assert!(detail.contains("no leader right now"), "{detail}");
+        let StoreError::Unavailable(detail) =
+            unavailable(PublishError::new(PublishErrorKind::TimedOut))
+        else {
+            panic!("not unavailable");
+        };
+        assert!(!detail.contains("no leader"), "{detail}");
+    }
 
     fn at(bucket: i128, revision: u64) -> FenceAt {
         FenceAt { revision, bucket }
