@@ -53,8 +53,14 @@ impl std::fmt::Debug for Credentials {
 /// ([`crate::permissions::admitted_services`]): each gets its user
 /// `svc-NAME` after the showcase's own.
 ///
+/// A key whose value is empty in the file (a token "reset" by clearing
+/// it) is generated anew like a missing one, and named on the terminal
+/// (never its value).
+///
 /// # Errors
-/// When the file cannot be read or written.
+/// When the file cannot be read or written, or a NATS password in it
+/// holds a `"` or a `\` (the servers' configuration quotes it), named by
+/// its key.
 pub fn ensure(
     state_dir: &Path,
     tls_ca: Option<&Path>,
@@ -71,12 +77,22 @@ pub fn ensure(
             }
         }
     }
+    // A key whose value was emptied (a user "resetting" a token) is one to
+    // make anew, as if its line were gone: kept empty, the monitor would
+    // refuse it at every start. Said by its name once written, never its
+    // value.
+    let emptied = std::cell::RefCell::new(Vec::new());
     let pick = |var: &str, env: bool| {
         env.then(|| std::env::var(var).ok())
             .flatten()
             .filter(|v| !v.trim().is_empty())
-            .or_else(|| from_file.get(var).cloned())
-            .unwrap_or_else(generate)
+            .or_else(|| from_file.get(var).filter(|v| !v.is_empty()).cloned())
+            .unwrap_or_else(|| {
+                if from_file.contains_key(var) {
+                    emptied.borrow_mut().push(var.to_owned());
+                }
+                generate()
+            })
     };
     let nats_users: Vec<User> = showcase_roles()
         .into_iter()
@@ -97,6 +113,30 @@ pub fn ensure(
         nats_users,
         session_secret: pick("AEGIS_SESSION_SECRET", true),
     };
+    // The NATS passwords go into the servers' configuration as quoted
+    // strings: one the file's owner set with a quote or a backslash would
+    // be read as another password, or break the file. Refused before
+    // anything is written, by its name only.
+    let passwords = std::iter::once((
+        "AEGIS_NATS_SYSTEM_PASSWORD".to_owned(),
+        &creds.nats_system_password,
+    ))
+    .chain(
+        creds
+            .nats_users
+            .iter()
+            .map(|u| (password_var(&u.name), &u.password)),
+    );
+    for (var, password) in passwords {
+        if password.contains(['"', '\\']) {
+            anyhow::bail!(
+                "{var} in {} holds a `\"` or a `\\`, which the NATS servers' configuration \
+                 cannot take as written; set a password without them there, or remove the line \
+                 (`aegis up` then generates one)",
+                path.display()
+            );
+        }
+    }
     let mut users = String::new();
     for user in &creds.nats_users {
         users.push_str(&format!("{}={}\n", password_var(&user.name), user.password));
@@ -121,6 +161,12 @@ pub fn ensure(
         creds.admin, creds.viewer, creds.nats_system_password, creds.session_secret
     );
     super::write_anew(&path, &text, 0o600)?;
+    for var in emptied.into_inner() {
+        super::say(&format!(
+            "  … {var} was empty in {}: generated a new one there",
+            path.display()
+        ));
+    }
     Ok(creds)
 }
 
