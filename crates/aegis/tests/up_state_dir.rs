@@ -1,13 +1,30 @@
-//! What `aegis up` makes of the credentials file of its state directory,
-//! before any showcase starts: a value emptied there is generated anew and
-//! said by its name; a NATS password the server configuration cannot hold
-//! as written is refused by its name. Each run stops before NATS, at the
-//! port check (a port this test holds), which comes after the credentials
-//! are read and written.
+//! What `aegis up` makes of the state directory it is given, before any
+//! showcase starts: a directory that is not an aegis state directory is
+//! refused and left as it is (not its `credentials` replaced, nor its
+//! `control/` or `admitted/` files deleted); a value emptied in the
+//! `credentials` file is generated anew and said by its name; a NATS
+//! password the server configuration cannot hold as written is refused by
+//! its name. Each run stops before NATS: at the UI (an export without
+//! `index.html`) or at the port check (a port this test holds), both of
+//! which come after the checks tested here.
 
 mod common;
 
 use std::{path::Path, process::Command};
+
+/// `aegis up --state-dir dir` with an export that has no `index.html`: it
+/// fails at the UI, the first step after the state directory is taken.
+fn up_to_the_ui(dir: &Path) -> (bool, String) {
+    let empty_ui = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(common::AEGIS);
+    cmd.args(["up", "--state-dir"])
+        .arg(dir)
+        .arg("--ui-dir")
+        .arg(empty_ui.path())
+        .arg("--no-ui-build")
+        .env("NO_COLOR", "1");
+    common::output(cmd)
+}
 
 /// `aegis up --state-dir dir` with a real export and an API port this
 /// test holds: it fails at the port check, after the credentials are
@@ -41,6 +58,64 @@ fn value_of<'a>(text: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
 }
 
+#[test]
+fn a_directory_that_is_not_a_state_directory_is_refused_and_left_alone() {
+    type Setup = fn(&Path);
+    let cases: [(&str, Setup, &str); 4] = [
+        (
+            "a credentials file with no setting of aegis",
+            |d| std::fs::write(d.join("credentials"), "hello world\nfoo=bar\n").unwrap(),
+            "credentials",
+        ),
+        (
+            "a file in control/ that aegis does not write",
+            |d| {
+                std::fs::create_dir(d.join("control")).unwrap();
+                std::fs::write(d.join("control/important.txt"), "keep\n").unwrap();
+            },
+            "important.txt",
+        ),
+        (
+            "an environment file in admitted/ that aegis did not write",
+            |d| {
+                std::fs::create_dir(d.join("admitted")).unwrap();
+                std::fs::write(d.join("admitted/mine.env"), "PATH=/opt/mine\n").unwrap();
+            },
+            "mine.env",
+        ),
+        (
+            "a directory with nothing of aegis in it",
+            |d| {
+                std::fs::write(d.join("notes.txt"), "mine\n").unwrap();
+                std::fs::create_dir(d.join("src")).unwrap();
+            },
+            "notes.txt",
+        ),
+    ];
+    for (what, setup, named) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        setup(dir.path());
+        let before = snapshot(dir.path());
+        let (ok, out) = up_to_the_ui(dir.path());
+        assert!(!ok, "{what}: {out}");
+        assert!(
+            out.contains("is not an aegis state directory"),
+            "{what}: {out}"
+        );
+        assert!(
+            out.contains(&dir.path().display().to_string()),
+            "{what}: names the directory: {out}"
+        );
+        assert!(out.contains(named), "{what}: names what it found: {out}");
+        assert!(
+            out.contains("--state-dir") && out.contains("remove"),
+            "{what}: says how to go on: {out}"
+        );
+        assert!(!out.contains("index.html"), "{what}: refused first: {out}");
+        assert_eq!(snapshot(dir.path()), before, "{what}: left as it was");
+    }
+}
+
 /// Every file under `dir` with its content.
 fn snapshot(dir: &Path) -> Vec<(String, String)> {
     let mut all = Vec::new();
@@ -59,6 +134,35 @@ fn snapshot(dir: &Path) -> Vec<(String, String)> {
     }
     all.sort();
     all
+}
+
+#[test]
+fn a_previous_state_directory_an_empty_one_and_a_missing_one_are_taken() {
+    // What an earlier `aegis up` left: its credentials (with an admitted
+    // service's password), logs, pid files, a hold, an environment file.
+    let previous = tempfile::tempdir().unwrap();
+    let d = previous.path();
+    let fx = aegis::permissions::admitted_services(&["fx-service".to_owned()]).unwrap();
+    let creds = aegis::up::credentials::ensure(d, None, &fx).unwrap();
+    aegis::up::admitted::write(d, &fx, "nats://127.0.0.1:4222", None, &creds).unwrap();
+    for sub in ["logs", "pids", "control", "nats/cluster/n1/jetstream"] {
+        std::fs::create_dir_all(d.join(sub)).unwrap();
+    }
+    std::fs::write(d.join("logs/monitor.log"), "an earlier run\n").unwrap();
+    std::fs::write(d.join("control/hold-order-1"), "").unwrap();
+    std::fs::write(d.join("definitions-registered"), "").unwrap();
+
+    let empty = tempfile::tempdir().unwrap();
+    let missing = empty.path().join("not-yet");
+    for dir in [d, empty.path(), missing.as_path()] {
+        let (ok, out) = up_to_the_ui(dir);
+        assert!(!ok, "{}: {out}", dir.display());
+        assert!(
+            out.contains("no index.html there"),
+            "{}: taken: {out}",
+            dir.display()
+        );
+    }
 }
 
 #[test]

@@ -191,6 +191,8 @@ pub async fn run(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Resul
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("creating the state directory {}", args.state_dir.display()))?;
     let state_dir = args.state_dir.canonicalize()?;
+    // Before anything in it is written, replaced or deleted.
+    check_state_dir(&state_dir)?;
     let _lock = PidLock::acquire(&state_dir.join("up.pid"))?;
     // The tools take `up.pid` with no `nats-url` as "still starting": one a
     // killed `aegis up` left behind must not name its nodes meanwhile.
@@ -265,6 +267,149 @@ pub async fn run(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Resul
         state_dir.display()
     ));
     result
+}
+
+/// What `aegis up` writes at the top of its state directory (an older
+/// version wrote nothing else there either).
+const STATE_ENTRIES: [&str; 12] = [
+    "credentials",
+    "up.pid",
+    "up.pid.start",
+    credentials::NATS_URL_FILE,
+    nats::NODES_FILE,
+    DEFINED_MARKER,
+    "logs",
+    "pids",
+    "control",
+    "nats",
+    "tls",
+    admitted::DIR,
+];
+
+/// Refuses a `dir` that holds what `aegis up` would replace or delete
+/// without having written it: a `credentials` file that is not of aegis
+/// (it is written anew), files in `control/` that are no hold or restart
+/// request (the directory is emptied), `admitted/` files that are no
+/// environment file of aegis (the ones of services not admitted are
+/// deleted); and a non-empty directory with nothing of aegis in it (a
+/// mistyped `--state-dir`, say a project's own directory). A missing or
+/// empty directory, or one an earlier `aegis up` left, is taken. Dot
+/// files (`.gitignore`) do not count. Nothing found is quoted but by its
+/// name: a file may hold a secret.
+///
+/// # Errors
+/// Naming the directory, what in it is not of aegis, and how to go on.
+fn check_state_dir(dir: &Path) -> anyhow::Result<()> {
+    let names = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let mut found = Vec::new();
+    if let Some(why) = foreign_credentials(&dir.join("credentials")) {
+        found.push(why);
+    }
+    for name in names(&dir.join("control")) {
+        if !(name.starts_with("hold-") || name.starts_with("restart-")) {
+            found.push(format!(
+                "control/{name}, which aegis does not write (`aegis up` empties control/)"
+            ));
+        }
+    }
+    for name in names(&dir.join(admitted::DIR)) {
+        let path = dir.join(admitted::DIR).join(&name);
+        let ours = name.ends_with(".env")
+            && std::fs::read_to_string(&path).is_ok_and(|text| {
+                text.lines().any(|l| !l.trim().is_empty())
+                    && text
+                        .lines()
+                        .filter(|l| !l.trim().is_empty())
+                        .all(is_aegis_setting)
+            });
+        if !ours {
+            found.push(format!(
+                "{}/{name}, which is no environment file aegis wrote (`aegis up` deletes the .env files of services it does not admit)",
+                admitted::DIR
+            ));
+        }
+    }
+    let all = names(dir);
+    let visible: Vec<&String> = all.iter().filter(|n| !n.starts_with('.')).collect();
+    if found.is_empty()
+        && !visible.is_empty()
+        && !all.iter().any(|n| STATE_ENTRIES.contains(&n.as_str()))
+    {
+        let shown: Vec<&str> = visible.iter().take(3).map(|n| n.as_str()).collect();
+        found.push(format!(
+            "{}{} and nothing aegis writes",
+            shown.join(", "),
+            if visible.len() > 3 { ", ..." } else { "" }
+        ));
+    }
+    if found.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "{} is not an aegis state directory: it holds {}. `aegis up` writes, replaces and \
+         deletes files in its state directory, so it leaves this one alone: give another \
+         --state-dir (a new or empty directory), or remove {} first if nothing in it is needed",
+        dir.display(),
+        found.join("; "),
+        shell_quoted(&dir.display().to_string())
+    )
+}
+
+/// Whether `line` is a `NAME=value` setting of aegis (`AEGIS_...`).
+fn is_aegis_setting(line: &str) -> bool {
+    line.split_once('=').is_some_and(|(name, _)| {
+        let name = name.trim();
+        name.starts_with("AEGIS_")
+            && name
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+    })
+}
+
+/// Why the file at `path`, when there is one, is no credentials file of
+/// aegis: a line that is not an `AEGIS_...=value` setting (named by its
+/// number, never shown), or no setting at all. `None` for an absent or
+/// blank file.
+fn foreign_credentials(path: &Path) -> Option<String> {
+    if !path.exists() {
+        return None;
+    }
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Some("credentials, which is no text file aegis wrote".to_owned());
+    };
+    let mut settings = 0;
+    let mut comments = false;
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        if line.starts_with('#') {
+            comments = true;
+        } else if is_aegis_setting(line) {
+            settings += 1;
+        } else {
+            return Some(format!(
+                "credentials, whose line {} is no AEGIS_NAME=value setting of aegis (`aegis up` writes that file anew)",
+                number + 1
+            ));
+        }
+    }
+    (settings == 0 && comments).then(|| {
+        "credentials, with no AEGIS_NAME=value setting of aegis in it (`aegis up` writes that file anew)"
+            .to_owned()
+    })
 }
 
 /// Waits while `missing` says what the showcase still lacks, until
