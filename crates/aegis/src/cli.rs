@@ -125,6 +125,9 @@ pub(crate) struct NoShowcase {
     /// An `aegis up` runs there but has not said where its NATS is yet
     /// (it writes `nats-url` once its nodes are healthy).
     starting: bool,
+    /// Why its `up.pid`, left by an `aegis up` that did not stop cleanly,
+    /// names no running `aegis up` (see [`crate::up::supervisor::check_pid`]).
+    stale: Option<String>,
 }
 
 impl std::fmt::Display for NoShowcase {
@@ -135,6 +138,13 @@ impl std::fmt::Display for NoShowcase {
                 f,
                 "the `aegis up` with state in {dir} is still starting: its NATS is not up yet \
                  (try again once it says the showcase is up)"
+            )
+        } else if let Some(stale) = &self.stale {
+            write!(
+                f,
+                "no `aegis up` is running with state in {dir}: {stale}, left by an `aegis up` \
+                 that did not stop cleanly (start `aegis up` again, which takes the stale file \
+                 over, or pass --state-dir with the directory a running one keeps its state in)"
             )
         } else {
             write!(
@@ -163,7 +173,27 @@ pub(crate) fn no_showcase_in(dir: &Path) -> anyhow::Error {
     anyhow::Error::new(NoShowcase {
         dir: dir.to_path_buf(),
         starting: false,
+        stale: stale_up_pid(dir),
     })
+}
+
+/// Why `dir`'s `up.pid` is stale, when there is one that names no running
+/// `aegis up`: its pid is now another process's, or has exited.
+fn stale_up_pid(dir: &Path) -> Option<String> {
+    use crate::up::supervisor::{PidFile, check_pid};
+    let path = dir.join("up.pid");
+    match check_pid(&path) {
+        PidFile::Reused { pid, program } => Some(format!(
+            "its pid file {} is stale (pid {pid} is now another process, {program}, \
+             not the `aegis up` that wrote it)",
+            path.display()
+        )),
+        PidFile::Gone(pid) => Some(format!(
+            "its pid file {} is stale (pid {pid} has exited)",
+            path.display()
+        )),
+        PidFile::Missing | PidFile::Live(_) => None,
+    }
 }
 
 /// The error of a tool pointed at a state directory whose `aegis up` runs
@@ -172,6 +202,7 @@ fn starting_in(dir: &Path) -> anyhow::Error {
     anyhow::Error::new(NoShowcase {
         dir: dir.to_path_buf(),
         starting: true,
+        stale: None,
     })
 }
 
@@ -429,6 +460,7 @@ impl ConnectArgs {
                 return Err(anyhow::Error::new(NoShowcase {
                     dir: dir.clone(),
                     starting: true,
+                    stale: None,
                 }));
             }
             tls_ca = crate::up::credentials::read_tls_ca(&file)?;

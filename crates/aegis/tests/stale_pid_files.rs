@@ -191,3 +191,49 @@ fn a_pid_file_without_a_start_time_counts_only_for_the_programs_aegis_up_runs() 
     );
     assert!(nats.survives());
 }
+
+#[test]
+fn chaos_says_the_up_pid_is_stale_when_it_is() {
+    // An `aegis up` that did not stop cleanly left its `up.pid`: its pid
+    // is now a `sleep` (a file of an older `aegis up`, then one recording
+    // another start time), or nobody's.
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().to_str().unwrap();
+    let up_pid = state.path().join("up.pid");
+    let sleeper = Stand::sleep();
+    let mut gone = Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    for case in ["older", "reused", "gone"] {
+        match case {
+            "older" => std::fs::write(&up_pid, sleeper.pid().to_string()).unwrap(),
+            "reused" => write_for_an_earlier_process(&up_pid, &sleeper),
+            _ => {
+                supervisor_remove_start(&up_pid);
+                std::fs::write(&up_pid, gone.id().to_string()).unwrap();
+            }
+        }
+        let pid = if case == "gone" {
+            gone.id()
+        } else {
+            sleeper.pid()
+        };
+        let (ok, out) = common::run(&["chaos", "kill", "order-1", "--state-dir", dir]);
+        assert!(!ok, "{case}: {out}");
+        assert!(
+            out.contains(&format!("no `aegis up` is running with state in {dir}")),
+            "{case}: {out}"
+        );
+        assert!(
+            out.contains("stale") && out.contains(&format!("pid {pid}")),
+            "{case}: says the pid file is stale: {out}"
+        );
+        if case != "gone" {
+            assert!(out.contains("sleep"), "{case}: names what has it: {out}");
+        }
+    }
+}
+
+/// Removes the start file beside a pid file (as an older `aegis up` left).
+fn supervisor_remove_start(path: &Path) {
+    let _ = std::fs::remove_file(format!("{}.start", path.display()));
+}
