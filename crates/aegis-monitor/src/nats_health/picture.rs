@@ -9,13 +9,13 @@
 //! or has not heard from it for [`SILENT_PEER`].
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Serialize, Serializer};
 use utoipa::ToSchema;
 
-use super::listing::{ListPage, Peer};
+use super::listing::{ListPage, ListedStream, Peer};
 
 /// How long a stream's leader may not hear from a peer before the picture
 /// takes it for down (no system account): raft heartbeats are sent every
@@ -135,22 +135,34 @@ pub(crate) fn listing_of(pages: Vec<ListPage>, local: &str) -> Listing {
     let mut out = Listing::new();
     for page in pages {
         for s in page.streams {
-            let cluster = s.cluster.unwrap_or_default();
-            let leader = cluster.leader.or_else(|| Some(local.to_owned()));
-            out.insert(
-                s.config.name,
-                Listed {
-                    replicas: s.config.num_replicas,
-                    leader,
-                    peers: cluster.replicas,
-                },
-            );
+            let (name, listed) = listed_of(s, local);
+            out.insert(name, listed);
         }
         for name in page.missing {
             out.entry(name).or_default().leader = None;
         }
     }
     out
+}
+
+/// One stream as the listing or its own `STREAM.INFO` answer describes
+/// it, by name.
+pub(crate) fn listed_of(s: ListedStream, local: &str) -> (String, Listed) {
+    // Without cluster information the server is not clustered and leads
+    // all its streams itself; with it, an empty leader is none (a member
+    // answering for a group it sees leaderless).
+    let (leader, cluster) = match s.cluster {
+        Some(c) => (c.leader.clone().filter(|l| !l.is_empty()), c),
+        None => (Some(local.to_owned()), Default::default()),
+    };
+    (
+        s.config.name,
+        Listed {
+            replicas: s.config.num_replicas,
+            leader,
+            peers: cluster.replicas,
+        },
+    )
 }
 
 /// What one check heard.
@@ -187,11 +199,22 @@ pub(crate) struct Tracker {
     led_by: BTreeMap<String, String>,
     servers: BTreeMap<String, Seen<bool>>,
     streams: BTreeMap<String, Seen<Option<String>>>,
+    /// When the listing in use was asked for.
+    listing_asked: Option<Instant>,
+    /// Streams whose own answer named a leader, asked after the listing in
+    /// use was: fresher than it, and than a listing asked before them.
+    probed: BTreeMap<String, (Instant, Listed)>,
 }
 
 impl Tracker {
-    /// Takes a new complete listing.
-    pub(crate) fn listed(&mut self, listing: Listing) {
+    /// Takes a new complete listing, asked for at `asked`. A stream that
+    /// named its leader itself since then is still shown as it answered.
+    pub(crate) fn listed(&mut self, listing: Listing, asked: Instant) {
+        if self.listing_asked.is_some_and(|last| last > asked) {
+            return;
+        }
+        self.listing_asked = Some(asked);
+        self.probed.retain(|_, (at, _)| *at > asked);
         for (name, listed) in &listing {
             if let Some(leader) = &listed.leader {
                 self.led_by.insert(name.clone(), leader.clone());
@@ -210,7 +233,25 @@ impl Tracker {
         }
         self.peers_of.retain(|name, _| listing.contains_key(name));
         self.led_by.retain(|name, _| listing.contains_key(name));
+        self.probed.retain(|name, _| listing.contains_key(name));
         self.listing = listing;
+    }
+
+    /// Takes a stream's own answer to `STREAM.INFO`, asked at `asked`,
+    /// when it names a leader: the stream is shown led again, whatever the
+    /// listing (which may be seconds old) says, until a listing asked
+    /// after it. An answer naming no leader changes nothing: the stream is
+    /// shown as the listing and the servers say, which errs towards alarm.
+    /// Servers are judged from the listing alone: a leader elected a
+    /// moment ago does not yet know which of its peers are gone.
+    pub(crate) fn probed(&mut self, asked: Instant, name: &str, answer: Listed) {
+        if answer.leader.is_none()
+            || !self.listing.contains_key(name)
+            || self.listing_asked.is_some_and(|listing| listing > asked)
+        {
+            return;
+        }
+        self.probed.insert(name.to_owned(), (asked, answer));
     }
 
     /// The picture at `now` from what was `heard` and the last listing.
@@ -240,6 +281,9 @@ impl Tracker {
         let is_down = |name: &str| up.get(name) == Some(&false);
         let mut streams = Vec::with_capacity(self.listing.len());
         for (name, listed) in &self.listing {
+            let replicas = listed.replicas;
+            // A stream's own answer since the listing, if it named a leader.
+            let listed = self.probed.get(name).map_or(listed, |(_, answer)| answer);
             let leader = listed.leader.clone().filter(|l| !is_down(l));
             let mut offline: BTreeSet<String> = listed
                 .peers
@@ -254,7 +298,11 @@ impl Tracker {
             let since = remember(&mut self.streams, name, leader.clone(), led, now);
             streams.push(StreamState {
                 name: name.clone(),
-                replicas: listed.replicas,
+                replicas: if listed.replicas == 0 {
+                    replicas
+                } else {
+                    listed.replicas
+                },
                 leader,
                 offline: offline.into_iter().collect(),
                 since,
@@ -418,10 +466,13 @@ mod tests {
     #[test]
     fn a_stream_led_by_a_server_that_stopped_answering_has_no_leader() {
         let mut tracker = Tracker::default();
-        tracker.listed(Listing::from([(
-            "KV_orders".to_owned(),
-            led("n3", vec![peer("n1", 5), peer("n2", 5)]),
-        )]));
+        tracker.listed(
+            Listing::from([(
+                "KV_orders".to_owned(),
+                led("n3", vec![peer("n1", 5), peer("n2", 5)]),
+            )]),
+            Instant::now(),
+        );
         let p = tracker.picture(&heard(Some(&["n1", "n2", "n3"])), t(0), EVERY);
         assert_eq!(p.streams[0].leader.as_deref(), Some("n3"));
         assert!(p.servers.iter().all(|s| s.up && s.since.is_none()));
@@ -441,18 +492,74 @@ mod tests {
         // The listing names it missing, then led by n2.
         let mut missing = Listing::new();
         missing.insert("KV_orders".to_owned(), Listed::default());
-        tracker.listed(missing);
+        tracker.listed(missing, Instant::now());
         let p = tracker.picture(&heard(Some(&["n1", "n2"])), t(4), EVERY);
         assert_eq!((p.streams[0].replicas, p.streams[0].since), (3, Some(t(1))));
         assert_eq!(p.streams[0].offline, ["n3"]);
-        tracker.listed(Listing::from([(
-            "KV_orders".to_owned(),
-            led("n2", vec![peer("n1", 5), peer("n3", 0)]),
-        )]));
+        tracker.listed(
+            Listing::from([(
+                "KV_orders".to_owned(),
+                led("n2", vec![peer("n1", 5), peer("n3", 0)]),
+            )]),
+            Instant::now(),
+        );
         let p = tracker.picture(&heard(Some(&["n1", "n2"])), t(6), EVERY);
         assert_eq!(p.streams[0].leader.as_deref(), Some("n2"));
         assert_eq!(p.streams[0].since, Some(t(6)));
         assert_eq!(p.streams[0].offline, ["n3"]);
+    }
+
+    /// A stream's own answer naming a leader shows it led at once, and a
+    /// listing asked before that answer (taken while it had none) does
+    /// not undo it; one asked after it is the truth again. An answer older
+    /// than the listing in use, or naming no leader, changes nothing.
+    #[test]
+    fn a_streams_own_answer_shows_its_new_leader_before_the_next_listing() {
+        let mut tracker = Tracker::default();
+        let listing_of = |leader: Option<&str>| {
+            Listing::from([(
+                "KV_orders".to_owned(),
+                match leader {
+                    Some(l) => led(l, vec![peer("n1", 5), peer("n2", 5)]),
+                    None => Listed::default(),
+                },
+            )])
+        };
+        tracker.listed(listing_of(Some("n3")), Instant::now());
+        let h = heard(Some(&["n1", "n2"]));
+        let p = tracker.picture(&h, t(1), EVERY);
+        assert_eq!(p.streams[0].leader, None, "n3 is down");
+
+        let slow_listing = Instant::now();
+        let early = Instant::now();
+        let no_leader = Listed {
+            replicas: 3,
+            leader: None,
+            peers: vec![],
+        };
+        tracker.probed(early, "KV_orders", no_leader);
+        assert_eq!(tracker.picture(&h, t(2), EVERY).streams[0].leader, None);
+        let answer = led("n2", vec![peer("n1", 5), peer("n3", 0)]);
+        tracker.probed(Instant::now(), "KV_orders", answer.clone());
+        tracker.probed(Instant::now(), "KV_unknown", answer.clone());
+        let p = tracker.picture(&h, t(3), EVERY);
+        assert_eq!(p.streams.len(), 1);
+        let st = &p.streams[0];
+        assert_eq!(st.leader.as_deref(), Some("n2"));
+        assert_eq!((st.replicas, st.since), (3, Some(t(3))));
+        assert_eq!(st.offline, ["n3"], "a peer on a server shown down");
+
+        // The listing asked before the answer returns: missing.
+        tracker.listed(listing_of(None), slow_listing);
+        let p = tracker.picture(&h, t(4), EVERY);
+        assert_eq!(p.streams[0].leader.as_deref(), Some("n2"));
+        assert_eq!(p.streams[0].replicas, 3);
+
+        // One asked after it is the truth again, and an answer older than
+        // it is not taken.
+        tracker.listed(listing_of(None), Instant::now());
+        tracker.probed(early, "KV_orders", answer);
+        assert_eq!(tracker.picture(&h, t(5), EVERY).streams[0].leader, None);
     }
 
     /// A round of pings the monitor's own system connection lost (its
@@ -463,10 +570,13 @@ mod tests {
     #[test]
     fn a_round_nobody_or_few_answered_judges_no_server() {
         let mut tracker = Tracker::default();
-        tracker.listed(Listing::from([(
-            "KV_orders".to_owned(),
-            led("n3", vec![peer("n1", 5), peer("n2", 5)]),
-        )]));
+        tracker.listed(
+            Listing::from([(
+                "KV_orders".to_owned(),
+                led("n3", vec![peer("n1", 5), peer("n2", 5)]),
+            )]),
+            Instant::now(),
+        );
         let all = tracker.picture(&heard(Some(&["n1", "n2", "n3"])), t(0), EVERY);
         assert!(all.servers.iter().all(|s| s.up), "{:?}", all.servers);
         for few in [&[][..], &["n2"][..]] {
@@ -492,25 +602,31 @@ mod tests {
     #[test]
     fn without_the_system_account_a_silent_peer_is_down() {
         let mut tracker = Tracker::default();
-        tracker.listed(Listing::from([
-            (
-                "A".to_owned(),
-                led("n1", vec![peer("n2", 5), peer("n3", 5)]),
-            ),
-            (
-                "B".to_owned(),
-                led("n3", vec![peer("n1", 5), peer("n2", 5)]),
-            ),
-        ]));
+        tracker.listed(
+            Listing::from([
+                (
+                    "A".to_owned(),
+                    led("n1", vec![peer("n2", 5), peer("n3", 5)]),
+                ),
+                (
+                    "B".to_owned(),
+                    led("n3", vec![peer("n1", 5), peer("n2", 5)]),
+                ),
+            ]),
+            Instant::now(),
+        );
         let p = tracker.picture(&heard(None), t(0), EVERY);
         assert!(p.servers.iter().all(|s| s.up), "{p:?}");
-        tracker.listed(Listing::from([
-            (
-                "A".to_owned(),
-                led("n1", vec![peer("n2", 5), peer("n3", 4_000)]),
-            ),
-            ("B".to_owned(), Listed::default()),
-        ]));
+        tracker.listed(
+            Listing::from([
+                (
+                    "A".to_owned(),
+                    led("n1", vec![peer("n2", 5), peer("n3", 4_000)]),
+                ),
+                ("B".to_owned(), Listed::default()),
+            ]),
+            Instant::now(),
+        );
         let p = tracker.picture(&heard(None), t(5), EVERY);
         let up: Vec<_> = p.servers.iter().map(|s| (s.name.as_str(), s.up)).collect();
         assert_eq!(up, [("n1", true), ("n2", true), ("n3", false)]);
@@ -537,7 +653,10 @@ mod tests {
     #[test]
     fn the_picture_is_the_documented_json() {
         let mut tracker = Tracker::default();
-        tracker.listed(Listing::from([("KV_orders".to_owned(), led("n1", vec![]))]));
+        tracker.listed(
+            Listing::from([("KV_orders".to_owned(), led("n1", vec![]))]),
+            Instant::now(),
+        );
         let mut p = tracker.picture(&heard(Some(&["n1"])), t(0), EVERY);
         p.as_of = "2026-12-04T19:30:00.123Z".parse().unwrap();
         assert_eq!(
