@@ -38,7 +38,9 @@ pub(crate) async fn fallback(State(state): State<AppState>, request: Request) ->
         (Some(dir), false) => serve(dir, request).await,
         _ => ApiError::new(
             ErrorCode::NotFound,
-            format!("no route for {} {}", request.method(), request.uri().path()),
+            // Not the path: the error is logged, and a path may hold what
+            // a user pasted into it by mistake (a token).
+            format!("no route for {} at this path", request.method()),
         )
         .into_response(),
     }

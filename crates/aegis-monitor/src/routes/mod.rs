@@ -120,6 +120,9 @@ pub fn router(state: AppState) -> Router {
     hardened(app).with_state(state)
 }
 
+/// What a request span names as its route when no route matches its path.
+const UNMATCHED: &str = "<unmatched>";
+
 /// The layers every answer passes through, whatever its route: a panic
 /// caught (innermost, so its 500 passes all the others), the body limits,
 /// the security headers, the request metrics, the error envelope and the
@@ -141,11 +144,14 @@ fn hardened<S: Clone + Send + Sync + 'static>(app: Router<S>) -> Router<S> {
                 // 5xx would be a second.
                 .on_failure(DefaultOnFailure::new().level(Level::DEBUG))
                 .make_span_with(|request: &Request| {
+                    // The route's template, never the path itself: a path
+                    // may hold what a user pasted into it (a token), and
+                    // one no route matches is not ours to log.
                     let route = request
                         .extensions()
                         .get::<MatchedPath>()
-                        .map(|p| p.as_str().to_owned())
-                        .unwrap_or_else(|| request.uri().path().to_owned());
+                        .map_or(UNMATCHED, |p| p.as_str())
+                        .to_owned();
                     tracing::info_span!(
                         "http",
                         method = %request.method(),
