@@ -17,6 +17,7 @@ export type Role = z.infer<typeof Role>;
 export const StatusReason = z.enum([
   "disconnected",
   "unresponsive",
+  "unresponsive_expired",
   "deposed",
   "health_check",
   "operator",

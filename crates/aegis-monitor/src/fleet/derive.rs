@@ -11,7 +11,11 @@
 //!    advisory) is down: `UNHEALTHY`, reason `disconnected`, whatever its
 //!    record says. Its record expires with its TTL. One whose liveness
 //!    beats stopped (hung, partitioned, or crashed where no advisory is
-//!    read) is `UNHEALTHY`, reason `unresponsive`, until they resume.
+//!    read) is `UNHEALTHY`, reason `unresponsive`, until they resume. One
+//!    whose record then expired while the server still holds its
+//!    connection (hung or partitioned, not gone) stays shown, `UNHEALTHY`,
+//!    reason `unresponsive_expired`, until the connection closes or the
+//!    beats resume.
 //! 2. In a sticky group, the holder of the election key is the `ACTIVE`
 //!    instance, with the key's fencing epoch (a record that still says
 //!    STANDBY a few milliseconds after the election is shown as what it
@@ -42,6 +46,12 @@ pub enum StatusReason {
     /// seen without the server's advisories); shown until they resume or
     /// the record expires.
     Unresponsive,
+    /// Its liveness beats stopped and its record expired, but the NATS
+    /// server still holds its connection open: a hung or partitioned
+    /// process, still on the bus (seen with system account access only).
+    /// Shown until the connection closes (then `Disconnected`, and gone),
+    /// or until it beats and writes its record again.
+    UnresponsiveExpired,
     /// Its record claims the lead of a sticky group whose election key
     /// another instance holds (a crashed or paused former leader): ACTIVE,
     /// or UNHEALTHY with an epoch, as a degraded leader writes it.
@@ -61,6 +71,7 @@ impl StatusReason {
         match self {
             Self::Disconnected => "disconnected",
             Self::Unresponsive => "unresponsive",
+            Self::UnresponsiveExpired => "unresponsive_expired",
             Self::Deposed => "deposed",
             Self::HealthCheck => "health_check",
             Self::Operator => "operator",
@@ -73,6 +84,7 @@ impl StatusReason {
         [
             Self::Disconnected,
             Self::Unresponsive,
+            Self::UnresponsiveExpired,
             Self::Deposed,
             Self::HealthCheck,
             Self::Operator,
@@ -106,6 +118,9 @@ pub enum Liveness {
     Disconnected,
     /// Its liveness beats stopped.
     Unresponsive,
+    /// Its liveness beats stopped and its record expired, while its NATS
+    /// connection is still open.
+    UnresponsiveExpired,
 }
 
 /// The holder of a sticky group's election key, as last seen.
@@ -141,6 +156,7 @@ pub fn derive(record: &ServiceInstance, holder: Option<&Holder>, liveness: Liven
         Liveness::Live => None,
         Liveness::Disconnected => Some(StatusReason::Disconnected),
         Liveness::Unresponsive => Some(StatusReason::Unresponsive),
+        Liveness::UnresponsiveExpired => Some(StatusReason::UnresponsiveExpired),
     };
     if down.is_some() {
         return Derived {
@@ -319,9 +335,18 @@ mod tests {
             derive(&r, None, Liveness::Unresponsive).reason,
             Some(StatusReason::Unresponsive)
         );
+        let held = derive(&r, None, Liveness::UnresponsiveExpired);
+        assert_eq!(
+            (held.status, held.reason),
+            (
+                InstanceStatus::Unhealthy,
+                Some(StatusReason::UnresponsiveExpired)
+            )
+        );
         for reason in [
             StatusReason::Disconnected,
             StatusReason::Unresponsive,
+            StatusReason::UnresponsiveExpired,
             StatusReason::Deposed,
             StatusReason::HealthCheck,
             StatusReason::Operator,

@@ -41,7 +41,11 @@
 //!
 //! What this cannot see: a process that hangs with its connection open, or
 //! a partition between an instance and its server (the server notices only
-//! at its own ping interval). The registry TTL is the backstop for those.
+//! at its own ping interval). The missing beats tell those, and the
+//! registry TTL ends their records; what this adds is that their
+//! connection is still open ([`ConnectionStates::is_open`]), so one whose
+//! record expired is not taken for gone while the server holds it
+//! (`unresponsive_expired`, `task.rs`).
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -415,6 +419,15 @@ impl ConnectionStates {
         self.leaving.insert(server.to_owned());
     }
 
+    /// Whether the connection named `name` is known to be open: a server
+    /// announced or listed it, and nothing since said it closed (a hung
+    /// process's connection stays open until its server gives up on it).
+    pub(crate) fn is_open(&self, name: &str) -> bool {
+        self.by_name
+            .get(name)
+            .is_some_and(|s| s.current.is_some() && s.closed_at.is_none())
+    }
+
     /// When the connection named `name` closed, if it is known to be closed.
     pub(crate) fn closed_at(&self, name: &str) -> Option<DateTime<Utc>> {
         self.by_name.get(name).and_then(|s| s.closed_at)
@@ -699,6 +712,19 @@ mod tests {
         assert!(s.closed_at("a").is_some());
         assert!(s.apply(&event("a", "s2", 7, false)));
         assert!(s.closed_at("a").is_none());
+    }
+
+    #[test]
+    fn only_a_connection_announced_and_not_closed_is_open() {
+        let mut s = ConnectionStates::default();
+        assert!(!s.is_open("a"), "never announced");
+        s.apply(&event("a", "s1", 1, false));
+        assert!(s.is_open("a"));
+        s.apply(&event("a", "s1", 1, true));
+        assert!(!s.is_open("a"));
+        // A disconnect of one never announced: closed, not open.
+        s.apply(&event("b", "s1", 2, true));
+        assert!(!s.is_open("b"));
     }
 
     #[test]

@@ -36,6 +36,7 @@
 //! | a process that dies with its NATS node | that node missing two rounds of pings (every 0.5 s) | some 1.3 s |
 //! | same, without system account access | missing liveness beats | 3 heartbeats (3 s by default) |
 //! | a hung or partitioned process | missing liveness beats | 3 heartbeats |
+//! | same, once its record expired | its connection still open (with system account access): kept, `unresponsive_expired`, while the server holds it | — |
 //! | a leader replaced (crash, pause, hand-over) | election key change | milliseconds after the new leader's write |
 //! | a graceful stop | deregistration | milliseconds |
 //! | any of these, when nothing else told | registry TTL (removal), after the registry view's grace | the TTL and the grace (15 s + 3 s by default) |
@@ -119,7 +120,10 @@ pub struct InstanceView {
     /// Why `status` is what it is, when that needs saying: `disconnected`
     /// (its NATS connection closed: the process is gone), `deposed` (claims
     /// ACTIVE but another instance holds its group's election key),
-    /// `health_check`, `operator`, `degraded` (leads although unhealthy).
+    /// `unresponsive` (its beats stopped), `unresponsive_expired` (its
+    /// beats stopped and its record expired, but NATS still holds its
+    /// connection: hung or partitioned), `health_check`, `operator`,
+    /// `degraded` (leads although unhealthy).
     pub status_reason: Option<StatusReason>,
     /// Since when: for `health_check`, `operator` and `degraded`, since
     /// when the instance says it has been unhealthy
@@ -134,7 +138,11 @@ impl InstanceView {
     pub fn process_down(&self) -> bool {
         matches!(
             self.status_reason,
-            Some(StatusReason::Disconnected | StatusReason::Unresponsive)
+            Some(
+                StatusReason::Disconnected
+                    | StatusReason::Unresponsive
+                    | StatusReason::UnresponsiveExpired
+            )
         )
     }
 
@@ -438,6 +446,7 @@ impl Fleet {
             beats: HashMap::new(),
             unresponsive: HashSet::new(),
             lapsed: HashMap::new(),
+            held: HashMap::new(),
             listening_since: Instant::now(),
             connects: client
                 .statistics()

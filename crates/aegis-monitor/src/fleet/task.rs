@@ -35,6 +35,11 @@ pub(super) struct State {
     /// on: since when, and how the registry said they left. They stay
     /// shown (see [`LAPSED_HOLD`]).
     pub(super) lapsed: HashMap<Key, (Instant, RemovalReason)>,
+    /// Instances whose record expired (or vanished) while their beats had
+    /// stopped but the NATS server still held their connection: hung or
+    /// partitioned, still on the bus. They stay shown, `unresponsive_expired`,
+    /// while the connection is open (see [`Held`]).
+    pub(super) held: HashMap<Key, Held>,
     /// Since when this monitor's own connection has been up without a break
     /// (missing beats count only from then: its own reconnect is no
     /// instance's fault).
@@ -111,6 +116,7 @@ impl State {
         let record_written = record.last_heartbeat;
         self.records.insert(key.clone(), record);
         self.lapsed.remove(&key);
+        self.held.remove(&key);
         self.keys.arrived.insert(key.clone(), Instant::now());
         // A record write is a sign of life too (at the time it says it was
         // written: loading an old record is none).
@@ -126,7 +132,18 @@ impl State {
         }
         self.beats.insert(key.clone(), Instant::now());
         self.signed(&key, Utc::now());
-        if self.unresponsive.remove(&key) {
+        // A held instance that beats again was hung, not gone: it writes
+        // its record again within a heartbeat, and is held as any other
+        // live instance without a record meanwhile.
+        let resumed = match self.held.remove(&key) {
+            Some(held) => {
+                self.lapsed
+                    .insert(key.clone(), (Instant::now(), held.reason));
+                true
+            }
+            None => false,
+        };
+        if self.unresponsive.remove(&key) || resumed {
             self.refresh(&key);
         }
     }
@@ -154,6 +171,7 @@ impl State {
         for ((service, id), reason) in gone {
             self.drop_instance((service, id), reason);
         }
+        self.check_held(now);
         let stale: Vec<Key> = self
             .records
             .iter()
@@ -163,6 +181,47 @@ impl State {
             .collect();
         self.unresponsive.extend(stale.iter().cloned());
         self.refresh_all(&stale);
+    }
+
+    /// Lets go of held instances whose connection is no longer open: one
+    /// whose close was seen is shown `disconnected` (as a process that
+    /// died) for [`CLOSED_HOLD`] and then removed as its record was; one
+    /// whose connection this monitor no longer knows of at all is removed
+    /// at once.
+    fn check_held(&mut self, now: Instant) {
+        let mut gone = Vec::new();
+        for (key, held) in &mut self.held {
+            let name = self.records.get(key).and_then(connection_of);
+            if name.is_some_and(|name| self.conns.is_open(name)) {
+                held.closed = None;
+                continue;
+            }
+            if name.is_none_or(|name| self.conns.closed_at(name).is_none()) {
+                gone.push((key.clone(), held.reason));
+                continue;
+            }
+            let closed = *held.closed.get_or_insert(now);
+            if now.duration_since(closed) > CLOSED_HOLD {
+                gone.push((key.clone(), held.reason));
+            }
+        }
+        for (key, reason) in gone {
+            self.drop_instance(key, reason);
+        }
+    }
+
+    /// Whether `key`'s record may be held after it expired: its beats have
+    /// stopped, and the NATS server still holds its connection open (with
+    /// system account access only; without it a hung process cannot be
+    /// told from a dead one).
+    fn connection_held(&self, key: &Key) -> bool {
+        let Some(record) = self.records.get(key) else {
+            return false;
+        };
+        self.shared.advisories
+            && (self.unresponsive.contains(key)
+                || self.beats_missed(key, record, Instant::now()) == Some(true))
+            && connection_of(record).is_some_and(|name| self.conns.is_open(name))
     }
 
     /// Notes when the connection `name` of `key` closed, as its disconnect
@@ -235,12 +294,27 @@ impl State {
         // once when it takes writes again, a heartbeat before the
         // instances write them anew. Shown until then, or until it stops.
         if matches!(reason, RemovalReason::Expired | RemovalReason::Vanished) {
-            if self.lapsed.contains_key(&key) {
+            if self.lapsed.contains_key(&key) || self.held.contains_key(&key) {
                 return;
             }
             if self.still_beating(&key) {
                 debug!(service = %key.0, instance = %key.1, reason = reason.as_str(), "record gone while the instance beats; still shown");
                 self.lapsed.insert(key, (Instant::now(), reason));
+                return;
+            }
+            // Its beats stopped, but NATS still holds its connection: a
+            // hung or partitioned process, not a gone one. Shown while the
+            // connection stays open.
+            if self.connection_held(&key) {
+                debug!(service = %key.0, instance = %key.1, reason = reason.as_str(), "record gone while the instance is unresponsive and its connection open; still shown");
+                self.held.insert(
+                    key.clone(),
+                    Held {
+                        reason,
+                        closed: None,
+                    },
+                );
+                self.refresh(&key);
                 return;
             }
         }
@@ -250,6 +324,7 @@ impl State {
     /// Takes `key` out of the view at once, held or not.
     fn drop_instance(&mut self, key: Key, reason: RemovalReason) {
         self.lapsed.remove(&key);
+        self.held.remove(&key);
         self.records.remove(&key);
         self.keys.arrived.remove(&key);
         self.beats.remove(&key);
@@ -537,6 +612,8 @@ impl State {
         }
         let liveness = if closed_at.is_some() {
             Liveness::Disconnected
+        } else if self.held.contains_key(key) {
+            Liveness::UnresponsiveExpired
         } else if self.unresponsive.contains(key) {
             Liveness::Unresponsive
         } else {
@@ -649,6 +726,22 @@ fn connection_of(record: &ServiceInstance) -> Option<&str> {
 /// that beats but no longer writes its record goes after this.
 pub(super) const LAPSED_HOLD: Duration = Duration::from_secs(10);
 
+/// How long a held instance (see [`Held`]) whose connection closed is
+/// shown `disconnected` before it is removed: long enough for a viewer to
+/// see why it leaves, as a process that died is shown down until its
+/// record expires.
+pub(super) const CLOSED_HOLD: Duration = Duration::from_secs(5);
+
+/// An instance kept after its record expired, because the NATS server
+/// still holds its connection ([`State::held`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Held {
+    /// How the registry said its record left (told when it is removed).
+    pub(super) reason: RemovalReason,
+    /// When this monitor first found its connection closed, if it did.
+    pub(super) closed: Option<Instant>,
+}
+
 /// One instance's view as re-derived, before it lands in the shared view.
 struct Rederived {
     key: Key,
@@ -745,6 +838,7 @@ mod tests {
             beats: HashMap::new(),
             unresponsive: HashSet::new(),
             lapsed: HashMap::new(),
+            held: HashMap::new(),
             listening_since: Instant::now(),
             connects: 0,
             client,
