@@ -114,7 +114,11 @@ const key = (service: string, id: string) => `${service}\u0000${id}`;
 
 /** Whether the API says the instance's process is gone or hung: it beats no more. */
 export function processDown(i: ServiceInstance): boolean {
-  return i.statusReason === "disconnected" || i.statusReason === "unresponsive";
+  return (
+    i.statusReason === "disconnected" ||
+    i.statusReason === "unresponsive" ||
+    i.statusReason === "unresponsive_expired"
+  );
 }
 
 /**

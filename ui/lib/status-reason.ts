@@ -5,6 +5,7 @@ import type { MessageKey } from "@/lib/i18n";
 const KEYS: Record<string, MessageKey> = {
   disconnected: "reason.disconnected",
   unresponsive: "reason.unresponsive",
+  unresponsive_expired: "reason.unresponsive_expired",
   deposed: "reason.deposed",
   health_check: "reason.health_check",
   operator: "reason.operator",

@@ -81,6 +81,22 @@ describe("ServiceInstanceCard", () => {
     expect(within(card).getByText("UNHEALTHY")).toBeInTheDocument();
   });
 
+  // The trial: a SIGSTOPped instance went GONE "expired" and then vanished
+  // while its process lived and NATS held its connection. The API now keeps
+  // it, UNHEALTHY `unresponsive_expired`; the card says what that means.
+  it("says a hung instance whose record expired is still connected, not gone, in English and Chinese", () => {
+    const hung = { status: "UNHEALTHY" as const, reportedStatus: "ACTIVE" as const, statusReason: "unresponsive_expired", stickyActiveGroup: null, epoch: null };
+    const { unmount } = renderUi(<ServiceInstanceCard entry={entry({ metrics: null }, hung)} />);
+    const card = screen.getByTestId("instance-card");
+    expect(card).toHaveAttribute("data-status", "UNHEALTHY");
+    expect(within(card).getByTestId("status-reason")).toHaveTextContent(
+      "unresponsive and its registry record expired, but NATS still holds its connection: hung or cut off, not gone",
+    );
+    unmount();
+    renderUi(<ServiceInstanceCard entry={entry({ metrics: null }, hung)} />, { locale: "zh-CN" });
+    expect(screen.getByTestId("status-reason")).toHaveTextContent("无响应且注册记录已过期，但 NATS 仍保持其连接");
+  });
+
   it("turns into a gone card that says when and why", () => {
     renderUi(<ServiceInstanceCard entry={entry({ goneAt: T0 + 1000, goneReason: "expired" })} />);
     const card = screen.getByTestId("instance-card");
@@ -141,7 +157,7 @@ describe("ServiceInstanceCard", () => {
 // `aegis status` said "former leader of default (epoch 1), down: connection
 // closed"; and a degraded leader kept a plain green ACTIVE badge.
 describe("ServiceInstanceCard of a leader in trouble", () => {
-  it.each(["disconnected", "unresponsive", "deposed"])("names a leader that is down (%s) the former leader of its group, with its epoch", (reason) => {
+  it.each(["disconnected", "unresponsive", "unresponsive_expired", "deposed"])("names a leader that is down (%s) the former leader of its group, with its epoch", (reason) => {
     renderUi(
       <ServiceInstanceCard
         entry={entry({ metrics: null }, { status: "UNHEALTHY", reportedStatus: "ACTIVE", statusReason: reason, stickyActiveGroup: "default", epoch: 1 })}

@@ -43,7 +43,7 @@ export function roleOf(entry: InstanceEntry): "leader" | "standby" | "unhealthy"
 }
 
 /** The API's reasons that an instance is down or no longer holds the election. */
-const DOWN_REASONS: readonly string[] = ["disconnected", "unresponsive", "deposed"];
+const DOWN_REASONS: readonly string[] = ["disconnected", "unresponsive", "unresponsive_expired", "deposed"];
 
 /**
  * Whether an instance's own last report said it led its sticky group:

@@ -103,7 +103,14 @@ export function InstanceDetail() {
   ];
   const statusKey = `${i.status}:${i.epoch ?? ""}:${gone}`;
   // An instance that cannot answer is not asked for its configuration.
-  const notAsked: NotAsked | null = gone ? "gone" : processDown(i) ? (i.statusReason as "disconnected" | "unresponsive") : null;
+  // A hung one whose record expired would not answer either.
+  const notAsked: NotAsked | null = gone
+    ? "gone"
+    : processDown(i)
+      ? i.statusReason === "disconnected"
+        ? "disconnected"
+        : "unresponsive"
+      : null;
   const groupKey = snapshot.entries
     .filter((e) => e.instance.serviceName === i.serviceName && e.instance.stickyActiveGroup === i.stickyActiveGroup)
     .map((e) => `${e.instance.instanceId}:${e.instance.status}:${e.goneAt !== null}`)

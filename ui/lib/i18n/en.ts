@@ -110,6 +110,8 @@ export const en = {
   "reason.deposed": "deposed: another instance holds the election",
   "reason.disconnected": "disconnected from NATS: the process is gone",
   "reason.unresponsive": "unresponsive: its liveness beats stopped",
+  "reason.unresponsive_expired":
+    "unresponsive and its registry record expired, but NATS still holds its connection: hung or cut off, not gone",
   "reason.health_check": "its health check fails",
   "reason.operator": "made unhealthy by an operator",
   "reason.degraded": "leads although unhealthy: no healthy instance could take over",

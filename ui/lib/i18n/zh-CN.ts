@@ -110,6 +110,7 @@ export const zhCN: Catalogue = {
   "reason.deposed": "已被取代：选举由其他实例持有",
   "reason.disconnected": "与 NATS 断开连接：进程已退出",
   "reason.unresponsive": "无响应：存活信号已停止",
+  "reason.unresponsive_expired": "无响应且注册记录已过期，但 NATS 仍保持其连接：进程挂起或网络隔离，并未退出",
   "reason.health_check": "健康检查失败",
   "reason.operator": "被运维人员设为不健康",
   "reason.degraded": "虽不健康仍为主节点：没有健康实例可以接替",
