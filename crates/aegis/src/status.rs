@@ -436,10 +436,27 @@ pub fn render(
         let i = &v.instance;
         let age = (now - i.last_heartbeat).num_milliseconds().max(0) as f64 / 1000.0;
         let role = match (&i.sticky_active_group, i.status, v.status_reason) {
-            (group, _, Some(r @ (StatusReason::Disconnected | StatusReason::Unresponsive))) => {
+            (
+                group,
+                _,
+                Some(
+                    r @ (StatusReason::Disconnected
+                    | StatusReason::Unresponsive
+                    | StatusReason::UnresponsiveExpired),
+                ),
+            ) => {
                 let down = if r == StatusReason::Disconnected {
                     format!(
                         "down: connection closed {} ago (record expires with its TTL)",
+                        ago(now, v.status_since)
+                    )
+                } else if r == StatusReason::UnresponsiveExpired {
+                    // Kept by the monitor past its record: the process is
+                    // hung or cut off, not gone (its status_since is when
+                    // the record expired).
+                    format!(
+                        "unresponsive: no liveness beat for {age:.1}s; its record expired {} ago, \
+                         but NATS still holds its connection (hung or cut off?)",
                         ago(now, v.status_since)
                     )
                 } else if i.last_heartbeat >= heard_since {
@@ -526,6 +543,7 @@ pub fn render(
                         | StatusReason::Deposed
                         | StatusReason::Degraded
                         | StatusReason::Unresponsive
+                        | StatusReason::UnresponsiveExpired
                 ) =>
             {
                 format!("{role} ({})", r.as_str())
@@ -792,6 +810,36 @@ mod tests {
         assert!(
             line.contains("3.5s  unresponsive: no liveness beat for 3.5s"),
             "the same age in both places: {table}"
+        );
+    }
+
+    /// A hung process whose record expired while NATS still holds its
+    /// connection (the monitor keeps it, `unresponsive_expired`): said as
+    /// such, and a sticky standby's row says what it was.
+    #[test]
+    fn an_instance_kept_past_its_record_says_its_connection_is_still_open() {
+        let now = Utc::now();
+        let last_beat = now - Duration::milliseconds(20_500);
+        let record = ServiceInstance::new("pricing-service", "pricing-1", "1.0.0", last_beat);
+        let mut v = view_as(record, None, Liveness::Unresponsive);
+        v.status_reason = Some(StatusReason::UnresponsiveExpired);
+        v.status_since = now - Duration::milliseconds(5_000);
+        let mut standby = ServiceInstance::new("order-service", "order-3", "1.0.0", last_beat);
+        standby.sticky_active_group = Some("default".into());
+        standby.status = InstanceStatus::Standby;
+        let mut s = view_as(standby, None, Liveness::Unresponsive);
+        s.status_reason = Some(StatusReason::UnresponsiveExpired);
+        s.status_since = now - Duration::milliseconds(5_000);
+        let table = render(&[v, s], now - Duration::days(1), now);
+        let kept = "unresponsive: no liveness beat for 20.5s; its record expired 5.0s ago, \
+                    but NATS still holds its connection (hung or cut off?)";
+        let line = row(&table, "pricing-1");
+        assert!(line.contains(kept), "{table}");
+        assert!(!line.contains("(unresponsive_expired)"), "{table}");
+        let line = row(&table, "order-3");
+        assert!(
+            line.contains(&format!("standby in default, {kept}")),
+            "{table}"
         );
     }
 
