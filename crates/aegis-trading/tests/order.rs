@@ -1100,6 +1100,102 @@ async fn a_decided_order_is_announced_once_even_past_the_dedup_window() {
     desk.shutdown().await;
 }
 
+/// An order is announced created once, also when its first attempt
+/// published `events.order.created` and failed after it (risk down), and
+/// what settles it comes after the stream forgot the event's dedup id: a
+/// retry that fills it, or the sweep that expires it. The order records
+/// that its creation was announced, as it does its outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_is_announced_created_once_even_past_the_dedup_window() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    // An EVENTS stream that forgets dedup ids after a second (the services
+    // leave an existing stream as it is), so the test need not wait the
+    // production two minutes.
+    conn.jetstream()
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "EVENTS".into(),
+            subjects: vec!["events.>".into()],
+            duplicate_window: std::time::Duration::from_secs(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let orders = Recorder::<Value>::start(&conn, "order-tests", "order.*").await;
+    let pricing = start_pricing_without_publication(&conn).await;
+    let desk = order::start(
+        &conn,
+        OrderOptions {
+            call_timeout: std::time::Duration::from_millis(500),
+            stale_after: std::time::Duration::from_secs(1),
+            expire_after: std::time::Duration::from_secs(8),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+
+    // Risk is down: both orders are recorded and announced created, not
+    // decided. One will be retried, the other left to expire.
+    let retried = market("c-created-retried", "AAPL", Side::Buy, 2);
+    let abandoned = market("c-created-abandoned", "MSFT", Side::Buy, 3);
+    let mut pending = Vec::new();
+    for req in [&retried, &abandoned] {
+        let failed = create(&conn, req).await.unwrap_err();
+        assert_eq!(failed.code(), ErrorCode::ServiceUnavailable, "{failed}");
+        let details = failed.remote().unwrap().details.clone().unwrap();
+        pending.push(details["order_id"].as_str().unwrap().to_owned());
+    }
+
+    // Wait until the stream has forgotten the created events' dedup ids: a
+    // probe published now is stored again once its id is forgotten.
+    let probe = nuid::next().to_string();
+    let events = conn.events();
+    events
+        .publish_with_id("probe", "sent", &probe, &json!({}))
+        .await
+        .unwrap();
+    eventually(PATIENCE, "the dedup window has passed", || async {
+        !events
+            .publish_with_id("probe", "sent", &probe, &json!({}))
+            .await
+            .unwrap()
+            .duplicate
+    })
+    .await;
+
+    // Risk is back: the retry fills its order; the sweep expires the other.
+    let risk = risk::start(&conn, RiskOptions::default()).await.unwrap();
+    let done = create(&conn, &retried).await.unwrap();
+    assert_eq!(done.order_id, pending[0]);
+    assert_eq!(done.status, OrderStatus::Filled, "{done:?}");
+    eventually(PATIENCE, "the abandoned order expires", || async {
+        let got: Order = active(&conn, "get_order", &json!({"order_id": pending[1]}))
+            .await
+            .unwrap();
+        got.status != OrderStatus::Pending && got.announced
+    })
+    .await;
+
+    barrier(&conn, &orders, "order").await;
+    let (created, filled, _) = order_events(&orders, &pending[0]);
+    assert_eq!(
+        (created.len(), filled.len()),
+        (1, 1),
+        "retried past the dedup window: created, filled"
+    );
+    let (created, filled, rejected) = order_events(&orders, &pending[1]);
+    assert_eq!(
+        (created.len(), filled.len(), rejected.len()),
+        (1, 0, 1),
+        "expired past the dedup window: created, filled, rejected"
+    );
+    assert_eq!(rejected[0].reasons[0].code, ReasonCode::Expired);
+    desk.shutdown().await.unwrap();
+    risk.shutdown().await.unwrap();
+    pricing.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listings_hold_the_newest_orders_within_a_bounded_index() {
     let nats = server();

@@ -428,16 +428,8 @@ impl Desk {
                 Ok(written) => {
                     self.counters.add(METRIC_REJECTED, 1.0);
                     self.counters.add(METRIC_EXPIRED, 1.0);
-                    // Its creation may never have been announced.
-                    if let Err(e) = self
-                        .publish(
-                            OrderCreated::event_id(&expired.order_id),
-                            &expired.created_event(),
-                        )
-                        .await
-                    {
-                        return Err(self.unannounced(e, &expired));
-                    }
+                    // Announces its creation too, unless the order records
+                    // that it was (see `announce`).
                     return self.settle(caller, written, expired).await;
                 }
                 Err(StoreError::Changed) => {
@@ -507,6 +499,10 @@ impl Desk {
             };
             self.counters.add(METRIC_TAKEN_OVER, 1.0);
         }
+        if order.created_announced {
+            // An earlier attempt published it and recorded that it did.
+            return self.judge(caller, revision, order, quote).await;
+        }
         // The newest fill known before this publish: a fresh event stored
         // at or below it means EVENTS started over (see `newest_fill`).
         let known = self.newest_fill.lock().await.sequence;
@@ -523,8 +519,40 @@ impl Desk {
             );
             self.newest_fill.lock().await.epoch = 0;
         }
+        // Recorded by the write that decides the order, which the flow
+        // makes anyway: no round trip of its own on the way to a decision.
+        order.created_announced = true;
+        let announced = order.clone();
+        let judged = self.judge(caller, revision, order, quote).await;
+        if judged.is_err() {
+            self.record_created(revision, &announced).await;
+        }
+        judged
+    }
 
-        self.judge(caller, revision, order, quote).await
+    /// Records on the pending `order`, as of `revision`, that its
+    /// `events.order.created` is published, when the attempt that published
+    /// it failed before the decision could record it (risk down, say): so
+    /// neither the retry nor the expiry publishes it again, which after the
+    /// stream's dedup window (two minutes) would store it a second time.
+    ///
+    /// One fenced compare-and-set, on the failure path only, within half
+    /// the call timeout so the caller's answer is not held up. When it
+    /// fails — another writer changed the order (a decision recorded, which
+    /// records it too), the store fails as well, a newer leader — the next
+    /// attempt publishes the event again: stored once within the dedup
+    /// window, a second time only after it.
+    async fn record_created(&self, revision: u64, order: &Order) {
+        let write = self.store.replace(order, revision);
+        match tokio::time::timeout(self.call_timeout / 2, write).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                debug!(order_id = %order.order_id, error = ?e, "created event published, not recorded as announced");
+            }
+            Err(_) => {
+                debug!(order_id = %order.order_id, "created event published, its record timed out");
+            }
+        }
     }
 
     /// Assesses, decides and settles `order`, in its symbol's turn.
@@ -685,9 +713,10 @@ impl Desk {
     }
 
     /// Publishes a decided order's outcome unless the order records that it
-    /// was, then records that it was — so each retry or sweep does not
-    /// publish it again, which past the stream's dedup window would store it
-    /// again.
+    /// was — preceded by its `events.order.created` unless the order records
+    /// that one (an order expired before its creation was announced) — then
+    /// records that both were: so each retry or sweep does not publish them
+    /// again, which past the stream's dedup window would store them again.
     ///
     /// Publish first, record second: a crash between the two publishes it
     /// once more later (stored once within the dedup window; risk-service
@@ -712,6 +741,7 @@ impl Desk {
             return Ok(order);
         }
         let mut settled = order.clone();
+        settled.created_announced = true;
         settled.announced = true;
         settled.epoch = caller.epoch;
         settled.instance_id = caller.instance_id.to_string();
@@ -744,7 +774,16 @@ impl Desk {
         Ok((revision, order))
     }
 
+    /// Publishes a decided order's events: its creation first unless the
+    /// order records it was announced, then its outcome.
     async fn announce(&self, order: &Order) -> Result<(), WireError> {
+        if !order.created_announced {
+            self.publish(
+                OrderCreated::event_id(&order.order_id),
+                &order.created_event(),
+            )
+            .await?;
+        }
         if let Some(filled) = order.filled_event() {
             let sequence = self
                 .publish(OrderFilled::event_id(&order.order_id), &filled)

@@ -18,10 +18,13 @@
 //!   over — not a new order, not a decision (`fence.rs`).
 //! - Events are published with dedup ids derived from the order id, so a
 //!   repeat within the stream's dedup window (two minutes) is stored once;
-//!   and a decided order records that its outcome was announced, so a retry
-//!   or sweep later than that does not publish it again. Only a crash
-//!   between publishing and recording can repeat it, once, and risk-service
-//!   recognises a repeated fill within its own window.
+//!   and an order records that its `events.order.created` was announced
+//!   (in the write that decides it, or in one write when the attempt fails
+//!   after the publish), as a decided order records its outcome, so a
+//!   retry, the expiry or a sweep later than that does not publish them
+//!   again. Only a crash (or a failing store) between publishing and
+//!   recording can repeat one, once, and risk-service recognises a
+//!   repeated fill within its own window.
 //! - A leader announces the decided orders whose outcome its predecessors
 //!   (or its own requests that gave up) did not, even if nobody retries.
 //!   A pending order — its request failed after recording it, and the
@@ -39,8 +42,9 @@
 //!
 //! The create flow: validate → claim the client order id → if the order is
 //! already decided, answer it → quote from pricing-service → record the
-//! order (pending) → `events.order.created` → risk-service `assess_risk` →
-//! decide (filled or rejected) and record it → `events.order.filled` or
+//! order (pending) → `events.order.created`, unless the order records it
+//! → risk-service `assess_risk` → decide (filled or rejected) and record
+//! it, with its creation as announced → `events.order.filled` or
 //! `events.order.rejected` → record it as announced → answer. A failure at any step leaves the order
 //! pending, and the error names it; the caller's retry resumes it, or the
 //! leader's sweep expires it.

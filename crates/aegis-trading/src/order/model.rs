@@ -179,6 +179,15 @@ pub struct Order {
     #[serde(with = "aegis_contracts::models::rfc3339")]
     #[schemars(with = "String")]
     pub updated_at: DateTime<Utc>,
+    /// Whether its `events.order.created` is stored in `EVENTS`: an order
+    /// is announced created once, not again on every retry or at its
+    /// expiry, which past the stream's dedup window would store it again.
+    /// Recorded in the write that decides it, or, when an attempt fails
+    /// after the publish, in one write on that failure path. Absent in
+    /// records written before the field existed: announced again once if
+    /// still unsettled.
+    #[serde(default)]
+    pub created_announced: bool,
     /// Whether its outcome (`events.order.filled` or `events.order.rejected`)
     /// is stored in `EVENTS`: a decided order is announced once, not on
     /// every retry (absent in records written before the field existed:
@@ -209,6 +218,7 @@ impl Order {
             reasons: Vec::new(),
             created_at: now,
             updated_at: now,
+            created_announced: false,
             announced: false,
             epoch,
             instance_id: instance_id.to_owned(),
@@ -551,6 +561,19 @@ mod tests {
         assert_eq!(order.status, OrderStatus::Rejected);
         assert_eq!(order.reasons[0].code, ReasonCode::MaxOrderNotional);
         assert_eq!(order.risk_score, Some(100.0));
+    }
+
+    /// A record written before `created_announced` existed still reads,
+    /// as not known to be announced (announced again once if unsettled).
+    #[test]
+    fn records_without_created_announced_still_read() {
+        let order = Order::new("o1".into(), &request(Side::Buy, None), 1, "i");
+        let stored = serde_json::to_value(&order).unwrap();
+        let mut old = stored.clone();
+        old.as_object_mut().unwrap().remove("created_announced");
+        let read: Order = serde_json::from_value(old).unwrap();
+        assert_eq!(read, serde_json::from_value::<Order>(stored).unwrap());
+        assert!(!read.created_announced);
     }
 
     #[test]
