@@ -473,6 +473,61 @@ async fn a_frozen_instance_costs_a_caller_one_attempt_timeout() {
     .await;
 }
 
+/// Every instance too slow for a caller (an overload, or a timeout too
+/// short for the method): each times out once and is passed over, but
+/// once they answer again the caller spreads its calls over all of them,
+/// rather than piling them onto the first that answered until the others
+/// re-write their records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_every_instance_timed_out_calls_spread_over_all_again() {
+    let nats = server();
+    let overloaded = Arc::new(AtomicBool::new(true));
+    let mut running = Vec::new();
+    for id in ["busy-1", "busy-2", "busy-3"] {
+        let conn = connect(&nats.url()).await;
+        let overloaded = overloaded.clone();
+        let service = conn
+            .service("busy-service", "1.0.0")
+            .instance_id(id)
+            .handler_with_context("whoami", move |ctx: RequestContext, _: Value| {
+                let overloaded = overloaded.clone();
+                async move {
+                    if overloaded.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Ok::<_, WireError>(ctx.instance_id.to_string())
+                }
+            })
+            .start()
+            .await
+            .expect("instance starts");
+        running.push((service, conn));
+    }
+    let client = connect(&nats.url()).await;
+    wait_selectable(&client, "busy-service", 3).await;
+    let short = CallOptions::timeout(Duration::from_millis(200));
+    for _ in 0..3 {
+        let r = whoami(&client, "busy-service", &short).await;
+        assert!(matches!(r, Err(RpcError::Timeout { .. })), "{r:?}");
+    }
+    overloaded.store(false, Ordering::SeqCst);
+    let mut served: HashMap<String, usize> = HashMap::new();
+    for _ in 0..30 {
+        let id = whoami(
+            &client,
+            "busy-service",
+            &CallOptions::timeout(Duration::from_secs(5)),
+        )
+        .await
+        .unwrap();
+        *served.entry(id).or_default() += 1;
+    }
+    assert!(
+        served.len() == 3 && served.values().all(|n| *n >= 5),
+        "the calls after the overload went to: {served:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "helper: the child process of a_killed_instance_is_routed_around_without_failed_idempotent_calls"]
 async fn child_instance() {

@@ -23,7 +23,12 @@
 //! responder evicts the instance, and a newer record (the instance wrote
 //! again) lifts it, or an answer to a call that tried it anyway because no
 //! other instance was left ([`DiscoveryIndex::evicted`]; a connection moving
-//! between NATS nodes has no responder for a few milliseconds). When the
+//! between NATS nodes has no responder for a few milliseconds). An
+//! instance whose attempt timed out is passed over the same way, until a
+//! newer record, but only while another is left: when every instance timed
+//! out (an overload, or a timeout too short for the method) calls go to all
+//! of them by the strategy, as if none had, rather than piling onto the
+//! first that answers ([`DiscoveryIndex::pass_over`]). When the
 //! bucket is created again its revisions start over, so every eviction is
 //! dropped ([`RecordIndex::reset`]).
 
@@ -50,13 +55,26 @@ struct Candidate {
     revision: u64,
     /// The revision that was current when this process evicted it.
     evicted_at: Option<u64>,
+    /// The revision that was current when an attempt on it timed out.
+    timed_out_at: Option<u64>,
     stats: Arc<CallStats>,
     endpoints: Option<Arc<[String]>>,
 }
 
 impl Candidate {
     fn selectable(&self) -> bool {
-        self.active && self.evicted_at.is_none()
+        self.active && self.evicted_at.is_none() && self.timed_out_at.is_none()
+    }
+
+    /// Passed over for a timed-out attempt: picked only when no selectable
+    /// instance is left.
+    fn passed_over(&self) -> bool {
+        self.active && self.evicted_at.is_none() && self.timed_out_at.is_some()
+    }
+
+    /// Which of the two sets it is in, if any.
+    fn place(&self) -> (bool, bool) {
+        (self.selectable(), self.passed_over())
     }
 
     fn member(&self, id: &str) -> Member {
@@ -73,6 +91,9 @@ impl Candidate {
 struct Route {
     /// The selectable instances, replaced whole when they change.
     active: ArcSwap<ActiveSet>,
+    /// The instances passed over for a timed-out attempt: what a call picks
+    /// from when `active` has none for it.
+    passed_over: ArcSwap<ActiveSet>,
     /// Round-robin position, shared by every caller on the connection.
     cursor: AtomicUsize,
 }
@@ -86,13 +107,17 @@ struct ServiceIndex {
 
 impl ServiceIndex {
     fn rebuild(&self) {
-        let members = self
-            .candidates
-            .iter()
-            .filter(|(_, c)| c.selectable())
-            .map(|(id, c)| c.member(id))
-            .collect();
-        self.route.active.store(Arc::new(ActiveSet::new(members)));
+        let set = |keep: fn(&Candidate) -> bool| {
+            let members = self
+                .candidates
+                .iter()
+                .filter(|(_, c)| keep(c))
+                .map(|(id, c)| c.member(id))
+                .collect();
+            Arc::new(ActiveSet::new(members))
+        };
+        self.route.active.store(set(Candidate::selectable));
+        self.route.passed_over.store(set(Candidate::passed_over));
     }
 }
 
@@ -126,7 +151,8 @@ impl DiscoveryIndex {
     }
 
     /// Picks a selectable instance of `service` serving `method` (any when
-    /// `None`) by `strategy`, skipping `tried`.
+    /// `None`) by `strategy`, skipping `tried`; when none is left, one
+    /// passed over for a timed-out attempt.
     pub(crate) fn select(
         &self,
         service: &str,
@@ -137,19 +163,27 @@ impl DiscoveryIndex {
     ) -> Option<Arc<Member>> {
         let routes = self.routes.load();
         let route = routes.get(service)?;
+        if let Some(member) =
+            route
+                .active
+                .load()
+                .select(strategy, &route.cursor, key_hash, method, tried)
+        {
+            return Some(member.clone());
+        }
         route
-            .active
+            .passed_over
             .load()
             .select(strategy, &route.cursor, key_hash, method, tried)
             .cloned()
     }
 
-    /// Whether `service` has any selectable instance (whatever it serves).
+    /// Whether `service` has any instance a call may pick (whatever it
+    /// serves).
     pub(crate) fn has_selectable(&self, service: &str) -> bool {
-        self.routes
-            .load()
-            .get(service)
-            .is_some_and(|r| !r.active.load().members.is_empty())
+        self.routes.load().get(service).is_some_and(|r| {
+            !r.active.load().members.is_empty() || !r.passed_over.load().members.is_empty()
+        })
     }
 
     /// The ids of `service`'s selectable instances, sorted.
@@ -169,24 +203,21 @@ impl DiscoveryIndex {
     }
 
     /// An ACTIVE instance of `service` serving `method` that this process
-    /// evicted, other than those in `except`: what a call tries again,
-    /// after a pause, when no other instance is left. The evicted ones
-    /// take turns: the first after `after` (by id), or the first of all.
+    /// evicted: what a call tries again, after a pause, when no other
+    /// instance is left. The evicted ones take turns: the first after
+    /// `after` (by id), or the first of all.
     pub(crate) fn evicted(
         &self,
         service: &str,
         method: Option<&str>,
         after: Option<&str>,
-        except: &[Arc<str>],
     ) -> Option<Arc<Member>> {
         let services = self.lock();
         let candidates: Vec<Member> = services
             .get(service)?
             .candidates
             .iter()
-            .filter(|(id, c)| {
-                c.active && c.evicted_at.is_some() && !except.iter().any(|e| **e == ***id)
-            })
+            .filter(|(_, c)| c.active && c.evicted_at.is_some())
             .map(|(id, c)| c.member(id))
             .filter(|m| m.serves(method))
             .collect();
@@ -207,6 +238,32 @@ impl DiscoveryIndex {
                 service,
                 instance = instance_id,
                 "evicted instance answered again"
+            );
+            entry.rebuild();
+        }
+    }
+
+    /// Passes `instance_id` over, an attempt on it having timed out: it is
+    /// picked only when no other instance is left, until it writes a newer
+    /// record. A hung process keeps its subscriptions (NATS delivers to it)
+    /// and writes no record: it costs a caller one attempt, not a share of
+    /// its calls until the record expires. An answer does not lift it:
+    /// after an overload every instance would be passed over, and the first
+    /// to answer would take every call.
+    pub(crate) fn pass_over(&self, service: &str, instance_id: &str) {
+        let mut services = self.lock();
+        let Some(entry) = services.get_mut(service) else {
+            return;
+        };
+        let Some(candidate) = entry.candidates.get_mut(instance_id) else {
+            return;
+        };
+        if candidate.timed_out_at.is_none() {
+            candidate.timed_out_at = Some(candidate.revision);
+            debug!(
+                service,
+                instance = instance_id,
+                "instance passed over after a timeout"
             );
             entry.rebuild();
         }
@@ -242,17 +299,20 @@ impl RecordIndex for DiscoveryIndex {
         };
         match entry.candidates.get_mut(&instance.instance_id) {
             Some(candidate) => {
-                let was = candidate.selectable();
+                let was = candidate.place();
                 let endpoints_changed = !same_endpoints(candidate.endpoints.as_deref(), instance);
                 candidate.active = active;
                 candidate.revision = revision;
                 if candidate.evicted_at.is_some_and(|at| revision > at) {
                     candidate.evicted_at = None;
                 }
+                if candidate.timed_out_at.is_some_and(|at| revision > at) {
+                    candidate.timed_out_at = None;
+                }
                 if endpoints_changed {
                     candidate.endpoints = endpoints(instance);
                 }
-                if was != candidate.selectable() || (endpoints_changed && was) {
+                if was != candidate.place() || (endpoints_changed && was != (false, false)) {
                     entry.rebuild();
                 }
             }
@@ -263,6 +323,7 @@ impl RecordIndex for DiscoveryIndex {
                         active,
                         revision,
                         evicted_at: None,
+                        timed_out_at: None,
                         stats: Arc::new(CallStats::default()),
                         endpoints: endpoints(instance),
                     },
@@ -282,7 +343,7 @@ impl RecordIndex for DiscoveryIndex {
         if entry
             .candidates
             .remove(instance_id)
-            .is_some_and(|c| c.selectable())
+            .is_some_and(|c| c.place() != (false, false))
         {
             entry.rebuild();
         }
@@ -297,6 +358,7 @@ impl RecordIndex for DiscoveryIndex {
             let mut dropped = false;
             for candidate in entry.candidates.values_mut() {
                 dropped |= candidate.evicted_at.take().is_some();
+                dropped |= candidate.timed_out_at.take().is_some();
             }
             if dropped {
                 entry.rebuild();
@@ -390,6 +452,35 @@ mod tests {
     }
 
     #[test]
+    fn one_passed_over_is_picked_only_when_none_other_is_left() {
+        let (view, index) = view();
+        view.upsert(inst("svc", "a", InstanceStatus::Active), 1);
+        view.upsert(inst("svc", "b", InstanceStatus::Active), 2);
+        index.pass_over("svc", "a");
+        for _ in 0..4 {
+            assert_eq!(pick(&index, "svc").as_deref(), Some("b"));
+        }
+        assert_eq!(index.selectable_ids("svc").len(), 1);
+        // Every one passed over: all of them by the strategy, as if none was.
+        index.pass_over("svc", "b");
+        let picked: std::collections::BTreeSet<_> =
+            (0..4).filter_map(|_| pick(&index, "svc")).collect();
+        assert_eq!(picked.len(), 2, "{picked:?}");
+        assert!(index.has_selectable("svc"));
+        // Its newer record lifts it (b's own revision is 2; a's is 1).
+        view.upsert(inst("svc", "a", InstanceStatus::Active), 3);
+        for _ in 0..4 {
+            assert_eq!(pick(&index, "svc").as_deref(), Some("a"));
+        }
+        // A bucket made again drops it.
+        index.pass_over("svc", "a");
+        index.reset();
+        let picked: std::collections::BTreeSet<_> =
+            (0..4).filter_map(|_| pick(&index, "svc")).collect();
+        assert_eq!(picked.len(), 2, "{picked:?}");
+    }
+
+    #[test]
     fn a_new_endpoint_list_is_routed_by() {
         let (view, index) = view();
         view.upsert(inst("svc", "a", InstanceStatus::Active), 1);
@@ -411,7 +502,7 @@ mod tests {
         assert_eq!(pick(&index, "svc"), None);
         assert_eq!(
             index
-                .evicted("svc", Some("m"), None, &[])
+                .evicted("svc", Some("m"), None)
                 .map(|m| m.id.to_string()),
             Some("a".to_owned())
         );
@@ -420,25 +511,14 @@ mod tests {
         index.evict("svc", "b");
         let next = |after| {
             index
-                .evicted("svc", Some("m"), after, &[])
+                .evicted("svc", Some("m"), after)
                 .map(|m| m.id.to_string())
         };
         assert_eq!(next(Some("a")).as_deref(), Some("b"));
         assert_eq!(next(Some("b")).as_deref(), Some("a"));
-        // Never one the call says not to try again.
-        let except: [Arc<str>; 1] = ["b".into()];
-        for after in [None, Some("a"), Some("b")] {
-            assert_eq!(
-                index
-                    .evicted("svc", Some("m"), after, &except)
-                    .map(|m| m.id.to_string())
-                    .as_deref(),
-                Some("a")
-            );
-        }
         index.restore("svc", "b");
         index.restore("svc", "a");
-        assert!(index.evicted("svc", Some("m"), None, &[]).is_none());
+        assert!(index.evicted("svc", Some("m"), None).is_none());
         assert_eq!(pick(&index, "svc").as_deref(), Some("a"));
     }
 

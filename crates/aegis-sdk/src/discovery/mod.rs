@@ -20,10 +20,11 @@
 //!
 //! [`RpcClient::call`](crate::rpc::RpcClient::call) routes through discovery
 //! and sends on the chosen instance's own subject; an instance that turns
-//! out to have no responder, or lets an attempt time out, is evicted from
-//! this process's view (until it writes a newer record or answers again)
-//! and the call tries another at once (after a timeout, only an idempotent
-//! call). If the watch
+//! out to have no responder is evicted from this process's view (until it
+//! writes a newer record or answers again), one that lets an attempt time
+//! out is passed over while another is left (until it writes a newer
+//! record), and the call tries another at once (after a timeout, only an
+//! idempotent call). If the watch
 //! breaks, the last known view keeps serving (stale-on-error) while the
 //! watch is re-created.
 

@@ -6,11 +6,12 @@
 //! strategy and send on its own subject `rpc.{service}.{instance}.{method}`,
 //! so the strategy decides who answers. An instance without a responder (it
 //! died) is evicted from this process's view and another is tried at once;
-//! one whose attempt timed out (hung, or too slow for the call) is evicted
-//! too, until it writes a newer record (a running instance re-writes its
-//! record every few seconds, a hung one never) or answers a call sent to it
-//! for want of another, so a hung instance costs each caller one attempt,
-//! not a share of its calls until its record expires. An idempotent call
+//! one whose attempt timed out (hung, or too slow for the call) is passed
+//! over while another is left, until it writes a newer record (a running
+//! instance re-writes its record every few seconds, a hung one never), so a
+//! hung instance costs each caller one attempt, not a share of its calls
+//! until its record expires; when every instance timed out (an overload)
+//! calls go to all of them again, not to the first that answers. An idempotent call
 //! also moves on when one attempt times out, and asks
 //! again (elsewhere, or after a pause) when an instance answers
 //! SERVICE_UNAVAILABLE; all within the call's deadline. A call whose own connection drops while it waits

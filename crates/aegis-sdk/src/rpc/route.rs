@@ -5,8 +5,9 @@
 //! deadline.
 //!
 //! - [`ByDiscovery`] picks from this process's registry view by the call's
-//!   strategy; an instance that had no responder or timed out is evicted
-//!   from the view (until its next record or its next answer), one that
+//!   strategy; an instance that had no responder is evicted from the view
+//!   (until its next record or its next answer), one that timed out is
+//!   passed over while another is left (until its next record), one that
 //!   refused is not tried again by this call, and
 //!   under [`Strategy::LeastLatency`] each attempt feeds the instance's
 //!   call statistics.

@@ -40,11 +40,6 @@ pub(in crate::rpc) struct ByDiscovery<'a> {
     /// call: asked again after `unavailable_pause` once no other is left.
     unavailable: Vec<Arc<str>>,
     unavailable_pause: Duration,
-    /// Instances (in `tried`) whose attempt in this call timed out: never
-    /// tried again by it, even for want of another. One that had no
-    /// responder is (a new NATS node may serve it in a moment); asking a
-    /// hung one again would only wait out another attempt.
-    timed_out: Vec<Arc<str>>,
 }
 
 impl<'a> ByDiscovery<'a> {
@@ -84,7 +79,6 @@ impl<'a> ByDiscovery<'a> {
             probe_backoff: PROBE_BACKOFF_START,
             unavailable: Vec::new(),
             unavailable_pause: UNAVAILABLE_PAUSE_FIRST,
-            timed_out: Vec::new(),
         })
     }
 }
@@ -118,10 +112,7 @@ impl Pick for ByDiscovery<'_> {
             // a new record would take seconds, so try it again after a
             // pause, until the deadline. A fresh call tries it at once.
             let after = self.probing.as_ref().map(|(_, id)| &**id);
-            if let Some(member) =
-                self.index
-                    .evicted(call.service, Some(call.method), after, &self.timed_out)
-            {
+            if let Some(member) = self.index.evicted(call.service, Some(call.method), after) {
                 let pause = if failed {
                     self.probe_backoff
                 } else {
@@ -198,16 +189,15 @@ impl Pick for ByDiscovery<'_> {
             }
             Failure::TimedOut(attempt) => {
                 // Hung (a frozen process keeps its subscriptions, so NATS
-                // delivers to it) or too slow for this caller: not picked
-                // until it writes a newer record (an instance that runs
-                // re-writes its record every few seconds; a hung one never,
-                // until the record expires) or answers a call sent to it
-                // for want of another.
+                // delivers to it) or too slow for this caller: passed over
+                // while another is left, until it writes a newer record (an
+                // instance that runs re-writes its record every few
+                // seconds; a hung one never, until the record expires).
+                // This call does not try it again (`tried`).
                 if self.observes {
                     target.stats.observe(attempt);
                 }
-                self.index.evict(call.service, &target.id);
-                self.timed_out.push(target.id.clone());
+                self.index.pass_over(call.service, &target.id);
             }
             // Not fed to the latency statistics: a quick refusal would
             // draw more calls to it.
