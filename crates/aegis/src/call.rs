@@ -240,7 +240,10 @@ async fn not_an_instance_of(
 ///
 /// # Errors
 /// When standard input or the file cannot be read, or what is read is not
-/// JSON; the error quotes a short prefix of it (a body can be megabytes).
+/// JSON; the error gives its size, and quotes a short prefix of a body
+/// given as an argument (a body can be megabytes). A body read from a pipe
+/// or a file is not quoted: it may be a secret passed by mistake (a token
+/// file), which must not reach a terminal or a CI log.
 fn request_body(given: &str) -> anyhow::Result<serde_json::Value> {
     let (text, from) = if given == "-" {
         let mut text = String::new();
@@ -259,10 +262,12 @@ fn request_body(given: &str) -> anyhow::Result<serde_json::Value> {
         (given.to_owned(), String::new())
     };
     serde_json::from_str(&text).map_err(|e| {
-        anyhow::anyhow!(
-            "the request body{from} is not JSON: {e}; it was {}",
+        let was = if from.is_empty() {
             quoted_prefix(&text)
-        )
+        } else {
+            format!("{} bytes, not quoted", text.len())
+        };
+        anyhow::anyhow!("the request body{from} is not JSON: {e}; it was {was}")
     })
 }
 
