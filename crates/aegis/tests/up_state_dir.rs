@@ -151,6 +151,10 @@ fn a_previous_state_directory_an_empty_one_and_a_missing_one_are_taken() {
     std::fs::write(d.join("logs/monitor.log"), "an earlier run\n").unwrap();
     std::fs::write(d.join("control/hold-order-1"), "").unwrap();
     std::fs::write(d.join("definitions-registered"), "").unwrap();
+    // An environment file an interrupted write left empty, and a file of
+    // the user's own beside them, which `aegis up` never deletes.
+    std::fs::write(d.join("admitted/cut-service.env"), "").unwrap();
+    std::fs::write(d.join("admitted/NOTES.txt"), "how we run fx\n").unwrap();
 
     let empty = tempfile::tempdir().unwrap();
     let missing = empty.path().join("not-yet");

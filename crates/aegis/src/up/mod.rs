@@ -323,16 +323,18 @@ fn check_state_dir(dir: &Path) -> anyhow::Result<()> {
             ));
         }
     }
+    // Only the `.env` files are at stake (the others are left alone); an
+    // empty one is what an interrupted write of aegis's own leaves.
     for name in names(&dir.join(admitted::DIR)) {
+        if !name.ends_with(".env") {
+            continue;
+        }
         let path = dir.join(admitted::DIR).join(&name);
-        let ours = name.ends_with(".env")
-            && std::fs::read_to_string(&path).is_ok_and(|text| {
-                text.lines().any(|l| !l.trim().is_empty())
-                    && text
-                        .lines()
-                        .filter(|l| !l.trim().is_empty())
-                        .all(is_aegis_setting)
-            });
+        let ours = std::fs::read_to_string(&path).is_ok_and(|text| {
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .all(is_aegis_setting)
+        });
         if !ours {
             found.push(format!(
                 "{}/{name}, which is no environment file aegis wrote (`aegis up` deletes the .env files of services it does not admit)",
