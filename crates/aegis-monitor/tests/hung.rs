@@ -12,12 +12,9 @@
 
 mod common;
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use common::{Harness, VIEWER, eventually};
+use common::{ChildInstance, Harness, VIEWER, eventually};
 use serde_json::Value;
 
 const CHILD_ENV: &str = "AEGIS_HUNG_CHILD";
@@ -48,38 +45,9 @@ async fn child_instance() {
     tokio::time::sleep(Duration::from_secs(300)).await;
 }
 
-/// A child process running one instance; killed on drop.
-struct ChildInstance(Child);
-
-impl ChildInstance {
-    fn spawn(url: &str, id: &str) -> ChildInstance {
-        ChildInstance(
-            Command::new(std::env::current_exe().unwrap())
-                .args(["child_instance", "--exact", "--nocapture"])
-                .env(CHILD_ENV, format!("{url},{id}"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    }
-
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
-    /// SIGKILL (a frozen process dies too): its connection closes.
-    fn kill(&mut self) {
-        self.0.kill().unwrap();
-        self.0.wait().unwrap();
-    }
-}
-
-impl Drop for ChildInstance {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// A child process running instance `id`; killed on drop.
+fn spawn_child(url: &str, id: &str) -> ChildInstance {
+    ChildInstance::spawn(CHILD_ENV, &format!("{url},{id}"))
 }
 
 async fn shown(h: &Harness, id: &str) -> Option<Value> {
@@ -135,8 +103,8 @@ async fn stays_listed_until(h: &Harness, id: &str, reason: &str, within: Duratio
 async fn a_hung_instance_stays_shown_while_nats_holds_its_connection() {
     let h = Harness::start_with_system_account().await;
     let url = h.nats.url();
-    let mut child = ChildInstance::spawn(&url, "hung-1");
-    let _other = ChildInstance::spawn(&url, "live-1");
+    let mut child = spawn_child(&url, "hung-1");
+    let _other = spawn_child(&url, "live-1");
     eventually(Duration::from_secs(30), "both listed ACTIVE", || async {
         status_of(&h, "hung-1")
             .await
@@ -226,7 +194,7 @@ async fn a_hung_instance_stays_shown_while_nats_holds_its_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_system_account_access_a_hung_instance_leaves_with_its_record() {
     let h = Harness::start().await;
-    let child = ChildInstance::spawn(&h.nats.url(), "hung-2");
+    let child = spawn_child(&h.nats.url(), "hung-2");
     eventually(Duration::from_secs(30), "listed ACTIVE", || async {
         status_of(&h, "hung-2")
             .await

@@ -8,12 +8,11 @@ mod common;
 
 use std::{
     collections::HashMap,
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use aegis_sdk::rpc::Service;
-use common::{Harness, VIEWER, eventually};
+use common::{ChildInstance, Harness, VIEWER, eventually};
 use serde_json::Value;
 
 const CHILD_ENV: &str = "AEGIS_TRUTH_CHILD";
@@ -34,34 +33,13 @@ async fn child_instance() {
     tokio::time::sleep(Duration::from_secs(120)).await;
 }
 
-/// A child process running one instance; killed on drop.
-struct ChildInstance(Child);
-
-impl ChildInstance {
-    fn spawn(url: &str, service: &str, id: &str, group: Option<&str>) -> ChildInstance {
-        let spec = format!("{url},{service},{id},{}", group.unwrap_or("-"));
-        ChildInstance(
-            Command::new(std::env::current_exe().unwrap())
-                .args(["child_instance", "--exact", "--nocapture"])
-                .env(CHILD_ENV, spec)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    }
-
-    fn kill(&mut self) {
-        self.0.kill().unwrap();
-        self.0.wait().unwrap();
-    }
-}
-
-impl Drop for ChildInstance {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// A child process running instance `id` of `service`, in sticky `group`
+/// if given; killed on drop.
+fn spawn_child(url: &str, service: &str, id: &str, group: Option<&str>) -> ChildInstance {
+    ChildInstance::spawn(
+        CHILD_ENV,
+        &format!("{url},{service},{id},{}", group.unwrap_or("-")),
+    )
 }
 
 async fn instances(h: &Harness, service: &str) -> Vec<Value> {
@@ -93,7 +71,7 @@ async fn sticky_group(
         .map(|id| {
             (
                 (*id).to_owned(),
-                ChildInstance::spawn(url, service, id, Some("default")),
+                spawn_child(url, service, id, Some("default")),
             )
         })
         .collect();
@@ -179,7 +157,7 @@ async fn a_leader_sigkill_never_shows_two_active_and_the_dead_leader_is_down_at_
         // Back to three for the next round.
         children.insert(
             leader.clone(),
-            ChildInstance::spawn(&url, service, &leader, Some("default")),
+            spawn_child(&url, service, &leader, Some("default")),
         );
         eventually(Duration::from_secs(30), "three instances again", || async {
             let list = instances(&h, service).await;
@@ -195,8 +173,8 @@ async fn a_leader_sigkill_never_shows_two_active_and_the_dead_leader_is_down_at_
 async fn a_sigkilled_non_leader_is_down_within_a_second() {
     let h = Harness::start_with_system_account().await;
     let url = h.nats.url();
-    let mut child = ChildInstance::spawn(&url, "plain-service", "p1", None);
-    let _other = ChildInstance::spawn(&url, "plain-service", "p2", None);
+    let mut child = spawn_child(&url, "plain-service", "p1", None);
+    let _other = spawn_child(&url, "plain-service", "p2", None);
     eventually(Duration::from_secs(30), "two instances", || async {
         instances(&h, "plain-service").await.len() == 2
     })
@@ -244,8 +222,8 @@ async fn without_system_account_access_the_leader_is_still_the_key_holder() {
     let h = Harness::start().await;
     let service = "truth-service";
     let url = h.nats.url();
-    let mut a = ChildInstance::spawn(&url, service, "a", Some("default"));
-    let mut b = ChildInstance::spawn(&url, service, "b", Some("default"));
+    let mut a = spawn_child(&url, service, "a", Some("default"));
+    let mut b = spawn_child(&url, service, "b", Some("default"));
     // The leader's own record must say ACTIVE before it dies: the monitor
     // shows the key holder ACTIVE from the election key at once, and a
     // leader killed before its record caught up leaves a STANDBY record,
@@ -318,13 +296,13 @@ async fn a_hung_instance_is_shown_unresponsive_until_it_beats_again() {
     // beats tell, after three heartbeat intervals, not at the 15 s TTL.
     let h = Harness::start_with_system_account().await;
     let url = h.nats.url();
-    let child = ChildInstance::spawn(&url, "plain-service", "hung-1", None);
+    let child = spawn_child(&url, "plain-service", "hung-1", None);
     let path = "/api/instances/plain-service/hung-1";
     eventually(Duration::from_secs(30), "registered", || async {
         h.get(path, Some(VIEWER)).await.status == 200
     })
     .await;
-    let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
+    let pid = nix::unistd::Pid::from_raw(child.pid() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
     let stopped = Instant::now();
     eventually(Duration::from_secs(8), "shown unresponsive", || async {
@@ -448,7 +426,7 @@ async fn a_sigkilled_instance_is_down_within_a_second_while_the_monitors_node_di
     let mut cluster = aegis_testkit::NatsCluster::start(3).expect("start a 3-node cluster");
     // The monitor (both its connections) on node 2, the instance on node 0.
     let app = monitor_on(&cluster, 2).await;
-    let mut child = ChildInstance::spawn(&cluster.urls()[0], "plain-service", "p1", None);
+    let mut child = spawn_child(&cluster.urls()[0], "plain-service", "p1", None);
     eventually(Duration::from_secs(30), "p1 shown ACTIVE", || async {
         plain_instance(&app, "p1").await["status"] == "ACTIVE"
     })
@@ -475,8 +453,8 @@ async fn an_instance_killed_with_its_nats_node_is_shown_down_before_its_beats_ar
     let mut cluster = aegis_testkit::NatsCluster::start(3).expect("start a 3-node cluster");
     let app = monitor_on(&cluster, 2).await;
     let url = cluster.urls()[0].clone();
-    let mut dying = ChildInstance::spawn(&url, "plain-service", "p1", None);
-    let _moving = ChildInstance::spawn(&url, "plain-service", "p2", None);
+    let mut dying = spawn_child(&url, "plain-service", "p1", None);
+    let _moving = spawn_child(&url, "plain-service", "p2", None);
     for id in ["p1", "p2"] {
         eventually(Duration::from_secs(30), "both shown ACTIVE", || async {
             plain_instance(&app, id).await["status"] == "ACTIVE"

@@ -398,3 +398,45 @@ pub async fn ping_service(
     }
     builder.start().await.expect("the service starts")
 }
+
+/// This test binary run again as a child process that runs only its
+/// `child_instance` test, told what to start by `var=spec` (a test without
+/// the variable does nothing): an instance whose SIGKILL or SIGSTOP is
+/// real. Killed on drop.
+#[allow(dead_code)]
+pub struct ChildInstance(std::process::Child);
+
+#[allow(dead_code)]
+impl ChildInstance {
+    /// Starts the child with `var` set to `spec`.
+    pub fn spawn(var: &str, spec: &str) -> ChildInstance {
+        ChildInstance(
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["child_instance", "--exact", "--nocapture"])
+                .env(var, spec)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// SIGKILL, as in a crash (a frozen process dies too): its connection
+    /// closes.
+    pub fn kill(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for ChildInstance {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
