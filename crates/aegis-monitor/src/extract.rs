@@ -88,12 +88,15 @@ fn is_json(req: &Request) -> bool {
 }
 
 /// Parses a JSON object body into `T`, mapping failures to the envelope.
+/// One UTF-8 byte-order mark before the JSON (PowerShell's and Notepad's
+/// UTF-8 write one) is skipped: the body is the JSON after it.
 ///
 /// # Errors
 /// 400 `INVALID_JSON` for malformed JSON, and for an object that gives a
 /// key twice (`details.key`); 422 `VALIDATION_ERROR` naming the field for
 /// anything that parses but does not fit `T`.
 pub(crate) fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
     let Checked {
         mut value,
         repeated,
@@ -129,6 +132,9 @@ pub(crate) fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
         ApiError::validation(&errors)
     })
 }
+
+/// The UTF-8 encoding of U+FEFF, the byte-order mark.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// A JSON document as read, and the keys its objects give more than once,
 /// by path (`a.b` for `b` inside `a`). serde_json's `Value` keeps the last
@@ -587,6 +593,22 @@ mod tests {
         assert_eq!(err("{").code(), ErrorCode::InvalidJson);
         assert_eq!(err("not json").code(), ErrorCode::InvalidJson);
         assert_eq!(err("").code(), ErrorCode::InvalidJson);
+    }
+
+    #[test]
+    fn one_leading_byte_order_mark_is_skipped() {
+        let v: Value = parse_body(b"\xEF\xBB\xBF{\"a\": 1}").unwrap();
+        assert_eq!(v, json!({ "a": 1 }));
+        for bad in [
+            &b"\xEF\xBB\xBF"[..],
+            b"\xEF\xBB\xBF\xEF\xBB\xBF{}",
+            b" \xEF\xBB\xBF{}",
+        ] {
+            assert_eq!(
+                parse_body::<Value>(bad).unwrap_err().code(),
+                ErrorCode::InvalidJson
+            );
+        }
     }
 
     #[test]
