@@ -6,6 +6,7 @@ mod common;
 
 use axum::http::Method;
 use common::{ADMIN, Harness, new_def, raw};
+use serde_json::json;
 
 /// A body whose JSON is preceded by a UTF-8 BOM (PowerShell's and
 /// Notepad's UTF-8) is the JSON after it.
@@ -43,4 +44,63 @@ async fn a_json_body_after_a_byte_order_mark_is_read() {
             .await;
         reply.expect(400, Some("INVALID_JSON"));
     }
+}
+
+/// Bidi controls and zero-width characters in `owner` / `description`
+/// are refused, naming the field and the code point, on create and update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invisible_formatting_characters_are_refused_in_definition_text() {
+    let h = Harness::start().await;
+    let cases = [
+        ("owner", "\u{202e}evil\u{202c}", "U+202E"),
+        ("description", "zero\u{200b}width", "U+200B"),
+        ("owner", "a\u{2066}b", "U+2066"),
+        ("description", "left\u{200e}mark", "U+200E"),
+        ("owner", "joiner\u{200d}", "U+200D"),
+        ("description", "\u{feff}bom inside", "U+FEFF"),
+        ("owner", "word\u{2060}joiner", "U+2060"),
+    ];
+    for (field, text, code_point) in cases {
+        let mut body = new_def("text-service");
+        body[field] = json!(text);
+        let reply = h.admin(Method::POST, "/api/services", Some(body)).await;
+        reply.expect(422, Some("VALIDATION_ERROR"));
+        assert_eq!(reply.fields(), [field], "{text:?}: {}", reply.body);
+        let message = reply.body["error"]["details"]["fields"][0]["message"]
+            .as_str()
+            .unwrap();
+        assert!(message.contains(code_point), "{text:?}: {message}");
+    }
+
+    h.admin(Method::POST, "/api/services", Some(new_def("text-service")))
+        .await
+        .expect(201, None);
+    let reply = h
+        .admin(
+            Method::PATCH,
+            "/api/services/text-service",
+            Some(json!({"description": "zero\u{200b}width"})),
+        )
+        .await;
+    reply.expect(422, Some("VALIDATION_ERROR"));
+    assert_eq!(reply.fields(), ["description"], "{}", reply.body);
+
+    // Other non-ASCII text, including joiners' neighbours, is fine.
+    let reply = h
+        .admin(
+            Method::PATCH,
+            "/api/services/text-service",
+            Some(json!({"owner": "équipe 取引 👩‍💻", "description": "Ünïcödé\ttext\nsecond line"})),
+        )
+        .await;
+    // The emoji above holds U+200D (a ZWJ sequence): refused as well.
+    reply.expect(422, Some("VALIDATION_ERROR"));
+    assert_eq!(reply.fields(), ["owner"], "{}", reply.body);
+    h.admin(
+        Method::PATCH,
+        "/api/services/text-service",
+        Some(json!({"owner": "équipe 取引", "description": "Ünïcödé\ttext\nsecond line"})),
+    )
+    .await
+    .expect(200, None);
 }

@@ -7,7 +7,9 @@
 //! The rules themselves are the contract's ([`NewServiceDefinition::validate`],
 //! [`ServiceDefinitionPatch::validate`]); when some fields could not be
 //! read, the ones that were are checked as a patch checks them (the same
-//! rules, each field on its own).
+//! rules, each field on its own). On top of them the monitor refuses, in
+//! `owner` and `description`, the invisible characters that change how
+//! text displays ([`invisible`]).
 
 use std::fmt;
 
@@ -59,6 +61,8 @@ impl CreateBody {
                     version,
                 };
                 errors.rules(new.validate());
+                errors.text("owner", &new.owner);
+                errors.text("description", &new.description);
                 Some(new)
             }
             (service_name, owner, description, version) => {
@@ -72,6 +76,7 @@ impl CreateBody {
                     revision: None,
                 };
                 errors.rules(read.validate());
+                errors.patch_text(&read);
                 None
             }
         };
@@ -115,6 +120,7 @@ impl UpdateBody {
         };
         errors.unknown(self.unknown);
         errors.rules(patch.validate());
+        errors.patch_text(&patch);
         let patch = errors.finish(Some(patch))?;
         if patch.is_empty() {
             return Err(ApiError::new(
@@ -208,6 +214,33 @@ impl FieldErrors {
         }
     }
 
+    /// The monitor's own rule for free text ([`invisible`]), for a field
+    /// the contract's rules passed (one reason per field).
+    fn text(&mut self, field: &str, value: &str) {
+        if self.failed.iter().any(|f| f.field == field) {
+            return;
+        }
+        if let Some((at, c)) = invisible(value) {
+            self.fail(
+                field,
+                format_args!(
+                    "must not contain bidi control or zero-width characters (U+{:04X} at character {at}); they make text display other than it reads",
+                    u32::from(c)
+                ),
+            );
+        }
+    }
+
+    /// [`Self::text`] for the free-text fields a patch gives.
+    fn patch_text(&mut self, patch: &ServiceDefinitionPatch) {
+        if let Some(owner) = &patch.owner {
+            self.text("owner", owner);
+        }
+        if let Some(description) = &patch.description {
+            self.text("description", description);
+        }
+    }
+
     /// The rules' verdicts, as the contract lists them.
     fn rules(&mut self, result: Result<(), ValidationErrors>) {
         if let Err(errors) = result {
@@ -233,6 +266,31 @@ impl FieldErrors {
             }
         }
     }
+}
+
+/// The first character of `value` that is a bidi control (U+202A–U+202E,
+/// U+2066–U+2069, U+200E, U+200F) or a zero-width character (U+200B–U+200D,
+/// U+2060, U+FEFF), with its position (from 1). Control characters are
+/// the contract's to refuse; these are format characters, which display
+/// as nothing but can reverse or hide what the UI and the audit history
+/// show (`"\u{202e}evil"` reads as `"live"`).
+pub(crate) fn invisible(value: &str) -> Option<(usize, char)> {
+    value
+        .chars()
+        .enumerate()
+        .find(|(_, c)| {
+            matches!(
+                c,
+                '\u{202A}'..='\u{202E}'
+                    | '\u{2066}'..='\u{2069}'
+                    | '\u{200E}'
+                    | '\u{200F}'
+                    | '\u{200B}'..='\u{200D}'
+                    | '\u{2060}'
+                    | '\u{FEFF}'
+            )
+        })
+        .map(|(at, c)| (at + 1, c))
 }
 
 #[cfg(test)]
@@ -296,6 +354,25 @@ mod tests {
             failing(update(json!({"owner": null})).unwrap_err()),
             ["owner"]
         );
+        // Invisible formatting characters, in a patch as in a create; a
+        // field the contract already refused is named once.
+        let e = update(json!({"owner": "a\u{202e}b", "description": "\u{0}\u{200b}"}));
+        let fields = e.unwrap_err().details()["fields"].clone();
+        assert_eq!(fields[0]["field"], "owner");
+        assert!(
+            fields[0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("U+202E at character 2")
+        );
+        assert_eq!(fields[1]["field"], "description");
+        assert!(
+            fields[1]["message"]
+                .as_str()
+                .unwrap()
+                .contains("control characters")
+        );
+        assert_eq!(fields.as_array().unwrap().len(), 2);
         for empty in [json!({}), json!({"revision": 3})] {
             assert_eq!(update(empty).unwrap_err().code(), ErrorCode::EmptyUpdate);
         }
