@@ -5,7 +5,7 @@
 mod common;
 
 use axum::http::Method;
-use common::{ADMIN, Harness, new_def, raw};
+use common::{ADMIN, Harness, VIEWER, new_def, raw, req};
 use serde_json::json;
 
 /// A body whose JSON is preceded by a UTF-8 BOM (PowerShell's and
@@ -103,4 +103,45 @@ async fn invisible_formatting_characters_are_refused_in_definition_text() {
     )
     .await
     .expect(200, None);
+}
+
+/// A long value where a path takes a name is not echoed whole: a short
+/// prefix, "…", and its length (in characters).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_path_value_is_not_echoed_whole() {
+    let h = Harness::start().await;
+    let long = "a".repeat(5000);
+    for path in [
+        format!("/api/services/{long}"),
+        format!("/api/services/{long}/history"),
+    ] {
+        let reply = h.call(req(Method::GET, &path, Some(VIEWER), None)).await;
+        reply.expect(404, Some("SERVICE_NOT_FOUND"));
+        let text = reply.body.to_string();
+        assert!(text.len() < 600, "{} bytes: {text}", text.len());
+        assert!(!text.contains(&"a".repeat(100)), "{text}");
+        let message = reply.body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains('…') && message.contains("5000"),
+            "{message}"
+        );
+        let details = &reply.body["error"]["details"];
+        assert_eq!(
+            details["service"],
+            format!("{}…", "a".repeat(32)),
+            "{details}"
+        );
+        assert_eq!(details["length"], 5000, "{details}");
+    }
+    // A name of ordinary length is still echoed as given.
+    let reply = h
+        .call(req(
+            Method::GET,
+            "/api/services/no-such-service",
+            Some(VIEWER),
+            None,
+        ))
+        .await;
+    reply.expect(404, Some("SERVICE_NOT_FOUND"));
+    assert_eq!(reply.body["error"]["details"]["service"], "no-such-service");
 }
