@@ -269,11 +269,13 @@ impl FieldErrors {
 }
 
 /// The first character of `value` that is a bidi control (U+202A–U+202E,
-/// U+2066–U+2069, U+200E, U+200F) or a zero-width character (U+200B–U+200D,
-/// U+2060, U+FEFF), with its position (from 1). Control characters are
-/// the contract's to refuse; these are format characters, which display
-/// as nothing but can reverse or hide what the UI and the audit history
-/// show (`"\u{202e}evil"` reads as `"live"`).
+/// U+2066–U+2069, U+200E, U+200F) or a zero-width space (U+200B, U+2060,
+/// U+FEFF), with its position (from 1). Control characters are the
+/// contract's to refuse; these are format characters, which display as
+/// nothing but can reverse or hide what the UI and the audit history show
+/// (`"\u{202e}evil"` reads as `"live"`). The zero-width joiner and
+/// non-joiner (U+200D, U+200C) are text: emoji sequences and Persian or
+/// Indic words are written with them.
 pub(crate) fn invisible(value: &str) -> Option<(usize, char)> {
     value
         .chars()
@@ -285,7 +287,7 @@ pub(crate) fn invisible(value: &str) -> Option<(usize, char)> {
                     | '\u{2066}'..='\u{2069}'
                     | '\u{200E}'
                     | '\u{200F}'
-                    | '\u{200B}'..='\u{200D}'
+                    | '\u{200B}'
                     | '\u{2060}'
                     | '\u{FEFF}'
             )
