@@ -269,33 +269,16 @@ pub async fn run(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Resul
     result
 }
 
-/// What `aegis up` writes at the top of its state directory (an older
-/// version wrote nothing else there either).
-const STATE_ENTRIES: [&str; 12] = [
-    "credentials",
-    "up.pid",
-    "up.pid.start",
-    credentials::NATS_URL_FILE,
-    nats::NODES_FILE,
-    DEFINED_MARKER,
-    "logs",
-    "pids",
-    "control",
-    "nats",
-    "tls",
-    admitted::DIR,
-];
-
 /// Refuses a `dir` that holds what `aegis up` would replace or delete
 /// without having written it: a `credentials` file that is not of aegis
 /// (it is written anew), files in `control/` that are no hold or restart
 /// request (the directory is emptied), `admitted/` files that are no
 /// environment file of aegis (the ones of services not admitted are
-/// deleted); and a non-empty directory with nothing of aegis in it (a
-/// mistyped `--state-dir`, say a project's own directory). A missing or
-/// empty directory, or one an earlier `aegis up` left, is taken. Dot
-/// files (`.gitignore`) do not count. Nothing found is quoted but by its
-/// name: a file may hold a secret.
+/// deleted). Other files are left alone, and so taken: a missing or empty
+/// directory, one an earlier `aegis up` left, and one holding files of the
+/// user's own beside (its output redirected into it, as `aegis bench
+/// chaos` and the tests do). Nothing found is quoted but by its name: a
+/// file may hold a secret.
 ///
 /// # Errors
 /// Naming the directory, what in it is not of aegis, and how to go on.
@@ -341,19 +324,6 @@ fn check_state_dir(dir: &Path) -> anyhow::Result<()> {
                 admitted::DIR
             ));
         }
-    }
-    let all = names(dir);
-    let visible: Vec<&String> = all.iter().filter(|n| !n.starts_with('.')).collect();
-    if found.is_empty()
-        && !visible.is_empty()
-        && !all.iter().any(|n| STATE_ENTRIES.contains(&n.as_str()))
-    {
-        let shown: Vec<&str> = visible.iter().take(3).map(|n| n.as_str()).collect();
-        found.push(format!(
-            "{}{} and nothing aegis writes",
-            shown.join(", "),
-            if visible.len() > 3 { ", ..." } else { "" }
-        ));
     }
     if found.is_empty() {
         return Ok(());
