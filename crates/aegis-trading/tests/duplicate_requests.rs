@@ -6,58 +6,18 @@
 
 mod common;
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::atomic::Ordering, time::Duration};
 
-use aegis_contracts::trading::{ORDER_SERVICE, PRICING_SERVICE, RiskAssessed, Side, TradingEvent};
+use aegis_contracts::trading::{ORDER_SERVICE, RiskAssessed, Side, TradingEvent};
 use aegis_sdk::{
     Connection,
-    rpc::{CallOptions, RpcError, Service, WireError},
+    rpc::{CallOptions, RpcError},
 };
 use aegis_trading::{
     order::{self, CreateOrder, Order, OrderOptions, OrderStatus},
-    pricing::{GetPrice, Quote, default_symbols, quote_at},
     risk::{self, RiskLimits, RiskOptions},
 };
-use common::{PATIENCE, Recorder, connect, eventually, is_leader, server};
-use tokio::sync::Semaphore;
-
-/// A pricing service whose first `held` quotes wait until the test opens
-/// `gate`; how many quotes were asked for.
-async fn gated_pricing(
-    conn: &Connection,
-    held: usize,
-) -> (Service, Arc<Semaphore>, Arc<AtomicUsize>) {
-    let gate = Arc::new(Semaphore::new(0));
-    let calls = Arc::new(AtomicUsize::new(0));
-    let service = conn
-        .service(PRICING_SERVICE, "1.0.0")
-        .handler("get_price", {
-            let (gate, calls) = (gate.clone(), calls.clone());
-            move |req: GetPrice| {
-                let (gate, calls) = (gate.clone(), calls.clone());
-                async move {
-                    if calls.fetch_add(1, Ordering::SeqCst) < held {
-                        let _ = gate.acquire().await;
-                    }
-                    let base = default_symbols()
-                        .get(&req.symbol)
-                        .copied()
-                        .ok_or_else(|| WireError::not_found("unknown symbol"))?;
-                    Ok::<Quote, WireError>(quote_at(&req.symbol, base, chrono::Utc::now()))
-                }
-            }
-        })
-        .start()
-        .await
-        .unwrap();
-    (service, gate, calls)
-}
+use common::{PATIENCE, Recorder, connect, eventually, gated_pricing, is_leader, server};
 
 /// Sends `req` to `instance` once (no retry of its own).
 async fn create_on(

@@ -9,31 +9,26 @@ mod common;
 
 use std::{
     process::{Child, Command, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::atomic::Ordering,
     time::Duration,
 };
 
-use aegis_contracts::trading::{ORDER_GROUP, ORDER_SERVICE, PRICING_SERVICE, Side};
+use aegis_contracts::trading::{ORDER_GROUP, ORDER_SERVICE, Side};
 use aegis_sdk::{
     Connection,
     election::LeaseConfig,
-    rpc::{CallOptions, ErrorCode, Service, WireError},
+    rpc::{CallOptions, ErrorCode},
 };
 use aegis_trading::{
     order::{self, CreateOrder, Order, OrderList, OrderOptions, OrderStatus},
-    pricing::{GetPrice, Quote, default_symbols, quote_at},
     risk::{self, RiskOptions},
 };
-use common::{PATIENCE, Recorder, barrier, connect, eventually, is_leader, server};
+use common::{PATIENCE, Recorder, barrier, connect, eventually, gated_pricing, is_leader, server};
 use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
 };
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
 
 const CHILD_ENV: &str = "AEGIS_TRADING_TEST_CHILD_NATS";
 
@@ -49,35 +44,6 @@ fn patient(instance: &str) -> OrderOptions {
         expire_after: Duration::from_secs(240),
         ..Default::default()
     }
-}
-
-/// A pricing service whose first `get_price` waits until the test opens
-/// `gate`; the others answer at once.
-async fn gated_pricing(conn: &Connection) -> (Service, Arc<Semaphore>, Arc<AtomicUsize>) {
-    let gate = Arc::new(Semaphore::new(0));
-    let calls = Arc::new(AtomicUsize::new(0));
-    let service = conn
-        .service(PRICING_SERVICE, "1.0.0")
-        .handler("get_price", {
-            let (gate, calls) = (gate.clone(), calls.clone());
-            move |req: GetPrice| {
-                let (gate, calls) = (gate.clone(), calls.clone());
-                async move {
-                    if calls.fetch_add(1, Ordering::SeqCst) == 0 {
-                        let _ = gate.acquire().await;
-                    }
-                    let base = default_symbols()
-                        .get(&req.symbol)
-                        .copied()
-                        .ok_or_else(|| WireError::not_found("unknown symbol"))?;
-                    Ok::<Quote, WireError>(quote_at(&req.symbol, base, chrono::Utc::now()))
-                }
-            }
-        })
-        .start()
-        .await
-        .unwrap();
-    (service, gate, calls)
 }
 
 fn contested() -> CreateOrder {
@@ -197,7 +163,7 @@ async fn a_leader_paused_past_its_lease_writes_nothing_when_it_wakes() {
     let nats = server();
     let conn = connect(&nats.url()).await;
     let events = Recorder::<Value>::start(&conn, "fencing-tests", "order.*").await;
-    let (pricing, gate, quotes) = gated_pricing(&conn).await;
+    let (pricing, gate, quotes) = gated_pricing(&conn, 1).await;
     let risk = risk::start(&conn, RiskOptions::default()).await.unwrap();
 
     // order-1 runs in a child process and leads; order-2 stands by here.
@@ -271,7 +237,7 @@ async fn a_leader_paused_past_its_lease_writes_nothing_when_it_wakes() {
 async fn a_leader_writes_nothing_once_a_newer_leader_has_moved_the_fence() {
     let nats = server();
     let conn = connect(&nats.url()).await;
-    let (pricing, gate, quotes) = gated_pricing(&conn).await;
+    let (pricing, gate, quotes) = gated_pricing(&conn, 1).await;
     let risk = risk::start(&conn, RiskOptions::default()).await.unwrap();
     let leader = order::start(&conn, patient("order-1")).await.unwrap();
     eventually(PATIENCE, "order-1 leads", || async { is_leader(&leader) }).await;

@@ -235,3 +235,41 @@ pub async fn start_pricing_without_publication(conn: &Connection) -> aegis_tradi
     .await
     .unwrap()
 }
+
+/// A pricing service whose first `held` quotes wait until the test opens
+/// `gate`; how many quotes were asked for.
+pub async fn gated_pricing(
+    conn: &Connection,
+    held: usize,
+) -> (
+    aegis_sdk::rpc::Service,
+    Arc<tokio::sync::Semaphore>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let service = conn
+        .service(aegis_contracts::trading::PRICING_SERVICE, "1.0.0")
+        .handler("get_price", {
+            let (gate, calls) = (gate.clone(), calls.clone());
+            move |req: aegis_trading::pricing::GetPrice| {
+                let (gate, calls) = (gate.clone(), calls.clone());
+                async move {
+                    if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < held {
+                        let _ = gate.acquire().await;
+                    }
+                    let base = aegis_trading::pricing::default_symbols()
+                        .get(&req.symbol)
+                        .copied()
+                        .ok_or_else(|| aegis_sdk::rpc::WireError::not_found("unknown symbol"))?;
+                    Ok::<aegis_trading::pricing::Quote, aegis_sdk::rpc::WireError>(
+                        aegis_trading::pricing::quote_at(&req.symbol, base, chrono::Utc::now()),
+                    )
+                }
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    (service, gate, calls)
+}
