@@ -251,26 +251,33 @@ impl DiscoveryIndex {
     /// after an overload every instance would be passed over, and the first
     /// to answer would take every call.
     pub(crate) fn pass_over(&self, service: &str, instance_id: &str) {
-        let mut services = self.lock();
-        let Some(entry) = services.get_mut(service) else {
-            return;
-        };
-        let Some(candidate) = entry.candidates.get_mut(instance_id) else {
-            return;
-        };
-        if candidate.timed_out_at.is_none() {
-            candidate.timed_out_at = Some(candidate.revision);
-            debug!(
-                service,
-                instance = instance_id,
-                "instance passed over after a timeout"
-            );
-            entry.rebuild();
-        }
+        self.mark(
+            service,
+            instance_id,
+            |c| &mut c.timed_out_at,
+            "instance passed over after a timeout",
+        );
     }
 
     /// Stops picking `instance_id` until it writes a newer record.
     pub(crate) fn evict(&self, service: &str, instance_id: &str) {
+        self.mark(
+            service,
+            instance_id,
+            |c| &mut c.evicted_at,
+            "instance evicted locally",
+        );
+    }
+
+    /// Sets the mark `at` picks of `instance_id` to its current revision,
+    /// unless it is set already, and rebuilds its service's sets.
+    fn mark(
+        &self,
+        service: &str,
+        instance_id: &str,
+        at: fn(&mut Candidate) -> &mut Option<u64>,
+        what: &str,
+    ) {
         let mut services = self.lock();
         let Some(entry) = services.get_mut(service) else {
             return;
@@ -278,9 +285,11 @@ impl DiscoveryIndex {
         let Some(candidate) = entry.candidates.get_mut(instance_id) else {
             return;
         };
-        if candidate.evicted_at.is_none() {
-            candidate.evicted_at = Some(candidate.revision);
-            debug!(service, instance = instance_id, "instance evicted locally");
+        let revision = candidate.revision;
+        let mark = at(candidate);
+        if mark.is_none() {
+            *mark = Some(revision);
+            debug!(service, instance = instance_id, "{what}");
             entry.rebuild();
         }
     }
@@ -303,11 +312,11 @@ impl RecordIndex for DiscoveryIndex {
                 let endpoints_changed = !same_endpoints(candidate.endpoints.as_deref(), instance);
                 candidate.active = active;
                 candidate.revision = revision;
-                if candidate.evicted_at.is_some_and(|at| revision > at) {
-                    candidate.evicted_at = None;
-                }
-                if candidate.timed_out_at.is_some_and(|at| revision > at) {
-                    candidate.timed_out_at = None;
+                // A newer record lifts both marks.
+                for mark in [&mut candidate.evicted_at, &mut candidate.timed_out_at] {
+                    if mark.is_some_and(|at| revision > at) {
+                        *mark = None;
+                    }
                 }
                 if endpoints_changed {
                     candidate.endpoints = endpoints(instance);
@@ -357,8 +366,9 @@ impl RecordIndex for DiscoveryIndex {
         for entry in self.lock().values_mut() {
             let mut dropped = false;
             for candidate in entry.candidates.values_mut() {
-                dropped |= candidate.evicted_at.take().is_some();
-                dropped |= candidate.timed_out_at.take().is_some();
+                for mark in [&mut candidate.evicted_at, &mut candidate.timed_out_at] {
+                    dropped |= mark.take().is_some();
+                }
             }
             if dropped {
                 entry.rebuild();
