@@ -6,9 +6,10 @@
 // (with a provoked 409) and deleted through the modal and the dialog (and
 // the deleted one's history opened by name), a viewer who cannot edit, the
 // feed indicator when the stream is cut, an expired session, keyboard
-// reach, axe-core on every page, and the order leader SIGKILLed: within
-// 2 s its card is gone or unhealthy and another card leads — never two
-// leaders on screen at any poll.
+// reach, every page at 320 px wide with nothing sticking out, axe-core
+// on every page, and the order leader SIGKILLed: within 2 s its card is
+// gone or unhealthy and another card leads — never two leaders on screen
+// at any poll.
 //
 //   cd ui && npm run build && npm run e2e     (needs target/debug/aegis)
 import assert from "node:assert/strict";
@@ -162,6 +163,43 @@ describe("monitor UI", () => {
     await page.keyboard.type("kbd-service");
     await page.keyboard.press("Escape");
     await page.getByRole("dialog").waitFor({ state: "detached" });
+    await page.context().close();
+  });
+
+  test("at 320 px wide, as on a phone, no page scrolls sideways, in either language", async () => {
+    // WCAG 1.4.10 (reflow): content fits 320 CSS px with no horizontal
+    // scrolling. Names what sticks out, so a failure says where to look.
+    const page = await newPage({ viewport: { width: 320, height: 640 } });
+    async function fits(where) {
+      const wide = await page.evaluate(() => {
+        const width = document.documentElement.clientWidth;
+        if (document.documentElement.scrollWidth <= width) return [];
+        return [...document.querySelectorAll("body *")]
+          .filter((el) => el.getBoundingClientRect().right > width + 0.5)
+          .slice(0, 5)
+          .map((el) => `${el.tagName.toLowerCase()} "${(el.textContent ?? "").trim().slice(0, 40)}"`);
+      });
+      assert.deepEqual(wide, [], `${where} is wider than 320 px`);
+    }
+    await page.goto(`${stack.url}/sign-in`);
+    await page.getByRole("button", { name: "Sign in" }).waitFor();
+    await fits("sign-in");
+    await signIn(page, stack.url, tokens.admin);
+    for (const language of ["en", "zh-CN"]) {
+      await page.goto(`${stack.url}/`);
+      await page.getByTestId("language-switch").selectOption(language);
+      await until(async () => (await cards(page)).length === 7, 15000, "cards");
+      await fits(`dashboard (${language})`);
+      await page.goto(`${stack.url}/services/order-1?service=order-service`);
+      await page.getByTestId("instance-detail").waitFor();
+      for (const tab of await page.getByRole("tab").all()) {
+        await tab.click();
+        await fits(`order-1, tab ${await tab.innerText()} (${language})`);
+      }
+      await page.goto(`${stack.url}/manage`);
+      await page.getByTestId("new-definition").waitFor();
+      await fits(`manage (${language})`);
+    }
     await page.context().close();
   });
 

@@ -64,7 +64,9 @@ export function AppShell({ children }: AppShellProps) {
               ))}
             </ul>
           </nav>
-          <div className="ml-auto flex items-center gap-2">
+          {/* Wraps, and sign-out keeps only its icon on a phone: at 320 px
+              the badge, language and sign-out are wider than the window. */}
+          <div className="ml-auto flex min-w-0 flex-wrap items-center justify-end gap-2">
             <NatsBadge />
             <LanguageSwitch />
             {session ? (
@@ -72,7 +74,7 @@ export function AppShell({ children }: AppShellProps) {
                 <SignedInAs session={session} />
                 <Button variant="ghost" size="sm" onClick={() => void signOut()}>
                   <LogOut aria-hidden="true" />
-                  {t("session.signOut")}
+                  <span className="sr-only sm:not-sr-only">{t("session.signOut")}</span>
                 </Button>
               </>
             ) : null}
