@@ -71,11 +71,21 @@ pub enum Side {
 }
 
 impl Side {
-    /// `quantity` signed by the side: positive for a buy, negative for a sell.
+    /// `quantity` signed by the side: positive for a buy, negative for a
+    /// sell. A sell of `i64::MIN`, whose negation an i64 cannot hold, gives
+    /// `i64::MAX` rather than overflowing (a quantity is checked positive
+    /// before it is judged; this only keeps bad input from panicking).
+    ///
+    /// ```
+    /// use aegis_contracts::trading::Side;
+    ///
+    /// assert_eq!(Side::Buy.signed(10), 10);
+    /// assert_eq!(Side::Sell.signed(10), -10);
+    /// ```
     pub fn signed(self, quantity: i64) -> i64 {
         match self {
             Side::Buy => quantity,
-            Side::Sell => -quantity,
+            Side::Sell => quantity.saturating_neg(),
         }
     }
 }
@@ -409,6 +419,13 @@ mod tests {
         assert_eq!(serde_json::to_string(&Side::Sell).unwrap(), "\"sell\"");
         assert!(serde_json::from_str::<Side>("\"hold\"").is_err());
         assert_eq!(Side::Sell.signed(5), -5);
+    }
+
+    /// `-i64::MIN` does not fit an i64: a debug build panicked on it.
+    #[test]
+    fn a_sell_of_the_lowest_quantity_does_not_overflow() {
+        assert_eq!(Side::Sell.signed(i64::MIN), i64::MAX);
+        assert_eq!(Side::Buy.signed(i64::MIN), i64::MIN);
     }
 
     #[test]
