@@ -243,8 +243,17 @@ impl ApiError {
     /// could not be read (`what`, e.g. "the instance's events"), the two
     /// likely reasons, and when to try again (`Retry-After`), with
     /// `details.stream` naming the stream. Reads change nothing, so unlike
-    /// a write's 503 there is nothing to say about what was stored.
-    pub fn stream_unavailable(what: &str, stream: &str, cause: impl fmt::Display) -> Self {
+    /// a write's 503 there is nothing to say about what was stored. The
+    /// log gets `cause` with every error it wraps ([`Causes`]): the
+    /// monitor's stream errors say only their own step ("reading a
+    /// message") and keep what NATS answered as their source.
+    ///
+    /// [`Causes`]: aegis_sdk::startup::Causes
+    pub fn stream_unavailable(
+        what: &str,
+        stream: &str,
+        cause: &(dyn std::error::Error + 'static),
+    ) -> Self {
         Self::new(
             ErrorCode::ServiceUnavailable,
             format!(
@@ -255,7 +264,10 @@ impl ApiError {
         )
         .with_details(json!({ "stream": stream }))
         .with_retry_after(LEADERLESS_RETRY_AFTER)
-        .with_internal(format!("reading {stream}: {cause}"))
+        .with_internal(format!(
+            "reading {stream}: {}",
+            aegis_sdk::startup::Causes(cause)
+        ))
     }
 
     /// 400 BAD_REQUEST naming a parameter.
@@ -551,12 +563,19 @@ mod tests {
     }
 
     /// A failed stream read says what it could not read, which stream,
-    /// why that happens and when to try again; never "the bus".
+    /// why that happens and when to try again; never "the bus". The log
+    /// gets the whole chain of causes: before, the routes formatted the
+    /// monitor's `BusError` with `{:#}`, which (a thiserror type, not
+    /// anyhow) said only its own step, "reading a message", and left out
+    /// what NATS answered.
     #[test]
     fn a_failed_stream_read_says_what_and_when_to_try_again() {
-        let response =
-            ApiError::stream_unavailable("the instance's events", "AEGIS_LOG", "timed out")
-                .into_response();
+        let nats = std::io::Error::other(
+            "error while processing messages from the stream: 409, Some(\"Leadership Change\")",
+        );
+        let read = crate::bus::BusError::new("reading a message", nats);
+        let response = ApiError::stream_unavailable("the instance's events", "AEGIS_LOG", &read)
+            .into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "5");
         let report = response.extensions().get::<ErrorReport>().unwrap();
@@ -572,7 +591,10 @@ mod tests {
         );
         assert_eq!(
             report.internal.as_deref(),
-            Some("reading AEGIS_LOG: timed out")
+            Some(
+                "reading AEGIS_LOG: reading a message: error while processing messages \
+                 from the stream: 409, Some(\"Leadership Change\")"
+            )
         );
     }
 }

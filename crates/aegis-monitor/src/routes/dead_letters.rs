@@ -106,9 +106,7 @@ async fn list_dead_letters(
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     let mut list = aegis_sdk::dead_letter::recent(state.conn().jetstream(), limit)
         .await
-        .map_err(|e| {
-            ApiError::stream_unavailable("the dead letters", "DEAD_LETTER", format!("{e:#}"))
-        })?;
+        .map_err(|e| ApiError::stream_unavailable("the dead letters", "DEAD_LETTER", &e))?;
     list.reverse();
     Ok(Json(list))
 }

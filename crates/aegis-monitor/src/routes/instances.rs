@@ -459,9 +459,7 @@ async fn instance_events(
         &turn,
     )
     .await
-    .map_err(|e| {
-        ApiError::stream_unavailable("the instance's events", "AEGIS_LOG", format!("{e:#}"))
-    })?;
+    .map_err(|e| ApiError::stream_unavailable("the instance's events", "AEGIS_LOG", &e))?;
     Ok(Json(
         messages
             .iter()

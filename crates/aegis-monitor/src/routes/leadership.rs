@@ -211,11 +211,7 @@ async fn leadership(
     let (records, gap) = read_lifecycle(js, &service, since, &turn)
         .await
         .map_err(|e| {
-            ApiError::stream_unavailable(
-                "the service's leadership history",
-                "AEGIS_LOG",
-                format!("{e:#}"),
-            )
+            ApiError::stream_unavailable("the service's leadership history", "AEGIS_LOG", &*e)
         })?;
     let truncated = gap.is_some();
     // Kept with each record: which side of the unread middle it was read on.
@@ -292,7 +288,7 @@ async fn leadership(
                 ApiError::stream_unavailable(
                     "the service's leadership history",
                     "AEGIS_METRICS",
-                    format!("{e:#}"),
+                    &*e,
                 )
             })?;
         match seen {

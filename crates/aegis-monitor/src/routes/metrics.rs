@@ -160,11 +160,7 @@ async fn instance_metrics(
         .history(&service, &instance, window, limit, &turn)
         .await
         .map_err(|e| {
-            ApiError::stream_unavailable(
-                "the instance's metrics history",
-                "AEGIS_METRICS",
-                format!("{e:#}"),
-            )
+            ApiError::stream_unavailable("the instance's metrics history", "AEGIS_METRICS", &e)
         })?;
     Ok(Json(MetricsHistory {
         service_name: service,
