@@ -41,6 +41,7 @@ use super::{
         trade_price,
     },
     store::{OrderStore, StoreError},
+    term::{Standing, Term, standing},
 };
 use crate::{
     common::{self, Counters},
@@ -65,7 +66,7 @@ pub(super) struct Desk {
     pub(super) counters: Counters,
     /// One turn per symbol: see [`Desk::judge`].
     pub(super) symbols: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// The newest fill this leader knows of, and the epoch it learnt it
+    /// The newest fill this leader knows of, and the term it learnt it
     /// under from the stream: see [`Desk::newest_fill`].
     pub(super) newest_fill: tokio::sync::Mutex<NewestFill>,
 }
@@ -73,37 +74,32 @@ pub(super) struct Desk {
 /// The `EVENTS` sequence of the newest fill a leader knows of.
 #[derive(Debug, Default)]
 pub(super) struct NewestFill {
-    /// The epoch under which it was last read from the stream (0: never,
-    /// or to be read again).
-    epoch: u64,
+    /// The term under which it was last read from the stream (`None`:
+    /// never, or to be read again).
+    term: Option<Term>,
     sequence: u64,
 }
 
 /// On whose behalf the flow runs — a request, or the recovery sweep of a
-/// new leader — and under which fencing epoch it writes.
+/// new leader — and under which term it writes: its fencing epoch and the
+/// elections bucket it won it in (`term.rs`), as of the fence it holds.
 #[derive(Debug, Clone)]
 pub(super) struct Caller {
     pub(super) instance_id: Arc<str>,
     pub(super) request_id: Option<String>,
-    pub(super) epoch: u64,
+    pub(super) term: Term,
 }
 
-impl Caller {
-    /// The caller of a leader-only request: the SDK ran the handler because
-    /// this instance holds a valid lease, and says at which epoch.
-    pub(super) fn of(ctx: &RequestContext) -> Self {
-        Self {
-            instance_id: ctx.instance_id.clone(),
-            request_id: ctx.request_id.clone(),
-            epoch: ctx.epoch.unwrap_or(0),
-        }
-    }
+/// The epoch of a leader-only request: the SDK ran the handler because
+/// this instance holds a valid lease, and says at which epoch.
+fn epoch_of(ctx: &RequestContext) -> u64 {
+    ctx.epoch.unwrap_or(0)
 }
 
 /// How one attempt to finish an order ended.
 enum Attempt {
-    /// This attempt recorded the decision.
-    Decided(Order),
+    /// This attempt recorded the decision (boxed: an order is large).
+    Decided(Box<Order>),
     /// Another writer changed the order (id) first.
     Lost(String),
 }
@@ -115,8 +111,13 @@ impl Desk {
         req: CreateOrder,
     ) -> Result<Order, WireError> {
         req.validate().map_err(common::invalid)?;
-        let caller = Caller::of(&ctx);
-        let epoch = caller.epoch;
+        // The term every order this request finds is judged against, and
+        // its writes carry: the fence is taken here if it is not held.
+        let caller = Caller {
+            instance_id: ctx.instance_id.clone(),
+            request_id: ctx.request_id.clone(),
+            term: self.store.term(epoch_of(&ctx)).await?,
+        };
         let candidate = format!("ord-{}", nuid::next());
         let order_id = self.store.claim(&req.client_order_id, &candidate).await?;
 
@@ -161,7 +162,8 @@ impl Desk {
         let (revision, order) = match found {
             Some(found) => found,
             None => {
-                let order = Order::new(order_id, &req, epoch, &caller.instance_id);
+                let mut order = Order::new(order_id, &req, caller.term.epoch, &caller.instance_id);
+                order.write_under(caller.term, &caller.instance_id);
                 match self.store.insert(&order).await {
                     Ok(revision) => {
                         self.counters.add(METRIC_CREATED, 1.0);
@@ -171,7 +173,7 @@ impl Desk {
                     // first: a retry of this one, or a different order
                     // reusing the id, which must not be answered as ours.
                     Err(StoreError::Exists) => {
-                        let (revision, stored) = self.reload(&order.order_id, epoch).await?;
+                        let (revision, stored) = self.reload(&order.order_id, &caller).await?;
                         if !stored.matches(&req) {
                             return Err(reused(&req, &stored));
                         }
@@ -353,7 +355,7 @@ impl Desk {
     /// than `expire_after`. A younger pending order is left to its caller's
     /// retry: filling it here would trade behind the back of a caller told
     /// that its order failed.
-    /// Stops early when this instance no longer leads at `caller.epoch`;
+    /// Stops early when this instance no longer leads at the caller's epoch;
     /// whatever is left, the next sweep or the next leader resumes.
     pub(super) async fn resume_pending(
         &self,
@@ -366,7 +368,7 @@ impl Desk {
             |d: Duration| now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
         let due =
             self.store
-                .unfinished(caller.epoch, before(stale_after), before(self.expire_after));
+                .unfinished(caller.term, before(stale_after), before(self.expire_after));
         for order_id in due {
             if !still_leading() {
                 return;
@@ -378,7 +380,7 @@ impl Desk {
     }
 
     async fn resume(&self, caller: &Caller, order_id: &str) -> Result<(), WireError> {
-        let (revision, order) = self.reload(order_id, caller.epoch).await?;
+        let (revision, order) = self.reload(order_id, caller).await?;
         if order.status.is_final() {
             self.settle(caller, revision, order).await?;
         } else if self.expired(&order) {
@@ -395,7 +397,7 @@ impl Desk {
             .is_ok_and(|age| age > self.expire_after)
     }
 
-    /// Rejects the pending `order` as expired, fenced by `caller.epoch`;
+    /// Rejects the pending `order` as expired, fenced by the caller's term;
     /// if another writer decided it first, answers that decision.
     async fn expire(
         &self,
@@ -407,7 +409,7 @@ impl Desk {
             if order.status.is_final() {
                 return self.replay(caller, revision, order).await;
             }
-            if order.epoch > caller.epoch {
+            if standing(order.term(), caller.term) == Standing::Newer {
                 return Err(deposed());
             }
             let mut expired = order.clone();
@@ -421,8 +423,7 @@ impl Desk {
                 ),
             )];
             expired.updated_at = chrono::Utc::now();
-            expired.epoch = caller.epoch;
-            expired.instance_id = caller.instance_id.to_string();
+            expired.write_under(caller.term, &caller.instance_id);
             expired.announced = false;
             match self.store.replace(&expired, revision).await {
                 Ok(written) => {
@@ -433,7 +434,7 @@ impl Desk {
                     return self.settle(caller, written, expired).await;
                 }
                 Err(StoreError::Changed) => {
-                    (revision, order) = self.reload(&order.order_id, caller.epoch).await?;
+                    (revision, order) = self.reload(&order.order_id, caller).await?;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -441,7 +442,7 @@ impl Desk {
         Err(StoreError::Changed.into())
     }
 
-    /// Takes a pending order to its decision, fenced by `caller.epoch`.
+    /// Takes a pending order to its decision, fenced by the caller's term.
     ///
     /// Another writer on this same leader — the recovery sweep, or a
     /// duplicate request — may be finishing the same order; whoever loses a
@@ -463,9 +464,9 @@ impl Desk {
                 return self.expire(caller, revision, order).await;
             }
             match self.try_finish(caller, revision, order, quote).await? {
-                Attempt::Decided(decided) => return Ok(decided),
+                Attempt::Decided(decided) => return Ok(*decided),
                 Attempt::Lost(order_id) => {
-                    (revision, order) = self.reload(&order_id, caller.epoch).await?;
+                    (revision, order) = self.reload(&order_id, caller).await?;
                     if order.status.is_final() {
                         return self.replay(caller, revision, order).await;
                     }
@@ -483,21 +484,21 @@ impl Desk {
         mut order: Order,
         quote: &Quote,
     ) -> Result<Attempt, WireError> {
-        let epoch = caller.epoch;
-        if order.epoch > epoch {
-            return Err(deposed());
-        }
-        if order.epoch < epoch {
-            // An older leader recorded it and never decided it: claim it for
-            // this epoch first, so that leader's late write fails.
-            order.epoch = epoch;
-            order.instance_id = caller.instance_id.to_string();
-            revision = match self.store.replace(&order, revision).await {
-                Ok(revision) => revision,
-                Err(StoreError::Changed) => return Ok(Attempt::Lost(order.order_id)),
-                Err(e) => return Err(e.into()),
-            };
-            self.counters.add(METRIC_TAKEN_OVER, 1.0);
+        match standing(order.term(), caller.term) {
+            Standing::Newer => return Err(deposed()),
+            Standing::Own => {}
+            Standing::Older => {
+                // An older leader recorded it and never decided it — of
+                // this elections bucket or of one deleted since: claim it
+                // for this term first, so that leader's late write fails.
+                order.write_under(caller.term, &caller.instance_id);
+                revision = match self.store.replace(&order, revision).await {
+                    Ok(revision) => revision,
+                    Err(StoreError::Changed) => return Ok(Attempt::Lost(order.order_id)),
+                    Err(e) => return Err(e.into()),
+                };
+                self.counters.add(METRIC_TAKEN_OVER, 1.0);
+            }
         }
         if order.created_announced {
             // An earlier attempt published it and recorded that it did.
@@ -517,7 +518,7 @@ impl Desk {
                 sequence = created.sequence,
                 known, "EVENTS started over; reading the newest fill again"
             );
-            self.newest_fill.lock().await.epoch = 0;
+            self.newest_fill.lock().await.term = None;
         }
         // Recorded by the write that decides the order, which the flow
         // makes anyway: no round trip of its own on the way to a decision.
@@ -591,18 +592,18 @@ impl Desk {
         if self.store.written_since(&order.order_id, revision) {
             return Ok(Attempt::Lost(order.order_id));
         }
-        let after_fill = self.newest_fill(caller.epoch).await?;
+        let after_fill = self.newest_fill(caller.term).await?;
         let assessment = match self.assess(caller, &order, quote, after_fill).await {
             Ok(assessment) => assessment,
             Err(e) => {
                 // Perhaps the stream started over and holds no such fill:
                 // read the newest one from it again next time.
-                self.newest_fill.lock().await.epoch = 0;
+                self.newest_fill.lock().await.term = None;
                 return Err(e);
             }
         };
         decide(&mut order, quote, &assessment);
-        order.instance_id = caller.instance_id.to_string();
+        order.write_under(caller.term, &caller.instance_id);
         order.announced = false;
         let revision = match self.store.replace(&order, revision).await {
             Ok(revision) => revision,
@@ -616,7 +617,7 @@ impl Desk {
         };
         self.counters.add(decided, 1.0);
         let order = self.settle(caller, revision, order).await?;
-        Ok(Attempt::Decided(order))
+        Ok(Attempt::Decided(Box::new(order)))
     }
 
     /// Waits, within the call timeout, until the order index holds every
@@ -643,7 +644,7 @@ impl Desk {
     async fn announce_fills_of(&self, caller: &Caller, symbol: &str) -> Result<(), WireError> {
         // The index must hold every stored order to name them all: the
         // older leaders' too, which its watch may not have handed over yet.
-        self.index_caught_up(caller.epoch).await?;
+        self.index_caught_up(caller.term.epoch).await?;
         for order_id in self.store.unannounced_fills(symbol) {
             // Gone (deleted by hand): nothing to announce.
             if let Some((revision, order)) = self.store.load(&order_id).await?
@@ -656,7 +657,7 @@ impl Desk {
     }
 
     /// The `EVENTS` sequence of the newest fill this leader knows of: read
-    /// from the stream once per epoch — a new leader learns there what its
+    /// from the stream once per term — a new leader learns there what its
     /// predecessors published — and raised by every fill it publishes.
     ///
     /// Read again, and lowered if the stream says so, when the stream was
@@ -671,9 +672,9 @@ impl Desk {
     /// not reached the number within a short wait (50 ms), it reads that
     /// fill, per such assessment until the number is right again. It is
     /// read again after a failed assessment too.
-    async fn newest_fill(&self, epoch: u64) -> Result<u64, WireError> {
+    async fn newest_fill(&self, term: Term) -> Result<u64, WireError> {
         let mut newest = self.newest_fill.lock().await;
-        if newest.epoch != epoch {
+        if newest.term != Some(term) {
             let stored = match self
                 .events
                 .get_last_raw_message_by_subject(&OrderFilled::subject())
@@ -692,7 +693,7 @@ impl Desk {
             // raises the number under this same lock), so what it says
             // replaces what was known: lower only if it started over.
             *newest = NewestFill {
-                epoch,
+                term: Some(term),
                 sequence: stored,
             };
         }
@@ -736,15 +737,14 @@ impl Desk {
         if let Err(e) = self.announce(&order).await {
             return Err(self.unannounced(e, &order));
         }
-        if order.epoch > caller.epoch {
+        if standing(order.term(), caller.term) == Standing::Newer {
             // A newer leader wrote it last; the record is its to make.
             return Ok(order);
         }
         let mut settled = order.clone();
         settled.created_announced = true;
         settled.announced = true;
-        settled.epoch = caller.epoch;
-        settled.instance_id = caller.instance_id.to_string();
+        settled.write_under(caller.term, &caller.instance_id);
         match self.store.replace(&settled, revision).await {
             Ok(_) => Ok(settled),
             // Another writer of this leader (the sweep, a duplicate request)
@@ -760,15 +760,15 @@ impl Desk {
         }
     }
 
-    /// Reads the order again; an undecided one written under a newer epoch
-    /// belongs to a newer leader, and this one steps aside.
-    async fn reload(&self, order_id: &str, epoch: u64) -> Result<(u64, Order), WireError> {
+    /// Reads the order again; an undecided one written under a newer term
+    /// than `caller`'s belongs to a newer leader, and this one steps aside.
+    async fn reload(&self, order_id: &str, caller: &Caller) -> Result<(u64, Order), WireError> {
         let (revision, order) = self
             .store
             .load(order_id)
             .await?
             .ok_or_else(|| WireError::internal(format!("order {order_id} vanished")))?;
-        if order.epoch > epoch && !order.status.is_final() {
+        if standing(order.term(), caller.term) == Standing::Newer && !order.status.is_final() {
             return Err(deposed());
         }
         Ok((revision, order))
@@ -926,7 +926,7 @@ impl Desk {
         // not handed over what older leaders stored (it lags, is being
         // made again, or follows a bucket created again), would miss
         // orders and still say it is complete.
-        self.index_caught_up(Caller::of(&ctx).epoch).await?;
+        self.index_caught_up(epoch_of(&ctx)).await?;
         Ok(self.store.list(&req, limit))
     }
 }

@@ -22,7 +22,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 
-use super::model::{ListOrders, Order, OrderList, OrderStatus};
+use super::{
+    model::{ListOrders, Order, OrderList, OrderStatus},
+    term::{Standing, Term, standing},
+};
 
 /// Where an unsettled order is, for the sweep.
 #[derive(Debug, Clone)]
@@ -30,7 +33,8 @@ struct Unsettled {
     revision: u64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
-    epoch: u64,
+    /// The term it was last written under.
+    term: Term,
     symbol: String,
     /// Filled, its fill not yet announced: the positions risk judges by
     /// miss it until it is.
@@ -103,7 +107,7 @@ impl Index {
                     revision,
                     created_at: order.created_at,
                     updated_at: order.updated_at,
-                    epoch: order.epoch,
+                    term: order.term(),
                     symbol: order.symbol.clone(),
                     filled: order.status == OrderStatus::Filled,
                     pending: !order.status.is_final(),
@@ -149,14 +153,15 @@ impl Index {
         unsettled.max(recent)
     }
 
-    /// Ids of the unsettled orders a leader at `epoch` should see to,
-    /// oldest first: decided ones not announced, last written by an older
-    /// leader or by itself before `stale_before` (their request gave up);
-    /// pending ones created before `expire_before`, to be expired (a
-    /// younger pending order is its caller's to retry).
+    /// Ids of the unsettled orders the leader whose term is `leader`
+    /// should see to, oldest first: decided ones not announced, last
+    /// written by an older term ([`standing`]) or by itself before
+    /// `stale_before` (their request gave up); pending ones created before
+    /// `expire_before`, to be expired (a younger pending order is its
+    /// caller's to retry).
     pub(crate) fn unfinished(
         &self,
-        epoch: u64,
+        leader: Term,
         stale_before: DateTime<Utc>,
         expire_before: DateTime<Utc>,
     ) -> Vec<String> {
@@ -167,7 +172,11 @@ impl Index {
                 if u.pending {
                     u.created_at < expire_before
                 } else {
-                    u.epoch < epoch || (u.epoch == epoch && u.updated_at < stale_before)
+                    match standing(u.term, leader) {
+                        Standing::Older => true,
+                        Standing::Own => u.updated_at < stale_before,
+                        Standing::Newer => false,
+                    }
                 }
             })
             .map(|(id, u)| (&u.created_at, id))
@@ -219,6 +228,15 @@ mod tests {
 
     use super::*;
     use crate::order::CreateOrder;
+
+    /// A leader's term at `epoch`, in the elections bucket the test
+    /// orders name none of (written as before terms were recorded).
+    fn leader(epoch: u64) -> Term {
+        Term {
+            elections: None,
+            epoch,
+        }
+    }
 
     fn order(n: i64, status: OrderStatus, announced: bool) -> Order {
         let req = CreateOrder {
@@ -296,29 +314,75 @@ mod tests {
         assert!(index.unannounced_fills("AAPL").is_empty(), "pending");
         let later = DateTime::from_timestamp(1_760_000_000, 0).unwrap();
         let long_ago = DateTime::from_timestamp(1_000_000_000, 0).unwrap();
-        assert_eq!(index.unfinished(2, later, later), ["o-00000", "o-00001"]);
-        assert_eq!(index.unfinished(1, later, later), ["o-00000", "o-00001"]);
+        assert_eq!(
+            index.unfinished(leader(2), later, later),
+            ["o-00000", "o-00001"]
+        );
+        assert_eq!(
+            index.unfinished(leader(1), later, later),
+            ["o-00000", "o-00001"]
+        );
         assert!(
-            index.unfinished(1, long_ago, long_ago).is_empty(),
+            index.unfinished(leader(1), long_ago, long_ago).is_empty(),
             "its own, not stale yet"
         );
         assert_eq!(
-            index.unfinished(2, long_ago, long_ago),
+            index.unfinished(leader(2), long_ago, long_ago),
             ["o-00001"],
             "an older leader's decided order at once; a pending one only once it is due to expire"
         );
 
         // Settled: gone from the sweep's list.
         index.remember(3, order(1, OrderStatus::Filled, true));
-        assert_eq!(index.unfinished(2, later, later), ["o-00000"]);
+        assert_eq!(index.unfinished(leader(2), later, later), ["o-00000"]);
         // A read of an older revision that arrives late may bring it back
         // for a moment (the sweep then reads it, finds it settled, and
         // remembers that); the watch delivers the newer one after it.
         index.remember(2, order(1, OrderStatus::Filled, false));
         index.remember(3, order(1, OrderStatus::Filled, true));
-        assert_eq!(index.unfinished(2, later, later), ["o-00000"]);
+        assert_eq!(index.unfinished(leader(2), later, later), ["o-00000"]);
         index.remember(2, order(0, OrderStatus::Rejected, true));
-        assert!(index.unfinished(2, later, later).is_empty());
+        assert!(index.unfinished(leader(2), later, later).is_empty());
         assert_eq!(index.len(), (10, 0));
+    }
+
+    /// The defect: a decided order left unannounced by the leader of an
+    /// elections bucket deleted since, at an epoch far above the new
+    /// bucket's, was taken for a newer leader's and never swept. It is an
+    /// older term's: due at once. In the leader's own bucket the epoch
+    /// still decides.
+    #[test]
+    fn an_order_of_another_elections_bucket_is_due_whatever_its_epoch() {
+        const OLD: i128 = 1_767_225_600_000_000_000;
+        const NEW: i128 = OLD + 3_600_000_000_000;
+        let mut index = Index::new(10);
+        let mut left = order(1, OrderStatus::Filled, false);
+        left.write_under(
+            Term {
+                elections: Some(OLD),
+                epoch: 250,
+            },
+            "order-1",
+        );
+        index.remember(1, left.clone());
+        let long_ago = DateTime::from_timestamp(1_000_000_000, 0).unwrap();
+        let new_leader = Term {
+            elections: Some(NEW),
+            epoch: 3,
+        };
+        assert_eq!(
+            index.unfinished(new_leader, long_ago, long_ago),
+            ["o-00001"]
+        );
+        let old_bucket_leader = Term {
+            elections: Some(OLD),
+            epoch: 3,
+        };
+        assert!(
+            index
+                .unfinished(old_bucket_leader, long_ago, long_ago)
+                .is_empty(),
+            "a newer leader's, in one bucket"
+        );
     }
 }

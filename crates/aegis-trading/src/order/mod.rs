@@ -8,9 +8,12 @@
 //! - `create_order` is idempotent by `client_order_id`: the first attempt
 //!   atomically claims the id, every retry — on the same leader or the next
 //!   one — finds the claim and continues or returns that order.
-//! - Each write is a compare-and-set and carries the leader's fencing epoch;
-//!   a leader never overwrites an order written under a newer epoch, so a
-//!   deposed leader that wakes up late cannot undo its successor's work.
+//! - Each write is a compare-and-set and carries the leader's term — its
+//!   fencing epoch and the elections bucket it won it in (`term.rs`); a
+//!   leader never overwrites an order written under a newer term, so a
+//!   deposed leader that wakes up late cannot undo its successor's work,
+//!   and the first leader of a `service_elections` bucket created again
+//!   (its epochs started over) takes over what the old bucket's left.
 //! - Writes are fenced at the store: each new leader takes the bucket's
 //!   fence key, and every order write is conditioned on it and on a lease
 //!   check just before, so a leader that stalled past its lease (mid-request,
@@ -57,6 +60,7 @@ mod flow;
 mod index;
 pub mod model;
 pub mod store;
+mod term;
 
 use std::{sync::Arc, time::Duration};
 
@@ -263,9 +267,7 @@ pub async fn start(conn: &Connection, opts: OrderOptions) -> Result<Running, Tra
         // A write must start with at least the lease's safety margin left:
         // the margin that covers message delay for serving covers the
         // write's way to the store too.
-        desk.store
-            .fence
-            .follow(election.leadership(), opts.lease.safety_margin);
+        desk.store.fence.follow(election, opts.lease.safety_margin);
     }
     let recovery = service.election().map(|election| {
         tokio::spawn(recover_while_leading(
@@ -307,18 +309,16 @@ async fn recover_while_leading(
     loop {
         let role = roles.borrow_and_update().clone();
         let next = if let Role::Leader { epoch } = role {
-            let caller = Caller {
-                instance_id: instance_id.clone(),
-                request_id: None,
-                epoch,
-            };
             let still_leading = || leadership.serving_epoch() == Some(epoch);
             let ready = async {
                 // Fence the old leader out before reading what it left.
-                if let Err(e) = desk.store.take_fence(epoch).await {
-                    warn!(epoch, error = ?e, "cannot take the order store's fence yet");
-                    return false;
-                }
+                let term = match desk.store.take_fence(epoch).await {
+                    Ok(term) => term,
+                    Err(e) => {
+                        warn!(epoch, error = ?e, "cannot take the order store's fence yet");
+                        return None;
+                    }
+                };
                 desk.store.loaded().await;
                 // Loaded is not enough: the index must hold what the old
                 // leader wrote before the fence moved, which its watch may
@@ -326,9 +326,13 @@ async fn recover_while_leading(
                 // its consumer was lost with a node).
                 if let Err(e) = desk.store.caught_up(epoch).await {
                     warn!(epoch, error = ?e, "cannot sweep the order store yet");
-                    return false;
+                    return None;
                 }
-                true
+                Some(Caller {
+                    instance_id: instance_id.clone(),
+                    request_id: None,
+                    term,
+                })
             };
             // The index waits on its watch, which may not catch up for a
             // long time (the bucket cannot be read, or is gone): the wait
@@ -347,13 +351,13 @@ async fn recover_while_leading(
                 ready = tokio::time::timeout(wait, ready) => ready,
             };
             match ready {
-                Ok(true) => {
+                Ok(Some(caller)) => {
                     tokio::select! {
                         () = cancel.cancelled() => return,
                         () = desk.resume_pending(&caller, stale_after, still_leading) => {}
                     }
                 }
-                Ok(false) => {}
+                Ok(None) => {}
                 Err(_) => {
                     warn!(
                         epoch,

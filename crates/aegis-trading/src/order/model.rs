@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::term::Term;
 use crate::{pricing::Quote, risk::RiskAssessment};
 
 /// Most orders one `list_orders` call returns.
@@ -195,8 +196,18 @@ pub struct Order {
     #[serde(default)]
     pub announced: bool,
     /// The fencing epoch of the leader that last wrote it: a leader never
-    /// overwrites a record written under a higher epoch than its own.
+    /// overwrites a record written under a newer term than its own (see
+    /// `elections_created`).
     pub epoch: u64,
+    /// When the `service_elections` bucket that `epoch` was won in was
+    /// created, in nanoseconds since the Unix epoch: with `epoch`, the
+    /// writer's term. A bucket deleted and created again numbers its
+    /// epochs from 1 anew, so epochs compare only within one bucket, and
+    /// a term of the current bucket is newer than any of a bucket deleted
+    /// since. Absent in records written before it was recorded, which
+    /// compare by epoch alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elections_created: Option<i128>,
     /// The instance that last wrote it.
     pub instance_id: String,
 }
@@ -221,8 +232,24 @@ impl Order {
             created_announced: false,
             announced: false,
             epoch,
+            elections_created: None,
             instance_id: instance_id.to_owned(),
         }
+    }
+
+    /// The term it was last written under.
+    pub(crate) fn term(&self) -> Term {
+        Term {
+            elections: self.elections_created,
+            epoch: self.epoch,
+        }
+    }
+
+    /// Marks it as written by `instance_id` under `term`.
+    pub(crate) fn write_under(&mut self, term: Term, instance_id: &str) {
+        self.epoch = term.epoch;
+        self.elections_created = term.elections;
+        instance_id.clone_into(&mut self.instance_id);
     }
 
     /// Whether `req` asks for this very order (a retry), rather than reusing
@@ -574,6 +601,33 @@ mod tests {
         let read: Order = serde_json::from_value(old).unwrap();
         assert_eq!(read, serde_json::from_value::<Order>(stored).unwrap());
         assert!(!read.created_announced);
+    }
+
+    /// A record written before `elections_created` existed still reads,
+    /// as of no known elections bucket (compared by epoch alone); one
+    /// written now carries it, and reads back the same.
+    #[test]
+    fn records_without_elections_created_still_read() {
+        let mut order = Order::new("o1".into(), &request(Side::Buy, None), 250, "i");
+        let stored = serde_json::to_value(&order).unwrap();
+        assert!(stored.get("elections_created").is_none(), "{stored}");
+        let read: Order = serde_json::from_value(stored).unwrap();
+        assert_eq!(
+            read.term(),
+            Term {
+                elections: None,
+                epoch: 250
+            }
+        );
+        let term = Term {
+            elections: Some(1_767_225_600_123_456_789),
+            epoch: 3,
+        };
+        order.write_under(term, "order-2");
+        let stored = serde_json::to_value(&order).unwrap();
+        assert_eq!(stored["elections_created"], 1_767_225_600_123_456_789_i64);
+        let read: Order = serde_json::from_value(stored).unwrap();
+        assert_eq!((read.term(), read.instance_id.as_str()), (term, "order-2"));
     }
 
     #[test]

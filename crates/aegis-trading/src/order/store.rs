@@ -11,7 +11,7 @@
 //!   both decide an order: the second one's write fails and it re-reads.
 //!   (Among one leader's writers the comparison is made in the process,
 //!   because the write's one server-side condition is the fence below.)
-//! - [`FENCE_KEY`] → the epoch of the leader that owns the store. Every
+//! - [`FENCE_KEY`] → the term of the leader that owns the store. Every
 //!   order write is conditioned on it, so a deposed leader cannot write
 //!   once its successor has taken it (`fence.rs` tells how and why).
 //!
@@ -47,6 +47,7 @@ use super::{
     fence::{Fence, FenceAt, bucket_created},
     index::Index,
     model::{ListOrders, Order, OrderList},
+    term::Term,
 };
 use crate::{
     TradingError,
@@ -56,9 +57,13 @@ use crate::{
 /// The KV bucket holding orders and client order ids.
 pub const ORDERS_BUCKET: &str = "orders";
 
-/// The key in [`ORDERS_BUCKET`] that names the epoch of the leader owning
-/// the store: JSON `{"epoch", "instance_id", "taken_at"}`. A new leader takes
-/// it before its first write; writes of older epochs are refused from then on.
+/// The key in [`ORDERS_BUCKET`] that names the term of the leader owning
+/// the store: JSON `{"epoch", "elections_created", "instance_id",
+/// "taken_at"}`, `elections_created` being when the `service_elections`
+/// bucket the epoch was won in was created (nanoseconds since the Unix
+/// epoch; absent when written by a version before it). A new leader takes
+/// it before its first write; writes of older terms are refused from then
+/// on.
 pub const FENCE_KEY: &str = "fence";
 
 /// How many order keys can be written concurrently by this instance; writes
@@ -373,20 +378,21 @@ impl OrderStore {
         }
     }
 
-    /// Ids of the orders a leader at `epoch` should see to, oldest first:
-    /// decided ones not yet announced, last written by an older leader or
+    /// Ids of the orders the leader whose term is `leader` should see to,
+    /// oldest first: decided ones not yet announced, last written by an
+    /// older term (`term.rs`) or
     /// by itself before `stale_before` (their request gave up), and pending
     /// ones created before `expire_before`.
     pub(crate) fn unfinished(
         &self,
-        epoch: u64,
+        leader: Term,
         stale_before: DateTime<Utc>,
         expire_before: DateTime<Utc>,
     ) -> Vec<String> {
         self.index
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .unfinished(epoch, stale_before, expire_before)
+            .unfinished(leader, stale_before, expire_before)
     }
 
     /// Ids of the filled orders of `symbol` whose fill is not announced yet
@@ -456,9 +462,24 @@ impl OrderStore {
 
     /// Takes the fence for `epoch` now rather than at the first write: a
     /// new leader does so at once, so the old one's writes stop at once.
-    pub(crate) async fn take_fence(&self, epoch: u64) -> Result<(), StoreError> {
+    /// Returns this leader's term, as [`term`](Self::term) does.
+    pub(crate) async fn take_fence(&self, epoch: u64) -> Result<Term, StoreError> {
+        self.term(epoch).await
+    }
+
+    /// This leader's term at `epoch` (the elections bucket it won `epoch`
+    /// in, and `epoch`), as of the fence it holds — taken first if it does
+    /// not: what its writes carry and the orders it finds are judged
+    /// against. Costs nothing once the fence is held.
+    ///
+    /// # Errors
+    /// [`StoreError::Deposed`] when this instance does not lead at `epoch`
+    /// (its lease, or the current elections bucket, says so) or a newer
+    /// term holds the fence; [`StoreError::Unavailable`] when a bucket does
+    /// not answer.
+    pub(crate) async fn term(&self, epoch: u64) -> Result<Term, StoreError> {
         self.fence.check_lease(epoch)?;
-        self.fence.revision(&self.bucket, epoch).await.map(drop)
+        self.fence.term(&self.bucket, epoch).await
     }
 
     /// Stores a new order, written under `order.epoch`;

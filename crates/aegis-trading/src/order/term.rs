@@ -1,0 +1,136 @@
+//! The term an order-service leader writes under: the `service_elections`
+//! bucket it won its fencing epoch in, and the epoch. Pure logic, tested
+//! without NATS.
+//!
+//! An epoch is a revision of the elections bucket, so it says which of two
+//! leaders is newer only within one bucket: deleted and created again (an
+//! operator's `nats kv del service_elections`, a cluster rebuilt from
+//! nothing) the bucket numbers its revisions from 1 anew, while the
+//! `orders` bucket keeps its fence and orders stamped with the old, higher
+//! epochs. So the fence record and every order record carry the term, the
+//! bucket told by its stream's creation time, and every comparison of
+//! epochs in `order/` is [`standing`]:
+//!
+//! - in one elections bucket, the higher epoch is the newer term;
+//! - a term of another bucket than the leader's is older than the leader's:
+//!   the leader's bucket is the current one, checked when it took the
+//!   store's fence (`fence.rs`). Were it deleted since, the fence has moved
+//!   on to a leader of the new bucket, and every write of this one is
+//!   refused whatever it concluded;
+//! - a record written before terms were recorded (no bucket) compares by
+//!   epoch alone, as it did.
+//!
+//! Creation times are never compared as older or newer: they are the wall
+//! clock of whichever server made each bucket, which may have stepped back
+//! (the same reason the orders bucket's own re-creation is told by which
+//! bucket is current, `store.rs`). Which elections bucket is current is
+//! asked instead, when the fence is taken.
+
+/// A leader's term: the elections bucket it won `epoch` in, and `epoch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Term {
+    /// When that bucket's stream (`KV_service_elections`) was created, in
+    /// nanoseconds since the Unix epoch; `None` in a record written before
+    /// terms were recorded.
+    pub(crate) elections: Option<i128>,
+    /// The fencing epoch: the revision of the winning write to the
+    /// election key.
+    pub(crate) epoch: u64,
+}
+
+impl Term {
+    /// Whether `self` and `other` are known to be terms of one elections
+    /// bucket, so that their epochs compare.
+    pub(crate) fn same_bucket(self, other: Term) -> bool {
+        self.elections.is_some() && self.elections == other.elections
+    }
+}
+
+/// How the term a record was written under stands against a leader's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Standing {
+    /// An older leader's: the leader may take the record over.
+    Older,
+    /// The leader's own.
+    Own,
+    /// A newer leader's: the leader steps aside.
+    Newer,
+}
+
+/// How `record`, the term a record was written under, stands against
+/// `leader`, the term of the leader looking at it, whose elections bucket
+/// is the current one (checked when it took the fence). See the module
+/// note.
+pub(crate) fn standing(record: Term, leader: Term) -> Standing {
+    match (record.elections, leader.elections) {
+        (Some(written), Some(leads)) if written != leads => Standing::Older,
+        _ => match record.epoch.cmp(&leader.epoch) {
+            std::cmp::Ordering::Less => Standing::Older,
+            std::cmp::Ordering::Equal => Standing::Own,
+            std::cmp::Ordering::Greater => Standing::Newer,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An hour, in the nanoseconds buckets are told apart by.
+    const HOUR: i128 = 3_600_000_000_000;
+
+    fn term(elections: i128, epoch: u64) -> Term {
+        Term {
+            elections: Some(elections),
+            epoch,
+        }
+    }
+
+    /// In one elections bucket the epoch decides, as it always did.
+    #[test]
+    fn in_one_elections_bucket_the_higher_epoch_is_newer() {
+        let leader = term(9 * HOUR, 40);
+        assert_eq!(standing(term(9 * HOUR, 39), leader), Standing::Older);
+        assert_eq!(standing(term(9 * HOUR, 40), leader), Standing::Own);
+        assert_eq!(standing(term(9 * HOUR, 41), leader), Standing::Newer);
+    }
+
+    /// The defect: the elections bucket was created again, its epochs
+    /// started over, and a record of the old bucket's leader at a far
+    /// higher epoch was taken for a newer leader's — the new leader was
+    /// refused every write, and an order left pending never decided. A
+    /// record of another bucket is older than the current bucket's
+    /// leader, whatever the epochs and whichever way the clocks that
+    /// stamped the buckets went.
+    #[test]
+    fn a_term_of_another_elections_bucket_is_older_whatever_the_epochs() {
+        for leads in [12 * HOUR, 5 * HOUR] {
+            let leader = term(leads, 3);
+            for epoch in [1, 3, 250, u64::MAX] {
+                assert_eq!(
+                    standing(term(9 * HOUR, epoch), leader),
+                    Standing::Older,
+                    "written at epoch {epoch} in another bucket"
+                );
+            }
+        }
+    }
+
+    /// A record written before terms were recorded names no bucket: it
+    /// compares by epoch alone, as before.
+    #[test]
+    fn a_record_without_a_bucket_compares_by_epoch_alone() {
+        let leader = term(9 * HOUR, 40);
+        let old = |epoch| Term {
+            elections: None,
+            epoch,
+        };
+        assert_eq!(standing(old(39), leader), Standing::Older);
+        assert_eq!(standing(old(40), leader), Standing::Own);
+        assert_eq!(standing(old(41), leader), Standing::Newer);
+        assert!(!old(40).same_bucket(old(40)));
+        assert!(!leader.same_bucket(old(40)));
+        assert!(leader.same_bucket(term(9 * HOUR, 1)));
+        assert!(!leader.same_bucket(term(5 * HOUR, 40)));
+    }
+}

@@ -1,0 +1,173 @@
+//! order-service after its `service_elections` bucket was deleted and
+//! created again while the `orders` bucket was kept. A bucket created again
+//! numbers its revisions from 1, and a revision is the fencing epoch: the
+//! next leader's epoch is far below the one the order store's fence holds
+//! from before. The SDK's callers forget the old epochs with the old
+//! bucket (`aegis-sdk/tests/call_active.rs`,
+//! `the_highest_epoch_seen_does_not_outlive_the_elections_bucket`); the
+//! order store's fence must too, or the new leader is refused every write;
+//! and so must the epochs recorded on the orders, or an order left pending
+//! under the old bucket's leader can never be decided.
+
+mod common;
+
+use std::time::Duration;
+
+use aegis_contracts::trading::{ORDER_GROUP, ORDER_SERVICE, Side};
+use aegis_sdk::{
+    Connection,
+    rpc::{CallOptions, ErrorCode, RpcError},
+};
+use aegis_trading::{
+    Running,
+    order::{self, CreateOrder, Order, OrderOptions, OrderStatus},
+    risk::{self, RiskLimits, RiskOptions},
+};
+use common::{PATIENCE, connect, eventually, is_leader, server, start_pricing_without_publication};
+
+fn market(client_order_id: &str) -> CreateOrder {
+    CreateOrder {
+        symbol: "AAPL".into(),
+        side: Side::Buy,
+        quantity: 1,
+        price: None,
+        client_order_id: client_order_id.into(),
+    }
+}
+
+/// Sends `req` to the leader, retried within 15 s as an order client does
+/// (by its client order id).
+async fn create(conn: &Connection, req: &CreateOrder) -> Result<Order, RpcError> {
+    let opts = CallOptions {
+        timeout: Some(Duration::from_secs(15)),
+        idempotent: true,
+        ..Default::default()
+    };
+    create_with(conn, req, &opts).await
+}
+
+async fn create_with(
+    conn: &Connection,
+    req: &CreateOrder,
+    opts: &CallOptions,
+) -> Result<Order, RpcError> {
+    conn.rpc()
+        .call_active(ORDER_SERVICE, ORDER_GROUP, "create_order", req, opts)
+        .await
+        .map(|reply| reply.value)
+}
+
+/// Fills the elections bucket first, so that the first leader's epoch is
+/// high.
+async fn high_epochs(conn: &Connection) {
+    let elections = aegis_sdk::election::ensure_election_bucket(conn.jetstream(), 1)
+        .await
+        .unwrap();
+    for n in 0..200u32 {
+        elections.put("filler", n.to_string().into()).await.unwrap();
+    }
+}
+
+/// Deletes the elections bucket (the next leader creates it again).
+async fn delete_elections(conn: &Connection) {
+    conn.jetstream()
+        .delete_stream("KV_service_elections")
+        .await
+        .unwrap();
+}
+
+async fn start_risk(conn: &Connection) -> Running {
+    risk::start(
+        conn,
+        RiskOptions {
+            limits: RiskLimits {
+                max_order_notional: 100_000.0,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+async fn order_instance(conn: &Connection, id: &str) -> Running {
+    let instance = order::start(
+        conn,
+        OrderOptions {
+            instance_id: Some(id.into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    eventually(PATIENCE, "the order instance leads", || async {
+        is_leader(&instance)
+    })
+    .await;
+    instance
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_are_taken_after_the_elections_bucket_is_created_again() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    high_epochs(&conn).await;
+    let pricing = start_pricing_without_publication(&conn).await;
+    let risk = start_risk(&conn).await;
+
+    let first = order_instance(&conn, "order-1").await;
+    let order = create(&conn, &market("c-before")).await.unwrap();
+    assert_eq!(order.status, OrderStatus::Filled);
+    assert!(order.epoch > 200, "{order:?}");
+    first.shutdown().await.unwrap();
+
+    // The elections bucket starts over; the orders bucket (and its fence,
+    // taken at the old epoch) stays.
+    delete_elections(&conn).await;
+    let second = order_instance(&conn, "order-2").await;
+
+    let order = create(&conn, &market("c-after"))
+        .await
+        .expect("the new bucket's leader takes orders");
+    assert_eq!(order.status, OrderStatus::Filled);
+    assert_eq!(order.instance_id, "order-2");
+
+    second.shutdown().await.unwrap();
+    risk.shutdown().await.unwrap();
+    pricing.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_left_pending_before_the_elections_bucket_was_created_again_is_decided() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    high_epochs(&conn).await;
+    let pricing = start_pricing_without_publication(&conn).await;
+
+    // Risk is down: the order is recorded, pending, under the old epoch.
+    let first = order_instance(&conn, "order-1").await;
+    let req = market("c-pending");
+    let failed = create_with(&conn, &req, &CallOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(failed.code(), ErrorCode::ServiceUnavailable, "{failed:?}");
+    let details = failed.remote().unwrap().details.clone().unwrap();
+    let order_id = details["order_id"].as_str().unwrap().to_owned();
+    first.shutdown().await.unwrap();
+
+    delete_elections(&conn).await;
+    let risk = start_risk(&conn).await;
+    let second = order_instance(&conn, "order-2").await;
+
+    // The caller's retry settles it on the new leader.
+    let order = create(&conn, &req)
+        .await
+        .expect("the new bucket's leader decides the pending order");
+    assert_eq!(order.order_id, order_id);
+    assert_eq!(order.status, OrderStatus::Filled);
+
+    second.shutdown().await.unwrap();
+    risk.shutdown().await.unwrap();
+    pricing.shutdown().await.unwrap();
+}
