@@ -101,8 +101,8 @@ async fn main() -> anyhow::Result<()> {
 
     // 5. Graceful stop: stop taking work and finish what is in flight
     //    (events, then requests; the registry record is deleted), then
-    //    drain the connection. (A process with a service only ends with
-    //    `service.run_until_signal().await?`, as examples/ten_lines.rs.)
+    //    drain the connection. (A process with only a service ends with
+    //    `.run().await?` on its builder, as examples/ten_lines.rs.)
     fills.shutdown().await;
     service.shutdown().await?;
     conn.drain().await?;

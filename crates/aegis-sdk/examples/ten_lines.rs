@@ -1,7 +1,8 @@
 //! The shortest complete service: logging (`RUST_LOG`; warnings also go
 //! to the monitor), the connection from `AEGIS_NATS_*`, one typed method
 //! (a `String` in, a `String` out, both with a JSON Schema), and a
-//! graceful stop on Ctrl-C or SIGTERM (the instance deregisters). Request
+//! graceful stop on Ctrl-C or SIGTERM (the instance deregisters, then the
+//! connection is drained). Request
 //! and response structs derive `JsonSchema` as in `quote_service.rs`.
 //! `anyhow::Result` makes an error that ends `main` print as sentences
 //! with their causes, not as Debug structs.
@@ -20,10 +21,7 @@ async fn main() -> anyhow::Result<()> {
         .handler("hello", |name: String| async move {
             Ok(format!("Hello, {name}!"))
         })
-        .start()
-        .await?
-        .run_until_signal()
+        .run()
         .await?;
-    conn.drain().await?;
     Ok(())
 }

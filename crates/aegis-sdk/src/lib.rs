@@ -97,11 +97,8 @@
 //!         .handler("hello", |req: Hello| async move {
 //!             Ok(Greeting { text: format!("Hello, {}!", req.name) })
 //!         })
-//!         .start()
-//!         .await?
-//!         .run_until_signal()
+//!         .run()
 //!         .await?;
-//!     conn.drain().await?;
 //!     Ok(())
 //! }
 //! ```

@@ -13,7 +13,7 @@ use aegis_sdk::{
     Connection,
     contracts::log::LogRecord,
     registry::{RegistryChange, RegistryReader, RemovalReason},
-    rpc::{CallOptions, RequestContext},
+    rpc::{CallOptions, RequestContext, server::ServiceError},
 };
 use common::{KillOnDrop, child_test, connect, eventually, server};
 use futures::StreamExt;
@@ -88,7 +88,7 @@ async fn a_ctrl_c_after_the_stop_returned_still_reaches_nats() {
     let reader = RegistryReader::start(&conn).await.unwrap();
     let mut logs = conn.client().subscribe(LOGS).await.unwrap();
     let mut stopped = conn.client().subscribe(STOPPED).await.unwrap();
-    let (child, _call) = start_child(&nats, &conn, &reader, true).await;
+    let (child, _call) = start_child(&nats, &conn, &reader, Some(CHILD_WINDS_DOWN)).await;
     let pid = child.pid();
 
     signal("-TERM", &pid);
@@ -102,6 +102,29 @@ async fn a_ctrl_c_after_the_stop_returned_still_reaches_nats() {
     forwarded(&mut logs, "Ctrl-C received while stopping; exiting now").await;
 }
 
+/// `ServiceBuilder::run`, all a one-service `main` ends with: a SIGTERM
+/// stops the service gracefully (it deregisters, waits its 2 s shutdown
+/// timeout for the handler in flight), `run` returns that timeout as its
+/// error, the process exits 0, and the warning logged during the stop
+/// reaches NATS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_stops_on_sigterm_and_drains_what_the_stop_logged() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let reader = RegistryReader::start(&conn).await.unwrap();
+    let mut changes = Box::pin(reader.changes());
+    let mut logs = conn.client().subscribe(LOGS).await.unwrap();
+    let (child, _call) = start_child(&nats, &conn, &reader, Some(CHILD_RUNS)).await;
+
+    signal("-TERM", &child.pid());
+    assert_eq!(removal(&mut changes).await, RemovalReason::Deregistered);
+    let output = child.wait_with_output().await;
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{printed}");
+    assert!(printed.contains("service stopped"), "{printed}");
+    forwarded(&mut logs, "handlers still running at the shutdown timeout").await;
+}
+
 /// The child of the tests above. Does nothing unless started by them.
 #[tokio::test]
 #[ignore = "run by the tests of this file"]
@@ -112,7 +135,7 @@ async fn child_serves_a_slow_handler() {
     aegis_sdk::telemetry::init().expect("the first subscriber of the process");
     let conn = Connection::from_env().await.expect("connect from the env");
     let timeout = std::env::var(CHILD_TIMEOUT_MS).expect("the shutdown timeout");
-    let service = conn
+    let builder = conn
         .service(SERVICE, "1.0.0")
         .instance_id(INSTANCE)
         .shutdown_timeout(Duration::from_millis(timeout.parse().unwrap()))
@@ -124,12 +147,17 @@ async fn child_serves_a_slow_handler() {
                 .expect("say the handler started");
             tokio::time::sleep(Duration::from_secs(30)).await;
             Ok(v)
-        })
-        .start()
-        .await
-        .expect("start");
+        });
     // The stop ends by the shutdown timeout (the handler outlives it): an
     // error the process reports, not a failure of the test.
+    if std::env::var(CHILD_RUNS).is_ok() {
+        match builder.run().await {
+            Err(ServiceError::ShutdownTimeout(_)) => {}
+            other => panic!("run ends by the shutdown timeout: {other:?}"),
+        }
+        return;
+    }
+    let service = builder.start().await.expect("start");
     if let Err(e) = service.run_until_signal().await {
         tracing::info!(error = %e, "the stop ended by its timeout");
     }
@@ -154,6 +182,9 @@ const IN_FLIGHT: &str = "test.shutdown-signals.in-flight";
 const STOPPED: &str = "test.shutdown-signals.stopped";
 /// Makes the child wait 30 s between its stop and its drain.
 const CHILD_WINDS_DOWN: &str = "AEGIS_TEST_SHUTDOWN_SIGNALS_WINDS_DOWN";
+/// Makes the child end with `ServiceBuilder::run` (start, serve until the
+/// signal, stop, drain) instead of its steps one by one.
+const CHILD_RUNS: &str = "AEGIS_TEST_SHUTDOWN_SIGNALS_RUNS";
 /// Marks the child process.
 const CHILD: &str = "AEGIS_TEST_SHUTDOWN_SIGNALS_CHILD";
 /// The child's shutdown timeout, in milliseconds.
@@ -166,21 +197,22 @@ async fn start_child_with_a_call(
     conn: &Connection,
     reader: &RegistryReader,
 ) -> (KillOnDrop, tokio::task::JoinHandle<()>) {
-    start_child(nats, conn, reader, false).await
+    start_child(nats, conn, reader, None).await
 }
 
 /// [`start_child_with_a_call`], with the child waiting 30 s between its
-/// stop and its drain when `winds_down`.
+/// stop and its drain with `CHILD_WINDS_DOWN`, or through
+/// `ServiceBuilder::run` with `CHILD_RUNS` (the variable given is set).
 async fn start_child(
     nats: &aegis_testkit::NatsServer,
     conn: &Connection,
     reader: &RegistryReader,
-    winds_down: bool,
+    with: Option<&str>,
 ) -> (KillOnDrop, tokio::task::JoinHandle<()>) {
     let mut in_flight = conn.client().subscribe(IN_FLIGHT).await.unwrap();
     let mut command = child_test("child_serves_a_slow_handler", CHILD);
-    if winds_down {
-        command.env(CHILD_WINDS_DOWN, "1");
+    if let Some(variable) = with {
+        command.env(variable, "1");
     }
     let child = command
         .env(CHILD_TIMEOUT_MS, "2000")

@@ -209,6 +209,11 @@ pub enum ServiceError {
     /// SIGTERM; the service was stopped at once instead.
     #[error("cannot listen for Ctrl-C or SIGTERM")]
     Signal(#[source] std::io::Error),
+    /// [`ServiceBuilder::run`] stopped the service, then could not drain
+    /// the connection: what it had not yet sent (the last log lines) may
+    /// be lost.
+    #[error("draining the NATS connection after the stop")]
+    Drain(#[source] async_nats::client::DrainError),
 }
 
 /// "host h, pid p" as far as known.

@@ -7,7 +7,7 @@ use aegis_contracts::InstanceStatus;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn};
 
-use super::ServiceError;
+use super::{ServiceBuilder, ServiceError};
 use crate::{
     clock,
     election::Election,
@@ -92,6 +92,40 @@ impl fmt::Debug for Service {
     }
 }
 
+impl ServiceBuilder {
+    /// The whole life of a process that runs one service, what its `main`
+    /// ends with: [`start`](Self::start)s the service, serves it until
+    /// Ctrl-C or SIGTERM, stops it gracefully
+    /// ([`Service::run_until_signal`]: a leader resigns, the instance
+    /// deregisters, the requests in flight finish) and drains the
+    /// connection last, so the lines logged during the stop reach NATS.
+    /// For a process that runs more than one service, or serves until a
+    /// stop of its own, use [`start`](Self::start) and the [`Service`].
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_sdk::rpc::server::ServiceError> {
+    /// conn.service("greeter", "1.0.0")
+    ///     .handler("hello", |name: String| async move { Ok(format!("Hello, {name}!")) })
+    ///     .run()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`start`](Self::start) and [`Service::run_until_signal`]; the
+    /// connection is drained either way. [`ServiceError::Drain`] when only
+    /// the drain failed.
+    pub async fn run(self) -> Result<(), ServiceError> {
+        let conn = self.conn.clone();
+        let served = match self.start().await {
+            Ok(service) => service.run_until_signal().await,
+            Err(e) => Err(e),
+        };
+        let drained = conn.drain().await.map_err(ServiceError::Drain);
+        served.and(drained)
+    }
+}
+
 impl Service {
     /// The service name.
     pub fn name(&self) -> &str {
@@ -151,7 +185,8 @@ impl Service {
     /// Serves until Ctrl-C or SIGTERM, then stops gracefully
     /// ([`shutdown`](Self::shutdown): a leader resigns, the instance
     /// deregisters, the requests in flight finish). What a `main` ends
-    /// with; drain the connection after it. A Ctrl-C during the stop (or
+    /// with; drain the connection after it (or call
+    /// [`ServiceBuilder::run`] instead of `start`, which does both). A Ctrl-C during the stop (or
     /// the drain) ends the process at once, with 130; a second SIGTERM
     /// does not, since supervisors send it twice in the normal course (see
     /// [`shutdown_signal`](crate::shutdown_signal)). Those lines go under
