@@ -59,13 +59,20 @@ pub struct MonitorConfig {
     /// Reverse proxies whose `X-Forwarded-For` names the client (for the
     /// sign-in rate limit), each an address or a CIDR range (e.g. the
     /// ingress controller's pod network); from any other peer the header
-    /// is ignored, so a client cannot pick its own identity.
+    /// is ignored, so a client cannot pick its own identity. They are
+    /// also exempt from [`Self::max_connections_per_client`].
     pub trusted_proxies: Vec<TrustedProxy>,
     /// Sign-in attempts (`POST /api/session`) one client may make per
     /// minute; the next gets 429 with `Retry-After`.
     pub sign_in_per_minute: u32,
     /// Most HTTP connections open at once (SSE streams included).
     pub max_connections: usize,
+    /// Most of them one client may hold (its address; an IPv6 client's
+    /// /64), so no client can take every connection; a connection past
+    /// its client's share is answered 429 and closed. Trusted proxies
+    /// ([`Self::trusted_proxies`]) are held to `max_connections` only:
+    /// they speak for many clients.
+    pub max_connections_per_client: usize,
     /// Longest a client may take to send a request's headers (and longest
     /// an idle keep-alive connection stays open).
     pub header_read_timeout: Duration,
@@ -260,6 +267,7 @@ impl Default for MonitorConfig {
             trusted_proxies: Vec::new(),
             sign_in_per_minute: 10,
             max_connections: 1024,
+            max_connections_per_client: 64,
             header_read_timeout: Duration::from_secs(10),
             insecure_dev: false,
             ui_dir: None,
@@ -482,7 +490,8 @@ pub struct ApiArgs {
     /// (`10.0.0.5`) or a CIDR range (`10.0.0.0/8`, `fd00::/8`), e.g. the
     /// ingress controller's pod network, whose pods change address on
     /// every restart (repeat, or comma-separate); used to tell clients
-    /// apart for the sign-in limit.
+    /// apart for the sign-in limit, and exempt from the per-client share of
+    /// connections.
     #[arg(
         long = "trusted-proxy",
         env = "AEGIS_TRUSTED_PROXIES",
@@ -495,6 +504,11 @@ pub struct ApiArgs {
     /// Most HTTP connections open at once (SSE streams included).
     #[arg(long, env = "AEGIS_API_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_connections: usize,
+    /// Most connections one client address (an IPv6 client: its /64) may
+    /// hold, so no client can take them all; past it, 429. Trusted proxies
+    /// are exempt (they speak for many clients).
+    #[arg(long, env = "AEGIS_API_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_connections_per_client: usize,
     /// Longest a client may take to send a request's headers (e.g. `10s`).
     #[arg(long, env = "AEGIS_API_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = positive_duration_flag)]
     pub header_read_timeout: Duration,
@@ -641,6 +655,7 @@ impl ApiArgs {
             trusted_proxies: self.trusted_proxies,
             sign_in_per_minute: self.sign_in_per_minute,
             max_connections: self.max_connections,
+            max_connections_per_client: self.max_connections_per_client,
             header_read_timeout: self.header_read_timeout,
             insecure_dev: self.insecure_dev,
             ui_dir: self.ui_dir,
@@ -749,6 +764,8 @@ mod tests {
         assert_eq!(cli.api.secure_cookies, CookieSecurity::Never);
         assert_eq!(cli.api.trusted_proxies.len(), 2);
         assert!(Cli::try_parse_from(["aegis", "--max-connections", "0"]).is_err());
+        assert!(Cli::try_parse_from(["aegis", "--max-connections-per-client", "0"]).is_err());
+        assert_eq!(cli.api.max_connections_per_client, 64);
         for flag in ["--request-timeout", "--header-read-timeout"] {
             let error = Cli::try_parse_from(["aegis", flag, "0s"])
                 .err()

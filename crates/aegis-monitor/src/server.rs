@@ -9,9 +9,15 @@
 //! [`serve_router`] is the HTTP server itself: hyper's HTTP/1.1 connection
 //! builder with a header-read timeout, under a cap on open connections, so
 //! slow-header or idle clients can neither hold a connection for long nor
-//! exhaust the process's file descriptors.
+//! exhaust the process's file descriptors; each client holds at most its
+//! share of the cap (`server/shares.rs`), so a busy one cannot take it all.
 
-use std::{sync::Arc, time::Duration};
+mod shares;
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context;
 use axum::{Router, extract::ConnectInfo};
@@ -21,12 +27,16 @@ use hyper_util::{
     server::graceful::GracefulShutdown,
     service::TowerToHyperService,
 };
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::{Semaphore, TryAcquireError},
+};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use self::shares::{Limit, Shares, Throttle};
 use crate::{
-    config::{ApiArgs, MonitorConfig},
+    config::{ApiArgs, MonitorConfig, TrustedProxy},
     routes::{
         router,
         starting::{self, Starting},
@@ -208,13 +218,20 @@ pub async fn serve_on(
     result
 }
 
-/// What bounds the HTTP server's connections, so slow or idle clients
-/// cannot exhaust it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What bounds the HTTP server's connections, so slow, idle or busy
+/// clients cannot exhaust it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Most connections open at once; beyond it the server stops accepting
     /// (new clients wait in the kernel's backlog) until one closes.
     pub max_connections: usize,
+    /// Most of them one client (its address; an IPv6 client's /64) may
+    /// hold; a connection past it is answered 429 and closed, so no client
+    /// can take every slot.
+    pub max_connections_per_client: usize,
+    /// Peers held to `max_connections` only, not to one client's share:
+    /// reverse proxies, which speak for many clients.
+    pub trusted_proxies: Vec<TrustedProxy>,
     /// Longest time a client may take to send a request's headers, and
     /// longest an idle keep-alive connection stays open. A slow-header
     /// ("slowloris") client is disconnected after it.
@@ -225,6 +242,8 @@ impl From<&MonitorConfig> for Limits {
     fn from(config: &MonitorConfig) -> Self {
         Self {
             max_connections: config.max_connections,
+            max_connections_per_client: config.max_connections_per_client,
+            trusted_proxies: config.trusted_proxies.clone(),
             header_read_timeout: config.header_read_timeout,
         }
     }
@@ -243,7 +262,12 @@ impl From<&MonitorConfig> for Limits {
 /// # async fn demo(app: axum::Router) -> std::io::Result<()> {
 /// use aegis_monitor::server::{Limits, serve_router};
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-/// let limits = Limits { max_connections: 64, header_read_timeout: std::time::Duration::from_secs(5) };
+/// let limits = Limits {
+///     max_connections: 64,
+///     max_connections_per_client: 16,
+///     trusted_proxies: Vec::new(),
+///     header_read_timeout: std::time::Duration::from_secs(5),
+/// };
 /// serve_router(listener, app, limits, tokio_util::sync::CancellationToken::new()).await
 /// # }
 /// ```
@@ -273,7 +297,21 @@ async fn accept(
     limits: &Limits,
     shutdown: &CancellationToken,
 ) -> GracefulShutdown {
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    // Installs the metrics recorder if no state has yet, so limits hit
+    // while the monitor starts are counted too.
+    let _ = crate::telemetry::prometheus();
+    let max = limits.max_connections.max(1);
+    let slots = Arc::new(Semaphore::new(max));
+    let shares = Shares::new(
+        limits.max_connections_per_client,
+        limits.trusted_proxies.clone(),
+    );
+    let refusing = Arc::new(Semaphore::new(shares::REFUSING_AT_ONCE));
+    let refusal = shares::refusal(shares.per_client());
+    let (mut full, mut over_share) = (
+        Throttle::new(shares::WARN_EVERY),
+        Throttle::new(shares::WARN_EVERY),
+    );
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -281,12 +319,28 @@ async fn accept(
     loop {
         // A slot first, then the accept: at the cap, clients wait in the
         // backlog instead of being accepted and starved.
-        let slot = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
-            },
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(TryAcquireError::Closed) => break,
+            Err(TryAcquireError::NoPermits) => {
+                Limit::Total.count();
+                if let Some(unlogged) = full.hit(Instant::now()) {
+                    tracing::warn!(
+                        max_connections = max,
+                        also_hit = unlogged,
+                        "all {max} connection slots are taken (--max-connections, \
+                         AEGIS_API_MAX_CONNECTIONS): new connections wait in the listen backlog \
+                         until one closes; if this is load, not abuse, raise the cap"
+                    );
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    slot = slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                }
+            }
         };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -299,6 +353,34 @@ async fn accept(
                     continue;
                 }
             },
+        };
+        let held = match shares.admit(peer.ip()) {
+            Ok(held) => held,
+            Err(client) => {
+                // The slot goes back at once: a refused connection holds
+                // none of the cap, only one of the few refusals.
+                drop(slot);
+                Limit::PerClient.count();
+                if let Some(unlogged) = over_share.hit(Instant::now()) {
+                    let per_client = shares.per_client();
+                    tracing::warn!(
+                        %client,
+                        max_connections_per_client = per_client,
+                        also_refused = unlogged,
+                        "refused a connection from {client} (429): it holds {per_client} \
+                         connections, its share (--max-connections-per-client, \
+                         AEGIS_API_MAX_CONNECTIONS_PER_CLIENT); if it is a reverse proxy, list \
+                         it with --trusted-proxy (AEGIS_TRUSTED_PROXIES)"
+                    );
+                }
+                refuse(
+                    stream,
+                    &refusing,
+                    refusal.clone(),
+                    limits.header_read_timeout,
+                );
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone().map_request(
@@ -313,8 +395,37 @@ async fn accept(
             if let Err(e) = watched.await {
                 tracing::debug!(%peer, error = %aegis_sdk::startup::Causes(&e), "connection ended with an error");
             }
+            drop(held);
             drop(slot);
         });
     }
     graceful
+}
+
+/// Answers a connection past its client's share with a 429 and closes it,
+/// in the background and within [`shares::REFUSAL_TIME`]; when
+/// [`shares::REFUSING_AT_ONCE`] refusals are being answered already,
+/// closes it unanswered.
+fn refuse(
+    stream: TcpStream,
+    refusing: &Arc<Semaphore>,
+    refusal: Router,
+    header_read_timeout: Duration,
+) {
+    let Ok(permit) = refusing.clone().try_acquire_owned() else {
+        return;
+    };
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout.min(shares::REFUSAL_TIME))
+        .keep_alive(false);
+    let service = TowerToHyperService::new(refusal);
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(
+            shares::REFUSAL_TIME,
+            http.serve_connection(TokioIo::new(stream), service),
+        )
+        .await;
+        drop(permit);
+    });
 }

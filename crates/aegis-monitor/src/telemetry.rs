@@ -5,7 +5,9 @@
 //! in tests, share it). Per request: `aegis_monitor_http_requests_total` and
 //! `aegis_monitor_http_request_duration_seconds` labelled by method, route
 //! template (never the raw path, so labels stay bounded) and status. Plus
-//! gauges for SSE clients, NATS connectivity, instances and definitions.
+//! gauges for open connections, SSE clients, NATS connectivity, instances
+//! and definitions, and a count of the connection limits hit (the server's,
+//! `server/shares.rs`).
 
 use std::{sync::OnceLock, time::Instant};
 
@@ -22,6 +24,12 @@ pub(crate) const HTTP_REQUESTS: &str = "aegis_monitor_http_requests_total";
 pub(crate) const HTTP_DURATION: &str = "aegis_monitor_http_request_duration_seconds";
 /// Open SSE connections.
 pub(crate) const SSE_CLIENTS: &str = "aegis_monitor_sse_clients";
+/// Open HTTP connections (SSE streams included).
+pub(crate) const HTTP_CONNECTIONS: &str = "aegis_monitor_http_connections";
+/// Times a connection limit was hit, by `limit`: `max_connections` (every
+/// slot taken, new connections wait in the backlog) or `per_client` (a
+/// connection refused, its client holding its share).
+pub(crate) const HTTP_CONNECTION_LIMIT: &str = "aegis_monitor_http_connection_limit_total";
 /// 1 when NATS is connected, else 0.
 pub(crate) const NATS_CONNECTED: &str = "aegis_monitor_nats_connected";
 /// Registered instances by status.
@@ -67,6 +75,15 @@ fn describe() {
         "HTTP request latency of the monitor"
     );
     metrics::describe_gauge!(SSE_CLIENTS, "open Server-Sent Events connections");
+    metrics::describe_gauge!(
+        HTTP_CONNECTIONS,
+        "open HTTP connections, SSE streams included"
+    );
+    metrics::describe_counter!(
+        HTTP_CONNECTION_LIMIT,
+        "times a connection limit was hit: max_connections (every slot taken; new connections \
+         wait) or per_client (a connection refused with 429, its client holding its share)"
+    );
     metrics::describe_gauge!(NATS_CONNECTED, "1 when the monitor is connected to NATS");
     metrics::describe_gauge!(INSTANCES, "registered service instances by status");
     metrics::describe_gauge!(DEFINITIONS, "stored service definitions");

@@ -64,7 +64,16 @@ pub(crate) fn client_addr(
             }
         }
     }
-    match client {
+    subscriber(client)
+}
+
+/// The address a client is counted under, by the per-client limits (these
+/// and the connection share, `server/shares.rs`): an IPv4 address as
+/// itself (also when mapped into IPv6), an IPv6 address as its /64, the
+/// block one subscriber usually holds, so a client cannot dodge a limit
+/// by hopping addresses within it.
+pub(crate) fn subscriber(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
         IpAddr::V6(v6) => {
             let mut segments = v6.segments();
             segments[4..].fill(0);
@@ -72,6 +81,12 @@ pub(crate) fn client_addr(
         }
         v4 => v4,
     }
+}
+
+/// Whether `ip` is one of the `trusted` proxies or in one of their ranges
+/// (for the connection share, which exempts them).
+pub(crate) fn is_trusted(trusted: &[TrustedProxy], ip: IpAddr) -> bool {
+    trusts(trusted, ip.to_canonical())
 }
 
 /// Says once per process (per [`ForwardingWarning`]) that a peer which is

@@ -163,7 +163,7 @@ fn hardened<S: Clone + Send + Sync + 'static>(app: Router<S>) -> Router<S> {
 }
 
 /// Headers every response carries; API responses are never cached.
-async fn security_headers(request: Request, next: Next) -> Response {
+pub(crate) async fn security_headers(request: Request, next: Next) -> Response {
     let api = request.uri().path().starts_with("/api/");
     let mut response = next.run(request).await;
     let headers = response.headers_mut();

@@ -407,6 +407,8 @@ async fn orchestrate(args: &ScaleBenchArgs, logs: &std::path::Path) -> anyhow::R
                 creds_file: None,
             }),
             max_connections: 4096,
+            // Every load and SSE client of the bench is on 127.0.0.1.
+            max_connections_per_client: 4096,
             ..Default::default()
         },
         shutdown.clone(),
