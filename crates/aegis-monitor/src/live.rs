@@ -107,6 +107,7 @@ pub enum LiveEvent {
     #[serde(rename_all = "camelCase")]
     Digest {
         /// When it was taken.
+        #[serde(serialize_with = "aegis_contracts::models::rfc3339::serialize")]
         as_of: DateTime<Utc>,
         /// The fleet's visible version.
         version: u64,

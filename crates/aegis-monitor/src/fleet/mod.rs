@@ -129,6 +129,7 @@ pub struct InstanceView {
     /// when the instance says it has been unhealthy
     /// (`metadata.statusSince`); otherwise since when this monitor has shown
     /// this status and reason.
+    #[serde(serialize_with = "aegis_contracts::models::rfc3339::serialize")]
     pub status_since: DateTime<Utc>,
 }
 
@@ -210,6 +211,7 @@ pub struct LateBeat {
     pub instance_id: String,
     /// Its last sign of life seen by this monitor: a liveness beat or a
     /// record write (RFC 3339).
+    #[serde(serialize_with = "aegis_contracts::models::rfc3339::serialize")]
     pub last_beat: DateTime<Utc>,
 }
 
@@ -225,6 +227,7 @@ pub struct LateBeat {
 #[serde(rename_all = "camelCase")]
 pub struct FleetDigest {
     /// When it was taken.
+    #[serde(serialize_with = "aegis_contracts::models::rfc3339::serialize")]
     pub as_of: DateTime<Utc>,
     /// The fleet's visible version (see [`Versions`]): it moves exactly
     /// when an `instance` event is published.

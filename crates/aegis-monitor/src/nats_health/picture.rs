@@ -11,8 +11,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Serialize, Serializer};
+use aegis_contracts::models::rfc3339;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::listing::{ListPage, ListedStream, Peer};
@@ -27,7 +28,7 @@ pub(crate) const SILENT_PEER: Duration = Duration::from_secs(3);
 #[serde(rename_all = "camelCase")]
 pub struct NatsPicture {
     /// When this picture was taken (RFC 3339 UTC, milliseconds).
-    #[serde(serialize_with = "millis")]
+    #[serde(serialize_with = "rfc3339::serialize")]
     #[schema(value_type = String, format = DateTime, example = "2026-12-04T19:30:00.123Z")]
     pub as_of: DateTime<Utc>,
     /// How often the picture is refreshed, in milliseconds.
@@ -65,7 +66,7 @@ pub struct ServerState {
     pub up: bool,
     /// When it was last seen going down or up (RFC 3339 UTC); null if up
     /// ever since the monitor started.
-    #[serde(serialize_with = "millis_opt")]
+    #[serde(serialize_with = "rfc3339::option::serialize")]
     #[schema(value_type = Option<String>, format = DateTime, required = true)]
     pub since: Option<DateTime<Utc>>,
 }
@@ -88,20 +89,9 @@ pub struct StreamState {
     pub offline: Vec<String>,
     /// When it last lost or got a leader (RFC 3339 UTC); null if led by
     /// the same server ever since the monitor started.
-    #[serde(serialize_with = "millis_opt")]
+    #[serde(serialize_with = "rfc3339::option::serialize")]
     #[schema(value_type = Option<String>, format = DateTime, required = true)]
     pub since: Option<DateTime<Utc>>,
-}
-
-fn millis<S: Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&at.to_rfc3339_opts(SecondsFormat::Millis, true))
-}
-
-fn millis_opt<S: Serializer>(at: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
-    match at {
-        Some(at) => millis(at, s),
-        None => s.serialize_none(),
-    }
 }
 
 impl NatsPicture {

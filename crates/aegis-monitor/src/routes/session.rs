@@ -55,6 +55,7 @@ pub(crate) struct SessionInfo {
     /// When the session cookie expires (sign-in only).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, format = DateTime)]
+    #[serde(serialize_with = "aegis_contracts::models::rfc3339::option::serialize")]
     expires_at: Option<DateTime<Utc>>,
 }
 

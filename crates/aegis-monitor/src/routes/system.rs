@@ -101,6 +101,7 @@ pub(crate) struct Status {
     environment: String,
     /// When this process started (RFC 3339 UTC).
     #[schema(value_type = String, format = DateTime)]
+    #[serde(serialize_with = "aegis_contracts::models::rfc3339::serialize")]
     started_at: DateTime<Utc>,
     /// Seconds since start.
     uptime_secs: f64,
