@@ -205,7 +205,7 @@ pub struct Order {
     /// epochs from 1 anew, so epochs compare only within one bucket, and
     /// a term of the current bucket is newer than any of a bucket deleted
     /// since. Absent in records written before it was recorded, which
-    /// compare by epoch alone.
+    /// are older than any leader's term (see `term.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elections_created: Option<i128>,
     /// The instance that last wrote it.
@@ -604,7 +604,7 @@ mod tests {
     }
 
     /// A record written before `elections_created` existed still reads,
-    /// as of no known elections bucket (compared by epoch alone); one
+    /// as of no known elections bucket (older than any leader's term); one
     /// written now carries it, and reads back the same.
     #[test]
     fn records_without_elections_created_still_read() {

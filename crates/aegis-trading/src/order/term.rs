@@ -17,8 +17,17 @@
 //!   store's fence (`fence.rs`). Were it deleted since, the fence has moved
 //!   on to a leader of the new bucket, and every write of this one is
 //!   refused whatever it concluded;
-//! - a record written before terms were recorded (no bucket) compares by
-//!   epoch alone, as it did.
+//! - a record written before terms were recorded (no bucket) is older than
+//!   the leader's too, whatever its epoch: that epoch may be of a bucket
+//!   deleted since, far above the current one's, and judged by it an order
+//!   left pending or unannounced then would never be finished. Were it
+//!   written by a newer leader of the leader's own bucket (a version before
+//!   terms, during an upgrade), that leader took the fence before writing
+//!   it, and every write of this one is refused whatever it concluded — the
+//!   fence judges such a record of its own the same way (`fence.rs`).
+//!
+//! A leader's term always names its bucket (`Fence::bind`); two terms that
+//! both name none (tests) compare by epoch.
 //!
 //! Creation times are never compared as older or newer: they are the wall
 //! clock of whichever server made each bucket, which may have stepped back
@@ -64,6 +73,7 @@ pub(crate) enum Standing {
 pub(crate) fn standing(record: Term, leader: Term) -> Standing {
     match (record.elections, leader.elections) {
         (Some(written), Some(leads)) if written != leads => Standing::Older,
+        (None, Some(_)) => Standing::Older,
         _ => match record.epoch.cmp(&leader.epoch) {
             std::cmp::Ordering::Less => Standing::Older,
             std::cmp::Ordering::Equal => Standing::Own,
@@ -116,18 +126,25 @@ mod tests {
         }
     }
 
-    /// A record written before terms were recorded names no bucket: it
-    /// compares by epoch alone, as before.
+    /// The defect left for records written before terms: an order left
+    /// pending (or decided, unannounced) under a bucket deleted since, at
+    /// an epoch far above the new bucket's, was taken for a newer
+    /// leader's and never finished. A record that names no bucket is
+    /// older than a leader's term whatever its epoch; only two terms that
+    /// both name none compare by epoch.
     #[test]
-    fn a_record_without_a_bucket_compares_by_epoch_alone() {
+    fn a_record_without_a_bucket_is_older_whatever_its_epoch() {
         let leader = term(9 * HOUR, 40);
         let old = |epoch| Term {
             elections: None,
             epoch,
         };
-        assert_eq!(standing(old(39), leader), Standing::Older);
-        assert_eq!(standing(old(40), leader), Standing::Own);
-        assert_eq!(standing(old(41), leader), Standing::Newer);
+        for epoch in [1, 39, 40, 41, u64::MAX] {
+            assert_eq!(standing(old(epoch), leader), Standing::Older, "{epoch}");
+        }
+        assert_eq!(standing(old(39), old(40)), Standing::Older);
+        assert_eq!(standing(old(40), old(40)), Standing::Own);
+        assert_eq!(standing(old(41), old(40)), Standing::Newer);
         assert!(!old(40).same_bucket(old(40)));
         assert!(!leader.same_bucket(old(40)));
         assert!(leader.same_bucket(term(9 * HOUR, 1)));
