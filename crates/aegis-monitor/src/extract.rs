@@ -1,7 +1,7 @@
 //! Extractors whose rejections use the API's error envelope.
 //!
 //! [`ApiJson`] replaces `axum::Json` for request bodies: a body that is not
-//! `application/json` is 415, one over the limit 413, malformed JSON (or an
+//! `application/json`, not UTF-8 or compressed is 415, one over the limit 413, malformed JSON (or an
 //! object giving a key twice) 400 `INVALID_JSON`, and well-formed JSON of
 //! the wrong shape (missing, unknown or mistyped fields) 422
 //! `VALIDATION_ERROR` naming the field. [`ApiQuery`]
@@ -49,12 +49,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if !is_json(&req) {
-            return Err(ApiError::new(
-                ErrorCode::UnsupportedMediaType,
-                "expected a body with Content-Type: application/json",
-            ));
-        }
+        readable(&req)?;
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
@@ -71,20 +66,54 @@ where
     }
 }
 
-fn is_json(req: &Request) -> bool {
-    let Some(value) = req.headers().get(header::CONTENT_TYPE) else {
-        return false;
-    };
-    let Ok(value) = value.to_str() else {
-        return false;
-    };
-    let mime = value
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+/// Refuses, with 415 saying why, a body this server cannot read as sent:
+/// one that is not JSON by its `Content-Type`, one in a charset other than
+/// UTF-8 (JSON is UTF-8; read as UTF-8, Latin-1 would be stored as other
+/// text than was sent), and a compressed one (no `Content-Encoding` but
+/// `identity` is decoded, and a gzip body would read as malformed JSON at
+/// line 1, sending the client to look at its JSON).
+fn readable(req: &Request) -> Result<(), ApiError> {
+    let unsupported =
+        |message: String| Err(ApiError::new(ErrorCode::UnsupportedMediaType, message));
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mut parts = content_type.split(';');
+    let mime = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    if !(mime == "application/json"
+        || (mime.starts_with("application/") && mime.ends_with("+json")))
+    {
+        return unsupported("expected a body with Content-Type: application/json".to_owned());
+    }
+    for parameter in parts {
+        let Some((name, value)) = parameter.split_once('=') else {
+            continue;
+        };
+        let charset = value.trim().trim_matches('"');
+        if name.trim().eq_ignore_ascii_case("charset") && !charset.eq_ignore_ascii_case("utf-8") {
+            return unsupported(format!(
+                "the body must be UTF-8 JSON; charset {:?} is not read",
+                first_chars(charset)
+            ));
+        }
+    }
+    for encoding in req.headers().get_all(header::CONTENT_ENCODING) {
+        let encoding = encoding.to_str().unwrap_or("").trim();
+        if !encoding.is_empty() && !encoding.eq_ignore_ascii_case("identity") {
+            return unsupported(format!(
+                "Content-Encoding {:?} is not accepted: send the body uncompressed",
+                first_chars(encoding)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A header value as echoed in an error: its first 32 characters.
+fn first_chars(value: &str) -> String {
+    value.chars().take(32).collect()
 }
 
 /// Parses a JSON object body into `T`, mapping failures to the envelope.

@@ -135,3 +135,70 @@ async fn a_long_path_value_is_not_echoed_whole() {
     reply.expect(404, Some("SERVICE_NOT_FOUND"));
     assert_eq!(reply.body["error"]["details"]["service"], "no-such-service");
 }
+
+/// A body the server cannot read as sent is 415 naming why, not a 400
+/// "malformed JSON ... line 1 column 1" that sends the client looking at
+/// its JSON: a compressed body (`Content-Encoding: gzip`: the server
+/// decompresses none), and a charset other than UTF-8 (JSON is UTF-8; a
+/// Latin-1 body read as UTF-8 would store other text than was sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compressed_body_or_another_charset_is_415_saying_why() {
+    let h = Harness::start().await;
+    let body = new_def("media-svc").to_string();
+    let mut gzipped = raw(
+        Method::POST,
+        "/api/services",
+        ADMIN,
+        "application/json",
+        body.clone(),
+    );
+    gzipped.headers_mut().insert(
+        axum::http::header::CONTENT_ENCODING,
+        "gzip".parse().unwrap(),
+    );
+    let reply = h.call(gzipped).await;
+    reply.expect(415, Some("UNSUPPORTED_MEDIA_TYPE"));
+    assert!(
+        reply.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("gzip"),
+        "{}",
+        reply.body
+    );
+    let reply = h
+        .call(raw(
+            Method::POST,
+            "/api/services",
+            ADMIN,
+            "application/json; charset=iso-8859-1",
+            body.clone(),
+        ))
+        .await;
+    reply.expect(415, Some("UNSUPPORTED_MEDIA_TYPE"));
+    assert!(
+        reply.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("UTF-8"),
+        "{}",
+        reply.body
+    );
+    // Nothing was stored by either.
+    h.get("/api/services/media-svc", Some(VIEWER))
+        .await
+        .expect(404, None);
+    // `identity` is no encoding, and UTF-8 in any case is UTF-8.
+    let mut plain = raw(
+        Method::POST,
+        "/api/services",
+        ADMIN,
+        "application/json; charset=\"UTF-8\"",
+        body,
+    );
+    plain.headers_mut().insert(
+        axum::http::header::CONTENT_ENCODING,
+        "identity".parse().unwrap(),
+    );
+    h.call(plain).await.expect(201, None);
+}
