@@ -130,7 +130,11 @@ pub(crate) struct FenceRecord {
     pub(crate) epoch: u64,
     /// When the elections bucket that epoch was won in was created (see
     /// [`Term`]); absent in records written before it was recorded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "super::term::bucket_time"
+    )]
     pub(crate) elections_created: Option<i128>,
     /// That leader's instance id (informational).
     pub(crate) instance_id: String,
@@ -581,7 +585,7 @@ mod tests {
         };
         let json = serde_json::to_string(&new).unwrap();
         assert!(
-            json.contains(r#""elections_created":32400000000000"#),
+            json.contains(r#""elections_created":"1970-01-01T09:00:00.000000000Z""#),
             "{json}"
         );
         let read: FenceRecord = serde_json::from_str(&json).unwrap();

@@ -206,7 +206,13 @@ pub struct Order {
     /// a term of the current bucket is newer than any of a bucket deleted
     /// since. Absent in records written before it was recorded, which
     /// are older than any leader's term (see `term.rs`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Written as RFC 3339 to the nanosecond (`term::bucket_time`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "super::term::bucket_time"
+    )]
+    #[schemars(with = "Option<String>")]
     pub elections_created: Option<i128>,
     /// The instance that last wrote it.
     pub instance_id: String,
@@ -625,9 +631,19 @@ mod tests {
         };
         order.write_under(term, "order-2");
         let stored = serde_json::to_value(&order).unwrap();
-        assert_eq!(stored["elections_created"], 1_767_225_600_123_456_789_i64);
-        let read: Order = serde_json::from_value(stored).unwrap();
+        // A string, exact to the nanosecond: as a number (above 2^53) a
+        // JavaScript client would round it.
+        assert_eq!(
+            stored["elections_created"],
+            "2026-01-01T00:00:00.123456789Z"
+        );
+        let read: Order = serde_json::from_value(stored.clone()).unwrap();
         assert_eq!((read.term(), read.instance_id.as_str()), (term, "order-2"));
+        // Written as a number of nanoseconds, it still reads.
+        let mut numeric = stored;
+        numeric["elections_created"] = serde_json::json!(1_767_225_600_123_456_789_i64);
+        let read: Order = serde_json::from_value(numeric).unwrap();
+        assert_eq!(read.term(), term);
     }
 
     #[test]
