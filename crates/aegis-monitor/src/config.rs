@@ -76,6 +76,10 @@ pub struct MonitorConfig {
     /// Longest a client may take to send a request's headers (and longest
     /// an idle keep-alive connection stays open).
     pub header_read_timeout: Duration,
+    /// Longest a live stream (`/api/stream`) may have an event it cannot
+    /// write, its client reading nothing, before its connection is closed
+    /// (default 60 s, four keep-alives); zero never closes it.
+    pub stream_stall_timeout: Duration,
     /// Allow starting without any token: every request is then treated as
     /// `admin`. For a development machine only; the monitor says so loudly.
     pub insecure_dev: bool,
@@ -269,6 +273,7 @@ impl Default for MonitorConfig {
             max_connections: 1024,
             max_connections_per_client: 64,
             header_read_timeout: Duration::from_secs(10),
+            stream_stall_timeout: Duration::from_secs(60),
             insecure_dev: false,
             ui_dir: None,
             environment: "local".to_owned(),

@@ -383,23 +383,46 @@ async fn accept(
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone().map_request(
+        let cut = CancellationToken::new();
+        let service = TowerToHyperService::new(app.clone().map_request({
+            let cut = CutOff(cut.clone());
             move |mut request: axum::http::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer));
+                request.extensions_mut().insert(cut.clone());
                 request
-            },
-        ));
+            }
+        }));
         let connection = http.serve_connection(TokioIo::new(stream), service);
         let watched = graceful.watch(connection);
         tokio::spawn(async move {
-            if let Err(e) = watched.await {
-                tracing::debug!(%peer, error = %aegis_sdk::startup::Causes(&e), "connection ended with an error");
+            tokio::select! {
+                ended = watched => if let Err(e) = ended {
+                    tracing::debug!(%peer, error = %aegis_sdk::startup::Causes(&e), "connection ended with an error");
+                },
+                // Dropping the connection closes its socket, whatever it
+                // was writing.
+                () = cut.cancelled() => tracing::debug!(%peer, "connection cut off"),
             }
             drop(held);
             drop(slot);
         });
     }
     graceful
+}
+
+/// In every request's extensions (served by [`serve_router`]): closes the
+/// request's connection at once, without finishing its answer. For an
+/// answer that cannot finish because the client stopped reading (the live
+/// stream's stall timeout): hyper only stops writing to such a client, and
+/// the answer's own code is not run again until it reads.
+#[derive(Debug, Clone)]
+pub(crate) struct CutOff(CancellationToken);
+
+impl CutOff {
+    /// Closes the connection.
+    pub(crate) fn cut(&self) {
+        self.0.cancel();
+    }
 }
 
 /// Answers a connection past its client's share with a 429 and closes it,

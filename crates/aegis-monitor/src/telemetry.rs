@@ -24,6 +24,9 @@ pub(crate) const HTTP_REQUESTS: &str = "aegis_monitor_http_requests_total";
 pub(crate) const HTTP_DURATION: &str = "aegis_monitor_http_request_duration_seconds";
 /// Open SSE connections.
 pub(crate) const SSE_CLIENTS: &str = "aegis_monitor_sse_clients";
+/// Live-stream clients cut off for reading nothing (an event they could
+/// not be sent for the stall timeout).
+pub(crate) const SSE_CUT_OFF: &str = "aegis_monitor_sse_cut_off_total";
 /// Open HTTP connections (SSE streams included).
 pub(crate) const HTTP_CONNECTIONS: &str = "aegis_monitor_http_connections";
 /// Times a connection limit was hit, by `limit`: `max_connections` (every
@@ -75,6 +78,10 @@ fn describe() {
         "HTTP request latency of the monitor"
     );
     metrics::describe_gauge!(SSE_CLIENTS, "open Server-Sent Events connections");
+    metrics::describe_counter!(
+        SSE_CUT_OFF,
+        "live-stream clients cut off: an event could not be written to them for the stall timeout"
+    );
     metrics::describe_gauge!(
         HTTP_CONNECTIONS,
         "open HTTP connections, SSE streams included"

@@ -25,23 +25,40 @@
 //! its token is removed. They are checked again every
 //! [`RECHECK_EVERY`]; the last event is then `expired` (`{}`), so the UI
 //! signs in again instead of reconnecting blindly.
+//!
+//! A client that stops reading is cut off: hyper asks the stream for its
+//! next event only once it could write the last, so a stream that handed
+//! over an event and was not asked again for the stall timeout
+//! (`MonitorConfig::stream_stall_timeout`) has a client that reads nothing
+//! (its buffers and the server's full); [`watch_stalls`] then closes the
+//! connection ([`CutOff`]), which frees its slot and the up to a few MB
+//! held for it. A stalled client with nothing to send is not noticed: it
+//! costs its slot only.
+//!
+//! Events carry no `id:`, and `Last-Event-ID` is not read: nothing is kept
+//! to replay. A client that reconnects re-reads the REST lists, as the UI
+//! does (docs/api.md, "Live stream").
 
 use std::{
     collections::HashSet,
     convert::Infallible,
+    net::SocketAddr,
+    pin::Pin,
     sync::{
-        Arc,
+        Arc, Mutex, Weak,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    task::{Context, Poll},
+    time::{Duration, Instant},
 };
 
 use axum::{
-    extract::State,
+    Extension,
+    extract::{ConnectInfo, State},
     http::HeaderMap,
     response::sse::{Event, KeepAlive, Sse},
 };
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, stream::BoxStream};
 use serde::Deserialize;
 use serde_json::json;
 use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
@@ -52,8 +69,9 @@ use crate::{
     error::{ApiError, ErrorEnvelope},
     extract::ApiQuery,
     live::LiveEvent,
+    server::CutOff,
     state::AppState,
-    telemetry::SseClientGuard,
+    telemetry::{SSE_CUT_OFF, SseClientGuard},
 };
 
 const TOPICS: [&str; 3] = ["instance", "definition", "metrics"];
@@ -81,7 +99,10 @@ pub(crate) struct StreamQuery {
 /// `LiveEvent` schema). Instance events come when something shown changes,
 /// not on every heartbeat; the digest keeps heartbeat ages true. When the credentials that opened
 /// the stream lapse (session expired or signed out, token removed), a last
-/// `expired` event is sent and the stream ends.
+/// `expired` event is sent and the stream ends. Events carry no id and
+/// `Last-Event-ID` is not read: a client that reconnects re-reads the REST
+/// lists. A client that reads nothing while there are events to send is
+/// cut off after 60 s.
 #[utoipa::path(
     get, path = "/api/stream", tag = "stream",
     params(StreamQuery),
@@ -93,6 +114,8 @@ pub(crate) struct StreamQuery {
 )]
 async fn live_stream(
     State(state): State<AppState>,
+    cut: Option<Extension<CutOff>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<StreamQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
@@ -150,8 +173,83 @@ async fn live_stream(
     let stream = futures::stream::once(futures::future::ready(Ok(hello)))
         .chain(events)
         .take_until(stop)
-        .chain(farewell);
+        .chain(farewell)
+        .boxed();
+    let limit = state.config().stream_stall_timeout;
+    let stream = match cut {
+        Some(Extension(cut)) if !limit.is_zero() => {
+            let (stream, handed) = Watched::new(stream);
+            watch_stalls(handed, limit, cut, peer.map(|Extension(ConnectInfo(p))| p));
+            stream
+        }
+        // Not on a socket of ours (a test's oneshot call), or switched off.
+        _ => Watched::new(stream).0,
+    };
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// When the stream last handed out an event that was not followed by
+/// another poll (`None` once it was asked again, or before any).
+type Handed = Mutex<Option<Instant>>;
+
+/// The stream, noting when it hands out an event. hyper polls the body for
+/// its next event as soon as it has room for it, so an event handed out
+/// long ago and no poll since is an event hyper cannot write.
+struct Watched {
+    inner: BoxStream<'static, Result<Event, Infallible>>,
+    handed: Arc<Handed>,
+}
+
+impl Watched {
+    fn new(inner: BoxStream<'static, Result<Event, Infallible>>) -> (Self, Weak<Handed>) {
+        let handed = Arc::new(Handed::default());
+        let weak = Arc::downgrade(&handed);
+        (Self { inner, handed }, weak)
+    }
+}
+
+impl Stream for Watched {
+    type Item = Result<Event, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let polled = self.inner.poll_next_unpin(cx);
+        let now = matches!(polled, Poll::Ready(Some(_))).then(Instant::now);
+        *self.handed.lock().unwrap_or_else(|e| e.into_inner()) = now;
+        polled
+    }
+}
+
+/// Whether an event handed out at `handed` and not followed by another
+/// poll by `now` means the client stopped reading.
+fn stalled(handed: Option<Instant>, now: Instant, limit: Duration) -> bool {
+    handed.is_some_and(|at| now.saturating_duration_since(at) >= limit)
+}
+
+/// Closes the stream's connection once it has [`stalled`] for `limit`;
+/// ends with the stream (when `handed` can no longer be upgraded).
+fn watch_stalls(handed: Weak<Handed>, limit: Duration, cut: CutOff, peer: Option<SocketAddr>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval((limit / 4).max(Duration::from_millis(50)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(handed) = handed.upgrade() else {
+                return;
+            };
+            let at = *handed.lock().unwrap_or_else(|e| e.into_inner());
+            if stalled(at, Instant::now(), limit) {
+                metrics::counter!(SSE_CUT_OFF).increment(1);
+                tracing::info!(
+                    peer = peer.map(tracing::field::display),
+                    "cut off a live-stream client that read nothing for {}: an event could not \
+                     be written to it; its connection is closed",
+                    humantime::format_duration(limit)
+                );
+                cut.cut();
+                return;
+            }
+        }
+    });
 }
 
 /// Completes when `headers` no longer authenticate (checked every
@@ -186,6 +284,15 @@ fn lagged(skipped: u64) -> Option<Event> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_not_followed_by_a_poll_for_the_limit_is_a_stall() {
+        let limit = Duration::from_secs(60);
+        let at = Instant::now();
+        assert!(!stalled(None, at + limit * 2, limit), "nothing handed out");
+        assert!(!stalled(Some(at), at + limit / 2, limit));
+        assert!(stalled(Some(at), at + limit, limit));
+    }
 
     /// The feed's own lag reaches a client as the `lagged` event it
     /// already handles (it re-reads), with the same data.
