@@ -109,6 +109,19 @@ pub struct LeaderRecord {
     pub renewed_at: String,
 }
 
+impl LeaderRecord {
+    /// The fencing epoch this record stands for, stored at `revision` of
+    /// its election key: its `epoch`, or `revision` itself in a takeover's
+    /// first write (epoch 0, written before the revision is known).
+    pub fn epoch_at(&self, revision: u64) -> u64 {
+        if self.epoch == 0 {
+            revision
+        } else {
+            self.epoch
+        }
+    }
+}
+
 /// Creates the `service_elections` bucket when missing (history 1, the
 /// connection's replicas), waiting for peers to place it on, or finds it
 /// while its stream chooses a leader

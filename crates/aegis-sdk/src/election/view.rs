@@ -116,14 +116,9 @@ impl Leaders {
 fn holder(entry: &KvEntry) -> Option<Holder> {
     subjects::parse_election_key(&entry.key)?;
     let record: LeaderRecord = serde_json::from_slice(&entry.value).ok()?;
-    let epoch = if record.epoch == 0 {
-        entry.revision
-    } else {
-        record.epoch
-    };
     Some(Holder {
+        epoch: record.epoch_at(entry.revision),
         instance_id: record.instance_id,
-        epoch,
     })
 }
 

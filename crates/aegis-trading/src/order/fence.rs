@@ -217,21 +217,15 @@ fn decide(owner: Option<Term>, mine: Term, fresh: bool) -> Decision {
 }
 
 /// Whether the election key's last record, `(revision, value)` (`None`
-/// as the value: deleted), names `instance_id` as the leader at `epoch`:
-/// the record's epoch, or in a takeover's first write (epoch 0) its
-/// revision, as the SDK reads it.
+/// as the value: deleted), names `instance_id` as the leader at `epoch`,
+/// the epoch the record stands for as the SDK reads it
+/// ([`LeaderRecord::epoch_at`]).
 fn names(record: Option<(u64, Option<Bytes>)>, instance_id: &str, epoch: u64) -> bool {
     let Some((revision, Some(value))) = record else {
         return false;
     };
-    serde_json::from_slice::<LeaderRecord>(&value).is_ok_and(|leader| {
-        let won = if leader.epoch == 0 {
-            revision
-        } else {
-            leader.epoch
-        };
-        leader.instance_id == instance_id && won == epoch
-    })
+    serde_json::from_slice::<LeaderRecord>(&value)
+        .is_ok_and(|leader| leader.instance_id == instance_id && leader.epoch_at(revision) == epoch)
 }
 
 /// This instance's side of the fence.
@@ -325,7 +319,7 @@ impl Fence {
         // read again and see whose it is now. The bucket is read before
         // and after: a fence read or taken in a bucket created again in
         // between is read again.
-        for _ in 0..5 {
+        'read: for _ in 0..5 {
             self.check_lease(epoch)?;
             let created = bucket_created(&self.conn, bucket)
                 .await
@@ -346,37 +340,36 @@ impl Fence {
                         .map(|record| record.term()),
                 ),
             };
+            let at = FenceAt {
+                revision: expected,
+                bucket: created,
+            };
             // This leader's term, read after the fence unless known.
             let (mut mine, mut fresh) = match self.bound(epoch) {
                 Some(mine) => (mine, false),
                 None => (self.bind(epoch).await?, true),
             };
-            let decision = loop {
+            // At most twice round: a term read after the fence is fresh,
+            // and `decide` never asks for a fresh one again.
+            loop {
                 match decide(owner, mine, fresh) {
+                    Decision::Take => break,
                     Decision::Recheck => (mine, fresh) = (self.bind(epoch).await?, true),
-                    decision => break decision,
-                }
-            };
-            let at = FenceAt {
-                revision: expected,
-                bucket: created,
-            };
-            match decision {
-                Decision::Deposed => {
-                    if let Some(owner) = owner {
-                        *held = Some(Held { owner, at });
+                    Decision::Own => {
+                        if !still().await? {
+                            continue 'read;
+                        }
+                        let h = Held { owner: mine, at };
+                        *held = Some(h);
+                        return Ok(h);
                     }
-                    return Err(StoreError::Deposed);
-                }
-                Decision::Own => {
-                    if !still().await? {
-                        continue;
+                    Decision::Deposed => {
+                        if let Some(owner) = owner {
+                            *held = Some(Held { owner, at });
+                        }
+                        return Err(StoreError::Deposed);
                     }
-                    let h = Held { owner: mine, at };
-                    *held = Some(h);
-                    return Ok(h);
                 }
-                Decision::Take | Decision::Recheck => {}
             }
             // The reads took time, the term's the longest: a fence (of
             // another elections bucket, say) is taken only by a leader
@@ -651,7 +644,7 @@ mod tests {
         .expect("the election is won");
         store.fence.follow(&election, Duration::from_millis(50));
 
-        let mine = store.take_fence(epoch).await.unwrap();
+        let mine = store.term(epoch).await.unwrap();
         let elections = conn
             .jetstream()
             .get_key_value(ELECTIONS_BUCKET)
@@ -688,13 +681,13 @@ mod tests {
             taken_by_another(other).await;
             // As when a write was refused: whose is it now?
             store.fence.moved(epoch).await;
-            assert_eq!(store.take_fence(epoch).await.unwrap(), mine, "{other:?}");
+            assert_eq!(store.term(epoch).await.unwrap(), mine, "{other:?}");
             assert_eq!(fence().await.term(), mine, "{other:?}");
         }
         taken_by_another(Some(created)).await;
         store.fence.moved(epoch).await;
         assert!(
-            matches!(store.take_fence(epoch).await, Err(StoreError::Deposed)),
+            matches!(store.term(epoch).await, Err(StoreError::Deposed)),
             "taken from a newer leader of the current elections bucket"
         );
         assert_eq!(fence().await.term(), term(Some(created), epoch + 100));

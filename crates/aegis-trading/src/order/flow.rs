@@ -162,8 +162,7 @@ impl Desk {
         let (revision, order) = match found {
             Some(found) => found,
             None => {
-                let mut order = Order::new(order_id, &req, caller.term.epoch, &caller.instance_id);
-                order.write_under(caller.term, &caller.instance_id);
+                let order = Order::new_under(order_id, &req, caller.term, &caller.instance_id);
                 match self.store.insert(&order).await {
                     Ok(revision) => {
                         self.counters.add(METRIC_CREATED, 1.0);

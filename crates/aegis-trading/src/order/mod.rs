@@ -311,8 +311,9 @@ async fn recover_while_leading(
         let next = if let Role::Leader { epoch } = role {
             let still_leading = || leadership.serving_epoch() == Some(epoch);
             let ready = async {
-                // Fence the old leader out before reading what it left.
-                let term = match desk.store.take_fence(epoch).await {
+                // Fence the old leader out before reading what it left:
+                // learning its term, this leader takes the fence.
+                let term = match desk.store.term(epoch).await {
                     Ok(term) => term,
                     Err(e) => {
                         warn!(epoch, error = ?e, "cannot take the order store's fence yet");

@@ -219,7 +219,9 @@ pub struct Order {
 }
 
 impl Order {
-    /// A new pending order.
+    /// A new pending order, written at `epoch` with no elections bucket
+    /// recorded, as a version before terms wrote them (order-service's own
+    /// record the leader's whole term).
     pub fn new(order_id: String, req: &CreateOrder, epoch: u64, instance_id: &str) -> Self {
         let now = Utc::now();
         Self {
@@ -240,6 +242,19 @@ impl Order {
             epoch,
             elections_created: None,
             instance_id: instance_id.to_owned(),
+        }
+    }
+
+    /// A new pending order, written by `instance_id` under `term`.
+    pub(crate) fn new_under(
+        order_id: String,
+        req: &CreateOrder,
+        term: Term,
+        instance_id: &str,
+    ) -> Self {
+        Self {
+            elections_created: term.elections,
+            ..Self::new(order_id, req, term.epoch, instance_id)
         }
     }
 
@@ -630,6 +645,14 @@ mod tests {
             epoch: 3,
         };
         order.write_under(term, "order-2");
+        assert_eq!(
+            order,
+            Order {
+                created_at: order.created_at,
+                updated_at: order.updated_at,
+                ..Order::new_under("o1".into(), &request(Side::Buy, None), term, "order-2")
+            }
+        );
         let stored = serde_json::to_value(&order).unwrap();
         // A string, exact to the nanosecond: as a number (above 2^53) a
         // JavaScript client would round it.

@@ -60,10 +60,10 @@ pub const ORDERS_BUCKET: &str = "orders";
 /// The key in [`ORDERS_BUCKET`] that names the term of the leader owning
 /// the store: JSON `{"epoch", "elections_created", "instance_id",
 /// "taken_at"}`, `elections_created` being when the `service_elections`
-/// bucket the epoch was won in was created (nanoseconds since the Unix
-/// epoch; absent when written by a version before it). A new leader takes
-/// it before its first write; writes of older terms are refused from then
-/// on.
+/// bucket the epoch was won in was created (RFC 3339 UTC to the
+/// nanosecond; absent when written by a version before it). A new leader
+/// takes it before its first write; writes of older terms are refused from
+/// then on.
 pub const FENCE_KEY: &str = "fence";
 
 /// How many order keys can be written concurrently by this instance; writes
@@ -460,17 +460,12 @@ impl OrderStore {
         Ok(Some((revision, order)))
     }
 
-    /// Takes the fence for `epoch` now rather than at the first write: a
-    /// new leader does so at once, so the old one's writes stop at once.
-    /// Returns this leader's term, as [`term`](Self::term) does.
-    pub(crate) async fn take_fence(&self, epoch: u64) -> Result<Term, StoreError> {
-        self.term(epoch).await
-    }
-
     /// This leader's term at `epoch` (the elections bucket it won `epoch`
     /// in, and `epoch`), as of the fence it holds — taken first if it does
     /// not: what its writes carry and the orders it finds are judged
-    /// against. Costs nothing once the fence is held.
+    /// against. Costs nothing once the fence is held. A new leader calls it
+    /// at once rather than at its first write, so the old one's writes stop
+    /// at once.
     ///
     /// # Errors
     /// [`StoreError::Deposed`] when this instance does not lead at `epoch`
