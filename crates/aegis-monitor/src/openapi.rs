@@ -79,7 +79,8 @@ pub(crate) struct ApiDoc;
 
 /// Touches the derive cannot express, applied to the finished document:
 /// every `/api` operation lists the 400 an unknown query parameter gets
-/// ([`document_unknown_params`]), and an update must name at least one of
+/// ([`document_unknown_params`]), every operation the 413 and 429 any
+/// request may get ([`document_refusals`]), and an update must name at least one of
 /// owner, description, version. The latter is said as "any of three copies
 /// of the fields, each requiring one", which fuzzers handle better than an
 /// `allOf` around an `anyOf`.
@@ -89,6 +90,7 @@ pub(crate) fn finish(spec: &mut utoipa::openapi::OpenApi) {
         schema::{AnyOfBuilder, Schema},
     };
     document_unknown_params(spec);
+    document_refusals(spec);
     let Some(components) = spec.components.as_mut() else {
         return;
     };
@@ -160,6 +162,117 @@ fn document_unknown_params(spec: &mut utoipa::openapi::OpenApi) {
             }
         }
     }
+}
+
+/// Why any request may get 413, whatever its route.
+const TOO_LARGE: &str = "PAYLOAD_TOO_LARGE: a body over 64 KiB (a declared length is refused before \
+                         authentication, on every route, also one that takes no body)";
+
+/// Why a request with a bearer token may get 429, whatever its route.
+const WRONG_TOKENS: &str = "this client's budget for wrong bearer tokens is used up (any token \
+                            from it is refused, before it is checked, until the budget refills)";
+
+/// Why any request may get 429, whatever its route.
+const CONNECTION_SHARE: &str = "this client already holds its share of connections \
+                                (--max-connections-per-client; the connection is closed after)";
+
+/// The refusals any request may meet before its route's own code runs,
+/// said once here for every operation rather than in each route's
+/// annotations, where a new route would forget them:
+///
+/// - 413 `PAYLOAD_TOO_LARGE`: the body limit is a layer around every route
+///   (`extract::refuse_oversized`), so a route that takes no body answers
+///   it too;
+/// - 429 `TOO_MANY_REQUESTS`: a client that used up its budget for wrong
+///   bearer tokens, on every operation that takes one (its own `security`
+///   or the document's names `bearer`: the authenticated routes and
+///   `/status`); and on any operation, a connection past its client's
+///   share (`server/shares.rs`). With `Retry-After`.
+///
+/// A status an operation already lists keeps its description, with the
+/// missing reason added.
+fn document_refusals(spec: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{
+        ContentBuilder, Ref, RefOr, ResponseBuilder,
+        header::HeaderBuilder,
+        path::Operation,
+        schema::{ObjectBuilder, SchemaType, Type},
+    };
+    let default_bearer = spec
+        .security
+        .iter()
+        .flatten()
+        .any(|requirement| requirement_names(requirement).contains(&"bearer".to_owned()));
+    let envelope = || {
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+            .build()
+    };
+    for item in spec.paths.paths.values_mut() {
+        let operations: [&mut Option<Operation>; 5] = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let bearer = match &operation.security {
+                Some(requirements) => requirements
+                    .iter()
+                    .any(|r| requirement_names(r).contains(&"bearer".to_owned())),
+                None => default_bearer,
+            };
+            let responses = &mut operation.responses.responses;
+            responses.entry("413".to_owned()).or_insert_with(|| {
+                ResponseBuilder::new()
+                    .description(TOO_LARGE)
+                    .content("application/json", envelope())
+                    .build()
+                    .into()
+            });
+            let mut reasons = Vec::new();
+            if bearer {
+                reasons.push(WRONG_TOKENS);
+            }
+            reasons.push(CONNECTION_SHARE);
+            match responses.get_mut("429") {
+                Some(RefOr::T(response)) => {
+                    for reason in reasons {
+                        let key = if reason == WRONG_TOKENS {
+                            "wrong"
+                        } else {
+                            "share of connections"
+                        };
+                        if !response.description.contains(key) {
+                            response.description = format!("{}; or {reason}", response.description);
+                        }
+                    }
+                }
+                Some(RefOr::Ref(_)) => {}
+                None => {
+                    let seconds = HeaderBuilder::new()
+                        .schema(ObjectBuilder::new().schema_type(SchemaType::Type(Type::Integer)))
+                        .description(Some("Seconds to wait before trying again"))
+                        .build();
+                    let response = ResponseBuilder::new()
+                        .description(format!("TOO_MANY_REQUESTS: {}", reasons.join("; or ")))
+                        .content("application/json", envelope())
+                        .header("Retry-After", seconds)
+                        .build();
+                    responses.insert("429".to_owned(), response.into());
+                }
+            }
+        }
+    }
+}
+
+/// The names of the schemes a security requirement asks for.
+fn requirement_names(requirement: &utoipa::openapi::security::SecurityRequirement) -> Vec<String> {
+    serde_json::to_value(requirement)
+        .ok()
+        .and_then(|v| v.as_object().map(|o| o.keys().cloned().collect()))
+        .unwrap_or_default()
 }
 
 struct Security;
@@ -294,6 +407,35 @@ mod tests {
                 ));
             }
         }
+        assert!(missing.is_empty(), "{missing:#?}");
+    }
+
+    /// Any request may meet the body limit (413) and the connection share
+    /// (429), whatever its route, so every operation of the document, not
+    /// only the `/api` ones, lists both; the 429 with `Retry-After`.
+    #[test]
+    fn every_operation_lists_the_413_and_429_any_request_may_get() {
+        let spec = serde_json::to_value(crate::openapi()).unwrap();
+        let mut missing = Vec::new();
+        let mut operations = 0;
+        for (path, item) in spec["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                operations += 1;
+                let responses = &operation["responses"];
+                if responses.get("413").is_none() {
+                    missing.push(format!("{method} {path}: no 413"));
+                }
+                let too_many = &responses["429"];
+                let description = too_many["description"].as_str().unwrap_or_default();
+                if !description.contains("share of connections") {
+                    missing.push(format!("{method} {path}: 429 {description:?}"));
+                }
+                if too_many["headers"].get("Retry-After").is_none() {
+                    missing.push(format!("{method} {path}: 429 without Retry-After"));
+                }
+            }
+        }
+        assert!(operations > 25, "{operations} operations");
         assert!(missing.is_empty(), "{missing:#?}");
     }
 

@@ -89,7 +89,7 @@ async fn whoami(Extension(who): Extension<Principal>) -> Json<SessionInfo> {
         (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
         (status = 415, description = "Not JSON", body = ErrorEnvelope),
         (status = 422, description = "VALIDATION_ERROR", body = ErrorEnvelope),
-        (status = 429, description = "TOO_MANY_REQUESTS: this client's sign-in attempts are used up for now",
+        (status = 429, description = "TOO_MANY_REQUESTS: this client's sign-in attempts, or its budget for wrong tokens, are used up for now",
             body = ErrorEnvelope,
             headers(("Retry-After" = u64, description = "Seconds until the next attempt is allowed"))),
     )
