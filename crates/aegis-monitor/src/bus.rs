@@ -312,6 +312,16 @@ pub(crate) const MAX_STREAM_READS: usize = 8;
 /// How long a request waits for its turn to read before it is refused.
 const TURN_WAIT: Duration = Duration::from_secs(2);
 
+/// The pauses before a pull refused before any message is sent again
+/// ([`Reader::read`]), one per attempt, 310 ms in all.
+const PULL_PAUSES: [Duration; 5] = [
+    Duration::from_millis(10),
+    Duration::from_millis(20),
+    Duration::from_millis(40),
+    Duration::from_millis(80),
+    Duration::from_millis(160),
+];
+
 /// How long the consumer of a reader whose delete failed (NATS
 /// unreachable) stays: the server removes it after this much inactivity.
 const INACTIVE_THRESHOLD: Duration = Duration::from_secs(30);
@@ -440,10 +450,20 @@ impl Reader {
 
     /// Reads up to `count` messages.
     ///
+    /// A batch answered by an error before any message is asked for again
+    /// after a pause ([`PULL_PAUSES`]): on a cluster the consumer is made
+    /// on any node, and a pull sent right after it was made can reach the
+    /// monitor's node before that node knows who serves it, and come back
+    /// "no responders" (503) though the consumer is there (about one pull
+    /// in 10,000 under load on a healthy 3-node cluster; the API answered
+    /// those 503 "NATS is unreachable"). Nothing was delivered, and the
+    /// consumer acknowledges nothing, so the next pull reads the same.
+    ///
     /// # Errors
     /// [`BusError`] when a batch cannot be fetched.
     pub(crate) async fn read(&self, count: usize) -> Result<Vec<Message>, BusError> {
         let mut out = Vec::with_capacity(count.min(4096));
+        let mut pauses = PULL_PAUSES.iter();
         while out.len() < count {
             let want = (count - out.len()).min(1000);
             let mut batch = self
@@ -455,8 +475,25 @@ impl Reader {
                 .await
                 .map_err(|e| BusError::new("reading messages", e))?;
             let before = out.len();
+            let mut failed = None;
             while let Some(message) = batch.next().await {
-                out.push(message.map_err(|e| BusError::new("reading a message", e))?);
+                match message {
+                    Ok(message) => out.push(message),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                match pauses.next() {
+                    Some(&pause) if out.len() == before => {
+                        tracing::debug!(consumer = %self.deleter.name, error = %aegis_sdk::startup::Causes(&*e), "a pull was refused before any message; asking again");
+                        tokio::time::sleep(pause).await;
+                        continue;
+                    }
+                    _ => return Err(BusError::new("reading a message", e)),
+                }
             }
             if out.len() == before {
                 // Expired before anything arrived (e.g. trimmed meanwhile).
@@ -605,4 +642,64 @@ pub(crate) async fn tail(
         messages.drain(..messages.len() - limit);
     }
     Ok(messages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pull that nobody takes at first, as on a cluster when the pull
+    /// reaches the monitor's node before that node learns which node
+    /// serves the consumer just made ("no responders", 503), is asked
+    /// again, and the read answers every message. Here the consumer is
+    /// deleted under the reader and made again a moment later; on a
+    /// 3-node cluster under load the same refusal came about once in
+    /// 10,000 reads, and each was answered 503 "NATS is unreachable".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pull_nobody_takes_at_first_is_asked_again() {
+        let nats = aegis_testkit::NatsServer::start().expect("start nats-server");
+        let client = async_nats::connect(nats.url()).await.expect("connect");
+        let js = jetstream::new(client);
+        let stream = js
+            .create_stream(stream::Config {
+                name: "READS".to_owned(),
+                subjects: vec!["reads.>".to_owned()],
+                ..Default::default()
+            })
+            .await
+            .expect("create the stream");
+        for i in 0..5 {
+            js.publish("reads.a", format!("{i}").into())
+                .await
+                .expect("publish")
+                .await
+                .expect("stored");
+        }
+        let turn = StreamReads::default().turn().await.expect("a turn");
+        let (reader, pending) = Reader::open(&stream, "reads.a", DeliverPolicy::All, &turn)
+            .await
+            .expect("open a reader");
+        assert_eq!(pending, 5);
+        let config = reader.consumer.cached_info().config.clone();
+        stream
+            .delete_consumer(&reader.deleter.name)
+            .await
+            .expect("delete the reader's consumer");
+        let again = {
+            let stream = stream.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(15)).await;
+                stream
+                    .create_consumer(config)
+                    .await
+                    .expect("make the consumer again");
+            })
+        };
+        let read = reader.read(5).await;
+        again.await.expect("made again");
+        let read = read.expect("the read is answered once the consumer is there");
+        let bodies: Vec<_> = read.iter().map(|m| m.payload.clone()).collect();
+        assert_eq!(bodies, ["0", "1", "2", "3", "4"].map(bytes::Bytes::from));
+        reader.close().await;
+    }
 }
