@@ -77,10 +77,8 @@ pub(crate) fn change_of(key: &str, value: Option<&[u8]>, revision: u64) -> Optio
         .as_ref()
         .and_then(|r| DateTime::parse_from_rfc3339(&r.renewed_at).ok())
         .map(|t| t.with_timezone(&Utc));
-    // The winning write carries epoch 0 (its revision was not known yet):
-    // its own revision is the epoch.
     let holder = record.map(|r| {
-        let epoch = if r.epoch == 0 { revision } else { r.epoch };
+        let epoch = r.epoch_at(revision);
         (r.instance_id, epoch)
     });
     Some(LeaderChange {

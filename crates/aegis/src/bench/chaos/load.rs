@@ -248,12 +248,7 @@ pub(crate) async fn watch_election(conn: Connection, shared: Shared, stop: Cance
             kv::Operation::Put => serde_json::from_slice::<LeaderRecord>(&entry.value)
                 .ok()
                 .map(|r| Holder {
-                    // The first write carries 0; its revision is the epoch.
-                    epoch: if r.epoch == 0 {
-                        entry.revision
-                    } else {
-                        r.epoch
-                    },
+                    epoch: r.epoch_at(entry.revision),
                     instance_id: r.instance_id,
                 }),
             _ => None,
