@@ -177,6 +177,55 @@ impl fmt::Display for ErrorCode {
 /// couple of seconds.
 pub(crate) const LEADERLESS_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The longest service name (`validate_service_name`).
+pub(crate) const SERVICE_NAME_CHARS: usize = 64;
+/// The longest instance id (`validate_instance_id`).
+pub(crate) const INSTANCE_ID_CHARS: usize = 128;
+/// How much of a value longer than any of its kind an answer echoes.
+const ECHOED_PREFIX_CHARS: usize = 32;
+
+/// A value from a request as an answer echoes it: whole when it is no
+/// longer than a value of its kind can be, otherwise its first 32
+/// characters and "…", with its length (in characters). A token pasted
+/// where a name goes is then neither sent back nor logged (the message is)
+/// whole, and a 5,000-character name does not make a 10 KB answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Echoed {
+    /// What the answer shows.
+    pub(crate) shown: String,
+    /// The value's length when `shown` is cut.
+    pub(crate) length: Option<usize>,
+}
+
+impl Echoed {
+    pub(crate) fn new(value: &str, longest: usize) -> Self {
+        let length = value.chars().count();
+        if length <= longest {
+            return Self {
+                shown: value.to_owned(),
+                length: None,
+            };
+        }
+        let mut shown: String = value.chars().take(ECHOED_PREFIX_CHARS).collect();
+        shown.push('…');
+        Self {
+            shown,
+            length: Some(length),
+        }
+    }
+}
+
+impl fmt::Display for Echoed {
+    /// Quoted, with the length when cut: `"abc…" (5000 characters)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.shown)?;
+        if let Some(length) = self.length {
+            write!(f, " ({length} characters)")?;
+        }
+        Ok(())
+    }
+}
+
 /// An API error: a code, a message fit for the client, optional structured
 /// details, and an internal cause that is logged but never sent.
 #[derive(Debug)]
@@ -293,22 +342,50 @@ impl ApiError {
         .with_details(json!({ "fields": [{ "field": field, "message": message }] }))
     }
 
-    /// 404 SERVICE_NOT_FOUND.
+    /// 404 SERVICE_NOT_FOUND for a definition: `details.service` is the
+    /// name as given, or, when longer than any service name, cut
+    /// ([`Echoed`]) with `details.length`.
     pub fn service_not_found(name: &str) -> Self {
-        Self::new(
-            ErrorCode::ServiceNotFound,
-            format!("no service definition named {name:?}"),
-        )
-        .with_details(json!({ "service": name }))
+        Self::no_service("no service definition named", name)
     }
 
-    /// 404 INSTANCE_NOT_FOUND.
+    /// 404 SERVICE_NOT_FOUND saying `what` of `name` (e.g. "no service"),
+    /// the name echoed as [`ApiError::service_not_found`] does.
+    pub(crate) fn no_service(what: &str, name: &str) -> Self {
+        let name = Echoed::new(name, SERVICE_NAME_CHARS);
+        let mut details = json!({ "service": name.shown });
+        if let Some(length) = name.length {
+            details["length"] = length.into();
+        }
+        Self::new(ErrorCode::ServiceNotFound, format!("{what} {name}")).with_details(details)
+    }
+
+    /// 404 INSTANCE_NOT_FOUND: `details.service` and `details.instanceId`
+    /// as given, or, each when longer than any value of its kind, cut
+    /// ([`Echoed`]) with `details.serviceLength` / `instanceIdLength`.
     pub fn instance_not_found(service: &str, instance: &str) -> Self {
+        let service = Echoed::new(service, SERVICE_NAME_CHARS);
+        let instance = Echoed::new(instance, INSTANCE_ID_CHARS);
+        let mut details = json!({ "service": service.shown, "instanceId": instance.shown });
+        if let Some(length) = service.length {
+            details["serviceLength"] = length.into();
+        }
+        if let Some(length) = instance.length {
+            details["instanceIdLength"] = length.into();
+        }
         Self::new(
             ErrorCode::InstanceNotFound,
-            format!("no instance {instance:?} of service {service:?}"),
+            format!("no instance {instance} of service {service}"),
         )
-        .with_details(json!({ "service": service, "instanceId": instance }))
+        .with_details(details)
+    }
+
+    /// Adds `key: value` to the details (an object).
+    pub(crate) fn with_detail(mut self, key: &str, value: impl Into<Value>) -> Self {
+        if let Value::Object(details) = &mut self.details {
+            details.insert(key.to_owned(), value.into());
+        }
+        self
     }
 
     /// The error's code.
@@ -508,6 +585,24 @@ impl ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A value as long as its kind allows is echoed whole; one character
+    /// more, cut to 32 characters (not bytes) and "…", with its length.
+    #[test]
+    fn a_value_longer_than_its_kind_is_echoed_cut() {
+        let whole = Echoed::new(&"a".repeat(64), SERVICE_NAME_CHARS);
+        assert_eq!(whole.shown.len(), 64);
+        assert_eq!(whole.length, None);
+        assert_eq!(whole.to_string(), format!("{:?}", "a".repeat(64)));
+        let cut = Echoed::new(&"é".repeat(65), SERVICE_NAME_CHARS);
+        assert_eq!(cut.shown, format!("{}…", "é".repeat(32)));
+        assert_eq!(cut.length, Some(65));
+        assert!(cut.to_string().ends_with("(65 characters)"), "{cut}");
+        let instance = ApiError::instance_not_found("svc", &"i".repeat(129));
+        assert_eq!(instance.details()["instanceIdLength"], 129);
+        assert_eq!(instance.details()["service"], "svc");
+        assert!(instance.details().get("serviceLength").is_none());
+    }
 
     /// A handler's panic is answered as INTERNAL_ERROR in the envelope,
     /// its text kept for the log and out of the answer.

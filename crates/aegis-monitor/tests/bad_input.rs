@@ -202,3 +202,158 @@ async fn a_compressed_body_or_another_charset_is_415_saying_why() {
     );
     h.call(plain).await.expect(201, None);
 }
+
+/// The same for every other route a name or an instance id is given in
+/// (the path, or a query parameter naming one): a value longer than any
+/// name of its kind is echoed as its first 32 characters and "…", with its
+/// length, never whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_value_is_not_echoed_whole_on_any_route() {
+    let h = Harness::start().await;
+    let long = "a".repeat(5000);
+    let cut = format!("{}…", "a".repeat(32));
+    // (path, status, code, the details field holding the value, its length's)
+    let cases = [
+        (
+            format!("/api/services/{long}/methods"),
+            404,
+            "SERVICE_NOT_FOUND",
+            "service",
+            "length",
+        ),
+        (
+            format!("/api/leadership/{long}"),
+            404,
+            "SERVICE_NOT_FOUND",
+            "service",
+            "length",
+        ),
+        (
+            format!("/api/instances/{long}/x"),
+            404,
+            "INSTANCE_NOT_FOUND",
+            "service",
+            "serviceLength",
+        ),
+        (
+            format!("/api/instances/order-service/{long}"),
+            404,
+            "INSTANCE_NOT_FOUND",
+            "instanceId",
+            "instanceIdLength",
+        ),
+        (
+            format!("/api/instances/{long}/x/config"),
+            404,
+            "INSTANCE_NOT_FOUND",
+            "service",
+            "serviceLength",
+        ),
+        (
+            format!("/api/instances/order-service/{long}/config"),
+            404,
+            "INSTANCE_NOT_FOUND",
+            "instanceId",
+            "instanceIdLength",
+        ),
+        (
+            format!("/api/instances/{long}/x/events"),
+            404,
+            "INSTANCE_NOT_FOUND",
+            "service",
+            "serviceLength",
+        ),
+        (
+            format!("/api/instances/order-service/{long}/events"),
+            404,
+            "INSTANCE_NOT_FOUND",
+            "instanceId",
+            "instanceIdLength",
+        ),
+        (
+            format!("/api/instances/{long}/x/metrics"),
+            404,
+            "INSTANCE_NOT_FOUND",
+            "service",
+            "serviceLength",
+        ),
+        (
+            format!("/api/instances/order-service/{long}/metrics"),
+            404,
+            "INSTANCE_NOT_FOUND",
+            "instanceId",
+            "instanceIdLength",
+        ),
+        (
+            format!("/api/instances?service={long}"),
+            400,
+            "BAD_REQUEST",
+            "value",
+            "length",
+        ),
+        (
+            format!("/api/instances?after={long}/x"),
+            400,
+            "BAD_REQUEST",
+            "value",
+            "length",
+        ),
+    ];
+    for (path, status, code, field, length) in cases {
+        let reply = h.call(req(Method::GET, &path, Some(VIEWER), None)).await;
+        let shown = &path[..60];
+        assert_eq!(
+            reply.status.as_u16(),
+            status,
+            "{shown}: {}",
+            &reply.body.to_string()[..200.min(reply.body.to_string().len())]
+        );
+        assert_eq!(reply.code(), code, "{shown}");
+        let text = reply.body.to_string();
+        assert!(
+            text.len() < 800,
+            "{shown}: {} bytes: {:.300}",
+            text.len(),
+            text
+        );
+        assert!(!text.contains(&"a".repeat(100)), "{shown}: {:.300}", text);
+        let details = &reply.body["error"]["details"];
+        let echoed = details[field].as_str().unwrap_or_default();
+        assert!(echoed.starts_with(&cut), "{shown}: {details}");
+        assert!(
+            details[length].as_u64().is_some_and(|n| n >= 5000),
+            "{shown}: {details}"
+        );
+    }
+    // A valid name no instance answers for is named in the details too.
+    let reply = h
+        .call(req(
+            Method::GET,
+            "/api/services/abc/methods",
+            Some(VIEWER),
+            None,
+        ))
+        .await;
+    reply.expect(404, Some("SERVICE_NOT_FOUND"));
+    assert_eq!(
+        reply.body["error"]["details"]["service"], "abc",
+        "{}",
+        reply.body
+    );
+    // Values of ordinary length are still echoed as given.
+    let reply = h
+        .call(req(
+            Method::GET,
+            "/api/instances/order-service/order-9",
+            Some(VIEWER),
+            None,
+        ))
+        .await;
+    reply.expect(404, Some("INSTANCE_NOT_FOUND"));
+    assert_eq!(reply.body["error"]["details"]["instanceId"], "order-9");
+    assert!(
+        reply.body["error"]["details"]
+            .get("instanceIdLength")
+            .is_none()
+    );
+}

@@ -49,7 +49,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     bus::{ReadTurn, Reader},
-    error::{ApiError, ErrorCode, ErrorEnvelope},
+    error::{ApiError, ErrorEnvelope},
     extract::ApiQuery,
     fleet::Holder,
     state::AppState,
@@ -197,11 +197,10 @@ async fn leadership(
     {
         return Err(ApiError::bad_param("group", "not a valid group name"));
     }
-    if validate_service_name(&service).is_err() {
-        return Err(ApiError::new(
-            ErrorCode::ServiceNotFound,
-            format!("no service {service:?}"),
-        ));
+    if let Err(e) = validate_service_name(&service) {
+        return Err(
+            ApiError::no_service("no service", &service).with_detail("reason", e.to_string())
+        );
     }
     let js = state.conn().jetstream();
     // One turn for all of the request's reads, one consumer at a time.

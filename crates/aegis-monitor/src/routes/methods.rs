@@ -174,11 +174,10 @@ async fn methods(
     State(state): State<AppState>,
     Path(service): Path<String>,
 ) -> Result<Json<ServiceMethods>, ApiError> {
-    if validate_service_name(&service).is_err() {
-        return Err(ApiError::new(
-            ErrorCode::ServiceNotFound,
-            format!("no service {service:?}"),
-        ));
+    if let Err(e) = validate_service_name(&service) {
+        return Err(
+            ApiError::no_service("no service", &service).with_detail("reason", e.to_string())
+        );
     }
     // One round of asking: every instance answers the one request, the
     // first answer's methods are shown, and all of them give the commands.
@@ -187,14 +186,14 @@ async fn methods(
             Some(first) => Ok(Json(ServiceMethods::new(first, answers))),
             // describe_each never returns an empty list; were it to, no
             // instance answered.
-            None => Err(ApiError::new(
-                ErrorCode::ServiceNotFound,
-                format!("no running instance of {service} answers"),
+            None => Err(ApiError::no_service(
+                "no running instance answers for service",
+                &service,
             )),
         },
-        Err(RpcError::NoResponders { .. }) => Err(ApiError::new(
-            ErrorCode::ServiceNotFound,
-            format!("no running instance of {service} answers"),
+        Err(RpcError::NoResponders { .. }) => Err(ApiError::no_service(
+            "no running instance answers for service",
+            &service,
         )),
         Err(RpcError::Timeout { .. }) => Err(ApiError::new(
             ErrorCode::GatewayTimeout,

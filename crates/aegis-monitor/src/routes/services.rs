@@ -309,41 +309,12 @@ async fn get_history(
 }
 
 /// A name that is not a valid service name cannot exist (and must not
-/// reach a KV key or subject): 404. A value longer than any service name
-/// (a token pasted where a name goes) is echoed cut ([`shown`]), in the
-/// answer and so in the log.
+/// reach a KV key or subject): 404, with why. A value longer than any
+/// service name (a token pasted where a name goes) is echoed cut
+/// ([`crate::error::Echoed`]), in the answer and so in the log.
 fn check_name(name: &str) -> Result<(), ApiError> {
-    validate_service_name(name).map_err(|e| {
-        let length = name.chars().count();
-        if length <= ECHOED_CHARS {
-            return ApiError::service_not_found(name).with_details(json!({
-                "service": name,
-                "reason": e.to_string(),
-            }));
-        }
-        let shown = shown(name);
-        ApiError::new(
-            ErrorCode::ServiceNotFound,
-            format!("no service definition named {shown:?} ({length} characters)"),
-        )
-        .with_details(json!({
-            "service": shown,
-            "length": length,
-            "reason": e.to_string(),
-        }))
-    })
-}
-
-/// The longest path value echoed whole: a service name's own limit.
-const ECHOED_CHARS: usize = 64;
-/// How much of a longer one is echoed.
-const ECHOED_PREFIX_CHARS: usize = 32;
-
-/// The first [`ECHOED_PREFIX_CHARS`] characters of `value`, then "…".
-fn shown(value: &str) -> String {
-    let mut shown: String = value.chars().take(ECHOED_PREFIX_CHARS).collect();
-    shown.push('…');
-    shown
+    validate_service_name(name)
+        .map_err(|e| ApiError::service_not_found(name).with_detail("reason", e.to_string()))
 }
 
 /// When the definitions store stops trying what this request asked (its

@@ -11,7 +11,10 @@ use serde::Deserialize;
 use serde_json::json;
 use utoipa::IntoParams;
 
-use crate::{error::ApiError, fleet::Selection};
+use crate::{
+    error::{ApiError, Echoed, INSTANCE_ID_CHARS, SERVICE_NAME_CHARS},
+    fleet::Selection,
+};
 
 /// Filters and paging of the instance list; all optional, and without any
 /// the whole fleet is listed.
@@ -44,8 +47,15 @@ impl ListQuery {
             Some(list) => {
                 let mut names = Vec::new();
                 for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-                    validate_service_name(name)
-                        .map_err(|e| ApiError::bad_param("service", format!("{name:?}: {e}")))?;
+                    validate_service_name(name).map_err(|e| {
+                        let given = Echoed::new(name, SERVICE_NAME_CHARS);
+                        let error = ApiError::bad_param("service", format!("{given}: {e}"))
+                            .with_detail("value", given.shown);
+                        match given.length {
+                            Some(length) => error.with_detail("length", length),
+                            None => error,
+                        }
+                    })?;
                     names.push(name.to_owned());
                 }
                 if names.is_empty() {
@@ -76,8 +86,14 @@ impl ListQuery {
             None => None,
             Some(cursor) => {
                 let bad = || {
-                    ApiError::bad_param("after", "expected {service}/{instanceId}")
-                        .with_details(json!({ "param": "after", "value": cursor }))
+                    // As long as a cursor can be: a name, "/", an id.
+                    let given = Echoed::new(cursor, SERVICE_NAME_CHARS + 1 + INSTANCE_ID_CHARS);
+                    let error = ApiError::bad_param("after", "expected {service}/{instanceId}")
+                        .with_details(json!({ "param": "after", "value": given.shown }));
+                    match given.length {
+                        Some(length) => error.with_detail("length", length),
+                        None => error,
+                    }
                 };
                 let (service, id) = cursor.split_once('/').ok_or_else(bad)?;
                 if validate_service_name(service).is_err() || validate_instance_id(id).is_err() {
