@@ -560,3 +560,49 @@ async fn forwarded_for_from_an_untrusted_peer_is_warned_about_once() {
     assert_eq!(warnings.len(), 1, "{warnings:#?}");
     assert!(!warnings[0].contains("203.0.113.2"), "{}", warnings[0]);
 }
+
+/// What an anonymous client learns of the routes from a 401 is no more
+/// than the public OpenAPI document says: a method a route does not take
+/// is 401 (authentication runs first) with axum's `Allow` header, which
+/// names only methods the document lists for that path (and HEAD, which
+/// GET brings). An unknown path is 401 without one. So the header maps
+/// nothing that `GET /api/openapi.json`, public by design, does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anonymous_401_tells_no_route_the_public_document_does_not() {
+    let h = Harness::start().await;
+    let public = h.get("/api/openapi.json", None).await;
+    public.expect(200, None);
+    let paths = public.body["paths"].as_object().unwrap().clone();
+    let mut told = 0;
+    for (template, item) in &paths {
+        if !template.starts_with("/api/") || template == "/api/session" {
+            continue;
+        }
+        let path = template.replace('{', "x").replace('}', "");
+        for method in [Method::OPTIONS, Method::TRACE] {
+            let reply = h.call(req(method.clone(), &path, None, None)).await;
+            reply.expect(401, Some("UNAUTHORIZED"));
+            let Some(allow) = reply.headers.get(header::ALLOW) else {
+                continue;
+            };
+            told += 1;
+            for allowed in allow.to_str().unwrap().split(',').map(str::trim) {
+                let documented = item.get(allowed.to_lowercase()).is_some()
+                    || (allowed == "HEAD" && item.get("get").is_some());
+                assert!(
+                    documented,
+                    "{method} {template}: Allow names {allowed}, the document does not"
+                );
+            }
+        }
+    }
+    assert!(
+        told > 0,
+        "no Allow header seen: the premise changed, re-read this test"
+    );
+    let unknown = h
+        .call(req(Method::OPTIONS, "/api/secret-admin", None, None))
+        .await;
+    unknown.expect(401, Some("UNAUTHORIZED"));
+    assert!(unknown.headers.get(header::ALLOW).is_none());
+}

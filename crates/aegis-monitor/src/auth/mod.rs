@@ -463,8 +463,10 @@ fn session_cookie(headers: &HeaderMap) -> Option<&str> {
 
 /// Whether a request needs credentials: everything under `/api` except the
 /// API description (`/api/openapi.json`, `/api/docs`) and signing in or out
-/// (`POST`/`DELETE /api/session`). Unknown `/api` paths need them too, so
-/// an anonymous client cannot probe which routes exist.
+/// (`POST`/`DELETE /api/session`). Unknown `/api` paths need them too (a
+/// 401, not a 404). That hides no route: the API description lists them
+/// all for anyone, and a 401 for a method a route does not take keeps
+/// axum's `Allow` header.
 pub(crate) fn needs_auth(method: &Method, path: &str) -> bool {
     let api = path == "/api" || path.starts_with("/api/");
     if !api {
