@@ -778,6 +778,36 @@ pub fn write_not_stored(e: &(dyn std::error::Error + 'static)) -> bool {
     })
 }
 
+/// Whether a stream refused a compare-and-set write (an expected last
+/// sequence of its subject: a KV `create` or `update`) because another
+/// write to the same subject is still being replicated: 10164, "wrong
+/// last sequence" in its constant form. Only a clustered stream's leader
+/// answers it; a single server checks at once and answers 10071, which
+/// async-nats reports as `WrongLastSequence`, while 10164 gets no kind of
+/// its own. `e` is the publish's error, or any error that wraps it.
+///
+/// The write was not stored, and the refusal does not yet say whether it
+/// can be: that turns on the write in flight, which mostly lands and makes
+/// this one a lost race. Sent again as it is once that write settled (a
+/// few milliseconds), it is answered for good — stored, a duplicate of an
+/// earlier attempt of its own, or a wrong revision. A caller that takes
+/// only `WrongLastSequence` for a lost race takes this one for a failure.
+///
+/// ```
+/// use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+/// use aegis_sdk::streams::another_write_in_flight;
+///
+/// let wrong = PublishError::new(PublishErrorKind::WrongLastSequence);
+/// assert!(!another_write_in_flight(&wrong));
+/// ```
+pub fn another_write_in_flight(e: &(dyn std::error::Error + 'static)) -> bool {
+    any_cause(e, |cause| {
+        cause.downcast_ref::<jetstream::Error>().is_some_and(|e| {
+            e.error_code() == jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT
+        })
+    })
+}
+
 /// A JetStream write nobody took: the server's "no responders" (503),
 /// which async-nats words "no stream found for given subject". Read alone
 /// that is a missing stream, a configuration error; most often the stream
@@ -997,6 +1027,27 @@ mod tests {
         assert!(!write_not_stored(&UpdateError::from(PublishError::new(
             PublishErrorKind::WrongLastSequence
         ))));
+    }
+
+    #[test]
+    fn a_compare_and_set_refused_for_another_write_in_flight_is_told_apart() {
+        use jetstream::context::{PublishError, PublishErrorKind};
+        use jetstream::kv::{CreateError, UpdateError};
+        assert!(another_write_in_flight(&refused_publish(10164)));
+        assert!(another_write_in_flight(&UpdateError::from(
+            refused_publish(10164)
+        )));
+        assert!(another_write_in_flight(&CreateError::from(
+            UpdateError::from(refused_publish(10164))
+        )));
+        // Refused for good, or not refused for this: not in flight.
+        assert!(!another_write_in_flight(&refused_publish(10071)));
+        assert!(!another_write_in_flight(&PublishError::new(
+            PublishErrorKind::WrongLastSequence
+        )));
+        assert!(!another_write_in_flight(&refused_publish(10158)));
+        // Not stored either way, but not "no leader": told apart.
+        assert!(!write_not_stored(&refused_publish(10164)));
     }
 
     #[tokio::test(start_paused = true)]

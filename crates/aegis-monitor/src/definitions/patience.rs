@@ -13,6 +13,11 @@
 //! store it twice, whatever became of the earlier attempt:
 //! - nobody took it (the stream has no leader this moment) or the stream
 //!   said it is between leaders: certainly not stored; sent again;
+//! - another write to the key is still being replicated (10164, which a
+//!   clustered stream's leader answers in a race a single server answers
+//!   with a wrong revision): certainly not stored, and the other write
+//!   decides whether it can be; sent again, after a pause, it is answered
+//!   for good (mostly a wrong revision: a conflict, not an outage);
 //! - no acknowledgement (a timeout, a dropped connection): perhaps stored;
 //!   sent again. If the first attempt landed, the stream answers the
 //!   second as a duplicate of it, with its revision (within its duplicate
@@ -179,14 +184,17 @@ pub(super) async fn compare_and_set(
             PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe
         );
         maybe_stored |= unanswered;
-        let again = unanswered || aegis_sdk::streams::write_not_stored(&e) || in_process(&e);
+        let again = unanswered
+            || aegis_sdk::streams::write_not_stored(&e)
+            || in_process(&e)
+            || aegis_sdk::streams::another_write_in_flight(&e);
         if !again || Instant::now() + pause >= until {
             return Err(WriteError::Failed {
                 source: BusError::new(what.to_owned(), e),
                 maybe_stored,
             });
         }
-        tracing::debug!(error = %aegis_sdk::startup::Causes(&e), maybe_stored, "{what}: not stored yet (its stream between leaders?); sending it again");
+        tracing::debug!(error = %aegis_sdk::startup::Causes(&e), maybe_stored, "{what}: not stored yet (its stream between leaders, or another write to the key in flight); sending it again");
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(MAX_PAUSE);
     }
