@@ -8,6 +8,13 @@
 //! order store's fence must too, or the new leader is refused every write;
 //! and so must the epochs recorded on the orders, or an order left pending
 //! under the old bucket's leader can never be decided.
+//!
+//! Records written by a version before terms were recorded name no
+//! elections bucket and carry the old bucket's high epochs: the new
+//! bucket's leader takes such a fence, and must finish such orders too, or
+//! one left pending is never decided (its retries answer NOT_ACTIVE from
+//! the only leader there is) and one decided but not yet announced is
+//! never swept.
 
 mod common;
 
@@ -24,6 +31,7 @@ use aegis_trading::{
     risk::{self, RiskLimits, RiskOptions},
 };
 use common::{PATIENCE, connect, eventually, is_leader, server, start_pricing_without_publication};
+use serde_json::Value;
 
 fn market(client_order_id: &str) -> CreateOrder {
     CreateOrder {
@@ -166,6 +174,111 @@ async fn an_order_left_pending_before_the_elections_bucket_was_created_again_is_
         .expect("the new bucket's leader decides the pending order");
     assert_eq!(order.order_id, order_id);
     assert_eq!(order.status, OrderStatus::Filled);
+
+    second.shutdown().await.unwrap();
+    risk.shutdown().await.unwrap();
+    pricing.shutdown().await.unwrap();
+}
+
+/// The stored JSON of `key` in the orders bucket.
+async fn stored(conn: &Connection, key: &str) -> (u64, Value) {
+    let orders = conn
+        .jetstream()
+        .get_key_value(order::ORDERS_BUCKET)
+        .await
+        .unwrap();
+    let entry = orders.entry(key).await.unwrap().expect("stored");
+    (
+        entry.revision,
+        serde_json::from_slice(&entry.value).unwrap(),
+    )
+}
+
+/// Rewrites `key` in the orders bucket as a version before terms wrote it
+/// (no `elections_created`), changed further by `edit`.
+async fn as_before_terms(conn: &Connection, key: &str, edit: impl FnOnce(&mut Value)) {
+    let (revision, mut value) = stored(conn, key).await;
+    let fields = value.as_object_mut().unwrap();
+    assert!(
+        fields.remove("elections_created").is_some(),
+        "{key}: {value}"
+    );
+    edit(&mut value);
+    let orders = conn
+        .jetstream()
+        .get_key_value(order::ORDERS_BUCKET)
+        .await
+        .unwrap();
+    orders
+        .update(key, serde_json::to_vec(&value).unwrap().into(), revision)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_order_recorded_before_terms_is_decided_after_the_elections_bucket_is_created_again()
+ {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    high_epochs(&conn).await;
+    let pricing = start_pricing_without_publication(&conn).await;
+
+    // Risk is down: the order is recorded, pending, under the old epoch.
+    let first = order_instance(&conn, "order-1").await;
+    let req = market("c-legacy-pending");
+    let failed = create_with(&conn, &req, &CallOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(failed.code(), ErrorCode::ServiceUnavailable, "{failed:?}");
+    let details = failed.remote().unwrap().details.clone().unwrap();
+    let order_id = details["order_id"].as_str().unwrap().to_owned();
+    first.shutdown().await.unwrap();
+    as_before_terms(&conn, &format!("order.{order_id}"), |_| {}).await;
+    as_before_terms(&conn, order::FENCE_KEY, |_| {}).await;
+
+    delete_elections(&conn).await;
+    let risk = start_risk(&conn).await;
+    let second = order_instance(&conn, "order-2").await;
+
+    // The caller's retry settles it on the new leader.
+    let order = create(&conn, &req)
+        .await
+        .expect("the new bucket's leader decides the pending order");
+    assert_eq!(order.order_id, order_id);
+    assert_eq!(order.status, OrderStatus::Filled);
+
+    second.shutdown().await.unwrap();
+    risk.shutdown().await.unwrap();
+    pricing.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unannounced_fill_recorded_before_terms_is_swept_after_the_elections_bucket_is_created_again()
+ {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    high_epochs(&conn).await;
+    let pricing = start_pricing_without_publication(&conn).await;
+    let risk = start_risk(&conn).await;
+
+    let first = order_instance(&conn, "order-1").await;
+    let order = create(&conn, &market("c-legacy-filled")).await.unwrap();
+    assert_eq!(order.status, OrderStatus::Filled);
+    first.shutdown().await.unwrap();
+    // As if its leader stopped between deciding it and recording that its
+    // fill was announced.
+    let key = format!("order.{}", order.order_id);
+    as_before_terms(&conn, &key, |v| v["announced"] = Value::Bool(false)).await;
+    as_before_terms(&conn, order::FENCE_KEY, |_| {}).await;
+
+    delete_elections(&conn).await;
+    let second = order_instance(&conn, "order-2").await;
+    eventually(
+        PATIENCE,
+        "the new bucket's leader sweeps the unannounced fill",
+        || async { stored(&conn, &key).await.1["announced"] == Value::Bool(true) },
+    )
+    .await;
 
     second.shutdown().await.unwrap();
     risk.shutdown().await.unwrap();
