@@ -127,19 +127,12 @@ const UNKNOWN_PARAM: &str = "BAD_REQUEST: an unknown query parameter";
 /// forget it: a missing 400 gets one with the error envelope, and a 400
 /// that names other causes gets this one added to its description.
 fn document_unknown_params(spec: &mut utoipa::openapi::OpenApi) {
-    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, path::Operation};
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
     for (path, item) in spec.paths.paths.iter_mut() {
         if !path.starts_with("/api/") {
             continue;
         }
-        let operations: [&mut Option<Operation>; 5] = [
-            &mut item.get,
-            &mut item.post,
-            &mut item.put,
-            &mut item.patch,
-            &mut item.delete,
-        ];
-        for operation in operations.into_iter().flatten() {
+        for operation in operations(item) {
             let responses = &mut operation.responses.responses;
             match responses.get_mut("400") {
                 Some(RefOr::T(response)) => {
@@ -162,6 +155,22 @@ fn document_unknown_params(spec: &mut utoipa::openapi::OpenApi) {
             }
         }
     }
+}
+
+/// The operations of a path the API serves (it has no HEAD, OPTIONS or
+/// TRACE operations of its own).
+fn operations(
+    item: &mut utoipa::openapi::path::PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.post,
+        &mut item.put,
+        &mut item.patch,
+        &mut item.delete,
+    ]
+    .into_iter()
+    .flatten()
 }
 
 /// Why any request may get 413, whatever its route.
@@ -195,7 +204,6 @@ fn document_refusals(spec: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{
         ContentBuilder, Ref, RefOr, ResponseBuilder,
         header::HeaderBuilder,
-        path::Operation,
         schema::{ObjectBuilder, SchemaType, Type},
     };
     let default_bearer = spec
@@ -209,14 +217,7 @@ fn document_refusals(spec: &mut utoipa::openapi::OpenApi) {
             .build()
     };
     for item in spec.paths.paths.values_mut() {
-        let operations: [&mut Option<Operation>; 5] = [
-            &mut item.get,
-            &mut item.post,
-            &mut item.put,
-            &mut item.patch,
-            &mut item.delete,
-        ];
-        for operation in operations.into_iter().flatten() {
+        for operation in operations(item) {
             let bearer = match &operation.security {
                 Some(requirements) => requirements
                     .iter()
