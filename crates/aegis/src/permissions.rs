@@ -699,9 +699,8 @@ fn monitor_grants() -> Grants {
         stream_consume(&mut g, stream);
     }
     for stream in [EVENTS_STREAM, COMMANDS_STREAM] {
-        // Reads (health, an instance's recent events) but never consumes work.
+        // Reads (an instance's recent events) but never consumes work.
         g.publish.extend([
-            format!("$JS.API.STREAM.INFO.{stream}"),
             format!("$JS.API.STREAM.MSG.GET.{stream}"),
             format!("$JS.API.DIRECT.GET.{stream}"),
             format!("$JS.API.DIRECT.GET.{stream}.>"),
@@ -711,6 +710,11 @@ fn monitor_grants() -> Grants {
     g.publish.extend([
         "$JS.API.STREAM.NAMES".to_owned(),
         "$JS.API.STREAM.LIST".to_owned(),
+        // Any stream's info: the NATS banner asks each stream without a
+        // leader (the services' buckets too) until it is led again.
+        // STREAM.LIST answers the same for every stream; no message of a
+        // stream it does not read is in it.
+        "$JS.API.STREAM.INFO.*".to_owned(),
         "aegis.control.*.*.config".to_owned(),
         // Method schemas (`/api/services/{s}/methods`) from the services protocol.
         "$SRV.INFO.*".to_owned(),

@@ -610,6 +610,59 @@ async fn no_role_deletes_the_watches_of_another() {
     state.shutdown().await;
 }
 
+/// The NATS banner asks each stream without a leader for its info
+/// (`STREAM.INFO`) until it is led again: every stream, the services'
+/// buckets included, since a node lost takes their leaders too. The
+/// monitor was allowed only its own and `EVENTS`/`COMMANDS`, so while
+/// `KV_orders` had no leader it logged a permission violation every 0.75
+/// s, in the middle of an incident. `STREAM.LIST`, which it may send,
+/// already answers every stream's info: this shows it nothing new. It
+/// still reads no message of a bucket it does not own.
+#[tokio::test]
+async fn the_monitor_asks_any_stream_for_its_info_but_reads_no_other_bucket() {
+    let bus = Bus::start();
+    let operator = bus.operator().await;
+    let monitor = bus.sdk("monitor").await;
+    let mut names = operator.jetstream().stream_names();
+    let mut asked = Vec::new();
+    while let Some(name) = futures::StreamExt::next(&mut names).await {
+        let name = name.unwrap();
+        let reply = tokio::time::timeout(
+            Duration::from_secs(5),
+            monitor
+                .client()
+                .request(format!("$JS.API.STREAM.INFO.{name}"), "".into()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("no answer to STREAM.INFO of {name}"))
+        .unwrap_or_else(|e| panic!("STREAM.INFO of {name}: {e}"));
+        let info: Value = serde_json::from_slice(&reply.payload).unwrap();
+        assert_eq!(info["config"]["name"], name.as_str(), "{info}");
+        asked.push(name);
+    }
+    assert!(asked.iter().any(|n| n == "KV_orders"), "{asked:?}");
+    let violations = bus.violations();
+    assert!(
+        violations.iter().all(|l| !l.contains("STREAM.INFO")),
+        "{violations:?}"
+    );
+    let mut monitor = bus.probe("monitor").await;
+    monitor
+        .publish_refused(
+            "read an order",
+            "$JS.API.DIRECT.GET.KV_orders.$KV.orders.fence",
+            b"",
+        )
+        .await;
+    monitor
+        .publish_refused(
+            "read the risk limits",
+            "$JS.API.STREAM.MSG.GET.KV_risk_limits",
+            br#"{"last_by_subj":"$KV.risk_limits.limits"}"#,
+        )
+        .await;
+}
+
 #[tokio::test]
 async fn the_monitor_cannot_call_services_or_write_the_registry() {
     let bus = Bus::start();
