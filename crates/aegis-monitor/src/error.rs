@@ -344,7 +344,7 @@ impl ApiError {
 
     /// 404 SERVICE_NOT_FOUND for a definition: `details.service` is the
     /// name as given, or, when longer than any service name, cut
-    /// ([`Echoed`]) with `details.length`.
+    /// (see `Echoed`) with `details.length`.
     pub fn service_not_found(name: &str) -> Self {
         Self::no_service("no service definition named", name)
     }
@@ -362,7 +362,7 @@ impl ApiError {
 
     /// 404 INSTANCE_NOT_FOUND: `details.service` and `details.instanceId`
     /// as given, or, each when longer than any value of its kind, cut
-    /// ([`Echoed`]) with `details.serviceLength` / `instanceIdLength`.
+    /// (see `Echoed`) with `details.serviceLength` / `instanceIdLength`.
     pub fn instance_not_found(service: &str, instance: &str) -> Self {
         let service = Echoed::new(service, SERVICE_NAME_CHARS);
         let instance = Echoed::new(instance, INSTANCE_ID_CHARS);
