@@ -271,7 +271,7 @@ impl Default for MonitorConfig {
             trusted_proxies: Vec::new(),
             sign_in_per_minute: 10,
             max_connections: 1024,
-            max_connections_per_client: 64,
+            max_connections_per_client: 256,
             header_read_timeout: Duration::from_secs(10),
             stream_stall_timeout: Duration::from_secs(60),
             insecure_dev: false,
@@ -512,7 +512,7 @@ pub struct ApiArgs {
     /// Most connections one client address (an IPv6 client: its /64) may
     /// hold, so no client can take them all; past it, 429. Trusted proxies
     /// are exempt (they speak for many clients).
-    #[arg(long, env = "AEGIS_API_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, env = "AEGIS_API_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 256, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_connections_per_client: usize,
     /// Longest a client may take to send a request's headers (e.g. `10s`).
     #[arg(long, env = "AEGIS_API_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = positive_duration_flag)]
@@ -770,7 +770,7 @@ mod tests {
         assert_eq!(cli.api.trusted_proxies.len(), 2);
         assert!(Cli::try_parse_from(["aegis", "--max-connections", "0"]).is_err());
         assert!(Cli::try_parse_from(["aegis", "--max-connections-per-client", "0"]).is_err());
-        assert_eq!(cli.api.max_connections_per_client, 64);
+        assert_eq!(cli.api.max_connections_per_client, 256);
         for flag in ["--request-timeout", "--header-read-timeout"] {
             let error = Cli::try_parse_from(["aegis", flag, "0s"])
                 .err()

@@ -369,8 +369,9 @@ async fn accept(
                         also_refused = unlogged,
                         "refused a connection from {client} (429): it holds {per_client} \
                          connections, its share (--max-connections-per-client, \
-                         AEGIS_API_MAX_CONNECTIONS_PER_CLIENT); if it is a reverse proxy, list \
-                         it with --trusted-proxy (AEGIS_TRUSTED_PROXIES)"
+                         AEGIS_API_MAX_CONNECTIONS_PER_CLIENT): raise it if many users share \
+                         this address (a NAT or VPN); if it is a reverse proxy, list it with \
+                         --trusted-proxy (AEGIS_TRUSTED_PROXIES)"
                     );
                 }
                 refuse(
