@@ -28,9 +28,11 @@ use aegis_sdk::{
 use aegis_trading::{
     Running,
     order::{self, CreateOrder, Order, OrderOptions, OrderStatus},
-    risk::{self, RiskLimits, RiskOptions},
 };
-use common::{PATIENCE, connect, eventually, is_leader, server, start_pricing_without_publication};
+use common::{
+    PATIENCE, connect, eventually, is_leader, server, start_order_risk,
+    start_pricing_without_publication,
+};
 use serde_json::Value;
 
 fn market(client_order_id: &str) -> CreateOrder {
@@ -84,21 +86,6 @@ async fn delete_elections(conn: &Connection) {
         .unwrap();
 }
 
-async fn start_risk(conn: &Connection) -> Running {
-    risk::start(
-        conn,
-        RiskOptions {
-            limits: RiskLimits {
-                max_order_notional: 100_000.0,
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap()
-}
-
 async fn order_instance(conn: &Connection, id: &str) -> Running {
     let instance = order::start(
         conn,
@@ -116,13 +103,28 @@ async fn order_instance(conn: &Connection, id: &str) -> Running {
     instance
 }
 
+/// Records `req` pending under a first leader, order-1, while risk is
+/// down (so under the old bucket's epoch), and stops that leader; the
+/// order's id.
+async fn left_pending(conn: &Connection, req: &CreateOrder) -> String {
+    let first = order_instance(conn, "order-1").await;
+    let failed = create_with(conn, req, &CallOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(failed.code(), ErrorCode::ServiceUnavailable, "{failed:?}");
+    let details = failed.remote().unwrap().details.clone().unwrap();
+    let order_id = details["order_id"].as_str().unwrap().to_owned();
+    first.shutdown().await.unwrap();
+    order_id
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_are_taken_after_the_elections_bucket_is_created_again() {
     let nats = server();
     let conn = connect(&nats.url()).await;
     high_epochs(&conn).await;
     let pricing = start_pricing_without_publication(&conn).await;
-    let risk = start_risk(&conn).await;
+    let risk = start_order_risk(&conn).await;
 
     let first = order_instance(&conn, "order-1").await;
     let order = create(&conn, &market("c-before")).await.unwrap();
@@ -153,19 +155,11 @@ async fn an_order_left_pending_before_the_elections_bucket_was_created_again_is_
     high_epochs(&conn).await;
     let pricing = start_pricing_without_publication(&conn).await;
 
-    // Risk is down: the order is recorded, pending, under the old epoch.
-    let first = order_instance(&conn, "order-1").await;
     let req = market("c-pending");
-    let failed = create_with(&conn, &req, &CallOptions::default())
-        .await
-        .unwrap_err();
-    assert_eq!(failed.code(), ErrorCode::ServiceUnavailable, "{failed:?}");
-    let details = failed.remote().unwrap().details.clone().unwrap();
-    let order_id = details["order_id"].as_str().unwrap().to_owned();
-    first.shutdown().await.unwrap();
+    let order_id = left_pending(&conn, &req).await;
 
     delete_elections(&conn).await;
-    let risk = start_risk(&conn).await;
+    let risk = start_order_risk(&conn).await;
     let second = order_instance(&conn, "order-2").await;
 
     // The caller's retry settles it on the new leader.
@@ -180,14 +174,22 @@ async fn an_order_left_pending_before_the_elections_bucket_was_created_again_is_
     pricing.shutdown().await.unwrap();
 }
 
-/// The stored JSON of `key` in the orders bucket.
-async fn stored(conn: &Connection, key: &str) -> (u64, Value) {
-    let orders = conn
-        .jetstream()
+/// The orders bucket.
+async fn orders(conn: &Connection) -> async_nats::jetstream::kv::Store {
+    conn.jetstream()
         .get_key_value(order::ORDERS_BUCKET)
         .await
-        .unwrap();
-    let entry = orders.entry(key).await.unwrap().expect("stored");
+        .unwrap()
+}
+
+/// The stored JSON of `key` in the orders bucket.
+async fn stored(conn: &Connection, key: &str) -> (u64, Value) {
+    let entry = orders(conn)
+        .await
+        .entry(key)
+        .await
+        .unwrap()
+        .expect("stored");
     (
         entry.revision,
         serde_json::from_slice(&entry.value).unwrap(),
@@ -204,12 +206,8 @@ async fn as_before_terms(conn: &Connection, key: &str, edit: impl FnOnce(&mut Va
         "{key}: {value}"
     );
     edit(&mut value);
-    let orders = conn
-        .jetstream()
-        .get_key_value(order::ORDERS_BUCKET)
+    orders(conn)
         .await
-        .unwrap();
-    orders
         .update(key, serde_json::to_vec(&value).unwrap().into(), revision)
         .await
         .unwrap();
@@ -223,21 +221,13 @@ async fn a_pending_order_recorded_before_terms_is_decided_after_the_elections_bu
     high_epochs(&conn).await;
     let pricing = start_pricing_without_publication(&conn).await;
 
-    // Risk is down: the order is recorded, pending, under the old epoch.
-    let first = order_instance(&conn, "order-1").await;
     let req = market("c-legacy-pending");
-    let failed = create_with(&conn, &req, &CallOptions::default())
-        .await
-        .unwrap_err();
-    assert_eq!(failed.code(), ErrorCode::ServiceUnavailable, "{failed:?}");
-    let details = failed.remote().unwrap().details.clone().unwrap();
-    let order_id = details["order_id"].as_str().unwrap().to_owned();
-    first.shutdown().await.unwrap();
+    let order_id = left_pending(&conn, &req).await;
     as_before_terms(&conn, &format!("order.{order_id}"), |_| {}).await;
     as_before_terms(&conn, order::FENCE_KEY, |_| {}).await;
 
     delete_elections(&conn).await;
-    let risk = start_risk(&conn).await;
+    let risk = start_order_risk(&conn).await;
     let second = order_instance(&conn, "order-2").await;
 
     // The caller's retry settles it on the new leader.
@@ -259,7 +249,7 @@ async fn an_unannounced_fill_recorded_before_terms_is_swept_after_the_elections_
     let conn = connect(&nats.url()).await;
     high_epochs(&conn).await;
     let pricing = start_pricing_without_publication(&conn).await;
-    let risk = start_risk(&conn).await;
+    let risk = start_order_risk(&conn).await;
 
     let first = order_instance(&conn, "order-1").await;
     let order = create(&conn, &market("c-legacy-filled")).await.unwrap();

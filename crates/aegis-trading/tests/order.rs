@@ -21,7 +21,7 @@ use aegis_trading::{
     risk::{self, Positions, RiskLimits, RiskOptions},
 };
 use common::{
-    PATIENCE, Recorder, barrier, code, connect, eventually, server,
+    PATIENCE, Recorder, barrier, code, connect, eventually, server, start_order_risk,
     start_pricing_without_publication,
 };
 use serde_json::{Value, json};
@@ -36,18 +36,7 @@ struct Desk {
 impl Desk {
     async fn start(conn: &Connection) -> Desk {
         let pricing = start_pricing_without_publication(conn).await;
-        let risk = risk::start(
-            conn,
-            RiskOptions {
-                limits: RiskLimits {
-                    max_order_notional: 100_000.0,
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+        let risk = start_order_risk(conn).await;
         let order = order::start(conn, OrderOptions::default()).await.unwrap();
         Desk {
             pricing,
@@ -856,18 +845,7 @@ async fn orders_fill_after_the_events_stream_is_created_again() {
         .await
         .unwrap();
     conn.events().ensure_stream().await.unwrap();
-    let risk = risk::start(
-        &conn,
-        RiskOptions {
-            limits: RiskLimits {
-                max_order_notional: 100_000.0,
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let risk = start_order_risk(&conn).await;
 
     // The first order after it fills, and so do the next ones.
     for i in 0..2 {
@@ -924,18 +902,7 @@ async fn the_first_order_fills_once_a_new_events_stream_passed_the_old_fills() {
             .await
             .unwrap();
     }
-    let risk = risk::start(
-        &conn,
-        RiskOptions {
-            limits: RiskLimits {
-                max_order_notional: 100_000.0,
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let risk = start_order_risk(&conn).await;
 
     let done = create(&conn, &market("c-new-0", "AAPL", Side::Buy, 5))
         .await
@@ -1046,13 +1013,10 @@ async fn a_client_order_id_reused_concurrently_for_another_order_is_a_conflict()
     desk.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_decided_order_is_announced_once_even_past_the_dedup_window() {
-    let nats = server();
-    let conn = connect(&nats.url()).await;
-    // An EVENTS stream that forgets dedup ids after a second (the services
-    // leave an existing stream as it is), so the test need not wait the
-    // production two minutes.
+/// An EVENTS stream that forgets dedup ids after a second (the services
+/// leave an existing stream as it is), so a test need not wait the
+/// production two minutes.
+async fn events_forgetting_ids_after_a_second(conn: &Connection) {
     conn.jetstream()
         .create_stream(async_nats::jetstream::stream::Config {
             name: "EVENTS".into(),
@@ -1062,18 +1026,11 @@ async fn a_decided_order_is_announced_once_even_past_the_dedup_window() {
         })
         .await
         .unwrap();
-    let orders = Recorder::<Value>::start(&conn, "order-tests", "order.*").await;
-    let desk = Desk::start(&conn).await;
+}
 
-    let req = market("c-late-retry", "AAPL", Side::Buy, 4);
-    let filled = create(&conn, &req).await.unwrap();
-    assert_eq!(filled.status, OrderStatus::Filled);
-    let big = market("c-late-reject", "MSFT", Side::Buy, 1_000);
-    let rejected = create(&conn, &big).await.unwrap();
-    assert_eq!(rejected.status, OrderStatus::Rejected);
-
-    // Wait until the stream has forgotten the outcome events' dedup ids: a
-    // probe published now is stored again once its id is forgotten.
+/// Waits until EVENTS has forgotten the dedup ids stored so far: a probe
+/// published now is stored again once its id is forgotten.
+async fn dedup_window_passed(conn: &Connection) {
     let probe = nuid::next().to_string();
     let events = conn.events();
     events
@@ -1088,6 +1045,25 @@ async fn a_decided_order_is_announced_once_even_past_the_dedup_window() {
             .duplicate
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decided_order_is_announced_once_even_past_the_dedup_window() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    events_forgetting_ids_after_a_second(&conn).await;
+    let orders = Recorder::<Value>::start(&conn, "order-tests", "order.*").await;
+    let desk = Desk::start(&conn).await;
+
+    let req = market("c-late-retry", "AAPL", Side::Buy, 4);
+    let filled = create(&conn, &req).await.unwrap();
+    assert_eq!(filled.status, OrderStatus::Filled);
+    let big = market("c-late-reject", "MSFT", Side::Buy, 1_000);
+    let rejected = create(&conn, &big).await.unwrap();
+    assert_eq!(rejected.status, OrderStatus::Rejected);
+
+    // Until the stream has forgotten the outcome events' dedup ids.
+    dedup_window_passed(&conn).await;
 
     // Late retries answer the decided orders and announce nothing again.
     assert_eq!(create(&conn, &req).await.unwrap(), filled);
@@ -1109,18 +1085,7 @@ async fn a_decided_order_is_announced_once_even_past_the_dedup_window() {
 async fn an_order_is_announced_created_once_even_past_the_dedup_window() {
     let nats = server();
     let conn = connect(&nats.url()).await;
-    // An EVENTS stream that forgets dedup ids after a second (the services
-    // leave an existing stream as it is), so the test need not wait the
-    // production two minutes.
-    conn.jetstream()
-        .create_stream(async_nats::jetstream::stream::Config {
-            name: "EVENTS".into(),
-            subjects: vec!["events.>".into()],
-            duplicate_window: std::time::Duration::from_secs(1),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    events_forgetting_ids_after_a_second(&conn).await;
     let orders = Recorder::<Value>::start(&conn, "order-tests", "order.*").await;
     let pricing = start_pricing_without_publication(&conn).await;
     let desk = order::start(
@@ -1147,22 +1112,8 @@ async fn an_order_is_announced_created_once_even_past_the_dedup_window() {
         pending.push(details["order_id"].as_str().unwrap().to_owned());
     }
 
-    // Wait until the stream has forgotten the created events' dedup ids: a
-    // probe published now is stored again once its id is forgotten.
-    let probe = nuid::next().to_string();
-    let events = conn.events();
-    events
-        .publish_with_id("probe", "sent", &probe, &json!({}))
-        .await
-        .unwrap();
-    eventually(PATIENCE, "the dedup window has passed", || async {
-        !events
-            .publish_with_id("probe", "sent", &probe, &json!({}))
-            .await
-            .unwrap()
-            .duplicate
-    })
-    .await;
+    // Until the stream has forgotten the created events' dedup ids.
+    dedup_window_passed(&conn).await;
 
     // Risk is back: the retry fills its order; the sweep expires the other.
     let risk = risk::start(&conn, RiskOptions::default()).await.unwrap();

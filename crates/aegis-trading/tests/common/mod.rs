@@ -222,6 +222,25 @@ pub fn is_leader(instance: &aegis_trading::Running) -> bool {
         .is_some_and(|e| matches!(e.role(), Role::Leader { .. }))
 }
 
+/// Starts risk-service with the limits the order tests trade under: at
+/// most 100,000 of notional per order, the rest the defaults.
+// Not every test binary that includes this module starts risk so.
+#[allow(dead_code)]
+pub async fn start_order_risk(conn: &Connection) -> aegis_trading::Running {
+    aegis_trading::risk::start(
+        conn,
+        aegis_trading::risk::RiskOptions {
+            limits: aegis_trading::risk::RiskLimits {
+                max_order_notional: 100_000.0,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
 /// Starts pricing-service with no periodic price publication: prices are
 /// made only when asked for (a quote), so the tests see no stray events.
 pub async fn start_pricing_without_publication(conn: &Connection) -> aegis_trading::Running {
