@@ -369,14 +369,7 @@ async fn lists_filter_page_and_compress() {
 async fn stream_sends_changes_and_a_digest_not_heartbeats() {
     let h = Harness::start().await;
     let (addr, stop) = h.serve().await;
-    let client = reqwest::Client::new();
-    let response = client
-        .get(format!("http://{addr}/api/stream?topics=instance"))
-        .bearer_auth(VIEWER)
-        .send()
-        .await
-        .unwrap();
-    let mut events = Events::new(response);
+    let mut events = Events::open(addr, "instance").await;
     events.next_named("hello").await;
 
     let conn = h.connect().await;
@@ -486,14 +479,7 @@ async fn stream_sends_changes_and_a_digest_not_heartbeats() {
 async fn a_lagging_client_is_told_and_recovers() {
     let h = Harness::start().await;
     let (addr, stop) = h.serve().await;
-    let client = reqwest::Client::new();
-    let response = client
-        .get(format!("http://{addr}/api/stream?topics=metrics"))
-        .bearer_auth(VIEWER)
-        .send()
-        .await
-        .unwrap();
-    let mut events = Events::new(response);
+    let mut events = Events::open(addr, "metrics").await;
     events.next_named("hello").await;
 
     // Far more snapshots than the feed buffers (1024) plus what the socket

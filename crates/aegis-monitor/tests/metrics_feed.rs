@@ -51,14 +51,7 @@ async fn a_reopened_feed_does_not_send_the_snapshots_it_holds_again() {
     const HELD: u64 = 20;
     let mut h = Harness::start().await;
     let (addr, stop) = h.serve().await;
-    let response = reqwest::Client::new()
-        .get(format!("http://{addr}/api/stream?topics=metrics"))
-        .bearer_auth(VIEWER)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let mut events = Events::new(response);
+    let mut events = Events::open(addr, "metrics").await;
     events.next_named("hello").await;
 
     let conn = h.connect().await;

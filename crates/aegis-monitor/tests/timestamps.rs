@@ -106,13 +106,7 @@ async fn every_timestamp_the_api_writes_has_milliseconds_and_z() {
 
     // The live stream's digest.
     let (addr, stop) = h.serve().await;
-    let response = reqwest::Client::new()
-        .get(format!("http://{addr}/api/stream?topics=instance"))
-        .bearer_auth(VIEWER)
-        .send()
-        .await
-        .unwrap();
-    let mut events = Events::new(response);
+    let mut events = Events::open(addr, "instance").await;
     let digest = events.next_named("digest").await;
     wrong.extend(odd(&digest, "digest"));
 

@@ -584,13 +584,7 @@ async fn a_key_moving_between_live_instances_never_shows_two_active() {
         instances(&h, service).await.len() == 2
     })
     .await;
-    let response = reqwest::Client::new()
-        .get(format!("http://{addr}/api/stream?topics=instance"))
-        .bearer_auth(VIEWER)
-        .send()
-        .await
-        .unwrap();
-    let mut events = common::Events::new(response);
+    let mut events = common::Events::open(addr, "instance").await;
     events.next_named("hello").await;
     let keys = ensure_election_bucket(conn.jetstream(), 1).await.unwrap();
     let key = aegis_sdk::contracts::subjects::election_key(service, "default");

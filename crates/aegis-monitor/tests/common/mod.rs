@@ -348,6 +348,21 @@ impl Events {
         }
     }
 
+    /// Opens `/api/stream?topics={topics}` on the monitor served at
+    /// `addr`, as the viewer.
+    // Not every test binary that includes this module opens a stream.
+    #[allow(dead_code)]
+    pub async fn open(addr: SocketAddr, topics: &str) -> Self {
+        let response = reqwest::Client::new()
+            .get(format!("http://{addr}/api/stream?topics={topics}"))
+            .bearer_auth(VIEWER)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "the stream of {topics} opens");
+        Self::new(response)
+    }
+
     /// The next event whose name is `name`, within 10 s.
     pub async fn next_named(&mut self, name: &str) -> Value {
         tokio::time::timeout(Duration::from_secs(10), async {
