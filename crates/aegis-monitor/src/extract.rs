@@ -32,7 +32,7 @@ use utoipa::{
     },
 };
 
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ApiError, Echoed, ErrorCode};
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -94,8 +94,8 @@ fn readable(req: &Request) -> Result<(), ApiError> {
         let charset = value.trim().trim_matches('"');
         if name.trim().eq_ignore_ascii_case("charset") && !charset.eq_ignore_ascii_case("utf-8") {
             return unsupported(format!(
-                "the body must be UTF-8 JSON; charset {:?} is not read",
-                first_chars(charset)
+                "the body must be UTF-8 JSON; charset {} is not read",
+                Echoed::new(charset, HEADER_ECHO_CHARS)
             ));
         }
     }
@@ -103,18 +103,16 @@ fn readable(req: &Request) -> Result<(), ApiError> {
         let encoding = encoding.to_str().unwrap_or("").trim();
         if !encoding.is_empty() && !encoding.eq_ignore_ascii_case("identity") {
             return unsupported(format!(
-                "Content-Encoding {:?} is not accepted: send the body uncompressed",
-                first_chars(encoding)
+                "Content-Encoding {} is not accepted: send the body uncompressed",
+                Echoed::new(encoding, HEADER_ECHO_CHARS)
             ));
         }
     }
     Ok(())
 }
 
-/// A header value as echoed in an error: its first 32 characters.
-fn first_chars(value: &str) -> String {
-    value.chars().take(32).collect()
-}
+/// Longest header value (a charset, an encoding) an error echoes whole.
+const HEADER_ECHO_CHARS: usize = 32;
 
 /// Parses a JSON object body into `T`, mapping failures to the envelope.
 /// One UTF-8 byte-order mark before the JSON (PowerShell's and Notepad's
