@@ -316,18 +316,9 @@ pub(crate) enum CreateError {
 
 /// Whether the server refused a conditional publish because what it
 /// expected was not there (see [`Bucket::put_if`]).
+/// async-nats gives 10071 its own kind; 10164 is told by the SDK's
+/// [`another_write_in_flight`](aegis_sdk::streams::another_write_in_flight).
 fn refused(e: &jetstream::context::PublishError) -> bool {
-    use std::error::Error as _;
-    if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence {
-        return true;
-    }
-    e.source()
-        .and_then(|s| s.downcast_ref::<jetstream::Error>())
-        .is_some_and(|e| {
-            matches!(
-                e.error_code(),
-                jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE
-                    | jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT
-            )
-        })
+    e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence
+        || aegis_sdk::streams::another_write_in_flight(e)
 }
