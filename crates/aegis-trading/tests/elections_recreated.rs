@@ -118,6 +118,26 @@ async fn left_pending(conn: &Connection, req: &CreateOrder) -> String {
     order_id
 }
 
+/// Deletes the elections bucket, starts risk and a new leader, order-2,
+/// and retries `req` as its caller would: the retry fills the pending
+/// order `order_id` on the new bucket's leader.
+async fn decided_after_the_elections_bucket_is_created_again(
+    conn: &Connection,
+    req: &CreateOrder,
+    order_id: &str,
+) {
+    delete_elections(conn).await;
+    let risk = start_order_risk(conn).await;
+    let second = order_instance(conn, "order-2").await;
+    let order = create(conn, req)
+        .await
+        .expect("the new bucket's leader decides the pending order");
+    assert_eq!(order.order_id, order_id);
+    assert_eq!(order.status, OrderStatus::Filled);
+    second.shutdown().await.unwrap();
+    risk.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_are_taken_after_the_elections_bucket_is_created_again() {
     let nats = server();
@@ -158,19 +178,7 @@ async fn an_order_left_pending_before_the_elections_bucket_was_created_again_is_
     let req = market("c-pending");
     let order_id = left_pending(&conn, &req).await;
 
-    delete_elections(&conn).await;
-    let risk = start_order_risk(&conn).await;
-    let second = order_instance(&conn, "order-2").await;
-
-    // The caller's retry settles it on the new leader.
-    let order = create(&conn, &req)
-        .await
-        .expect("the new bucket's leader decides the pending order");
-    assert_eq!(order.order_id, order_id);
-    assert_eq!(order.status, OrderStatus::Filled);
-
-    second.shutdown().await.unwrap();
-    risk.shutdown().await.unwrap();
+    decided_after_the_elections_bucket_is_created_again(&conn, &req, &order_id).await;
     pricing.shutdown().await.unwrap();
 }
 
@@ -226,19 +234,7 @@ async fn a_pending_order_recorded_before_terms_is_decided_after_the_elections_bu
     as_before_terms(&conn, &format!("order.{order_id}"), |_| {}).await;
     as_before_terms(&conn, order::FENCE_KEY, |_| {}).await;
 
-    delete_elections(&conn).await;
-    let risk = start_order_risk(&conn).await;
-    let second = order_instance(&conn, "order-2").await;
-
-    // The caller's retry settles it on the new leader.
-    let order = create(&conn, &req)
-        .await
-        .expect("the new bucket's leader decides the pending order");
-    assert_eq!(order.order_id, order_id);
-    assert_eq!(order.status, OrderStatus::Filled);
-
-    second.shutdown().await.unwrap();
-    risk.shutdown().await.unwrap();
+    decided_after_the_elections_bucket_is_created_again(&conn, &req, &order_id).await;
     pricing.shutdown().await.unwrap();
 }
 
