@@ -10,12 +10,17 @@ import { renderUi } from "./render";
 const replace = vi.fn();
 vi.mock("next/navigation", () => ({ useRouter: () => ({ replace }) }));
 
-function answer(status: number, code: string, headers: Record<string, string> = {}) {
+function answer(
+  status: number,
+  code: string,
+  headers: Record<string, string> = {},
+  details: Record<string, unknown> = {},
+) {
   vi.stubGlobal(
     "fetch",
     vi.fn(
       async () =>
-        new Response(JSON.stringify({ error: { code, message: code.toLowerCase(), details: {} } }), {
+        new Response(JSON.stringify({ error: { code, message: code.toLowerCase(), details } }), {
           status,
           headers: { "Content-Type": "application/json", ...headers },
         }),
@@ -84,6 +89,18 @@ describe("SignInForm", () => {
     answer(429, "TOO_MANY_REQUESTS", { "Retry-After": "42" });
     await signIn("guess");
     expect(await screen.findByText(/too many sign-in attempts.*42 s/i)).toBeInTheDocument();
+  });
+
+  // A 429 also answers a connection past its address's share of the
+  // monitor's connections (an office NAT is one address). That is not a
+  // sign-in budget, and waiting out Retry-After does not free a connection.
+  it("says the address holds its share of connections, not that sign-ins were too many", async () => {
+    answer(429, "TOO_MANY_REQUESTS", { "Retry-After": "1" }, { maxConnectionsPerClient: 256 });
+    await signIn("right");
+    const alert = await screen.findByRole("alert");
+    expect(alert).toHaveTextContent(/already holds 256 connections/i);
+    expect(alert).toHaveTextContent(/--max-connections-per-client/);
+    expect(alert).not.toHaveTextContent(/sign-in attempts/i);
   });
 });
 

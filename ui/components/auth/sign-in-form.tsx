@@ -61,7 +61,14 @@ export function SignInForm() {
       if (err instanceof ApiError && (err.code === "UNAUTHORIZED" || err.code === "VALIDATION_ERROR")) {
         setError(t("signIn.invalid"));
       } else if (err instanceof ApiError && err.code === "TOO_MANY_REQUESTS") {
-        setError(t("signIn.tooMany", { seconds: String(err.retryAfterSecs ?? 60) }));
+        // Two budgets answer 429: wrong sign-ins, and this address's share
+        // of the monitor's connections (which names itself in details).
+        const share = err.details.maxConnectionsPerClient;
+        setError(
+          typeof share === "number"
+            ? t("signIn.connectionShare", { count: String(share) })
+            : t("signIn.tooMany", { seconds: String(err.retryAfterSecs ?? 60) }),
+        );
       } else {
         setError(t("signIn.failed", { message: err instanceof Error ? err.message : String(err) }));
       }

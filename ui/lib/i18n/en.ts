@@ -25,6 +25,7 @@ export const en = {
   "signIn.submitting": "Signing in…",
   "signIn.invalid": "That token is not valid. Check it and try again.",
   "signIn.tooMany": "Too many sign-in attempts from this address. Try again in {seconds} s.",
+  "signIn.connectionShare": "This address already holds {count} connections to the monitor, its share. Close other tabs or tools of this address, or ask an operator to raise --max-connections-per-client (many people behind one office NAT or VPN share an address).",
   "signIn.expired": "Your session expired or was revoked. Sign in again.",
   "signIn.signedOut": "You are signed out.",
   "signIn.failed": "Could not reach the monitor: {message}",

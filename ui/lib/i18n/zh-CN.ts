@@ -25,6 +25,7 @@ export const zhCN: Catalogue = {
   "signIn.submitting": "正在登录…",
   "signIn.invalid": "令牌无效，请检查后重试。",
   "signIn.tooMany": "此地址的登录尝试过多，请在 {seconds} 秒后重试。",
+  "signIn.connectionShare": "此地址已占用 {count} 个监控连接，即其配额。请关闭此地址上的其他标签页或工具，或请运维人员调高 --max-connections-per-client（同一办公室 NAT 或 VPN 后的多人共用一个地址）。",
   "signIn.expired": "会话已过期或已被撤销，请重新登录。",
   "signIn.signedOut": "您已退出登录。",
   "signIn.failed": "无法连接监控服务：{message}",
