@@ -181,6 +181,10 @@ pub(crate) const LEADERLESS_RETRY_AFTER: std::time::Duration = std::time::Durati
 pub(crate) const SERVICE_NAME_CHARS: usize = 64;
 /// The longest instance id (`validate_instance_id`).
 pub(crate) const INSTANCE_ID_CHARS: usize = 128;
+/// The longest query parameter value echoed whole: longer than any value
+/// a parameter takes (a number, a duration, a status, a topic; a list of
+/// services and the `after` cursor are echoed by their own kinds).
+pub(crate) const QUERY_VALUE_CHARS: usize = 64;
 /// How much of a value longer than any of its kind an answer echoes.
 const ECHOED_PREFIX_CHARS: usize = 32;
 
@@ -378,6 +382,16 @@ impl ApiError {
             format!("no instance {instance} of service {service}"),
         )
         .with_details(details)
+    }
+
+    /// Adds `key` to the details with what `echoed` shows, and `length_key`
+    /// with its length when it is cut.
+    pub(crate) fn with_echoed(self, key: &str, length_key: &str, echoed: &Echoed) -> Self {
+        let error = self.with_detail(key, echoed.shown.clone());
+        match echoed.length {
+            Some(length) => error.with_detail(length_key, length),
+            None => error,
+        }
     }
 
     /// Adds `key: value` to the details (an object).

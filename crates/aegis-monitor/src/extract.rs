@@ -32,7 +32,7 @@ use utoipa::{
     },
 };
 
-use crate::error::{ApiError, Echoed, ErrorCode};
+use crate::error::{ApiError, Echoed, ErrorCode, QUERY_VALUE_CHARS};
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -417,10 +417,12 @@ pub(crate) fn window(
 
 /// 400 `BAD_REQUEST` for a value `param` does not take: the one shape of
 /// every such answer (`details.param`, `details.value`, `details.reason`).
+/// A value longer than any a parameter takes is echoed cut ([`Echoed`]),
+/// with `details.length`.
 pub(crate) fn bad_value(param: &str, value: &str, reason: &str) -> ApiError {
-    ApiError::bad_param(param, reason).with_details(json!({
-        "param": param, "value": value, "reason": reason,
-    }))
+    ApiError::bad_param(param, reason)
+        .with_details(json!({ "param": param, "reason": reason }))
+        .with_echoed("value", "length", &Echoed::new(value, QUERY_VALUE_CHARS))
 }
 
 /// What a documented whole-number parameter takes: its schema's bounds.
@@ -463,23 +465,26 @@ fn names(params: &[Parameter]) -> Vec<String> {
     params.iter().map(|p| p.name.clone()).collect()
 }
 
-/// 400 for a query parameter the route does not take.
+/// 400 for a query parameter the route does not take. Its name and value
+/// are echoed cut when longer than any a parameter has ([`Echoed`]), with
+/// `details.paramLength` and `details.length`.
 fn unknown_param(param: &str, value: Option<&str>, allowed: &[String]) -> ApiError {
     let takes = if allowed.is_empty() {
         "this route takes none".to_owned()
     } else {
         format!("this route takes {}", allowed.join(", "))
     };
-    ApiError::new(
+    let name = Echoed::new(param, QUERY_VALUE_CHARS);
+    let error = ApiError::new(
         ErrorCode::BadRequest,
-        format!("unknown query parameter {param:?}; {takes}"),
+        format!("unknown query parameter {name}; {takes}"),
     )
-    .with_details(json!({
-        "param": param,
-        "value": value,
-        "reason": "unknown parameter",
-        "allowed": allowed,
-    }))
+    .with_details(json!({ "reason": "unknown parameter", "allowed": allowed }))
+    .with_echoed("param", "paramLength", &name);
+    match value {
+        Some(value) => error.with_echoed("value", "length", &Echoed::new(value, QUERY_VALUE_CHARS)),
+        None => error.with_detail("value", Value::Null),
+    }
 }
 
 /// The query parameters each `/api` route takes, as the OpenAPI document

@@ -357,3 +357,91 @@ async fn a_long_value_is_not_echoed_whole_on_any_route() {
             .is_none()
     );
 }
+
+/// A long query value is echoed cut too, whatever refuses it: a
+/// whole-number parameter out of range (`limit`), a parameter given twice,
+/// a `window` that is not a duration, an unknown status or topic, and an
+/// unknown parameter (its name and its value). Before, every one of these
+/// was sent back whole, in `details.value` and the message: 5,000 digits
+/// of `limit` made a 10 KB answer (and log line).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_query_value_is_not_echoed_whole() {
+    let h = Harness::start().await;
+    let digits = "1".repeat(5000);
+    let letters = "a".repeat(5000);
+    // (path, the details field holding the value, its length's)
+    let cases = [
+        (
+            format!("/api/dead-letters?limit={digits}"),
+            "value",
+            "length",
+        ),
+        (format!("/api/instances?limit={digits}"), "value", "length"),
+        (
+            format!("/api/instances/order-service/order-1/events?limit={digits}"),
+            "value",
+            "length",
+        ),
+        (
+            format!("/api/instances?limit=5&limit={digits}"),
+            "value",
+            "length",
+        ),
+        (
+            format!("/api/leadership/order-service?window={letters}"),
+            "value",
+            "length",
+        ),
+        (
+            format!("/api/instances?status={letters}"),
+            "value",
+            "length",
+        ),
+        (
+            format!("/api/instances/status/{letters}"),
+            "value",
+            "length",
+        ),
+        (format!("/api/instances?bogus={letters}"), "value", "length"),
+        (
+            format!("/api/instances?{letters}=1"),
+            "param",
+            "paramLength",
+        ),
+        (format!("/api/stream?topics={letters}"), "value", "length"),
+    ];
+    for (path, field, length) in cases {
+        let reply = h.call(req(Method::GET, &path, Some(VIEWER), None)).await;
+        let shown = &path[..path.len().min(60)];
+        let text = reply.body.to_string();
+        assert_eq!(reply.status.as_u16(), 400, "{shown}: {text:.300}");
+        assert_eq!(reply.code(), "BAD_REQUEST", "{shown}");
+        assert!(
+            text.len() < 800,
+            "{shown}: {} bytes: {text:.300}",
+            text.len()
+        );
+        for run in ["1", "a"] {
+            assert!(!text.contains(&run.repeat(100)), "{shown}: {text:.300}");
+        }
+        let details = &reply.body["error"]["details"];
+        let echoed = details[field].as_str().unwrap_or_default();
+        assert!(
+            echoed.ends_with('…') && echoed.chars().count() == 33,
+            "{shown}: {details}"
+        );
+        assert_eq!(details[length], 5000, "{shown}: {details}");
+    }
+    // A value of ordinary length is still echoed as given.
+    let reply = h
+        .call(req(
+            Method::GET,
+            "/api/instances?limit=-1",
+            Some(VIEWER),
+            None,
+        ))
+        .await;
+    reply.expect(400, Some("BAD_REQUEST"));
+    assert_eq!(reply.body["error"]["details"]["value"], "-1");
+    assert!(reply.body["error"]["details"].get("length").is_none());
+}

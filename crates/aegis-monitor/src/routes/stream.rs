@@ -66,7 +66,7 @@ use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    error::{ApiError, ErrorEnvelope},
+    error::{ApiError, Echoed, ErrorEnvelope, QUERY_VALUE_CHARS},
     extract::ApiQuery,
     live::LiveEvent,
     server::CutOff,
@@ -125,8 +125,10 @@ async fn live_stream(
             let mut chosen = HashSet::new();
             for t in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
                 let known = TOPICS.iter().find(|k| **k == t).ok_or_else(|| {
-                    ApiError::bad_param("topics", format!("unknown topic {t:?}"))
+                    let given = Echoed::new(t, QUERY_VALUE_CHARS);
+                    ApiError::bad_param("topics", format!("unknown topic {given}"))
                         .with_details(json!({ "param": "topics", "allowed": TOPICS }))
+                        .with_echoed("value", "length", &given)
                 })?;
                 chosen.insert(*known);
             }

@@ -12,7 +12,7 @@ use serde_json::json;
 use utoipa::IntoParams;
 
 use crate::{
-    error::{ApiError, Echoed, INSTANCE_ID_CHARS, SERVICE_NAME_CHARS},
+    error::{ApiError, Echoed, INSTANCE_ID_CHARS, QUERY_VALUE_CHARS, SERVICE_NAME_CHARS},
     fleet::Selection,
 };
 
@@ -113,11 +113,12 @@ impl ListQuery {
 
 pub(super) fn parse_status(param: &str, value: &str) -> Result<InstanceStatus, ApiError> {
     InstanceStatus::from_str(value).map_err(|_| {
-        ApiError::bad_param(param, "expected ACTIVE, UNHEALTHY or STANDBY").with_details(json!({
-            "param": param,
-            "value": value,
-            "allowed": ["ACTIVE", "UNHEALTHY", "STANDBY"],
-        }))
+        ApiError::bad_param(param, "expected ACTIVE, UNHEALTHY or STANDBY")
+            .with_details(json!({
+                "param": param,
+                "allowed": ["ACTIVE", "UNHEALTHY", "STANDBY"],
+            }))
+            .with_echoed("value", "length", &Echoed::new(value, QUERY_VALUE_CHARS))
     })
 }
 
