@@ -78,7 +78,8 @@ pub struct MonitorConfig {
     pub header_read_timeout: Duration,
     /// Longest a live stream (`/api/stream`) may have an event it cannot
     /// write, its client reading nothing, before its connection is closed
-    /// (default 60 s, four keep-alives); zero never closes it.
+    /// (default 60 s, four keep-alives; `--stream-stall-timeout`); zero
+    /// never closes it.
     pub stream_stall_timeout: Duration,
     /// Allow starting without any token: every request is then treated as
     /// `admin`. For a development machine only; the monitor says so loudly.
@@ -517,6 +518,11 @@ pub struct ApiArgs {
     /// Longest a client may take to send a request's headers (e.g. `10s`).
     #[arg(long, env = "AEGIS_API_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = positive_duration_flag)]
     pub header_read_timeout: Duration,
+    /// Longest a live stream (`/api/stream`) may have an event it cannot
+    /// write, its client reading nothing, before its connection is closed
+    /// (e.g. `60s`; `0s` never closes it).
+    #[arg(long, env = "AEGIS_API_STREAM_STALL_TIMEOUT", default_value = "60s", value_parser = duration_flag)]
+    pub stream_stall_timeout: Duration,
     /// Directory of the UI's static files (a built export, with its
     /// index.html), served at `/`.
     #[arg(long, env = "AEGIS_UI_DIR")]
@@ -662,6 +668,7 @@ impl ApiArgs {
             max_connections: self.max_connections,
             max_connections_per_client: self.max_connections_per_client,
             header_read_timeout: self.header_read_timeout,
+            stream_stall_timeout: self.stream_stall_timeout,
             insecure_dev: self.insecure_dev,
             ui_dir: self.ui_dir,
             environment: self.environment,
@@ -820,6 +827,38 @@ mod tests {
                 "{bad:?}: {error}"
             );
         }
+    }
+
+    /// The live stream's cut-off for a client that reads nothing is set
+    /// like the other limits: a flag with an `AEGIS_API_*` variable,
+    /// listed in `--help`, its default the library's; `0s` switches it
+    /// off, as the library documents. Before, only the library could set it.
+    #[test]
+    fn the_stream_stall_cut_off_is_a_flag_like_the_other_limits() {
+        use clap::CommandFactory;
+        let cli = Cli::try_parse_from(["aegis"]).unwrap();
+        assert_eq!(
+            cli.api.into_config().unwrap().stream_stall_timeout,
+            MonitorConfig::default().stream_stall_timeout
+        );
+        for (given, expected) in [("5s", 5), ("2m", 120), ("0s", 0)] {
+            let cli = Cli::try_parse_from(["aegis", "--stream-stall-timeout", given]).unwrap();
+            let config = cli.api.into_config().unwrap();
+            assert_eq!(config.stream_stall_timeout, Duration::from_secs(expected));
+        }
+        assert!(Cli::try_parse_from(["aegis", "--stream-stall-timeout", "soon"]).is_err());
+        assert!(Cli::try_parse_from(["aegis", "--stream-stall-timeout", "31d"]).is_err());
+        let command = Cli::command();
+        let flag = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some("stream-stall-timeout"))
+            .expect("a --stream-stall-timeout flag");
+        assert_eq!(
+            flag.get_env().and_then(|e| e.to_str()),
+            Some("AEGIS_API_STREAM_STALL_TIMEOUT")
+        );
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("--stream-stall-timeout"), "{help}");
     }
 
     #[test]
