@@ -88,10 +88,11 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 pub(crate) struct LeadershipQuery {
     /// How far back to look (`90s`, `15m`, `1h`; default 1 h; a longer one is cut to 24 h).
-    #[param(example = "1h")]
+    #[param(example = "1h", pattern = "^([1-9][0-9]{0,5}(s|m|h))?$")]
     window: Option<String>,
     /// Only this sticky group: instances registered in another group are
     /// left out (instances that are gone are kept).
+    #[param(pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
     group: Option<String>,
 }
 

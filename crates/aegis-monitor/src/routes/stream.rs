@@ -89,7 +89,10 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 pub(crate) struct StreamQuery {
     /// Comma-separated subset of `instance,definition,metrics` (default all).
-    #[param(example = "instance,definition")]
+    #[param(
+        example = "instance,definition",
+        pattern = "^(?:instance|definition|metrics)(?:,(?:instance|definition|metrics))*$"
+    )]
     topics: Option<String>,
 }
 

@@ -23,11 +23,17 @@ use crate::{
 #[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
     /// Only these services (comma-separated names).
-    #[param(example = "order-service,risk-service")]
+    #[param(
+        example = "order-service,risk-service",
+        pattern = "^[a-z](?:[a-z0-9]|-(?!-)){1,62}[a-z0-9](?:,[a-z](?:[a-z0-9]|-(?!-)){1,62}[a-z0-9])*$"
+    )]
     service: Option<String>,
     /// Only these derived statuses (comma-separated: ACTIVE, UNHEALTHY,
     /// STANDBY).
-    #[param(example = "UNHEALTHY,STANDBY")]
+    #[param(
+        example = "UNHEALTHY,STANDBY",
+        pattern = "^(?:ACTIVE|UNHEALTHY|STANDBY)(?:,(?:ACTIVE|UNHEALTHY|STANDBY))*$"
+    )]
     status: Option<String>,
     /// At most this many instances (1–1000). When more match, the response
     /// carries `Link: <…>; rel="next"` with the query of the next page.
@@ -35,7 +41,10 @@ pub(crate) struct ListQuery {
     limit: Option<usize>,
     /// Only instances sorted after this one, given as `{service}/{instanceId}`
     /// (the last one of the previous page).
-    #[param(example = "order-service/order-1")]
+    #[param(
+        example = "order-service/order-1",
+        pattern = "^[a-z](?:[a-z0-9]|-(?!-)){1,62}[a-z0-9]/[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
+    )]
     after: Option<String>,
 }
 
