@@ -232,20 +232,28 @@ impl Inner {
     /// written over, since the record is this process's too; our own record
     /// (a write whose acknowledgement was missed) is expected instead; no
     /// record (expired, or deleted) is written afresh.
+    ///
+    /// On a cluster the stream may refuse it because another write of the
+    /// record is still being replicated (the other writer's, or one of
+    /// ours whose acknowledgement timed out): neither stored nor moved on
+    /// yet. It is sent again as it is once that write settled
+    /// ([`resend_while_in_flight`]), and that answer is for good.
     async fn put(
         &self,
         record: &ServiceInstance,
         last: Option<u64>,
     ) -> Result<u64, async_nats::Error> {
         let put = |expected| {
-            put_with_ttl(
-                &self.js,
-                &self.subject,
-                &self.ttl_value,
-                record,
-                self.write_timeout,
-                expected,
-            )
+            resend_while_in_flight(self.write_timeout, move || {
+                put_with_ttl(
+                    &self.js,
+                    &self.subject,
+                    &self.ttl_value,
+                    record,
+                    self.write_timeout,
+                    expected,
+                )
+            })
         };
         let Some(last) = last else {
             return put(None).await;
@@ -480,6 +488,41 @@ async fn upkeep(inner: &Inner, cancel: &CancellationToken) {
             }
         };
     }
+}
+
+/// The first pause before a write refused for another write of the key
+/// in flight is sent again; it doubles up to [`IN_FLIGHT_PAUSE_MAX`].
+/// Replicating a write takes milliseconds.
+const IN_FLIGHT_PAUSE_FIRST: Duration = Duration::from_millis(5);
+const IN_FLIGHT_PAUSE_MAX: Duration = Duration::from_millis(50);
+
+/// Runs the compare-and-set `write` again, for up to `bound`, while the
+/// stream refuses it because another write of the same key is being
+/// replicated (10164,
+/// [`another_write_in_flight`](crate::streams::another_write_in_flight)):
+/// a refusal that says nothing yet about the revision expected. Once the
+/// other write settled, the answer is "stored" or "wrong last revision",
+/// which the caller handles as any other.
+pub(super) async fn resend_while_in_flight<T, Fut>(
+    bound: Duration,
+    write: impl FnMut() -> Fut,
+) -> Result<T, async_nats::Error>
+where
+    Fut: std::future::Future<Output = Result<T, async_nats::Error>>,
+{
+    crate::streams::write_again_while(
+        tokio::time::Instant::now() + bound,
+        (IN_FLIGHT_PAUSE_FIRST, IN_FLIGHT_PAUSE_MAX),
+        |e: &async_nats::Error| {
+            let again = crate::streams::another_write_in_flight(&**e);
+            if again {
+                debug!(error = %e, "another write of the record is in flight; sending this one again");
+            }
+            again
+        },
+        write,
+    )
+    .await
 }
 
 /// Whether `e` is a write the stream refused because the key's last
