@@ -15,15 +15,18 @@
 //!   own registry keys (`$KV.service_registry.service-instances.{service}.*`)
 //!   and election keys (`$KV.service_elections.sticky-active.{service}.*`)
 //!   and the KV buckets it owns; publishes events only in its own domains;
-//!   calls only the services it names; uses only its own durable
+//!   calls only the methods it names, of the services it names (never an
+//!   admin method of a showcase service, see [`SHOWCASE_METHODS`]: those
+//!   are the operator's); uses only its own durable
 //!   consumers, each by its exact name (its command queue
 //!   `{service}_commands` on `COMMANDS`, on its own filter
 //!   `commands.{service}.*`, and the consumers on `EVENTS` its role names);
 //!   answers the control subject `aegis.control.{service}.{instance}.*` of
 //!   its instances.
 //!   A service admitted next to the showcase (`aegis up --admit-service
-//!   NAME`, see [`admitted_services`]) is such a role too: it calls every
-//!   service of the showcase and every other admitted one, publishes in
+//!   NAME`, see [`admitted_services`]) is such a role too: it calls the
+//!   public methods of the showcase's services and every method of the
+//!   other admitted ones, publishes in
 //!   one domain, and owns no bucket, named event consumer or feed.
 //! - **The monitor** ([`Role::Monitor`], user `monitor`): reads the
 //!   registry, elections, metrics, logs and dead letters; writes only
@@ -118,8 +121,8 @@ pub struct ServiceRole {
     pub service: String,
     /// Event domains it publishes (`events.{domain}.>`), e.g. `order`.
     pub event_domains: Vec<String>,
-    /// Services it calls over RPC.
-    pub calls: Vec<String>,
+    /// The services it calls over RPC, and which of their methods.
+    pub calls: Vec<Callee>,
     /// KV buckets it owns (reads and writes; `aegis init` creates them),
     /// e.g. `orders`.
     pub buckets: Vec<String>,
@@ -138,6 +141,107 @@ pub struct ServiceRole {
     /// JetStream's advisories that `EVENTS` was deleted, created or
     /// restored, after which the stream's sequences start over.
     pub event_feeds: bool,
+}
+
+/// A service a role calls, and the methods it may call there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callee {
+    /// The service called, e.g. `risk-service`.
+    pub service: String,
+    /// The methods it may call.
+    pub methods: Methods,
+}
+
+/// Which methods of a callee a role may call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Methods {
+    /// These methods only, each granted in both subject forms:
+    /// load-balanced `rpc.{service}.{method}` and instance-directed
+    /// `rpc.{service}.*.{method}`.
+    Only(Vec<String>),
+    /// Every method (`rpc.{service}.>`): for a callee whose methods Aegis
+    /// does not know (a service admitted next to the showcase). Never for
+    /// a showcase service: that would grant its admin methods.
+    All,
+}
+
+impl Callee {
+    /// `methods` of `service`.
+    pub fn only(service: &str, methods: &[&str]) -> Callee {
+        Callee {
+            service: service.to_owned(),
+            methods: Methods::Only(methods.iter().map(|m| (*m).to_owned()).collect()),
+        }
+    }
+
+    /// The subjects calling these methods publishes to.
+    fn subjects(&self) -> Vec<String> {
+        let service = &self.service;
+        match &self.methods {
+            Methods::All => vec![format!("rpc.{service}.>")],
+            Methods::Only(methods) => methods
+                .iter()
+                .flat_map(|m| [format!("rpc.{service}.{m}"), format!("rpc.{service}.*.{m}")])
+                .collect(),
+        }
+    }
+}
+
+/// The methods of one showcase service: those its callers may be granted,
+/// and its admin methods, which only the operator (`rpc.>`) may call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceMethods {
+    /// The service, e.g. `risk-service`.
+    pub service: &'static str,
+    /// Methods another service may be granted (reads, and the business
+    /// calls it exists for).
+    pub public: &'static [&'static str],
+    /// Methods that change how the service judges or runs (its limits,
+    /// its settings): the operator's alone.
+    pub admin: &'static [&'static str],
+}
+
+/// Every method of the showcase's services, public or admin (the handlers
+/// of `aegis_trading`; `rpc_method_grants.rs` checks this table against
+/// what the running services list in `$SRV.INFO`, so a new method must be
+/// put on one side).
+pub const SHOWCASE_METHODS: [ServiceMethods; 3] = [
+    ServiceMethods {
+        service: ORDER_SERVICE,
+        public: &[
+            "echo",
+            "health",
+            "simulate_work",
+            "create_order",
+            "get_order",
+            "list_orders",
+        ],
+        admin: &[],
+    },
+    ServiceMethods {
+        service: PRICING_SERVICE,
+        public: &["echo", "health", "simulate_work", "get_price", "get_prices"],
+        admin: &[],
+    },
+    ServiceMethods {
+        service: RISK_SERVICE,
+        public: &[
+            "echo",
+            "health",
+            "simulate_work",
+            "assess_risk",
+            "get_positions",
+            "get_limits",
+        ],
+        // Raising the limits switches off the control that holds order
+        // flow in check, and is stored: it outlives the caller.
+        admin: &["update_limits"],
+    },
+];
+
+/// The methods of showcase service `service` ([`SHOWCASE_METHODS`]).
+pub fn showcase_methods(service: &str) -> Option<&'static ServiceMethods> {
+    SHOWCASE_METHODS.iter().find(|m| m.service == service)
 }
 
 /// One NATS user of the application account.
@@ -225,7 +329,12 @@ pub fn showcase_services() -> Vec<ServiceRole> {
         ServiceRole {
             service: ORDER_SERVICE.to_owned(),
             event_domains: vec!["order".to_owned()],
-            calls: vec![PRICING_SERVICE.to_owned(), RISK_SERVICE.to_owned()],
+            // What `aegis_trading::order` calls (`order/flow.rs`): a
+            // price, then the risk check. Nothing else of either.
+            calls: vec![
+                Callee::only(PRICING_SERVICE, &["get_price"]),
+                Callee::only(RISK_SERVICE, &["assess_risk"]),
+            ],
             buckets: vec![aegis_trading::order::ORDERS_BUCKET.to_owned()],
             ..Default::default()
         },
@@ -287,8 +396,10 @@ pub fn check_admitted_name(name: &str) -> Result<(), String> {
 
 /// The roles of the services admitted next to the showcase (`aegis up
 /// --admit-service NAME`), one per name (a name given twice counts once),
-/// each checked with [`check_admitted_name`]. Each may call every service
-/// of the showcase and every other admitted one, and publish events in its
+/// each checked with [`check_admitted_name`]. Each may call the public
+/// methods of the showcase's services ([`SHOWCASE_METHODS`]; their admin
+/// methods are the operator's) and every method of the other admitted
+/// ones, and publish events in its
 /// own domain ([`admitted_domain`]); it owns no bucket, and has no named
 /// event consumer and no feed. Its commands queue (`{name}_commands`) is
 /// its own, as every service's.
@@ -313,17 +424,25 @@ pub fn admitted_services(names: &[String]) -> Result<Vec<ServiceRole>, String> {
             unique.push(name);
         }
     }
-    let showcase: Vec<String> = showcase_services().into_iter().map(|s| s.service).collect();
     Ok(unique
         .iter()
         .map(|name| ServiceRole {
             service: (*name).to_owned(),
             event_domains: vec![admitted_domain(name).to_owned()],
-            calls: showcase
+            // The showcase's public methods (never an admin one), and
+            // every method of the other admitted services.
+            calls: SHOWCASE_METHODS
                 .iter()
-                .map(String::as_str)
-                .chain(unique.iter().copied().filter(|other| other != name))
-                .map(str::to_owned)
+                .map(|m| Callee::only(m.service, m.public))
+                .chain(
+                    unique
+                        .iter()
+                        .filter(|other| *other != name)
+                        .map(|other| Callee {
+                            service: (*other).to_owned(),
+                            methods: Methods::All,
+                        }),
+                )
                 .collect(),
             ..Default::default()
         })
@@ -612,15 +731,17 @@ fn service_grants(s: &ServiceRole) -> Grants {
         kv_own(&mut g, bucket);
     }
     // RPC: serve its own subjects (load-balanced and instance-directed)
-    // and the NATS services protocol; call only the services it names.
+    // and the NATS services protocol; call only the methods it names.
     g.subscribe.extend([
         format!("rpc.{name}.>"),
         "$SRV.*".to_owned(),
         format!("$SRV.*.{name}"),
         format!("$SRV.*.{name}.*"),
     ]);
+    // Per method, never `rpc.{callee}.>`: that would grant the callee's
+    // admin methods too (risk-service's `update_limits`).
     for callee in &s.calls {
-        g.publish.push(format!("rpc.{callee}.>"));
+        g.publish.extend(callee.subjects());
     }
     // Whether another process serves an instance id before taking it.
     g.publish.push(format!("$SRV.PING.{name}.*"));
@@ -826,9 +947,11 @@ mod tests {
         }]);
         assert!(text.contains(r#"user: "svc-fx-service", password: "pw""#));
         for subject in [
-            "rpc.order-service.>",
-            "rpc.pricing-service.>",
-            "rpc.risk-service.>",
+            "rpc.order-service.create_order",
+            "rpc.order-service.*.create_order",
+            "rpc.pricing-service.get_price",
+            "rpc.risk-service.get_limits",
+            "rpc.risk-service.*.assess_risk",
             "rpc.book.>",
             "events.fx.>",
             "$KV.service_registry.service-instances.fx-service.*",
@@ -879,8 +1002,71 @@ mod tests {
                     .to_owned()
             )
         );
-        assert!(roles[1].calls.contains(&"fx-service".to_owned()));
+        assert!(roles[1].calls.iter().any(|c| c.service == "fx-service"));
+        assert!(!text.contains("update_limits"), "{text}");
+        assert!(!text.contains("\"rpc.risk-service.>\""), "{text}");
         assert_eq!(roles[1].event_domains, ["book"]);
+    }
+
+    /// No role but the operator may publish to an admin method of a
+    /// showcase service, in either subject form, nor to a wildcard that
+    /// covers one; order-service calls exactly what its code calls.
+    #[test]
+    fn admin_methods_are_the_operators_alone() {
+        let admitted = admitted_services(&["fx-service".to_owned()]).unwrap();
+        let roles = showcase_roles()
+            .into_iter()
+            .chain(admitted.into_iter().map(Role::Service));
+        for r in roles {
+            let g = r.grants();
+            for m in &SHOWCASE_METHODS {
+                let svc = m.service;
+                for subject in &g.publish {
+                    let wide = [
+                        "rpc.>".to_owned(),
+                        format!("rpc.{svc}.>"),
+                        format!("rpc.{svc}.*"),
+                    ];
+                    if r != Role::Operator {
+                        assert!(!wide.contains(subject), "{}: {subject}", r.user_name());
+                        for admin in m.admin {
+                            assert!(
+                                !subject.ends_with(&format!(".{admin}")),
+                                "{}: {subject}",
+                                r.user_name()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let order: Vec<String> = role("svc-order-service")
+            .grants()
+            .publish
+            .into_iter()
+            .filter(|s| s.starts_with("rpc."))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "rpc.pricing-service.get_price",
+                "rpc.pricing-service.*.get_price",
+                "rpc.risk-service.assess_risk",
+                "rpc.risk-service.*.assess_risk",
+            ]
+        );
+        // What a service is granted of a showcase callee is public there.
+        for s in showcase_services() {
+            for callee in &s.calls {
+                let Methods::Only(methods) = &callee.methods else {
+                    panic!("{} calls every method of {}", s.service, callee.service);
+                };
+                let known = showcase_methods(&callee.service).unwrap();
+                for method in methods {
+                    assert!(known.public.contains(&method.as_str()), "{method}");
+                }
+            }
+        }
     }
 
     #[test]
