@@ -3,14 +3,19 @@
 //! to NATS for the monitor), a typed RPC method with typed errors, an event
 //! subscription, and a graceful stop on Ctrl-C or SIGTERM.
 //!
+//! Against a plain nats-server 2.11+ with JetStream (no credentials):
+//!
 //! ```sh
-//! make up                      # or any nats-server 2.11+ with JetStream
-//! AEGIS_NATS_URL=nats://127.0.0.1:4222 \
-//!   cargo run -p aegis-sdk --example quote_service -- quote-1
+//! nats-server -js &     # 2.11+; `make bootstrap` puts one in .tools/bin
+//! aegis init            # once per server: the buckets and streams
+//! cargo run -p aegis-sdk --example quote_service -- quote-1
 //! aegis call quote-service get_quote '{"symbol":"AAPL"}'
 //! ```
 //!
-//! (With `make up` the bus needs credentials: see docs/security.md.)
+//! Not against the showcase's NATS (`make up`): it admits only the users
+//! it knows, and even a service admitted with `--admit-service` may not
+//! consume `EVENTS`, so this example's subscription would be refused (see
+//! docs/services.md and docs/security.md).
 
 use aegis_sdk::{
     Connection,

@@ -48,9 +48,10 @@ use crate::cli::ConnectArgs;
 /// `aegis command`.
 #[derive(Debug, Clone, Args)]
 pub struct CommandArgs {
-    /// Service name, e.g. `order-service`.
+    /// Service name: a service with a command worker (`aegis status
+    /// SERVICE` lists its commands; the showcase's services have none).
     pub service: String,
-    /// Command name, e.g. `rebuild_book`.
+    /// Command name, one the service lists under `commands`.
     pub command: String,
     /// Command payload as JSON (default `{}`; `null` to a command that
     /// takes no argument).
