@@ -79,8 +79,8 @@ pub(crate) struct ApiDoc;
 
 /// Touches the derive cannot express, applied to the finished document:
 /// every `/api` operation lists the 400 an unknown query parameter gets
-/// ([`document_unknown_params`]), every operation the 413 and 429 any
-/// request may get ([`document_refusals`]), and an update must name at least one of
+/// ([`document_unknown_params`]), every operation the 413, 429, 503 and
+/// 504 any request may get ([`document_refusals`]), and an update must name at least one of
 /// owner, description, version. The latter is said as "any of three copies
 /// of the fields, each requiring one", which fuzzers handle better than an
 /// `allOf` around an `anyOf`.
@@ -185,9 +185,20 @@ const WRONG_TOKENS: &str = "this client's budget for wrong bearer tokens is used
 const CONNECTION_SHARE: &str = "this client already holds its share of connections \
                                 (--max-connections-per-client; the connection is closed after)";
 
-/// The refusals any request may meet before its route's own code runs,
-/// said once here for every operation rather than in each route's
-/// annotations, where a new route would forget them:
+/// Why any request but `/health` may get 503 (the starting monitor's
+/// answer to every other path, `routes/starting.rs`).
+const STARTING: &str = "NOT_READY: the monitor is starting (NATS, JetStream or the registry \
+                        not ready yet; see --startup-timeout); Retry-After says when to try again";
+
+/// Why any request but the live stream's may get 504 (the timeout layer
+/// around every other route, `routes/mod.rs`).
+const TIMED_OUT: &str =
+    "GATEWAY_TIMEOUT: the request took longer than --request-timeout (15 s by default)";
+
+/// The refusals any request may meet before its route's own code runs, or
+/// whatever its code waits for, said once here for every operation
+/// rather than in each route's annotations, where a new route would
+/// forget them:
 ///
 /// - 413 `PAYLOAD_TOO_LARGE`: the body limit is a layer around every route
 ///   (`extract::refuse_oversized`), so a route that takes no body answers
@@ -196,16 +207,16 @@ const CONNECTION_SHARE: &str = "this client already holds its share of connectio
 ///   bearer tokens, on every operation that takes one (its own `security`
 ///   or the document's names `bearer`: the authenticated routes and
 ///   `/status`); and on any operation, a connection past its client's
-///   share (`server/shares.rs`). With `Retry-After`.
+///   share (`server/shares.rs`). With `Retry-After`;
+/// - 503 `NOT_READY`: while the monitor is starting, every path but
+///   `/health` (which says `starting`), with `Retry-After`;
+/// - 504 `GATEWAY_TIMEOUT`: the request timeout wraps every route but the
+///   live stream, whatever the route waits on.
 ///
 /// A status an operation already lists keeps its description, with the
 /// missing reason added.
 fn document_refusals(spec: &mut utoipa::openapi::OpenApi) {
-    use utoipa::openapi::{
-        ContentBuilder, Ref, RefOr, ResponseBuilder,
-        header::HeaderBuilder,
-        schema::{ObjectBuilder, SchemaType, Type},
-    };
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
     let default_bearer = spec
         .security
         .iter()
@@ -216,7 +227,9 @@ fn document_refusals(spec: &mut utoipa::openapi::OpenApi) {
             .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
             .build()
     };
-    for item in spec.paths.paths.values_mut() {
+    for (path, item) in spec.paths.paths.iter_mut() {
+        let starting = path != "/health";
+        let bounded = path != "/api/stream";
         for operation in operations(item) {
             let bearer = match &operation.security {
                 Some(requirements) => requirements
@@ -252,18 +265,71 @@ fn document_refusals(spec: &mut utoipa::openapi::OpenApi) {
                 }
                 Some(RefOr::Ref(_)) => {}
                 None => {
-                    let seconds = HeaderBuilder::new()
-                        .schema(ObjectBuilder::new().schema_type(SchemaType::Type(Type::Integer)))
-                        .description(Some("Seconds to wait before trying again"))
-                        .build();
                     let response = ResponseBuilder::new()
                         .description(format!("TOO_MANY_REQUESTS: {}", reasons.join("; or ")))
                         .content("application/json", envelope())
-                        .header("Retry-After", seconds)
+                        .header("Retry-After", retry_after())
                         .build();
                     responses.insert("429".to_owned(), response.into());
                 }
             }
+            if starting {
+                add_reason(responses, "503", "starting", STARTING, true);
+            }
+            if bounded {
+                add_reason(responses, "504", "--request-timeout", TIMED_OUT, false);
+            }
+        }
+    }
+}
+
+/// The `Retry-After` header of an answer that has one.
+fn retry_after() -> utoipa::openapi::header::Header {
+    use utoipa::openapi::{
+        header::HeaderBuilder,
+        schema::{ObjectBuilder, SchemaType, Type},
+    };
+    HeaderBuilder::new()
+        .schema(ObjectBuilder::new().schema_type(SchemaType::Type(Type::Integer)))
+        .description(Some("Seconds to wait before trying again"))
+        .build()
+}
+
+/// Lists `status` with `reason` (which starts with its code): a new
+/// answer with the error envelope, or `reason` added to the description
+/// of one listed already, unless it says `key`; with `Retry-After` when
+/// `retry` is set.
+fn add_reason(
+    responses: &mut BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::Response>>,
+    status: &str,
+    key: &str,
+    reason: &str,
+    retry: bool,
+) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    match responses.get_mut(status) {
+        Some(RefOr::T(response)) => {
+            if !response.description.contains(key) {
+                response.description = format!("{}; or {reason}", response.description);
+            }
+            if retry && !response.headers.contains_key("Retry-After") {
+                response
+                    .headers
+                    .insert("Retry-After".to_owned(), retry_after());
+            }
+        }
+        Some(RefOr::Ref(_)) => {}
+        None => {
+            let envelope = ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+                .build();
+            let mut response = ResponseBuilder::new()
+                .description(reason)
+                .content("application/json", envelope);
+            if retry {
+                response = response.header("Retry-After", retry_after());
+            }
+            responses.insert(status.to_owned(), response.build().into());
         }
     }
 }
@@ -406,6 +472,37 @@ mod tests {
                     "{name}: 400 {:?} does not say an unknown parameter gets it",
                     response.description
                 ));
+            }
+        }
+        assert!(missing.is_empty(), "{missing:#?}");
+    }
+
+    /// Any request but `/health` may meet a monitor still starting (503
+    /// `NOT_READY`, with `Retry-After`), and any but the live stream's the
+    /// request timeout (504), so every such operation lists them.
+    #[test]
+    fn every_operation_lists_the_503_and_504_of_starting_and_the_timeout() {
+        let spec = serde_json::to_value(crate::openapi()).unwrap();
+        let mut missing = Vec::new();
+        for (path, item) in spec["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                let responses = &operation["responses"];
+                let unavailable = responses["503"]["description"].as_str();
+                match (path.as_str(), unavailable) {
+                    ("/health", _) => {}
+                    (_, Some(d)) if d.contains("starting") => {
+                        if responses["503"]["headers"].get("Retry-After").is_none() {
+                            missing.push(format!("{method} {path}: 503 without Retry-After"));
+                        }
+                    }
+                    (_, d) => missing.push(format!("{method} {path}: 503 {d:?}")),
+                }
+                let timed_out = responses["504"]["description"].as_str();
+                match (path.as_str(), timed_out) {
+                    ("/api/stream", None) => {}
+                    (_, Some(d)) if path != "/api/stream" && d.contains("--request-timeout") => {}
+                    (_, d) => missing.push(format!("{method} {path}: 504 {d:?}")),
+                }
             }
         }
         assert!(missing.is_empty(), "{missing:#?}");

@@ -179,7 +179,7 @@ const STALE_READY: std::time::Duration = std::time::Duration::from_secs(30);
     get, path = "/ready", tag = "system", security(()),
     responses(
         (status = 200, description = "Ready", body = Readiness),
-        (status = 503, description = "NOT_READY", body = ErrorEnvelope),
+        (status = 503, description = "NOT_READY: a check fails (NATS not connected, a bucket missing, a view not loaded); details.checks says which", body = ErrorEnvelope),
     )
 )]
 async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
