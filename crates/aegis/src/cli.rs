@@ -22,7 +22,15 @@ mod closed_pipe;
 
 /// Aegis: trading services on NATS — run the showcase, services and benchmarks.
 #[derive(Debug, Parser)]
-#[command(name = "aegis", version, about, propagate_version = true)]
+#[command(
+    name = "aegis",
+    version,
+    about,
+    propagate_version = true,
+    after_help = "Logging: AEGIS_LOG sets the filter, in RUST_LOG's syntax (e.g. \
+                  AEGIS_LOG=debug or AEGIS_LOG=aegis_sdk=trace); this binary does not read \
+                  RUST_LOG."
+)]
 pub struct Cli {
     /// The command to run.
     #[command(subcommand)]
