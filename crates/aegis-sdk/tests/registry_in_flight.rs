@@ -93,3 +93,32 @@ async fn a_write_meeting_the_other_writers_is_no_heartbeat_failure() {
     // Their stops are the next test's.
     drop(registrations);
 }
+
+/// A service started again in place (a second registration under the same
+/// id on the same connection) while the first still writes: the first
+/// one's stop must not fail because the successor's write is in flight as
+/// it deletes: sent again, its delete finds the record moved on and leaves
+/// it to the successor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stop_meeting_the_successors_write_still_deregisters() {
+    let cluster = NatsCluster::start(3).unwrap();
+    let conn = connect_cluster(cluster.urls(), 3).await;
+    let events: Arc<Mutex<Vec<LogRecord>>> = Arc::default();
+    let successor = often(&conn, &events).await;
+    for round in 0..100 {
+        let before = often(&conn, &events).await;
+        // A few writes of each, meeting.
+        tokio::time::sleep(OFTEN * (3 + round % 4)).await;
+        // Only a refusal for a write in flight (10164, which the error
+        // names) is this test's: a successor writing this often also
+        // overwrites the record between the stop's read and its delete.
+        if let Err(e) = before.deregister().await {
+            let e = aegis_sdk::startup::Causes(&e).to_string();
+            assert!(
+                !e.contains("error code 10164"),
+                "round {round}: the stop failed: {e}"
+            );
+        }
+    }
+    successor.deregister().await.unwrap();
+}

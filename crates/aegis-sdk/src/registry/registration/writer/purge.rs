@@ -121,8 +121,11 @@ async fn purge_as(inner: &Inner, revision: Option<u64>) -> Result<(), RegistryEr
         key: inner.key.clone(),
         source,
     };
-    let purge = async {
-        match revision {
+    // A delete refused for another write of the record in flight (10164)
+    // is sent again once that write settled: it then either deletes, or
+    // finds the key moved on, which `purge` sorts out.
+    let purge = super::resend_while_in_flight(inner.write_timeout, || async {
+        let purged = match revision {
             Some(revision) => {
                 inner
                     .store
@@ -135,11 +138,12 @@ async fn purge_as(inner: &Inner, revision: Option<u64>) -> Result<(), RegistryEr
                     .purge_with_ttl(&inner.key, REGISTRY_MARKER_TTL)
                     .await
             }
-        }
-    };
+        };
+        purged.map_err(async_nats::Error::from)
+    });
     match tokio::time::timeout(inner.write_timeout, purge).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(delete(crate::streams::NoStreamTookIt::explained(e.into()))),
+        Ok(Err(e)) => Err(delete(crate::streams::NoStreamTookIt::explained(e))),
         Err(_) => Err(delete(NoAck(inner.write_timeout).into())),
     }
 }
