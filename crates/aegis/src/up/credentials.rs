@@ -5,7 +5,9 @@
 //! kept in `.aegis/credentials` (mode 0600) so they survive restarts. The
 //! key that signs the UI's session cookies (`AEGIS_SESSION_SECRET`) is kept
 //! there too, so a monitor restarted by the supervisor does not sign every
-//! browser out.
+//! browser out, and so is the password of the cluster routes
+//! (`AEGIS_NATS_ROUTE_PASSWORD`, user `route`), without which no server
+//! joins the showcase's cluster.
 //!
 //! The operator's user is written as `AEGIS_NATS_USER` /
 //! `AEGIS_NATS_PASSWORD`, the variables every `aegis` command reads, so
@@ -37,7 +39,16 @@ pub struct Credentials {
     pub nats_users: Vec<User>,
     /// Signs the UI's session cookies.
     pub session_secret: String,
+    /// Password of the cluster routes' user [`ROUTE_USER`]: a server
+    /// must present it to route to a node of the showcase's cluster.
+    pub route_password: String,
 }
+
+/// The user a node of the showcase's cluster routes to the others as.
+pub const ROUTE_USER: &str = "route";
+
+/// The credentials file's key of the cluster routes' password.
+pub const ROUTE_PASSWORD_VAR: &str = "AEGIS_NATS_ROUTE_PASSWORD";
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -112,15 +123,22 @@ pub fn ensure(
         nats_system_password: pick("AEGIS_NATS_SYSTEM_PASSWORD", false),
         nats_users,
         session_secret: pick("AEGIS_SESSION_SECRET", true),
+        // A state directory from before route authentication has none:
+        // it is generated like any missing value.
+        route_password: pick(ROUTE_PASSWORD_VAR, false),
     };
     // The NATS passwords go into the servers' configuration as quoted
     // strings: one the file's owner set with a quote or a backslash would
     // be read as another password, or break the file. Refused before
     // anything is written, by its name only.
-    let passwords = std::iter::once((
-        "AEGIS_NATS_SYSTEM_PASSWORD".to_owned(),
-        &creds.nats_system_password,
-    ))
+    let passwords = [
+        (
+            "AEGIS_NATS_SYSTEM_PASSWORD".to_owned(),
+            &creds.nats_system_password,
+        ),
+        (ROUTE_PASSWORD_VAR.to_owned(), &creds.route_password),
+    ]
+    .into_iter()
     .chain(
         creds
             .nats_users
@@ -157,8 +175,15 @@ pub fn ensure(
          # (aegis call/status/chaos) is AEGIS_NATS_USER / AEGIS_NATS_PASSWORD\n\
          AEGIS_NATS_USER={OPERATOR_USER}\nAEGIS_NATS_INBOX_PREFIX={operator_inbox}\n{users}\
          # Signs the UI's session cookies\n\
-         AEGIS_SESSION_SECRET={}\n",
-        creds.admin, creds.viewer, creds.nats_system_password, creds.session_secret
+         AEGIS_SESSION_SECRET={}\n\
+         # NATS: the cluster routes' password (user `{ROUTE_USER}`); a server\n\
+         # without it cannot join the showcase's cluster\n\
+         {ROUTE_PASSWORD_VAR}={}\n",
+        creds.admin,
+        creds.viewer,
+        creds.nats_system_password,
+        creds.session_secret,
+        creds.route_password
     );
     super::write_anew(&path, &text, 0o600)?;
     for var in emptied.into_inner() {
@@ -369,6 +394,39 @@ mod tests {
         std::fs::write(&file, "AEGIS_NATS_USER=operator\n").unwrap();
         let err = format!("{:#}", read_operator(&file).unwrap_err());
         assert!(err.contains("AEGIS_NATS_PASSWORD"), "{err}");
+    }
+
+    /// A state directory from before route authentication has no route
+    /// password: one is generated and kept, and kept again on the next
+    /// start, the other values unchanged.
+    #[test]
+    fn an_older_file_without_the_route_password_gets_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ensure(dir.path(), None, &[]).unwrap();
+        let file = dir.path().join("credentials");
+        let older: String = std::fs::read_to_string(&file)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with(ROUTE_PASSWORD_VAR))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&file, older).unwrap();
+        let second = ensure(dir.path(), None, &[]).unwrap();
+        assert_eq!(second.route_password.len(), 48);
+        assert_ne!(second.route_password, first.route_password);
+        assert_eq!(second.admin, first.admin);
+        assert_eq!(
+            second.nats_password(OPERATOR_USER),
+            first.nats_password(OPERATOR_USER)
+        );
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.contains(&format!("{ROUTE_PASSWORD_VAR}={}\n", second.route_password)));
+        let third = ensure(dir.path(), None, &[]).unwrap();
+        assert_eq!(third.route_password, second.route_password);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(!format!("{third:?}").contains(&third.route_password));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::{
 use anyhow::{Context, bail};
 
 use super::{
-    credentials::Credentials,
+    credentials::{Credentials, ROUTE_USER},
     tls::{self, TlsFiles},
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -123,8 +123,9 @@ pub fn read_nodes(state_dir: &Path) -> Option<Vec<String>> {
     )
 }
 
-/// Writes each node's config file; with `tls`, client connections and
-/// routes require TLS (routes mutual TLS).
+/// Writes each node's config file; a cluster's routes authenticate with
+/// the route password (see `cluster_block`); with `tls`, client
+/// connections and routes require TLS (routes mutual TLS).
 ///
 /// # Errors
 /// When a file cannot be written.
@@ -152,24 +153,58 @@ pub fn write_configs(
         // minimum of 30 s rather than the default two minutes.
         conf.push_str("lame_duck_grace_period: 1s\nlame_duck_duration: 30s\n");
         if nodes.len() > 1 {
-            let routes: Vec<String> = nodes
-                .iter()
-                .map(|n| format!("nats://127.0.0.1:{}", n.cluster_port))
-                .collect();
-            let route_tls = tls
-                .map(|files| format!("  {}\n", tls::server_block(files, true)))
-                .unwrap_or_default();
-            conf.push_str(&format!(
-                "cluster {{\n  name: aegis-showcase\n  listen: 127.0.0.1:{}\n  routes: [{}]\n{route_tls}}}\n",
-                node.cluster_port,
-                routes.join(", ")
-            ));
+            conf.push_str(&cluster_block(node, nodes, creds, tls));
         }
         // Readable by this user only: a node's config holds the users'
         // passwords.
         super::write_anew(&node.config_path(), &conf, 0o600)?;
     }
     Ok(())
+}
+
+/// A node's `cluster` block. Routes authenticate: only a server with the
+/// route password ([`Credentials::route_password`], user
+/// [`ROUTE_USER`]) may route to the node, and every route URL carries it
+/// (percent-encoded), as the Helm chart's do. Without it, any process on
+/// the machine could start a server that routes to a node and so reads
+/// and writes every account past all users' permissions. With `tls`
+/// routes are mutual TLS besides.
+fn cluster_block(
+    node: &NatsNode,
+    nodes: &[NatsNode],
+    creds: &Credentials,
+    tls: Option<&TlsFiles>,
+) -> String {
+    let secret = url_encode(&creds.route_password);
+    let routes: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("nats://{ROUTE_USER}:{secret}@127.0.0.1:{}", n.cluster_port))
+        .collect();
+    let route_tls = tls
+        .map(|files| format!("  {}\n", tls::server_block(files, true)))
+        .unwrap_or_default();
+    format!(
+        "cluster {{\n  name: aegis-showcase\n  listen: 127.0.0.1:{}\n  \
+         authorization {{\n    user: \"{ROUTE_USER}\"\n    password: \"{}\"\n  }}\n  \
+         routes: [{}]\n{route_tls}}}\n",
+        node.cluster_port,
+        creds.route_password,
+        routes.join(", ")
+    )
+}
+
+/// `s` with every byte but the URL's unreserved ones percent-encoded, for
+/// the userinfo of a route URL.
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// The accounts block: the application account `AEGIS` (JetStream on),
@@ -316,6 +351,36 @@ async fn http_status(port: u16, path: &str) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every node of a cluster takes routes only with the route password,
+    /// and routes to the others with it; one node has no cluster block.
+    #[test]
+    fn a_clusters_routes_carry_and_require_the_route_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut creds = super::super::credentials::ensure(dir.path(), None, &[]).unwrap();
+        creds.route_password = "pa ss/@x".to_owned();
+        let nodes = plan(dir.path(), 3, 4222);
+        write_configs(&nodes, &creds, None).unwrap();
+        for node in &nodes {
+            let conf = std::fs::read_to_string(node.config_path()).unwrap();
+            assert!(
+                conf.contains(
+                    "authorization {\n    user: \"route\"\n    password: \"pa ss/@x\"\n  }"
+                ),
+                "{conf}"
+            );
+            for port in [6222, 6223, 6224] {
+                assert!(
+                    conf.contains(&format!("nats://route:pa%20ss%2F%40x@127.0.0.1:{port}")),
+                    "{conf}"
+                );
+            }
+        }
+        let single = plan(dir.path(), 1, 4222);
+        write_configs(&single, &creds, None).unwrap();
+        let conf = std::fs::read_to_string(single[0].config_path()).unwrap();
+        assert!(!conf.contains("cluster"), "{conf}");
+    }
 
     #[test]
     fn the_nodes_are_written_read_and_removed() {
