@@ -2,7 +2,7 @@
 // link shows the same view, each choice is a history entry that back
 // undoes, and the detail page's back link returns to the filtered view.
 // The trial found them reset on every reload.
-import { act, screen, waitFor } from "@testing-library/react";
+import { act, screen, waitFor, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
 
 import { DashboardView } from "@/components/dashboard/dashboard-view";
@@ -105,5 +105,48 @@ describe("DashboardView's filters", () => {
     window.history.replaceState(null, "", "/?status=STANDBY");
     renderUi(<DashboardView />);
     await waitFor(() => expect(dashboardHref()).toBe("/?status=STANDBY"));
+  });
+});
+
+// The scale trial: with a thousand instances in a hundred services, the
+// 100 UNHEALTHY cards of a killed worker were far down a 69,000 px page,
+// and the status filter left 100 groups of one card each over 29,000 px.
+// The header's counts now choose the status filter, and a status filter
+// shows its cards in one grid, each card naming its service.
+describe("DashboardView at fleet size", () => {
+  it("lets a count choose its status, and the total or the same count choose all again", async () => {
+    const user = userEvent.setup();
+    renderUi(<DashboardView />);
+    const standby = screen.getByRole("button", { name: /standby\s*1/i });
+    expect(standby).toHaveAttribute("aria-pressed", "false");
+    await user.click(standby);
+    expect(window.location.search).toBe("?status=STANDBY");
+    expect(statusSelect().value).toBe("STANDBY");
+    expect(cards()).toEqual(["order-2"]);
+    expect(screen.getByRole("button", { name: /standby\s*1/i })).toHaveAttribute("aria-pressed", "true");
+
+    await user.click(screen.getByRole("button", { name: /standby\s*1/i }));
+    expect(window.location.search).toBe("");
+    expect(cards()).toEqual(["order-1", "order-2", "risk-1"]);
+
+    await user.click(screen.getByRole("button", { name: /active\s*2/i }));
+    expect(cards()).toEqual(["order-1", "risk-1"]);
+    await user.click(screen.getByRole("button", { name: /total\s*3/i }));
+    expect(statusSelect().value).toBe("");
+    expect(cards()).toEqual(["order-1", "order-2", "risk-1"]);
+  });
+
+  it("shows a status filter's cards in one grid, ordered by service, not one group per service", () => {
+    window.history.replaceState(null, "", "/?status=ACTIVE");
+    renderUi(<DashboardView />);
+    const groups = screen.getAllByTestId("service-group");
+    expect(groups).toHaveLength(1);
+    expect(within(groups[0]!).getByRole("heading", { level: 2 })).toHaveTextContent(/2 active instances in 2 services/i);
+    expect(cards()).toEqual(["order-1", "risk-1"]);
+  });
+
+  it("keeps one group per service without a status filter", () => {
+    renderUi(<DashboardView />);
+    expect(screen.getAllByTestId("service-group")).toHaveLength(2);
   });
 });

@@ -1,5 +1,5 @@
-// DashboardView (user flow 1): counts by status and the feed's state in the
-// header; the state of NATS itself under it; filters by service and status and a search by instance id; the
+// DashboardView (user flow 1): counts by status (each chooses its status)
+// and the feed's state in the header; the state of NATS itself under it; filters by service and status and a search by instance id; the
 // instances as cards grouped by service. Loading, empty, no-match and error
 // states each say what to do next.
 "use client";
@@ -63,6 +63,24 @@ export function DashboardView() {
     }
     return [...byService.entries()];
   }, [entries, service, status, q]);
+  // A status filter asks "which instances are UNHEALTHY?": one grid of
+  // them (each card names its service), ordered by service, instead of a
+  // group per service (a hundred groups of one card at fleet size).
+  const shown: [string, InstanceEntry[]][] =
+    status && groups.length > 1
+      ? [[
+          t("dashboard.byStatus", {
+            count: groups.reduce((n, [, list]) => n + list.length, 0),
+            status: t(`status.${status}`).toLowerCase(),
+            services: groups.length,
+          }),
+          [...groups].sort(([a], [b]) => a.localeCompare(b)).flatMap(([, list]) => list),
+        ]]
+      : groups;
+  const flat = shown !== groups;
+  // A count in the header chooses its status; the chosen one, or Total,
+  // chooses all again.
+  const choose = (next: StatusFilter | "") => setFilters({ status: next === status ? "" : next }, "choose");
   const live = counts.ACTIVE + counts.UNHEALTHY + counts.STANDBY;
   const filtered = service !== "" || status !== "" || q !== "";
 
@@ -76,12 +94,14 @@ export function DashboardView() {
         </div>
         <div className="flex flex-wrap items-center gap-2">
           <ul aria-label={t("dashboard.counts")} className="flex flex-wrap gap-2" data-testid="status-counts">
-            <Count label={t("dashboard.total")} value={live} tone="border-border" testId="count-total" />
-            <Count label={t("status.ACTIVE")} value={counts.ACTIVE} tone="border-success/40 bg-success-muted text-success-strong" testId="count-ACTIVE" />
-            <Count label={t("status.UNHEALTHY")} value={counts.UNHEALTHY} tone="border-danger/40 bg-danger-muted text-danger-strong" testId="count-UNHEALTHY" />
-            <Count label={t("status.STANDBY")} value={counts.STANDBY} tone="border-border bg-muted text-muted-foreground" testId="count-STANDBY" />
+            <Count label={t("dashboard.total")} value={live} tone="border-border" testId="count-total" pressed={status === ""} onChoose={() => choose("")} />
+            <Count label={t("status.ACTIVE")} value={counts.ACTIVE} tone="border-success/40 bg-success-muted text-success-strong" testId="count-ACTIVE" pressed={status === "ACTIVE"} onChoose={() => choose("ACTIVE")} />
+            <Count label={t("status.UNHEALTHY")} value={counts.UNHEALTHY} tone="border-danger/40 bg-danger-muted text-danger-strong" testId="count-UNHEALTHY" pressed={status === "UNHEALTHY"} onChoose={() => choose("UNHEALTHY")} />
+            <Count label={t("status.STANDBY")} value={counts.STANDBY} tone="border-border bg-muted text-muted-foreground" testId="count-STANDBY" pressed={status === "STANDBY"} onChoose={() => choose("STANDBY")} />
             {/* Gone cards stay a minute; Total counts the registered only. */}
-            {counts.GONE > 0 ? <Count label={t("status.GONE")} value={counts.GONE} tone="border-dashed border-border text-muted-foreground" testId="count-GONE" /> : null}
+            {counts.GONE > 0 || status === "GONE" ? (
+              <Count label={t("status.GONE")} value={counts.GONE} tone="border-dashed border-border text-muted-foreground" testId="count-GONE" pressed={status === "GONE"} onChoose={() => choose("GONE")} />
+            ) : null}
           </ul>
           <FeedIndicator state={feed} nats={summarize(nats)} />
         </div>
@@ -168,11 +188,11 @@ export function DashboardView() {
           }
         />
       ) : (
-        groups.map(([name, list]) => (
-          <section key={name} aria-labelledby={`svc-${name}`} className="flex flex-col gap-3" data-testid="service-group">
-            <h2 id={`svc-${name}`} className="flex items-baseline gap-2 text-lg font-semibold">
+        shown.map(([name, list]) => (
+          <section key={name} aria-labelledby={flat ? "svc-by-status" : `svc-${name}`} className="flex flex-col gap-3" data-testid="service-group">
+            <h2 id={flat ? "svc-by-status" : `svc-${name}`} className="flex items-baseline gap-2 text-lg font-semibold">
               {name}
-              <span className="text-sm font-normal text-muted-foreground">{groupCount(t, list)}</span>
+              {flat ? null : <span className="text-sm font-normal text-muted-foreground">{groupCount(t, list)}</span>}
             </h2>
             <div className="grid grid-cols-1 gap-4 sm:grid-cols-2 lg:grid-cols-3 xl:grid-cols-4">
               {list.map((e) => (
@@ -197,13 +217,34 @@ function groupCount(t: Translate, list: InstanceEntry[]): string {
   return gone ? t("dashboard.instancesGone", { count, gone }) : t("dashboard.instances", { count });
 }
 
-function Count({ label, value, tone, testId }: { label: string; value: number; tone: string; testId: string }) {
+function Count({
+  label,
+  value,
+  tone,
+  testId,
+  pressed,
+  onChoose,
+}: {
+  label: string;
+  value: number;
+  tone: string;
+  testId: string;
+  pressed: boolean;
+  onChoose: () => void;
+}) {
   return (
-    <li className={`inline-flex items-center gap-2 rounded-md border px-3 py-1 text-sm ${tone}`} data-testid={testId}>
-      <span>{label}</span>
-      <span className="font-semibold tabular-nums" data-testid="count-value">
-        {value}
-      </span>
+    <li data-testid={testId}>
+      <button
+        type="button"
+        aria-pressed={pressed}
+        onClick={onChoose}
+        className={`inline-flex items-center gap-2 rounded-md border px-3 py-1 text-sm hover:underline focus-visible:outline-none focus-visible:ring-2 focus-visible:ring-ring aria-pressed:ring-2 aria-pressed:ring-ring/60 ${tone}`}
+      >
+        <span>{label}</span>
+        <span className="font-semibold tabular-nums" data-testid="count-value">
+          {value}
+        </span>
+      </button>
     </li>
   );
 }

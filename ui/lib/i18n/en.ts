@@ -92,6 +92,7 @@ export const en = {
   "dashboard.filter.searchPlaceholder": "e.g. order-1",
   "dashboard.filter.gone": "Gone",
   "dashboard.instances": "{count, plural, one {# instance} other {# instances}}",
+  "dashboard.byStatus": "{count, plural, one {# {status} instance} other {# {status} instances}} in {services} services",
   "dashboard.instancesGone": "{count, plural, one {# instance} other {# instances}}, {gone} gone",
   "dashboard.loading": "Loading instances…",
   "dashboard.empty.title": "No instances registered",

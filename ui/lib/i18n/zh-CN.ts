@@ -92,6 +92,7 @@ export const zhCN: Catalogue = {
   "dashboard.filter.searchPlaceholder": "例如 order-1",
   "dashboard.filter.gone": "已离开",
   "dashboard.instances": "{count} 个实例",
+  "dashboard.byStatus": "{services} 个服务中的 {count} 个{status}实例",
   "dashboard.instancesGone": "{count} 个实例，{gone} 个已离开",
   "dashboard.loading": "正在加载实例…",
   "dashboard.empty.title": "没有已注册的实例",
