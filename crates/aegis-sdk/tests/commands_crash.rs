@@ -25,7 +25,7 @@ use aegis_sdk::{
     Connection,
     commands::{
         Command, CommandError, CommandUpdate, CommandWorker, HEADER_DEADLINE, HEADER_NOT_RUN,
-        Progress,
+        HEADER_SERVICE, Progress,
     },
     rpc::{ErrorCode, WireError},
 };
@@ -283,9 +283,13 @@ async fn a_sender_that_saw_progress_never_reports_not_taken() {
         .unwrap()
         .as_str()
         .to_owned();
+    // As a worker of the service sends it: the sender takes only replies
+    // that name the service it sent the command to.
     let progress = serde_json::to_vec(&CommandReply::progress(10.0, "starting")).unwrap();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(HEADER_SERVICE, SERVICE);
     conn.client()
-        .publish(reply_to.clone(), progress.into())
+        .publish_with_headers(reply_to.clone(), headers, progress.into())
         .await
         .unwrap();
     let first = handle.next().await.unwrap();
@@ -296,6 +300,7 @@ async fn a_sender_that_saw_progress_never_reports_not_taken() {
     .unwrap();
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(HEADER_NOT_RUN, "expired");
+    headers.insert(HEADER_SERVICE, SERVICE);
     conn.client()
         .publish_with_headers(reply_to, headers, skipped.into())
         .await

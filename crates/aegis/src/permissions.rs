@@ -69,8 +69,10 @@
 //! own reply subject) rather than a publish permission for others' inboxes,
 //! so it cannot push a forged reply to a request it did not receive; only
 //! command progress goes to an inbox named in the command, and only to the
-//! operator's two-token command inboxes (`_INBOX_operator.*`), never to its
-//! three-token request inboxes.
+//! operator's command inboxes of its own service
+//! (`_INBOX_operator.cmd.{service}.*`, see
+//! `aegis_sdk::commands::command_inbox`): never to another service's
+//! commands, nor to the operator's request inboxes.
 //!
 //! # What subjects cannot express
 //!
@@ -714,11 +716,17 @@ fn service_grants(s: &ServiceRole) -> Grants {
     let name = &s.service;
     let mut g = base();
     // Answers RPCs, `$SRV` pings and control requests on their own reply
-    // subjects; command progress and results go to the sender's inbox
-    // named in the command (`_INBOX_operator.{id}`: two tokens, so not the
-    // operator's request replies, which have three).
+    // subjects; command progress and results go to the inbox the operator
+    // names in the command, which carries the service's name
+    // (`_INBOX_operator.cmd.{service}.{id}`): only this service's, so it
+    // cannot forge the result of a command sent to another, and never the
+    // operator's request replies (`_INBOX_operator.{nuid}.{n}`).
     g.allow_responses = true;
-    g.publish.push(format!("{}.*", inbox_prefix(OPERATOR_USER)));
+    g.publish.push(aegis_sdk::commands::command_inbox(
+        &inbox_prefix(OPERATOR_USER),
+        name,
+        "*",
+    ));
     // Registry and election: read everything (discovery, call_active),
     // write only this service's keys.
     kv_read(&mut g, REGISTRY_BUCKET);
@@ -1066,6 +1074,26 @@ mod tests {
                     assert!(known.public.contains(&method.as_str()), "{method}");
                 }
             }
+        }
+    }
+
+    /// A service may publish to the operator's command inboxes of its own
+    /// service only: not another's, not the operator's request replies.
+    #[test]
+    fn a_service_answers_only_its_own_commands() {
+        for s in showcase_services() {
+            let g = Role::Service(s.clone()).grants();
+            let inboxes: Vec<&String> = g
+                .publish
+                .iter()
+                .filter(|p| p.starts_with("_INBOX"))
+                .collect();
+            assert_eq!(
+                inboxes,
+                [&format!("_INBOX_operator.cmd.{}.*", s.service)],
+                "{}",
+                s.service
+            );
         }
     }
 

@@ -41,6 +41,14 @@
 //! silent) shows up as updates from another instance. The replies' JSON
 //! is unchanged, so senders that predate the header read them as before.
 //!
+//! Who may answer a command: its replies go to an inbox of its own
+//! ([`command_inbox`], `{prefix}.cmd.{service}.{id}`), which the bus's
+//! permissions let only the addressed service's user publish to, and the
+//! sender takes only replies that arrive there and name the addressed
+//! service in the `Aegis-Service` header ([`HEADER_SERVICE`]); any other
+//! is dropped (a WARN, once per command). A worker that predates that
+//! header is not heard: upgrade workers before senders.
+//!
 //! Where its commands are listed: an instance of a service lists the
 //! commands its process's workers take (on the same connection) in its
 //! services-protocol answer (`$SRV.INFO`), next to its methods, as
@@ -83,6 +91,33 @@ pub const HEADER_DEADLINE: &str = "Aegis-Deadline";
 /// sender reports it as [`CommandError::NotTaken`]; the reply's
 /// `TIMEOUT` error is for senders that predate the header.
 pub const HEADER_NOT_RUN: &str = "Aegis-Not-Run";
+
+/// Header on every reply of a worker naming the service whose command it
+/// ran (the `{service}` of `commands.{service}.{command}`). A sender
+/// takes a reply only when it names the service the command was sent to
+/// (and arrives on that command's own inbox, see [`command_inbox`]).
+pub const HEADER_SERVICE: &str = "Aegis-Service";
+
+/// The inbox a command for `service` is answered on, under the sender's
+/// reply-inbox `prefix`: `{prefix}.cmd.{service}.{id}` (`id`: the
+/// command's id).
+///
+/// Its own token for the service lets the server's permissions say who
+/// may answer: a service's user is granted `_INBOX_operator.cmd.{service}.*`
+/// only, so no other service can push a forged progress report or result
+/// into a command it was not sent, and none can reach the operator's
+/// request-reply inboxes (`_INBOX_operator.{nuid}.{n}`, three tokens).
+///
+/// ```
+/// use aegis_sdk::commands::command_inbox;
+/// assert_eq!(
+///     command_inbox("_INBOX_operator", "order-service", "abc"),
+///     "_INBOX_operator.cmd.order-service.abc"
+/// );
+/// ```
+pub fn command_inbox(prefix: &str, service: &str, id: &str) -> String {
+    format!("{prefix}.cmd.{service}.{id}")
+}
 
 /// Commands to services. Get one from [`Connection::commands`].
 #[derive(Debug, Clone)]

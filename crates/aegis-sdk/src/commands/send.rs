@@ -13,7 +13,10 @@ use futures::{Stream, StreamExt};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::time::Instant;
 
-use super::{CommandError, Commands, HEADER_DEADLINE, HEADER_NOT_RUN, ensure_commands_stream};
+use super::{
+    CommandError, Commands, HEADER_DEADLINE, HEADER_NOT_RUN, HEADER_SERVICE, command_inbox,
+    ensure_commands_stream,
+};
 use crate::clock;
 
 /// One message from the worker about a command.
@@ -36,7 +39,12 @@ pub enum CommandUpdate {
 #[derive(Debug)]
 pub struct CommandHandle {
     id: String,
+    /// The command's own reply inbox ([`command_inbox`]).
+    inbox: String,
     replies: Subscriber,
+    /// Whether a reply not from the addressed service was dropped (said
+    /// once at WARN).
+    refused_one: bool,
     deadline: Instant,
     timeout: Duration,
     done: bool,
@@ -160,7 +168,12 @@ impl Commands {
         let subject = subjects::command_subject(service, command);
         let client = self.conn.client();
         let id = nuid::next().to_string();
-        let inbox = client.new_inbox();
+        // The connection's reply prefix (`_INBOX_operator` for the
+        // operator), with a token for the service: only its user may
+        // publish there.
+        let fresh = client.new_inbox();
+        let prefix = fresh.rsplit_once('.').map_or(fresh.as_str(), |(p, _)| p);
+        let inbox = command_inbox(prefix, service, &id);
         // Subscribe before queuing, so no reply can be missed.
         let replies = client
             .subscribe(inbox.clone())
@@ -211,7 +224,9 @@ impl Commands {
         };
         Ok(CommandHandle {
             id,
+            inbox,
             replies,
+            refused_one: false,
             deadline: clock::deadline(started, timeout),
             timeout,
             done: false,
@@ -302,6 +317,10 @@ impl CommandHandle {
                 }
                 Ok(Some(msg)) => msg,
             };
+            if !from_addressed(&msg, &self.inbox, &self.taken.service) {
+                self.refuse(&msg);
+                continue;
+            }
             let not_run = skipped_unrun(&msg);
             let Ok(reply) = serde_json::from_slice::<CommandReply>(&msg.payload) else {
                 tracing::debug!(command = %self.id, "ignoring an unreadable command reply");
@@ -348,8 +367,13 @@ impl CommandHandle {
             return self.timed_out();
         }
         let not_taken = {
-            let Self { replies, taken, .. } = self;
-            let mut sign = std::pin::pin!(worker_sign(replies));
+            let Self {
+                replies,
+                taken,
+                inbox,
+                ..
+            } = self;
+            let mut sign = std::pin::pin!(worker_sign(replies, inbox, &taken.service));
             tokio::select! {
                 verdict = taken.not_taken_past_deadline() => match verdict {
                     Some(worker_known) => Some(worker_known),
@@ -367,6 +391,29 @@ impl CommandHandle {
         match not_taken {
             Some(worker_known) => self.not_taken(worker_known),
             None => self.timed_out(),
+        }
+    }
+
+    /// Drops a reply that does not come from the addressed service: said
+    /// at WARN for the first, at DEBUG after (a flood must not flood the
+    /// log).
+    fn refuse(&mut self, msg: &async_nats::Message) {
+        let claimed = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(HEADER_SERVICE))
+            .map(|v| v.as_str().to_owned());
+        if self.refused_one {
+            tracing::debug!(command = %self.id, ?claimed, "ignoring another reply not from the addressed service");
+        } else {
+            self.refused_one = true;
+            tracing::warn!(
+                command = %self.id,
+                service = %self.taken.service,
+                subject = %msg.subject,
+                ?claimed,
+                "ignoring a command reply that does not come from the service the command was sent to"
+            );
         }
     }
 
@@ -421,6 +468,19 @@ fn worker_of(msg: &async_nats::Message) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// Whether `msg` is a reply of the addressed `service`: it arrived on the
+/// command's own `inbox` (which only that service's user may publish to,
+/// on a bus with the Aegis permissions) and names `service` in
+/// [`HEADER_SERVICE`].
+fn from_addressed(msg: &async_nats::Message, inbox: &str, service: &str) -> bool {
+    msg.subject.as_str() == inbox
+        && msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(HEADER_SERVICE))
+            .is_some_and(|v| v.as_str() == service)
+}
+
 /// Whether a reply says its worker skipped the command unrun.
 fn skipped_unrun(msg: &async_nats::Message) -> bool {
     msg.headers
@@ -437,10 +497,13 @@ enum Sign {
     Worked,
 }
 
-/// Ends at the first readable reply, saying what it shows; unreadable
-/// ones are dropped.
-async fn worker_sign(replies: &mut Subscriber) -> Sign {
+/// Ends at the first readable reply of the addressed `service`, saying
+/// what it shows; unreadable ones, and others', are dropped.
+async fn worker_sign(replies: &mut Subscriber, inbox: &str, service: &str) -> Sign {
     while let Some(msg) = replies.next().await {
+        if !from_addressed(&msg, inbox, service) {
+            continue;
+        }
         if skipped_unrun(&msg) {
             return Sign::Skipped;
         }

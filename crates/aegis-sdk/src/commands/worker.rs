@@ -117,6 +117,7 @@ impl Progress {
             },
             None,
             &self.instance,
+            run::service_of(&self.acker.subject),
         )
         .await;
     }

@@ -20,7 +20,7 @@ use crate::{
 };
 
 use super::{
-    super::{HEADER_DEADLINE, HEADER_NOT_RUN},
+    super::{HEADER_DEADLINE, HEADER_NOT_RUN, HEADER_SERVICE},
     DEFAULT_MAX_DELIVER, Erased, Progress,
     term::{HandBack, Term, doubt_runs_out, is_connected, serving_again},
 };
@@ -147,7 +147,15 @@ pub(super) async fn run_one(
                     "its deadline passed before it was done: a worker took it earlier (this is delivery {delivered}), so it may have run; check its effect before sending it again"
                 )),
             };
-            send_reply(&client, reply_to.as_deref(), &reply, None, &instance).await;
+            send_reply(
+                &client,
+                reply_to.as_deref(),
+                &reply,
+                None,
+                &instance,
+                service_of(&msg.subject),
+            )
+            .await;
             return Outcome::Done;
         }
         span.in_scope(|| info!("command expired before it was picked up; not running it"));
@@ -162,6 +170,7 @@ pub(super) async fn run_one(
             &reply,
             Some("expired"),
             &instance,
+            service_of(&msg.subject),
         )
         .await;
         Outcome::Done
@@ -304,25 +313,41 @@ pub(super) async fn run_one(
             error: WireError::not_found(format!("no handler for command `{name}`")),
         }
     };
-    send_reply(&client, reply_to.as_deref(), &reply, None, &instance).await;
+    send_reply(
+        &client,
+        reply_to.as_deref(),
+        &reply,
+        None,
+        &instance,
+        service_of(&msg.subject),
+    )
+    .await;
     Outcome::Done
 }
 
+/// The service of a command's subject, `commands.{service}.{command}`.
+pub(super) fn service_of(subject: &str) -> &str {
+    subject.split('.').nth(1).unwrap_or_default()
+}
+
 /// Sends `reply` to the sender, naming this worker's `instance` in
-/// [`HEADER_INSTANCE`]; `not_run` (why) marks a command skipped unrun with
-/// [`HEADER_NOT_RUN`].
+/// [`HEADER_INSTANCE`] and its `service` in [`HEADER_SERVICE`] (the
+/// sender takes no reply without it); `not_run` (why) marks a command
+/// skipped unrun with [`HEADER_NOT_RUN`].
 pub(super) async fn send_reply(
     client: &Client,
     reply_to: Option<&str>,
     reply: &CommandReply,
     not_run: Option<&str>,
     instance: &str,
+    service: &str,
 ) {
     let Some(reply_to) = reply_to else { return };
     match serde_json::to_vec(reply) {
         Ok(body) => {
             let mut headers = async_nats::HeaderMap::new();
             headers.insert(HEADER_INSTANCE, instance);
+            headers.insert(HEADER_SERVICE, service);
             if let Some(why) = not_run {
                 headers.insert(HEADER_NOT_RUN, why);
             }
