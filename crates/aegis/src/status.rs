@@ -81,6 +81,10 @@ pub struct StatusArgs {
     /// Show this service only, with the methods and commands its running
     /// instances list.
     pub service: Option<String>,
+    /// Show only the instances with this status (ACTIVE, UNHEALTHY or
+    /// STANDBY); the last line still counts them all.
+    #[arg(long, value_name = "STATUS", value_parser = parse_status)]
+    pub status: Option<InstanceStatus>,
     /// Refresh every second until Ctrl-C.
     #[arg(long)]
     pub watch: bool,
@@ -181,10 +185,10 @@ pub async fn run(args: StatusArgs, shutdown: CancellationToken) -> anyhow::Resul
                 instances.retain(|v| &v.instance.service_name == service);
                 match unknown_in(&fleet, service) {
                     Some(unknown) if instances.is_empty() => format!("{unknown}\n"),
-                    _ => render(&instances, listening.since, now),
+                    _ => render_counted(&instances, args.status, listening.since, now),
                 }
             }
-            None => render(&instances, listening.since, now),
+            None => render_counted(&instances, args.status, listening.since, now),
         };
         if let Some(served) = &mut served {
             table.push_str(&served.lines(&conn, &instances).await);
@@ -580,6 +584,75 @@ pub fn render(
     out
 }
 
+/// `--status`: a status as the table spells it, in any case.
+fn parse_status(given: &str) -> Result<InstanceStatus, String> {
+    [
+        InstanceStatus::Active,
+        InstanceStatus::Unhealthy,
+        InstanceStatus::Standby,
+    ]
+    .into_iter()
+    .find(|s| s.as_str().eq_ignore_ascii_case(given.trim()))
+    .ok_or_else(|| format!("{given:?} is not a status: ACTIVE, UNHEALTHY or STANDBY"))
+}
+
+/// The table of `instances` with `status` (all without one), then a line
+/// counting every one of them by status: a fleet of a thousand is read
+/// from that line, and `--status UNHEALTHY` lists what needs a look.
+pub fn render_counted(
+    instances: &[InstanceView],
+    status: Option<InstanceStatus>,
+    heard_since: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> String {
+    let total = instances.len();
+    let counts = [
+        InstanceStatus::Active,
+        InstanceStatus::Unhealthy,
+        InstanceStatus::Standby,
+    ]
+    .map(|s| {
+        (
+            s,
+            instances.iter().filter(|v| v.instance.status == s).count(),
+        )
+    });
+    let by_status = counts
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(s, n)| format!("{n} {s}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let plural = |n: usize| if n == 1 { "instance" } else { "instances" };
+    let Some(status) = status else {
+        let mut table = render(instances, heard_since, now);
+        if total > 0 {
+            table.push_str(&format!("{total} {}: {by_status}\n", plural(total)));
+        }
+        return table;
+    };
+    let shown: Vec<InstanceView> = instances
+        .iter()
+        .filter(|v| v.instance.status == status)
+        .cloned()
+        .collect();
+    if shown.is_empty() && total > 0 {
+        return format!(
+            "no {status} instance; {total} {}: {by_status}\n",
+            plural(total)
+        );
+    }
+    let mut table = render(&shown, heard_since, now);
+    if total > 0 {
+        table.push_str(&format!(
+            "{} {status} shown of {total} {}: {by_status}\n",
+            shown.len(),
+            plural(total)
+        ));
+    }
+    table
+}
+
 /// The delay (ms) an operator's `slow` drill adds to `i`'s handlers and
 /// since when, as its record says (`drillDelayMs`, `drillDelaySince`);
 /// `None` without a drill (or a record of an SDK that does not say).
@@ -621,7 +694,7 @@ mod tests {
     use aegis_sdk::contracts::models::{InstanceStatus, ServiceInstance};
     use chrono::{Duration, Utc};
 
-    use super::{Listening, render};
+    use super::{Listening, parse_status, render, render_counted};
 
     fn view(record: ServiceInstance, holder: Option<&Holder>, down: bool) -> InstanceView {
         let liveness = if down {
@@ -992,5 +1065,62 @@ mod tests {
         listening.judge(&mut v, Some(now - Duration::milliseconds(10)), now);
         assert_eq!(v.instance.status, InstanceStatus::Active);
         assert_eq!(v.status_reason, None);
+    }
+
+    /// The scale trial: at 1,010 instances `aegis status` printed 1,011
+    /// lines with no count and no way to list only the UNHEALTHY. The last
+    /// line now counts them all by status, and `--status` picks the rows.
+    #[test]
+    fn a_last_line_counts_by_status_and_status_picks_the_rows() {
+        let now = Utc::now();
+        let record = |id: &str, status: InstanceStatus| {
+            let mut r = ServiceInstance::new("pricing-service", id, "1.0.0", now);
+            r.status = status;
+            view(r, None, false)
+        };
+        let fleet = [
+            record("pricing-1", InstanceStatus::Active),
+            record("pricing-2", InstanceStatus::Unhealthy),
+            record("pricing-3", InstanceStatus::Active),
+        ];
+        let since = now - Duration::days(1);
+
+        let all = render_counted(&fleet, None, since, now);
+        assert_eq!(all.lines().count(), 5, "{all}");
+        assert!(
+            all.ends_with("3 instances: 2 ACTIVE, 1 UNHEALTHY\n"),
+            "{all}"
+        );
+
+        let sick = render_counted(&fleet, Some(InstanceStatus::Unhealthy), since, now);
+        assert!(sick.contains("pricing-2"), "{sick}");
+        assert!(
+            !sick.contains("pricing-1") && !sick.contains("pricing-3"),
+            "{sick}"
+        );
+        assert!(
+            sick.ends_with("1 UNHEALTHY shown of 3 instances: 2 ACTIVE, 1 UNHEALTHY\n"),
+            "{sick}"
+        );
+
+        let none = render_counted(&fleet, Some(InstanceStatus::Standby), since, now);
+        assert_eq!(
+            none,
+            "no STANDBY instance; 3 instances: 2 ACTIVE, 1 UNHEALTHY\n"
+        );
+
+        let empty = render_counted(&[], Some(InstanceStatus::Active), since, now);
+        assert!(empty.contains("(no instances registered)"), "{empty}");
+    }
+
+    #[test]
+    fn status_is_read_in_any_case_and_anything_else_is_refused() {
+        assert_eq!(parse_status("unhealthy"), Ok(InstanceStatus::Unhealthy));
+        assert_eq!(parse_status("STANDBY"), Ok(InstanceStatus::Standby));
+        let refused = parse_status("sick").unwrap_err();
+        assert!(
+            refused.contains("ACTIVE, UNHEALTHY or STANDBY"),
+            "{refused}"
+        );
     }
 }
