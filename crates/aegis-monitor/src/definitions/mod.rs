@@ -89,6 +89,14 @@ pub(crate) enum StoreError {
     AlreadyExists,
     #[error("stale revision: expected {expected}, current {current}")]
     Conflict { expected: u64, current: u64 },
+    /// A blind write (no revision given) lost the compare-and-set to
+    /// other writers on each of its `attempts`, and was not stored;
+    /// `current` is the revision read after the last, when it could be.
+    #[error("changed by other writers during each of {attempts} tries (now at {current:?})")]
+    Contended {
+        current: Option<u64>,
+        attempts: usize,
+    },
     /// A write that certainly was not stored: nobody took it until the
     /// deadline, or the stream refused it; it may be sent again as it is.
     #[error("not stored: {0}")]
@@ -415,10 +423,7 @@ impl DefinitionStore {
                 Err(e) => return Err(StoreError::from_write(e)),
             }
         }
-        Err(StoreError::Conflict {
-            expected: 0,
-            current: 0,
-        })
+        Err(self.contended(name, until).await)
     }
 
     /// Deletes the definition (a delete marker; history keeps the trail).
@@ -459,10 +464,7 @@ impl DefinitionStore {
                 Err(e) => return Err(StoreError::from_write(e)),
             }
         }
-        Err(StoreError::Conflict {
-            expected: 0,
-            current: 0,
-        })
+        Err(self.contended(name, until).await)
     }
 
     /// The conflict of a write that expected `expected`, with the revision
@@ -470,6 +472,21 @@ impl DefinitionStore {
     async fn conflict(&self, name: &str, expected: u64, until: Instant) -> StoreError {
         let current = self.current(name, until).await.map(|(_, r)| r).unwrap_or(0);
         StoreError::Conflict { expected, current }
+    }
+
+    /// What a blind write that lost every one of its tries says: the
+    /// revision the definition is at now (none when it cannot be read), or
+    /// that it is gone, when another writer deleted it meanwhile.
+    async fn contended(&self, name: &str, until: Instant) -> StoreError {
+        let current = match self.current(name, until).await {
+            Ok((_, revision)) => Some(revision),
+            Err(StoreError::NotFound) => return StoreError::NotFound,
+            Err(_) => None,
+        };
+        StoreError::Contended {
+            current,
+            attempts: BLIND_RETRIES,
+        }
     }
 
     /// The audit trail of `name`, oldest first; `NotFound` if it never existed.

@@ -151,7 +151,7 @@ async fn get_service(
         (status = 401, description = "Not authenticated", body = ErrorEnvelope),
         (status = 403, description = "Not an admin", body = ErrorEnvelope),
         (status = 404, description = "SERVICE_NOT_FOUND", body = ErrorEnvelope),
-        (status = 409, description = "CONCURRENT_UPDATE", body = ErrorEnvelope),
+        (status = 409, description = "CONCURRENT_UPDATE: the revision given (`revision` or `If-Match`) is not the stored one (details.expected, details.current); or, without one, other writers changed the definition during each of the write's tries (details.current, details.attempts, details.stored false)", body = ErrorEnvelope),
         (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
         (status = 415, description = "Not JSON", body = ErrorEnvelope),
         (status = 422, description = "VALIDATION_ERROR", body = ErrorEnvelope),
@@ -186,7 +186,7 @@ async fn update_service(
         (status = 401, description = "Not authenticated", body = ErrorEnvelope),
         (status = 403, description = "Not an admin", body = ErrorEnvelope),
         (status = 404, description = "SERVICE_NOT_FOUND", body = ErrorEnvelope),
-        (status = 409, description = "CONCURRENT_UPDATE", body = ErrorEnvelope),
+        (status = 409, description = "CONCURRENT_UPDATE: the revision given (`revision` or `If-Match`) is not the stored one (details.expected, details.current); or, without one, other writers changed the definition during each of the write's tries (details.current, details.attempts, details.stored false)", body = ErrorEnvelope),
         (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
         (status = 415, description = "Not JSON", body = ErrorEnvelope),
         (status = 422, description = "VALIDATION_ERROR", body = ErrorEnvelope),
@@ -235,7 +235,7 @@ async fn update(
         (status = 401, description = "Not authenticated", body = ErrorEnvelope),
         (status = 403, description = "Not an admin", body = ErrorEnvelope),
         (status = 404, description = "SERVICE_NOT_FOUND", body = ErrorEnvelope),
-        (status = 409, description = "CONCURRENT_UPDATE", body = ErrorEnvelope),
+        (status = 409, description = "CONCURRENT_UPDATE: the revision given (`revision` or `If-Match`) is not the stored one (details.expected, details.current); or, without one, other writers changed the definition during each of the write's tries (details.current, details.attempts, details.stored false)", body = ErrorEnvelope),
         (status = 503, description = "SERVICE_UNAVAILABLE: the definitions store did not take the write before the request's deadline (NATS unreachable, or its stream without a leader that long); details.stored is false when it certainly was not stored, absent when that is not known; Retry-After says when to try again", body = ErrorEnvelope),
     )
 )]
@@ -392,9 +392,37 @@ fn store_error(name: &str, e: StoreError, asked: Asked) -> ApiError {
             ),
         )
         .with_details(json!({ "service": name, "expected": expected, "current": current })),
+        StoreError::Contended { current, attempts } => contended(name, current, attempts),
         StoreError::NotStored(e) => no_answer(name, &e, Asked::Write, Stored::No),
         StoreError::Bus(e) => no_answer(name, &e, asked, Stored::Unknown),
     }
+}
+
+/// 409 `CONCURRENT_UPDATE` for a blind write (no revision given) that
+/// other writers beat on each of its `attempts`: it was not stored, the
+/// definition is at `current` now (when that could be read), and sending
+/// it again, or with `If-Match` on that revision, may land. No
+/// `details.expected`: the client expected no revision.
+fn contended(name: &str, current: Option<u64>, attempts: usize) -> ApiError {
+    let now = match current {
+        Some(revision) => format!(
+            " and is now at revision {revision}; this write was not stored: send it again \
+             (with If-Match: \"{revision}\" to apply it to that revision only)"
+        ),
+        None => "; this write was not stored: read it and send the write again".to_owned(),
+    };
+    let mut details = json!({ "service": name, "attempts": attempts, "stored": false });
+    if let Some(revision) = current {
+        details["current"] = revision.into();
+    }
+    ApiError::new(
+        ErrorCode::ConcurrentUpdate,
+        format!(
+            "service definition {name:?} was changed by other writers during each of this \
+             write's {attempts} tries{now}"
+        ),
+    )
+    .with_details(details)
 }
 
 /// What is known of whether a write that failed was stored.
