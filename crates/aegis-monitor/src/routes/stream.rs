@@ -105,7 +105,7 @@ pub(crate) struct StreamQuery {
 /// `expired` event is sent and the stream ends. Events carry no id and
 /// `Last-Event-ID` is not read: a client that reconnects re-reads the REST
 /// lists. A client that reads nothing while there are events to send is
-/// cut off after 60 s.
+/// cut off after `--stream-stall-timeout` (60 s by default).
 #[utoipa::path(
     get, path = "/api/stream", tag = "stream",
     params(StreamQuery),
