@@ -96,10 +96,10 @@ pub(crate) async fn worker(
                     .await
                     .with_context(|| format!("connecting instance {i}"))?;
                 let k = i / per_service;
-                // A full service or a bare registration, held only so that
-                // it keeps heart-beating (and serving) until the worker stops.
-                let held: Box<dyn Send> = if k < served_services {
-                    Box::new(
+                // A full service or a bare registration, held so that it
+                // keeps heart-beating (and serving) until the worker stops.
+                let held = if k < served_services {
+                    Held::Service(Box::new(
                         conn.service(service_name(k), "1.0.0")
                             .instance_id(instance_id(i))
                             .registration(timing.clone())
@@ -108,7 +108,7 @@ pub(crate) async fn worker(
                             .start()
                             .await
                             .with_context(|| format!("starting instance {i}"))?,
-                    )
+                    ))
                 } else {
                     let record = ServiceInstance::new(
                         service_name(k),
@@ -116,7 +116,7 @@ pub(crate) async fn worker(
                         "1.0.0",
                         chrono::Utc::now(),
                     );
-                    Box::new(
+                    Held::Registration(
                         Registration::builder(&conn, record)
                             .options(timing.clone())
                             .start()
@@ -141,11 +141,39 @@ pub(crate) async fn worker(
     // Until the parent closes stdin (or kills us).
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while lines.next_line().await?.is_some() {}
-    drop(running);
+    // A stop, not a crash: each instance deregisters before the process
+    // ends (a dropped registration only schedules its deregistration, and
+    // the runtime would end first, leaving the records to their TTL).
+    futures::stream::iter(running)
+        .for_each_concurrent(START_PARALLEL, Held::stop)
+        .await;
+    futures::future::join_all(conns.iter().map(|c| c.drain())).await;
     if let Some(task) = raw_responder {
         task.abort();
     }
     Ok(())
+}
+
+/// What a worker holds per instance: a serving service or a bare
+/// registration.
+enum Held {
+    Service(Box<aegis_sdk::rpc::Service>),
+    Registration(Registration),
+}
+
+impl Held {
+    /// Stops serving and deregisters; a failure is the record's TTL's to
+    /// end, so it is not the worker's to report.
+    async fn stop(self) {
+        match self {
+            Self::Service(service) => {
+                let _ = (*service).shutdown().await;
+            }
+            Self::Registration(registration) => {
+                let _ = registration.deregister().await;
+            }
+        }
+    }
 }
 
 /// What a caller measured between `START` and `STOP`.
