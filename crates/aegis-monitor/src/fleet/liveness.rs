@@ -25,6 +25,12 @@
 //! last announced on a server whose complete list lacks it has closed.
 //! Measured (`tests/truth.rs`): an instance SIGKILLed as the monitor's
 //! node died was shown down after 0.2 s, where its missing beats took 3.4.
+//! A listing closes only what it could have seen: a connection the server
+//! has accepted but not read the CONNECT of yet is listed without a name,
+//! and still counts as open; and one announced after the listing was asked
+//! for is left to what follows (after a NATS restart, with every client
+//! reconnecting at once, the scale trial saw 132 of 1,010 live instances
+//! taken for closed so, and shown down for good).
 //!
 //! A server that dies (SIGKILL) sends no disconnect advisory for its
 //! clients. Every server is pinged twice a second ([`ping_servers`]); one
@@ -38,6 +44,12 @@
 //! lame duck period, each announced where it arrives (without this, `aegis
 //! bench chaos` saw four live instances of a restarted node shown down for
 //! 1.08 s).
+//!
+//! Every such judgement is an inference, and a sign of life overrules it:
+//! a beat, or a record write stamped after the close, that reaches this
+//! monitor [`REVIVE_AFTER`] after it took a connection for closed proves
+//! that the instance's connection (or a new one under the same name,
+//! whose connect advisory was missed) lives ([`ConnectionStates::sign_of_life`]).
 //!
 //! What this cannot see: a process that hangs with its connection open, or
 //! a partition between an instance and its server (the server notices only
@@ -96,6 +108,13 @@ const CLOCK_MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
 fn started_after(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> bool {
     matches!((a, b), (Some(a), Some(b)) if a > b + CLOCK_MARGIN)
 }
+
+/// How long after this monitor took a connection for closed a sign of
+/// life of its instance reopens it ([`ConnectionStates::sign_of_life`]): a
+/// beat sent before the connection closed, and read late (this monitor
+/// busy, its other connection slower), must not bring a dead instance
+/// back. A live one beats again within its interval after that.
+pub(crate) const REVIVE_AFTER: Duration = Duration::from_secs(2);
 
 /// How long a closed connection's state is kept (its instances' records
 /// expire long before).
@@ -163,6 +182,14 @@ pub(crate) struct Listing {
     pub(crate) at: DateTime<Utc>,
     /// Each named open connection: its name, client id and start.
     pub(crate) open: Vec<(String, u64, Option<DateTime<Utc>>)>,
+    /// The client ids of the open connections listed without a name: the
+    /// server has accepted them but not read their CONNECT yet (a client
+    /// reconnecting right then). Open all the same: the name last
+    /// announced on one of them is not closed by this listing.
+    pub(crate) unnamed: Vec<u64>,
+    /// When this monitor asked for it: a connection announced to it after
+    /// that may be missing from the listing without having closed.
+    pub(crate) asked: std::time::Instant,
     /// Whether `open` is every open connection (not a first page).
     pub(crate) complete: bool,
 }
@@ -232,8 +259,48 @@ struct NameState {
     /// silent ([`ConnectionStates::apply_answered`]): the server answering
     /// again opens it again.
     silenced: bool,
+    /// When this monitor last learnt the connection is open (an advisory
+    /// or a listing that opened it, or a sign of life): a listing asked
+    /// for before that does not close it.
+    announced: Option<std::time::Instant>,
+    /// When this monitor took it for closed: a sign of life that reaches
+    /// it [`REVIVE_AFTER`] later reopens it.
+    closed_seen: Option<std::time::Instant>,
+    /// Whether it was reopened by a sign of life of its instance after its
+    /// close: the instance lives, over `current` or over a newer connection
+    /// not announced to this monitor. Neither a listing that lacks
+    /// `current`, nor the silence of its server, nor a late disconnect of
+    /// `current` closes it again; any announcement of a connection of the
+    /// name replaces it.
+    revived: bool,
     /// When this entry last changed (for forgetting old ones).
     touched: std::time::Instant,
+}
+
+impl NameState {
+    /// Takes the connection for closed at `at` (the server's time, or when
+    /// a listing or a round of pings said so).
+    fn close(&mut self, at: DateTime<Utc>, advised: bool, silenced: bool) {
+        let now = std::time::Instant::now();
+        self.closed_at = Some(at);
+        self.advised = advised;
+        self.silenced = silenced;
+        self.revived = false;
+        self.closed_seen = Some(now);
+        self.touched = now;
+    }
+
+    /// Takes the connection for open again (a server said so, or its
+    /// instance showed it lives).
+    fn reopen(&mut self) {
+        let now = std::time::Instant::now();
+        self.closed_at = None;
+        self.advised = false;
+        self.silenced = false;
+        self.closed_seen = None;
+        self.announced = Some(now);
+        self.touched = now;
+    }
 }
 
 impl ConnectionStates {
@@ -248,6 +315,9 @@ impl ConnectionStates {
                 closed_at: None,
                 advised: false,
                 silenced: false,
+                announced: None,
+                closed_seen: None,
+                revived: false,
                 touched: std::time::Instant::now(),
             });
         state.touched = std::time::Instant::now();
@@ -259,25 +329,21 @@ impl ConnectionStates {
             // started clearly after the one last announced does: its connect
             // advisory was missed (the monitor's own connection was
             // reconnecting), and it is the client's latest.
-            if state.current.is_none() || same {
+            // A name reopened by its instance's sign of life outlived the
+            // connection last announced: that one's disconnect (read late)
+            // says nothing new.
+            if same && state.revived {
+            } else if state.current.is_none() || same {
                 state.current = Some(event.connection.clone());
                 state.started = state.started.or(event.started);
-                if state.silenced {
-                    // The server's word replaces the guess from its silence.
-                    state.silenced = false;
-                    state.closed_at = Some(event.at);
-                    state.advised = true;
-                }
-                if state.closed_at.is_none() {
-                    state.closed_at = Some(event.at);
-                    state.advised = true;
+                // The server's word replaces the guess from its silence.
+                if state.silenced || state.closed_at.is_none() {
+                    state.close(event.at, true, false);
                 }
             } else if started_after(event.started, state.started) {
                 state.current = Some(event.connection.clone());
                 state.started = event.started;
-                state.closed_at = Some(event.at);
-                state.advised = true;
-                state.silenced = false;
+                state.close(event.at, true, false);
             }
         } else {
             // The connect and disconnect advisories arrive on two
@@ -286,14 +352,16 @@ impl ConnectionStates {
             // clearly older than the current, says nothing new.
             // A connection taken for closed only because its server fell
             // silent is open when a server says so.
+            // So does a late connect of the connection a name reopened by
+            // a sign of life outlived.
             let stale = (same && state.closed_at.is_some() && !state.silenced)
+                || (same && state.revived)
                 || (!same && started_after(state.started, event.started));
             if !stale {
                 state.current = Some(event.connection.clone());
                 state.started = event.started;
-                state.closed_at = None;
-                state.advised = false;
-                state.silenced = false;
+                state.revived = false;
+                state.reopen();
             }
         }
         was_closed != state.closed_at.is_some()
@@ -302,10 +370,13 @@ impl ConnectionStates {
     /// Applies one server's list of its open connections; returns the
     /// names whose closed state changed. Each listed connection counts as
     /// announced. A connection last announced on that server that the
-    /// complete list lacks has closed, at the latest when the server
-    /// listed (its disconnect advisory was missed: sent while the monitor
-    /// reconnected). Connections on servers that did not answer (dead)
-    /// are left to the beats.
+    /// complete list lacks, named or not, has closed, at the latest when
+    /// the server listed (its disconnect advisory was missed: sent while
+    /// the monitor reconnected) — unless it was announced to this monitor
+    /// after the listing was asked for (the server may have listed it
+    /// before it knew its name, or before it was accepted), or reopened by
+    /// its instance's sign of life. Connections on servers that did not
+    /// answer (dead) are left to the beats.
     pub(crate) fn apply_listing(&mut self, listing: &Listing) -> HashSet<String> {
         let mut changed = HashSet::new();
         for (name, cid, started) in &listing.open {
@@ -323,19 +394,25 @@ impl ConnectionStates {
         if !listing.complete {
             return changed;
         }
-        let open: HashSet<u64> = listing.open.iter().map(|(_, cid, _)| *cid).collect();
+        let open: HashSet<u64> = listing
+            .open
+            .iter()
+            .map(|(_, cid, _)| *cid)
+            .chain(listing.unnamed.iter().copied())
+            .collect();
         for (name, state) in &mut self.by_name {
             let gone = state.closed_at.is_none()
+                && !state.revived
                 && state
                     .current
                     .as_ref()
                     .is_some_and(|(server, cid)| *server == listing.server && !open.contains(cid))
                 // A connection opened after the server listed is not in it.
-                && state.started.is_none_or(|started| started <= listing.at);
+                && state.started.is_none_or(|started| started <= listing.at)
+                // Nor, maybe, one announced after the listing was asked for.
+                && state.announced.is_none_or(|announced| announced <= listing.asked);
             if gone {
-                state.closed_at = Some(listing.at);
-                state.advised = false;
-                state.touched = std::time::Instant::now();
+                state.close(listing.at, false, false);
                 changed.insert(name.clone());
             }
         }
@@ -395,22 +472,44 @@ impl ConnectionStates {
             let Some((server, _)) = state.current.as_ref() else {
                 continue;
             };
-            if state.closed_at.is_none() && gone.contains(server) {
-                state.closed_at = Some(round.at);
-                state.advised = false;
-                state.silenced = true;
-                state.touched = std::time::Instant::now();
+            // A name reopened by its instance's sign of life lives
+            // elsewhere: it is not judged by its old server's silence.
+            if state.closed_at.is_none() && !state.revived && gone.contains(server) {
+                state.close(round.at, false, true);
                 changed.insert(name.clone());
             } else if state.silenced && back.contains(server) {
                 // Only slow, not dead: its clients were never told closed.
-                state.closed_at = None;
-                state.advised = false;
-                state.silenced = false;
-                state.touched = std::time::Instant::now();
+                state.reopen();
                 changed.insert(name.clone());
             }
         }
         changed
+    }
+
+    /// Notes a sign of life of the instance served over the connection
+    /// `name`, read now: a beat (`written` `None`), or a record write its
+    /// instance stamped `written`. Returns whether that reopened the
+    /// connection: it was taken for closed at least [`REVIVE_AFTER`] ago,
+    /// and a record write is stamped clearly after the close. A process
+    /// that beats or writes after its connection closed is not gone: the
+    /// close was inferred wrongly (a listing or a round of pings), or the
+    /// instance reconnected under the same name and its connect advisory
+    /// was missed.
+    pub(crate) fn sign_of_life(&mut self, name: &str, written: Option<DateTime<Utc>>) -> bool {
+        let Some(state) = self.by_name.get_mut(name) else {
+            return false;
+        };
+        let (Some(closed_at), Some(seen)) = (state.closed_at, state.closed_seen) else {
+            return false;
+        };
+        if seen.elapsed() < REVIVE_AFTER
+            || written.is_some_and(|written| written <= closed_at + CLOCK_MARGIN)
+        {
+            return false;
+        }
+        state.reopen();
+        state.revived = true;
+        true
     }
 
     /// Notes that `server` said it is leaving (see [`ConnectionNews::Leaving`]).
@@ -538,13 +637,14 @@ async fn ask_every_server(
         return;
     };
     let ask = serde_json::json!({ "limit": limit }).to_string();
+    let asked = std::time::Instant::now();
     if let Err(e) = client.publish_with_reply(CONNZ, inbox, ask.into()).await {
         warn!(error = %aegis_sdk::startup::Causes(&e), "could not ask the servers for their connections");
         return;
     }
     let until = tokio::time::Instant::now() + wait;
     while let Ok(Some(answer)) = tokio::time::timeout_at(until, answers.next()).await {
-        match parse_listing(&answer.payload) {
+        match parse_listing(&answer.payload, asked) {
             Some(listing) => {
                 if !each(listing) {
                     return;
@@ -587,21 +687,26 @@ struct ConnzEntry {
     start: Option<DateTime<Utc>>,
 }
 
-/// Parses one server's answer to [`CONNZ`]; `None` for anything unreadable.
-pub(crate) fn parse_listing(payload: &[u8]) -> Option<Listing> {
+/// Parses one server's answer to [`CONNZ`], asked for at `asked`; `None`
+/// for anything unreadable.
+pub(crate) fn parse_listing(payload: &[u8], asked: std::time::Instant) -> Option<Listing> {
     let answer: ConnzAnswer = serde_json::from_slice(payload).ok()?;
     let data = answer.data;
     let complete = data.connections.len() >= data.total;
+    let (named, unnamed): (Vec<ConnzEntry>, Vec<ConnzEntry>) = data
+        .connections
+        .into_iter()
+        .partition(|c| !c.name.is_empty());
     Some(Listing {
         server: data.server_id,
         server_name: answer.server.name,
         at: data.now,
-        open: data
-            .connections
+        open: named
             .into_iter()
-            .filter(|c| !c.name.is_empty())
             .map(|c| (c.name, c.cid, c.start))
             .collect(),
+        unnamed: unnamed.into_iter().map(|c| c.cid).collect(),
+        asked,
         complete,
     })
 }
@@ -821,8 +926,133 @@ mod tests {
                     ((*name).into(), *cid, DateTime::from_timestamp(*start, 0))
                 })
                 .collect(),
+            unnamed: Vec::new(),
+            asked: std::time::Instant::now(),
             complete,
         }
+    }
+
+    /// The scale trial's restart (finding 1): a client reconnecting as the
+    /// monitor's listing is taken is announced by its connect advisory
+    /// (read first), while the server listed its connection before it read
+    /// its CONNECT: without a name. The listing must not close it; one that
+    /// lacks a connection's client id altogether still closes it.
+    #[test]
+    fn a_connection_listed_without_a_name_is_not_closed_by_the_listing() {
+        let json = br#"{"server":{"name":"n1","id":"S1"},"data":{"server_id":"S1","now":"1970-01-01T00:16:40Z",
+            "num_connections":2,"total":2,"offset":0,"limit":10000,"connections":[
+            {"cid":5,"name":"c","start":"1970-01-01T00:01:40Z"},
+            {"cid":6,"start":"1970-01-01T00:16:39.9Z"}]}}"#;
+        let asked = std::time::Instant::now();
+        let mut s = ConnectionStates::default();
+        // "a" moved to S1 (cid 6) just before the listing; "b" died on S1
+        // while the monitor reconnected; "c" lives there.
+        s.apply(&started(event("a", "S1", 6, false), 999));
+        s.apply(&started(event("b", "S1", 2, false), 100));
+        s.apply(&started(event("c", "S1", 5, false), 100));
+        // Announced before the listing was asked for, to rule that out.
+        for state in s.by_name.values_mut() {
+            state.announced = asked.checked_sub(Duration::from_millis(1));
+        }
+        let listing = parse_listing(json, asked).unwrap();
+        assert_eq!(listing.unnamed, vec![6]);
+        let changed = s.apply_listing(&listing);
+        assert_eq!(changed, HashSet::from(["b".to_owned()]));
+        assert!(s.closed_at("a").is_none(), "mid-handshake, not closed");
+        assert!(s.is_open("a"));
+        assert!(s.closed_at("c").is_none());
+    }
+
+    /// The same race when the server listed the connection before it even
+    /// accepted it (its start reads a little earlier than the listing's
+    /// `now`: another clock, or a slow listing): announced to the monitor
+    /// after it asked, it is not closed by that listing. A listing asked
+    /// for after the announcement still closes it.
+    #[test]
+    fn a_listing_closes_no_connection_announced_after_it_was_asked() {
+        let mut s = ConnectionStates::default();
+        let mut early = listing("s1", &[], true);
+        s.apply(&started(event("a", "s1", 1, false), 999));
+        assert!(s.apply_listing(&early).is_empty());
+        assert!(s.closed_at("a").is_none());
+        early.asked = std::time::Instant::now();
+        assert_eq!(s.apply_listing(&early), HashSet::from(["a".to_owned()]));
+        assert!(s.closed_at("a").is_some());
+    }
+
+    /// Takes `name`'s close for one this monitor learnt `ago`.
+    fn closed_ago(s: &mut ConnectionStates, name: &str, ago: Duration) {
+        let state = s.by_name.get_mut(name).unwrap();
+        state.closed_seen = std::time::Instant::now().checked_sub(ago);
+    }
+
+    /// A beat (or a record write stamped after the close) read well after
+    /// a connection was taken for closed reopens it: the instance lives.
+    /// One read at once (sent before the close, read late) does not, nor
+    /// does a record written before the close. Reopened so, neither the
+    /// next listing that lacks the old connection, nor its server's
+    /// silence, nor its late disconnect closes it again; a newer
+    /// connection's disconnect does.
+    #[test]
+    fn a_sign_of_life_after_a_close_reopens_it() {
+        let mut s = ConnectionStates::default();
+        s.apply(&started(event("a", "s1", 1, false), 100));
+        s.apply_answered(&round(&["s1"]));
+        let mut relisted = listing("s1", &[], true);
+        relisted.asked = std::time::Instant::now();
+        assert_eq!(s.apply_listing(&relisted), HashSet::from(["a".to_owned()]));
+        let closed_at = s.closed_at("a").unwrap();
+
+        assert!(!s.sign_of_life("a", None), "a beat read at once");
+        assert!(!s.sign_of_life("nobody", None));
+        closed_ago(&mut s, "a", REVIVE_AFTER + Duration::from_millis(10));
+        assert!(
+            !s.sign_of_life("a", Some(closed_at)),
+            "a record written before the close"
+        );
+        assert!(s.closed_at("a").is_some());
+        assert!(s.sign_of_life("a", Some(closed_at + chrono::TimeDelta::seconds(2))));
+        assert!(s.closed_at("a").is_none() && s.is_open("a"));
+        assert!(!s.sign_of_life("a", None), "open already");
+
+        relisted.asked = std::time::Instant::now();
+        assert!(s.apply_listing(&relisted).is_empty(), "{:?}", s.by_name);
+        s.apply(&started(event("a", "s1", 1, true), 100));
+        for _ in 0..3 {
+            assert!(s.apply_answered(&round(&[])).is_empty());
+            assert!(s.apply_answered(&round(&["s2"])).is_empty());
+        }
+        assert!(s.closed_at("a").is_none());
+        // Its newer connection (never announced) closes: gone.
+        assert!(s.apply(&started(event("a", "s2", 4, true), 300)));
+        assert!(s.closed_at("a").is_some());
+        // A beat right after does not reopen it; one long after does.
+        assert!(!s.sign_of_life("a", None));
+        closed_ago(&mut s, "a", REVIVE_AFTER + Duration::from_millis(10));
+        assert!(s.sign_of_life("a", None));
+    }
+
+    /// The silence of a server reopens on a beat as any other inferred close.
+    #[test]
+    fn a_sign_of_life_overrules_a_silent_servers_verdict() {
+        let mut s = ConnectionStates::default();
+        s.apply(&event("a", "s1", 1, false));
+        s.apply_answered(&round(&["s1", "s2"]));
+        s.apply_answered(&round(&["s2"]));
+        assert_eq!(
+            s.apply_answered(&round(&["s2"])),
+            HashSet::from(["a".to_owned()])
+        );
+        closed_ago(&mut s, "a", REVIVE_AFTER + Duration::from_millis(10));
+        assert!(s.sign_of_life("a", None));
+        for _ in 0..3 {
+            assert!(s.apply_answered(&round(&["s2"])).is_empty());
+        }
+        assert!(s.is_open("a"));
+        // Announced on s2 after all: an ordinary open connection again.
+        assert!(!s.apply(&event("a", "s2", 7, false)));
+        assert!(s.apply(&event("a", "s2", 7, true)));
+        assert!(s.closed_at("a").is_some());
     }
 
     /// The failover timeline measures a hand-over from a close time only
@@ -1011,15 +1241,17 @@ mod tests {
             "num_connections":2,"total":2,"offset":0,"limit":10000,"connections":[
             {"cid":5,"name":"aegis-1-x","start":"2026-12-04T18:59:00Z","ip":"127.0.0.1"},
             {"cid":6,"start":"2026-12-04T18:59:30Z"}]}}"#;
-        let l = parse_listing(json).unwrap();
+        let l = parse_listing(json, std::time::Instant::now()).unwrap();
         assert_eq!((l.server.as_str(), l.server_name.as_str()), ("NDWF", "n1"));
         assert!(l.complete);
-        assert_eq!(l.open.len(), 1, "the unnamed one is left out");
+        assert_eq!(l.open.len(), 1, "the unnamed one is apart");
+        assert_eq!(l.unnamed, vec![6]);
         assert_eq!(l.open[0].0, "aegis-1-x");
         assert_eq!(l.open[0].1, 5);
         let paged = br#"{"data":{"server_id":"S","now":"2026-12-04T19:00:00Z","total":3,"connections":[{"cid":1,"name":"a"}]}}"#;
-        assert!(!parse_listing(paged).unwrap().complete);
-        assert!(parse_listing(b"{}").is_none());
+        let now = std::time::Instant::now();
+        assert!(!parse_listing(paged, now).unwrap().complete);
+        assert!(parse_listing(b"{}", now).is_none());
     }
 
     #[test]

@@ -37,6 +37,7 @@
 //! | same, without system account access | missing liveness beats | 3 heartbeats (3 s by default) |
 //! | a hung or partitioned process | missing liveness beats | 3 heartbeats |
 //! | same, once its record expired | its connection still open (with system account access): kept, `unresponsive_expired`, while the server holds it | — |
+//! | a live instance wrongly taken for closed (a close inferred from a listing or a server's silence) | its next beat, or a record write stamped after the close, read 2 s (`REVIVE_AFTER`) after the close | 2 s and a heartbeat |
 //! | a leader replaced (crash, pause, hand-over) | election key change | milliseconds after the new leader's write |
 //! | a graceful stop | deregistration | milliseconds |
 //! | any of these, when nothing else told | registry TTL (removal), after the registry view's grace | the TTL and the grace (15 s + 3 s by default) |

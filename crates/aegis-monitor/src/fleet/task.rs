@@ -13,7 +13,7 @@
 mod key_checks;
 
 use super::*;
-use tracing::debug;
+use tracing::{debug, info};
 
 use key_checks::Judged;
 pub(in crate::fleet) use key_checks::KeyChecks;
@@ -124,6 +124,13 @@ impl State {
         self.signed(&key, record_written);
         self.unresponsive.remove(&key);
         self.refresh(&key);
+        // Written after its connection was taken for closed: it lives.
+        if let Some(name) = self.records.get(&key).and_then(connection_of)
+            && self.conns.sign_of_life(name, Some(record_written))
+        {
+            let name = name.to_owned();
+            self.revived(&name);
+        }
     }
 
     fn beat(&mut self, key: Key) {
@@ -132,6 +139,13 @@ impl State {
         }
         self.beats.insert(key.clone(), Instant::now());
         self.signed(&key, Utc::now());
+        // A beat after its connection was taken for closed: it lives.
+        if let Some(name) = self.records.get(&key).and_then(connection_of)
+            && self.conns.sign_of_life(name, None)
+        {
+            let name = name.to_owned();
+            self.revived(&name);
+        }
         // A held instance that beats again was hung, not gone: it writes
         // its record again within a heartbeat, and is held as any other
         // live instance without a record meanwhile.
@@ -146,6 +160,22 @@ impl State {
         if self.unresponsive.remove(&key) || resumed {
             self.refresh(&key);
         }
+    }
+
+    /// Shows again the instances served over the connection `name`, which
+    /// a sign of life of one of them reopened.
+    fn revived(&mut self, name: &str) {
+        info!(
+            connection = name,
+            "a sign of life after its connection was taken for closed: shown open again"
+        );
+        let affected: Vec<Key> = self
+            .records
+            .iter()
+            .filter(|(_, r)| connection_of(r) == Some(name))
+            .map(|(k, _)| k.clone())
+            .collect();
+        self.refresh_all(&affected);
     }
 
     /// Marks instances whose beats stopped, and takes care that this
@@ -1127,6 +1157,88 @@ mod tests {
                     epoch: 12
                 })
             ))
+        );
+    }
+
+    /// A connection taken for closed by a listing that could not see it
+    /// (the scale trial's NATS restart) is open again on its instance's
+    /// next sign of life: a beat read [`REVIVE_AFTER`] after the close, or
+    /// a record write stamped after it. One read at once, or a record
+    /// written before the close, changes nothing: a dead instance's last
+    /// beat and write, read late, do not bring it back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sign_of_life_reopens_a_connection_taken_for_closed() {
+        use crate::fleet::liveness::{ConnectionEvent, Listing, REVIVE_AFTER};
+        let nats = aegis_testkit::NatsServer::start().expect("start nats-server");
+        let elections = bucket(&nats, "elections").await;
+        let (mut state, _registry, _answered) = rig(&nats, elections).await;
+        let mut record = ServiceInstance::new(SERVICE, "r1", "1.0.0", Utc::now());
+        record
+            .metadata
+            .insert(METADATA_CONNECTION.to_owned(), serde_json::json!("conn-r1"));
+        record
+            .metadata
+            .insert(METADATA_HEARTBEAT_MS.to_owned(), serde_json::json!(60_000));
+        let key = (SERVICE.to_owned(), "r1".to_owned());
+        let connection = |server: &str, cid, closed| {
+            ConnectionNews::Advisory(ConnectionEvent {
+                name: "conn-r1".to_owned(),
+                connection: (server.to_owned(), cid),
+                started: Some(Utc::now() - chrono::TimeDelta::seconds(10)),
+                closed,
+                at: Utc::now(),
+            })
+        };
+        state.apply_connection(&connection("S1", 5, false));
+        state.upsert(record.clone());
+        let reason = |state: &State| {
+            let v = shown(state, "r1").expect("r1 shown");
+            (v.instance.status, v.status_reason)
+        };
+        assert_eq!(reason(&state), (InstanceStatus::Active, None));
+
+        // S1's listing lacks it (wrongly, as the race had it).
+        state.apply_connection(&ConnectionNews::Listed(Listing {
+            server: "S1".to_owned(),
+            server_name: String::new(),
+            at: Utc::now(),
+            open: Vec::new(),
+            unnamed: Vec::new(),
+            asked: Instant::now(),
+            complete: true,
+        }));
+        let down = (InstanceStatus::Unhealthy, Some(StatusReason::Disconnected));
+        assert_eq!(reason(&state), down);
+        state.beat(key.clone());
+        assert_eq!(reason(&state), down, "a beat read at once");
+        tokio::time::sleep(REVIVE_AFTER + Duration::from_millis(50)).await;
+        state.beat(key.clone());
+        assert_eq!(reason(&state), (InstanceStatus::Active, None), "beats on");
+
+        // Its newer connection closes (the server's word); its last
+        // record, written before that, is read late: still down.
+        let mut before = record.clone();
+        before.last_heartbeat = Utc::now() - chrono::TimeDelta::seconds(5);
+        state.apply_connection(&ConnectionNews::Advisory(ConnectionEvent {
+            started: Some(Utc::now()),
+            ..match connection("S2", 9, true) {
+                ConnectionNews::Advisory(e) => e,
+                _ => unreachable!(),
+            }
+        }));
+        assert_eq!(reason(&state), down);
+        tokio::time::sleep(REVIVE_AFTER + Duration::from_millis(50)).await;
+        state.upsert(before);
+        assert_eq!(reason(&state), down, "a record written before the close");
+        // It reconnected under the same name, its connect advisory missed:
+        // its next record write tells.
+        let mut after = record;
+        after.last_heartbeat = Utc::now();
+        state.upsert(after);
+        assert_eq!(
+            reason(&state),
+            (InstanceStatus::Active, None),
+            "written after"
         );
     }
 }
