@@ -139,7 +139,24 @@ pub async fn create_or_find_bucket(
     config: jetstream::kv::Config,
 ) -> Result<jetstream::kv::Store, jetstream::context::CreateKeyValueError> {
     let bucket = config.bucket.clone();
-    match with_placement_patience(&bucket, || js.create_key_value(config.clone())).await {
+    create_or_find_bucket_with(js, &bucket, || js.create_key_value(config.clone())).await
+}
+
+/// [`create_or_find_bucket`] with `create` making the bucket (the shared
+/// buckets make their stream themselves, with rollups refused:
+/// [`create_or_find_shared_bucket`](crate::kv::create_or_find_shared_bucket)).
+pub(crate) async fn create_or_find_bucket_with<F, Fut>(
+    js: &jetstream::Context,
+    bucket: &str,
+    create: F,
+) -> Result<jetstream::kv::Store, jetstream::context::CreateKeyValueError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<
+            Output = Result<jetstream::kv::Store, jetstream::context::CreateKeyValueError>,
+        >,
+{
+    match with_placement_patience(bucket, create).await {
         Ok(store) => Ok(store),
         Err(taken) if name_taken(&taken) => {
             debug!(
@@ -152,8 +169,8 @@ pub async fn create_or_find_bucket(
             let deadline = crate::clock::deadline(tokio::time::Instant::now(), TAKEN_PATIENCE);
             loop {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                let lookup = || js.get_key_value(&bucket);
-                match ask_while_silent(&bucket, TAKEN_ATTEMPT_FIRST, left, lookup).await {
+                let lookup = || js.get_key_value(bucket);
+                match ask_while_silent(bucket, TAKEN_ATTEMPT_FIRST, left, lookup).await {
                     Some(Ok(store)) => return Ok(store),
                     Some(Err(e)) => {
                         debug!(bucket, error = %crate::startup::Causes(&e), "the bucket's lookup was refused; asking again");
@@ -165,7 +182,7 @@ pub async fn create_or_find_bucket(
         }
         // Any other refusal (a user who may read a bucket but not create
         // one, as a monitor): one more lookup, which may find it now.
-        Err(e) => js.get_key_value(&bucket).await.map_err(|_| e),
+        Err(e) => js.get_key_value(bucket).await.map_err(|_| e),
     }
 }
 

@@ -32,8 +32,16 @@
 //!
 //! The stream limits' part of the check (what the file sets, how a
 //! difference is said and what lowering one would delete) is in `limits`.
+//!
+//! The shared buckets (registry, elections, service definitions) must
+//! refuse rollups (but the registry: its limit markers need them) and be
+//! bounded (`aegis_sdk::kv::SharedBucket`): one
+//! made before is changed in place, here and by everything that runs
+//! [`create_missing_in`] (`aegis up`), since that deletes nothing; see
+//! `shared`.
 
 mod limits;
+mod shared;
 
 use std::time::Duration;
 
@@ -208,6 +216,18 @@ pub async fn run(args: InitArgs) -> anyhow::Result<bool> {
     let wanted = if explicit { "asked for" } else { "expected" };
     let js = conn.jetstream();
 
+    // Existing shared buckets first, so what changed is said here;
+    // `create_missing_within` changes one it makes open (the monitor's
+    // definitions, made by async-nats) as well.
+    for locked in shared::lock_down_shared(js).await? {
+        if !locked.changes.is_empty() {
+            println!("  locked  {}: {}", locked.name, locked.changes.join(", "));
+        }
+        if let Some(kept) = locked.kept {
+            println!("  kept    {}: {kept}", locked.name);
+        }
+    }
+
     create_missing_within(&conn, scope, args.startup_timeout, |e| {
         eprintln!(
             "aegis init: JetStream did not create everything yet ({}); retrying",
@@ -232,7 +252,9 @@ pub async fn run(args: InitArgs) -> anyhow::Result<bool> {
         } else {
             "created"
         };
-        let mut problems = Vec::new();
+        let mut problems: Vec<String> = shared::still_open(&name, &info.config)
+            .into_iter()
+            .collect();
         let fix_replicas = config.num_replicas != replicas && args.fix;
         if config.num_replicas != replicas {
             if args.fix {
@@ -499,7 +521,9 @@ fn plural(n: usize) -> &'static str {
 
 /// Creates every bucket and stream that is missing, the example services'
 /// buckets included (what `aegis up` runs), with the connection's
-/// replicas and stream limits; existing ones are left as they are.
+/// replicas and stream limits; existing ones are left as they are, but
+/// for the shared buckets' rollups and limits, which are set in place
+/// (see the module).
 ///
 /// # Errors
 /// Naming what JetStream refused to create (or did not answer for).
@@ -542,6 +566,9 @@ pub async fn create_missing_in(conn: &aegis_sdk::Connection, scope: Scope) -> an
             .await
             .context("creating the example services' buckets")?;
     }
+    shared::lock_down_shared(js)
+        .await
+        .context("refusing rollups on the shared buckets and bounding them")?;
     Ok(())
 }
 

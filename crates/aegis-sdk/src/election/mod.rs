@@ -123,9 +123,14 @@ impl LeaderRecord {
 }
 
 /// Creates the `service_elections` bucket when missing (history 1, the
-/// connection's replicas), waiting for peers to place it on, or finds it
-/// while its stream chooses a leader
-/// ([`create_or_find_bucket`](crate::streams::create_or_find_bucket)).
+/// connection's replicas, rollups refused and bounded as
+/// [`crate::kv::ELECTIONS`] says), waiting for peers to place it on, or
+/// finds it while its stream chooses a leader
+/// ([`create_or_find_shared_bucket`](crate::kv::create_or_find_shared_bucket)).
+/// An existing bucket that still allows rollups, or has no limits, is
+/// warned of ([`crate::kv::warn_if_open`]): with rollups, any service
+/// could delete every group's key with one message from its own. A
+/// resignation deletes the key with a delete marker, never a purge.
 ///
 /// # Errors
 /// [`ElectionError::Bucket`] when JetStream refuses.
@@ -134,6 +139,7 @@ pub async fn ensure_election_bucket(
     replicas: usize,
 ) -> Result<kv::Store, ElectionError> {
     if let Some(Ok(store)) = crate::streams::look_up_bucket(js, subjects::ELECTIONS_BUCKET).await {
+        crate::kv::warn_if_open(&store.stream.cached_info().config);
         return Ok(store);
     }
     let config = kv::Config {
@@ -145,9 +151,11 @@ pub async fn ensure_election_bucket(
         storage: jetstream::stream::StorageType::File,
         ..Default::default()
     };
-    crate::streams::create_or_find_bucket(js, config)
+    let store = crate::kv::create_or_find_shared_bucket(js, config)
         .await
-        .map_err(|e| ElectionError::Bucket(e.into()))
+        .map_err(|e| ElectionError::Bucket(e.into()))?;
+    crate::kv::warn_if_open(&store.stream.cached_info().config);
+    Ok(store)
 }
 
 /// Default lease: short enough for sub-second failover, long enough to ride

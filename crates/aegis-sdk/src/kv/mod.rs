@@ -55,9 +55,14 @@ use crate::{
 };
 
 mod mirror;
+mod shared;
 
 pub use crate::kv_watch::Removal;
 pub use mirror::{MirrorError, Mirrored, MirroredEntry, mirror};
+pub use shared::{
+    DEFINITIONS, ELECTIONS, LockDown, REGISTRY, SHARED_BUCKETS, SharedBucket,
+    create_or_find_shared_bucket, warn_if_open,
+};
 
 /// The pause before the first re-open; it doubles up to [`MAX_PAUSE`] while
 /// the watch cannot be opened or breaks again at once.
@@ -145,6 +150,63 @@ pub async fn follow<F>(
         },
     )
     .await;
+}
+
+/// The marker [`remove_with_ttl`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marker {
+    /// `KV-Operation: DEL`: readers tell a deletion.
+    Delete,
+    /// `KV-Operation: PURGE`, but without the `Nats-Rollup` header a
+    /// purge carries: readers tell a purge (the registry a deregistration,
+    /// as before), while the stream removes nothing but what its limits
+    /// remove. Only in a bucket of history 1 does it leave what a purge
+    /// leaves: the marker alone.
+    Purge,
+}
+
+/// Removes `key` of `store` with a marker (see [`Marker`]) that the server
+/// drops after `ttl` (`None`: kept), expecting `revision` as the key's
+/// last when given. Never a rollup, which the shared buckets refuse (see
+/// [`SharedBucket`]): async-nats purges only with one, and deletes only
+/// without a TTL.
+///
+/// # Errors
+/// As async-nats's `delete_expect_revision`: a refusal for another last
+/// revision is of kind `WrongLastRevision`, with the publish error as its
+/// source.
+pub async fn remove_with_ttl(
+    js: &async_nats::jetstream::Context,
+    store: &kv::Store,
+    key: &str,
+    marker: Marker,
+    revision: Option<u64>,
+    ttl: Option<Duration>,
+) -> Result<(), kv::DeleteError> {
+    let mut headers = async_nats::HeaderMap::new();
+    let operation = match marker {
+        Marker::Delete => "DEL",
+        Marker::Purge => "PURGE",
+    };
+    headers.insert("KV-Operation", operation);
+    if let Some(ttl) = ttl {
+        // A Go duration; the server takes one of at least a second.
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_TTL,
+            format!("{}ms", ttl.as_millis()).as_str(),
+        );
+    }
+    if let Some(revision) = revision {
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            revision.to_string().as_str(),
+        );
+    }
+    let prefix = store.put_prefix.as_deref().unwrap_or(&store.prefix);
+    js.publish_with_headers(format!("{prefix}{key}"), headers, bytes::Bytes::new())
+        .await?
+        .await?;
+    Ok(())
 }
 
 /// The entries of `store` on `subjects` (the bucket's prefix and a key

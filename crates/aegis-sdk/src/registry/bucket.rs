@@ -6,6 +6,12 @@
 //! see the instance go instead of it silently vanishing. Both need
 //! nats-server 2.11 or newer. A bucket created without them (by an older
 //! tool, or by hand) is refused with a message that says how to fix it.
+//!
+//! It is one of the shared buckets ([`crate::kv::SharedBucket`]), made
+//! bounded. Unlike the others it cannot refuse rollups: nats-server turns
+//! them on for a stream with limit markers (see that module for what
+//! bounds the harm). Deregistration writes a removal marker, never a
+//! rollup.
 
 use std::time::Duration;
 
@@ -16,7 +22,7 @@ use tracing::{debug, warn};
 use super::RegistryError;
 
 /// How long the server keeps a removal marker (a TTL expiry or a
-/// deregistration) before dropping it too. Live watchers see the marker at
+/// deregistration's marker) before dropping it too. Live watchers see the marker at
 /// once; a watcher that re-lists after a break no longer needs it.
 pub const REGISTRY_MARKER_TTL: Duration = Duration::from_secs(60);
 
@@ -24,8 +30,10 @@ pub const REGISTRY_MARKER_TTL: Duration = Duration::from_secs(60);
 pub const REGISTRY_HISTORY: i64 = 1;
 
 /// Creates the registry bucket when missing (history 1, file storage,
-/// per-key TTL with limit markers, `replicas` copies), otherwise opens it and
-/// checks its settings with [`check_registry_bucket`].
+/// per-key TTL with limit markers, `replicas` copies, bounded as
+/// [`crate::kv::REGISTRY`] says), otherwise opens it and checks
+/// its settings with [`check_registry_bucket`] (and warns of no limits:
+/// [`crate::kv::warn_if_open`]).
 ///
 /// ```no_run
 /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_sdk::registry::RegistryError> {
@@ -37,7 +45,7 @@ pub const REGISTRY_HISTORY: i64 = 1;
 /// # Errors
 /// [`RegistryError::Bucket`] when JetStream refuses or does not answer;
 /// [`RegistryError::BucketUnusable`] when an existing bucket lacks per-key
-/// TTL or limit markers, or forbids purges.
+/// TTL or limit markers, or is a mirror.
 pub async fn ensure_registry_bucket(
     js: &jetstream::Context,
     replicas: usize,
@@ -53,7 +61,7 @@ pub async fn ensure_registry_bucket(
             }
             // Another process may have created it meanwhile (or with other
             // settings): it is found, and the check decides.
-            crate::streams::create_or_find_bucket(js, bucket_config(replicas))
+            crate::kv::create_or_find_shared_bucket(js, bucket_config(replicas))
                 .await
                 .map_err(|e| RegistryError::Bucket {
                     bucket: REGISTRY_BUCKET.to_owned(),
@@ -63,6 +71,7 @@ pub async fn ensure_registry_bucket(
     };
     let config = &store.stream.cached_info().config;
     check_registry_bucket(config)?;
+    crate::kv::warn_if_open(config);
     // Replicas count only when the bucket is made. More than asked is the
     // operator's choice (the showcase and the Helm chart make it R3, a
     // service's default is 1); fewer is less durable than asked.
@@ -98,8 +107,9 @@ fn bucket_config(replicas: usize) -> kv::Config {
 }
 
 /// Checks that a bucket's stream settings can hold the registry: per-key TTL
-/// allowed, limit markers on (a TTL expiry must reach watchers), purges
-/// allowed with rollups (deregistration purges the key).
+/// allowed, limit markers on (a TTL expiry must reach watchers), not a
+/// mirror. Rollups and purges are not needed (deregistration writes a
+/// removal marker).
 ///
 /// ```
 /// use async_nats::jetstream::stream;
@@ -130,11 +140,6 @@ pub fn check_registry_bucket(config: &stream::Config) -> Result<(), RegistryErro
             "limit markers are off (no subject_delete_marker_ttl), so watchers would not see an expired instance go",
         ));
     }
-    if config.deny_purge || !config.allow_rollup {
-        return Err(unusable(
-            "purges or rollups are denied, so an instance could not deregister",
-        ));
-    }
     if config.mirror.is_some() {
         return Err(unusable(
             "the bucket is a read-only mirror, so instances could not register",
@@ -152,7 +157,6 @@ mod tests {
             name: "KV_service_registry".into(),
             allow_message_ttl: true,
             subject_delete_marker_ttl: Some(Duration::from_secs(60)),
-            allow_rollup: true,
             ..Default::default()
         }
     }
@@ -178,13 +182,18 @@ mod tests {
             })
             .contains("limit markers")
         );
-        assert!(
-            reason(stream::Config {
-                deny_purge: true,
-                ..usable()
-            })
-            .contains("purges")
-        );
+        // Deregistration needs neither rollups nor purges.
+        check_registry_bucket(&stream::Config {
+            deny_purge: true,
+            allow_rollup: false,
+            ..usable()
+        })
+        .unwrap();
+        check_registry_bucket(&stream::Config {
+            allow_rollup: true,
+            ..usable()
+        })
+        .unwrap();
     }
 
     #[test]
@@ -194,5 +203,8 @@ mod tests {
         assert_eq!(config.history, 1);
         assert_eq!(config.limit_markers, Some(REGISTRY_MARKER_TTL));
         assert_eq!(bucket_config(0).num_replicas, 1);
+        let stream = crate::kv::REGISTRY.stream_config(&config);
+        check_registry_bucket(&stream).unwrap();
+        assert!(stream.max_bytes > 0 && stream.max_message_size > 0);
     }
 }

@@ -1,6 +1,15 @@
 //! Deleting a registration's record on deregistration ([`purge`]): only
 //! the revision this registration wrote, tried again while the registry's
 //! stream takes no writes for now ([`purge_until`]).
+//!
+//! The record is replaced by a removal marker that the server drops after
+//! [`REGISTRY_MARKER_TTL`], not purged with a rollup: the registry refuses
+//! rollups (any service could otherwise purge every record with one; see
+//! [`crate::kv::SharedBucket`]). The marker still says `PURGE`
+//! ([`Marker::Purge`]), so every reader, older ones included, tells a
+//! deregistration as before; the bucket keeps one value per key, so it
+//! leaves what the purge left: watchers see the removal, and the key is
+//! gone once the marker expires.
 
 use std::{sync::atomic::Ordering, time::Duration};
 
@@ -9,7 +18,10 @@ use tracing::{info, warn};
 
 use super::super::RETRY_INITIAL;
 use super::{Inner, Writer, current_writer, wrong_last_sequence};
-use crate::registry::{RegistryError, bucket::REGISTRY_MARKER_TTL};
+use crate::{
+    kv::Marker,
+    registry::{RegistryError, bucket::REGISTRY_MARKER_TTL},
+};
 
 /// The longest pause between two attempts to delete the record.
 const PURGE_PAUSE_MAX: Duration = Duration::from_secs(1);
@@ -125,21 +137,16 @@ async fn purge_as(inner: &Inner, revision: Option<u64>) -> Result<(), RegistryEr
     // is sent again once that write settled: it then either deletes, or
     // finds the key moved on, which `purge` sorts out.
     let purge = super::resend_while_in_flight(inner.write_timeout, || async {
-        let purged = match revision {
-            Some(revision) => {
-                inner
-                    .store
-                    .purge_expect_revision_with_ttl(&inner.key, revision, REGISTRY_MARKER_TTL)
-                    .await
-            }
-            None => {
-                inner
-                    .store
-                    .purge_with_ttl(&inner.key, REGISTRY_MARKER_TTL)
-                    .await
-            }
-        };
-        purged.map_err(async_nats::Error::from)
+        crate::kv::remove_with_ttl(
+            &inner.js,
+            &inner.store,
+            &inner.key,
+            Marker::Purge,
+            revision,
+            Some(REGISTRY_MARKER_TTL),
+        )
+        .await
+        .map_err(async_nats::Error::from)
     });
     match tokio::time::timeout(inner.write_timeout, purge).await {
         Ok(Ok(())) => Ok(()),

@@ -1,0 +1,84 @@
+//! The shared buckets' settings (`aegis_sdk::kv::SharedBucket`): rollups
+//! refused (but on the registry, whose limit markers need them), the
+//! definitions' purges denied, byte and value size limits.
+//! Buckets made before these settings (by an older `aegis init`, the
+//! monitor, a service on a server without users, or by hand) are changed in
+//! place: turning rollups off and bounding a bucket that holds less than
+//! its bound deletes nothing, so it needs no flag, as raising a stream
+//! limit needs none. A bucket that already holds more than its bound keeps
+//! having none (bounding it would delete values at once), and is named.
+
+use aegis_sdk::kv::SHARED_BUCKETS;
+use anyhow::Context;
+
+/// What [`lock_down_shared`] did to one bucket.
+#[derive(Debug, Clone)]
+pub(super) struct Locked {
+    /// The bucket's stream (`KV_` + bucket name).
+    pub(super) name: String,
+    /// Each change made, `setting has -> wants`.
+    pub(super) changes: Vec<String>,
+    /// A limit left as it is, and why.
+    pub(super) kept: Option<String>,
+}
+
+/// Changes every existing shared bucket whose settings are not the
+/// shared buckets' (see the module); a missing one is skipped. What was
+/// changed or kept, per bucket that differed.
+///
+/// # Errors
+/// When JetStream refuses to read or change a bucket's stream.
+pub(super) async fn lock_down_shared(
+    js: &async_nats::jetstream::Context,
+) -> anyhow::Result<Vec<Locked>> {
+    let mut done = Vec::new();
+    for bucket in SHARED_BUCKETS {
+        let name = format!("KV_{}", bucket.bucket);
+        let Ok(mut stream) = js.get_stream(&name).await else {
+            continue;
+        };
+        let info = stream
+            .info()
+            .await
+            .with_context(|| format!("reading stream {name}"))?
+            .clone();
+        let lock = bucket.lock_down(&info.config, info.state.bytes);
+        if !lock.changes.is_empty() {
+            aegis_sdk::streams::with_placement_patience(&name, || {
+                js.update_stream(lock.config.clone())
+            })
+            .await
+            .with_context(|| format!("changing {name} ({})", lock.changes.join(", ")))?;
+            tracing::info!(stream = %name, changes = %lock.changes.join(", "), "locked down a shared bucket");
+        }
+        if !lock.changes.is_empty() || lock.kept.is_some() {
+            done.push(Locked {
+                name,
+                changes: lock.changes,
+                kept: lock.kept,
+            });
+        }
+    }
+    Ok(done)
+}
+
+/// What is still wrong with the shared bucket `name`'s `config` after
+/// [`lock_down_shared`], for `init`'s check; `None` for another stream or
+/// a bucket as it should be.
+pub(super) fn still_open(
+    name: &str,
+    config: &async_nats::jetstream::stream::Config,
+) -> Option<String> {
+    let bucket = aegis_sdk::kv::SharedBucket::named(name.strip_prefix("KV_")?)?;
+    if bucket.refuses_rollups && config.allow_rollup {
+        return Some(
+            "allows rollups (Nats-Rollup), so any user that may write one of its keys can purge \
+             all of them; `aegis init` could not turn them off"
+                .to_owned(),
+        );
+    }
+    if bucket.deny_purge && !config.deny_purge {
+        return Some("allows purges of its audit trail".to_owned());
+    }
+    None
+}
