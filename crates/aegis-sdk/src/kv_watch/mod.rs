@@ -176,6 +176,78 @@ pub(crate) fn removal_of(headers: &async_nats::HeaderMap) -> Option<Removal> {
     }
 }
 
+/// A warning logged at most once per [`Throttled::EVERY`] per process,
+/// with a count of the ones not logged in between: a flood of what it
+/// warns of (junk records in a bucket every process watches, say) must not
+/// multiply into every watcher's log.
+pub(crate) struct Throttled {
+    /// When it was last logged (ms since the process's first use, plus
+    /// one; 0 for never).
+    last: std::sync::atomic::AtomicU64,
+    /// How many went unlogged since.
+    unlogged: std::sync::atomic::AtomicU64,
+}
+
+impl Throttled {
+    /// The interval: one line per 10 s, as the RPC server's refusals.
+    pub(crate) const EVERY: Duration = Duration::from_secs(10);
+
+    pub(crate) const fn new() -> Self {
+        Self {
+            last: std::sync::atomic::AtomicU64::new(0),
+            unlogged: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(n)` when this one is to be logged, `n` the ones not logged
+    /// since the last; `None` (counted) otherwise.
+    pub(crate) fn due(&self) -> Option<u64> {
+        static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let epoch = *EPOCH.get_or_init(std::time::Instant::now);
+        let now = u64::try_from(epoch.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        let every = u64::try_from(Self::EVERY.as_millis()).unwrap_or(u64::MAX);
+        let last = self.last.load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= every;
+        if !due
+            || self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            self.unlogged.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.unlogged.swap(0, Ordering::Relaxed))
+    }
+}
+
+/// Rollups seen on a watched bucket (see [`warn_of_rollup`]).
+static ROLLUPS: Throttled = Throttled::new();
+
+/// Warns (throttled) of a message with a `Nats-Rollup` header on `key` of
+/// `bucket`: the server removed every other key of the bucket (`all`) or
+/// the key's older values (`sub`), without removal markers, so no watcher
+/// is told of those removals. Aegis itself never sends one; the shared
+/// buckets but the registry refuse them (`crate::kv::SharedBucket`).
+fn warn_of_rollup(bucket: &str, key: &str, rollup: &str) {
+    if let Some(also) = ROLLUPS.due() {
+        warn!(
+            bucket,
+            key,
+            rollup,
+            also_seen = also,
+            "a rollup was sent to this key: the server removed {} without telling any watcher;              whoever may write this key sent it (Aegis never does). Live instances write their              registry records again at their next refresh",
+            if rollup == "all" {
+                "every other key of the bucket"
+            } else {
+                "the key's older values"
+            }
+        );
+    }
+}
+
 /// The latest value of one key.
 #[derive(Debug, Clone)]
 pub(crate) struct KvEntry {
@@ -699,6 +771,13 @@ impl Session {
         }
         self.last_consumer_sequence = consumer_sequence;
         if let Some(key) = message.subject.as_str().strip_prefix(store.prefix.as_str()) {
+            if let Some(rollup) = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(async_nats::header::NATS_ROLLUP))
+            {
+                warn_of_rollup(&store.name, key, rollup.as_str());
+            }
             let removal = message.headers.as_ref().and_then(removal_of);
             match (&mut self.loading, removal) {
                 (Some(loading), Some(_)) => {

@@ -8,7 +8,15 @@ use aegis_contracts::{ServiceInstance, subjects};
 use tracing::{debug, warn};
 
 use super::{RemovalReason, cache::Shared};
-use crate::kv_watch::{KvEntry, Removal, Sink};
+use crate::kv_watch::{KvEntry, Removal, Sink, Throttled};
+
+/// Records whose names disagree with their key, and unreadable ones: a
+/// service may write any number under its own keys, and every process
+/// that watches the registry would log each (one red-team run: ~700 junk
+/// writes, ~950 lines in each watcher's log). One line per
+/// [`Throttled::EVERY`] per process, with a count, each.
+static DISAGREEING: Throttled = Throttled::new();
+static UNREADABLE: Throttled = Throttled::new();
 
 /// What the registry watch's consumer calls itself.
 pub(super) const DESCRIPTION: &str = "aegis registry watch";
@@ -31,14 +39,28 @@ fn decode(entry: &KvEntry) -> Decoded {
             Decoded::Put(Box::new(instance))
         }
         Ok(_) => {
-            warn!(
-                key,
-                "ignoring a registry record whose names disagree with its key"
-            );
+            match DISAGREEING.due() {
+                Some(also) => warn!(
+                    key,
+                    also_ignored = also,
+                    "ignoring a registry record whose names disagree with its key"
+                ),
+                None => debug!(
+                    key,
+                    "ignoring a registry record whose names disagree with its key"
+                ),
+            }
             Decoded::Remove(service, id)
         }
         Err(e) => {
-            warn!(key, error = %crate::startup::Causes(&e), "ignoring an unreadable registry record");
+            match UNREADABLE.due() {
+                Some(also) => {
+                    warn!(key, also_ignored = also, error = %crate::startup::Causes(&e), "ignoring an unreadable registry record")
+                }
+                None => {
+                    debug!(key, error = %crate::startup::Causes(&e), "ignoring an unreadable registry record")
+                }
+            }
             Decoded::Remove(service, id)
         }
     }
@@ -73,7 +95,7 @@ impl Sink for Shared {
 
     fn on_remove(&self, key: &str, removal: Removal, _revision: u64) {
         if let Some((service, id)) = subjects::parse_registry_key(key) {
-            // Instances deregister with a purge.
+            // Instances deregister with a marker that says PURGE.
             let reason = match removal {
                 Removal::Expired => RemovalReason::Expired,
                 Removal::Purged => RemovalReason::Deregistered,
