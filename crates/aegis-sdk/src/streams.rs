@@ -294,7 +294,29 @@ where
     }
 }
 
-/// `config` with `limits` applied.
+/// The largest message `EVENTS` and `AEGIS_LOG` take (headers included),
+/// 64 KiB. Every service publishes into these shared streams, which drop
+/// their oldest messages when full: without a cap one publish of the
+/// server's largest payload (1 MiB) took almost 1 % of `EVENTS`' default
+/// 128 MiB and 3 % of `AEGIS_LOG`'s 32 MiB, and a red-team run pushed every
+/// order and risk event out with 140 of them. Events and log records are
+/// small JSON documents (an order's fields; a log line with its fields),
+/// so 64 KiB leaves a wide margin; a larger one is refused by the stream
+/// (an event's publish fails with the server's "message size exceeds
+/// maximum allowed"; a forwarded log record is dropped). A cap
+/// bounds what one message takes, not what many take: per-writer budgets
+/// would (see docs/security.md).
+pub const SHARED_STREAM_MAX_MESSAGE_SIZE: i32 = 64 * 1024;
+
+/// The per-message cap of the stream `name`, where Aegis sets one:
+/// [`SHARED_STREAM_MAX_MESSAGE_SIZE`] on `EVENTS` and `AEGIS_LOG`.
+pub fn message_size_cap(name: &str) -> Option<i32> {
+    use aegis_contracts::subjects::{EVENTS_STREAM, LOG_STREAM};
+    (name == EVENTS_STREAM || name == LOG_STREAM).then_some(SHARED_STREAM_MAX_MESSAGE_SIZE)
+}
+
+/// `config` with `limits` applied, and its per-message cap where Aegis
+/// sets one ([`message_size_cap`]).
 ///
 /// ```
 /// use aegis_sdk::{StreamsConfig, streams::bounded};
@@ -307,6 +329,9 @@ pub fn bounded(mut config: stream::Config, limits: &StreamLimits) -> stream::Con
     config.max_age = limits.max_age;
     config.max_bytes = i64::try_from(limits.max_bytes).unwrap_or(i64::MAX);
     config.max_messages = i64::try_from(limits.max_messages).unwrap_or(i64::MAX);
+    if let Some(cap) = message_size_cap(&config.name) {
+        config.max_message_size = cap;
+    }
     config
 }
 

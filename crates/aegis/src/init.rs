@@ -38,7 +38,9 @@
 //! bounded (`aegis_sdk::kv::SharedBucket`): one
 //! made before is changed in place, here and by everything that runs
 //! [`create_missing_in`] (`aegis up`), since that deletes nothing; see
-//! `shared`.
+//! `shared`. So are `EVENTS`' and `AEGIS_LOG`'s per-message caps
+//! (`aegis_sdk::streams::message_size_cap`), which apply to new messages
+//! only.
 
 mod limits;
 mod shared;
@@ -219,7 +221,9 @@ pub async fn run(args: InitArgs) -> anyhow::Result<bool> {
     // Existing shared buckets first, so what changed is said here;
     // `create_missing_within` changes one it makes open (the monitor's
     // definitions, made by async-nats) as well.
-    for locked in shared::lock_down_shared(js).await? {
+    let mut locked = shared::lock_down_shared(js).await?;
+    locked.extend(shared::cap_shared_streams(js).await?);
+    for locked in locked {
         if !locked.changes.is_empty() {
             println!("  locked  {}: {}", locked.name, locked.changes.join(", "));
         }
@@ -569,6 +573,9 @@ pub async fn create_missing_in(conn: &aegis_sdk::Connection, scope: Scope) -> an
     shared::lock_down_shared(js)
         .await
         .context("refusing rollups on the shared buckets and bounding them")?;
+    shared::cap_shared_streams(js)
+        .await
+        .context("capping the shared streams' message size")?;
     Ok(())
 }
 

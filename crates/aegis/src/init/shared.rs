@@ -62,6 +62,60 @@ pub(super) async fn lock_down_shared(
     Ok(done)
 }
 
+/// Sets the per-message cap of the shared streams that have none or a
+/// larger one (`aegis_sdk::streams::message_size_cap`: `EVENTS` and
+/// `AEGIS_LOG`): it applies to new messages only, so it deletes nothing
+/// and needs no flag. What changed, per stream; a missing stream is
+/// skipped.
+///
+/// # Errors
+/// When JetStream refuses to read or change a stream.
+pub(super) async fn cap_shared_streams(
+    js: &async_nats::jetstream::Context,
+) -> anyhow::Result<Vec<Locked>> {
+    use aegis_contracts::subjects::{EVENTS_STREAM, LOG_STREAM};
+
+    let mut done = Vec::new();
+    for name in [EVENTS_STREAM, LOG_STREAM] {
+        let Some(cap) = aegis_sdk::streams::message_size_cap(name) else {
+            continue;
+        };
+        let Ok(mut stream) = js.get_stream(name).await else {
+            continue;
+        };
+        let mut config = stream
+            .info()
+            .await
+            .with_context(|| format!("reading stream {name}"))?
+            .config
+            .clone();
+        let has = config.max_message_size;
+        if has > 0 && has <= cap {
+            continue;
+        }
+        config.max_message_size = cap;
+        let what = format!(
+            "max message size {} -> {} KiB",
+            if has > 0 {
+                format!("{has} bytes")
+            } else {
+                "none".to_owned()
+            },
+            cap / 1024
+        );
+        aegis_sdk::streams::with_placement_patience(name, || js.update_stream(config.clone()))
+            .await
+            .with_context(|| format!("changing {name} ({what})"))?;
+        tracing::info!(stream = %name, change = %what, "capped a shared stream's messages");
+        done.push(Locked {
+            name: name.to_owned(),
+            changes: vec![what],
+            kept: None,
+        });
+    }
+    Ok(done)
+}
+
 /// What is still wrong with the shared bucket `name`'s `config` after
 /// [`lock_down_shared`], for `init`'s check; `None` for another stream or
 /// a bucket as it should be.
