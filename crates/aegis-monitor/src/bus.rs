@@ -189,8 +189,11 @@ async fn open_resources(
                 ..Default::default()
             };
             // Another replica may have created it meanwhile: it is found.
+            // Made as a shared bucket: rollups refused (one message with
+            // `Nats-Rollup: all` would erase every definition and its
+            // history), purges denied, bounded (`aegis_sdk::kv::DEFINITIONS`).
             let what = "bucket service_definitions";
-            aegis_sdk::streams::create_or_find_bucket(js, config)
+            aegis_sdk::kv::create_or_find_shared_bucket(js, config)
                 .await
                 .map_err(|e| match opener {
                     Opener::Operator => SetupError::Open {
@@ -209,6 +212,9 @@ async fn open_resources(
     if !info.config.max_age.is_zero() {
         return Err(SetupError::DefinitionsExpire(info.config.max_age));
     }
+    // One made before (or by hand) that still takes rollups: said, with
+    // the fix (`aegis init`); the monitor changes no stream.
+    aegis_sdk::kv::warn_if_open(&info.config);
     if info.config.max_messages_per_subject < 2 {
         tracing::warn!(
             history = info.config.max_messages_per_subject,

@@ -322,3 +322,30 @@ async fn a_registry_rollup_is_undone_by_the_next_refresh() {
         wiped_at.elapsed()
     );
 }
+
+/// The monitor makes the definitions bucket itself where it may (a server
+/// without users): made so, it refuses rollups and purges before any
+/// `aegis init` changes it.
+#[tokio::test]
+async fn the_monitor_makes_the_definitions_bucket_without_rollups() {
+    let nats = NatsServer::start().expect("start nats-server");
+    let conn = Connection::connect(AegisConfig::with_servers(nats.url()))
+        .await
+        .unwrap();
+    aegis_monitor::ensure_infrastructure(conn.jetstream(), conn.config(), 64)
+        .await
+        .expect("the monitor's bucket and streams");
+    let mut stream = conn
+        .jetstream()
+        .get_stream(format!("KV_{DEFINITIONS_BUCKET}"))
+        .await
+        .unwrap();
+    let config = stream.info().await.unwrap().config.clone();
+    assert!(!config.allow_rollup, "rollups refused");
+    assert!(config.deny_purge, "purges denied");
+    assert_eq!(config.max_messages_per_subject, 64, "history kept");
+    assert!(
+        config.max_bytes > 0 && config.max_message_size > 0,
+        "bounded"
+    );
+}
