@@ -33,8 +33,14 @@
 //! ([`SharedBucket`]), sized with a wide margin for 1,000+ instances, so a
 //! flood from one user fills at most that bucket, not the account's
 //! JetStream store that every order, event and heartbeat needs (F4). The
-//! buckets discard new writes when full (async-nats's KV default): a full
-//! registry refuses new records instead of dropping live ones.
+//! buckets discard new writes when full (async-nats's KV default), and
+//! the server still takes a write that replaces a key's value (checked on
+//! nats-server 2.15.1 with one value per key): in a full bucket live
+//! records, lease renewals, resignations and deregistrations keep working,
+//! but a new key (a new instance id, a new sticky group) is refused until
+//! the junk that filled it is deleted. A service can therefore still fill
+//! the registry or the elections with keys of its own and keep new
+//! instances from registering; it can no longer fill the account's store.
 //!
 //! Existing buckets made before keep what they have until the operator's
 //! `aegis init` (or `aegis up`) changes them in place ([`lock_down`]): no
