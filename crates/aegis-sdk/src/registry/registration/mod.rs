@@ -580,6 +580,11 @@ impl RegistrationHandle {
 /// [`deregister`](Self::deregister). Dropping it stops the heartbeat and
 /// deletes the record in the background (best effort; otherwise it expires
 /// after its TTL).
+///
+/// The background delete is only scheduled: a process that drops its
+/// registrations at the end of `main` usually ends before it runs, and its
+/// records then wait out their TTL, which watchers read as a crash. Await
+/// [`deregister`](Self::deregister) before the process exits.
 pub struct Registration {
     handle: RegistrationHandle,
     /// The heartbeat; stopped once deregistered.
