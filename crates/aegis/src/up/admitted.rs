@@ -89,8 +89,9 @@ pub fn banner(state_dir: &Path, admitted: &[ServiceRole]) -> Vec<String> {
         return Vec::new();
     }
     let mut lines = vec![
-        "Your services (run each from its crate; it connects as svc-NAME, calls the showcase's \
-         services, publishes events.DOMAIN.>; see docs/services.md):"
+        "Your services (run each from its crate; it connects as svc-NAME, calls the public \
+         methods of the showcase's services (not their admin methods) and every method of the \
+         other admitted ones, publishes events.DOMAIN.>; see docs/services.md):"
             .to_owned(),
     ];
     for service in admitted {

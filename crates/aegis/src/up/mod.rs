@@ -99,7 +99,9 @@ pub struct UpArgs {
     pub tls: bool,
     /// Admit a service of your own, NAME, next to the showcase (repeat for
     /// more): its NATS gets the user `svc-NAME`, which serves NAME, calls
-    /// every service of the showcase and every other admitted one, and
+    /// the public methods of the showcase's services (not their admin
+    /// methods, such as risk-service's `update_limits`: those are the
+    /// operator's) and every method of the other admitted ones, and
     /// publishes `events.DOMAIN.>` (DOMAIN: NAME without a trailing
     /// `-service`); no buckets, event consumers or feeds. Its connection
     /// settings go to `<state-dir>/admitted/NAME.env`. A run without it
