@@ -1,12 +1,12 @@
-//! A command's sender takes progress and results only from the service it
-//! sent the command to: on the command's own inbox
-//! (`{prefix}.cmd.{service}.{id}`) and naming that service in the
-//! `Aegis-Service` header, as every worker's reply does. Here on a bus
-//! without permissions (anyone may publish anywhere): a forged
-//! `completed` without the header, or naming another service, is dropped,
-//! and the real worker's result is the one returned. (On the showcase's
-//! bus only the addressed service's user may publish to that inbox at
-//! all: `aegis/tests/command_inbox.rs`.)
+//! A command's sender takes progress and results only on the command's own
+//! inbox (`{prefix}.cmd.{service}.{id}`), and not from a reply that names
+//! another service in the `Aegis-Service` header. Here on a bus without
+//! permissions (anyone may publish anywhere): a `completed` naming another
+//! service is dropped, and the real worker's result is the one returned;
+//! a reply without the header, as a worker built before it sends, is
+//! taken. (On the showcase's bus only the addressed service's user may
+//! publish to that inbox at all: `aegis/tests/command_inbox.rs`; that is
+//! the protection, since a publisher may set any header.)
 
 mod common;
 
@@ -44,19 +44,19 @@ async fn replies_not_from_the_addressed_service_are_dropped() {
         "the command's own inbox, under the connection's prefix"
     );
 
-    // Forged results: no service named, another service named.
+    // A forged result naming another service, and one sent elsewhere.
     let forged = br#"{"kind":"completed","result":{"forged":true}}"#;
-    for claimed in [None, Some("pricing-service")] {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(HEADER_INSTANCE, "ledger-1");
-        if let Some(service) = claimed {
-            headers.insert(HEADER_SERVICE, service);
-        }
-        conn.client()
-            .publish_with_headers(inbox.clone(), headers, forged[..].into())
-            .await
-            .unwrap();
-    }
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(HEADER_INSTANCE, "ledger-1");
+    headers.insert(HEADER_SERVICE, "pricing-service");
+    conn.client()
+        .publish_with_headers(inbox.clone(), headers.clone(), forged[..].into())
+        .await
+        .unwrap();
+    conn.client()
+        .publish_with_headers(format!("{inbox}.x"), headers, forged[..].into())
+        .await
+        .unwrap();
     conn.client().flush().await.unwrap();
 
     // The real worker, started after the forgeries were sent.
@@ -85,4 +85,39 @@ async fn replies_not_from_the_addressed_service_are_dropped() {
     let done = handle.next().await.unwrap();
     assert_eq!(done, CommandUpdate::Completed(json!({"rebuilt": true})));
     assert_eq!(handle.worker_instance(), Some("ledger-1"));
+}
+
+/// A worker built before the `Aegis-Service` header sends none: its
+/// replies on the command's inbox are taken, so workers need not be
+/// upgraded before senders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_without_the_header_is_taken() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let mut handle = conn
+        .commands()
+        .send(
+            "ledger-service",
+            "rebuild_book",
+            &json!({}),
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    let inbox = format!("_INBOX.cmd.ledger-service.{}", handle.id());
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(HEADER_INSTANCE, "ledger-1");
+    conn.client()
+        .publish_with_headers(
+            inbox,
+            headers,
+            br#"{"kind":"completed","result":{"rebuilt":true}}"#[..].into(),
+        )
+        .await
+        .unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(10), handle.next())
+        .await
+        .expect("the reply within 10 s")
+        .unwrap();
+    assert_eq!(done, CommandUpdate::Completed(json!({"rebuilt": true})));
 }

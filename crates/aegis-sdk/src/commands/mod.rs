@@ -43,11 +43,15 @@
 //!
 //! Who may answer a command: its replies go to an inbox of its own
 //! ([`command_inbox`], `{prefix}.cmd.{service}.{id}`), which the bus's
-//! permissions let only the addressed service's user publish to, and the
-//! sender takes only replies that arrive there and name the addressed
+//! permissions let only the addressed service's user publish to. The
+//! sender takes only replies that arrive there and do not name another
 //! service in the `Aegis-Service` header ([`HEADER_SERVICE`]); any other
-//! is dropped (a WARN, once per command). A worker that predates that
-//! header is not heard: upgrade workers before senders.
+//! is dropped (a WARN, once per command). A reply without the header (a
+//! worker that predates it) is taken: the inbox's permission is the
+//! protection, since whoever may publish there may set the header too.
+//! Upgrading: the senders and the bus's permissions change together (an
+//! older sender's inbox, `{prefix}.{id}`, is refused by the new
+//! permissions, and a new sender's by the old ones); workers may follow.
 //!
 //! Where its commands are listed: an instance of a service lists the
 //! commands its process's workers take (on the same connection) in its

@@ -470,15 +470,17 @@ fn worker_of(msg: &async_nats::Message) -> Option<String> {
 
 /// Whether `msg` is a reply of the addressed `service`: it arrived on the
 /// command's own `inbox` (which only that service's user may publish to,
-/// on a bus with the Aegis permissions) and names `service` in
-/// [`HEADER_SERVICE`].
+/// on a bus with the Aegis permissions), and does not name another
+/// service in [`HEADER_SERVICE`]. A reply without the header is taken: a
+/// worker built before it sends none, and the header proves nothing the
+/// inbox's permission does not (whoever may publish there may set it).
 fn from_addressed(msg: &async_nats::Message, inbox: &str, service: &str) -> bool {
     msg.subject.as_str() == inbox
         && msg
             .headers
             .as_ref()
             .and_then(|h| h.get(HEADER_SERVICE))
-            .is_some_and(|v| v.as_str() == service)
+            .is_none_or(|v| v.as_str() == service)
 }
 
 /// Whether a reply says its worker skipped the command unrun.
