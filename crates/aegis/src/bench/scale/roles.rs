@@ -144,15 +144,24 @@ pub(crate) async fn worker(
     // A stop, not a crash: each instance deregisters before the process
     // ends (a dropped registration only schedules its deregistration, and
     // the runtime would end first, leaving the records to their TTL).
-    futures::stream::iter(running)
-        .for_each_concurrent(START_PARALLEL, Held::stop)
-        .await;
-    futures::future::join_all(conns.iter().map(|c| c.drain())).await;
+    // Bounded: with NATS gone each deregistration would retry for its
+    // record's lifetime, and the process must still end.
+    let stop = async {
+        futures::stream::iter(running)
+            .for_each_concurrent(START_PARALLEL, Held::stop)
+            .await;
+        futures::future::join_all(conns.iter().map(|c| c.drain())).await;
+    };
+    let _ = tokio::time::timeout(STOP_WITHIN, stop).await;
     if let Some(task) = raw_responder {
         task.abort();
     }
     Ok(())
 }
+
+/// How long a worker whose stdin closed takes to stop its instances at
+/// most before it ends anyway (their records then expire with their TTL).
+const STOP_WITHIN: Duration = Duration::from_secs(3);
 
 /// What a worker holds per instance: a serving service or a bare
 /// registration.
