@@ -6,7 +6,7 @@
 import * as React from "react";
 
 import type { MetricsSnapshot } from "@/lib/api/schemas";
-import type { InstanceStore } from "@/lib/instance-store";
+import type { CardFigures, InstanceStore } from "@/lib/instance-store";
 
 export const InstanceStoreContext = React.createContext<InstanceStore | null>(null);
 
@@ -23,5 +23,16 @@ export function useLatestMetrics(service: string, id: string): MetricsSnapshot |
     [store, service, id],
   );
   const get = () => store?.latestMetrics(service, id) ?? null;
+  return React.useSyncExternalStore(subscribe, get, get);
+}
+
+/** The newest figures of one instance (what its card shows), as they arrive. */
+export function useLatestFigures(service: string, id: string): CardFigures | null {
+  const store = useInstanceStore();
+  const subscribe = React.useCallback(
+    (listener: () => void) => store?.subscribeMetrics(service, id, listener) ?? (() => undefined),
+    [store, service, id],
+  );
+  const get = () => store?.latestFigures(service, id) ?? null;
   return React.useSyncExternalStore(subscribe, get, get);
 }

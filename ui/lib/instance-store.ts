@@ -78,8 +78,20 @@
 // interval and is not down is shown as being checked until the first
 // digest says (or, with no stream to bring one, until the feed polls);
 // the same after the feed dropped or stalled and came back.
+//
+// A card's figures (calls/s, p99) come from one of two feeds. The
+// dashboard's is the API's `figures` (`applyFigures`): what cards show,
+// sent only when it changes, with a bound on the latest snapshot's time
+// instead of every snapshot's: as of each message's `asOf`, an instance not
+// `late` had a snapshot within its late bound (`lateAfterMs`), so its
+// latest snapshot is taken as `asOf` less that bound — the oldest it can
+// be, so figures never read fresher than true — and a late one's time is
+// exact. An instance's page reads full snapshots (`setMetrics`), whose
+// times are exact. Each message says how things stood at its `asOf`: an
+// instance's figures are replaced only by a message as new, whichever of
+// the stream and a REST read comes first.
 import type { FeedState } from "@/lib/api/live-feed";
-import type { DigestEvent, InstanceEvent, MetricsSnapshot, ServiceInstance } from "@/lib/api/schemas";
+import type { DigestEvent, FiguresView, InstanceEvent, MetricsSnapshot, ServiceInstance } from "@/lib/api/schemas";
 import { drillDelay } from "@/lib/drill";
 
 export const GONE_KEEP_MS = 60_000;
@@ -90,9 +102,36 @@ export type GoneReason = "deregistered" | "expired" | "deleted" | "vanished" | "
 
 const GONE_REASONS: readonly string[] = ["deregistered", "expired", "deleted", "vanished"];
 
+/**
+ * What a card shows of an instance's latest snapshot (`figuresOf` a full
+ * snapshot, or the API's `figures`).
+ */
+export interface CardFigures {
+  serviceName: string;
+  instanceId: string;
+  /** The latest snapshot's time when `exact`; else a time at or before it (`InstanceStore.figuresTime`). */
+  timestamp: string;
+  intervalSecs: number;
+  /** Calls per second over all endpoints. */
+  rate: number;
+  /** The highest p99 (ms) of the endpoints called in the interval; null when none was. */
+  p99: number | null;
+  /** `timestamp` is the latest snapshot's own: a full snapshot, or an instance the API says is late. */
+  exact: boolean;
+  /** The `asOf` (ms, monitor's clock) of the message that said this; -Infinity for a full snapshot. */
+  asOf: number;
+}
+
+/** A card's figures of a full snapshot. */
+export function figuresOf(s: MetricsSnapshot): CardFigures {
+  const h = headline(s)!;
+  return { serviceName: s.serviceName, instanceId: s.instanceId, timestamp: s.timestamp, intervalSecs: s.intervalSecs, rate: h.rate, p99: h.p99, exact: true, asOf: -Infinity };
+}
+
 export interface InstanceEntry {
   instance: ServiceInstance;
-  metrics: MetricsSnapshot | null;
+  /** Its live figures: null while its process is down, or none came from its current one. */
+  metrics: CardFigures | null;
   /** When it left (ms since epoch), or null while registered. */
   goneAt: number | null;
   goneReason: GoneReason | null;
@@ -155,16 +194,6 @@ function visible(i: ServiceInstance): string {
 }
 
 /**
- * Whether `snapshot` may show as `i`'s live figures (as in the API's
- * `/api/metrics`): not when its process is gone (connection closed) or hung
- * (beats stopped), which serves nothing, nor when it was taken before the
- * instance last started (the same id restarted: the old process's figures).
- */
-function liveFigures(i: ServiceInstance, snapshot: MetricsSnapshot | null): MetricsSnapshot | null {
-  return processDown(i) ? null : ownSnapshot(i, snapshot);
-}
-
-/**
  * `snapshot` if it came from the instance's current process (taken after
  * it last started), else null: a down instance's last-known figures.
  */
@@ -175,10 +204,12 @@ export function ownSnapshot(i: ServiceInstance, snapshot: MetricsSnapshot | null
 }
 
 /** A card's figures at the precision it shows them. */
-function shown(s: MetricsSnapshot | null): string {
-  const h = headline(s);
-  return h ? `${h.rate.toFixed(1)}|${h.p99?.toFixed(2) ?? "-"}` : "";
+function shown(f: CardFigures | null): string {
+  return f ? `${f.rate.toFixed(1)}|${f.p99?.toFixed(2) ?? "-"}` : "";
 }
+
+/** The API's default late bound, until a message says it. */
+const DEFAULT_LATE_AFTER = { intervals: 1.5, minMs: 2500 };
 
 export class InstanceStore {
   private map = new Map<string, InstanceEntry>();
@@ -197,6 +228,11 @@ export class InstanceStore {
   /** The monitor's clock less the browser's, as the last digests showed it (ms). */
   private clockOffsets: number[] = [];
   private latest = new Map<string, MetricsSnapshot>();
+  /** The newest figures of each instance, registered or not yet (a message may come before its record). */
+  private figures = new Map<string, CardFigures>();
+  /** The newest `asOf` of the API's figures (ms, monitor's clock): it vouches for every instance not late. */
+  private vouchedAt: number | null = null;
+  private lateAfter = DEFAULT_LATE_AFTER;
   private metricsListeners = new Map<string, Set<() => void>>();
   private snapshot: StoreSnapshot = { entries: [], loaded: false };
   /** The entries of `snapshot` (what the cards show) by key: heartbeats are read against these. */
@@ -259,6 +295,7 @@ export class InstanceStore {
     this.changed();
   }
 
+  /** A full snapshot (an instance's page): kept as it is, and as its card's figures. */
   setMetrics(snapshot: MetricsSnapshot): void {
     const k = key(snapshot.serviceName, snapshot.instanceId);
     const e = this.map.get(k);
@@ -266,13 +303,108 @@ export class InstanceStore {
     const previous = this.latest.get(k);
     if (previous && previous.timestamp > snapshot.timestamp) return;
     this.latest.set(k, snapshot);
+    this.setFigures(k, figuresOf(snapshot));
+  }
+
+  /**
+   * The API's figures (the dashboard): a REST read or a `figures` event.
+   * Each instance listed replaces what is held unless that is newer; a
+   * `full` one also drops the figures of instances it does not list.
+   */
+  applyFigures(view: FiguresView): void {
+    const asOf = Date.parse(view.asOf);
+    if (Number.isNaN(asOf)) return;
+    this.lateAfter = { intervals: view.lateAfterIntervals, minMs: view.lateAfterMinSecs * 1000 };
+    if (this.vouchedAt === null || asOf > this.vouchedAt) this.vouchedAt = asOf;
+    const listed = new Set<string>();
+    for (const f of view.instances) {
+      const k = key(f.serviceName, f.instanceId);
+      listed.add(k);
+      this.setFigures(k, {
+        serviceName: f.serviceName,
+        instanceId: f.instanceId,
+        timestamp: f.timestamp,
+        intervalSecs: f.intervalSecs,
+        rate: f.callsPerSec,
+        p99: f.p99Ms,
+        exact: f.late,
+        asOf,
+      });
+    }
+    const dropped = view.forgotten.map((f) => key(f.serviceName, f.instanceId));
+    if (view.full) dropped.push(...[...this.figures.keys()].filter((k) => !listed.has(k)));
+    for (const k of dropped) {
+      const held = this.figures.get(k);
+      if (held && held.asOf <= asOf) {
+        this.figures.delete(k);
+        this.refreshCard(k);
+      }
+    }
+    // The bound moved on: a (re)started instance whose first figures read
+    // the same as its old process's last is known to show its own now.
+    for (const [k, e] of this.map) {
+      if (e.metrics === null && e.goneAt === null && this.figures.has(k)) this.refreshCard(k);
+    }
+  }
+
+  /** Keeps `f` as an instance's newest figures unless a newer message said otherwise. */
+  private setFigures(k: string, f: CardFigures): void {
+    const held = this.figures.get(k);
+    if (held && held.asOf > f.asOf) return;
+    this.figures.set(k, f);
     this.metricsListeners.get(k)?.forEach((l) => l());
-    const figures = liveFigures(e.instance, snapshot);
-    // The card re-renders only when its figures would read differently.
+    this.refreshCard(k);
+  }
+
+  /** Gives a card the figures it should show; re-renders it only when they would read differently. */
+  private refreshCard(k: string): void {
+    const e = this.map.get(k);
+    if (!e) return;
+    const figures = this.liveFigures(e.instance, this.figures.get(k) ?? null);
     if (shown(e.metrics) !== shown(figures) || (e.metrics === null) !== (figures === null)) {
       this.map.set(k, { ...e, metrics: figures });
       this.changed();
     }
+  }
+
+  /** How long without a snapshot before the API calls an instance publishing every `intervalSecs` late (ms). */
+  lateAfterMs(intervalSecs: number): number {
+    return Math.max(Math.max(intervalSecs, 0) * 1000 * this.lateAfter.intervals, this.lateAfter.minMs);
+  }
+
+  /**
+   * When the latest snapshot behind `f` was taken, at the earliest (ms): its
+   * own time when exact, else the later of the time sent and the newest
+   * `asOf` less the late bound.
+   */
+  figuresTime(f: CardFigures): number {
+    const sent = Date.parse(f.timestamp);
+    if (f.exact || this.vouchedAt === null) return sent;
+    const bound = this.vouchedAt - this.lateAfterMs(f.intervalSecs);
+    return Number.isNaN(sent) ? bound : Math.max(sent, bound);
+  }
+
+  /**
+   * Whether `f` may show as `i`'s live figures (as in the API's
+   * `/api/metrics`): not when its process is gone (connection closed) or
+   * hung (beats stopped), which serves nothing, nor when its snapshot was
+   * taken before the instance last started (the same id restarted: the old
+   * process's figures).
+   */
+  private liveFigures(i: ServiceInstance, f: CardFigures | null): CardFigures | null {
+    return processDown(i) ? null : this.ownFigures(i, f);
+  }
+
+  /** `f` if it came from the instance's current process (taken after it last started), else null. */
+  ownFigures(i: ServiceInstance, f: CardFigures | null): CardFigures | null {
+    if (!f) return null;
+    const started = Date.parse(i.startedAt ?? "");
+    return this.figuresTime(f) < started ? null : f;
+  }
+
+  /** The newest figures of an instance (followed with `subscribeMetrics`). */
+  latestFigures(service: string, id: string): CardFigures | null {
+    return this.figures.get(key(service, id)) ?? null;
   }
 
   /**
@@ -412,7 +544,7 @@ export class InstanceStore {
     else this.exact.delete(k);
   }
 
-  /** The newest metrics snapshot of an instance, and a way to follow it. */
+  /** The newest full snapshot of an instance (an instance's page), and a way to follow it and its figures. */
   latestMetrics(service: string, id: string): MetricsSnapshot | null {
     return this.latest.get(key(service, id)) ?? null;
   }
@@ -470,7 +602,7 @@ export class InstanceStore {
     // newest snapshot is read, not the card's: a restarted process's first
     // one may have come while the card still showed the dead one (and kept
     // no figures); it is its live figures now.
-    this.map.set(k, { instance, metrics: liveFigures(instance, this.latest.get(k) ?? e?.metrics ?? null), goneAt: null, goneReason: null });
+    this.map.set(k, { instance, metrics: this.liveFigures(instance, this.figures.get(k) ?? null), goneAt: null, goneReason: null });
     return true;
   }
 
@@ -485,11 +617,11 @@ export class InstanceStore {
  * Whether a snapshot is too old to show as live figures at `now`: none came
  * for three of its intervals, and at least 5 s (a NATS node lost under the
  * metrics stream stops them while the instance still beats). `now` is on
- * the monitor's clock (`InstanceStore.monitorNow`); the snapshot's time is
- * the instance's, which may differ a little, so it leaves seconds of room.
+ * the monitor's clock (`InstanceStore.monitorNow`); the snapshot's time
+ * (`at`, by default its own) is the instance's, which may differ a little,
+ * so it leaves seconds of room.
  */
-export function figuresStale(snapshot: MetricsSnapshot, now: number): boolean {
-  const at = Date.parse(snapshot.timestamp);
+export function figuresStale(snapshot: { timestamp: string; intervalSecs: number }, now: number, at = Date.parse(snapshot.timestamp)): boolean {
   if (Number.isNaN(at)) return false;
   const interval = Math.max(snapshot.intervalSecs, 0) * 1000;
   return now - at >= Math.max(3 * interval, 5000);

@@ -3,30 +3,32 @@
 import { act, screen, within } from "@testing-library/react";
 
 import { ServiceInstanceCard } from "@/components/dashboard/service-instance-card";
-import type { ServiceInstance } from "@/lib/api/schemas";
+import type { MetricsSnapshot, ServiceInstance } from "@/lib/api/schemas";
 import { InstanceStoreContext } from "@/hooks/use-instance-store";
-import { InstanceStore, type InstanceEntry } from "@/lib/instance-store";
+import { InstanceStore, figuresOf, type InstanceEntry } from "@/lib/instance-store";
 import { instance, renderUi } from "./render";
 
 const T0 = new Date("2026-11-30T12:00:00.000Z").getTime();
 
+const SNAPSHOT: MetricsSnapshot = {
+  serviceName: "order-service",
+  instanceId: "order-1",
+  timestamp: new Date(T0).toISOString(),
+  uptimeSecs: 60,
+  intervalSecs: 2,
+  endpoints: [
+    { name: "create_order", requests: 100, successes: 99, errors: 1, requestRate: 12.5, errorRate: 0.5, latencyMs: { p50: 1.2, p90: 2, p99: 4.25, max: 9, mean: 1.5 } },
+    { name: "get_order", requests: 10, successes: 10, errors: 0, requestRate: 2.5, errorRate: 0, latencyMs: { p50: 0.5, p90: 1, p99: 7.5, max: 8, mean: 0.6 } },
+  ],
+  queueDepth: 0,
+  inFlight: 1,
+  custom: {},
+};
+
 function entry(over: Partial<InstanceEntry> = {}, inst: Partial<ServiceInstance> = {}): InstanceEntry {
   return {
     instance: instance({ lastHeartbeat: new Date(T0).toISOString(), ...inst }) as ServiceInstance,
-    metrics: {
-      serviceName: "order-service",
-      instanceId: "order-1",
-      timestamp: new Date(T0).toISOString(),
-      uptimeSecs: 60,
-      intervalSecs: 2,
-      endpoints: [
-        { name: "create_order", requests: 100, successes: 99, errors: 1, requestRate: 12.5, errorRate: 0.5, latencyMs: { p50: 1.2, p90: 2, p99: 4.25, max: 9, mean: 1.5 } },
-        { name: "get_order", requests: 10, successes: 10, errors: 0, requestRate: 2.5, errorRate: 0, latencyMs: { p50: 0.5, p90: 1, p99: 7.5, max: 8, mean: 0.6 } },
-      ],
-      queueDepth: 0,
-      inFlight: 1,
-      custom: {},
-    },
+    metrics: figuresOf(SNAPSHOT),
     goneAt: null,
     goneReason: null,
     ...over,
@@ -134,11 +136,11 @@ describe("ServiceInstanceCard", () => {
     const store = new InstanceStore({ schedule: () => undefined });
     const shown = entry();
     store.replaceAll([shown.instance]);
-    const idle = (at: number) => ({ ...shown.metrics!, timestamp: new Date(at).toISOString() });
+    const idle = (at: number) => ({ ...SNAPSHOT, timestamp: new Date(at).toISOString() });
     store.setMetrics(idle(T0));
     renderUi(
       <InstanceStoreContext.Provider value={store}>
-        <ServiceInstanceCard entry={{ ...shown, metrics: idle(T0) }} />
+        <ServiceInstanceCard entry={{ ...shown, metrics: figuresOf(idle(T0)) }} />
       </InstanceStoreContext.Provider>,
     );
     const figures = screen.getByTestId("live-figures");

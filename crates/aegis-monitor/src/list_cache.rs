@@ -18,6 +18,10 @@
 //! newest record write; everything else in it is current.
 //! Heartbeat ages are kept true by the SSE digest anyway.
 //!
+//! Lists built per request (the metrics, which change every second) are
+//! not kept, but are sent gzip-compressed the same way
+//! ([`respond_built`]).
+//!
 //! The `ETag` is `"{nonce}-{version}"`: the per-process nonce keeps two
 //! monitor replicas (or a restarted one) from ever sharing a tag for
 //! different bodies; the version is the fleet's change number the body is
@@ -41,7 +45,10 @@ use axum::{
 };
 use bytes::Bytes;
 
-use crate::fleet::{InstanceView, Versions};
+use crate::{
+    error::ApiError,
+    fleet::{InstanceView, Versions},
+};
 
 /// How long a list may lag behind record writes that moved nothing but
 /// `lastHeartbeat`.
@@ -262,6 +269,41 @@ pub(crate) fn respond(
         Body::from(json.clone()),
     )
         .into_response()
+}
+
+/// Answers with the JSON `build` makes, built and (when the client accepts
+/// it and the body is large enough) gzip-compressed off the async threads:
+/// a megabyte takes milliseconds. No `ETag`: the body is not kept.
+///
+/// # Errors
+///
+/// An internal error when `build` fails.
+pub(crate) async fn respond_built(
+    headers: HeaderMap,
+    build: impl FnOnce() -> Result<Vec<u8>, serde_json::Error> + Send + 'static,
+) -> Result<Response, ApiError> {
+    let compress = accepts_gzip(&headers);
+    let built = tokio::task::spawn_blocking(move || {
+        build().map(|json| {
+            let zipped = (compress && json.len() >= GZIP_FROM).then(|| gzip(&json));
+            (Bytes::from(json), zipped)
+        })
+    })
+    .await
+    .map_err(|e| ApiError::internal("building a JSON answer", e))?
+    .map_err(|e| ApiError::internal("serializing a JSON answer", e))?;
+    let vary = (header::VARY, HeaderValue::from_static("accept-encoding"));
+    let json_type = (
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(match built {
+        (_, Some(zipped)) => {
+            let encoding = (header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            ([vary, json_type, encoding], Body::from(zipped)).into_response()
+        }
+        (json, None) => ([vary, json_type], Body::from(json)).into_response(),
+    })
 }
 
 /// Adds `name: value` to a response.

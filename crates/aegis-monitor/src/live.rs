@@ -15,6 +15,12 @@
 //! instances whose beats are late, which is what keeps a viewer's
 //! "last heartbeat N s ago" true (see [`FleetDigest`]). So the feed's rate
 //! follows the fleet's changes, not its size.
+//!
+//! Metrics the same way: every snapshot goes out as a `metrics` event (for
+//! a viewer of one instance, or of all), and once a second a `figures`
+//! event (topic `figures`) carries, of the instances whose shown figures
+//! changed, only what a dashboard card shows (see
+//! `metrics_feed/figures.rs`).
 
 use aegis_contracts::{MetricsSnapshot, ServiceDefinition};
 use serde::Serialize;
@@ -40,6 +46,64 @@ pub enum DefinitionOperation {
     Delete,
     /// Purged.
     Purge,
+}
+
+/// What a dashboard card shows of one instance's latest snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceFigures {
+    /// The service.
+    pub service_name: String,
+    /// The instance.
+    pub instance_id: String,
+    /// When its latest snapshot was taken (as of when this was sent; see
+    /// `late`).
+    #[serde(serialize_with = "aegis_contracts::models::rfc3339::serialize")]
+    pub timestamp: DateTime<Utc>,
+    /// The length of the interval its rates cover, in seconds.
+    pub interval_secs: f64,
+    /// Calls per second over all its endpoints, rounded to 0.1.
+    pub calls_per_sec: f64,
+    /// The highest p99 latency (ms) of the endpoints called in the
+    /// interval, rounded as shown (2 decimals below 1 ms, 1 below 100 ms,
+    /// none above); null when none was called.
+    #[schema(required = true)]
+    pub p99_ms: Option<f64>,
+    /// No snapshot for max(1.5 intervals, 2.5 s): `timestamp` is exact
+    /// (the instance is sent again whenever it moves). When false, the
+    /// latest snapshot was taken within that bound of `asOf`.
+    pub late: bool,
+}
+
+/// An instance by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceName {
+    /// The service.
+    pub service_name: String,
+    /// The instance.
+    pub instance_id: String,
+}
+
+/// The figures of every instance with a snapshot (`full`), or of those
+/// whose shown figures changed since the last time they were sent.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FiguresView {
+    /// When they were taken (the monitor's clock).
+    #[serde(serialize_with = "aegis_contracts::models::rfc3339::serialize")]
+    pub as_of: DateTime<Utc>,
+    /// Every instance with a snapshot is listed; one not listed has none.
+    pub full: bool,
+    /// Intervals without a snapshot before an instance is `late`.
+    pub late_after_intervals: f64,
+    /// Seconds without a snapshot before an instance is `late`, at least.
+    pub late_after_min_secs: f64,
+    /// The instances, sorted by service and id.
+    pub instances: Vec<InstanceFigures>,
+    /// Instances whose snapshots are no longer held (older than the
+    /// retention): they have no figures now.
+    pub forgotten: Vec<InstanceName>,
 }
 
 /// One change pushed to SSE clients. The SSE event name is
@@ -95,6 +159,31 @@ pub enum LiveEvent {
         #[schema(value_type = Object)]
         snapshot: MetricsSnapshot,
     },
+    /// What dashboard cards show of the instances' metrics (event and
+    /// topic `figures`): once a second, the instances whose shown figures
+    /// (calls per second, p99, at the precision shown) or lateness changed;
+    /// first after `hello`, every instance (`full`). As of `asOf`, every
+    /// listed or earlier sent instance not `late` has a snapshot taken
+    /// within max(`lateAfterIntervals` × its interval,
+    /// `lateAfterMinSecs`); a late one's `timestamp` is its latest
+    /// snapshot's, sent again whenever it moves.
+    #[serde(rename_all = "camelCase")]
+    Figures {
+        /// When they were taken (the monitor's clock).
+        #[serde(serialize_with = "aegis_contracts::models::rfc3339::serialize")]
+        as_of: DateTime<Utc>,
+        /// Every instance with a snapshot is listed (the first event after
+        /// `hello`); one not listed has none.
+        full: bool,
+        /// Intervals without a snapshot before an instance is `late`.
+        late_after_intervals: f64,
+        /// Seconds without a snapshot before an instance is `late`, at least.
+        late_after_min_secs: f64,
+        /// The instances whose figures changed (all of them when `full`).
+        instances: Vec<InstanceFigures>,
+        /// Instances whose snapshots are no longer held: no figures now.
+        forgotten: Vec<InstanceName>,
+    },
     /// The fleet's digest, every 2 s (event `digest`, sent with topic
     /// `instance`, in order with the instance events). As of `asOf`, every
     /// instance whose record announces a beat interval
@@ -131,8 +220,8 @@ pub enum LiveEvent {
 }
 
 impl LiveEvent {
-    /// The SSE event name: `instance`, `digest`, `definition`, `metrics`
-    /// or `lagged`.
+    /// The SSE event name: `instance`, `digest`, `definition`, `metrics`,
+    /// `figures` or `lagged`.
     pub fn name(&self) -> &'static str {
         match self {
             Self::InstanceUpserted { .. } | Self::InstanceRemoved { .. } => "instance",
@@ -140,6 +229,7 @@ impl LiveEvent {
             Self::Lagged { .. } => "lagged",
             Self::Definition { .. } => "definition",
             Self::Metrics { .. } => "metrics",
+            Self::Figures { .. } => "figures",
         }
     }
 
@@ -162,6 +252,19 @@ impl From<FleetDigest> for LiveEvent {
             summary: d.summary,
             late_after_intervals: d.late_after_intervals,
             late: d.late,
+        }
+    }
+}
+
+impl From<FiguresView> for LiveEvent {
+    fn from(f: FiguresView) -> Self {
+        Self::Figures {
+            as_of: f.as_of,
+            full: f.full,
+            late_after_intervals: f.late_after_intervals,
+            late_after_min_secs: f.late_after_min_secs,
+            instances: f.instances,
+            forgotten: f.forgotten,
         }
     }
 }

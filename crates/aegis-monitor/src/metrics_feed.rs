@@ -20,6 +20,9 @@
 //!
 //! History for charts is not kept here: it is read from the stream on
 //! demand ([`MetricsFeed::history`]), so any replica can answer.
+//!
+//! What dashboard cards show of the latest snapshots is sent once a second,
+//! for the instances whose shown figures changed ([`figures`]).
 
 use std::{
     collections::HashMap,
@@ -37,8 +40,10 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     bus::{self, BusError, ReadTurn, Since},
-    live::LiveEvent,
+    live::{FiguresView, LiveEvent},
 };
+
+pub(crate) mod figures;
 
 type Key = (String, String);
 
@@ -71,12 +76,66 @@ impl MetricsFeed {
             stream,
             retention,
         };
+        let figures = feed.clone();
+        let figures_live = live.clone();
+        let figures_cancel = cancel.clone();
+        tasks.spawn(async move { figures.send_figures(figures_live, figures_cancel).await });
         let follower = feed.clone();
         let follow_cancel = cancel.clone();
         tasks.spawn(async move { follower.follow(live, follow_cancel).await });
         let pruner = feed.clone();
         tasks.spawn(async move { pruner.prune_every(PRUNE_EVERY, cancel).await });
         feed
+    }
+
+    /// Sends, every [`figures::FIGURES_EVERY`], the figures of the
+    /// instances whose shown figures changed (a `figures` event), until
+    /// cancelled. Reads the live feed for the instances whose process went
+    /// down: those are sent at the next tick whatever changed.
+    async fn send_figures(self, live: broadcast::Sender<LiveEvent>, cancel: CancellationToken) {
+        let mut news = live.subscribe();
+        let mut sent = figures::Sent::default();
+        let mut tick = tokio::time::interval(figures::FIGURES_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {
+                    let view = self.with_held(|held, now| sent.tick(held, now));
+                    let _ = live.send(LiveEvent::from(view));
+                }
+                news = news.recv() => match news {
+                    Ok(LiveEvent::InstanceUpserted { instance }) if instance.process_down() => {
+                        sent.owe(&instance.instance.service_name, &instance.instance.instance_id);
+                    }
+                    Ok(_) => {}
+                    // Which went down is not known: every one is sent.
+                    Err(broadcast::error::RecvError::Lagged(_)) => sent.owe_all(),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            }
+        }
+    }
+
+    /// Calls `f` with every snapshot held within the retention and now.
+    fn with_held<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Iterator<Item = &MetricsSnapshot>, DateTime<Utc>) -> T,
+    ) -> T {
+        let cutoff = self.cutoff();
+        let now = Utc::now();
+        let latest = self.latest.read().unwrap_or_else(|e| e.into_inner());
+        let mut held = latest
+            .held
+            .values()
+            .map(|(_, s)| s)
+            .filter(|s| s.timestamp >= cutoff);
+        f(&mut held, now)
+    }
+
+    /// What dashboard cards show of every instance's latest snapshot, now.
+    pub(crate) fn figures(&self) -> FiguresView {
+        self.with_held(|held, now| figures::full(held, now))
     }
 
     /// Forgets, every `period`, the instances whose latest snapshot is

@@ -27,7 +27,7 @@ use crate::{
     definitions::HistoryEntry,
     error::{ErrorBody, ErrorEnvelope},
     fleet::StatusReason,
-    live::{DefinitionOperation, LiveEvent},
+    live::{DefinitionOperation, FiguresView, InstanceFigures, InstanceName, LiveEvent},
     nats_health::{JetStreamState, NatsPicture, ServerState, StreamState},
 };
 
@@ -59,6 +59,9 @@ use crate::{
         Role,
         LiveEvent,
         DefinitionOperation,
+        FiguresView,
+        InstanceFigures,
+        InstanceName,
         NatsPicture,
         JetStreamState,
         ServerState,

@@ -12,9 +12,9 @@ import { Activity, Crown } from "lucide-react";
 
 import { Card } from "@/components/ui/card";
 import { cn } from "@/lib/utils";
-import { figuresStale, headline, ownSnapshot, processDown, type InstanceEntry } from "@/lib/instance-store";
-import type { MetricsSnapshot, ServiceInstance } from "@/lib/api/schemas";
-import { useInstanceStore, useLatestMetrics } from "@/hooks/use-instance-store";
+import { figuresStale, processDown, type CardFigures, type InstanceEntry } from "@/lib/instance-store";
+import type { ServiceInstance } from "@/lib/api/schemas";
+import { useInstanceStore, useLatestFigures } from "@/hooks/use-instance-store";
 import { subscribeClock } from "@/hooks/use-now";
 import { ms, num } from "@/lib/format";
 import { instanceHref } from "@/lib/instance-address";
@@ -163,7 +163,7 @@ function ServiceInstanceCardImpl({ entry }: ServiceInstanceCardProps) {
             {t(`card.goneReason.${entry.goneReason ?? "missing"}`)}
           </span>
         ) : entry.metrics ? (
-          <Figures snapshot={entry.metrics} />
+          <Figures figures={entry.metrics} />
         ) : (
           <LastKnown instance={i} />
         )}
@@ -190,11 +190,12 @@ function GoneRole({ instance: i }: { instance: ServiceInstance }) {
 /**
  * Calls/s and p99 from the latest snapshot, or how old it is once none came
  * for a while: figures that stopped must not read as live. Checked on the
- * shared clock's tick against the newest snapshot the page's store holds:
- * the card keeps the snapshot whose figures it shows, and an idle
- * instance's newer ones read the same ("0 calls/s") and do not replace it,
- * but they prove its figures are still coming. The card re-renders only
- * when that answer changes.
+ * shared clock's tick against the newest figures the page's store holds:
+ * the card keeps the figures it shows, and an idle instance's newer ones
+ * read the same ("0 calls/s") and do not replace it, but they prove its
+ * snapshots are still coming — as does each of the API's `figures`
+ * messages for an instance it does not call late (`figuresTime`). The card
+ * re-renders only when that answer changes.
  *
  * A snapshot's time is the instance's clock; its age is measured on the
  * monitor's (`monitorNow`: the browser's corrected by the offset the
@@ -204,35 +205,35 @@ function GoneRole({ instance: i }: { instance: ServiceInstance }) {
  * nothing where they share a host or NTP, and `figuresStale` leaves
  * seconds of room for it.
  */
-function Figures({ snapshot }: { snapshot: MetricsSnapshot }) {
+function Figures({ figures }: { figures: CardFigures }) {
   const { t, locale } = useI18n();
   const store = useInstanceStore();
-  const newest = React.useCallback(() => {
-    const latest = store?.latestMetrics(snapshot.serviceName, snapshot.instanceId);
-    return latest && Date.parse(latest.timestamp) > Date.parse(snapshot.timestamp) ? latest : snapshot;
-  }, [store, snapshot]);
+  /** The newest figures' snapshot time, at the earliest (the store's newest say it, not the card's copy). */
+  const newestAt = React.useCallback(() => {
+    if (!store) return Date.parse(figures.timestamp);
+    return store.figuresTime(store.latestFigures(figures.serviceName, figures.instanceId) ?? figures);
+  }, [store, figures]);
   const now = React.useCallback(() => (store ? store.monitorNow() : Date.now()), [store]);
-  const [stale, setStale] = React.useState(() => figuresStale(newest(), now()));
+  const [stale, setStale] = React.useState(() => figuresStale(figures, now(), newestAt()));
   React.useEffect(() => {
-    const check = () => setStale(figuresStale(newest(), now()));
+    const check = () => setStale(figuresStale(figures, now(), newestAt()));
     check();
     return subscribeClock(check);
-  }, [newest, now]);
+  }, [figures, newestAt, now]);
   if (stale) {
     return (
       <span data-testid="figures-stale" className="font-medium text-warning-strong">
-        <Since at={Date.parse(newest().timestamp)} template="card.metricsStale" clock="monitor" />
+        <Since at={newestAt()} template="card.metricsStale" clock="monitor" />
       </span>
     );
   }
-  const figures = headline(snapshot);
-  return figures ? (
+  return (
     <span className="tabular-nums">
       {t("card.callsPerSec", { value: num(figures.rate, locale) })}
       {" · "}
       {t("card.p99", { value: figures.p99 != null ? ms(figures.p99, locale) : t("detail.none") })}
     </span>
-  ) : null;
+  );
 }
 
 /**
@@ -245,16 +246,16 @@ function Figures({ snapshot }: { snapshot: MetricsSnapshot }) {
  */
 function LastKnown({ instance: i }: { instance: ServiceInstance }) {
   const { t, locale } = useI18n();
-  const latest = useLatestMetrics(i.serviceName, i.instanceId);
-  const snapshot = processDown(i) ? ownSnapshot(i, latest) : null;
-  const figures = headline(snapshot);
-  if (!snapshot || !figures) return <span>{t("card.noMetrics")}</span>;
+  const store = useInstanceStore();
+  const latest = useLatestFigures(i.serviceName, i.instanceId);
+  const figures = processDown(i) && store ? store.ownFigures(i, latest) : null;
+  if (!store || !figures) return <span>{t("card.noMetrics")}</span>;
   const text = `${t("card.callsPerSec", { value: num(figures.rate, locale) })} · ${t("card.p99", {
     value: figures.p99 != null ? ms(figures.p99, locale) : t("detail.none"),
   })}`;
   return (
     <span data-testid="figures-last-known" className="font-medium text-warning-strong tabular-nums">
-      <Since at={Date.parse(snapshot.timestamp)} template="card.metricsLastKnown" vars={{ figures: text }} clock="monitor" />
+      <Since at={store.figuresTime(figures)} template="card.metricsLastKnown" vars={{ figures: text }} clock="monitor" />
     </span>
   );
 }

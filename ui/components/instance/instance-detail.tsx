@@ -42,7 +42,9 @@ export function InstanceDetail() {
   // Links to an instance name its service: two services may use the same
   // id, and the page of one that is gone needs it to read its events.
   const service = serviceFromQuery(useSearchParams());
-  const { store, snapshot, feed } = useLiveInstances();
+  // Full snapshots of this instance only: its charts and figures; the
+  // dashboard's cards need far less of every instance.
+  const { store, snapshot, feed } = useLiveInstances({ metricsOf: { service, instance: id } });
   const now = useNow();
   const entry = snapshot.entries.find((e) => e.instance.instanceId === id && (service === null || e.instance.serviceName === service));
 

@@ -10,6 +10,7 @@ import {
   FieldErrors,
   Summary,
   HistoryEntry,
+  FiguresView,
   InstanceConfig,
   InstanceMetrics,
   LeadershipTimeline,
@@ -185,7 +186,16 @@ export const api = {
 
   instances,
   summary: () => send("/api/instances/health/summary", Summary).then((a) => a.data),
-  metrics: (signal?: AbortSignal) => send("/api/metrics", z.array(InstanceMetrics), { signal }).then((a) => a.data),
+  /** The latest snapshots, of every instance or only of `of` (an instance's page). */
+  metrics: (of?: { service?: string | null; instance: string }, signal?: AbortSignal) => {
+    const query = new URLSearchParams();
+    if (of?.service) query.set("service", of.service);
+    if (of) query.set("instance", of.instance);
+    const q = query.toString();
+    return send(`/api/metrics${q ? `?${q}` : ""}`, z.array(InstanceMetrics), { signal }).then((a) => a.data);
+  },
+  /** What dashboard cards show of every instance's latest snapshot. */
+  figures: (signal?: AbortSignal) => send("/api/metrics/figures", FiguresView, { signal }).then((a) => a.data),
   instanceConfig: (service: string, id: string) =>
     send(`/api/instances/${seg(service)}/${seg(id)}/config`, InstanceConfig).then((a) => a.data),
   serviceMethods: (service: string) => send(`/api/services/${seg(service)}/methods`, ServiceMethods).then((a) => a.data),

@@ -32,6 +32,8 @@
 import {
   DefinitionEvent,
   DigestEvent,
+  FiguresEvent,
+  type FiguresEvent as FiguresEventT,
   type DigestEvent as DigestEventT,
   InstanceEvent,
   MetricsEvent,
@@ -51,13 +53,20 @@ import {
  */
 export type FeedState = "connecting" | "live" | "stalled" | "reconnecting" | "polling";
 
-export type Topic = "instance" | "definition" | "metrics";
+export type Topic = "instance" | "definition" | "metrics" | "figures";
 
 export interface LiveFeedOptions {
   topics: Topic[];
   onInstance?: (e: InstanceEventT) => void;
   onDefinition?: (e: DefinitionEventT) => void;
   onMetrics?: (e: MetricsEventT) => void;
+  /**
+   * Only this instance's `metrics` events (an instance's page; the
+   * service too when known).
+   */
+  metricsOf?: { service?: string | null; instance: string };
+  /** What dashboard cards show: every instance first, then the changes, once a second. */
+  onFigures?: (e: FiguresEventT) => void;
   /**
    * The fleet's digest; returns whether the page agrees with its counts.
    * Two disagreements in a row re-read the REST endpoints (one may be an
@@ -199,14 +208,18 @@ export class LiveFeed {
 
   private connect() {
     if (this.stopped) return;
-    const url = `/api/stream?topics=${this.opts.topics.join(",")}`;
+    const query = new URLSearchParams({ topics: this.opts.topics.join(",") });
+    const of = this.opts.metricsOf;
+    if (of?.service) query.set("service", of.service);
+    if (of) query.set("instance", of.instance);
+    const url = `/api/stream?${query.toString().replaceAll("%2C", ",")}`;
     const open = this.opts.open ?? ((u: string) => new EventSource(u));
     const source = open(url);
     this.source = source;
     // Whatever comes is a sign the stream is alive; the hello is due first.
     this.armStall(source);
     const alive = () => this.armStall(source);
-    for (const type of ["hello", "instance", "definition", "metrics", "digest", "lagged"]) source.addEventListener(type, alive);
+    for (const type of ["hello", "instance", "definition", "metrics", "figures", "digest", "lagged"]) source.addEventListener(type, alive);
     source.addEventListener("hello", () => {
       if (this.source !== source) return;
       const reconnected = this.everLive || this.everDropped;
@@ -221,6 +234,7 @@ export class LiveFeed {
     source.addEventListener("instance", (e) => this.dispatch(e, InstanceEvent, this.opts.onInstance));
     source.addEventListener("definition", (e) => this.dispatch(e, DefinitionEvent, this.opts.onDefinition));
     source.addEventListener("metrics", (e) => this.dispatch(e, MetricsEvent, this.opts.onMetrics));
+    source.addEventListener("figures", (e) => this.dispatch(e, FiguresEvent, this.opts.onFigures));
     source.addEventListener("digest", (e) => this.dispatch(e, DigestEvent, (d) => this.digest(d)));
     // Changes were lost (this client, or the monitor's feed for everyone,
     // fell behind): re-read, in whatever state.

@@ -313,6 +313,45 @@ export type DefinitionEvent = z.infer<typeof DefinitionEvent>;
 export const MetricsEvent = z.object({ type: z.literal("metrics"), snapshot: MetricsSnapshot });
 export type MetricsEvent = z.infer<typeof MetricsEvent>;
 
+/**
+ * What a dashboard card shows of one instance's latest snapshot: calls/s
+ * and the highest p99, rounded as shown. Not `late`: as of the message's
+ * `asOf`, its latest snapshot was taken within the late bound (and
+ * `timestamp` may be older); `late`: `timestamp` is its latest snapshot's.
+ */
+export const InstanceFigures = z.object({
+  serviceName: z.string(),
+  instanceId: z.string(),
+  timestamp: z.string(),
+  intervalSecs: z.number(),
+  callsPerSec: z.number(),
+  p99Ms: z.number().nullable(),
+  late: z.boolean(),
+});
+export type InstanceFigures = z.infer<typeof InstanceFigures>;
+
+export const InstanceName = z.object({ serviceName: z.string(), instanceId: z.string() });
+
+/**
+ * `GET /api/metrics/figures`, and the data of the SSE `figures` event
+ * (with `type`): every instance's figures (`full`), or those whose shown
+ * figures changed. Every instance not `late` had, as of `asOf`, a snapshot
+ * within max(`lateAfterIntervals` × its interval, `lateAfterMinSecs`).
+ */
+export const FiguresView = z.object({
+  asOf: z.string(),
+  full: z.boolean(),
+  lateAfterIntervals: z.number().nonnegative(),
+  lateAfterMinSecs: z.number().nonnegative(),
+  instances: z.array(InstanceFigures),
+  forgotten: z.array(InstanceName),
+});
+export type FiguresView = z.infer<typeof FiguresView>;
+
+/** SSE `figures` data. */
+export const FiguresEvent = FiguresView.extend({ type: z.literal("figures") });
+export type FiguresEvent = z.infer<typeof FiguresEvent>;
+
 /** The schemas checked against the OpenAPI components of the same name. */
 export const contractSchemas = {
   ServiceInstance,
@@ -323,6 +362,9 @@ export const contractSchemas = {
   MetricsSnapshot,
   InstanceMetrics,
   MetricsHistory,
+  InstanceFigures,
+  InstanceName,
+  FiguresView,
   LogRecord,
   InstanceConfig,
   MethodSchema,

@@ -1,23 +1,33 @@
 //! Instance metrics: the latest snapshot of every live instance (from the
 //! in-memory feed; none for a process that is gone or hung, nor one of an
-//! earlier process under the same id) and one instance's history for charts (read from
-//! `AEGIS_METRICS`, so any replica answers the same).
+//! earlier process under the same id), what dashboard cards show of them
+//! (`/api/metrics/figures`, a few percent of the size), and one instance's
+//! history for charts (read from `AEGIS_METRICS`, so any replica answers
+//! the same). The lists are built per request and sent gzip-compressed to
+//! clients that accept it (1,000 instances: ~1.2 MB of snapshots).
 
 use std::time::Duration;
 
-use aegis_contracts::{InstanceStatus, MetricsSnapshot};
+use aegis_contracts::{
+    InstanceStatus, MetricsSnapshot,
+    names::{validate_instance_id, validate_service_name},
+};
 use axum::{
     Json,
     extract::{Path, State},
+    http::HeaderMap,
+    response::Response,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    error::{ApiError, ErrorEnvelope},
+    error::{ApiError, Echoed, ErrorEnvelope, INSTANCE_ID_CHARS, SERVICE_NAME_CHARS},
     extract::ApiQuery,
     fleet::InstanceView,
+    list_cache,
+    live::FiguresView,
     openapi::{InstanceStatusDoc, MetricsSnapshotDoc},
     routes::instances::check_names,
     state::AppState,
@@ -33,6 +43,7 @@ const MAX_POINTS: usize = 2000;
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(latest_metrics))
+        .routes(routes!(latest_figures))
         .routes(routes!(instance_metrics))
 }
 
@@ -83,36 +94,112 @@ pub(crate) struct HistoryQuery {
     limit: Option<usize>,
 }
 
+/// Query of the latest-metrics endpoint.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct LatestQuery {
+    /// Only this service's instances.
+    #[param(
+        example = "pricing-service",
+        pattern = "^[a-z](?:[a-z0-9]|-(?!-)){1,62}[a-z0-9]$"
+    )]
+    service: Option<String>,
+    /// Only the instances with this id (what an instance's page needs).
+    #[param(example = "pricing-1", pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")]
+    instance: Option<String>,
+}
+
+/// 400 unless `service` and `instance`, where given, can be names (the
+/// filters of `/api/metrics` and of the live stream's `metrics`).
+pub(crate) fn check_filter(service: Option<&str>, instance: Option<&str>) -> Result<(), ApiError> {
+    if let Some(service) = service {
+        validate_service_name(service).map_err(|e| {
+            let given = Echoed::new(service, SERVICE_NAME_CHARS);
+            ApiError::bad_param("service", format!("{given}: {e}"))
+                .with_echoed("value", "length", &given)
+        })?;
+    }
+    if let Some(instance) = instance {
+        validate_instance_id(instance).map_err(|e| {
+            let given = Echoed::new(instance, INSTANCE_ID_CHARS);
+            ApiError::bad_param("instance", format!("{given}: {e}"))
+                .with_echoed("value", "length", &given)
+        })?;
+    }
+    Ok(())
+}
+
+impl LatestQuery {
+    fn wants(&self, view: &InstanceView) -> bool {
+        let i = &view.instance;
+        self.service.as_ref().is_none_or(|s| *s == i.service_name)
+            && self.instance.as_ref().is_none_or(|id| *id == i.instance_id)
+    }
+}
+
 /// Every live instance with its latest metrics snapshot (per-endpoint
-/// request and error counts and rates, latency p50/p90/p99, queue depth).
+/// request and error counts and rates, latency p50/p90/p99, queue depth);
+/// optionally of one service or instance. Gzip-compressed for clients that
+/// accept it when large. A dashboard needs only
+/// `/api/metrics/figures`.
 #[utoipa::path(
     get, path = "/api/metrics", tag = "metrics",
+    params(LatestQuery),
     responses(
-        (status = 200, description = "One entry per live instance", body = [InstanceMetrics]),
+        (status = 200, description = "One entry per live instance (that matches)", body = [InstanceMetrics]),
+        (status = 400, description = "A service or instance that cannot be one", body = ErrorEnvelope),
         (status = 401, description = "Not authenticated", body = ErrorEnvelope),
     )
 )]
-async fn latest_metrics(State(state): State<AppState>) -> Json<Vec<InstanceMetrics>> {
+async fn latest_metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<LatestQuery>,
+) -> Result<Response, ApiError> {
+    check_filter(query.service.as_deref(), query.instance.as_deref())?;
     let feed = state.metrics();
-    Json(
-        state
-            .fleet()
-            .all()
-            .into_iter()
-            .map(|view| {
-                let snapshot = feed
-                    .latest(&view.instance.service_name, &view.instance.instance_id)
-                    .filter(|s| figures_are_live(&view, s));
-                let i = view.instance;
-                InstanceMetrics {
-                    snapshot,
-                    service_name: i.service_name,
-                    instance_id: i.instance_id,
-                    status: i.status,
-                }
-            })
-            .collect(),
+    let entries: Vec<InstanceMetrics> = state
+        .fleet()
+        .all()
+        .into_iter()
+        .filter(|view| query.wants(view))
+        .map(|view| {
+            let snapshot = feed
+                .latest(&view.instance.service_name, &view.instance.instance_id)
+                .filter(|s| figures_are_live(&view, s));
+            let i = view.instance;
+            InstanceMetrics {
+                snapshot,
+                service_name: i.service_name,
+                instance_id: i.instance_id,
+                status: i.status,
+            }
+        })
+        .collect();
+    list_cache::respond_built(headers, move || serde_json::to_vec(&entries)).await
+}
+
+/// What dashboard cards show of every instance's latest metrics snapshot:
+/// calls per second and the highest p99 at the precision shown, the time
+/// of the snapshot and whether snapshots stopped coming (`late`). The
+/// same as the first `figures` event of the live stream; every instance
+/// with a snapshot is listed (registered or not, down or not: a viewer
+/// applies what it knows of the instance). Gzip-compressed for clients
+/// that accept it when large.
+#[utoipa::path(
+    get, path = "/api/metrics/figures", tag = "metrics",
+    responses(
+        (status = 200, description = "Every instance's figures", body = FiguresView),
+        (status = 401, description = "Not authenticated", body = ErrorEnvelope),
     )
+)]
+async fn latest_figures(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let figures = state.metrics().figures();
+    list_cache::respond_built(headers, move || serde_json::to_vec(&figures)).await
 }
 
 /// Whether `snapshot` may be shown as `view`'s current figures. Rates read

@@ -3,7 +3,7 @@
 //! live without polling.
 //!
 //! Events: `hello` first (`{"topics": [...]}`), then `instance`,
-//! `digest`, `definition` and `metrics` (data: a [`LiveEvent`] as JSON),
+//! `digest`, `definition`, `metrics` and `figures` (data: a [`LiveEvent`] as JSON),
 //! `lagged` (`{"skipped": n}`) when this client fell behind, or the feed
 //! itself fell behind the fleet view (to clients of topic `instance`), and
 //! it should re-read the REST endpoints. A comment line every 15 s keeps proxies from
@@ -19,6 +19,14 @@
 //! sign of life (beat or record write) within 1.5 of its intervals; `late`
 //! gives the others' last one. A viewer keeps "last heartbeat N s ago" true
 //! from it, and can check its instance count against `summary.total`.
+//!
+//! Topic `metrics` brings every snapshot as published, of every instance
+//! or, with `service` and/or `instance`, of the one a viewer looks at.
+//! Topic `figures` brings what dashboard cards show of them: first, right
+//! after `hello`, every instance (`full`), then once a second the ones
+//! whose shown figures changed (`metrics_feed/figures.rs`). The full one is
+//! taken after this client subscribed, so nothing falls between them; a
+//! periodic one taken before it is not sent.
 //!
 //! The stream ends when the monitor shuts down, and when the credentials
 //! that opened it stop being valid: the session expires, is signed out, or
@@ -69,12 +77,16 @@ use crate::{
     error::{ApiError, Echoed, ErrorEnvelope, QUERY_VALUE_CHARS},
     extract::ApiQuery,
     live::LiveEvent,
+    routes::metrics::check_filter,
     server::CutOff,
     state::AppState,
     telemetry::{SSE_CUT_OFF, SseClientGuard},
 };
 
-const TOPICS: [&str; 3] = ["instance", "definition", "metrics"];
+const TOPICS: [&str; 4] = ["instance", "definition", "metrics", "figures"];
+/// Without `topics`: all but `figures`, which says again in brief what
+/// `metrics` says in full.
+const DEFAULT_TOPICS: [&str; 3] = ["instance", "definition", "metrics"];
 
 /// How often an open stream's credentials are checked again.
 pub(crate) const RECHECK_EVERY: Duration = Duration::from_millis(500);
@@ -88,19 +100,66 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct StreamQuery {
-    /// Comma-separated subset of `instance,definition,metrics` (default all).
+    /// Comma-separated subset of `instance,definition,metrics,figures`
+    /// (default `instance,definition,metrics`).
     #[param(
-        example = "instance,definition",
-        pattern = "^(?:instance|definition|metrics)(?:,(?:instance|definition|metrics))*$"
+        example = "instance,figures",
+        pattern = "^(?:instance|definition|metrics|figures)(?:,(?:instance|definition|metrics|figures))*$"
     )]
     topics: Option<String>,
+    /// Only this service's `metrics` events (other topics are not filtered).
+    #[param(
+        example = "pricing-service",
+        pattern = "^[a-z](?:[a-z0-9]|-(?!-)){1,62}[a-z0-9]$"
+    )]
+    service: Option<String>,
+    /// Only this instance's `metrics` events (other topics are not
+    /// filtered): what an instance's page needs.
+    #[param(example = "pricing-1", pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")]
+    instance: Option<String>,
+}
+
+/// Which instances' `metrics` events a client wants.
+#[derive(Debug, Default)]
+struct MetricsFilter {
+    service: Option<String>,
+    instance: Option<String>,
+}
+
+impl MetricsFilter {
+    /// The filter `query` asks for; 400 on a name that cannot be one.
+    fn from_query(query: &StreamQuery) -> Result<Self, ApiError> {
+        check_filter(query.service.as_deref(), query.instance.as_deref())?;
+        Ok(Self {
+            service: query.service.clone(),
+            instance: query.instance.clone(),
+        })
+    }
+
+    /// Whether `event` goes to this client as far as the filter goes.
+    fn passes(&self, event: &LiveEvent) -> bool {
+        let LiveEvent::Metrics { snapshot } = event else {
+            return true;
+        };
+        self.service
+            .as_ref()
+            .is_none_or(|s| *s == snapshot.service_name)
+            && self
+                .instance
+                .as_ref()
+                .is_none_or(|i| *i == snapshot.instance_id)
+    }
 }
 
 /// Live changes as Server-Sent Events (`text/event-stream`): events
 /// `hello`, `instance`, `digest` (every 2 s, with topic `instance`),
-/// `definition`, `metrics` and `lagged`; each data line is JSON (see the
-/// `LiveEvent` schema). Instance events come when something shown changes,
-/// not on every heartbeat; the digest keeps heartbeat ages true. When the credentials that opened
+/// `definition`, `metrics`, `figures` and `lagged`; each data line is JSON
+/// (see the `LiveEvent` schema). Instance events come when something shown
+/// changes, not on every heartbeat; the digest keeps heartbeat ages true.
+/// `metrics` brings every snapshot (of one instance with `service` and/or
+/// `instance`); `figures` brings what dashboard cards show: every instance
+/// right after `hello`, then once a second those whose shown figures
+/// changed. When the credentials that opened
 /// the stream lapse (session expired or signed out, token removed), a last
 /// `expired` event is sent and the stream ends. Events carry no id and
 /// `Last-Event-ID` is not read: a client that reconnects re-reads the REST
@@ -111,7 +170,7 @@ pub(crate) struct StreamQuery {
     params(StreamQuery),
     responses(
         (status = 200, description = "An endless event stream", content_type = "text/event-stream", body = String),
-        (status = 400, description = "Unknown topic", body = ErrorEnvelope),
+        (status = 400, description = "Unknown topic, or a service or instance that cannot be one", body = ErrorEnvelope),
         (status = 401, description = "Not authenticated", body = ErrorEnvelope),
     )
 )]
@@ -123,7 +182,7 @@ async fn live_stream(
     ApiQuery(query): ApiQuery<StreamQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let topics: HashSet<&'static str> = match &query.topics {
-        None => TOPICS.into_iter().collect(),
+        None => DEFAULT_TOPICS.into_iter().collect(),
         Some(list) => {
             let mut chosen = HashSet::new();
             for t in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
@@ -141,6 +200,7 @@ async fn live_stream(
             chosen
         }
     };
+    let filter = MetricsFilter::from_query(&query)?;
     let mut listed: Vec<&str> = topics.iter().copied().collect();
     listed.sort_unstable();
     let hello = Event::default()
@@ -148,9 +208,23 @@ async fn live_stream(
         .json_data(json!({ "topics": listed }))
         .unwrap_or_default();
     let guard = SseClientGuard::new();
-    let events = BroadcastStream::new(state.live()).filter_map(move |item| {
+    // Subscribed before the full figures are taken: no change falls between.
+    let live = state.live();
+    let full = topics
+        .contains("figures")
+        .then(|| LiveEvent::from(state.metrics().figures()));
+    let full_as_of = match &full {
+        Some(LiveEvent::Figures { as_of, .. }) => Some(*as_of),
+        _ => None,
+    };
+    let first = std::iter::once(Ok(hello)).chain(full.as_ref().and_then(to_event).map(Ok));
+    let events = BroadcastStream::new(live).filter_map(move |item| {
         let event = match item {
-            Ok(event) if topics.contains(event.topic()) => to_event(&event),
+            // Taken before the full figures this client was sent first.
+            Ok(LiveEvent::Figures { as_of, .. }) if full_as_of.is_some_and(|f| as_of < f) => None,
+            Ok(event) if topics.contains(event.topic()) && filter.passes(&event) => {
+                to_event(&event)
+            }
             Ok(_) => None,
             Err(BroadcastStreamRecvError::Lagged(skipped)) => lagged(skipped),
         };
@@ -175,7 +249,7 @@ async fn live_stream(
                 expired.then(|| Ok(Event::default().event("expired").data("{}"))),
             )
         });
-    let stream = futures::stream::once(futures::future::ready(Ok(hello)))
+    let stream = futures::stream::iter(first)
         .chain(events)
         .take_until(stop)
         .chain(farewell)
