@@ -199,7 +199,8 @@ pub struct ServiceMethods {
     /// calls it exists for).
     pub public: &'static [&'static str],
     /// Methods that change how the service judges or runs (its limits,
-    /// its settings): the operator's alone.
+    /// its settings), or make it fail or stall on request (the drill hook
+    /// `simulate_work`): the operator's alone.
     pub admin: &'static [&'static str],
 }
 
@@ -210,34 +211,29 @@ pub struct ServiceMethods {
 pub const SHOWCASE_METHODS: [ServiceMethods; 3] = [
     ServiceMethods {
         service: ORDER_SERVICE,
-        public: &[
-            "echo",
-            "health",
-            "simulate_work",
-            "create_order",
-            "get_order",
-            "list_orders",
-        ],
-        admin: &[],
+        public: &["echo", "health", "create_order", "get_order", "list_orders"],
+        // The drill hook: it fails on request and holds a handler for up
+        // to 60 s. The operator's demos and benchmarks call it; no
+        // service needs it.
+        admin: &["simulate_work"],
     },
     ServiceMethods {
         service: PRICING_SERVICE,
-        public: &["echo", "health", "simulate_work", "get_price", "get_prices"],
-        admin: &[],
+        public: &["echo", "health", "get_price", "get_prices"],
+        admin: &["simulate_work"],
     },
     ServiceMethods {
         service: RISK_SERVICE,
         public: &[
             "echo",
             "health",
-            "simulate_work",
             "assess_risk",
             "get_positions",
             "get_limits",
         ],
         // Raising the limits switches off the control that holds order
         // flow in check, and is stored: it outlives the caller.
-        admin: &["update_limits"],
+        admin: &["simulate_work", "update_limits"],
     },
 ];
 
@@ -1012,6 +1008,7 @@ mod tests {
         );
         assert!(roles[1].calls.iter().any(|c| c.service == "fx-service"));
         assert!(!text.contains("update_limits"), "{text}");
+        assert!(!text.contains("simulate_work"), "{text}");
         assert!(!text.contains("\"rpc.risk-service.>\""), "{text}");
         assert_eq!(roles[1].event_domains, ["book"]);
     }

@@ -127,19 +127,38 @@ async fn only_the_operator_may_call_an_admin_method() {
             )
             .await;
     }
+    // Nor may a service (admitted or not) make a showcase service fail on
+    // purpose, or keep its handlers busy for up to 60 s a call: the drill
+    // hook `simulate_work` is the operator's (F7).
+    let fail = br#"{"ms":60000,"fail":true}"#;
+    for user in ["svc-order-service", "svc-pricing-service", "svc-fx-service"] {
+        let mut probe = bus.probe(user).await;
+        for service in ["order-service", "pricing-service", "risk-service"] {
+            if user == format!("svc-{service}") {
+                continue;
+            }
+            probe
+                .publish_refused(
+                    &format!("call {service}'s simulate_work"),
+                    &format!("rpc.{service}.simulate_work"),
+                    fail,
+                )
+                .await;
+            probe
+                .publish_refused(
+                    &format!("call {service}'s simulate_work on an instance"),
+                    &format!("rpc.{service}.any-1.simulate_work"),
+                    fail,
+                )
+                .await;
+        }
+    }
     // order-service calls only what it uses: not even a read it does not.
     let mut order = bus.probe("svc-order-service").await;
     order
         .publish_refused(
             "call get_positions (not a method it uses)",
             "rpc.risk-service.get_positions",
-            b"{}",
-        )
-        .await;
-    order
-        .publish_refused(
-            "call simulate_work (not a method it uses)",
-            "rpc.pricing-service.simulate_work",
             b"{}",
         )
         .await;
@@ -190,6 +209,14 @@ async fn only_the_operator_may_call_an_admin_method() {
         .unwrap_or_else(|e| panic!("the operator's update_limits: {e:?}"))
         .value;
     assert_eq!(changed["max_position"], 123, "{changed}");
+    // The operator still drills with simulate_work.
+    reached(
+        "the operator's simulate_work",
+        operator
+            .rpc()
+            .call_with::<_, Value>("risk-service", "simulate_work", &json!({"ms": 1}), &opts())
+            .await,
+    );
     println!(
         "{:<20} call update_limits on risk-1                        ALLOWED",
         "operator"
