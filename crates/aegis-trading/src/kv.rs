@@ -18,24 +18,169 @@
 //! process or by the one it races — use it.
 
 use aegis_sdk::Connection;
-use async_nats::jetstream::{self, kv, stream::LastRawMessageErrorKind};
+use async_nats::jetstream::{
+    self, kv,
+    stream::{self, LastRawMessageErrorKind},
+};
 use bytes::Bytes;
 
 use crate::TradingError;
 
-/// The buckets the example services keep their state in, each with the
-/// description it is created with.
-pub(crate) const BUCKETS: [(&str, &str); 3] = [
-    (crate::order::ORDERS_BUCKET, "order-service orders"),
-    (crate::risk::RISK_LIMITS_BUCKET, "risk-service limits"),
-    (
-        crate::risk::RISK_POSITIONS_BUCKET,
-        "risk-service positions snapshot",
-    ),
-];
+const KIB: i64 = 1024;
+const MIB: i64 = 1024 * KIB;
+
+/// One of the buckets the example services keep their state in, with the
+/// description it is created with and its limits.
+///
+/// Each is bounded so that one service's credential cannot fill the
+/// account's JetStream store through it (the red team wrote 100 MB of junk
+/// under a service's own keys in seconds). A bucket discards new writes
+/// when full: a full bucket refuses, it never evicts an order or the fence.
+/// So the bounds are wide: many times what the showcase writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShowcaseBucket {
+    /// The bucket's name.
+    pub bucket: &'static str,
+    /// What it is created with as its description.
+    pub description: &'static str,
+    /// The most bytes its stream keeps (per replica).
+    pub max_bytes: i64,
+    /// The largest value (headers included) it takes.
+    pub max_value_size: i32,
+}
+
+/// `orders`: an order is about 0.5 KiB of JSON, and each order has a
+/// second key (its client order id, ~0.1 KiB), so about 0.75 KiB an order
+/// with the keys' overhead. Orders are never deleted: 256 MiB holds some
+/// 350,000, ten hours of `aegis traffic` at its default 10 orders/s
+/// without a pause, far more than a showcase's runs. Not more: every
+/// stream reserves its `max_bytes` on each node that holds a replica, and
+/// what Aegis makes must fit a node of 1 GB (the podman check's) and the
+/// account's limit at R3 (`aegis nats-config`'s `ACCOUNT_LIMITS`). 64 KiB
+/// per value is 100 times an order.
+pub const ORDERS: ShowcaseBucket = ShowcaseBucket {
+    bucket: crate::order::ORDERS_BUCKET,
+    description: "order-service orders",
+    max_bytes: 256 * MIB,
+    max_value_size: 64 * KIB as i32,
+};
+
+/// `risk_limits`: one small JSON of limits (well under 1 KiB). 64 KiB per
+/// value, 1 MiB in all.
+pub const RISK_LIMITS: ShowcaseBucket = ShowcaseBucket {
+    bucket: crate::risk::RISK_LIMITS_BUCKET,
+    description: "risk-service limits",
+    max_bytes: MIB,
+    max_value_size: 64 * KIB as i32,
+};
+
+/// `risk_positions`: one key, the positions snapshot, about 40 bytes per
+/// symbol held: 1 MiB per value holds some 25,000 symbols (the showcase
+/// trades a handful); 16 MiB in all, history 1.
+pub const RISK_POSITIONS: ShowcaseBucket = ShowcaseBucket {
+    bucket: crate::risk::RISK_POSITIONS_BUCKET,
+    description: "risk-service positions snapshot",
+    max_bytes: 16 * MIB,
+    max_value_size: MIB as i32,
+};
+
+/// The buckets the example services keep their state in.
+pub const BUCKETS: [ShowcaseBucket; 3] = [ORDERS, RISK_LIMITS, RISK_POSITIONS];
+
+impl ShowcaseBucket {
+    /// What of `config` (its existing stream, holding `bytes`) is not
+    /// bounded as it should be, each said as `setting has -> wants`, and
+    /// the config with it changed. A byte limit below what the stream
+    /// holds would delete values at once: it is left, and said in `kept`.
+    pub fn bound(&self, config: &stream::Config, bytes: u64) -> Bound {
+        let mut changed = config.clone();
+        let mut changes = Vec::new();
+        let mut kept = None;
+        if config.max_message_size <= 0 || config.max_message_size > self.max_value_size {
+            changed.max_message_size = self.max_value_size;
+            changes.push(format!(
+                "max value size {} -> {}",
+                size(i64::from(config.max_message_size)),
+                size(i64::from(self.max_value_size))
+            ));
+        }
+        if config.max_bytes <= 0 || config.max_bytes > self.max_bytes {
+            if u64::try_from(self.max_bytes).is_ok_and(|max| bytes < max) {
+                changed.max_bytes = self.max_bytes;
+                changes.push(format!(
+                    "max bytes {} -> {}",
+                    size(config.max_bytes),
+                    size(self.max_bytes)
+                ));
+            } else {
+                kept = Some(format!(
+                    "it holds {bytes} bytes, more than the {} it should be bounded to: \
+                     bounding it would delete values at once; left unbounded",
+                    size(self.max_bytes)
+                ));
+            }
+        }
+        Bound {
+            config: changed,
+            changes,
+            kept,
+        }
+    }
+}
+
+/// What [`ShowcaseBucket::bound`] would change.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    /// The stream's config with the changes made.
+    pub config: stream::Config,
+    /// Each change, `setting has -> wants`; empty when none.
+    pub changes: Vec<String>,
+    /// A limit left as it is, and why.
+    pub kept: Option<String>,
+}
+
+fn size(value: i64) -> String {
+    match value {
+        v if v <= 0 => "none".to_owned(),
+        v if v % MIB == 0 => format!("{} MiB", v / MIB),
+        v if v % KIB == 0 => format!("{} KiB", v / KIB),
+        v => format!("{v} bytes"),
+    }
+}
+
+/// Bounds every existing bucket of [`BUCKETS`] that is not (made before
+/// the bounds, or by hand) in place, as [`ShowcaseBucket::bound`] says; a
+/// missing one is skipped. Per bucket that differed: its stream's name and
+/// what was done. `aegis init --showcase` and `aegis up` run it.
+///
+/// # Errors
+/// When JetStream refuses to read or change a bucket's stream.
+pub async fn bound_buckets(
+    js: &jetstream::Context,
+) -> Result<Vec<(String, Bound)>, async_nats::Error> {
+    let mut done = Vec::new();
+    for bucket in BUCKETS {
+        let name = format!("KV_{}", bucket.bucket);
+        let Ok(mut stream) = js.get_stream(&name).await else {
+            continue;
+        };
+        let info = stream.info().await?.clone();
+        let bound = bucket.bound(&info.config, info.state.bytes);
+        if !bound.changes.is_empty() {
+            aegis_sdk::streams::with_placement_patience(&name, || {
+                js.update_stream(bound.config.clone())
+            })
+            .await?;
+        }
+        if !bound.changes.is_empty() || bound.kept.is_some() {
+            done.push((name, bound));
+        }
+    }
+    Ok(done)
+}
 
 /// Opens `bucket` (one of [`BUCKETS`]), creating it (file storage, history
-/// 1, the connection's replicas) when it does not exist yet and the user
+/// 1, the connection's replicas, bounded as [`BUCKETS`] says) when it does not exist yet and the user
 /// may (a server without users; the services' users of `aegis up` and the
 /// Helm chart may not: `aegis init` creates it, and the error says so); a
 /// cluster whose peers are not all online yet is given a moment to place
@@ -44,18 +189,17 @@ pub(crate) async fn open_bucket(
     conn: &Connection,
     bucket: &str,
 ) -> Result<kv::Store, TradingError> {
-    let description = BUCKETS
-        .iter()
-        .find(|(name, _)| *name == bucket)
-        .map_or("", |(_, d)| d);
+    let limits = BUCKETS.iter().find(|b| b.bucket == bucket);
     let js = conn.jetstream();
     if let Ok(store) = js.get_key_value(bucket).await {
         return Ok(store);
     }
     let config = kv::Config {
         bucket: bucket.to_owned(),
-        description: description.to_owned(),
+        description: limits.map_or("", |b| b.description).to_owned(),
         history: 1,
+        max_bytes: limits.map_or(-1, |b| b.max_bytes),
+        max_value_size: limits.map_or(-1, |b| b.max_value_size),
         num_replicas: conn.config().nats.replicas,
         storage: jetstream::stream::StorageType::File,
         ..Default::default()
@@ -321,4 +465,42 @@ pub(crate) enum CreateError {
 fn refused(e: &jetstream::context::PublishError) -> bool {
     e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence
         || aegis_sdk::streams::another_write_in_flight(e)
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use super::*;
+
+    #[test]
+    fn an_unbounded_bucket_is_bounded_without_deleting() {
+        let open = stream::Config {
+            name: "KV_orders".into(),
+            max_bytes: -1,
+            max_message_size: -1,
+            ..Default::default()
+        };
+        let done = ORDERS.bound(&open, 1000);
+        assert_eq!(
+            done.changes,
+            ["max value size none -> 64 KiB", "max bytes none -> 256 MiB"]
+        );
+        assert_eq!(done.config.max_bytes, ORDERS.max_bytes);
+        assert!(done.kept.is_none());
+        // Holding more than the bound: left unbounded, and said.
+        let full = ORDERS.bound(&open, 300 * 1024 * 1024);
+        assert_eq!(full.config.max_bytes, -1);
+        assert!(full.kept.unwrap().contains("would delete"));
+        // Tighter limits an operator chose are kept; bounded ones unchanged.
+        assert!(ORDERS.bound(&done.config, 0).changes.is_empty());
+        let tight = stream::Config {
+            max_bytes: MIB,
+            max_message_size: 1024,
+            ..open
+        };
+        assert!(RISK_POSITIONS.bound(&tight, 0).changes.is_empty());
+        // What every bucket reserves per replica stays small enough for a
+        // node of 1 GB beside the rest of what Aegis makes.
+        let total: i64 = BUCKETS.iter().map(|b| b.max_bytes).sum();
+        assert!(total <= 300 * MIB, "{total}");
+    }
 }

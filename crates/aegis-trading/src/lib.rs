@@ -53,11 +53,13 @@ mod running;
 pub use aegis_contracts::trading as contracts;
 pub use common::{Health, MAX_SIMULATED_WORK, SimulateWork, WorkDone};
 pub use error::TradingError;
+pub use kv::{BUCKETS, Bound, ORDERS, RISK_LIMITS, RISK_POSITIONS, ShowcaseBucket, bound_buckets};
 pub use running::Running;
 
 /// Creates the buckets the example services keep their state in (orders,
 /// risk limits, risk positions) where missing, with the connection's
-/// replicas, and returns their names. `aegis init --showcase` runs it; the services
+/// replicas and their bounds ([`BUCKETS`]; [`bound_buckets`] bounds ones
+/// made before), and returns their names. `aegis init --showcase` runs it; the services
 /// open (or create) their own at start as well.
 ///
 /// ```no_run
@@ -74,9 +76,9 @@ pub async fn ensure_buckets(
     conn: &aegis_sdk::Connection,
 ) -> Result<Vec<&'static str>, TradingError> {
     let mut names = Vec::new();
-    for (bucket, _) in kv::BUCKETS {
-        kv::open_bucket(conn, bucket).await?;
-        names.push(bucket);
+    for bucket in kv::BUCKETS {
+        kv::open_bucket(conn, bucket.bucket).await?;
+        names.push(bucket.bucket);
     }
     Ok(names)
 }

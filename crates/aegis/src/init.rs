@@ -231,6 +231,20 @@ pub async fn run(args: InitArgs) -> anyhow::Result<bool> {
             println!("  kept    {}: {kept}", locked.name);
         }
     }
+    if scope == Scope::WithShowcase {
+        let bounded = aegis_trading::bound_buckets(js)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))
+            .context("bounding the example services' buckets")?;
+        for (name, bound) in bounded {
+            if !bound.changes.is_empty() {
+                println!("  bounded {name}: {}", bound.changes.join(", "));
+            }
+            if let Some(kept) = bound.kept {
+                println!("  kept    {name}: {kept}");
+            }
+        }
+    }
 
     create_missing_within(&conn, scope, args.startup_timeout, |e| {
         eprintln!(
@@ -319,7 +333,8 @@ pub async fn run(args: InitArgs) -> anyhow::Result<bool> {
                 js.update_stream(config.clone())
             })
             .await
-            .with_context(what)?;
+            .with_context(what)
+            .map_err(storage_advice)?;
             messages = updated.state.messages;
             if !raised.is_empty() {
                 let what: Vec<String> = raised.iter().map(LimitChange::describe).collect();
@@ -569,6 +584,10 @@ pub async fn create_missing_in(conn: &aegis_sdk::Connection, scope: Scope) -> an
         aegis_trading::ensure_buckets(conn)
             .await
             .context("creating the example services' buckets")?;
+        aegis_trading::bound_buckets(js)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))
+            .context("bounding the example services' buckets")?;
     }
     shared::lock_down_shared(js)
         .await
@@ -598,6 +617,8 @@ pub async fn create_missing_within(
     loop {
         match create_missing_in(conn, scope).await {
             Ok(()) => return Ok(()),
+            // Waiting does not make room.
+            Err(e) if storage_refused(&e) => return Err(storage_advice(e)),
             Err(e) if tokio::time::Instant::now() + pause < deadline => {
                 on_retry(&e);
                 tokio::time::sleep(pause).await;
@@ -606,6 +627,35 @@ pub async fn create_missing_within(
             Err(e) => return Err(e.context("creating the streams and buckets")),
         }
     }
+}
+
+/// Whether JetStream refused `e`'s stream for want of storage (error code
+/// 10047): the account's JetStream limit `max_file` (which every stream
+/// reserves its `max_bytes` times its replicas against) or a server's
+/// `max_file_store` is smaller than the streams' limits need.
+fn storage_refused(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        let said = cause.to_string();
+        said.contains("10047") || said.contains("insufficient storage resources")
+    })
+}
+
+/// `e`, with what to do when JetStream refused it for want of storage
+/// ([`storage_refused`]).
+fn storage_advice(e: anyhow::Error) -> anyhow::Error {
+    if !storage_refused(&e) {
+        return e;
+    }
+    let limits = crate::nats_config::ACCOUNT_LIMITS;
+    e.context(format!(
+        "the streams' limits need more storage than JetStream has for the account: each \
+         stream and bucket reserves its max_bytes times its replicas against the AEGIS \
+         account's JetStream limit max_file ({} GiB as `aegis up` and `aegis nats-config` \
+         write it; the Helm chart's nats.jetstream.account.maxFile), and within each server's \
+         max_file_store. Lower the [streams.*] max_bytes of the configuration, or raise the \
+         account's max_file (and the servers' max_file_store) to fit",
+        limits.max_file / (1024 * 1024 * 1024)
+    ))
 }
 
 /// Connects, retrying while NATS or JetStream is not ready yet (a fresh

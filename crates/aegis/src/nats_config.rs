@@ -102,7 +102,7 @@ pub fn render_helm_values(roles: &[Role]) -> String {
         q("system-password"),
         q(&password_variable(SYSTEM_USER)),
     ));
-    for line in accounts_block(roles).lines() {
+    for line in chart_accounts_block(roles).lines() {
         out.push_str("  ");
         out.push_str(line);
         out.push('\n');
@@ -139,10 +139,95 @@ fn variables(roles: &[Role]) -> Vec<String> {
 }
 
 fn accounts_block(roles: &[Role]) -> String {
+    limit_account(&render_accounts(
+        &render_users_from_env(roles),
+        &render_system_users_from_env(),
+    ))
+}
+
+/// The Helm chart's accounts block: [`render_accounts`]'s, JetStream left
+/// `enabled`, since the chart writes the limits from its values
+/// (`nats.jetstream.account.*`) in place of that line.
+fn chart_accounts_block(roles: &[Role]) -> String {
     render_accounts(
         &render_users_from_env(roles),
         &render_system_users_from_env(),
     )
+}
+
+const MIB: u64 = 1024 * 1024;
+const GIB: u64 = 1024 * MIB;
+
+/// The JetStream limits of the application account `AEGIS`, for the
+/// whole account and counted over every replica (a message of an R3
+/// stream counts three times). Without them one service's credential
+/// could fill the servers' store for every service (red team F4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountLimits {
+    /// File storage, bytes (`max_file`).
+    pub max_file: u64,
+    /// Memory storage, bytes (`max_mem`).
+    pub max_mem: u64,
+    /// Streams, KV buckets included (`max_streams`).
+    pub max_streams: u32,
+    /// Consumers over all streams (`max_consumers`).
+    pub max_consumers: u32,
+}
+
+/// The limits `aegis up` and `aegis nats-config` write (the Helm chart's
+/// defaults are the same, `nats.jetstream.account.*`).
+///
+/// - `max_file` 4 GiB. What Aegis creates, per replica, by default:
+///   the streams of `[streams.*]` 288 MiB (EVENTS 128, COMMANDS 32,
+///   DEAD_LETTER 32, AEGIS_METRICS 64, AEGIS_LOG 32), the shared buckets
+///   200 MiB (registry 64, elections 8, definitions 128) and the
+///   showcase's buckets 273 MiB (orders 256, risk limits 1, risk
+///   positions 16): 761 MiB, 2.2 GiB at R3. A stream reserves its
+///   `max_bytes` times its replicas when it is made, so 4 GiB leaves
+///   1.8 GiB for an operator to raise `[streams.*]` (600 MiB per replica
+///   at R3) before `aegis init` is refused, naming this limit. A single
+///   server refuses an account whose `max_file` exceeds its own
+///   `max_file_store`: 4 GiB is the `aegis up` node's (`4GB`).
+/// - `max_mem` 64 MiB: Aegis makes no memory stream but `aegis init`'s
+///   probe (1 KiB, deleted at once); the ordered consumers of KV watches
+///   hold no stream storage.
+/// - `max_streams` 64: Aegis makes 11 (5 streams, 3 shared buckets, 3
+///   showcase buckets), and a probe for a moment.
+/// - `max_consumers` 8192: each process holds about two watches (ordered
+///   consumers: the registry, its election or its own bucket) besides its
+///   durable command consumer, so 1,000 instances take about 3,000, and a
+///   monitor, `aegis status` and the CLI a few more; 8,192 leaves more
+///   than twice that, and still stops one credential's flood (the red
+///   team made 500 in seconds).
+pub const ACCOUNT_LIMITS: AccountLimits = AccountLimits {
+    max_file: 4 * GIB,
+    max_mem: 64 * MIB,
+    max_streams: 64,
+    max_consumers: 8192,
+};
+
+impl AccountLimits {
+    /// The account's `jetstream { ... }` block, on one line.
+    pub fn render(&self) -> String {
+        format!(
+            "jetstream {{ max_file: {}, max_mem: {}, max_streams: {}, max_consumers: {} }}",
+            self.max_file, self.max_mem, self.max_streams, self.max_consumers
+        )
+    }
+}
+
+/// `accounts` ([`render_accounts`]'s block) with the application
+/// account's `jetstream: enabled` replaced by [`ACCOUNT_LIMITS`].
+///
+/// # Panics
+/// When `accounts` has no `jetstream: enabled` line (a test renders it).
+pub fn limit_account(accounts: &str) -> String {
+    const ENABLED: &str = "jetstream: enabled";
+    assert!(
+        accounts.contains(ENABLED),
+        "the accounts block has no `{ENABLED}` to limit"
+    );
+    accounts.replacen(ENABLED, &ACCOUNT_LIMITS.render(), 1)
 }
 
 #[cfg(test)]
@@ -182,6 +267,10 @@ mod tests {
             assert!(conf.contains(&format!("password: ${var}")), "{var}");
         }
         assert!(conf.contains("system_account: SYS"));
+        assert!(conf.contains(
+            "jetstream { max_file: 4294967296, max_mem: 67108864, max_streams: 64, max_consumers: 8192 }"
+        ));
+        assert!(!conf.contains("jetstream: enabled"));
         assert!(conf.contains(r#"user: "sys", password: $PASSWORD_SYS, permissions"#));
     }
 }

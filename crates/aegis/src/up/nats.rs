@@ -207,7 +207,8 @@ fn url_encode(s: &str) -> String {
         .collect()
 }
 
-/// The accounts block: the application account `AEGIS` (JetStream on),
+/// The accounts block: the application account `AEGIS` (JetStream on,
+/// within [`crate::nats_config::ACCOUNT_LIMITS`]),
 /// whose users and their permissions come from [`crate::permissions`] —
 /// one per role, and nobody connects without one — and the system account
 /// `SYS`, whose user `sys` reads the server's events: the monitor and
@@ -216,10 +217,10 @@ fn url_encode(s: &str) -> String {
 /// `nats server list` needs it. It may do only that
 /// ([`crate::permissions::system_grants`]).
 pub fn accounts(creds: &Credentials) -> String {
-    crate::permissions::render_accounts(
+    crate::nats_config::limit_account(&crate::permissions::render_accounts(
         &crate::permissions::render_users(&creds.nats_users),
         &crate::permissions::render_system_users(&creds.nats_system_password),
-    )
+    ))
 }
 
 /// The system account's user in the showcase.
