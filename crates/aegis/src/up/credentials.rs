@@ -232,6 +232,44 @@ pub fn password_var(user: &str) -> String {
     }
 }
 
+/// The variables of the environment `aegis up` was started with (`vars`)
+/// that a child of it must not inherit: what the credentials file holds
+/// (a shell that did `set -a; . .aegis/credentials` has them all), so that
+/// each child gets only the credentials `aegis up` hands it.
+///
+/// - Always: the other users' passwords (`AEGIS_NATS_PASSWORD_<USER>`),
+///   the routes' password and the monitor's tokens and session key (the
+///   monitor is given its own).
+/// - The system account's user and password: for every child but the
+///   monitor; for the monitor too on the showcase's own servers
+///   (`own_nats`), where it is given them.
+/// - The operator's user, password and inbox prefix (`AEGIS_NATS_USER`,
+///   `AEGIS_NATS_PASSWORD`, `AEGIS_NATS_INBOX_PREFIX`): on the showcase's
+///   own servers, where each child is given its own. On an external NATS
+///   (`aegis up --nats-url`) they are the credentials the children are
+///   meant to connect with, and are kept.
+pub fn not_inherited(
+    vars: impl IntoIterator<Item = String>,
+    own_nats: bool,
+    monitor: bool,
+) -> Vec<String> {
+    vars.into_iter()
+        .filter(|var| {
+            let system = var == "AEGIS_NATS_SYSTEM_USER" || var == "AEGIS_NATS_SYSTEM_PASSWORD";
+            let operator = var == "AEGIS_NATS_USER"
+                || var == "AEGIS_NATS_PASSWORD"
+                || var == "AEGIS_NATS_INBOX_PREFIX";
+            var.starts_with("AEGIS_NATS_PASSWORD_")
+                || var == ROUTE_PASSWORD_VAR
+                || var == "AEGIS_ADMIN_TOKEN"
+                || var == "AEGIS_VIEWER_TOKEN"
+                || var == "AEGIS_SESSION_SECRET"
+                || (system && (own_nats || !monitor))
+                || (operator && own_nats)
+        })
+        .collect()
+}
+
 /// Where the operator's tools look for the credentials file when none is
 /// named: `aegis up`'s default state directory, from the directory it was
 /// started in.
@@ -354,6 +392,63 @@ pub fn read_nats_url(state_dir: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_child_inherits_no_credential_but_an_external_nats_user() {
+        let shell: Vec<String> = [
+            "HOME",
+            "PATH",
+            "AEGIS_LOG",
+            "AEGIS_NATS_URL",
+            "AEGIS_ADMIN_TOKEN",
+            "AEGIS_VIEWER_TOKEN",
+            "AEGIS_SESSION_SECRET",
+            "AEGIS_NATS_ROUTE_PASSWORD",
+            "AEGIS_NATS_SYSTEM_USER",
+            "AEGIS_NATS_SYSTEM_PASSWORD",
+            "AEGIS_NATS_USER",
+            "AEGIS_NATS_PASSWORD",
+            "AEGIS_NATS_INBOX_PREFIX",
+            "AEGIS_NATS_PASSWORD_SVC_ORDER_SERVICE",
+            "AEGIS_NATS_PASSWORD_SVC_FX_SERVICE",
+            "AEGIS_NATS_PASSWORD_MONITOR",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let secrets = &shell[4..];
+        // The showcase's own servers: every credential goes, for every child.
+        for monitor in [false, true] {
+            assert_eq!(not_inherited(shell.clone(), true, monitor), secrets);
+        }
+        // An external NATS: the operator's user is what the children connect
+        // as; the monitor keeps the system user it may be meant to use.
+        let kept = |monitor| {
+            let gone = not_inherited(shell.clone(), false, monitor);
+            shell[4..]
+                .iter()
+                .filter(|v| !gone.contains(v))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            kept(false),
+            [
+                "AEGIS_NATS_USER",
+                "AEGIS_NATS_PASSWORD",
+                "AEGIS_NATS_INBOX_PREFIX"
+            ]
+        );
+        assert_eq!(
+            kept(true),
+            [
+                "AEGIS_NATS_SYSTEM_USER",
+                "AEGIS_NATS_SYSTEM_PASSWORD",
+                "AEGIS_NATS_USER",
+                "AEGIS_NATS_PASSWORD",
+                "AEGIS_NATS_INBOX_PREFIX"
+            ]
+        );
+    }
 
     #[test]
     fn the_file_written_names_the_operator_and_the_system_user() {

@@ -230,7 +230,7 @@ pub async fn run(mut args: UpArgs, shutdown: CancellationToken) -> anyhow::Resul
                     program: binary.clone(),
                     args: vec!["-c".into(), node.config_path().display().to_string()],
                     env: Vec::new(),
-                    unset: Vec::new(),
+                    unset: not_inherited(true, false),
                 })?;
             }
             step(&format!("starting {count} NATS node(s)"));
@@ -507,7 +507,7 @@ async fn run_on(
         program: exe.to_owned(),
         args: vec!["api".into()],
         env: monitor_env,
-        unset: Vec::new(),
+        unset: not_inherited(!nodes.is_empty(), true),
     })?;
 
     // 4. The services. An election key written before they start is an
@@ -530,7 +530,7 @@ async fn run_on(
                 program: exe.to_owned(),
                 args: vec!["service".into(), kind.clone(), "--instance-id".into(), id],
                 env,
-                unset: Vec::new(),
+                unset: not_inherited(!nodes.is_empty(), false),
             })?;
             expected += 1;
         }
@@ -798,6 +798,17 @@ fn step(what: &str) {
 
 /// The environment that makes a child connect as `user` of our own
 /// servers; nothing for an external NATS (the child inherits ours).
+/// The credentials in `aegis up`'s own environment that a child must not
+/// inherit ([`credentials::not_inherited`]): on the showcase's own
+/// servers (`own_nats`) each child gets only what is set for it.
+fn not_inherited(own_nats: bool, monitor: bool) -> Vec<String> {
+    credentials::not_inherited(
+        std::env::vars_os().filter_map(|(var, _)| var.into_string().ok()),
+        own_nats,
+        monitor,
+    )
+}
+
 fn own_nats_user(
     nodes: &[nats::NatsNode],
     creds: &credentials::Credentials,

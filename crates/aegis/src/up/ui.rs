@@ -112,7 +112,13 @@ async fn build_export(ui: &Path, shutdown: &CancellationToken) -> Result<(), Str
     for args in steps {
         let out = log.try_clone().map_err(|e| e.to_string())?;
         let err = log.try_clone().map_err(|e| e.to_string())?;
-        let mut child = tokio::process::Command::new("npm")
+        let mut npm = tokio::process::Command::new("npm");
+        // npm runs the packages' own scripts: none of the shell's
+        // credentials (see `super::not_inherited`).
+        for var in super::not_inherited(true, false) {
+            npm.env_remove(var);
+        }
+        let mut child = npm
             .args(args)
             .current_dir(ui)
             .env("NEXT_TELEMETRY_DISABLED", "1")
