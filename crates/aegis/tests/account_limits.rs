@@ -13,40 +13,11 @@
 
 mod common;
 
-use std::{
-    path::Path,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
-use aegis::{
-    nats_config::ACCOUNT_LIMITS,
-    up::{credentials, nats},
-};
+use aegis::nats_config::ACCOUNT_LIMITS;
 use async_nats::jetstream;
-
-/// A nats-server child, killed on drop.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(config: &Path, log: &Path) -> Server {
-    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
-    let log = std::fs::File::create(log).unwrap();
-    let child = Command::new(aegis_testkit::nats_server_binary().unwrap())
-        .arg("-c")
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Server(child)
-}
+use common::showcase_cluster::ShowcaseCluster;
 
 async fn connect(url: &str, user: &str, password: &str) -> jetstream::Context {
     let client =
@@ -63,17 +34,8 @@ const MIB: usize = 1024 * 1024;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_cannot_fill_the_store_and_init_fits_the_account_at_r3() {
     let state = tempfile::tempdir().unwrap();
-    let creds = credentials::ensure(state.path(), None, &[]).unwrap();
-    let (base, _) = common::free_cluster_ports();
-    let nodes = nats::plan(state.path(), 3, base);
-    nats::write_configs(&nodes, &creds, None).unwrap();
-    let _servers: Vec<Server> = nodes
-        .iter()
-        .map(|n| start(&n.config_path(), &n.log))
-        .collect();
-    nats::wait_healthy(&nodes, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let cluster = ShowcaseCluster::start(state.path()).await;
+    let (creds, nodes) = (&cluster.creds, &cluster.nodes);
     let url = nodes[0].url();
     let creds_file = state.path().join("credentials");
     let creds_file = creds_file.to_str().unwrap();

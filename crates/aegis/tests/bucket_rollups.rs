@@ -14,76 +14,16 @@
 //! stream with limit markers, which the registry needs. There a wipe is
 //! undone by the live instances' next refresh of their records.
 
+mod common;
+
 use std::time::Duration;
 
-use aegis::permissions::{User, render_users, showcase_roles};
 use aegis_contracts::subjects::{DEFINITIONS_BUCKET, ELECTIONS_BUCKET, REGISTRY_BUCKET};
-use aegis_sdk::{AegisConfig, Connection, Secret};
+use aegis_sdk::{AegisConfig, Connection};
 use aegis_testkit::{NatsServer, wait::eventually};
 use async_nats::{HeaderMap, jetstream, jetstream::kv};
+use common::showcase_bus::ShowcaseBus;
 use futures::TryStreamExt;
-
-/// A nats-server with the showcase's users and permissions.
-struct Bus {
-    server: NatsServer,
-    users: Vec<User>,
-}
-
-impl Bus {
-    fn start() -> Bus {
-        let users: Vec<User> = showcase_roles()
-            .into_iter()
-            .map(|role| User {
-                name: role.user_name(),
-                password: format!("pw-{}-{}", role.user_name(), nuid::next()),
-                role,
-            })
-            .collect();
-        let server = NatsServer::builder()
-            .app_users(render_users(&users))
-            .start()
-            .expect("start nats-server with the showcase's users");
-        Bus { server, users }
-    }
-
-    fn password(&self, user: &str) -> String {
-        self.users
-            .iter()
-            .find(|u| u.name == user)
-            .unwrap_or_else(|| panic!("no user {user}"))
-            .password
-            .clone()
-    }
-
-    async fn sdk(&self, user: &str) -> Connection {
-        let mut config = AegisConfig::with_servers(self.server.url());
-        config.nats.user = Some(user.to_owned());
-        config.nats.password = Some(Secret::new(self.password(user)));
-        config.nats.inbox_prefix = Some(aegis::permissions::inbox_prefix(user));
-        config.nats.request_timeout = Duration::from_secs(3);
-        Connection::connect(config)
-            .await
-            .unwrap_or_else(|e| panic!("connect as {user}: {e}"))
-    }
-
-    async fn operator(&self) -> Connection {
-        self.sdk("operator").await
-    }
-
-    /// A plain JetStream client of `user`, as an attacker holding its
-    /// password would use.
-    async fn js(&self, user: &str) -> jetstream::Context {
-        let client = async_nats::ConnectOptions::with_user_and_password(
-            user.to_owned(),
-            self.password(user),
-        )
-        .custom_inbox_prefix(aegis::permissions::inbox_prefix(user))
-        .connect(self.server.url())
-        .await
-        .unwrap_or_else(|e| panic!("connect as {user}: {e}"));
-        jetstream::new(client)
-    }
-}
 
 /// Stores `value` at `subject` as `js`'s user, and waits for the ack.
 async fn put(js: &jetstream::Context, subject: &str, value: &'static str) {
@@ -126,7 +66,7 @@ async fn history_len(operator: &Connection, bucket: &str, key: &str) -> usize {
 }
 
 /// What each role legitimately wrote before the attacks.
-async fn legitimate_writes(bus: &Bus) {
+async fn legitimate_writes(bus: &ShowcaseBus) {
     let order = bus.js("svc-order-service").await;
     let risk = bus.js("svc-risk-service").await;
     let pricing = bus.js("svc-pricing-service").await;
@@ -163,7 +103,7 @@ async fn legitimate_writes(bus: &Bus) {
 /// Every rollup the red-team trial sent is refused by the stream, and the
 /// buckets keep every other role's keys (and the definitions their
 /// history).
-async fn rollups_are_refused_and_nothing_is_lost(bus: &Bus, operator: &Connection) {
+async fn rollups_are_refused_and_nothing_is_lost(bus: &ShowcaseBus, operator: &Connection) {
     let pricing = bus.js("svc-pricing-service").await;
     let monitor = bus.js("monitor").await;
     let registry_before = keys(operator, REGISTRY_BUCKET).await;
@@ -199,7 +139,7 @@ async fn rollups_are_refused_and_nothing_is_lost(bus: &Bus, operator: &Connectio
 
 #[tokio::test]
 async fn a_rollup_on_a_shared_bucket_is_refused_and_wipes_nothing() {
-    let bus = Bus::start();
+    let bus = ShowcaseBus::start();
     let operator = bus.operator().await;
     aegis::init::create_missing(&operator)
         .await
@@ -213,7 +153,7 @@ async fn a_rollup_on_a_shared_bucket_is_refused_and_wipes_nothing() {
 /// `aegis init` run, keeping their keys.
 #[tokio::test]
 async fn buckets_made_with_rollups_are_changed_in_place() {
-    let bus = Bus::start();
+    let bus = ShowcaseBus::start();
     let operator = bus.operator().await;
     let js = operator.jetstream();
     for (bucket, history, markers) in [
@@ -258,7 +198,7 @@ async fn buckets_made_with_rollups_are_changed_in_place() {
 /// of their TTL at most).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registry_rollup_is_undone_by_the_next_refresh() {
-    let bus = Bus::start();
+    let bus = ShowcaseBus::start();
     let operator = bus.operator().await;
     aegis::init::create_missing(&operator)
         .await

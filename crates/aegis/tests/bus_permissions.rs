@@ -12,95 +12,18 @@ mod common;
 
 use std::time::Duration;
 
-use aegis::permissions::{User, render_users, showcase_roles};
 use aegis_sdk::{AegisConfig, ConnectError, Connection, Secret, rpc::CallOptions};
-use aegis_testkit::{
-    NatsServer,
-    wait::{PATIENCE, eventually},
-};
+use aegis_testkit::wait::{PATIENCE, eventually};
 use axum::{
     body::Body,
     http::{Method, Request, StatusCode, header},
 };
-use common::Probe;
+use common::showcase_bus::ShowcaseBus;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
 const ADMIN: &str = "admin-token-for-tests-0123456789";
-
-/// A nats-server with the showcase's users and permissions.
-struct Bus {
-    server: NatsServer,
-    users: Vec<User>,
-}
-
-impl Bus {
-    fn start() -> Bus {
-        let users: Vec<User> = showcase_roles()
-            .into_iter()
-            .map(|role| User {
-                name: role.user_name(),
-                password: format!("pw-{}-{}", role.user_name(), nuid::next()),
-                role,
-            })
-            .collect();
-        let server = NatsServer::builder()
-            .app_users(render_users(&users))
-            .start()
-            .expect("start nats-server with the showcase's users");
-        Bus { server, users }
-    }
-
-    fn password(&self, user: &str) -> &str {
-        &self
-            .users
-            .iter()
-            .find(|u| u.name == user)
-            .unwrap_or_else(|| panic!("no user {user}"))
-            .password
-    }
-
-    fn config(&self, user: &str) -> AegisConfig {
-        let mut config = AegisConfig::with_servers(self.server.url());
-        config.nats.user = Some(user.to_owned());
-        config.nats.password = Some(Secret::new(self.password(user)));
-        config.nats.inbox_prefix = Some(aegis::permissions::inbox_prefix(user));
-        config.nats.request_timeout = Duration::from_secs(3);
-        config
-    }
-
-    async fn sdk(&self, user: &str) -> Connection {
-        Connection::connect(self.config(user))
-            .await
-            .unwrap_or_else(|e| panic!("connect as {user}: {e}"))
-    }
-
-    /// The operator, with the streams and buckets created as `aegis up`
-    /// creates them.
-    async fn operator(&self) -> Connection {
-        let conn = self.sdk("operator").await;
-        aegis::init::create_missing(&conn)
-            .await
-            .expect("the operator creates the streams and buckets");
-        conn
-    }
-
-    /// A plain client of `user` whose server errors arrive on a channel.
-    async fn probe(&self, user: &str) -> Probe {
-        Probe::connect(&self.server.url(), user, self.password(user)).await
-    }
-
-    /// Server log lines that report a permission violation.
-    fn violations(&self) -> Vec<String> {
-        std::fs::read_to_string(self.server.log_path())
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("Violation"))
-            .map(str::to_owned)
-            .collect()
-    }
-}
 
 async fn kv_value(conn: &Connection, bucket: &str, key: &str) -> Option<bytes::Bytes> {
     let store = conn.jetstream().get_key_value(bucket).await.unwrap();
@@ -109,7 +32,7 @@ async fn kv_value(conn: &Connection, bucket: &str, key: &str) -> Option<bytes::B
 
 #[tokio::test]
 async fn clients_without_or_with_wrong_credentials_are_refused_at_once() {
-    let bus = Bus::start();
+    let bus = ShowcaseBus::start();
 
     let anonymous = AegisConfig::with_servers(bus.server.url());
     let err = Connection::connect(anonymous).await.unwrap_err();
@@ -137,8 +60,8 @@ async fn clients_without_or_with_wrong_credentials_are_refused_at_once() {
 
 #[tokio::test]
 async fn a_service_cannot_touch_what_another_service_owns() {
-    let bus = Bus::start();
-    let operator = bus.operator().await;
+    let bus = ShowcaseBus::start();
+    let operator = bus.operator_with_streams().await;
     // risk-service creates its limits bucket; pricing must not write it.
     let _risk = aegis_trading::risk::start(
         &bus.sdk("svc-risk-service").await,
@@ -231,8 +154,8 @@ async fn a_service_cannot_touch_what_another_service_owns() {
 /// whose payload may name any consumer) are refused.
 #[tokio::test]
 async fn a_service_uses_only_its_own_durable_consumers() {
-    let bus = Bus::start();
-    let operator = bus.operator().await;
+    let bus = ShowcaseBus::start();
+    let operator = bus.operator_with_streams().await;
     // order-service makes its command queue as its worker does.
     let order = bus.sdk("svc-order-service").await;
     let queue = order
@@ -378,8 +301,8 @@ fn causes(e: &dyn std::error::Error) -> String {
 /// where one is missing says so.
 #[tokio::test]
 async fn the_monitor_creates_and_changes_no_stream() {
-    let bus = Bus::start();
-    let operator = bus.operator().await;
+    let bus = ShowcaseBus::start();
+    let operator = bus.operator_with_streams().await;
     let mut monitor = bus.probe("monitor").await;
     for (attempt, subject, body) in [
         (
@@ -451,8 +374,8 @@ async fn the_monitor_creates_and_changes_no_stream() {
 /// missing says so.
 #[tokio::test]
 async fn a_service_creates_no_bucket_and_names_the_fix_for_a_missing_one() {
-    let bus = Bus::start();
-    let operator = bus.operator().await;
+    let bus = ShowcaseBus::start();
+    let operator = bus.operator_with_streams().await;
     operator
         .jetstream()
         .delete_stream("KV_risk_positions")
@@ -505,8 +428,8 @@ async fn a_service_creates_no_bucket_and_names_the_fix_for_a_missing_one() {
 /// letter the monitor would show as order-service's.
 #[tokio::test]
 async fn a_service_dead_letters_only_for_its_own_consumers() {
-    let bus = Bus::start();
-    let operator = bus.operator().await;
+    let bus = ShowcaseBus::start();
+    let operator = bus.operator_with_streams().await;
     let mut pricing = bus.probe("svc-pricing-service").await;
     for (attempt, subject) in [
         (
@@ -549,8 +472,8 @@ async fn a_service_dead_letters_only_for_its_own_consumers() {
 /// live there, and a loop deleting them kept every reader on a stale view.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_role_deletes_the_watches_of_another() {
-    let bus = Bus::start();
-    let operator = bus.operator().await;
+    let bus = ShowcaseBus::start();
+    let operator = bus.operator_with_streams().await;
     let state = aegis_monitor::AppState::start(
         aegis_monitor::MonitorConfig {
             nats: bus.config("monitor"),
@@ -620,8 +543,8 @@ async fn no_role_deletes_the_watches_of_another() {
 /// still reads no message of a bucket it does not own.
 #[tokio::test]
 async fn the_monitor_asks_any_stream_for_its_info_but_reads_no_other_bucket() {
-    let bus = Bus::start();
-    let operator = bus.operator().await;
+    let bus = ShowcaseBus::start();
+    let operator = bus.operator_with_streams().await;
     let monitor = bus.sdk("monitor").await;
     let mut names = operator.jetstream().stream_names();
     let mut asked = Vec::new();
@@ -665,8 +588,8 @@ async fn the_monitor_asks_any_stream_for_its_info_but_reads_no_other_bucket() {
 
 #[tokio::test]
 async fn the_monitor_cannot_call_services_or_write_the_registry() {
-    let bus = Bus::start();
-    let operator = bus.operator().await;
+    let bus = ShowcaseBus::start();
+    let operator = bus.operator_with_streams().await;
     let mut monitor = bus.probe("monitor").await;
     monitor
         .publish_refused(
@@ -719,7 +642,7 @@ async fn the_monitor_cannot_call_services_or_write_the_registry() {
 
 #[tokio::test]
 async fn only_the_operator_publishes_control_requests() {
-    let bus = Bus::start();
+    let bus = ShowcaseBus::start();
     // An instance of order-service listens on its own control subject.
     let order = bus.sdk("svc-order-service").await;
     let mut control = order
@@ -777,7 +700,7 @@ async fn only_the_operator_publishes_control_requests() {
 
 #[tokio::test]
 async fn only_the_operator_backs_up_and_restores_streams() {
-    let bus = Bus::start();
+    let bus = ShowcaseBus::start();
     // `nats stream backup` acks each snapshot chunk on the first subject,
     // `nats stream restore` uploads the chunks to the second (the server
     // names both in its snapshot and restore replies).
@@ -837,7 +760,7 @@ async fn only_the_operator_backs_up_and_restores_streams() {
 
 #[tokio::test]
 async fn no_role_reads_or_forges_the_replies_of_another() {
-    let bus = Bus::start();
+    let bus = ShowcaseBus::start();
     let mut monitor = bus.probe("monitor").await;
     monitor
         .subscribe_refused("read every reply", "_INBOX.>")
@@ -899,8 +822,8 @@ async fn send(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_services_and_the_monitor_work_with_their_own_credentials() {
-    let bus = Bus::start();
-    let operator = bus.operator().await;
+    let bus = ShowcaseBus::start();
+    let operator = bus.operator_with_streams().await;
 
     let state = aegis_monitor::AppState::start(
         aegis_monitor::MonitorConfig {

@@ -12,53 +12,10 @@ mod common;
 
 use std::time::Duration;
 
-use aegis::permissions::{User, render_users, showcase_roles};
 use aegis_contracts::wire::{HEADER_INSTANCE, HEADER_REPLY_TO};
-use aegis_sdk::{AegisConfig, Connection, Secret, commands::CommandError};
-use aegis_testkit::NatsServer;
-use common::Probe;
+use aegis_sdk::{Connection, commands::CommandError};
+use common::showcase_bus::ShowcaseBus;
 use serde_json::{Value, json};
-
-struct Bus {
-    server: NatsServer,
-    users: Vec<User>,
-}
-
-impl Bus {
-    fn start() -> Bus {
-        let users: Vec<User> = showcase_roles()
-            .into_iter()
-            .map(|role| User {
-                name: role.user_name(),
-                password: format!("pw-{}", nuid::next()),
-                role,
-            })
-            .collect();
-        let server = NatsServer::builder()
-            .app_users(render_users(&users))
-            .start()
-            .expect("start nats-server with the showcase's users");
-        Bus { server, users }
-    }
-
-    fn password(&self, user: &str) -> &str {
-        &self.users.iter().find(|u| u.name == user).unwrap().password
-    }
-
-    async fn sdk(&self, user: &str) -> Connection {
-        let mut config = AegisConfig::with_servers(self.server.url());
-        config.nats.user = Some(user.to_owned());
-        config.nats.password = Some(Secret::new(self.password(user)));
-        config.nats.inbox_prefix = Some(aegis::permissions::inbox_prefix(user));
-        Connection::connect(config)
-            .await
-            .unwrap_or_else(|e| panic!("connect as {user}: {e}"))
-    }
-
-    async fn probe(&self, user: &str) -> Probe {
-        Probe::connect(&self.server.url(), user, self.password(user)).await
-    }
-}
 
 /// The reply inbox the queued command of `subject` names (what the red
 /// team read off the monitoring port).
@@ -77,7 +34,7 @@ async fn reply_inbox(operator: &Connection, subject: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_addressed_service_answers_a_command() {
-    let bus = Bus::start();
+    let bus = ShowcaseBus::start();
     let operator = bus.sdk("operator").await;
     aegis::init::create_missing(&operator).await.unwrap();
 

@@ -8,38 +8,11 @@
 
 mod common;
 
-use std::{
-    path::Path,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
-use aegis::up::{credentials, nats};
 use aegis_testkit::wait::eventually;
+use common::showcase_cluster::{NatsChild, ShowcaseCluster};
 use futures::StreamExt;
-
-/// A nats-server child, killed on drop.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(config: &Path, log: &Path) -> Server {
-    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
-    let log = std::fs::File::create(log).unwrap();
-    let child = Command::new(aegis_testkit::nats_server_binary().unwrap())
-        .arg("-c")
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Server(child)
-}
 
 /// The number of routes a server's monitoring port reports.
 async fn routes(monitor_port: u16) -> Option<u64> {
@@ -51,19 +24,10 @@ async fn routes(monitor_port: u16) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_without_the_route_password_cannot_join_the_cluster() {
     let state = tempfile::tempdir().unwrap();
-    let creds = credentials::ensure(state.path(), None, &[]).unwrap();
-    let (base, _) = common::free_cluster_ports();
-    let nodes = nats::plan(state.path(), 3, base);
-    nats::write_configs(&nodes, &creds, None).unwrap();
-    let _servers: Vec<Server> = nodes
-        .iter()
-        .map(|n| start(&n.config_path(), &n.log))
-        .collect();
-    nats::wait_healthy(&nodes, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let cluster = ShowcaseCluster::start(state.path()).await;
+    let (creds, nodes) = (&cluster.creds, &cluster.nodes);
     // The real nodes route to each other (each has the other two).
-    for node in &nodes {
+    for node in nodes {
         eventually(Duration::from_secs(15), "the showcase's routes", || async {
             routes(node.monitor_port).await.unwrap_or(0) >= 2
         })
@@ -91,7 +55,7 @@ async fn a_server_without_the_route_password_cannot_join_the_cluster() {
     )
     .unwrap();
     let rogue_log = rogue_dir.path().join("rogue.log");
-    let _rogue = start(&rogue_conf, &rogue_log);
+    let _rogue = NatsChild::start(&rogue_conf, &rogue_log);
     eventually(
         Duration::from_secs(10),
         "the rogue server listens",
@@ -157,7 +121,7 @@ async fn a_server_without_the_route_password_cannot_join_the_cluster() {
         .find_map(|l| l.strip_prefix("AEGIS_NATS_ROUTE_PASSWORD="))
         .expect("the credentials file keeps the route password");
     assert!(route_password.len() >= 32);
-    for node in &nodes {
+    for node in nodes {
         let log = std::fs::read_to_string(&node.log).unwrap();
         assert!(!log.contains(route_password), "{} logs it", node.name);
     }

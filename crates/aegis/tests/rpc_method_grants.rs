@@ -13,64 +13,15 @@ mod common;
 
 use std::time::Duration;
 
-use aegis::permissions::{Role, User, admitted_services, render_users, showcase_roles};
-use aegis_sdk::{AegisConfig, Connection, Secret, rpc::CallOptions, rpc::RpcError};
-use aegis_testkit::NatsServer;
-use common::Probe;
+use aegis::permissions::{Role, admitted_services};
+use aegis_sdk::{rpc::CallOptions, rpc::RpcError};
+use common::showcase_bus::ShowcaseBus;
 use serde_json::{Value, json};
 
-struct Bus {
-    server: NatsServer,
-    users: Vec<User>,
-}
-
-impl Bus {
-    /// The showcase's users plus one admitted service, `fx-service`.
-    fn start() -> Bus {
-        let admitted = admitted_services(&["fx-service".to_owned()]).unwrap();
-        let users: Vec<User> = showcase_roles()
-            .into_iter()
-            .chain(admitted.into_iter().map(Role::Service))
-            .map(|role| User {
-                name: role.user_name(),
-                password: format!("pw-{}", nuid::next()),
-                role,
-            })
-            .collect();
-        let server = NatsServer::builder()
-            .app_users(render_users(&users))
-            .start()
-            .expect("start nats-server with the showcase's users");
-        Bus { server, users }
-    }
-
-    fn password(&self, user: &str) -> &str {
-        &self.users.iter().find(|u| u.name == user).unwrap().password
-    }
-
-    async fn sdk(&self, user: &str) -> Connection {
-        let mut config = AegisConfig::with_servers(self.server.url());
-        config.nats.user = Some(user.to_owned());
-        config.nats.password = Some(Secret::new(self.password(user)));
-        config.nats.inbox_prefix = Some(aegis::permissions::inbox_prefix(user));
-        config.nats.request_timeout = Duration::from_secs(3);
-        Connection::connect(config)
-            .await
-            .unwrap_or_else(|e| panic!("connect as {user}: {e}"))
-    }
-
-    async fn probe(&self, user: &str) -> Probe {
-        Probe::connect(&self.server.url(), user, self.password(user)).await
-    }
-
-    fn violations(&self) -> String {
-        std::fs::read_to_string(self.server.log_path())
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("Violation"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
+/// The showcase's users plus one admitted service, `fx-service`.
+fn fx_bus() -> ShowcaseBus {
+    let admitted = admitted_services(&["fx-service".to_owned()]).unwrap();
+    ShowcaseBus::start_with(admitted.into_iter().map(Role::Service))
 }
 
 fn opts() -> CallOptions {
@@ -88,7 +39,7 @@ fn reached<T: std::fmt::Debug>(what: &str, result: Result<T, RpcError>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_operator_may_call_an_admin_method() {
-    let bus = Bus::start();
+    let bus = fx_bus();
     let operator = bus.sdk("operator").await;
     aegis::init::create_missing(&operator).await.unwrap();
     let _risk = aegis_trading::risk::start(
@@ -99,7 +50,12 @@ async fn only_the_operator_may_call_an_admin_method() {
         },
     )
     .await
-    .unwrap_or_else(|e| panic!("risk-service starts: {e:?}\n{}", bus.violations()));
+    .unwrap_or_else(|e| {
+        panic!(
+            "risk-service starts: {e:?}\n{}",
+            bus.violations().join("\n")
+        )
+    });
     let limits_before: Value = operator
         .rpc()
         .call_instance("risk-service", "risk-1", "get_limits", &json!({}), &opts())
@@ -229,7 +185,7 @@ async fn only_the_operator_may_call_an_admin_method() {
 /// service is granted it, only the operator).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_method_table_names_every_method_the_services_serve() {
-    let bus = Bus::start();
+    let bus = fx_bus();
     let operator = bus.sdk("operator").await;
     aegis::init::create_missing(&operator).await.unwrap();
     let _pricing = aegis_trading::pricing::start(
@@ -258,7 +214,12 @@ async fn the_method_table_names_every_method_the_services_serve() {
         },
     )
     .await
-    .unwrap_or_else(|e| panic!("order-service starts: {e:?}\n{}", bus.violations()));
+    .unwrap_or_else(|e| {
+        panic!(
+            "order-service starts: {e:?}\n{}",
+            bus.violations().join("\n")
+        )
+    });
     for table in aegis::permissions::SHOWCASE_METHODS {
         let described =
             aegis_sdk::rpc::describe(operator.client(), table.service, Duration::from_secs(5))

@@ -7,75 +7,11 @@
 //! 35). The streams now refuse a message above 64 KiB; one of the usual
 //! size is taken, and nothing else is evicted.
 
-use std::time::Duration;
+mod common;
 
-use aegis::permissions::{User, render_users, showcase_roles};
 use aegis_contracts::subjects::{EVENTS_STREAM, LOG_STREAM};
-use aegis_sdk::{AegisConfig, Connection, Secret};
-use aegis_testkit::NatsServer;
 use async_nats::jetstream;
-
-/// A nats-server with the showcase's users and permissions.
-struct Bus {
-    server: NatsServer,
-    users: Vec<User>,
-}
-
-impl Bus {
-    fn start() -> Bus {
-        let users: Vec<User> = showcase_roles()
-            .into_iter()
-            .map(|role| User {
-                name: role.user_name(),
-                password: format!("pw-{}-{}", role.user_name(), nuid::next()),
-                role,
-            })
-            .collect();
-        let server = NatsServer::builder()
-            .app_users(render_users(&users))
-            .start()
-            .expect("start nats-server with the showcase's users");
-        Bus { server, users }
-    }
-
-    fn password(&self, user: &str) -> String {
-        self.users
-            .iter()
-            .find(|u| u.name == user)
-            .unwrap_or_else(|| panic!("no user {user}"))
-            .password
-            .clone()
-    }
-
-    async fn sdk(&self, user: &str) -> Connection {
-        let mut config = AegisConfig::with_servers(self.server.url());
-        config.nats.user = Some(user.to_owned());
-        config.nats.password = Some(Secret::new(self.password(user)));
-        config.nats.inbox_prefix = Some(aegis::permissions::inbox_prefix(user));
-        config.nats.request_timeout = Duration::from_secs(3);
-        Connection::connect(config)
-            .await
-            .unwrap_or_else(|e| panic!("connect as {user}: {e}"))
-    }
-
-    async fn operator(&self) -> Connection {
-        self.sdk("operator").await
-    }
-
-    /// A plain JetStream client of `user`, as an attacker holding its
-    /// password would use.
-    async fn js(&self, user: &str) -> jetstream::Context {
-        let client = async_nats::ConnectOptions::with_user_and_password(
-            user.to_owned(),
-            self.password(user),
-        )
-        .custom_inbox_prefix(aegis::permissions::inbox_prefix(user))
-        .connect(self.server.url())
-        .await
-        .unwrap_or_else(|e| panic!("connect as {user}: {e}"));
-        jetstream::new(client)
-    }
-}
+use common::showcase_bus::ShowcaseBus;
 
 /// Publishes `size` bytes to `subject` as `js`'s user; what the stream
 /// answered.
@@ -89,7 +25,7 @@ async fn publish(js: &jetstream::Context, subject: &str, size: usize) -> Result<
 
 #[tokio::test]
 async fn one_large_message_cannot_take_a_share_of_the_shared_streams() {
-    let bus = Bus::start();
+    let bus = ShowcaseBus::start();
     let operator = bus.operator().await;
     aegis::init::create_missing(&operator)
         .await
@@ -124,7 +60,7 @@ async fn one_large_message_cannot_take_a_share_of_the_shared_streams() {
 /// init` run, keeping their messages.
 #[tokio::test]
 async fn streams_made_without_a_cap_get_it_in_place() {
-    let bus = Bus::start();
+    let bus = ShowcaseBus::start();
     let operator = bus.operator().await;
     let js = operator.jetstream();
     for (name, subjects) in [(EVENTS_STREAM, "events.>"), (LOG_STREAM, "aegis.log.>")] {

@@ -1,6 +1,7 @@
 //! Helpers shared by the `aegis` binary's integration tests: running the
-//! binary with its output captured, free ports for `aegis up`, and the pid
-//! files `aegis up` keeps.
+//! binary with its output captured, free ports for `aegis up`, the pid
+//! files `aegis up` keeps, and the showcase's bus (one nats-server with its
+//! users, or its three nodes as `aegis up` configures them).
 #![allow(dead_code, unreachable_pub)] // each test file uses a different part
 
 use std::{
@@ -14,6 +15,8 @@ use std::{
 use nix::{sys::signal::Signal, unistd::Pid};
 
 pub mod operator_bus;
+pub mod showcase_bus;
+pub mod showcase_cluster;
 
 pub const AEGIS: &str = env!("CARGO_BIN_EXE_aegis");
 
