@@ -93,37 +93,19 @@ impl ShowcaseBucket {
     /// the config with it changed. A byte limit below what the stream
     /// holds would delete values at once: it is left, and said in `kept`.
     pub fn bound(&self, config: &stream::Config, bytes: u64) -> Bound {
-        let mut changed = config.clone();
-        let mut changes = Vec::new();
-        let mut kept = None;
-        if config.max_message_size <= 0 || config.max_message_size > self.max_value_size {
-            changed.max_message_size = self.max_value_size;
-            changes.push(format!(
-                "max value size {} -> {}",
-                size(i64::from(config.max_message_size)),
-                size(i64::from(self.max_value_size))
-            ));
+        // The shared buckets' rule, without their rollup and purge settings.
+        let lock = aegis_sdk::kv::SharedBucket {
+            bucket: self.bucket,
+            max_bytes: self.max_bytes,
+            max_value_size: self.max_value_size,
+            refuses_rollups: false,
+            deny_purge: false,
         }
-        if config.max_bytes <= 0 || config.max_bytes > self.max_bytes {
-            if u64::try_from(self.max_bytes).is_ok_and(|max| bytes < max) {
-                changed.max_bytes = self.max_bytes;
-                changes.push(format!(
-                    "max bytes {} -> {}",
-                    size(config.max_bytes),
-                    size(self.max_bytes)
-                ));
-            } else {
-                kept = Some(format!(
-                    "it holds {bytes} bytes, more than the {} it should be bounded to: \
-                     bounding it would delete values at once; left unbounded",
-                    size(self.max_bytes)
-                ));
-            }
-        }
+        .lock_down(config, bytes);
         Bound {
-            config: changed,
-            changes,
-            kept,
+            config: lock.config,
+            changes: lock.changes,
+            kept: lock.kept,
         }
     }
 }
@@ -137,15 +119,6 @@ pub struct Bound {
     pub changes: Vec<String>,
     /// A limit left as it is, and why.
     pub kept: Option<String>,
-}
-
-fn size(value: i64) -> String {
-    match value {
-        v if v <= 0 => "none".to_owned(),
-        v if v % MIB == 0 => format!("{} MiB", v / MIB),
-        v if v % KIB == 0 => format!("{} KiB", v / KIB),
-        v => format!("{v} bytes"),
-    }
 }
 
 /// Bounds every existing bucket of [`BUCKETS`] that is not (made before
