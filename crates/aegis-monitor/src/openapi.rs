@@ -418,6 +418,48 @@ pub(crate) struct ServiceInstanceDoc {
     status_since: String,
 }
 
+/// What `validate_service_name` accepts, as an OpenAPI pattern.
+pub(crate) const SERVICE_NAME_PATTERN: &str = "^[a-z](?:[a-z0-9]|-(?!-)){1,62}[a-z0-9]$";
+/// What `validate_instance_id` accepts, as an OpenAPI pattern.
+pub(crate) const INSTANCE_ID_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$";
+/// A `window` query parameter (`90s`, `15m`, `1h`; empty for the default).
+pub(crate) const WINDOW_PATTERN: &str = "^([1-9][0-9]{0,5}(s|m|h))?$";
+
+/// The schema of a string query parameter with a pattern.
+fn pattern_param(pattern: &str) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some(pattern))
+        .into()
+}
+
+/// Schemas of string query parameters, one per pattern, for
+/// `#[param(value_type = Option<...>, inline)]`: the attribute's `pattern`
+/// takes only a string literal, so a pattern named once is put into the
+/// document through a type. Only the schema comes from the type; the
+/// description, example and `required` still come from the field.
+macro_rules! pattern_params {
+    ($($(#[$doc:meta])* $name:ident = $pattern:expr;)*) => {$(
+        $(#[$doc])*
+        pub(crate) struct $name;
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                pattern_param($pattern)
+            }
+        }
+        impl ToSchema for $name {}
+    )*};
+}
+
+pattern_params! {
+    /// A service name (`SERVICE_NAME_PATTERN`).
+    ServiceNameParam = SERVICE_NAME_PATTERN;
+    /// An instance id (`INSTANCE_ID_PATTERN`).
+    InstanceIdParam = INSTANCE_ID_PATTERN;
+    /// A window (`WINDOW_PATTERN`).
+    WindowParam = WINDOW_PATTERN;
+}
+
 #[cfg(test)]
 mod tests {
     use utoipa::openapi::{RefOr, path::Operation};

@@ -52,6 +52,7 @@ use crate::{
     error::{ApiError, ErrorEnvelope},
     extract::ApiQuery,
     fleet::Holder,
+    openapi::WindowParam,
     state::AppState,
 };
 
@@ -88,7 +89,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 pub(crate) struct LeadershipQuery {
     /// How far back to look (`90s`, `15m`, `1h`; default 1 h; a longer one is cut to 24 h).
-    #[param(example = "1h", pattern = "^([1-9][0-9]{0,5}(s|m|h))?$")]
+    #[param(example = "1h", value_type = Option<WindowParam>, inline)]
     window: Option<String>,
     /// Only this sticky group: instances registered in another group are
     /// left out (instances that are gone are kept).

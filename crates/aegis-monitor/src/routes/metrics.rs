@@ -28,7 +28,9 @@ use crate::{
     fleet::InstanceView,
     list_cache,
     live::FiguresView,
-    openapi::{InstanceStatusDoc, MetricsSnapshotDoc},
+    openapi::{
+        InstanceIdParam, InstanceStatusDoc, MetricsSnapshotDoc, ServiceNameParam, WindowParam,
+    },
     routes::instances::check_names,
     state::AppState,
 };
@@ -87,7 +89,7 @@ pub(crate) struct MetricsHistory {
 pub(crate) struct HistoryQuery {
     /// How far back, e.g. `90s`, `15m`, `1h` (default, also when empty:
     /// 15m); clamped to 1s..1h (the stream keeps one hour).
-    #[param(example = "15m", pattern = "^([1-9][0-9]{0,5}(s|m|h))?$")]
+    #[param(example = "15m", value_type = Option<WindowParam>, inline)]
     window: Option<String>,
     /// Most snapshots to return, the newest ones (1–2000, default 2000).
     #[param(minimum = 1, maximum = 2000)]
@@ -100,13 +102,10 @@ pub(crate) struct HistoryQuery {
 #[into_params(parameter_in = Query)]
 pub(crate) struct LatestQuery {
     /// Only this service's instances.
-    #[param(
-        example = "pricing-service",
-        pattern = "^[a-z](?:[a-z0-9]|-(?!-)){1,62}[a-z0-9]$"
-    )]
+    #[param(example = "pricing-service", value_type = Option<ServiceNameParam>, inline)]
     service: Option<String>,
     /// Only the instances with this id (what an instance's page needs).
-    #[param(example = "pricing-1", pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")]
+    #[param(example = "pricing-1", value_type = Option<InstanceIdParam>, inline)]
     instance: Option<String>,
 }
 

@@ -77,6 +77,7 @@ use crate::{
     error::{ApiError, Echoed, ErrorEnvelope, QUERY_VALUE_CHARS},
     extract::ApiQuery,
     live::LiveEvent,
+    openapi::{InstanceIdParam, ServiceNameParam},
     routes::metrics::check_filter,
     server::CutOff,
     state::AppState,
@@ -108,14 +109,11 @@ pub(crate) struct StreamQuery {
     )]
     topics: Option<String>,
     /// Only this service's `metrics` events (other topics are not filtered).
-    #[param(
-        example = "pricing-service",
-        pattern = "^[a-z](?:[a-z0-9]|-(?!-)){1,62}[a-z0-9]$"
-    )]
+    #[param(example = "pricing-service", value_type = Option<ServiceNameParam>, inline)]
     service: Option<String>,
     /// Only this instance's `metrics` events (other topics are not
     /// filtered): what an instance's page needs.
-    #[param(example = "pricing-1", pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")]
+    #[param(example = "pricing-1", value_type = Option<InstanceIdParam>, inline)]
     instance: Option<String>,
 }
 
