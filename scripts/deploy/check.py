@@ -336,6 +336,16 @@ def _proxy_everyone(ms: list[dict]) -> None:
         {"name": "AEGIS_TRUSTED_PROXIES", "value": "10.0.0.0/8,0.0.0.0/0"})
 
 
+def _nats_monitor_service_port(ms: list[dict]) -> None:
+    _find(ms, "Service", "-nats-headless")["spec"]["ports"].append(
+        {"name": "monitor", "port": 8222, "targetPort": "monitor"})
+
+
+def _nats_monitor_admitted(ms: list[dict]) -> None:
+    _find(ms, "NetworkPolicy", "-nats")["spec"]["ingress"].append(
+        {"from": [{"podSelector": {}}], "ports": [{"protocol": "TCP", "port": 8222}]})
+
+
 # Each mutation of the default render, and the check that must refuse it.
 MUTATIONS: list[tuple[str, str, Callable[[list[dict]], None]]] = [
     ("a NATS route left out", "nats-routes", _drop_route),
@@ -359,6 +369,8 @@ MUTATIONS: list[tuple[str, str, Callable[[list[dict]], None]]] = [
     ("the chart version in the NATS pod template", "stable-pod-templates", _chart_label),
     ("NATS anti-affinity only preferred", "nats-spread", _soft_spread),
     ("every peer as the monitor's trusted proxy", "trusted-proxies", _proxy_everyone),
+    ("the NATS monitoring port on the headless Service", "nats-monitoring", _nats_monitor_service_port),
+    ("every pod admitted to the NATS monitoring port", "nats-monitoring", _nats_monitor_admitted),
 ]
 
 

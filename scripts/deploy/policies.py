@@ -627,6 +627,52 @@ def check_nats_spread(ms: list[Manifest], _: dict) -> Result:
     return r
 
 
+def _selects(selector: dict[str, Any] | None, labels: dict[str, Any]) -> bool:
+    """Whether a Service selector or matchLabels picks pods with `labels`."""
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def check_nats_monitoring(ms: list[Manifest], _: dict) -> Result:
+    r = Result(
+        "nats-monitoring",
+        "the NATS HTTP monitoring port (unauthenticated: /connz, /subsz, /jsz, /accountz name "
+        "every connection, subscription and stream) is no port of any Service, and no "
+        "NetworkPolicy admits a pod to it: only the kubelet's probes need it",
+    )
+    if not any(m.get("kind") == "StatefulSet" for m in ms):
+        r.checked += " (no NATS StatefulSet in this render: external NATS)"
+    for sts in (m for m in ms if m.get("kind") == "StatefulSet"):
+        conf, where = nats_conf(ms, sts)
+        http = re.search(r"^\s*http(?:_port)?\s*[:=]\s*\S*?(\d+)\s*$", conf or "", re.M)
+        if not http:
+            r.problems.append(f"{name_of(sts)}: {where or 'its config'} has no `http:` monitoring port")
+            continue
+        port = int(http.group(1))
+        # The port by number and by each name a container gives it.
+        names: set[Any] = {port}
+        for _, c in containers(sts):
+            names |= {p["name"] for p in c.get("ports") or [] if p.get("containerPort") == port and p.get("name")}
+        labels = sts["spec"]["template"]["metadata"].get("labels") or {}
+        for svc in (m for m in ms if m.get("kind") == "Service"):
+            if not _selects(svc["spec"].get("selector"), labels):
+                continue
+            for i, sp in enumerate(svc["spec"].get("ports") or []):
+                if sp.get("targetPort", sp.get("port")) in names or sp.get("port") == port:
+                    r.problems.append(
+                        f"{name_of(svc)}: spec.ports[{i}] ({sp.get('name')}) exposes the NATS monitoring port {port}"
+                    )
+        for pol in (m for m in ms if m.get("kind") == "NetworkPolicy"):
+            if not _selects((pol["spec"].get("podSelector") or {}).get("matchLabels"), labels):
+                continue
+            for i, rule in enumerate(pol["spec"].get("ingress") or []):
+                ports = rule.get("ports")
+                if not ports:
+                    r.problems.append(f"{name_of(pol)}: spec.ingress[{i}] admits every port, {port} included")
+                elif any(p.get("port") in names for p in ports):
+                    r.problems.append(f"{name_of(pol)}: spec.ingress[{i}] admits the NATS monitoring port {port}")
+    return r
+
+
 def check_trusted_proxies(ms: list[Manifest], values: dict) -> Result:
     r = Result(
         "trusted-proxies",
@@ -735,6 +781,7 @@ CHECKS: list[Callable[[list[Manifest], dict], Result]] = [
     check_init_job,
     check_stable_pod_templates,
     check_nats_spread,
+    check_nats_monitoring,
     check_trusted_proxies,
     check_stream_limits,
 ]
