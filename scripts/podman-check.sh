@@ -6,7 +6,9 @@
 #   nats-0..2   aegis-nats: a 3-node JetStream cluster with the accounts
 #               and per-role users (subject permissions included) of
 #               `aegis nats-config --format conf`, the block the Helm chart
-#               renders from the same role table; passwords generated for
+#               renders from the same role table, and the chart's route
+#               authentication (cluster `authorization`, user `route`, each
+#               route URL carrying its password); passwords generated for
 #               this run, read by the servers from an env file; read-only root; /data
 #               and /var/run/nats host directories (`:U` gives them to uid
 #               65532; podman 4.3 ignores a tmpfs's mode= and uid=)
@@ -15,7 +17,9 @@
 #   order-0/1, pricing-0, risk-0
 #               aegis service ..., health listener on :8081
 #
-# Checks: NATS healthy; init done; the monitor's /ready; every instance
+# Checks: NATS healthy, each node routed to both peers, a server without
+# the route password refused, the password in no log or monitoring page;
+# init done; the monitor's /ready; every instance
 # registered (GET /api/instances, admin token); the UI served at /; every
 # service's /readyz; the order leader's container killed -> another order
 # instance ACTIVE and orders served (`aegis call` from the host), the killed
@@ -158,6 +162,7 @@ done
 [ -n "$SUBNET_PREFIX" ] || { echo "podman-check: cannot create a podman network" >&2; exit 1; }
 declare -A IP=(
   [nats-0]=$SUBNET_PREFIX.10 [nats-1]=$SUBNET_PREFIX.11 [nats-2]=$SUBNET_PREFIX.12
+  [nats-intruder]=$SUBNET_PREFIX.19
   [init]=$SUBNET_PREFIX.20 [monitor]=$SUBNET_PREFIX.21
   [order-0]=$SUBNET_PREFIX.30 [order-1]=$SUBNET_PREFIX.31
   [pricing-0]=$SUBNET_PREFIX.32 [risk-0]=$SUBNET_PREFIX.33
@@ -168,6 +173,8 @@ echo "  network $NET ($SUBNET_PREFIX.0/24)"
 
 # ---------------------------------------------------------------- secrets
 SYS_PASSWORD="$(secret)"
+# The routes' password, as the chart's `route-password`: letters and digits.
+ROUTE_PASSWORD="$(secret)"
 ADMIN_TOKEN="$(secret)"
 VIEWER_TOKEN="$(secret)"
 # One NATS user per role, as in the chart: role -> user name.
@@ -187,6 +194,10 @@ umask 077
   for role in "${!USER_OF[@]}"; do
     echo "$(password_var "${USER_OF[$role]}")=${PASSWORD_OF[$role]}"
   done
+  # As the chart's StatefulSet: the password quoted for the config (an
+  # env file keeps the quotes), and each route's URL logging in with it.
+  echo "ROUTE_PASSWORD=\"$ROUTE_PASSWORD\""
+  for i in 0 1 2; do echo "ROUTE_URL_$i=nats://route:$ROUTE_PASSWORD@nats-$i:6222"; done
 } >"$WORK/nats-server.env"
 # <role>.env: how an aegis process of that role connects (its own user and inboxes).
 for role in "${!USER_OF[@]}"; do
@@ -269,7 +280,15 @@ lame_duck_duration: 30s
 cluster {
   name: aegis
   listen: 0.0.0.0:6222
-  routes: [nats://nats-0:6222, nats://nats-1:6222, nats://nats-2:6222]
+  authorization {
+    user: route
+    password: \$ROUTE_PASSWORD
+  }
+  routes: [
+    \$ROUTE_URL_0
+    \$ROUTE_URL_1
+    \$ROUTE_URL_2
+  ]
 }
 EOF
   "$AEGIS" nats-config --format conf >"$WORK/nats-$i/accounts.conf"
@@ -287,6 +306,51 @@ for i in 0 1 2; do
   check 60 "nats-$i /healthz 200 (JetStream ready, routes to its peers)" "nats-$i" \
     is_200 "http://127.0.0.1:$mon/healthz"
 done
+# Routes to both peers (by server name: pooled routes count one).
+routed() { [ "$(curl -sf --max-time 2 "http://127.0.0.1:$1/routez" | json 'len({r.get("remote_name") for r in d.get("routes") or []})')" -ge 2 ]; }
+for i in 0 1 2; do
+  check 30 "nats-$i routed to both peers as user route" "nats-$i" routed "$(port_of "nats-$i" 8222)"
+done
+
+# A server that knows the cluster's addresses but not the route password.
+mkdir -p "$WORK/nats-intruder"
+cat >"$WORK/nats-intruder/nats-server.conf" <<EOF
+server_name: nats-intruder
+listen: 0.0.0.0:4222
+cluster {
+  name: aegis
+  listen: 0.0.0.0:6222
+  routes: [nats://route:wrong@nats-0:6222, nats://nats-1:6222]
+}
+EOF
+chmod 0644 "$WORK/nats-intruder/nats-server.conf"
+run nats-intruder "$NATS_IMAGE" -v "$WORK/nats-intruder:/etc/nats:ro" -- --config /etc/nats/nats-server.conf
+refused() {
+  local i
+  podman logs "$RUN-nats-intruder" 2>&1 | grep -q "Authorization Violation" || return 1
+  for i in 0 1; do
+    ! curl -sf --max-time 2 "http://127.0.0.1:$(port_of "nats-$i" 8222)/routez" | grep -q nats-intruder || return 1
+  done
+}
+check 15 "a server without the route password is refused (Authorization Violation) and routed by none" \
+  "nats-intruder nats-0 nats-1" refused
+podman rm -f -t 0 "$RUN-nats-intruder" >/dev/null
+# Where the route password shows, if anywhere (a server's log, /varz, /routez).
+route_password_shown() {
+  local i page
+  for i in 0 1 2; do
+    podman logs "$RUN-nats-$i" 2>&1 | grep -qF "$ROUTE_PASSWORD" && { echo "the log of nats-$i"; return; }
+    for page in varz routez; do
+      curl -sf --max-time 2 "http://127.0.0.1:$(port_of "nats-$i" 8222)/$page" | grep -qF "$ROUTE_PASSWORD" \
+        && { echo "/$page of nats-$i"; return; }
+    done
+  done
+  return 0
+}
+shown="$(route_password_shown)"
+# No logs with this failure: they may hold the password.
+[ -z "$shown" ] || fail "the route password is shown in $shown"
+ok "the route password is in no server log, /varz or /routez"
 
 # ---------------------------------------------------------------- init
 say "aegis init --showcase --replicas 3"
