@@ -17,12 +17,22 @@
 //! leader a request, so only paths that must see a write just made — by this
 //! process or by the one it races — use it.
 
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
 use aegis_sdk::Connection;
 use async_nats::jetstream::{
     self, kv,
     stream::{self, LastRawMessageErrorKind},
 };
 use bytes::Bytes;
+
+use tracing::warn;
 
 use crate::TradingError;
 
@@ -47,23 +57,33 @@ pub struct ShowcaseBucket {
     pub max_bytes: i64,
     /// The largest value (headers included) it takes.
     pub max_value_size: i32,
+    /// Whether a value may carry its own expiry (`Nats-TTL`), with how
+    /// long the marker left when one expires is kept, so that watchers see
+    /// the key go; `None`: values stay until replaced or deleted.
+    pub limit_markers: Option<Duration>,
 }
 
-/// `orders`: an order is about 0.5 KiB of JSON, and each order has a
-/// second key (its client order id, ~0.1 KiB), so about 0.75 KiB an order
-/// with the keys' overhead. Orders are never deleted: 256 MiB holds some
-/// 350,000, ten hours of `aegis traffic` at its default 10 orders/s
-/// without a pause, far more than a showcase's runs. Not more: every
-/// stream reserves its `max_bytes` on each node that holds a replica, and
-/// what Aegis makes must fit a node of 1 GB (the podman check's) and the
-/// account's limit at R3 (`aegis nats-config`'s `ACCOUNT_LIMITS`). 64 KiB
-/// per value is 100 times an order.
+/// `orders`: an order and the key of its client order id take about 0.82
+/// KiB together (measured on the showcase). Settled orders expire after
+/// order-service's `keep_settled` (6 hours by default: some 175 MiB at
+/// `aegis traffic`'s default 10 orders/s), so 256 MiB holds a busy desk's
+/// day; without the expiry it filled in some nine hours and then refused
+/// every order. Not more: every stream reserves its `max_bytes` on each
+/// node that holds a replica, and what Aegis makes must fit a node of 1 GB
+/// (the podman check's) and the account's limit at R3 (`aegis
+/// nats-config`'s `ACCOUNT_LIMITS`). 64 KiB per value is 100 times an
+/// order.
 pub const ORDERS: ShowcaseBucket = ShowcaseBucket {
     bucket: crate::order::ORDERS_BUCKET,
     description: "order-service orders",
     max_bytes: 256 * MIB,
     max_value_size: 64 * KIB as i32,
+    limit_markers: Some(MARKER_TTL),
 };
+
+/// How long the marker of an expired order stays: long enough for every
+/// watch (each instance's index) to see the order go.
+const MARKER_TTL: Duration = Duration::from_secs(60);
 
 /// `risk_limits`: one small JSON of limits (well under 1 KiB). 64 KiB per
 /// value, 1 MiB in all.
@@ -72,6 +92,7 @@ pub const RISK_LIMITS: ShowcaseBucket = ShowcaseBucket {
     description: "risk-service limits",
     max_bytes: MIB,
     max_value_size: 64 * KIB as i32,
+    limit_markers: None,
 };
 
 /// `risk_positions`: one key, the positions snapshot, about 40 bytes per
@@ -82,6 +103,7 @@ pub const RISK_POSITIONS: ShowcaseBucket = ShowcaseBucket {
     description: "risk-service positions snapshot",
     max_bytes: 16 * MIB,
     max_value_size: MIB as i32,
+    limit_markers: None,
 };
 
 /// The buckets the example services keep their state in.
@@ -102,9 +124,22 @@ impl ShowcaseBucket {
             deny_purge: false,
         }
         .lock_down(config, bytes);
+        let (mut config, mut changes) = (lock.config, lock.changes);
+        // Expiring values are turned on in place (the server allows it, and
+        // never turning them off again); markers without them are not.
+        if let Some(markers) = self.limit_markers {
+            if !config.allow_message_ttl {
+                config.allow_message_ttl = true;
+                changes.push("per-value expiry off -> on".to_owned());
+            }
+            if config.subject_delete_marker_ttl.is_none_or(|d| d.is_zero()) {
+                config.subject_delete_marker_ttl = Some(markers);
+                changes.push(format!("expiry markers none -> {}s", markers.as_secs()));
+            }
+        }
         Bound {
-            config: lock.config,
-            changes: lock.changes,
+            config,
+            changes,
             kept: lock.kept,
         }
     }
@@ -173,6 +208,7 @@ pub(crate) async fn open_bucket(
         history: 1,
         max_bytes: limits.map_or(-1, |b| b.max_bytes),
         max_value_size: limits.map_or(-1, |b| b.max_value_size),
+        limit_markers: limits.and_then(|b| b.limit_markers),
         num_replicas: conn.config().nats.replicas,
         storage: jetstream::stream::StorageType::File,
         ..Default::default()
@@ -213,6 +249,11 @@ pub(crate) struct Bucket {
     /// the JetStream timeout: a writer holding a fence lock meanwhile
     /// would stall every order behind it.
     conn: Connection,
+    /// Whether the bucket's stream takes values with their own expiry
+    /// (`allow_msg_ttl`), as it was when opened; turned off when the
+    /// stream refuses one (made again by hand without it). A bucket made
+    /// before it expires nothing until `aegis init` turns it on.
+    expiring: Arc<AtomicBool>,
 }
 
 /// What a conditional write ([`Bucket::put_if`]) expects to find.
@@ -235,6 +276,9 @@ pub(crate) enum Expect<'a> {
 pub(crate) enum WriteError {
     /// What it expected was not there: the key (or the fence) changed.
     Conflict,
+    /// The bucket holds its `max_bytes` and takes no new value: nothing
+    /// was written.
+    Full,
     /// The server did not confirm; the write may or may not have landed.
     Failed(async_nats::Error),
 }
@@ -242,10 +286,25 @@ pub(crate) enum WriteError {
 impl Bucket {
     /// `kv` and a context to publish to it.
     pub(crate) fn new(conn: &Connection, kv: kv::Store) -> Self {
+        let expiring = kv.stream.cached_info().config.allow_message_ttl;
         Self {
             kv,
             conn: conn.clone(),
+            expiring: Arc::new(AtomicBool::new(expiring)),
         }
+    }
+
+    /// The error of a write this bucket refused for being full.
+    pub(crate) fn full_error(&self) -> async_nats::Error {
+        Box::new(BucketFull {
+            bucket: self.kv.name.clone(),
+        })
+    }
+
+    /// Whether values written with an expiry expire
+    /// ([`put_if_expiring`](Self::put_if_expiring)).
+    pub(crate) fn expiring(&self) -> bool {
+        self.expiring.load(Ordering::Relaxed)
     }
 
     /// The stream subject of `key`.
@@ -277,10 +336,7 @@ impl Bucket {
         key: &str,
     ) -> Result<Option<(u64, Option<Bytes>)>, async_nats::Error> {
         Ok(self.last_message(key).await?.map(|msg| {
-            let removed = msg
-                .headers
-                .get("KV-Operation")
-                .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
+            let removed = removal(&msg.headers);
             (msg.sequence, (!removed).then_some(msg.payload))
         }))
     }
@@ -338,7 +394,29 @@ impl Bucket {
         value: Bytes,
         expect: Expect<'_>,
     ) -> Result<u64, WriteError> {
+        self.put_if_expiring(key, value, expect, None).await
+    }
+
+    /// [`put_if`](Self::put_if), the value expiring `ttl` after it was
+    /// written (the server removes it and leaves a marker) when the
+    /// bucket allows it ([`expiring`](Self::expiring)); kept without an
+    /// expiry when it does not.
+    pub(crate) async fn put_if_expiring(
+        &self,
+        key: &str,
+        value: Bytes,
+        expect: Expect<'_>,
+        ttl: Option<Duration>,
+    ) -> Result<u64, WriteError> {
         let mut headers = async_nats::HeaderMap::new();
+        let ttl = ttl.filter(|_| self.expiring());
+        if let Some(ttl) = ttl {
+            // Whole seconds, at least one: the server's smallest TTL.
+            headers.insert(
+                async_nats::header::NATS_MESSAGE_TTL,
+                format!("{}s", ttl.as_secs().max(1)).as_str(),
+            );
+        }
         match expect {
             Expect::Revision(revision) => {
                 headers.insert(
@@ -371,9 +449,11 @@ impl Bucket {
             self.subject(key),
             &id.to_string(),
             headers,
-            value,
+            // Bytes: a cheap clone, kept to write again without an expiry.
+            value.clone(),
         )
         .await;
+        let value_again = value;
         match ack {
             Ok(ack) => Ok(ack.sequence),
             Err(e) if refused(&e) => match self.written_by(key, &id.to_string()).await {
@@ -383,6 +463,19 @@ impl Bucket {
                 // Whether it landed cannot be told: not a conflict.
                 Err(e) => Err(WriteError::Failed(e)),
             },
+            Err(e) if ttl.is_some() && has_code(&e, jetstream::ErrorCode::MESSAGE_TTL_DISABLED) => {
+                // The bucket was made again without expiring values since
+                // it was opened: write as it allows, and say so once.
+                if self.expiring.swap(false, Ordering::Relaxed) {
+                    warn!(
+                        bucket = %self.kv.name,
+                        "the bucket no longer takes values that expire (made again without \
+                         per-value expiry): values are kept for good until `aegis init` turns it on"
+                    );
+                }
+                Box::pin(self.put_if_expiring(key, value_again, expect, None)).await
+            }
+            Err(e) if full(&e) => Err(WriteError::Full),
             Err(e) => Err(WriteError::Failed(e.into())),
         }
     }
@@ -404,16 +497,36 @@ impl Bucket {
     /// replica that takes a key that exists for a missing one, and the
     /// create fails with a confusing error instead of "exists".
     pub(crate) async fn create(&self, key: &str, value: Bytes) -> Result<u64, CreateError> {
-        match self.put_if(key, value.clone(), Expect::Revision(0)).await {
+        self.create_expiring(key, value, None).await
+    }
+
+    /// [`create`](Self::create), the value expiring `ttl` after it was
+    /// written, as [`put_if_expiring`](Self::put_if_expiring) says.
+    pub(crate) async fn create_expiring(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<u64, CreateError> {
+        match self
+            .put_if_expiring(key, value.clone(), Expect::Revision(0), ttl)
+            .await
+        {
             Ok(revision) => return Ok(revision),
             Err(WriteError::Conflict) => {}
+            Err(WriteError::Full) => return Err(CreateError::Full),
             Err(WriteError::Failed(e)) => return Err(CreateError::Failed(e)),
         }
         match self.last_record(key).await.map_err(CreateError::Failed)? {
-            // Deleted or purged: it may be created again, over the marker.
-            Some((marker, None)) => match self.put_if(key, value, Expect::Revision(marker)).await {
+            // Deleted, purged or expired: it may be created again, over the
+            // marker.
+            Some((marker, None)) => match self
+                .put_if_expiring(key, value, Expect::Revision(marker), ttl)
+                .await
+            {
                 Ok(revision) => Ok(revision),
                 Err(WriteError::Conflict) => Err(CreateError::Exists),
+                Err(WriteError::Full) => Err(CreateError::Full),
                 Err(WriteError::Failed(e)) => Err(CreateError::Failed(e)),
             },
             // A value, or (a racing write not applied yet) about to be one.
@@ -422,11 +535,23 @@ impl Bucket {
     }
 }
 
+/// A write refused because the bucket holds its `max_bytes`.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "bucket {bucket} is full: it holds its max_bytes and takes no new key until values expire \
+     or are deleted, or an operator raises its bound (docs/deployment.md)"
+)]
+pub(crate) struct BucketFull {
+    bucket: String,
+}
+
 /// Why [`Bucket::create`] did not write.
 #[derive(Debug)]
 pub(crate) enum CreateError {
     /// The key holds a value.
     Exists,
+    /// The bucket is full ([`WriteError::Full`]).
+    Full,
     /// The server did not confirm; the key may or may not have been written.
     Failed(async_nats::Error),
 }
@@ -438,6 +563,45 @@ pub(crate) enum CreateError {
 fn refused(e: &jetstream::context::PublishError) -> bool {
     e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence
         || aegis_sdk::streams::another_write_in_flight(e)
+}
+
+/// Whether the server refused a publish because the stream holds its
+/// `max_bytes` (it discards new writes when full).
+fn full(e: &jetstream::context::PublishError) -> bool {
+    jetstream_error(e, |e| {
+        e.error_code() == jetstream::ErrorCode::STREAM_STORE_FAILED
+            && e.to_string().contains("maximum bytes exceeded")
+    })
+}
+
+/// Whether the server refused a publish with `code`.
+fn has_code(e: &jetstream::context::PublishError, code: jetstream::ErrorCode) -> bool {
+    jetstream_error(e, |e| e.error_code() == code)
+}
+
+/// Whether `found` holds for the JetStream error `e` is, or wraps.
+fn jetstream_error(
+    e: &jetstream::context::PublishError,
+    found: impl Fn(&jetstream::Error) -> bool,
+) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<jetstream::Error>().is_some_and(&found) {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// Whether a key's last message says the key is gone: a delete or purge
+/// (`KV-Operation`), or the marker the server leaves when a value expired
+/// (`Nats-Marker-Reason`).
+pub(crate) fn removal(headers: &async_nats::HeaderMap) -> bool {
+    headers.get("Nats-Marker-Reason").is_some()
+        || headers
+            .get("KV-Operation")
+            .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"))
 }
 
 #[cfg(test)]
@@ -455,9 +619,19 @@ mod bound_tests {
         let done = ORDERS.bound(&open, 1000);
         assert_eq!(
             done.changes,
-            ["max value size none -> 64 KiB", "max bytes none -> 256 MiB"]
+            [
+                "max value size none -> 64 KiB",
+                "max bytes none -> 256 MiB",
+                "per-value expiry off -> on",
+                "expiry markers none -> 60s"
+            ]
         );
         assert_eq!(done.config.max_bytes, ORDERS.max_bytes);
+        assert!(done.config.allow_message_ttl);
+        // The buckets without expiring values are not given it.
+        let limits = RISK_LIMITS.bound(&open, 0);
+        assert!(!limits.config.allow_message_ttl);
+        assert!(limits.config.subject_delete_marker_ttl.is_none());
         assert!(done.kept.is_none());
         // Holding more than the bound: left unbounded, and said.
         let full = ORDERS.bound(&open, 300 * 1024 * 1024);

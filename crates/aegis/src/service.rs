@@ -75,6 +75,15 @@ pub struct ServiceArgs {
     /// 4s, twice the order service's 2 s call timeout).
     #[arg(long, env = "AEGIS_ORDER_EXPIRE_AFTER", value_parser = expire_after)]
     pub expire_after: Option<std::time::Duration>,
+    /// For `order`: how long a settled order (filled or rejected, its
+    /// event published) stays in the `orders` bucket, readable and listed,
+    /// before the server removes it, e.g. `24h` (default 6h; whole
+    /// seconds). A client order id is idempotent for that long plus
+    /// --expire-after. The bucket is bounded (256 MiB): at a steady rate
+    /// it holds about this long times the rate times 0.82 KiB, and refuses
+    /// orders when full.
+    #[arg(long, env = "AEGIS_ORDER_KEEP_SETTLED", value_parser = keep_settled)]
+    pub keep_settled: Option<std::time::Duration>,
     /// For `risk`: how long an assessment waits for this instance's
     /// positions to include the fill it names before it answers "catching
     /// up; retry" (SERVICE_UNAVAILABLE), e.g. `1s` (default 500ms; below
@@ -113,6 +122,12 @@ impl ServiceArgs {
                 "AEGIS_ORDER_EXPIRE_AFTER",
                 ServiceKind::Order,
                 self.expire_after.is_some(),
+            ),
+            (
+                "--keep-settled",
+                "AEGIS_ORDER_KEEP_SETTLED",
+                ServiceKind::Order,
+                self.keep_settled.is_some(),
             ),
             (
                 "--catch-up-timeout",
@@ -155,6 +170,16 @@ fn expire_after(s: &str) -> Result<std::time::Duration, String> {
             "must be at least {} (twice the order service's call timeout)",
             humantime::format_duration(least)
         )),
+        d => Ok(d),
+    }
+}
+
+/// `--keep-settled`: at least a second, the server's smallest expiry.
+fn keep_settled(s: &str) -> Result<std::time::Duration, String> {
+    match aegis_monitor::config::duration_flag(s)? {
+        d if d < std::time::Duration::from_secs(1) => {
+            Err("must be at least 1s (the server's smallest expiry)".to_owned())
+        }
         d => Ok(d),
     }
 }
@@ -297,6 +322,7 @@ async fn start(args: &ServiceArgs) -> anyhow::Result<(aegis_sdk::Connection, Run
             order::OrderOptions {
                 instance_id: id,
                 expire_after: args.expire_after.unwrap_or(defaults.expire_after),
+                keep_settled: args.keep_settled.unwrap_or(defaults.keep_settled),
                 ..defaults
             }
         })

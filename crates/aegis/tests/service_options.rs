@@ -1,6 +1,7 @@
 //! `aegis service`'s options of the example services that a deployment
 //! may need to tune: order-service's `--expire-after` (how long a pending
-//! order waits for its caller's retry) and risk-service's
+//! order waits for its caller's retry) and `--keep-settled` (how long a
+//! settled order is kept), and risk-service's
 //! `--catch-up-timeout` (how long an assessment waits for the fill it
 //! names). Bounds are said in the flags' terms, at once; a flag given to a
 //! service it does not belong to is refused, not ignored.
@@ -21,6 +22,8 @@ fn the_services_take_their_tuning_flags() {
         "order",
         "--expire-after",
         "45s",
+        "--keep-settled",
+        "24h",
         "--nats-url",
         &url,
         "--instance-id",
@@ -57,6 +60,18 @@ fn bounds_are_said_in_the_flags_terms() {
         bound,
     );
     assert!(out.contains("greater than zero"), "{out}");
+    let out = assert_flag_refused(
+        &["service", "order", "--keep-settled", "500ms"],
+        "--keep-settled",
+        bound,
+    );
+    assert!(out.contains("at least 1s"), "{out}");
+    let out = assert_flag_refused(
+        &["service", "order", "--keep-settled", "40d"],
+        "--keep-settled",
+        bound,
+    );
+    assert!(out.contains("at most 30 days"), "{out}");
 }
 
 /// order-service waits 2 s for risk's answer: a catch-up wait that long or
@@ -90,6 +105,10 @@ fn a_flag_of_another_service_is_refused() {
         (
             &["service", "pricing", "--expire-after", "45s"][..],
             "--expire-after",
+        ),
+        (
+            &["service", "risk", "--keep-settled", "1h"],
+            "--keep-settled",
         ),
         (
             &["service", "order", "--catch-up-timeout", "1s"],

@@ -412,6 +412,7 @@ impl Fence {
                     return Ok(h);
                 }
                 Err(WriteError::Conflict) => continue,
+                Err(WriteError::Full) => return Err(StoreError::Full),
                 Err(WriteError::Failed(e)) => return Err(unavailable(e)),
             }
         }
@@ -621,7 +622,14 @@ mod tests {
         let mut config = AegisConfig::with_servers(server.url());
         config.nats.request_timeout = Duration::from_secs(5);
         let conn = Connection::connect(config).await.expect("connect");
-        let store = OrderStore::open(&conn, "order-test", 16).await.unwrap();
+        let store = OrderStore::open(
+            &conn,
+            "order-test",
+            16,
+            crate::order::store::Keep::FOR_TESTS,
+        )
+        .await
+        .unwrap();
         let election = Election::start(
             &conn,
             ORDER_SERVICE,

@@ -34,7 +34,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use tracing::{debug, warn};
 
 use super::{
-    METRIC_CREATED, METRIC_EXPIRED, METRIC_FILLED, METRIC_REJECTED, METRIC_REPLAYED,
+    KEPT_FOR_SECS, METRIC_CREATED, METRIC_EXPIRED, METRIC_FILLED, METRIC_REJECTED, METRIC_REPLAYED,
     METRIC_TAKEN_OVER,
     model::{
         CreateOrder, GetOrder, ListOrders, MAX_LIST_LIMIT, Order, OrderList, OrderStatus, decide,
@@ -896,7 +896,19 @@ impl Desk {
         }
         match self.store.load(&req.order_id).await? {
             Some((_, order)) => Ok(order),
-            None => Err(WireError::not_found(format!("no order {}", req.order_id))),
+            None => {
+                let kept = self.store.keep_settled();
+                Err(WireError::not_found(format!(
+                    "no order {}: settled orders are kept for {}",
+                    req.order_id,
+                    humantime::format_duration(kept)
+                ))
+                .with_details(serde_json::Value::Object(
+                    [(KEPT_FOR_SECS.to_owned(), kept.as_secs().into())]
+                        .into_iter()
+                        .collect(),
+                )))
+            }
         }
     }
 

@@ -2,7 +2,8 @@
 //! recovery sweep read instead of listing keys. Pure logic, tested without
 //! NATS.
 //!
-//! The bucket keeps every order; memory must not. The index holds:
+//! The bucket keeps every unsettled order, and every settled one for
+//! `keep_settled`; memory must not. The index holds:
 //! - the newest `capacity` orders by creation time (default 10 000, a few
 //!   MB), for listings — a listing covers that window and says so
 //!   ([`OrderList::truncated`]) once older orders have been left out; a
@@ -140,6 +141,21 @@ impl Index {
         }
     }
 
+    /// Forgets `order_id`, gone from the bucket at `revision` (it expired,
+    /// or was deleted), unless a newer revision of it is known.
+    pub(crate) fn forget(&mut self, order_id: &str, revision: u64) {
+        if self
+            .revision(order_id)
+            .is_some_and(|known| known > revision)
+        {
+            return;
+        }
+        self.unsettled.remove(order_id);
+        if let Some(created) = self.created.remove(order_id) {
+            self.recent.remove(&(created, order_id.to_owned()));
+        }
+    }
+
     /// The newest revision of `order_id` known here (written or read by
     /// this instance, or handed over by the watch); `None` when the order
     /// is not held (never seen, or listed no more and settled).
@@ -252,6 +268,24 @@ mod tests {
         order.status = status;
         order.announced = announced;
         order
+    }
+
+    #[test]
+    fn an_order_gone_from_the_bucket_leaves_the_index_unless_written_since() {
+        let mut index = Index::new(100);
+        index.remember(5, order(1, OrderStatus::Filled, true));
+        index.remember(6, order(2, OrderStatus::Pending, false));
+        index.remember(9, order(3, OrderStatus::Filled, true));
+        index.forget("o-00001", 7);
+        index.forget("o-00002", 8);
+        // A marker older than what is known (read late) changes nothing.
+        index.forget("o-00003", 8);
+        let listed = index.list(&ListOrders::default(), 10);
+        let ids: Vec<_> = listed.orders.iter().map(|o| o.order_id.as_str()).collect();
+        assert_eq!(ids, ["o-00003"]);
+        assert_eq!(index.len(), (1, 0));
+        assert!(!listed.truncated, "an expired order is not a truncation");
+        assert_eq!(index.revision("o-00001"), None);
     }
 
     #[test]

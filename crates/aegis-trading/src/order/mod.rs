@@ -88,6 +88,12 @@ use crate::{
 use flow::{Caller, Desk};
 use store::OrderStore;
 
+/// The field of a `get_order` NOT_FOUND's details that says how long
+/// settled orders are kept, in seconds ([`OrderOptions::keep_settled`]):
+/// an order answered longer ago than that may have expired rather than be
+/// lost.
+pub const KEPT_FOR_SECS: &str = "kept_for_secs";
+
 /// Counter: orders recorded.
 pub const METRIC_CREATED: &str = "orders_created";
 /// Counter: orders filled.
@@ -138,10 +144,23 @@ pub struct OrderOptions {
     pub expire_after: Duration,
     /// How many of the newest orders the instance keeps in memory for
     /// `list_orders` (default 10 000, a few MB); older ones stay in the
-    /// bucket, readable with `get_order`. Unsettled orders are kept
-    /// whatever their age, for the recovery sweep.
+    /// bucket, readable with `get_order`, for `keep_settled`. Unsettled
+    /// orders are kept whatever their age, for the recovery sweep.
     pub index_capacity: usize,
+    /// How long a settled order (decided, its outcome announced) stays in
+    /// the bucket, readable and listed, before the server removes it
+    /// (default [`KEEP_SETTLED`], whole seconds, at least 1 s). A client
+    /// order id is idempotent for that long plus `expire_after`: a retry
+    /// later than that is a new order. The bucket is bounded, so without
+    /// an expiry it would fill and refuse every order; at a steady rate it
+    /// holds about `keep_settled` times the rate times 0.82 KiB.
+    pub keep_settled: Duration,
 }
+
+/// How long order-service keeps a settled order by default: 6 hours, some
+/// 175 MiB of the `orders` bucket's 256 MiB at `aegis traffic`'s default
+/// 10 orders a second.
+pub const KEEP_SETTLED: Duration = Duration::from_secs(6 * 3600);
 
 /// How long the order leader keeps serving while the elections stream has
 /// no leader (a NATS node died; JetStream elects a new one after 4–9 s, and
@@ -163,6 +182,7 @@ impl Default for OrderOptions {
             stale_after: Duration::from_secs(10),
             expire_after: Duration::from_secs(30),
             index_capacity: 10_000,
+            keep_settled: KEEP_SETTLED,
         }
     }
 }
@@ -194,7 +214,11 @@ pub async fn start(conn: &Connection, opts: OrderOptions) -> Result<Running, Tra
         .instance_id
         .unwrap_or_else(aegis_sdk::default_instance_id);
     let id = Identity::new(ORDER_SERVICE, &instance_id);
-    let store = OrderStore::open(conn, &instance_id, opts.index_capacity).await?;
+    let keep = store::Keep {
+        settled: opts.keep_settled,
+        pending: opts.expire_after,
+    };
+    let store = OrderStore::open(conn, &instance_id, opts.index_capacity, keep).await?;
     let events = conn.events().ensure_stream().await?;
     let cancel = CancellationToken::new();
     // A start that fails from here on (the SDK refusing the service, say)
@@ -416,6 +440,12 @@ fn validate(opts: &OrderOptions) -> Result<(), TradingError> {
     }
     if opts.expire_after < opts.call_timeout * 2 {
         return invalid("expire_after must be at least twice call_timeout".into());
+    }
+    if opts.keep_settled < Duration::from_secs(1) {
+        return invalid(format!(
+            "keep_settled must be at least 1 s (the server's smallest expiry), not {:?}",
+            opts.keep_settled
+        ));
     }
     if let Err(e) = opts.lease.validate() {
         return invalid(e.to_string());

@@ -11,6 +11,16 @@
 //!   both decide an order: the second one's write fails and it re-reads.
 //!   (Among one leader's writers the comparison is made in the process,
 //!   because the write's one server-side condition is the fence below.)
+//!
+//! Settled orders expire: the write that settles an order (decided, its
+//! outcome announced) asks the server to remove it `keep_settled` later
+//! (`Nats-TTL`), and a claim expires `keep_settled` plus `expire_after`
+//! after it was made, by which time its order has settled. The server
+//! leaves a marker where each was, which the index's watch takes as the
+//! order gone. So a bounded bucket holds the orders of the last
+//! `keep_settled` instead of filling for good, and a client order id is
+//! idempotent for that long. A pending or unannounced order never
+//! expires: the sweep must find it.
 //! - [`FENCE_KEY`] → the term of the leader that owns the store. Every
 //!   order write is conditioned on it, so a deposed leader cannot write
 //!   once its successor has taken it (`fence.rs` tells how and why).
@@ -34,7 +44,10 @@
 //! the index and loads it anew, and a fence taken in the old bucket is not
 //! taken for one in the new.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use aegis_sdk::{Connection, feed::Feed, rpc::WireError};
 use async_nats::jetstream::{Message, consumer::DeliverPolicy};
@@ -83,6 +96,8 @@ pub(crate) enum StoreError {
     /// The server did not confirm the operation; it may or may not have
     /// happened, so the caller retries the whole (idempotent) request.
     Unavailable(String),
+    /// The bucket holds its `max_bytes`: nothing was written.
+    Full,
 }
 
 impl From<StoreError> for WireError {
@@ -91,6 +106,17 @@ impl From<StoreError> for WireError {
             StoreError::Unavailable(detail) => {
                 warn!(error = %detail, "order store unavailable");
                 WireError::service_unavailable("the order store is unavailable; retry")
+            }
+            StoreError::Full => {
+                warn!(
+                    bucket = ORDERS_BUCKET,
+                    "the order store is full: orders are refused until settled ones expire \
+                     (keep_settled) or an operator raises the bucket's max_bytes"
+                );
+                WireError::service_unavailable(
+                    "the order store is full (bucket orders holds its max_bytes): orders are \
+                     taken again as settled ones expire, or once an operator raises its bound",
+                )
             }
             StoreError::Deposed => {
                 WireError::not_active("this instance no longer leads; retry on the active instance")
@@ -108,6 +134,31 @@ impl From<StoreError> for WireError {
 /// found for given subject" is a missing stream).
 pub(super) fn unavailable(e: impl Into<async_nats::Error>) -> StoreError {
     StoreError::Unavailable(aegis_sdk::streams::NoStreamTookIt::explained(e.into()).to_string())
+}
+
+/// How long the store keeps what no longer needs keeping.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Keep {
+    /// A settled order, from the write that settled it.
+    pub(crate) settled: Duration,
+    /// How long a pending order may wait for its caller's retry before the
+    /// sweep expires it (`expire_after`): a claim outlives its order's
+    /// settling by at least that.
+    pub(crate) pending: Duration,
+}
+
+impl Keep {
+    /// An hour for settled orders, 30 s for pending ones.
+    #[cfg(test)]
+    pub(crate) const FOR_TESTS: Keep = Keep {
+        settled: Duration::from_secs(3600),
+        pending: Duration::from_secs(30),
+    };
+
+    /// How long a claim is kept from when it was made.
+    fn claims(&self) -> Duration {
+        self.settled.saturating_add(self.pending)
+    }
 }
 
 /// Which bucket the index follows, and how far.
@@ -134,6 +185,8 @@ pub(crate) struct OrderStore {
     turns: Box<[tokio::sync::Mutex<()>]>,
     /// The newest orders and the unsettled ones (`index.rs`).
     index: Mutex<Index>,
+    /// How long a settled order, and a claim, is kept.
+    keep: Keep,
     /// Whether the index has caught up with the bucket.
     loaded: watch::Sender<bool>,
     /// The bucket the watch follows and the highest revision of it the
@@ -161,10 +214,21 @@ impl OrderStore {
         conn: &Connection,
         instance_id: &str,
         index_capacity: usize,
+        keep: Keep,
     ) -> Result<Arc<Self>, TradingError> {
         let kv = crate::kv::open_bucket(conn, ORDERS_BUCKET).await?;
+        let bucket = Bucket::new(conn, kv);
+        if !bucket.expiring() {
+            warn!(
+                bucket = ORDERS_BUCKET,
+                "settled orders do not expire: the bucket was made before per-value expiry; \
+                 run `aegis init --showcase` as the operator to turn it on, or the bucket fills \
+                 and refuses orders"
+            );
+        }
         Ok(Arc::new(Self {
-            bucket: Bucket::new(conn, kv),
+            bucket,
+            keep,
             conn: conn.clone(),
             fence: Fence::new(conn, instance_id),
             turns: (0..TURNS).map(|_| tokio::sync::Mutex::new(())).collect(),
@@ -278,17 +342,21 @@ impl OrderStore {
             .subject
             .strip_prefix(self.bucket.kv.prefix.as_str())
             .unwrap_or_default();
-        let removed = message.headers.as_ref().is_some_and(|headers| {
-            headers.get("Nats-Marker-Reason").is_some()
-                || headers
-                    .get("KV-Operation")
-                    .is_some_and(|op| op.as_str() != "PUT")
-        });
-        if !removed && key.starts_with("order.") {
-            match serde_json::from_slice::<Order>(&message.payload) {
-                Ok(order) => self.remember(revision, order),
-                Err(e) => {
-                    warn!(key, error = %aegis_sdk::startup::Causes(&e), "ignoring an order that does not decode")
+        let removed = message.headers.as_ref().is_some_and(crate::kv::removal);
+        if let Some(order_id) = key.strip_prefix("order.") {
+            if removed {
+                // Expired (or deleted by hand): gone from the store, so
+                // from listings and the sweep too.
+                self.index
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .forget(order_id, revision);
+            } else {
+                match serde_json::from_slice::<Order>(&message.payload) {
+                    Ok(order) => self.remember(revision, order),
+                    Err(e) => {
+                        warn!(key, error = %aegis_sdk::startup::Causes(&e), "ignoring an order that does not decode")
+                    }
                 }
             }
         }
@@ -426,10 +494,15 @@ impl OrderStore {
         candidate: &str,
     ) -> Result<String, StoreError> {
         let key = format!("client.{client_order_id}");
-        // Claims are never deleted; the second round only covers one purged
-        // by hand between our create and our read.
+        // The second round covers a claim that expired, or was purged by
+        // hand, between our create and our read.
         for _ in 0..2 {
-            match self.bucket.create(&key, candidate.to_owned().into()).await {
+            let claim = candidate.to_owned().into();
+            match self
+                .bucket
+                .create_expiring(&key, claim, Some(self.keep.claims()))
+                .await
+            {
                 Ok(_) => return Ok(candidate.to_owned()),
                 Err(CreateError::Exists) => {
                     let claimed = self.bucket.read_latest(&key).await.map_err(unavailable)?;
@@ -437,12 +510,18 @@ impl OrderStore {
                         return String::from_utf8(id.to_vec()).map_err(unavailable);
                     }
                 }
+                Err(CreateError::Full) => return Err(StoreError::Full),
                 Err(CreateError::Failed(e)) => return Err(unavailable(e)),
             }
         }
         Err(StoreError::Unavailable(format!(
             "cannot read the claim {key}"
         )))
+    }
+
+    /// How long a settled order is kept.
+    pub(crate) fn keep_settled(&self) -> Duration {
+        self.keep.settled
     }
 
     /// The stored order and its revision.
@@ -518,15 +597,18 @@ impl OrderStore {
         let _fenced = self.fenced_writes.lock().await;
         // The read (and the wait) took time; the lease may have run short.
         self.fence.check_lease(epoch)?;
+        // Settled, it expires (the module's docs); until then it stays.
+        let settled = order.status.is_final() && order.announced;
         let written = self
             .bucket
-            .put_if(
+            .put_if_expiring(
                 &key,
                 bytes.into(),
                 Expect::KeyAt {
                     key: FENCE_KEY,
                     revision: fence.revision,
                 },
+                settled.then_some(self.keep.settled),
             )
             .await;
         match written {
@@ -542,6 +624,7 @@ impl OrderStore {
                 self.fence.moved(epoch).await;
                 Err(StoreError::Deposed)
             }
+            Err(WriteError::Full) => Err(StoreError::Full),
             Err(WriteError::Failed(e)) => Err(unavailable(e)),
         }
     }
@@ -720,7 +803,9 @@ mod tests {
         let mut config = AegisConfig::with_servers(server.url());
         config.nats.request_timeout = Duration::from_secs(5);
         let conn = Connection::connect(config).await.expect("connect");
-        OrderStore::open(&conn, "order-test", 16).await.unwrap()
+        OrderStore::open(&conn, "order-test", 16, Keep::FOR_TESTS)
+            .await
+            .unwrap()
     }
 
     /// Against a real bucket: the watch follows the current bucket, made

@@ -439,6 +439,7 @@ impl Fills {
             {
                 Ok(_) => return Ok(ours),
                 Err(WriteError::Conflict) => continue,
+                Err(WriteError::Full) => return Err(self.bucket.full_error()),
                 Err(WriteError::Failed(e)) => return Err(e),
             }
         }

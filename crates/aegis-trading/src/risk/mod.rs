@@ -428,6 +428,7 @@ impl Risk {
                 .await
                 .map_err(|e| match e {
                     WriteError::Conflict => (true, String::new()),
+                    WriteError::Full => (false, self.store.full_error().to_string()),
                     WriteError::Failed(e) => (false, e.to_string()),
                 });
             match written {
@@ -497,6 +498,7 @@ pub async fn start(conn: &Connection, opts: RiskOptions) -> Result<Running, Trad
     let bucket = Bucket::new(conn, store.clone());
     match bucket.create(LIMITS_KEY, seed.into()).await {
         Ok(_) | Err(CreateError::Exists) => {}
+        Err(CreateError::Full) => return Err(store_error(bucket.full_error())),
         Err(CreateError::Failed(e)) => return Err(store_error(e)),
     }
     let fills = Fills::open(conn, &instance_id).await?;
