@@ -305,8 +305,16 @@ pub async fn run(args: TrafficArgs, shutdown: CancellationToken) -> anyhow::Resu
         acknowledged: tally.acked.len(),
         settled: tally.settled.len(),
     };
-    let mut orders = tally.acked;
-    orders.extend(tally.settled);
+    // Each with the earliest its settling write can have been: the call
+    // began at most its deadline before the answer, and a retry answered
+    // within SETTLE_WITHIN after a first call that failed.
+    let since = |at: std::time::Instant, before: Duration| at.checked_sub(before).unwrap_or(at);
+    let mut orders: Vec<_> = (tally.acked.into_iter())
+        .map(|(id, at)| (id, since(at, timeout)))
+        .collect();
+    orders.extend(
+        (tally.settled.into_iter()).map(|(id, at)| (id, since(at, timeout + SETTLE_WITHIN))),
+    );
     Ok(check(&rpc, &args.group, orders, answered, timeout, &interrupt).await)
 }
 

@@ -2,11 +2,11 @@
 //! read back from the leader ([`read_back`]), and [`check`] says which are
 //! lost, which could not be read and which were not checked.
 
-use std::{process::ExitCode, sync::Mutex, time::Duration};
+use std::{collections::HashMap, process::ExitCode, sync::Mutex, time::Duration};
 
 use aegis_contracts::{trading::ORDER_SERVICE, wire::ErrorCode};
 use aegis_sdk::rpc::{CallOptions, RpcClient, RpcError};
-use aegis_trading::order::GetOrder;
+use aegis_trading::order::{self, GetOrder};
 use futures::StreamExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -43,8 +43,13 @@ impl Answered {
 pub struct ReadBack {
     /// Orders that are there.
     pub found: usize,
-    /// Orders the leader does not have (`NOT_FOUND`): lost.
+    /// Orders the leader does not have (`NOT_FOUND`): lost, unless they
+    /// were answered longer than [`ReadBack::kept_for`] ago.
     pub missing: Vec<String>,
+    /// How long the order service keeps a settled order, as its
+    /// `NOT_FOUND` answers say (`order::KEPT_FOR_SECS`); `None` when none
+    /// said it.
+    pub kept_for: Option<Duration>,
     /// Orders that could not be read (another error), with why.
     pub unreadable: Vec<(String, String)>,
     /// Orders not read at all: the read-back gave up ([`ReadBack::gave_up`])
@@ -136,7 +141,16 @@ async fn read_back_until(
                 let why = format!("answered with order {}", reply.value.order_id);
                 read.unreadable.push((order_id, why));
             }
-            Some(Err(e)) if e.code() == ErrorCode::NotFound => read.missing.push(order_id),
+            Some(Err(e)) if e.code() == ErrorCode::NotFound => {
+                let kept_for = e
+                    .remote()
+                    .and_then(|w| w.details.as_ref())
+                    .and_then(|d| d.get(order::KEPT_FOR_SECS))
+                    .and_then(serde_json::Value::as_u64)
+                    .map(Duration::from_secs);
+                read.kept_for = read.kept_for.max(kept_for);
+                read.missing.push(order_id);
+            }
             Some(Err(e)) => read
                 .unreadable
                 .push((order_id, aegis_sdk::startup::Causes(&e).to_string())),
@@ -152,26 +166,51 @@ fn unanswered(e: &RpcError) -> bool {
     e.remote().is_none() && matches!(e.code(), ErrorCode::Timeout | ErrorCode::ServiceUnavailable)
 }
 
-/// Reads the answered orders back (acknowledged, or settled by a retry)
-/// and says which are missing (lost),
+/// Reads the answered orders back (acknowledged, or settled by a retry;
+/// each with the earliest its settling write can have been) and says which
+/// have expired from the service, which are missing (lost),
 /// which could not be read and which were not checked; any of them fails
 /// the command, and `interrupt` ends it with [`INTERRUPTED`].
 pub(super) async fn check(
     rpc: &RpcClient,
     group: &str,
-    orders: Vec<String>,
+    orders: Vec<(String, std::time::Instant)>,
     answered: Answered,
     timeout: Duration,
     interrupt: &CancellationToken,
 ) -> ExitCode {
     let total = orders.len();
     let noun = answered.noun();
+    let written_from: HashMap<String, std::time::Instant> = orders.iter().cloned().collect();
+    let orders: Vec<String> = orders.into_iter().map(|(id, _)| id).collect();
     eprintln!(
         "reading the {total} {noun} back from the leader of {ORDER_SERVICE} (group {group}); \
          giving up after {} without an answer (Ctrl-C stops now)",
         humantime::format_duration(timeout)
     );
-    let read = read_back_until(rpc, group, orders, timeout, interrupt).await;
+    let mut read = read_back_until(rpc, group, orders, timeout, interrupt).await;
+    // Settled orders expire from the service after a while, counted from
+    // the write that settled them: one that may have been written longer
+    // ago than that is not there by design, not lost.
+    let expired = read.kept_for.map_or_else(Vec::new, |kept_for| {
+        let (expired, lost) = std::mem::take(&mut read.missing)
+            .into_iter()
+            .partition(|id| {
+                written_from
+                    .get(id)
+                    .is_some_and(|at| at.elapsed() >= kept_for)
+            });
+        read.missing = lost;
+        expired
+    });
+    if !expired.is_empty() {
+        println!(
+            "{} of {total} {noun} were answered more than {} ago and have expired from \
+             {ORDER_SERVICE} (its --keep-settled): not checked",
+            expired.len(),
+            humantime::format_duration(read.kept_for.unwrap_or_default())
+        );
+    }
     // A signal that came once every order was read changes nothing.
     let interrupted = interrupt.is_cancelled() && !read.not_checked.is_empty();
     if read.missing.is_empty()
@@ -179,7 +218,10 @@ pub(super) async fn check(
         && read.not_checked.is_empty()
         && !interrupted
     {
-        if answered.settled == 0 {
+        let there = total - expired.len();
+        if !expired.is_empty() {
+            println!("the other {there} are there: none lost");
+        } else if answered.settled == 0 {
             println!("all {total} acknowledged orders are there: none lost");
         } else {
             println!(

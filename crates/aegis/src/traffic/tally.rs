@@ -2,7 +2,10 @@
 //! count of it ([`Tally`]), and how it reads: the per-second line
 //! ([`report_line`]) and the summary's counts.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
 use aegis_contracts::wire::ErrorCode;
 use aegis_sdk::rpc::RpcError;
@@ -16,13 +19,13 @@ use super::OrderAnswer;
 pub(super) struct Tally {
     pub(super) window: Window,
     /// Orders answered by their first call (the SDK's own attempts on a
-    /// new leader included).
-    pub(super) acked: Vec<String>,
+    /// new leader included), with when.
+    pub(super) acked: Vec<(String, Instant)>,
     /// Of the acknowledged, the filled (the rest were rejected).
     pub(super) filled: u64,
     /// Orders whose first call failed with their outcome unknown, answered
-    /// by a retry with the same client order id.
-    pub(super) settled: Vec<String>,
+    /// by a retry with the same client order id, with when.
+    pub(super) settled: Vec<(String, Instant)>,
     /// Of the settled, the filled (the rest were rejected).
     pub(super) settled_filled: u64,
     /// Orders that certainly were not recorded, by error code.
@@ -99,11 +102,11 @@ impl Tally {
                 }
                 if retry {
                     self.settled_filled += u64::from(*filled);
-                    self.settled.push(order_id.clone());
+                    self.settled.push((order_id.clone(), Instant::now()));
                 } else {
                     self.latency.saturating_record(micros);
                     self.filled += u64::from(*filled);
-                    self.acked.push(order_id.clone());
+                    self.acked.push((order_id.clone(), Instant::now()));
                 }
             }
             Said::NotPlaced(code) | Said::Unknown(code) => {
@@ -477,8 +480,11 @@ mod tests {
         assert_eq!(tally.sent(), 5);
         assert_eq!(tally.answered(), 3);
         assert_eq!((tally.filled, tally.rejected()), (1, 1));
-        assert_eq!(tally.acked, ["ord-1", "ord-rejected"]);
-        assert_eq!(tally.settled, ["ord-filled"]);
+        let ids = |orders: &[(String, Instant)]| -> Vec<String> {
+            orders.iter().map(|(id, _)| id.clone()).collect()
+        };
+        assert_eq!(ids(&tally.acked), ["ord-1", "ord-rejected"]);
+        assert_eq!(ids(&tally.settled), ["ord-filled"]);
         assert_eq!(
             tally.settled_text(),
             "1 settled by a retry (1 filled, 0 rejected)"
