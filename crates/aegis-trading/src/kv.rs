@@ -145,16 +145,10 @@ impl ShowcaseBucket {
     }
 }
 
-/// What [`ShowcaseBucket::bound`] would change.
-#[derive(Debug, Clone)]
-pub struct Bound {
-    /// The stream's config with the changes made.
-    pub config: stream::Config,
-    /// Each change, `setting has -> wants`; empty when none.
-    pub changes: Vec<String>,
-    /// A limit left as it is, and why.
-    pub kept: Option<String>,
-}
+/// What [`ShowcaseBucket::bound`] would change: the stream's config with
+/// the changes made, each change (`setting has -> wants`), and a limit
+/// left as it is, with why.
+pub type Bound = aegis_sdk::kv::LockDown;
 
 /// Bounds every existing bucket of [`BUCKETS`] that is not (made before
 /// the bounds, or by hand) in place, as [`ShowcaseBucket::bound`] says; a
@@ -169,18 +163,9 @@ pub async fn bound_buckets(
     let mut done = Vec::new();
     for bucket in BUCKETS {
         let name = format!("KV_{}", bucket.bucket);
-        let Ok(mut stream) = js.get_stream(&name).await else {
-            continue;
-        };
-        let info = stream.info().await?.clone();
-        let bound = bucket.bound(&info.config, info.state.bytes);
-        if !bound.changes.is_empty() {
-            aegis_sdk::streams::with_placement_patience(&name, || {
-                js.update_stream(bound.config.clone())
-            })
-            .await?;
-        }
-        if !bound.changes.is_empty() || bound.kept.is_some() {
+        let bound =
+            aegis_sdk::kv::lock_down_in_place(js, &name, |c, bytes| bucket.bound(c, bytes)).await?;
+        if let Some(bound) = bound.filter(|b| !b.changes.is_empty() || b.kept.is_some()) {
             done.push((name, bound));
         }
     }

@@ -61,7 +61,7 @@ pub use crate::kv_watch::Removal;
 pub use mirror::{MirrorError, Mirrored, MirroredEntry, mirror};
 pub use shared::{
     DEFINITIONS, ELECTIONS, LockDown, REGISTRY, SHARED_BUCKETS, SharedBucket,
-    create_or_find_shared_bucket, warn_if_open,
+    create_or_find_shared_bucket, lock_down_in_place, warn_if_open,
 };
 
 /// The pause before the first re-open; it doubles up to [`MAX_PAUSE`] while

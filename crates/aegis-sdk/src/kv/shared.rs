@@ -214,6 +214,50 @@ pub struct LockDown {
     pub kept: Option<String>,
 }
 
+/// Changes the existing stream `name` as `rule` says, given the stream's
+/// config and the bytes it holds (a [`SharedBucket::lock_down`], or a
+/// rule of one's own built on it), when it changes anything; a cluster
+/// still placing the stream is given a moment. Returns what the rule said,
+/// changes and what it kept; `None` for a stream that does not exist.
+/// `aegis init` runs it over the shared buckets and the example services'.
+///
+/// ```no_run
+/// # async fn demo(js: async_nats::jetstream::Context) -> Result<(), async_nats::Error> {
+/// use aegis_sdk::kv::{ELECTIONS, lock_down_in_place};
+///
+/// let name = format!("KV_{}", ELECTIONS.bucket);
+/// if let Some(done) = lock_down_in_place(&js, &name, |c, bytes| ELECTIONS.lock_down(c, bytes)).await? {
+///     println!("{name}: {}", done.changes.join(", "));
+/// }
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// When JetStream refuses to read the stream, or to change it (the error
+/// names the changes).
+pub async fn lock_down_in_place(
+    js: &jetstream::Context,
+    name: &str,
+    rule: impl Fn(&stream::Config, u64) -> LockDown,
+) -> Result<Option<LockDown>, async_nats::Error> {
+    let Ok(mut stream) = js.get_stream(name).await else {
+        return Ok(None);
+    };
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| format!("reading stream {name}: {e}"))?
+        .clone();
+    let lock = rule(&info.config, info.state.bytes);
+    if !lock.changes.is_empty() {
+        crate::streams::with_placement_patience(name, || js.update_stream(lock.config.clone()))
+            .await
+            .map_err(|e| format!("changing {name} ({}): {e}", lock.changes.join(", ")))?;
+        tracing::info!(stream = %name, changes = %lock.changes.join(", "), "changed a bucket's settings in place");
+    }
+    Ok(Some(lock))
+}
+
 fn limit(value: i64) -> String {
     match value {
         v if v <= 0 => "none".to_owned(),

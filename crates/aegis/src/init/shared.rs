@@ -8,7 +8,7 @@
 //! limit needs none. A bucket that already holds more than its bound keeps
 //! having none (bounding it would delete values at once), and is named.
 
-use aegis_sdk::kv::SHARED_BUCKETS;
+use aegis_sdk::kv::{SHARED_BUCKETS, lock_down_in_place};
 use anyhow::Context;
 
 /// What [`lock_down_shared`] did to one bucket.
@@ -34,23 +34,12 @@ pub(super) async fn lock_down_shared(
     let mut done = Vec::new();
     for bucket in SHARED_BUCKETS {
         let name = format!("KV_{}", bucket.bucket);
-        let Ok(mut stream) = js.get_stream(&name).await else {
+        let locked = lock_down_in_place(js, &name, |config, bytes| bucket.lock_down(config, bytes))
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let Some(lock) = locked else {
             continue;
         };
-        let info = stream
-            .info()
-            .await
-            .with_context(|| format!("reading stream {name}"))?
-            .clone();
-        let lock = bucket.lock_down(&info.config, info.state.bytes);
-        if !lock.changes.is_empty() {
-            aegis_sdk::streams::with_placement_patience(&name, || {
-                js.update_stream(lock.config.clone())
-            })
-            .await
-            .with_context(|| format!("changing {name} ({})", lock.changes.join(", ")))?;
-            tracing::info!(stream = %name, changes = %lock.changes.join(", "), "locked down a shared bucket");
-        }
         if !lock.changes.is_empty() || lock.kept.is_some() {
             done.push(Locked {
                 name,
