@@ -43,8 +43,9 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
 }
 
-/// Most requests in flight at once; beyond, a tick is counted as failed.
-const MAX_IN_FLIGHT: usize = 64;
+/// Most requests in flight at once; beyond, a tick's request is not sent
+/// and counted as such (the client's saturation, not the monitor's).
+pub(crate) const MAX_IN_FLIGHT: usize = 64;
 
 /// Requests `paths` in turn at `rate` per second for `duration`.
 pub(crate) async fn load(
@@ -56,6 +57,7 @@ pub(crate) async fn load(
     let hist = Arc::new(Mutex::new(histogram()));
     let bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut not_sent = 0;
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -65,7 +67,7 @@ pub(crate) async fn load(
     while started.elapsed() < duration {
         tick.tick().await;
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            not_sent += 1;
             continue;
         };
         let request = api.get(&paths[i % paths.len()]);
@@ -100,6 +102,7 @@ pub(crate) async fn load(
         p50_ms: h.value_at_quantile(0.5) as f64 / 1e3,
         p99_ms: h.value_at_quantile(0.99) as f64 / 1e3,
         failed: failed.load(std::sync::atomic::Ordering::Relaxed),
+        not_sent,
         mean_bytes: if answered > 0 {
             bytes.load(std::sync::atomic::Ordering::Relaxed) as f64 / answered as f64
         } else {
