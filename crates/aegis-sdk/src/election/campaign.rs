@@ -38,6 +38,9 @@ struct Shared {
     serve_until: Mutex<Option<Instant>>,
     epoch: AtomicU64,
     renewals_paused: AtomicBool,
+    /// Set by a graceful stop: a leader that takes no new request, and
+    /// finishes those it took before it resigns.
+    stepping_down: AtomicBool,
 }
 
 impl Shared {
@@ -68,6 +71,22 @@ impl Leadership {
     /// `Some(epoch)` while this instance leads and its lease is valid.
     pub fn serving_epoch(&self) -> Option<u64> {
         self.0.serving_epoch()
+    }
+
+    /// [`serving_epoch`](Self::serving_epoch) for a new request: `None`
+    /// too while a gracefully stopping leader steps down (it finishes the
+    /// requests it took, under its lease, and takes no more).
+    pub fn admitting_epoch(&self) -> Option<u64> {
+        if self.stepping_down() {
+            return None;
+        }
+        self.0.serving_epoch()
+    }
+
+    /// Whether this instance is stepping down: a graceful stop that takes
+    /// no new request and resigns once those in flight are answered.
+    pub fn stepping_down(&self) -> bool {
+        self.0.stepping_down.load(Ordering::Acquire)
     }
 
     /// Whether this instance still leads at `epoch` with at least `margin`
@@ -152,6 +171,7 @@ impl Election {
             serve_until: Mutex::new(None),
             epoch: AtomicU64::new(0),
             renewals_paused: AtomicBool::new(false),
+            stepping_down: AtomicBool::new(false),
         });
         let cancel = CancellationToken::new();
         let gate = Arc::new(HealthGate::new(conn.clone(), service, group, instance_id));
@@ -211,6 +231,15 @@ impl Election {
     /// serving when its lease runs out and a standby takes over.
     pub fn pause_renewals(&self, paused: bool) {
         self.shared.renewals_paused.store(paused, Ordering::SeqCst);
+    }
+
+    /// Takes no new request from now on ([`Leadership::admitting_epoch`]),
+    /// while those admitted finish under the lease, which renewals keep
+    /// valid: what a graceful stop does before it [resigns](Self::resign),
+    /// so that a call a leader took is answered by it as the leader rather
+    /// than by a deposed one.
+    pub(crate) fn step_down(&self) {
+        self.shared.stepping_down.store(true, Ordering::Release);
     }
 
     /// Tells the campaign whether this instance is healthy (default: yes).
@@ -938,6 +967,7 @@ mod tests {
             serve_until: Mutex::new(until),
             epoch: AtomicU64::new(epoch),
             renewals_paused: AtomicBool::new(false),
+            stepping_down: AtomicBool::new(false),
         }))
     }
 

@@ -320,7 +320,7 @@ fn handle(msg: Message, method: &Method, route: Route) -> impl Future<Output = (
     // with a valid lease, an any-role one on a standby without an epoch.
     let epoch = match &method.leadership {
         None => Ok(None),
-        Some(l) if method.leader_only => l.serving_epoch().map(Some).ok_or_else(|| not_active(l)),
+        Some(l) if method.leader_only => l.admitting_epoch().map(Some).ok_or_else(|| not_active(l)),
         Some(l) => Ok(l.serving_epoch()),
     };
     // The epoch the call was admitted under is the one its reply carries.
@@ -556,7 +556,11 @@ fn not_active(leadership: &Leadership) -> WireError {
         Role::Standby { leader } => leader,
         Role::Leader { .. } => None,
     };
-    let err = WireError::not_active("this instance is STANDBY; call the ACTIVE leader");
+    let err = if leadership.stepping_down() {
+        WireError::not_active("this instance is stepping down (stopping); call the ACTIVE leader")
+    } else {
+        WireError::not_active("this instance is STANDBY; call the ACTIVE leader")
+    };
     match leader {
         Some(leader) => err.with_details(serde_json::json!({ "leader": leader })),
         None => err,

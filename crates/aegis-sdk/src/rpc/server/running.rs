@@ -1,5 +1,6 @@
 //! A running service: the [`Service`] handle, its accessors and its ordered
-//! shutdown (leave the shared subjects, resign, deregister, drain, stop).
+//! shutdown (leave the shared subjects, step down, resign, deregister,
+//! drain, stop).
 
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -22,6 +23,15 @@ use crate::{
 /// The longest a stopping leader waits for its shared subjects to drain
 /// before it resigns.
 const LEAVE_WAIT: Duration = Duration::from_secs(1);
+
+/// The longest a stopping leader waits for the requests it admitted to be
+/// answered before it resigns; past it, it resigns anyway, and those are
+/// answered as a deposed leader's (their callers learn it ran:
+/// `RpcError::DeposedLeader`).
+const STEP_DOWN_WAIT: Duration = Duration::from_secs(2);
+
+/// How often a stepping-down leader looks whether its requests are done.
+const STEP_DOWN_POLL: Duration = Duration::from_millis(5);
 
 /// What a stop keeps of its shutdown timeout (at most half of it) for the
 /// steps after the deregistration (the drain grace, the requests in
@@ -242,8 +252,9 @@ impl Service {
         self.shutdown().await
     }
 
-    /// Graceful stop, within the shutdown timeout: a sticky leader resigns
-    /// (its standby takes over at once), the instance deregisters
+    /// Graceful stop, within the shutdown timeout: a sticky leader takes
+    /// no new request and answers those it took (for up to 2 s), then
+    /// resigns (its standby takes over at once), the instance deregisters
     /// (discovery stops choosing it), stops taking requests (unsubscribe),
     /// then serves the ones already received and waits for every handler.
     /// The connection stays open; drain it afterwards.
@@ -314,6 +325,24 @@ impl Service {
                 .is_err()
         {
             debug!("the shared subjects did not drain in time; resigning anyway");
+        }
+        // Then it takes no new request (a caller is told NOT_ACTIVE and
+        // finds the successor once it resigned) and answers, as the leader,
+        // those it took: resigning under them would answer them as a
+        // deposed leader, and a caller's `call_active` would report a
+        // call that ran as a conflict.
+        if let Some(election) = &self.election {
+            election.step_down();
+            let until = deadline.min(tokio::time::Instant::now() + STEP_DOWN_WAIT);
+            while reachable && self.metrics.in_flight() > 0 && tokio::time::Instant::now() < until {
+                tokio::time::sleep(STEP_DOWN_POLL).await;
+            }
+            if self.metrics.in_flight() > 0 {
+                debug!(
+                    in_flight = self.metrics.in_flight(),
+                    "requests still running after the step-down wait; resigning anyway"
+                );
+            }
         }
         if let Some(election) = self.election.take()
             && tokio::time::timeout_at(deadline, election.resign())
