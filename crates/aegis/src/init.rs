@@ -218,41 +218,18 @@ pub async fn run(args: InitArgs) -> anyhow::Result<bool> {
     let wanted = if explicit { "asked for" } else { "expected" };
     let js = conn.jetstream();
 
-    // Existing shared buckets first, so what changed is said here;
-    // `create_missing_within` changes one it makes open (the monitor's
-    // definitions, made by async-nats) as well.
-    let mut locked = shared::lock_down_shared(js).await?;
-    locked.extend(shared::cap_shared_streams(js).await?);
-    for locked in locked {
-        if !locked.changes.is_empty() {
-            println!("  locked  {}: {}", locked.name, locked.changes.join(", "));
-        }
-        if let Some(kept) = locked.kept {
-            println!("  kept    {}: {kept}", locked.name);
-        }
-    }
-    if scope == Scope::WithShowcase {
-        let bounded = aegis_trading::bound_buckets(js)
-            .await
-            .map_err(|e| anyhow::anyhow!(e))
-            .context("bounding the example services' buckets")?;
-        for (name, bound) in bounded {
-            if !bound.changes.is_empty() {
-                println!("  bounded {name}: {}", bound.changes.join(", "));
-            }
-            if let Some(kept) = bound.kept {
-                println!("  kept    {name}: {kept}");
-            }
-        }
-    }
-
-    create_missing_within(&conn, scope, args.startup_timeout, |e| {
+    // What it changed in place (made before, by an older Aegis or by
+    // hand) is said; what it made just now is not.
+    let changed = create_missing_within(&conn, scope, args.startup_timeout, |e| {
         eprintln!(
             "aegis init: JetStream did not create everything yet ({}); retrying",
             aegis_sdk::startup::error_line(e)
         );
     })
     .await?;
+    for changed in changed {
+        println!("  {changed}");
+    }
 
     let mut ok = true;
     for name in expected_streams(scope) {
@@ -547,17 +524,113 @@ fn plural(n: usize) -> &'static str {
 /// # Errors
 /// Naming what JetStream refused to create (or did not answer for).
 pub async fn create_missing(conn: &aegis_sdk::Connection) -> anyhow::Result<()> {
-    create_missing_in(conn, Scope::WithShowcase).await
+    create_missing_in(conn, Scope::WithShowcase).await?;
+    Ok(())
 }
 
-/// [`create_missing`] of what `scope` names.
+/// One change [`create_missing_in`] made in place to a bucket or stream
+/// that existed before it ran (made by an older Aegis, the monitor, a
+/// service on a server without users, or by hand), or a limit it kept;
+/// shown as `aegis init` and `aegis up` print it, e.g.
+/// `bounded KV_orders: per-value expiry off -> on`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changed {
+    /// `locked` (a shared bucket or stream), `bounded` (an example
+    /// service's bucket) or `kept` (a limit left as it is, and why).
+    pub how: &'static str,
+    /// The stream (`KV_` + bucket name for a bucket).
+    pub name: String,
+    /// What changed (`setting has -> wants`, comma-separated), or why it
+    /// was kept.
+    pub what: String,
+}
+
+impl std::fmt::Display for Changed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:<7} {}: {}", self.how, self.name, self.what)
+    }
+}
+
+/// Changes in place every existing bucket and stream of `scope` whose
+/// settings are not those Aegis makes them with and that may be changed
+/// without deleting anything (see the module); what it changed or kept,
+/// pushed onto `changed`. A missing one is skipped.
+async fn change_existing(
+    js: &async_nats::jetstream::Context,
+    scope: Scope,
+    changed: &mut Vec<Changed>,
+) -> anyhow::Result<()> {
+    let mut locked = shared::lock_down_shared(js)
+        .await
+        .context("refusing rollups on the shared buckets and bounding them")?;
+    locked.extend(
+        shared::cap_shared_streams(js)
+            .await
+            .context("capping the shared streams' message size")?,
+    );
+    let mut bounded = Vec::new();
+    if scope == Scope::WithShowcase {
+        bounded = aegis_trading::bound_buckets(js)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))
+            .context("bounding the example services' buckets")?
+            .into_iter()
+            .map(|(name, bound)| (name, bound.changes, bound.kept))
+            .collect();
+    }
+    let locked = locked
+        .into_iter()
+        .map(|l| ("locked", l.name, l.changes, l.kept));
+    let bounded = bounded
+        .into_iter()
+        .map(|(name, changes, kept)| ("bounded", name, changes, kept));
+    for (how, name, changes, kept) in locked.chain(bounded) {
+        if !changes.is_empty() {
+            changed.push(Changed {
+                how,
+                name: name.clone(),
+                what: changes.join(", "),
+            });
+        }
+        if let Some(kept) = kept {
+            changed.push(Changed {
+                how: "kept",
+                name,
+                what: kept,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// [`create_missing`] of what `scope` names: first changes the existing
+/// buckets and streams that differ in place, saying what it changed (see
+/// [`Changed`]), then creates the missing ones and sets the settings of
+/// those it made open (the monitor's definitions, made by async-nats),
+/// which are not named.
 ///
 /// # Errors
 /// Naming what JetStream refused to create (or did not answer for).
-pub async fn create_missing_in(conn: &aegis_sdk::Connection, scope: Scope) -> anyhow::Result<()> {
+pub async fn create_missing_in(
+    conn: &aegis_sdk::Connection,
+    scope: Scope,
+) -> anyhow::Result<Vec<Changed>> {
+    let mut changed = Vec::new();
+    create_missing_into(conn, scope, &mut changed).await?;
+    Ok(changed)
+}
+
+/// [`create_missing_in`], pushing what it changed onto `changed` as it
+/// goes, so a later failure loses none of it.
+async fn create_missing_into(
+    conn: &aegis_sdk::Connection,
+    scope: Scope,
+    changed: &mut Vec<Changed>,
+) -> anyhow::Result<()> {
     let js = conn.jetstream();
     let config = conn.config();
     let replicas = config.nats.replicas;
+    change_existing(js, scope, changed).await?;
     aegis_sdk::registry::ensure_registry_bucket(js, replicas)
         .await
         .context("creating the registry bucket")?;
@@ -584,25 +657,16 @@ pub async fn create_missing_in(conn: &aegis_sdk::Connection, scope: Scope) -> an
         aegis_trading::ensure_buckets(conn)
             .await
             .context("creating the example services' buckets")?;
-        aegis_trading::bound_buckets(js)
-            .await
-            .map_err(|e| anyhow::anyhow!(e))
-            .context("bounding the example services' buckets")?;
     }
-    shared::lock_down_shared(js)
-        .await
-        .context("refusing rollups on the shared buckets and bounding them")?;
-    shared::cap_shared_streams(js)
-        .await
-        .context("capping the shared streams' message size")?;
-    Ok(())
+    // What was just made: changing it is no news.
+    change_existing(js, scope, &mut Vec::new()).await
 }
 
 /// [`create_missing_in`] `scope`, tried again until `timeout` has passed: a cluster
 /// that is electing its meta or stream leaders (just started, restarted on
 /// its data, or only busy) lets JetStream requests time out for a while.
 /// `on_retry` hears each failure that will be tried again; the last one is
-/// returned.
+/// returned. What every attempt changed in place ([`Changed`]), in order.
 ///
 /// # Errors
 /// The last attempt's error, once `timeout` has passed.
@@ -611,12 +675,13 @@ pub async fn create_missing_within(
     scope: Scope,
     timeout: Duration,
     mut on_retry: impl FnMut(&anyhow::Error),
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<Changed>> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut pause = Duration::from_millis(250);
+    let mut changed = Vec::new();
     loop {
-        match create_missing_in(conn, scope).await {
-            Ok(()) => return Ok(()),
+        match create_missing_into(conn, scope, &mut changed).await {
+            Ok(()) => return Ok(changed),
             // Waiting does not make room.
             Err(e) if storage_refused(&e) => return Err(storage_advice(e)),
             Err(e) if tokio::time::Instant::now() + pause < deadline => {

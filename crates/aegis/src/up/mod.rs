@@ -465,9 +465,14 @@ async fn run_on(
             tracing::info!(error = %aegis_sdk::startup::error_line(&e), "JetStream not ready yet; retrying");
         },
     );
-    tokio::select! {
+    // What it changed in place (an upgrade's new settings on buckets an
+    // older Aegis made) is said, as `aegis init` says it.
+    let changed = tokio::select! {
         () = shutdown.cancelled() => return Ok(()),
         created = created => created?,
+    };
+    for changed in changed {
+        println!("    {changed}");
     }
 
     // 3. The monitor.
