@@ -83,7 +83,7 @@
 //! that stream (the server then changes it), and is pulled under a name
 //! the server picks. So a role that reads a stream on ephemeral consumers
 //! (every role the registry and elections, risk-service `EVENTS`) may
-//! change and pull from other consumers of that stream. And all instances
+//! change, look up and pull from other consumers of that stream. And all instances
 //! of a service share one credential, so one instance could answer
 //! another's control subject. `docs/security.md` lists these with the
 //! threat model.
@@ -137,8 +137,8 @@ pub struct ServiceRole {
     pub event_consumers: Vec<String>,
     /// Whether it reads `EVENTS` on ephemeral consumers of its own
     /// (`aegis_sdk::feed`, as risk-service follows the fills). Such a
-    /// consumer is created without a name in the subject and pulled under
-    /// the name the server gives it, so the grant cannot be tied to the
+    /// consumer is created without a name in the subject, and pulled and
+    /// looked up under the name the server gives it, so the grant cannot be tied to the
     /// service: see "What subjects cannot express". It also hears
     /// JetStream's advisories that `EVENTS` was deleted, created or
     /// restored, after which the stream's sequences start over.
@@ -767,8 +767,15 @@ fn service_grants(s: &ServiceRole) -> Grants {
     if s.event_feeds {
         // A feed's consumer is made without a name and pulled under the
         // one the server gives it (no acks: it reads with AckPolicy::None).
+        // async-nats looks the consumer up after each reconnect of a pull
+        // (`CONSUMER.INFO`, to know whether its pull is still waiting):
+        // refused, that was a permissions violation per reconnect. Like the
+        // pull, the look-up cannot be tied to the feed's own consumers (the
+        // server names them); it only reads, which the unnamed create and
+        // the pull above already go beyond.
         g.publish.extend([
             format!("$JS.API.CONSUMER.CREATE.{EVENTS_STREAM}"),
+            format!("$JS.API.CONSUMER.INFO.{EVENTS_STREAM}.*"),
             format!("$JS.API.CONSUMER.MSG.NEXT.{EVENTS_STREAM}.*"),
         ]);
         // Told at once when `EVENTS` is deleted, created or restored: its

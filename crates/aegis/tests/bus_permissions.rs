@@ -282,6 +282,127 @@ async fn a_service_uses_only_its_own_durable_consumers() {
     );
 }
 
+/// risk-service reads the fills on an ephemeral consumer of its own
+/// (`aegis_sdk::feed`), pulled with async-nats, which looks the consumer up
+/// (`CONSUMER.INFO.EVENTS.{name}`) after every reconnect before it pulls
+/// again. Refused, that was a permissions violation in risk-service's log
+/// at each NATS reconnect (and the pull waited for the look-up to time
+/// out). The look-up is granted on `EVENTS` only, as the feed's pull is;
+/// another stream's consumers stay out of reach, and no role without a
+/// feed may look up a consumer of `EVENTS`.
+#[tokio::test]
+async fn a_feed_looks_up_its_consumer_after_a_reconnect() {
+    use async_nats::jetstream::consumer::{AckPolicy, pull};
+    use futures::StreamExt;
+
+    let bus = ShowcaseBus::start();
+    let _operator = bus.operator_with_streams().await;
+    let (tx, mut refused) = tokio::sync::mpsc::unbounded_channel();
+    let risk = async_nats::ConnectOptions::with_user_and_password(
+        "svc-risk-service".into(),
+        bus.password("svc-risk-service").into(),
+    )
+    .custom_inbox_prefix(aegis::permissions::inbox_prefix("svc-risk-service"))
+    .event_callback(move |event| {
+        let tx = tx.clone();
+        async move {
+            if let async_nats::Event::ServerError(async_nats::ServerError::Other(text)) = event {
+                let _ = tx.send(text);
+            }
+        }
+    })
+    .connect(bus.server.url())
+    .await
+    .unwrap();
+    // The consumer as `aegis_sdk::feed` makes it.
+    let consumer = async_nats::jetstream::new(risk.clone())
+        .get_stream("EVENTS")
+        .await
+        .unwrap()
+        .create_consumer(pull::Config {
+            filter_subject: "events.order.filled".into(),
+            ack_policy: AckPolicy::None,
+            inactive_threshold: Duration::from_secs(10),
+            memory_storage: true,
+            num_replicas: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("risk-service makes a feed's consumer on EVENTS");
+    let name = consumer.cached_info().name.clone();
+    let mut messages = consumer
+        .stream()
+        .heartbeat(Duration::from_secs(1))
+        .expires(Duration::from_secs(5))
+        .messages()
+        .await
+        .unwrap();
+
+    risk.force_reconnect().await.unwrap();
+    bus.js("svc-order-service")
+        .await
+        .publish("events.order.filled", r#"{"after":"the reconnect"}"#.into())
+        .await
+        .unwrap()
+        .await
+        .expect("order-service publishes a fill");
+    let got = tokio::time::timeout(Duration::from_secs(5), messages.next())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the pull did not go on after the reconnect within 5 s; refused: {:?}",
+                std::iter::from_fn(|| refused.try_recv().ok()).collect::<Vec<_>>()
+            )
+        })
+        .expect("the pull goes on")
+        .expect("a message, not an error");
+    assert_eq!(&got.payload[..], br#"{"after":"the reconnect"}"#);
+    let info = consumer
+        .get_info()
+        .await
+        .expect("risk-service looks up its feed's consumer");
+    assert_eq!(info.name, name);
+    let violations: Vec<String> = std::iter::from_fn(|| refused.try_recv().ok())
+        .filter(|e| e.contains("Permissions Violation"))
+        .collect();
+    assert!(
+        violations.is_empty(),
+        "risk-service was refused: {violations:?}"
+    );
+
+    let mut risk = bus.probe("svc-risk-service").await;
+    for (attempt, subject) in [
+        (
+            "look up another stream's consumer",
+            "$JS.API.CONSUMER.INFO.COMMANDS.order-service_commands",
+        ),
+        (
+            "look up another stream's consumer (a bucket's)",
+            "$JS.API.CONSUMER.INFO.KV_orders.any",
+        ),
+    ] {
+        risk.publish_refused(attempt, subject, b"").await;
+    }
+    let delete = format!("$JS.API.CONSUMER.DELETE.EVENTS.{name}");
+    risk.client
+        .publish(delete.clone(), bytes::Bytes::new())
+        .await
+        .unwrap();
+    risk.client.flush().await.unwrap();
+    risk.refused("delete its feed's consumer", &delete).await;
+    let lookup = format!("$JS.API.CONSUMER.INFO.EVENTS.{name}");
+    let mut pricing = bus.probe("svc-pricing-service").await;
+    pricing
+        .client
+        .publish(lookup.clone(), bytes::Bytes::new())
+        .await
+        .unwrap();
+    pricing.client.flush().await.unwrap();
+    pricing
+        .refused("look up a consumer of EVENTS (no feed)", &lookup)
+        .await;
+}
+
 /// What a chain of errors says, each cause after the one it caused.
 fn causes(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
