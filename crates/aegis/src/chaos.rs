@@ -221,8 +221,10 @@ pub enum ChaosAction {
 /// When the showcase is not running (for the process actions), the target
 /// is unknown, or an instance refuses or does not answer a drill.
 pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
-    let given = args.given_dir()?.is_some();
+    let given_dir = args.given_dir()?;
+    let given = given_dir.is_some();
     let dir = &args.dir()?;
+    let again = again_flags(given_dir.as_deref());
     let drill = match &args.action {
         ChaosAction::Unhealthy {
             target,
@@ -257,7 +259,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         let conn = showcase_flags(dir, given, nats)
             .connect_as_operator()
             .await?;
-        let result = drill::run(&conn, target, all, request).await;
+        let result = drill::run(&conn, target, all, request, &again).await;
         let _ = conn.drain().await;
         return result;
     }
@@ -283,16 +285,28 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
                 "SIGKILLed {name} (pid {pid}); the supervisor restarts it after a delay (unless `aegis up` runs with --no-restart)"
             );
         }
-        ChaosAction::KillNats { node, nats: _ } => nats::kill(&remote, node)?,
+        ChaosAction::KillNats { node, nats: _ } => nats::kill(&remote, node, &again)?,
         ChaosAction::RestartNats {
             node,
             graceful,
             nats: _,
         } => {
-            nats::restart(&remote, node, graceful).await?;
+            nats::restart(&remote, node, graceful, &again).await?;
         }
     }
     Ok(())
+}
+
+/// The flags a command printed for the operator to run next (`undo: aegis
+/// chaos healthy ...`, `aegis chaos restart-nats N`) needs to act on the
+/// same showcase: the `--state-dir` given, quoted for a POSIX shell (a
+/// directory may have a space in its name); none when none was given.
+fn again_flags(given: Option<&Path>) -> String {
+    given.map_or_else(String::new, |dir| {
+        let dir = dir.display().to_string();
+        let quoted = shlex::try_quote(&dir).map_or_else(|_| dir.clone(), |q| q.into_owned());
+        format!(" --state-dir {quoted}")
+    })
 }
 
 /// `--for` of `unhealthy`: 1 ms to one day, the bounds the instance holds

@@ -36,7 +36,8 @@ const HANDOVER_WATCH: Duration = Duration::from_secs(3);
 /// the command that undoes it.
 ///
 /// Every target is sent the request, even after one did not answer or
-/// refused; each result is printed as it comes.
+/// refused; each result is printed as it comes. `again` is added to the
+/// command printed (the `--state-dir` given, see `again_flags`).
 ///
 /// # Errors
 /// An unknown target (the message lists what is registered), or, once all
@@ -46,6 +47,7 @@ pub(crate) async fn run(
     target: &str,
     all: bool,
     request: ControlRequest,
+    again: &str,
 ) -> anyhow::Result<()> {
     request
         .validate()
@@ -93,7 +95,7 @@ pub(crate) async fn run(
         } else {
             reached.join(" ")
         };
-        println!("undo: aegis chaos healthy {undo}");
+        println!("undo: aegis chaos healthy {undo}{again}");
     }
     match missed.as_slice() {
         [] => Ok(()),

@@ -151,12 +151,13 @@ fn server_of(url: &str) -> Option<String> {
     })
 }
 
-/// SIGKILLs node `node` and keeps it down (held) until `restart-nats`.
+/// SIGKILLs node `node` and keeps it down (held) until `restart-nats`,
+/// whose command it prints with `again` (the `--state-dir` given).
 ///
 /// # Errors
 /// When the showcase runs no such node, or it does not run or cannot be
 /// signalled.
-pub(super) fn kill(remote: &Remote, node: usize) -> anyhow::Result<()> {
+pub(super) fn kill(remote: &Remote, node: usize, again: &str) -> anyhow::Result<()> {
     let name = child_name(remote, node)?;
     anyhow::ensure!(remote.alive(&name), "NATS node {node} is not running");
     remote.hold(&name)?;
@@ -164,20 +165,27 @@ pub(super) fn kill(remote: &Remote, node: usize) -> anyhow::Result<()> {
         .signal(&name, Signal::SIGKILL)
         .inspect_err(|_| remote.unhold(&name))?;
     println!(
-        "SIGKILLed NATS node {node} (pid {pid}); `aegis chaos restart-nats {node}` brings it back"
+        "SIGKILLed NATS node {node} (pid {pid}); `aegis chaos restart-nats {node}{again}` brings it \
+         back"
     );
     Ok(())
 }
 
 /// Restarts node `node`: a running one is stopped (SIGTERM, or lame duck
 /// mode when `graceful`) and kept down until it exited, then started again;
-/// a stopped one is started. Returns once the new process runs.
+/// a stopped one is started. Returns once the new process runs. `again`
+/// (the `--state-dir` given) is added to a command it names.
 ///
 /// # Errors
 /// When the showcase runs no such node, when `graceful` and the node does
 /// not run, when it does not exit in time, or when the supervisor does not
 /// start it again; no request is left for the supervisor then.
-pub(super) async fn restart(remote: &Remote, node: usize, graceful: bool) -> anyhow::Result<()> {
+pub(super) async fn restart(
+    remote: &Remote,
+    node: usize,
+    graceful: bool,
+    again: &str,
+) -> anyhow::Result<()> {
     let name = child_name(remote, node)?;
     // The process to replace; a pid file naming one that exited (not yet
     // reaped by the supervisor) still tells the new process from the old.
@@ -218,7 +226,7 @@ pub(super) async fn restart(remote: &Remote, node: usize, graceful: bool) -> any
     } else if graceful {
         bail!(
             "NATS node {node} is not running, so it cannot stop gracefully; \
-             `aegis chaos restart-nats {node}` starts it"
+             `aegis chaos restart-nats {node}{again}` starts it"
         );
     }
     remote.release(&name)?;
