@@ -275,9 +275,17 @@ impl Supervisor {
                     // `kill` reaps its child itself): not a crash.
                     info!(child = %name, %status, "stopped");
                 } else if held {
-                    warn!(child = %name, %status, "exited; held down by `aegis chaos` until restart-nats");
+                    // `aegis chaos` stopped it (kill-nats, restart-nats):
+                    // planned by the operator, and restarted when asked.
+                    info!(child = %name, %status, "exited; held down by `aegis chaos` until restart-nats");
                 } else if self.restart {
-                    warn!(child = %name, %status, delay = ?self.restart_delay, "exited; restarting after a delay");
+                    // A clean exit is planned (an operator's SIGTERM to its
+                    // pid, to restart one instance); any other, a crash.
+                    if status.success() {
+                        info!(child = %name, %status, delay = ?self.restart_delay, "exited; restarting after a delay");
+                    } else {
+                        warn!(child = %name, %status, delay = ?self.restart_delay, "exited; restarting after a delay");
+                    }
                     slot.restart_at = Some(Instant::now() + self.restart_delay);
                 } else {
                     warn!(child = %name, %status, "exited; not restarting (--no-restart)");
