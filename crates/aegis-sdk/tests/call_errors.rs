@@ -246,7 +246,7 @@ async fn call_balanced_of_a_method_no_instance_lists_is_not_found_at_once() {
     let took = started.elapsed();
     eprintln!("missing method: {err} ({:?}) after {took:?}", err.code());
     assert!(
-        matches!(&err, RpcError::NoSuchMethod { service, method }
+        matches!(&err, RpcError::NoSuchMethod { service, method, .. }
             if service == "quote-service" && method == "no_such_method"),
         "{err}"
     );

@@ -326,7 +326,7 @@ async fn no_instances_fails_fast_with_service_unavailable() {
             .unwrap_err();
         took.push(started.elapsed());
         assert!(
-            matches!(&err, RpcError::NoInstances { service } if service == "ghost-service"),
+            matches!(&err, RpcError::NoInstances { service, .. } if service == "ghost-service"),
             "{err:?}"
         );
         assert_eq!(err.code(), ErrorCode::ServiceUnavailable);

@@ -392,9 +392,14 @@ fn a_local_call_failure_becomes_the_code_its_caller_can_act_on() {
 
     let none = WireError::from(RpcError::NoInstances {
         service: "prices".to_owned(),
+        records: 1,
+        similar: Vec::new(),
     });
     assert_eq!(none.code, ErrorCode::ServiceUnavailable);
-    assert_eq!(none.message, "no ACTIVE instance of prices is registered");
+    assert_eq!(
+        none.message,
+        "no ACTIVE instance of prices is registered (1 record, not ACTIVE)"
+    );
 
     let bad = WireError::from(RpcError::InvalidOptions {
         option: "timeout",
@@ -463,6 +468,7 @@ fn a_dependency_refusing_this_service_is_internal() {
     let no_method = WireError::from(RpcError::NoSuchMethod {
         service: "prices".to_owned(),
         method: "gett".to_owned(),
+        methods: vec!["get".to_owned()],
     });
     assert_eq!(no_method.code, ErrorCode::Internal);
     let no_group = WireError::from(RpcError::UnknownGroup {

@@ -364,6 +364,10 @@ fn call_error(error: RpcError, known: Option<Vec<String>>) -> String {
             | RpcError::Discovery(DiscoveryError::Registry(RegistryError::NotSynced(_)))
     );
     let details = error.remote().and_then(|w| w.details.clone());
+    // The SDK's error lists the methods itself when the records list them.
+    let known = known.filter(
+        |_| !matches!(&error, RpcError::NoSuchMethod { methods, .. } if !methods.is_empty()),
+    );
     let mut line = match error {
         RpcError::NotSingleActive { service } => {
             format!("{service} is not single-active (it has no leader to call): drop --active")
@@ -570,10 +574,15 @@ mod tests {
         let other = call_error(
             RpcError::NoInstances {
                 service: "order-service".into(),
+                records: 2,
+                similar: Vec::new(),
             },
             None,
         );
-        assert_eq!(other, "no ACTIVE instance of order-service is registered");
+        assert_eq!(
+            other,
+            "no ACTIVE instance of order-service is registered (2 records, none ACTIVE)"
+        );
     }
 
     /// Tried as a new user would: a mistyped method did not say which
@@ -585,10 +594,21 @@ mod tests {
         let missing = RpcError::NoSuchMethod {
             service: "fx-service".into(),
             method: "get_ratez".into(),
+            methods: Vec::new(),
         };
         assert_eq!(
             call_error(missing, Some(vec!["get_rate".into(), "convert".into()])),
             "no instance of fx-service serves get_ratez (it has: get_rate, convert)"
+        );
+        // The SDK's error names them itself when the records list them.
+        let listed = RpcError::NoSuchMethod {
+            service: "fx-service".into(),
+            method: "get_ratez".into(),
+            methods: vec!["convert".into(), "get_rate".into()],
+        };
+        assert_eq!(
+            call_error(listed, Some(vec!["get_rate".into(), "convert".into()])),
+            "no instance of fx-service serves get_ratez (it has: convert, get_rate)"
         );
         let plain = RpcError::NotSingleActive {
             service: "fx-service".into(),

@@ -254,7 +254,11 @@ impl RpcClient {
     ///
     /// # Errors
     /// [`RpcError`]: invalid names or options (before any I/O);
-    /// [`RpcError::NoInstances`] at once when no ACTIVE instance is known;
+    /// [`RpcError::NoInstances`] at once when no ACTIVE instance is known
+    /// (saying whether the registry holds any record of the service, and
+    /// when it holds none, naming registered services with a similar
+    /// name); [`RpcError::NoSuchMethod`] when the ACTIVE ones do not list
+    /// `method` (naming those they list);
     /// [`RpcError::NoResponders`] when every instance tried had vanished;
     /// [`RpcError::Timeout`], or [`RpcError::Refused`] in its place when
     /// the server refused this user the subject (it answers a refused
@@ -348,7 +352,12 @@ impl RpcClient {
         };
         let mut picker =
             ByDiscovery::new(cache, self.conn.discovery_index(), &call, strategy).await?;
-        self.attempts(&call, &mut picker).await
+        match self.attempts(&call, &mut picker).await {
+            Err(e @ RpcError::NoInstances { .. }) => {
+                Err(super::slips::with_similar(&self.conn, e, call.deadline).await)
+            }
+            done => done,
+        }
     }
 
     /// Calls `method` through the service's queue group

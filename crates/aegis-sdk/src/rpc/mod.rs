@@ -41,6 +41,7 @@ mod micro;
 mod route;
 mod schema;
 pub mod server;
+mod slips;
 
 use std::time::Duration;
 
@@ -169,23 +170,58 @@ pub enum RpcError {
         subject: String,
     },
     /// Discovery knows no ACTIVE instance of the service; nothing was sent.
-    #[error("no ACTIVE instance of {service} is registered")]
+    ///
+    /// Its message says whether the registry view holds any record of the
+    /// service at all. With none (`records == 0`), the name may be a slip:
+    /// the message names the registered services with a similar name
+    /// (`similar`), e.g. `no instance of qoute-service is registered: the
+    /// registry holds no record of that name; did you mean quote-service?`.
+    /// Its code is SERVICE_UNAVAILABLE either way (a service not started
+    /// yet has no record either), so a caller that retries on that code
+    /// should give up on a name it never once reached:
+    ///
+    /// ```
+    /// use aegis_sdk::rpc::RpcError;
+    ///
+    /// fn worth_retrying(err: &RpcError) -> bool {
+    ///     match err {
+    ///         // A name no instance ever registered: most likely a typo.
+    ///         RpcError::NoInstances { records: 0, similar, .. } if !similar.is_empty() => false,
+    ///         RpcError::NoInstances { .. } | RpcError::Timeout { .. } => true,
+    ///         _ => false,
+    ///     }
+    /// }
+    /// ```
+    #[error("{}", no_instances(.service, *.records, .similar))]
     NoInstances {
         /// The service called.
         service: String,
+        /// How many records of the service the registry view holds (none
+        /// of them ACTIVE: STANDBY, DRAINING, UNHEALTHY); 0 when it holds
+        /// none.
+        records: usize,
+        /// When it holds none: the registered services whose name is close
+        /// to `service` (a likely slip), closest first; empty otherwise, or
+        /// when the registry's names could not be read in time.
+        similar: Vec<String>,
     },
     /// Instances of the service are registered, but none lists this method
     /// among its endpoints (for [`RpcClient::call`]: no ACTIVE one; for
     /// [`RpcClient::call_active`]: the leader's record does not list it,
     /// and nothing listens on it; for [`RpcClient::call_balanced`]: nothing
     /// listens on it, and no registered instance lists it); nothing was
-    /// sent, or nothing ran.
-    #[error("no instance of {service} serves {method}")]
+    /// sent, or nothing ran. Its message names the methods the records list
+    /// (`methods`), e.g. `no instance of quote-service serves get_qoute
+    /// (it has: get_quote, price_order)`.
+    #[error("{}", no_such_method(.service, .method, .methods))]
     NoSuchMethod {
         /// The service called.
         service: String,
         /// The method asked for.
         method: String,
+        /// The methods the service's registered records list, sorted;
+        /// empty when they were not at hand.
+        methods: Vec<String>,
     },
     /// [`RpcClient::call_active`]: no leader of the group was known before
     /// the deadline (none had won its election key); nothing was sent.
@@ -462,6 +498,37 @@ impl From<crate::events::EventError> for WireError {
 }
 
 /// `a`, `b` as "`a`, `b`".
+/// [`RpcError::NoInstances`]'s message.
+fn no_instances(service: &str, records: usize, similar: &[String]) -> String {
+    match (records, similar) {
+        (0, []) => format!(
+            "no instance of {service} is registered: the registry holds no record of that name \
+             (not started yet, or a misspelt name?)"
+        ),
+        (0, similar) => format!(
+            "no instance of {service} is registered: the registry holds no record of that name; \
+             did you mean {}?",
+            similar.join(" or ")
+        ),
+        (1, _) => format!("no ACTIVE instance of {service} is registered (1 record, not ACTIVE)"),
+        (n, _) => {
+            format!("no ACTIVE instance of {service} is registered ({n} records, none ACTIVE)")
+        }
+    }
+}
+
+/// [`RpcError::NoSuchMethod`]'s message.
+fn no_such_method(service: &str, method: &str, methods: &[String]) -> String {
+    if methods.is_empty() {
+        format!("no instance of {service} serves {method}")
+    } else {
+        format!(
+            "no instance of {service} serves {method} (it has: {})",
+            methods.join(", ")
+        )
+    }
+}
+
 fn quoted(names: &[String]) -> String {
     let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
     quoted.join(", ")

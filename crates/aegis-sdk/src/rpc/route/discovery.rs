@@ -138,14 +138,21 @@ impl Pick for ByDiscovery<'_> {
             }
             // Instances that do not list the method are never tried: a call
             // to a missing method must not evict healthy instances.
+            let records = self.cache.shared().by_service(call.service);
             return Err(if self.index.has_selectable(call.service) {
                 RpcError::NoSuchMethod {
                     service: call.service.to_owned(),
                     method: call.method.to_owned(),
+                    methods: super::super::slips::listed_methods(&records),
                 }
             } else {
+                // The similar names, if none is held, are the caller's
+                // to look up (`slips::with_similar`): this holds no
+                // connection.
                 RpcError::NoInstances {
                     service: call.service.to_owned(),
+                    records: records.len(),
+                    similar: Vec::new(),
                 }
             });
         }

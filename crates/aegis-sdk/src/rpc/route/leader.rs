@@ -139,7 +139,8 @@ async fn diagnose(
         Question::Method(instance) => {
             let record = cache.shared().get(&about.service, &instance)?;
             let listed = lists(&record, &about.method)?;
-            (!listed).then_some(RpcError::NoSuchMethod {
+            (!listed).then(|| RpcError::NoSuchMethod {
+                methods: crate::rpc::slips::listed_methods(std::slice::from_ref(&record)),
                 service: about.service,
                 method: about.method,
             })
@@ -200,6 +201,7 @@ pub(in crate::rpc) async fn unlisted_method(
     unlisted.then(|| RpcError::NoSuchMethod {
         service: service.to_owned(),
         method: method.to_owned(),
+        methods: crate::rpc::slips::listed_methods(&records),
     })
 }
 
