@@ -657,7 +657,7 @@ impl Campaign {
                     // stale revision fails as if the lease were lost. The key
                     // itself says who holds it.
                     let why = match other {
-                        Ok(Err(e)) => e.to_string(),
+                        Ok(Err(e)) => renewal_failure(e),
                         _ => "timed out".to_owned(),
                     };
                     unconfirmed_since.get_or_insert(sent);
@@ -956,6 +956,15 @@ fn key_entries(
 /// (opening it waits on its own while JetStream cannot make consumers).
 const WATCH_STEADY: Duration = Duration::from_secs(10);
 
+/// Why a renewal of the lease failed, for the log: one nobody took (the
+/// elections stream has no leader this moment, as while a NATS node is
+/// lost) says so, as the SDK's other writes do
+/// ([`NoStreamTookIt`](crate::streams::NoStreamTookIt)), not as async-nats
+/// words it ("failed getting entry: no stream found for given subject").
+fn renewal_failure(e: kv::UpdateError) -> String {
+    crate::streams::NoStreamTookIt::explained(e.into()).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -981,5 +990,24 @@ mod tests {
         let lapsed = leading_until(Some(now), 7);
         assert!(!lapsed.holds(7, Duration::ZERO));
         assert!(!leading_until(None, 7).holds(7, Duration::ZERO));
+    }
+
+    /// A renewal nobody took (the elections stream without a leader while
+    /// a NATS node is lost) reads as async-nats words it, "failed getting
+    /// entry: no stream found for given subject", which sends an operator
+    /// looking for a deleted bucket; said as the SDK says such a write.
+    #[test]
+    fn a_renewal_nobody_took_says_the_store_may_have_no_leader() {
+        use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+
+        let nobody = kv::UpdateError::with_source(
+            UpdateErrorKind::Other,
+            PublishError::new(PublishErrorKind::StreamNotFound),
+        );
+        let said = renewal_failure(nobody);
+        assert!(said.contains("no leader right now"), "{said}");
+        assert!(!said.contains("failed getting entry"), "{said}");
+        let timed_out = kv::UpdateError::new(UpdateErrorKind::TimedOut);
+        assert_eq!(renewal_failure(timed_out), "timed out");
     }
 }
