@@ -83,7 +83,7 @@ pub const ORDERS: ShowcaseBucket = ShowcaseBucket {
 
 /// How long the marker of an expired order stays: long enough for every
 /// watch (each instance's index) to see the order go.
-const MARKER_TTL: Duration = Duration::from_secs(60);
+pub(crate) const MARKER_TTL: Duration = Duration::from_secs(60);
 
 /// `risk_limits`: one small JSON of limits (well under 1 KiB). 64 KiB per
 /// value, 1 MiB in all.

@@ -81,6 +81,20 @@ async fn a_full_orders_bucket_takes_orders_again_once_settled_ones_expire() {
     .await
     .unwrap();
 
+    // What it keeps for is shown with its record.
+    let reader = aegis_sdk::RegistryReader::start(&conn).await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the record names keep_settled",
+        || async {
+            reader.all().iter().any(|i| {
+                i.service_name == ORDER_SERVICE
+                    && i.metadata.get("keep_settled").and_then(|v| v.as_str()) == Some("2s")
+            })
+        },
+    )
+    .await;
+
     // Fill the bucket: each order takes two keys of some 0.8 KiB together.
     let mut taken = Vec::new();
     let refused = loop {
@@ -168,7 +182,8 @@ async fn a_full_orders_bucket_takes_orders_again_once_settled_ones_expire() {
 /// A bucket made before settled orders expired (every `aegis up` state
 /// directory and chart release before it): the service still takes orders,
 /// kept without an expiry, and `aegis init`'s bounding turns expiry on in
-/// place, after which a restarted service's settled orders expire.
+/// place, after which a restarted service's settled orders expire, and
+/// so do those written before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bucket_made_before_expiry_is_turned_on_in_place() {
     let nats = server();
@@ -233,11 +248,94 @@ async fn a_bucket_made_before_expiry_is_turned_on_in_place() {
         },
     )
     .await;
-    // One written before is kept as it was written: without an expiry.
-    let kept: Order = call(&conn, "get_order", &json!({"order_id": before.order_id}))
+    // One written before is given its expiry by the new leader too.
+    eventually(
+        Duration::from_secs(20),
+        "the order written before the upgrade expires",
+        || async {
+            call::<Order>(&conn, "get_order", &json!({"order_id": before.order_id}))
+                .await
+                .is_err_and(|e| e.code() == ErrorCode::NotFound)
+        },
+    )
+    .await;
+
+    desk.shutdown().await.unwrap();
+    risk.shutdown().await.unwrap();
+    pricing.shutdown().await.unwrap();
+}
+
+/// What a version that kept every order left in the bucket is given an
+/// expiry too, or a bucket full of it before the upgrade stays full for
+/// good (found by the day-2 trial): the leader writes each settled order
+/// and claim written without one again, unchanged, expiring what is left
+/// of its time, so the full bucket takes orders again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_written_before_expiry_expire_after_the_upgrade() {
+    let nats = server();
+    let conn = connect(&nats.url()).await;
+    let js = conn.jetstream();
+    // Made as before, and small: filled by the old version's orders.
+    js.create_key_value(kv::Config {
+        bucket: order::ORDERS_BUCKET.into(),
+        history: 1,
+        max_bytes: 40 * 1024,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let pricing = start_pricing_without_publication(&conn).await;
+    let risk = start_order_risk(&conn).await;
+    let opts = || OrderOptions {
+        keep_settled: Duration::from_secs(2),
+        ..Default::default()
+    };
+    // Without per-value expiry the service keeps what it writes, as the
+    // old version did.
+    let desk = order::start(&conn, opts()).await.unwrap();
+    let mut before = Vec::new();
+    loop {
+        assert!(before.len() < 200, "a 40 KiB bucket took 200 orders");
+        match call::<Order>(
+            &conn,
+            "create_order",
+            &buy(&format!("old-{}", before.len())),
+        )
         .await
-        .unwrap();
-    assert_eq!(kept.order_id, before.order_id);
+        {
+            Ok(order) => before.push(order),
+            Err(_) => break,
+        }
+    }
+    let filled = tokio::time::Instant::now();
+    desk.shutdown().await.unwrap();
+    // Their time is up (at the first attempt; one still within it is
+    // written again, which a full bucket refuses until the next).
+    tokio::time::sleep_until(filled + opts().keep_settled).await;
+
+    // The upgrade: init turns expiry on, the new version starts.
+    aegis_trading::bound_buckets(js).await.unwrap();
+    let desk = order::start(&conn, opts()).await.unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the full bucket takes an order again",
+        || async {
+            call::<Order>(&conn, "create_order", &buy("after-upgrade"))
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "the old orders expired",
+        || async {
+            call::<Order>(&conn, "get_order", &json!({"order_id": before[0].order_id}))
+                .await
+                .is_err_and(|e| e.code() == ErrorCode::NotFound)
+        },
+    )
+    .await;
 
     desk.shutdown().await.unwrap();
     risk.shutdown().await.unwrap();

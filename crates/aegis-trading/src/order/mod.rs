@@ -62,7 +62,13 @@ pub mod model;
 pub mod store;
 mod term;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use aegis_contracts::trading::{ORDER_GROUP, ORDER_SERVICE, PRICING_SERVICE, RISK_SERVICE};
 use aegis_sdk::{
@@ -71,8 +77,8 @@ use aegis_sdk::{
     rpc::RequestContext,
 };
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tokio_util::{sync::CancellationToken, task::AbortOnDropHandle};
+use tracing::{info, warn};
 
 pub use model::{
     CreateOrder, GetOrder, ListOrders, MAX_LIST_LIMIT, Order, OrderList, OrderStatus, decide,
@@ -252,6 +258,16 @@ pub async fn start(conn: &Connection, opts: OrderOptions) -> Result<Running, Tra
             "Creates orders (idempotent by client_order_id); one active instance per group",
         )
         .instance_id(&instance_id)
+        // What an operator tunes (`aegis service order --help`), shown with
+        // the instance's record.
+        .metadata(
+            "keep_settled",
+            humantime::format_duration(opts.keep_settled).to_string(),
+        )
+        .metadata(
+            "expire_after",
+            humantime::format_duration(opts.expire_after).to_string(),
+        )
         // One leader serves; the others stand by, answer NOT_ACTIVE, and
         // take over when its lease lapses.
         .single_active(&opts.group)
@@ -286,6 +302,11 @@ pub async fn start(conn: &Connection, opts: OrderOptions) -> Result<Running, Tra
         .start()
         .await?;
     drop(stop_on_failure.disarm());
+    info!(
+        keep_settled = %humantime::format_duration(opts.keep_settled),
+        expire_after = %humantime::format_duration(opts.expire_after),
+        "keeping settled orders for keep_settled; a pending order waits expire_after for its retry"
+    );
     desk.counters.attach(service.metrics().clone());
     if let Some(election) = service.election() {
         // A write must start with at least the lease's safety margin left:
@@ -330,6 +351,11 @@ async fn recover_while_leading(
     stale_after: Duration,
     cancel: CancellationToken,
 ) {
+    // The expiry of what an older version left
+    // (`OrderStore::expire_written_before`): begun by a leadership, again
+    // by the next if it did not finish; aborted with the sweep.
+    let expiry_done = Arc::new(AtomicBool::new(false));
+    let mut expiry_given: Option<(tokio::time::Instant, AbortOnDropHandle<()>)> = None;
     loop {
         let role = roles.borrow_and_update().clone();
         let next = if let Role::Leader { epoch } = role {
@@ -377,6 +403,20 @@ async fn recover_while_leading(
             };
             match ready {
                 Ok(Some(caller)) => {
+                    if !expiry_done.load(Ordering::Acquire)
+                        && expiry_given.as_ref().is_none_or(|(begun, task)| {
+                            task.is_finished() && begun.elapsed() >= EXPIRY_RETRY
+                        })
+                    {
+                        let task = expire_written_before(
+                            desk.clone(),
+                            leadership.clone(),
+                            epoch,
+                            expiry_done.clone(),
+                        );
+                        let task = AbortOnDropHandle::new(tokio::spawn(task));
+                        expiry_given = Some((tokio::time::Instant::now(), task));
+                    }
                     tokio::select! {
                         () = cancel.cancelled() => return,
                         () = desk.resume_pending(&caller, stale_after, still_leading) => {}
@@ -401,6 +441,46 @@ async fn recover_while_leading(
             changed = roles.changed() => if changed.is_err() { return },
             () = sleep_or_forever(next) => {}
         }
+    }
+}
+
+/// How long after an attempt that did not go through the whole bucket
+/// [`expire_written_before`] is tried again.
+const EXPIRY_RETRY: Duration = Duration::from_secs(60);
+
+/// Gives an expiry to what a version that kept every order left in the
+/// bucket (`OrderStore::expire_written_before`) while this instance leads
+/// at `epoch`; sets `done` once it went through the whole bucket, and says
+/// what it did.
+async fn expire_written_before(
+    desk: Arc<Desk>,
+    leadership: Leadership,
+    epoch: u64,
+    done: Arc<AtomicBool>,
+) {
+    let leading = || leadership.serving_epoch() == Some(epoch);
+    let r = desk.store.expire_written_before(leading).await;
+    eprintln!("DEBUG expire {:?}", r.as_ref().map_err(|e| e.to_string()));
+    match r {
+        Ok(n) => {
+            if leading() {
+                done.store(true, Ordering::Release);
+            }
+            if n > 0 {
+                info!(
+                    bucket = ORDERS_BUCKET,
+                    written = n,
+                    "gave an expiry to the settled orders and claims written before the bucket \
+                     expired them"
+                );
+            }
+        }
+        Err(e) => warn!(
+            bucket = ORDERS_BUCKET,
+            error = %aegis_sdk::startup::Causes(&*e),
+            "could not give an expiry to all the orders written before the bucket expired them; \
+             tried again in a minute"
+        ),
     }
 }
 

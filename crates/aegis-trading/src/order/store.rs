@@ -52,6 +52,7 @@ use std::{
 use aegis_sdk::{Connection, feed::Feed, rpc::WireError};
 use async_nats::jetstream::{Message, consumer::DeliverPolicy};
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -517,6 +518,130 @@ impl OrderStore {
         Err(StoreError::Unavailable(format!(
             "cannot read the claim {key}"
         )))
+    }
+
+    /// Gives an expiry to what was written before the bucket took values
+    /// that expire (the bucket of a version that kept every order, turned
+    /// on in place by `aegis init`): each settled order and each claim
+    /// written without one, and only if it is still its key's last
+    /// revision, is removed (a delete marker that expires in turn) when
+    /// its time is up, or written again, unchanged, expiring what is left
+    /// of it. Without it such a bucket keeps them for good, and one full
+    /// before the upgrade stays full: a full bucket takes the small
+    /// markers in place of values (a key holds one message), which makes
+    /// room, but not a value written again, larger by its headers. Reads
+    /// every key's last message once, on a feed, while `go_on` holds;
+    /// returns how many it removed or wrote again, or an error when one
+    /// could not be (the next attempt goes through the bucket again). A
+    /// bucket that does not take expiring values is left.
+    pub(crate) async fn expire_written_before(
+        &self,
+        go_on: impl Fn() -> bool,
+    ) -> Result<usize, async_nats::Error> {
+        if !self.bucket.expiring() {
+            return Ok(0);
+        }
+        let info = self.bucket.kv.stream.get_info().await?;
+        if info.state.messages == 0 {
+            return Ok(0);
+        }
+        let subjects = format!("{}>", self.bucket.kv.prefix);
+        let mut feed = aegis_sdk::feed::feed(
+            &self.conn,
+            &self.bucket.kv.stream,
+            subjects,
+            DeliverPolicy::LastPerSubject,
+        )
+        .await;
+        let (mut written, mut full) = (0, 0);
+        while go_on() {
+            let Some(message) = feed.next().await else {
+                break;
+            };
+            let message = message?;
+            let info = message.info()?;
+            let (revision, pending) = (info.stream_sequence, info.pending);
+            let published = DateTime::from_timestamp_nanos(
+                i64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(i64::MAX),
+            );
+            match self.unexpiring(&message, published) {
+                None => {}
+                Some((key, None)) => {
+                    let removed = aegis_sdk::kv::remove_with_ttl(
+                        self.conn.jetstream(),
+                        &self.bucket.kv,
+                        key,
+                        aegis_sdk::kv::Marker::Delete,
+                        Some(revision),
+                        Some(crate::kv::MARKER_TTL),
+                    )
+                    .await;
+                    match removed {
+                        Ok(()) => written += 1,
+                        // Written since: by a flow that gives it its expiry.
+                        Err(e) if e.kind() == async_nats::jetstream::kv::DeleteErrorKind::WrongLastRevision => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Some((key, Some(ttl))) => {
+                    let value = message.payload.clone();
+                    match self
+                        .bucket
+                        .put_if_expiring(key, value, Expect::Revision(revision), Some(ttl))
+                        .await
+                    {
+                        Ok(_) => written += 1,
+                        Err(WriteError::Conflict) => {}
+                        // Left for the next attempt, by when its time may be
+                        // up, and the removals made room.
+                        Err(WriteError::Full) => full += 1,
+                        Err(WriteError::Failed(e)) => return Err(e),
+                    }
+                }
+            }
+            if pending == 0 {
+                break;
+            }
+        }
+        if full > 0 {
+            return Err(format!(
+                "{full} could not be written again in a full bucket ({written} done)"
+            )
+            .into());
+        }
+        Ok(written)
+    }
+
+    /// The key of `message` and the expiry to give it (`None`: its time is
+    /// up), when it is a settled order or a claim written without one.
+    fn unexpiring<'m>(
+        &self,
+        message: &'m Message,
+        published: DateTime<Utc>,
+    ) -> Option<(&'m str, Option<Duration>)> {
+        let headers = message.headers.as_ref();
+        if headers.is_some_and(|h| {
+            h.get(async_nats::header::NATS_MESSAGE_TTL).is_some() || crate::kv::removal(h)
+        }) {
+            return None;
+        }
+        let key = message
+            .subject
+            .strip_prefix(self.bucket.kv.prefix.as_str())?;
+        let (since, keep) = if key.starts_with("order.") {
+            let order: Order = serde_json::from_slice(&message.payload).ok()?;
+            if !(order.status.is_final() && order.announced) {
+                return None;
+            }
+            (order.updated_at, self.keep.settled)
+        } else if key.starts_with("client.") {
+            (published, self.keep.claims())
+        } else {
+            return None;
+        };
+        let age = (Utc::now() - since).to_std().unwrap_or_default();
+        let left = keep.saturating_sub(age);
+        Some((key, (left >= Duration::from_secs(1)).then_some(left)))
     }
 
     /// How long a settled order is kept.
