@@ -344,7 +344,11 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
             )
         });
         info!(service = %self.service, consumer = %name, pattern = %pattern, mode = ?self.mode, "subscribed to events");
-        Ok(EventSubscription { name, tasks })
+        Ok(EventSubscription {
+            name,
+            tasks,
+            stopping: false,
+        })
     }
 }
 
@@ -429,11 +433,27 @@ async fn process<T: DeserializeOwned>(
 /// its event redelivered at once: to another instance in compete mode, to
 /// this instance's next start in broadcast mode.
 /// To have no handler running past a point, call `shutdown` and await it.
+/// A drop without `shutdown` logs one WARN naming the consumer.
 #[derive(Debug)]
 #[must_use = "dropping the subscription stops taking events: bind it to a named variable (`let _sub = ...`, not `let _`) and call shutdown() to stop"]
 pub struct EventSubscription {
     name: String,
     tasks: Background,
+    /// Whether [`EventSubscription::shutdown`] was called: a drop without
+    /// it says so (see `Drop`).
+    stopping: bool,
+}
+
+impl Drop for EventSubscription {
+    fn drop(&mut self) {
+        if !self.stopping {
+            warn!(consumer = %self.name,
+                "event subscription {} dropped without shutdown(): it no longer takes events \
+                 (its durable consumer stays on the server, and events wait there); keep the \
+                 EventSubscription in a named variable and call shutdown() to stop",
+                self.name);
+        }
+    }
 }
 
 impl EventSubscription {
@@ -445,7 +465,8 @@ impl EventSubscription {
     /// Stops pulling and waits for the handlers in progress to finish and
     /// acknowledge their events; one still running after 10 s is abandoned
     /// and its event redelivered.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
+        self.stopping = true;
         self.tasks.stop().await;
     }
 }

@@ -55,7 +55,8 @@ const TELEMETRY_STOP: Duration = Duration::from_millis(600);
 /// A running service. Stop it with [`Service::shutdown`]; dropping it stops
 /// taking requests too, without waiting for the ones in flight, and a
 /// single-active leader does not resign: its lease lapses, as after a crash
-/// (see [`Election`]).
+/// (see [`Election`]). A drop without a graceful stop logs one WARN naming
+/// the service and instance.
 #[must_use = "dropping the Service stops it at once: bind it to a named variable (`let service = ...`, not `let _ = ...`) and call shutdown() or run_until_signal()"]
 pub struct Service {
     pub(super) client: async_nats::Client,
@@ -90,6 +91,9 @@ pub struct Service {
     /// Counts the service among the process's while it runs; its records,
     /// under which the lines of its own work are forwarded.
     pub(super) live: LiveService,
+    /// Whether a graceful stop began ([`Service::shutdown`] and the `run*`
+    /// methods): a drop without one says so (see `Drop`).
+    pub(super) stopping: bool,
 }
 
 impl fmt::Debug for Service {
@@ -287,6 +291,7 @@ impl Service {
 
     /// The body of [`shutdown`](Self::shutdown).
     async fn stop(mut self) -> Result<(), ServiceError> {
+        self.stopping = true;
         let deadline = clock::deadline(tokio::time::Instant::now(), self.shutdown_timeout);
         // Every step below is bounded, so a stop finishes within the
         // shutdown timeout whatever the state of NATS; what could not be
@@ -452,6 +457,14 @@ async fn wait_for_endpoints(
 
 impl Drop for Service {
     fn drop(&mut self) {
+        if !self.stopping {
+            warn!(service = %self.name, instance = %self.instance_id,
+                "service {}/{} dropped without shutdown(): it stopped without a graceful stop \
+                 (requests in flight are not waited for, a leader's lease lapses instead of \
+                 being handed over, and its record is removed or expires); keep the Service \
+                 in a named variable and call shutdown() or run_until_signal()",
+                self.name, self.instance_id);
+        }
         for task in [self.health_task.take(), self.control_task.take()]
             .into_iter()
             .flatten()

@@ -257,6 +257,7 @@ impl ServiceBuilder {
             shutdown_timeout: self.shutdown_timeout,
             metrics,
             live,
+            stopping: false,
         })
     }
 
