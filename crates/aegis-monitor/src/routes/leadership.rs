@@ -148,10 +148,13 @@ pub(crate) struct LeadershipTerm {
     /// The previous leader, when this term followed one in the window
     /// (never one across the unread middle of a truncated window).
     handover_from: Option<String>,
-    /// `notice` (measured from a goodbye), `disconnect` (measured from the
-    /// moment the old leader's connection closed, as the NATS server said;
-    /// with system account access) or `lastSeen` (an upper bound, from the
-    /// old leader's last metrics snapshot).
+    /// `notice` (measured from a goodbye), `restart` (measured from a
+    /// goodbye, but the new leader itself stopped after it and was started
+    /// again, as in a restart of the whole fleet: the time with no leader,
+    /// not how long a standby took to take over), `disconnect` (measured
+    /// from the moment the old leader's connection closed, as the NATS
+    /// server said; with system account access) or `lastSeen` (an upper
+    /// bound, from the old leader's last metrics snapshot).
     handover_basis: Option<String>,
 }
 
@@ -542,7 +545,19 @@ pub(crate) fn build_terms_since(
                         .map(|goodbye| goodbye.at)
                         .or(let_go.map(|(left, _)| left))
                         .or(last.ended_at);
-                    handover = Some((last.instance_id.clone(), "notice", left));
+                    // The new leader itself stopped after that: it was
+                    // restarted (as everything is in a restart of the
+                    // whole fleet), and the time is a restart's, not how
+                    // long a running standby took to take over.
+                    let restarted = left.is_some_and(|left| {
+                        sorted[..index].iter().any(|&(at, earlier)| {
+                            earlier.instance == r.instance
+                                && earlier.kind == Change::Stopped
+                                && at >= left
+                        })
+                    });
+                    let basis = if restarted { "restart" } else { "notice" };
+                    handover = Some((last.instance_id.clone(), basis, left));
                 }
                 let_go = None;
                 let (from, basis, ms) = match handover {
@@ -1018,6 +1033,35 @@ mod tests {
         assert_eq!(terms[1].handover_basis.as_deref(), Some("notice"));
         assert_eq!(terms[1].epoch, Some(9));
         assert_eq!(terms[1].ended_at, None);
+    }
+
+    /// A restart of the whole fleet (every instance stopped, then started
+    /// again 17 s later) is no hand-over of 17 s: the new leader was itself
+    /// stopped after the old one let go, so the figure is a restart's.
+    #[test]
+    fn a_leader_elected_after_its_own_restart_is_no_hand_over() {
+        let terms = build_terms(&[
+            rec(0, "a", Change::Elected, Some(5)),
+            rec(10_000, "a", Change::Resigned, Some(5)),
+            rec(10_001, "a", Change::Stopped, Some(5)),
+            rec(10_002, "b", Change::Stopped, None),
+            rec(10_003, "c", Change::Stopped, None),
+            rec(26_766, "c", Change::Elected, Some(90)),
+            rec(40_000, "c", Change::Resigned, Some(90)),
+            rec(40_001, "c", Change::Stopped, Some(90)),
+            rec(40_002, "a", Change::Stopped, None),
+            rec(59_530, "a", Change::Elected, Some(170)),
+            rec(70_000, "a", Change::Resigned, Some(170)),
+            rec(70_004, "b", Change::Elected, Some(180)),
+        ]);
+        assert_eq!(terms.len(), 4, "{terms:?}");
+        assert_eq!(terms[1].handover_from.as_deref(), Some("a"));
+        assert_eq!(terms[1].handover_ms, Some(16_766.0));
+        assert_eq!(terms[1].handover_basis.as_deref(), Some("restart"));
+        assert_eq!(terms[2].handover_basis.as_deref(), Some("restart"));
+        // A hand-over to a standby that kept running is one.
+        assert_eq!(terms[3].handover_basis.as_deref(), Some("notice"));
+        assert_eq!(terms[3].handover_ms, Some(4.0));
     }
 
     #[test]
