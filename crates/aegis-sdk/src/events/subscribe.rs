@@ -344,12 +344,78 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
             )
         });
         info!(service = %self.service, consumer = %name, pattern = %pattern, mode = ?self.mode, "subscribed to events");
+        if let Some(domains) = unmatched(self.events.conn.jetstream(), &pattern).await {
+            let held = if domains.is_empty() {
+                "it holds no event yet".to_owned()
+            } else {
+                format!("the domains it holds: {}", domains.join(", "))
+            };
+            let text = format!(
+                "no event in the {stream} stream matches the pattern {pattern} ({held}): check \
+                 its spelling; the subscription waits for such events all the same, and its \
+                 durable consumer stays until deleted (`nats consumer rm {stream} {name}`, or \
+                 JetStream's `$JS.API.CONSUMER.DELETE.{stream}.{name}`)",
+                stream = subjects::EVENTS_STREAM
+            );
+            // A domain the stream has never held, when it holds others, is
+            // most likely a slip; otherwise the events may not have come yet.
+            let domain = pattern.as_str().split('.').next().unwrap_or_default();
+            if !domains.is_empty() && domain != "*" && !domains.iter().any(|d| d == domain) {
+                warn!(service = %self.service, consumer = %name, "{text}");
+            } else {
+                info!(service = %self.service, consumer = %name, "{text}");
+            }
+        }
         Ok(EventSubscription {
             name,
             tasks,
             stopping: false,
         })
     }
+}
+
+/// How long looking up whether a pattern matches a stored event may take
+/// (it holds up the subscription's start).
+const MATCH_LOOKUP_LIMIT: Duration = Duration::from_secs(1);
+
+/// When the `EVENTS` stream holds no event on a subject `pattern`
+/// matches: the event domains it does hold, sorted (a hint that the
+/// pattern may be misspelt). `None` when one matches, for `>` (which
+/// matches anything), or when the stream cannot say within
+/// [`MATCH_LOOKUP_LIMIT`]. One stream info request with a subjects filter,
+/// and one more, for the domains, only when nothing matches.
+async fn unmatched(
+    js: &async_nats::jetstream::Context,
+    pattern: &EventPattern,
+) -> Option<Vec<String>> {
+    use futures::TryStreamExt;
+    if pattern.as_str() == ">" {
+        return None;
+    }
+    let lookup = async {
+        let stream = js.get_stream_no_info(subjects::EVENTS_STREAM).await.ok()?;
+        let mut matching = stream
+            .info_with_subjects(subjects::event_filter(pattern))
+            .await
+            .ok()?;
+        if matching.try_next().await.ok()?.is_some() {
+            return None;
+        }
+        let mut all = stream.info_with_subjects("events.>").await.ok()?;
+        let mut domains = Vec::new();
+        while let Some((subject, _)) = all.try_next().await.ok()? {
+            if let Some(domain) = subject.split('.').nth(1) {
+                domains.push(domain.to_owned());
+            }
+        }
+        domains.sort();
+        domains.dedup();
+        Some(domains)
+    };
+    tokio::time::timeout(MATCH_LOOKUP_LIMIT, lookup)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Delay before a failed event is offered again: grows with attempts, max 10 s.
