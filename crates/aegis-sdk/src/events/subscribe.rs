@@ -68,6 +68,14 @@ pub struct Event<T> {
 }
 
 /// The error a handler returns to have the event delivered again later.
+///
+/// Any error type that is `Error + Send + Sync + 'static` converts into it
+/// with `?` or `.into()`, `anyhow::Error` too: `work().await?` inside the
+/// handler works as is; return `Err(anyhow::anyhow!("db down").into())`
+/// rather than `Err(anyhow::anyhow!(...))`, and end a handler whose body
+/// is an `anyhow::Result<()>` with `.map_err(Into::into)` (see
+/// [`SubscriptionBuilder::handler`]). The handler's error type is fixed
+/// rather than generic so that `async { Ok(()) }` needs no annotation.
 pub type HandlerError = Box<dyn StdError + Send + Sync>;
 
 type BoxedHandler<T> = Arc<
@@ -228,7 +236,42 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
     }
 
     /// The handler: `Ok(())` acknowledges; `Err(_)` (or a panic) has the
-    /// event delivered again after a back-off.
+    /// event delivered again after a back-off. Its error is a
+    /// [`HandlerError`]; an `anyhow::Error` (or any other error type)
+    /// converts with `?` or `.into()`:
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_sdk::events::EventError> {
+    /// use aegis_sdk::events::{DeliveryMode, Event};
+    /// use serde_json::Value;
+    ///
+    /// async fn store(event: &Event<Value>) -> anyhow::Result<()> {
+    ///     anyhow::ensure!(event.payload.is_object(), "not an object");
+    ///     Ok(())
+    /// }
+    ///
+    /// let sub = conn
+    ///     .events()
+    ///     .subscribe::<Value>("risk-service", "order.*", DeliveryMode::Compete)
+    ///     .handler(|event: Event<Value>| async move {
+    ///         store(&event).await?; // anyhow::Error converts with `?`
+    ///         if event.delivered > 5 {
+    ///             return Err(anyhow::anyhow!("gave up on {}", event.subject).into());
+    ///         }
+    ///         Ok(())
+    ///     })
+    ///     .start()
+    ///     .await?;
+    /// // Or a handler whose body is an anyhow::Result<()>:
+    /// let sub2 = conn
+    ///     .events()
+    ///     .subscribe::<Value>("audit-service", "order.*", DeliveryMode::Compete)
+    ///     .handler(|event: Event<Value>| async move { store(&event).await.map_err(Into::into) })
+    ///     .start()
+    ///     .await?;
+    /// # sub.shutdown().await; sub2.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     pub fn handler<F, Fut>(mut self, f: F) -> Self
     where
         F: Fn(Event<T>) -> Fut + Send + Sync + 'static,
