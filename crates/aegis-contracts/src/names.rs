@@ -97,7 +97,10 @@ pub enum NameError {
         max: usize,
     },
     /// The first character is not allowed there.
-    #[error("{kind} must not start with {ch:?} (must match {})", .kind.pattern())]
+    ///
+    /// An uppercase letter, where the kind takes only lowercase ones, is
+    /// told as such: `service name must be lowercase: 'Q' at position 0`.
+    #[error("{}", not_allowed(*.kind, *.ch, None))]
     InvalidStart {
         /// Which kind of name.
         kind: NameKind,
@@ -113,9 +116,12 @@ pub enum NameError {
         ch: char,
     },
     /// A character is not allowed anywhere in this kind of name.
+    ///
+    /// An uppercase letter, where the kind takes only lowercase ones, is
+    /// told as such: `service name must be lowercase: 'S' at position 5`.
     #[error(
-        "{kind} must not contain {ch:?} (at position {position}; must match {})",
-        .kind.pattern()
+        "{}",
+        not_allowed(*.kind, *.ch, Some(*.position))
     )]
     InvalidChar {
         /// Which kind of name.
@@ -138,6 +144,24 @@ pub enum NameError {
         /// What is wrong with the pattern.
         reason: String,
     },
+}
+
+/// The message of a character `kind` does not take: at the start
+/// (`position` `None`) or at `position`. An uppercase letter is told as
+/// "must be lowercase" (every kind that refuses one takes its lowercase
+/// form there); any other character as not allowed there.
+fn not_allowed(kind: NameKind, ch: char, position: Option<usize>) -> String {
+    let pattern = kind.pattern();
+    match position {
+        _ if ch.is_ascii_uppercase() => format!(
+            "{kind} must be lowercase: {ch:?} at position {} (must match {pattern})",
+            position.unwrap_or(0)
+        ),
+        None => format!("{kind} must not start with {ch:?} (must match {pattern})"),
+        Some(at) => {
+            format!("{kind} must not contain {ch:?} (at position {at}; must match {pattern})")
+        }
+    }
 }
 
 /// Checks a service name: `^[a-z][a-z0-9-]{1,62}[a-z0-9]$` without `--`
@@ -429,5 +453,43 @@ mod tests {
         assert_eq!(Instance.to_string(), "instance id");
         assert_eq!(Domain.to_string(), "event domain");
         assert_eq!(Command.to_string(), "command name");
+    }
+
+    /// Tried as a new user would: "must not start with 'Q'" and "must not
+    /// contain 'S'" read as if the letter were banned.
+    #[test]
+    fn an_uppercase_letter_is_told_as_such() {
+        let pattern = Service.pattern();
+        assert_eq!(
+            validate_service_name("Quote-service")
+                .unwrap_err()
+                .to_string(),
+            format!("service name must be lowercase: 'Q' at position 0 (must match {pattern})")
+        );
+        assert_eq!(
+            validate_service_name("quoteService")
+                .unwrap_err()
+                .to_string(),
+            format!("service name must be lowercase: 'S' at position 5 (must match {pattern})")
+        );
+        assert!(
+            validate_event_domain("Quote")
+                .unwrap_err()
+                .to_string()
+                .starts_with("event domain must be lowercase: 'Q' at position 0")
+        );
+        // Other characters keep their words.
+        assert_eq!(
+            validate_service_name("quote.service")
+                .unwrap_err()
+                .to_string(),
+            format!("service name must not contain '.' (at position 5; must match {pattern})")
+        );
+        assert!(
+            validate_service_name("1quote")
+                .unwrap_err()
+                .to_string()
+                .starts_with("service name must not start with '1'")
+        );
     }
 }
