@@ -56,6 +56,7 @@ const STACKED =
 const handoverKey: Record<string, MessageKey> = {
   lastSeen: "timeline.handoverLastSeen",
   disconnect: "timeline.handoverDisconnect",
+  restart: "timeline.handoverRestart",
 };
 
 /** A leader of the group as the live view shows it: ACTIVE, not gone. */

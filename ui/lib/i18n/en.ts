@@ -280,6 +280,7 @@ export const en = {
   "timeline.handoverValue": "{ms} ms after {from} let go",
   "timeline.handoverLastSeen": "≤ {ms} ms after {from} was last seen",
   "timeline.handoverDisconnect": "{ms} ms after {from}'s connection closed",
+  "timeline.handoverRestart": "restarted: {ms} ms without a leader after {from} let go",
   "timeline.first": "first leader in the window",
   "timeline.afterUnread": "unknown: elected after the unread part of the window",
   "timeline.end.resigned": "resigned",

@@ -279,6 +279,7 @@ export const zhCN: Catalogue = {
   "timeline.handoverValue": "{from} 让出后 {ms} 毫秒",
   "timeline.handoverLastSeen": "{from} 最后可见后 ≤ {ms} 毫秒",
   "timeline.handoverDisconnect": "{from} 的连接关闭后 {ms} 毫秒",
+  "timeline.handoverRestart": "重启：{from} 让出后 {ms} 毫秒无领导者",
   "timeline.first": "窗口内第一个主节点",
   "timeline.afterUnread": "未知：在窗口中未读取的部分之后当选",
   "timeline.end.resigned": "主动让出",
