@@ -134,3 +134,55 @@ async fn a_method_the_service_does_not_list_names_the_ones_it_does() {
         "no instance of quote-service serves get_qoute (it has: get_quote, price_order)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_active_to_a_service_the_registry_has_no_record_of_says_so_at_its_deadline() {
+    let nats = server();
+    let client = connect(&nats.url()).await;
+    let _ledger = client
+        .service("ledger-service", "1.0.0")
+        .instance_id("ledger-1")
+        .single_active("default")
+        .handler(
+            "post_entry",
+            |v: Value| async move { Ok::<_, WireError>(v) },
+        )
+        .start()
+        .await
+        .unwrap();
+    let active = |service: &'static str| {
+        let client = client.clone();
+        async move {
+            client
+                .rpc()
+                .call_active::<_, Value>(
+                    service,
+                    "default",
+                    "post_entry",
+                    &json!({}),
+                    &CallOptions::timeout(Duration::from_secs(1)),
+                )
+                .await
+        }
+    };
+    eventually(Duration::from_secs(10), "the ledger leads", || async {
+        active("ledger-service").await.is_ok()
+    })
+    .await;
+
+    let err = active("ledgre-service").await.unwrap_err();
+    eprintln!("typo: {err} ({:?})", err.code());
+    assert_eq!(err.code(), ErrorCode::ServiceUnavailable, "{err}");
+    assert!(
+        matches!(&err, RpcError::NoLeader { similar: Some(similar), .. }
+            if similar == &["ledger-service".to_owned()]),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(message.contains("`default`"), "{message}");
+    assert!(message.contains("holds no record"), "{message}");
+    assert!(
+        message.contains("did you mean ledger-service?"),
+        "{message}"
+    );
+}

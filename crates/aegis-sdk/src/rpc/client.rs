@@ -491,7 +491,9 @@ impl RpcClient {
     /// # Errors
     /// [`RpcError`]: invalid names or options (before any I/O);
     /// [`RpcError::NoLeader`] when no leader appeared before the deadline
-    /// (or the last NOT_ACTIVE / no-responder error), or
+    /// (or the last NOT_ACTIVE / no-responder error; it says so when the
+    /// registry holds no record of the service's name, naming registered
+    /// services with a similar name), or
     /// [`RpcError::UnknownGroup`] then when the service's registered
     /// instances are in sticky groups but none was in `group`; at once,
     /// [`RpcError::NotSingleActive`] when they are in no sticky group, and
@@ -530,8 +532,15 @@ impl RpcClient {
             Some(Err(e)) => return Err(RpcError::Election(e)),
             None => return Err(RpcError::Election(ElectionError::NotSynced(call.timeout))),
         };
-        self.attempts(&call, &mut ToLeader::new(&self.conn, view.clone(), group))
+        match self
+            .attempts(&call, &mut ToLeader::new(&self.conn, view.clone(), group))
             .await
+        {
+            Err(e @ RpcError::NoLeader { .. }) => {
+                Err(super::slips::no_leader_named(&self.conn, e).await)
+            }
+            done => done,
+        }
     }
 
     /// Everything a call carries through its attempts; `named`: whether

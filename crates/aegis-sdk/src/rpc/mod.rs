@@ -225,7 +225,12 @@ pub enum RpcError {
     },
     /// [`RpcClient::call_active`]: no leader of the group was known before
     /// the deadline (none had won its election key); nothing was sent.
-    #[error("no leader of group `{group}` of {service} within {waited:?}")]
+    /// When the registry holds no record of the service's name at all, the
+    /// message says so and offers the registered services with a similar
+    /// name (`similar`), as [`RpcError::NoInstances`] does: ``no leader of
+    /// group `default` of ledgre-service within 1s: the registry holds no
+    /// record of that name; did you mean ledger-service?``.
+    #[error("{}", no_leader(.service, .group, *.waited, .similar.as_deref()))]
     NoLeader {
         /// The service called.
         service: String,
@@ -233,6 +238,11 @@ pub enum RpcError {
         group: String,
         /// How long the call waited for one.
         waited: Duration,
+        /// `Some` when the registry holds no record of the service's name
+        /// (none was ever kept, or none is left): the registered services
+        /// whose name is close to it, closest first (maybe none). `None`
+        /// when it holds one, or could not tell in time.
+        similar: Option<Vec<String>>,
     },
     /// [`RpcClient::call_active`]: no leader of the group appeared before
     /// the deadline, and the service's registered instances are in sticky
@@ -514,6 +524,22 @@ fn no_instances(service: &str, records: usize, similar: &[String]) -> String {
         (n, _) => {
             format!("no ACTIVE instance of {service} is registered ({n} records, none ACTIVE)")
         }
+    }
+}
+
+/// [`RpcError::NoLeader`]'s message.
+fn no_leader(service: &str, group: &str, waited: Duration, similar: Option<&[String]>) -> String {
+    let base = format!("no leader of group `{group}` of {service} within {waited:?}");
+    match similar {
+        None => base,
+        Some([]) => format!(
+            "{base}: the registry holds no record of that name (not started yet, or a misspelt \
+             name?)"
+        ),
+        Some(similar) => format!(
+            "{base}: the registry holds no record of that name; did you mean {}?",
+            similar.join(" or ")
+        ),
     }
 }
 

@@ -60,6 +60,37 @@ pub(super) async fn with_similar(conn: &Connection, err: RpcError, deadline: Ins
     }
 }
 
+/// `err` with, when it is a [`RpcError::NoLeader`] of a service the
+/// registry bucket holds no key of, the registered services whose name is
+/// close to it (looked up within [`NAMES_LIMIT`]: the call's deadline has
+/// passed). A service with a key, even one of a stopped instance, is not
+/// told as unknown.
+pub(super) async fn no_leader_named(conn: &Connection, err: RpcError) -> RpcError {
+    match err {
+        RpcError::NoLeader {
+            service,
+            group,
+            waited,
+            similar: None,
+        } => {
+            let names = tokio::time::timeout(NAMES_LIMIT, registered_services(conn))
+                .await
+                .ok()
+                .flatten();
+            let similar = names
+                .filter(|names| !names.contains(&service))
+                .map(|names| similar_names(&service, &names));
+            RpcError::NoLeader {
+                service,
+                group,
+                waited,
+                similar,
+            }
+        }
+        other => other,
+    }
+}
+
 /// The service names the registry bucket holds keys of (one stream info
 /// request with a subjects filter; none if the bucket is missing). Keys
 /// whose last entry deleted them count too: a service that stopped a

@@ -445,6 +445,7 @@ mod tests {
                 service: "order-service".into(),
                 group: "default".into(),
                 waited: Duration::from_secs(5),
+                similar: None,
             })),
             Said::NotPlaced("SERVICE_UNAVAILABLE".into())
         );
@@ -474,6 +475,7 @@ mod tests {
             service: "order-service".into(),
             group: "default".into(),
             waited: Duration::from_secs(5),
+            similar: None,
         }));
         tally.record(Duration::from_secs(5), &no_leader, false);
         tally.gave_up(&no_leader, "c-10");

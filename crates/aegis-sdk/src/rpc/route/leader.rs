@@ -284,6 +284,7 @@ impl Pick for ToLeader<'_> {
                         service: call.service.to_owned(),
                         group: self.group.clone(),
                         waited: call.started.elapsed().min(call.timeout),
+                        similar: None,
                     }));
             }
             if self.pending().is_none()
