@@ -1,6 +1,7 @@
 //! How long order-service keeps settled orders, against a real nats-server:
 //! a bounded `orders` bucket keeps taking orders once the settled ones it
-//! holds have expired, and a full one says so.
+//! holds have expired, and a full one says so; a bucket made before orders
+//! expired is turned to it in place, and what it held expires too.
 
 mod common;
 
@@ -11,30 +12,30 @@ use aegis_sdk::{
     Connection,
     rpc::{CallOptions, ErrorCode, RpcError},
 };
-use aegis_trading::order::{self, CreateOrder, Order, OrderOptions, OrderStatus};
+use aegis_trading::{
+    Running,
+    order::{self, CreateOrder, Order, OrderList, OrderOptions, OrderStatus},
+};
 use async_nats::jetstream::kv;
 use common::{connect, eventually, server, start_order_risk, start_pricing_without_publication};
-use serde_json::json;
+use serde_json::{Value, json};
+
+const PATIENCE: Duration = Duration::from_secs(20);
 
 async fn call<Res: serde::de::DeserializeOwned>(
     conn: &Connection,
     method: &str,
-    req: &serde_json::Value,
+    req: &Value,
 ) -> Result<Res, RpcError> {
+    let opts = CallOptions::default();
     let reply = conn
         .rpc()
-        .call_active(
-            ORDER_SERVICE,
-            ORDER_GROUP,
-            method,
-            req,
-            &CallOptions::default(),
-        )
+        .call_active(ORDER_SERVICE, ORDER_GROUP, method, req, &opts)
         .await?;
     Ok(reply.value)
 }
 
-fn buy(client_order_id: &str) -> serde_json::Value {
+fn buy(client_order_id: &str) -> Value {
     serde_json::to_value(CreateOrder {
         symbol: "AAPL".into(),
         side: Side::Buy,
@@ -45,19 +46,78 @@ fn buy(client_order_id: &str) -> serde_json::Value {
     .unwrap()
 }
 
-/// The `orders` bucket as `aegis init` makes it, but small: some forty
-/// orders fill it.
-async fn small_orders_bucket(conn: &Connection) {
+/// Whether `order_id` is gone from the order service (NOT_FOUND).
+async fn gone(conn: &Connection, order_id: &str) -> bool {
+    call::<Order>(conn, "get_order", &json!({ "order_id": order_id }))
+        .await
+        .is_err_and(|e| e.code() == ErrorCode::NotFound)
+}
+
+/// Makes the `orders` bucket of `max_bytes`: as `aegis init` makes it
+/// (`expiring`), or as it was made before settled orders expired.
+async fn orders_bucket(conn: &Connection, max_bytes: i64, expiring: bool) {
     conn.jetstream()
         .create_key_value(kv::Config {
             bucket: order::ORDERS_BUCKET.into(),
             history: 1,
-            max_bytes: 40 * 1024,
-            limit_markers: Some(Duration::from_secs(60)),
+            max_bytes,
+            limit_markers: expiring.then_some(Duration::from_secs(60)),
             ..Default::default()
         })
         .await
         .unwrap();
+}
+
+/// pricing, risk and order-service keeping settled orders for `keep`.
+struct Desk {
+    pricing: Running,
+    risk: Running,
+    order: Running,
+}
+
+fn keeping(keep: Duration) -> OrderOptions {
+    OrderOptions {
+        keep_settled: keep,
+        ..Default::default()
+    }
+}
+
+impl Desk {
+    async fn start(conn: &Connection, keep: Duration) -> Desk {
+        Desk {
+            pricing: start_pricing_without_publication(conn).await,
+            risk: start_order_risk(conn).await,
+            order: order::start(conn, keeping(keep)).await.unwrap(),
+        }
+    }
+
+    /// Stops order-service and starts it again (an upgrade).
+    async fn restart_order(self, conn: &Connection, keep: Duration) -> Desk {
+        self.order.shutdown().await.unwrap();
+        Desk {
+            order: order::start(conn, keeping(keep)).await.unwrap(),
+            ..self
+        }
+    }
+
+    async fn shutdown(self) {
+        self.order.shutdown().await.unwrap();
+        self.risk.shutdown().await.unwrap();
+        self.pricing.shutdown().await.unwrap();
+    }
+}
+
+/// Creates orders until one is refused: the orders taken, and the refusal.
+async fn fill(conn: &Connection, prefix: &str) -> (Vec<Order>, RpcError) {
+    let mut taken = Vec::new();
+    loop {
+        assert!(taken.len() < 200, "a small bucket took 200 orders");
+        let client_order_id = format!("{prefix}-{}", taken.len());
+        match call::<Order>(conn, "create_order", &buy(&client_order_id)).await {
+            Ok(order) => taken.push(order),
+            Err(e) => return (taken, e),
+        }
+    }
 }
 
 /// A desk left running fills any bound, however wide, if it keeps every
@@ -68,48 +128,22 @@ async fn small_orders_bucket(conn: &Connection) {
 async fn a_full_orders_bucket_takes_orders_again_once_settled_ones_expire() {
     let nats = server();
     let conn = connect(&nats.url()).await;
-    small_orders_bucket(&conn).await;
-    let pricing = start_pricing_without_publication(&conn).await;
-    let risk = start_order_risk(&conn).await;
-    let desk = order::start(
-        &conn,
-        OrderOptions {
-            keep_settled: Duration::from_secs(2),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    // Some forty orders fill it.
+    orders_bucket(&conn, 40 * 1024, true).await;
+    let desk = Desk::start(&conn, Duration::from_secs(2)).await;
 
     // What it keeps for is shown with its record.
     let reader = aegis_sdk::RegistryReader::start(&conn).await.unwrap();
-    eventually(
-        Duration::from_secs(10),
-        "the record names keep_settled",
-        || async {
-            reader.all().iter().any(|i| {
-                i.service_name == ORDER_SERVICE
-                    && i.metadata.get("keep_settled").and_then(|v| v.as_str()) == Some("2s")
-            })
-        },
-    )
+    eventually(PATIENCE, "the record names keep_settled", || async {
+        reader.all().iter().any(|i| {
+            i.service_name == ORDER_SERVICE
+                && i.metadata.get("keep_settled").and_then(|v| v.as_str()) == Some("2s")
+        })
+    })
     .await;
 
     // Fill the bucket: each order takes two keys of some 0.8 KiB together.
-    let mut taken = Vec::new();
-    let refused = loop {
-        assert!(taken.len() < 200, "a 40 KiB bucket took 200 orders");
-        match call::<Order>(
-            &conn,
-            "create_order",
-            &buy(&format!("fill-{}", taken.len())),
-        )
-        .await
-        {
-            Ok(order) => taken.push(order),
-            Err(e) => break e,
-        }
-    };
+    let (taken, refused) = fill(&conn, "fill").await;
     assert!(taken.len() >= 10, "only {} orders fit", taken.len());
     assert!(
         taken.iter().all(|o| o.status == OrderStatus::Filled),
@@ -121,10 +155,9 @@ async fn a_full_orders_bucket_takes_orders_again_once_settled_ones_expire() {
         "a full bucket is named as the cause: {said}"
     );
 
-    // Once the settled orders expired, orders are taken again, many more
-    // than the bucket holds at once.
+    // Once the settled orders expired, orders are taken again.
     eventually(
-        Duration::from_secs(20),
+        PATIENCE,
         "an order is taken once the settled ones expired",
         || async {
             call::<Order>(&conn, "create_order", &buy("after-expiry"))
@@ -136,47 +169,34 @@ async fn a_full_orders_bucket_takes_orders_again_once_settled_ones_expire() {
     // An expired order is gone: not read, and (once the index's watch has
     // seen its marker) not listed.
     let last = &taken[taken.len() - 1].order_id;
-    eventually(
-        Duration::from_secs(20),
-        "the last order taken expired",
-        || async {
-            call::<Order>(&conn, "get_order", &json!({"order_id": last}))
-                .await
-                .is_err_and(|e| e.code() == ErrorCode::NotFound)
-        },
-    )
+    eventually(PATIENCE, "the last order taken expired", || {
+        gone(&conn, last)
+    })
     .await;
-    let gone = call::<Order>(&conn, "get_order", &json!({"order_id": taken[0].order_id}))
-        .await
-        .unwrap_err();
-    assert_eq!(gone.code(), ErrorCode::NotFound);
+    let first = json!({ "order_id": taken[0].order_id });
+    let said = call::<Order>(&conn, "get_order", &first).await.unwrap_err();
+    assert_eq!(said.code(), ErrorCode::NotFound);
     assert_eq!(
-        gone.remote().and_then(|w| w.details.clone()),
+        said.remote().and_then(|w| w.details.clone()),
         Some(json!({ "kept_for_secs": 2 })),
-        "a reader can tell an order that may have expired: {gone:?}"
+        "a reader can tell an order that may have expired: {said:?}"
     );
     assert!(
-        gone.to_string().contains("settled orders are kept for 2s"),
-        "{gone}"
+        said.to_string().contains("settled orders are kept for 2s"),
+        "{said}"
     );
-    eventually(
-        Duration::from_secs(20),
-        "expired orders leave the listing",
-        || async {
-            let listed: order::OrderList = call(&conn, "list_orders", &json!({"limit": 1000}))
-                .await
-                .unwrap();
-            listed
-                .orders
-                .iter()
-                .all(|o| !taken.iter().any(|t| t.order_id == o.order_id))
-        },
-    )
+    eventually(PATIENCE, "expired orders leave the listing", || async {
+        let listed: OrderList = call(&conn, "list_orders", &json!({"limit": 1000}))
+            .await
+            .unwrap();
+        listed
+            .orders
+            .iter()
+            .all(|o| !taken.iter().any(|t| t.order_id == o.order_id))
+    })
     .await;
 
-    desk.shutdown().await.unwrap();
-    risk.shutdown().await.unwrap();
-    pricing.shutdown().await.unwrap();
+    desk.shutdown().await;
 }
 
 /// A bucket made before settled orders expired (every `aegis up` state
@@ -189,32 +209,18 @@ async fn a_bucket_made_before_expiry_is_turned_on_in_place() {
     let nats = server();
     let conn = connect(&nats.url()).await;
     let js = conn.jetstream();
-    js.create_key_value(kv::Config {
-        bucket: order::ORDERS_BUCKET.into(),
-        history: 1,
-        max_bytes: aegis_trading::ORDERS.max_bytes,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let pricing = start_pricing_without_publication(&conn).await;
-    let risk = start_order_risk(&conn).await;
-    let opts = || OrderOptions {
-        keep_settled: Duration::from_secs(1),
-        ..Default::default()
-    };
-    let desk = order::start(&conn, opts()).await.unwrap();
+    orders_bucket(&conn, aegis_trading::ORDERS.max_bytes, false).await;
+    let keep = Duration::from_secs(1);
+    let desk = Desk::start(&conn, keep).await;
     let before: Order = call(&conn, "create_order", &buy("before-upgrade"))
         .await
         .unwrap();
-    desk.shutdown().await.unwrap();
 
     let done = aegis_trading::bound_buckets(js).await.unwrap();
-    let (stream, bound) = done
+    let (_, bound) = done
         .iter()
         .find(|(name, _)| name == "KV_orders")
         .expect("the orders bucket was changed");
-    assert_eq!(stream, "KV_orders");
     for change in ["per-value expiry off -> on", "expiry markers none -> 60s"] {
         assert!(
             bound.changes.iter().any(|c| c == change),
@@ -234,88 +240,51 @@ async fn a_bucket_made_before_expiry_is_turned_on_in_place() {
         "a second bounding changes nothing"
     );
 
-    let desk = order::start(&conn, opts()).await.unwrap();
+    let desk = desk.restart_order(&conn, keep).await;
     let after: Order = call(&conn, "create_order", &buy("after-upgrade"))
         .await
         .unwrap();
     eventually(
-        Duration::from_secs(20),
+        PATIENCE,
         "an order settled after the upgrade expires",
-        || async {
-            call::<Order>(&conn, "get_order", &json!({"order_id": after.order_id}))
-                .await
-                .is_err_and(|e| e.code() == ErrorCode::NotFound)
-        },
+        || gone(&conn, &after.order_id),
     )
     .await;
     // One written before is given its expiry by the new leader too.
     eventually(
-        Duration::from_secs(20),
+        PATIENCE,
         "the order written before the upgrade expires",
-        || async {
-            call::<Order>(&conn, "get_order", &json!({"order_id": before.order_id}))
-                .await
-                .is_err_and(|e| e.code() == ErrorCode::NotFound)
-        },
+        || gone(&conn, &before.order_id),
     )
     .await;
 
-    desk.shutdown().await.unwrap();
-    risk.shutdown().await.unwrap();
-    pricing.shutdown().await.unwrap();
+    desk.shutdown().await;
 }
 
 /// What a version that kept every order left in the bucket is given an
 /// expiry too, or a bucket full of it before the upgrade stays full for
-/// good (found by the day-2 trial): the leader writes each settled order
-/// and claim written without one again, unchanged, expiring what is left
-/// of its time, so the full bucket takes orders again.
+/// good (found by the day-2 trial): the new leader removes what has had
+/// its time, and gives the rest what is left of it, so the full bucket
+/// takes orders again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_written_before_expiry_expire_after_the_upgrade() {
     let nats = server();
     let conn = connect(&nats.url()).await;
-    let js = conn.jetstream();
-    // Made as before, and small: filled by the old version's orders.
-    js.create_key_value(kv::Config {
-        bucket: order::ORDERS_BUCKET.into(),
-        history: 1,
-        max_bytes: 40 * 1024,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let pricing = start_pricing_without_publication(&conn).await;
-    let risk = start_order_risk(&conn).await;
-    let opts = || OrderOptions {
-        keep_settled: Duration::from_secs(2),
-        ..Default::default()
-    };
-    // Without per-value expiry the service keeps what it writes, as the
-    // old version did.
-    let desk = order::start(&conn, opts()).await.unwrap();
-    let mut before = Vec::new();
-    loop {
-        assert!(before.len() < 200, "a 40 KiB bucket took 200 orders");
-        match call::<Order>(
-            &conn,
-            "create_order",
-            &buy(&format!("old-{}", before.len())),
-        )
-        .await
-        {
-            Ok(order) => before.push(order),
-            Err(_) => break,
-        }
-    }
-    let filled = tokio::time::Instant::now();
-    desk.shutdown().await.unwrap();
-    // Their time is up (at the first attempt; one still within it is
-    // written again, which a full bucket refuses until the next).
-    tokio::time::sleep_until(filled + opts().keep_settled).await;
+    // Made as before, and small: filled by the old version's orders (on a
+    // bucket without per-value expiry, the service keeps what it writes).
+    orders_bucket(&conn, 40 * 1024, false).await;
+    let keep = Duration::from_secs(2);
+    let desk = Desk::start(&conn, keep).await;
+    let (before, _) = fill(&conn, "old").await;
+    // Their time is up at the first attempt (one still within it would be
+    // written again, which a full bucket refuses until the next attempt).
+    tokio::time::sleep_until(tokio::time::Instant::now() + keep).await;
 
     // The upgrade: init turns expiry on, the new version starts.
-    aegis_trading::bound_buckets(js).await.unwrap();
-    let desk = order::start(&conn, opts()).await.unwrap();
+    aegis_trading::bound_buckets(conn.jetstream())
+        .await
+        .unwrap();
+    let desk = desk.restart_order(&conn, keep).await;
     eventually(
         Duration::from_secs(30),
         "the full bucket takes an order again",
@@ -326,18 +295,10 @@ async fn orders_written_before_expiry_expire_after_the_upgrade() {
         },
     )
     .await;
-    eventually(
-        Duration::from_secs(20),
-        "the old orders expired",
-        || async {
-            call::<Order>(&conn, "get_order", &json!({"order_id": before[0].order_id}))
-                .await
-                .is_err_and(|e| e.code() == ErrorCode::NotFound)
-        },
-    )
+    eventually(PATIENCE, "the old orders expired", || {
+        gone(&conn, &before[0].order_id)
+    })
     .await;
 
-    desk.shutdown().await.unwrap();
-    risk.shutdown().await.unwrap();
-    pricing.shutdown().await.unwrap();
+    desk.shutdown().await;
 }

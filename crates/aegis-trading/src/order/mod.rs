@@ -360,6 +360,22 @@ async fn recover_while_leading(
         let role = roles.borrow_and_update().clone();
         let next = if let Role::Leader { epoch } = role {
             let still_leading = || leadership.serving_epoch() == Some(epoch);
+            // Before the fence: in a bucket full of what an older version
+            // kept, the fence cannot be written until this made room.
+            if !expiry_done.load(Ordering::Acquire)
+                && expiry_given.as_ref().is_none_or(|(begun, task)| {
+                    task.is_finished() && begun.elapsed() >= EXPIRY_RETRY
+                })
+            {
+                let task = expire_written_before(
+                    desk.clone(),
+                    leadership.clone(),
+                    epoch,
+                    expiry_done.clone(),
+                );
+                let task = AbortOnDropHandle::new(tokio::spawn(task));
+                expiry_given = Some((tokio::time::Instant::now(), task));
+            }
             let ready = async {
                 // Fence the old leader out before reading what it left:
                 // learning its term, this leader takes the fence.
@@ -403,20 +419,6 @@ async fn recover_while_leading(
             };
             match ready {
                 Ok(Some(caller)) => {
-                    if !expiry_done.load(Ordering::Acquire)
-                        && expiry_given.as_ref().is_none_or(|(begun, task)| {
-                            task.is_finished() && begun.elapsed() >= EXPIRY_RETRY
-                        })
-                    {
-                        let task = expire_written_before(
-                            desk.clone(),
-                            leadership.clone(),
-                            epoch,
-                            expiry_done.clone(),
-                        );
-                        let task = AbortOnDropHandle::new(tokio::spawn(task));
-                        expiry_given = Some((tokio::time::Instant::now(), task));
-                    }
                     tokio::select! {
                         () = cancel.cancelled() => return,
                         () = desk.resume_pending(&caller, stale_after, still_leading) => {}
@@ -459,9 +461,7 @@ async fn expire_written_before(
     done: Arc<AtomicBool>,
 ) {
     let leading = || leadership.serving_epoch() == Some(epoch);
-    let r = desk.store.expire_written_before(leading).await;
-    eprintln!("DEBUG expire {:?}", r.as_ref().map_err(|e| e.to_string()));
-    match r {
+    match desk.store.expire_written_before(leading).await {
         Ok(n) => {
             if leading() {
                 done.store(true, Ordering::Release);
