@@ -224,7 +224,14 @@ fn not_answered(err: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// Whether `found` holds for `err` or any error it wraps.
-pub(crate) fn any_cause(
+///
+/// ```
+/// use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+///
+/// let e = PublishError::new(PublishErrorKind::TimedOut);
+/// assert!(aegis_sdk::streams::any_cause(&e, |c| c.downcast_ref::<PublishError>().is_some()));
+/// ```
+pub fn any_cause(
     err: &(dyn std::error::Error + 'static),
     found: impl Fn(&(dyn std::error::Error + 'static)) -> bool,
 ) -> bool {

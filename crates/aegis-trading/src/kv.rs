@@ -321,7 +321,7 @@ impl Bucket {
         key: &str,
     ) -> Result<Option<(u64, Option<Bytes>)>, async_nats::Error> {
         Ok(self.last_message(key).await?.map(|msg| {
-            let removed = removal(&msg.headers);
+            let removed = aegis_sdk::kv::removal_of(&msg.headers).is_some();
             (msg.sequence, (!removed).then_some(msg.payload))
         }))
     }
@@ -438,7 +438,6 @@ impl Bucket {
             value.clone(),
         )
         .await;
-        let value_again = value;
         match ack {
             Ok(ack) => Ok(ack.sequence),
             Err(e) if refused(&e) => match self.written_by(key, &id.to_string()).await {
@@ -458,7 +457,7 @@ impl Bucket {
                          per-value expiry): values are kept for good until `aegis init` turns it on"
                     );
                 }
-                Box::pin(self.put_if_expiring(key, value_again, expect, None)).await
+                Box::pin(self.put_if_expiring(key, value, expect, None)).await
             }
             Err(e) if full(&e) => Err(WriteError::Full),
             Err(e) => Err(WriteError::Failed(e.into())),
@@ -569,24 +568,9 @@ fn jetstream_error(
     e: &jetstream::context::PublishError,
     found: impl Fn(&jetstream::Error) -> bool,
 ) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cause {
-        if c.downcast_ref::<jetstream::Error>().is_some_and(&found) {
-            return true;
-        }
-        cause = c.source();
-    }
-    false
-}
-
-/// Whether a key's last message says the key is gone: a delete or purge
-/// (`KV-Operation`), or the marker the server leaves when a value expired
-/// (`Nats-Marker-Reason`).
-pub(crate) fn removal(headers: &async_nats::HeaderMap) -> bool {
-    headers.get("Nats-Marker-Reason").is_some()
-        || headers
-            .get("KV-Operation")
-            .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"))
+    aegis_sdk::streams::any_cause(e, |c| {
+        c.downcast_ref::<jetstream::Error>().is_some_and(&found)
+    })
 }
 
 #[cfg(test)]

@@ -193,11 +193,7 @@ pub(crate) async fn read_key(
         }
     };
     // A delete or purge marker, or the server's marker of an expired key.
-    let removed = message.headers.get("Nats-Marker-Reason").is_some()
-        || message
-            .headers
-            .get("KV-Operation")
-            .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
+    let removed = aegis_sdk::kv::removal_of(&message.headers).is_some();
     Ok(change_of(
         &key,
         (!removed).then_some(&message.payload[..]),

@@ -51,13 +51,12 @@ use tracing::{debug, warn};
 use crate::{
     Connection,
     feed::{FeedBroken, feed},
-    kv_watch::removal_of,
 };
 
 mod mirror;
 mod shared;
 
-pub use crate::kv_watch::Removal;
+pub use crate::kv_watch::{Removal, removal_of};
 pub use mirror::{MirrorError, Mirrored, MirroredEntry, mirror};
 pub use shared::{
     DEFINITIONS, ELECTIONS, LockDown, REGISTRY, SHARED_BUCKETS, SharedBucket,

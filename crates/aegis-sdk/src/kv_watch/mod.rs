@@ -160,8 +160,15 @@ pub enum Removal {
 
 /// Whether a stored message removes its key, and how: the server's limit
 /// marker for an expired TTL (`Nats-Marker-Reason: MaxAge`), a purge, or a
-/// delete.
-pub(crate) fn removal_of(headers: &async_nats::HeaderMap) -> Option<Removal> {
+/// delete. For readers of a bucket's raw messages (a feed, a stream read).
+///
+/// ```
+/// let mut headers = async_nats::HeaderMap::new();
+/// headers.insert("Nats-Marker-Reason", "MaxAge");
+/// assert_eq!(aegis_sdk::kv::removal_of(&headers), Some(aegis_sdk::kv::Removal::Expired));
+/// assert_eq!(aegis_sdk::kv::removal_of(&async_nats::HeaderMap::new()), None);
+/// ```
+pub fn removal_of(headers: &async_nats::HeaderMap) -> Option<Removal> {
     if let Some(marker) = headers.get(HEADER_MARKER_REASON) {
         return Some(match marker.as_str() {
             "MaxAge" => Removal::Expired,

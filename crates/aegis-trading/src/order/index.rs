@@ -99,7 +99,7 @@ impl Index {
         {
             return;
         }
-        if order.status.is_final() && order.announced {
+        if order.is_settled() {
             self.unsettled.remove(&order.order_id);
         } else {
             self.unsettled.insert(

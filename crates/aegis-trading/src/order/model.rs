@@ -295,6 +295,13 @@ impl Order {
         }
     }
 
+    /// Whether it is settled: decided and its outcome announced. Nothing
+    /// more happens to it; it expires from the store `keep_settled` after
+    /// the write that settled it.
+    pub fn is_settled(&self) -> bool {
+        self.status.is_final() && self.announced
+    }
+
     /// The `events.order.filled` payload, for a filled order.
     pub fn filled_event(&self) -> Option<OrderFilled> {
         Some(OrderFilled {

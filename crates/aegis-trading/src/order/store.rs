@@ -49,7 +49,7 @@ use std::{
     time::Duration,
 };
 
-use aegis_sdk::{Connection, feed::Feed, rpc::WireError};
+use aegis_sdk::{Connection, feed::Feed, kv::removal_of, rpc::WireError};
 use async_nats::jetstream::{Message, consumer::DeliverPolicy};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -343,7 +343,7 @@ impl OrderStore {
             .subject
             .strip_prefix(self.bucket.kv.prefix.as_str())
             .unwrap_or_default();
-        let removed = message.headers.as_ref().is_some_and(crate::kv::removal);
+        let removed = message.headers.as_ref().and_then(removal_of).is_some();
         if let Some(order_id) = key.strip_prefix("order.") {
             if removed {
                 // Expired (or deleted by hand): gone from the store, so
@@ -621,7 +621,7 @@ impl OrderStore {
     ) -> Option<(&'m str, Option<Duration>)> {
         let headers = message.headers.as_ref();
         if headers.is_some_and(|h| {
-            h.get(async_nats::header::NATS_MESSAGE_TTL).is_some() || crate::kv::removal(h)
+            h.get(async_nats::header::NATS_MESSAGE_TTL).is_some() || removal_of(h).is_some()
         }) {
             return None;
         }
@@ -630,7 +630,7 @@ impl OrderStore {
             .strip_prefix(self.bucket.kv.prefix.as_str())?;
         let (since, keep) = if key.starts_with("order.") {
             let order: Order = serde_json::from_slice(&message.payload).ok()?;
-            if !(order.status.is_final() && order.announced) {
+            if !order.is_settled() {
                 return None;
             }
             (order.updated_at, self.keep.settled)
@@ -723,7 +723,7 @@ impl OrderStore {
         // The read (and the wait) took time; the lease may have run short.
         self.fence.check_lease(epoch)?;
         // Settled, it expires (the module's docs); until then it stays.
-        let settled = order.status.is_final() && order.announced;
+        let settled = order.is_settled();
         let written = self
             .bucket
             .put_if_expiring(
