@@ -5,28 +5,13 @@
 
 mod common;
 
-use std::{path::Path, time::Duration};
+use std::path::Path;
 
-use common::{Proc, free_up_ports};
+use common::Proc;
 
 /// `aegis up --single-node` with one pricing instance, once it is up.
 fn up(state: &Path) -> Proc {
-    let (base, api) = free_up_ports();
-    let mut up = Proc::spawn(&[
-        "up",
-        "--single-node",
-        "--no-ui-build",
-        "--instances",
-        "order=0,pricing=1,risk=0",
-        "--base-port",
-        &base.to_string(),
-        "--api-port",
-        &api.to_string(),
-        "--state-dir",
-        state.to_str().unwrap(),
-    ]);
-    up.wait_for("Ctrl-C stops everything", Duration::from_secs(180));
-    up
+    Proc::up_single_node("order=0,pricing=1,risk=0", state)
 }
 
 /// Runs the printed `command` (starting with `aegis `) in a shell, from a

@@ -10,27 +10,12 @@ mod common;
 
 use std::{path::Path, time::Duration};
 
-use common::{Proc, free_up_ports, pids};
+use common::{Proc, pids};
 use nix::sys::signal::Signal;
 
 /// `aegis up --single-node` with one pricing instance, once it is up.
 fn up(state: &Path) -> Proc {
-    let (base, api) = free_up_ports();
-    let mut up = Proc::spawn(&[
-        "up",
-        "--single-node",
-        "--no-ui-build",
-        "--instances",
-        "order=0,pricing=1,risk=0",
-        "--base-port",
-        &base.to_string(),
-        "--api-port",
-        &api.to_string(),
-        "--state-dir",
-        state.to_str().unwrap(),
-    ]);
-    up.wait_for("Ctrl-C stops everything", Duration::from_secs(180));
-    up
+    Proc::up_single_node("order=0,pricing=1,risk=0", state)
 }
 
 fn pid_of(state: &Path, name: &str) -> i32 {

@@ -145,6 +145,28 @@ impl Proc {
         up
     }
 
+    /// `aegis up --single-node --no-ui-build` on free ports, with
+    /// `instances` and its state in `state`, once it says it is up.
+    #[allow(dead_code)] // Not every test binary that includes this module starts one.
+    pub fn up_single_node(instances: &str, state: &Path) -> Proc {
+        let (base, api) = free_up_ports();
+        let mut up = Proc::spawn(&[
+            "up",
+            "--single-node",
+            "--no-ui-build",
+            "--instances",
+            instances,
+            "--base-port",
+            &base.to_string(),
+            "--api-port",
+            &api.to_string(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ]);
+        up.wait_for("Ctrl-C stops everything", Duration::from_secs(180));
+        up
+    }
+
     /// Waits for an output line containing `needle`.
     pub fn wait_for(&mut self, needle: &str, within: Duration) {
         let deadline = Instant::now() + within;
