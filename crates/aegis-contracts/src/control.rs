@@ -29,6 +29,15 @@ pub const METADATA_STATUS_REASON: &str = "statusReason";
 /// The registry record's metadata key saying since when (RFC 3339 UTC) the
 /// instance has been UNHEALTHY for that reason; absent while healthy.
 pub const METADATA_STATUS_SINCE: &str = "statusSince";
+/// The registry record's metadata key holding what the instance's own
+/// health check said of its failure (a short sentence in the service's
+/// words, e.g. "the order store is full: 1.0 MiB of 1.0 MiB"); present
+/// only while the record says UNHEALTHY with reason `health_check` and the
+/// check gave a reason, at most [`STATUS_DETAIL_MAX_CHARS`] characters.
+pub const METADATA_STATUS_DETAIL: &str = "statusDetail";
+/// The longest [`METADATA_STATUS_DETAIL`] a record carries; a longer text
+/// is cut at a character boundary and ends with `…`.
+pub const STATUS_DETAIL_MAX_CHARS: usize = 200;
 
 /// The registry record's metadata key holding the delay (milliseconds, a
 /// number) an operator's `slow` drill adds before every handler of the
