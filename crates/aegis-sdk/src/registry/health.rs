@@ -3,7 +3,10 @@
 //! chaos unhealthy`, possibly time-limited). The record says UNHEALTHY while
 //! either holds, with the reason and since when in its metadata
 //! (`statusReason`, `statusSince`), so the monitor and `aegis status` can
-//! say why.
+//! say why. A check that gives a reason for its failure
+//! ([`health_check_with_reason`](crate::rpc::server::ServiceBuilder::health_check_with_reason))
+//! has it said too (`statusDetail`, at most
+//! [`STATUS_DETAIL_MAX_CHARS`] characters) while that reason holds.
 //!
 //! Failed registry writes are not part of it: they are a fact about the
 //! registry, not about the instance. After an outage of the registry's
@@ -15,6 +18,7 @@
 //!
 //! Pure logic on explicit clocks, so the rules are tested without NATS.
 
+use aegis_contracts::control::STATUS_DETAIL_MAX_CHARS;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
@@ -30,6 +34,13 @@ pub struct Health {
     pub since: Option<DateTime<Utc>>,
     /// The health check's failures in a row (0 when the last one passed).
     pub failed_checks: u32,
+    /// What the last failed health check said of its failure (trimmed, and
+    /// cut to [`STATUS_DETAIL_MAX_CHARS`] characters ending with `…`);
+    /// `None` while the check passes, or when it gave no reason (a check
+    /// made with `health_check` answers only `false`). The record carries
+    /// it (metadata `statusDetail`) while `reason` is
+    /// [`UnhealthyReason::HealthCheck`].
+    pub detail: Option<String>,
     /// When the operator's time-limited verdict ends (`None`: no verdict,
     /// or one without an end).
     pub forced_until: Option<DateTime<Utc>>,
@@ -55,6 +66,7 @@ struct Forced {
 pub(crate) struct Tracker {
     forced: Option<Forced>,
     failed_checks: u32,
+    detail: Option<String>,
     current: Option<(UnhealthyReason, DateTime<Utc>)>,
 }
 
@@ -64,13 +76,19 @@ impl Tracker {
         self.forced = until.map(|until| Forced { until });
     }
 
-    /// Records one health check result.
-    pub(crate) fn check(&mut self, healthy: bool) {
-        self.failed_checks = if healthy {
-            0
-        } else {
-            self.failed_checks.saturating_add(1)
-        };
+    /// Records one health check result: passed, or failed with what it
+    /// said (`None`: nothing).
+    pub(crate) fn check(&mut self, result: Result<(), Option<String>>) {
+        match result {
+            Ok(()) => {
+                self.failed_checks = 0;
+                self.detail = None;
+            }
+            Err(said) => {
+                self.failed_checks = self.failed_checks.saturating_add(1);
+                self.detail = said.as_deref().and_then(cut_detail);
+            }
+        }
     }
 
     pub(crate) fn failed_checks(&self) -> u32 {
@@ -111,8 +129,29 @@ impl Tracker {
             reason: self.current.map(|(r, _)| r),
             since: self.current.map(|(_, at)| at),
             failed_checks: self.failed_checks,
+            detail: self.detail.clone(),
             forced_until: self.forced.and_then(|f| f.until).map(|(_, at)| at),
             forced: self.forced.is_some(),
+        }
+    }
+}
+
+/// `text` as a record carries it: trimmed, `None` when nothing is left,
+/// and cut at a character boundary to [`STATUS_DETAIL_MAX_CHARS`]
+/// characters, the last of them `…`, when longer.
+pub(crate) fn cut_detail(text: &str) -> Option<String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    match text.char_indices().nth(STATUS_DETAIL_MAX_CHARS) {
+        None => Some(text.to_owned()),
+        Some(_) => {
+            let (end, _) = text
+                .char_indices()
+                .nth(STATUS_DETAIL_MAX_CHARS - 1)
+                .expect("longer than the bound");
+            Some(format!("{}…", text[..end].trim_end()))
         }
     }
 }
@@ -131,7 +170,7 @@ mod tests {
         t.settle(t0, w0);
         assert!(t.health().is_healthy());
 
-        t.check(false);
+        t.check(Err(None));
         t.settle(t0, w0);
         assert_eq!(t.health().reason, Some(UnhealthyReason::HealthCheck));
         assert_eq!(t.health().since, Some(w0));
@@ -151,7 +190,7 @@ mod tests {
         assert_eq!(t.health().reason, Some(UnhealthyReason::HealthCheck));
         assert!(!t.health().forced);
 
-        t.check(true);
+        t.check(Ok(()));
         t.settle(until, w1);
         assert!(t.health().is_healthy());
         assert_eq!(t.health().since, None);
@@ -162,11 +201,72 @@ mod tests {
         let t0 = Instant::now();
         let w0 = Utc::now();
         let mut t = Tracker::default();
-        t.check(false);
+        t.check(Err(None));
         t.settle(t0, w0);
-        t.check(false);
+        t.check(Err(None));
         t.settle(t0, w0 + chrono::Duration::seconds(3));
         assert_eq!(t.health().since, Some(w0));
         assert_eq!(t.health().failed_checks, 2);
+    }
+
+    #[test]
+    fn a_failed_check_keeps_what_it_said_until_it_passes() {
+        let t0 = Instant::now();
+        let w0 = Utc::now();
+        let mut t = Tracker::default();
+        t.check(Err(Some(
+            "  the store is full: 1.0 MiB of 1.0 MiB\n".into(),
+        )));
+        t.settle(t0, w0);
+        let h = t.health();
+        assert_eq!(h.reason, Some(UnhealthyReason::HealthCheck));
+        assert_eq!(
+            h.detail.as_deref(),
+            Some("the store is full: 1.0 MiB of 1.0 MiB")
+        );
+
+        // The newest text is the one kept; a failure that says nothing
+        // (an overrun of a bool check) says nothing.
+        t.check(Err(Some("the store is full: 1.1 MiB of 1.0 MiB".into())));
+        assert_eq!(
+            t.health().detail.as_deref(),
+            Some("the store is full: 1.1 MiB of 1.0 MiB")
+        );
+        t.check(Err(None));
+        assert_eq!(t.health().detail, None);
+        t.check(Err(Some("   ".into())));
+        assert_eq!(t.health().detail, None, "a blank text is no reason");
+
+        // Under an operator's verdict the check's text is still known.
+        t.check(Err(Some("full".into())));
+        t.force(Some(None));
+        t.settle(t0, w0);
+        assert_eq!(t.health().reason, Some(UnhealthyReason::Operator));
+        assert_eq!(t.health().detail.as_deref(), Some("full"));
+
+        t.force(None);
+        t.check(Ok(()));
+        t.settle(t0, w0);
+        assert!(t.health().is_healthy());
+        assert_eq!(t.health().detail, None);
+    }
+
+    #[test]
+    fn a_long_detail_is_cut_at_a_character_boundary() {
+        let max = STATUS_DETAIL_MAX_CHARS;
+        let exact = "é".repeat(max);
+        assert_eq!(cut_detail(&exact).as_deref(), Some(exact.as_str()));
+        let long = format!("{exact}ü and more");
+        let cut = cut_detail(&long).unwrap();
+        assert_eq!(cut.chars().count(), max);
+        assert!(cut.ends_with('…'), "{cut}");
+        assert_eq!(cut, format!("{}…", "é".repeat(max - 1)));
+        // A space before the cut is not kept before the ellipsis.
+        let spaced = format!("{} {}", "a".repeat(max - 2), "b".repeat(10));
+        assert_eq!(
+            cut_detail(&spaced).unwrap(),
+            format!("{}…", "a".repeat(max - 2))
+        );
+        assert_eq!(cut_detail(""), None);
     }
 }

@@ -49,9 +49,10 @@ pub(crate) use record::{hostname, standard_metadata};
 #[allow(deprecated)]
 pub use registration::DEFAULT_UNHEALTHY_AFTER;
 pub use registration::{
-    DEFAULT_HEARTBEAT, DEFAULT_REFRESH, DEFAULT_TTL, DEFAULT_UNREADY_AFTER, HealthCheck, MAX_TTL,
-    METADATA_CONNECTION, METADATA_HEARTBEAT_MS, METADATA_REFRESH_MS, METADATA_REGISTRATION,
-    MIN_TTL, Registration, RegistrationBuilder, RegistrationHandle, RegistrationOptions,
+    DEFAULT_HEARTBEAT, DEFAULT_REFRESH, DEFAULT_TTL, DEFAULT_UNREADY_AFTER, HealthCheck,
+    HealthCheckWithReason, MAX_TTL, METADATA_CONNECTION, METADATA_HEARTBEAT_MS,
+    METADATA_REFRESH_MS, METADATA_REGISTRATION, MIN_TTL, Registration, RegistrationBuilder,
+    RegistrationHandle, RegistrationOptions,
 };
 
 /// Why a registry operation failed.

@@ -26,7 +26,8 @@
 //!   record says UNHEALTHY (discovery skips the instance). An operator can
 //!   force the same ([`RegistrationHandle::force_unhealthy`]). The record
 //!   then names the reason and since when (metadata `statusReason`,
-//!   `statusSince`; see [`super::health`]), and
+//!   `statusSince`; see [`super::health`]) and, when the failing check
+//!   said why, what it said (`statusDetail`), and
 //!   [`RegistrationHandle::health_changes`] tells the rest of the instance
 //!   (a sticky leader hands over).
 //! - An operator's `slow` drill is in the record too while it holds
@@ -96,12 +97,46 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// A health check run before every heartbeat: `true` means healthy.
 pub type HealthCheck = Arc<dyn Fn() -> BoxFuture<bool> + Send + Sync>;
 
+/// A health check that says why it fails: `Ok(())` means healthy,
+/// `Err(reason)` unhealthy, with the reason in words for the record's
+/// `statusDetail`.
+pub type HealthCheckWithReason = Arc<dyn Fn() -> BoxFuture<Result<(), String>> + Send + Sync>;
+
+/// Either kind of check, as the heartbeat runs it: a failure with what it
+/// said (`None`: a check that says nothing).
+pub(crate) type AnyHealthCheck =
+    Arc<dyn Fn() -> BoxFuture<Result<(), Option<String>>> + Send + Sync>;
+
+/// `check`, which answers `true` when healthy, as the heartbeat runs it.
+pub(crate) fn without_reason<F, Fut>(check: F) -> AnyHealthCheck
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send + 'static,
+{
+    Arc::new(move || {
+        let checked = check();
+        Box::pin(async move { if checked.await { Ok(()) } else { Err(None) } })
+    })
+}
+
+/// `check`, which gives a reason when it fails, as the heartbeat runs it.
+pub(crate) fn with_reason<F, Fut>(check: F) -> AnyHealthCheck
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    Arc::new(move || {
+        let checked = check();
+        Box::pin(async move { checked.await.map_err(Some) })
+    })
+}
+
 /// Declares a registration; see [`Registration::builder`].
 pub struct RegistrationBuilder {
     conn: Connection,
     record: ServiceInstance,
     options: RegistrationOptions,
-    health_check: Option<HealthCheck>,
+    health_check: Option<AnyHealthCheck>,
     on_event: Option<EventHook>,
 }
 
@@ -173,7 +208,39 @@ impl RegistrationBuilder {
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = bool> + Send + 'static,
     {
-        self.health_check = Some(Arc::new(move || Box::pin(check())));
+        self.health_check = Some(without_reason(check));
+        self
+    }
+
+    /// A check run before every heartbeat that says why it fails: while it
+    /// returns `Err(reason)` (or overruns) the record says UNHEALTHY, and
+    /// its metadata `statusDetail` holds the reason (see
+    /// [`ServiceBuilder::health_check_with_reason`](crate::rpc::server::ServiceBuilder::health_check_with_reason)
+    /// for how it is cut and how often a changing reason is written).
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), aegis_sdk::registry::RegistryError> {
+    /// use aegis_sdk::{contracts::ServiceInstance, registry::Registration};
+    ///
+    /// let record = ServiceInstance::new("pricing-service", "pricing-1", "1.0.0", chrono::Utc::now());
+    /// let registration = Registration::builder(&conn, record)
+    ///     .health_check_with_reason(|| async { Err("the price feed is 30 s old".to_owned()) })
+    ///     .start()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn health_check_with_reason<F, Fut>(mut self, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.health_check = Some(with_reason(check));
+        self
+    }
+
+    /// Either kind of check, as a service hands it on.
+    pub(crate) fn any_health_check(mut self, check: AnyHealthCheck) -> Self {
+        self.health_check = Some(check);
         self
     }
 

@@ -18,8 +18,8 @@ use std::time::Duration;
 use aegis_contracts::{
     InstanceStatus, ServiceInstance,
     control::{
-        METADATA_DRILL_DELAY_MS, METADATA_DRILL_DELAY_SINCE, METADATA_STATUS_REASON,
-        METADATA_STATUS_SINCE,
+        METADATA_DRILL_DELAY_MS, METADATA_DRILL_DELAY_SINCE, METADATA_STATUS_DETAIL,
+        METADATA_STATUS_REASON, METADATA_STATUS_SINCE, UnhealthyReason,
     },
     log::{LogKind, LogLevel, LogRecord},
     models::rfc3339,
@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 use purge::NoAck;
 pub(super) use purge::{purge, purge_until};
 
-use super::{EventHook, HealthCheck, RETRY_INITIAL, RegistrationOptions};
+use super::{AnyHealthCheck, EventHook, RETRY_INITIAL, RegistrationOptions};
 use crate::registry::{
     RegistryError,
     health::{Health, Tracker},
@@ -61,7 +61,7 @@ pub(super) struct Inner {
     /// carries the newest status.
     pub(super) writes: tokio::sync::Mutex<()>,
     pub(super) closed: AtomicBool,
-    pub(super) health_check: Option<HealthCheck>,
+    pub(super) health_check: Option<AnyHealthCheck>,
     pub(super) on_event: Option<EventHook>,
     /// The health verdict as last settled, for the rest of the instance.
     pub(super) health_tx: watch::Sender<Health>,
@@ -107,12 +107,19 @@ impl Inner {
     /// The heartbeat's write: only when the record changed, the last write
     /// failed, or the last one is `effective_refresh` old. `Ok(None)` when
     /// nothing was due.
+    ///
+    /// A failing check's changed text (`statusDetail`) alone is no change:
+    /// it goes with the next write that is due anyway, at the latest the
+    /// refresh. A text that says something new on every check (a byte
+    /// count) would otherwise make every beat a write, which every watcher
+    /// of the service receives. Its coming and going is a change, since
+    /// the status or reason changes with it.
     async fn write_if_due(&self) -> Result<Option<u64>, RegistryError> {
         let refresh = self.options.effective_refresh();
         self.write_when(|st, record| {
             st.failures > 0
                 || st.written_at.is_none_or(|at| at.elapsed() >= refresh)
-                || !st.written.same_but_heartbeat(record)
+                || !same_but_heartbeat_and_detail(&st.written, record)
         })
         .await
     }
@@ -142,10 +149,21 @@ impl Inner {
                         METADATA_STATUS_SINCE.into(),
                         rfc3339::format_utc(&since).into(),
                     );
+                    match health.detail {
+                        Some(detail) if reason == UnhealthyReason::HealthCheck => {
+                            record
+                                .metadata
+                                .insert(METADATA_STATUS_DETAIL.into(), detail.into());
+                        }
+                        _ => {
+                            record.metadata.remove(METADATA_STATUS_DETAIL);
+                        }
+                    }
                 }
                 _ => {
                     record.metadata.remove(METADATA_STATUS_REASON);
                     record.metadata.remove(METADATA_STATUS_SINCE);
+                    record.metadata.remove(METADATA_STATUS_DETAIL);
                 }
             }
             match st.drill {
@@ -323,9 +341,19 @@ impl Inner {
         let Some(check) = &self.health_check else {
             return;
         };
-        let healthy = tokio::time::timeout(self.options.heartbeat, check())
+        let result = tokio::time::timeout(self.options.heartbeat, check())
             .await
-            .unwrap_or(false);
+            .unwrap_or_else(|_| {
+                Err(Some(format!(
+                    "the health check did not answer within the heartbeat ({:?})",
+                    self.options.heartbeat
+                )))
+            });
+        let healthy = result.is_ok();
+        let said = match &result {
+            Err(Some(said)) => crate::registry::health::cut_detail(said),
+            _ => None,
+        };
         let mut st = self.state();
         let was_failing = st.health.failed_checks() > 0;
         if was_failing == healthy {
@@ -335,7 +363,8 @@ impl Inner {
                 // Published as a `status_changed` event below, when a hook
                 // publishes events: then the line is only printed.
                 let lifecycle = self.on_event.is_some();
-                warn!(key = %self.key, lifecycle, "health check failed; reporting UNHEALTHY");
+                warn!(key = %self.key, lifecycle, detail = said.as_deref(),
+                    "health check failed; reporting UNHEALTHY");
             }
             // Healthy, it reports the status it chose (by its role).
             let chosen = st.desired.status.as_str();
@@ -352,10 +381,13 @@ impl Inner {
                     f.insert("from".into(), from.into());
                     f.insert("to".into(), to.into());
                     f.insert("reason".into(), "health_check".into());
+                    if let Some(said) = &said {
+                        f.insert("detail".into(), said.clone().into());
+                    }
                 },
             );
         }
-        st.health.check(healthy);
+        st.health.check(result);
         self.settle(&mut st);
     }
 
@@ -393,6 +425,25 @@ impl Inner {
                 false
             }
         });
+    }
+}
+
+/// Whether `written` and `record` differ only in their heartbeat and the
+/// text of a failing check (`statusDetail` present in both): see
+/// [`Inner::write_if_due`].
+fn same_but_heartbeat_and_detail(written: &ServiceInstance, record: &ServiceInstance) -> bool {
+    match (
+        written.metadata.get(METADATA_STATUS_DETAIL),
+        record.metadata.get(METADATA_STATUS_DETAIL),
+    ) {
+        (Some(was), Some(is)) if was != is => {
+            let mut record = record.clone();
+            record
+                .metadata
+                .insert(METADATA_STATUS_DETAIL.into(), was.clone());
+            written.same_but_heartbeat(&record)
+        }
+        _ => written.same_but_heartbeat(record),
     }
 }
 
@@ -618,5 +669,44 @@ impl Inner {
             fields(&mut record.fields);
             hook(record);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(status: InstanceStatus, detail: Option<&str>) -> ServiceInstance {
+        let mut r = ServiceInstance::new("s", "s-1", "1.0.0", Utc::now());
+        r.status = status;
+        if let Some(detail) = detail {
+            r.metadata
+                .insert(METADATA_STATUS_DETAIL.into(), detail.into());
+        }
+        r
+    }
+
+    /// A failing check's text that changes (a byte count) is no reason to
+    /// write on the beat; its coming and going, and any other change, is.
+    #[test]
+    fn a_changed_detail_alone_waits_for_the_refresh() {
+        let unhealthy = InstanceStatus::Unhealthy;
+        let written = record(unhealthy, Some("full: 1.0 MiB of 1.0 MiB"));
+        let mut later = record(unhealthy, Some("full: 1.1 MiB of 1.0 MiB"));
+        later.started_at = written.started_at;
+        later.last_heartbeat = Utc::now();
+        assert!(same_but_heartbeat_and_detail(&written, &later));
+
+        let mut gone = later.clone();
+        gone.metadata.remove(METADATA_STATUS_DETAIL);
+        assert!(!same_but_heartbeat_and_detail(&written, &gone));
+        assert!(!same_but_heartbeat_and_detail(&gone, &later));
+
+        let mut other = later.clone();
+        other.status = InstanceStatus::Active;
+        assert!(!same_but_heartbeat_and_detail(&written, &other));
+        let mut meta = later;
+        meta.metadata.insert("zone".into(), "eu-1".into());
+        assert!(!same_but_heartbeat_and_detail(&written, &meta));
     }
 }

@@ -55,7 +55,10 @@ use super::{WireError, schema::MethodSchemas};
 use crate::{
     Connection,
     election::LeaseConfig,
-    registry::{RegistrationOptions, RegistryError, registration::HealthCheck},
+    registry::{
+        RegistrationOptions, RegistryError,
+        registration::{AnyHealthCheck, with_reason, without_reason},
+    },
 };
 use handler::TypedHandler;
 
@@ -102,7 +105,7 @@ pub struct ServiceBuilder {
     metadata: HashMap<String, String>,
     register: bool,
     registration: RegistrationOptions,
-    health_check: Option<HealthCheck>,
+    health_check: Option<AnyHealthCheck>,
     single_active: Option<String>,
     lease: LeaseConfig,
     any_role: std::collections::HashSet<String>,
@@ -329,13 +332,80 @@ impl ServiceBuilder {
     }
 
     /// A check run before every heartbeat; while it fails the instance
-    /// reports UNHEALTHY and discovery routes around it.
+    /// reports UNHEALTHY and discovery routes around it. It says only
+    /// whether: to tell the operator why, use
+    /// [`health_check_with_reason`](Self::health_check_with_reason).
     pub fn health_check<F, Fut>(mut self, check: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = bool> + Send + 'static,
     {
-        self.health_check = Some(Arc::new(move || Box::pin(check())));
+        self.health_check = Some(without_reason(check));
+        self
+    }
+
+    /// A check run before every heartbeat that says why it fails:
+    /// `Ok(())` is healthy; while it returns `Err(reason)` the instance
+    /// reports UNHEALTHY (as with [`health_check`](Self::health_check)) and
+    /// its registry record carries the reason in words under metadata
+    /// `statusDetail`
+    /// ([`METADATA_STATUS_DETAIL`](aegis_contracts::control::METADATA_STATUS_DETAIL)),
+    /// which the monitor and `aegis status` show. Replaces a check set
+    /// before.
+    ///
+    /// - The reason is trimmed and cut at a character boundary to
+    ///   [`STATUS_DETAIL_MAX_CHARS`](aegis_contracts::control::STATUS_DETAIL_MAX_CHARS)
+    ///   (200) characters, ending with `…`; an empty one says nothing.
+    /// - It is in the record only while the record says UNHEALTHY for the
+    ///   check (`statusReason` `health_check`): it goes when the check
+    ///   passes, or when an operator's verdict (`operator`) takes over.
+    /// - A check that overruns the heartbeat fails with a reason saying so.
+    /// - A reason that changes while the check keeps failing (it names a
+    ///   count, say) is written with the record's next refresh (default
+    ///   every 4 s), not on every beat: every process watching the service
+    ///   receives each write. The first failure, and the passing check,
+    ///   are written at once.
+    /// - The check runs on every beat (default every second), bounded by
+    ///   the heartbeat: keep it cheap (read a cached fact), and let it
+    ///   fail only on a fact about this instance's fitness to serve.
+    ///   For a [single-active](Self::single_active) service, a leader whose
+    ///   check fails [`resign_after_failed_checks`](Self::resign_after_failed_checks)
+    ///   times hands over to a healthy standby; when a shared resource is
+    ///   at fault (every instance fails alike), the leader keeps leading,
+    ///   shown as degraded.
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: aegis_sdk::Connection) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::{Arc, atomic::{AtomicU64, Ordering}};
+    /// use aegis_sdk::rpc::WireError;
+    /// use serde_json::Value;
+    ///
+    /// // Kept up to date by the service's own work.
+    /// let feed_age_secs = Arc::new(AtomicU64::new(0));
+    /// let age = feed_age_secs.clone();
+    /// let service = conn
+    ///     .service("pricing-service", "1.0.0")
+    ///     .health_check_with_reason(move || {
+    ///         let age = age.load(Ordering::Relaxed);
+    ///         async move {
+    ///             if age > 30 {
+    ///                 Err(format!("the price feed is {age} s old; prices would be stale"))
+    ///             } else {
+    ///                 Ok(())
+    ///             }
+    ///         }
+    ///     })
+    ///     .handler("echo", |v: Value| async move { Ok::<_, WireError>(v) })
+    ///     .start()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn health_check_with_reason<F, Fut>(mut self, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.health_check = Some(with_reason(check));
         self
     }
 

@@ -164,7 +164,7 @@ impl ServiceBuilder {
                     .options(self.registration.clone())
                     .on_event(Arc::new(move |event| sink.event(event)));
                 if let Some(check) = self.health_check.clone() {
-                    builder = builder.health_check(move || check());
+                    builder = builder.any_health_check(check);
                 }
                 // Its heartbeat's lines are this service's.
                 match owned_by(telemetry.clone(), builder.start()).await {
