@@ -411,6 +411,12 @@ pub(crate) struct ServiceInstanceDoc {
     reported_status: InstanceStatus,
     /// Why `status` is what it is, when that needs saying.
     status_reason: Option<StatusReason>,
+    /// What the instance's own health check said of its failure (at most
+    /// 200 characters, no control characters): with `health_check`, and
+    /// with `degraded` when the record's own reason is `health_check`;
+    /// absent otherwise.
+    #[schema(value_type = String, required = false, max_length = 200)]
+    status_detail: Option<String>,
     /// Since when (RFC 3339 UTC): for `health_check`, `operator` and
     /// `degraded`, since when the instance says it has been unhealthy;
     /// otherwise since when the monitor has shown this status and reason.

@@ -29,7 +29,16 @@
 //!    `degraded`: no healthy standby could take over, and a degraded leader
 //!    serves better than none (its record still names the underlying
 //!    reason).
+//!
+//! With the reason `health_check`, and with `degraded` when the record's
+//! own reason is `health_check`, goes what the instance's health check said
+//! (`metadata.statusDetail`): text from a record, so cut again to
+//! [`STATUS_DETAIL_MAX_CHARS`] characters and without control characters
+//! ([`status_detail`]).
 
+use aegis_contracts::control::{
+    METADATA_STATUS_DETAIL, METADATA_STATUS_REASON, STATUS_DETAIL_MAX_CHARS,
+};
 use aegis_contracts::{InstanceStatus, ServiceInstance};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -141,6 +150,65 @@ pub struct Derived {
     pub reason: Option<StatusReason>,
     /// The fencing epoch to show (the key's, for the leader).
     pub epoch: Option<u64>,
+    /// What the instance's own health check said of its failure, for the
+    /// reason `health_check` and for `degraded` when the record's own
+    /// reason is `health_check` (see [`status_detail`]).
+    pub detail: Option<String>,
+}
+
+/// What `record` says its failed health check said
+/// (`metadata.statusDetail`), as it may be shown: only while the record
+/// says UNHEALTHY with reason `health_check`; control characters removed
+/// (a line break or tab becomes a space, runs of white space one), cut to
+/// [`STATUS_DETAIL_MAX_CHARS`] characters ending with `…`. `None` when
+/// there is nothing to show.
+pub fn status_detail(record: &ServiceInstance) -> Option<String> {
+    if record.status != InstanceStatus::Unhealthy
+        || record
+            .metadata
+            .get(METADATA_STATUS_REASON)
+            .and_then(|v| v.as_str())
+            != Some(StatusReason::HealthCheck.as_str())
+    {
+        return None;
+    }
+    let raw = record.metadata.get(METADATA_STATUS_DETAIL)?.as_str()?;
+    let clean = raw
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    // Format characters (bidirectional overrides, zero-width joiners) are
+    // not control characters but reorder or hide what a viewer reads.
+    let clean: String = clean.chars().filter(|c| !is_format(*c)).collect();
+    let clean = clean.trim();
+    if clean.is_empty() {
+        return None;
+    }
+    if clean.chars().count() <= STATUS_DETAIL_MAX_CHARS {
+        return Some(clean.to_owned());
+    }
+    let mut cut: String = clean.chars().take(STATUS_DETAIL_MAX_CHARS - 1).collect();
+    cut.truncate(cut.trim_end().len());
+    cut.push('…');
+    Some(cut)
+}
+
+/// Unicode format characters that change how text around them reads:
+/// bidirectional marks, embeddings, overrides and isolates, zero-width
+/// characters, the byte order mark.
+fn is_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
 }
 
 /// Applies the rule (see the module docs) to `record`, given the holder of
@@ -149,7 +217,7 @@ pub struct Derived {
 pub fn derive(record: &ServiceInstance, holder: Option<&Holder>, liveness: Liveness) -> Derived {
     let own_reason = record
         .metadata
-        .get("statusReason")
+        .get(METADATA_STATUS_REASON)
         .and_then(|v| v.as_str())
         .and_then(StatusReason::parse);
     let down = match liveness {
@@ -163,6 +231,7 @@ pub fn derive(record: &ServiceInstance, holder: Option<&Holder>, liveness: Liven
             status: InstanceStatus::Unhealthy,
             reason: down,
             epoch: record.epoch,
+            detail: None,
         };
     }
     if record.sticky_active_group.is_some() {
@@ -172,6 +241,7 @@ pub fn derive(record: &ServiceInstance, holder: Option<&Holder>, liveness: Liven
                 status: InstanceStatus::Active,
                 reason: degraded.then_some(StatusReason::Degraded),
                 epoch: Some(h.epoch),
+                detail: status_detail(record),
             };
         }
         if claims_the_lead(record) {
@@ -179,6 +249,7 @@ pub fn derive(record: &ServiceInstance, holder: Option<&Holder>, liveness: Liven
                 status: InstanceStatus::Unhealthy,
                 reason: Some(StatusReason::Deposed),
                 epoch: record.epoch,
+                detail: None,
             };
         }
     }
@@ -189,6 +260,7 @@ pub fn derive(record: &ServiceInstance, holder: Option<&Holder>, liveness: Liven
             _ => None,
         },
         epoch: record.epoch,
+        detail: status_detail(record),
     }
 }
 
@@ -319,6 +391,92 @@ mod tests {
         );
         r.status = InstanceStatus::Active;
         assert_eq!(reported_since(&r), None);
+    }
+
+    const FULL: &str = "the order store is full: 1.0 MiB of 1.0 MiB used; orders are refused until settled ones expire (kept 6h)";
+
+    fn failing(id: &str, group: Option<&str>, reason: &str, detail: &str) -> ServiceInstance {
+        let mut r = record(id, InstanceStatus::Unhealthy, group);
+        r.metadata.insert("statusReason".into(), reason.into());
+        r.metadata.insert("statusDetail".into(), detail.into());
+        r
+    }
+
+    #[test]
+    fn the_health_checks_detail_goes_with_its_reason() {
+        let r = failing("p1", None, "health_check", FULL);
+        let d = derive(&r, None, Liveness::Live);
+        assert_eq!(d.reason, Some(StatusReason::HealthCheck));
+        assert_eq!(d.detail.as_deref(), Some(FULL));
+        // An operator's unhealthy says no more than that.
+        let r = failing("p1", None, "operator", FULL);
+        assert_eq!(derive(&r, None, Liveness::Live).detail, None);
+        // A process known down: the record's claim is not why.
+        let r = failing("p1", None, "health_check", FULL);
+        for liveness in [
+            Liveness::Disconnected,
+            Liveness::Unresponsive,
+            Liveness::UnresponsiveExpired,
+        ] {
+            assert_eq!(derive(&r, None, liveness).detail, None, "{liveness:?}");
+        }
+        // A healthy record that still carries a stale detail shows none.
+        let mut r = failing("p1", None, "health_check", FULL);
+        r.status = InstanceStatus::Active;
+        assert_eq!(derive(&r, None, Liveness::Live).detail, None);
+    }
+
+    #[test]
+    fn a_degraded_leader_shows_what_its_health_check_said() {
+        let mut r = failing("o1", Some("default"), "health_check", FULL);
+        r.epoch = Some(4);
+        let d = derive(&r, Some(&holder("o1", 9)), Liveness::Live);
+        assert_eq!(
+            (d.status, d.reason, d.detail.as_deref()),
+            (
+                InstanceStatus::Active,
+                Some(StatusReason::Degraded),
+                Some(FULL)
+            )
+        );
+        // Degraded by an operator: no detail.
+        let mut r = failing("o1", Some("default"), "operator", FULL);
+        r.epoch = Some(4);
+        let d = derive(&r, Some(&holder("o1", 9)), Liveness::Live);
+        assert_eq!((d.reason, d.detail), (Some(StatusReason::Degraded), None));
+        // Deposed: the reason is the key, not the health check.
+        let mut r = failing("o1", Some("default"), "health_check", FULL);
+        r.epoch = Some(4);
+        let d = derive(&r, Some(&holder("o2", 9)), Liveness::Live);
+        assert_eq!((d.reason, d.detail), (Some(StatusReason::Deposed), None));
+    }
+
+    #[test]
+    fn a_detail_is_untrusted_text_cut_and_cleaned() {
+        let detail = |text: &str| status_detail(&failing("p1", None, "health_check", text));
+        assert_eq!(
+            detail("full\r\n\x1b[31mred\x1b[0m\tnow\u{0}").as_deref(),
+            Some("full [31mred [0m now")
+        );
+        assert_eq!(
+            detail("a\u{202E}b\u{200B}c\u{FEFF}").as_deref(),
+            Some("abc")
+        );
+        assert_eq!(detail(" \n\t "), None);
+        assert_eq!(detail(""), None);
+        let mut r = failing("p1", None, "health_check", "x");
+        r.metadata.insert("statusDetail".into(), 42.into());
+        assert_eq!(status_detail(&r), None);
+        // Exactly the bound stands; one more is cut to it, with `…`.
+        let exact = "é".repeat(STATUS_DETAIL_MAX_CHARS);
+        assert_eq!(detail(&exact).as_deref(), Some(exact.as_str()));
+        let long = "ü".repeat(STATUS_DETAIL_MAX_CHARS * 20);
+        let cut = detail(&long).unwrap();
+        assert_eq!(cut.chars().count(), STATUS_DETAIL_MAX_CHARS);
+        assert!(cut.ends_with("ü…"), "{cut}");
+        // No space before the `…`.
+        let words = format!("{} tail", "a".repeat(STATUS_DETAIL_MAX_CHARS - 2));
+        assert!(detail(&words).unwrap().ends_with("a…"));
     }
 
     #[test]

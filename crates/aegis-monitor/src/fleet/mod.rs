@@ -76,7 +76,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use utoipa::ToSchema;
 
-pub use derive::{Derived, Holder, Liveness, StatusReason, derive, reported_since};
+pub use derive::{Derived, Holder, Liveness, StatusReason, derive, reported_since, status_detail};
 pub(crate) use liveness::PingRounds;
 pub use liveness::SystemAccessError;
 
@@ -126,6 +126,13 @@ pub struct InstanceView {
     /// connection: hung or partitioned), `health_check`, `operator`,
     /// `degraded` (leads although unhealthy).
     pub status_reason: Option<StatusReason>,
+    /// What the instance's own health check said of its failure, for
+    /// `health_check` and for `degraded` when the record's reason is
+    /// `health_check` (`metadata.statusDetail`, at most
+    /// [`aegis_contracts::control::STATUS_DETAIL_MAX_CHARS`] characters,
+    /// without control characters); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_detail: Option<String>,
     /// Since when: for `health_check`, `operator` and `degraded`, since
     /// when the instance says it has been unhealthy
     /// (`metadata.statusSince`); otherwise since when this monitor has shown
@@ -156,10 +163,12 @@ impl InstanceView {
             instance,
             reported_status,
             status_reason,
+            status_detail,
             status_since,
         } = other;
         self.reported_status != *reported_status
             || self.status_reason != *status_reason
+            || self.status_detail != *status_detail
             || self.status_since != *status_since
             || !self.instance.same_but_heartbeat(instance)
     }

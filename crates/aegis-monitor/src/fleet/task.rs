@@ -678,6 +678,7 @@ impl State {
                         status: InstanceStatus::Standby,
                         reason: None,
                         epoch: record.epoch,
+                        detail: None,
                     };
                 }
             }
@@ -691,6 +692,7 @@ impl State {
             reported_since: reported_since(record),
             instance,
             reason: derived.reason,
+            detail: derived.detail,
             closed_at,
         })
     }
@@ -781,6 +783,8 @@ struct Rederived {
     /// The record as shown: the derived status and epoch.
     instance: ServiceInstance,
     reason: Option<StatusReason>,
+    /// What its health check said, with the reason (see [`Derived::detail`]).
+    detail: Option<String>,
     /// When its connection closed, if it did.
     closed_at: Option<DateTime<Utc>>,
 }
@@ -811,6 +815,7 @@ impl Rederived {
             reported_status: self.reported_status,
             instance: self.instance,
             status_reason: self.reason,
+            status_detail: self.detail,
             status_since: since,
         };
         if old == Some(&next) {

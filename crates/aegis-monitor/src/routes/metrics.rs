@@ -273,6 +273,7 @@ mod tests {
         InstanceView {
             reported_status: InstanceStatus::Active,
             status_reason: reason,
+            status_detail: None,
             status_since: started,
             instance,
         }
