@@ -166,7 +166,7 @@ async fn plain_requests_reach_the_leader_across_a_sigkill() {
             .iter()
             .map(|e| e["name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["echo", "whoami"], "{id}");
+        assert_eq!(names, ["echo", "whoami", "sleep"], "{id}");
     }
 
     // 100 plain calls; the leader is SIGKILLed before call 30.

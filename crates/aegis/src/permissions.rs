@@ -176,16 +176,21 @@ impl Callee {
         }
     }
 
-    /// The subjects calling these methods publishes to.
+    /// The subjects calling these methods publishes to: the methods', and
+    /// the service's `$SRV.PING.{service}.*`, by which a `call_active` in
+    /// flight on a replaced leader asks whether that leader still runs
+    /// (`RpcError::LeaderGone`).
     fn subjects(&self) -> Vec<String> {
         let service = &self.service;
-        match &self.methods {
+        let mut subjects = match &self.methods {
             Methods::All => vec![format!("rpc.{service}.>")],
             Methods::Only(methods) => methods
                 .iter()
                 .flat_map(|m| [format!("rpc.{service}.{m}"), format!("rpc.{service}.*.{m}")])
                 .collect(),
-        }
+        };
+        subjects.push(format!("$SRV.PING.{service}.*"));
+        subjects
     }
 }
 

@@ -162,6 +162,34 @@ pub enum RpcError {
         /// The subject called.
         subject: String,
     },
+    /// [`RpcClient::call_active`], a call that is not idempotent: the
+    /// leader it went to was replaced while the call was in flight, and
+    /// nothing listens for that instance on NATS any more (its process
+    /// died, or lost its connection): no reply can come, and the call may
+    /// have run. Told as soon as that is known, rather than at the
+    /// deadline; not sent again (an idempotent call moves to the new
+    /// leader instead). Its code is TIMEOUT, as for any call whose outcome
+    /// is unknown.
+    ///
+    /// A leader that is replaced but still running (paused, partitioned
+    /// from the election's bucket, or finishing the call during a graceful
+    /// stop) is waited for: its answer comes as
+    /// [`RpcError::DeposedLeader`].
+    #[error(
+        "{instance_id}, the leader {subject} was sent to, is gone (another instance leads, and \
+         nothing listens for {instance_id} any more) after {waited:?}; it may have run"
+    )]
+    LeaderGone {
+        /// The instance-directed subject called, e.g.
+        /// `rpc.order-service.order-1.create_order`.
+        subject: String,
+        /// The leader the call was sent to.
+        instance_id: String,
+        /// The fencing epoch it led under.
+        epoch: u64,
+        /// How long the call had run when it was known.
+        waited: Duration,
+    },
     /// Nobody listens on the subject: the instance (or, for
     /// [`RpcClient::call_balanced`], every instance) is gone.
     #[error("no instance is serving {subject}")]
@@ -321,7 +349,9 @@ impl RpcError {
             | RpcError::NotSingleActive { .. } => ErrorCode::InvalidRequest,
             RpcError::Decode { .. } | RpcError::Transport { .. } => ErrorCode::Internal,
             // Either way nobody knows whether it ran.
-            RpcError::Timeout { .. } | RpcError::ConnectionLost { .. } => ErrorCode::Timeout,
+            RpcError::Timeout { .. }
+            | RpcError::ConnectionLost { .. }
+            | RpcError::LeaderGone { .. } => ErrorCode::Timeout,
             RpcError::Refused { .. } => ErrorCode::Forbidden,
             // It ran: not NOT_ACTIVE, which tells callers to retry freely.
             RpcError::DeposedLeader(_) => ErrorCode::Conflict,
@@ -362,7 +392,8 @@ impl RpcError {
 ///   credentials, not the caller's. Their message and details are logged
 ///   here, not sent.
 /// - A call that failed on this side: TIMEOUT when its outcome is unknown
-///   (no answer in time, or the connection dropped: it may have run);
+///   (no answer in time, the connection dropped, or the leader it went
+///   to is gone: it may have run);
 ///   CONFLICT when it ran on a deposed leader; SERVICE_UNAVAILABLE only
 ///   when it is certain the dependency did nothing (no instance
 ///   registered, no leader, nobody listening, registry or election keys
@@ -423,9 +454,9 @@ impl From<RpcError> for WireError {
             },
             other => {
                 let code = match &other {
-                    RpcError::Timeout { .. } | RpcError::ConnectionLost { .. } => {
-                        ErrorCode::Timeout
-                    }
+                    RpcError::Timeout { .. }
+                    | RpcError::ConnectionLost { .. }
+                    | RpcError::LeaderGone { .. } => ErrorCode::Timeout,
                     RpcError::DeposedLeader(_) => ErrorCode::Conflict,
                     RpcError::NoResponders { .. }
                     | RpcError::NoInstances { .. }

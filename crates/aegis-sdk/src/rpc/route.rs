@@ -201,6 +201,17 @@ pub(super) trait Pick {
     async fn superseded(&self, _call: &Call<'_>, _target: &Self::Target) {
         std::future::pending::<()>().await;
     }
+    /// Whether the picker can tell, for a call that is not idempotent,
+    /// that the instance an attempt went to is gone ([`Pick::gone`]); a
+    /// picker that cannot leaves that call's wait as it was.
+    const TELLS_GONE: bool = false;
+    /// Ends, with the call's error, once `target` can no longer answer the
+    /// attempt sent to it (no reply can come, and it may have run); never,
+    /// unless the picker knows better. Raced only by a call that is not
+    /// idempotent, and only when [`Pick::TELLS_GONE`].
+    async fn gone(&self, _call: &Call<'_>, _target: &Self::Target) -> RpcError {
+        std::future::pending().await
+    }
     /// Whether `error`, from [`Pick::pick`] after an attempt failed, says
     /// more than that attempt's failure and so ends the call in its place
     /// (the method does not exist, rather than "no responder").
@@ -229,9 +240,13 @@ fn classify(call: &Call<'_>, error: RpcError, refused: bool) -> (Next, Option<Fa
             Next::Retry(call.timed_out()),
             Some(Failure::TimedOut(timeout)),
         ),
-        // Not retried (it may have run), but the picker learns of it.
-        RpcError::Timeout { timeout, .. } => (
-            Next::Fail(call.timed_out()),
+        // Not retried (it may have run), but the picker learns of it. The
+        // error names the instance it was sent to, not the shared subject.
+        RpcError::Timeout { subject, timeout } => (
+            Next::Fail(RpcError::Timeout {
+                subject,
+                timeout: call.started.elapsed().min(call.timeout),
+            }),
             Some(Failure::TimedOut(timeout)),
         ),
         // Our own connection dropped; the instance is not to blame.
@@ -307,6 +322,13 @@ impl super::RpcClient {
                             "another instance took over during the attempt; not waiting for it");
                         Err(RpcError::Timeout { subject: subject(), timeout: started.elapsed() })
                     }
+                }
+            } else if P::TELLS_GONE {
+                // Not sent again (it may have run), but not waited for past
+                // the moment it is known that no reply can come either.
+                tokio::select! {
+                    sent = send() => sent,
+                    gone = picker.gone(call, &target) => Err(gone),
                 }
             } else {
                 send().await

@@ -185,7 +185,8 @@ impl Drop for ChildInstance {
 }
 
 /// The body of a child instance: registers a service whose `echo` and
-/// `whoami` answer its own instance id, and runs until killed. Does nothing unless started by
+/// `whoami` answer its own instance id (and `sleep` too, after a while),
+/// and runs until killed. Does nothing unless started by
 /// [`ChildInstance::spawn`].
 pub async fn run_child_instance() {
     let Ok(url) = std::env::var(CHILD_URL) else {
@@ -205,9 +206,25 @@ pub async fn run_child_instance() {
     if let Ok(group) = std::env::var(CHILD_GROUP) {
         builder = builder.single_active(group);
     }
+    // `sleep` tells `child.sleeping.{instance}` it has the call, then
+    // answers its id after `{"ms": N}` milliseconds.
+    let told = conn.client().clone();
+    let sleep = move |ctx: aegis_sdk::rpc::RequestContext, body: serde_json::Value| {
+        let told = told.clone();
+        async move {
+            let _ = told
+                .publish(format!("child.sleeping.{}", ctx.instance_id), "".into())
+                .await;
+            let _ = told.flush().await;
+            let ms = body["ms"].as_u64().unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, aegis_sdk::rpc::WireError>(ctx.instance_id.to_string())
+        }
+    };
     let _service = builder
         .handler_with_context("echo", whoami)
         .handler_with_context("whoami", whoami)
+        .handler_with_context("sleep", sleep)
         .start()
         .await
         .expect("child instance starts");

@@ -15,6 +15,15 @@ use crate::{
     election::view::{ElectionView, Holder},
 };
 
+/// How long after a replaced leader was first seen with nothing listening
+/// for it that it is asked again, before a call that is not idempotent is
+/// ended as [`RpcError::LeaderGone`]: longer than a client takes to
+/// reconnect to another NATS server of the cluster (tens of milliseconds
+/// here), short against the deadline the call would otherwise wait out.
+const GONE_CONFIRM: Duration = Duration::from_millis(250);
+/// How often a replaced leader that still listens is asked again.
+const GONE_RECHECK: Duration = Duration::from_secs(1);
+
 /// Picks the holder of a sticky group's election key.
 pub(in crate::rpc) struct ToLeader<'a> {
     /// For the registry view, read only when no leader is found.
@@ -76,6 +85,38 @@ impl<'a> ToLeader<'a> {
             asked_method: false,
             diagnosis: std::sync::Mutex::new(None),
             at_deadline: None,
+        }
+    }
+
+    /// [`Pick::gone`] once the leader was replaced: asks until nothing
+    /// listens for `target`, twice in a row.
+    async fn ask_until_gone(&self, call: &Call<'_>, target: &Holder) -> RpcError {
+        let client = self.conn.client();
+        let mut absent = false;
+        loop {
+            let listens =
+                crate::rpc::micro::holder(client, call.service, &target.instance_id).await;
+            if matches!(listens, Ok(None)) {
+                if absent {
+                    tracing::debug!(service = call.service, instance = %target.instance_id,
+                        "the leader the call went to is gone; not waiting for its reply");
+                    return RpcError::LeaderGone {
+                        subject: aegis_contracts::subjects::rpc_instance_subject(
+                            call.service,
+                            &target.instance_id,
+                            call.method,
+                        ),
+                        instance_id: target.instance_id.clone(),
+                        epoch: target.epoch,
+                        waited: call.started.elapsed(),
+                    };
+                }
+                absent = true;
+                tokio::time::sleep(GONE_CONFIRM).await;
+            } else {
+                absent = false;
+                tokio::time::sleep(GONE_RECHECK).await;
+            }
         }
     }
 
@@ -395,6 +436,23 @@ impl Pick for ToLeader<'_> {
                 | RpcError::UnknownGroup { .. }
                 | RpcError::NotSingleActive { .. }
         )
+    }
+
+    const TELLS_GONE: bool = true;
+
+    /// The key names another holder, and nothing listens for this one on
+    /// NATS: asked of its `$SRV.PING` subject, which a running instance
+    /// answers until its last request is done, even while it stops. Asked
+    /// twice, [`GONE_CONFIRM`] apart, so a leader whose NATS server went
+    /// down and that is reconnecting (its subscriptions briefly absent) is
+    /// not given up on; asked again every [`GONE_RECHECK`] while it runs
+    /// (a paused or partitioned leader, which may still answer).
+    async fn gone(&self, call: &Call<'_>, target: &Holder) -> RpcError {
+        self.superseded(call, target).await;
+        // Boxed: the asking holds a request's future, and every such call
+        // carries this one (see `call_futures_stay_small`); only the rare
+        // call whose leader was replaced pays for the box.
+        Box::pin(self.ask_until_gone(call, target)).await
     }
 
     /// The key names another holder (or the same one under a new epoch).

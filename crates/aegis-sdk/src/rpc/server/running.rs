@@ -397,15 +397,18 @@ impl Service {
             tokio::time::sleep_until(grace.min(deadline)).await;
         }
         self.unsubscribe.cancel();
-        if let Some(micro) = self.micro_task.take() {
-            drop(micro);
-        }
         self.tracker.close();
         let waited = tokio::time::timeout_at(deadline, async {
             wait_for_endpoints(&self.tracker, &self.client, &self.stop_taking).await;
             wait_for_endpoints(&self.gate_tracker, &self.client, &self.stop_taking).await;
         })
         .await;
+        // `$SRV.PING` is answered until the requests taken are done: a
+        // caller whose leader was replaced asks it whether a reply can
+        // still come (`RpcError::LeaderGone`), and one can.
+        if let Some(micro) = self.micro_task.take() {
+            drop(micro);
+        }
         // The requests still in a handler (each loop serves many at once).
         let running = usize::try_from(self.metrics.in_flight()).unwrap_or(usize::MAX);
         if waited.is_err() {
