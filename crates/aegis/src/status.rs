@@ -519,7 +519,8 @@ pub fn render(
                         .and_then(StatusReason::parse)
                         .map_or("unhealthy", explain);
                     format!(
-                        ", degraded: {why} for {} (no healthy standby)",
+                        ", degraded: {why}{} for {} (no healthy standby)",
+                        said(v),
                         ago(now, v.status_since)
                     )
                 } else {
@@ -535,8 +536,9 @@ pub fn render(
         };
         let role = match v.status_reason {
             Some(r @ (StatusReason::HealthCheck | StatusReason::Operator)) => format!(
-                "{role}; unhealthy: {} for {} (since {})",
+                "{role}; unhealthy: {}{} for {} (since {})",
                 explain(r),
+                said(v),
                 ago(now, v.status_since),
                 v.status_since.format("%H:%M:%S UTC")
             ),
@@ -680,6 +682,16 @@ fn explain(reason: StatusReason) -> &'static str {
     }
 }
 
+/// What its failed health check said, quoted in parentheses after
+/// [`explain`]'s words (` ("the order store is full: …")`); empty when it
+/// said nothing. The monitor's rule has cut it and removed control
+/// characters (`fleet::status_detail`).
+fn said(v: &InstanceView) -> String {
+    v.status_detail
+        .as_deref()
+        .map_or_else(String::new, |d| format!(" (\"{d}\")"))
+}
+
 /// `3.2s`, from `since` to `now`.
 fn ago(now: DateTime<Utc>, since: DateTime<Utc>) -> String {
     format!(
@@ -718,6 +730,7 @@ mod tests {
             instance,
             reported_status: record.status,
             status_reason: d.reason,
+            status_detail: d.detail,
             status_since: chrono::Utc::now(),
         }
     }
@@ -796,6 +809,67 @@ mod tests {
             "{table}"
         );
         assert_eq!(table.matches(" ACTIVE ").count(), 1, "{table}");
+    }
+
+    #[test]
+    fn a_failed_health_check_says_what_it_said() {
+        let now = chrono::Utc::now();
+        let since = now - chrono::Duration::seconds(3);
+        let full = "the order store is full: 1.0 MiB of 1.0 MiB used; orders are refused until settled ones expire (kept 6h)";
+        let failing = |service: &str, id: &str, reason: &str| {
+            let mut r = ServiceInstance::new(service, id, "1.0.0", now);
+            r.status = InstanceStatus::Unhealthy;
+            r.metadata.insert("statusReason".into(), reason.into());
+            r.metadata.insert("statusDetail".into(), full.into());
+            r
+        };
+        let mut leader = failing("order-service", "order-1", "health_check");
+        leader.sticky_active_group = Some("default".into());
+        let holder = Holder {
+            instance_id: "order-1".into(),
+            epoch: 5,
+        };
+        let mut views = [
+            view(
+                failing("pricing-service", "pricing-1", "health_check"),
+                None,
+                false,
+            ),
+            view(leader, Some(&holder), false),
+            // An operator's: its record's detail is not shown.
+            view(
+                failing("pricing-service", "pricing-2", "operator"),
+                None,
+                false,
+            ),
+            // Gone: what it said before is not why.
+            view(
+                failing("pricing-service", "pricing-3", "health_check"),
+                None,
+                true,
+            ),
+        ];
+        for v in &mut views {
+            v.status_since = since;
+        }
+        let table = render(&views, now - Duration::days(1), now);
+        assert!(
+            table.contains(&format!(
+                "load-balanced; unhealthy: its health check fails (\"{full}\") for 3.0s (since"
+            )),
+            "{table}"
+        );
+        assert!(
+            table.contains(&format!(
+                "leader of default (epoch 5), degraded: its health check fails (\"{full}\") for 3.0s (no healthy standby)"
+            )),
+            "{table}"
+        );
+        assert!(
+            table.contains("load-balanced; unhealthy: forced by an operator for 3.0s"),
+            "{table}"
+        );
+        assert_eq!(table.matches(full).count(), 2, "{table}");
     }
 
     #[test]
