@@ -89,13 +89,24 @@ impl<'a> ToLeader<'a> {
     }
 
     /// [`Pick::gone`] once the leader was replaced: asks until nothing
-    /// listens for `target`, twice in a row.
+    /// listens for `target`, twice in a row; never ends once the asking
+    /// cannot tell.
     async fn ask_until_gone(&self, call: &Call<'_>, target: &Holder) -> RpcError {
         let client = self.conn.client();
         let mut absent = false;
         loop {
             let listens =
                 crate::rpc::micro::holder(client, call.service, &target.instance_id).await;
+            if let Err(why) = &listens {
+                // Cannot tell (no answer to the ping in time, as from a
+                // frozen process, or NATS refused this user the ping):
+                // the call waits for its reply or its deadline, as it did
+                // before, without asking again (a refusal would be logged
+                // at every ask).
+                tracing::debug!(service = call.service, instance = %target.instance_id,
+                    reason = %why, "cannot tell whether the replaced leader still runs");
+                std::future::pending::<()>().await;
+            }
             if matches!(listens, Ok(None)) {
                 if absent {
                     tracing::debug!(service = call.service, instance = %target.instance_id,
@@ -446,7 +457,10 @@ impl Pick for ToLeader<'_> {
     /// twice, [`GONE_CONFIRM`] apart, so a leader whose NATS server went
     /// down and that is reconnecting (its subscriptions briefly absent) is
     /// not given up on; asked again every [`GONE_RECHECK`] while it runs
-    /// (a paused or partitioned leader, which may still answer).
+    /// (a partitioned leader, or one finishing its requests as it stops,
+    /// which may still answer). A ping that gets no answer (a frozen
+    /// process) or is refused ends the asking: the call then waits as
+    /// before.
     async fn gone(&self, call: &Call<'_>, target: &Holder) -> RpcError {
         self.superseded(call, target).await;
         // Boxed: the asking holds a request's future, and every such call
