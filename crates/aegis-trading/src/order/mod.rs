@@ -53,12 +53,14 @@
 //! leader's sweep expires it.
 //!
 //! This file wires the service; `flow.rs` holds those steps, [`model`] the
-//! records, requests and the [`decide`] rule, [`store`] the KV bucket.
+//! records, requests and the [`decide`] rule, [`store`] the KV bucket,
+//! `room.rs` the health check that says UNHEALTHY while the bucket is full.
 
 mod fence;
 mod flow;
 mod index;
 pub mod model;
+mod room;
 pub mod store;
 mod term;
 
@@ -268,6 +270,16 @@ pub async fn start(conn: &Connection, opts: OrderOptions) -> Result<Running, Tra
             "expire_after",
             humantime::format_duration(opts.expire_after).to_string(),
         )
+        // A full store says so in the record, on every instance alike (a
+        // fact about the shared bucket: the leader keeps leading, degraded,
+        // rather than handing over to a standby that finds it full too).
+        .health_check_with_reason({
+            let room = room::Room::new(desk.store.stream(), opts.keep_settled);
+            move || {
+                let room = room.clone();
+                async move { room.check().await }
+            }
+        })
         // One leader serves; the others stand by, answer NOT_ACTIVE, and
         // take over when its lease lapses.
         .single_active(&opts.group)

@@ -209,6 +209,11 @@ pub(crate) struct OrderStore {
 }
 
 impl OrderStore {
+    /// The bucket's stream, for its info (`room.rs`).
+    pub(super) fn stream(&self) -> async_nats::jetstream::stream::Stream {
+        self.bucket.kv.stream.clone()
+    }
+
     /// Opens (or creates) the bucket for instance `instance_id`, listing at
     /// most the newest `index_capacity` orders.
     pub(crate) async fn open(
