@@ -190,7 +190,7 @@ const CLOCK_SAMPLES = 8;
 /** What a card shows of a record, apart from the heartbeat age. */
 function visible(i: ServiceInstance): string {
   const drill = drillDelay(i);
-  return [i.status, i.reportedStatus, i.statusReason, i.statusSince, i.epoch, i.version, i.stickyActiveGroup, i.startedAt, drill?.delayMs, drill?.since].join("|");
+  return [i.status, i.reportedStatus, i.statusReason, i.statusDetail, i.statusSince, i.epoch, i.version, i.stickyActiveGroup, i.startedAt, drill?.delayMs, drill?.since].join("|");
 }
 
 /**

@@ -22,6 +22,7 @@ import { useI18n } from "@/lib/i18n";
 import { reasonKey } from "@/lib/status-reason";
 import { HeartbeatAge, Since } from "./heartbeat-age";
 import { isDegraded, ServiceStatusBadge } from "./service-status-badge";
+import { StatusDetail } from "./status-detail";
 import { StatusSince } from "./status-since";
 import { DrillDelayLine, shownDrillDelay } from "./drill-delay-line";
 
@@ -153,6 +154,7 @@ function ServiceInstanceCardImpl({ entry }: ServiceInstanceCardProps) {
           <StatusSince since={i.statusSince} />
         </p>
       ) : null}
+      {!gone ? <StatusDetail detail={i.statusDetail} clamp className="-mt-2 text-xs" /> : null}
       {slowed !== null ? <DrillDelayLine instance={i} className="text-xs" /> : null}
       <div className="mt-auto flex items-center gap-2 border-t border-border pt-2 text-xs text-muted-foreground" data-testid="live-figures">
         <Activity className="size-3.5" aria-hidden="true" />

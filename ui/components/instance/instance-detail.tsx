@@ -16,6 +16,7 @@ import { Tabs, TabsContent, TabsList, TabsTrigger } from "@/components/ui/tabs";
 import { FeedIndicator } from "@/components/live/feed-indicator";
 import { HeartbeatAge } from "@/components/dashboard/heartbeat-age";
 import { isDegraded, ServiceStatusBadge } from "@/components/dashboard/service-status-badge";
+import { StatusDetail } from "@/components/dashboard/status-detail";
 import { StatusSince } from "@/components/dashboard/status-since";
 import { DrillDelayLine } from "@/components/dashboard/drill-delay-line";
 import { PageTitle } from "@/components/shell/page-title";
@@ -135,6 +136,7 @@ export function InstanceDetail() {
             <StatusSince since={i.statusSince} />
           </p>
         ) : null}
+        {!gone ? <StatusDetail detail={i.statusDetail} className="-mt-2 text-sm" /> : null}
         {!gone ? <DrillDelayLine instance={i} className="text-sm" /> : null}
         <dl className="grid grid-cols-2 gap-x-6 gap-y-3 text-sm sm:grid-cols-4">
           {facts.map(([label, value]) => (

@@ -40,6 +40,8 @@ export const ServiceInstance = z.object({
   epoch: z.number().int().nonnegative().nullable().optional(),
   // A newer monitor may add reasons: read any string, name the known ones.
   statusReason: z.string().nullable().optional(),
+  /** What its own failed health check said (with `health_check`, or `degraded` over it). */
+  statusDetail: z.string().optional(),
   statusSince: z.string(),
 });
 export type ServiceInstance = z.infer<typeof ServiceInstance>;

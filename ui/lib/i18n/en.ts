@@ -117,6 +117,7 @@ export const en = {
   "reason.health_check": "its health check fails",
   "reason.operator": "made unhealthy by an operator",
   "reason.degraded": "leads although unhealthy: no healthy instance could take over",
+  "reason.detail": "Its health check says:",
   "drill.slowed": "slowed by an operator: +{delay} per call",
 
   "card.version": "Version",

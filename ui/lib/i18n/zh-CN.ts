@@ -116,6 +116,7 @@ export const zhCN: Catalogue = {
   "reason.health_check": "健康检查失败",
   "reason.operator": "被运维人员设为不健康",
   "reason.degraded": "虽不健康仍为主节点：没有健康实例可以接替",
+  "reason.detail": "健康检查结果：",
   "drill.slowed": "被运维人员放慢：每次调用 +{delay}",
 
   "card.version": "版本",
