@@ -13,12 +13,23 @@
 //! `superseded` (a crash or a partition); a goodbye naming a later epoch
 //! than its leader's open term, whose election was not read, ends that
 //! term `unread` at its election (it ended after, when is unknown). A
-//! hand-over after a goodbye is
-//! measured from the goodbye; after a superseded term, from the old
+//! hand-over after a goodbye is measured from the goodbye; it is a
+//! `restart`, not a hand-over, when the new leader's instance stopped
+//! (`deregistered`) after that goodbye, or a process of it registered
+//! (`registered`, written once per process start) at or after the goodbye
+//! and no later than its election: it was started after the old leader
+//! let go, so no running standby took over (a stop and start of the whole
+//! fleet, where the stepping-down leader writes its goodbye after its
+//! standbys wrote theirs). `registered` records are neither goodbyes nor
+//! elections: they are kept out of the term logic, and used only for
+//! that. After a superseded term, a hand-over is measured from the old
 //! leader's last metrics snapshot before the new election (its last sign of
 //! life), which bounds the hand-over from above and is where the
 //! superseded term is shown to end: a leader that crashed, or a fleet that
-//! was stopped and started again, led nothing in between. A last term
+//! was stopped and started again, led nothing in between (a restarted new
+//! leader does not make it a `restart`: the key is free only when its
+//! lease runs out, and a standby started meanwhile may win it as well as
+//! one that ran). A last term
 //! whose election key the fleet sees unrenewed past its lease, with nobody
 //! taking over yet, `lapsed` at its last renewal plus the lease. Reading is
 //! one temporary consumer over the window (its oldest and newest records
@@ -342,6 +353,11 @@ enum Change {
     Elected,
     Resigned,
     Stopped,
+    /// A process's registration began (`registered`): it was started then.
+    /// No goodbye, and no election: [`in_order`] leaves it out, so that the
+    /// term logic never sees one; it only tells whether a new leader's
+    /// process started after its predecessor let go (see [`restarted`]).
+    Registered,
 }
 
 impl Lifecycle {
@@ -350,6 +366,7 @@ impl Lifecycle {
             LogKind::Elected => Change::Elected,
             LogKind::LeadershipLost => Change::Resigned,
             LogKind::Deregistered => Change::Stopped,
+            LogKind::Registered => Change::Registered,
             _ => return None,
         };
         Some(Self {
@@ -418,7 +435,9 @@ fn in_order(
     }
     let elections = keyed.len();
     for (index, r) in records.iter().enumerate() {
-        if r.kind == Change::Elected && r.epoch.is_some() {
+        // Registrations are not placed: the term logic reads every record
+        // that is not an election as a goodbye.
+        if (r.kind == Change::Elected && r.epoch.is_some()) || r.kind == Change::Registered {
             continue;
         }
         let own = (r.at, index, 0);
@@ -473,6 +492,11 @@ pub(crate) fn build_terms_since(
     bucket_created: Option<DateTime<Utc>>,
 ) -> Vec<LeadershipTerm> {
     let sorted = in_order(records, bucket_created);
+    // Kept apart from `sorted`, which has none (see `in_order`).
+    let registrations: Vec<&Lifecycle> = records
+        .iter()
+        .filter(|r| r.kind == Change::Registered)
+        .collect();
     let mut terms: Vec<LeadershipTerm> = Vec::new();
     // Once the last term is closed: when its leader last let go (a
     // hand-over is measured from then), and the epoch that goodbye named.
@@ -520,14 +544,17 @@ pub(crate) fn build_terms_since(
                             open.ended_at = Some(goodbye.at.min(r.at).max(open.elected_at));
                             open.end_reason = Some(reason(goodbye.kind).to_owned());
                             let left = later.unwrap_or(goodbye).at;
-                            handover = Some((open.instance_id.clone(), "notice", Some(left)));
+                            let basis = notice(restarted(&sorted, index, &registrations, left));
+                            handover = Some((open.instance_id.clone(), basis, Some(left)));
                         }
                         (None, Some(goodbye)) => {
                             // As a later-epoch goodbye before it: the term
                             // ended after its election, when is unknown.
                             open.ended_at = Some(open.elected_at);
                             open.end_reason = Some("unread".to_owned());
-                            handover = Some((open.instance_id.clone(), "notice", Some(goodbye.at)));
+                            let left = goodbye.at;
+                            let basis = notice(restarted(&sorted, index, &registrations, left));
+                            handover = Some((open.instance_id.clone(), basis, Some(left)));
                         }
                         (None, None) => {
                             open.ended_at = Some(r.at.max(open.elected_at));
@@ -545,18 +572,9 @@ pub(crate) fn build_terms_since(
                         .map(|goodbye| goodbye.at)
                         .or(let_go.map(|(left, _)| left))
                         .or(last.ended_at);
-                    // The new leader itself stopped after that: it was
-                    // restarted (as everything is in a restart of the
-                    // whole fleet), and the time is a restart's, not how
-                    // long a running standby took to take over.
-                    let restarted = left.is_some_and(|left| {
-                        sorted[..index].iter().any(|&(at, earlier)| {
-                            earlier.instance == r.instance
-                                && earlier.kind == Change::Stopped
-                                && at >= left
-                        })
-                    });
-                    let basis = if restarted { "restart" } else { "notice" };
+                    let basis = notice(
+                        left.is_some_and(|left| restarted(&sorted, index, &registrations, left)),
+                    );
                     handover = Some((last.instance_id.clone(), basis, left));
                 }
                 let_go = None;
@@ -578,6 +596,8 @@ pub(crate) fn build_terms_since(
                     handover_basis: basis.map(str::to_owned),
                 });
             }
+            // Never among `sorted` (see `in_order`).
+            Change::Registered => {}
             Change::Resigned | Change::Stopped => {
                 let Some(last) = terms.last_mut().filter(|t| t.instance_id == r.instance) else {
                     continue;
@@ -781,11 +801,53 @@ fn goodbye_of_an_unread_term_just_after<'a>(
         .last()
 }
 
+/// Whether the leader elected at `index` of `sorted` was itself restarted
+/// after its predecessor let go at `left`, as everything is in a stop and
+/// start of the whole fleet: the time between is then a restart's (no
+/// leader while nothing ran), not how long a running standby took to take
+/// over. It was when its instance stopped (`deregistered`) at or after
+/// `left`, before the election, or when a process of its instance
+/// registered (`registered`, among `registrations`) at or after `left` and
+/// no later than its election (on its own clock): that process was started
+/// after the predecessor let go, so no standby that ran then took over. A
+/// stopping leader steps down before it deregisters (it waits for its
+/// requests, resigns, then deregisters), so its goodbye comes after its
+/// standbys', and only the second sign tells a restart then.
+///
+/// Only after a goodbye: it frees the key at once, and a running standby
+/// takes it within milliseconds. After a crash the key is free only when
+/// its lease runs out, and a standby restarted meanwhile may win it as
+/// well as a running one.
+fn restarted(
+    sorted: &[(DateTime<Utc>, &Lifecycle)],
+    index: usize,
+    registrations: &[&Lifecycle],
+    left: DateTime<Utc>,
+) -> bool {
+    let Some(&(_, elected)) = sorted.get(index) else {
+        return false;
+    };
+    let stopped = sorted[..index].iter().any(|&(at, earlier)| {
+        earlier.instance == elected.instance && earlier.kind == Change::Stopped && at >= left
+    });
+    let started = registrations
+        .iter()
+        .any(|r| r.instance == elected.instance && (left..=elected.at).contains(&r.at));
+    stopped || started
+}
+
+/// The basis of a hand-over measured from a goodbye.
+fn notice(restarted: bool) -> &'static str {
+    if restarted { "restart" } else { "notice" }
+}
+
 fn reason(kind: Change) -> &'static str {
     match kind {
         Change::Resigned => "resigned",
         Change::Stopped => "stopped",
         Change::Elected => "superseded",
+        // Not a goodbye: no term ends with one (see `in_order`).
+        Change::Registered => "registered",
     }
 }
 
@@ -1062,6 +1124,128 @@ mod tests {
         // A hand-over to a standby that kept running is one.
         assert_eq!(terms[3].handover_basis.as_deref(), Some("notice"));
         assert_eq!(terms[3].handover_ms, Some(4.0));
+    }
+
+    /// A stop of the whole showcase as it happens now: the leader steps
+    /// down (waits for its requests, resigns, deregisters, waits its drain
+    /// grace), so the standbys' goodbyes come first and its own last. Then
+    /// new processes start, and one wins 206 ms after the old leader let
+    /// go: its process started after that, so no running standby took
+    /// over, and the time is a restart's, not a hand-over's.
+    #[test]
+    fn a_leader_whose_process_started_after_the_let_go_was_restarted() {
+        let terms = build_terms(&[
+            rec(-60_000, "order-1", Change::Registered, None),
+            rec(-60_000, "order-2", Change::Registered, None),
+            rec(-60_000, "order-3", Change::Registered, None),
+            rec(0, "order-2", Change::Elected, Some(5)),
+            rec(10_000, "order-1", Change::Stopped, None),
+            rec(10_010, "order-3", Change::Stopped, None),
+            rec(10_291, "order-2", Change::Resigned, Some(5)),
+            rec(10_292, "order-2", Change::Stopped, Some(5)),
+            rec(10_400, "order-1", Change::Registered, None),
+            rec(10_405, "order-3", Change::Registered, None),
+            rec(10_410, "order-2", Change::Registered, None),
+            rec(10_497, "order-1", Change::Elected, Some(90)),
+        ]);
+        assert_eq!(terms.len(), 2, "{terms:?}");
+        assert_eq!(terms[0].end_reason.as_deref(), Some("resigned"));
+        assert_eq!(terms[1].handover_from.as_deref(), Some("order-2"));
+        assert_eq!(terms[1].handover_ms, Some(206.0));
+        assert_eq!(terms[1].handover_basis.as_deref(), Some("restart"));
+        // Its registration is no goodbye: the new term is open.
+        assert_eq!(terms[1].ended_at, None);
+        assert_eq!(terms[1].end_reason, None);
+    }
+
+    /// A standby that registered long before the leader let go, and took
+    /// over, is a hand-over; so is one that registers again (another
+    /// process's, or the same one's) after its election.
+    #[test]
+    fn a_standby_registered_before_the_let_go_hands_over() {
+        let terms = build_terms(&[
+            rec(-5_000, "b", Change::Registered, None),
+            rec(0, "a", Change::Elected, Some(5)),
+            rec(10_000, "a", Change::Resigned, Some(5)),
+            rec(10_001, "a", Change::Stopped, Some(5)),
+            rec(10_040, "b", Change::Elected, Some(9)),
+            rec(10_050, "b", Change::Registered, None),
+            rec(10_060, "a", Change::Registered, None),
+        ]);
+        assert_eq!(terms.len(), 2, "{terms:?}");
+        assert_eq!(terms[1].handover_ms, Some(40.0));
+        assert_eq!(terms[1].handover_basis.as_deref(), Some("notice"));
+        assert_eq!(terms[1].ended_at, None);
+    }
+
+    /// A standby restarted alone (stopped and registered again) long before
+    /// its leader let go is a running standby when it takes over: after a
+    /// stop, a hand-over (`notice`); after a crash, measured from the
+    /// leader's last sign of life (`lastSeen`).
+    #[test]
+    fn a_standby_restarted_alone_long_before_still_hands_over() {
+        let before = [
+            rec(-5_000, "b", Change::Registered, None),
+            rec(0, "a", Change::Elected, Some(5)),
+            rec(3_000, "b", Change::Stopped, None),
+            rec(3_500, "b", Change::Registered, None),
+        ];
+        let mut stopped = before.to_vec();
+        stopped.extend([
+            rec(20_000, "a", Change::Stopped, Some(5)),
+            rec(20_040, "b", Change::Elected, Some(9)),
+        ]);
+        let terms = build_terms(&stopped);
+        assert_eq!(terms.len(), 2, "{terms:?}");
+        assert_eq!(terms[1].handover_ms, Some(40.0));
+        assert_eq!(terms[1].handover_basis.as_deref(), Some("notice"));
+        let mut crashed = before.to_vec();
+        crashed.push(rec(20_000, "b", Change::Elected, Some(9)));
+        let terms = build_terms(&crashed);
+        assert_eq!(terms[0].end_reason.as_deref(), Some("superseded"));
+        assert_eq!(terms[1].handover_basis.as_deref(), Some("lastSeen"));
+    }
+
+    /// A leader that crashed, and then everything stopped and started: the
+    /// successor is measured from the crashed leader's last sign of life
+    /// (`lastSeen`, by the caller), an upper bound the timeline says is
+    /// one. It stays so: a restarted standby may also win the key a
+    /// running one would have won when the lease ran out, so a
+    /// registration after a crash does not show that nobody could take
+    /// over, as it does after a goodbye (the key is free at once).
+    #[test]
+    fn after_a_crash_a_restarted_successor_is_measured_from_the_last_sign_of_life() {
+        let terms = build_terms(&[
+            rec(-5_000, "b", Change::Registered, None),
+            rec(0, "a", Change::Elected, Some(5)),
+            rec(5_000, "b", Change::Stopped, None),
+            rec(30_000, "b", Change::Registered, None),
+            rec(30_100, "b", Change::Elected, Some(9)),
+        ]);
+        assert_eq!(terms.len(), 2, "{terms:?}");
+        assert_eq!(terms[0].end_reason.as_deref(), Some("superseded"));
+        assert_eq!(terms[1].handover_basis.as_deref(), Some("lastSeen"));
+        assert_eq!(terms[1].handover_ms, None);
+    }
+
+    /// A registration is no goodbye: not in a truncated window either,
+    /// where a term open at the unread middle ends at its leader's first
+    /// goodbye read after it.
+    #[test]
+    fn a_registration_after_the_middle_ends_no_term() {
+        let records = [
+            rec(0, "a", Change::Elected, Some(5)),
+            rec(50_000, "a", Change::Registered, None),
+            rec(60_000, "a", Change::Stopped, Some(5)),
+        ];
+        let gap = Gap {
+            at: 1,
+            since: at(1_000),
+        };
+        let terms = build_terms_around(&records, Some(gap), None, &[]);
+        assert_eq!(terms.len(), 1, "{terms:?}");
+        assert_eq!(terms[0].end_reason.as_deref(), Some("stopped"));
+        assert_eq!(terms[0].ended_at, Some(at(60_000)));
     }
 
     #[test]
