@@ -160,9 +160,11 @@ pub(crate) struct LeadershipTerm {
     /// (never one across the unread middle of a truncated window).
     handover_from: Option<String>,
     /// `notice` (measured from a goodbye), `restart` (measured from a
-    /// goodbye, but the new leader itself stopped after it and was started
-    /// again, as in a restart of the whole fleet: the time with no leader,
-    /// not how long a standby took to take over), `disconnect` (measured
+    /// goodbye, but the new leader was itself started after it: its
+    /// instance stopped after the goodbye, or one of its processes
+    /// registered at or after it and no later than its election, as in a
+    /// restart of the whole fleet: the time with no leader, not how long a
+    /// standby took to take over), `disconnect` (measured
     /// from the moment the old leader's connection closed, as the NATS
     /// server said; with system account access) or `lastSeen` (an upper
     /// bound, from the old leader's last metrics snapshot).
