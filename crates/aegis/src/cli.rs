@@ -523,6 +523,18 @@ fn connect_error(error: aegis_sdk::ConnectError, url: &str) -> anyhow::Error {
     // told where. The SDK's error stays in the chain: `service` and `init`
     // wait on it (`service::transient`).
     let named = matches!(error, aegis_sdk::ConnectError::Connect { .. });
+    // The tools say where servers are set in their own terms (`hint`:
+    // --nats-url), not the SDK's for a program of its own.
+    let error = match error {
+        aegis_sdk::ConnectError::Connect {
+            servers, source, ..
+        } => aegis_sdk::ConnectError::Connect {
+            servers,
+            default: false,
+            source,
+        },
+        other => other,
+    };
     let error = anyhow::Error::new(error);
     if named {
         error

@@ -152,10 +152,13 @@ pub enum ConnectError {
         violation: String,
     },
     /// No server answered.
-    #[error("cannot connect to NATS at {servers}")]
+    #[error("cannot connect to NATS at {servers}{}", if *default { DEFAULT_SERVERS_HINT } else { "" })]
     Connect {
         /// The servers tried.
         servers: String,
+        /// Whether they were the default (`nats://127.0.0.1:4222`): the
+        /// message then says how to name others.
+        default: bool,
         /// The client's error.
         #[source]
         source: async_nats::ConnectError,
@@ -805,6 +808,11 @@ impl Connection {
     }
 }
 
+/// Said after the default servers when none answered: a program started
+/// with nothing configured reads where its servers are set.
+const DEFAULT_SERVERS_HINT: &str = " (the default: set the servers with AEGIS_NATS_URL, \
+    `nats.servers` in the file AEGIS_CONFIG names, or the program's configuration)";
+
 /// Tells a refusal of the credentials from a server that cannot be
 /// reached, naming who was refused (never the secret).
 fn connect_error(
@@ -814,7 +822,12 @@ fn connect_error(
 ) -> ConnectError {
     use async_nats::ConnectErrorKind::{Authentication, AuthorizationViolation};
     if !matches!(source.kind(), AuthorizationViolation | Authentication) {
-        return ConnectError::Connect { servers, source };
+        let default = config.nats.servers == crate::config::NatsConfig::default().servers;
+        return ConnectError::Connect {
+            servers,
+            default,
+            source,
+        };
     }
     let n = &config.nats;
     let who = if let Some(user) = &n.user {
@@ -889,6 +902,27 @@ pub struct ConnectionDropped;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// No server answering at the default address says where others are
+    /// set; servers someone named are said as they are.
+    #[test]
+    fn unreachable_default_servers_say_how_to_name_others() {
+        let io = || async_nats::ConnectError::new(async_nats::ConnectErrorKind::Io);
+        let config = AegisConfig::default();
+        let error = connect_error(&config, config.nats.servers.join(","), io());
+        assert_eq!(
+            error.to_string(),
+            "cannot connect to NATS at nats://127.0.0.1:4222 (the default: set the servers with \
+             AEGIS_NATS_URL, `nats.servers` in the file AEGIS_CONFIG names, or the program's \
+             configuration)"
+        );
+        let config = AegisConfig::with_servers("nats://nats-1:4222");
+        let error = connect_error(&config, config.nats.servers.join(","), io());
+        assert_eq!(
+            error.to_string(),
+            "cannot connect to NATS at nats://nats-1:4222"
+        );
+    }
 
     #[test]
     fn server_version_floor() {
