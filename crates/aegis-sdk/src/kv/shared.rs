@@ -218,7 +218,8 @@ pub struct LockDown {
 /// config and the bytes it holds (a [`SharedBucket::lock_down`], or a
 /// rule of one's own built on it), when it changes anything; a cluster
 /// still placing the stream is given a moment. Returns what the rule said,
-/// changes and what it kept; `None` for a stream that does not exist.
+/// changes and what it kept; `None` for a stream that does not exist. It
+/// logs the changes only at DEBUG: saying them is the caller's.
 /// `aegis init` runs it over the shared buckets and the example services'.
 ///
 /// ```no_run
@@ -253,7 +254,10 @@ pub async fn lock_down_in_place(
         crate::streams::with_placement_patience(name, || js.update_stream(lock.config.clone()))
             .await
             .map_err(|e| format!("changing {name} ({}): {e}", lock.changes.join(", ")))?;
-        tracing::info!(stream = %name, changes = %lock.changes.join(", "), "changed a bucket's settings in place");
+        // DEBUG: the changes are returned, and the caller says them in its
+        // own words (`aegis up` and `aegis init` print them); at INFO the
+        // console said each change twice.
+        tracing::debug!(stream = %name, changes = %lock.changes.join(", "), "changed a bucket's settings in place");
     }
     Ok(Some(lock))
 }
