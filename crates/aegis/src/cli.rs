@@ -62,6 +62,9 @@ pub enum Command {
     /// Watch the events on the EVENTS stream (`events tail`), without
     /// consuming or changing anything.
     Events(events::EventsArgs),
+    /// List the durable consumers of EVENTS and COMMANDS (`consumers
+    /// list`), or delete one no program uses any more (`consumers rm`).
+    Consumers(crate::consumers::ConsumersArgs),
     /// Show the registered instances (service, id, status, heartbeat age, role).
     Status(status::StatusArgs),
     /// Break the running showcase on purpose: kill instances or NATS nodes,
@@ -108,8 +111,8 @@ pub struct ConnectArgs {
     pub connection: aegis_monitor::NatsArgs,
     /// The credentials file of `aegis up` whose operator user to connect as
     /// when no other NATS credentials are given (`call`, `command`, `events`,
-    /// `status`, `traffic` and `chaos`; default: `.aegis/credentials` when it
-    /// exists).
+    /// `consumers`, `status`, `traffic` and `chaos`; default:
+    /// `.aegis/credentials` when it exists).
     #[arg(long, env = "AEGIS_CREDENTIALS")]
     pub credentials: Option<PathBuf>,
     /// The state directory of the running `aegis up` to connect to, as it
@@ -693,6 +696,7 @@ async fn run(cli: Cli, logs: LogForwarder) -> anyhow::Result<ExitCode> {
         Command::Call(args) => call::run(args).await,
         Command::Command(args) => command::run(args, shutdown::on_signals()).await,
         Command::Events(args) => events::run(args, shutdown::on_signals()).await,
+        Command::Consumers(args) => crate::consumers::run(args).await,
         Command::Traffic(args) => traffic::run(args, shutdown::on_signals()).await,
         Command::NatsConfig(args) => {
             nats_config::run(&args);

@@ -1,7 +1,7 @@
 //! The `aegis` command-line tool, as a library.
 //!
 //! - [`cli`]: the argument parser and dispatch (`up`, `api`, `service`,
-//!   `call`, `command`, `events`, `status`, `traffic`, `bench`, `chaos`, `init`,
+//!   `call`, `command`, `events`, `consumers`, `status`, `traffic`, `bench`, `chaos`, `init`,
 //!   `nats-config`); installs
 //!   tracing and signal handling.
 //! - [`bench`](mod@bench): side-by-side benchmarks of raw async-nats and the SDK, run in
@@ -14,6 +14,8 @@
 //!   workers, followed to its result.
 //! - [`events`]: `aegis events tail`, the `EVENTS` stream followed on an
 //!   ephemeral consumer.
+//! - [`consumers`]: `aegis consumers list|rm`, the durable consumers of
+//!   `EVENTS` and `COMMANDS`, and deleting one no program uses.
 //! - [`status`]: the registry as a terminal table.
 //! - [`chaos`]: kill instances and NATS nodes of a running showcase.
 //! - [`traffic`]: a steady order flow into a running showcase, checked for
@@ -28,6 +30,7 @@ pub mod call;
 pub mod chaos;
 pub mod cli;
 pub mod command;
+pub mod consumers;
 pub mod events;
 pub mod init;
 pub mod nats_config;

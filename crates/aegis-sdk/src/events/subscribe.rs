@@ -224,7 +224,8 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
     /// with a warning, and goes on from its position. To replay what is stored, use a
     /// new durable name (another service name, or in
     /// [`DeliveryMode::Broadcast`] another [`instance_id`](Self::instance_id))
-    /// or delete the consumer first (`nats consumer rm EVENTS <name>`),
+    /// or delete the consumer first (`aegis consumers rm EVENTS <name>`,
+    /// or `nats consumer rm EVENTS <name>`),
     /// which loses its position and the redeliveries it owes. The SDK
     /// never deletes it for you: a consumer shared by running instances
     /// would replay or skip events under them. A consumer deleted under
@@ -396,7 +397,8 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
             let text = format!(
                 "no event in the {stream} stream matches the pattern {pattern} ({held}): check \
                  its spelling; the subscription waits for such events all the same, and its \
-                 durable consumer stays until deleted (`nats consumer rm {stream} {name}`, or \
+                 durable consumer stays until deleted (`aegis consumers rm {stream} {name}`, \
+                 `nats consumer rm {stream} {name}`, or \
                  JetStream's `$JS.API.CONSUMER.DELETE.{stream}.{name}`)",
                 stream = subjects::EVENTS_STREAM
             );
