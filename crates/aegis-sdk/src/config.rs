@@ -31,6 +31,11 @@
 //! Two parts live apart: `url` reads and redacts the server URLs (the
 //! credentials their user info may carry), and `streams` holds the limits
 //! of the streams Aegis creates ([`StreamsConfig`]).
+//!
+//! Why one module of over 500 lines: the settings, their validation and
+//! the loader that reads them from file and environment (with errors that
+//! name the setting and never a secret) are read together; what stands
+//! alone is in `url` and `streams`.
 
 mod streams;
 mod url;

@@ -1,5 +1,10 @@
 //! Command-line parsing and dispatch. Configuration is read here, once
 //! (flags, with `AEGIS_*` environment variables as fallbacks), and passed down.
+//!
+//! Why one module of over 500 lines: it is the whole command tree (every
+//! subcommand's flags are in its own module; here the top level and the
+//! shared connection flags) and the dispatch with its error wording, which
+//! a reader looks up in one place.
 
 use std::{
     ffi::OsString,

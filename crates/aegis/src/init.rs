@@ -41,6 +41,12 @@
 //! `shared`. So are `EVENTS`' and `AEGIS_LOG`'s per-message caps
 //! (`aegis_sdk::streams::message_size_cap`), which apply to new messages
 //! only.
+//!
+//! Why one module of over 500 lines: `run` is `aegis init` as an operator
+//! reads it, one check after another in the order it prints them
+//! (connect, count the peers, each stream and bucket, apply or say the
+//! mismatch); cutting it up would scatter that order. The parts that stand
+//! alone are `limits` (stream limits) and `shared` (the shared buckets).
 
 mod limits;
 mod shared;

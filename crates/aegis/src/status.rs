@@ -29,6 +29,11 @@
 //!   UNHEALTHY, unresponsive. A live process beats every interval whatever
 //!   its registry writes do, so this costs a healthy fleet one interval at
 //!   most, and a dead process is never shown ACTIVE.
+//!
+//! Why one module of over 500 lines: gathering the fleet (records, closed
+//! connections, one listen for beats) and rendering it as the table are
+//! one command's two halves, tested together through [`render`]; what
+//! stands alone is in `closed`, `served` and `unknown`.
 
 mod closed;
 mod served;

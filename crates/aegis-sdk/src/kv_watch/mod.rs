@@ -58,6 +58,11 @@
 //! while a watch that had loaded is broken (`Sink::on_refresh`), and keeps
 //! only what is newer than what it holds, so a write made while JetStream
 //! creates no consumers reaches it anyway.
+//!
+//! Why one module of over 500 lines: the follow loop and its sessions (a
+//! consumer's lifetime, the bucket's identity, the staleness reported)
+//! decide together when a view is fresh, stale or rebuilt; what stands
+//! alone is in `snapshot` and `start`.
 
 use std::{sync::atomic::Ordering, time::Duration};
 

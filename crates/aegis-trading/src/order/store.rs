@@ -43,6 +43,11 @@
 //! revisions start over), the watch, opened again on the new one, empties
 //! the index and loads it anew, and a fence taken in the old bucket is not
 //! taken for one in the new.
+//!
+//! Why one module of over 500 lines: it is one type, `OrderStore`, whose
+//! reads, writes, fence and follow all go through the same bucket handle,
+//! index and revision bookkeeping; what stands alone is in `index.rs` (the
+//! in-memory index) and `room.rs` (the health check's room left).
 
 use std::{
     sync::{Arc, Mutex},

@@ -6,6 +6,11 @@
 //!
 //! The purge (deleting the record on deregistration, tried again while
 //! the registry's stream takes no writes) is in `purge`.
+//!
+//! Why one module of over 500 lines: the write state and the heartbeat
+//! loop that drives it (beat, health check, compare-and-set write, the
+//! other writer found) share one lock and one set of rules about when a
+//! write is due; the purge stands alone.
 
 mod purge;
 
