@@ -453,3 +453,26 @@ fn init_lowers_a_limit_only_when_told_and_says_what_goes() {
     let (_, _, max, messages) = limits_of(&url, "EVENTS");
     assert_eq!((max, messages), (10, 10), "{out}");
 }
+
+/// A bucket's byte bound an operator raised by hand (as docs/operations.md
+/// tells them to when the order store is full) is kept: `init` bounds a
+/// bucket that has no bound, and never lowers one. Before, every `aegis
+/// up` and every chart upgrade (its init Job) put `orders` back to
+/// 256 MiB, and a store near full refused orders again.
+#[test]
+fn init_keeps_a_bucket_bound_raised_by_hand() {
+    let server = aegis_testkit::NatsServer::start().unwrap();
+    let url = server.url();
+    let (ok, out) = init(&url, &[]);
+    assert!(ok, "{out}");
+    assert_eq!(limits_of(&url, "KV_orders").1, 256 * MIB);
+    edit_stream(&url, "KV_orders", |c| c.max_bytes = 512 * MIB);
+    edit_stream(&url, "KV_service_registry", |c| c.max_bytes = 128 * MIB);
+
+    let (ok, out) = init(&url, &[]);
+    assert!(ok, "{out}");
+    assert_eq!(limits_of(&url, "KV_orders").1, 512 * MIB, "{out}");
+    assert_eq!(limits_of(&url, "KV_service_registry").1, 128 * MIB, "{out}");
+    assert!(!out.contains("max bytes"), "{out}");
+    assert!(out.contains("every bucket and stream is in place"), "{out}");
+}

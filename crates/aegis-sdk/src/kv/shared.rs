@@ -156,9 +156,12 @@ impl SharedBucket {
 
     /// What of `config` (an existing stream of this bucket) differs from
     /// this bucket's settings, each said as `setting has -> wants`, and the
-    /// config with them changed. A byte limit that would delete values at
-    /// once (the stream holds `bytes`, more than the limit) is left as it
-    /// is and not listed: the caller names it ([`LockDown::kept`]).
+    /// config with them changed. A bucket with no byte limit is given this
+    /// one; one with a limit keeps it, a larger one too (an operator raises
+    /// a full bucket's, and a later `aegis init` or chart upgrade must not
+    /// take that back). A byte limit that would delete values at once (the
+    /// stream holds `bytes`, more than the limit) is left as it is and not
+    /// listed: the caller names it ([`LockDown::kept`]).
     pub fn lock_down(&self, config: &stream::Config, bytes: u64) -> LockDown {
         let mut changed = config.clone();
         let mut what = Vec::new();
@@ -179,7 +182,7 @@ impl SharedBucket {
                 limit(i64::from(self.max_value_size))
             ));
         }
-        if config.max_bytes <= 0 || config.max_bytes > self.max_bytes {
+        if config.max_bytes <= 0 {
             if u64::try_from(self.max_bytes).is_ok_and(|max| bytes < max) {
                 changed.max_bytes = self.max_bytes;
                 what.push(format!(
@@ -377,6 +380,14 @@ mod tests {
             ]
         );
         assert!(!done.config.allow_rollup && done.kept.is_none());
+        // A byte limit raised by hand is kept; only a missing one is set.
+        let raised = stream::Config {
+            max_bytes: 4 * ELECTIONS.max_bytes,
+            ..done.config.clone()
+        };
+        let again = ELECTIONS.lock_down(&raised, 1000);
+        assert!(again.changes.is_empty(), "{:?}", again.changes);
+        assert_eq!(again.config.max_bytes, 4 * ELECTIONS.max_bytes);
         let full = ELECTIONS.lock_down(&open, 100 * 1024 * 1024);
         assert_eq!(full.config.max_bytes, -1);
         assert!(full.kept.unwrap().contains("would delete"));
