@@ -39,6 +39,32 @@ pub const METADATA_STATUS_DETAIL: &str = "statusDetail";
 /// is cut at a character boundary and ends with `…`.
 pub const STATUS_DETAIL_MAX_CHARS: usize = 200;
 
+/// `text` as [`METADATA_STATUS_DETAIL`] carries it: trimmed, `None` when
+/// nothing is left, and cut at a character boundary to
+/// [`STATUS_DETAIL_MAX_CHARS`] characters, the last of them `…` (no space
+/// before it), when longer. The SDK cuts what a check said so; the monitor
+/// cuts a record's text again after removing its control characters.
+///
+/// ```
+/// use aegis_contracts::control::cut_status_detail;
+///
+/// assert_eq!(cut_status_detail("  full \n").as_deref(), Some("full"));
+/// assert_eq!(cut_status_detail(" "), None);
+/// assert_eq!(cut_status_detail(&"x".repeat(500)).unwrap().chars().count(), 200);
+/// ```
+pub fn cut_status_detail(text: &str) -> Option<String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    match text.char_indices().nth(STATUS_DETAIL_MAX_CHARS - 1) {
+        Some((end, _)) if text[end..].chars().nth(1).is_some() => {
+            Some(format!("{}…", text[..end].trim_end()))
+        }
+        _ => Some(text.to_owned()),
+    }
+}
+
 /// The registry record's metadata key holding the delay (milliseconds, a
 /// number) an operator's `slow` drill adds before every handler of the
 /// instance; absent while no drill delays it. Only metadata, so a reader
@@ -185,6 +211,25 @@ pub enum ControlResponse {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_long_detail_is_cut_at_a_character_boundary() {
+        let max = STATUS_DETAIL_MAX_CHARS;
+        let exact = "é".repeat(max);
+        assert_eq!(cut_status_detail(&exact).as_deref(), Some(exact.as_str()));
+        let long = format!("{exact}ü and more");
+        let cut = cut_status_detail(&long).unwrap();
+        assert_eq!(cut.chars().count(), max);
+        assert!(cut.ends_with('…'), "{cut}");
+        assert_eq!(cut, format!("{}…", "é".repeat(max - 1)));
+        // A space before the cut is not kept before the ellipsis.
+        let spaced = format!("{} {}", "a".repeat(max - 2), "b".repeat(10));
+        assert_eq!(
+            cut_status_detail(&spaced).unwrap(),
+            format!("{}…", "a".repeat(max - 2))
+        );
+        assert_eq!(cut_status_detail(""), None);
+    }
 
     #[test]
     fn requests_parse_from_their_documented_json() {

@@ -32,13 +32,12 @@
 //!
 //! With the reason `health_check`, and with `degraded` when the record's
 //! own reason is `health_check`, goes what the instance's health check said
-//! (`metadata.statusDetail`): text from a record, so cut again to
-//! [`STATUS_DETAIL_MAX_CHARS`] characters and without control characters
-//! ([`status_detail`]).
+//! (`metadata.statusDetail`): text from a record, so without control
+//! characters and cut again as the SDK cuts it
+//! ([`cut_status_detail`](aegis_contracts::control::cut_status_detail)):
+//! see [`status_detail`].
 
-use aegis_contracts::control::{
-    METADATA_STATUS_DETAIL, METADATA_STATUS_REASON, STATUS_DETAIL_MAX_CHARS,
-};
+use aegis_contracts::control::{METADATA_STATUS_DETAIL, METADATA_STATUS_REASON, cut_status_detail};
 use aegis_contracts::{InstanceStatus, ServiceInstance};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -159,9 +158,11 @@ pub struct Derived {
 /// What `record` says its failed health check said
 /// (`metadata.statusDetail`), as it may be shown: only while the record
 /// says UNHEALTHY with reason `health_check`; control characters removed
-/// (a line break or tab becomes a space, runs of white space one), cut to
-/// [`STATUS_DETAIL_MAX_CHARS`] characters ending with `…`. `None` when
-/// there is nothing to show.
+/// (a line break or tab becomes a space, runs of white space one), then
+/// cut as a record carries it
+/// ([`cut_status_detail`](aegis_contracts::control::cut_status_detail):
+/// 200 characters at most, ending with `…`). `None` when there is
+/// nothing to show.
 pub fn status_detail(record: &ServiceInstance) -> Option<String> {
     if record.status != InstanceStatus::Unhealthy
         || record
@@ -181,17 +182,7 @@ pub fn status_detail(record: &ServiceInstance) -> Option<String> {
     // Format characters (bidirectional overrides, zero-width joiners) are
     // not control characters but reorder or hide what a viewer reads.
     let clean: String = clean.chars().filter(|c| !is_format(*c)).collect();
-    let clean = clean.trim();
-    if clean.is_empty() {
-        return None;
-    }
-    if clean.chars().count() <= STATUS_DETAIL_MAX_CHARS {
-        return Some(clean.to_owned());
-    }
-    let mut cut: String = clean.chars().take(STATUS_DETAIL_MAX_CHARS - 1).collect();
-    cut.truncate(cut.trim_end().len());
-    cut.push('…');
-    Some(cut)
+    cut_status_detail(&clean)
 }
 
 /// Unicode format characters that change how text around them reads:
@@ -278,6 +269,7 @@ pub(crate) fn claims_the_lead(record: &ServiceInstance) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aegis_contracts::control::STATUS_DETAIL_MAX_CHARS;
     use chrono::Utc;
 
     fn record(id: &str, status: InstanceStatus, group: Option<&str>) -> ServiceInstance {

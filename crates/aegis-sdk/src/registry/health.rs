@@ -5,8 +5,9 @@
 //! (`statusReason`, `statusSince`), so the monitor and `aegis status` can
 //! say why. A check that gives a reason for its failure
 //! ([`health_check_with_reason`](crate::rpc::server::ServiceBuilder::health_check_with_reason))
-//! has it said too (`statusDetail`, at most
-//! [`STATUS_DETAIL_MAX_CHARS`] characters) while that reason holds.
+//! has it said too (`statusDetail`, cut by
+//! [`cut_status_detail`])
+//! while that reason holds.
 //!
 //! Failed registry writes are not part of it: they are a fact about the
 //! registry, not about the instance. After an outage of the registry's
@@ -18,7 +19,7 @@
 //!
 //! Pure logic on explicit clocks, so the rules are tested without NATS.
 
-use aegis_contracts::control::STATUS_DETAIL_MAX_CHARS;
+use aegis_contracts::control::cut_status_detail;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
@@ -35,7 +36,8 @@ pub struct Health {
     /// The health check's failures in a row (0 when the last one passed).
     pub failed_checks: u32,
     /// What the last failed health check said of its failure (trimmed, and
-    /// cut to [`STATUS_DETAIL_MAX_CHARS`] characters ending with `…`);
+    /// cut to [`STATUS_DETAIL_MAX_CHARS`](aegis_contracts::control::STATUS_DETAIL_MAX_CHARS)
+    /// characters ending with `…`);
     /// `None` while the check passes, or when it gave no reason (a check
     /// made with `health_check` answers only `false`). The record carries
     /// it (metadata `statusDetail`) while `reason` is
@@ -86,9 +88,14 @@ impl Tracker {
             }
             Err(said) => {
                 self.failed_checks = self.failed_checks.saturating_add(1);
-                self.detail = said.as_deref().and_then(cut_detail);
+                self.detail = said.as_deref().and_then(cut_status_detail);
             }
         }
+    }
+
+    /// What the last failed check said, as the record carries it.
+    pub(crate) fn detail(&self) -> Option<&str> {
+        self.detail.as_deref()
     }
 
     pub(crate) fn failed_checks(&self) -> u32 {
@@ -132,26 +139,6 @@ impl Tracker {
             detail: self.detail.clone(),
             forced_until: self.forced.and_then(|f| f.until).map(|(_, at)| at),
             forced: self.forced.is_some(),
-        }
-    }
-}
-
-/// `text` as a record carries it: trimmed, `None` when nothing is left,
-/// and cut at a character boundary to [`STATUS_DETAIL_MAX_CHARS`]
-/// characters, the last of them `…`, when longer.
-pub(crate) fn cut_detail(text: &str) -> Option<String> {
-    let text = text.trim();
-    if text.is_empty() {
-        return None;
-    }
-    match text.char_indices().nth(STATUS_DETAIL_MAX_CHARS) {
-        None => Some(text.to_owned()),
-        Some(_) => {
-            let (end, _) = text
-                .char_indices()
-                .nth(STATUS_DETAIL_MAX_CHARS - 1)
-                .expect("longer than the bound");
-            Some(format!("{}…", text[..end].trim_end()))
         }
     }
 }
@@ -249,24 +236,5 @@ mod tests {
         t.settle(t0, w0);
         assert!(t.health().is_healthy());
         assert_eq!(t.health().detail, None);
-    }
-
-    #[test]
-    fn a_long_detail_is_cut_at_a_character_boundary() {
-        let max = STATUS_DETAIL_MAX_CHARS;
-        let exact = "é".repeat(max);
-        assert_eq!(cut_detail(&exact).as_deref(), Some(exact.as_str()));
-        let long = format!("{exact}ü and more");
-        let cut = cut_detail(&long).unwrap();
-        assert_eq!(cut.chars().count(), max);
-        assert!(cut.ends_with('…'), "{cut}");
-        assert_eq!(cut, format!("{}…", "é".repeat(max - 1)));
-        // A space before the cut is not kept before the ellipsis.
-        let spaced = format!("{} {}", "a".repeat(max - 2), "b".repeat(10));
-        assert_eq!(
-            cut_detail(&spaced).unwrap(),
-            format!("{}…", "a".repeat(max - 2))
-        );
-        assert_eq!(cut_detail(""), None);
     }
 }

@@ -355,12 +355,11 @@ impl Inner {
                 )))
             });
         let healthy = result.is_ok();
-        let said = match &result {
-            Err(Some(said)) => crate::registry::health::cut_detail(said),
-            _ => None,
-        };
         let mut st = self.state();
         let was_failing = st.health.failed_checks() > 0;
+        st.health.check(result);
+        // What it said, as the record carries it (trimmed and cut).
+        let said = st.health.detail().map(str::to_owned);
         if was_failing == healthy {
             if healthy {
                 info!(key = %self.key, "health check passes again");
@@ -392,7 +391,6 @@ impl Inner {
                 },
             );
         }
-        st.health.check(result);
         self.settle(&mut st);
     }
 
