@@ -15,17 +15,12 @@ use std::process::ExitCode;
 
 use aegis_contracts::subjects::{COMMANDS_STREAM, EVENTS_STREAM};
 use anyhow::Context;
-use async_nats::jetstream::{
-    ErrorCode,
-    consumer::Info,
-    context::{ConsumerInfoErrorKind, GetStreamErrorKind},
-    stream::Stream,
-};
+use async_nats::jetstream::{consumer::Info, context::ConsumerInfoErrorKind, stream::Stream};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use futures::TryStreamExt;
 
-use crate::cli::ConnectArgs;
+use crate::{cli::ConnectArgs, events::find_stream};
 
 /// `aegis consumers`.
 #[derive(Debug, Clone, Args)]
@@ -105,20 +100,14 @@ async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
     let mut rows = Vec::new();
     let mut read = Vec::new();
     for name in &streams {
-        let stream = match js.get_stream(name).await {
-            Ok(stream) => stream,
-            Err(e) if stream_not_found(e.kind()) => {
-                let made_by = if DEFAULT_STREAMS.contains(&name.as_str()) {
-                    " (`aegis init` makes it)"
-                } else {
-                    ""
-                };
-                eprintln!("no {name} stream on this NATS{made_by}");
-                continue;
-            }
-            Err(e) => {
-                return Err(anyhow::Error::new(e).context(format!("looking up the {name} stream")));
-            }
+        let Some(stream) = find_stream(js, name).await? else {
+            let made_by = if DEFAULT_STREAMS.contains(&name.as_str()) {
+                " (`aegis init` makes it)"
+            } else {
+                ""
+            };
+            eprintln!("no {name} stream on this NATS{made_by}");
+            continue;
         };
         let mut infos = durable_consumers(&stream).await?;
         infos.sort_by(|a, b| a.name.cmp(&b.name));
@@ -144,16 +133,8 @@ async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
 async fn rm(args: RmArgs) -> anyhow::Result<ExitCode> {
     let conn = args.nats.connect_as_operator().await?;
     let js = conn.jetstream();
-    let stream = match js.get_stream(&args.stream).await {
-        Ok(stream) => stream,
-        Err(e) if stream_not_found(e.kind()) => {
-            anyhow::bail!("there is no stream {} on this NATS", args.stream)
-        }
-        Err(e) => {
-            return Err(
-                anyhow::Error::new(e).context(format!("looking up the {} stream", args.stream))
-            );
-        }
+    let Some(stream) = find_stream(js, &args.stream).await? else {
+        anyhow::bail!("there is no stream {} on this NATS", args.stream)
     };
     let info = match stream.consumer_info(&args.name).await {
         Ok(info) => info,
@@ -218,11 +199,6 @@ async fn durable_consumers(stream: &Stream) -> anyhow::Result<Vec<Info>> {
         .try_collect()
         .await
         .with_context(|| format!("listing the consumers of {name}"))
-}
-
-/// Whether JetStream answered that the stream does not exist.
-fn stream_not_found(kind: GetStreamErrorKind) -> bool {
-    matches!(kind, GetStreamErrorKind::JetStream(e) if e.error_code() == ErrorCode::STREAM_NOT_FOUND)
 }
 
 /// One consumer as `list` prints it.

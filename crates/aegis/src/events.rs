@@ -94,17 +94,11 @@ pub async fn tail(args: TailArgs, shutdown: CancellationToken) -> anyhow::Result
     })?;
     let conn = args.nats.connect_as_operator().await?;
     // Looked up, never created: a tail changes nothing on the server.
-    let stream = match conn.jetstream().get_stream(EVENTS_STREAM).await {
-        Ok(stream) => stream,
-        Err(e) if stream_not_found(e.kind()) => anyhow::bail!(
+    let Some(stream) = find_stream(conn.jetstream(), EVENTS_STREAM).await? else {
+        anyhow::bail!(
             "there is no {EVENTS_STREAM} stream on this NATS: no event was published yet, and \
              `aegis init` (which creates the streams) has not run"
-        ),
-        Err(e) => {
-            return Err(
-                anyhow::Error::new(e).context(format!("looking up the {EVENTS_STREAM} stream"))
-            );
-        }
+        )
     };
     let deliver_policy = if args.from_start {
         DeliverPolicy::All
@@ -166,9 +160,26 @@ pub async fn tail(args: TailArgs, shutdown: CancellationToken) -> anyhow::Result
     }
 }
 
-/// Whether JetStream answered that the stream does not exist.
-fn stream_not_found(kind: GetStreamErrorKind) -> bool {
-    matches!(kind, GetStreamErrorKind::JetStream(e) if e.error_code() == ErrorCode::STREAM_NOT_FOUND)
+/// The stream `name`, looked up (never created); `None` when JetStream
+/// answers that it does not exist. `aegis events` and `aegis consumers`
+/// say so in their own words.
+///
+/// # Errors
+/// Any other failure to look it up.
+pub(crate) async fn find_stream(
+    js: &jetstream::Context,
+    name: &str,
+) -> anyhow::Result<Option<jetstream::stream::Stream>> {
+    let error = match js.get_stream(name).await {
+        Ok(stream) => return Ok(Some(stream)),
+        Err(e) => e,
+    };
+    match error.kind() {
+        GetStreamErrorKind::JetStream(e) if e.error_code() == ErrorCode::STREAM_NOT_FOUND => {
+            Ok(None)
+        }
+        _ => Err(anyhow::Error::new(error).context(format!("looking up the {name} stream"))),
+    }
 }
 
 /// The subject filter of a tail's FILTER: none is every event, a domain
