@@ -115,10 +115,7 @@ use std::{
 use aegis_contracts::dead_letter::DeadLetterReason;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use futures::{FutureExt, StreamExt, future::BoxFuture};
-use tokio::{
-    sync::{Semaphore, watch},
-    time::Instant,
-};
+use tokio::{sync::Semaphore, time::Instant};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{Instrument, debug, info, warn};
 
@@ -286,16 +283,11 @@ impl Progress {
 /// Pulls and handles messages until `cancel` fires, starting with
 /// `consumer` (already opened by the caller, so configuration errors
 /// surface at start), then waits for the handlers still running.
-///
-/// While `pause` says `true` it has no pull open (the handlers running go
-/// on): a leader-only command worker pauses while its lease has lapsed,
-/// so that a command sent once a successor leads cannot go to its pull.
 pub(crate) async fn run(
     durable: Durable,
     mut consumer: PullConsumer,
     handler: Handler,
     cancel: CancellationToken,
-    mut pause: Option<watch::Receiver<bool>>,
 ) {
     let durable = Arc::new(durable);
     let slots = Arc::new(Semaphore::new(durable.concurrency.max(1)));
@@ -329,12 +321,6 @@ pub(crate) async fn run(
                 }
             }
         }
-        if let Some(pause) = pause.as_mut() {
-            tokio::select! {
-                () = cancel.cancelled() => break,
-                _ = pause.wait_for(|paused| !paused) => {}
-            }
-        }
         // Ask for exactly as many messages as there are free slots.
         let first = tokio::select! {
             () = cancel.cancelled() => break,
@@ -346,10 +332,6 @@ pub(crate) async fn run(
         let mut free = vec![first];
         while let Ok(p) = slots.clone().try_acquire_owned() {
             free.push(p);
-        }
-        if pause.as_ref().is_some_and(|p| *p.borrow()) {
-            // Paused while waiting for a slot: no pull now.
-            continue;
         }
         let pulled = Instant::now();
         let batch = tokio::select! {
@@ -366,29 +348,23 @@ pub(crate) async fn run(
         };
         let asked = free.len();
         let mut received = 0usize;
-        let mut stopping = None;
+        let mut stopping = false;
         healthy = loop {
-            let next = if let Some(stop) = stopping {
-                // The messages that arrived before the stop or pause go to
-                // their handlers as any other (a leader-only worker's hands
-                // a command back as its term says): dropped with the
-                // batch, each would wait out its `ack_wait` (a command's
-                // sender its whole deadline) before another instance got
-                // it.
+            let next = if stopping {
+                // The messages that arrived before the stop go to their
+                // handlers as any other (a leader-only worker's hands a
+                // command back as its term says): dropped with the batch,
+                // each would wait out its `ack_wait` (a command's sender
+                // its whole deadline) before another instance got it.
                 match batch.next().now_or_never() {
                     Some(Some(Ok(message))) => Some(Ok(message)),
-                    _ if stop == Stop::Cancelled => break 'pulling,
-                    _ => continue 'pulling,
+                    _ => break 'pulling,
                 }
             } else {
                 tokio::select! {
                     biased;
                     () = cancel.cancelled() => {
-                        stopping = Some(Stop::Cancelled);
-                        continue;
-                    }
-                    () = paused(&mut pause) => {
-                        stopping = Some(Stop::Paused);
+                        stopping = true;
                         continue;
                     }
                     next = batch.next() => next,
@@ -472,24 +448,6 @@ pub(crate) async fn run(
         handlers.wait().await;
     }
     debug!(consumer = durable.name(), "pull loop stopped");
-}
-
-/// Why a batch is left: the loop stops, or pauses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
-    Cancelled,
-    Paused,
-}
-
-/// Resolves when `pause` says `true`; never without one (or once its
-/// sender is gone: the loop's own stop ends it then).
-async fn paused(pause: &mut Option<watch::Receiver<bool>>) {
-    if let Some(pause) = pause
-        && pause.wait_for(|paused| *paused).await.is_ok()
-    {
-        return;
-    }
-    std::future::pending().await
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

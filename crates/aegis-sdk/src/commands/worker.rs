@@ -346,10 +346,8 @@ impl CommandWorkerBuilder {
     /// answered late) while the election key still names it, the instance
     /// serves nothing until a renewal commits and then serves again at the
     /// same epoch: a lapse, not a deposal. Meanwhile the worker starts no
-    /// command and has no pull open, so new commands wait in the work
-    /// queue (for this instance when it serves again, or for a successor);
-    /// one it took just as the lease ran out waits for the lease, and runs
-    /// as soon as the instance serves again. The commands it is running go on while the
+    /// command: one it takes waits for the lease, and runs as soon as the
+    /// instance serves again. The commands it is running go on while the
     /// lapse can be told from a takeover: for one lease (the election's
     /// [`LeaseConfig::lease`](crate::election::LeaseConfig::lease)) from
     /// when the instance stopped serving, while the worker's connection is
@@ -575,7 +573,7 @@ impl CommandWorkerBuilder {
             None => tasks.spawn(|cancel| {
                 owned(
                     owner_instance.as_deref(),
-                    crate::pull::run(durable, consumer, run_one, cancel, None)
+                    crate::pull::run(durable, consumer, run_one, cancel)
                         .instrument(span)
                         .boxed(),
                 )

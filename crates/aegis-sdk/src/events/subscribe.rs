@@ -384,7 +384,7 @@ impl<T: DeserializeOwned + Send + 'static> SubscriptionBuilder<T> {
             crate::telemetry::log_layer::owned_by_name(
                 &service,
                 Some(&owner_instance),
-                pull::run(durable, consumer, process, cancel, None).instrument(span),
+                pull::run(durable, consumer, process, cancel).instrument(span),
             )
         });
         info!(service = %self.service, consumer = %name, pattern = %pattern, mode = ?self.mode, "subscribed to events");

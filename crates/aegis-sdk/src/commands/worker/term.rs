@@ -53,9 +53,8 @@ pub(super) enum Term {
     /// Led at this epoch and its lease ran out unrenewed, while the
     /// election key still names it at that epoch, on a connected
     /// connection, for less than a lease: it serves nothing for now and
-    /// may serve again at the same epoch. Commands running go on; the
-    /// worker has no pull open meanwhile (a command taken just as the
-    /// lease ran out waits for it to serve again).
+    /// may serve again at the same epoch. Commands running go on;
+    /// commands taken meanwhile wait for it to serve again.
     Lapsed(u64),
     /// A lapse that can no longer be told from a takeover, since `since`:
     /// it lasted a lease (a standby may have taken the key, and the view
@@ -259,17 +258,11 @@ pub(super) async fn follow_leader(
         info!(epoch, "leading: taking commands");
         terms.send_replace(Term::Serving(epoch));
         let term = cancel.child_token();
-        // No pull open while the term does not serve: a command sent once
-        // a successor leads would otherwise go to this worker's pull,
-        // opened before, and wait for the hand-back (or, when it arrives
-        // as the pull is dropped at the term's end, for its `ack_wait`).
-        let (pause, paused) = watch::channel(false);
         let run = crate::pull::run(
             durable.clone(),
             consumer.clone(),
             handler.clone(),
             term.clone(),
-            Some(paused),
         );
         tokio::pin!(run);
         let mut lapse = Lapse::default();
@@ -285,10 +278,6 @@ pub(super) async fn follow_leader(
                 if was != standing {
                     terms.send_replace(standing);
                 }
-                pause.send_if_modified(|paused| {
-                    let pause = !matches!(standing, Term::Serving(_));
-                    std::mem::replace(paused, pause) != pause
-                });
                 match (was, standing) {
                     (Term::Serving(_), Term::Lapsed(_)) => info!(
                         epoch,
