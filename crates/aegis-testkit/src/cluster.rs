@@ -239,6 +239,51 @@ impl NatsCluster {
         self.nodes[i].kill();
     }
 
+    /// Waits up to `timeout` until no running node has a route to node `i`
+    /// any more: after [`kill_node`](Self::kill_node), the moment from
+    /// which the others no longer forward to it what its subscriptions
+    /// (a stream it led) would have taken. Until then, a publish the dead
+    /// node would have answered is sent into the void and times out,
+    /// rather than being answered "no responders".
+    ///
+    /// # Errors
+    ///
+    /// [`TestkitError::NotReady`] when a node still routes to it in time.
+    ///
+    /// # Panics
+    ///
+    /// When `i >= self.len()`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// let mut cluster = aegis_testkit::NatsCluster::start(3)?;
+    /// cluster.kill_node(2);
+    /// cluster.wait_unrouted(2, Duration::from_secs(10))?;
+    /// # Ok::<(), aegis_testkit::TestkitError>(())
+    /// ```
+    pub fn wait_unrouted(&self, i: usize, timeout: Duration) -> Result<(), TestkitError> {
+        let gone = self.nodes[i].server_name();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let still = self
+                .nodes
+                .iter()
+                .filter(|n| n.pid().is_some() && n.server_name() != gone)
+                .find(|n| n.route_peers().iter().any(|p| p == gone));
+            match still {
+                None => return Ok(()),
+                Some(node) if Instant::now() >= deadline => {
+                    return Err(node.not_ready(format!(
+                        "timed out waiting for the route to {gone} to close"
+                    )));
+                }
+                Some(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
     /// Restarts node `i` on its ports with its store and waits until it has
     /// rejoined (healthy, JetStream current, meta leader known).
     ///
