@@ -529,29 +529,22 @@ fn read_operator(path: &std::path::Path) -> anyhow::Result<(String, String)> {
 fn connect_error(error: aegis_sdk::ConnectError, url: &str) -> anyhow::Error {
     // The SDK's error names the servers when none answered; the others are
     // told where. The SDK's error stays in the chain: `service` and `init`
-    // wait on it (`service::transient`).
-    let named = matches!(error, aegis_sdk::ConnectError::Connect { .. });
-    // The tools say where servers are set in their own terms (`hint`:
-    // --nats-url), not the SDK's for a program of its own.
-    let error = match error {
+    // wait on it (`service::transient`). The tools say where servers are
+    // set in their own terms (`hint`: --nats-url), not the SDK's for a
+    // program of its own.
+    match error {
         aegis_sdk::ConnectError::Connect {
             servers, source, ..
-        } => aegis_sdk::ConnectError::Connect {
+        } => anyhow::Error::new(aegis_sdk::ConnectError::Connect {
             servers,
             default: false,
             source,
-        },
-        other => other,
-    };
-    let error = anyhow::Error::new(error);
-    if named {
-        error
-    } else {
+        }),
         // A password the URL may carry is never printed.
-        error.context(format!(
+        other => anyhow::Error::new(other).context(format!(
             "connecting to NATS at {}",
             crate::up::redacted(url)
-        ))
+        )),
     }
 }
 

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Proc, alive, free_port, free_up_ports, pids};
+use common::{Proc, alive, free_port, pids};
 
 use aegis_testkit::NatsServer;
 use futures::StreamExt;
@@ -119,21 +119,7 @@ fn the_monitor_stops_on_sigterm_after_its_nats_server_died() {
 
 /// `aegis up --single-node` on free ports, with its state in `state`.
 fn start_up(state: &std::path::Path) -> Proc {
-    let (base, api) = free_up_ports();
-    let mut up = Proc::spawn(&[
-        "up",
-        "--single-node",
-        "--instances",
-        "order=2,pricing=1,risk=1",
-        "--base-port",
-        &base.to_string(),
-        "--api-port",
-        &api.to_string(),
-        "--state-dir",
-        state.to_str().unwrap(),
-    ]);
-    up.wait_for("Aegis showcase is up", Duration::from_secs(120));
-    up
+    Proc::up_single_node("order=2,pricing=1,risk=1", state)
 }
 
 #[test]
