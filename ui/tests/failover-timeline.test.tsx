@@ -38,6 +38,8 @@ describe("FailoverTimeline", () => {
     ["lastSeen", "≤ 412 ms after order-1 was last seen"],
     // A whole restart is no hand-over (dab8343): it says so.
     ["restart", "restarted: 412 ms without a leader after order-1 let go"],
+    // A lapse of the lease and a renewal: the same leader, not a hand-over.
+    ["resumed", "resumed: order-1's lease lapsed for 412 ms; nobody else led"],
   ])("says a hand-over measured by %s as such", async (basis, said) => {
     answer([
       term("order-1", "2026-12-05T04:00:00.000Z", { endedAt: "2026-12-05T04:00:05.000Z", endReason: "superseded" }),

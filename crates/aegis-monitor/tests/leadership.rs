@@ -13,7 +13,11 @@ use aegis_contracts::{
     log::{LogKind, LogLevel, LogRecord},
     subjects::{ELECTIONS_BUCKET, log_subject, metrics_subject},
 };
-use aegis_sdk::{Connection, election::LeaderRecord, rpc::Service};
+use aegis_sdk::{
+    Connection,
+    election::{LeaderRecord, Role},
+    rpc::Service,
+};
 use chrono::Utc;
 use common::{Harness, VIEWER, eventually};
 use serde_json::{Value, json};
@@ -91,6 +95,64 @@ async fn a_graceful_stop_hands_over_and_the_timeline_says_how_fast() {
     assert!(t[1]["endedAt"].is_null(), "order-b still leads: {t:?}");
     assert!(t[1]["epoch"].as_u64() > t[0]["epoch"].as_u64(), "{t:?}");
     second.shutdown().await.expect("graceful stop");
+}
+
+/// A lapse of the lease, made as in the SDK's `commands_lapse.rs`: the
+/// nats-server is stopped (SIGSTOP) until the leader stops serving, with
+/// no standby to take over. It serves again at the same epoch: the
+/// timeline says it resumed, not that it handed over to itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_serving_again_after_a_lapse_of_its_lease_resumed() {
+    let mut h = Harness::start().await;
+    let conn = h.connect().await;
+    let path = "/api/leadership/order-service?group=main";
+    let leader = sticky(&conn, "order-a").await;
+    let election = leader.election().unwrap();
+    let leadership = election.leadership();
+    eventually(Duration::from_secs(10), "order-a elected", || async {
+        terms(&h, path).await.len() == 1
+    })
+    .await;
+    let epoch = leadership.serving_epoch().expect("order-a serves");
+
+    // Until its renewal fails: it then steps down to STANDBY, keeping the
+    // key (a lease run out with no renewal tried yet changes no role).
+    h.nats.pause();
+    eventually(
+        Duration::from_secs(10),
+        "order-a steps down when its lease runs out unrenewed",
+        || async { matches!(election.role(), Role::Standby { .. }) },
+    )
+    .await;
+    h.nats.resume();
+    eventually(Duration::from_secs(10), "order-a serves again", || async {
+        leadership.serving_epoch().is_some()
+    })
+    .await;
+    assert_eq!(
+        leadership.serving_epoch(),
+        Some(epoch),
+        "a lapse, not a new term"
+    );
+
+    eventually(
+        Duration::from_secs(10),
+        "the timeline reads the resumption",
+        || async { terms(&h, path).await.len() == 2 },
+    )
+    .await;
+    let t = terms(&h, path).await;
+    assert_eq!(t[0]["endReason"], "resigned", "{t:?}");
+    assert_eq!(t[1]["instanceId"], "order-a");
+    assert_eq!(t[1]["epoch"].as_u64(), Some(epoch), "{t:?}");
+    assert_eq!(t[1]["handoverFrom"], "order-a");
+    assert_eq!(t[1]["handoverBasis"], "resumed", "{t:?}");
+    let ms = t[1]["handoverMs"]
+        .as_f64()
+        .expect("how long it did not serve");
+    assert!((0.0..20_000.0).contains(&ms), "{ms} ms");
+    assert!(t[1]["endedAt"].is_null(), "order-a leads on: {t:?}");
+    leader.shutdown().await.expect("graceful stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -57,6 +57,7 @@ const handoverKey: Record<string, MessageKey> = {
   lastSeen: "timeline.handoverLastSeen",
   disconnect: "timeline.handoverDisconnect",
   restart: "timeline.handoverRestart",
+  resumed: "timeline.handoverResumed",
 };
 
 /** A leader of the group as the live view shows it: ACTIVE, not gone. */

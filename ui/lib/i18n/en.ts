@@ -282,6 +282,7 @@ export const en = {
   "timeline.handoverLastSeen": "≤ {ms} ms after {from} was last seen",
   "timeline.handoverDisconnect": "{ms} ms after {from}'s connection closed",
   "timeline.handoverRestart": "restarted: {ms} ms without a leader after {from} let go",
+  "timeline.handoverResumed": "resumed: {from}'s lease lapsed for {ms} ms; nobody else led",
   "timeline.first": "first leader in the window",
   "timeline.afterUnread": "unknown: elected after the unread part of the window",
   "timeline.end.resigned": "resigned",

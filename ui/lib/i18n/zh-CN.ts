@@ -281,6 +281,7 @@ export const zhCN: Catalogue = {
   "timeline.handoverLastSeen": "{from} 最后可见后 ≤ {ms} 毫秒",
   "timeline.handoverDisconnect": "{from} 的连接关闭后 {ms} 毫秒",
   "timeline.handoverRestart": "重启：{from} 让出后 {ms} 毫秒无领导者",
+  "timeline.handoverResumed": "恢复：{from} 的租约失效 {ms} 毫秒；其间无其他领导者",
   "timeline.first": "窗口内第一个主节点",
   "timeline.afterUnread": "未知：在窗口中未读取的部分之后当选",
   "timeline.end.resigned": "主动让出",

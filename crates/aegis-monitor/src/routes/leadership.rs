@@ -164,7 +164,10 @@ pub(crate) struct LeadershipTerm {
     /// instance stopped after the goodbye, or one of its processes
     /// registered at or after it and no later than its election, as in a
     /// restart of the whole fleet: the time with no leader, not how long a
-    /// standby took to take over), `disconnect` (measured
+    /// standby took to take over), `resumed` (the same leader
+    /// serving again at the same epoch, measured from its goodbye: its
+    /// lease ran out unrenewed, it stopped serving and kept the key, and
+    /// a renewal let it serve again; no one else led meanwhile), `disconnect` (measured
     /// from the moment the old leader's connection closed, as the NATS
     /// server said; with system account access) or `lastSeen` (an upper
     /// bound, from the old leader's last metrics snapshot).
@@ -574,9 +577,20 @@ pub(crate) fn build_terms_since(
                         .map(|goodbye| goodbye.at)
                         .or(let_go.map(|(left, _)| left))
                         .or(last.ended_at);
-                    let basis = notice(
-                        left.is_some_and(|left| restarted(&sorted, index, &registrations, left)),
-                    );
+                    let restart =
+                        left.is_some_and(|left| restarted(&sorted, index, &registrations, left));
+                    // Its leader let go of this very epoch and serves it
+                    // again: its lease ran out unrenewed, it stopped
+                    // serving and kept the key (nobody else can win an
+                    // epoch already won), and a renewal let it serve again.
+                    let resumed = !restart
+                        && later.is_none()
+                        && last.instance_id == r.instance
+                        && last.end_reason.as_deref() == Some("resigned")
+                        && r.epoch.is_some()
+                        && last.epoch == r.epoch
+                        && let_go.is_some_and(|(_, said)| said == r.epoch);
+                    let basis = if resumed { "resumed" } else { notice(restart) };
                     handover = Some((last.instance_id.clone(), basis, left));
                 }
                 let_go = None;
@@ -1287,6 +1301,37 @@ mod tests {
         assert_eq!(terms[0].epoch, Some(5));
         // A goodbye of someone who is not the leader closes nothing.
         assert_eq!(terms[0].ended_at, None);
+    }
+
+    /// A leader whose lease ran out unrenewed stops serving (a
+    /// `leadership_lost` naming its epoch) and serves again at the same
+    /// epoch once a renewal commits (an `elected` at that epoch): the key
+    /// stayed its own. The new row says so, with how long it did not
+    /// serve, rather than a hand-over from itself.
+    #[test]
+    fn a_leader_serving_again_at_its_epoch_after_a_lapse_is_resumed() {
+        let terms = build_terms(&[
+            rec(0, "a", Change::Elected, Some(87)),
+            rec(10_000, "a", Change::Resigned, Some(87)),
+            rec(11_701, "a", Change::Elected, Some(87)),
+        ]);
+        assert_eq!(terms.len(), 2, "{terms:?}");
+        assert_eq!(terms[0].end_reason.as_deref(), Some("resigned"));
+        assert_eq!(terms[0].ended_at, Some(at(10_000)));
+        assert_eq!(terms[1].epoch, Some(87));
+        assert_eq!(terms[1].handover_from.as_deref(), Some("a"));
+        assert_eq!(terms[1].handover_basis.as_deref(), Some("resumed"));
+        assert_eq!(terms[1].handover_ms, Some(1_701.0));
+        assert_eq!(terms[1].ended_at, None);
+
+        // Another instance elected after the pause is a hand-over as ever,
+        // and so is the same instance at a new epoch.
+        let terms = build_terms(&[
+            rec(0, "a", Change::Elected, Some(87)),
+            rec(10_000, "a", Change::Resigned, Some(87)),
+            rec(11_701, "a", Change::Elected, Some(88)),
+        ]);
+        assert_eq!(terms[1].handover_basis.as_deref(), Some("notice"));
     }
 
     #[test]
