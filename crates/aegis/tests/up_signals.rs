@@ -41,7 +41,7 @@ impl Up {
         } else {
             Stdio::from(out.try_clone().unwrap())
         };
-        let mut child = Command::new(AEGIS)
+        let mut child = terminal_job()
             .args([
                 "up",
                 "--single-node",
@@ -159,6 +159,29 @@ impl Up {
                 );
             }
         }
+    }
+}
+
+/// A command that starts `aegis up` as a terminal's shell starts a job:
+/// with SIGHUP's default handling. Under `nohup` (a test run started so)
+/// it would inherit SIGHUP ignored, and `aegis up` keeps it ignored, as
+/// it should under `nohup`: a closed terminal would then stop nothing.
+/// `env --default-signal` (coreutils 8.31 or later) resets it before
+/// running `aegis`, in the same process; it is used only when needed.
+fn terminal_job() -> Command {
+    let hup_ignored = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let mask = status.lines().find_map(|l| l.strip_prefix("SigIgn:"))?;
+            u64::from_str_radix(mask.trim(), 16).ok()
+        })
+        .is_some_and(|mask| mask & 1 == 1);
+    if hup_ignored {
+        let mut env = Command::new("env");
+        env.args(["--default-signal=HUP", AEGIS]);
+        env
+    } else {
+        Command::new(AEGIS)
     }
 }
 
