@@ -51,6 +51,27 @@ describe("FailoverTimeline", () => {
   });
 });
 
+describe("FailoverTimeline after a lapse of the lease", () => {
+  it("says the lease lapsed, and no successor only while none followed", async () => {
+    answer([
+      term("order-1", "2026-12-05T04:00:00.000Z", { endedAt: "2026-12-05T04:00:05.000Z", endReason: "lapsed" }),
+      term("order-1", "2026-12-05T04:00:06.701Z", {
+        endedAt: "2026-12-05T04:00:09.000Z",
+        endReason: "lapsed",
+        handoverMs: 1701,
+        handoverFrom: "order-1",
+        handoverBasis: "resumed",
+      }),
+    ]);
+    renderUi(<FailoverTimeline serviceName="order-service" group="default" changeKey="" />);
+    const rows = await screen.findAllByTestId("timeline-term");
+    const ended = rows.map((row) => within(row).getAllByRole("cell")[4]!.textContent);
+    // Newest first: the last term's lapse has no successor yet; the first one's was followed.
+    expect(ended).toEqual(["lease lapsed, no successor yet", "lease lapsed"]);
+    expect(within(rows[0]!).getByTestId("handover").textContent).toBe("resumed: order-1's lease lapsed for 1,701 ms; nobody else led");
+  });
+});
+
 // The trial, at 390 px: the table was 556 px wide, Until was cut and Ended
 // and Hand-over were off-screen, with nothing saying it scrolled. On a
 // narrow screen each term is stacked, every figure under its column's name.

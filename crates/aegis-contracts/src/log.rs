@@ -57,6 +57,12 @@ pub struct LogRecord {
 /// The key of [`LogRecord::fields`] that holds a fencing epoch.
 pub const EPOCH_FIELD: &str = "epoch";
 
+/// The key of [`LogRecord::fields`] set to `true` in a `leadership_lost`
+/// whose leader stopped serving because its lease ran out unrenewed, the
+/// election key still its own: an `elected` of the same instance at the
+/// same epoch ends that pause.
+pub const LAPSED_FIELD: &str = "lapsed";
+
 impl LogRecord {
     /// A record with no fields.
     pub fn new(

@@ -142,7 +142,8 @@ async fn a_leader_serving_again_after_a_lapse_of_its_lease_resumed() {
     )
     .await;
     let t = terms(&h, path).await;
-    assert_eq!(t[0]["endReason"], "resigned", "{t:?}");
+    // It said why it stopped serving.
+    assert_eq!(t[0]["endReason"], "lapsed", "{t:?}");
     assert_eq!(t[1]["instanceId"], "order-a");
     assert_eq!(t[1]["epoch"].as_u64(), Some(epoch), "{t:?}");
     assert_eq!(t[1]["handoverFrom"], "order-a");

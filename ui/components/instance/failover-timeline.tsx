@@ -220,7 +220,12 @@ export function FailoverTimeline({ serviceName, group, changeKey }: FailoverTime
                   )}
                 </TableCell>
                 <TableCell data-label={t("timeline.end")} className={cn(STACKED, "text-xs")}>
-                  {term.endReason ? t(endKey[term.endReason] ?? "timeline.end.superseded") : t("detail.none")}
+                  {term.endReason === "lapsed" && i > 0
+                    ? // Newest first: a later term followed this lapse.
+                      t("timeline.end.lapsedThen")
+                    : term.endReason
+                      ? t(endKey[term.endReason] ?? "timeline.end.superseded")
+                      : t("detail.none")}
                 </TableCell>
                 <TableCell data-label={t("timeline.handover")} className={cn(STACKED, "text-xs")} data-testid="handover">
                   {term.handoverMs != null && term.handoverFrom

@@ -289,6 +289,7 @@ export const en = {
   "timeline.end.stopped": "stopped",
   "timeline.end.superseded": "lost without notice",
   "timeline.end.lapsed": "lease lapsed, no successor yet",
+  "timeline.end.lapsedThen": "lease lapsed",
   "timeline.end.unread": "ended unseen: its end was not read",
   "timeline.end": "Ended",
   "timeline.notSticky": "This instance is not in a sticky single-active group; it has no failover timeline.",

@@ -288,6 +288,7 @@ export const zhCN: Catalogue = {
   "timeline.end.stopped": "已停止",
   "timeline.end.superseded": "无通知丢失",
   "timeline.end.lapsed": "租约已过期，尚无继任者",
+  "timeline.end.lapsedThen": "租约已过期",
   "timeline.end.unread": "结束时未被看到：未读取到其结束记录",
   "timeline.end": "结束方式",
   "timeline.notSticky": "此实例不属于粘性单活组，没有故障转移时间线。",

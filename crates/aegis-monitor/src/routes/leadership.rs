@@ -8,7 +8,9 @@
 //! is a new term, even when the same instance wins again, and elections
 //! follow their epochs, not their hosts' clocks, and a goodbye naming an
 //! epoch comes after the election at that epoch);
-//! `leadership_lost` (resigned) or `deregistered` (stopped) close it; a
+//! `leadership_lost` (resigned; lapsed when it says its lease ran out
+//! unrenewed, the key kept, which an `elected` at the same epoch ends as
+//! `resumed`) or `deregistered` (stopped) close it; a
 //! term that a new `elected` ends with no goodbye from its holder was
 //! `superseded` (a crash or a partition); a goodbye naming a later epoch
 //! than its leader's open term, whose election was not read, ends that
@@ -44,7 +46,7 @@ use std::time::Duration;
 
 use aegis_contracts::{
     MetricsSnapshot,
-    log::{LogKind, LogRecord},
+    log::{LAPSED_FIELD, LogKind, LogRecord},
     names::{validate_group_name, validate_service_name},
     subjects::{LOG_STREAM, METRICS_STREAM, metrics_subject},
 };
@@ -129,7 +131,10 @@ pub(crate) struct LeadershipTerm {
     /// `resigned` (leadership_lost), `stopped` (deregistered),
     /// `superseded` (a new leader was elected without a goodbye),
     /// `lapsed` (its election key went unrenewed past its lease and nobody
-    /// has taken over yet) or `unread`; null while the term lasts.
+    /// has taken over yet; or its leader said its lease ran out unrenewed,
+    /// the key still its own, and stopped serving: a `leadership_lost`
+    /// with `lapsed: true`, which a next term of the same leader at the
+    /// same epoch, `resumed`, ends) or `unread`; null while the term lasts.
     ///
     /// In a truncated window, a term still open where the unread middle
     /// begins ends at its leader's first goodbye read after the middle
@@ -357,6 +362,10 @@ pub(crate) struct Lifecycle {
 enum Change {
     Elected,
     Resigned,
+    /// A `leadership_lost` whose leader says its lease ran out unrenewed
+    /// and it keeps the key (`lapsed: true`): a goodbye as `Resigned` is,
+    /// which an `elected` at the same epoch may end (`resumed`).
+    Lapsed,
     Stopped,
     /// A process's registration began (`registered`): it was started then.
     /// No goodbye, and no election: [`in_order`] leaves it out, so that the
@@ -369,6 +378,11 @@ impl Lifecycle {
     fn from_record(instance: &str, record: &LogRecord) -> Option<Self> {
         let kind = match record.kind {
             LogKind::Elected => Change::Elected,
+            LogKind::LeadershipLost
+                if record.fields.get(LAPSED_FIELD) == Some(&serde_json::Value::Bool(true)) =>
+            {
+                Change::Lapsed
+            }
             LogKind::LeadershipLost => Change::Resigned,
             LogKind::Deregistered => Change::Stopped,
             LogKind::Registered => Change::Registered,
@@ -586,7 +600,7 @@ pub(crate) fn build_terms_since(
                     let resumed = !restart
                         && later.is_none()
                         && last.instance_id == r.instance
-                        && last.end_reason.as_deref() == Some("resigned")
+                        && matches!(last.end_reason.as_deref(), Some("resigned" | "lapsed"))
                         && r.epoch.is_some()
                         && last.epoch == r.epoch
                         && let_go.is_some_and(|(_, said)| said == r.epoch);
@@ -614,7 +628,7 @@ pub(crate) fn build_terms_since(
             }
             // Never among `sorted` (see `in_order`).
             Change::Registered => {}
-            Change::Resigned | Change::Stopped => {
+            Change::Resigned | Change::Lapsed | Change::Stopped => {
                 let Some(last) = terms.last_mut().filter(|t| t.instance_id == r.instance) else {
                     continue;
                 };
@@ -860,6 +874,7 @@ fn notice(restarted: bool) -> &'static str {
 fn reason(kind: Change) -> &'static str {
     match kind {
         Change::Resigned => "resigned",
+        Change::Lapsed => "lapsed",
         Change::Stopped => "stopped",
         Change::Elected => "superseded",
         // Not a goodbye: no term ends with one (see `in_order`).
@@ -1310,13 +1325,23 @@ mod tests {
     /// serve, rather than a hand-over from itself.
     #[test]
     fn a_leader_serving_again_at_its_epoch_after_a_lapse_is_resumed() {
+        // As an SDK that says the lease lapsed writes it, and as one that
+        // does not.
+        for (lost, ended) in [(Change::Lapsed, "lapsed"), (Change::Resigned, "resigned")] {
+            let terms = build_terms(&[
+                rec(0, "a", Change::Elected, Some(87)),
+                rec(10_000, "a", lost, Some(87)),
+                rec(11_701, "a", Change::Elected, Some(87)),
+            ]);
+            assert_eq!(terms.len(), 2, "{terms:?}");
+            assert_eq!(terms[0].end_reason.as_deref(), Some(ended));
+            assert_eq!(terms[1].handover_basis.as_deref(), Some("resumed"));
+        }
         let terms = build_terms(&[
             rec(0, "a", Change::Elected, Some(87)),
-            rec(10_000, "a", Change::Resigned, Some(87)),
+            rec(10_000, "a", Change::Lapsed, Some(87)),
             rec(11_701, "a", Change::Elected, Some(87)),
         ]);
-        assert_eq!(terms.len(), 2, "{terms:?}");
-        assert_eq!(terms[0].end_reason.as_deref(), Some("resigned"));
         assert_eq!(terms[0].ended_at, Some(at(10_000)));
         assert_eq!(terms[1].epoch, Some(87));
         assert_eq!(terms[1].handover_from.as_deref(), Some("a"));
@@ -1325,13 +1350,16 @@ mod tests {
         assert_eq!(terms[1].ended_at, None);
 
         // Another instance elected after the pause is a hand-over as ever,
-        // and so is the same instance at a new epoch.
-        let terms = build_terms(&[
-            rec(0, "a", Change::Elected, Some(87)),
-            rec(10_000, "a", Change::Resigned, Some(87)),
-            rec(11_701, "a", Change::Elected, Some(88)),
-        ]);
-        assert_eq!(terms[1].handover_basis.as_deref(), Some("notice"));
+        // and so is the same instance at a new epoch; the lapse stays said.
+        for next in [("b", 88), ("a", 88)] {
+            let terms = build_terms(&[
+                rec(0, "a", Change::Elected, Some(87)),
+                rec(10_000, "a", Change::Lapsed, Some(87)),
+                rec(11_701, next.0, Change::Elected, Some(next.1)),
+            ]);
+            assert_eq!(terms[0].end_reason.as_deref(), Some("lapsed"));
+            assert_eq!(terms[1].handover_basis.as_deref(), Some("notice"));
+        }
     }
 
     #[test]

@@ -41,6 +41,10 @@ struct Shared {
     /// Set by a graceful stop: a leader that takes no new request, and
     /// finishes those it took before it resigns.
     stepping_down: AtomicBool,
+    /// Set while a leader's lease has run out unrenewed and the key may
+    /// still be its own: it stopped serving (a standby's role) and renews
+    /// on. Its `leadership_lost` event says so.
+    lapsed: AtomicBool,
 }
 
 impl Shared {
@@ -114,6 +118,13 @@ impl Leadership {
     pub fn role(&self) -> Role {
         self.0.role.borrow().clone()
     }
+
+    /// Whether this instance stopped serving because its lease ran out
+    /// unrenewed, keeping the key: it serves again at the same epoch once
+    /// a renewal commits, unless a successor took the key meanwhile.
+    pub(crate) fn lapsed(&self) -> bool {
+        self.0.lapsed.load(Ordering::Acquire)
+    }
 }
 
 /// A running election for one (service, group).
@@ -172,6 +183,7 @@ impl Election {
             epoch: AtomicU64::new(0),
             renewals_paused: AtomicBool::new(false),
             stepping_down: AtomicBool::new(false),
+            lapsed: AtomicBool::new(false),
         });
         let cancel = CancellationToken::new();
         let gate = Arc::new(HealthGate::new(conn.clone(), service, group, instance_id));
@@ -577,6 +589,7 @@ impl Campaign {
 
     /// Leader: renew until the lease is lost or the task is cancelled.
     async fn lead(&self, epoch: u64, sent_at: Instant) {
+        self.shared.lapsed.store(false, Ordering::Release);
         self.shared.epoch.store(epoch, Ordering::Release);
         *self
             .shared
@@ -714,6 +727,8 @@ impl Campaign {
                         // nobody caused, seen when a sticky group's
                         // instances start together on a loaded machine.
                         warn!(epoch, error = %why, "could not renew the lease in time; stopped serving, still renewing");
+                        // Before the role changes: its watchers read it.
+                        self.shared.lapsed.store(true, Ordering::Release);
                         self.step_down(None);
                         lapsed = true;
                         continue;
@@ -734,6 +749,7 @@ impl Campaign {
     fn serve_again(&self, epoch: u64, lapsed: &mut bool) {
         if *lapsed && self.shared.serving_epoch().is_some() {
             *lapsed = false;
+            self.shared.lapsed.store(false, Ordering::Release);
             info!(epoch, "lease renewed after it ran out; serving again");
             self.shared.role.send_replace(Role::Leader { epoch });
         }
@@ -977,6 +993,7 @@ mod tests {
             epoch: AtomicU64::new(epoch),
             renewals_paused: AtomicBool::new(false),
             stepping_down: AtomicBool::new(false),
+            lapsed: AtomicBool::new(false),
         }))
     }
 

@@ -6,15 +6,20 @@
 
 use aegis_contracts::{
     InstanceStatus,
-    log::{EPOCH_FIELD, LogKind, LogLevel},
+    log::{EPOCH_FIELD, LAPSED_FIELD, LogKind, LogLevel},
 };
 use tracing::{info, warn};
 
-use crate::{election::Role, registry::RegistrationHandle, telemetry::Telemetry};
+use crate::{
+    election::{Leadership, Role},
+    registry::RegistrationHandle,
+    telemetry::Telemetry,
+};
 
 /// Writes each role change to the registry record.
 pub(super) async fn mirror_role(
     mut roles: tokio::sync::watch::Receiver<Role>,
+    leadership: Leadership,
     registration: RegistrationHandle,
     telemetry: Telemetry,
 ) {
@@ -23,6 +28,9 @@ pub(super) async fn mirror_role(
     let mut named: Option<String> = None;
     loop {
         let role = roles.borrow_and_update().clone();
+        // Read with the role it goes with: a renewal may end the lapse
+        // (and change the role again) at any moment.
+        let lapsed = leadership.lapsed();
         if let Some(leader) = follows(previous.as_ref(), &mut named, &role) {
             info!(leader = %leader, "STANDBY: {leader} leads; this instance takes over if it stops");
         }
@@ -34,17 +42,28 @@ pub(super) async fn mirror_role(
                     .with_field("from", "STANDBY")
                     .with_field("to", "ACTIVE"),
                 // The epoch names the term lost, so that a reader of the log
-                // need not guess it from the instance and the timing.
-                Change::Lost { epoch, leader } => telemetry
-                    .lifecycle(
-                        LogLevel::Warn,
-                        LogKind::LeadershipLost,
-                        "no longer the leader; now STANDBY",
-                    )
-                    .with_field(EPOCH_FIELD, epoch)
-                    .with_field("from", "ACTIVE")
-                    .with_field("to", "STANDBY")
-                    .with_field("leader", leader.unwrap_or_default()),
+                // need not guess it from the instance and the timing. A
+                // lease that ran out unrenewed, the key kept, says so: the
+                // loss may be a pause, ended by an `elected` at the same
+                // epoch.
+                Change::Lost { epoch, leader } => {
+                    let said = if lapsed {
+                        "lease ran out unrenewed; not serving, still renewing"
+                    } else {
+                        "no longer the leader; now STANDBY"
+                    };
+                    let event = telemetry
+                        .lifecycle(LogLevel::Warn, LogKind::LeadershipLost, said)
+                        .with_field(EPOCH_FIELD, epoch)
+                        .with_field("from", "ACTIVE")
+                        .with_field("to", "STANDBY")
+                        .with_field("leader", leader.unwrap_or_default());
+                    if lapsed {
+                        event.with_field(LAPSED_FIELD, true)
+                    } else {
+                        event
+                    }
+                }
             };
             telemetry.event(event);
         }

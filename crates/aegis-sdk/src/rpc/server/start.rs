@@ -621,7 +621,12 @@ fn mirror(
     };
     let role_task = tokio::spawn(owned_by(
         telemetry.clone(),
-        mirror_role(election.roles(), registration.handle(), telemetry.clone()),
+        mirror_role(
+            election.roles(),
+            election.leadership(),
+            registration.handle(),
+            telemetry.clone(),
+        ),
     ));
     let health_task = control::mirror_health(
         registration.health_changes(),
