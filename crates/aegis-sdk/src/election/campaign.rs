@@ -43,7 +43,8 @@ struct Shared {
     stepping_down: AtomicBool,
     /// Set while a leader's lease has run out unrenewed and the key may
     /// still be its own: it stopped serving (a standby's role) and renews
-    /// on. Its `leadership_lost` event says so.
+    /// on. Cleared when it serves again or starts a term; its
+    /// `leadership_lost` event says so.
     lapsed: AtomicBool,
 }
 
@@ -604,9 +605,6 @@ impl Campaign {
         // Until when the last confirmed renewal lets this leader serve.
         let mut confirmed_until = self.config.serve_until(sent_at);
         let mut riding_out = false;
-        // Whether the lease ran out unrenewed while the key may still be
-        // ours: not serving (a standby's role), renewing on.
-        let mut lapsed = false;
         let mut next = tokio::time::Instant::now();
         loop {
             tokio::select! {
@@ -691,7 +689,7 @@ impl Campaign {
                                 confirmed_until = self.config.serve_until(since);
                                 unconfirmed_since = None;
                                 debug!(epoch, revision, error = %why, "a renewal committed unconfirmed; still leading");
-                                self.serve_again(epoch, &mut lapsed);
+                                self.serve_again(epoch);
                                 continue;
                             }
                         }
@@ -716,7 +714,9 @@ impl Campaign {
                             }
                         }
                     }
-                    if self.shared.serving_epoch().is_none() && !lapsed {
+                    if self.shared.serving_epoch().is_none()
+                        && !self.shared.lapsed.load(Ordering::Acquire)
+                    {
                         // Stop serving, as the lease says, but keep the key:
                         // nobody else took it (the key said so, or did not
                         // answer), and a renewal that commits by
@@ -730,7 +730,6 @@ impl Campaign {
                         // Before the role changes: its watchers read it.
                         self.shared.lapsed.store(true, Ordering::Release);
                         self.step_down(None);
-                        lapsed = true;
                         continue;
                     }
                     debug!(epoch, error = %why, "lease renewal failed; retrying");
@@ -738,17 +737,16 @@ impl Campaign {
                 }
             }
             unconfirmed_since = None;
-            self.serve_again(epoch, &mut lapsed);
+            self.serve_again(epoch);
         }
     }
 
-    /// Leader whose lease ran out unrenewed (`lapsed`): once a renewal
-    /// that committed lets it serve again, it leads again at the same
-    /// epoch — nobody else held the key meanwhile, or the renewal's
+    /// Leader whose lease ran out unrenewed ([`Shared::lapsed`]): once a
+    /// renewal that committed lets it serve again, it leads again at the
+    /// same epoch — nobody else held the key meanwhile, or the renewal's
     /// compare-and-set would have failed.
-    fn serve_again(&self, epoch: u64, lapsed: &mut bool) {
-        if *lapsed && self.shared.serving_epoch().is_some() {
-            *lapsed = false;
+    fn serve_again(&self, epoch: u64) {
+        if self.shared.lapsed.load(Ordering::Acquire) && self.shared.serving_epoch().is_some() {
             self.shared.lapsed.store(false, Ordering::Release);
             info!(epoch, "lease renewed after it ran out; serving again");
             self.shared.role.send_replace(Role::Leader { epoch });
