@@ -145,9 +145,16 @@ impl Signals {
 
 /// Whether this process was started with SIGHUP ignored (`nohup`), as the
 /// kernel says in `/proc/self/status` (`SigIgn`, a hex mask whose lowest
-/// bit is SIGHUP); read before any handler is installed.
+/// bit is SIGHUP); read before any handler is installed. Tests that send
+/// `aegis up` a terminal's SIGHUP ask it too: a test run under `nohup`
+/// passes SIGHUP ignored on to the processes it starts.
+///
+/// ```
+/// // Under `nohup`, true; from a terminal's shell, false.
+/// let _ignored: bool = aegis::shutdown::hangup_ignored();
+/// ```
 #[cfg(unix)]
-fn hangup_ignored() -> bool {
+pub fn hangup_ignored() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {

@@ -169,14 +169,7 @@ impl Up {
 /// `env --default-signal` (coreutils 8.31 or later) resets it before
 /// running `aegis`, in the same process; it is used only when needed.
 fn terminal_job() -> Command {
-    let hup_ignored = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let mask = status.lines().find_map(|l| l.strip_prefix("SigIgn:"))?;
-            u64::from_str_radix(mask.trim(), 16).ok()
-        })
-        .is_some_and(|mask| mask & 1 == 1);
-    if hup_ignored {
+    if aegis::shutdown::hangup_ignored() {
         let mut env = Command::new("env");
         env.args(["--default-signal=HUP", AEGIS]);
         env
