@@ -191,7 +191,12 @@ async fn one_busy_client_cannot_lock_the_others_out() {
 
     // Once the first client's connections close, its share is free again.
     stop.cancel();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    common::eventually(
+        aegis_testkit::wait::PATIENCE,
+        "the first client's connections closed",
+        || async { sample(&h, "aegis_monitor_http_connections").await == 0.0 },
+    )
+    .await;
     let mut again = busy_clients(4, TWO, addr, &CancellationToken::new());
     for _ in 0..4 {
         let first = tokio::time::timeout(Duration::from_secs(10), again.recv()).await;

@@ -23,8 +23,15 @@ use common::connect_cluster;
 use serde_json::{Value, json};
 
 /// A 3-node cluster, a service on node 2 whose first call never answers,
-/// and a caller that knows only node 1 (it learns the others from it).
-async fn setup() -> (NatsCluster, Connection, Service, Connection) {
+/// a count of the calls its handler took, and a caller that knows only
+/// node 1 (it learns the others from it).
+async fn setup() -> (
+    NatsCluster,
+    Connection,
+    Service,
+    Arc<AtomicUsize>,
+    Connection,
+) {
     // The SDK's log, shown when a test fails: one run in many once timed
     // out instead of sending its call again, and said nothing more.
     let _ = tracing_subscriber::fmt()
@@ -36,6 +43,7 @@ async fn setup() -> (NatsCluster, Connection, Service, Connection) {
     let urls = cluster.urls();
     let server = connect_cluster(vec![urls[1].clone()], 3).await;
     let calls = Arc::new(AtomicUsize::new(0));
+    let taken = calls.clone();
     let service = server
         .service("slow-service", "1.0.0")
         .instance_id("slow-1")
@@ -55,13 +63,14 @@ async fn setup() -> (NatsCluster, Connection, Service, Connection) {
     config.nats.replicas = 3;
     config.nats.request_timeout = Duration::from_secs(30);
     let caller = Connection::connect(config).await.unwrap();
-    (cluster, server, service, caller)
+    (cluster, server, service, taken, caller)
 }
 
-/// Sends `work` with `opts`, kills node 1 (the caller's) 300 ms later, and
-/// returns the outcome and how long after the kill it came.
+/// Sends `work` with `opts`, kills node 1 (the caller's) once the handler
+/// holds the call, and returns the outcome and how long after the kill it
+/// came.
 async fn call_across_the_drop(opts: CallOptions) -> (Result<Value, RpcError>, Duration) {
-    let (mut cluster, server, service, caller) = setup().await;
+    let (mut cluster, server, service, taken, caller) = setup().await;
     // Routed once first, so the call below goes straight out.
     common::eventually(
         Duration::from_secs(10),
@@ -82,7 +91,15 @@ async fn call_across_the_drop(opts: CallOptions) -> (Result<Value, RpcError>, Du
             .await
             .map(|r| r.value)
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The drop must come while the call waits for its reply: were it sent
+    // only after the reconnect, it would be the first the handler takes,
+    // the one that never answers.
+    common::eventually(
+        aegis_testkit::wait::PATIENCE,
+        "the handler took the call",
+        || async { taken.load(Ordering::SeqCst) >= 1 },
+    )
+    .await;
     let killed = Instant::now();
     cluster.kill_node(0);
     let outcome = call.await.unwrap();
@@ -121,12 +138,14 @@ async fn any_other_call_says_at_once_that_its_connection_dropped() {
 }
 
 /// An echo service on its own connection, and a caller (10 s request
-/// timeout, twice the JetStream API's 5 s) that has not called yet.
+/// timeout, twice the JetStream API's 5 s; one client, so its statistics
+/// count every message the caller sends) that has not called yet.
 async fn echo_and_caller(nats: &aegis_testkit::NatsServer) -> (Connection, Service, Connection) {
     let server = common::connect(&nats.url()).await;
     let service = common::echo_service(&server, "echo-service", "echo-1").await;
     let mut config = AegisConfig::with_servers(nats.url());
     config.nats.request_timeout = Duration::from_secs(10);
+    config.nats.pool_size = 1;
     let caller = Connection::connect(config).await.unwrap();
     (server, service, caller)
 }
@@ -141,12 +160,20 @@ async fn answered_across_a_hang_and_restart(
     service: &'static str,
 ) {
     nats.pause();
+    let sent = caller.client().statistics();
+    let before = sent.out_messages.load(Ordering::Relaxed);
     let rpc = caller.rpc();
     let call =
         tokio::spawn(async move { rpc.call::<_, Value>(service, "echo", &json!("hi")).await });
-    // No condition tells that the call's first request reached the frozen
-    // server's socket; it is sent at once.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The drop must come under the call's first request (to the frozen
+    // server): were it sent only after the restart, it would be answered
+    // at once and the test would show nothing.
+    common::eventually(
+        aegis_testkit::wait::PATIENCE,
+        "the call's first request went out",
+        || async { sent.out_messages.load(Ordering::Relaxed) > before },
+    )
+    .await;
     nats.kill();
     nats.restart().expect("restart nats-server");
     let back = Instant::now();

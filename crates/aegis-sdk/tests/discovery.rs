@@ -22,7 +22,7 @@ use aegis_sdk::{
     registry::{RegistrationOptions, RegistryChange, RegistryReader},
     rpc::{CallOptions, ErrorCode, RequestContext, RpcError, Service, WireError},
 };
-use aegis_testkit::NatsCluster;
+use aegis_testkit::{NatsCluster, wait::PATIENCE};
 use common::{ChildInstance, connect, connect_cluster, eventually, server};
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -352,9 +352,11 @@ async fn a_killed_instance_is_routed_around_without_failed_idempotent_calls() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let failed = Arc::new(AtomicUsize::new(0));
+    let by_victim = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
     for _ in 0..4 {
         let (client, stop, failed) = (client.clone(), stop.clone(), failed.clone());
+        let by_victim = by_victim.clone();
         workers.push(tokio::spawn(async move {
             let opts = CallOptions {
                 timeout: Some(Duration::from_secs(2)),
@@ -370,7 +372,12 @@ async fn a_killed_instance_is_routed_around_without_failed_idempotent_calls() {
                     .call_with::<_, String>("failover-service", "whoami", &json!({}), &opts)
                     .await
                 {
-                    Ok(r) => *served.entry(r.value).or_default() += 1,
+                    Ok(r) => {
+                        if r.value == "fo-victim" {
+                            by_victim.fetch_add(1, Ordering::Relaxed);
+                        }
+                        *served.entry(r.value).or_default() += 1;
+                    }
                     Err(e) => {
                         eprintln!("failed call: {e:?}");
                         failed.fetch_add(1, Ordering::Relaxed);
@@ -381,8 +388,11 @@ async fn a_killed_instance_is_routed_around_without_failed_idempotent_calls() {
             (served, worst)
         }));
     }
-    // Let the victim take its share, then SIGKILL it mid-traffic.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once the victim has taken its share, SIGKILL it mid-traffic.
+    eventually(PATIENCE, "the victim served a call", || async {
+        by_victim.load(Ordering::Relaxed) > 0
+    })
+    .await;
     victim.kill();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::Relaxed);

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use aegis_sdk::{
     Connection,
-    election::{Election, LeaderRecord, LeaseConfig, Role},
+    election::{Election, LeaderRecord, LeaseConfig},
 };
 use async_nats::jetstream::kv;
-use common::{connect, eventually, server};
+use common::{connect, eventually, follows, server};
 
 const LEASE: Duration = Duration::from_secs(2);
 /// A takeover sooner than this after the death was a hand-over, not a lapse
@@ -43,21 +43,6 @@ async fn elections_kv(url: &str) -> kv::Store {
 async fn holder(store: &kv::Store) -> Option<LeaderRecord> {
     let entry = store.entry(KEY).await.unwrap()?;
     (entry.operation == kv::Operation::Put).then(|| serde_json::from_slice(&entry.value).unwrap())
-}
-
-/// Waits until `standby` stands by with `leader` named as the leader.
-async fn follows(standby: &Election, leader: &str) {
-    let mut roles = standby.roles();
-    let what = format!("the standby follows {leader}");
-    eventually(Duration::from_secs(10), &what, || {
-        let role = roles.borrow_and_update().clone();
-        async move {
-            role == Role::Standby {
-                leader: Some(leader.into()),
-            }
-        }
-    })
-    .await;
 }
 
 /// Waits until `election` serves and returns when that happened.

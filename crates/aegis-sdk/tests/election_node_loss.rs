@@ -44,7 +44,8 @@ async fn elections_cluster(filter: &str) -> (NatsCluster, aegis_sdk::Connection)
 }
 
 /// `order-a` on `a`, leading once this returns, and `order-b` on `b`
-/// after it, in `order-service`'s default group.
+/// after it, in `order-service`'s default group, following `order-a` once
+/// this returns.
 async fn leader_and_standby(
     a: &aegis_sdk::Connection,
     b: &aegis_sdk::Connection,
@@ -61,6 +62,7 @@ async fn leader_and_standby(
     let second = Election::start(b, "order-service", "default", "order-b", lease)
         .await
         .unwrap();
+    common::follows(&second, "order-a").await;
     (first, second)
 }
 
@@ -85,7 +87,6 @@ async fn serving_gap(how: Loss, lease: LeaseConfig) -> Duration {
     let a = connect_cluster(vec![cluster.urls()[others[0]].clone()], 3).await;
     let b = connect_cluster(vec![cluster.urls()[others[1]].clone()], 3).await;
     let (first, second) = leader_and_standby(&a, &b, lease).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
 
     let killed = Instant::now();
     let stopper = match how {
@@ -168,7 +169,6 @@ async fn a_resignation_during_a_leader_change_of_the_elections_stream_hands_over
     let lease = LeaseConfig::default();
     let a = connect_cluster(cluster.urls(), 3).await;
     let (first, second) = leader_and_standby(&a, &a, lease).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     aegis_testkit::leaders::step_down(setup.client(), "KV_service_elections").await;
     let began = Instant::now();

@@ -74,9 +74,14 @@ async fn a_call_in_flight_on_a_stopping_leader_is_answered_not_refused() {
     .await;
 
     let stopping = Instant::now();
+    let a_leadership = a.election().unwrap().leadership();
     let stop = tokio::spawn(a.shutdown());
-    // Sent while A steps down: its successor serves it.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Sent while A steps down (it takes no new call then): its successor
+    // serves it.
+    eventually(Duration::from_secs(5), "A steps down", || async {
+        a_leadership.stepping_down()
+    })
+    .await;
     let during = call(json!({}));
 
     let slow: Result<_, RpcError> = slow.await.unwrap();

@@ -50,6 +50,22 @@ pub async fn connect(url: &str) -> Connection {
 #[allow(unused_imports)]
 pub use aegis_testkit::wait::eventually;
 
+/// Waits until `standby` stands by with `leader` named as the leader: it
+/// watches the election key, so it takes over as soon as the key goes.
+pub async fn follows(standby: &aegis_sdk::election::Election, leader: &str) {
+    let mut roles = standby.roles();
+    let what = format!("the standby follows {leader}");
+    eventually(Duration::from_secs(10), &what, || {
+        let role = roles.borrow_and_update().clone();
+        async move {
+            role == aegis_sdk::election::Role::Standby {
+                leader: Some(leader.into()),
+            }
+        }
+    })
+    .await;
+}
+
 /// Starts instance `instance` of `service` on `conn`, with one method,
 /// `echo`, that answers what it is sent.
 pub async fn echo_service(conn: &Connection, service: &str, instance: &str) -> Service {
