@@ -248,7 +248,8 @@ impl NatsCluster {
     ///
     /// # Errors
     ///
-    /// [`TestkitError::NotReady`] when a node still routes to it in time.
+    /// [`TestkitError::NotReady`] when a node still routes to it, or does
+    /// not say whether it does, at the end of `timeout`.
     ///
     /// # Panics
     ///
@@ -267,16 +268,21 @@ impl NatsCluster {
         let gone = self.nodes[i].server_name();
         let deadline = Instant::now() + timeout;
         loop {
+            // A node that does not answer may still route to it.
             let still = self
                 .nodes
                 .iter()
                 .filter(|n| n.pid().is_some() && n.server_name() != gone)
-                .find(|n| n.route_peers().iter().any(|p| p == gone));
+                .find_map(|n| match n.route_peers() {
+                    Some(peers) if !peers.iter().any(|p| p == gone) => None,
+                    Some(_) => Some((n, "its route to it is still open")),
+                    None => Some((n, "it did not say which routes it has (/routez)")),
+                });
             match still {
                 None => return Ok(()),
-                Some(node) if Instant::now() >= deadline => {
+                Some((node, why)) if Instant::now() >= deadline => {
                     return Err(node.not_ready(format!(
-                        "timed out waiting for the route to {gone} to close"
+                        "timed out waiting for the route to {gone} to close: {why}"
                     )));
                 }
                 Some(_) => std::thread::sleep(Duration::from_millis(20)),
@@ -343,7 +349,9 @@ impl NatsCluster {
             let running: Vec<&NatsServer> =
                 self.nodes.iter().filter(|n| n.pid().is_some()).collect();
             let meshed = running.iter().all(|node| {
-                let peers = node.route_peers();
+                let Some(peers) = node.route_peers() else {
+                    return false;
+                };
                 running
                     .iter()
                     .filter(|other| other.server_name() != node.server_name())

@@ -509,11 +509,13 @@ impl NatsServer {
         matches!(http_get(port, "/jsz"), Ok((200, body)) if has_meta_leader(&body))
     }
 
-    /// The server names this node has routes to (from `/routez`).
-    pub(crate) fn route_peers(&self) -> Vec<String> {
+    /// The server names this node has routes to (from `/routez`); `None`
+    /// when it does not answer (frozen, busy, starting), which tells
+    /// nothing about its routes.
+    pub(crate) fn route_peers(&self) -> Option<Vec<String>> {
         match http_get(self.config.monitor_port, "/routez") {
-            Ok((200, body)) => crate::net::route_remote_names(&body),
-            _ => Vec::new(),
+            Ok((200, body)) => Some(crate::net::route_remote_names(&body)),
+            _ => None,
         }
     }
 

@@ -123,3 +123,21 @@ fn dropping_a_cluster_stops_every_node() -> TestResult {
     }
     Ok(())
 }
+
+/// A node that cannot be asked (frozen: its monitoring port does not
+/// answer) may still route to the dead node: the wait does not take its
+/// silence for "no route".
+#[test]
+fn waiting_for_a_dead_node_unrouted_does_not_take_a_silent_node_for_a_yes() -> TestResult {
+    let mut cluster = NatsCluster::start(3)?;
+    cluster.wait_ready(Duration::from_secs(30))?;
+    cluster.node_mut(1).pause();
+    cluster.kill_node(2);
+    let waited = cluster.wait_unrouted(2, Duration::from_secs(3));
+    cluster.node_mut(1).resume();
+    let err = waited.expect_err("a frozen node was counted as unrouted");
+    assert!(err.to_string().contains("n2"), "{err}");
+    // Once it answers again, it drops the route.
+    cluster.wait_unrouted(2, Duration::from_secs(30))?;
+    Ok(())
+}
