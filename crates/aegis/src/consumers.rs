@@ -6,8 +6,11 @@
 //! a compete consumer keeps the events for a subscriber that never comes.
 //! `list` shows, per consumer, whether a subscriber is reading it now (the
 //! pull requests waiting on it: an SDK subscriber always has one open
-//! while it runs) and when it last delivered or was acknowledged; `rm`
-//! deletes one, and refuses one a subscriber is reading unless `--force`.
+//! while it has a free handler slot), what it has delivered and not had
+//! acknowledged, and when it last delivered or was acknowledged; `rm`
+//! deletes one, and refuses one a subscriber may be reading (a pull
+//! waiting, a delivery unacknowledged, activity in the last 30 s) unless
+//! `--force`.
 //! Ephemeral consumers (an `aegis events tail`, the KV watches) are not
 //! listed: the server removes them by itself.
 
@@ -37,8 +40,9 @@ pub enum ConsumersCommand {
     /// is reading each now, what it holds back, when it was last active.
     List(ListArgs),
     /// Delete a durable consumer no program uses any more. Its position
-    /// and the redeliveries it owes are lost; one a running subscriber
-    /// reads is refused unless --force.
+    /// and the redeliveries it owes are lost; one a subscriber may be
+    /// reading (a pull waiting, a delivery not acknowledged, activity in
+    /// the last 30 s) is refused unless --force.
     Rm(RmArgs),
 }
 
@@ -122,10 +126,11 @@ async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
     }
     print!("{}", table(&rows));
     println!(
-        "\nREADERS: pull requests waiting (an SDK subscriber keeps one open while it runs; 0: \
-         nobody reads it now). PENDING: stored, not yet delivered. UNACKED: delivered, not \
-         acknowledged.\nA consumer no program uses keeps what it holds back: `aegis consumers \
-         rm STREAM NAME` deletes it."
+        "\nREADERS: pull requests waiting (an SDK subscriber keeps one open while it has a \
+         free handler slot). PENDING: stored, not yet delivered. UNACKED: delivered, not \
+         acknowledged (being handled, or sent again after the ack wait). Nobody reads a \
+         consumer with 0 READERS, 0 UNACKED and no activity for 30 s.\nA consumer no program \
+         uses keeps what it holds back: `aegis consumers rm STREAM NAME` deletes it."
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -160,17 +165,15 @@ async fn rm(args: RmArgs) -> anyhow::Result<ExitCode> {
                 .context(format!("reading consumer {} of {}", args.name, args.stream)));
         }
     };
-    if info.num_waiting > 0 && !args.force {
+    if !args.force
+        && let Some(why) = in_use(&info, Utc::now())
+    {
         anyhow::bail!(
-            "consumer {} of {} is in use: {} pull request{} of a running subscriber {} waiting \
-             on it, and a running SDK subscriber makes its consumer again where it was. Stop \
-             that program first, or pass --force (which loses the {} deliveries not yet \
-             acknowledged)",
+            "consumer {} of {} is in use: {why}. A running SDK subscriber makes its consumer \
+             again where it was: stop that program first, or pass --force (which loses the {} \
+             deliveries not yet acknowledged)",
             args.name,
             args.stream,
-            info.num_waiting,
-            if info.num_waiting == 1 { "" } else { "s" },
-            if info.num_waiting == 1 { "is" } else { "are" },
             info.num_ack_pending,
         );
     }
@@ -188,6 +191,56 @@ async fn rm(args: RmArgs) -> anyhow::Result<ExitCode> {
         info.num_ack_pending,
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long after a consumer's last delivery or acknowledgement `rm`
+/// still takes it for read: a subscriber has no pull open between two
+/// batches or while it backs off after an error.
+const RECENTLY: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+
+/// Why the consumer `info` describes is read by a program, as of `now`,
+/// or `None` when nothing says it is: a subscriber keeps a pull waiting
+/// while it has a free handler slot, has deliveries unacknowledged while
+/// its handlers run (and the server sends them again after `ack_wait`
+/// when it died), and was active moments ago between its pulls.
+fn in_use(info: &Info, now: DateTime<Utc>) -> Option<String> {
+    let plural =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    if info.num_waiting > 0 {
+        return Some(plural(
+            info.num_waiting,
+            "pull request of a running subscriber is waiting on it",
+            "pull requests of a running subscriber are waiting on it",
+        ));
+    }
+    if info.num_ack_pending > 0 {
+        return Some(plural(
+            info.num_ack_pending,
+            "delivery is not acknowledged yet (a subscriber is handling it, or it is sent \
+             again after the consumer's ack wait)",
+            "deliveries are not acknowledged yet (a subscriber is handling them, or they are \
+             sent again after the consumer's ack wait)",
+        ));
+    }
+    let last = last_active(info)?;
+    (now - last < RECENTLY).then(|| {
+        format!(
+            "it delivered or was acknowledged {} (within {} s, a subscriber may be between two \
+             pulls)",
+            ago(now, last),
+            RECENTLY.num_seconds()
+        )
+    })
+}
+
+/// The consumer's last delivery or acknowledgement, as the server counts
+/// them.
+fn last_active(info: &Info) -> Option<DateTime<Utc>> {
+    [info.delivered.last_active, info.ack_floor.last_active]
+        .into_iter()
+        .flatten()
+        .filter_map(|t| DateTime::<Utc>::from_timestamp(t.unix_timestamp(), t.nanosecond()))
+        .max()
 }
 
 /// The durable consumers of `stream`.
@@ -223,11 +276,7 @@ impl Row {
         } else {
             "(all)".to_owned()
         };
-        let last = [info.delivered.last_active, info.ack_floor.last_active]
-            .into_iter()
-            .flatten()
-            .filter_map(|t| DateTime::<Utc>::from_timestamp(t.unix_timestamp(), t.nanosecond()))
-            .max();
+        let last = last_active(info);
         Row {
             stream: info.stream_name.clone(),
             name: info.name.clone(),
@@ -304,6 +353,56 @@ fn table(rows: &[Row]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A consumer's info as the server sends it: `waiting` pulls,
+    /// `unacked` deliveries, and its last delivery at `last` (none: never).
+    fn info(waiting: usize, unacked: usize, last: Option<&str>) -> Info {
+        let last = last.map_or(serde_json::Value::Null, |t| t.into());
+        serde_json::from_value(serde_json::json!({
+            "stream_name": "EVENTS",
+            "name": "recon-old_recon_any",
+            "created": "2026-12-06T10:00:00Z",
+            "config": {
+                "durable_name": "recon-old_recon_any",
+                "deliver_policy": "all",
+                "ack_policy": "explicit",
+                "replay_policy": "instant"
+            },
+            "delivered": { "consumer_seq": 1, "stream_seq": 1, "last_active": last },
+            "ack_floor": { "consumer_seq": 0, "stream_seq": 0 },
+            "num_ack_pending": unacked,
+            "num_redelivered": 0,
+            "num_waiting": waiting,
+            "num_pending": 3,
+            "ts": "2026-12-06T10:05:00Z"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_consumer_is_in_use_while_anything_says_a_subscriber_reads_it() {
+        let now = DateTime::parse_from_rfc3339("2026-12-06T10:05:00Z")
+            .unwrap()
+            .to_utc();
+        // Nothing waiting, nothing owed, quiet for a minute (or never): free.
+        assert_eq!(in_use(&info(0, 0, Some("2026-12-06T10:04:00Z")), now), None);
+        assert_eq!(in_use(&info(0, 0, None), now), None);
+        // A pull waiting.
+        let why = in_use(&info(1, 0, None), now).unwrap();
+        assert!(
+            why.starts_with("1 pull request of a running subscriber is waiting"),
+            "{why}"
+        );
+        // A handler busy with a delivery: no pull open, one unacknowledged.
+        let why = in_use(&info(0, 2, Some("2026-12-06T10:04:59Z")), now).unwrap();
+        assert!(
+            why.starts_with("2 deliveries are not acknowledged yet"),
+            "{why}"
+        );
+        // Between two pulls: active moments ago.
+        let why = in_use(&info(0, 0, Some("2026-12-06T10:04:50Z")), now).unwrap();
+        assert!(why.contains("acknowledged 10s ago (within 30 s"), "{why}");
+    }
 
     #[test]
     fn ago_says_the_largest_unit() {

@@ -172,3 +172,54 @@ async fn list_shows_who_reads_and_rm_deletes_only_a_stray() {
     .await;
     live.shutdown().await;
 }
+
+/// A subscriber busy with an event has no pull open (its one handler slot
+/// is taken): its consumer is still in use, and `rm` refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rm_refuses_a_consumer_whose_subscriber_is_handling_an_event() {
+    let bus = Bus::start(recon_role());
+    let operator = bus.sdk("operator").await;
+    aegis::init::create_missing(&operator).await.unwrap();
+    let service = bus.sdk(&format!("svc-{SERVICE}")).await;
+    let (started, mut handling) = tokio::sync::mpsc::unbounded_channel();
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let hold = release.clone();
+    let live = service
+        .events()
+        .subscribe::<Value>(SERVICE, "recon.*", DeliveryMode::Compete)
+        .handler(move |_: Event<Value>| {
+            let (started, hold) = (started.clone(), hold.clone());
+            async move {
+                let _ = started.send(());
+                hold.notified().await;
+                Ok(())
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    service
+        .events()
+        .publish("recon", "started", &json!({ "n": 1 }))
+        .await
+        .unwrap();
+    tokio::time::timeout(PATIENCE, handling.recv())
+        .await
+        .expect("the handler never started")
+        .unwrap();
+
+    let (code, out, err) = bus.aegis(&["consumers", "rm", "EVENTS", LIVE]).await;
+    release.notify_one();
+    assert_eq!(
+        code,
+        Some(1),
+        "deleted while its subscriber handled an event: {out}{err}"
+    );
+    assert!(err.contains("is in use"), "{err}");
+    let events = operator.jetstream().get_stream("EVENTS").await.unwrap();
+    assert!(
+        events.consumer_info(LIVE).await.is_ok(),
+        "deleted though in use"
+    );
+    live.shutdown().await;
+}
