@@ -117,6 +117,10 @@ async fn a_failed_health_checks_words_are_shown_with_its_reason() {
     assert!(shown.ends_with('…'), "{shown:?}");
     assert_eq!(shown.chars().count(), STATUS_DETAIL_MAX_CHARS, "{shown:?}");
     assert!(!shown.chars().any(char::is_control), "{shown:?}");
+    // The record's own copy, shown with the record, is the same text: the
+    // raw one (a cursor move, a bidi override, 500 characters) is no
+    // more shown there than here.
+    assert_eq!(plain["metadata"]["statusDetail"], shown.as_str(), "{plain}");
 
     let operator = one(&h, "pricing-service", "pricing-2").await.unwrap();
     assert_eq!(operator["statusReason"], "operator", "{operator}");
@@ -124,6 +128,7 @@ async fn a_failed_health_checks_words_are_shown_with_its_reason() {
         operator.get("statusDetail").is_none(),
         "absent, not null: {operator}"
     );
+    assert_eq!(operator["metadata"]["statusDetail"], FULL, "{operator}");
 
     let degraded = one(&h, "order-service", "order-1").await.unwrap();
     assert_eq!(
@@ -168,6 +173,7 @@ async fn a_failed_health_checks_words_are_shown_with_its_reason() {
         last["order-1"]
     );
     assert_eq!(last["pricing-1"]["statusDetail"], shown);
+    assert_eq!(last["pricing-1"]["metadata"]["statusDetail"], shown);
     assert!(last["pricing-2"].get("statusDetail").is_none());
 
     // Healthy again: the detail goes, though the record still carries it.

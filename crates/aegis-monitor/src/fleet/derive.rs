@@ -173,16 +173,49 @@ pub fn status_detail(record: &ServiceInstance) -> Option<String> {
     {
         return None;
     }
-    let raw = record.metadata.get(METADATA_STATUS_DETAIL)?.as_str()?;
-    let clean = raw
+    clean_detail(record.metadata.get(METADATA_STATUS_DETAIL)?.as_str()?)
+}
+
+/// `raw`, a health check's words from a record, as they may be shown:
+/// format characters removed, control characters and runs of white space
+/// one space, cut to the bound. `None` when nothing is left.
+fn clean_detail(raw: &str) -> Option<String> {
+    // Format characters (bidirectional overrides, zero-width joiners) are
+    // not control characters but reorder or hide what a viewer reads;
+    // taken out first, so the words around one join as they read.
+    let visible: String = raw.chars().filter(|c| !is_format(*c)).collect();
+    let clean = visible
         .split(|c: char| c.is_whitespace() || c.is_control())
         .filter(|w| !w.is_empty())
         .collect::<Vec<_>>()
         .join(" ");
-    // Format characters (bidirectional overrides, zero-width joiners) are
-    // not control characters but reorder or hide what a viewer reads.
-    let clean: String = clean.chars().filter(|c| !is_format(*c)).collect();
     cut_status_detail(&clean)
+}
+
+/// `record`'s own copy of its health check's words
+/// (`metadata.statusDetail`), made fit to show with the record as
+/// [`status_detail`] makes it (whatever the status), or taken out when
+/// nothing is left: the views show the whole record, and its raw text
+/// could move a terminal's cursor or reverse what a viewer reads.
+pub(crate) fn clean_record_detail(record: &mut ServiceInstance) {
+    let Some(raw) = record
+        .metadata
+        .get(METADATA_STATUS_DETAIL)
+        .and_then(|v| v.as_str())
+    else {
+        return;
+    };
+    match clean_detail(raw) {
+        Some(clean) if clean == raw => {}
+        Some(clean) => {
+            record
+                .metadata
+                .insert(METADATA_STATUS_DETAIL.into(), clean.into());
+        }
+        None => {
+            record.metadata.remove(METADATA_STATUS_DETAIL);
+        }
+    }
 }
 
 /// Unicode format characters that change how text around them reads:
@@ -198,6 +231,8 @@ fn is_format(c: char) -> bool {
             | '\u{202A}'..='\u{202E}'
             | '\u{2060}'..='\u{206F}'
             | '\u{FEFF}'
+            // Tag characters: invisible, and read by some renderers.
+            | '\u{E0000}'..='\u{E007F}'
             | '\u{FFF9}'..='\u{FFFB}'
     )
 }
@@ -453,6 +488,12 @@ mod tests {
         assert_eq!(
             detail("a\u{202E}b\u{200B}c\u{FEFF}").as_deref(),
             Some("abc")
+        );
+        // A format character between spaces leaves one space, not two;
+        // tag characters go too.
+        assert_eq!(
+            detail("a \u{200B} b\u{E0001}\u{E0041}").as_deref(),
+            Some("a b")
         );
         assert_eq!(detail(" \n\t "), None);
         assert_eq!(detail(""), None);

@@ -686,6 +686,7 @@ impl State {
         let mut instance = record.clone();
         instance.status = derived.status;
         instance.epoch = derived.epoch;
+        derive::clean_record_detail(&mut instance);
         Some(Rederived {
             key: key.clone(),
             reported_status: record.status,
