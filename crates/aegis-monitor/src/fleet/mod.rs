@@ -57,7 +57,7 @@ mod liveness;
 mod task;
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
@@ -347,8 +347,16 @@ struct LeaseSeen {
     renewed_at: Option<DateTime<Utc>>,
 }
 
-/// How many instances' last disconnect times are kept ([`Fleet::closed_at`]).
+/// How many instances' disconnect times are kept ([`Fleet::closes`]).
 const CLOSED_KEPT: usize = 4096;
+/// How many disconnect times are kept per instance ([`Fleet::closes`]):
+/// each crash of a leader measures its own hand-over, also once the same
+/// instance has crashed again since.
+const CLOSES_PER_INSTANCE: usize = 8;
+
+/// One instance's connection closes: each connection's name and when it
+/// closed, oldest first.
+type Closes = VecDeque<(String, DateTime<Utc>)>;
 
 /// How long past its lease a key may go unrenewed before its term is said
 /// to have lapsed: this monitor's own delays (a busy fleet task, a slow
@@ -365,13 +373,13 @@ struct Shared {
     /// Per instance: its last sign of life (a liveness beat or a record
     /// write). Apart from the view for the same reason: it moves every beat.
     signs: std::sync::Mutex<HashMap<Key, DateTime<Utc>>>,
-    /// Per instance: when its connection last closed, as the server's
-    /// disconnect advisory said (with system account access). Kept after
-    /// its record is gone, for the failover timeline; at most
-    /// [`CLOSED_KEPT`], the oldest dropped first.
-    /// With the connection's name, so that connection open again (a
-    /// reconnect) drops it.
-    closed: std::sync::Mutex<HashMap<Key, (String, DateTime<Utc>)>>,
+    /// Per instance: when its connections closed, oldest first, as the
+    /// server's disconnect advisories said (with system account access).
+    /// Kept after its record is gone, for the failover timeline; at most
+    /// [`CLOSES_PER_INSTANCE`] each and [`CLOSED_KEPT`] instances, the
+    /// oldest dropped first. With each connection's name, so that
+    /// connection open again (a reconnect) drops its close.
+    closed: std::sync::Mutex<HashMap<Key, Closes>>,
     changes: broadcast::Sender<FleetChange>,
     advisories: bool,
     system_conn: Option<Connection>,
@@ -632,17 +640,17 @@ impl Fleet {
             .copied()
     }
 
-    /// When the connection of `instance_id` of `service` last closed, as the
-    /// NATS server's disconnect advisory said; kept after its record is
-    /// gone, dropped when the same connection opens again (a reconnect).
-    /// `None` without system account access, when this monitor saw no such
-    /// close (it started later, or the instance never crashed), and when
-    /// the close was only inferred (later than it happened).
-    pub(crate) fn closed_at(&self, service: &str, instance_id: &str) -> Option<DateTime<Utc>> {
-        let closed = self.shared.closed.lock().unwrap_or_else(|e| e.into_inner());
-        closed
-            .get(&(service.to_owned(), instance_id.to_owned()))
-            .map(|(_, at)| *at)
+    /// When the connections of `instance_id` of `service` closed, oldest
+    /// first (the last [`CLOSES_PER_INSTANCE`]), as the NATS server's
+    /// disconnect advisories said: one per process that crashed under that
+    /// id; kept after its record is gone, dropped when the same connection
+    /// opens again (a reconnect). Empty without system account access,
+    /// when this monitor saw no such close (it started later, or the
+    /// instance never crashed), and when a close was only inferred (later
+    /// than it happened).
+    pub(crate) fn closes(&self, service: &str, instance_id: &str) -> Vec<DateTime<Utc>> {
+        self.shared
+            .closes(&(service.to_owned(), instance_id.to_owned()))
     }
 
     /// When the term of `instance_id` with fencing `epoch` lapsed, if it
@@ -706,6 +714,15 @@ impl Fleet {
 }
 
 impl Shared {
+    /// See [`Fleet::closes`].
+    fn closes(&self, key: &Key) -> Vec<DateTime<Utc>> {
+        let closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+        closed
+            .get(key)
+            .map(|closes| closes.iter().map(|(_, at)| *at).collect())
+            .unwrap_or_default()
+    }
+
     /// Notes a write of a group's election key; a removal of it (no
     /// holder) forgets the group's lease: no term can lapse on a key that
     /// is gone, and groups that are done with must not pile up.

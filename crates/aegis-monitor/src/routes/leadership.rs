@@ -295,12 +295,14 @@ async fn leadership(
         );
         // The server said when the old leader's connection closed (a
         // crash): the hand-over is measured from then, and its term ends
-        // then. A close of an earlier process under the same id, or one
-        // after this election, says nothing about this term.
+        // then. A close of an earlier process under the same id, or of a
+        // later one (it crashed again since), says nothing about this
+        // term: the first close within it is its leader's.
         if let Some(closed) = state
             .fleet()
-            .closed_at(&service, &holder)
-            .filter(|at| (began..=elected).contains(at))
+            .closes(&service, &holder)
+            .into_iter()
+            .find(|at| (began..=elected).contains(at))
         {
             terms[i].handover_ms = Some(millis_between(closed, elected));
             terms[i].handover_basis = Some("disconnect".to_owned());
