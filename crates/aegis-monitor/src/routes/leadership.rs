@@ -565,7 +565,10 @@ pub(crate) fn build_terms_since(
                             open.ended_at = Some(goodbye.at.min(r.at).max(open.elected_at));
                             open.end_reason = Some(reason(goodbye.kind).to_owned());
                             let left = later.unwrap_or(goodbye).at;
-                            let basis = notice(restarted(&sorted, index, &registrations, left));
+                            let basis = notice(
+                                goodbye.kind != Change::Lapsed
+                                    && restarted(&sorted, index, &registrations, left),
+                            );
                             handover = Some((open.instance_id.clone(), basis, Some(left)));
                         }
                         (None, Some(goodbye)) => {
@@ -593,14 +596,19 @@ pub(crate) fn build_terms_since(
                         .map(|goodbye| goodbye.at)
                         .or(let_go.map(|(left, _)| left))
                         .or(last.ended_at);
-                    let restart =
-                        left.is_some_and(|left| restarted(&sorted, index, &registrations, left));
+                    // A lapse frees no key (it stands until its lease
+                    // runs out), so no restart is told after one.
+                    let restart = last.end_reason.as_deref() != Some("lapsed")
+                        && left.is_some_and(|left| restarted(&sorted, index, &registrations, left));
                     // Its leader let go of this very epoch and serves it
                     // again: its lease ran out unrenewed, it stopped
                     // serving and kept the key (nobody else can win an
                     // epoch already won), and a renewal let it serve again.
+                    // Not across a new election bucket, whose epochs start
+                    // over.
                     let resumed = !restart
                         && later.is_none()
+                        && same_bucket(bucket_created, last.elected_at, r.at)
                         && last.instance_id == r.instance
                         && matches!(last.end_reason.as_deref(), Some("resigned" | "lapsed"))
                         && r.epoch.is_some()
@@ -846,10 +854,10 @@ fn goodbye_of_an_unread_term_just_after<'a>(
 /// requests, resigns, then deregisters), so its goodbye comes after its
 /// standbys', and only the second sign tells a restart then.
 ///
-/// Only after a goodbye: it frees the key at once, and a running standby
-/// takes it within milliseconds. After a crash the key is free only when
-/// its lease runs out, and a standby restarted meanwhile may win it as
-/// well as a running one.
+/// Only after a goodbye that frees the key at once (not a lapse): a
+/// running standby takes it within milliseconds. After a crash or a lapse
+/// the key is free only when its lease runs out, and a standby restarted
+/// meanwhile may win it as well as a running one.
 fn restarted(
     sorted: &[(DateTime<Utc>, &Lifecycle)],
     index: usize,
@@ -866,6 +874,15 @@ fn restarted(
         .iter()
         .any(|r| r.instance == elected.instance && (left..=elected.at).contains(&r.at));
     stopped || started
+}
+
+/// Whether elections stamped `a` and `b` are of the same election bucket,
+/// as far as its creation (`bucket_created`, see [`in_order`]) tells.
+fn same_bucket(bucket_created: Option<DateTime<Utc>>, a: DateTime<Utc>, b: DateTime<Utc>) -> bool {
+    bucket_created.is_none_or(|created| {
+        let current = |at: DateTime<Utc>| at >= created - CREATION_SKEW;
+        current(a) == current(b)
+    })
 }
 
 /// The basis of a hand-over measured from a goodbye.
@@ -1362,6 +1379,54 @@ mod tests {
             assert_eq!(terms[0].end_reason.as_deref(), Some("lapsed"));
             assert_eq!(terms[1].handover_basis.as_deref(), Some("notice"));
         }
+    }
+
+    /// Epochs start over in a new election bucket: a leader that lost its
+    /// key when the bucket was deleted and won epoch 1 of the new one did
+    /// not serve again at the key it held, whatever the epochs say.
+    #[test]
+    fn the_same_epoch_in_a_new_election_bucket_is_no_resumption() {
+        let records = [
+            rec(0, "a", Change::Elected, Some(1)),
+            rec(10_000, "a", Change::Lapsed, Some(1)),
+            rec(70_000, "a", Change::Elected, Some(1)),
+        ];
+        let terms = build_terms_since(&records, Some(at(65_000)));
+        assert_eq!(terms.len(), 2, "{terms:?}");
+        assert_eq!(
+            terms[1].handover_basis.as_deref(),
+            Some("notice"),
+            "{terms:?}"
+        );
+        // The same records in one bucket are.
+        let terms = build_terms_since(&records, Some(at(-5_000)));
+        assert_eq!(
+            terms[1].handover_basis.as_deref(),
+            Some("resumed"),
+            "{terms:?}"
+        );
+    }
+
+    /// A lapse frees no key: the lapsed leader's key stands until its
+    /// lease runs out, so an instance registered meanwhile that wins it
+    /// then is no restart of the fleet, and the wait is not "without a
+    /// leader while nothing ran".
+    #[test]
+    fn a_successor_started_during_a_lapse_is_no_restart() {
+        let terms = build_terms(&[
+            rec(0, "a", Change::Elected, Some(7)),
+            rec(10_000, "a", Change::Lapsed, Some(7)),
+            rec(10_100, "b", Change::Registered, None),
+            rec(10_600, "b", Change::Elected, Some(8)),
+        ]);
+        assert_eq!(terms.len(), 2, "{terms:?}");
+        assert_eq!(terms[0].end_reason.as_deref(), Some("lapsed"));
+        assert_eq!(
+            terms[1].handover_basis.as_deref(),
+            Some("notice"),
+            "{terms:?}"
+        );
+        assert_eq!(terms[1].handover_ms, Some(600.0));
     }
 
     #[test]
