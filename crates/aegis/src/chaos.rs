@@ -224,7 +224,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let given_dir = args.given_dir()?;
     let given = given_dir.is_some();
     let dir = &args.dir()?;
-    let again = again_flags(given_dir.as_deref());
+    let again = again_flags(given_dir.as_deref(), args.action.nats());
     let drill = match &args.action {
         ChaosAction::Unhealthy {
             target,
@@ -299,14 +299,35 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
 
 /// The flags a command printed for the operator to run next (`undo: aegis
 /// chaos healthy ...`, `aegis chaos restart-nats N`) needs to act on the
-/// same showcase: the `--state-dir` given, quoted for a POSIX shell (a
-/// directory may have a space in its name); none when none was given.
-fn again_flags(given: Option<&Path>) -> String {
-    given.map_or_else(String::new, |dir| {
-        let dir = dir.display().to_string();
-        let quoted = shlex::try_quote(&dir).map_or_else(|_| dir.clone(), |q| q.into_owned());
-        format!(" --state-dir {quoted}")
-    })
+/// same showcase, as this one was given them: the `--state-dir`, a
+/// `--nats-url` other than the default (any password in it redacted: it
+/// is never printed), and the `--credentials`, `--config` and
+/// `--nats-creds` files, each quoted for a POSIX shell (a path may have a
+/// space in it); none when none was given.
+fn again_flags(given: Option<&Path>, nats: &ConnectArgs) -> String {
+    let quote = |text: &str| {
+        shlex::try_quote(text).map_or_else(|_| text.to_owned(), std::borrow::Cow::into_owned)
+    };
+    let path = |flag: &str, p: &Path| format!(" {flag} {}", quote(&p.display().to_string()));
+    let mut flags = String::new();
+    if let Some(dir) = given {
+        flags.push_str(&path("--state-dir", dir));
+    }
+    let connection = &nats.connection;
+    if connection.nats_url != aegis_monitor::config::DEFAULT_NATS_URL {
+        let url = crate::up::redacted(&connection.nats_url);
+        flags.push_str(&format!(" --nats-url {}", quote(&url)));
+    }
+    for (flag, file) in [
+        ("--credentials", &nats.credentials),
+        ("--config", &connection.config),
+        ("--nats-creds", &connection.nats_creds),
+    ] {
+        if let Some(file) = file {
+            flags.push_str(&path(flag, file));
+        }
+    }
+    flags
 }
 
 /// `--for` of `unhealthy`: 1 ms to one day, the bounds the instance holds
@@ -412,6 +433,29 @@ async fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_flags_printed_to_run_next_reach_the_same_nats_and_keep_secrets() {
+        let mut nats = ConnectArgs {
+            connection: aegis_monitor::NatsArgs::with_servers(
+                aegis_monitor::config::DEFAULT_NATS_URL,
+            ),
+            credentials: None,
+            state_dir: None,
+        };
+        // Nothing given: nothing to repeat.
+        assert_eq!(again_flags(None, &nats), "");
+        nats.connection.nats_url = "nats://op:s3cret@10.0.0.5:4222".into();
+        nats.credentials = Some("/srv/my showcase/credentials".into());
+        nats.connection.nats_creds = Some("/srv/ops.creds".into());
+        let flags = again_flags(Some(Path::new("/tmp/state")), &nats);
+        assert_eq!(
+            flags,
+            " --state-dir /tmp/state --nats-url 'nats://op:<redacted>@10.0.0.5:4222' \
+             --credentials '/srv/my showcase/credentials' --nats-creds /srv/ops.creds"
+        );
+        assert!(!flags.contains("s3cret"), "{flags}");
+    }
 
     #[test]
     fn the_drill_flags_hold_the_instances_bounds() {

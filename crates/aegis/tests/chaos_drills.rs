@@ -206,11 +206,14 @@ async fn chaos_healthy_on_a_service_heals_the_instances_made_unhealthy() {
     watcher.client().flush().await.unwrap();
 
     // The leader is made unhealthy and hands over; the output says how to
-    // undo it, and the event has no empty `for_ms`.
+    // undo it, with the connection flags it was given (pasted as is, it
+    // reaches the same NATS), and the event has no empty `for_ms`.
     let (ok, out) = aegis(args(&["chaos", "unhealthy", "order-service"], &url)).await;
     assert!(ok, "{out}");
     assert!(
-        out.contains(&format!("undo: aegis chaos healthy {first}\n")),
+        out.contains(&format!(
+            "undo: aegis chaos healthy {first} --nats-url {url}\n"
+        )),
         "{out}"
     );
     let made = next_status_change(&mut events).await;
@@ -250,7 +253,9 @@ async fn chaos_healthy_on_a_service_heals_the_instances_made_unhealthy() {
     .await;
     assert!(ok, "{out}");
     assert!(
-        out.contains("undo: aegis chaos healthy order-service\n"),
+        out.contains(&format!(
+            "undo: aegis chaos healthy order-service --nats-url {url}\n"
+        )),
         "{out}"
     );
     let (ok, out) = aegis(args(&["chaos", "healthy", "order-service"], &url)).await;
