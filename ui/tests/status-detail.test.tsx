@@ -140,3 +140,48 @@ describe("what a failed health check said", () => {
     expect(unhealthy({ statusDetail: emoji }).statusDetail).toBe(emoji);
   });
 });
+
+// The trial: a degraded leader's card read "leads although unhealthy: no
+// healthy instance could take over" and never said why it was unhealthy,
+// while `aegis status` said "degraded: forced by an operator" and the
+// standbys' cards "made unhealthy by an operator". The record's own reason
+// (`metadata.statusReason`) says it; the card and the page say it too.
+describe("why a degraded leader is unhealthy", () => {
+  afterEach(() => vi.restoreAllMocks());
+
+  const byOperator = () =>
+    degradedLeader({ statusDetail: undefined, metadata: { host: "h1", pid: 42, statusReason: "operator", statusSince: new Date().toISOString() } });
+  const byCheck = () => degradedLeader({ metadata: { host: "h1", pid: 42, statusReason: "health_check", statusDetail: FULL } });
+
+  it.each([
+    ["an operator", byOperator, "leads although made unhealthy by an operator: no healthy instance could take over", null],
+    ["its health check", byCheck, "leads although its health check fails: no healthy instance could take over", FULL],
+  ] as const)("says on its card that %s made it unhealthy, and what the check said", (_, make, reason, detail) => {
+    renderUi(card(make()));
+    const c = screen.getByTestId("instance-card");
+    expect(within(c).getByTestId("status-reason")).toHaveTextContent(reason);
+    if (detail) expect(within(c).getByTestId("status-detail")).toHaveTextContent(`Its health check says: ${detail}`);
+    else expect(within(c).queryByTestId("status-detail")).toBeNull();
+  });
+
+  it.each([
+    ["an operator", byOperator, "虽被运维人员设为不健康仍为主节点：没有健康实例可以接替"],
+    ["its health check", byCheck, "虽健康检查失败仍为主节点：没有健康实例可以接替"],
+  ] as const)("says in Chinese that %s made it unhealthy", (_, make, reason) => {
+    renderUi(card(make()), { locale: "zh-CN" });
+    expect(screen.getByTestId("status-reason")).toHaveTextContent(reason);
+  });
+
+  it.each([
+    ["an operator", byOperator, "made unhealthy by an operator"],
+    ["its health check", byCheck, "its health check fails"],
+  ] as const)("says on its page that %s made it unhealthy", (_, make, reason) => {
+    page(make());
+    expect(screen.getByTestId("status-reason")).toHaveTextContent(reason);
+  });
+
+  it("keeps the plain words when its record does not say a reason this UI knows", () => {
+    renderUi(card(degradedLeader({ statusDetail: undefined, metadata: { statusReason: "\u202Esomething new" } })));
+    expect(screen.getByTestId("status-reason")).toHaveTextContent(/^leads although unhealthy: no healthy instance could take over/);
+  });
+});

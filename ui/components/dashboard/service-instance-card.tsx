@@ -19,7 +19,7 @@ import { subscribeClock } from "@/hooks/use-now";
 import { ms, num } from "@/lib/format";
 import { instanceHref } from "@/lib/instance-address";
 import { useI18n } from "@/lib/i18n";
-import { reasonKey } from "@/lib/status-reason";
+import { instanceReasonKey } from "@/lib/status-reason";
 import { HeartbeatAge, Since } from "./heartbeat-age";
 import { isDegraded, ServiceStatusBadge } from "./service-status-badge";
 import { StatusDetail } from "./status-detail";
@@ -77,7 +77,9 @@ function ServiceInstanceCardImpl({ entry }: ServiceInstanceCardProps) {
   const role = roleOf(entry);
   const gone = entry.goneAt !== null;
   const degraded = !gone && isDegraded(i);
-  const reasonText = i.statusReason ? (reasonKey(i.statusReason) ? t(reasonKey(i.statusReason)!) : i.statusReason) : null;
+  // A degraded leader's words say what made it unhealthy, as its record does.
+  const key = instanceReasonKey(i);
+  const reasonText = i.statusReason ? (key ? t(key) : i.statusReason) : null;
   const href = instanceHref(i.serviceName, i.instanceId);
   const slowed = gone ? null : shownDrillDelay(i);
   return (

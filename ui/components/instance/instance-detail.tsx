@@ -28,7 +28,7 @@ import { duration } from "@/lib/format";
 import { instanceIdFromPath, serviceFromQuery } from "@/lib/instance-address";
 import { ownSnapshot, processDown } from "@/lib/instance-store";
 import { useI18n } from "@/lib/i18n";
-import { reasonKey } from "@/lib/status-reason";
+import { instanceReasonKey } from "@/lib/status-reason";
 import { ConfigPanel, type NotAsked } from "./config-panel";
 import { EventsPanel } from "./events-panel";
 import { FailoverTimeline } from "./failover-timeline";
@@ -104,6 +104,8 @@ export function InstanceDetail() {
     [t("detail.epoch"), i.status === "ACTIVE" && i.epoch != null ? String(i.epoch) : none],
     [t("detail.heartbeat"), <HeartbeatAge key="hb" at={i.lastHeartbeat} service={i.serviceName} id={i.instanceId} />],
   ];
+  // A degraded leader's words say what made it unhealthy, as on its card.
+  const reasonKey = instanceReasonKey(i);
   const statusKey = `${i.status}:${i.epoch ?? ""}:${gone}`;
   // An instance that cannot answer is not asked for its configuration.
   // A hung one whose record expired would not answer either.
@@ -132,7 +134,7 @@ export function InstanceDetail() {
         </div>
         {i.statusReason && !gone ? (
           <p className="text-sm font-medium text-danger-strong" data-testid="status-reason">
-            {reasonKey(i.statusReason) ? t(reasonKey(i.statusReason)!) : i.statusReason}
+            {reasonKey ? t(reasonKey) : i.statusReason}
             <StatusSince since={i.statusSince} />
           </p>
         ) : null}

@@ -117,6 +117,8 @@ export const en = {
   "reason.health_check": "its health check fails",
   "reason.operator": "made unhealthy by an operator",
   "reason.degraded": "leads although unhealthy: no healthy instance could take over",
+  "reason.degraded.operator": "leads although made unhealthy by an operator: no healthy instance could take over",
+  "reason.degraded.health_check": "leads although its health check fails: no healthy instance could take over",
   "reason.detail": "Its health check says:",
   "drill.slowed": "slowed by an operator: +{delay} per call",
 

@@ -116,6 +116,8 @@ export const zhCN: Catalogue = {
   "reason.health_check": "健康检查失败",
   "reason.operator": "被运维人员设为不健康",
   "reason.degraded": "虽不健康仍为主节点：没有健康实例可以接替",
+  "reason.degraded.operator": "虽被运维人员设为不健康仍为主节点：没有健康实例可以接替",
+  "reason.degraded.health_check": "虽健康检查失败仍为主节点：没有健康实例可以接替",
   "reason.detail": "健康检查结果：",
   "drill.slowed": "被运维人员放慢：每次调用 +{delay}",
 
