@@ -61,8 +61,8 @@ say "3. Make pricing-1 unhealthy: calls stop going to it"
 p_out() { [ "$(field pricing-service pricing-1 statusReason)" = operator ]; }
 wait_for 2 "pricing-1 is shown UNHEALTHY, reason: operator" p_out || true
 echo "  $("$AEGIS" status --nats-url "$NATS_URL" | grep -E "^SERVICE|$old_leader|pricing-1")" | sed '2,$s/^/  /'
-# Each `aegis call` is a fresh process whose round-robin starts at the first
-# selectable instance by id: pricing-1 whenever discovery offers it.
+# Each `aegis call` is a fresh process whose round-robin starts at a random
+# selectable instance: about half of 20 would reach pricing-1 were it offered.
 to_sick=0
 for i in $(seq 1 20); do
   served="$("$AEGIS" call pricing-service get_price '{"symbol":"AAPL"}' --nats-url "$NATS_URL" 2>&1 | sed -n 's/^served by //p')"

@@ -87,7 +87,7 @@ impl Candidate {
 }
 
 /// What a call reads for one service.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Route {
     /// The selectable instances, replaced whole when they change.
     active: ArcSwap<ActiveSet>,
@@ -96,6 +96,20 @@ struct Route {
     passed_over: ArcSwap<ActiveSet>,
     /// Round-robin position, shared by every caller on the connection.
     cursor: AtomicUsize,
+}
+
+impl Default for Route {
+    /// A route whose round-robin starts at a random position: processes
+    /// that make a call or two each (`aegis call`, a cron job, many
+    /// clients started at once) spread over the instances instead of all
+    /// going to the first.
+    fn default() -> Self {
+        Route {
+            active: ArcSwap::default(),
+            passed_over: ArcSwap::default(),
+            cursor: AtomicUsize::new(rand::random::<u32>() as usize),
+        }
+    }
 }
 
 /// One service's candidates (the writers') and its route (the calls').
@@ -443,6 +457,24 @@ mod tests {
         assert!(!index.has_selectable("svc"));
     }
 
+    /// The trial's case: every `aegis call` is a new process, and each one
+    /// went to pricing-1 (22 of 22), the first by id. Fresh indexes start
+    /// their round-robin apart: 64 of them over three instances do not all
+    /// pick the same first (a chance of 3 in 3^64 if they are random).
+    #[test]
+    fn a_fresh_index_does_not_always_start_at_the_first_instance() {
+        let firsts: std::collections::BTreeSet<String> = (0..64)
+            .map(|_| {
+                let (view, index) = view();
+                for (id, revision) in [("a", 1), ("b", 2), ("c", 3)] {
+                    view.upsert(inst("svc", id, InstanceStatus::Active), revision);
+                }
+                pick(&index, "svc").unwrap()
+            })
+            .collect();
+        assert!(firsts.len() > 1, "every fresh index started at {firsts:?}");
+    }
+
     #[test]
     fn evictions_last_until_a_newer_record() {
         let (view, index) = view();
@@ -529,7 +561,10 @@ mod tests {
         index.restore("svc", "b");
         index.restore("svc", "a");
         assert!(index.evicted("svc", Some("m"), None).is_none());
-        assert_eq!(pick(&index, "svc").as_deref(), Some("a"));
+        assert_eq!(
+            index.selectable_ids("svc"),
+            [Arc::from("a"), Arc::from("b")]
+        );
     }
 
     #[test]

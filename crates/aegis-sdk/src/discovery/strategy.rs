@@ -27,7 +27,8 @@ use super::{ring::Ring, stats::CallStats};
 #[non_exhaustive]
 pub enum Strategy {
     /// Each instance in turn (one rotation per service, shared by every
-    /// client on the connection), so load spreads evenly.
+    /// client on the connection, starting at a random one), so load
+    /// spreads evenly, also over processes that make a call or two each.
     #[default]
     RoundRobin,
     /// A uniformly random instance.
