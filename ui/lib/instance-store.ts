@@ -45,6 +45,9 @@
 // close (its `statusSince`) is no sign of life — it comes after the death,
 // by as long as the server takes to notice (a frozen process is closed
 // only when its pings time out), and the last beat comes before it.
+// Either way its heartbeat reads "stopped", the age only in its title
+// (components/dashboard/heartbeat-age): read as text, it flipped from
+// "stopped" to "5 s ago" when a digest listed its last beat.
 //
 // While the feed is stalled or reconnecting (no stream and no REST read
 // answering), nothing says whether an instance still beats: counting its
@@ -172,8 +175,8 @@ export const ON_TIME_FOR_MS = 7000;
 export type HeartbeatView =
   /** The last digest did not list it late: its age is only a bound. */
   | { kind: "onTime"; iso: string; age: number }
-  /** Its age (ms): the monitor's record of its last beat. */
-  | { kind: "age"; iso: string; age: number }
+  /** Its age (ms): the monitor's record of its last beat. `down` when the API says it is. */
+  | { kind: "age"; iso: string; age: number; down: boolean }
   /**
    * Its age (ms) only a bound (a record write, or a digest's bound): the
    * monitor has not said its last beat. `down` when the API says it is.
@@ -510,7 +513,7 @@ export class InstanceStore {
     // An age is exact only from the monitor's record of its last beat, and
     // not while held above it (see the top); a record write is a bound.
     if (!this.exact.has(k) || age > this.monitorNow() - at) return { kind: "atMost", iso, age, down };
-    return { kind: "age", iso, age };
+    return { kind: "age", iso, age, down };
   }
 
   /** Now on the monitor's clock (ms since the epoch): the browser's, corrected by the digests' offset. */

@@ -51,14 +51,14 @@ function Live({ store }: { store: InstanceStore }) {
 /**
  * Whole seconds the card says, and whether it says them as only a bound:
  * "3 s ago" → 3, "at most 3 s ago" → 3 (a bound), "just now" → 0; null
- * for "on time" (no age shown); "stopped" (a down instance's bound, only
- * in its title) → the bound in the title.
+ * for "on time" (no age shown); "stopped" (a down instance, its age only
+ * in its title: a bound, or the monitor's record) → the age in the title.
  */
 function shownAge(): { secs: number; atMost: boolean } | null {
   const el = screen.getByTestId("heartbeat-age");
   let text = el.textContent ?? "";
   if (text === "on time") return null;
-  if (text === "stopped") text = /at most \d+ s ago/.exec(el.querySelector("time")?.title ?? "")?.[0] ?? text;
+  if (text === "stopped") text = /(at most )?\d+ s ago/.exec(el.querySelector("time")?.title ?? "")?.[0] ?? text;
   if (text === "just now") return { secs: 0, atMost: false };
   const m = /^(at most )?(\d+) s ago$/.exec(text);
   if (!m) throw new Error(`unexpected heartbeat text: ${text}`);
@@ -145,9 +145,11 @@ describe("a killed instance's heartbeat age", () => {
         <Live store={store} />
       </InstanceStoreContext.Provider>,
     );
-    expect(screen.getByTestId("heartbeat-age")).toHaveTextContent("5 s ago");
+    const title = () => screen.getByTestId("heartbeat-age").querySelector("time")?.title;
+    expect(screen.getByTestId("heartbeat-age")).toHaveTextContent(/^stopped$/);
+    expect(title()).toBe("Its last sign of life was 5 s ago, as the monitor recorded it.");
     act(() => vi.advanceTimersByTime(1000));
-    expect(screen.getByTestId("heartbeat-age")).toHaveTextContent("6 s ago");
+    expect(title()).toBe("Its last sign of life was 6 s ago, as the monitor recorded it.");
   });
 
   it("starts again from a new beat once the instance is back", () => {
@@ -206,14 +208,15 @@ describe("a killed instance's heartbeat before the monitor says its last beat", 
     expect(age).toHaveTextContent(/^stopped$/);
     expect(age.querySelector("time")).toHaveAttribute("title", "Its last sign of life was at most 4 s ago; the monitor has not said exactly when.");
     // The monitor lists it late with its last beat: 3.3 s ago. The age
-    // shown holds (still a bound) until that reaches it, then is the age.
+    // in the title holds (still a bound) until that reaches it, then is
+    // the monitor's record; the text still says it stopped.
     act(() => vi.advanceTimersByTime(1750));
     act(() => store.applyDigest(digest(3000, true)));
     act(() => vi.advanceTimersByTime(400));
     expect(age).toHaveTextContent(/^stopped$/);
     act(() => vi.advanceTimersByTime(2100));
-    expect(age).toHaveTextContent(/^6 s ago$/);
-    expect(age.querySelector("time")).not.toHaveAttribute("title");
+    expect(age).toHaveTextContent(/^stopped$/);
+    expect(age.querySelector("time")).toHaveAttribute("title", "Its last sign of life was 6 s ago, as the monitor recorded it.");
   });
 
   it("says it in Chinese too", () => {
@@ -488,8 +491,8 @@ describe("a live instance's heartbeat while the feed polls", () => {
     const age = show(store);
     act(() => store.setFeed("polling"));
     act(() => vi.advanceTimersByTime(5000));
-    expect(age()).toHaveTextContent(/^15 s ago$/);
-    expect(age()).not.toHaveAttribute("title");
+    expect(age()).toHaveTextContent(/^stopped$/);
+    expect(age()).toHaveAttribute("title", "Its last sign of life was 15 s ago, as the monitor recorded it.");
   });
 });
 
@@ -586,5 +589,52 @@ describe("an instance's heartbeat when its status changes", () => {
     }
     expect(disagreements).toEqual([]);
     expect(alive()).toBe(false);
+  });
+});
+
+// The trial: a dead instance's heartbeat read "stopped", then "4 s ago",
+// "5 s ago" on its card once the monitor listed its last beat, and its
+// page flipped between "stopped" and "5 s ago". Whether the age is a bound
+// or the monitor's record of its last beat, the instance is down: its
+// heartbeat says "stopped" the whole time, the age only in the title.
+describe("a killed instance's heartbeat reads one way", () => {
+  beforeEach(() => vi.useFakeTimers({ toFake: ["setInterval", "clearInterval", "setTimeout", "clearTimeout", "Date"] }));
+  afterEach(() => vi.useRealTimers());
+
+  it("says stopped at every reading after the disconnect, the age in its title", () => {
+    vi.setSystemTime(KILL - 4000);
+    const store = new InstanceStore({ schedule: (flush) => flush() });
+    store.replaceAll([pricing2({ lastHeartbeat: iso(-2300) })]);
+    renderUi(
+      <InstanceStoreContext.Provider value={store}>
+        <Live store={store} />
+      </InstanceStoreContext.Provider>,
+    );
+    const events: [number, () => void][] = [
+      [-3000, () => store.applyDigest(digest(-3000, false))],
+      [-1000, () => store.applyDigest(digest(-1000, false))],
+      [428, () => store.apply({ type: "instanceUpserted", instance: pricing2({ status: "UNHEALTHY", statusReason: "disconnected", statusSince: iso(428), lastHeartbeat: iso(-2300) }) })],
+      [1000, () => store.applyDigest(digest(1000, false))],
+      [3000, () => store.applyDigest(digest(3000, true))],
+      [5000, () => store.applyDigest(digest(5000, true))],
+      [7000, () => store.applyDigest(digest(7000, true))],
+    ];
+    let t = -4000;
+    const texts: string[] = [];
+    for (let at = 428; at <= 9000; at += 200) {
+      for (const [when, apply] of events) {
+        if (when > t && when <= at) {
+          act(() => vi.advanceTimersByTime(when - t));
+          t = when;
+          act(apply);
+        }
+      }
+      act(() => vi.advanceTimersByTime(at - t));
+      t = at;
+      texts.push(screen.getByTestId("heartbeat-age").textContent ?? "");
+    }
+    expect(new Set(texts)).toEqual(new Set(["stopped"]));
+    // Its last beat, as the monitor recorded it, 9.3 s before: in the title.
+    expect(screen.getByTestId("heartbeat-age").querySelector("time")).toHaveAttribute("title", "Its last sign of life was 9 s ago, as the monitor recorded it.");
   });
 });

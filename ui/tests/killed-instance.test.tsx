@@ -123,3 +123,50 @@ describe("a killed instance", () => {
     expect(uptime()).toHaveTextContent(/^14 min 12 s$/);
   });
 });
+
+// The trial: a killed former leader's page read "Epoch —" while its card
+// said "Former leader of default (epoch 4187)", and its "Last heartbeat"
+// flipped between "stopped" and "5 s ago" as digests came.
+describe("a killed former leader's page", () => {
+  const leader = (over: Partial<ServiceInstance> = {}) =>
+    risk1({ stickyActiveGroup: "default", epoch: 4187, lastHeartbeat: iso(KILL - 2300), ...over });
+  const digest = (asOf: number, late: boolean) => ({
+    type: "digest" as const,
+    asOf: iso(asOf),
+    version: 1,
+    summary: { total: 1, active: late ? 0 : 1, unhealthy: late ? 1 : 0, standby: 0 },
+    lateAfterIntervals: 1.5,
+    late: late ? [{ serviceName: "risk-service", instanceId: "risk-1", lastBeat: iso(KILL - 300) }] : [],
+  });
+  const fact = (label: string) => screen.getByText(label).nextElementSibling!;
+
+  function killed() {
+    vi.spyOn(api, "instanceEvents").mockResolvedValue([]);
+    vi.spyOn(api, "instanceConfig").mockResolvedValue({} as never);
+    vi.setSystemTime(KILL - 1000);
+    const store = new InstanceStore({ schedule: (flush) => flush() });
+    store.replaceAll([leader()]);
+    store.applyDigest(digest(KILL - 1000, false));
+    vi.setSystemTime(KILL + 300);
+    store.apply({ type: "instanceUpserted", instance: leader({ status: "UNHEALTHY", statusReason: "disconnected", statusSince: iso(KILL + 300) }) });
+    live = { store, snapshot: store.getSnapshot(), feed: "live", error: null, retry: () => {} };
+    renderUi(<InstanceDetail />);
+    return store;
+  }
+
+  it("shows the epoch it led with, as its card does", () => {
+    killed();
+    expect(fact("Epoch")).toHaveTextContent(/^4187 \(former leader\)$/);
+  });
+
+  it("says its heartbeat stopped at every reading, as digests list its last beat", () => {
+    const store = killed();
+    const texts: string[] = [];
+    for (let step = 0; step < 40; step += 1) {
+      if (step % 10 === 5) act(() => store.applyDigest(digest(Date.now(), true)));
+      act(() => vi.advanceTimersByTime(250));
+      texts.push(fact("Last heartbeat").textContent ?? "");
+    }
+    expect(new Set(texts)).toEqual(new Set(["stopped"]));
+  });
+});

@@ -2,7 +2,8 @@
 // beats on time (the bound they allow in the title: "a sign of life within
 // the last 3 s"), "3 s ago" when the monitor says its last beat, otherwise
 // "at most 3 s ago" (only a bound: a record write, or a digest's bound),
-// or "stopped" for one down or gone (the bound in the title);
+// or "stopped" for one down or gone (its age, a bound or the monitor's
+// record of its last beat, in the title);
 // "checking…" until the first digest; "unknown: no news for 9 s" while the
 // live feed is stalled or reconnecting; updated by the page's shared
 // one-second clock.
@@ -33,7 +34,7 @@ export function HeartbeatAge({ at, service, id }: HeartbeatAgeProps) {
   // tests), the record's time against the browser's clock.
   const read = React.useCallback((): HeartbeatView => {
     const view = service && id ? store?.heartbeatView(service, id) : undefined;
-    return view ?? { kind: "age", iso: at, age: Date.now() - Date.parse(at) };
+    return view ?? { kind: "age", iso: at, age: Date.now() - Date.parse(at), down: false };
   }, [store, service, id, at]);
   // A thousand cards tick every second: the text is written straight into
   // the element on the clock's tick instead of re-rendering each card.
@@ -54,12 +55,18 @@ export function HeartbeatAge({ at, service, id }: HeartbeatAgeProps) {
       // Not the record's write time as an age: it read as late.
       el.textContent = t("card.heartbeatChecking");
       el.title = t("card.heartbeatCheckingHelp");
-    } else if (view.kind === "atMost" && view.down) {
-      // Down or gone, and the monitor has not said its last beat: it
-      // stopped, the bound only in the title ("at most 3 s ago" beside
-      // "Gone just now" read as news of a process shown dead).
+    } else if ((view.kind === "atMost" || view.kind === "age") && view.down) {
+      // Down or gone: it stopped, whatever is known of its last beat — a
+      // bound ("at most 3 s ago" beside "Gone just now" read as news of a
+      // process shown dead) or, once a digest lists it, the monitor's
+      // record. The age is only in the title: said as the text once the
+      // record came, the same dead instance read "stopped", then "5 s
+      // ago", and flipped between the two as digests moved its last beat.
       el.textContent = t("card.heartbeatStopped");
-      el.title = t("card.heartbeatAtMostHelp", { ago: agoAtMost(t, view.age) });
+      el.title =
+        view.kind === "atMost"
+          ? t("card.heartbeatAtMostHelp", { ago: agoAtMost(t, view.age) })
+          : t("card.heartbeatStoppedHelp", { ago: agoAtLeast(t, view.age) });
     } else if (view.kind === "atMost") {
       // The monitor has not said when it last beat: only a bound, said as
       // one (the trial read "4 s ago" 0.2 s after a beat; while the page

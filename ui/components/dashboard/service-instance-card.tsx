@@ -71,6 +71,18 @@ export function isFormerLeader(entry: InstanceEntry): boolean {
   );
 }
 
+/**
+ * Whether the card calls an instance the former leader of its group: one
+ * down or deposed that said it led (`isFormerLeader`), or one gone whose
+ * last record said it led or was last seen ACTIVE (`GoneRole`). The
+ * instance page shows its epoch as a former leader's by the same rule.
+ */
+export function shownAsFormerLeader(entry: InstanceEntry): boolean {
+  const i = entry.instance;
+  if (entry.goneAt !== null) return !!i.stickyActiveGroup && (i.status === "ACTIVE" || reportedLeading(i));
+  return isFormerLeader(entry);
+}
+
 function ServiceInstanceCardImpl({ entry }: ServiceInstanceCardProps) {
   const { t } = useI18n();
   const i = entry.instance;

@@ -15,6 +15,7 @@ import { Skeleton } from "@/components/ui/skeleton";
 import { Tabs, TabsContent, TabsList, TabsTrigger } from "@/components/ui/tabs";
 import { FeedIndicator } from "@/components/live/feed-indicator";
 import { HeartbeatAge } from "@/components/dashboard/heartbeat-age";
+import { shownAsFormerLeader } from "@/components/dashboard/service-instance-card";
 import { isDegraded, ServiceStatusBadge } from "@/components/dashboard/service-status-badge";
 import { StatusDetail } from "@/components/dashboard/status-detail";
 import { StatusSince } from "@/components/dashboard/status-since";
@@ -101,7 +102,18 @@ export function InstanceDetail() {
     // Wraps rather than truncates: "14 min 9 s, at its last snapshot" on a phone.
     [t("detail.uptime"), <span key="up" className="whitespace-normal">{uptime ?? none}</span>],
     [t("detail.group"), i.stickyActiveGroup ?? none],
-    [t("detail.epoch"), i.status === "ACTIVE" && i.epoch != null ? String(i.epoch) : none],
+    // A former leader's epoch too, as its card says "Former leader of
+    // default (epoch 4187)": "—" beside that read as if it never led.
+    [
+      t("detail.epoch"),
+      i.epoch == null
+        ? none
+        : !gone && i.status === "ACTIVE"
+          ? String(i.epoch)
+          : shownAsFormerLeader(entry)
+            ? t("detail.epochFormer", { epoch: i.epoch })
+            : none,
+    ],
     [t("detail.heartbeat"), <HeartbeatAge key="hb" at={i.lastHeartbeat} service={i.serviceName} id={i.instanceId} />],
   ];
   // A degraded leader's words say what made it unhealthy, as on its card.
