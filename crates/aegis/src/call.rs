@@ -173,9 +173,28 @@ pub async fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
                 && request_schema(&conn, &args.service, &method, describe_wait(&args))
                     .await
                     .is_some_and(|s| takes_nothing(&s));
+            // Records, none ACTIVE, of a single-active service: its leader
+            // may lead on unhealthy (degraded), which `--active` reaches.
+            let leads_on = if matches!(&e, RpcError::NoInstances { records, .. } if *records > 0)
+                && args.instance.is_none()
+            {
+                single_active_groups(&conn, &args.service).await
+            } else {
+                Vec::new()
+            };
             // With its causes: "the service registry is unavailable" alone
             // does not say that the registry view did not load in time.
             let mut line = call_error(e, known);
+            if !leads_on.is_empty() {
+                line.push_str(&format!(
+                    "\n{} is single-active (group {}): a plain call reaches only instances whose \
+                     record says ACTIVE, and a leader that leads on unhealthy (degraded: no \
+                     healthy instance could take over) says UNHEALTHY; `aegis call --active` \
+                     reaches the leader",
+                    args.service,
+                    leads_on.join(", ")
+                ));
+            }
             if is_command {
                 line.push_str(&format!(
                     "\n{method} is a command of {}: send it with `aegis command {} {method} [PAYLOAD]`",
@@ -192,6 +211,22 @@ pub async fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// The single-active groups the registered records of `service` name,
+/// sorted; empty when it has none or the registry cannot be read.
+async fn single_active_groups(conn: &aegis_sdk::Connection, service: &str) -> Vec<String> {
+    let Ok(reader) = aegis_sdk::RegistryReader::start(conn).await else {
+        return Vec::new();
+    };
+    let mut groups: Vec<String> = reader
+        .by_service(service)
+        .into_iter()
+        .filter_map(|i| i.sticky_active_group)
+        .collect();
+    groups.sort();
+    groups.dedup();
+    groups
 }
 
 /// What is wrong with `--instance instance` when the registry has no

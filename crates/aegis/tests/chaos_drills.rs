@@ -258,6 +258,21 @@ async fn chaos_healthy_on_a_service_heals_the_instances_made_unhealthy() {
         )),
         "{out}"
     );
+    // Its leader leads on, degraded: a plain call, which reaches only
+    // records that say ACTIVE, says so and how to reach it, where it said
+    // "none ACTIVE" while `aegis status` showed the leader ACTIVE.
+    let (ok, out) = aegis(args(&["call", "order-service", "quote", "{}"], &url)).await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("order-service is single-active") && out.contains("aegis call --active"),
+        "{out}"
+    );
+    let (ok, out) = aegis(args(
+        &["call", "order-service", "quote", "{}", "--active"],
+        &url,
+    ))
+    .await;
+    assert!(ok, "{out}");
     let (ok, out) = aegis(args(&["chaos", "healthy", "order-service"], &url)).await;
     assert!(ok, "{out}");
     for id in ["order-a", "order-b"] {
