@@ -202,13 +202,34 @@ struct Pricing {
     counters: Counters,
 }
 
+/// Most symbols an unknown symbol's error names.
+const PRICED_NAMED: usize = 20;
+
 impl Pricing {
+    /// The symbols priced, for an unknown symbol's error: the first
+    /// [`PRICED_NAMED`] in order, and how many more.
+    fn priced(&self) -> String {
+        let mut named: Vec<&str> = self
+            .symbols
+            .keys()
+            .take(PRICED_NAMED)
+            .map(String::as_str)
+            .collect();
+        let more = self.symbols.len().saturating_sub(PRICED_NAMED);
+        let more = (more > 0).then(|| format!("and {more} more"));
+        named.extend(more.as_deref());
+        named.join(", ")
+    }
+
     fn get_price(&self, req: &GetPrice) -> Result<Quote, WireError> {
         validate_symbol(&req.symbol).map_err(|e| WireError::invalid_request(e.message))?;
-        let base = self
-            .symbols
-            .get(&req.symbol)
-            .ok_or_else(|| WireError::not_found(format!("no price for {}", req.symbol)))?;
+        let base = self.symbols.get(&req.symbol).ok_or_else(|| {
+            WireError::not_found(format!(
+                "no price for {} (priced: {})",
+                req.symbol,
+                self.priced()
+            ))
+        })?;
         self.counters.add(METRIC_PRICES_SERVED, 1.0);
         Ok(quote_at(&req.symbol, *base, Utc::now()))
     }
@@ -467,6 +488,16 @@ mod tests {
         assert_eq!(code("aapl"), aegis_sdk::rpc::ErrorCode::InvalidRequest);
         assert_eq!(code(""), aegis_sdk::rpc::ErrorCode::InvalidRequest);
         assert_eq!(code("ZZZZ"), aegis_sdk::rpc::ErrorCode::NotFound);
+        // An unknown symbol is told with the ones there are.
+        let unknown = p
+            .get_price(&GetPrice {
+                symbol: "ZZZZ".into(),
+            })
+            .unwrap_err();
+        assert_eq!(
+            unknown.message,
+            "no price for ZZZZ (priced: AAPL, AMZN, GOOGL, JPM, META, MSFT, NFLX, NVDA, TSLA, V)"
+        );
         assert_eq!(
             p.get_price(&GetPrice {
                 symbol: "AAPL".into()

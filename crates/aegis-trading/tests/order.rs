@@ -316,9 +316,13 @@ async fn bad_orders_are_refused_and_leave_nothing_behind() {
     )
     .await
     .unwrap_err();
-    assert_eq!(
-        err.remote().unwrap().details.as_ref().unwrap()["fields"][0]["field"],
-        "symbol"
+    let field = &err.remote().unwrap().details.as_ref().unwrap()["fields"][0];
+    assert_eq!(field["field"], "symbol");
+    // And says which symbols are traded.
+    let said = field["message"].as_str().unwrap();
+    assert!(
+        said.starts_with("ZZZZ is not a traded symbol (priced: AAPL"),
+        "{said}"
     );
     assert_eq!(
         list(&conn, json!({})).await.total,

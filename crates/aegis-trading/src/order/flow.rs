@@ -837,9 +837,14 @@ impl Desk {
         {
             Ok(quote) => Ok(quote),
             Err(e) if e.code() == ErrorCode::NotFound => {
+                // Pricing's words name the symbols it prices.
+                let priced = e
+                    .remote()
+                    .and_then(|w| w.message.split_once(" (priced: "))
+                    .map_or_else(String::new, |(_, list)| format!(" (priced: {list}"));
                 Err(common::invalid(ValidationErrors(vec![FieldError {
                     field: "symbol".to_owned(),
-                    message: format!("{symbol} is not a traded symbol"),
+                    message: format!("{symbol} is not a traded symbol{priced}"),
                 }])))
             }
             Err(e) => Err(dependency_failed(&self.pricing, &e)),
