@@ -42,7 +42,7 @@ role="$(api GET "/api/instances/order-service/$old_leader" "" "$VIEWER_TOKEN" | 
 
 say "3. Orders keep working through the new leader"
 out="$("$AEGIS" call order-service create_order --active --nats-url "$NATS_URL" \
-  "{\"symbol\":\"MSFT\",\"side\":\"BUY\",\"quantity\":5,\"client_order_id\":\"flow1-$(date +%s)\"}" 2>&1)" \
+  "{\"symbol\":\"MSFT\",\"side\":\"buy\",\"quantity\":5,\"client_order_id\":\"flow1-$(date +%s)\"}" 2>&1)" \
   && ok "create_order served: $(echo "$out" | grep 'served by')" || bad "create_order failed: $out"
 
 say "4. Kill a load-balanced instance (pricing-1)"

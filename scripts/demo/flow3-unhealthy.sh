@@ -21,7 +21,7 @@ order_flow() {
   while [ ! -f "$WORK/stop" ]; do
     n=$((n + 1))
     if out="$("$AEGIS" call order-service create_order --active --nats-url "$NATS_URL" \
-      "{\"symbol\":\"AAPL\",\"side\":\"BUY\",\"quantity\":1,\"client_order_id\":\"flow3-$$-$n\"}" 2>&1)"; then
+      "{\"symbol\":\"AAPL\",\"side\":\"buy\",\"quantity\":1,\"client_order_id\":\"flow3-$$-$n\"}" 2>&1)"; then
       echo "ok $(echo "$out" | sed -n 's/^served by //p')" >>"$WORK/orders"
     else
       echo "fail $(echo "$out" | tail -1)" >>"$WORK/orders"

@@ -59,7 +59,9 @@ pub trait TradingEvent: Serialize + DeserializeOwned {
     }
 }
 
-/// Which way an order trades.
+/// Which way an order trades: `buy` or `sell` on the wire, as its
+/// published schema says (`BUY`/`Buy` and `SELL`/`Sell` are taken too, for
+/// clients written against older examples).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum Side {
     /// Buy: the position grows.
