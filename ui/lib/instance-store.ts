@@ -211,6 +211,13 @@ function shown(f: CardFigures | null): string {
   return f ? `${f.rate.toFixed(1)}|${f.p99?.toFixed(2) ?? "-"}` : "";
 }
 
+/**
+ * How long after the newest `figures` message an instance it vouched for
+ * may go on showing live figures, past that message's bound: the messages
+ * come every second, and one may come a little late.
+ */
+const VOUCH_ROOM_MS = 2000;
+
 /** The API's default late bound, until a message says it. */
 const DEFAULT_LATE_AFTER = { intervals: 1.5, minMs: 2500 };
 
@@ -385,6 +392,23 @@ export class InstanceStore {
     if (f.exact || this.vouchedAt === null) return sent;
     const bound = this.vouchedAt - this.lateAfterMs(f.intervalSecs);
     return Number.isNaN(sent) ? bound : Math.max(sent, bound);
+  }
+
+  /**
+   * Whether `f` is too old to show as live at `now` (monitor's clock).
+   * Its time is the earliest its latest snapshot can be (`figuresTime`).
+   * When exact, old past `staleAfterMs`. When the API's messages vouch for
+   * it (not late), that time is only their bound, `lateAfterMs` before the
+   * newest `asOf`, and a healthy instance's reads that old plus up to a
+   * second between messages: it is old only once no message has vouched
+   * for it for VOUCH_ROOM_MS more (the stream stopped; were it late, a
+   * message would say so, exactly). A 1 s instance's bound of 3 s read
+   * every healthy card as old for half of each second.
+   */
+  figuresStale(f: CardFigures, now: number): boolean {
+    const bound = staleAfterMs(f.intervalSecs);
+    const vouched = !f.exact && this.vouchedAt !== null;
+    return figuresStale(f, now, this.figuresTime(f), vouched ? Math.max(bound, this.lateAfterMs(f.intervalSecs) + VOUCH_ROOM_MS) : bound);
   }
 
   /**
@@ -617,17 +641,32 @@ export class InstanceStore {
 }
 
 /**
- * Whether a snapshot is too old to show as live figures at `now`: none came
- * for three of its intervals, and at least 5 s (a NATS node lost under the
- * metrics stream stops them while the instance still beats). `now` is on
- * the monitor's clock (`InstanceStore.monitorNow`); the snapshot's time
- * (`at`, by default its own) is the instance's, which may differ a little,
- * so it leaves seconds of room.
+ * How old a snapshot may be before its figures are shown as old (ms): two
+ * of its intervals — one due, one missed — and a second of room for the
+ * instance's clock against the monitor's (nothing measures that skew; it is
+ * nothing where they share a host or NTP), at least 2 s. With the
+ * showcase's 1 s interval, 3 s: a NATS node lost under the metrics stream
+ * stops snapshots while the instance still beats, and its card went on
+ * showing calls/s for 5 s, max(3 intervals, 5 s), the bound before.
  */
-export function figuresStale(snapshot: { timestamp: string; intervalSecs: number }, now: number, at = Date.parse(snapshot.timestamp)): boolean {
+export function staleAfterMs(intervalSecs: number): number {
+  return Math.max(2 * Math.max(intervalSecs, 0) * 1000 + 1000, 2000);
+}
+
+/**
+ * Whether a snapshot is too old to show as live figures at `now`: older
+ * than `bound` (by default `staleAfterMs`). `now` is on the monitor's
+ * clock (`InstanceStore.monitorNow`); the snapshot's time (`at`, by
+ * default its own) is the instance's.
+ */
+export function figuresStale(
+  snapshot: { timestamp: string; intervalSecs: number },
+  now: number,
+  at = Date.parse(snapshot.timestamp),
+  bound = staleAfterMs(snapshot.intervalSecs),
+): boolean {
   if (Number.isNaN(at)) return false;
-  const interval = Math.max(snapshot.intervalSecs, 0) * 1000;
-  return now - at >= Math.max(3 * interval, 5000);
+  return now - at >= bound;
 }
 
 /** Calls per second over all endpoints and the highest p99, from a snapshot. */

@@ -94,12 +94,13 @@ describe("a card fed by the API's figures", () => {
       expect(figures).toHaveTextContent("26.4 calls/s");
     }
     // The messages stop (the feed dropped): as of the last, the latest
-    // snapshot was at most 3 s old; 6 s on from that bound, stale.
-    act(() => vi.advanceTimersByTime(2000));
+    // snapshot was at most 3 s old; 2 s on with no message (5 s from that
+    // bound: two intervals and a second), stale.
+    act(() => vi.advanceTimersByTime(1000));
     expect(figures).toHaveTextContent("calls/s");
     act(() => vi.advanceTimersByTime(1000));
     expect(figures).not.toHaveTextContent("calls/s");
-    expect(figures).toHaveTextContent("Last metrics 6 s ago");
+    expect(figures).toHaveTextContent("Last metrics 5 s ago");
   });
 
   it("counts a late instance's figures from its latest snapshot, exactly", () => {
@@ -108,13 +109,13 @@ describe("a card fed by the API's figures", () => {
     store.applyFigures(view(T0, [fig(T0 - 1000)], { full: true }));
     renderCards(store);
     act(() => {
-      vi.advanceTimersByTime(4000);
-      store.applyFigures(view(T0 + 4000, [fig(T0 - 1000, { late: true })]));
+      vi.advanceTimersByTime(3000);
+      store.applyFigures(view(T0 + 3000, [fig(T0 - 1000, { late: true })]));
     });
-    // Late, not yet stale (6 s): the figures still show.
+    // Late, not yet stale (5 s: two intervals and a second): the figures still show.
     expect(screen.getByTestId("live-figures")).toHaveTextContent("26.4 calls/s");
-    act(() => vi.advanceTimersByTime(2000));
-    expect(screen.getByTestId("live-figures")).toHaveTextContent("Last metrics 7 s ago");
+    act(() => vi.advanceTimersByTime(1000));
+    expect(screen.getByTestId("live-figures")).toHaveTextContent("Last metrics 5 s ago");
   });
 
   it("shows a killed instance's last known figures, with their exact age once the API sends them again", () => {
@@ -164,6 +165,93 @@ describe("a card fed by the API's figures", () => {
     const [one, two] = store.getSnapshot().entries;
     expect(one!.metrics?.rate).toBe(7);
     expect(two!.metrics).toBeNull();
+  });
+});
+
+// The trial: a NATS node killed under an order leader publishing every
+// 1 s; its card kept "19.5 calls/s · p99 18 ms" for about 3 s while no
+// orders were served, then "Last metrics 6 s ago": figures counted as old
+// only after max(3 intervals, 5 s). Within two intervals and a second of
+// room (3 s here) once the monitor says they are late, never for a healthy
+// instance whose every message vouches for them.
+describe("a card's figures from an instance publishing every second", () => {
+  beforeEach(() => {
+    vi.useFakeTimers({ toFake: ["setInterval", "clearInterval", "setTimeout", "clearTimeout", "Date"] });
+    vi.setSystemTime(T0);
+  });
+  afterEach(() => vi.useRealTimers());
+
+  const order1 = (over: Partial<InstanceFigures> = {}) =>
+    fig(T0, { serviceName: "order-service", instanceId: "order-1", intervalSecs: 1, callsPerSec: 19.5, p99Ms: 18, ...over });
+
+  function leader() {
+    const store = new InstanceStore({ schedule: (flush) => flush() });
+    store.replaceAll([risk1({ serviceName: "order-service", instanceId: "order-1" })]);
+    store.applyFigures(view(T0, [order1()], { full: true }));
+    renderCards(store);
+    return store;
+  }
+
+  it("says they are old within two intervals and a second once the monitor lists them late", () => {
+    const store = leader();
+    const figures = screen.getByTestId("live-figures");
+    // Snapshots stop at T0 (its last): the messages vouch for it until the
+    // monitor's bound (2.5 s) passes, then list it late, exactly.
+    for (let n = 1; n <= 2; n++) {
+      act(() => {
+        vi.advanceTimersByTime(1000);
+        store.applyFigures(view(T0 + n * 1000, []));
+      });
+      expect(figures).toHaveTextContent("19.5 calls/s · p99 18 ms");
+    }
+    act(() => {
+      vi.advanceTimersByTime(900);
+      store.applyFigures(view(T0 + 2900, [order1({ late: true })]));
+    });
+    // The card's next look, on the page's clock.
+    act(() => vi.advanceTimersByTime(100));
+    expect(figures).not.toHaveTextContent("calls/s");
+    expect(figures).toHaveTextContent("Last metrics 3 s ago");
+  });
+
+  it("never calls a healthy instance's figures old, with every message a little late", () => {
+    const store = leader();
+    const figures = screen.getByTestId("live-figures");
+    const shown: string[] = [];
+    for (let n = 1; n <= 20; n++) {
+      // Each message leaves the monitor 1 s after the last and comes 400 ms later.
+      act(() => vi.advanceTimersByTime(400));
+      shown.push(figures.textContent ?? "");
+      act(() => {
+        vi.advanceTimersByTime(600);
+        store.applyFigures(view(T0 + n * 1000 - 400, []));
+      });
+      shown.push(figures.textContent ?? "");
+    }
+    expect(new Set(shown)).toEqual(new Set(["19.5 calls/s · p99 18 ms"]));
+  });
+
+  it("says full snapshots' figures are old two intervals and a second after the last", () => {
+    const store = new InstanceStore({ schedule: (flush) => flush() });
+    store.replaceAll([risk1()]);
+    const snapshot = (at: number) => ({
+      serviceName: "risk-service",
+      instanceId: "risk-1",
+      timestamp: iso(at),
+      uptimeSecs: 600,
+      intervalSecs: 1,
+      endpoints: [{ name: "check", requests: 10, successes: 10, errors: 0, requestRate: 19.5, errorRate: 0, latencyMs: { p50: 2, p90: 3, p99: 18, max: 20, mean: 2 } }],
+      queueDepth: 0,
+      inFlight: 0,
+      custom: {},
+    });
+    store.setMetrics(snapshot(T0));
+    renderCards(store);
+    const figures = screen.getByTestId("live-figures");
+    act(() => vi.advanceTimersByTime(2000));
+    expect(figures).toHaveTextContent("19.5 calls/s");
+    act(() => vi.advanceTimersByTime(1000));
+    expect(figures).toHaveTextContent("Last metrics 3 s ago");
   });
 });
 

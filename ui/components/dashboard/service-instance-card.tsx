@@ -218,8 +218,9 @@ function GoneRole({ instance: i }: { instance: ServiceInstance }) {
  * digests show), as heartbeat ages are, so a browser a minute ahead does
  * not call every instance's figures a minute old. The instance's own skew
  * against the monitor is not corrected — nothing measures it; it is
- * nothing where they share a host or NTP, and `figuresStale` leaves
- * seconds of room for it.
+ * nothing where they share a host or NTP, and `staleAfterMs` leaves a
+ * second of room for it. Figures are old two intervals and a second after
+ * their snapshot (`InstanceStore.figuresStale`).
  */
 function Figures({ figures }: { figures: CardFigures }) {
   const { t, locale } = useI18n();
@@ -229,13 +230,16 @@ function Figures({ figures }: { figures: CardFigures }) {
     if (!store) return Date.parse(figures.timestamp);
     return store.figuresTime(store.latestFigures(figures.serviceName, figures.instanceId) ?? figures);
   }, [store, figures]);
-  const now = React.useCallback(() => (store ? store.monitorNow() : Date.now()), [store]);
-  const [stale, setStale] = React.useState(() => figuresStale(figures, now(), newestAt()));
+  const isStale = React.useCallback(() => {
+    if (!store) return figuresStale(figures, Date.now());
+    return store.figuresStale(store.latestFigures(figures.serviceName, figures.instanceId) ?? figures, store.monitorNow());
+  }, [store, figures]);
+  const [stale, setStale] = React.useState(isStale);
   React.useEffect(() => {
-    const check = () => setStale(figuresStale(figures, now(), newestAt()));
+    const check = () => setStale(isStale());
     check();
     return subscribeClock(check);
-  }, [figures, newestAt, now]);
+  }, [isStale]);
   if (stale) {
     return (
       <span data-testid="figures-stale" className="font-medium text-warning-strong">
