@@ -23,6 +23,8 @@
 //! - With the system account, it asks the servers once which connections
 //!   closed and are not open again (`closed.rs`): those instances are shown
 //!   down at once, as the monitor shows a crash it saw happen.
+//! - Under the table it names the configured NATS servers that do not
+//!   answer (`servers.rs`), as the monitor's banner does.
 //! - Before it prints, it listens for one beat of every other instance, for
 //!   at most one and a half intervals (the monitor's own "late" bound,
 //!   [`LATE_AFTER_INTERVALS`]); one that sent none in that time is shown
@@ -37,6 +39,7 @@
 
 mod closed;
 mod served;
+mod servers;
 mod unknown;
 
 pub(crate) use unknown::{names_and_close_one, unknown_to_registry};
@@ -197,6 +200,11 @@ pub async fn run(args: StatusArgs, shutdown: CancellationToken) -> anyhow::Resul
         };
         if let Some(served) = &mut served {
             table.push_str(&served.lines(&conn, &instances).await);
+        }
+        let configured = &conn.config().nats.servers;
+        let down = servers::not_answering(configured).await;
+        if let Some(line) = servers::line(&down, servers::count(configured)) {
+            table.push_str(&line);
         }
         if args.watch {
             // Clear the screen and home the cursor, then draw.

@@ -335,3 +335,27 @@ async fn status_ages_come_from_the_beats_not_the_last_record_write() {
         "the age of the last beat, not of the record: {line}"
     );
 }
+
+/// Tried as a new operator would: with a NATS node killed, `aegis status`
+/// printed the usual table (its clients had moved to the others) while the
+/// monitor's banner said "2 of 3 servers up". It names the node now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_names_a_configured_nats_server_that_does_not_answer() {
+    let mut cluster = aegis_testkit::NatsCluster::start(3).unwrap();
+    cluster.wait_ready(Duration::from_secs(30)).unwrap();
+    let urls = cluster.urls();
+    let all = urls.join(",");
+    let (ok, out) = aegis(vec!["status".into(), "--nats-url".into(), all.clone()]).await;
+    assert!(ok, "{out}");
+    assert!(!out.contains("does not answer"), "{out}");
+    cluster.kill_node(2);
+    let (ok, out) = aegis(vec!["status".into(), "--nats-url".into(), all]).await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "NATS: {} does not answer (1 of 3 servers configured)",
+            urls[2]
+        )),
+        "{out}"
+    );
+}
