@@ -266,3 +266,48 @@ describe("FailoverTimeline across the unread middle of a truncated window", () =
     expect(older).toHaveTextContent(/^first leader in the window$/);
   });
 });
+
+// The trial: in a service with two sticky groups, a term of group "b"
+// elected after group "a"'s leader's lease lapsed made that lapse read
+// "lease lapsed" as if someone had taken over "a"; and the timeline, whose
+// help says "Who led group a", asked for the whole service.
+describe("FailoverTimeline of one group of several", () => {
+  const lapsed = () => term("order-1", "2026-12-05T04:00:00.000Z", { epoch: 3, endedAt: "2026-12-05T04:00:05.000Z", endReason: "lapsed" });
+  const otherGroup = () => term("order-5", "2026-12-05T04:00:07.000Z", { epoch: 9 });
+
+  function renderGroupA() {
+    const store = liveView(
+      { instanceId: "order-1", stickyActiveGroup: "a", status: "UNHEALTHY", reportedStatus: "ACTIVE", statusReason: "disconnected", epoch: 3 },
+      { instanceId: "order-5", stickyActiveGroup: "b", status: "ACTIVE", epoch: 9 },
+    );
+    return renderUi(
+      <InstanceStoreContext.Provider value={store}>
+        <FailoverTimeline serviceName="order-service" group="a" changeKey="" />
+      </InstanceStoreContext.Provider>,
+    );
+  }
+
+  it("asks for its group's terms", async () => {
+    answer([lapsed()]);
+    renderGroupA();
+    await screen.findAllByTestId("timeline-term");
+    const url = String(vi.mocked(fetch).mock.calls[0]![0]);
+    expect(new URL(url, "http://x").searchParams.get("group")).toBe("a");
+  });
+
+  it("says a lapse has no successor yet while only another group's leader was elected after it", async () => {
+    answer([lapsed(), otherGroup()]);
+    renderGroupA();
+    const rows = await screen.findAllByTestId("timeline-term");
+    const ended = (id: string) => within(rows.find((r) => r.textContent?.includes(id))!).getAllByRole("cell")[4]!.textContent;
+    expect(ended("order-1")).toBe("lease lapsed, no successor yet");
+  });
+
+  it("says the lease lapsed once a leader of its own group followed", async () => {
+    answer([lapsed(), otherGroup(), term("order-2", "2026-12-05T04:00:08.000Z", { epoch: 4 })]);
+    renderGroupA();
+    const rows = await screen.findAllByTestId("timeline-term");
+    const ended = (id: string) => within(rows.find((r) => r.textContent?.includes(id))!).getAllByRole("cell")[4]!.textContent;
+    expect(ended("order-1")).toBe("lease lapsed");
+  });
+});

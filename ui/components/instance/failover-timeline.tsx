@@ -8,6 +8,11 @@
 // window nothing is known of the unread middle: a term open where it
 // begins ended in it (`unread`, some time after its `endedAt`), and the
 // first term after it has no hand-over, without being the first leader.
+// It asks for the group's terms (`?group=`): the API then leaves out
+// instances registered now in another group, but keeps those gone from the
+// registry, whose group it no longer knows. A lapsed term's "no successor
+// yet" is decided within the group: a later term of an instance the live
+// view shows in another group is no successor.
 "use client";
 
 import * as React from "react";
@@ -89,6 +94,32 @@ function useLiveLeaders(store: InstanceStore | null, serviceName: string, group:
   return React.useMemo(() => JSON.parse(leaders) as LiveLeader[], [leaders]);
 }
 
+/**
+ * The instances of the service the live view shows in a sticky group other
+ * than `group` (gone ones included, with their last record's group), kept
+ * as a string so that the timeline re-renders only when they change.
+ */
+function useElsewhere(store: InstanceStore | null, serviceName: string, group: string): Set<string> {
+  const get = () =>
+    JSON.stringify(
+      (store?.getSnapshot().entries ?? [])
+        .filter((e) => e.instance.serviceName === serviceName && !!e.instance.stickyActiveGroup && e.instance.stickyActiveGroup !== group)
+        .map((e) => e.instance.instanceId)
+        .sort(),
+    );
+  const ids = React.useSyncExternalStore(store?.subscribe ?? NO_STORE, get, get);
+  return React.useMemo(() => new Set(JSON.parse(ids) as string[]), [ids]);
+}
+
+/**
+ * Whether a term newer than `terms[i]` (newest first) is of the group: not
+ * of an instance the live view shows in another group (`elsewhere`). One
+ * the live view does not know is taken as the group's, as the API does.
+ */
+export function followedInGroup(terms: LeadershipTerm[], i: number, elsewhere: Set<string>): boolean {
+  return terms.slice(0, i).some((later) => !elsewhere.has(later.instanceId));
+}
+
 /** Whether an open term is the one the live view shows leading (epochs compared when both are known). */
 export function agreesWithLive(term: LeadershipTerm, leaders: LiveLeader[]): boolean {
   return leaders.some((l) => l.instanceId === term.instanceId && (l.epoch == null || term.epoch == null || l.epoch === term.epoch));
@@ -109,7 +140,9 @@ function UnreadEnd({ endedAt }: { endedAt: string }) {
 
 export function FailoverTimeline({ serviceName, group, changeKey }: FailoverTimelineProps) {
   const { t, locale } = useI18n();
-  const leaders = useLiveLeaders(useInstanceStore(), serviceName, group);
+  const store = useInstanceStore();
+  const leaders = useLiveLeaders(store, serviceName, group);
+  const elsewhere = useElsewhere(store, serviceName, group);
   const [timeline, setTimeline] = React.useState<LeadershipTimeline | null>(null);
   const [error, setError] = React.useState<string | null>(null);
 
@@ -117,7 +150,7 @@ export function FailoverTimeline({ serviceName, group, changeKey }: FailoverTime
     let cancelled = false;
     const read = () =>
       api
-        .leadership(serviceName)
+        .leadership(serviceName, { group })
         .then((tl) => {
           if (cancelled) return;
           setTimeline(tl);
@@ -130,7 +163,7 @@ export function FailoverTimeline({ serviceName, group, changeKey }: FailoverTime
       cancelled = true;
       clearInterval(timer);
     };
-  }, [serviceName, changeKey]);
+  }, [serviceName, group, changeKey]);
 
   const terms = timeline ? [...timeline.terms].reverse() : [];
   // At most one term is current: the newest open one the live view agrees with.
@@ -220,8 +253,8 @@ export function FailoverTimeline({ serviceName, group, changeKey }: FailoverTime
                   )}
                 </TableCell>
                 <TableCell data-label={t("timeline.end")} className={cn(STACKED, "text-xs")}>
-                  {term.endReason === "lapsed" && i > 0
-                    ? // Newest first: a later term followed this lapse.
+                  {term.endReason === "lapsed" && followedInGroup(terms, i, elsewhere)
+                    ? // Newest first: a later term of the group followed this lapse.
                       t("timeline.end.lapsedThen")
                     : term.endReason
                       ? t(endKey[term.endReason] ?? "timeline.end.superseded")

@@ -205,8 +205,12 @@ export const api = {
     send(`/api/instances/${seg(service)}/${seg(id)}/metrics?window=${seg(window)}`, MetricsHistory).then((a) => a.data),
   /** NATS itself: servers up or down, JetStream, each stream's leader. */
   nats: (signal?: AbortSignal) => send("/api/nats", NatsPicture, { signal }).then((a) => a.data),
-  leadership: (service: string, window = "1h") =>
-    send(`/api/leadership/${seg(service)}?window=${seg(window)}`, LeadershipTimeline).then((a) => a.data),
+  /** The leaders of a sticky service over `window`; of one group's instances with `group`. */
+  leadership: (service: string, { window = "1h", group }: { window?: string; group?: string | null } = {}) => {
+    const query = new URLSearchParams({ window });
+    if (group) query.set("group", group);
+    return send(`/api/leadership/${seg(service)}?${query}`, LeadershipTimeline).then((a) => a.data);
+  },
 
   definitions: () => send("/api/services", z.array(ServiceDefinition)).then((a) => a.data),
   /** A definition and its revision (the ETag), for a conditional update. */
