@@ -1,6 +1,7 @@
 //! A password in a server URL never reaches the log, not even the NATS
 //! client's own DEBUG lines about its connection attempts (which print
-//! the address they try).
+//! the address they try); and a reconnect is told at the level its loss
+//! was.
 
 mod common;
 
@@ -36,4 +37,12 @@ async fn a_password_in_a_server_url_is_not_logged_at_debug() {
         "the client's DEBUG lines are captured: {text}"
     );
     assert!(!text.contains("s3cretpw"), "{text}");
+    // The loss and the return are both WARN, so both reach the monitor
+    // (which takes WARN and above): an operator reading an instance's
+    // lines sees the connection came back, and after how long.
+    let back = text
+        .lines()
+        .find(|l| l.contains("NATS connection re-established after"))
+        .unwrap_or_else(|| panic!("no line says the connection came back: {text}"));
+    assert!(back.contains("WARN"), "{back}");
 }

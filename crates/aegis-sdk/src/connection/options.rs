@@ -88,6 +88,8 @@ pub(super) async fn connect_options(
     let policy = n.reconnect.clone();
     let max_reconnects = n.reconnect.max_reconnects;
     let connected_before = std::sync::atomic::AtomicBool::new(false);
+    // When the connection was lost, for the line that says it is back.
+    let lost_at = std::sync::Mutex::new(None::<std::time::Instant>);
     // The primary client (index 0) carries the base name itself: it is the
     // one instances register, serve and heart-beat over.
     let name = if index == 0 {
@@ -121,6 +123,16 @@ pub(super) async fn connect_options(
                 // Before the log: requests in flight learn it at once.
                 load.connection_dropped();
             }
+            let mut lost = lost_at.lock().unwrap_or_else(|e| e.into_inner());
+            let down_for = match event {
+                async_nats::Event::Disconnected if !draining => {
+                    lost.get_or_insert_with(std::time::Instant::now);
+                    None
+                }
+                async_nats::Event::Connected => lost.take().map(|at| at.elapsed()),
+                _ => None,
+            };
+            drop(lost);
             match &event {
                 // Kept before the log, here in the client's event order:
                 // an operation that then fails for want of the permission
@@ -155,7 +167,17 @@ pub(super) async fn connect_options(
                     async_nats::Event::Connected if first => {
                         tracing::debug!("NATS connection established")
                     }
-                    async_nats::Event::Connected => info!("NATS connection re-established"),
+                    // At the level the loss was told, so that wherever
+                    // that went (the monitor takes WARN and above) the
+                    // return goes too.
+                    async_nats::Event::Connected => match down_for {
+                        Some(down) => warn!(
+                            down_ms = down.as_millis() as u64,
+                            "NATS connection re-established after {:.1} s",
+                            down.as_secs_f64()
+                        ),
+                        None => info!("NATS connection re-established"),
+                    },
                     async_nats::Event::Disconnected if draining => {
                         tracing::debug!("NATS connection closed after draining")
                     }
