@@ -121,3 +121,44 @@ describe("the events filter", () => {
     expect(screen.getByTestId("events-count")).toHaveTextContent("1 条记录中有 0 条符合。");
   });
 });
+
+// Text from services is untrusted: a record's message and fields may carry
+// bidirectional overrides that reorder what is read ("…gnp.exe" read as
+// "…exe.png"), zero-width characters that hide a difference ("admin" vs
+// "ad\u200Bmin"), and tag characters that some renderers read. The panel
+// printed them as they were (the fields through JSON.stringify, which
+// leaves them); it now shows each as a visible mark naming it.
+describe("what the events table shows of a record's text", () => {
+  const HIDDEN = /[\u200B-\u200F\u202A-\u202E\u2060-\u206F\uFEFF\u{E0000}-\u{E007F}]/u;
+  const tricky = {
+    timestamp: "2026-12-05T09:01:08.000Z",
+    level: "WARN",
+    kind: "log",
+    message: "saved invoice_\u202Egnp.exe for ad\u200Bmin",
+    fields: { user: "ad\u2066min\u2069", note: "x\uFEFFy", tag: "ok\u{E0041}\u{E007F}", path: "a\u200Fb" },
+  };
+
+  it("marks every bidirectional, zero-width and tag character, in the message and the fields", async () => {
+    vi.spyOn(api, "instanceEvents").mockResolvedValue([tricky]);
+    renderUi(<EventsPanel serviceName="order-service" instanceId="order-3" statusKey="ACTIVE" />);
+    const row = (await screen.findAllByTestId("event-row"))[0]!;
+    const message = within(row).getAllByRole("cell")[3]!;
+    expect(message.textContent).not.toMatch(HIDDEN);
+    for (const code of ["U+202E", "U+200B", "U+2066", "U+2069", "U+FEFF", "U+E0041", "U+E007F", "U+200F"]) {
+      expect(message.textContent).toContain(code);
+    }
+    expect(message).toHaveTextContent(/saved invoice_\s*U\+202E\s*gnp\.exe for ad\s*U\+200B\s*min/);
+    // Each a mark of its own, set apart from the text, that says what it is.
+    const marks = within(message).getAllByTestId("hidden-char");
+    expect(marks).toHaveLength(8);
+    expect(marks[0]).toHaveAttribute("title", expect.stringContaining("invisible character (U+202E)"));
+  });
+
+  it("leaves ordinary text as it is", async () => {
+    vi.spyOn(api, "instanceEvents").mockResolvedValue([{ ...tricky, message: "store full: 1.0 MiB — 订单", fields: { n: 2, who: "risk-1" } }]);
+    renderUi(<EventsPanel serviceName="order-service" instanceId="order-3" statusKey="ACTIVE" />);
+    const row = (await screen.findAllByTestId("event-row"))[0]!;
+    const message = within(row).getAllByRole("cell")[3]!;
+    expect(message.textContent).toBe('store full: 1.0 MiB — 订单{"n":2,"who":"risk-1"}');
+  });
+});

@@ -5,7 +5,10 @@
 // errors or to lifecycle events (a burst of WARN records during a NATS
 // outage buried the elections), and a line says how many are shown of how
 // many read: it reads the newest EVENTS_LIMIT, and says so when it got as
-// many, so a reader knows older ones exist.
+// many, so a reader knows older ones exist. A record's text is the
+// service's, untrusted: its kind, message and fields are shown with every
+// bidirectional, zero-width or tag character as a visible mark naming it
+// (lib/hidden-chars), never as it would act.
 "use client";
 
 import * as React from "react";
@@ -18,6 +21,7 @@ import { Table, TableBody, TableCell, TableHead, TableHeader, TableRow } from "@
 import { api } from "@/lib/api/client";
 import type { LogRecord } from "@/lib/api/schemas";
 import { timeMs } from "@/lib/format";
+import { splitHidden } from "@/lib/hidden-chars";
 import { useI18n } from "@/lib/i18n";
 
 export const EVENTS_REFRESH_MS = 3000;
@@ -143,6 +147,32 @@ export function EventsPanel({ serviceName, instanceId, statusKey }: EventsPanelP
   );
 }
 
+/**
+ * A record's text with each hidden character shown as a mark naming it
+ * ("U+202E"), set apart from the text so it cannot pass for it.
+ */
+function Revealed({ text }: { text: string }) {
+  const { t } = useI18n();
+  return (
+    <>
+      {splitHidden(text).map((part, i) =>
+        part.hidden ? (
+          <span
+            key={i}
+            data-testid="hidden-char"
+            title={t("events.hiddenChar", { code: part.code })}
+            className="mx-px rounded-sm bg-warning-muted px-0.5 font-mono text-[0.7rem] text-warning-strong"
+          >
+            {part.code}
+          </span>
+        ) : (
+          <React.Fragment key={i}>{part.text}</React.Fragment>
+        ),
+      )}
+    </>
+  );
+}
+
 /** The records, newest first; on a phone the level and kind fold under the time. */
 function EventsTable({ events }: { events: LogRecord[] }) {
   const { t, locale } = useI18n();
@@ -168,17 +198,23 @@ function EventsTable({ events }: { events: LogRecord[] }) {
               {/* On a phone the level and kind columns fold in here, so the message stays on screen. */}
               <span className="mt-1 flex flex-col items-start gap-1 sm:hidden" data-testid="event-row-meta">
                 <Badge variant={levelVariant(e.level)}>{e.level}</Badge>
-                <span className="break-all">{e.kind}</span>
+                <span className="break-all">
+                  <Revealed text={e.kind} />
+                </span>
               </span>
             </TableCell>
             <TableCell className="hidden sm:table-cell">
               <Badge variant={levelVariant(e.level)}>{e.level}</Badge>
             </TableCell>
-            <TableCell className="hidden font-mono text-xs sm:table-cell">{e.kind}</TableCell>
+            <TableCell className="hidden font-mono text-xs sm:table-cell">
+              <Revealed text={e.kind} />
+            </TableCell>
             <TableCell className="align-top sm:min-w-64 sm:align-middle">
-              {e.message}
+              <Revealed text={e.message} />
               {Object.keys(e.fields).length > 0 ? (
-                <span className="mt-1 block break-all font-mono text-xs text-muted-foreground">{JSON.stringify(e.fields)}</span>
+                <span className="mt-1 block break-all font-mono text-xs text-muted-foreground">
+                  <Revealed text={JSON.stringify(e.fields)} />
+                </span>
               ) : null}
             </TableCell>
           </TableRow>

@@ -246,6 +246,7 @@ export const en = {
   "methods.badAnswer": "An instance answered with something that is not a description of the service.",
   "methods.error": "Could not ask the service: {message}",
   "events.title": "Lifecycle events and warnings",
+  "events.hiddenChar": "An invisible character ({code}) in the service's text, shown here because it could reorder or hide what you read.",
   "events.help": "Newest first; lifecycle events and WARN/ERROR records, live.",
   "events.empty": "No events recorded for this instance.",
   "events.loading": "Loading events…",

@@ -245,6 +245,7 @@ export const zhCN: Catalogue = {
   "methods.badAnswer": "某个实例的应答不是该服务的描述。",
   "methods.error": "无法询问该服务：{message}",
   "events.title": "生命周期事件与警告",
+  "events.hiddenChar": "服务文本中的不可见字符（{code}），因其可能改变或隐藏所显示的内容，在此标出。",
   "events.help": "最新的在前；生命周期事件及 WARN/ERROR 记录，实时更新。",
   "events.empty": "此实例没有记录到事件。",
   "events.loading": "正在加载事件…",
