@@ -426,7 +426,7 @@ impl ConnectArgs {
                 servers,
                 who,
                 source,
-            } => used.refused(&servers, &who, source),
+            } => used.refused(&servers, &who, source, self.state_dir.as_deref()),
             e => {
                 let e = connect_error(e, &connection.nats_url);
                 match &stopped {
@@ -549,11 +549,20 @@ fn connect_error(error: aegis_sdk::ConnectError, url: &str) -> anyhow::Error {
 }
 
 /// Where `aegis up` keeps the operator's credentials, for the errors of a
-/// refused operator's tool.
-const WHERE_CREDENTIALS: &str = "The operator's are in the credentials file `aegis up` \
-    writes in its state directory: pass --credentials .aegis/credentials from the directory \
-    it was started in, or --credentials <state-dir>/credentials when it was started with \
-    --state-dir <state-dir>";
+/// refused operator's tool: in `state_dir`'s, when one was given.
+fn where_credentials(state_dir: Option<&std::path::Path>) -> String {
+    match state_dir {
+        Some(dir) => format!(
+            "The operator's are in {}, which the `aegis up` with state there wrote",
+            dir.join("credentials").display()
+        ),
+        None => "The operator's are in the credentials file `aegis up` writes in its state \
+                 directory: pass --credentials .aegis/credentials from the directory it was \
+                 started in, or --credentials <state-dir>/credentials when it was started with \
+                 --state-dir <state-dir>"
+            .to_owned(),
+    }
+}
 
 /// Which credentials an operator's tool connected with.
 enum UsedCredentials {
@@ -569,24 +578,31 @@ impl UsedCredentials {
     /// The error when NATS at `servers` refused them (`source`, the
     /// server's words): what was refused and what to do, in the tools'
     /// terms (the SDK's own error speaks to any program).
-    fn refused(&self, servers: &str, who: &str, source: async_nats::ConnectError) -> anyhow::Error {
+    fn refused(
+        &self,
+        servers: &str,
+        who: &str,
+        source: async_nats::ConnectError,
+        state_dir: Option<&std::path::Path>,
+    ) -> anyhow::Error {
         // The kind alone: the error's text repeats it.
         let kind = source.kind();
+        let where_credentials = where_credentials(state_dir);
         let what = match self {
             UsedCredentials::None => format!(
                 "NATS at {servers} refused a client without credentials ({kind}): none were \
-                 given, and this directory has no {DEFAULT_PATH}. {WHERE_CREDENTIALS}"
+                 given, and this directory has no {DEFAULT_PATH}. {where_credentials}"
             ),
             UsedCredentials::Operator(file) => format!(
                 "NATS at {servers} refused the operator's credentials from {} ({kind}): \
-                 that file is not the one of the showcase running this NATS. {WHERE_CREDENTIALS}",
+                 that file is not the one of the showcase running this NATS. {where_credentials}",
                 file.display()
             ),
             UsedCredentials::Configured => format!(
                 "NATS at {servers} refused the credentials {who} ({kind}): set \
                  AEGIS_NATS_USER and AEGIS_NATS_PASSWORD (or AEGIS_NATS_TOKEN, \
                  AEGIS_NATS_NKEY_SEED, AEGIS_NATS_CREDS, --nats-creds) to a user this server \
-                 knows, or unset them to connect as a showcase's operator. {WHERE_CREDENTIALS}"
+                 knows, or unset them to connect as a showcase's operator. {where_credentials}"
             ),
         };
         anyhow::anyhow!(what)

@@ -360,3 +360,36 @@ async fn the_credentials_of_a_showcase_still_starting_say_so() {
     assert!(out.contains("is still starting"), "{out}");
     assert!(!out.contains("4222"), "no default URL is tried: {out}");
 }
+
+/// Tried as a new operator would: other credentials in the environment,
+/// refused by the showcase given with --state-dir, were answered with
+/// advice to pass `--credentials .aegis/credentials` "from the directory it
+/// was started in". The error names the directory given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_are_told_where_the_given_showcase_keeps_its_own() {
+    let nats = aegis_testkit::NatsServer::builder()
+        .app_users(r#"[ { user: "operator", password: "secret" } ]"#.into())
+        .start()
+        .expect("start nats-server (run `make bootstrap`)");
+    let state = tempfile::tempdir().unwrap();
+    fake_showcase(state.path(), Some(&nats.url()));
+    let dir = state.path().to_str().unwrap();
+    let (ok, out) = aegis_with_env(
+        state.path(),
+        &["status", "--state-dir", dir],
+        &[
+            ("AEGIS_NATS_USER", "svc-order-service"),
+            ("AEGIS_NATS_PASSWORD", "guess"),
+        ],
+    )
+    .await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "The operator's are in {}",
+            state.path().join("credentials").display()
+        )),
+        "{out}"
+    );
+    assert!(!out.contains(".aegis/credentials"), "{out}");
+}
