@@ -78,6 +78,7 @@ pub async fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
     let Some(method) = args.method.clone() else {
         anyhow::bail!("name the method to call (or pass --schema to list them)");
     };
+    crate::cli::check_service_name(&args.service)?;
     let given = args.body.as_deref().map(request_body).transpose()?;
     let conn = args.nats.connect_as_operator().await?;
     let body = match given {

@@ -525,6 +525,24 @@ fn read_operator(path: &std::path::Path) -> anyhow::Result<(String, String)> {
     })
 }
 
+/// Checks a service name given on the command line, before anything is
+/// sent; a name refused only for its capitals offers its lowercase form
+/// (`Order-Service`: did you mean order-service?).
+///
+/// # Errors
+/// The name's [`NameError`](aegis_sdk::contracts::names::NameError).
+pub(crate) fn check_service_name(name: &str) -> anyhow::Result<()> {
+    use aegis_sdk::contracts::names::validate_service_name;
+    let Err(e) = validate_service_name(name) else {
+        return Ok(());
+    };
+    let lower = name.to_ascii_lowercase();
+    if lower != name && validate_service_name(&lower).is_ok() {
+        anyhow::bail!("{e}; did you mean {lower}?");
+    }
+    Err(e.into())
+}
+
 /// The SDK's connection error, told where when it does not say itself.
 fn connect_error(error: aegis_sdk::ConnectError, url: &str) -> anyhow::Error {
     // The SDK's error names the servers when none answered; the others are
@@ -790,6 +808,20 @@ fn hint(error: &anyhow::Error) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_service_name_in_capitals_offers_its_lowercase_form() {
+        assert!(check_service_name("order-service").is_ok());
+        let said = check_service_name("Order-Service").unwrap_err().to_string();
+        assert!(
+            said.starts_with("service name must be lowercase: 'O' at position 0")
+                && said.ends_with("; did you mean order-service?"),
+            "{said}"
+        );
+        // Not a name in lowercase either: no offer.
+        let said = check_service_name("Order Service").unwrap_err().to_string();
+        assert!(!said.contains("did you mean"), "{said}");
+    }
     use clap::CommandFactory;
 
     #[test]

@@ -84,7 +84,7 @@ const INTERRUPTED: u8 = 130;
 /// An invalid service or command name, a body that is not JSON (both
 /// before connecting), or no connection to NATS.
 pub async fn run(args: CommandArgs, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
-    names::validate_service_name(&args.service)?;
+    crate::cli::check_service_name(&args.service)?;
     names::validate_command_name(&args.command)?;
     let body: serde_json::Value = match &args.body {
         Some(body) => serde_json::from_str(body)

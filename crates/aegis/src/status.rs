@@ -112,7 +112,7 @@ pub struct StatusArgs {
 /// system account credentials are refused.
 pub async fn run(args: StatusArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     if let Some(service) = &args.service {
-        aegis_sdk::contracts::names::validate_service_name(service)?;
+        crate::cli::check_service_name(service)?;
     }
     let conn = args.nats.connect_as_operator().await?;
     let mut system = system_account(&args, &conn)?;
