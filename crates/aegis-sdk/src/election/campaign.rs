@@ -43,7 +43,8 @@ struct Shared {
     stepping_down: AtomicBool,
     /// Set while a leader's lease has run out unrenewed and the key may
     /// still be its own: it stopped serving (a standby's role) and renews
-    /// on. Cleared when it serves again or starts a term; its
+    /// on. Cleared when it serves again, when the term ends otherwise (the
+    /// key taken by another, a stop), and when it starts a term; its
     /// `leadership_lost` event says so.
     lapsed: AtomicBool,
 }
@@ -361,6 +362,15 @@ impl Campaign {
     }
 
     fn step_down(&self, leader: Option<String>) {
+        // The term is over (lost, given up, stopped): no lapse of it goes
+        // on. Before the role changes: its watchers read it.
+        self.shared.lapsed.store(false, Ordering::Release);
+        self.stand_by(leader);
+    }
+
+    /// Serves nothing as `leader`'s standby (none: not known), keeping
+    /// [`Shared::lapsed`] as it is.
+    fn stand_by(&self, leader: Option<String>) {
         *self
             .shared
             .serve_until
@@ -729,7 +739,7 @@ impl Campaign {
                         warn!(epoch, error = %why, "could not renew the lease in time; stopped serving, still renewing");
                         // Before the role changes: its watchers read it.
                         self.shared.lapsed.store(true, Ordering::Release);
-                        self.step_down(None);
+                        self.stand_by(None);
                         continue;
                     }
                     debug!(epoch, error = %why, "lease renewal failed; retrying");
