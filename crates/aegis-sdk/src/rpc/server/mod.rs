@@ -360,6 +360,9 @@ impl ServiceBuilder {
     ///   check (`statusReason` `health_check`): it goes when the check
     ///   passes, or when an operator's verdict (`operator`) takes over.
     /// - A check that overruns the heartbeat fails with a reason saying so.
+    /// - Everyone who reads the registry and the monitor's viewers read the
+    ///   reason: say what failed in words of your own, never a raw error
+    ///   that may carry a connection string or a password.
     /// - A reason that changes while the check keeps failing (it names a
     ///   count, say) is written with the record's next refresh (default
     ///   every 4 s), not on every beat: every process watching the service
