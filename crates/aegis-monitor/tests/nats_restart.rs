@@ -115,7 +115,15 @@ async fn after_a_nats_restart_every_live_instance_is_shown_active_again() {
     let fleet = futures::future::join_all((0..INSTANCES).map(|i| {
         let url = url.clone();
         async move {
-            let conn = common::connect(&url).await;
+            // 400 handshakes at once through the proxy, on a loaded
+            // machine: one took longer than the default 5 s once. The
+            // test is about the restarts, not the first connect.
+            let mut config = aegis_sdk::AegisConfig::with_servers(url.as_str());
+            config.nats.request_timeout = Duration::from_secs(3);
+            config.nats.connect_timeout = aegis_testkit::wait::PATIENCE;
+            let conn = aegis_sdk::Connection::connect(config)
+                .await
+                .expect("connect");
             let service = conn
                 .service(SERVICE, "1.0.0")
                 .instance_id(id(i))

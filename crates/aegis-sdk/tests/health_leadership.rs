@@ -178,7 +178,14 @@ async fn an_unhealthy_leader_hands_over_within_a_second_and_no_call_fails() {
 
     // Calls keep flowing to the successor; the old leader does not come back.
     let served_before = calls.lock().unwrap().get(&successor).copied().unwrap_or(0);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually(
+        aegis_testkit::wait::PATIENCE,
+        "the successor serves ten more calls",
+        || async {
+            calls.lock().unwrap().get(&successor).copied().unwrap_or(0) > served_before + 10
+        },
+    )
+    .await;
     stop.store(true, Ordering::SeqCst);
     let (ok, failed) = caller.await.unwrap();
     assert_eq!(failed, 0, "{ok} calls succeeded, {failed} failed");

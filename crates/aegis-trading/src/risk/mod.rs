@@ -750,7 +750,9 @@ mod tests {
     /// The book reaches the caller's fill a few ms in, while the read of
     /// the newest fill hangs (a busy stream leader): the assessment goes
     /// on, rather than fail on the read's time.
-    #[tokio::test]
+    // Paused time: the book's few ms and the rule's bounds are the
+    // clock's, not a loaded machine's scheduling.
+    #[tokio::test(start_paused = true)]
     async fn a_slow_read_of_the_newest_fill_does_not_fail_a_book_that_got_there() {
         let (tx, held) = watch::channel(3);
         tokio::spawn(async move {
@@ -766,7 +768,9 @@ mod tests {
     }
 
     /// A book a few ms behind (back-to-back orders) costs no request.
-    #[tokio::test]
+    // Paused time: the book's few ms and the rule's bounds are the
+    // clock's, not a loaded machine's scheduling.
+    #[tokio::test(start_paused = true)]
     async fn a_book_slightly_behind_reads_no_newest_fill() {
         let (tx, held) = watch::channel(3);
         tokio::spawn(async move {
