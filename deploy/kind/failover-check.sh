@@ -95,7 +95,7 @@ create_order() {
   AEGIS_NATS_USER=operator AEGIS_NATS_PASSWORD="$OPERATOR_PASSWORD" AEGIS_NATS_INBOX_PREFIX=_INBOX_operator \
     "$AEGIS" call order-service create_order --active --timeout-ms 3000 \
     --nats-url "nats://127.0.0.1:$NATS_PORT" \
-    "{\"symbol\":\"AAPL\",\"side\":\"BUY\",\"quantity\":10,\"client_order_id\":\"kind-$$-$N\"}" \
+    "{\"symbol\":\"AAPL\",\"side\":\"buy\",\"quantity\":10,\"client_order_id\":\"kind-$$-$N\"}" \
     >"$WORK/call.out" 2>&1
 }
 

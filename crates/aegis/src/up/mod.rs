@@ -982,7 +982,7 @@ fn print_summary(
     }
     println!("  aegis status --watch{flags}");
     println!(
-        "  aegis call order-service create_order --active --idempotent '{{\"symbol\":\"AAPL\",\"side\":\"BUY\",\"quantity\":10,\"client_order_id\":\"demo-1\"}}'{flags}"
+        "  aegis call order-service create_order --active --idempotent '{{\"symbol\":\"AAPL\",\"side\":\"buy\",\"quantity\":10,\"client_order_id\":\"demo-1\"}}'{flags}"
     );
     println!(
         "  aegis traffic{flags}      # orders at 10/s, a line a second; Ctrl-C checks none acknowledged was lost"
