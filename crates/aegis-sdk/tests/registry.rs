@@ -1183,9 +1183,13 @@ async fn a_slow_health_check_does_not_space_out_the_beats() {
         gaps.push(last.elapsed());
         last = Instant::now();
     }
-    let widest = *gaps.iter().max().unwrap();
+    // A beat that waited for the check would come some 380 ms apart,
+    // every time: the median says so. One late beat (a loaded machine
+    // holding a task up) is no spacing, only no missed beat.
+    gaps.sort();
+    let (median, widest) = (gaps[gaps.len() / 2], gaps[gaps.len() - 1]);
     assert!(
-        widest < every.mul_f64(1.5),
+        median < every.mul_f64(1.5) && widest < every * 3,
         "beats {every:?} apart, but gaps were {gaps:?}"
     );
     svc.shutdown().await.unwrap();
