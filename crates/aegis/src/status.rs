@@ -119,14 +119,13 @@ pub async fn run(args: StatusArgs, shutdown: CancellationToken) -> anyhow::Resul
     let tasks = TaskTracker::new();
     let stop = shutdown.child_token();
     let connects = reconnects(&conn);
-    let fleet = match Fleet::start(
+    let started = Fleet::start(
         &conn,
         system.as_ref().map(|s| &s.account),
         stop.clone(),
         &tasks,
-    )
-    .await
-    {
+    );
+    let fleet = match said_when_slow(started, args.watch).await {
         Ok(fleet) => fleet,
         // The file's system user belongs to the showcase that wrote it; a
         // server that refuses it still shows the fleet, by beats alone.
@@ -221,6 +220,28 @@ pub async fn run(args: StatusArgs, shutdown: CancellationToken) -> anyhow::Resul
     stop.cancel();
     fleet.drain().await;
     result
+}
+
+/// How long the registry view may take to load before `aegis status` says
+/// what it waits for: a quiet cluster loads it in milliseconds.
+const LOAD_NOTICE: Duration = Duration::from_secs(1);
+
+/// `load`, saying on stderr once it takes longer than [`LOAD_NOTICE`]
+/// what it waits for: a NATS node just lost can leave the registry's
+/// stream without a leader for seconds (once, also with `--watch`, which
+/// clears the screen after).
+async fn said_when_slow<T>(load: impl std::future::Future<Output = T>, watch: bool) -> T {
+    tokio::pin!(load);
+    tokio::select! {
+        loaded = &mut load => return loaded,
+        () = tokio::time::sleep(LOAD_NOTICE) => {}
+    }
+    let again = if watch { "" } else { " (Ctrl-C stops)" };
+    eprintln!(
+        "waiting for the registry: its stream answers slowly, as for some seconds after a \
+         NATS node is lost while its streams elect new leaders{again}"
+    );
+    load.await
 }
 
 /// Why `service` is shown nothing, when the registry (as `fleet` holds
@@ -719,7 +740,18 @@ mod tests {
     use aegis_sdk::contracts::models::{InstanceStatus, ServiceInstance};
     use chrono::{Duration, Utc};
 
-    use super::{Listening, parse_status, render, render_counted};
+    use super::{LOAD_NOTICE, Listening, parse_status, render, render_counted, said_when_slow};
+
+    /// A slow load is said, and what it loads is what comes back.
+    #[tokio::test]
+    async fn a_slow_registry_load_is_said_and_still_awaited() {
+        assert_eq!(said_when_slow(async { 7 }, false).await, 7);
+        let slow = async {
+            tokio::time::sleep(LOAD_NOTICE + std::time::Duration::from_millis(50)).await;
+            8
+        };
+        assert_eq!(said_when_slow(slow, true).await, 8);
+    }
 
     fn view(record: ServiceInstance, holder: Option<&Holder>, down: bool) -> InstanceView {
         let liveness = if down {
