@@ -58,12 +58,15 @@ pub(crate) async fn unknown_to_registry(conn: &Connection, service: &str) -> Opt
     ))
 }
 
-/// The one known name `typed` is likely a slip of: `order` for
-/// `order-service`, or a name within two edits (one for short names).
+/// The one known name `typed` is likely a slip of: `order` (or `orders`)
+/// for `order-service`, or a name within two edits (one for short names).
 pub(crate) fn closest<'a>(typed: &str, known: &'a [String]) -> Option<&'a str> {
-    let suffixed = format!("{typed}-service");
-    if let Some(k) = known.iter().find(|k| **k == suffixed) {
-        return Some(k);
+    let singular = typed.strip_suffix('s').filter(|s| !s.is_empty());
+    for stem in std::iter::once(typed).chain(singular) {
+        let suffixed = format!("{stem}-service");
+        if let Some(k) = known.iter().find(|k| **k == suffixed) {
+            return Some(k);
+        }
     }
     let prefixed: Vec<&String> = known.iter().filter(|k| k.starts_with(typed)).collect();
     if let [only] = prefixed.as_slice()
@@ -104,6 +107,8 @@ mod tests {
     fn a_slip_is_matched_to_the_one_name_it_is_close_to() {
         let known = names();
         assert_eq!(closest("order", &known), Some("order-service"));
+        assert_eq!(closest("orders", &known), Some("order-service"));
+        assert_eq!(closest("s", &known), None);
         assert_eq!(closest("ordr-service", &known), Some("order-service"));
         assert_eq!(closest("pricnig-service", &known), Some("pricing-service"));
         assert_eq!(closest("pric", &known), Some("pricing-service"));
