@@ -205,31 +205,48 @@ struct Pricing {
 /// Most symbols an unknown symbol's error names.
 const PRICED_NAMED: usize = 20;
 
+/// The symbols the details of pricing's unknown-symbol error name, in
+/// words (`AAPL, MSFT, and 3 more`); `None` for other details. Order
+/// service says them in its own error for the symbol.
+pub(crate) fn priced_words(details: &serde_json::Value) -> Option<String> {
+    let mut words: Vec<String> = details
+        .get("priced")?
+        .as_array()?
+        .iter()
+        .filter_map(|s| s.as_str().map(str::to_owned))
+        .collect();
+    if let Some(more) = details.get("more").and_then(serde_json::Value::as_u64)
+        && more > 0
+    {
+        words.push(format!("and {more} more"));
+    }
+    Some(words.join(", "))
+}
+
 impl Pricing {
-    /// The symbols priced, for an unknown symbol's error: the first
-    /// [`PRICED_NAMED`] in order, and how many more.
-    fn priced(&self) -> String {
-        let mut named: Vec<&str> = self
+    /// The error for `symbol`, which is not priced: its details name the
+    /// symbols that are (`priced`, the first [`PRICED_NAMED`] in order, and
+    /// `more`, how many besides), and so do its words.
+    fn unknown_symbol(&self, symbol: &str) -> WireError {
+        let named: Vec<&str> = self
             .symbols
             .keys()
             .take(PRICED_NAMED)
             .map(String::as_str)
             .collect();
         let more = self.symbols.len().saturating_sub(PRICED_NAMED);
-        let more = (more > 0).then(|| format!("and {more} more"));
-        named.extend(more.as_deref());
-        named.join(", ")
+        let details = serde_json::json!({ "priced": named, "more": more });
+        let words = priced_words(&details).unwrap_or_default();
+        WireError::not_found(format!("no price for {symbol} (priced: {words})"))
+            .with_details(details)
     }
 
     fn get_price(&self, req: &GetPrice) -> Result<Quote, WireError> {
         validate_symbol(&req.symbol).map_err(|e| WireError::invalid_request(e.message))?;
-        let base = self.symbols.get(&req.symbol).ok_or_else(|| {
-            WireError::not_found(format!(
-                "no price for {} (priced: {})",
-                req.symbol,
-                self.priced()
-            ))
-        })?;
+        let base = self
+            .symbols
+            .get(&req.symbol)
+            .ok_or_else(|| self.unknown_symbol(&req.symbol))?;
         self.counters.add(METRIC_PRICES_SERVED, 1.0);
         Ok(quote_at(&req.symbol, *base, Utc::now()))
     }
@@ -498,6 +515,16 @@ mod tests {
             unknown.message,
             "no price for ZZZZ (priced: AAPL, AMZN, GOOGL, JPM, META, MSFT, NFLX, NVDA, TSLA, V)"
         );
+        // The same list in its details, for a caller (order-service) to say.
+        let details = unknown.details.unwrap();
+        assert_eq!(details["priced"].as_array().unwrap().len(), 10);
+        assert_eq!(details["more"], 0);
+        let many = serde_json::json!({ "priced": ["AAPL", "MSFT"], "more": 3 });
+        assert_eq!(
+            priced_words(&many).as_deref(),
+            Some("AAPL, MSFT, and 3 more")
+        );
+        assert_eq!(priced_words(&serde_json::json!({ "fields": [] })), None);
         assert_eq!(
             p.get_price(&GetPrice {
                 symbol: "AAPL".into()

@@ -837,11 +837,12 @@ impl Desk {
         {
             Ok(quote) => Ok(quote),
             Err(e) if e.code() == ErrorCode::NotFound => {
-                // Pricing's words name the symbols it prices.
+                // Pricing's details name the symbols it prices.
                 let priced = e
                     .remote()
-                    .and_then(|w| w.message.split_once(" (priced: "))
-                    .map_or_else(String::new, |(_, list)| format!(" (priced: {list}"));
+                    .and_then(|w| w.details.as_ref())
+                    .and_then(crate::pricing::priced_words)
+                    .map_or_else(String::new, |words| format!(" (priced: {words})"));
                 Err(common::invalid(ValidationErrors(vec![FieldError {
                     field: "symbol".to_owned(),
                     message: format!("{symbol} is not a traded symbol{priced}"),
