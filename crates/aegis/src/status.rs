@@ -202,7 +202,7 @@ pub async fn run(args: StatusArgs, shutdown: CancellationToken) -> anyhow::Resul
         }
         let configured = &conn.config().nats.servers;
         let down = servers::not_answering(configured).await;
-        if let Some(line) = servers::line(&down, servers::count(configured)) {
+        if let Some(line) = servers::line(&down, configured.len()) {
             table.push_str(&line);
         }
         if args.watch {

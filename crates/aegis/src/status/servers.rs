@@ -18,30 +18,15 @@ use futures::future::join_all;
 /// host refuses at once, one behind a dropped route is not waited for.
 const ANSWER_WAIT: Duration = Duration::from_millis(500);
 
-/// How many servers `urls` (as given to the connection) name.
-pub(super) fn count(urls: &[String]) -> usize {
-    split(urls).len()
-}
-
-/// Each server of `urls`, which may hold comma-separated lists.
-fn split(urls: &[String]) -> Vec<&str> {
-    urls.iter()
-        .flat_map(|u| u.split(','))
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .collect()
-}
-
-/// The configured servers (`urls`, as given to the connection) that do not
-/// accept a connection, each as given (any password redacted); empty when
-/// one or none is configured (the connection itself says whether that one
-/// answers), or when every one answers.
+/// The configured servers (`urls`, the connection's, one URL each) that do
+/// not accept a connection, each as given (any password redacted); empty
+/// when one or none is configured (the connection itself says whether that
+/// one answers), or when every one answers.
 pub(super) async fn not_answering(urls: &[String]) -> Vec<String> {
-    let urls = split(urls);
     if urls.len() < 2 {
         return Vec::new();
     }
-    let checks = urls.into_iter().map(|url| async move {
+    let checks = urls.iter().map(|url| async move {
         let addr = url.parse::<async_nats::ServerAddr>().ok()?;
         let target = (addr.host().to_owned(), addr.port());
         let connected = tokio::time::timeout(ANSWER_WAIT, tokio::net::TcpStream::connect(target))
