@@ -274,14 +274,14 @@ impl State {
         match closes.iter_mut().find(|(noted, _)| noted == name) {
             Some((_, noted_at)) if *noted_at == at => return,
             Some((_, noted_at)) => *noted_at = at,
-            None => {
-                closes.push_back((name.to_owned(), at));
-                if closes.len() > CLOSES_PER_INSTANCE {
-                    closes.pop_front();
-                }
-            }
+            None => closes.push_back((name.to_owned(), at)),
         }
+        // Advisories may come out of order: the oldest close is the one
+        // to go, not the first one told.
         closes.make_contiguous().sort_by_key(|(_, at)| *at);
+        if closes.len() > CLOSES_PER_INSTANCE {
+            closes.pop_front();
+        }
         if closed.len() > CLOSED_KEPT
             && let Some(oldest) = closed
                 .iter()
@@ -944,6 +944,9 @@ mod tests {
         let kept = state.shared.closes(&key);
         assert_eq!(kept.len(), CLOSES_PER_INSTANCE);
         assert_eq!(kept[0], t(2), "the oldest went first");
+        // A close told late, older than every one kept, is the one to go.
+        state.closed(&key, "o1-late", Some(t(-5)));
+        assert_eq!(state.shared.closes(&key), kept);
     }
 
     /// The review's node-loss case: the new leader's record (ACTIVE at
