@@ -231,9 +231,9 @@ fn is_format(c: char) -> bool {
             | '\u{202A}'..='\u{202E}'
             | '\u{2060}'..='\u{206F}'
             | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
             // Tag characters: invisible, and read by some renderers.
             | '\u{E0000}'..='\u{E007F}'
-            | '\u{FFF9}'..='\u{FFFB}'
     )
 }
 
