@@ -65,6 +65,49 @@ function shownAge(): { secs: number; atMost: boolean } | null {
   return { secs: Number(m[2]), atMost: m[1] !== undefined };
 }
 
+/**
+ * The trial's kill, replayed on fake timers from 4 s before it: the card
+ * rendered over a store whose record was first written `firstWritten` ms
+ * from the kill; digests every 2 s, on time while it beat; the disconnect
+ * seen at +428 ms with the record as last written (`recordWritten`); then
+ * digests that list it late with its last beat. Returns the store and
+ * `advanceTo(ms)`, which moves the clock there, applying what the monitor
+ * sent meanwhile.
+ */
+function replayKill(firstWritten: number, recordWritten: number): { store: InstanceStore; advanceTo: (to: number) => void } {
+  vi.setSystemTime(KILL - 4000);
+  const store = new InstanceStore({ schedule: (flush) => flush() });
+  store.replaceAll([pricing2({ lastHeartbeat: iso(firstWritten) })]);
+  renderUi(
+    <InstanceStoreContext.Provider value={store}>
+      <Live store={store} />
+    </InstanceStoreContext.Provider>,
+  );
+  const events: [number, () => void][] = [
+    [-3000, () => store.applyDigest(digest(-3000, false))],
+    [-1000, () => store.applyDigest(digest(-1000, false))],
+    [428, () => store.apply({ type: "instanceUpserted", instance: pricing2({ status: "UNHEALTHY", statusReason: "disconnected", statusSince: iso(428), lastHeartbeat: iso(recordWritten) }) })],
+    // 1.3 s after its last beat: not late yet.
+    [1000, () => store.applyDigest(digest(1000, false))],
+    [3000, () => store.applyDigest(digest(3000, true))],
+    [5000, () => store.applyDigest(digest(5000, true))],
+    [7000, () => store.applyDigest(digest(7000, true))],
+  ];
+  let t = -4000;
+  const advanceTo = (to: number) => {
+    for (const [at, apply] of events) {
+      if (at > t && at <= to) {
+        act(() => vi.advanceTimersByTime(at - t));
+        t = at;
+        act(apply);
+      }
+    }
+    act(() => vi.advanceTimersByTime(to - t));
+    t = to;
+  };
+  return { store, advanceTo };
+}
+
 describe("a killed instance's heartbeat age", () => {
   beforeEach(() => vi.useFakeTimers({ toFake: ["setInterval", "clearInterval", "setTimeout", "clearTimeout", "Date"] }));
   afterEach(() => vi.useRealTimers());
@@ -72,39 +115,7 @@ describe("a killed instance's heartbeat age", () => {
   // The trial: the record last written 2.3 s before the kill. And the
   // record written with the last beat.
   it.each([[-2300], [LAST_BEAT]])("only grows after the kill and is never fewer seconds than since its last beat (record written at %i ms)", (recordWritten) => {
-    vi.setSystemTime(KILL - 4000);
-    const store = new InstanceStore({ schedule: (flush) => flush() });
-    store.replaceAll([pricing2({ lastHeartbeat: iso(-4300) })]);
-    renderUi(
-      <InstanceStoreContext.Provider value={store}>
-        <Live store={store} />
-      </InstanceStoreContext.Provider>,
-    );
-    // What the monitor sends, when (ms from the kill): digests every 2 s, on
-    // time while it beat; the disconnect seen at +428 ms, the record as last
-    // written; then the digests list it late with its last beat.
-    const events: [number, () => void][] = [
-      [-3000, () => store.applyDigest(digest(-3000, false))],
-      [-1000, () => store.applyDigest(digest(-1000, false))],
-      [428, () => store.apply({ type: "instanceUpserted", instance: pricing2({ status: "UNHEALTHY", statusReason: "disconnected", statusSince: iso(428), lastHeartbeat: iso(recordWritten) }) })],
-      // 1.3 s after its last beat: not late yet.
-      [1000, () => store.applyDigest(digest(1000, false))],
-      [3000, () => store.applyDigest(digest(3000, true))],
-      [5000, () => store.applyDigest(digest(5000, true))],
-      [7000, () => store.applyDigest(digest(7000, true))],
-    ];
-    let t = -4000;
-    const advanceTo = (to: number) => {
-      for (const [at, apply] of events) {
-        if (at > t && at <= to) {
-          act(() => vi.advanceTimersByTime(at - t));
-          t = at;
-          act(apply);
-        }
-      }
-      act(() => vi.advanceTimersByTime(to - t));
-      t = to;
-    };
+    const { store, advanceTo } = replayKill(-4300, recordWritten);
     const readings: string[] = [];
     const problems: string[] = [];
     let previous = -1;
@@ -602,35 +613,10 @@ describe("a killed instance's heartbeat reads one way", () => {
   afterEach(() => vi.useRealTimers());
 
   it("says stopped at every reading after the disconnect, the age in its title", () => {
-    vi.setSystemTime(KILL - 4000);
-    const store = new InstanceStore({ schedule: (flush) => flush() });
-    store.replaceAll([pricing2({ lastHeartbeat: iso(-2300) })]);
-    renderUi(
-      <InstanceStoreContext.Provider value={store}>
-        <Live store={store} />
-      </InstanceStoreContext.Provider>,
-    );
-    const events: [number, () => void][] = [
-      [-3000, () => store.applyDigest(digest(-3000, false))],
-      [-1000, () => store.applyDigest(digest(-1000, false))],
-      [428, () => store.apply({ type: "instanceUpserted", instance: pricing2({ status: "UNHEALTHY", statusReason: "disconnected", statusSince: iso(428), lastHeartbeat: iso(-2300) }) })],
-      [1000, () => store.applyDigest(digest(1000, false))],
-      [3000, () => store.applyDigest(digest(3000, true))],
-      [5000, () => store.applyDigest(digest(5000, true))],
-      [7000, () => store.applyDigest(digest(7000, true))],
-    ];
-    let t = -4000;
+    const { advanceTo } = replayKill(-2300, -2300);
     const texts: string[] = [];
     for (let at = 428; at <= 9000; at += 200) {
-      for (const [when, apply] of events) {
-        if (when > t && when <= at) {
-          act(() => vi.advanceTimersByTime(when - t));
-          t = when;
-          act(apply);
-        }
-      }
-      act(() => vi.advanceTimersByTime(at - t));
-      t = at;
+      advanceTo(at);
       texts.push(screen.getByTestId("heartbeat-age").textContent ?? "");
     }
     expect(new Set(texts)).toEqual(new Set(["stopped"]));
